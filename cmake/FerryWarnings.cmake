@@ -1,0 +1,15 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# ferry_warnings: warning and sanitizer flags for ferry's own targets only (linked PRIVATE, never
+# propagated to consumers).
+add_library(ferry_warnings INTERFACE)
+target_compile_options(ferry_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align -Woverloaded-virtual
+  # GCC < 14 warns about every member a designated initialiser leaves to its default.
+  -Wno-missing-field-initializers
+  $<$<BOOL:${FERRY_WARNINGS_AS_ERRORS}>:-Werror>)
+
+if(FERRY_SANITIZE)
+  string(REPLACE ";" "," _ferry_sanitizers "${FERRY_SANITIZE}")
+  add_compile_options(-fsanitize=${_ferry_sanitizers} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=${_ferry_sanitizers})
+endif()

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Shared state behind ferry::Future: raw result bytes or an error, decoded on get().
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <ferry/detail/type_name.hpp>
+#include <ferry/errors.hpp>
+#include <ferry/serialization.hpp>
+
+namespace ferry::detail {
+
+class StateBase;
+using Clock = std::chrono::steady_clock;
+
+/// The executor side of a pending state: helps a waiting thread (it may read the result off the
+/// worker's channel itself) and cancels. Held weakly: a state outlives its executor.
+class StateOwner {
+ public:
+  virtual ~StateOwner() = default;
+  /// Returns when the state is ready or the deadline passed.
+  virtual void wait(StateBase& state, std::optional<Clock::time_point> deadline) = 0;
+  virtual bool cancel(StateBase& state, bool kill_running) = 0;
+};
+
+class StateBase {
+ public:
+  StateBase() = default;
+  StateBase(const StateBase&) = delete;
+  StateBase& operator=(const StateBase&) = delete;
+  virtual ~StateBase() = default;
+
+  bool ready() const noexcept { return done_.load(std::memory_order_acquire); }
+
+  /// Completes with the worker's result bytes (those after `offset`); false if already completed.
+  bool set_payload(Buffer payload, std::size_t offset = 0) {
+    return complete([&] {
+      payload_ = std::move(payload);
+      offset_ = offset;
+    });
+  }
+  /// Completes with an error; false if already completed.
+  bool set_error(std::exception_ptr e) {
+    return complete([&] { error_ = std::move(e); });
+  }
+
+  /// Blocks until ready; lets the owning executor help (read the result itself).
+  void wait() {
+    if (ready()) return;
+    if (auto owner = owner_.lock()) owner->wait(*this, std::nullopt);
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return ready(); });
+  }
+  /// Blocks until ready or the deadline; true if ready.
+  bool wait_until(Clock::time_point deadline) {
+    if (ready()) return true;
+    if (auto owner = owner_.lock()) owner->wait(*this, deadline);
+    std::unique_lock lock(mu_);
+    return cv_.wait_until(lock, deadline, [&] { return ready(); });
+  }
+
+  /// Runs cb once the state is ready: now, in this thread, if it already is; otherwise in the
+  /// thread that completes it. Callbacks must not block for long.
+  void add_callback(std::function<void()> cb) {
+    {
+      std::lock_guard lock(mu_);
+      if (!ready()) {
+        callbacks_.push_back(std::move(cb));
+        return;
+      }
+    }
+    cb();
+  }
+
+  bool cancel(bool kill_running) {
+    if (ready()) return false;
+    if (auto owner = owner_.lock()) return owner->cancel(*this, kill_running);
+    return false;
+  }
+
+  /// Called by the executor before the state is shared.
+  void attach(std::weak_ptr<StateOwner> owner, std::uint64_t call_id, std::string task) {
+    owner_ = std::move(owner);
+    call_id_ = call_id;
+    task_ = std::move(task);
+  }
+  std::uint64_t call_id() const noexcept { return call_id_; }
+  const std::string& task() const noexcept { return task_; }
+
+  /// Valid once ready().
+  const std::exception_ptr& error() const noexcept { return error_; }
+  std::string_view payload() const noexcept { return payload_.view().substr(offset_); }
+
+ protected:
+  template <class F>
+  bool complete(F&& fill) {
+    std::vector<std::function<void()>> callbacks;
+    {
+      std::lock_guard lock(mu_);
+      if (ready()) return false;
+      fill();
+      done_.store(true, std::memory_order_release);
+      callbacks.swap(callbacks_);
+    }
+    cv_.notify_all();
+    for (auto& cb : callbacks) {
+      try {
+        cb();
+      } catch (...) {
+        // A failing callback must not take the completing thread (often the manager) down with
+        // it, nor stop the other callbacks: as loky's Future._invoke_callbacks.
+      }
+    }
+    return true;
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Buffer payload_;
+  std::size_t offset_ = 0;
+  std::exception_ptr error_;
+  std::vector<std::function<void()>> callbacks_;
+  std::weak_ptr<StateOwner> owner_;
+  std::uint64_t call_id_ = 0;
+  std::string task_;
+};
+
+/// Typed state: decodes the payload as one T, or, for a map chunk (chunk_items > 0, T a vector),
+/// as chunk_items values written one after another; or holds a local value set by a continuation.
+template <class T>
+class State final : public StateBase {
+ public:
+  explicit State(std::uint32_t chunk_items = 0) : items_(chunk_items) {}
+
+  T get() {
+    wait();
+    if (error()) std::rethrow_exception(error());
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else {
+      if (local_) return *local_;
+      return decode();
+    }
+  }
+
+  template <class U = T>
+  bool set_value(U&& v) requires(!std::is_void_v<T>) {
+    return complete([&] { local_.emplace(std::forward<U>(v)); });
+  }
+  bool set_done() requires std::is_void_v<T> {
+    return complete([] {});
+  }
+
+ private:
+  using Local = std::conditional_t<std::is_void_v<T>, bool, T>;
+
+  T decode() requires(!std::is_void_v<T>);
+
+  std::uint32_t items_;
+  std::optional<Local> local_;
+};
+
+template <class T>
+struct IsVector : std::false_type {};
+template <class T, class A>
+struct IsVector<std::vector<T, A>> : std::true_type {};
+
+template <class T>
+T State<T>::decode() requires(!std::is_void_v<T>) {
+  std::string_view bytes = payload();
+  try {
+    if constexpr (IsVector<T>::value) {
+      if (items_ == 0) return decode_value<T>(bytes);
+      // A map chunk: `items_` values written one after another by the worker.
+      using R = typename T::value_type;
+      MemoryReader reader(bytes.data(), bytes.size());
+      std::istream is(&reader);
+      InputArchive ar(is);
+      T out;
+      out.reserve(items_);
+      for (std::uint32_t i = 0; i < items_; ++i) {
+        R r{};
+        ar(r);
+        out.push_back(std::move(r));
+      }
+      if (reader.remaining() != 0)
+        throw cereal::Exception("trailing bytes after the result: " +
+                                std::to_string(reader.remaining()));
+      return out;
+    } else {
+      return decode_value<T>(bytes);
+    }
+  } catch (const ferry::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw SerializationError(SerializationStage::decode_result,
+                             std::string(TypeName<std::remove_cvref_t<T>>::value.view()), e.what(),
+                             task());
+  }
+}
+
+template <class T>
+std::shared_ptr<State<T>> make_state(std::uint32_t chunk_items = 0) {
+  return std::make_shared<State<T>>(chunk_items);
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The whole ferry exception hierarchy, with named factories that keep the messages uniform.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace ferry {
+
+/** @brief Base of every error ferry throws or stores in a future. */
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/**
+@brief The task threw. Carries the remote exception's type and what(), the task and the worker pid.
+
+Any exception the task lets escape becomes a TaskError, including `throw 42` (type "int").
+*/
+class TaskError : public Error {
+ public:
+  TaskError(std::string task, std::string remote_type, std::string remote_message, int pid);
+  const std::string& task() const noexcept { return task_; }
+  /// Demangled C++ type of the exception thrown in the worker, e.g. "std::invalid_argument".
+  const std::string& remote_type() const noexcept { return remote_type_; }
+  /// what() of the exception in the worker.
+  const std::string& remote_message() const noexcept { return remote_message_; }
+  int pid() const noexcept { return pid_; }
+
+ private:
+  std::string task_, remote_type_, remote_message_;
+  int pid_;
+};
+
+/**
+@brief The worker running the task died: killed by a signal, exited, or was OOM-killed.
+
+Only the future of the task it was running fails; the pool respawns the worker.
+*/
+class TerminatedWorkerError : public Error {
+ public:
+  /// `signal` is 0 when the worker exited with `exit_code`; `exit_code` is -1 when it was signalled.
+  TerminatedWorkerError(std::string task, int pid, int signal, int exit_code, bool oom_killed,
+                        std::string detail = {});
+  const std::string& task() const noexcept { return task_; }
+  int pid() const noexcept { return pid_; }
+  int signal() const noexcept { return signal_; }
+  int exit_code() const noexcept { return exit_code_; }
+  bool oom_killed() const noexcept { return oom_killed_; }
+  /// "SIGSEGV", "SIGKILL", ... or "" when the worker exited.
+  std::string signal_name() const;
+
+ private:
+  std::string task_;
+  int pid_, signal_, exit_code_;
+  bool oom_killed_;
+};
+
+/**
+@brief The callable cannot be reached from a worker: a plain function of the host's main program,
+or a function of a library that is not a ferry plugin.
+*/
+class UnresolvableTaskError : public Error {
+ public:
+  UnresolvableTaskError(std::string message, std::string function, std::string module,
+                        std::string detail);
+  /// A main-program function: names it and the executable, quotes the loader, gives both fixes.
+  static UnresolvableTaskError main_program(const std::string& function, const std::string& module,
+                                            const std::string& loader_message);
+  /// An address inside a shared library that exports no ferry task for it.
+  static UnresolvableTaskError not_a_task(const std::string& function, const std::string& module);
+  /// A FERRY_WRAP body that could not be compiled into a plugin.
+  static UnresolvableTaskError wrap_failed(const std::string& function, const std::string& where,
+                                           const std::string& diagnostic);
+  const std::string& function() const noexcept { return function_; }
+  const std::string& module() const noexcept { return module_; }
+  /// The loader's or compiler's own message.
+  const std::string& detail() const noexcept { return detail_; }
+
+ private:
+  std::string function_, module_, detail_;
+};
+
+/** @brief Where in a task's round trip serialization failed. */
+enum class SerializationStage {
+  encode_arguments,  ///< in the host, at submit
+  decode_arguments,  ///< in the worker
+  encode_result,     ///< in the worker
+  decode_result,     ///< in the host, at get()
+};
+
+/** @brief Arguments or a result could not be encoded or decoded; only that future fails. */
+class SerializationError : public Error {
+ public:
+  SerializationError(SerializationStage stage, std::string type, std::string reason,
+                     std::string task = {});
+  SerializationStage stage() const noexcept { return stage_; }
+  /// "host" or "worker".
+  const char* side() const noexcept;
+  /// The type (or signature) being encoded or decoded.
+  const std::string& type() const noexcept { return type_; }
+  /// cereal's (or the type's own) message.
+  const std::string& reason() const noexcept { return reason_; }
+  const std::string& task() const noexcept { return task_; }
+
+ private:
+  SerializationStage stage_;
+  std::string type_, reason_, task_;
+};
+
+/** @brief A plugin is missing, unloadable, unsafe, of another ABI, or lacks the task asked for. */
+class PluginError : public Error {
+ public:
+  PluginError(std::string message, std::string path, std::string symbol, std::string loader_message);
+
+  static PluginError file_missing(const std::string& path, const std::string& symbol);
+  static PluginError load_failed(const std::string& path, const std::string& symbol,
+                                 const std::string& loader_message);
+  static PluginError not_shared_library(const std::string& path, const std::string& why);
+  static PluginError not_ferry_plugin(const std::string& path);
+  static PluginError symbol_not_found(const std::string& path, const std::string& symbol,
+                                      const std::string& loader_message);
+  static PluginError task_not_found(const std::string& task, const std::string& searched);
+  static PluginError ambiguous(const std::string& task, const std::string& first,
+                               const std::string& second);
+  static PluginError signature_mismatch(const std::string& path, const std::string& task,
+                                        const std::string& plugin_signature,
+                                        const std::string& submitted_signature);
+  static PluginError abi_mismatch(const std::string& path, const std::string& task,
+                                  unsigned plugin_abi, unsigned ferry_abi);
+  static PluginError unsafe(const std::string& path, const std::string& why);
+
+  const std::string& path() const noexcept { return path_; }
+  /// The exported symbol (ferry_task:<name>), when one is concerned.
+  const std::string& symbol() const noexcept { return symbol_; }
+  const std::string& loader_message() const noexcept { return loader_message_; }
+
+ private:
+  std::string path_, symbol_, loader_message_;
+};
+
+/** @brief The executor cannot take work: it was shut down, or no worker can be started. */
+class BrokenProcessPool : public Error {
+ public:
+  using Error::Error;
+  static BrokenProcessPool shut_down();
+  static BrokenProcessPool spawn_failed(const std::string& worker_path, const std::string& why);
+};
+
+/** @brief The future was cancelled, or its executor was shut down with kill_workers. */
+class CancelledError : public Error {
+ public:
+  using Error::Error;
+};
+
+/** @brief A wait or a task deadline expired. */
+class TimeoutError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace ferry

@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// ferry::Executor, its options, and get_reusable_executor.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <ferry/detail/state.hpp>
+#include <ferry/detail/type_name.hpp>
+#include <ferry/errors.hpp>
+#include <ferry/future.hpp>
+#include <ferry/serialization.hpp>
+#include <ferry/task.hpp>
+
+namespace ferry {
+
+/** @brief Seconds, fractional allowed: accepts `std::chrono::milliseconds(200)`, `2s`, `0.5s`. */
+using Duration = std::chrono::duration<double>;
+
+/**
+@brief How an Executor runs its workers. An aggregate: use designated initialisers.
+@code
+ferry::Executor ex({.max_workers = 4, .idle_timeout = std::chrono::seconds(30)});
+@endcode
+*/
+struct ExecutorOptions {
+  /// Number of worker processes; 0 = ferry::cpu_count().
+  std::size_t max_workers = 0;
+  /// A worker idle this long exits cleanly and is respawned on demand; 0 = never.
+  Duration idle_timeout{0};
+  /// Bytes a worker's RSS may grow over its size after its first task before it is recycled
+  /// (after finishing its current task); 0 = off.
+  std::size_t max_memory_growth = 0;
+  /// Tasks a worker runs before it is recycled; 0 = unlimited.
+  std::size_t max_tasks_per_child = 0;
+  /// Task name (resolved like submit by name) run once in every new worker, before any task.
+  std::string initializer;
+  /// Extra environment variables for the workers (override the host's).
+  std::map<std::string, std::string> env;
+  /// Directories searched by submit-by-name, before those in FERRY_PLUGIN_PATH.
+  std::vector<std::filesystem::path> plugin_dirs;
+  /// The worker executable; default: $FERRY_WORKER, else the ferry-worker installed or built with
+  /// this libferry.
+  std::filesystem::path worker_path;
+  /// How many times a task whose worker died is resubmitted before it fails.
+  unsigned max_retries_on_worker_death = 0;
+  /// Accept plugin files and directories writable by group/others or owned by another user.
+  bool allow_unsafe_plugins = false;
+
+  bool operator==(const ExecutorOptions&) const = default;
+};
+
+/** @brief Options of Executor::map. */
+struct MapOptions {
+  /// Inputs per message (and per worker call); 0 = chosen from the input size and pool size.
+  std::size_t chunksize = 0;
+};
+
+/** @brief Options of Executor::shutdown. */
+struct ShutdownOptions {
+  /// Block until every submitted task has ended and the workers have exited.
+  bool wait = true;
+  /// Fail every pending future with CancelledError now and SIGKILL the workers.
+  bool kill_workers = false;
+};
+
+/** @brief Per-submission options (Executor::submit_with). */
+struct SubmitOptions {
+  /// Wall-clock budget of the task once it is sent to a worker; when it expires, the worker is
+  /// killed and the future fails with TimeoutError. 0 = none.
+  Duration deadline{0};
+};
+
+namespace detail {
+class Pool;
+
+/// What a submission names, before it is resolved to a plugin path and task name.
+struct Target {
+  enum class Kind { function, name, ref } kind = Kind::name;
+  const void* function = nullptr;
+  std::string name;
+  std::filesystem::path library;
+  std::string_view signature;
+  std::uint64_t fingerprint = 0;
+};
+
+/// The type an argument travels as when the task's own signature is not known (by-name
+/// submission): decayed, with C strings as std::string.
+template <class A>
+using wire_t = std::conditional_t<
+    std::is_same_v<std::decay_t<A>, const char*> || std::is_same_v<std::decay_t<A>, char*>,
+    std::string, std::remove_cvref_t<A>>;
+
+/// Passes an argument through untouched when it already has the parameter's type, and converts
+/// it otherwise.
+template <class P, class A>
+decltype(auto) as_param(A&& a) {
+  if constexpr (std::is_same_v<std::remove_cvref_t<A>, P>) {
+    return static_cast<const P&>(a);
+  } else {
+    return P(std::forward<A>(a));
+  }
+}
+
+template <class Tuple>
+struct TupleSize : std::integral_constant<std::size_t, 0> {};
+template <class... Ts>
+struct TupleSize<std::tuple<Ts...>> : std::integral_constant<std::size_t, sizeof...(Ts)> {};
+template <class A, class B>
+struct TupleSize<std::pair<A, B>> : std::integral_constant<std::size_t, 2> {};
+}  // namespace detail
+
+/**
+@brief A pool of ferry-worker processes that run plugin tasks.
+
+Submission never blocks on a worker: the task is written to an idle worker's channel by the
+submitting thread, or queued for the next free one. Every future ends with a value or an error,
+including at shutdown. Thread-safety: all members may be called from any thread concurrently.
+*/
+class Executor {
+ public:
+  /// @throws std::invalid_argument on bad options.
+  explicit Executor(ExecutorOptions options = {});
+  /// Shuts down and waits for submitted work: `shutdown({.wait = true})`.
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  /**
+  @brief Runs `fn(args...)` in a worker. `fn` is a FERRY_TASK function of a shared library this
+  process has loaded, or a FERRY_WRAP function. A plain function of the main program yields a
+  future failing with UnresolvableTaskError.
+  @throws BrokenProcessPool after shutdown. Other failures are stored in the future.
+  */
+  template <class R, class... P, class... A>
+  Future<R> submit(R (*fn)(P...), A&&... args) {
+    return submit_with(SubmitOptions{}, fn, std::forward<A>(args)...);
+  }
+
+  /**
+  @brief Runs the task registered under `task` ("name" or "plugin:name") in a plugin directory.
+  The result type R is given explicitly; argument types must match the task's parameters
+  (after decay; C strings travel as std::string), which the worker checks by fingerprint.
+  @code
+  ferry::Future<int> f = ex.submit<int>("square", 7);
+  @endcode
+  */
+  template <class R, class... A>
+  Future<R> submit(std::string_view task, A&&... args) {
+    return submit_with<R>(SubmitOptions{}, task, std::forward<A>(args)...);
+  }
+  template <class R, class... A>
+  Future<R> submit(const char* task, A&&... args) {
+    return submit_with<R>(SubmitOptions{}, std::string_view(task), std::forward<A>(args)...);
+  }
+
+  /** @brief Runs task `ref.name` of the plugin at `ref.library`. */
+  template <class R, class... A>
+  Future<R> submit(const TaskRef& ref, A&&... args) {
+    return submit_with<R>(SubmitOptions{}, ref, std::forward<A>(args)...);
+  }
+
+  /** @brief submit(fn, args...) with per-task options (deadline). */
+  template <class R, class... P, class... A>
+  Future<R> submit_with(const SubmitOptions& options, R (*fn)(P...), A&&... args) {
+    static_assert(sizeof...(P) == sizeof...(A),
+                  "ferry: submit(fn, args...) takes exactly one argument per parameter of fn");
+    static_assert((std::is_constructible_v<std::remove_cvref_t<P>, A&&> && ...),
+                  "ferry: an argument of submit cannot be converted to the matching parameter "
+                  "type of the task");
+    detail::require_task_types<R (*)(P...)>();
+    using Sig = detail::Signature<R, P...>;
+    detail::Target target{.kind = detail::Target::Kind::function,
+                          .function = reinterpret_cast<const void*>(fn),
+                          .signature = Sig::text.view(),
+                          .fingerprint = Sig::fingerprint};
+    return submit_values<R, std::remove_cvref_t<P>...>(options, std::move(target),
+                                                       std::forward<A>(args)...);
+  }
+  template <class R, class... A>
+  Future<R> submit_with(const SubmitOptions& options, std::string_view task, A&&... args) {
+    return submit_named<R, A...>(options, detail::Target{.kind = detail::Target::Kind::name,
+                                                         .name = std::string(task)},
+                                 std::forward<A>(args)...);
+  }
+  template <class R, class... A>
+  Future<R> submit_with(const SubmitOptions& options, const TaskRef& ref, A&&... args) {
+    return submit_named<R, A...>(
+        options,
+        detail::Target{.kind = detail::Target::Kind::ref, .name = ref.name, .library = ref.library},
+        std::forward<A>(args)...);
+  }
+
+  /**
+  @brief Runs `fn` on every element of `inputs` and returns the results in input order.
+
+  For a one-parameter `fn`, each element is its argument; otherwise each element is a tuple or
+  pair of the arguments. Inputs travel in chunks of `options.chunksize` (one message and one
+  worker call each). Blocks until all chunks end; the first failure in input order is rethrown
+  after the remaining chunks were cancelled or finished.
+  */
+  template <class R, class... P, std::ranges::input_range Range>
+  auto map(R (*fn)(P...), const Range& inputs, MapOptions options = {}) {
+    detail::require_task_types<R (*)(P...)>();
+    using Sig = detail::Signature<R, P...>;
+    detail::Target target{.kind = detail::Target::Kind::function,
+                          .function = reinterpret_cast<const void*>(fn),
+                          .signature = Sig::text.view(),
+                          .fingerprint = Sig::fingerprint};
+    return map_values<R, std::remove_cvref_t<P>...>(std::move(target), inputs, options);
+  }
+
+  /** @brief map over a task found by name in the plugin directories. */
+  template <class R, std::ranges::input_range Range>
+  auto map(std::string_view task, const Range& inputs, MapOptions options = {}) {
+    using E = std::ranges::range_value_t<Range>;
+    detail::Target target{.kind = detail::Target::Kind::name, .name = std::string(task)};
+    if constexpr (detail::TupleSize<E>::value > 0) {
+      return [&]<class... A>(std::type_identity<std::tuple<A...>>) {
+        using Sig = detail::Signature<R, detail::wire_t<A>...>;
+        target.signature = Sig::text.view();
+        target.fingerprint = Sig::fingerprint;
+        return map_values<R, detail::wire_t<A>...>(std::move(target), inputs, options);
+      }(std::type_identity<decltype(std::tuple_cat(std::declval<E>()))>{});
+    } else {
+      using Sig = detail::Signature<R, detail::wire_t<E>>;
+      target.signature = Sig::text.view();
+      target.fingerprint = Sig::fingerprint;
+      return map_values<R, detail::wire_t<E>>(std::move(target), inputs, options);
+    }
+  }
+
+  /**
+  @brief Stops accepting work. With `wait`, blocks until every submitted task ended and the
+  workers exited; without, returns at once and the work still completes in the background. With
+  `kill_workers`, every pending future fails with CancelledError and the workers are killed.
+  Idempotent.
+  */
+  void shutdown(ShutdownOptions options = {});
+
+  /// Changes the number of workers; running and queued work is neither lost nor duplicated.
+  /// @throws std::invalid_argument for 0, BrokenProcessPool after shutdown.
+  void resize(std::size_t max_workers);
+
+  /// Starts every worker now and waits (up to `timeout`) until all have said hello.
+  /// @returns true when all workers are up.
+  bool warm_up(Duration timeout = std::chrono::seconds(10));
+
+  std::size_t max_workers() const;
+  const ExecutorOptions& options() const;
+  /// Pids of the live workers (for diagnostics and tests).
+  std::vector<int> worker_pids() const;
+  bool is_shutdown() const;
+  /// True once the pool cannot run tasks (its initializer failed); submit then throws.
+  bool is_broken() const;
+
+ private:
+  template <class R, class... A>
+  Future<R> submit_named(const SubmitOptions& options, detail::Target target, A&&... args) {
+    using Sig = detail::Signature<R, detail::wire_t<A>...>;
+    target.signature = Sig::text.view();
+    target.fingerprint = Sig::fingerprint;
+    return submit_values<R, detail::wire_t<A>...>(options, std::move(target),
+                                                  std::forward<A>(args)...);
+  }
+
+  template <class R, class... W, class... A>
+  Future<R> submit_values(const SubmitOptions& options, detail::Target target, A&&... args) {
+    (detail::require_serializable<W>(), ...);
+    detail::require_serializable<R>();
+    auto state = detail::make_state<R>();
+    detail::Buffer buffer;
+    try {
+      detail::encode_values(buffer, detail::as_param<W>(std::forward<A>(args))...);
+    } catch (const std::exception& e) {
+      fail_encoding(*state, target, e.what());
+      return Future<R>(std::move(state));
+    }
+    submit_encoded(target, std::move(buffer), 0, state, options);
+    return Future<R>(std::move(state));
+  }
+
+  template <class R, class... W, class Range>
+  auto map_values(detail::Target target, const Range& inputs, MapOptions options) {
+    using E = std::ranges::range_value_t<Range>;
+    std::size_t total = 0;
+    if constexpr (std::ranges::sized_range<Range>) total = std::ranges::size(inputs);
+    std::size_t chunk = options.chunksize ? options.chunksize : default_chunksize(total);
+    using Chunk = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+    std::vector<Future<Chunk>> chunks;
+    detail::Buffer buffer;
+    std::uint32_t items = 0;
+    auto flush = [&] {
+      auto state = detail::make_state<Chunk>(items);
+      submit_encoded(target, std::move(buffer), items, state, SubmitOptions{});
+      chunks.emplace_back(std::move(state));
+      buffer = detail::Buffer();
+      items = 0;
+    };
+    for (const E& element : inputs) {
+      try {
+        if constexpr (sizeof...(W) == 1) {
+          detail::encode_values(buffer, detail::as_param<W...>(element));
+        } else {
+          static_assert(detail::TupleSize<E>::value == sizeof...(W),
+                        "ferry: map over a task of several parameters takes a range of tuples "
+                        "(or pairs) with one element per parameter");
+          std::apply(
+              [&](const auto&... a) { detail::encode_values(buffer, detail::as_param<W>(a)...); },
+              element);
+        }
+      } catch (const std::exception& e) {
+        for (auto& c : chunks) c.cancel();
+        throw SerializationError(SerializationStage::encode_arguments, std::string(target.signature),
+                                 e.what(), target.name);
+      }
+      if (++items == chunk) flush();
+    }
+    if (items) flush();
+    return collect(chunks);
+  }
+
+  template <class Chunk>
+  static auto collect(std::vector<Future<Chunk>>& chunks) {
+    std::exception_ptr first;
+    for (auto& c : chunks) {
+      if (first) {
+        c.cancel();
+        continue;
+      }
+      c.wait();
+      if (auto e = c.exception()) first = e;
+    }
+    if (first) {
+      for (auto& c : chunks) c.wait();
+      std::rethrow_exception(first);
+    }
+    if constexpr (!std::is_void_v<Chunk>) {
+      Chunk out;
+      for (auto& c : chunks) {
+        Chunk part = c.get();
+        out.insert(out.end(), std::make_move_iterator(part.begin()),
+                   std::make_move_iterator(part.end()));
+      }
+      return out;
+    }
+  }
+
+  void submit_encoded(const detail::Target& target, detail::Buffer args, std::uint32_t items,
+                      std::shared_ptr<detail::StateBase> state, const SubmitOptions& options);
+  void fail_encoding(detail::StateBase& state, const detail::Target& target, const char* what);
+  std::size_t default_chunksize(std::size_t total) const;
+
+  std::shared_ptr<detail::Pool> pool_;
+};
+
+/**
+@brief The process-wide executor (loky's get_reusable_executor): reused when `options` are
+compatible with the current one, resized when only `max_workers` differs, replaced when it was
+shut down or broken or options differ otherwise. Thread-safe.
+*/
+std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options = {});
+
+}  // namespace ferry

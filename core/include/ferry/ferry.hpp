@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Umbrella header: all of ferry's public API.
+#pragma once
+
+#define FERRY_VERSION_MAJOR 0
+#define FERRY_VERSION_MINOR 1
+#define FERRY_VERSION_PATCH 0
+#define FERRY_VERSION_STRING "0.1.0"
+
+#include <ferry/errors.hpp>
+#include <ferry/executor.hpp>
+#include <ferry/future.hpp>
+#include <ferry/plugin_index.hpp>
+#include <ferry/serialization.hpp>
+#include <ferry/system.hpp>
+#include <ferry/task.hpp>
+
+namespace ferry {
+/** @brief The library's version, "major.minor.patch" (may differ from the header's when mixed). */
+const char* version() noexcept;
+}  // namespace ferry

@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// ferry::Future<T>, ferry::wait and ferry::as_completed.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <future>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <ferry/detail/state.hpp>
+#include <ferry/errors.hpp>
+
+namespace ferry {
+
+/**
+@brief Outcome of Future::wait_for / wait_until: true when the future is ready; also compares
+with std::future_status.
+*/
+class WaitStatus {
+ public:
+  constexpr explicit WaitStatus(bool ready) noexcept : ready_(ready) {}
+  constexpr explicit operator bool() const noexcept { return ready_; }
+  constexpr operator std::future_status() const noexcept {  // NOLINT: implicit on purpose
+    return ready_ ? std::future_status::ready : std::future_status::timeout;
+  }
+  friend constexpr bool operator==(WaitStatus a, std::future_status b) noexcept {
+    return static_cast<std::future_status>(a) == b;
+  }
+
+ private:
+  bool ready_;
+};
+
+/** @brief How Future::cancel treats a task that already runs. */
+struct CancelOptions {
+  /// Also stop a running task by killing its worker (the pool respawns it); the future then fails
+  /// with CancelledError. Without it, only a task still queued in the host can be cancelled.
+  bool kill_running = false;
+};
+
+template <class T>
+class Future;
+
+namespace detail {
+template <class T>
+struct FutureValue {
+  using type = T;
+};
+template <class F, class T>
+auto continuation_result() {
+  if constexpr (std::is_invocable_v<F, Future<T>>) {
+    return std::type_identity<std::invoke_result_t<F, Future<T>>>{};
+  } else if constexpr (std::is_void_v<T>) {
+    return std::type_identity<std::invoke_result_t<F>>{};
+  } else {
+    return std::type_identity<std::invoke_result_t<F, T>>{};
+  }
+}
+}  // namespace detail
+
+/**
+@brief Handle to the result of a task. Copyable; all copies share one state.
+
+Thread-safety: every member may be called from any thread, concurrently.
+*/
+template <class T>
+class Future {
+ public:
+  using value_type = T;
+
+  Future() = default;
+  explicit Future(std::shared_ptr<detail::State<T>> state) : state_(std::move(state)) {}
+
+  /// True unless default-constructed.
+  bool valid() const noexcept { return state_ != nullptr; }
+
+  /**
+  @brief Waits and returns the result (by value, decoded from the worker's bytes on each call).
+  @throws TaskError, TerminatedWorkerError, SerializationError, PluginError, UnresolvableTaskError,
+  CancelledError, TimeoutError (task deadline), BrokenProcessPool: whatever ended the task.
+  */
+  T get() const { return state().get(); }
+
+  /// Blocks until the future is ready.
+  void wait() const { state().wait(); }
+
+  /// Blocks until ready or `timeout` passed; the returned status is true when ready.
+  template <class Rep, class Period>
+  WaitStatus wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return wait_until(detail::Clock::now() +
+                      std::chrono::ceil<detail::Clock::duration>(timeout));
+  }
+  template <class Duration>
+  WaitStatus wait_until(std::chrono::time_point<detail::Clock, Duration> deadline) const {
+    return WaitStatus(state().wait_until(deadline));
+  }
+
+  /// True once the task ended (with a value or an error). Never blocks.
+  bool ready() const noexcept { return state_ && state_->ready(); }
+
+  /**
+  @brief Cancels the task: true if it had not started (it will never run), or, with
+  `kill_running`, if it was running and its worker was killed. The future then fails with
+  CancelledError. False when it already finished.
+  */
+  bool cancel(CancelOptions options = {}) const { return state().cancel(options.kill_running); }
+
+  /// Waits, then returns the stored error, or nullptr if the task succeeded.
+  std::exception_ptr exception() const {
+    wait();
+    return state_->error();
+  }
+
+  /**
+  @brief Runs `f` once this future is ready, and returns a future of what `f` returns.
+
+  `f` takes either the ready Future<T> (and may call get() on it) or the value T (then an error of
+  this future skips `f` and passes on to the returned future). It runs in the thread that
+  completes this future (often ferry's manager thread), or at once if already ready; it must not
+  block for long. An exception thrown by `f` fails the returned future.
+  @code
+  auto g = ex->submit(square, 3).then([](int v) { return v + 1; });  // g.get() == 10
+  @endcode
+  */
+  template <class F>
+  auto then(F&& f) const {
+    using U = typename decltype(detail::continuation_result<std::decay_t<F>, T>())::type;
+    auto next = detail::make_state<U>();
+    Future<T> self = *this;
+    state().add_callback([self, next, fn = std::forward<F>(f)]() mutable {
+      try {
+        if constexpr (std::is_invocable_v<std::decay_t<F>, Future<T>>) {
+          if constexpr (std::is_void_v<U>) {
+            fn(self);
+            next->set_done();
+          } else {
+            next->set_value(fn(self));
+          }
+        } else if constexpr (std::is_void_v<T>) {
+          self.get();
+          if constexpr (std::is_void_v<U>) {
+            fn();
+            next->set_done();
+          } else {
+            next->set_value(fn());
+          }
+        } else {
+          if constexpr (std::is_void_v<U>) {
+            fn(self.get());
+            next->set_done();
+          } else {
+            next->set_value(fn(self.get()));
+          }
+        }
+      } catch (...) {
+        next->set_error(std::current_exception());
+      }
+    });
+    return Future<U>(std::move(next));
+  }
+
+  /// Identity of the shared state (for de-duplication in wait / as_completed).
+  const detail::StateBase* id() const noexcept { return state_.get(); }
+
+ private:
+  detail::State<T>& state() const {
+    if (!state_) throw std::future_error(std::future_errc::no_state);
+    return *state_;
+  }
+  std::shared_ptr<detail::State<T>> state_;
+};
+
+/** @brief When ferry::wait returns, as concurrent.futures' FIRST_COMPLETED etc. */
+enum class Return {
+  first_completed,  ///< as soon as one future is ready
+  first_exception,  ///< as soon as one future failed, or all are ready
+  all_completed,    ///< when all are ready
+};
+
+/** @brief What ferry::wait returns: the futures split into ready and not ready. */
+template <class T>
+struct WaitSets {
+  std::vector<Future<T>> done;
+  std::vector<Future<T>> not_done;
+};
+
+namespace detail {
+/// Wakes a waiter on any of many futures.
+struct Notifier {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::size_t> completed;  // indices, in completion order
+};
+
+template <class T>
+std::vector<Future<T>> distinct(const std::vector<Future<T>>& fs) {
+  std::vector<Future<T>> out;
+  std::set<const StateBase*> seen;
+  for (const auto& f : fs)
+    if (f.valid() && seen.insert(f.id()).second) out.push_back(f);
+  return out;
+}
+
+template <class T>
+std::shared_ptr<Notifier> watch(const std::vector<Future<T>>& fs) {
+  auto n = std::make_shared<Notifier>();
+  for (std::size_t i = 0; i < fs.size(); ++i) {
+    // The callback may run now, in this thread, if the future is already ready.
+    fs[i].then([n, i](const Future<T>&) {
+      {
+        std::lock_guard lock(n->mu);
+        n->completed.push_back(i);
+      }
+      n->cv.notify_all();
+    });
+  }
+  return n;
+}
+}  // namespace detail
+
+/**
+@brief Waits on many futures, as concurrent.futures.wait: returns when `when` is satisfied or the
+timeout passed, with the futures split into done and not_done (duplicates counted once).
+@code
+auto [done, not_done] = ferry::wait(futures, ferry::Return::first_completed);
+@endcode
+*/
+template <class T>
+WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::all_completed,
+                 std::optional<std::chrono::duration<double>> timeout = std::nullopt) {
+  auto fs = detail::distinct(futures);
+  auto deadline =
+      timeout ? std::optional(detail::Clock::now() +
+                              std::chrono::ceil<detail::Clock::duration>(*timeout))
+              : std::nullopt;
+  auto satisfied = [&] {
+    std::size_t ready = 0;
+    for (const auto& f : fs) {
+      if (!f.ready()) continue;
+      ++ready;
+      if (when == Return::first_completed) return true;
+      if (when == Return::first_exception && f.exception()) return true;
+    }
+    return ready == fs.size();
+  };
+  if (!satisfied()) {
+    auto n = detail::watch(fs);
+    std::unique_lock lock(n->mu);
+    while (!satisfied()) {
+      if (deadline) {
+        if (n->cv.wait_until(lock, *deadline) == std::cv_status::timeout && !satisfied()) break;
+      } else {
+        n->cv.wait(lock);
+      }
+    }
+  }
+  WaitSets<T> out;
+  for (auto& f : fs) (f.ready() ? out.done : out.not_done).push_back(f);
+  return out;
+}
+
+/**
+@brief Iterates over futures in the order they complete, as concurrent.futures.as_completed.
+Duplicates are yielded once. With a timeout, incrementing past the deadline throws TimeoutError.
+@code
+for (ferry::Future<int> f : ferry::as_completed(futures)) use(f.get());
+@endcode
+*/
+template <class T>
+class AsCompleted {
+ public:
+  AsCompleted(const std::vector<Future<T>>& futures,
+              std::optional<std::chrono::duration<double>> timeout)
+      : futures_(detail::distinct(futures)), notifier_(detail::watch(futures_)) {
+    if (timeout)
+      deadline_ = detail::Clock::now() + std::chrono::ceil<detail::Clock::duration>(*timeout);
+  }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Future<T>;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const Future<T>*;
+    using reference = const Future<T>&;
+
+    iterator() = default;
+    explicit iterator(AsCompleted* owner) : owner_(owner) { advance(); }
+    reference operator*() const { return current_; }
+    pointer operator->() const { return &current_; }
+    iterator& operator++() {
+      advance();
+      return *this;
+    }
+    void operator++(int) { advance(); }
+    friend bool operator==(const iterator& a, const iterator& b) { return a.owner_ == b.owner_; }
+
+   private:
+    void advance() {
+      if (!owner_) return;
+      auto next = owner_->next();
+      if (next) {
+        current_ = *next;
+      } else {
+        owner_ = nullptr;
+      }
+    }
+    AsCompleted* owner_ = nullptr;
+    Future<T> current_;
+  };
+
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+
+ private:
+  std::optional<Future<T>> next() {
+    if (yielded_ == futures_.size()) return std::nullopt;
+    std::unique_lock lock(notifier_->mu);
+    while (notifier_->completed.empty()) {
+      if (deadline_) {
+        if (notifier_->cv.wait_until(lock, *deadline_) == std::cv_status::timeout &&
+            notifier_->completed.empty())
+          throw TimeoutError("as_completed: " + std::to_string(futures_.size() - yielded_) +
+                             " of " + std::to_string(futures_.size()) +
+                             " futures were not ready before the timeout");
+      } else {
+        notifier_->cv.wait(lock);
+      }
+    }
+    std::size_t i = notifier_->completed.front();
+    notifier_->completed.pop_front();
+    ++yielded_;
+    return futures_[i];
+  }
+
+  std::vector<Future<T>> futures_;
+  std::shared_ptr<detail::Notifier> notifier_;
+  std::optional<detail::Clock::time_point> deadline_;
+  std::size_t yielded_ = 0;
+};
+
+/** @brief See AsCompleted. */
+template <class T>
+AsCompleted<T> as_completed(const std::vector<Future<T>>& futures,
+                            std::optional<std::chrono::duration<double>> timeout = std::nullopt) {
+  return AsCompleted<T>(futures, timeout);
+}
+
+}  // namespace ferry

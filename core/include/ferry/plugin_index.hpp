@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// PluginIndex: which tasks the plugin directories offer, read from the plugins' manifests.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ferry {
+
+/** @brief One task of a plugin, as its manifest describes it. */
+struct TaskInfo {
+  std::string name;                ///< task name
+  std::string signature;           ///< canonical signature text, e.g. "i32(i32)"
+  std::uint64_t fingerprint = 0;   ///< hash of the signature
+  std::uint32_t abi = 0;           ///< ferry plugin ABI the plugin was built against
+  std::filesystem::path library;   ///< absolute path of the plugin
+  std::string plugin;              ///< plugin name: file name without "lib" and ".so"
+};
+
+/** @brief A file of a plugin directory that was skipped, and why. */
+struct SkippedFile {
+  std::filesystem::path path;
+  std::string reason;
+};
+
+struct PluginIndexOptions {
+  /// Accept files and directories writable by group/others or owned by another user.
+  bool allow_unsafe = false;
+};
+
+/**
+@brief Index of the tasks found in plugin directories. Manifests are read from the files (ELF
+symbols and section data), never by loading the plugin into this process.
+
+Lookups that miss rescan the directories, so a plugin copied in while the host runs is found
+without a restart. Thread-safe.
+*/
+class PluginIndex {
+ public:
+  explicit PluginIndex(std::vector<std::filesystem::path> dirs, PluginIndexOptions options = {});
+
+  /// `dirs` followed by the entries of $FERRY_PLUGIN_PATH (colon-separated).
+  static std::vector<std::filesystem::path> search_path(std::vector<std::filesystem::path> dirs);
+
+  /**
+  @brief The task named `name`, or `plugin:name` to choose among plugins exporting the same name.
+  @throws PluginError when no plugin has it, or when two do (naming both paths), or when the
+  plugin that has it is unsafe or of another ABI.
+  */
+  TaskInfo find(std::string_view name);
+
+  /// Every task of every plugin (rescans first).
+  std::vector<TaskInfo> tasks();
+  /// Files skipped by the last scan, with the reason.
+  std::vector<SkippedFile> skipped();
+  const std::vector<std::filesystem::path>& directories() const noexcept { return dirs_; }
+
+  /**
+  @brief The manifest of one plugin file.
+  @throws PluginError: missing, not a shared library (or truncated), not a ferry plugin.
+  */
+  static std::vector<TaskInfo> read_manifest(const std::filesystem::path& library);
+
+  /// Refuses (PluginError::unsafe) a file or directory writable by group/others or owned by a
+  /// user other than this process's or root, like ssh's StrictModes.
+  static void check_safe(const std::filesystem::path& path);
+
+ private:
+  struct Entry;
+  void rescan_locked();
+
+  std::vector<std::filesystem::path> dirs_;
+  PluginIndexOptions options_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<Entry>> entries_;
+  std::vector<SkippedFile> skipped_;
+};
+
+}  // namespace ferry

@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Plugin side: FERRY_TASK / FERRY_TASK_AS, the exported task record, and TaskRef (header-only).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cxxabi.h>
+#include <exception>
+#include <filesystem>
+#include <istream>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+
+#include <ferry/detail/type_name.hpp>
+#include <ferry/serialization.hpp>
+
+namespace ferry {
+
+/**
+@brief Names a task by plugin library and task name, for submission without linking the plugin.
+
+@code
+auto f = ex->submit<int>(ferry::TaskRef{.library = "plugins/libmath.so", .name = "square"}, 7);
+@endcode
+*/
+struct TaskRef {
+  std::filesystem::path library;  ///< path of the plugin shared library
+  std::string name;               ///< task name as given to FERRY_TASK / FERRY_TASK_AS
+};
+
+namespace detail {
+
+/// Bumped whenever the record layout or the invoke contract below changes.
+inline constexpr std::uint32_t plugin_abi_version = 1;
+inline constexpr std::string_view task_symbol_prefix = "ferry_task:";
+inline constexpr std::string_view task_section = "ferry_tasks";
+inline constexpr char task_record_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'T', 'K', '\0'};
+
+enum class InvokeStatus : std::uint32_t {
+  ok = 0,
+  decode_arguments_failed = 1,
+  task_threw = 2,
+  encode_result_failed = 3,
+};
+
+/// What the worker hands a task's entry point. Results of every item are appended to `result`; on
+/// failure "<exception type>\0<what>" goes to `error`, `status` says at which stage and
+/// `failed_item` at which item of a map chunk.
+struct InvokeContext {
+  const char* args;
+  std::uint64_t args_size;
+  std::uint32_t items;
+  std::uint32_t failed_item;
+  InvokeStatus status;
+  std::streambuf* result;
+  std::streambuf* error;
+};
+using InvokeFn = void (*)(InvokeContext&) noexcept;
+using AddressFn = const void* (*)() noexcept;
+
+/// Fixed prefix of every exported record. The text (name, NUL, signature, NUL) follows it. All
+/// fields but the two pointers are plain bytes, so the manifest can be read from the file without
+/// loading the library.
+struct TaskRecordHeader {
+  char magic[8];
+  std::uint32_t abi;
+  std::uint32_t record_size;
+  std::uint64_t fingerprint;
+  std::uint32_t name_size;
+  std::uint32_t signature_size;
+  InvokeFn invoke;
+  AddressFn address;  ///< returns the task function's address (host-side lookup by function)
+};
+static_assert(sizeof(TaskRecordHeader) == 48);
+
+template <std::size_t TextSize>
+struct TaskRecord {
+  TaskRecordHeader header;
+  char text[TextSize];
+};
+
+inline std::string demangle(const char* mangled) {
+  int status = 0;
+  char* out = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  if (status != 0 || out == nullptr) return mangled;
+  std::string s(out);
+  std::free(out);  // NOLINT: __cxa_demangle allocates with malloc
+  return s;
+}
+
+/// Writes "<type>\0<what>" of the exception being handled; works for `throw 42` too.
+inline void describe_current_exception(std::streambuf& out) noexcept {
+  try {
+    std::string type = "unknown";
+    if (const std::type_info* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
+    std::string what;
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+      what = "exception of type " + type + " (not derived from std::exception)";
+    }
+    out.sputn(type.data(), static_cast<std::streamsize>(type.size()));
+    out.sputc('\0');
+    out.sputn(what.data(), static_cast<std::streamsize>(what.size()));
+  } catch (...) {
+    // Out of memory while describing: the status code alone still reaches the host.
+  }
+}
+
+template <class P, class T>
+constexpr P&& forward_param(T& value) noexcept {
+  return static_cast<P&&>(value);
+}
+
+/// The entry point FERRY_TASK exports for Fn: decode, call, encode, for each item of a chunk.
+template <auto Fn>
+void invoke(InvokeContext& ctx) noexcept {
+  using Traits = FunctionTraits<decltype(Fn)>;
+  using R = std::remove_cvref_t<typename Traits::result>;
+  using Args = typename Traits::decayed_params;
+  using Params = typename Traits::params;
+  try {
+    MemoryReader in(ctx.args, static_cast<std::size_t>(ctx.args_size));
+    std::istream is(&in);
+    InputArchive iar(is);
+    std::ostream os(ctx.result);
+    OutputArchive oar(os);
+    for (std::uint32_t item = 0; item < ctx.items; ++item) {
+      ctx.failed_item = item;
+      ctx.status = InvokeStatus::decode_arguments_failed;
+      Args args;
+      if constexpr (Traits::arity > 0) std::apply([&](auto&... a) { iar(a...); }, args);
+      ctx.status = InvokeStatus::task_threw;
+      auto call = [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
+        return Fn(forward_param<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
+      };
+      if constexpr (std::is_void_v<R>) {
+        call(std::make_index_sequence<Traits::arity>{});
+      } else {
+        R r = call(std::make_index_sequence<Traits::arity>{});
+        ctx.status = InvokeStatus::encode_result_failed;
+        oar(r);
+      }
+    }
+    if (in.remaining() != 0) {
+      ctx.status = InvokeStatus::decode_arguments_failed;
+      throw cereal::Exception("arguments carry " + std::to_string(in.remaining()) +
+                              " trailing bytes: the host's argument types do not match the task");
+    }
+    ctx.status = InvokeStatus::ok;
+  } catch (...) {
+    describe_current_exception(*ctx.error);
+  }
+}
+
+template <auto Fn>
+const void* function_address() noexcept {
+  return reinterpret_cast<const void*>(Fn);  // NOLINT: identity of the task function
+}
+
+/// A call to this non-constexpr function inside a constant expression is how a bad task name is
+/// reported: the compiler's error names it.
+inline void ferry_task_name_must_be_nonempty_printable_without_spaces_quotes_backslashes_or_single_colons() {}
+
+constexpr bool check_task_name(std::string_view n) {
+  bool ok = !n.empty();
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    char c = n[i];
+    if (c <= ' ' || c == '"' || c == '\\' || c == 127) ok = false;
+    if (c == ':') {
+      bool pair = (i + 1 < n.size() && n[i + 1] == ':') || (i > 0 && n[i - 1] == ':');
+      if (!pair) ok = false;
+    }
+  }
+  if (!ok) ferry_task_name_must_be_nonempty_printable_without_spaces_quotes_backslashes_or_single_colons();
+  return ok;
+}
+
+constexpr std::size_t round_up8(std::size_t n) { return (n + 7) / 8 * 8; }
+
+template <auto Fn, FixedString Name>
+struct TaskRecordFor {
+  using Traits = FunctionTraits<decltype(Fn)>;
+  static_assert(!std::is_reference_v<typename Traits::result> &&
+                    !std::is_pointer_v<typename Traits::result>,
+                "ferry: a task must return a value (a pointer or reference into the worker's "
+                "memory means nothing to the host); return by value or void");
+  static constexpr auto signature = Traits::signature;
+  static constexpr std::size_t text_size = round_up8(Name.size() + signature.size() + 2);
+  using type = TaskRecord<text_size>;
+
+  static constexpr type make() {
+    type r{};
+    for (std::size_t i = 0; i < 8; ++i) r.header.magic[i] = task_record_magic[i];
+    r.header.abi = plugin_abi_version;
+    r.header.record_size = static_cast<std::uint32_t>(sizeof(type));
+    r.header.fingerprint = fnv1a(signature.view());
+    r.header.name_size = static_cast<std::uint32_t>(Name.size());
+    r.header.signature_size = static_cast<std::uint32_t>(signature.size());
+    r.header.invoke = &invoke<Fn>;
+    r.header.address = &function_address<Fn>;
+    std::size_t at = 0;
+    for (char c : Name.view()) r.text[at++] = c;
+    r.text[at++] = '\0';
+    for (char c : signature.view()) r.text[at++] = c;
+    return r;
+  }
+};
+
+template <class F>
+constexpr void require_task_types() {
+  using Traits = FunctionTraits<F>;
+  []<class... A>(std::type_identity<std::tuple<A...>>) {
+    (require_serializable<A>(), ...);
+  }(std::type_identity<typename Traits::decayed_params>{});
+  require_serializable<std::remove_cvref_t<typename Traits::result>>();
+}
+
+}  // namespace detail
+}  // namespace ferry
+
+#define FERRY_DETAIL_CAT2(a, b) a##b
+#define FERRY_DETAIL_CAT(a, b) FERRY_DETAIL_CAT2(a, b)
+
+// GCC writes an asm label verbatim into the assembly, where a name with ':' must be quoted; clang
+// quotes it itself.
+#if defined(__clang__)
+#define FERRY_DETAIL_TASK_SYMBOL(name) __asm__("ferry_task:" name)
+#else
+#define FERRY_DETAIL_TASK_SYMBOL(name) __asm__("\"ferry_task:" name "\"")
+#endif
+
+#define FERRY_DETAIL_TASK_RECORD(fn, name, var)                                                 \
+  static_assert(::ferry::detail::check_task_name(name), "invalid ferry task name");            \
+  static_assert((::ferry::detail::require_task_types<decltype(&fn)>(), true));                \
+  extern __attribute__((visibility("default"), used, section("ferry_tasks"))) constinit const \
+      ::ferry::detail::TaskRecordFor<&fn, name>::type var FERRY_DETAIL_TASK_SYMBOL(name) =    \
+          ::ferry::detail::TaskRecordFor<&fn, name>::make()
+
+/**
+@brief Registers `fn` as task `name` of this shared library.
+
+Exports one record under the C symbol `ferry_task:<name>` in section `ferry_tasks` (listable with
+Boost.DLL's `library_info(path).symbols("ferry_tasks")` without loading the library). The record
+holds the name, the signature text, its fingerprint and the ferry plugin ABI version. Use at
+namespace scope, once per name and library. Overloaded functions need a cast-free wrapper.
+
+@code
+double sum(const std::vector<double>& v);
+FERRY_TASK_AS(sum, "math.sum");
+@endcode
+*/
+#define FERRY_TASK_AS(fn, name) \
+  FERRY_DETAIL_TASK_RECORD(fn, name, FERRY_DETAIL_CAT(ferry_detail_task_record_, __COUNTER__))
+
+/** @brief Registers `fn` as a task named after the function (`FERRY_TASK(square)` → "square"). */
+#define FERRY_TASK(fn) FERRY_TASK_AS(fn, #fn)
+
+/**
+@brief Marks a plugin function as exported, for hosts that link the plugin and submit it by
+function. Plugins are built with hidden visibility, so without it the host cannot link to it.
+*/
+#define FERRY_EXPORT __attribute__((visibility("default")))

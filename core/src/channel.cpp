@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Channel plumbing: reading frames, sending without SIGPIPE, EINTR handled everywhere.
+#include "channel.hpp"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace ferry::detail {
+
+void Fd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+ssize_t FrameReader::fill(int fd, int flags) {
+  ssize_t n;
+  if (large_) {
+    do {
+      n = ::recv(fd, large_body_.data() + large_have_, large_header_.size - large_have_, flags);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) large_have_ += static_cast<std::size_t>(n);
+    return n;
+  }
+  if (start_ > 0 && (start_ == staging_.size() || start_ > 32 * 1024)) {
+    staging_.consume(start_);
+    start_ = 0;
+  }
+  constexpr std::size_t chunk = 64 * 1024;
+  std::size_t old = staging_.size();
+  staging_.resize(old + chunk);
+  do {
+    n = ::recv(fd, staging_.data() + old, chunk, flags);
+  } while (n < 0 && errno == EINTR);
+  staging_.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+  return n;
+}
+
+bool FrameReader::next(Frame& out) {
+  if (large_) {
+    if (large_have_ < large_header_.size) return false;
+    out.header = large_header_;
+    out.body = std::move(large_body_);
+    large_body_ = Buffer();
+    large_ = false;
+    large_have_ = 0;
+    return true;
+  }
+  std::size_t avail = staging_.size() - start_;
+  if (avail < protocol::header_size) return false;
+  const char* at = staging_.data() + start_;
+  protocol::FrameHeader h = protocol::parse_header(at, max_body_);
+  std::size_t have = avail - protocol::header_size;
+  if (have >= h.size) {
+    out.header = h;
+    out.body.clear();
+    out.body.append(at + protocol::header_size, h.size);
+    start_ += protocol::header_size + h.size;
+    return true;
+  }
+  if (h.size > direct_threshold) {
+    // Switch to reading this body straight into its own buffer.
+    large_ = true;
+    large_header_ = h;
+    large_body_ = Buffer(h.size);
+    std::memcpy(large_body_.data(), at + protocol::header_size, have);
+    large_have_ = have;
+    start_ = staging_.size();
+  }
+  return false;
+}
+
+void FrameReader::trim() {
+  if (!large_ && start_ == staging_.size()) {
+    staging_.clear();
+    start_ = 0;
+  }
+  staging_.shrink_to(256 * 1024);
+}
+
+bool send_all(int fd, std::initializer_list<std::string_view> pieces) {
+  iovec iov[8];
+  std::size_t count = 0;
+  for (auto p : pieces) {
+    if (p.empty()) continue;
+    iov[count].iov_base = const_cast<char*>(p.data());  // NOLINT: sendmsg does not write
+    iov[count].iov_len = p.size();
+    ++count;
+  }
+  iovec* first = iov;
+  while (count > 0) {
+    msghdr msg{};
+    msg.msg_iov = first;
+    msg.msg_iovlen = count;
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    auto left = static_cast<std::size_t>(n);
+    while (count > 0 && left >= first->iov_len) {
+      left -= first->iov_len;
+      ++first;
+      --count;
+    }
+    if (count > 0) {
+      first->iov_base = static_cast<char*>(first->iov_base) + left;
+      first->iov_len -= left;
+    }
+  }
+  return true;
+}
+
+bool Outbox::flush(int fd) {
+  while (!pieces_.empty()) {
+    constexpr std::size_t max_iov = 64;
+    iovec iov[max_iov];
+    std::size_t count = 0;
+    for (auto it = pieces_.begin(); it != pieces_.end() && count < max_iov; ++it, ++count) {
+      std::size_t skip = count == 0 ? offset_ : 0;
+      iov[count].iov_base = const_cast<char*>(it->view.data()) + skip;  // NOLINT: not written
+      iov[count].iov_len = it->view.size() - skip;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK;
+    }
+    auto left = static_cast<std::size_t>(n);
+    while (!pieces_.empty() && left >= pieces_.front().view.size() - offset_) {
+      left -= pieces_.front().view.size() - offset_;
+      pieces_.pop_front();
+      offset_ = 0;
+    }
+    offset_ += left;
+  }
+  return true;
+}
+
+}  // namespace ferry::detail

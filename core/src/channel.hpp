@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Channel plumbing: owned descriptors, an incremental frame reader, a non-blocking outbox.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <initializer_list>
+#include <memory>
+#include <string_view>
+#include <utility>
+
+#include <ferry/serialization.hpp>
+
+#include "protocol.hpp"
+
+namespace ferry::detail {
+
+/// Owned file descriptor (closed on destruction; EINTR on close is not retried, as on Linux).
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+/// One decoded frame: its header and its body bytes.
+struct Frame {
+  protocol::FrameHeader header{};
+  Buffer body;
+  std::string_view view() const noexcept { return body.view(); }
+};
+
+/// Reads frames off a stream socket as bytes arrive. Bodies above `direct_threshold` are read
+/// straight into their own buffer (no second copy); nothing larger than the limit is allocated.
+class FrameReader {
+ public:
+  static constexpr std::size_t direct_threshold = 64 * 1024;
+
+  explicit FrameReader(std::uint64_t max_body) : max_body_(max_body) {}
+  void set_limit(std::uint64_t max_body) noexcept { max_body_ = max_body; }
+
+  /// One recv(2) with `flags`: > 0 bytes read, 0 at EOF, -1 with errno set (EAGAIN included).
+  ssize_t fill(int fd, int flags);
+  /// Pops the next complete frame. @throws protocol::ProtocolError on a malformed header.
+  bool next(Frame& out);
+  /// True when bytes of an incomplete frame are buffered.
+  bool partial() const noexcept { return large_ || staging_.size() > start_; }
+  /// Returns memory kept after a large frame.
+  void trim();
+
+ private:
+  std::uint64_t max_body_;
+  Buffer staging_;
+  std::size_t start_ = 0;
+  bool large_ = false;
+  protocol::FrameHeader large_header_{};
+  Buffer large_body_;
+  std::size_t large_have_ = 0;
+};
+
+/// Blocking send of every piece, in order (worker side). False on error, errno set.
+bool send_all(int fd, std::initializer_list<std::string_view> pieces);
+
+/// Outgoing bytes of one channel, sent without blocking (host side). Argument bytes are sent
+/// from where they are (`push_view`), never copied on their way to the socket.
+class Outbox {
+ public:
+  void push(Buffer b) {
+    if (b.empty()) return;
+    pieces_.emplace_back();
+    pieces_.back().owned = std::move(b);
+    pieces_.back().view = pieces_.back().owned.view();
+  }
+  /// Queues `bytes` without copying; `keep` keeps them alive until they are sent.
+  void push_view(std::string_view bytes, std::shared_ptr<const void> keep) {
+    if (bytes.empty()) return;
+    pieces_.push_back(Piece{Buffer(), bytes, std::move(keep)});
+  }
+  bool empty() const noexcept { return pieces_.empty(); }
+  /// Sends what the socket accepts now. False on a hard error (peer gone), errno set.
+  bool flush(int fd);
+  void clear() noexcept {
+    pieces_.clear();
+    offset_ = 0;
+  }
+
+ private:
+  struct Piece {
+    Buffer owned;
+    std::string_view view;
+    std::shared_ptr<const void> keep;
+  };
+  std::deque<Piece> pieces_;
+  std::size_t offset_ = 0;
+};
+
+}  // namespace ferry::detail

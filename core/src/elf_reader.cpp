@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// A small, bounds-checked ELF64 reader (x86-64 little endian).
+#include "elf_reader.hpp"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include <ferry/task.hpp>
+
+namespace ferry::detail {
+
+namespace {
+
+/// Read-only mapping of a whole file.
+class Mapping {
+ public:
+  explicit Mapping(const std::filesystem::path& file) {
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int e = errno;
+      throw ElfError(e == ENOENT ? ElfError::Kind::missing : ElfError::Kind::unreadable,
+                     std::string(std::strerror(e)));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw ElfError(ElfError::Kind::unreadable, "not a regular file");
+    }
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        int e = errno;
+        ::close(fd);
+        throw ElfError(ElfError::Kind::unreadable, std::string("mmap: ") + std::strerror(e));
+      }
+      data_ = static_cast<const unsigned char*>(p);
+    }
+    ::close(fd);
+  }
+  ~Mapping() {
+    if (data_) ::munmap(const_cast<unsigned char*>(data_), size_);
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  const unsigned char* data() const { return data_; }
+  std::size_t size() const { return size_; }
+
+ private:
+  const unsigned char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// Bounds-checked view of the file.
+class Image {
+ public:
+  Image(const unsigned char* data, std::size_t size) : data_(data), size_(size) {}
+
+  bool fits(std::uint64_t off, std::uint64_t len) const {
+    return off <= size_ && len <= size_ - off;
+  }
+  template <class T>
+  T read(std::uint64_t off) const {
+    if (!fits(off, sizeof(T))) throw ElfError(ElfError::Kind::truncated, "file is truncated");
+    T v;
+    std::memcpy(&v, data_ + off, sizeof(T));
+    return v;
+  }
+  /// NUL-terminated string at `off`, within [table_off, table_off + table_size).
+  std::string_view str(std::uint64_t table_off, std::uint64_t table_size, std::uint64_t off) const {
+    if (!fits(table_off, table_size) || off >= table_size) return {};
+    const char* begin = reinterpret_cast<const char*>(data_ + table_off + off);
+    std::size_t max = static_cast<std::size_t>(table_size - off);
+    std::size_t n = ::strnlen(begin, max);
+    if (n == max) return {};  // unterminated
+    return {begin, n};
+  }
+  const unsigned char* at(std::uint64_t off) const { return data_ + off; }
+
+  Elf64_Ehdr header() const {
+    if (size_ < sizeof(Elf64_Ehdr) || std::memcmp(data_, ELFMAG, SELFMAG) != 0)
+      throw ElfError(ElfError::Kind::not_elf, "not an ELF file");
+    if (data_[EI_CLASS] != ELFCLASS64 || data_[EI_DATA] != ELFDATA2LSB)
+      throw ElfError(ElfError::Kind::not_elf, "not a 64-bit little-endian ELF file");
+    auto eh = read<Elf64_Ehdr>(0);
+    if (eh.e_shentsize != sizeof(Elf64_Shdr) && eh.e_shnum != 0)
+      throw ElfError(ElfError::Kind::truncated, "unexpected section header size");
+    if (!fits(eh.e_shoff, std::uint64_t{eh.e_shnum} * sizeof(Elf64_Shdr)))
+      throw ElfError(ElfError::Kind::truncated, "section headers lie beyond the end of the file");
+    return eh;
+  }
+  Elf64_Shdr section(const Elf64_Ehdr& eh, std::uint32_t i) const {
+    if (i >= eh.e_shnum) throw ElfError(ElfError::Kind::truncated, "bad section index");
+    return read<Elf64_Shdr>(eh.e_shoff + std::uint64_t{i} * sizeof(Elf64_Shdr));
+  }
+  std::string_view section_name(const Elf64_Ehdr& eh, const Elf64_Shdr& sh) const {
+    if (eh.e_shstrndx == SHN_UNDEF || eh.e_shstrndx >= eh.e_shnum) return {};
+    auto names = section(eh, eh.e_shstrndx);
+    return str(names.sh_offset, names.sh_size, sh.sh_name);
+  }
+
+  /// Calls f(symbol, name) for each symbol of the first section of `type` (SHT_DYNSYM/SYMTAB).
+  template <class F>
+  void for_each_symbol(const Elf64_Ehdr& eh, std::uint32_t type, F&& f) const {
+    for (std::uint32_t i = 0; i < eh.e_shnum; ++i) {
+      auto sh = section(eh, i);
+      if (sh.sh_type != type) continue;
+      if (sh.sh_entsize != sizeof(Elf64_Sym) || !fits(sh.sh_offset, sh.sh_size))
+        throw ElfError(ElfError::Kind::truncated, "symbol table lies beyond the end of the file");
+      auto strtab = section(eh, sh.sh_link);
+      std::uint64_t count = sh.sh_size / sizeof(Elf64_Sym);
+      for (std::uint64_t s = 0; s < count; ++s) {
+        auto sym = read<Elf64_Sym>(sh.sh_offset + s * sizeof(Elf64_Sym));
+        f(sym, str(strtab.sh_offset, strtab.sh_size, sym.st_name));
+      }
+      return;
+    }
+  }
+
+ private:
+  const unsigned char* data_;
+  std::size_t size_;
+};
+
+ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_Sym& sym,
+                           std::string_view symbol) {
+  ElfTaskRecord r;
+  r.symbol = std::string(symbol);
+  std::string_view expected = symbol.substr(task_symbol_prefix.size());
+  if (sym.st_shndx == SHN_UNDEF || sym.st_shndx >= eh.e_shnum) {
+    r.problem = "record symbol has no section";
+    return r;
+  }
+  auto sh = img.section(eh, sym.st_shndx);
+  if (sh.sh_type == SHT_NOBITS || sym.st_value < sh.sh_addr ||
+      sym.st_value - sh.sh_addr > sh.sh_size || sym.st_size > sh.sh_size - (sym.st_value - sh.sh_addr)) {
+    r.problem = "record lies outside its section";
+    return r;
+  }
+  if (img.section_name(eh, sh) != task_section) {
+    r.problem = "record is not in section " + std::string(task_section);
+    return r;
+  }
+  std::uint64_t off = sh.sh_offset + (sym.st_value - sh.sh_addr);
+  if (sym.st_size < sizeof(TaskRecordHeader) || !img.fits(off, sym.st_size)) {
+    r.problem = "record is truncated";
+    return r;
+  }
+  auto h = img.read<TaskRecordHeader>(off);
+  if (std::memcmp(h.magic, task_record_magic, sizeof h.magic) != 0) {
+    r.problem = "record has a bad magic";
+    return r;
+  }
+  r.abi = h.abi;
+  r.fingerprint = h.fingerprint;
+  std::uint64_t text = std::uint64_t{h.name_size} + h.signature_size + 2;
+  if (text > sym.st_size - sizeof(TaskRecordHeader)) {
+    r.problem = "record text is truncated";
+    return r;
+  }
+  const char* p = reinterpret_cast<const char*>(img.at(off + sizeof(TaskRecordHeader)));
+  r.name.assign(p, h.name_size);
+  r.signature.assign(p + h.name_size + 1, h.signature_size);
+  if (r.name != expected) r.problem = "record name '" + r.name + "' differs from its symbol";
+  return r;
+}
+
+std::vector<ElfTaskRecord> records_of(const Image& img) {
+  auto eh = img.header();
+  if (eh.e_type != ET_DYN)
+    throw ElfError(ElfError::Kind::not_shared_library,
+                   eh.e_type == ET_EXEC ? "an executable, not a shared library"
+                                        : "not a shared library (ELF type " +
+                                              std::to_string(eh.e_type) + ")");
+  std::vector<ElfTaskRecord> out;
+  img.for_each_symbol(eh, SHT_DYNSYM, [&](const Elf64_Sym& sym, std::string_view name) {
+    if (name.starts_with(task_symbol_prefix) && ELF64_ST_TYPE(sym.st_info) == STT_OBJECT &&
+        sym.st_shndx != SHN_UNDEF)
+      out.push_back(parse_record(img, eh, sym, name));
+  });
+  return out;
+}
+
+}  // namespace
+
+std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data, std::size_t size) {
+  return records_of(Image(data, size));
+}
+
+std::vector<ElfTaskRecord> read_task_records(const std::filesystem::path& file) {
+  Mapping m(file);
+  return records_of(Image(m.data(), m.size()));
+}
+
+std::optional<std::string> function_symbol_at(const std::filesystem::path& file,
+                                              std::uint64_t vaddr) {
+  try {
+    Mapping m(file);
+    Image img(m.data(), m.size());
+    auto eh = img.header();
+    std::optional<std::string> found;
+    auto look = [&](const Elf64_Sym& sym, std::string_view name) {
+      if (found || name.empty() || ELF64_ST_TYPE(sym.st_info) != STT_FUNC) return;
+      if (vaddr >= sym.st_value && vaddr < sym.st_value + std::max<std::uint64_t>(sym.st_size, 1))
+        found = demangle(std::string(name).c_str());
+    };
+    img.for_each_symbol(eh, SHT_SYMTAB, look);
+    if (!found) img.for_each_symbol(eh, SHT_DYNSYM, look);
+    return found;
+  } catch (const ElfError&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace ferry::detail

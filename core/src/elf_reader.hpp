@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Reads what ferry needs from ELF files without loading them: task records and symbol names.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ferry::detail {
+
+/// The file is not something ferry can read as a plugin; `what()` says why.
+class ElfError : public std::runtime_error {
+ public:
+  enum class Kind { missing, unreadable, not_elf, not_shared_library, truncated };
+  ElfError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  Kind kind() const noexcept { return kind_; }
+
+ private:
+  Kind kind_;
+};
+
+/// A task record read from the file bytes.
+struct ElfTaskRecord {
+  std::string symbol;     // "ferry_task:<name>"
+  std::string name;
+  std::string signature;
+  std::uint64_t fingerprint = 0;
+  std::uint32_t abi = 0;
+  std::string problem;    // non-empty when the record is malformed (then the fields may be empty)
+};
+
+/**
+Every exported `ferry_task:*` record of a shared library, read from the dynamic symbol table and
+the bytes of section `ferry_tasks`. Bounds are checked everywhere: a truncated or hostile file
+yields ElfError or a record with `problem` set, never a crash.
+@throws ElfError
+*/
+std::vector<ElfTaskRecord> read_task_records(const std::filesystem::path& file);
+
+/// Same, from bytes in memory (for the fuzzer and the tests).
+std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data, std::size_t size);
+
+/// Name (demangled) of the function symbol covering `vaddr` (an address in the file's own address
+/// space) in .symtab or .dynsym, if the file has one.
+std::optional<std::string> function_symbol_at(const std::filesystem::path& file, std::uint64_t vaddr);
+
+}  // namespace ferry::detail

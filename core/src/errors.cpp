@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Messages of the ferry error hierarchy, built in one place so they stay uniform.
+#include <ferry/errors.hpp>
+
+#include <signal.h>
+#include <string.h>
+
+namespace ferry {
+
+namespace {
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+std::string or_unknown(const std::string& s) { return s.empty() ? "(unknown)" : s; }
+}  // namespace
+
+TaskError::TaskError(std::string task, std::string remote_type, std::string remote_message, int pid)
+    : Error("task " + quoted(task) + " raised " + remote_type + " in worker " + std::to_string(pid) +
+            ": " + remote_message),
+      task_(std::move(task)),
+      remote_type_(std::move(remote_type)),
+      remote_message_(std::move(remote_message)),
+      pid_(pid) {}
+
+namespace {
+std::string signal_text(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  std::string name = abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+  if (const char* desc = ::sigdescr_np(sig)) name += std::string(" (") + desc + ")";
+  return name;
+}
+
+std::string terminated_message(const std::string& task, int pid, int sig, int code, bool oom,
+                               const std::string& detail) {
+  std::string m = "worker " + std::to_string(pid) + " running task " + quoted(or_unknown(task)) +
+                  " was terminated";
+  if (sig) {
+    m += " by " + signal_text(sig);
+  } else if (code >= 0) {
+    m += ": it exited with code " + std::to_string(code);
+  }
+  if (oom) m += "; the kernel's OOM killer killed it (the cgroup's memory limit was reached)";
+  if (!detail.empty()) m += " [" + detail + "]";
+  return m;
+}
+}  // namespace
+
+TerminatedWorkerError::TerminatedWorkerError(std::string task, int pid, int signal, int exit_code,
+                                             bool oom_killed, std::string detail)
+    : Error(terminated_message(task, pid, signal, exit_code, oom_killed, detail)),
+      task_(std::move(task)),
+      pid_(pid),
+      signal_(signal),
+      exit_code_(exit_code),
+      oom_killed_(oom_killed) {}
+
+std::string TerminatedWorkerError::signal_name() const {
+  if (!signal_) return {};
+  const char* abbrev = ::sigabbrev_np(signal_);
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(signal_);
+}
+
+UnresolvableTaskError::UnresolvableTaskError(std::string message, std::string function,
+                                             std::string module, std::string detail)
+    : Error(std::move(message)),
+      function_(std::move(function)),
+      module_(std::move(module)),
+      detail_(std::move(detail)) {}
+
+UnresolvableTaskError UnresolvableTaskError::main_program(const std::string& function,
+                                                          const std::string& module,
+                                                          const std::string& loader_message) {
+  std::string m = "function " + quoted(or_unknown(function)) + " is defined in the main program " +
+                  module + ", which a worker cannot load";
+  if (!loader_message.empty()) m += " (loader: " + loader_message + ")";
+  m += ". Fix: move it into a plugin and register it with FERRY_TASK, or wrap it with FERRY_WRAP "
+       "so that its source is compiled into a cached plugin.";
+  return UnresolvableTaskError(std::move(m), function, module, loader_message);
+}
+
+UnresolvableTaskError UnresolvableTaskError::not_a_task(const std::string& function,
+                                                        const std::string& module) {
+  std::string m = "function " + quoted(or_unknown(function)) + " in " + or_unknown(module) +
+                  " is not a ferry task. Fix: register it with FERRY_TASK in a plugin built with "
+                  "ferry_add_plugin, or wrap it with FERRY_WRAP.";
+  return UnresolvableTaskError(std::move(m), function, module, {});
+}
+
+UnresolvableTaskError UnresolvableTaskError::wrap_failed(const std::string& function,
+                                                         const std::string& where,
+                                                         const std::string& diagnostic) {
+  std::string m = "FERRY_WRAP(" + function + ") at " + where +
+                  " could not be compiled into a plugin: its body must only use what it declares "
+                  "or includes itself, not symbols of the main program. Compiler said:\n" +
+                  diagnostic;
+  return UnresolvableTaskError(std::move(m), function, where, diagnostic);
+}
+
+namespace {
+const char* stage_text(SerializationStage s) {
+  switch (s) {
+    case SerializationStage::encode_arguments: return "encoding the arguments in the host";
+    case SerializationStage::decode_arguments: return "decoding the arguments in the worker";
+    case SerializationStage::encode_result: return "encoding the result in the worker";
+    case SerializationStage::decode_result: return "decoding the result in the host";
+  }
+  return "serializing";
+}
+}  // namespace
+
+SerializationError::SerializationError(SerializationStage stage, std::string type,
+                                       std::string reason, std::string task)
+    : Error("serialization failed " + std::string(stage_text(stage)) +
+            (task.empty() ? std::string() : " of task " + quoted(task)) + " (type " +
+            or_unknown(type) + "): " + reason),
+      stage_(stage),
+      type_(std::move(type)),
+      reason_(std::move(reason)),
+      task_(std::move(task)) {}
+
+const char* SerializationError::side() const noexcept {
+  return stage_ == SerializationStage::encode_arguments || stage_ == SerializationStage::decode_result
+             ? "host"
+             : "worker";
+}
+
+PluginError::PluginError(std::string message, std::string path, std::string symbol,
+                         std::string loader_message)
+    : Error(std::move(message)),
+      path_(std::move(path)),
+      symbol_(std::move(symbol)),
+      loader_message_(std::move(loader_message)) {}
+
+PluginError PluginError::file_missing(const std::string& path, const std::string& symbol) {
+  return PluginError("plugin " + path + " does not exist (looking for " + symbol + ")", path,
+                     symbol, "no such file");
+}
+PluginError PluginError::load_failed(const std::string& path, const std::string& symbol,
+                                     const std::string& loader_message) {
+  return PluginError("plugin " + path + " could not be loaded: " + loader_message, path, symbol,
+                     loader_message);
+}
+PluginError PluginError::not_shared_library(const std::string& path, const std::string& why) {
+  return PluginError(path + " is not a shared library: " + why, path, {}, why);
+}
+PluginError PluginError::not_ferry_plugin(const std::string& path) {
+  return PluginError(path + " is not a ferry plugin: it exports no ferry_task:* records (build it "
+                            "with ferry_add_plugin and register tasks with FERRY_TASK)",
+                     path, {}, {});
+}
+PluginError PluginError::symbol_not_found(const std::string& path, const std::string& symbol,
+                                          const std::string& loader_message) {
+  return PluginError("plugin " + path + " has no task symbol " + symbol +
+                         (loader_message.empty() ? std::string() : " (" + loader_message + ")"),
+                     path, symbol, loader_message);
+}
+PluginError PluginError::task_not_found(const std::string& task, const std::string& searched) {
+  return PluginError("no plugin provides task " + quoted(task) + " (searched: " +
+                         (searched.empty() ? std::string("no plugin directories; set "
+                                                         "ExecutorOptions::plugin_dirs or "
+                                                         "FERRY_PLUGIN_PATH")
+                                           : searched) +
+                         ")",
+                     {}, "ferry_task:" + task, {});
+}
+PluginError PluginError::ambiguous(const std::string& task, const std::string& first,
+                                   const std::string& second) {
+  return PluginError("task " + quoted(task) + " is exported by two plugins: " + first + " and " +
+                         second + "; submit it as 'plugin:" + task + "' to choose one",
+                     first, "ferry_task:" + task, {});
+}
+PluginError PluginError::signature_mismatch(const std::string& path, const std::string& task,
+                                            const std::string& plugin_signature,
+                                            const std::string& submitted_signature) {
+  return PluginError("task " + quoted(task) + " of " + path + " has signature " +
+                         plugin_signature + ", but was submitted as " + submitted_signature,
+                     path, "ferry_task:" + task, {});
+}
+PluginError PluginError::abi_mismatch(const std::string& path, const std::string& task,
+                                      unsigned plugin_abi, unsigned ferry_abi) {
+  return PluginError("plugin " + path + " (task " + quoted(task) + ") was built for ferry plugin ABI " +
+                         std::to_string(plugin_abi) + ", this ferry uses ABI " +
+                         std::to_string(ferry_abi) + "; rebuild the plugin",
+                     path, "ferry_task:" + task, {});
+}
+PluginError PluginError::unsafe(const std::string& path, const std::string& why) {
+  return PluginError("refusing plugin path " + path + ": " + why +
+                         ". Fix the permissions (chmod go-w, chown), or set "
+                         "ExecutorOptions::allow_unsafe_plugins / FERRY_ALLOW_UNSAFE_PLUGINS=1",
+                     path, {}, why);
+}
+
+BrokenProcessPool BrokenProcessPool::shut_down() {
+  return BrokenProcessPool("cannot submit new tasks after shutdown");
+}
+BrokenProcessPool BrokenProcessPool::spawn_failed(const std::string& worker_path,
+                                                  const std::string& why) {
+  return BrokenProcessPool("cannot start worker processes (" + worker_path + "): " + why +
+                           ". Set ExecutorOptions::worker_path or FERRY_WORKER to a ferry-worker "
+                           "executable");
+}
+
+}  // namespace ferry

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Worker-side plugin loading with Boost.DLL.
+#include "library_cache.hpp"
+
+#include <boost/dll/shared_library.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+namespace ferry::detail {
+
+LibraryCache::LibraryCache() = default;
+
+// The libraries are deliberately leaked: a worker never unloads code it ran.
+LibraryCache::~LibraryCache() = default;
+
+boost::dll::shared_library* LibraryCache::load(const std::string& path, ResolveFailure& why) {
+  if (auto it = libs_.find(path); it != libs_.end()) return it->second;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    why = {"missing", "no such file"};
+    return nullptr;
+  }
+  try {
+    // rtld_now: a plugin with unresolved symbols fails here, with the loader's message, instead
+    // of crashing the worker in the middle of a task.
+    auto* lib = new boost::dll::shared_library(
+        path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    libs_.emplace(path, lib);
+    return lib;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    // Boost.DLL: "boost::dll::shared_library::load() failed (dlerror system message: <msg>):
+    // <errc text>". Keep the loader's own words.
+    static constexpr std::string_view marker = "dlerror system message: ";
+    if (auto at = msg.find(marker); at != std::string::npos) {
+      msg = msg.substr(at + marker.size());
+      if (auto end = msg.rfind("): "); end != std::string::npos) {
+        msg.resize(end);
+      } else if (!msg.empty() && msg.back() == ')') {
+        msg.pop_back();
+      }
+    }
+    why = {"load", msg};
+    return nullptr;
+  }
+}
+
+const TaskRecordHeader* LibraryCache::find(const std::string& path, const std::string& name,
+                                           ResolveFailure& why) {
+  auto* lib = load(path, why);
+  if (!lib) return nullptr;
+  std::string symbol = std::string(task_symbol_prefix) + name;
+  if (!lib->has(symbol)) {
+    why = {"symbol", "undefined symbol: " + symbol};
+    return nullptr;
+  }
+  const auto& rec = lib->get<const TaskRecordHeader>(symbol);
+  if (std::memcmp(rec.magic, task_record_magic, sizeof rec.magic) != 0) {
+    why = {"not_plugin", "symbol " + symbol + " is not a ferry task record"};
+    return nullptr;
+  }
+  if (rec.abi != plugin_abi_version) {
+    why = {"abi", std::to_string(rec.abi)};
+    return nullptr;
+  }
+  return &rec;
+}
+
+}  // namespace ferry::detail

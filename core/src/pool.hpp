@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The process pool behind ferry::Executor (mechanism; the reusable singleton is policy elsewhere).
+//
+//  submitting thread                 worker channel (socketpair)            ferry-worker
+//  ─────────────────                 ───────────────────────────            ────────────
+//  submit() ─ resolve TaskRef ─┐
+//           encode args        ├─ mu_: queue_ → dispatch_locked() ─ outbox ──▶ read frame
+//                              │       (idle worker? write now,                resolve (cached)
+//                              │        from this very thread)                 invoke, encode
+//  get() ─ spin, then read ◀───┼──────────────────── result frame ◀─────────── write result
+//          this worker's       │  (read_mu: whoever holds it reads the
+//          channel itself      │   channel; completions run unlocked)
+//                              │
+//  manager thread (epoll) ─────┘  reads channels nobody waits on, flushes outboxes (EPOLLOUT),
+//                                 spawns/respawns (PR_SET_PDEATHSIG needs a long-lived thread),
+//                                 reaps via pidfd, deadlines, resize, shutdown.
+//
+// Invariants (see docs/design.md):
+//  * Calls on a worker run in send order and a worker answers each before starting the next, so
+//    on death the oldest unanswered call is the one that was running; the rest never started and
+//    go back to the front of the queue.
+//  * Lock order: Worker::read_mu before Pool::mu_. States are completed (and callbacks run) with
+//    no lock held.
+//  * A clean worker exit is announced by a bye frame; anything else is a crash.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include <ferry/executor.hpp>
+#include <ferry/plugin_index.hpp>
+
+#include "channel.hpp"
+#include "protocol.hpp"
+#include "spawn_posix.hpp"
+
+namespace ferry::detail {
+
+/// A task reference as sent to workers (one Define frame per worker, then its number).
+struct RefEntry {
+  protocol::Define define;
+  Buffer frame;         // encoded define frame
+  std::string display;  // task name for messages
+};
+
+struct Worker;
+
+/// One submission (a single call, or a map chunk of `items` calls).
+struct Call {
+  std::uint64_t id = 0;
+  std::shared_ptr<StateBase> state;
+  std::shared_ptr<const RefEntry> ref;
+  Buffer args;
+  std::uint32_t items = 1;
+  unsigned retries = 0;
+  Clock::duration deadline{0};  // 0 = none
+  Clock::time_point started{};  // when it became the running call of its worker
+  Worker* worker = nullptr;     // set while in flight (under Pool::mu_)
+};
+
+struct Worker {
+  std::uint64_t serial = 0;
+  pid_t pid = -1;
+  Fd sock;      // host end of the channel, non-blocking; EPOLLIN registration
+  Fd sock_out;  // dup of sock: EPOLLOUT registration, armed only while the outbox is not empty
+  Fd pidfd;
+  Clock::time_point spawned{};
+
+  std::mutex read_mu;  // whoever holds it reads the channel (manager or a waiting thread)
+  FrameReader reader{protocol::max_control_frame};  // under read_mu
+  bool garbage = false;  // it sent a malformed frame: it is being killed, its bytes are dropped
+
+  // ---- under Pool::mu_ ----
+  Outbox outbox;
+  std::vector<bool> announced;  // ref ids already defined on this worker
+  std::deque<std::shared_ptr<Call>> in_flight;
+  bool hello = false;
+  bool retiring = false;       // takes no new work; told to shut down once idle
+  bool shutdown_sent = false;
+  bool bye = false;            // announced a clean exit
+  protocol::ByeReason bye_reason{};
+  bool eof = false;
+  bool dead = false;           // reaped; being removed
+  bool out_armed = false;
+  Clock::time_point kill_at = Clock::time_point::max();  // SIGKILL if still alive then
+  std::exception_ptr kill_error;  // what the running call gets when we killed the worker
+  Clock::time_point last_result{};
+};
+
+/// A completed state and what completes it; run with no lock held.
+struct Completion {
+  std::shared_ptr<StateBase> state;
+  Buffer payload;
+  std::size_t offset = 0;
+  std::exception_ptr error;
+};
+using Completions = std::vector<Completion>;
+
+class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> {
+ public:
+  explicit Pool(ExecutorOptions options);
+  ~Pool() override;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  /// Starts the manager thread (after construction: it holds a shared_ptr to the pool).
+  void start();
+
+  void submit(const Target& target, Buffer args, std::uint32_t items,
+              std::shared_ptr<StateBase> state, const SubmitOptions& options);
+  void shutdown(const ShutdownOptions& options);
+  void resize(std::size_t max_workers);
+  bool warm_up(Clock::duration timeout);
+
+  std::size_t max_workers() const;
+  const ExecutorOptions& options() const noexcept { return options_; }
+  std::vector<int> worker_pids() const;
+  bool is_shutdown() const;
+  /// Non-null once the pool cannot run tasks any more (e.g. its initializer fails).
+  std::exception_ptr broken() const;
+
+  // StateOwner
+  void wait(StateBase& state, std::optional<Clock::time_point> deadline) override;
+  bool cancel(StateBase& state, bool kill_running) override;
+
+ private:
+  // ---- submission (pool.cpp) ----
+  std::shared_ptr<const RefEntry> resolve(const Target& target);
+  std::shared_ptr<const RefEntry> intern_ref(protocol::RefKind kind, const std::string& library,
+                                             const std::string& name, std::uint64_t fingerprint,
+                                             std::string_view signature, std::string display);
+  void dispatch_locked();
+  void send_locked(Worker& w, const std::shared_ptr<Call>& call);
+  void flush_locked(Worker& w);
+  std::size_t depth_locked() const;
+
+  // ---- reading (pool.cpp) ----
+  /// Reads what is available; returns false at EOF. Caller holds w.read_mu.
+  bool read_available(Worker& w, Completions& done);
+  void handle_frames(Worker& w, Completions& done);
+  void handle_result(Worker& w, Frame& f, Completions& done);
+  std::exception_ptr remote_error(const Call& call, const Worker& w, const protocol::ResultHead& h,
+                                  const protocol::ErrorBody& e) const;
+  void finish_locked(const std::shared_ptr<Call>& call, Completions& done);
+  void complete(Completions& done);
+  void arm_read(Worker& w, bool on);
+  void arm_write_locked(Worker& w);
+
+  // ---- manager (manager.cpp) ----
+  void manager_loop();
+  void wake();
+  void on_readable(const std::shared_ptr<Worker>& w);
+  void on_writable(const std::shared_ptr<Worker>& w);
+  void on_exit(const std::shared_ptr<Worker>& w);
+  void maintain(Completions& done);
+  void spawn_one(Completions& done);
+  void fail_queue_locked(std::exception_ptr error, Completions& done);
+  void kill_worker_locked(Worker& w, std::exception_ptr error_for_running_call);
+  std::shared_ptr<Worker> worker_by_serial(std::uint64_t serial);
+  int next_timeout_ms();
+  bool finished_locked() const;
+  std::size_t active_locked() const;
+
+  ExecutorOptions options_;
+  std::filesystem::path worker_path_;
+  std::vector<std::string> worker_env_;
+  std::uint64_t max_frame_;
+  std::chrono::microseconds worker_spin_;
+
+  Fd epoll_;
+  Fd wake_fd_;
+  std::thread manager_;
+  std::atomic<std::thread::id> manager_id_{};
+  std::mutex join_mu_;
+
+  mutable std::mutex mu_;
+  std::condition_variable changed_;  // shutdown waiters, warm_up
+  std::map<std::uint64_t, std::shared_ptr<Worker>> workers_;
+  std::deque<std::shared_ptr<Call>> queue_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Call>> calls_;  // every unfinished call
+  std::size_t max_workers_;
+  std::size_t outstanding_ = 0;  // calls submitted and not yet completed
+  std::uint64_t next_call_ = 1;
+  std::uint64_t next_serial_ = 1;
+  bool started_ = false;          // first submit or warm_up happened
+  std::size_t idle_exited_ = 0;   // workers gone for idle timeout, not replaced until work comes
+  bool shutdown_ = false;
+  bool killed_ = false;
+  bool finished_ = false;         // manager loop ended
+  unsigned startup_failures_ = 0; // consecutive workers that died before hello
+  std::string last_spawn_error_;
+  std::exception_ptr broken_;
+  double service_ema_us_ = 1000.0;
+  long oom_kills_seen_ = -1;  // recent per-call service time, sizes the pipeline
+
+  std::mutex refs_mu_;
+  std::map<std::tuple<int, std::string, std::string, std::uint64_t>, std::shared_ptr<RefEntry>> refs_;
+  std::uint32_t next_ref_ = 0;
+  std::shared_ptr<const RefEntry> initializer_;
+
+  std::unique_ptr<PluginIndex> index_;
+};
+
+/// Count of OOM kills in this process's cgroup (v2 memory.events), or -1 when unknown.
+long cgroup_oom_kills();
+
+/// FERRY_DEBUG=1: one line per event on stderr.
+void debug_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+}  // namespace ferry::detail

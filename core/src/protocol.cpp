@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Wire protocol encoders and bounds-checked decoders.
+#include "protocol.hpp"
+
+#include <cstring>
+
+namespace ferry::detail::protocol {
+
+FrameHeader parse_header(const char* bytes, std::uint64_t max_body) {
+  std::uint16_t m;
+  std::memcpy(&m, bytes, 2);
+  if (m != magic) throw ProtocolError("bad frame magic (not a ferry frame)");
+  auto type = static_cast<std::uint8_t>(bytes[2]);
+  if (type == 0 || type > max_frame_type)
+    throw ProtocolError("unknown frame type " + std::to_string(type));
+  FrameHeader h{static_cast<FrameType>(type), static_cast<std::uint8_t>(bytes[3]), 0};
+  std::uint32_t reserved;
+  std::memcpy(&reserved, bytes + 4, 4);
+  if (reserved != 0) throw ProtocolError("reserved frame header bits are set");
+  std::memcpy(&h.size, bytes + 8, 8);
+  if (h.size > max_body)
+    throw ProtocolError("frame of " + std::to_string(h.size) + " bytes exceeds the limit of " +
+                        std::to_string(max_body) + " bytes");
+  return h;
+}
+
+void write_header(char* out, FrameType type, std::uint64_t body_size, std::uint8_t flags) {
+  std::memcpy(out, &magic, 2);
+  out[2] = static_cast<char>(type);
+  out[3] = static_cast<char>(flags);
+  std::memset(out + 4, 0, 4);
+  std::memcpy(out + 8, &body_size, 8);
+}
+
+const char* bye_reason_name(ByeReason r) noexcept {
+  switch (r) {
+    case ByeReason::shutdown: return "shutdown";
+    case ByeReason::idle_timeout: return "idle timeout";
+    case ByeReason::memory_growth: return "memory growth";
+    case ByeReason::max_tasks: return "max tasks per child";
+  }
+  return "unknown";
+}
+
+const char* worker_exit_name(int code) noexcept {
+  switch (static_cast<WorkerExit>(code)) {
+    case WorkerExit::clean: return "clean exit";
+    case WorkerExit::usage: return "ferry-worker: bad command line";
+    case WorkerExit::host_gone: return "ferry-worker: host gone";
+    case WorkerExit::protocol_error: return "ferry-worker: protocol error";
+    case WorkerExit::io_error: return "ferry-worker: channel error";
+    case WorkerExit::init_failed: return "ferry-worker: initializer failed";
+  }
+  return nullptr;
+}
+
+void BodyReader::need(std::size_t n) const {
+  if (body_.size() - at_ < n)
+    throw ProtocolError("truncated frame body: need " + std::to_string(n) + " bytes at offset " +
+                        std::to_string(at_) + " of " + std::to_string(body_.size()));
+}
+std::uint8_t BodyReader::u8() {
+  need(1);
+  return static_cast<std::uint8_t>(body_[at_++]);
+}
+std::uint32_t BodyReader::u32() {
+  need(4);
+  std::uint32_t v;
+  std::memcpy(&v, body_.data() + at_, 4);
+  at_ += 4;
+  return v;
+}
+std::uint64_t BodyReader::u64() {
+  need(8);
+  std::uint64_t v;
+  std::memcpy(&v, body_.data() + at_, 8);
+  at_ += 8;
+  return v;
+}
+std::string BodyReader::str() {
+  std::uint32_t n = u32();
+  need(n);
+  std::string s(body_.substr(at_, n));
+  at_ += n;
+  return s;
+}
+void BodyReader::expect_end() const {
+  if (at_ != body_.size())
+    throw ProtocolError(std::to_string(body_.size() - at_) + " unexpected trailing bytes in frame");
+}
+
+Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size) {
+  Buffer out(header_size);
+  write_header(out.data(), type, body.size() + payload_size);
+  out.append(body.data(), body.size());
+  return out;
+}
+
+Buffer encode_hello(const Hello& h) {
+  Buffer b;
+  BodyWriter(b).u32(h.protocol).u32(h.abi).u32(static_cast<std::uint32_t>(h.pid)).str(h.ferry_version);
+  return frame(FrameType::hello, b);
+}
+Hello decode_hello(std::string_view body) {
+  BodyReader r(body);
+  Hello h;
+  h.protocol = r.u32();
+  h.abi = r.u32();
+  h.pid = static_cast<std::int32_t>(r.u32());
+  h.ferry_version = r.str();
+  r.expect_end();
+  return h;
+}
+
+Buffer encode_define(const Define& d) {
+  Buffer b;
+  BodyWriter(b)
+      .u32(d.ref)
+      .u8(static_cast<std::uint8_t>(d.kind))
+      .str(d.library)
+      .str(d.name)
+      .u64(d.fingerprint)
+      .str(d.signature);
+  return frame(FrameType::define, b);
+}
+Define decode_define(std::string_view body) {
+  BodyReader r(body);
+  Define d;
+  d.ref = r.u32();
+  std::uint8_t kind = r.u8();
+  if (kind > static_cast<std::uint8_t>(RefKind::main_program))
+    throw ProtocolError("unknown task reference kind " + std::to_string(kind));
+  d.kind = static_cast<RefKind>(kind);
+  d.library = r.str();
+  d.name = r.str();
+  d.fingerprint = r.u64();
+  d.signature = r.str();
+  r.expect_end();
+  return d;
+}
+
+Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size) {
+  Buffer b;
+  BodyWriter(b).u64(t.call).u32(t.ref).u32(t.items);
+  return frame(FrameType::task, b, args_size);
+}
+TaskHead decode_task_head(BodyReader& r) {
+  TaskHead t;
+  t.call = r.u64();
+  t.ref = r.u32();
+  t.items = r.u32();
+  if (t.items == 0) throw ProtocolError("task frame with zero items");
+  return t;
+}
+
+Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size) {
+  Buffer b;
+  BodyWriter(b).u64(h.call).u8(static_cast<std::uint8_t>(h.status)).u8(0).u8(0).u8(0).u32(
+      h.failed_item);
+  return frame(FrameType::result, b, payload_size);
+}
+ResultHead decode_result_head(BodyReader& r) {
+  ResultHead h;
+  h.call = r.u64();
+  std::uint8_t status = r.u8();
+  if (status > max_result_status)
+    throw ProtocolError("unknown result status " + std::to_string(status));
+  h.status = static_cast<ResultStatus>(status);
+  r.u8();
+  r.u8();
+  r.u8();
+  h.failed_item = r.u32();
+  return h;
+}
+
+Buffer encode_error_body(const ErrorBody& e) {
+  Buffer b;
+  BodyWriter(b).str(e.type).str(e.message).str(e.detail);
+  return b;
+}
+ErrorBody decode_error_body(BodyReader& r) {
+  ErrorBody e;
+  e.type = r.str();
+  e.message = r.str();
+  e.detail = r.str();
+  r.expect_end();
+  return e;
+}
+
+Buffer encode_bye(ByeReason reason) {
+  Buffer b;
+  BodyWriter(b).u8(static_cast<std::uint8_t>(reason));
+  return frame(FrameType::bye, b);
+}
+ByeReason decode_bye(std::string_view body) {
+  BodyReader r(body);
+  std::uint8_t v = r.u8();
+  r.expect_end();
+  if (v == 0 || v > max_bye_reason) throw ProtocolError("unknown bye reason " + std::to_string(v));
+  return static_cast<ByeReason>(v);
+}
+
+Buffer encode_init(std::uint32_t ref) {
+  Buffer b;
+  BodyWriter(b).u32(ref);
+  return frame(FrameType::init, b);
+}
+std::uint32_t decode_init(std::string_view body) {
+  BodyReader r(body);
+  std::uint32_t ref = r.u32();
+  r.expect_end();
+  return ref;
+}
+
+}  // namespace ferry::detail::protocol

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Wire protocol between host and ferry-worker: frames, message bodies, limits, exit codes.
+//
+// Every frame is a 16-byte header {u16 magic, u8 type, u8 flags, u32 reserved, u64 body size}
+// followed by the body. Bodies are little-endian fixed fields and u32-length-prefixed strings;
+// argument and result bytes (cereal) are the tail of task and result bodies. A reader rejects a bad
+// magic, an unknown type or a body larger than its limit before allocating anything.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <ferry/serialization.hpp>
+
+namespace ferry::detail::protocol {
+
+inline constexpr std::uint32_t version = 1;
+inline constexpr std::uint16_t magic = 0xFE77;
+inline constexpr std::size_t header_size = 16;
+/// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.
+inline constexpr std::uint64_t default_max_frame = std::uint64_t{1} << 30;
+/// Limit for frames a worker sends before it said hello, and for control frames.
+inline constexpr std::uint64_t max_control_frame = 64 * 1024;
+
+enum class FrameType : std::uint8_t {
+  hello = 1,     // worker → host: protocol, abi, pid, ferry version
+  define = 2,    // host → worker: a task reference, numbered
+  task = 3,      // host → worker: call id, ref, items, argument bytes
+  result = 4,    // worker → host: call id, status, result bytes or error
+  bye = 5,       // worker → host: it exits cleanly now (reason); unanswered tasks never started
+  shutdown = 6,  // host → worker: finish and exit
+  init = 7,      // host → worker: run this ref once before anything else (initializer)
+};
+inline constexpr std::uint8_t max_frame_type = 7;
+
+/// Thrown on malformed bytes; the peer sending them is treated as broken.
+class ProtocolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct FrameHeader {
+  FrameType type;
+  std::uint8_t flags;
+  std::uint64_t size;
+};
+
+/// Validates and decodes a header; throws ProtocolError.
+FrameHeader parse_header(const char* bytes, std::uint64_t max_body);
+void write_header(char* out, FrameType type, std::uint64_t body_size, std::uint8_t flags = 0);
+
+enum class ResultStatus : std::uint8_t {
+  ok = 0,
+  task_error = 1,          // the task threw: type, message
+  decode_arguments = 2,    // worker could not decode arguments: type (signature), message
+  encode_result = 3,       // worker could not encode the result
+  plugin_error = 4,        // library missing / unloadable / not a plugin / task missing
+  unresolvable = 5,        // main-program function: loader message
+  signature_mismatch = 6,  // fingerprint differs: plugin signature in `type`
+  abi_mismatch = 7,        // plugin ABI differs: plugin abi in `type`
+  init_failed = 8,         // the initializer failed in this worker
+};
+inline constexpr std::uint8_t max_result_status = 8;
+
+enum class ByeReason : std::uint8_t {
+  shutdown = 1,
+  idle_timeout = 2,
+  memory_growth = 3,
+  max_tasks = 4,
+};
+inline constexpr std::uint8_t max_bye_reason = 4;
+const char* bye_reason_name(ByeReason r) noexcept;
+
+enum class RefKind : std::uint8_t { plugin = 0, main_program = 1 };
+
+/// Exit codes of ferry-worker. A clean exit is always announced by a bye frame first.
+enum class WorkerExit : int {
+  clean = 0,
+  usage = 64,           // bad command line
+  host_gone = 65,       // the host died (channel EOF or parent changed)
+  protocol_error = 66,  // the host sent bytes that are not ferry frames
+  io_error = 67,        // the channel failed
+  init_failed = 68,     // the initializer failed
+};
+/// "protocol error", "host gone", ... or nullptr for codes ferry-worker never uses.
+const char* worker_exit_name(int code) noexcept;
+
+// ---- bodies ----------------------------------------------------------------------------------
+
+struct Hello {
+  std::uint32_t protocol = version;
+  std::uint32_t abi = 0;
+  std::int32_t pid = 0;
+  std::string ferry_version;
+};
+
+struct Define {
+  std::uint32_t ref = 0;
+  RefKind kind = RefKind::plugin;
+  std::string library;   // absolute path
+  std::string name;      // task name, or the function's name for a main-program function
+  std::uint64_t fingerprint = 0;
+  std::string signature;  // the host's expected signature text (for messages)
+};
+
+struct TaskHead {
+  std::uint64_t call = 0;
+  std::uint32_t ref = 0;
+  std::uint32_t items = 1;
+};
+inline constexpr std::size_t task_head_size = 16;
+
+struct ResultHead {
+  std::uint64_t call = 0;
+  ResultStatus status = ResultStatus::ok;
+  std::uint32_t failed_item = 0;
+};
+inline constexpr std::size_t result_head_size = 16;
+
+/// Body of a non-ok result, after the head.
+struct ErrorBody {
+  std::string type;     // exception type, or a signature, or an ABI number
+  std::string message;  // what(), or the loader's message
+  std::string detail;   // e.g. the library path
+};
+
+/// Appends fields to a body.
+class BodyWriter {
+ public:
+  explicit BodyWriter(Buffer& out) : out_(out) {}
+  BodyWriter& u8(std::uint8_t v) { return raw(&v, 1); }
+  BodyWriter& u32(std::uint32_t v) { return raw(&v, 4); }
+  BodyWriter& u64(std::uint64_t v) { return raw(&v, 8); }
+  BodyWriter& str(std::string_view s) {
+    u32(static_cast<std::uint32_t>(s.size()));
+    return raw(s.data(), s.size());
+  }
+
+ private:
+  BodyWriter& raw(const void* p, std::size_t n) {
+    out_.append(p, n);
+    return *this;
+  }
+  Buffer& out_;
+};
+
+/// Reads fields of a body; any overrun throws ProtocolError.
+class BodyReader {
+ public:
+  explicit BodyReader(std::string_view body) : body_(body) {}
+  std::uint8_t u8();
+  std::uint32_t u32();
+  std::uint64_t u64();
+  std::string str();
+  std::string_view rest() noexcept { return body_.substr(at_); }
+  void expect_end() const;
+
+ private:
+  void need(std::size_t n) const;
+  std::string_view body_;
+  std::size_t at_ = 0;
+};
+
+/// Frame = header + body in one buffer, ready to send (payload bytes may follow separately).
+Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size = 0);
+
+Buffer encode_hello(const Hello& h);
+Hello decode_hello(std::string_view body);
+Buffer encode_define(const Define& d);
+Define decode_define(std::string_view body);
+/// Header + task head; the argument bytes (size `args_size`) are sent right after.
+Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size);
+TaskHead decode_task_head(BodyReader& r);
+/// Header + result head; for ok, the result bytes (size `payload_size`) are sent right after.
+Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);
+ResultHead decode_result_head(BodyReader& r);
+Buffer encode_error_body(const ErrorBody& e);
+ErrorBody decode_error_body(BodyReader& r);
+Buffer encode_bye(ByeReason reason);
+ByeReason decode_bye(std::string_view body);
+Buffer encode_init(std::uint32_t ref);
+std::uint32_t decode_init(std::string_view body);
+
+}  // namespace ferry::detail::protocol

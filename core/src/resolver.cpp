@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Function address → (plugin path, task name), by matching the addresses that loaded plugins'
+// task records report. Python's analogue is pickling a function by reference (module + qualname).
+#include "resolver.hpp"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include <ferry/task.hpp>
+
+#include "elf_reader.hpp"
+
+namespace ferry::detail {
+
+namespace {
+
+struct LoadedObject {
+  std::string path;  // "" for the main program
+  std::uintptr_t bias = 0;
+};
+
+/// The loaded object whose PT_LOAD segments contain `address`.
+std::optional<LoadedObject> object_of(const void* address) {
+  struct Search {
+    std::uintptr_t address;
+    std::optional<LoadedObject> found;
+  } search{reinterpret_cast<std::uintptr_t>(address), std::nullopt};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        auto* s = static_cast<Search*>(data);
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const auto& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD) continue;
+          std::uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
+          if (s->address >= begin && s->address < begin + ph.p_memsz) {
+            s->found = LoadedObject{info->dlpi_name ? info->dlpi_name : "", info->dlpi_addr};
+            return 1;
+          }
+        }
+        return 0;
+      },
+      &search);
+  return search.found;
+}
+
+/// Every loaded shared object's path (not the main program, not the vdso).
+std::vector<std::string> loaded_objects() {
+  std::vector<std::string> out;
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        if (info->dlpi_name && info->dlpi_name[0] == '/')
+          static_cast<std::vector<std::string>*>(data)->push_back(info->dlpi_name);
+        return 0;
+      },
+      &out);
+  return out;
+}
+
+std::string absolute(const std::string& p) {
+  std::error_code ec;
+  auto c = std::filesystem::weakly_canonical(p, ec);
+  return ec ? p : c.string();
+}
+
+/// The task of `library` whose record reports `address`, if any. The library is already loaded
+/// (we only ask objects found in this process), so reading its records runs no new code.
+std::optional<std::string> task_at(const std::string& library, const void* address) {
+  std::vector<ElfTaskRecord> records;
+  try {
+    records = read_task_records(library);
+  } catch (const ElfError&) {
+    return std::nullopt;
+  }
+  if (records.empty()) return std::nullopt;
+  void* handle = ::dlopen(library.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (!handle) return std::nullopt;
+  std::optional<std::string> found;
+  for (const auto& r : records) {
+    if (!r.problem.empty() || r.abi != plugin_abi_version) continue;
+    auto* rec = static_cast<const TaskRecordHeader*>(::dlsym(handle, r.symbol.c_str()));
+    if (rec && rec->address && rec->address() == address) {
+      found = r.name;
+      break;
+    }
+  }
+  ::dlclose(handle);
+  return found;
+}
+
+FunctionTask resolve_uncached(const void* address) {
+  FunctionTask t;
+  auto obj = object_of(address);
+  if (obj && !obj->path.empty()) {
+    t.library = absolute(obj->path);
+    if (auto name = task_at(t.library, address)) {
+      t.kind = FunctionTask::Kind::plugin;
+      t.name = *name;
+      return t;
+    }
+    t.kind = FunctionTask::Kind::foreign;
+    Dl_info info{};
+    if (::dladdr(address, &info) && info.dli_sname) t.name = demangle(info.dli_sname);
+    if (t.name.empty())
+      if (auto s = function_symbol_at(t.library, reinterpret_cast<std::uintptr_t>(address) - obj->bias))
+        t.name = *s;
+    return t;
+  }
+  // In the main program. A non-PIE host sees a plugin function through its own PLT stub, whose
+  // address the plugin's record reports too: look in every loaded plugin first.
+  for (const auto& lib : loaded_objects()) {
+    if (auto name = task_at(lib, address)) {
+      t.kind = FunctionTask::Kind::plugin;
+      t.library = absolute(lib);
+      t.name = *name;
+      return t;
+    }
+  }
+  t.kind = FunctionTask::Kind::main_program;
+  t.library = executable_path();
+  std::uintptr_t bias = obj ? obj->bias : 0;
+  if (auto s = function_symbol_at(t.library, reinterpret_cast<std::uintptr_t>(address) - bias))
+    t.name = *s;
+  return t;
+}
+
+}  // namespace
+
+std::string executable_path() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "(main program)";
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+FunctionTask resolve_function(const void* address) {
+  static std::mutex mu;
+  static std::unordered_map<const void*, FunctionTask> cache;
+  {
+    std::lock_guard lock(mu);
+    if (auto it = cache.find(address); it != cache.end()) return it->second;
+  }
+  FunctionTask t = resolve_uncached(address);
+  std::lock_guard lock(mu);
+  // A library can be unloaded and another loaded at the same address; only plugins loaded by the
+  // host (which never unloads them itself) are cached.
+  if (t.kind == FunctionTask::Kind::plugin || t.kind == FunctionTask::Kind::main_program)
+    cache.emplace(address, t);
+  return t;
+}
+
+}  // namespace ferry::detail

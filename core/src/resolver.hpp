@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Host side: which plugin and task a function address belongs to.
+#pragma once
+
+#include <string>
+
+namespace ferry::detail {
+
+/// Where a submitted function lives, as far as a worker is concerned.
+struct FunctionTask {
+  enum class Kind {
+    plugin,        // a FERRY_TASK of a loaded shared library: travels by path + task name
+    main_program,  // defined in the executable: the worker will fail to load it
+    foreign,       // in a shared library that has no ferry task for it
+  } kind = Kind::foreign;
+  std::string library;  // absolute path of the object holding the function
+  std::string name;     // task name (plugin) or the function's name where known
+};
+
+/// Resolves `address` (cached per address; thread-safe). Reads the objects' ELF symbol tables
+/// and the records of already-loaded plugins; never loads anything new.
+FunctionTask resolve_function(const void* address);
+
+/// Absolute path of this process's executable.
+std::string executable_path();
+
+}  // namespace ferry::detail

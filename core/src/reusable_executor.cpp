@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// get_reusable_executor: the process-wide executor (policy over the Pool mechanism), as loky's.
+#include <ferry/ferry.hpp>
+
+#include <mutex>
+
+namespace ferry {
+
+namespace {
+std::mutex reusable_mu;
+std::shared_ptr<Executor> reusable;
+
+bool compatible(const ExecutorOptions& a, const ExecutorOptions& b) {
+  ExecutorOptions x = a, y = b;
+  x.max_workers = y.max_workers = 0;
+  return x == y;
+}
+}  // namespace
+
+std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options) {
+  std::shared_ptr<Executor> old;
+  std::lock_guard lock(reusable_mu);
+  if (reusable && !reusable->is_shutdown() && !reusable->is_broken() && compatible(reusable->options(), options)) {
+    std::size_t want = options.max_workers ? options.max_workers : cpu_count();
+    if (want != reusable->max_workers()) reusable->resize(want);
+    return reusable;
+  }
+  old = std::move(reusable);
+  if (old) old->shutdown({.wait = false, .kill_workers = false});
+  reusable = std::make_shared<Executor>(options);
+  return reusable;
+}
+
+}  // namespace ferry

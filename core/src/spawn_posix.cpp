@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// posix_spawn with a clean descriptor table and default signal state; reaping by pid.
+#include "spawn_posix.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <map>
+#include <system_error>
+
+extern char** environ;
+
+namespace ferry::detail {
+
+namespace {
+struct FileActions {
+  posix_spawn_file_actions_t fa;
+  FileActions() { posix_spawn_file_actions_init(&fa); }
+  ~FileActions() { posix_spawn_file_actions_destroy(&fa); }
+};
+struct SpawnAttr {
+  posix_spawnattr_t attr;
+  SpawnAttr() { posix_spawnattr_init(&attr); }
+  ~SpawnAttr() { posix_spawnattr_destroy(&attr); }
+};
+
+int pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd >= 0) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+}  // namespace
+
+SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
+                             const std::vector<std::string>& env, int channel_fd) {
+  FileActions fa;
+  SpawnAttr sa;
+  constexpr int child_fd = 3;
+  // dup2 onto itself would keep FD_CLOEXEC; the channel is never fd 3 in the host because stdio
+  // is 0-2 and the socketpair is created after, but guard anyway.
+  if (channel_fd == child_fd) {
+    int moved = ::fcntl(channel_fd, F_DUPFD_CLOEXEC, 10);
+    if (moved < 0) throw std::system_error(errno, std::generic_category(), "dup channel");
+    Fd guard(moved);
+    return spawn_process(exe, args, env, moved);
+  }
+  int rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa.fa, child_fd + 1);
+  if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawn file actions");
+
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&sa.attr, &none);
+  posix_spawnattr_setsigdefault(&sa.attr, &all);
+  posix_spawnattr_setflags(&sa.attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::string path = exe.string();
+  std::vector<char*> argv;
+  argv.push_back(path.data());
+  std::vector<std::string> args_copy = args;
+  for (auto& a : args_copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_copy = env;
+  std::vector<char*> envp;
+  for (auto& e : env_copy) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  pid_t pid = -1;
+  // glibc's posix_spawn reports a failed exec (ENOENT, EACCES, ENOEXEC) as its return value.
+  rc = ::posix_spawn(&pid, path.c_str(), &fa.fa, &sa.attr, argv.data(), envp.data());
+  if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawn " + path);
+  SpawnedProcess p;
+  p.pid = pid;
+  p.pidfd = Fd(pidfd_open(pid));
+  return p;
+}
+
+std::vector<std::string> merged_environment(
+    const std::vector<std::pair<std::string, std::string>>& overrides) {
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv(*e);
+    auto eq = kv.find('=');
+    if (eq == std::string_view::npos) continue;
+    vars[std::string(kv.substr(0, eq))] = std::string(kv.substr(eq + 1));
+  }
+  for (const auto& [k, v] : overrides) vars[k] = v;
+  std::vector<std::string> out;
+  out.reserve(vars.size());
+  for (const auto& [k, v] : vars) out.push_back(k + "=" + v);
+  return out;
+}
+
+namespace {
+ExitStatus decode(int status) {
+  ExitStatus s;
+  s.known = true;
+  if (WIFSIGNALED(status)) {
+    s.signal = WTERMSIG(status);
+  } else if (WIFEXITED(status)) {
+    s.exit_code = WEXITSTATUS(status);
+  }
+  return s;
+}
+}  // namespace
+
+bool try_reap(pid_t pid, ExitStatus& out) {
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) return false;
+  if (r < 0) {
+    out = ExitStatus{};  // ECHILD: reaped elsewhere (SIGCHLD ignored by the application)
+    return true;
+  }
+  out = decode(status);
+  return true;
+}
+
+ExitStatus reap(pid_t pid) {
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid, &status, 0);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return ExitStatus{};
+  return decode(status);
+}
+
+std::string signal_name(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  if (abbrev) return std::string("SIG") + abbrev;
+  return "signal " + std::to_string(sig);
+}
+
+}  // namespace ferry::detail

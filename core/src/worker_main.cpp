@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Worker loop: read frame → resolve task (cached) → check fingerprint → invoke → write result.
+//
+// A result is written before the next task starts, so when a worker dies the host knows exactly
+// which task was running (the oldest unanswered one) and that the ones after it never started.
+// Clean exits (shutdown, idle timeout, recycling) are always announced with a bye frame.
+#include "worker_main.hpp"
+
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include <ferry/ferry.hpp>
+
+#include "channel.hpp"
+#include "library_cache.hpp"
+#include "protocol.hpp"
+
+namespace ferry::detail {
+
+namespace {
+
+using protocol::ResultStatus;
+using protocol::WorkerExit;
+
+std::size_t resident_bytes() {
+  // /proc/self/statm: size resident shared text lib data dt (pages)
+  int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[128];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long size = 0, resident = 0;
+  if (std::sscanf(buf, "%lu %lu", &size, &resident) != 2) return 0;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+struct Ref {
+  protocol::Define define;
+  const TaskRecordHeader* record = nullptr;
+};
+
+class WorkerLoop {
+ public:
+  explicit WorkerLoop(const WorkerConfig& config)
+      : config_(config), reader_(protocol::default_max_frame) {
+    if (const char* v = std::getenv("FERRY_MAX_FRAME_BYTES")) reader_.set_limit(std::strtoull(v, nullptr, 10));
+  }
+
+  int run() {
+    protocol::Hello hello{protocol::version, plugin_abi_version, static_cast<int>(::getpid()),
+                          FERRY_VERSION_STRING};
+    if (!send(protocol::encode_hello(hello))) return static_cast<int>(WorkerExit::io_error);
+    for (;;) {
+      Frame f;
+      int status = next_frame(f);
+      if (status >= 0) return status;
+      try {
+        switch (f.header.type) {
+          case protocol::FrameType::define: {
+            auto d = protocol::decode_define(f.view());
+            refs_[d.ref] = Ref{std::move(d), nullptr};
+            break;
+          }
+          case protocol::FrameType::task:
+            if (!run_task(f)) return static_cast<int>(WorkerExit::io_error);
+            if (int exit = maybe_recycle(); exit >= 0) return exit;
+            break;
+          case protocol::FrameType::init:
+            if (!run_initializer(protocol::decode_init(f.view())))
+              return static_cast<int>(WorkerExit::init_failed);
+            break;
+          case protocol::FrameType::shutdown:
+            return bye(protocol::ByeReason::shutdown);
+          default:
+            throw protocol::ProtocolError("unexpected frame type from host");
+        }
+      } catch (const protocol::ProtocolError& e) {
+        debug("protocol error: %s", e.what());
+        return static_cast<int>(WorkerExit::protocol_error);
+      }
+      reader_.trim();
+      if (result_.capacity() > (1 << 20)) result_ = Buffer();
+    }
+  }
+
+ private:
+  void debug(const char* fmt, const char* arg) {
+    static const bool on = std::getenv("FERRY_DEBUG") != nullptr;
+    if (on) {
+      std::fprintf(stderr, "[ferry-worker %d] ", static_cast<int>(::getpid()));
+      std::fprintf(stderr, fmt, arg);
+      std::fputc('\n', stderr);
+    }
+  }
+
+  bool send(const Buffer& b, std::string_view payload = {}) {
+    return send_all(config_.fd, {b.view(), payload});
+  }
+
+  int bye(protocol::ByeReason reason) {
+    send(protocol::encode_bye(reason));
+    return static_cast<int>(WorkerExit::clean);
+  }
+
+  /// -1 with a frame in `f`, or an exit code.
+  int next_frame(Frame& f) {
+    for (;;) {
+      if (reader_.next(f)) return -1;
+      ssize_t n = -1;
+      bool would_block = true;
+      // Busy-poll briefly: on these VMs waking a blocked process on another vCPU costs ~75 µs,
+      // more than the whole round trip when the host sends the next task right away.
+      if (config_.spin.count() > 0) {
+        auto spin_until = std::chrono::steady_clock::now() + config_.spin;
+        for (;;) {
+          n = reader_.fill(config_.fd, MSG_DONTWAIT);
+          if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            would_block = false;
+            break;
+          }
+          if (std::chrono::steady_clock::now() >= spin_until) break;
+        }
+      }
+      if (would_block) {
+        if (config_.idle_timeout.count() > 0 && !reader_.partial()) {
+          pollfd p{config_.fd, POLLIN, 0};
+          int r;
+          do {
+            r = ::poll(&p, 1, static_cast<int>(config_.idle_timeout.count()));
+          } while (r < 0 && errno == EINTR);
+          if (r == 0) return bye(protocol::ByeReason::idle_timeout);
+        }
+        n = reader_.fill(config_.fd, 0);
+      }
+      if (n == 0) return static_cast<int>(WorkerExit::host_gone);
+      if (n < 0) return static_cast<int>(WorkerExit::io_error);
+    }
+  }
+
+  bool reply_error(std::uint64_t call, ResultStatus status, std::uint32_t item,
+                   protocol::ErrorBody body) {
+    Buffer eb = protocol::encode_error_body(body);
+    Buffer head = protocol::encode_result_head({call, status, item}, eb.size());
+    return send(head, eb.view());
+  }
+
+  /// Resolves a reference; on failure fills status and error body.
+  const TaskRecordHeader* resolve(Ref& ref, ResultStatus& status, protocol::ErrorBody& err) {
+    if (ref.record) return ref.record;
+    const auto& d = ref.define;
+    ResolveFailure why;
+    if (d.kind == protocol::RefKind::main_program) {
+      // Really try: loading the host's executable is what fails, and its message is the reason.
+      if (libs_.load(d.library, why) != nullptr) why = {"load", "the executable exports no ferry task for this function"};
+      status = ResultStatus::unresolvable;
+      err = {d.name, why.message, d.library};
+      return nullptr;
+    }
+    const TaskRecordHeader* rec = libs_.find(d.library, d.name, why);
+    if (!rec) {
+      status = why.kind == "abi" ? ResultStatus::abi_mismatch : ResultStatus::plugin_error;
+      err = {why.kind, why.message, d.library};
+      return nullptr;
+    }
+    if (d.fingerprint != 0 && rec->fingerprint != d.fingerprint) {
+      const char* text = reinterpret_cast<const char*>(rec + 1);
+      status = ResultStatus::signature_mismatch;
+      err = {std::string(text + rec->name_size + 1, rec->signature_size), d.signature, d.library};
+      return nullptr;
+    }
+    ref.record = rec;
+    return rec;
+  }
+
+  /// Runs a resolved record; fills `status`/`err` on failure. Results land in result_.
+  ResultStatus invoke(const TaskRecordHeader* rec, std::string_view args, std::uint32_t items,
+                      std::uint32_t& failed_item, protocol::ErrorBody& err) {
+    result_.clear();
+    error_.clear();
+    BufferWriter rw(result_), ew(error_);
+    InvokeContext ctx{args.data(), args.size(), items, 0, InvokeStatus::ok, &rw, &ew};
+    rec->invoke(ctx);
+    failed_item = ctx.failed_item;
+    if (ctx.status == InvokeStatus::ok) return ResultStatus::ok;
+    std::string_view e = error_.view();
+    auto nul = e.find('\0');
+    err.type = std::string(e.substr(0, nul));
+    err.message = nul == std::string_view::npos ? std::string() : std::string(e.substr(nul + 1));
+    const char* text = reinterpret_cast<const char*>(rec + 1);
+    err.detail = std::string(text + rec->name_size + 1, rec->signature_size);
+    switch (ctx.status) {
+      case InvokeStatus::decode_arguments_failed: return ResultStatus::decode_arguments;
+      case InvokeStatus::encode_result_failed: return ResultStatus::encode_result;
+      default: return ResultStatus::task_error;
+    }
+  }
+
+  bool run_task(const Frame& f) {
+    protocol::BodyReader r(f.view());
+    auto head = protocol::decode_task_head(r);
+    auto it = refs_.find(head.ref);
+    if (it == refs_.end()) throw protocol::ProtocolError("task uses an undefined reference");
+    ResultStatus status = ResultStatus::ok;
+    protocol::ErrorBody err;
+    std::uint32_t failed_item = 0;
+    const TaskRecordHeader* rec = resolve(it->second, status, err);
+    if (rec) status = invoke(rec, r.rest(), head.items, failed_item, err);
+    ++tasks_done_;
+    if (status != ResultStatus::ok) return reply_error(head.call, status, failed_item, std::move(err));
+    Buffer out = protocol::encode_result_head({head.call, ResultStatus::ok, 0}, result_.size());
+    return send(out, result_.view());
+  }
+
+  bool run_initializer(std::uint32_t ref_id) {
+    auto it = refs_.find(ref_id);
+    if (it == refs_.end()) throw protocol::ProtocolError("init uses an undefined reference");
+    ResultStatus status = ResultStatus::ok;
+    protocol::ErrorBody err;
+    std::uint32_t failed_item = 0;
+    const TaskRecordHeader* rec = resolve(it->second, status, err);
+    if (rec) status = invoke(rec, {}, 1, failed_item, err);
+    if (status == ResultStatus::ok) return true;
+    // Tell the host why, then exit: a worker whose initializer failed must not run tasks.
+    err.detail = std::to_string(static_cast<int>(status)) + ":" + err.detail;
+    reply_error(0, ResultStatus::init_failed, 0, std::move(err));
+    return false;
+  }
+
+  /// After a task: exit cleanly (announced) when the worker should be replaced.
+  int maybe_recycle() {
+    if (config_.max_tasks > 0 && tasks_done_ >= config_.max_tasks)
+      return bye(protocol::ByeReason::max_tasks);
+    if (config_.max_memory_growth > 0) {
+      std::size_t rss = resident_bytes();
+      if (baseline_rss_ == 0) {
+        baseline_rss_ = rss;
+      } else if (rss > baseline_rss_ && rss - baseline_rss_ > config_.max_memory_growth) {
+        return bye(protocol::ByeReason::memory_growth);
+      }
+    }
+    return -1;
+  }
+
+  WorkerConfig config_;
+  FrameReader reader_;
+  LibraryCache libs_;
+  std::unordered_map<std::uint32_t, Ref> refs_;
+  Buffer result_, error_;
+  std::size_t tasks_done_ = 0;
+  std::size_t baseline_rss_ = 0;
+};
+
+bool parse_number(const char* s, unsigned long long& out) {
+  if (!s || !*s) return false;
+  char* end = nullptr;
+  errno = 0;
+  out = std::strtoull(s, &end, 10);
+  return errno == 0 && end && *end == '\0';
+}
+
+constexpr const char* usage_text =
+    "usage: ferry-worker [--fd N] [--parent PID] [--idle-timeout-ms MS] [--max-memory-growth BYTES]\n"
+    "                    [--max-tasks N] [--spin-us US]\n"
+    "       ferry-worker --version\n"
+    "Runs ferry tasks sent by a host over the socket at descriptor N (default 3). Started by\n"
+    "libferry; not meant to be run by hand.\n";
+
+}  // namespace
+
+int run_worker(const WorkerConfig& config) {
+  WorkerLoop loop(config);
+  return loop.run();
+}
+
+int worker_main(int argc, char** argv) {
+  WorkerConfig config;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--version") {
+      std::printf("ferry-worker %s (protocol %u, plugin ABI %u)\n", FERRY_VERSION_STRING,
+                  protocol::version, plugin_abi_version);
+      return 0;
+    }
+    if (a == "--help" || a == "-h") {
+      std::fputs(usage_text, stdout);
+      return 0;
+    }
+    unsigned long long v = 0;
+    if (i + 1 >= argc || !parse_number(argv[i + 1], v)) {
+      std::fputs(usage_text, stderr);
+      return static_cast<int>(WorkerExit::usage);
+    }
+    ++i;
+    if (a == "--fd") config.fd = static_cast<int>(v);
+    else if (a == "--parent") config.parent = static_cast<int>(v);
+    else if (a == "--idle-timeout-ms") config.idle_timeout = std::chrono::milliseconds(v);
+    else if (a == "--max-memory-growth") config.max_memory_growth = v;
+    else if (a == "--max-tasks") config.max_tasks = v;
+    else if (a == "--spin-us") config.spin = std::chrono::microseconds(v);
+    else {
+      std::fputs(usage_text, stderr);
+      return static_cast<int>(WorkerExit::usage);
+    }
+  }
+  if (config.parent > 0) {
+    // Die with the host. PDEATHSIG covers a host that dies while a task runs; EOF on the channel
+    // covers the rest. The getppid check closes the race with a host that died before prctl.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != config.parent) return static_cast<int>(WorkerExit::host_gone);
+  }
+  if (::fcntl(config.fd, F_GETFD) < 0) {
+    std::fprintf(stderr, "ferry-worker: descriptor %d is not open\n", config.fd);
+    return static_cast<int>(WorkerExit::usage);
+  }
+  // Processes a task starts must not inherit the channel.
+  ::fcntl(config.fd, F_SETFD, FD_CLOEXEC);
+  return run_worker(config);
+}
+
+}  // namespace ferry::detail

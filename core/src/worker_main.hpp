@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The worker loop: what ferry-worker runs, and what tests run in-process over a socketpair.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+
+namespace ferry::detail {
+
+struct WorkerConfig {
+  int fd = 3;                                    // the channel
+  int parent = 0;                                // host pid; 0 = do not watch the parent
+  std::chrono::milliseconds idle_timeout{0};     // 0 = never
+  std::size_t max_memory_growth = 0;             // bytes over the RSS after the first task; 0 = off
+  std::size_t max_tasks = 0;                     // tasks before recycling; 0 = unlimited
+  std::chrono::microseconds spin{50};            // busy-poll for the next frame after a result
+};
+
+/// Runs the loop on an open channel; returns the process exit code (protocol::WorkerExit).
+int run_worker(const WorkerConfig& config);
+
+/// `ferry-worker` entry point: parses the command line, arms the parent-death signal, runs.
+int worker_main(int argc, char** argv);
+
+}  // namespace ferry::detail

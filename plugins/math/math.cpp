@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The math plugin: square, add, sum, a task that throws, and a few more.
+#include "math.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <numeric>
+#include <stdexcept>
+#include <thread>
+
+int square(int x) { return x * x; }
+int add(int a, int b) { return a + b; }
+double sum(const std::vector<double>& values) { return std::accumulate(values.begin(), values.end(), 0.0); }
+int fail(int x) { throw std::invalid_argument("fail: " + std::to_string(x)); }
+std::string greet(const std::string& name) { return "hello, " + name; }
+math::Vec2 scale(math::Vec2 v, double factor) { return {v.x * factor, v.y * factor}; }
+void noop() {}
+int worker_pid() { return static_cast<int>(::getpid()); }
+int slow_identity(int x, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return x;
+}
+std::size_t byte_count(const std::vector<char>& bytes) { return bytes.size(); }
+
+FERRY_TASK(square);
+FERRY_TASK_AS(square, "math.square");
+FERRY_TASK(add);
+FERRY_TASK(sum);
+FERRY_TASK(fail);
+FERRY_TASK(greet);
+FERRY_TASK(scale);
+FERRY_TASK(noop);
+FERRY_TASK(worker_pid);
+FERRY_TASK(slow_identity);
+FERRY_TASK(byte_count);

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The math plugin: small tasks used by the samples, the tests and the benchmarks.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <ferry/task.hpp>
+
+namespace math {
+/// A user type travelling by value: cereal's `serialize` member is all it needs.
+struct Vec2 {
+  double x = 0, y = 0;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(x, y);
+  }
+  bool operator==(const Vec2&) const = default;
+};
+}  // namespace math
+
+FERRY_EXPORT int square(int x);
+FERRY_EXPORT int add(int a, int b);
+FERRY_EXPORT double sum(const std::vector<double>& values);
+/// Throws std::invalid_argument("fail: <x>").
+FERRY_EXPORT int fail(int x);
+FERRY_EXPORT std::string greet(const std::string& name);
+FERRY_EXPORT math::Vec2 scale(math::Vec2 v, double factor);
+FERRY_EXPORT void noop();
+/// The worker's pid: shows which worker ran a call.
+FERRY_EXPORT int worker_pid();
+/// Sleeps `ms` milliseconds (a task's own workload), then returns x.
+FERRY_EXPORT int slow_identity(int x, int ms);
+/// Size of a byte buffer: the large-argument benchmark.
+FERRY_EXPORT std::size_t byte_count(const std::vector<char>& bytes);
