@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The crash plugin: faults at every stage of a task's round trip, for loky's crash matrix.
+//
+// `Faulty` misbehaves when it is encoded or decoded, at the stage it is told to: an argument
+// carries its fault to the worker's decoding, a result carries it back to the host's decoding.
+#pragma once
+
+#include <csignal>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <ferry/task.hpp>
+
+namespace crash {
+
+enum class Action : int {
+  none = 0,
+  throw_error = 1,    // throws std::runtime_error
+  segfault = 2,       // raises SIGSEGV
+  exit_zero = 3,      // _exit(0)
+  abort = 4,          // std::abort()
+};
+
+enum class Stage : int { host_encode = 0, worker_decode = 1, worker_encode = 2, host_decode = 3 };
+
+/// Runs `action` (never in the host unless it is a throw: the tests run in the host).
+inline void act(Action action, const char* where) {
+  switch (action) {
+    case Action::none: return;
+    case Action::throw_error: throw std::runtime_error(std::string("Faulty: failing on purpose while ") + where);
+    case Action::segfault: std::raise(SIGSEGV); return;
+    case Action::exit_zero: ::_exit(0);
+    case Action::abort: std::abort();
+  }
+}
+
+/// A value whose encoding or decoding fails at `stage` with `action`.
+struct Faulty {
+  Stage stage = Stage::host_encode;
+  Action action = Action::none;
+  int value = 0;
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    if (stage == Stage::host_encode || stage == Stage::worker_encode) act(action, "encoding");
+    ar(static_cast<int>(stage), static_cast<int>(action), value);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    int s = 0, a = 0;
+    ar(s, a, value);
+    stage = static_cast<Stage>(s);
+    action = static_cast<Action>(a);
+    if (stage == Stage::worker_decode || stage == Stage::host_decode) act(action, "decoding");
+  }
+};
+
+}  // namespace crash
+
+/// Returns its argument's value (the fault, if any, fires while decoding the argument).
+FERRY_EXPORT int take_faulty(crash::Faulty f);
+/// Returns a Faulty that fails when encoded (worker_encode) or decoded (host_decode).
+FERRY_EXPORT crash::Faulty make_faulty(int stage, int action);
+FERRY_EXPORT int throw_runtime_error(int x);
+/// `throw 42`: not a std::exception.
+FERRY_EXPORT int throw_int(int x);
+FERRY_EXPORT int segfault(int x);
+FERRY_EXPORT int abort_task(int x);
+/// exit(code): runs atexit handlers, unlike _exit.
+FERRY_EXPORT int exit_with(int code);
+FERRY_EXPORT int underscore_exit_zero(int x);
+FERRY_EXPORT int stack_overflow(int depth);
+/// Allocates and touches `megabytes` MiB that are never freed.
+FERRY_EXPORT int leak(int megabytes);
+/// Spins forever (for deadlines, cancel and kill_workers).
+FERRY_EXPORT int spin_forever(int x);
+/// Sends `sig` to process `pid` (a sibling worker), then returns.
+FERRY_EXPORT int kill_pid(int pid, int sig);
+/// Kills every pid of the list (in order), then returns the number killed.
+FERRY_EXPORT int kill_pids(const std::vector<int>& pids, int sig);
+/// The value of environment variable `name` in the worker ("" when unset).
+FERRY_EXPORT std::string getenv_task(const std::string& name);
+/// An initializer: sets a process-wide flag that `initialized` reports.
+FERRY_EXPORT void init_flag();
+FERRY_EXPORT int initialized();
+/// An initializer that always throws.
+FERRY_EXPORT void init_throws();

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Shared test helpers: executor options pointing at the build tree, waiting on conditions with a
+// deadline (never sleeping to synchronise), and child-process accounting.
+#pragma once
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ferry/ferry.hpp>
+
+namespace support {
+
+using namespace std::chrono_literals;
+
+/// Options for an executor of `workers` running the freshly built worker and plugins.
+inline ferry::ExecutorOptions options(std::size_t workers = 2) {
+  ferry::ExecutorOptions o;
+  o.max_workers = workers;
+  o.worker_path = FERRY_TEST_WORKER;
+  o.plugin_dirs = {FERRY_TEST_PLUGIN_DIR};
+  return o;
+}
+
+/// Polls `pred` until it holds or `timeout` passes; true if it held.
+inline bool wait_until(const std::function<bool()>& pred,
+                       std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));  // polling interval, not a sync
+  }
+  return true;
+}
+
+/// State letter of a process ('Z' zombie, 'R', 'S', ...), or 0 if it does not exist.
+inline char process_state(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return 0;
+  return line[close + 2];
+}
+
+/// Pids of this process's children, with their state.
+inline std::vector<std::pair<pid_t, char>> children() {
+  std::vector<std::pair<pid_t, char>> out;
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (!end || *end || pid <= 0) continue;
+    std::ifstream stat(std::string("/proc/") + e->d_name + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    long ppid;
+    rest >> state >> ppid;
+    if (ppid == ::getpid()) out.emplace_back(static_cast<pid_t>(pid), state);
+  }
+  ::closedir(d);
+  return out;
+}
+
+inline std::size_t zombies() {
+  std::size_t n = 0;
+  for (auto& [pid, state] : children())
+    if (state == 'Z') ++n;
+  return n;
+}
+
+/// Open descriptors of this process.
+inline std::size_t open_fds() {
+  std::size_t n = 0;
+  for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
+
+inline bool alive(pid_t pid) {
+  char s = process_state(pid);
+  return s != 0 && s != 'Z';
+}
+
+/// A fresh private directory, removed at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "ferry-test-XXXXXX").string();
+    char* p = ::mkdtemp(tmpl.data());
+    path = p ? p : tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
+/// Sets an environment variable for the scope.
+struct ScopedEnv {
+  std::string name;
+  std::string old;
+  bool had;
+  ScopedEnv(std::string n, const std::string& value) : name(std::move(n)) {
+    const char* v = std::getenv(name.c_str());
+    had = v != nullptr;
+    if (had) old = v;
+    ::setenv(name.c_str(), value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (had) {
+      ::setenv(name.c_str(), old.c_str(), 1);
+    } else {
+      ::unsetenv(name.c_str());
+    }
+  }
+};
+
+}  // namespace support
