@@ -1,2 +1,272 @@
 // SPDX-License-Identifier: BSD-3-Clause
+// Executor: submission by function, by name and by TaskRef; sizes; shutdown; the worker binary.
+#include <sys/stat.h>
+
+#include <atomic>
+#include <numeric>
+#include <set>
+#include <thread>
+
 #include <doctest/doctest.h>
+
+#include "crash.hpp"
+#include "math.hpp"
+#include "seed.hpp"
+#include "support/fixture.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+/// Runs `body` against executors of 1, 2 and 4 workers, each a subcase.
+template <class F>
+void for_pool_sizes(F&& body) {
+  for (std::size_t n : {1, 2, 4}) {
+    DOCTEST_SUBCASE((std::to_string(n) + " workers").c_str()) {
+      ferry::Executor ex(support::options(n));
+      body(ex, n);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("Executor.submit.returns_value") {
+  for_pool_sizes([](ferry::Executor& ex, std::size_t) {
+    CHECK(ex.submit(square, 7).get() == 49);
+    CHECK(ex.submit(add, 2, 40).get() == 42);
+    CHECK(ex.submit(sum, std::vector<double>{1.5, 2.5, 3}).get() == doctest::Approx(7.0));
+    CHECK(ex.submit(greet, std::string("ferry")).get() == "hello, ferry");
+    CHECK(ex.submit(greet, "literal").get() == "hello, literal");
+    CHECK(ex.submit(scale, math::Vec2{1, 2}, 3.0).get() == math::Vec2{3, 6});
+    ex.submit(noop).get();
+  });
+}
+
+TEST_CASE("Executor.submit.many_tasks_all_correct") {
+  for_pool_sizes([](ferry::Executor& ex, std::size_t) {
+    std::vector<ferry::Future<int>> fs;
+    for (int i = 0; i < 500; ++i) fs.push_back(ex.submit(square, i));
+    for (int i = 0; i < 500; ++i) REQUIRE(fs[i].get() == i * i);
+  });
+}
+
+TEST_CASE("Executor.submit.uses_every_worker") {
+  for_pool_sizes([](ferry::Executor& ex, std::size_t n) {
+    REQUIRE(ex.warm_up(10s));
+    CHECK(ex.worker_pids().size() == n);
+    // Slow tasks, as many as workers: each worker takes one, in parallel.
+    std::vector<ferry::Future<int>> fs;
+    for (std::size_t i = 0; i < n; ++i) fs.push_back(ex.submit(slow_identity, static_cast<int>(i), 200));
+    std::set<int> pids;
+    for (std::size_t i = 0; i < 4 * n; ++i) pids.insert(ex.submit(worker_pid).get());
+    for (auto& f : fs) f.get();
+    auto live = ex.worker_pids();
+    for (int pid : pids) CHECK(std::find(live.begin(), live.end(), pid) != live.end());
+  });
+}
+
+TEST_CASE("Executor.submit.by_name") {
+  for_pool_sizes([](ferry::Executor& ex, std::size_t) {
+    CHECK(ex.submit<int>("square", 9).get() == 81);
+    CHECK(ex.submit<int>("math.square", 9).get() == 81);
+    CHECK(ex.submit<int>("math:square", 9).get() == 81);
+    CHECK(ex.submit<std::string>("greet", "name").get() == "hello, name");
+    CHECK(ex.submit<double>("sum", std::vector<double>{1, 2}).get() == doctest::Approx(3.0));
+    CHECK(ex.submit<int>(std::string_view("add"), 1, 2).get() == 3);
+  });
+}
+
+TEST_CASE("Executor.submit.by_task_ref") {
+  ferry::Executor ex(support::options(2));
+  CHECK(ex.submit<int>(ferry::TaskRef{.library = FERRY_TEST_MATH_PLUGIN, .name = "square"}, 6).get() == 36);
+  // A relative path is taken from the host's working directory.
+  auto rel = std::filesystem::relative(FERRY_TEST_MATH_PLUGIN);
+  CHECK(ex.submit<int>(ferry::TaskRef{.library = rel, .name = "add"}, 6, 1).get() == 7);
+}
+
+TEST_CASE("Executor.submit.by_name_through_FERRY_PLUGIN_PATH") {
+  support::ScopedEnv env("FERRY_PLUGIN_PATH", std::string("/nonexistent:") + FERRY_TEST_PLUGIN_DIR);
+  auto o = support::options(1);
+  o.plugin_dirs.clear();
+  ferry::Executor ex(o);
+  CHECK(ex.submit<int>("square", 12).get() == 144);
+}
+
+TEST_CASE("Executor.submit.large_argument") {
+  ferry::Executor ex(support::options(1));
+  std::vector<int> big(1'000'000);
+  std::iota(big.begin(), big.end(), 0);
+  CHECK(ex.submit(func_async, 21, big).get() == 42);
+  std::vector<double> values(2'000'000, 0.5);
+  CHECK(ex.submit(sum, values).get() == doctest::Approx(1'000'000.0));
+}
+
+TEST_CASE("Executor.submit.from_many_threads") {
+  ferry::Executor ex(support::options(2));
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 100; ++i)
+        if (ex.submit(add, t, i).get() != t + i) ++wrong;
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("Executor.submit.from_a_callback") {
+  ferry::Executor ex(support::options(2));
+  auto chained = ex.submit(square, 3).then([&](int v) { return ex.submit(square, v).get(); });
+  CHECK(chained.get() == 81);
+}
+
+TEST_CASE("Executor.env_reaches_the_workers") {
+  auto o = support::options(1);
+  o.env = {{"FERRY_TEST_VARIABLE", "from the host"}};
+  ferry::Executor ex(o);
+  CHECK(ex.submit(getenv_task, std::string("FERRY_TEST_VARIABLE")).get() == "from the host");
+}
+
+TEST_CASE("Executor.max_workers_zero_means_cpu_count") {
+  auto o = support::options(0);
+  ferry::Executor ex(o);
+  CHECK(ex.max_workers() == ferry::cpu_count());
+  CHECK(ex.submit(square, 2).get() == 4);
+}
+
+TEST_CASE("Executor.shutdown.wait_completes_everything_submitted") {
+  ferry::Executor ex(support::options(2));
+  std::vector<ferry::Future<int>> fs;
+  for (int i = 0; i < 6; ++i) fs.push_back(ex.submit(slow_identity, i, 30));
+  ex.shutdown({.wait = true});
+  for (int i = 0; i < 6; ++i) {
+    REQUIRE(fs[i].ready());
+    CHECK(fs[i].get() == i);
+  }
+  CHECK(support::children().empty());
+}
+
+TEST_CASE("Executor.shutdown.without_wait_still_completes") {
+  ferry::Executor ex(support::options(2));
+  std::vector<ferry::Future<int>> fs;
+  for (int i = 0; i < 6; ++i) fs.push_back(ex.submit(slow_identity, i, 30));
+  ex.shutdown({.wait = false});
+  CHECK_THROWS_AS(ex.submit(square, 1), ferry::BrokenProcessPool);
+  for (int i = 0; i < 6; ++i) CHECK(fs[i].get() == i);
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+}
+
+TEST_CASE("Executor.shutdown.kill_workers_ends_every_future_quickly") {
+  ferry::Executor ex(support::options(2));
+  std::vector<ferry::Future<int>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(ex.submit(spin_forever, i));
+  REQUIRE(support::wait_until([&] { return ex.worker_pids().size() == 2; }));
+  auto t0 = std::chrono::steady_clock::now();
+  ex.shutdown({.wait = true, .kill_workers = true});
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+  for (auto& f : fs) {
+    REQUIRE(f.ready());
+    CHECK_THROWS_AS(f.get(), ferry::CancelledError);
+  }
+  CHECK(support::children().empty());
+}
+
+TEST_CASE("Executor.shutdown.is_idempotent_and_submit_after_throws") {
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(square, 2).get() == 4);
+  ex.shutdown();
+  ex.shutdown();
+  CHECK(ex.is_shutdown());
+  CHECK_THROWS_AS(ex.submit(square, 2), ferry::BrokenProcessPool);
+  CHECK_THROWS_WITH_AS(ex.submit<int>("square", 2), doctest::Contains("after shutdown"),
+                       ferry::BrokenProcessPool);
+}
+
+TEST_CASE("Executor.destructor_waits_for_submitted_work") {
+  std::vector<ferry::Future<int>> fs;
+  {
+    ferry::Executor ex(support::options(2));
+    for (int i = 0; i < 4; ++i) fs.push_back(ex.submit(slow_identity, i, 20));
+  }
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(fs[i].ready());
+    CHECK(fs[i].get() == i);
+  }
+  CHECK(support::children().empty());
+}
+
+TEST_CASE("Executor.worker_binary_problems_give_BrokenProcessPool") {
+  support::TempDir dir;
+  auto o = support::options(1);
+  SUBCASE("missing") { o.worker_path = dir.path / "no-such-worker"; }
+  SUBCASE("not executable") {
+    o.worker_path = dir.path / "data";
+    std::ofstream(o.worker_path) << "not a program";
+    ::chmod(o.worker_path.c_str(), 0644);
+  }
+  SUBCASE("not a ferry worker") { o.worker_path = "/bin/true"; }
+  ferry::Executor ex(o);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto f = ex.submit(square, 2);
+    CHECK(f.wait_for(10s));
+    CHECK_THROWS_WITH_AS(f.get(), doctest::Contains(o.worker_path.c_str()), ferry::BrokenProcessPool);
+  }
+  CHECK(support::wait_until([] { return support::zombies() == 0; }));
+}
+
+TEST_CASE("Executor.worker_found_through_FERRY_WORKER") {
+  support::ScopedEnv env("FERRY_WORKER", FERRY_TEST_WORKER);
+  auto o = support::options(1);
+  o.worker_path.clear();
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 5).get() == 25);
+}
+
+TEST_CASE("Executor.worker_found_next_to_libferry") {
+  // The build tree mirrors the install tree (lib/ and bin/), so no path is needed at all.
+  auto o = support::options(1);
+  o.worker_path.clear();
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 5).get() == 25);
+}
+
+TEST_CASE("Executor.no_zombies_and_no_leaked_descriptors") {
+  auto fds = support::open_fds();
+  {
+    ferry::Executor ex(support::options(2));
+    for (int i = 0; i < 20; ++i) CHECK(ex.submit(square, i).get() == i * i);
+  }
+  CHECK(support::children().empty());
+  CHECK(support::open_fds() == fds);
+}
+
+TEST_CASE("Executor.warm_up_starts_every_worker") {
+  ferry::Executor ex(support::options(3));
+  CHECK(ex.worker_pids().empty());
+  CHECK(ex.warm_up(10s));
+  CHECK(ex.worker_pids().size() == 3);
+}
+
+TEST_CASE("Executor.resize_keeps_results_correct") {
+  ferry::Executor ex(support::options(2));
+  std::vector<ferry::Future<int>> fs;
+  for (int i = 0; i < 40; ++i) {
+    fs.push_back(ex.submit(slow_identity, i, 2));
+    if (i == 10) ex.resize(4);
+    if (i == 25) ex.resize(1);
+  }
+  for (int i = 0; i < 40; ++i) CHECK(fs[i].get() == i);
+  CHECK(ex.max_workers() == 1);
+  CHECK(support::wait_until([&] { return ex.worker_pids().size() == 1; }));
+  CHECK_THROWS_AS(ex.resize(0), std::invalid_argument);
+}
+
+TEST_CASE("Executor.idle_timeout_workers_exit_and_come_back") {
+  auto o = support::options(2);
+  o.idle_timeout = 100ms;
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 3).get() == 9);
+  CHECK(support::wait_until([&] { return ex.worker_pids().empty(); }));
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+  CHECK(ex.submit(square, 4).get() == 16);
+}

@@ -1,2 +1,183 @@
 // SPDX-License-Identifier: BSD-3-Clause
+// Future<T>: get, wait, wait_for, ready, cancel, then; ferry::wait and ferry::as_completed.
+#include <atomic>
+#include <future>
+
 #include <doctest/doctest.h>
+
+#include "crash.hpp"
+#include "math.hpp"
+#include "support/fixture.hpp"
+
+using namespace std::chrono_literals;
+
+TEST_CASE("Future.get_and_ready") {
+  ferry::Executor ex(support::options(1));
+  auto f = ex.submit(square, 4);
+  CHECK(f.valid());
+  CHECK(f.get() == 16);
+  CHECK(f.ready());
+  CHECK(f.get() == 16);  // get() may be called again
+  auto copy = f;
+  CHECK(copy.get() == 16);
+  CHECK(copy.id() == f.id());
+}
+
+TEST_CASE("Future.default_constructed_has_no_state") {
+  ferry::Future<int> f;
+  CHECK_FALSE(f.valid());
+  CHECK_FALSE(f.ready());
+  CHECK_THROWS_AS(f.get(), std::future_error);
+}
+
+TEST_CASE("Future.wait_for_times_out_then_succeeds") {
+  ferry::Executor ex(support::options(1));
+  auto f = ex.submit(slow_identity, 5, 300);
+  auto status = f.wait_for(10ms);
+  CHECK_FALSE(static_cast<bool>(status));
+  CHECK(status == std::future_status::timeout);
+  CHECK_FALSE(f.ready());
+  CHECK(f.wait_for(10s) == std::future_status::ready);
+  CHECK(f.ready());
+  f.wait();
+  CHECK(f.get() == 5);
+}
+
+TEST_CASE("Future.exception_is_null_on_success") {
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(square, 1).exception() == nullptr);
+  CHECK(ex.submit(fail, 1).exception() != nullptr);
+}
+
+TEST_CASE("Future.then") {
+  ferry::Executor ex(support::options(2));
+  SUBCASE("with the value") {
+    auto g = ex.submit(square, 3).then([](int v) { return v + 1; });
+    CHECK(g.get() == 10);
+  }
+  SUBCASE("with the future") {
+    auto g = ex.submit(fail, 3).then([](const ferry::Future<int>& f) {
+      try {
+        f.get();
+        return std::string("no error");
+      } catch (const ferry::TaskError& e) {
+        return e.remote_type();
+      }
+    });
+    CHECK(g.get() == "std::invalid_argument");
+  }
+  SUBCASE("an error skips a value continuation") {
+    std::atomic<bool> ran{false};
+    auto g = ex.submit(fail, 3).then([&](int v) {
+      ran = true;
+      return v;
+    });
+    CHECK_THROWS_AS(g.get(), ferry::TaskError);
+    CHECK_FALSE(ran);
+  }
+  SUBCASE("a throwing continuation fails the next future") {
+    auto g = ex.submit(square, 3).then([](int) -> int { throw std::out_of_range("nope"); });
+    CHECK_THROWS_WITH_AS(g.get(), "nope", std::out_of_range);
+  }
+  SUBCASE("void tasks and void continuations chain") {
+    std::atomic<int> calls{0};
+    auto g = ex.submit(noop).then([&] { ++calls; }).then([&] {
+      ++calls;
+      return 5;
+    });
+    CHECK(g.get() == 5);
+    CHECK(calls == 2);
+  }
+  SUBCASE("on a ready future runs at once, in this thread") {
+    auto f = ex.submit(square, 2);
+    f.wait();
+    auto me = std::this_thread::get_id();
+    std::thread::id ran_on;
+    f.then([&](int) { ran_on = std::this_thread::get_id(); });
+    CHECK(ran_on == me);
+  }
+}
+
+TEST_CASE("Future.cancel") {
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.warm_up(10s));
+  auto running = ex.submit(slow_identity, 1, 300);
+  std::vector<ferry::Future<int>> queued;
+  for (int i = 0; i < 12; ++i) queued.push_back(ex.submit(square, i));
+  // The last one is still queued in the host: it can be cancelled, and never runs.
+  CHECK(queued.back().cancel());
+  CHECK(queued.back().ready());
+  CHECK_THROWS_AS(queued.back().get(), ferry::CancelledError);
+  CHECK_FALSE(queued.back().cancel());
+  // The running one cannot be cancelled without asking to kill it.
+  CHECK_FALSE(running.cancel());
+  CHECK(running.get() == 1);
+  for (int i = 0; i < 11; ++i) CHECK(queued[i].get() == i * i);
+  // A finished future cannot be cancelled.
+  CHECK_FALSE(queued[0].cancel());
+}
+
+TEST_CASE("Future.wait_on_many") {
+  ferry::Executor ex(support::options(2));
+  SUBCASE("first_completed") {
+    std::vector<ferry::Future<int>> fs = {ex.submit(slow_identity, 1, 2000), ex.submit(square, 3)};
+    auto [done, not_done] = ferry::wait(fs, ferry::Return::first_completed);
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].get() == 9);
+    CHECK(not_done.size() == 1);
+    fs[0].cancel({.kill_running = true});
+  }
+  SUBCASE("all_completed") {
+    std::vector<ferry::Future<int>> fs;
+    for (int i = 0; i < 5; ++i) fs.push_back(ex.submit(slow_identity, i, 10));
+    auto [done, not_done] = ferry::wait(fs);
+    CHECK(done.size() == 5);
+    CHECK(not_done.empty());
+  }
+  SUBCASE("first_exception") {
+    std::vector<ferry::Future<int>> fs = {ex.submit(slow_identity, 1, 2000), ex.submit(fail, 1)};
+    auto [done, not_done] = ferry::wait(fs, ferry::Return::first_exception);
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].exception() != nullptr);
+    fs[0].cancel({.kill_running = true});
+  }
+  SUBCASE("timeout") {
+    std::vector<ferry::Future<int>> fs = {ex.submit(slow_identity, 1, 2000)};
+    auto [done, not_done] = ferry::wait(fs, ferry::Return::all_completed, 20ms);
+    CHECK(done.empty());
+    CHECK(not_done.size() == 1);
+    fs[0].cancel({.kill_running = true});
+  }
+  SUBCASE("duplicates count once") {
+    auto f = ex.submit(square, 2);
+    auto [done, not_done] = ferry::wait(std::vector{f, f, f});
+    CHECK(done.size() == 1);
+  }
+}
+
+TEST_CASE("Future.as_completed") {
+  ferry::Executor ex(support::options(2));
+  SUBCASE("in completion order") {
+    std::vector<ferry::Future<int>> fs = {ex.submit(slow_identity, 1, 400), ex.submit(square, 3)};
+    std::vector<int> order;
+    for (const auto& f : ferry::as_completed(fs)) order.push_back(f.get());
+    CHECK(order == std::vector<int>{9, 1});
+  }
+  SUBCASE("duplicates once") {
+    auto f = ex.submit(square, 2);
+    int n = 0;
+    for (const auto& g : ferry::as_completed(std::vector{f, f})) {
+      CHECK(g.get() == 4);
+      ++n;
+    }
+    CHECK(n == 1);
+  }
+  SUBCASE("timeout") {
+    std::vector<ferry::Future<int>> fs = {ex.submit(square, 2), ex.submit(slow_identity, 1, 2000)};
+    auto range = ferry::as_completed(fs, 100ms);
+    auto it = range.begin();
+    CHECK(it->get() == 4);
+    CHECK_THROWS_AS(++it, ferry::TimeoutError);
+    fs[1].cancel({.kill_running = true});
+  }
+}

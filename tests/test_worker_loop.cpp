@@ -1,2 +1,266 @@
 // SPDX-License-Identifier: BSD-3-Clause
+// The worker loop run in-process over a socketpair, driven frame by frame as a host would.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <future>
+#include <thread>
+
 #include <doctest/doctest.h>
+
+#include "channel.hpp"
+#include "math.hpp"
+#include "protocol.hpp"
+#include "support/fixture.hpp"
+#include "worker_main.hpp"
+
+namespace proto = ferry::detail::protocol;
+using ferry::detail::Buffer;
+using ferry::detail::Frame;
+
+namespace {
+
+/// A worker loop on a thread, and the host end of its channel.
+struct InProcessWorker {
+  int host = -1;
+  std::future<int> exit_code;
+  ferry::detail::FrameReader reader{proto::default_max_frame};
+
+  explicit InProcessWorker(ferry::detail::WorkerConfig config = {}) {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    host = sv[0];
+    config.fd = sv[1];
+    config.spin = std::chrono::microseconds(0);
+    exit_code = std::async(std::launch::async, [config] {
+      int code = ferry::detail::run_worker(config);
+      ::close(config.fd);
+      return code;
+    });
+    Frame hello = read_frame();
+    REQUIRE(hello.header.type == proto::FrameType::hello);
+    auto h = proto::decode_hello(hello.view());
+    CHECK(h.protocol == proto::version);
+    CHECK(h.pid == ::getpid());
+    CHECK(h.abi == ferry::detail::plugin_abi_version);
+  }
+  ~InProcessWorker() {
+    if (host >= 0) ::close(host);
+    if (exit_code.valid()) exit_code.wait();
+  }
+
+  void send(const Buffer& b, std::string_view payload = {}) {
+    REQUIRE(ferry::detail::send_all(host, {b.view(), payload}));
+  }
+  void define(std::uint32_t ref, const std::string& library, const std::string& name,
+              std::uint64_t fingerprint, proto::RefKind kind = proto::RefKind::plugin) {
+    send(proto::encode_define({ref, kind, library, name, fingerprint, "host-signature"}));
+  }
+  template <class... A>
+  void task(std::uint64_t call, std::uint32_t ref, std::uint32_t items, const A&... args) {
+    Buffer b;
+    if constexpr (sizeof...(A) > 0) ferry::detail::encode_values(b, args...);
+    send(proto::encode_task_head({call, ref, items}, b.size()), b.view());
+  }
+  Frame read_frame() {
+    Frame f;
+    while (!reader.next(f)) {
+      ssize_t n = reader.fill(host, 0);
+      REQUIRE(n > 0);
+    }
+    return f;
+  }
+  /// Reads a result frame: head, and the rest of the body.
+  std::pair<proto::ResultHead, std::string> result() {
+    Frame f = read_frame();
+    REQUIRE(f.header.type == proto::FrameType::result);
+    proto::BodyReader r(f.view());
+    auto head = proto::decode_result_head(r);
+    return {head, std::string(r.rest())};
+  }
+  int finish() { return exit_code.get(); }
+};
+
+constexpr std::uint64_t square_fp = ferry::detail::Signature<int, int>::fingerprint;
+
+proto::ErrorBody error_of(const std::string& rest) {
+  proto::BodyReader r(rest);
+  return proto::decode_error_body(r);
+}
+
+}  // namespace
+
+TEST_CASE("WorkerLoop.hello_then_result") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_MATH_PLUGIN, "square", square_fp);
+  w.task(11, 0, 1, 7);
+  auto [head, rest] = w.result();
+  CHECK(head.call == 11);
+  CHECK(head.status == proto::ResultStatus::ok);
+  CHECK(ferry::detail::decode_value<int>(rest) == 49);
+}
+
+TEST_CASE("WorkerLoop.chunk_returns_every_item") {
+  InProcessWorker w;
+  w.define(3, FERRY_TEST_MATH_PLUGIN, "square", square_fp);
+  Buffer args;
+  ferry::detail::encode_values(args, 1, 2, 3);
+  w.send(proto::encode_task_head({5, 3, 3}, args.size()), args.view());
+  auto [head, rest] = w.result();
+  REQUIRE(head.status == proto::ResultStatus::ok);
+  ferry::detail::MemoryReader reader(rest.data(), rest.size());
+  std::istream is(&reader);
+  ferry::InputArchive ar(is);
+  int a, b, c;
+  ar(a, b, c);
+  CHECK(a == 1);
+  CHECK(b == 4);
+  CHECK(c == 9);
+  CHECK(reader.remaining() == 0);
+}
+
+TEST_CASE("WorkerLoop.task_exception_reports_type_and_message") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_MATH_PLUGIN, "fail", square_fp);
+  w.task(1, 0, 1, 3);
+  auto [head, rest] = w.result();
+  CHECK(head.status == proto::ResultStatus::task_error);
+  auto e = error_of(rest);
+  CHECK(e.type == "std::invalid_argument");
+  CHECK(e.message == "fail: 3");
+  // The worker keeps serving after a task threw.
+  w.define(1, FERRY_TEST_MATH_PLUGIN, "square", square_fp);
+  w.task(2, 1, 1, 5);
+  auto [h2, r2] = w.result();
+  CHECK(h2.status == proto::ResultStatus::ok);
+  CHECK(ferry::detail::decode_value<int>(r2) == 25);
+}
+
+TEST_CASE("WorkerLoop.fingerprint_is_checked_before_the_call") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_MATH_PLUGIN, "square", ferry::detail::Signature<double, int>::fingerprint);
+  w.task(1, 0, 1, 7);
+  auto [head, rest] = w.result();
+  CHECK(head.status == proto::ResultStatus::signature_mismatch);
+  auto e = error_of(rest);
+  CHECK(e.type == "i32(i32)");  // the plugin's own signature
+  CHECK(e.message == "host-signature");
+}
+
+TEST_CASE("WorkerLoop.plugin_errors") {
+  InProcessWorker w;
+  SUBCASE("missing library") {
+    w.define(0, "/nonexistent/libnothing.so", "square", square_fp);
+    w.task(1, 0, 1, 7);
+    auto [head, rest] = w.result();
+    CHECK(head.status == proto::ResultStatus::plugin_error);
+    CHECK(error_of(rest).type == "missing");
+  }
+  SUBCASE("missing task") {
+    w.define(0, FERRY_TEST_MATH_PLUGIN, "no_such_task", square_fp);
+    w.task(1, 0, 1, 7);
+    auto [head, rest] = w.result();
+    CHECK(head.status == proto::ResultStatus::plugin_error);
+    auto e = error_of(rest);
+    CHECK(e.type == "symbol");
+    CHECK(e.message.find("ferry_task:no_such_task") != std::string::npos);
+  }
+  SUBCASE("unloadable library") {
+    w.define(0, FERRY_TEST_UNLOADABLE_PLUGIN, "needs_missing", square_fp);
+    w.task(1, 0, 1, 7);
+    auto [head, rest] = w.result();
+    CHECK(head.status == proto::ResultStatus::plugin_error);
+    auto e = error_of(rest);
+    CHECK(e.type == "load");
+    CHECK(e.message.find("ferry_test_symbol_nobody_defines") != std::string::npos);
+  }
+}
+
+TEST_CASE("WorkerLoop.main_program_function_is_unresolvable") {
+  InProcessWorker w;
+  // Another PIE executable stands for the host's (this process could load itself).
+  w.define(0, FERRY_TEST_WORKER, "local_function()", square_fp, proto::RefKind::main_program);
+  w.task(1, 0, 1, 7);
+  auto [head, rest] = w.result();
+  CHECK(head.status == proto::ResultStatus::unresolvable);
+  auto e = error_of(rest);
+  CHECK(e.type == "local_function()");
+  CHECK(e.message.find("cannot dynamically load position-independent executable") != std::string::npos);
+}
+
+TEST_CASE("WorkerLoop.argument_decoding_failure_is_reported") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_MATH_PLUGIN, "greet", 0);  // fingerprint 0: not checked
+  w.task(1, 0, 1, 7);  // an int where a string is expected
+  auto [head, rest] = w.result();
+  CHECK(head.status == proto::ResultStatus::decode_arguments);
+  CHECK(error_of(rest).detail == "string(string)");
+}
+
+TEST_CASE("WorkerLoop.shutdown_says_bye_and_exits_clean") {
+  InProcessWorker w;
+  w.send(proto::frame(proto::FrameType::shutdown, Buffer()));
+  Frame f = w.read_frame();
+  CHECK(f.header.type == proto::FrameType::bye);
+  CHECK(proto::decode_bye(f.view()) == proto::ByeReason::shutdown);
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::clean));
+}
+
+TEST_CASE("WorkerLoop.eof_means_host_gone") {
+  InProcessWorker w;
+  ::shutdown(w.host, SHUT_WR);
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::host_gone));
+}
+
+TEST_CASE("WorkerLoop.garbage_is_a_protocol_error") {
+  InProcessWorker w;
+  SUBCASE("bad magic") {
+    std::string junk(32, 'x');
+    REQUIRE(ferry::detail::send_all(w.host, {junk}));
+  }
+  SUBCASE("task before its define") { w.task(1, 42, 1, 7); }
+  SUBCASE("oversized frame") {
+    char header[proto::header_size];
+    proto::write_header(header, proto::FrameType::task, std::uint64_t{1} << 40);
+    REQUIRE(ferry::detail::send_all(w.host, {std::string_view(header, sizeof header)}));
+  }
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::protocol_error));
+}
+
+TEST_CASE("WorkerLoop.idle_timeout_says_bye") {
+  ferry::detail::WorkerConfig c;
+  c.idle_timeout = std::chrono::milliseconds(30);
+  InProcessWorker w(c);
+  Frame f = w.read_frame();
+  CHECK(f.header.type == proto::FrameType::bye);
+  CHECK(proto::decode_bye(f.view()) == proto::ByeReason::idle_timeout);
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::clean));
+}
+
+TEST_CASE("WorkerLoop.max_tasks_recycles_after_the_result") {
+  ferry::detail::WorkerConfig c;
+  c.max_tasks = 2;
+  InProcessWorker w(c);
+  w.define(0, FERRY_TEST_MATH_PLUGIN, "square", square_fp);
+  w.task(1, 0, 1, 2);
+  w.task(2, 0, 1, 3);
+  w.task(3, 0, 1, 4);  // never started: the worker leaves after the second
+  CHECK(w.result().first.call == 1);
+  CHECK(w.result().first.call == 2);
+  Frame f = w.read_frame();
+  CHECK(f.header.type == proto::FrameType::bye);
+  CHECK(proto::decode_bye(f.view()) == proto::ByeReason::max_tasks);
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::clean));
+}
+
+TEST_CASE("WorkerLoop.initializer_failure_is_reported_and_exits") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_CRASH_PLUGIN, "init_throws", ferry::detail::Signature<void>::fingerprint);
+  w.send(proto::encode_init(0));
+  auto [head, rest] = w.result();
+  CHECK(head.status == proto::ResultStatus::init_failed);
+  auto e = error_of(rest);
+  CHECK(e.type == "std::logic_error");
+  CHECK(e.message == "initializer refuses to run");
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::init_failed));
+}

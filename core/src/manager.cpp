@@ -25,6 +25,7 @@ namespace {
 constexpr std::uint64_t tag_read = 1, tag_write = 2, tag_pid = 3;
 constexpr auto shutdown_grace = std::chrono::seconds(5);
 constexpr unsigned max_startup_failures = 3;
+constexpr auto hello_timeout = std::chrono::seconds(10);
 
 std::string describe_exit(const ExitStatus& st) {
   if (!st.known) return "an unknown status (reaped elsewhere)";
@@ -204,6 +205,8 @@ int Pool::next_timeout_ms() {
   auto next = Clock::time_point::max();
   for (const auto& [_, w] : workers_) {
     next = std::min(next, w->kill_at);
+    if (!w->hello && !w->dead && !w->handshake_killed)
+      next = std::min(next, w->spawned + hello_timeout);
     if (!w->in_flight.empty()) {
       const auto& c = w->in_flight.front();
       if (c->deadline.count() > 0) next = std::min(next, c->started + c->deadline);
@@ -248,21 +251,33 @@ void Pool::maintain(Completions& done) {
         flush_locked(*w);
       }
     }
+    bool any_up = std::any_of(workers_.begin(), workers_.end(), [](const auto& kv) {
+      return kv.second->hello && !kv.second->dead;
+    });
     if (startup_failures_ >= max_startup_failures) {
-      bool any_up = std::any_of(workers_.begin(), workers_.end(),
-                                [](const auto& kv) { return kv.second->hello; });
       if (!any_up) {
-        fail_queue_locked(std::make_exception_ptr(BrokenProcessPool::spawn_failed(
-                              worker_path_.string(), last_spawn_error_)),
-                          done);
+        spawn_error_ = std::make_exception_ptr(
+            BrokenProcessPool::spawn_failed(worker_path_.string(), last_spawn_error_));
         started_ = false;  // no retry until the next submit
       }
       startup_failures_ = 0;
     }
-    if (!shutdown_ && !broken_ && started_) {
-      bool busy = !queue_.empty() ||
-                  std::any_of(workers_.begin(), workers_.end(),
-                              [](const auto& kv) { return !kv.second->in_flight.empty(); });
+    // Once workers cannot be started, calls coming back from dying half-started workers fail too.
+    if (spawn_error_ && !any_up) fail_queue_locked(spawn_error_, done);
+    for (auto& [_, w] : workers_) {
+      if (!w->hello && !w->dead && !w->handshake_killed && now >= w->spawned + hello_timeout) {
+        last_spawn_error_ = "ferry-worker " + worker_path_.string() + " (pid " +
+                            std::to_string(w->pid) + ") did not complete its handshake within " +
+                            std::to_string(hello_timeout.count()) + " s";
+        ::kill(w->pid, SIGKILL);
+        w->handshake_killed = true;
+      }
+    }
+    bool busy = !queue_.empty() ||
+                std::any_of(workers_.begin(), workers_.end(),
+                            [](const auto& kv) { return !kv.second->in_flight.empty(); });
+    // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes).
+    if (!broken_ && !killed_ && started_ && (!shutdown_ || busy)) {
       std::size_t desired = busy ? max_workers_ : max_workers_ - std::min(idle_exited_, max_workers_);
       std::size_t active = active_locked();
       if (active < desired) to_spawn = desired - active;
@@ -273,7 +288,12 @@ void Pool::maintain(Completions& done) {
       return;
     }
   }
+  if (to_spawn == 0) return;
   for (std::size_t i = 0; i < to_spawn; ++i) spawn_one(done);
+  // Tasks go out right away, before the workers' hello: start-up overlaps their transfer. All
+  // new workers are registered first, so that the queue is spread over all of them.
+  std::lock_guard lock(mu_);
+  dispatch_locked();
 }
 
 void Pool::spawn_one(Completions& done) {
@@ -307,9 +327,9 @@ void Pool::spawn_one(Completions& done) {
     debug_log("spawn failed: %s", e.what());
     // Nothing can run without a worker: fail what waits, unless another worker is alive.
     if (active_locked() == 0) {
-      fail_queue_locked(std::make_exception_ptr(BrokenProcessPool::spawn_failed(
-                            worker_path_.string(), last_spawn_error_)),
-                        done);
+      spawn_error_ = std::make_exception_ptr(
+          BrokenProcessPool::spawn_failed(worker_path_.string(), last_spawn_error_));
+      fail_queue_locked(spawn_error_, done);
       started_ = false;
     }
     return;
@@ -354,8 +374,6 @@ void Pool::spawn_one(Completions& done) {
     w->outbox.push(protocol::encode_init(ref));
   }
   workers_.emplace(w->serial, w);
-  // Tasks go out right away, before the worker's hello: its start-up overlaps their transfer.
-  dispatch_locked();
   flush_locked(*w);
 }
 

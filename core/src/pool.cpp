@@ -215,6 +215,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
     started_ = true;
     idle_exited_ = 0;
     startup_failures_ = 0;
+    spawn_error_ = nullptr;
     need_spawn = active_locked() < max_workers_;
     dispatch_locked();
   }
@@ -232,9 +233,10 @@ std::size_t Pool::depth_locked() const {
 }
 
 std::size_t Pool::active_locked() const {
+  // A worker whose channel just closed still holds its slot until it is reaped (and replaced).
   std::size_t n = 0;
   for (const auto& [_, w] : workers_)
-    if (!w->retiring && !w->bye && !w->dead && !w->eof) ++n;
+    if (!w->retiring && !w->bye && !w->dead) ++n;
   return n;
 }
 

@@ -97,6 +97,7 @@ struct Worker {
   bool eof = false;
   bool dead = false;           // reaped; being removed
   bool out_armed = false;
+  bool handshake_killed = false;  // killed for not saying hello in time
   Clock::time_point kill_at = Clock::time_point::max();  // SIGKILL if still alive then
   std::exception_ptr kill_error;  // what the running call gets when we killed the worker
   Clock::time_point last_result{};
@@ -205,7 +206,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   unsigned startup_failures_ = 0; // consecutive workers that died before hello
   std::string last_spawn_error_;
   std::exception_ptr broken_;
-  double service_ema_us_ = 1000.0;
+  std::exception_ptr spawn_error_;  // workers cannot be started; cleared by the next submit
+  double service_ema_us_ = 5000.0;  // unknown at first: assume long calls, one at a time
   long oom_kills_seen_ = -1;  // recent per-call service time, sizes the pipeline
 
   std::mutex refs_mu_;

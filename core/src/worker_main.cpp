@@ -66,9 +66,9 @@ class WorkerLoop {
     if (!send(protocol::encode_hello(hello))) return static_cast<int>(WorkerExit::io_error);
     for (;;) {
       Frame f;
-      int status = next_frame(f);
-      if (status >= 0) return status;
       try {
+        int status = next_frame(f);
+        if (status >= 0) return status;
         switch (f.header.type) {
           case protocol::FrameType::define: {
             auto d = protocol::decode_define(f.view());

@@ -15,6 +15,12 @@ double sum(const std::vector<double>& values) { return std::accumulate(values.be
 int fail(int x) { throw std::invalid_argument("fail: " + std::to_string(x)); }
 std::string greet(const std::string& name) { return "hello, " + name; }
 math::Vec2 scale(math::Vec2 v, double factor) { return {v.x * factor, v.y * factor}; }
+int checked_isqrt(int x) {
+  if (x < 0) throw std::domain_error("negative: " + std::to_string(x));
+  int r = 0;
+  while ((r + 1) * (r + 1) <= x) ++r;
+  return r;
+}
 void noop() {}
 int worker_pid() { return static_cast<int>(::getpid()); }
 int slow_identity(int x, int ms) {
@@ -30,6 +36,7 @@ FERRY_TASK(sum);
 FERRY_TASK(fail);
 FERRY_TASK(greet);
 FERRY_TASK(scale);
+FERRY_TASK(checked_isqrt);
 FERRY_TASK(noop);
 FERRY_TASK(worker_pid);
 FERRY_TASK(slow_identity);

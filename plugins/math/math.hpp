@@ -27,6 +27,8 @@ FERRY_EXPORT int fail(int x);
 FERRY_EXPORT std::string greet(const std::string& name);
 FERRY_EXPORT math::Vec2 scale(math::Vec2 v, double factor);
 FERRY_EXPORT void noop();
+/// Integer square root; throws std::domain_error("negative: <x>") for x < 0.
+FERRY_EXPORT int checked_isqrt(int x);
 /// The worker's pid: shows which worker ran a call.
 FERRY_EXPORT int worker_pid();
 /// Sleeps `ms` milliseconds (a task's own workload), then returns x.

@@ -170,10 +170,12 @@ class MemoryReader final : public std::streambuf {
 /// Appends the binary encoding of every value to `out`.
 template <class... Ts>
 void encode_values(Buffer& out, const Ts&... values) {
-  BufferWriter writer(out);
-  std::ostream os(&writer);
-  OutputArchive ar(os);
-  ar(values...);
+  if constexpr (sizeof...(Ts) > 0) {
+    BufferWriter writer(out);
+    std::ostream os(&writer);
+    OutputArchive ar(os);
+    ar(values...);
+  }
 }
 
 /// Decodes one T from the bytes; throws cereal::Exception (or the type's own) on bad bytes, and
