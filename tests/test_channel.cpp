@@ -1,2 +1,533 @@
 // SPDX-License-Identifier: BSD-3-Clause
+// Channel plumbing over real socketpairs: FrameReader, Outbox, send_all and Fd.
 #include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "channel.hpp"
+#include "protocol.hpp"
+#include "support/fixture.hpp"
+
+namespace {
+
+using namespace ferry::detail;
+using ferry::detail::Buffer;
+namespace protocol = ferry::detail::protocol;
+
+struct Pair {
+  Fd a, b;
+  Pair() {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    a = Fd(sv[0]);
+    b = Fd(sv[1]);
+  }
+};
+
+/// A frame of `type` whose body is `body`.
+std::string frame_bytes(protocol::FrameType type, const std::string& body) {
+  std::string f(protocol::header_size, '\0');
+  protocol::write_header(f.data(), type, body.size());
+  return f + body;
+}
+
+/// Deterministic, position-dependent bytes: a shifted or dropped byte shows.
+std::string pattern(std::size_t n, unsigned seed = 1) {
+  std::string s(n, '\0');
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+/// Fills (blocking) until a frame is complete.
+Frame read_frame(FrameReader& r, int fd) {
+  Frame f;
+  while (!r.next(f)) {
+    ssize_t n = r.fill(fd, 0);
+    REQUIRE(n > 0);
+  }
+  return f;
+}
+
+/// Reads exactly `n` bytes (blocking).
+std::string read_exact(int fd, std::size_t n) {
+  std::string out(n, '\0');
+  std::size_t have = 0;
+  while (have < n) {
+    ssize_t r = ::recv(fd, out.data() + have, n - have, 0);
+    REQUIRE(r > 0);
+    have += static_cast<std::size_t>(r);
+  }
+  return out;
+}
+
+/// Reads what is available now, without blocking.
+std::string read_available(int fd) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t r = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (r <= 0) break;
+    out.append(buf, static_cast<std::size_t>(r));
+  }
+  return out;
+}
+
+bool is_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
+
+}  // namespace
+
+// ---- FrameReader -----------------------------------------------------------------------------
+
+TEST_CASE("Channel.FrameReader.reads_one_small_frame") {
+  Pair p;
+  Buffer bye = protocol::encode_bye(protocol::ByeReason::idle_timeout);
+  REQUIRE(send_all(p.a.get(), {bye.view()}));
+  FrameReader r(protocol::max_control_frame);
+  Frame f;
+  CHECK_FALSE(r.next(f));
+  CHECK_FALSE(r.partial());
+  CHECK(r.fill(p.b.get(), 0) == static_cast<ssize_t>(bye.size()));
+  REQUIRE(r.next(f));
+  CHECK(f.header.type == protocol::FrameType::bye);
+  CHECK(f.header.size == 1);
+  CHECK(protocol::decode_bye(f.view()) == protocol::ByeReason::idle_timeout);
+  CHECK_FALSE(r.next(f));
+  CHECK_FALSE(r.partial());
+}
+
+TEST_CASE("Channel.FrameReader.reads_several_frames_from_one_write") {
+  Pair p;
+  std::string all = frame_bytes(protocol::FrameType::define, "first") +
+                    frame_bytes(protocol::FrameType::shutdown, "") +
+                    frame_bytes(protocol::FrameType::task, pattern(3000));
+  REQUIRE(::send(p.a.get(), all.data(), all.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(all.size()));
+  FrameReader r(protocol::max_control_frame);
+  Frame f1 = read_frame(r, p.b.get());
+  CHECK(f1.header.type == protocol::FrameType::define);
+  CHECK(f1.view() == "first");
+  // The rest is already buffered: no more reads are needed.
+  Frame f2;
+  REQUIRE(r.next(f2));
+  CHECK(f2.header.type == protocol::FrameType::shutdown);
+  CHECK(f2.body.empty());
+  Frame f3;
+  REQUIRE(r.next(f3));
+  CHECK(f3.header.type == protocol::FrameType::task);
+  CHECK(f3.view() == pattern(3000));
+  CHECK_FALSE(r.next(f3));
+  CHECK_FALSE(r.partial());
+}
+
+TEST_CASE("Channel.FrameReader.reassembles_a_frame_sent_byte_by_byte") {
+  Pair p;
+  std::string body;
+  SUBCASE("small body") { body = "body of a frame split in single bytes"; }
+  SUBCASE("empty body") { body = ""; }
+  std::string bytes = frame_bytes(protocol::FrameType::result, body) +
+                      frame_bytes(protocol::FrameType::init, "\x01\x02\x03\x04");
+  FrameReader r(protocol::max_control_frame);
+  std::vector<Frame> got;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    REQUIRE(::send(p.a.get(), &bytes[i], 1, MSG_NOSIGNAL) == 1);
+    REQUIRE(r.fill(p.b.get(), 0) == 1);
+    Frame f;
+    while (r.next(f)) got.push_back(std::move(f));
+    const std::size_t first_end = protocol::header_size + body.size();
+    if (i + 1 < first_end) {
+      CHECK(got.empty());
+      CHECK(r.partial());
+    } else if (i + 1 == first_end) {
+      CHECK(got.size() == 1);
+      CHECK_FALSE(r.partial());
+    } else if (i + 1 < bytes.size()) {
+      CHECK(got.size() == 1);
+      CHECK(r.partial());
+    }
+  }
+  REQUIRE(got.size() == 2);
+  CHECK(got[0].header.type == protocol::FrameType::result);
+  CHECK(got[0].view() == body);
+  CHECK(got[1].header.type == protocol::FrameType::init);
+  CHECK(protocol::decode_init(got[1].view()) == 0x04030201u);
+  CHECK_FALSE(r.partial());
+}
+
+TEST_CASE("Channel.FrameReader.reads_a_large_frame_intact") {
+  std::size_t size = 0;
+  SUBCASE("5 MiB") { size = 5u << 20; }
+  SUBCASE("just over the direct threshold") { size = FrameReader::direct_threshold + 1; }
+  SUBCASE("exactly the direct threshold") { size = FrameReader::direct_threshold; }
+  CAPTURE(size);
+  Pair p;
+  const std::string body = pattern(size, 7);
+  Buffer head(protocol::header_size);
+  protocol::write_header(head.data(), protocol::FrameType::task, body.size());
+  Buffer after = protocol::encode_bye(protocol::ByeReason::shutdown);
+  bool sent = false;
+  std::thread writer([&] {
+    sent = send_all(p.a.get(), {head.view(), body, after.view()});
+  });
+  FrameReader r(protocol::default_max_frame);
+  Frame f;
+  bool saw_partial = false;
+  while (!r.next(f)) {
+    saw_partial = saw_partial || r.partial();
+    ssize_t n = r.fill(p.b.get(), 0);
+    REQUIRE(n > 0);
+  }
+  writer.join();
+  CHECK(sent);
+  CHECK(saw_partial);
+  CHECK(f.header.type == protocol::FrameType::task);
+  REQUIRE(f.body.size() == size);
+  CHECK(f.view() == body);
+  // The frame after the large one is read normally.
+  Frame next = read_frame(r, p.b.get());
+  CHECK(next.header.type == protocol::FrameType::bye);
+  CHECK(protocol::decode_bye(next.view()) == protocol::ByeReason::shutdown);
+  CHECK_FALSE(r.partial());
+}
+
+TEST_CASE("Channel.FrameReader.eof_returns_zero") {
+  Pair p;
+  FrameReader r(protocol::max_control_frame);
+  SUBCASE("nothing sent") {}
+  SUBCASE("after a partial header") {
+    std::string part = frame_bytes(protocol::FrameType::hello, "x").substr(0, 5);
+    REQUIRE(send_all(p.a.get(), {part}));
+    REQUIRE(r.fill(p.b.get(), 0) == 5);
+    CHECK(r.partial());
+  }
+  p.a.reset();
+  CHECK(r.fill(p.b.get(), 0) == 0);
+  Frame f;
+  CHECK_FALSE(r.next(f));
+}
+
+TEST_CASE("Channel.FrameReader.fill_without_data_would_block") {
+  Pair p;
+  FrameReader r(protocol::max_control_frame);
+  errno = 0;
+  CHECK(r.fill(p.b.get(), MSG_DONTWAIT) == -1);
+  CHECK((errno == EAGAIN || errno == EWOULDBLOCK));
+  CHECK_FALSE(r.partial());
+}
+
+TEST_CASE("Channel.FrameReader.limit_rejects_big_header_before_allocating") {
+  Pair p;
+  SUBCASE("over a small limit") {
+    FrameReader r(1024);
+    char h[protocol::header_size];
+    protocol::write_header(h, protocol::FrameType::result, 1025);
+    REQUIRE(send_all(p.a.get(), {std::string_view(h, sizeof h)}));
+    REQUIRE(r.fill(p.b.get(), 0) == static_cast<ssize_t>(sizeof h));
+    Frame f;
+    CHECK_THROWS_WITH_AS(r.next(f), doctest::Contains("exceeds the limit of 1024"),
+                         protocol::ProtocolError);
+  }
+  SUBCASE("a terabyte under the default limit is refused, not allocated") {
+    FrameReader r(protocol::default_max_frame);
+    char h[protocol::header_size];
+    protocol::write_header(h, protocol::FrameType::result, std::uint64_t{1} << 40);
+    REQUIRE(send_all(p.a.get(), {std::string_view(h, sizeof h), "some body bytes"}));
+    REQUIRE(r.fill(p.b.get(), 0) > 0);
+    Frame f;
+    // A std::bad_alloc here would mean the reader tried to allocate before checking.
+    CHECK_THROWS_AS(r.next(f), protocol::ProtocolError);
+  }
+  SUBCASE("at the limit a large body waits for its bytes") {
+    const std::size_t limit = 256 * 1024;
+    FrameReader r(limit);
+    char h[protocol::header_size];
+    protocol::write_header(h, protocol::FrameType::task, limit);
+    const std::string first = pattern(1000, 3);
+    REQUIRE(send_all(p.a.get(), {std::string_view(h, sizeof h), first}));
+    REQUIRE(r.fill(p.b.get(), 0) > 0);
+    Frame f;
+    CHECK_FALSE(r.next(f));
+    CHECK(r.partial());
+    const std::string rest = pattern(limit - first.size(), 4);
+    std::thread writer([&] { CHECK(send_all(p.a.get(), {rest})); });
+    Frame got = read_frame(r, p.b.get());
+    writer.join();
+    CHECK(got.body.size() == limit);
+    CHECK(got.view() == first + rest);
+    CHECK_FALSE(r.partial());
+  }
+  SUBCASE("set_limit applies to the next header") {
+    FrameReader r(protocol::max_control_frame);
+    r.set_limit(10);
+    std::string bytes = frame_bytes(protocol::FrameType::define, std::string(11, 'x'));
+    REQUIRE(send_all(p.a.get(), {bytes}));
+    REQUIRE(r.fill(p.b.get(), 0) > 0);
+    Frame f;
+    CHECK_THROWS_AS(r.next(f), protocol::ProtocolError);
+    r.set_limit(11);
+    REQUIRE(r.next(f));
+    CHECK(f.view() == std::string(11, 'x'));
+  }
+}
+
+TEST_CASE("Channel.FrameReader.trim_keeps_pending_bytes") {
+  Pair p;
+  FrameReader r(protocol::default_max_frame);
+  // A large frame first, so that there is memory to give back.
+  const std::string big = pattern(3u << 20, 9);
+  std::string big_frame = frame_bytes(protocol::FrameType::result, big);
+  std::thread writer([&] { CHECK(send_all(p.a.get(), {big_frame})); });
+  Frame f = read_frame(r, p.b.get());
+  writer.join();
+  CHECK(f.view() == big);
+  r.trim();
+  CHECK_FALSE(r.partial());
+
+  // Half a small frame, trim, then the other half: nothing is lost.
+  std::string small = frame_bytes(protocol::FrameType::define, "after trim");
+  const std::size_t half = small.size() / 2;
+  REQUIRE(send_all(p.a.get(), {std::string_view(small).substr(0, half)}));
+  REQUIRE(r.fill(p.b.get(), 0) == static_cast<ssize_t>(half));
+  CHECK_FALSE(r.next(f));
+  r.trim();
+  CHECK(r.partial());
+  REQUIRE(send_all(p.a.get(), {std::string_view(small).substr(half)}));
+  Frame g = read_frame(r, p.b.get());
+  CHECK(g.header.type == protocol::FrameType::define);
+  CHECK(g.view() == "after trim");
+  r.trim();
+  CHECK_FALSE(r.partial());
+
+  // Trim in the middle of a large frame keeps its bytes too.
+  const std::string big2 = pattern(200 * 1024, 11);
+  std::string big2_frame = frame_bytes(protocol::FrameType::result, big2);
+  REQUIRE(send_all(p.a.get(), {std::string_view(big2_frame).substr(0, 1000)}));
+  REQUIRE(r.fill(p.b.get(), 0) > 0);
+  CHECK_FALSE(r.next(f));
+  r.trim();
+  CHECK(r.partial());
+  std::thread writer2([&] { CHECK(send_all(p.a.get(), {std::string_view(big2_frame).substr(1000)})); });
+  Frame h = read_frame(r, p.b.get());
+  writer2.join();
+  CHECK(h.view() == big2);
+}
+
+// ---- Outbox ----------------------------------------------------------------------------------
+
+TEST_CASE("Channel.Outbox.sends_owned_and_viewed_pieces_in_order") {
+  Pair p;
+  Outbox out;
+  CHECK(out.empty());
+  auto owned = [](const std::string& s) {
+    Buffer b;
+    b.append(s.data(), s.size());
+    return b;
+  };
+  auto keep1 = std::make_shared<std::string>("<viewed one>");
+  auto keep2 = std::make_shared<std::string>(pattern(5000, 5));
+  std::weak_ptr<std::string> watch1 = keep1, watch2 = keep2;
+  out.push(owned("[owned one]"));
+  out.push_view(*keep1, keep1);
+  out.push(Buffer());  // empty pieces are dropped
+  out.push_view({}, nullptr);
+  out.push(owned("[owned two]"));
+  out.push_view(*keep2, keep2);
+  out.push(owned("[end]"));
+  const std::string expected = "[owned one]<viewed one>[owned two]" + *keep2 + "[end]";
+  keep1.reset();
+  keep2.reset();
+  CHECK_FALSE(watch1.expired());  // the outbox keeps viewed bytes alive until sent
+  CHECK_FALSE(out.empty());
+  CHECK(out.flush(p.a.get()));
+  CHECK(out.empty());
+  CHECK(watch1.expired());
+  CHECK(watch2.expired());
+  CHECK(read_exact(p.b.get(), expected.size()) == expected);
+  CHECK(read_available(p.b.get()).empty());
+}
+
+TEST_CASE("Channel.Outbox.many_pieces_beyond_one_sendmsg") {
+  Pair p;
+  Outbox out;
+  std::string expected;
+  for (int i = 0; i < 200; ++i) {  // more pieces than one sendmsg takes
+    std::string s = "<" + std::to_string(i) + ">";
+    expected += s;
+    if (i % 2) {
+      Buffer b;
+      b.append(s.data(), s.size());
+      out.push(std::move(b));
+    } else {
+      auto keep = std::make_shared<std::string>(s);
+      out.push_view(*keep, keep);
+    }
+  }
+  CHECK(out.flush(p.a.get()));
+  CHECK(out.empty());
+  CHECK(read_exact(p.b.get(), expected.size()) == expected);
+}
+
+TEST_CASE("Channel.Outbox.partial_write_resumes_after_peer_drains") {
+  Pair p;
+  REQUIRE(::fcntl(p.a.get(), F_SETFL, ::fcntl(p.a.get(), F_GETFL) | O_NONBLOCK) == 0);
+  Outbox out;
+  const std::string a = pattern(3u << 20, 21), b = pattern(5u << 20, 22);
+  Buffer first;
+  first.append(a.data(), a.size());
+  out.push(std::move(first));
+  auto keep = std::make_shared<std::string>(b);
+  out.push_view(*keep, keep);
+  out.push(protocol::encode_bye(protocol::ByeReason::max_tasks));
+  std::string expected = a + b + std::string(protocol::encode_bye(protocol::ByeReason::max_tasks).view());
+
+  // The peer does not read: the socket takes what fits and flush reports no error.
+  CHECK(out.flush(p.a.get()));
+  CHECK_FALSE(out.empty());
+  std::string received = read_available(p.b.get());
+  CHECK(received.size() > 0);
+  CHECK(received.size() < expected.size());
+
+  // The peer drains; flush continues exactly where it stopped.
+  int rounds = 0;
+  while (!out.empty()) {
+    REQUIRE(++rounds < 100000);
+    CHECK(out.flush(p.a.get()));
+    pollfd pf{p.b.get(), POLLIN, 0};
+    REQUIRE(::poll(&pf, 1, 10000) == 1);
+    received += read_available(p.b.get());
+  }
+  received += read_available(p.b.get());
+  CHECK(rounds > 0);
+  REQUIRE(received.size() == expected.size());
+  CHECK(received == expected);
+}
+
+TEST_CASE("Channel.Outbox.flush_after_peer_closed_fails_without_sigpipe") {
+  Pair p;
+  p.b.reset();
+  Outbox out;
+  out.push(protocol::encode_bye(protocol::ByeReason::shutdown));
+  errno = 0;
+  CHECK_FALSE(out.flush(p.a.get()));  // SIGPIPE would have killed the test process here
+  CHECK(errno == EPIPE);
+  // send_all must not raise SIGPIPE either.
+  errno = 0;
+  CHECK_FALSE(send_all(p.a.get(), {"bytes"}));
+  CHECK(errno == EPIPE);
+}
+
+TEST_CASE("Channel.Outbox.clear_drops_everything") {
+  Pair p;
+  Outbox out;
+  auto keep = std::make_shared<std::string>("view");
+  std::weak_ptr<std::string> watch = keep;
+  out.push_view(*keep, keep);
+  keep.reset();
+  out.clear();
+  CHECK(out.empty());
+  CHECK(watch.expired());
+  CHECK(out.flush(p.a.get()));
+  CHECK(read_available(p.b.get()).empty());
+}
+
+// ---- send_all --------------------------------------------------------------------------------
+
+TEST_CASE("Channel.send_all.sends_every_piece_in_order") {
+  Pair p;
+  SUBCASE("small pieces with empty ones") {
+    CHECK(send_all(p.a.get(), {"ab", "", "cde", "", "f"}));
+    CHECK(read_exact(p.b.get(), 6) == "abcdef");
+  }
+  SUBCASE("more pieces than one iovec batch") {
+    CHECK(send_all(p.a.get(), {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}));
+    CHECK(read_exact(p.b.get(), 14) == "01234567891011");
+  }
+  SUBCASE("large pieces need several sendmsg calls") {
+    const std::string x = pattern(2u << 20, 31), y = "middle", z = pattern(3u << 20, 32);
+    std::string got;
+    std::thread reader([&] { got = read_exact(p.b.get(), x.size() + y.size() + z.size()); });
+    CHECK(send_all(p.a.get(), {x, y, z}));
+    reader.join();
+    CHECK(got == x + y + z);
+  }
+  SUBCASE("nothing at all") {
+    CHECK(send_all(p.a.get(), {}));
+    CHECK(send_all(p.a.get(), {"", ""}));
+  }
+  CHECK(read_available(p.b.get()).empty());
+}
+
+// ---- Fd --------------------------------------------------------------------------------------
+
+TEST_CASE("Channel.Fd.closes_on_destruction") {
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  {
+    Fd r(fds[0]);
+    Fd w(fds[1]);
+    CHECK(r.get() == fds[0]);
+    CHECK(static_cast<bool>(r));
+    CHECK(is_open(fds[0]));
+  }
+  CHECK_FALSE(is_open(fds[0]));
+  CHECK_FALSE(is_open(fds[1]));
+}
+
+TEST_CASE("Channel.Fd.move_assign_closes_the_old_descriptor") {
+  int x[2], y[2];
+  REQUIRE(::pipe2(x, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(y, O_CLOEXEC) == 0);
+  Fd keep_x1(x[1]), keep_y1(y[1]);
+  Fd a(x[0]);
+  Fd b(y[0]);
+  a = std::move(b);
+  CHECK_FALSE(is_open(x[0]));
+  CHECK(is_open(y[0]));
+  CHECK(a.get() == y[0]);
+  CHECK(b.get() == -1);
+  CHECK_FALSE(static_cast<bool>(b));
+
+  SUBCASE("move construction transfers without closing") {
+    Fd c(std::move(a));
+    CHECK(c.get() == y[0]);
+    CHECK(a.get() == -1);
+    CHECK(is_open(y[0]));
+  }
+  SUBCASE("self move-assign keeps the descriptor") {
+    Fd& alias = a;
+    a = std::move(alias);
+    CHECK(a.get() == y[0]);
+    CHECK(is_open(y[0]));
+  }
+  SUBCASE("release gives up ownership") {
+    int raw = a.release();
+    CHECK(raw == y[0]);
+    CHECK(a.get() == -1);
+    CHECK(is_open(raw));
+    ::close(raw);
+  }
+  SUBCASE("reset closes and adopts") {
+    int z[2];
+    REQUIRE(::pipe2(z, O_CLOEXEC) == 0);
+    Fd keep_z1(z[1]);
+    a.reset(z[0]);
+    CHECK_FALSE(is_open(y[0]));
+    CHECK(a.get() == z[0]);
+    a.reset();
+    CHECK_FALSE(is_open(z[0]));
+    CHECK(a.get() == -1);
+  }
+}

@@ -1,2 +1,596 @@
 // SPDX-License-Identifier: BSD-3-Clause
+// PluginIndex: manifests read from plugin files, hostile ELF bytes, directory scans and safety.
 #include <doctest/doctest.h>
+
+#include <elf.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ferry/detail/type_name.hpp>
+#include <ferry/errors.hpp>
+#include <ferry/plugin_index.hpp>
+#include <ferry/task.hpp>
+
+#include "elf_reader.hpp"
+#include "support/fixture.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ferry::PluginError;
+using ferry::PluginIndex;
+using ferry::PluginIndexOptions;
+using ferry::TaskInfo;
+
+const fs::path math_plugin = FERRY_TEST_MATH_PLUGIN;
+const fs::path seed_plugin = FERRY_TEST_SEED_PLUGIN;
+const fs::path plain_library = FERRY_TEST_PLAIN_LIBRARY;
+
+std::vector<unsigned char> read_bytes(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  REQUIRE(in);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const fs::path& file, const void* data, std::size_t size, fs::perms mode) {
+  {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+    REQUIRE(out.good());
+  }
+  fs::permissions(file, mode);
+}
+
+void write_text(const fs::path& file, const std::string& text) {
+  write_bytes(file, text.data(), text.size(), fs::perms(0644));
+}
+
+/// Copies a plugin into a test directory with safe permissions (0755, as a build would).
+fs::path install(const fs::path& src, const fs::path& dir, const std::string& name) {
+  fs::path dst = dir / name;
+  fs::copy_file(src, dst, fs::copy_options::overwrite_existing);
+  fs::permissions(dst, fs::perms(0755));
+  return dst;
+}
+
+const TaskInfo* by_name(const std::vector<TaskInfo>& tasks, const std::string& name) {
+  auto it = std::find_if(tasks.begin(), tasks.end(), [&](const TaskInfo& t) { return t.name == name; });
+  return it == tasks.end() ? nullptr : &*it;
+}
+
+/// The message of the PluginError `f` throws; fails the test when it throws nothing or another type.
+template <class F>
+std::string plugin_error(F&& f) {
+  try {
+    f();
+  } catch (const PluginError& e) {
+    return e.what();
+  }
+  FAIL("no PluginError was thrown");
+  return {};
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+struct ScopedUnsetEnv {
+  std::string name;
+  std::optional<std::string> old;
+  explicit ScopedUnsetEnv(std::string n) : name(std::move(n)) {
+    if (const char* v = std::getenv(name.c_str())) old = v;
+    ::unsetenv(name.c_str());
+  }
+  ~ScopedUnsetEnv() {
+    if (old) ::setenv(name.c_str(), old->c_str(), 1);
+  }
+};
+
+}  // namespace
+
+// ---- manifests -------------------------------------------------------------------------------
+
+TEST_CASE("PluginIndex.read_manifest.lists_the_math_tasks") {
+  auto tasks = PluginIndex::read_manifest(math_plugin);
+  const fs::path canonical = fs::canonical(math_plugin);
+  for (const auto& t : tasks) {
+    CAPTURE(t.name);
+    CHECK(t.plugin == "math");
+    CHECK(t.library.is_absolute());
+    CHECK(t.library == canonical);
+    CHECK(t.abi == ferry::detail::plugin_abi_version);
+    CHECK(t.fingerprint == ferry::detail::fnv1a(t.signature));
+    CHECK(std::count_if(tasks.begin(), tasks.end(), [&](const TaskInfo& o) { return o.name == t.name; }) == 1);
+  }
+  const TaskInfo* square = by_name(tasks, "square");
+  REQUIRE(square);
+  CHECK(square->signature == "i32(i32)");
+  CHECK(square->fingerprint == ferry::detail::Signature<int, int>::fingerprint);
+  const TaskInfo* dotted = by_name(tasks, "math.square");
+  REQUIRE(dotted);
+  CHECK(dotted->signature == "i32(i32)");
+  const TaskInfo* add = by_name(tasks, "add");
+  REQUIRE(add);
+  CHECK(add->signature == "i32(i32,i32)");
+  const TaskInfo* sum = by_name(tasks, "sum");
+  REQUIRE(sum);
+  CHECK(sum->signature == "f64(vector<f64>)");
+  CHECK(sum->fingerprint == ferry::detail::Signature<double, const std::vector<double>&>::fingerprint);
+  const TaskInfo* scale = by_name(tasks, "scale");
+  REQUIRE(scale);
+  CHECK(scale->signature == "math::Vec2(math::Vec2,f64)");
+}
+
+TEST_CASE("PluginIndex.read_manifest.relative_path_gives_absolute_library") {
+  fs::path rel = fs::relative(math_plugin);
+  REQUIRE(rel.is_relative());
+  auto tasks = PluginIndex::read_manifest(rel);
+  REQUIRE_FALSE(tasks.empty());
+  CHECK(tasks.front().library == fs::canonical(math_plugin));
+}
+
+TEST_CASE("PluginIndex.read_manifest.missing_file") {
+  support::TempDir dir;
+  const fs::path missing = dir.path / "libnothing.so";
+  try {
+    PluginIndex::read_manifest(missing);
+    FAIL("no PluginError");
+  } catch (const PluginError& e) {
+    CHECK(contains(e.what(), missing.string()));
+    CHECK(contains(e.what(), "does not exist"));
+    CHECK(e.path() == missing.string());
+  }
+}
+
+TEST_CASE("PluginIndex.read_manifest.text_file_is_not_a_shared_library") {
+  support::TempDir dir;
+  fs::path file;
+  SUBCASE("text") {
+    file = dir.path / "libtext.so";
+    write_text(file, "this is just text, not an ELF file\n");
+  }
+  SUBCASE("empty") {
+    file = dir.path / "libempty.so";
+    write_text(file, "");
+  }
+  SUBCASE("a directory") {
+    file = dir.path / "libdir.so";
+    fs::create_directory(file);
+  }
+  std::string msg = plugin_error([&] { PluginIndex::read_manifest(file); });
+  CHECK(contains(msg, "not a shared library"));
+  CHECK(contains(msg, file.string()));
+}
+
+TEST_CASE("PluginIndex.read_manifest.plain_library_is_not_a_ferry_plugin") {
+  std::string msg = plugin_error([&] { PluginIndex::read_manifest(plain_library); });
+  CHECK(contains(msg, "not a ferry plugin"));
+  CHECK(contains(msg, plain_library.string()));
+}
+
+TEST_CASE("PluginIndex.read_manifest.truncated_plugin_is_refused") {
+  support::TempDir dir;
+  const auto bytes = read_bytes(math_plugin);
+  REQUIRE(bytes.size() > 2000);
+  std::size_t size = 0;
+  SUBCASE("first 1000 bytes") { size = 1000; }
+  SUBCASE("first half") { size = bytes.size() / 2; }
+  SUBCASE("all but the last byte") { size = bytes.size() - 1; }
+  SUBCASE("just the ELF header") { size = sizeof(Elf64_Ehdr); }
+  SUBCASE("less than an ELF header") { size = 20; }
+  CAPTURE(size);
+  fs::path file = dir.path / "libtruncated.so";
+  write_bytes(file, bytes.data(), size, fs::perms(0755));
+  std::string msg = plugin_error([&] { PluginIndex::read_manifest(file); });
+  CHECK(contains(msg, file.string()));
+}
+
+// ---- hostile bytes ---------------------------------------------------------------------------
+
+namespace {
+
+/// Byte ranges of the parts of an ELF file the reader looks at.
+std::vector<std::pair<std::size_t, std::size_t>> interesting_ranges(const std::vector<unsigned char>& b) {
+  std::vector<std::pair<std::size_t, std::size_t>> out{{0, sizeof(Elf64_Ehdr)}};
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, b.data(), sizeof eh);
+  REQUIRE(eh.e_shentsize == sizeof(Elf64_Shdr));
+  REQUIRE(eh.e_shoff + std::size_t{eh.e_shnum} * sizeof(Elf64_Shdr) <= b.size());
+  out.emplace_back(eh.e_shoff, std::size_t{eh.e_shnum} * sizeof(Elf64_Shdr));
+  Elf64_Shdr names;
+  std::memcpy(&names, b.data() + eh.e_shoff + eh.e_shstrndx * sizeof(Elf64_Shdr), sizeof names);
+  for (unsigned i = 0; i < eh.e_shnum; ++i) {
+    Elf64_Shdr sh;
+    std::memcpy(&sh, b.data() + eh.e_shoff + i * sizeof(Elf64_Shdr), sizeof sh);
+    const char* name = reinterpret_cast<const char*>(b.data() + names.sh_offset + sh.sh_name);
+    bool wanted = sh.sh_type == SHT_DYNSYM || std::strcmp(name, ".dynstr") == 0 ||
+                  std::strcmp(name, "ferry_tasks") == 0 || i == eh.e_shstrndx;
+    if (wanted && sh.sh_type != SHT_NOBITS && sh.sh_size > 0) out.emplace_back(sh.sh_offset, sh.sh_size);
+  }
+  REQUIRE(out.size() >= 5);  // header, section headers, .dynsym, .dynstr, ferry_tasks, names
+  return out;
+}
+
+struct ParseOutcome {
+  bool threw = false;
+  std::size_t records = 0;
+  std::size_t problems = 0;
+};
+
+/// parse_task_records on an exact-size heap copy (so a sanitizer sees any overrun).
+ParseOutcome parse(const std::vector<unsigned char>& bytes) {
+  auto copy = std::make_unique<unsigned char[]>(std::max<std::size_t>(bytes.size(), 1));
+  if (!bytes.empty()) std::memcpy(copy.get(), bytes.data(), bytes.size());
+  ParseOutcome o;
+  try {
+    auto records = ferry::detail::parse_task_records(copy.get(), bytes.size());
+    o.records = records.size();
+    for (const auto& r : records) {
+      if (!r.problem.empty()) ++o.problems;
+      CHECK(r.symbol.rfind("ferry_task:", 0) == 0);
+    }
+  } catch (const ferry::detail::ElfError&) {
+    o.threw = true;
+  }
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("PluginIndex.parse_task_records.random_bytes_never_crash") {
+  std::mt19937_64 rng(0xFE77);
+  std::size_t threw = 0;
+  for (int i = 0; i < 300; ++i) {
+    CAPTURE(i);
+    std::vector<unsigned char> bytes(rng() % 4096);
+    for (auto& b : bytes) b = static_cast<unsigned char>(rng());
+    if (i % 2 == 1 && bytes.size() >= 16) {
+      // A valid ELF64 little-endian identification, so the reader goes further.
+      const unsigned char ident[] = {0x7f, 'E', 'L', 'F', ELFCLASS64, ELFDATA2LSB, EV_CURRENT};
+      std::memcpy(bytes.data(), ident, sizeof ident);
+    }
+    ParseOutcome o = parse(bytes);
+    threw += o.threw ? 1 : 0;
+  }
+  CHECK(threw > 250);  // random bytes are almost never a plugin
+}
+
+TEST_CASE("PluginIndex.parse_task_records.mutated_plugin_never_crashes") {
+  const auto original = read_bytes(math_plugin);
+  const ParseOutcome clean = parse(original);
+  REQUIRE_FALSE(clean.threw);
+  CHECK(clean.problems == 0);
+  CHECK(clean.records == PluginIndex::read_manifest(math_plugin).size());
+
+  const auto ranges = interesting_ranges(original);
+  std::mt19937_64 rng(20240601);
+  std::size_t threw = 0, with_problems = 0, fine = 0;
+  for (int i = 0; i < 600; ++i) {
+    CAPTURE(i);
+    auto bytes = original;
+    const int mutations = 1 + static_cast<int>(rng() % 8);
+    for (int m = 0; m < mutations; ++m) {
+      auto [begin, size] = ranges[rng() % ranges.size()];
+      if (i % 5 == 0) {
+        begin = 0;  // anywhere in the file
+        size = bytes.size();
+      }
+      std::size_t at = begin + rng() % size;
+      switch (rng() % 4) {
+        case 0: bytes[at] = static_cast<unsigned char>(rng()); break;
+        case 1: bytes[at] ^= static_cast<unsigned char>(1u << (rng() % 8)); break;
+        case 2: {  // an extreme 64-bit value
+          const std::uint64_t extremes[] = {0, ~std::uint64_t{0}, 0x7fffffffffffffffull,
+                                            0x8000000000000000ull, original.size(),
+                                            original.size() + 1, 0xffffffffull};
+          std::uint64_t v = extremes[rng() % std::size(extremes)];
+          std::size_t n = std::min<std::size_t>(8, bytes.size() - at);
+          std::memcpy(bytes.data() + at, &v, n);
+          break;
+        }
+        default: bytes.resize(at); break;  // truncate
+      }
+      if (bytes.empty()) break;
+    }
+    ParseOutcome o = parse(bytes);
+    if (o.threw) {
+      ++threw;
+    } else if (o.problems > 0 || o.records != clean.records) {
+      ++with_problems;
+    } else {
+      ++fine;
+    }
+  }
+  INFO("mutations: " << threw << " refused, " << with_problems << " with bad records, " << fine
+                     << " harmless");
+  // The mutations reach the reader's checks, not only bytes it ignores.
+  CHECK(threw > 0);
+  CHECK(with_problems > 0);
+}
+
+TEST_CASE("PluginIndex.read_manifest.corrupted_records_are_left_out") {
+  support::TempDir dir;
+  auto bytes = read_bytes(math_plugin);
+  // Every record starts with the magic "FERRYTK\0"; break the first one.
+  const std::string magic(ferry::detail::task_record_magic, 8);
+  auto it = std::search(bytes.begin(), bytes.end(), magic.begin(), magic.end());
+  REQUIRE(it != bytes.end());
+  *it = 'X';
+  fs::path file = dir.path / "libmath.so";
+  write_bytes(file, bytes.data(), bytes.size(), fs::perms(0755));
+  auto tasks = PluginIndex::read_manifest(file);
+  CHECK(tasks.size() + 1 == PluginIndex::read_manifest(math_plugin).size());
+  auto records = ferry::detail::read_task_records(file);
+  CHECK(std::count_if(records.begin(), records.end(),
+                      [](const auto& r) { return r.problem == "record has a bad magic"; }) == 1);
+}
+
+// ---- the index -------------------------------------------------------------------------------
+
+TEST_CASE("PluginIndex.find.finds_a_task") {
+  support::TempDir dir;
+  fs::path lib = install(math_plugin, dir.path, "libmath.so");
+  PluginIndex index({dir.path});
+  TaskInfo t = index.find("square");
+  CHECK(t.name == "square");
+  CHECK(t.signature == "i32(i32)");
+  CHECK(t.plugin == "math");
+  CHECK(t.library == fs::canonical(lib));
+  CHECK(index.find("math.square").name == "math.square");
+  CHECK(index.find("math:square").library == fs::canonical(lib));
+  CHECK(index.find("sum").signature == "f64(vector<f64>)");
+  CHECK(index.skipped().empty());
+  CHECK(index.directories() == std::vector<fs::path>{dir.path});
+}
+
+TEST_CASE("PluginIndex.find.two_plugins_with_one_name_are_ambiguous") {
+  support::TempDir dir;
+  fs::path one = install(math_plugin, dir.path, "libmath.so");
+  fs::path two = install(math_plugin, dir.path, "libmath2.so");
+  PluginIndex index({dir.path});
+  std::string msg = plugin_error([&] { index.find("square"); });
+  CHECK(contains(msg, fs::canonical(one).string()));
+  CHECK(contains(msg, fs::canonical(two).string()));
+  CHECK(contains(msg, "'plugin:square'"));
+
+  TaskInfo t2 = index.find("math2:square");
+  CHECK(t2.plugin == "math2");
+  CHECK(t2.library == fs::canonical(two));
+  TaskInfo t1 = index.find("math:square");
+  CHECK(t1.plugin == "math");
+  CHECK(t1.library == fs::canonical(one));
+  // Unknown plugin qualifier: nothing matches.
+  CHECK(contains(plugin_error([&] { index.find("math3:square"); }), "no plugin provides task"));
+}
+
+TEST_CASE("PluginIndex.find.rescans_on_miss") {
+  support::TempDir dir;
+  PluginIndex index({dir.path});
+  SUBCASE("into an empty directory") {
+    CHECK(contains(plugin_error([&] { index.find("square"); }), "no plugin provides task 'square'"));
+    install(math_plugin, dir.path, "libmath.so");
+    CHECK(index.find("square").plugin == "math");
+  }
+  SUBCASE("next to a plugin already indexed") {
+    install(math_plugin, dir.path, "libmath.so");
+    CHECK(index.find("square").plugin == "math");
+    CHECK_THROWS_AS(index.find("func_async"), PluginError);
+    install(seed_plugin, dir.path, "libseed.so");
+    TaskInfo t = index.find("func_async");
+    CHECK(t.plugin == "seed");
+    CHECK(index.find("square").plugin == "math");  // still there
+  }
+}
+
+TEST_CASE("PluginIndex.skipped.lists_bad_files_with_a_reason") {
+  support::TempDir dir;
+  install(math_plugin, dir.path, "libmath.so");
+  const fs::path garbage = dir.path / "libgarbage.so";
+  std::vector<unsigned char> noise(3000);
+  std::mt19937 rng(7);
+  for (auto& b : noise) b = static_cast<unsigned char>(rng());
+  write_bytes(garbage, noise.data(), noise.size(), fs::perms(0755));
+  const fs::path text = dir.path / "libtext.so";
+  write_text(text, "not a library\n");
+  const fs::path plain = install(plain_library, dir.path, "libplain.so");
+  const fs::path truncated = dir.path / "libtruncated.so";
+  auto bytes = read_bytes(math_plugin);
+  write_bytes(truncated, bytes.data(), 1000, fs::perms(0755));
+  write_text(dir.path / "README.txt", "not looked at\n");
+  fs::create_directory(dir.path / "libsubdir.so");
+
+  PluginIndex index({dir.path});
+  CHECK(index.find("square").plugin == "math");
+  auto skipped = index.skipped();
+  auto reason = [&](const fs::path& p) -> std::string {
+    for (const auto& s : skipped)
+      if (s.path == p) return s.reason;
+    return "(not skipped)";
+  };
+  CHECK(skipped.size() == 4);
+  CHECK(contains(reason(garbage), "not a shared library"));
+  CHECK(contains(reason(text), "not a shared library"));
+  CHECK(contains(reason(plain), "not a ferry plugin"));
+  CHECK(contains(reason(truncated), "not a shared library"));
+  CHECK(reason(dir.path / "README.txt") == "(not skipped)");
+  CHECK(reason(dir.path / "libsubdir.so") == "(not skipped)");
+  // The good plugin is unaffected by its neighbours.
+  CHECK(index.tasks().size() == PluginIndex::read_manifest(math_plugin).size());
+}
+
+TEST_CASE("PluginIndex.skipped.reports_unreadable_directories") {
+  support::TempDir dir;
+  install(math_plugin, dir.path, "libmath.so");
+  const fs::path missing = dir.path / "no-such-dir";
+  PluginIndex index({missing, dir.path});
+  CHECK(index.find("add").signature == "i32(i32,i32)");
+  auto skipped = index.skipped();
+  REQUIRE(skipped.size() == 1);
+  CHECK(skipped[0].path == missing);
+  CHECK(contains(skipped[0].reason, "cannot read directory"));
+}
+
+TEST_CASE("PluginIndex.tasks.lists_every_task_of_every_plugin") {
+  support::TempDir a, b;
+  install(math_plugin, a.path, "libmath.so");
+  install(seed_plugin, b.path, "libseed.so");
+  PluginIndex index({a.path, b.path});
+  auto all = index.tasks();
+  const auto math = PluginIndex::read_manifest(math_plugin);
+  const auto seed = PluginIndex::read_manifest(seed_plugin);
+  CHECK(all.size() == math.size() + seed.size());
+  for (const auto& t : math) {
+    CAPTURE(t.name);
+    const TaskInfo* found = by_name(all, t.name);
+    REQUIRE(found);
+    CHECK(found->plugin == "math");
+    CHECK(found->signature == t.signature);
+  }
+  const TaskInfo* fa = by_name(all, "func_async");
+  REQUIRE(fa);
+  CHECK(fa->plugin == "seed");
+  CHECK(fa->library.parent_path() == fs::canonical(b.path));
+}
+
+TEST_CASE("PluginIndex.find.refuses_unsafe_permissions") {
+  support::TempDir dir;
+  fs::path lib = install(math_plugin, dir.path, "libmath.so");
+  fs::path unsafe;
+  SUBCASE("group-writable plugin") {
+    fs::permissions(lib, fs::perms(0664));
+    unsafe = fs::canonical(lib);
+  }
+  SUBCASE("world-writable plugin") {
+    fs::permissions(lib, fs::perms(0646));
+    unsafe = fs::canonical(lib);
+  }
+  SUBCASE("world-writable directory") {
+    fs::permissions(dir.path, fs::perms(0777));
+    unsafe = fs::canonical(dir.path);
+  }
+  CAPTURE(unsafe);
+  {
+    ScopedUnsetEnv no_override("FERRY_ALLOW_UNSAFE_PLUGINS");
+    PluginIndex index({dir.path});
+    try {
+      index.find("square");
+      FAIL("an unsafe plugin was accepted");
+    } catch (const PluginError& e) {
+      CHECK(contains(e.what(), "writable by group or others"));
+      CHECK(e.path() == unsafe.string());
+    }
+    PluginIndex allowed({dir.path}, PluginIndexOptions{.allow_unsafe = true});
+    CHECK(allowed.find("square").plugin == "math");
+  }
+  {
+    support::ScopedEnv env("FERRY_ALLOW_UNSAFE_PLUGINS", "1");
+    PluginIndex index({dir.path});
+    CHECK(index.find("square").plugin == "math");
+  }
+  {
+    support::ScopedEnv env("FERRY_ALLOW_UNSAFE_PLUGINS", "0");
+    PluginIndex index({dir.path});
+    CHECK(contains(plugin_error([&] { index.find("square"); }), "writable by group or others"));
+  }
+}
+
+TEST_CASE("PluginIndex.find.refuses_another_abi") {
+  support::TempDir dir;
+  auto bytes = read_bytes(math_plugin);
+  const std::string magic(ferry::detail::task_record_magic, 8);
+  std::size_t patched = 0;
+  for (auto it = bytes.begin();
+       (it = std::search(it, bytes.end(), magic.begin(), magic.end())) != bytes.end(); it += 8) {
+    const std::uint32_t abi = ferry::detail::plugin_abi_version + 1;
+    std::memcpy(&*(it + 8), &abi, 4);  // the abi field follows the magic
+    ++patched;
+  }
+  REQUIRE(patched == PluginIndex::read_manifest(math_plugin).size());
+  write_bytes(dir.path / "libmath.so", bytes.data(), bytes.size(), fs::perms(0755));
+  PluginIndex index({dir.path});
+  std::string msg = plugin_error([&] { index.find("square"); });
+  CHECK(contains(msg, "ABI " + std::to_string(ferry::detail::plugin_abi_version + 1)));
+  CHECK(contains(msg, "rebuild the plugin"));
+}
+
+TEST_CASE("PluginIndex.search_path.appends_FERRY_PLUGIN_PATH") {
+  using Paths = std::vector<fs::path>;
+  SUBCASE("entries in order, empty ones ignored") {
+    support::ScopedEnv env("FERRY_PLUGIN_PATH", "first::second:");
+    CHECK(PluginIndex::search_path({"given"}) == Paths{"given", "first", "second"});
+  }
+  SUBCASE("leading colon and a single entry") {
+    support::ScopedEnv env("FERRY_PLUGIN_PATH", ":only");
+    CHECK(PluginIndex::search_path({}) == Paths{"only"});
+  }
+  SUBCASE("empty variable") {
+    support::ScopedEnv env("FERRY_PLUGIN_PATH", "");
+    CHECK(PluginIndex::search_path({"given"}) == Paths{"given"});
+  }
+  SUBCASE("just colons") {
+    support::ScopedEnv env("FERRY_PLUGIN_PATH", ":::");
+    CHECK(PluginIndex::search_path({"a", "b"}) == Paths{"a", "b"});
+  }
+  SUBCASE("unset") {
+    ScopedUnsetEnv env("FERRY_PLUGIN_PATH");
+    CHECK(PluginIndex::search_path({"given"}) == Paths{"given"});
+  }
+}
+
+TEST_CASE("PluginIndex.find.unknown_task_lists_searched_directories") {
+  support::TempDir a, b;
+  install(math_plugin, a.path, "libmath.so");
+  SUBCASE("two directories") {
+    PluginIndex index({a.path, b.path});
+    try {
+      index.find("no_such_task");
+      FAIL("no PluginError");
+    } catch (const PluginError& e) {
+      CHECK(contains(e.what(), "'no_such_task'"));
+      CHECK(contains(e.what(), a.path.string()));
+      CHECK(contains(e.what(), b.path.string()));
+      CHECK(e.symbol() == "ferry_task:no_such_task");
+    }
+  }
+  SUBCASE("no directories at all") {
+    PluginIndex index({});
+    CHECK(contains(plugin_error([&] { index.find("square"); }), "FERRY_PLUGIN_PATH"));
+  }
+}
+
+TEST_CASE("PluginIndex.find.is_thread_safe") {
+  support::TempDir dir;
+  install(math_plugin, dir.path, "libmath.so");
+  PluginIndex index({dir.path});
+  std::atomic<int> ok{0}, misses{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        try {
+          if (index.find(t % 2 ? "square" : "add").plugin == "math") ++ok;
+          index.find("missing_" + std::to_string(i));  // a miss rescans under the lock
+        } catch (const PluginError&) {
+          ++misses;
+        }
+        if (i % 10 == 0) (void)index.tasks();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(ok == 200);
+  CHECK(misses == 200);
+}

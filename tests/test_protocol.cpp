@@ -1,2 +1,514 @@
 // SPDX-License-Identifier: BSD-3-Clause
+// Wire protocol: frame headers, bounds-checked body reading, encode/decode round trips, bad frames.
 #include <doctest/doctest.h>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "channel.hpp"
+#include "protocol.hpp"
+#include "support/fixture.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace ferry::detail;
+using namespace ferry::detail::protocol;
+using ferry::detail::Buffer;
+
+std::array<char, header_size> header_bytes(std::uint8_t type, std::uint64_t size,
+                                           std::uint8_t flags = 0) {
+  std::array<char, header_size> h{};
+  write_header(h.data(), static_cast<FrameType>(type), size, flags);
+  return h;
+}
+
+/// Splits an encoded frame into its parsed header and its body bytes, checking the size field.
+std::pair<FrameHeader, std::string> split_frame(const Buffer& frame, std::uint64_t payload = 0) {
+  REQUIRE(frame.size() >= header_size);
+  FrameHeader h = parse_header(frame.data(), default_max_frame);
+  CHECK(h.size == frame.size() - header_size + payload);
+  return {h, std::string(frame.view().substr(header_size))};
+}
+
+std::string bytes_of(std::initializer_list<unsigned> v) {
+  std::string s;
+  for (unsigned b : v) s.push_back(static_cast<char>(b));
+  return s;
+}
+
+}  // namespace
+
+// ---- headers ---------------------------------------------------------------------------------
+
+TEST_CASE("Protocol.parse_header.accepts_good_header") {
+  auto h = header_bytes(static_cast<std::uint8_t>(FrameType::task), 12345, 0x5a);
+  FrameHeader parsed = parse_header(h.data(), default_max_frame);
+  CHECK(parsed.type == FrameType::task);
+  CHECK(parsed.flags == 0x5a);
+  CHECK(parsed.size == 12345);
+  // Little-endian layout: magic, type, flags, reserved, size.
+  CHECK(static_cast<unsigned char>(h[0]) == 0x77);
+  CHECK(static_cast<unsigned char>(h[1]) == 0xFE);
+  CHECK(h[2] == 3);
+  CHECK(static_cast<unsigned char>(h[3]) == 0x5a);
+  CHECK(std::all_of(h.begin() + 4, h.begin() + 8, [](char c) { return c == 0; }));
+}
+
+TEST_CASE("Protocol.parse_header.accepts_every_known_type") {
+  for (std::uint8_t t = 1; t <= max_frame_type; ++t) {
+    CAPTURE(int{t});
+    auto h = header_bytes(t, 0);
+    CHECK(static_cast<std::uint8_t>(parse_header(h.data(), 0).type) == t);
+  }
+}
+
+TEST_CASE("Protocol.parse_header.rejects_bad_magic") {
+  auto h = header_bytes(1, 4);
+  SUBCASE("first byte") { h[0] = 0x76; }
+  SUBCASE("second byte") { h[1] = 0x00; }
+  SUBCASE("byte swapped") {
+    h[0] = static_cast<char>(0xFE);
+    h[1] = 0x77;
+  }
+  CHECK_THROWS_WITH_AS(parse_header(h.data(), default_max_frame),
+                       doctest::Contains("bad frame magic"), ProtocolError);
+}
+
+TEST_CASE("Protocol.parse_header.rejects_unknown_type") {
+  std::uint8_t type = 0;
+  SUBCASE("zero") { type = 0; }
+  SUBCASE("one past the last") { type = max_frame_type + 1; }
+  SUBCASE("255") { type = 255; }
+  CAPTURE(int{type});
+  auto h = header_bytes(1, 0);
+  h[2] = static_cast<char>(type);
+  const std::string expected = "unknown frame type " + std::to_string(type);
+  CHECK_THROWS_WITH_AS(parse_header(h.data(), default_max_frame),
+                       doctest::Contains(expected.c_str()), ProtocolError);
+}
+
+TEST_CASE("Protocol.parse_header.rejects_reserved_bits") {
+  auto h = header_bytes(2, 8);
+  std::size_t at = 4;
+  SUBCASE("byte 4") { at = 4; }
+  SUBCASE("byte 7") { at = 7; }
+  h[at] = 0x01;
+  CHECK_THROWS_WITH_AS(parse_header(h.data(), default_max_frame), doctest::Contains("reserved"),
+                       ProtocolError);
+}
+
+TEST_CASE("Protocol.parse_header.rejects_body_over_limit") {
+  SUBCASE("limit + 1") {
+    auto h = header_bytes(4, 1001);
+    CHECK_THROWS_WITH_AS(parse_header(h.data(), 1000), doctest::Contains("exceeds the limit of 1000"),
+                         ProtocolError);
+  }
+  SUBCASE("exactly the limit is fine") {
+    auto h = header_bytes(4, 1000);
+    CHECK(parse_header(h.data(), 1000).size == 1000);
+  }
+  SUBCASE("control limit") {
+    auto h = header_bytes(1, max_control_frame + 1);
+    CHECK_THROWS_AS(parse_header(h.data(), max_control_frame), ProtocolError);
+  }
+  SUBCASE("u64 max") {
+    auto h = header_bytes(3, ~std::uint64_t{0});
+    CHECK_THROWS_AS(parse_header(h.data(), default_max_frame), ProtocolError);
+  }
+}
+
+TEST_CASE("Protocol.write_header.round_trips") {
+  const std::uint64_t sizes[] = {0, 1, 0xFFFF, 0x1'0000'0000ull, default_max_frame};
+  for (std::uint8_t t = 1; t <= max_frame_type; ++t) {
+    for (std::uint64_t size : sizes) {
+      for (std::uint8_t flags : {std::uint8_t{0}, std::uint8_t{1}, std::uint8_t{0xFF}}) {
+        CAPTURE(int{t});
+        CAPTURE(size);
+        CAPTURE(int{flags});
+        auto h = header_bytes(t, size, flags);
+        auto parsed = parse_header(h.data(), ~std::uint64_t{0});
+        CHECK(static_cast<std::uint8_t>(parsed.type) == t);
+        CHECK(parsed.size == size);
+        CHECK(parsed.flags == flags);
+        std::uint64_t raw = 0;
+        std::memcpy(&raw, h.data() + 8, 8);
+        CHECK(raw == size);
+      }
+    }
+  }
+}
+
+// ---- body reader -----------------------------------------------------------------------------
+
+TEST_CASE("Protocol.BodyReader.reads_fields_in_order") {
+  Buffer b;
+  BodyWriter(b).u8(0xAB).u32(0xDEADBEEF).u64(0x0123456789ABCDEFull).str("hello").str("");
+  CHECK(b.size() == 1 + 4 + 8 + 4 + 5 + 4);
+  BodyReader r(b.view());
+  CHECK(r.u8() == 0xAB);
+  CHECK(r.u32() == 0xDEADBEEF);
+  CHECK(r.u64() == 0x0123456789ABCDEFull);
+  CHECK(r.str() == "hello");
+  CHECK(r.str().empty());
+  CHECK(r.rest().empty());
+  CHECK_NOTHROW(r.expect_end());
+}
+
+TEST_CASE("Protocol.BodyReader.truncation_throws") {
+  SUBCASE("u8 of nothing") {
+    BodyReader r(std::string_view{});
+    CHECK_THROWS_WITH_AS(r.u8(), doctest::Contains("truncated frame body"), ProtocolError);
+  }
+  SUBCASE("u32 of 3 bytes") {
+    std::string s(3, '\x01');
+    BodyReader r(s);
+    CHECK_THROWS_WITH_AS(r.u32(), doctest::Contains("need 4 bytes at offset 0 of 3"), ProtocolError);
+  }
+  SUBCASE("u64 of 7 bytes") {
+    std::string s(7, '\x01');
+    BodyReader r(s);
+    CHECK_THROWS_AS(r.u64(), ProtocolError);
+  }
+  SUBCASE("u64 after a u8 leaves 7") {
+    std::string s(8, '\x01');
+    BodyReader r(s);
+    CHECK(r.u8() == 1);
+    CHECK_THROWS_WITH_AS(r.u64(), doctest::Contains("need 8 bytes at offset 1 of 8"), ProtocolError);
+  }
+  SUBCASE("str length larger than the rest") {
+    Buffer b;
+    BodyWriter(b).u32(10);
+    b.append("abc", 3);
+    BodyReader r(b.view());
+    CHECK_THROWS_WITH_AS(r.str(), doctest::Contains("need 10 bytes at offset 4 of 7"), ProtocolError);
+  }
+  SUBCASE("str length u32 max") {
+    Buffer b;
+    BodyWriter(b).u32(0xFFFFFFFFu).u64(0);
+    BodyReader r(b.view());
+    CHECK_THROWS_AS(r.str(), ProtocolError);
+  }
+  SUBCASE("str length prefix itself truncated") {
+    std::string s = bytes_of({5, 0});
+    BodyReader r(s);
+    CHECK_THROWS_AS(r.str(), ProtocolError);
+  }
+}
+
+TEST_CASE("Protocol.BodyReader.expect_end_rejects_trailing_bytes") {
+  Buffer b;
+  BodyWriter(b).u32(7).u8(1).u8(2);
+  BodyReader r(b.view());
+  CHECK(r.u32() == 7);
+  CHECK_THROWS_WITH_AS(r.expect_end(), doctest::Contains("2 unexpected trailing bytes"),
+                       ProtocolError);
+  CHECK(r.rest().size() == 2);
+  CHECK(r.u8() == 1);
+  CHECK_THROWS_AS(r.expect_end(), ProtocolError);
+  CHECK(r.u8() == 2);
+  CHECK_NOTHROW(r.expect_end());
+}
+
+// ---- message bodies --------------------------------------------------------------------------
+
+TEST_CASE("Protocol.hello.round_trips") {
+  Hello h;
+  h.protocol = version;
+  h.abi = 42;
+  h.pid = -17;  // negative values survive the u32 on the wire
+  h.ferry_version = "0.1.0-test";
+  auto [head, body] = split_frame(encode_hello(h));
+  CHECK(head.type == FrameType::hello);
+  Hello d = decode_hello(body);
+  CHECK(d.protocol == version);
+  CHECK(d.abi == 42);
+  CHECK(d.pid == -17);
+  CHECK(d.ferry_version == "0.1.0-test");
+
+  SUBCASE("trailing byte rejected") { CHECK_THROWS_AS(decode_hello(body + "x"), ProtocolError); }
+  SUBCASE("truncated rejected") {
+    CHECK_THROWS_AS(decode_hello(body.substr(0, body.size() - 1)), ProtocolError);
+  }
+}
+
+TEST_CASE("Protocol.define.round_trips") {
+  Define d;
+  d.ref = 9;
+  d.library = "/opt/plugins/libmath.so";
+  d.name = "math.square";
+  d.fingerprint = 0xFEEDFACECAFEBEEFull;
+  d.signature = "i32(i32)";
+  SUBCASE("plugin") { d.kind = RefKind::plugin; }
+  SUBCASE("main program") { d.kind = RefKind::main_program; }
+  auto [head, body] = split_frame(encode_define(d));
+  CHECK(head.type == FrameType::define);
+  Define got = decode_define(body);
+  CHECK(got.ref == 9);
+  CHECK(got.kind == d.kind);
+  CHECK(got.library == d.library);
+  CHECK(got.name == d.name);
+  CHECK(got.fingerprint == d.fingerprint);
+  CHECK(got.signature == d.signature);
+}
+
+TEST_CASE("Protocol.define.rejects_bad_ref_kind") {
+  Define d;
+  d.ref = 1;
+  d.library = "lib";
+  d.name = "n";
+  auto [head, body] = split_frame(encode_define(d));
+  body[4] = 2;  // the kind byte follows the u32 ref
+  CHECK_THROWS_WITH_AS(decode_define(body), doctest::Contains("unknown task reference kind 2"),
+                       ProtocolError);
+  body[4] = static_cast<char>(0xFF);
+  CHECK_THROWS_AS(decode_define(body), ProtocolError);
+  body[4] = 1;
+  CHECK(decode_define(body).kind == RefKind::main_program);
+}
+
+TEST_CASE("Protocol.task_head.round_trips") {
+  TaskHead t;
+  t.call = 0x1122334455667788ull;
+  t.ref = 77;
+  t.items = 1000;
+  const std::string args = "argument bytes";
+  Buffer f = encode_task_head(t, args.size());
+  CHECK(f.size() == header_size + task_head_size);
+  auto [head, body] = split_frame(f, args.size());
+  CHECK(head.type == FrameType::task);
+  CHECK(body.size() == task_head_size);
+  std::string full = body + args;
+  BodyReader r(full);
+  TaskHead got = decode_task_head(r);
+  CHECK(got.call == t.call);
+  CHECK(got.ref == 77);
+  CHECK(got.items == 1000);
+  CHECK(r.rest() == args);
+}
+
+TEST_CASE("Protocol.task_head.rejects_zero_items") {
+  Buffer b;
+  BodyWriter(b).u64(1).u32(2).u32(0);
+  BodyReader r(b.view());
+  CHECK_THROWS_WITH_AS(decode_task_head(r), doctest::Contains("zero items"), ProtocolError);
+}
+
+TEST_CASE("Protocol.task_head.rejects_truncated") {
+  Buffer b;
+  BodyWriter(b).u64(1).u32(2);
+  BodyReader r(b.view());
+  CHECK_THROWS_AS(decode_task_head(r), ProtocolError);
+}
+
+TEST_CASE("Protocol.result_head.round_trips") {
+  for (std::uint8_t s = 0; s <= max_result_status; ++s) {
+    CAPTURE(int{s});
+    ResultHead h;
+    h.call = 123456789012ull + s;
+    h.status = static_cast<ResultStatus>(s);
+    h.failed_item = 40 + s;
+    Buffer f = encode_result_head(h, 99);
+    CHECK(f.size() == header_size + result_head_size);
+    auto [head, body] = split_frame(f, 99);
+    CHECK(head.type == FrameType::result);
+    BodyReader r(body);
+    ResultHead got = decode_result_head(r);
+    CHECK(got.call == h.call);
+    CHECK(got.status == h.status);
+    CHECK(got.failed_item == h.failed_item);
+    CHECK_NOTHROW(r.expect_end());
+  }
+}
+
+TEST_CASE("Protocol.result_head.rejects_unknown_status") {
+  ResultHead h;
+  h.call = 5;
+  auto [head, body] = split_frame(encode_result_head(h, 0));
+  body[8] = static_cast<char>(max_result_status + 1);  // the status byte follows the u64 call
+  BodyReader r(body);
+  const std::string expected = "unknown result status " + std::to_string(max_result_status + 1);
+  CHECK_THROWS_WITH_AS(decode_result_head(r), doctest::Contains(expected.c_str()), ProtocolError);
+  body[8] = static_cast<char>(0xFF);
+  BodyReader r2(body);
+  CHECK_THROWS_AS(decode_result_head(r2), ProtocolError);
+}
+
+TEST_CASE("Protocol.error_body.round_trips") {
+  ErrorBody e;
+  e.type = "std::invalid_argument";
+  e.message = std::string("with a NUL\0inside", 17);
+  e.detail = "";
+  Buffer b = encode_error_body(e);
+  BodyReader r(b.view());
+  ErrorBody got = decode_error_body(r);
+  CHECK(got.type == e.type);
+  CHECK(got.message == e.message);
+  CHECK(got.message.size() == 17);
+  CHECK(got.detail.empty());
+
+  SUBCASE("after a result head, as the worker sends it") {
+    Buffer head = encode_result_head({7, ResultStatus::task_error, 3}, b.size());
+    auto [h, hb] = split_frame(head, b.size());
+    std::string full = hb + std::string(b.view());
+    BodyReader rr(full);
+    auto rh = decode_result_head(rr);
+    CHECK(rh.status == ResultStatus::task_error);
+    CHECK(rh.failed_item == 3);
+    CHECK(decode_error_body(rr).type == e.type);
+  }
+  SUBCASE("trailing bytes rejected") {
+    std::string more = std::string(b.view()) + "!";
+    BodyReader rr(more);
+    CHECK_THROWS_AS(decode_error_body(rr), ProtocolError);
+  }
+  SUBCASE("missing detail rejected") {
+    Buffer shorter;
+    BodyWriter(shorter).str("t").str("m");
+    BodyReader rr(shorter.view());
+    CHECK_THROWS_AS(decode_error_body(rr), ProtocolError);
+  }
+}
+
+TEST_CASE("Protocol.bye.round_trips") {
+  for (std::uint8_t v = 1; v <= max_bye_reason; ++v) {
+    CAPTURE(int{v});
+    auto [head, body] = split_frame(encode_bye(static_cast<ByeReason>(v)));
+    CHECK(head.type == FrameType::bye);
+    CHECK(body.size() == 1);
+    CHECK(decode_bye(body) == static_cast<ByeReason>(v));
+    CHECK(std::string(bye_reason_name(static_cast<ByeReason>(v))) != "unknown");
+  }
+  CHECK(std::string(bye_reason_name(ByeReason::max_tasks)) == "max tasks per child");
+}
+
+TEST_CASE("Protocol.bye.rejects_bad_reason") {
+  SUBCASE("0") {
+    CHECK_THROWS_WITH_AS(decode_bye(bytes_of({0})), doctest::Contains("unknown bye reason 0"),
+                         ProtocolError);
+  }
+  SUBCASE("5") {
+    CHECK_THROWS_WITH_AS(decode_bye(bytes_of({5})), doctest::Contains("unknown bye reason 5"),
+                         ProtocolError);
+  }
+  SUBCASE("empty") { CHECK_THROWS_AS(decode_bye(""), ProtocolError); }
+  SUBCASE("trailing byte") { CHECK_THROWS_AS(decode_bye(bytes_of({1, 0})), ProtocolError); }
+}
+
+TEST_CASE("Protocol.init.round_trips") {
+  for (std::uint32_t ref : {0u, 1u, 0xFFFFFFFFu}) {
+    auto [head, body] = split_frame(encode_init(ref));
+    CHECK(head.type == FrameType::init);
+    CHECK(body.size() == 4);
+    CHECK(decode_init(body) == ref);
+  }
+  CHECK_THROWS_AS(decode_init(bytes_of({1, 0, 0})), ProtocolError);
+  CHECK_THROWS_AS(decode_init(bytes_of({1, 0, 0, 0, 0})), ProtocolError);
+}
+
+TEST_CASE("Protocol.worker_exit_name.names_every_exit_code") {
+  CHECK(std::string(worker_exit_name(0)) == "clean exit");
+  CHECK(std::string(worker_exit_name(64)).find("bad command line") != std::string::npos);
+  CHECK(std::string(worker_exit_name(66)).find("protocol error") != std::string::npos);
+  CHECK(worker_exit_name(1) == nullptr);
+  CHECK(worker_exit_name(69) == nullptr);
+}
+
+// ---- regression corpus -----------------------------------------------------------------------
+// tests/data/frames/ holds malformed byte streams, one per file, named for what is wrong with them:
+// a truncated header, bad magic (including an ELF header), unknown types 0/8/255, reserved bits,
+// sizes of 2^64-1, 2^40 and just over 1 GiB, bodies shorter than announced (small and large), a
+// good frame followed by a bad one, random bytes. Add a file here for every bad stream found.
+
+namespace {
+
+struct Outcome {
+  bool threw = false;
+  std::size_t frames = 0;
+};
+
+/// Feeds `bytes` through a socketpair into a FrameReader with `limit`, reading to EOF.
+Outcome feed(const std::string& bytes, std::uint64_t limit) {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  Fd reader_end(sv[0]);
+  {
+    Fd writer_end(sv[1]);
+    REQUIRE(send_all(writer_end.get(), {bytes}));
+  }  // closed: the reader sees EOF after the bytes
+  FrameReader reader(limit);
+  Outcome out;
+  Frame f;
+  for (;;) {
+    try {
+      while (reader.next(f)) ++out.frames;
+    } catch (const ProtocolError&) {
+      out.threw = true;
+      return out;
+    }
+    ssize_t n = reader.fill(reader_end.get(), 0);
+    REQUIRE(n >= 0);
+    if (n == 0) return out;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Protocol.FrameReader.survives_malformed_frame_corpus") {
+  const fs::path dir = fs::path(FERRY_TEST_DATA_DIR) / "frames";
+  REQUIRE(fs::is_directory(dir));
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file()) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  REQUIRE(files.size() >= 5);
+  std::size_t threw = 0;
+  for (const auto& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (std::uint64_t limit : {max_control_frame, default_max_frame}) {
+      CAPTURE(file.filename().string());
+      CAPTURE(limit);
+      Outcome o = feed(bytes, limit);
+      CHECK((o.threw || o.frames == 0));
+      threw += o.threw ? 1 : 0;
+    }
+  }
+  // The corpus holds headers that must be rejected: some files do throw.
+  CHECK(threw > 0);
+}
+
+TEST_CASE("Protocol.FrameReader.corpus_expectations") {
+  const fs::path dir = fs::path(FERRY_TEST_DATA_DIR) / "frames";
+  auto read = [&](const char* name) {
+    std::ifstream in(dir / name, std::ios::binary);
+    REQUIRE(in);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  CHECK(feed(read("bad_magic.bin"), default_max_frame).threw);
+  CHECK(feed(read("huge_size.bin"), default_max_frame).threw);
+  CHECK(feed(read("size_2_pow_40.bin"), default_max_frame).threw);
+  CHECK(feed(read("size_just_over_1GiB.bin"), default_max_frame).threw);
+  CHECK(feed(read("reserved_bits.bin"), default_max_frame).threw);
+  CHECK(feed(read("unknown_type_0.bin"), default_max_frame).threw);
+  CHECK(feed(read("unknown_type_8.bin"), default_max_frame).threw);
+  CHECK(feed(read("truncated_large_body.bin"), max_control_frame).threw);
+  Outcome t = feed(read("truncated_header.bin"), default_max_frame);
+  CHECK_FALSE(t.threw);
+  CHECK(t.frames == 0);
+  Outcome tb = feed(read("truncated_large_body.bin"), default_max_frame);
+  CHECK_FALSE(tb.threw);
+  CHECK(tb.frames == 0);
+  Outcome g = feed(read("good_then_bad_magic.bin"), default_max_frame);
+  CHECK(g.threw);
+  CHECK(g.frames == 1);
+}

@@ -1,2 +1,360 @@
 // SPDX-License-Identifier: BSD-3-Clause
+// Signature texts and fingerprints, value encoding round trips, Buffer semantics, serializability.
 #include <doctest/doctest.h>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <ferry/detail/type_name.hpp>
+#include <ferry/serialization.hpp>
+
+#include "math.hpp"
+#include "support/fixture.hpp"
+
+namespace {
+
+using ferry::detail::Buffer;
+using ferry::detail::Signature;
+
+template <class R, class... Args>
+std::string sig() {
+  return std::string(Signature<R, Args...>::text.view());
+}
+
+template <class R, class... Args>
+std::uint64_t fp() {
+  return Signature<R, Args...>::fingerprint;
+}
+
+struct WithPointer {
+  int* p = nullptr;
+};
+struct NoDefaultConstructor {
+  explicit NoDefaultConstructor(int v) : value(v) {}
+  int value;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(value);
+  }
+};
+
+using StringIntMap = std::map<std::string, int>;
+using IntStringTuple = std::tuple<int, std::string>;
+
+template <class T>
+T sample();
+template <>
+int sample<int>() { return -123456789; }
+template <>
+std::string sample<std::string>() { return std::string("bytes \0 with a NUL and \xff", 25); }
+template <>
+std::vector<int> sample<std::vector<int>>() { return {1, -2, 3, 0x7fffffff, -0x7fffffff - 1}; }
+template <>
+StringIntMap sample<StringIntMap>() { return {{"one", 1}, {"", 0}, {"minus", -5}}; }
+template <>
+math::Vec2 sample<math::Vec2>() { return {1.5, -0.25}; }
+template <>
+IntStringTuple sample<IntStringTuple>() { return {42, "answer"}; }
+
+std::string to_string(const Buffer& b) { return std::string(b.view()); }
+
+}  // namespace
+
+TYPE_TO_STRING(StringIntMap);
+TYPE_TO_STRING(IntStringTuple);
+TYPE_TO_STRING(math::Vec2);
+TYPE_TO_STRING(std::vector<int>);
+TYPE_TO_STRING(std::string);
+
+// ---- signature texts -------------------------------------------------------------------------
+
+TEST_CASE("Serialization.signature.arithmetic_types") {
+  CHECK(sig<int, int>() == "i32(i32)");
+  CHECK(sig<int, int, int>() == "i32(i32,i32)");
+  CHECK(sig<long>() == "i64()");
+  CHECK(sig<long long>() == "i64()");
+  CHECK(sig<void, long, long long>() == "void(i64,i64)");
+  CHECK(sig<unsigned, unsigned char, signed char, char>() == "u32(u8,i8,char)");
+  CHECK(sig<std::size_t, short, unsigned short>() == "u64(i16,u16)");
+  CHECK(sig<double, float, bool>() == "f64(f32,bool)");
+  CHECK(sig<std::int64_t, std::uint64_t>() == "i64(u64)");
+}
+
+TEST_CASE("Serialization.signature.parameters_are_decayed") {
+  CHECK(sig<double, const std::vector<double>&>() == "f64(vector<f64>)");
+  CHECK(sig<double, std::vector<double>>() == "f64(vector<f64>)");
+  CHECK(sig<const int, const int&, int&&, volatile int>() == "i32(i32,i32,i32)");
+  CHECK(sig<std::string, const std::string&>() == "string(string)");
+}
+
+TEST_CASE("Serialization.signature.standard_containers") {
+  CHECK(sig<std::string>() == "string()");
+  CHECK(sig<void, std::map<std::string, int>>() == "void(map<string,i32>)");
+  CHECK(sig<void, std::tuple<int, std::string, double>>() == "void(tuple<i32,string,f64>)");
+  CHECK(sig<void, std::tuple<>>() == "void(tuple<>)");
+  CHECK(sig<void, std::tuple<int>>() == "void(tuple<i32>)");
+  CHECK(sig<void, std::array<int, 3>>() == "void(array<i32,3>)");
+  CHECK(sig<void, std::array<double, 1024>>() == "void(array<f64,1024>)");
+  CHECK(sig<void, std::array<char, 0>>() == "void(array<char,0>)");
+  CHECK(sig<std::optional<int>>() == "optional<i32>()");
+  CHECK(sig<void, std::pair<int, bool>>() == "void(pair<i32,bool>)");
+  CHECK(sig<void, std::variant<int, std::string>>() == "void(variant<i32,string>)");
+  CHECK(sig<void>() == "void()");
+  CHECK(sig<std::vector<std::vector<int>>>() == "vector<vector<i32>>()");
+  CHECK(sig<std::map<int, std::vector<std::pair<long, float>>>>() ==
+        "map<i32,vector<pair<i64,f32>>>()");
+}
+
+TEST_CASE("Serialization.signature.user_types_use_their_qualified_name") {
+  CHECK(sig<math::Vec2, math::Vec2, double>() == "math::Vec2(math::Vec2,f64)");
+  CHECK(sig<std::vector<math::Vec2>>() == "vector<math::Vec2>()");
+}
+
+TEST_CASE("Serialization.signature.of_a_plugin_function") {
+  using ferry::detail::FunctionTraits;
+  CHECK(FunctionTraits<decltype(&square)>::signature.view() == "i32(i32)");
+  CHECK(FunctionTraits<decltype(&add)>::signature.view() == "i32(i32,i32)");
+  CHECK(FunctionTraits<decltype(&sum)>::signature.view() == "f64(vector<f64>)");
+  CHECK(FunctionTraits<decltype(&greet)>::signature.view() == "string(string)");
+  CHECK(FunctionTraits<decltype(&noop)>::signature.view() == "void()");
+  CHECK(FunctionTraits<decltype(&sum)>::arity == 1);
+}
+
+TEST_CASE("Serialization.fingerprint.equal_for_equal_wire_types") {
+  CHECK(fp<long, long>() == fp<long long, long long>());
+  CHECK(fp<double, const std::vector<double>&>() == fp<double, std::vector<double>>());
+  CHECK(fp<int, int>() == ferry::detail::fnv1a("i32(i32)"));
+}
+
+TEST_CASE("Serialization.fingerprint.differs_for_different_signatures") {
+  CHECK(fp<int, int>() != fp<long, int>());
+  CHECK(fp<int, int>() != fp<int, int, int>());
+  CHECK(fp<int, int>() != fp<unsigned, int>());
+  CHECK(fp<int, float>() != fp<int, double>());
+  CHECK(fp<void, std::vector<int>>() != fp<void, std::vector<long>>());
+  CHECK(fp<void, int, std::string>() != fp<void, std::string, int>());
+}
+
+TEST_CASE("Serialization.fingerprint.is_fnv1a_64") {
+  // Published FNV-1a test vectors: the fingerprint is stable across compilers and runs.
+  CHECK(ferry::detail::fnv1a("") == 0xcbf29ce484222325ull);
+  CHECK(ferry::detail::fnv1a("a") == 0xaf63dc4c8601ec8cull);
+  CHECK(ferry::detail::fnv1a("foobar") == 0x85944171f73967e8ull);
+}
+
+// ---- encode / decode -------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("Serialization.encode_decode.round_trips", T, int, std::string, std::vector<int>,
+                   StringIntMap, math::Vec2, IntStringTuple) {
+  const T value = sample<T>();
+  Buffer b;
+  ferry::detail::encode_values(b, value);
+  CHECK_FALSE(b.empty());
+  CHECK(ferry::detail::decode_value<T>(b.view()) == value);
+
+  SUBCASE("appends after existing bytes") {
+    Buffer prefixed;
+    prefixed.append("xyz", 3);
+    ferry::detail::encode_values(prefixed, value);
+    CHECK(prefixed.size() == b.size() + 3);
+    CHECK(ferry::detail::decode_value<T>(prefixed.view().substr(3)) == value);
+  }
+  SUBCASE("trailing bytes are refused") {
+    b.append("!", 1);
+    CHECK_THROWS_AS(ferry::detail::decode_value<T>(b.view()), cereal::Exception);
+  }
+  SUBCASE("every truncation is refused") {
+    for (std::size_t n = 0; n < b.size(); ++n) {
+      CAPTURE(n);
+      CHECK_THROWS_AS(ferry::detail::decode_value<T>(b.view().substr(0, n)), cereal::Exception);
+    }
+  }
+}
+
+TEST_CASE("Serialization.encode_values.writes_values_in_sequence") {
+  Buffer b;
+  ferry::detail::encode_values(b, 7, std::string("seven"), 7.5);
+  // Binary archive layout: a 4-byte int, a u64 length and the characters, an 8-byte double.
+  REQUIRE(b.size() == 4 + 8 + 5 + 8);
+  std::int32_t i = 0;
+  std::memcpy(&i, b.data(), 4);
+  CHECK(i == 7);
+  std::uint64_t len = 0;
+  std::memcpy(&len, b.data() + 4, 8);
+  CHECK(len == 5);
+  CHECK(b.view().substr(12, 5) == "seven");
+  CHECK(ferry::detail::decode_value<std::tuple<int, std::string, double>>(b.view()) ==
+        std::make_tuple(7, std::string("seven"), 7.5));
+}
+
+TEST_CASE("Serialization.decode_value.refuses_bad_bytes") {
+  SUBCASE("trailing bytes") {
+    Buffer b;
+    ferry::detail::encode_values(b, 1, 2);
+    CHECK_THROWS_WITH_AS(ferry::detail::decode_value<int>(b.view()),
+                         doctest::Contains("trailing bytes"), cereal::Exception);
+  }
+  SUBCASE("truncated int") {
+    CHECK_THROWS_AS(ferry::detail::decode_value<int>(std::string_view("\x01\x02", 2)),
+                    cereal::Exception);
+  }
+  SUBCASE("empty input") {
+    CHECK_THROWS_AS(ferry::detail::decode_value<std::string>(std::string_view()),
+                    cereal::Exception);
+  }
+  SUBCASE("string shorter than its length") {
+    Buffer b;
+    ferry::detail::encode_values(b, std::string("hello world"));
+    CHECK_THROWS_AS(ferry::detail::decode_value<std::string>(b.view().substr(0, b.size() - 3)),
+                    cereal::Exception);
+  }
+  SUBCASE("absurd vector length") {
+    Buffer b;
+    ferry::detail::encode_values(b, std::uint64_t{1} << 62);
+    CHECK_THROWS(ferry::detail::decode_value<std::vector<int>>(b.view()));
+  }
+}
+
+// ---- Buffer ----------------------------------------------------------------------------------
+
+TEST_CASE("Serialization.Buffer.copy_is_deep") {
+  Buffer a;
+  a.append("hello", 5);
+  Buffer b(a);
+  CHECK(to_string(b) == "hello");
+  CHECK(b.data() != a.data());
+  b.data()[0] = 'j';
+  CHECK(to_string(a) == "hello");
+  CHECK(to_string(b) == "jello");
+
+  Buffer c;
+  c.append("a much longer previous content", 30);
+  c = a;
+  CHECK(to_string(c) == "hello");
+  const Buffer& alias = c;
+  c = alias;  // self copy-assign keeps the bytes
+  CHECK(to_string(c) == "hello");
+
+  Buffer empty, copy(empty);
+  CHECK(copy.empty());
+  CHECK(copy.size() == 0);
+}
+
+TEST_CASE("Serialization.Buffer.move_leaves_source_empty") {
+  Buffer a;
+  a.append("payload", 7);
+  const char* storage = a.data();
+  Buffer b(std::move(a));
+  CHECK(to_string(b) == "payload");
+  CHECK(b.data() == storage);  // no copy
+  CHECK(a.empty());
+  CHECK(a.capacity() == 0);
+  CHECK(a.data() == nullptr);
+
+  Buffer c;
+  c.append("old", 3);
+  c = std::move(b);
+  CHECK(to_string(c) == "payload");
+  CHECK(c.data() == storage);
+  CHECK(b.empty());
+  CHECK(b.capacity() == 0);
+
+  // A moved-from buffer is usable again.
+  b.append("again", 5);
+  CHECK(to_string(b) == "again");
+}
+
+TEST_CASE("Serialization.Buffer.append_and_growth") {
+  Buffer b;
+  CHECK(b.empty());
+  CHECK(b.capacity() == 0);
+  b.append("", 0);
+  CHECK(b.capacity() == 0);
+  std::string expected;
+  for (int i = 0; i < 1000; ++i) {
+    std::string piece = std::to_string(i) + ",";
+    b.append(piece.data(), piece.size());
+    expected += piece;
+  }
+  CHECK(to_string(b) == expected);
+  CHECK(b.capacity() >= b.size());
+  b.clear();
+  CHECK(b.empty());
+  CHECK(b.capacity() > 0);  // clear keeps the storage
+}
+
+TEST_CASE("Serialization.Buffer.consume_removes_the_front") {
+  Buffer b;
+  b.append("0123456789", 10);
+  b.consume(0);
+  CHECK(to_string(b) == "0123456789");
+  b.consume(3);
+  CHECK(to_string(b) == "3456789");
+  b.consume(6);
+  CHECK(to_string(b) == "9");
+  b.consume(1);
+  CHECK(b.empty());
+  b.append("abc", 3);
+  b.consume(100);
+  CHECK(b.empty());
+}
+
+TEST_CASE("Serialization.Buffer.resize_and_reserve") {
+  Buffer b(10);
+  CHECK(b.size() == 10);
+  std::memcpy(b.data(), "abcdefghij", 10);
+  b.resize(4);
+  CHECK(to_string(b) == "abcd");
+  b.resize(100000);
+  CHECK(b.size() == 100000);
+  CHECK(b.view().substr(0, 4) == "abcd");  // growing keeps the content
+  b.reserve(10);
+  CHECK(b.capacity() >= 100000);
+  b.resize(2);
+  b.shrink_to(1024);
+  CHECK(b.capacity() <= 1024);
+  CHECK(to_string(b) == "ab");
+  b.resize(2000);
+  b.shrink_to(1024);  // size above the limit: nothing is dropped
+  CHECK(b.size() == 2000);
+  CHECK(b.view().substr(0, 2) == "ab");
+}
+
+TEST_CASE("Serialization.MemoryReader.reads_in_place") {
+  const std::string bytes = "in place";
+  ferry::detail::MemoryReader r(bytes.data(), bytes.size());
+  CHECK(r.remaining() == 8);
+  char out[3];
+  CHECK(r.sgetn(out, 3) == 3);
+  CHECK(std::string(out, 3) == "in ");
+  CHECK(r.consumed() == 3);
+  CHECK(r.remaining() == 5);
+}
+
+// ---- is_serializable_v ------------------------------------------------------------------------
+
+TEST_CASE("Serialization.is_serializable.accepts_travelling_types") {
+  CHECK(ferry::is_serializable_v<int>);
+  CHECK(ferry::is_serializable_v<std::string>);
+  CHECK(ferry::is_serializable_v<const std::string&>);
+  CHECK(ferry::is_serializable_v<std::vector<int>>);
+  CHECK(ferry::is_serializable_v<StringIntMap>);
+  CHECK(ferry::is_serializable_v<math::Vec2>);
+  CHECK(ferry::is_serializable_v<IntStringTuple>);
+  CHECK(ferry::is_serializable_v<std::optional<std::vector<math::Vec2>>>);
+  CHECK(ferry::is_serializable_v<void>);
+}
+
+TEST_CASE("Serialization.is_serializable.refuses_other_types") {
+  CHECK_FALSE(ferry::is_serializable_v<WithPointer>);
+  CHECK_FALSE(ferry::is_serializable_v<NoDefaultConstructor>);
+}

@@ -83,33 +83,37 @@ void FrameReader::trim() {
 }
 
 bool send_all(int fd, std::initializer_list<std::string_view> pieces) {
-  iovec iov[8];
-  std::size_t count = 0;
-  for (auto p : pieces) {
-    if (p.empty()) continue;
-    iov[count].iov_base = const_cast<char*>(p.data());  // NOLINT: sendmsg does not write
-    iov[count].iov_len = p.size();
-    ++count;
-  }
-  iovec* first = iov;
-  while (count > 0) {
-    msghdr msg{};
-    msg.msg_iov = first;
-    msg.msg_iovlen = count;
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
+  constexpr std::size_t max_iov = 8;
+  // Batches of at most max_iov pieces (any number may be passed), each sent completely in order.
+  for (auto next = pieces.begin(); next != pieces.end();) {
+    iovec iov[max_iov];
+    std::size_t count = 0;
+    for (; next != pieces.end() && count < max_iov; ++next) {
+      if (next->empty()) continue;
+      iov[count].iov_base = const_cast<char*>(next->data());  // NOLINT: sendmsg does not write
+      iov[count].iov_len = next->size();
+      ++count;
     }
-    auto left = static_cast<std::size_t>(n);
-    while (count > 0 && left >= first->iov_len) {
-      left -= first->iov_len;
-      ++first;
-      --count;
-    }
-    if (count > 0) {
-      first->iov_base = static_cast<char*>(first->iov_base) + left;
-      first->iov_len -= left;
+    iovec* first = iov;
+    while (count > 0) {
+      msghdr msg{};
+      msg.msg_iov = first;
+      msg.msg_iovlen = count;
+      ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return false;
+      }
+      auto left = static_cast<std::size_t>(n);
+      while (count > 0 && left >= first->iov_len) {
+        left -= first->iov_len;
+        ++first;
+        --count;
+      }
+      if (count > 0) {
+        first->iov_base = static_cast<char*>(first->iov_base) + left;
+        first->iov_len -= left;
+      }
     }
   }
   return true;

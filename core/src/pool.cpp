@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -269,7 +270,10 @@ void Pool::send_locked(Worker& w, const std::shared_ptr<Call>& call) {
   w.outbox.push(protocol::encode_task_head({call->id, ref, call->items}, call->args.size()));
   w.outbox.push_view(call->args.view(), call);
   call->worker = &w;
-  if (w.in_flight.empty()) call->started = Clock::now();
+  if (w.in_flight.empty()) {
+    call->started = Clock::now();
+    if (call->deadline.count() > 0) wake();
+  }
   w.in_flight.push_back(call);
 }
 
@@ -424,7 +428,13 @@ void Pool::handle_result(Worker& w, Frame& f, Completions& done) {
   double us = std::chrono::duration<double, std::micro>(now - began).count();
   service_ema_us_ = 0.8 * service_ema_us_ + 0.2 * us;
   w.last_result = now;
-  if (!w.in_flight.empty()) w.in_flight.front()->started = now;
+  if (!w.in_flight.empty()) {
+    auto& next = w.in_flight.front();
+    next->started = now;
+    if (next->deadline.count() > 0) wake();  // the manager times the running call
+  } else if (w.retiring) {
+    wake();  // the manager tells it to exit now that it is idle
+  }
   finish_locked(call, done);
   if (head.status == ResultStatus::ok) {
     // The state takes the frame's own buffer: result bytes are never copied on the host.
@@ -532,7 +542,10 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
     if (!alive) break;
     auto now = Clock::now();
     if (deadline && now >= *deadline) break;
-    if (now < spin_until) continue;
+    if (now < spin_until) {
+      ::sched_yield();  // the worker may share this vCPU: let it run
+      continue;
+    }
     pollfd p[2] = {{w->sock.get(), POLLIN, 0}, {w->pidfd.get(), POLLIN, 0}};
     int timeout = -1;
     if (deadline)

@@ -31,7 +31,10 @@ unsigned v2_limit(const fs::path& file) {
   long long period = 0;
   if (!(in >> quota >> period) || quota == "max") return 0;
   try {
-    return quota_to_cpus(std::stoll(quota), period);
+    std::size_t used = 0;
+    long long q = std::stoll(quota, &used);
+    if (used != quota.size()) return 0;  // "15x0000" is malformed, not a quota of 15
+    return quota_to_cpus(q, period);
   } catch (...) {
     return 0;  // malformed (loky #478): no limit from this file
   }
@@ -67,7 +70,7 @@ unsigned cgroup_cpu_limit(const fs::path& root, const fs::path& proc_self_cgroup
         dir /= part;
         take(v2_limit(dir / "cpu.max"));
       }
-    } else if (controllers.find("cpu") != std::string::npos) {
+    } else if (("," + controllers + ",").find(",cpu,") != std::string::npos) {
       for (const char* mount : {"cpu,cpuacct", "cpu", "cpuacct,cpu"}) {
         fs::path dir = root / mount / rel;
         long long quota = read_number(dir / "cpu.cfs_quota_us");

@@ -7,6 +7,7 @@
 #include "worker_main.hpp"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -133,6 +134,9 @@ class WorkerLoop {
             break;
           }
           if (std::chrono::steady_clock::now() >= spin_until) break;
+          // When the host shares our vCPU, spinning would starve the very thread that is about
+          // to send the next task: yield (a no-op when nothing else wants this vCPU).
+          ::sched_yield();
         }
       }
       if (would_block) {
