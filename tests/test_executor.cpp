@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Executor: submission by function, by name and by TaskRef; sizes; shutdown; the worker binary.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <numeric>
@@ -269,4 +271,67 @@ TEST_CASE("Executor.idle_timeout_workers_exit_and_come_back") {
   CHECK(support::wait_until([&] { return ex.worker_pids().empty(); }));
   CHECK(support::wait_until([] { return support::children().empty(); }));
   CHECK(ex.submit(square, 4).get() == 16);
+}
+
+namespace {
+/// Starts the test host with `mode`; returns its pid, its stdin's write end, and its workers.
+struct HostProcess {
+  pid_t pid = -1;
+  int stdin_fd = -1;
+  std::vector<int> workers;
+
+  explicit HostProcess(const char* mode) {
+    int in[2], out[2];
+    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::execl(FERRY_TEST_HOST, FERRY_TEST_HOST, FERRY_TEST_WORKER, FERRY_TEST_PLUGIN_DIR, mode,
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    stdin_fd = in[1];
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+    ::close(out[0]);
+    std::istringstream is(line);
+    int w;
+    while (is >> w) workers.push_back(w);
+  }
+  ~HostProcess() {
+    if (stdin_fd >= 0) ::close(stdin_fd);
+  }
+};
+}  // namespace
+
+TEST_CASE("Executor.workers_die_with_a_killed_host") {
+  HostProcess host("wait");
+  REQUIRE(host.workers.size() == 2);
+  for (int w : host.workers) REQUIRE(support::alive(w));
+  ::kill(host.pid, SIGKILL);
+  int status = 0;
+  REQUIRE(::waitpid(host.pid, &status, 0) == host.pid);
+  CHECK(support::wait_until(
+      [&] {
+        for (int w : host.workers)
+          if (support::alive(w)) return false;
+        return true;
+      },
+      2000ms));
+}
+
+TEST_CASE("Executor.static_executor_finishes_work_at_exit") {
+  HostProcess host("exit-busy");
+  REQUIRE(host.workers.size() == 2);
+  int status = 0;
+  REQUIRE(::waitpid(host.pid, &status, 0) == host.pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  for (int w : host.workers) CHECK_FALSE(support::alive(w));
 }

@@ -594,3 +594,19 @@ TEST_CASE("PluginIndex.find.is_thread_safe") {
   CHECK(ok == 200);
   CHECK(misses == 200);
 }
+
+// ---- Boost.DLL's view of the records --------------------------------------------------------
+
+#include <boost/dll/library_info.hpp>
+
+TEST_CASE("PluginIndex.records_are_listed_by_boost_dll_library_info") {
+  // Without loading the library: the tasks are Boost.DLL-visible symbols of section ferry_tasks.
+  boost::dll::library_info info(FERRY_TEST_MATH_PLUGIN);
+  auto sections = info.sections();
+  CHECK(std::find(sections.begin(), sections.end(), "ferry_tasks") != sections.end());
+  auto symbols = info.symbols("ferry_tasks");
+  for (const char* s : {"ferry_task:square", "ferry_task:math.square", "ferry_task:add", "ferry_task:sum"})
+    CHECK(std::find(symbols.begin(), symbols.end(), s) != symbols.end());
+  auto manifest = ferry::PluginIndex::read_manifest(FERRY_TEST_MATH_PLUGIN);
+  CHECK(symbols.size() == manifest.size());
+}

@@ -238,10 +238,10 @@ template <class T>
 WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::all_completed,
                  std::optional<std::chrono::duration<double>> timeout = std::nullopt) {
   auto fs = detail::distinct(futures);
-  auto deadline =
-      timeout ? std::optional(detail::Clock::now() +
-                              std::chrono::ceil<detail::Clock::duration>(*timeout))
-              : std::nullopt;
+  const bool bounded = timeout.has_value();
+  const auto deadline =
+      bounded ? detail::Clock::now() + std::chrono::ceil<detail::Clock::duration>(*timeout)
+              : detail::Clock::time_point{};
   auto satisfied = [&] {
     std::size_t ready = 0;
     for (const auto& f : fs) {
@@ -256,8 +256,8 @@ WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::al
     auto n = detail::watch(fs);
     std::unique_lock lock(n->mu);
     while (!satisfied()) {
-      if (deadline) {
-        if (n->cv.wait_until(lock, *deadline) == std::cv_status::timeout && !satisfied()) break;
+      if (bounded) {
+        if (n->cv.wait_until(lock, deadline) == std::cv_status::timeout && !satisfied()) break;
       } else {
         n->cv.wait(lock);
       }
@@ -281,8 +281,10 @@ class AsCompleted {
   AsCompleted(const std::vector<Future<T>>& futures,
               std::optional<std::chrono::duration<double>> timeout)
       : futures_(detail::distinct(futures)), notifier_(detail::watch(futures_)) {
-    if (timeout)
+    if (timeout) {
+      bounded_ = true;
       deadline_ = detail::Clock::now() + std::chrono::ceil<detail::Clock::duration>(*timeout);
+    }
   }
 
   class iterator {
@@ -326,8 +328,8 @@ class AsCompleted {
     if (yielded_ == futures_.size()) return std::nullopt;
     std::unique_lock lock(notifier_->mu);
     while (notifier_->completed.empty()) {
-      if (deadline_) {
-        if (notifier_->cv.wait_until(lock, *deadline_) == std::cv_status::timeout &&
+      if (bounded_) {
+        if (notifier_->cv.wait_until(lock, deadline_) == std::cv_status::timeout &&
             notifier_->completed.empty())
           throw TimeoutError("as_completed: " + std::to_string(futures_.size() - yielded_) +
                              " of " + std::to_string(futures_.size()) +
@@ -344,7 +346,8 @@ class AsCompleted {
 
   std::vector<Future<T>> futures_;
   std::shared_ptr<detail::Notifier> notifier_;
-  std::optional<detail::Clock::time_point> deadline_;
+  bool bounded_ = false;
+  detail::Clock::time_point deadline_{};
   std::size_t yielded_ = 0;
 };
 
