@@ -37,7 +37,9 @@ std::string terminated_message(const std::string& task, int pid, int sig, int co
   } else if (code >= 0) {
     m += ": it exited with code " + std::to_string(code);
   }
-  if (oom) m += "; the kernel's OOM killer killed it (the cgroup's memory limit was reached)";
+  if (oom)
+    m += "; most likely by the kernel's OOM killer (an OOM kill was counted as it died): the "
+         "task needs more memory than the machine or its cgroup allows";
   if (!detail.empty()) m += " [" + detail + "]";
   return m;
 }

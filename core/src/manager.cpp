@@ -38,17 +38,42 @@ std::string describe_exit(const ExitStatus& st) {
 
 }  // namespace
 
-long cgroup_oom_kills() {
-  std::ifstream cg("/proc/self/cgroup");
-  std::string line, path;
-  while (std::getline(cg, line))
-    if (line.rfind("0::", 0) == 0) path = line.substr(3);
-  std::ifstream ev("/sys/fs/cgroup" + path + "/memory.events");
+namespace {
+long read_counter(const std::string& file, const std::string& name) {
+  std::ifstream in(file);
   std::string key;
   long value;
-  while (ev >> key >> value)
-    if (key == "oom_kill") return value;
+  while (in >> key >> value)
+    if (key == name) return value;
   return -1;
+}
+}  // namespace
+
+OomCounts OomCounts::read() {
+  OomCounts c;
+  std::ifstream cg("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(cg, line) && c.cgroup < 0) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
+    std::string path = line.substr(b + 1);
+    if (controllers == ",,") {  // cgroup v2, unified or hybrid mount
+      for (const char* root : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}) {
+        c.cgroup = read_counter(root + path + "/memory.events", "oom_kill");
+        if (c.cgroup >= 0) break;
+      }
+    } else if (controllers.find(",memory,") != std::string::npos) {  // cgroup v1
+      c.cgroup = read_counter("/sys/fs/cgroup/memory" + path + "/memory.oom_control", "oom_kill");
+    }
+  }
+  c.system = read_counter("/proc/vmstat", "oom_kill");
+  return c;
+}
+
+bool OomCounts::grew_since(const OomCounts& before) const {
+  return (cgroup >= 0 && before.cgroup >= 0 && cgroup > before.cgroup) ||
+         (system >= 0 && before.system >= 0 && system > before.system);
 }
 
 void Pool::start() {
@@ -127,7 +152,7 @@ void Pool::on_exit(const std::shared_ptr<Worker>& w) {
   complete(done);
   ExitStatus st;
   if (!try_reap(w->pid, st)) st = reap(w->pid);  // pidfd readable: it has exited
-  long ooms = cgroup_oom_kills();
+  OomCounts ooms = OomCounts::read();
   {
   std::lock_guard lock(mu_);
   w->dead = true;
@@ -158,7 +183,7 @@ void Pool::on_exit(const std::shared_ptr<Worker>& w) {
       requeue(0);
     } else {
       if (!error) {
-        bool oom = st.signal == SIGKILL && ooms > oom_kills_seen_;
+        bool oom = st.signal == SIGKILL && ooms.grew_since(oom_seen_);
         error = std::make_exception_ptr(TerminatedWorkerError(
             running->ref->display, w->pid, st.signal, st.exit_code, oom,
             "worker " + std::to_string(w->pid) + " ended with " + describe_exit(st)));
@@ -168,7 +193,7 @@ void Pool::on_exit(const std::shared_ptr<Worker>& w) {
       done.back().error = error;
     }
   }
-  if (ooms >= 0) oom_kills_seen_ = ooms;
+  oom_seen_ = ooms;
   w->in_flight.clear();
   w->outbox.clear();
   workers_.erase(w->serial);
@@ -373,8 +398,12 @@ void Pool::spawn_one(Completions& done) {
     w->outbox.push(Buffer(initializer_->frame));
     w->outbox.push(protocol::encode_init(ref));
   }
+  // The pool may have been resized while this worker was being spawned: a
+  // worker beyond the size is retired at once instead of being counted.
+  if (active_locked() >= max_workers_) w->retiring = true;
   workers_.emplace(w->serial, w);
   flush_locked(*w);
+  if (w->retiring) wake();
 }
 
 // ---- public control ----------------------------------------------------------------------------

@@ -98,6 +98,7 @@ Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
   worker_env_ = merged_environment(env);
   max_frame_ = env_number("FERRY_MAX_FRAME_BYTES", protocol::default_max_frame);
   worker_spin_ = std::chrono::microseconds(env_number("FERRY_WORKER_SPIN_US", 50));
+  forced_depth_ = env_number("FERRY_PIPELINE_DEPTH", 0);
 
   epoll_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
   wake_fd_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -107,7 +108,7 @@ Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
   ev.data.u64 = 0;
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
 
-  oom_kills_seen_ = cgroup_oom_kills();
+  oom_seen_ = OomCounts::read();
   index_ = std::make_unique<PluginIndex>(PluginIndex::search_path(options_.plugin_dirs),
                                          PluginIndexOptions{options_.allow_unsafe_plugins});
   if (!options_.initializer.empty()) {
@@ -224,8 +225,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
 }
 
 std::size_t Pool::depth_locked() const {
-  static const std::uint64_t forced = env_number("FERRY_PIPELINE_DEPTH", 0);
-  if (forced) return forced;
+  if (forced_depth_) return forced_depth_;
   // Short calls: keep several queued in the worker so it never waits for the next one. Long
   // calls: one at a time, so that no call waits behind another while a worker idles.
   if (service_ema_us_ < 200) return 8;

@@ -103,6 +103,16 @@ struct Worker {
   Clock::time_point last_result{};
 };
 
+/// OOM-kill counters: of this process's memory cgroup (v2 memory.events or v1
+/// memory.oom_control) and of the whole system (/proc/vmstat); -1 when unknown.
+struct OomCounts {
+  long cgroup = -1;
+  long system = -1;
+  static OomCounts read();
+  /// True when a counter known in both grew: a SIGKILL in between was most likely the OOM killer.
+  bool grew_since(const OomCounts& before) const;
+};
+
 /// A completed state and what completes it; run with no lock held.
 struct Completion {
   std::shared_ptr<StateBase> state;
@@ -182,6 +192,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::vector<std::string> worker_env_;
   std::uint64_t max_frame_;
   std::chrono::microseconds worker_spin_;
+  std::size_t forced_depth_ = 0;  // FERRY_PIPELINE_DEPTH
 
   Fd epoll_;
   Fd wake_fd_;
@@ -207,8 +218,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::string last_spawn_error_;
   std::exception_ptr broken_;
   std::exception_ptr spawn_error_;  // workers cannot be started; cleared by the next submit
-  double service_ema_us_ = 5000.0;  // unknown at first: assume long calls, one at a time
-  long oom_kills_seen_ = -1;  // recent per-call service time, sizes the pipeline
+  // Recent per-call service time, which sizes the pipeline; unknown at first: assume long calls.
+  double service_ema_us_ = 5000.0;
+  OomCounts oom_seen_;
 
   std::mutex refs_mu_;
   std::map<std::tuple<int, std::string, std::string, std::uint64_t>, std::shared_ptr<RefEntry>> refs_;
@@ -218,8 +230,6 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::unique_ptr<PluginIndex> index_;
 };
 
-/// Count of OOM kills in this process's cgroup (v2 memory.events), or -1 when unknown.
-long cgroup_oom_kills();
 
 /// FERRY_DEBUG=1: one line per event on stderr.
 void debug_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

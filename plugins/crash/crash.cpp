@@ -2,6 +2,7 @@
 // The crash plugin: every way a task can fail.
 #include "crash.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/types.h>
 
@@ -34,11 +35,16 @@ __attribute__((noinline)) int recurse(int depth) {
 }  // namespace
 int stack_overflow(int depth) { return recurse(depth); }
 
+namespace {
+// Kept reachable, so the compiler cannot drop the allocation nor the writes.
+std::vector<char*> leaked;
+}  // namespace
 int leak(int megabytes) {
   std::size_t n = static_cast<std::size_t>(megabytes) << 20;
-  char* p = static_cast<char*>(std::malloc(n));
+  auto* p = static_cast<char*>(std::malloc(n));
   if (!p) return 0;
   std::memset(p, 1, n);  // touch every page: resident, not just reserved
+  leaked.push_back(p);
   return megabytes;
 }
 
@@ -63,6 +69,38 @@ std::string getenv_task(const std::string& name) {
   return v ? v : "";
 }
 
+int corrupt_channel(int kind) {
+  unsigned char junk[64];
+  for (unsigned i = 0; i < sizeof junk; ++i) junk[i] = static_cast<unsigned char>(i * 37 + 11);
+  if (kind == 1 || kind == 2) {
+    // A well-formed header (magic 0xFE77, little endian) with a bad type or a huge size.
+    std::memset(junk, 0, 16);
+    junk[0] = 0x77;
+    junk[1] = 0xFE;
+    junk[2] = kind == 1 ? 4 : 200;  // result frame, or no such type
+    unsigned long long size = kind == 1 ? (1ull << 40) : 8;
+    std::memcpy(junk + 8, &size, 8);
+  }
+  ssize_t n = ::write(3, junk, sizeof junk);
+  return static_cast<int>(n);
+}
+
+int record_run(const std::string& path, int id) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("record_run: cannot open " + path);
+  std::string line = std::to_string(id) + "\n";
+  ssize_t n = ::write(fd, line.data(), line.size());
+  ::close(fd);
+  if (n != static_cast<ssize_t>(line.size())) throw std::runtime_error("record_run: short write");
+  return id;
+}
+
+int record_then_segfault(const std::string& path, int id) {
+  record_run(path, id);
+  std::raise(SIGSEGV);
+  return id;
+}
+
 namespace {
 std::atomic<int> flag{0};
 }
@@ -84,6 +122,9 @@ FERRY_TASK(spin_forever);
 FERRY_TASK(kill_pid);
 FERRY_TASK(kill_pids);
 FERRY_TASK(getenv_task);
+FERRY_TASK(corrupt_channel);
+FERRY_TASK(record_run);
+FERRY_TASK(record_then_segfault);
 FERRY_TASK(init_flag);
 FERRY_TASK(initialized);
 FERRY_TASK(init_throws);

@@ -84,6 +84,13 @@ FERRY_EXPORT int kill_pid(int pid, int sig);
 FERRY_EXPORT int kill_pids(const std::vector<int>& pids, int sig);
 /// The value of environment variable `name` in the worker ("" when unset).
 FERRY_EXPORT std::string getenv_task(const std::string& name);
+/// Writes bytes that are not a valid frame to the worker's own channel (fd 3): 0 = junk, 1 = a
+/// header announcing 2^40 bytes, 2 = a header of an unknown frame type. The host must kill it.
+FERRY_EXPORT int corrupt_channel(int kind);
+/// Appends "<id>\n" to the file at `path` (O_APPEND): shows how many times a task ran.
+FERRY_EXPORT int record_run(const std::string& path, int id);
+/// record_run, then a segfault: counts the attempts of a task that always crashes.
+FERRY_EXPORT int record_then_segfault(const std::string& path, int id);
 /// An initializer: sets a process-wide flag that `initialized` reports.
 FERRY_EXPORT void init_flag();
 FERRY_EXPORT int initialized();

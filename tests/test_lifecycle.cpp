@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Worker lifecycle: idle timeout, recycling, initializer, resize, deadlines, cancelling running
+// work, and many threads at once.
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <doctest/doctest.h>
+
+#include "crash.hpp"
+#include "math.hpp"
+#include "support/fixture.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+std::map<int, int> run_counts(const std::string& path) {
+  std::map<int, int> c;
+  std::ifstream in(path);
+  int id;
+  while (in >> id) ++c[id];
+  return c;
+}
+}  // namespace
+
+TEST_CASE("Lifecycle.idle_timeout_is_a_clean_exit") {
+  auto o = support::options(2);
+  o.idle_timeout = 50ms;
+  ferry::Executor ex(o);
+  for (int round = 0; round < 3; ++round) {
+    std::vector<ferry::Future<int>> fs;
+    for (int i = 0; i < 8; ++i) fs.push_back(ex.submit(square, i));
+    for (int i = 0; i < 8; ++i) CHECK(fs[i].get() == i * i);  // no TerminatedWorkerError
+    CHECK(support::wait_until([&] { return ex.worker_pids().empty(); }));
+    CHECK(support::wait_until([] { return support::children().empty(); }));
+  }
+}
+
+TEST_CASE("Lifecycle.memory_growth_recycles_after_the_task") {
+  auto o = support::options(1);
+  o.max_memory_growth = 48 << 20;
+  ferry::Executor ex(o);
+  std::set<int> pids;
+  for (int i = 0; i < 8; ++i) {
+    pids.insert(ex.submit(worker_pid).get());
+    CHECK(ex.submit(leak, 20).get() == 20);  // finishes, reports, then the worker is recycled
+  }
+  // 20 MiB per call over a 48 MiB allowance: a new worker every three calls or so.
+  CHECK(pids.size() >= 2);
+  CHECK(pids.size() <= 5);
+}
+
+TEST_CASE("Lifecycle.max_tasks_per_child") {
+  auto o = support::options(1);
+  o.max_tasks_per_child = 3;
+  ferry::Executor ex(o);
+  std::vector<int> pids;
+  for (int i = 0; i < 9; ++i) pids.push_back(ex.submit(worker_pid).get());
+  for (int i = 0; i < 9; ++i) CHECK(pids[i] == pids[i / 3 * 3]);
+  CHECK(std::set<int>(pids.begin(), pids.end()).size() == 3);
+}
+
+TEST_CASE("Lifecycle.initializer_runs_in_every_new_worker") {
+  auto o = support::options(2);
+  o.initializer = "init_flag";
+  ferry::Executor ex(o);
+  for (int i = 0; i < 6; ++i) CHECK(ex.submit(initialized).get() == 1);
+  // A replacement worker is initialised too.
+  CHECK_THROWS_AS(ex.submit(segfault, 0).get(), ferry::TerminatedWorkerError);
+  for (int i = 0; i < 6; ++i) CHECK(ex.submit(initialized).get() == 1);
+  // Without it, the flag is not set.
+  ferry::Executor plain(support::options(1));
+  CHECK(plain.submit(initialized).get() == 0);
+}
+
+TEST_CASE("Lifecycle.failing_initializer_breaks_the_pool_without_a_respawn_loop") {
+  auto o = support::options(2);
+  o.initializer = "init_throws";
+  ferry::Executor ex(o);
+  std::vector<ferry::Future<int>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(ex.submit(square, i));
+  for (auto& f : fs) {
+    CHECK(f.wait_for(10s));
+    CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("initializer refuses to run"),
+                         ferry::BrokenProcessPool);
+  }
+  CHECK(ex.is_broken());
+  CHECK_THROWS_AS(ex.submit(square, 1), ferry::BrokenProcessPool);
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+  // The reusable executor replaces a broken one.
+  auto reusable = ferry::get_reusable_executor(o);
+  reusable->submit(square, 1).wait();
+  auto fresh = ferry::get_reusable_executor(support::options(1));
+  CHECK(fresh != reusable);
+  CHECK(fresh->submit(square, 3).get() == 9);
+}
+
+TEST_CASE("Lifecycle.unknown_initializer_is_refused_at_construction") {
+  auto o = support::options(1);
+  o.initializer = "no_such_initializer";
+  CHECK_THROWS_AS(ferry::Executor{o}, ferry::PluginError);
+}
+
+TEST_CASE("Lifecycle.resize_loses_and_duplicates_nothing") {
+  support::TempDir dir;
+  std::string log = (dir.path / "runs").string();
+  ferry::Executor ex(support::options(2));
+  std::vector<ferry::Future<int>> fs;
+  for (int i = 0; i < 60; ++i) {
+    fs.push_back(ex.submit(record_run, log, i));
+    if (i == 10) ex.resize(4);
+    if (i == 25) ex.resize(1);
+    if (i == 40) ex.resize(3);
+  }
+  for (int i = 0; i < 60; ++i) CHECK(fs[i].get() == i);
+  auto counts = run_counts(log);
+  CHECK(counts.size() == 60);
+  for (auto [id, n] : counts) CHECK_MESSAGE(n == 1, "call " << id << " ran " << n << " times");
+  CHECK(support::wait_until([&] { return ex.worker_pids().size() == 3; }));
+}
+
+TEST_CASE("Lifecycle.deadline_kills_the_worker_with_TimeoutError") {
+  ferry::Executor ex(support::options(2));
+  REQUIRE(ex.warm_up(10s));
+  auto t0 = std::chrono::steady_clock::now();
+  auto f = ex.submit_with({.deadline = 200ms}, spin_forever, 1);
+  auto ok = ex.submit_with({.deadline = 5s}, square, 4);
+  CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("deadline"), ferry::TimeoutError);
+  auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took >= 200ms);
+  CHECK(took < 2s);
+  CHECK(ok.get() == 16);
+  CHECK(support::wait_until([&] { return ex.worker_pids().size() == 2; }));
+  CHECK(ex.submit(square, 5).get() == 25);
+}
+
+TEST_CASE("Lifecycle.deadline_counts_from_the_start_of_the_call") {
+  // Queued behind a 300 ms call on the only worker: a 200 ms deadline is not spent waiting.
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.warm_up(10s));
+  auto first = ex.submit(slow_identity, 1, 300);
+  auto second = ex.submit_with({.deadline = 200ms}, slow_identity, 2, 50);
+  CHECK(first.get() == 1);
+  CHECK(second.get() == 2);
+}
+
+TEST_CASE("Lifecycle.cancel_a_running_task_kills_its_worker") {
+  ferry::Executor ex(support::options(2));
+  REQUIRE(ex.warm_up(10s));
+  auto f = ex.submit(spin_forever, 1);
+  auto other = ex.submit(slow_identity, 3, 100);
+  CHECK_FALSE(f.cancel());  // running: not without kill_running
+  CHECK(f.cancel({.kill_running = true}));
+  CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("cancelled while running"), ferry::CancelledError);
+  CHECK(other.get() == 3);
+  CHECK(support::wait_until([&] { return ex.worker_pids().size() == 2; }));
+  CHECK(ex.submit(square, 2).get() == 4);
+}
+
+TEST_CASE("Lifecycle.callbacks_that_submit") {
+  // loky's test_submit_from_callback: chains of callbacks, each submitting the next step.
+  ferry::Executor ex(support::options(2));
+  std::atomic<int> steps{0};
+  std::promise<void> finished;
+  std::function<void(int)> step = [&](int left) {
+    if (left == 0) {
+      finished.set_value();
+      return;
+    }
+    ex.submit(square, left).then([&, left](int) {
+      ++steps;
+      step(left - 1);
+    });
+  };
+  step(100);
+  CHECK(finished.get_future().wait_for(20s) == std::future_status::ready);
+  CHECK(steps == 100);
+}
+
+TEST_CASE("Lifecycle.many_threads_submit_map_and_resize") {
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 10; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 5; ++round) {
+        auto ex = ferry::get_reusable_executor(support::options(1 + (t * 7 + round) % 4));
+        std::vector<int> in(40);
+        for (int i = 0; i < 40; ++i) in[i] = t * 1000 + round * 100 + i;
+        auto out = ex->map(square, in, {.chunksize = 7});
+        for (std::size_t i = 0; i < in.size(); ++i)
+          if (out[i] != in[i] * in[i]) ++wrong;
+        std::vector<ferry::Future<int>> fs;
+        for (int i = 0; i < 20; ++i) fs.push_back(ex->submit(add, t, i));
+        for (int i = 0; i < 20; ++i)
+          if (fs[i].get() != t + i) ++wrong;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(wrong == 0);
+}
