@@ -2,40 +2,54 @@
 # ferry: set-up, build and test in one command each (README quick start).
 #   make demo    install what is missing, build, run the seed sample
 #   make test    install what is missing, build, run the whole suite through ctest
-#   make bench   build ferry-bench and compare with loky (docs/benchmarks.md)
-# Variables: PRESET (default: default), JOBS (default: 2).
+#   make asan    the suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make tsan    the suite under ThreadSanitizer
+#   make fuzz    build the libFuzzer targets (clang) and run each for FUZZ_SECONDS
+#   make bench   ferry-bench beside loky; writes docs/benchmarks.md
+#   make ci      what .ci/run runs: test, asan, fuzz
+# Variables: PRESET (default: default), JOBS (default: 2), FUZZ_SECONDS (default: 60).
 
 PRESET ?= default
 JOBS ?= 2
+FUZZ_SECONDS ?= 60
 BUILD_DIR := build/$(PRESET)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages ferry builds and tests with.
 DEPS := cmake make g++ libboost-dev libcereal-dev libcli11-dev doctest-dev ccache
-MISSING = $(shell for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done)
-# Only `make bench` needs these: loky (vendored in joblib) for the side-by-side comparison.
+# Only `make fuzz` needs clang's libFuzzer; only `make bench` needs loky (vendored in joblib).
+FUZZ_DEPS := clang libclang-rt-14-dev
 BENCH_DEPS := python3-joblib
-BENCH_MISSING = $(shell for p in $(BENCH_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done)
 # The benchmark always uses the optimised preset, and Debian's Python (the one python3-joblib serves).
 BENCH_PRESET := default
 BENCH_PYTHON := /usr/bin/python3
 
-.PHONY: deps bench-deps configure build demo test bench clean
+# $(call install,packages): apt-get install those that are missing (idempotent; sudo when not root).
+define install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "Installed: $(1)"; fi
+endef
+
+# $(call suite,preset): configure, build and run the whole suite with that preset.
+define suite
+	cmake --preset $(1)
+	cmake --build --preset $(1) -j $(JOBS)
+	ctest --preset $(1) -j $(JOBS)
+endef
+
+.PHONY: deps fuzz-deps bench-deps configure build demo test asan tsan fuzz bench ci clean
 
 deps:
-	@missing="$(MISSING)"; \
-	if [ -n "$$missing" ]; then \
-	  echo "Installing: $$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "All dependencies are installed."; fi
+	$(call install,$(DEPS))
 
-bench-deps:
-	@missing="$(BENCH_MISSING)"; \
-	if [ -n "$$missing" ]; then \
-	  echo "Installing: $$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "All benchmark dependencies are installed."; fi
+fuzz-deps: deps
+	$(call install,$(FUZZ_DEPS))
+
+bench-deps: deps
+	$(call install,$(BENCH_DEPS))
 
 configure: deps
 	cmake --preset $(PRESET)
@@ -49,10 +63,33 @@ demo: build
 test: build
 	ctest --preset $(PRESET) -j $(JOBS)
 
-bench: deps bench-deps
+asan: deps
+	$(call suite,asan)
+
+tsan: deps
+	$(call suite,tsan)
+
+# Each fuzzer grows a scratch corpus in build/fuzz/corpus from the seeds in tests/data/fuzz/<target>
+# (plus the malformed-frame regression files and the built plugins); an input that crashes it is
+# saved as tests/data/fuzz/<target>/crash-*, where the test suite replays it from then on.
+fuzz: fuzz-deps
+	cmake --preset fuzz
+	cmake --build --preset fuzz -j $(JOBS) --target fuzz_frames fuzz_elf ferry_plugin_math ferry_plugin_crash
+	@rm -rf build/fuzz/seeds && mkdir -p build/fuzz/seeds/elf build/fuzz/corpus/frames build/fuzz/corpus/elf
+	@for f in build/fuzz/plugins/*.so; do strip --strip-all -o build/fuzz/seeds/elf/$$(basename $$f) $$f; done
+	build/fuzz/bin/fuzz_frames -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=1024 \
+	  -artifact_prefix=tests/data/fuzz/frames/crash- \
+	  build/fuzz/corpus/frames tests/data/fuzz/frames tests/data/frames
+	build/fuzz/bin/fuzz_elf -max_total_time=$(FUZZ_SECONDS) -max_len=131072 -rss_limit_mb=1024 \
+	  -artifact_prefix=tests/data/fuzz/elf/crash- \
+	  build/fuzz/corpus/elf tests/data/fuzz/elf build/fuzz/seeds/elf
+
+bench: bench-deps
 	cmake --preset $(BENCH_PRESET) -DFERRY_BUILD_BENCH=ON
 	cmake --build --preset $(BENCH_PRESET) -j $(JOBS) --target ferry_bench
 	$(BENCH_PYTHON) bench/compare.py build/$(BENCH_PRESET)/bin/ferry-bench
+
+ci: test asan fuzz
 
 clean:
 	rm -rf build

@@ -610,3 +610,19 @@ TEST_CASE("PluginIndex.records_are_listed_by_boost_dll_library_info") {
   auto manifest = ferry::PluginIndex::read_manifest(FERRY_TEST_MATH_PLUGIN);
   CHECK(symbols.size() == manifest.size());
 }
+
+TEST_CASE("PluginIndex.parse_task_records.replays_the_fuzz_corpus") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(FERRY_TEST_DATA_DIR) / "fuzz" / "elf";
+  REQUIRE(fs::is_directory(dir));
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::ifstream in(e.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CAPTURE(e.path().filename().string());
+    try {
+      ferry::detail::parse_task_records(reinterpret_cast<const unsigned char*>(bytes.data()),
+                                        bytes.size());
+    } catch (const ferry::detail::ElfError&) {
+    }
+  }
+}

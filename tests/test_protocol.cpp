@@ -512,3 +512,24 @@ TEST_CASE("Protocol.FrameReader.corpus_expectations") {
   CHECK(g.threw);
   CHECK(g.frames == 1);
 }
+
+TEST_CASE("Protocol.FrameReader.replays_the_fuzz_corpus") {
+  // Seeds and any input the fuzzer ever crashed on (tests/data/fuzz/frames/crash-*): each must be
+  // read to EOF or rejected with ProtocolError, and every frame's body decoded or rejected.
+  const fs::path dir = fs::path(FERRY_TEST_DATA_DIR) / "fuzz" / "frames";
+  REQUIRE(fs::is_directory(dir));
+  std::size_t files = 0, clean = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::ifstream in(e.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.empty()) continue;
+    CAPTURE(e.path().filename().string());
+    // The first byte is the fuzzer's limit selector, as in tests/fuzz/fuzz_frames.cpp.
+    std::uint64_t limit = (bytes[0] & 1) ? max_control_frame : (1u << 20);
+    Outcome o = feed(bytes.substr(1), limit);
+    ++files;
+    if (o.frames > 0 && !o.threw) ++clean;
+  }
+  CHECK(files >= 4);
+  CHECK(clean >= 4);  // the seeds are well-formed streams: every one of them reads cleanly
+}

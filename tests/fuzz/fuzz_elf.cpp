@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// libFuzzer target: plugin files, through the ELF reader that indexes plugin directories.
+#include <cstddef>
+#include <cstdint>
+
+#include "elf_reader.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  try {
+    ferry::detail::parse_task_records(data, size);
+  } catch (const ferry::detail::ElfError&) {
+  }
+  return 0;
+}
