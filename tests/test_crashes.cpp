@@ -318,7 +318,19 @@ TEST_CASE("Crashes.soak_under_chaos") {
     std::mutex mu;
     std::condition_variable cv;
     std::size_t kills = 0;
-    std::thread killer([&] {
+    struct Joiner {
+      std::thread& t;
+      std::atomic<bool>& done;
+      std::condition_variable& cv;
+      ~Joiner() {
+        done = true;
+        cv.notify_all();
+        if (t.joinable()) t.join();
+      }
+    };
+    std::thread killer;
+    Joiner joiner{killer, done, cv};
+    killer = std::thread([&] {
       std::mt19937 rng(12345);
       std::unique_lock lock(mu);
       while (!cv.wait_for(lock, std::chrono::milliseconds(2 + rng() % 4), [&] { return done.load(); })) {

@@ -96,6 +96,13 @@ UnresolvableTaskError UnresolvableTaskError::wrap_failed(const std::string& func
   return UnresolvableTaskError(std::move(m), function, where, diagnostic);
 }
 
+UnresolvableTaskError UnresolvableTaskError::wrap_setup_failed(const std::string& function,
+                                                               const std::string& where,
+                                                               const std::string& why) {
+  std::string m = "FERRY_WRAP(" + function + ") at " + where + " cannot be built: " + why;
+  return UnresolvableTaskError(std::move(m), function, where, why);
+}
+
 namespace {
 const char* stage_text(SerializationStage s) {
   switch (s) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // ferry::Executor: the public face of Pool.
 #include <ferry/ferry.hpp>
+#include <ferry/wrap.hpp>
 
 #include <algorithm>
 #include <thread>
@@ -14,6 +15,8 @@ const char* version() noexcept { return FERRY_VERSION_STRING; }
 Executor::Executor(ExecutorOptions options)
     : pool_(std::make_shared<detail::Pool>(std::move(options))) {
   pool_->start();
+  // FERRY_WRAP functions start compiling now, in the background: the first submit need not wait.
+  warm_up_wraps();
 }
 
 Executor::~Executor() {

@@ -5,14 +5,25 @@
 #include <boost/dll/shared_library.hpp>
 
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
 #include <filesystem>
 #include <system_error>
 
 namespace ferry::detail {
 
-LibraryCache::LibraryCache() = default;
+namespace {
+/// Every library any cache loaded, for the life of the process: a worker never unloads code it
+/// ran (reachable from here, so leak checkers do not flag it either).
+std::vector<std::unique_ptr<boost::dll::shared_library>>& loaded_forever() {
+  static auto* all = new std::vector<std::unique_ptr<boost::dll::shared_library>>();
+  return *all;
+}
+std::mutex loaded_mu;
+}  // namespace
 
-// The libraries are deliberately leaked: a worker never unloads code it ran.
+LibraryCache::LibraryCache() = default;
 LibraryCache::~LibraryCache() = default;
 
 boost::dll::shared_library* LibraryCache::load(const std::string& path, ResolveFailure& why) {
@@ -25,10 +36,15 @@ boost::dll::shared_library* LibraryCache::load(const std::string& path, ResolveF
   try {
     // rtld_now: a plugin with unresolved symbols fails here, with the loader's message, instead
     // of crashing the worker in the middle of a task.
-    auto* lib = new boost::dll::shared_library(
+    auto lib = std::make_unique<boost::dll::shared_library>(
         path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
-    libs_.emplace(path, lib);
-    return lib;
+    auto* raw = lib.get();
+    {
+      std::lock_guard lock(loaded_mu);
+      loaded_forever().push_back(std::move(lib));
+    }
+    libs_.emplace(path, raw);
+    return raw;
   } catch (const std::exception& e) {
     std::string msg = e.what();
     // Boost.DLL: "boost::dll::shared_library::load() failed (dlerror system message: <msg>):

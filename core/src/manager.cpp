@@ -482,7 +482,7 @@ std::vector<int> Pool::worker_pids() const {
   std::lock_guard lock(mu_);
   std::vector<int> out;
   for (const auto& [_, w] : workers_)
-    if (!w->dead) out.push_back(w->pid);
+    if (w->hello && !w->dead) out.push_back(w->pid);
   return out;
 }
 

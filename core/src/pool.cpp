@@ -161,6 +161,8 @@ std::shared_ptr<const RefEntry> Pool::resolve(const Target& t) {
                             t.signature, f.name.empty() ? "(unnamed function)" : f.name);
         case FunctionTask::Kind::foreign:
           throw UnresolvableTaskError::not_a_task(f.name, f.library);
+        case FunctionTask::Kind::unavailable:
+          std::rethrow_exception(f.error);
       }
       break;
     }

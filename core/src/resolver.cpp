@@ -18,6 +18,7 @@
 #include <ferry/task.hpp>
 
 #include "elf_reader.hpp"
+#include "wrap_compiler.hpp"
 
 namespace ferry::detail {
 
@@ -96,6 +97,20 @@ std::optional<std::string> task_at(const std::string& library, const void* addre
   return found;
 }
 
+FunctionTask resolve_wrap(const WrapSite& site) {
+  FunctionTask t;
+  WrapBuild built = wrap_build(site).get();
+  t.name = built.task;
+  if (built.error) {
+    t.kind = FunctionTask::Kind::unavailable;
+    t.error = built.error;
+  } else {
+    t.kind = FunctionTask::Kind::plugin;
+    t.library = built.library;
+  }
+  return t;
+}
+
 FunctionTask resolve_uncached(const void* address) {
   FunctionTask t;
   auto obj = object_of(address);
@@ -148,6 +163,9 @@ FunctionTask resolve_function(const void* address) {
     std::lock_guard lock(mu);
     if (auto it = cache.find(address); it != cache.end()) return it->second;
   }
+  // Wrapped functions are not cached here: their plugin depends on the wrap options in effect
+  // (the wrap compiler keeps its own map, keyed by them).
+  if (const WrapSite* site = find_wrap(address)) return resolve_wrap(*site);
   FunctionTask t = resolve_uncached(address);
   std::lock_guard lock(mu);
   // A library can be unloaded and another loaded at the same address; only plugins loaded by the

@@ -2,6 +2,7 @@
 // Host side: which plugin and task a function address belongs to.
 #pragma once
 
+#include <exception>
 #include <string>
 
 namespace ferry::detail {
@@ -12,13 +13,16 @@ struct FunctionTask {
     plugin,        // a FERRY_TASK of a loaded shared library: travels by path + task name
     main_program,  // defined in the executable: the worker will fail to load it
     foreign,       // in a shared library that has no ferry task for it
+    unavailable,   // a FERRY_WRAP function whose plugin could not be built: see `error`
   } kind = Kind::foreign;
   std::string library;  // absolute path of the object holding the function
   std::string name;     // task name (plugin) or the function's name where known
+  std::exception_ptr error;
 };
 
-/// Resolves `address` (cached per address; thread-safe). Reads the objects' ELF symbol tables
-/// and the records of already-loaded plugins; never loads anything new.
+/// Resolves `address` (cached per address; thread-safe). A FERRY_WRAP function resolves to its
+/// cached plugin (built first if needed: this may wait for the compiler). Otherwise reads the
+/// objects' ELF symbol tables and the records of already-loaded plugins; never loads anything.
 FunctionTask resolve_function(const void* address);
 
 /// Absolute path of this process's executable.

@@ -70,9 +70,12 @@ class UnresolvableTaskError : public Error {
                                             const std::string& loader_message);
   /// An address inside a shared library that exports no ferry task for it.
   static UnresolvableTaskError not_a_task(const std::string& function, const std::string& module);
-  /// A FERRY_WRAP body that could not be compiled into a plugin.
+  /// A FERRY_WRAP body that could not be compiled into a plugin (the compiler's diagnostic).
   static UnresolvableTaskError wrap_failed(const std::string& function, const std::string& where,
                                            const std::string& diagnostic);
+  /// A FERRY_WRAP function that cannot be built here: no compiler, cache not writable, ...
+  static UnresolvableTaskError wrap_setup_failed(const std::string& function,
+                                                 const std::string& where, const std::string& why);
   const std::string& function() const noexcept { return function_; }
   const std::string& module() const noexcept { return module_; }
   /// The loader's or compiler's own message.

@@ -260,7 +260,7 @@ class Executor {
 
   std::size_t max_workers() const;
   const ExecutorOptions& options() const;
-  /// Pids of the live workers (for diagnostics and tests).
+  /// Pids of the workers that are up (started and handshaken, not exited), for diagnostics.
   std::vector<int> worker_pids() const;
   bool is_shutdown() const;
   /// True once the pool cannot run tasks (its initializer failed); submit then throws.

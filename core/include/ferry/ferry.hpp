@@ -14,6 +14,7 @@
 #include <ferry/serialization.hpp>
 #include <ferry/system.hpp>
 #include <ferry/task.hpp>
+#include <ferry/wrap.hpp>
 
 namespace ferry {
 /** @brief The library's version, "major.minor.patch" (may differ from the header's when mixed). */

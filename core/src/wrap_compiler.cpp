@@ -1,0 +1,571 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// FERRY_WRAP: compile a recorded function body into a cached plugin, once per cache key.
+//
+// Cache layout ($FERRY_CACHE_DIR, private 0700):
+//   wrap-<key>.so    the plugin            wrap-<key>.sum   "<content hash> <size>" of the .so
+//   wrap-<key>.cpp   the translation unit  wrap-<key>.lock  flock: one build per entry
+//   prelude-<p>.hpp(.gch|.pch)             the precompiled prelude, per compiler and flags
+// <key> hashes source, name, signature, compiler identity, flags, includes, libraries and the
+// ferry version/ABI. An entry is published by rename after its .sum; an entry whose bytes no
+// longer match its .sum is rebuilt, never loaded.
+#include "wrap_compiler.hpp"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include <ferry/errors.hpp>
+#include <ferry/ferry.hpp>
+
+#include "channel.hpp"
+#include "pool.hpp"
+
+extern char** environ;
+
+namespace ferry::detail {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---- registry ----------------------------------------------------------------------------------
+
+struct Registry {
+  std::mutex mu;
+  std::unordered_map<const void*, WrapSite> sites;
+};
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+// ---- options -----------------------------------------------------------------------------------
+
+std::mutex options_mu;
+std::optional<WrapOptions> user_options;
+
+std::vector<std::string> split_words(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  std::string w;
+  while (in >> w) out.push_back(w);
+  return out;
+}
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+fs::path default_cache_dir() {
+  if (auto v = env("FERRY_CACHE_DIR"); !v.empty()) return v;
+  if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return fs::path(v) / "ferry";
+  if (auto v = env("HOME"); !v.empty()) return fs::path(v) / ".cache" / "ferry";
+  return fs::temp_directory_path() / ("ferry-cache-" + std::to_string(::geteuid()));
+}
+
+/// Directory holding <ferry/task.hpp>: next to an installed libferry, else the source tree.
+fs::path ferry_include_dir() {
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<const void*>(&ferry_include_dir), &info) && info.dli_fname) {
+    fs::path candidate = fs::path(info.dli_fname).parent_path() / FERRY_WRAP_INCLUDE_RELATIVE;
+    std::error_code ec;
+    if (fs::exists(candidate / "ferry" / "task.hpp", ec)) return fs::weakly_canonical(candidate, ec);
+  }
+  return FERRY_WRAP_SOURCE_INCLUDE_DIR;
+}
+
+// ---- hashing -----------------------------------------------------------------------------------
+
+std::string hex64(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+/// 128 bits of FNV-1a (two seeds): names cache entries.
+std::string key_of(const std::string& text) {
+  return hex64(fnv1a(text)) + hex64(fnv1a(text, 0x84222325cbf29ce4ull));
+}
+
+/// Content hash of a file, with its size: "<hash> <size>".
+std::optional<std::string> file_digest(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::uint64_t h = 14695981039346656037ull;
+  std::uint64_t size = 0;
+  char buf[65536];
+  while (in) {
+    in.read(buf, sizeof buf);
+    std::streamsize n = in.gcount();
+    h = fnv1a(std::string_view(buf, static_cast<std::size_t>(n)), h);
+    size += static_cast<std::uint64_t>(n);
+  }
+  return hex64(h) + " " + std::to_string(size);
+}
+
+std::string read_file(const fs::path& file, std::size_t max = 1 << 20) {
+  std::ifstream in(file, std::ios::binary);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (s.size() > max) s.resize(max);
+  return s;
+}
+
+bool write_file(const fs::path& file, const std::string& content) {
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out << content;
+  return static_cast<bool>(out.flush());
+}
+
+/// First lines of a compiler's output.
+std::string head_lines(const std::string& text, int lines = 25) {
+  std::size_t at = 0;
+  for (int i = 0; i < lines && at != std::string::npos; ++i) {
+    at = text.find('\n', at);
+    if (at != std::string::npos) ++at;
+  }
+  return at == std::string::npos ? text : text.substr(0, at) + "[...]\n";
+}
+
+// ---- running the compiler ----------------------------------------------------------------------
+
+struct RunResult {
+  bool started = false;
+  int spawn_errno = 0;
+  bool ok = false;
+  std::string output;
+};
+
+/// Runs argv with stdout and stderr in `log`, stdin from /dev/null; kills it after `timeout`.
+RunResult run(const std::vector<std::string>& argv, const fs::path& log,
+              std::chrono::seconds timeout) {
+  RunResult r;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));  // NOLINT
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, args[0], &fa, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    r.spawn_errno = rc;
+    return r;
+  }
+  r.started = true;
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd >= 0) {
+    pollfd p{pidfd, POLLIN, 0};
+    int n;
+    do {
+      n = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(timeout).count()));
+    } while (n < 0 && errno == EINTR);
+    if (n == 0) ::kill(pid, SIGKILL);
+    ::close(pidfd);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  r.output = read_file(log);
+  std::error_code ec;
+  fs::remove(log, ec);
+  return r;
+}
+
+/// An exclusive flock on `file` for the scope (blocks until it is ours).
+class FileLock {
+ public:
+  explicit FileLock(const fs::path& file)
+      : fd_(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
+    if (fd_.get() >= 0)
+      while (::flock(fd_.get(), LOCK_EX) < 0 && errno == EINTR) {
+      }
+  }
+  ~FileLock() {
+    if (fd_.get() >= 0) ::flock(fd_.get(), LOCK_UN);
+  }
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+  bool held() const { return fd_.get() >= 0; }
+
+ private:
+  Fd fd_;
+};
+
+std::string unique_suffix() {
+  static std::atomic<unsigned> counter{0};
+  return std::to_string(::getpid()) + "." + std::to_string(counter++);
+}
+
+// ---- the builder -------------------------------------------------------------------------------
+
+/// Everything a build depends on, resolved once per build.
+struct Setup {
+  WrapOptions options;
+  std::string compiler;          // as given (may be a bare name)
+  std::string compiler_identity; // resolved path, size, mtime
+  bool clang = false;
+  std::vector<std::string> flags;  // compile flags, all of them
+  fs::path include_dir;
+};
+
+std::optional<fs::path> which(const std::string& program) {
+  if (program.find('/') != std::string::npos) {
+    if (::access(program.c_str(), X_OK) == 0) return fs::path(program);
+    return std::nullopt;
+  }
+  std::istringstream path(env("PATH"));
+  std::string dir;
+  while (std::getline(path, dir, ':')) {
+    if (dir.empty()) continue;
+    fs::path p = fs::path(dir) / program;
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return std::nullopt;
+}
+
+std::string where_of(const WrapSite& site) {
+  return std::string(site.file) + ":" + std::to_string(site.line);
+}
+
+[[noreturn]] void setup_failed(const WrapSite& site, const std::string& why) {
+  throw UnresolvableTaskError::wrap_setup_failed(site.name, where_of(site), why);
+}
+
+Setup make_setup(const WrapSite& site) {
+  Setup s;
+  s.options = wrap_options();
+  s.compiler = s.options.compiler.string();
+  auto found = which(s.compiler);
+  if (!found)
+    setup_failed(site, "no C++ compiler: tried '" + s.compiler +
+                           "' (not found or not executable). Set FERRY_CXX (or "
+                           "WrapOptions::compiler) to a C++20 compiler such as g++ or clang++");
+  std::error_code ec;
+  fs::path real = fs::canonical(*found, ec);
+  struct stat st {};
+  ::stat(real.c_str(), &st);
+  s.compiler_identity = real.string() + " " + std::to_string(st.st_size) + " " +
+                        std::to_string(st.st_mtim.tv_sec);
+  s.clang = real.filename().string().find("clang") != std::string::npos;
+  s.include_dir = ferry_include_dir();
+  s.flags = {"-std=c++20", "-fPIC", "-fvisibility=hidden", "-DBOOST_DLL_USE_STD_FS",
+             "-I" + s.include_dir.string()};
+  for (const auto& f : s.options.flags) s.flags.push_back(f);
+  return s;
+}
+
+/// The cache directory, created private (0700) if missing; refused if it is not ours and private.
+fs::path prepare_cache_dir(const WrapSite& site, const fs::path& dir) {
+  std::error_code ec;
+  if (fs::create_directories(dir, ec)) ::chmod(dir.c_str(), 0700);  // we made it: private
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    setup_failed(site, "the cache directory " + dir.string() + " cannot be created" +
+                           (ec ? " (" + ec.message() + ")" : std::string()) +
+                           ". Set FERRY_CACHE_DIR to a writable directory");
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
+    setup_failed(site, "the cache directory " + dir.string() +
+                           " is not private to this user (it must be owned by uid " +
+                           std::to_string(::geteuid()) + " with mode 0700). Fix it, or set "
+                           "FERRY_CACHE_DIR to another directory");
+  if (::access(dir.c_str(), W_OK) != 0)
+    setup_failed(site, "the cache directory " + dir.string() + " is not writable (" +
+                           std::strerror(errno) + "). Set FERRY_CACHE_DIR to a writable directory");
+  return dir;
+}
+
+bool entry_valid(const fs::path& so, const fs::path& sum) {
+  std::error_code ec;
+  if (!fs::exists(so, ec) || !fs::exists(sum, ec)) return false;
+  auto digest = file_digest(so);
+  std::string recorded = read_file(sum);
+  while (!recorded.empty() && (recorded.back() == '\n' || recorded.back() == ' ')) recorded.pop_back();
+  if (!digest || *digest != recorded) {
+    debug_log("wrap cache: %s does not match its recorded hash: rebuilding", so.c_str());
+    return false;
+  }
+  return true;
+}
+
+/// Read-only places a precompiled prelude may already be: next to an installed libferry, and the
+/// build tree's (made by ferry's own build, for the compiler and flags it was built with).
+std::vector<fs::path> shipped_prelude_dirs() {
+  std::vector<fs::path> dirs;
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<const void*>(&shipped_prelude_dirs), &info) && info.dli_fname)
+    dirs.push_back(fs::path(info.dli_fname).parent_path() / FERRY_WRAP_PRELUDE_RELATIVE);
+  dirs.emplace_back(FERRY_WRAP_BUILD_PRELUDE_DIR);
+  return dirs;
+}
+
+/// The precompiled prelude for these flags, built once per cache; "" when it cannot be built.
+std::string prelude(const Setup& s, const fs::path& dir) {
+  std::string text = "prelude\n" + s.compiler_identity + "\n" FERRY_VERSION_STRING "\n" +
+                     std::to_string(plugin_abi_version) + "\n";
+  for (const auto& f : s.flags) text += f + "\n";
+  std::string key = key_of(text);
+  std::string header_name = "prelude-" + key + ".hpp";
+  std::string pch_name = header_name + (s.clang ? ".pch" : ".gch");
+  std::error_code ec;
+  for (const auto& shipped : shipped_prelude_dirs())
+    if (fs::exists(shipped / pch_name, ec) && fs::exists(shipped / header_name, ec))
+      return (shipped / header_name).string();
+  fs::path header = dir / header_name;
+  fs::path pch = dir / pch_name;
+  static std::mutex mu;
+  std::lock_guard lock(mu);
+  if (fs::exists(pch, ec) && fs::exists(header, ec)) return header.string();
+  FileLock file_lock(dir / ("prelude-" + key + ".lock"));
+  if (fs::exists(pch, ec) && fs::exists(header, ec)) return header.string();
+  std::string tmp_header = header.string() + ".tmp." + unique_suffix();
+  std::string tmp_pch = pch.string() + ".tmp." + unique_suffix();
+  if (!write_file(tmp_header, "#pragma once\n#include <ferry/wrap_prelude.hpp>\n")) return {};
+  std::vector<std::string> argv = {s.compiler};
+  argv.insert(argv.end(), s.flags.begin(), s.flags.end());
+  argv.insert(argv.end(), {"-x", "c++-header", tmp_header, "-o", tmp_pch});
+  RunResult r = run(argv, dir / ("prelude-" + key + ".log." + unique_suffix()), std::chrono::seconds(300));
+  if (!r.ok) {
+    debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
+    fs::remove(tmp_header, ec);
+    fs::remove(tmp_pch, ec);
+    return {};
+  }
+  // The header first: a header without its PCH is merely slow, a PCH without its header unused.
+  fs::rename(tmp_header, header, ec);
+  fs::rename(tmp_pch, pch, ec);
+  return header.string();
+}
+
+std::atomic<unsigned> compilations{0};
+
+WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
+  fs::path dir = prepare_cache_dir(site, s.options.cache_dir);
+  fs::path so = dir / ("wrap-" + key + ".so");
+  fs::path sum = dir / ("wrap-" + key + ".sum");
+  WrapBuild out{so.string(), site.name, nullptr};
+  if (entry_valid(so, sum)) return out;
+  FileLock lock(dir / ("wrap-" + key + ".lock"));
+  if (!lock.held())
+    setup_failed(site, "cannot lock " + (dir / ("wrap-" + key + ".lock")).string() + ": " +
+                           std::strerror(errno) + ". Set FERRY_CACHE_DIR to a writable directory");
+  if (entry_valid(so, sum)) return out;  // another process built it while we waited
+
+  std::string header = prelude(s, dir);
+  std::ostringstream tu;
+  tu << "// Generated by ferry for FERRY_WRAP(" << site.name << ") at " << where_of(site) << ".\n";
+  if (header.empty()) tu << "#include <ferry/wrap_prelude.hpp>\n";
+  for (const auto& inc : s.options.includes) tu << "#include " << inc << "\n";
+  tu << "#line " << site.line << " \"" << site.file << "\"\n"
+     << site.source << "\n"
+     << "FERRY_TASK_AS(" << site.name << ", \"" << site.name << "\");\n";
+  fs::path cpp = dir / ("wrap-" + key + ".cpp");
+  if (!write_file(cpp, tu.str()))
+    setup_failed(site, "cannot write " + cpp.string() + ". Set FERRY_CACHE_DIR to a writable directory");
+
+  std::string tmp = so.string() + ".tmp." + unique_suffix();
+  std::vector<std::string> argv = {s.compiler};
+  argv.insert(argv.end(), s.flags.begin(), s.flags.end());
+  if (!header.empty()) argv.insert(argv.end(), {"-include", header});
+  // -z defs: a body that needs a symbol of the host's program fails here, with the linker's
+  // words, instead of in the worker's loader.
+  argv.insert(argv.end(), {"-x", "c++", cpp.string(), "-x", "none", "-shared", "-Wl,-z,defs", "-o", tmp});
+  argv.insert(argv.end(), s.options.libraries.begin(), s.options.libraries.end());
+  ++compilations;
+  debug_log("wrap: compiling %s into %s", site.name, so.c_str());
+  RunResult r = run(argv, dir / ("wrap-" + key + ".log." + unique_suffix()), std::chrono::seconds(300));
+  std::error_code ec;
+  if (!r.started) {
+    setup_failed(site, "cannot run the compiler '" + s.compiler + "': " +
+                           std::strerror(r.spawn_errno) + ". Set FERRY_CXX to a C++20 compiler");
+  }
+  if (!r.ok) {
+    fs::remove(tmp, ec);
+    throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), head_lines(r.output));
+  }
+  auto digest = file_digest(tmp);
+  std::string tmp_sum = sum.string() + ".tmp." + unique_suffix();
+  if (!digest || !write_file(tmp_sum, *digest + "\n")) {
+    fs::remove(tmp, ec);
+    setup_failed(site, "cannot write into " + dir.string() + ". Set FERRY_CACHE_DIR to a writable directory");
+  }
+  fs::rename(tmp_sum, sum, ec);
+  fs::rename(tmp, so, ec);
+  if (ec) setup_failed(site, "cannot publish " + so.string() + ": " + ec.message());
+  return out;
+}
+
+struct Builds {
+  std::mutex mu;
+  std::map<std::string, std::shared_future<WrapBuild>> by_key;      // cache entry → its build
+  std::map<std::string, std::shared_future<WrapBuild>> by_options;  // function + options → build
+};
+Builds& builds() {
+  static Builds b;
+  return b;
+}
+
+}  // namespace
+
+bool register_wrap(const WrapSite& site) noexcept {
+  try {
+    auto& r = registry();
+    std::lock_guard lock(r.mu);
+    r.sites.emplace(site.function, site);
+  } catch (...) {
+    // Out of memory before main: the function then resolves as a main-program function.
+  }
+  return true;
+}
+
+const WrapSite* find_wrap(const void* address) {
+  auto& r = registry();
+  std::lock_guard lock(r.mu);
+  auto it = r.sites.find(address);
+  return it == r.sites.end() ? nullptr : &it->second;
+}
+
+std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
+  // Fast path, every submission of a wrapped function: the build already started in this process
+  // for this function and these options (no compiler lookup, no file hashing).
+  WrapOptions options = ferry::wrap_options();
+  std::string fast = std::to_string(reinterpret_cast<std::uintptr_t>(site.function)) + "\n" +
+                     options.compiler.string() + "\n" + options.cache_dir.string() + "\n";
+  for (const auto& v : {&options.flags, &options.includes, &options.libraries})
+    for (const auto& x : *v) fast += x + "\n";
+  auto& b = builds();
+  {
+    std::lock_guard lock(b.mu);
+    if (auto it = b.by_options.find(fast); it != b.by_options.end()) return it->second;
+  }
+  std::shared_future<WrapBuild> f;
+  try {
+    Setup setup = make_setup(site);
+    std::string text = "wrap\n" FERRY_VERSION_STRING "\n" + std::to_string(plugin_abi_version) +
+                       "\n" + setup.compiler_identity + "\n";
+    for (const auto& x : setup.flags) text += x + "\n";
+    for (const auto& x : setup.options.includes) text += x + "\n";
+    for (const auto& x : setup.options.libraries) text += x + "\n";
+    text += std::string(site.name) + "\n" + site.signature + "\n" + site.source + "\n";
+    std::string key = key_of(text) + "@" + setup.options.cache_dir.string();
+    std::lock_guard lock(b.mu);
+    if (auto it = b.by_key.find(key); it != b.by_key.end()) {
+      f = it->second;
+    } else {
+      WrapSite copy = site;
+      std::string entry = key_of(text);
+      f = std::async(std::launch::async, [copy, setup, entry] {
+            try {
+              return build(copy, setup, entry);
+            } catch (...) {
+              return WrapBuild{{}, copy.name, std::current_exception()};
+            }
+          }).share();
+      b.by_key.emplace(key, f);
+    }
+    b.by_options.emplace(fast, f);
+  } catch (...) {
+    std::promise<WrapBuild> failed;
+    failed.set_value(WrapBuild{{}, site.name, std::current_exception()});
+    f = failed.get_future().share();
+  }
+  return f;
+}
+
+unsigned wrap_compilations() { return compilations.load(); }
+
+std::string precompile_prelude(const fs::path& dir) {
+  WrapSite none{nullptr, "(prelude)", "", "", 0, "", 0};
+  Setup setup = make_setup(none);
+  fs::create_directories(dir);
+  return prelude(setup, dir);
+}
+
+}  // namespace ferry::detail
+
+namespace ferry {
+
+void set_wrap_options(WrapOptions options) {
+  std::lock_guard lock(detail::options_mu);
+  detail::user_options = std::move(options);
+}
+
+WrapOptions wrap_options() {
+  WrapOptions o;
+  {
+    std::lock_guard lock(detail::options_mu);
+    if (detail::user_options) o = *detail::user_options;
+  }
+  if (o.compiler.empty()) {
+    std::string cxx = detail::env("FERRY_CXX");
+    o.compiler = cxx.empty() ? FERRY_WRAP_DEFAULT_CXX : cxx;
+  }
+  std::vector<std::string> flags = detail::split_words(FERRY_WRAP_DEFAULT_FLAGS);
+  flags.insert(flags.end(), o.flags.begin(), o.flags.end());
+  for (auto& f : detail::split_words(detail::env("FERRY_WRAP_FLAGS"))) flags.push_back(std::move(f));
+  o.flags = std::move(flags);
+  if (o.cache_dir.empty()) o.cache_dir = detail::default_cache_dir();
+  return o;
+}
+
+void warm_up_wraps() {
+  std::vector<detail::WrapSite> sites;
+  {
+    auto& r = detail::registry();
+    std::lock_guard lock(r.mu);
+    for (const auto& [_, s] : r.sites) sites.push_back(s);
+  }
+  for (const auto& s : sites) detail::wrap_build(s);
+}
+
+bool wait_for_wraps(std::chrono::duration<double> timeout) {
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  std::vector<std::shared_future<detail::WrapBuild>> all;
+  {
+    auto& b = detail::builds();
+    std::lock_guard lock(b.mu);
+    for (const auto& [_, f] : b.by_key) all.push_back(f);
+  }
+  bool ok = true;
+  for (auto& f : all) {
+    if (f.wait_until(deadline) != std::future_status::ready) return false;
+    if (f.get().error) ok = false;
+  }
+  return ok;
+}
+
+}  // namespace ferry

@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// FERRY_WRAP: main-program functions compiled into cached plugins; the cache (private, shared by
+// threads and processes, tamper-checked); build errors; options.
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include <doctest/doctest.h>
+
+#include "support/fixture.hpp"
+#include "wrap_compiler.hpp"
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+FERRY_WRAP(twice,
+int twice(int i, const std::vector<int>& /*args*/) { return 2 * i; })
+
+FERRY_WRAP(hypotenuse,
+double hypotenuse(double a, double b) { return std::sqrt(a * a + b * b); })
+
+// Uses a macro: the body is recorded as written, so the wrap needs it passed as a flag.
+#define FERRY_TEST_K 7
+FERRY_WRAP(plus_k,
+int plus_k(int x) { return x + FERRY_TEST_K; })
+
+FERRY_WRAP(call_counter,
+int call_counter() {
+  static int calls = 0;  // one per worker process
+  return ++calls;
+})
+
+FERRY_WRAP(words,
+std::map<std::string, int> words(const std::vector<std::string>& in) {
+  std::map<std::string, int> out;
+  for (const auto& w : in) ++out[w];
+  return out;
+})
+
+int host_helper(int x) { return x + 1; }  // lives in this program only
+
+// Uses a function of the host program: the wrap cannot compile on its own.
+FERRY_WRAP(uses_host_function,
+int uses_host_function(int x) { return host_helper(x); })
+
+// Declares it instead: compiles, but does not link into a plugin.
+int host_helper_declared(int x);
+int host_helper_declared(int x) { return x; }
+FERRY_WRAP(links_to_host_function,
+int links_to_host_function(int x) {
+  int host_helper_declared(int);
+  return host_helper_declared(x);
+})
+
+namespace {
+
+/// The suite's shared wrap cache (its precompiled prelude is built once, by the first test).
+fs::path shared_cache() { return fs::path(FERRY_TEST_BINARY_DIR) / "wrap-cache"; }
+
+/// Points the wrap cache at `dir` for the scope.
+struct CacheAt {
+  support::ScopedEnv env;
+  explicit CacheAt(const fs::path& dir) : env("FERRY_CACHE_DIR", dir.string()) {}
+};
+
+/// A fresh cache directory that shares the precompiled prelude of the suite's cache.
+struct FreshCache {
+  support::TempDir dir;
+  fs::path path = dir.path / "cache";
+  FreshCache() {
+    {
+      CacheAt at(shared_cache());
+      ferry::Executor ex(support::options(1));
+      REQUIRE(ex.submit(twice, 1, std::vector<int>{}).get() == 2);  // the prelude exists now
+    }
+    fs::create_directories(path);
+    fs::permissions(path, fs::perms::owner_all, fs::perm_options::replace);
+    for (const auto& e : fs::directory_iterator(shared_cache()))
+      if (e.path().filename().string().rfind("prelude-", 0) == 0) {
+        std::error_code ec;
+        fs::create_hard_link(e.path(), path / e.path().filename(), ec);
+        if (ec) fs::copy_file(e.path(), path / e.path().filename());
+      }
+  }
+};
+
+std::vector<fs::path> entries(const fs::path& dir, const std::string& suffix) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    auto n = e.path().filename().string();
+    if (n.rfind("wrap-", 0) == 0 && n.size() > suffix.size() &&
+        n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0)
+      out.push_back(e.path());
+  }
+  return out;
+}
+
+/// Runs the wrap host (another process) with this cache; returns its output line.
+std::string run_wrap_host(const fs::path& cache) {
+  std::string cmd = "FERRY_CACHE_DIR='" + cache.string() + "' '" FERRY_TEST_WRAP_HOST "' '" FERRY_TEST_WORKER "'";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  char buf[4096];
+  std::string out;
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  ::pclose(p);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Wrap.submit_and_map_like_a_registered_task") {
+  CacheAt at(shared_cache());
+  ferry::Executor ex(support::options(2));
+  CHECK(twice(21, {}) == 42);  // still an ordinary function of the host
+  CHECK(ex.submit(twice, 21, std::vector<int>{}).get() == 42);
+  std::vector<int> big(1'000'000, 1);
+  CHECK(ex.submit(twice, 21, big).get() == 42);
+  CHECK(ex.submit(hypotenuse, 3.0, 4.0).get() == doctest::Approx(5.0));
+  auto counts = ex.submit(words, std::vector<std::string>{"a", "b", "a"}).get();
+  CHECK(counts == std::map<std::string, int>{{"a", 2}, {"b", 1}});
+  std::vector<std::pair<int, std::vector<int>>> inputs = {{1, {}}, {2, {}}, {3, {}}};
+  CHECK(ex.map(twice, inputs) == std::vector<int>{2, 4, 6});
+}
+
+TEST_CASE("Wrap.cache_is_private_and_reused") {
+  FreshCache cache;
+  CacheAt at(cache.path);
+  unsigned before = ferry::detail::wrap_compilations();
+  {
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(hypotenuse, 6.0, 8.0).get() == doctest::Approx(10.0));
+  }
+  CHECK(ferry::detail::wrap_compilations() >= before + 1);
+  struct stat st {};
+  REQUIRE(::stat(cache.path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  CHECK_FALSE(entries(cache.path, ".so").empty());
+  CHECK_FALSE(entries(cache.path, ".sum").empty());
+  // Another process with the same cache compiles nothing.
+  std::string first = run_wrap_host(cache.path);
+  CHECK(first == "106 1\n");
+  CHECK(run_wrap_host(cache.path) == "106 0\n");
+}
+
+TEST_CASE("Wrap.many_threads_one_build") {
+  FreshCache cache;
+  CacheAt at(cache.path);
+  const ferry::detail::WrapSite* site = ferry::detail::find_wrap(reinterpret_cast<const void*>(&words));
+  REQUIRE(site != nullptr);
+  unsigned before = ferry::detail::wrap_compilations();
+  std::vector<std::shared_future<ferry::detail::WrapBuild>> builds(8);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) threads.emplace_back([&, t] { builds[t] = ferry::detail::wrap_build(*site); });
+  for (auto& th : threads) th.join();
+  for (auto& b : builds) {
+    REQUIRE(b.get().error == nullptr);
+    CHECK(b.get().library == builds[0].get().library);
+  }
+  CHECK(ferry::detail::wrap_compilations() - before == 1);
+  CHECK(entries(cache.path, ".so").size() == 1);
+  // And through an executor, from many threads at once.
+  ferry::Executor ex(support::options(2));
+  std::atomic<int> wrong{0};
+  threads.clear();
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      auto counts = ex.submit(words, std::vector<std::string>(t + 1, "x")).get();
+      if (counts.at("x") != t + 1) ++wrong;
+    });
+  for (auto& th : threads) th.join();
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("Wrap.two_processes_race_to_one_build") {
+  FreshCache cache;
+  std::string a, b;
+  std::thread ta([&] { a = run_wrap_host(cache.path); });
+  std::thread tb([&] { b = run_wrap_host(cache.path); });
+  ta.join();
+  tb.join();
+  // Both get the result; exactly one of them compiled, the other waited and loaded it.
+  std::set<std::string> outcomes = {a, b};
+  CHECK(outcomes == std::set<std::string>{"106 0\n", "106 1\n"});
+  CHECK(entries(cache.path, ".so").size() == 1);
+  for (const auto& e : fs::directory_iterator(cache.path))
+    CHECK_MESSAGE(e.path().string().find(".tmp.") == std::string::npos, e.path());
+}
+
+TEST_CASE("Wrap.tampered_entry_is_rebuilt_not_loaded") {
+  FreshCache cache;
+  REQUIRE(run_wrap_host(cache.path) == "106 1\n");
+  auto so = entries(cache.path, ".so");
+  REQUIRE(so.size() == 1);
+  {
+    std::ofstream out(so[0], std::ios::binary | std::ios::app);
+    out << "tampered";
+  }
+  CHECK(run_wrap_host(cache.path) == "106 1\n");  // rebuilt
+  CHECK(run_wrap_host(cache.path) == "106 0\n");  // and trusted again
+}
+
+TEST_CASE("Wrap.statics_live_per_worker") {
+  CacheAt at(shared_cache());
+  auto o = support::options(1);
+  o.max_tasks_per_child = 4;
+  ferry::Executor ex(o);
+  std::vector<int> counts;
+  for (int i = 0; i < 8; ++i) counts.push_back(ex.submit(call_counter).get());
+  // Each worker counts from 1; the recycled worker starts again.
+  CHECK(counts == std::vector<int>{1, 2, 3, 4, 1, 2, 3, 4});
+}
+
+TEST_CASE("Wrap.body_using_the_host_program_is_unresolvable") {
+  CacheAt at(shared_cache());
+  ferry::Executor ex(support::options(1));
+  SUBCASE("an unknown identifier") {
+    try {
+      ex.submit(uses_host_function, 1).get();
+      FAIL("no error");
+    } catch (const ferry::UnresolvableTaskError& e) {
+      std::string what = e.what();
+      CHECK(e.function() == "uses_host_function");
+      CHECK(e.module().find("test_wrap.cpp:") != std::string::npos);
+      CHECK(what.find("host_helper") != std::string::npos);
+      CHECK(what.find("not declared") != std::string::npos);
+    }
+  }
+  SUBCASE("a symbol only the host defines") {
+    try {
+      ex.submit(links_to_host_function, 1).get();
+      FAIL("no error");
+    } catch (const ferry::UnresolvableTaskError& e) {
+      CHECK(std::string(e.what()).find("host_helper_declared") != std::string::npos);
+    }
+  }
+  CHECK(ex.submit(twice, 4, std::vector<int>{}).get() == 8);  // the pool is fine
+}
+
+TEST_CASE("Wrap.no_compiler_says_which_and_how_to_fix") {
+  FreshCache cache;
+  CacheAt at(cache.path);
+  support::ScopedEnv cxx("FERRY_CXX", "/nonexistent/bin/c++");
+  ferry::Executor ex(support::options(1));
+  try {
+    ex.submit(hypotenuse, 1.0, 1.0).get();
+    FAIL("no error");
+  } catch (const ferry::UnresolvableTaskError& e) {
+    std::string what = e.what();
+    CHECK(what.find("/nonexistent/bin/c++") != std::string::npos);
+    CHECK(what.find("FERRY_CXX") != std::string::npos);
+  }
+}
+
+TEST_CASE("Wrap.unwritable_cache_says_which_and_how_to_fix") {
+  support::TempDir dir;
+  fs::path blocked = dir.path / "file-not-dir";
+  std::ofstream(blocked) << "x";
+  CacheAt at(blocked / "cache");
+  ferry::Executor ex(support::options(1));
+  try {
+    ex.submit(hypotenuse, 2.0, 2.0).get();
+    FAIL("no error");
+  } catch (const ferry::UnresolvableTaskError& e) {
+    std::string what = e.what();
+    CHECK(what.find((blocked / "cache").string()) != std::string::npos);
+    CHECK(what.find("FERRY_CACHE_DIR") != std::string::npos);
+  }
+}
+
+TEST_CASE("Wrap.shared_cache_directory_is_refused") {
+  support::TempDir dir;
+  fs::path open_dir = dir.path / "cache";
+  fs::create_directories(open_dir);
+  fs::permissions(open_dir, fs::perms::all, fs::perm_options::replace);  // 0777
+  CacheAt at(open_dir);
+  ferry::Executor ex(support::options(1));
+  CHECK_THROWS_WITH_AS(ex.submit(hypotenuse, 2.0, 2.0).get(), doctest::Contains("not private"),
+                       ferry::UnresolvableTaskError);
+}
+
+TEST_CASE("Wrap.options_add_flags_includes_and_libraries") {
+  CacheAt at(shared_cache());
+  ferry::Executor ex(support::options(1));
+  // Without the macro the body does not compile on its own...
+  CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains("FERRY_TEST_K"),
+                       ferry::UnresolvableTaskError);
+  // ...with it (and an extra header and library, to show the way), it does.
+  ferry::set_wrap_options({.flags = {"-DFERRY_TEST_K=7"}, .includes = {"<cmath>"}, .libraries = {"-lm"}});
+  auto o = ferry::wrap_options();
+  CHECK(std::find(o.flags.begin(), o.flags.end(), "-DFERRY_TEST_K=7") != o.flags.end());
+  CHECK(o.includes == std::vector<std::string>{"<cmath>"});
+  CHECK(o.cache_dir == shared_cache());
+  CHECK(ex.submit(plus_k, 1).get() == 8);
+  {
+    support::ScopedEnv flags("FERRY_WRAP_FLAGS", "-DFERRY_TEST_ENV=1  -O1");
+    auto with_env = ferry::wrap_options();
+    CHECK(with_env.flags.back() == "-O1");
+  }
+  ferry::set_wrap_options({});
+}
+
+TEST_CASE("Wrap.warm_up_builds_ahead") {
+  FreshCache cache;
+  CacheAt at(cache.path);
+  ferry::warm_up_wraps();
+  CHECK(ferry::wait_for_wraps(120s) == false);  // two of the wraps above cannot build, on purpose
+  CHECK_FALSE(entries(cache.path, ".so").empty());
+  unsigned before = ferry::detail::wrap_compilations();
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(call_counter).get() == 1);
+  CHECK(ferry::detail::wrap_compilations() == before);  // nothing left to compile
+}
