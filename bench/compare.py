@@ -36,8 +36,16 @@ ROWS = [
     ("8 MB bytes argument", "ms", "bytes_8mb_ms", "bytes_8mb_ms", TIME, "floor_socketpair_8mb_ms"),
     ("80 MB bytes argument", "ms", "bytes_80mb_ms", "bytes_80mb_ms", TIME, "floor_socketpair_80mb_ms"),
     ("worker death → failure in host", "ms", "death_to_failure_ms", "death_to_failure_ms", TIME, None),
-    ("crash → next result", "ms", "crash_to_next_result_ms", "crash_to_next_result_ms", TIME, None),
+    ("crash → next result (pool of 2)", "ms", "crash_to_next_result_ms", "crash_to_next_result_ms", TIME, None),
+    ("crash → next result from a respawned worker (ferry: pool of 1)", "ms", "crash_to_respawned_result_ms", "crash_to_next_result_ms", TIME, None),
     ("idle worker RSS (max)", "kB", "idle_worker_rss_kb", "idle_worker_rss_kb", SIZE, None),
+]
+
+# ferry-only figures: FERRY_WRAP (loky's cloudpickle has no compile step to compare with)
+FERRY_ONLY = [
+    ("FERRY_WRAP cold compile (first call, empty cache)", "ms", "wrap_cold_compile_ms"),
+    ("FERRY_WRAP first submit, warm cache, over a registered task's", "µs", "wrap_first_submit_overhead_us"),
+    ("FERRY_WRAP round trip over a registered task's", "µs", "wrap_submit_overhead_us"),
 ]
 
 FLOORS = [
@@ -171,6 +179,12 @@ def targets(ferry, loky):
         m = f / fl
         return m <= at_most, f"{fmt_ratio(m)} the floor (ferry {fmt_value(f)}, floor {fmt_value(fl)})"
 
+    def at_most(key, limit, unit):
+        f = value(ferry, key)
+        if f is None:
+            return None, "not measured"
+        return f <= limit, f"{fmt_value(f)} {unit} (limit {limit:,} {unit})"
+
     rss = value(ferry, "idle_worker_rss_kb")
     rss_result = ((None, "not measured") if rss is None else
                   (rss < RSS_LIMIT_KB, f"{fmt_value(rss)} kB (limit {RSS_LIMIT_KB:,} kB)"))
@@ -182,9 +196,12 @@ def targets(ferry, loky):
         ("cold start ≥ 50× faster than loky", *times_faster("cold_start_ms", "cold_start_ms", 50)),
         ("1M vector ≥ 5× faster than loky with pickle", *times_faster("vector_1m_ms", "vector_1m_pickle_ms", 5)),
         ("death → failure ≥ 3× faster than loky", *times_faster("death_to_failure_ms", "death_to_failure_ms", 3)),
-        ("crash → next result ≥ 20× faster than loky", *times_faster("crash_to_next_result_ms", "crash_to_next_result_ms", 20)),
+        ("crash → next result ≥ 20× faster than loky (ferry respawning its only worker)", *times_faster("crash_to_respawned_result_ms", "crash_to_next_result_ms", 20)),
         ("idle worker RSS < 5 MB", *rss_result),
         ("80 MB at least the socketpair bulk rate (time ≤ 1× floor)", *within_floor("bytes_80mb_ms", "floor_socketpair_80mb_ms", 1.0)),
+        ("FERRY_WRAP cold compile ≤ 1.5 s", *at_most("wrap_cold_compile_ms", 1500, "ms")),
+        ("FERRY_WRAP cached submit ≤ a registered task's + 100 µs (first in a process)", *at_most("wrap_first_submit_overhead_us", 100, "µs")),
+        ("FERRY_WRAP cached submit ≤ a registered task's + 100 µs (later calls)", *at_most("wrap_submit_overhead_us", 100, "µs")),
     ]
 
 
@@ -284,11 +301,15 @@ def notes_section(ferry, loky):
 
 def write_markdown(path, command, info, rows, ferry, loky, target_rows, errors, quick):
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    floors = []
+    floors, ferry_only = [], []
     for label, unit, key in FLOORS:
         rec = ferry.get(key)
         floors.append(f"| {label} | {unit} | {fmt_value(value(ferry, key))} | "
                       f"{rec.get('note', '') if rec else 'not measured'} |")
+    for label, unit, key in FERRY_ONLY:
+        rec = ferry.get(key)
+        ferry_only.append(f"| {label} | {unit} | {fmt_value(value(ferry, key))} | "
+                          f"{rec.get('note', '') if rec else 'not measured'} |")
     met = sum(1 for _, m, _ in target_rows if m)
     lines = [
         "# ferry vs loky: benchmarks",
@@ -316,6 +337,12 @@ def write_markdown(path, command, info, rows, ferry, loky, target_rows, errors, 
         "the hardware floor ferry-bench measured in the same run.",
         "",
         markdown_table(rows),
+        "",
+        "### FERRY_WRAP (ferry only: loky's cloudpickle has no compile step)",
+        "",
+        "| figure | unit | value | how |",
+        "|---|---|---:|---|",
+        *ferry_only,
         "",
         "### Floors (measured by ferry-bench, C++, same run)",
         "",
@@ -373,6 +400,8 @@ def main():
     target_rows = targets(ferry, loky)
     print(text_table(rows))
     print()
+    for label, unit, key in FERRY_ONLY:
+        print(f"ferry only: {label}: {fmt_value(value(ferry, key))} {unit}")
     for label, unit, key in FLOORS:
         print(f"floor: {label}: {fmt_value(value(ferry, key))} {unit}")
     print()

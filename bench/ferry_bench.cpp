@@ -45,6 +45,10 @@
 
 extern char** environ;
 
+// A main-program function shipped by value (the FERRY_WRAP metrics).
+FERRY_WRAP(bench_wrapped_square,
+int bench_wrapped_square(int x) { return x * x; })
+
 namespace {
 
 using bench_clock = std::chrono::steady_clock;
@@ -438,12 +442,132 @@ std::vector<Metric> bench_crash(const Options& o) {
     death_ms.push_back(ms_between(t0, t1));
     next_ms.push_back(ms_between(t1, t2));
   }
+  // With a pool of one, the next result needs the respawned worker: the whole recovery.
+  ferry::Executor single({.max_workers = 1});
+  std::vector<double> respawn_ms;
+  for (int i = 0; i < n; ++i) {
+    if (!single.warm_up(30s)) throw std::runtime_error("warm_up: worker not up within 30 s");
+    single.submit(initialized).get();
+    try {
+      single.submit(segfault, 1).get();
+      throw std::runtime_error("segfault(1) returned instead of failing");
+    } catch (const ferry::TerminatedWorkerError&) {
+    }
+    auto t1 = bench_clock::now();
+    int v = single.submit(square, 2).get();
+    respawn_ms.push_back(ms_between(t1, bench_clock::now()));
+    check(v == 4, "square after crash (pool of 1)");
+  }
   return {{"death_to_failure_ms", median(death_ms), "ms",
            "submit(segfault, 1) on a warm pool -> get() throws TerminatedWorkerError (" + signal +
                "), median; " + spread(death_ms)},
           {"crash_to_next_result_ms", median(next_ms), "ms",
-           "that failure -> submit(square, 2).get() returns on the same executor, median; " +
-               spread(next_ms)}};
+           "that failure -> submit(square, 2).get() returns on the same executor (pool of 2: the "
+           "surviving worker answers), median; " + spread(next_ms)},
+          {"crash_to_respawned_result_ms", median(respawn_ms), "ms",
+           "pool of 1: the failure -> submit(square, 2).get() returns from the respawned worker "
+           "(spawn, handshake, plugin load), median; " + spread(respawn_ms)}};
+}
+
+// ---- FERRY_WRAP -------------------------------------------------------------------------------
+
+/// A fresh private directory for a wrap cache (removed at scope exit).
+struct TempCache {
+  std::string path;
+  TempCache() {
+    std::string tmpl = "/tmp/ferry-bench-cache-XXXXXX";
+    if (!::mkdtemp(tmpl.data())) throw_errno("mkdtemp");
+    path = tmpl;
+  }
+  ~TempCache() {
+    std::string cmd = "rm -rf '" + path + "'";
+    if (std::system(cmd.c_str()) != 0) std::cerr << "ferry-bench: could not remove " << path << "\n";
+  }
+};
+
+/// The child: times the first submit().get() of the wrapped function and of a registered task in
+/// a fresh process, with the wrap cache given; prints "<wrapped us> <registered us>".
+int wrap_child(const char* cache) {
+  try {
+    ::setenv("FERRY_CACHE_DIR", cache, 1);
+    ferry::Executor ex({.max_workers = 1});
+    if (!ex.warm_up(30s)) throw std::runtime_error("worker not up");
+    ex.submit(initialized).get();  // the crash plugin: loaded, not timed
+    auto t0 = bench_clock::now();
+    int a = ex.submit(bench_wrapped_square, 7).get();
+    auto t1 = bench_clock::now();
+    int b = ex.submit(square, 7).get();
+    auto t2 = bench_clock::now();
+    if (a != 49 || b != 49) throw std::runtime_error("wrong results");
+    std::cout << us_between(t0, t1) << " " << us_between(t1, t2) << "\n" << std::flush;
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "wrap child: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+std::pair<double, double> run_wrap_child(const std::string& cache) {
+  // Through the shell: /proc/self/exe would name the shell, so resolve our own path first.
+  std::array<char, 4096> self{};
+  ssize_t len = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
+  if (len <= 0) throw_errno("readlink /proc/self/exe");
+  std::string cmd = "'" + std::string(self.data(), static_cast<std::size_t>(len)) + "' --wrap-child '" + cache + "'";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) throw_errno("popen");
+  double wrapped = -1, registered = -1;
+  if (std::fscanf(p, "%lf %lf", &wrapped, &registered) != 2) wrapped = -1;
+  int status = ::pclose(p);
+  if (wrapped < 0 || status != 0) throw std::runtime_error("wrap child failed (status " + std::to_string(status) + ")");
+  return {wrapped, registered};
+}
+
+std::vector<Metric> bench_wrap_cold(const Options& o) {
+  int n = o.quick ? 2 : 5;
+  std::vector<double> ms;
+  for (int i = 0; i < n; ++i) {
+    TempCache cache;  // empty: the wrapped function is compiled (the prelude is precompiled)
+    ms.push_back(run_wrap_child(cache.path).first / 1000);
+  }
+  return {{"wrap_cold_compile_ms", median(ms), "ms",
+           "first submit(wrapped, 7).get() in a fresh process with an empty wrap cache: compile "
+           "with the precompiled prelude, load, call; median; " + spread(ms)}};
+}
+
+std::vector<Metric> bench_wrap_cached(const Options& o) {
+  TempCache cache;
+  run_wrap_child(cache.path);  // fills the cache
+  int n = o.quick ? 3 : 10;
+  std::vector<double> first;
+  for (int i = 0; i < n; ++i) {
+    auto [wrapped, registered] = run_wrap_child(cache.path);
+    first.push_back(wrapped - registered);
+  }
+  // Steady state in one process: round trips of the wrapped function against the registered one.
+  ::setenv("FERRY_CACHE_DIR", cache.path.c_str(), 1);
+  ferry::Executor ex({.max_workers = 1});
+  if (!ex.warm_up(30s)) throw std::runtime_error("worker not up");
+  ex.submit(bench_wrapped_square, 1).get();
+  ex.submit(square, 1).get();
+  const int calls = o.quick ? 500 : 3000;
+  std::vector<double> wrapped, registered;
+  for (int i = 0; i < calls; ++i) {
+    auto t0 = bench_clock::now();
+    ex.submit(bench_wrapped_square, i % 1000).get();
+    auto t1 = bench_clock::now();
+    ex.submit(square, i % 1000).get();
+    auto t2 = bench_clock::now();
+    wrapped.push_back(us_between(t0, t1));
+    registered.push_back(us_between(t1, t2));
+  }
+  ::unsetenv("FERRY_CACHE_DIR");
+  double steady = median(wrapped) - median(registered);
+  return {{"wrap_first_submit_overhead_us", median(first), "us",
+           "fresh process, warm wrap cache: first submit().get() of the wrapped function minus "
+           "that of a registered task (cache lookup + content check); median; " + spread(first)},
+          {"wrap_submit_overhead_us", steady, "us",
+           "same process, after the first call: median round trip of the wrapped function (" +
+               fmt(median(wrapped)) + " us) minus the registered one's (" + fmt(median(registered)) + " us)"}};
 }
 
 // ---- memory -----------------------------------------------------------------------------------
@@ -673,7 +797,9 @@ std::vector<Group> all_groups() {
        [](const Options& o) { return bench_bytes(mb8, "bytes_8mb_ms", o.quick ? 3 : 10); }},
       {{"bytes_80mb_ms"},
        [](const Options& o) { return bench_bytes(mb80, "bytes_80mb_ms", o.quick ? 2 : 5); }},
-      {{"death_to_failure_ms", "crash_to_next_result_ms"}, bench_crash},
+      {{"death_to_failure_ms", "crash_to_next_result_ms", "crash_to_respawned_result_ms"}, bench_crash},
+      {{"wrap_cold_compile_ms"}, bench_wrap_cold},
+      {{"wrap_first_submit_overhead_us", "wrap_submit_overhead_us"}, bench_wrap_cached},
       {{"idle_worker_rss_kb"}, bench_rss},
       {{"floor_pingpong_us"}, bench_floor_pingpong},
       {{"floor_socketpair_8mb_ms"},
@@ -709,6 +835,7 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--cold-child") return cold_child();
+    if (a == "--wrap-child" && i + 1 < argc) return wrap_child(argv[i + 1]);
     if (a == "--quick") {
       options.quick = true;
     } else if (a == "--only" && i + 1 < argc) {
