@@ -47,9 +47,10 @@ TEST_CASE("Lifecycle.memory_growth_recycles_after_the_task") {
     pids.insert(ex.submit(worker_pid).get());
     CHECK(ex.submit(leak, 20).get() == 20);  // finishes, reports, then the worker is recycled
   }
-  // 20 MiB per call over a 48 MiB allowance: a new worker every three calls or so.
+  // 20 MiB per call over a 48 MiB allowance: a new worker every three calls or so (every call
+  // under a sanitizer, whose shadow memory multiplies the growth), never twice for one call.
   CHECK(pids.size() >= 2);
-  CHECK(pids.size() <= 5);
+  CHECK(pids.size() <= 8);
 }
 
 TEST_CASE("Lifecycle.max_tasks_per_child") {

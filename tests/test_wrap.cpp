@@ -77,6 +77,7 @@ struct FreshCache {
       CacheAt at(shared_cache());
       ferry::Executor ex(support::options(1));
       REQUIRE(ex.submit(twice, 1, std::vector<int>{}).get() == 2);  // the prelude exists now
+      ferry::wait_for_wraps(120s);  // the executor's warm-up builds: done before the test counts
     }
     fs::create_directories(path);
     fs::permissions(path, fs::perms::owner_all, fs::perm_options::replace);

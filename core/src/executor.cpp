@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "pool.hpp"
+#include "protocol.hpp"
 
 namespace ferry {
 
@@ -29,8 +30,33 @@ Executor::~Executor() {
 
 void Executor::submit_encoded(const detail::Target& target, detail::Buffer args,
                               std::uint32_t items, std::shared_ptr<detail::StateBase> state,
-                              const SubmitOptions& options) {
-  pool_->submit(target, std::move(args), items, std::move(state), options);
+                              const SubmitOptions& options, std::uint8_t frame_flags) {
+  pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags);
+}
+
+Future<std::string> Executor::submit_json_to(detail::Target target, std::string lines,
+                                             std::uint32_t items, bool keep_going) {
+  target.signature = "(JSON arguments)";
+  target.fingerprint = 0;  // the worker's JSON decoding checks the types
+  auto state = std::make_shared<detail::State<std::string>>(0, /*raw=*/true);
+  detail::Buffer args;
+  args.append(lines.data(), lines.size());
+  std::uint8_t flags = detail::protocol::flag_json | (keep_going ? detail::protocol::flag_keep_going : 0);
+  submit_encoded(target, std::move(args), std::max<std::uint32_t>(items, 1), state, SubmitOptions{}, flags);
+  return Future<std::string>(std::move(state));
+}
+
+Future<std::string> Executor::submit_json(std::string_view task, std::string lines,
+                                          std::uint32_t items, bool keep_going) {
+  return submit_json_to(detail::Target{.kind = detail::Target::Kind::name, .name = std::string(task)},
+                        std::move(lines), items, keep_going);
+}
+
+Future<std::string> Executor::submit_json(const TaskRef& ref, std::string lines,
+                                          std::uint32_t items, bool keep_going) {
+  return submit_json_to(
+      detail::Target{.kind = detail::Target::Kind::ref, .name = ref.name, .library = ref.library},
+      std::move(lines), items, keep_going);
 }
 
 void Executor::fail_encoding(detail::StateBase& state, const detail::Target& target,

@@ -2,6 +2,23 @@
 // The manager thread: the slow paths. Spawns and respawns workers, reads channels nobody waits
 // on, flushes outboxes, reaps dead workers and decides what their calls get, enforces deadlines,
 // resizes and shuts down. (Mirrors loky's _ExecutorManagerThread, without breaking the pool.)
+//
+//  submitting thread                 worker channel (socketpair)            ferry-worker
+//  ─────────────────                 ───────────────────────────            ────────────
+//  submit() ─ resolve TaskRef ─┐
+//           encode args        ├─ mu_: queue_ → dispatch_locked() ─ outbox ──▶ read frame
+//                              │       (idle worker? write now,                resolve (cached)
+//                              │        from this very thread)                 invoke, encode
+//  get() ─ spin, then read ◀───┼──────────────────── result frame ◀─────────── write result
+//          this worker's       │  (read_mu: whoever holds it reads the
+//          channel itself      │   channel; completions run unlocked)
+//                              │
+//  manager thread (epoll) ─────┘  reads channels nobody waits on, flushes outboxes (EPOLLOUT),
+//                                 spawns/respawns (PR_SET_PDEATHSIG needs a long-lived thread),
+//                                 reaps via pidfd, deadlines, resize, shutdown.
+//
+// The hot path (submit → worker → result → get) involves no hand-off to this thread; the
+// invariants are listed at the top of pool.hpp.
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>

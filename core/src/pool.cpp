@@ -29,12 +29,17 @@ namespace ferry::detail {
 namespace fs = std::filesystem;
 using protocol::ResultStatus;
 
+namespace {
+// Read once when libferry is loaded, before any thread of ours exists (getenv must not race with
+// an application's setenv).
+const bool debug_enabled = [] {
+  const char* v = std::getenv("FERRY_DEBUG");
+  return v && *v && std::string_view(v) != "0";
+}();
+}  // namespace
+
 void debug_log(const char* fmt, ...) {
-  static const bool on = [] {
-    const char* v = std::getenv("FERRY_DEBUG");
-    return v && *v && std::string_view(v) != "0";
-  }();
-  if (!on) return;
+  if (!debug_enabled) return;
   std::fprintf(stderr, "[ferry %d] ", static_cast<int>(::getpid()));
   va_list ap;
   va_start(ap, fmt);
@@ -52,6 +57,8 @@ std::uint64_t env_number(const char* name, std::uint64_t fallback) {
   unsigned long long n = std::strtoull(v, &end, 10);
   return (end && *end == '\0') ? n : fallback;
 }
+
+}  // namespace
 
 /// Where ferry-worker is: the option, $FERRY_WORKER, next to this libferry (install and build
 /// trees share the layout), the build tree, next to the executable, then $PATH.
@@ -87,7 +94,11 @@ fs::path find_worker(const fs::path& configured) {
   return candidates.empty() ? fs::path("ferry-worker") : candidates.front();
 }
 
-}  // namespace
+}  // namespace ferry::detail
+
+std::filesystem::path ferry::default_worker_path() { return detail::find_worker({}); }
+
+namespace ferry::detail {
 
 Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
   if (options_.idle_timeout.count() < 0)
@@ -168,7 +179,8 @@ std::shared_ptr<const RefEntry> Pool::resolve(const Target& t) {
     }
     case Target::Kind::name: {
       TaskInfo info = index_->find(t.name);
-      if (info.fingerprint != t.fingerprint)
+      // Fingerprint 0: JSON arguments, whose types the worker's JSON decoding checks.
+      if (t.fingerprint != 0 && info.fingerprint != t.fingerprint)
         throw PluginError::signature_mismatch(info.library.string(), info.name, info.signature,
                                               std::string(t.signature));
       return intern_ref(protocol::RefKind::plugin, info.library.string(), info.name,
@@ -186,7 +198,8 @@ std::shared_ptr<const RefEntry> Pool::resolve(const Target& t) {
 }
 
 void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
-                  std::shared_ptr<StateBase> state, const SubmitOptions& options) {
+                  std::shared_ptr<StateBase> state, const SubmitOptions& options,
+                  std::uint8_t frame_flags) {
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
@@ -205,6 +218,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   call->ref = std::move(ref);
   call->args = std::move(args);
   call->items = std::max<std::uint32_t>(items, 1);
+  call->flags = frame_flags;
   call->state = state;
   call->deadline = std::chrono::duration_cast<Clock::duration>(options.deadline);
   bool need_spawn = false;
@@ -269,7 +283,7 @@ void Pool::send_locked(Worker& w, const std::shared_ptr<Call>& call) {
     w.outbox.push(Buffer(call->ref->frame));
     w.announced[ref] = true;
   }
-  w.outbox.push(protocol::encode_task_head({call->id, ref, call->items}, call->args.size()));
+  w.outbox.push(protocol::encode_task_head({call->id, ref, call->items}, call->args.size(), call->flags));
   w.outbox.push_view(call->args.view(), call);
   call->worker = &w;
   if (w.in_flight.empty()) {

@@ -1,19 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The process pool behind ferry::Executor (mechanism; the reusable singleton is policy elsewhere).
 //
-//  submitting thread                 worker channel (socketpair)            ferry-worker
-//  ─────────────────                 ───────────────────────────            ────────────
-//  submit() ─ resolve TaskRef ─┐
-//           encode args        ├─ mu_: queue_ → dispatch_locked() ─ outbox ──▶ read frame
-//                              │       (idle worker? write now,                resolve (cached)
-//                              │        from this very thread)                 invoke, encode
-//  get() ─ spin, then read ◀───┼──────────────────── result frame ◀─────────── write result
-//          this worker's       │  (read_mu: whoever holds it reads the
-//          channel itself      │   channel; completions run unlocked)
-//                              │
-//  manager thread (epoll) ─────┘  reads channels nobody waits on, flushes outboxes (EPOLLOUT),
-//                                 spawns/respawns (PR_SET_PDEATHSIG needs a long-lived thread),
-//                                 reaps via pidfd, deadlines, resize, shutdown.
+// The data-flow picture is at the top of manager.cpp.
 //
 // Invariants (see docs/design.md):
 //  * Calls on a worker run in send order and a worker answers each before starting the next, so
@@ -67,6 +55,7 @@ struct Call {
   std::shared_ptr<const RefEntry> ref;
   Buffer args;
   std::uint32_t items = 1;
+  std::uint8_t flags = 0;  // task frame flags (JSON)
   unsigned retries = 0;
   Clock::duration deadline{0};  // 0 = none
   Clock::time_point started{};  // when it became the running call of its worker
@@ -133,7 +122,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void start();
 
   void submit(const Target& target, Buffer args, std::uint32_t items,
-              std::shared_ptr<StateBase> state, const SubmitOptions& options);
+              std::shared_ptr<StateBase> state, const SubmitOptions& options,
+              std::uint8_t frame_flags = 0);
   void shutdown(const ShutdownOptions& options);
   void resize(std::size_t max_workers);
   bool warm_up(Clock::duration timeout);
@@ -230,6 +220,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::unique_ptr<PluginIndex> index_;
 };
 
+
+/// The worker executable: `configured` if given, else the default search (see default_worker_path).
+std::filesystem::path find_worker(const std::filesystem::path& configured);
 
 /// FERRY_DEBUG=1: one line per event on stderr.
 void debug_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -89,9 +89,9 @@ void BodyReader::expect_end() const {
     throw ProtocolError(std::to_string(body_.size() - at_) + " unexpected trailing bytes in frame");
 }
 
-Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size) {
+Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size, std::uint8_t flags) {
   Buffer out(header_size);
-  write_header(out.data(), type, body.size() + payload_size);
+  write_header(out.data(), type, body.size() + payload_size, flags);
   out.append(body.data(), body.size());
   return out;
 }
@@ -139,10 +139,10 @@ Define decode_define(std::string_view body) {
   return d;
 }
 
-Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size) {
+Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags) {
   Buffer b;
   BodyWriter(b).u64(t.call).u32(t.ref).u32(t.items);
-  return frame(FrameType::task, b, args_size);
+  return frame(FrameType::task, b, args_size, flags);
 }
 TaskHead decode_task_head(BodyReader& r) {
   TaskHead t;

@@ -35,6 +35,10 @@ enum class FrameType : std::uint8_t {
 };
 inline constexpr std::uint8_t max_frame_type = 7;
 
+/// Task frame flags (header byte 3).
+inline constexpr std::uint8_t flag_json = 1;        // arguments and results are JSON lines
+inline constexpr std::uint8_t flag_keep_going = 2;  // JSON: a failing item's error is its result
+
 /// Thrown on malformed bytes; the peer sending them is treated as broken.
 class ProtocolError : public std::runtime_error {
  public:
@@ -164,14 +168,15 @@ class BodyReader {
 };
 
 /// Frame = header + body in one buffer, ready to send (payload bytes may follow separately).
-Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size = 0);
+Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size = 0,
+             std::uint8_t flags = 0);
 
 Buffer encode_hello(const Hello& h);
 Hello decode_hello(std::string_view body);
 Buffer encode_define(const Define& d);
 Define decode_define(std::string_view body);
 /// Header + task head; the argument bytes (size `args_size`) are sent right after.
-Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size);
+Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags = 0);
 TaskHead decode_task_head(BodyReader& r);
 /// Header + result head; for ok, the result bytes (size `payload_size`) are sent right after.
 Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);

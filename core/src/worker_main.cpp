@@ -192,12 +192,14 @@ class WorkerLoop {
 
   /// Runs a resolved record; fills `status`/`err` on failure. Results land in result_.
   ResultStatus invoke(const TaskRecordHeader* rec, std::string_view args, std::uint32_t items,
-                      std::uint32_t& failed_item, protocol::ErrorBody& err) {
+                      std::uint8_t frame_flags, std::uint32_t& failed_item,
+                      protocol::ErrorBody& err) {
     result_.clear();
     error_.clear();
     BufferWriter rw(result_), ew(error_);
-    InvokeContext ctx{args.data(), args.size(), items, 0, InvokeStatus::ok, &rw, &ew};
-    rec->invoke(ctx);
+    std::uint32_t flags = (frame_flags & protocol::flag_keep_going) ? invoke_keep_going : 0;
+    InvokeContext ctx{args.data(), args.size(), items, 0, InvokeStatus::ok, flags, &rw, &ew};
+    ((frame_flags & protocol::flag_json) ? rec->invoke_json : rec->invoke)(ctx);
     failed_item = ctx.failed_item;
     if (ctx.status == InvokeStatus::ok) return ResultStatus::ok;
     std::string_view e = error_.view();
@@ -222,7 +224,7 @@ class WorkerLoop {
     protocol::ErrorBody err;
     std::uint32_t failed_item = 0;
     const TaskRecordHeader* rec = resolve(it->second, status, err);
-    if (rec) status = invoke(rec, r.rest(), head.items, failed_item, err);
+    if (rec) status = invoke(rec, r.rest(), head.items, f.header.flags, failed_item, err);
     ++tasks_done_;
     if (status != ResultStatus::ok) return reply_error(head.call, status, failed_item, std::move(err));
     Buffer out = protocol::encode_result_head({head.call, ResultStatus::ok, 0}, result_.size());
@@ -236,7 +238,7 @@ class WorkerLoop {
     protocol::ErrorBody err;
     std::uint32_t failed_item = 0;
     const TaskRecordHeader* rec = resolve(it->second, status, err);
-    if (rec) status = invoke(rec, {}, 1, failed_item, err);
+    if (rec) status = invoke(rec, {}, 1, 0, failed_item, err);
     if (status == ResultStatus::ok) return true;
     // Tell the host why, then exit: a worker whose initializer failed must not run tasks.
     err.detail = std::to_string(static_cast<int>(status)) + ":" + err.detail;

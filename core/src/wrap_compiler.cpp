@@ -39,8 +39,7 @@
 
 #include "channel.hpp"
 #include "pool.hpp"
-
-extern char** environ;
+#include "spawn_posix.hpp"
 
 namespace ferry::detail {
 
@@ -156,9 +155,11 @@ struct RunResult {
   std::string output;
 };
 
-/// Runs argv with stdout and stderr in `log`, stdin from /dev/null; kills it after `timeout`.
-RunResult run(const std::vector<std::string>& argv, const fs::path& log,
-              std::chrono::seconds timeout) {
+/// Runs argv (argv[0] an absolute path) with exactly `env`, stdout and stderr in `log`, stdin
+/// from /dev/null; kills it after `timeout`. Builds run on background threads: they never read
+/// this process's environment, which the application may be changing meanwhile.
+RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+              const fs::path& log, std::chrono::seconds timeout) {
   RunResult r;
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -173,11 +174,13 @@ RunResult run(const std::vector<std::string>& argv, const fs::path& log,
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
+  std::vector<char*> args, envp;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));  // NOLINT
   args.push_back(nullptr);
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));  // NOLINT
+  envp.push_back(nullptr);
   pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, args[0], &fa, &attr, args.data(), environ);
+  int rc = ::posix_spawn(&pid, args[0], &fa, &attr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
@@ -235,7 +238,8 @@ std::string unique_suffix() {
 /// Everything a build depends on, resolved once per build.
 struct Setup {
   WrapOptions options;
-  std::string compiler;          // as given (may be a bare name)
+  std::string compiler;          // absolute path
+  std::vector<std::string> environment;  // of the thread that asked for the build
   std::string compiler_identity; // resolved path, size, mtime
   bool clang = false;
   std::vector<std::string> flags;  // compile flags, all of them
@@ -274,6 +278,8 @@ Setup make_setup(const WrapSite& site) {
     setup_failed(site, "no C++ compiler: tried '" + s.compiler +
                            "' (not found or not executable). Set FERRY_CXX (or "
                            "WrapOptions::compiler) to a C++20 compiler such as g++ or clang++");
+  s.compiler = found->string();
+  s.environment = merged_environment({});
   std::error_code ec;
   fs::path real = fs::canonical(*found, ec);
   struct stat st {};
@@ -357,7 +363,8 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   std::vector<std::string> argv = {s.compiler};
   argv.insert(argv.end(), s.flags.begin(), s.flags.end());
   argv.insert(argv.end(), {"-x", "c++-header", tmp_header, "-o", tmp_pch});
-  RunResult r = run(argv, dir / ("prelude-" + key + ".log." + unique_suffix()), std::chrono::seconds(300));
+  RunResult r = run(argv, s.environment, dir / ("prelude-" + key + ".log." + unique_suffix()),
+                    std::chrono::seconds(300));
   if (!r.ok) {
     debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
     fs::remove(tmp_header, ec);
@@ -406,7 +413,8 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   argv.insert(argv.end(), s.options.libraries.begin(), s.options.libraries.end());
   ++compilations;
   debug_log("wrap: compiling %s into %s", site.name, so.c_str());
-  RunResult r = run(argv, dir / ("wrap-" + key + ".log." + unique_suffix()), std::chrono::seconds(300));
+  RunResult r = run(argv, s.environment, dir / ("wrap-" + key + ".log." + unique_suffix()),
+                    std::chrono::seconds(300));
   std::error_code ec;
   if (!r.started) {
     setup_failed(site, "cannot run the compiler '" + s.compiler + "': " +

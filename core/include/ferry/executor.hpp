@@ -243,6 +243,21 @@ class Executor {
   }
 
   /**
+  @brief Runs a task on JSON arguments, through cereal's JSON archive (what the `ferry` command
+  uses). `lines` holds `items` lines, each a JSON object {"value0": arg0, "value1": arg1, ...}; the
+  result holds one line per item, {"value0": result} ({} for void). With `keep_going`, a failing
+  item's line is {"error": {"type", "message", "stage"}} and the other items still run; without,
+  the first failure fails the future as usual. Argument types are checked by the decoding.
+  @code
+  ex.submit_json("add", R"({"value0": 40, "value1": 2})").get();  // {"value0":42}
+  @endcode
+  */
+  Future<std::string> submit_json(std::string_view task, std::string lines, std::uint32_t items = 1,
+                                  bool keep_going = false);
+  Future<std::string> submit_json(const TaskRef& ref, std::string lines, std::uint32_t items = 1,
+                                  bool keep_going = false);
+
+  /**
   @brief Stops accepting work. With `wait`, blocks until every submitted task ended and the
   workers exited; without, returns at once and the work still completes in the background. With
   `kill_workers`, every pending future fails with CancelledError and the workers are killed.
@@ -359,12 +374,21 @@ class Executor {
   }
 
   void submit_encoded(const detail::Target& target, detail::Buffer args, std::uint32_t items,
-                      std::shared_ptr<detail::StateBase> state, const SubmitOptions& options);
+                      std::shared_ptr<detail::StateBase> state, const SubmitOptions& options,
+                      std::uint8_t frame_flags = 0);
+  Future<std::string> submit_json_to(detail::Target target, std::string lines, std::uint32_t items,
+                                     bool keep_going);
   void fail_encoding(detail::StateBase& state, const detail::Target& target, const char* what);
   std::size_t default_chunksize(std::size_t total) const;
 
   std::shared_ptr<detail::Pool> pool_;
 };
+
+/**
+@brief The ferry-worker an executor runs when ExecutorOptions::worker_path is empty: $FERRY_WORKER,
+else the one installed (or built) next to this libferry, else next to the executable, else $PATH.
+*/
+std::filesystem::path default_worker_path();
 
 /**
 @brief The process-wide executor (loky's get_reusable_executor): reused when `options` are

@@ -9,13 +9,19 @@
 #include <exception>
 #include <filesystem>
 #include <istream>
+#include <map>
 #include <ostream>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
+
+#include <cereal/archives/json.hpp>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <ferry/detail/type_name.hpp>
 #include <ferry/serialization.hpp>
@@ -49,6 +55,9 @@ enum class InvokeStatus : std::uint32_t {
   encode_result_failed = 3,
 };
 
+/// InvokeContext::flags.
+inline constexpr std::uint32_t invoke_keep_going = 1;  ///< JSON: an item's error is its result
+
 /// What the worker hands a task's entry point. Results of every item are appended to `result`; on
 /// failure "<exception type>\0<what>" goes to `error`, `status` says at which stage and
 /// `failed_item` at which item of a map chunk.
@@ -58,6 +67,7 @@ struct InvokeContext {
   std::uint32_t items;
   std::uint32_t failed_item;
   InvokeStatus status;
+  std::uint32_t flags;
   std::streambuf* result;
   std::streambuf* error;
 };
@@ -74,10 +84,11 @@ struct TaskRecordHeader {
   std::uint64_t fingerprint;
   std::uint32_t name_size;
   std::uint32_t signature_size;
-  InvokeFn invoke;
-  AddressFn address;  ///< returns the task function's address (host-side lookup by function)
+  InvokeFn invoke;       ///< arguments and results in cereal's binary archive
+  InvokeFn invoke_json;  ///< the same, one JSON object per item and line (cereal's JSON archive)
+  AddressFn address;     ///< returns the task function's address (host-side lookup by function)
 };
-static_assert(sizeof(TaskRecordHeader) == 48);
+static_assert(sizeof(TaskRecordHeader) == 56);
 
 template <std::size_t TextSize>
 struct TaskRecord {
@@ -161,6 +172,96 @@ void invoke(InvokeContext& ctx) noexcept {
   }
 }
 
+/// The JSON entry point: each item is one line holding a JSON object {"value0": arg0, ...} (what
+/// cereal's JSON archive reads for `ar(arg0, ...)`); each result is one line {"value0": result}
+/// ({} for void). With invoke_keep_going, a failing item yields {"error": {"type", "message",
+/// "stage"}} and the next items still run.
+/// cereal's JSON archive always pretty-prints: re-write its output compactly, one value per line.
+inline void write_one_line(std::ostream& os, const std::string& json) {
+  rapidjson::Document doc;
+  doc.Parse(json.c_str(), json.size());
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(out);
+  doc.Accept(writer);
+  os.write(out.GetString(), static_cast<std::streamsize>(out.GetSize()));
+}
+
+template <auto Fn>
+void invoke_json(InvokeContext& ctx) noexcept {
+  using Traits = FunctionTraits<decltype(Fn)>;
+  using R = std::remove_cvref_t<typename Traits::result>;
+  using Args = typename Traits::decayed_params;
+  using Params = typename Traits::params;
+  try {
+    std::string_view rest(ctx.args, static_cast<std::size_t>(ctx.args_size));
+    std::ostream os(ctx.result);
+    for (std::uint32_t item = 0; item < ctx.items; ++item) {
+      auto nl = rest.find('\n');
+      std::string_view line = rest.substr(0, nl);
+      rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+      ctx.failed_item = item;
+      try {
+        ctx.status = InvokeStatus::decode_arguments_failed;
+        Args args;
+        if constexpr (Traits::arity > 0) {
+          MemoryReader in(line.data(), line.size());
+          std::istream is(&in);
+          cereal::JSONInputArchive iar(is);
+          std::apply([&](auto&... a) { iar(a...); }, args);
+        }
+        ctx.status = InvokeStatus::task_threw;
+        auto call = [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
+          return Fn(forward_param<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
+        };
+        if constexpr (std::is_void_v<R>) {
+          call(std::make_index_sequence<Traits::arity>{});
+          os << "{}";
+        } else {
+          R r = call(std::make_index_sequence<Traits::arity>{});
+          ctx.status = InvokeStatus::encode_result_failed;
+          std::ostringstream one;
+          {
+            cereal::JSONOutputArchive oar(one, cereal::JSONOutputArchive::Options::NoIndent());
+            oar(r);
+          }
+          write_one_line(os, one.str());
+        }
+        os << '\n';
+      } catch (...) {
+        if (!(ctx.flags & invoke_keep_going)) throw;
+        std::stringbuf described;
+        describe_current_exception(described);
+        std::string d = described.str();
+        auto nul = d.find('\0');
+        const char* stage = ctx.status == InvokeStatus::task_threw ? "task"
+                            : ctx.status == InvokeStatus::decode_arguments_failed
+                                ? "decode_arguments"
+                                : "encode_result";
+        std::string type = d.substr(0, nul);
+        std::string message = nul == std::string::npos ? "" : d.substr(nul + 1);
+        rapidjson::StringBuffer line_out;
+        rapidjson::Writer<rapidjson::StringBuffer> w(line_out);
+        w.StartObject();
+        w.Key("error");
+        w.StartObject();
+        w.Key("type");
+        w.String(type.c_str(), static_cast<rapidjson::SizeType>(type.size()));
+        w.Key("message");
+        w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
+        w.Key("stage");
+        w.String(stage);
+        w.EndObject();
+        w.EndObject();
+        os.write(line_out.GetString(), static_cast<std::streamsize>(line_out.GetSize()));
+        os << '\n';
+      }
+    }
+    ctx.status = InvokeStatus::ok;
+  } catch (...) {
+    describe_current_exception(*ctx.error);
+  }
+}
+
 template <auto Fn>
 const void* function_address() noexcept {
   return reinterpret_cast<const void*>(Fn);  // NOLINT: identity of the task function
@@ -206,6 +307,7 @@ struct TaskRecordFor {
     r.header.name_size = static_cast<std::uint32_t>(Name.size());
     r.header.signature_size = static_cast<std::uint32_t>(signature.size());
     r.header.invoke = &invoke<Fn>;
+    r.header.invoke_json = &invoke_json<Fn>;
     r.header.address = &function_address<Fn>;
     std::size_t at = 0;
     for (char c : Name.view()) r.text[at++] = c;

@@ -145,7 +145,9 @@ class StateBase {
 template <class T>
 class State final : public StateBase {
  public:
-  explicit State(std::uint32_t chunk_items = 0) : items_(chunk_items) {}
+  /// `raw`: the payload is the result itself (JSON text), not a cereal encoding (T = std::string).
+  explicit State(std::uint32_t chunk_items = 0, bool raw = false)
+      : items_(chunk_items), raw_(raw) {}
 
   T get() {
     wait();
@@ -172,6 +174,7 @@ class State final : public StateBase {
   T decode() requires(!std::is_void_v<T>);
 
   std::uint32_t items_;
+  bool raw_;
   std::optional<Local> local_;
 };
 
@@ -183,6 +186,8 @@ struct IsVector<std::vector<T, A>> : std::true_type {};
 template <class T>
 T State<T>::decode() requires(!std::is_void_v<T>) {
   std::string_view bytes = payload();
+  if constexpr (std::is_same_v<T, std::string>)
+    if (raw_) return std::string(bytes);
   try {
     if constexpr (IsVector<T>::value) {
       if (items_ == 0) return decode_value<T>(bytes);
