@@ -20,10 +20,17 @@ namespace fs = std::filesystem;
 
 struct PluginIndex::Entry {
   fs::path path;
-  fs::file_time_type mtime;
-  std::uintmax_t size = 0;
+  std::string version;  // file_version() when it was read
   std::vector<TaskInfo> tasks;
 };
+
+std::string PluginIndex::file_version(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
+}
 
 PluginIndex::PluginIndex(std::vector<fs::path> dirs, PluginIndexOptions options)
     : dirs_(std::move(dirs)), options_(options) {
@@ -124,10 +131,9 @@ void PluginIndex::rescan_locked() {
     }
     std::sort(files.begin(), files.end());
     for (const auto& file : files) {
-      auto mtime = fs::last_write_time(file, ec);
-      auto size = fs::file_size(file, ec);
+      std::string version = file_version(file);
       auto same = std::find_if(entries_.begin(), entries_.end(), [&](const auto& e) {
-        return e->path == file && e->mtime == mtime && e->size == size;
+        return e->path == file && e->version == version;
       });
       if (same != entries_.end()) {
         next.push_back(*same);
@@ -136,9 +142,9 @@ void PluginIndex::rescan_locked() {
       try {
         auto e = std::make_shared<Entry>();
         e->path = file;
-        e->mtime = mtime;
-        e->size = size;
+        e->version = version;
         e->tasks = read_manifest(file);
+        for (auto& t : e->tasks) t.version = version;
         next.push_back(std::move(e));
       } catch (const PluginError& err) {
         skipped_.push_back({file, err.what()});
@@ -164,6 +170,8 @@ TaskInfo PluginIndex::find(std::string_view name) {
       }
     }
     if (!found) continue;
+    // A plugin replaced since it was read: read it again (new work uses the new version).
+    if (attempt == 0 && file_version(found->library) != found->version) continue;
     if (!options_.allow_unsafe) {
       check_safe(found->library.parent_path());
       check_safe(found->library);

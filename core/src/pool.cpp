@@ -144,14 +144,24 @@ Pool::~Pool() {
 
 std::shared_ptr<const RefEntry> Pool::intern_ref(protocol::RefKind kind, const std::string& library,
                                                  const std::string& name, std::uint64_t fingerprint,
-                                                 std::string_view signature, std::string display) {
+                                                 std::string_view signature, std::string display,
+                                                 std::string version) {
   std::lock_guard lock(refs_mu_);
-  auto key = std::make_tuple(static_cast<int>(kind), library, name, fingerprint);
+  auto key = std::make_tuple(static_cast<int>(kind), library, name, fingerprint, version);
   if (auto it = refs_.find(key); it != refs_.end()) return it->second;
   auto e = std::make_shared<RefEntry>();
   e->define = protocol::Define{next_ref_++, kind, library, name, fingerprint, std::string(signature)};
   e->frame = protocol::encode_define(e->define);
   e->display = std::move(display);
+  if (!version.empty()) {
+    auto& [seen, generation] = library_versions_[library];
+    if (seen != version) {
+      seen = version;
+      ++generation;
+    }
+    e->generation = generation;
+  }
+  e->version = std::move(version);
   refs_.emplace(key, e);
   return e;
 }
@@ -184,14 +194,19 @@ std::shared_ptr<const RefEntry> Pool::resolve(const Target& t) {
         throw PluginError::signature_mismatch(info.library.string(), info.name, info.signature,
                                               std::string(t.signature));
       return intern_ref(protocol::RefKind::plugin, info.library.string(), info.name,
-                        t.fingerprint, t.signature, t.name);
+                        t.fingerprint, t.signature, t.name, info.version);
     }
     case Target::Kind::ref: {
       std::error_code ec;
       fs::path lib = fs::absolute(t.library, ec);
       if (ec) lib = t.library;
-      return intern_ref(protocol::RefKind::plugin, lib.lexically_normal().string(), t.name,
-                        t.fingerprint, t.signature, t.name);
+      lib = lib.lexically_normal();
+      if (!options_.allow_unsafe_plugins && fs::exists(lib, ec)) {
+        PluginIndex::check_safe(lib.parent_path());
+        PluginIndex::check_safe(lib);
+      }
+      return intern_ref(protocol::RefKind::plugin, lib.string(), t.name, t.fingerprint,
+                        t.signature, t.name, PluginIndex::file_version(lib));
     }
   }
   throw std::logic_error("unreachable");
@@ -262,11 +277,22 @@ void Pool::dispatch_locked() {
   std::size_t depth = depth_locked();
   std::vector<Worker*> touched;
   while (!queue_.empty()) {
+    const Call& next = *queue_.front();
     Worker* best = nullptr;
+    bool stale = false;
     for (auto& [_, w] : workers_) {
-      if (w->retiring || w->bye || w->dead || w->eof || w->in_flight.size() >= depth) continue;
+      if (w->retiring || w->bye || w->dead || w->eof) continue;
+      if (!can_run(*w, next)) {
+        // It runs another version of this plugin: retire it (after its calls); a fresh worker
+        // replaces it and loads the new version.
+        w->retiring = true;
+        stale = true;
+        continue;
+      }
+      if (w->in_flight.size() >= depth) continue;
       if (!best || w->in_flight.size() < best->in_flight.size()) best = w.get();
     }
+    if (stale) wake();
     if (!best) break;
     auto call = std::move(queue_.front());
     queue_.pop_front();
@@ -276,8 +302,19 @@ void Pool::dispatch_locked() {
   for (Worker* w : touched) flush_locked(*w);
 }
 
+bool Pool::can_run(const Worker& w, const Call& call) {
+  const RefEntry& ref = *call.ref;
+  if (ref.version.empty()) return true;
+  auto it = w.libraries.find(ref.define.library);
+  return it == w.libraries.end() || it->second >= ref.generation;
+}
+
 void Pool::send_locked(Worker& w, const std::shared_ptr<Call>& call) {
   std::uint32_t ref = call->ref->define.ref;
+  if (!call->ref->version.empty()) {
+    auto& generation = w.libraries[call->ref->define.library];
+    generation = std::max(generation, call->ref->generation);
+  }
   if (w.announced.size() <= ref) w.announced.resize(ref + 1, false);
   if (!w.announced[ref]) {
     w.outbox.push(Buffer(call->ref->frame));

@@ -44,6 +44,8 @@ struct RefEntry {
   protocol::Define define;
   Buffer frame;         // encoded define frame
   std::string display;  // task name for messages
+  std::string version;  // identity of the library file when resolved; "" = not tracked
+  std::uint64_t generation = 0;  // counts the versions of this library seen by the pool
 };
 
 struct Worker;
@@ -77,6 +79,7 @@ struct Worker {
   // ---- under Pool::mu_ ----
   Outbox outbox;
   std::vector<bool> announced;  // ref ids already defined on this worker
+  std::unordered_map<std::string, std::uint64_t> libraries;  // path → generation sent to it
   std::deque<std::shared_ptr<Call>> in_flight;
   bool hello = false;
   bool retiring = false;       // takes no new work; told to shut down once idle
@@ -144,7 +147,11 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::shared_ptr<const RefEntry> resolve(const Target& target);
   std::shared_ptr<const RefEntry> intern_ref(protocol::RefKind kind, const std::string& library,
                                              const std::string& name, std::uint64_t fingerprint,
-                                             std::string_view signature, std::string display);
+                                             std::string_view signature, std::string display,
+                                             std::string version = {});
+  /// False when the worker has an older version of the call's library loaded (then it must be
+  /// retired); a newer one runs older calls too (the old file is gone).
+  static bool can_run(const Worker& w, const Call& call);
   void dispatch_locked();
   void send_locked(Worker& w, const std::shared_ptr<Call>& call);
   void flush_locked(Worker& w);
@@ -213,8 +220,10 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   OomCounts oom_seen_;
 
   std::mutex refs_mu_;
-  std::map<std::tuple<int, std::string, std::string, std::uint64_t>, std::shared_ptr<RefEntry>> refs_;
+  std::map<std::tuple<int, std::string, std::string, std::uint64_t, std::string>, std::shared_ptr<RefEntry>>
+      refs_;
   std::uint32_t next_ref_ = 0;
+  std::unordered_map<std::string, std::pair<std::string, std::uint64_t>> library_versions_;
   std::shared_ptr<const RefEntry> initializer_;
 
   std::unique_ptr<PluginIndex> index_;

@@ -20,6 +20,7 @@ struct TaskInfo {
   std::uint32_t abi = 0;           ///< ferry plugin ABI the plugin was built against
   std::filesystem::path library;   ///< absolute path of the plugin
   std::string plugin;              ///< plugin name: file name without "lib" and ".so"
+  std::string version;             ///< identity of the file read (device, inode, size, mtime)
 };
 
 /** @brief A file of a plugin directory that was skipped, and why. */
@@ -69,6 +70,10 @@ class PluginIndex {
   /// Refuses (PluginError::unsafe) a file or directory writable by group/others or owned by a
   /// user other than this process's or root, like ssh's StrictModes.
   static void check_safe(const std::filesystem::path& path);
+
+  /// Identity of a file as it is now ("dev:ino:size:mtime_ns"), "" if it cannot be read. A plugin
+  /// replaced on disk gets a new one.
+  static std::string file_version(const std::filesystem::path& path);
 
  private:
   struct Entry;
