@@ -136,6 +136,14 @@ TEST_CASE("Executor.max_workers_zero_means_cpu_count") {
   CHECK(ex.submit(square, 2).get() == 4);
 }
 
+TEST_CASE("Executor.absurd_sizes_are_refused") {
+  auto o = support::options(1'000'000);
+  CHECK_THROWS_AS(ferry::Executor{o}, std::invalid_argument);
+  ferry::Executor ex(support::options(1));
+  CHECK_THROWS_AS(ex.resize(1'000'000), std::invalid_argument);
+  CHECK_THROWS_AS(ex.resize(0), std::invalid_argument);
+}
+
 TEST_CASE("Executor.shutdown.wait_completes_everything_submitted") {
   ferry::Executor ex(support::options(2));
   std::vector<ferry::Future<int>> fs;

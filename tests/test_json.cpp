@@ -56,6 +56,13 @@ TEST_CASE("Json.errors_without_keep_going") {
   SUBCASE("not JSON") {
     CHECK_THROWS_AS(ex.submit_json("square", "{value0: ").get(), ferry::SerializationError);
   }
+  SUBCASE("arguments by name, not by position") {
+    CHECK(ex.submit_json("add", R"({"value1": 2, "value0": 40})").get() == "{\"value0\":42}\n");
+    CHECK_THROWS_WITH_AS(ex.submit_json("square", R"({"value0": 3, "value1": 99})").get(),
+                         doctest::Contains("unexpected argument \"value1\""), ferry::SerializationError);
+    CHECK_THROWS_WITH_AS(ex.submit_json("add", R"({"value0": 3})").get(),
+                         doctest::Contains("takes 2 arguments, 1 given"), ferry::SerializationError);
+  }
   SUBCASE("unknown task") {
     CHECK_THROWS_AS(ex.submit_json("no_such_task", "{}").get(), ferry::PluginError);
   }

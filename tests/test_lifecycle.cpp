@@ -81,7 +81,15 @@ TEST_CASE("Lifecycle.failing_initializer_breaks_the_pool_without_a_respawn_loop"
   o.initializer = "init_throws";
   ferry::Executor ex(o);
   std::vector<ferry::Future<int>> fs;
-  for (int i = 0; i < 4; ++i) fs.push_back(ex.submit(square, i));
+  fs.push_back(ex.submit(square, 0));  // no worker can have failed yet
+  for (int i = 1; i < 4; ++i) {
+    try {
+      fs.push_back(ex.submit(square, i));
+    } catch (const ferry::BrokenProcessPool& e) {
+      // Once the initializer has failed, submit itself refuses: also a clear error.
+      CHECK(std::string(e.what()).find("initializer refuses to run") != std::string::npos);
+    }
+  }
   for (auto& f : fs) {
     CHECK(f.wait_for(10s));
     CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("initializer refuses to run"),

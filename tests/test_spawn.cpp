@@ -128,6 +128,13 @@ TEST_CASE("Spawn.channel_is_fd_3") {
   CHECK(reap(c.proc.pid).exit_code == 0);
 }
 
+TEST_CASE("Spawn.stdin_is_dev_null") {
+  // A task must not read the host's input.
+  Child c = sh("readlink /proc/self/fd/0 >&3");
+  CHECK(read_to_eof(c.host.get()) == "/dev/null\n");
+  CHECK(reap(c.proc.pid).exit_code == 0);
+}
+
 TEST_CASE("Spawn.channel_already_at_fd_3") {
   // spawn_process must cope with the host's channel being fd 3 itself.
   int sv[2];

@@ -458,6 +458,9 @@ void Pool::shutdown(const ShutdownOptions& options) {
 
 void Pool::resize(std::size_t n) {
   if (n == 0) throw std::invalid_argument("ferry: max_workers must be greater than 0");
+  if (n > max_pool_size)
+    throw std::invalid_argument("ferry: max_workers " + std::to_string(n) +
+                                " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
   std::lock_guard lock(mu_);
   if (shutdown_) throw BrokenProcessPool::shut_down();
   max_workers_ = n;

@@ -104,6 +104,9 @@ Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
   if (options_.idle_timeout.count() < 0)
     throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be negative");
   max_workers_ = options_.max_workers ? options_.max_workers : cpu_count();
+  if (max_workers_ > max_pool_size)
+    throw std::invalid_argument("ferry: max_workers " + std::to_string(max_workers_) +
+                                " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
   worker_path_ = find_worker(options_.worker_path);
   std::vector<std::pair<std::string, std::string>> env(options_.env.begin(), options_.env.end());
   worker_env_ = merged_environment(env);

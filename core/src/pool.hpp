@@ -39,6 +39,9 @@
 
 namespace ferry::detail {
 
+/// More workers than this is a mistake (a typo in -j), not a pool: refused with invalid_argument.
+inline constexpr std::size_t max_pool_size = 4096;
+
 /// A task reference as sent to workers (one Define frame per worker, then its number).
 struct RefEntry {
   protocol::Define define;

@@ -56,7 +56,10 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
     Fd guard(moved);
     return spawn_process(exe, args, env, moved);
   }
-  int rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
+  // A task must not read the host's input: stdin is /dev/null; stdout and stderr are shared, so
+  // what a task prints shows up where the host's output goes (as with loky).
+  int rc = posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0);
+  if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
   if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa.fa, child_fd + 1);
   if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawn file actions");
 

@@ -18,8 +18,8 @@ struct SpawnedProcess {
 };
 
 /**
-Starts `exe` with `args` (argv[1..]) and exactly `env`, the descriptor `channel_fd` as fd 3, and
-nothing else open but stdin/stdout/stderr. Signal mask and dispositions are reset to defaults, so
+Starts `exe` with `args` (argv[1..]) and exactly `env`, the descriptor `channel_fd` as fd 3,
+stdin from /dev/null, stdout and stderr shared with the host, and nothing else open. Signal mask and dispositions are reset to defaults, so
 the host's own signal setup never leaks into workers.
 @throws std::system_error (errno of the failed exec or spawn, e.g. ENOENT, EACCES).
 */

@@ -36,7 +36,7 @@ ferry::Executor ex({.max_workers = 4, .idle_timeout = std::chrono::seconds(30)})
 @endcode
 */
 struct ExecutorOptions {
-  /// Number of worker processes; 0 = ferry::cpu_count().
+  /// Number of worker processes; 0 = ferry::cpu_count(); at most 4096.
   std::size_t max_workers = 0;
   /// A worker idle this long exits cleanly and is respawned on demand; 0 = never.
   Duration idle_timeout{0};

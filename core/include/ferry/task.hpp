@@ -20,8 +20,22 @@
 #include <utility>
 
 #include <cereal/archives/json.hpp>
+// cereal's JSON archive includes RapidJSON: Debian's cereal uses the system's, upstream cereal its
+// own copy (namespace CEREAL_RAPIDJSON_NAMESPACE).
+#if __has_include(<cereal/external/rapidjson/writer.h>)
+#include <cereal/external/rapidjson/stringbuffer.h>
+#include <cereal/external/rapidjson/writer.h>
+#else
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#endif
+#ifdef CEREAL_RAPIDJSON_NAMESPACE
+namespace ferry::detail::json = CEREAL_RAPIDJSON_NAMESPACE;
+#else
+namespace ferry::detail {
+namespace json = RAPIDJSON_NAMESPACE;
+}
+#endif
 
 #include <ferry/detail/type_name.hpp>
 #include <ferry/serialization.hpp>
@@ -177,13 +191,40 @@ void invoke(InvokeContext& ctx) noexcept {
 /// ({} for void). With invoke_keep_going, a failing item yields {"error": {"type", "message",
 /// "stage"}} and the next items still run.
 /// cereal's JSON archive always pretty-prints: re-write its output compactly, one value per line.
-inline void write_one_line(std::ostream& os, const std::string& json) {
-  rapidjson::Document doc;
-  doc.Parse(json.c_str(), json.size());
-  rapidjson::StringBuffer out;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(out);
+inline void write_one_line(std::ostream& os, const std::string& text) {
+  json::Document doc;
+  doc.Parse(text.c_str(), text.size());
+  json::StringBuffer out;
+  json::Writer<json::StringBuffer> writer(out);
   doc.Accept(writer);
   os.write(out.GetString(), static_cast<std::streamsize>(out.GetSize()));
+}
+
+/// The arguments of a JSON call must be exactly {"value0": ..., "value<n-1>": ...}: cereal would
+/// read members by position and ignore extra ones.
+inline void check_json_arguments(std::string_view line, std::size_t arity) {
+  if (arity == 0 && line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // no arguments
+  json::Document doc;
+  doc.Parse(line.data(), line.size());
+  if (doc.HasParseError()) throw std::invalid_argument("arguments are not valid JSON");
+  if (!doc.IsObject()) throw std::invalid_argument("arguments must be a JSON object {\"value0\": ...}");
+  for (auto m = doc.MemberBegin(); m != doc.MemberEnd(); ++m) {
+    std::string_view key(m->name.GetString(), m->name.GetStringLength());
+    bool known = false;
+    for (std::size_t i = 0; i < arity && !known; ++i) known = key == "value" + std::to_string(i);
+    if (!known)
+      throw std::invalid_argument("unexpected argument \"" + std::string(key) + "\": the task takes " +
+                                  std::to_string(arity) + " (value0..value" +
+                                  std::to_string(arity == 0 ? 0 : arity - 1) + ")");
+  }
+  if (doc.MemberCount() != arity)
+    throw std::invalid_argument("the task takes " + std::to_string(arity) + " arguments, " +
+                                std::to_string(doc.MemberCount()) + " given");
+}
+
+template <std::size_t... I, class Tuple>
+void read_named(cereal::JSONInputArchive& ar, Tuple& args, std::index_sequence<I...>) {
+  (ar(cereal::make_nvp("value" + std::to_string(I), std::get<I>(args))), ...);
 }
 
 template <auto Fn>
@@ -203,11 +244,12 @@ void invoke_json(InvokeContext& ctx) noexcept {
       try {
         ctx.status = InvokeStatus::decode_arguments_failed;
         Args args;
+        check_json_arguments(line, Traits::arity);
         if constexpr (Traits::arity > 0) {
           MemoryReader in(line.data(), line.size());
           std::istream is(&in);
           cereal::JSONInputArchive iar(is);
-          std::apply([&](auto&... a) { iar(a...); }, args);
+          read_named(iar, args, std::make_index_sequence<Traits::arity>{});
         }
         ctx.status = InvokeStatus::task_threw;
         auto call = [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
@@ -239,15 +281,15 @@ void invoke_json(InvokeContext& ctx) noexcept {
                                 : "encode_result";
         std::string type = d.substr(0, nul);
         std::string message = nul == std::string::npos ? "" : d.substr(nul + 1);
-        rapidjson::StringBuffer line_out;
-        rapidjson::Writer<rapidjson::StringBuffer> w(line_out);
+        json::StringBuffer line_out;
+        json::Writer<json::StringBuffer> w(line_out);
         w.StartObject();
         w.Key("error");
         w.StartObject();
         w.Key("type");
-        w.String(type.c_str(), static_cast<rapidjson::SizeType>(type.size()));
+        w.String(type.c_str(), static_cast<json::SizeType>(type.size()));
         w.Key("message");
-        w.String(message.c_str(), static_cast<rapidjson::SizeType>(message.size()));
+        w.String(message.c_str(), static_cast<json::SizeType>(message.size()));
         w.Key("stage");
         w.String(stage);
         w.EndObject();

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// `ferry info`: version, CPUs, the worker, the plugin path and the FERRY_WRAP setup.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include <CLI/CLI.hpp>
+#include <ferry/ferry.hpp>
+
+#include "commands.hpp"
+#include "json.hpp"
+
+namespace ferry::cli {
+
+namespace fs = std::filesystem;
+
+CLI::App* setup_info(CLI::App& app, InfoOptions& options) {
+  CLI::App* sub = app.add_subcommand(
+      "info", "Show the version, CPUs, worker, plugin path and FERRY_WRAP setup");
+  sub->add_flag("--json", options.json, "print one JSON object instead of the text");
+  sub->footer(wrap("Prints ferry's version; cpu_count() (hardware threads, affinity, cgroup quota, "
+                   "$FERRY_MAX_CPU_COUNT); the ferry-worker that would run (--worker, else "
+                   "$FERRY_WORKER, else the one installed with libferry) and whether it exists; the "
+                   "plugin directories (--plugin-dir, then $FERRY_PLUGIN_PATH); the FERRY_WRAP cache "
+                   "directory ($FERRY_CACHE_DIR, else $XDG_CACHE_HOME/ferry, else ~/.cache/ferry), "
+                   "compiler ($FERRY_CXX) and flags ($FERRY_WRAP_FLAGS).",
+                   100) +
+              "\n\n" + global_options_help() + "\n" + exit_codes_help("02"));
+  return sub;
+}
+
+namespace {
+
+bool executable(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
+}
+
+/// The compiler as FERRY_WRAP would run it: an absolute path, or the first match in $PATH.
+std::optional<fs::path> resolve_program(const fs::path& program) {
+  if (program.empty()) return std::nullopt;
+  if (program.has_parent_path()) return executable(program) ? std::optional(program) : std::nullopt;
+  const char* path = std::getenv("PATH");
+  std::string_view rest = path ? path : "";
+  while (!rest.empty()) {
+    auto colon = rest.find(':');
+    fs::path candidate = fs::path(rest.substr(0, colon)) / program;
+    if (executable(candidate)) return candidate;
+    rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int run_info(const InfoOptions& options, const GlobalOptions& global) {
+  try {
+    const fs::path worker = worker_path(global);
+    const bool worker_ok = executable(worker);
+    const std::vector<fs::path> dirs = plugin_path(global);
+    const WrapOptions wrap = wrap_options();
+    const auto compiler = resolve_program(wrap.compiler);
+    const unsigned cpus = cpu_count();
+    std::error_code ec;
+
+    std::string out;
+    if (options.json) {
+      rj::StringBuffer buffer;
+      rj::Writer<rj::StringBuffer> w(buffer);
+      auto str = [&](const std::string& s) {
+        w.String(s.c_str(), static_cast<rj::SizeType>(s.size()));
+      };
+      w.StartObject();
+      w.Key("version");
+      str(ferry::version());
+      w.Key("cpu_count");
+      w.Uint(cpus);
+      w.Key("worker");
+      w.StartObject();
+      w.Key("path");
+      str(worker.string());
+      w.Key("exists");
+      w.Bool(worker_ok);
+      w.EndObject();
+      w.Key("plugin_path");
+      w.StartArray();
+      for (const auto& d : dirs) {
+        w.StartObject();
+        w.Key("path");
+        str(d.string());
+        w.Key("exists");
+        w.Bool(fs::is_directory(d, ec));
+        w.EndObject();
+      }
+      w.EndArray();
+      w.Key("wrap");
+      w.StartObject();
+      w.Key("cache_dir");
+      str(wrap.cache_dir.string());
+      w.Key("compiler");
+      str(wrap.compiler.string());
+      w.Key("compiler_path");
+      if (compiler) {
+        str(compiler->string());
+      } else {
+        w.Null();
+      }
+      w.Key("flags");
+      w.StartArray();
+      for (const auto& f : wrap.flags) str(f);
+      w.EndArray();
+      w.EndObject();
+      w.EndObject();
+      out.assign(buffer.GetString(), buffer.GetSize());
+      out += '\n';
+    } else {
+      auto field = [&](const char* name, const std::string& value) {
+        out += std::string(name) + std::string(14 - std::string_view(name).size(), ' ') + value + "\n";
+      };
+      field("version", ferry::version());
+      field("cpu_count", std::to_string(cpus));
+      field("worker", worker.string() + (worker_ok ? "" : "  (missing or not executable)"));
+      if (dirs.empty()) {
+        field("plugin path", "(none: use --plugin-dir or set FERRY_PLUGIN_PATH)");
+      } else {
+        for (std::size_t i = 0; i < dirs.size(); ++i)
+          field(i == 0 ? "plugin path" : "",
+                dirs[i].string() + (fs::is_directory(dirs[i], ec) ? "" : "  (not a directory)"));
+      }
+      field("wrap cache", wrap.cache_dir.string());
+      field("wrap compiler", wrap.compiler.string() +
+                                 (compiler ? (compiler->string() == wrap.compiler.string()
+                                                  ? std::string()
+                                                  : "  (" + compiler->string() + ")")
+                                           : std::string("  (not found)")));
+      std::string flags;
+      for (const auto& f : wrap.flags) flags += (flags.empty() ? "" : " ") + f;
+      field("wrap flags", flags);
+    }
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return exit_ok;
+  } catch (...) {
+    return report("info", describe(std::current_exception()));
+  }
+}
+
+}  // namespace ferry::cli

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// `ferry run TASK ARG...`: one task on JSON arguments, its result printed as JSON.
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+#include <ferry/ferry.hpp>
+
+#include "commands.hpp"
+#include "json.hpp"
+
+namespace ferry::cli {
+
+namespace {
+
+/// Example command lines with what they print, aligned.
+std::string examples(std::initializer_list<std::pair<std::string_view, std::string_view>> rows) {
+  std::size_t width = 0;
+  for (const auto& [command, output] : rows) width = std::max(width, command.size());
+  std::string out;
+  for (const auto& [command, output] : rows)
+    out += "  " + std::string(command) + std::string(width - command.size() + 4, ' ') +
+           std::string(output) + "\n";
+  return out;
+}
+
+}  // namespace
+
+CLI::App* setup_run(CLI::App& app, RunOptions& options) {
+  CLI::App* sub = app.add_subcommand("run", "Run one task on JSON arguments and print its result");
+  sub->add_option("TASK", options.task, "task name, or plugin:task to choose among plugins")
+      ->type_name("")
+      ->required();
+  // ARG is declared for --help only. Its values stay unparsed and reach the root app's extras
+  // (main.cpp), because a CLI11 vector positional splits "[1,2]" into "1" and "2" (its own list
+  // syntax); the validator refuses every value so that this option never takes one.
+  sub->add_option("ARG", options.arg_help,
+                  wrap("one JSON value per argument of the task, in order: 42, 2.5, '\"text\"', "
+                       "'[1,2]', '{\"value0\": 1, \"value1\": 2}', true, null. Put -- before "
+                       "the first ARG when one starts with '-' and is not a number"))
+      ->type_name("")
+      ->check([](const std::string&) { return std::string("(help only)"); });
+  sub->validate_positionals();
+  sub->add_flag("--raw", options.raw,
+                wrap("print the worker's result line as is ({\"value0\": RESULT}, or {} for a "
+                     "void task) instead of the result value"));
+  sub->footer(
+      wrap("Runs TASK once in a ferry-worker and prints its result as one line of JSON on stdout "
+           "(nothing for a void task). The ARGs travel as {\"value0\": ARG1, \"value1\": ARG2, "
+           "...} through cereal's JSON archive: a struct argument is an object of its serialized "
+           "fields, named \"value0\", \"value1\", ... unless the type names them. The number "
+           "of ARGs is checked against the task's signature (ferry list). A task that fails prints "
+           "the error type and message on stderr. -j does not matter: one worker runs the task.",
+           100) +
+      "\n\nExamples:\n" + examples({{"ferry run add 40 2", "42"},
+                                     {"ferry run greet '\"you\"'", "\"hello, you\""},
+                                     {"ferry run sum '[1.5, 2.5]'", "4.0"},
+                                     {"ferry run scale '{\"value0\": 1, \"value1\": 2}' 3",
+                                      "{\"value0\":3.0,\"value1\":6.0}"},
+                                     {"ferry run noop", "(nothing: a void task)"},
+                                     {"ferry run checked_isqrt -- -4",
+                                      "exit 1, stderr: TaskError: ... negative: -4"}}) +
+      "\n" +
+      global_options_help() + "\n" + exit_codes_help());
+  return sub;
+}
+
+int run_run(const RunOptions& options, const GlobalOptions& global) {
+  // Every ARG is checked before anything starts: a bad one is a usage error, said precisely.
+  rj::StringBuffer buffer;
+  rj::Writer<rj::StringBuffer> line(buffer);
+  line.StartObject();
+  for (std::size_t i = 0; i < options.args.size(); ++i) {
+    const std::string& arg = options.args[i];
+    rj::Document doc;
+    std::string error;
+    if (!json::parse(arg, doc, error)) {
+      std::string hint = !arg.empty() && arg[0] == '-'
+                             ? " (an unknown option? options go before TASK; put -- before ARGs "
+                               "starting with '-')"
+                             : !arg.empty() && std::isalpha(static_cast<unsigned char>(arg[0]))
+                                   ? " (a JSON string needs its quotes: '\"text\"')"
+                                   : "";
+      print_error("run", "argument " + std::to_string(i + 1) + " is not valid JSON: " + error +
+                             ": " + arg + hint);
+      return exit_usage;
+    }
+    std::string key = "value" + std::to_string(i);
+    line.Key(key.c_str(), static_cast<rj::SizeType>(key.size()));
+    doc.Accept(line);
+  }
+  line.EndObject();
+
+  try {
+    // Looked up here, not only by the executor: an unknown task fails before any worker starts,
+    // and the argument count is checked against the signature (cereal's JSON archive would
+    // silently ignore extra members).
+    TaskInfo info = find_task(global, options.task);
+    if (auto arity = signature_arity(info.signature); arity && *arity != options.args.size()) {
+      print_error("run", "task '" + info.name + "' takes " + std::to_string(*arity) +
+                             (*arity == 1 ? " argument" : " arguments") + " (" + info.signature +
+                             "), got " + std::to_string(options.args.size()));
+      return exit_usage;
+    }
+    Stdio io = isolate_stdio(/*take_stdin=*/false);
+    Executor executor(executor_options(global, 1));
+    std::string result =
+        executor
+            .submit_json(TaskRef{.library = info.library, .name = info.name},
+                         std::string(buffer.GetString(), buffer.GetSize()))
+            .get();
+    if (options.raw) {
+      if (result.empty() || result.back() != '\n') result += '\n';
+      std::fwrite(result.data(), 1, result.size(), io.out);
+      std::fflush(io.out);
+      return exit_ok;
+    }
+    rj::Document doc;
+    std::string error;
+    while (!result.empty() && (result.back() == '\n' || result.back() == '\r')) result.pop_back();
+    if (!json::parse(result, doc, error) || !doc.IsObject()) {
+      print_error("run", "the worker's result is not a JSON object (" + error + "): " + result);
+      return exit_task_failed;
+    }
+    if (auto it = doc.FindMember("value0"); it != doc.MemberEnd()) {
+      std::string value = json::write(it->value) + "\n";
+      std::fwrite(value.data(), 1, value.size(), io.out);
+      std::fflush(io.out);
+    }
+    return exit_ok;
+  } catch (...) {
+    return report("run", describe(std::current_exception()));
+  }
+}
+
+}  // namespace ferry::cli

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The ferry command's subcommands (one cmd_<name>.cpp each), their options and shared helpers.
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ferry/executor.hpp>
+#include <ferry/plugin_index.hpp>
+
+namespace CLI {
+class App;
+}
+
+namespace ferry::cli {
+
+/// Exit statuses of every subcommand (also in `ferry --help` and main.cpp).
+enum Exit : int {
+  exit_ok = 0,
+  exit_task_failed = 1,   ///< a task failed; with map --keep-going, some line failed
+  exit_usage = 2,         ///< bad options or arguments, bad JSON, arguments that do not fit the task
+  exit_lookup = 3,        ///< PluginError / UnresolvableTaskError: no such task, ambiguous, unsafe
+  exit_pool = 4,          ///< BrokenProcessPool: the worker is missing or cannot start
+};
+
+/// The exit-code table of help footers: the codes in `which`; `one`, if given, replaces the
+/// meaning of 1 (a subcommand that runs no task).
+std::string exit_codes_help(std::string_view which = "01234", std::string_view one = {});
+/// The global options, as a help footer paragraph for subcommands.
+std::string global_options_help();
+/// `text` with its lines broken at spaces to at most `width` columns (help texts: CLI11 2.1
+/// does not wrap them).
+std::string wrap(std::string_view text, std::size_t width = 70);
+
+/// Options given before (or after) the subcommand.
+struct GlobalOptions {
+  std::vector<std::string> plugin_dirs;  ///< --plugin-dir, before $FERRY_PLUGIN_PATH
+  std::size_t workers = 0;               ///< -j/--workers; 0 = cpu_count()
+  std::string worker;                    ///< --worker; empty = default_worker_path()
+};
+
+/// --plugin-dir entries followed by $FERRY_PLUGIN_PATH.
+std::vector<std::filesystem::path> plugin_path(const GlobalOptions& global);
+/// The ferry-worker the executor will run.
+std::filesystem::path worker_path(const GlobalOptions& global);
+/// Executor options for `workers` processes (0 = cpu_count()).
+ExecutorOptions executor_options(const GlobalOptions& global, std::size_t workers);
+/// The task `name` ("task" or "plugin:task") in the plugin path. @throws PluginError
+TaskInfo find_task(const GlobalOptions& global, std::string_view name);
+
+/**
+@brief The streams of a subcommand that starts workers. Workers inherit descriptors 0-2, so what a
+task prints would land in the middle of the JSON results, and a task reading stdin would eat the
+input lines: `out` (and `in`, if taken) move to private close-on-exec descriptors, fd 1 then
+points at stderr and fd 0 at /dev/null. Call before the Executor starts.
+*/
+struct Stdio {
+  std::FILE* out = nullptr;  ///< the original stdout
+  int in = -1;               ///< the original stdin's descriptor, when taken
+};
+Stdio isolate_stdio(bool take_stdin);
+
+/// An exception turned into what the user sees: exit status, type name, message.
+struct Failure {
+  int code = exit_task_failed;
+  std::string type;     ///< "TaskError", "PluginError", ...
+  std::string message;  ///< what()
+};
+Failure describe(std::exception_ptr error);
+/// Prints "ferry <command>: <type>: <message>" on stderr and returns the exit status.
+int report(std::string_view command, const Failure& failure);
+/// Prints "ferry <command>: <message>" on stderr.
+void print_error(std::string_view command, std::string_view message);
+
+/// Number of parameters in a canonical signature such as "i32(i32,map<string,i64>)", or nullopt
+/// when the text cannot be read.
+std::optional<std::size_t> signature_arity(std::string_view signature);
+
+// ---- subcommands -------------------------------------------------------------------------------
+
+struct ListOptions {
+  std::vector<std::string> dirs;
+  bool json = false;
+};
+CLI::App* setup_list(CLI::App& app, ListOptions& options);
+int run_list(const ListOptions& options, const GlobalOptions& global);
+
+struct RunOptions {
+  std::string task;
+  std::vector<std::string> args;  ///< filled from the root app's extras (see main.cpp)
+  bool raw = false;
+  std::vector<std::string> arg_help;  ///< never filled: the ARG positional is for --help only
+};
+CLI::App* setup_run(CLI::App& app, RunOptions& options);
+int run_run(const RunOptions& options, const GlobalOptions& global);
+
+struct MapOptions {
+  std::string task;
+  std::string file;           ///< empty or "-": stdin
+  std::size_t workers = 0;    ///< map's own -j; 0 = the global one
+  std::size_t chunksize = 0;  ///< 0 = about 4 chunks per worker, at most 1024 lines
+  bool keep_going = false;
+  bool no_progress = false;
+};
+CLI::App* setup_map(CLI::App& app, MapOptions& options);
+int run_map(const MapOptions& options, const GlobalOptions& global);
+
+struct InfoOptions {
+  bool json = false;
+};
+CLI::App* setup_info(CLI::App& app, InfoOptions& options);
+int run_info(const InfoOptions& options, const GlobalOptions& global);
+
+struct CacheOptions {
+  std::string cache_dir;  ///< empty = wrap_options().cache_dir
+  bool list = false;
+  bool clear = false;
+};
+CLI::App* setup_cache(CLI::App& app, CacheOptions& options);
+int run_cache(const CacheOptions& options, const GlobalOptions& global);
+
+}  // namespace ferry::cli

@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The ferry command: list, run and map plugin tasks, show the setup, manage the FERRY_WRAP cache.
+//
+// Exit status, the same for every subcommand (and in `ferry --help`):
+//   0  success
+//   1  a task failed (TaskError, TerminatedWorkerError, ...); with map --keep-going: some line
+//      failed; with cache clear: a file could not be removed
+//   2  usage error: bad options or arguments, an ARG or input line that is not JSON, arguments
+//      that do not fit the task (wrong count, or SerializationError while decoding them)
+//   3  plugin or task lookup error (PluginError, UnresolvableTaskError): no such task, ambiguous
+//      name, unsafe plugin
+//   4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable
+// No exception leaves main: every subcommand turns errors into one of these.
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+#include <ferry/ferry.hpp>
+
+#include "commands.hpp"
+
+namespace ferry::cli {
+namespace {
+
+int main(int argc, char** argv) {
+  CLI::App app("ferry " + std::string(ferry::version()) +
+                   ": run the tasks of shared-library plugins in a pool of ferry-worker processes.",
+               "ferry");
+  // Subcommands hand options they do not know to this app, so that global options may come
+  // after the subcommand too: `ferry map -j 2 ...`, `ferry run --plugin-dir DIR add 1 2`.
+  app.fallthrough();
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "ferry " + std::string(ferry::version()));
+
+  GlobalOptions global;
+  app.add_option("--plugin-dir", global.plugin_dirs,
+                 wrap("a directory of plugins (repeatable); searched before those of "
+                      "$FERRY_PLUGIN_PATH (colon-separated)"))
+      ->type_name("DIR")
+      ->allow_extra_args(false);
+  app.add_option("-j,--workers", global.workers,
+                 "worker processes for map; 0 or absent: cpu_count() = " + std::to_string(cpu_count()))
+      ->type_name("N")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{4096}));
+  app.add_option("--worker", global.worker,
+                 wrap("the ferry-worker executable (default: $FERRY_WORKER, else the one "
+                      "installed with libferry; see ferry info)"))
+      ->type_name("PATH");
+
+  ListOptions list;
+  RunOptions run;
+  MapOptions map;
+  InfoOptions info;
+  CacheOptions cache;
+  CLI::App* list_cmd = setup_list(app, list);
+  CLI::App* run_cmd = setup_run(app, run);
+  CLI::App* map_cmd = setup_map(app, map);
+  CLI::App* info_cmd = setup_info(app, info);
+  CLI::App* cache_cmd = setup_cache(app, cache);
+  // After the subcommands (they copy this setting when created): run's ARGs fall through to
+  // here unparsed, and so would anything else nobody takes, which is refused below.
+  app.allow_extras();
+  app.footer("Run `ferry SUBCOMMAND --help` for the options of each.\n\n" + exit_codes_help());
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);  // prints help, the version, or the error and a hint
+    return code == 0 ? exit_ok : exit_usage;
+  }
+
+  std::vector<std::string> extras = app.remaining();
+  if (run_cmd->parsed()) {
+    run.args = std::move(extras);
+  } else if (!extras.empty()) {
+    std::string all;
+    for (const auto& e : extras) all += " " + e;
+    std::fprintf(stderr, "ferry: unexpected arguments:%s\nRun with --help for more information.\n",
+                 all.c_str());
+    return exit_usage;
+  }
+
+  if (list_cmd->parsed()) return run_list(list, global);
+  if (run_cmd->parsed()) return run_run(run, global);
+  if (map_cmd->parsed()) return run_map(map, global);
+  if (info_cmd->parsed()) return run_info(info, global);
+  if (cache_cmd->parsed()) return run_cache(cache, global);
+  return exit_usage;  // require_subcommand(1) makes this unreachable
+}
+
+}  // namespace
+}  // namespace ferry::cli
+
+int main(int argc, char** argv) {
+  try {
+    return ferry::cli::main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ferry: internal error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "ferry: internal error: unknown exception\n");
+  }
+  return ferry::cli::exit_task_failed;
+}

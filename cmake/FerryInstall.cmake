@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Installation: headers, libferry, ferry-worker, the ferry command, the CMake package
+# (find_package(ferry) → ferry::core, ferry::plugin, ferry_add_plugin) and ferry.pc.
+include(CMakePackageConfigHelpers)
+
+set(FERRY_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
+
+# Installed executables find libferry next to them, without LD_LIBRARY_PATH.
+file(RELATIVE_PATH _ferry_bin_to_lib
+  ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR} ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR})
+file(RELATIVE_PATH _ferry_libexec_to_lib
+  ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBEXECDIR}/ferry ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR})
+set_target_properties(ferry_worker PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}")
+set_target_properties(ferry_wrap_prelude PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_libexec_to_lib}")
+set_target_properties(ferry_core PROPERTIES EXPORT_NAME core)
+set_target_properties(ferry_plugin_api PROPERTIES EXPORT_NAME plugin)
+
+install(DIRECTORY core/include/ferry DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT devel)
+install(TARGETS ferry_core ferry_plugin_api EXPORT ferryTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(TARGETS ferry_worker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
+install(TARGETS ferry_wrap_prelude RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/ferry COMPONENT runtime)
+if(TARGET ferry_cli)
+  set_target_properties(ferry_cli PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}")
+  install(TARGETS ferry_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
+endif()
+
+install(EXPORT ferryTargets NAMESPACE ferry:: DESTINATION ${FERRY_INSTALL_CMAKEDIR} COMPONENT devel)
+configure_package_config_file(cmake/ferryConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/ferryConfig.cmake INSTALL_DESTINATION ${FERRY_INSTALL_CMAKEDIR})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/ferryConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/ferryConfig.cmake ${PROJECT_BINARY_DIR}/ferryConfigVersion.cmake
+  cmake/FerryPlugin.cmake DESTINATION ${FERRY_INSTALL_CMAKEDIR} COMPONENT devel)
+
+# Relocatable: the prefix is found from the .pc file's own place (install --prefix may differ).
+file(RELATIVE_PATH FERRY_PC_TO_PREFIX
+  ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_PREFIX})
+configure_file(cmake/ferry.pc.in ${PROJECT_BINARY_DIR}/ferry.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/ferry.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT devel)
+
+# The FERRY_WRAP prelude, precompiled for the installed headers, so that no user pays for it.
+install(CODE "
+  if(NOT \"\$ENV{DESTDIR}\" STREQUAL \"\")
+    message(STATUS \"DESTDIR set: the FERRY_WRAP prelude will be precompiled on first use\")
+  else()
+    message(STATUS \"Precompiling the FERRY_WRAP prelude\")
+    execute_process(
+      COMMAND \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBEXECDIR}/ferry/ferry_wrap_prelude\"
+              \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DATADIR}/ferry/wrap-prelude\"
+      RESULT_VARIABLE _rc OUTPUT_QUIET)
+  endif()" COMPONENT runtime)

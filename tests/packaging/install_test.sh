@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Installs ferry into a temporary prefix, builds samples/external_plugin against it with
+# find_package(ferry), runs its task through the installed `ferry run` and its host, and builds a
+# host with pkg-config. No FERRY_* environment: the installed pieces must find each other.
+#   install_test.sh <build dir> <source dir> <work dir>
+set -euo pipefail
+build=$1 src=$2 work=$3
+unset FERRY_WORKER FERRY_PLUGIN_PATH FERRY_CACHE_DIR FERRY_CXX FERRY_WRAP_FLAGS
+rm -rf "$work" && mkdir -p "$work"
+prefix="$work/prefix"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+cmake --install "$build" --prefix "$prefix" > "$work/install.log"
+for f in bin/ferry bin/ferry-worker include/ferry/ferry.hpp lib/cmake/ferry/ferryConfig.cmake \
+         lib/cmake/ferry/FerryPlugin.cmake lib/pkgconfig/ferry.pc; do
+  [ -e "$prefix/$f" ] || fail "not installed: $f"
+done
+ls "$prefix"/lib/libferry.so* > /dev/null || fail "libferry not installed"
+
+cmake -S "$src/samples/external_plugin" -B "$work/ext" -DCMAKE_PREFIX_PATH="$prefix" \
+      -DCMAKE_BUILD_TYPE=Release > "$work/configure.log"
+cmake --build "$work/ext" -j2 > "$work/build.log"
+
+out=$("$prefix/bin/ferry" run --plugin-dir "$work/ext" triple 14)
+[ "$out" = "42" ] || fail "ferry run triple 14 printed '$out'"
+out=$("$prefix/bin/ferry" run --plugin-dir "$work/ext" shout '"ferry"')
+[ "$out" = '"FERRY!"' ] || fail "ferry run shout printed '$out'"
+
+out=$(cd / && "$work/ext/external_host")
+grep -q "triple(14) = 42" <<< "$out" || fail "external_host printed '$out'"
+grep -q "shout = FERRY!" <<< "$out" || fail "external_host printed '$out'"
+
+cat > "$work/pc_host.cpp" <<'CPP'
+#include <ferry/ferry.hpp>
+#include <iostream>
+int main(int, char** argv) {
+  ferry::Executor ex({.max_workers = 1, .plugin_dirs = {argv[1]}});
+  std::cout << ex.submit<int>("triple", 5).get() << "\n";
+}
+CPP
+# shellcheck disable=SC2046
+c++ "$work/pc_host.cpp" -o "$work/pc_host" \
+    $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs ferry)
+out=$("$work/pc_host" "$work/ext")
+[ "$out" = "15" ] || fail "pkg-config host printed '$out'"
+echo "install, find_package, pkg-config, ferry run: all good"

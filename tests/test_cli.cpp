@@ -1,0 +1,601 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The ferry command, run as a real program: every subcommand, its output and its exit codes.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <pty.h>
+#include <spawn.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <ferry/ferry.hpp>
+
+#include "support/fixture.hpp"
+
+extern char** environ;  // NOLINT: POSIX
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int status = -1;  ///< exit status, or 128 + signal
+  std::string out;
+  std::string err;
+};
+
+struct Call {
+  std::vector<std::string> args;
+  std::string input;                          ///< stdin: a file holding this
+  bool pipe = false;                          ///< stdin: a pipe instead, `input` written to it
+  std::map<std::string, std::string> env;     ///< overrides; "" value unsets
+  bool defaults = true;                       ///< prepend --plugin-dir and --worker
+  std::optional<int> stderr_fd;               ///< stderr goes here instead of a file
+};
+
+/// A started ferry: its pid and, with Call::pipe, the write end of its stdin.
+struct Child {
+  pid_t pid = -1;
+  int stdin_fd = -1;
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_file(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+int wait_status(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/// Spawns the real `ferry` with stdin from a file or a pipe, and stdout/stderr into files of
+/// `dir` (read once it ended).
+Child spawn(const Call& call, const fs::path& dir) {
+  std::vector<std::string> argv = {FERRY_TEST_CLI};
+  if (call.defaults)
+    argv.insert(argv.end(), {"--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker", FERRY_TEST_WORKER});
+  argv.insert(argv.end(), call.args.begin(), call.args.end());
+
+  // The caller's environment minus what would make a run depend on the machine.
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  env.erase("FERRY_PLUGIN_PATH");
+  env.erase("FERRY_WORKER");
+  for (const auto& [k, v] : call.env) {
+    if (v.empty()) {
+      env.erase(k);
+    } else {
+      env[k] = v;
+    }
+  }
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+
+  int pipe_fds[2] = {-1, -1};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (call.pipe) {
+    // Close-on-exec: the child keeps only its dup on fd 0, so it sees the end of input.
+    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_adddup2(&fa, pipe_fds[0], 0);
+  } else {
+    write_file(dir / "stdin", call.input);
+    posix_spawn_file_actions_addopen(&fa, 0, (dir / "stdin").c_str(), O_RDONLY, 0);
+  }
+  posix_spawn_file_actions_addopen(&fa, 1, (dir / "stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (call.stderr_fd) {
+    posix_spawn_file_actions_adddup2(&fa, *call.stderr_fd, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 2, (dir / "stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+  }
+  std::vector<char*> args, envp;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (call.pipe) ::close(pipe_fds[0]);
+  REQUIRE_MESSAGE(rc == 0, "cannot start " << FERRY_TEST_CLI << ": " << std::strerror(rc));
+  return {pid, pipe_fds[1]};
+}
+
+/// Writes all of `text` to `fd`; false once the reader is gone (EPIPE: SIGPIPE is blocked in
+/// the writing thread).
+bool write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+Result cli(const Call& call) {
+  support::TempDir dir;
+  Child child = spawn(call, dir.path);
+  std::thread writer;
+  if (call.pipe) {
+    writer = std::thread([fd = child.stdin_fd, &input = call.input] {
+      sigset_t pipe_signal;
+      sigemptyset(&pipe_signal);
+      sigaddset(&pipe_signal, SIGPIPE);
+      ::pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+      write_all(fd, input);  // ferry may stop reading early: that is not an error here
+      ::close(fd);
+    });
+  }
+  Result r;
+  r.status = wait_status(child.pid);
+  if (writer.joinable()) writer.join();
+  r.out = read_file(dir.path / "stdout");
+  r.err = read_file(dir.path / "stderr");
+  return r;
+}
+
+Result cli(std::vector<std::string> args, std::string input = {}, bool pipe = false) {
+  return cli(Call{.args = std::move(args), .input = std::move(input), .pipe = pipe});
+}
+
+/// Numbers 1..n, one per line.
+std::string numbers(int n) {
+  std::string s;
+  for (int i = 1; i <= n; ++i) s += std::to_string(i) + "\n";
+  return s;
+}
+
+}  // namespace
+
+// ---- list --------------------------------------------------------------------------------------
+
+TEST_CASE("Cli.list_shows_tasks_with_signature_and_plugin") {
+  Result r = cli({"list"});
+  CHECK(r.status == 0);
+  bool found = false;
+  for (const auto& line : lines_of(r.out)) {
+    if (line.rfind("square ", 0) == 0) {
+      found = true;
+      CHECK(line.find("i32(i32)") != std::string::npos);
+      CHECK(line.find("libmath.so") != std::string::npos);
+    }
+  }
+  CHECK_MESSAGE(found, r.out);
+  CHECK(r.out.find("scale") != std::string::npos);
+  CHECK(r.out.find("math::Vec2(math::Vec2,f64)") != std::string::npos);
+}
+
+TEST_CASE("Cli.list_json_prints_one_object_per_task") {
+  Result r = cli({"list", "--json"});
+  CHECK(r.status == 0);
+  auto lines = lines_of(r.out);
+  REQUIRE(!lines.empty());
+  for (const auto& l : lines) {
+    CHECK(l.front() == '{');
+    CHECK(l.back() == '}');
+  }
+  CHECK(r.out.find(R"x({"name":"square","signature":"i32(i32)","plugin":"math")x") != std::string::npos);
+}
+
+TEST_CASE("Cli.list_reports_skipped_files_on_stderr") {
+  support::TempDir dir;
+  write_file(dir.path / "libnotaplugin.so", "not an ELF file");
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, dir.path / "libmath.so");
+  Result r = cli({"list", dir.path.string()});
+  CHECK(r.status == 0);
+  CHECK(r.out.find("square") != std::string::npos);
+  CHECK(r.out.find("func_async") == std::string::npos);  // only DIR, not the --plugin-dir
+  CHECK(r.err.find("skipped") != std::string::npos);
+  CHECK(r.err.find("libnotaplugin.so") != std::string::npos);
+
+  Result missing = cli({"list", (dir.path / "nope").string()});
+  CHECK(missing.status == 2);
+}
+
+// ---- run ---------------------------------------------------------------------------------------
+
+TEST_CASE("Cli.run_prints_the_result_as_json") {
+  CHECK(cli({"run", "add", "40", "2"}).out == "42\n");
+  CHECK(cli({"run", "add", "-1", "-2"}).out == "-3\n");  // negative numbers are not options
+  CHECK(cli({"run", "greet", "\"you\""}).out == "\"hello, you\"\n");
+  CHECK(cli({"run", "sum", "[1, 2]"}).out == "3.0\n");
+  CHECK(cli({"run", "sum", "[1.5,\n 2.5]"}).out == "4.0\n");  // a value over several lines
+  CHECK(cli({"run", "scale", R"({"value0": 1, "value1": 2})", "3"}).out ==
+        "{\"value0\":3.0,\"value1\":6.0}\n");
+  CHECK(cli({"run", "math:square", "9"}).out == "81\n");
+}
+
+TEST_CASE("Cli.run_void_task_and_raw") {
+  Result r = cli({"run", "noop"});
+  CHECK(r.status == 0);
+  CHECK(r.out.empty());
+  CHECK(cli({"run", "--raw", "noop"}).out == "{}\n");
+  CHECK(cli({"run", "--raw", "add", "1", "1"}).out == "{\"value0\":2}\n");
+}
+
+TEST_CASE("Cli.run_global_options_after_the_subcommand") {
+  Result r = cli(Call{.args = {"run", "--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker",
+                                 FERRY_TEST_WORKER, "add", "1", "2"},
+                        .defaults = false});
+  CHECK(r.status == 0);
+  CHECK(r.out == "3\n");
+}
+
+TEST_CASE("Cli.run_failing_task_exits_1_with_the_error") {
+  Result r = cli({"run", "fail", "7"});
+  CHECK(r.status == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("TaskError") != std::string::npos);
+  CHECK(r.err.find("std::invalid_argument") != std::string::npos);
+  CHECK(r.err.find("fail: 7") != std::string::npos);
+
+  Result crash = cli({"run", "segfault", "1"});
+  CHECK(crash.status == 1);
+  CHECK(crash.err.find("TerminatedWorkerError") != std::string::npos);
+  CHECK(crash.err.find("SIGSEGV") != std::string::npos);
+}
+
+TEST_CASE("Cli.run_unknown_task_exits_3") {
+  Result r = cli({"run", "no_such_task", "1"});
+  CHECK(r.status == 3);
+  CHECK(r.err.find("PluginError") != std::string::npos);
+  CHECK(r.err.find("no_such_task") != std::string::npos);
+}
+
+TEST_CASE("Cli.run_bad_arguments_exit_2") {
+  SUBCASE("not JSON") {
+    Result r = cli({"run", "add", "1", "{oops"});
+    CHECK(r.status == 2);
+    CHECK(r.err.find("argument 2 is not valid JSON") != std::string::npos);
+  }
+  SUBCASE("a string without its quotes") {
+    Result r = cli({"run", "greet", "you"});
+    CHECK(r.status == 2);
+    CHECK(r.err.find("quotes") != std::string::npos);
+  }
+  SUBCASE("wrong number of arguments") {
+    Result r = cli({"run", "add", "1"});
+    CHECK(r.status == 2);
+    CHECK(r.err.find("takes 2 arguments") != std::string::npos);
+  }
+  SUBCASE("wrong type") {
+    Result r = cli({"run", "square", "\"seven\""});
+    CHECK(r.status == 2);
+    CHECK(r.err.find("SerializationError") != std::string::npos);
+  }
+  SUBCASE("no task") {
+    CHECK(cli({"run"}).status == 2);
+  }
+}
+
+TEST_CASE("Cli.run_without_a_worker_exits_4") {
+  support::TempDir dir;
+  Result r = cli(Call{.args = {"--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker",
+                                 (dir.path / "no-worker").string(), "run", "add", "1", "2"},
+                        .defaults = false});
+  CHECK(r.status == 4);
+  CHECK(r.err.find("BrokenProcessPool") != std::string::npos);
+}
+
+// ---- map ---------------------------------------------------------------------------------------
+
+TEST_CASE("Cli.map_from_a_file") {
+  support::TempDir dir;
+  write_file(dir.path / "in.jsonl", "[40, 2]\n\n{\"value0\": 3, \"value1\": 4}\n[-1, 1]\n");
+  Result r = cli({"map", "add", (dir.path / "in.jsonl").string()});
+  CHECK(r.status == 0);
+  CHECK(r.out == "42\n7\n0\n");  // the blank line is skipped
+  CHECK(r.err.empty());
+
+  // Argument objects are taken by member name, in any order.
+  write_file(dir.path / "objects.jsonl",
+             "{\"value1\": [], \"value0\": 21}\n{\"value0\": 1, \"value2\": []}\n");
+  Result objects = cli({"map", "--keep-going", "func_async", (dir.path / "objects.jsonl").string()});
+  CHECK(objects.status == 1);
+  auto out = lines_of(objects.out);
+  REQUIRE(out.size() == 2);
+  CHECK(out[0] == "42");  // func_async(21, {}): the int is value0 wherever it stands
+  CHECK(out[1].find("found \\\"value2\\\"") != std::string::npos);
+  CHECK(r.err.empty());
+}
+
+TEST_CASE("Cli.map_from_stdin") {
+  for (bool pipe : {false, true}) {
+    CAPTURE(pipe);
+    Result r = cli({"map", "square"}, "1\n2\n3\n", pipe);
+    CHECK(r.status == 0);
+    CHECK(r.out == "1\n4\n9\n");
+    CHECK(cli({"map", "sum"}, "[[1, 2]]\n[[0.5]]\n", pipe).out == "3.0\n0.5\n");
+    CHECK(cli({"map", "noop"}, "[]\n[]\n", pipe).out == "null\nnull\n");
+    CHECK(cli({"map", "add", "-"}, "[1, 2]\n", pipe).out == "3\n");
+  }
+}
+
+TEST_CASE("Cli.map_streams_results_before_the_input_ends") {
+  // A slow producer: the next line is written only once the previous result came out.
+  support::TempDir dir;
+  Child child = spawn(Call{.args = {"map", "square"}, .pipe = true}, dir.path);
+  auto output = [&] { return read_file(dir.path / "stdout"); };
+  REQUIRE(write_all(child.stdin_fd, "3\n"));
+  CHECK(support::wait_until([&] { return output() == "9\n"; }, std::chrono::seconds(30)));
+  REQUIRE(write_all(child.stdin_fd, "4\n"));
+  CHECK(support::wait_until([&] { return output() == "9\n16\n"; }, std::chrono::seconds(30)));
+  ::close(child.stdin_fd);
+  CHECK(wait_status(child.pid) == 0);
+  CHECK(output() == "9\n16\n");
+}
+
+TEST_CASE("Cli.map_keeps_input_order_over_small_chunks") {
+  // Lines with 3 ms of work every 7th make chunks finish out of order on two workers.
+  const int n = 1200;
+  std::string input, expected;
+  for (int i = 0; i < n; ++i) {
+    input += "[" + std::to_string(i) + ", " + (i % 7 == 0 ? "3" : "0") + "]\n";
+    expected += std::to_string(i) + "\n";
+  }
+  SUBCASE("stdin, a pipe") {
+    Result r = cli({"map", "-j", "2", "--chunksize", "5", "slow_identity"}, input, /*pipe=*/true);
+    CHECK(r.status == 0);
+    CHECK(r.out == expected);
+  }
+  SUBCASE("file, default chunks") {
+    support::TempDir dir;
+    write_file(dir.path / "in.jsonl", input);
+    Result r = cli({"-j", "2", "map", "slow_identity", (dir.path / "in.jsonl").string()});
+    CHECK(r.status == 0);
+    CHECK(r.out == expected);
+  }
+}
+
+TEST_CASE("Cli.map_keep_going_writes_error_lines_and_exits_1") {
+  Result r = cli({"map", "--keep-going", "--chunksize", "2", "checked_isqrt"},
+                   "4\n-1\n\"nine\"\n16\nnot json\n[1, 2]\n9\n");
+  CHECK(r.status == 1);
+  auto out = lines_of(r.out);
+  REQUIRE(out.size() == 7);
+  CHECK(out[0] == "2");
+  CHECK(out[1].rfind("{\"error\":", 0) == 0);
+  CHECK(out[1].find("std::domain_error") != std::string::npos);
+  CHECK(out[1].find("negative: -1") != std::string::npos);
+  CHECK(out[2].find("\"stage\":\"decode_arguments\"") != std::string::npos);
+  CHECK(out[3] == "4");
+  CHECK(out[4].find("not valid JSON") != std::string::npos);
+  CHECK(out[5].find("takes 1 argument") != std::string::npos);
+  CHECK(out[6] == "3");
+}
+
+TEST_CASE("Cli.map_keep_going_reruns_a_crashed_chunk_line_by_line") {
+  // One line kills its worker: the other lines of its chunk still get their results.
+  Result r = cli({"map", "--keep-going", "--chunksize", "4", "stack_overflow"},
+                   "1\n2\n" + std::to_string(1 << 20) + "\n3\n");
+  CHECK(r.status == 1);
+  auto out = lines_of(r.out);
+  REQUIRE(out.size() == 4);
+  // stack_overflow(d) returns 0 + 1 + ... + d (each frame adds its depth).
+  CHECK(out[0] == "1");
+  CHECK(out[1] == "3");
+  CHECK(out[2].rfind("{\"error\":", 0) == 0);
+  CHECK(out[2].find("TerminatedWorkerError") != std::string::npos);
+  CHECK(out[2].find("SIGSEGV") != std::string::npos);
+  CHECK(out[3] == "6");
+}
+
+TEST_CASE("Cli.map_without_keep_going_stops_at_the_first_failure") {
+  // Chunks of one line: the lines before the failing one are printed, nothing after it.
+  std::string input = "1\n4\n-9\n" + numbers(1000);
+  Result r = cli({"map", "-j", "2", "--chunksize", "1", "checked_isqrt"}, input);
+  CHECK(r.status == 1);
+  CHECK(r.out == "1\n2\n");
+  CHECK(r.err.find("line 3") != std::string::npos);
+  CHECK(r.err.find("negative: -9") != std::string::npos);
+
+  Result bad = cli({"map", "square"}, "1\n2\n{nope\n4\n");
+  CHECK(bad.status == 2);
+  CHECK(bad.out == "1\n4\n");
+  CHECK(bad.err.find("line 3: not valid JSON") != std::string::npos);
+
+  CHECK(cli({"map", "no_such_task"}, "1\n").status == 3);
+}
+
+TEST_CASE("Cli.map_progress_bar_on_a_terminal") {
+  support::TempDir dir;
+  write_file(dir.path / "in.jsonl", numbers(3000));
+  auto on_pty = [&](std::vector<std::string> extra) {
+    int master = -1, slave = -1;
+    winsize ws{};
+    ws.ws_row = 24;
+    ws.ws_col = 120;
+    REQUIRE(::openpty(&master, &slave, nullptr, nullptr, &ws) == 0);
+    std::vector<std::string> args = {"map", "-j", "2", "--chunksize", "10", "square",
+                                     (dir.path / "in.jsonl").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    support::TempDir io;
+    pid_t pid = spawn(Call{.args = args, .stderr_fd = slave}, io.path).pid;
+    ::close(slave);
+    // Everything written to the terminal, until the last holder of its slave side (ferry and
+    // its workers) is gone: then read() fails with EIO.
+    std::string screen;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(master, buf, sizeof buf);
+      if (n > 0) {
+        screen.append(buf, static_cast<std::size_t>(n));
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        break;
+      }
+    }
+    ::close(master);
+    CHECK(wait_status(pid) == 0);
+    CHECK(lines_of(read_file(io.path / "stdout")).size() == 3000);
+    return screen;
+  };
+
+  std::string screen = on_pty({});
+  CHECK(screen.find("lines/s") != std::string::npos);
+  CHECK(screen.find("ETA") != std::string::npos);
+  CHECK(screen.find("3000/3000 lines") != std::string::npos);
+  CHECK(screen.find("100%") != std::string::npos);
+  // Redrawn in place, and erased at the end.
+  CHECK(screen.front() == '\r');
+  CHECK(screen.find('\n') == std::string::npos);
+  REQUIRE(screen.size() >= 4);
+  CHECK(screen.substr(screen.size() - 4) == "\r\x1b[K");
+
+  CHECK(on_pty({"--no-progress"}).empty());
+}
+
+TEST_CASE("Cli.map_no_progress_bar_when_stderr_is_not_a_terminal") {
+  support::TempDir dir;
+  write_file(dir.path / "in.jsonl", numbers(500));
+  Result r = cli({"map", "--chunksize", "10", "square", (dir.path / "in.jsonl").string()});
+  CHECK(r.status == 0);
+  CHECK(lines_of(r.out).size() == 500);
+  CHECK(r.err.empty());
+}
+
+// ---- info and cache ----------------------------------------------------------------------------
+
+TEST_CASE("Cli.info_shows_version_cpus_worker_and_paths") {
+  support::TempDir cache;
+  Result r = cli(Call{.args = {"info"}, .env = {{"FERRY_CACHE_DIR", cache.path.string()}}});
+  CHECK(r.status == 0);
+  CHECK(r.out.find(ferry::version()) != std::string::npos);
+  bool cpus = false;
+  for (const auto& l : lines_of(r.out))
+    if (l.rfind("cpu_count", 0) == 0)
+      cpus = l.find(" " + std::to_string(ferry::cpu_count())) != std::string::npos;
+  CHECK_MESSAGE(cpus, r.out);
+  CHECK(r.out.find(FERRY_TEST_WORKER) != std::string::npos);
+  CHECK(r.out.find("missing") == std::string::npos);
+  CHECK(r.out.find(FERRY_TEST_PLUGIN_DIR) != std::string::npos);
+  CHECK(r.out.find(cache.path.string()) != std::string::npos);
+
+  Result json = cli(Call{.args = {"info", "--json"}, .env = {{"FERRY_CACHE_DIR", cache.path.string()}}});
+  CHECK(json.status == 0);
+  CHECK(json.out.find("\"cpu_count\":" + std::to_string(ferry::cpu_count())) != std::string::npos);
+  CHECK(json.out.find(std::string("\"version\":\"") + ferry::version() + "\"") != std::string::npos);
+  CHECK(json.out.find("\"exists\":true") != std::string::npos);
+
+  Result missing = cli(Call{.args = {"--worker", "/nonexistent/ferry-worker", "info"}, .defaults = false});
+  CHECK(missing.out.find("missing") != std::string::npos);
+}
+
+TEST_CASE("Cli.cache_list_and_clear_touch_only_ferry_files") {
+  support::TempDir cache;
+  const fs::path& d = cache.path;
+  write_file(d / "wrap-0123abcd.so", std::string(3000, 'x'));
+  write_file(d / "wrap-0123abcd.cpp",
+             "// Generated by ferry for FERRY_WRAP(twice) at host.cpp:12.\nint twice(int);\n");
+  write_file(d / "wrap-0123abcd.sum", "0 3000");
+  write_file(d / "wrap-0123abcd.lock", "");
+  write_file(d / "prelude-99ff.hpp", "#pragma once\n");
+  write_file(d / "prelude-99ff.hpp.gch", std::string(5000, 'p'));
+  write_file(d / "notes.txt", "mine");
+  fs::create_directory(d / "wrap-not-a-file");
+
+  Result list = cli({"cache", "list", "--cache-dir", d.string()});
+  CHECK(list.status == 0);
+  CHECK(list.out.find("wrap-0123abcd.so") != std::string::npos);
+  CHECK(list.out.find("2.9 KiB") != std::string::npos);
+  CHECK(list.out.find("twice") != std::string::npos);
+  CHECK(list.out.find("host.cpp:12") != std::string::npos);
+  CHECK(list.out.find("prelude-99ff.hpp.gch") != std::string::npos);
+  CHECK(list.out.find("4.9 KiB") != std::string::npos);
+  CHECK(list.out.find("notes.txt") == std::string::npos);
+
+  // The default directory is FERRY_CACHE_DIR's, as for FERRY_WRAP.
+  Result by_env = cli(Call{.args = {"cache", "list"}, .env = {{"FERRY_CACHE_DIR", d.string()}}});
+  CHECK(by_env.out.find("wrap-0123abcd.so") != std::string::npos);
+
+  Result clear = cli(Call{.args = {"cache", "clear"}, .env = {{"FERRY_CACHE_DIR", d.string()}}});
+  CHECK(clear.status == 0);
+  CHECK(clear.out.find("removed 6 files") != std::string::npos);
+  CHECK(clear.out.find("freed 7.9 KiB") != std::string::npos);  // 3000 + 77 + 6 + 13 + 5000 bytes
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(d)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  CHECK(left == std::vector<std::string>{"notes.txt", "wrap-not-a-file"});
+
+  Result empty = cli({"cache", "list", "--cache-dir", d.string()});
+  CHECK(empty.status == 0);
+  CHECK(empty.out.find("0 entries") != std::string::npos);
+}
+
+// ---- help and usage ----------------------------------------------------------------------------
+
+TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
+  const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> cases = {
+      {{}, {"--plugin-dir", "-j,--workers", "--worker", "--version", "list", "run", "map", "info",
+            "cache", "  3  plugin or task lookup error", "  4  the pool could not run"}},
+      {{"list"}, {"DIR", "--json", "Exit status"}},
+      {{"run"}, {"TASK", "ARG", "--raw", "  1  a task failed", "  2  usage error", "  3  ", "  4  "}},
+      {{"map"}, {"TASK", "FILE", "-j,--workers", "--chunksize", "--keep-going", "--no-progress",
+                 "  1  a task failed", "  2  usage error", "  3  ", "  4  "}},
+      {{"info"}, {"--json", "Exit status"}},
+      {{"cache"}, {"--cache-dir", "list", "clear", "Exit status"}},
+      {{"cache", "list"}, {"--cache-dir", "Exit status"}},
+      {{"cache", "clear"}, {"--cache-dir", "wrap-*", "Exit status"}},
+  };
+  for (const auto& [command, expected] : cases) {
+    std::vector<std::string> args = command;
+    args.push_back("--help");
+    Result r = cli(Call{.args = args, .defaults = false});
+    CAPTURE(r.out);
+    CHECK(r.status == 0);
+    CHECK(r.out.find("Usage: ferry") != std::string::npos);
+    for (const auto& e : expected) CHECK_MESSAGE(r.out.find(e) != std::string::npos, e);
+  }
+}
+
+TEST_CASE("Cli.version_and_usage_errors") {
+  Result v = cli(Call{.args = {"--version"}, .defaults = false});
+  CHECK(v.status == 0);
+  CHECK(v.out == std::string("ferry ") + ferry::version() + "\n");
+
+  CHECK(cli(Call{.args = {}, .defaults = false}).status == 2);            // no subcommand
+  CHECK(cli(Call{.args = {"frobnicate"}, .defaults = false}).status == 2);
+  CHECK(cli({"map"}).status == 2);                                        // no TASK
+  CHECK(cli({"map", "--chunksize", "0", "square"}).status == 2);
+  CHECK(cli({"info", "extra"}).status == 2);
+  Result unknown = cli({"list", "--bogus"});
+  CHECK(unknown.status == 2);
+  CHECK(unknown.err.find("--bogus") != std::string::npos);
+}
