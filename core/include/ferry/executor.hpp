@@ -315,26 +315,26 @@ class Executor {
     std::size_t chunk = options.chunksize ? options.chunksize : default_chunksize(total);
     using Chunk = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
     std::vector<Future<Chunk>> chunks;
-    detail::Buffer buffer;
+    if constexpr (std::ranges::sized_range<Range>) chunks.reserve(total / chunk + 1);
+    std::optional<detail::Encoder> encoder;
+    encoder.emplace();
     std::uint32_t items = 0;
     auto flush = [&] {
       auto state = detail::make_state<Chunk>(items);
-      submit_encoded(target, std::move(buffer), items, state, SubmitOptions{});
+      submit_encoded(target, encoder->take(), items, state, SubmitOptions{});
       chunks.emplace_back(std::move(state));
-      buffer = detail::Buffer();
+      encoder.emplace();
       items = 0;
     };
     for (const E& element : inputs) {
       try {
         if constexpr (sizeof...(W) == 1) {
-          detail::encode_values(buffer, detail::as_param<W...>(element));
+          (*encoder)(detail::as_param<W...>(element));
         } else {
           static_assert(detail::TupleSize<E>::value == sizeof...(W),
                         "ferry: map over a task of several parameters takes a range of tuples "
                         "(or pairs) with one element per parameter");
-          std::apply(
-              [&](const auto&... a) { detail::encode_values(buffer, detail::as_param<W>(a)...); },
-              element);
+          std::apply([&](const auto&... a) { (*encoder)(detail::as_param<W>(a)...); }, element);
         }
       } catch (const std::exception& e) {
         for (auto& c : chunks) c.cancel();

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <istream>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <streambuf>
 #include <string_view>
@@ -167,24 +168,90 @@ class MemoryReader final : public std::streambuf {
   std::size_t remaining() const noexcept { return static_cast<std::size_t>(egptr() - gptr()); }
 };
 
+/// A stream of this thread pointed at a streambuf for the scope: constructing a std::ostream or
+/// std::istream (its locale) costs more than encoding a small value, so each thread keeps one. A
+/// nested use (a serialize() that itself encodes) gets a stream of its own.
+template <class Stream>
+class StreamLease {
+ public:
+  explicit StreamLease(std::streambuf* sb) {
+    Slot& slot = tls();
+    if (!slot.busy) {
+      slot.busy = true;
+      borrowed_ = true;
+      stream_ = &slot.stream;
+      stream_->rdbuf(sb);  // also clears the state flags
+    } else {
+      own_.emplace(sb);
+      stream_ = &*own_;
+    }
+  }
+  ~StreamLease() {
+    if (borrowed_) {
+      stream_->rdbuf(nullptr);
+      tls().busy = false;
+    }
+  }
+  StreamLease(const StreamLease&) = delete;
+  StreamLease& operator=(const StreamLease&) = delete;
+  Stream& operator*() noexcept { return *stream_; }
+
+ private:
+  struct Slot {
+    Stream stream{nullptr};
+    bool busy = false;
+  };
+  static Slot& tls() {
+    thread_local Slot slot;
+    return slot;
+  }
+  Stream* stream_ = nullptr;
+  std::optional<Stream> own_;
+  bool borrowed_ = false;
+};
+using OutputStreamLease = StreamLease<std::ostream>;
+using InputStreamLease = StreamLease<std::istream>;
+
 /// Appends the binary encoding of every value to `out`.
 template <class... Ts>
 void encode_values(Buffer& out, const Ts&... values) {
   if constexpr (sizeof...(Ts) > 0) {
     BufferWriter writer(out);
-    std::ostream os(&writer);
-    OutputArchive ar(os);
+    OutputStreamLease os(&writer);
+    OutputArchive ar(*os);
     ar(values...);
   }
 }
+
+/// Encodes many values into one buffer through one archive: a map chunk costs one stream and one
+/// archive, not one per element. Not movable (the stream points into it).
+class Encoder {
+ public:
+  Encoder() : writer_(buffer_), os_(&writer_), ar_(os_) {}
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
+
+  template <class... Ts>
+  void operator()(const Ts&... values) {
+    if constexpr (sizeof...(Ts) > 0) ar_(values...);
+  }
+  /// The bytes so far; the encoder must not be used afterwards.
+  Buffer take() { return std::move(buffer_); }
+
+ private:
+  Buffer buffer_;
+  BufferWriter writer_;
+  std::ostream os_;
+  OutputArchive ar_;
+};
 
 /// Decodes one T from the bytes; throws cereal::Exception (or the type's own) on bad bytes, and
 /// when bytes are left over.
 template <class T>
 T decode_value(std::string_view bytes) {
   MemoryReader reader(bytes.data(), bytes.size());
-  std::istream is(&reader);
-  InputArchive ar(is);
+  InputStreamLease is(&reader);
+  InputArchive ar(*is);
   T value{};
   ar(value);
   if (reader.remaining() != 0)

@@ -154,10 +154,10 @@ void invoke(InvokeContext& ctx) noexcept {
   using Params = typename Traits::params;
   try {
     MemoryReader in(ctx.args, static_cast<std::size_t>(ctx.args_size));
-    std::istream is(&in);
-    InputArchive iar(is);
-    std::ostream os(ctx.result);
-    OutputArchive oar(os);
+    InputStreamLease is(&in);
+    InputArchive iar(*is);
+    OutputStreamLease os(ctx.result);
+    OutputArchive oar(*os);
     for (std::uint32_t item = 0; item < ctx.items; ++item) {
       ctx.failed_item = item;
       ctx.status = InvokeStatus::decode_arguments_failed;
