@@ -17,12 +17,52 @@ void Fd::reset(int fd) noexcept {
   fd_ = fd;
 }
 
+namespace {
+constexpr std::size_t max_pending_fds = 16;
+}
+
+ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
+  iovec iov{into, n};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t r;
+  do {
+    msg.msg_controllen = sizeof control;
+    r = ::recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  // A failed recvmsg leaves the control buffer as it was: parsing it would invent descriptors.
+  if (r < 0) return r;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int received;
+      std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      fds_.emplace_back(received);
+    }
+  }
+  if (fds_.size() > max_pending_fds)
+    throw protocol::ProtocolError("peer sent descriptors no frame announces");
+  if (msg.msg_flags & MSG_CTRUNC) throw protocol::ProtocolError("peer sent too many descriptors");
+  return r;
+}
+
+void FrameReader::claim_fd(Frame& out) {
+  out.fd.reset();
+  if (!(out.header.flags & protocol::flag_shm)) return;
+  if (fds_.empty()) throw protocol::ProtocolError("shared-payload frame without its descriptor");
+  out.fd = std::move(fds_.front());
+  fds_.pop_front();
+}
+
 ssize_t FrameReader::fill(int fd, int flags) {
   ssize_t n;
   if (large_) {
-    do {
-      n = ::recv(fd, large_body_.data() + large_have_, large_header_.size - large_have_, flags);
-    } while (n < 0 && errno == EINTR);
+    n = receive(fd, large_body_.data() + large_have_, large_header_.size - large_have_, flags);
     if (n > 0) large_have_ += static_cast<std::size_t>(n);
     return n;
   }
@@ -33,9 +73,12 @@ ssize_t FrameReader::fill(int fd, int flags) {
   constexpr std::size_t chunk = 64 * 1024;
   std::size_t old = staging_.size();
   staging_.resize(old + chunk);
-  do {
-    n = ::recv(fd, staging_.data() + old, chunk, flags);
-  } while (n < 0 && errno == EINTR);
+  try {
+    n = receive(fd, staging_.data() + old, chunk, flags);
+  } catch (...) {
+    staging_.resize(old);
+    throw;
+  }
   staging_.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
   return n;
 }
@@ -48,6 +91,7 @@ bool FrameReader::next(Frame& out) {
     large_body_ = Buffer();
     large_ = false;
     large_have_ = 0;
+    claim_fd(out);
     return true;
   }
   std::size_t avail = staging_.size() - start_;
@@ -60,6 +104,7 @@ bool FrameReader::next(Frame& out) {
     out.body.clear();
     out.body.append(at + protocol::header_size, h.size);
     start_ += protocol::header_size + h.size;
+    claim_fd(out);
     return true;
   }
   if (h.size > direct_threshold) {
@@ -82,7 +127,7 @@ void FrameReader::trim() {
   staging_.shrink_to(256 * 1024);
 }
 
-bool send_all(int fd, std::initializer_list<std::string_view> pieces) {
+bool send_all(int fd, std::initializer_list<std::string_view> pieces, int pass) {
   constexpr std::size_t max_iov = 8;
   // Batches of at most max_iov pieces (any number may be passed), each sent completely in order.
   for (auto next = pieces.begin(); next != pieces.end();) {
@@ -99,11 +144,22 @@ bool send_all(int fd, std::initializer_list<std::string_view> pieces) {
       msghdr msg{};
       msg.msg_iov = first;
       msg.msg_iovlen = count;
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+      if (pass >= 0) {
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(c), &pass, sizeof(int));
+      }
       ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) continue;
         return false;
       }
+      pass = -1;  // it went with the first byte
       auto left = static_cast<std::size_t>(n);
       while (count > 0 && left >= first->iov_len) {
         left -= first->iov_len;
@@ -124,7 +180,10 @@ bool Outbox::flush(int fd) {
     constexpr std::size_t max_iov = 64;
     iovec iov[max_iov];
     std::size_t count = 0;
+    // A descriptor travels with the first byte of its piece: a sendmsg starts at that piece and
+    // stops before the next piece that carries one.
     for (auto it = pieces_.begin(); it != pieces_.end() && count < max_iov; ++it, ++count) {
+      if (count > 0 && it->pass >= 0) break;
       std::size_t skip = count == 0 ? offset_ : 0;
       iov[count].iov_base = const_cast<char*>(it->view.data()) + skip;  // NOLINT: not written
       iov[count].iov_len = it->view.size() - skip;
@@ -132,11 +191,23 @@ bool Outbox::flush(int fd) {
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = count;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    int pass = pieces_.front().pass;
+    if (pass >= 0) {
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(c), &pass, sizeof(int));
+    }
     ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       return errno == EAGAIN || errno == EWOULDBLOCK;
     }
+    if (n > 0) pieces_.front().pass = -1;  // sent with the first byte
     auto left = static_cast<std::size_t>(n);
     while (!pieces_.empty() && left >= pieces_.front().view.size() - offset_) {
       left -= pieces_.front().view.size() - offset_;

@@ -40,10 +40,11 @@ class Fd {
   int fd_ = -1;
 };
 
-/// One decoded frame: its header and its body bytes.
+/// One decoded frame: its header, its body bytes, and the memfd of a shared payload (flag_shm).
 struct Frame {
   protocol::FrameHeader header{};
   Buffer body;
+  Fd fd;
   std::string_view view() const noexcept { return body.view(); }
 };
 
@@ -56,7 +57,8 @@ class FrameReader {
   explicit FrameReader(std::uint64_t max_body) : max_body_(max_body) {}
   void set_limit(std::uint64_t max_body) noexcept { max_body_ = max_body; }
 
-  /// One recv(2) with `flags`: > 0 bytes read, 0 at EOF, -1 with errno set (EAGAIN included).
+  /// One recvmsg(2) with `flags`: > 0 bytes read, 0 at EOF, -1 with errno set (EAGAIN
+  /// included). Descriptors passed with the bytes are kept for the frames that announce them.
   ssize_t fill(int fd, int flags);
   /// Pops the next complete frame. @throws protocol::ProtocolError on a malformed header.
   bool next(Frame& out);
@@ -73,25 +75,33 @@ class FrameReader {
   protocol::FrameHeader large_header_{};
   Buffer large_body_;
   std::size_t large_have_ = 0;
+  std::deque<Fd> fds_;  // received with the bytes, not yet claimed by a frame
+  ssize_t receive(int fd, char* into, std::size_t n, int flags);
+  void claim_fd(Frame& out);
 };
 
-/// Blocking send of every piece, in order (worker side). False on error, errno set.
-bool send_all(int fd, std::initializer_list<std::string_view> pieces);
+/// Blocking send of every piece, in order (worker side); `pass` (a descriptor, or -1) travels with
+/// the first byte. False on error, errno set.
+bool send_all(int fd, std::initializer_list<std::string_view> pieces, int pass = -1);
 
 /// Outgoing bytes of one channel, sent without blocking (host side). Argument bytes are sent
 /// from where they are (`push_view`), never copied on their way to the socket.
 class Outbox {
  public:
-  void push(Buffer b) {
+  /// `pass`: a descriptor sent with the first byte of `b` (the memfd of a shared payload); it
+  /// must stay open until sent (its owner is kept alive by a later push_view or by the caller).
+  void push(Buffer b, int pass = -1, std::shared_ptr<const void> keep = {}) {
     if (b.empty()) return;
     pieces_.emplace_back();
     pieces_.back().owned = std::move(b);
     pieces_.back().view = pieces_.back().owned.view();
+    pieces_.back().pass = pass;
+    pieces_.back().keep = std::move(keep);
   }
   /// Queues `bytes` without copying; `keep` keeps them alive until they are sent.
   void push_view(std::string_view bytes, std::shared_ptr<const void> keep) {
     if (bytes.empty()) return;
-    pieces_.push_back(Piece{Buffer(), bytes, std::move(keep)});
+    pieces_.push_back(Piece{Buffer(), bytes, std::move(keep), -1});
   }
   bool empty() const noexcept { return pieces_.empty(); }
   /// Sends what the socket accepts now. False on a hard error (peer gone), errno set.
@@ -106,6 +116,7 @@ class Outbox {
     Buffer owned;
     std::string_view view;
     std::shared_ptr<const void> keep;
+    int pass = -1;  // descriptor to send with this piece's first byte; -1 once sent
   };
   std::deque<Piece> pieces_;
   std::size_t offset_ = 0;

@@ -109,6 +109,15 @@ Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
   worker_path_ = find_worker(options_.worker_path);
   std::vector<std::pair<std::string, std::string>> env(options_.env.begin(), options_.env.end());
+  // Workers decode large arguments into fresh allocations: let glibc back them with transparent
+  // huge pages (one fault per 2 MiB, not per 4 KiB page), unless GLIBC_TUNABLES says otherwise.
+  if (!options_.env.count("GLIBC_TUNABLES")) {
+    const char* t = std::getenv("GLIBC_TUNABLES");
+    std::string tunables = t ? t : "";
+    if (tunables.find("glibc.malloc.hugetlb") == std::string::npos)
+      env.emplace_back("GLIBC_TUNABLES",
+                       (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.hugetlb=1");
+  }
   worker_env_ = merged_environment(env);
   max_frame_ = env_number("FERRY_MAX_FRAME_BYTES", protocol::default_max_frame);
   worker_spin_ = std::chrono::microseconds(env_number("FERRY_WORKER_SPIN_US", 50));
@@ -323,8 +332,17 @@ void Pool::send_locked(Worker& w, const std::shared_ptr<Call>& call) {
     w.outbox.push(Buffer(call->ref->frame));
     w.announced[ref] = true;
   }
-  w.outbox.push(protocol::encode_task_head({call->id, ref, call->items}, call->args.size(), call->flags));
-  w.outbox.push_view(call->args.view(), call);
+  if (call->args.fd() >= 0) {
+    // Large arguments were encoded straight into a memfd: the frame carries the descriptor and
+    // the size; the worker maps them. The call keeps the memfd open until it completes.
+    Buffer body;
+    protocol::BodyWriter(body).u64(call->id).u32(ref).u32(call->items).u64(call->args.size());
+    w.outbox.push(protocol::frame(protocol::FrameType::task, body, 0, call->flags | protocol::flag_shm),
+                  call->args.fd(), call);
+  } else {
+    w.outbox.push(protocol::encode_task_head({call->id, ref, call->items}, call->args.size(), call->flags));
+    w.outbox.push_view(call->args.view(), call);
+  }
   call->worker = &w;
   if (w.in_flight.empty()) {
     call->started = Clock::now();
@@ -373,7 +391,12 @@ bool Pool::read_available(Worker& w, Completions& done) {
       } while (n < 0 && errno == EINTR);
       if (n > 0) continue;
     } else {
-      n = w.reader.fill(w.sock.get(), MSG_DONTWAIT);
+      try {
+        n = w.reader.fill(w.sock.get(), MSG_DONTWAIT);
+      } catch (const protocol::ProtocolError& e) {
+        reject_garbage(w, e.what());
+        continue;
+      }
     }
     if (n > 0) {
       handle_frames(w, done);
@@ -441,22 +464,36 @@ void Pool::handle_frames(Worker& w, Completions& done) {
           throw protocol::ProtocolError("unexpected frame type from worker");
       }
     } catch (const protocol::ProtocolError& e) {
-      std::lock_guard lock(mu_);
-      debug_log("worker %d: protocol error: %s", w.pid, e.what());
-      kill_worker_locked(w, std::make_exception_ptr(TerminatedWorkerError(
-                                w.in_flight.empty() ? std::string() : w.in_flight.front()->ref->display,
-                                w.pid, SIGKILL, -1, false,
-                                std::string("killed by ferry: it sent a malformed frame (") +
-                                    e.what() + ")")));
-      w.garbage = true;  // drop whatever else it sends until it is dead
+      reject_garbage(w, e.what());
       return;
     }
   }
 }
 
+void Pool::reject_garbage(Worker& w, const char* what) {
+  std::lock_guard lock(mu_);
+  debug_log("worker %d: protocol error: %s", w.pid, what);
+  kill_worker_locked(w, std::make_exception_ptr(TerminatedWorkerError(
+                            w.in_flight.empty() ? std::string() : w.in_flight.front()->ref->display,
+                            w.pid, SIGKILL, -1, false,
+                            std::string("killed by ferry: it sent a malformed frame (") + what + ")")));
+  w.garbage = true;  // drop whatever else it sends until it is dead
+}
+
 void Pool::handle_result(Worker& w, Frame& f, Completions& done) {
   protocol::BodyReader r(f.view());
   auto head = protocol::decode_result_head(r);
+  std::optional<Buffer> shared;
+  if (head.status == ResultStatus::ok && (f.header.flags & protocol::flag_shm)) {
+    // A large result in the worker's memfd: the state maps it (read-only) and decodes in place.
+    std::uint64_t size = r.u64();
+    r.expect_end();
+    try {
+      shared = Buffer::map_shared(f.fd.release(), size);
+    } catch (const std::exception& e) {
+      throw protocol::ProtocolError(e.what());
+    }
+  }
   std::lock_guard lock(mu_);
   if (head.status == ResultStatus::init_failed) {
     auto e = protocol::decode_error_body(r);
@@ -492,7 +529,9 @@ void Pool::handle_result(Worker& w, Frame& f, Completions& done) {
     wake();  // the manager tells it to exit now that it is idle
   }
   finish_locked(call, done);
-  if (head.status == ResultStatus::ok) {
+  if (shared) {
+    done.back().payload = std::move(*shared);
+  } else if (head.status == ResultStatus::ok) {
     // The state takes the frame's own buffer: result bytes are never copied on the host.
     done.back().payload = std::move(f.body);
     done.back().offset = protocol::result_head_size;

@@ -165,6 +165,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   bool read_available(Worker& w, Completions& done);
   void handle_frames(Worker& w, Completions& done);
   void handle_result(Worker& w, Frame& f, Completions& done);
+  /// Kills a worker that sent bytes that are not ferry frames; its running call says why.
+  void reject_garbage(Worker& w, const char* what);
   std::exception_ptr remote_error(const Call& call, const Worker& w, const protocol::ResultHead& h,
                                   const protocol::ErrorBody& e) const;
   void finish_locked(const std::shared_ptr<Call>& call, Completions& done);

@@ -38,6 +38,9 @@ inline constexpr std::uint8_t max_frame_type = 7;
 /// Task frame flags (header byte 3).
 inline constexpr std::uint8_t flag_json = 1;        // arguments and results are JSON lines
 inline constexpr std::uint8_t flag_keep_going = 2;  // JSON: a failing item's error is its result
+// Task and result frames: the payload is in a memfd sent with the frame (SCM_RIGHTS); the body
+// ends with its size (u64) instead of the bytes.
+inline constexpr std::uint8_t flag_shm = 4;
 
 /// Thrown on malformed bytes; the peer sending them is treated as broken.
 class ProtocolError : public std::runtime_error {

@@ -215,7 +215,7 @@ class WorkerLoop {
     }
   }
 
-  bool run_task(const Frame& f) {
+  bool run_task(Frame& f) {
     protocol::BodyReader r(f.view());
     auto head = protocol::decode_task_head(r);
     auto it = refs_.find(head.ref);
@@ -224,9 +224,37 @@ class WorkerLoop {
     protocol::ErrorBody err;
     std::uint32_t failed_item = 0;
     const TaskRecordHeader* rec = resolve(it->second, status, err);
-    if (rec) status = invoke(rec, r.rest(), head.items, f.header.flags, failed_item, err);
+    if (rec) {
+      if (f.header.flags & protocol::flag_shm) {
+        // Large arguments: mapped from the host's memfd, decoded in place, unmapped before the
+        // result goes back (the host then reuses that memory).
+        std::uint64_t size = r.u64();
+        r.expect_end();
+        Buffer args;
+        try {
+          args = Buffer::map_shared(f.fd.release(), size);
+        } catch (const std::exception& e) {
+          throw protocol::ProtocolError(e.what());
+        }
+        status = invoke(rec, args.view(), head.items, f.header.flags, failed_item, err);
+      } else {
+        status = invoke(rec, r.rest(), head.items, f.header.flags, failed_item, err);
+      }
+    }
     ++tasks_done_;
     if (status != ResultStatus::ok) return reply_error(head.call, status, failed_item, std::move(err));
+    if (result_.fd() >= 0) {
+      // A large result was encoded straight into a memfd: send the descriptor, not the bytes. The
+      // memory now belongs to the host; this worker drops its mapping.
+      Buffer body;
+      protocol::BodyWriter(body).u64(head.call).u8(static_cast<std::uint8_t>(ResultStatus::ok))
+          .u8(0).u8(0).u8(0).u32(0).u64(result_.size());
+      Buffer out = protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
+      bool ok = send_all(config_.fd, {out.view()}, result_.fd());
+      result_.give_away();
+      result_ = Buffer();
+      return ok;
+    }
     Buffer out = protocol::encode_result_head({head.call, ResultStatus::ok, 0}, result_.size());
     return send(out, result_.view());
   }

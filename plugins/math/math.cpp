@@ -28,6 +28,7 @@ int slow_identity(int x, int ms) {
   return x;
 }
 std::size_t byte_count(const std::vector<char>& bytes) { return bytes.size(); }
+std::vector<char> echo_bytes(const std::vector<char>& bytes) { return bytes; }
 
 FERRY_TASK(square);
 FERRY_TASK_AS(square, "math.square");
@@ -41,3 +42,4 @@ FERRY_TASK(noop);
 FERRY_TASK(worker_pid);
 FERRY_TASK(slow_identity);
 FERRY_TASK(byte_count);
+FERRY_TASK(echo_bytes);

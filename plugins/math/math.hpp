@@ -35,3 +35,5 @@ FERRY_EXPORT int worker_pid();
 FERRY_EXPORT int slow_identity(int x, int ms);
 /// Size of a byte buffer: the large-argument benchmark.
 FERRY_EXPORT std::size_t byte_count(const std::vector<char>& bytes);
+/// Returns its argument: a large result.
+FERRY_EXPORT std::vector<char> echo_bytes(const std::vector<char>& bytes);

@@ -59,8 +59,26 @@ constexpr void require_serializable() {
                 "references to host memory cannot travel to another process.");
 }
 
+/// Where large buffers come from: shared memory (a memfd), so that a large argument or result
+/// is encoded straight into memory the peer maps, instead of being copied through the socket.
+/// libferry provides it (hosts and workers link it); code without libferry (a plugin on its own)
+/// sees none and uses the heap.
+struct BlockAllocator {
+  std::size_t threshold;  ///< buffers that grow to this size move to shared memory
+  /// A block of at least `n` bytes: its address, capacity and memfd.
+  char* (*allocate)(std::size_t n, std::size_t& capacity, int& fd);
+  /// Grows a block in place or by moving it; returns the new address.
+  char* (*grow)(char* data, std::size_t old_capacity, std::size_t n, std::size_t& capacity, int fd);
+  /// Releases a block: kept for reuse, unless it was given to a peer (then unmapped and closed).
+  void (*release)(char* data, std::size_t capacity, int fd, bool given_away);
+};
+/// The allocator in effect; weak, so that a library without libferry links (and gets nullptr).
+__attribute__((weak)) const BlockAllocator* large_block_allocator() noexcept;
+
 /// A growable byte buffer that does not zero what it allocates (a received 80 MB frame is written
-/// once, by recv, not twice).
+/// once, by recv, not twice). Past BlockAllocator::threshold it lives in shared memory: `fd()`
+/// then names a memfd holding its bytes, which can be handed to another process. It may also be
+/// a read-only mapping of a peer's memfd (`map_shared`).
 class Buffer {
  public:
   Buffer() = default;
@@ -74,29 +92,64 @@ class Buffer {
     return *this;
   }
   Buffer(Buffer&& o) noexcept
-      : data_(std::move(o.data_)), size_(std::exchange(o.size_, 0)),
-        capacity_(std::exchange(o.capacity_, 0)) {}
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)),
+        capacity_(std::exchange(o.capacity_, 0)), fd_(std::exchange(o.fd_, -1)),
+        kind_(std::exchange(o.kind_, Kind::heap)), given_away_(std::exchange(o.given_away_, false)) {}
   Buffer& operator=(Buffer&& o) noexcept {
-    data_ = std::move(o.data_);
-    size_ = std::exchange(o.size_, 0);
-    capacity_ = std::exchange(o.capacity_, 0);
+    if (this != &o) {
+      release();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+      capacity_ = std::exchange(o.capacity_, 0);
+      fd_ = std::exchange(o.fd_, -1);
+      kind_ = std::exchange(o.kind_, Kind::heap);
+      given_away_ = std::exchange(o.given_away_, false);
+    }
     return *this;
   }
+  ~Buffer() { release(); }
 
-  char* data() noexcept { return data_.get(); }
-  const char* data() const noexcept { return data_.get(); }
+  /// A read-only view of `size` bytes of a peer's memfd (taking ownership of `fd`).
+  static Buffer map_shared(int fd, std::size_t size);
+
+  char* data() noexcept { return data_; }
+  const char* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return capacity_; }
   bool empty() const noexcept { return size_ == 0; }
-  std::string_view view() const noexcept { return {data_.get(), size_}; }
+  std::string_view view() const noexcept { return {data_, size_}; }
+  /// The memfd holding the bytes, or -1 for a heap buffer.
+  int fd() const noexcept { return fd_; }
+  /// The bytes were handed to another process: never reuse this block's memory.
+  void give_away() noexcept { given_away_ = true; }
 
   void reserve(std::size_t n) {
     if (n <= capacity_) return;
     std::size_t cap = capacity_ ? capacity_ : 256;
     while (cap < n) cap += cap / 2 + 64;
-    std::unique_ptr<char[]> next(new char[cap]);
-    if (size_) std::memcpy(next.get(), data_.get(), size_);
-    data_ = std::move(next);
+    const BlockAllocator* shared = large_block_allocator ? large_block_allocator() : nullptr;
+    if (kind_ == Kind::shared) {
+      data_ = shared->grow(data_, capacity_, cap, capacity_, fd_);
+      return;
+    }
+    if (shared && cap >= shared->threshold && kind_ == Kind::heap) {
+      std::size_t got = 0;
+      int fd = -1;
+      char* next = shared->allocate(cap, got, fd);
+      if (next) {
+        if (size_) std::memcpy(next, data_, size_);
+        delete[] data_;
+        data_ = next;
+        capacity_ = got;
+        fd_ = fd;
+        kind_ = Kind::shared;
+        return;
+      }
+    }
+    char* next = new char[cap];
+    if (size_) std::memcpy(next, data_, size_);
+    delete[] data_;
+    data_ = next;
     capacity_ = cap;
   }
   /// Grows or shrinks the size; new bytes are uninitialised.
@@ -107,7 +160,7 @@ class Buffer {
   void append(const void* p, std::size_t n) {
     if (n == 0) return;
     reserve(size_ + n);
-    std::memcpy(data_.get() + size_, p, n);
+    std::memcpy(data_ + size_, p, n);
     size_ += n;
   }
   void clear() noexcept { size_ = 0; }
@@ -125,15 +178,36 @@ class Buffer {
       size_ = 0;
       return;
     }
-    std::memmove(data_.get(), data_.get() + n, size_ - n);
+    std::memmove(data_, data_ + n, size_ - n);
     size_ -= n;
   }
 
  private:
-  std::unique_ptr<char[]> data_;
+  enum class Kind : unsigned char { heap, shared, mapped };
+  void release() noexcept;
+
+  char* data_ = nullptr;
   std::size_t size_ = 0;
   std::size_t capacity_ = 0;
+  int fd_ = -1;
+  Kind kind_ = Kind::heap;
+  bool given_away_ = false;
 };
+
+/// Unmaps and closes a peer's memfd mapping (libferry; weak for the same reason).
+__attribute__((weak)) void unmap_shared(char* data, std::size_t capacity, int fd) noexcept;
+
+inline void Buffer::release() noexcept {
+  switch (kind_) {
+    case Kind::heap: delete[] data_; break;
+    case Kind::shared: large_block_allocator()->release(data_, capacity_, fd_, given_away_); break;
+    case Kind::mapped: unmap_shared(data_, capacity_, fd_); break;
+  }
+  data_ = nullptr;
+  capacity_ = size_ = 0;
+  fd_ = -1;
+  kind_ = Kind::heap;
+}
 
 /// std::streambuf that appends to a Buffer: what cereal writes into.
 class BufferWriter final : public std::streambuf {
