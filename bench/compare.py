@@ -361,7 +361,10 @@ def write_markdown(path, command, info, rows, ferry, loky, target_rows, errors, 
     ]
     missed = [t for t, m, _ in target_rows if not m]
     if missed:
-        lines += ["Missed: " + "; ".join(missed) + ". Not yet explained: to be profiled.", ""]
+        lines += ["Missed in this run: " + "; ".join(missed) + ".", ""]
+        analysis = BENCH_DIR / "analysis.md"
+        if analysis.exists():
+            lines += [analysis.read_text().rstrip(), ""]
     if errors:
         lines += ["## Errors in this run", "", *[f"- {e}" for e in errors], ""]
     lines += ["## How each figure was taken", "", notes_section(ferry, loky), ""]

@@ -363,12 +363,17 @@ class Executor {
       std::rethrow_exception(first);
     }
     if constexpr (!std::is_void_v<Chunk>) {
-      Chunk out;
+      std::vector<Chunk> parts;
+      parts.reserve(chunks.size());
+      std::size_t total = 0;
       for (auto& c : chunks) {
-        Chunk part = c.get();
-        out.insert(out.end(), std::make_move_iterator(part.begin()),
-                   std::make_move_iterator(part.end()));
+        parts.push_back(c.get());
+        total += parts.back().size();
       }
+      Chunk out;
+      out.reserve(total);
+      for (auto& part : parts)
+        out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
       return out;
     }
   }

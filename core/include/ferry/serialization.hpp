@@ -2,6 +2,7 @@
 // How arguments and results travel: cereal's binary archive over ferry's own buffers.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <istream>
@@ -215,8 +216,16 @@ class BufferWriter final : public std::streambuf {
   explicit BufferWriter(Buffer& b) : buffer_(&b) {}
 
  protected:
+  // cereal writes every value through sputn; keep the common case (room left) short.
   std::streamsize xsputn(const char* s, std::streamsize n) override {
-    buffer_->append(s, static_cast<std::size_t>(n));
+    auto len = static_cast<std::size_t>(n);
+    std::size_t size = buffer_->size();
+    if (size + len <= buffer_->capacity()) {
+      std::memcpy(buffer_->data() + size, s, len);
+      buffer_->resize(size + len);
+    } else {
+      buffer_->append(s, len);
+    }
     return n;
   }
   int_type overflow(int_type c) override {
@@ -240,6 +249,20 @@ class MemoryReader final : public std::streambuf {
   }
   std::size_t consumed() const noexcept { return static_cast<std::size_t>(gptr() - eback()); }
   std::size_t remaining() const noexcept { return static_cast<std::size_t>(egptr() - gptr()); }
+
+ protected:
+  // cereal reads every value through sgetn: one bounded copy, no generic loop.
+  std::streamsize xsgetn(char* s, std::streamsize n) override {
+    std::streamsize take = std::min<std::streamsize>(n, egptr() - gptr());
+    std::memcpy(s, gptr(), static_cast<std::size_t>(take));
+    // gbump takes an int: advance in steps, so that reads past 2 GiB work too.
+    for (std::streamsize left = take; left > 0;) {
+      int step = static_cast<int>(std::min<std::streamsize>(left, 1 << 30));
+      gbump(step);
+      left -= step;
+    }
+    return take;
+  }
 };
 
 /// A stream of this thread pointed at a streambuf for the scope: constructing a std::ostream or
