@@ -45,6 +45,7 @@ constexpr unsigned max_startup_failures = 3;
 constexpr auto hello_timeout = std::chrono::seconds(10);
 
 std::string describe_exit(const ExitStatus& st) {
+  if (!st.detail.empty()) return st.detail;
   if (!st.known) return "an unknown status (reaped elsewhere)";
   if (st.signal) return "signal " + signal_name(st.signal);
   std::string s = "exit code " + std::to_string(st.exit_code);
@@ -168,7 +169,11 @@ void Pool::on_exit(const std::shared_ptr<Worker>& w) {
   }
   complete(done);
   ExitStatus st;
-  if (!try_reap(w->pid, st)) st = reap(w->pid);  // pidfd readable: it has exited
+  if (w->remote) {
+    st = w->remote->status();
+  } else if (!try_reap(w->pid, st)) {
+    st = reap(w->pid);  // pidfd readable: it has exited
+  }
   OomCounts ooms = OomCounts::read();
   {
   std::lock_guard lock(mu_);
@@ -226,7 +231,15 @@ void Pool::kill_worker_locked(Worker& w, std::exception_ptr error_for_running_ca
   if (!w.kill_error) w.kill_error = std::move(error_for_running_call);
   w.retiring = true;
   debug_log("killing worker %d", w.pid);
-  ::kill(w.pid, SIGKILL);
+  signal_kill(w);
+}
+
+void Pool::signal_kill(Worker& w) {
+  if (w.remote) {
+    w.remote->kill();
+  } else if (w.pid > 0) {
+    ::kill(w.pid, SIGKILL);
+  }
 }
 
 void Pool::fail_queue_locked(std::exception_ptr error, Completions& done) {
@@ -267,7 +280,7 @@ void Pool::maintain(Completions& done) {
     for (auto& [_, w] : workers_) {
       if (w->dead) continue;
       if (now >= w->kill_at) {
-        ::kill(w->pid, SIGKILL);
+        signal_kill(*w);
         w->kill_at = Clock::time_point::max();
       }
       if (!w->in_flight.empty() && !w->kill_error) {
@@ -311,7 +324,7 @@ void Pool::maintain(Completions& done) {
         last_spawn_error_ = "ferry-worker " + worker_path_.string() + " (pid " +
                             std::to_string(w->pid) + ") did not complete its handshake within " +
                             std::to_string(hello_timeout.count()) + " s";
-        ::kill(w->pid, SIGKILL);
+        signal_kill(*w);
         w->handshake_killed = true;
       }
     }
@@ -338,18 +351,8 @@ void Pool::maintain(Completions& done) {
   dispatch_locked();
 }
 
-void Pool::spawn_one(Completions& done) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    std::lock_guard lock(mu_);
-    last_spawn_error_ = std::string("socketpair: ") + std::strerror(errno);
-    ++startup_failures_;
-    return;
-  }
-  Fd host(sv[0]), child(sv[1]);
-  ::fcntl(host.get(), F_SETFL, ::fcntl(host.get(), F_GETFL) | O_NONBLOCK);
-  std::vector<std::string> args = {"--fd", "3", "--parent", std::to_string(::getpid()),
-                                   "--spin-us", std::to_string(worker_spin_.count())};
+std::vector<std::string> Pool::worker_args() const {
+  std::vector<std::string> args = {"--spin-us", std::to_string(worker_spin_.count())};
   if (options_.idle_timeout.count() > 0) {
     auto ms = std::max<long long>(
         1, std::chrono::duration_cast<std::chrono::milliseconds>(options_.idle_timeout).count());
@@ -359,6 +362,25 @@ void Pool::spawn_one(Completions& done) {
     args.insert(args.end(), {"--max-memory-growth", std::to_string(options_.max_memory_growth)});
   if (options_.max_tasks_per_child > 0)
     args.insert(args.end(), {"--max-tasks", std::to_string(options_.max_tasks_per_child)});
+  return args;
+}
+
+void Pool::spawn_one(Completions& done) {
+  if (launcher_) {
+    spawn_remote(done);
+    return;
+  }
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    std::lock_guard lock(mu_);
+    last_spawn_error_ = std::string("socketpair: ") + std::strerror(errno);
+    ++startup_failures_;
+    return;
+  }
+  Fd host(sv[0]), child(sv[1]);
+  ::fcntl(host.get(), F_SETFL, ::fcntl(host.get(), F_GETFL) | O_NONBLOCK);
+  std::vector<std::string> args = worker_args();
+  args.insert(args.begin(), {"--fd", "3", "--parent", std::to_string(::getpid())});
 
   SpawnedProcess p;
   try {
@@ -393,6 +415,34 @@ void Pool::spawn_one(Completions& done) {
   w->pid = p.pid;
   w->pidfd = std::move(p.pidfd);
   w->sock = std::move(host);
+  register_worker(w);
+}
+
+void Pool::spawn_remote(Completions& done) {
+  std::string why;
+  std::vector<std::pair<std::string, std::string>> env(options_.env.begin(), options_.env.end());
+  auto launched = launcher_->launch(worker_args(), env, why);
+  if (!launched) {
+    std::lock_guard lock(mu_);
+    last_spawn_error_ = why;
+    debug_log("remote launch failed: %s", why.c_str());
+    if (active_locked() == 0) {
+      spawn_error_ = std::make_exception_ptr(BrokenProcessPool::spawn_failed(options_.backend, why));
+      fail_queue_locked(spawn_error_, done);
+      started_ = false;
+    }
+    return;
+  }
+  auto w = std::make_shared<Worker>();
+  w->pid = 0;  // known at its hello
+  w->remote = launched->worker;
+  w->pidfd = Fd(::fcntl(w->remote->exit_fd(), F_DUPFD_CLOEXEC, 0));
+  w->sock = std::move(launched->channel);
+  ::fcntl(w->sock.get(), F_SETFL, ::fcntl(w->sock.get(), F_GETFL) | O_NONBLOCK);
+  register_worker(w);
+}
+
+void Pool::register_worker(const std::shared_ptr<Worker>& w) {
   w->sock_out = Fd(::fcntl(w->sock.get(), F_DUPFD_CLOEXEC, 0));
   w->spawned = Clock::now();
   std::lock_guard lock(mu_);

@@ -94,6 +94,30 @@ fs::path find_worker(const fs::path& configured) {
   return candidates.empty() ? fs::path("ferry-worker") : candidates.front();
 }
 
+namespace {
+std::mutex backends_mu;
+std::map<std::string, LauncherFactory>& backends() {
+  static std::map<std::string, LauncherFactory> b;
+  return b;
+}
+}  // namespace
+
+void register_backend(const std::string& name, LauncherFactory factory) {
+  std::lock_guard lock(backends_mu);
+  backends()[name] = std::move(factory);
+}
+
+std::shared_ptr<RemoteLauncher> make_launcher(const ExecutorOptions& options) {
+  LauncherFactory f;
+  {
+    std::lock_guard lock(backends_mu);
+    auto it = backends().find(options.backend);
+    if (it == backends().end()) return nullptr;
+    f = it->second;
+  }
+  return f(options);
+}
+
 }  // namespace ferry::detail
 
 std::filesystem::path ferry::default_worker_path() { return detail::find_worker({}); }
@@ -103,7 +127,16 @@ namespace ferry::detail {
 Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
   if (options_.idle_timeout.count() < 0)
     throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be negative");
+  if (options_.backend != "local") {
+    launcher_ = make_launcher(options_);
+    if (!launcher_)
+      throw std::invalid_argument("ferry: backend '" + options_.backend +
+                                  "' is not available (for \"mpi\": build with FERRY_WITH_MPI, link "
+                                  "ferry::mpi and call ferry::mpi::enable())");
+  }
   max_workers_ = options_.max_workers ? options_.max_workers : cpu_count();
+  if (launcher_ && launcher_->capacity() > 0 && (options_.max_workers == 0 || max_workers_ > launcher_->capacity()))
+    max_workers_ = launcher_->capacity();
   if (max_workers_ > max_pool_size)
     throw std::invalid_argument("ferry: max_workers " + std::to_string(max_workers_) +
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
@@ -435,6 +468,7 @@ void Pool::handle_frames(Worker& w, Completions& done) {
             return;
           }
           w.hello = true;
+          if (w.remote) w.pid = h.pid;  // a remote worker's pid is only known now
           startup_failures_ = 0;
           w.reader.set_limit(max_frame_);
           changed_.notify_all();

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,40 @@
 #include "spawn_posix.hpp"
 
 namespace ferry::detail {
+
+/// A worker started by another launcher (ferry::mpi): how the pool watches, ends and reaps it.
+class RemoteWorker {
+ public:
+  virtual ~RemoteWorker() = default;
+  /// Readable once the worker has ended; status() then says how.
+  virtual int exit_fd() const = 0;
+  /// Ends it now (the pool's SIGKILL).
+  virtual void kill() = 0;
+  virtual ExitStatus status() = 0;
+};
+
+/// Starts workers elsewhere. A backend library registers one under a name (ExecutorOptions::backend).
+class RemoteLauncher {
+ public:
+  virtual ~RemoteLauncher() = default;
+  struct Launched {
+    Fd channel;  // the pool's end of the worker's channel (frames as with a local worker)
+    std::shared_ptr<RemoteWorker> worker;
+  };
+  /// A new worker running `ferry-worker <args>` with `env` overrides; nullopt and `why` when none
+  /// can be started now.
+  virtual std::optional<Launched> launch(const std::vector<std::string>& args,
+                                         const std::vector<std::pair<std::string, std::string>>& env,
+                                         std::string& why) = 0;
+  /// Most workers it can run at once (0: no limit).
+  virtual std::size_t capacity() const = 0;
+};
+using LauncherFactory = std::function<std::shared_ptr<RemoteLauncher>(const ExecutorOptions&)>;
+/// Makes backend `name` available to ExecutorOptions::backend (called by ferry::mpi::enable()).
+void register_backend(const std::string& name, LauncherFactory factory);
+
+/// The launcher of options.backend, or nullptr when no such backend is registered.
+std::shared_ptr<RemoteLauncher> make_launcher(const ExecutorOptions& options);
 
 /// More workers than this is a mistake (a typo in -j), not a pool: refused with invalid_argument.
 inline constexpr std::size_t max_pool_size = 4096;
@@ -69,7 +104,8 @@ struct Call {
 
 struct Worker {
   std::uint64_t serial = 0;
-  pid_t pid = -1;
+  pid_t pid = -1;  // a remote worker's pid arrives with its hello
+  std::shared_ptr<RemoteWorker> remote;  // set when a backend launcher started it
   Fd sock;      // host end of the channel, non-blocking; EPOLLIN registration
   Fd sock_out;  // dup of sock: EPOLLOUT registration, armed only while the outbox is not empty
   Fd pidfd;
@@ -182,8 +218,14 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void on_exit(const std::shared_ptr<Worker>& w);
   void maintain(Completions& done);
   void spawn_one(Completions& done);
+  void spawn_remote(Completions& done);
+  /// Adds a started worker to the pool: epoll registrations, initializer, dispatch.
+  void register_worker(const std::shared_ptr<Worker>& w);
   void fail_queue_locked(std::exception_ptr error, Completions& done);
   void kill_worker_locked(Worker& w, std::exception_ptr error_for_running_call);
+  /// SIGKILL for a local worker, the backend's kill for a remote one.
+  static void signal_kill(Worker& w);
+  std::vector<std::string> worker_args() const;
   std::shared_ptr<Worker> worker_by_serial(std::uint64_t serial);
   int next_timeout_ms();
   bool finished_locked() const;
@@ -232,6 +274,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::shared_ptr<const RefEntry> initializer_;
 
   std::unique_ptr<PluginIndex> index_;
+  std::shared_ptr<RemoteLauncher> launcher_;  // null: local workers (posix_spawn)
 };
 
 

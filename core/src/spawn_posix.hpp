@@ -34,6 +34,7 @@ struct ExitStatus {
   bool known = false;   // false when the status could not be collected (e.g. SIGCHLD ignored)
   int signal = 0;       // terminating signal, 0 if it exited
   int exit_code = -1;   // exit code, -1 if signalled
+  std::string detail;   // where and why, for a worker on another node ("rank 2 on node7 ...")
 };
 
 /// Reaps `pid` if it has exited (non-blocking); nullopt-like `known=false` when still running.

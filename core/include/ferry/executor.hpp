@@ -58,6 +58,9 @@ struct ExecutorOptions {
   unsigned max_retries_on_worker_death = 0;
   /// Accept plugin files and directories writable by group/others or owned by another user.
   bool allow_unsafe_plugins = false;
+  /// Where workers run: "local" (processes of this machine) or "mpi" (ranks of an Open MPI job;
+  /// link ferry::mpi and call ferry::mpi::enable(), see <ferry/mpi.hpp>).
+  std::string backend = "local";
 
   bool operator==(const ExecutorOptions&) const = default;
 };
