@@ -218,6 +218,7 @@ class BufferWriter final : public std::streambuf {
  protected:
   // cereal writes every value through sputn; keep the common case (room left) short.
   std::streamsize xsputn(const char* s, std::streamsize n) override {
+    if (n <= 0) return 0;  // an empty vector hands over a null pointer
     auto len = static_cast<std::size_t>(n);
     std::size_t size = buffer_->size();
     if (size + len <= buffer_->capacity()) {
@@ -254,6 +255,7 @@ class MemoryReader final : public std::streambuf {
   // cereal reads every value through sgetn: one bounded copy, no generic loop.
   std::streamsize xsgetn(char* s, std::streamsize n) override {
     std::streamsize take = std::min<std::streamsize>(n, egptr() - gptr());
+    if (take <= 0) return 0;
     std::memcpy(s, gptr(), static_cast<std::size_t>(take));
     // gbump takes an int: advance in steps, so that reads past 2 GiB work too.
     for (std::streamsize left = take; left > 0;) {
