@@ -317,6 +317,10 @@ void Pool::maintain(Completions& done) {
       }
       startup_failures_ = 0;
     }
+    if (launcher_ && launcher_->capacity() == 0 && active_locked() == 0 && !queue_.empty())
+      fail_queue_locked(std::make_exception_ptr(BrokenProcessPool::spawn_failed(
+                            options_.backend, "every remote rank of the job has died")),
+                        done);
     // Once workers cannot be started, calls coming back from dying half-started workers fail too.
     if (spawn_error_ && !any_up) fail_queue_locked(spawn_error_, done);
     for (auto& [_, w] : workers_) {
@@ -334,6 +338,8 @@ void Pool::maintain(Completions& done) {
     // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes).
     if (!broken_ && !killed_ && started_ && (!shutdown_ || busy)) {
       std::size_t desired = busy ? max_workers_ : max_workers_ - std::min(idle_exited_, max_workers_);
+      // A backend that lost nodes cannot run as many workers as asked.
+      if (launcher_) desired = std::min(desired, launcher_->capacity());
       std::size_t active = active_locked();
       if (active < desired) to_spawn = desired - active;
     }
@@ -421,6 +427,8 @@ void Pool::spawn_one(Completions& done) {
 void Pool::spawn_remote(Completions& done) {
   std::string why;
   std::vector<std::pair<std::string, std::string>> env(options_.env.begin(), options_.env.end());
+  // The remote side starts ferry-worker itself: the one configured here, if any.
+  if (!options_.worker_path.empty()) env.emplace_back("FERRY_WORKER", options_.worker_path.string());
   auto launched = launcher_->launch(worker_args(), env, why);
   if (!launched) {
     std::lock_guard lock(mu_);
@@ -539,7 +547,9 @@ bool Pool::warm_up(Clock::duration timeout) {
     std::size_t up = 0;
     for (const auto& [_, w] : workers_)
       if (w->hello && !w->retiring && !w->bye && !w->dead) ++up;
-    return up >= max_workers_;
+    // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
+    std::size_t want = launcher_ ? std::min(max_workers_, launcher_->capacity()) : max_workers_;
+    return up >= want;
   });
 }
 

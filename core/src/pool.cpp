@@ -135,8 +135,9 @@ Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
                                   "ferry::mpi and call ferry::mpi::enable())");
   }
   max_workers_ = options_.max_workers ? options_.max_workers : cpu_count();
-  if (launcher_ && launcher_->capacity() > 0 && (options_.max_workers == 0 || max_workers_ > launcher_->capacity()))
-    max_workers_ = launcher_->capacity();
+  if (launcher_ && launcher_->capacity() != SIZE_MAX &&
+      (options_.max_workers == 0 || max_workers_ > launcher_->capacity()))
+    max_workers_ = std::max<std::size_t>(1, launcher_->capacity());
   if (max_workers_ > max_pool_size)
     throw std::invalid_argument("ferry: max_workers " + std::to_string(max_workers_) +
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");

@@ -64,7 +64,7 @@ class RemoteLauncher {
   virtual std::optional<Launched> launch(const std::vector<std::string>& args,
                                          const std::vector<std::pair<std::string, std::string>>& env,
                                          std::string& why) = 0;
-  /// Most workers it can run at once (0: no limit).
+  /// Most workers it can run now (SIZE_MAX: no limit); may shrink as remote ranks die.
   virtual std::size_t capacity() const = 0;
 };
 using LauncherFactory = std::function<std::shared_ptr<RemoteLauncher>(const ExecutorOptions&)>;

@@ -273,7 +273,8 @@ class Executor {
   void resize(std::size_t max_workers);
 
   /// Starts every worker now and waits (up to `timeout`) until all have said hello.
-  /// @returns true when all workers are up.
+  /// @returns true when all workers are up (with the "mpi" backend: as many as the job has
+  /// ranks for, when that is fewer than max_workers).
   bool warm_up(Duration timeout = std::chrono::seconds(10));
 
   std::size_t max_workers() const;
