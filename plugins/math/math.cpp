@@ -29,6 +29,7 @@ int slow_identity(int x, int ms) {
 }
 std::size_t byte_count(const std::vector<char>& bytes) { return bytes.size(); }
 std::vector<char> echo_bytes(const std::vector<char>& bytes) { return bytes; }
+std::vector<char> make_bytes(std::uint64_t n) { return std::vector<char>(n, 'x'); }
 
 FERRY_TASK(square);
 FERRY_TASK_AS(square, "math.square");
@@ -43,3 +44,4 @@ FERRY_TASK(worker_pid);
 FERRY_TASK(slow_identity);
 FERRY_TASK(byte_count);
 FERRY_TASK(echo_bytes);
+FERRY_TASK(make_bytes);

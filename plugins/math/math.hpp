@@ -2,6 +2,7 @@
 // The math plugin: small tasks used by the samples, the tests and the benchmarks.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -37,3 +38,4 @@ FERRY_EXPORT int slow_identity(int x, int ms);
 FERRY_EXPORT std::size_t byte_count(const std::vector<char>& bytes);
 /// Returns its argument: a large result.
 FERRY_EXPORT std::vector<char> echo_bytes(const std::vector<char>& bytes);
+FERRY_EXPORT std::vector<char> make_bytes(std::uint64_t n);  // n bytes of 'x'
