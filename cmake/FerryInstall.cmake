@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Installation: headers, libferry, ferry-worker, the ferry command, the CMake package
-# (find_package(ferry) → ferry::core, ferry::plugin, ferry_add_plugin) and ferry.pc.
+# (find_package(ferry) → ferry::core, ferry::plugin, ferry_add_plugin; COMPONENTS mpi →
+# ferry::mpi) and ferry.pc.
 include(CMakePackageConfigHelpers)
 
 set(FERRY_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
@@ -24,6 +25,18 @@ install(TARGETS ferry_wrap_prelude RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDI
 if(TARGET ferry_cli)
   set_target_properties(ferry_cli PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}")
   install(TARGETS ferry_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
+endif()
+
+# The MPI backend (FERRY_WITH_MPI): libferry-mpi, its header and the node agent, in an export set
+# of its own, so that find_package(ferry COMPONENTS mpi) says whether this install has it.
+if(TARGET ferry_mpi)
+  set_target_properties(ferry_mpi_worker PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}")
+  install(DIRECTORY mpi/include/ferry DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT devel)
+  install(TARGETS ferry_mpi EXPORT ferryMpiTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime
+    INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  install(TARGETS ferry_mpi_worker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
+  install(EXPORT ferryMpiTargets NAMESPACE ferry:: DESTINATION ${FERRY_INSTALL_CMAKEDIR} COMPONENT devel)
 endif()
 
 install(EXPORT ferryTargets NAMESPACE ferry:: DESTINATION ${FERRY_INSTALL_CMAKEDIR} COMPONENT devel)

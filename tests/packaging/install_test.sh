@@ -44,4 +44,37 @@ c++ "$work/pc_host.cpp" -o "$work/pc_host" \
     $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs ferry)
 out=$("$work/pc_host" "$work/ext")
 [ "$out" = "15" ] || fail "pkg-config host printed '$out'"
+
+# With the MPI backend built: its pieces are installed, find_package(ferry COMPONENTS mpi) gives
+# ferry::mpi, and a host run as an MPI singleton finds the installed ferry-mpi-worker by itself.
+if grep -q '^FERRY_WITH_MPI:BOOL=ON' "$build/CMakeCache.txt"; then
+  for f in bin/ferry-mpi-worker include/ferry/mpi.hpp lib/cmake/ferry/ferryMpiTargets.cmake; do
+    [ -e "$prefix/$f" ] || fail "not installed: $f"
+  done
+  mkdir -p "$work/mpi_src"
+  cat > "$work/mpi_src/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.20)
+project(mpi_host LANGUAGES CXX)
+find_package(ferry 0.1 REQUIRED COMPONENTS mpi)
+add_executable(mpi_host host.cpp)
+target_link_libraries(mpi_host PRIVATE ferry::core ferry::mpi)
+CMAKE
+  cat > "$work/mpi_src/host.cpp" <<'CPP'
+#include <ferry/ferry.hpp>
+#include <ferry/mpi.hpp>
+#include <iostream>
+int main(int, char** argv) {
+  ferry::mpi::enable();
+  ferry::Executor ex({.max_workers = 1, .plugin_dirs = {argv[1]}, .backend = "mpi"});
+  std::cout << ex.submit<int>("triple", 6).get() << "\n";
+}
+CPP
+  cmake -S "$work/mpi_src" -B "$work/mpi" -DCMAKE_PREFIX_PATH="$prefix" \
+        -DCMAKE_BUILD_TYPE=Release > "$work/mpi_configure.log"
+  cmake --build "$work/mpi" -j2 > "$work/mpi_build.log"
+  out=$(cd / && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+        OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo \
+        timeout 120 "$work/mpi/mpi_host" "$work/ext" 2>&1) || fail "mpi host: $out"
+  grep -qx "18" <<< "$out" || fail "mpi host printed '$out'"
+fi
 echo "install, find_package, pkg-config, ferry run: all good"

@@ -1,0 +1,326 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The node agent: an MPI rank that runs ordinary ferry-workers for the host's hub. It relays
+// frames between MPI and its worker's channel, starts the worker when asked and reports how it
+// ended (so a crash is reported exactly, and fast), keeps shipped plugins in a private cache
+// checked by content, and leaves when the host stops answering.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+
+#include <ferry/ferry.hpp>
+#include <ferry/mpi.hpp>
+
+#include "agent.hpp"
+#include "spawn_posix.hpp"
+#include "wire.hpp"
+
+namespace ferry::mpi::detail {
+
+namespace fs = std::filesystem;
+namespace proto = ferry::detail::protocol;
+using Clock = std::chrono::steady_clock;
+using ferry::detail::Fd;
+
+namespace {
+
+fs::path shipped_cache_dir() {
+  fs::path base;
+  if (const char* v = std::getenv("FERRY_CACHE_DIR"); v && *v) {
+    base = v;
+  } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
+    base = fs::path(x) / "ferry";
+  } else if (const char* h = std::getenv("HOME"); h && *h) {
+    base = fs::path(h) / ".cache" / "ferry";
+  } else {
+    base = fs::temp_directory_path() / ("ferry-cache-" + std::to_string(::geteuid()));
+  }
+  fs::path dir = base / "shipped";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  ::chmod(base.c_str(), 0700);
+  ::chmod(dir.c_str(), 0700);
+  return dir;
+}
+
+struct Child {
+  pid_t pid = -1;
+  Fd pidfd;
+  Fd sock;
+  FrameForwarder from_worker;
+  ferry::detail::Outbox to_worker;
+  std::string why;  // set when the agent stopped it, for the host's error
+};
+
+class Agent {
+ public:
+  Agent(MPI_Comm comm, int host) : comm_(comm), host_(host) {}
+
+  int run() {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    sender_.send(pack_strings({std::to_string(::getpid()), name}), host_, tag_ready, comm_);
+    last_heard_ = last_sent_ = Clock::now();
+    for (;;) {
+      auto now = Clock::now();
+      if (now - last_sent_ >= heartbeat_period()) {
+        sender_.send(Buffer(), host_, tag_heartbeat, comm_);
+        last_sent_ = now;
+      }
+      if (now - last_heard_ > peer_timeout()) {
+        stop_child();
+        return static_cast<int>(proto::WorkerExit::host_gone);
+      }
+      bool busy = false;
+      int source = 0, tag = 0;
+      Buffer bytes;
+      while (try_receive(comm_, source, tag, bytes)) {
+        busy = true;
+        if (source != host_) continue;
+        last_heard_ = Clock::now();
+        if (tag == tag_quit) {
+          stop_child();
+          while (!sender_.progress()) {
+          }
+          return 0;
+        }
+        handle(tag, bytes);
+      }
+      if (child_) busy |= pump_child();
+      sender_.progress();
+      if (!busy) {
+        pollfd p[2] = {{child_ ? child_->sock.get() : -1, POLLIN, 0},
+                       {child_ ? child_->pidfd.get() : -1, POLLIN, 0}};
+        ::poll(p, 2, 1);
+      }
+    }
+  }
+
+ private:
+  void handle(int tag, Buffer& bytes) {
+    switch (tag) {
+      case tag_start: start_child(unpack_strings(bytes.view())); break;
+      case tag_stop:
+        if (child_) ::kill(child_->pid, SIGKILL);
+        break;
+      case tag_frames:
+        held_.push_back(std::move(bytes));
+        release_frames();
+        break;
+      case tag_lib_offer: offered(unpack_strings(bytes.view())); break;
+      case tag_lib_data: received_library(unpack_strings(bytes.view())); break;
+      default: break;
+    }
+  }
+
+  void start_child(const std::vector<std::string>& items) {
+    stop_child();
+    held_.clear();
+    std::size_t nargs = items.empty() ? 0 : std::strtoul(items[0].c_str(), nullptr, 10);
+    std::vector<std::string> args = {"--fd", "3", "--parent", std::to_string(::getpid())};
+    std::vector<std::pair<std::string, std::string>> env;
+    for (std::size_t i = 1; i < items.size(); ++i) {
+      if (i <= nargs) {
+        args.push_back(items[i]);
+      } else if (auto eq = items[i].find('='); eq != std::string::npos) {
+        env.emplace_back(items[i].substr(0, eq), items[i].substr(eq + 1));
+      }
+    }
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      report_exit(-1, 0, 127);
+      return;
+    }
+    Fd mine(sv[0]), theirs(sv[1]);
+    try {
+      fs::path worker = ferry::default_worker_path();
+      for (const auto& [k, v] : env)
+        if (k == "FERRY_WORKER") worker = v;  // the host's ExecutorOptions::worker_path
+      auto p = ferry::detail::spawn_process(worker, args,
+                                            ferry::detail::merged_environment(env), theirs.get());
+      child_.emplace();
+      child_->pid = p.pid;
+      child_->pidfd = std::move(p.pidfd);
+      child_->sock = std::move(mine);
+      ::fcntl(child_->sock.get(), F_SETFL, ::fcntl(child_->sock.get(), F_GETFL) | O_NONBLOCK);
+    } catch (const std::exception&) {
+      report_exit(-1, 0, 127);
+    }
+  }
+
+  void stop_child() {
+    if (!child_) return;
+    ::kill(child_->pid, SIGKILL);
+    ferry::detail::reap(child_->pid);
+    child_.reset();
+  }
+
+  void report_exit(pid_t pid, int sig, int code, const std::string& why = {}) {
+    sender_.send(pack_strings({std::to_string(pid), std::to_string(sig), std::to_string(code), why}),
+                 host_, tag_exited, comm_);
+  }
+
+  /// Relays the worker's frames to the host and notices its end. True if anything happened.
+  bool pump_child() {
+    std::vector<Buffer> frames;
+    bool open = true;
+    std::vector<Buffer> nothing_back;  // a worker sends no task frames
+    try {
+      open = child_->from_worker.pump(child_->sock.get(), frames, nothing_back);
+    } catch (const std::exception& e) {
+      // Garbage from the worker: it is killed, its end reported with the reason.
+      open = false;
+      child_->why = std::string("its MPI agent stopped it: ") + e.what();
+      ::kill(child_->pid, SIGKILL);
+    }
+    for (auto& f : frames) sender_.send(std::move(f), host_, tag_frames, comm_);
+    if (!child_->to_worker.empty() && !child_->to_worker.flush(child_->sock.get()))
+      child_->to_worker.clear();
+    ferry::detail::ExitStatus st;
+    bool ended = ferry::detail::try_reap(child_->pid, st);
+    if (!open && !ended) {
+      // Channel closed: the process is on its way out; collect its status.
+      st = ferry::detail::reap(child_->pid);
+      ended = true;
+    }
+    if (ended) {
+      // Last frames it wrote before it died go first.
+      frames.clear();
+      try {
+        child_->from_worker.pump(child_->sock.get(), frames, nothing_back);
+      } catch (const std::exception&) {
+      }
+      for (auto& f : frames) sender_.send(std::move(f), host_, tag_frames, comm_);
+      report_exit(child_->pid, st.signal, st.exit_code, child_->why);
+      child_.reset();
+    }
+    return !frames.empty() || ended;
+  }
+
+  /// The host offers a library: use our own copy if it has the same content, else a cached one,
+  /// else ask for its bytes. Frames wait until every offered library is here.
+  void offered(const std::vector<std::string>& items) {
+    if (items.size() < 2) return;
+    const std::string& path = items[0];
+    const std::string& key = items[1];
+    static const bool ship_always = [] {
+      const char* v = std::getenv("FERRY_MPI_SHIP");
+      return v && std::string(v) == "always";
+    }();
+    if (!ship_always && content_key(path) == key) {
+      local_[path] = path;
+      return;
+    }
+    fs::path cached = cache_ / (key + ".so");
+    if (content_key(cached) == key) {
+      local_[path] = cached.string();
+      return;
+    }
+    waiting_[key] = path;
+    sender_.send(pack_strings({key}), host_, tag_lib_need, comm_);
+  }
+
+  void received_library(const std::vector<std::string>& items) {
+    if (items.size() < 2) return;
+    const std::string& key = items[0];
+    auto it = waiting_.find(key);
+    if (it == waiting_.end()) return;
+    std::string path = it->second;
+    waiting_.erase(it);
+    fs::path cached = cache_ / (key + ".so");
+    fs::path tmp = cache_ / (key + ".so.tmp." + std::to_string(::getpid()));
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(items[1].data(), static_cast<std::streamsize>(items[1].size()));
+    }
+    ::chmod(tmp.c_str(), 0700);
+    std::error_code ec;
+    // Checked before it is ever loaded: a corrupt transfer is dropped, and the worker then
+    // reports the library as missing.
+    if (!items[1].empty() && content_key(tmp) == key) {
+      fs::rename(tmp, cached, ec);
+      local_[path] = cached.string();
+    } else {
+      fs::remove(tmp, ec);
+      local_[path] = path;
+    }
+    release_frames();
+  }
+
+  /// Passes held frames to the worker, in order, once no library is awaited.
+  void release_frames() {
+    if (!waiting_.empty() || !child_) return;
+    while (!held_.empty()) {
+      Buffer frame = std::move(held_.front());
+      held_.pop_front();
+      if (frame.size() > proto::header_size &&
+          static_cast<proto::FrameType>(frame.data()[2]) == proto::FrameType::define) {
+        try {
+          auto d = proto::decode_define(frame.view().substr(proto::header_size));
+          if (auto it = local_.find(d.library); it != local_.end() && it->second != d.library) {
+            d.library = it->second;
+            frame = proto::encode_define(d);
+          }
+        } catch (const proto::ProtocolError&) {
+        }
+      }
+      child_->to_worker.push(std::move(frame));
+    }
+    if (!child_->to_worker.flush(child_->sock.get())) child_->to_worker.clear();
+  }
+
+  MPI_Comm comm_;
+  int host_;
+  Sender sender_;
+  std::optional<Child> child_;
+  std::deque<Buffer> held_;
+  std::map<std::string, std::string> waiting_;  // content key → host path
+  std::map<std::string, std::string> local_;    // host path → path here
+  fs::path cache_ = shipped_cache_dir();
+  Clock::time_point last_heard_, last_sent_;
+};
+
+}  // namespace
+
+int run_agent(MPI_Comm comm, int host_rank) {
+  ignore_sigpipe();  // a dead host is noticed by heartbeat, not by a signal
+  MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+  Agent agent(comm, host_rank);
+  return agent.run();
+}
+
+}  // namespace ferry::mpi::detail
+
+namespace ferry::mpi {
+
+void serve(int& argc, char**& argv) {
+  int ready = 0;
+  MPI_Initialized(&ready);
+  if (!ready) {
+    detail::prepare_mpi_environment();
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  }
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1 && rank != 0) {
+    int code = detail::run_agent(MPI_COMM_WORLD, 0);
+    if (code == 0) MPI_Finalize();
+    std::exit(code);
+  }
+}
+
+}  // namespace ferry::mpi

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// ferry-mpi-worker: a node agent, spawned by a host (MPI_Comm_spawn) or started by mpirun beside it.
+#include <mpi.h>
+
+#include <cstring>
+#include <iostream>
+
+#include <ferry/ferry.hpp>
+
+#include "agent.hpp"
+#include "wire.hpp"
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--version") == 0) {
+      std::cout << "ferry-mpi-worker " << ferry::version() << "\n";
+      return 0;
+    }
+  ferry::mpi::detail::prepare_mpi_environment();
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  MPI_Comm parent = MPI_COMM_NULL;
+  MPI_Comm_get_parent(&parent);
+  // Spawned: the host is rank 0 of the parent group. Started by mpirun: rank 0 of the world.
+  int code = ferry::mpi::detail::run_agent(parent != MPI_COMM_NULL ? parent : MPI_COMM_WORLD, 0);
+  if (code == 0) MPI_Finalize();
+  return code;
+}

@@ -1,0 +1,516 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The host's MPI hub: one thread that owns every MPI call of the host. It starts node agents
+// (MPI_Comm_spawn, or the other ranks of an `mpirun -n N` job), relays each pool worker's frames
+// to its agent and back, ships plugins the agents do not have, and watches heartbeats: MPI blocks
+// forever on a dead peer, so every call here is non-blocking and silence past the timeout is
+// death.
+//
+//  Pool ── socketpair ── hub thread ══ MPI ══ agent (rank r) ── socketpair ── ferry-worker
+//          (frames)       relays,                relays, starts/reaps the
+//                         heartbeats,            worker, caches shipped plugins
+//                         ships plugins
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <algorithm>
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <ferry/ferry.hpp>
+#include <ferry/mpi.hpp>
+
+#include "pool.hpp"
+#include "wire.hpp"
+
+namespace ferry::mpi::detail {
+
+namespace fs = std::filesystem;
+namespace proto = ferry::detail::protocol;
+using Clock = std::chrono::steady_clock;
+using ferry::detail::ExitStatus;
+using ferry::detail::Fd;
+
+namespace {
+
+/// A pool worker served by an agent: the hub's end of the pool's channel, and how it ended.
+class Slot final : public ferry::detail::RemoteWorker {
+ public:
+  Slot() : exit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  int exit_fd() const override { return exit_.get(); }
+  void kill() override { kill_requested = true; }
+  ExitStatus status() override {
+    std::lock_guard lock(mu);
+    return status_;
+  }
+  /// Records the end once; wakes the pool.
+  void finish(ExitStatus st) {
+    {
+      std::lock_guard lock(mu);
+      if (ended) return;
+      ended = true;
+      status_ = std::move(st);
+    }
+    std::uint64_t one = 1;
+    ssize_t r = ::write(exit_.get(), &one, sizeof one);
+    (void)r;
+  }
+
+  Fd channel;  // hub's end
+  FrameForwarder from_pool;
+  ferry::detail::Outbox to_pool;
+  std::vector<std::string> args;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::atomic<bool> kill_requested{false};
+  bool started = false;  // start sent to its agent
+  bool stop_sent = false;
+  bool ended = false;
+  std::mutex mu;
+
+ private:
+  ExitStatus status_;
+  Fd exit_;
+};
+
+struct Agent {
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0;
+  bool ready = false;
+  bool alive = true;
+  int pid = 0;
+  std::string host;
+  std::shared_ptr<Slot> slot;
+  Clock::time_point last_heard = Clock::now();
+  Clock::time_point last_sent = Clock::now();
+  std::map<std::string, std::string> offered;  // library path → content key offered
+};
+
+fs::path agent_path() {
+  if (const char* v = std::getenv("FERRY_MPI_WORKER"); v && *v) return v;
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<const void*>(&agent_path), &info) && info.dli_fname) {
+    fs::path lib_dir = fs::path(info.dli_fname).parent_path();
+    for (const auto& c : {lib_dir / FERRY_MPI_AGENT_RELATIVE_PATH, lib_dir / "ferry-mpi-worker",
+                          fs::path(FERRY_MPI_BUILD_AGENT_PATH)}) {
+      std::error_code ec;
+      if (fs::is_regular_file(c, ec)) return fs::weakly_canonical(c, ec);
+    }
+  }
+  return "ferry-mpi-worker";
+}
+
+class Hub {
+ public:
+  static Hub& instance() {
+    static Hub* hub = new Hub();  // lives until exit: MPI cannot be initialised twice
+    return *hub;
+  }
+
+  /// Tells the agents to leave and finalises MPI if the hub initialised it; waits for that at
+  /// most `limit`. Later launches fail. Idempotent.
+  void stop(std::chrono::milliseconds limit) {
+    std::unique_lock lock(mu_);
+    if (!initialised_) return;  // never started
+    if (init_error_.empty()) init_error_ = "ferry's MPI backend was stopped (ferry::mpi::finalize)";
+    quit_ = true;
+    stopped_cv_.wait_for(lock, limit, [&] { return stopped_; });
+  }
+
+  /// World mode: the other ranks of this job are agents. Spawn mode (a job of one): agents are
+  /// spawned as needed.
+  /// World mode: the agents still alive; spawn mode: no limit.
+  std::size_t capacity() {
+    ensure_started();
+    std::lock_guard lock(mu_);
+    return world_mode_ ? alive_agents_ : SIZE_MAX;
+  }
+
+  std::optional<ferry::detail::RemoteLauncher::Launched> launch(
+      const std::vector<std::string>& args,
+      const std::vector<std::pair<std::string, std::string>>& env, std::string& why) {
+    ensure_started();
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      why = std::string("socketpair: ") + std::strerror(errno);
+      return std::nullopt;
+    }
+    auto slot = std::make_shared<Slot>();
+    slot->channel = Fd(sv[1]);
+    ::fcntl(sv[1], F_SETFL, ::fcntl(sv[1], F_GETFL) | O_NONBLOCK);
+    slot->args = args;
+    slot->env = env;
+    {
+      std::lock_guard lock(mu_);
+      if (!init_error_.empty()) {
+        why = init_error_;
+        ::close(sv[0]);
+        return std::nullopt;
+      }
+      waiting_.push_back(slot);
+    }
+    return ferry::detail::RemoteLauncher::Launched{Fd(sv[0]), slot};
+  }
+
+ private:
+  Hub() = default;
+
+  void ensure_started() {
+    std::unique_lock lock(mu_);
+    if (launched_) {
+      started_cv_.wait(lock, [&] { return initialised_; });
+      return;
+    }
+    launched_ = true;
+    std::thread([this] { run(); }).detach();
+    started_cv_.wait(lock, [&] { return initialised_; });
+    // Executors made after this point are destroyed before this runs (atexit order).
+    std::atexit([] { ferry::mpi::finalize(); });
+  }
+
+  void run() {
+    int ready = 0;
+    MPI_Initialized(&ready);
+    if (!ready) {
+      int provided = 0;
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
+      owns_mpi_ = true;
+    }
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    {
+      std::lock_guard lock(mu_);
+      world_mode_ = size > 1;
+      if (world_mode_ && rank != 0)
+        init_error_ = "ferry's MPI host must be rank 0 (the other ranks serve: ferry::mpi::serve)";
+      if (world_mode_) {
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        for (int r = 1; r < size; ++r) agents_.push_back(Agent{MPI_COMM_WORLD, r});
+        alive_agents_ = agents_.size();
+      }
+      initialised_ = true;
+    }
+    started_cv_.notify_all();
+    loop();
+  }
+
+  void spawn_agent() {
+    MPI_Comm inter = MPI_COMM_NULL;
+    int error = 0;
+    std::string path = agent_path().string();
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+    int rc = MPI_Comm_spawn(path.c_str(), MPI_ARGV_NULL, 1, info, 0, MPI_COMM_SELF, &inter, &error);
+    MPI_Info_free(&info);
+    if (rc != MPI_SUCCESS || error != MPI_SUCCESS) {
+      std::lock_guard lock(mu_);
+      spawn_failure_ = "MPI_Comm_spawn of " + path + " failed (code " + std::to_string(rc) + ")";
+      return;
+    }
+    MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
+    agents_.push_back(Agent{inter, 0});
+  }
+
+  Agent* free_agent() {
+    for (auto& a : agents_)
+      if (a.alive && !a.slot) return &a;
+    return nullptr;
+  }
+
+  void assign_waiting() {
+    std::deque<std::shared_ptr<Slot>> waiting;
+    {
+      std::lock_guard lock(mu_);
+      waiting.swap(waiting_);
+    }
+    if (waiting.empty()) return;
+    std::size_t free = 0;
+    for (auto& a : agents_)
+      if (a.alive && !a.slot) ++free;
+    // One spawn per agent: each gets a world of its own, so one's death touches no other.
+    for (std::size_t i = free; i < waiting.size() && !world_mode_; ++i) spawn_agent();
+    for (auto& s : waiting) {
+      Agent* a = free_agent();
+      if (!a) {
+        ExitStatus st;
+        std::lock_guard lock(mu_);
+        st.detail = spawn_failure_.empty() ? "no MPI rank is free to run another worker"
+                                           : spawn_failure_;
+        s->finish(st);
+        continue;
+      }
+      a->slot = s;
+    }
+  }
+
+  void start_if_ready(Agent& a) {
+    auto& s = *a.slot;
+    if (s.started || !a.ready) return;
+    std::vector<std::string> items = {std::to_string(s.args.size())};
+    items.insert(items.end(), s.args.begin(), s.args.end());
+    for (const auto& [k, v] : s.env) items.push_back(k + "=" + v);
+    sender_.send(pack_strings(items), a.rank, tag_start, a.comm);
+    s.started = true;
+  }
+
+  /// The library a define frame names, offered to the agent first (once per content).
+  void offer_library(Agent& a, const Buffer& frame) {
+    std::string_view body = frame.view().substr(proto::header_size);
+    proto::Define d;
+    try {
+      d = proto::decode_define(body);
+    } catch (const proto::ProtocolError&) {
+      return;
+    }
+    if (d.kind != proto::RefKind::plugin) return;
+    std::string key = key_of(d.library);
+    if (key.empty() || a.offered[d.library] == key) return;
+    a.offered[d.library] = key;
+    sender_.send(pack_strings({d.library, key}), a.rank, tag_lib_offer, a.comm);
+  }
+
+  std::string key_of(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return {};
+    std::string stamp = std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+                        std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+    auto& known = keys_[path];
+    if (known.first != stamp) known = {stamp, content_key(path)};
+    return known.second;
+  }
+
+  void send_library(Agent& a, const std::string& key) {
+    for (const auto& [path, cached] : keys_) {
+      if (cached.second != key) continue;
+      std::ifstream in(path, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      Buffer b = pack_strings({key, bytes});
+      sender_.send(std::move(b), a.rank, tag_lib_data, a.comm);
+      return;
+    }
+    // Unknown: the agent's worker will report the library as missing.
+    sender_.send(pack_strings({key, ""}), a.rank, tag_lib_data, a.comm);
+  }
+
+  Agent* agent_of(MPI_Comm comm, int rank) {
+    for (auto& a : agents_)
+      if (a.comm == comm && a.rank == rank) return &a;
+    return nullptr;
+  }
+
+  void handle(Agent& a, int tag, Buffer& bytes) {
+    a.last_heard = Clock::now();
+    switch (tag) {
+      case tag_ready: {
+        auto items = unpack_strings(bytes.view());
+        a.ready = true;
+        if (items.size() >= 2) {
+          a.pid = std::atoi(items[0].c_str());
+          a.host = items[1];
+        }
+        break;
+      }
+      case tag_frames:
+        if (a.slot && !a.slot->ended) {
+          a.slot->to_pool.push(std::move(bytes));
+          if (!a.slot->to_pool.flush(a.slot->channel.get())) a.slot->to_pool.clear();
+        }
+        break;
+      case tag_exited:
+        if (a.slot) {
+          auto items = unpack_strings(bytes.view());
+          ExitStatus st;
+          st.known = true;
+          if (items.size() >= 3) {
+            st.signal = std::atoi(items[1].c_str());
+            st.exit_code = std::atoi(items[2].c_str());
+          }
+          if (items.size() >= 4) st.detail = items[3];
+          a.slot->finish(st);
+          a.slot.reset();  // the agent can host a new worker
+        }
+        break;
+      case tag_lib_need:
+        send_library(a, unpack_strings(bytes.view()).at(0));
+        break;
+      default:
+        break;
+    }
+  }
+
+  void declare_dead(Agent& a, const std::string& why) {
+    a.alive = false;
+    {
+      std::lock_guard lock(mu_);
+      if (world_mode_ && alive_agents_ > 0) --alive_agents_;
+    }
+    if (a.slot) {
+      ExitStatus st;
+      st.detail = "MPI rank " + std::to_string(a.rank) + (a.host.empty() ? "" : " on " + a.host) +
+                  (a.pid ? " (agent pid " + std::to_string(a.pid) + ")" : "") + " " + why;
+      a.slot->finish(st);
+      a.slot.reset();
+    }
+  }
+
+  /// After stop(): agents told to leave (sends completed, or given up on after 2 s), MPI finalised
+  /// if the hub initialised it.
+  void leave() {
+    for (auto& a : agents_) {
+      if (!a.alive) continue;
+      if (a.slot) {
+        ExitStatus st;
+        st.detail = "ferry's MPI backend was stopped";
+        a.slot->finish(st);
+        a.slot.reset();
+      }
+      sender_.send(Buffer(), a.rank, tag_quit, a.comm);
+    }
+    auto deadline = Clock::now() + std::chrono::seconds(2);
+    while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
+    bool all_alive = std::all_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; });
+    // Finalize is collective with every connected process: with a dead peer it can block, and
+    // the process is leaving anyway.
+    if (owns_mpi_ && all_alive) MPI_Finalize();
+    std::lock_guard lock(mu_);
+    stopped_ = true;
+    stopped_cv_.notify_all();
+  }
+
+  void loop() {
+    for (;;) {
+      {
+        std::lock_guard lock(mu_);
+        if (quit_) break;
+      }
+      assign_waiting();
+      auto now = Clock::now();
+      bool busy = false;
+      for (auto& a : agents_) {
+        if (!a.alive) continue;
+        if (now - a.last_sent >= heartbeat_period()) {
+          sender_.send(Buffer(), a.rank, tag_heartbeat, a.comm);
+          a.last_sent = now;
+        }
+        if (now - a.last_heard > peer_timeout()) {
+          declare_dead(a, "stopped answering (no heartbeat for " +
+                              std::to_string(peer_timeout().count()) + " ms)");
+          continue;
+        }
+        if (!a.slot) continue;
+        start_if_ready(a);
+        Slot& s = *a.slot;
+        if (s.kill_requested.exchange(false)) sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+        if (!s.started || s.stop_sent) continue;  // stopping: its agent reports the end
+        std::vector<Buffer> frames, answers;
+        bool open = true;
+        try {
+          open = s.from_pool.pump(s.channel.get(), frames, answers);
+        } catch (const std::exception& e) {
+          // Not a frame the hub can relay: this worker cannot go on.
+          ExitStatus st;
+          st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
+          s.finish(st);
+          sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+          s.stop_sent = true;
+          continue;
+        }
+        for (auto& b : answers) s.to_pool.push(std::move(b));  // tasks too large for MPI
+        busy = busy || !answers.empty();
+        for (auto& f : frames) {
+          if (f.size() > 2 && static_cast<proto::FrameType>(f.data()[2]) == proto::FrameType::define)
+            offer_library(a, f);
+          sender_.send(std::move(f), a.rank, tag_frames, a.comm);
+          busy = true;
+        }
+        if (!open && !s.stop_sent) {
+          // The pool dropped this worker (shutdown or kill): stop it; the agent reports its end.
+          sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+          s.stop_sent = true;
+        }
+        if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
+      }
+      // Every communicator the agents use: the world, or each spawned group.
+      std::vector<MPI_Comm> comms;
+      for (auto& a : agents_)
+        if (a.alive && std::find(comms.begin(), comms.end(), a.comm) == comms.end())
+          comms.push_back(a.comm);
+      for (MPI_Comm c : comms) {
+        int source = 0, tag = 0;
+        Buffer bytes;
+        while (try_receive(c, source, tag, bytes)) {
+          if (Agent* a = agent_of(c, source)) handle(*a, tag, bytes);
+          busy = true;
+        }
+      }
+      sender_.progress();
+      if (!busy) {
+        // MPI has no descriptor to wait on: a short nap between polls.
+        ::poll(nullptr, 0, 1);
+      }
+    }
+    leave();
+  }
+
+  std::mutex mu_;
+  std::condition_variable started_cv_, stopped_cv_;
+  bool launched_ = false;
+  bool quit_ = false;
+  bool stopped_ = false;
+  bool owns_mpi_ = false;
+  bool initialised_ = false;
+  bool world_mode_ = false;
+  std::string init_error_;
+  std::string spawn_failure_;
+  std::size_t alive_agents_ = 0;
+  std::deque<std::shared_ptr<Slot>> waiting_;
+  // Below: the hub thread only.
+  std::vector<Agent> agents_;
+  Sender sender_;
+  std::map<std::string, std::pair<std::string, std::string>> keys_;  // path → (stamp, key)
+};
+
+class Launcher final : public ferry::detail::RemoteLauncher {
+ public:
+  std::optional<Launched> launch(const std::vector<std::string>& args,
+                                 const std::vector<std::pair<std::string, std::string>>& env,
+                                 std::string& why) override {
+    return Hub::instance().launch(args, env, why);
+  }
+  std::size_t capacity() const override { return Hub::instance().capacity(); }
+};
+
+}  // namespace
+}  // namespace ferry::mpi::detail
+
+namespace ferry::mpi {
+
+void enable() {
+  // Before the hub initialises MPI: settings without which a dead rank hangs or ends the host.
+  detail::prepare_mpi_environment();
+  ferry::detail::register_backend("mpi", [](const ExecutorOptions&) {
+    return std::make_shared<detail::Launcher>();
+  });
+}
+
+}  // namespace ferry::mpi
+
+namespace ferry::mpi {
+
+void finalize() { detail::Hub::instance().stop(std::chrono::seconds(10)); }
+
+}  // namespace ferry::mpi

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// A host for the MPI tests, run under mpirun (or alone, as an MPI singleton). Every rank but 0
+// serves as a node agent; rank 0 runs one scenario, checks what it sees, prints "ok <scenario>"
+// at the end and exits 0; a failed check prints "FAILED: ..." and exits 1.
+//   mpi_host <scenario> <plugin dir> [<workers after> | <scratch dir>]
+//   basics       submit, map (small and chunked), a large argument, a task exception, a crashed
+//                worker, shutdown
+//   killed_rank  SIGKILL the node agent (the rank) of a running task: TerminatedWorkerError
+//                within the heartbeat deadline; the other ranks go on working, and the pool
+//                has <workers after> workers afterwards (1 when the job's ranks are all there
+//                is, 2 when a spawned agent is replaced)
+//   last_rank_killed  the only agent of the job is killed: its task fails, and later work fails
+//                with BrokenProcessPool instead of waiting for a rank that will never come
+//   host_killed  writes "<agent pid> <worker pid>" per worker to <scratch dir>/pids, then
+//                SIGKILLs itself: the agents must notice, stop their workers and leave
+//   too_large    an argument, then a result, larger than one MPI message: each fails its task
+//                with SerializationError saying so; the worker goes on
+//   ship         a plugin task and a FERRY_WRAP task from <scratch dir>/plugins, their bytes
+//                shipped to the agents (run with FERRY_MPI_SHIP=always)
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <ferry/ferry.hpp>
+#include <ferry/mpi.hpp>
+
+#include "crash.hpp"
+#include "math.hpp"
+
+FERRY_WRAP(mpi_wrapped_triple,
+int mpi_wrapped_triple(int x) { return 3 * x; })
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void fail(int line, const std::string& what) {
+  std::cout << "FAILED: line " << line << ": " << what << std::endl;
+  std::exit(1);
+}
+#define EXPECT(cond)                      \
+  do {                                    \
+    if (!(cond)) fail(__LINE__, #cond);   \
+  } while (0)
+
+/// Runs `f`; expects it to throw E.
+template <class E, class F>
+E expect_throw(int line, F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e;
+  } catch (const std::exception& e) {
+    fail(line, std::string("unexpected exception: ") + e.what());
+  }
+  fail(line, "no exception");
+}
+
+int parent_of(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  // pid (comm) state ppid ...: comm may hold spaces, so start after its closing parenthesis.
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  char state = 0;
+  int ppid = 0;
+  rest >> state >> ppid;
+  return ppid;
+}
+
+ferry::ExecutorOptions mpi_options(const std::string& plugin_dir, std::size_t workers) {
+  ferry::ExecutorOptions o;
+  o.max_workers = workers;
+  o.plugin_dirs = {plugin_dir};
+  o.backend = "mpi";
+  return o;
+}
+
+void basics(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 2));
+  EXPECT(ex.warm_up());
+  auto pids = ex.worker_pids();
+  EXPECT(pids.size() == 2);
+  for (int pid : pids) EXPECT(pid > 0 && pid != ::getpid());
+  EXPECT(ex.submit(square, 7).get() == 49);
+  EXPECT(ex.submit<std::string>("greet", std::string("mpi")).get() == "hello, mpi");
+
+  std::vector<int> in(1000);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> want;
+  for (int x : in) want.push_back(x * x);
+  EXPECT(ex.map(square, in) == want);
+  EXPECT(ex.map(square, in, {.chunksize = 1}) == want);
+
+  // Above the shared-memory threshold locally: inlined into the MPI message both ways.
+  std::vector<char> big(8u << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 31);
+  EXPECT(ex.submit(echo_bytes, big).get() == big);
+
+  auto task_error = expect_throw<ferry::TaskError>(__LINE__, [&] { ex.submit(::fail, 3).get(); });
+  EXPECT(task_error.remote_type() == "std::invalid_argument");
+  EXPECT(task_error.remote_message() == "fail: 3");
+
+  // A worker that dies is reported exactly (its agent saw the signal) and replaced.
+  auto died = expect_throw<ferry::TerminatedWorkerError>(__LINE__, [&] { ex.submit(segfault, 0).get(); });
+  EXPECT(died.signal() == SIGSEGV);
+  EXPECT(ex.submit(square, 9).get() == 81);
+
+  ex.shutdown();
+  expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { ex.submit(square, 1); });
+}
+
+void killed_rank(const std::string& plugin_dir, std::size_t workers_after) {
+  ferry::Executor ex(mpi_options(plugin_dir, 2));
+  EXPECT(ex.warm_up());
+  auto pids = ex.worker_pids();
+  EXPECT(pids.size() == 2);
+  // One long task per worker, then the node agent (the rank) of the first worker is killed.
+  auto a = ex.submit(slow_identity, 1, 6'000);
+  auto b = ex.submit(slow_identity, 2, 6'000);
+  int agent = parent_of(pids[0]);
+  EXPECT(agent > 1);
+  auto killed = Clock::now();
+  EXPECT(::kill(agent, SIGKILL) == 0);
+  // The task on the killed rank fails by the deadline; which one it is depends on dispatch.
+  auto deadline = killed + std::chrono::seconds(30);
+  ferry::Future<int>* lost = nullptr;
+  while (!lost && Clock::now() < deadline) {
+    for (auto* f : {&a, &b})
+      if (f->wait_for(std::chrono::milliseconds(20))) lost = f;
+  }
+  EXPECT(lost != nullptr);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed);
+  auto e = expect_throw<ferry::TerminatedWorkerError>(__LINE__, [&] { lost->get(); });
+  EXPECT(std::string(e.what()).find("MPI rank") != std::string::npos);
+  std::cout << "rank loss reported after " << took.count() << " ms: " << e.what() << std::endl;
+  // The other rank keeps working: its task completes, and new work runs there.
+  auto* kept = lost == &a ? &b : &a;
+  EXPECT(kept->get() == (lost == &a ? 2 : 1));
+  std::vector<int> in = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT(ex.map(square, in) == std::vector<int>({1, 4, 9, 16, 25, 36, 49, 64}));
+  EXPECT(ex.warm_up());
+  auto after = ex.worker_pids();
+  EXPECT(after.size() == workers_after);
+  EXPECT(std::find(after.begin(), after.end(), pids[0]) == after.end());  // the lost one is gone
+  ex.shutdown({.wait = false, .kill_workers = true});
+}
+
+void last_rank_killed(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  EXPECT(ex.warm_up());
+  auto running = ex.submit(slow_identity, 1, 60'000);
+  EXPECT(::kill(parent_of(ex.worker_pids().at(0)), SIGKILL) == 0);
+  EXPECT(running.wait_for(std::chrono::seconds(30)));
+  expect_throw<ferry::TerminatedWorkerError>(__LINE__, [&] { running.get(); });
+  auto later = ex.submit(square, 2);
+  EXPECT(later.wait_for(std::chrono::seconds(30)));
+  auto e = expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { later.get(); });
+  EXPECT(std::string(e.what()).find("every remote rank of the job has died") != std::string::npos);
+  ex.shutdown({.wait = false, .kill_workers = true});
+}
+
+void host_killed(const std::string& plugin_dir, const std::string& scratch) {
+  ferry::Executor ex(mpi_options(plugin_dir, 2));
+  EXPECT(ex.warm_up());
+  auto pending = ex.submit(slow_identity, 1, 60'000);  // a worker busy when the host dies
+  {
+    std::ofstream out(scratch + "/pids");
+    for (int pid : ex.worker_pids()) out << parent_of(pid) << " " << pid << "\n";
+  }
+  ::kill(::getpid(), SIGKILL);
+}
+
+void too_large(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  EXPECT(ex.warm_up());
+  int worker = ex.worker_pids().at(0);
+  const std::uint64_t over = std::uint64_t{1} << 31;  // with its frame, past 2 GiB - 1
+  {
+    std::vector<char> huge(over);
+    auto e = expect_throw<ferry::SerializationError>(__LINE__, [&] { ex.submit(byte_count, huge).get(); });
+    EXPECT(e.stage() == ferry::SerializationStage::decode_arguments);
+    EXPECT(std::string(e.what()).find("more than MPI can carry") != std::string::npos);
+  }
+  EXPECT(ex.submit(square, 5).get() == 25);
+  auto e = expect_throw<ferry::SerializationError>(__LINE__, [&] { ex.submit(make_bytes, over).get(); });
+  EXPECT(e.stage() == ferry::SerializationStage::encode_result);
+  EXPECT(std::string(e.what()).find("more than MPI can carry") != std::string::npos);
+  std::cout << "too large: " << e.what() << std::endl;
+  EXPECT(ex.submit(square, 6).get() == 36);
+  EXPECT(ex.worker_pids() == std::vector<int>{worker});  // the same worker all along
+  ex.shutdown();
+}
+
+void ship(const std::string& scratch) {
+  ferry::Executor ex(mpi_options(scratch + "/plugins", 2));
+  EXPECT(ex.submit<int>("add", 20, 22).get() == 42);
+  EXPECT(ex.submit(mpi_wrapped_triple, 14).get() == 42);
+  std::vector<int> in = {1, 2, 3};
+  EXPECT(ex.map(mpi_wrapped_triple, in) == std::vector<int>({3, 6, 9}));
+  ex.shutdown();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ferry::mpi::serve(argc, argv);
+  ferry::mpi::enable();
+  if (argc < 3) return 2;
+  std::string scenario = argv[1];
+  std::string plugin_dir = argv[2];
+  try {
+    if (scenario == "basics") {
+      basics(plugin_dir);
+    } else if (scenario == "killed_rank" && argc == 4) {
+      killed_rank(plugin_dir, std::strtoul(argv[3], nullptr, 10));
+    } else if (scenario == "too_large") {
+      too_large(plugin_dir);
+    } else if (scenario == "last_rank_killed") {
+      last_rank_killed(plugin_dir);
+    } else if (scenario == "host_killed" && argc == 4) {
+      host_killed(plugin_dir, argv[3]);
+    } else if (scenario == "ship" && argc == 4) {
+      ship(argv[3]);
+    } else {
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    fail(0, std::string("exception: ") + e.what());
+  }
+  std::cout << "ok " << scenario << std::endl;
+  return 0;
+}

@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The MPI backend, end to end: real mpirun jobs of 3 ranks over loopback (and a singleton), each
+// running tests/support/mpi_host.cpp, which checks what it sees and prints "ok <scenario>".
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "support/fixture.hpp"
+
+extern char** environ;  // NOLINT: POSIX
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct Run {
+  int status = -1;  ///< exit status, 128 + signal, or -1 when it had to be killed
+  std::string out;  ///< stdout and stderr
+};
+
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// What every job here needs: root is allowed, 3 ranks on 2 cores, loopback only, and a rank
+/// that dies does not take the job down.
+std::map<std::string, std::string> job_environment() {
+  return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},
+          {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
+          {"OMPI_MCA_rmaps_base_oversubscribe", "1"},
+          {"OMPI_MCA_btl", "self,vader,tcp"},
+          {"OMPI_MCA_btl_tcp_if_include", "lo"},
+          {"OMPI_MCA_oob_tcp_if_include", "lo"},
+          {"OMPI_MCA_orte_enable_recovery", "1"},
+          {"FERRY_WORKER", FERRY_TEST_WORKER}};
+}
+
+/// Runs a program with `extra` added to the environment; kills its process group if it is not
+/// done within `limit`.
+Run run(const std::vector<std::string>& args, const std::map<std::string, std::string>& extra,
+        std::chrono::seconds limit = std::chrono::seconds(120)) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (const auto& [k, v] : job_environment()) env[k] = v;
+  for (const auto& [k, v] : extra) env[k] = v;
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp, argv;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> arg_copy = args;
+  for (auto& s : arg_copy) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  fs::path out = fs::temp_directory_path() / ("ferry-mpi-test-" + std::to_string(::getpid()) + ".out");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  REQUIRE(rc == 0);
+
+  Run r;
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  REQUIRE(pidfd >= 0);
+  pollfd p{pidfd, POLLIN, 0};
+  int ready = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(limit).count()));
+  ::close(pidfd);
+  if (ready <= 0) ::kill(-pid, SIGKILL);  // the job hung: take down mpirun and its ranks
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  ::kill(-pid, SIGKILL);  // ranks left behind, if any
+  if (ready > 0) r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.out = read_all(out);
+  fs::remove(out);
+  return r;
+}
+
+bool contains(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+
+/// `mpirun -n 3 host <scenario>`: rank 0 is the host, ranks 1 and 2 serve it.
+Run world(const std::string& scenario, std::vector<std::string> more = {},
+          const std::map<std::string, std::string>& env = {}) {
+  std::vector<std::string> args = {FERRY_TEST_MPIEXEC, "-n", "3", FERRY_TEST_MPI_HOST, scenario,
+                                   FERRY_TEST_PLUGIN_DIR};
+  args.insert(args.end(), more.begin(), more.end());
+  return run(args, env);
+}
+
+fs::path scratch_dir(const std::string& name) {
+  fs::path d = fs::path(FERRY_TEST_BINARY_DIR) / "mpi-scratch" / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::vector<fs::path> shipped(const fs::path& cache) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(cache / "shipped", ec))
+    if (e.path().extension() == ".so") out.push_back(e.path());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Mpi.world.submit_map_errors_and_shutdown") {
+  Run r = world("basics");
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK(contains(r.out, "ok basics"));
+}
+
+TEST_CASE("Mpi.world.killed_rank_fails_its_task_and_the_rest_keeps_working") {
+  // The host and two agents started side by side, as on a cluster.
+  // The pool shrinks to the one rank left.
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "killed_rank", FERRY_TEST_PLUGIN_DIR, "1",
+               ":", "-n", "2", FERRY_TEST_MPI_AGENT},
+              {{"FERRY_MPI_TIMEOUT_MS", "1000"}});
+  INFO(r.out);
+  CHECK(contains(r.out, "ok killed_rank"));
+  CHECK(contains(r.out, "stopped answering"));
+}
+
+TEST_CASE("Mpi.world.no_rank_left_fails_new_work_with_broken_pool") {
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "last_rank_killed", FERRY_TEST_PLUGIN_DIR,
+               ":", "-n", "1", FERRY_TEST_MPI_AGENT},
+              {{"FERRY_MPI_TIMEOUT_MS", "1000"}});
+  INFO(r.out);
+  CHECK(contains(r.out, "ok last_rank_killed"));
+}
+
+TEST_CASE("Mpi.world.message_over_2_GiB_fails_its_task_not_the_worker") {
+  Run r = world("too_large");
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK(contains(r.out, "ok too_large"));
+}
+
+TEST_CASE("Mpi.world.killed_host_makes_agents_stop_their_workers_and_leave") {
+  fs::path scratch = scratch_dir("host_killed");
+  auto started = Clock::now();
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "host_killed", FERRY_TEST_PLUGIN_DIR,
+               scratch.string(), ":", "-n", "2", FERRY_TEST_MPI_AGENT},
+              {{"FERRY_MPI_TIMEOUT_MS", "1000"}}, std::chrono::seconds(60));
+  INFO(r.out);
+  CHECK(r.status != -1);  // the job ended by itself: the agents left
+  // Well before the 60 s task would have ended: the agents gave up on the host.
+  CHECK(Clock::now() - started < std::chrono::seconds(30));
+  std::ifstream in(scratch / "pids");
+  int agent = 0, worker = 0, n = 0;
+  while (in >> agent >> worker) {
+    ++n;
+    CHECK(::kill(agent, 0) != 0);   // gone (mpirun reaped it)
+    CHECK(::kill(worker, 0) != 0);  // stopped by its agent, not orphaned
+  }
+  CHECK(n == 2);
+}
+
+TEST_CASE("Mpi.spawn.workers_started_with_comm_spawn") {
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR}, {});
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK(contains(r.out, "ok basics"));
+}
+
+TEST_CASE("Mpi.spawn.singleton_host") {
+  Run r = run({FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR}, {});
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK(contains(r.out, "ok basics"));
+}
+
+TEST_CASE("Mpi.spawn.killed_agent_is_replaced") {
+  // A new agent is spawned for the lost worker: two workers again.
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "killed_rank", FERRY_TEST_PLUGIN_DIR, "2"},
+              {{"FERRY_MPI_TIMEOUT_MS", "1000"}});
+  INFO(r.out);
+  CHECK(contains(r.out, "ok killed_rank"));
+  CHECK(contains(r.out, "stopped answering"));
+}
+
+TEST_CASE("Mpi.ship.plugin_and_wrapped_task_travel_by_content") {
+  fs::path scratch = scratch_dir("ship");
+  fs::path plugin = scratch / "plugins" / fs::path(FERRY_TEST_MATH_PLUGIN).filename();
+  fs::create_directories(plugin.parent_path());
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, plugin);
+  std::map<std::string, std::string> env = {{"FERRY_MPI_SHIP", "always"},
+                                            {"FERRY_CACHE_DIR", (scratch / "cache").string()}};
+  Run r = world("ship", {scratch.string()}, env);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  CHECK(contains(r.out, "ok ship"));
+
+  // Both libraries arrived: the plugin byte for byte, and the wrapped task's library.
+  auto files = shipped(scratch / "cache");
+  CHECK(files.size() == 2);
+  const std::string original = read_all(plugin);
+  auto is_plugin = [&](const fs::path& f) { return read_all(f) == original; };
+  CHECK(std::count_if(files.begin(), files.end(), is_plugin) == 1);
+  for (const auto& f : files) CHECK((fs::status(f).permissions() & fs::perms::others_all) == fs::perms::none);
+
+
+  // A corrupted cached copy is never loaded: it is checked, refused and shipped again.
+  for (const auto& f : files) {
+    std::ofstream out(f, std::ios::binary | std::ios::trunc);
+    out << "not a library";
+  }
+  Run again = world("ship", {scratch.string()}, env);
+  INFO(again.out);
+  CHECK(again.status == 0);
+  CHECK(contains(again.out, "ok ship"));
+  auto now = shipped(scratch / "cache");
+  CHECK(std::count_if(now.begin(), now.end(), is_plugin) == 1);
+}
