@@ -125,8 +125,8 @@ void killed_rank(const std::string& plugin_dir, std::size_t workers_after) {
   auto pids = ex.worker_pids();
   EXPECT(pids.size() == 2);
   // One long task per worker, then the node agent (the rank) of the first worker is killed.
-  auto a = ex.submit(slow_identity, 1, 6'000);
-  auto b = ex.submit(slow_identity, 2, 6'000);
+  auto a = ex.submit(slow_identity, 1, 15'000);
+  auto b = ex.submit(slow_identity, 2, 15'000);
   int agent = parent_of(pids[0]);
   EXPECT(agent > 1);
   auto killed = Clock::now();
