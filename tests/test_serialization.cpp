@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -338,6 +339,71 @@ TEST_CASE("Serialization.MemoryReader.reads_in_place") {
   CHECK(std::string(out, 3) == "in ");
   CHECK(r.consumed() == 3);
   CHECK(r.remaining() == 5);
+}
+
+// ---- BytesView --------------------------------------------------------------------------------
+
+TEST_CASE("Serialization.BytesView.encodes_like_vector_and_string") {
+  const std::string text = "bytes, not copied";
+  const std::vector<char> vec(text.begin(), text.end());
+  ferry::detail::Buffer as_view, as_vector, as_string;
+  ferry::detail::encode_values(as_view, ferry::BytesView(text));
+  ferry::detail::encode_values(as_vector, vec);
+  ferry::detail::encode_values(as_string, text);
+  CHECK(as_view.view() == as_vector.view());
+  CHECK(as_view.view() == as_string.view());
+  // And each decodes the other's bytes.
+  CHECK(ferry::detail::decode_value<std::string>(as_view.view()) == text);
+  CHECK(ferry::detail::decode_value<ferry::BytesView>(as_vector.view()).view() == text);
+}
+
+TEST_CASE("Serialization.BytesView.decodes_in_place") {
+  ferry::detail::Buffer b;
+  ferry::detail::encode_values(b, 7, ferry::BytesView(std::string_view("payload")), 9);
+  ferry::detail::MemoryReader reader(b.data(), b.size());
+  std::istream is(&reader);
+  ferry::InputArchive ar(is);
+  int before = 0, after = 0;
+  ferry::BytesView v;
+  ar(before, v, after);
+  CHECK(before == 7);
+  CHECK(after == 9);
+  CHECK(v.view() == "payload");
+  // It points into the bytes it was decoded from.
+  CHECK(v.data() >= b.data());
+  CHECK(v.data() + v.size() <= b.data() + b.size());
+}
+
+TEST_CASE("Serialization.BytesView.copies_when_the_archive_reads_another_stream") {
+  ferry::detail::Buffer b;
+  ferry::detail::encode_values(b, ferry::BytesView(std::string_view("elsewhere")));
+  std::istringstream other(std::string(b.view()));
+  const std::string unrelated = "some other reader, current on this thread";
+  ferry::detail::MemoryReader current(unrelated.data(), unrelated.size());
+  ferry::InputArchive ar(other);
+  ferry::BytesView v;
+  ar(v);
+  CHECK(v.view() == "elsewhere");
+  CHECK(current.consumed() == 0);  // the unrelated reader was not touched
+}
+
+TEST_CASE("Serialization.BytesView.refuses_truncated_bytes") {
+  ferry::detail::Buffer b;
+  ferry::detail::encode_values(b, ferry::BytesView(std::string_view("truncated")));
+  CHECK_THROWS_AS(ferry::detail::decode_value<ferry::BytesView>(b.view().substr(0, b.size() - 1)),
+                  cereal::Exception);
+}
+
+TEST_CASE("Serialization.BytesView.converts_from_byte_ranges") {
+  std::vector<unsigned char> u = {1, 2, 3};
+  std::array<std::byte, 2> a{std::byte{4}, std::byte{5}};
+  CHECK(ferry::BytesView(u).size() == 3);
+  CHECK(ferry::BytesView(a).size() == 2);
+  CHECK(ferry::BytesView("abc").size() == 3);  // a literal: without its terminating zero
+  ferry::BytesView owned = ferry::BytesView::owning("kept");
+  ferry::BytesView copy = owned;
+  owned = ferry::BytesView();
+  CHECK(copy.view() == "kept");
 }
 
 // ---- is_serializable_v ------------------------------------------------------------------------

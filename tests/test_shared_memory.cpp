@@ -37,6 +37,22 @@ TEST_CASE("SharedMemory.large_arguments_at_every_size_around_the_threshold") {
   CHECK(ex.submit(sum, values).get() == doctest::Approx(1999999.0 * 2000000.0 / 2));
 }
 
+TEST_CASE("SharedMemory.bytes_view_arguments_arrive_without_a_copy") {
+  ferry::Executor ex(support::options(2));
+  for (std::size_t n : {std::size_t{0}, std::size_t{100}, std::size_t{1} << 20, std::size_t{80'000'000}}) {
+    CAPTURE(n);
+    auto in = pattern(n);
+    std::uint64_t want = 0;
+    for (char c : in) want += static_cast<unsigned char>(c);
+    CHECK(ex.submit(byte_sum, in).get() == want);                                   // by function
+    CHECK(ex.submit<std::uint64_t>("byte_sum", ferry::BytesView(in)).get() == want);  // by name
+    CHECK(ex.submit(view_size, std::string(n, 'v')).get() == n);
+  }
+  std::vector<std::vector<char>> chunks = {pattern(3), pattern(2'000'000), {}};
+  std::vector<std::size_t> sizes = ex.map(view_size, chunks);
+  CHECK(sizes == std::vector<std::size_t>{3, 2'000'000, 0});
+}
+
 TEST_CASE("SharedMemory.large_results_come_back_intact") {
   ferry::Executor ex(support::options(2));
   for (std::size_t n : {std::size_t{10}, std::size_t{1} << 20, std::size_t{5'000'003}}) {

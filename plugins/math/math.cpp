@@ -30,6 +30,12 @@ int slow_identity(int x, int ms) {
 std::size_t byte_count(const std::vector<char>& bytes) { return bytes.size(); }
 std::vector<char> echo_bytes(const std::vector<char>& bytes) { return bytes; }
 std::vector<char> make_bytes(std::uint64_t n) { return std::vector<char>(n, 'x'); }
+std::uint64_t byte_sum(ferry::BytesView bytes) {
+  std::uint64_t sum = 0;
+  for (char c : bytes) sum += static_cast<unsigned char>(c);
+  return sum;
+}
+std::size_t view_size(ferry::BytesView bytes) { return bytes.size(); }
 
 FERRY_TASK(square);
 FERRY_TASK_AS(square, "math.square");
@@ -45,3 +51,5 @@ FERRY_TASK(slow_identity);
 FERRY_TASK(byte_count);
 FERRY_TASK(echo_bytes);
 FERRY_TASK(make_bytes);
+FERRY_TASK(byte_sum);
+FERRY_TASK(view_size);

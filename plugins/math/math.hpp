@@ -39,3 +39,5 @@ FERRY_EXPORT std::size_t byte_count(const std::vector<char>& bytes);
 /// Returns its argument: a large result.
 FERRY_EXPORT std::vector<char> echo_bytes(const std::vector<char>& bytes);
 FERRY_EXPORT std::vector<char> make_bytes(std::uint64_t n);  // n bytes of 'x'
+FERRY_EXPORT std::uint64_t byte_sum(ferry::BytesView bytes);  // of the bytes as unsigned char
+FERRY_EXPORT std::size_t view_size(ferry::BytesView bytes);   // without reading them

@@ -241,15 +241,37 @@ class BufferWriter final : public std::streambuf {
   Buffer* buffer_;
 };
 
-/// std::streambuf reading a byte range in place: what cereal reads from.
+/// std::streambuf reading a byte range in place: what cereal reads from. The reader most recently
+/// made on a thread, and still alive, is that thread's current() one: the one the binary archive
+/// in scope reads from, which lets BytesView point into the bytes instead of copying them.
 class MemoryReader final : public std::streambuf {
  public:
-  MemoryReader(const char* data, std::size_t size) {
+  MemoryReader(const char* data, std::size_t size) : previous_(current()) {
     char* p = const_cast<char*>(data);  // NOLINT: get area is never written through
     setg(p, p, p + size);
+    current() = this;
   }
+  ~MemoryReader() override { current() = previous_; }
+  MemoryReader(const MemoryReader&) = delete;
+  MemoryReader& operator=(const MemoryReader&) = delete;
+
   std::size_t consumed() const noexcept { return static_cast<std::size_t>(gptr() - eback()); }
   std::size_t remaining() const noexcept { return static_cast<std::size_t>(egptr() - gptr()); }
+  /// The next `n` bytes, in place, and skips them; nullptr when fewer are left.
+  const char* take(std::size_t n) noexcept {
+    if (n > remaining()) return nullptr;
+    const char* p = gptr();
+    advance(static_cast<std::streamsize>(n));
+    return p;
+  }
+  /// Whether the last bytes handed out by a read are `n` bytes equal to `bytes`, ending here.
+  bool just_read(const void* bytes, std::size_t n) const noexcept {
+    return last_end_ == gptr() && consumed() >= n && std::memcmp(gptr() - n, bytes, n) == 0;
+  }
+  static MemoryReader*& current() noexcept {
+    thread_local MemoryReader* reader = nullptr;
+    return reader;
+  }
 
  protected:
   // cereal reads every value through sgetn: one bounded copy, no generic loop.
@@ -257,14 +279,22 @@ class MemoryReader final : public std::streambuf {
     std::streamsize take = std::min<std::streamsize>(n, egptr() - gptr());
     if (take <= 0) return 0;
     std::memcpy(s, gptr(), static_cast<std::size_t>(take));
-    // gbump takes an int: advance in steps, so that reads past 2 GiB work too.
-    for (std::streamsize left = take; left > 0;) {
+    advance(take);
+    last_end_ = gptr();
+    return take;
+  }
+
+ private:
+  // gbump takes an int: advance in steps, so that reads past 2 GiB work too.
+  void advance(std::streamsize n) {
+    for (std::streamsize left = n; left > 0;) {
       int step = static_cast<int>(std::min<std::streamsize>(left, 1 << 30));
       gbump(step);
       left -= step;
     }
-    return take;
   }
+  MemoryReader* previous_;
+  const char* last_end_ = nullptr;
 };
 
 /// A stream of this thread pointed at a streambuf for the scope: constructing a std::ostream or
@@ -360,3 +390,5 @@ T decode_value(std::string_view bytes) {
 
 }  // namespace detail
 }  // namespace ferry
+
+#include <ferry/bytes_view.hpp>  // travels like std::string, arrives without a copy

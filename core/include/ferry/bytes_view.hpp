@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// BytesView: a task parameter that receives bytes without copying them.
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+#include <iterator>
+#include <memory>
+#include <ranges>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include <cereal/archives/binary.hpp>
+#include <cereal/cereal.hpp>
+
+#include <ferry/serialization.hpp>
+
+namespace ferry {
+
+/**
+@brief Read-only bytes that travel like a `std::vector<char>` or `std::string` (same encoding),
+but arrive in a task without a copy: as a task parameter, a BytesView points straight into the
+argument message, which above FERRY_SHM_THRESHOLD is the shared memory the host encoded it into.
+It is valid for the duration of the call; copy what must outlive it.
+
+The host passes any contiguous range of bytes (`std::vector<char>`, `std::string`,
+`std::array<unsigned char, N>`, `std::span<const std::byte>`...), which is encoded (one copy, into
+the shared memory) when submitted:
+@code
+std::uint64_t checksum(ferry::BytesView data);  // FERRY_TASK(checksum) in a plugin
+ex.submit(checksum, big_vector).get();           // by function: converted for you
+ex.submit<std::uint64_t>("checksum", ferry::BytesView(big_vector)).get();  // by name
+@endcode
+As a result type, it views the bytes the future keeps: valid while the future lives. Read through
+the JSON interface (`ferry run`), it holds a copy of the JSON string.
+*/
+class BytesView {
+ public:
+  BytesView() = default;
+  BytesView(const void* data, std::size_t size) noexcept
+      : data_(static_cast<const char*>(data)), size_(size) {}
+  BytesView(std::string_view s) noexcept : data_(s.data()), size_(s.size()) {}  // NOLINT: implicit
+  /// Any contiguous range of 1-byte elements (char, unsigned char, std::byte, ...).
+  template <class R>
+    requires(std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
+             sizeof(std::ranges::range_value_t<R>) == 1 &&
+             std::is_trivially_copyable_v<std::ranges::range_value_t<R>> &&
+             !std::is_array_v<R> && !std::is_same_v<std::remove_cvref_t<R>, BytesView>)
+  BytesView(const R& range) noexcept  // NOLINT: implicit, as std::string_view from std::string
+      : data_(reinterpret_cast<const char*>(std::ranges::data(range))), size_(std::ranges::size(range)) {}
+
+  const char* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  const char* begin() const noexcept { return data_; }
+  const char* end() const noexcept { return data_ + size_; }
+  char operator[](std::size_t i) const noexcept { return data_[i]; }
+  std::string_view view() const noexcept { return {data_, size_}; }
+
+  /// Holds its own copy (what a non-binary archive decodes into).
+  static BytesView owning(std::string bytes) {
+    auto keep = std::make_shared<const std::string>(std::move(bytes));
+    BytesView v(keep->data(), keep->size());
+    v.owned_ = std::move(keep);
+    return v;
+  }
+
+  friend bool operator==(const BytesView& a, const BytesView& b) noexcept { return a.view() == b.view(); }
+
+ private:
+  const char* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::shared_ptr<const std::string> owned_;
+};
+
+template <class Archive>
+void save(Archive& ar, const BytesView& v) {
+  if constexpr (std::is_same_v<Archive, cereal::BinaryOutputArchive>) {
+    // Exactly what std::vector<char> and std::string write: their size, then the bytes.
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(v.size())));
+    ar(cereal::binary_data(v.data(), v.size()));
+  } else {
+    ar(std::string(v.view()));
+  }
+}
+
+template <class Archive>
+void load(Archive& ar, BytesView& v) {
+  if constexpr (std::is_same_v<Archive, cereal::BinaryInputArchive>) {
+    cereal::size_type n = 0;
+    ar(cereal::make_size_tag(n));
+    // In place when the archive reads from this thread's current MemoryReader: the size it just
+    // read must be the last bytes that reader handed out.
+    if (auto* reader = detail::MemoryReader::current(); reader && reader->just_read(&n, sizeof n)) {
+      const char* p = reader->take(static_cast<std::size_t>(n));
+      if (!p) throw cereal::Exception("BytesView of " + std::to_string(n) + " bytes: the data is truncated");
+      v = BytesView(p, static_cast<std::size_t>(n));
+      return;
+    }
+    std::string copy(static_cast<std::size_t>(n), '\0');
+    ar(cereal::binary_data(copy.data(), copy.size()));
+    v = BytesView::owning(std::move(copy));
+  } else {
+    std::string copy;
+    ar(copy);
+    v = BytesView::owning(std::move(copy));
+  }
+}
+
+}  // namespace ferry
