@@ -16,6 +16,8 @@ TEST_CASE("Json.submit_runs_any_task") {
   CHECK(ex.submit_json("scale", R"({"value0": {"value0": 1, "value1": 2}, "value1": 3})").get() ==
         "{\"value0\":{\"value0\":3.0,\"value1\":6.0}}\n");
   CHECK(ex.submit_json("noop", "").get() == "{}\n");
+  // A BytesView is a JSON string.
+  CHECK(ex.submit_json("byte_sum", R"({"value0": "abc"})").get() == "{\"value0\":294}\n");
   CHECK(ex.submit_json(ferry::TaskRef{.library = FERRY_TEST_MATH_PLUGIN, .name = "add"},
                        R"({"value0": 1, "value1": 1})")
             .get() == "{\"value0\":2}\n");

@@ -74,38 +74,43 @@ class BytesView {
   std::shared_ptr<const std::string> owned_;
 };
 
+// Binary archive: the size, then the bytes, exactly as std::vector<char> and std::string write them.
 template <class Archive>
+  requires std::is_same_v<Archive, cereal::BinaryOutputArchive>
 void save(Archive& ar, const BytesView& v) {
-  if constexpr (std::is_same_v<Archive, cereal::BinaryOutputArchive>) {
-    // Exactly what std::vector<char> and std::string write: their size, then the bytes.
-    ar(cereal::make_size_tag(static_cast<cereal::size_type>(v.size())));
-    ar(cereal::binary_data(v.data(), v.size()));
-  } else {
-    ar(std::string(v.view()));
-  }
+  ar(cereal::make_size_tag(static_cast<cereal::size_type>(v.size())));
+  ar(cereal::binary_data(v.data(), v.size()));
 }
 
 template <class Archive>
+  requires std::is_same_v<Archive, cereal::BinaryInputArchive>
 void load(Archive& ar, BytesView& v) {
-  if constexpr (std::is_same_v<Archive, cereal::BinaryInputArchive>) {
-    cereal::size_type n = 0;
-    ar(cereal::make_size_tag(n));
-    // In place when the archive reads from this thread's current MemoryReader: the size it just
-    // read must be the last bytes that reader handed out.
-    if (auto* reader = detail::MemoryReader::current(); reader && reader->just_read(&n, sizeof n)) {
-      const char* p = reader->take(static_cast<std::size_t>(n));
-      if (!p) throw cereal::Exception("BytesView of " + std::to_string(n) + " bytes: the data is truncated");
-      v = BytesView(p, static_cast<std::size_t>(n));
-      return;
-    }
-    std::string copy(static_cast<std::size_t>(n), '\0');
-    ar(cereal::binary_data(copy.data(), copy.size()));
-    v = BytesView::owning(std::move(copy));
-  } else {
-    std::string copy;
-    ar(copy);
-    v = BytesView::owning(std::move(copy));
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  // In place when the archive reads from this thread's current MemoryReader: the size it just
+  // read must be the last bytes that reader handed out.
+  if (auto* reader = detail::MemoryReader::current(); reader && reader->just_read(&n, sizeof n)) {
+    const char* p = reader->take(static_cast<std::size_t>(n));
+    if (!p) throw cereal::Exception("BytesView of " + std::to_string(n) + " bytes: the data is truncated");
+    v = BytesView(p, static_cast<std::size_t>(n));
+    return;
   }
+  std::string copy(static_cast<std::size_t>(n), '\0');
+  ar(cereal::binary_data(copy.data(), copy.size()));
+  v = BytesView::owning(std::move(copy));
+}
+
+// Text archives (JSON: `ferry run`, submit_json): a plain string, held by the view.
+template <class Archive>
+  requires(!std::is_same_v<Archive, cereal::BinaryOutputArchive>)
+std::string save_minimal(const Archive&, const BytesView& v) {
+  return std::string(v.view());
+}
+
+template <class Archive>
+  requires(!std::is_same_v<Archive, cereal::BinaryInputArchive>)
+void load_minimal(const Archive&, BytesView& v, const std::string& s) {
+  v = BytesView::owning(s);
 }
 
 }  // namespace ferry
