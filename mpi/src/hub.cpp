@@ -232,29 +232,43 @@ class Hub {
   }
 
   void assign_waiting() {
-    std::deque<std::shared_ptr<Slot>> waiting;
     {
       std::lock_guard lock(mu_);
-      waiting.swap(waiting_);
+      while (!waiting_.empty()) {
+        unassigned_.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+      }
     }
-    if (waiting.empty()) return;
-    std::size_t free = 0;
-    for (auto& a : agents_)
+    if (unassigned_.empty()) return;
+    std::size_t free = 0, alive = 0;
+    for (auto& a : agents_) {
+      alive += a.alive;
       if (a.alive && !a.slot) ++free;
+    }
     // One spawn per agent: each gets a world of its own, so one's death touches no other.
-    for (std::size_t i = free; i < waiting.size() && !world_mode_; ++i) spawn_agent();
-    for (auto& s : waiting) {
-      Agent* a = free_agent();
-      if (!a) {
+    for (std::size_t i = free; i < unassigned_.size() && !world_mode_; ++i) spawn_agent();
+    std::deque<std::shared_ptr<Slot>> still;
+    for (auto& s : unassigned_) {
+      if (s->kill_requested) {
+        ExitStatus st;
+        st.detail = "stopped before an MPI rank was free to run it";
+        s->finish(st);
+      } else if (Agent* a = free_agent()) {
+        a->slot = s;
+      } else if (world_mode_ && alive > 0) {
+        // The pool asks for no more workers than there are ranks: one is about to be freed (its
+        // worker is stopping). Wait for it.
+        still.push_back(s);
+      } else {
         ExitStatus st;
         std::lock_guard lock(mu_);
-        st.detail = spawn_failure_.empty() ? "no MPI rank is free to run another worker"
-                                           : spawn_failure_;
+        st.detail = !spawn_failure_.empty() ? spawn_failure_
+                    : world_mode_           ? "every MPI rank of the job has died"
+                                            : "no MPI rank is free to run another worker";
         s->finish(st);
-        continue;
       }
-      a->slot = s;
     }
+    unassigned_.swap(still);
   }
 
   void start_if_ready(Agent& a) {
@@ -370,6 +384,17 @@ class Hub {
   /// After stop(): agents told to leave (sends completed, or given up on after 2 s), MPI finalised
   /// if the hub initialised it.
   void leave() {
+    {
+      std::lock_guard lock(mu_);
+      for (auto& s : waiting_) unassigned_.push_back(std::move(s));
+      waiting_.clear();
+    }
+    for (auto& s : unassigned_) {
+      ExitStatus st;
+      st.detail = "ferry's MPI backend was stopped";
+      s->finish(st);
+    }
+    unassigned_.clear();
     for (auto& a : agents_) {
       if (!a.alive) continue;
       if (a.slot) {
@@ -480,6 +505,7 @@ class Hub {
   std::deque<std::shared_ptr<Slot>> waiting_;
   // Below: the hub thread only.
   std::vector<Agent> agents_;
+  std::deque<std::shared_ptr<Slot>> unassigned_;  // launched, waiting for a free rank
   Sender sender_;
   std::map<std::string, std::pair<std::string, std::string>> keys_;  // path → (stamp, key)
 };

@@ -4,7 +4,7 @@
 // at the end and exits 0; a failed check prints "FAILED: ..." and exits 1.
 //   mpi_host <scenario> <plugin dir> [<workers after> | <scratch dir>]
 //   basics       submit, map (small and chunked), a large argument, a task exception, a crashed
-//                worker, shutdown
+//                worker, shutdown; then workers recycled after each task
 //   killed_rank  SIGKILL the node agent (the rank) of a running task: TerminatedWorkerError
 //                within the heartbeat deadline; the other ranks go on working, and the pool
 //                has <workers after> workers afterwards (1 when the job's ranks are all there
@@ -117,6 +117,13 @@ void basics(const std::string& plugin_dir) {
 
   ex.shutdown();
   expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { ex.submit(square, 1); });
+
+  // Workers recycled after every task: each replacement waits for its rank to be free again.
+  auto o = mpi_options(plugin_dir, 2);
+  o.max_tasks_per_child = 1;
+  ferry::Executor recycled(o);
+  std::vector<int> few = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT(recycled.map(square, few, {.chunksize = 1}) == std::vector<int>({1, 4, 9, 16, 25, 36, 49, 64}));
 }
 
 void killed_rank(const std::string& plugin_dir, std::size_t workers_after) {
