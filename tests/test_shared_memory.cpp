@@ -53,6 +53,21 @@ TEST_CASE("SharedMemory.bytes_view_arguments_arrive_without_a_copy") {
   CHECK(sizes == std::vector<std::size_t>{3, 2'000'000, 0});
 }
 
+TEST_CASE("SharedMemory.payloads_over_2_GiB_both_ways") {
+  // Nothing on the way counts bytes in 32 bits.
+  ferry::Executor ex(support::options(1));
+  const std::uint64_t n = (std::uint64_t{1} << 31) + 17;
+  {
+    std::vector<char> big(n, 'b');
+    big[n - 1] = 'e';
+    CHECK(ex.submit(view_size, big).get() == n);
+  }
+  std::vector<char> back = ex.submit(make_bytes, n).get();
+  CHECK(back.size() == n);
+  CHECK(back.front() == 'x');
+  CHECK(back.back() == 'x');
+}
+
 TEST_CASE("SharedMemory.large_results_come_back_intact") {
   ferry::Executor ex(support::options(2));
   for (std::size_t n : {std::size_t{10}, std::size_t{1} << 20, std::size_t{5'000'003}}) {
