@@ -32,8 +32,9 @@ std::uint64_t checksum(ferry::BytesView data);  // FERRY_TASK(checksum) in a plu
 ex.submit(checksum, big_vector).get();           // by function: converted for you
 ex.submit<std::uint64_t>("checksum", ferry::BytesView(big_vector)).get();  // by name
 @endcode
-As a result type, it views the bytes the future keeps: valid while the future lives. Read through
-the JSON interface (`ferry run`), it holds a copy of the JSON string.
+A task may not return one to the host (the view would outlive the message it points into: a
+static_assert says so); return `std::vector<char>` or `std::string`. Through the JSON interface
+(`ferry run`) it is a JSON string, which the view holds a copy of.
 */
 class BytesView {
  public:
@@ -112,5 +113,15 @@ template <class Archive>
 void load_minimal(const Archive&, BytesView& v, const std::string& s) {
   v = BytesView::owning(s);
 }
+
+namespace detail {
+/// What a host waits for must own its bytes: a BytesView would point into a freed message.
+template <class R>
+constexpr void require_owning_result() {
+  static_assert(!std::is_same_v<std::remove_cvref_t<R>, BytesView>,
+                "ferry: a task cannot return a ferry::BytesView to the host (it would point into a "
+                "message that is gone): return std::vector<char> or std::string");
+}
+}  // namespace detail
 
 }  // namespace ferry

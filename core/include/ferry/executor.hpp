@@ -299,6 +299,7 @@ class Executor {
   Future<R> submit_values(const SubmitOptions& options, detail::Target target, A&&... args) {
     (detail::require_serializable<W>(), ...);
     detail::require_serializable<R>();
+    detail::require_owning_result<R>();
     auto state = detail::make_state<R>();
     detail::Buffer buffer;
     try {
@@ -313,6 +314,7 @@ class Executor {
 
   template <class R, class... W, class Range>
   auto map_values(detail::Target target, const Range& inputs, MapOptions options) {
+    detail::require_owning_result<R>();
     using E = std::ranges::range_value_t<Range>;
     std::size_t total = 0;
     if constexpr (std::ranges::sized_range<Range>) total = std::ranges::size(inputs);
