@@ -365,7 +365,16 @@ TEST_CASE("Crashes.soak_under_chaos") {
     CHECK(wrong == 0);
     CHECK(values + terminated == total);
     CHECK(values > total / 2);
-    CHECK(ex.submit(square, 3).get() == 9);
+    // The pool recovers. The killer's last SIGKILL may still be landing (the pool learns of a
+    // death asynchronously), so one call may fail with it; the next must not.
+    bool recovered = false;
+    for (int attempt = 0; attempt < 2 && !recovered; ++attempt) {
+      try {
+        recovered = ex.submit(square, 3).get() == 9;
+      } catch (const ferry::TerminatedWorkerError&) {
+      }
+    }
+    CHECK(recovered);
   }
   CHECK(support::wait_until([] { return support::children().empty(); }));
   CHECK(support::open_fds() == fds);
