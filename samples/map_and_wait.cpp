@@ -22,7 +22,7 @@ int main() {
   std::cout << "add over pairs: " << ex.map(add, pairs)[1] << "\n";
 
   // As concurrent.futures: wait for the first, iterate in completion order.
-  std::vector<ferry::Future<int>> fs = {ex.submit(slow_identity, 1, 200), ex.submit(square, 5)};
+  std::vector<ferry::Future<int>> fs = {ex.submit(slow_identity, 1, 1000), ex.submit(square, 5)};
   auto [done, not_done] = ferry::wait(fs, ferry::Return::first_completed);
   std::cout << "first done: " << done.front().get() << "\n";
   for (const auto& f : ferry::as_completed(fs)) std::cout << "completed: " << f.get() << "\n";
