@@ -198,6 +198,12 @@ TEST_CASE("Mpi.spawn.singleton_host") {
   check_ok(run({FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR}, {}), "basics");
 }
 
+TEST_CASE("Mpi.spawn.missing_agent_program_is_a_clear_error") {
+  check_ok(run({FERRY_TEST_MPI_HOST, "missing_agent", FERRY_TEST_PLUGIN_DIR},
+               {{"FERRY_MPI_WORKER", (fs::path(FERRY_TEST_BINARY_DIR) / "no-such-agent").string()}}),
+           "missing_agent");
+}
+
 TEST_CASE("Mpi.spawn.killed_agent_is_replaced") {
   // A new agent is spawned for the lost worker: two workers again.
   Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "killed_rank", FERRY_TEST_PLUGIN_DIR, "2"},

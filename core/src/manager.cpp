@@ -191,9 +191,10 @@ void Pool::on_exit(const std::shared_ptr<Worker>& w) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     requeue(0);
     ++startup_failures_;
-    last_spawn_error_ = "ferry-worker " + worker_path_.string() + " (pid " +
-                        std::to_string(w->pid) + ") ended with " + describe_exit(st) +
-                        " before its handshake";
+    last_spawn_error_ = launcher_ ? "a worker ended before its handshake: " + describe_exit(st)
+                                  : "ferry-worker " + worker_path_.string() + " (pid " +
+                                        std::to_string(w->pid) + ") ended with " + describe_exit(st) +
+                                        " before its handshake";
   } else if (w->bye || w->in_flight.empty()) {
     requeue(0);
   } else {
@@ -311,16 +312,13 @@ void Pool::maintain(Completions& done) {
     });
     if (startup_failures_ >= max_startup_failures) {
       if (!any_up) {
-        spawn_error_ = std::make_exception_ptr(
-            BrokenProcessPool::spawn_failed(worker_path_.string(), last_spawn_error_));
+        spawn_error_ = start_failure(last_spawn_error_);
         started_ = false;  // no retry until the next submit
       }
       startup_failures_ = 0;
     }
     if (launcher_ && launcher_->capacity() == 0 && active_locked() == 0 && !queue_.empty())
-      fail_queue_locked(std::make_exception_ptr(BrokenProcessPool::spawn_failed(
-                            options_.backend, "every remote rank of the job has died")),
-                        done);
+      fail_queue_locked(start_failure("every remote rank of the job has died"), done);
     // Once workers cannot be started, calls coming back from dying half-started workers fail too.
     if (spawn_error_ && !any_up) fail_queue_locked(spawn_error_, done);
     for (auto& [_, w] : workers_) {
@@ -424,6 +422,12 @@ void Pool::spawn_one(Completions& done) {
   register_worker(w);
 }
 
+std::exception_ptr Pool::start_failure(const std::string& why) const {
+  if (!launcher_) return std::make_exception_ptr(BrokenProcessPool::spawn_failed(worker_path_.string(), why));
+  return std::make_exception_ptr(
+      BrokenProcessPool("cannot start worker processes (backend \"" + options_.backend + "\"): " + why));
+}
+
 void Pool::spawn_remote(Completions& done) {
   std::string why;
   std::vector<std::pair<std::string, std::string>> env(options_.env.begin(), options_.env.end());
@@ -435,7 +439,7 @@ void Pool::spawn_remote(Completions& done) {
     last_spawn_error_ = why;
     debug_log("remote launch failed: %s", why.c_str());
     if (active_locked() == 0) {
-      spawn_error_ = std::make_exception_ptr(BrokenProcessPool::spawn_failed(options_.backend, why));
+      spawn_error_ = start_failure(why);
       fail_queue_locked(spawn_error_, done);
       started_ = false;
     }

@@ -219,6 +219,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void maintain(Completions& done);
   void spawn_one(Completions& done);
   void spawn_remote(Completions& done);
+  /// BrokenProcessPool for workers that cannot be started: with the worker path and its fix for
+  /// local workers, with the backend for remote ones.
+  std::exception_ptr start_failure(const std::string& why) const;
   /// Adds a started worker to the pool: epoll registrations, initializer, dispatch.
   void register_worker(const std::shared_ptr<Worker>& w);
   void fail_queue_locked(std::exception_ptr error, Completions& done);

@@ -112,6 +112,24 @@ fs::path agent_path() {
   return "ferry-mpi-worker";
 }
 
+/// `path` (or, without a slash, a file of that name on PATH) is a regular executable file.
+bool executable(const std::string& path) {
+  auto is_exe = [](const fs::path& p) {
+    std::error_code ec;
+    return fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (path.find('/') != std::string::npos) return is_exe(path);
+  const char* dirs = std::getenv("PATH");
+  std::string_view rest = dirs ? dirs : "";
+  while (!rest.empty()) {
+    auto colon = rest.find(':');
+    std::string_view dir = rest.substr(0, colon);
+    if (!dir.empty() && is_exe(fs::path(dir) / path)) return true;
+    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+  }
+  return false;
+}
+
 class Hub {
  public:
   static Hub& instance() {
@@ -211,6 +229,13 @@ class Hub {
     MPI_Comm inter = MPI_COMM_NULL;
     int error = 0;
     std::string path = agent_path().string();
+    // Open MPI 4.1 blocks forever in MPI_Comm_spawn of a program that does not exist: check first.
+    if (!executable(path)) {
+      std::lock_guard lock(mu_);
+      spawn_failure_ = "cannot start ferry's MPI node agent: " + path +
+                       " is not an executable file (set FERRY_MPI_WORKER to ferry-mpi-worker)";
+      return;
+    }
     MPI_Info info;
     MPI_Info_create(&info);
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
@@ -223,6 +248,8 @@ class Hub {
     }
     MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
     agents_.push_back(Agent{inter, 0});
+    std::lock_guard lock(mu_);
+    spawn_failure_.clear();
   }
 
   Agent* free_agent() {

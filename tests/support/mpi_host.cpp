@@ -11,6 +11,8 @@
 //                is, 2 when a spawned agent is replaced)
 //   last_rank_killed  the only agent of the job is killed: its task fails, and later work fails
 //                with BrokenProcessPool instead of waiting for a rank that will never come
+//   missing_agent  (run with FERRY_MPI_WORKER naming no file) work fails with BrokenProcessPool
+//                naming the agent, at once rather than never
 //   host_killed  writes "<agent pid> <worker pid>" per worker to <scratch dir>/pids, then
 //                SIGKILLs itself: the agents must notice, stop their workers and leave
 //   too_large    an argument, then a result, larger than one MPI message: each fails its task
@@ -176,6 +178,15 @@ void last_rank_killed(const std::string& plugin_dir) {
   ex.shutdown({.wait = false, .kill_workers = true});
 }
 
+void missing_agent(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  auto f = ex.submit(square, 3);
+  EXPECT(f.wait_for(std::chrono::seconds(30)));
+  auto e = expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { f.get(); });
+  EXPECT(std::string(e.what()).find("FERRY_MPI_WORKER") != std::string::npos);
+  std::cout << "missing agent: " << e.what() << std::endl;
+}
+
 void host_killed(const std::string& plugin_dir, const std::string& scratch) {
   ferry::Executor ex(mpi_options(plugin_dir, 2));
   EXPECT(ex.warm_up());
@@ -232,6 +243,8 @@ int main(int argc, char** argv) {
       killed_rank(plugin_dir, std::strtoul(argv[3], nullptr, 10));
     } else if (scenario == "too_large") {
       too_large(plugin_dir);
+    } else if (scenario == "missing_agent") {
+      missing_agent(plugin_dir);
     } else if (scenario == "last_rank_killed") {
       last_rank_killed(plugin_dir);
     } else if (scenario == "host_killed" && argc == 4) {
