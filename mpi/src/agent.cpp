@@ -92,9 +92,11 @@ class Agent {
         last_heard_ = Clock::now();
         if (tag == tag_quit) {
           stop_child();
-          while (!sender_.progress()) {
-          }
-          return 0;
+          // Let pending sends finish, for at most 2 s: the host may be leaving too.
+          auto deadline = Clock::now() + std::chrono::seconds(2);
+          while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
+          // Sends still pending: the host is gone, and MPI_Finalize could wait for it forever.
+          return sender_.pending() == 0 ? 0 : static_cast<int>(proto::WorkerExit::host_gone);
         }
         handle(tag, bytes);
       }
@@ -312,6 +314,7 @@ void serve(int& argc, char**& argv) {
     detail::prepare_mpi_environment();
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    detail::ferry_initialised_mpi() = true;  // rank 0's hub finalises it at exit
   }
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -147,9 +147,8 @@ class Hub {
     stopped_cv_.wait_for(lock, limit, [&] { return stopped_; });
   }
 
-  /// World mode: the other ranks of this job are agents. Spawn mode (a job of one): agents are
-  /// spawned as needed.
-  /// World mode: the agents still alive; spawn mode: no limit.
+  /// How many workers can run: in world mode (the other ranks of this job are the agents) the
+  /// agents still alive; in spawn mode (a job of one, agents spawned as needed) no limit.
   std::size_t capacity() {
     ensure_started();
     std::lock_guard lock(mu_);
@@ -204,8 +203,11 @@ class Hub {
     if (!ready) {
       int provided = 0;
       MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
-      owns_mpi_ = true;
+      ferry_initialised_mpi() = true;
     }
+    // MPI_Finalize waits for every rank of the job: the host's ranks must take part, or the
+    // agents can wait in theirs for good.
+    owns_mpi_ = ferry_initialised_mpi();
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);

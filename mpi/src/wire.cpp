@@ -34,6 +34,11 @@ void ignore_sigpipe() {
     ::signal(SIGPIPE, SIG_IGN);
 }
 
+std::atomic<bool>& ferry_initialised_mpi() {
+  static std::atomic<bool> yes{false};
+  return yes;
+}
+
 void prepare_mpi_environment() {
   ::setenv("OMPI_MCA_btl_tcp_progress_thread", "1", 0);
   ::setenv("OMPI_MCA_orte_enable_recovery", "1", 0);

@@ -9,6 +9,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -56,6 +57,9 @@ void ignore_sigpipe();
 /// - orte_enable_recovery=1: a rank that dies does not end the job. Read by the runtime this
 ///   process starts itself (a singleton); under mpirun it must be given to mpirun.
 void prepare_mpi_environment();
+
+/// Whether ferry initialised MPI in this process (serve() or the hub), and so must finalise it.
+std::atomic<bool>& ferry_initialised_mpi();
 
 /// Strings in a body: u32 count, then u32-length-prefixed strings.
 Buffer pack_strings(const std::vector<std::string>& items);
