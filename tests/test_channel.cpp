@@ -88,6 +88,32 @@ std::string read_available(int fd) {
 
 bool is_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
 
+struct Pipe {
+  Fd read, write;
+  Pipe() {
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    read = Fd(p[0]);
+    write = Fd(p[1]);
+  }
+};
+
+/// A result frame announcing a 5-byte payload in shared memory (the descriptor travels apart).
+Buffer shared_result_frame() {
+  Buffer body;
+  protocol::BodyWriter(body).u64(1).u8(0).u8(0).u8(0).u8(0).u32(0).u64(5);
+  return protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
+}
+
+/// A descriptor received with a frame reaches the pipe it was sent from: `c` written to it comes
+/// out of `p.read`.
+void check_reaches(const Fd& received, const Pipe& p, char c) {
+  REQUIRE(::write(received.get(), &c, 1) == 1);
+  char got = 0;
+  CHECK(::read(p.read.get(), &got, 1) == 1);
+  CHECK(got == c);
+}
+
 }  // namespace
 
 // ---- FrameReader -----------------------------------------------------------------------------
@@ -535,55 +561,34 @@ TEST_CASE("Channel.Fd.move_assign_closes_the_old_descriptor") {
 // ---- descriptors with frames (shared payloads) ---------------------------------------------
 
 TEST_CASE("Channel.descriptor_travels_with_its_frame") {
-  int sv[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  Fd a(sv[0]), b(sv[1]);
-  int pipe_fds[2];
-  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
-  Fd pipe_read(pipe_fds[0]), pipe_write(pipe_fds[1]);
+  Pair s;
+  Pipe pipe;
   Buffer plain = protocol::encode_bye(protocol::ByeReason::shutdown);
-  Buffer body;
-  protocol::BodyWriter(body).u64(1).u8(0).u8(0).u8(0).u8(0).u32(0).u64(5);
-  Buffer shared = protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
-  REQUIRE(send_all(a.get(), {plain.view()}));
-  REQUIRE(send_all(a.get(), {shared.view()}, pipe_write.get()));
+  REQUIRE(send_all(s.a.get(), {plain.view()}));
+  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}, pipe.write.get()));
   FrameReader reader(protocol::default_max_frame);
-  std::vector<Frame> frames;
-  while (frames.size() < 2) {
-    REQUIRE(reader.fill(b.get(), 0) > 0);
-    Frame f;
-    while (reader.next(f)) frames.push_back(std::move(f));
-  }
-  CHECK_FALSE(frames[0].fd);
-  REQUIRE(frames[1].fd);
+  Frame first = read_frame(reader, s.b.get());
+  Frame second = read_frame(reader, s.b.get());
+  CHECK_FALSE(first.fd);
+  REQUIRE(second.fd);
   // The received descriptor is the pipe's write end: writing to it reaches our read end.
-  REQUIRE(::write(frames[1].fd.get(), "x", 1) == 1);
-  char c = 0;
-  CHECK(::read(pipe_read.get(), &c, 1) == 1);
-  CHECK(c == 'x');
-  CHECK((::fcntl(frames[1].fd.get(), F_GETFD) & FD_CLOEXEC) != 0);
+  check_reaches(second.fd, pipe, 'x');
+  CHECK((::fcntl(second.fd.get(), F_GETFD) & FD_CLOEXEC) != 0);
 }
 
 TEST_CASE("Channel.empty_reads_invent_no_descriptors") {
   // Regression: recvmsg failing with EAGAIN leaves the control buffer untouched; parsing it
   // anyway turned stale stack bytes into descriptors (closed later: someone else's files).
-  int sv[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  Fd a(sv[0]), b(sv[1]);
-  int pipe_fds[2];
-  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
-  Fd pipe_read(pipe_fds[0]), pipe_write(pipe_fds[1]);
-  Buffer body;
-  protocol::BodyWriter(body).u64(1).u8(0).u8(0).u8(0).u8(0).u32(0).u64(5);
-  Buffer shared = protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
-  REQUIRE(send_all(a.get(), {shared.view()}, pipe_write.get()));
+  Pair s;
+  Pipe pipe;
+  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}, pipe.write.get()));
   FrameReader reader(protocol::default_max_frame);
   bool threw = false;
   int empty = 0;
   try {
-    ssize_t n = reader.fill(b.get(), 0);  // leaves a descriptor in the control buffer's stack slot
+    ssize_t n = reader.fill(s.b.get(), 0);  // leaves a descriptor in the control buffer's stack slot
     for (int i = 0; i < 64; ++i)
-      if (reader.fill(b.get(), MSG_DONTWAIT) == -1) ++empty;
+      if (reader.fill(s.b.get(), MSG_DONTWAIT) == -1) ++empty;
     REQUIRE(n > 0);
   } catch (const protocol::ProtocolError&) {
     threw = true;
@@ -597,49 +602,29 @@ TEST_CASE("Channel.empty_reads_invent_no_descriptors") {
 }
 
 TEST_CASE("Channel.shared_frame_without_descriptor_is_rejected") {
-  int sv[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  Fd a(sv[0]), b(sv[1]);
-  Buffer body;
-  protocol::BodyWriter(body).u64(1).u8(0).u8(0).u8(0).u8(0).u32(0).u64(5);
-  Buffer shared = protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
-  REQUIRE(send_all(a.get(), {shared.view()}));
+  Pair s;
+  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}));
   FrameReader reader(protocol::default_max_frame);
-  REQUIRE(reader.fill(b.get(), 0) > 0);
+  REQUIRE(reader.fill(s.b.get(), 0) > 0);
   Frame f;
   CHECK_THROWS_AS(reader.next(f), protocol::ProtocolError);
 }
 
 TEST_CASE("Channel.outbox_sends_each_descriptor_once_with_its_piece") {
-  int sv[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  Fd a(sv[0]), b(sv[1]);
-  int p1[2], p2[2];
-  REQUIRE(::pipe2(p1, O_CLOEXEC) == 0);
-  REQUIRE(::pipe2(p2, O_CLOEXEC) == 0);
-  Fd r1(p1[0]), w1(p1[1]), r2(p2[0]), w2(p2[1]);
-  Buffer body;
-  protocol::BodyWriter(body).u64(1).u8(0).u8(0).u8(0).u8(0).u32(0).u64(5);
+  Pair s;
+  Pipe p1, p2;
   Outbox out;
   out.push(protocol::encode_bye(protocol::ByeReason::shutdown));
-  out.push(protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm), w1.get());
-  out.push(protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm), w2.get());
-  REQUIRE(out.flush(a.get()));
+  out.push(shared_result_frame(), p1.write.get());
+  out.push(shared_result_frame(), p2.write.get());
+  REQUIRE(out.flush(s.a.get()));
   CHECK(out.empty());
   FrameReader reader(protocol::default_max_frame);
-  std::vector<Frame> frames;
-  while (frames.size() < 3) {
-    REQUIRE(reader.fill(b.get(), 0) > 0);
-    Frame f;
-    while (reader.next(f)) frames.push_back(std::move(f));
-  }
-  REQUIRE(frames[1].fd);
-  REQUIRE(frames[2].fd);
-  REQUIRE(::write(frames[1].fd.get(), "1", 1) == 1);
-  REQUIRE(::write(frames[2].fd.get(), "2", 1) == 1);
-  char c1 = 0, c2 = 0;
-  CHECK(::read(r1.get(), &c1, 1) == 1);
-  CHECK(::read(r2.get(), &c2, 1) == 1);
-  CHECK(c1 == '1');
-  CHECK(c2 == '2');
+  read_frame(reader, s.b.get());
+  Frame second = read_frame(reader, s.b.get());
+  Frame third = read_frame(reader, s.b.get());
+  REQUIRE(second.fd);
+  REQUIRE(third.fd);
+  check_reaches(second.fd, p1, '1');
+  check_reaches(third.fd, p2, '2');
 }

@@ -19,7 +19,24 @@ void Fd::reset(int fd) noexcept {
 
 namespace {
 constexpr std::size_t max_pending_fds = 16;
+
+/// Room for one descriptor in a message's control data.
+struct OneFd {
+  alignas(cmsghdr) char bytes[CMSG_SPACE(sizeof(int))];
+};
+
+/// Sends `fd` with `msg` (SCM_RIGHTS), if it is one; `control` must live until the sendmsg.
+void attach_fd(msghdr& msg, OneFd& control, int fd) {
+  if (fd < 0) return;
+  msg.msg_control = control.bytes;
+  msg.msg_controllen = sizeof control.bytes;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
 }
+}  // namespace
 
 ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
   iovec iov{into, n};
@@ -144,16 +161,8 @@ bool send_all(int fd, std::initializer_list<std::string_view> pieces, int pass) 
       msghdr msg{};
       msg.msg_iov = first;
       msg.msg_iovlen = count;
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-      if (pass >= 0) {
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &pass, sizeof(int));
-      }
+      OneFd control;
+      attach_fd(msg, control, pass);
       ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -191,17 +200,8 @@ bool Outbox::flush(int fd) {
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = count;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    int pass = pieces_.front().pass;
-    if (pass >= 0) {
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &pass, sizeof(int));
-    }
+    OneFd control;
+    attach_fd(msg, control, pieces_.front().pass);
     ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
