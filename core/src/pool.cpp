@@ -76,16 +76,7 @@ fs::path find_worker(const fs::path& configured) {
   candidates.emplace_back(FERRY_BUILD_WORKER_PATH);
 #endif
   candidates.push_back(fs::path(executable_path()).parent_path() / "ferry-worker");
-  if (const char* path = std::getenv("PATH")) {
-    std::string_view p(path);
-    while (!p.empty()) {
-      auto colon = p.find(':');
-      auto dir = p.substr(0, colon);
-      if (!dir.empty()) candidates.push_back(fs::path(dir) / "ferry-worker");
-      if (colon == std::string_view::npos) break;
-      p.remove_prefix(colon + 1);
-    }
-  }
+  if (auto on_path = find_program("ferry-worker")) candidates.push_back(*on_path);
   for (const auto& c : candidates) {
     std::error_code ec;
     if (fs::is_regular_file(c, ec) && ::access(c.c_str(), X_OK) == 0)

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <map>
+#include <string_view>
 #include <system_error>
 
 extern char** environ;
@@ -143,6 +145,24 @@ ExitStatus reap(pid_t pid) {
   } while (r < 0 && errno == EINTR);
   if (r < 0) return ExitStatus{};
   return decode(status);
+}
+
+std::optional<std::filesystem::path> find_program(const std::filesystem::path& program) {
+  auto executable = [](const std::filesystem::path& p) {
+    std::error_code ec;
+    return std::filesystem::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (program.empty()) return std::nullopt;
+  if (program.has_parent_path()) return executable(program) ? std::optional(program) : std::nullopt;
+  const char* path = std::getenv("PATH");
+  for (std::string_view rest = path ? path : ""; !rest.empty();) {
+    auto colon = rest.find(':');
+    std::string_view dir = rest.substr(0, colon);
+    if (!dir.empty() && executable(std::filesystem::path(dir) / program))
+      return std::filesystem::path(dir) / program;
+    rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
+  }
+  return std::nullopt;
 }
 
 std::string signal_name(int sig) {

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,10 @@ struct ExitStatus {
 bool try_reap(pid_t pid, ExitStatus& out);
 /// Blocks until `pid` exits and reaps it.
 ExitStatus reap(pid_t pid);
+
+/// `program` if it is an executable regular file; for a bare name (no slash), the first such file
+/// of that name in $PATH. nullopt when there is none.
+std::optional<std::filesystem::path> find_program(const std::filesystem::path& program);
 
 /// "SIGSEGV" etc.
 std::string signal_name(int sig);

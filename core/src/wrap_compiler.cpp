@@ -76,13 +76,6 @@ std::string env(const char* name) {
   return v ? v : "";
 }
 
-fs::path default_cache_dir() {
-  if (auto v = env("FERRY_CACHE_DIR"); !v.empty()) return v;
-  if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return fs::path(v) / "ferry";
-  if (auto v = env("HOME"); !v.empty()) return fs::path(v) / ".cache" / "ferry";
-  return fs::temp_directory_path() / ("ferry-cache-" + std::to_string(::geteuid()));
-}
-
 /// Directory holding <ferry/task.hpp>: next to an installed libferry, else the source tree.
 fs::path ferry_include_dir() {
   Dl_info info{};
@@ -447,6 +440,13 @@ Builds& builds() {
 }
 
 }  // namespace
+
+fs::path default_cache_dir() {
+  if (auto v = env("FERRY_CACHE_DIR"); !v.empty()) return v;
+  if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return fs::path(v) / "ferry";
+  if (auto v = env("HOME"); !v.empty()) return fs::path(v) / ".cache" / "ferry";
+  return fs::temp_directory_path() / ("ferry-cache-" + std::to_string(::geteuid()));
+}
 
 bool register_wrap(const WrapSite& site) noexcept {
   try {

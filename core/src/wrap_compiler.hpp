@@ -27,6 +27,10 @@ std::shared_future<WrapBuild> wrap_build(const WrapSite& site);
 /// How many plugins this process compiled itself (not found in the cache), for tests.
 unsigned wrap_compilations();
 
+/// ferry's cache directory: $FERRY_CACHE_DIR, else $XDG_CACHE_HOME/ferry, else ~/.cache/ferry
+/// (FERRY_WRAP plugins; the MPI agents' shipped plugins below it).
+std::filesystem::path default_cache_dir();
+
 /// Precompiles the prelude for the default compiler and flags into `dir` (ferry's build does this
 /// once, so that no user pays for it); returns the header to -include, "" on failure.
 std::string precompile_prelude(const std::filesystem::path& dir);

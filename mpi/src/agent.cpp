@@ -25,6 +25,7 @@
 
 #include "agent.hpp"
 #include "spawn_posix.hpp"
+#include "wrap_compiler.hpp"
 #include "wire.hpp"
 
 namespace ferry::mpi::detail {
@@ -37,16 +38,7 @@ using ferry::detail::Fd;
 namespace {
 
 fs::path shipped_cache_dir() {
-  fs::path base;
-  if (const char* v = std::getenv("FERRY_CACHE_DIR"); v && *v) {
-    base = v;
-  } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
-    base = fs::path(x) / "ferry";
-  } else if (const char* h = std::getenv("HOME"); h && *h) {
-    base = fs::path(h) / ".cache" / "ferry";
-  } else {
-    base = fs::temp_directory_path() / ("ferry-cache-" + std::to_string(::geteuid()));
-  }
+  fs::path base = ferry::detail::default_cache_dir();
   fs::path dir = base / "shipped";
   std::error_code ec;
   fs::create_directories(dir, ec);

@@ -34,6 +34,7 @@
 #include <ferry/mpi.hpp>
 
 #include "pool.hpp"
+#include "spawn_posix.hpp"
 #include "wire.hpp"
 
 namespace ferry::mpi::detail {
@@ -110,24 +111,6 @@ fs::path agent_path() {
     }
   }
   return "ferry-mpi-worker";
-}
-
-/// `path` (or, without a slash, a file of that name on PATH) is a regular executable file.
-bool executable(const std::string& path) {
-  auto is_exe = [](const fs::path& p) {
-    std::error_code ec;
-    return fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
-  };
-  if (path.find('/') != std::string::npos) return is_exe(path);
-  const char* dirs = std::getenv("PATH");
-  std::string_view rest = dirs ? dirs : "";
-  while (!rest.empty()) {
-    auto colon = rest.find(':');
-    std::string_view dir = rest.substr(0, colon);
-    if (!dir.empty() && is_exe(fs::path(dir) / path)) return true;
-    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
-  }
-  return false;
 }
 
 class Hub {
@@ -232,7 +215,7 @@ class Hub {
     int error = 0;
     std::string path = agent_path().string();
     // Open MPI 4.1 blocks forever in MPI_Comm_spawn of a program that does not exist: check first.
-    if (!executable(path)) {
+    if (!ferry::detail::find_program(path)) {
       std::lock_guard lock(mu_);
       spawn_failure_ = "cannot start ferry's MPI node agent: " + path +
                        " is not an executable file (set FERRY_MPI_WORKER to ferry-mpi-worker)";
