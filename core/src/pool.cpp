@@ -653,8 +653,7 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
     if (!done.empty()) {
       // Completions run callbacks: never with the channel held (a callback may wait on another
       // call of this very worker).
-      arm_read(*w, true);
-      read_lock.unlock();
+      release_channel(*w, read_lock);
       complete(done);
       if (state.ready() || !read_lock.try_lock()) return;
       arm_read(*w, false);
@@ -676,9 +675,16 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
     if (r < 0 && errno != EINTR) break;
     if (r > 0 && (p[1].revents & POLLIN) && !(p[0].revents & (POLLIN | POLLHUP))) break;
   }
-  arm_read(*w, true);
-  read_lock.unlock();
+  release_channel(*w, read_lock);
   complete(done);
+}
+
+void Pool::release_channel(Worker& w, std::unique_lock<std::mutex>& read_lock) {
+  // Unlock first, then re-arm: an event the manager sees while the lock is still held is
+  // dropped (it only reads channels nobody else reads), so arming before unlocking could leave
+  // the channel disarmed with a result in it and nobody to read it.
+  read_lock.unlock();
+  arm_read(w, true);
 }
 
 bool Pool::cancel(StateBase& state, bool kill_running) {

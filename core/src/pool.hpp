@@ -208,6 +208,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void finish_locked(const std::shared_ptr<Call>& call, Completions& done);
   void complete(Completions& done);
   void arm_read(Worker& w, bool on);
+  /// A waiting thread gives a worker's channel back to the manager (unlock, then re-arm).
+  void release_channel(Worker& w, std::unique_lock<std::mutex>& read_lock);
   void arm_write_locked(Worker& w);
 
   // ---- manager (manager.cpp) ----
