@@ -40,11 +40,22 @@ int faulty_arg(ferry::Executor& ex, Stage stage, Action action) {
 void faulty_result(ferry::Executor& ex, Stage stage, Action action) {
   ex.submit(make_faulty, static_cast<int>(stage), static_cast<int>(action)).get();
 }
+void faulty_map(ferry::Executor& ex, Stage stage, Action action) {
+  ex.map(take_faulty, std::vector<crash::Faulty>{{Stage::host_encode, Action::none, 1},
+                                                 {stage, action, 2}});
+}
 
 const std::vector<Row>& crash_matrix() {
   static const std::vector<Row> rows = {
       {"host encodes the arguments", "throws",
        [](auto& ex) { faulty_arg(ex, Stage::host_encode, Action::throw_error); },
+       Expect::serialization, "encoding the arguments in the host"},
+      // Not a std::exception (loky: sys.exit() in a reducer): still this future's error.
+      {"host encodes the arguments", "throws 0",
+       [](auto& ex) { faulty_arg(ex, Stage::host_encode, Action::throw_int); },
+       Expect::serialization, "encoding the arguments in the host"},
+      {"host encodes the arguments of map", "throws 0",
+       [](auto& ex) { faulty_map(ex, Stage::host_encode, Action::throw_int); },
        Expect::serialization, "encoding the arguments in the host"},
       {"worker decodes the arguments", "throws",
        [](auto& ex) { faulty_arg(ex, Stage::worker_decode, Action::throw_error); },
@@ -78,6 +89,9 @@ const std::vector<Row>& crash_matrix() {
        Expect::terminated, "SIGSEGV"},
       {"host decodes the result", "throws",
        [](auto& ex) { faulty_result(ex, Stage::host_decode, Action::throw_error); },
+       Expect::serialization, "decoding the result in the host"},
+      {"host decodes the result", "throws 0",
+       [](auto& ex) { faulty_result(ex, Stage::host_decode, Action::throw_int); },
        Expect::serialization, "decoding the result in the host"},
   };
   return rows;
@@ -129,6 +143,27 @@ TEST_CASE("Crashes.matrix") {
     CHECK(static_cast<int>(kind) == static_cast<int>(row.expect));
     CHECK_MESSAGE(message.find(row.substring) != std::string::npos, message);
     check_recovered(ex, 2);
+  }
+}
+
+TEST_CASE("Crashes.argument_destructor_after_the_result") {
+  // loky's test_call_item_gc_crash_or_exit: an argument whose destructor ends the worker after
+  // the task returned. The result was sent before the arguments were destroyed, so the future
+  // has its value; then the worker is replaced and the pool keeps working.
+  ferry::Executor ex(support::options(1));
+  for (Action action : {Action::segfault, Action::abort}) {
+    CAPTURE(static_cast<int>(action));
+    REQUIRE(ex.warm_up(10s));
+    auto before = ex.worker_pids();
+    REQUIRE(before.size() == 1);
+    CHECK(ex.submit(take_faulty, crash::Faulty{Stage::worker_destroy, action, 4}).get() == 4);
+    // The dying worker looks idle and could be handed the next call before its death is seen:
+    // wait for its replacement first.
+    CHECK(support::wait_until([&] {
+      auto now = ex.worker_pids();
+      return now.size() == 1 && now[0] != before[0];
+    }));
+    check_recovered(ex, 1);
   }
 }
 

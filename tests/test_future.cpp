@@ -155,6 +155,81 @@ TEST_CASE("Future.wait_on_many") {
   }
 }
 
+namespace {
+/// One worker running slow_identity(1, ms), then a call that fails and one that can still be
+/// cancelled: with a pipeline depth of 1, both wait in the host's queue.
+struct BehindARunningTask {
+  support::ScopedEnv depth{"FERRY_PIPELINE_DEPTH", "1"};
+  ferry::Executor ex{support::options(1)};
+  ferry::Future<int> running, failing, queued;
+  explicit BehindARunningTask(int ms) {
+    REQUIRE(ex.warm_up(10s));
+    running = ex.submit(slow_identity, 1, ms);
+    failing = ex.submit(fail, 1);
+    queued = ex.submit(square, 2);
+  }
+};
+}  // namespace
+
+TEST_CASE("Future.wait.first_exception_ignores_cancelled") {
+  // concurrent.futures' FIRST_EXCEPTION returns on the first future that failed and was not
+  // cancelled: a cancelled future is done, but it is no reason to return.
+  BehindARunningTask t(300);
+  auto& [depth, ex, running, failing, cancelled] = t;
+  REQUIRE(cancelled.cancel());
+  SUBCASE("alone, it is no reason to return") {
+    auto [done, not_done] =
+        ferry::wait(std::vector{running, cancelled}, ferry::Return::first_exception);
+    CHECK(not_done.empty());
+    CHECK(done.size() == 2);
+    CHECK(running.get() == 1);
+  }
+  SUBCASE("the next failure is") {
+    auto last = ex.submit(slow_identity, 3, 5000);
+    auto [done, not_done] =
+        ferry::wait(std::vector{cancelled, failing, last}, ferry::Return::first_exception);
+    CHECK(done.size() == 2);
+    REQUIRE(not_done.size() == 1);
+    CHECK(not_done[0].id() == last.id());
+    CHECK_THROWS_AS(failing.get(), ferry::TaskError);
+    last.cancel({.kill_running = true});
+  }
+}
+
+TEST_CASE("Future.cancelled") {
+  BehindARunningTask t(5000);
+  auto& [depth, ex, running, failing, queued] = t;
+  CHECK_FALSE(queued.cancelled());
+  REQUIRE(queued.cancel());
+  CHECK(queued.cancelled());
+  CHECK_THROWS_AS(queued.get(), ferry::CancelledError);
+  // A refused cancel() leaves no mark.
+  CHECK_FALSE(running.cancel());
+  CHECK_FALSE(running.cancelled());
+  // Stopping a running task is a cancellation too.
+  REQUIRE(running.cancel({.kill_running = true}));
+  CHECK_THROWS_AS(running.get(), ferry::CancelledError);
+  CHECK(running.cancelled());
+  CHECK_THROWS_AS(failing.get(), ferry::TaskError);
+  CHECK_FALSE(failing.cancelled());
+  // shutdown(kill_workers) fails pending work with CancelledError, but nobody cancelled those
+  // futures: they count as failures (loky's ShutdownExecutorError), and first_exception returns
+  // on them while another executor's task still runs.
+  ferry::Executor other(support::options(1));
+  auto elsewhere = other.submit(slow_identity, 4, 5000);
+  auto slow = ex.submit(slow_identity, 2, 5000);
+  auto behind = ex.submit(square, 3);
+  ex.shutdown({.wait = false, .kill_workers = true});
+  CHECK_THROWS_AS(behind.get(), ferry::CancelledError);
+  CHECK_FALSE(behind.cancelled());
+  CHECK_FALSE(slow.cancelled());
+  auto [done, not_done] =
+      ferry::wait(std::vector{elsewhere, behind}, ferry::Return::first_exception);
+  CHECK(done.size() == 1);
+  CHECK(not_done.size() == 1);
+  elsewhere.cancel({.kill_running = true});
+}
+
 TEST_CASE("Future.as_completed") {
   ferry::Executor ex(support::options(2));
   SUBCASE("in completion order") {

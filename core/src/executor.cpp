@@ -3,7 +3,14 @@
 #include <ferry/ferry.hpp>
 #include <ferry/wrap.hpp>
 
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <sstream>
 #include <thread>
 
 #include "pool.hpp"
@@ -13,12 +20,45 @@ namespace ferry {
 
 const char* version() noexcept { return FERRY_VERSION_STRING; }
 
+namespace detail {
+std::string current_exception_reason() {
+  try {
+    throw;
+  } catch (abi::__forced_unwind&) {
+    throw;  // a cancelled thread must keep unwinding
+  } catch (...) {
+    // The worker's own description ("<type>\0<what>"), so both sides word a `throw 0` alike.
+    std::stringbuf described;
+    describe_current_exception(described);
+    std::string text = described.str();
+    auto nul = text.find('\0');
+    return nul == std::string::npos ? text : text.substr(nul + 1);
+  }
+}
+}  // namespace detail
+
 Executor::Executor(ExecutorOptions options)
     : pool_(std::make_shared<detail::Pool>(std::move(options))) {
   pool_->start();
   // FERRY_WRAP functions start compiling now, in the background: the first submit need not wait.
   warm_up_wraps();
 }
+
+/// A reusable executor's link to the one get_reusable_executor replaced it with (loky 3.5 #632:
+/// a thread that resolved the executor just before another call replaced it submits to the
+/// replacement instead of failing).
+///
+/// The race it closes: a submission checks `replaced`, finds it false, and hands its call to the
+/// pool while hand_over shuts that pool down; the pool would throw BrokenProcessPool. So a
+/// submission to the own pool runs under `mu` shared, and hand_over sets `replaced`, then takes
+/// `mu` exclusively before shutting the pool down: every submission either saw the flag
+/// (forwards) or is finished (was accepted). Submissions that see the flag take no lock at all,
+/// so a stream of them cannot starve hand_over.
+struct detail::Succession {
+  std::shared_mutex mu;
+  std::atomic<bool> replaced{false};
+  std::shared_ptr<Executor> next;  // written once, before `replaced` (release)
+};
 
 Executor::~Executor() {
   try {
@@ -31,7 +71,42 @@ Executor::~Executor() {
 void Executor::submit_encoded(const detail::Target& target, detail::Buffer args,
                               std::uint32_t items, std::shared_ptr<detail::StateBase> state,
                               const SubmitOptions& options, std::uint8_t frame_flags) {
-  pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags);
+  if (!succession_) {
+    pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags);
+    return;
+  }
+  std::shared_ptr<Executor> next = replacement();
+  if (!next) {
+    std::shared_lock lock(succession_->mu);
+    next = replacement();  // hand_over may have run before we took the lock
+    if (!next) {
+      pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags);
+      return;
+    }
+  }
+  // The replacement checks again: it may have been replaced (or shut down) meanwhile.
+  next->submit_encoded(target, std::move(args), items, std::move(state), options, frame_flags);
+}
+
+void Executor::make_reusable() { succession_ = std::make_unique<detail::Succession>(); }
+
+void Executor::hand_over(std::shared_ptr<Executor> next) {
+  succession_->next = std::move(next);
+  succession_->replaced.store(true, std::memory_order_release);
+  // Wait for the submissions that did not see the flag: they are accepted by this pool, which
+  // then completes them in the background like any work pending at shutdown.
+  { std::unique_lock lock(succession_->mu); }
+  pool_->shutdown({.wait = false, .kill_workers = false});
+}
+
+std::shared_ptr<Executor> Executor::replacement() const {
+  if (!succession_ || !succession_->replaced.load(std::memory_order_acquire) || pool_->broken())
+    return nullptr;
+  // loky submits to the current executor: skip those that were replaced in turn, even broken.
+  std::shared_ptr<Executor> next = succession_->next;
+  while (next->succession_->replaced.load(std::memory_order_acquire))
+    next = next->succession_->next;
+  return next;
 }
 
 Future<std::string> Executor::submit_json_to(detail::Target target, std::string lines,
@@ -60,14 +135,17 @@ Future<std::string> Executor::submit_json(const TaskRef& ref, std::string lines,
 }
 
 void Executor::fail_encoding(detail::StateBase& state, const detail::Target& target,
-                             const char* what) {
+                             std::string reason) {
+  if (auto next = replacement()) return next->fail_encoding(state, target, std::move(reason));
   if (pool_->is_shutdown()) throw BrokenProcessPool::shut_down();
   state.attach({}, 0, target.name);
   state.set_error(std::make_exception_ptr(SerializationError(
-      SerializationStage::encode_arguments, std::string(target.signature), what, target.name)));
+      SerializationStage::encode_arguments, std::string(target.signature), std::move(reason),
+      target.name)));
 }
 
 std::size_t Executor::default_chunksize(std::size_t total) const {
+  if (auto next = replacement()) return next->default_chunksize(total);  // it runs the chunks
   // About four chunks per worker: few messages, still some balance between workers.
   if (total == 0) return 16;
   std::size_t per = 4 * pool_->max_workers();

@@ -3,6 +3,7 @@
 #include <ferry/ferry.hpp>
 
 #include <mutex>
+#include <utility>
 
 namespace ferry {
 
@@ -18,16 +19,19 @@ bool compatible(const ExecutorOptions& a, const ExecutorOptions& b) {
 }  // namespace
 
 std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options) {
-  std::shared_ptr<Executor> old;
+  std::shared_ptr<Executor> old;  // released after the lock: its destructor waits for its work
   std::lock_guard lock(reusable_mu);
   if (reusable && !reusable->is_shutdown() && !reusable->is_broken() && compatible(reusable->options(), options)) {
     std::size_t want = options.max_workers ? options.max_workers : cpu_count();
     if (want != reusable->max_workers()) reusable->resize(want);
     return reusable;
   }
-  old = std::move(reusable);
-  if (old) old->shutdown({.wait = false, .kill_workers = false});
-  reusable = std::make_shared<Executor>(options);
+  // The replacement exists before the old one stops: threads still holding the old one submit
+  // to it from the moment it is linked (loky 3.5), and bad options leave the old one untouched.
+  auto fresh = std::make_shared<Executor>(options);
+  fresh->make_reusable();
+  old = std::exchange(reusable, fresh);
+  if (old) old->hand_over(fresh);
   return reusable;
 }
 

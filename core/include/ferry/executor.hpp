@@ -88,6 +88,7 @@ struct SubmitOptions {
 
 namespace detail {
 class Pool;
+struct Succession;
 
 /// What a submission names, before it is resolved to a plugin path and task name.
 struct Target {
@@ -264,7 +265,8 @@ class Executor {
   @brief Stops accepting work. With `wait`, blocks until every submitted task ended and the
   workers exited; without, returns at once and the work still completes in the background. With
   `kill_workers`, every pending future fails with CancelledError and the workers are killed.
-  Idempotent.
+  Idempotent. On an executor get_reusable_executor replaced, it concerns that executor's own
+  (already shut down) workers and work, never the replacement.
   */
   void shutdown(ShutdownOptions options = {});
 
@@ -277,15 +279,20 @@ class Executor {
   /// ranks for, when that is fewer than max_workers).
   bool warm_up(Duration timeout = std::chrono::seconds(10));
 
+  /// These describe this executor's own pool, also once get_reusable_executor replaced it.
   std::size_t max_workers() const;
   const ExecutorOptions& options() const;
   /// Pids of the workers that are up (started and handshaken, not exited), for diagnostics.
   std::vector<int> worker_pids() const;
+  /// True after shutdown(), and for an executor get_reusable_executor replaced (which still
+  /// accepts work: it goes to the replacement).
   bool is_shutdown() const;
   /// True once the pool cannot run tasks (its initializer failed); submit then throws.
   bool is_broken() const;
 
  private:
+  friend std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options);
+
   template <class R, class... A>
   Future<R> submit_named(const SubmitOptions& options, detail::Target target, A&&... args) {
     using Sig = detail::Signature<R, detail::wire_t<A>...>;
@@ -304,8 +311,10 @@ class Executor {
     detail::Buffer buffer;
     try {
       detail::encode_values(buffer, detail::as_param<W>(std::forward<A>(args))...);
-    } catch (const std::exception& e) {
-      fail_encoding(*state, target, e.what());
+    } catch (...) {
+      // Whatever encoding throws, `throw 0` included (loky: sys.exit() in a reducer), is this
+      // future's error and never escapes submit(), as the worker side treats its own stages.
+      fail_encoding(*state, target, detail::current_exception_reason());
       return Future<R>(std::move(state));
     }
     submit_encoded(target, std::move(buffer), 0, state, options);
@@ -342,10 +351,12 @@ class Executor {
                         "(or pairs) with one element per parameter");
           std::apply([&](const auto&... a) { (*encoder)(detail::as_param<W>(a)...); }, element);
         }
-      } catch (const std::exception& e) {
+      } catch (...) {
+        // As in submit_values: anything thrown, not only a std::exception.
+        std::string reason = detail::current_exception_reason();
         for (auto& c : chunks) c.cancel();
         throw SerializationError(SerializationStage::encode_arguments, std::string(target.signature),
-                                 e.what(), target.name);
+                                 std::move(reason), target.name);
       }
       if (++items == chunk) flush();
     }
@@ -389,10 +400,20 @@ class Executor {
                       std::uint8_t frame_flags = 0);
   Future<std::string> submit_json_to(detail::Target target, std::string lines, std::uint32_t items,
                                      bool keep_going);
-  void fail_encoding(detail::StateBase& state, const detail::Target& target, const char* what);
+  void fail_encoding(detail::StateBase& state, const detail::Target& target, std::string reason);
   std::size_t default_chunksize(std::size_t total) const;
 
+  /// get_reusable_executor's: makes this executor reusable (it can be replaced).
+  void make_reusable();
+  /// get_reusable_executor's: replaced by `next`; submissions go there from now on, and this
+  /// executor is shut down (without waiting) once those already under way were accepted.
+  void hand_over(std::shared_ptr<Executor> next);
+  /// Where this handle's submissions go instead of its own pool: the newest executor that
+  /// replaced it, or nullptr (never replaced, or broken: as loky, a broken one fails).
+  std::shared_ptr<Executor> replacement() const;
+
   std::shared_ptr<detail::Pool> pool_;
+  std::unique_ptr<detail::Succession> succession_;  // only for the reusable executor
 };
 
 /**
@@ -405,6 +426,17 @@ std::filesystem::path default_worker_path();
 @brief The process-wide executor (loky's get_reusable_executor): reused when `options` are
 compatible with the current one, resized when only `max_workers` differs, replaced when it was
 shut down or broken or options differ otherwise. Thread-safe.
+
+A handle to a replaced executor still accepts submissions (submit, map, submit_json): they go to
+the newest replacement, as in loky 3.5, so a thread that got the executor just before another
+call replaced it does not fail. Unless the replaced executor was broken: that one throws
+BrokenProcessPool, as in loky. Its other members (shutdown, resize, is_shutdown...) concern its
+own pool.
+@code
+auto a = ferry::get_reusable_executor({.max_workers = 2});
+auto b = ferry::get_reusable_executor({.max_workers = 2, .env = {{"K", "1"}}});  // replaces a
+a->submit(square, 3).get();   // 9, computed by b's workers
+@endcode
 */
 std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options = {});
 

@@ -114,6 +114,13 @@ class Future {
   */
   bool cancel(CancelOptions options = {}) const { return state().cancel(options.kill_running); }
 
+  /**
+  @brief True once the future ended because cancel() succeeded on it (concurrent.futures'
+  Future.cancelled). Futures failed by `shutdown({.kill_workers = true})` also hold a
+  CancelledError but were not cancelled: false for them. Never blocks.
+  */
+  bool cancelled() const noexcept { return state_ && state_->cancelled(); }
+
   /// Waits, then returns the stored error, or nullptr if the task succeeded.
   std::exception_ptr exception() const {
     wait();
@@ -182,7 +189,7 @@ class Future {
 /** @brief When ferry::wait returns, as concurrent.futures' FIRST_COMPLETED etc. */
 enum class Return {
   first_completed,  ///< as soon as one future is ready
-  first_exception,  ///< as soon as one future failed, or all are ready
+  first_exception,  ///< as soon as one future failed and was not cancelled, or all are ready
   all_completed,    ///< when all are ready
 };
 
@@ -248,7 +255,8 @@ WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::al
       if (!f.ready()) continue;
       ++ready;
       if (when == Return::first_completed) return true;
-      if (when == Return::first_exception && f.exception()) return true;
+      // As concurrent.futures: a cancelled future is done, but no reason to return.
+      if (when == Return::first_exception && f.exception() && !f.cancelled()) return true;
     }
     return ready == fs.size();
   };

@@ -26,6 +26,11 @@ namespace ferry::detail {
 class StateBase;
 using Clock = std::chrono::steady_clock;
 
+/// For a catch (...) block: the what() of the exception being handled, or, for one not derived
+/// from std::exception (`throw 0`), its type, in the words the worker uses for its own stages.
+/// Rethrows a thread cancellation's unwinding.
+std::string current_exception_reason();
+
 /// The executor side of a pending state: helps a waiting thread (it may read the result off the
 /// worker's channel itself) and cancels. Held weakly: a state outlives its executor.
 class StateOwner {
@@ -54,7 +59,10 @@ class StateBase {
   }
   /// Completes with an error; false if already completed.
   bool set_error(std::exception_ptr e) {
-    return complete([&] { error_ = std::move(e); });
+    return complete([&] {
+      error_ = std::move(e);
+      cancelled_ = cancel_requests_ > 0 && is_cancellation(error_);
+    });
   }
 
   /// Blocks until ready; lets the owning executor help (read the result itself).
@@ -85,11 +93,36 @@ class StateBase {
     cb();
   }
 
+  /// Asks the owner to cancel; true if it did (the state then ends with CancelledError).
+  ///
+  /// How a state knows it was cancelled (for wait's first_exception, which, as concurrent.futures,
+  /// skips cancelled futures): a cancel() call marks it as asked to cancel before asking the
+  /// owner, and keeps the mark only if the owner agreed. A completion with CancelledError while
+  /// the mark is on is that cancellation (the owner completes a queued call inside the call, a
+  /// killed running one later); the type only tells it from a result or a deadline that won a
+  /// race with it. shutdown({.kill_workers = true}) also fails work with CancelledError, but
+  /// nobody cancelled those futures: they are failures, as loky's ShutdownExecutorError is one.
   bool cancel(bool kill_running) {
     if (ready()) return false;
-    if (auto owner = owner_.lock()) return owner->cancel(*this, kill_running);
-    return false;
+    auto owner = owner_.lock();
+    if (!owner) return false;
+    {
+      std::lock_guard lock(mu_);
+      ++cancel_requests_;
+    }
+    bool agreed = false;
+    try {
+      agreed = owner->cancel(*this, kill_running);
+    } catch (...) {
+      withdraw_cancel();
+      throw;
+    }
+    if (!agreed) withdraw_cancel();
+    return agreed;
   }
+
+  /// True once ready() and ended by a cancel() (see cancel): not by another failure.
+  bool cancelled() const noexcept { return ready() && cancelled_; }
 
   /// Called by the executor before the state is shared.
   void attach(std::weak_ptr<StateOwner> owner, std::uint64_t call_id, std::string task) {
@@ -128,12 +161,28 @@ class StateBase {
   }
 
  private:
+  void withdraw_cancel() {
+    std::lock_guard lock(mu_);
+    --cancel_requests_;
+  }
+  static bool is_cancellation(const std::exception_ptr& e) noexcept {
+    try {
+      std::rethrow_exception(e);
+    } catch (const CancelledError&) {
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
+
   std::atomic<bool> done_{false};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   Buffer payload_;
   std::size_t offset_ = 0;
   std::exception_ptr error_;
+  unsigned cancel_requests_ = 0;  // under mu_: cancel() calls in progress or agreed to
+  bool cancelled_ = false;        // set with error_, published by done_
   std::vector<std::function<void()>> callbacks_;
   std::weak_ptr<StateOwner> owner_;
   std::uint64_t call_id_ = 0;
@@ -212,10 +261,12 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
     }
   } catch (const ferry::Error&) {
     throw;
-  } catch (const std::exception& e) {
+  } catch (...) {
+    // Anything a result type's load throws, `throw 0` included, is a SerializationError: get()
+    // throws only ferry::Error (loky: a reducer's sys.exit() at result decoding).
     throw SerializationError(SerializationStage::decode_result,
-                             std::string(TypeName<std::remove_cvref_t<T>>::value.view()), e.what(),
-                             task());
+                             std::string(TypeName<std::remove_cvref_t<T>>::value.view()),
+                             current_exception_reason(), task());
   }
 }
 
