@@ -1,9 +1,31 @@
 # SPDX-License-Identifier: BSD-3-Clause
-# ferry_add_plugin(<name> SOURCES <src>... [OUTPUT_DIRECTORY <dir>] [LINK_LIBRARIES <lib>...])
+# ferry_add_plugin(<name> SOURCES <src>...
+#                  [LINK_LIBRARIES <lib>...]
+#                  [OUTPUT_DIRECTORY <dir>])
 #
-# Builds a ferry task plugin: a SHARED library `ferry_plugin_<name>` with output name `<name>`
-# (lib<name>.so), hidden visibility (only FERRY_TASK records and FERRY_EXPORT functions are
-# exported, so plugins cannot shadow each other's symbols), linked to ferry::plugin only.
+# Builds a ferry task plugin: the SHARED library target `ferry_plugin_<name>`, written as
+# lib<name>.so. <name> is the plugin's name: what `plugin:task` and `ferry list` call it.
+#
+#   SOURCES           the plugin's sources (required); each task is registered with FERRY_TASK.
+#   LINK_LIBRARIES    what the tasks use, linked PRIVATE (targets such as ZLIB::ZLIB, library
+#                     names, -l flags): a host that links the plugin does not inherit them.
+#                     Workers load the plugin with the dynamic loader's usual rules, so these
+#                     libraries must be found wherever workers run (a system directory, the
+#                     plugin's RPATH, or LD_LIBRARY_PATH through ExecutorOptions::env).
+#   OUTPUT_DIRECTORY  where lib<name>.so is written (default: CMAKE_LIBRARY_OUTPUT_DIRECTORY, else
+#                     the current binary directory). Submitting by name searches directories
+#                     (ExecutorOptions::plugin_dirs, $FERRY_PLUGIN_PATH, ferry --plugin-dir):
+#                     give plugins a directory of their own.
+#
+# The target has hidden visibility (only FERRY_TASK records and FERRY_EXPORT functions are
+# exported, so plugins cannot shadow each other's symbols) and links ferry::plugin only (ferry's
+# headers, cereal, Boost.DLL; not libferry). A host that submits by function links the target:
+# target_link_libraries(host PRIVATE ferry::core ferry_plugin_<name>). Further target_* calls
+# (include directories, definitions) apply to it as to any library.
+# Example (samples/zlib_plugin/):
+#   find_package(ZLIB REQUIRED)
+#   ferry_add_plugin(zl SOURCES zl.cpp LINK_LIBRARIES ZLIB::ZLIB
+#                    OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
 function(ferry_add_plugin name)
   cmake_parse_arguments(ARG "" "OUTPUT_DIRECTORY" "SOURCES;LINK_LIBRARIES" ${ARGN})
   if(NOT ARG_SOURCES)

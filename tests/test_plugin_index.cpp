@@ -352,6 +352,10 @@ TEST_CASE("PluginIndex.find.finds_a_task") {
   CHECK(index.find("math.square").name == "math.square");
   CHECK(index.find("math:square").library == fs::canonical(lib));
   CHECK(index.find("sum").signature == "f64(vector<f64>)");
+  // A task registered from a namespace keeps it: FERRY_TASK(math::norm) is "math::norm", and
+  // with its plugin "math:math::norm".
+  CHECK(index.find("math::norm").signature == "f64(math::Vec2)");
+  CHECK(index.find("math:math::norm").library == fs::canonical(lib));
   CHECK(index.skipped().empty());
   CHECK(index.directories() == std::vector<fs::path>{dir.path});
 }
@@ -568,6 +572,44 @@ TEST_CASE("PluginIndex.find.unknown_task_lists_searched_directories") {
   SUBCASE("no directories at all") {
     PluginIndex index({});
     CHECK(contains(plugin_error([&] { index.find("square"); }), "FERRY_PLUGIN_PATH"));
+  }
+}
+
+TEST_CASE("PluginIndex.find.a_miss_suggests_close_names") {
+  support::TempDir dir;
+  install(math_plugin, dir.path, "libmath.so");
+  PluginIndex index({dir.path});
+  SUBCASE("the name without its namespace") {
+    std::string msg = plugin_error([&] { index.find("norm"); });
+    CHECK(contains(msg, "no plugin provides task 'norm'"));
+    CHECK(contains(msg, "did you mean 'math::norm' (plugin math)?"));
+  }
+  SUBCASE("the plugin qualifier without the namespace") {
+    CHECK(contains(plugin_error([&] { index.find("math:norm"); }),
+                   "did you mean 'math:math::norm'?"));
+  }
+  SUBCASE("'::' where the plugin qualifier ':' was meant") {
+    CHECK(contains(plugin_error([&] { index.find("math::square"); }),
+                   "did you mean 'square' (plugin math)"));
+  }
+  SUBCASE("another namespace") {
+    CHECK(contains(plugin_error([&] { index.find("geo::norm"); }), "'math::norm' (plugin math)"));
+  }
+  SUBCASE("a typing mistake, or another case") {
+    CHECK(contains(plugin_error([&] { index.find("sqaure"); }),
+                   "did you mean 'square' (plugin math)"));
+    CHECK(contains(plugin_error([&] { index.find("Greet"); }),
+                   "did you mean 'greet' (plugin math)?"));
+  }
+  SUBCASE("the same name in another plugin") {
+    install(math_plugin, dir.path, "libmath2.so");
+    std::string msg = plugin_error([&] { index.find("math3:square"); });
+    CHECK(contains(msg, "did you mean 'math:square' or 'math2:square'?"));
+  }
+  SUBCASE("nothing close: no suggestion") {
+    std::string msg = plugin_error([&] { index.find("no_such_task_at_all"); });
+    CHECK(contains(msg, "no plugin provides task 'no_such_task_at_all'"));
+    CHECK_FALSE(contains(msg, "did you mean"));
   }
 }
 

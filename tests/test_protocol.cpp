@@ -210,7 +210,7 @@ TEST_CASE("Protocol.BodyReader.expect_end_rejects_trailing_bytes") {
   BodyWriter(b).u32(7).u8(1).u8(2);
   BodyReader r(b.view());
   CHECK(r.u32() == 7);
-  CHECK_THROWS_WITH_AS(r.expect_end(), doctest::Contains("2 unexpected trailing bytes"),
+  CHECK_THROWS_WITH_AS(r.expect_end(), doctest::Contains("2 bytes of unexpected trailing data"),
                        ProtocolError);
   CHECK(r.rest().size() == 2);
   CHECK(r.u8() == 1);

@@ -161,14 +161,20 @@ PluginError PluginError::symbol_not_found(const std::string& path, const std::st
                          (loader_message.empty() ? std::string() : " (" + loader_message + ")"),
                      path, symbol, loader_message);
 }
-PluginError PluginError::task_not_found(const std::string& task, const std::string& searched) {
-  return PluginError("no plugin provides task " + quoted(task) + " (searched: " +
-                         (searched.empty() ? std::string("no plugin directories; set "
-                                                         "ExecutorOptions::plugin_dirs or "
-                                                         "FERRY_PLUGIN_PATH")
-                                           : searched) +
-                         ")",
-                     {}, "ferry_task:" + task, {});
+PluginError PluginError::task_not_found(const std::string& task, const std::string& searched,
+                                        const std::vector<std::string>& close_names) {
+  std::string m = "no plugin provides task " + quoted(task) + " (searched: " +
+                  (searched.empty() ? std::string("no plugin directories; set "
+                                                  "ExecutorOptions::plugin_dirs or "
+                                                  "FERRY_PLUGIN_PATH")
+                                    : searched) +
+                  ")";
+  for (std::size_t i = 0; i < close_names.size(); ++i) {
+    const char* glue = i == 0 ? "; did you mean " : i + 1 == close_names.size() ? " or " : ", ";
+    m += glue + close_names[i];
+  }
+  if (!close_names.empty()) m += "?";
+  return PluginError(std::move(m), {}, "ferry_task:" + task, {});
 }
 PluginError PluginError::ambiguous(const std::string& task, const std::string& first,
                                    const std::string& second) {

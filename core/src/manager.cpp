@@ -34,6 +34,7 @@
 
 #include <ferry/ferry.hpp>
 
+#include "platform/format.hpp"
 #include "pool.hpp"
 
 namespace ferry::detail {
@@ -290,8 +291,8 @@ void Pool::maintain(Completions& done) {
           kill_worker_locked(
               *w, std::make_exception_ptr(TimeoutError(
                       "task '" + c->ref->display + "' exceeded its deadline of " +
-                      std::to_string(std::chrono::duration<double>(c->deadline).count()) +
-                      " s: worker " + std::to_string(w->pid) + " was killed")));
+                      detail::format_duration(c->deadline) + ": worker " +
+                      std::to_string(w->pid) + " was killed")));
         }
       }
     }
@@ -325,7 +326,7 @@ void Pool::maintain(Completions& done) {
       if (!w->hello && !w->dead && !w->handshake_killed && now >= w->spawned + hello_timeout) {
         last_spawn_error_ = "ferry-worker " + worker_path_.string() + " (pid " +
                             std::to_string(w->pid) + ") did not complete its handshake within " +
-                            std::to_string(hello_timeout.count()) + " s";
+                            detail::format_duration(hello_timeout);
         signal_kill(*w);
         w->handshake_killed = true;
       }

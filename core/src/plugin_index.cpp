@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 
@@ -75,6 +76,75 @@ std::pair<std::string, std::string> split_plugin(std::string_view name) {
     ++i;
   }
   return {{}, std::string(name)};
+}
+
+/// The name without its namespaces: "png_dims" for "zl::png_dims".
+std::string_view unqualified(std::string_view name) {
+  auto colons = name.rfind("::");
+  return colons == std::string_view::npos ? name : name.substr(colons + 2);
+}
+
+/// Levenshtein distance, ignoring case.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  auto lower = [](char c) { return std::tolower(static_cast<unsigned char>(c)); };
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
+                         diagonal + (lower(a[i - 1]) == lower(b[j - 1]) ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+/// Issue 16: what a missed lookup of `task` (in `plugin`, when given) may have meant, spelt as it
+/// would be submitted. Close means, best first: the same name in another plugin; the same name in
+/// another namespace, or without one (FERRY_TASK(zl::png_dims) is named "zl::png_dims", and
+/// "zl::png_dims" may have meant task png_dims of plugin zl); a few typing mistakes away.
+std::vector<std::string> close_names(const std::vector<const TaskInfo*>& known,
+                                     const std::string& plugin, const std::string& task) {
+  const std::size_t allowed = task.size() <= 4 ? 1 : task.size() <= 10 ? 2 : 3;
+  struct Candidate {
+    std::size_t rank;
+    const TaskInfo* info;
+  };
+  std::vector<Candidate> close;
+  for (const TaskInfo* t : known) {
+    std::size_t rank;
+    if (t->name == task) {
+      rank = 0;
+    } else if (unqualified(t->name) == unqualified(task) ||
+               (plugin.empty() && task == t->plugin + "::" + t->name)) {
+      rank = 1;
+    } else {
+      std::size_t d = std::min(edit_distance(t->name, task),
+                               edit_distance(unqualified(t->name), unqualified(task)));
+      if (d > allowed) continue;
+      rank = 1 + d;
+    }
+    close.push_back({rank, t});
+  }
+  std::stable_sort(close.begin(), close.end(), [](const Candidate& a, const Candidate& b) {
+    return a.rank != b.rank ? a.rank < b.rank : a.info->name < b.info->name;
+  });
+  std::vector<std::string> out;
+  for (const auto& c : close) {
+    // A name two plugins export, or a lookup that named a plugin, is spelt plugin:task.
+    bool shared = std::count_if(known.begin(), known.end(), [&](const TaskInfo* t) {
+                    return t->name == c.info->name && t->plugin != c.info->plugin;
+                  }) > 0;
+    std::string text = !plugin.empty() || shared
+                           ? "'" + c.info->plugin + ":" + c.info->name + "'"
+                           : "'" + c.info->name + "' (plugin " + c.info->plugin + ")";
+    if (std::find(out.begin(), out.end(), text) == out.end()) out.push_back(std::move(text));
+    if (out.size() == 4) break;
+  }
+  return out;
 }
 
 }  // namespace
@@ -183,7 +253,10 @@ TaskInfo PluginIndex::find(std::string_view name) {
   }
   std::string searched;
   for (const auto& d : dirs_) searched += (searched.empty() ? "" : ", ") + d.string();
-  throw PluginError::task_not_found(std::string(name), searched);
+  std::vector<const TaskInfo*> known;
+  for (const auto& e : entries_)
+    for (const auto& t : e->tasks) known.push_back(&t);
+  throw PluginError::task_not_found(std::string(name), searched, close_names(known, plugin, task));
 }
 
 std::vector<TaskInfo> PluginIndex::tasks() {

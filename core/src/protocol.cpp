@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "platform/format.hpp"
+
 namespace ferry::detail::protocol {
 
 FrameHeader parse_header(const char* bytes, std::uint64_t max_body) {
@@ -19,8 +21,8 @@ FrameHeader parse_header(const char* bytes, std::uint64_t max_body) {
   if (reserved != 0) throw ProtocolError("reserved frame header bits are set");
   std::memcpy(&h.size, bytes + 8, 8);
   if (h.size > max_body)
-    throw ProtocolError("frame of " + std::to_string(h.size) + " bytes exceeds the limit of " +
-                        std::to_string(max_body) + " bytes");
+    throw ProtocolError("frame of " + format_size(h.size) + " exceeds the limit of " +
+                        format_size(max_body));
   return h;
 }
 
@@ -56,8 +58,8 @@ const char* worker_exit_name(int code) noexcept {
 
 void BodyReader::need(std::size_t n) const {
   if (body_.size() - at_ < n)
-    throw ProtocolError("truncated frame body: need " + std::to_string(n) + " bytes at offset " +
-                        std::to_string(at_) + " of " + std::to_string(body_.size()));
+    throw ProtocolError("truncated frame body: need " + format_size(n) + " at offset " +
+                        std::to_string(at_) + " of " + format_size(body_.size()));
 }
 std::uint8_t BodyReader::u8() {
   need(1);
@@ -86,7 +88,7 @@ std::string BodyReader::str() {
 }
 void BodyReader::expect_end() const {
   if (at_ != body_.size())
-    throw ProtocolError(std::to_string(body_.size() - at_) + " unexpected trailing bytes in frame");
+    throw ProtocolError(format_size(body_.size() - at_) + " of unexpected trailing data in frame");
 }
 
 Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size, std::uint8_t flags) {

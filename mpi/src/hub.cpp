@@ -33,6 +33,7 @@
 #include <ferry/ferry.hpp>
 #include <ferry/mpi.hpp>
 
+#include "platform/format.hpp"
 #include "pool.hpp"
 #include "spawn_posix.hpp"
 #include "wire.hpp"
@@ -445,7 +446,7 @@ class Hub {
         }
         if (now - a.last_heard > peer_timeout()) {
           declare_dead(a, "stopped answering (no heartbeat for " +
-                              std::to_string(peer_timeout().count()) + " ms)");
+                              ferry::detail::format_duration(peer_timeout()) + ")");
           continue;
         }
         if (!a.slot) continue;

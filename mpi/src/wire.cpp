@@ -2,6 +2,8 @@
 // Helpers shared by the MPI hub (host) and the node agents.
 #include "wire.hpp"
 
+#include "platform/format.hpp"
+
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -95,8 +97,9 @@ Buffer too_large_answer(const ferry::detail::Frame& f, std::uint64_t bytes) {
   std::uint64_t call = task ? proto::decode_task_head(r).call : proto::decode_result_head(r).call;
   proto::ErrorBody e{"MPI message limit",
                      std::string(task ? "the arguments" : "the result") + " take " +
-                         std::to_string(bytes) +
-                         " bytes as one message, more than MPI can carry in one (2 GiB - 1)",
+                         ferry::detail::format_size(bytes) +
+                         " as one message, more than MPI can carry in one: " +
+                         ferry::detail::format_size(max_message_bytes),
                      ""};
   auto status = task ? proto::ResultStatus::decode_arguments : proto::ResultStatus::encode_result;
   Buffer body = proto::encode_error_body(e);
@@ -125,8 +128,8 @@ bool FrameForwarder::pump(int fd, std::vector<Buffer>& out, std::vector<Buffer>&
         } else if (f.header.type == proto::FrameType::result) {
           out.push_back(too_large_answer(f, bytes));
         } else {
-          throw proto::ProtocolError("a frame of " + std::to_string(bytes) +
-                                     " bytes is larger than one MPI message can carry");
+          throw proto::ProtocolError("a frame of " + ferry::detail::format_size(bytes) +
+                                     " is larger than one MPI message can carry");
         }
       } else if (shm) {
         Buffer mapped = Buffer::map_shared(f.fd.release(), payload);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <thread>
@@ -15,6 +16,7 @@ double sum(const std::vector<double>& values) { return std::accumulate(values.be
 int fail(int x) { throw std::invalid_argument("fail: " + std::to_string(x)); }
 std::string greet(const std::string& name) { return "hello, " + name; }
 math::Vec2 scale(math::Vec2 v, double factor) { return {v.x * factor, v.y * factor}; }
+double math::norm(Vec2 v) { return std::hypot(v.x, v.y); }
 int checked_isqrt(int x) {
   if (x < 0) throw std::domain_error("negative: " + std::to_string(x));
   int r = 0;
@@ -44,6 +46,7 @@ FERRY_TASK(sum);
 FERRY_TASK(fail);
 FERRY_TASK(greet);
 FERRY_TASK(scale);
+FERRY_TASK(math::norm);
 FERRY_TASK(checked_isqrt);
 FERRY_TASK(noop);
 FERRY_TASK(worker_pid);

@@ -18,6 +18,9 @@ struct Vec2 {
   }
   bool operator==(const Vec2&) const = default;
 };
+/// Length of v. Registered from its namespace, so the task is named "math::norm" (and, with its
+/// plugin, "math:math::norm"): FERRY_TASK keeps the name as written.
+FERRY_EXPORT double norm(Vec2 v);
 }  // namespace math
 
 FERRY_EXPORT int square(int x);

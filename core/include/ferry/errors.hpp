@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace ferry {
 
@@ -124,7 +125,10 @@ class PluginError : public Error {
   static PluginError not_ferry_plugin(const std::string& path);
   static PluginError symbol_not_found(const std::string& path, const std::string& symbol,
                                       const std::string& loader_message);
-  static PluginError task_not_found(const std::string& task, const std::string& searched);
+  /// No plugin of `searched` exports `task`. `close_names` are what the user may have meant, as
+  /// they would be submitted ("'zl::png_dims' (plugin zl)"): the message asks "did you mean ...?".
+  static PluginError task_not_found(const std::string& task, const std::string& searched,
+                                    const std::vector<std::string>& close_names = {});
   static PluginError ambiguous(const std::string& task, const std::string& first,
                                const std::string& second);
   static PluginError signature_mismatch(const std::string& path, const std::string& task,

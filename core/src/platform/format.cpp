@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Durations and sizes as ferry's messages print them (see format.hpp).
+#include "platform/format.hpp"
+
+#include <iterator>
+
+namespace ferry::detail {
+
+namespace {
+
+/// "1.5", or "2" when the tenths are zero.
+std::string tenths_text(std::uint64_t tenths) {
+  std::string s = std::to_string(tenths / 10);
+  if (tenths % 10 != 0) s += "." + std::to_string(tenths % 10);
+  return s;
+}
+
+/// n / unit rounded to the nearest tenth (counted in tenths), and to the nearest whole: neither
+/// computes n * 10 or n + unit / 2, which overflow near the top of the range.
+std::uint64_t rounded_tenths(std::uint64_t n, std::uint64_t unit) {
+  return n / unit * 10 + (n % unit * 10 + unit / 2) / unit;
+}
+std::uint64_t rounded(std::uint64_t n, std::uint64_t unit) {
+  return n / unit + (n % unit >= unit - unit / 2 ? 1 : 0);
+}
+
+/// "3 min 2 s", or "3 min" when the smaller part is zero.
+std::string two_parts(std::uint64_t total, std::uint64_t per_big, const char* big,
+                      const char* small) {
+  std::string s = std::to_string(total / per_big) + " " + big;
+  if (total % per_big != 0) s += " " + std::to_string(total % per_big) + " " + small;
+  return s;
+}
+
+}  // namespace
+
+std::string format_duration(std::chrono::nanoseconds d) {
+  const auto count = d.count();
+  if (count == 0) return "0 s";
+  // Unsigned magnitude: -nanoseconds::min() does not fit the signed type.
+  const std::uint64_t n = count < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(count)
+                                    : static_cast<std::uint64_t>(count);
+  const std::string sign = count < 0 ? "-" : "";
+
+  // Below a minute: the first unit in which the rounded value stays under 1000 (60 for
+  // seconds), with one decimal below 10. Rounding may carry into the next unit: 999.97 ms is 1 s.
+  struct Unit {
+    std::uint64_t ns;
+    const char* name;
+    std::uint64_t next;
+  };
+  static constexpr Unit units[] = {
+      {1, "ns", 1000}, {1000, "µs", 1000}, {1000000, "ms", 1000}, {1000000000, "s", 60}};
+  for (const auto& u : units) {
+    if (n / u.ns >= u.next) continue;  // also keeps the tenths below from overflowing
+    if (std::uint64_t t = rounded_tenths(n, u.ns); t < 100)
+      return sign + tenths_text(t) + " " + u.name;
+    if (std::uint64_t w = rounded(n, u.ns); w < u.next)
+      return sign + std::to_string(w) + " " + u.name;
+  }
+  constexpr std::uint64_t second = 1000000000, minute = 60 * second, hour = 60 * minute;
+  if (std::uint64_t s = rounded(n, second); s < 3600) return sign + two_parts(s, 60, "min", "s");
+  if (std::uint64_t m = rounded(n, minute); m < 24 * 60) return sign + two_parts(m, 60, "h", "min");
+  return sign + two_parts(rounded(n, hour), 24, "d", "h");
+}
+
+std::string format_size(std::uint64_t bytes) {
+  if (bytes == 1) return "1 byte";
+  if (bytes < 1024) return std::to_string(bytes) + " bytes";
+  static constexpr const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  unsigned u = 0;
+  while (u + 1 < std::size(units) && (bytes >> (10 * (u + 2))) != 0) ++u;
+  const unsigned shift = 10 * (u + 1);
+  const std::uint64_t whole = bytes >> shift;
+  const std::uint64_t rest = bytes & ((std::uint64_t{1} << shift) - 1);
+  const std::string unit = std::string(" ") + units[u];
+  if (rest == 0) return std::to_string(whole) + unit;
+  // Rounded down, so that a size just under a limit never prints as the limit. rest * 10 fits:
+  // rest < 2^60 even for EiB.
+  const std::uint64_t tenth = (rest * 10) >> shift;
+  const bool exact_tenth = ((rest * 10) & ((std::uint64_t{1} << shift) - 1)) == 0;
+  std::string text = whole < 10 ? tenths_text(whole * 10 + tenth) : std::to_string(whole);
+  if (whole < 10 && exact_tenth) return text + unit;
+  return text + unit + " (" + std::to_string(bytes) + " bytes)";
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The duration and size formatter every ferry message uses (issue 16: "0.200000 s").
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "platform/format.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ferry::detail::format_duration;
+using ferry::detail::format_size;
+
+constexpr std::uint64_t KiB = 1024, MiB = KiB * 1024, GiB = MiB * 1024;
+
+/// Each value and the text it must format to.
+template <class T, class Format>
+void check_all(Format format, std::initializer_list<std::pair<T, const char*>> cases) {
+  for (const auto& [value, text] : cases) {
+    CAPTURE(text);
+    CHECK(format(value) == std::string(text));
+  }
+}
+void durations(std::initializer_list<std::pair<std::chrono::nanoseconds, const char*>> cases) {
+  check_all<std::chrono::nanoseconds>(format_duration, cases);
+}
+void sizes(std::initializer_list<std::pair<std::uint64_t, const char*>> cases) {
+  check_all<std::uint64_t>(format_size, cases);
+}
+
+}  // namespace
+
+TEST_CASE("Format.duration.picks_a_readable_unit") {
+  durations({{200ms, "200 ms"}, {1500ms, "1.5 s"}, {182s, "3 min 2 s"}, {850ns, "850 ns"},
+             {12us, "12 µs"}, {42s, "42 s"}, {2h + 5min, "2 h 5 min"}, {76h, "3 d 4 h"}});
+}
+
+TEST_CASE("Format.duration.one_decimal_below_ten_and_none_when_zero") {
+  durations({{2s, "2 s"}, {2500us, "2.5 ms"}, {9900ms, "9.9 s"}, {12300ms, "12 s"},
+             {3min, "3 min"}, {1h, "1 h"}, {24h, "1 d"}});
+}
+
+TEST_CASE("Format.duration.rounding_carries_into_the_next_unit") {
+  durations({{999'970us, "1 s"}, {999'600ns, "1 ms"}, {59'600ms, "1 min"}, {9'960ms, "10 s"},
+             {3599'600ms, "1 h"}, {1'234'567ns, "1.2 ms"}});
+}
+
+TEST_CASE("Format.duration.zero_negative_and_extremes") {
+  // The whole range of nanoseconds (about 292 years), without overflow.
+  durations({{0s, "0 s"}, {-200ms, "-200 ms"}, {1ns, "1 ns"},
+             {std::chrono::nanoseconds::max(), "106752 d"},
+             {std::chrono::nanoseconds::min(), "-106752 d"}});
+}
+
+TEST_CASE("Format.size.exact_values_in_binary_units") {
+  sizes({{0, "0 bytes"}, {1, "1 byte"}, {1023, "1023 bytes"}, {64 * KiB, "64 KiB"},
+         {GiB + GiB / 2, "1.5 GiB"}, {MiB, "1 MiB"}, {2 * GiB, "2 GiB"},
+         {std::uint64_t{1} << 60, "1 EiB"}});
+}
+
+TEST_CASE("Format.size.approximations_round_down_and_give_the_exact_count") {
+  // Rounded down: just under a limit never prints as the limit.
+  sizes({{1300000, "1.2 MiB (1300000 bytes)"},
+         {2 * GiB - 1, "1.9 GiB (2147483647 bytes)"},
+         {KiB + 1, "1 KiB (1025 bytes)"},
+         {100 * MiB + 1, "100 MiB (104857601 bytes)"},
+         {std::numeric_limits<std::uint64_t>::max(), "15 EiB (18446744073709551615 bytes)"}});
+}
