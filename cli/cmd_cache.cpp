@@ -2,7 +2,8 @@
 // `ferry cache list|clear`: the plugins FERRY_WRAP compiled, and their precompiled preludes.
 //
 // The cache layout is core/src/wrap_compiler.cpp's: wrap-<key>.so/.sum/.cpp/.lock (+ .log.* and
-// .tmp.* while building) and prelude-<key>.hpp(.gch|.pch|.lock). Only files named wrap-* and
+// .tmp.* while building), wrap-<key>.err (a body the compiler refused, remembered) and
+// prelude-<key>.hpp(.gch|.pch|.lock). Only files named wrap-* and
 // prelude-* are ferry's; clear leaves everything else in the directory alone.
 #include <sys/stat.h>
 
@@ -29,7 +30,9 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   sub->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   sub->footer(wrap("FERRY_WRAP compiles each wrapped function into a plugin of the cache "
                    "directory (wrap-<key>.so, with its .cpp, .sum and .lock), and precompiles "
-                   "the prelude it includes (prelude-<key>.hpp.gch or .pch).",
+                   "the prelude it includes (prelude-<key>.hpp.gch or .pch). A body the compiler "
+                   "refused is remembered (wrap-<key>.err, the compiler's words): the same build "
+                   "fails at once until the body, flags or compiler change, or the cache is cleared.",
                    100) +
               "\n\n" + exit_codes_help("012", "a file could not be removed (clear)"));
 
@@ -37,7 +40,8 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   list->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   list->callback([&options] { options.list = true; });
   list->footer(wrap("Prints each cached wrap entry (wrap-<key>.so: size, date, the wrapped "
-                    "function and where it is defined, read from the first line of its .cpp), "
+                    "function and where it is defined, read from the first line of its .cpp; "
+                    "wrap-<key>.err: a remembered failure, marked FAILED), "
                     "each precompiled prelude (size, date), then the number and total size of "
                     "ferry's files (wrap-*, prelude-*).",
                     100) +
@@ -145,7 +149,8 @@ int list_cache(const fs::path& dir) {
   std::uintmax_t total = 0;
   for (const auto& f : files) {
     total += f.size;
-    if (f.name.rfind("wrap-", 0) == 0 && ends_with(f.name, ".so")) entries.push_back(&f);
+    if (f.name.rfind("wrap-", 0) == 0 && (ends_with(f.name, ".so") || ends_with(f.name, ".err")))
+      entries.push_back(&f);
     if (f.name.rfind("prelude-", 0) == 0 && (ends_with(f.name, ".gch") || ends_with(f.name, ".pch")))
       preludes.push_back(&f);
   }
@@ -165,7 +170,9 @@ int list_cache(const fs::path& dir) {
     for (const auto* f : entries) {
       fs::path cpp = f->path;
       cpp.replace_extension(".cpp");
-      row(f->name, human_size(f->size), date(f->mtime), wrapped_function(cpp));
+      bool failed = ends_with(f->name, ".err");
+      row(f->name, human_size(f->size), date(f->mtime),
+          (failed ? "FAILED " : "") + wrapped_function(cpp));
     }
   }
   if (!preludes.empty()) {

@@ -13,3 +13,8 @@ if(FERRY_SANITIZE)
   add_compile_options(-fsanitize=${_ferry_sanitizers} -fno-omit-frame-pointer -fno-sanitize-recover=all)
   add_link_options(-fsanitize=${_ferry_sanitizers})
 endif()
+
+# Debug information records the directory each object was compiled in: map the build directory
+# away, so that no installed binary names it (an installed ferry must not point back at the tree
+# it was built in; tests/packaging/install_test.sh checks every installed file).
+target_compile_options(ferry_warnings INTERFACE "-fdebug-prefix-map=${PROJECT_BINARY_DIR}=.")

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Worker lifecycle: idle timeout, recycling, initializer, resize, deadlines, cancelling running
 // work, and many threads at once.
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -51,6 +54,41 @@ TEST_CASE("Lifecycle.memory_growth_recycles_after_the_task") {
   // under a sanitizer, whose shadow memory multiplies the growth), never twice for one call.
   CHECK(pids.size() >= 2);
   CHECK(pids.size() <= 8);
+}
+
+TEST_CASE("Lifecycle.a_task_that_leaks_descriptors_does_not_poison_the_next") {
+  ferry::Executor ex(support::options(1));
+  int before = ex.submit(worker_pid).get();
+  // Opens files until the worker has no descriptor left, and returns.
+  CHECK(ex.submit(leak_descriptors, -1).get() > 0);
+  // The next tasks are innocent: a task that opens a file, an argument that travels through
+  // shared memory (a descriptor passed with the message), a plugin not loaded yet.
+  CHECK(ex.submit(open_one_descriptor, 7).get() == 7);
+  std::vector<double> big(1 << 18, 1.0);  // 2 MiB: above the shared-memory threshold
+  CHECK(ex.submit(sum, big).get() == doctest::Approx(1 << 18));
+  CHECK(ex.submit<int>("func_async", 21, std::vector<int>{}).get() == 42);  // the seed plugin
+  CHECK(ex.submit(worker_pid).get() != before);  // it was recycled, announced (no crash)
+}
+
+TEST_CASE("Lifecycle.descriptors_leaked_little_by_little_recycle_before_they_run_out") {
+  // Workers inherit this limit: 512 descriptors, so 100 more per call soon passes the allowance.
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+  rlimit low = old;
+  low.rlim_cur = std::min<rlim_t>(old.rlim_cur, 512);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  struct Restore {
+    rlimit limit;
+    ~Restore() { ::setrlimit(RLIMIT_NOFILE, &limit); }
+  } restore{old};
+  ferry::Executor ex(support::options(1));
+  std::set<int> pids;
+  for (int i = 0; i < 40; ++i) {
+    pids.insert(ex.submit(worker_pid).get());
+    CHECK(ex.submit(leak_descriptors, 100).get() == 100);  // 4,000 in all: never EMFILE
+    CHECK(ex.submit(open_one_descriptor, i).get() == i);
+  }
+  CHECK(pids.size() >= 2);
 }
 
 TEST_CASE("Lifecycle.max_tasks_per_child") {

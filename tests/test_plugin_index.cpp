@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -173,6 +174,35 @@ TEST_CASE("PluginIndex.read_manifest.text_file_is_not_a_shared_library") {
   std::string msg = plugin_error([&] { PluginIndex::read_manifest(file); });
   CHECK(contains(msg, "not a shared library"));
   CHECK(contains(msg, file.string()));
+}
+
+TEST_CASE("PluginIndex.read_manifest.a_plugin_for_another_machine_says_so") {
+  support::TempDir dir;
+  auto bytes = read_bytes(math_plugin);
+  std::string expected;
+  SUBCASE("aarch64") {
+    const std::uint16_t aarch64 = 183;  // EM_AARCH64
+    std::memcpy(bytes.data() + offsetof(Elf64_Ehdr, e_machine), &aarch64, 2);
+    expected = "aarch64";
+  }
+  SUBCASE("32-bit") {
+    bytes[EI_CLASS] = ELFCLASS32;
+    expected = "32-bit";
+  }
+  SUBCASE("big-endian") {
+    bytes[EI_DATA] = ELFDATA2MSB;
+    expected = "big-endian";
+  }
+  fs::path file = dir.path / "libforeign.so";
+  write_bytes(file, bytes.data(), bytes.size(), fs::perms(0755));
+  std::string msg = plugin_error([&] { PluginIndex::read_manifest(file); });
+  CHECK(contains(msg, "built for another machine"));
+  CHECK(contains(msg, expected));
+  // And the index skips it with that reason (`ferry list` prints it), instead of listing it.
+  PluginIndex index({dir.path});
+  CHECK(index.tasks().empty());
+  REQUIRE(index.skipped().size() == 1);
+  CHECK(contains(index.skipped()[0].reason, expected));
 }
 
 TEST_CASE("PluginIndex.read_manifest.plain_library_is_not_a_ferry_plugin") {

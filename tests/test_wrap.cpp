@@ -101,9 +101,9 @@ std::vector<fs::path> entries(const fs::path& dir, const std::string& suffix) {
   return out;
 }
 
-/// Runs the wrap host (another process) with this cache; returns its output line.
-std::string run_wrap_host(const fs::path& cache) {
-  std::string cmd = "FERRY_CACHE_DIR='" + cache.string() + "' '" FERRY_TEST_WRAP_HOST "' '" FERRY_TEST_WORKER "'";
+/// Runs a wrap host (another process) with this cache; returns its output.
+std::string run_wrap_host(const fs::path& cache, const char* host = FERRY_TEST_WRAP_HOST) {
+  std::string cmd = "FERRY_CACHE_DIR='" + cache.string() + "' '" + host + "' '" FERRY_TEST_WORKER "'";
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p);
   char buf[4096];
@@ -111,6 +111,14 @@ std::string run_wrap_host(const fs::path& cache) {
   while (std::fgets(buf, sizeof buf, p)) out += buf;
   ::pclose(p);
   return out;
+}
+
+/// An executable shell script `name` in `dir` with `body`.
+fs::path script(const fs::path& dir, const std::string& name, const std::string& body) {
+  fs::path p = dir / name;
+  std::ofstream(p) << "#!/bin/sh\n" << body << "\n";
+  fs::permissions(p, fs::perms(0755), fs::perm_options::replace);
+  return p;
 }
 
 }  // namespace
@@ -316,4 +324,70 @@ TEST_CASE("Wrap.warm_up_builds_ahead") {
   ferry::Executor ex(support::options(1));
   CHECK(ex.submit(call_counter).get() == 1);
   CHECK(ferry::detail::wrap_compilations() == before);  // nothing left to compile
+}
+
+TEST_CASE("Wrap.a_failed_build_is_remembered_not_recompiled") {
+  FreshCache cache;
+  std::string first = run_wrap_host(cache.path, FERRY_TEST_WRAP_FAIL_HOST);
+  REQUIRE(first.rfind("error 1\n", 0) == 0);  // compiled once, and failed
+  CHECK(first.find("FERRY_TEST_HOST_ONLY_K") != std::string::npos);
+  CHECK_FALSE(entries(cache.path, ".err").empty());
+  // Another process: the same error at once, from the cache, without running the compiler.
+  std::string second = run_wrap_host(cache.path, FERRY_TEST_WRAP_FAIL_HOST);
+  CHECK(second.rfind("error 0\n", 0) == 0);
+  CHECK(second.substr(second.find('\n')) == first.substr(first.find('\n')));
+}
+
+TEST_CASE("Wrap.background_builds_never_delay_exit") {
+  // A compiler that never finishes: the host's executor starts a build in the background and
+  // the host returns at once. It must exit at once too, and the compiler must not outlive it.
+  FreshCache cache;
+  support::TempDir bin;
+  fs::path pid_file = bin.path / "compiler.pid";
+  fs::path cxx = script(bin.path, "hanging-c++", "echo $$ > '" + pid_file.string() + "'\nexec sleep 600");
+  // The host returns once the compiler runs (it writes its pid): then the compiler is mid-build.
+  std::string cmd = "FERRY_CXX='" + cxx.string() + "' FERRY_CACHE_DIR='" + cache.path.string() +
+                    "' timeout 120 '" FERRY_TEST_WRAP_HOST "' '" FERRY_TEST_WORKER "' exit '" +
+                    pid_file.string() + "' >/dev/null";
+  auto started = std::chrono::steady_clock::now();
+  int status = std::system(cmd.c_str());
+  auto took = std::chrono::steady_clock::now() - started;
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // not 124: timeout did not have to kill it
+  CHECK(took < 60s);                // it did not wait for the build (which would take 300 s)
+  // The compiler it had started is gone: killed at exit, not left to run on.
+  REQUIRE(fs::exists(pid_file));
+  pid_t pid = 0;
+  std::ifstream(pid_file) >> pid;
+  REQUIRE(pid > 0);
+  CHECK(support::wait_until([&] { return !support::alive(pid); }, 5000ms));
+  for (const auto& e : fs::directory_iterator(cache.path))
+    CHECK_MESSAGE(e.path().string().find(".tmp.") == std::string::npos, e.path());
+}
+
+TEST_CASE("Wrap.compiler_others_could_change_is_refused") {
+  FreshCache cache;
+  CacheAt at(cache.path);
+  support::TempDir bin;
+  fs::path open_dir = bin.path / "open";
+  fs::create_directories(open_dir);
+  fs::permissions(open_dir, fs::perms(0777), fs::perm_options::replace);
+  fs::create_symlink(ferry::wrap_options().compiler, open_dir / "c++");
+  support::ScopedEnv cxx("FERRY_CXX", (open_dir / "c++").string());
+  ferry::Executor ex(support::options(1));
+  CHECK_THROWS_WITH_AS(ex.submit(hypotenuse, 3.0, 4.0).get(),
+                       doctest::Contains("refusing to run the compiler"), ferry::UnresolvableTaskError);
+}
+
+TEST_CASE("Wrap.cache_keys_are_blake2b") {
+  FreshCache cache;
+  REQUIRE(run_wrap_host(cache.path) == "106 1\n");
+  auto so = entries(cache.path, ".so");
+  REQUIRE(so.size() == 1);
+  std::string name = so[0].filename().string();  // wrap-<64 hex digits>.so
+  CHECK(name.size() == 5 + 64 + 3);
+  std::string sum;
+  std::ifstream(entries(cache.path, ".sum")[0]) >> sum;
+  CHECK(sum.size() == 64);  // BLAKE2b-256 of the plugin's bytes
+  CHECK(sum.find_first_not_of("0123456789abcdef") == std::string::npos);
 }

@@ -58,6 +58,27 @@ class Mapping {
   std::size_t size_ = 0;
 };
 
+#if defined(__x86_64__)
+constexpr std::uint16_t this_machine = EM_X86_64;
+#elif defined(__aarch64__)
+constexpr std::uint16_t this_machine = EM_AARCH64;
+#else
+#error "ferry reads ELF files of x86-64 and aarch64 only"
+#endif
+
+/// "aarch64 (ELF machine 183)", for messages.
+std::string machine_name(std::uint16_t m) {
+  const char* name = m == EM_X86_64    ? "x86-64"
+                     : m == EM_AARCH64 ? "aarch64"
+                     : m == EM_386     ? "i386"
+                     : m == EM_ARM     ? "arm"
+                     : m == EM_RISCV   ? "riscv"
+                     : m == EM_PPC64   ? "ppc64"
+                     : m == EM_S390    ? "s390"
+                                       : "an unknown machine";
+  return std::string(name) + " (ELF machine " + std::to_string(m) + ")";
+}
+
 /// Bounds-checked view of the file.
 class Image {
  public:
@@ -85,11 +106,20 @@ class Image {
   const unsigned char* at(std::uint64_t off) const { return data_ + off; }
 
   Elf64_Ehdr header() const {
-    if (size_ < sizeof(Elf64_Ehdr) || std::memcmp(data_, ELFMAG, SELFMAG) != 0)
+    if (size_ < EI_NIDENT || std::memcmp(data_, ELFMAG, SELFMAG) != 0)
       throw ElfError(ElfError::Kind::not_elf, "not an ELF file");
     if (data_[EI_CLASS] != ELFCLASS64 || data_[EI_DATA] != ELFDATA2LSB)
-      throw ElfError(ElfError::Kind::not_elf, "not a 64-bit little-endian ELF file");
+      throw ElfError(ElfError::Kind::wrong_machine,
+                     std::string("built for another machine: ") +
+                         (data_[EI_CLASS] == ELFCLASS32 ? "32-bit" : data_[EI_CLASS] == ELFCLASS64 ? "64-bit" : "unknown class") +
+                         (data_[EI_DATA] == ELFDATA2MSB ? " big-endian" : data_[EI_DATA] == ELFDATA2LSB ? " little-endian" : "") +
+                         " ELF, this machine runs " + machine_name(this_machine) + " (64-bit little-endian)");
+    if (size_ < sizeof(Elf64_Ehdr)) throw ElfError(ElfError::Kind::truncated, "file is truncated");
     auto eh = read<Elf64_Ehdr>(0);
+    if (eh.e_machine != this_machine)
+      throw ElfError(ElfError::Kind::wrong_machine,
+                     "built for another machine: " + machine_name(eh.e_machine) +
+                         ", this machine runs " + machine_name(this_machine));
     if (eh.e_shentsize != sizeof(Elf64_Shdr) && eh.e_shnum != 0)
       throw ElfError(ElfError::Kind::truncated, "unexpected section header size");
     if (!fits(eh.e_shoff, std::uint64_t{eh.e_shnum} * sizeof(Elf64_Shdr)))

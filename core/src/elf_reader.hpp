@@ -14,7 +14,7 @@ namespace ferry::detail {
 /// The file is not something ferry can read as a plugin; `what()` says why.
 class ElfError : public std::runtime_error {
  public:
-  enum class Kind { missing, unreadable, not_elf, not_shared_library, truncated };
+  enum class Kind { missing, unreadable, not_elf, wrong_machine, not_shared_library, truncated };
   ElfError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
   Kind kind() const noexcept { return kind_; }
 

@@ -150,6 +150,9 @@ PluginError PluginError::load_failed(const std::string& path, const std::string&
 PluginError PluginError::not_shared_library(const std::string& path, const std::string& why) {
   return PluginError(path + " is not a shared library: " + why, path, {}, why);
 }
+PluginError PluginError::wrong_machine(const std::string& path, const std::string& why) {
+  return PluginError(path + " cannot be loaded here: " + why, path, {}, why);
+}
 PluginError PluginError::not_ferry_plugin(const std::string& path) {
   return PluginError(path + " is not a ferry plugin: it exports no ferry_task:* records (build it "
                             "with ferry_add_plugin and register tasks with FERRY_TASK)",
@@ -196,8 +199,10 @@ PluginError PluginError::abi_mismatch(const std::string& path, const std::string
                          std::to_string(ferry_abi) + "; rebuild the plugin",
                      path, "ferry_task:" + task, {});
 }
-PluginError PluginError::unsafe(const std::string& path, const std::string& why) {
-  return PluginError("refusing plugin path " + path + ": " + why +
+PluginError PluginError::unsafe(const std::string& path, const std::string& why,
+                                const std::string& plugin) {
+  std::string way = plugin.empty() || plugin == path ? "" : " (on the way to " + plugin + ")";
+  return PluginError("refusing plugin path " + path + way + ": " + why +
                          ". Fix the permissions (chmod go-w, chown), or set "
                          "ExecutorOptions::allow_unsafe_plugins / FERRY_ALLOW_UNSAFE_PLUGINS=1",
                      path, {}, why);

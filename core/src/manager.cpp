@@ -35,9 +35,12 @@
 #include <ferry/ferry.hpp>
 
 #include "platform/format.hpp"
+#include "platform/trust.hpp"
 #include "pool.hpp"
 
 namespace ferry::detail {
+
+namespace fs = std::filesystem;
 
 namespace {
 constexpr std::uint64_t tag_read = 1, tag_write = 2, tag_pid = 3;
@@ -357,7 +360,8 @@ void Pool::maintain(Completions& done) {
 }
 
 std::vector<std::string> Pool::worker_args() const {
-  std::vector<std::string> args = {"--spin-us", std::to_string(worker_spin_.count())};
+  std::vector<std::string> args = {"--spin-us", std::to_string(worker_spin_.count()),
+                                   "--max-frame-bytes", std::to_string(max_frame_)};
   if (options_.idle_timeout.count() > 0) {
     auto ms = std::max<long long>(
         1, std::chrono::duration_cast<std::chrono::milliseconds>(options_.idle_timeout).count());
@@ -387,20 +391,32 @@ void Pool::spawn_one(Completions& done) {
   std::vector<std::string> args = worker_args();
   args.insert(args.begin(), {"--fd", "3", "--parent", std::to_string(::getpid())});
 
+  // Nothing can run without a worker: fail what waits, unless another worker is alive.
+  auto cannot_start = [&](const std::string& why) {
+    std::lock_guard lock(mu_);
+    last_spawn_error_ = why;
+    debug_log("spawn failed: %s", why.c_str());
+    if (active_locked() == 0) {
+      spawn_error_ = std::make_exception_ptr(BrokenProcessPool::spawn_failed(worker_path_.string(), why));
+      fail_queue_locked(spawn_error_, done);
+      started_ = false;
+    }
+  };
+  // The program ferry runs for the user must be one no other user could have planted (a missing
+  // one is posix_spawn's ENOENT below).
+  std::error_code ec;
+  if (!allow_unsafe_ && fs::exists(worker_path_, ec)) {
+    if (std::string why = untrusted_reason(worker_path_); !why.empty()) {
+      cannot_start("refusing to run it: " + why +
+                   " (fix the permissions, or set allow_unsafe_plugins / FERRY_ALLOW_UNSAFE_PLUGINS=1)");
+      return;
+    }
+  }
   SpawnedProcess p;
   try {
     p = spawn_process(worker_path_, args, worker_env_, child.get());
   } catch (const std::system_error& e) {
-    std::lock_guard lock(mu_);
-    last_spawn_error_ = e.code().message();
-    debug_log("spawn failed: %s", e.what());
-    // Nothing can run without a worker: fail what waits, unless another worker is alive.
-    if (active_locked() == 0) {
-      spawn_error_ = std::make_exception_ptr(
-          BrokenProcessPool::spawn_failed(worker_path_.string(), last_spawn_error_));
-      fail_queue_locked(spawn_error_, done);
-      started_ = false;
-    }
+    cannot_start(e.code().message());
     return;
   }
   child.reset();

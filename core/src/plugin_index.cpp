@@ -14,15 +14,18 @@
 #include <ferry/task.hpp>
 
 #include "elf_reader.hpp"
+#include "platform/config.hpp"
+#include "platform/trust.hpp"
 
 namespace ferry {
 
 namespace fs = std::filesystem;
 
 struct PluginIndex::Entry {
-  fs::path path;
+  fs::path path;        // as found in its directory (perhaps a symbolic link)
   std::string version;  // file_version() when it was read
   std::vector<TaskInfo> tasks;
+  std::string refused;  // why the trust check refuses it ("" = trusted, or the check is off)
 };
 
 std::string PluginIndex::file_version(const fs::path& path) {
@@ -35,21 +38,12 @@ std::string PluginIndex::file_version(const fs::path& path) {
 
 PluginIndex::PluginIndex(std::vector<fs::path> dirs, PluginIndexOptions options)
     : dirs_(std::move(dirs)), options_(options) {
-  if (const char* v = std::getenv("FERRY_ALLOW_UNSAFE_PLUGINS"); v && *v && std::strcmp(v, "0") != 0)
-    options_.allow_unsafe = true;
+  if (detail::unsafe_allowed_by_environment()) options_.allow_unsafe = true;
 }
 
 std::vector<fs::path> PluginIndex::search_path(std::vector<fs::path> dirs) {
-  if (const char* env = std::getenv("FERRY_PLUGIN_PATH")) {
-    std::string_view p(env);
-    while (!p.empty()) {
-      auto colon = p.find(':');
-      auto dir = p.substr(0, colon);
-      if (!dir.empty()) dirs.emplace_back(dir);
-      if (colon == std::string_view::npos) break;
-      p.remove_prefix(colon + 1);
-    }
-  }
+  auto env = detail::Config::read().plugin_path;
+  dirs.insert(dirs.end(), env.begin(), env.end());
   return dirs;
 }
 
@@ -156,6 +150,8 @@ std::vector<TaskInfo> PluginIndex::read_manifest(const fs::path& library) {
   } catch (const detail::ElfError& e) {
     if (e.kind() == detail::ElfError::Kind::missing)
       throw PluginError::file_missing(library.string(), {});
+    if (e.kind() == detail::ElfError::Kind::wrong_machine)
+      throw PluginError::wrong_machine(library.string(), e.what());
     throw PluginError::not_shared_library(library.string(), e.what());
   }
   std::error_code ec;
@@ -171,17 +167,9 @@ std::vector<TaskInfo> PluginIndex::read_manifest(const fs::path& library) {
 }
 
 void PluginIndex::check_safe(const fs::path& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return;  // missing files are reported where they are used
-  if (st.st_uid != ::getuid() && st.st_uid != 0)
-    throw PluginError::unsafe(path.string(), "owned by uid " + std::to_string(st.st_uid) +
-                                                 ", neither this user nor root");
-  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    throw PluginError::unsafe(path.string(),
-                              std::string("writable by group or others (mode ") + mode + ")");
-  }
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;  // missing files are reported where they are used
+  detail::require_trusted(path);
 }
 
 void PluginIndex::rescan_locked() {
@@ -200,25 +188,41 @@ void PluginIndex::rescan_locked() {
       if (looks_like_library(it->path()) && it->is_regular_file(ec)) files.push_back(it->path());
     }
     std::sort(files.begin(), files.end());
+    // A directory others could write to is refused as a whole, and said once: whatever its
+    // files' own modes, someone else decides what is in it.
+    std::string dir_refused = options_.allow_unsafe ? std::string() : detail::untrusted_reason(dir);
+    if (!dir_refused.empty()) skipped_.push_back({dir, "refused: " + dir_refused});
     for (const auto& file : files) {
       std::string version = file_version(file);
       auto same = std::find_if(entries_.begin(), entries_.end(), [&](const auto& e) {
         return e->path == file && e->version == version;
       });
+      std::shared_ptr<Entry> e;
       if (same != entries_.end()) {
-        next.push_back(*same);
-        continue;
+        e = *same;
+      } else {
+        try {
+          e = std::make_shared<Entry>();
+          e->path = file;
+          e->version = version;
+          e->tasks = read_manifest(file);
+          for (auto& t : e->tasks) t.version = version;
+        } catch (const PluginError& err) {
+          skipped_.push_back({file, err.what()});
+          continue;
+        }
       }
-      try {
-        auto e = std::make_shared<Entry>();
-        e->path = file;
-        e->version = version;
-        e->tasks = read_manifest(file);
-        for (auto& t : e->tasks) t.version = version;
-        next.push_back(std::move(e));
-      } catch (const PluginError& err) {
-        skipped_.push_back({file, err.what()});
+      // Judged at every scan (a chmod does not change the file's identity): `ferry list` and a
+      // lookup see the same verdict. Reading a manifest runs none of the plugin's code, so a
+      // refused plugin is still indexed, to be named when someone asks for its tasks.
+      if (options_.allow_unsafe) {
+        e->refused.clear();
+      } else if (!dir_refused.empty()) {
+        e->refused = dir_refused;
+      } else if (e->refused = detail::untrusted_reason(file); !e->refused.empty()) {
+        skipped_.push_back({file, "refused: " + e->refused});
       }
+      next.push_back(std::move(e));
     }
   }
   entries_ = std::move(next);
@@ -231,21 +235,22 @@ TaskInfo PluginIndex::find(std::string_view name) {
     // A miss rescans: a plugin copied into the directory meanwhile is found without a restart.
     if (attempt == 1 || entries_.empty()) rescan_locked();
     const TaskInfo* found = nullptr;
+    const Entry* found_in = nullptr;
     for (const auto& e : entries_) {
       for (const auto& t : e->tasks) {
         if (t.name != task || (!plugin.empty() && t.plugin != plugin)) continue;
         if (found && found->library != t.library)
           throw PluginError::ambiguous(task, found->library.string(), t.library.string());
         found = &t;
+        found_in = e.get();
       }
     }
     if (!found) continue;
     // A plugin replaced since it was read: read it again (new work uses the new version).
     if (attempt == 0 && file_version(found->library) != found->version) continue;
-    if (!options_.allow_unsafe) {
-      check_safe(found->library.parent_path());
-      check_safe(found->library);
-    }
+    // Checked again now, along the path as found in the directory: through a symbolic link,
+    // both the link's directory and the target's way.
+    if (!options_.allow_unsafe) detail::require_trusted(found_in->path);
     if (found->abi != detail::plugin_abi_version)
       throw PluginError::abi_mismatch(found->library.string(), found->name, found->abi,
                                       detail::plugin_abi_version);
@@ -263,7 +268,8 @@ std::vector<TaskInfo> PluginIndex::tasks() {
   std::lock_guard lock(mu_);
   rescan_locked();
   std::vector<TaskInfo> out;
-  for (const auto& e : entries_) out.insert(out.end(), e->tasks.begin(), e->tasks.end());
+  for (const auto& e : entries_)
+    if (e->refused.empty()) out.insert(out.end(), e->tasks.begin(), e->tasks.end());
   return out;
 }
 

@@ -22,6 +22,9 @@
 
 #include <ferry/ferry.hpp>
 
+#include "platform/config.hpp"
+#include "platform/paths.hpp"
+#include "platform/trust.hpp"
 #include "resolver.hpp"
 
 namespace ferry::detail {
@@ -32,10 +35,7 @@ using protocol::ResultStatus;
 namespace {
 // Read once when libferry is loaded, before any thread of ours exists (getenv must not race with
 // an application's setenv).
-const bool debug_enabled = [] {
-  const char* v = std::getenv("FERRY_DEBUG");
-  return v && *v && std::string_view(v) != "0";
-}();
+const bool debug_enabled = Config::read().debug;
 }  // namespace
 
 void debug_log(const char* fmt, ...) {
@@ -50,32 +50,19 @@ void debug_log(const char* fmt, ...) {
 
 namespace {
 
-std::uint64_t env_number(const char* name, std::uint64_t fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  unsigned long long n = std::strtoull(v, &end, 10);
-  return (end && *end == '\0') ? n : fallback;
-}
+
 
 }  // namespace
 
-/// Where ferry-worker is: the option, $FERRY_WORKER, next to this libferry (install and build
-/// trees share the layout), the build tree, next to the executable, then $PATH.
+/// Where ferry-worker is: the option, $FERRY_WORKER, the one installed with this libferry (found
+/// relative to libferry's own file: the build tree mirrors the install tree, so no build-tree
+/// path is compiled in), then $PATH. Whichever is chosen must pass the trust check before it
+/// runs (spawn_one).
 fs::path find_worker(const fs::path& configured) {
   if (!configured.empty()) return configured;
-  if (const char* env = std::getenv("FERRY_WORKER"); env && *env) return env;
+  if (auto env = Config::read().worker; !env.empty()) return env;
   std::vector<fs::path> candidates;
-  Dl_info info{};
-  if (::dladdr(reinterpret_cast<const void*>(&find_worker), &info) && info.dli_fname) {
-    fs::path lib_dir = fs::path(info.dli_fname).parent_path();
-    candidates.push_back(lib_dir / FERRY_WORKER_RELATIVE_PATH);
-    candidates.push_back(lib_dir / "ferry-worker");
-  }
-#ifdef FERRY_BUILD_WORKER_PATH
-  candidates.emplace_back(FERRY_BUILD_WORKER_PATH);
-#endif
-  candidates.push_back(fs::path(executable_path()).parent_path() / "ferry-worker");
+  if (auto dir = library_directory(); !dir.empty()) candidates.push_back(dir / FERRY_WORKER_RELATIVE_PATH);
   if (auto on_path = find_program("ferry-worker")) candidates.push_back(*on_path);
   for (const auto& c : candidates) {
     std::error_code ec;
@@ -125,6 +112,9 @@ Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
                                   "' is not available (for \"mpi\": build with FERRY_WITH_MPI, link "
                                   "ferry::mpi and call ferry::mpi::enable())");
   }
+  // Every FERRY_* variable, validated here: a malformed one stops the executor from starting.
+  Config config = Config::read();
+  config.validate();
   max_workers_ = options_.max_workers ? options_.max_workers : cpu_count();
   if (launcher_ && launcher_->capacity() != SIZE_MAX &&
       (options_.max_workers == 0 || max_workers_ > launcher_->capacity()))
@@ -132,7 +122,9 @@ Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
   if (max_workers_ > max_pool_size)
     throw std::invalid_argument("ferry: max_workers " + std::to_string(max_workers_) +
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
+  allow_unsafe_ = options_.allow_unsafe_plugins;
   worker_path_ = find_worker(options_.worker_path);
+  if (config.allow_unsafe_plugins) allow_unsafe_ = true;
   std::vector<std::pair<std::string, std::string>> env(options_.env.begin(), options_.env.end());
   // Workers decode large arguments into fresh allocations: let glibc back them with transparent
   // huge pages (one fault per 2 MiB, not per 4 KiB page), unless GLIBC_TUNABLES says otherwise.
@@ -144,9 +136,9 @@ Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
                        (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.hugetlb=1");
   }
   worker_env_ = merged_environment(env);
-  max_frame_ = env_number("FERRY_MAX_FRAME_BYTES", protocol::default_max_frame);
-  worker_spin_ = std::chrono::microseconds(env_number("FERRY_WORKER_SPIN_US", 50));
-  forced_depth_ = env_number("FERRY_PIPELINE_DEPTH", 0);
+  max_frame_ = config.max_frame_bytes;
+  worker_spin_ = config.worker_spin;
+  forced_depth_ = config.pipeline_depth;
 
   epoll_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
   wake_fd_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -238,10 +230,7 @@ std::shared_ptr<const RefEntry> Pool::resolve(const Target& t) {
       fs::path lib = fs::absolute(t.library, ec);
       if (ec) lib = t.library;
       lib = lib.lexically_normal();
-      if (!options_.allow_unsafe_plugins && fs::exists(lib, ec)) {
-        PluginIndex::check_safe(lib.parent_path());
-        PluginIndex::check_safe(lib);
-      }
+      if (!allow_unsafe_) PluginIndex::check_safe(lib);
       return intern_ref(protocol::RefKind::plugin, lib.string(), t.name, t.fingerprint,
                         t.signature, t.name, PluginIndex::file_version(lib));
     }

@@ -237,6 +237,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::size_t active_locked() const;
 
   ExecutorOptions options_;
+  bool allow_unsafe_ = false;  // options_.allow_unsafe_plugins or FERRY_ALLOW_UNSAFE_PLUGINS
   std::filesystem::path worker_path_;
   std::vector<std::string> worker_env_;
   std::uint64_t max_frame_;

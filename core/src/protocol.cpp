@@ -40,6 +40,7 @@ const char* bye_reason_name(ByeReason r) noexcept {
     case ByeReason::idle_timeout: return "idle timeout";
     case ByeReason::memory_growth: return "memory growth";
     case ByeReason::max_tasks: return "max tasks per child";
+    case ByeReason::descriptor_growth: return "descriptor growth";
   }
   return "unknown";
 }

@@ -76,8 +76,9 @@ enum class ByeReason : std::uint8_t {
   idle_timeout = 2,
   memory_growth = 3,
   max_tasks = 4,
+  descriptor_growth = 5,  // a task left descriptors open: recycled before it starves the next
 };
-inline constexpr std::uint8_t max_bye_reason = 4;
+inline constexpr std::uint8_t max_bye_reason = 5;
 const char* bye_reason_name(ByeReason r) noexcept;
 
 enum class RefKind : std::uint8_t { plugin = 0, main_program = 1 };

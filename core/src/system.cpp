@@ -2,6 +2,8 @@
 // cpu_count: hardware threads ∩ affinity ∩ cgroup quota ∩ $FERRY_MAX_CPU_COUNT (as loky's).
 #include <ferry/system.hpp>
 
+#include "platform/config.hpp"
+
 #include <sched.h>
 #include <unistd.h>
 
@@ -99,11 +101,8 @@ unsigned cpu_count() {
   }
   if (unsigned q = detail::cgroup_cpu_limit("/sys/fs/cgroup", "/proc/self/cgroup"); q > 0)
     n = std::min(n, q);
-  if (const char* v = std::getenv("FERRY_MAX_CPU_COUNT"); v && *v) {
-    char* end = nullptr;
-    long m = std::strtol(v, &end, 10);
-    if (end && *end == '\0' && m > 0) n = std::min(n, static_cast<unsigned>(m));
-  }
+  // A malformed value is ignored here and refused where an executor is made (platform/config).
+  if (unsigned m = detail::Config::read().max_cpu_count; m > 0) n = std::min(n, m);
   return std::max(1u, n);
 }
 

@@ -6,18 +6,23 @@
 // Clean exits (shutdown, idle timeout, recycling) are always announced with a bye frame.
 #include "worker_main.hpp"
 
+#include <dirent.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -26,6 +31,7 @@
 
 #include "channel.hpp"
 #include "library_cache.hpp"
+#include "pool.hpp"
 #include "protocol.hpp"
 
 namespace ferry::detail {
@@ -49,6 +55,42 @@ std::size_t resident_bytes() {
   return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
+/// Descriptors open in this process (entries of /proc/self/fd), SIZE_MAX when even that
+/// directory cannot be opened: the process has none left.
+std::size_t open_descriptors() {
+  int fd = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return SIZE_MAX;
+  DIR* dir = ::fdopendir(fd);
+  if (!dir) {
+    ::close(fd);
+    return SIZE_MAX;
+  }
+  std::size_t n = 0;
+  while (dirent* e = ::readdir(dir))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(dir);
+  return n - 1;  // not the one reading the directory
+}
+
+/// The lowest free descriptor number, -1 when there is none. One fcntl: cheap enough for every
+/// task. Descriptors a task leaves open push it up (holes aside), so it is the first sign of a
+/// leak; open_descriptors() then counts.
+int lowest_free_descriptor(int any_open_fd) {
+  int fd = ::fcntl(any_open_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0) ::close(fd);
+  return fd;
+}
+
+/// How many more descriptors than after its first task a worker may hold before it is recycled:
+/// half of what its limit left it then, at least 64 (a task that keeps a few files or a
+/// connection pool open is not a leak).
+std::size_t descriptor_allowance(std::size_t baseline) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 1 << 20;
+  std::size_t limit = static_cast<std::size_t>(rl.rlim_cur);
+  return std::max<std::size_t>(64, limit > baseline ? (limit - baseline) / 2 : 0);
+}
+
 struct Ref {
   protocol::Define define;
   const TaskRecordHeader* record = nullptr;
@@ -57,9 +99,7 @@ struct Ref {
 class WorkerLoop {
  public:
   explicit WorkerLoop(const WorkerConfig& config)
-      : config_(config), reader_(protocol::default_max_frame) {
-    if (const char* v = std::getenv("FERRY_MAX_FRAME_BYTES")) reader_.set_limit(std::strtoull(v, nullptr, 10));
-  }
+      : config_(config), reader_(config.max_frame_bytes) {}
 
   int run() {
     protocol::Hello hello{protocol::version, plugin_abi_version, static_cast<int>(::getpid()),
@@ -90,7 +130,7 @@ class WorkerLoop {
             throw protocol::ProtocolError("unexpected frame type from host");
         }
       } catch (const protocol::ProtocolError& e) {
-        debug("protocol error: %s", e.what());
+        debug_log("worker: protocol error: %s", e.what());
         return static_cast<int>(WorkerExit::protocol_error);
       }
       reader_.trim();
@@ -99,15 +139,6 @@ class WorkerLoop {
   }
 
  private:
-  void debug(const char* fmt, const char* arg) {
-    static const bool on = std::getenv("FERRY_DEBUG") != nullptr;
-    if (on) {
-      std::fprintf(stderr, "[ferry-worker %d] ", static_cast<int>(::getpid()));
-      std::fprintf(stderr, fmt, arg);
-      std::fputc('\n', stderr);
-    }
-  }
-
   bool send(const Buffer& b, std::string_view payload = {}) {
     return send_all(config_.fd, {b.view(), payload});
   }
@@ -190,17 +221,33 @@ class WorkerLoop {
     return rec;
   }
 
-  /// Runs a resolved record; fills `status`/`err` on failure. Results land in result_.
+  /// Runs a resolved record; fills `status`/`err` on failure. Results land in result_. With a
+  /// `call`, a successful result is sent from inside the entry point, before the arguments are
+  /// destroyed (`sent` then says whether sending worked); without, nothing is sent.
   ResultStatus invoke(const TaskRecordHeader* rec, std::string_view args, std::uint32_t items,
                       std::uint8_t frame_flags, std::uint32_t& failed_item,
-                      protocol::ErrorBody& err) {
+                      protocol::ErrorBody& err, std::optional<std::uint64_t> call = std::nullopt) {
     result_.clear();
     error_.clear();
     BufferWriter rw(result_), ew(error_);
     std::uint32_t flags = (frame_flags & protocol::flag_keep_going) ? invoke_keep_going : 0;
     InvokeContext ctx{args.data(), args.size(), items, 0, InvokeStatus::ok, flags, &rw, &ew};
+    if (call) {
+      delivery_ = Delivery{*call, false, false};
+      ctx.deliver = [](InvokeContext& c) noexcept {
+        auto* self = static_cast<WorkerLoop*>(c.worker);
+        self->delivery_.sent = true;
+        self->delivery_.ok = self->send_result(self->delivery_.call);
+      };
+      ctx.worker = this;
+    }
     ((frame_flags & protocol::flag_json) ? rec->invoke_json : rec->invoke)(ctx);
     failed_item = ctx.failed_item;
+    if (call && !delivery_.sent && ctx.status == InvokeStatus::ok) {
+      // An entry point that returned without delivering (no item ran): send now.
+      delivery_.sent = true;
+      delivery_.ok = send_result(*call);
+    }
     if (ctx.status == InvokeStatus::ok) return ResultStatus::ok;
     std::string_view e = error_.view();
     auto nul = e.find('\0');
@@ -226,8 +273,9 @@ class WorkerLoop {
     const TaskRecordHeader* rec = resolve(it->second, status, err);
     if (rec) {
       if (f.header.flags & protocol::flag_shm) {
-        // Large arguments: mapped from the host's memfd, decoded in place, unmapped before the
-        // result goes back (the host then reuses that memory).
+        // Large arguments: mapped from the host's memfd (read-only) and decoded in place. The
+        // result goes back before they are unmapped (it is sent before the arguments die); the
+        // host may then reuse that memory, which nothing here reads any more.
         std::uint64_t size = r.u64();
         r.expect_end();
         Buffer args;
@@ -236,18 +284,23 @@ class WorkerLoop {
         } catch (const std::exception& e) {
           throw protocol::ProtocolError(e.what());
         }
-        status = invoke(rec, args.view(), head.items, f.header.flags, failed_item, err);
+        status = invoke(rec, args.view(), head.items, f.header.flags, failed_item, err, head.call);
       } else {
-        status = invoke(rec, r.rest(), head.items, f.header.flags, failed_item, err);
+        status = invoke(rec, r.rest(), head.items, f.header.flags, failed_item, err, head.call);
       }
     }
     ++tasks_done_;
     if (status != ResultStatus::ok) return reply_error(head.call, status, failed_item, std::move(err));
+    return delivery_.ok;
+  }
+
+  /// Sends result_ as the successful result of `call`.
+  bool send_result(std::uint64_t call) {
     if (result_.fd() >= 0) {
       // A large result was encoded straight into a memfd: send the descriptor, not the bytes. The
       // memory now belongs to the host; this worker drops its mapping.
       Buffer body;
-      protocol::BodyWriter(body).u64(head.call).u8(static_cast<std::uint8_t>(ResultStatus::ok))
+      protocol::BodyWriter(body).u64(call).u8(static_cast<std::uint8_t>(ResultStatus::ok))
           .u8(0).u8(0).u8(0).u32(0).u64(result_.size());
       Buffer out = protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
       bool ok = send_all(config_.fd, {out.view()}, result_.fd());
@@ -255,7 +308,7 @@ class WorkerLoop {
       result_ = Buffer();
       return ok;
     }
-    Buffer out = protocol::encode_result_head({head.call, ResultStatus::ok, 0}, result_.size());
+    Buffer out = protocol::encode_result_head({call, ResultStatus::ok, 0}, result_.size());
     return send(out, result_.view());
   }
 
@@ -278,6 +331,7 @@ class WorkerLoop {
   int maybe_recycle() {
     if (config_.max_tasks > 0 && tasks_done_ >= config_.max_tasks)
       return bye(protocol::ByeReason::max_tasks);
+    if (descriptors_leaked()) return bye(protocol::ByeReason::descriptor_growth);
     if (config_.max_memory_growth > 0) {
       std::size_t rss = resident_bytes();
       if (baseline_rss_ == 0) {
@@ -289,7 +343,36 @@ class WorkerLoop {
     return -1;
   }
 
+  /// The result of the running call, sent from inside the task's entry point.
+  struct Delivery {
+    std::uint64_t call = 0;
+    bool sent = false;
+    bool ok = false;
+  };
+
+  /// Whether the tasks left so many descriptors open that the next task could starve (EMFILE in
+  /// an innocent task, or in this loop receiving a shared-memory argument or loading a plugin).
+  bool descriptors_leaked() {
+    int lowest = lowest_free_descriptor(config_.fd);
+    if (lowest < 0) return true;  // none left at all
+    if (fd_baseline_count_ == 0) {
+      fd_baseline_count_ = open_descriptors();
+      fd_last_lowest_ = lowest;
+      fd_allowance_ = descriptor_allowance(fd_baseline_count_);
+      return false;
+    }
+    if (lowest <= fd_last_lowest_ + 32) return false;
+    std::size_t now = open_descriptors();
+    if (now == SIZE_MAX || now > fd_baseline_count_ + fd_allowance_) return true;
+    fd_last_lowest_ = lowest;  // counted: look again only once it moves on by as much
+    return false;
+  }
+
   WorkerConfig config_;
+  Delivery delivery_;
+  std::size_t fd_baseline_count_ = 0;  // descriptors open after the first task
+  int fd_last_lowest_ = 0;             // lowest free descriptor when last counted
+  std::size_t fd_allowance_ = 0;
   FrameReader reader_;
   LibraryCache libs_;
   std::unordered_map<std::uint32_t, Ref> refs_;
@@ -308,7 +391,7 @@ bool parse_number(const char* s, unsigned long long& out) {
 
 constexpr const char* usage_text =
     "usage: ferry-worker [--fd N] [--parent PID] [--idle-timeout-ms MS] [--max-memory-growth BYTES]\n"
-    "                    [--max-tasks N] [--spin-us US]\n"
+    "                    [--max-tasks N] [--spin-us US] [--max-frame-bytes BYTES]\n"
     "       ferry-worker --version\n"
     "Runs ferry tasks sent by a host over the socket at descriptor N (default 3). Started by\n"
     "libferry; not meant to be run by hand.\n";
@@ -345,6 +428,7 @@ int worker_main(int argc, char** argv) {
     else if (a == "--max-memory-growth") config.max_memory_growth = v;
     else if (a == "--max-tasks") config.max_tasks = v;
     else if (a == "--spin-us") config.spin = std::chrono::microseconds(v);
+    else if (a == "--max-frame-bytes") config.max_frame_bytes = v;
     else {
       std::fputs(usage_text, stderr);
       return static_cast<int>(WorkerExit::usage);

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 
 namespace ferry::detail {
 
@@ -14,6 +15,7 @@ struct WorkerConfig {
   std::size_t max_memory_growth = 0;             // bytes over the RSS after the first task; 0 = off
   std::size_t max_tasks = 0;                     // tasks before recycling; 0 = unlimited
   std::chrono::microseconds spin{50};            // busy-poll for the next frame after a result
+  std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;  // largest frame accepted (the host's limit)
 };
 
 /// Runs the loop on an open channel; returns the process exit code (protocol::WorkerExit).

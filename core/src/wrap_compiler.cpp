@@ -1,13 +1,19 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // FERRY_WRAP: compile a recorded function body into a cached plugin, once per cache key.
 //
-// Cache layout ($FERRY_CACHE_DIR, private 0700):
-//   wrap-<key>.so    the plugin            wrap-<key>.sum   "<content hash> <size>" of the .so
+// Cache layout ($FERRY_CACHE_DIR, private 0700, trust-checked with its whole way):
+//   wrap-<key>.so    the plugin            wrap-<key>.sum   "<BLAKE2b of the .so> <size>"
 //   wrap-<key>.cpp   the translation unit  wrap-<key>.lock  flock: one build per entry
-//   prelude-<p>.hpp(.gch|.pch)             the precompiled prelude, per compiler and flags
-// <key> hashes source, name, signature, compiler identity, flags, includes, libraries and the
-// ferry version/ABI. An entry is published by rename after its .sum; an entry whose bytes no
-// longer match its .sum is rebuilt, never loaded.
+//   wrap-<key>.err   the compiler's words when the body does not compile: the same key fails at
+//                    once next time, with the same UnresolvableTaskError, instead of recompiling
+//   prelude-<p>.hpp(.gch|.pch)             the precompiled prelude, per compiler, flags and headers
+// <key> is a BLAKE2b key over source, name, signature, compiler identity, flags, includes,
+// libraries, ferry's version/ABI and the prelude's key <p> (which covers the content of every
+// ferry header). An entry is published by rename after its .sum; an entry whose bytes no longer
+// match its .sum is rebuilt, never loaded.
+//
+// Everything run, included or loaded here passes the one trust check (platform/trust.hpp): the
+// compiler, ferry's headers, a shipped precompiled prelude, the cache directory and its entries.
 #include "wrap_compiler.hpp"
 
 #include <dlfcn.h>
@@ -38,6 +44,10 @@
 #include <ferry/ferry.hpp>
 
 #include "channel.hpp"
+#include "platform/config.hpp"
+#include "platform/hash.hpp"
+#include "platform/paths.hpp"
+#include "platform/trust.hpp"
 #include "pool.hpp"
 #include "spawn_posix.hpp"
 
@@ -71,49 +81,40 @@ std::vector<std::string> split_words(const std::string& s) {
   return out;
 }
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
-/// Directory holding <ferry/task.hpp>: next to an installed libferry, else the source tree.
+/// Directory holding <ferry/task.hpp>, relative to libferry (install and build trees alike).
 fs::path ferry_include_dir() {
-  Dl_info info{};
-  if (::dladdr(reinterpret_cast<const void*>(&ferry_include_dir), &info) && info.dli_fname) {
-    fs::path candidate = fs::path(info.dli_fname).parent_path() / FERRY_WRAP_INCLUDE_RELATIVE;
-    std::error_code ec;
-    if (fs::exists(candidate / "ferry" / "task.hpp", ec)) return fs::weakly_canonical(candidate, ec);
-  }
-  return FERRY_WRAP_SOURCE_INCLUDE_DIR;
+  fs::path lib = library_directory();
+  if (lib.empty()) return {};
+  std::error_code ec;
+  return fs::weakly_canonical(lib / FERRY_WRAP_INCLUDE_RELATIVE, ec);
 }
 
-// ---- hashing -----------------------------------------------------------------------------------
-
-std::string hex64(std::uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
+/// Key of the prelude's sources: every file under <include>/ferry, by relative path and content.
+/// (A header edited without a new ferry version must not reuse a stale precompiled prelude.)
+std::string headers_key(const fs::path& include_dir) {
+  static std::mutex mu;
+  static std::map<fs::path, std::string> known;
+  std::lock_guard lock(mu);
+  if (auto it = known.find(include_dir); it != known.end()) return it->second;
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(include_dir / "ferry", ec), end; !ec && it != end;
+       it.increment(ec))
+    if (it->is_regular_file(ec)) files.push_back(it->path());
+  std::sort(files.begin(), files.end());
+  ContentHasher h;
+  for (const auto& f : files)
+    h.field(f.lexically_relative(include_dir).string()).field(file_content_key(f).value_or("?"));
+  return known[include_dir] = h.hex();
 }
 
-/// 128 bits of FNV-1a (two seeds): names cache entries.
-std::string key_of(const std::string& text) {
-  return hex64(fnv1a(text)) + hex64(fnv1a(text, 0x84222325cbf29ce4ull));
-}
-
-/// Content hash of a file, with its size: "<hash> <size>".
+/// "<content key> <size>" of a file.
 std::optional<std::string> file_digest(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::uint64_t h = 14695981039346656037ull;
-  std::uint64_t size = 0;
-  char buf[65536];
-  while (in) {
-    in.read(buf, sizeof buf);
-    std::streamsize n = in.gcount();
-    h = fnv1a(std::string_view(buf, static_cast<std::size_t>(n)), h);
-    size += static_cast<std::uint64_t>(n);
-  }
-  return hex64(h) + " " + std::to_string(size);
+  std::error_code ec;
+  auto size = fs::file_size(file, ec);
+  auto key = file_content_key(file);
+  if (ec || !key) return std::nullopt;
+  return *key + " " + std::to_string(size);
 }
 
 std::string read_file(const fs::path& file, std::size_t max = 1 << 20) {
@@ -145,20 +146,54 @@ struct RunResult {
   bool started = false;
   int spawn_errno = 0;
   bool ok = false;
+  bool interrupted = false;  // killed: timed out, or the process is exiting
   std::string output;
 };
+
+/// Compilers running for background builds. Builds run on detached threads, so that a process
+/// never waits for them at exit (a program whose work took 0.13 s once took 6.4 s to exit,
+/// joining a build it no longer needed); at exit the compilers are killed and their temporary
+/// files removed. Never destroyed: detached threads may touch it while the process exits.
+struct Running {
+  std::mutex mu;
+  bool exiting = false;
+  pid_t owner = ::getpid();  // a forked child that exits must not kill its parent's compilers
+  std::map<pid_t, std::vector<fs::path>> children;  // pid → temporary files it writes
+};
+Running& running() {
+  static auto* r = new Running;  // NOLINT: deliberately leaked, see above
+  return *r;
+}
+
+void kill_running_compilers() noexcept {
+  auto& r = running();
+  if (::getpid() != r.owner) return;  // (owner never changes: read before locking, a forked
+                                      // child could find the mutex held by a parent's thread)
+  std::lock_guard lock(r.mu);
+  r.exiting = true;
+  for (const auto& [pid, files] : r.children) {
+    ::kill(pid, SIGKILL);
+    for (const auto& f : files) ::unlink(f.c_str());
+  }
+}
+
 
 /// Runs argv (argv[0] an absolute path) with exactly `env`, stdout and stderr in `log`, stdin
 /// from /dev/null; kills it after `timeout`. Builds run on background threads: they never read
 /// this process's environment, which the application may be changing meanwhile.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-              const fs::path& log, std::chrono::seconds timeout) {
+              const fs::path& log, std::chrono::seconds timeout,
+              const std::vector<fs::path>& outputs) {
+  static const bool hook = [] { return std::atexit(kill_running_compilers) == 0; }();
+  (void)hook;
   RunResult r;
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  // Nothing else of the host's (worker channels, its files) reaches the compiler.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, all;
@@ -173,7 +208,17 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
   for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));  // NOLINT
   envp.push_back(nullptr);
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, args[0], &fa, &attr, args.data(), envp.data());
+  int rc;
+  {
+    auto& compilers = running();
+    std::lock_guard lock(compilers.mu);
+    rc = compilers.exiting ? ECANCELED
+                           : ::posix_spawn(&pid, args[0], &fa, &attr, args.data(), envp.data());
+    if (rc == 0) {
+      compilers.children[pid] = outputs;
+      compilers.children[pid].push_back(log);
+    }
+  }
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
@@ -188,13 +233,22 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
     do {
       n = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(timeout).count()));
     } while (n < 0 && errno == EINTR);
-    if (n == 0) ::kill(pid, SIGKILL);
+    if (n == 0) {
+      ::kill(pid, SIGKILL);
+      r.interrupted = true;
+    }
     ::close(pidfd);
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  r.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  {
+    auto& compilers = running();
+    std::lock_guard lock(compilers.mu);
+    compilers.children.erase(pid);
+    if (compilers.exiting) r.interrupted = true;
+  }
+  r.ok = !r.interrupted && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   r.output = read_file(log);
   std::error_code ec;
   fs::remove(log, ec);
@@ -239,21 +293,6 @@ struct Setup {
   fs::path include_dir;
 };
 
-std::optional<fs::path> which(const std::string& program) {
-  if (program.find('/') != std::string::npos) {
-    if (::access(program.c_str(), X_OK) == 0) return fs::path(program);
-    return std::nullopt;
-  }
-  std::istringstream path(env("PATH"));
-  std::string dir;
-  while (std::getline(path, dir, ':')) {
-    if (dir.empty()) continue;
-    fs::path p = fs::path(dir) / program;
-    if (::access(p.c_str(), X_OK) == 0) return p;
-  }
-  return std::nullopt;
-}
-
 std::string where_of(const WrapSite& site) {
   return std::string(site.file) + ":" + std::to_string(site.line);
 }
@@ -266,12 +305,16 @@ Setup make_setup(const WrapSite& site) {
   Setup s;
   s.options = wrap_options();
   s.compiler = s.options.compiler.string();
-  auto found = which(s.compiler);
+  auto found = find_program(s.compiler);
   if (!found)
     setup_failed(site, "no C++ compiler: tried '" + s.compiler +
                            "' (not found or not executable). Set FERRY_CXX (or "
                            "WrapOptions::compiler) to a C++20 compiler such as g++ or clang++");
   s.compiler = found->string();
+  // The compiler runs as the user, and what it reads it builds into code the workers load.
+  if (std::string why = untrusted_reason(*found); !why.empty())
+    setup_failed(site, "refusing to run the compiler: " + why +
+                           ". Set FERRY_CXX to a compiler that only you or root can change");
   s.environment = merged_environment({});
   std::error_code ec;
   fs::path real = fs::canonical(*found, ec);
@@ -281,16 +324,27 @@ Setup make_setup(const WrapSite& site) {
                         std::to_string(st.st_mtim.tv_sec);
   s.clang = real.filename().string().find("clang") != std::string::npos;
   s.include_dir = ferry_include_dir();
+  if (s.include_dir.empty() || !fs::exists(s.include_dir / "ferry" / "task.hpp", ec))
+    setup_failed(site, "ferry's headers are not where this libferry expects them (" +
+                           (s.include_dir / "ferry").string() +
+                           "): install ferry with its headers (cmake --install)");
+  if (std::string why = untrusted_reason(s.include_dir / "ferry"); !why.empty())
+    setup_failed(site, "refusing to compile with ferry's headers: " + why);
   s.flags = {"-std=c++20", "-fPIC", "-fvisibility=hidden", "-DBOOST_DLL_USE_STD_FS",
              "-I" + s.include_dir.string()};
   for (const auto& f : s.options.flags) s.flags.push_back(f);
   return s;
 }
 
-/// The cache directory, created private (0700) if missing; refused if it is not ours and private.
+/// The cache directory, created private (0700) if missing; refused if it is not ours and private
+/// or if its way is not trusted.
 fs::path prepare_cache_dir(const WrapSite& site, const fs::path& dir) {
   std::error_code ec;
-  if (fs::create_directories(dir, ec)) ::chmod(dir.c_str(), 0700);  // we made it: private
+  // Created private in one step: create-then-chmod would let a concurrent build (every wrap of
+  // an executor builds at once) find it open for a moment and refuse it.
+  if (dir.has_parent_path()) fs::create_directories(dir.parent_path(), ec);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    ec = std::error_code(errno, std::generic_category());
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     setup_failed(site, "the cache directory " + dir.string() + " cannot be created" +
@@ -304,12 +358,19 @@ fs::path prepare_cache_dir(const WrapSite& site, const fs::path& dir) {
   if (::access(dir.c_str(), W_OK) != 0)
     setup_failed(site, "the cache directory " + dir.string() + " is not writable (" +
                            std::strerror(errno) + "). Set FERRY_CACHE_DIR to a writable directory");
+  if (std::string why = untrusted_reason(dir); !why.empty())
+    setup_failed(site, "the cache directory is not private to this user: " + why +
+                           ". Fix it, or set FERRY_CACHE_DIR to another directory");
   return dir;
 }
 
 bool entry_valid(const fs::path& so, const fs::path& sum) {
   std::error_code ec;
   if (!fs::exists(so, ec) || !fs::exists(sum, ec)) return false;
+  if (std::string why = untrusted_reason(so); !why.empty()) {
+    debug_log("wrap cache: %s: rebuilding", why.c_str());
+    return false;
+  }
   auto digest = file_digest(so);
   std::string recorded = read_file(sum);
   while (!recorded.empty() && (recorded.back() == '\n' || recorded.back() == ' ')) recorded.pop_back();
@@ -320,29 +381,39 @@ bool entry_valid(const fs::path& so, const fs::path& sum) {
   return true;
 }
 
-/// Read-only places a precompiled prelude may already be: next to an installed libferry, and the
-/// build tree's (made by ferry's own build, for the compiler and flags it was built with).
-std::vector<fs::path> shipped_prelude_dirs() {
-  std::vector<fs::path> dirs;
-  Dl_info info{};
-  if (::dladdr(reinterpret_cast<const void*>(&shipped_prelude_dirs), &info) && info.dli_fname)
-    dirs.push_back(fs::path(info.dli_fname).parent_path() / FERRY_WRAP_PRELUDE_RELATIVE);
-  dirs.emplace_back(FERRY_WRAP_BUILD_PRELUDE_DIR);
-  return dirs;
+/// The precompiled prelude shipped with this libferry (made by ferry's build, and again at
+/// install, for the compiler and flags it was built with), relative to libferry.
+fs::path shipped_prelude_dir() {
+  fs::path lib = library_directory();
+  return lib.empty() ? fs::path() : lib / FERRY_WRAP_PRELUDE_RELATIVE;
 }
 
-/// The precompiled prelude for these flags, built once per cache; "" when it cannot be built.
+/// The prelude's key: compiler, flags, ferry's version, ABI and the content of ferry's headers.
+std::string prelude_key(const Setup& s) {
+  ContentHasher h;
+  h.field("prelude").field(s.compiler_identity).field(FERRY_VERSION_STRING)
+      .field(std::to_string(plugin_abi_version)).field(headers_key(s.include_dir));
+  for (const auto& f : s.flags) h.field(f);
+  return h.hex();
+}
+
+/// The precompiled prelude for these flags: the shipped one when it matches and is trusted, else
+/// built once in this cache; "" when it cannot be built (wraps then compile without it).
 std::string prelude(const Setup& s, const fs::path& dir) {
-  std::string text = "prelude\n" + s.compiler_identity + "\n" FERRY_VERSION_STRING "\n" +
-                     std::to_string(plugin_abi_version) + "\n";
-  for (const auto& f : s.flags) text += f + "\n";
-  std::string key = key_of(text);
+  std::string key = prelude_key(s);
   std::string header_name = "prelude-" + key + ".hpp";
   std::string pch_name = header_name + (s.clang ? ".pch" : ".gch");
   std::error_code ec;
-  for (const auto& shipped : shipped_prelude_dirs())
-    if (fs::exists(shipped / pch_name, ec) && fs::exists(shipped / header_name, ec))
-      return (shipped / header_name).string();
+  if (fs::path shipped = shipped_prelude_dir(); !shipped.empty()) {
+    if (fs::exists(shipped / pch_name, ec) && fs::exists(shipped / header_name, ec)) {
+      std::string why = untrusted_reason(shipped / pch_name);
+      if (why.empty()) why = untrusted_reason(shipped / header_name);
+      if (why.empty()) return (shipped / header_name).string();
+      debug_log("wrap prelude: not using the shipped one: %s", why.c_str());
+    } else {
+      debug_log("wrap prelude: none shipped for these flags in %s", shipped.c_str());
+    }
+  }
   fs::path header = dir / header_name;
   fs::path pch = dir / pch_name;
   static std::mutex mu;
@@ -357,7 +428,7 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   argv.insert(argv.end(), s.flags.begin(), s.flags.end());
   argv.insert(argv.end(), {"-x", "c++-header", tmp_header, "-o", tmp_pch});
   RunResult r = run(argv, s.environment, dir / ("prelude-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300));
+                    std::chrono::seconds(300), {tmp_header, tmp_pch});
   if (!r.ok) {
     debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
     fs::remove(tmp_header, ec);
@@ -372,17 +443,29 @@ std::string prelude(const Setup& s, const fs::path& dir) {
 
 std::atomic<unsigned> compilations{0};
 
+/// A remembered compiler failure for this entry: its diagnostic, if there is one.
+std::optional<std::string> remembered_failure(const fs::path& err) {
+  std::error_code ec;
+  if (!fs::exists(err, ec) || !untrusted_reason(err).empty()) return std::nullopt;
+  return read_file(err);
+}
+
 WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   fs::path dir = prepare_cache_dir(site, s.options.cache_dir);
   fs::path so = dir / ("wrap-" + key + ".so");
   fs::path sum = dir / ("wrap-" + key + ".sum");
+  fs::path err = dir / ("wrap-" + key + ".err");
   WrapBuild out{so.string(), site.name, nullptr};
   if (entry_valid(so, sum)) return out;
+  if (auto said = remembered_failure(err))
+    throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
   FileLock lock(dir / ("wrap-" + key + ".lock"));
   if (!lock.held())
     setup_failed(site, "cannot lock " + (dir / ("wrap-" + key + ".lock")).string() + ": " +
                            std::strerror(errno) + ". Set FERRY_CACHE_DIR to a writable directory");
   if (entry_valid(so, sum)) return out;  // another process built it while we waited
+  if (auto said = remembered_failure(err))
+    throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
 
   std::string header = prelude(s, dir);
   std::ostringstream tu;
@@ -407,15 +490,24 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   ++compilations;
   debug_log("wrap: compiling %s into %s", site.name, so.c_str());
   RunResult r = run(argv, s.environment, dir / ("wrap-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300));
+                    std::chrono::seconds(300), {tmp});
   std::error_code ec;
   if (!r.started) {
     setup_failed(site, "cannot run the compiler '" + s.compiler + "': " +
                            std::strerror(r.spawn_errno) + ". Set FERRY_CXX to a C++20 compiler");
   }
+  if (r.interrupted) {
+    fs::remove(tmp, ec);
+    setup_failed(site, "the compiler was stopped before it finished (it ran for 300 s, or the "
+                       "process is exiting)");
+  }
   if (!r.ok) {
     fs::remove(tmp, ec);
-    throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), head_lines(r.output));
+    std::string said = head_lines(r.output);
+    // Remembered: the same key (same source, compiler, flags, headers) fails at once next time.
+    std::string tmp_err = err.string() + ".tmp." + unique_suffix();
+    if (write_file(tmp_err, said)) fs::rename(tmp_err, err, ec);
+    throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), said);
   }
   auto digest = file_digest(tmp);
   std::string tmp_sum = sum.string() + ".tmp." + unique_suffix();
@@ -435,18 +527,13 @@ struct Builds {
   std::map<std::string, std::shared_future<WrapBuild>> by_options;  // function + options → build
 };
 Builds& builds() {
-  static Builds b;
-  return b;
+  static auto* b = new Builds;  // NOLINT: leaked, as Running: build threads outlive static destruction
+  return *b;
 }
 
 }  // namespace
 
-fs::path default_cache_dir() {
-  if (auto v = env("FERRY_CACHE_DIR"); !v.empty()) return v;
-  if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return fs::path(v) / "ferry";
-  if (auto v = env("HOME"); !v.empty()) return fs::path(v) / ".cache" / "ferry";
-  return fs::temp_directory_path() / ("ferry-cache-" + std::to_string(::geteuid()));
-}
+fs::path default_cache_dir() { return Config::read().cache_dir; }
 
 bool register_wrap(const WrapSite& site) noexcept {
   try {
@@ -482,27 +569,33 @@ std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
   std::shared_future<WrapBuild> f;
   try {
     Setup setup = make_setup(site);
-    std::string text = "wrap\n" FERRY_VERSION_STRING "\n" + std::to_string(plugin_abi_version) +
-                       "\n" + setup.compiler_identity + "\n";
-    for (const auto& x : setup.flags) text += x + "\n";
-    for (const auto& x : setup.options.includes) text += x + "\n";
-    for (const auto& x : setup.options.libraries) text += x + "\n";
-    text += std::string(site.name) + "\n" + site.signature + "\n" + site.source + "\n";
-    std::string key = key_of(text) + "@" + setup.options.cache_dir.string();
+    ContentHasher h;
+    h.field("wrap").field(FERRY_VERSION_STRING).field(std::to_string(plugin_abi_version))
+        .field(setup.compiler_identity).field(prelude_key(setup));
+    for (const auto* v : {&setup.flags, &setup.options.includes, &setup.options.libraries}) {
+      h.field(std::to_string(v->size()));
+      for (const auto& x : *v) h.field(x);
+    }
+    h.field(site.name).field(site.signature).field(site.source);
+    std::string entry = h.hex();
+    std::string key = entry + "@" + setup.options.cache_dir.string();
     std::lock_guard lock(b.mu);
     if (auto it = b.by_key.find(key); it != b.by_key.end()) {
       f = it->second;
     } else {
-      WrapSite copy = site;
-      std::string entry = key_of(text);
-      f = std::async(std::launch::async, [copy, setup, entry] {
-            try {
-              return build(copy, setup, entry);
-            } catch (...) {
-              return WrapBuild{{}, copy.name, std::current_exception()};
-            }
-          }).share();
+      // A detached thread, not std::async: the future of std::async joins its thread when the
+      // last copy dies, and the registry's copies die at exit, so every process that started a
+      // build (each executor starts all of them) would wait for the compiler before exiting.
+      auto promise = std::make_shared<std::promise<WrapBuild>>();
+      f = promise->get_future().share();
       b.by_key.emplace(key, f);
+      std::thread([copy = WrapSite(site), setup, entry, promise] {
+        try {
+          promise->set_value(build(copy, setup, entry));
+        } catch (...) {
+          promise->set_value(WrapBuild{{}, copy.name, std::current_exception()});
+        }
+      }).detach();
     }
     b.by_options.emplace(fast, f);
   } catch (...) {
@@ -537,15 +630,13 @@ WrapOptions wrap_options() {
     std::lock_guard lock(detail::options_mu);
     if (detail::user_options) o = *detail::user_options;
   }
-  if (o.compiler.empty()) {
-    std::string cxx = detail::env("FERRY_CXX");
-    o.compiler = cxx.empty() ? FERRY_WRAP_DEFAULT_CXX : cxx;
-  }
+  detail::Config config = detail::Config::read();
+  if (o.compiler.empty()) o.compiler = config.cxx.empty() ? FERRY_WRAP_DEFAULT_CXX : config.cxx;
   std::vector<std::string> flags = detail::split_words(FERRY_WRAP_DEFAULT_FLAGS);
   flags.insert(flags.end(), o.flags.begin(), o.flags.end());
-  for (auto& f : detail::split_words(detail::env("FERRY_WRAP_FLAGS"))) flags.push_back(std::move(f));
+  flags.insert(flags.end(), config.wrap_flags.begin(), config.wrap_flags.end());
   o.flags = std::move(flags);
-  if (o.cache_dir.empty()) o.cache_dir = detail::default_cache_dir();
+  if (o.cache_dir.empty()) o.cache_dir = config.cache_dir;
   return o;
 }
 

@@ -24,6 +24,9 @@
 #include <ferry/mpi.hpp>
 
 #include "agent.hpp"
+#include "platform/config.hpp"
+#include "platform/trust.hpp"
+#include "pool.hpp"
 #include "spawn_posix.hpp"
 #include "wrap_compiler.hpp"
 #include "wire.hpp"
@@ -45,6 +48,16 @@ fs::path shipped_cache_dir() {
   ::chmod(base.c_str(), 0700);
   ::chmod(dir.c_str(), 0700);
   return dir;
+}
+
+/// Whether a worker here may load `file`: its content has `key`, and no other user could have
+/// planted or changed it (the trust check, unless FERRY_ALLOW_UNSAFE_PLUGINS says otherwise).
+bool usable(const fs::path& file, const std::string& key) {
+  if (content_key(file) != key) return false;
+  if (ferry::detail::unsafe_allowed_by_environment()) return true;
+  std::string why = ferry::detail::untrusted_reason(file);
+  if (!why.empty()) ferry::detail::debug_log("mpi agent: not using %s: %s", file.c_str(), why.c_str());
+  return why.empty();
 }
 
 struct Child {
@@ -142,6 +155,12 @@ class Agent {
       fs::path worker = ferry::default_worker_path();
       for (const auto& [k, v] : env)
         if (k == "FERRY_WORKER") worker = v;  // the host's ExecutorOptions::worker_path
+      if (!ferry::detail::unsafe_allowed_by_environment()) {
+        if (std::string why = ferry::detail::untrusted_reason(worker); !why.empty()) {
+          report_exit(-1, 0, 127, "refusing to run " + worker.string() + ": " + why);
+          return;
+        }
+      }
       auto p = ferry::detail::spawn_process(worker, args,
                                             ferry::detail::merged_environment(env), theirs.get());
       child_.emplace();
@@ -209,16 +228,13 @@ class Agent {
     if (items.size() < 2) return;
     const std::string& path = items[0];
     const std::string& key = items[1];
-    static const bool ship_always = [] {
-      const char* v = std::getenv("FERRY_MPI_SHIP");
-      return v && std::string(v) == "always";
-    }();
-    if (!ship_always && content_key(path) == key) {
+    static const bool ship_always = ferry::detail::Config::read().mpi_ship_always;
+    if (!ship_always && usable(path, key)) {
       local_[path] = path;
       return;
     }
     fs::path cached = cache_ / (key + ".so");
-    if (content_key(cached) == key) {
+    if (usable(cached, key)) {
       local_[path] = cached.string();
       return;
     }
@@ -243,7 +259,7 @@ class Agent {
     std::error_code ec;
     // Checked before it is ever loaded: a corrupt transfer is dropped, and the worker then
     // reports the library as missing.
-    if (!items[1].empty() && content_key(tmp) == key) {
+    if (!items[1].empty() && usable(tmp, key)) {
       fs::rename(tmp, cached, ec);
       local_[path] = cached.string();
     } else {

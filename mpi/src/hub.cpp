@@ -33,7 +33,9 @@
 #include <ferry/ferry.hpp>
 #include <ferry/mpi.hpp>
 
+#include "platform/config.hpp"
 #include "platform/format.hpp"
+#include "platform/trust.hpp"
 #include "pool.hpp"
 #include "spawn_posix.hpp"
 #include "wire.hpp"
@@ -100,16 +102,15 @@ struct Agent {
   std::map<std::string, std::string> offered;  // library path → content key offered
 };
 
+/// $FERRY_MPI_WORKER, else the agent installed with this libferry-mpi (relative to it: the build
+/// tree mirrors the install tree, so no build path is compiled in).
 fs::path agent_path() {
-  if (const char* v = std::getenv("FERRY_MPI_WORKER"); v && *v) return v;
+  if (auto v = ferry::detail::Config::read().mpi_worker; !v.empty()) return v;
   Dl_info info{};
   if (::dladdr(reinterpret_cast<const void*>(&agent_path), &info) && info.dli_fname) {
-    fs::path lib_dir = fs::path(info.dli_fname).parent_path();
-    for (const auto& c : {lib_dir / FERRY_MPI_AGENT_RELATIVE_PATH, lib_dir / "ferry-mpi-worker",
-                          fs::path(FERRY_MPI_BUILD_AGENT_PATH)}) {
-      std::error_code ec;
-      if (fs::is_regular_file(c, ec)) return fs::weakly_canonical(c, ec);
-    }
+    fs::path candidate = fs::path(info.dli_fname).parent_path() / FERRY_MPI_AGENT_RELATIVE_PATH;
+    std::error_code ec;
+    if (fs::is_regular_file(candidate, ec)) return fs::weakly_canonical(candidate, ec);
   }
   return "ferry-mpi-worker";
 }
@@ -220,6 +221,12 @@ class Hub {
       std::lock_guard lock(mu_);
       spawn_failure_ = "cannot start ferry's MPI node agent: " + path +
                        " is not an executable file (set FERRY_MPI_WORKER to ferry-mpi-worker)";
+      return;
+    }
+    if (std::string why = ferry::detail::untrusted_reason(path); !why.empty() && !ferry::detail::unsafe_allowed_by_environment()) {
+      std::lock_guard lock(mu_);
+      spawn_failure_ = "refusing to start ferry's MPI node agent: " + why +
+                       " (fix the permissions, or set FERRY_ALLOW_UNSAFE_PLUGINS=1)";
       return;
     }
     MPI_Info info;

@@ -2,7 +2,9 @@
 // Helpers shared by the MPI hub (host) and the node agents.
 #include "wire.hpp"
 
+#include "platform/config.hpp"
 #include "platform/format.hpp"
+#include "platform/hash.hpp"
 
 #include <signal.h>
 #include <sys/socket.h>
@@ -21,11 +23,7 @@ namespace proto = ferry::detail::protocol;
 std::chrono::milliseconds heartbeat_period() { return std::chrono::milliseconds(250); }
 
 std::chrono::milliseconds peer_timeout() {
-  static const std::chrono::milliseconds t = [] {
-    const char* v = std::getenv("FERRY_MPI_TIMEOUT_MS");
-    long ms = v ? std::strtol(v, nullptr, 10) : 0;
-    return std::chrono::milliseconds(ms > 0 ? ms : 3000);
-  }();
+  static const std::chrono::milliseconds t = ferry::detail::Config::read().mpi_timeout;
   return t;
 }
 
@@ -64,20 +62,7 @@ std::vector<std::string> unpack_strings(std::string_view body) {
 }
 
 std::string content_key(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return {};
-  std::uint64_t a = 14695981039346656037ull, b = 0x84222325cbf29ce4ull;
-  char buf[65536];
-  while (in) {
-    in.read(buf, sizeof buf);
-    std::string_view chunk(buf, static_cast<std::size_t>(in.gcount()));
-    a = ferry::detail::fnv1a(chunk, a);
-    b = ferry::detail::fnv1a(chunk, b);
-  }
-  char hex[33];
-  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(a),
-                static_cast<unsigned long long>(b));
-  return hex;
+  return ferry::detail::file_content_key(file).value_or("");
 }
 
 Buffer frame_bytes(const ferry::detail::Frame& f) {

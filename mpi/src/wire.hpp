@@ -65,7 +65,7 @@ std::atomic<bool>& ferry_initialised_mpi();
 Buffer pack_strings(const std::vector<std::string>& items);
 std::vector<std::string> unpack_strings(std::string_view body);
 
-/// Content key of a file: 128 bits of FNV-1a over its bytes, hex; "" if unreadable.
+/// Content key of a file: its BLAKE2b key (platform/hash.hpp), hex; "" if unreadable.
 std::string content_key(const std::filesystem::path& file);
 
 /// MPI counts bytes in an int: the largest frame one message can carry is 2 GiB - 1.

@@ -7,6 +7,8 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cerrno>
+#include <system_error>
 #include <cstdlib>
 #include <cstring>
 
@@ -101,6 +103,23 @@ int record_then_segfault(const std::string& path, int id) {
   return id;
 }
 
+int leak_descriptors(int count) {
+  int n = 0;
+  while (count < 0 || n < count) {
+    int fd = ::open("/dev/null", O_RDONLY);  // deliberately without O_CLOEXEC, and never closed
+    if (fd < 0) break;
+    ++n;
+  }
+  return n;
+}
+
+int open_one_descriptor(int x) {
+  int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open /dev/null");
+  ::close(fd);
+  return x;
+}
+
 namespace {
 std::atomic<int> flag{0};
 }
@@ -125,6 +144,8 @@ FERRY_TASK(getenv_task);
 FERRY_TASK(corrupt_channel);
 FERRY_TASK(record_run);
 FERRY_TASK(record_then_segfault);
+FERRY_TASK(leak_descriptors);
+FERRY_TASK(open_one_descriptor);
 FERRY_TASK(init_flag);
 FERRY_TASK(initialized);
 FERRY_TASK(init_throws);

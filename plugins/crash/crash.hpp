@@ -23,9 +23,14 @@ enum class Action : int {
   segfault = 2,       // raises SIGSEGV
   exit_zero = 3,      // _exit(0)
   abort = 4,          // std::abort()
+  throw_int = 5,      // `throw 0`: not a std::exception (loky: sys.exit() in a reducer)
 };
 
-enum class Stage : int { host_encode = 0, worker_decode = 1, worker_encode = 2, host_decode = 3 };
+/// worker_destroy: when an argument decoded in the worker is destroyed, after the task returned
+/// (only for arguments: a result decoded in the host would fault the host).
+enum class Stage : int {
+  host_encode = 0, worker_decode = 1, worker_encode = 2, host_decode = 3, worker_destroy = 4
+};
 
 /// Runs `action` (never in the host unless it is a throw: the tests run in the host).
 inline void act(Action action, const char* where) {
@@ -35,6 +40,7 @@ inline void act(Action action, const char* where) {
     case Action::segfault: std::raise(SIGSEGV); return;
     case Action::exit_zero: ::_exit(0);
     case Action::abort: std::abort();
+    case Action::throw_int: throw 0;
   }
 }
 
@@ -55,8 +61,29 @@ struct Faulty {
     ar(s, a, value);
     stage = static_cast<Stage>(s);
     action = static_cast<Action>(a);
+    decoded = true;
     if (stage == Stage::worker_decode || stage == Stage::host_decode) act(action, "decoding");
   }
+
+  Faulty() = default;
+  Faulty(Stage s, Action a, int v) : stage(s), action(a), value(v) {}
+  // A copy was not decoded: only the decoded object itself faults when destroyed (the task's
+  // by-value parameter is a copy, destroyed before the result is sent).
+  Faulty(const Faulty& o) : stage(o.stage), action(o.action), value(o.value) {}
+  Faulty& operator=(const Faulty& o) {
+    stage = o.stage;
+    action = o.action;
+    value = o.value;
+    return *this;
+  }
+  ~Faulty() {
+    // A destructor must not throw: only the faults that end the process apply here.
+    if (decoded && stage == Stage::worker_destroy && action != Action::throw_error &&
+        action != Action::throw_int)
+      act(action, "destroying");
+  }
+
+  bool decoded = false;  // made by decoding (so, for an argument, in the worker)
 };
 
 }  // namespace crash
@@ -91,6 +118,11 @@ FERRY_EXPORT int corrupt_channel(int kind);
 FERRY_EXPORT int record_run(const std::string& path, int id);
 /// record_run, then a segfault: counts the attempts of a task that always crashes.
 FERRY_EXPORT int record_then_segfault(const std::string& path, int id);
+/// Opens /dev/null `count` times (-1: until the process runs out of descriptors) and never closes
+/// them; returns how many it opened.
+FERRY_EXPORT int leak_descriptors(int count);
+/// Opens and closes one descriptor: fails (std::system_error) when the process has none left.
+FERRY_EXPORT int open_one_descriptor(int x);
 /// An initializer: sets a process-wide flag that `initialized` reports.
 FERRY_EXPORT void init_flag();
 FERRY_EXPORT int initialized();

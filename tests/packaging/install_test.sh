@@ -17,6 +17,11 @@ for f in bin/ferry bin/ferry-worker include/ferry/ferry.hpp lib/cmake/ferry/ferr
   [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
 ls "$prefix"/lib/libferry.so* > /dev/null || fail "libferry not installed"
+# No installed file may name the build directory: an installed ferry must never execute, include
+# or load anything from where it was built (that directory may be gone, or someone else's).
+if grep -rlF "$build" "$prefix" > "$work/leaks.txt"; then
+  fail "installed files name the build directory $build: $(tr '\n' ' ' < "$work/leaks.txt")"
+fi
 
 cmake -S "$src/samples/external_plugin" -B "$work/ext" -DCMAKE_PREFIX_PATH="$prefix" \
       -DCMAKE_BUILD_TYPE=Release > "$work/configure.log"
@@ -44,6 +49,28 @@ c++ "$work/pc_host.cpp" -o "$work/pc_host" \
     $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs ferry)
 out=$("$work/pc_host" "$work/ext")
 [ "$out" = "15" ] || fail "pkg-config host printed '$out'"
+
+# FERRY_WRAP from the installed copy: the precompiled prelude installed with it is the one it
+# uses (a fresh cache gets the plugin and no prelude of its own).
+cat > "$work/wrap_host.cpp" <<'CPP'
+#include <ferry/ferry.hpp>
+#include <iostream>
+FERRY_WRAP(twice, int twice(int x) { return 2 * x; })
+int main() {
+  ferry::Executor ex({.max_workers = 1});
+  std::cout << ex.submit(twice, 21).get() << "\n";
+}
+CPP
+# shellcheck disable=SC2046
+c++ "$work/wrap_host.cpp" -o "$work/wrap_host" \
+    $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs ferry)
+mkdir -m 700 "$work/cache"
+out=$(FERRY_CACHE_DIR="$work/cache" "$work/wrap_host")
+[ "$out" = "42" ] || fail "wrap host printed '$out'"
+ls "$work/cache"/wrap-*.so > /dev/null 2>&1 || fail "no wrap plugin in the cache"
+if ls "$work/cache"/prelude-* > /dev/null 2>&1; then
+  fail "the installed precompiled prelude was not used: the cache built its own ($(ls "$work/cache"))"
+fi
 
 # With the MPI backend built: its pieces are installed, find_package(ferry COMPONENTS mpi) gives
 # ferry::mpi, and a host run as an MPI singleton finds the installed ferry-mpi-worker by itself.

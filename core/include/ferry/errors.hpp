@@ -123,6 +123,8 @@ class PluginError : public Error {
                                  const std::string& loader_message);
   static PluginError not_shared_library(const std::string& path, const std::string& why);
   static PluginError not_ferry_plugin(const std::string& path);
+  /// An ELF file for another machine or class (aarch64 on x86-64, 32-bit, big-endian).
+  static PluginError wrong_machine(const std::string& path, const std::string& why);
   static PluginError symbol_not_found(const std::string& path, const std::string& symbol,
                                       const std::string& loader_message);
   /// No plugin of `searched` exports `task`. `close_names` are what the user may have meant, as
@@ -136,7 +138,10 @@ class PluginError : public Error {
                                         const std::string& submitted_signature);
   static PluginError abi_mismatch(const std::string& path, const std::string& task,
                                   unsigned plugin_abi, unsigned ferry_abi);
-  static PluginError unsafe(const std::string& path, const std::string& why);
+  /// `path` (a plugin, or a directory or link target on the way to `plugin`) is not trusted:
+  /// `why` says how (owner, mode).
+  static PluginError unsafe(const std::string& path, const std::string& why,
+                            const std::string& plugin = {});
 
   const std::string& path() const noexcept { return path_; }
   /// The exported symbol (ferry_task:<name>), when one is concerned.

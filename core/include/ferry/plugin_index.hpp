@@ -55,9 +55,10 @@ class PluginIndex {
   */
   TaskInfo find(std::string_view name);
 
-  /// Every task of every plugin (rescans first).
+  /// Every task of every usable plugin (rescans first): refused plugins are not listed.
   std::vector<TaskInfo> tasks();
-  /// Files skipped by the last scan, with the reason.
+  /// Files skipped by the last scan, with the reason: not plugins, unreadable, or refused by the
+  /// trust check ("refused: ..."), exactly as find() would refuse them.
   std::vector<SkippedFile> skipped();
   const std::vector<std::filesystem::path>& directories() const noexcept { return dirs_; }
 
@@ -67,8 +68,11 @@ class PluginIndex {
   */
   static std::vector<TaskInfo> read_manifest(const std::filesystem::path& library);
 
-  /// Refuses (PluginError::unsafe) a file or directory writable by group/others or owned by a
-  /// user other than this process's or root, like ssh's StrictModes.
+  /// Refuses (PluginError::unsafe) a plugin another user could have planted, like ssh's
+  /// StrictModes: the file, every directory on its way from `/` and, through symbolic links, the
+  /// link's directory and the target's whole way must be owned by this user or root and not
+  /// writable by group or others (a sticky directory such as /tmp may be on the way). A missing
+  /// file passes (it is reported where it is used).
   static void check_safe(const std::filesystem::path& path);
 
   /// Identity of a file as it is now ("dev:ino:size:mtime_ns"), "" if it cannot be read. A plugin

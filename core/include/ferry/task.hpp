@@ -56,8 +56,8 @@ struct TaskRef {
 
 namespace detail {
 
-/// Bumped whenever the record layout or the invoke contract below changes.
-inline constexpr std::uint32_t plugin_abi_version = 1;
+/// Bumped whenever the record layout or the invoke contract below changes (2: InvokeContext::deliver).
+inline constexpr std::uint32_t plugin_abi_version = 2;
 inline constexpr std::string_view task_symbol_prefix = "ferry_task:";
 inline constexpr std::string_view task_section = "ferry_tasks";
 inline constexpr char task_record_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'T', 'K', '\0'};
@@ -72,9 +72,17 @@ enum class InvokeStatus : std::uint32_t {
 /// InvokeContext::flags.
 inline constexpr std::uint32_t invoke_keep_going = 1;  ///< JSON: an item's error is its result
 
+struct InvokeContext;
+using InvokeFn = void (*)(InvokeContext&) noexcept;
+
 /// What the worker hands a task's entry point. Results of every item are appended to `result`; on
 /// failure "<exception type>\0<what>" goes to `error`, `status` says at which stage and
 /// `failed_item` at which item of a map chunk.
+///
+/// Once the last item's result is encoded, the entry point calls `deliver` (when set) *before*
+/// that item's arguments are destroyed, and sets `delivered`: the worker sends the results then,
+/// so an argument whose destructor crashes the worker does not lose a finished result (as loky
+/// sends a result before the arguments are garbage-collected).
 struct InvokeContext {
   const char* args;
   std::uint64_t args_size;
@@ -84,8 +92,19 @@ struct InvokeContext {
   std::uint32_t flags;
   std::streambuf* result;
   std::streambuf* error;
+  InvokeFn deliver = nullptr;
+  void* worker = nullptr;   ///< the worker's own data, for `deliver`
+  bool delivered = false;   ///< `deliver` ran: the worker must not send the results again
 };
-using InvokeFn = void (*)(InvokeContext&) noexcept;
+
+/// Calls ctx.deliver once, with the results complete and the status ok.
+inline void deliver_results(InvokeContext& ctx) noexcept {
+  ctx.status = InvokeStatus::ok;
+  if (ctx.deliver && !ctx.delivered) {
+    ctx.delivered = true;
+    ctx.deliver(ctx);
+  }
+}
 using AddressFn = const void* (*)() noexcept;
 
 /// Fixed prefix of every exported record. The text (name, NUL, signature, NUL) follows it. All
@@ -174,11 +193,14 @@ void invoke(InvokeContext& ctx) noexcept {
         ctx.status = InvokeStatus::encode_result_failed;
         oar(r);
       }
-    }
-    if (in.remaining() != 0) {
-      ctx.status = InvokeStatus::decode_arguments_failed;
-      throw cereal::Exception("arguments carry " + std::to_string(in.remaining()) +
-                              " trailing bytes: the host's argument types do not match the task");
+      if (item + 1 == ctx.items) {
+        if (in.remaining() != 0) {
+          ctx.status = InvokeStatus::decode_arguments_failed;
+          throw cereal::Exception("arguments carry " + std::to_string(in.remaining()) +
+                                  " trailing bytes: the host's argument types do not match the task");
+        }
+        deliver_results(ctx);  // before `args` is destroyed
+      }
     }
     ctx.status = InvokeStatus::ok;
   } catch (...) {
@@ -269,6 +291,7 @@ void invoke_json(InvokeContext& ctx) noexcept {
           write_one_line(os, one.str());
         }
         os << '\n';
+        if (item + 1 == ctx.items) deliver_results(ctx);  // before `args` is destroyed
       } catch (...) {
         if (!(ctx.flags & invoke_keep_going)) throw;
         std::stringbuf described;

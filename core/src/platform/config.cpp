@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The FERRY_* table and its parser.
+#include "platform/config.hpp"
+
+#include <unistd.h>
+
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+
+namespace ferry::detail {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::array<ConfigVariable, 15> table = {{
+    {"FERRY_PLUGIN_PATH", "colon-separated plugin directories, after ExecutorOptions::plugin_dirs",
+     "none"},
+    {"FERRY_WORKER", "path of ferry-worker", "the one installed with libferry, then $PATH"},
+    {"FERRY_ALLOW_UNSAFE_PLUGINS", "1: turn the trust check off for plugins and ferry-worker",
+     "0 (checked)"},
+    {"FERRY_MAX_CPU_COUNT", "upper bound of cpu_count() (a whole number, at least 1)", "none"},
+    {"FERRY_MAX_FRAME_BYTES", "largest message accepted, in bytes (K/M/G allowed; at least 64K)",
+     "1G"},
+    {"FERRY_SHM_THRESHOLD",
+     "bytes above which an argument or result travels through shared memory (K/M/G allowed)", "1M"},
+    {"FERRY_WORKER_SPIN_US",
+     "microseconds a worker busy-polls for its next task after a result (0 to 1000000)", "50"},
+    {"FERRY_PIPELINE_DEPTH", "tasks in flight per worker, 1 to 64", "adaptive, 1 to 8"},
+    {"FERRY_CACHE_DIR", "FERRY_WRAP plugin cache (and the MPI agents' shipped plugins)",
+     "$XDG_CACHE_HOME/ferry, else ~/.cache/ferry"},
+    {"FERRY_CXX", "compiler for FERRY_WRAP", "the one ferry was built with"},
+    {"FERRY_WRAP_FLAGS", "extra compile flags for FERRY_WRAP, space-separated", "none"},
+    {"FERRY_MPI_TIMEOUT_MS",
+     "MPI backend: silence after which a rank (or the host) is declared dead, 100 to 3600000",
+     "3000"},
+    {"FERRY_MPI_SHIP", "MPI backend: 'always' ships plugins even when a node has the same path",
+     "ship only what a node lacks"},
+    {"FERRY_MPI_WORKER", "MPI backend: path of ferry-mpi-worker for spawned agents",
+     "the one installed with libferry-mpi"},
+    {"FERRY_DEBUG", "1: one line per event on stderr (spawns, exits, protocol errors, wrap builds)",
+     "0"},
+}};
+
+std::optional<std::string> get(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return std::nullopt;
+  return std::string(v);
+}
+
+std::optional<std::uint64_t> parse_count(std::string_view text) {
+  std::uint64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return n;
+}
+
+std::optional<bool> parse_flag(std::string_view text) {
+  if (text == "1" || text == "true" || text == "yes" || text == "on") return true;
+  if (text == "0" || text == "false" || text == "no" || text == "off" || text.empty()) return false;
+  return std::nullopt;
+}
+
+/// Reads variables into a Config, collecting what is malformed.
+class Reader {
+ public:
+  explicit Reader(Config& c) : c_(c) {}
+
+  template <class T>
+  void number(const char* name, T& out, std::uint64_t min, std::uint64_t max, bool size) {
+    auto v = get(name);
+    if (!v || v->empty()) return;
+    auto n = size ? parse_size(*v) : parse_count(*v);
+    if (!n) {
+      bad(name, *v, size ? "not a size in bytes (digits, optionally followed by K, M or G)"
+                         : "not a whole number");
+    } else if (*n < min || *n > max) {
+      bad(name, *v, "out of range (" + std::to_string(min) + " to " + std::to_string(max) + ")");
+    } else {
+      out = static_cast<T>(*n);
+    }
+  }
+  void flag(const char* name, bool& out) {
+    auto v = get(name);
+    if (!v) return;
+    if (auto b = parse_flag(*v)) {
+      out = *b;
+    } else {
+      bad(name, *v, "not 0 or 1");
+    }
+  }
+
+ private:
+  void bad(const char* name, const std::string& value, const std::string& why) {
+    c_.problems.push_back(std::string(name) + "='" + value + "': " + why);
+  }
+  Config& c_;
+};
+
+std::vector<std::string> split_words(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string w; in >> w;) out.push_back(std::move(w));
+  return out;
+}
+
+}  // namespace
+
+std::span<const ConfigVariable> config_variables() { return table; }
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  std::uint64_t unit = 1;
+  if (!text.empty()) {
+    switch (std::toupper(static_cast<unsigned char>(text.back()))) {
+      case 'K': unit = std::uint64_t{1} << 10; break;
+      case 'M': unit = std::uint64_t{1} << 20; break;
+      case 'G': unit = std::uint64_t{1} << 30; break;
+      default: break;
+    }
+    if (unit != 1) text.remove_suffix(1);
+  }
+  auto n = parse_count(text);
+  if (!n || *n > std::numeric_limits<std::uint64_t>::max() / unit) return std::nullopt;
+  return *n * unit;
+}
+
+Config Config::read() {
+  Config c;
+  Reader r(c);
+  r.number("FERRY_MAX_FRAME_BYTES", c.max_frame_bytes, 64 * 1024, std::uint64_t{1} << 40, true);
+  r.number("FERRY_SHM_THRESHOLD", c.shm_threshold, 1, std::uint64_t{1} << 40, true);
+  std::uint64_t spin = static_cast<std::uint64_t>(c.worker_spin.count());
+  r.number("FERRY_WORKER_SPIN_US", spin, 0, 1'000'000, false);
+  c.worker_spin = std::chrono::microseconds(spin);
+  r.number("FERRY_PIPELINE_DEPTH", c.pipeline_depth, 1, 64, false);
+  r.number("FERRY_MAX_CPU_COUNT", c.max_cpu_count, 1, 1u << 20, false);
+  std::uint64_t timeout = static_cast<std::uint64_t>(c.mpi_timeout.count());
+  r.number("FERRY_MPI_TIMEOUT_MS", timeout, 100, 3'600'000, false);
+  c.mpi_timeout = std::chrono::milliseconds(timeout);
+  r.flag("FERRY_ALLOW_UNSAFE_PLUGINS", c.allow_unsafe_plugins);
+  r.flag("FERRY_DEBUG", c.debug);
+  if (auto v = get("FERRY_MPI_SHIP"); v && !v->empty()) {
+    if (*v == "always") {
+      c.mpi_ship_always = true;
+    } else {
+      c.problems.push_back("FERRY_MPI_SHIP='" + *v + "': the only value is 'always'");
+    }
+  }
+  if (auto v = get("FERRY_PLUGIN_PATH")) {
+    std::string_view p(*v);
+    while (!p.empty()) {
+      auto colon = p.find(':');
+      if (auto dir = p.substr(0, colon); !dir.empty()) c.plugin_path.emplace_back(dir);
+      if (colon == std::string_view::npos) break;
+      p.remove_prefix(colon + 1);
+    }
+  }
+  if (auto v = get("FERRY_WORKER")) c.worker = *v;
+  if (auto v = get("FERRY_MPI_WORKER")) c.mpi_worker = *v;
+  if (auto v = get("FERRY_CXX")) c.cxx = *v;
+  if (auto v = get("FERRY_WRAP_FLAGS")) c.wrap_flags = split_words(*v);
+  if (auto v = get("FERRY_CACHE_DIR"); v && !v->empty()) {
+    c.cache_dir = *v;
+  } else if (auto x = get("XDG_CACHE_HOME"); x && !x->empty()) {
+    c.cache_dir = fs::path(*x) / "ferry";
+  } else if (auto h = get("HOME"); h && !h->empty()) {
+    c.cache_dir = fs::path(*h) / ".cache" / "ferry";
+  } else {
+    c.cache_dir = fs::temp_directory_path() / ("ferry-cache-" + std::to_string(::geteuid()));
+  }
+  return c;
+}
+
+void Config::validate() const {
+  if (problems.empty()) return;
+  std::string all;
+  for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
+  throw std::invalid_argument("ferry: malformed environment: " + all);
+}
+
+}  // namespace ferry::detail

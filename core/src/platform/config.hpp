@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Every FERRY_* environment variable, in one table, read and validated in one place.
+//
+// An executor reads the table when it is constructed and refuses a malformed value there, naming
+// the variable (std::invalid_argument), instead of failing a task later or quietly falling back.
+// Everything else that needs a FERRY_* value asks this module for it, never getenv directly.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ferry::detail {
+
+/// One FERRY_* variable: what it means and what ferry does without it (README and `ferry info`
+/// show this table).
+struct ConfigVariable {
+  const char* name;
+  const char* meaning;
+  const char* fallback;
+};
+std::span<const ConfigVariable> config_variables();
+
+/// The FERRY_* configuration as the environment holds it now.
+struct Config {
+  std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;   // FERRY_MAX_FRAME_BYTES
+  std::uint64_t shm_threshold = std::uint64_t{1} << 20;     // FERRY_SHM_THRESHOLD
+  std::chrono::microseconds worker_spin{50};                // FERRY_WORKER_SPIN_US
+  std::size_t pipeline_depth = 0;                           // FERRY_PIPELINE_DEPTH; 0 = adaptive
+  unsigned max_cpu_count = 0;                               // FERRY_MAX_CPU_COUNT; 0 = none
+  bool allow_unsafe_plugins = false;                        // FERRY_ALLOW_UNSAFE_PLUGINS
+  bool debug = false;                                       // FERRY_DEBUG
+  std::vector<std::filesystem::path> plugin_path;           // FERRY_PLUGIN_PATH
+  std::filesystem::path worker;                             // FERRY_WORKER
+  std::filesystem::path cache_dir;                          // FERRY_CACHE_DIR (resolved default)
+  std::string cxx;                                          // FERRY_CXX
+  std::vector<std::string> wrap_flags;                      // FERRY_WRAP_FLAGS
+  std::chrono::milliseconds mpi_timeout{3000};              // FERRY_MPI_TIMEOUT_MS
+  bool mpi_ship_always = false;                             // FERRY_MPI_SHIP=always
+  std::filesystem::path mpi_worker;                         // FERRY_MPI_WORKER
+
+  /// "FERRY_X='value': why" for each malformed variable (those keep their defaults above).
+  std::vector<std::string> problems;
+
+  /// Reads every variable now. Never throws: see problems.
+  static Config read();
+  /// Throws std::invalid_argument naming the first malformed variable and what it accepts.
+  void validate() const;
+};
+
+/// A size in bytes as the table reads it: digits with an optional K, M or G (binary units),
+/// "64M", "1048576". nullopt for anything else (empty, negative, junk, overflow).
+std::optional<std::uint64_t> parse_size(std::string_view text);
+
+}  // namespace ferry::detail

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The trust check: a path is walked from `/` one component at a time, following symbolic links
+// by hand, so that every directory the kernel would pass through is seen (a link's own directory,
+// then its target's whole way), as ssh's StrictModes and secure_path checks do.
+#include "platform/trust.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+
+#include <ferry/errors.hpp>
+
+#include "platform/config.hpp"
+
+namespace ferry::detail {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int max_links = 40;  // as the kernel's MAXSYMLINKS
+
+/// Appends the components of `p` that matter ("" and "." do not) to the front of `todo`.
+void push_front_components(std::deque<std::string>& todo, const fs::path& p) {
+  std::deque<std::string> parts;
+  for (const auto& c : p.relative_path()) {
+    std::string s = c.string();
+    if (!s.empty() && s != ".") parts.push_back(std::move(s));
+  }
+  todo.insert(todo.begin(), parts.begin(), parts.end());
+}
+
+/// Why `st` (the `final` component, or a directory on the way) is not trusted; "" when it is.
+std::string judge(const struct stat& st, bool final) {
+  uid_t me = ::geteuid();
+  if (st.st_uid != me && st.st_uid != 0)
+    return "owned by uid " + std::to_string(st.st_uid) + ", neither this user (uid " +
+           std::to_string(me) + ") nor root";
+  bool writable = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+  // A sticky directory on the way (as /tmp) lets others add entries but not replace ours; the
+  // entry we go through next is checked in its turn. The final directory itself must not be
+  // open to others: whatever they add there (a plugin, a cache entry) would be taken as ours.
+  bool sticky_on_the_way = !final && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX);
+  if (writable && !sticky_on_the_way) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return std::string("writable by group or others (mode ") + mode + ")";
+  }
+  return {};
+}
+
+std::string missing(int error) {
+  return std::string(error == ENOENT ? "missing (" : "unreadable (") + std::strerror(error) + ")";
+}
+
+}  // namespace
+
+TrustVerdict trust_verdict(const fs::path& path) {
+  if (path.empty()) return {path, "an empty path"};
+  std::deque<std::string> todo;
+  if (path.is_relative()) {
+    std::error_code ec;
+    fs::path cwd = fs::current_path(ec);
+    if (ec) return {path, "relative to a current directory that cannot be read (" + ec.message() + ")"};
+    push_front_components(todo, path);
+    push_front_components(todo, cwd);
+  } else {
+    push_front_components(todo, path);
+  }
+  fs::path at = "/";
+  struct stat st {};
+  if (::lstat("/", &st) != 0) return {at, missing(errno)};
+  if (auto why = judge(st, todo.empty()); !why.empty()) return {at, why};
+  int links = 0;
+  while (!todo.empty()) {
+    std::string name = std::move(todo.front());
+    todo.pop_front();
+    if (name == "..") {
+      at = at.parent_path();  // `at` holds no link: its parent is where ".." leads
+      continue;
+    }
+    fs::path next = at / name;
+    if (::lstat(next.c_str(), &st) != 0) return {next, missing(errno)};
+    if (S_ISLNK(st.st_mode)) {
+      // The link's directory (`at`) was checked on the way here; now its target, from the start
+      // of the target's own way.
+      if (++links > max_links) return {next, "one link too many (a loop of symbolic links?)"};
+      char buf[PATH_MAX];
+      ssize_t n = ::readlink(next.c_str(), buf, sizeof buf - 1);
+      if (n < 0) return {next, std::string("unreadable (") + std::strerror(errno) + ")"};
+      fs::path target(std::string(buf, static_cast<std::size_t>(n)));
+      push_front_components(todo, target);
+      if (target.is_absolute()) at = "/";
+      continue;
+    }
+    bool final = todo.empty();
+    if (auto why = judge(st, final); !why.empty()) return {next, why};
+    if (!final && !S_ISDIR(st.st_mode)) return {next, "not a directory"};
+    at = std::move(next);
+  }
+  return {};
+}
+
+std::string untrusted_reason(const fs::path& path) {
+  TrustVerdict v = trust_verdict(path);
+  if (v) return {};
+  if (v.at == path) return path.string() + " is " + v.why;
+  return v.at.string() + " (on the way to " + path.string() + ") is " + v.why;
+}
+
+void require_trusted(const fs::path& path) {
+  TrustVerdict v = trust_verdict(path);
+  if (!v) throw PluginError::unsafe(v.at.string(), v.why, path.string());
+}
+
+bool unsafe_allowed_by_environment() { return Config::read().allow_unsafe_plugins; }
+
+}  // namespace ferry::detail

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The one trust check for every file ferry executes, includes or loads on the user's behalf.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace ferry::detail {
+
+/// Why `path` is not a place another user could have planted: "" when it is trusted.
+///
+/// Trusted means, like ssh's StrictModes: the file (or directory) itself and every directory on
+/// the way to it, from `/` down, is owned by this user (effective uid) or root; the file is not
+/// writable by group or others; a directory on the way is not either, unless it has the sticky
+/// bit (as /tmp: there only an entry's owner can replace it, and the next component is checked to
+/// be ours or root's). A symbolic link is followed: the directory that holds the link is checked
+/// as part of the way, and so is its target, with every directory on the target's own way. A
+/// relative path is taken from the current directory. A missing component is a reason too.
+/// Never throws (an allocation failure aside).
+std::string untrusted_reason(const std::filesystem::path& path);
+
+/// The component of `path` that failed the check, with `untrusted_reason`'s words; empty `at`
+/// when the path is trusted.
+struct TrustVerdict {
+  std::filesystem::path at;  ///< the offending component (a directory on the way, a link target...)
+  std::string why;           ///< "writable by group or others (mode 0777)", ...
+  explicit operator bool() const noexcept { return why.empty(); }  ///< true: trusted
+};
+TrustVerdict trust_verdict(const std::filesystem::path& path);
+
+/// Throws PluginError::unsafe (naming the offending component and why) unless `path` is trusted.
+void require_trusted(const std::filesystem::path& path);
+
+/// FERRY_ALLOW_UNSAFE_PLUGINS is set (and not "0"): the user turned the check off.
+bool unsafe_allowed_by_environment();
+
+}  // namespace ferry::detail

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The FERRY_* table (core/src/platform/config.*): every variable read in one place, a malformed
+// value refused when an executor is made, naming the variable; the README lists them all.
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include <doctest/doctest.h>
+
+#include "platform/config.hpp"
+#include "support/fixture.hpp"
+
+namespace fs = std::filesystem;
+using ferry::detail::Config;
+using ferry::detail::parse_size;
+
+namespace {
+const fs::path source_dir = fs::path(FERRY_TEST_DATA_DIR).parent_path().parent_path();
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+}  // namespace
+
+TEST_CASE("Config.malformed_values_are_refused_at_executor_construction") {
+  struct Row {
+    const char* name;
+    const char* value;
+  };
+  for (Row row : {Row{"FERRY_MAX_FRAME_BYTES", "abc"}, Row{"FERRY_MAX_FRAME_BYTES", "0"},
+                  Row{"FERRY_MAX_FRAME_BYTES", "-1"}, Row{"FERRY_SHM_THRESHOLD", "1.5M"},
+                  Row{"FERRY_PIPELINE_DEPTH", "0"}, Row{"FERRY_PIPELINE_DEPTH", "lots"},
+                  Row{"FERRY_WORKER_SPIN_US", "-3"}, Row{"FERRY_MAX_CPU_COUNT", "0"},
+                  Row{"FERRY_MPI_TIMEOUT_MS", "soon"}, Row{"FERRY_ALLOW_UNSAFE_PLUGINS", "maybe"},
+                  Row{"FERRY_DEBUG", "verbose"}, Row{"FERRY_MPI_SHIP", "sometimes"}}) {
+    CAPTURE(row.name);
+    CAPTURE(row.value);
+    support::ScopedEnv env(row.name, row.value);
+    try {
+      ferry::Executor ex(support::options(1));
+      FAIL("the executor started with a malformed ", row.name);
+    } catch (const std::invalid_argument& e) {
+      std::string what = e.what();
+      CHECK(what.find(std::string(row.name) + "='" + row.value + "'") != std::string::npos);
+    }
+  }
+  // And good values start it.
+  support::ScopedEnv frame("FERRY_MAX_FRAME_BYTES", "64M");
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "2");
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit<int>("square", 4).get() == 16);
+}
+
+TEST_CASE("Config.sizes_take_binary_units") {
+  CHECK(parse_size("1048576") == std::uint64_t{1} << 20);
+  CHECK(parse_size("64K") == std::uint64_t{64} << 10);
+  CHECK(parse_size("64m") == std::uint64_t{64} << 20);
+  CHECK(parse_size("2G") == std::uint64_t{2} << 30);
+  CHECK_FALSE(parse_size(""));
+  CHECK_FALSE(parse_size("M"));
+  CHECK_FALSE(parse_size("-1"));
+  CHECK_FALSE(parse_size(" 5"));
+  CHECK_FALSE(parse_size("5 M"));
+  CHECK_FALSE(parse_size("99999999999999999999"));
+  CHECK_FALSE(parse_size("17179869184G"));  // 2^34 GiB: past 64 bits
+}
+
+TEST_CASE("Config.every_variable_is_read_in_one_place") {
+  // No getenv of a FERRY_* variable anywhere but the table's own reader.
+  std::regex direct(R"(getenv\s*\(\s*"FERRY_)");
+  std::vector<std::string> offenders;
+  for (const char* dir : {"core", "mpi", "cli", "workers"}) {
+    for (const auto& e : fs::recursive_directory_iterator(source_dir / dir)) {
+      auto ext = e.path().extension();
+      if (ext != ".cpp" && ext != ".hpp") continue;
+      if (e.path().filename() == "config.cpp") continue;
+      if (std::regex_search(read_text(e.path()), direct)) offenders.push_back(e.path().string());
+    }
+  }
+  CHECK_MESSAGE(offenders.empty(), "getenv(\"FERRY_...\") outside platform/config.cpp");
+  for (const auto& o : offenders) MESSAGE(o);
+}
+
+TEST_CASE("Config.readme_lists_every_variable") {
+  std::string readme = read_text(source_dir / "README.md");
+  REQUIRE_FALSE(readme.empty());
+  for (const auto& v : ferry::detail::config_variables()) {
+    CAPTURE(v.name);
+    CHECK(readme.find(std::string("`") + v.name) != std::string::npos);
+  }
+}
