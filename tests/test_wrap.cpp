@@ -391,3 +391,23 @@ TEST_CASE("Wrap.cache_keys_are_blake2b") {
   CHECK(sum.size() == 64);  // BLAKE2b-256 of the plugin's bytes
   CHECK(sum.find_first_not_of("0123456789abcdef") == std::string::npos);
 }
+
+TEST_CASE("Wrap.plugins_have_no_json_entry_point") {
+  // Built without it (most of a wrap's compile time): a JSON call says so instead of crashing.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.submit(hypotenuse, 3.0, 4.0).get() == doctest::Approx(5.0));
+  fs::path library;
+  for (const auto& so : entries(cache.path, ".so")) {
+    std::ifstream cpp(fs::path(so).replace_extension(".cpp"));
+    std::string first;
+    std::getline(cpp, first);
+    if (first.find("FERRY_WRAP(hypotenuse)") != std::string::npos) library = so;
+  }
+  REQUIRE_FALSE(library.empty());
+  CHECK_THROWS_WITH_AS(
+      ex.submit_json(ferry::TaskRef{.library = library, .name = "hypotenuse"}, R"({"value0": 3.0, "value1": 4.0})").get(),
+      doctest::Contains("no JSON entry point"), ferry::PluginError);
+  CHECK(ex.submit(hypotenuse, 6.0, 8.0).get() == doctest::Approx(10.0));
+}

@@ -271,6 +271,14 @@ class WorkerLoop {
     protocol::ErrorBody err;
     std::uint32_t failed_item = 0;
     const TaskRecordHeader* rec = resolve(it->second, status, err);
+    if (rec && (f.header.flags & protocol::flag_json) && !rec->invoke_json) {
+      // FERRY_WRAP plugins are built without the JSON entry point (it costs most of their
+      // compile time, and they are submitted by function, never as JSON).
+      status = ResultStatus::plugin_error;
+      err = {"load", "task '" + it->second.define.name + "' has no JSON entry point (a FERRY_WRAP "
+             "function: submit it by function)", it->second.define.library};
+      rec = nullptr;
+    }
     if (rec) {
       if (f.header.flags & protocol::flag_shm) {
         // Large arguments: mapped from the host's memfd (read-only) and decoded in place. The

@@ -56,7 +56,9 @@ struct ExecutorOptions {
   std::filesystem::path worker_path;
   /// How many times a task whose worker died is resubmitted before it fails.
   unsigned max_retries_on_worker_death = 0;
-  /// Accept plugin files and directories writable by group/others or owned by another user.
+  /// Turn the trust check off (also FERRY_ALLOW_UNSAFE_PLUGINS=1): accept plugins and a worker
+  /// program that another user could have planted or changed (owned by another user, or writable
+  /// by group/others, themselves or a directory on their way). See README "Trust".
   bool allow_unsafe_plugins = false;
   /// Where workers run: "local" (processes of this machine) or "mpi" (ranks of an Open MPI job;
   /// link ferry::mpi and call ferry::mpi::enable(), see <ferry/mpi.hpp>).

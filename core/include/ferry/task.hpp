@@ -372,7 +372,11 @@ struct TaskRecordFor {
     r.header.name_size = static_cast<std::uint32_t>(Name.size());
     r.header.signature_size = static_cast<std::uint32_t>(signature.size());
     r.header.invoke = &invoke<Fn>;
+#ifdef FERRY_DETAIL_NO_JSON_ENTRY  // FERRY_WRAP builds: submitted by function only (see wrap_compiler)
+    r.header.invoke_json = nullptr;
+#else
     r.header.invoke_json = &invoke_json<Fn>;
+#endif
     r.header.address = &function_address<Fn>;
     std::size_t at = 0;
     for (char c : Name.view()) r.text[at++] = c;
