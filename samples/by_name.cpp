@@ -29,6 +29,11 @@ int main(int argc, char** argv) {
                    .get()
             << "\n";
 
+  // The JSON interface the ferry command uses: a Future<std::string> of one JSON line per call,
+  // each ending in '\n'.
+  std::string line = ex.submit_json("add", R"({"value0": 40, "value1": 2})").get();
+  std::cout << "submit_json = " << line;  // {"value0":42} and its newline
+
   // A mismatch is caught before the call: square takes an int, not a double.
   try {
     ex.submit<int>("square", 2.5).get();
