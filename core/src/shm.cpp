@@ -15,12 +15,13 @@
 
 #include <ferry/serialization.hpp>
 
+#include "platform/config.hpp"
+
 namespace ferry::detail {
 
 namespace {
 
 constexpr std::size_t page = 4096;
-constexpr std::size_t default_threshold = std::size_t{1} << 20;
 /// Free blocks kept for reuse, at most this many bytes in all.
 constexpr std::size_t cache_limit = std::size_t{512} << 20;
 
@@ -108,12 +109,10 @@ void release(char* data, std::size_t capacity, int fd, bool given_away) {
   ::close(fd);
 }
 
+/// FERRY_SHM_THRESHOLD through the one table of FERRY_* variables (platform/config): a malformed
+/// value is refused when an executor is made; here it keeps the default.
 std::size_t threshold_from_env() {
-  const char* v = std::getenv("FERRY_SHM_THRESHOLD");
-  if (!v || !*v) return default_threshold;
-  char* end = nullptr;
-  unsigned long long n = std::strtoull(v, &end, 10);
-  return (end && *end == '\0' && n > 0) ? n : default_threshold;
+  return static_cast<std::size_t>(Config::read().shm_threshold);
 }
 
 // Read when libferry loads (before any thread of ours exists).
