@@ -81,12 +81,16 @@ struct FreshCache {
     }
     fs::create_directories(path);
     fs::permissions(path, fs::perms::owner_all, fs::perm_options::replace);
-    for (const auto& e : fs::directory_iterator(shared_cache()))
-      if (e.path().filename().string().rfind("prelude-", 0) == 0) {
+    for (const auto& e : fs::directory_iterator(shared_cache())) {
+      std::string name = e.path().filename().string();
+      // Finished preludes only: another test process may be building one there right now.
+      bool finished = name.ends_with(".hpp") || name.ends_with(".gch") || name.ends_with(".pch");
+      if (name.rfind("prelude-", 0) == 0 && finished) {
         std::error_code ec;
         fs::create_hard_link(e.path(), path / e.path().filename(), ec);
         if (ec) fs::copy_file(e.path(), path / e.path().filename());
       }
+    }
   }
 };
 

@@ -8,7 +8,10 @@ set -euo pipefail
 build=$1 src=$2 work=$3
 unset FERRY_WORKER FERRY_PLUGIN_PATH FERRY_CACHE_DIR FERRY_CXX FERRY_WRAP_FLAGS
 rm -rf "$work" && mkdir -p "$work"
-prefix="$work/prefix"
+# The prefix lies outside the build tree: every installed file is searched for the build
+# directory's path below, which a prefix inside it would name by itself.
+prefix=$(mktemp -d "${TMPDIR:-/tmp}/ferry-prefix-XXXXXX")
+trap 'rm -rf "$prefix"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 cmake --install "$build" --prefix "$prefix" > "$work/install.log"
