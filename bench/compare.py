@@ -50,6 +50,13 @@ FERRY_ONLY = [
     ("FERRY_WRAP round trip over a registered task's", "µs", "wrap_submit_overhead_us"),
 ]
 
+# ferry-only figures: a 2 GB argument, first and repeated submission in a fresh process (issue 10;
+# loky_bench.py has no such case: pickling 2 GB takes minutes and three copies of it)
+LARGE = [
+    ("2 GB bytes argument, first submission in a process", "ms", "bytes_2gb_first_ms"),
+    ("2 GB bytes argument, later submissions", "ms", "bytes_2gb_repeat_ms"),
+]
+
 FLOORS = [
     ("ping-pong, 8 bytes over a socketpair", "µs", "floor_pingpong_us"),
     ("socketpair bulk, 8 MB", "ms", "floor_socketpair_8mb_ms"),
@@ -304,7 +311,7 @@ def notes_section(ferry, loky):
 
 def write_markdown(path, command, info, rows, ferry, loky, target_rows, errors, quick):
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    floors, ferry_only = [], []
+    floors, ferry_only, large = [], [], []
     for label, unit, key in FLOORS:
         rec = ferry.get(key)
         floors.append(f"| {label} | {unit} | {fmt_value(value(ferry, key))} | "
@@ -313,6 +320,10 @@ def write_markdown(path, command, info, rows, ferry, loky, target_rows, errors, 
         rec = ferry.get(key)
         ferry_only.append(f"| {label} | {unit} | {fmt_value(value(ferry, key))} | "
                           f"{rec.get('note', '') if rec else 'not measured'} |")
+    for label, unit, key in LARGE:
+        rec = ferry.get(key)
+        large.append(f"| {label} | {unit} | {fmt_value(value(ferry, key))} | "
+                     f"{rec.get('note', '') if rec else 'not measured'} |")
     met = sum(1 for _, m, _ in target_rows if m)
     lines = [
         "# ferry vs loky: benchmarks",
@@ -346,6 +357,12 @@ def write_markdown(path, command, info, rows, ferry, loky, target_rows, errors, 
         "| figure | unit | value | how |",
         "|---|---|---:|---|",
         *ferry_only,
+        "",
+        "### Large arguments (ferry only: a 2 GB `std::vector<char>`, fresh process)",
+        "",
+        "| figure | unit | value | how |",
+        "|---|---|---:|---|",
+        *large,
         "",
         "### Floors (measured by ferry-bench, C++, same run)",
         "",
@@ -406,7 +423,7 @@ def main():
     target_rows = targets(ferry, loky)
     print(text_table(rows))
     print()
-    for label, unit, key in FERRY_ONLY:
+    for label, unit, key in FERRY_ONLY + LARGE:
         print(f"ferry only: {label}: {fmt_value(value(ferry, key))} {unit}")
     for label, unit, key in FLOORS:
         print(f"floor: {label}: {fmt_value(value(ferry, key))} {unit}")

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Large arguments and results travel through shared memory (memfd + SCM_RIGHTS): correct at every
 // size around the threshold, both ways, after a crash, and without leaking descriptors.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <numeric>
 
 #include <doctest/doctest.h>
@@ -16,6 +20,27 @@ std::vector<char> pattern(std::size_t n) {
   std::vector<char> v(n);
   for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<char>(i * 131 + 7);
   return v;
+}
+
+/// Whether the memfd of a shared buffer holds `want` at `offset`, read with pread: what the peer
+/// that maps the memfd sees, whichever way (mapping or write(2)) the bytes went in.
+bool memfd_holds(const ferry::detail::Buffer& b, std::size_t offset, const char* want, std::size_t n) {
+  std::vector<char> chunk(std::size_t{1} << 20);
+  while (n > 0) {
+    ssize_t r = ::pread(b.fd(), chunk.data(), std::min(n, chunk.size()), static_cast<off_t>(offset));
+    if (r <= 0 || std::memcmp(chunk.data(), want, static_cast<std::size_t>(r)) != 0) return false;
+    offset += static_cast<std::size_t>(r);
+    want += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+/// Bytes of memory the memfd holds (pages allocated), not its size.
+std::size_t memfd_allocated(int fd) {
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  return static_cast<std::size_t>(st.st_blocks) * 512;
 }
 }  // namespace
 
@@ -60,7 +85,8 @@ TEST_CASE("SharedMemory.payloads_over_2_GiB_both_ways") {
   {
     std::vector<char> big(n, 'b');
     big[n - 1] = 'e';
-    CHECK(ex.submit(view_size, big).get() == n);
+    // Every byte arrives (written into the memfd in 1 GiB pieces): the sum counts them all.
+    CHECK(ex.submit(byte_sum, big).get() == (n - 1) * 'b' + 'e');
   }
   std::vector<char> back = ex.submit(make_bytes, n).get();
   CHECK(back.size() == n);
@@ -104,4 +130,64 @@ TEST_CASE("SharedMemory.no_descriptor_leaks") {
   }
   // Blocks kept for reuse hold one descriptor each: at most a few, never one per call.
   CHECK(support::open_fds() <= fds + 4);
+}
+
+TEST_CASE("SharedMemory.a_large_append_allocates_only_the_pages_it_fills") {
+  // Issue 10: appending one 2 GB value grew the buffer to ~1.3x its size and MAP_POPULATE had the
+  // kernel zero every page of that before the copy overwrote it. Now the capacity is what the
+  // append needs and the memfd holds pages for the bytes written, nothing more.
+  using ferry::detail::Buffer;
+  const std::size_t page = 4096;
+  const std::size_t n = (std::size_t{520} << 20) + 5;  // over the 512 MiB recycle cache: a fresh block
+  const std::vector<char> big = pattern(n);
+  const std::uint64_t prefix = n;
+  Buffer b;
+  b.append(&prefix, sizeof prefix);  // what cereal writes first: the size, then the bytes
+  b.append(big.data(), big.size());
+  REQUIRE(b.fd() >= 0);
+  REQUIRE(b.size() == sizeof prefix + n);
+  CHECK(b.capacity() < b.size() + page);
+  CHECK(memfd_allocated(b.fd()) < b.size() + page);
+  // Small values after a large one land in the same memfd, readable both ways.
+  const char tail[] = "tail";
+  b.append(tail, sizeof tail);
+  CHECK(std::memcmp(b.data(), &prefix, sizeof prefix) == 0);
+  CHECK(std::memcmp(b.data() + sizeof prefix, big.data(), n) == 0);
+  CHECK(std::memcmp(b.data() + sizeof prefix + n, tail, sizeof tail) == 0);
+  CHECK(memfd_holds(b, 0, reinterpret_cast<const char*>(&prefix), sizeof prefix));
+  CHECK(memfd_holds(b, sizeof prefix, big.data(), n));
+  CHECK(memfd_holds(b, sizeof prefix + n, tail, sizeof tail));
+}
+
+TEST_CASE("SharedMemory.appends_of_every_size_read_back_through_the_mapping_and_the_memfd") {
+  // Small appends creep over the threshold (the buffer moves into a memfd, then grows by mremap),
+  // large ones are written through the memfd, and a block comes back from the recycle cache for
+  // the next buffer: the peer (the memfd) and the owner (the mapping) see the same bytes.
+  using ferry::detail::Buffer;
+  const std::size_t t = std::size_t{1} << 20;
+  const std::vector<char> src = pattern(9 * t + 3);
+  for (int round = 0; round < 2; ++round) {  // the second round reuses the first one's blocks
+    CAPTURE(round);
+    Buffer b;
+    std::vector<char> want;
+    auto add = [&](std::size_t at, std::size_t len) {
+      b.append(src.data() + at, len);
+      want.insert(want.end(), src.begin() + static_cast<std::ptrdiff_t>(at),
+                  src.begin() + static_cast<std::ptrdiff_t>(at + len));
+    };
+    for (std::size_t i = 0; want.size() < t + t / 2; ++i) add(i % 1000, 100);  // creeps over 1 MiB
+    add(5, 3 * t + 1);                                                      // large, into a grown block
+    add(7, 10);
+    add(11, Buffer::write_through_bytes);                                   // the smallest large append
+    add(13, 4 * t);
+    REQUIRE(b.fd() >= 0);
+    REQUIRE(b.size() == want.size());
+    CHECK(std::memcmp(b.data(), want.data(), want.size()) == 0);
+    CHECK(memfd_holds(b, 0, want.data(), want.size()));
+
+    Buffer r(5 * t + 1);  // resize: written through data()
+    REQUIRE(r.fd() >= 0);
+    std::memcpy(r.data(), src.data(), r.size());
+    CHECK(memfd_holds(r, 0, src.data(), r.size()));
+  }
 }

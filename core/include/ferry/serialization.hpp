@@ -63,15 +63,28 @@ constexpr void require_serializable() {
 /// Where large buffers come from: shared memory (a memfd), so that a large argument or result
 /// is encoded straight into memory the peer maps, instead of being copied through the socket.
 /// libferry provides it (hosts and workers link it); code without libferry (a plugin on its own)
-/// sees none and uses the heap.
+/// sees none and uses the heap. A block's pages are allocated when first written, not when the
+/// block is made (issue 10): capacity beyond what is written costs address space only, and a
+/// large append goes through `write`.
 struct BlockAllocator {
   std::size_t threshold;  ///< buffers that grow to this size move to shared memory
-  /// A block of at least `n` bytes: its address, capacity and memfd.
+  /// A block of at least `n` bytes: its address, capacity and memfd. A fresh block has no pages
+  /// yet; a recycled one keeps its resident pages.
   char* (*allocate)(std::size_t n, std::size_t& capacity, int& fd);
-  /// Grows a block in place or by moving it; returns the new address.
+  /// Grows a block in place or by moving it (the new part has no pages yet); returns the new address.
   char* (*grow)(char* data, std::size_t old_capacity, std::size_t n, std::size_t& capacity, int fd);
   /// Releases a block: kept for reuse, unless it was given to a peer (then unmapped and closed).
   void (*release)(char* data, std::size_t capacity, int fd, bool given_away);
+  /// Allocates the pages of [from, to) of a mapped block in one call, for bytes about to be
+  /// written through the mapping (one call instead of one fault per 4 KiB page).
+  void (*populate)(char* data, std::size_t from, std::size_t to);
+  /// Copies `n` bytes to offset `at` of a block. A block too large to be recycled gets them with
+  /// write(2) on its memfd: its fresh pages are allocated and filled in one go, where a store
+  /// through the mapping would have the kernel zero each page first, and no page tables are set
+  /// up in this process. Others are filled through the mapping, so that their next use is a
+  /// plain memcpy. Throws std::bad_alloc when the memory cannot be had.
+  void (*write)(char* data, std::size_t capacity, int fd, std::size_t at, const void* bytes,
+                std::size_t n);
 };
 /// The allocator in effect; weak, so that a library without libferry links (and gets nullptr).
 __attribute__((weak)) const BlockAllocator* large_block_allocator() noexcept;
@@ -124,35 +137,9 @@ class Buffer {
   /// The bytes were handed to another process: never reuse this block's memory.
   void give_away() noexcept { given_away_ = true; }
 
-  void reserve(std::size_t n) {
-    if (n <= capacity_) return;
-    std::size_t cap = capacity_ ? capacity_ : 256;
-    while (cap < n) cap += cap / 2 + 64;
-    const BlockAllocator* shared = large_block_allocator ? large_block_allocator() : nullptr;
-    if (kind_ == Kind::shared) {
-      data_ = shared->grow(data_, capacity_, cap, capacity_, fd_);
-      return;
-    }
-    if (shared && cap >= shared->threshold && kind_ == Kind::heap) {
-      std::size_t got = 0;
-      int fd = -1;
-      char* next = shared->allocate(cap, got, fd);
-      if (next) {
-        if (size_) std::memcpy(next, data_, size_);
-        delete[] data_;
-        data_ = next;
-        capacity_ = got;
-        fd_ = fd;
-        kind_ = Kind::shared;
-        return;
-      }
-    }
-    char* next = new char[cap];
-    if (size_) std::memcpy(next, data_, size_);
-    delete[] data_;
-    data_ = next;
-    capacity_ = cap;
-  }
+  /// Room for `n` bytes; those past size() are about to be written through data(), so a block in
+  /// shared memory gets their pages now.
+  void reserve(std::size_t n) { grow_to(n, true); }
   /// Grows or shrinks the size; new bytes are uninitialised.
   void resize(std::size_t n) {
     reserve(n);
@@ -160,10 +147,14 @@ class Buffer {
   }
   void append(const void* p, std::size_t n) {
     if (n == 0) return;
+    if (n >= write_through_bytes && append_through_fd(p, n)) return;
     reserve(size_ + n);
     std::memcpy(data_ + size_, p, n);
     size_ += n;
   }
+  /// Appends of this many bytes or more to a buffer in shared memory go through
+  /// BlockAllocator::write, which picks how to fill the pages.
+  static constexpr std::size_t write_through_bytes = std::size_t{256} << 10;
   void clear() noexcept { size_ = 0; }
   /// Drops the storage when it is much larger than what is needed (after a big frame).
   void shrink_to(std::size_t keep) {
@@ -186,6 +177,55 @@ class Buffer {
  private:
   enum class Kind : unsigned char { heap, shared, mapped };
   void release() noexcept;
+
+  static const BlockAllocator* shared_allocator() noexcept {
+    return large_block_allocator ? large_block_allocator() : nullptr;
+  }
+  /// Capacity for at least `n` bytes: geometric for appends that creep up (amortised), exactly
+  /// `n` for a jump (one 2 GB value must not reserve 3 GB). With `populate`, a block in shared
+  /// memory gets the pages of [size(), n) at once.
+  void grow_to(std::size_t n, bool populate) {
+    if (n <= capacity_) return;
+    std::size_t cap = std::max(n, capacity_ ? capacity_ + capacity_ / 2 + 64 : std::size_t{256});
+    const BlockAllocator* shared = shared_allocator();
+    if (kind_ == Kind::shared) {
+      data_ = shared->grow(data_, capacity_, cap, capacity_, fd_);
+    } else if (shared && cap >= shared->threshold && kind_ == Kind::heap) {
+      std::size_t got = 0;
+      int fd = -1;
+      char* next = shared->allocate(cap, got, fd);
+      if (!next) return grow_on_heap(cap);
+      if (size_) shared->write(next, got, fd, 0, data_, size_);
+      delete[] data_;
+      data_ = next;
+      capacity_ = got;
+      fd_ = fd;
+      kind_ = Kind::shared;
+    } else {
+      return grow_on_heap(cap);
+    }
+    if (populate && n > size_) shared->populate(data_, size_, n);
+  }
+  void grow_on_heap(std::size_t cap) {
+    char* next = new char[cap];
+    if (size_) std::memcpy(next, data_, size_);
+    delete[] data_;
+    data_ = next;
+    capacity_ = cap;
+  }
+  /// A large append to a buffer that is (or now moves) in shared memory, by
+  /// BlockAllocator::write: a 2 GB value is written once into fresh pages instead of the kernel
+  /// zeroing them first (issue 10). False when the buffer stays on the heap.
+  bool append_through_fd(const void* p, std::size_t n) {
+    const BlockAllocator* shared = shared_allocator();
+    if (!shared || kind_ == Kind::mapped) return false;
+    if (kind_ == Kind::heap && size_ + n < shared->threshold) return false;
+    grow_to(size_ + n, false);
+    if (kind_ != Kind::shared) return false;  // no shared memory to be had: the heap it is
+    shared->write(data_, capacity_, fd_, size_, p, n);
+    size_ += n;
+    return true;
+  }
 
   char* data_ = nullptr;
   std::size_t size_ = 0;
@@ -221,7 +261,7 @@ class BufferWriter final : public std::streambuf {
     if (n <= 0) return 0;  // an empty vector hands over a null pointer
     auto len = static_cast<std::size_t>(n);
     std::size_t size = buffer_->size();
-    if (size + len <= buffer_->capacity()) {
+    if (size + len <= buffer_->capacity() && len < Buffer::write_through_bytes) {
       std::memcpy(buffer_->data() + size, s, len);
       buffer_->resize(size + len);
     } else {
