@@ -75,8 +75,9 @@ tsan: deps
 # saved as tests/data/fuzz/<target>/crash-*, where the test suite replays it from then on.
 fuzz: fuzz-deps
 	cmake --preset fuzz
-	cmake --build --preset fuzz -j $(JOBS) --target fuzz_frames fuzz_elf ferry_plugin_math ferry_plugin_crash
-	@rm -rf build/fuzz/seeds && mkdir -p build/fuzz/seeds/elf build/fuzz/corpus/frames build/fuzz/corpus/elf
+	cmake --build --preset fuzz -j $(JOBS) --target fuzz_frames fuzz_elf fuzz_json ferry_plugin_math ferry_plugin_crash
+	@rm -rf build/fuzz/seeds && mkdir -p build/fuzz/seeds/elf build/fuzz/corpus/frames build/fuzz/corpus/elf \
+	  build/fuzz/corpus/json
 	@for f in build/fuzz/plugins/*.so; do strip --strip-all -o build/fuzz/seeds/elf/$$(basename $$f) $$f; done
 	build/fuzz/bin/fuzz_frames -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=1024 \
 	  -artifact_prefix=tests/data/fuzz/frames/crash- \
@@ -84,6 +85,9 @@ fuzz: fuzz-deps
 	build/fuzz/bin/fuzz_elf -max_total_time=$(FUZZ_SECONDS) -max_len=131072 -rss_limit_mb=1024 \
 	  -artifact_prefix=tests/data/fuzz/elf/crash- \
 	  build/fuzz/corpus/elf tests/data/fuzz/elf build/fuzz/seeds/elf
+	build/fuzz/bin/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -rss_limit_mb=2048 \
+	  -dict=tests/fuzz/json.dict -artifact_prefix=tests/data/fuzz/json/crash- \
+	  build/fuzz/corpus/json tests/data/fuzz/json
 
 bench: bench-deps
 	cmake --preset $(BENCH_PRESET) -DFERRY_BUILD_BENCH=ON

@@ -82,8 +82,10 @@ int run_run(const RunOptions& options, const GlobalOptions& global) {
                              : !arg.empty() && std::isalpha(static_cast<unsigned char>(arg[0]))
                                    ? " (a JSON string needs its quotes: '\"text\"')"
                                    : "";
+      // A hostile argument may be megabytes long: quote its start only.
+      std::string shown = arg.size() > 80 ? arg.substr(0, 80) + "..." : arg;
       print_error("run", "argument " + std::to_string(i + 1) + " is not valid JSON: " + error +
-                             ": " + arg + hint);
+                             ": " + shown + hint);
       return exit_usage;
     }
     std::string key = "value" + std::to_string(i);

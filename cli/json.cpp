@@ -8,13 +8,10 @@
 namespace ferry::cli::json {
 
 bool parse(std::string_view text, rj::Document& doc, std::string& error) {
-  // The default flags are cereal's (kParseFullPrecisionFlag | kParseNanAndInfFlag): a value is
-  // read here exactly as the worker's JSON archive will read it. Trailing text is an error.
-  doc.Parse(text.data(), text.size());
-  if (!doc.HasParseError()) return true;
-  error = std::string(rj::GetParseError_En(doc.GetParseError())) + " (at offset " +
-          std::to_string(doc.GetErrorOffset()) + ")";
-  return false;
+  // The worker's parser (detail::parse_json): the nesting is checked before RapidJSON's recursive
+  // parser runs (a line of 200 KB of '[' crashed ferry with SIGSEGV, issue 10), and the flags are
+  // cereal's. Trailing text is an error.
+  return detail::parse_json(text, doc, error);
 }
 
 std::string write(const rj::Value& value) {
@@ -27,7 +24,7 @@ std::string write(const rj::Value& value) {
 std::string quote(std::string_view s) {
   rj::StringBuffer buffer;
   rj::Writer<rj::StringBuffer> writer(buffer);
-  writer.String(s.data(), static_cast<rj::SizeType>(s.size()));
+  detail::write_json_string(writer, s);
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
@@ -57,8 +54,7 @@ std::optional<std::size_t> append_argument_object(std::string& out, const rj::Va
     if (ok) index = std::stoul(std::string(name.substr(5)));
     if (!ok || index >= values.size() || values[index]) {
       error = "an object line holds the arguments as \"value0\", \"value1\", ... (each once, no "
-              "gaps); found \"" + std::string(name) + "\". For an object argument, put it in an "
-              "array: [{...}]";
+              "gaps); found " + quote(name) + ". For an object argument, put it in an array: [{...}]";
       return std::nullopt;
     }
     values[index] = &m.value;
@@ -76,10 +72,58 @@ std::optional<std::size_t> append_argument_object(std::string& out, const rj::Va
   return values.size();
 }
 
+bool append_line_arguments(std::string& out, std::string_view line, std::optional<std::size_t> arity,
+                           std::string_view task, std::string& error) {
+  if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
+    // Skipping it would shift every later output line against its input line.
+    error = "blank line: each input line gives one output line (for a task without parameters, "
+            "write [])";
+    return false;
+  }
+  rj::Document doc;
+  if (!parse(line, doc, error)) {
+    error = "not valid JSON: " + error;
+    return false;
+  }
+  auto takes = [&] {
+    return "task '" + std::string(task) + "' takes " + std::to_string(*arity) +
+           (*arity == 1 ? " argument" : " arguments");
+  };
+  if (doc.IsArray()) {
+    if (arity && doc.Size() != *arity) {
+      error = takes() + ", the line has " + std::to_string(doc.Size()) +
+              (*arity == 1 ? " (wrap an array argument in an array: [[1, 2]])" : "");
+      return false;
+    }
+    append_arguments(out, doc);
+  } else if (doc.IsObject()) {
+    std::string object;
+    auto n = append_argument_object(object, doc, error);
+    if (!n) return false;
+    if (arity && *n != *arity) {
+      error = takes() + ", the line has " + std::to_string(*n);
+      return false;
+    }
+    out += object;
+  } else {
+    if (arity && *arity != 1) {
+      error = takes() + ": give them as an array [a, b, ...]";
+      return false;
+    }
+    // The line itself, now known to be one JSON value: writing the value again would cost a
+    // second pass over a line that may be hundreds of megabytes.
+    out += "{\"value0\":";
+    out += line;
+    out += '}';
+  }
+  out += '\n';
+  return true;
+}
+
 std::string error_line(std::string_view type, std::string_view message, std::string_view stage) {
-  // Members in the order the worker writes them (ferry/task.hpp, invoke_json).
-  return "{\"error\":{\"type\":" + quote(type) + ",\"message\":" + quote(message) +
-         ",\"stage\":" + quote(stage) + "}}";
+  rj::StringBuffer buffer;
+  detail::write_json_error(buffer, type, message, stage);
+  return std::string(buffer.GetString(), buffer.GetSize());
 }
 
 }  // namespace ferry::cli::json

@@ -1,40 +1,26 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// JSON for the ferry command: RapidJSON as cereal configures it, and the few helpers we need.
+// JSON for the ferry command: RapidJSON as ferry's JSON archive configures it, and the few helpers
+// we need.
 #pragma once
 
-// cereal's JSON archive first: it configures RapidJSON (assertions throw, full-precision parsing,
-// NaN/Infinity accepted) before including it, and every translation unit must see RapidJSON with
-// the same configuration. cereal bundles RapidJSON under its own prefix upstream; Debian's
-// libcereal-dev uses the system's rapidjson-dev instead.
-#include <cereal/archives/json.hpp>
-
-#if __has_include(<cereal/external/rapidjson/document.h>)
-#include <cereal/external/rapidjson/document.h>
-#include <cereal/external/rapidjson/error/en.h>
-#include <cereal/external/rapidjson/stringbuffer.h>
-#include <cereal/external/rapidjson/writer.h>
-namespace ferry::cli::rj {
-using namespace CEREAL_RAPIDJSON_NAMESPACE;
-}
-#else
-#include <rapidjson/document.h>
-#include <rapidjson/error/en.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-namespace ferry::cli::rj {
-using namespace RAPIDJSON_NAMESPACE;
-}
-#endif
+// The worker's own parsing rules (cereal's flags, the nesting limit): a line is read here exactly
+// as the task's JSON entry point will read it.
+#include <ferry/detail/json_archive.hpp>
 
 #include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
 
+namespace ferry::cli {
+namespace rj = ferry::detail::json;
+}
+
 namespace ferry::cli::json {
 
-/// Parses `text` as exactly one JSON value (cereal's parse flags). On failure returns false and
-/// sets `error` to RapidJSON's message with the offset, e.g. "Invalid value. (at offset 0)".
+/// Parses `text` as exactly one JSON value (cereal's parse flags, nesting at most
+/// detail::max_json_depth). On failure returns false and sets `error` to RapidJSON's message with
+/// the offset, e.g. "Invalid value. (at offset 0)", or "nested deeper than 512 levels (at offset 512)".
 bool parse(std::string_view text, rj::Document& doc, std::string& error);
 
 /// `value` as compact JSON (one line).
@@ -47,11 +33,19 @@ std::string quote(std::string_view s);
 void append_arguments(std::string& out, const rj::Value& array);
 
 /// Appends `{"value0":...,"value1":...}` for an object of argument members to `out`, members in
-/// index order: cereal's JSON archive reads them by position, not by name, so
-/// {"value1": 2, "value0": 1} would otherwise swap the arguments. Returns the number of
-/// arguments, or nullopt with `error` when a member is not named value0, value1, ... without gaps.
+/// index order: the worker reads them by name, but sorted they read as fast as they can.
+/// Returns the number of arguments, or nullopt with `error` when a member is not named value0,
+/// value1, ... without gaps.
 std::optional<std::size_t> append_argument_object(std::string& out, const rj::Value& object,
                                                   std::string& error);
+
+/// One input line of `ferry map` as the argument object of task `task` (of `arity` parameters,
+/// when known), appended to `out` with its '\n'. The line is an array of the arguments, an object
+/// already in argument form, or the one argument of a one-parameter task. Returns false with
+/// `error` for a blank line (which would break the line-for-line alignment of the output), a line
+/// that is not JSON, or arguments that do not fit.
+bool append_line_arguments(std::string& out, std::string_view line, std::optional<std::size_t> arity,
+                           std::string_view task, std::string& error);
 
 /// An error object line as the worker writes it for --keep-going.
 std::string error_line(std::string_view type, std::string_view message, std::string_view stage);

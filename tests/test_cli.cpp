@@ -7,6 +7,7 @@
 #include <pty.h>
 #include <spawn.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -317,10 +318,10 @@ TEST_CASE("Cli.run_without_a_worker_exits_4") {
 
 TEST_CASE("Cli.map_from_a_file") {
   support::TempDir dir;
-  write_file(dir.path / "in.jsonl", "[40, 2]\n\n{\"value0\": 3, \"value1\": 4}\n[-1, 1]\n");
+  write_file(dir.path / "in.jsonl", "[40, 2]\n{\"value0\": 3, \"value1\": 4}\n[-1, 1]\n");
   Result r = cli({"map", "add", (dir.path / "in.jsonl").string()});
   CHECK(r.status == 0);
-  CHECK(r.out == "42\n7\n0\n");  // the blank line is skipped
+  CHECK(r.out == "42\n7\n0\n");
   CHECK(r.err.empty());
 
   // Argument objects are taken by member name, in any order.
@@ -489,6 +490,131 @@ TEST_CASE("Cli.map_no_progress_bar_when_stderr_is_not_a_terminal") {
   CHECK(r.status == 0);
   CHECK(lines_of(r.out).size() == 500);
   CHECK(r.err.empty());
+}
+
+// ---- hostile JSON (issue 10 item 5) ------------------------------------------------------------
+
+TEST_CASE("Cli.run_refuses_json_nested_too_deep") {
+  // RapidJSON's recursive parser overflowed ferry's stack on this (SIGSEGV). An argument cannot
+  // be longer than 128 KiB (MAX_ARG_STRLEN), which 8 MiB of stack survives: ferry gets 1 MiB.
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_STACK, &saved) == 0);
+  rlimit small = saved;
+  small.rlim_cur = std::min<rlim_t>(saved.rlim_cur, 1 << 20);
+  REQUIRE(::setrlimit(RLIMIT_STACK, &small) == 0);  // inherited by the ferry started next
+  Result r = cli({"run", "square", std::string(130'000, '[')});
+  ::setrlimit(RLIMIT_STACK, &saved);
+  CHECK(r.status == 2);
+  CHECK(r.err.find("argument 1 is not valid JSON: nested deeper than 512 levels (at offset 512)") !=
+        std::string::npos);
+  CHECK(r.err.size() < 1000);  // the argument is not echoed whole
+  Result inside = cli({"run", "add", "1", "[" + std::string(130'000, '{')});
+  CHECK(inside.status == 2);
+  CHECK(inside.err.find("argument 2 is not valid JSON: nested deeper") != std::string::npos);
+}
+
+TEST_CASE("Cli.map_refuses_json_nested_too_deep") {
+  std::string deep = std::string(200'000, '[') + "\n";
+  Result r = cli({"map", "square"}, "1\n" + deep + "3\n");
+  CHECK(r.status == 2);
+  CHECK(r.out == "1\n");
+  CHECK(r.err.find("line 2: not valid JSON: nested deeper than 512 levels") != std::string::npos);
+
+  Result going = cli({"map", "--keep-going", "square"}, "1\n" + deep + "3\n");
+  CHECK(going.status == 1);
+  auto out = lines_of(going.out);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0] == "1");
+  CHECK(out[1].find("nested deeper than 512 levels") != std::string::npos);
+  CHECK(out[1].find("\"stage\":\"read_input\"") != std::string::npos);
+  CHECK(out[2] == "9");
+}
+
+TEST_CASE("Cli.map_blank_lines_are_errors_that_keep_lines_aligned") {
+  const std::string input = "[40, 2]\n\n[1, 1]\n   \n[2, 2]\n";
+  Result r = cli({"map", "add"}, input);
+  CHECK(r.status == 2);
+  CHECK(r.out == "42\n");
+  CHECK(r.err.find("line 2: blank line") != std::string::npos);
+
+  // Under --keep-going, output line N still answers input line N.
+  for (bool pipe : {false, true}) {
+    CAPTURE(pipe);
+    Result going = cli({"map", "--keep-going", "add"}, input, pipe);
+    CHECK(going.status == 1);
+    auto out = lines_of(going.out);
+    REQUIRE(out.size() == 5);
+    CHECK(out[0] == "42");
+    CHECK(out[1].rfind("{\"error\":", 0) == 0);
+    CHECK(out[1].find("line 2: blank line") != std::string::npos);
+    CHECK(out[1].find("\"stage\":\"read_input\"") != std::string::npos);
+    CHECK(out[2] == "2");
+    CHECK(out[3].find("line 4: blank line") != std::string::npos);
+    CHECK(out[4] == "4");
+  }
+  // A task without parameters takes [] per line.
+  CHECK(cli({"map", "noop"}, "[]\n[]\n").out == "null\nnull\n");
+
+  std::string help = cli(Call{.args = {"map", "--help"}, .defaults = false}).out;
+  std::replace(help.begin(), help.end(), '\n', ' ');
+  CHECK(help.find("skipped") == std::string::npos);
+  CHECK(help.find("a blank line is an error") != std::string::npos);
+}
+
+TEST_CASE("Cli.strings_keep_nul_characters") {
+  CHECK(cli({"run", "greet", R"("a\u0000b")"}).out == "\"hello, a\\u0000b\"\n");
+  CHECK(cli({"map", "greet"}, "\"\\u0000\"\n[\"x\\u0000\"]\n").out ==
+        "\"hello, \\u0000\"\n\"hello, x\\u0000\"\n");
+  CHECK(cli({"run", "byte_sum", R"("\u0001\u0000\u0002")"}).out == "3\n");
+}
+
+TEST_CASE("Cli.type_errors_name_the_argument_its_type_and_what_was_found") {
+  Result r = cli({"run", "add", "1", "\"two\""});
+  CHECK(r.status == 2);
+  CHECK(r.err.find(R"(argument 2 (i32): expected i32, found the string "two")") != std::string::npos);
+  CHECK(r.err.find("rapidjson") == std::string::npos);
+
+  Result m = cli({"map", "--keep-going", "scale"}, "[{\"value0\": 1, \"value1\": \"y\"}, 2]\n[[1, 2], 3]\n");
+  CHECK(m.status == 1);
+  auto out = lines_of(m.out);
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].find(R"(argument 1 (math::Vec2), at value0.value1: expected f64, found the string \"y\")") !=
+        std::string::npos);
+  CHECK(out[0].find("\"stage\":\"decode_arguments\"") != std::string::npos);
+  CHECK(out[1] == "{\"value0\":3.0,\"value1\":6.0}");
+}
+
+namespace {
+/// CPU seconds (user + system) `ferry map TASK FILE` used, with its exit status.
+std::pair<double, int> map_cpu_seconds(const std::string& task, const fs::path& file) {
+  support::TempDir dir;
+  Child child = spawn(Call{.args = {"map", "-j", "1", task, file.string()}}, dir.path);
+  int status = 0;
+  rusage usage{};
+  while (::wait4(child.pid, &status, 0, &usage) < 0 && errno == EINTR) {
+  }
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return {seconds(usage.ru_utime) + seconds(usage.ru_stime), WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+}  // namespace
+
+TEST_CASE("Cli.map_reads_a_long_line_in_linear_time") {
+  // Each read of 64 KiB rescanned the line from its start: a 100 MB line took 21 s, 1 GB hung.
+  // Four times the line must cost about four times the CPU, not sixteen (a ratio, so that a
+  // slower build or machine does not matter).
+  support::TempDir dir;
+  auto line_file = [&](std::size_t bytes) {
+    fs::path p = dir.path / ("line" + std::to_string(bytes));
+    write_file(p, "\"" + std::string(bytes, 'x') + "\"\n");
+    return p;
+  };
+  auto [small, small_status] = map_cpu_seconds("view_size", line_file(16u << 20));
+  auto [large, large_status] = map_cpu_seconds("view_size", line_file(64u << 20));
+  CHECK(small_status == 0);
+  CHECK(large_status == 0);
+  CAPTURE(small);
+  CAPTURE(large);
+  CHECK(large < 8 * small + 0.5);
 }
 
 // ---- info and cache ----------------------------------------------------------------------------

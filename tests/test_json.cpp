@@ -3,6 +3,14 @@
 // included, one JSON object per call and per line.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
 #include "math.hpp"
 #include "support/fixture.hpp"
 
@@ -69,4 +77,117 @@ TEST_CASE("Json.errors_without_keep_going") {
     CHECK_THROWS_AS(ex.submit_json("no_such_task", "{}").get(), ferry::PluginError);
   }
   CHECK(ex.submit_json("square", R"({"value0": 3})").get() == "{\"value0\":9}\n");
+}
+
+// ---- Hostile JSON (issue 10 item 5, issue 16 item 4) -------------------------------------------
+
+namespace {
+
+unsigned long long ull_twice(unsigned long long x) { return 2 * x; }
+long long ll_negate(long long x) { return -x; }
+std::uint64_t u64_twice(std::uint64_t x) { return 2 * x; }
+unsigned long long widen(std::uint32_t x) { return x; }
+std::vector<unsigned long long> ull_list(std::vector<long long> v) {
+  return std::vector<unsigned long long>(v.begin(), v.end());
+}
+
+/// Runs the JSON entry point of Fn in this process, as the worker does; throws the worker's
+/// "type: message" when the call fails.
+template <auto Fn>
+std::string invoke_here(std::string_view lines, std::uint32_t items = 1) {
+  std::stringbuf result, error;
+  ferry::detail::InvokeContext ctx{};
+  ctx.args = lines.data();
+  ctx.args_size = lines.size();
+  ctx.items = items;
+  ctx.result = &result;
+  ctx.error = &error;
+  ferry::detail::invoke_json<Fn>(ctx);
+  if (ctx.status != ferry::detail::InvokeStatus::ok) {
+    std::string e = error.str();
+    std::replace(e.begin(), e.end(), '\0', ':');
+    throw std::runtime_error(e);
+  }
+  return result.str();
+}
+
+}  // namespace
+
+TEST_CASE("Json.nesting_deeper_than_the_limit_is_a_serialization_error") {
+  // RapidJSON's recursive parser overflowed the worker's stack on this (SIGSEGV).
+  ferry::Executor ex(support::options(1));
+  std::string deep = "{\"value0\": " + std::string(200'000, '[') + "}";
+  CHECK_THROWS_WITH_AS(ex.submit_json("square", deep).get(), doctest::Contains("nested deeper than 512 levels"),
+                       ferry::SerializationError);
+  std::string lines = "{\"value0\": 2}\n" + deep + "\n{\"value0\": 3}\n";
+  std::string out = ex.submit_json("square", lines, 3, /*keep_going=*/true).get();
+  CHECK(out.rfind("{\"value0\":4}\n{\"error\":", 0) == 0);
+  CHECK(out.find("nested deeper than 512 levels") != std::string::npos);
+  CHECK(out.find("\"stage\":\"decode_arguments\"") != std::string::npos);
+  CHECK(out.substr(out.size() - 13) == "{\"value0\":9}\n");
+  // Within the limit, the same shape is an ordinary type error.
+  std::string ok_depth = "{\"value0\": " + std::string(511, '[') + std::string(511, ']') + "}";
+  CHECK_THROWS_WITH_AS(ex.submit_json("square", ok_depth).get(), doctest::Contains("expected i32"),
+                       ferry::SerializationError);
+  CHECK(ex.submit_json("square", R"({"value0": 5})").get() == "{\"value0\":25}\n");
+}
+
+TEST_CASE("Json.strings_keep_nul_characters") {
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit_json("greet", R"({"value0": "a\u0000b"})").get() ==
+        "{\"value0\":\"hello, a\\u0000b\"}\n");
+  // A BytesView is a string too: 1 + 0 + 2.
+  CHECK(ex.submit_json("byte_sum", R"({"value0": "\u0001\u0000\u0002"})").get() == "{\"value0\":3}\n");
+}
+
+TEST_CASE("Json.type_errors_name_the_argument_its_type_and_what_was_found") {
+  ferry::Executor ex(support::options(1));
+  SUBCASE("a scalar") {
+    CHECK_THROWS_WITH_AS(ex.submit_json("add", R"({"value0": 1, "value1": "two"})").get(),
+                         doctest::Contains(R"(argument 2 (i32): expected i32, found the string "two")"),
+                         ferry::SerializationError);
+  }
+  SUBCASE("out of range, not an integer") {
+    CHECK_THROWS_WITH_AS(ex.submit_json("square", R"({"value0": 3000000000})").get(),
+                         doctest::Contains("argument 1 (i32): expected i32, found the number 3000000000 "
+                                           "(out of its range)"),
+                         ferry::SerializationError);
+    CHECK_THROWS_WITH_AS(ex.submit_json("square", R"({"value0": 2.5})").get(),
+                         doctest::Contains("found the number 2.5 (not an integer)"), ferry::SerializationError);
+  }
+  SUBCASE("inside a container and a struct") {
+    CHECK_THROWS_WITH_AS(ex.submit_json("sum", R"({"value0": [1, 2, "x"]})").get(),
+                         doctest::Contains(R"(argument 1 (vector<f64>), at value0[2]: expected f64, found the string "x")"),
+                         ferry::SerializationError);
+    CHECK_THROWS_WITH_AS(ex.submit_json("sum", R"({"value0": {"a": 1}})").get(),
+                         doctest::Contains("argument 1 (vector<f64>): expected vector<f64> (a JSON array), "
+                                           "found an object of 1 member"),
+                         ferry::SerializationError);
+    CHECK_THROWS_WITH_AS(
+        ex.submit_json("scale", R"({"value0": {"value0": 1, "value1": null}, "value1": 2})").get(),
+        doctest::Contains("argument 1 (math::Vec2), at value0.value1: expected f64, found null"),
+        ferry::SerializationError);
+    CHECK_THROWS_WITH_AS(ex.submit_json("scale", R"({"value0": [1], "value1": 2})").get(),
+                         doctest::Contains("argument 1 (math::Vec2), at value0[1]: expected f64, found "
+                                           "nothing (an array of 1 element)"),
+                         ferry::SerializationError);
+  }
+  SUBCASE("the keep-going error line says the same") {
+    std::string out = ex.submit_json("add", "{\"value0\": true, \"value1\": 1}\n", 1, true).get();
+    CHECK(out.find(R"(argument 1 (i32): expected i32, found true)") != std::string::npos);
+    CHECK(out.find("rapidjson") == std::string::npos);
+  }
+}
+
+TEST_CASE("Json.integers_of_every_spelling_are_numbers") {
+  // unsigned long long and std::uint64_t (unsigned long) share the signature u64: one rule.
+  CHECK(invoke_here<&widen>(R"({"value0": 7})") == "{\"value0\":7}\n");  // was "7", a string
+  CHECK(invoke_here<&ull_twice>(R"({"value0": 9223372036854775807})") == "{\"value0\":18446744073709551614}\n");
+  CHECK(invoke_here<&u64_twice>(R"({"value0": 9223372036854775807})") == "{\"value0\":18446744073709551614}\n");
+  CHECK(invoke_here<&ll_negate>(R"({"value0": 9223372036854775807})") == "{\"value0\":-9223372036854775807}\n");
+  CHECK(invoke_here<&ull_list>(R"({"value0": [1, 2]})") == "{\"value0\":[1,2]}\n");
+  CHECK_THROWS_WITH(invoke_here<&ull_twice>(R"({"value0": -1})"),
+                    doctest::Contains("argument 1 (u64): expected u64, found the number -1 (out of its range)"));
+  CHECK_THROWS_WITH(invoke_here<&ll_negate>(R"({"value0": "5"})"),
+                    doctest::Contains(R"(argument 1 (i64): expected i64, found the string "5")"));
 }

@@ -19,24 +19,7 @@
 #include <typeinfo>
 #include <utility>
 
-#include <cereal/archives/json.hpp>
-// cereal's JSON archive includes RapidJSON: Debian's cereal uses the system's, upstream cereal its
-// own copy (namespace CEREAL_RAPIDJSON_NAMESPACE).
-#if __has_include(<cereal/external/rapidjson/writer.h>)
-#include <cereal/external/rapidjson/stringbuffer.h>
-#include <cereal/external/rapidjson/writer.h>
-#else
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-#endif
-#ifdef CEREAL_RAPIDJSON_NAMESPACE
-namespace ferry::detail::json = CEREAL_RAPIDJSON_NAMESPACE;
-#else
-namespace ferry::detail {
-namespace json = RAPIDJSON_NAMESPACE;
-}
-#endif
-
+#include <ferry/detail/json_archive.hpp>
 #include <ferry/detail/type_name.hpp>
 #include <ferry/serialization.hpp>
 
@@ -208,47 +191,57 @@ void invoke(InvokeContext& ctx) noexcept {
   }
 }
 
-/// The JSON entry point: each item is one line holding a JSON object {"value0": arg0, ...} (what
-/// cereal's JSON archive reads for `ar(arg0, ...)`); each result is one line {"value0": result}
-/// ({} for void). With invoke_keep_going, a failing item yields {"error": {"type", "message",
-/// "stage"}} and the next items still run.
-/// cereal's JSON archive always pretty-prints: re-write its output compactly, one value per line.
-inline void write_one_line(std::ostream& os, const std::string& text) {
-  json::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  json::StringBuffer out;
-  json::Writer<json::StringBuffer> writer(out);
-  doc.Accept(writer);
-  os.write(out.GetString(), static_cast<std::streamsize>(out.GetSize()));
-}
-
-/// The arguments of a JSON call must be exactly {"value0": ..., "value<n-1>": ...}: cereal would
-/// read members by position and ignore extra ones.
-inline void check_json_arguments(std::string_view line, std::size_t arity) {
-  if (arity == 0 && line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // no arguments
-  json::Document doc;
-  doc.Parse(line.data(), line.size());
-  if (doc.HasParseError()) throw std::invalid_argument("arguments are not valid JSON");
-  if (!doc.IsObject()) throw std::invalid_argument("arguments must be a JSON object {\"value0\": ...}");
-  for (auto m = doc.MemberBegin(); m != doc.MemberEnd(); ++m) {
+/// The arguments of a JSON call must be exactly {"value0": ..., "value<n-1>": ...}: the archive
+/// would read members by position and ignore extra ones.
+inline void check_json_arguments(const json::Value& args, std::size_t arity) {
+  if (!args.IsObject())
+    throw JsonError({}, "arguments must be a JSON object {\"value0\": ...}, found " + describe_json(args));
+  for (auto m = args.MemberBegin(); m != args.MemberEnd(); ++m) {
     std::string_view key(m->name.GetString(), m->name.GetStringLength());
     bool known = false;
     for (std::size_t i = 0; i < arity && !known; ++i) known = key == "value" + std::to_string(i);
     if (!known)
-      throw std::invalid_argument("unexpected argument \"" + std::string(key) + "\": the task takes " +
-                                  std::to_string(arity) + " (value0..value" +
-                                  std::to_string(arity == 0 ? 0 : arity - 1) + ")");
+      throw JsonError({}, "unexpected argument \"" + std::string(key) + "\": the task takes " +
+                              std::to_string(arity) + " (value0..value" +
+                              std::to_string(arity == 0 ? 0 : arity - 1) + ")");
   }
-  if (doc.MemberCount() != arity)
-    throw std::invalid_argument("the task takes " + std::to_string(arity) + " arguments, " +
-                                std::to_string(doc.MemberCount()) + " given");
+  if (args.MemberCount() != arity)
+    throw JsonError({}, "the task takes " + std::to_string(arity) + " arguments, " +
+                            std::to_string(args.MemberCount()) + " given");
 }
 
-template <std::size_t... I, class Tuple>
-void read_named(cereal::JSONInputArchive& ar, Tuple& args, std::index_sequence<I...>) {
-  (ar(cereal::make_nvp("value" + std::to_string(I), std::get<I>(args))), ...);
+/// Decodes one line of arguments into `args`: parsed once (its nesting bounded before RapidJSON's
+/// recursive parser runs), checked, then read by name. A value that does not fit names its
+/// argument, the parameter's type and what was found.
+template <class Tuple, std::size_t... I>
+void read_json_arguments(std::string_view line, Tuple& args, std::index_sequence<I...>) {
+  constexpr std::size_t arity = sizeof...(I);
+  if (arity == 0 && line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // no arguments
+  json::Document doc;
+  std::string error;
+  if (!parse_json(line, doc, error)) throw JsonError({}, "arguments are not valid JSON: " + error);
+  check_json_arguments(doc, arity);
+  JsonInputArchive ar(doc);
+  [[maybe_unused]] auto read = [&]<std::size_t N>(std::integral_constant<std::size_t, N>) {
+    const std::string name = "value" + std::to_string(N);
+    try {
+      ar(cereal::make_nvp(name.c_str(), std::get<N>(args)));
+    } catch (const JsonError& e) {
+      // e.where() starts with this argument's name: say which argument, of which type, instead.
+      std::string inner = e.where().size() > name.size() ? e.where().substr(name.size()) : "";
+      throw JsonError({}, "argument " + std::to_string(N + 1) + " (" +
+                                        std::string(json_type_label<std::tuple_element_t<N, Tuple>>()) +
+                                        ")" + (inner.empty() ? "" : ", at " + name + inner) + ": " +
+                                        e.problem());
+    }
+  };
+  (read(std::integral_constant<std::size_t, I>{}), ...);
 }
 
+/// The JSON entry point: each item is one line holding a JSON object {"value0": arg0, ...}; each
+/// result is one line {"value0": result} ({} for void), written compactly by ferry's JSON archive
+/// (detail/json_archive.hpp). With invoke_keep_going, a failing item yields {"error": {"type",
+/// "message", "stage"}} and the next items still run.
 template <auto Fn>
 void invoke_json(InvokeContext& ctx) noexcept {
   using Traits = FunctionTraits<decltype(Fn)>;
@@ -257,40 +250,34 @@ void invoke_json(InvokeContext& ctx) noexcept {
   using Params = typename Traits::params;
   try {
     std::string_view rest(ctx.args, static_cast<std::size_t>(ctx.args_size));
-    std::ostream os(ctx.result);
+    json::StringBuffer out;  // one line, written to ctx.result once it is whole
     for (std::uint32_t item = 0; item < ctx.items; ++item) {
       auto nl = rest.find('\n');
       std::string_view line = rest.substr(0, nl);
       rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
       ctx.failed_item = item;
+      out.Clear();
       try {
         ctx.status = InvokeStatus::decode_arguments_failed;
         Args args;
-        check_json_arguments(line, Traits::arity);
-        if constexpr (Traits::arity > 0) {
-          MemoryReader in(line.data(), line.size());
-          std::istream is(&in);
-          cereal::JSONInputArchive iar(is);
-          read_named(iar, args, std::make_index_sequence<Traits::arity>{});
-        }
+        read_json_arguments(line, args, std::make_index_sequence<Traits::arity>{});
         ctx.status = InvokeStatus::task_threw;
         auto call = [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
           return Fn(forward_param<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
         };
         if constexpr (std::is_void_v<R>) {
           call(std::make_index_sequence<Traits::arity>{});
-          os << "{}";
+          out.Put('{');
+          out.Put('}');
         } else {
           R r = call(std::make_index_sequence<Traits::arity>{});
           ctx.status = InvokeStatus::encode_result_failed;
-          std::ostringstream one;
-          {
-            cereal::JSONOutputArchive oar(one, cereal::JSONOutputArchive::Options::NoIndent());
-            oar(r);
-          }
-          write_one_line(os, one.str());
+          JsonOutputArchive oar(out);
+          oar(r);
+          oar.finish();
         }
-        os << '\n';
+        out.Put('\n');
+        ctx.result->sputn(out.GetString(), static_cast<std::streamsize>(out.GetSize()));
         if (item + 1 == ctx.items) deliver_results(ctx);  // before `args` is destroyed
       } catch (...) {
         if (!(ctx.flags & invoke_keep_going)) throw;
@@ -302,23 +289,12 @@ void invoke_json(InvokeContext& ctx) noexcept {
                             : ctx.status == InvokeStatus::decode_arguments_failed
                                 ? "decode_arguments"
                                 : "encode_result";
-        std::string type = d.substr(0, nul);
-        std::string message = nul == std::string::npos ? "" : d.substr(nul + 1);
-        json::StringBuffer line_out;
-        json::Writer<json::StringBuffer> w(line_out);
-        w.StartObject();
-        w.Key("error");
-        w.StartObject();
-        w.Key("type");
-        w.String(type.c_str(), static_cast<json::SizeType>(type.size()));
-        w.Key("message");
-        w.String(message.c_str(), static_cast<json::SizeType>(message.size()));
-        w.Key("stage");
-        w.String(stage);
-        w.EndObject();
-        w.EndObject();
-        os.write(line_out.GetString(), static_cast<std::streamsize>(line_out.GetSize()));
-        os << '\n';
+        out.Clear();
+        write_json_error(out, std::string_view(d).substr(0, nul),
+                         nul == std::string::npos ? std::string_view() : std::string_view(d).substr(nul + 1),
+                         stage);
+        out.Put('\n');
+        ctx.result->sputn(out.GetString(), static_cast<std::streamsize>(out.GetSize()));
       }
     }
     ctx.status = InvokeStatus::ok;

@@ -1,0 +1,670 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// ferry's JSON archive pair (submit_json, the ferry command): cereal's JSON shapes, whole strings,
+// 64-bit integers as numbers, a nesting limit, and errors that say what was expected where.
+//
+// Why not cereal's JSONInputArchive/JSONOutputArchive (issue 10 item 5, issue 16 item 4):
+// - it builds strings from GetString() without the length, so "a\u0000b" arrives as "a";
+// - it writes `long long` and `unsigned long long` as JSON strings but `std::int64_t` (`long`) as
+//   numbers, although both have the signature i64;
+// - its constructor parses with RapidJSON's recursive parser: a line of 200 KB of '[' overflows
+//   the stack before anything can look at it;
+// - a value of the wrong type is "rapidjson internal assertion failure: IsInt()".
+// The shapes are cereal's, so that what worked keeps working: a value at the top level or in an
+// object is named by its NVP, else "value0", "value1", ...; a SizeTag (sequences, maps) makes an
+// array; maps are arrays of {"key", "value"}; std types come from cereal's own headers and user
+// types keep their generic serialize/save/load. Written from cereal's documented behaviour, not
+// from its code.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// cereal's JSON archive header first, although ferry no longer uses its archives: it configures
+// RapidJSON (assertions throw, full-precision parsing, NaN and Infinity accepted and written), and
+// every translation unit must see RapidJSON configured the same way. Debian's cereal uses the
+// system's RapidJSON, upstream cereal its own copy (namespace CEREAL_RAPIDJSON_NAMESPACE).
+#include <cereal/archives/json.hpp>
+#if __has_include(<cereal/external/rapidjson/document.h>)
+#include <cereal/external/rapidjson/document.h>
+#include <cereal/external/rapidjson/error/en.h>
+#include <cereal/external/rapidjson/stringbuffer.h>
+#include <cereal/external/rapidjson/writer.h>
+#else
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#endif
+#ifdef CEREAL_RAPIDJSON_NAMESPACE
+namespace ferry::detail::json = CEREAL_RAPIDJSON_NAMESPACE;
+#else
+namespace ferry::detail {
+namespace json = RAPIDJSON_NAMESPACE;
+}
+#endif
+
+#include <cereal/cereal.hpp>
+#include <ferry/detail/type_name.hpp>
+
+namespace ferry::detail {
+
+/// JSON nested deeper than this is refused before anything recursive (RapidJSON's parser, its
+/// writer, a Value's Accept) sees it: 512 levels are far more than arguments need, and cost a
+/// recursive parser well under 1 MiB of stack.
+inline constexpr std::size_t max_json_depth = 512;
+
+/// A JSON value that does not fit: `where` is its path from the top ("value0[2].x", empty at the
+/// top), `problem` what is wrong ("expected i32, found the string \"seven\"").
+class JsonError : public cereal::Exception {
+ public:
+  JsonError(std::string where, std::string problem)
+      : cereal::Exception(where.empty() ? problem : where + ": " + problem),
+        where_(std::move(where)),
+        problem_(std::move(problem)) {}
+  const std::string& where() const noexcept { return where_; }
+  const std::string& problem() const noexcept { return problem_; }
+
+ private:
+  std::string where_;
+  std::string problem_;
+};
+
+/// What scan_json_text found in a JSON text, before any parser sees it.
+struct JsonTextScan {
+  enum class Problem { none, nul_byte, too_deep, bad_number };
+  Problem problem = Problem::none;
+  std::size_t offset = 0;  ///< where the problem starts
+  /// Numbers whose digits are all zeros but that have a fraction or an exponent ("0e400",
+  /// "-0.000000000000000000000000"): [begin, end) offsets, to be written "0.0" / "-0.0".
+  std::vector<std::pair<std::size_t, std::size_t>> zeros;
+};
+
+/// One linear pass, no recursion, over what RapidJSON (1.1.0, Debian's) cannot be trusted with:
+/// - nesting beyond `limit` levels (its parser, writer and Accept are recursive: 200 KB of '['
+///   overflow the stack). String contents are skipped, so on the prefix a parser accepts, the
+///   depth counted here is exactly the parser's;
+/// - a NUL byte outside strings, which it takes for the end of the text ("7\0junk" would be 7);
+/// - NaN or Infinity followed by a fraction or an exponent ("NaNe0": a failed internal assertion;
+///   "NaN.5" reads as 0.5);
+/// - numbers whose significant digits are all zeros, with an exponent or a long fraction: its
+///   full-precision strtod calls __builtin_clzll(0) on them ("0.000000000000000000000000" reads as
+///   -2.19e-193). They are listed in `zeros` for parse_json to rewrite.
+inline JsonTextScan scan_json_text(std::string_view text, std::size_t limit = max_json_depth) {
+  JsonTextScan scan;
+  std::size_t depth = 0;
+  const char* const begin = text.data();
+  const char* const end = begin + text.size();
+  auto fail = [&](JsonTextScan::Problem problem, const char* at) {
+    scan.problem = problem;
+    scan.offset = static_cast<std::size_t>(at - begin);
+    return scan;
+  };
+  auto token_char = [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' ||
+           c == '+' || c == '-';
+  };
+  auto digits = [&](const char* q) {
+    while (q < end && *q >= '0' && *q <= '9') ++q;
+    return q;
+  };
+  for (const char* p = begin; p < end; ++p) {
+    const char c = *p;
+    if (c == '"') {
+      // To the closing quote: one that follows an even run of backslashes.
+      for (;;) {
+        p = static_cast<const char*>(std::memchr(p + 1, '"', static_cast<std::size_t>(end - p - 1)));
+        if (!p) return scan;  // unterminated: the parser says so
+        std::size_t backslashes = 0;
+        while (p[-1 - static_cast<std::ptrdiff_t>(backslashes)] == '\\') ++backslashes;  // stops at the opening quote
+        if (backslashes % 2 == 0) break;
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return fail(JsonTextScan::Problem::too_deep, p);
+    } else if (c == ']' || c == '}') {
+      if (depth > 0) --depth;
+    } else if (c == '\0') {
+      return fail(JsonTextScan::Problem::nul_byte, p);
+    } else if (token_char(c)) {
+      const char* q = p + (c == '-' ? 1 : 0);
+      if (q < end && (*q == 'N' || *q == 'I')) {
+        // The parser reads NaN, Inf or Infinity, then goes on as if after digits.
+        std::string_view rest(q, static_cast<std::size_t>(end - q));
+        std::size_t n = rest.starts_with("NaN") ? 3 : rest.starts_with("Infinity") ? 8 : rest.starts_with("Inf") ? 3 : 0;
+        if (n && n < rest.size() && (rest[n] == '.' || rest[n] == 'e' || rest[n] == 'E'))
+          return fail(JsonTextScan::Problem::bad_number, p);
+      } else if (q < end && *q >= '0' && *q <= '9') {
+        // The number the parser reads: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+        bool zero = *q == '0';
+        q = zero ? q + 1 : digits(q);
+        bool more = false;
+        if (q + 1 < end && *q == '.' && q[1] >= '0' && q[1] <= '9') {
+          const char* f = digits(q + 1);
+          zero = zero && std::all_of(q + 1, f, [](char d) { return d == '0'; });
+          q = f;
+          more = true;
+        }
+        if (q < end && (*q == 'e' || *q == 'E')) {
+          const char* e = q + 1;
+          if (e < end && (*e == '+' || *e == '-')) ++e;
+          if (e < end && *e >= '0' && *e <= '9') {
+            q = digits(e);
+            more = true;
+          }
+        }
+        if (zero && more)
+          scan.zeros.emplace_back(static_cast<std::size_t>(p - begin), static_cast<std::size_t>(q - begin));
+      }
+      while (p + 1 < end && token_char(p[1])) ++p;  // the rest of the token is no new token
+    }
+  }
+  return scan;
+}
+
+/// Parses `text` as exactly one JSON value, with cereal's flags (full precision, NaN and Infinity),
+/// once scan_json_text found nothing RapidJSON mishandles. On failure returns false and sets
+/// `error`, e.g. "Invalid value. (at offset 0)" or "nested deeper than 512 levels (at offset 512)".
+inline bool parse_json(std::string_view text, json::Document& doc, std::string& error) {
+  JsonTextScan scan = scan_json_text(text);
+  auto at = [&](std::size_t offset) { return " (at offset " + std::to_string(offset) + ")"; };
+  switch (scan.problem) {
+    case JsonTextScan::Problem::none: break;
+    case JsonTextScan::Problem::nul_byte:
+      error = "a NUL byte, which JSON text cannot hold" + at(scan.offset);
+      return false;
+    case JsonTextScan::Problem::too_deep:
+      error = "nested deeper than " + std::to_string(max_json_depth) + " levels" + at(scan.offset);
+      return false;
+    case JsonTextScan::Problem::bad_number:
+      error = "NaN or Infinity followed by more digits" + at(scan.offset);
+      return false;
+  }
+  std::string fixed;  // rare: only for zeros written the long way
+  if (!scan.zeros.empty()) {
+    fixed.assign(text);
+    for (auto [from, to] : scan.zeros) {
+      // Same length, so that error offsets still point into `text`: the shortest double zero,
+      // then spaces (whitespace after a number is fine anywhere).
+      const char* zero = fixed[from] == '-' ? "-0.0" : "0.0";
+      std::size_t n = std::strlen(zero);
+      fixed.replace(from, n, zero);
+      std::fill(fixed.begin() + static_cast<std::ptrdiff_t>(from + n), fixed.begin() + static_cast<std::ptrdiff_t>(to), ' ');
+    }
+    text = fixed;
+  }
+  doc.Parse(text.data(), text.size());
+  if (!doc.HasParseError()) return true;
+  error = std::string(json::GetParseError_En(doc.GetParseError())) + at(doc.GetErrorOffset());
+  return false;
+}
+
+/// Appends `s` as a JSON string literal; "\u0000" and every other byte kept.
+inline void write_json_string(json::Writer<json::StringBuffer>& w, std::string_view s) {
+  if (s.size() > std::numeric_limits<json::SizeType>::max())
+    throw JsonError({}, "a string of " + std::to_string(s.size()) + " bytes is longer than JSON strings "
+                        "can be here (4 GiB)");
+  w.String(s.data(), static_cast<json::SizeType>(s.size()));
+}
+
+/// `{"error": {"type", "message", "stage"}}`: the line of an item that failed, under keep-going
+/// (written by the worker; by the ferry command for a line it cannot read).
+inline void write_json_error(json::StringBuffer& out, std::string_view type, std::string_view message,
+                             std::string_view stage) {
+  json::Writer<json::StringBuffer> w(out);
+  w.StartObject();
+  w.Key("error");
+  w.StartObject();
+  w.Key("type");
+  write_json_string(w, type);
+  w.Key("message");
+  write_json_string(w, message);
+  w.Key("stage");
+  write_json_string(w, stage);
+  w.EndObject();
+  w.EndObject();
+}
+
+/// A JSON value as an error message shows it: `the string "abc"`, `the number 2.5`, `an object of
+/// 2 members`, `null`. Strings are cut after 40 bytes (at a UTF-8 character boundary).
+inline std::string describe_json(const json::Value& v) {
+  auto text = [](auto&& write) {
+    json::StringBuffer out;
+    json::Writer<json::StringBuffer> w(out);
+    write(w);
+    return std::string(out.GetString(), out.GetSize());
+  };
+  auto count = [](json::SizeType n, const char* what) {
+    return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+  };
+  switch (v.GetType()) {
+    case json::kNullType: return "null";
+    case json::kFalseType: return "false";
+    case json::kTrueType: return "true";
+    case json::kNumberType: return "the number " + text([&](auto& w) { v.Accept(w); });
+    case json::kStringType: {
+      constexpr std::size_t shown = 40;
+      std::string_view s(v.GetString(), v.GetStringLength());
+      bool cut = s.size() > shown;
+      if (cut) {
+        std::size_t n = shown;
+        while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+        s = s.substr(0, n);
+      }
+      return "the string " + text([&](auto& w) { write_json_string(w, s); }) + (cut ? "..." : "");
+    }
+    case json::kArrayType:
+      return v.Empty() ? "an empty array" : "an array of " + count(v.Size(), "element");
+    case json::kObjectType:
+      return v.MemberCount() == 0 ? "an empty object" : "an object of " + count(v.MemberCount(), "member");
+  }
+  return "a JSON value";
+}
+
+/// The label a type has in error messages: its signature text ("i32", "vector<string>").
+template <class T>
+constexpr std::string_view json_type_label() {
+  return TypeName<std::remove_cv_t<T>>::value.view();
+}
+
+/**
+@brief Writes values as compact JSON, one document, in the shapes cereal's JSONOutputArchive
+writes (see the file comment), into a RapidJSON StringBuffer. Call finish() after the last value.
+*/
+class JsonOutputArchive : public cereal::OutputArchive<JsonOutputArchive>,
+                          public cereal::traits::TextArchive {
+ public:
+  explicit JsonOutputArchive(json::StringBuffer& out)
+      : cereal::OutputArchive<JsonOutputArchive>(this), writer_(out) {
+    levels_.push_back({Node::start_object, 0});
+  }
+  JsonOutputArchive(const JsonOutputArchive&) = delete;
+  JsonOutputArchive& operator=(const JsonOutputArchive&) = delete;
+
+  /// Closes the top-level object or array ({} when nothing was saved).
+  void finish() {
+    while (!levels_.empty()) finish_node();
+  }
+
+  // The verbs the prologue, epilogue and save functions below use.
+
+  /// A value that is an object or array of its own: it starts at its first member.
+  void start_node() {
+    write_name();
+    if (levels_.size() >= max_json_depth)
+      throw JsonError({}, "the value nests deeper than " + std::to_string(max_json_depth) + " levels");
+    levels_.push_back({Node::start_object, 0});
+  }
+  void finish_node() {
+    switch (levels_.back().node) {
+      case Node::start_array: writer_.StartArray(); [[fallthrough]];
+      case Node::in_array: writer_.EndArray(); break;
+      case Node::start_object: writer_.StartObject(); [[fallthrough]];
+      case Node::in_object: writer_.EndObject(); break;
+    }
+    levels_.pop_back();
+  }
+  /// The current node holds a sequence (a SizeTag): an array, its values unnamed.
+  void make_array() noexcept { levels_.back().node = Node::start_array; }
+  void set_next_name(const char* name) noexcept { next_name_ = name; }
+  /// Opens the current node on its first value, and writes the next value's name in an object.
+  void write_name() {
+    Level& level = levels_.back();
+    if (level.node == Node::start_array) {
+      writer_.StartArray();
+      level.node = Node::in_array;
+    } else if (level.node == Node::start_object) {
+      writer_.StartObject();
+      level.node = Node::in_object;
+    }
+    if (level.node == Node::in_array) return;
+    if (next_name_) {
+      writer_.Key(next_name_);
+      next_name_ = nullptr;
+    } else {
+      std::string name = "value" + std::to_string(level.counter++);
+      writer_.Key(name.data(), static_cast<json::SizeType>(name.size()));
+    }
+  }
+
+  void save_value(bool b) { writer_.Bool(b); }
+  void save_value(std::nullptr_t) { writer_.Null(); }
+  void save_value(std::string_view s) { write_json_string(writer_, s); }
+  /// Every integer is a JSON number, whatever its spelling (`long long` too).
+  template <class T>
+    requires(std::is_integral_v<T> && !std::is_same_v<T, bool>)
+  void save_value(T v) {
+    static_assert(sizeof(T) <= 8, "ferry: integers wider than 64 bits cannot travel as JSON");
+    if constexpr (std::is_signed_v<T>) {
+      writer_.Int64(static_cast<std::int64_t>(v));
+    } else {
+      writer_.Uint64(static_cast<std::uint64_t>(v));
+    }
+  }
+  void save_value(float f) { writer_.Double(static_cast<double>(f)); }
+  void save_value(double d) { writer_.Double(d); }
+  /// As cereal: a string of all its digits, which a double would lose.
+  void save_value(long double d) {
+    std::ostringstream s;
+    s.precision(std::numeric_limits<long double>::max_digits10);
+    s << d;
+    save_value(std::string_view(s.str()));
+  }
+
+ private:
+  enum class Node : unsigned char { start_object, in_object, start_array, in_array };
+  struct Level {
+    Node node;
+    std::uint32_t counter;  ///< the next unnamed value's number
+  };
+  json::Writer<json::StringBuffer> writer_;
+  std::vector<Level> levels_;
+  const char* next_name_ = nullptr;
+};
+
+/**
+@brief Reads values from a parsed JSON document in the shapes JsonOutputArchive writes, as cereal's
+JSONInputArchive reads them: by name when an NVP names the value (searching the object when it is
+not the next member), else in order. A value that does not fit throws JsonError with its path.
+The document must outlive the archive; parse it with parse_json (which bounds its nesting).
+*/
+class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
+                         public cereal::traits::TextArchive {
+ public:
+  explicit JsonInputArchive(const json::Value& root)
+      : cereal::InputArchive<JsonInputArchive>(this) {
+    if (!root.IsObject() && !root.IsArray())
+      throw JsonError({}, "expected an object or an array at the top, found " + describe_json(root));
+    frames_.push_back(frame(root, "the top"));
+  }
+  JsonInputArchive(const JsonInputArchive&) = delete;
+  JsonInputArchive& operator=(const JsonInputArchive&) = delete;
+
+  // The verbs the prologue, epilogue and load functions below use.
+
+  /// Enters the next value, an object or array, to read its members (`expected`: its type label).
+  void start_node(std::string_view expected) {
+    const json::Value& v = next(expected);
+    if (!v.IsObject() && !v.IsArray()) fail(expected, v);
+    frames_.push_back(frame(v, expected));
+  }
+  void finish_node() {
+    frames_.pop_back();
+    ++frames_.back().index;
+  }
+  void set_next_name(const char* name) noexcept { next_name_ = name; }
+  /// The number of elements of the node just entered, which must be an array.
+  void load_size(cereal::size_type& size) {
+    const Frame& f = frames_.back();
+    if (f.object)  // reported at the node itself
+      throw JsonError(path(frames_.size() - 1), "expected " + std::string(f.expected) +
+                                                    " (a JSON array), found " + describe_json(*f.node));
+    size = f.size;
+  }
+
+  void load_value(bool& b) {
+    const json::Value& v = next("bool");
+    if (!v.IsBool()) fail("bool", v);
+    b = v.GetBool();
+    advance();
+  }
+  void load_value(std::nullptr_t&) {
+    const json::Value& v = next("null");
+    if (!v.IsNull()) fail("null", v);
+    advance();
+  }
+  void load_value(std::string& s) {
+    const json::Value& v = next("string");
+    if (!v.IsString()) fail("string", v);
+    s.assign(v.GetString(), v.GetStringLength());
+    advance();
+  }
+  /// Integers must be JSON integers within the type's range, whatever its spelling.
+  template <class T>
+    requires(std::is_integral_v<T> && !std::is_same_v<T, bool>)
+  void load_value(T& out) {
+    static_assert(sizeof(T) <= 8, "ferry: integers wider than 64 bits cannot travel as JSON");
+    constexpr std::string_view expected = json_type_label<T>();
+    const json::Value& v = next(expected);
+    // std::in_range would say this, but it does not take the character types.
+    using Limits = std::numeric_limits<T>;
+    if (v.IsInt64()) {
+      std::int64_t x = v.GetInt64();
+      bool fits = std::is_signed_v<T> ? x >= static_cast<std::int64_t>(Limits::min()) &&
+                                            x <= static_cast<std::int64_t>(Limits::max())
+                                      : x >= 0 && static_cast<std::uint64_t>(x) <=
+                                                      static_cast<std::uint64_t>(Limits::max());
+      if (!fits) fail(expected, v, "out of its range");
+      out = static_cast<T>(x);
+    } else if (v.IsUint64()) {
+      std::uint64_t x = v.GetUint64();
+      if (x > static_cast<std::uint64_t>(Limits::max())) fail(expected, v, "out of its range");
+      out = static_cast<T>(x);
+    } else {
+      fail(expected, v, v.IsNumber() ? "not an integer" : "");
+    }
+    advance();
+  }
+  template <class T>
+    requires std::is_floating_point_v<T>
+  void load_value(T& out) {
+    constexpr std::string_view expected = json_type_label<T>();
+    const json::Value& v = next(expected);
+    if (v.IsNumber()) {
+      double d = v.GetDouble();
+      // Converting a finite double beyond the target's range is undefined behaviour.
+      if (std::isfinite(d) && std::fabs(d) > static_cast<double>(std::numeric_limits<T>::max()))
+        fail(expected, v, "out of its range");
+      out = static_cast<T>(d);
+    } else if (std::is_same_v<T, long double> && v.IsString()) {
+      // What save_value(long double) writes.
+      std::string s(v.GetString(), v.GetStringLength());
+      char* end = nullptr;
+      long double d = std::strtold(s.c_str(), &end);
+      if (s.empty() || end != s.c_str() + s.size()) fail(expected, v, "not a number");
+      out = static_cast<T>(d);
+    } else {
+      fail(expected, v);
+    }
+    advance();
+  }
+
+ private:
+  struct Frame {
+    const json::Value* node;
+    json::SizeType index;
+    json::SizeType size;
+    bool object;
+    std::string_view expected;  ///< the type read from this node, for messages
+  };
+  static Frame frame(const json::Value& v, std::string_view expected) {
+    return {&v, 0, v.IsObject() ? v.MemberCount() : v.Size(), v.IsObject(), expected};
+  }
+
+  /// The value to read: the member an NVP names, else the next one in order.
+  const json::Value& next(std::string_view expected) {
+    Frame& f = frames_.back();
+    if (const char* name = std::exchange(next_name_, nullptr)) {
+      std::string_view wanted(name);
+      auto name_at = [&](json::SizeType i) {
+        const json::Value& n = f.node->MemberBegin()[i].name;
+        return std::string_view(n.GetString(), n.GetStringLength());
+      };
+      if (!f.object || f.index >= f.size || name_at(f.index) != wanted) {
+        json::SizeType i = 0;
+        while (f.object && i < f.size && name_at(i) != wanted) ++i;
+        if (!f.object || i == f.size) {
+          std::string where = path(frames_.size() - 1);
+          throw JsonError(where.empty() ? std::string(wanted) : where + "." + std::string(wanted),
+                          "expected " + std::string(expected) + ", found nothing (no member \"" +
+                              std::string(wanted) + "\" in " + describe_json(*f.node) + ")");
+        }
+        f.index = i;
+      }
+    }
+    if (f.index >= f.size) {
+      std::string where = path(frames_.size() - 1);
+      std::string what = "expected " + std::string(expected);
+      if (f.object) {
+        what += " as its member " + std::to_string(f.index + 1);
+      } else {
+        where += "[" + std::to_string(f.index) + "]";
+      }
+      throw JsonError(std::move(where), what + ", found nothing (" + describe_json(*f.node) + ")");
+    }
+    return f.object ? f.node->MemberBegin()[f.index].value : (*f.node)[f.index];
+  }
+  void advance() noexcept { ++frames_.back().index; }
+
+  /// The path of the value each of the first `depth` frames is at ("value0[2].x").
+  std::string path(std::size_t depth) const {
+    std::string out;
+    for (std::size_t k = 0; k < depth && k < frames_.size(); ++k) {
+      const Frame& f = frames_[k];
+      if (f.index >= f.size) break;
+      if (f.object) {
+        const json::Value& n = f.node->MemberBegin()[f.index].name;
+        std::string_view name(n.GetString(), n.GetStringLength());
+        if (!out.empty()) out += '.';
+        out += name;
+      } else {
+        out += "[" + std::to_string(f.index) + "]";
+      }
+    }
+    return out;
+  }
+  /// Throws the error for value `v` (the current one) where `expected` was wanted.
+  [[noreturn]] void fail(std::string_view expected, const json::Value& v, std::string_view why = {}) const {
+    std::string problem = "expected " + std::string(expected) + ", found " + describe_json(v);
+    if (!why.empty()) problem += " (" + std::string(why) + ")";
+    throw JsonError(path(frames_.size()), std::move(problem));
+  }
+
+  std::vector<Frame> frames_;
+  const char* next_name_ = nullptr;
+};
+
+}  // namespace ferry::detail
+
+// Polymorphic types registered with CEREAL_REGISTER_TYPE get bindings for these archives, and
+// save_minimal/load_minimal pairs are matched across them.
+CEREAL_REGISTER_ARCHIVE(ferry::detail::JsonOutputArchive)
+CEREAL_REGISTER_ARCHIVE(ferry::detail::JsonInputArchive)
+CEREAL_SETUP_ARCHIVE_TRAITS(ferry::detail::JsonInputArchive, ferry::detail::JsonOutputArchive)
+
+namespace ferry::detail {
+
+// Values written as one JSON scalar: numbers, booleans, strings, null.
+template <class T>
+inline constexpr bool is_json_scalar_v = std::is_arithmetic_v<T> || std::is_same_v<T, std::nullptr_t>;
+template <class Traits, class Alloc>
+inline constexpr bool is_json_scalar_v<std::basic_string<char, Traits, Alloc>> = true;
+
+// What wraps a value without being one: a name, a size tag, deferred data.
+template <class T>
+inline constexpr bool is_json_wrapper_v = false;
+template <class T>
+inline constexpr bool is_json_wrapper_v<cereal::NameValuePair<T>> = true;
+template <class T>
+inline constexpr bool is_json_wrapper_v<cereal::SizeTag<T>> = true;
+template <class T>
+inline constexpr bool is_json_wrapper_v<cereal::DeferredData<T>> = true;
+
+// Which values are nodes of their own (objects or arrays): cereal's rule, everything but scalars,
+// wrappers and types with a minimal (single-value) serialization for this archive.
+template <class T, class Archive, template <class, class> class HasMinimal>
+concept JsonNode = !is_json_scalar_v<T> && !is_json_wrapper_v<T> &&
+                   !cereal::traits::has_minimal_base_class_serialization<T, HasMinimal, Archive>::value &&
+                   !HasMinimal<T, Archive>::value;
+template <class T>
+concept JsonOutputNode = JsonNode<T, JsonOutputArchive, cereal::traits::has_minimal_output_serialization>;
+template <class T>
+concept JsonInputNode = JsonNode<T, JsonInputArchive, cereal::traits::has_minimal_input_serialization>;
+
+// cereal calls prologue(ar, value) before and epilogue(ar, value) after each value; these
+// overloads are more specialised than cereal's do-nothing defaults, which wrappers keep.
+template <JsonOutputNode T>
+void prologue(JsonOutputArchive& ar, const T&) {
+  ar.start_node();
+}
+template <JsonOutputNode T>
+void epilogue(JsonOutputArchive& ar, const T&) {
+  ar.finish_node();
+}
+template <JsonInputNode T>
+void prologue(JsonInputArchive& ar, const T&) {
+  ar.start_node(json_type_label<T>());
+}
+template <JsonInputNode T>
+void epilogue(JsonInputArchive& ar, const T&) {
+  ar.finish_node();
+}
+// A scalar is named (in an object) when it is written; read, it needs nothing first.
+template <class T>
+  requires is_json_scalar_v<T>
+void prologue(JsonOutputArchive& ar, const T&) {
+  ar.write_name();
+}
+
+// A size tag (a sequence's length) is not written: it makes its node an array.
+template <class T>
+void prologue(JsonOutputArchive& ar, const cereal::SizeTag<T>&) {
+  ar.make_array();
+}
+
+// The values themselves.
+template <class T>
+void save(JsonOutputArchive& ar, const cereal::NameValuePair<T>& nvp) {
+  ar.set_next_name(nvp.name);
+  ar(nvp.value);
+}
+template <class T>
+void load(JsonInputArchive& ar, cereal::NameValuePair<T>& nvp) {
+  ar.set_next_name(nvp.name);
+  ar(nvp.value);
+}
+template <class T>
+  requires std::is_arithmetic_v<T>
+void save(JsonOutputArchive& ar, const T& v) {
+  ar.save_value(v);
+}
+template <class T>
+  requires std::is_arithmetic_v<T>
+void load(JsonInputArchive& ar, T& v) {
+  ar.load_value(v);
+}
+template <class Traits, class Alloc>
+void save(JsonOutputArchive& ar, const std::basic_string<char, Traits, Alloc>& s) {
+  ar.save_value(std::string_view(s.data(), s.size()));
+}
+template <class Traits, class Alloc>
+void load(JsonInputArchive& ar, std::basic_string<char, Traits, Alloc>& s) {
+  if constexpr (std::is_same_v<std::basic_string<char, Traits, Alloc>, std::string>) {
+    ar.load_value(s);
+  } else {
+    std::string plain;
+    ar.load_value(plain);
+    s.assign(plain.data(), plain.size());
+  }
+}
+inline void save(JsonOutputArchive& ar, const std::nullptr_t& n) { ar.save_value(n); }
+inline void load(JsonInputArchive& ar, std::nullptr_t& n) { ar.load_value(n); }
+template <class T>
+void save(JsonOutputArchive&, const cereal::SizeTag<T>&) {}
+template <class T>
+void load(JsonInputArchive& ar, cereal::SizeTag<T>& tag) {
+  cereal::size_type n = 0;
+  ar.load_size(n);
+  tag.size = static_cast<std::remove_reference_t<T>>(n);
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// One input of the JSON fuzzer (fuzz_json.cpp; test_json_archive replays the corpus): bytes
+// through the code the worker runs for submit_json and `ferry run/map` (the JSON entry point:
+// argument check, decoding into representative parameter types, encoding the result), and through
+// the ferry command's line → argument-object conversion. Anything but an error reported the
+// documented way (a status, an error line, `false` with a message) aborts.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <ferry/task.hpp>
+
+#include "../../cli/json.hpp"
+
+namespace ferry::fuzz {
+
+/// A user type with named fields of several kinds.
+struct Record {
+  std::string name;
+  std::vector<long long> values;
+  std::optional<double> weight;
+  std::map<std::string, std::uint8_t> tags;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(CEREAL_NVP(name), CEREAL_NVP(values), CEREAL_NVP(weight), CEREAL_NVP(tags));
+  }
+};
+enum class Mode : std::int8_t { off = 0, on = 1 };
+
+// Tasks of one parameter return it: their result line, read back as arguments, must give the
+// same line again.
+inline int echo_int(int x) { return x; }
+inline unsigned long long echo_u64(unsigned long long x) { return x; }
+inline std::string echo_text(const std::string& s) { return s; }
+inline std::string echo_bytes(ferry::BytesView b) { return std::string(b.view()); }
+inline Record echo_record(Record r) { return r; }
+inline std::vector<std::variant<long long, std::string, bool>> echo_variants(
+    std::vector<std::variant<long long, std::string, bool>> v) {
+  return v;
+}
+inline std::tuple<float, char, std::optional<std::uint16_t>, Mode> echo_tuple(
+    std::tuple<float, char, std::optional<std::uint16_t>, Mode> t) {
+  return t;
+}
+inline std::map<std::string, std::vector<double>> echo_map(std::map<std::string, std::vector<double>> m) {
+  return m;
+}
+inline std::size_t two(std::pair<int, std::string> p, std::array<std::int8_t, 2> a) {
+  return p.second.size() + static_cast<std::size_t>(a[0] != 0);
+}
+inline void nothing() {}
+
+[[noreturn]] inline void broken(const char* what, std::string_view detail = {}) {
+  std::fprintf(stderr, "json fuzz invariant broken: %s: %.*s\n", what, static_cast<int>(detail.size()),
+               detail.data());
+  std::abort();
+}
+
+struct Call {
+  detail::InvokeStatus status;
+  std::string out;
+};
+
+/// Fn's JSON entry point on `lines`, as the worker calls it.
+template <auto Fn>
+Call invoke(std::string_view lines, std::uint32_t items, bool keep_going) {
+  std::stringbuf result, error;
+  detail::InvokeContext ctx{};
+  ctx.args = lines.data();
+  ctx.args_size = lines.size();
+  ctx.items = items;
+  ctx.flags = keep_going ? detail::invoke_keep_going : 0;
+  ctx.result = &result;
+  ctx.error = &error;
+  detail::invoke_json<Fn>(ctx);
+  if (ctx.status != detail::InvokeStatus::ok && error.str().find('\0') == std::string::npos)
+    broken("a failure without \"type\\0message\"", error.str());
+  return {ctx.status, result.str()};
+}
+
+/// Every output line is one compact JSON object: a result {"value0": ...} / {}, or an error.
+inline std::size_t check_output(std::string_view out) {
+  std::size_t lines = 0;
+  while (!out.empty()) {
+    auto nl = out.find('\n');
+    if (nl == std::string_view::npos) broken("an output line without its newline", out);
+    detail::json::Document doc;
+    std::string error;
+    if (!detail::parse_json(out.substr(0, nl), doc, error) || !doc.IsObject())
+      broken("an output line that is not a JSON object", out.substr(0, nl));
+    out.remove_prefix(nl + 1);
+    ++lines;
+  }
+  return lines;
+}
+
+/// `text` as the lines of one call to Fn, one by one and as a chunk with keep-going; for a
+/// task of one parameter, a result must read back as the same result.
+template <auto Fn>
+void run_task(std::string_view text, std::uint32_t items) {
+  Call chunk = invoke<Fn>(text, items, /*keep_going=*/true);
+  if (chunk.status != detail::InvokeStatus::ok) broken("a keep-going chunk failed as a whole", text);
+  if (check_output(chunk.out) != items) broken("a keep-going chunk lost lines", chunk.out);
+
+  Call first = invoke<Fn>(text, 1, /*keep_going=*/false);
+  if (first.status != detail::InvokeStatus::ok) return;
+  if (check_output(first.out) != 1) broken("one item, not one line", first.out);
+  if constexpr (detail::FunctionTraits<decltype(Fn)>::arity == 1) {
+    Call again = invoke<Fn>(first.out, 1, false);
+    if (again.status != detail::InvokeStatus::ok || again.out != first.out)
+      broken("a result that does not read back as itself", first.out + " -> " + again.out);
+  }
+}
+
+/// The ferry command's conversion of each line, for tasks of unknown, 0, 1 and 2 parameters: an
+/// argument line it produces must pass the worker's argument check, and run.
+inline void run_cli_lines(std::string_view text) {
+  while (true) {
+    auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    for (std::optional<std::size_t> arity : {std::optional<std::size_t>(), std::optional<std::size_t>(0),
+                                             std::optional<std::size_t>(1), std::optional<std::size_t>(2)}) {
+      std::string out, error;
+      if (!cli::json::append_line_arguments(out, line, arity, "task", error)) {
+        if (error.empty()) broken("a refused line without a reason", line);
+        continue;
+      }
+      if (out.empty() || out.back() != '\n' || out.find('\n') != out.size() - 1)
+        broken("an argument line that is not one line", out);
+      detail::json::Document doc;
+      std::string parse_error;
+      if (!detail::parse_json(std::string_view(out).substr(0, out.size() - 1), doc, parse_error))
+        broken("an argument line that does not parse", out);
+      std::size_t n = arity ? *arity : doc.MemberCount();
+      try {
+        detail::check_json_arguments(doc, n);
+      } catch (const detail::JsonError& e) {
+        broken("an argument line the worker refuses", out + e.what());
+      }
+      if (n == 0) run_task<&nothing>(out, 1);
+      if (n == 1) run_task<&echo_int>(out, 1);
+      if (n == 2) run_task<&two>(out, 1);
+    }
+    if (nl == std::string_view::npos) break;
+    text.remove_prefix(nl + 1);
+  }
+}
+
+/// One fuzz input: its lines through every task above, and through the command's conversion.
+inline void json_one_input(std::string_view text) {
+  std::uint32_t items = 1;
+  for (char c : text) items += c == '\n';
+  if (items > 16) items = 16;
+  run_task<&echo_int>(text, items);
+  run_task<&echo_u64>(text, items);
+  run_task<&echo_text>(text, items);
+  run_task<&echo_bytes>(text, items);
+  run_task<&echo_record>(text, items);
+  run_task<&echo_variants>(text, items);
+  run_task<&echo_tuple>(text, items);
+  run_task<&echo_map>(text, items);
+  run_task<&two>(text, items);
+  run_task<&nothing>(text, items);
+  run_cli_lines(text);
+}
+
+}  // namespace ferry::fuzz

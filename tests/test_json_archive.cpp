@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// ferry's JSON archive pair (detail/json_archive.hpp): cereal's JSON shapes for std and user types,
+// whole strings, 64-bit integers as numbers, the nesting limit, typed errors; and the replay of
+// the JSON fuzz corpus.
+#include <doctest/doctest.h>
+
+#include <bitset>
+#include <cmath>
+#include <chrono>
+#include <complex>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <cereal/types/bitset.hpp>
+#include <ferry/task.hpp>
+
+#include "fuzz/json_fuzz.hpp"
+
+namespace {
+
+namespace fd = ferry::detail;
+
+// User types of each serialization style cereal supports.
+struct Point {  // serialize, unnamed fields
+  double x = 0, y = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(x, y);
+  }
+  bool operator==(const Point&) const = default;
+};
+struct Named {  // serialize, named fields, nested types
+  std::string name;
+  std::vector<Point> points;
+  std::optional<int> weight;
+  template <class A>
+  void serialize(A& ar) {
+    ar(CEREAL_NVP(name), CEREAL_NVP(points), CEREAL_NVP(weight));
+  }
+  bool operator==(const Named&) const = default;
+};
+struct Split {  // save/load
+  int a = 0;
+  template <class A>
+  void save(A& ar) const {
+    ar(cereal::make_nvp("a", a), cereal::make_nvp("twice", 2 * a));
+  }
+  template <class A>
+  void load(A& ar) {
+    int twice = 0;
+    ar(cereal::make_nvp("twice", twice), cereal::make_nvp("a", a));  // out of order on purpose
+    if (twice != 2 * a) throw std::runtime_error("twice");
+  }
+  bool operator==(const Split&) const = default;
+};
+struct Celsius {  // save_minimal/load_minimal: a single value, no node
+  double degrees = 0;
+  template <class A>
+  double save_minimal(const A&) const {
+    return degrees;
+  }
+  template <class A>
+  void load_minimal(const A&, const double& d) {
+    degrees = d;
+  }
+  bool operator==(const Celsius&) const = default;
+};
+struct Derived : Point {  // a base class is a node of its own, as in cereal
+  int z = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(cereal::base_class<Point>(this), z);
+  }
+  bool operator==(const Derived&) const = default;
+};
+struct Versioned {
+  int v = 0;
+  template <class A>
+  void serialize(A& ar, std::uint32_t version) {
+    ar(v);
+    if (version != 3) throw std::runtime_error("version");
+  }
+  bool operator==(const Versioned&) const = default;
+};
+enum class Colour : std::uint8_t { red = 1, blue = 200 };
+struct Chain {  // as deep as its length
+  std::unique_ptr<Chain> next;
+  template <class A>
+  void serialize(A& ar) {
+    ar(next);
+  }
+};
+
+}  // namespace
+
+CEREAL_CLASS_VERSION(Versioned, 3);
+
+namespace {
+
+/// `value` through cereal's own JSON archive, made compact.
+template <class T>
+std::string cereal_json(const T& value) {
+  std::ostringstream s;
+  {
+    cereal::JSONOutputArchive ar(s, cereal::JSONOutputArchive::Options::NoIndent());
+    ar(value);
+  }
+  fd::json::Document doc;
+  doc.Parse(s.str().c_str());
+  fd::json::StringBuffer out;
+  fd::json::Writer<fd::json::StringBuffer> w(out);
+  doc.Accept(w);
+  return std::string(out.GetString(), out.GetSize());
+}
+
+/// `value` through ferry's JSON archive.
+template <class T>
+std::string ferry_json(const T& value) {
+  fd::json::StringBuffer out;
+  fd::JsonOutputArchive ar(out);
+  ar(value);
+  ar.finish();
+  return std::string(out.GetString(), out.GetSize());
+}
+
+/// The value that `text` holds as "value0", through ferry's JSON archive.
+template <class T>
+T from_json(std::string_view text) {
+  fd::json::Document doc;
+  std::string error;
+  if (!fd::parse_json(text, doc, error)) throw std::runtime_error(error);
+  fd::JsonInputArchive ar(doc);
+  T value{};
+  ar(value);
+  return value;
+}
+
+/// Both archives write the same JSON, and ferry's reads back both its own and cereal's.
+template <class T>
+void same_as_cereal(const T& value) {
+  std::string ours = ferry_json(value);
+  CAPTURE(ours);
+  CHECK(ours == cereal_json(value));
+  CHECK(from_json<T>(ours) == value);
+  CHECK(from_json<T>(cereal_json(value)) == value);
+}
+
+}  // namespace
+
+TEST_CASE("JsonArchive.writes_and_reads_cereal_shapes") {
+  same_as_cereal(42);
+  same_as_cereal(-7);
+  same_as_cereal(true);
+  same_as_cereal('A');
+  same_as_cereal(std::uint8_t{250});
+  same_as_cereal(std::int16_t{-300});
+  same_as_cereal(4000000000u);
+  same_as_cereal(std::int64_t{-9223372036854775807 - 1});
+  same_as_cereal(std::uint64_t{18446744073709551615u});
+  same_as_cereal(2.5);
+  same_as_cereal(0.1f);
+  same_as_cereal(1e300);
+  same_as_cereal(std::string("text with \"quotes\" and \\ and é"));
+  same_as_cereal(std::vector<int>{1, 2, 3});
+  same_as_cereal(std::vector<int>{});
+  same_as_cereal(std::vector<std::string>{"a", "", "b"});
+  same_as_cereal(std::vector<bool>{true, false});
+  same_as_cereal(std::vector<char>{'x', 0, 'y'});
+  same_as_cereal(std::vector<std::vector<double>>{{1.5}, {}, {2, 3}});
+  same_as_cereal(std::deque<int>{4, 5});
+  same_as_cereal(std::list<std::string>{"l"});
+  same_as_cereal(std::set<int>{3, 1});
+  same_as_cereal(std::map<std::string, int>{{"one", 1}, {"two", 2}});
+  same_as_cereal(std::map<int, std::vector<double>>{{1, {0.5}}});
+  same_as_cereal(std::unordered_map<std::string, bool>{{"k", true}});
+  same_as_cereal(std::pair<int, std::string>{1, "p"});
+  same_as_cereal(std::tuple<int, double, std::string>{1, 2.0, "t"});
+  same_as_cereal(std::tuple<>{});
+  same_as_cereal(std::array<int, 3>{7, 8, 9});
+  same_as_cereal(std::optional<int>{});
+  same_as_cereal(std::optional<int>{5});
+  same_as_cereal(std::variant<int, std::string>{std::string("v")});
+  same_as_cereal(std::complex<double>{1, -1});
+  same_as_cereal(std::chrono::milliseconds{1500});
+  same_as_cereal(std::bitset<10>{0x2A5});
+  same_as_cereal(Colour::blue);
+  same_as_cereal(Point{1, 2});
+  same_as_cereal(Named{"n", {{1, 2}, {3, 4}}, 7});
+  same_as_cereal(Named{});
+  same_as_cereal(Split{21});
+  same_as_cereal(Celsius{36.6});
+  same_as_cereal(std::vector<Celsius>{{1}, {2}});
+  Derived d;
+  d.x = 1;
+  d.y = 2;
+  d.z = 3;
+  same_as_cereal(d);
+  same_as_cereal(Versioned{4});
+  same_as_cereal(ferry::BytesView(std::string_view("bytes")));
+  same_as_cereal(0.1L);
+
+  // Smart pointers: cereal's ids, a shared object written once.
+  auto shared = std::make_shared<int>(9);
+  std::pair<std::shared_ptr<int>, std::shared_ptr<int>> twice{shared, shared};
+  CHECK(ferry_json(twice) == cereal_json(twice));
+  auto back = from_json<decltype(twice)>(ferry_json(twice));
+  REQUIRE(back.first);
+  CHECK(*back.first == 9);
+  CHECK(back.first == back.second);
+  auto unique = std::make_unique<std::string>("u");
+  CHECK(ferry_json(unique) == cereal_json(unique));
+  CHECK(*from_json<std::unique_ptr<std::string>>(ferry_json(unique)) == "u");
+  CHECK(ferry_json(std::unique_ptr<int>()) == cereal_json(std::unique_ptr<int>()));
+}
+
+TEST_CASE("JsonArchive.differs_from_cereal_only_where_cereal_is_wrong") {
+  SUBCASE("64-bit integers of every spelling are numbers") {
+    CHECK(cereal_json(123LL) == R"({"value0":"123"})");  // why ferry has its own archive
+    CHECK(ferry_json(123LL) == R"({"value0":123})");
+    CHECK(ferry_json(18446744073709551615ULL) == R"({"value0":18446744073709551615})");
+    CHECK(ferry_json(std::vector<long long>{-1, 2}) == R"({"value0":[-1,2]})");
+    CHECK(from_json<unsigned long long>(R"({"value0": 18446744073709551615})") == 18446744073709551615ULL);
+    CHECK(from_json<long long>(R"({"value0": -9223372036854775808})") == -9223372036854775807LL - 1);
+  }
+  SUBCASE("strings keep \\u0000") {
+    std::string nul("a\0b", 3);
+    CHECK(ferry_json(nul) == R"({"value0":"a\u0000b"})");
+    CHECK(from_json<std::string>(R"({"value0": "a\u0000b"})") == nul);
+    CHECK(from_json<std::map<std::string, std::string>>(R"({"value0": [{"key": "\u0000", "value": "x\u0000"}]})") ==
+          std::map<std::string, std::string>{{std::string(1, '\0'), std::string("x\0", 2)}});
+    CHECK(from_json<ferry::BytesView>(R"({"value0": "\u0000\u0001"})").size() == 2);
+  }
+  SUBCASE("nothing saved is an empty object") {
+    fd::json::StringBuffer out;
+    fd::JsonOutputArchive ar(out);
+    ar.finish();
+    CHECK(std::string(out.GetString()) == "{}");
+  }
+}
+
+TEST_CASE("JsonArchive.reads_members_by_name_in_any_order_and_ignores_extra_ones") {
+  CHECK(from_json<Named>(R"({"value0": {"weight": {"nullopt": false, "data": 1}, "extra": [], "points": [], "name": "x"}})") ==
+        Named{"x", {}, 1});
+  // Unnamed values are read in order, from an object or an array.
+  CHECK(from_json<Point>(R"({"value0": {"a": 1, "b": 2}})") == Point{1, 2});
+  CHECK(from_json<Point>(R"({"value0": [1, 2]})") == Point{1, 2});
+}
+
+TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
+  auto error_of = [](auto type_tag, std::string_view text) {
+    try {
+      from_json<typename decltype(type_tag)::type>(text);
+    } catch (const fd::JsonError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  using std::type_identity;
+  CHECK(error_of(type_identity<int>{}, R"({"value0": "7"})") == R"(value0: expected i32, found the string "7")");
+  CHECK(error_of(type_identity<std::uint8_t>{}, R"({"value0": 256})") ==
+        "value0: expected u8, found the number 256 (out of its range)");
+  CHECK(error_of(type_identity<unsigned>{}, R"({"value0": -1})") ==
+        "value0: expected u32, found the number -1 (out of its range)");
+  CHECK(error_of(type_identity<float>{}, R"({"value0": 1e300})") ==
+        "value0: expected f32, found the number 1e300 (out of its range)");
+  CHECK(error_of(type_identity<bool>{}, R"({"value0": 1})") == "value0: expected bool, found the number 1");
+  CHECK(error_of(type_identity<std::string>{}, R"({"value0": null})") == "value0: expected string, found null");
+  CHECK(error_of(type_identity<std::vector<int>>{}, R"({"value0": [1, [2]]})") ==
+        "value0[1]: expected i32, found an array of 1 element");
+  CHECK(error_of(type_identity<std::vector<int>>{}, R"({"value0": 3})") ==
+        "value0: expected vector<i32>, found the number 3");
+  CHECK(error_of(type_identity<Named>{}, R"({"value0": {"name": "n", "points": [{"x": 1}]}})") ==
+        "value0.points[0]: expected f64 as its member 2, found nothing (an object of 1 member)");
+  CHECK(error_of(type_identity<Named>{}, R"({"value0": {"points": []}})") ==
+        R"(value0.name: expected string, found nothing (no member "name" in an object of 1 member))");
+  CHECK(error_of(type_identity<std::map<std::string, int>>{}, R"({"value0": [{"key": "k", "value": "v"}]})") ==
+        R"(value0[0].value: expected i32, found the string "v")");
+  CHECK(error_of(type_identity<int>{}, R"({"value0": ")" + std::string(100, 'x') + "\"}") ==
+        R"(value0: expected i32, found the string ")" + std::string(40, 'x') + "\"...");
+  CHECK(error_of(type_identity<int>{}, "[]") == "[0]: expected i32, found nothing (an empty array)");
+  CHECK_THROWS_WITH_AS(fd::JsonInputArchive(fd::json::Value(3)), "expected an object or an array at the top, found the number 3",
+                       fd::JsonError);
+}
+
+TEST_CASE("JsonArchive.nesting_is_bounded_before_any_recursion") {
+  using Problem = fd::JsonTextScan::Problem;
+  std::string error;
+  fd::json::Document doc;
+  // Within the limit, and brackets inside strings do not count.
+  std::string ok = std::string(fd::max_json_depth, '[') + "\"[[[{{{\\\"[[\"" + std::string(fd::max_json_depth, ']');
+  CHECK(fd::scan_json_text(ok).problem == Problem::none);
+  CHECK(fd::parse_json(ok, doc, error));
+  // One more level: refused where it starts, with no recursion at all (200 KB would overflow).
+  std::string deep = std::string(fd::max_json_depth + 1, '[') + std::string(fd::max_json_depth + 1, ']');
+  CHECK(fd::scan_json_text(deep).problem == Problem::too_deep);
+  CHECK(fd::scan_json_text(deep).offset == fd::max_json_depth);
+  CHECK_FALSE(fd::parse_json(std::string(200'000, '{'), doc, error));
+  CHECK(error == "nested deeper than 512 levels (at offset 512)");
+  // An escaped quote does not end a string; an escaped backslash before a quote does.
+  CHECK(fd::scan_json_text(R"(["\"[[", "\\", [[]]])", 2).offset == 16);
+  CHECK(fd::scan_json_text(R"(["\\\"[[["])", 1).problem == Problem::none);
+
+  // The writer refuses to nest deeper than a reader would accept.
+  std::vector<std::vector<std::vector<int>>> three{{{1}}};
+  CHECK(ferry_json(three) == R"({"value0":[[[1]]]})");
+  Chain head;
+  Chain* tail = &head;
+  for (std::size_t i = 0; i < fd::max_json_depth; ++i) {
+    tail->next = std::make_unique<Chain>();
+    tail = tail->next.get();
+  }
+  CHECK_THROWS_WITH_AS(ferry_json(head), doctest::Contains("nests deeper than 512 levels"), fd::JsonError);
+}
+
+TEST_CASE("JsonArchive.parse_guards_against_what_rapidjson_gets_wrong") {
+  // Found by the fuzzer (fuzz_json) in Debian's RapidJSON 1.1.0.
+  fd::json::Document doc;
+  std::string error;
+  SUBCASE("a NUL byte would end the text: \"7\\0garbage\" was 7, and a line copied as is broke") {
+    CHECK_FALSE(fd::parse_json(std::string_view("7\0garbage", 9), doc, error));
+    CHECK(error == "a NUL byte, which JSON text cannot hold (at offset 1)");
+    CHECK(fd::parse_json(R"(["\u0000"])", doc, error));  // escaped, it is a character
+  }
+  SUBCASE("NaN or Infinity run into a fraction or exponent: an assertion, or garbage") {
+    for (const char* bad : {"NaNe00", "[1, -Infinity.5]", "Infe1", "{\"a\": NaN.5}"}) {
+      CAPTURE(bad);
+      CHECK_FALSE(fd::parse_json(bad, doc, error));
+      CHECK(error.find("NaN or Infinity followed by more digits") == 0);
+    }
+    CHECK(fd::parse_json("[NaN, -Infinity, Inf]", doc, error));
+  }
+  SUBCASE("zeros written the long way read as zero (they read as -2.19e-193)") {
+    REQUIRE(fd::parse_json("[0.000000000000000000000000, -0e400, 0E-99999, 0.0, 0, 1e-400, 10.000000000000000000000000]",
+                           doc, error));
+    CHECK(doc[0].IsDouble());
+    CHECK(doc[0].GetDouble() == 0.0);
+    CHECK(std::signbit(doc[1].GetDouble()));
+    CHECK(doc[1].GetDouble() == 0.0);
+    CHECK(doc[2].GetDouble() == 0.0);
+    CHECK(doc[3].GetDouble() == 0.0);
+    CHECK(doc[4].IsInt());
+    CHECK(doc[5].GetDouble() == 0.0);
+    CHECK(doc[6].GetDouble() == 10.0);
+    // Rewritten in place: an error after one still points into the text as given.
+    CHECK_FALSE(fd::parse_json("[0e400, x]", doc, error));
+    CHECK(error == "Invalid value. (at offset 8)");
+  }
+}
+
+TEST_CASE("JsonArchive.replays_the_fuzz_corpus") {
+  // Seeds and any input the fuzzer ever crashed on (tests/data/fuzz/json/crash-*): each must go
+  // through the worker's and the CLI's JSON code without a crash or a broken invariant.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(FERRY_TEST_DATA_DIR) / "fuzz" / "json";
+  std::size_t replayed = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CAPTURE(entry.path().string());
+    ferry::fuzz::json_one_input(bytes);
+    ++replayed;
+  }
+  CHECK(replayed >= 5);
+}
