@@ -335,6 +335,14 @@ TEST_CASE("JsonArchive.parse_guards_against_what_rapidjson_gets_wrong") {
     CHECK(error == "a NUL byte, which JSON text cannot hold (at offset 1)");
     CHECK(fd::parse_json(R"(["\u0000"])", doc, error));  // escaped, it is a character
   }
+  SUBCASE("it skips the bytes of a byte order mark, each alone: \"\\xBB7\" was 7") {
+    for (const char* bad : {"\xBB" "7", "\xEF\xBB\xBF" "7", "[1, \xC3\xA9]"}) {
+      CAPTURE(bad);
+      CHECK_FALSE(fd::parse_json(bad, doc, error));
+      CHECK(error.find("a byte above 0x7F outside a string") == 0);
+    }
+    CHECK(fd::parse_json("\"\xC3\xA9\"", doc, error));  // in a string, UTF-8 is text
+  }
   SUBCASE("NaN or Infinity run into a fraction or exponent: an assertion, or garbage") {
     for (const char* bad : {"NaNe00", "[1, -Infinity.5]", "Infe1", "{\"a\": NaN.5}"}) {
       CAPTURE(bad);
@@ -343,7 +351,7 @@ TEST_CASE("JsonArchive.parse_guards_against_what_rapidjson_gets_wrong") {
     }
     CHECK(fd::parse_json("[NaN, -Infinity, Inf]", doc, error));
   }
-  SUBCASE("zeros written the long way read as zero (they read as -2.19e-193)") {
+  SUBCASE("numbers its strtod gets wrong are read exactly (zeros read as -2.19e-193)") {
     REQUIRE(fd::parse_json("[0.000000000000000000000000, -0e400, 0E-99999, 0.0, 0, 1e-400, 10.000000000000000000000000]",
                            doc, error));
     CHECK(doc[0].IsDouble());
@@ -355,6 +363,20 @@ TEST_CASE("JsonArchive.parse_guards_against_what_rapidjson_gets_wrong") {
     CHECK(doc[4].IsInt());
     CHECK(doc[5].GetDouble() == 0.0);
     CHECK(doc[6].GetDouble() == 10.0);
+    // Digits that start like 2^64 - 1 and round up overflowed its 64-bit significand to 0.
+    REQUIRE(fd::parse_json("[184467440737095516155, -1.84467440737095516155e3, 18446744073709551615]", doc, error));
+    CHECK(doc[0].GetDouble() == 184467440737095516155.0);
+    CHECK(doc[1].GetDouble() == -1.84467440737095516155e3);
+    CHECK(doc[2].GetUint64() == 18446744073709551615u);  // an integer as before
+    // Magnitudes beyond 10^300 indexed its table of powers of ten out of bounds (SIGSEGV).
+    std::string tiny = "[0." + std::string(400, '0') + "1, 5e-324, 1e308, 1e-301]";
+    REQUIRE(fd::parse_json(tiny, doc, error));
+    CHECK(doc[0].GetDouble() == 0.0);
+    CHECK(doc[1].GetDouble() == 5e-324);
+    CHECK(doc[2].GetDouble() == 1e308);
+    CHECK(doc[3].GetDouble() == 1e-301);
+    CHECK_FALSE(fd::parse_json("[1" + std::string(120, '8') + "e308]", doc, error));
+    CHECK(error == "Number too big to be stored in double. (at offset 1)");
     // Rewritten in place: an error after one still points into the text as given.
     CHECK_FALSE(fd::parse_json("[0e400, x]", doc, error));
     CHECK(error == "Invalid value. (at offset 8)");

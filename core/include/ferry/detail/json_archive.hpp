@@ -17,6 +17,7 @@
 #pragma once
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -82,12 +83,15 @@ class JsonError : public cereal::Exception {
 
 /// What scan_json_text found in a JSON text, before any parser sees it.
 struct JsonTextScan {
-  enum class Problem { none, nul_byte, too_deep, bad_number };
+  enum class Problem { none, nul_byte, stray_byte, too_deep, bad_number };
   Problem problem = Problem::none;
   std::size_t offset = 0;  ///< where the problem starts
-  /// Numbers whose digits are all zeros but that have a fraction or an exponent ("0e400",
-  /// "-0.000000000000000000000000"): [begin, end) offsets, to be written "0.0" / "-0.0".
-  std::vector<std::pair<std::size_t, std::size_t>> zeros;
+  /// A number RapidJSON would read wrong: parse_json writes it again.
+  struct Number {
+    std::size_t begin, end;  ///< offsets
+    bool tiny;               ///< below 1 in magnitude: out of a double's range, it is a zero
+  };
+  std::vector<Number> numbers_to_rewrite;
 };
 
 /// One linear pass, no recursion, over what RapidJSON (1.1.0, Debian's) cannot be trusted with:
@@ -95,11 +99,15 @@ struct JsonTextScan {
 ///   overflow the stack). String contents are skipped, so on the prefix a parser accepts, the
 ///   depth counted here is exactly the parser's;
 /// - a NUL byte outside strings, which it takes for the end of the text ("7\0junk" would be 7);
+/// - a byte of a UTF-8 byte order mark at the start, which it skips, each alone ("\xBB7" would
+///   be 7): any byte above 0x7F outside strings is refused;
 /// - NaN or Infinity followed by a fraction or an exponent ("NaNe0": a failed internal assertion;
 ///   "NaN.5" reads as 0.5);
-/// - numbers whose significant digits are all zeros, with an exponent or a long fraction: its
-///   full-precision strtod calls __builtin_clzll(0) on them ("0.000000000000000000000000" reads as
-///   -2.19e-193). They are listed in `zeros` for parse_json to rewrite.
+/// - numbers its full-precision strtod gets wrong, listed in `numbers_to_rewrite`: a zero
+///   significand with an exponent or a long fraction ("0.000000000000000000000000" reads as
+///   -2.19e-193: __builtin_clzll(0)); significant digits that start 18446744073709551615 and go
+///   on with 5 to 9 (its rounding overflows the 64-bit significand to 0: the same); magnitudes
+///   beyond 10^±300 ("0.<400 zeros>1" reads its table of powers of ten out of bounds: SIGSEGV).
 inline JsonTextScan scan_json_text(std::string_view text, std::size_t limit = max_json_depth) {
   JsonTextScan scan;
   std::size_t depth = 0;
@@ -118,6 +126,34 @@ inline JsonTextScan scan_json_text(std::string_view text, std::size_t limit = ma
     while (q < end && *q >= '0' && *q <= '9') ++q;
     return q;
   };
+  // Whether RapidJSON's strtod misreads a number of these digit runs and exponent (saturated):
+  // a zero significand, a magnitude it indexes its table of powers of ten out of bounds with, or
+  // significant digits that start with the 20 of 2^64 - 1 and go on with 5 to 9.
+  auto misread = [](std::string_view int_part, std::string_view frac_part, long long exponent,
+                    long long& magnitude) {
+    std::size_t lead = int_part.find_first_not_of('0');
+    magnitude = 0;  // the power of ten of the first significant digit
+    if (lead != std::string_view::npos) {
+      magnitude = static_cast<long long>(int_part.size() - lead) - 1 + exponent;
+    } else if ((lead = frac_part.find_first_not_of('0')) != std::string_view::npos) {
+      magnitude = -static_cast<long long>(lead) - 1 + exponent;
+    } else {
+      return true;  // all zeros
+    }
+    if (magnitude > 300 || magnitude < -300) return true;
+    constexpr std::string_view max64 = "18446744073709551615";
+    std::size_t matched = 0;
+    bool leading = true;
+    for (std::string_view part : {int_part, frac_part}) {
+      for (char d : part) {
+        if (leading && d == '0') continue;
+        leading = false;
+        if (matched == max64.size()) return d >= '5';
+        if (d != max64[matched++]) return false;
+      }
+    }
+    return false;
+  };
   for (const char* p = begin; p < end; ++p) {
     const char c = *p;
     if (c == '"') {
@@ -135,6 +171,8 @@ inline JsonTextScan scan_json_text(std::string_view text, std::size_t limit = ma
       if (depth > 0) --depth;
     } else if (c == '\0') {
       return fail(JsonTextScan::Problem::nul_byte, p);
+    } else if (static_cast<unsigned char>(c) >= 0x80) {
+      return fail(JsonTextScan::Problem::stray_byte, p);
     } else if (token_char(c)) {
       const char* q = p + (c == '-' ? 1 : 0);
       if (q < end && (*q == 'N' || *q == 'I')) {
@@ -145,30 +183,61 @@ inline JsonTextScan scan_json_text(std::string_view text, std::size_t limit = ma
           return fail(JsonTextScan::Problem::bad_number, p);
       } else if (q < end && *q >= '0' && *q <= '9') {
         // The number the parser reads: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
-        bool zero = *q == '0';
-        q = zero ? q + 1 : digits(q);
-        bool more = false;
+        const char* int_end = *q == '0' ? q + 1 : digits(q);
+        std::string_view int_part(q, static_cast<std::size_t>(int_end - q)), frac_part;
+        q = int_end;
+        bool plain = true;  // an integer as written: RapidJSON's strtod does not see it
         if (q + 1 < end && *q == '.' && q[1] >= '0' && q[1] <= '9') {
           const char* f = digits(q + 1);
-          zero = zero && std::all_of(q + 1, f, [](char d) { return d == '0'; });
+          frac_part = std::string_view(q + 1, static_cast<std::size_t>(f - q - 1));
           q = f;
-          more = true;
+          plain = false;
         }
+        long long exponent = 0;
         if (q < end && (*q == 'e' || *q == 'E')) {
           const char* e = q + 1;
+          bool negative = e < end && *e == '-';
           if (e < end && (*e == '+' || *e == '-')) ++e;
           if (e < end && *e >= '0' && *e <= '9') {
-            q = digits(e);
-            more = true;
+            for (q = e; q < end && *q >= '0' && *q <= '9'; ++q)
+              exponent = std::min(exponent * 10 + (*q - '0'), 1'000'000'000LL);
+            if (negative) exponent = -exponent;
+            plain = false;
           }
         }
-        if (zero && more)
-          scan.zeros.emplace_back(static_cast<std::size_t>(p - begin), static_cast<std::size_t>(q - begin));
+        // Integers beyond 64 bits go through the same strtod.
+        long long magnitude = 0;
+        if ((!plain || int_part.size() > 19) && misread(int_part, frac_part, exponent, magnitude))
+          scan.numbers_to_rewrite.push_back(
+              {static_cast<std::size_t>(p - begin), static_cast<std::size_t>(q - begin), magnitude < 0});
       }
       while (p + 1 < end && token_char(p[1])) ++p;  // the rest of the token is no new token
     }
   }
   return scan;
+}
+
+/// The double nearest to `token` (a JSON number), written the shortest way as a double ("0.0",
+/// not "0"), into `number`; false when it is too big for a double (`tiny`: the token's magnitude
+/// is below 1, so out of range means zero, as RapidJSON reads it).
+inline bool shortest_double_text(std::string_view token, bool tiny, std::string& number) {
+  double d = 0;
+  auto [stop, ec] = std::from_chars(token.data(), token.data() + token.size(), d);
+  if (ec == std::errc::result_out_of_range && tiny) {
+    d = token.starts_with('-') ? -0.0 : 0.0;
+  } else if (ec != std::errc() || stop != token.data() + token.size()) {
+    return false;
+  }
+  if (d == 0) {
+    number = std::signbit(d) ? "-0.0" : "0.0";
+    return true;
+  }
+  char out[40];
+  number.assign(out, std::to_chars(out, out + sizeof out, d).ptr);
+  if (number.find_first_of(".e") == std::string::npos)  // "184467440737095520000": an integer
+    number.assign(out, std::to_chars(out, out + sizeof out, d, std::chars_format::scientific).ptr);
+  if (auto e = number.find("e+"); e != std::string::npos) number.erase(e + 1, 1);
+  return true;
 }
 
 /// Parses `text` as exactly one JSON value, with cereal's flags (full precision, NaN and Infinity),
@@ -182,6 +251,9 @@ inline bool parse_json(std::string_view text, json::Document& doc, std::string& 
     case JsonTextScan::Problem::nul_byte:
       error = "a NUL byte, which JSON text cannot hold" + at(scan.offset);
       return false;
+    case JsonTextScan::Problem::stray_byte:
+      error = "a byte above 0x7F outside a string (a byte order mark?)" + at(scan.offset);
+      return false;
     case JsonTextScan::Problem::too_deep:
       error = "nested deeper than " + std::to_string(max_json_depth) + " levels" + at(scan.offset);
       return false;
@@ -189,16 +261,24 @@ inline bool parse_json(std::string_view text, json::Document& doc, std::string& 
       error = "NaN or Infinity followed by more digits" + at(scan.offset);
       return false;
   }
-  std::string fixed;  // rare: only for zeros written the long way
-  if (!scan.zeros.empty()) {
+  std::string fixed;  // rare: only when a number must be written again
+  if (!scan.numbers_to_rewrite.empty()) {
     fixed.assign(text);
-    for (auto [from, to] : scan.zeros) {
-      // Same length, so that error offsets still point into `text`: the shortest double zero,
-      // then spaces (whitespace after a number is fine anywhere).
-      const char* zero = fixed[from] == '-' ? "-0.0" : "0.0";
-      std::size_t n = std::strlen(zero);
-      fixed.replace(from, n, zero);
-      std::fill(fixed.begin() + static_cast<std::ptrdiff_t>(from + n), fixed.begin() + static_cast<std::ptrdiff_t>(to), ' ');
+    for (auto [from, to, tiny] : scan.numbers_to_rewrite) {
+      // Written again in place, then spaces: the same length, so that error offsets still point
+      // into `text`. The shortest text of a double is never longer than a token that spells it.
+      std::string number;
+      if (!shortest_double_text(text.substr(from, to - from), tiny, number)) {
+        error = "Number too big to be stored in double." + at(from);
+        return false;
+      }
+      if (number.size() > to - from) {
+        error = "a number that cannot be read exactly" + at(from);
+        return false;
+      }
+      fixed.replace(from, number.size(), number);
+      std::fill(fixed.begin() + static_cast<std::ptrdiff_t>(from + number.size()),
+                fixed.begin() + static_cast<std::ptrdiff_t>(to), ' ');
     }
     text = fixed;
   }
