@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "channel.hpp"
-#include "protocol.hpp"
+#include "wire/channel.hpp"
+#include "wire/protocol.hpp"
 #include "support/fixture.hpp"
 
 namespace {

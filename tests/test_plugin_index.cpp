@@ -25,7 +25,7 @@
 #include <ferry/plugin_index.hpp>
 #include <ferry/task.hpp>
 
-#include "elf_reader.hpp"
+#include "plugins/elf_reader.hpp"
 #include "support/fixture.hpp"
 
 namespace {

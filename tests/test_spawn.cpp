@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "protocol.hpp"
-#include "spawn_posix.hpp"
+#include "wire/protocol.hpp"
+#include "platform/spawn.hpp"
 #include "support/fixture.hpp"
 
 namespace {

@@ -8,11 +8,11 @@
 
 #include <doctest/doctest.h>
 
-#include "channel.hpp"
+#include "wire/channel.hpp"
 #include "math.hpp"
-#include "protocol.hpp"
+#include "wire/protocol.hpp"
 #include "support/fixture.hpp"
-#include "worker_main.hpp"
+#include "worker/worker_main.hpp"
 
 namespace proto = ferry::detail::protocol;
 using ferry::detail::Buffer;

@@ -13,7 +13,7 @@
 #include <doctest/doctest.h>
 
 #include "support/fixture.hpp"
-#include "wrap_compiler.hpp"
+#include "wrap/wrap_compiler.hpp"
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;

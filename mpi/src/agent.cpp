@@ -26,9 +26,9 @@
 #include "agent.hpp"
 #include "platform/config.hpp"
 #include "platform/trust.hpp"
-#include "pool.hpp"
-#include "spawn_posix.hpp"
-#include "wrap_compiler.hpp"
+#include "host/pool.hpp"
+#include "platform/spawn.hpp"
+#include "wrap/wrap_compiler.hpp"
 #include "wire.hpp"
 
 namespace ferry::mpi::detail {

@@ -36,8 +36,8 @@
 #include "platform/config.hpp"
 #include "platform/format.hpp"
 #include "platform/trust.hpp"
-#include "pool.hpp"
-#include "spawn_posix.hpp"
+#include "host/pool.hpp"
+#include "platform/spawn.hpp"
 #include "wire.hpp"
 
 namespace ferry::mpi::detail {

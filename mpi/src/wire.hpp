@@ -18,8 +18,8 @@
 
 #include <ferry/serialization.hpp>
 
-#include "channel.hpp"
-#include "protocol.hpp"
+#include "wire/channel.hpp"
+#include "wire/protocol.hpp"
 
 namespace ferry::mpi::detail {
 

@@ -3,7 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "elf_reader.hpp"
+#include "plugins/elf_reader.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {

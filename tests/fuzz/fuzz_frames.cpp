@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "channel.hpp"
-#include "protocol.hpp"
+#include "wire/channel.hpp"
+#include "wire/protocol.hpp"
 
 namespace proto = ferry::detail::protocol;
 

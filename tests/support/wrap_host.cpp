@@ -15,7 +15,7 @@
 
 #include <ferry/ferry.hpp>
 
-#include "wrap_compiler.hpp"
+#include "wrap/wrap_compiler.hpp"
 
 #ifndef FERRY_TEST_WRAP_FAIL
 FERRY_WRAP(wrapped_sum_plus,

@@ -13,8 +13,8 @@
 #include <sstream>
 #include <thread>
 
-#include "pool.hpp"
-#include "protocol.hpp"
+#include "host/pool.hpp"
+#include "wire/protocol.hpp"
 
 namespace ferry {
 

@@ -3,7 +3,7 @@
 #include <exception>
 #include <iostream>
 
-#include "wrap_compiler.hpp"
+#include "wrap/wrap_compiler.hpp"
 
 int main(int argc, char** argv) {
   if (argc != 2) {

@@ -14,7 +14,7 @@
 //
 // Everything run, included or loaded here passes the one trust check (platform/trust.hpp): the
 // compiler, ferry's headers, a shipped precompiled prelude, the cache directory and its entries.
-#include "wrap_compiler.hpp"
+#include "wrap/wrap_compiler.hpp"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -43,13 +43,13 @@
 #include <ferry/errors.hpp>
 #include <ferry/ferry.hpp>
 
-#include "channel.hpp"
+#include "wire/channel.hpp"
 #include "platform/config.hpp"
 #include "platform/hash.hpp"
 #include "platform/paths.hpp"
 #include "platform/trust.hpp"
-#include "pool.hpp"
-#include "spawn_posix.hpp"
+#include "platform/debug.hpp"
+#include "platform/spawn.hpp"
 
 namespace ferry::detail {
 

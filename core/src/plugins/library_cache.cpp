@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Worker-side plugin loading with Boost.DLL.
-#include "library_cache.hpp"
+#include "plugins/library_cache.hpp"
 
 #include <boost/dll/shared_library.hpp>
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // posix_spawn with a clean descriptor table and default signal state; reaping by pid.
-#include "spawn_posix.hpp"
+#include "platform/spawn.hpp"
 
 #include <fcntl.h>
 #include <signal.h>

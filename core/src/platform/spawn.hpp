@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "channel.hpp"
+#include "platform/fd.hpp"
 
 namespace ferry::detail {
 

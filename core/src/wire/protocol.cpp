@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Wire protocol encoders and bounds-checked decoders.
-#include "protocol.hpp"
+#include "wire/protocol.hpp"
 
 #include <cstring>
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Function address → (plugin path, task name), by matching the addresses that loaded plugins'
 // task records report. Python's analogue is pickling a function by reference (module + qualname).
-#include "resolver.hpp"
+#include "host/resolver.hpp"
 
 #include <dlfcn.h>
 #include <link.h>
@@ -17,8 +17,8 @@
 
 #include <ferry/task.hpp>
 
-#include "elf_reader.hpp"
-#include "wrap_compiler.hpp"
+#include "plugins/elf_reader.hpp"
+#include "wrap/wrap_compiler.hpp"
 
 namespace ferry::detail {
 

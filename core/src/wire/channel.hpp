@@ -13,32 +13,10 @@
 
 #include <ferry/serialization.hpp>
 
-#include "protocol.hpp"
+#include "platform/fd.hpp"
+#include "wire/protocol.hpp"
 
 namespace ferry::detail {
-
-/// Owned file descriptor (closed on destruction; EINTR on close is not retried, as on Linux).
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  int release() noexcept { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) noexcept;
-
- private:
-  int fd_ = -1;
-};
 
 /// One decoded frame: its header, its body bytes, and the memfd of a shared payload (flag_shm).
 struct Frame {

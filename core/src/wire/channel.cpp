@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Channel plumbing: reading frames, sending without SIGPIPE, EINTR handled everywhere.
-#include "channel.hpp"
+#include "wire/channel.hpp"
 
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -11,11 +11,6 @@
 #include <cstring>
 
 namespace ferry::detail {
-
-void Fd::reset(int fd) noexcept {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
 
 namespace {
 constexpr std::size_t max_pending_fds = 16;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Pool: submission, dispatch, reading results (by any thread), waiting and cancelling.
 // The data-flow picture is at the top of pool.hpp; the manager thread lives in manager.cpp.
-#include "pool.hpp"
+#include "host/pool.hpp"
 
 #include <dlfcn.h>
 #include <poll.h>
@@ -25,34 +25,13 @@
 #include "platform/config.hpp"
 #include "platform/paths.hpp"
 #include "platform/trust.hpp"
-#include "resolver.hpp"
+#include "host/resolver.hpp"
 
 namespace ferry::detail {
 
 namespace fs = std::filesystem;
 using protocol::ResultStatus;
 
-namespace {
-// Read once when libferry is loaded, before any thread of ours exists (getenv must not race with
-// an application's setenv).
-const bool debug_enabled = Config::read().debug;
-}  // namespace
-
-void debug_log(const char* fmt, ...) {
-  if (!debug_enabled) return;
-  std::fprintf(stderr, "[ferry %d] ", static_cast<int>(::getpid()));
-  va_list ap;
-  va_start(ap, fmt);
-  std::vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  std::fputc('\n', stderr);
-}
-
-namespace {
-
-
-
-}  // namespace
 
 /// Where ferry-worker is: the option, $FERRY_WORKER, the one installed with this libferry (found
 /// relative to libferry's own file: the build tree mirrors the install tree, so no build-tree

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // A small, bounds-checked ELF64 reader (x86-64 little endian).
-#include "elf_reader.hpp"
+#include "plugins/elf_reader.hpp"
 
 #include <elf.h>
 #include <fcntl.h>

@@ -13,7 +13,7 @@
 #include <ferry/errors.hpp>
 #include <ferry/task.hpp>
 
-#include "elf_reader.hpp"
+#include "plugins/elf_reader.hpp"
 #include "platform/config.hpp"
 #include "platform/trust.hpp"
 

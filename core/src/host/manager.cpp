@@ -36,7 +36,7 @@
 
 #include "platform/format.hpp"
 #include "platform/trust.hpp"
-#include "pool.hpp"
+#include "host/pool.hpp"
 
 namespace ferry::detail {
 

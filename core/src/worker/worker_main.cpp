@@ -4,7 +4,7 @@
 // A result is written before the next task starts, so when a worker dies the host knows exactly
 // which task was running (the oldest unanswered one) and that the ones after it never started.
 // Clean exits (shutdown, idle timeout, recycling) are always announced with a bye frame.
-#include "worker_main.hpp"
+#include "worker/worker_main.hpp"
 
 #include <dirent.h>
 #include <poll.h>
@@ -29,10 +29,10 @@
 
 #include <ferry/ferry.hpp>
 
-#include "channel.hpp"
-#include "library_cache.hpp"
-#include "pool.hpp"
-#include "protocol.hpp"
+#include "wire/channel.hpp"
+#include "plugins/library_cache.hpp"
+#include "platform/debug.hpp"
+#include "wire/protocol.hpp"
 
 namespace ferry::detail {
 

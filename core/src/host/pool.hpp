@@ -34,9 +34,10 @@
 #include <ferry/executor.hpp>
 #include <ferry/plugin_index.hpp>
 
-#include "channel.hpp"
-#include "protocol.hpp"
-#include "spawn_posix.hpp"
+#include "wire/channel.hpp"
+#include "wire/protocol.hpp"
+#include "platform/debug.hpp"
+#include "platform/spawn.hpp"
 
 namespace ferry::detail {
 
@@ -287,7 +288,5 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
 /// The worker executable: `configured` if given, else the default search (see default_worker_path).
 std::filesystem::path find_worker(const std::filesystem::path& configured);
 
-/// FERRY_DEBUG=1: one line per event on stderr.
-void debug_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 }  // namespace ferry::detail

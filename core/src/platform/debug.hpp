@@ -1,0 +1,9 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// FERRY_DEBUG=1: one line per event on stderr, "[ferry <pid>] ...". Read once, through Config.
+#pragma once
+
+namespace ferry::detail {
+
+void debug_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+}  // namespace ferry::detail
