@@ -26,7 +26,7 @@
 #include "agent.hpp"
 #include "platform/config.hpp"
 #include "platform/trust.hpp"
-#include "host/pool.hpp"
+#include "platform/debug.hpp"
 #include "platform/spawn.hpp"
 #include "wrap/wrap_compiler.hpp"
 #include "wire.hpp"

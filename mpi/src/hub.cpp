@@ -30,13 +30,14 @@
 #include <mutex>
 #include <thread>
 
+#include <ferry/backend.hpp>
 #include <ferry/ferry.hpp>
 #include <ferry/mpi.hpp>
 
 #include "platform/config.hpp"
 #include "platform/format.hpp"
 #include "platform/trust.hpp"
-#include "host/pool.hpp"
+#include "platform/debug.hpp"
 #include "platform/spawn.hpp"
 #include "wire.hpp"
 
@@ -51,9 +52,10 @@ using ferry::detail::Fd;
 namespace {
 
 /// A pool worker served by an agent: the hub's end of the pool's channel, and how it ended.
-class Slot final : public ferry::detail::RemoteWorker {
+class Slot final : public ferry::LaunchedWorker {
  public:
   Slot() : exit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  int pid() const override { return 0; }  // on another node: its hello tells it
   int exit_fd() const override { return exit_.get(); }
   void kill() override { kill_requested = true; }
   ExitStatus status() override {
@@ -140,7 +142,7 @@ class Hub {
     return world_mode_ ? alive_agents_ : SIZE_MAX;
   }
 
-  std::optional<ferry::detail::RemoteLauncher::Launched> launch(
+  std::optional<ferry::Launcher::Launched> launch(
       const std::vector<std::string>& args,
       const std::vector<std::pair<std::string, std::string>>& env, std::string& why) {
     ensure_started();
@@ -163,7 +165,7 @@ class Hub {
       }
       waiting_.push_back(slot);
     }
-    return ferry::detail::RemoteLauncher::Launched{Fd(sv[0]), slot};
+    return ferry::Launcher::Launched{sv[0], slot};
   }
 
  private:
@@ -530,14 +532,24 @@ class Hub {
   std::map<std::string, std::pair<std::string, std::string>> keys_;  // path → (stamp, key)
 };
 
-class Launcher final : public ferry::detail::RemoteLauncher {
+class Launcher final : public ferry::Launcher {
  public:
-  std::optional<Launched> launch(const std::vector<std::string>& args,
-                                 const std::vector<std::pair<std::string, std::string>>& env,
-                                 std::string& why) override {
-    return Hub::instance().launch(args, env, why);
+  explicit Launcher(const ExecutorOptions& options) : env_(options.env.begin(), options.env.end()) {
+    // The agent starts ferry-worker itself: the one configured here, if any.
+    if (!options.worker_path.empty()) env_.emplace_back("FERRY_WORKER", options.worker_path.string());
+  }
+  std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) override {
+    return Hub::instance().launch(args, env_, why);
   }
   std::size_t capacity() const override { return Hub::instance().capacity(); }
+  std::string program() const override { return "ferry-worker on an MPI rank"; }
+  std::exception_ptr start_failure(const std::string& why) const override {
+    return std::make_exception_ptr(
+        BrokenProcessPool("cannot start worker processes (backend \"mpi\"): " + why));
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> env_;
 };
 
 }  // namespace
@@ -548,8 +560,8 @@ namespace ferry::mpi {
 void enable() {
   // Before the hub initialises MPI: settings without which a dead rank hangs or ends the host.
   detail::prepare_mpi_environment();
-  ferry::detail::register_backend("mpi", [](const ExecutorOptions&) {
-    return std::make_shared<detail::Launcher>();
+  ferry::register_backend("mpi", [](const ExecutorOptions& options) {
+    return std::make_shared<detail::Launcher>(options);
   });
 }
 

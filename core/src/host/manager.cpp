@@ -19,31 +19,20 @@
 //
 // The hot path (submit → worker → result → get) involves no hand-off to this thread; the
 // invariants are listed at the top of pool.hpp.
-#include <signal.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <fcntl.h>
+#include <signal.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <fstream>
-#include <system_error>
 
 #include <ferry/ferry.hpp>
 
-#include "platform/format.hpp"
-#include "platform/trust.hpp"
 #include "host/pool.hpp"
+#include "platform/format.hpp"
 
 namespace ferry::detail {
 
-namespace fs = std::filesystem;
-
 namespace {
-constexpr std::uint64_t tag_read = 1, tag_write = 2, tag_pid = 3;
 constexpr auto shutdown_grace = std::chrono::seconds(5);
 constexpr unsigned max_startup_failures = 3;
 constexpr auto hello_timeout = std::chrono::seconds(10);
@@ -103,39 +92,27 @@ void Pool::start() {
   manager_ = std::thread([self] { self->manager_loop(); });
 }
 
-void Pool::wake() {
-  std::uint64_t one = 1;
-  ssize_t r = ::write(wake_fd_.get(), &one, sizeof one);
-  (void)r;  // EAGAIN: the counter is already non-zero, the manager is woken anyway
-}
-
-std::shared_ptr<Worker> Pool::worker_by_serial(std::uint64_t serial) {
+Pool::SlotPtr Pool::worker_by_serial(std::uint64_t serial) {
   std::lock_guard lock(mu_);
   auto it = workers_.find(serial);
   return it == workers_.end() ? nullptr : it->second;
 }
 
+// ---- the loop: events, then maintenance ----------------------------------------------------------
+
 void Pool::manager_loop() {
   manager_id_ = std::this_thread::get_id();
-  epoll_event events[64];
+  Poller::Event events[64];
   for (;;) {
-    int n = ::epoll_wait(epoll_.get(), events, 64, next_timeout_ms());
-    if (n < 0 && errno != EINTR) debug_log("epoll_wait: %s", std::strerror(errno));
+    int n = poller_.wait(events, 64, next_timeout_ms());
     for (int i = 0; i < n; ++i) {
-      std::uint64_t tag = events[i].data.u64;
-      if (tag == 0) {
-        std::uint64_t v;
-        while (::read(wake_fd_.get(), &v, sizeof v) > 0) {
-        }
-        continue;
-      }
-      auto w = worker_by_serial(tag >> 2);
+      auto w = worker_by_serial(events[i].serial);
       if (!w) continue;
-      switch (tag & 3) {
-        case tag_read: on_readable(w); break;
-        case tag_write: on_writable(w); break;
-        case tag_pid: on_exit(w); break;
-        default: break;
+      switch (events[i].tag) {
+        case Poller::Tag::read: on_readable(w); break;
+        case Poller::Tag::write: on_writable(w); break;
+        case Poller::Tag::exit: on_exit(w); break;
+        case Poller::Tag::wake: break;  // consumed by the poller
       }
     }
     Completions done;
@@ -147,112 +124,94 @@ void Pool::manager_loop() {
   debug_log("manager: finished");
 }
 
-void Pool::on_readable(const std::shared_ptr<Worker>& w) {
-  std::unique_lock read_lock(w->read_mu, std::try_to_lock);
-  if (!read_lock) return;  // a waiting thread reads it, and re-arms it when done
+void Pool::on_readable(const SlotPtr& w) {
+  auto lease = ChannelLease::after_event(*w, poller_);
+  if (!lease) return;  // a waiting thread reads it, and re-arms it when done
   Completions done;
   read_available(*w, done);
-  arm_read(*w, true);
-  read_lock.unlock();
+  lease.release();
   complete(done);
 }
 
-void Pool::on_writable(const std::shared_ptr<Worker>& w) {
+void Pool::on_writable(const SlotPtr& w) {
   std::lock_guard lock(mu_);
-  w->out_armed = false;
+  w->write_armed = false;
   flush_locked(*w);
 }
 
-void Pool::on_exit(const std::shared_ptr<Worker>& w) {
+void Pool::on_exit(const SlotPtr& w) {
   Completions done;
   {
     // Results written before the death are still in the socket: deliver them first.
-    std::lock_guard read_lock(w->read_mu);
+    auto lease = ChannelLease::after_death(*w, poller_);
     while (read_available(*w, done) && w->reader.partial()) {
     }
   }
   complete(done);
-  ExitStatus st;
-  if (w->remote) {
-    st = w->remote->status();
-  } else if (!try_reap(w->pid, st)) {
-    st = reap(w->pid);  // pidfd readable: it has exited
-  }
+  ExitStatus st = w->process->status();
   OomCounts ooms = OomCounts::read();
   {
-  std::lock_guard lock(mu_);
-  w->dead = true;
-  for (int fd : {w->sock.get(), w->sock_out.get(), w->pidfd.get()})
-    if (fd >= 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-  debug_log("worker %d exited: %s%s", w->pid, describe_exit(st).c_str(), w->bye ? " (announced)" : "");
-  auto requeue = [&](std::size_t from) {
-    for (std::size_t i = w->in_flight.size(); i > from; --i) {
-      w->in_flight[i - 1]->worker = nullptr;
-      queue_.push_front(w->in_flight[i - 1]);
-    }
-  };
-  if (!w->hello && !w->bye && !w->kill_error && !shutdown_) {
-    // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
-    requeue(0);
-    ++startup_failures_;
-    last_spawn_error_ = launcher_ ? "a worker ended before its handshake: " + describe_exit(st)
-                                  : "ferry-worker " + worker_path_.string() + " (pid " +
-                                        std::to_string(w->pid) + ") ended with " + describe_exit(st) +
-                                        " before its handshake";
-  } else if (w->bye || w->in_flight.empty()) {
-    requeue(0);
-  } else {
-    auto running = w->in_flight.front();
-    running->worker = nullptr;
-    std::exception_ptr error = w->kill_error;
-    if (!error && running->retries < options_.max_retries_on_worker_death) {
-      ++running->retries;
-      requeue(0);
-    } else {
-      if (!error) {
-        bool oom = st.signal == SIGKILL && ooms.grew_since(oom_seen_);
-        error = std::make_exception_ptr(TerminatedWorkerError(
-            running->ref->display, w->pid, st.signal, st.exit_code, oom,
-            "worker " + std::to_string(w->pid) + " ended with " + describe_exit(st)));
-      }
-      requeue(1);
-      finish_locked(running, done);
-      done.back().error = error;
-    }
-  }
-  oom_seen_ = ooms;
-  w->in_flight.clear();
-  w->outbox.clear();
-  workers_.erase(w->serial);
-  dispatch_locked();
-  changed_.notify_all();
-  wake();
+    std::lock_guard lock(mu_);
+    w->advance(WorkerSlot::Phase::dead);
+    for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get()}) poller_.remove(fd);
+    debug_log("worker %d exited: %s%s", w->pid, describe_exit(st).c_str(), w->bye ? " (announced)" : "");
+    settle_dead_worker_locked(*w, st, ooms, done);
+    oom_seen_ = ooms;
+    w->outbox.clear();
+    workers_.erase(w->serial);
+    dispatch_locked();
+    changed_.notify_all();
+    poller_.wake();
   }
   complete(done);
 }
 
-void Pool::kill_worker_locked(Worker& w, std::exception_ptr error_for_running_call) {
-  if (w.dead) return;
-  if (!w.kill_error) w.kill_error = std::move(error_for_running_call);
-  w.retiring = true;
-  debug_log("killing worker %d", w.pid);
-  signal_kill(w);
+void Pool::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
+                                     Completions& done) {
+  if (!w.greeted && !w.bye && !w.kill_error && !shutdown_) {
+    // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
+    dispatcher_.requeue(w.lane);
+    ++startup_failures_;
+    last_spawn_error_ = w.describe(*launcher_) + " ended with " + describe_exit(st) + " before its handshake";
+    return;
+  }
+  if (w.bye || w.lane.idle()) {
+    dispatcher_.requeue(w.lane);
+    return;
+  }
+  Call& running = *w.lane.in_flight.front();
+  std::exception_ptr error = w.kill_error;
+  if (!error && running.retries < options_.max_retries_on_worker_death) {
+    ++running.retries;
+    dispatcher_.requeue(w.lane);
+    return;
+  }
+  if (!error) {
+    bool oom = st.signal == SIGKILL && ooms.grew_since(oom_seen_);
+    error = std::make_exception_ptr(TerminatedWorkerError(
+        running.ref->display, w.pid, st.signal, st.exit_code, oom,
+        "worker " + std::to_string(w.pid) + " ended with " + describe_exit(st)));
+  }
+  // The rest never started: back to the front of the queue.
+  dispatcher_.requeue(w.lane, 1);
+  finish_locked(dispatcher_.take_running(w.lane), done, error);
 }
 
-void Pool::signal_kill(Worker& w) {
-  if (w.remote) {
-    w.remote->kill();
-  } else if (w.pid > 0) {
-    ::kill(w.pid, SIGKILL);
-  }
+void Pool::kill_worker_locked(WorkerSlot& w, std::exception_ptr error_for_running_call) {
+  if (!w.alive()) return;
+  if (!w.kill_error) w.kill_error = std::move(error_for_running_call);
+  w.retire();
+  debug_log("killing worker %d", w.pid);
+  signal_kill_locked(w);
+}
+
+void Pool::signal_kill_locked(WorkerSlot& w) {
+  w.kill_sent = true;
+  w.process->kill();
 }
 
 void Pool::fail_queue_locked(std::exception_ptr error, Completions& done) {
-  for (auto& c : queue_) {
-    finish_locked(c, done);
-    done.back().error = error;
-  }
-  queue_.clear();
+  for (auto& c : dispatcher_.take_queue()) finish_locked(c, done, error);
 }
 
 bool Pool::finished_locked() const {
@@ -264,95 +223,107 @@ int Pool::next_timeout_ms() {
   auto now = Clock::now();
   auto next = Clock::time_point::max();
   for (const auto& [_, w] : workers_) {
-    next = std::min(next, w->kill_at);
-    if (!w->hello && !w->dead && !w->handshake_killed)
-      next = std::min(next, w->spawned + hello_timeout);
-    if (!w->in_flight.empty()) {
-      const auto& c = w->in_flight.front();
-      if (c->deadline.count() > 0) next = std::min(next, c->started + c->deadline);
-    }
+    next = std::min({next, w->kill_at, w->lane.deadline()});
+    if (w->awaiting_hello()) next = std::min(next, w->spawned + hello_timeout);
   }
   if (next == Clock::time_point::max()) return -1;
   if (next <= now) return 0;
   return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(next - now).count());
 }
 
+// ---- maintain(): the phases ----------------------------------------------------------------------
+
 void Pool::maintain(Completions& done) {
-  std::size_t to_spawn = 0;
+  std::size_t to_start = 0;
   {
     std::lock_guard lock(mu_);
     auto now = Clock::now();
-    for (auto& [_, w] : workers_) {
-      if (w->dead) continue;
-      if (now >= w->kill_at) {
-        signal_kill(*w);
-        w->kill_at = Clock::time_point::max();
-      }
-      if (!w->in_flight.empty() && !w->kill_error) {
-        const auto& c = w->in_flight.front();
-        if (c->deadline.count() > 0 && now >= c->started + c->deadline) {
-          kill_worker_locked(
-              *w, std::make_exception_ptr(TimeoutError(
-                      "task '" + c->ref->display + "' exceeded its deadline of " +
-                      detail::format_duration(c->deadline) + ": worker " +
-                      std::to_string(w->pid) + " was killed")));
-        }
-      }
-    }
-    if (shutdown_ && queue_.empty()) {
-      for (auto& [_, w] : workers_)
-        if (w->in_flight.empty()) w->retiring = true;
-    }
-    for (auto& [_, w] : workers_) {
-      if (w->retiring && w->in_flight.empty() && !w->shutdown_sent && !w->dead && !w->bye) {
-        w->outbox.push(protocol::frame(protocol::FrameType::shutdown, Buffer()));
-        w->shutdown_sent = true;
-        w->kill_at = std::min(w->kill_at, now + shutdown_grace);
-        flush_locked(*w);
-      }
-    }
-    bool any_up = std::any_of(workers_.begin(), workers_.end(), [](const auto& kv) {
-      return kv.second->hello && !kv.second->dead;
-    });
-    if (startup_failures_ >= max_startup_failures) {
-      if (!any_up) {
-        spawn_error_ = start_failure(last_spawn_error_);
-        started_ = false;  // no retry until the next submit
-      }
-      startup_failures_ = 0;
-    }
-    if (launcher_ && launcher_->capacity() == 0 && active_locked() == 0 && !queue_.empty())
-      fail_queue_locked(start_failure("every remote rank of the job has died"), done);
-    // Once workers cannot be started, calls coming back from dying half-started workers fail too.
-    if (spawn_error_ && !any_up) fail_queue_locked(spawn_error_, done);
-    for (auto& [_, w] : workers_) {
-      if (!w->hello && !w->dead && !w->handshake_killed && now >= w->spawned + hello_timeout) {
-        last_spawn_error_ = "ferry-worker " + worker_path_.string() + " (pid " +
-                            std::to_string(w->pid) + ") did not complete its handshake within " +
-                            detail::format_duration(hello_timeout);
-        signal_kill(*w);
-        w->handshake_killed = true;
-      }
-    }
-    bool busy = !queue_.empty() ||
-                std::any_of(workers_.begin(), workers_.end(),
-                            [](const auto& kv) { return !kv.second->in_flight.empty(); });
-    // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes).
-    if (!broken_ && !killed_ && started_ && (!shutdown_ || busy)) {
-      std::size_t desired = busy ? max_workers_ : max_workers_ - std::min(idle_exited_, max_workers_);
-      // A backend that lost nodes cannot run as many workers as asked.
-      if (launcher_) desired = std::min(desired, launcher_->capacity());
-      std::size_t active = active_locked();
-      if (active < desired) to_spawn = desired - active;
-    }
+    enforce_timers_locked(now);
+    stop_retired_locked(now);
+    check_startup_locked(now, done);
+    to_start = workers_to_start_locked();
     if (finished_locked()) {
       finished_ = true;
       changed_.notify_all();
       return;
     }
   }
-  if (to_spawn == 0) return;
-  for (std::size_t i = 0; i < to_spawn; ++i) spawn_one(done);
+  start_workers(to_start, done);
+}
+
+/// Kills what is overdue: workers past their kill time, running calls past their deadline, and
+/// workers that did not say hello in time.
+void Pool::enforce_timers_locked(Clock::time_point now) {
+  for (auto& [_, w] : workers_) {
+    if (!w->alive()) continue;
+    if (now >= w->kill_at) {
+      signal_kill_locked(*w);
+      w->kill_at = Clock::time_point::max();
+    }
+    if (!w->kill_error && now >= w->lane.deadline()) {
+      const Call& c = *w->lane.running();
+      kill_worker_locked(*w, std::make_exception_ptr(TimeoutError(
+                                 "task '" + c.ref->display + "' exceeded its deadline of " +
+                                 detail::format_duration(c.deadline) + ": worker " +
+                                 std::to_string(w->pid) + " was killed")));
+    }
+    if (w->awaiting_hello() && now >= w->spawned + hello_timeout) {
+      last_spawn_error_ = w->describe(*launcher_) + " did not complete its handshake within " +
+                          detail::format_duration(hello_timeout);
+      signal_kill_locked(*w);
+    }
+  }
+}
+
+/// Retires idle workers once the pool is shut down and nothing is queued, and tells retired idle
+/// workers to exit (killed if they are still there after the grace period).
+void Pool::stop_retired_locked(Clock::time_point now) {
+  if (shutdown_ && dispatcher_.queue_empty()) {
+    for (auto& [_, w] : workers_)
+      if (w->lane.idle()) w->retire();
+  }
+  for (auto& [_, w] : workers_) {
+    if (!w->due_to_stop()) continue;
+    w->outbox.push(protocol::frame(protocol::FrameType::shutdown, Buffer()));
+    w->advance(WorkerSlot::Phase::stopping);
+    w->kill_at = std::min(w->kill_at, now + shutdown_grace);
+    flush_locked(*w);
+  }
+}
+
+/// Gives up on starting workers after repeated failures, and fails what waits when no worker
+/// can run it (workers cannot be started; every rank of a backend is gone).
+void Pool::check_startup_locked(Clock::time_point, Completions& done) {
+  bool any_up = std::any_of(workers_.begin(), workers_.end(),
+                            [](const auto& kv) { return kv.second->greeted && kv.second->alive(); });
+  if (startup_failures_ >= max_startup_failures) {
+    if (!any_up) {
+      spawn_error_ = launcher_->start_failure(last_spawn_error_);
+      started_ = false;  // no retry until the next submit
+    }
+    startup_failures_ = 0;
+  }
+  if (launcher_->capacity() == 0 && holding_places_locked() == 0 && !dispatcher_.queue_empty())
+    fail_queue_locked(launcher_->start_failure("every remote rank of the job has died"), done);
+  // Once workers cannot be started, calls coming back from dying half-started workers fail too.
+  if (spawn_error_ && !any_up) fail_queue_locked(spawn_error_, done);
+}
+
+std::size_t Pool::workers_to_start_locked() const {
+  bool busy = !dispatcher_.queue_empty() ||
+              std::any_of(workers_.begin(), workers_.end(), [](const auto& kv) { return !kv.second->lane.idle(); });
+  // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes).
+  if (broken_ || killed_ || !started_ || (shutdown_ && !busy)) return 0;
+  std::size_t desired = busy ? max_workers_ : max_workers_ - std::min(idle_exited_, max_workers_);
+  // A backend that lost nodes cannot run as many workers as asked.
+  desired = std::min(desired, launcher_->capacity());
+  std::size_t active = holding_places_locked();
+  return active < desired ? desired - active : 0;
+}
+
+void Pool::start_workers(std::size_t n, Completions& done) {
+  if (n == 0) return;
+  for (std::size_t i = 0; i < n; ++i) start_one(done);
   // Tasks go out right away, before the workers' hello: start-up overlaps their transfer. All
   // new workers are registered first, so that the queue is spread over all of them.
   std::lock_guard lock(mu_);
@@ -374,132 +345,53 @@ std::vector<std::string> Pool::worker_args() const {
   return args;
 }
 
-void Pool::spawn_one(Completions& done) {
-  if (launcher_) {
-    spawn_remote(done);
-    return;
-  }
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    std::lock_guard lock(mu_);
-    last_spawn_error_ = std::string("socketpair: ") + std::strerror(errno);
-    ++startup_failures_;
-    return;
-  }
-  Fd host(sv[0]), child(sv[1]);
-  ::fcntl(host.get(), F_SETFL, ::fcntl(host.get(), F_GETFL) | O_NONBLOCK);
-  std::vector<std::string> args = worker_args();
-  args.insert(args.begin(), {"--fd", "3", "--parent", std::to_string(::getpid())});
-
-  // Nothing can run without a worker: fail what waits, unless another worker is alive.
-  auto cannot_start = [&](const std::string& why) {
-    std::lock_guard lock(mu_);
-    last_spawn_error_ = why;
-    debug_log("spawn failed: %s", why.c_str());
-    if (active_locked() == 0) {
-      spawn_error_ = std::make_exception_ptr(BrokenProcessPool::spawn_failed(worker_path_.string(), why));
-      fail_queue_locked(spawn_error_, done);
-      started_ = false;
-    }
-  };
-  // The program ferry runs for the user must be one no other user could have planted (a missing
-  // one is posix_spawn's ENOENT below).
-  std::error_code ec;
-  if (!allow_unsafe_ && fs::exists(worker_path_, ec)) {
-    if (std::string why = untrusted_reason(worker_path_); !why.empty()) {
-      cannot_start("refusing to run it: " + why +
-                   " (fix the permissions, or set allow_unsafe_plugins / FERRY_ALLOW_UNSAFE_PLUGINS=1)");
-      return;
-    }
-  }
-  SpawnedProcess p;
-  try {
-    p = spawn_process(worker_path_, args, worker_env_, child.get());
-  } catch (const std::system_error& e) {
-    cannot_start(e.code().message());
-    return;
-  }
-  child.reset();
-  if (!p.pidfd) {
-    // Without pidfd (Linux < 5.3) deaths could not be told apart from a closed channel.
-    ::kill(p.pid, SIGKILL);
-    reap(p.pid);
-    std::lock_guard lock(mu_);
-    last_spawn_error_ = "pidfd_open is not available (ferry needs Linux 5.3 or later)";
-    fail_queue_locked(std::make_exception_ptr(BrokenProcessPool::spawn_failed(
-                          worker_path_.string(), last_spawn_error_)),
-                      done);
-    started_ = false;
-    return;
-  }
-  auto w = std::make_shared<Worker>();
-  w->pid = p.pid;
-  w->pidfd = std::move(p.pidfd);
-  w->sock = std::move(host);
-  register_worker(w);
-}
-
-std::exception_ptr Pool::start_failure(const std::string& why) const {
-  if (!launcher_) return std::make_exception_ptr(BrokenProcessPool::spawn_failed(worker_path_.string(), why));
-  return std::make_exception_ptr(
-      BrokenProcessPool("cannot start worker processes (backend \"" + options_.backend + "\"): " + why));
-}
-
-void Pool::spawn_remote(Completions& done) {
+void Pool::start_one(Completions& done) {
   std::string why;
-  std::vector<std::pair<std::string, std::string>> env(options_.env.begin(), options_.env.end());
-  // The remote side starts ferry-worker itself: the one configured here, if any.
-  if (!options_.worker_path.empty()) env.emplace_back("FERRY_WORKER", options_.worker_path.string());
-  auto launched = launcher_->launch(worker_args(), env, why);
+  auto launched = launcher_->launch(worker_args(), why);
   if (!launched) {
+    // Nothing can run without a worker: fail what waits, unless another worker is alive.
     std::lock_guard lock(mu_);
     last_spawn_error_ = why;
-    debug_log("remote launch failed: %s", why.c_str());
-    if (active_locked() == 0) {
-      spawn_error_ = start_failure(why);
+    debug_log("starting a worker failed: %s", why.c_str());
+    if (holding_places_locked() == 0) {
+      spawn_error_ = launcher_->start_failure(why);
       fail_queue_locked(spawn_error_, done);
       started_ = false;
     }
     return;
   }
-  auto w = std::make_shared<Worker>();
-  w->pid = 0;  // known at its hello
-  w->remote = launched->worker;
-  w->pidfd = Fd(::fcntl(w->remote->exit_fd(), F_DUPFD_CLOEXEC, 0));
-  w->sock = std::move(launched->channel);
+  auto w = std::make_shared<WorkerSlot>();
+  w->process = std::move(launched->worker);
+  w->pid = w->process->pid();
+  w->sock = Fd(launched->channel);
   ::fcntl(w->sock.get(), F_SETFL, ::fcntl(w->sock.get(), F_GETFL) | O_NONBLOCK);
+  w->exit_fd = Fd(::fcntl(w->process->exit_fd(), F_DUPFD_CLOEXEC, 0));
   register_worker(w);
 }
 
-void Pool::register_worker(const std::shared_ptr<Worker>& w) {
+void Pool::register_worker(const SlotPtr& w) {
   w->sock_out = Fd(::fcntl(w->sock.get(), F_DUPFD_CLOEXEC, 0));
   w->spawned = Clock::now();
   std::lock_guard lock(mu_);
   w->serial = next_serial_++;
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
-  ev.data.u64 = (w->serial << 2) | tag_read;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, w->sock.get(), &ev);
-  ev.events = EPOLLONESHOT;
-  ev.data.u64 = (w->serial << 2) | tag_write;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, w->sock_out.get(), &ev);
-  ev.events = EPOLLIN;
-  ev.data.u64 = (w->serial << 2) | tag_pid;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, w->pidfd.get(), &ev);
+  w->lane.serial = w->serial;
+  poller_.add(w->sock.get(), w->serial, Poller::Tag::read);
+  poller_.add(w->sock_out.get(), w->serial, Poller::Tag::write, false);
+  poller_.add(w->exit_fd.get(), w->serial, Poller::Tag::exit);
   debug_log("spawned worker %d", w->pid);
   if (initializer_) {
     std::uint32_t ref = initializer_->define.ref;
-    w->announced.resize(ref + 1, false);
-    w->announced[ref] = true;
+    w->lane.announced.resize(ref + 1, false);
+    w->lane.announced[ref] = true;
     w->outbox.push(Buffer(initializer_->frame));
     w->outbox.push(protocol::encode_init(ref));
   }
-  // The pool may have been resized while this worker was being spawned: a
-  // worker beyond the size is retired at once instead of being counted.
-  if (active_locked() >= max_workers_) w->retiring = true;
+  // The pool may have been resized while this worker was being started: a worker beyond the
+  // size is retired at once instead of being counted.
+  if (holding_places_locked() >= max_workers_) w->retire();
   workers_.emplace(w->serial, w);
   flush_locked(*w);
-  if (w->retiring) wake();
+  if (w->phase == WorkerSlot::Phase::retiring) poller_.wake();
 }
 
 // ---- public control ----------------------------------------------------------------------------
@@ -515,18 +407,13 @@ void Pool::shutdown(const ShutdownOptions& options) {
           "ferry: the executor was shut down with kill_workers=true before this task completed"));
       fail_queue_locked(error, done);
       for (auto& [_, w] : workers_) {
-        for (auto& c : w->in_flight) {
-          c->worker = nullptr;
-          finish_locked(c, done);
-          done.back().error = error;
-        }
-        w->in_flight.clear();
+        for (auto& c : dispatcher_.take_all(w->lane)) finish_locked(c, done, error);
         kill_worker_locked(*w, nullptr);
       }
     }
   }
   complete(done);
-  wake();
+  poller_.wake();
   if (!options.wait || std::this_thread::get_id() == manager_id_) return;
   std::unique_lock lock(mu_);
   changed_.wait(lock, [&] { return finished_; });
@@ -543,16 +430,17 @@ void Pool::resize(std::size_t n) {
   std::lock_guard lock(mu_);
   if (shutdown_) throw BrokenProcessPool::shut_down();
   max_workers_ = n;
-  std::vector<Worker*> active;
+  std::vector<WorkerSlot*> active;
   for (auto& [_, w] : workers_)
-    if (!w->retiring && !w->bye && !w->dead && !w->eof) active.push_back(w.get());
+    if (w->accepts_work()) active.push_back(w.get());
   if (active.size() > n) {
     // Retire the least busy; their in-flight calls finish first, then they are told to exit.
-    std::sort(active.begin(), active.end(),
-              [](Worker* a, Worker* b) { return a->in_flight.size() < b->in_flight.size(); });
-    for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retiring = true;
+    std::sort(active.begin(), active.end(), [](WorkerSlot* a, WorkerSlot* b) {
+      return a->lane.in_flight.size() < b->lane.in_flight.size();
+    });
+    for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire();
   }
-  wake();
+  poller_.wake();
 }
 
 bool Pool::warm_up(Clock::duration timeout) {
@@ -562,15 +450,12 @@ bool Pool::warm_up(Clock::duration timeout) {
     started_ = true;
     idle_exited_ = 0;
   }
-  wake();
+  poller_.wake();
   std::unique_lock lock(mu_);
   return changed_.wait_for(lock, timeout, [&] {
-    std::size_t up = 0;
-    for (const auto& [_, w] : workers_)
-      if (w->hello && !w->retiring && !w->bye && !w->dead) ++up;
+    auto up = std::count_if(workers_.begin(), workers_.end(), [](const auto& kv) { return kv.second->up(); });
     // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
-    std::size_t want = launcher_ ? std::min(max_workers_, launcher_->capacity()) : max_workers_;
-    return up >= want;
+    return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->capacity());
   });
 }
 
@@ -583,7 +468,7 @@ std::vector<int> Pool::worker_pids() const {
   std::lock_guard lock(mu_);
   std::vector<int> out;
   for (const auto& [_, w] : workers_)
-    if (w->hello && !w->dead) out.push_back(w->pid);
+    if (w->greeted && w->alive()) out.push_back(w->pid);
   return out;
 }
 

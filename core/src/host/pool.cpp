@@ -3,53 +3,28 @@
 // The data-flow picture is at the top of pool.hpp; the manager thread lives in manager.cpp.
 #include "host/pool.hpp"
 
-#include <dlfcn.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdarg>
-#include <cstdio>
-#include <cstdlib>
+#include <cstring>
 #include <filesystem>
-#include <system_error>
+#include <stdexcept>
 
 #include <ferry/ferry.hpp>
 
-#include "platform/config.hpp"
-#include "platform/paths.hpp"
-#include "platform/trust.hpp"
+#include "host/local_launcher.hpp"
 #include "host/resolver.hpp"
+#include "platform/config.hpp"
 
 namespace ferry::detail {
 
 namespace fs = std::filesystem;
 using protocol::ResultStatus;
 
-
-/// Where ferry-worker is: the option, $FERRY_WORKER, the one installed with this libferry (found
-/// relative to libferry's own file: the build tree mirrors the install tree, so no build-tree
-/// path is compiled in), then $PATH. Whichever is chosen must pass the trust check before it
-/// runs (spawn_one).
-fs::path find_worker(const fs::path& configured) {
-  if (!configured.empty()) return configured;
-  if (auto env = Config::read().worker; !env.empty()) return env;
-  std::vector<fs::path> candidates;
-  if (auto dir = library_directory(); !dir.empty()) candidates.push_back(dir / FERRY_WORKER_RELATIVE_PATH);
-  if (auto on_path = find_program("ferry-worker")) candidates.push_back(*on_path);
-  for (const auto& c : candidates) {
-    std::error_code ec;
-    if (fs::is_regular_file(c, ec) && ::access(c.c_str(), X_OK) == 0)
-      return fs::weakly_canonical(c, ec);
-  }
-  return candidates.empty() ? fs::path("ferry-worker") : candidates.front();
-}
 
 namespace {
 std::mutex backends_mu;
@@ -59,12 +34,8 @@ std::map<std::string, LauncherFactory>& backends() {
 }
 }  // namespace
 
-void register_backend(const std::string& name, LauncherFactory factory) {
-  std::lock_guard lock(backends_mu);
-  backends()[name] = std::move(factory);
-}
-
-std::shared_ptr<RemoteLauncher> make_launcher(const ExecutorOptions& options) {
+std::shared_ptr<Launcher> make_launcher(const ExecutorOptions& options) {
+  if (options.backend == "local") return std::make_shared<LocalLauncher>(options);
   LauncherFactory f;
   {
     std::lock_guard lock(backends_mu);
@@ -77,55 +48,39 @@ std::shared_ptr<RemoteLauncher> make_launcher(const ExecutorOptions& options) {
 
 }  // namespace ferry::detail
 
+void ferry::register_backend(const std::string& name, LauncherFactory factory) {
+  if (name == "local") throw std::invalid_argument("ferry: backend \"local\" is built in");
+  std::lock_guard lock(detail::backends_mu);
+  detail::backends()[name] = std::move(factory);
+}
+
 std::filesystem::path ferry::default_worker_path() { return detail::find_worker({}); }
 
 namespace ferry::detail {
 
-Pool::Pool(ExecutorOptions options) : options_(std::move(options)) {
+Pool::Pool(ExecutorOptions options)
+    : options_(std::move(options)), dispatcher_(Config::read().pipeline_depth) {
   if (options_.idle_timeout.count() < 0)
     throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be negative");
-  if (options_.backend != "local") {
-    launcher_ = make_launcher(options_);
-    if (!launcher_)
-      throw std::invalid_argument("ferry: backend '" + options_.backend +
-                                  "' is not available (for \"mpi\": build with FERRY_WITH_MPI, link "
-                                  "ferry::mpi and call ferry::mpi::enable())");
-  }
   // Every FERRY_* variable, validated here: a malformed one stops the executor from starting.
   Config config = Config::read();
   config.validate();
+  launcher_ = make_launcher(options_);
+  if (!launcher_)
+    throw std::invalid_argument("ferry: backend '" + options_.backend +
+                                "' is not available (for \"mpi\": build with FERRY_WITH_MPI, link "
+                                "ferry::mpi and call ferry::mpi::enable())");
   max_workers_ = options_.max_workers ? options_.max_workers : cpu_count();
-  if (launcher_ && launcher_->capacity() != SIZE_MAX &&
+  // A backend with fewer places than asked (an MPI job of N ranks) runs as many as it can.
+  if (launcher_->capacity() != SIZE_MAX &&
       (options_.max_workers == 0 || max_workers_ > launcher_->capacity()))
     max_workers_ = std::max<std::size_t>(1, launcher_->capacity());
   if (max_workers_ > max_pool_size)
     throw std::invalid_argument("ferry: max_workers " + std::to_string(max_workers_) +
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
-  allow_unsafe_ = options_.allow_unsafe_plugins;
-  worker_path_ = find_worker(options_.worker_path);
-  if (config.allow_unsafe_plugins) allow_unsafe_ = true;
-  std::vector<std::pair<std::string, std::string>> env(options_.env.begin(), options_.env.end());
-  // Workers decode large arguments into fresh allocations: let glibc back them with transparent
-  // huge pages (one fault per 2 MiB, not per 4 KiB page), unless GLIBC_TUNABLES says otherwise.
-  if (!options_.env.count("GLIBC_TUNABLES")) {
-    const char* t = std::getenv("GLIBC_TUNABLES");
-    std::string tunables = t ? t : "";
-    if (tunables.find("glibc.malloc.hugetlb") == std::string::npos)
-      env.emplace_back("GLIBC_TUNABLES",
-                       (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.hugetlb=1");
-  }
-  worker_env_ = merged_environment(env);
+  allow_unsafe_ = options_.allow_unsafe_plugins || config.allow_unsafe_plugins;
   max_frame_ = config.max_frame_bytes;
   worker_spin_ = config.worker_spin;
-  forced_depth_ = config.pipeline_depth;
-
-  epoll_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
-  wake_fd_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!epoll_ || !wake_fd_) throw std::system_error(errno, std::generic_category(), "ferry: epoll");
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = 0;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
 
   oom_seen_ = OomCounts::read();
   index_ = std::make_unique<PluginIndex>(PluginIndex::search_path(options_.plugin_dirs),
@@ -247,137 +202,91 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
     if (shutdown_) throw BrokenProcessPool::shut_down();
     call->id = next_call_++;
     state->attach(weak_from_this(), call->id, call->ref->display);
-    calls_.emplace(call->id, call);
-    queue_.push_back(call);
+    dispatcher_.submit(call);
     ++outstanding_;
     started_ = true;
     idle_exited_ = 0;
     startup_failures_ = 0;
     spawn_error_ = nullptr;
-    need_spawn = active_locked() < max_workers_;
+    need_spawn = holding_places_locked() < max_workers_;
     dispatch_locked();
   }
-  if (need_spawn) wake();
+  if (need_spawn) poller_.wake();
 }
 
-std::size_t Pool::depth_locked() const {
-  if (forced_depth_) return forced_depth_;
-  // Short calls: keep several queued in the worker so it never waits for the next one. Long
-  // calls: one at a time, so that no call waits behind another while a worker idles.
-  if (service_ema_us_ < 200) return 8;
-  if (service_ema_us_ < 2000) return 2;
-  return 1;
-}
-
-std::size_t Pool::active_locked() const {
-  // A worker whose channel just closed still holds its slot until it is reaped (and replaced).
+std::size_t Pool::holding_places_locked() const {
   std::size_t n = 0;
   for (const auto& [_, w] : workers_)
-    if (!w->retiring && !w->bye && !w->dead) ++n;
+    if (w->holds_place()) ++n;
   return n;
 }
 
+std::vector<Lane*> Pool::open_lanes_locked() {
+  std::vector<Lane*> open;
+  open.reserve(workers_.size());
+  for (auto& [_, w] : workers_)
+    if (w->accepts_work()) open.push_back(&w->lane);
+  return open;
+}
+
 void Pool::dispatch_locked() {
-  if (queue_.empty() || killed_) return;
-  std::size_t depth = depth_locked();
-  std::vector<Worker*> touched;
-  while (!queue_.empty()) {
-    const Call& next = *queue_.front();
-    Worker* best = nullptr;
-    bool stale = false;
-    for (auto& [_, w] : workers_) {
-      if (w->retiring || w->bye || w->dead || w->eof) continue;
-      if (!can_run(*w, next)) {
-        // It runs another version of this plugin: retire it (after its calls); a fresh worker
-        // replaces it and loads the new version.
-        w->retiring = true;
-        stale = true;
-        continue;
-      }
-      if (w->in_flight.size() >= depth) continue;
-      if (!best || w->in_flight.size() < best->in_flight.size()) best = w.get();
+  if (dispatcher_.queue_empty() || killed_) return;
+  std::vector<Lane*> stale;
+  auto sends = dispatcher_.assign(open_lanes_locked(), stale, Clock::now());
+  bool wake = false;
+  for (Lane* lane : stale) {
+    // It runs another version of a plugin: retired (after its calls); a fresh worker replaces
+    // it and loads the new version.
+    workers_.at(lane->serial)->retire();
+    wake = true;
+  }
+  std::vector<WorkerSlot*> touched;
+  for (auto& s : sends) {
+    WorkerSlot& w = *workers_.at(s.lane->serial);
+    Call& call = *s.call;
+    if (s.define) w.outbox.push(Buffer(call.ref->frame));
+    if (call.args.fd() >= 0) {
+      // Large arguments were encoded straight into a memfd: the frame carries the descriptor
+      // and the size; the worker maps them. The call keeps the memfd open until it completes.
+      Buffer body;
+      protocol::BodyWriter(body).u64(call.id).u32(call.ref->define.ref).u32(call.items).u64(call.args.size());
+      w.outbox.push(protocol::frame(protocol::FrameType::task, body, 0, call.flags | protocol::flag_shm),
+                    call.args.fd(), s.call);
+    } else {
+      w.outbox.push(protocol::encode_task_head({call.id, call.ref->define.ref, call.items}, call.args.size(),
+                                               call.flags));
+      w.outbox.push_view(call.args.view(), s.call);
     }
-    if (stale) wake();
-    if (!best) break;
-    auto call = std::move(queue_.front());
-    queue_.pop_front();
-    send_locked(*best, call);
-    if (std::find(touched.begin(), touched.end(), best) == touched.end()) touched.push_back(best);
+    if (s.running && call.deadline.count() > 0) wake = true;  // the manager times the running call
+    if (std::find(touched.begin(), touched.end(), &w) == touched.end()) touched.push_back(&w);
   }
-  for (Worker* w : touched) flush_locked(*w);
+  for (WorkerSlot* w : touched) flush_locked(*w);
+  if (wake) poller_.wake();
 }
 
-bool Pool::can_run(const Worker& w, const Call& call) {
-  const RefEntry& ref = *call.ref;
-  if (ref.version.empty()) return true;
-  auto it = w.libraries.find(ref.define.library);
-  return it == w.libraries.end() || it->second >= ref.generation;
-}
-
-void Pool::send_locked(Worker& w, const std::shared_ptr<Call>& call) {
-  std::uint32_t ref = call->ref->define.ref;
-  if (!call->ref->version.empty()) {
-    auto& generation = w.libraries[call->ref->define.library];
-    generation = std::max(generation, call->ref->generation);
-  }
-  if (w.announced.size() <= ref) w.announced.resize(ref + 1, false);
-  if (!w.announced[ref]) {
-    w.outbox.push(Buffer(call->ref->frame));
-    w.announced[ref] = true;
-  }
-  if (call->args.fd() >= 0) {
-    // Large arguments were encoded straight into a memfd: the frame carries the descriptor and
-    // the size; the worker maps them. The call keeps the memfd open until it completes.
-    Buffer body;
-    protocol::BodyWriter(body).u64(call->id).u32(ref).u32(call->items).u64(call->args.size());
-    w.outbox.push(protocol::frame(protocol::FrameType::task, body, 0, call->flags | protocol::flag_shm),
-                  call->args.fd(), call);
-  } else {
-    w.outbox.push(protocol::encode_task_head({call->id, ref, call->items}, call->args.size(), call->flags));
-    w.outbox.push_view(call->args.view(), call);
-  }
-  call->worker = &w;
-  if (w.in_flight.empty()) {
-    call->started = Clock::now();
-    if (call->deadline.count() > 0) wake();
-  }
-  w.in_flight.push_back(call);
-}
-
-void Pool::flush_locked(Worker& w) {
-  if (w.outbox.empty() || w.dead) return;
+void Pool::flush_locked(WorkerSlot& w) {
+  if (w.outbox.empty() || !w.alive()) return;
   if (!w.outbox.flush(w.sock.get())) {
-    // The worker's end is closed: it is dying. Its pidfd reports the death.
+    // The worker's end is closed: it is dying. Its exit registration reports the death.
     debug_log("worker %d: send failed: %s", w.pid, std::strerror(errno));
     w.outbox.clear();
-    w.eof = true;
+    w.channel_open = false;
     return;
   }
   if (!w.outbox.empty()) arm_write_locked(w);
 }
 
-void Pool::arm_write_locked(Worker& w) {
-  if (w.out_armed || w.dead) return;
-  epoll_event ev{};
-  ev.events = EPOLLOUT | EPOLLONESHOT;
-  ev.data.u64 = (w.serial << 2) | 2;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, w.sock_out.get(), &ev) == 0) w.out_armed = true;
-}
-
-void Pool::arm_read(Worker& w, bool on) {
-  if (!w.sock) return;
-  epoll_event ev{};
-  ev.events = on ? (EPOLLIN | EPOLLRDHUP | EPOLLONESHOT) : EPOLLONESHOT;
-  ev.data.u64 = (w.serial << 2) | 1;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, w.sock.get(), &ev);
+void Pool::arm_write_locked(WorkerSlot& w) {
+  if (w.write_armed || !w.alive()) return;
+  if (poller_.arm(w.sock_out.get(), w.serial, Poller::Tag::write, true)) w.write_armed = true;
 }
 
 // ---- reading ---------------------------------------------------------------------------------
 
-bool Pool::read_available(Worker& w, Completions& done) {
+bool Pool::read_available(WorkerSlot& w, Completions& done) {
   for (int round = 0; round < 64; ++round) {
     ssize_t n;
-    if (w.garbage) {
+    if (w.discarding) {
       char sink[4096];
       do {
         n = ::recv(w.sock.get(), sink, sizeof sink, MSG_DONTWAIT);
@@ -397,65 +306,28 @@ bool Pool::read_available(Worker& w, Completions& done) {
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
     std::lock_guard lock(mu_);
-    if (!w.eof) {
-      w.eof = true;
-      // A live process that closed its channel is killed after a grace period; normally the
-      // pidfd reports the death first.
+    if (w.channel_open) {
+      w.channel_open = false;
+      // A live process that closed its channel is killed after a grace period; normally its
+      // exit registration reports the death first.
       w.kill_at = std::min(w.kill_at, Clock::now() + std::chrono::seconds(1));
-      wake();
+      poller_.wake();
     }
     return false;
   }
   return true;
 }
 
-void Pool::handle_frames(Worker& w, Completions& done) {
+void Pool::handle_frames(WorkerSlot& w, Completions& done) {
   Frame f;
   for (;;) {
     try {
       if (!w.reader.next(f)) return;
       switch (f.header.type) {
-        case protocol::FrameType::hello: {
-          auto h = protocol::decode_hello(f.view());
-          std::lock_guard lock(mu_);
-          if (h.protocol != protocol::version || h.abi != plugin_abi_version) {
-            kill_worker_locked(w, nullptr);
-            last_spawn_error_ = "worker " + worker_path_.string() + " speaks protocol " +
-                                std::to_string(h.protocol) + "/ABI " + std::to_string(h.abi) +
-                                " (ferry " + h.ferry_version + "), this host protocol " +
-                                std::to_string(protocol::version) + "/ABI " +
-                                std::to_string(plugin_abi_version);
-            return;
-          }
-          w.hello = true;
-          if (w.remote) w.pid = h.pid;  // a remote worker's pid is only known now
-          startup_failures_ = 0;
-          w.reader.set_limit(max_frame_);
-          changed_.notify_all();
-          break;
-        }
-        case protocol::FrameType::result:
-          handle_result(w, f, done);
-          break;
-        case protocol::FrameType::bye: {
-          auto reason = protocol::decode_bye(f.view());
-          std::lock_guard lock(mu_);
-          debug_log("worker %d: bye (%s)", w.pid, protocol::bye_reason_name(reason));
-          w.bye = true;
-          w.bye_reason = reason;
-          if (reason == protocol::ByeReason::idle_timeout) ++idle_exited_;
-          // Everything still in flight was never read by the worker: run it elsewhere.
-          for (auto it = w.in_flight.rbegin(); it != w.in_flight.rend(); ++it) {
-            (*it)->worker = nullptr;
-            queue_.push_front(*it);
-          }
-          w.in_flight.clear();
-          dispatch_locked();
-          wake();
-          break;
-        }
-        default:
-          throw protocol::ProtocolError("unexpected frame type from worker");
+        case protocol::FrameType::hello: handle_hello(w, f); break;
+        case protocol::FrameType::result: handle_result(w, f, done); break;
+        case protocol::FrameType::bye: handle_bye(w, f); break;
+        default: throw protocol::ProtocolError("unexpected frame type from worker");
       }
     } catch (const protocol::ProtocolError& e) {
       reject_garbage(w, e.what());
@@ -464,17 +336,49 @@ void Pool::handle_frames(Worker& w, Completions& done) {
   }
 }
 
-void Pool::reject_garbage(Worker& w, const char* what) {
+void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
+  auto h = protocol::decode_hello(f.view());
   std::lock_guard lock(mu_);
-  debug_log("worker %d: protocol error: %s", w.pid, what);
-  kill_worker_locked(w, std::make_exception_ptr(TerminatedWorkerError(
-                            w.in_flight.empty() ? std::string() : w.in_flight.front()->ref->display,
-                            w.pid, SIGKILL, -1, false,
-                            std::string("killed by ferry: it sent a malformed frame (") + what + ")")));
-  w.garbage = true;  // drop whatever else it sends until it is dead
+  if (h.protocol != protocol::version || h.abi != plugin_abi_version) {
+    kill_worker_locked(w, nullptr);
+    last_spawn_error_ = "worker " + launcher_->program() + " speaks protocol " + std::to_string(h.protocol) +
+                        "/ABI " + std::to_string(h.abi) + " (ferry " + h.ferry_version +
+                        "), this host protocol " + std::to_string(protocol::version) + "/ABI " +
+                        std::to_string(plugin_abi_version);
+    return;
+  }
+  w.greeted = true;
+  w.advance(WorkerSlot::Phase::ready);
+  if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now
+  startup_failures_ = 0;
+  w.reader.set_limit(max_frame_);
+  changed_.notify_all();
 }
 
-void Pool::handle_result(Worker& w, Frame& f, Completions& done) {
+void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
+  auto reason = protocol::decode_bye(f.view());
+  std::lock_guard lock(mu_);
+  debug_log("worker %d: bye (%s)", w.pid, protocol::bye_reason_name(reason));
+  w.advance(WorkerSlot::Phase::leaving);
+  w.bye = reason;
+  if (reason == protocol::ByeReason::idle_timeout) ++idle_exited_;
+  // Everything still in flight was never read by the worker: run it elsewhere.
+  dispatcher_.requeue(w.lane);
+  dispatch_locked();
+  poller_.wake();
+}
+
+void Pool::reject_garbage(WorkerSlot& w, const char* what) {
+  std::lock_guard lock(mu_);
+  debug_log("worker %d: protocol error: %s", w.pid, what);
+  const Call* running = w.lane.running();
+  kill_worker_locked(w, std::make_exception_ptr(TerminatedWorkerError(
+                            running ? running->ref->display : std::string(), w.pid, SIGKILL, -1, false,
+                            std::string("killed by ferry: it sent a malformed frame (") + what + ")")));
+  w.discarding = true;  // drop whatever else it sends until it is dead
+}
+
+void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   protocol::BodyReader r(f.view());
   auto head = protocol::decode_result_head(r);
   std::optional<Buffer> shared;
@@ -495,52 +399,38 @@ void Pool::handle_result(Worker& w, Frame& f, Completions& done) {
                       std::to_string(w.pid) + ": " + e.type + ": " + e.message;
     broken_ = std::make_exception_ptr(BrokenProcessPool(why));
     // No respawn loop: the calls that cannot run now fail with the initializer's error.
-    for (auto& c : w.in_flight) {
-      c->worker = nullptr;
-      finish_locked(c, done);
-      done.back().error = broken_;
-    }
-    w.in_flight.clear();
+    for (auto& c : dispatcher_.take_all(w.lane)) finish_locked(c, done, broken_);
     fail_queue_locked(broken_, done);
     return;
   }
-  auto it = std::find_if(w.in_flight.begin(), w.in_flight.end(),
-                         [&](const auto& c) { return c->id == head.call; });
-  if (it == w.in_flight.end()) throw protocol::ProtocolError("result for a call not sent to it");
-  auto call = *it;
-  w.in_flight.erase(it);
-  call->worker = nullptr;
   auto now = Clock::now();
-  auto began = std::max(call->started, w.last_result);
-  double us = std::chrono::duration<double, std::micro>(now - began).count();
-  service_ema_us_ = 0.8 * service_ema_us_ + 0.2 * us;
-  w.last_result = now;
-  if (!w.in_flight.empty()) {
-    auto& next = w.in_flight.front();
-    next->started = now;
-    if (next->deadline.count() > 0) wake();  // the manager times the running call
-  } else if (w.retiring) {
-    wake();  // the manager tells it to exit now that it is idle
+  auto call = dispatcher_.answered(w.lane, head.call, now);
+  if (!call) throw protocol::ProtocolError("result for a call not sent to it");
+  if (w.lane.running() && w.lane.running()->deadline.count() > 0) {
+    poller_.wake();  // the manager times the running call
+  } else if (w.lane.idle() && w.phase == WorkerSlot::Phase::retiring) {
+    poller_.wake();  // the manager tells it to exit now that it is idle
   }
-  finish_locked(call, done);
+  Completion& c = finish_locked(call, done);
   if (shared) {
-    done.back().payload = std::move(*shared);
+    c.payload = std::move(*shared);
   } else if (head.status == ResultStatus::ok) {
     // The state takes the frame's own buffer: result bytes are never copied on the host.
-    done.back().payload = std::move(f.body);
-    done.back().offset = protocol::result_head_size;
+    c.payload = std::move(f.body);
+    c.offset = protocol::result_head_size;
   } else {
-    done.back().error = remote_error(*call, w, head, protocol::decode_error_body(r));
+    c.error = remote_error(*call, w, head, protocol::decode_error_body(r));
   }
   dispatch_locked();
 }
 
-void Pool::finish_locked(const std::shared_ptr<Call>& call, Completions& done) {
-  calls_.erase(call->id);
-  done.push_back(Completion{call->state, Buffer(), 0, nullptr});
+Completion& Pool::finish_locked(const std::shared_ptr<Call>& call, Completions& done, std::exception_ptr error) {
+  dispatcher_.forget(*call);
+  done.push_back(Completion{call->state, Buffer(), 0, std::move(error)});
+  return done.back();
 }
 
-std::exception_ptr Pool::remote_error(const Call& call, const Worker& w,
+std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w,
                                       const protocol::ResultHead& h,
                                       const protocol::ErrorBody& e) const {
   const std::string& task = call.ref->display;
@@ -590,30 +480,30 @@ void Pool::complete(Completions& done) {
   done.clear();
   std::lock_guard lock(mu_);
   outstanding_ -= std::min(outstanding_, n);
-  if (shutdown_ && outstanding_ == 0) wake();
+  if (shutdown_ && outstanding_ == 0) poller_.wake();
   changed_.notify_all();
 }
 
 // ---- waiting and cancelling ------------------------------------------------------------------
 
 void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
-  std::shared_ptr<Worker> w;
-  double ema;
+  SlotPtr w;
+  double service_us;
   {
     std::lock_guard lock(mu_);
-    auto it = calls_.find(state.call_id());
-    if (it == calls_.end() || !it->second->worker) return;
-    auto wit = workers_.find(it->second->worker->serial);
-    if (wit == workers_.end() || wit->second->dead || wit->second->eof) return;
+    auto call = dispatcher_.find(state.call_id());
+    if (!call || !call->lane) return;
+    auto wit = workers_.find(call->lane->serial);
+    if (wit == workers_.end() || !wit->second->alive() || !wit->second->channel_open) return;
     w = wit->second;
-    ema = service_ema_us_;
+    service_us = dispatcher_.service_us();
   }
   // Read our own result off the channel instead of waiting for the manager to do it and wake
   // us: on these VMs each cross-vCPU wake-up costs ~75 µs, the price of the whole round trip.
-  std::unique_lock read_lock(w->read_mu, std::try_to_lock);
-  if (!read_lock) return;  // someone else reads this channel; they will complete us
-  arm_read(*w, false);
-  auto spin = std::chrono::microseconds(ema < 500 ? static_cast<long>(std::min(3 * ema, 300.0)) : 0);
+  auto lease = ChannelLease::for_waiter(*w, poller_);
+  if (!lease) return;  // someone else reads this channel; they will complete us
+  auto spin = std::chrono::microseconds(
+      service_us < 500 ? static_cast<long>(std::min(3 * service_us, 300.0)) : 0);
   auto spin_until = Clock::now() + spin;
   Completions done;
   while (!state.ready()) {
@@ -621,10 +511,9 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
     if (!done.empty()) {
       // Completions run callbacks: never with the channel held (a callback may wait on another
       // call of this very worker).
-      release_channel(*w, read_lock);
+      lease.release();
       complete(done);
-      if (state.ready() || !read_lock.try_lock()) return;
-      arm_read(*w, false);
+      if (state.ready() || !lease.retake()) return;
       continue;
     }
     if (!alive) break;
@@ -634,46 +523,34 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
       ::sched_yield();  // the worker may share this vCPU: let it run
       continue;
     }
-    pollfd p[2] = {{w->sock.get(), POLLIN, 0}, {w->pidfd.get(), POLLIN, 0}};
+    pollfd p[2] = {{w->sock.get(), POLLIN, 0}, {w->exit_fd.get(), POLLIN, 0}};
     int timeout = -1;
     if (deadline)
       timeout = static_cast<int>(
           std::chrono::ceil<std::chrono::milliseconds>(*deadline - now).count());
-    int r = ::poll(p, w->pidfd ? 2 : 1, timeout);
+    int r = ::poll(p, w->exit_fd ? 2 : 1, timeout);
     if (r < 0 && errno != EINTR) break;
     if (r > 0 && (p[1].revents & POLLIN) && !(p[0].revents & (POLLIN | POLLHUP))) break;
   }
-  release_channel(*w, read_lock);
+  lease.release();
   complete(done);
-}
-
-void Pool::release_channel(Worker& w, std::unique_lock<std::mutex>& read_lock) {
-  // Unlock first, then re-arm: an event the manager sees while the lock is still held is
-  // dropped (it only reads channels nobody else reads), so arming before unlocking could leave
-  // the channel disarmed with a result in it and nobody to read it.
-  read_lock.unlock();
-  arm_read(w, true);
 }
 
 bool Pool::cancel(StateBase& state, bool kill_running) {
   Completions done;
   {
     std::lock_guard lock(mu_);
-    auto it = calls_.find(state.call_id());
-    if (it == calls_.end()) return false;
-    auto call = it->second;
-    if (!call->worker) {
-      auto q = std::find(queue_.begin(), queue_.end(), call);
-      if (q == queue_.end()) return false;
-      queue_.erase(q);
-      finish_locked(call, done);
-      done.back().error = std::make_exception_ptr(
-          CancelledError("task '" + call->ref->display + "' was cancelled before it started"));
+    auto call = dispatcher_.find(state.call_id());
+    if (!call) return false;
+    if (!call->lane) {
+      if (!dispatcher_.unqueue(call)) return false;
+      finish_locked(call, done, std::make_exception_ptr(CancelledError(
+                                    "task '" + call->ref->display + "' was cancelled before it started")));
     } else {
-      Worker& w = *call->worker;
+      WorkerSlot& w = *workers_.at(call->lane->serial);
       // A call queued behind another in the worker's pipeline cannot be taken back without
       // killing the innocent running one: only the running call can be stopped.
-      if (!kill_running || w.in_flight.empty() || w.in_flight.front() != call) return false;
+      if (!kill_running || w.lane.running() != call.get()) return false;
       kill_worker_locked(w, std::make_exception_ptr(CancelledError(
                                 "task '" + call->ref->display + "' was cancelled while running: its worker " +
                                 std::to_string(w.pid) + " was killed")));

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <ferry/backend.hpp>
+
 #include "platform/fd.hpp"
 
 namespace ferry::detail {
@@ -31,12 +33,7 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
 std::vector<std::string> merged_environment(const std::vector<std::pair<std::string, std::string>>& overrides);
 
 /// How a process ended, from waitpid's status.
-struct ExitStatus {
-  bool known = false;   // false when the status could not be collected (e.g. SIGCHLD ignored)
-  int signal = 0;       // terminating signal, 0 if it exited
-  int exit_code = -1;   // exit code, -1 if signalled
-  std::string detail;   // where and why, for a worker on another node ("rank 2 on node7 ...")
-};
+using ExitStatus = ferry::WorkerExit;
 
 /// Reaps `pid` if it has exited (non-blocking); nullopt-like `known=false` when still running.
 bool try_reap(pid_t pid, ExitStatus& out);

@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Where an executor's workers run: the launcher interface. The local backend (the default)
+// spawns ferry-worker on this machine; ferry::mpi implements it on the ranks of an MPI job. A
+// pool treats every backend the same way: it gets a socket speaking ferry's frames and a handle
+// to watch, end and reap the process behind it.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ferry {
+
+struct ExecutorOptions;
+
+/// How a worker process ended.
+struct WorkerExit {
+  bool known = false;   ///< false when the status could not be collected (e.g. SIGCHLD ignored)
+  int signal = 0;       ///< terminating signal, 0 if it exited
+  int exit_code = -1;   ///< exit code, -1 if signalled
+  std::string detail;   ///< where and why, for a worker on another node ("rank 2 on node7 ...")
+};
+
+/// One worker process started by a Launcher.
+class LaunchedWorker {
+ public:
+  virtual ~LaunchedWorker() = default;
+  /// Its process id when known at launch; 0 when only its hello tells it (a remote worker).
+  virtual int pid() const = 0;
+  /// A descriptor that becomes readable once the worker has ended (a pidfd for a local one);
+  /// owned by this object.
+  virtual int exit_fd() const = 0;
+  /// Ends it now (SIGKILL for a local worker).
+  virtual void kill() = 0;
+  /// How it ended; called once exit_fd() is readable.
+  virtual WorkerExit status() = 0;
+};
+
+/// Starts worker processes for one executor.
+class Launcher {
+ public:
+  virtual ~Launcher() = default;
+  struct Launched {
+    int channel = -1;  ///< the pool's end of the worker's stream socket; the pool owns it
+    std::shared_ptr<LaunchedWorker> worker;
+  };
+  /// A new worker running `ferry-worker <args>` (with the environment of the executor's
+  /// options, given to the factory); nullopt and `why` when none can be started now.
+  virtual std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) = 0;
+  /// Most workers it can run now (SIZE_MAX: no limit); may shrink (remote ranks die).
+  virtual std::size_t capacity() const = 0;
+  /// What it runs, for messages: "ferry-worker /usr/bin/ferry-worker".
+  virtual std::string program() const = 0;
+  /// The BrokenProcessPool that fails waiting calls when no worker can be started.
+  virtual std::exception_ptr start_failure(const std::string& why) const = 0;
+};
+
+using LauncherFactory = std::function<std::shared_ptr<Launcher>(const ExecutorOptions&)>;
+
+/// Makes backend `name` available to ExecutorOptions::backend ("local" is built in; ferry::mpi
+/// registers "mpi"). Registering a name again replaces its factory.
+void register_backend(const std::string& name, LauncherFactory factory);
+
+}  // namespace ferry

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What the host pool moves around: task references, calls, and the completions that end them.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ferry/detail/state.hpp>
+#include <ferry/serialization.hpp>
+
+#include "wire/protocol.hpp"
+
+namespace ferry::detail {
+
+/// A task reference as sent to workers (one Define frame per worker, then its number).
+struct RefEntry {
+  protocol::Define define;
+  Buffer frame;         // encoded define frame
+  std::string display;  // task name for messages
+  std::string version;  // identity of the library file when resolved; "" = not tracked
+  std::uint64_t generation = 0;  // counts the versions of this library seen by the pool
+};
+
+struct Lane;
+
+/// One submission (a single call, or a map chunk of `items` calls).
+struct Call {
+  std::uint64_t id = 0;
+  std::shared_ptr<StateBase> state;
+  std::shared_ptr<const RefEntry> ref;
+  Buffer args;
+  std::uint32_t items = 1;
+  std::uint8_t flags = 0;  // task frame flags (JSON)
+  unsigned retries = 0;
+  Clock::duration deadline{0};  // 0 = none
+  Clock::time_point started{};  // when it became the running call of its worker
+  Lane* lane = nullptr;         // the worker pipeline it was sent to, while in flight
+};
+
+/// A completed state and what completes it; run with no lock held (completions run callbacks).
+struct Completion {
+  std::shared_ptr<StateBase> state;
+  Buffer payload;
+  std::size_t offset = 0;
+  std::exception_ptr error;
+};
+using Completions = std::vector<Completion>;
+
+}  // namespace ferry::detail

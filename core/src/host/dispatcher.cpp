@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "host/dispatcher.hpp"
+
+#include <algorithm>
+
+namespace ferry::detail {
+
+Clock::time_point Lane::deadline() const noexcept {
+  const Call* c = running();
+  if (!c || c->deadline.count() <= 0) return Clock::time_point::max();
+  return c->started + c->deadline;
+}
+
+void Dispatcher::submit(std::shared_ptr<Call> call) {
+  calls_.emplace(call->id, call);
+  queue_.push_back(std::move(call));
+}
+
+std::shared_ptr<Call> Dispatcher::find(std::uint64_t id) const {
+  auto it = calls_.find(id);
+  return it == calls_.end() ? nullptr : it->second;
+}
+
+std::size_t Dispatcher::depth() const noexcept {
+  if (forced_depth_) return forced_depth_;
+  if (service_ema_us_ < 200) return 8;
+  if (service_ema_us_ < 2000) return 2;
+  return 1;
+}
+
+bool Dispatcher::can_run(const Lane& lane, const Call& call) {
+  // A newer version runs older calls too (the old file is gone); an older one must not run new
+  // calls: it is retired.
+  const RefEntry& ref = *call.ref;
+  if (ref.version.empty()) return true;
+  auto it = lane.libraries.find(ref.define.library);
+  return it == lane.libraries.end() || it->second >= ref.generation;
+}
+
+std::vector<Dispatcher::Send> Dispatcher::assign(std::span<Lane* const> open, std::vector<Lane*>& stale,
+                                                 Clock::time_point now) {
+  std::vector<Send> sends;
+  const std::size_t limit = depth();
+  while (!queue_.empty()) {
+    const Call& next = *queue_.front();
+    Lane* best = nullptr;
+    for (Lane* lane : open) {
+      if (std::find(stale.begin(), stale.end(), lane) != stale.end()) continue;
+      if (!can_run(*lane, next)) {
+        stale.push_back(lane);
+        continue;
+      }
+      if (lane->in_flight.size() >= limit) continue;
+      if (!best || lane->in_flight.size() < best->in_flight.size()) best = lane;
+    }
+    if (!best) break;
+    auto call = std::move(queue_.front());
+    queue_.pop_front();
+    const RefEntry& ref = *call->ref;
+    if (!ref.version.empty()) {
+      auto& generation = best->libraries[ref.define.library];
+      generation = std::max(generation, ref.generation);
+    }
+    std::uint32_t id = ref.define.ref;
+    if (best->announced.size() <= id) best->announced.resize(id + 1, false);
+    bool define = !best->announced[id];
+    best->announced[id] = true;
+    bool running = best->in_flight.empty();
+    if (running) call->started = now;
+    call->lane = best;
+    best->in_flight.push_back(call);
+    sends.push_back(Send{best, std::move(call), define, running});
+  }
+  return sends;
+}
+
+std::shared_ptr<Call> Dispatcher::answered(Lane& lane, std::uint64_t id, Clock::time_point now) {
+  auto it = std::find_if(lane.in_flight.begin(), lane.in_flight.end(),
+                         [&](const auto& c) { return c->id == id; });
+  if (it == lane.in_flight.end()) return nullptr;
+  auto call = std::move(*it);
+  lane.in_flight.erase(it);
+  call->lane = nullptr;
+  // Service time: from when the call started running, or from the previous answer when it
+  // was pipelined behind it (it then started the moment that one ended).
+  auto began = std::max(call->started, lane.last_result);
+  double us = std::chrono::duration<double, std::micro>(now - began).count();
+  service_ema_us_ = 0.8 * service_ema_us_ + 0.2 * us;
+  lane.last_result = now;
+  if (!lane.in_flight.empty()) lane.in_flight.front()->started = now;
+  return call;
+}
+
+void Dispatcher::requeue(Lane& lane, std::size_t from) {
+  for (std::size_t i = lane.in_flight.size(); i > from; --i) {
+    lane.in_flight[i - 1]->lane = nullptr;
+    queue_.push_front(std::move(lane.in_flight[i - 1]));
+  }
+  lane.in_flight.resize(std::min(from, lane.in_flight.size()));
+}
+
+std::shared_ptr<Call> Dispatcher::take_running(Lane& lane) {
+  if (lane.in_flight.empty()) return nullptr;
+  auto call = std::move(lane.in_flight.front());
+  lane.in_flight.pop_front();
+  call->lane = nullptr;
+  return call;
+}
+
+std::vector<std::shared_ptr<Call>> Dispatcher::take_all(Lane& lane) {
+  std::vector<std::shared_ptr<Call>> out(std::make_move_iterator(lane.in_flight.begin()),
+                                         std::make_move_iterator(lane.in_flight.end()));
+  lane.in_flight.clear();
+  for (auto& c : out) c->lane = nullptr;
+  return out;
+}
+
+std::vector<std::shared_ptr<Call>> Dispatcher::take_queue() {
+  std::vector<std::shared_ptr<Call>> out(std::make_move_iterator(queue_.begin()),
+                                         std::make_move_iterator(queue_.end()));
+  queue_.clear();
+  return out;
+}
+
+bool Dispatcher::unqueue(const std::shared_ptr<Call>& call) {
+  auto it = std::find(queue_.begin(), queue_.end(), call);
+  if (it == queue_.end()) return false;
+  queue_.erase(it);
+  return true;
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Dispatch policy of the host pool: which call goes to which worker, and what happens to calls
+// when a worker answers, leaves or dies. Pure bookkeeping: no syscalls, no locks (the pool calls
+// it under its mutex), no processes; tests/test_dispatcher.cpp drives it directly.
+//
+// Invariants:
+//  * A worker runs its calls in send order and answers each before starting the next, so the
+//    front of a lane is the running call; on death it is the one that was running and the rest
+//    never started: they go back to the front of the queue, in their order.
+//  * Every call the dispatcher knows is in exactly one place: the queue or one lane.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "host/call.hpp"
+
+namespace ferry::detail {
+
+/// One worker's pipeline, as the dispatcher sees it.
+struct Lane {
+  std::uint64_t serial = 0;                        // the worker it belongs to
+  std::deque<std::shared_ptr<Call>> in_flight;     // sent, unanswered; the front one runs
+  std::vector<bool> announced;                     // task references already defined on it
+  std::unordered_map<std::string, std::uint64_t> libraries;  // library → newest generation sent
+  Clock::time_point last_result{};
+
+  bool idle() const noexcept { return in_flight.empty(); }
+  /// The call the worker is running (the oldest unanswered one), or nullptr.
+  const Call* running() const noexcept { return in_flight.empty() ? nullptr : in_flight.front().get(); }
+  /// When the running call passes its deadline; time_point::max() when none.
+  Clock::time_point deadline() const noexcept;
+};
+
+class Dispatcher {
+ public:
+  /// `forced_depth`: FERRY_PIPELINE_DEPTH, 0 = adapt to the service time.
+  explicit Dispatcher(std::size_t forced_depth = 0) : forced_depth_(forced_depth) {}
+
+  /// A new call: known from now on (find), queued at the back.
+  void submit(std::shared_ptr<Call> call);
+  /// An unfinished call, or nullptr.
+  std::shared_ptr<Call> find(std::uint64_t id) const;
+  /// Forgets a call that is being completed (it must be in neither the queue nor a lane).
+  void forget(const Call& call) { calls_.erase(call.id); }
+
+  bool queue_empty() const noexcept { return queue_.empty(); }
+  std::size_t queued() const noexcept { return queue_.size(); }
+  /// Calls known and not forgotten.
+  std::size_t unfinished() const noexcept { return calls_.size(); }
+
+  /// How many calls a worker holds at once now. Short calls: several, so that a worker never
+  /// waits for its next one; long calls: one, so that no call waits behind another while a
+  /// worker idles.
+  std::size_t depth() const noexcept;
+  /// Recent service time of one call (µs), for how long a waiting thread spins.
+  double service_us() const noexcept { return service_ema_us_; }
+
+  /// One call given to a lane: the pool writes the frames. `define`: the lane has not seen the
+  /// call's task reference yet. `running`: the call is the lane's front (its deadline starts).
+  struct Send {
+    Lane* lane;
+    std::shared_ptr<Call> call;
+    bool define;
+    bool running;
+  };
+  /// Gives queued calls, in queue order, to the least loaded of `open` lanes, at most depth()
+  /// each. A lane that has an older version of a call's library loaded gets nothing and is
+  /// listed in `stale` (the pool retires it: a fresh worker loads the new version).
+  std::vector<Send> assign(std::span<Lane* const> open, std::vector<Lane*>& stale, Clock::time_point now);
+
+  /// The answer to call `id` arrived on `lane`: the call, out of the lane, or nullptr when the
+  /// lane has no such call (a protocol error). The lane's next call starts running now.
+  std::shared_ptr<Call> answered(Lane& lane, std::uint64_t id, Clock::time_point now);
+
+  /// Calls of `lane` from position `from` on go back to the front of the queue, in order (a
+  /// worker that said bye never read them; a dead one never started them).
+  void requeue(Lane& lane, std::size_t from = 0);
+  /// The running call of a lane whose worker died, out of the lane (nullptr when idle).
+  std::shared_ptr<Call> take_running(Lane& lane);
+  /// Every call of the lane, out of it, in order.
+  std::vector<std::shared_ptr<Call>> take_all(Lane& lane);
+  /// Every queued call, out of the queue, in order.
+  std::vector<std::shared_ptr<Call>> take_queue();
+  /// Takes a queued call out of the queue (cancel); false when it is not queued.
+  bool unqueue(const std::shared_ptr<Call>& call);
+
+ private:
+  static bool can_run(const Lane& lane, const Call& call);
+
+  std::deque<std::shared_ptr<Call>> queue_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Call>> calls_;  // every unfinished call
+  std::size_t forced_depth_;
+  // Recent per-call service time, which sizes the pipeline; unknown at first: assume long calls.
+  double service_ema_us_ = 5000.0;
+};
+
+}  // namespace ferry::detail

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "host/local_launcher.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <system_error>
+
+#include <ferry/errors.hpp>
+
+#include "platform/config.hpp"
+#include "platform/paths.hpp"
+#include "platform/spawn.hpp"
+#include "platform/trust.hpp"
+
+namespace ferry::detail {
+
+namespace fs = std::filesystem;
+
+/// Where ferry-worker is: the option, $FERRY_WORKER, the one installed with this libferry (found
+/// relative to libferry's own file: the build tree mirrors the install tree, so no build-tree
+/// path is compiled in), then $PATH. Whichever is chosen must pass the trust check before it
+/// runs (LocalLauncher::launch).
+fs::path find_worker(const fs::path& configured) {
+  if (!configured.empty()) return configured;
+  if (auto env = Config::read().worker; !env.empty()) return env;
+  std::vector<fs::path> candidates;
+  if (auto dir = library_directory(); !dir.empty()) candidates.push_back(dir / FERRY_WORKER_RELATIVE_PATH);
+  if (auto on_path = find_program("ferry-worker")) candidates.push_back(*on_path);
+  for (const auto& c : candidates) {
+    std::error_code ec;
+    if (fs::is_regular_file(c, ec) && ::access(c.c_str(), X_OK) == 0)
+      return fs::weakly_canonical(c, ec);
+  }
+  return candidates.empty() ? fs::path("ferry-worker") : candidates.front();
+}
+
+namespace {
+
+class LocalWorker final : public LaunchedWorker {
+ public:
+  LocalWorker(pid_t pid, Fd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  int pid() const override { return pid_; }
+  int exit_fd() const override { return pidfd_.get(); }
+  void kill() override { ::kill(pid_, SIGKILL); }
+  WorkerExit status() override {
+    ExitStatus st;
+    if (!try_reap(pid_, st)) st = reap(pid_);  // the pidfd is readable: it has exited
+    return st;
+  }
+
+ private:
+  pid_t pid_;
+  Fd pidfd_;
+};
+
+}  // namespace
+
+LocalLauncher::LocalLauncher(const ExecutorOptions& options)
+    : worker_path_(find_worker(options.worker_path)),
+      allow_unsafe_(options.allow_unsafe_plugins || Config::read().allow_unsafe_plugins) {
+  std::vector<std::pair<std::string, std::string>> env(options.env.begin(), options.env.end());
+  // Workers decode large arguments into fresh allocations: let glibc back them with transparent
+  // huge pages (one fault per 2 MiB, not per 4 KiB page), unless GLIBC_TUNABLES says otherwise.
+  if (!options.env.count("GLIBC_TUNABLES")) {
+    const char* t = std::getenv("GLIBC_TUNABLES");
+    std::string tunables = t ? t : "";
+    if (tunables.find("glibc.malloc.hugetlb") == std::string::npos)
+      env.emplace_back("GLIBC_TUNABLES", (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.hugetlb=1");
+  }
+  env_ = merged_environment(env);
+}
+
+std::exception_ptr LocalLauncher::start_failure(const std::string& why) const {
+  return std::make_exception_ptr(BrokenProcessPool::spawn_failed(worker_path_.string(), why));
+}
+
+std::optional<Launcher::Launched> LocalLauncher::launch(const std::vector<std::string>& worker_args,
+                                                        std::string& why) {
+  // The program ferry runs for the user must be one no other user could have planted (a missing
+  // one is posix_spawn's ENOENT below).
+  std::error_code ec;
+  if (!allow_unsafe_ && fs::exists(worker_path_, ec)) {
+    if (std::string reason = untrusted_reason(worker_path_); !reason.empty()) {
+      why = "refusing to run it: " + reason +
+            " (fix the permissions, or set allow_unsafe_plugins / FERRY_ALLOW_UNSAFE_PLUGINS=1)";
+      return std::nullopt;
+    }
+  }
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    why = std::string("socketpair: ") + std::strerror(errno);
+    return std::nullopt;
+  }
+  Fd host(sv[0]), child(sv[1]);
+  std::vector<std::string> args = {"--fd", "3", "--parent", std::to_string(::getpid())};
+  args.insert(args.end(), worker_args.begin(), worker_args.end());
+  SpawnedProcess p;
+  try {
+    p = spawn_process(worker_path_, args, env_, child.get());
+  } catch (const std::system_error& e) {
+    why = e.code().message();
+    return std::nullopt;
+  }
+  if (!p.pidfd) {
+    // Without pidfd (Linux < 5.3) deaths could not be told apart from a closed channel.
+    ::kill(p.pid, SIGKILL);
+    reap(p.pid);
+    why = "pidfd_open is not available (ferry needs Linux 5.3 or later)";
+    return std::nullopt;
+  }
+  return Launched{host.release(), std::make_shared<LocalWorker>(p.pid, std::move(p.pidfd))};
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// One worker as the host pool holds it: its process, its channel, its pipeline and where it is in
+// its life. The pool's mutex guards everything but the reading side, which belongs to whoever
+// holds the channel lease.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include <ferry/backend.hpp>
+
+#include "host/dispatcher.hpp"
+#include "host/poller.hpp"
+#include "platform/fd.hpp"
+#include "wire/channel.hpp"
+#include "wire/protocol.hpp"
+
+namespace ferry::detail {
+
+struct WorkerSlot {
+  /// Where a worker is in its life; it only moves forward. A worker may be retired before its
+  /// hello (the pool shrank while it started): `greeted` records the hello apart from the phase.
+  enum class Phase : std::uint8_t {
+    starting,  // launched, no hello yet; already gets work (start-up overlaps the transfer)
+    ready,     // said hello
+    retiring,  // takes no new work; told to shut down once idle
+    stopping,  // told to shut down; killed if still alive at kill_at
+    leaving,   // said bye: it exits cleanly, nothing more comes from it
+    dead,      // reaped; being removed
+  };
+
+  std::uint64_t serial = 0;
+  int pid = -1;  // 0 until its hello when the launcher cannot tell (a remote worker)
+  std::shared_ptr<LaunchedWorker> process;
+  Fd sock;      // host end of the channel, non-blocking; the read registration
+  Fd sock_out;  // dup of sock: the write registration, armed only while the outbox is not empty
+  Fd exit_fd;   // dup of the process's exit descriptor: the exit registration
+  Clock::time_point spawned{};
+
+  // ---- reading side: whoever holds the channel lease (read_mu) ----
+  std::mutex read_mu;
+  FrameReader reader{protocol::max_control_frame};
+  bool discarding = false;  // it sent a malformed frame: it is being killed, its bytes are dropped
+
+  // ---- under the pool's mutex ----
+  Phase phase = Phase::starting;
+  bool greeted = false;       // its hello arrived
+  bool channel_open = true;   // false once the channel failed or reached EOF
+  bool write_armed = false;
+  bool kill_sent = false;     // SIGKILL (or the backend's kill) was sent
+  std::optional<protocol::ByeReason> bye;
+  Lane lane;
+  Outbox outbox;
+  Clock::time_point kill_at = Clock::time_point::max();  // killed if still alive then
+  std::exception_ptr kill_error;  // what its running call gets when ferry killed it
+
+  /// Gets new calls.
+  bool accepts_work() const noexcept { return phase <= Phase::ready && channel_open; }
+  /// Counts toward the pool's size: a worker whose channel just closed keeps its place until it
+  /// is reaped (and replaced).
+  bool holds_place() const noexcept { return phase <= Phase::ready; }
+  /// Started and in service.
+  bool up() const noexcept { return greeted && phase <= Phase::ready; }
+  bool alive() const noexcept { return phase != Phase::dead; }
+  /// Its handshake is still due (the hello timeout applies).
+  bool awaiting_hello() const noexcept { return !greeted && alive() && !kill_sent; }
+  /// Retired, idle and not yet told: time to send it the shutdown frame.
+  bool due_to_stop() const noexcept { return phase == Phase::retiring && lane.idle(); }
+
+  void retire() noexcept {
+    if (phase < Phase::retiring) phase = Phase::retiring;
+  }
+  void advance(Phase to) noexcept {
+    if (phase < to) phase = to;
+  }
+  /// "ferry-worker /path (pid 42)" for messages.
+  std::string describe(const Launcher& launcher) const;
+};
+
+/**
+The rule for reading a worker's channel, written once. One reader at a time holds the slot's
+read_mu: the manager thread when epoll reports the channel readable, or a thread waiting for its
+own result, which reads the result itself instead of being woken by the manager (on these VMs a
+cross-vCPU wake-up costs about the whole round trip). The read registration is one-shot, so an
+event disarms it; a waiter disarms it when it takes the channel. Whoever lets go unlocks, then
+re-arms: the manager drops an event for a channel someone holds, so arming before unlocking could
+leave a result unread in a disarmed channel.
+*/
+class ChannelLease {
+ public:
+  /// The manager after a read event. Empty when a waiting thread holds the channel (that thread
+  /// re-arms it when done).
+  static ChannelLease after_event(WorkerSlot& w, Poller& poller);
+  /// A thread waiting for its own result. Empty when someone else reads the channel (they will
+  /// complete the call).
+  static ChannelLease for_waiter(WorkerSlot& w, Poller& poller);
+  /// The manager once the worker has died: waits for the channel, to deliver what it wrote
+  /// before its death; the registration is removed after that, so it is not re-armed.
+  static ChannelLease after_death(WorkerSlot& w, Poller& poller);
+
+  ChannelLease(ChannelLease&&) noexcept = default;
+  ChannelLease& operator=(ChannelLease&&) = delete;
+  ~ChannelLease() { release(); }
+
+  explicit operator bool() const noexcept { return lock_.owns_lock(); }
+  /// Unlocks, then re-arms the read registration.
+  void release();
+  /// A waiter takes the channel again after running completions (released meanwhile: a
+  /// callback may wait on another call of the same worker); false when someone else took it.
+  bool retake();
+
+ private:
+  ChannelLease(WorkerSlot& w, Poller& poller, bool rearm) : w_(&w), poller_(&poller), rearm_(rearm) {}
+  void disarm();
+  WorkerSlot* w_;
+  Poller* poller_;
+  bool rearm_;
+  std::unique_lock<std::mutex> lock_;
+};
+
+}  // namespace ferry::detail

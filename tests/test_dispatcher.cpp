@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The host pool's dispatch policy, driven directly: no processes, no sockets, no threads.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "host/dispatcher.hpp"
+
+namespace {
+
+using namespace ferry::detail;
+using namespace std::chrono_literals;
+
+std::shared_ptr<RefEntry> ref(std::uint32_t id, std::string library = "libm.so", std::string version = {},
+                              std::uint64_t generation = 0) {
+  auto r = std::make_shared<RefEntry>();
+  r->define.ref = id;
+  r->define.library = std::move(library);
+  r->display = "task" + std::to_string(id);
+  r->version = std::move(version);
+  r->generation = generation;
+  return r;
+}
+
+struct Fixture {
+  Dispatcher d;
+  std::uint64_t next = 1;
+  std::shared_ptr<RefEntry> square = ref(0);
+  Clock::time_point t0 = Clock::now();
+
+  explicit Fixture(std::size_t depth = 0) : d(depth) {}
+
+  std::shared_ptr<Call> submit(std::shared_ptr<const RefEntry> r = nullptr, Clock::duration deadline = {}) {
+    auto c = std::make_shared<Call>();
+    c->id = next++;
+    c->ref = r ? std::move(r) : square;
+    c->deadline = deadline;
+    d.submit(c);
+    return c;
+  }
+  std::vector<Dispatcher::Send> assign(std::vector<Lane*> open, Clock::time_point at = {}) {
+    std::vector<Lane*> stale;
+    auto sends = d.assign(open, stale, at == Clock::time_point{} ? t0 : at);
+    REQUIRE(stale.empty());
+    return sends;
+  }
+};
+
+std::vector<std::uint64_t> ids(const std::deque<std::shared_ptr<Call>>& calls) {
+  std::vector<std::uint64_t> out;
+  for (const auto& c : calls) out.push_back(c->id);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Dispatcher.assign.spreads_calls_over_the_least_loaded_lanes_in_queue_order") {
+  Fixture f(2);  // two calls per worker at most
+  Lane a{.serial = 1}, b{.serial = 2};
+  for (int i = 0; i < 5; ++i) f.submit();
+  auto sends = f.assign({&a, &b});
+  REQUIRE(sends.size() == 4);  // 2 lanes × depth 2; the fifth waits
+  CHECK(ids(a.in_flight) == std::vector<std::uint64_t>{1, 3});
+  CHECK(ids(b.in_flight) == std::vector<std::uint64_t>{2, 4});
+  CHECK(f.d.queued() == 1);
+  // The first call of each lane runs (its deadline clock starts); the rest wait behind it.
+  CHECK(sends[0].running);
+  CHECK(sends[1].running);
+  CHECK_FALSE(sends[2].running);
+  CHECK(a.in_flight.front()->lane == &a);
+  CHECK(a.in_flight.front()->started == f.t0);
+}
+
+TEST_CASE("Dispatcher.assign.defines_a_task_reference_once_per_lane") {
+  Fixture f(8);
+  Lane a{.serial = 1};
+  auto other = ref(3);
+  f.submit();
+  f.submit();
+  f.submit(other);
+  auto sends = f.assign({&a});
+  REQUIRE(sends.size() == 3);
+  CHECK(sends[0].define);
+  CHECK_FALSE(sends[1].define);
+  CHECK(sends[2].define);  // another reference: defined before its first call
+  REQUIRE(a.announced.size() == 4);
+  CHECK(a.announced[0]);
+  CHECK(a.announced[3]);
+}
+
+TEST_CASE("Dispatcher.depth.follows_the_service_time") {
+  Fixture f;
+  Lane a{.serial = 1};
+  CHECK(f.d.depth() == 1);  // unknown at first: assume long calls, one at a time
+  // Calls of 50 µs: the estimate falls, and the pipeline deepens so the worker never waits.
+  auto now = f.t0;
+  for (int i = 0; i < 40; ++i) {
+    auto c = f.submit();
+    f.assign({&a}, now);
+    now += 50us;
+    REQUIRE(f.d.answered(a, c->id, now) == c);
+  }
+  CHECK(f.d.service_us() < 200);
+  CHECK(f.d.depth() == 8);
+  // Long calls again: back to one at a time.
+  for (int i = 0; i < 40; ++i) {
+    auto c = f.submit();
+    f.assign({&a}, now);
+    now += 20ms;
+    REQUIRE(f.d.answered(a, c->id, now) == c);
+  }
+  CHECK(f.d.depth() == 1);
+  Fixture forced(3);
+  CHECK(forced.d.depth() == 3);
+}
+
+TEST_CASE("Dispatcher.answered.starts_the_next_call_and_rejects_unknown_ids") {
+  Fixture f(2);
+  Lane a{.serial = 1};
+  auto c1 = f.submit(nullptr, 1s);
+  auto c2 = f.submit(nullptr, 5s);
+  f.assign({&a});
+  CHECK(a.deadline() == f.t0 + 1s);
+  auto later = f.t0 + 300ms;
+  CHECK(f.d.answered(a, 999, later) == nullptr);  // a result for a call not sent to it
+  CHECK(f.d.answered(a, c1->id, later) == c1);
+  CHECK(c1->lane == nullptr);
+  // The next call runs from the moment the previous one ended: its deadline counts from then.
+  CHECK(c2->started == later);
+  CHECK(a.deadline() == later + 5s);
+  CHECK(f.d.answered(a, c2->id, later) == c2);
+  CHECK(a.deadline() == Clock::time_point::max());
+}
+
+TEST_CASE("Dispatcher.death.running_call_is_taken_the_rest_requeued_first_in_order") {
+  Fixture f(3);
+  Lane a{.serial = 1}, b{.serial = 2};
+  for (int i = 0; i < 6; ++i) f.submit();
+  f.assign({&a});  // 1, 2, 3 on a; 4, 5, 6 queued
+  REQUIRE(ids(a.in_flight) == std::vector<std::uint64_t>{1, 2, 3});
+  f.d.requeue(a, 1);
+  auto running = f.d.take_running(a);
+  REQUIRE(running);
+  CHECK(running->id == 1);
+  CHECK(a.idle());
+  // Calls that never started go back before everything queued, in their order.
+  f.assign({&b});
+  CHECK(ids(b.in_flight) == std::vector<std::uint64_t>{2, 3, 4});
+  CHECK(f.d.queued() == 2);
+  // Nothing lost, nothing twice: 1 was taken, 2-4 on b, 5-6 queued.
+  CHECK(f.d.unfinished() == 6);
+  f.d.forget(*running);
+  CHECK(f.d.unfinished() == 5);
+  CHECK(f.d.find(1) == nullptr);
+  CHECK(f.d.find(5) != nullptr);
+}
+
+TEST_CASE("Dispatcher.bye.every_call_of_the_lane_runs_elsewhere") {
+  Fixture f(4);
+  Lane a{.serial = 1}, b{.serial = 2};
+  for (int i = 0; i < 3; ++i) f.submit();
+  f.assign({&a});
+  f.d.requeue(a);  // the worker said bye: it never read them
+  CHECK(a.idle());
+  for (std::uint64_t id = 1; id <= 3; ++id) CHECK(f.d.find(id)->lane == nullptr);
+  f.assign({&b});
+  CHECK(ids(b.in_flight) == std::vector<std::uint64_t>{1, 2, 3});
+}
+
+TEST_CASE("Dispatcher.assign.a_lane_with_an_older_library_version_is_stale") {
+  Fixture f(4);
+  Lane a{.serial = 1}, b{.serial = 2};
+  auto v1 = ref(0, "libp.so", "inode-1", 1);
+  auto v2 = ref(1, "libp.so", "inode-2", 2);
+  f.submit(v1);
+  std::vector<Lane*> stale;
+  f.d.assign(std::vector<Lane*>{&a}, stale, f.t0);
+  REQUIRE(stale.empty());
+  CHECK(a.libraries.at("libp.so") == 1);
+  // The plugin was rebuilt: a worker that loaded version 1 must not run calls of version 2.
+  f.submit(v2);
+  auto sends = f.d.assign(std::vector<Lane*>{&a, &b}, stale, f.t0);
+  REQUIRE(stale.size() == 1);
+  CHECK(stale[0] == &a);
+  REQUIRE(sends.size() == 1);
+  CHECK(sends[0].lane == &b);
+  // A newer version runs older calls too (the old file is gone).
+  f.submit(v1);
+  stale.clear();
+  sends = f.d.assign(std::vector<Lane*>{&b}, stale, f.t0);
+  CHECK(stale.empty());
+  CHECK(sends.size() == 1);
+}
+
+TEST_CASE("Dispatcher.cancel_and_failure_take_calls_out_of_the_queue") {
+  Fixture f(1);
+  Lane a{.serial = 1};
+  auto c1 = f.submit();
+  auto c2 = f.submit();
+  auto c3 = f.submit();
+  f.assign({&a});
+  CHECK_FALSE(f.d.unqueue(c1));  // in flight: not in the queue
+  CHECK(f.d.unqueue(c2));
+  CHECK_FALSE(f.d.unqueue(c2));
+  auto rest = f.d.take_queue();
+  REQUIRE(rest.size() == 1);
+  CHECK(rest[0] == c3);
+  CHECK(f.d.queue_empty());
+  auto all = f.d.take_all(a);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0] == c1);
+  CHECK(c1->lane == nullptr);
+}
+
+TEST_CASE("Dispatcher.assign.no_open_lane_leaves_the_queue_alone") {
+  Fixture f;
+  f.submit();
+  CHECK(f.assign({}).empty());
+  CHECK(f.d.queued() == 1);
+}
