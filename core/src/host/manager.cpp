@@ -1,21 +1,21 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The manager thread: the slow paths. Spawns and respawns workers, reads channels nobody waits
+// The manager thread: the slow paths. Starts and restarts workers, reads channels nobody waits
 // on, flushes outboxes, reaps dead workers and decides what their calls get, enforces deadlines,
-// resizes and shuts down. (Mirrors loky's _ExecutorManagerThread, without breaking the pool.)
+// retires and stops workers. (Mirrors loky's _ExecutorManagerThread, without breaking the pool.)
 //
 //  submitting thread                 worker channel (socketpair)            ferry-worker
 //  ─────────────────                 ───────────────────────────            ────────────
 //  submit() ─ resolve TaskRef ─┐
-//           encode args        ├─ mu_: queue_ → dispatch_locked() ─ outbox ──▶ read frame
+//           encode args        ├─ mu_: Dispatcher → dispatch_locked() ─ outbox ─▶ read frame
 //                              │       (idle worker? write now,                resolve (cached)
 //                              │        from this very thread)                 invoke, encode
 //  get() ─ spin, then read ◀───┼──────────────────── result frame ◀─────────── write result
-//          this worker's       │  (read_mu: whoever holds it reads the
-//          channel itself      │   channel; completions run unlocked)
+//          this worker's       │  (ChannelLease: whoever holds it reads
+//          channel itself      │   the channel; completions run unlocked)
 //                              │
-//  manager thread (epoll) ─────┘  reads channels nobody waits on, flushes outboxes (EPOLLOUT),
-//                                 spawns/respawns (PR_SET_PDEATHSIG needs a long-lived thread),
-//                                 reaps via pidfd, deadlines, resize, shutdown.
+//  Manager thread (Poller) ────┘  reads channels nobody waits on, flushes outboxes (EPOLLOUT),
+//                                 starts workers through the Launcher (PR_SET_PDEATHSIG needs
+//                                 a long-lived thread), reaps, deadlines, retires, stops.
 //
 // The hot path (submit → worker → result → get) involves no hand-off to this thread; the
 // invariants are listed at the top of pool.hpp.
@@ -87,24 +87,42 @@ bool OomCounts::grew_since(const OomCounts& before) const {
          (system >= 0 && before.system >= 0 && system > before.system);
 }
 
-void Pool::start() {
-  auto self = shared_from_this();
-  manager_ = std::thread([self] { self->manager_loop(); });
+Manager::~Manager() {
+  if (!thread_.joinable()) return;
+  // The thread holds the pool: when its loop drops the last reference, the pool (and this) is
+  // destroyed on that very thread, which cannot join itself.
+  if (std::this_thread::get_id() == thread_.get_id()) {
+    thread_.detach();
+  } else {
+    thread_.join();
+  }
 }
 
-Pool::SlotPtr Pool::worker_by_serial(std::uint64_t serial) {
-  std::lock_guard lock(mu_);
-  auto it = workers_.find(serial);
-  return it == workers_.end() ? nullptr : it->second;
+void Manager::start(std::shared_ptr<Pool> pool) {
+  thread_ = std::thread([this, pool = std::move(pool)]() mutable {
+    run();
+    pool.reset();  // may destroy the pool, and this, here (see ~Manager)
+  });
+}
+
+void Manager::join() {
+  std::lock_guard lock(join_mu_);
+  if (thread_.joinable() && std::this_thread::get_id() != thread_.get_id()) thread_.join();
+}
+
+Manager::SlotPtr Manager::worker_by_serial(std::uint64_t serial) {
+  std::lock_guard lock(p_.mu_);
+  auto it = p_.workers_.find(serial);
+  return it == p_.workers_.end() ? nullptr : it->second;
 }
 
 // ---- the loop: events, then maintenance ----------------------------------------------------------
 
-void Pool::manager_loop() {
-  manager_id_ = std::this_thread::get_id();
+void Manager::run() {
+  id_ = std::this_thread::get_id();
   Poller::Event events[64];
   for (;;) {
-    int n = poller_.wait(events, 64, next_timeout_ms());
+    int n = p_.poller_.wait(events, 64, next_timeout_ms());
     for (int i = 0; i < n; ++i) {
       auto w = worker_by_serial(events[i].serial);
       if (!w) continue;
@@ -117,73 +135,73 @@ void Pool::manager_loop() {
     }
     Completions done;
     maintain(done);
-    complete(done);
-    std::lock_guard lock(mu_);
-    if (finished_) break;
+    p_.complete(done);
+    std::lock_guard lock(p_.mu_);
+    if (p_.finished_) break;
   }
   debug_log("manager: finished");
 }
 
-void Pool::on_readable(const SlotPtr& w) {
-  auto lease = ChannelLease::after_event(*w, poller_);
+void Manager::on_readable(const SlotPtr& w) {
+  auto lease = ChannelLease::after_event(*w, p_.poller_);
   if (!lease) return;  // a waiting thread reads it, and re-arms it when done
   Completions done;
-  read_available(*w, done);
+  p_.read_available(*w, done);
   lease.release();
-  complete(done);
+  p_.complete(done);
 }
 
-void Pool::on_writable(const SlotPtr& w) {
-  std::lock_guard lock(mu_);
+void Manager::on_writable(const SlotPtr& w) {
+  std::lock_guard lock(p_.mu_);
   w->write_armed = false;
-  flush_locked(*w);
+  p_.flush_locked(*w);
 }
 
-void Pool::on_exit(const SlotPtr& w) {
+void Manager::on_exit(const SlotPtr& w) {
   Completions done;
   {
     // Results written before the death are still in the socket: deliver them first.
-    auto lease = ChannelLease::after_death(*w, poller_);
-    while (read_available(*w, done) && w->reader.partial()) {
+    auto lease = ChannelLease::after_death(*w, p_.poller_);
+    while (p_.read_available(*w, done) && w->reader.partial()) {
     }
   }
-  complete(done);
+  p_.complete(done);
   ExitStatus st = w->process->status();
   OomCounts ooms = OomCounts::read();
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(p_.mu_);
     w->advance(WorkerSlot::Phase::dead);
-    for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get()}) poller_.remove(fd);
+    for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get()}) p_.poller_.remove(fd);
     debug_log("worker %d exited: %s%s", w->pid, describe_exit(st).c_str(), w->bye ? " (announced)" : "");
     settle_dead_worker_locked(*w, st, ooms, done);
     oom_seen_ = ooms;
     w->outbox.clear();
-    workers_.erase(w->serial);
-    dispatch_locked();
-    changed_.notify_all();
-    poller_.wake();
+    p_.workers_.erase(w->serial);
+    p_.dispatch_locked();
+    p_.changed_.notify_all();
+    p_.poller_.wake();
   }
-  complete(done);
+  p_.complete(done);
 }
 
-void Pool::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
+void Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
                                      Completions& done) {
-  if (!w.greeted && !w.bye && !w.kill_error && !shutdown_) {
+  if (!w.greeted && !w.bye && !w.kill_error && !p_.shutdown_) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
-    dispatcher_.requeue(w.lane);
-    ++startup_failures_;
-    last_spawn_error_ = w.describe(*launcher_) + " ended with " + describe_exit(st) + " before its handshake";
+    p_.dispatcher_.requeue(w.lane);
+    ++p_.startup_failures_;
+    p_.last_spawn_error_ = w.describe(*p_.launcher_) + " ended with " + describe_exit(st) + " before its handshake";
     return;
   }
   if (w.bye || w.lane.idle()) {
-    dispatcher_.requeue(w.lane);
+    p_.dispatcher_.requeue(w.lane);
     return;
   }
   Call& running = *w.lane.in_flight.front();
   std::exception_ptr error = w.kill_error;
-  if (!error && running.retries < options_.max_retries_on_worker_death) {
+  if (!error && running.retries < p_.options_.max_retries_on_worker_death) {
     ++running.retries;
-    dispatcher_.requeue(w.lane);
+    p_.dispatcher_.requeue(w.lane);
     return;
   }
   if (!error) {
@@ -193,36 +211,15 @@ void Pool::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const 
         "worker " + std::to_string(w.pid) + " ended with " + describe_exit(st)));
   }
   // The rest never started: back to the front of the queue.
-  dispatcher_.requeue(w.lane, 1);
-  finish_locked(dispatcher_.take_running(w.lane), done, error);
+  p_.dispatcher_.requeue(w.lane, 1);
+  p_.finish_locked(p_.dispatcher_.take_running(w.lane), done, error);
 }
 
-void Pool::kill_worker_locked(WorkerSlot& w, std::exception_ptr error_for_running_call) {
-  if (!w.alive()) return;
-  if (!w.kill_error) w.kill_error = std::move(error_for_running_call);
-  w.retire();
-  debug_log("killing worker %d", w.pid);
-  signal_kill_locked(w);
-}
-
-void Pool::signal_kill_locked(WorkerSlot& w) {
-  w.kill_sent = true;
-  w.process->kill();
-}
-
-void Pool::fail_queue_locked(std::exception_ptr error, Completions& done) {
-  for (auto& c : dispatcher_.take_queue()) finish_locked(c, done, error);
-}
-
-bool Pool::finished_locked() const {
-  return shutdown_ && workers_.empty() && outstanding_ == 0;
-}
-
-int Pool::next_timeout_ms() {
-  std::lock_guard lock(mu_);
+int Manager::next_timeout_ms() {
+  std::lock_guard lock(p_.mu_);
   auto now = Clock::now();
   auto next = Clock::time_point::max();
-  for (const auto& [_, w] : workers_) {
+  for (const auto& [_, w] : p_.workers_) {
     next = std::min({next, w->kill_at, w->lane.deadline()});
     if (w->awaiting_hello()) next = std::min(next, w->spawned + hello_timeout);
   }
@@ -233,18 +230,18 @@ int Pool::next_timeout_ms() {
 
 // ---- maintain(): the phases ----------------------------------------------------------------------
 
-void Pool::maintain(Completions& done) {
+void Manager::maintain(Completions& done) {
   std::size_t to_start = 0;
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(p_.mu_);
     auto now = Clock::now();
     enforce_timers_locked(now);
     stop_retired_locked(now);
     check_startup_locked(now, done);
     to_start = workers_to_start_locked();
-    if (finished_locked()) {
-      finished_ = true;
-      changed_.notify_all();
+    if (p_.finished_locked()) {
+      p_.finished_ = true;
+      p_.changed_.notify_all();
       return;
     }
   }
@@ -253,110 +250,116 @@ void Pool::maintain(Completions& done) {
 
 /// Kills what is overdue: workers past their kill time, running calls past their deadline, and
 /// workers that did not say hello in time.
-void Pool::enforce_timers_locked(Clock::time_point now) {
-  for (auto& [_, w] : workers_) {
+/// Kills what is overdue: workers past their kill time, running calls past their deadline, and
+/// workers that did not say hello in time.
+void Manager::enforce_timers_locked(Clock::time_point now) {
+  for (auto& [_, w] : p_.workers_) {
     if (!w->alive()) continue;
     if (now >= w->kill_at) {
-      signal_kill_locked(*w);
+      p_.signal_kill_locked(*w);
       w->kill_at = Clock::time_point::max();
     }
     if (!w->kill_error && now >= w->lane.deadline()) {
       const Call& c = *w->lane.running();
-      kill_worker_locked(*w, std::make_exception_ptr(TimeoutError(
+      p_.kill_worker_locked(*w, std::make_exception_ptr(TimeoutError(
                                  "task '" + c.ref->display + "' exceeded its deadline of " +
                                  detail::format_duration(c.deadline) + ": worker " +
                                  std::to_string(w->pid) + " was killed")));
     }
     if (w->awaiting_hello() && now >= w->spawned + hello_timeout) {
-      last_spawn_error_ = w->describe(*launcher_) + " did not complete its handshake within " +
+      p_.last_spawn_error_ = w->describe(*p_.launcher_) + " did not complete its handshake within " +
                           detail::format_duration(hello_timeout);
-      signal_kill_locked(*w);
+      p_.signal_kill_locked(*w);
     }
   }
 }
 
 /// Retires idle workers once the pool is shut down and nothing is queued, and tells retired idle
 /// workers to exit (killed if they are still there after the grace period).
-void Pool::stop_retired_locked(Clock::time_point now) {
-  if (shutdown_ && dispatcher_.queue_empty()) {
-    for (auto& [_, w] : workers_)
+/// Retires idle workers once the pool is shut down and nothing is queued, and tells retired idle
+/// workers to exit (killed if they are still there after the grace period).
+void Manager::stop_retired_locked(Clock::time_point now) {
+  if (p_.shutdown_ && p_.dispatcher_.queue_empty()) {
+    for (auto& [_, w] : p_.workers_)
       if (w->lane.idle()) w->retire();
   }
-  for (auto& [_, w] : workers_) {
+  for (auto& [_, w] : p_.workers_) {
     if (!w->due_to_stop()) continue;
     w->outbox.push(protocol::frame(protocol::FrameType::shutdown, Buffer()));
     w->advance(WorkerSlot::Phase::stopping);
     w->kill_at = std::min(w->kill_at, now + shutdown_grace);
-    flush_locked(*w);
+    p_.flush_locked(*w);
   }
 }
 
 /// Gives up on starting workers after repeated failures, and fails what waits when no worker
 /// can run it (workers cannot be started; every rank of a backend is gone).
-void Pool::check_startup_locked(Clock::time_point, Completions& done) {
-  bool any_up = std::any_of(workers_.begin(), workers_.end(),
+/// Gives up on starting workers after repeated failures, and fails what waits when no worker
+/// can run it (workers cannot be started; every rank of a backend is gone).
+void Manager::check_startup_locked(Clock::time_point, Completions& done) {
+  bool any_up = std::any_of(p_.workers_.begin(), p_.workers_.end(),
                             [](const auto& kv) { return kv.second->greeted && kv.second->alive(); });
-  if (startup_failures_ >= max_startup_failures) {
+  if (p_.startup_failures_ >= max_startup_failures) {
     if (!any_up) {
-      spawn_error_ = launcher_->start_failure(last_spawn_error_);
-      started_ = false;  // no retry until the next submit
+      p_.spawn_error_ = p_.launcher_->start_failure(p_.last_spawn_error_);
+      p_.started_ = false;  // no retry until the next submit
     }
-    startup_failures_ = 0;
+    p_.startup_failures_ = 0;
   }
-  if (launcher_->capacity() == 0 && holding_places_locked() == 0 && !dispatcher_.queue_empty())
-    fail_queue_locked(launcher_->start_failure("every remote rank of the job has died"), done);
+  if (p_.launcher_->capacity() == 0 && p_.holding_places_locked() == 0 && !p_.dispatcher_.queue_empty())
+    p_.fail_queue_locked(p_.launcher_->start_failure("every remote rank of the job has died"), done);
   // Once workers cannot be started, calls coming back from dying half-started workers fail too.
-  if (spawn_error_ && !any_up) fail_queue_locked(spawn_error_, done);
+  if (p_.spawn_error_ && !any_up) p_.fail_queue_locked(p_.spawn_error_, done);
 }
 
-std::size_t Pool::workers_to_start_locked() const {
-  bool busy = !dispatcher_.queue_empty() ||
-              std::any_of(workers_.begin(), workers_.end(), [](const auto& kv) { return !kv.second->lane.idle(); });
+std::size_t Manager::workers_to_start_locked() const {
+  bool busy = !p_.dispatcher_.queue_empty() ||
+              std::any_of(p_.workers_.begin(), p_.workers_.end(), [](const auto& kv) { return !kv.second->lane.idle(); });
   // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes).
-  if (broken_ || killed_ || !started_ || (shutdown_ && !busy)) return 0;
-  std::size_t desired = busy ? max_workers_ : max_workers_ - std::min(idle_exited_, max_workers_);
+  if (p_.broken_ || p_.killed_ || !p_.started_ || (p_.shutdown_ && !busy)) return 0;
+  std::size_t desired = busy ? p_.max_workers_ : p_.max_workers_ - std::min(p_.idle_exited_, p_.max_workers_);
   // A backend that lost nodes cannot run as many workers as asked.
-  desired = std::min(desired, launcher_->capacity());
-  std::size_t active = holding_places_locked();
+  desired = std::min(desired, p_.launcher_->capacity());
+  std::size_t active = p_.holding_places_locked();
   return active < desired ? desired - active : 0;
 }
 
-void Pool::start_workers(std::size_t n, Completions& done) {
+void Manager::start_workers(std::size_t n, Completions& done) {
   if (n == 0) return;
   for (std::size_t i = 0; i < n; ++i) start_one(done);
   // Tasks go out right away, before the workers' hello: start-up overlaps their transfer. All
   // new workers are registered first, so that the queue is spread over all of them.
-  std::lock_guard lock(mu_);
-  dispatch_locked();
+  std::lock_guard lock(p_.mu_);
+  p_.dispatch_locked();
 }
 
-std::vector<std::string> Pool::worker_args() const {
-  std::vector<std::string> args = {"--spin-us", std::to_string(worker_spin_.count()),
-                                   "--max-frame-bytes", std::to_string(max_frame_)};
-  if (options_.idle_timeout.count() > 0) {
+std::vector<std::string> Manager::worker_args() const {
+  std::vector<std::string> args = {"--spin-us", std::to_string(p_.worker_spin_.count()),
+                                   "--max-frame-bytes", std::to_string(p_.max_frame_)};
+  if (p_.options_.idle_timeout.count() > 0) {
     auto ms = std::max<long long>(
-        1, std::chrono::duration_cast<std::chrono::milliseconds>(options_.idle_timeout).count());
+        1, std::chrono::duration_cast<std::chrono::milliseconds>(p_.options_.idle_timeout).count());
     args.insert(args.end(), {"--idle-timeout-ms", std::to_string(ms)});
   }
-  if (options_.max_memory_growth > 0)
-    args.insert(args.end(), {"--max-memory-growth", std::to_string(options_.max_memory_growth)});
-  if (options_.max_tasks_per_child > 0)
-    args.insert(args.end(), {"--max-tasks", std::to_string(options_.max_tasks_per_child)});
+  if (p_.options_.max_memory_growth > 0)
+    args.insert(args.end(), {"--max-memory-growth", std::to_string(p_.options_.max_memory_growth)});
+  if (p_.options_.max_tasks_per_child > 0)
+    args.insert(args.end(), {"--max-tasks", std::to_string(p_.options_.max_tasks_per_child)});
   return args;
 }
 
-void Pool::start_one(Completions& done) {
+void Manager::start_one(Completions& done) {
   std::string why;
-  auto launched = launcher_->launch(worker_args(), why);
+  auto launched = p_.launcher_->launch(worker_args(), why);
   if (!launched) {
     // Nothing can run without a worker: fail what waits, unless another worker is alive.
-    std::lock_guard lock(mu_);
-    last_spawn_error_ = why;
+    std::lock_guard lock(p_.mu_);
+    p_.last_spawn_error_ = why;
     debug_log("starting a worker failed: %s", why.c_str());
-    if (holding_places_locked() == 0) {
-      spawn_error_ = launcher_->start_failure(why);
-      fail_queue_locked(spawn_error_, done);
-      started_ = false;
+    if (p_.holding_places_locked() == 0) {
+      p_.spawn_error_ = p_.launcher_->start_failure(why);
+      p_.fail_queue_locked(p_.spawn_error_, done);
+      p_.started_ = false;
     }
     return;
   }
@@ -369,117 +372,29 @@ void Pool::start_one(Completions& done) {
   register_worker(w);
 }
 
-void Pool::register_worker(const SlotPtr& w) {
+void Manager::register_worker(const SlotPtr& w) {
   w->sock_out = Fd(::fcntl(w->sock.get(), F_DUPFD_CLOEXEC, 0));
   w->spawned = Clock::now();
-  std::lock_guard lock(mu_);
-  w->serial = next_serial_++;
+  std::lock_guard lock(p_.mu_);
+  w->serial = p_.next_serial_++;
   w->lane.serial = w->serial;
-  poller_.add(w->sock.get(), w->serial, Poller::Tag::read);
-  poller_.add(w->sock_out.get(), w->serial, Poller::Tag::write, false);
-  poller_.add(w->exit_fd.get(), w->serial, Poller::Tag::exit);
+  p_.poller_.add(w->sock.get(), w->serial, Poller::Tag::read);
+  p_.poller_.add(w->sock_out.get(), w->serial, Poller::Tag::write, false);
+  p_.poller_.add(w->exit_fd.get(), w->serial, Poller::Tag::exit);
   debug_log("spawned worker %d", w->pid);
-  if (initializer_) {
-    std::uint32_t ref = initializer_->define.ref;
+  if (p_.initializer_) {
+    std::uint32_t ref = p_.initializer_->define.ref;
     w->lane.announced.resize(ref + 1, false);
     w->lane.announced[ref] = true;
-    w->outbox.push(Buffer(initializer_->frame));
+    w->outbox.push(Buffer(p_.initializer_->frame));
     w->outbox.push(protocol::encode_init(ref));
   }
   // The pool may have been resized while this worker was being started: a worker beyond the
   // size is retired at once instead of being counted.
-  if (holding_places_locked() >= max_workers_) w->retire();
-  workers_.emplace(w->serial, w);
-  flush_locked(*w);
-  if (w->phase == WorkerSlot::Phase::retiring) poller_.wake();
-}
-
-// ---- public control ----------------------------------------------------------------------------
-
-void Pool::shutdown(const ShutdownOptions& options) {
-  Completions done;
-  {
-    std::lock_guard lock(mu_);
-    shutdown_ = true;
-    if (options.kill_workers && !killed_) {
-      killed_ = true;
-      auto error = std::make_exception_ptr(CancelledError(
-          "ferry: the executor was shut down with kill_workers=true before this task completed"));
-      fail_queue_locked(error, done);
-      for (auto& [_, w] : workers_) {
-        for (auto& c : dispatcher_.take_all(w->lane)) finish_locked(c, done, error);
-        kill_worker_locked(*w, nullptr);
-      }
-    }
-  }
-  complete(done);
-  poller_.wake();
-  if (!options.wait || std::this_thread::get_id() == manager_id_) return;
-  std::unique_lock lock(mu_);
-  changed_.wait(lock, [&] { return finished_; });
-  lock.unlock();
-  std::lock_guard join_lock(join_mu_);
-  if (manager_.joinable() && std::this_thread::get_id() != manager_.get_id()) manager_.join();
-}
-
-void Pool::resize(std::size_t n) {
-  if (n == 0) throw std::invalid_argument("ferry: max_workers must be greater than 0");
-  if (n > max_pool_size)
-    throw std::invalid_argument("ferry: max_workers " + std::to_string(n) +
-                                " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
-  std::lock_guard lock(mu_);
-  if (shutdown_) throw BrokenProcessPool::shut_down();
-  max_workers_ = n;
-  std::vector<WorkerSlot*> active;
-  for (auto& [_, w] : workers_)
-    if (w->accepts_work()) active.push_back(w.get());
-  if (active.size() > n) {
-    // Retire the least busy; their in-flight calls finish first, then they are told to exit.
-    std::sort(active.begin(), active.end(), [](WorkerSlot* a, WorkerSlot* b) {
-      return a->lane.in_flight.size() < b->lane.in_flight.size();
-    });
-    for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire();
-  }
-  poller_.wake();
-}
-
-bool Pool::warm_up(Clock::duration timeout) {
-  {
-    std::lock_guard lock(mu_);
-    if (shutdown_) throw BrokenProcessPool::shut_down();
-    started_ = true;
-    idle_exited_ = 0;
-  }
-  poller_.wake();
-  std::unique_lock lock(mu_);
-  return changed_.wait_for(lock, timeout, [&] {
-    auto up = std::count_if(workers_.begin(), workers_.end(), [](const auto& kv) { return kv.second->up(); });
-    // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
-    return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->capacity());
-  });
-}
-
-std::size_t Pool::max_workers() const {
-  std::lock_guard lock(mu_);
-  return max_workers_;
-}
-
-std::vector<int> Pool::worker_pids() const {
-  std::lock_guard lock(mu_);
-  std::vector<int> out;
-  for (const auto& [_, w] : workers_)
-    if (w->greeted && w->alive()) out.push_back(w->pid);
-  return out;
-}
-
-bool Pool::is_shutdown() const {
-  std::lock_guard lock(mu_);
-  return shutdown_;
-}
-
-std::exception_ptr Pool::broken() const {
-  std::lock_guard lock(mu_);
-  return broken_;
+  if (p_.holding_places_locked() >= p_.max_workers_) w->retire();
+  p_.workers_.emplace(w->serial, w);
+  p_.flush_locked(*w);
+  if (w->phase == WorkerSlot::Phase::retiring) p_.poller_.wake();
 }
 
 }  // namespace ferry::detail

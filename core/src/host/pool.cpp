@@ -17,7 +17,6 @@
 #include <ferry/ferry.hpp>
 
 #include "host/local_launcher.hpp"
-#include "host/resolver.hpp"
 #include "platform/config.hpp"
 
 namespace ferry::detail {
@@ -59,7 +58,7 @@ std::filesystem::path ferry::default_worker_path() { return detail::find_worker(
 namespace ferry::detail {
 
 Pool::Pool(ExecutorOptions options)
-    : options_(std::move(options)), dispatcher_(Config::read().pipeline_depth) {
+    : options_(std::move(options)), refs_(options_), dispatcher_(Config::read().pipeline_depth) {
   if (options_.idle_timeout.count() < 0)
     throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be negative");
   // Every FERRY_* variable, validated here: a malformed one stops the executor from starting.
@@ -78,99 +77,22 @@ Pool::Pool(ExecutorOptions options)
   if (max_workers_ > max_pool_size)
     throw std::invalid_argument("ferry: max_workers " + std::to_string(max_workers_) +
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
-  allow_unsafe_ = options_.allow_unsafe_plugins || config.allow_unsafe_plugins;
   max_frame_ = config.max_frame_bytes;
   worker_spin_ = config.worker_spin;
 
-  oom_seen_ = OomCounts::read();
-  index_ = std::make_unique<PluginIndex>(PluginIndex::search_path(options_.plugin_dirs),
-                                         PluginIndexOptions{options_.allow_unsafe_plugins});
   if (!options_.initializer.empty()) {
     Target t{.kind = Target::Kind::name, .name = options_.initializer};
     t.signature = Signature<void>::text.view();
     t.fingerprint = Signature<void>::fingerprint;
-    initializer_ = resolve(t);
+    initializer_ = refs_.resolve(t);
   }
 }
 
-Pool::~Pool() {
-  if (manager_.joinable()) {
-    if (std::this_thread::get_id() == manager_.get_id()) {
-      manager_.detach();
-    } else {
-      manager_.join();
-    }
-  }
-}
+Pool::~Pool() = default;
+
+void Pool::start() { manager_.start(shared_from_this()); }
 
 // ---- submission ------------------------------------------------------------------------------
-
-std::shared_ptr<const RefEntry> Pool::intern_ref(protocol::RefKind kind, const std::string& library,
-                                                 const std::string& name, std::uint64_t fingerprint,
-                                                 std::string_view signature, std::string display,
-                                                 std::string version) {
-  std::lock_guard lock(refs_mu_);
-  auto key = std::make_tuple(static_cast<int>(kind), library, name, fingerprint, version);
-  if (auto it = refs_.find(key); it != refs_.end()) return it->second;
-  auto e = std::make_shared<RefEntry>();
-  e->define = protocol::Define{next_ref_++, kind, library, name, fingerprint, std::string(signature)};
-  e->frame = protocol::encode_define(e->define);
-  e->display = std::move(display);
-  if (!version.empty()) {
-    auto& [seen, generation] = library_versions_[library];
-    if (seen != version) {
-      seen = version;
-      ++generation;
-    }
-    e->generation = generation;
-  }
-  e->version = std::move(version);
-  refs_.emplace(key, e);
-  return e;
-}
-
-std::shared_ptr<const RefEntry> Pool::resolve(const Target& t) {
-  switch (t.kind) {
-    case Target::Kind::function: {
-      FunctionTask f = resolve_function(t.function);
-      switch (f.kind) {
-        case FunctionTask::Kind::plugin:
-          return intern_ref(protocol::RefKind::plugin, f.library, f.name, t.fingerprint,
-                            t.signature, f.name);
-        case FunctionTask::Kind::main_program:
-          // Sent anyway: the worker really tries to load the executable, and its loader's
-          // message becomes the UnresolvableTaskError (DESIGN §1).
-          return intern_ref(protocol::RefKind::main_program, f.library,
-                            f.name.empty() ? "(unnamed function)" : f.name, t.fingerprint,
-                            t.signature, f.name.empty() ? "(unnamed function)" : f.name);
-        case FunctionTask::Kind::foreign:
-          throw UnresolvableTaskError::not_a_task(f.name, f.library);
-        case FunctionTask::Kind::unavailable:
-          std::rethrow_exception(f.error);
-      }
-      break;
-    }
-    case Target::Kind::name: {
-      TaskInfo info = index_->find(t.name);
-      // Fingerprint 0: JSON arguments, whose types the worker's JSON decoding checks.
-      if (t.fingerprint != 0 && info.fingerprint != t.fingerprint)
-        throw PluginError::signature_mismatch(info.library.string(), info.name, info.signature,
-                                              std::string(t.signature));
-      return intern_ref(protocol::RefKind::plugin, info.library.string(), info.name,
-                        t.fingerprint, t.signature, t.name, info.version);
-    }
-    case Target::Kind::ref: {
-      std::error_code ec;
-      fs::path lib = fs::absolute(t.library, ec);
-      if (ec) lib = t.library;
-      lib = lib.lexically_normal();
-      if (!allow_unsafe_) PluginIndex::check_safe(lib);
-      return intern_ref(protocol::RefKind::plugin, lib.string(), t.name, t.fingerprint,
-                        t.signature, t.name, PluginIndex::file_version(lib));
-    }
-  }
-  throw std::logic_error("unreachable");
-}
 
 void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
                   std::shared_ptr<StateBase> state, const SubmitOptions& options,
@@ -182,7 +104,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   }
   std::shared_ptr<const RefEntry> ref;
   try {
-    ref = resolve(target);
+    ref = refs_.resolve(target);
   } catch (const Error&) {
     // Resolution failures belong to this future only; the pool stays healthy.
     state->attach({}, 0, target.name);
@@ -559,6 +481,114 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
   }
   complete(done);
   return true;
+}
+
+// ---- workers and control ---------------------------------------------------------------------
+
+void Pool::kill_worker_locked(WorkerSlot& w, std::exception_ptr error_for_running_call) {
+  if (!w.alive()) return;
+  if (!w.kill_error) w.kill_error = std::move(error_for_running_call);
+  w.retire();
+  debug_log("killing worker %d", w.pid);
+  signal_kill_locked(w);
+}
+
+void Pool::signal_kill_locked(WorkerSlot& w) {
+  w.kill_sent = true;
+  w.process->kill();
+}
+
+void Pool::fail_queue_locked(std::exception_ptr error, Completions& done) {
+  for (auto& c : dispatcher_.take_queue()) finish_locked(c, done, error);
+}
+
+bool Pool::finished_locked() const {
+  return shutdown_ && workers_.empty() && outstanding_ == 0;
+}
+
+void Pool::shutdown(const ShutdownOptions& options) {
+  Completions done;
+  {
+    std::lock_guard lock(mu_);
+    shutdown_ = true;
+    if (options.kill_workers && !killed_) {
+      killed_ = true;
+      auto error = std::make_exception_ptr(CancelledError(
+          "ferry: the executor was shut down with kill_workers=true before this task completed"));
+      fail_queue_locked(error, done);
+      for (auto& [_, w] : workers_) {
+        for (auto& c : dispatcher_.take_all(w->lane)) finish_locked(c, done, error);
+        kill_worker_locked(*w, nullptr);
+      }
+    }
+  }
+  complete(done);
+  poller_.wake();
+  if (!options.wait || manager_.on_this_thread()) return;
+  std::unique_lock lock(mu_);
+  changed_.wait(lock, [&] { return finished_; });
+  lock.unlock();
+  manager_.join();
+}
+
+void Pool::resize(std::size_t n) {
+  if (n == 0) throw std::invalid_argument("ferry: max_workers must be greater than 0");
+  if (n > max_pool_size)
+    throw std::invalid_argument("ferry: max_workers " + std::to_string(n) +
+                                " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
+  std::lock_guard lock(mu_);
+  if (shutdown_) throw BrokenProcessPool::shut_down();
+  max_workers_ = n;
+  std::vector<WorkerSlot*> active;
+  for (auto& [_, w] : workers_)
+    if (w->accepts_work()) active.push_back(w.get());
+  if (active.size() > n) {
+    // Retire the least busy; their in-flight calls finish first, then they are told to exit.
+    std::sort(active.begin(), active.end(), [](WorkerSlot* a, WorkerSlot* b) {
+      return a->lane.in_flight.size() < b->lane.in_flight.size();
+    });
+    for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire();
+  }
+  poller_.wake();
+}
+
+bool Pool::warm_up(Clock::duration timeout) {
+  {
+    std::lock_guard lock(mu_);
+    if (shutdown_) throw BrokenProcessPool::shut_down();
+    started_ = true;
+    idle_exited_ = 0;
+  }
+  poller_.wake();
+  std::unique_lock lock(mu_);
+  return changed_.wait_for(lock, timeout, [&] {
+    auto up = std::count_if(workers_.begin(), workers_.end(), [](const auto& kv) { return kv.second->up(); });
+    // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
+    return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->capacity());
+  });
+}
+
+std::size_t Pool::max_workers() const {
+  std::lock_guard lock(mu_);
+  return max_workers_;
+}
+
+std::vector<int> Pool::worker_pids() const {
+  std::lock_guard lock(mu_);
+  std::vector<int> out;
+  for (const auto& [_, w] : workers_)
+    if (w->greeted && w->alive()) out.push_back(w->pid);
+  return out;
+}
+
+bool Pool::is_shutdown() const {
+  std::lock_guard lock(mu_);
+  return shutdown_;
+}
+
+std::exception_ptr Pool::broken() const {
+  std::lock_guard lock(mu_);
+  return broken_;
 }
 
 }  // namespace ferry::detail

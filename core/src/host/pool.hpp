@@ -36,7 +36,9 @@
 
 #include "host/call.hpp"
 #include "host/dispatcher.hpp"
+#include "host/manager.hpp"
 #include "host/poller.hpp"
+#include "host/task_refs.hpp"
 #include "host/worker_slot.hpp"
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
@@ -50,16 +52,6 @@ std::shared_ptr<Launcher> make_launcher(const ExecutorOptions& options);
 
 /// More workers than this is a mistake (a typo in -j), not a pool: refused with invalid_argument.
 inline constexpr std::size_t max_pool_size = 4096;
-
-/// OOM-kill counters: of this process's memory cgroup (v2 memory.events or v1
-/// memory.oom_control) and of the whole system (/proc/vmstat); -1 when unknown.
-struct OomCounts {
-  long cgroup = -1;
-  long system = -1;
-  static OomCounts read();
-  /// True when a counter known in both grew: a SIGKILL in between was most likely the OOM killer.
-  bool grew_since(const OomCounts& before) const;
-};
 
 class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> {
  public:
@@ -90,14 +82,10 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   bool cancel(StateBase& state, bool kill_running) override;
 
  private:
+  friend class Manager;  // the slow paths, on the manager thread: host/manager.hpp
   using SlotPtr = std::shared_ptr<WorkerSlot>;
 
   // ---- submission (pool.cpp) ----
-  std::shared_ptr<const RefEntry> resolve(const Target& target);
-  std::shared_ptr<const RefEntry> intern_ref(protocol::RefKind kind, const std::string& library,
-                                             const std::string& name, std::uint64_t fingerprint,
-                                             std::string_view signature, std::string display,
-                                             std::string version = {});
   /// Hands queued calls to workers (Dispatcher::assign) and writes their frames.
   void dispatch_locked();
   void flush_locked(WorkerSlot& w);
@@ -120,45 +108,22 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
                             std::exception_ptr error = nullptr);
   void complete(Completions& done);
 
-  // ---- manager (manager.cpp) ----
-  void manager_loop();
-  void on_readable(const SlotPtr& w);
-  void on_writable(const SlotPtr& w);
-  void on_exit(const SlotPtr& w);
-  /// What the running call of a dead worker gets, and what happens to the rest of its calls.
-  void settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
-                                 Completions& done);
-  // maintain(): the manager's work after each round of events, in phases (as libuv's uv_run).
-  void maintain(Completions& done);
-  void enforce_timers_locked(Clock::time_point now);
-  void stop_retired_locked(Clock::time_point now);
-  void check_startup_locked(Clock::time_point now, Completions& done);
-  std::size_t workers_to_start_locked() const;
-  void start_workers(std::size_t n, Completions& done);
-  void start_one(Completions& done);
-  /// Adds a started worker to the pool: poller registrations, initializer, dispatch.
-  void register_worker(const SlotPtr& w);
+  // ---- workers and control (pool.cpp) ----
   void fail_queue_locked(std::exception_ptr error, Completions& done);
   void kill_worker_locked(WorkerSlot& w, std::exception_ptr error_for_running_call);
   void signal_kill_locked(WorkerSlot& w);
-  std::vector<std::string> worker_args() const;
-  SlotPtr worker_by_serial(std::uint64_t serial);
-  int next_timeout_ms();
   bool finished_locked() const;
   std::size_t holding_places_locked() const;
   /// Lanes of the workers that accept calls.
   std::vector<Lane*> open_lanes_locked();
 
   ExecutorOptions options_;
-  bool allow_unsafe_ = false;  // options_.allow_unsafe_plugins or FERRY_ALLOW_UNSAFE_PLUGINS
+  TaskRefs refs_;
   std::uint64_t max_frame_;
   std::chrono::microseconds worker_spin_;
   std::shared_ptr<Launcher> launcher_;
 
   Poller poller_;
-  std::thread manager_;
-  std::atomic<std::thread::id> manager_id_{};
-  std::mutex join_mu_;
 
   mutable std::mutex mu_;
   std::condition_variable changed_;  // shutdown waiters, warm_up
@@ -177,16 +142,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::string last_spawn_error_;
   std::exception_ptr broken_;
   std::exception_ptr spawn_error_;  // workers cannot be started; cleared by the next submit
-  OomCounts oom_seen_;
 
-  std::mutex refs_mu_;
-  std::map<std::tuple<int, std::string, std::string, std::uint64_t, std::string>, std::shared_ptr<RefEntry>>
-      refs_;
-  std::uint32_t next_ref_ = 0;
-  std::unordered_map<std::string, std::pair<std::string, std::uint64_t>> library_versions_;
   std::shared_ptr<const RefEntry> initializer_;
-
-  std::unique_ptr<PluginIndex> index_;
+  Manager manager_{*this};  // last: its thread stops before the state it uses is destroyed
 };
 
 

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The manager thread of a pool: the slow paths. Its loop is three verbs: wait for events (the
+// Poller), handle them (a channel readable or writable, a worker ended), maintain (timers, retired
+// workers, start-up failures, starting workers). The hot path never goes through it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "host/call.hpp"
+#include "host/worker_slot.hpp"
+#include "platform/spawn.hpp"
+
+namespace ferry::detail {
+
+class Pool;
+
+/// OOM-kill counters: of this process's memory cgroup (v2 memory.events or v1
+/// memory.oom_control) and of the whole system (/proc/vmstat); -1 when unknown.
+struct OomCounts {
+  long cgroup = -1;
+  long system = -1;
+  static OomCounts read();
+  /// True when a counter known in both grew: a SIGKILL in between was most likely the OOM killer.
+  bool grew_since(const OomCounts& before) const;
+};
+
+class Manager {
+ public:
+  explicit Manager(Pool& pool) : p_(pool), oom_seen_(OomCounts::read()) {}
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+  /// Joins the thread, or detaches it when the last reference to the pool is dropped by the
+  /// manager thread itself.
+  ~Manager();
+
+  /// Starts the thread; it keeps `pool` alive until its loop ends.
+  void start(std::shared_ptr<Pool> pool);
+  bool on_this_thread() const noexcept { return std::this_thread::get_id() == id_; }
+  /// Waits for the loop to end (it ends once the pool is shut down and empty).
+  void join();
+
+ private:
+  using SlotPtr = std::shared_ptr<WorkerSlot>;
+
+  void run();
+  // Events.
+  void on_readable(const SlotPtr& w);
+  void on_writable(const SlotPtr& w);
+  void on_exit(const SlotPtr& w);
+  /// What the running call of a dead worker gets, and what happens to the rest of its calls.
+  void settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
+                                 Completions& done);
+  // maintain(): after each round of events, in phases (as libuv's uv_run).
+  void maintain(Completions& done);
+  void enforce_timers_locked(Clock::time_point now);
+  void stop_retired_locked(Clock::time_point now);
+  void check_startup_locked(Clock::time_point now, Completions& done);
+  std::size_t workers_to_start_locked() const;
+  void start_workers(std::size_t n, Completions& done);
+  void start_one(Completions& done);
+  /// Adds a started worker to the pool: poller registrations, initializer, dispatch.
+  void register_worker(const SlotPtr& w);
+  std::vector<std::string> worker_args() const;
+  SlotPtr worker_by_serial(std::uint64_t serial);
+  int next_timeout_ms();
+
+  Pool& p_;
+  std::thread thread_;
+  std::atomic<std::thread::id> id_{};
+  std::mutex join_mu_;
+  OomCounts oom_seen_;  // the counters at the last worker death: a SIGKILL since is an OOM kill?
+};
+
+}  // namespace ferry::detail

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "host/task_refs.hpp"
+
+#include <ferry/ferry.hpp>
+
+#include "host/resolver.hpp"
+#include "platform/config.hpp"
+
+namespace ferry::detail {
+
+namespace fs = std::filesystem;
+
+TaskRefs::TaskRefs(const ExecutorOptions& options)
+    : allow_unsafe_(options.allow_unsafe_plugins || Config::read().allow_unsafe_plugins),
+      index_(PluginIndex::search_path(options.plugin_dirs), PluginIndexOptions{options.allow_unsafe_plugins}) {}
+
+std::shared_ptr<const RefEntry> TaskRefs::intern(protocol::RefKind kind, const std::string& library,
+                                                 const std::string& name, std::uint64_t fingerprint,
+                                                 std::string_view signature, std::string display,
+                                                 std::string version) {
+  std::lock_guard lock(mu_);
+  auto key = std::make_tuple(static_cast<int>(kind), library, name, fingerprint, version);
+  if (auto it = entries_.find(key); it != entries_.end()) return it->second;
+  auto e = std::make_shared<RefEntry>();
+  e->define = protocol::Define{next_ref_++, kind, library, name, fingerprint, std::string(signature)};
+  e->frame = protocol::encode_define(e->define);
+  e->display = std::move(display);
+  if (!version.empty()) {
+    auto& [seen, generation] = library_versions_[library];
+    if (seen != version) {
+      seen = version;
+      ++generation;
+    }
+    e->generation = generation;
+  }
+  e->version = std::move(version);
+  entries_.emplace(key, e);
+  return e;
+}
+
+std::shared_ptr<const RefEntry> TaskRefs::resolve(const Target& t) {
+  switch (t.kind) {
+    case Target::Kind::function: {
+      FunctionTask f = resolve_function(t.function);
+      switch (f.kind) {
+        case FunctionTask::Kind::plugin:
+          return intern(protocol::RefKind::plugin, f.library, f.name, t.fingerprint,
+                            t.signature, f.name);
+        case FunctionTask::Kind::main_program:
+          // Sent anyway: the worker really tries to load the executable, and its loader's
+          // message becomes the UnresolvableTaskError (DESIGN §1).
+          return intern(protocol::RefKind::main_program, f.library,
+                            f.name.empty() ? "(unnamed function)" : f.name, t.fingerprint,
+                            t.signature, f.name.empty() ? "(unnamed function)" : f.name);
+        case FunctionTask::Kind::foreign:
+          throw UnresolvableTaskError::not_a_task(f.name, f.library);
+        case FunctionTask::Kind::unavailable:
+          std::rethrow_exception(f.error);
+      }
+      break;
+    }
+    case Target::Kind::name: {
+      TaskInfo info = index_.find(t.name);
+      // Fingerprint 0: JSON arguments, whose types the worker's JSON decoding checks.
+      if (t.fingerprint != 0 && info.fingerprint != t.fingerprint)
+        throw PluginError::signature_mismatch(info.library.string(), info.name, info.signature,
+                                              std::string(t.signature));
+      return intern(protocol::RefKind::plugin, info.library.string(), info.name,
+                        t.fingerprint, t.signature, t.name, info.version);
+    }
+    case Target::Kind::ref: {
+      std::error_code ec;
+      fs::path lib = fs::absolute(t.library, ec);
+      if (ec) lib = t.library;
+      lib = lib.lexically_normal();
+      if (!allow_unsafe_) PluginIndex::check_safe(lib);
+      return intern(protocol::RefKind::plugin, lib.string(), t.name, t.fingerprint,
+                        t.signature, t.name, PluginIndex::file_version(lib));
+    }
+  }
+  throw std::logic_error("unreachable");
+}
+
+}  // namespace ferry::detail
