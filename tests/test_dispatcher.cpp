@@ -42,8 +42,9 @@ struct Fixture {
     return c;
   }
   std::vector<Dispatcher::Send> assign(std::vector<Lane*> open, Clock::time_point at = {}) {
+    std::vector<Dispatcher::Send> sends;
     std::vector<Lane*> stale;
-    auto sends = d.assign(open, stale, at == Clock::time_point{} ? t0 : at);
+    d.assign(open, sends, stale, at == Clock::time_point{} ? t0 : at);
     REQUIRE(stale.empty());
     return sends;
   }
@@ -176,13 +177,14 @@ TEST_CASE("Dispatcher.assign.a_lane_with_an_older_library_version_is_stale") {
   auto v1 = ref(0, "libp.so", "inode-1", 1);
   auto v2 = ref(1, "libp.so", "inode-2", 2);
   f.submit(v1);
+  std::vector<Dispatcher::Send> sends;
   std::vector<Lane*> stale;
-  f.d.assign(std::vector<Lane*>{&a}, stale, f.t0);
+  f.d.assign(std::vector<Lane*>{&a}, sends, stale, f.t0);
   REQUIRE(stale.empty());
   CHECK(a.libraries.at("libp.so") == 1);
   // The plugin was rebuilt: a worker that loaded version 1 must not run calls of version 2.
   f.submit(v2);
-  auto sends = f.d.assign(std::vector<Lane*>{&a, &b}, stale, f.t0);
+  f.d.assign(std::vector<Lane*>{&a, &b}, sends, stale, f.t0);
   REQUIRE(stale.size() == 1);
   CHECK(stale[0] == &a);
   REQUIRE(sends.size() == 1);
@@ -190,7 +192,7 @@ TEST_CASE("Dispatcher.assign.a_lane_with_an_older_library_version_is_stale") {
   // A newer version runs older calls too (the old file is gone).
   f.submit(v1);
   stale.clear();
-  sends = f.d.assign(std::vector<Lane*>{&b}, stale, f.t0);
+  f.d.assign(std::vector<Lane*>{&b}, sends, stale, f.t0);
   CHECK(stale.empty());
   CHECK(sends.size() == 1);
 }

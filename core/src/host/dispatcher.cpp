@@ -37,9 +37,9 @@ bool Dispatcher::can_run(const Lane& lane, const Call& call) {
   return it == lane.libraries.end() || it->second >= ref.generation;
 }
 
-std::vector<Dispatcher::Send> Dispatcher::assign(std::span<Lane* const> open, std::vector<Lane*>& stale,
-                                                 Clock::time_point now) {
-  std::vector<Send> sends;
+void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
+                        Clock::time_point now) {
+  sends.clear();
   const std::size_t limit = depth();
   while (!queue_.empty()) {
     const Call& next = *queue_.front();
@@ -71,7 +71,6 @@ std::vector<Dispatcher::Send> Dispatcher::assign(std::span<Lane* const> open, st
     best->in_flight.push_back(call);
     sends.push_back(Send{best, std::move(call), define, running});
   }
-  return sends;
 }
 
 std::shared_ptr<Call> Dispatcher::answered(Lane& lane, std::uint64_t id, Clock::time_point now) {

@@ -71,9 +71,12 @@ class Dispatcher {
     bool running;
   };
   /// Gives queued calls, in queue order, to the least loaded of `open` lanes, at most depth()
-  /// each. A lane that has an older version of a call's library loaded gets nothing and is
-  /// listed in `stale` (the pool retires it: a fresh worker loads the new version).
-  std::vector<Send> assign(std::span<Lane* const> open, std::vector<Lane*>& stale, Clock::time_point now);
+  /// each, and lists them in `sends` (cleared first; the caller keeps the vectors, so that the
+  /// hot path allocates nothing). A lane that has an older version of a call's library loaded
+  /// gets nothing and is listed in `stale` (the pool retires it: a fresh worker loads the new
+  /// version).
+  void assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
+              Clock::time_point now);
 
   /// The answer to call `id` arrived on `lane`: the call, out of the lane, or nullptr when the
   /// lane has no such call (a protocol error). The lane's next call starts running now.

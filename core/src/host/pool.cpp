@@ -143,18 +143,15 @@ std::size_t Pool::holding_places_locked() const {
   return n;
 }
 
-std::vector<Lane*> Pool::open_lanes_locked() {
-  std::vector<Lane*> open;
-  open.reserve(workers_.size());
-  for (auto& [_, w] : workers_)
-    if (w->accepts_work()) open.push_back(&w->lane);
-  return open;
-}
-
 void Pool::dispatch_locked() {
   if (dispatcher_.queue_empty() || killed_) return;
-  std::vector<Lane*> stale;
-  auto sends = dispatcher_.assign(open_lanes_locked(), stale, Clock::now());
+  auto& [open, sends, stale, touched] = scratch_;
+  open.clear();
+  stale.clear();
+  touched.clear();
+  for (auto& [_, w] : workers_)
+    if (w->accepts_work()) open.push_back(&w->lane);
+  dispatcher_.assign(open, sends, stale, Clock::now());
   bool wake = false;
   for (Lane* lane : stale) {
     // It runs another version of a plugin: retired (after its calls); a fresh worker replaces
@@ -162,7 +159,6 @@ void Pool::dispatch_locked() {
     workers_.at(lane->serial)->retire();
     wake = true;
   }
-  std::vector<WorkerSlot*> touched;
   for (auto& s : sends) {
     WorkerSlot& w = *workers_.at(s.lane->serial);
     Call& call = *s.call;
@@ -182,6 +178,7 @@ void Pool::dispatch_locked() {
     if (s.running && call.deadline.count() > 0) wake = true;  // the manager times the running call
     if (std::find(touched.begin(), touched.end(), &w) == touched.end()) touched.push_back(&w);
   }
+  sends.clear();  // the calls stay alive in their lanes and outboxes
   for (WorkerSlot* w : touched) flush_locked(*w);
   if (wake) poller_.wake();
 }

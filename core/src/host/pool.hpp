@@ -114,8 +114,6 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void signal_kill_locked(WorkerSlot& w);
   bool finished_locked() const;
   std::size_t holding_places_locked() const;
-  /// Lanes of the workers that accept calls.
-  std::vector<Lane*> open_lanes_locked();
 
   ExecutorOptions options_;
   TaskRefs refs_;
@@ -129,6 +127,12 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::condition_variable changed_;  // shutdown waiters, warm_up
   std::map<std::uint64_t, SlotPtr> workers_;
   Dispatcher dispatcher_;
+  struct Scratch {  // dispatch_locked's vectors, kept so that dispatching allocates nothing
+    std::vector<Lane*> open;
+    std::vector<Dispatcher::Send> sends;
+    std::vector<Lane*> stale;
+    std::vector<WorkerSlot*> touched;
+  } scratch_;
   std::size_t max_workers_;
   std::size_t outstanding_ = 0;  // calls submitted and not yet completed
   std::uint64_t next_call_ = 1;
