@@ -260,7 +260,7 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   std::lock_guard lock(mu_);
   if (h.protocol != protocol::version || h.abi != plugin_abi_version) {
     kill_worker_locked(w, nullptr);
-    last_spawn_error_ = "worker " + launcher_->program() + " speaks protocol " + std::to_string(h.protocol) +
+    last_spawn_error_ = w.describe(*launcher_) + " speaks protocol " + std::to_string(h.protocol) +
                         "/ABI " + std::to_string(h.abi) + " (ferry " + h.ferry_version +
                         "), this host protocol " + std::to_string(protocol::version) + "/ABI " +
                         std::to_string(plugin_abi_version);
