@@ -2,6 +2,8 @@
 // Wire protocol: frame headers, bounds-checked body reading, encode/decode round trips, bad frames.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -341,6 +343,85 @@ TEST_CASE("Protocol.result_head.rejects_unknown_status") {
   body[8] = static_cast<char>(0xFF);
   BodyReader r2(body);
   CHECK_THROWS_AS(decode_result_head(r2), ProtocolError);
+}
+
+namespace {
+
+/// A memfd holding `bytes`, as a peer would pass with a shared-memory frame.
+int memfd_with(const std::string& bytes) {
+  int fd = ::memfd_create("ferry-test-shared", MFD_CLOEXEC);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+  return fd;
+}
+
+bool is_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
+
+}  // namespace
+
+TEST_CASE("Protocol.shared_task.round_trips") {
+  const std::string args = "arguments that live in a memfd";
+  TaskHead t{0x0102030405060708ull, 12, 3};
+  Buffer f = encode_shared_task(t, args.size(), flag_json);
+  auto [head, body] = split_frame(f);
+  CHECK(head.type == FrameType::task);
+  CHECK(head.flags == (flag_json | flag_shm));
+  CHECK(body.size() == task_head_size + shared_size_bytes);
+  BodyReader r(body);
+  TaskHead got = decode_task_head(r);
+  CHECK(got.call == t.call);
+  CHECK(got.ref == 12);
+  CHECK(got.items == 3);
+  Buffer payload = decode_shared_payload(r, memfd_with(args));
+  CHECK(payload.view() == args);
+}
+
+TEST_CASE("Protocol.shared_result.round_trips") {
+  const std::string result(100000, 'r');
+  Buffer f = encode_shared_result(77, result.size());
+  auto [head, body] = split_frame(f);
+  CHECK(head.type == FrameType::result);
+  CHECK(head.flags == flag_shm);
+  CHECK(body.size() == result_head_size + shared_size_bytes);
+  BodyReader r(body);
+  ResultHead got = decode_result_head(r);
+  CHECK(got.call == 77);
+  CHECK(got.status == ResultStatus::ok);
+  Buffer payload = decode_shared_payload(r, memfd_with(result));
+  CHECK(payload.size() == result.size());
+  CHECK(payload.view() == result);
+}
+
+TEST_CASE("Protocol.shared_payload.rejects_bad_frames_and_closes_the_descriptor") {
+  const std::string bytes = "12345";
+  Buffer f = encode_shared_result(1, bytes.size());
+  auto [head, body] = split_frame(f);
+  std::string frame_body = body;
+  int fd = -1;
+  SUBCASE("memfd smaller than announced") {
+    fd = memfd_with("1234");
+  }
+  SUBCASE("trailing byte after the size") {
+    frame_body += "x";
+    fd = memfd_with(bytes);
+  }
+  SUBCASE("size missing") {
+    frame_body.resize(result_head_size);
+    fd = memfd_with(bytes);
+  }
+  BodyReader r(frame_body);
+  decode_result_head(r);
+  CHECK_THROWS_AS(decode_shared_payload(r, fd), ProtocolError);
+  CHECK_FALSE(is_open(fd));  // taken over: a rejected frame leaks no descriptor
+}
+
+TEST_CASE("Protocol.shared_payload.rejects_a_missing_descriptor") {
+  Buffer f = encode_shared_task({1, 2, 1}, 5);
+  auto [head, body] = split_frame(f);
+  BodyReader r(body);
+  decode_task_head(r);
+  CHECK_THROWS_WITH_AS(decode_shared_payload(r, -1), doctest::Contains("without its descriptor"),
+                       ProtocolError);
 }
 
 TEST_CASE("Protocol.error_body.round_trips") {

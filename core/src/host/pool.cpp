@@ -328,9 +328,7 @@ void Pool::send_locked(Worker& w, const std::shared_ptr<Call>& call) {
   if (call->args.fd() >= 0) {
     // Large arguments were encoded straight into a memfd: the frame carries the descriptor and
     // the size; the worker maps them. The call keeps the memfd open until it completes.
-    Buffer body;
-    protocol::BodyWriter(body).u64(call->id).u32(ref).u32(call->items).u64(call->args.size());
-    w.outbox.push(protocol::frame(protocol::FrameType::task, body, 0, call->flags | protocol::flag_shm),
+    w.outbox.push(protocol::encode_shared_task({call->id, ref, call->items}, call->args.size(), call->flags),
                   call->args.fd(), call);
   } else {
     w.outbox.push(protocol::encode_task_head({call->id, ref, call->items}, call->args.size(), call->flags));
@@ -480,13 +478,7 @@ void Pool::handle_result(Worker& w, Frame& f, Completions& done) {
   std::optional<Buffer> shared;
   if (head.status == ResultStatus::ok && (f.header.flags & protocol::flag_shm)) {
     // A large result in the worker's memfd: the state maps it (read-only) and decodes in place.
-    std::uint64_t size = r.u64();
-    r.expect_end();
-    try {
-      shared = Buffer::map_shared(f.fd.release(), size);
-    } catch (const std::exception& e) {
-      throw protocol::ProtocolError(e.what());
-    }
+    shared = protocol::decode_shared_payload(r, f.fd.release());
   }
   std::lock_guard lock(mu_);
   if (head.status == ResultStatus::init_failed) {

@@ -2,6 +2,8 @@
 // Wire protocol encoders and bounds-checked decoders.
 #include "wire/protocol.hpp"
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "platform/format.hpp"
@@ -174,6 +176,37 @@ ResultHead decode_result_head(BodyReader& r) {
   r.u8();
   h.failed_item = r.u32();
   return h;
+}
+
+Buffer encode_shared_task(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags) {
+  Buffer b;
+  BodyWriter(b).u64(t.call).u32(t.ref).u32(t.items).u64(args_size);
+  return frame(FrameType::task, b, 0, static_cast<std::uint8_t>(flags | flag_shm));
+}
+
+Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size) {
+  Buffer b;
+  BodyWriter(b).u64(call).u8(static_cast<std::uint8_t>(ResultStatus::ok)).u8(0).u8(0).u8(0).u32(0)
+      .u64(result_size);
+  return frame(FrameType::result, b, 0, flag_shm);
+}
+
+Buffer decode_shared_payload(BodyReader& r, int fd) {
+  std::uint64_t size = 0;
+  try {
+    size = r.u64();
+    r.expect_end();
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    throw;
+  }
+  if (fd < 0) throw ProtocolError("shared-payload frame without its descriptor");
+  try {
+    return Buffer::map_shared(fd, size);
+  } catch (const std::exception& e) {
+    // A peer that announces more than it shared is as broken as one sending bad bytes.
+    throw ProtocolError(e.what());
+  }
 }
 
 Buffer encode_error_body(const ErrorBody& e) {

@@ -185,6 +185,19 @@ TaskHead decode_task_head(BodyReader& r);
 /// Header + result head; for ok, the result bytes (size `payload_size`) are sent right after.
 Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);
 ResultHead decode_result_head(BodyReader& r);
+
+// Shared-memory frames (flag_shm): the payload is in a memfd that travels with the frame's first
+// byte (SCM_RIGHTS), and the body is the usual head followed by the payload's size, always its
+// last 8 bytes (the MPI relay, which cannot pass a memfd, replaces them with the bytes).
+inline constexpr std::size_t shared_size_bytes = 8;
+/// A whole task frame for arguments of `args_size` bytes in a memfd.
+Buffer encode_shared_task(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags = 0);
+/// A whole ok result frame for result bytes of `result_size` in a memfd.
+Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size);
+/// After the head of a flag_shm frame: maps the payload of the frame's memfd `fd` (taken over,
+/// closed on failure) read-only. The body must end with its size. @throws ProtocolError, also
+/// when the memfd is smaller than announced or cannot be mapped.
+Buffer decode_shared_payload(BodyReader& r, int fd);
 Buffer encode_error_body(const ErrorBody& e);
 ErrorBody decode_error_body(BodyReader& r);
 Buffer encode_bye(ByeReason reason);

@@ -284,14 +284,7 @@ class WorkerLoop {
         // Large arguments: mapped from the host's memfd (read-only) and decoded in place. The
         // result goes back before they are unmapped (it is sent before the arguments die); the
         // host may then reuse that memory, which nothing here reads any more.
-        std::uint64_t size = r.u64();
-        r.expect_end();
-        Buffer args;
-        try {
-          args = Buffer::map_shared(f.fd.release(), size);
-        } catch (const std::exception& e) {
-          throw protocol::ProtocolError(e.what());
-        }
+        Buffer args = protocol::decode_shared_payload(r, f.fd.release());
         status = invoke(rec, args.view(), head.items, f.header.flags, failed_item, err, head.call);
       } else {
         status = invoke(rec, r.rest(), head.items, f.header.flags, failed_item, err, head.call);
@@ -307,10 +300,7 @@ class WorkerLoop {
     if (result_.fd() >= 0) {
       // A large result was encoded straight into a memfd: send the descriptor, not the bytes. The
       // memory now belongs to the host; this worker drops its mapping.
-      Buffer body;
-      protocol::BodyWriter(body).u64(call).u8(static_cast<std::uint8_t>(ResultStatus::ok))
-          .u8(0).u8(0).u8(0).u32(0).u64(result_.size());
-      Buffer out = protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
+      Buffer out = protocol::encode_shared_result(call, result_.size());
       bool ok = send_all(config_.fd, {out.view()}, result_.fd());
       result_.give_away();
       result_ = Buffer();
