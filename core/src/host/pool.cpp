@@ -482,10 +482,8 @@ void Pool::handle_result(Worker& w, Frame& f, Completions& done) {
   }
   std::lock_guard lock(mu_);
   if (head.status == ResultStatus::init_failed) {
-    auto e = protocol::decode_error_body(r);
-    std::string why = "initializer '" + options_.initializer + "' failed in worker " +
-                      std::to_string(w.pid) + ": " + e.type + ": " + e.message;
-    broken_ = std::make_exception_ptr(BrokenProcessPool(why));
+    if (!initializer_) throw protocol::ProtocolError("initializer failure from a worker given none");
+    broken_ = initializer_failed(decode_failure(r), {options_.initializer, initializer_->define, 1, w.pid});
     // No respawn loop: the calls that cannot run now fail with the initializer's error.
     for (auto& c : w.in_flight) {
       c->worker = nullptr;
@@ -522,7 +520,7 @@ void Pool::handle_result(Worker& w, Frame& f, Completions& done) {
     done.back().payload = std::move(f.body);
     done.back().offset = protocol::result_head_size;
   } else {
-    done.back().error = remote_error(*call, w, head, protocol::decode_error_body(r));
+    done.back().error = remote_error(*call, w, decode_failure(r));
   }
   dispatch_locked();
 }
@@ -532,41 +530,8 @@ void Pool::finish_locked(const std::shared_ptr<Call>& call, Completions& done) {
   done.push_back(Completion{call->state, Buffer(), 0, nullptr});
 }
 
-std::exception_ptr Pool::remote_error(const Call& call, const Worker& w,
-                                      const protocol::ResultHead& h,
-                                      const protocol::ErrorBody& e) const {
-  const std::string& task = call.ref->display;
-  const auto& d = call.ref->define;
-  std::string symbol = std::string(task_symbol_prefix) + d.name;
-  std::string item = call.items > 1 ? " (item " + std::to_string(h.failed_item) + " of its map chunk)" : "";
-  switch (h.status) {
-    case ResultStatus::task_error:
-      return std::make_exception_ptr(TaskError(task + item, e.type, e.message, w.pid));
-    case ResultStatus::decode_arguments:
-      return std::make_exception_ptr(SerializationError(SerializationStage::decode_arguments, e.detail,
-                                                        e.type + ": " + e.message + item, task));
-    case ResultStatus::encode_result:
-      return std::make_exception_ptr(SerializationError(SerializationStage::encode_result, e.detail,
-                                                        e.type + ": " + e.message + item, task));
-    case ResultStatus::unresolvable:
-      return std::make_exception_ptr(UnresolvableTaskError::main_program(e.type, e.detail, e.message));
-    case ResultStatus::signature_mismatch:
-      return std::make_exception_ptr(PluginError::signature_mismatch(e.detail, d.name, e.type, e.message));
-    case ResultStatus::abi_mismatch:
-      return std::make_exception_ptr(PluginError::abi_mismatch(
-          e.detail, d.name, static_cast<unsigned>(std::strtoul(e.message.c_str(), nullptr, 10)),
-          plugin_abi_version));
-    case ResultStatus::plugin_error:
-      if (e.type == "missing") return std::make_exception_ptr(PluginError::file_missing(e.detail, symbol));
-      if (e.type == "symbol")
-        return std::make_exception_ptr(PluginError::symbol_not_found(e.detail, symbol, e.message));
-      if (e.type == "not_plugin") return std::make_exception_ptr(PluginError::not_ferry_plugin(e.detail));
-      return std::make_exception_ptr(PluginError::load_failed(e.detail, symbol, e.message));
-    default:
-      return std::make_exception_ptr(
-          Error("ferry: worker " + std::to_string(w.pid) + " answered task '" + task +
-                "' with unknown status " + std::to_string(static_cast<int>(h.status))));
-  }
+std::exception_ptr Pool::remote_error(const Call& call, const Worker& w, const Failure& why) const {
+  return to_exception(why, {call.ref->display, call.ref->define, call.items, w.pid});
 }
 
 void Pool::complete(Completions& done) {

@@ -35,6 +35,7 @@
 #include <ferry/plugin_index.hpp>
 
 #include "wire/channel.hpp"
+#include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
@@ -204,8 +205,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void handle_result(Worker& w, Frame& f, Completions& done);
   /// Kills a worker that sent bytes that are not ferry frames; its running call says why.
   void reject_garbage(Worker& w, const char* what);
-  std::exception_ptr remote_error(const Call& call, const Worker& w, const protocol::ResultHead& h,
-                                  const protocol::ErrorBody& e) const;
+  std::exception_ptr remote_error(const Call& call, const Worker& w, const Failure& why) const;
   void finish_locked(const std::shared_ptr<Call>& call, Completions& done);
   void complete(Completions& done);
   void arm_read(Worker& w, bool on);

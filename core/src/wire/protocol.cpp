@@ -160,8 +160,7 @@ TaskHead decode_task_head(BodyReader& r) {
 
 Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size) {
   Buffer b;
-  BodyWriter(b).u64(h.call).u8(static_cast<std::uint8_t>(h.status)).u8(0).u8(0).u8(0).u32(
-      h.failed_item);
+  BodyWriter(b).u64(h.call).u8(static_cast<std::uint8_t>(h.status)).u8(0).u8(0).u8(0).u32(0);
   return frame(FrameType::result, b, payload_size);
 }
 ResultHead decode_result_head(BodyReader& r) {
@@ -171,10 +170,11 @@ ResultHead decode_result_head(BodyReader& r) {
   if (status > max_result_status)
     throw ProtocolError("unknown result status " + std::to_string(status));
   h.status = static_cast<ResultStatus>(status);
-  r.u8();
-  r.u8();
-  r.u8();
-  h.failed_item = r.u32();
+  std::uint32_t reserved = r.u8();
+  reserved |= r.u8();
+  reserved |= r.u8();
+  reserved |= r.u32();
+  if (reserved != 0) throw ProtocolError("reserved result head bytes are set");
   return h;
 }
 
@@ -207,20 +207,6 @@ Buffer decode_shared_payload(BodyReader& r, int fd) {
     // A peer that announces more than it shared is as broken as one sending bad bytes.
     throw ProtocolError(e.what());
   }
-}
-
-Buffer encode_error_body(const ErrorBody& e) {
-  Buffer b;
-  BodyWriter(b).str(e.type).str(e.message).str(e.detail);
-  return b;
-}
-ErrorBody decode_error_body(BodyReader& r) {
-  ErrorBody e;
-  e.type = r.str();
-  e.message = r.str();
-  e.detail = r.str();
-  r.expect_end();
-  return e;
 }
 
 Buffer encode_bye(ByeReason reason) {
