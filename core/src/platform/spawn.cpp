@@ -46,7 +46,8 @@ int pidfd_open(pid_t pid) {
 }  // namespace
 
 SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
-                             const std::vector<std::string>& env, int channel_fd) {
+                             const std::vector<std::string>& env, int channel_fd,
+                             const std::filesystem::path& output) {
   FileActions fa;
   SpawnAttr sa;
   constexpr int child_fd = 3;
@@ -56,13 +57,20 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
     int moved = ::fcntl(channel_fd, F_DUPFD_CLOEXEC, 10);
     if (moved < 0) throw std::system_error(errno, std::generic_category(), "dup channel");
     Fd guard(moved);
-    return spawn_process(exe, args, env, moved);
+    return spawn_process(exe, args, env, moved, output);
   }
   // A task must not read the host's input: stdin is /dev/null; stdout and stderr are shared, so
   // what a task prints shows up where the host's output goes (as with loky).
   int rc = posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0);
-  if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
-  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa.fa, child_fd + 1);
+  if (rc == 0 && !output.empty()) {
+    rc = posix_spawn_file_actions_addopen(&fa.fa, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, 1, 2);
+  }
+  if (rc == 0 && channel_fd >= 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
+  // Everything else of ours (other workers' channels, the application's files, whether or not
+  // they are close-on-exec) stays out: closefrom, not trust in O_CLOEXEC everywhere (libuv).
+  if (rc == 0)
+    rc = posix_spawn_file_actions_addclosefrom_np(&fa.fa, channel_fd >= 0 ? child_fd + 1 : child_fd);
   if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawn file actions");
 
   sigset_t none, all;

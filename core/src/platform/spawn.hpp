@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Starting and reaping worker processes: posix_spawn, pidfd, exit status. No signal handlers.
+// Starting and reaping processes: posix_spawn, pidfd, exit status, $PATH, signal names. No signal
+// handlers.
 #pragma once
 
 #include <sys/types.h>
@@ -19,13 +20,16 @@ struct SpawnedProcess {
 };
 
 /**
-Starts `exe` with `args` (argv[1..]) and exactly `env`, the descriptor `channel_fd` as fd 3,
-stdin from /dev/null, stdout and stderr shared with the host, and nothing else open. Signal mask and dispositions are reset to defaults, so
-the host's own signal setup never leaks into workers.
+Starts `exe` with `args` (argv[1..]) and exactly `env`: ferry's one way of starting a process
+(workers, MPI agents' workers, the FERRY_WRAP compiler). stdin is /dev/null; the descriptor
+`channel_fd` (if not -1) becomes fd 3; stdout and stderr are shared with this process, or both go
+to the file `output` (created 0600, truncated) when it is given; nothing else is open. Signal mask
+and dispositions are reset to defaults, so the host's own signal setup never leaks into children.
 @throws std::system_error (errno of the failed exec or spawn, e.g. ENOENT, EACCES).
 */
 SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
-                             const std::vector<std::string>& env, int channel_fd);
+                             const std::vector<std::string>& env, int channel_fd,
+                             const std::filesystem::path& output = {});
 
 /// The environment of this process with `overrides` applied ("KEY=VALUE" strings).
 std::vector<std::string> merged_environment(const std::vector<std::pair<std::string, std::string>>& overrides);
