@@ -173,10 +173,4 @@ std::optional<std::filesystem::path> find_program(const std::filesystem::path& p
   return std::nullopt;
 }
 
-std::string signal_name(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  if (abbrev) return std::string("SIG") + abbrev;
-  return "signal " + std::to_string(sig);
-}
-
 }  // namespace ferry::detail

@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Starting and reaping processes: posix_spawn, pidfd, exit status, $PATH, signal names. No signal
-// handlers.
+// Starting and reaping processes: posix_spawn, pidfd, exit status, $PATH. No signal handlers.
 #pragma once
 
 #include <sys/types.h>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "platform/fd.hpp"
+#include "platform/signals.hpp"  // how an ExitStatus's signal is named
 
 namespace ferry::detail {
 
@@ -50,8 +50,5 @@ ExitStatus reap(pid_t pid);
 /// `program` if it is an executable regular file; for a bare name (no slash), the first such file
 /// of that name in $PATH. nullopt when there is none.
 std::optional<std::filesystem::path> find_program(const std::filesystem::path& program);
-
-/// "SIGSEGV" etc.
-std::string signal_name(int sig);
 
 }  // namespace ferry::detail
