@@ -155,18 +155,20 @@ ExitStatus reap(pid_t pid) {
   return decode(status);
 }
 
+bool is_executable_file(const std::filesystem::path& file) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(file, ec) && ::access(file.c_str(), X_OK) == 0;
+}
+
 std::optional<std::filesystem::path> find_program(const std::filesystem::path& program) {
-  auto executable = [](const std::filesystem::path& p) {
-    std::error_code ec;
-    return std::filesystem::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
-  };
   if (program.empty()) return std::nullopt;
-  if (program.has_parent_path()) return executable(program) ? std::optional(program) : std::nullopt;
+  if (program.has_parent_path())
+    return is_executable_file(program) ? std::optional(program) : std::nullopt;
   const char* path = std::getenv("PATH");
   for (std::string_view rest = path ? path : ""; !rest.empty();) {
     auto colon = rest.find(':');
     std::string_view dir = rest.substr(0, colon);
-    if (!dir.empty() && executable(std::filesystem::path(dir) / program))
+    if (!dir.empty() && is_executable_file(std::filesystem::path(dir) / program))
       return std::filesystem::path(dir) / program;
     rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
   }

@@ -47,8 +47,11 @@ bool try_reap(pid_t pid, ExitStatus& out);
 /// Blocks until `pid` exits and reaps it.
 ExitStatus reap(pid_t pid);
 
+/// Whether `file` is a regular file this process may execute (a relative path is taken from the
+/// working directory, as posix_spawn takes it).
+bool is_executable_file(const std::filesystem::path& file);
 /// `program` if it is an executable regular file; for a bare name (no slash), the first such file
-/// of that name in $PATH. nullopt when there is none.
+/// of that name in $PATH. nullopt when there is none. ferry's only $PATH search.
 std::optional<std::filesystem::path> find_program(const std::filesystem::path& program);
 
 }  // namespace ferry::detail
