@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // `ferry info`: version, CPUs, the worker, the plugin path and the FERRY_WRAP setup.
-#include <unistd.h>
-
 #include <cstdio>
-#include <cstdlib>
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
 
 #include "commands.hpp"
 #include "json.hpp"
+#include "platform/spawn.hpp"
 
 namespace ferry::cli {
 
@@ -30,37 +28,14 @@ CLI::App* setup_info(CLI::App& app, InfoOptions& options) {
   return sub;
 }
 
-namespace {
-
-bool executable(const fs::path& p) {
-  std::error_code ec;
-  return fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
-}
-
-/// The compiler as FERRY_WRAP would run it: an absolute path, or the first match in $PATH.
-std::optional<fs::path> resolve_program(const fs::path& program) {
-  if (program.empty()) return std::nullopt;
-  if (program.has_parent_path()) return executable(program) ? std::optional(program) : std::nullopt;
-  const char* path = std::getenv("PATH");
-  std::string_view rest = path ? path : "";
-  while (!rest.empty()) {
-    auto colon = rest.find(':');
-    fs::path candidate = fs::path(rest.substr(0, colon)) / program;
-    if (executable(candidate)) return candidate;
-    rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
 int run_info(const InfoOptions& options, const GlobalOptions& global) {
   try {
     const fs::path worker = worker_path(global);
-    const bool worker_ok = executable(worker);
+    const bool worker_ok = detail::is_executable_file(worker);
     const std::vector<fs::path> dirs = plugin_path(global);
     const WrapOptions wrap = wrap_options();
-    const auto compiler = resolve_program(wrap.compiler);
+    // Resolved as FERRY_WRAP resolves it (wrap_compiler.cpp's make_setup).
+    const auto compiler = detail::find_program(wrap.compiler);
     const unsigned cpus = cpu_count();
     std::error_code ec;
 

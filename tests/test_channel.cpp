@@ -100,9 +100,7 @@ struct Pipe {
 
 /// A result frame announcing a 5-byte payload in shared memory (the descriptor travels apart).
 Buffer shared_result_frame() {
-  Buffer body;
-  protocol::BodyWriter(body).u64(1).u8(0).u8(0).u8(0).u8(0).u32(0).u64(5);
-  return protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
+  return protocol::encode_shared_result(1, 5);
 }
 
 /// A descriptor received with a frame reaches the pipe it was sent from: `c` written to it comes

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -642,6 +643,27 @@ TEST_CASE("Cli.info_shows_version_cpus_worker_and_paths") {
 
   Result missing = cli(Call{.args = {"--worker", "/nonexistent/ferry-worker", "info"}, .defaults = false});
   CHECK(missing.out.find("missing") != std::string::npos);
+}
+
+TEST_CASE("Cli.info_finds_the_wrap_compiler_on_path_as_wrap_does") {
+  // A bare FERRY_CXX is looked up in $PATH (platform/spawn's find_program, FERRY_WRAP's own
+  // search): the first executable file of that name, skipping one that is not executable.
+  support::TempDir a, b;
+  const std::string name = "ferry-test-cxx";
+  write_file(a.path / name, "#!/bin/sh\n");  // not executable: skipped
+  write_file(b.path / name, "#!/bin/sh\n");
+  fs::permissions(b.path / name, fs::perms(0755), fs::perm_options::replace);
+  const std::string path = a.path.string() + ":" + b.path.string() + ":" + std::getenv("PATH");
+  Result found = cli(Call{.args = {"info", "--json"}, .env = {{"FERRY_CXX", name}, {"PATH", path}}});
+  CHECK(found.status == 0);
+  CHECK(found.out.find("\"compiler_path\":\"" + (b.path / name).string() + "\"") != std::string::npos);
+
+  Result missing = cli(Call{.args = {"info"}, .env = {{"FERRY_CXX", name}}});
+  CHECK(missing.status == 0);
+  bool not_found = false;
+  for (const auto& l : lines_of(missing.out))
+    if (l.rfind("wrap compiler", 0) == 0) not_found = l.find("(not found)") != std::string::npos;
+  CHECK_MESSAGE(not_found, missing.out);
 }
 
 TEST_CASE("Cli.cache_list_and_clear_touch_only_ferry_files") {

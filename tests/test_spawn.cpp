@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string>
@@ -197,6 +199,37 @@ TEST_CASE("Spawn.no_other_descriptor_leaks") {
   // Exactly one more: the directory ls reads.
   CHECK(open.size() == 5);
   CHECK(*open.rbegin() == 4);
+}
+
+TEST_CASE("Spawn.output_file_without_a_channel_gets_stdio_only") {
+  // How the FERRY_WRAP compiler runs: no channel, stdout and stderr into a log, nothing else open
+  // (not even descriptors this process forgot to mark close-on-exec).
+  int leaky = ::fcntl(::open("/proc/self/status", O_RDONLY), F_DUPFD, 10);
+  REQUIRE(leaky >= 10);
+  REQUIRE((::fcntl(leaky, F_GETFD) & FD_CLOEXEC) == 0);
+  Fd guard(leaky);
+  support::TempDir dir;
+  auto log = dir.path / "out.log";
+  SpawnedProcess p = spawn_process(
+      "/bin/sh", {"-c", "ls -1 /proc/self/fd; echo to-stderr >&2; readlink /proc/self/fd/0"},
+      merged_environment({}), -1, log);
+  ExitStatus s = reap(p.pid);
+  REQUIRE(s.exit_code == 0);
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CAPTURE(text);
+  auto lines = split(text, '\n');
+  std::set<int> open;
+  for (const auto& l : lines)
+    if (!l.empty() && std::isdigit(static_cast<unsigned char>(l[0])) && l.find('/') == std::string::npos)
+      open.insert(std::stoi(l));
+  // stdio, and the directory ls reads (the lowest free number: 3, as nothing holds it).
+  CHECK(open == std::set<int>{0, 1, 2, 3});
+  CHECK(text.find("to-stderr\n") != std::string::npos);
+  CHECK(text.find("/dev/null\n") != std::string::npos);
+  struct stat st {};
+  REQUIRE(::stat(log.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);  // a compiler's log may quote private sources
 }
 
 TEST_CASE("Spawn.environment_is_exactly_what_was_passed") {

@@ -10,12 +10,15 @@
 
 #include "wire/channel.hpp"
 #include "math.hpp"
+#include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 #include "support/fixture.hpp"
 #include "worker/worker_main.hpp"
 
 namespace proto = ferry::detail::protocol;
 using ferry::detail::Buffer;
+using ferry::detail::Failure;
+using ferry::detail::FailureKind;
 using ferry::detail::Frame;
 
 namespace {
@@ -87,9 +90,9 @@ struct InProcessWorker {
 
 constexpr std::uint64_t square_fp = ferry::detail::Signature<int, int>::fingerprint;
 
-proto::ErrorBody error_of(const std::string& rest) {
+Failure failure_of(const std::string& rest) {
   proto::BodyReader r(rest);
-  return proto::decode_error_body(r);
+  return ferry::detail::decode_failure(r);
 }
 
 }  // namespace
@@ -128,10 +131,12 @@ TEST_CASE("WorkerLoop.task_exception_reports_type_and_message") {
   w.define(0, FERRY_TEST_MATH_PLUGIN, "fail", square_fp);
   w.task(1, 0, 1, 3);
   auto [head, rest] = w.result();
-  CHECK(head.status == proto::ResultStatus::task_error);
-  auto e = error_of(rest);
-  CHECK(e.type == "std::invalid_argument");
+  CHECK(head.status == proto::ResultStatus::failed);
+  auto e = failure_of(rest);
+  CHECK(e.kind == FailureKind::task_threw);
+  CHECK(e.exception_type == "std::invalid_argument");
   CHECK(e.message == "fail: 3");
+  CHECK(e.item == 0);
   // The worker keeps serving after a task threw.
   w.define(1, FERRY_TEST_MATH_PLUGIN, "square", square_fp);
   w.task(2, 1, 1, 5);
@@ -140,15 +145,31 @@ TEST_CASE("WorkerLoop.task_exception_reports_type_and_message") {
   CHECK(ferry::detail::decode_value<int>(r2) == 25);
 }
 
+TEST_CASE("WorkerLoop.failing_item_of_a_chunk_is_named") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_MATH_PLUGIN, "checked_isqrt", square_fp);
+  Buffer args;
+  ferry::detail::encode_values(args, 16, -4, 9);
+  w.send(proto::encode_task_head({6, 0, 3}, args.size()), args.view());
+  auto [head, rest] = w.result();
+  CHECK(head.call == 6);
+  CHECK(head.status == proto::ResultStatus::failed);
+  auto e = failure_of(rest);
+  CHECK(e.kind == FailureKind::task_threw);
+  CHECK(e.item == 1);
+  CHECK(e.exception_type == "std::domain_error");
+}
+
 TEST_CASE("WorkerLoop.fingerprint_is_checked_before_the_call") {
   InProcessWorker w;
   w.define(0, FERRY_TEST_MATH_PLUGIN, "square", ferry::detail::Signature<double, int>::fingerprint);
   w.task(1, 0, 1, 7);
   auto [head, rest] = w.result();
-  CHECK(head.status == proto::ResultStatus::signature_mismatch);
-  auto e = error_of(rest);
-  CHECK(e.type == "i32(i32)");  // the plugin's own signature
-  CHECK(e.message == "host-signature");
+  CHECK(head.status == proto::ResultStatus::failed);
+  auto e = failure_of(rest);
+  CHECK(e.kind == FailureKind::signature_mismatch);
+  CHECK(e.signature == "i32(i32)");  // the plugin's own signature (the host knows its own)
+  CHECK(e.library == FERRY_TEST_MATH_PLUGIN);
 }
 
 TEST_CASE("WorkerLoop.plugin_errors") {
@@ -157,25 +178,27 @@ TEST_CASE("WorkerLoop.plugin_errors") {
     w.define(0, "/nonexistent/libnothing.so", "square", square_fp);
     w.task(1, 0, 1, 7);
     auto [head, rest] = w.result();
-    CHECK(head.status == proto::ResultStatus::plugin_error);
-    CHECK(error_of(rest).type == "missing");
+    CHECK(head.status == proto::ResultStatus::failed);
+    auto e = failure_of(rest);
+    CHECK(e.kind == FailureKind::library_missing);
+    CHECK(e.library == "/nonexistent/libnothing.so");
   }
   SUBCASE("missing task") {
     w.define(0, FERRY_TEST_MATH_PLUGIN, "no_such_task", square_fp);
     w.task(1, 0, 1, 7);
     auto [head, rest] = w.result();
-    CHECK(head.status == proto::ResultStatus::plugin_error);
-    auto e = error_of(rest);
-    CHECK(e.type == "symbol");
+    CHECK(head.status == proto::ResultStatus::failed);
+    auto e = failure_of(rest);
+    CHECK(e.kind == FailureKind::symbol_missing);
     CHECK(e.message.find("ferry_task:no_such_task") != std::string::npos);
   }
   SUBCASE("unloadable library") {
     w.define(0, FERRY_TEST_UNLOADABLE_PLUGIN, "needs_missing", square_fp);
     w.task(1, 0, 1, 7);
     auto [head, rest] = w.result();
-    CHECK(head.status == proto::ResultStatus::plugin_error);
-    auto e = error_of(rest);
-    CHECK(e.type == "load");
+    CHECK(head.status == proto::ResultStatus::failed);
+    auto e = failure_of(rest);
+    CHECK(e.kind == FailureKind::library_unloadable);
     CHECK(e.message.find("ferry_test_symbol_nobody_defines") != std::string::npos);
   }
 }
@@ -186,9 +209,10 @@ TEST_CASE("WorkerLoop.main_program_function_is_unresolvable") {
   w.define(0, FERRY_TEST_WORKER, "local_function()", square_fp, proto::RefKind::main_program);
   w.task(1, 0, 1, 7);
   auto [head, rest] = w.result();
-  CHECK(head.status == proto::ResultStatus::unresolvable);
-  auto e = error_of(rest);
-  CHECK(e.type == "local_function()");
+  CHECK(head.status == proto::ResultStatus::failed);
+  auto e = failure_of(rest);
+  CHECK(e.kind == FailureKind::main_program);
+  CHECK(e.library == FERRY_TEST_WORKER);
   CHECK(e.message.find("cannot dynamically load position-independent executable") != std::string::npos);
 }
 
@@ -197,8 +221,10 @@ TEST_CASE("WorkerLoop.argument_decoding_failure_is_reported") {
   w.define(0, FERRY_TEST_MATH_PLUGIN, "greet", 0);  // fingerprint 0: not checked
   w.task(1, 0, 1, 7);  // an int where a string is expected
   auto [head, rest] = w.result();
-  CHECK(head.status == proto::ResultStatus::decode_arguments);
-  CHECK(error_of(rest).detail == "string(string)");
+  CHECK(head.status == proto::ResultStatus::failed);
+  auto e = failure_of(rest);
+  CHECK(e.kind == FailureKind::decode_arguments);
+  CHECK(e.signature == "string(string)");
 }
 
 TEST_CASE("WorkerLoop.shutdown_says_bye_and_exits_clean") {
@@ -266,8 +292,9 @@ TEST_CASE("WorkerLoop.initializer_failure_is_reported_and_exits") {
   w.send(proto::encode_init(0));
   auto [head, rest] = w.result();
   CHECK(head.status == proto::ResultStatus::init_failed);
-  auto e = error_of(rest);
-  CHECK(e.type == "std::logic_error");
+  auto e = failure_of(rest);
+  CHECK(e.kind == FailureKind::task_threw);
+  CHECK(e.exception_type == "std::logic_error");
   CHECK(e.message == "initializer refuses to run");
   CHECK(w.finish() == static_cast<int>(proto::WorkerExit::init_failed));
 }

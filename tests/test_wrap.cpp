@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // FERRY_WRAP: main-program functions compiled into cached plugins; the cache (private, shared by
 // threads and processes, tamper-checked); build errors; options.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cmath>
@@ -367,6 +369,43 @@ TEST_CASE("Wrap.background_builds_never_delay_exit") {
   CHECK(support::wait_until([&] { return !support::alive(pid); }, 5000ms));
   for (const auto& e : fs::directory_iterator(cache.path))
     CHECK_MESSAGE(e.path().string().find(".tmp.") == std::string::npos, e.path());
+}
+
+TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
+  // The compiler runs while the host holds worker channels and the application's files, some of
+  // them not close-on-exec: it must see only its stdin (/dev/null) and its log as stdout/stderr.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  // What each run of the fake compiler saw, one file per run: the executor's warm-up builds run
+  // several compilers at once.
+  support::TempDir bin, listings;
+  fs::path cxx = script(bin.path, "listing-c++",
+                        "ls -1 /proc/self/fd > '" + listings.path.string() + "/fds.$$'\nexit 1");
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  int leaky = ::fcntl(::open("/proc/self/status", O_RDONLY), F_DUPFD, 10);
+  REQUIRE(leaky >= 10);
+  REQUIRE((::fcntl(leaky, F_GETFD) & FD_CLOEXEC) == 0);
+  {
+    ferry::Executor ex(support::options(1));
+    CHECK_THROWS_AS(ex.submit(hypotenuse, 1.0, 2.0).get(), ferry::UnresolvableTaskError);
+    ferry::wait_for_wraps(120s);  // the warm-up builds ran this compiler too
+  }
+  ::close(leaky);
+  int runs = 0;
+  for (const auto& e : fs::directory_iterator(listings.path)) {
+    std::ifstream in(e.path());
+    std::string all, line;
+    std::set<std::string> seen;
+    while (std::getline(in, line)) {
+      seen.insert(line);
+      all += line + " ";
+    }
+    CAPTURE(all);
+    // ls's own listing: stdin, stdout, stderr and the directory it reads.
+    CHECK(seen == std::set<std::string>{"0", "1", "2", "3"});
+    ++runs;
+  }
+  CHECK(runs >= 1);
 }
 
 TEST_CASE("Wrap.compiler_others_could_change_is_refused") {

@@ -5,6 +5,7 @@
 #include "platform/config.hpp"
 #include "platform/format.hpp"
 #include "platform/hash.hpp"
+#include "wire/failure.hpp"
 
 #include <signal.h>
 #include <sys/socket.h>
@@ -80,17 +81,17 @@ Buffer too_large_answer(const ferry::detail::Frame& f, std::uint64_t bytes) {
   proto::BodyReader r(f.view());
   bool task = f.header.type == proto::FrameType::task;
   std::uint64_t call = task ? proto::decode_task_head(r).call : proto::decode_result_head(r).call;
-  proto::ErrorBody e{"MPI message limit",
-                     std::string(task ? "the arguments" : "the result") + " take " +
-                         ferry::detail::format_size(bytes) +
-                         " as one message, more than MPI can carry in one: " +
-                         ferry::detail::format_size(max_message_bytes),
-                     ""};
-  auto status = task ? proto::ResultStatus::decode_arguments : proto::ResultStatus::encode_result;
-  Buffer body = proto::encode_error_body(e);
-  Buffer out = proto::encode_result_head({call, status, 0}, body.size());
-  out.append(body.data(), body.size());
-  return out;
+  // The stage whose bytes cannot travel: the host reports it as that SerializationError.
+  auto stage = task ? ferry::detail::InvokeStatus::decode_arguments_failed
+                    : ferry::detail::InvokeStatus::encode_result_failed;
+  return ferry::detail::encode_failure(
+      call, ferry::detail::Failure::in_stage(
+                stage, 0, "MPI message limit",
+                std::string(task ? "the arguments" : "the result") + " take " +
+                    ferry::detail::format_size(bytes) +
+                    " as one message, more than MPI can carry in one: " +
+                    ferry::detail::format_size(max_message_bytes),
+                ""));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "wire/channel.hpp"
+#include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 
 namespace proto = ferry::detail::protocol;
@@ -26,7 +27,13 @@ void decode_body(const ferry::detail::Frame& f) {
     case proto::FrameType::result: {
       proto::BodyReader r(f.view());
       auto head = proto::decode_result_head(r);
-      if (head.status != proto::ResultStatus::ok) proto::decode_error_body(r);
+      if (head.status != proto::ResultStatus::ok) {
+        // The host turns whatever failure a worker reports into an error: any kind, any fields.
+        const proto::Define ref{};
+        auto failure = ferry::detail::decode_failure(r);
+        ferry::detail::to_exception(failure, {"fuzzed", ref, 2, 1});
+        ferry::detail::initializer_failed(failure, {"fuzzed", ref, 1, 1});
+      }
       break;
     }
     case proto::FrameType::bye: proto::decode_bye(f.view()); break;

@@ -2,8 +2,9 @@
 // Messages of the ferry error hierarchy, built in one place so they stay uniform.
 #include <ferry/errors.hpp>
 
-#include <signal.h>
 #include <string.h>
+
+#include "platform/signals.hpp"
 
 namespace ferry {
 
@@ -22,8 +23,7 @@ TaskError::TaskError(std::string task, std::string remote_type, std::string remo
 
 namespace {
 std::string signal_text(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  std::string name = abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+  std::string name = detail::signal_name(sig);
   if (const char* desc = ::sigdescr_np(sig)) name += std::string(" (") + desc + ")";
   return name;
 }
@@ -55,9 +55,7 @@ TerminatedWorkerError::TerminatedWorkerError(std::string task, int pid, int sign
       oom_killed_(oom_killed) {}
 
 std::string TerminatedWorkerError::signal_name() const {
-  if (!signal_) return {};
-  const char* abbrev = ::sigabbrev_np(signal_);
-  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(signal_);
+  return signal_ ? detail::signal_name(signal_) : std::string();
 }
 
 UnresolvableTaskError::UnresolvableTaskError(std::string message, std::string function,

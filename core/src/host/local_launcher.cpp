@@ -34,8 +34,7 @@ fs::path find_worker(const fs::path& configured) {
   if (auto on_path = find_program("ferry-worker")) candidates.push_back(*on_path);
   for (const auto& c : candidates) {
     std::error_code ec;
-    if (fs::is_regular_file(c, ec) && ::access(c.c_str(), X_OK) == 0)
-      return fs::weakly_canonical(c, ec);
+    if (is_executable_file(c)) return fs::weakly_canonical(c, ec);
   }
   return candidates.empty() ? fs::path("ferry-worker") : candidates.front();
 }

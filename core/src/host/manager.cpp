@@ -29,6 +29,7 @@
 
 #include "host/pool.hpp"
 #include "platform/format.hpp"
+#include "platform/signals.hpp"
 
 namespace ferry::detail {
 

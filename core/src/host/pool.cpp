@@ -166,9 +166,8 @@ void Pool::dispatch_locked() {
     if (call.args.fd() >= 0) {
       // Large arguments were encoded straight into a memfd: the frame carries the descriptor
       // and the size; the worker maps them. The call keeps the memfd open until it completes.
-      Buffer body;
-      protocol::BodyWriter(body).u64(call.id).u32(call.ref->define.ref).u32(call.items).u64(call.args.size());
-      w.outbox.push(protocol::frame(protocol::FrameType::task, body, 0, call.flags | protocol::flag_shm),
+      w.outbox.push(protocol::encode_shared_task({call.id, call.ref->define.ref, call.items}, call.args.size(),
+                                                 call.flags),
                     call.args.fd(), s.call);
     } else {
       w.outbox.push(protocol::encode_task_head({call.id, call.ref->define.ref, call.items}, call.args.size(),
@@ -303,20 +302,12 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   std::optional<Buffer> shared;
   if (head.status == ResultStatus::ok && (f.header.flags & protocol::flag_shm)) {
     // A large result in the worker's memfd: the state maps it (read-only) and decodes in place.
-    std::uint64_t size = r.u64();
-    r.expect_end();
-    try {
-      shared = Buffer::map_shared(f.fd.release(), size);
-    } catch (const std::exception& e) {
-      throw protocol::ProtocolError(e.what());
-    }
+    shared = protocol::decode_shared_payload(r, f.fd.release());
   }
   std::lock_guard lock(mu_);
   if (head.status == ResultStatus::init_failed) {
-    auto e = protocol::decode_error_body(r);
-    std::string why = "initializer '" + options_.initializer + "' failed in worker " +
-                      std::to_string(w.pid) + ": " + e.type + ": " + e.message;
-    broken_ = std::make_exception_ptr(BrokenProcessPool(why));
+    if (!initializer_) throw protocol::ProtocolError("initializer failure from a worker given none");
+    broken_ = initializer_failed(decode_failure(r), {options_.initializer, initializer_->define, 1, w.pid});
     // No respawn loop: the calls that cannot run now fail with the initializer's error.
     for (auto& c : dispatcher_.take_all(w.lane)) finish_locked(c, done, broken_);
     fail_queue_locked(broken_, done);
@@ -338,7 +329,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     c.payload = std::move(f.body);
     c.offset = protocol::result_head_size;
   } else {
-    c.error = remote_error(*call, w, head, protocol::decode_error_body(r));
+    c.error = remote_error(*call, w, decode_failure(r));
   }
   dispatch_locked();
 }
@@ -349,41 +340,8 @@ Completion& Pool::finish_locked(const std::shared_ptr<Call>& call, Completions& 
   return done.back();
 }
 
-std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w,
-                                      const protocol::ResultHead& h,
-                                      const protocol::ErrorBody& e) const {
-  const std::string& task = call.ref->display;
-  const auto& d = call.ref->define;
-  std::string symbol = std::string(task_symbol_prefix) + d.name;
-  std::string item = call.items > 1 ? " (item " + std::to_string(h.failed_item) + " of its map chunk)" : "";
-  switch (h.status) {
-    case ResultStatus::task_error:
-      return std::make_exception_ptr(TaskError(task + item, e.type, e.message, w.pid));
-    case ResultStatus::decode_arguments:
-      return std::make_exception_ptr(SerializationError(SerializationStage::decode_arguments, e.detail,
-                                                        e.type + ": " + e.message + item, task));
-    case ResultStatus::encode_result:
-      return std::make_exception_ptr(SerializationError(SerializationStage::encode_result, e.detail,
-                                                        e.type + ": " + e.message + item, task));
-    case ResultStatus::unresolvable:
-      return std::make_exception_ptr(UnresolvableTaskError::main_program(e.type, e.detail, e.message));
-    case ResultStatus::signature_mismatch:
-      return std::make_exception_ptr(PluginError::signature_mismatch(e.detail, d.name, e.type, e.message));
-    case ResultStatus::abi_mismatch:
-      return std::make_exception_ptr(PluginError::abi_mismatch(
-          e.detail, d.name, static_cast<unsigned>(std::strtoul(e.message.c_str(), nullptr, 10)),
-          plugin_abi_version));
-    case ResultStatus::plugin_error:
-      if (e.type == "missing") return std::make_exception_ptr(PluginError::file_missing(e.detail, symbol));
-      if (e.type == "symbol")
-        return std::make_exception_ptr(PluginError::symbol_not_found(e.detail, symbol, e.message));
-      if (e.type == "not_plugin") return std::make_exception_ptr(PluginError::not_ferry_plugin(e.detail));
-      return std::make_exception_ptr(PluginError::load_failed(e.detail, symbol, e.message));
-    default:
-      return std::make_exception_ptr(
-          Error("ferry: worker " + std::to_string(w.pid) + " answered task '" + task +
-                "' with unknown status " + std::to_string(static_cast<int>(h.status))));
-  }
+std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w, const Failure& why) const {
+  return to_exception(why, {call.ref->display, call.ref->define, call.items, w.pid});
 }
 
 void Pool::complete(Completions& done) {

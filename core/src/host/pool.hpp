@@ -40,6 +40,7 @@
 #include "host/poller.hpp"
 #include "host/task_refs.hpp"
 #include "host/worker_slot.hpp"
+#include "wire/failure.hpp"
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
 #include "wire/protocol.hpp"
@@ -100,8 +101,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void handle_bye(WorkerSlot& w, const Frame& f);
   /// Kills a worker that sent bytes that are not ferry frames; its running call says why.
   void reject_garbage(WorkerSlot& w, const char* what);
-  std::exception_ptr remote_error(const Call& call, const WorkerSlot& w, const protocol::ResultHead& h,
-                                  const protocol::ErrorBody& e) const;
+  std::exception_ptr remote_error(const Call& call, const WorkerSlot& w, const Failure& why) const;
   /// Ends `call` (forgotten by the dispatcher); its state completes with `error`, or with the
   /// payload the caller puts into the completion.
   Completion& finish_locked(const std::shared_ptr<Call>& call, Completions& done,

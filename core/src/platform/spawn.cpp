@@ -46,7 +46,8 @@ int pidfd_open(pid_t pid) {
 }  // namespace
 
 SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
-                             const std::vector<std::string>& env, int channel_fd) {
+                             const std::vector<std::string>& env, int channel_fd,
+                             const std::filesystem::path& output) {
   FileActions fa;
   SpawnAttr sa;
   constexpr int child_fd = 3;
@@ -56,13 +57,20 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
     int moved = ::fcntl(channel_fd, F_DUPFD_CLOEXEC, 10);
     if (moved < 0) throw std::system_error(errno, std::generic_category(), "dup channel");
     Fd guard(moved);
-    return spawn_process(exe, args, env, moved);
+    return spawn_process(exe, args, env, moved, output);
   }
   // A task must not read the host's input: stdin is /dev/null; stdout and stderr are shared, so
   // what a task prints shows up where the host's output goes (as with loky).
   int rc = posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0);
-  if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
-  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa.fa, child_fd + 1);
+  if (rc == 0 && !output.empty()) {
+    rc = posix_spawn_file_actions_addopen(&fa.fa, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, 1, 2);
+  }
+  if (rc == 0 && channel_fd >= 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
+  // Everything else of ours (other workers' channels, the application's files, whether or not
+  // they are close-on-exec) stays out: closefrom, not trust in O_CLOEXEC everywhere (libuv).
+  if (rc == 0)
+    rc = posix_spawn_file_actions_addclosefrom_np(&fa.fa, channel_fd >= 0 ? child_fd + 1 : child_fd);
   if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawn file actions");
 
   sigset_t none, all;
@@ -147,28 +155,24 @@ ExitStatus reap(pid_t pid) {
   return decode(status);
 }
 
+bool is_executable_file(const std::filesystem::path& file) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(file, ec) && ::access(file.c_str(), X_OK) == 0;
+}
+
 std::optional<std::filesystem::path> find_program(const std::filesystem::path& program) {
-  auto executable = [](const std::filesystem::path& p) {
-    std::error_code ec;
-    return std::filesystem::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
-  };
   if (program.empty()) return std::nullopt;
-  if (program.has_parent_path()) return executable(program) ? std::optional(program) : std::nullopt;
+  if (program.has_parent_path())
+    return is_executable_file(program) ? std::optional(program) : std::nullopt;
   const char* path = std::getenv("PATH");
   for (std::string_view rest = path ? path : ""; !rest.empty();) {
     auto colon = rest.find(':');
     std::string_view dir = rest.substr(0, colon);
-    if (!dir.empty() && executable(std::filesystem::path(dir) / program))
+    if (!dir.empty() && is_executable_file(std::filesystem::path(dir) / program))
       return std::filesystem::path(dir) / program;
     rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
   }
   return std::nullopt;
-}
-
-std::string signal_name(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  if (abbrev) return std::string("SIG") + abbrev;
-  return "signal " + std::to_string(sig);
 }
 
 }  // namespace ferry::detail

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Starting and reaping worker processes: posix_spawn, pidfd, exit status. No signal handlers.
+// Starting and reaping processes: posix_spawn, pidfd, exit status, $PATH. No signal handlers.
 #pragma once
 
 #include <sys/types.h>
@@ -12,6 +12,7 @@
 #include <ferry/backend.hpp>
 
 #include "platform/fd.hpp"
+#include "platform/signals.hpp"  // how an ExitStatus's signal is named
 
 namespace ferry::detail {
 
@@ -21,13 +22,16 @@ struct SpawnedProcess {
 };
 
 /**
-Starts `exe` with `args` (argv[1..]) and exactly `env`, the descriptor `channel_fd` as fd 3,
-stdin from /dev/null, stdout and stderr shared with the host, and nothing else open. Signal mask and dispositions are reset to defaults, so
-the host's own signal setup never leaks into workers.
+Starts `exe` with `args` (argv[1..]) and exactly `env`: ferry's one way of starting a process
+(workers, MPI agents' workers, the FERRY_WRAP compiler). stdin is /dev/null; the descriptor
+`channel_fd` (if not -1) becomes fd 3; stdout and stderr are shared with this process, or both go
+to the file `output` (created 0600, truncated) when it is given; nothing else is open. Signal mask
+and dispositions are reset to defaults, so the host's own signal setup never leaks into children.
 @throws std::system_error (errno of the failed exec or spawn, e.g. ENOENT, EACCES).
 */
 SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
-                             const std::vector<std::string>& env, int channel_fd);
+                             const std::vector<std::string>& env, int channel_fd,
+                             const std::filesystem::path& output = {});
 
 /// The environment of this process with `overrides` applied ("KEY=VALUE" strings).
 std::vector<std::string> merged_environment(const std::vector<std::pair<std::string, std::string>>& overrides);
@@ -40,11 +44,11 @@ bool try_reap(pid_t pid, ExitStatus& out);
 /// Blocks until `pid` exits and reaps it.
 ExitStatus reap(pid_t pid);
 
+/// Whether `file` is a regular file this process may execute (a relative path is taken from the
+/// working directory, as posix_spawn takes it).
+bool is_executable_file(const std::filesystem::path& file);
 /// `program` if it is an executable regular file; for a bare name (no slash), the first such file
-/// of that name in $PATH. nullopt when there is none.
+/// of that name in $PATH. nullopt when there is none. ferry's only $PATH search.
 std::optional<std::filesystem::path> find_program(const std::filesystem::path& program);
-
-/// "SIGSEGV" etc.
-std::string signal_name(int sig);
 
 }  // namespace ferry::detail

@@ -26,11 +26,11 @@ std::mutex loaded_mu;
 LibraryCache::LibraryCache() = default;
 LibraryCache::~LibraryCache() = default;
 
-boost::dll::shared_library* LibraryCache::load(const std::string& path, ResolveFailure& why) {
+boost::dll::shared_library* LibraryCache::load(const std::string& path, Failure& why) {
   if (auto it = libs_.find(path); it != libs_.end()) return it->second;
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
-    why = {"missing", "no such file"};
+    why = Failure::library_missing(path);
     return nullptr;
   }
   try {
@@ -58,27 +58,27 @@ boost::dll::shared_library* LibraryCache::load(const std::string& path, ResolveF
         msg.pop_back();
       }
     }
-    why = {"load", msg};
+    why = Failure::library_unloadable(path, msg);
     return nullptr;
   }
 }
 
 const TaskRecordHeader* LibraryCache::find(const std::string& path, const std::string& name,
-                                           ResolveFailure& why) {
+                                           Failure& why) {
   auto* lib = load(path, why);
   if (!lib) return nullptr;
   std::string symbol = std::string(task_symbol_prefix) + name;
   if (!lib->has(symbol)) {
-    why = {"symbol", "undefined symbol: " + symbol};
+    why = Failure::symbol_missing(path, "undefined symbol: " + symbol);
     return nullptr;
   }
   const auto& rec = lib->get<const TaskRecordHeader>(symbol);
   if (std::memcmp(rec.magic, task_record_magic, sizeof rec.magic) != 0) {
-    why = {"not_plugin", "symbol " + symbol + " is not a ferry task record"};
+    why = Failure::not_a_plugin(path, "symbol " + symbol + " is not a ferry task record");
     return nullptr;
   }
   if (rec.abi != plugin_abi_version) {
-    why = {"abi", std::to_string(rec.abi)};
+    why = Failure::abi_mismatch(path, rec.abi);
     return nullptr;
   }
   return &rec;

@@ -8,17 +8,13 @@
 
 #include <ferry/task.hpp>
 
+#include "wire/failure.hpp"
+
 namespace boost::dll {
 class shared_library;
 }
 
 namespace ferry::detail {
-
-/// Why a task could not be resolved; `kind` tells the host which PluginError to build.
-struct ResolveFailure {
-  std::string kind;     // "missing", "load", "symbol", "abi", "not_plugin"
-  std::string message;  // the loader's own message, or ours
-};
 
 /// Never unloads (Boost.DLL missuses: exceptions, type_info and deleters from a plugin must stay
 /// valid); a changed plugin is picked up by recycling the worker.
@@ -29,10 +25,10 @@ class LibraryCache {
   LibraryCache(const LibraryCache&) = delete;
   LibraryCache& operator=(const LibraryCache&) = delete;
 
-  /// Loads `path` (once). nullptr on failure, with `why` set.
-  boost::dll::shared_library* load(const std::string& path, ResolveFailure& why);
+  /// Loads `path` (once). nullptr on failure, with `why` set (the failure the host reports).
+  boost::dll::shared_library* load(const std::string& path, Failure& why);
   /// The record of task `name` in `path`, checked for magic and ABI. nullptr on failure.
-  const TaskRecordHeader* find(const std::string& path, const std::string& name, ResolveFailure& why);
+  const TaskRecordHeader* find(const std::string& path, const std::string& name, Failure& why);
 
  private:
   std::map<std::string, boost::dll::shared_library*> libs_;

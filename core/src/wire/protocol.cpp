@@ -2,6 +2,8 @@
 // Wire protocol encoders and bounds-checked decoders.
 #include "wire/protocol.hpp"
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "platform/format.hpp"
@@ -158,8 +160,7 @@ TaskHead decode_task_head(BodyReader& r) {
 
 Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size) {
   Buffer b;
-  BodyWriter(b).u64(h.call).u8(static_cast<std::uint8_t>(h.status)).u8(0).u8(0).u8(0).u32(
-      h.failed_item);
+  BodyWriter(b).u64(h.call).u8(static_cast<std::uint8_t>(h.status)).u8(0).u8(0).u8(0).u32(0);
   return frame(FrameType::result, b, payload_size);
 }
 ResultHead decode_result_head(BodyReader& r) {
@@ -169,25 +170,43 @@ ResultHead decode_result_head(BodyReader& r) {
   if (status > max_result_status)
     throw ProtocolError("unknown result status " + std::to_string(status));
   h.status = static_cast<ResultStatus>(status);
-  r.u8();
-  r.u8();
-  r.u8();
-  h.failed_item = r.u32();
+  std::uint32_t reserved = r.u8();
+  reserved |= r.u8();
+  reserved |= r.u8();
+  reserved |= r.u32();
+  if (reserved != 0) throw ProtocolError("reserved result head bytes are set");
   return h;
 }
 
-Buffer encode_error_body(const ErrorBody& e) {
+Buffer encode_shared_task(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags) {
   Buffer b;
-  BodyWriter(b).str(e.type).str(e.message).str(e.detail);
-  return b;
+  BodyWriter(b).u64(t.call).u32(t.ref).u32(t.items).u64(args_size);
+  return frame(FrameType::task, b, 0, static_cast<std::uint8_t>(flags | flag_shm));
 }
-ErrorBody decode_error_body(BodyReader& r) {
-  ErrorBody e;
-  e.type = r.str();
-  e.message = r.str();
-  e.detail = r.str();
-  r.expect_end();
-  return e;
+
+Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size) {
+  Buffer b;
+  BodyWriter(b).u64(call).u8(static_cast<std::uint8_t>(ResultStatus::ok)).u8(0).u8(0).u8(0).u32(0)
+      .u64(result_size);
+  return frame(FrameType::result, b, 0, flag_shm);
+}
+
+Buffer decode_shared_payload(BodyReader& r, int fd) {
+  std::uint64_t size = 0;
+  try {
+    size = r.u64();
+    r.expect_end();
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    throw;
+  }
+  if (fd < 0) throw ProtocolError("shared-payload frame without its descriptor");
+  try {
+    return Buffer::map_shared(fd, size);
+  } catch (const std::exception& e) {
+    // A peer that announces more than it shared is as broken as one sending bad bytes.
+    throw ProtocolError(e.what());
+  }
 }
 
 Buffer encode_bye(ByeReason reason) {

@@ -16,7 +16,8 @@
 
 namespace ferry::detail::protocol {
 
-inline constexpr std::uint32_t version = 1;
+/// 2: a failed result carries a typed Failure (wire/failure.hpp); the result head has no item.
+inline constexpr std::uint32_t version = 2;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
 /// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.
@@ -28,7 +29,7 @@ enum class FrameType : std::uint8_t {
   hello = 1,     // worker → host: protocol, abi, pid, ferry version
   define = 2,    // host → worker: a task reference, numbered
   task = 3,      // host → worker: call id, ref, items, argument bytes
-  result = 4,    // worker → host: call id, status, result bytes or error
+  result = 4,    // worker → host: call id, status, result bytes or a Failure (wire/failure.hpp)
   bye = 5,       // worker → host: it exits cleanly now (reason); unanswered tasks never started
   shutdown = 6,  // host → worker: finish and exit
   init = 7,      // host → worker: run this ref once before anything else (initializer)
@@ -58,18 +59,14 @@ struct FrameHeader {
 FrameHeader parse_header(const char* bytes, std::uint64_t max_body);
 void write_header(char* out, FrameType type, std::uint64_t body_size, std::uint8_t flags = 0);
 
+/// What follows a result head. Why a call failed is the Failure's kind, not the status: one list
+/// of failure kinds, in wire/failure.hpp.
 enum class ResultStatus : std::uint8_t {
-  ok = 0,
-  task_error = 1,          // the task threw: type, message
-  decode_arguments = 2,    // worker could not decode arguments: type (signature), message
-  encode_result = 3,       // worker could not encode the result
-  plugin_error = 4,        // library missing / unloadable / not a plugin / task missing
-  unresolvable = 5,        // main-program function: loader message
-  signature_mismatch = 6,  // fingerprint differs: plugin signature in `type`
-  abi_mismatch = 7,        // plugin ABI differs: plugin abi in `type`
-  init_failed = 8,         // the initializer failed in this worker
+  ok = 0,           // the result bytes (inline, or in a memfd with flag_shm)
+  failed = 1,       // a Failure
+  init_failed = 2,  // a Failure of the initializer (call 0); the worker exits after it
 };
-inline constexpr std::uint8_t max_result_status = 8;
+inline constexpr std::uint8_t max_result_status = 2;
 
 enum class ByeReason : std::uint8_t {
   shutdown = 1,
@@ -120,19 +117,12 @@ struct TaskHead {
 };
 inline constexpr std::size_t task_head_size = 16;
 
+/// u64 call, u8 status, 7 reserved bytes that must be 0 (where protocol 1 kept a failed item).
 struct ResultHead {
   std::uint64_t call = 0;
   ResultStatus status = ResultStatus::ok;
-  std::uint32_t failed_item = 0;
 };
 inline constexpr std::size_t result_head_size = 16;
-
-/// Body of a non-ok result, after the head.
-struct ErrorBody {
-  std::string type;     // exception type, or a signature, or an ABI number
-  std::string message;  // what(), or the loader's message
-  std::string detail;   // e.g. the library path
-};
 
 /// Appends fields to a body.
 class BodyWriter {
@@ -185,8 +175,19 @@ TaskHead decode_task_head(BodyReader& r);
 /// Header + result head; for ok, the result bytes (size `payload_size`) are sent right after.
 Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);
 ResultHead decode_result_head(BodyReader& r);
-Buffer encode_error_body(const ErrorBody& e);
-ErrorBody decode_error_body(BodyReader& r);
+
+// Shared-memory frames (flag_shm): the payload is in a memfd that travels with the frame's first
+// byte (SCM_RIGHTS), and the body is the usual head followed by the payload's size, always its
+// last 8 bytes (the MPI relay, which cannot pass a memfd, replaces them with the bytes).
+inline constexpr std::size_t shared_size_bytes = 8;
+/// A whole task frame for arguments of `args_size` bytes in a memfd.
+Buffer encode_shared_task(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags = 0);
+/// A whole ok result frame for result bytes of `result_size` in a memfd.
+Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size);
+/// After the head of a flag_shm frame: maps the payload of the frame's memfd `fd` (taken over,
+/// closed on failure) read-only. The body must end with its size. @throws ProtocolError, also
+/// when the memfd is smaller than announced or cannot be mapped.
+Buffer decode_shared_payload(BodyReader& r, int fd);
 Buffer encode_bye(ByeReason reason);
 ByeReason decode_bye(std::string_view body);
 Buffer encode_init(std::uint32_t ref);

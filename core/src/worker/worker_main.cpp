@@ -32,13 +32,13 @@
 #include "wire/channel.hpp"
 #include "plugins/library_cache.hpp"
 #include "platform/debug.hpp"
+#include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 
 namespace ferry::detail {
 
 namespace {
 
-using protocol::ResultStatus;
 using protocol::WorkerExit;
 
 std::size_t resident_bytes() {
@@ -95,6 +95,12 @@ struct Ref {
   protocol::Define define;
   const TaskRecordHeader* record = nullptr;
 };
+
+/// The task's signature as its plugin spells it (the text after the name in the record).
+std::string signature_of(const TaskRecordHeader* rec) {
+  const char* text = reinterpret_cast<const char*>(rec + 1);
+  return std::string(text + rec->name_size + 1, rec->signature_size);
+}
 
 class WorkerLoop {
  public:
@@ -186,47 +192,38 @@ class WorkerLoop {
     }
   }
 
-  bool reply_error(std::uint64_t call, ResultStatus status, std::uint32_t item,
-                   protocol::ErrorBody body) {
-    Buffer eb = protocol::encode_error_body(body);
-    Buffer head = protocol::encode_result_head({call, status, item}, eb.size());
-    return send(head, eb.view());
+  bool reply_failure(std::uint64_t call, const Failure& why,
+                     protocol::ResultStatus status = protocol::ResultStatus::failed) {
+    return send(encode_failure(call, why, status));
   }
 
-  /// Resolves a reference; on failure fills status and error body.
-  const TaskRecordHeader* resolve(Ref& ref, ResultStatus& status, protocol::ErrorBody& err) {
+  /// Resolves a reference; nullptr with `why` set on failure.
+  const TaskRecordHeader* resolve(Ref& ref, Failure& why) {
     if (ref.record) return ref.record;
     const auto& d = ref.define;
-    ResolveFailure why;
     if (d.kind == protocol::RefKind::main_program) {
       // Really try: loading the host's executable is what fails, and its message is the reason.
-      if (libs_.load(d.library, why) != nullptr) why = {"load", "the executable exports no ferry task for this function"};
-      status = ResultStatus::unresolvable;
-      err = {d.name, why.message, d.library};
+      Failure load;
+      why = Failure::main_program(d.library, libs_.load(d.library, load) != nullptr
+                                                 ? "the executable exports no ferry task for this function"
+                                                 : load.message);
       return nullptr;
     }
     const TaskRecordHeader* rec = libs_.find(d.library, d.name, why);
-    if (!rec) {
-      status = why.kind == "abi" ? ResultStatus::abi_mismatch : ResultStatus::plugin_error;
-      err = {why.kind, why.message, d.library};
-      return nullptr;
-    }
+    if (!rec) return nullptr;
     if (d.fingerprint != 0 && rec->fingerprint != d.fingerprint) {
-      const char* text = reinterpret_cast<const char*>(rec + 1);
-      status = ResultStatus::signature_mismatch;
-      err = {std::string(text + rec->name_size + 1, rec->signature_size), d.signature, d.library};
+      why = Failure::signature_mismatch(d.library, signature_of(rec));
       return nullptr;
     }
     ref.record = rec;
     return rec;
   }
 
-  /// Runs a resolved record; fills `status`/`err` on failure. Results land in result_. With a
+  /// Runs a resolved record; false with `why` set on failure. Results land in result_. With a
   /// `call`, a successful result is sent from inside the entry point, before the arguments are
   /// destroyed (`sent` then says whether sending worked); without, nothing is sent.
-  ResultStatus invoke(const TaskRecordHeader* rec, std::string_view args, std::uint32_t items,
-                      std::uint8_t frame_flags, std::uint32_t& failed_item,
-                      protocol::ErrorBody& err, std::optional<std::uint64_t> call = std::nullopt) {
+  bool invoke(const TaskRecordHeader* rec, std::string_view args, std::uint32_t items,
+              std::uint8_t frame_flags, Failure& why, std::optional<std::uint64_t> call = std::nullopt) {
     result_.clear();
     error_.clear();
     BufferWriter rw(result_), ew(error_);
@@ -242,24 +239,18 @@ class WorkerLoop {
       ctx.worker = this;
     }
     ((frame_flags & protocol::flag_json) ? rec->invoke_json : rec->invoke)(ctx);
-    failed_item = ctx.failed_item;
     if (call && !delivery_.sent && ctx.status == InvokeStatus::ok) {
       // An entry point that returned without delivering (no item ran): send now.
       delivery_.sent = true;
       delivery_.ok = send_result(*call);
     }
-    if (ctx.status == InvokeStatus::ok) return ResultStatus::ok;
-    std::string_view e = error_.view();
+    if (ctx.status == InvokeStatus::ok) return true;
+    std::string_view e = error_.view();  // "<exception type>\0<what>"
     auto nul = e.find('\0');
-    err.type = std::string(e.substr(0, nul));
-    err.message = nul == std::string_view::npos ? std::string() : std::string(e.substr(nul + 1));
-    const char* text = reinterpret_cast<const char*>(rec + 1);
-    err.detail = std::string(text + rec->name_size + 1, rec->signature_size);
-    switch (ctx.status) {
-      case InvokeStatus::decode_arguments_failed: return ResultStatus::decode_arguments;
-      case InvokeStatus::encode_result_failed: return ResultStatus::encode_result;
-      default: return ResultStatus::task_error;
-    }
+    why = Failure::in_stage(ctx.status, ctx.failed_item, std::string(e.substr(0, nul)),
+                            nul == std::string_view::npos ? std::string() : std::string(e.substr(nul + 1)),
+                            signature_of(rec));
+    return false;
   }
 
   bool run_task(Frame& f) {
@@ -267,38 +258,28 @@ class WorkerLoop {
     auto head = protocol::decode_task_head(r);
     auto it = refs_.find(head.ref);
     if (it == refs_.end()) throw protocol::ProtocolError("task uses an undefined reference");
-    ResultStatus status = ResultStatus::ok;
-    protocol::ErrorBody err;
-    std::uint32_t failed_item = 0;
-    const TaskRecordHeader* rec = resolve(it->second, status, err);
+    Failure why;
+    const TaskRecordHeader* rec = resolve(it->second, why);
     if (rec && (f.header.flags & protocol::flag_json) && !rec->invoke_json) {
       // FERRY_WRAP plugins are built without the JSON entry point (it costs most of their
       // compile time, and they are submitted by function, never as JSON).
-      status = ResultStatus::plugin_error;
-      err = {"load", "task '" + it->second.define.name + "' has no JSON entry point (a FERRY_WRAP "
-             "function: submit it by function)", it->second.define.library};
+      why = Failure::no_json_entry(it->second.define.library);
       rec = nullptr;
     }
+    bool ok = false;
     if (rec) {
       if (f.header.flags & protocol::flag_shm) {
         // Large arguments: mapped from the host's memfd (read-only) and decoded in place. The
         // result goes back before they are unmapped (it is sent before the arguments die); the
         // host may then reuse that memory, which nothing here reads any more.
-        std::uint64_t size = r.u64();
-        r.expect_end();
-        Buffer args;
-        try {
-          args = Buffer::map_shared(f.fd.release(), size);
-        } catch (const std::exception& e) {
-          throw protocol::ProtocolError(e.what());
-        }
-        status = invoke(rec, args.view(), head.items, f.header.flags, failed_item, err, head.call);
+        Buffer args = protocol::decode_shared_payload(r, f.fd.release());
+        ok = invoke(rec, args.view(), head.items, f.header.flags, why, head.call);
       } else {
-        status = invoke(rec, r.rest(), head.items, f.header.flags, failed_item, err, head.call);
+        ok = invoke(rec, r.rest(), head.items, f.header.flags, why, head.call);
       }
     }
     ++tasks_done_;
-    if (status != ResultStatus::ok) return reply_error(head.call, status, failed_item, std::move(err));
+    if (!ok) return reply_failure(head.call, why);
     return delivery_.ok;
   }
 
@@ -307,31 +288,24 @@ class WorkerLoop {
     if (result_.fd() >= 0) {
       // A large result was encoded straight into a memfd: send the descriptor, not the bytes. The
       // memory now belongs to the host; this worker drops its mapping.
-      Buffer body;
-      protocol::BodyWriter(body).u64(call).u8(static_cast<std::uint8_t>(ResultStatus::ok))
-          .u8(0).u8(0).u8(0).u32(0).u64(result_.size());
-      Buffer out = protocol::frame(protocol::FrameType::result, body, 0, protocol::flag_shm);
+      Buffer out = protocol::encode_shared_result(call, result_.size());
       bool ok = send_all(config_.fd, {out.view()}, result_.fd());
       result_.give_away();
       result_ = Buffer();
       return ok;
     }
-    Buffer out = protocol::encode_result_head({call, ResultStatus::ok, 0}, result_.size());
+    Buffer out = protocol::encode_result_head({call, protocol::ResultStatus::ok}, result_.size());
     return send(out, result_.view());
   }
 
   bool run_initializer(std::uint32_t ref_id) {
     auto it = refs_.find(ref_id);
     if (it == refs_.end()) throw protocol::ProtocolError("init uses an undefined reference");
-    ResultStatus status = ResultStatus::ok;
-    protocol::ErrorBody err;
-    std::uint32_t failed_item = 0;
-    const TaskRecordHeader* rec = resolve(it->second, status, err);
-    if (rec) status = invoke(rec, {}, 1, 0, failed_item, err);
-    if (status == ResultStatus::ok) return true;
+    Failure why;
+    const TaskRecordHeader* rec = resolve(it->second, why);
+    if (rec && invoke(rec, {}, 1, 0, why)) return true;
     // Tell the host why, then exit: a worker whose initializer failed must not run tasks.
-    err.detail = std::to_string(static_cast<int>(status)) + ":" + err.detail;
-    reply_error(0, ResultStatus::init_failed, 0, std::move(err));
+    reply_failure(0, why, protocol::ResultStatus::init_failed);
     return false;
   }
 

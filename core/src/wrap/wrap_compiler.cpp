@@ -20,11 +20,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -179,76 +176,58 @@ void kill_running_compilers() noexcept {
 
 
 /// Runs argv (argv[0] an absolute path) with exactly `env`, stdout and stderr in `log`, stdin
-/// from /dev/null; kills it after `timeout`. Builds run on background threads: they never read
-/// this process's environment, which the application may be changing meanwhile.
+/// from /dev/null and no other descriptor of ours (spawn_process: worker channels and the
+/// application's files stay out of the compiler); kills it after `timeout`. Builds run on
+/// background threads: they never read this process's environment, which the application may be
+/// changing meanwhile.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
               const fs::path& log, std::chrono::seconds timeout,
               const std::vector<fs::path>& outputs) {
   static const bool hook = [] { return std::atexit(kill_running_compilers) == 0; }();
   (void)hook;
   RunResult r;
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  // Nothing else of the host's (worker channels, its files) reaches the compiler.
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args, envp;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));  // NOLINT
-  args.push_back(nullptr);
-  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));  // NOLINT
-  envp.push_back(nullptr);
-  pid_t pid = -1;
-  int rc;
+  SpawnedProcess child;
   {
+    // Spawned and registered under one lock: kill_running_compilers at exit either sees the
+    // compiler or stops it from starting.
     auto& compilers = running();
     std::lock_guard lock(compilers.mu);
-    rc = compilers.exiting ? ECANCELED
-                           : ::posix_spawn(&pid, args[0], &fa, &attr, args.data(), envp.data());
-    if (rc == 0) {
-      compilers.children[pid] = outputs;
-      compilers.children[pid].push_back(log);
+    if (compilers.exiting) {
+      r.spawn_errno = ECANCELED;
+      return r;
     }
-  }
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    r.spawn_errno = rc;
-    return r;
+    try {
+      child = spawn_process(argv[0], std::vector<std::string>(argv.begin() + 1, argv.end()), env,
+                            -1, log);
+    } catch (const std::system_error& e) {
+      r.spawn_errno = e.code().value();
+      return r;
+    }
+    compilers.children[child.pid] = outputs;
+    compilers.children[child.pid].push_back(log);
   }
   r.started = true;
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd >= 0) {
-    pollfd p{pidfd, POLLIN, 0};
+  if (child.pidfd) {
+    pollfd p{child.pidfd.get(), POLLIN, 0};
     int n;
     do {
       n = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(timeout).count()));
     } while (n < 0 && errno == EINTR);
     if (n == 0) {
-      ::kill(pid, SIGKILL);
+      ::kill(child.pid, SIGKILL);
       r.interrupted = true;
     }
-    ::close(pidfd);
   }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  ExitStatus status = reap(child.pid);
   {
     auto& compilers = running();
     std::lock_guard lock(compilers.mu);
-    compilers.children.erase(pid);
+    compilers.children.erase(child.pid);
     if (compilers.exiting) r.interrupted = true;
   }
-  r.ok = !r.interrupted && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  // An unknown status (the application ignores SIGCHLD, so the kernel reaped the compiler) is
+  // judged by what the compiler left behind, as the callers check their outputs anyway.
+  r.ok = !r.interrupted && (!status.known || (status.signal == 0 && status.exit_code == 0));
   r.output = read_file(log);
   std::error_code ec;
   fs::remove(log, ec);

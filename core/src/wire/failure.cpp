@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The failure codec: worker-side factories and encoding, host-side decoding and to_exception.
+#include "wire/failure.hpp"
+
+#include <utility>
+
+namespace ferry::detail {
+
+// ---- worker side --------------------------------------------------------------------------------
+
+Failure Failure::in_stage(InvokeStatus stage, std::uint32_t item, std::string exception_type,
+                          std::string message, std::string signature) {
+  Failure f;
+  // An entry point that reports ok has not failed; a caller asking anyway has a bug, and the host
+  // would rather read "the task threw" than a kind it cannot explain.
+  f.kind = failure_kind_of(stage).value_or(FailureKind::task_threw);
+  f.item = item;
+  f.exception_type = std::move(exception_type);
+  f.message = std::move(message);
+  f.signature = std::move(signature);
+  return f;
+}
+
+namespace {
+Failure resolution(FailureKind kind, std::string library, std::string message = {}) {
+  Failure f;
+  f.kind = kind;
+  f.library = std::move(library);
+  f.message = std::move(message);
+  return f;
+}
+}  // namespace
+
+Failure Failure::library_missing(std::string library) {
+  // The loader's words for it, so that a missing executable reads like any unloadable one.
+  return resolution(FailureKind::library_missing, std::move(library), "no such file");
+}
+Failure Failure::library_unloadable(std::string library, std::string loader_message) {
+  return resolution(FailureKind::library_unloadable, std::move(library), std::move(loader_message));
+}
+Failure Failure::symbol_missing(std::string library, std::string loader_message) {
+  return resolution(FailureKind::symbol_missing, std::move(library), std::move(loader_message));
+}
+Failure Failure::not_a_plugin(std::string library, std::string why) {
+  return resolution(FailureKind::not_a_plugin, std::move(library), std::move(why));
+}
+Failure Failure::abi_mismatch(std::string library, std::uint32_t plugin_abi) {
+  Failure f = resolution(FailureKind::abi_mismatch, std::move(library));
+  f.plugin_abi = plugin_abi;
+  return f;
+}
+Failure Failure::signature_mismatch(std::string library, std::string plugin_signature) {
+  Failure f = resolution(FailureKind::signature_mismatch, std::move(library));
+  f.signature = std::move(plugin_signature);
+  return f;
+}
+Failure Failure::main_program(std::string executable, std::string loader_message) {
+  return resolution(FailureKind::main_program, std::move(executable), std::move(loader_message));
+}
+Failure Failure::no_json_entry(std::string library) {
+  return resolution(FailureKind::no_json_entry, std::move(library));
+}
+
+Buffer encode_failure(std::uint64_t call, const Failure& f, protocol::ResultStatus status) {
+  Buffer body;
+  protocol::BodyWriter(body)
+      .u8(static_cast<std::uint8_t>(f.kind))
+      .u32(f.item)
+      .u32(f.plugin_abi)
+      .str(f.exception_type)
+      .str(f.message)
+      .str(f.library)
+      .str(f.signature);
+  Buffer out = protocol::encode_result_head({call, status}, body.size());
+  out.append(body.data(), body.size());
+  return out;
+}
+
+// ---- host side ----------------------------------------------------------------------------------
+
+Failure decode_failure(protocol::BodyReader& r) {
+  Failure f;
+  std::uint8_t kind = r.u8();
+  if (kind == 0 || kind > max_failure_kind)
+    throw protocol::ProtocolError("unknown failure kind " + std::to_string(kind));
+  f.kind = static_cast<FailureKind>(kind);
+  f.item = r.u32();
+  f.plugin_abi = r.u32();
+  f.exception_type = r.str();
+  f.message = r.str();
+  f.library = r.str();
+  f.signature = r.str();
+  r.expect_end();
+  return f;
+}
+
+std::exception_ptr to_exception(const Failure& f, const FailureContext& c) {
+  const std::string task(c.task);
+  const std::string& name = c.ref.name;
+  const std::string symbol = std::string(task_symbol_prefix) + name;
+  const std::string item =
+      c.items > 1 ? " (item " + std::to_string(f.item) + " of its map chunk)" : std::string();
+  switch (f.kind) {
+    case FailureKind::task_threw:
+      return std::make_exception_ptr(TaskError(task + item, f.exception_type, f.message, c.pid));
+    case FailureKind::decode_arguments:
+    case FailureKind::encode_result:
+      return std::make_exception_ptr(SerializationError(*serialization_stage_of(f.kind), f.signature,
+                                                        f.exception_type + ": " + f.message + item,
+                                                        task));
+    case FailureKind::library_missing:
+      return std::make_exception_ptr(PluginError::file_missing(f.library, symbol));
+    case FailureKind::library_unloadable:
+      return std::make_exception_ptr(PluginError::load_failed(f.library, symbol, f.message));
+    case FailureKind::symbol_missing:
+      return std::make_exception_ptr(PluginError::symbol_not_found(f.library, symbol, f.message));
+    case FailureKind::not_a_plugin:
+      return std::make_exception_ptr(PluginError::not_ferry_plugin(f.library));
+    case FailureKind::abi_mismatch:
+      return std::make_exception_ptr(
+          PluginError::abi_mismatch(f.library, name, f.plugin_abi, plugin_abi_version));
+    case FailureKind::signature_mismatch:
+      return std::make_exception_ptr(
+          PluginError::signature_mismatch(f.library, name, f.signature, c.ref.signature));
+    case FailureKind::main_program:
+      return std::make_exception_ptr(UnresolvableTaskError::main_program(name, f.library, f.message));
+    case FailureKind::no_json_entry:
+      return std::make_exception_ptr(PluginError::load_failed(
+          f.library, symbol,
+          "task '" + name + "' has no JSON entry point (a FERRY_WRAP function: submit it by function)"));
+  }
+  // decode_failure admits no other kind; a Failure built in this process with a cast is a bug.
+  return std::make_exception_ptr(Error("ferry: worker " + std::to_string(c.pid) + " answered task '" +
+                                       task + "' with unknown failure kind " +
+                                       std::to_string(static_cast<int>(f.kind))));
+}
+
+std::exception_ptr initializer_failed(const Failure& f, const FailureContext& c) {
+  std::string why;
+  if (is_call_stage(f.kind)) {
+    why = f.exception_type + ": " + f.message;
+  } else {
+    // It never ran: say why as a submit of it would (the PluginError's own message).
+    try {
+      std::rethrow_exception(to_exception(f, c));
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+  }
+  return std::make_exception_ptr(BrokenProcessPool("initializer '" + std::string(c.task) +
+                                                   "' failed in worker " + std::to_string(c.pid) +
+                                                   ": " + why));
+}
+
+}  // namespace ferry::detail
