@@ -48,8 +48,10 @@ class Launcher {
     int channel = -1;  ///< the pool's end of the worker's stream socket; the pool owns it
     std::shared_ptr<LaunchedWorker> worker;
   };
-  /// A new worker running `ferry-worker <args>` (with the environment of the executor's
-  /// options, given to the factory); nullopt and `why` when none can be started now.
+  /// A new worker: `ferry-worker --fd N <args>`, where N is the worker's end of the channel in
+  /// the worker process (the local backend also passes `--parent <host pid>`, so that a worker
+  /// exits with its host), with the environment of the executor's options (given to the
+  /// factory). nullopt and `why` when none can be started now.
   virtual std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) = 0;
   /// Most workers it can run now (SIZE_MAX: no limit); may shrink (remote ranks die).
   virtual std::size_t capacity() const = 0;

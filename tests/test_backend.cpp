@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The launcher seam (<ferry/backend.hpp>) as a third party sees it: a backend written here with
+// public headers and POSIX only, registered under a name, runs an executor's workers.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <ferry/backend.hpp>
+#include <ferry/ferry.hpp>
+
+#include "crash.hpp"
+#include "math.hpp"
+#include "support/fixture.hpp"
+
+extern char** environ;
+
+namespace {
+
+/// A worker this test started: ferry-worker with its channel as descriptor 3.
+class ChildWorker final : public ferry::LaunchedWorker {
+ public:
+  ChildWorker(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
+  ~ChildWorker() override { ::close(pidfd_); }
+  int pid() const override { return pid_; }
+  int exit_fd() const override { return pidfd_; }
+  void kill() override { ::kill(pid_, SIGKILL); }
+  ferry::WorkerExit status() override {
+    int st = 0;
+    ferry::WorkerExit e;
+    if (::waitpid(pid_, &st, 0) != pid_) return e;
+    e.known = true;
+    if (WIFSIGNALED(st)) e.signal = WTERMSIG(st);
+    if (WIFEXITED(st)) e.exit_code = WEXITSTATUS(st);
+    return e;
+  }
+
+ private:
+  pid_t pid_;
+  int pidfd_;
+};
+
+struct Counters {
+  std::atomic<int> launches{0};
+  std::atomic<int> refusals{0};
+};
+
+/// Starts ferry-worker on this machine, at most `capacity` at a time; refuses after `budget`
+/// launches.
+class TestLauncher final : public ferry::Launcher {
+ public:
+  TestLauncher(std::shared_ptr<Counters> counters, std::size_t capacity, int budget)
+      : counters_(std::move(counters)), capacity_(capacity), budget_(budget) {}
+
+  std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) override {
+    if (counters_->launches >= budget_) {
+      ++counters_->refusals;
+      why = "the test's node budget is spent";
+      return std::nullopt;
+    }
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    std::vector<std::string> argv = {FERRY_TEST_WORKER, "--fd", "3", "--parent", std::to_string(::getpid())};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    ::posix_spawn_file_actions_init(&fa);
+    ::posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec
+    pid_t pid = -1;
+    int rc = ::posix_spawn(&pid, FERRY_TEST_WORKER, &fa, nullptr, cargv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&fa);
+    ::close(sv[1]);
+    if (rc != 0) {
+      ::close(sv[0]);
+      why = "posix_spawn failed";
+      return std::nullopt;
+    }
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    REQUIRE(pidfd >= 0);
+    ++counters_->launches;
+    return Launched{sv[0], std::make_shared<ChildWorker>(pid, pidfd)};
+  }
+  std::size_t capacity() const override { return capacity_; }
+  std::string program() const override { return "ferry-worker (test backend)"; }
+  std::exception_ptr start_failure(const std::string& why) const override {
+    return std::make_exception_ptr(ferry::BrokenProcessPool("test backend: " + why));
+  }
+
+ private:
+  std::shared_ptr<Counters> counters_;
+  std::size_t capacity_;
+  int budget_;
+};
+
+ferry::ExecutorOptions options_for(const std::string& backend, std::size_t workers) {
+  auto o = support::options(workers);
+  o.backend = backend;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("Backend.a_registered_launcher_runs_the_pool_and_caps_its_size") {
+  auto counters = std::make_shared<Counters>();
+  ferry::register_backend("test-capped", [counters](const ferry::ExecutorOptions&) {
+    return std::make_shared<TestLauncher>(counters, 1, 100);
+  });
+  ferry::Executor ex(options_for("test-capped", 2));
+  CHECK(ex.max_workers() == 1);  // its capacity is one place
+  CHECK(ex.submit(square, 7).get() == 49);
+  std::vector<int> in = {1, 2, 3, 4};
+  CHECK(ex.map(square, in) == std::vector<int>{1, 4, 9, 16});
+  CHECK(counters->launches == 1);
+  // The pid the launcher gave is the one the pool reports.
+  auto pids = ex.worker_pids();
+  REQUIRE(pids.size() == 1);
+  CHECK(ex.submit(worker_pid).get() == pids[0]);
+}
+
+TEST_CASE("Backend.a_death_is_reported_through_the_launchers_status_and_the_worker_replaced") {
+  auto counters = std::make_shared<Counters>();
+  ferry::register_backend("test-deaths", [counters](const ferry::ExecutorOptions&) {
+    return std::make_shared<TestLauncher>(counters, SIZE_MAX, 100);
+  });
+  ferry::Executor ex(options_for("test-deaths", 1));
+  CHECK(ex.submit(square, 3).get() == 9);
+  try {
+    ex.submit(segfault, 1).get();
+    FAIL("a segfault must fail its task");
+  } catch (const ferry::TerminatedWorkerError& e) {
+    CHECK(e.signal() == SIGSEGV);
+  }
+  CHECK(ex.submit(square, 4).get() == 16);  // from a worker the launcher started again
+  CHECK(counters->launches == 2);
+}
+
+TEST_CASE("Backend.no_worker_to_start_fails_with_the_launchers_error") {
+  auto counters = std::make_shared<Counters>();
+  ferry::register_backend("test-empty", [counters](const ferry::ExecutorOptions&) {
+    return std::make_shared<TestLauncher>(counters, SIZE_MAX, 0);
+  });
+  ferry::Executor ex(options_for("test-empty", 1));
+  CHECK_THROWS_WITH_AS(ex.submit(square, 2).get(), doctest::Contains("test backend: the test's node budget is spent"),
+                       ferry::BrokenProcessPool);
+  CHECK(counters->refusals >= 1);
+}
+
+TEST_CASE("Backend.names_that_cannot_be_registered") {
+  CHECK_THROWS_AS(ferry::register_backend("local", nullptr), std::invalid_argument);
+  ferry::ExecutorOptions o = support::options(1);
+  o.backend = "nobody-registered-this";
+  CHECK_THROWS_WITH_AS(ferry::Executor{o}, doctest::Contains("backend 'nobody-registered-this' is not available"),
+                       std::invalid_argument);
+}
