@@ -17,12 +17,14 @@
 #include <utility>
 #include <vector>
 
+#include <ferry/detail/codec.hpp>
 #include <ferry/detail/state.hpp>
 #include <ferry/detail/type_name.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/future.hpp>
 #include <ferry/serialization.hpp>
 #include <ferry/task.hpp>
+#include <ferry/task_ref.hpp>
 
 namespace ferry {
 

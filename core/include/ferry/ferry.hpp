@@ -14,6 +14,7 @@
 #include <ferry/serialization.hpp>
 #include <ferry/system.hpp>
 #include <ferry/task.hpp>
+#include <ferry/task_ref.hpp>
 #include <ferry/wrap.hpp>
 
 namespace ferry {

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <utility>
 
-#include <ferry/serialization.hpp>
+#include <ferry/detail/buffer.hpp>
 
 #include "platform/fd.hpp"
 #include "wire/protocol.hpp"

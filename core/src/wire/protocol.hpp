@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-#include <ferry/serialization.hpp>
+#include <ferry/detail/buffer.hpp>
 
 namespace ferry::detail::protocol {
 

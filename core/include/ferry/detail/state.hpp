@@ -19,7 +19,7 @@
 
 #include <ferry/detail/type_name.hpp>
 #include <ferry/errors.hpp>
-#include <ferry/serialization.hpp>
+#include <ferry/detail/codec.hpp>
 
 namespace ferry::detail {
 
