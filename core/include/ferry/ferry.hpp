@@ -7,6 +7,7 @@
 #define FERRY_VERSION_PATCH 0
 #define FERRY_VERSION_STRING "0.1.0"
 
+#include <ferry/detail/export.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/executor.hpp>
 #include <ferry/future.hpp>
@@ -19,5 +20,5 @@
 
 namespace ferry {
 /** @brief The library's version, "major.minor.patch" (may differ from the header's when mixed). */
-const char* version() noexcept;
+FERRY_API const char* version() noexcept;
 }  // namespace ferry

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include <ferry/executor.hpp>
+#include <ferry/detail/export.hpp>
 #include <ferry/plugin_index.hpp>
 
 #include "wire/channel.hpp"
@@ -70,7 +71,7 @@ class RemoteLauncher {
 };
 using LauncherFactory = std::function<std::shared_ptr<RemoteLauncher>(const ExecutorOptions&)>;
 /// Makes backend `name` available to ExecutorOptions::backend (called by ferry::mpi::enable()).
-void register_backend(const std::string& name, LauncherFactory factory);
+FERRY_INTERNAL_API void register_backend(const std::string& name, LauncherFactory factory);
 
 /// The launcher of options.backend, or nullptr when no such backend is registered.
 std::shared_ptr<RemoteLauncher> make_launcher(const ExecutorOptions& options);

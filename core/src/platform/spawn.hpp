@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
+
 #include "platform/fd.hpp"
 
 namespace ferry::detail {
@@ -24,11 +26,14 @@ stdin from /dev/null, stdout and stderr shared with the host, and nothing else o
 the host's own signal setup never leaks into workers.
 @throws std::system_error (errno of the failed exec or spawn, e.g. ENOENT, EACCES).
 */
-SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
-                             const std::vector<std::string>& env, int channel_fd);
+FERRY_INTERNAL_API SpawnedProcess spawn_process(const std::filesystem::path& exe,
+                                                const std::vector<std::string>& args,
+                                                const std::vector<std::string>& env,
+                                                int channel_fd);
 
 /// The environment of this process with `overrides` applied ("KEY=VALUE" strings).
-std::vector<std::string> merged_environment(const std::vector<std::pair<std::string, std::string>>& overrides);
+FERRY_INTERNAL_API std::vector<std::string> merged_environment(
+    const std::vector<std::pair<std::string, std::string>>& overrides);
 
 /// How a process ended, from waitpid's status.
 struct ExitStatus {
@@ -39,15 +44,16 @@ struct ExitStatus {
 };
 
 /// Reaps `pid` if it has exited (non-blocking); nullopt-like `known=false` when still running.
-bool try_reap(pid_t pid, ExitStatus& out);
+FERRY_INTERNAL_API bool try_reap(pid_t pid, ExitStatus& out);
 /// Blocks until `pid` exits and reaps it.
-ExitStatus reap(pid_t pid);
+FERRY_INTERNAL_API ExitStatus reap(pid_t pid);
 
 /// `program` if it is an executable regular file; for a bare name (no slash), the first such file
 /// of that name in $PATH. nullopt when there is none.
-std::optional<std::filesystem::path> find_program(const std::filesystem::path& program);
+FERRY_INTERNAL_API std::optional<std::filesystem::path> find_program(
+    const std::filesystem::path& program);
 
 /// "SIGSEGV" etc.
-std::string signal_name(int sig);
+FERRY_INTERNAL_API std::string signal_name(int sig);
 
 }  // namespace ferry::detail

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include <ferry/detail/buffer.hpp>
+#include <ferry/detail/export.hpp>
 
 namespace ferry::detail::protocol {
 
@@ -43,7 +44,7 @@ inline constexpr std::uint8_t flag_keep_going = 2;  // JSON: a failing item's er
 inline constexpr std::uint8_t flag_shm = 4;
 
 /// Thrown on malformed bytes; the peer sending them is treated as broken.
-class ProtocolError : public std::runtime_error {
+class FERRY_INTERNAL_API ProtocolError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -55,8 +56,9 @@ struct FrameHeader {
 };
 
 /// Validates and decodes a header; throws ProtocolError.
-FrameHeader parse_header(const char* bytes, std::uint64_t max_body);
-void write_header(char* out, FrameType type, std::uint64_t body_size, std::uint8_t flags = 0);
+FERRY_INTERNAL_API FrameHeader parse_header(const char* bytes, std::uint64_t max_body);
+FERRY_INTERNAL_API void write_header(char* out, FrameType type, std::uint64_t body_size,
+                                     std::uint8_t flags = 0);
 
 enum class ResultStatus : std::uint8_t {
   ok = 0,
@@ -79,7 +81,7 @@ enum class ByeReason : std::uint8_t {
   descriptor_growth = 5,  // a task left descriptors open: recycled before it starves the next
 };
 inline constexpr std::uint8_t max_bye_reason = 5;
-const char* bye_reason_name(ByeReason r) noexcept;
+FERRY_INTERNAL_API const char* bye_reason_name(ByeReason r) noexcept;
 
 enum class RefKind : std::uint8_t { plugin = 0, main_program = 1 };
 
@@ -93,7 +95,7 @@ enum class WorkerExit : int {
   init_failed = 68,     // the initializer failed
 };
 /// "protocol error", "host gone", ... or nullptr for codes ferry-worker never uses.
-const char* worker_exit_name(int code) noexcept;
+FERRY_INTERNAL_API const char* worker_exit_name(int code) noexcept;
 
 // ---- bodies ----------------------------------------------------------------------------------
 
@@ -155,7 +157,7 @@ class BodyWriter {
 };
 
 /// Reads fields of a body; any overrun throws ProtocolError.
-class BodyReader {
+class FERRY_INTERNAL_API BodyReader {
  public:
   explicit BodyReader(std::string_view body) : body_(body) {}
   std::uint8_t u8();
@@ -172,24 +174,25 @@ class BodyReader {
 };
 
 /// Frame = header + body in one buffer, ready to send (payload bytes may follow separately).
-Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size = 0,
-             std::uint8_t flags = 0);
+FERRY_INTERNAL_API Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size = 0,
+                                std::uint8_t flags = 0);
 
-Buffer encode_hello(const Hello& h);
-Hello decode_hello(std::string_view body);
-Buffer encode_define(const Define& d);
-Define decode_define(std::string_view body);
+FERRY_INTERNAL_API Buffer encode_hello(const Hello& h);
+FERRY_INTERNAL_API Hello decode_hello(std::string_view body);
+FERRY_INTERNAL_API Buffer encode_define(const Define& d);
+FERRY_INTERNAL_API Define decode_define(std::string_view body);
 /// Header + task head; the argument bytes (size `args_size`) are sent right after.
-Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags = 0);
-TaskHead decode_task_head(BodyReader& r);
+FERRY_INTERNAL_API Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size,
+                                           std::uint8_t flags = 0);
+FERRY_INTERNAL_API TaskHead decode_task_head(BodyReader& r);
 /// Header + result head; for ok, the result bytes (size `payload_size`) are sent right after.
-Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);
-ResultHead decode_result_head(BodyReader& r);
-Buffer encode_error_body(const ErrorBody& e);
-ErrorBody decode_error_body(BodyReader& r);
-Buffer encode_bye(ByeReason reason);
-ByeReason decode_bye(std::string_view body);
-Buffer encode_init(std::uint32_t ref);
-std::uint32_t decode_init(std::string_view body);
+FERRY_INTERNAL_API Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);
+FERRY_INTERNAL_API ResultHead decode_result_head(BodyReader& r);
+FERRY_INTERNAL_API Buffer encode_error_body(const ErrorBody& e);
+FERRY_INTERNAL_API ErrorBody decode_error_body(BodyReader& r);
+FERRY_INTERNAL_API Buffer encode_bye(ByeReason reason);
+FERRY_INTERNAL_API ByeReason decode_bye(std::string_view body);
+FERRY_INTERNAL_API Buffer encode_init(std::uint32_t ref);
+FERRY_INTERNAL_API std::uint32_t decode_init(std::string_view body);
 
 }  // namespace ferry::detail::protocol

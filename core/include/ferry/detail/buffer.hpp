@@ -10,6 +10,8 @@
 #include <string_view>
 #include <utility>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// Where large buffers come from: shared memory (a memfd), so that a large argument or result
@@ -39,7 +41,7 @@ struct BlockAllocator {
                 std::size_t n);
 };
 /// The allocator in effect; weak, so that a library without libferry links (and gets nullptr).
-__attribute__((weak)) const BlockAllocator* large_block_allocator() noexcept;
+FERRY_API __attribute__((weak)) const BlockAllocator* large_block_allocator() noexcept;
 
 /// A growable byte buffer that does not zero what it allocates (a received 80 MB frame is written
 /// once, by recv, not twice). Past BlockAllocator::threshold it lives in shared memory: `fd()`
@@ -76,7 +78,7 @@ class Buffer {
   ~Buffer() { release(); }
 
   /// A read-only view of `size` bytes of a peer's memfd (taking ownership of `fd`).
-  static Buffer map_shared(int fd, std::size_t size);
+  FERRY_INTERNAL_API static Buffer map_shared(int fd, std::size_t size);
 
   char* data() noexcept { return data_; }
   const char* data() const noexcept { return data_; }
@@ -188,7 +190,8 @@ class Buffer {
 };
 
 /// Unmaps and closes a peer's memfd mapping (libferry; weak for the same reason).
-__attribute__((weak)) void unmap_shared(char* data, std::size_t capacity, int fd) noexcept;
+FERRY_API __attribute__((weak)) void unmap_shared(char* data, std::size_t capacity,
+                                                   int fd) noexcept;
 
 inline void Buffer::release() noexcept {
   switch (kind_) {
