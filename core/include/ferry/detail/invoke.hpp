@@ -56,13 +56,28 @@ constexpr P&& forward_param(T& value) noexcept {
   return static_cast<P&&>(value);
 }
 
+/// What both entry points need of Fn: the tuple its arguments are decoded into (decayed types),
+/// and the call that hands each one over as the parameter type Fn declares.
+template <auto Fn>
+struct TaskCall {
+  using Traits = FunctionTraits<decltype(Fn)>;
+  using Result = std::remove_cvref_t<typename Traits::result>;
+  using Args = typename Traits::decayed_params;
+  static constexpr std::size_t arity = Traits::arity;
+
+  static decltype(auto) call(Args& args) {
+    using Params = typename Traits::params;
+    return [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
+      return Fn(forward_param<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
+    }(std::make_index_sequence<arity>{});
+  }
+};
+
 /// The entry point FERRY_TASK exports for Fn: decode, call, encode, for each item of a chunk.
 template <auto Fn>
 void invoke(InvokeContext& ctx) noexcept {
-  using Traits = FunctionTraits<decltype(Fn)>;
-  using R = std::remove_cvref_t<typename Traits::result>;
-  using Args = typename Traits::decayed_params;
-  using Params = typename Traits::params;
+  using Call = TaskCall<Fn>;
+  using R = typename Call::Result;
   try {
     MemoryReader in(ctx.args, static_cast<std::size_t>(ctx.args_size));
     InputStreamLease is(&in);
@@ -72,16 +87,13 @@ void invoke(InvokeContext& ctx) noexcept {
     for (std::uint32_t item = 0; item < ctx.items; ++item) {
       ctx.failed_item = item;
       ctx.status = InvokeStatus::decode_arguments_failed;
-      Args args;
-      if constexpr (Traits::arity > 0) std::apply([&](auto&... a) { iar(a...); }, args);
+      typename Call::Args args;
+      if constexpr (Call::arity > 0) std::apply([&](auto&... a) { iar(a...); }, args);
       ctx.status = InvokeStatus::task_threw;
-      auto call = [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
-        return Fn(forward_param<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
-      };
       if constexpr (std::is_void_v<R>) {
-        call(std::make_index_sequence<Traits::arity>{});
+        Call::call(args);
       } else {
-        R r = call(std::make_index_sequence<Traits::arity>{});
+        R r = Call::call(args);
         ctx.status = InvokeStatus::encode_result_failed;
         oar(r);
       }

@@ -71,10 +71,8 @@ void read_json_arguments(std::string_view line, Tuple& args, std::index_sequence
 /// "message", "stage"}} and the next items still run.
 template <auto Fn>
 void invoke_json(InvokeContext& ctx) noexcept {
-  using Traits = FunctionTraits<decltype(Fn)>;
-  using R = std::remove_cvref_t<typename Traits::result>;
-  using Args = typename Traits::decayed_params;
-  using Params = typename Traits::params;
+  using Call = TaskCall<Fn>;
+  using R = typename Call::Result;
   try {
     std::string_view rest(ctx.args, static_cast<std::size_t>(ctx.args_size));
     json::StringBuffer out;  // one line, written to ctx.result once it is whole
@@ -86,18 +84,15 @@ void invoke_json(InvokeContext& ctx) noexcept {
       out.Clear();
       try {
         ctx.status = InvokeStatus::decode_arguments_failed;
-        Args args;
-        read_json_arguments(line, args, std::make_index_sequence<Traits::arity>{});
+        typename Call::Args args;
+        read_json_arguments(line, args, std::make_index_sequence<Call::arity>{});
         ctx.status = InvokeStatus::task_threw;
-        auto call = [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
-          return Fn(forward_param<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
-        };
         if constexpr (std::is_void_v<R>) {
-          call(std::make_index_sequence<Traits::arity>{});
+          Call::call(args);
           out.Put('{');
           out.Put('}');
         } else {
-          R r = call(std::make_index_sequence<Traits::arity>{});
+          R r = Call::call(args);
           ctx.status = InvokeStatus::encode_result_failed;
           JsonOutputArchive oar(out);
           oar(r);
