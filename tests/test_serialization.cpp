@@ -5,8 +5,11 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <list>
 #include <map>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -15,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include <ferry/detail/codec.hpp>
 #include <ferry/detail/type_name.hpp>
 #include <ferry/serialization.hpp>
 
@@ -400,6 +404,13 @@ TEST_CASE("Serialization.BytesView.converts_from_byte_ranges") {
   CHECK(ferry::BytesView(u).size() == 3);
   CHECK(ferry::BytesView(a).size() == 2);
   CHECK(ferry::BytesView("abc").size() == 3);  // a literal: without its terminating zero
+  // The constraint is spelt with std::ranges::data/size, not <ranges>' concepts (issue 11): it
+  // must still take exactly the contiguous ranges of 1-byte trivially copyable elements.
+  static_assert(std::is_constructible_v<ferry::BytesView, std::span<const std::byte>>);
+  static_assert(std::is_constructible_v<ferry::BytesView, const std::vector<char>&>);
+  static_assert(!std::is_constructible_v<ferry::BytesView, const std::vector<int>&>);
+  static_assert(!std::is_constructible_v<ferry::BytesView, const std::list<char>&>);
+  static_assert(!std::is_constructible_v<ferry::BytesView, const std::deque<char>&>);
   ferry::BytesView owned = ferry::BytesView::owning("kept");
   ferry::BytesView copy = owned;
   owned = ferry::BytesView();

@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-#include <ferry/serialization.hpp>
+#include <ferry/detail/buffer.hpp>
 
 #include "wire/channel.hpp"
 #include "wire/protocol.hpp"

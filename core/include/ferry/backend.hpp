@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry {
 
 struct ExecutorOptions;
@@ -65,6 +67,6 @@ using LauncherFactory = std::function<std::shared_ptr<Launcher>(const ExecutorOp
 
 /// Makes backend `name` available to ExecutorOptions::backend ("local" is built in; ferry::mpi
 /// registers "mpi"). Registering a name again replaces its factory.
-void register_backend(const std::string& name, LauncherFactory factory);
+FERRY_API void register_backend(const std::string& name, LauncherFactory factory);
 
 }  // namespace ferry

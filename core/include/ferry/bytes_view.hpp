@@ -6,17 +6,26 @@
 #include <cstring>
 #include <iterator>
 #include <memory>
-#include <ranges>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include <cereal/archives/binary.hpp>
 #include <cereal/cereal.hpp>
 
-#include <ferry/serialization.hpp>
+#include <ferry/detail/streams.hpp>
 
 namespace ferry {
+
+namespace detail {
+/// The element type of a range that std::ranges::data accepts (a contiguous one). Spelt with the
+/// range access of <iterator> rather than <ranges>' concepts: <ranges> would add about 3,800
+/// lines to every plugin's translation unit for this one constructor.
+template <class R>
+using contiguous_element_t =
+    std::remove_cvref_t<decltype(*std::ranges::data(std::declval<const R&>()))>;
+}  // namespace detail
 
 /**
 @brief Read-only bytes that travel like a `std::vector<char>` or `std::string` (same encoding),
@@ -44,9 +53,11 @@ class BytesView {
   BytesView(std::string_view s) noexcept : data_(s.data()), size_(s.size()) {}  // NOLINT: implicit
   /// Any contiguous range of 1-byte elements (char, unsigned char, std::byte, ...).
   template <class R>
-    requires(std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-             sizeof(std::ranges::range_value_t<R>) == 1 &&
-             std::is_trivially_copyable_v<std::ranges::range_value_t<R>> &&
+    requires(requires(const R& r) {
+      std::ranges::data(r);
+      std::ranges::size(r);
+    } && sizeof(detail::contiguous_element_t<R>) == 1 &&
+             std::is_trivially_copyable_v<detail::contiguous_element_t<R>> &&
              !std::is_array_v<R> && !std::is_same_v<std::remove_cvref_t<R>, BytesView>)
   BytesView(const R& range) noexcept  // NOLINT: implicit, as std::string_view from std::string
       : data_(reinterpret_cast<const char*>(std::ranges::data(range))), size_(std::ranges::size(range)) {}

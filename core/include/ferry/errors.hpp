@@ -6,10 +6,12 @@
 #include <string>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry {
 
 /** @brief Base of every error ferry throws or stores in a future. */
-class Error : public std::runtime_error {
+class FERRY_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -19,7 +21,7 @@ class Error : public std::runtime_error {
 
 Any exception the task lets escape becomes a TaskError, including `throw 42` (type "int").
 */
-class TaskError : public Error {
+class FERRY_API TaskError : public Error {
  public:
   TaskError(std::string task, std::string remote_type, std::string remote_message, int pid);
   const std::string& task() const noexcept { return task_; }
@@ -39,7 +41,7 @@ class TaskError : public Error {
 
 Only the future of the task it was running fails; the pool respawns the worker.
 */
-class TerminatedWorkerError : public Error {
+class FERRY_API TerminatedWorkerError : public Error {
  public:
   /// `signal` is 0 when the worker exited with `exit_code`; `exit_code` is -1 when it was signalled.
   TerminatedWorkerError(std::string task, int pid, int signal, int exit_code, bool oom_killed,
@@ -62,7 +64,7 @@ class TerminatedWorkerError : public Error {
 @brief The callable cannot be reached from a worker: a plain function of the host's main program,
 or a function of a library that is not a ferry plugin.
 */
-class UnresolvableTaskError : public Error {
+class FERRY_API UnresolvableTaskError : public Error {
  public:
   UnresolvableTaskError(std::string message, std::string function, std::string module,
                         std::string detail);
@@ -95,7 +97,7 @@ enum class SerializationStage {
 };
 
 /** @brief Arguments or a result could not be encoded or decoded; only that future fails. */
-class SerializationError : public Error {
+class FERRY_API SerializationError : public Error {
  public:
   SerializationError(SerializationStage stage, std::string type, std::string reason,
                      std::string task = {});
@@ -114,7 +116,7 @@ class SerializationError : public Error {
 };
 
 /** @brief A plugin is missing, unloadable, unsafe, of another ABI, or lacks the task asked for. */
-class PluginError : public Error {
+class FERRY_API PluginError : public Error {
  public:
   PluginError(std::string message, std::string path, std::string symbol, std::string loader_message);
 
@@ -153,7 +155,7 @@ class PluginError : public Error {
 };
 
 /** @brief The executor cannot take work: it was shut down, or no worker can be started. */
-class BrokenProcessPool : public Error {
+class FERRY_API BrokenProcessPool : public Error {
  public:
   using Error::Error;
   static BrokenProcessPool shut_down();
@@ -161,13 +163,13 @@ class BrokenProcessPool : public Error {
 };
 
 /** @brief The future was cancelled, or its executor was shut down with kill_workers. */
-class CancelledError : public Error {
+class FERRY_API CancelledError : public Error {
  public:
   using Error::Error;
 };
 
 /** @brief A wait or a task deadline expired. */
-class TimeoutError : public Error {
+class FERRY_API TimeoutError : public Error {
  public:
   using Error::Error;
 };

@@ -17,12 +17,15 @@
 #include <utility>
 #include <vector>
 
+#include <ferry/detail/codec.hpp>
+#include <ferry/detail/export.hpp>
 #include <ferry/detail/state.hpp>
 #include <ferry/detail/type_name.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/future.hpp>
 #include <ferry/serialization.hpp>
 #include <ferry/task.hpp>
+#include <ferry/task_ref.hpp>
 
 namespace ferry {
 
@@ -135,7 +138,7 @@ Submission never blocks on a worker: the task is written to an idle worker's cha
 submitting thread, or queued for the next free one. Every future ends with a value or an error,
 including at shutdown. Thread-safety: all members may be called from any thread concurrently.
 */
-class Executor {
+class FERRY_API Executor {
  public:
   /// @throws std::invalid_argument on bad options.
   explicit Executor(ExecutorOptions options = {});
@@ -422,7 +425,7 @@ class Executor {
 @brief The ferry-worker an executor runs when ExecutorOptions::worker_path is empty: $FERRY_WORKER,
 else the one installed (or built) next to this libferry, else next to the executable, else $PATH.
 */
-std::filesystem::path default_worker_path();
+FERRY_API std::filesystem::path default_worker_path();
 
 /**
 @brief The process-wide executor (loky's get_reusable_executor): reused when `options` are
@@ -440,6 +443,6 @@ auto b = ferry::get_reusable_executor({.max_workers = 2, .env = {{"K", "1"}}}); 
 a->submit(square, 3).get();   // 9, computed by b's workers
 @endcode
 */
-std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options = {});
+FERRY_API std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options = {});
 
 }  // namespace ferry

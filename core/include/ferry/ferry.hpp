@@ -7,6 +7,7 @@
 #define FERRY_VERSION_PATCH 0
 #define FERRY_VERSION_STRING "0.1.0"
 
+#include <ferry/detail/export.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/executor.hpp>
 #include <ferry/future.hpp>
@@ -14,9 +15,10 @@
 #include <ferry/serialization.hpp>
 #include <ferry/system.hpp>
 #include <ferry/task.hpp>
+#include <ferry/task_ref.hpp>
 #include <ferry/wrap.hpp>
 
 namespace ferry {
 /** @brief The library's version, "major.minor.patch" (may differ from the header's when mixed). */
-const char* version() noexcept;
+FERRY_API const char* version() noexcept;
 }  // namespace ferry

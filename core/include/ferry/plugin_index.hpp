@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry {
 
 /** @brief One task of a plugin, as its manifest describes it. */
@@ -41,7 +43,7 @@ symbols and section data), never by loading the plugin into this process.
 Lookups that miss rescan the directories, so a plugin copied in while the host runs is found
 without a restart. Thread-safe.
 */
-class PluginIndex {
+class FERRY_API PluginIndex {
  public:
   explicit PluginIndex(std::vector<std::filesystem::path> dirs, PluginIndexOptions options = {});
 

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry {
 
 /**
@@ -11,13 +13,13 @@ namespace ferry {
 (sched_getaffinity), the cgroup CPU quota (v2 cpu.max along the process's cgroup path, or v1 CFS
 quota/period, rounded up) and $FERRY_MAX_CPU_COUNT; at least 1. Thread-safe.
 */
-unsigned cpu_count();
+FERRY_API unsigned cpu_count();
 
 namespace detail {
 /// cpu_count's quota part, reading cgroup files under `root` (tests point it at a fake tree);
 /// 0 when there is no quota.
-unsigned cgroup_cpu_limit(const std::filesystem::path& root,
-                          const std::filesystem::path& proc_self_cgroup);
+FERRY_INTERNAL_API unsigned cgroup_cpu_limit(const std::filesystem::path& root,
+                                             const std::filesystem::path& proc_self_cgroup);
 }  // namespace detail
 
 }  // namespace ferry

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
 #include <ferry/detail/type_name.hpp>
 
 namespace ferry {
@@ -35,18 +36,18 @@ struct WrapOptions {
 };
 
 /** @brief Replaces the process-wide FERRY_WRAP options (later builds use them). Thread-safe. */
-void set_wrap_options(WrapOptions options);
+FERRY_API void set_wrap_options(WrapOptions options);
 /** @brief The options in effect, defaults and environment applied. Thread-safe. */
-WrapOptions wrap_options();
+FERRY_API WrapOptions wrap_options();
 
 /**
 @brief Starts compiling, in the background, every FERRY_WRAP function not built yet, so that the
 first submission need not wait. Executor construction calls it too. Returns at once.
 */
-void warm_up_wraps();
+FERRY_API void warm_up_wraps();
 
 /** @brief Waits until every started wrap build ended; true if all succeeded in time. */
-bool wait_for_wraps(std::chrono::duration<double> timeout = std::chrono::seconds(60));
+FERRY_API bool wait_for_wraps(std::chrono::duration<double> timeout = std::chrono::seconds(60));
 
 namespace detail {
 
@@ -62,7 +63,7 @@ struct WrapSite {
 };
 
 /// Records a site (the macro's static initialiser). Defined in libferry.
-bool register_wrap(const WrapSite& site) noexcept;
+FERRY_API bool register_wrap(const WrapSite& site) noexcept;
 
 template <auto Fn>
 struct WrapSignature {

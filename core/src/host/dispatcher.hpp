@@ -19,12 +19,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
+
 #include "host/call.hpp"
 
 namespace ferry::detail {
 
 /// One worker's pipeline, as the dispatcher sees it.
-struct Lane {
+struct FERRY_INTERNAL_API Lane {
   std::uint64_t serial = 0;                        // the worker it belongs to
   std::deque<std::shared_ptr<Call>> in_flight;     // sent, unanswered; the front one runs
   std::vector<bool> announced;                     // task references already defined on it
@@ -38,7 +40,7 @@ struct Lane {
   Clock::time_point deadline() const noexcept;
 };
 
-class Dispatcher {
+class FERRY_INTERNAL_API Dispatcher {
  public:
   /// `forced_depth`: FERRY_PIPELINE_DEPTH, 0 = adapt to the service time.
   explicit Dispatcher(std::size_t forced_depth = 0) : forced_depth_(forced_depth) {}

@@ -32,6 +32,7 @@
 
 #include <ferry/backend.hpp>
 #include <ferry/executor.hpp>
+#include <ferry/detail/export.hpp>
 #include <ferry/plugin_index.hpp>
 
 #include "host/call.hpp"

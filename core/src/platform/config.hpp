@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// One FERRY_* variable: what it means and what ferry does without it (README and `ferry info`
@@ -23,10 +25,10 @@ struct ConfigVariable {
   const char* meaning;
   const char* fallback;
 };
-std::span<const ConfigVariable> config_variables();
+FERRY_INTERNAL_API std::span<const ConfigVariable> config_variables();
 
 /// The FERRY_* configuration as the environment holds it now.
-struct Config {
+struct FERRY_INTERNAL_API Config {
   std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;   // FERRY_MAX_FRAME_BYTES
   std::uint64_t shm_threshold = std::uint64_t{1} << 20;     // FERRY_SHM_THRESHOLD
   std::chrono::microseconds worker_spin{50};                // FERRY_WORKER_SPIN_US
@@ -54,6 +56,6 @@ struct Config {
 
 /// A size in bytes as the table reads it: digits with an optional K, M or G (binary units),
 /// "64M", "1048576". nullopt for anything else (empty, negative, junk, overflow).
-std::optional<std::uint64_t> parse_size(std::string_view text);
+FERRY_INTERNAL_API std::optional<std::uint64_t> parse_size(std::string_view text);
 
 }  // namespace ferry::detail

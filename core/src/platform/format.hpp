@@ -9,17 +9,19 @@
 #include <cstdint>
 #include <string>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// A duration in the largest unit that keeps it readable: "850 ns", "12 µs", "200 ms", "1.5 s",
 /// "42 s", "3 min 2 s", "2 h 5 min", "3 d 4 h". Below ten units one decimal is kept ("1.5 s"),
 /// dropped when it is zero ("2 s"); values are rounded to what is shown ("999.97 ms" is "1 s").
 /// Negative durations get a leading '-'.
-std::string format_duration(std::chrono::nanoseconds d);
+FERRY_INTERNAL_API std::string format_duration(std::chrono::nanoseconds d);
 
 /// A size in binary units: "1 byte", "512 bytes", "64 KiB", "1.5 GiB". A figure that is not
 /// exact is followed by the exact count, so that a size never looks equal to a limit it exceeds:
 /// "1.2 MiB (1300000 bytes)". Approximations round down ("1.9 GiB", never "2 GiB", for 2 GiB - 1).
-std::string format_size(std::uint64_t bytes);
+FERRY_INTERNAL_API std::string format_size(std::uint64_t bytes);
 
 }  // namespace ferry::detail

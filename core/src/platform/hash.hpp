@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// 256-bit BLAKE2b of data as it is fed in, written as 64 lowercase hex digits.
@@ -31,6 +33,6 @@ class ContentHasher {
 /// The hex key of `bytes`.
 std::string content_key(std::string_view bytes);
 /// The hex key of a file's bytes, nullopt when it cannot be read.
-std::optional<std::string> file_content_key(const std::filesystem::path& file);
+FERRY_INTERNAL_API std::optional<std::string> file_content_key(const std::filesystem::path& file);
 
 }  // namespace ferry::detail

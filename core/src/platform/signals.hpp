@@ -4,9 +4,11 @@
 
 #include <string>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// "SIGSEGV" etc.; "signal N" for a number the C library has no name for.
-std::string signal_name(int sig);
+FERRY_INTERNAL_API std::string signal_name(int sig);
 
 }  // namespace ferry::detail

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <ferry/backend.hpp>
+#include <ferry/detail/export.hpp>
 
 #include "platform/fd.hpp"
 #include "platform/signals.hpp"  // how an ExitStatus's signal is named
@@ -29,26 +30,29 @@ to the file `output` (created 0600, truncated) when it is given; nothing else is
 and dispositions are reset to defaults, so the host's own signal setup never leaks into children.
 @throws std::system_error (errno of the failed exec or spawn, e.g. ENOENT, EACCES).
 */
-SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
-                             const std::vector<std::string>& env, int channel_fd,
-                             const std::filesystem::path& output = {});
+FERRY_INTERNAL_API SpawnedProcess spawn_process(const std::filesystem::path& exe,
+                                                const std::vector<std::string>& args,
+                                                const std::vector<std::string>& env, int channel_fd,
+                                                const std::filesystem::path& output = {});
 
 /// The environment of this process with `overrides` applied ("KEY=VALUE" strings).
-std::vector<std::string> merged_environment(const std::vector<std::pair<std::string, std::string>>& overrides);
+FERRY_INTERNAL_API std::vector<std::string> merged_environment(
+    const std::vector<std::pair<std::string, std::string>>& overrides);
 
 /// How a process ended, from waitpid's status.
 using ExitStatus = ferry::WorkerExit;
 
 /// Reaps `pid` if it has exited (non-blocking); nullopt-like `known=false` when still running.
-bool try_reap(pid_t pid, ExitStatus& out);
+FERRY_INTERNAL_API bool try_reap(pid_t pid, ExitStatus& out);
 /// Blocks until `pid` exits and reaps it.
-ExitStatus reap(pid_t pid);
+FERRY_INTERNAL_API ExitStatus reap(pid_t pid);
 
 /// Whether `file` is a regular file this process may execute (a relative path is taken from the
 /// working directory, as posix_spawn takes it).
-bool is_executable_file(const std::filesystem::path& file);
+FERRY_INTERNAL_API bool is_executable_file(const std::filesystem::path& file);
 /// `program` if it is an executable regular file; for a bare name (no slash), the first such file
 /// of that name in $PATH. nullopt when there is none. ferry's only $PATH search.
-std::optional<std::filesystem::path> find_program(const std::filesystem::path& program);
+FERRY_INTERNAL_API std::optional<std::filesystem::path> find_program(
+    const std::filesystem::path& program);
 
 }  // namespace ferry::detail

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <string>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// Why `path` is not a place another user could have planted: "" when it is trusted.
@@ -17,7 +19,7 @@ namespace ferry::detail {
 /// as part of the way, and so is its target, with every directory on the target's own way. A
 /// relative path is taken from the current directory. A missing component is a reason too.
 /// Never throws (an allocation failure aside).
-std::string untrusted_reason(const std::filesystem::path& path);
+FERRY_INTERNAL_API std::string untrusted_reason(const std::filesystem::path& path);
 
 /// The component of `path` that failed the check, with `untrusted_reason`'s words; empty `at`
 /// when the path is trusted.
@@ -26,12 +28,12 @@ struct TrustVerdict {
   std::string why;           ///< "writable by group or others (mode 0777)", ...
   explicit operator bool() const noexcept { return why.empty(); }  ///< true: trusted
 };
-TrustVerdict trust_verdict(const std::filesystem::path& path);
+FERRY_INTERNAL_API TrustVerdict trust_verdict(const std::filesystem::path& path);
 
 /// Throws PluginError::unsafe (naming the offending component and why) unless `path` is trusted.
 void require_trusted(const std::filesystem::path& path);
 
 /// FERRY_ALLOW_UNSAFE_PLUGINS is set (and not "0"): the user turned the check off.
-bool unsafe_allowed_by_environment();
+FERRY_INTERNAL_API bool unsafe_allowed_by_environment();
 
 }  // namespace ferry::detail

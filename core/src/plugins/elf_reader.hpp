@@ -9,10 +9,12 @@
 #include <string>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// The file is not something ferry can read as a plugin; `what()` says why.
-class ElfError : public std::runtime_error {
+class FERRY_INTERNAL_API ElfError : public std::runtime_error {
  public:
   enum class Kind { missing, unreadable, not_elf, wrong_machine, not_shared_library, truncated };
   ElfError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
@@ -38,10 +40,11 @@ the bytes of section `ferry_tasks`. Bounds are checked everywhere: a truncated o
 yields ElfError or a record with `problem` set, never a crash.
 @throws ElfError
 */
-std::vector<ElfTaskRecord> read_task_records(const std::filesystem::path& file);
+FERRY_INTERNAL_API std::vector<ElfTaskRecord> read_task_records(const std::filesystem::path& file);
 
 /// Same, from bytes in memory (for the fuzzer and the tests).
-std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data, std::size_t size);
+FERRY_INTERNAL_API std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data,
+                                                                 std::size_t size);
 
 /// Name (demangled) of the function symbol covering `vaddr` (an address in the file's own address
 /// space) in .symtab or .dynsym, if the file has one.

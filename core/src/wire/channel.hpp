@@ -11,7 +11,8 @@
 #include <string_view>
 #include <utility>
 
-#include <ferry/serialization.hpp>
+#include <ferry/detail/buffer.hpp>
+#include <ferry/detail/export.hpp>
 
 #include "platform/fd.hpp"
 #include "wire/protocol.hpp"
@@ -28,7 +29,7 @@ struct Frame {
 
 /// Reads frames off a stream socket as bytes arrive. Bodies above `direct_threshold` are read
 /// straight into their own buffer (no second copy); nothing larger than the limit is allocated.
-class FrameReader {
+class FERRY_INTERNAL_API FrameReader {
  public:
   static constexpr std::size_t direct_threshold = 64 * 1024;
 
@@ -60,11 +61,12 @@ class FrameReader {
 
 /// Blocking send of every piece, in order (worker side); `pass` (a descriptor, or -1) travels with
 /// the first byte. False on error, errno set.
-bool send_all(int fd, std::initializer_list<std::string_view> pieces, int pass = -1);
+FERRY_INTERNAL_API bool send_all(int fd, std::initializer_list<std::string_view> pieces,
+                                 int pass = -1);
 
 /// Outgoing bytes of one channel, sent without blocking (host side). Argument bytes are sent
 /// from where they are (`push_view`), never copied on their way to the socket.
-class Outbox {
+class FERRY_INTERNAL_API Outbox {
  public:
   /// `pass`: a descriptor sent with the first byte of `b` (the memfd of a shared payload); it
   /// must stay open until sent (its owner is kept alive by a later push_view or by the caller).

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include <ferry/detail/export.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/task.hpp>
 
@@ -42,7 +43,7 @@ inline constexpr std::uint8_t max_failure_kind = 11;
 
 /// A failure as the worker reports it. Built with the factories (one per kind), which say which
 /// fields each kind fills.
-struct Failure {
+struct FERRY_INTERNAL_API Failure {
   FailureKind kind = FailureKind::task_threw;
   std::uint32_t item = 0;        // stages: the item of a map chunk that failed
   std::uint32_t plugin_abi = 0;  // abi_mismatch
@@ -67,11 +68,11 @@ struct Failure {
 
 /// A whole result frame (header, head, body) saying that `call` failed. `status` is
 /// ResultStatus::failed, or init_failed (call 0) for the initializer.
-Buffer encode_failure(std::uint64_t call, const Failure& f,
+FERRY_INTERNAL_API Buffer encode_failure(std::uint64_t call, const Failure& f,
                       protocol::ResultStatus status = protocol::ResultStatus::failed);
 /// The body after a failed (or init_failed) result head; the body must end with it.
 /// @throws protocol::ProtocolError on an unknown kind or truncated fields.
-Failure decode_failure(protocol::BodyReader& r);
+FERRY_INTERNAL_API Failure decode_failure(protocol::BodyReader& r);
 
 // ---- host side ----------------------------------------------------------------------------------
 
@@ -84,9 +85,9 @@ struct FailureContext {
 };
 
 /// The ferry::Error leaf the call's future throws.
-std::exception_ptr to_exception(const Failure& f, const FailureContext& c);
+FERRY_INTERNAL_API std::exception_ptr to_exception(const Failure& f, const FailureContext& c);
 /// The BrokenProcessPool of a pool whose initializer (`c.task`) failed this way in a worker.
-std::exception_ptr initializer_failed(const Failure& f, const FailureContext& c);
+FERRY_INTERNAL_API std::exception_ptr initializer_failed(const Failure& f, const FailureContext& c);
 
 // ---- the stages of a call -----------------------------------------------------------------------
 

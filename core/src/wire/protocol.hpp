@@ -12,7 +12,8 @@
 #include <string>
 #include <string_view>
 
-#include <ferry/serialization.hpp>
+#include <ferry/detail/buffer.hpp>
+#include <ferry/detail/export.hpp>
 
 namespace ferry::detail::protocol {
 
@@ -44,7 +45,7 @@ inline constexpr std::uint8_t flag_keep_going = 2;  // JSON: a failing item's er
 inline constexpr std::uint8_t flag_shm = 4;
 
 /// Thrown on malformed bytes; the peer sending them is treated as broken.
-class ProtocolError : public std::runtime_error {
+class FERRY_INTERNAL_API ProtocolError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -56,8 +57,9 @@ struct FrameHeader {
 };
 
 /// Validates and decodes a header; throws ProtocolError.
-FrameHeader parse_header(const char* bytes, std::uint64_t max_body);
-void write_header(char* out, FrameType type, std::uint64_t body_size, std::uint8_t flags = 0);
+FERRY_INTERNAL_API FrameHeader parse_header(const char* bytes, std::uint64_t max_body);
+FERRY_INTERNAL_API void write_header(char* out, FrameType type, std::uint64_t body_size,
+                                     std::uint8_t flags = 0);
 
 /// What follows a result head. Why a call failed is the Failure's kind, not the status: one list
 /// of failure kinds, in wire/failure.hpp.
@@ -76,7 +78,7 @@ enum class ByeReason : std::uint8_t {
   descriptor_growth = 5,  // a task left descriptors open: recycled before it starves the next
 };
 inline constexpr std::uint8_t max_bye_reason = 5;
-const char* bye_reason_name(ByeReason r) noexcept;
+FERRY_INTERNAL_API const char* bye_reason_name(ByeReason r) noexcept;
 
 enum class RefKind : std::uint8_t { plugin = 0, main_program = 1 };
 
@@ -90,7 +92,7 @@ enum class WorkerExit : int {
   init_failed = 68,     // the initializer failed
 };
 /// "protocol error", "host gone", ... or nullptr for codes ferry-worker never uses.
-const char* worker_exit_name(int code) noexcept;
+FERRY_INTERNAL_API const char* worker_exit_name(int code) noexcept;
 
 // ---- bodies ----------------------------------------------------------------------------------
 
@@ -145,7 +147,7 @@ class BodyWriter {
 };
 
 /// Reads fields of a body; any overrun throws ProtocolError.
-class BodyReader {
+class FERRY_INTERNAL_API BodyReader {
  public:
   explicit BodyReader(std::string_view body) : body_(body) {}
   std::uint8_t u8();
@@ -162,35 +164,36 @@ class BodyReader {
 };
 
 /// Frame = header + body in one buffer, ready to send (payload bytes may follow separately).
-Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size = 0,
-             std::uint8_t flags = 0);
+FERRY_INTERNAL_API Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size = 0,
+                                std::uint8_t flags = 0);
 
-Buffer encode_hello(const Hello& h);
-Hello decode_hello(std::string_view body);
-Buffer encode_define(const Define& d);
-Define decode_define(std::string_view body);
+FERRY_INTERNAL_API Buffer encode_hello(const Hello& h);
+FERRY_INTERNAL_API Hello decode_hello(std::string_view body);
+FERRY_INTERNAL_API Buffer encode_define(const Define& d);
+FERRY_INTERNAL_API Define decode_define(std::string_view body);
 /// Header + task head; the argument bytes (size `args_size`) are sent right after.
-Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags = 0);
-TaskHead decode_task_head(BodyReader& r);
+FERRY_INTERNAL_API Buffer encode_task_head(const TaskHead& t, std::uint64_t args_size,
+                                           std::uint8_t flags = 0);
+FERRY_INTERNAL_API TaskHead decode_task_head(BodyReader& r);
 /// Header + result head; for ok, the result bytes (size `payload_size`) are sent right after.
-Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);
-ResultHead decode_result_head(BodyReader& r);
+FERRY_INTERNAL_API Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);
+FERRY_INTERNAL_API ResultHead decode_result_head(BodyReader& r);
 
 // Shared-memory frames (flag_shm): the payload is in a memfd that travels with the frame's first
 // byte (SCM_RIGHTS), and the body is the usual head followed by the payload's size, always its
 // last 8 bytes (the MPI relay, which cannot pass a memfd, replaces them with the bytes).
 inline constexpr std::size_t shared_size_bytes = 8;
 /// A whole task frame for arguments of `args_size` bytes in a memfd.
-Buffer encode_shared_task(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags = 0);
+FERRY_INTERNAL_API Buffer encode_shared_task(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags = 0);
 /// A whole ok result frame for result bytes of `result_size` in a memfd.
-Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size);
+FERRY_INTERNAL_API Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size);
 /// After the head of a flag_shm frame: maps the payload of the frame's memfd `fd` (taken over,
 /// closed on failure) read-only. The body must end with its size. @throws ProtocolError, also
 /// when the memfd is smaller than announced or cannot be mapped.
-Buffer decode_shared_payload(BodyReader& r, int fd);
-Buffer encode_bye(ByeReason reason);
-ByeReason decode_bye(std::string_view body);
-Buffer encode_init(std::uint32_t ref);
-std::uint32_t decode_init(std::string_view body);
+FERRY_INTERNAL_API Buffer decode_shared_payload(BodyReader& r, int fd);
+FERRY_INTERNAL_API Buffer encode_bye(ByeReason reason);
+FERRY_INTERNAL_API ByeReason decode_bye(std::string_view body);
+FERRY_INTERNAL_API Buffer encode_init(std::uint32_t ref);
+FERRY_INTERNAL_API std::uint32_t decode_init(std::string_view body);
 
 }  // namespace ferry::detail::protocol

@@ -14,7 +14,7 @@
 #include <mutex>
 #include <vector>
 
-#include <ferry/serialization.hpp>
+#include <ferry/detail/buffer.hpp>
 
 #include "platform/config.hpp"
 

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 struct WorkerConfig {
@@ -19,9 +21,9 @@ struct WorkerConfig {
 };
 
 /// Runs the loop on an open channel; returns the process exit code (protocol::WorkerExit).
-int run_worker(const WorkerConfig& config);
+FERRY_INTERNAL_API int run_worker(const WorkerConfig& config);
 
 /// `ferry-worker` entry point: parses the command line, arms the parent-death signal, runs.
-int worker_main(int argc, char** argv);
+FERRY_INTERNAL_API int worker_main(int argc, char** argv);
 
 }  // namespace ferry::detail

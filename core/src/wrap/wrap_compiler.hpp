@@ -6,12 +6,13 @@
 #include <future>
 #include <string>
 
+#include <ferry/detail/export.hpp>
 #include <ferry/wrap.hpp>
 
 namespace ferry::detail {
 
 /// The wrapped function at `address`, or nullptr.
-const WrapSite* find_wrap(const void* address);
+FERRY_INTERNAL_API const WrapSite* find_wrap(const void* address);
 
 /// A built wrap plugin, or why it could not be built.
 struct WrapBuild {
@@ -22,17 +23,17 @@ struct WrapBuild {
 
 /// The build of `site` with the current options: started in the background if needed (one per
 /// process and cache key, and one per cache entry across processes). Thread-safe.
-std::shared_future<WrapBuild> wrap_build(const WrapSite& site);
+FERRY_INTERNAL_API std::shared_future<WrapBuild> wrap_build(const WrapSite& site);
 
 /// How many plugins this process compiled itself (not found in the cache), for tests.
-unsigned wrap_compilations();
+FERRY_INTERNAL_API unsigned wrap_compilations();
 
 /// ferry's cache directory: $FERRY_CACHE_DIR, else $XDG_CACHE_HOME/ferry, else ~/.cache/ferry
 /// (FERRY_WRAP plugins; the MPI agents' shipped plugins below it).
-std::filesystem::path default_cache_dir();
+FERRY_INTERNAL_API std::filesystem::path default_cache_dir();
 
 /// Precompiles the prelude for the default compiler and flags into `dir` (ferry's build does this
 /// once, so that no user pays for it); returns the header to -include, "" on failure.
-std::string precompile_prelude(const std::filesystem::path& dir);
+FERRY_INTERNAL_API std::string precompile_prelude(const std::filesystem::path& dir);
 
 }  // namespace ferry::detail

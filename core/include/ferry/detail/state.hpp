@@ -19,7 +19,8 @@
 
 #include <ferry/detail/type_name.hpp>
 #include <ferry/errors.hpp>
-#include <ferry/serialization.hpp>
+#include <ferry/detail/codec.hpp>
+#include <ferry/detail/export.hpp>
 
 namespace ferry::detail {
 
@@ -29,11 +30,11 @@ using Clock = std::chrono::steady_clock;
 /// For a catch (...) block: the what() of the exception being handled, or, for one not derived
 /// from std::exception (`throw 0`), its type, in the words the worker uses for its own stages.
 /// Rethrows a thread cancellation's unwinding.
-std::string current_exception_reason();
+FERRY_API std::string current_exception_reason();
 
 /// The executor side of a pending state: helps a waiting thread (it may read the result off the
 /// worker's channel itself) and cancels. Held weakly: a state outlives its executor.
-class StateOwner {
+class FERRY_API StateOwner {
  public:
   virtual ~StateOwner() = default;
   /// Returns when the state is ready or the deadline passed.
@@ -41,7 +42,7 @@ class StateOwner {
   virtual bool cancel(StateBase& state, bool kill_running) = 0;
 };
 
-class StateBase {
+class FERRY_API StateBase {
  public:
   StateBase() = default;
   StateBase(const StateBase&) = delete;

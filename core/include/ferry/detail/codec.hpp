@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Host and worker side of serialization: values encoded into a Buffer, decoded from bytes.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <ferry/detail/buffer.hpp>
+#include <ferry/detail/streams.hpp>
+#include <ferry/serialization.hpp>
+
+namespace ferry::detail {
+
+/// Appends the binary encoding of every value to `out`.
+template <class... Ts>
+void encode_values(Buffer& out, const Ts&... values) {
+  if constexpr (sizeof...(Ts) > 0) {
+    BufferWriter writer(out);
+    OutputStreamLease os(&writer);
+    OutputArchive ar(*os);
+    ar(values...);
+  }
+}
+
+/// Encodes many values into one buffer through one archive: a map chunk costs one stream and one
+/// archive, not one per element. Not movable (the stream points into it).
+class Encoder {
+ public:
+  Encoder() : writer_(buffer_), os_(&writer_), ar_(os_) {}
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
+
+  template <class... Ts>
+  void operator()(const Ts&... values) {
+    if constexpr (sizeof...(Ts) > 0) ar_(values...);
+  }
+  /// The bytes so far; the encoder must not be used afterwards.
+  Buffer take() { return std::move(buffer_); }
+
+ private:
+  Buffer buffer_;
+  BufferWriter writer_;
+  std::ostream os_;
+  OutputArchive ar_;
+};
+
+/// Decodes one T from the bytes; throws cereal::Exception (or the type's own) on bad bytes, and
+/// when bytes are left over.
+template <class T>
+T decode_value(std::string_view bytes) {
+  MemoryReader reader(bytes.data(), bytes.size());
+  InputStreamLease is(&reader);
+  InputArchive ar(*is);
+  T value{};
+  ar(value);
+  if (reader.remaining() != 0)
+    throw cereal::Exception("trailing bytes after the value: " + std::to_string(reader.remaining()));
+  return value;
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The plugin ABI: the record FERRY_TASK exports for each task, and the context the worker hands
+// its entry points. Both sides of the plugin boundary compile against this file; a change to
+// anything here is a change of plugin_abi_version.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <iosfwd>
+#include <string_view>
+
+namespace ferry::detail {
+
+/// Bumped whenever the record layout or the invoke contract below changes (2: InvokeContext::deliver).
+inline constexpr std::uint32_t plugin_abi_version = 2;
+inline constexpr std::string_view task_symbol_prefix = "ferry_task:";
+inline constexpr std::string_view task_section = "ferry_tasks";
+inline constexpr char task_record_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'T', 'K', '\0'};
+
+enum class InvokeStatus : std::uint32_t {
+  ok = 0,
+  decode_arguments_failed = 1,
+  task_threw = 2,
+  encode_result_failed = 3,
+};
+
+/// InvokeContext::flags.
+inline constexpr std::uint32_t invoke_keep_going = 1;  ///< JSON: an item's error is its result
+
+struct InvokeContext;
+using InvokeFn = void (*)(InvokeContext&) noexcept;
+
+/// What the worker hands a task's entry point. Results of every item are appended to `result`; on
+/// failure "<exception type>\0<what>" goes to `error`, `status` says at which stage and
+/// `failed_item` at which item of a map chunk.
+///
+/// Once the last item's result is encoded, the entry point calls `deliver` (when set) *before*
+/// that item's arguments are destroyed, and sets `delivered`: the worker sends the results then,
+/// so an argument whose destructor crashes the worker does not lose a finished result (as loky
+/// sends a result before the arguments are garbage-collected).
+struct InvokeContext {
+  const char* args;
+  std::uint64_t args_size;
+  std::uint32_t items;
+  std::uint32_t failed_item;
+  InvokeStatus status;
+  std::uint32_t flags;
+  std::streambuf* result;
+  std::streambuf* error;
+  InvokeFn deliver = nullptr;
+  void* worker = nullptr;   ///< the worker's own data, for `deliver`
+  bool delivered = false;   ///< `deliver` ran: the worker must not send the results again
+};
+
+/// Calls ctx.deliver once, with the results complete and the status ok.
+inline void deliver_results(InvokeContext& ctx) noexcept {
+  ctx.status = InvokeStatus::ok;
+  if (ctx.deliver && !ctx.delivered) {
+    ctx.delivered = true;
+    ctx.deliver(ctx);
+  }
+}
+using AddressFn = const void* (*)() noexcept;
+
+/// Fixed prefix of every exported record. The text (name, NUL, signature, NUL) follows it. All
+/// fields but the two pointers are plain bytes, so the manifest can be read from the file without
+/// loading the library.
+struct TaskRecordHeader {
+  char magic[8];
+  std::uint32_t abi;
+  std::uint32_t record_size;
+  std::uint64_t fingerprint;
+  std::uint32_t name_size;
+  std::uint32_t signature_size;
+  InvokeFn invoke;       ///< arguments and results in cereal's binary archive
+  InvokeFn invoke_json;  ///< the same, one JSON object per item and line (cereal's JSON archive)
+  AddressFn address;     ///< returns the task function's address (host-side lookup by function)
+};
+static_assert(sizeof(TaskRecordHeader) == 56);
+
+template <std::size_t TextSize>
+struct TaskRecord {
+  TaskRecordHeader header;
+  char text[TextSize];
+};
+
+}  // namespace ferry::detail
