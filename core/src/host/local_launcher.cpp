@@ -62,7 +62,7 @@ class LocalWorker final : public LaunchedWorker {
 
 LocalLauncher::LocalLauncher(const ExecutorOptions& options)
     : worker_path_(find_worker(options.worker_path)),
-      allow_unsafe_(options.allow_unsafe_plugins || Config::read().allow_unsafe_plugins) {
+      allow_unsafe_(options.allow_unsafe_plugins || unsafe_allowed_by_environment()) {
   std::vector<std::pair<std::string, std::string>> env(options.env.begin(), options.env.end());
   // Workers decode large arguments into fresh allocations: let glibc back them with transparent
   // huge pages (one fault per 2 MiB, not per 4 KiB page), unless GLIBC_TUNABLES says otherwise.

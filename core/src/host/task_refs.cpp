@@ -4,14 +4,14 @@
 #include <ferry/ferry.hpp>
 
 #include "host/resolver.hpp"
-#include "platform/config.hpp"
+#include "platform/trust.hpp"
 
 namespace ferry::detail {
 
 namespace fs = std::filesystem;
 
 TaskRefs::TaskRefs(const ExecutorOptions& options)
-    : allow_unsafe_(options.allow_unsafe_plugins || Config::read().allow_unsafe_plugins),
+    : allow_unsafe_(options.allow_unsafe_plugins || unsafe_allowed_by_environment()),
       index_(PluginIndex::search_path(options.plugin_dirs), PluginIndexOptions{options.allow_unsafe_plugins}) {}
 
 std::shared_ptr<const RefEntry> TaskRefs::intern(protocol::RefKind kind, const std::string& library,
