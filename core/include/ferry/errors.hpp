@@ -54,10 +54,48 @@ class FERRY_API TerminatedWorkerError : public Error {
   /// "SIGSEGV", "SIGKILL", ... or "" when the worker exited.
   std::string signal_name() const;
 
+ protected:
+  /// For the subclasses that say why themselves: `what` is the whole message.
+  struct Explained {};
+  TerminatedWorkerError(Explained, std::string what, std::string task, int pid);
+
  private:
   std::string task_;
   int pid_, signal_, exit_code_;
   bool oom_killed_;
+};
+
+/**
+@brief The task went past a resource limit (ferry::Limits) while it ran: an allocation past
+`memory`, more CPU time than `cpu_time`, a descriptor, process or file size past its limit. The
+worker was replaced.
+*/
+class FERRY_API ResourceLimitError : public TerminatedWorkerError {
+ public:
+  ResourceLimitError(std::string task, int pid, std::string limit, unsigned long long value,
+                     std::string detail = {});
+  /// "memory", "cpu_time", "open_files", "processes" or "file_size".
+  const std::string& limit() const noexcept { return limit_; }
+  /// The limit's value: bytes (memory, file_size), seconds (cpu_time) or a count.
+  unsigned long long value() const noexcept { return value_; }
+
+ private:
+  std::string limit_;
+  unsigned long long value_;
+};
+
+/**
+@brief The task made a system call its sandbox denies (ferry::Sandbox): "socket", "execve",
+"ptrace", ... The worker was replaced.
+*/
+class FERRY_API SandboxViolationError : public TerminatedWorkerError {
+ public:
+  SandboxViolationError(std::string task, int pid, std::string operation, std::string detail = {});
+  /// The denied system call's name ("socket", "connect", "execve", "ptrace", ...).
+  const std::string& operation() const noexcept { return operation_; }
+
+ private:
+  std::string operation_;
 };
 
 /**

@@ -66,6 +66,11 @@ struct ExecutorOptions {
   /// Where workers run: "local" (processes of this machine) or "mpi" (ranks of an Open MPI job;
   /// link ferry::mpi and call ferry::mpi::enable(), see <ferry/mpi.hpp>).
   std::string backend = "local";
+  /// Resource limits of every worker while it runs a task (SubmitOptions::limits overrides them
+  /// per task).
+  Limits limits;
+  /// The sandbox of every worker.
+  Sandbox sandbox;
 
   bool operator==(const ExecutorOptions&) const = default;
 };
@@ -89,6 +94,8 @@ struct SubmitOptions {
   /// Wall-clock budget of the task once it is sent to a worker; when it expires, the worker is
   /// killed and the future fails with TimeoutError. 0 = none.
   Duration deadline{0};
+  /// Limits of this task: each non-zero field replaces the executor's (ExecutorOptions::limits).
+  Limits limits;
 };
 
 namespace detail {

@@ -4,6 +4,7 @@
 
 #include <string.h>
 
+#include "platform/format.hpp"
 #include "platform/signals.hpp"
 
 namespace ferry {
@@ -53,6 +54,43 @@ TerminatedWorkerError::TerminatedWorkerError(std::string task, int pid, int sign
       signal_(signal),
       exit_code_(exit_code),
       oom_killed_(oom_killed) {}
+
+TerminatedWorkerError::TerminatedWorkerError(Explained, std::string what, std::string task, int pid)
+    : Error(std::move(what)), task_(std::move(task)), pid_(pid), signal_(0), exit_code_(-1),
+      oom_killed_(false) {}
+
+namespace {
+std::string limit_text(const std::string& limit, unsigned long long value) {
+  if (limit == "memory" || limit == "file_size") return detail::format_size(value);
+  if (limit == "cpu_time") return std::to_string(value) + " s of CPU time";
+  return std::to_string(value);
+}
+std::string with_detail(std::string m, const std::string& detail) {
+  if (!detail.empty()) m += " (" + detail + ")";
+  return m + "; the worker was replaced";
+}
+}  // namespace
+
+ResourceLimitError::ResourceLimitError(std::string task, int pid, std::string limit,
+                                       unsigned long long value, std::string detail)
+    : TerminatedWorkerError(Explained{},
+                            with_detail("task " + quoted(or_unknown(task)) + " went past its " +
+                                            limit + " limit of " + limit_text(limit, value) +
+                                            " in worker " + std::to_string(pid),
+                                        detail),
+                            task, pid),
+      limit_(std::move(limit)),
+      value_(value) {}
+
+SandboxViolationError::SandboxViolationError(std::string task, int pid, std::string operation,
+                                             std::string detail)
+    : TerminatedWorkerError(Explained{},
+                            with_detail("task " + quoted(or_unknown(task)) + " made a system call " +
+                                            "its sandbox denies: " + operation + " (worker " +
+                                            std::to_string(pid) + ")",
+                                        detail),
+                            task, pid),
+      operation_(std::move(operation)) {}
 
 std::string TerminatedWorkerError::signal_name() const {
   return signal_ ? detail::signal_name(signal_) : std::string();

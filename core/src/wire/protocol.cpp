@@ -55,6 +55,8 @@ const char* worker_exit_name(int code) noexcept {
     case WorkerExit::protocol_error: return "ferry-worker: protocol error";
     case WorkerExit::io_error: return "ferry-worker: channel error";
     case WorkerExit::init_failed: return "ferry-worker: initializer failed";
+    case WorkerExit::contained: return "ferry-worker: a task hit its limits or sandbox";
+    case WorkerExit::containment: return "ferry-worker: cannot set up its limits or sandbox";
   }
   return nullptr;
 }
@@ -232,6 +234,91 @@ std::uint32_t decode_init(std::string_view body) {
   std::uint32_t ref = r.u32();
   r.expect_end();
   return ref;
+}
+
+const char* contained_kind_name(ContainedKind k) noexcept {
+  switch (k) {
+    case ContainedKind::memory: return "memory";
+    case ContainedKind::cpu_time: return "cpu_time";
+    case ContainedKind::open_files: return "open_files";
+    case ContainedKind::processes: return "processes";
+    case ContainedKind::file_size: return "file_size";
+    case ContainedKind::syscall: return "syscall";
+  }
+  return "unknown";
+}
+
+namespace {
+std::size_t bounded_length(const char* s) noexcept {
+  std::size_t n = 0;
+  while (s && n < max_contained_text && s[n]) ++n;
+  return n;
+}
+}  // namespace
+
+std::size_t encode_contained_into(char* out, std::size_t cap, ContainedKind kind, std::uint64_t value,
+                                  const char* name, const char* detail) noexcept {
+  const std::uint32_t name_size = static_cast<std::uint32_t>(bounded_length(name));
+  const std::uint32_t detail_size = static_cast<std::uint32_t>(bounded_length(detail));
+  const std::uint64_t body = 1 + 8 + 4 + name_size + 4 + detail_size;
+  if (cap < header_size + body) return 0;
+  write_header(out, FrameType::contained, body);
+  char* p = out + header_size;
+  *p++ = static_cast<char>(kind);
+  std::memcpy(p, &value, 8);
+  p += 8;
+  std::memcpy(p, &name_size, 4);
+  p += 4;
+  if (name_size) std::memcpy(p, name, name_size);
+  p += name_size;
+  std::memcpy(p, &detail_size, 4);
+  p += 4;
+  if (detail_size) std::memcpy(p, detail, detail_size);
+  return header_size + body;
+}
+
+Buffer encode_contained(const Contained& c) {
+  Buffer b;
+  BodyWriter(b)
+      .u8(static_cast<std::uint8_t>(c.kind))
+      .u64(c.value)
+      .str(std::string_view(c.name).substr(0, max_contained_text))
+      .str(std::string_view(c.detail).substr(0, max_contained_text));
+  return frame(FrameType::contained, b);
+}
+
+Contained decode_contained(std::string_view body) {
+  BodyReader r(body);
+  Contained c;
+  std::uint8_t kind = r.u8();
+  if (kind == 0 || kind > max_contained_kind)
+    throw ProtocolError("unknown contained kind " + std::to_string(kind));
+  c.kind = static_cast<ContainedKind>(kind);
+  c.value = r.u64();
+  c.name = r.str();
+  c.detail = r.str();
+  r.expect_end();
+  if (c.name.size() > max_contained_text || c.detail.size() > max_contained_text)
+    throw ProtocolError("contained frame text too long");
+  return c;
+}
+
+Buffer encode_limits(const TaskLimits& l) {
+  Buffer b;
+  BodyWriter(b).u64(l.memory).u64(l.cpu_seconds).u64(l.open_files).u64(l.processes).u64(l.file_size);
+  return frame(FrameType::limits, b);
+}
+
+TaskLimits decode_limits(std::string_view body) {
+  BodyReader r(body);
+  TaskLimits l;
+  l.memory = r.u64();
+  l.cpu_seconds = r.u64();
+  l.open_files = r.u64();
+  l.processes = r.u64();
+  l.file_size = r.u64();
+  r.expect_end();
+  return l;
 }
 
 }  // namespace ferry::detail::protocol

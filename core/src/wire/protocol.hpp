@@ -18,7 +18,8 @@
 namespace ferry::detail::protocol {
 
 /// 2: a failed result carries a typed Failure (wire/failure.hpp); the result head has no item.
-inline constexpr std::uint32_t version = 2;
+/// 3: contained and limits frames (containment, ferry::Limits and ferry::Sandbox).
+inline constexpr std::uint32_t version = 3;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
 /// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.
@@ -34,8 +35,10 @@ enum class FrameType : std::uint8_t {
   bye = 5,       // worker → host: it exits cleanly now (reason); unanswered tasks never started
   shutdown = 6,  // host → worker: finish and exit
   init = 7,      // host → worker: run this ref once before anything else (initializer)
+  contained = 8,  // worker → host: the running task hit a limit or its sandbox; the worker exits
+  limits = 9,     // host → worker: the limits of the tasks that follow
 };
-inline constexpr std::uint8_t max_frame_type = 7;
+inline constexpr std::uint8_t max_frame_type = 9;
 
 /// Task frame flags (header byte 3).
 inline constexpr std::uint8_t flag_json = 1;        // arguments and results are JSON lines
@@ -90,6 +93,8 @@ enum class WorkerExit : int {
   protocol_error = 66,  // the host sent bytes that are not ferry frames
   io_error = 67,        // the channel failed
   init_failed = 68,     // the initializer failed
+  contained = 69,       // after a contained frame: a task hit a limit or its sandbox
+  containment = 70,     // the containment asked for cannot be set up (the reason is on stderr)
 };
 /// "protocol error", "host gone", ... or nullptr for codes ferry-worker never uses.
 FERRY_INTERNAL_API const char* worker_exit_name(int code) noexcept;
@@ -110,6 +115,35 @@ struct Define {
   std::string name;      // task name, or the function's name for a main-program function
   std::uint64_t fingerprint = 0;
   std::string signature;  // the host's expected signature text (for messages)
+};
+
+/// What a contained frame reports. The limits' values are those of ferry::Limits' fields.
+enum class ContainedKind : std::uint8_t {
+  memory = 1,      // value: bytes
+  cpu_time = 2,    // value: seconds
+  open_files = 3,  // value: descriptors
+  processes = 4,   // value: processes
+  file_size = 5,   // value: bytes
+  syscall = 6,     // value: the system call's number; name: its name
+};
+inline constexpr std::uint8_t max_contained_kind = 6;
+/// "memory", "cpu_time", ... as ferry::Limits names them; "syscall" for a sandbox violation.
+FERRY_INTERNAL_API const char* contained_kind_name(ContainedKind k) noexcept;
+
+/// Body of a contained frame: u8 kind · u64 value · str name · str detail.
+struct Contained {
+  ContainedKind kind = ContainedKind::memory;
+  std::uint64_t value = 0;
+  std::string name;    // the system call for ContainedKind::syscall; else the limit's name
+  std::string detail;  // what the task saw, e.g. "std::bad_alloc: ..." (may be empty)
+};
+inline constexpr std::size_t max_contained_text = 512;
+
+/// Body of a limits frame: five u64, in ferry::Limits' order (memory bytes, cpu seconds, open
+/// files, processes, file size bytes); 0 = no limit.
+struct TaskLimits {
+  std::uint64_t memory = 0, cpu_seconds = 0, open_files = 0, processes = 0, file_size = 0;
+  bool operator==(const TaskLimits&) const = default;
 };
 
 struct TaskHead {
@@ -194,6 +228,15 @@ FERRY_INTERNAL_API Buffer decode_shared_payload(BodyReader& r, int fd);
 FERRY_INTERNAL_API Buffer encode_bye(ByeReason reason);
 FERRY_INTERNAL_API ByeReason decode_bye(std::string_view body);
 FERRY_INTERNAL_API Buffer encode_init(std::uint32_t ref);
+FERRY_INTERNAL_API Buffer encode_contained(const Contained& c);
+/// A whole contained frame into `out` (capacity `cap`) without allocating, for signal handlers:
+/// `name` and `detail` are cut at max_contained_text. Returns the frame's size (0 if cap is too small).
+FERRY_INTERNAL_API std::size_t encode_contained_into(char* out, std::size_t cap, ContainedKind kind,
+                                                     std::uint64_t value, const char* name,
+                                                     const char* detail) noexcept;
+FERRY_INTERNAL_API Contained decode_contained(std::string_view body);
+FERRY_INTERNAL_API Buffer encode_limits(const TaskLimits& l);
+FERRY_INTERNAL_API TaskLimits decode_limits(std::string_view body);
 FERRY_INTERNAL_API std::uint32_t decode_init(std::string_view body);
 
 }  // namespace ferry::detail::protocol

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What this machine offers to contain a worker (ferry::Limits, ferry::Sandbox, and the rule that
+// a worker's descendants end with it), probed once per process. The host refuses a sandbox it
+// cannot build (unless best effort); `ferry info` prints the same facts.
+#pragma once
+
+#include <string>
+
+#include <ferry/detail/export.hpp>
+
+namespace ferry::detail {
+
+struct ContainmentSupport {
+  bool root = false;               // effective uid 0 (pids cgroups; RLIMIT_NPROC does not bind root)
+  bool user_namespaces = false;    // this process can create a user namespace
+  bool pid_namespace = false;      // a worker can put its descendants in a PID namespace
+  bool network_namespace = false;  // a worker can have a network namespace of its own
+  int landlock_abi = 0;            // 0: no Landlock
+  bool seccomp = false;            // seccomp-bpf filters
+  bool pids_cgroup = false;        // a pids cgroup can be made per worker (processes limit as root)
+  /// How a worker's descendants end with it: "PID namespace" or "subreaper and sweep".
+  std::string descendants;
+  /// How Limits::processes is enforced: "pids cgroup", "RLIMIT_NPROC in a user namespace", "none".
+  std::string processes;
+};
+
+/// The facts of this machine for this process (probed on first call, then cached; thread-safe).
+FERRY_INTERNAL_API const ContainmentSupport& containment_support();
+
+/// Why a sandbox (`sandbox`, with the network off unless `network`) and a processes limit
+/// (`processes_limit`) cannot be built here: "" when they can. Best effort asks nothing of this.
+FERRY_INTERNAL_API std::string containment_missing(const ContainmentSupport& s, bool sandbox,
+                                                   bool network, bool processes_limit);
+
+}  // namespace ferry::detail
