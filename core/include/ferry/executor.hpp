@@ -33,6 +33,50 @@ namespace ferry {
 using Duration = std::chrono::duration<double>;
 
 /**
+@brief What one worker process may use while a task runs (0 = no limit). Going past a limit ends
+the task with ResourceLimitError naming it, and the worker is replaced; other tasks are untouched.
+See README "Running untrusted code".
+*/
+struct Limits {
+  /// Bytes of private memory (heap, anonymous mappings: RLIMIT_DATA); shared-memory arguments do
+  /// not count. Enforced while the task runs: an allocation past it fails, and the task ends.
+  std::size_t memory = 0;
+  /// CPU time of one task, measured by the host (user + system time of the worker process).
+  std::chrono::seconds cpu_time{0};
+  /// Descriptors the worker process may hold (RLIMIT_NOFILE).
+  std::size_t open_files = 0;
+  /// Processes a task may have at once (its descendants): a pids cgroup as root, RLIMIT_NPROC in
+  /// the worker's own user namespace otherwise.
+  std::size_t processes = 0;
+  /// Largest file a task may write (RLIMIT_FSIZE).
+  std::size_t file_size = 0;
+
+  bool operator==(const Limits&) const = default;
+};
+
+/**
+@brief A sandbox around every worker of an executor: seccomp-bpf, Landlock, namespaces,
+no_new_privs. Off unless `enabled`. A denied system call ends the task with SandboxViolationError;
+a file outside the allowed paths fails inside the task with EACCES.
+*/
+struct Sandbox {
+  bool enabled = false;
+  /// Allow sockets (loopback and outside). Off: socket() is denied (socketpair stays allowed) and
+  /// the worker has a network namespace of its own.
+  bool network = false;
+  /// Allow execve/execveat.
+  bool exec = false;
+  /// Readable besides what the worker needs (system libraries, its plugins, the FERRY_WRAP cache).
+  std::vector<std::filesystem::path> read;
+  /// Writable; empty: a private temporary directory made for the executor ($TMPDIR in the worker).
+  std::vector<std::filesystem::path> write;
+  /// Run with what this kernel supports instead of refusing to start when a mechanism is missing.
+  bool best_effort = false;
+
+  bool operator==(const Sandbox&) const = default;
+};
+
+/**
 @brief How an Executor runs its workers. An aggregate: use designated initialisers.
 @code
 ferry::Executor ex({.max_workers = 4, .idle_timeout = std::chrono::seconds(30)});

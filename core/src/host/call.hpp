@@ -36,6 +36,7 @@ struct Call {
   std::uint8_t flags = 0;  // task frame flags (JSON)
   unsigned retries = 0;
   Clock::duration deadline{0};  // 0 = none
+  protocol::TaskLimits limits;  // the executor's, with the submission's non-zero fields over them
   Clock::time_point started{};  // when it became the running call of its worker
   Lane* lane = nullptr;         // the worker pipeline it was sent to, while in flight
 };

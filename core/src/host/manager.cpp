@@ -37,6 +37,7 @@ namespace {
 constexpr auto shutdown_grace = std::chrono::seconds(5);
 constexpr unsigned max_startup_failures = 3;
 constexpr auto hello_timeout = std::chrono::seconds(10);
+constexpr auto cpu_sample_period = std::chrono::milliseconds(100);
 
 std::string describe_exit(const ExitStatus& st) {
   if (!st.detail.empty()) return st.detail;
@@ -200,6 +201,10 @@ void Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, con
   }
   Call& running = *w.lane.in_flight.front();
   std::exception_ptr error = w.kill_error;
+  // A limit or the sandbox explains the death: the task would hit it again, no retry.
+  if (!error)
+    error = containment_death(st.signal, running.limits, p_.options_.sandbox.enabled,
+                              running.ref->display, w.pid);
   if (!error && running.retries < p_.options_.max_retries_on_worker_death) {
     ++running.retries;
     p_.dispatcher_.requeue(w.lane);
@@ -222,6 +227,9 @@ int Manager::next_timeout_ms() {
   auto next = Clock::time_point::max();
   for (const auto& [_, w] : p_.workers_) {
     next = std::min({next, w->kill_at, w->lane.deadline()});
+    // A running call with a CPU time limit: its worker's CPU time is sampled every 100 ms.
+    if (const Call* c = w->lane.running(); c && c->limits.cpu_seconds && w->alive() && w->pid > 0)
+      next = std::min(next, now + cpu_sample_period);
     if (w->awaiting_hello()) next = std::min(next, w->spawned + hello_timeout);
   }
   if (next == Clock::time_point::max()) return -1;
@@ -260,6 +268,7 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
       p_.signal_kill_locked(*w);
       w->kill_at = Clock::time_point::max();
     }
+    enforce_cpu_time_locked(*w);
     if (!w->kill_error && now >= w->lane.deadline()) {
       const Call& c = *w->lane.running();
       p_.kill_worker_locked(*w, std::make_exception_ptr(TimeoutError(
@@ -273,6 +282,26 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
       p_.signal_kill_locked(*w);
     }
   }
+}
+
+/// Limits::cpu_time, measured by the host from /proc (a task cannot raise or hide it, as it
+/// could an rlimit of its own process): the worker's CPU ticks since its running call started,
+/// sampled when the call is first seen running and at every pass after.
+void Manager::enforce_cpu_time_locked(WorkerSlot& w) {
+  const Call* c = w.lane.running();
+  if (!c || !c->limits.cpu_seconds || w.kill_error || w.pid <= 0) return;
+  std::uint64_t ticks = cpu_ticks(w.pid);
+  if (ticks == UINT64_MAX) return;  // gone: its exit is reported
+  if (w.cpu_call != c->id) {
+    w.cpu_call = c->id;
+    w.cpu_base = ticks;
+    return;
+  }
+  if (ticks - w.cpu_base <= c->limits.cpu_seconds * ticks_per_second()) return;
+  p_.kill_worker_locked(w, std::make_exception_ptr(ResourceLimitError(
+                               c->ref->display, w.pid, "cpu_time", c->limits.cpu_seconds,
+                               "it used " + std::to_string((ticks - w.cpu_base) / ticks_per_second()) +
+                                   " s of CPU time")));
 }
 
 /// Retires idle workers once the pool is shut down and nothing is queued, and tells retired idle
@@ -337,6 +366,8 @@ void Manager::start_workers(std::size_t n, Completions& done) {
 std::vector<std::string> Manager::worker_args() const {
   std::vector<std::string> args = {"--spin-us", std::to_string(p_.worker_spin_.count()),
                                    "--max-frame-bytes", std::to_string(p_.max_frame_)};
+  auto contain = containment_args(p_.options_, p_.sandbox_tmp_ ? p_.sandbox_tmp_->path() : std::filesystem::path());
+  args.insert(args.end(), contain.begin(), contain.end());
   if (p_.options_.idle_timeout.count() > 0) {
     auto ms = std::max<long long>(
         1, std::chrono::duration_cast<std::chrono::milliseconds>(p_.options_.idle_timeout).count());
@@ -377,6 +408,7 @@ void Manager::register_worker(const SlotPtr& w) {
   w->sock_out = Fd(::fcntl(w->sock.get(), F_DUPFD_CLOEXEC, 0));
   w->spawned = Clock::now();
   std::lock_guard lock(p_.mu_);
+  w->sent_limits = p_.limits_;  // given on its command line
   w->serial = p_.next_serial_++;
   w->lane.serial = w->serial;
   p_.poller_.add(w->sock.get(), w->serial, Poller::Tag::read);

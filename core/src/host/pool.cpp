@@ -64,7 +64,15 @@ Pool::Pool(ExecutorOptions options)
   // Every FERRY_* variable, validated here: a malformed one stops the executor from starting.
   Config config = Config::read();
   config.validate();
-  launcher_ = make_launcher(options_);
+  check_containment(options_);
+  limits_ = task_limits(options_.limits);
+  ExecutorOptions launch = options_;
+  if (options_.sandbox.enabled && options_.sandbox.write.empty()) {
+    // Where a sandboxed task may write by default: a directory of the executor's own, as TMPDIR.
+    sandbox_tmp_ = std::make_unique<PrivateTempDir>(true);
+    launch.env["TMPDIR"] = sandbox_tmp_->path().string();
+  }
+  launcher_ = make_launcher(launch);
   if (!launcher_)
     throw std::invalid_argument("ferry: backend '" + options_.backend +
                                 "' is not available (for \"mpi\": build with FERRY_WITH_MPI, link "
@@ -118,6 +126,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   call->flags = frame_flags;
   call->state = state;
   call->deadline = std::chrono::duration_cast<Clock::duration>(options.deadline);
+  call->limits = merge_limits(limits_, options.limits);
   bool need_spawn = false;
   {
     std::lock_guard lock(mu_);
@@ -163,6 +172,11 @@ void Pool::dispatch_locked() {
     WorkerSlot& w = *workers_.at(s.lane->serial);
     Call& call = *s.call;
     if (s.define) w.outbox.push(Buffer(call.ref->frame));
+    if (!(call.limits == w.sent_limits)) {
+      // This task's own limits (SubmitOptions::limits): they hold from this frame on.
+      w.outbox.push(protocol::encode_limits(call.limits));
+      w.sent_limits = call.limits;
+    }
     if (call.args.fd() >= 0) {
       // Large arguments were encoded straight into a memfd: the frame carries the descriptor
       // and the size; the worker maps them. The call keeps the memfd open until it completes.
@@ -174,7 +188,8 @@ void Pool::dispatch_locked() {
                                                call.flags));
       w.outbox.push_view(call.args.view(), s.call);
     }
-    if (s.running && call.deadline.count() > 0) wake = true;  // the manager times the running call
+    // The manager times the running call (deadline) and samples its CPU time (Limits::cpu_time).
+    if (s.running && (call.deadline.count() > 0 || call.limits.cpu_seconds)) wake = true;
     if (std::find(touched.begin(), touched.end(), &w) == touched.end()) touched.push_back(&w);
   }
   sends.clear();  // the calls stay alive in their lanes and outboxes
@@ -245,6 +260,7 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
         case protocol::FrameType::hello: handle_hello(w, f); break;
         case protocol::FrameType::result: handle_result(w, f, done); break;
         case protocol::FrameType::bye: handle_bye(w, f); break;
+        case protocol::FrameType::contained: handle_contained(w, f); break;
         default: throw protocol::ProtocolError("unexpected frame type from worker");
       }
     } catch (const protocol::ProtocolError& e) {
@@ -286,6 +302,17 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
   poller_.wake();
 }
 
+void Pool::handle_contained(WorkerSlot& w, const Frame& f) {
+  auto c = protocol::decode_contained(f.view());
+  std::lock_guard lock(mu_);
+  debug_log("worker %d: contained: %s %s (%llu) %s", w.pid, protocol::contained_kind_name(c.kind),
+            c.name.c_str(), static_cast<unsigned long long>(c.value), c.detail.c_str());
+  const Call* running = w.lane.running();
+  // The worker exits after saying it; killing it too covers a frame written by a task's forked
+  // child (which inherits the worker's handlers and channel) while the worker itself lives on.
+  kill_worker_locked(w, contained_error(c, running ? running->ref->display : std::string(), w.pid));
+}
+
 void Pool::reject_garbage(WorkerSlot& w, const char* what) {
   std::lock_guard lock(mu_);
   debug_log("worker %d: protocol error: %s", w.pid, what);
@@ -316,8 +343,8 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
   if (!call) throw protocol::ProtocolError("result for a call not sent to it");
-  if (w.lane.running() && w.lane.running()->deadline.count() > 0) {
-    poller_.wake();  // the manager times the running call
+  if (const Call* next = w.lane.running(); next && (next->deadline.count() > 0 || next->limits.cpu_seconds)) {
+    poller_.wake();  // the manager times the running call, or samples its CPU time
   } else if (w.lane.idle() && w.phase == WorkerSlot::Phase::retiring) {
     poller_.wake();  // the manager tells it to exit now that it is idle
   }

@@ -36,6 +36,7 @@
 #include <ferry/plugin_index.hpp>
 
 #include "host/call.hpp"
+#include "host/containment.hpp"
 #include "host/dispatcher.hpp"
 #include "host/manager.hpp"
 #include "host/poller.hpp"
@@ -100,6 +101,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void handle_hello(WorkerSlot& w, const Frame& f);
   void handle_result(WorkerSlot& w, Frame& f, Completions& done);
   void handle_bye(WorkerSlot& w, const Frame& f);
+  /// The running task hit a limit or its sandbox: it fails with that, the worker is replaced.
+  void handle_contained(WorkerSlot& w, const Frame& f);
   /// Kills a worker that sent bytes that are not ferry frames; its running call says why.
   void reject_garbage(WorkerSlot& w, const char* what);
   std::exception_ptr remote_error(const Call& call, const WorkerSlot& w, const Failure& why) const;
@@ -121,6 +124,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::uint64_t max_frame_;
   std::chrono::microseconds worker_spin_;
   std::shared_ptr<Launcher> launcher_;
+  protocol::TaskLimits limits_;                   // the executor's (ExecutorOptions::limits)
+  std::unique_ptr<PrivateTempDir> sandbox_tmp_;  // a sandbox's writable directory, if it needs one
 
   Poller poller_;
 

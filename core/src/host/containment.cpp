@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "host/containment.hpp"
+
+#include <fcntl.h>
+#include <link.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <system_error>
+
+#include <ferry/errors.hpp>
+#include <ferry/plugin_index.hpp>
+
+#include "platform/config.hpp"
+#include "platform/containment.hpp"
+#include "platform/debug.hpp"
+
+namespace ferry::detail {
+
+namespace fs = std::filesystem;
+
+protocol::TaskLimits task_limits(const Limits& l) {
+  return {static_cast<std::uint64_t>(l.memory),
+          static_cast<std::uint64_t>(std::max<std::chrono::seconds::rep>(0, l.cpu_time.count())),
+          static_cast<std::uint64_t>(l.open_files), static_cast<std::uint64_t>(l.processes),
+          static_cast<std::uint64_t>(l.file_size)};
+}
+
+protocol::TaskLimits merge_limits(const protocol::TaskLimits& base, const Limits& over) {
+  protocol::TaskLimits o = task_limits(over), r = base;
+  if (o.memory) r.memory = o.memory;
+  if (o.cpu_seconds) r.cpu_seconds = o.cpu_seconds;
+  if (o.open_files) r.open_files = o.open_files;
+  if (o.processes) r.processes = o.processes;
+  if (o.file_size) r.file_size = o.file_size;
+  return r;
+}
+
+bool any_limit(const protocol::TaskLimits& l) { return !(l == protocol::TaskLimits{}); }
+
+void check_containment(const ExecutorOptions& options) {
+  const Sandbox& sb = options.sandbox;
+  if (options.limits.cpu_time.count() < 0)
+    throw std::invalid_argument("ferry: Limits::cpu_time must not be negative");
+  const bool contained = sb.enabled || any_limit(task_limits(options.limits));
+  if (!contained) return;
+  if (options.backend != "local")
+    throw std::invalid_argument("ferry: Limits and Sandbox are supported by the \"local\" backend "
+                                "only, not by \"" + options.backend + "\"");
+  if (sb.best_effort) return;
+  const ContainmentSupport& s = containment_support();
+  std::string missing = containment_missing(s, sb.enabled, sb.network, options.limits.processes > 0);
+  if (!missing.empty())
+    throw Error("ferry: cannot contain the workers as asked on this machine: " + missing +
+                " (set Sandbox::best_effort to run with what the kernel offers; `ferry info` "
+                "shows it)");
+}
+
+PrivateTempDir::PrivateTempDir(bool make) {
+  if (!make) return;
+  const char* base = std::getenv("TMPDIR");
+  std::string pattern = std::string(base && *base ? base : "/tmp") + "/ferry-sandbox-XXXXXX";
+  if (!::mkdtemp(pattern.data()))  // mode 0700: the user's alone
+    throw std::system_error(errno, std::generic_category(),
+                            "ferry: cannot make the sandbox's private directory " + pattern);
+  path_ = pattern;
+}
+
+PrivateTempDir::~PrivateTempDir() {
+  if (path_.empty()) return;
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+  if (ec) debug_log("cannot remove %s: %s", path_.c_str(), ec.message().c_str());
+}
+
+namespace {
+
+/// Files of the shared libraries loaded in this process, outside the system directories the
+/// worker may read anyway.
+std::vector<std::string> loaded_libraries() {
+  std::vector<std::string> out;
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) {
+        const char* name = info->dlpi_name;
+        if (!name || name[0] != '/') return 0;
+        for (const char* system : {"/usr/", "/lib/", "/lib64/", "/lib32/"})
+          if (std::strncmp(name, system, std::strlen(system)) == 0) return 0;
+        static_cast<std::vector<std::string>*>(data)->push_back(name);
+        return 0;
+      },
+      &out);
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> containment_args(const ExecutorOptions& options, const fs::path& private_tmp) {
+  std::vector<std::string> args;
+  const protocol::TaskLimits l = task_limits(options.limits);
+  const Sandbox& sb = options.sandbox;
+  if (any_limit(l) || sb.enabled) {
+    args.insert(args.end(), {"--limits", std::to_string(l.memory) + "," + std::to_string(l.cpu_seconds) +
+                                             "," + std::to_string(l.open_files) + "," +
+                                             std::to_string(l.processes) + "," +
+                                             std::to_string(l.file_size)});
+  }
+  if (!sb.enabled) return args;
+  int flags = (sb.network ? 1 : 0) | (sb.exec ? 2 : 0) | (sb.best_effort ? 4 : 0);
+  args.insert(args.end(), {"--sandbox", std::to_string(flags)});
+  std::vector<std::string> read;
+  for (const auto& p : sb.read) read.push_back(p.string());
+  for (const auto& d : PluginIndex::search_path(options.plugin_dirs)) read.push_back(d.string());
+  if (auto cache = Config::read().cache_dir; !cache.empty()) read.push_back(cache.string());
+  for (auto& lib : loaded_libraries()) read.push_back(std::move(lib));
+  for (const auto& p : read) args.insert(args.end(), {"--read", p});
+  if (sb.write.empty()) {
+    if (!private_tmp.empty()) args.insert(args.end(), {"--write", private_tmp.string()});
+  } else {
+    for (const auto& p : sb.write) args.insert(args.end(), {"--write", p.string()});
+  }
+  return args;
+}
+
+std::exception_ptr contained_error(const protocol::Contained& c, const std::string& task, int pid) {
+  if (c.kind == protocol::ContainedKind::syscall)
+    return std::make_exception_ptr(SandboxViolationError(task, pid, c.name, c.detail));
+  return std::make_exception_ptr(
+      ResourceLimitError(task, pid, protocol::contained_kind_name(c.kind), c.value, c.detail));
+}
+
+std::exception_ptr containment_death(int signal, const protocol::TaskLimits& limits, bool sandbox,
+                                     const std::string& task, int pid) {
+  if (signal == SIGXFSZ && limits.file_size)
+    return std::make_exception_ptr(ResourceLimitError(task, pid, "file_size", limits.file_size,
+                                                      "the worker died of SIGXFSZ"));
+  if (signal == SIGXCPU && limits.cpu_seconds)
+    return std::make_exception_ptr(ResourceLimitError(task, pid, "cpu_time", limits.cpu_seconds,
+                                                      "the worker died of SIGXCPU"));
+  if (signal == SIGSYS && sandbox)
+    return std::make_exception_ptr(SandboxViolationError(
+        task, pid, "unknown", "the worker died of SIGSYS before it could name the system call"));
+  return nullptr;
+}
+
+std::uint64_t cpu_ticks(int pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return UINT64_MAX;
+  char buf[1024];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return UINT64_MAX;
+  buf[n] = '\0';
+  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return UINT64_MAX;
+  unsigned long long utime = 0, stime = 0;
+  // After ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
+  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+    return UINT64_MAX;
+  return utime + stime;
+}
+
+std::uint64_t ticks_per_second() {
+  static const long t = ::sysconf(_SC_CLK_TCK);
+  return t > 0 ? static_cast<std::uint64_t>(t) : 100;
+}
+
+}  // namespace ferry::detail

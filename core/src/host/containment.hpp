@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The host's half of containment (ferry::Limits, ferry::Sandbox): what a worker is told at
+// launch, the private temporary directory of a sandboxed executor, the errors a contained task
+// ends with, and the CPU time the manager samples. The worker's half is worker/containment.hpp.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <ferry/executor.hpp>
+
+#include "wire/protocol.hpp"
+
+namespace ferry::detail {
+
+/// ferry::Limits as the wire carries them.
+protocol::TaskLimits task_limits(const Limits& l);
+/// `base` with every non-zero field of `over` in its place (SubmitOptions::limits).
+protocol::TaskLimits merge_limits(const protocol::TaskLimits& base, const Limits& over);
+bool any_limit(const protocol::TaskLimits& l);
+
+/// Refuses options a pool cannot honour here: a sandbox or a processes limit this machine cannot
+/// build (unless Sandbox::best_effort), or containment asked of a backend other than "local".
+/// @throws ferry::Error or std::invalid_argument.
+void check_containment(const ExecutorOptions& options);
+
+/// A sandboxed executor's writable directory when Sandbox::write is empty: made 0700 under
+/// $TMPDIR (or /tmp), removed with everything in it when the object dies.
+class PrivateTempDir {
+ public:
+  PrivateTempDir() = default;
+  explicit PrivateTempDir(bool make);
+  PrivateTempDir(PrivateTempDir&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+  PrivateTempDir& operator=(PrivateTempDir&&) = delete;
+  ~PrivateTempDir();
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// The containment part of ferry-worker's command line (worker/containment.hpp reads it): the
+/// executor's limits, and with a sandbox its flags and the paths it may read and write. Read
+/// paths: Sandbox::read, the plugin directories, the FERRY_WRAP cache and every shared library
+/// loaded in this process now (so that a plugin the host loaded can be loaded by the worker).
+std::vector<std::string> containment_args(const ExecutorOptions& options,
+                                          const std::filesystem::path& private_tmp);
+
+/// The error a task ends with when its worker reported `c` (a contained frame).
+std::exception_ptr contained_error(const protocol::Contained& c, const std::string& task, int pid);
+/// The error for a worker that died of `signal` without a contained frame, when the executor's
+/// containment explains it (SIGXFSZ with a file size limit, SIGSYS in a sandbox); else nullptr.
+std::exception_ptr containment_death(int signal, const protocol::TaskLimits& limits, bool sandbox,
+                                     const std::string& task, int pid);
+
+/// CPU time (user + system) of process `pid` in clock ticks; UINT64_MAX when it cannot be read.
+std::uint64_t cpu_ticks(int pid);
+/// Clock ticks per second.
+std::uint64_t ticks_per_second();
+
+}  // namespace ferry::detail
