@@ -190,6 +190,27 @@ TEST_CASE("Errors.terminated_worker_names_task_pid_and_cause") {
   CHECK(support::wait_until([] { return support::zombies() == 0; }));
 }
 
+TEST_CASE("Errors.containment_errors_name_what_stopped_the_task") {
+  ferry::ResourceLimitError memory("decode", 42, "memory", 512ull << 20, "std::bad_alloc: x");
+  CHECK(memory.limit() == "memory");
+  CHECK(memory.value() == (512ull << 20));
+  CHECK(memory.task() == "decode");
+  CHECK(memory.pid() == 42);
+  CHECK(memory.signal() == 0);
+  CHECK(std::string(memory.what()).find("memory limit of 512 MiB") != std::string::npos);
+  CHECK(std::string(memory.what()).find("std::bad_alloc: x") != std::string::npos);
+  CHECK(std::string(memory.what()).find("replaced") != std::string::npos);
+  ferry::ResourceLimitError cpu("spin", 7, "cpu_time", 3);
+  CHECK(std::string(cpu.what()).find("cpu_time limit of 3 s of CPU time") != std::string::npos);
+  ferry::SandboxViolationError denied("fetch", 9, "socket");
+  CHECK(denied.operation() == "socket");
+  CHECK(std::string(denied.what()).find("denies: socket") != std::string::npos);
+  // Both are terminated workers: code catching TerminatedWorkerError keeps working.
+  const ferry::TerminatedWorkerError& base = denied;
+  CHECK(base.task() == "fetch");
+  CHECK(dynamic_cast<const ferry::Error*>(&base) != nullptr);
+}
+
 TEST_CASE("Errors.broken_pool_after_shutdown") {
   ferry::Executor ex(support::options(1));
   ex.shutdown();

@@ -667,17 +667,72 @@ TEST_CASE("Protocol.init.round_trips") {
   CHECK_THROWS_AS(decode_init(bytes_of({1, 0, 0, 0, 0})), ProtocolError);
 }
 
+TEST_CASE("Protocol.contained.round_trips_every_kind") {
+  for (std::uint8_t k = 1; k <= max_contained_kind; ++k) {
+    CAPTURE(int{k});
+    Contained c{static_cast<ContainedKind>(k), 0x1122334455667788ull, "socket", "std::bad_alloc: x"};
+    Buffer frame = encode_contained(c);
+    auto [head, body] = split_frame(frame);
+    CHECK(head.type == FrameType::contained);
+    Contained d = decode_contained(body);
+    CHECK(d.kind == c.kind);
+    CHECK(d.value == c.value);
+    CHECK(d.name == c.name);
+    CHECK(d.detail == c.detail);
+    CHECK(std::string(contained_kind_name(c.kind)) != "unknown");
+    // The signal handlers' encoder writes the very same bytes, without allocating.
+    char out[2048];
+    std::size_t n = encode_contained_into(out, sizeof out, c.kind, c.value, "socket", "std::bad_alloc: x");
+    CHECK(std::string_view(out, n) == frame.view());
+    CHECK(encode_contained_into(out, 20, c.kind, c.value, "socket", "") == 0);  // too small
+  }
+  CHECK(std::string(contained_kind_name(ContainedKind::cpu_time)) == "cpu_time");
+}
+
+TEST_CASE("Protocol.contained.rejects_bad_bodies") {
+  Contained c{ContainedKind::memory, 1, "memory", ""};
+  auto [head, body] = split_frame(encode_contained(c));
+  std::string good(body);
+  std::string bad_kind = good;
+  bad_kind[0] = 0;
+  CHECK_THROWS_WITH_AS(decode_contained(bad_kind), doctest::Contains("unknown contained kind 0"), ProtocolError);
+  bad_kind[0] = static_cast<char>(max_contained_kind + 1);
+  CHECK_THROWS_AS(decode_contained(bad_kind), ProtocolError);
+  CHECK_THROWS_AS(decode_contained(good.substr(0, good.size() - 1)), ProtocolError);
+  CHECK_THROWS_AS(decode_contained(good + "x"), ProtocolError);
+  // Text is cut at max_contained_text by both encoders, and longer text is refused.
+  std::string long_text(max_contained_text + 10, 'a');
+  Contained cut = decode_contained(split_frame(encode_contained({ContainedKind::syscall, 41, long_text, long_text})).second);
+  CHECK(cut.name.size() == max_contained_text);
+  char out[4096];
+  std::size_t n = encode_contained_into(out, sizeof out, ContainedKind::syscall, 41, long_text.c_str(), nullptr);
+  CHECK(decode_contained(std::string_view(out + header_size, n - header_size)).name.size() == max_contained_text);
+}
+
+TEST_CASE("Protocol.limits.round_trips") {
+  TaskLimits l{1ull << 40, 7, 1024, 50, 1ull << 20};
+  auto [head, body] = split_frame(encode_limits(l));
+  CHECK(head.type == FrameType::limits);
+  CHECK(body.size() == 40);
+  CHECK(decode_limits(body) == l);
+  CHECK(decode_limits(split_frame(encode_limits({})).second) == TaskLimits{});
+  CHECK_THROWS_AS(decode_limits(std::string(body).substr(0, 39)), ProtocolError);
+  CHECK_THROWS_AS(decode_limits(std::string(body) + "x"), ProtocolError);
+}
+
 TEST_CASE("Protocol.worker_exit_name.names_every_exit_code") {
   CHECK(std::string(worker_exit_name(0)) == "clean exit");
   CHECK(std::string(worker_exit_name(64)).find("bad command line") != std::string::npos);
   CHECK(std::string(worker_exit_name(66)).find("protocol error") != std::string::npos);
   CHECK(worker_exit_name(1) == nullptr);
-  CHECK(worker_exit_name(69) == nullptr);
+  CHECK(std::string(worker_exit_name(69)).find("limits or sandbox") != std::string::npos);
+  CHECK(std::string(worker_exit_name(70)).find("cannot set up") != std::string::npos);
+  CHECK(worker_exit_name(71) == nullptr);
 }
 
 // ---- regression corpus -----------------------------------------------------------------------
 // tests/data/frames/ holds malformed byte streams, one per file, named for what is wrong with them:
-// a truncated header, bad magic (including an ELF header), unknown types 0/8/255, reserved bits,
+// a truncated header, bad magic (including an ELF header), unknown types 0/10/255, reserved bits,
 // sizes of 2^64-1, 2^40 and just over 1 GiB, bodies shorter than announced (small and large), a
 // good frame followed by a bad one, random bytes. Add a file here for every bad stream found.
 
@@ -706,6 +761,8 @@ void decode_body(const Frame& f) {
     }
     case FrameType::bye: decode_bye(f.view()); break;
     case FrameType::init: decode_init(f.view()); break;
+    case FrameType::contained: decode_contained(f.view()); break;
+    case FrameType::limits: decode_limits(f.view()); break;
     case FrameType::shutdown: break;
   }
 }
@@ -781,7 +838,7 @@ TEST_CASE("Protocol.FrameReader.corpus_expectations") {
   CHECK(feed(read("size_just_over_1GiB.bin"), default_max_frame).threw);
   CHECK(feed(read("reserved_bits.bin"), default_max_frame).threw);
   CHECK(feed(read("unknown_type_0.bin"), default_max_frame).threw);
-  CHECK(feed(read("unknown_type_8.bin"), default_max_frame).threw);
+  CHECK(feed(read("unknown_type_10.bin"), default_max_frame).threw);
   CHECK(feed(read("truncated_large_body.bin"), max_control_frame).threw);
   Outcome t = feed(read("truncated_header.bin"), default_max_frame);
   CHECK_FALSE(t.threw);

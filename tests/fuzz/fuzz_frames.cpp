@@ -38,6 +38,8 @@ void decode_body(const ferry::detail::Frame& f) {
     }
     case proto::FrameType::bye: proto::decode_bye(f.view()); break;
     case proto::FrameType::init: proto::decode_init(f.view()); break;
+    case proto::FrameType::contained: proto::decode_contained(f.view()); break;
+    case proto::FrameType::limits: proto::decode_limits(f.view()); break;
     case proto::FrameType::shutdown: break;
   }
 }
