@@ -2,13 +2,17 @@
 # before_after.py: two builds of ferry-bench side by side, for a change that must not cost speed.
 #
 #   python3 bench/before_after.py BEFORE/bin/ferry-bench AFTER/bin/ferry-bench [--rounds 3]
+#   python3 bench/before_after.py build/default/bin/ferry-bench \
+#       "build/default/bin/ferry-bench --contained"        (containment off vs on)
 #
+# Each side is a command line (split like a shell would).
 # The two programs run alternately, each metric `--rounds` times per side (before, after, before,
 # after, ...), so that drift of the shared VM touches both sides alike; the table shows each
 # side's median and its range, and after/before. Prints a Markdown table on stdout.
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -21,6 +25,7 @@ METRICS = [
     ("map, chunksize 1", "map_chunk1_tasks_per_s", "higher"),
     ("map, chunksize 1000", "map_chunk1000_tasks_per_s", "higher"),
     ("80 MB bytes argument", "bytes_80mb_ms", "lower"),
+    ("worker start (spawn → handshake)", "worker_spawn_ms", "lower"),
     ("worker death → failure in host", "death_to_failure_ms", "lower"),
     ("crash → next result (pool of 2)", "crash_to_next_result_ms", "lower"),
     ("crash → next result from a respawned worker (pool of 1)", "crash_to_respawned_result_ms", "lower"),
@@ -28,7 +33,7 @@ METRICS = [
 
 
 def run(program, metrics, timeout):
-    args = [program]
+    args = shlex.split(program)
     for m in metrics:
         args += ["--only", m]
     out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=True).stdout

@@ -57,6 +57,22 @@ using namespace std::chrono_literals;
 
 constexpr std::size_t pool_size = 2;
 
+/// The executor options of every measured pool. `--contained` (FERRY_BENCH_CONTAINED=1, so that
+/// re-executed children agree) adds limits and a sandbox: what containment costs is the
+/// difference between a run with it and one without (bench/before_after.py puts them side by side).
+ferry::ExecutorOptions pool_options(std::size_t workers = pool_size) {
+  ferry::ExecutorOptions o{.max_workers = workers};
+  if (const char* c = std::getenv("FERRY_BENCH_CONTAINED"); c && std::string_view(c) == "1") {
+    o.limits = {.memory = std::size_t{4} << 30,
+                .cpu_time = std::chrono::seconds(600),
+                .open_files = 4096,
+                .processes = 256,
+                .file_size = std::size_t{4} << 30};
+    o.sandbox = {.enabled = true};
+  }
+  return o;
+}
+
 struct Options {
   bool quick = false;
 };
@@ -216,7 +232,7 @@ void warm_pool(ferry::Executor& ex) {
 /// The re-executed child: process start -> pool of 2 -> first result -> "ok".
 int cold_child() {
   try {
-    ferry::Executor ex({.max_workers = pool_size});
+    ferry::Executor ex(pool_options());
     int v = ex.submit(square, 3).get();
     if (v != 9) {
       std::cerr << "cold child: square(3) = " << v << "\n";
@@ -300,7 +316,7 @@ std::vector<Metric> bench_cold_start(const Options& o) {
 
 std::vector<Metric> bench_roundtrip(const Options&) {
   const int warm = 200, n = 2000;
-  ferry::Executor ex({.max_workers = pool_size});
+  ferry::Executor ex(pool_options());
   warm_pool(ex);
   for (int i = 0; i < warm; ++i) check(ex.submit(square, i).get() == i * i, "square warm-up");
   std::vector<double> us;
@@ -335,7 +351,7 @@ long long sum_of_squares(const std::vector<int>& in) {
 std::vector<Metric> bench_submit_all(const Options& o) {
   const int n = o.quick ? 10'000 : 100'000;
   auto inputs = make_inputs(n);
-  ferry::Executor ex({.max_workers = pool_size});
+  ferry::Executor ex(pool_options());
   warm_pool(ex);
   std::vector<ferry::Future<int>> futures;
   futures.reserve(inputs.size());
@@ -358,7 +374,7 @@ std::vector<Metric> bench_map(const Options& o, std::size_t chunksize) {
   const int runs = chunksize == 1 ? 1 : (o.quick ? 3 : 5);
   auto inputs = make_inputs(n);
   const long long expect = sum_of_squares(inputs);
-  ferry::Executor ex({.max_workers = pool_size});
+  ferry::Executor ex(pool_options());
   warm_pool(ex);
   std::vector<double> rates;
   for (int r = 0; r < runs; ++r) {
@@ -383,7 +399,7 @@ std::vector<Metric> bench_vector(const Options& o) {
   const int n = o.quick ? 5 : 20;
   std::vector<int> big(1'000'000);
   std::iota(big.begin(), big.end(), 0);
-  ferry::Executor ex({.max_workers = pool_size});
+  ferry::Executor ex(pool_options());
   warm_pool(ex);
   for (int i = 0; i < 2; ++i) check(ex.submit(func_async, 21, big).get() == 42, "func_async warm-up");
   std::vector<double> ms;
@@ -402,7 +418,7 @@ std::vector<Metric> bench_vector(const Options& o) {
 /// as a ferry::BytesView (the task sees the shared memory the host encoded into; not read).
 std::vector<Metric> bench_bytes(std::size_t bytes, const std::string& name, int n, bool view) {
   std::vector<char> buf(bytes, 'x');
-  ferry::Executor ex({.max_workers = pool_size});
+  ferry::Executor ex(pool_options());
   warm_pool(ex);
   auto call = [&] { return view ? ex.submit(view_size, buf).get() : ex.submit(byte_count, buf).get(); };
   check(call() == bytes, "bytes warm-up");
@@ -423,11 +439,27 @@ std::vector<Metric> bench_bytes(std::size_t bytes, const std::string& name, int 
   return {{name, med, "ms", what + ", median = " + fmt(mb_s, 0) + " MB/s; " + spread(ms)}};
 }
 
+// ---- worker start ---------------------------------------------------------------------------
+
+std::vector<Metric> bench_spawn(const Options& o) {
+  const int n = o.quick ? 5 : 30;
+  std::vector<double> ms;
+  for (int i = 0; i < n; ++i) {
+    ferry::Executor ex(pool_options(1));
+    auto t0 = bench_clock::now();
+    if (!ex.warm_up(30s)) throw std::runtime_error("warm_up: the worker is not up within 30 s");
+    ms.push_back(ms_between(t0, bench_clock::now()));
+  }
+  return {{"worker_spawn_ms", median(ms), "ms",
+           "Executor of 1 -> warm_up() returns: spawn, containment set-up, handshake; median; " +
+               spread(ms)}};
+}
+
 // ---- crashes ----------------------------------------------------------------------------------
 
 std::vector<Metric> bench_crash(const Options& o) {
   const int n = o.quick ? 3 : 30;  // bimodal (teardown vs scheduling): enough samples for a stable median
-  ferry::Executor ex({.max_workers = pool_size});
+  ferry::Executor ex(pool_options());
   std::vector<double> death_ms, next_ms;
   std::string signal;
   for (int i = 0; i < n; ++i) {
@@ -588,7 +620,7 @@ long vm_rss_kb(int pid) {
 }
 
 std::vector<Metric> bench_rss(const Options&) {
-  ferry::Executor ex({.max_workers = pool_size});
+  ferry::Executor ex(pool_options());
   warm_pool(ex);
   auto inputs = make_inputs(100);
   std::vector<ferry::Future<int>> fs;
@@ -619,7 +651,7 @@ std::vector<Metric> bench_rss(const Options&) {
 int large_child(std::size_t bytes, int calls) {
   try {
     std::vector<char> buf(bytes, 'x');
-    ferry::Executor ex({.max_workers = pool_size});
+    ferry::Executor ex(pool_options());
     warm_pool(ex);
     long rss0 = vm_rss_kb(static_cast<int>(::getpid()));
     for (int i = 0; i < calls; ++i) {
@@ -882,6 +914,7 @@ std::vector<Group> all_groups() {
       {{"bytes_view_80mb_ms"},
        [](const Options& o) { return bench_bytes(mb80, "bytes_view_80mb_ms", o.quick ? 2 : 5, true); }},
       {{"bytes_2gb_first_ms", "bytes_2gb_repeat_ms"}, bench_bytes_2gb},
+      {{"worker_spawn_ms"}, bench_spawn},
       {{"death_to_failure_ms", "crash_to_next_result_ms", "crash_to_respawned_result_ms"}, bench_crash},
       {{"wrap_cold_compile_ms"}, bench_wrap_cold},
       {{"wrap_first_submit_overhead_us", "wrap_submit_overhead_us"}, bench_wrap_cached},
@@ -907,9 +940,10 @@ std::vector<Group> all_groups() {
 }
 
 void usage(std::ostream& os) {
-  os << "usage: ferry-bench [--quick] [--only METRIC]... [--list]\n"
+  os << "usage: ferry-bench [--quick] [--contained] [--only METRIC]... [--list]\n"
         "  --quick        fewer repetitions and smaller counts (a smoke run)\n"
         "  --only METRIC  run only the measurement that yields METRIC, print only METRIC\n"
+        "  --contained    every pool with limits and a sandbox (what containment costs)\n"
         "                 (repeatable: the measurements of every METRIC given)\n"
         "  --list         print the metric names and exit\n"
         "Prints one JSON object per metric on stdout.\n";
@@ -929,6 +963,8 @@ int run(int argc, char** argv) {
       return large_child(std::strtoull(argv[i + 1], nullptr, 10), std::atoi(argv[i + 2]));
     if (a == "--quick") {
       options.quick = true;
+    } else if (a == "--contained") {
+      ::setenv("FERRY_BENCH_CONTAINED", "1", 1);
     } else if (a == "--only" && i + 1 < argc) {
       only.push_back(argv[++i]);
     } else if (a == "--list") {
