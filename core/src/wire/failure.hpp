@@ -154,6 +154,11 @@ static_assert(failure_checks::one_to_one(),
               "call_stages: every stage appears once per enum, and every InvokeStatus stage has a "
               "FailureKind");
 static_assert(!failure_kind_of(InvokeStatus::ok), "InvokeStatus::ok is no failure");
+static_assert([] {
+  for (const auto& stage : call_stages)
+    if (stage.invoke && invoke_stage_name(*stage.invoke)[0] == '\0') return false;
+  return true;
+}(), "call_stages: every stage the worker sees has its JSON name (invoke_stage_name)");
 static_assert(failure_kind_of(InvokeStatus::decode_arguments_failed) == FailureKind::decode_arguments &&
               failure_kind_of(InvokeStatus::task_threw) == FailureKind::task_threw &&
               failure_kind_of(InvokeStatus::encode_result_failed) == FailureKind::encode_result);

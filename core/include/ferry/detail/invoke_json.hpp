@@ -107,10 +107,7 @@ void invoke_json(InvokeContext& ctx) noexcept {
         describe_current_exception(described);
         std::string d = described.str();
         auto nul = d.find('\0');
-        const char* stage = ctx.status == InvokeStatus::task_threw ? "task"
-                            : ctx.status == InvokeStatus::decode_arguments_failed
-                                ? "decode_arguments"
-                                : "encode_result";
+        const char* stage = invoke_stage_name(ctx.status);
         out.Clear();
         write_json_error(out, std::string_view(d).substr(0, nul),
                          nul == std::string::npos ? std::string_view() : std::string_view(d).substr(nul + 1),

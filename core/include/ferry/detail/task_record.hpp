@@ -24,6 +24,18 @@ enum class InvokeStatus : std::uint32_t {
   encode_result_failed = 3,
 };
 
+/// How ferry's JSON output names the stage an entry point stopped at (`ferry map --keep-going`'s
+/// "stage"): the InvokeStatus spelled once, beside it; "" for ok.
+constexpr const char* invoke_stage_name(InvokeStatus s) noexcept {
+  switch (s) {
+    case InvokeStatus::ok: return "";
+    case InvokeStatus::decode_arguments_failed: return "decode_arguments";
+    case InvokeStatus::task_threw: return "task";
+    case InvokeStatus::encode_result_failed: return "encode_result";
+  }
+  return "";
+}
+
 /// InvokeContext::flags.
 inline constexpr std::uint32_t invoke_keep_going = 1;  ///< JSON: an item's error is its result
 
