@@ -33,6 +33,47 @@ namespace ferry {
 using Duration = std::chrono::duration<double>;
 
 /**
+@brief Resource limits of a worker while it runs a task; 0 = no limit. Going past one fails the
+task's future with ResourceLimitError and replaces the worker.
+*/
+struct Limits {
+  /// Bytes of data segment and anonymous mappings (RLIMIT_DATA).
+  std::size_t memory = 0;
+  /// CPU time of the task (whole seconds are reported in ResourceLimitError::value()).
+  Duration cpu_time{0};
+  /// Open descriptors (RLIMIT_NOFILE).
+  std::size_t open_files = 0;
+  /// Processes of the worker and its descendants.
+  std::size_t processes = 0;
+  /// Bytes of the largest file the task may write (RLIMIT_FSIZE).
+  std::size_t file_size = 0;
+
+  bool operator==(const Limits&) const = default;
+};
+
+/**
+@brief The sandbox of a worker. Enabled, a task cannot open the network (unless `network`), exec
+(unless `exec`), ptrace, read outside the plugins, libraries and `read`, nor write outside its
+private temporary directory ($TMPDIR) and `write`. A denied system call fails the task's future
+with SandboxViolationError; a denied file access fails inside the task with EACCES.
+*/
+struct Sandbox {
+  bool enabled = false;
+  /// Allow the network.
+  bool network = false;
+  /// Allow exec.
+  bool exec = false;
+  /// Extra directories (or files) the task may read.
+  std::vector<std::filesystem::path> read;
+  /// Extra directories the task may write (and read).
+  std::vector<std::filesystem::path> write;
+  /// Build what this machine offers instead of refusing a sandbox it cannot build whole.
+  bool best_effort = false;
+
+  bool operator==(const Sandbox&) const = default;
+};
+
+/**
 @brief How an Executor runs its workers. An aggregate: use designated initialisers.
 @code
 ferry::Executor ex({.max_workers = 4, .idle_timeout = std::chrono::seconds(30)});
