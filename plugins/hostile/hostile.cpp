@@ -169,7 +169,7 @@ int fork_bomb(int n) {
     pid_t pid = ::fork();
     if (pid < 0) fail("fork (after " + std::to_string(forked) + " children)");
     if (pid == 0) {
-      // The safety net of hostile.hpp: SIGALRM's default action ends the child in 120 s.
+      // The safety net of hostile.hpp: SIGALRM's default action ends the child in 30 s.
       struct sigaction dfl {};
       dfl.sa_handler = SIG_DFL;
       ::sigaction(SIGALRM, &dfl, nullptr);
@@ -177,7 +177,7 @@ int fork_bomb(int n) {
       sigemptyset(&alrm);
       sigaddset(&alrm, SIGALRM);
       ::sigprocmask(SIG_UNBLOCK, &alrm, nullptr);
-      ::alarm(120);
+      ::alarm(30);
       for (;;) ::pause();
     }
   }

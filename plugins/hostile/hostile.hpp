@@ -25,8 +25,8 @@ FERRY_EXPORT std::string read_file(std::string path);
 FERRY_EXPORT int exec_shell();
 /// Forks `n` children that pause() and are never reaped (they end with the worker); returns how
 /// many it forked. A failed fork throws (EAGAIN at a processes limit). A safety net: each child
-/// also ends after 120 s by itself (SIGALRM), so a missing containment leaks them for two minutes
-/// instead of forever; the tests look for them within 2 s.
+/// also ends after 30 s by itself (SIGALRM), so a missing containment leaks them (and the worker's
+/// channel they inherited) for 30 s instead of forever; the tests look for them within 2 s.
 FERRY_EXPORT int fork_bomb(int n);
 /// `new char[bytes]`; with `touch`, writes to every page (resident, not only reserved). The
 /// memory is freed before returning `bytes`. std::bad_alloc escapes as it is.
