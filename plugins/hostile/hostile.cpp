@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The hostile plugin: what a task could do to escape its worker (see hostile.hpp).
+#include "hostile.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+/// The global pid of the calling process, or -1 (errno set). Async-signal-safe (for forked
+/// children of a multi-threaded worker): only readlink and a hand-written parse.
+int global_pid_or_minus_one() {
+  char buf[32];
+  ssize_t n = ::readlink("/proc/self", buf, sizeof buf - 1);
+  if (n <= 0) return -1;
+  int pid = 0;
+  for (ssize_t i = 0; i < n; ++i) {
+    if (buf[i] < '0' || buf[i] > '9') {
+      errno = EINVAL;
+      return -1;
+    }
+    pid = pid * 10 + (buf[i] - '0');
+  }
+  return pid;
+}
+
+/// waitpid, again after EINTR; throws on failure.
+int wait_for_child(pid_t pid, int flags = 0) {
+  int status = 0;
+  while (::waitpid(pid, &status, flags) < 0)
+    if (errno != EINTR) fail("waitpid " + std::to_string(pid));
+  return status;
+}
+
+/// Writes all of `data` to `fd`; false on failure (errno set).
+bool write_all(int fd, const char* data, std::size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+/// Reads `fd` to its end; false on failure (errno set).
+bool read_all(int fd, std::string& out) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (n == 0) return true;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+/// Keeps the compiler from eliding an allocation or the writes into it.
+void escape(void* p) { asm volatile("" : : "r"(p) : "memory"); }
+
+}  // namespace
+
+int connect_loopback(int port) {
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) fail("socket(AF_INET)");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(s, reinterpret_cast<const sockaddr*>(&address), sizeof address) < 0) {
+    int e = errno;
+    ::close(s);
+    errno = e;
+    fail("connect 127.0.0.1:" + std::to_string(port));
+  }
+  ::close(s);
+  return port;
+}
+
+bool write_file(std::string path, std::string text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) fail("open " + path + " for writing");
+  if (!write_all(fd, text.data(), text.size())) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    fail("write " + path);
+  }
+  if (::close(fd) < 0) fail("close " + path);
+  return true;
+}
+
+std::string read_file(std::string path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("open " + path + " for reading");
+  std::string text;
+  if (!read_all(fd, text)) {
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    fail("read " + path);
+  }
+  ::close(fd);
+  return text;
+}
+
+int exec_shell() {
+  // The child reports a failed execve through a close-on-exec pipe: EOF means the exec happened.
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) < 0) fail("pipe2");
+  pid_t child = ::fork();
+  if (child < 0) {
+    int e = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    errno = e;
+    fail("fork");
+  }
+  if (child == 0) {
+    ::close(fds[0]);
+    ::execl("/bin/sh", "sh", "-c", "exit 7", static_cast<char*>(nullptr));
+    int e = errno;
+    (void)!::write(fds[1], &e, sizeof e);
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  int exec_errno = 0;
+  ssize_t n;
+  do {
+    n = ::read(fds[0], &exec_errno, sizeof exec_errno);
+  } while (n < 0 && errno == EINTR);
+  ::close(fds[0]);
+  int status = wait_for_child(child);
+  if (n == static_cast<ssize_t>(sizeof exec_errno)) {
+    errno = exec_errno;
+    fail("execve /bin/sh");
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+int fork_bomb(int n) {
+  int forked = 0;
+  for (; forked < n; ++forked) {
+    pid_t pid = ::fork();
+    if (pid < 0) fail("fork (after " + std::to_string(forked) + " children)");
+    if (pid == 0) {
+      // The safety net of hostile.hpp: SIGALRM's default action ends the child in 30 s.
+      struct sigaction dfl {};
+      dfl.sa_handler = SIG_DFL;
+      ::sigaction(SIGALRM, &dfl, nullptr);
+      sigset_t alrm;
+      sigemptyset(&alrm);
+      sigaddset(&alrm, SIGALRM);
+      ::sigprocmask(SIG_UNBLOCK, &alrm, nullptr);
+      ::alarm(30);
+      for (;;) ::pause();
+    }
+  }
+  return forked;
+}
+
+std::uint64_t allocate(std::uint64_t bytes, bool touch) {
+  std::unique_ptr<char[]> block(new char[static_cast<std::size_t>(bytes)]);
+  escape(block.get());
+  if (touch) {
+    const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    for (std::uint64_t i = 0; i < bytes; i += page) block[i] = 1;
+    escape(block.get());
+  }
+  return bytes;
+}
+
+int leak_descriptors(int n) {
+  for (int i = 0; i < n; ++i) {
+    int fd = ::open("/dev/null", O_RDONLY);  // deliberately without O_CLOEXEC, and never closed
+    if (fd < 0) fail("open /dev/null (after " + std::to_string(i) + " descriptors)");
+  }
+  return n;
+}
+
+int setsid_grandchild() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) < 0) fail("pipe2");
+  pid_t child = ::fork();
+  if (child < 0) {
+    int e = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    errno = e;
+    fail("fork");
+  }
+  if (child == 0) {
+    ::close(fds[0]);
+    if (::setsid() < 0) ::_exit(1);
+    pid_t grandchild = ::fork();
+    if (grandchild < 0) ::_exit(2);
+    if (grandchild == 0) {
+      char text[16];
+      int pid = global_pid_or_minus_one();
+      int len = 0;
+      if (pid > 0) {
+        char digits[16];
+        int d = 0;
+        for (int p = pid; p > 0; p /= 10) digits[d++] = static_cast<char>('0' + p % 10);
+        while (d > 0) text[len++] = digits[--d];
+      }
+      (void)write_all(fds[1], text, static_cast<std::size_t>(len));
+      ::close(fds[1]);
+      for (;;) ::pause();
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string text;
+  bool read_ok = read_all(fds[0], text);  // EOF once the grandchild wrote its pid
+  int e = errno;
+  ::close(fds[0]);
+  int status = wait_for_child(child);
+  if (!read_ok) {
+    errno = e;
+    fail("read the grandchild's pid");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error("setsid_grandchild: the child failed (status " +
+                             std::to_string(status) + ")");
+  if (text.empty()) throw std::runtime_error("setsid_grandchild: the grandchild sent no pid");
+  return std::stoi(text);
+}
+
+int ptrace_pid(int pid) {
+  if (::ptrace(PTRACE_ATTACH, pid, nullptr, nullptr) < 0)
+    fail("ptrace(PTRACE_ATTACH, " + std::to_string(pid) + ")");
+  int status = 0;
+  while (::waitpid(pid, &status, __WALL) < 0) {
+    if (errno == EINTR) continue;
+    int e = errno;
+    ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+    errno = e;
+    fail("waitpid " + std::to_string(pid) + " after PTRACE_ATTACH");
+  }
+  if (::ptrace(PTRACE_DETACH, pid, nullptr, nullptr) < 0)
+    fail("ptrace(PTRACE_DETACH, " + std::to_string(pid) + ")");
+  return 0;
+}
+
+int spin_cpu(int seconds) {
+  auto cpu_ns = [] {
+    timespec t{};
+    if (::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) < 0) fail("clock_gettime");
+    return static_cast<long long>(t.tv_sec) * 1'000'000'000LL + t.tv_nsec;
+  };
+  const long long start = cpu_ns();
+  const long long budget = static_cast<long long>(seconds) * 1'000'000'000LL;
+  volatile std::uint64_t x = 0;
+  while (cpu_ns() - start < budget)
+    for (int i = 0; i < 100000; ++i) x = x + static_cast<std::uint64_t>(i);
+  return seconds;
+}
+
+std::uint64_t write_bytes(std::string path, std::uint64_t bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) fail("open " + path + " for writing");
+  static const std::string chunk(65536, 'x');
+  std::uint64_t written = 0;
+  while (written < bytes) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), bytes - written));
+    if (!write_all(fd, chunk.data(), n)) {
+      int e = errno;
+      ::close(fd);
+      errno = e;
+      fail("write " + path + " (after " + std::to_string(written) + " bytes)");
+    }
+    written += n;
+  }
+  if (::close(fd) < 0) fail("close " + path);
+  return written;
+}
+
+int worker_pid() {
+  int pid = global_pid_or_minus_one();
+  if (pid < 0) fail("readlink /proc/self");
+  return pid;
+}
+
+std::string temp_dir() {
+  const char* dir = std::getenv("TMPDIR");
+  return dir ? dir : "";
+}
+
+std::uint64_t sum_bytes(std::vector<char> data) {
+  std::uint64_t sum = 0;
+  for (char c : data) sum += static_cast<unsigned char>(c);
+  return sum;
+}
+
+FERRY_TASK(connect_loopback);
+FERRY_TASK(write_file);
+FERRY_TASK(read_file);
+FERRY_TASK(exec_shell);
+FERRY_TASK(fork_bomb);
+FERRY_TASK(allocate);
+FERRY_TASK(leak_descriptors);
+FERRY_TASK(setsid_grandchild);
+FERRY_TASK(ptrace_pid);
+FERRY_TASK(spin_cpu);
+FERRY_TASK(write_bytes);
+FERRY_TASK(worker_pid);
+FERRY_TASK(temp_dir);
+FERRY_TASK(sum_bytes);

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The hostile plugin: tasks that do what ferry::Sandbox and ferry::Limits must stop (issue 12),
+// each a plain system call a task could make. A failed call throws std::system_error(errno,
+// std::generic_category(), what), so the host sees strerror ("Permission denied", "Too many open
+// files", ...) in TaskError::remote_message().
+//
+// Pids are GLOBAL pids, read with readlink("/proc/self"): getpid() would be the pid inside the
+// worker's PID namespace, which the host (and kill() in a test) cannot use.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ferry/task.hpp>
+
+/// Connects a TCP socket to 127.0.0.1:`port` (needs the network: socket(AF_INET)); returns `port`.
+FERRY_EXPORT int connect_loopback(int port);
+/// Creates or truncates the file at `path` and writes `text` into it; returns true.
+FERRY_EXPORT bool write_file(std::string path, std::string text);
+/// The whole content of the file at `path`.
+FERRY_EXPORT std::string read_file(std::string path);
+/// Forks a child that runs /bin/sh -c "exit 7" (needs execve) and returns its exit code (7), or
+/// 128 + the signal that ended it.
+FERRY_EXPORT int exec_shell();
+/// Forks `n` children that pause() and are never reaped (they end with the worker); returns how
+/// many it forked. A failed fork throws (EAGAIN at a processes limit). A safety net: each child
+/// also ends after 30 s by itself (SIGALRM), so a missing containment leaks them (and the worker's
+/// channel they inherited) for 30 s instead of forever; the tests look for them within 2 s.
+FERRY_EXPORT int fork_bomb(int n);
+/// `new char[bytes]`; with `touch`, writes to every page (resident, not only reserved). The
+/// memory is freed before returning `bytes`. std::bad_alloc escapes as it is.
+FERRY_EXPORT std::uint64_t allocate(std::uint64_t bytes, bool touch);
+/// Opens /dev/null `n` times, never closing (nor O_CLOEXEC); throws on the first failure
+/// (EMFILE), naming how many it had opened. Returns `n`.
+FERRY_EXPORT int leak_descriptors(int n);
+/// Forks a child that calls setsid() and forks a grandchild that pause()s forever, outside the
+/// worker's session and process group; the child exits at once and is reaped. Returns the
+/// grandchild's global pid.
+FERRY_EXPORT int setsid_grandchild();
+/// PTRACE_ATTACH to `pid`, waits for it to stop, PTRACE_DETACH; returns 0.
+FERRY_EXPORT int ptrace_pid(int pid);
+/// Burns `seconds` of this thread's CPU time; returns `seconds`.
+FERRY_EXPORT int spin_cpu(int seconds);
+/// Creates or truncates the file at `path` and writes `bytes` bytes into it (64 KiB at a time);
+/// returns `bytes`.
+FERRY_EXPORT std::uint64_t write_bytes(std::string path, std::uint64_t bytes);
+/// This worker's global pid (readlink("/proc/self")).
+FERRY_EXPORT int worker_pid();
+/// $TMPDIR in the worker, or "" when unset.
+FERRY_EXPORT std::string temp_dir();
+/// The sum of the bytes (as unsigned char): large vectors travel through shared memory.
+FERRY_EXPORT std::uint64_t sum_bytes(std::vector<char> data);

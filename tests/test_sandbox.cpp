@@ -1,0 +1,956 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Containment (issue 12), tried by the hostile plugin: with ferry::Sandbox the network, exec,
+// ptrace and files outside the allowed paths are out of a task's reach; with ferry::Limits memory,
+// CPU time, processes, descriptors and file sizes are bounded; without them, the documented
+// defaults hold (everything works, as for any process). Every worker's descendants end with it,
+// whatever the options. And whatever a task does, the host and the other tasks are never
+// affected: after each hostile task a normal task still returns its value and max_workers workers
+// are still usable.
+//
+// Every wait has a deadline and every hostile task a SubmitOptions::deadline, so that a missing
+// containment fails a case instead of hanging it; and no case allocates and touches more than
+// 2 GB or forks more than 12,000 processes even when the limit it tests is missing.
+#include <arpa/inet.h>
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <typeinfo>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+// Only the hostile plugin is linked: math and crash export functions of the same names
+// (worker_pid, leak_descriptors), so their tasks are submitted by name or TaskRef instead.
+#include "hostile.hpp"
+#include "support/fixture.hpp"
+
+// A sanitizer that maps terabytes of shadow memory (FERRY_SANITIZE=address or thread; the worker
+// and the plugins are built with it too): GCC says __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__,
+// clang __has_feature.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FERRY_TEST_SHADOW_MEMORY 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FERRY_TEST_SHADOW_MEMORY 1
+#endif
+#endif
+#ifndef FERRY_TEST_SHADOW_MEMORY
+#define FERRY_TEST_SHADOW_MEMORY 0
+#endif
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+static_assert(std::is_base_of_v<ferry::TerminatedWorkerError, ferry::ResourceLimitError>);
+static_assert(std::is_base_of_v<ferry::TerminatedWorkerError, ferry::SandboxViolationError>);
+
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+constexpr std::uint64_t GiB = std::uint64_t{1} << 30;
+
+// ---- waiting, never sleeping -------------------------------------------------------------------
+
+/// Polls `pred` until it holds or `timeout` passes; true if it held.
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 2s) {
+  return support::wait_until(pred, timeout);
+}
+
+/// A hostile task's budget: generous, so that only a missing containment reaches it (then the
+/// future fails with TimeoutError and the case fails, instead of hanging).
+constexpr auto hostile_deadline = 30s;
+/// How long a test waits for any future: past the deadline above.
+constexpr auto future_wait = 60s;
+
+ferry::SubmitOptions hostile(ferry::Limits limits = {}) {
+  ferry::SubmitOptions o;
+  o.deadline = hostile_deadline;
+  o.limits = limits;
+  return o;
+}
+
+/// A readable name of type T ("ferry::SandboxViolationError").
+std::string type_name(const std::type_info& type) {
+  int status = 0;
+  char* text = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+  std::string name = status == 0 && text ? text : type.name();
+  std::free(text);
+  return name;
+}
+
+/// The future's value, or a failed REQUIRE when it does not end in time or fails.
+template <class T>
+T value_of(const ferry::Future<T>& f) {
+  REQUIRE_MESSAGE(static_cast<bool>(f.wait_for(future_wait)), "the task did not end in time");
+  try {
+    return f.get();
+  } catch (const std::exception& e) {
+    FAIL("the task failed: " << type_name(typeid(e)) << ": " << e.what());
+  }
+  throw std::logic_error("unreachable");
+}
+
+/// The error `E` the future ends with; an empty optional (and a failed check saying what happened
+/// instead) when it returns a value, fails otherwise, or does not end in time.
+template <class E, class T>
+std::optional<E> failure_of(const ferry::Future<T>& f) {
+  const std::string expected = type_name(typeid(E));
+  if (!f.wait_for(future_wait)) {
+    FAIL_CHECK("the task did not end within " << future_wait.count() << " s; expected " << expected);
+    return std::nullopt;
+  }
+  try {
+    auto value = f.get();
+    FAIL_CHECK("the task returned " << value << "; expected " << expected);
+  } catch (const E& e) {
+    return e;
+  } catch (const std::exception& e) {
+    FAIL_CHECK("expected " << expected << ", got " << type_name(typeid(e)) << ": " << e.what());
+  } catch (...) {
+    FAIL_CHECK("expected " << expected << ", got something that is not a std::exception");
+  }
+  return std::nullopt;
+}
+
+// ---- processes ---------------------------------------------------------------------------------
+
+/// Gone means reaped: a zombie still answers kill(pid, 0) and is not gone.
+bool gone(pid_t pid) { return ::kill(pid, 0) == -1 && errno == ESRCH; }
+
+/// Field 22 of /proc/<pid>/stat (start time in clock ticks), or 0: tells a process from a later
+/// one that reuses its pid.
+unsigned long long start_time(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  // After the comm: state is field 3, starttime field 22.
+  for (int i = 3; i < 22; ++i) rest >> field;
+  unsigned long long t = 0;
+  rest >> t;
+  return t;
+}
+
+/// pid -> parent pid, of every process.
+std::map<pid_t, pid_t> parents() {
+  std::map<pid_t, pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc", fs::directory_options::skip_permission_denied)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    out[static_cast<pid_t>(std::stol(name))] = ppid;
+  }
+  return out;
+}
+
+/// Every process under `roots` (children, grandchildren, ...), not the roots themselves.
+std::vector<pid_t> descendants_of(const std::vector<int>& roots) {
+  std::map<pid_t, std::vector<pid_t>> children;
+  for (auto [pid, ppid] : parents()) children[ppid].push_back(pid);
+  std::vector<pid_t> out;
+  std::vector<pid_t> todo(roots.begin(), roots.end());
+  std::set<pid_t> seen(todo.begin(), todo.end());
+  while (!todo.empty()) {
+    pid_t p = todo.back();
+    todo.pop_back();
+    for (pid_t c : children[p])
+      if (seen.insert(c).second) {
+        out.push_back(c);
+        todo.push_back(c);
+      }
+  }
+  return out;
+}
+
+bool all_gone(const std::vector<pid_t>& pids) {
+  return std::all_of(pids.begin(), pids.end(), gone);
+}
+
+std::size_t count_left(const std::vector<pid_t>& pids) {
+  return static_cast<std::size_t>(std::count_if(pids.begin(), pids.end(), [](pid_t p) { return !gone(p); }));
+}
+
+/// SIGKILLs, at scope exit, what a case started and a missing containment would leave behind
+/// (only a process still the same one: same start time).
+struct KillLeftovers {
+  std::vector<std::pair<pid_t, unsigned long long>> pids;
+  void add(pid_t pid) {
+    if (pid > 0) pids.emplace_back(pid, start_time(pid));
+  }
+  void add(const std::vector<pid_t>& more) {
+    for (pid_t p : more) add(p);
+  }
+  ~KillLeftovers() {
+    for (auto [pid, start] : pids)
+      if (!gone(pid) && start != 0 && start_time(pid) == start) ::kill(pid, SIGKILL);
+  }
+};
+
+/// A child of the test that pause()s: a ptrace target. Forked before any executor (no threads).
+struct PausedChild {
+  pid_t pid = -1;
+  PausedChild() {
+    pid = ::fork();
+    if (pid == 0) {
+      for (;;) ::pause();
+    }
+    REQUIRE(pid > 0);
+  }
+  ~PausedChild() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+  PausedChild(const PausedChild&) = delete;
+  PausedChild& operator=(const PausedChild&) = delete;
+};
+
+/// A TCP socket listening on a free loopback port: what connect_loopback connects to.
+struct Listener {
+  int fd = -1;
+  int port = 0;
+  Listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = 0;
+    REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(fd, 16) == 0);
+    socklen_t length = sizeof address;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    port = ntohs(address.sin_port);
+  }
+  /// Whether a connection arrived (accepted and closed) within `timeout`.
+  bool accepted_within(std::chrono::milliseconds timeout) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+    int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return false;
+    ::close(c);
+    return true;
+  }
+  ~Listener() {
+    if (fd >= 0) ::close(fd);
+  }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+};
+
+/// Keeps one worker busy, deterministically: its task (read_file) blocks opening a FIFO until the
+/// test opens the other end, then reads until the test closes it. The other worker takes what
+/// comes next. Declare it after the executor (destroyed first: its task ends).
+struct Blocker {
+  support::TempDir dir;
+  fs::path fifo;
+  int write_fd = -1;
+  ferry::Future<std::string> task;
+  Blocker() {
+    fifo = dir.path / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  }
+  /// Submits the blocking task and returns once it runs (its worker opened the FIFO).
+  void hold(ferry::Executor& ex) {
+    task = ex.submit_with(hostile(), read_file, fifo.string());
+    // O_NONBLOCK: opening for writing fails (ENXIO) until the task has the FIFO open for reading.
+    REQUIRE_MESSAGE(eventually(
+                        [&] {
+                          write_fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+                          return write_fd >= 0;
+                        },
+                        30s),
+                    "the blocking task did not start");
+  }
+  /// Lets the task end; its value.
+  std::string release() {
+    if (write_fd >= 0) {
+      (void)!::write(write_fd, "released", 8);
+      ::close(write_fd);
+      write_fd = -1;
+    }
+    REQUIRE(static_cast<bool>(task.wait_for(60s)));
+    return task.get();
+  }
+  ~Blocker() {
+    if (write_fd >= 0) ::close(write_fd);
+  }
+  Blocker(const Blocker&) = delete;
+  Blocker& operator=(const Blocker&) = delete;
+};
+
+// ---- options -----------------------------------------------------------------------------------
+
+/// Sets a seconds field whatever its type (a ferry::Duration or a count of seconds).
+template <class Field>
+void set_seconds(Field& field, int seconds) {
+  if constexpr (std::is_arithmetic_v<Field>) {
+    field = static_cast<Field>(seconds);
+  } else {
+    field = std::chrono::seconds(seconds);
+  }
+}
+
+/// Two workers of the freshly built ferry-worker, with `limits` and `sandbox`.
+ferry::ExecutorOptions contained(ferry::Limits limits = {}, ferry::Sandbox sandbox = {}) {
+  return ferry::ExecutorOptions{.max_workers = 2,
+                                .plugin_dirs = {FERRY_TEST_PLUGIN_DIR},
+                                .worker_path = FERRY_TEST_WORKER,
+                                .limits = std::move(limits),
+                                .sandbox = std::move(sandbox)};
+}
+
+ferry::Sandbox sandbox_on() {
+  ferry::Sandbox s;
+  s.enabled = true;
+  return s;
+}
+
+ferry::ExecutorOptions sandboxed() { return contained({}, sandbox_on()); }
+
+// ---- what every case checks after its hostile task ---------------------------------------------
+
+/// The host and the other tasks are not affected: a normal task returns its value, and
+/// max_workers normal tasks submitted at once all complete, each on a worker that is up.
+void check_pool_is_healthy(ferry::Executor& ex) {
+  INFO("after the hostile task, the pool must still work");
+  auto one = ex.submit<int>("math:square", 12);
+  REQUIRE(static_cast<bool>(one.wait_for(future_wait)));
+  CHECK(one.get() == 144);
+  std::vector<ferry::Future<int>> all;
+  for (std::size_t i = 0; i < ex.max_workers(); ++i)
+    all.push_back(ex.submit<int>("math:slow_identity", static_cast<int>(i), 100));
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    REQUIRE(static_cast<bool>(all[i].wait_for(future_wait)));
+    CHECK(all[i].get() == static_cast<int>(i));
+  }
+  CHECK(ex.max_workers() == 2);
+  CHECK(eventually([&] { return ex.worker_pids().size() == ex.max_workers(); }, 10s));
+  CHECK_FALSE(ex.is_broken());
+}
+
+/// A ResourceLimitError names its limit and value, in limit() / value() and in its message
+/// ("... went past its memory limit of 256 MiB in worker 123 ...").
+void check_limit_error(const ferry::ResourceLimitError& e, const std::string& task,
+                       const std::string& limit, unsigned long long value,
+                       const std::string& value_text) {
+  const std::string what = e.what();
+  INFO("what(): " << what);
+  CHECK(e.task() == task);
+  CHECK(e.limit() == limit);
+  CHECK(e.value() == value);
+  CHECK(e.pid() > 0);
+  CHECK(what.find(limit + " limit of " + value_text) != std::string::npos);
+  CHECK(what.find("replaced") != std::string::npos);
+}
+
+void check_violation(const ferry::SandboxViolationError& e, const std::string& task,
+                     const std::string& operation) {
+  const std::string what = e.what();
+  INFO("what(): " << what);
+  CHECK(e.task() == task);
+  CHECK(e.operation() == operation);
+  CHECK(e.pid() > 0);
+  CHECK(what.find("sandbox denies: " + operation) != std::string::npos);
+}
+
+/// A file the host wrote, or "" when it cannot be read.
+std::string host_read(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void host_write(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  REQUIRE(out.good());
+}
+
+}  // namespace
+
+// ================================================================================================
+// The sandbox on: denied system calls end the task with SandboxViolationError, denied files fail
+// inside the task with EACCES, what a task needs keeps working.
+// ================================================================================================
+
+TEST_CASE("Sandbox.socket_is_denied_and_named") {
+  Listener listener;
+  ferry::Executor ex(sandboxed());
+  auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), connect_loopback, listener.port));
+  if (e) check_violation(*e, "connect_loopback", "socket");
+  CHECK_FALSE(listener.accepted_within(0ms));
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.exec_is_denied_and_named") {
+  ferry::Executor ex(sandboxed());
+  auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), exec_shell));
+  if (e) check_violation(*e, "exec_shell", "execve");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.ptrace_is_denied_and_named") {
+  SUBCASE("a child process of the test") {
+    PausedChild target;
+    ferry::Executor ex(sandboxed());
+    auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), ptrace_pid, target.pid));
+    if (e) check_violation(*e, "ptrace_pid", "ptrace");
+    check_pool_is_healthy(ex);
+  }
+  SUBCASE("another worker of the same executor") {
+    // The blocker's FIFO must be readable in the sandbox (if this case fails before release(),
+    // the executor's destructor waits for the blocked task's deadline).
+    Blocker blocker;
+    ferry::Sandbox sandbox = sandbox_on();
+    sandbox.read = {blocker.dir.path.string()};
+    ferry::Executor ex(contained({}, sandbox));
+    REQUIRE(ex.warm_up(30s));
+    blocker.hold(ex);  // worker A is busy: what follows runs on worker B
+    int b = value_of(ex.submit_with(hostile(), worker_pid));
+    std::vector<int> workers = ex.worker_pids();
+    INFO("worker_pid() said " << b << "; the executor has " << workers.size() << " workers");
+    std::erase(workers, b);
+    REQUIRE(workers.size() == 1);  // worker_pid() is the global pid, as the host knows it
+    const int a = workers.front();
+    auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), ptrace_pid, a));  // B → A
+    if (e) check_violation(*e, "ptrace_pid", "ptrace");
+    CHECK(blocker.release() == "released");  // A was not disturbed
+    check_pool_is_healthy(ex);
+  }
+}
+
+TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACCES") {
+  support::TempDir outside;
+  host_write(outside.path / "secret", "not for the task");
+  ferry::Executor ex(sandboxed());
+  auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), read_file, (outside.path / "secret").string()));
+  if (e) {
+    INFO("remote: " << e->remote_type() << ": " << e->remote_message());
+    CHECK(e->remote_type().find("system_error") != std::string::npos);
+    CHECK(e->remote_message().find("Permission denied") != std::string::npos);
+  }
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.writing_into_home_fails_in_the_task_with_EACCES") {
+  support::TempDir home;
+  auto options = sandboxed();
+  options.env["HOME"] = home.path.string();
+  ferry::Executor ex(options);
+  const fs::path target = home.path / ".profile";
+  auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), write_file, target.string(), std::string("evil")));
+  if (e) {
+    INFO("remote: " << e->remote_type() << ": " << e->remote_message());
+    CHECK(e->remote_message().find("Permission denied") != std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(target));
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.the_private_temp_dir_is_writable") {
+  ferry::Executor ex(sandboxed());
+  std::string dir = value_of(ex.submit_with(hostile(), temp_dir));
+  REQUIRE_MESSAGE(!dir.empty(), "a sandboxed worker has $TMPDIR, its private temp dir");
+  const std::string path = dir + "/scratch";
+  CHECK(value_of(ex.submit_with(hostile(), write_file, path, std::string("scratch data"))));
+  // Read back by a task (of whichever worker: each worker has its own temp dir, so only when the
+  // same worker runs it is the file there; the write above is what must work).
+  CHECK(value_of(ex.submit_with(hostile(), write_bytes, dir + "/big", std::uint64_t{4 * MiB})) == 4 * MiB);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.write_dirs_are_writable") {
+  support::TempDir out;
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.write = {out.path.string()};
+  ferry::Executor ex(contained({}, sandbox));
+  CHECK(value_of(ex.submit_with(hostile(), write_file, (out.path / "result.txt").string(), std::string("written by the task"))));
+  CHECK(host_read(out.path / "result.txt") == "written by the task");
+  CHECK(value_of(ex.submit_with(hostile(), read_file, (out.path / "result.txt").string())) == "written by the task");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.read_dirs_are_readable") {
+  support::TempDir in;
+  host_write(in.path / "input.txt", "given to the task");
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.read = {in.path.string()};
+  ferry::Executor ex(contained({}, sandbox));
+  CHECK(value_of(ex.submit_with(hostile(), read_file, (in.path / "input.txt").string())) == "given to the task");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.plugins_keep_loading") {
+  ferry::Executor ex(sandboxed());
+  // By function pointer (the library this test linked), by name from the plugin directory (the
+  // math plugin, loaded only now, after the sandbox is up), by plugin-qualified name, by TaskRef.
+  CHECK(value_of(ex.submit_with(hostile(), worker_pid)) > 0);
+  CHECK(value_of(ex.submit<int>("math:square", 9)) == 81);
+  CHECK(value_of(ex.submit<int>("hostile:worker_pid")) > 0);
+  ferry::TaskRef ref{.library = FERRY_TEST_HOSTILE_PLUGIN, .name = "exec_shell"};
+  // A TaskRef to a plugin file loads it; the task itself is then denied as usual.
+  auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with<int>(hostile(), ref));
+  if (e) check_violation(*e, "exec_shell", "execve");
+  ferry::TaskRef crash_ref{.library = FERRY_TEST_CRASH_PLUGIN, .name = "open_one_descriptor"};
+  CHECK(value_of(ex.submit<int>(crash_ref, 5)) == 5);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.shared_memory_arguments_keep_working") {
+  ferry::Executor ex(sandboxed());
+  const std::size_t n = 3 * MiB + 17;  // over the 1 MiB threshold: a memfd passed to the worker
+  std::vector<char> big(n, 3);
+  CHECK(value_of(ex.submit_with(hostile(), sum_bytes, big)) == 3 * std::uint64_t{n});
+  std::vector<char> small(1000, 2);
+  CHECK(value_of(ex.submit_with(hostile(), sum_bytes, small)) == 2000);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.network_true_allows_the_loopback") {
+  Listener listener;
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.network = true;
+  ferry::Executor ex(contained({}, sandbox));
+  CHECK(value_of(ex.submit_with(hostile(), connect_loopback, listener.port)) == listener.port);
+  CHECK(listener.accepted_within(2000ms));
+  // exec is still denied.
+  auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), exec_shell));
+  if (e) check_violation(*e, "exec_shell", "execve");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.exec_true_allows_exec") {
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.exec = true;
+  ferry::Executor ex(contained({}, sandbox));
+  CHECK(value_of(ex.submit_with(hostile(), exec_shell)) == 7);
+  // The network is still denied.
+  Listener listener;
+  auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), connect_loopback, listener.port));
+  if (e) check_violation(*e, "connect_loopback", "socket");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.violations_in_a_row_keep_the_pool_at_its_size") {
+  PausedChild target;
+  Listener listener;
+  ferry::Executor ex(sandboxed());
+  // While the violations happen, a normal task on the other worker is not disturbed.
+  auto bystander = ex.submit<int>("math:slow_identity", 42, 500);
+  for (int round = 0; round < 2; ++round) {
+    CHECK(failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), connect_loopback, listener.port)).has_value());
+    CHECK(failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), exec_shell)).has_value());
+    CHECK(failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), ptrace_pid, target.pid)).has_value());
+  }
+  CHECK(value_of(bystander) == 42);
+  check_pool_is_healthy(ex);
+}
+
+// ================================================================================================
+// Limits on: going past one ends the task with ResourceLimitError naming it, the worker is
+// replaced, the pool keeps its size.
+// ================================================================================================
+
+TEST_CASE("Limits.memory_stops_an_allocation_with_ResourceLimitError") {
+#if FERRY_TEST_SHADOW_MEMORY
+  // Not under AddressSanitizer (nor ThreadSanitizer): the memory limit is RLIMIT_DATA, and the
+  // sanitizer maps terabytes of shadow memory at startup, which RLIMIT_DATA counts: under any
+  // sane limit, every allocation of the worker would fail. The only case guarded so.
+  MESSAGE("skipped under a sanitizer (RLIMIT_DATA cannot hold its shadow memory)");
+#else
+  ferry::Limits limits;
+  limits.memory = 256 * MiB;
+  ferry::Executor ex(contained(limits));
+  // Touched: a missing limit costs 1 GiB of real memory, no more.
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), allocate, 1 * GiB, true));
+  if (e) check_limit_error(*e, "allocate", "memory", 256 * MiB, "256 MiB");
+  // Under the limit, allocations work.
+  CHECK(value_of(ex.submit_with(hostile(), allocate, 16 * MiB, true)) == 16 * MiB);
+  check_pool_is_healthy(ex);
+#endif
+}
+
+TEST_CASE("Limits.cpu_time_stops_a_spinning_task_with_ResourceLimitError") {
+  ferry::Limits limits;
+  set_seconds(limits.cpu_time, 1);
+  ferry::Executor ex(contained(limits));
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), spin_cpu, 5));
+  if (e) check_limit_error(*e, "spin_cpu", "cpu_time", 1, "1 s of CPU time");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.processes_stops_a_fork_bomb_with_ResourceLimitError") {
+  ferry::Limits limits;
+  limits.processes = 32;
+  ferry::Executor ex(contained(limits));
+  // 1000: a missing limit leaves 1000 pausing processes (each ends itself within 30 s; this case
+  // kills those it finds under the workers).
+  KillLeftovers leftovers;
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), fork_bomb, 1000));
+  leftovers.add(descendants_of(ex.worker_pids()));
+  if (e) check_limit_error(*e, "fork_bomb", "processes", 32, "32");
+  // Under the limit, forking works.
+  CHECK(value_of(ex.submit_with(hostile(), exec_shell)) == 7);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.open_files_stops_a_descriptor_leak_with_ResourceLimitError") {
+  ferry::Limits limits;
+  limits.open_files = 64;
+  ferry::Executor ex(contained(limits));
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_descriptors, 1000));
+  if (e) check_limit_error(*e, "leak_descriptors", "open_files", 64, "64");
+  // Under the limit, opening files works.
+  CHECK(value_of(ex.submit_with(hostile(), leak_descriptors, 10)) == 10);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.file_size_stops_a_write_with_ResourceLimitError") {
+  support::TempDir dir;
+  ferry::Limits limits;
+  limits.file_size = 1 * MiB;
+  ferry::Executor ex(contained(limits));
+  auto e = failure_of<ferry::ResourceLimitError>(
+      ex.submit_with(hostile(), write_bytes, (dir.path / "big").string(), std::uint64_t{8 * MiB}));
+  if (e) check_limit_error(*e, "write_bytes", "file_size", 1 * MiB, "1 MiB");
+  // No byte past the limit reached the file.
+  std::error_code ec;
+  auto size = fs::file_size(dir.path / "big", ec);
+  if (!ec) CHECK(size <= 1 * MiB);
+  // Under the limit, writing works.
+  CHECK(value_of(ex.submit_with(hostile(), write_bytes, (dir.path / "small").string(), std::uint64_t{256 * 1024})) ==
+        256 * 1024);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.submit_options_limits_tighten_the_executors_for_one_task") {
+  ferry::Limits executor_limits;
+  executor_limits.open_files = 4096;
+  ferry::Executor ex(contained(executor_limits));
+  ferry::Limits tighter;
+  tighter.open_files = 64;
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(tighter), leak_descriptors, 500));
+  if (e) check_limit_error(*e, "leak_descriptors", "open_files", 64, "64");
+  // The next task has the executor's limit again: 500 fit under 4096.
+  CHECK(value_of(ex.submit_with(hostile(), leak_descriptors, 500)) == 500);
+  // And the executor's limit holds.
+  auto again = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_descriptors, 5000));
+  if (again) check_limit_error(*again, "leak_descriptors", "open_files", 4096, "4096");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.submit_options_limits_loosen_the_executors_for_one_task") {
+  support::TempDir dir;
+  ferry::Limits executor_limits;
+  executor_limits.file_size = 1 * MiB;
+  ferry::Executor ex(contained(executor_limits));
+  ferry::Limits looser;
+  looser.file_size = 16 * MiB;
+  const std::string path = (dir.path / "out").string();
+  CHECK(value_of(ex.submit_with(hostile(looser), write_bytes, path, std::uint64_t{4 * MiB})) == 4 * MiB);
+  // Without the override, the executor's limit holds.
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), write_bytes, path, std::uint64_t{4 * MiB}));
+  if (e) check_limit_error(*e, "write_bytes", "file_size", 1 * MiB, "1 MiB");
+  // A zero field keeps the executor's: an override of another limit does not lift this one.
+  ferry::Limits other;
+  other.open_files = 1000;
+  auto kept = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(other), write_bytes, path, std::uint64_t{4 * MiB}));
+  if (kept) check_limit_error(*kept, "write_bytes", "file_size", 1 * MiB, "1 MiB");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.violations_in_a_row_keep_the_pool_at_its_size") {
+  support::TempDir dir;
+  ferry::Limits limits;
+  limits.open_files = 64;
+  limits.processes = 32;
+  limits.file_size = 1 * MiB;
+  ferry::Executor ex(contained(limits));
+  KillLeftovers leftovers;
+  // While the violations happen, a normal task on the other worker is not disturbed.
+  auto bystander = ex.submit<int>("math:slow_identity", 42, 500);
+  for (int round = 0; round < 2; ++round) {
+    CHECK(failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_descriptors, 1000)).has_value());
+    CHECK(failure_of<ferry::ResourceLimitError>(
+        ex.submit_with(hostile(), write_bytes, (dir.path / "f").string(), std::uint64_t{4 * MiB})).has_value());
+    CHECK(failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), fork_bomb, 200)).has_value());
+    leftovers.add(descendants_of(ex.worker_pids()));  // none, unless the limit is missing
+  }
+  CHECK(value_of(bystander) == 42);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.errors_name_the_limit_and_its_value") {
+  struct Row {
+    const char* limit;
+    unsigned long long value;
+    const char* text;
+  };
+  for (const Row& r : {Row{"memory", 256 * MiB, "memory limit of 256 MiB"},
+                       Row{"file_size", 1 * MiB, "file_size limit of 1 MiB"},
+                       Row{"cpu_time", 2, "cpu_time limit of 2 s of CPU time"},
+                       Row{"open_files", 64, "open_files limit of 64"},
+                       Row{"processes", 32, "processes limit of 32"}}) {
+    ferry::ResourceLimitError e("hog", 1234, r.limit, r.value);
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(e.limit() == r.limit);
+    CHECK(e.value() == r.value);
+    CHECK(e.task() == "hog");
+    CHECK(e.pid() == 1234);
+    CHECK(what.find(r.text) != std::string::npos);
+    CHECK(what.find("1234") != std::string::npos);
+    const ferry::TerminatedWorkerError& base = e;  // caught as a dead worker, too
+    CHECK(base.pid() == 1234);
+  }
+  ferry::SandboxViolationError v("spy", 99, "socket");
+  CHECK(v.operation() == "socket");
+  CHECK(std::string(v.what()).find("sandbox denies: socket") != std::string::npos);
+}
+
+// ================================================================================================
+// Limits and sandbox off: the documented default is a worker like any process.
+// ================================================================================================
+
+TEST_CASE("Defaults.socket_works_without_a_sandbox") {
+  Listener listener;
+  ferry::Executor ex(contained());
+  CHECK(value_of(ex.submit_with(hostile(), connect_loopback, listener.port)) == listener.port);
+  CHECK(listener.accepted_within(2000ms));
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Defaults.exec_works_without_a_sandbox") {
+  ferry::Executor ex(contained());
+  CHECK(value_of(ex.submit_with(hostile(), exec_shell)) == 7);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Defaults.ptrace_works_without_a_sandbox") {
+  PausedChild target;
+  ferry::Executor ex(contained());
+  CHECK(value_of(ex.submit_with(hostile(), ptrace_pid, target.pid)) == 0);
+  // Detached, the target runs on (stopped or traced, it would show 't' or 'T').
+  CHECK(eventually([&] { char s = support::process_state(target.pid); return s == 'S' || s == 'R'; }));
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Defaults.home_and_other_files_are_writable_and_readable_without_a_sandbox") {
+  support::TempDir home;
+  support::TempDir elsewhere;
+  host_write(elsewhere.path / "data", "readable");
+  auto options = contained();
+  options.env["HOME"] = home.path.string();
+  ferry::Executor ex(options);
+  CHECK(value_of(ex.submit_with(hostile(), write_file, (home.path / "note").string(), std::string("in home"))));
+  CHECK(host_read(home.path / "note") == "in home");
+  CHECK(value_of(ex.submit_with(hostile(), read_file, (elsewhere.path / "data").string())) == "readable");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Defaults.fork_bomb_of_hundreds_works_and_ends_with_the_worker") {
+  ferry::Executor ex(contained());
+  REQUIRE(ex.warm_up(30s));
+  const std::vector<int> workers = ex.worker_pids();
+  REQUIRE(workers.size() == 2);
+  CHECK(value_of(ex.submit_with(hostile(), fork_bomb, 300)) == 300);
+  std::vector<pid_t> bomb = descendants_of(workers);
+  KillLeftovers leftovers;
+  leftovers.add(bomb);
+  CHECK(bomb.size() >= 300);
+  for (int w : workers) ::kill(w, SIGKILL);
+  CHECK_MESSAGE(eventually([&] { return all_gone(bomb); }, 2s),
+                count_left(bomb) << " of " << bomb.size() << " forked processes outlived their worker");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Defaults.new_of_64_GB_fails_with_bad_alloc") {
+#if FERRY_TEST_SHADOW_MEMORY
+  // Not under AddressSanitizer (nor ThreadSanitizer): the sanitizer's operator new reports an
+  // allocation it cannot map as a fatal "out of memory" error (even with
+  // allocator_may_return_null=1) instead of throwing std::bad_alloc, so the worker dies.
+  MESSAGE("skipped under a sanitizer (its operator new aborts instead of throwing bad_alloc)");
+#else
+  // This machine: vm.overcommit_memory = 0 (heuristic), 24 GiB of RAM and no swap: a single
+  // mapping of 64 GB is refused at once, so `new` throws. Never touched: without the refusal the
+  // task would only reserve address space.
+  std::string overcommit = host_read("/proc/sys/vm/overcommit_memory");
+  INFO("vm.overcommit_memory = " << overcommit);
+  if (overcommit.rfind("0", 0) != 0) {
+    MESSAGE("skipped: vm.overcommit_memory is not 0 here, so a 64 GB reservation may succeed");
+    return;
+  }
+  ferry::Executor ex(contained());
+  auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), allocate, 64 * GiB, false));
+  if (e) {
+    INFO("remote: " << e->remote_type() << ": " << e->remote_message());
+    CHECK(e->remote_type().find("bad_alloc") != std::string::npos);
+    CHECK(e->task() == "allocate");
+  }
+  check_pool_is_healthy(ex);
+#endif
+}
+
+TEST_CASE("Defaults.leaking_descriptors_ends_with_EMFILE_and_the_worker_is_recycled") {
+  rlimit nofile{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &nofile) == 0);
+  INFO("soft RLIMIT_NOFILE = " << nofile.rlim_cur);
+  REQUIRE(nofile.rlim_cur < 100000);  // else the leak would not reach EMFILE
+  ferry::Executor ex(contained());
+  auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), leak_descriptors, 100000));
+  if (e) {
+    INFO("remote: " << e->remote_type() << ": " << e->remote_message());
+    CHECK(e->remote_message().find("Too many open files") != std::string::npos);
+    // It opened up to the soft limit (less the descriptors the worker already had).
+    CHECK(e->remote_message().find("after ") != std::string::npos);
+    // The worker, left without descriptors, is replaced.
+    const int pid = e->pid();
+    CHECK_MESSAGE(eventually([&] { return gone(pid); }, 10s), "worker " << pid << " was not recycled");
+  }
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Defaults.cpu_memory_and_file_sizes_are_unbounded_without_limits") {
+  support::TempDir dir;
+  ferry::Executor ex(contained());
+  CHECK(value_of(ex.submit_with(hostile(), spin_cpu, 2)) == 2);
+  CHECK(value_of(ex.submit_with(hostile(), allocate, 512 * MiB, true)) == 512 * MiB);
+  CHECK(value_of(ex.submit_with(hostile(), write_bytes, (dir.path / "big").string(), std::uint64_t{16 * MiB})) ==
+        16 * MiB);
+  CHECK(fs::file_size(dir.path / "big") == 16 * MiB);
+  std::vector<char> big(3 * MiB, 1);
+  CHECK(value_of(ex.submit_with(hostile(), sum_bytes, big)) == 3 * MiB);
+  check_pool_is_healthy(ex);
+}
+
+// ================================================================================================
+// Descendants: sandboxed or not, whatever a worker started ends with it, within 2 s.
+// ================================================================================================
+
+namespace {
+
+/// A setsid() grandchild of a worker of `ex` (global pid), checked alive, and registered for
+/// cleanup.
+pid_t grandchild_of_a_worker(ferry::Executor& ex, KillLeftovers& leftovers) {
+  int pid = value_of(ex.submit_with(hostile(), setsid_grandchild));
+  REQUIRE(pid > 0);
+  leftovers.add(pid);
+  CHECK_MESSAGE(support::alive(pid), "the grandchild's pid " << pid << " is not a live process");
+  return pid;
+}
+
+void kill_every_worker(ferry::Executor& ex) {
+  const std::vector<int> workers = ex.worker_pids();
+  REQUIRE(!workers.empty());
+  for (int w : workers) ::kill(w, SIGKILL);
+}
+
+}  // namespace
+
+TEST_CASE("Descendants.end_when_the_worker_is_killed") {
+  KillLeftovers leftovers;
+  for (bool sandbox : {false, true}) {
+    CAPTURE(sandbox);
+    ferry::Executor ex(sandbox ? sandboxed() : contained());
+    pid_t grandchild = grandchild_of_a_worker(ex, leftovers);
+    kill_every_worker(ex);  // SIGKILL: the worker has no chance to clean up itself
+    CHECK_MESSAGE(eventually([&] { return gone(grandchild); }, 2s),
+                  "grandchild " << grandchild << " outlived its SIGKILLed worker");
+    check_pool_is_healthy(ex);
+  }
+}
+
+TEST_CASE("Descendants.end_with_shutdown_kill_workers") {
+  KillLeftovers leftovers;
+  for (bool sandbox : {false, true}) {
+    CAPTURE(sandbox);
+    ferry::Executor ex(sandbox ? sandboxed() : contained());
+    pid_t grandchild = grandchild_of_a_worker(ex, leftovers);
+    ex.shutdown({.wait = true, .kill_workers = true});
+    CHECK_MESSAGE(eventually([&] { return gone(grandchild); }, 2s),
+                  "grandchild " << grandchild << " outlived shutdown({.kill_workers = true})");
+  }
+}
+
+TEST_CASE("Descendants.end_when_the_worker_exits") {
+  KillLeftovers leftovers;
+  for (bool sandbox : {false, true}) {
+    CAPTURE(sandbox);
+    ferry::Executor ex(sandbox ? sandboxed() : contained());
+    pid_t grandchild = grandchild_of_a_worker(ex, leftovers);
+    const std::vector<int> workers = ex.worker_pids();
+    ex.shutdown({.wait = true});  // the workers exit cleanly
+    CHECK(all_gone(std::vector<pid_t>(workers.begin(), workers.end())));
+    CHECK_MESSAGE(eventually([&] { return gone(grandchild); }, 2s),
+                  "grandchild " << grandchild << " outlived its worker's clean exit");
+  }
+}
+
+TEST_CASE("Descendants.end_when_the_worker_is_recycled") {
+  KillLeftovers leftovers;
+  for (bool sandbox : {false, true}) {
+    CAPTURE(sandbox);
+    auto options = sandbox ? sandboxed() : contained();
+    options.max_tasks_per_child = 1;  // the worker exits after the task
+    ferry::Executor ex(options);
+    pid_t grandchild = grandchild_of_a_worker(ex, leftovers);
+    CHECK_MESSAGE(eventually([&] { return gone(grandchild); }, 10s),
+                  "grandchild " << grandchild << " outlived its recycled worker");
+    check_pool_is_healthy(ex);
+  }
+}
+
+TEST_CASE("Descendants.end_when_the_worker_hits_a_limit") {
+  KillLeftovers leftovers;
+  ferry::Limits limits;
+  limits.open_files = 64;
+  ferry::Executor ex(contained(limits));
+  REQUIRE(ex.warm_up(30s));
+  Blocker blocker;
+  blocker.hold(ex);  // worker A is busy: the grandchild and the leak both run on worker B
+  pid_t grandchild = grandchild_of_a_worker(ex, leftovers);
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_descriptors, 1000));
+  REQUIRE(e.has_value());
+  const int replaced = e->pid();
+  CHECK_MESSAGE(eventually([&] { return gone(replaced); }, 10s), "worker " << replaced << " was not replaced");
+  CHECK_MESSAGE(eventually([&] { return gone(grandchild); }, 2s),
+                "grandchild " << grandchild << " outlived the worker that hit its limit");
+  CHECK(blocker.release() == "released");  // worker A and its task were not disturbed
+  check_pool_is_healthy(ex);
+}
