@@ -40,8 +40,7 @@
 
 #include <doctest/doctest.h>
 
-// Only the hostile plugin is linked: math and crash export functions of the same names
-// (worker_pid, leak_descriptors), so their tasks are submitted by name or TaskRef instead.
+// Only the hostile plugin is linked; math and crash tasks are submitted by name or TaskRef.
 #include "hostile.hpp"
 #include "support/fixture.hpp"
 
@@ -442,11 +441,11 @@ TEST_CASE("Sandbox.ptrace_is_denied_and_named") {
     ferry::Executor ex(contained({}, sandbox));
     REQUIRE(ex.warm_up(30s));
     blocker.hold(ex);  // worker A is busy: what follows runs on worker B
-    int b = value_of(ex.submit_with(hostile(), worker_pid));
+    int b = value_of(ex.submit_with(hostile(), hostile_pid));
     std::vector<int> workers = ex.worker_pids();
-    INFO("worker_pid() said " << b << "; the executor has " << workers.size() << " workers");
+    INFO("hostile_pid() said " << b << "; the executor has " << workers.size() << " workers");
     std::erase(workers, b);
-    REQUIRE(workers.size() == 1);  // worker_pid() is the global pid, as the host knows it
+    REQUIRE(workers.size() == 1);  // hostile_pid() is the global pid, as the host knows it
     const int a = workers.front();
     auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), ptrace_pid, a));  // B → A
     if (e) check_violation(*e, "ptrace_pid", "ptrace");
@@ -520,9 +519,9 @@ TEST_CASE("Sandbox.plugins_keep_loading") {
   ferry::Executor ex(sandboxed());
   // By function pointer (the library this test linked), by name from the plugin directory (the
   // math plugin, loaded only now, after the sandbox is up), by plugin-qualified name, by TaskRef.
-  CHECK(value_of(ex.submit_with(hostile(), worker_pid)) > 0);
+  CHECK(value_of(ex.submit_with(hostile(), hostile_pid)) > 0);
   CHECK(value_of(ex.submit<int>("math:square", 9)) == 81);
-  CHECK(value_of(ex.submit<int>("hostile:worker_pid")) > 0);
+  CHECK(value_of(ex.submit<int>("hostile:hostile_pid")) > 0);
   ferry::TaskRef ref{.library = FERRY_TEST_HOSTILE_PLUGIN, .name = "exec_shell"};
   // A TaskRef to a plugin file loads it; the task itself is then denied as usual.
   auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with<int>(hostile(), ref));
@@ -634,10 +633,10 @@ TEST_CASE("Limits.open_files_stops_a_descriptor_leak_with_ResourceLimitError") {
   ferry::Limits limits;
   limits.open_files = 64;
   ferry::Executor ex(contained(limits));
-  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_descriptors, 1000));
-  if (e) check_limit_error(*e, "leak_descriptors", "open_files", 64, "64");
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_files, 1000));
+  if (e) check_limit_error(*e, "leak_files", "open_files", 64, "64");
   // Under the limit, opening files works.
-  CHECK(value_of(ex.submit_with(hostile(), leak_descriptors, 10)) == 10);
+  CHECK(value_of(ex.submit_with(hostile(), leak_files, 10)) == 10);
   check_pool_is_healthy(ex);
 }
 
@@ -665,13 +664,13 @@ TEST_CASE("Limits.submit_options_limits_tighten_the_executors_for_one_task") {
   ferry::Executor ex(contained(executor_limits));
   ferry::Limits tighter;
   tighter.open_files = 64;
-  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(tighter), leak_descriptors, 500));
-  if (e) check_limit_error(*e, "leak_descriptors", "open_files", 64, "64");
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(tighter), leak_files, 500));
+  if (e) check_limit_error(*e, "leak_files", "open_files", 64, "64");
   // The next task has the executor's limit again: 500 fit under 4096.
-  CHECK(value_of(ex.submit_with(hostile(), leak_descriptors, 500)) == 500);
+  CHECK(value_of(ex.submit_with(hostile(), leak_files, 500)) == 500);
   // And the executor's limit holds.
-  auto again = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_descriptors, 5000));
-  if (again) check_limit_error(*again, "leak_descriptors", "open_files", 4096, "4096");
+  auto again = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_files, 5000));
+  if (again) check_limit_error(*again, "leak_files", "open_files", 4096, "4096");
   check_pool_is_healthy(ex);
 }
 
@@ -706,7 +705,7 @@ TEST_CASE("Limits.violations_in_a_row_keep_the_pool_at_its_size") {
   // While the violations happen, a normal task on the other worker is not disturbed.
   auto bystander = ex.submit<int>("math:slow_identity", 42, 500);
   for (int round = 0; round < 2; ++round) {
-    CHECK(failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_descriptors, 1000)).has_value());
+    CHECK(failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_files, 1000)).has_value());
     CHECK(failure_of<ferry::ResourceLimitError>(
         ex.submit_with(hostile(), write_bytes, (dir.path / "f").string(), std::uint64_t{4 * MiB})).has_value());
     CHECK(failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), fork_bomb, 200)).has_value());
@@ -833,7 +832,7 @@ TEST_CASE("Defaults.leaking_descriptors_ends_with_EMFILE_and_the_worker_is_recyc
   INFO("soft RLIMIT_NOFILE = " << nofile.rlim_cur);
   REQUIRE(nofile.rlim_cur < 100000);  // else the leak would not reach EMFILE
   ferry::Executor ex(contained());
-  auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), leak_descriptors, 100000));
+  auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), leak_files, 100000));
   if (e) {
     INFO("remote: " << e->remote_type() << ": " << e->remote_message());
     CHECK(e->remote_message().find("Too many open files") != std::string::npos);
@@ -945,7 +944,7 @@ TEST_CASE("Descendants.end_when_the_worker_hits_a_limit") {
   Blocker blocker;
   blocker.hold(ex);  // worker A is busy: the grandchild and the leak both run on worker B
   pid_t grandchild = grandchild_of_a_worker(ex, leftovers);
-  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_descriptors, 1000));
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), leak_files, 1000));
   REQUIRE(e.has_value());
   const int replaced = e->pid();
   CHECK_MESSAGE(eventually([&] { return gone(replaced); }, 10s), "worker " << replaced << " was not replaced");

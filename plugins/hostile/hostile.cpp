@@ -195,7 +195,7 @@ std::uint64_t allocate(std::uint64_t bytes, bool touch) {
   return bytes;
 }
 
-int leak_descriptors(int n) {
+int leak_files(int n) {
   for (int i = 0; i < n; ++i) {
     int fd = ::open("/dev/null", O_RDONLY);  // deliberately without O_CLOEXEC, and never closed
     if (fd < 0) fail("open /dev/null (after " + std::to_string(i) + " descriptors)");
@@ -301,7 +301,7 @@ std::uint64_t write_bytes(std::string path, std::uint64_t bytes) {
   return written;
 }
 
-int worker_pid() {
+int hostile_pid() {
   int pid = global_pid_or_minus_one();
   if (pid < 0) fail("readlink /proc/self");
   return pid;
@@ -324,11 +324,11 @@ FERRY_TASK(read_file);
 FERRY_TASK(exec_shell);
 FERRY_TASK(fork_bomb);
 FERRY_TASK(allocate);
-FERRY_TASK(leak_descriptors);
+FERRY_TASK(leak_files);
 FERRY_TASK(setsid_grandchild);
 FERRY_TASK(ptrace_pid);
 FERRY_TASK(spin_cpu);
 FERRY_TASK(write_bytes);
-FERRY_TASK(worker_pid);
+FERRY_TASK(hostile_pid);
 FERRY_TASK(temp_dir);
 FERRY_TASK(sum_bytes);

@@ -33,7 +33,7 @@ FERRY_EXPORT int fork_bomb(int n);
 FERRY_EXPORT std::uint64_t allocate(std::uint64_t bytes, bool touch);
 /// Opens /dev/null `n` times, never closing (nor O_CLOEXEC); throws on the first failure
 /// (EMFILE), naming how many it had opened. Returns `n`.
-FERRY_EXPORT int leak_descriptors(int n);
+FERRY_EXPORT int leak_files(int n);
 /// Forks a child that calls setsid() and forks a grandchild that pause()s forever, outside the
 /// worker's session and process group; the child exits at once and is reaped. Returns the
 /// grandchild's global pid.
@@ -46,7 +46,7 @@ FERRY_EXPORT int spin_cpu(int seconds);
 /// returns `bytes`.
 FERRY_EXPORT std::uint64_t write_bytes(std::string path, std::uint64_t bytes);
 /// This worker's global pid (readlink("/proc/self")).
-FERRY_EXPORT int worker_pid();
+FERRY_EXPORT int hostile_pid();
 /// $TMPDIR in the worker, or "" when unset.
 FERRY_EXPORT std::string temp_dir();
 /// The sum of the bytes (as unsigned char): large vectors travel through shared memory.
