@@ -4,9 +4,11 @@
 
 #include <mpi.h>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::mpi::detail {
 
 /// Serves the host at `host_rank` of `comm` until it says quit (0) or stops answering.
-int run_agent(MPI_Comm comm, int host_rank);
+FERRY_INTERNAL_API int run_agent(MPI_Comm comm, int host_rank);
 
 }  // namespace ferry::mpi::detail

@@ -7,6 +7,7 @@
 // sent before the define frame that needs it).
 #pragma once
 
+#include <ferry/detail/export.hpp>
 #include <mpi.h>
 
 #include <atomic>
@@ -56,7 +57,7 @@ void ignore_sigpipe();
 ///   agents), and ferry's heartbeat deadline would never run;
 /// - orte_enable_recovery=1: a rank that dies does not end the job. Read by the runtime this
 ///   process starts itself (a singleton); under mpirun it must be given to mpirun.
-void prepare_mpi_environment();
+FERRY_INTERNAL_API void prepare_mpi_environment();
 
 /// Whether ferry initialised MPI in this process (serve() or the hub), and so must finalise it.
 std::atomic<bool>& ferry_initialised_mpi();

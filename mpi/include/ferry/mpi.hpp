@@ -2,6 +2,8 @@
 // ferry on Open MPI: the same Executor, its workers on the ranks of an MPI job.
 #pragma once
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::mpi {
 
 /**
@@ -16,13 +18,13 @@ ferry::mpi::enable();
 ferry::Executor ex({.max_workers = 4, .backend = "mpi"});
 @endcode
 */
-void enable();
+FERRY_API void enable();
 
 /**
 @brief For `mpirun -n N host`: every rank but 0 runs a node agent here and exits with its status
 when the host is done; rank 0 returns and goes on as the host. Call first thing in main().
 */
-void serve(int& argc, char**& argv);
+FERRY_API void serve(int& argc, char**& argv);
 
 /**
 @brief Stops the backend: running remote workers end, the agents are told to leave, and MPI is
@@ -30,6 +32,6 @@ finalised if ferry initialised it. Runs at exit by itself; call it before your o
 if your program initialised MPI. Executors using "mpi" must be shut down first. Waits at most
 10 seconds.
 */
-void finalize();
+FERRY_API void finalize();
 
 }  // namespace ferry::mpi
