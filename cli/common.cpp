@@ -209,8 +209,11 @@ void add_containment_options(CLI::App& sub, ContainmentOptions& options) {
         std::error_code ec;
         if (!std::filesystem::exists(value, ec))
           return "no such file or directory: " + value;
-        value = std::filesystem::absolute(value, ec).lexically_normal().string();
-        return ec ? ec.message() + ": " + value : std::string();
+        std::filesystem::path path = std::filesystem::absolute(value, ec).lexically_normal();
+        if (ec) return ec.message() + ": " + value;
+        if (!path.has_filename() && path.has_relative_path()) path = path.parent_path();  // "dir/"
+        value = path.string();
+        return std::string();
       },
       "");
   const auto size = number_transform(parse_size);
