@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "json.hpp"
+#include "platform/containment.hpp"
 #include "platform/spawn.hpp"
 
 namespace ferry::cli {
@@ -15,14 +16,18 @@ namespace fs = std::filesystem;
 
 CLI::App* setup_info(CLI::App& app, InfoOptions& options) {
   CLI::App* sub = app.add_subcommand(
-      "info", "Show the version, CPUs, worker, plugin path and FERRY_WRAP setup");
+      "info", "Show the version, CPUs, worker, plugin path, FERRY_WRAP setup and containment");
   sub->add_flag("--json", options.json, "print one JSON object instead of the text");
   sub->footer(wrap("Prints ferry's version; cpu_count() (hardware threads, affinity, cgroup quota, "
                    "$FERRY_MAX_CPU_COUNT); the ferry-worker that would run (--worker, else "
                    "$FERRY_WORKER, else the one installed with libferry) and whether it exists; the "
                    "plugin directories (--plugin-dir, then $FERRY_PLUGIN_PATH); the FERRY_WRAP cache "
                    "directory ($FERRY_CACHE_DIR, else $XDG_CACHE_HOME/ferry, else ~/.cache/ferry), "
-                   "compiler ($FERRY_CXX) and flags ($FERRY_WRAP_FLAGS).",
+                   "compiler ($FERRY_CXX) and flags ($FERRY_WRAP_FLAGS); and what this machine "
+                   "offers to contain workers (run and map --sandbox, --memory, ...): how a "
+                   "worker's descendants end with it, how --processes is enforced, the Landlock "
+                   "ABI (0 in the JSON: none), seccomp, user namespaces, a network namespace, a "
+                   "pids cgroup, and whether ferry runs as root.",
                    100) +
               "\n\n" + global_options_help() + "\n" + exit_codes_help("02"));
   return sub;
@@ -37,6 +42,7 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
     // Resolved as FERRY_WRAP resolves it (wrap_compiler.cpp's make_setup).
     const auto compiler = detail::find_program(wrap.compiler);
     const unsigned cpus = cpu_count();
+    const detail::ContainmentSupport& contain = detail::containment_support();
     std::error_code ec;
 
     std::string out;
@@ -86,6 +92,23 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       for (const auto& f : wrap.flags) str(f);
       w.EndArray();
       w.EndObject();
+      w.Key("containment");
+      w.StartObject();
+      w.Key("descendants");
+      str(contain.descendants);
+      w.Key("processes");
+      str(contain.processes);
+      w.Key("landlock_abi");
+      w.Int(contain.landlock_abi);
+      for (auto [key, value] : {std::pair{"seccomp", contain.seccomp},
+                                {"user_namespaces", contain.user_namespaces},
+                                {"network_namespace", contain.network_namespace},
+                                {"pids_cgroup", contain.pids_cgroup},
+                                {"root", contain.root}}) {
+        w.Key(key);
+        w.Bool(value);
+      }
+      w.EndObject();
       w.EndObject();
       out.assign(buffer.GetString(), buffer.GetSize());
       out += '\n';
@@ -112,6 +135,19 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       std::string flags;
       for (const auto& f : wrap.flags) flags += (flags.empty() ? "" : " ") + f;
       field("wrap flags", flags);
+      out += "containment\n";
+      auto fact = [&](std::string_view name, const std::string& value) {
+        out += "  " + std::string(name) + std::string(19 - name.size(), ' ') + value + "\n";
+      };
+      auto yes = [](bool b) { return std::string(b ? "yes" : "no"); };
+      fact("descendants", contain.descendants);
+      fact("processes limit", contain.processes);
+      fact("Landlock ABI", contain.landlock_abi > 0 ? std::to_string(contain.landlock_abi) : "none");
+      fact("seccomp", yes(contain.seccomp));
+      fact("user namespaces", yes(contain.user_namespaces));
+      fact("network namespace", yes(contain.network_namespace));
+      fact("pids cgroup", yes(contain.pids_cgroup));
+      fact("root", yes(contain.root));
     }
     std::fwrite(out.data(), 1, out.size(), stdout);
     return exit_ok;

@@ -60,6 +60,7 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
   sub->add_flag("--no-progress", options.no_progress,
                 wrap("no progress bar. The bar (done/total lines, lines/s, ETA) is drawn on stderr "
                      "only when stderr is a terminal"));
+  add_containment_options(*sub, options.containment);
   sub->footer(
       wrap("Reads JSON Lines of arguments from FILE or stdin and writes one JSON line per input "
            "line on stdout, in input order: the task's result (null for a void task). An input "
@@ -83,7 +84,7 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
       "\n\nExamples:\n"
       "  printf '[40, 2]\\n[1, 1]\\n' | ferry map add         prints 42 and 2\n"
       "  ferry map -j 4 --chunksize 100 square numbers.jsonl > squares.jsonl\n\n" +
-      global_options_help() + "\n" + exit_codes_help());
+      containment_options_help() + "\n" + global_options_help() + "\n" + exit_codes_help());
   return sub;
 }
 
@@ -300,7 +301,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
   }
 
   try {
-    Executor executor(executor_options(global, workers));
+    Executor executor(executor_options(global, workers, options.containment));
     const TaskRef ref{.library = info.library, .name = info.name};
     Progress progress(::isatty(STDERR_FILENO) == 1 && !options.no_progress, total);
     // Results and the bar on the same terminal: the bar steps aside while results are written.

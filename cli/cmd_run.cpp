@@ -45,6 +45,7 @@ CLI::App* setup_run(CLI::App& app, RunOptions& options) {
   sub->add_flag("--raw", options.raw,
                 wrap("print the worker's result line as is ({\"value0\": RESULT}, or {} for a "
                      "void task) instead of the result value"));
+  add_containment_options(*sub, options.containment);
   sub->footer(
       wrap("Runs TASK once in a ferry-worker and prints its result as one line of JSON on stdout "
            "(nothing for a void task). The ARGs travel as {\"value0\": ARG1, \"value1\": ARG2, "
@@ -61,8 +62,7 @@ CLI::App* setup_run(CLI::App& app, RunOptions& options) {
                                      {"ferry run noop", "(nothing: a void task)"},
                                      {"ferry run checked_isqrt -- -4",
                                       "exit 1, stderr: TaskError: ... negative: -4"}}) +
-      "\n" +
-      global_options_help() + "\n" + exit_codes_help());
+      "\n" + containment_options_help() + "\n" + global_options_help() + "\n" + exit_codes_help());
   return sub;
 }
 
@@ -106,7 +106,7 @@ int run_run(const RunOptions& options, const GlobalOptions& global) {
       return exit_usage;
     }
     Stdio io = isolate_stdio(/*take_stdin=*/false);
-    Executor executor(executor_options(global, 1));
+    Executor executor(executor_options(global, 1, options.containment));
     std::string result =
         executor
             .submit_json(TaskRef{.library = info.library, .name = info.name},

@@ -49,8 +49,27 @@ struct GlobalOptions {
 std::vector<std::filesystem::path> plugin_path(const GlobalOptions& global);
 /// The ferry-worker the executor will run.
 std::filesystem::path worker_path(const GlobalOptions& global);
-/// Executor options for `workers` processes (0 = cpu_count()).
-ExecutorOptions executor_options(const GlobalOptions& global, std::size_t workers);
+/**
+@brief The limits and sandbox of the workers: options of run and map, added to both by
+add_containment_options(). The values are checked and converted while parsing.
+*/
+struct ContainmentOptions {
+  Limits limits;    ///< --memory, --cpu, --open-files, --processes, --file-size
+  Sandbox sandbox;  ///< --sandbox, --allow-network, --allow-exec, --read, --write, --best-effort
+};
+/// Adds the containment options to `sub` (run, map), writing into `options`.
+void add_containment_options(CLI::App& sub, ContainmentOptions& options);
+/// The containment options, as a help footer paragraph.
+std::string containment_options_help();
+/// Bytes of a SIZE: a whole number with an optional K, M, G or T suffix (powers of 1024; KiB,
+/// MiB, GiB and TiB too), at least 1. Sets `error` and returns nullopt otherwise.
+std::optional<std::size_t> parse_size(std::string_view text, std::string& error);
+/// Seconds of a DURATION: a whole number with an optional s, m or h suffix, at least 1 second.
+std::optional<long long> parse_duration(std::string_view text, std::string& error);
+
+/// Executor options for `workers` processes (0 = cpu_count()), contained as `containment` says.
+ExecutorOptions executor_options(const GlobalOptions& global, std::size_t workers,
+                                 const ContainmentOptions& containment);
 /// The task `name` ("task" or "plugin:task") in the plugin path. @throws PluginError
 TaskInfo find_task(const GlobalOptions& global, std::string_view name);
 
@@ -95,6 +114,7 @@ struct RunOptions {
   std::string task;
   std::vector<std::string> args;  ///< filled from the root app's extras (see main.cpp)
   bool raw = false;
+  ContainmentOptions containment;
   std::vector<std::string> arg_help;  ///< never filled: the ARG positional is for --help only
 };
 CLI::App* setup_run(CLI::App& app, RunOptions& options);
@@ -107,6 +127,7 @@ struct MapOptions {
   std::size_t chunksize = 0;  ///< 0 = about 4 chunks per worker, at most 1024 lines
   bool keep_going = false;
   bool no_progress = false;
+  ContainmentOptions containment;
 };
 CLI::App* setup_map(CLI::App& app, MapOptions& options);
 int run_map(const MapOptions& options, const GlobalOptions& global);

@@ -4,9 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <cstdio>
+#include <limits>
 #include <stdexcept>
+#include <system_error>
 
+#include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
 
 #include "commands.hpp"
@@ -16,7 +21,8 @@ namespace ferry::cli {
 std::string exit_codes_help(std::string_view which, std::string_view one) {
   static constexpr const char* lines[] = {
       "  0  success\n",
-      "  1  a task failed (with map --keep-going: some line failed)\n",
+      "  1  a task failed, also past a limit or its sandbox (with map --keep-going: some line "
+      "failed)\n",
       "  2  usage error: bad options or arguments, bad JSON, arguments that do not fit the task\n",
       "  3  plugin or task lookup error (PluginError): no such task, ambiguous name, unsafe plugin\n",
       "  4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable\n"};
@@ -80,12 +86,217 @@ std::filesystem::path worker_path(const GlobalOptions& global) {
   return global.worker.empty() ? default_worker_path() : std::filesystem::path(global.worker);
 }
 
-ExecutorOptions executor_options(const GlobalOptions& global, std::size_t workers) {
+ExecutorOptions executor_options(const GlobalOptions& global, std::size_t workers,
+                                 const ContainmentOptions& containment) {
   ExecutorOptions o;
   o.max_workers = workers;
   o.plugin_dirs.assign(global.plugin_dirs.begin(), global.plugin_dirs.end());
   o.worker_path = global.worker;
+  o.limits = containment.limits;
+  o.sandbox = containment.sandbox;
   return o;
+}
+
+namespace {
+
+/// The leading digits of `text` as a number, and the rest of it as `unit`; nullopt with `error`
+/// when it does not start with a digit or does not fit.
+std::optional<unsigned long long> split_number(std::string_view text, std::string_view& unit,
+                                               std::string_view what, std::string& error) {
+  const char* end = text.data() + text.size();
+  unsigned long long n = 0;
+  auto [stop, ec] = std::from_chars(text.data(), end, n);
+  if (stop == text.data()) {
+    error = "'" + std::string(text) + "' is not " + std::string(what);
+    return std::nullopt;
+  }
+  if (ec == std::errc::result_out_of_range) {
+    error = "'" + std::string(text) + "' is too large";
+    return std::nullopt;
+  }
+  unit = std::string_view(stop, static_cast<std::size_t>(end - stop));
+  return n;
+}
+
+/// False, with `error`, for 0: a limit of 0 is no limit, which the option's absence says.
+bool not_zero(unsigned long long n, std::string_view text, std::string& error) {
+  if (n == 0) error = "'" + std::string(text) + "' is zero (for no limit, leave the option out)";
+  return n != 0;
+}
+
+bool same_letters(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+/// A validator that parses its value with `parse` and leaves the number in its place, for CLI11
+/// to store; the error of `parse` is the usage error, after the option's name.
+template <typename Parse>
+CLI::Validator number_transform(Parse parse) {
+  return CLI::Validator(
+      [parse](std::string& value) {
+        std::string error;
+        auto n = parse(value, error);
+        if (!n) return error;
+        value = std::to_string(*n);
+        return std::string();
+      },
+      "");
+}
+
+}  // namespace
+
+std::optional<std::size_t> parse_size(std::string_view text, std::string& error) {
+  static constexpr std::string_view what =
+      "a size: a whole number of bytes, or one with a K, M, G or T suffix (powers of 1024; KiB, "
+      "MiB, GiB, TiB too), e.g. 512M";
+  std::string_view unit;
+  auto n = split_number(text, unit, what, error);
+  if (!n) return std::nullopt;
+  unsigned shift = 0;
+  if (!unit.empty()) {
+    static constexpr std::pair<char, unsigned> units[] = {{'K', 10}, {'M', 20}, {'G', 30}, {'T', 40}};
+    const char letter = static_cast<char>(std::toupper(static_cast<unsigned char>(unit[0])));
+    auto u = std::find_if(std::begin(units), std::end(units),
+                          [&](const auto& e) { return e.first == letter; });
+    const std::string_view rest = unit.substr(1);
+    if (u == std::end(units) || !(rest.empty() || same_letters(rest, "iB"))) {
+      error = "'" + std::string(text) + "' is not " + std::string(what);
+      return std::nullopt;
+    }
+    shift = u->second;
+  }
+  if (!not_zero(*n, text, error)) return std::nullopt;
+  if (*n > (std::numeric_limits<std::size_t>::max() >> shift)) {
+    error = "'" + std::string(text) + "' is too large";
+    return std::nullopt;
+  }
+  return static_cast<std::size_t>(*n << shift);
+}
+
+std::optional<long long> parse_duration(std::string_view text, std::string& error) {
+  static constexpr std::string_view what =
+      "a duration: whole seconds, or a whole number with an s, m or h suffix, e.g. 90s, 2m";
+  std::string_view unit;
+  auto n = split_number(text, unit, what, error);
+  if (!n) return std::nullopt;
+  unsigned long long scale = 1;
+  if (unit == "m") {
+    scale = 60;
+  } else if (unit == "h") {
+    scale = 3600;
+  } else if (!unit.empty() && unit != "s") {
+    error = "'" + std::string(text) + "' is not " + std::string(what);
+    return std::nullopt;
+  }
+  if (!not_zero(*n, text, error)) return std::nullopt;
+  if (*n > static_cast<unsigned long long>(std::numeric_limits<long long>::max()) / scale) {
+    error = "'" + std::string(text) + "' is too large";
+    return std::nullopt;
+  }
+  return static_cast<long long>(*n * scale);
+}
+
+void add_containment_options(CLI::App& sub, ContainmentOptions& options) {
+  Limits& limits = options.limits;
+  Sandbox& sandbox = options.sandbox;
+  // A path is checked and made absolute here: the worker would refuse to start on a missing one,
+  // and the sandbox must not depend on the worker's directory.
+  const CLI::Validator existing_path(
+      [](std::string& value) {
+        std::error_code ec;
+        if (!std::filesystem::exists(value, ec))
+          return "no such file or directory: " + value;
+        std::filesystem::path path = std::filesystem::absolute(value, ec).lexically_normal();
+        if (ec) return ec.message() + ": " + value;
+        if (!path.has_filename() && path.has_relative_path()) path = path.parent_path();  // "dir/"
+        value = path.string();
+        return std::string();
+      },
+      "");
+  const auto size = number_transform(parse_size);
+  const auto positive = number_transform([](std::string_view text, std::string& error) {
+    std::string_view unit;
+    auto n = split_number(text, unit, "a whole number", error);
+    if (n && !unit.empty()) {
+      error = "'" + std::string(text) + "' is not a whole number";
+      return std::optional<unsigned long long>();
+    }
+    return n && not_zero(*n, text, error) ? n : std::nullopt;
+  });
+
+  CLI::Option* on = sub.add_flag(
+      "--sandbox", sandbox.enabled,
+      wrap("run the workers in a sandbox (seccomp, Landlock, namespaces): no network, no exec, "
+           "files readable only where the task needs them and in --read, writable only in "
+           "--write (default: a private temporary directory, $TMPDIR). A denied system call "
+           "fails the task with SandboxViolationError"));
+  CLI::Option* relax[] = {
+      sub.add_flag("--allow-network", sandbox.network, "with --sandbox: allow sockets"),
+      sub.add_flag("--allow-exec", sandbox.exec, "with --sandbox: allow execve"),
+  sub.add_option_function<std::vector<std::string>>(
+         "--read",
+         [&sandbox](const std::vector<std::string>& dirs) {
+           sandbox.read.assign(dirs.begin(), dirs.end());
+         },
+         "with --sandbox: a file or directory the task may read (repeatable)")
+      ->type_name("DIR")
+      ->allow_extra_args(false)
+      ->transform(existing_path),
+  sub.add_option_function<std::vector<std::string>>(
+         "--write",
+         [&sandbox](const std::vector<std::string>& dirs) {
+           sandbox.write.assign(dirs.begin(), dirs.end());
+         },
+         wrap("with --sandbox: a file or directory the task may write (repeatable; replaces the "
+              "private temporary directory)"))
+      ->type_name("DIR")
+      ->allow_extra_args(false)
+      ->transform(existing_path),
+      sub.add_flag("--best-effort", sandbox.best_effort,
+                   wrap("with --sandbox: use what this kernel offers (see ferry info) instead of "
+                        "refusing to start when a mechanism is missing"))};
+  // Checked here rather than with CLI11's needs(), whose "Needs: --sandbox" crowds the help.
+  sub.parse_complete_callback([on, relax] {
+    if (on->count() > 0) return;
+    for (const CLI::Option* o : relax)
+      if (o->count() > 0)
+        throw CLI::ValidationError(o->get_name() + " needs --sandbox: it relaxes a sandbox, and "
+                                                   "without --sandbox there is none");
+  });
+  sub.add_option("--memory", limits.memory,
+                 wrap("private memory of a worker while a task runs: 512M, 2G, 1024K, 4GiB or "
+                      "bytes (K, M, G, T: powers of 1024)"))
+      ->type_name("SIZE")
+      ->transform(size);
+  sub.add_option_function<long long>(
+         "--cpu", [&limits](const long long& s) { limits.cpu_time = std::chrono::seconds(s); },
+         "CPU time of one task: 10s, 2m, 1h or seconds (whole, at least 1)")
+      ->type_name("DURATION")
+      ->transform(number_transform(parse_duration));
+  sub.add_option("--open-files", limits.open_files, "descriptors a worker may hold")
+      ->type_name("N")
+      ->transform(positive);
+  sub.add_option("--processes", limits.processes, "processes a task may have at once")
+      ->type_name("N")
+      ->transform(positive);
+  sub.add_option("--file-size", limits.file_size, "largest file a task may write (SIZE as --memory)")
+      ->type_name("SIZE")
+      ->transform(size);
+}
+
+std::string containment_options_help() {
+  return wrap("Containment, for untrusted tasks (README \"Running untrusted code\"): --memory, "
+              "--cpu, --open-files, --processes and --file-size limit every worker while a task "
+              "runs, and a task past one fails with ResourceLimitError (its worker is replaced); "
+              "--sandbox with --allow-network, --allow-exec, --read DIR, --write DIR and "
+              "--best-effort confines the workers, and a denied system call fails the task with "
+              "SandboxViolationError. Both exit with status 1. ferry info shows what this machine "
+              "offers.",
+              100) +
+         "\n";
 }
 
 namespace {
@@ -132,6 +343,10 @@ Failure describe(std::exception_ptr error) {
     std::rethrow_exception(error);
   } catch (const TaskError& e) {
     return {exit_task_failed, "TaskError", e.what()};
+  } catch (const ResourceLimitError& e) {  // before TerminatedWorkerError, its base
+    return {exit_task_failed, "ResourceLimitError", e.what()};
+  } catch (const SandboxViolationError& e) {  // likewise
+    return {exit_task_failed, "SandboxViolationError", e.what()};
   } catch (const TerminatedWorkerError& e) {
     return {exit_task_failed, "TerminatedWorkerError", e.what()};
   } catch (const SerializationError& e) {

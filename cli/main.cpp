@@ -3,8 +3,8 @@
 //
 // Exit status, the same for every subcommand (and in `ferry --help`):
 //   0  success
-//   1  a task failed (TaskError, TerminatedWorkerError, ...); with map --keep-going: some line
-//      failed; with cache clear: a file could not be removed
+//   1  a task failed (TaskError, TerminatedWorkerError, ResourceLimitError, SandboxViolationError,
+//      ...); with map --keep-going: some line failed; with cache clear: a file could not be removed
 //   2  usage error: bad options or arguments, an ARG or input line that is not JSON, arguments
 //      that do not fit the task (wrong count, or SerializationError while decoding them)
 //   3  plugin or task lookup error (PluginError, UnresolvableTaskError): no such task, ambiguous

@@ -19,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -707,6 +708,249 @@ TEST_CASE("Cli.cache_list_and_clear_touch_only_ferry_files") {
   CHECK(empty.out.find("0 entries") != std::string::npos);
 }
 
+// ---- containment -------------------------------------------------------------------------------
+
+namespace {
+
+/// A stand-in ferry-worker that writes its command line, one argument per line, to a file and
+/// exits 1 (so ferry ends with BrokenProcessPool): what ferry asked of its workers, seen without
+/// enforcing anything.
+struct ArgsWorker {
+  support::TempDir dir;
+  fs::path program = dir.path / "ferry-worker";
+  fs::path file = dir.path / "args";
+
+  ArgsWorker() {
+    write_file(program, "#!/bin/sh\nprintf '%s\\n' \"$@\" > '" + file.string() + "'\nexit 1\n");
+    fs::permissions(program, fs::perms(0755), fs::perm_options::replace);
+  }
+  bool started() const { return fs::exists(file); }
+  std::vector<std::string> args() const { return lines_of(read_file(file)); }
+  /// The values following each `flag` in the worker's arguments.
+  std::vector<std::string> values(std::string_view flag) const {
+    std::vector<std::string> out, a = args();
+    for (std::size_t i = 0; i + 1 < a.size(); ++i)
+      if (a[i] == flag) out.push_back(a[i + 1]);
+    return out;
+  }
+  /// ferry with this worker: `args` after the global options, `input` on stdin.
+  Result run(std::vector<std::string> args, std::string input = {}) const {
+    std::vector<std::string> all = {"--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker",
+                                    program.string()};
+    all.insert(all.end(), args.begin(), args.end());
+    return cli(Call{.args = all, .input = std::move(input), .defaults = false});
+  }
+};
+
+/// `args` for `ferry run` or `ferry map` of the task add (map reads [1, 2] on stdin, one worker).
+std::vector<std::string> add_command(const std::string& command, std::vector<std::string> options) {
+  std::vector<std::string> args = {command};
+  if (command == "map") args.insert(args.end(), {"-j", "1"});
+  args.insert(args.end(), options.begin(), options.end());
+  args.push_back("add");
+  if (command == "run") args.insert(args.end(), {"1", "2"});
+  return args;
+}
+
+}  // namespace
+
+TEST_CASE("Cli.run.sandbox_options_reach_the_executor") {
+  support::TempDir readable, writable;
+  for (std::string command : {"run", "map"}) {
+    CAPTURE(command);
+    {
+      // The repeatable --read and --write take one DIR each: TASK after them stays TASK.
+      ArgsWorker worker;
+      Result r = worker.run(add_command(command, {"--sandbox", "--allow-network", "--allow-exec",
+                                                  "--best-effort", "--read", readable.path.string(),
+                                                  "--read", "/usr/share", "--write",
+                                                  writable.path.string(), "--memory", "64M", "--cpu",
+                                                  "2m", "--open-files", "100", "--processes", "8",
+                                                  "--file-size", "1G"}),
+                            "[1, 2]\n");
+      CHECK_MESSAGE(r.status == 4, r.err);  // the stand-in worker never says hello
+      CHECK(r.err.find("BrokenProcessPool") != std::string::npos);
+      REQUIRE_MESSAGE(worker.started(), r.err);
+      CHECK(worker.values("--limits") ==
+            std::vector<std::string>{"67108864,120,100,8,1073741824"});
+      CHECK(worker.values("--sandbox") == std::vector<std::string>{"7"});  // network, exec, best effort
+      auto read = worker.values("--read");
+      CHECK(std::count(read.begin(), read.end(), readable.path.string()) == 1);
+      CHECK(std::count(read.begin(), read.end(), "/usr/share") == 1);
+      CHECK(worker.values("--write") == std::vector<std::string>{writable.path.string()});
+    }
+    {
+      // Sandbox flags off by default; a relative --read is made absolute.
+      ArgsWorker worker;
+      Result r = worker.run(add_command(command, {"--sandbox", "--best-effort", "--read", "."}),
+                            "[1, 2]\n");
+      REQUIRE_MESSAGE(worker.started(), r.err);
+      CHECK(worker.values("--sandbox") == std::vector<std::string>{"4"});
+      auto read = worker.values("--read");
+      CHECK(std::count(read.begin(), read.end(), fs::current_path().string()) == 1);
+    }
+    {
+      // Nothing asked: no containment arguments at all.
+      ArgsWorker worker;
+      Result r = worker.run(add_command(command, {}), "[1, 2]\n");
+      REQUIRE_MESSAGE(worker.started(), r.err);
+      CHECK(worker.values("--limits").empty());
+      CHECK(worker.values("--sandbox").empty());
+      CHECK(worker.values("--read").empty());
+    }
+  }
+}
+
+TEST_CASE("Cli.run.sizes_and_durations_are_parsed") {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--memory", "123"}, "123,0,0,0,0"},
+      {{"--memory", "1024K"}, "1048576,0,0,0,0"},
+      {{"--memory", "512M"}, "536870912,0,0,0,0"},
+      {{"--memory", "2G"}, "2147483648,0,0,0,0"},
+      {{"--memory", "1T"}, "1099511627776,0,0,0,0"},
+      {{"--memory", "3k"}, "3072,0,0,0,0"},
+      {{"--memory", "1KiB"}, "1024,0,0,0,0"},
+      {{"--memory", "5MiB"}, "5242880,0,0,0,0"},
+      {{"--memory", "4GiB"}, "4294967296,0,0,0,0"},
+      {{"--cpu", "45"}, "0,45,0,0,0"},
+      {{"--cpu", "10s"}, "0,10,0,0,0"},
+      {{"--cpu", "2m"}, "0,120,0,0,0"},
+      {{"--cpu", "1h"}, "0,3600,0,0,0"},
+      {{"--open-files", "64"}, "0,0,64,0,0"},
+      {{"--file-size", "10M"}, "0,0,0,0,10485760"},
+      {{"--memory", "1G", "--cpu", "1s", "--open-files", "32", "--file-size", "1"},
+       "1073741824,1,32,0,1"},
+  };
+  for (const auto& [options, limits] : cases) {
+    CAPTURE(options.front());
+    CAPTURE(options[1]);
+    ArgsWorker worker;
+    Result r = worker.run(add_command("run", options));
+    REQUIRE_MESSAGE(worker.started(), r.err);
+    CHECK(worker.values("--limits") == std::vector<std::string>{limits});
+  }
+}
+
+TEST_CASE("Cli.run.bad_sizes_and_durations_are_usage_errors") {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--memory", "12X"},   {"--memory", "0"},      {"--memory", "-1"},  {"--memory", "1.5G"},
+      {"--memory", "M"},     {"--memory", "10KB"},   {"--memory", "1 G"}, {"--memory", ""},
+      {"--memory", "99999999999T"},                  {"--memory", "99999999999999999999"},
+      {"--file-size", "1Q"}, {"--file-size", "0K"},  {"--cpu", "0"},      {"--cpu", "1.5s"},
+      {"--cpu", "10ms"},     {"--cpu", "2d"},        {"--cpu", "-5"},     {"--cpu", "s"},
+      {"--cpu", "0m"},       {"--open-files", "0"},  {"--open-files", "ten"},
+      {"--processes", "3x"}, {"--processes", "-2"},
+  };
+  for (const auto& [option, value] : cases) {
+    CAPTURE(option);
+    CAPTURE(value);
+    for (std::string command : {"run", "map"}) {
+      ArgsWorker worker;
+      Result r = worker.run(add_command(command, {option, value}), "[1, 2]\n");
+      CHECK(r.status == 2);
+      CHECK(r.err.find(option + ":") != std::string::npos);
+      CHECK_MESSAGE(r.err.find("'" + value + "'") != std::string::npos, r.err);
+      CHECK(!worker.started());  // refused before any worker starts
+    }
+  }
+  // The messages say what is expected.
+  ArgsWorker worker;
+  CHECK(worker.run(add_command("run", {"--memory", "1.5G"})).err.find("K, M, G or T") !=
+        std::string::npos);
+  CHECK(worker.run(add_command("run", {"--cpu", "10ms"})).err.find("s, m or h") !=
+        std::string::npos);
+  CHECK(worker.run(add_command("run", {"--memory", "0"})).err.find("leave the option out") !=
+        std::string::npos);
+}
+
+TEST_CASE("Cli.run.read_without_sandbox_is_a_usage_error") {
+  support::TempDir dir;
+  const std::vector<std::vector<std::string>> cases = {{"--read", dir.path.string()},
+                                                       {"--write", dir.path.string()},
+                                                       {"--allow-network"},
+                                                       {"--allow-exec"},
+                                                       {"--best-effort"}};
+  for (const auto& options : cases) {
+    CAPTURE(options.front());
+    for (std::string command : {"run", "map"}) {
+      ArgsWorker worker;
+      Result r = worker.run(add_command(command, options), "[1, 2]\n");
+      CHECK(r.status == 2);
+      CHECK_MESSAGE(r.err.find(options.front() + " needs --sandbox") != std::string::npos, r.err);
+      CHECK(!worker.started());
+      // ...and with --sandbox the same options are accepted.
+      std::vector<std::string> with = options;
+      with.insert(with.begin(), "--sandbox");
+      if (options.front() != "--best-effort") with.push_back("--best-effort");
+      ArgsWorker accepted;
+      Result ok = accepted.run(add_command(command, with), "[1, 2]\n");
+      CHECK_MESSAGE(accepted.started(), ok.err);
+    }
+  }
+  // A path that does not exist is refused too, by name.
+  ArgsWorker worker;
+  Result r = worker.run(add_command("run", {"--sandbox", "--read", (dir.path / "nope").string()}));
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--read: no such file or directory") != std::string::npos);
+  CHECK(!worker.started());
+}
+
+TEST_CASE("Cli.run.memory_limit_still_runs_a_normal_task") {
+  // Limits are passed to the workers; that they are enforced is test_containment's business.
+  Result r = cli({"run", "--memory", "64M", "add", "40", "2"});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.out == "42\n");
+  Result all = cli({"run", "--memory", "256M", "--cpu", "1m", "--open-files", "256", "--file-size",
+                    "16M", "add", "1", "1"});
+  CHECK_MESSAGE(all.status == 0, all.err);
+  CHECK(all.out == "2\n");
+  Result map = cli({"map", "--memory", "256M", "--cpu", "30s", "square"}, "1\n2\n3\n");
+  CHECK_MESSAGE(map.status == 0, map.err);
+  CHECK(map.out == "1\n4\n9\n");
+}
+
+TEST_CASE("Cli.run.best_effort_sandbox_still_runs_a_normal_task") {
+  Result r = cli({"run", "--sandbox", "--best-effort", "add", "40", "2"});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.out == "42\n");
+  Result map = cli({"map", "--sandbox", "--best-effort", "square"}, "1\n2\n3\n");
+  CHECK_MESSAGE(map.status == 0, map.err);
+  CHECK(map.out == "1\n4\n9\n");
+}
+
+TEST_CASE("Cli.info.json_has_the_containment_keys") {
+  Result json = cli({"info", "--json"});
+  CHECK(json.status == 0);
+  const std::string keys[][2] = {{"descendants", "\"[^\"]+\""},
+                                 {"processes", "\"[^\"]+\""},
+                                 {"landlock_abi", "[0-9]+"},
+                                 {"seccomp", "(true|false)"},
+                                 {"user_namespaces", "(true|false)"},
+                                 {"network_namespace", "(true|false)"},
+                                 {"pids_cgroup", "(true|false)"},
+                                 {"root", "(true|false)"}};
+  std::smatch section;
+  REQUIRE_MESSAGE(std::regex_search(json.out, section, std::regex("\"containment\":\\{[^{}]*\\}")),
+                  json.out);
+  const std::string containment = section.str();
+  for (const auto& [key, value] : keys)
+    CHECK_MESSAGE(std::regex_search(containment, std::regex("[{,]\"" + key + "\":" + value + "[,}]")),
+                  key);
+
+  // The text has the section, a line per fact.
+  Result text = cli({"info"});
+  CHECK(text.status == 0);
+  const std::string facts[] = {"descendants", "processes limit", "Landlock ABI", "seccomp",
+                               "user namespaces", "network namespace", "pids cgroup", "root"};
+  auto lines = lines_of(text.out);
+  auto start = std::find(lines.begin(), lines.end(), "containment");
+  REQUIRE_MESSAGE(start != lines.end(), text.out);
+  for (const auto& f : facts)
+    CHECK_MESSAGE(std::any_of(start, lines.end(),
+                              [&](const std::string& l) { return l.rfind("  " + f + " ", 0) == 0; }),
+                  f);
+}
+
 // ---- help and usage ----------------------------------------------------------------------------
 
 TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
@@ -714,10 +958,17 @@ TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
       {{}, {"--plugin-dir", "-j,--workers", "--worker", "--version", "list", "run", "map", "info",
             "cache", "  3  plugin or task lookup error", "  4  the pool could not run"}},
       {{"list"}, {"DIR", "--json", "Exit status"}},
-      {{"run"}, {"TASK", "ARG", "--raw", "  1  a task failed", "  2  usage error", "  3  ", "  4  "}},
+      {{"run"}, {"TASK", "ARG", "--raw", "  1  a task failed", "  2  usage error", "  3  ", "  4  ",
+                 "--sandbox", "--allow-network", "--allow-exec", "--read DIR", "--write DIR",
+                 "--best-effort", "--memory SIZE", "--cpu DURATION", "--open-files N",
+                 "--processes N", "--file-size SIZE", "ResourceLimitError",
+                 "SandboxViolationError"}},
       {{"map"}, {"TASK", "FILE", "-j,--workers", "--chunksize", "--keep-going", "--no-progress",
-                 "  1  a task failed", "  2  usage error", "  3  ", "  4  "}},
-      {{"info"}, {"--json", "Exit status"}},
+                 "  1  a task failed", "  2  usage error", "  3  ", "  4  ", "--sandbox",
+                 "--allow-network", "--allow-exec", "--read DIR", "--write DIR", "--best-effort",
+                 "--memory SIZE", "--cpu DURATION", "--open-files N", "--processes N",
+                 "--file-size SIZE", "ResourceLimitError", "SandboxViolationError"}},
+      {{"info"}, {"--json", "containment", "Landlock", "Exit status"}},
       {{"cache"}, {"--cache-dir", "list", "clear", "Exit status"}},
       {{"cache", "list"}, {"--cache-dir", "Exit status"}},
       {{"cache", "clear"}, {"--cache-dir", "wrap-*", "Exit status"}},
