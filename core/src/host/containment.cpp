@@ -116,11 +116,17 @@ std::vector<std::string> containment_args(const ExecutorOptions& options, const 
   for (const auto& d : PluginIndex::search_path(options.plugin_dirs)) read.push_back(d.string());
   if (auto cache = Config::read().cache_dir; !cache.empty()) read.push_back(cache.string());
   for (auto& lib : loaded_libraries()) read.push_back(std::move(lib));
-  for (const auto& p : read) args.insert(args.end(), {"--read", p});
+  // Absolute: what the sandbox allows must not depend on the directory anyone runs in.
+  auto absolute = [](const std::string& p) {
+    std::error_code ec;
+    fs::path a = fs::absolute(p, ec);
+    return ec ? p : a.lexically_normal().string();
+  };
+  for (const auto& p : read) args.insert(args.end(), {"--read", absolute(p)});
   if (sb.write.empty()) {
     if (!private_tmp.empty()) args.insert(args.end(), {"--write", private_tmp.string()});
   } else {
-    for (const auto& p : sb.write) args.insert(args.end(), {"--write", p.string()});
+    for (const auto& p : sb.write) args.insert(args.end(), {"--write", absolute(p.string())});
   }
   return args;
 }
