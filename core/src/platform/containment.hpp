@@ -13,12 +13,12 @@ namespace ferry::detail {
 struct ContainmentSupport {
   bool root = false;               // effective uid 0 (pids cgroups; RLIMIT_NPROC does not bind root)
   bool user_namespaces = false;    // this process can create a user namespace
-  bool pid_namespace = false;      // a worker can put its descendants in a PID namespace
+  bool pid_namespace = false;      // PID namespaces can be made (not used: see "descendants")
   bool network_namespace = false;  // a worker can have a network namespace of its own
   int landlock_abi = 0;            // 0: no Landlock
   bool seccomp = false;            // seccomp-bpf filters
   bool pids_cgroup = false;        // a pids cgroup can be made per worker (processes limit as root)
-  /// How a worker's descendants end with it: "PID namespace" or "subreaper and sweep".
+  /// How a worker's descendants end with it: "pids cgroup" or "subreaper and sweep".
   std::string descendants;
   /// How Limits::processes is enforced: "pids cgroup", "RLIMIT_NPROC in a user namespace", "none".
   std::string processes;
