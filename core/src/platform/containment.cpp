@@ -76,7 +76,9 @@ ContainmentSupport probe() {
   // Not a PID namespace, although one can be made: a process whose children go to another PID
   // namespace than its own cannot create threads (clone(CLONE_THREAD) fails with EINVAL), and
   // ferry-worker is the host's child, so it cannot be inside one itself (worker/containment.cpp).
-  s.descendants = s.pids_cgroup ? "pids cgroup" : "subreaper and sweep";
+  s.descendants = s.pids_cgroup                    ? "pids cgroup"
+                   : (!s.root && s.user_namespaces) ? "user namespace"
+                                                    : "subreaper and sweep";
   s.processes = s.pids_cgroup                    ? "pids cgroup"
                 : (!s.root && s.user_namespaces) ? "RLIMIT_NPROC in a user namespace"
                                                  : "none";

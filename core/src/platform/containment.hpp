@@ -18,7 +18,8 @@ struct ContainmentSupport {
   int landlock_abi = 0;            // 0: no Landlock
   bool seccomp = false;            // seccomp-bpf filters
   bool pids_cgroup = false;        // a pids cgroup can be made per worker (processes limit as root)
-  /// How a worker's descendants end with it: "pids cgroup" or "subreaper and sweep".
+  /// How a worker's descendants end with it: "pids cgroup", "user namespace" or
+  /// "subreaper and sweep".
   std::string descendants;
   /// How Limits::processes is enforced: "pids cgroup", "RLIMIT_NPROC in a user namespace", "none".
   std::string processes;

@@ -9,18 +9,22 @@
 // task using std::thread, OpenMP or a thread pool would fail. A cgroup has no such cost: as root,
 // every worker gets a pids cgroup of its own, which its descendants cannot leave without write
 // access to another cgroup (a sandboxed task has none: Landlock), and which the guardian empties
-// with SIGKILL when the worker has gone. Without one (not root), the worker is the subreaper of
-// its descendants and tags them in their environment; the guardian sweeps the tagged ones.
+// with SIGKILL when the worker has gone. Not root, the worker makes a user namespace of its own
+// (mapping its user to itself), which no descendant can leave, and the guardian, in it too, kills
+// every other process of it. Without either, the worker is the subreaper of its descendants and
+// tags their environment; the guardian sweeps the tagged ones (only those that exec'd show it).
 #include "worker/containment.hpp"
 
 #include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/nsfs.h>
 #include <poll.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -203,9 +207,48 @@ bool sweep_tagged(const std::string& needle) {
   return found;
 }
 
+/// SIGKILLs every other process of this user namespace or of one nested in it; true when it found
+/// one. No process can leave a user namespace, and only the worker's descendants (and this
+/// guardian) are in the worker's.
+bool sweep_user_namespace() {
+  struct stat own{};
+  if (::stat("/proc/self/ns/user", &own) != 0) return false;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return false;
+  bool found = false;
+  pid_t self = ::getpid();
+  while (dirent* e = ::readdir(proc)) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    pid_t pid = static_cast<pid_t>(std::atol(e->d_name));
+    if (pid == self) continue;
+    char path[300];
+    std::snprintf(path, sizeof path, "/proc/%s/ns/user", e->d_name);
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);  // fails for what is not ours to see
+    bool ours = false;
+    for (int depth = 0; fd >= 0 && depth < 33; ++depth) {
+      struct stat st{};
+      if (::fstat(fd, &st) == 0 && st.st_ino == own.st_ino && st.st_dev == own.st_dev) {
+        ours = true;
+        break;
+      }
+      int parent = ::ioctl(fd, NS_GET_PARENT);  // EPERM once outside ours
+      ::close(fd);
+      fd = parent;
+    }
+    if (fd >= 0) ::close(fd);
+    if (ours) {
+      ::kill(pid, SIGKILL);
+      found = true;
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
 /// The guardian's life: wait for the worker to end (pidfd at descriptor 0), then end what it
 /// left behind, and the cgroup.
-[[noreturn]] void guardian_main(const std::string& cgroup, const std::string& tag) {
+[[noreturn]] void guardian_main(const std::string& cgroup, const std::string& tag,
+                                bool user_namespace) {
   ::prctl(PR_SET_NAME, "ferry-guardian");
   // Out of the worker's session and process group: a ^C or a kill of the worker's group must not
   // end the guardian before it has cleaned up.
@@ -222,6 +265,9 @@ bool sweep_tagged(const std::string& needle) {
     for (std::int64_t end = now_ms() + 1000; ::rmdir(cgroup.c_str()) != 0 && errno == EBUSY &&
                                              now_ms() < end;)
       pause_ms(2);
+  }
+  if (user_namespace) {
+    for (std::int64_t end = now_ms() + 1000; sweep_user_namespace() && now_ms() < end;) pause_ms(2);
   }
   if (!tag.empty()) {
     std::string needle = "FERRY_WORKER_TAG=" + tag;
@@ -462,7 +508,7 @@ std::string Containment::start_guardian() {
       // stdout or stderr (whoever reads them until EOF).
       if (::dup2(pidfd, 0) < 0) _exit(1);
       ::syscall(SYS_close_range, 1u, ~0u, 0u);
-      guardian_main(cgroup_, tag_);
+      guardian_main(cgroup_, tag_, user_namespace_);
     }
     _exit(0);
   }
@@ -489,11 +535,18 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
     built += what;
   };
 
-  // 1. Descendants end with the worker.
+  // 1. Descendants end with the worker: as root, its pids cgroup; else its user namespace (no
+  // process can leave one); else, the worker is their subreaper, and the guardian sweeps those
+  // whose environment holds the worker's tag (which /proc shows only for processes that exec'd:
+  // the weakest of the three).
   if (root_) cgroup_ = make_cgroup();
-  if (cgroup_.empty()) {
-    // Orphans come back to the worker rather than to init, and carry the tag the sweep looks for.
-    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  if (cgroup_.empty() && !root_) {
+    if (std::string why = enter_user_namespace(); !why.empty())
+      debug_log("worker: no user namespace: %s", why.c_str());
+    else
+      own_processes_ = 2;  // the worker and its guardian, for RLIMIT_NPROC in the namespace
+  }
+  if (cgroup_.empty() && !user_namespace_) {
     tag_ = std::to_string(::getpid()) + "." + start_time();
     ::setenv("FERRY_WORKER_TAG", tag_.c_str(), 1);
   }
@@ -501,14 +554,18 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   if (!cgroup_.empty()) {
     if (!join_cgroup()) return errno_text(("joining " + cgroup_).c_str());
     note("pids cgroup " + cgroup_);
+  } else if (user_namespace_) {
+    note("user namespace");
   } else {
+    // Orphans come back to the worker rather than to init (finish() ends them on a clean exit).
+    // Only now: the guardian, orphaned when its parent exited, must not become our child.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
     note("subreaper and sweep");
   }
 
-  // 2. A user namespace, when not root and something needs one: after the guardian (which needs
-  // none), so that RLIMIT_NPROC counts the worker and its task's processes only.
+  // 2. A user namespace, when not root and something needs one (and the one above failed).
   bool wants_network_namespace = config.sandbox && !config.network;
-  if (!root_ && (wants_network_namespace || config.limits.processes > 0)) {
+  if (!root_ && !user_namespace_ && (wants_network_namespace || config.limits.processes > 0)) {
     if (std::string why = enter_user_namespace(); !why.empty()) {
       if (config.sandbox && wants_network_namespace && !config.best_effort) return why;
       debug_log("worker: no user namespace: %s", why.c_str());
@@ -714,7 +771,7 @@ std::optional<protocol::Contained> Containment::check_after_task() {
 }
 
 void Containment::finish() {
-  if (!cgroup_.empty()) return;  // the guardian empties the cgroup
+  if (!cgroup_.empty() || user_namespace_) return;  // the guardian ends them
   // Subreaper: every orphan of the tasks is a child of the worker now.
   char path[64], buf[4096];
   std::snprintf(path, sizeof path, "/proc/self/task/%d/children", static_cast<int>(::getpid()));

@@ -39,8 +39,9 @@ class FERRY_INTERNAL_API Containment {
  public:
   /// In the worker, before its hello. `channel_fd` is where contained frames go (from signal
   /// handlers too). Descendants are always contained: a guardian process ends them when the
-  /// worker has gone (every process of the worker's pids cgroup as root, else every process
-  /// carrying the worker's FERRY_WORKER_TAG, the worker being their subreaper meanwhile).
+  /// worker has gone (every process of the worker's pids cgroup as root, else of its own user
+  /// namespace, else every process carrying the worker's FERRY_WORKER_TAG, the worker being
+  /// their subreaper meanwhile).
   /// "" on success; else why it could not (the worker exits with WorkerExit::containment).
   std::string setup(const ContainmentConfig& config, int channel_fd);
   /// Before each task: the limits of this task (the executor's, or a limits frame's).
