@@ -58,10 +58,8 @@ bool file_has_word(const char* path, std::string_view word) {
 }
 
 bool pids_cgroup_writable(bool root) {
-  if (!root) return false;  // v2 delegation to a user is possible, but ferry does not use it
-  if (::access("/sys/fs/cgroup/pids", W_OK) == 0) return true;  // v1
-  return ::access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) == 0 &&
-         file_has_word("/sys/fs/cgroup/cgroup.controllers", "pids");
+  // v2 delegation to a user is possible, but ferry does not use it.
+  return root && !pids_cgroup_parent().empty();
 }
 
 ContainmentSupport probe() {
@@ -86,6 +84,37 @@ ContainmentSupport probe() {
 }
 
 }  // namespace
+
+std::string pids_cgroup_parent() {
+  // /proc/self/cgroup: "N:pids:/path" (v1; controllers are a comma list), "0::/path" (v2).
+  std::ifstream in("/proc/self/cgroup");
+  std::string line, v1, v2;
+  bool has_v1 = false, has_v2 = false;
+  while (std::getline(in, line)) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
+    std::string path = line.substr(b + 1);
+    if (path == "/") path.clear();
+    if (controllers.find(",pids,") != std::string::npos) {
+      v1 = path;
+      has_v1 = true;
+    } else if (controllers == ",,") {
+      v2 = path;
+      has_v2 = true;
+    }
+  }
+  // v1: nested in this process's own pids cgroup, whose limits then count the workers too.
+  if (has_v1 && ::access(("/sys/fs/cgroup/pids" + v1).c_str(), W_OK) == 0)
+    return "/sys/fs/cgroup/pids" + v1;
+  // v2: only from the root cgroup (a container's, with its cgroup namespace): elsewhere the
+  // parent has processes of its own and cannot hand the pids controller down, and a worker moved
+  // out of the host's cgroup would escape the host's memory and CPU limits.
+  if (has_v2 && v2.empty() && ::access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) == 0 &&
+      file_has_word("/sys/fs/cgroup/cgroup.controllers", "pids"))
+    return "/sys/fs/cgroup";
+  return "";
+}
 
 const ContainmentSupport& containment_support() {
   static const ContainmentSupport s = probe();  // thread-safe initialisation (C++11)

@@ -25,6 +25,10 @@ struct ContainmentSupport {
   std::string processes;
 };
 
+/// Where a worker's pids cgroup goes (as root): the pids cgroup of this process (v1), or the
+/// root of a v2 hierarchy when this process is in it; "" when there is none. Not exported.
+std::string pids_cgroup_parent();
+
 /// The facts of this machine for this process (probed on first call, then cached; thread-safe).
 FERRY_INTERNAL_API const ContainmentSupport& containment_support();
 

@@ -40,6 +40,7 @@
 #include <string>
 #include <string_view>
 
+#include "platform/containment.hpp"
 #include "platform/debug.hpp"
 
 namespace ferry::detail {
@@ -463,21 +464,15 @@ std::string Containment::enter_user_namespace() {
 }
 
 std::string Containment::make_cgroup() {
-  std::string pid = std::to_string(::getpid());
-  std::string base;
-  if (::access("/sys/fs/cgroup/pids", W_OK) == 0) {
-    base = "/sys/fs/cgroup/pids/ferry";  // cgroup v1: the pids hierarchy
-  } else if (::access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) == 0) {
-    // cgroup v2: the controller must be enabled on the way down.
-    if (!write_file("/sys/fs/cgroup/cgroup.subtree_control", "+pids")) return "";
-    base = "/sys/fs/cgroup/ferry";
-    if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return "";
-    if (!write_file(base + "/cgroup.subtree_control", "+pids")) return "";
-  } else {
-    return "";
-  }
+  std::string parent = pids_cgroup_parent();
+  if (parent.empty()) return "";
+  std::string base = parent + "/ferry";
+  bool v2 = ::access((parent + "/cgroup.subtree_control").c_str(), F_OK) == 0;
+  // cgroup v2: the controller must be enabled on the way down.
+  if (v2 && !write_file(parent + "/cgroup.subtree_control", "+pids")) return "";
   if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return "";
-  std::string dir = base + "/" + pid;
+  if (v2 && !write_file(base + "/cgroup.subtree_control", "+pids")) return "";
+  std::string dir = base + "/" + std::to_string(::getpid());
   if (::mkdir(dir.c_str(), 0755) != 0) {
     // Left by an earlier process with this pid whose guardian could not remove it.
     if (errno != EEXIST || ::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0) return "";
