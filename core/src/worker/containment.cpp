@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -400,7 +401,19 @@ std::string load_seccomp(bool network, bool exec) {
   g_native_arch = seccomp_arch_native();
   seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_TRAP);
   for (const char* name : always_denied) deny(name);
-  if (!network) deny("socket");  // every family; socketpair stays (it reaches nothing outside)
+  if (!network) {
+    // Every family but AF_UNIX is a violation. A UNIX socket fails with EACCES instead: glibc's
+    // getpwuid, getgrnam, ... first try nscd through one (and go on when that fails), so trapping
+    // it would end every task that asks who a user is. socketpair stays allowed (it reaches
+    // nothing outside).
+    int nr = SCMP_SYS(socket);
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, nr, 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX));
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+    if (rc != 0 && why.empty()) why = std::string("seccomp rule for socket: ") + std::strerror(-rc);
+    TrappedCall& t = g_trapped[g_trapped_count++];
+    t.number = nr;
+    std::snprintf(t.name, sizeof t.name, "socket");
+  }
   if (!exec) {
     deny("execve");
     deny("execveat");
