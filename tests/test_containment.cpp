@@ -378,7 +378,7 @@ namespace {
 
 /// ferry-worker with `args`; returns its exit code, and the first frame it sent in `first`.
 int run_worker_program(const std::vector<std::string>& args, proto::FrameType* first,
-                       const std::function<void(int host)>& then = {}) {
+                       const std::function<void(int host, int worker_pid)>& then = {}) {
   int sv[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   pid_t pid = ::fork();
@@ -404,7 +404,7 @@ int run_worker_program(const std::vector<std::string>& args, proto::FrameType* f
     if (reader.fill(sv[0], 0) <= 0) break;
   }
   if (got && first) *first = f.header.type;
-  if (got && then) then(sv[0]);
+  if (got && then) then(sv[0], f.header.type == proto::FrameType::hello ? proto::decode_hello(f.view()).pid : -1);
   ::close(sv[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -431,7 +431,7 @@ TEST_CASE("Containment.worker_program.parses_its_options") {
 TEST_CASE("Containment.worker_program.runs_a_plugin_task_in_its_sandbox") {
   proto::FrameType first{};
   int code = run_worker_program(
-      {"--sandbox", "0", "--read", FERRY_TEST_PLUGIN_DIR, "--limits", "0,0,0,0,0"}, &first, [](int host) {
+      {"--sandbox", "0", "--read", FERRY_TEST_PLUGIN_DIR, "--limits", "0,0,0,0,0"}, &first, [](int host, int) {
         using ferry::detail::Buffer;
         Buffer args;
         ferry::detail::encode_values(args, 7);
@@ -456,4 +456,33 @@ TEST_CASE("Containment.worker_program.runs_a_plugin_task_in_its_sandbox") {
       });
   CHECK(first == proto::FrameType::hello);
   CHECK(code == static_cast<int>(proto::WorkerExit::host_gone));
+}
+
+TEST_CASE("Containment.worker_program.file_size_signal_is_a_contained_frame") {
+  // A task's write past RLIMIT_FSIZE raises SIGXFSZ in the worker; here the task sends it itself.
+  proto::FrameType first{};
+  int code = run_worker_program(
+      {"--sandbox", "0", "--read", FERRY_TEST_PLUGIN_DIR, "--limits", "0,0,0,0,65536"}, &first,
+      [](int host, int pid) {
+        using ferry::detail::Buffer;
+        REQUIRE(pid > 0);
+        Buffer args;
+        ferry::detail::encode_values(args, pid, static_cast<int>(SIGXFSZ));
+        REQUIRE(ferry::detail::send_all(
+            host, {proto::encode_define({0, proto::RefKind::plugin, FERRY_TEST_CRASH_PLUGIN, "kill_pid",
+                                         ferry::detail::Signature<int, int, int>::fingerprint, "sig"})
+                       .view()}));
+        Buffer head = proto::encode_task_head({1, 0, 1}, args.size());
+        REQUIRE(ferry::detail::send_all(host, {head.view(), args.view()}));
+        ferry::detail::FrameReader reader(proto::default_max_frame);
+        ferry::detail::Frame f;
+        while (!reader.next(f)) REQUIRE(reader.fill(host, 0) > 0);
+        REQUIRE(f.header.type == proto::FrameType::contained);
+        auto c = proto::decode_contained(f.view());
+        CHECK(c.kind == proto::ContainedKind::file_size);
+        CHECK(c.value == 65536);
+        CHECK(c.name == "file_size");
+      });
+  CHECK(first == proto::FrameType::hello);
+  CHECK(code == static_cast<int>(proto::WorkerExit::contained));
 }
