@@ -761,9 +761,11 @@ std::optional<protocol::Contained> Containment::explain_failure(std::string_view
       return Contained{ContainedKind::open_files, current_.open_files, "open_files", detail};
   }
   if (current_.processes != 0) {
-    bool refused = pids_events_fd_ >= 0 ? cgroup_refusals() > refusals_ : false;
-    // fork past RLIMIT_NPROC or pids.max is EAGAIN.
-    if (refused || contains(message, std::strerror(EAGAIN)))
+    // The cgroup counts the forks it refused; without one, a fork past RLIMIT_NPROC is EAGAIN
+    // (which the task's message may quote).
+    bool refused = pids_events_fd_ >= 0 ? cgroup_refusals() > refusals_
+                                        : contains(message, std::strerror(EAGAIN));
+    if (refused)
       return Contained{ContainedKind::processes, current_.processes, "processes", detail};
   }
   return std::nullopt;
