@@ -13,16 +13,21 @@ namespace ferry::detail {
 struct ContainmentSupport {
   bool root = false;               // effective uid 0 (pids cgroups; RLIMIT_NPROC does not bind root)
   bool user_namespaces = false;    // this process can create a user namespace
-  bool pid_namespace = false;      // a worker can put its descendants in a PID namespace
+  bool pid_namespace = false;      // PID namespaces can be made (not used: see "descendants")
   bool network_namespace = false;  // a worker can have a network namespace of its own
   int landlock_abi = 0;            // 0: no Landlock
   bool seccomp = false;            // seccomp-bpf filters
   bool pids_cgroup = false;        // a pids cgroup can be made per worker (processes limit as root)
-  /// How a worker's descendants end with it: "PID namespace" or "subreaper and sweep".
+  /// How a worker's descendants end with it: "pids cgroup", "user namespace" or
+  /// "subreaper and sweep".
   std::string descendants;
   /// How Limits::processes is enforced: "pids cgroup", "RLIMIT_NPROC in a user namespace", "none".
   std::string processes;
 };
+
+/// Where a worker's pids cgroup goes (as root): the pids cgroup of this process (v1), or the
+/// root of a v2 hierarchy when this process is in it; "" when there is none. Not exported.
+std::string pids_cgroup_parent();
 
 /// The facts of this machine for this process (probed on first call, then cached; thread-safe).
 FERRY_INTERNAL_API const ContainmentSupport& containment_support();

@@ -7,10 +7,14 @@
 // ResourceLimitError or SandboxViolationError and replaces the worker.
 #pragma once
 
+#include <sys/resource.h>
+
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <ferry/detail/export.hpp>
 
 #include "wire/protocol.hpp"
 
@@ -31,10 +35,13 @@ struct ContainmentConfig {
   std::vector<std::string> write;
 };
 
-class Containment {
+class FERRY_INTERNAL_API Containment {
  public:
   /// In the worker, before its hello. `channel_fd` is where contained frames go (from signal
-  /// handlers too). Descendants are always contained (PID namespace, else subreaper and sweep).
+  /// handlers too). Descendants are always contained: a guardian process ends them when the
+  /// worker has gone (every process of the worker's pids cgroup as root, else of its own user
+  /// namespace, else every process carrying the worker's FERRY_WORKER_TAG, the worker being
+  /// their subreaper meanwhile).
   /// "" on success; else why it could not (the worker exits with WorkerExit::containment).
   std::string setup(const ContainmentConfig& config, int channel_fd);
   /// Before each task: the limits of this task (the executor's, or a limits frame's).
@@ -46,6 +53,38 @@ class Containment {
   /// After every task: a limit hit on the way even if the task coped (a fork refused by the pids
   /// cgroup), else nullopt.
   std::optional<protocol::Contained> check_after_task();
+  /// On a clean exit: ends the children left behind (only needed without a pids cgroup; with
+  /// one, the guardian ends every process of the worker's cgroup when the worker has gone).
+  void finish();
+  /// The executor's limits (--limits): those of every task until a limits frame says otherwise.
+  const protocol::TaskLimits& executor_limits() const { return executor_limits_; }
+  /// What setup built ("pids cgroup, landlock ABI 7, seccomp, ..."), for FERRY_DEBUG and tests.
+  const std::string& summary() const { return summary_; }
+
+ private:
+  enum Resource { data, nofile, fsize, nproc, resources };
+  std::string make_cgroup();
+  bool join_cgroup();
+  std::string start_guardian();
+  std::string enter_user_namespace();
+  std::string build_sandbox(const ContainmentConfig& config);
+  void set_soft(Resource r, std::uint64_t value);
+  void set_processes(std::uint64_t value);
+  std::uint64_t cgroup_refusals() const;
+
+  protocol::TaskLimits executor_limits_;
+  protocol::TaskLimits current_;        // what the last begin_task applied
+  rlimit start_[resources]{};           // as the worker started (0 = back to these)
+  rlim_t soft_[resources]{};            // the soft limits in force
+  bool root_ = false;
+  bool user_namespace_ = false;         // the worker made one (non-root): RLIMIT_NPROC binds in it
+  std::string cgroup_;                  // the worker's pids cgroup, "" without one
+  int pids_max_fd_ = -1, pids_events_fd_ = -1;
+  std::uint64_t refusals_ = 0;          // "max" count of pids.events when the task began
+  int own_processes_ = 1;               // processes of the worker itself in its cgroup/namespace
+  int channel_ = -1;
+  std::string tag_;                     // FERRY_WORKER_TAG without a cgroup
+  std::string summary_;
 };
 
 }  // namespace ferry::detail

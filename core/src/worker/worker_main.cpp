@@ -34,6 +34,7 @@
 #include "platform/debug.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
+#include "worker/containment.hpp"
 
 namespace ferry::detail {
 
@@ -105,7 +106,9 @@ std::string signature_of(const TaskRecordHeader* rec) {
 class WorkerLoop {
  public:
   explicit WorkerLoop(const WorkerConfig& config)
-      : config_(config), reader_(config.max_frame_bytes) {}
+      : config_(config), reader_(config.max_frame_bytes) {
+    if (config_.containment) limits_ = config_.containment->executor_limits();
+  }
 
   int run() {
     protocol::Hello hello{protocol::version, plugin_abi_version, static_cast<int>(::getpid()),
@@ -123,8 +126,12 @@ class WorkerLoop {
             break;
           }
           case protocol::FrameType::task:
-            if (!run_task(f)) return static_cast<int>(WorkerExit::io_error);
+            if (int exit = run_task(f); exit >= 0) return exit;
             if (int exit = maybe_recycle(); exit >= 0) return exit;
+            break;
+          case protocol::FrameType::limits:
+            // The limits of the tasks that follow, already merged with the executor's.
+            limits_ = protocol::decode_limits(f.view());
             break;
           case protocol::FrameType::init:
             if (!run_initializer(protocol::decode_init(f.view())))
@@ -253,7 +260,8 @@ class WorkerLoop {
     return false;
   }
 
-  bool run_task(Frame& f) {
+  /// -1 when the loop goes on, else the worker's exit code.
+  int run_task(Frame& f) {
     protocol::BodyReader r(f.view());
     auto head = protocol::decode_task_head(r);
     auto it = refs_.find(head.ref);
@@ -268,6 +276,7 @@ class WorkerLoop {
     }
     bool ok = false;
     if (rec) {
+      if (config_.containment) config_.containment->begin_task(limits_);
       if (f.header.flags & protocol::flag_shm) {
         // Large arguments: mapped from the host's memfd (read-only) and decoded in place. The
         // result goes back before they are unmapped (it is sent before the arguments die); the
@@ -279,8 +288,20 @@ class WorkerLoop {
       }
     }
     ++tasks_done_;
-    if (!ok) return reply_failure(head.call, why);
-    return delivery_.ok;
+    if (rec && config_.containment) {
+      // A limit that explains the failure (or that the task met and coped with) is reported
+      // instead of the failure: the host replaces a worker that went past its limits.
+      std::optional<protocol::Contained> hit;
+      if (!ok) hit = config_.containment->explain_failure(why.exception_type, why.message);
+      if (!hit) hit = config_.containment->check_after_task();
+      if (hit) {
+        send(protocol::encode_contained(*hit));
+        return static_cast<int>(WorkerExit::contained);
+      }
+    }
+    int io_error = static_cast<int>(WorkerExit::io_error);
+    if (!ok) return reply_failure(head.call, why) ? -1 : io_error;
+    return delivery_.ok ? -1 : io_error;
   }
 
   /// Sends result_ as the successful result of `call`.
@@ -361,6 +382,7 @@ class WorkerLoop {
   Buffer result_, error_;
   std::size_t tasks_done_ = 0;
   std::size_t baseline_rss_ = 0;
+  protocol::TaskLimits limits_;  // of the next task
 };
 
 bool parse_number(const char* s, unsigned long long& out) {
@@ -374,9 +396,27 @@ bool parse_number(const char* s, unsigned long long& out) {
 constexpr const char* usage_text =
     "usage: ferry-worker [--fd N] [--parent PID] [--idle-timeout-ms MS] [--max-memory-growth BYTES]\n"
     "                    [--max-tasks N] [--spin-us US] [--max-frame-bytes BYTES]\n"
+    "                    [--limits MEMORY,CPU_SECONDS,OPEN_FILES,PROCESSES,FILE_SIZE]\n"
+    "                    [--sandbox FLAGS] [--read PATH]... [--write PATH]...\n"
     "       ferry-worker --version\n"
     "Runs ferry tasks sent by a host over the socket at descriptor N (default 3). Started by\n"
-    "libferry; not meant to be run by hand.\n";
+    "libferry; not meant to be run by hand. --sandbox FLAGS: 1 network allowed, 2 exec allowed,\n"
+    "4 best effort.\n";
+
+/// "MEMORY,CPU,NOFILE,NPROC,FSIZE": five numbers, 0 = none.
+bool parse_limits(const char* s, protocol::TaskLimits& out) {
+  std::uint64_t* fields[] = {&out.memory, &out.cpu_seconds, &out.open_files, &out.processes,
+                             &out.file_size};
+  for (int i = 0; i < 5; ++i) {
+    char* end = nullptr;
+    errno = 0;
+    if (!s || *s < '0' || *s > '9') return false;
+    *fields[i] = std::strtoull(s, &end, 10);
+    if (errno != 0 || *end != (i < 4 ? ',' : '\0')) return false;
+    s = end + 1;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -387,6 +427,7 @@ int run_worker(const WorkerConfig& config) {
 
 int worker_main(int argc, char** argv) {
   WorkerConfig config;
+  ContainmentConfig contain;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--version") {
@@ -397,6 +438,22 @@ int worker_main(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::fputs(usage_text, stdout);
       return 0;
+    }
+    if (a == "--read" || a == "--write") {
+      if (i + 1 >= argc) {
+        std::fputs(usage_text, stderr);
+        return static_cast<int>(WorkerExit::usage);
+      }
+      (a == "--read" ? contain.read : contain.write).emplace_back(argv[++i]);
+      continue;
+    }
+    if (a == "--limits") {
+      if (i + 1 >= argc || !parse_limits(argv[i + 1], contain.limits)) {
+        std::fputs(usage_text, stderr);
+        return static_cast<int>(WorkerExit::usage);
+      }
+      ++i;
+      continue;
     }
     unsigned long long v = 0;
     if (i + 1 >= argc || !parse_number(argv[i + 1], v)) {
@@ -411,7 +468,12 @@ int worker_main(int argc, char** argv) {
     else if (a == "--max-tasks") config.max_tasks = v;
     else if (a == "--spin-us") config.spin = std::chrono::microseconds(v);
     else if (a == "--max-frame-bytes") config.max_frame_bytes = v;
-    else {
+    else if (a == "--sandbox") {
+      contain.sandbox = true;
+      contain.network = v & 1;
+      contain.exec = v & 2;
+      contain.best_effort = v & 4;
+    } else {
       std::fputs(usage_text, stderr);
       return static_cast<int>(WorkerExit::usage);
     }
@@ -428,7 +490,16 @@ int worker_main(int argc, char** argv) {
   }
   // Processes a task starts must not inherit the channel.
   ::fcntl(config.fd, F_SETFD, FD_CLOEXEC);
-  return run_worker(config);
+  // Before the hello, while the worker is single-threaded (unshare and seccomp need that).
+  Containment containment;
+  if (std::string why = containment.setup(contain, config.fd); !why.empty()) {
+    std::fprintf(stderr, "ferry-worker: containment: %s\n", why.c_str());
+    return static_cast<int>(WorkerExit::containment);
+  }
+  config.containment = &containment;
+  int code = run_worker(config);
+  containment.finish();
+  return code;
 }
 
 }  // namespace ferry::detail

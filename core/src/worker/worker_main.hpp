@@ -10,6 +10,8 @@
 
 namespace ferry::detail {
 
+class Containment;
+
 struct WorkerConfig {
   int fd = 3;                                    // the channel
   int parent = 0;                                // host pid; 0 = do not watch the parent
@@ -18,6 +20,9 @@ struct WorkerConfig {
   std::size_t max_tasks = 0;                     // tasks before recycling; 0 = unlimited
   std::chrono::microseconds spin{50};            // busy-poll for the next frame after a result
   std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;  // largest frame accepted (the host's limit)
+  /// Set up by worker_main before the loop (worker/containment.hpp): the loop applies each task's
+  /// limits and reports a limit that explains a failure. nullptr: none (in-process tests).
+  Containment* containment = nullptr;
 };
 
 /// Runs the loop on an open channel; returns the process exit code (protocol::WorkerExit).

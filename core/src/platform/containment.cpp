@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The containment probe: what this machine offers, tried rather than guessed where trying is
+// cheap (a user namespace is created in a throwaway child: sysctls, AppArmor and container
+// runtimes all have a say, and only the kernel's answer is the truth).
+#include "platform/containment.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace ferry::detail {
+
+namespace {
+
+bool user_namespace_works() {
+  pid_t child = ::fork();
+  if (child < 0) return false;
+  if (child == 0) _exit(::unshare(CLONE_NEWUSER) == 0 ? 0 : 1);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+int landlock_abi() {
+#ifdef SYS_landlock_create_ruleset
+  long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, 1u /* ..._VERSION */);
+  return abi > 0 ? static_cast<int>(abi) : 0;
+#else
+  return 0;
+#endif
+}
+
+bool seccomp_filters() {
+  // PR_GET_SECCOMP fails with EINVAL without CONFIG_SECCOMP; actions_avail lists what filters can
+  // return, and "trap" is the one the sandbox needs (it names the denied call).
+  if (::prctl(PR_GET_SECCOMP, 0, 0, 0, 0) < 0) return false;
+  std::ifstream in("/proc/sys/kernel/seccomp/actions_avail");
+  std::string actions;
+  if (!std::getline(in, actions)) return true;  // older kernels: no list, filters since 3.5
+  return actions.find("trap") != std::string::npos;
+}
+
+bool file_has_word(const char* path, std::string_view word) {
+  std::ifstream in(path);
+  std::string w;
+  while (in >> w)
+    if (w == word) return true;
+  return false;
+}
+
+bool pids_cgroup_writable(bool root) {
+  // v2 delegation to a user is possible, but ferry does not use it.
+  return root && !pids_cgroup_parent().empty();
+}
+
+ContainmentSupport probe() {
+  ContainmentSupport s;
+  s.root = ::geteuid() == 0;
+  s.user_namespaces = user_namespace_works();
+  s.pid_namespace = s.root || s.user_namespaces;
+  s.network_namespace = s.root || s.user_namespaces;
+  s.landlock_abi = landlock_abi();
+  s.seccomp = seccomp_filters();
+  s.pids_cgroup = pids_cgroup_writable(s.root);
+  // Not a PID namespace, although one can be made: a process whose children go to another PID
+  // namespace than its own cannot create threads (clone(CLONE_THREAD) fails with EINVAL), and
+  // ferry-worker is the host's child, so it cannot be inside one itself (worker/containment.cpp).
+  s.descendants = s.pids_cgroup                    ? "pids cgroup"
+                   : (!s.root && s.user_namespaces) ? "user namespace"
+                                                    : "subreaper and sweep";
+  s.processes = s.pids_cgroup                    ? "pids cgroup"
+                : (!s.root && s.user_namespaces) ? "RLIMIT_NPROC in a user namespace"
+                                                 : "none";
+  return s;
+}
+
+}  // namespace
+
+std::string pids_cgroup_parent() {
+  // /proc/self/cgroup: "N:pids:/path" (v1; controllers are a comma list), "0::/path" (v2).
+  std::ifstream in("/proc/self/cgroup");
+  std::string line, v1, v2;
+  bool has_v1 = false, has_v2 = false;
+  while (std::getline(in, line)) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
+    std::string path = line.substr(b + 1);
+    if (path == "/") path.clear();
+    if (controllers.find(",pids,") != std::string::npos) {
+      v1 = path;
+      has_v1 = true;
+    } else if (controllers == ",,") {
+      v2 = path;
+      has_v2 = true;
+    }
+  }
+  // v1: nested in this process's own pids cgroup, whose limits then count the workers too.
+  if (has_v1 && ::access(("/sys/fs/cgroup/pids" + v1).c_str(), W_OK) == 0)
+    return "/sys/fs/cgroup/pids" + v1;
+  // v2: only from the root cgroup (a container's, with its cgroup namespace): elsewhere the
+  // parent has processes of its own and cannot hand the pids controller down, and a worker moved
+  // out of the host's cgroup would escape the host's memory and CPU limits.
+  if (has_v2 && v2.empty() && ::access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) == 0 &&
+      file_has_word("/sys/fs/cgroup/cgroup.controllers", "pids"))
+    return "/sys/fs/cgroup";
+  return "";
+}
+
+const ContainmentSupport& containment_support() {
+  static const ContainmentSupport s = probe();  // thread-safe initialisation (C++11)
+  return s;
+}
+
+std::string containment_missing(const ContainmentSupport& s, bool sandbox, bool network,
+                                bool processes_limit) {
+  std::string why;
+  auto add = [&](const char* reason) {
+    if (!why.empty()) why += "; ";
+    why += reason;
+  };
+  if (sandbox) {
+    if (s.landlock_abi == 0) add("Landlock is not available (Linux 5.13 or later with CONFIG_SECURITY_LANDLOCK)");
+    if (!s.seccomp) add("seccomp filters are not available (CONFIG_SECCOMP_FILTER)");
+    if (!network && !s.network_namespace)
+      add("a network namespace cannot be created (needs root or unprivileged user namespaces)");
+  }
+  if (processes_limit && s.processes == "none")
+    add("a processes limit needs a pids cgroup (as root) or user namespaces (as another user)");
+  return why;
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,798 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// A worker's containment (worker/containment.hpp): the guardian that ends its descendants, the
+// limits of each task, and the sandbox (network namespace, Landlock, seccomp, no capabilities).
+//
+// Why not a PID namespace for the descendants: ferry-worker is the host's child, so it cannot be
+// inside a namespace made after it started; it could only send its children into one
+// (setns(CLONE_NEWPID)), and a process whose children go to another PID namespace than its own
+// cannot create threads any more (clone(CLONE_THREAD) fails with EINVAL, checked on 6.18): every
+// task using std::thread, OpenMP or a thread pool would fail. A cgroup has no such cost: as root,
+// every worker gets a pids cgroup of its own, which its descendants cannot leave without write
+// access to another cgroup (a sandboxed task has none: Landlock), and which the guardian empties
+// with SIGKILL when the worker has gone. Not root, the worker makes a user namespace of its own
+// (mapping its user to itself), which no descendant can leave, and the guardian, in it too, kills
+// every other process of it. Without either, the worker is the subreaper of its descendants and
+// tags their environment; the guardian sweeps the tagged ones (only those that exec'd show it).
+#include "worker/containment.hpp"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/nsfs.h>
+#include <poll.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "platform/containment.hpp"
+#include "platform/debug.hpp"
+
+namespace ferry::detail {
+
+namespace {
+
+using protocol::Contained;
+using protocol::ContainedKind;
+
+constexpr int exit_contained = static_cast<int>(protocol::WorkerExit::contained);
+
+// ---- what the signal handlers read (set before the handlers are installed) ------------------
+
+int g_channel = -1;
+volatile std::uint64_t g_file_size_limit = 0;
+
+/// The system calls the seccomp filter traps, by number, for the SIGSYS handler: libseccomp's
+/// resolver allocates, which a signal handler must not.
+struct TrappedCall {
+  int number;
+  char name[24];
+};
+TrappedCall g_trapped[64];
+int g_trapped_count = 0;
+std::uint32_t g_native_arch = 0;
+
+void write_all(int fd, const char* p, std::size_t n) noexcept {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+/// Says what the task did on the channel, then exits: async-signal-safe throughout.
+[[noreturn]] void report_and_exit(ContainedKind kind, std::uint64_t value, const char* name,
+                                  const char* detail) noexcept {
+  char frame[2 * protocol::max_contained_text + 64];
+  std::size_t n = protocol::encode_contained_into(frame, sizeof frame, kind, value, name, detail);
+  if (n > 0 && g_channel >= 0) write_all(g_channel, frame, n);
+  _exit(exit_contained);
+}
+
+void on_sigxfsz(int) {
+  report_and_exit(ContainedKind::file_size, g_file_size_limit, "file_size",
+                  "a write went past the file size limit");
+}
+
+void on_sigsys(int, siginfo_t* info, void*) {
+  int number = info->si_syscall;
+  const char* name = "unknown system call";
+  for (int i = 0; i < g_trapped_count; ++i)
+    if (g_trapped[i].number == number) name = g_trapped[i].name;
+  // The filter also traps every call made through another architecture's ABI (int 0x80).
+  if (info->si_arch != g_native_arch) name = "foreign architecture";
+  report_and_exit(ContainedKind::syscall, static_cast<std::uint64_t>(number), name,
+                  "denied by the sandbox");
+}
+
+// ---- small file helpers ----------------------------------------------------------------------
+
+bool write_file(const std::string& path, std::string_view text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return ok;
+}
+
+/// Up to `cap - 1` bytes of a file, NUL-terminated; -1 when it cannot be read.
+ssize_t read_small(const char* path, char* buf, std::size_t cap) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t total = 0;
+  for (;;) {
+    ssize_t n = ::read(fd, buf + total, cap - 1 - static_cast<std::size_t>(total));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    total += n;
+    if (static_cast<std::size_t>(total) >= cap - 1) break;
+  }
+  ::close(fd);
+  buf[total] = '\0';
+  return total;
+}
+
+std::string directory_of(std::string path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos || slash == 0 ? std::string("/") : path.substr(0, slash);
+}
+
+/// Field 22 of /proc/self/stat: with the pid, names this process and no later one.
+std::string start_time() {
+  char buf[1024];
+  if (read_small("/proc/self/stat", buf, sizeof buf) <= 0) return "0";
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return "0";
+  int field = 2;  // ')' ends field 2
+  for (; *p && field < 21; ++p)
+    if (*p == ' ') ++field;
+  // p is after the space that starts field 22
+  while (*p == ' ') ++p;
+  std::string value;
+  while (*p >= '0' && *p <= '9') value += *p++;
+  return value.empty() ? "0" : value;
+}
+
+// ---- the guardian ----------------------------------------------------------------------------
+
+std::int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+void pause_ms(int ms) { ::poll(nullptr, 0, ms); }
+
+/// SIGKILLs every process of the cgroup until none is left (a process may fork while the list is
+/// read: repeat), at most one second.
+void empty_cgroup(const std::string& dir) {
+  // cgroup v2 has a switch for exactly this.
+  write_file(dir + "/cgroup.kill", "1");
+  std::string procs = dir + "/cgroup.procs";
+  for (std::int64_t end = now_ms() + 1000; now_ms() < end;) {
+    char buf[8192];
+    if (read_small(procs.c_str(), buf, sizeof buf) <= 0) return;  // empty (or gone)
+    for (char* p = buf; *p;) {
+      char* next = nullptr;
+      long pid = std::strtol(p, &next, 10);
+      if (next == p) break;
+      if (pid > 0) ::kill(static_cast<pid_t>(pid), SIGKILL);
+      p = next;
+      while (*p == '\n') ++p;
+    }
+    pause_ms(2);
+  }
+}
+
+/// SIGKILLs every process whose environment holds `needle` ("FERRY_WORKER_TAG=..."); true when
+/// it found one.
+bool sweep_tagged(const std::string& needle) {
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return false;
+  bool found = false;
+  static char env[1 << 16];
+  while (dirent* e = ::readdir(proc)) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    char path[300];
+    std::snprintf(path, sizeof path, "/proc/%s/environ", e->d_name);
+    ssize_t n = read_small(path, env, sizeof env);
+    if (n <= 0) continue;
+    // Entries are NUL-separated: compare each whole entry.
+    for (ssize_t i = 0; i < n;) {
+      std::size_t len = std::strlen(env + i);
+      if (std::string_view(env + i, len) == needle) {
+        ::kill(static_cast<pid_t>(std::atol(e->d_name)), SIGKILL);
+        found = true;
+        break;
+      }
+      i += static_cast<ssize_t>(len) + 1;
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
+/// SIGKILLs every other process of this user namespace or of one nested in it; true when it found
+/// one. No process can leave a user namespace, and only the worker's descendants (and this
+/// guardian) are in the worker's.
+bool sweep_user_namespace() {
+  struct stat own{};
+  if (::stat("/proc/self/ns/user", &own) != 0) return false;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return false;
+  bool found = false;
+  pid_t self = ::getpid();
+  while (dirent* e = ::readdir(proc)) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    pid_t pid = static_cast<pid_t>(std::atol(e->d_name));
+    if (pid == self) continue;
+    char path[300];
+    std::snprintf(path, sizeof path, "/proc/%s/ns/user", e->d_name);
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);  // fails for what is not ours to see
+    bool ours = false;
+    for (int depth = 0; fd >= 0 && depth < 33; ++depth) {
+      struct stat st{};
+      if (::fstat(fd, &st) == 0 && st.st_ino == own.st_ino && st.st_dev == own.st_dev) {
+        ours = true;
+        break;
+      }
+      int parent = ::ioctl(fd, NS_GET_PARENT);  // EPERM once outside ours
+      ::close(fd);
+      fd = parent;
+    }
+    if (fd >= 0) ::close(fd);
+    if (ours) {
+      ::kill(pid, SIGKILL);
+      found = true;
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
+/// The guardian's life: wait for the worker to end (pidfd at descriptor 0), then end what it
+/// left behind, and the cgroup.
+[[noreturn]] void guardian_main(const std::string& cgroup, const std::string& tag,
+                                bool user_namespace) {
+  ::prctl(PR_SET_NAME, "ferry-guardian");
+  // Out of the worker's session and process group: a ^C or a kill of the worker's group must not
+  // end the guardian before it has cleaned up.
+  ::setsid();
+  ::signal(SIGHUP, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGPIPE, SIG_IGN);
+  pollfd p{0, POLLIN, 0};
+  while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+  }
+  if (!cgroup.empty()) {
+    empty_cgroup(cgroup);
+    // rmdir fails with EBUSY until the last member has been reaped by its parent.
+    for (std::int64_t end = now_ms() + 1000; ::rmdir(cgroup.c_str()) != 0 && errno == EBUSY &&
+                                             now_ms() < end;)
+      pause_ms(2);
+  }
+  if (user_namespace) {
+    for (std::int64_t end = now_ms() + 1000; sweep_user_namespace() && now_ms() < end;) pause_ms(2);
+  }
+  if (!tag.empty()) {
+    std::string needle = "FERRY_WORKER_TAG=" + tag;
+    for (std::int64_t end = now_ms() + 1000; sweep_tagged(needle) && now_ms() < end;) pause_ms(2);
+  }
+  _exit(0);
+}
+
+// ---- Landlock, by raw system calls (no library in Debian 12, and headers of Linux 6.1) -------
+
+constexpr std::uint64_t ll_execute = 1ull << 0, ll_write_file = 1ull << 1,
+                        ll_read_file = 1ull << 2, ll_read_dir = 1ull << 3,
+                        ll_truncate = 1ull << 14, ll_ioctl_dev = 1ull << 15;
+constexpr std::uint64_t ll_net_bind_tcp = 1ull << 0, ll_net_connect_tcp = 1ull << 1;
+constexpr std::uint64_t ll_scope_abstract_unix = 1ull << 0, ll_scope_signal = 1ull << 1;
+
+struct LandlockRulesetAttr {
+  std::uint64_t handled_access_fs, handled_access_net, scoped;
+};
+struct __attribute__((packed)) LandlockPathBeneath {
+  std::uint64_t allowed_access;
+  std::int32_t parent_fd;
+};
+
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#define SYS_landlock_add_rule 445
+#define SYS_landlock_restrict_self 446
+#endif
+
+int landlock_abi() {
+  long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, 1u /* _VERSION */);
+  return abi > 0 ? static_cast<int>(abi) : 0;
+}
+
+/// Every file system right the running ABI knows (a right it does not know is EINVAL).
+std::uint64_t landlock_fs_rights(int abi) {
+  if (abi >= 5) return (1ull << 16) - 1;  // + IOCTL_DEV (ABI 5); ABI 6 and 7 add no FS right
+  if (abi >= 3) return (1ull << 15) - 1;  // + TRUNCATE
+  if (abi >= 2) return (1ull << 14) - 1;  // + REFER
+  return (1ull << 13) - 1;
+}
+
+/// The rights that apply to a file (not a directory): a rule on a file with others is EINVAL.
+std::uint64_t landlock_file_rights(int abi) {
+  std::uint64_t r = ll_execute | ll_write_file | ll_read_file;
+  if (abi >= 3) r |= ll_truncate;
+  if (abi >= 5) r |= ll_ioctl_dev;
+  return r;
+}
+
+class Landlock {
+ public:
+  Landlock(int abi, bool network) : abi_(abi) {
+    LandlockRulesetAttr attr{landlock_fs_rights(abi), 0, 0};
+    std::size_t size = 8;
+    if (abi >= 4) {
+      // Handled with no rule: no TCP bind or connect (the network namespace already has no
+      // route out; this holds even where that namespace could not be made).
+      if (!network) attr.handled_access_net = ll_net_bind_tcp | ll_net_connect_tcp;
+      size = 16;
+    }
+    if (abi >= 6) {
+      // No signal to a process outside the sandbox (the host, other workers, the guardian) and
+      // no connection to an abstract UNIX socket made outside it.
+      attr.scoped = ll_scope_abstract_unix | ll_scope_signal;
+      size = 24;
+    }
+    fd_ = static_cast<int>(::syscall(SYS_landlock_create_ruleset, &attr, size, 0));
+  }
+  ~Landlock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+  std::uint64_t all() const { return landlock_fs_rights(abi_); }
+
+  /// Allows `rights` beneath `path` (a directory) or on it (a file); a missing path is skipped.
+  void allow(const std::string& path, std::uint64_t rights) {
+    int target = ::open(path.c_str(), O_PATH | O_CLOEXEC);
+    if (target < 0) return;
+    struct stat st{};
+    if (::fstat(target, &st) == 0 && !S_ISDIR(st.st_mode)) rights &= landlock_file_rights(abi_);
+    LandlockPathBeneath rule{rights & all(), target};
+    if (::syscall(SYS_landlock_add_rule, fd_, 1 /* PATH_BENEATH */, &rule, 0) != 0)
+      debug_log("worker: landlock rule on %s: %s", path.c_str(), std::strerror(errno));
+    ::close(target);
+  }
+  bool restrict_self() { return ::syscall(SYS_landlock_restrict_self, fd_, 0) == 0; }
+
+ private:
+  int abi_;
+  int fd_ = -1;
+};
+
+void libferry_anchor() {}
+
+// ---- seccomp ---------------------------------------------------------------------------------
+
+/// Trapped in every sandbox: what reaches out of the process (ptrace, process_vm_*, pidfd_getfd),
+/// changes the system or the namespaces, or is a large kernel attack surface few tasks need.
+constexpr const char* always_denied[] = {
+    "ptrace",        "process_vm_readv", "process_vm_writev", "pidfd_getfd",
+    "mount",         "umount2",          "pivot_root",        "chroot",
+    "setns",         "unshare",          "bpf",               "perf_event_open",
+    "keyctl",        "add_key",          "request_key",       "kexec_load",
+    "kexec_file_load", "init_module",    "finit_module",      "delete_module",
+    "reboot",        "swapon",           "swapoff",           "acct",
+    "quotactl",      "io_uring_setup",   "io_uring_enter",    "io_uring_register",
+    "userfaultfd",   "name_to_handle_at", "open_by_handle_at", "syslog",
+    "fsopen",        "fsmount",          "move_mount",        "open_tree"};
+
+std::string load_seccomp(bool network, bool exec) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (!ctx) return "seccomp_init failed";
+  std::string why;
+  auto deny = [&](const char* name) {
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) return;  // unknown to this libseccomp
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, nr, 0);
+    if (rc != 0 && why.empty()) why = std::string("seccomp rule for ") + name + ": " + std::strerror(-rc);
+    // Negative numbers are libseccomp's pseudo-calls (not on this architecture): nothing to name.
+    if (nr >= 0 && g_trapped_count < static_cast<int>(std::size(g_trapped))) {
+      TrappedCall& t = g_trapped[g_trapped_count++];
+      t.number = nr;
+      std::snprintf(t.name, sizeof t.name, "%s", name);
+    }
+  };
+  g_trapped_count = 0;
+  g_native_arch = seccomp_arch_native();
+  seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_TRAP);
+  for (const char* name : always_denied) deny(name);
+  if (!network) {
+    // Every family but AF_UNIX is a violation. A UNIX socket fails with EACCES instead: glibc's
+    // getpwuid, getgrnam, ... first try nscd through one (and go on when that fails), so trapping
+    // it would end every task that asks who a user is. socketpair stays allowed (it reaches
+    // nothing outside).
+    int nr = SCMP_SYS(socket);
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, nr, 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX));
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+    if (rc != 0 && why.empty()) why = std::string("seccomp rule for socket: ") + std::strerror(-rc);
+    TrappedCall& t = g_trapped[g_trapped_count++];
+    t.number = nr;
+    std::snprintf(t.name, sizeof t.name, "socket");
+  }
+  if (!exec) {
+    deny("execve");
+    deny("execveat");
+  }
+  // A task must not take SIGSYS away from the handler that reports what it tried (reading the
+  // action, a NULL new one, stays allowed).
+  int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(rt_sigaction), 2,
+                            SCMP_A0(SCMP_CMP_EQ, SIGSYS), SCMP_A1(SCMP_CMP_NE, 0));
+  if (rc == 0 && g_trapped_count < static_cast<int>(std::size(g_trapped))) {
+    TrappedCall& t = g_trapped[g_trapped_count++];
+    t.number = SCMP_SYS(rt_sigaction);
+    std::snprintf(t.name, sizeof t.name, "rt_sigaction");
+  }
+  if (rc != 0 && why.empty()) why = std::string("seccomp rule for rt_sigaction: ") + std::strerror(-rc);
+  if (why.empty()) {
+    rc = seccomp_load(ctx);
+    if (rc != 0) why = std::string("seccomp_load: ") + std::strerror(-rc);
+  }
+  seccomp_release(ctx);
+  return why;
+}
+
+bool drop_capabilities() {
+  // The bounding set first (needs CAP_SETPCAP, gone after capset): no exec can bring them back.
+  for (int cap = 0; cap < 64; ++cap)
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno == EINVAL) break;
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  return ::syscall(SYS_capset, &header, data) == 0;
+}
+
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+int resource_of(int r) {
+  static constexpr int ids[] = {RLIMIT_DATA, RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_NPROC};
+  return ids[r];
+}
+
+bool contains(std::string_view text, std::string_view word) {
+  return text.find(word) != std::string_view::npos;
+}
+
+}  // namespace
+
+// ---- setup -----------------------------------------------------------------------------------
+
+std::string Containment::enter_user_namespace() {
+  // Maps this user to itself: nothing changes for file access, and the worker may then make
+  // namespaces (network), and RLIMIT_NPROC counts only the processes of this namespace.
+  uid_t uid = ::geteuid();
+  gid_t gid = ::getegid();
+  if (::unshare(CLONE_NEWUSER) != 0) return errno_text("unshare(CLONE_NEWUSER)");
+  char map[64];
+  std::snprintf(map, sizeof map, "%u %u 1", uid, uid);
+  if (!write_file("/proc/self/uid_map", map)) return errno_text("/proc/self/uid_map");
+  write_file("/proc/self/setgroups", "deny");  // needed before gid_map as non-root
+  std::snprintf(map, sizeof map, "%u %u 1", gid, gid);
+  if (!write_file("/proc/self/gid_map", map)) return errno_text("/proc/self/gid_map");
+  user_namespace_ = true;
+  return "";
+}
+
+std::string Containment::make_cgroup() {
+  std::string parent = pids_cgroup_parent();
+  if (parent.empty()) return "";
+  std::string base = parent + "/ferry";
+  bool v2 = ::access((parent + "/cgroup.subtree_control").c_str(), F_OK) == 0;
+  // cgroup v2: the controller must be enabled on the way down.
+  if (v2 && !write_file(parent + "/cgroup.subtree_control", "+pids")) return "";
+  if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return "";
+  if (v2 && !write_file(base + "/cgroup.subtree_control", "+pids")) return "";
+  std::string dir = base + "/" + std::to_string(::getpid());
+  if (::mkdir(dir.c_str(), 0755) != 0) {
+    // Left by an earlier process with this pid whose guardian could not remove it.
+    if (errno != EEXIST || ::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0) return "";
+  }
+  return dir;
+}
+
+bool Containment::join_cgroup() {
+  // Descriptors kept open: after Landlock the worker could not open these files any more.
+  pids_max_fd_ = ::open((cgroup_ + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
+  pids_events_fd_ = ::open((cgroup_ + "/pids.events").c_str(), O_RDONLY | O_CLOEXEC);
+  return write_file(cgroup_ + "/cgroup.procs", std::to_string(::getpid()));
+}
+
+std::string Containment::start_guardian() {
+  pid_t worker = ::getpid();
+  // W forks H, H forks the guardian G and exits: G is not the worker's child, so a task's
+  // wait(-1) never sees it, and G is not in the worker's cgroup (W joins it afterwards).
+  pid_t h = ::fork();
+  if (h < 0) return errno_text("fork");
+  if (h == 0) {
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, worker, 0));
+    if (pidfd < 0) _exit(1);
+    pid_t g = ::fork();
+    if (g < 0) _exit(1);
+    if (g == 0) {
+      // Nothing of the worker's: not the channel (the host's EOF when the worker dies), not its
+      // stdout or stderr (whoever reads them until EOF).
+      if (::dup2(pidfd, 0) < 0) _exit(1);
+      ::syscall(SYS_close_range, 1u, ~0u, 0u);
+      guardian_main(cgroup_, tag_, user_namespace_);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  while (::waitpid(h, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "the guardian process could not start";
+  return "";
+}
+
+std::string Containment::setup(const ContainmentConfig& config, int channel_fd) {
+  auto t0 = std::chrono::steady_clock::now();
+  channel_ = channel_fd;
+  executor_limits_ = config.limits;
+  g_channel = channel_fd;
+  root_ = ::geteuid() == 0;
+  for (int r = 0; r < resources; ++r) {
+    ::getrlimit(resource_of(r), &start_[r]);
+    soft_[r] = start_[r].rlim_cur;
+  }
+  std::string built;
+  auto note = [&](const std::string& what) {
+    if (!built.empty()) built += ", ";
+    built += what;
+  };
+
+  // 1. Descendants end with the worker: as root, its pids cgroup; else its user namespace (no
+  // process can leave one); else, the worker is their subreaper, and the guardian sweeps those
+  // whose environment holds the worker's tag (which /proc shows only for processes that exec'd:
+  // the weakest of the three).
+  if (root_) cgroup_ = make_cgroup();
+  if (cgroup_.empty() && !root_) {
+    if (std::string why = enter_user_namespace(); !why.empty())
+      debug_log("worker: no user namespace: %s", why.c_str());
+    else
+      own_processes_ = 2;  // the worker and its guardian, for RLIMIT_NPROC in the namespace
+  }
+  if (cgroup_.empty() && !user_namespace_) {
+    tag_ = std::to_string(::getpid()) + "." + start_time();
+    ::setenv("FERRY_WORKER_TAG", tag_.c_str(), 1);
+  }
+  if (std::string why = start_guardian(); !why.empty()) return why;
+  if (!cgroup_.empty()) {
+    if (!join_cgroup()) return errno_text(("joining " + cgroup_).c_str());
+    note("pids cgroup " + cgroup_);
+  } else if (user_namespace_) {
+    note("user namespace");
+  } else {
+    // Orphans come back to the worker rather than to init (finish() ends them on a clean exit).
+    // Only now: the guardian, orphaned when its parent exited, must not become our child.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    note("subreaper and sweep");
+  }
+
+  // 2. A user namespace, when not root and something needs one (and the one above failed).
+  bool wants_network_namespace = config.sandbox && !config.network;
+  if (!root_ && !user_namespace_ && (wants_network_namespace || config.limits.processes > 0)) {
+    if (std::string why = enter_user_namespace(); !why.empty()) {
+      if (config.sandbox && wants_network_namespace && !config.best_effort) return why;
+      debug_log("worker: no user namespace: %s", why.c_str());
+    } else {
+      note("user namespace");
+    }
+  }
+
+  // 3. Limits. In a sandbox, the hard limits become the executor's: the task cannot raise them
+  // again, so a task's own limits (a limits frame) can only be lower than the executor's.
+  if (config.sandbox) {
+    const std::uint64_t values[] = {config.limits.memory, config.limits.open_files,
+                                    config.limits.file_size,
+                                    user_namespace_ && config.limits.processes != 0
+                                        ? config.limits.processes + own_processes_
+                                        : 0};
+    for (int r = 0; r < resources; ++r) {
+      if (values[r] == 0 || (start_[r].rlim_max != RLIM_INFINITY && start_[r].rlim_max < values[r]))
+        continue;
+      rlimit rl{static_cast<rlim_t>(values[r]), static_cast<rlim_t>(values[r])};
+      if (::setrlimit(resource_of(r), &rl) == 0) {
+        start_[r] = rl;
+        soft_[r] = rl.rlim_cur;
+      }
+    }
+  }
+  struct sigaction sa{};
+  sa.sa_handler = on_sigxfsz;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGXFSZ, &sa, nullptr);
+  begin_task(config.limits);
+
+  // 4. The sandbox.
+  if (config.sandbox) {
+    if (std::string why = build_sandbox(config); !why.empty()) return why;
+    note(summary_);
+  }
+  summary_ = built;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+  debug_log("worker: containment in %lld us: %s", static_cast<long long>(us.count()), summary_.c_str());
+  return "";
+}
+
+std::string Containment::build_sandbox(const ContainmentConfig& config) {
+  std::string built;
+  auto note = [&](const std::string& what) {
+    if (!built.empty()) built += ", ";
+    built += what;
+  };
+  auto missing = [&](const std::string& why) -> bool {
+    if (config.best_effort) {
+      debug_log("worker: sandbox without it (best effort): %s", why.c_str());
+      return false;
+    }
+    return true;
+  };
+  if (!config.network) {
+    if (::unshare(CLONE_NEWNET) == 0) {
+      note("network namespace");
+    } else if (missing(errno_text("unshare(CLONE_NEWNET)"))) {
+      return errno_text("unshare(CLONE_NEWNET)");
+    }
+  }
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_text("PR_SET_NO_NEW_PRIVS");
+
+  // Landlock.
+  int abi = landlock_abi();
+  if (abi == 0) {
+    if (missing("Landlock is not available")) return "Landlock is not available (Linux 5.13 or later with CONFIG_SECURITY_LANDLOCK)";
+  } else {
+    Landlock ll(abi, config.network);
+    if (!ll.ok()) {
+      if (missing(errno_text("landlock_create_ruleset"))) return errno_text("landlock_create_ruleset");
+    } else {
+      const std::uint64_t read = ll_read_file | ll_read_dir | ll_execute;
+      for (const char* p : {"/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/ld.so.conf",
+                            "/etc/ld.so.conf.d", "/etc/localtime", "/etc/nsswitch.conf",
+                            "/etc/passwd", "/etc/group", "/etc/hosts", "/usr/share/zoneinfo",
+                            "/dev/zero", "/dev/urandom", "/dev/random", "/sys/devices/system/cpu",
+                            "/proc/cpuinfo", "/proc/meminfo"})
+        ll.allow(p, read);
+      ll.allow("/dev/null", ll.all());
+      // The worker's own /proc entry (its descriptors, statm): /proc/self resolves to it.
+      ll.allow("/proc/" + std::to_string(::getpid()), read);
+      char exe[4096];
+      ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+      if (n > 0) ll.allow(directory_of(std::string(exe, static_cast<std::size_t>(n))), read);
+      Dl_info info{};
+      if (::dladdr(reinterpret_cast<void*>(&libferry_anchor), &info) != 0 && info.dli_fname)
+        ll.allow(directory_of(info.dli_fname), read);
+      for (const auto& p : config.read) ll.allow(p, read);
+      for (const auto& p : config.write) ll.allow(p, ll.all());
+      if (!ll.restrict_self()) {
+        if (missing(errno_text("landlock_restrict_self"))) return errno_text("landlock_restrict_self");
+      } else {
+        note("Landlock ABI " + std::to_string(abi));
+      }
+    }
+  }
+
+  // seccomp, after Landlock (whose system calls it leaves alone anyway). The SIGSYS handler is
+  // installed first: a trapped call then always finds it.
+  struct sigaction sa{};
+  sa.sa_sigaction = on_sigsys;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGSYS, &sa, nullptr);
+  if (std::string why = load_seccomp(config.network, config.exec); !why.empty()) {
+    if (missing(why)) return why;
+  } else {
+    note("seccomp");
+  }
+
+  // Last: no capability left (root, or the worker's user namespace), none an exec could regain.
+  if (root_ || user_namespace_) {
+    if (drop_capabilities()) note("no capabilities");
+    else if (missing(errno_text("capset"))) return errno_text("capset");
+  }
+  summary_ = built;
+  return "";
+}
+
+// ---- per task --------------------------------------------------------------------------------
+
+void Containment::set_soft(Resource r, std::uint64_t value) {
+  rlim_t hard = start_[r].rlim_max;
+  rlim_t want = value == 0 ? start_[r].rlim_cur : static_cast<rlim_t>(value);
+  if (hard != RLIM_INFINITY && want > hard) want = hard;
+  if (want == soft_[r]) return;
+  rlimit rl{want, hard};
+  if (::setrlimit(resource_of(r), &rl) == 0) soft_[r] = want;
+}
+
+void Containment::set_processes(std::uint64_t value) {
+  if (pids_max_fd_ >= 0) {
+    // The worker's own processes count too: the limit is on what the task starts.
+    char text[32];
+    int n = value == 0 ? std::snprintf(text, sizeof text, "max")
+                       : std::snprintf(text, sizeof text, "%llu",
+                                       static_cast<unsigned long long>(value + own_processes_));
+    ::pwrite(pids_max_fd_, text, static_cast<std::size_t>(n), 0);
+  } else if (user_namespace_) {
+    set_soft(nproc, value == 0 ? 0 : value + own_processes_);
+  }
+}
+
+std::uint64_t Containment::cgroup_refusals() const {
+  // pids.events: "max N", N = forks refused by pids.max.
+  char buf[64];
+  ssize_t n = ::pread(pids_events_fd_, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* p = std::strstr(buf, "max ");
+  return p ? std::strtoull(p + 4, nullptr, 10) : 0;
+}
+
+void Containment::begin_task(const protocol::TaskLimits& limits) {
+  // The hot path: the same limits as the task before cost nothing. The limits stay in force
+  // between tasks too (the next task most often has the same ones).
+  if (limits == current_) {
+    if (limits.processes != 0 && pids_events_fd_ >= 0) refusals_ = cgroup_refusals();
+    return;
+  }
+  set_soft(data, limits.memory);
+  set_soft(nofile, limits.open_files);
+  g_file_size_limit = limits.file_size;
+  set_soft(fsize, limits.file_size);
+  if (limits.processes != current_.processes) set_processes(limits.processes);
+  if (limits.processes != 0 && pids_events_fd_ >= 0) refusals_ = cgroup_refusals();
+  current_ = limits;
+}
+
+std::optional<protocol::Contained> Containment::explain_failure(std::string_view exception_type,
+                                                                std::string_view message) {
+  std::string detail = std::string(exception_type) + ": " + std::string(message);
+  if (current_.memory != 0 &&
+      (contains(exception_type, "bad_alloc") || contains(message, std::strerror(ENOMEM))))
+    return Contained{ContainedKind::memory, current_.memory, "memory", detail};
+  if (current_.open_files != 0) {
+    // The table is full now, or was (the task's own destructors may have closed its files).
+    int lowest = ::fcntl(channel_, F_DUPFD_CLOEXEC, 0);
+    if (lowest >= 0) ::close(lowest);
+    if (lowest < 0 || static_cast<std::uint64_t>(lowest) + 1 >= current_.open_files ||
+        contains(message, std::strerror(EMFILE)))
+      return Contained{ContainedKind::open_files, current_.open_files, "open_files", detail};
+  }
+  if (current_.processes != 0) {
+    // The cgroup counts the forks it refused; without one, a fork past RLIMIT_NPROC is EAGAIN
+    // (which the task's message may quote).
+    bool refused = pids_events_fd_ >= 0 ? cgroup_refusals() > refusals_
+                                        : contains(message, std::strerror(EAGAIN));
+    if (refused)
+      return Contained{ContainedKind::processes, current_.processes, "processes", detail};
+  }
+  return std::nullopt;
+}
+
+std::optional<protocol::Contained> Containment::check_after_task() {
+  if (current_.processes == 0 || pids_events_fd_ < 0) return std::nullopt;
+  std::uint64_t now = cgroup_refusals();
+  if (now <= refusals_) return std::nullopt;
+  refusals_ = now;
+  return Contained{ContainedKind::processes, current_.processes, "processes",
+                   "a fork was refused at the processes limit"};
+}
+
+void Containment::finish() {
+  if (!cgroup_.empty() || user_namespace_) return;  // the guardian ends them
+  // Subreaper: every orphan of the tasks is a child of the worker now.
+  char path[64], buf[4096];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/children", static_cast<int>(::getpid()));
+  if (read_small(path, buf, sizeof buf) <= 0) return;
+  for (char* p = buf; *p;) {
+    char* next = nullptr;
+    long pid = std::strtol(p, &next, 10);
+    if (next == p) break;
+    if (pid > 0) ::kill(static_cast<pid_t>(pid), SIGKILL);
+    p = next;
+  }
+}
+
+}  // namespace ferry::detail

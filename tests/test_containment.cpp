@@ -1,0 +1,488 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The worker's containment at its own level: the probe, and Containment set up in forked children
+// (which then act as a task would), and ferry-worker's containment options. The hostile tasks
+// through an Executor are tests/test_sandbox.cpp's.
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "platform/containment.hpp"
+#include "support/fixture.hpp"
+#include "wire/channel.hpp"
+#include "wire/protocol.hpp"
+#include "worker/containment.hpp"
+
+namespace proto = ferry::detail::protocol;
+using ferry::detail::Containment;
+using ferry::detail::ContainmentConfig;
+
+namespace {
+
+/// A forked child running `body` (its return value is the exit code), and the test's end of a
+/// socketpair that the child uses as its channel.
+struct Child {
+  pid_t pid = -1;
+  int channel = -1;
+
+  Child(const std::function<int(int channel)>& body) {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(sv[0]);
+      int code = 100;
+      try {
+        code = body(sv[1]);
+      } catch (...) {
+        code = 101;
+      }
+      _exit(code);
+    }
+    ::close(sv[1]);
+    channel = sv[0];
+  }
+  ~Child() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    if (channel >= 0) ::close(channel);
+  }
+  /// The exit code, or 128 + signal.
+  int wait() {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  /// The next frame the child sent; REQUIREs one.
+  ferry::detail::Frame frame() {
+    ferry::detail::FrameReader reader(proto::max_control_frame);
+    ferry::detail::Frame f;
+    while (!reader.next(f)) REQUIRE(reader.fill(channel, 0) > 0);
+    return f;
+  }
+};
+
+/// Gone, or a zombie nobody reaped yet: either way it runs no more.
+bool ended(pid_t pid) {
+  char s = support::process_state(pid);
+  return s == 0 || s == 'Z' || s == 'X';
+}
+
+std::filesystem::path temp_dir() {
+  std::string templ = (std::filesystem::temp_directory_path() / "ferry-containment-XXXXXX").string();
+  REQUIRE(::mkdtemp(templ.data()) != nullptr);
+  return templ;
+}
+
+/// Writes all of `v` to `fd` (the child's report to the test).
+template <class T>
+void report(int fd, const T& v) {
+  REQUIRE(::write(fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v));
+}
+
+}  // namespace
+
+TEST_CASE("Containment.probe.reports_this_machine") {
+  const auto& s = ferry::detail::containment_support();
+  CHECK(&s == &ferry::detail::containment_support());  // probed once
+  CHECK(s.landlock_abi >= 1);
+  CHECK(s.pid_namespace);
+  CHECK(s.network_namespace);
+  CHECK(s.seccomp);
+  if (s.root) {
+    CHECK(s.pids_cgroup);
+    CHECK(s.descendants == "pids cgroup");
+    CHECK(s.processes == "pids cgroup");
+  }
+  CHECK(ferry::detail::containment_missing(s, true, false, true) == "");
+}
+
+TEST_CASE("Containment.probe.says_what_is_missing") {
+  ferry::detail::ContainmentSupport none;
+  none.processes = "none";
+  std::string why = ferry::detail::containment_missing(none, true, false, true);
+  CHECK(why.find("Landlock is not available") != std::string::npos);
+  CHECK(why.find("seccomp") != std::string::npos);
+  CHECK(why.find("network namespace") != std::string::npos);
+  CHECK(why.find("processes limit") != std::string::npos);
+  CHECK(ferry::detail::containment_missing(none, false, false, false) == "");
+  // The network allowed: no namespace needed.
+  CHECK(ferry::detail::containment_missing(none, true, true, false).find("network") == std::string::npos);
+}
+
+TEST_CASE("Containment.descendants.end_with_a_killed_worker") {
+  int pids[2];
+  REQUIRE(::pipe2(pids, O_CLOEXEC) == 0);
+  Child worker([&](int channel) {
+    Containment c;
+    if (!c.setup({}, channel).empty()) return 1;
+    // A task's child that leaves the session, and its own child: both must end with the worker.
+    pid_t child = ::fork();
+    if (child == 0) {
+      ::setsid();
+      pid_t grandchild = ::fork();
+      if (grandchild == 0) {
+        for (;;) ::pause();
+      }
+      report(pids[1], grandchild);
+      for (;;) ::pause();
+    }
+    report(pids[1], child);
+    for (;;) ::pause();
+  });
+  ::close(pids[1]);
+  pid_t descendants[2];
+  REQUIRE(::read(pids[0], &descendants[0], sizeof(pid_t)) == sizeof(pid_t));
+  REQUIRE(::read(pids[0], &descendants[1], sizeof(pid_t)) == sizeof(pid_t));
+  ::close(pids[0]);
+  pid_t worker_pid = worker.pid;
+  CHECK(!ended(descendants[0]));
+  CHECK(!ended(descendants[1]));
+  ::kill(worker.pid, SIGKILL);
+  CHECK(worker.wait() == 128 + SIGKILL);
+  CHECK(support::wait_until([&] { return ended(descendants[0]) && ended(descendants[1]); },
+                            std::chrono::seconds(2)));
+  if (ferry::detail::containment_support().pids_cgroup && std::filesystem::exists("/sys/fs/cgroup/pids")) {
+    // ...and the guardian removed the worker's cgroup.
+    auto dir = "/sys/fs/cgroup/pids/ferry/" + std::to_string(worker_pid);
+    CHECK(support::wait_until([&] { return !std::filesystem::exists(dir); }, std::chrono::seconds(2)));
+  }
+}
+
+TEST_CASE("Containment.descendants.guardian_is_not_a_child_and_threads_still_start") {
+  Child worker([](int channel) {
+    Containment c;
+    if (!c.setup({}, channel).empty()) return 1;
+    // A task's wait(-1) must not find the guardian.
+    if (::waitpid(-1, nullptr, WNOHANG) != -1 || errno != ECHILD) return 2;
+    // Threads: what a PID namespace for the children would have broken (EINVAL).
+    bool ran = false;
+    std::thread t([&] { ran = true; });
+    t.join();
+    if (!ran) return 3;
+    pid_t p = ::fork();
+    if (p == 0) _exit(7);
+    int status = 0;
+    if (::waitpid(p, &status, 0) != p || WEXITSTATUS(status) != 7) return 4;
+    return 0;
+  });
+  CHECK(worker.wait() == 0);
+}
+
+TEST_CASE("Containment.limits.file_size_past_its_limit_is_reported") {
+  auto dir = temp_dir();
+  Child worker([&](int channel) {
+    Containment c;
+    ContainmentConfig config;
+    config.limits.file_size = 4096;
+    if (!c.setup(config, channel).empty()) return 1;
+    int fd = ::open((dir / "big").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    std::vector<char> bytes(8192, 'x');
+    (void)!::write(fd, bytes.data(), 4096);
+    (void)!::write(fd, bytes.data(), 4096);  // SIGXFSZ: the handler reports and exits
+    return 2;
+  });
+  auto f = worker.frame();
+  REQUIRE(f.header.type == proto::FrameType::contained);
+  auto c = proto::decode_contained(f.view());
+  CHECK(c.kind == proto::ContainedKind::file_size);
+  CHECK(c.value == 4096);
+  CHECK(worker.wait() == static_cast<int>(proto::WorkerExit::contained));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Containment.limits.explain_failures_by_the_limit_in_force") {
+  Child worker([](int channel) {
+    Containment c;
+    if (!c.setup({}, channel).empty()) return 1;
+    // No limit: a bad_alloc is the task's own business.
+    c.begin_task({});
+    if (c.explain_failure("std::bad_alloc", "std::bad_alloc")) return 2;
+    proto::TaskLimits limits;
+    limits.memory = 256u << 20;
+    limits.open_files = 64;
+    c.begin_task(limits);
+    rlimit rl{};
+    ::getrlimit(RLIMIT_DATA, &rl);
+    if (rl.rlim_cur != limits.memory) return 3;
+    auto m = c.explain_failure("std::bad_alloc", "std::bad_alloc");
+    if (!m || m->kind != proto::ContainedKind::memory || m->value != limits.memory ||
+        m->detail != "std::bad_alloc: std::bad_alloc")
+      return 4;
+    // A full descriptor table.
+    std::vector<int> fds;
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fds.push_back(fd);
+    if (errno != EMFILE) return 5;
+    auto o = c.explain_failure("std::runtime_error", "cannot open");
+    if (!o || o->kind != proto::ContainedKind::open_files || o->value != 64) return 6;
+    for (int fd : fds) ::close(fd);
+    // Its files closed on the way out, the task still said why.
+    auto o2 = c.explain_failure("std::system_error", std::strerror(EMFILE));
+    if (!o2 || o2->kind != proto::ContainedKind::open_files) return 7;
+    if (c.explain_failure("std::runtime_error", "a plain failure")) return 8;
+    // Back to no limit: what the worker started with.
+    c.begin_task({});
+    ::getrlimit(RLIMIT_DATA, &rl);
+    return rl.rlim_cur == RLIM_INFINITY ? 0 : 9;
+  });
+  CHECK(worker.wait() == 0);
+}
+
+TEST_CASE("Containment.limits.processes_refused_by_the_pids_cgroup") {
+  if (!ferry::detail::containment_support().pids_cgroup) return;
+  Child worker([](int channel) {
+    Containment c;
+    if (!c.setup({}, channel).empty()) return 1;
+    proto::TaskLimits limits;
+    limits.processes = 2;
+    c.begin_task(limits);
+    std::vector<pid_t> children;
+    int refused = 0;
+    for (int i = 0; i < 5; ++i) {
+      pid_t p = ::fork();
+      if (p == 0) {
+        for (;;) ::pause();
+      }
+      if (p > 0) children.push_back(p);
+      else if (errno == EAGAIN) ++refused;
+    }
+    for (pid_t p : children) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+    if (children.size() != 2 || refused != 3) return 2;
+    // The task coped, the limit was still hit.
+    auto hit = c.check_after_task();
+    if (!hit || hit->kind != proto::ContainedKind::processes || hit->value != 2) return 3;
+    c.begin_task(limits);
+    if (c.check_after_task()) return 4;  // nothing new
+    return 0;
+  });
+  CHECK(worker.wait() == 0);
+}
+
+TEST_CASE("Containment.sandbox.files_outside_the_allowed_paths_are_eacces") {
+  auto allowed = temp_dir();
+  auto other = temp_dir();
+  std::ofstream(other / "secret") << "no";
+  Child worker([&](int channel) {
+    Containment c;
+    ContainmentConfig config;
+    config.sandbox = true;
+    config.write = {allowed.string()};
+    if (std::string why = c.setup(config, channel); !why.empty()) return 1;
+    if (::open((other / "secret").c_str(), O_RDONLY | O_CLOEXEC) >= 0 || errno != EACCES) return 2;
+    if (::open((other / "new").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600) >= 0 || errno != EACCES)
+      return 3;
+    int fd = ::open((allowed / "mine").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || ::write(fd, "ok", 2) != 2) return 4;
+    ::close(fd);
+    // What every program needs still opens.
+    if (::open("/etc/ld.so.cache", O_RDONLY | O_CLOEXEC) < 0) return 5;
+    if (::open("/dev/null", O_RDONLY | O_CLOEXEC) < 0) return 6;  // (0644 on some machines)
+    if (::open("/proc/self/statm", O_RDONLY | O_CLOEXEC) < 0) return 7;
+    // No signal out of the sandbox (Landlock ABI 6): not even to the test.
+    if (ferry::detail::containment_support().landlock_abi >= 6 &&
+        (::kill(::getppid(), 0) == 0 || errno != EPERM))
+      return 8;
+    return 0;
+  });
+  CHECK(worker.wait() == 0);
+  CHECK(std::filesystem::exists(allowed / "mine"));
+  std::filesystem::remove_all(allowed);
+  std::filesystem::remove_all(other);
+}
+
+TEST_CASE("Containment.sandbox.denied_calls_are_named_on_the_channel") {
+  struct Case {
+    const char* name;
+    std::function<void()> call;
+  };
+  static char sh[] = "/bin/sh";
+  Case cases[] = {
+      {"socket", [] { ::socket(AF_INET, SOCK_STREAM, 0); }},
+      {"execve", [] { char* argv[] = {sh, nullptr}; ::execve(sh, argv, environ); }},
+      {"ptrace", [] { ::syscall(SYS_ptrace, 0 /* TRACEME */, 0, 0, 0); }},
+      {"rt_sigaction", [] { ::signal(SIGSYS, SIG_IGN); }},
+  };
+  for (const auto& k : cases) {
+    CAPTURE(k.name);
+    Child worker([&](int channel) {
+      Containment c;
+      ContainmentConfig config;
+      config.sandbox = true;
+      if (!c.setup(config, channel).empty()) return 1;
+      // Allowed: a socketpair reaches nothing outside.
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 2;
+      // A UNIX socket is refused, not a violation: glibc's getpwuid tries nscd through one.
+      if (::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) >= 0 || errno != EACCES) return 4;
+      if (::getpwuid(::getuid()) == nullptr) return 5;
+      k.call();
+      return 3;
+    });
+    auto f = worker.frame();
+    REQUIRE(f.header.type == proto::FrameType::contained);
+    auto c = proto::decode_contained(f.view());
+    CHECK(c.kind == proto::ContainedKind::syscall);
+    CHECK(c.name == k.name);
+    CHECK(worker.wait() == static_cast<int>(proto::WorkerExit::contained));
+  }
+}
+
+TEST_CASE("Containment.sandbox.network_and_exec_when_allowed") {
+  Child worker([](int channel) {
+    Containment c;
+    ContainmentConfig config;
+    config.sandbox = true;
+    config.network = true;
+    config.exec = true;
+    if (!c.setup(config, channel).empty()) return 1;
+    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return 2;
+    ::close(s);
+    pid_t p = ::fork();
+    if (p == 0) {
+      ::execl("/bin/true", "true", static_cast<char*>(nullptr));
+      _exit(50);
+    }
+    int status = 0;
+    ::waitpid(p, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 3;
+  });
+  CHECK(worker.wait() == 0);
+}
+
+namespace {
+
+/// ferry-worker with `args`; returns its exit code, and the first frame it sent in `first`.
+int run_worker_program(const std::vector<std::string>& args, proto::FrameType* first,
+                       const std::function<void(int host, int worker_pid)>& then = {}) {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(sv[1], 3);
+    std::vector<char*> argv{const_cast<char*>(FERRY_TEST_WORKER), const_cast<char*>("--fd"),
+                            const_cast<char*>("3")};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(FERRY_TEST_WORKER, argv.data());
+    _exit(127);
+  }
+  ::close(sv[1]);
+  ferry::detail::FrameReader reader(proto::default_max_frame);
+  ferry::detail::Frame f;
+  bool got = false;
+  for (;;) {
+    if (reader.next(f)) {
+      got = true;
+      break;
+    }
+    if (reader.fill(sv[0], 0) <= 0) break;
+  }
+  if (got && first) *first = f.header.type;
+  if (got && then) then(sv[0], f.header.type == proto::FrameType::hello ? proto::decode_hello(f.view()).pid : -1);
+  ::close(sv[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+TEST_CASE("Containment.worker_program.parses_its_options") {
+  proto::FrameType first{};
+  CHECK(run_worker_program({"--limits", "1,2,3"}, nullptr) == static_cast<int>(proto::WorkerExit::usage));
+  CHECK(run_worker_program({"--limits", "1,2,3,4,x"}, nullptr) == static_cast<int>(proto::WorkerExit::usage));
+  CHECK(run_worker_program({"--read"}, nullptr) == static_cast<int>(proto::WorkerExit::usage));
+  auto dir = temp_dir();
+  // Sandboxed, limited: it says hello, then exits cleanly when the host closes the channel.
+  int code = run_worker_program({"--limits", "1073741824,5,256,16,1048576", "--sandbox", "0", "--read",
+                                 FERRY_TEST_PLUGIN_DIR, "--write", dir.string(), "--read", "/nonexistent"},
+                                &first);
+  CHECK(first == proto::FrameType::hello);
+  CHECK(code == static_cast<int>(proto::WorkerExit::host_gone));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Containment.worker_program.runs_a_plugin_task_in_its_sandbox") {
+  proto::FrameType first{};
+  int code = run_worker_program(
+      {"--sandbox", "0", "--read", FERRY_TEST_PLUGIN_DIR, "--limits", "0,0,0,0,0"}, &first, [](int host, int) {
+        using ferry::detail::Buffer;
+        Buffer args;
+        ferry::detail::encode_values(args, 7);
+        // limits frame first: the tasks that follow get these.
+        proto::TaskLimits l;
+        l.open_files = 200;
+        REQUIRE(ferry::detail::send_all(host, {proto::encode_limits(l).view()}));
+        REQUIRE(ferry::detail::send_all(
+            host, {proto::encode_define({0, proto::RefKind::plugin, FERRY_TEST_MATH_PLUGIN, "square",
+                                         ferry::detail::Signature<int, int>::fingerprint, "sig"})
+                       .view()}));
+        Buffer head = proto::encode_task_head({1, 0, 1}, args.size());
+        REQUIRE(ferry::detail::send_all(host, {head.view(), args.view()}));
+        ferry::detail::FrameReader reader(proto::default_max_frame);
+        ferry::detail::Frame f;
+        while (!reader.next(f)) REQUIRE(reader.fill(host, 0) > 0);
+        REQUIRE(f.header.type == proto::FrameType::result);
+        proto::BodyReader r(f.view());
+        auto h = proto::decode_result_head(r);
+        CHECK(h.status == proto::ResultStatus::ok);
+        CHECK(ferry::detail::decode_value<int>(r.rest()) == 49);
+      });
+  CHECK(first == proto::FrameType::hello);
+  CHECK(code == static_cast<int>(proto::WorkerExit::host_gone));
+}
+
+TEST_CASE("Containment.worker_program.file_size_signal_is_a_contained_frame") {
+  // A task's write past RLIMIT_FSIZE raises SIGXFSZ in the worker; here the task sends it itself.
+  proto::FrameType first{};
+  int code = run_worker_program(
+      {"--sandbox", "0", "--read", FERRY_TEST_PLUGIN_DIR, "--limits", "0,0,0,0,65536"}, &first,
+      [](int host, int pid) {
+        using ferry::detail::Buffer;
+        REQUIRE(pid > 0);
+        Buffer args;
+        ferry::detail::encode_values(args, pid, static_cast<int>(SIGXFSZ));
+        REQUIRE(ferry::detail::send_all(
+            host, {proto::encode_define({0, proto::RefKind::plugin, FERRY_TEST_CRASH_PLUGIN, "kill_pid",
+                                         ferry::detail::Signature<int, int, int>::fingerprint, "sig"})
+                       .view()}));
+        Buffer head = proto::encode_task_head({1, 0, 1}, args.size());
+        REQUIRE(ferry::detail::send_all(host, {head.view(), args.view()}));
+        ferry::detail::FrameReader reader(proto::default_max_frame);
+        ferry::detail::Frame f;
+        while (!reader.next(f)) REQUIRE(reader.fill(host, 0) > 0);
+        REQUIRE(f.header.type == proto::FrameType::contained);
+        auto c = proto::decode_contained(f.view());
+        CHECK(c.kind == proto::ContainedKind::file_size);
+        CHECK(c.value == 65536);
+        CHECK(c.name == "file_size");
+      });
+  CHECK(first == proto::FrameType::hello);
+  CHECK(code == static_cast<int>(proto::WorkerExit::contained));
+}
