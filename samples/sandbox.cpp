@@ -3,6 +3,9 @@
 // stopped with its own typed error, its worker is replaced, and the pool goes on.
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include <ferry/ferry.hpp>
@@ -36,7 +39,12 @@ int main(int argc, char** argv) {
   report("connect 127.0.0.1:9", [&] { ex.submit<int>("connect_loopback", 9).get(); });
   report("exec /bin/sh", [&] { ex.submit<int>("exec_shell").get(); });
   // Files outside what the sandbox allows fail inside the task, as ordinary code expects.
-  report("read this program", [&] { ex.submit<std::string>("read_file", std::string(argv[0])).get(); });
+  char dir[] = "/tmp/ferry-sample-XXXXXX";
+  if (!::mkdtemp(dir)) return 1;
+  const std::string secret = std::string(dir) + "/secret";
+  std::ofstream(secret) << "not for tasks\n";
+  report("read a file outside", [&] { ex.submit<std::string>("read_file", secret).get(); });
+  std::filesystem::remove_all(dir);
   // The private temporary directory ($TMPDIR in the worker) is writable.
   std::string tmp = ex.submit<std::string>("temp_dir").get();
   std::cout << "write into $TMPDIR: " << ex.submit<bool>("write_file", tmp + "/note", std::string("ok")).get()
