@@ -263,6 +263,7 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
         case protocol::FrameType::contained: handle_contained(w, f); break;
         default: throw protocol::ProtocolError("unexpected frame type from worker");
       }
+      if (w.discarding) return;  // it is being killed: nothing it sent after counts
     } catch (const protocol::ProtocolError& e) {
       reject_garbage(w, e.what());
       return;
@@ -304,6 +305,9 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
 
 void Pool::handle_contained(WorkerSlot& w, const Frame& f) {
   auto c = protocol::decode_contained(f.view());
+  // Whatever follows is void: a task's child that hit the sandbox writes this frame, and the
+  // worker may then answer the call itself (with the child's exit status) before it is killed.
+  w.discarding = true;
   std::lock_guard lock(mu_);
   debug_log("worker %d: contained: %s %s (%llu) %s", w.pid, protocol::contained_kind_name(c.kind),
             c.name.c_str(), static_cast<unsigned long long>(c.value), c.detail.c_str());

@@ -43,7 +43,7 @@ struct WorkerSlot {
   // ---- reading side: whoever holds the channel lease (read_mu) ----
   std::mutex read_mu;
   FrameReader reader{protocol::max_control_frame};
-  bool discarding = false;  // it sent a malformed frame: it is being killed, its bytes are dropped
+  bool discarding = false;  // malformed or contained frame: it is being killed, its bytes are dropped
 
   // ---- under the pool's mutex ----
   Phase phase = Phase::starting;
