@@ -28,6 +28,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <map>
 #include <optional>
@@ -465,6 +466,34 @@ TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACC
     CHECK(e->remote_message().find("Permission denied") != std::string::npos);
   }
   check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {
+  support::TempDir outside;
+  host_write(outside.path / "secret", "not for the task");
+  const std::string secret = (outside.path / "secret").string();
+  // The workers inherit this process's stderr: point it at a file while they run.
+  support::TempDir logs;
+  const fs::path log = logs.path / "stderr";
+  int saved = ::dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  int file = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  REQUIRE(file >= 0);
+  ::dup2(file, STDERR_FILENO);
+  ::close(file);
+  {
+    auto options = sandboxed();
+    options.env["FERRY_DEBUG"] = "1";
+    ferry::Executor ex(options);
+    auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), read_file, secret));
+    ex.shutdown();
+  }
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  INFO("worker stderr:\n" << text);
+  CHECK(text.find("sandbox: open(\"" + secret + "\") denied (EACCES)") != std::string::npos);
 }
 
 TEST_CASE("Sandbox.writing_into_home_fails_in_the_task_with_EACCES") {
