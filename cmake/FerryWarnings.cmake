@@ -12,6 +12,12 @@ if(FERRY_SANITIZE)
   string(REPLACE ";" "," _ferry_sanitizers "${FERRY_SANITIZE}")
   add_compile_options(-fsanitize=${_ferry_sanitizers} -fno-omit-frame-pointer -fno-sanitize-recover=all)
   add_link_options(-fsanitize=${_ferry_sanitizers})
+  if("undefined" IN_LIST FERRY_SANITIZE)
+    # UBSan's vptr check probes memory through a pipe: in a worker whose descriptor table a task
+    # filled on purpose (the leak tests, Limits::open_files), every virtual call then reports a
+    # false "invalid vptr" and ends the worker. The other UBSan checks stay.
+    add_compile_options(-fno-sanitize=vptr)
+  endif()
 endif()
 
 # Debug information records the directory each object was compiled in: map the build directory

@@ -143,6 +143,19 @@ TEST_CASE("Wrap.submit_and_map_like_a_registered_task") {
   CHECK(ex.map(twice, inputs) == std::vector<int>{2, 4, 6});
 }
 
+TEST_CASE("Wrap.runs_in_a_sandboxed_worker") {
+  // The sandbox lets a worker read the FERRY_WRAP cache (and nothing of this test's directory
+  // besides): a wrapped function loads and runs there like a registered task.
+  CacheAt at(shared_cache());
+  auto options = support::options(1);
+  options.sandbox.enabled = true;
+  options.limits.memory = std::size_t{1} << 30;
+  ferry::Executor ex(options);
+  CHECK(ex.submit(twice, 21, std::vector<int>{}).get() == 42);
+  std::vector<int> big(1'000'000, 1);  // over the shared-memory threshold
+  CHECK(ex.submit(twice, 4, big).get() == 8);
+}
+
 TEST_CASE("Wrap.cache_is_private_and_reused") {
   FreshCache cache;
   CacheAt at(cache.path);

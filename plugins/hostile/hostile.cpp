@@ -127,9 +127,8 @@ std::string read_file(std::string path) {
   return text;
 }
 
-int exec_shell() {
-  // The child reports a failed execve through a close-on-exec pipe: EOF means the exec happened.
-  int fds[2];
+/// A close-on-exec pipe, then fork(); throws (both ends closed) when either fails.
+static pid_t fork_with_pipe(int fds[2]) {
   if (::pipe2(fds, O_CLOEXEC) < 0) fail("pipe2");
   pid_t child = ::fork();
   if (child < 0) {
@@ -139,6 +138,13 @@ int exec_shell() {
     errno = e;
     fail("fork");
   }
+  return child;
+}
+
+int exec_shell() {
+  // The child reports a failed execve through a close-on-exec pipe: EOF means the exec happened.
+  int fds[2];
+  pid_t child = fork_with_pipe(fds);
   if (child == 0) {
     ::close(fds[0]);
     ::execl("/bin/sh", "sh", "-c", "exit 7", static_cast<char*>(nullptr));
@@ -205,15 +211,7 @@ int leak_files(int n) {
 
 int setsid_grandchild() {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) < 0) fail("pipe2");
-  pid_t child = ::fork();
-  if (child < 0) {
-    int e = errno;
-    ::close(fds[0]);
-    ::close(fds[1]);
-    errno = e;
-    fail("fork");
-  }
+  pid_t child = fork_with_pipe(fds);
   if (child == 0) {
     ::close(fds[0]);
     if (::setsid() < 0) ::_exit(1);
