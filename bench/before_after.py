@@ -61,8 +61,10 @@ def main():
     parser.add_argument("after")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--metric", action="append", default=[],
+                        help="only this metric (repeatable); default: all of the table")
     args = parser.parse_args()
-    names = [m for _, m, _ in METRICS]
+    names = [m for _, m, _ in METRICS if not args.metric or m in args.metric]
     samples = {side: {m: [] for m in names} for side in ("before", "after")}
     units = {}
     for r in range(args.rounds):
@@ -77,6 +79,8 @@ def main():
     print("| metric | unit | before (median, range) | after (median, range) | after ÷ before | better is |")
     print("|---|---|---:|---:|---:|---|")
     for label, m, better in METRICS:
+        if m not in names:
+            continue
         b, a = samples["before"][m], samples["after"][m]
         if not b or not a:
             continue

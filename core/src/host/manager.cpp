@@ -225,11 +225,14 @@ int Manager::next_timeout_ms() {
   std::lock_guard lock(p_.mu_);
   auto now = Clock::now();
   auto next = Clock::time_point::max();
+  p_.cpu_ticking_ = false;
   for (const auto& [_, w] : p_.workers_) {
     next = std::min({next, w->kill_at, w->lane.deadline()});
     // A running call with a CPU time limit: its worker's CPU time is sampled every 100 ms.
-    if (const Call* c = w->lane.running(); c && c->limits.cpu_seconds && w->alive() && w->pid > 0)
+    if (const Call* c = w->lane.running(); c && c->limits.cpu_seconds && w->alive() && w->pid > 0) {
       next = std::min(next, now + cpu_sample_period);
+      p_.cpu_ticking_ = true;
+    }
     if (w->awaiting_hello()) next = std::min(next, w->spawned + hello_timeout);
   }
   if (next == Clock::time_point::max()) return -1;

@@ -189,7 +189,8 @@ void Pool::dispatch_locked() {
       w.outbox.push_view(call.args.view(), s.call);
     }
     // The manager times the running call (deadline) and samples its CPU time (Limits::cpu_time).
-    if (s.running && (call.deadline.count() > 0 || call.limits.cpu_seconds)) wake = true;
+    // A manager already ticking for CPU time finds it at its next tick: no wake-up per task.
+    if (s.running && (call.deadline.count() > 0 || (call.limits.cpu_seconds && !cpu_ticking_))) wake = true;
     if (std::find(touched.begin(), touched.end(), &w) == touched.end()) touched.push_back(&w);
   }
   sends.clear();  // the calls stay alive in their lanes and outboxes
@@ -347,7 +348,8 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
   if (!call) throw protocol::ProtocolError("result for a call not sent to it");
-  if (const Call* next = w.lane.running(); next && (next->deadline.count() > 0 || next->limits.cpu_seconds)) {
+  if (const Call* next = w.lane.running();
+      next && (next->deadline.count() > 0 || (next->limits.cpu_seconds && !cpu_ticking_))) {
     poller_.wake();  // the manager times the running call, or samples its CPU time
   } else if (w.lane.idle() && w.phase == WorkerSlot::Phase::retiring) {
     poller_.wake();  // the manager tells it to exit now that it is idle

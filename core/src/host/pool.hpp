@@ -148,6 +148,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   bool shutdown_ = false;
   bool killed_ = false;
   bool finished_ = false;         // manager loop ended
+  bool cpu_ticking_ = false;      // the manager's next wake-up samples CPU time (Limits::cpu_time)
   unsigned startup_failures_ = 0; // consecutive workers that died before hello
   std::string last_spawn_error_;
   std::exception_ptr broken_;

@@ -747,10 +747,9 @@ std::uint64_t Containment::cgroup_refusals() const {
 void Containment::begin_task(const protocol::TaskLimits& limits) {
   // The hot path: the same limits as the task before cost nothing. The limits stay in force
   // between tasks too (the next task most often has the same ones).
-  if (limits == current_) {
-    if (limits.processes != 0 && pids_events_fd_ >= 0) refusals_ = cgroup_refusals();
-    return;
-  }
+  // The cgroup's refusal count needs no fresh read either: check_after_task read it after the
+  // task before, and a worker that found it grown has gone.
+  if (limits == current_) return;
   set_soft(data, memory_limit_works ? limits.memory : 0);
   set_soft(nofile, limits.open_files);
   g_file_size_limit = limits.file_size;
