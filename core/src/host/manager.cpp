@@ -262,8 +262,6 @@ void Manager::maintain(Completions& done) {
 
 /// Kills what is overdue: workers past their kill time, running calls past their deadline, and
 /// workers that did not say hello in time.
-/// Kills what is overdue: workers past their kill time, running calls past their deadline, and
-/// workers that did not say hello in time.
 void Manager::enforce_timers_locked(Clock::time_point now) {
   for (auto& [_, w] : p_.workers_) {
     if (!w->alive()) continue;
@@ -309,8 +307,6 @@ void Manager::enforce_cpu_time_locked(WorkerSlot& w) {
 
 /// Retires idle workers once the pool is shut down and nothing is queued, and tells retired idle
 /// workers to exit (killed if they are still there after the grace period).
-/// Retires idle workers once the pool is shut down and nothing is queued, and tells retired idle
-/// workers to exit (killed if they are still there after the grace period).
 void Manager::stop_retired_locked(Clock::time_point now) {
   if (p_.shutdown_ && p_.dispatcher_.queue_empty()) {
     for (auto& [_, w] : p_.workers_)
@@ -325,8 +321,6 @@ void Manager::stop_retired_locked(Clock::time_point now) {
   }
 }
 
-/// Gives up on starting workers after repeated failures, and fails what waits when no worker
-/// can run it (workers cannot be started; every rank of a backend is gone).
 /// Gives up on starting workers after repeated failures, and fails what waits when no worker
 /// can run it (workers cannot be started; every rank of a backend is gone).
 void Manager::check_startup_locked(Clock::time_point, Completions& done) {
