@@ -56,8 +56,8 @@ void check_containment(const ExecutorOptions& options) {
   std::string missing = containment_missing(s, sb.enabled, sb.network, options.limits.processes > 0);
   if (!missing.empty())
     throw Error("ferry: cannot contain the workers as asked on this machine: " + missing +
-                " (set Sandbox::best_effort to run with what the kernel offers; `ferry info` "
-                "shows it)");
+                " (set Sandbox::best_effort, or `ferry run/map --best-effort`, to run with what "
+                "the kernel offers; `ferry info` shows it)");
 }
 
 PrivateTempDir::PrivateTempDir(bool make) {
