@@ -89,10 +89,12 @@ fs::path ferry_include_dir() {
 /// Key of the prelude's sources: every file under <include>/ferry, by relative path and content.
 /// (A header edited without a new ferry version must not reuse a stale precompiled prelude.)
 std::string headers_key(const fs::path& include_dir) {
-  static std::mutex mu;
-  static std::map<fs::path, std::string> known;
-  std::lock_guard lock(mu);
-  if (auto it = known.find(include_dir); it != known.end()) return it->second;
+  // Leaked, as Running and Builds below: build threads call this and may outlive static
+  // destruction (a map destroyed under a running build was a use after free at exit).
+  static auto* mu = new std::mutex;        // NOLINT: leaked on purpose
+  static auto* known = new std::map<fs::path, std::string>;  // NOLINT: leaked on purpose
+  std::lock_guard lock(*mu);
+  if (auto it = known->find(include_dir); it != known->end()) return it->second;
   std::vector<fs::path> files;
   std::error_code ec;
   for (fs::recursive_directory_iterator it(include_dir / "ferry", ec), end; !ec && it != end;
@@ -102,7 +104,7 @@ std::string headers_key(const fs::path& include_dir) {
   ContentHasher h;
   for (const auto& f : files)
     h.field(f.lexically_relative(include_dir).string()).field(file_content_key(f).value_or("?"));
-  return known[include_dir] = h.hex();
+  return (*known)[include_dir] = h.hex();
 }
 
 /// "<content key> <size>" of a file.
