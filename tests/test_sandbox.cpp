@@ -186,15 +186,15 @@ std::vector<pid_t> descendants_of(const std::vector<int>& roots) {
   std::map<pid_t, std::vector<pid_t>> children;
   for (auto [pid, ppid] : parents()) children[ppid].push_back(pid);
   std::vector<pid_t> out;
-  std::vector<pid_t> todo(roots.begin(), roots.end());
-  std::set<pid_t> seen(todo.begin(), todo.end());
-  while (!todo.empty()) {
-    pid_t p = todo.back();
-    todo.pop_back();
+  std::vector<pid_t> pending(roots.begin(), roots.end());
+  std::set<pid_t> seen(pending.begin(), pending.end());
+  while (!pending.empty()) {
+    pid_t p = pending.back();
+    pending.pop_back();
     for (pid_t c : children[p])
       if (seen.insert(c).second) {
         out.push_back(c);
-        todo.push_back(c);
+        pending.push_back(c);
       }
   }
   return out;
@@ -471,6 +471,20 @@ TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACC
     CHECK(e->remote_message().find("Permission denied") != std::string::npos);
   }
   check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {
+  // Another backend: containment is set up by the local launcher only.
+  auto remote = sandboxed();
+  remote.backend = "mpi";
+  CHECK_THROWS_WITH_AS(ferry::Executor{remote}, doctest::Contains("\"local\" backend only"),
+                       std::invalid_argument);
+  auto limited = contained({.open_files = 64});
+  limited.backend = "mpi";
+  CHECK_THROWS_AS(ferry::Executor{limited}, std::invalid_argument);
+  auto negative = contained({.cpu_time = std::chrono::seconds(-1)});
+  CHECK_THROWS_WITH_AS(ferry::Executor{negative}, doctest::Contains("cpu_time must not be negative"),
+                       std::invalid_argument);
 }
 
 TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {

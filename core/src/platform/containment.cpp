@@ -30,15 +30,6 @@ bool user_namespace_works() {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-int landlock_abi() {
-#ifdef SYS_landlock_create_ruleset
-  long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, 1u /* ..._VERSION */);
-  return abi > 0 ? static_cast<int>(abi) : 0;
-#else
-  return 0;
-#endif
-}
-
 bool seccomp_filters() {
   // PR_GET_SECCOMP fails with EINVAL without CONFIG_SECCOMP; actions_avail lists what filters can
   // return, and "trap" is the one the sandbox needs (it names the denied call).
@@ -61,6 +52,19 @@ bool pids_cgroup_writable(bool root) {
   // v2 delegation to a user is possible, but ferry does not use it.
   return root && !pids_cgroup_parent().empty();
 }
+
+}  // namespace
+
+int landlock_abi() {
+#ifdef SYS_landlock_create_ruleset
+  long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, 1u /* ..._VERSION */);
+  return abi > 0 ? static_cast<int>(abi) : 0;
+#else
+  return 0;
+#endif
+}
+
+namespace {
 
 ContainmentSupport probe() {
   ContainmentSupport s;

@@ -29,6 +29,9 @@ struct ContainmentSupport {
 /// root of a v2 hierarchy when this process is in it; "" when there is none. Not exported.
 std::string pids_cgroup_parent();
 
+/// The Landlock ABI the running kernel offers; 0 when none.
+int landlock_abi();
+
 /// The facts of this machine for this process (probed on first call, then cached; thread-safe).
 FERRY_INTERNAL_API const ContainmentSupport& containment_support();
 

@@ -314,11 +314,6 @@ struct __attribute__((packed)) LandlockPathBeneath {
 #define SYS_landlock_restrict_self 446
 #endif
 
-int landlock_abi() {
-  long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, 1u /* _VERSION */);
-  return abi > 0 ? static_cast<int>(abi) : 0;
-}
-
 /// Every file system right the running ABI knows (a right it does not know is EINVAL).
 std::uint64_t landlock_fs_rights(int abi) {
   if (abi >= 5) return (1ull << 16) - 1;  // + IOCTL_DEV (ABI 5); ABI 6 and 7 add no FS right
