@@ -60,16 +60,19 @@ constexpr std::size_t pool_size = 2;
 /// The executor options of every measured pool. `--contained` (FERRY_BENCH_CONTAINED=1, so that
 /// re-executed children agree) adds limits and a sandbox: what containment costs is the
 /// difference between a run with it and one without (bench/before_after.py puts them side by side).
+/// FERRY_BENCH_CONTAINED=limits or =sandbox adds only one of them, to tell their costs apart.
 ferry::ExecutorOptions pool_options(std::size_t workers = pool_size) {
   ferry::ExecutorOptions o{.max_workers = workers};
-  if (const char* c = std::getenv("FERRY_BENCH_CONTAINED"); c && std::string_view(c) == "1") {
+  const char* c = std::getenv("FERRY_BENCH_CONTAINED");
+  const std::string_view mode = c ? c : "";
+  if (mode == "1" || mode == "limits") {
     o.limits = {.memory = std::size_t{4} << 30,
                 .cpu_time = std::chrono::seconds(600),
                 .open_files = 4096,
                 .processes = 256,
                 .file_size = std::size_t{4} << 30};
-    o.sandbox = {.enabled = true};
   }
+  if (mode == "1" || mode == "sandbox") o.sandbox = {.enabled = true};
   return o;
 }
 

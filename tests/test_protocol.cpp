@@ -648,8 +648,8 @@ TEST_CASE("Protocol.bye.rejects_bad_reason") {
     CHECK_THROWS_WITH_AS(decode_bye(bytes_of({0})), doctest::Contains("unknown bye reason 0"),
                          ProtocolError);
   }
-  SUBCASE("6") {  // one past the last reason (descriptor_growth = 5)
-    CHECK_THROWS_WITH_AS(decode_bye(bytes_of({6})), doctest::Contains("unknown bye reason 6"),
+  SUBCASE("7") {  // one past the last reason (process_limit = 6)
+    CHECK_THROWS_WITH_AS(decode_bye(bytes_of({7})), doctest::Contains("unknown bye reason 7"),
                          ProtocolError);
   }
   SUBCASE("empty") { CHECK_THROWS_AS(decode_bye(""), ProtocolError); }

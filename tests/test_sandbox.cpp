@@ -677,6 +677,35 @@ TEST_CASE("Limits.processes_stops_a_fork_bomb_with_ResourceLimitError") {
   check_pool_is_healthy(ex);
 }
 
+TEST_CASE("Limits.processes_a_task_that_copes_keeps_its_value_and_its_worker_is_replaced") {
+  // A task whose fork is refused at the limit and that goes on (returns normally) keeps its
+  // value; its worker then leaves (what the task left running would count against the next
+  // task's limit), with no other call blamed, and a fresh worker takes its place.
+  ferry::Limits limits;
+  limits.processes = 8;
+  ferry::Executor ex(contained(limits));
+  REQUIRE(ex.warm_up(30s));
+  const std::vector<int> before = ex.worker_pids();
+  KillLeftovers leftovers;
+  int forked = value_of(ex.submit_with(hostile(), fork_until_refused, 1000));
+  std::vector<pid_t> children = descendants_of(before);
+  leftovers.add(children);
+  CHECK(forked >= 1);
+  CHECK(forked <= 8);
+  CHECK_MESSAGE(eventually([&] {
+                  auto now = ex.worker_pids();
+                  return std::any_of(before.begin(), before.end(), [&](int p) {
+                    return std::find(now.begin(), now.end(), p) == now.end();
+                  });
+                }, 10s),
+                "the worker whose task met its processes limit is still in the pool");
+  CHECK_MESSAGE(eventually([&] { return all_gone(children); }, descendants_end_within),
+                count_left(children) << " of " << children.size() << " forked processes outlived their worker");
+  // The next task has the whole limit again.
+  CHECK(value_of(ex.submit_with(hostile(), fork_until_refused, 4)) == 4);
+  check_pool_is_healthy(ex);
+}
+
 TEST_CASE("Limits.open_files_stops_a_descriptor_leak_with_ResourceLimitError") {
   ferry::Limits limits;
   limits.open_files = 64;

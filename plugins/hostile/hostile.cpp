@@ -169,10 +169,14 @@ int exec_shell() {
   return -1;
 }
 
-int fork_bomb(int n) {
+namespace {
+
+/// Forks up to `n` pausing children; on a refused fork, throws or (`cope`) returns the count.
+int fork_children(int n, bool cope) {
   int forked = 0;
   for (; forked < n; ++forked) {
     pid_t pid = ::fork();
+    if (pid < 0 && cope) break;
     if (pid < 0) fail("fork (after " + std::to_string(forked) + " children)");
     if (pid == 0) {
       // The safety net of hostile.hpp: SIGALRM's default action ends the child in 30 s.
@@ -189,6 +193,12 @@ int fork_bomb(int n) {
   }
   return forked;
 }
+
+}  // namespace
+
+int fork_bomb(int n) { return fork_children(n, false); }
+
+int fork_until_refused(int n) { return fork_children(n, true); }
 
 std::uint64_t allocate(std::uint64_t bytes, bool touch) {
   std::unique_ptr<char[]> block(new char[static_cast<std::size_t>(bytes)]);
@@ -321,6 +331,7 @@ FERRY_TASK(write_file);
 FERRY_TASK(read_file);
 FERRY_TASK(exec_shell);
 FERRY_TASK(fork_bomb);
+FERRY_TASK(fork_until_refused);
 FERRY_TASK(allocate);
 FERRY_TASK(leak_files);
 FERRY_TASK(setsid_grandchild);

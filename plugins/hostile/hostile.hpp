@@ -28,6 +28,8 @@ FERRY_EXPORT int exec_shell();
 /// also ends after 30 s by itself (SIGALRM), so a missing containment leaks them (and the worker's
 /// channel they inherited) for 30 s instead of forever; the tests look for them within 2 s.
 FERRY_EXPORT int fork_bomb(int n);
+/// fork_bomb that copes: a refused fork ends the loop, and the task returns how many it forked.
+FERRY_EXPORT int fork_until_refused(int n);
 /// `new char[bytes]`; with `touch`, writes to every page (resident, not only reserved). The
 /// memory is freed before returning `bytes`. std::bad_alloc escapes as it is.
 FERRY_EXPORT std::uint64_t allocate(std::uint64_t bytes, bool touch);

@@ -230,7 +230,7 @@ int Manager::next_timeout_ms() {
     next = std::min({next, w->kill_at, w->lane.deadline()});
     // A running call with a CPU time limit: its worker's CPU time is sampled every 100 ms.
     if (const Call* c = w->lane.running(); c && c->limits.cpu_seconds && w->alive() && w->pid > 0) {
-      next = std::min(next, now + cpu_sample_period);
+      next = std::min(next, std::max(now, w->cpu_sample_at));
       p_.cpu_ticking_ = true;
     }
     if (w->awaiting_hello()) next = std::min(next, w->spawned + hello_timeout);
@@ -269,7 +269,7 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
       p_.signal_kill_locked(*w);
       w->kill_at = Clock::time_point::max();
     }
-    enforce_cpu_time_locked(*w);
+    enforce_cpu_time_locked(*w, now);
     if (!w->kill_error && now >= w->lane.deadline()) {
       const Call& c = *w->lane.running();
       p_.kill_worker_locked(*w, std::make_exception_ptr(TimeoutError(
@@ -286,11 +286,15 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
 }
 
 /// Limits::cpu_time, measured by the host from /proc (a task cannot raise or hide it, as it
-/// could an rlimit of its own process): the worker's CPU ticks since its running call started,
-/// sampled when the call is first seen running and at every pass after.
-void Manager::enforce_cpu_time_locked(WorkerSlot& w) {
+/// could an rlimit of its own process): the worker's CPU ticks since its running call was first
+/// seen running, sampled once per cpu_sample_period. A call is measured from its first sample, so
+/// it may use up to one period more than its limit before the check, and up to one more before
+/// the kill; short calls come and go between samples without a read of /proc each.
+void Manager::enforce_cpu_time_locked(WorkerSlot& w, Clock::time_point now) {
   const Call* c = w.lane.running();
   if (!c || !c->limits.cpu_seconds || w.kill_error || w.pid <= 0) return;
+  if (now < w.cpu_sample_at) return;
+  w.cpu_sample_at = now + cpu_sample_period;
   std::uint64_t ticks = cpu_ticks(w.pid);
   if (ticks == UINT64_MAX) return;  // gone: its exit is reported
   if (w.cpu_call != c->id) {

@@ -59,7 +59,7 @@ class Manager {
   // maintain(): after each round of events, in phases (as libuv's uv_run).
   void maintain(Completions& done);
   void enforce_timers_locked(Clock::time_point now);
-  void enforce_cpu_time_locked(WorkerSlot& w);
+  void enforce_cpu_time_locked(WorkerSlot& w, Clock::time_point now);
   void stop_retired_locked(Clock::time_point now);
   void check_startup_locked(Clock::time_point now, Completions& done);
   std::size_t workers_to_start_locked() const;

@@ -57,10 +57,13 @@ struct WorkerSlot {
   Clock::time_point kill_at = Clock::time_point::max();  // killed if still alive then
   std::exception_ptr kill_error;  // what its running call gets when ferry killed it
   protocol::TaskLimits sent_limits;  // the limits its next task runs under (args, limits frames)
-  // CPU time of the running call, sampled by the manager (Limits::cpu_time): the call measured
-  // and the worker's CPU ticks when it started.
+  // CPU time of the running call, sampled by the manager (Limits::cpu_time): the call measured,
+  // the worker's CPU ticks when it was first seen running, and when the next sample is due (one
+  // per period, not one per pass of the manager: reading /proc for every task halved the rate of
+  // short tasks).
   std::uint64_t cpu_call = 0;
   std::uint64_t cpu_base = 0;
+  Clock::time_point cpu_sample_at{};
 
   /// Gets new calls.
   bool accepts_work() const noexcept { return phase <= Phase::ready && channel_open; }

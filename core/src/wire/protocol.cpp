@@ -43,6 +43,7 @@ const char* bye_reason_name(ByeReason r) noexcept {
     case ByeReason::memory_growth: return "memory growth";
     case ByeReason::max_tasks: return "max tasks per child";
     case ByeReason::descriptor_growth: return "descriptor growth";
+    case ByeReason::process_limit: return "processes limit met";
   }
   return "unknown";
 }

@@ -79,8 +79,9 @@ enum class ByeReason : std::uint8_t {
   memory_growth = 3,
   max_tasks = 4,
   descriptor_growth = 5,  // a task left descriptors open: recycled before it starves the next
+  process_limit = 6,      // a task's fork was refused at Limits::processes and the task went on
 };
-inline constexpr std::uint8_t max_bye_reason = 5;
+inline constexpr std::uint8_t max_bye_reason = 6;
 FERRY_INTERNAL_API const char* bye_reason_name(ByeReason r) noexcept;
 
 enum class RefKind : std::uint8_t { plugin = 0, main_program = 1 };

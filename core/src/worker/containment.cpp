@@ -779,13 +779,12 @@ std::optional<protocol::Contained> Containment::explain_failure(std::string_view
   return std::nullopt;
 }
 
-std::optional<protocol::Contained> Containment::check_after_task() {
-  if (current_.processes == 0 || pids_events_fd_ < 0) return std::nullopt;
+bool Containment::fork_refused() {
+  if (current_.processes == 0 || pids_events_fd_ < 0) return false;
   std::uint64_t now = cgroup_refusals();
-  if (now <= refusals_) return std::nullopt;
+  if (now <= refusals_) return false;
   refusals_ = now;
-  return Contained{ContainedKind::processes, current_.processes, "processes",
-                   "a fork was refused at the processes limit"};
+  return true;
 }
 
 void Containment::finish() {

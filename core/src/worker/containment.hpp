@@ -50,9 +50,10 @@ class FERRY_INTERNAL_API Containment {
   /// a full descriptor table, a refused fork at the processes limit), else nullopt.
   std::optional<protocol::Contained> explain_failure(std::string_view exception_type,
                                                      std::string_view message);
-  /// After every task: a limit hit on the way even if the task coped (a fork refused by the pids
-  /// cgroup), else nullopt.
-  std::optional<protocol::Contained> check_after_task();
+  /// After a task that succeeded: whether a fork was refused by the pids cgroup since the last
+  /// look (the task met its processes limit and coped). Reads the cgroup: the caller decides how
+  /// often (once per burst of tasks, not once per task).
+  bool fork_refused();
   /// On a clean exit: ends the children left behind (only needed without a pids cgroup; with
   /// one, the guardian ends every process of the worker's cgroup when the worker has gone).
   void finish();

@@ -288,13 +288,10 @@ class WorkerLoop {
       }
     }
     ++tasks_done_;
-    if (rec && config_.containment) {
-      // A limit that explains the failure (or that the task met and coped with) is reported
-      // instead of the failure: the host replaces a worker that went past its limits.
-      std::optional<protocol::Contained> hit;
-      if (!ok) hit = config_.containment->explain_failure(why.exception_type, why.message);
-      if (!hit) hit = config_.containment->check_after_task();
-      if (hit) {
+    if (rec && !ok && config_.containment) {
+      // A limit that explains the failure is reported instead of the failure: the host replaces
+      // a worker that went past its limits.
+      if (auto hit = config_.containment->explain_failure(why.exception_type, why.message)) {
         send(protocol::encode_contained(*hit));
         return static_cast<int>(WorkerExit::contained);
       }
@@ -334,6 +331,11 @@ class WorkerLoop {
   int maybe_recycle() {
     if (config_.max_tasks > 0 && tasks_done_ >= config_.max_tasks)
       return bye(protocol::ByeReason::max_tasks);
+    if (config_.containment && fork_check_due() && config_.containment->fork_refused()) {
+      // A task met its processes limit and went on (its result has gone to the host): what it
+      // left running counts against the next task's limit, so a fresh worker takes over.
+      return bye(protocol::ByeReason::process_limit);
+    }
     if (descriptors_leaked()) return bye(protocol::ByeReason::descriptor_growth);
     if (config_.max_memory_growth > 0) {
       std::size_t rss = resident_bytes();
@@ -344,6 +346,15 @@ class WorkerLoop {
       }
     }
     return -1;
+  }
+
+  /// Whether to look for forks refused at the processes limit after this task: reading the
+  /// cgroup costs about a microsecond, a tenth of a short task's round trip, so a burst of
+  /// pipelined tasks is checked every 64 tasks and whenever the worker is about to wait for more.
+  bool fork_check_due() {
+    if (++unchecked_tasks_ < 64 && reader_.partial()) return false;
+    unchecked_tasks_ = 0;
+    return true;
   }
 
   /// The result of the running call, sent from inside the task's entry point.
@@ -381,6 +392,7 @@ class WorkerLoop {
   std::unordered_map<std::uint32_t, Ref> refs_;
   Buffer result_, error_;
   std::size_t tasks_done_ = 0;
+  std::size_t unchecked_tasks_ = 0;  // tasks since fork_refused() was last asked
   std::size_t baseline_rss_ = 0;
   protocol::TaskLimits limits_;  // of the next task
 };
