@@ -29,6 +29,7 @@
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
 #include "wrap/wrap_compiler.hpp"
+#include "pace.hpp"
 #include "wire.hpp"
 
 namespace ferry::mpi::detail {
@@ -107,10 +108,15 @@ class Agent {
       }
       if (child_) busy |= pump_child();
       sender_.progress();
-      if (!busy) {
-        pollfd p[2] = {{child_ ? child_->sock.get() : -1, POLLIN, 0},
+      if (busy) {
+        pace_.active();
+      } else {
+        // The worker's channel and its end wake the agent at once; the host's messages are seen
+        // at the next look.
+        short out = child_ && !child_->to_worker.empty() ? POLLOUT : 0;
+        pollfd p[2] = {{child_ ? child_->sock.get() : -1, static_cast<short>(POLLIN | out), 0},
                        {child_ ? child_->pidfd.get() : -1, POLLIN, 0}};
-        ::poll(p, 2, 1);
+        pace_.wait(p, 2);
       }
     }
   }
@@ -300,6 +306,7 @@ class Agent {
   std::map<std::string, std::string> local_;    // host path → path here
   fs::path cache_ = shipped_cache_dir();
   Clock::time_point last_heard_, last_sent_;
+  Pace pace_;
 };
 
 }  // namespace

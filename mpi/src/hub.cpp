@@ -39,6 +39,7 @@
 #include "platform/trust.hpp"
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
+#include "pace.hpp"
 #include "wire.hpp"
 
 namespace ferry::mpi::detail {
@@ -52,12 +53,22 @@ using ferry::detail::Fd;
 namespace {
 
 /// A pool worker served by an agent: the hub's end of the pool's channel, and how it ended.
+/// Ends a nap of the hub's loop (an eventfd the hub polls; the hub lives until exit).
+void signal_event(int fd) {
+  std::uint64_t one = 1;
+  ssize_t r = ::write(fd, &one, sizeof one);
+  (void)r;
+}
+
 class Slot final : public ferry::LaunchedWorker {
  public:
-  Slot() : exit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  explicit Slot(int hub_wake) : hub_wake_(hub_wake), exit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
   int pid() const override { return 0; }  // on another node: its hello tells it
   int exit_fd() const override { return exit_.get(); }
-  void kill() override { kill_requested = true; }
+  void kill() override {
+    kill_requested = true;
+    signal_event(hub_wake_);
+  }
   ExitStatus status() override {
     std::lock_guard lock(mu);
     return status_;
@@ -70,9 +81,7 @@ class Slot final : public ferry::LaunchedWorker {
       ended = true;
       status_ = std::move(st);
     }
-    std::uint64_t one = 1;
-    ssize_t r = ::write(exit_.get(), &one, sizeof one);
-    (void)r;
+    signal_event(exit_.get());
   }
 
   Fd channel;  // hub's end
@@ -87,6 +96,7 @@ class Slot final : public ferry::LaunchedWorker {
   std::mutex mu;
 
  private:
+  int hub_wake_;
   ExitStatus status_;
   Fd exit_;
 };
@@ -131,6 +141,7 @@ class Hub {
     if (!initialised_) return;  // never started
     if (init_error_.empty()) init_error_ = "ferry's MPI backend was stopped (ferry::mpi::finalize)";
     quit_ = true;
+    signal_event(wake_.get());
     stopped_cv_.wait_for(lock, limit, [&] { return stopped_; });
   }
 
@@ -151,7 +162,7 @@ class Hub {
       why = std::string("socketpair: ") + std::strerror(errno);
       return std::nullopt;
     }
-    auto slot = std::make_shared<Slot>();
+    auto slot = std::make_shared<Slot>(wake_.get());
     slot->channel = Fd(sv[1]);
     ::fcntl(sv[1], F_SETFL, ::fcntl(sv[1], F_GETFL) | O_NONBLOCK);
     slot->args = args;
@@ -165,6 +176,7 @@ class Hub {
       }
       waiting_.push_back(slot);
     }
+    signal_event(wake_.get());
     return ferry::Launcher::Launched{sv[0], slot};
   }
 
@@ -505,12 +517,31 @@ class Hub {
         }
       }
       sender_.progress();
-      if (!busy) {
-        // MPI has no descriptor to wait on: a short nap between polls.
-        ::poll(nullptr, 0, 1);
+      if (busy) {
+        pace_.active();
+      } else {
+        nap();
       }
     }
     leave();
+  }
+
+  /// Nothing to do: waits for the pool's channels, a launch, a kill or quit (descriptors end the
+  /// wait at once) or the next look for MPI messages (Pace).
+  void nap() {
+    fds_.clear();
+    fds_.push_back({wake_.get(), POLLIN, 0});
+    for (auto& a : agents_) {
+      if (!a.alive || !a.slot || !a.slot->started || a.slot->stop_sent) continue;
+      Slot& s = *a.slot;
+      fds_.push_back({s.channel.get(), static_cast<short>(POLLIN | (s.to_pool.empty() ? 0 : POLLOUT)), 0});
+    }
+    pace_.wait(fds_.data(), fds_.size());
+    if (fds_[0].revents & POLLIN) {
+      std::uint64_t v;
+      while (::read(wake_.get(), &v, sizeof v) > 0) {
+      }
+    }
   }
 
   std::mutex mu_;
@@ -525,7 +556,10 @@ class Hub {
   std::string spawn_failure_;
   std::size_t alive_agents_ = 0;
   std::deque<std::shared_ptr<Slot>> waiting_;
+  Fd wake_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};  // launch(), Slot::kill() and stop() end a nap
   // Below: the hub thread only.
+  Pace pace_;
+  std::vector<pollfd> fds_;
   std::vector<Agent> agents_;
   std::deque<std::shared_ptr<Slot>> unassigned_;  // launched, waiting for a free rank
   Sender sender_;

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<ConfigVariable, 15> table = {{
+constexpr std::array<ConfigVariable, 16> table = {{
     {"FERRY_PLUGIN_PATH", "colon-separated plugin directories, after ExecutorOptions::plugin_dirs",
      "none"},
     {"FERRY_WORKER", "path of ferry-worker", "the one installed with libferry, then $PATH"},
@@ -39,6 +39,10 @@ constexpr std::array<ConfigVariable, 15> table = {{
     {"FERRY_MPI_TIMEOUT_MS",
      "MPI backend: silence after which a rank (or the host) is declared dead, 100 to 3600000",
      "3000"},
+    {"FERRY_MPI_SPIN_US",
+     "MPI backend: microseconds the hub and agents busy-poll after activity before napping "
+     "(0 to 1000000)",
+     "500"},
     {"FERRY_MPI_SHIP", "MPI backend: 'always' ships plugins even when a node has the same path",
      "ship only what a node lacks"},
     {"FERRY_MPI_WORKER", "MPI backend: path of ferry-mpi-worker for spawned agents",
@@ -142,6 +146,9 @@ Config Config::read() {
   std::uint64_t timeout = static_cast<std::uint64_t>(c.mpi_timeout.count());
   r.number("FERRY_MPI_TIMEOUT_MS", timeout, 100, 3'600'000, false);
   c.mpi_timeout = std::chrono::milliseconds(timeout);
+  std::uint64_t mpi_spin = static_cast<std::uint64_t>(c.mpi_spin.count());
+  r.number("FERRY_MPI_SPIN_US", mpi_spin, 0, 1'000'000, false);
+  c.mpi_spin = std::chrono::microseconds(mpi_spin);
   r.flag("FERRY_ALLOW_UNSAFE_PLUGINS", c.allow_unsafe_plugins);
   r.flag("FERRY_DEBUG", c.debug);
   if (auto v = get("FERRY_MPI_SHIP"); v && !v->empty()) {

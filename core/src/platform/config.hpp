@@ -42,6 +42,7 @@ struct FERRY_INTERNAL_API Config {
   std::string cxx;                                          // FERRY_CXX
   std::vector<std::string> wrap_flags;                      // FERRY_WRAP_FLAGS
   std::chrono::milliseconds mpi_timeout{3000};              // FERRY_MPI_TIMEOUT_MS
+  std::chrono::microseconds mpi_spin{500};                  // FERRY_MPI_SPIN_US
   bool mpi_ship_always = false;                             // FERRY_MPI_SHIP=always
   std::filesystem::path mpi_worker;                         // FERRY_MPI_WORKER
 

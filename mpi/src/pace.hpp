@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// When the MPI hub and the node agents look for work again. MPI gives no descriptor to wait on
+// (shared memory and the TCP progress thread complete messages behind MPI_Iprobe's back), so a
+// loop that must answer within microseconds polls; one that polls forever burns a core.
+#pragma once
+
+#include <poll.h>
+
+#include <chrono>
+
+namespace ferry::mpi::detail {
+
+/// Adaptive pacing: spin (yielding the CPU to anything else runnable) for a short window after
+/// the last activity, then nap in ppoll() on the loop's descriptors, the nap doubling from
+/// `first_nap` up to `longest_nap`. Activity on a descriptor ends a nap at once; an MPI message
+/// is seen at the next look, so it waits at most one nap. docs/benchmarks.md has the measurements
+/// behind the defaults (FERRY_MPI_SPIN_US sets the window; 0 never spins).
+class Pace {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  static constexpr std::chrono::microseconds first_nap{50};
+  static constexpr std::chrono::microseconds longest_nap{2000};
+
+  Pace();
+
+  /// Something happened: keep spinning for the whole window from now.
+  void active() noexcept {
+    last_active_ = Clock::now();
+    nap_ = first_nap;
+  }
+
+  /// Waits before the next look: a yield inside the spin window, else a nap on `fds` (which may
+  /// be empty; negative descriptors are ignored, as poll does).
+  void wait(pollfd* fds, nfds_t count);
+
+  std::chrono::microseconds spin_window() const noexcept { return spin_; }
+
+ private:
+  std::chrono::microseconds spin_;
+  std::chrono::microseconds nap_ = first_nap;
+  Clock::time_point last_active_ = Clock::now();
+};
+
+}  // namespace ferry::mpi::detail
