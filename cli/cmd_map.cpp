@@ -26,10 +26,10 @@
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
+#include <ferry/detail/progress.hpp>
 
 #include "commands.hpp"
 #include "json.hpp"
-#include "progress.hpp"
 
 namespace ferry::cli {
 
@@ -303,7 +303,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
   try {
     Executor executor(executor_options(global, workers, options.containment));
     const TaskRef ref{.library = info.library, .name = info.name};
-    Progress progress(::isatty(STDERR_FILENO) == 1 && !options.no_progress, total);
+    ferry::detail::ProgressBar progress(::isatty(STDERR_FILENO) == 1 && !options.no_progress, total, "lines");
     // Results and the bar on the same terminal: the bar steps aside while results are written.
     const bool shared_terminal = progress.enabled() && ::isatty(::fileno(io.out)) == 1;
     std::deque<Chunk> flight;

@@ -22,6 +22,10 @@ int segfault(int) {
   std::raise(SIGSEGV);
   return 0;
 }
+int segfault_if(int x, int bad) {
+  if (x == bad) std::raise(SIGSEGV);
+  return x;
+}
 int abort_task(int) { std::abort(); }
 int exit_with(int code) { std::exit(code); }
 int underscore_exit_zero(int) { ::_exit(0); }
@@ -132,6 +136,7 @@ FERRY_TASK(make_faulty);
 FERRY_TASK(throw_runtime_error);
 FERRY_TASK(throw_int);
 FERRY_TASK(segfault);
+FERRY_TASK(segfault_if);
 FERRY_TASK(abort_task);
 FERRY_TASK(exit_with);
 FERRY_TASK(underscore_exit_zero);

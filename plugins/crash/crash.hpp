@@ -96,6 +96,8 @@ FERRY_EXPORT int throw_runtime_error(int x);
 /// `throw 42`: not a std::exception.
 FERRY_EXPORT int throw_int(int x);
 FERRY_EXPORT int segfault(int x);
+/// Segfaults when x == bad, else returns x (a map whose one input kills its worker).
+FERRY_EXPORT int segfault_if(int x, int bad);
 FERRY_EXPORT int abort_task(int x);
 /// exit(code): runs atexit handlers, unlike _exit.
 FERRY_EXPORT int exit_with(int code);

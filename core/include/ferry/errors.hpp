@@ -2,6 +2,8 @@
 // The whole ferry exception hierarchy, with named factories that keep the messages uniform.
 #pragma once
 
+#include <cstddef>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -14,6 +16,26 @@ namespace ferry {
 class FERRY_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+
+  /**
+  @brief For the error of an item of a map (map, imap, imap_unordered, map_outcomes): the index
+  of its input, counted from 0 in input order; what() ends with " (input N)". For an error of a
+  whole chunk of several inputs (its worker died running it, or it was cancelled), the chunk's
+  first input, and what() ends with " (inputs N to M)". Empty for a plain submission.
+  */
+  std::optional<std::size_t> input_index() const noexcept {
+    return input_count_ ? std::optional<std::size_t>(input_index_) : std::nullopt;
+  }
+  /// The message, with the input index when there is one.
+  const char* what() const noexcept override;
+
+  /// ferry sets this before the error reaches a future (`count` inputs from `index`).
+  void set_input_index(std::size_t index, std::size_t count = 1);
+
+ private:
+  std::size_t input_index_ = 0;
+  std::size_t input_count_ = 0;  // 0: no input index
+  std::string what_;             // what() with the index, once set
 };
 
 /**

@@ -23,6 +23,7 @@
 #include <ferry/detail/type_name.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/future.hpp>
+#include <ferry/map.hpp>
 #include <ferry/serialization.hpp>
 #include <ferry/task.hpp>
 #include <ferry/task_ref.hpp>
@@ -117,12 +118,6 @@ struct ExecutorOptions {
   Sandbox sandbox;
 
   bool operator==(const ExecutorOptions&) const = default;
-};
-
-/** @brief Options of Executor::map. */
-struct MapOptions {
-  /// Inputs per message (and per worker call); 0 = chosen from the input size and pool size.
-  std::size_t chunksize = 0;
 };
 
 /** @brief Options of Executor::shutdown. */
@@ -264,42 +259,111 @@ class FERRY_API Executor {
   }
 
   /**
-  @brief Runs `fn` on every element of `inputs` and returns the results in input order.
+  @brief Runs `fn` on every element of `inputs` and returns the results in input order (joblib's
+  `Parallel`, concurrent.futures' `Executor.map`, Ray's `ray.get([f.remote(x) ...])`).
 
   For a one-parameter `fn`, each element is its argument; otherwise each element is a tuple or
-  pair of the arguments. Inputs travel in chunks of `options.chunksize` (one message and one
-  worker call each). Blocks until all chunks end; the first failure in input order is rethrown
-  after the remaining chunks were cancelled or finished.
+  pair of the leading arguments. `extra...` are constant trailing arguments, the same for every
+  element: `fn(element..., extra...)`, encoded once per chunk, not once per element. Inputs
+  travel in chunks of `options.chunksize` (one message and one worker call each). Blocks until
+  all chunks end; the first failure in input order is rethrown (it names its input:
+  Error::input_index()) after the remaining chunks were cancelled or finished. MapOptions adds a
+  timeout, progress, a stop token and a bound on the chunks in flight.
+  @code
+  auto packed = ex.map(compress, files, {.chunksize = 16}, 6);  // compress(file, 6) for each file
+  @endcode
   */
-  template <class R, class... P, std::ranges::input_range Range>
-  auto map(R (*fn)(P...), const Range& inputs, MapOptions options = {}) {
-    detail::require_task_types<R (*)(P...)>();
-    using Sig = detail::Signature<R, P...>;
-    detail::Target target{.kind = detail::Target::Kind::function,
-                          .function = reinterpret_cast<const void*>(fn),
-                          .signature = Sig::text.view(),
-                          .fingerprint = Sig::fingerprint};
-    return map_values<R, std::remove_cvref_t<P>...>(std::move(target), inputs, options);
+  template <class R, class... P, std::ranges::input_range Range, class... X>
+  auto map(R (*fn)(P...), const Range& inputs, MapOptions options = {}, X&&... extra) {
+    if constexpr (std::is_void_v<R>) {
+      map_run<R, P...>(Mode::collect, function_target<R, P...>(fn), inputs, std::move(options),
+                       std::forward<X>(extra)...);
+    } else {
+      return map_run<R, P...>(Mode::collect, function_target<R, P...>(fn), inputs, std::move(options),
+                              std::forward<X>(extra)...)
+          .first;
+    }
+  }
+  /** @brief map over a task found by name in the plugin directories. */
+  template <class R, std::ranges::input_range Range, class... X>
+  auto map(std::string_view task, const Range& inputs, MapOptions options = {}, X&&... extra) {
+    return by_name<R, Range, X...>(task, [&]<class... W>(detail::Target t) {
+      if constexpr (std::is_void_v<R>) {
+        map_run<R, W...>(Mode::collect, std::move(t), inputs, std::move(options), std::forward<X>(extra)...);
+      } else {
+        return map_run<R, W...>(Mode::collect, std::move(t), inputs, std::move(options),
+                                std::forward<X>(extra)...)
+            .first;
+      }
+    });
   }
 
-  /** @brief map over a task found by name in the plugin directories. */
-  template <class R, std::ranges::input_range Range>
-  auto map(std::string_view task, const Range& inputs, MapOptions options = {}) {
-    using E = std::ranges::range_value_t<Range>;
-    detail::Target target{.kind = detail::Target::Kind::name, .name = std::string(task)};
-    if constexpr (detail::TupleSize<E>::value > 0) {
-      return [&]<class... A>(std::type_identity<std::tuple<A...>>) {
-        using Sig = detail::Signature<R, detail::wire_t<A>...>;
-        target.signature = Sig::text.view();
-        target.fingerprint = Sig::fingerprint;
-        return map_values<R, detail::wire_t<A>...>(std::move(target), inputs, options);
-      }(std::type_identity<decltype(std::tuple_cat(std::declval<E>()))>{});
-    } else {
-      using Sig = detail::Signature<R, detail::wire_t<E>>;
-      target.signature = Sig::text.view();
-      target.fingerprint = Sig::fingerprint;
-      return map_values<R, detail::wire_t<E>>(std::move(target), inputs, options);
-    }
+  /**
+  @brief A lazy map: a range of `fn`'s results in input order (loky's and multiprocessing's
+  `imap`, joblib's `return_as="generator"`). Inputs are pulled as the iteration goes (an unbounded
+  `std::views::iota` works), at most MapOptions::max_in_flight chunks ahead (default: about two
+  per worker), so memory stays bounded. An lvalue `inputs` must outlive the iteration; an rvalue
+  is kept by the range. An input's error is thrown by the increment that reaches its chunk.
+  @code
+  for (int r : ex.imap(square, std::views::iota(0))) if (r > 1000) break;
+  @endcode
+  */
+  template <class R, class... P, std::ranges::input_range Range, class... X>
+  auto imap(R (*fn)(P...), Range&& inputs, MapOptions options = {}, X&&... extra) {
+    return stream<R, false, P...>(function_target<R, P...>(fn), std::forward<Range>(inputs),
+                                  std::move(options), std::forward<X>(extra)...);
+  }
+  template <class R, std::ranges::input_range Range, class... X>
+  auto imap(std::string_view task, Range&& inputs, MapOptions options = {}, X&&... extra) {
+    return by_name<R, Range, X...>(task, [&]<class... W>(detail::Target t) {
+      return stream<R, false, W...>(std::move(t), std::forward<Range>(inputs), std::move(options),
+                                    std::forward<X>(extra)...);
+    });
+  }
+
+  /**
+  @brief As imap, in completion order: a range of ferry::Indexed<R> (`.index` of the input,
+  `.value`) (multiprocessing's `imap_unordered`, joblib's `return_as="generator_unordered"`,
+  concurrent.futures' `as_completed` over a map, Ray's `ray.wait`).
+  */
+  template <class R, class... P, std::ranges::input_range Range, class... X>
+  auto imap_unordered(R (*fn)(P...), Range&& inputs, MapOptions options = {}, X&&... extra) {
+    return stream<R, true, P...>(function_target<R, P...>(fn), std::forward<Range>(inputs),
+                                 std::move(options), std::forward<X>(extra)...);
+  }
+  template <class R, std::ranges::input_range Range, class... X>
+  auto imap_unordered(std::string_view task, Range&& inputs, MapOptions options = {}, X&&... extra) {
+    return by_name<R, Range, X...>(task, [&]<class... W>(detail::Target t) {
+      return stream<R, true, W...>(std::move(t), std::forward<Range>(inputs), std::move(options),
+                                   std::forward<X>(extra)...);
+    });
+  }
+
+  /**
+  @brief A map that keeps going: one ferry::Outcome<R> per input, in input order, each its value
+  or its own error (`ferry map --keep-going`; joblib has no equivalent, Ray users write
+  `ray.get` in a try per object). A failing input fails only itself: the rest of its chunk runs
+  again; a worker that dies fails only the input it was running (its chunk's inputs run again one
+  by one). An input that cannot be encoded gets its SerializationError. After a stop, inputs that
+  did not run get CancelledError (of a range without a size, only those already pulled).
+  */
+  template <class R, class... P, std::ranges::input_range Range, class... X>
+  std::vector<Outcome<R>> map_outcomes(R (*fn)(P...), const Range& inputs, MapOptions options = {},
+                                       X&&... extra) {
+    static_assert(!std::is_void_v<R>, "ferry: map_outcomes needs a task that returns a value");
+    return map_run<R, P...>(Mode::outcomes, function_target<R, P...>(fn), inputs, std::move(options),
+                            std::forward<X>(extra)...)
+        .second;
+  }
+  template <class R, std::ranges::input_range Range, class... X>
+  std::vector<Outcome<R>> map_outcomes(std::string_view task, const Range& inputs, MapOptions options = {},
+                                       X&&... extra) {
+    static_assert(!std::is_void_v<R>, "ferry: map_outcomes needs a task that returns a value");
+    return by_name<R, Range, X...>(task, [&]<class... W>(detail::Target t) {
+      return map_run<R, W...>(Mode::outcomes, std::move(t), inputs, std::move(options),
+                              std::forward<X>(extra)...)
+          .second;
+    });
   }
 
   /**
@@ -377,83 +441,302 @@ class FERRY_API Executor {
     return Future<R>(std::move(state));
   }
 
-  template <class R, class... W, class Range>
-  auto map_values(detail::Target target, const Range& inputs, MapOptions options) {
-    detail::require_owning_result<R>();
-    using E = std::ranges::range_value_t<Range>;
-    std::size_t total = 0;
-    if constexpr (std::ranges::sized_range<Range>) total = std::ranges::size(inputs);
-    std::size_t chunk = options.chunksize ? options.chunksize : default_chunksize(total);
-    using Chunk = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
-    std::vector<Future<Chunk>> chunks;
-    if constexpr (std::ranges::sized_range<Range>) chunks.reserve(total / chunk + 1);
-    std::optional<detail::Encoder> encoder;
-    encoder.emplace();
-    std::uint32_t items = 0;
-    auto flush = [&] {
-      auto state = detail::make_state<Chunk>(items);
-      submit_encoded(target, encoder->take(), items, state, SubmitOptions{});
-      chunks.emplace_back(std::move(state));
-      encoder.emplace();
-      items = 0;
-    };
-    for (const E& element : inputs) {
-      try {
-        if constexpr (sizeof...(W) == 1) {
-          (*encoder)(detail::as_param<W...>(element));
-        } else {
-          static_assert(detail::TupleSize<E>::value == sizeof...(W),
-                        "ferry: map over a task of several parameters takes a range of tuples "
-                        "(or pairs) with one element per parameter");
-          std::apply([&](const auto&... a) { (*encoder)(detail::as_param<W>(a)...); }, element);
-        }
-      } catch (...) {
-        // As in submit_values: anything thrown, not only a std::exception.
-        std::string reason = detail::current_exception_reason();
-        for (auto& c : chunks) c.cancel();
-        throw SerializationError(SerializationStage::encode_arguments, std::string(target.signature),
-                                 std::move(reason), target.name);
-      }
-      if (++items == chunk) flush();
-    }
-    if (items) flush();
-    return collect(chunks);
+  enum class Mode { collect, outcomes };
+
+  template <class R, class... P>
+  static detail::Target function_target(R (*fn)(P...)) {
+    detail::require_task_types<R (*)(P...)>();
+    using Sig = detail::Signature<R, P...>;
+    return detail::Target{.kind = detail::Target::Kind::function,
+                          .function = reinterpret_cast<const void*>(fn),
+                          .signature = Sig::text.view(),
+                          .fingerprint = Sig::fingerprint};
   }
 
-  template <class Chunk>
-  static auto collect(std::vector<Future<Chunk>>& chunks) {
-    std::exception_ptr first;
-    for (auto& c : chunks) {
-      if (first) {
-        c.cancel();
-        continue;
-      }
-      c.wait();
-      if (auto e = c.exception()) first = e;
+  /// A by-name map: the parameter types are the elements' (a tuple's members) and the extras'.
+  template <class R, class Range, class... X, class F>
+  static auto by_name(std::string_view task, F&& f) {
+    using E = std::ranges::range_value_t<Range>;
+    detail::Target target{.kind = detail::Target::Kind::name, .name = std::string(task)};
+    auto with = [&]<class... W>(std::type_identity<std::tuple<W...>>) {
+      using Sig = detail::Signature<R, W...>;
+      target.signature = Sig::text.view();
+      target.fingerprint = Sig::fingerprint;
+      return f.template operator()<W...>(std::move(target));
+    };
+    if constexpr (detail::TupleSize<E>::value > 0) {
+      return [&]<class... A>(std::type_identity<std::tuple<A...>>) {
+        return with(std::type_identity<std::tuple<detail::wire_t<A>..., detail::wire_t<X>...>>{});
+      }(std::type_identity<decltype(std::tuple_cat(std::declval<E>()))>{});
+    } else {
+      return with(std::type_identity<std::tuple<detail::wire_t<E>, detail::wire_t<X>...>>{});
     }
-    if (first) {
-      for (auto& c : chunks) c.wait();
-      std::rethrow_exception(first);
-    }
-    if constexpr (!std::is_void_v<Chunk>) {
-      std::vector<Chunk> parts;
-      parts.reserve(chunks.size());
-      std::size_t total = 0;
-      for (auto& c : chunks) {
-        parts.push_back(c.get());
-        total += parts.back().size();
+  }
+
+  /// Where a map's inputs come from, and how each chunk of them is encoded.
+  template <class View, class... W>
+  struct MapSource {
+    View view;
+    std::ranges::iterator_t<View> it;
+    std::ranges::sentinel_t<View> end;
+    std::size_t next = 0;            // index of the next input
+    std::size_t chunk = 1;
+    bool keep = false;               // keep going: record item ends, and encoding errors
+    std::string_view signature;
+    std::string name;
+    detail::Buffer prefix;           // the shared trailing arguments, encoded once
+    std::vector<std::pair<std::size_t, std::exception_ptr>> unencodable;  // keep going
+
+    static constexpr std::size_t params = sizeof...(W);
+
+    MapSource(View v) : view(std::move(v)), it(std::ranges::begin(view)), end(std::ranges::end(view)) {}
+
+    template <class E, std::size_t... I>
+    static void encode(detail::Encoder& enc, const E& element, std::index_sequence<I...>) {
+      using T = std::tuple<W...>;
+      if constexpr (sizeof...(I) == 1 && detail::TupleSize<E>::value == 0) {
+        enc(detail::as_param<std::tuple_element_t<0, T>>(element));
+      } else {
+        static_assert(detail::TupleSize<E>::value == sizeof...(I),
+                      "ferry: map over a task of several parameters takes a range of tuples (or "
+                      "pairs) with one element per parameter (besides the constant extra arguments)");
+        enc(detail::as_param<std::tuple_element_t<I, T>>(std::get<I>(element))...);
       }
-      Chunk out;
-      out.reserve(total);
-      for (auto& part : parts)
-        out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+    }
+
+    /// Encodes the next chunk; false when no input is left.
+    template <std::size_t Own, class Chunk>
+    bool produce(Chunk& c) {
+      while (it != end) {
+        detail::Encoder enc;
+        enc.raw(prefix);
+        c.prefix = static_cast<std::uint32_t>(prefix.size());
+        c.first = next;
+        c.count = 0;
+        for (; it != end && c.count < chunk; ++it) {
+          const std::size_t at = enc.size();
+          try {
+            encode(enc, *it, std::make_index_sequence<Own>{});
+          } catch (...) {
+            // Anything thrown, not only a std::exception, as in submit_values.
+            SerializationError e(SerializationStage::encode_arguments, std::string(signature),
+                                 detail::current_exception_reason(), name);
+            e.set_input_index(next);
+            if (!keep) throw e;
+            enc.truncate(at);
+            unencodable.emplace_back(next++, std::make_exception_ptr(std::move(e)));
+            continue;
+          }
+          ++next;
+          ++c.count;
+          if (keep) c.ends.push_back(static_cast<std::uint32_t>(enc.size()));
+        }
+        if (c.count == 0) continue;  // every input of it was unencodable
+        c.args = enc.take();
+        return true;
+      }
+      return false;
+    }
+  };
+
+  /// The engine behind map, imap, imap_unordered and map_outcomes: a source of chunks over
+  /// `inputs`, and a run that sends them.
+  template <class R, class... W, class Range, class... X>
+  auto make_source(detail::Target& target, Range&& inputs, const MapOptions& options, X&&... extra) {
+    constexpr std::size_t nx = sizeof...(X);
+    static_assert(nx <= sizeof...(W), "ferry: more extra arguments than the task has parameters");
+    static_assert(nx < 256, "ferry: at most 255 extra arguments");
+    (detail::require_serializable<W>(), ...);
+    detail::require_serializable<R>();
+    detail::require_owning_result<R>();
+    using View = std::views::all_t<Range>;
+    auto src = std::make_shared<MapSource<View, W...>>(std::views::all(std::forward<Range>(inputs)));
+    std::size_t total = 0;
+    if constexpr (std::ranges::sized_range<View>) total = std::ranges::size(src->view);
+    src->chunk = options.chunksize ? options.chunksize : default_chunksize(total);
+    src->signature = target.signature;
+    src->name = target.name;
+    if constexpr (nx > 0) {
+      detail::Encoder enc;
+      enc.byte(static_cast<std::uint8_t>(nx));
+      try {
+        [&]<std::size_t... J>(std::index_sequence<J...>, auto&... x) {
+          using T = std::tuple<W...>;
+          enc(detail::as_param<std::tuple_element_t<sizeof...(W) - nx + J, T>>(x)...);
+        }(std::make_index_sequence<nx>{}, extra...);
+      } catch (...) {
+        throw SerializationError(SerializationStage::encode_arguments, std::string(target.signature),
+                                 "the constant extra arguments: " + detail::current_exception_reason(),
+                                 target.name);
+      }
+      src->prefix = enc.take();
+    }
+    return std::pair{src, total};
+  }
+
+  /// Sends a chunk of a map as one call.
+  template <class V>
+  auto chunk_sender(detail::Target target, bool shared, bool keep) {
+    return [this, target = std::move(target), shared, keep](detail::MapChunk<V>& c) {
+      auto state = detail::make_state<V>(c.count);
+      submit_encoded(target, keep ? detail::Buffer(c.args) : std::move(c.args), c.count, state,
+                     SubmitOptions{}, shared ? detail::shared_args_flag : 0, c.first);
+      c.future = Future<V>(std::move(state));
+    };
+  }
+
+  template <class R, class... W, class Range, class... X>
+  auto map_run(Mode mode, detail::Target target, const Range& inputs, MapOptions options, X&&... extra) {
+    constexpr std::size_t own = sizeof...(W) - sizeof...(X);
+    using V = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+    const bool keep = mode == Mode::outcomes;
+    auto [src, total] = make_source<R, W...>(target, inputs, options, std::forward<X>(extra)...);
+    src->keep = keep;
+    detail::MapRun<V> run(
+        options, options.max_in_flight, /*ordered=*/!keep, total,
+        [src = src](detail::MapChunk<V>& c) { return src->template produce<own>(c); },
+        chunk_sender<V>(std::move(target), sizeof...(X) > 0, keep));
+    if constexpr (std::is_void_v<R>) {
+      while (auto c = run.next()) {
+        if (auto e = c->future.exception()) {
+          run.cancel_all(false);
+          std::rethrow_exception(e);
+        }
+        run.advance(c->count);
+      }
+      if (run.stopped()) throw CancelledError("map was stopped (MapOptions::stop)");
+    } else {
+      // One return type for both modes: map_outcomes takes the outcomes, map the values.
+      std::pair<std::vector<R>, std::vector<Outcome<R>>> out;
+      if (keep) {
+        out.second = outcomes<R>(run, *src, total);
+        return out;
+      }
+      out.first.reserve(total);
+      while (auto c = run.next()) {
+        if (auto e = c->future.exception()) {
+          // The first failure in input order, once the rest was cancelled or finished.
+          run.cancel_all(false);
+          std::rethrow_exception(e);
+        }
+        auto part = c->future.get();
+        out.first.insert(out.first.end(), std::make_move_iterator(part.begin()),
+                         std::make_move_iterator(part.end()));
+        run.advance(c->count);
+      }
+      if (run.stopped()) throw CancelledError("map was stopped (MapOptions::stop)");
       return out;
     }
   }
 
+  template <class R, class Src>
+  static std::vector<Outcome<R>> outcomes(detail::MapRun<std::vector<R>>& run, Src& src, std::size_t total) {
+    std::vector<Outcome<R>> out;
+    out.reserve(total);
+    auto record = [&](std::size_t index, std::exception_ptr e) {
+      out.emplace_back(index, std::move(e));
+      run.advance(1);
+    };
+    auto take = [&](detail::MapChunk<std::vector<R>>& c) {
+      std::exception_ptr e = c.future.exception();
+      if (!e) {
+        auto values = c.future.get();
+        for (std::size_t i = 0; i < values.size(); ++i) out.emplace_back(c.first + i, std::move(values[i]));
+        run.advance(c.count);
+        return;
+      }
+      switch (classify(e, c.first, c.count)) {
+        case Failed::input: {
+          // That input failed; the others of its chunk run again.
+          auto k = static_cast<std::uint32_t>(*input_of(e) - c.first);
+          record(c.first + k, e);
+          if (k > 0) run.resend(c.part(0, k));
+          if (k + 1 < c.count) run.resend(c.part(k + 1, c.count));
+          return;
+        }
+        case Failed::worker:
+          if (c.count > 1) {
+            // Which input killed the worker is not known: each runs again, alone.
+            for (std::uint32_t i = 0; i < c.count; ++i) run.resend(c.part(i, i + 1));
+            return;
+          }
+          [[fallthrough]];
+        case Failed::chunk:
+          for (std::uint32_t i = 0; i < c.count; ++i) record(c.first + i, e);
+          return;
+      }
+    };
+    for (auto& [index, e] : src.unencodable) record(index, e);
+    src.unencodable.clear();
+    while (auto c = run.next()) {
+      take(*c);
+      for (auto& [index, e] : src.unencodable) record(index, e);
+      src.unencodable.clear();
+    }
+    if (run.stopped()) {
+      // What was out ends now (cancelled, or run to its end); what was never sent is cancelled.
+      for (auto& [seq, c] : run.remaining()) {
+        c.future.wait();
+        take(c);
+      }
+      for (std::size_t i = src.next; i < total; ++i)
+        record(i, std::make_exception_ptr(CancelledError("map was stopped (MapOptions::stop) before input " +
+                                                         std::to_string(i) + " was sent")));
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
+    return out;
+  }
+
+  enum class Failed { input, worker, chunk };
+  static std::optional<std::size_t> input_of(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      return err.input_index();
+    } catch (...) {
+      return std::nullopt;
+    }
+  }
+  /// How a chunk's error concerns its inputs: one input's (the task threw, or its arguments or
+  /// result failed to travel), its worker's death, or the whole chunk's (cancelled, a plugin
+  /// error...).
+  static Failed classify(const std::exception_ptr& e, std::size_t first, std::size_t count) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const TerminatedWorkerError&) {
+      return Failed::worker;
+    } catch (const TaskError& err) {
+      auto i = err.input_index();
+      return i && *i >= first && *i < first + count ? Failed::input : Failed::chunk;
+    } catch (const SerializationError& err) {
+      auto i = err.input_index();
+      return i && *i >= first && *i < first + count ? Failed::input : Failed::chunk;
+    } catch (...) {
+      return Failed::chunk;
+    }
+  }
+
+  template <class R, bool Unordered, class... W, class Range, class... X>
+  MapStream<R, Unordered> stream(detail::Target target, Range&& inputs, MapOptions options, X&&... extra) {
+    static_assert(!std::is_void_v<R>, "ferry: imap needs a task that returns a value (use map)");
+    constexpr std::size_t own = sizeof...(W) - sizeof...(X);
+    using V = std::vector<R>;
+    auto state = std::make_unique<typename MapStream<R, Unordered>::State>();
+    state->options = std::move(options);
+    auto [src, total] = make_source<R, W...>(target, std::forward<Range>(inputs), state->options,
+                                             std::forward<X>(extra)...);
+    std::size_t limit = state->options.max_in_flight ? state->options.max_in_flight : 2 * max_workers() + 2;
+    state->run = std::make_unique<detail::MapRun<V>>(
+        state->options, limit, /*ordered=*/!Unordered, total,
+        [src](detail::MapChunk<V>& c) { return src->template produce<own>(c); },
+        chunk_sender<V>(std::move(target), sizeof...(X) > 0, false));
+    return MapStream<R, Unordered>(std::move(state));
+  }
+
+  /// `first_input`: for a map chunk, the index of its first input (errors name their input).
   void submit_encoded(const detail::Target& target, detail::Buffer args, std::uint32_t items,
                       std::shared_ptr<detail::StateBase> state, const SubmitOptions& options,
-                      std::uint8_t frame_flags = 0);
+                      std::uint8_t frame_flags = 0, std::size_t first_input = detail::no_input);
   Future<std::string> submit_json_to(detail::Target target, std::string lines, std::uint32_t items,
                                      bool keep_going);
   void fail_encoding(detail::StateBase& state, const detail::Target& target, std::string reason);

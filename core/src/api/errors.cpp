@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include <algorithm>
+
 #include "platform/format.hpp"
 #include "platform/signals.hpp"
 
@@ -13,6 +15,19 @@ namespace {
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
 std::string or_unknown(const std::string& s) { return s.empty() ? "(unknown)" : s; }
 }  // namespace
+
+const char* Error::what() const noexcept {
+  return input_count_ ? what_.c_str() : std::runtime_error::what();
+}
+
+void Error::set_input_index(std::size_t index, std::size_t count) {
+  input_index_ = index;
+  input_count_ = std::max<std::size_t>(count, 1);
+  what_ = std::runtime_error::what();
+  what_ += input_count_ == 1 ? " (input " + std::to_string(index) + ")"
+                             : " (inputs " + std::to_string(index) + " to " +
+                                   std::to_string(index + input_count_ - 1) + ")";
+}
 
 TaskError::TaskError(std::string task, std::string remote_type, std::string remote_message, int pid)
     : Error("task " + quoted(task) + " raised " + remote_type + " in worker " + std::to_string(pid) +

@@ -16,6 +16,8 @@
 #include "host/pool.hpp"
 #include "wire/protocol.hpp"
 
+static_assert(ferry::detail::shared_args_flag == ferry::detail::protocol::flag_shared_args);
+
 namespace ferry {
 
 const char* version() noexcept { return FERRY_VERSION_STRING; }
@@ -70,9 +72,10 @@ Executor::~Executor() {
 
 void Executor::submit_encoded(const detail::Target& target, detail::Buffer args,
                               std::uint32_t items, std::shared_ptr<detail::StateBase> state,
-                              const SubmitOptions& options, std::uint8_t frame_flags) {
+                              const SubmitOptions& options, std::uint8_t frame_flags,
+                              std::size_t first_input) {
   if (!succession_) {
-    pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags);
+    pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags, first_input);
     return;
   }
   std::shared_ptr<Executor> next = replacement();
@@ -80,12 +83,13 @@ void Executor::submit_encoded(const detail::Target& target, detail::Buffer args,
     std::shared_lock lock(succession_->mu);
     next = replacement();  // hand_over may have run before we took the lock
     if (!next) {
-      pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags);
+      pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags, first_input);
       return;
     }
   }
   // The replacement checks again: it may have been replaced (or shut down) meanwhile.
-  next->submit_encoded(target, std::move(args), items, std::move(state), options, frame_flags);
+  next->submit_encoded(target, std::move(args), items, std::move(state), options, frame_flags,
+                       first_input);
 }
 
 void Executor::make_reusable() { succession_ = std::make_unique<detail::Succession>(); }

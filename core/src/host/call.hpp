@@ -34,6 +34,7 @@ struct Call {
   Buffer args;
   std::uint32_t items = 1;
   std::uint8_t flags = 0;  // task frame flags (JSON)
+  std::size_t first_input = no_input;  // a map chunk's first input: its errors name their input
   unsigned retries = 0;
   Clock::duration deadline{0};  // 0 = none
   protocol::TaskLimits limits;  // the executor's, with the submission's non-zero fields over them

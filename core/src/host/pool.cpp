@@ -104,7 +104,7 @@ void Pool::start() { manager_.start(shared_from_this()); }
 
 void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
                   std::shared_ptr<StateBase> state, const SubmitOptions& options,
-                  std::uint8_t frame_flags) {
+                  std::uint8_t frame_flags, std::size_t first_input) {
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
@@ -124,6 +124,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   call->args = std::move(args);
   call->items = std::max<std::uint32_t>(items, 1);
   call->flags = frame_flags;
+  call->first_input = first_input;
   call->state = state;
   call->deadline = std::chrono::duration_cast<Clock::duration>(options.deadline);
   call->limits = merge_limits(limits_, options.limits);
@@ -367,14 +368,34 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   dispatch_locked();
 }
 
+namespace {
+
+/// Names the inputs of a map chunk in its error (Error::input_index), unless it names one already.
+void name_inputs(const std::exception_ptr& error, std::size_t first, std::size_t count) {
+  try {
+    std::rethrow_exception(error);
+  } catch (Error& e) {
+    if (!e.input_index()) e.set_input_index(first, count);
+  } catch (...) {
+  }
+}
+
+}  // namespace
+
 Completion& Pool::finish_locked(const std::shared_ptr<Call>& call, Completions& done, std::exception_ptr error) {
   dispatcher_.forget(*call);
+  if (error && call->first_input != no_input) name_inputs(error, call->first_input, call->items);
   done.push_back(Completion{call->state, Buffer(), 0, std::move(error)});
   return done.back();
 }
 
 std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w, const Failure& why) const {
-  return to_exception(why, {call.ref->display, call.ref->define, call.items, w.pid});
+  auto error = to_exception(why, {call.ref->display, call.ref->define, call.items, w.pid,
+                                  call.first_input != no_input});
+  // The worker says which item of the chunk failed at which stage: that input is named.
+  if (call.first_input != no_input && failed_at_item(why.kind))
+    name_inputs(error, call.first_input + why.item, 1);
+  return error;
 }
 
 void Pool::complete(Completions& done) {

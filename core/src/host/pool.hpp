@@ -68,7 +68,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
 
   void submit(const Target& target, Buffer args, std::uint32_t items,
               std::shared_ptr<StateBase> state, const SubmitOptions& options,
-              std::uint8_t frame_flags = 0);
+              std::uint8_t frame_flags = 0, std::size_t first_input = no_input);
   void shutdown(const ShutdownOptions& options);
   void resize(std::size_t max_workers);
   bool warm_up(Clock::duration timeout);

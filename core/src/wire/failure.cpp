@@ -99,7 +99,8 @@ std::exception_ptr to_exception(const Failure& f, const FailureContext& c) {
   const std::string& name = c.ref.name;
   const std::string symbol = std::string(task_symbol_prefix) + name;
   const std::string item =
-      c.items > 1 ? " (item " + std::to_string(f.item) + " of its map chunk)" : std::string();
+      c.items > 1 && !c.inputs_named ? " (item " + std::to_string(f.item) + " of its map chunk)"
+                                     : std::string();
   switch (f.kind) {
     case FailureKind::task_threw:
       return std::make_exception_ptr(TaskError(task + item, f.exception_type, f.message, c.pid));

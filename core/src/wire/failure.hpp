@@ -82,7 +82,14 @@ struct FailureContext {
   const protocol::Define& ref;  // the reference sent for it: task name, expected signature
   std::uint32_t items = 1;      // items of its map chunk
   int pid = 0;                  // the worker's
+  bool inputs_named = false;    // the caller names the failed input (Error::input_index)
 };
+
+/// A failure of one item of a call (its stage says which item): not of the reference.
+constexpr bool failed_at_item(FailureKind k) noexcept {
+  return k == FailureKind::decode_arguments || k == FailureKind::task_threw ||
+         k == FailureKind::encode_result;
+}
 
 /// The ferry::Error leaf the call's future throws.
 FERRY_INTERNAL_API std::exception_ptr to_exception(const Failure& f, const FailureContext& c);

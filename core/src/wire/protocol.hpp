@@ -46,6 +46,9 @@ inline constexpr std::uint8_t flag_keep_going = 2;  // JSON: a failing item's er
 // Task and result frames: the payload is in a memfd sent with the frame (SCM_RIGHTS); the body
 // ends with its size (u64) instead of the bytes.
 inline constexpr std::uint8_t flag_shm = 4;
+// Task frames: the arguments begin with a u8 count N, then the values of the task's last N
+// parameters, shared by every item of the chunk (Executor::map's constant extra arguments).
+inline constexpr std::uint8_t flag_shared_args = 8;
 
 /// Thrown on malformed bytes; the peer sending them is treated as broken.
 class FERRY_INTERNAL_API ProtocolError : public std::runtime_error {

@@ -235,6 +235,12 @@ class WorkerLoop {
     error_.clear();
     BufferWriter rw(result_), ew(error_);
     std::uint32_t flags = (frame_flags & protocol::flag_keep_going) ? invoke_keep_going : 0;
+    if ((frame_flags & protocol::flag_shared_args) && !(frame_flags & protocol::flag_json)) {
+      // The count of shared trailing arguments leads the arguments.
+      std::uint32_t shared = args.empty() ? 0 : static_cast<unsigned char>(args.front());
+      if (!args.empty()) args.remove_prefix(1);
+      flags |= shared << invoke_shared_shift;
+    }
     InvokeContext ctx{args.data(), args.size(), items, 0, InvokeStatus::ok, flags, &rw, &ew};
     if (call) {
       delivery_ = Delivery{*call, false, false};

@@ -35,6 +35,14 @@ class Encoder {
   void operator()(const Ts&... values) {
     if constexpr (sizeof...(Ts) > 0) ar_(values...);
   }
+  /// Bytes written so far (the stream writes straight into the buffer).
+  std::size_t size() const noexcept { return buffer_.size(); }
+  /// Appends one raw byte (a count ahead of the values).
+  void byte(std::uint8_t b) { buffer_.append(reinterpret_cast<const char*>(&b), 1); }
+  /// Appends bytes encoded elsewhere.
+  void raw(const Buffer& bytes) { buffer_.append(bytes.data(), bytes.size()); }
+  /// Drops what was written after `size` (a value whose encoding threw half-way).
+  void truncate(std::size_t size) { buffer_.resize(size); }
   /// The bytes so far; the encoder must not be used afterwards.
   Buffer take() { return std::move(buffer_); }
 

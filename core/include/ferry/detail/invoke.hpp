@@ -3,6 +3,7 @@
 // call, encode the result, report an exception by type and what(). Compiled into the plugin.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -56,6 +57,34 @@ constexpr P&& forward_param(T& value) noexcept {
   return static_cast<P&&>(value);
 }
 
+/// A parameter that may be one of the chunk's shared trailing arguments: a reference parameter
+/// binds to the shared value itself; a by-value or rvalue one gets a copy (in the item's own
+/// slot), so one item cannot move from what the next one receives.
+template <class P, class T>
+P&& shared_param(T& own, T& shared, bool use_shared) {
+  if constexpr (std::is_lvalue_reference_v<P>) {
+    return static_cast<P&&>(use_shared ? shared : own);
+  } else {
+    if (use_shared) {
+      if constexpr (std::is_copy_assignable_v<T>) {
+        own = shared;
+      } else {
+        throw cereal::Exception("an argument shared by every item of a map is taken by value, "
+                                "and its type cannot be copied");
+      }
+    }
+    return static_cast<P&&>(own);
+  }
+}
+
+/// Decodes the elements [from, to) of a tuple.
+template <class Archive, class Tuple>
+void decode_elements(Archive& ar, Tuple& t, std::size_t from, std::size_t to) {
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ((I >= from && I < to ? static_cast<void>(ar(std::get<I>(t))) : static_cast<void>(0)), ...);
+  }(std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+}
+
 /// What both entry points need of Fn: the tuple its arguments are decoded into (decayed types),
 /// and the call that hands each one over as the parameter type Fn declares.
 template <auto Fn>
@@ -71,9 +100,19 @@ struct TaskCall {
       return Fn(forward_param<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
     }(std::make_index_sequence<arity>{});
   }
+
+  /// As call(), the parameters from `first_shared` on taken from `shared`.
+  static decltype(auto) call(Args& args, Args& shared, std::size_t first_shared) {
+    using Params = typename Traits::params;
+    return [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
+      return Fn(shared_param<std::tuple_element_t<I, Params>>(std::get<I>(args), std::get<I>(shared),
+                                                              I >= first_shared)...);
+    }(std::make_index_sequence<arity>{});
+  }
 };
 
 /// The entry point FERRY_TASK exports for Fn: decode, call, encode, for each item of a chunk.
+/// With shared trailing arguments (invoke_shared_shift), those come first, decoded once.
 template <auto Fn>
 void invoke(InvokeContext& ctx) noexcept {
   using Call = TaskCall<Fn>;
@@ -84,16 +123,32 @@ void invoke(InvokeContext& ctx) noexcept {
     InputArchive iar(*is);
     OutputStreamLease os(ctx.result);
     OutputArchive oar(*os);
+    const std::size_t shared = (ctx.flags >> invoke_shared_shift) & invoke_shared_mask;
+    const std::size_t own = Call::arity - std::min(shared, Call::arity);
+    typename Call::Args tail;
+    if (shared) {
+      ctx.failed_item = 0;
+      ctx.status = InvokeStatus::decode_arguments_failed;
+      if (shared > Call::arity)
+        throw cereal::Exception(std::to_string(shared) + " arguments shared by every item, for a task of " +
+                                std::to_string(Call::arity) + " parameters");
+      decode_elements(iar, tail, own, Call::arity);
+    }
     for (std::uint32_t item = 0; item < ctx.items; ++item) {
       ctx.failed_item = item;
       ctx.status = InvokeStatus::decode_arguments_failed;
       typename Call::Args args;
-      if constexpr (Call::arity > 0) std::apply([&](auto&... a) { iar(a...); }, args);
+      if (shared) {
+        decode_elements(iar, args, 0, own);
+      } else if constexpr (Call::arity > 0) {
+        std::apply([&](auto&... a) { iar(a...); }, args);
+      }
       ctx.status = InvokeStatus::task_threw;
       if constexpr (std::is_void_v<R>) {
-        Call::call(args);
+        if (shared) Call::call(args, tail, own);
+        else Call::call(args);
       } else {
-        R r = Call::call(args);
+        R r = shared ? Call::call(args, tail, own) : Call::call(args);
         ctx.status = InvokeStatus::encode_result_failed;
         oar(r);
       }

@@ -27,6 +27,11 @@ namespace ferry::detail {
 class StateBase;
 using Clock = std::chrono::steady_clock;
 
+/// The first input of a submission that is not a map chunk.
+inline constexpr std::size_t no_input = static_cast<std::size_t>(-1);
+/// Task frame flag: the arguments begin with shared trailing arguments (protocol::flag_shared_args).
+inline constexpr std::uint8_t shared_args_flag = 8;
+
 /// For a catch (...) block: the what() of the exception being handled, or, for one not derived
 /// from std::exception (`throw 0`), its type, in the words the worker uses for its own stages.
 /// Rethrows a thread cancellation's unwinding.

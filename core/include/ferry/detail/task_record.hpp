@@ -11,8 +11,9 @@
 
 namespace ferry::detail {
 
-/// Bumped whenever the record layout or the invoke contract below changes (2: InvokeContext::deliver).
-inline constexpr std::uint32_t plugin_abi_version = 2;
+/// Bumped whenever the record layout or the invoke contract below changes (2: InvokeContext::deliver;
+/// 3: shared trailing arguments, invoke_shared_shift).
+inline constexpr std::uint32_t plugin_abi_version = 3;
 inline constexpr std::string_view task_symbol_prefix = "ferry_task:";
 inline constexpr std::string_view task_section = "ferry_tasks";
 inline constexpr char task_record_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'T', 'K', '\0'};
@@ -38,6 +39,10 @@ constexpr const char* invoke_stage_name(InvokeStatus s) noexcept {
 
 /// InvokeContext::flags.
 inline constexpr std::uint32_t invoke_keep_going = 1;  ///< JSON: an item's error is its result
+/// Bits 8 to 15: how many trailing parameters every item of the chunk shares (Executor::map's
+/// constant extra arguments). Their values come once, before the items' own.
+inline constexpr std::uint32_t invoke_shared_shift = 8;
+inline constexpr std::uint32_t invoke_shared_mask = 0xff;
 
 struct InvokeContext;
 using InvokeFn = void (*)(InvokeContext&) noexcept;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The progress bar of `ferry map`: one line on stderr, redrawn in place at most 10 times a second.
+// The progress bar of MapOptions::progress and `ferry map`: one line on stderr, redrawn in place
+// at most 10 times a second.
 #pragma once
 
 #include <chrono>
@@ -7,18 +8,21 @@
 #include <optional>
 #include <string>
 
-namespace ferry::cli {
+#include <ferry/detail/export.hpp>
+
+namespace ferry::detail {
 
 /**
-@brief done/total lines, rate and ETA on one line of stderr, redrawn with '\r'. Disabled (every
+@brief done/total items, rate and ETA on one line of stderr, redrawn with '\r'. Disabled (every
 call a no-op) unless constructed with `enabled`; the caller decides (isatty(2), --no-progress).
 */
-class Progress {
+class FERRY_API ProgressBar {
  public:
-  Progress(bool enabled, std::optional<std::size_t> total);
-  ~Progress();
-  Progress(const Progress&) = delete;
-  Progress& operator=(const Progress&) = delete;
+  /// `unit`: what is counted ("items", "lines").
+  ProgressBar(bool enabled, std::optional<std::size_t> total, std::string unit = "items");
+  ~ProgressBar();
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
 
   bool enabled() const noexcept { return enabled_; }
   /// Redraws if the last frame is at least 100 ms old (or `force`).
@@ -34,10 +38,11 @@ class Progress {
  private:
   bool enabled_;
   std::optional<std::size_t> total_;
+  std::string unit_;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_draw_{};
   bool drawn_ = false;
   std::size_t last_done_ = 0;
 };
 
-}  // namespace ferry::cli
+}  // namespace ferry::detail

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The progress bar of `ferry map`: frame text, throttled redraws, clearing.
-#include "progress.hpp"
+// The progress bar of MapOptions::progress and `ferry map`: frame text, throttled redraws, clearing.
+#include <ferry/detail/progress.hpp>
 
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <utility>
 
-namespace ferry::cli {
+namespace ferry::detail {
 
 namespace {
 
@@ -40,12 +41,12 @@ void write_stderr(const std::string& s) {
 
 }  // namespace
 
-Progress::Progress(bool enabled, std::optional<std::size_t> total)
-    : enabled_(enabled), total_(total), start_(std::chrono::steady_clock::now()) {}
+ProgressBar::ProgressBar(bool enabled, std::optional<std::size_t> total, std::string unit)
+    : enabled_(enabled), total_(total), unit_(std::move(unit)), start_(std::chrono::steady_clock::now()) {}
 
-Progress::~Progress() { clear(); }
+ProgressBar::~ProgressBar() { clear(); }
 
-std::string Progress::frame(std::size_t done, double seconds, std::size_t columns) const {
+std::string ProgressBar::frame(std::size_t done, double seconds, std::size_t columns) const {
   double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
   char rate_text[32];
   std::snprintf(rate_text, sizeof rate_text, rate < 10 ? "%.1f" : "%.0f", rate);
@@ -58,8 +59,8 @@ std::string Progress::frame(std::size_t done, double seconds, std::size_t column
     std::string eta = done >= total ? clock_text(0)
                       : rate > 0    ? clock_text(static_cast<double>(total - done) / rate)
                                     : std::string("--:--");
-    text = std::to_string(done) + "/" + std::to_string(total) + " lines  " +
-           std::to_string(percent) + "%  " + rate_text + " lines/s  ETA " + eta;
+    text = std::to_string(done) + "/" + std::to_string(total) + " " + unit_ + "  " +
+           std::to_string(percent) + "%  " + rate_text + " " + unit_ + "/s  ETA " + eta;
     // A bar in front when the terminal is wide enough; the line never wraps (that would break
     // the in-place redraw).
     constexpr std::size_t width = 30;
@@ -72,13 +73,13 @@ std::string Progress::frame(std::size_t done, double seconds, std::size_t column
       text = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "] " + text;
     }
   } else {
-    text = std::to_string(done) + " lines  " + rate_text + " lines/s";
+    text = std::to_string(done) + " " + unit_ + "  " + rate_text + " " + unit_ + "/s";
   }
   if (columns > 1 && text.size() > columns - 1) text.resize(columns - 1);
   return text;
 }
 
-void Progress::update(std::size_t done, bool force) {
+void ProgressBar::update(std::size_t done, bool force) {
   if (!enabled_) return;
   auto now = std::chrono::steady_clock::now();
   // At most 10 frames a second, also when the line was cleared meanwhile (results written to
@@ -92,17 +93,17 @@ void Progress::update(std::size_t done, bool force) {
   write_stderr("\r" + frame(done, seconds, terminal_columns()) + "\x1b[K");
 }
 
-void Progress::finish(std::size_t done) {
+void ProgressBar::finish(std::size_t done) {
   if (!enabled_) return;
   // The final count is always shown before the line goes, unless it is already on screen.
   if (!drawn_ || last_done_ != done) update(done, /*force=*/true);
   clear();
 }
 
-void Progress::clear() {
+void ProgressBar::clear() {
   if (!enabled_ || !drawn_) return;
   write_stderr("\r\x1b[K");
   drawn_ = false;
 }
 
-}  // namespace ferry::cli
+}  // namespace ferry::detail

@@ -1,0 +1,401 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Maps: MapOptions, ferry::Indexed and ferry::Outcome, the stream Executor::imap returns, and the
+// engine behind Executor::map, imap, imap_unordered and map_outcomes.
+#pragma once
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <ferry/detail/progress.hpp>
+#include <ferry/errors.hpp>
+#include <ferry/future.hpp>
+
+namespace ferry {
+
+/** @brief Options of Executor::map, imap, imap_unordered and map_outcomes. */
+struct MapOptions {
+  /// Inputs per message (and per worker call); 0 = chosen from the input size and pool size.
+  std::size_t chunksize = 0;
+  /// The whole map's budget, from the call (imap: from the first increment); when it runs out,
+  /// what is left is cancelled (running chunks killed too with `kill_running`) and TimeoutError
+  /// is thrown. 0 = none.
+  std::chrono::duration<double> timeout{0};
+  /// Called in the calling thread as inputs finish: (done, total), total 0 when the input range
+  /// does not know its size.
+  std::function<void(std::size_t done, std::size_t total)> on_progress;
+  /// A progress bar on stderr when it is a terminal (the one `ferry map` draws).
+  bool progress = false;
+  /// Stops the map: queued chunks are cancelled, running ones killed with `kill_running`. map
+  /// then throws CancelledError, imap and imap_unordered end, map_outcomes gives the inputs that
+  /// did not run a CancelledError.
+  std::stop_token stop;
+  /// On timeout or stop, also kill the workers running chunks of this map (they are replaced).
+  bool kill_running = false;
+  /// Chunks sent and not yet consumed, at most; 0 = about two per worker for imap and
+  /// imap_unordered (memory stays bounded however long the input), all at once for map and
+  /// map_outcomes (their results are all kept anyway).
+  std::size_t max_in_flight = 0;
+};
+
+/** @brief An element of Executor::imap_unordered: a result and the index of its input. */
+template <class R>
+struct Indexed {
+  std::size_t index = 0;
+  R value;
+};
+
+/**
+@brief The outcome of one input of Executor::map_outcomes: its value, or the error that input
+met (the analogue of `ferry map --keep-going`).
+*/
+template <class R>
+class Outcome {
+ public:
+  Outcome(std::size_t i, R value) : index(i), value_(std::move(value)) {}
+  Outcome(std::size_t i, std::exception_ptr error) : index(i), error_(std::move(error)) {}
+
+  /// The index of the input, from 0 in input order.
+  std::size_t index = 0;
+  bool ok() const noexcept { return !error_; }
+  /// The value; rethrows the error of a failed input.
+  const R& value() const& {
+    if (error_) std::rethrow_exception(error_);
+    return *value_;
+  }
+  R&& value() && {
+    if (error_) std::rethrow_exception(error_);
+    return std::move(*value_);
+  }
+  /// The error (a ferry::Error naming this input), or nullptr.
+  std::exception_ptr error() const noexcept { return error_; }
+
+ private:
+  std::optional<R> value_;
+  std::exception_ptr error_;
+};
+
+namespace detail {
+
+/// A chunk of a map: inputs [first, first + count), their encoded arguments and their future.
+template <class V>
+struct MapChunk {
+  std::size_t first = 0;
+  std::uint32_t count = 0;
+  Buffer args;                      // kept only when parts may be sent again (keep going)
+  std::vector<std::uint32_t> ends;  // keep going: where each input's bytes end in `args`
+  std::uint32_t prefix = 0;         // bytes of the shared arguments at the start of `args`
+  Future<V> future;
+
+  /// The inputs [from, to) of this chunk as a chunk of their own (keep going), with the shared
+  /// arguments ahead of them.
+  MapChunk part(std::uint32_t from, std::uint32_t to) const {
+    MapChunk p;
+    p.first = first + from;
+    p.count = to - from;
+    p.prefix = prefix;
+    std::uint32_t begin = from == 0 ? prefix : ends[from - 1];
+    p.args.append(args.data(), prefix);
+    p.args.append(args.data() + begin, ends[to - 1] - begin);
+    for (std::uint32_t i = from; i < to; ++i) p.ends.push_back(ends[i] - begin + prefix);
+    return p;
+  }
+};
+
+/**
+@brief Runs the chunks of one map: makes them as needed (at most `limit` out), sends them, and
+hands them back finished, in input order or in completion order. Timeout, stop and progress of
+MapOptions are handled here, in the calling thread.
+*/
+template <class V>
+class MapRun {
+ public:
+  using Chunk = MapChunk<V>;
+  /// Makes the next chunk (first, count, args); false when the inputs are exhausted.
+  using Produce = std::function<bool(Chunk&)>;
+  /// Sends a chunk: sets its future (args may be moved out unless kept).
+  using Send = std::function<void(Chunk&)>;
+
+  MapRun(const MapOptions& options, std::size_t limit, bool ordered, std::size_t total,
+         Produce produce, Send send)
+      : options_(options),
+        limit_(limit ? limit : SIZE_MAX),
+        ordered_(ordered),
+        total_(total),
+        produce_(std::move(produce)),
+        send_(std::move(send)),
+        bar_(options.progress && ::isatty(STDERR_FILENO) == 1,
+             total ? std::optional<std::size_t>(total) : std::nullopt) {
+    if (options_.timeout.count() > 0)
+      deadline_ = Clock::now() + std::chrono::ceil<Clock::duration>(options_.timeout);
+  }
+  MapRun(const MapRun&) = delete;
+  MapRun& operator=(const MapRun&) = delete;
+  ~MapRun() {
+    // Abandoned early (an imap left before its end, an error): what has not started never will.
+    for (auto& [seq, c] : flying_)
+      if (!c.future.ready()) c.future.cancel();
+  }
+
+  /// The next finished chunk; nullopt when every chunk was handed back, or the map was stopped
+  /// (stopped() then says so). @throws TimeoutError past MapOptions::timeout.
+  std::optional<Chunk> next() {
+    fill();
+    if (flying_.empty()) return finish();
+    if (ordered_) {
+      auto it = flying_.begin();
+      if (!wait_for([&] { return it->second.future.ready(); },
+                    [&](Clock::time_point until) { it->second.future.wait_until(until); }))
+        return finish();
+      Chunk c = std::move(it->second);
+      flying_.erase(it);
+      return c;
+    }
+    if (!wait_for(
+            [&] {
+              std::lock_guard lock(notifier_->mu);
+              return !notifier_->completed.empty();
+            },
+            [&](Clock::time_point until) {
+              std::unique_lock lock(notifier_->mu);
+              notifier_->cv.wait_until(lock, until, [&] { return !notifier_->completed.empty(); });
+            }))
+      return finish();
+    std::uint64_t seq;
+    {
+      std::lock_guard lock(notifier_->mu);
+      seq = notifier_->completed.front();
+      notifier_->completed.pop_front();
+    }
+    auto it = flying_.find(seq);
+    Chunk c = std::move(it->second);
+    flying_.erase(it);
+    return c;
+  }
+
+  /// Sends a chunk made by the caller (keep going: the parts of a failed chunk, again).
+  void resend(Chunk c) { launch(std::move(c)); }
+
+  /// Counts finished inputs for on_progress and the bar.
+  void advance(std::size_t inputs) {
+    done_ += inputs;
+    if (options_.on_progress) options_.on_progress(done_, total_);
+    bar_.update(done_);
+  }
+
+  /// Cancels every chunk out (killing running ones with `kill_running`) and waits until each has
+  /// ended.
+  void cancel_all(bool kill_running) {
+    exhausted_ = true;
+    for (auto& [seq, c] : flying_) c.future.cancel(CancelOptions{.kill_running = kill_running});
+    for (auto& [seq, c] : flying_) c.future.wait();
+  }
+
+  bool stopped() const noexcept { return stopped_; }
+  std::size_t done() const noexcept { return done_; }
+  /// The chunks still out (after a stop, those map_outcomes reports as cancelled).
+  std::map<std::uint64_t, Chunk>& remaining() noexcept { return flying_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  void fill() {
+    while (!exhausted_ && flying_.size() < limit_ && !options_.stop.stop_requested()) {
+      Chunk c;
+      if (!produce_(c)) {
+        exhausted_ = true;
+        break;
+      }
+      launch(std::move(c));
+    }
+  }
+
+  void launch(Chunk c) {
+    send_(c);
+    std::uint64_t seq = next_seq_++;
+    if (!ordered_) {
+      // Completion order: each chunk says when it is done.
+      c.future.then([n = notifier_, seq](const Future<V>&) {
+        {
+          std::lock_guard lock(n->mu);
+          n->completed.push_back(seq);
+        }
+        n->cv.notify_all();
+      });
+    }
+    flying_.emplace(seq, std::move(c));
+  }
+
+  /// Waits until `ready()`, in slices when a stop or a deadline must be watched; false when
+  /// stopped. @throws TimeoutError
+  template <class Ready, class WaitUntil>
+  bool wait_for(Ready ready, WaitUntil wait_until) {
+    const bool watch_stop = options_.stop.stop_possible();
+    while (!ready()) {
+      if (watch_stop && options_.stop.stop_requested()) {
+        stop();
+        return false;
+      }
+      auto now = Clock::now();
+      if (deadline_ && now >= *deadline_) timeout();
+      auto until = Clock::time_point::max();
+      if (watch_stop) until = now + std::chrono::milliseconds(20);
+      if (deadline_) until = std::min(until, *deadline_);
+      wait_until(until);
+    }
+    return true;
+  }
+
+  void stop() {
+    stopped_ = true;
+    exhausted_ = true;
+    for (auto& [seq, c] : flying_)
+      c.future.cancel(CancelOptions{.kill_running = options_.kill_running});
+  }
+
+  [[noreturn]] void timeout() {
+    exhausted_ = true;
+    for (auto& [seq, c] : flying_)
+      c.future.cancel(CancelOptions{.kill_running = options_.kill_running});
+    bar_.clear();
+    throw TimeoutError("map did not finish within its timeout of " +
+                       std::to_string(options_.timeout.count()) + " s: " + std::to_string(done_) +
+                       (total_ ? " of " + std::to_string(total_) : std::string()) +
+                       " inputs were done; the rest was cancelled");
+  }
+
+  std::optional<Chunk> finish() {
+    if (!stopped_) bar_.finish(done_);
+    else bar_.clear();
+    return std::nullopt;
+  }
+
+  const MapOptions& options_;
+  std::size_t limit_;
+  bool ordered_;
+  std::size_t total_;
+  Produce produce_;
+  Send send_;
+  ProgressBar bar_;
+  std::optional<Clock::time_point> deadline_;
+  std::map<std::uint64_t, Chunk> flying_;  // by sequence: input order for the chunks produced
+  std::uint64_t next_seq_ = 0;
+  std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
+  bool exhausted_ = false;
+  bool stopped_ = false;
+  std::size_t done_ = 0;
+};
+
+}  // namespace detail
+
+/**
+@brief The lazy range Executor::imap (of R, in input order) and imap_unordered (of Indexed<R>, in
+completion order) return. An input range: iterate it once. Inputs are pulled and sent as the
+iteration goes, at most MapOptions::max_in_flight chunks ahead. An error of an input is thrown by
+the increment (or begin()) that reaches the chunk holding it (with chunksize 1: that very input),
+and ends the stream; leaving the stream early cancels the chunks not yet started.
+*/
+template <class R, bool Unordered>
+class MapStream {
+ public:
+  using value_type = std::conditional_t<Unordered, Indexed<R>, R>;
+
+  struct State {
+    MapOptions options;
+    std::unique_ptr<detail::MapRun<std::vector<R>>> run;
+    std::vector<R> values;
+    std::size_t first = 0, pos = 0;
+    std::optional<value_type> current;  // imap_unordered: the element at pos
+    bool done = false;
+
+    void load() {
+      for (;;) {
+        auto c = run->next();
+        if (!c) {
+          done = true;
+          return;
+        }
+        if (auto e = c->future.exception()) {
+          done = true;
+          std::rethrow_exception(e);
+        }
+        values = c->future.get();
+        first = c->first;
+        pos = 0;
+        run->advance(c->count);
+        if (!values.empty()) break;
+      }
+      set_current();
+    }
+    void advance() {
+      if (done) return;
+      if (++pos < values.size()) return set_current();
+      load();
+    }
+    void set_current() {
+      if constexpr (Unordered) current.emplace(value_type{first + pos, std::move(values[pos])});
+    }
+    value_type& get() {
+      if constexpr (Unordered) return *current;
+      else return values[pos];
+    }
+  };
+
+  class iterator {
+   public:
+    using value_type = MapStream::value_type;
+    using difference_type = std::ptrdiff_t;
+    using iterator_concept = std::input_iterator_tag;
+
+    iterator() = default;
+    explicit iterator(State* s) : s_(s) {}
+    value_type& operator*() const { return s_->get(); }
+    value_type* operator->() const { return &s_->get(); }
+    iterator& operator++() {
+      s_->advance();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.s_ || it.s_->done; }
+
+   private:
+    State* s_ = nullptr;
+  };
+
+  explicit MapStream(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+  /// Starts the iteration (sends the first chunks and waits for the first result).
+  iterator begin() {
+    if (!started_) {
+      started_ = true;
+      state_->load();
+    }
+    return iterator(state_.get());
+  }
+  std::default_sentinel_t end() const noexcept { return {}; }
+  /// True when the map ended because MapOptions::stop was requested.
+  bool stopped() const noexcept { return state_->run->stopped(); }
+
+ private:
+  std::unique_ptr<State> state_;
+  bool started_ = false;
+};
+
+}  // namespace ferry

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// imap, imap_unordered, map_outcomes, MapOptions (timeout, progress, stop, max_in_flight), constant
+// extra arguments, and the input index every map error names.
+#include <atomic>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "crash.hpp"
+#include "math.hpp"
+#include "support/fixture.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<int> iota_vector(int n, int from = 0) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), from);
+  return v;
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("Imap.returns_results_in_input_order") {
+  ferry::Executor ex(support::options(2));
+  auto inputs = iota_vector(500, -250);
+  std::vector<int> expected;
+  for (int x : inputs) expected.push_back(x * x);
+  for (std::size_t chunk : {1, 7, 1000}) {
+    CAPTURE(chunk);
+    std::vector<int> got;
+    for (int r : ex.imap(square, inputs, {.chunksize = chunk})) got.push_back(r);
+    CHECK(got == expected);
+  }
+  static_assert(std::ranges::input_range<decltype(ex.imap(square, inputs))>);
+}
+
+TEST_CASE("Imap.pulls_inputs_lazily_from_an_unbounded_range") {
+  ferry::Executor ex(support::options(2));
+  std::atomic<int> pulled{0};
+  auto inputs = std::views::iota(0) | std::views::transform([&](int x) {
+                  ++pulled;
+                  return x;
+                });
+  int seen = 0;
+  for (int r : ex.imap(square, inputs, {.chunksize = 10, .max_in_flight = 3})) {
+    CHECK(r == seen * seen);
+    if (++seen == 100) break;
+  }
+  CHECK(seen == 100);
+  // At most max_in_flight chunks beyond what was consumed were ever pulled.
+  CHECK(pulled.load() <= 100 + 3 * 10 + 10);
+}
+
+TEST_CASE("Imap.by_name") {
+  ferry::Executor ex(support::options(2));
+  std::vector<int> got;
+  for (int r : ex.imap<int>("square", std::vector<int>{1, 2, 3})) got.push_back(r);
+  CHECK(got == std::vector<int>{1, 4, 9});
+}
+
+TEST_CASE("ImapUnordered.yields_every_input_once_with_its_index") {
+  ferry::Executor ex(support::options(2));
+  auto inputs = iota_vector(300);
+  std::set<std::size_t> indices;
+  for (ferry::Indexed<int> r : ex.imap_unordered(square, inputs, {.chunksize = 7})) {
+    CHECK(r.value == static_cast<int>(r.index * r.index));
+    CHECK(indices.insert(r.index).second);
+  }
+  CHECK(indices.size() == 300);
+  CHECK(*indices.rbegin() == 299);
+  std::size_t n = 0;
+  for (auto r : ex.imap_unordered<int>("square", std::vector<int>{5, 6})) n += static_cast<std::size_t>(r.value);
+  CHECK(n == 61);
+}
+
+TEST_CASE("Imap.an_error_ends_the_stream_at_its_input") {
+  ferry::Executor ex(support::options(2));
+  std::vector<int> inputs = {4, 9, -1, 16};
+  std::vector<int> got;
+  try {
+    for (int r : ex.imap(checked_isqrt, inputs, {.chunksize = 1})) got.push_back(r);
+    FAIL("imap did not throw");
+  } catch (const ferry::TaskError& e) {
+    REQUIRE(e.input_index().has_value());
+    CHECK(*e.input_index() == 2);
+    CHECK(contains(e.what(), "(input 2)"));
+  }
+  CHECK(got == std::vector<int>{2, 3});
+}
+
+TEST_CASE("Map.errors_name_their_input_index") {
+  ferry::Executor ex(support::options(2));
+  auto inputs = iota_vector(2000);
+  inputs[1500] = -7;
+  try {
+    ex.map(checked_isqrt, inputs, {.chunksize = 1000});
+    FAIL("map did not throw");
+  } catch (const ferry::TaskError& e) {
+    REQUIRE(e.input_index().has_value());
+    CHECK(*e.input_index() == 1500);
+    CHECK(contains(e.what(), "(input 1500)"));
+    CHECK_FALSE(contains(e.what(), "map chunk"));
+  }
+  // A plain submission names no input.
+  try {
+    ex.submit(checked_isqrt, -1).get();
+    FAIL("no error");
+  } catch (const ferry::TaskError& e) {
+    CHECK_FALSE(e.input_index().has_value());
+  }
+}
+
+TEST_CASE("MapOutcomes.keeps_going_and_reports_each_input") {
+  ferry::Executor ex(support::options(2));
+  std::vector<int> inputs = {4, -1, 9, 16, -2, 25, 36, -3, 49};
+  for (std::size_t chunk : {1, 4, 100}) {
+    CAPTURE(chunk);
+    auto out = ex.map_outcomes(checked_isqrt, inputs, {.chunksize = chunk});
+    REQUIRE(out.size() == inputs.size());
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      CAPTURE(i);
+      CHECK(out[i].index == i);
+      if (inputs[i] < 0) {
+        REQUIRE_FALSE(out[i].ok());
+        try {
+          std::rethrow_exception(out[i].error());
+        } catch (const ferry::TaskError& e) {
+          CHECK(e.remote_message() == "negative: " + std::to_string(inputs[i]));
+          CHECK(e.input_index() == i);
+        }
+        CHECK_THROWS_AS(out[i].value(), ferry::TaskError);
+      } else {
+        REQUIRE(out[i].ok());
+        CHECK(out[i].value() * out[i].value() == inputs[i]);
+      }
+    }
+  }
+}
+
+TEST_CASE("MapOutcomes.a_worker_death_fails_only_its_input") {
+  ferry::Executor ex(support::options(2));
+  auto inputs = iota_vector(20);
+  // segfault_if(x, 13): input 13 kills its worker; the rest of its chunk runs again.
+  auto out = ex.map_outcomes(segfault_if, inputs, {.chunksize = 5}, 13);
+  REQUIRE(out.size() == 20);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    if (i == 13) {
+      REQUIRE_FALSE(out[i].ok());
+      try {
+        std::rethrow_exception(out[i].error());
+      } catch (const ferry::TerminatedWorkerError& e) {
+        CHECK(e.input_index() == 13);
+      }
+    } else {
+      REQUIRE(out[i].ok());
+      CHECK(out[i].value() == static_cast<int>(i));
+    }
+  }
+  CHECK(ex.submit(square, 3).get() == 9);
+}
+
+TEST_CASE("Map.constant_extra_arguments_follow_each_input") {
+  ferry::Executor ex(support::options(2));
+  CHECK(ex.map(add, std::vector<int>{1, 2, 3}, {.chunksize = 2}, 10) == std::vector<int>{11, 12, 13});
+  CHECK(ex.map<int>("add", std::vector<int>{1, 2}, {}, 100) == std::vector<int>{101, 102});
+  auto scaled = ex.map(scale, std::vector<math::Vec2>{{1, 2}, {3, 4}}, {}, 2.0);
+  CHECK(scaled[1].x == 6.0);
+  CHECK(scaled[1].y == 8.0);
+  std::vector<int> got;
+  for (int r : ex.imap(add, std::vector<int>{5, 6}, {}, -5)) got.push_back(r);
+  CHECK(got == std::vector<int>{0, 1});
+  auto out = ex.map_outcomes(add, std::vector<int>{1}, {}, 1);
+  CHECK(out.at(0).value() == 2);
+}
+
+TEST_CASE("MapOptions.timeout_cancels_the_rest_with_TimeoutError") {
+  ferry::Executor ex(support::options(2));
+  std::vector<std::pair<int, int>> slow;
+  for (int i = 0; i < 40; ++i) slow.emplace_back(i, 100);
+  auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(ex.map(slow_identity, slow, {.chunksize = 1, .timeout = 300ms}), ferry::TimeoutError);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);  // not the 2 s the map would take
+  CHECK(ex.submit(square, 4).get() == 16);
+}
+
+TEST_CASE("MapOptions.on_progress_reports_done_and_total") {
+  ferry::Executor ex(support::options(2));
+  std::vector<std::pair<std::size_t, std::size_t>> calls;
+  ex.map(square, iota_vector(100), {.chunksize = 10, .on_progress = [&](std::size_t done, std::size_t total) {
+                                      calls.emplace_back(done, total);
+                                    }});
+  REQUIRE(calls.size() == 10);
+  CHECK(calls.back() == std::pair<std::size_t, std::size_t>{100, 100});
+  // An unsized range: total 0.
+  std::size_t last_total = 1;
+  for (int r : ex.imap(square, std::views::iota(0, 20) | std::views::filter([](int) { return true; }),
+                       {.on_progress = [&](std::size_t, std::size_t total) { last_total = total; }}))
+    (void)r;
+  CHECK(last_total == 0);
+}
+
+TEST_CASE("MapOptions.stop_ends_an_imap_and_makes_map_throw") {
+  ferry::Executor ex(support::options(2));
+  std::stop_source source;
+  int seen = 0;
+  auto stream = ex.imap(square, std::views::iota(0), {.chunksize = 1, .stop = source.get_token()});
+  for (int r : stream) {
+    (void)r;
+    if (++seen == 5) source.request_stop();
+    REQUIRE(seen < 1000);
+  }
+  CHECK(stream.stopped());
+  std::stop_source second;
+  CHECK_THROWS_AS(ex.map(slow_identity, std::vector<std::pair<int, int>>(20, {1, 50}),
+                         {.chunksize = 1,
+                          .on_progress = [&](std::size_t, std::size_t) { second.request_stop(); },
+                          .stop = second.get_token()}),
+                  ferry::CancelledError);
+  CHECK(ex.submit(square, 5).get() == 25);
+}
+
+TEST_CASE("MapOutcomes.after_a_stop_the_rest_is_cancelled") {
+  ferry::Executor ex(support::options(2));
+  std::stop_source source;
+  auto out = ex.map_outcomes(slow_identity, std::vector<std::pair<int, int>>(30, {1, 30}),
+                             {.chunksize = 1,
+                              .on_progress = [&](std::size_t done, std::size_t) {
+                                if (done == 3) source.request_stop();
+                              },
+                              .stop = source.get_token(),
+                              .max_in_flight = 4});
+  REQUIRE(out.size() == 30);
+  std::size_t ok = 0, cancelled = 0;
+  for (auto& o : out) {
+    if (o.ok()) {
+      ++ok;
+      continue;
+    }
+    try {
+      std::rethrow_exception(o.error());
+    } catch (const ferry::CancelledError&) {
+      ++cancelled;
+    }
+  }
+  CHECK(ok >= 3);
+  CHECK(ok + cancelled == 30);
+  CHECK(cancelled > 0);
+}
