@@ -217,7 +217,7 @@ TEST_CASE("Slurm.sbatch_wait_runs_the_job") {
 
 TEST_CASE("Slurm.spawn_mode_inside_an_allocation") {
   // mpirun -n 1 inside the allocation: every worker's agent comes from MPI_Comm_spawn, placed
-  // in the allocation by Open MPI (srun cannot do this: Slurm's PMIx plugin does not spawn).
+  // in the allocation by Open MPI.
   support::TempDir dir;
   if (!slurm_answers(dir.path)) return;
   check_ok(run({on_path("salloc"), "-O", "-n", "3", FERRY_TEST_MPIEXEC, "--mca", "orte_enable_recovery", "1",
@@ -233,6 +233,17 @@ TEST_CASE("Slurm.spawn_mode_singleton_host_inside_an_allocation") {
   check_ok(run({on_path("salloc"), "-O", "-n", "3", FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR},
                dir.path),
            "basics");
+}
+
+TEST_CASE("Slurm.spawn_mode_under_srun_fails_with_broken_pool") {
+  // A job of one under srun has no agents to serve it and cannot spawn any: Slurm's PMIx plugin
+  // does not implement spawn. Work fails at once, saying MPI_Comm_spawn failed.
+  support::TempDir dir;
+  if (!slurm_answers(dir.path)) return;
+  Run r = run({on_path("srun"), "--mpi=pmix", "-O", "-n", "1", FERRY_TEST_MPI_HOST, "spawn_refused",
+               FERRY_TEST_PLUGIN_DIR},
+              dir.path);
+  check_ok(r, "spawn_refused");
 }
 
 TEST_CASE("Slurm.killed_rank_inside_an_allocation_fails_its_task_and_the_job_goes_on") {
