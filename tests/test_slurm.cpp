@@ -9,7 +9,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -81,7 +80,7 @@ std::map<std::string, std::string> job_environment() {
 }
 
 /// Cancels what Slurm still runs for this test: jobs of its name, and the allocations salloc
-/// reported in `out` (salloc names a job after its command).
+/// reported in `out` (salloc reads no job name from the environment).
 void cancel_jobs(const std::string& out) {
   std::string scancel = on_path("scancel");
   if (scancel.empty()) return;
