@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # ferry: set-up, build and test in one command each (README quick start).
 #   make demo    install what is missing, build, run the seed sample
-#   make test    install what is missing, build, run the whole suite through ctest
+#   make test    install what is missing, build, bring up Slurm (make slurm), run the whole suite
+#   make slurm   as root: install slurm-wlm and munge, bring up a one-node cluster (.ci/slurm-up)
 #   make asan    the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan    the suite under ThreadSanitizer
 #   make fuzz    build the libFuzzer targets (clang) and run each for FUZZ_SECONDS
@@ -20,6 +21,8 @@ DEPS := cmake make g++ libboost-dev libcereal-dev libcli11-dev doctest-dev ccach
 # Only `make fuzz` needs clang's libFuzzer; only `make bench` needs loky (vendored in joblib).
 FUZZ_DEPS := clang libclang-rt-14-dev
 BENCH_DEPS := python3-joblib
+# The Slurm tests' cluster (tests/test_slurm.cpp): Debian's Slurm and its authentication daemon.
+SLURM_DEPS := slurm-wlm munge
 # The benchmark always uses the optimised preset, and Debian's Python (the one python3-joblib serves).
 BENCH_PRESET := default
 BENCH_PYTHON := /usr/bin/python3
@@ -41,7 +44,7 @@ define suite
 	ctest --preset $(1) -j $(JOBS)
 endef
 
-.PHONY: deps fuzz-deps bench-deps configure build demo test asan tsan fuzz bench ci clean
+.PHONY: deps fuzz-deps bench-deps slurm-deps slurm configure build demo test asan tsan fuzz bench ci clean
 
 deps:
 	$(call install,$(DEPS))
@@ -52,6 +55,20 @@ fuzz-deps: deps
 bench-deps: deps
 	$(call install,$(BENCH_DEPS))
 
+slurm-deps:
+	$(call install,$(SLURM_DEPS))
+
+# Installs Slurm and brings the cluster up when root (or with passwordless sudo); does nothing when
+# it already runs. build/slurm-required says whether the Slurm tests must run (1: the cluster
+# answers, so `make test` sets FERRY_REQUIRE_SLURM=1 and a test that cannot reach it fails) or may
+# skip (0: no privileges to bring it up here). A failed set-up as root fails the build.
+slurm: deps
+	@mkdir -p build
+	@if [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then $(MAKE) --no-print-directory slurm-deps; \
+	else echo "slurm: not root and no passwordless sudo: not installing $(SLURM_DEPS)"; fi
+	@rc=0; bash .ci/slurm-up || rc=$$?; \
+	case $$rc in 0) echo 1 > build/slurm-required ;; 3) echo 0 > build/slurm-required ;; *) exit $$rc ;; esac
+
 configure: deps
 	cmake --preset $(PRESET)
 
@@ -61,8 +78,8 @@ build: configure
 demo: build
 	./$(BUILD_DIR)/bin/cloudpickle_wrapper
 
-test: build
-	ctest --preset $(PRESET) -j $(JOBS)
+test: build slurm
+	FERRY_REQUIRE_SLURM=$$(cat build/slurm-required) ctest --preset $(PRESET) -j $(JOBS)
 
 asan: deps
 	$(call suite,asan)

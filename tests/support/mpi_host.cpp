@@ -13,6 +13,8 @@
 //                with BrokenProcessPool instead of waiting for a rank that will never come
 //   missing_agent  (run with FERRY_MPI_WORKER naming no file) work fails with BrokenProcessPool
 //                naming the agent, at once rather than never
+//   spawn_refused  (run as one rank under srun, whose PMIx server does not spawn) work fails with
+//                BrokenProcessPool saying MPI_Comm_spawn failed, rather than waiting for an agent
 //   host_killed  writes "<agent pid> <worker pid>" per worker to <scratch dir>/pids, then
 //                SIGKILLs itself: the agents must notice, stop their workers and leave
 //   too_large    an argument, then a result, larger than one MPI message: each fails its task
@@ -187,6 +189,15 @@ void missing_agent(const std::string& plugin_dir) {
   std::cout << "missing agent: " << e.what() << std::endl;
 }
 
+void spawn_refused(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  auto f = ex.submit(square, 3);
+  EXPECT(f.wait_for(std::chrono::seconds(60)));
+  auto e = expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { f.get(); });
+  EXPECT(std::string(e.what()).find("MPI_Comm_spawn") != std::string::npos);
+  std::cout << "spawn refused: " << e.what() << std::endl;
+}
+
 void host_killed(const std::string& plugin_dir, const std::string& scratch) {
   ferry::Executor ex(mpi_options(plugin_dir, 2));
   EXPECT(ex.warm_up());
@@ -245,6 +256,8 @@ int main(int argc, char** argv) {
       too_large(plugin_dir);
     } else if (scenario == "missing_agent") {
       missing_agent(plugin_dir);
+    } else if (scenario == "spawn_refused") {
+      spawn_refused(plugin_dir);
     } else if (scenario == "last_rank_killed") {
       last_rank_killed(plugin_dir);
     } else if (scenario == "host_killed" && argc == 4) {
