@@ -92,7 +92,7 @@ class Agent {
       bool busy = false;
       int source = 0, tag = 0;
       Buffer bytes;
-      while (try_receive(comm_, source, tag, bytes)) {
+      while (receiver_.next(comm_, source, tag, bytes)) {
         busy = true;
         if (source != host_) continue;
         last_heard_ = Clock::now();
@@ -129,13 +129,24 @@ class Agent {
         if (child_) ::kill(child_->pid, SIGKILL);
         break;
       case tag_frames:
-        held_.push_back(std::move(bytes));
+        held_.push_back(Held{std::move(bytes), receiver_.take_payload()});
         release_frames();
+        break;
+      case tag_frame_lost:
+        answer_lost(bytes);
         break;
       case tag_lib_offer: offered(unpack_strings(bytes.view())); break;
       case tag_lib_data: received_library(unpack_strings(bytes.view())); break;
       default: break;
     }
+  }
+
+  /// Arguments that did not arrive whole: their task is answered with an error.
+  void answer_lost(const Buffer& head) {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    Buffer answer = unrelayed_answer(head.view(), lost_reason(std::string("node ") + name));
+    if (!answer.empty()) sender_.send(std::move(answer), host_, tag_frames, comm_);
   }
 
   void start_child(const std::vector<std::string>& items) {
@@ -193,7 +204,7 @@ class Agent {
 
   /// Relays the worker's frames to the host and notices its end. True if anything happened.
   bool pump_child() {
-    std::vector<Buffer> frames;
+    std::vector<OutFrame> frames;
     bool open = true;
     std::vector<Buffer> nothing_back;  // a worker sends no task frames
     try {
@@ -279,7 +290,8 @@ class Agent {
   void release_frames() {
     if (!waiting_.empty() || !child_) return;
     while (!held_.empty()) {
-      Buffer frame = std::move(held_.front());
+      Buffer frame = std::move(held_.front().frame);
+      std::shared_ptr<SharedBytes> payload = std::move(held_.front().payload);
       held_.pop_front();
       if (frame.size() > proto::header_size &&
           static_cast<proto::FrameType>(frame.data()[2]) == proto::FrameType::define) {
@@ -292,7 +304,9 @@ class Agent {
         } catch (const proto::ProtocolError&) {
         }
       }
-      child_->to_worker.push(std::move(frame));
+      // A payload that came in chunks: the worker maps its memfd, as from a local host.
+      int fd = payload ? payload->fd() : -1;
+      child_->to_worker.push(std::move(frame), fd, std::move(payload));
     }
     if (!child_->to_worker.flush(child_->sock.get())) child_->to_worker.clear();
   }
@@ -300,8 +314,13 @@ class Agent {
   MPI_Comm comm_;
   int host_;
   Sender sender_;
+  Receiver receiver_;
   std::optional<Child> child_;
-  std::deque<Buffer> held_;
+  struct Held {
+    Buffer frame;
+    std::shared_ptr<SharedBytes> payload;  // of a frame that came in chunks (its head has flag_shm)
+  };
+  std::deque<Held> held_;
   std::map<std::string, std::string> waiting_;  // content key → host path
   std::map<std::string, std::string> local_;    // host path → path here
   fs::path cache_ = shipped_cache_dir();

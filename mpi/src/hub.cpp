@@ -316,8 +316,8 @@ class Hub {
   }
 
   /// The library a define frame names, offered to the agent first (once per content).
-  void offer_library(Agent& a, const Buffer& frame) {
-    std::string_view body = frame.view().substr(proto::header_size);
+  void offer_library(Agent& a, const OutFrame& frame) {
+    std::string_view body = frame.bytes.view().substr(proto::header_size);
     proto::Define d;
     try {
       d = proto::decode_define(body);
@@ -373,10 +373,11 @@ class Hub {
         break;
       }
       case tag_frames:
-        if (a.slot && !a.slot->ended) {
-          a.slot->to_pool.push(std::move(bytes));
-          if (!a.slot->to_pool.flush(a.slot->channel.get())) a.slot->to_pool.clear();
-        }
+        to_pool(a, std::move(bytes), receiver_.take_payload());
+        break;
+      case tag_frame_lost:
+        // A result that did not arrive whole: the pool gets an error result instead.
+        to_pool(a, unrelayed_answer(bytes.view(), lost_reason("the host")), nullptr);
         break;
       case tag_exited:
         if (a.slot) {
@@ -400,8 +401,18 @@ class Hub {
     }
   }
 
+  /// A frame from the agent, for its worker's pool: with its payload's memfd when it came in
+  /// chunks (a shared-memory frame, as a local worker sends a large result).
+  void to_pool(Agent& a, Buffer frame, std::shared_ptr<SharedBytes> payload) {
+    if (!a.slot || a.slot->ended || frame.empty()) return;
+    int fd = payload ? payload->fd() : -1;
+    a.slot->to_pool.push(std::move(frame), fd, std::move(payload));
+    if (!a.slot->to_pool.flush(a.slot->channel.get())) a.slot->to_pool.clear();
+  }
+
   void declare_dead(Agent& a, const std::string& why) {
     a.alive = false;
+    receiver_.forget(a.comm, a.rank);
     {
       std::lock_guard lock(mu_);
       if (world_mode_ && alive_agents_ > 0) --alive_agents_;
@@ -475,7 +486,8 @@ class Hub {
         Slot& s = *a.slot;
         if (s.kill_requested.exchange(false)) sender_.send(Buffer(), a.rank, tag_stop, a.comm);
         if (!s.started || s.stop_sent) continue;  // stopping: its agent reports the end
-        std::vector<Buffer> frames, answers;
+        std::vector<OutFrame> frames;
+        std::vector<Buffer> answers;
         bool open = true;
         try {
           open = s.from_pool.pump(s.channel.get(), frames, answers);
@@ -488,10 +500,10 @@ class Hub {
           s.stop_sent = true;
           continue;
         }
-        for (auto& b : answers) s.to_pool.push(std::move(b));  // tasks too large for MPI
+        for (auto& b : answers) s.to_pool.push(std::move(b));  // tasks that could not be relayed
         busy = busy || !answers.empty();
         for (auto& f : frames) {
-          if (f.size() > 2 && static_cast<proto::FrameType>(f.data()[2]) == proto::FrameType::define)
+          if (f.type() == proto::FrameType::define)
             offer_library(a, f);
           sender_.send(std::move(f), a.rank, tag_frames, a.comm);
           busy = true;
@@ -511,7 +523,7 @@ class Hub {
       for (MPI_Comm c : comms) {
         int source = 0, tag = 0;
         Buffer bytes;
-        while (try_receive(c, source, tag, bytes)) {
+        while (receiver_.next(c, source, tag, bytes)) {
           if (Agent* a = agent_of(c, source)) handle(*a, tag, bytes);
           busy = true;
         }
@@ -563,6 +575,7 @@ class Hub {
   std::vector<Agent> agents_;
   std::deque<std::shared_ptr<Slot>> unassigned_;  // launched, waiting for a free rank
   Sender sender_;
+  Receiver receiver_;
   std::map<std::string, std::pair<std::string, std::string>> keys_;  // path → (stamp, key)
 };
 

@@ -3,13 +3,19 @@
 #include "wire.hpp"
 
 #include "platform/config.hpp"
+#include "platform/debug.hpp"
 #include "platform/format.hpp"
 #include "platform/hash.hpp"
 #include "wire/failure.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -74,61 +80,167 @@ Buffer frame_bytes(const ferry::detail::Frame& f) {
   return out;
 }
 
-namespace {
-
-/// The error result that stands for a task frame or result frame too large for MPI.
-Buffer too_large_answer(const ferry::detail::Frame& f, std::uint64_t bytes) {
-  proto::BodyReader r(f.view());
-  bool task = f.header.type == proto::FrameType::task;
+Buffer unrelayed_answer(std::string_view frame, const std::string& why) {
+  if (frame.size() < proto::header_size) return {};
+  auto h = proto::parse_header(frame.data(), UINT64_MAX);
+  bool task = h.type == proto::FrameType::task;
+  if (!task && h.type != proto::FrameType::result) return {};
+  proto::BodyReader r(frame.substr(proto::header_size));
   std::uint64_t call = task ? proto::decode_task_head(r).call : proto::decode_result_head(r).call;
-  // The stage whose bytes cannot travel: the host reports it as that SerializationError.
+  // The stage whose bytes could not travel: the host reports it as that SerializationError.
   auto stage = task ? ferry::detail::InvokeStatus::decode_arguments_failed
                     : ferry::detail::InvokeStatus::encode_result_failed;
   return ferry::detail::encode_failure(
       call, ferry::detail::Failure::in_stage(
-                stage, 0, "MPI message limit",
-                std::string(task ? "the arguments" : "the result") + " take " +
-                    ferry::detail::format_size(bytes) +
-                    " as one message, more than MPI can carry in one: " +
-                    ferry::detail::format_size(max_message_bytes),
+                stage, 0, "MPI relay",
+                std::string(task ? "the arguments" : "the result") +
+                    " could not travel over MPI: " + why,
                 ""));
+}
+
+std::string lost_reason(const std::string& where) {
+  return "it did not arrive whole on " + where +
+         " (no memory for it there, or a chunk failed; FERRY_DEBUG=1 there says which)";
+}
+
+// ---- SharedBytes ---------------------------------------------------------------------------
+
+std::shared_ptr<SharedBytes> SharedBytes::create(std::size_t n) {
+  int fd = ::memfd_create("ferry-mpi-payload", MFD_CLOEXEC);
+  if (fd < 0) return nullptr;
+  char* data = nullptr;
+  if (n > 0) {
+    void* p = MAP_FAILED;
+    if (::ftruncate(fd, static_cast<off_t>(n)) == 0)
+      p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      return nullptr;
+    }
+    data = static_cast<char*>(p);
+  }
+  return std::shared_ptr<SharedBytes>(new SharedBytes(fd, data, n));
+}
+
+std::shared_ptr<SharedBytes> SharedBytes::map(int fd, std::size_t n) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < n) {
+    ::close(fd);
+    throw std::runtime_error("the shared payload is smaller than announced");
+  }
+  char* data = nullptr;
+  if (n > 0) {
+    // No MAP_POPULATE: setting up the page tables of 2 GiB at once takes about a second.
+    void* p = ::mmap(nullptr, n, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      ::close(fd);
+      throw std::runtime_error(std::string("cannot map the shared payload: ") + std::strerror(e));
+    }
+    data = static_cast<char*>(p);
+  }
+  return std::shared_ptr<SharedBytes>(new SharedBytes(fd, data, n));
+}
+
+bool SharedBytes::reserve(std::size_t at, std::size_t n) {
+  if (n == 0) return true;
+  int rc;
+  do {
+    rc = ::fallocate(fd_, 0, static_cast<off_t>(at), static_cast<off_t>(n));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    ferry::detail::debug_log("mpi: no memory for %zu bytes of a payload of %zu: %s", n, size_,
+                             std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+SharedBytes::~SharedBytes() {
+  if (data_) ::munmap(data_, size_);
+  ::close(fd_);
+}
+
+// ---- FrameForwarder ------------------------------------------------------------------------
+
+std::uint64_t FrameForwarder::default_max_frame() {
+  return std::max(ferry::detail::Config::read().max_frame_bytes, proto::default_max_frame);
+}
+
+namespace {
+
+/// The head of a frame sent apart from its payload: the frame's header (flag_shm, body = `fixed`
+/// + the payload's size) and the first bytes of its body.
+Buffer shared_head(const proto::FrameHeader& h, std::string_view fixed, std::uint64_t payload) {
+  Buffer b(proto::header_size);
+  proto::write_header(b.data(), h.type, fixed.size() + proto::shared_size_bytes,
+                      static_cast<std::uint8_t>(h.flags | proto::flag_shm));
+  b.append(fixed.data(), fixed.size());
+  proto::BodyWriter(b).u64(payload);
+  return b;
+}
+
+/// Where the payload of an inline frame starts in its body; 0 when it has none to split off.
+std::size_t payload_offset(const proto::FrameHeader& h, std::string_view body) {
+  if (h.type == proto::FrameType::task)
+    return body.size() >= proto::task_head_size ? proto::task_head_size : 0;
+  if (h.type != proto::FrameType::result || body.size() < proto::result_head_size) return 0;
+  proto::BodyReader r(body);
+  bool ok = proto::decode_result_head(r).status == proto::ResultStatus::ok;
+  return ok ? proto::result_head_size : 0;
 }
 
 }  // namespace
 
-bool FrameForwarder::pump(int fd, std::vector<Buffer>& out, std::vector<Buffer>& back) {
+bool FrameForwarder::pump(int fd, std::vector<OutFrame>& out, std::vector<Buffer>& back) {
   for (int round = 0; round < 64; ++round) {
     ssize_t n = reader_.fill(fd, MSG_DONTWAIT);
     ferry::detail::Frame f;
     while (reader_.next(f)) {
-      bool shm = (f.header.flags & proto::flag_shm) && f.fd;
-      // A payload in a memfd cannot cross nodes: it is inlined. The body's last 8 bytes are its
-      // size; they are replaced by the bytes themselves.
-      if (shm && f.body.size() < 8) throw proto::ProtocolError("shared-memory frame without a size");
-      std::size_t fixed = shm ? f.body.size() - 8 : f.body.size();
-      std::uint64_t payload = shm ? proto::BodyReader(f.view().substr(fixed)).u64() : 0;
-      std::uint64_t bytes = proto::header_size + fixed + payload;
-      if (bytes > max_message_bytes) {
-        if (f.header.type == proto::FrameType::task) {
-          back.push_back(too_large_answer(f, bytes));
-        } else if (f.header.type == proto::FrameType::result) {
-          out.push_back(too_large_answer(f, bytes));
-        } else {
-          throw proto::ProtocolError("a frame of " + ferry::detail::format_size(bytes) +
-                                     " is larger than one MPI message can carry");
+      if ((f.header.flags & proto::flag_shm) && f.fd) {
+        // A payload in a memfd cannot cross nodes: it is mapped and sent from there, in chunks.
+        // The body's last 8 bytes are its size.
+        if (f.body.size() < proto::shared_size_bytes)
+          throw proto::ProtocolError("shared-memory frame without a size");
+        std::size_t fixed = f.body.size() - proto::shared_size_bytes;
+        std::uint64_t size = proto::BodyReader(f.view().substr(fixed)).u64();
+        std::shared_ptr<SharedBytes> mapped;
+        try {
+          mapped = SharedBytes::map(f.fd.release(), size);
+        } catch (const std::exception& e) {
+          std::string why = "cannot map its " + ferry::detail::format_size(size) + ": " + e.what();
+          Buffer answer = unrelayed_answer(frame_bytes(f).view(), why);
+          if (answer.empty()) throw proto::ProtocolError(why);
+          if (f.header.type == proto::FrameType::task) {
+            back.push_back(std::move(answer));
+          } else {
+            out.push_back(OutFrame{std::move(answer), {}, {}});
+          }
+          continue;
         }
-      } else if (shm) {
-        Buffer mapped = Buffer::map_shared(f.fd.release(), payload);
-        Buffer b(proto::header_size);
-        b.reserve(bytes);
-        proto::write_header(b.data(), f.header.type, fixed + payload,
-                            static_cast<std::uint8_t>(f.header.flags & ~proto::flag_shm));
-        b.append(f.body.data(), fixed);
-        b.append(mapped.data(), mapped.size());
-        out.push_back(std::move(b));
-      } else {
-        out.push_back(frame_bytes(f));
+        OutFrame o;
+        o.bytes = shared_head(f.header, f.view().substr(0, fixed), size);
+        o.payload = mapped->view();
+        o.keep = std::move(mapped);
+        out.push_back(std::move(o));
+        continue;
       }
+      std::uint64_t bytes = proto::header_size + f.body.size();
+      if (bytes <= largest_message_) {
+        out.push_back(OutFrame{frame_bytes(f), {}, {}});
+        continue;
+      }
+      // Too large for one message: the payload goes in chunks from where it was read.
+      std::size_t fixed = payload_offset(f.header, f.view());
+      if (fixed == 0)
+        throw proto::ProtocolError("a frame of " + ferry::detail::format_size(bytes) +
+                                   " is larger than one MPI message can carry");
+      auto body = std::make_shared<Buffer>(std::move(f.body));
+      OutFrame o;
+      o.bytes = shared_head(f.header, body->view().substr(0, fixed), body->size() - fixed);
+      o.payload = body->view().substr(fixed);
+      o.keep = std::move(body);
+      out.push_back(std::move(o));
     }
     if (n == 0) return false;
     if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
@@ -136,15 +248,39 @@ bool FrameForwarder::pump(int fd, std::vector<Buffer>& out, std::vector<Buffer>&
   return true;
 }
 
+// ---- Sender --------------------------------------------------------------------------------
+
+void Sender::post(std::unique_ptr<InFlight> s, const char* data, std::size_t size, int dest,
+                  int tag, MPI_Comm comm) {
+  // Callers keep sizes within an int: whole messages up to max_message_bytes, chunks smaller.
+  int rc = MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, comm, &s->request);
+  // A failed send (the peer is gone) is dropped: the heartbeat deadline reports the peer.
+  if (rc == MPI_SUCCESS) inflight_.push_back(std::move(s));
+}
+
 void Sender::send(Buffer bytes, int dest, int tag, MPI_Comm comm) {
   auto s = std::make_unique<InFlight>();
   s->bytes = std::move(bytes);
-  // Sizes above INT_MAX would need a derived datatype; ferry frames are limited well below it
-  // when they go over MPI (FERRY_MAX_FRAME_BYTES, 1 GiB by default).
-  int rc = MPI_Isend(s->bytes.data(), static_cast<int>(s->bytes.size()), MPI_BYTE, dest, tag, comm,
-                     &s->request);
-  // A failed send (the peer is gone) is dropped: the heartbeat deadline reports the peer.
-  if (rc == MPI_SUCCESS) inflight_.push_back(std::move(s));
+  const char* data = s->bytes.data();
+  std::size_t size = s->bytes.size();
+  post(std::move(s), data, size, dest, tag, comm);
+}
+
+void Sender::send(OutFrame frame, int dest, int tag, MPI_Comm comm) {
+  if (!frame.chunked()) return send(std::move(frame.bytes), dest, tag, comm);
+  ferry::detail::debug_log("mpi: a frame of %s to rank %d goes in chunks of %s",
+                           ferry::detail::format_size(frame.payload.size()).c_str(), dest,
+                           ferry::detail::format_size(chunk_bytes_).c_str());
+  Buffer head = std::move(frame.bytes);
+  proto::BodyWriter(head).u64(chunk_bytes_);
+  send(std::move(head), dest, tag_frame_head, comm);
+  // In order: the receiver posts one receive per chunk, matched in the order they were sent.
+  for (std::size_t at = 0; at < frame.payload.size(); at += chunk_bytes_) {
+    auto s = std::make_unique<InFlight>();
+    s->keep = frame.keep;
+    post(std::move(s), frame.payload.data() + at, std::min(chunk_bytes_, frame.payload.size() - at),
+         dest, tag_frame_chunk, comm);
+  }
 }
 
 bool Sender::progress() {
@@ -161,18 +297,223 @@ bool Sender::progress() {
   return inflight_.empty();
 }
 
-bool try_receive(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
+// ---- Receiver ------------------------------------------------------------------------------
+
+namespace {
+/// Memory MPI may still write into when nothing waits for it any more: kept mapped for good.
+void leave_mapped(std::shared_ptr<SharedBytes> payload) {
+  static auto* kept = new std::vector<std::shared_ptr<SharedBytes>>();
+  if (payload) kept->push_back(std::move(payload));
+}
+}  // namespace
+
+Receiver::~Receiver() {
+  for (auto& s : streams_)
+    for (auto& in : s.queue)
+      if (!in.requests.empty()) leave_mapped(std::move(in.payload));
+  for (auto& in : abandoned_) leave_mapped(std::move(in.payload));
+}
+
+std::size_t Receiver::arriving() const {
+  std::size_t n = 0;
+  for (const auto& s : streams_)
+    for (const auto& in : s.queue) n += in.chunked && !in.complete();
+  return n;
+}
+
+Receiver::Incoming Receiver::start_frame(int source, Buffer head) {
+  Incoming in;
+  // The head: a shared-memory frame (header, fixed part, the payload's size), then the chunk size.
+  try {
+    if (head.size() < proto::header_size) throw proto::ProtocolError("short frame head");
+    auto h = proto::parse_header(head.data(), proto::max_control_frame);
+    std::size_t frame_size = proto::header_size + h.size;
+    if (!(h.flags & proto::flag_shm) || h.size < proto::shared_size_bytes ||
+        head.size() != frame_size + 8)
+      throw proto::ProtocolError("malformed frame head");
+    in.size = proto::BodyReader(head.view().substr(frame_size - proto::shared_size_bytes)).u64();
+    in.chunk = proto::BodyReader(head.view().substr(frame_size)).u64();
+    if (in.chunk == 0 || in.chunk > max_message_bytes) throw proto::ProtocolError("bad chunk size");
+    head.resize(frame_size);
+  } catch (const proto::ProtocolError& e) {
+    // Not from a ferry peer. Dropped, as a message of an unknown tag would be.
+    ferry::detail::debug_log("mpi: dropped a frame head from rank %d: %s", source, e.what());
+    return in;
+  }
+  in.chunked = true;
+  in.tag = tag_frames;
+  in.bytes = std::move(head);
+  in.payload = allocate_(in.size);
+  in.draining = !in.payload;  // no memory for it: its chunks are drained, the frame reported lost
+  in.began = std::chrono::steady_clock::now();
+  ferry::detail::debug_log("mpi: a frame of %s from rank %d arrives in chunks of %s",
+                           ferry::detail::format_size(in.size).c_str(), source,
+                           ferry::detail::format_size(in.chunk).c_str());
+  return in;
+}
+
+void Receiver::receive_chunk(Stream* stream, MPI_Message& message, int count) {
+  // The chunks of a source, in the order it sent them, fill its oldest frame still expecting some.
+  Incoming* in = nullptr;
+  if (stream)
+    for (auto& i : stream->queue)
+      if (i.chunked && i.matched < i.size) {
+        in = &i;
+        break;
+      }
+  auto n = static_cast<std::uint64_t>(count);
+  if (in && !in->draining) {
+    std::uint64_t expected = std::min(in->chunk, in->size - in->matched);
+    if (n != expected) {
+      ferry::detail::debug_log("mpi: a chunk of %d bytes where %llu were expected", count,
+                               static_cast<unsigned long long>(expected));
+      in->draining = true;
+    } else if (!in->payload->reserve(in->matched, n)) {
+      in->draining = true;  // no memory for it: the frame is lost
+    } else {
+      MPI_Request r = MPI_REQUEST_NULL;
+      char* into = in->payload->data() + in->matched;
+      if (MPI_Imrecv(into, count, MPI_BYTE, &message, &r) == MPI_SUCCESS) {
+        in->requests.push_back(r);
+      } else {
+        ferry::detail::debug_log("mpi: a chunk receive failed");
+        in->draining = true;
+      }
+      in->matched += n;
+      return;
+    }
+  }
+  // Nothing to keep it for (a lost frame, a forgotten source, or not the size expected): drained.
+  Buffer scratch(static_cast<std::size_t>(count));
+  MPI_Mrecv(scratch.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE);
+  if (in) in->matched = std::min(in->size, in->matched + n);
+}
+
+bool Receiver::test(Incoming& in) {
+  bool progressed = false;
+  for (std::size_t i = 0; i < in.requests.size();) {
+    int done = 0;
+    int rc = MPI_Test(&in.requests[i], &done, MPI_STATUS_IGNORE);
+    if (done || rc != MPI_SUCCESS) {
+      if (rc != MPI_SUCCESS) {
+        ferry::detail::debug_log("mpi: a chunk receive failed (%d)", rc);
+        in.draining = true;  // the frame cannot be whole
+      }
+      in.requests[i] = in.requests.back();
+      in.requests.pop_back();
+      progressed = true;
+    } else {
+      ++i;
+    }
+  }
+  return progressed;
+}
+
+void Receiver::reap_abandoned() {
+  for (std::size_t i = 0; i < abandoned_.size();) {
+    test(abandoned_[i]);
+    if (abandoned_[i].requests.empty()) {
+      abandoned_[i] = std::move(abandoned_.back());
+      abandoned_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+}
+
+void Receiver::forget(MPI_Comm comm, int source) {
+  for (auto it = streams_.begin(); it != streams_.end(); ++it) {
+    if (it->comm != comm || it->source != source) continue;
+    for (auto& in : it->queue) {
+      // A matched receive cannot be cancelled: its memory stays until MPI is done with it (for
+      // good, if the peer died in the middle of a chunk).
+      if (!in.requests.empty()) abandoned_.push_back(std::move(in));
+    }
+    streams_.erase(it);
+    return;
+  }
+}
+
+bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
+  last_payload_.reset();
+  if (!abandoned_.empty()) reap_abandoned();
+  // Sources with a frame arriving: the oldest message comes out once it is complete.
+  for (std::size_t i = 0; i < streams_.size(); ++i) {
+    Stream& s = streams_[i];
+    if (s.comm != comm) continue;
+    bool progressed = false;
+    for (auto& in : s.queue) progressed = test(in) || progressed;
+    source = s.source;
+    bytes.clear();
+    Incoming& front = s.queue.front();
+    if (front.complete()) {
+      tag = front.tag;
+      bytes = std::move(front.bytes);
+      if (front.chunked) {
+        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - front.began);
+        ferry::detail::debug_log("mpi: the frame of %s from rank %d %s after %lld ms",
+                                 ferry::detail::format_size(front.size).c_str(), s.source,
+                                 front.draining ? "is lost" : "is complete",
+                                 static_cast<long long>(took.count()));
+        if (front.draining) {
+          tag = tag_frame_lost;
+        } else {
+          last_payload_ = std::move(front.payload);
+        }
+      }
+      s.queue.pop_front();
+      if (s.queue.empty()) streams_.erase(streams_.begin() + static_cast<std::ptrdiff_t>(i));
+      return true;
+    }
+    if (progressed) {
+      tag = tag_progress;
+      return true;
+    }
+  }
+
   int flag = 0;
+  MPI_Message message = MPI_MESSAGE_NULL;
   MPI_Status st;
-  if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &st) != MPI_SUCCESS || !flag) return false;
+  if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &message, &st) != MPI_SUCCESS || !flag)
+    return false;
   int count = 0;
   MPI_Get_count(&st, MPI_BYTE, &count);
-  bytes.resize(static_cast<std::size_t>(count));
-  if (MPI_Recv(bytes.data(), count, MPI_BYTE, st.MPI_SOURCE, st.MPI_TAG, comm, MPI_STATUS_IGNORE) !=
-      MPI_SUCCESS)
-    return false;
   source = st.MPI_SOURCE;
+  bytes.clear();
+  auto stream = std::find_if(streams_.begin(), streams_.end(),
+                             [&](const Stream& s) { return s.comm == comm && s.source == source; });
+  if (st.MPI_TAG == tag_frame_chunk) {
+    receive_chunk(stream == streams_.end() ? nullptr : &*stream, message, count);
+    tag = tag_progress;
+    return true;
+  }
+  Buffer received(static_cast<std::size_t>(count));
+  if (MPI_Mrecv(received.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+    return false;
+  if (st.MPI_TAG == tag_frame_head) {
+    Incoming in = start_frame(source, std::move(received));
+    if (in.chunked) {
+      if (stream == streams_.end()) {
+        streams_.push_back(Stream{comm, source, {}});
+        stream = streams_.end() - 1;
+      }
+      stream->queue.push_back(std::move(in));
+    }
+    tag = tag_progress;
+    return true;
+  }
+  if (stream != streams_.end()) {
+    // Sent after a frame still arriving: it waits for it.
+    Incoming in;
+    in.tag = st.MPI_TAG;
+    in.bytes = std::move(received);
+    stream->queue.push_back(std::move(in));
+    tag = tag_progress;
+    return true;
+  }
   tag = st.MPI_TAG;
+  bytes = std::move(received);
   return true;
 }
 

@@ -1,18 +1,25 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // What the host's MPI hub and the node agents say to each other: message tags and small bodies.
 //
-// Over MPI travel the very frames of the local backend (TAG_FRAMES: whole frames, payloads inline:
-// a memfd cannot cross nodes), plus a few control messages. Messages between two ranks on one
+// Over MPI travel the very frames of the local backend, plus a few control messages. A frame
+// whose payload is in shared memory (a memfd cannot cross nodes), or that is larger than one MPI
+// message can carry, travels as its head (tag_frame_head) followed by its payload in chunks
+// (tag_frame_chunk), sent from where the bytes are and received straight into a memfd on the
+// other side, which hands it on as a shared-memory frame. Messages between two ranks on one
 // communicator arrive in the order they were sent, which the code shipping relies on (an offer is
-// sent before the define frame that needs it).
+// sent before the define frame that needs it); the Receiver keeps that order per source while a
+// frame's chunks arrive.
 #pragma once
 
 #include <ferry/detail/export.hpp>
 #include <mpi.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,6 +44,13 @@ enum Tag : int {
   tag_lib_offer = 8,  // hub → agent: {path, content key}: the library the next frames need
   tag_lib_need = 9,   // agent → hub: {content key}: send its bytes
   tag_lib_data = 10,  // hub → agent: {content key, bytes}
+  tag_frame_head = 11,   // both ways: a frame whose payload follows in chunks (see Sender)
+  tag_frame_chunk = 12,  // both ways: the next chunk of that payload
+  // Never sent (MPI tags are not negative): what Receiver::next reports besides messages.
+  tag_progress = -1,    // a chunk arrived, or a message waits behind a frame still arriving: the
+                        // source is alive; nothing to handle
+  tag_frame_lost = -2,  // a frame whose payload did not arrive whole (no memory for it, or a
+                        // chunk failed): the bytes are its head, for an error answer
 };
 
 /// Heartbeat period, and how long a peer may stay silent before it is considered dead
@@ -69,44 +83,181 @@ std::vector<std::string> unpack_strings(std::string_view body);
 /// Content key of a file: its BLAKE2b key (platform/hash.hpp), hex; "" if unreadable.
 std::string content_key(const std::filesystem::path& file);
 
-/// MPI counts bytes in an int: the largest frame one message can carry is 2 GiB - 1.
+/// MPI counts bytes in an int: the largest message is 2 GiB - 1. A frame larger than that goes in
+/// chunks.
 constexpr std::size_t max_message_bytes = 0x7fffffff;
+/// The size of a chunk of a payload. Small enough that a chunk arrives well within the heartbeat
+/// deadline on a slow network (heartbeats queue behind the chunks; each chunk that arrives
+/// counts as news from its sender), large enough that the per-message cost does not matter.
+constexpr std::size_t default_chunk_bytes = std::size_t{64} << 20;
 
-/// Reads whole frames off a socket and sends each to `dest` as tag_frames, payloads inline.
-/// Returns false when the socket is closed.
+/// Bytes in a memfd, mapped here: where a payload that arrives in chunks is received, then handed
+/// to a worker or to the pool with its descriptor (as a local host hands large arguments to its
+/// workers); or a peer's memfd, mapped read-only to be sent from. No call here touches all the
+/// pages at once (2 GiB of them take seconds, and the hub's and agents' loops must keep their
+/// heartbeats going): they are allocated a chunk at a time (reserve), or read by MPI as it sends.
+class SharedBytes {
+ public:
+  /// A memfd of `n` bytes mapped writable, its pages not allocated yet; nullptr when not even
+  /// that can be had.
+  static std::shared_ptr<SharedBytes> create(std::size_t n);
+  /// `n` bytes of a peer's memfd `fd` (taken over), mapped read-only. Throws std::runtime_error
+  /// (and closes `fd`) when the memfd is smaller or cannot be mapped.
+  static std::shared_ptr<SharedBytes> map(int fd, std::size_t n);
+  SharedBytes(const SharedBytes&) = delete;
+  SharedBytes& operator=(const SharedBytes&) = delete;
+  ~SharedBytes();
+  /// Allocates the pages of [at, at + n) (fallocate): false when the memory cannot be had, where
+  /// MPI's store into the mapping would have raised SIGBUS.
+  bool reserve(std::size_t at, std::size_t n);
+  char* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  std::string_view view() const noexcept { return {data_, size_}; }
+  int fd() const noexcept { return fd_; }
+
+ private:
+  SharedBytes(int fd, char* data, std::size_t size) : fd_(fd), data_(data), size_(size) {}
+  int fd_;
+  char* data_;
+  std::size_t size_;
+};
+
+/// A frame on its way to MPI. Without a payload, `bytes` is the whole frame (one tag_frames
+/// message). With one, `bytes` is its head as a shared-memory frame (flag_shm; the body is the
+/// task or result head and ends with the payload's size) and `payload` the bytes, which `keep`
+/// keeps alive: a mapping of the peer's memfd, or the body of a frame read inline.
+struct OutFrame {
+  Buffer bytes;
+  std::string_view payload;
+  std::shared_ptr<const void> keep;
+  bool chunked() const noexcept { return static_cast<bool>(keep); }
+  ferry::detail::protocol::FrameType type() const noexcept {
+    return static_cast<ferry::detail::protocol::FrameType>(bytes.size() > 2 ? bytes.data()[2] : 0);
+  }
+};
+
+/// Reads whole frames off a socket and makes each an OutFrame: a shared-memory frame keeps its
+/// payload where it is (the memfd, mapped read-only: SharedBytes::map); an inline task or result
+/// frame larger than
+/// `largest_message` is split into head and payload the same way. Returns false when the socket
+/// is closed.
 class FrameForwarder {
  public:
-  FrameForwarder() : reader_(ferry::detail::protocol::default_max_frame) {}
-  /// Non-blocking: reads what is there; frames ready to send are appended to `out`. A frame
-  /// above max_message_bytes (payload inlined) is not sent: a task frame is answered with an error
-  /// result appended to `back` (for the side it came from), a result frame is replaced in `out`
-  /// by an error result; anything else throws ProtocolError.
-  bool pump(int fd, std::vector<Buffer>& out, std::vector<Buffer>& back);
+  /// `max_frame`: the largest inline frame read (FERRY_MAX_FRAME_BYTES, as the pool's own limit).
+  explicit FrameForwarder(std::uint64_t max_frame = default_max_frame(),
+                          std::size_t largest_message = max_message_bytes)
+      : reader_(max_frame), largest_message_(largest_message) {}
+  /// Non-blocking: reads what is there; frames ready to send are appended to `out`. A frame whose
+  /// payload cannot be mapped is not sent: a task frame is answered with an error result appended
+  /// to `back` (for the side it came from), a result frame is replaced in `out` by an error
+  /// result. An inline frame other than a task or a result above `largest_message` throws
+  /// ProtocolError.
+  bool pump(int fd, std::vector<OutFrame>& out, std::vector<Buffer>& back);
+
+  /// FERRY_MAX_FRAME_BYTES of this process.
+  static std::uint64_t default_max_frame();
 
  private:
   ferry::detail::FrameReader reader_;
+  std::size_t largest_message_;
 };
 
-/// Encodes a frame (header + body) as bytes.
+/// Encodes a frame (header + body) as bytes, inline (flag_shm cleared).
 Buffer frame_bytes(const ferry::detail::Frame& f);
+
+/// The error result that answers a task frame, or replaces a result frame, whose payload could
+/// not travel: the host reports it as SerializationError (decode_arguments for a task,
+/// encode_result for a result). `frame` is the frame or its head; empty for other frame types.
+Buffer unrelayed_answer(std::string_view frame, const std::string& why);
+
+/// Why a frame reported as tag_frame_lost did not arrive, on `where` ("the host", "node n7").
+std::string lost_reason(const std::string& where);
 
 /// Non-blocking sends whose buffers live until MPI is done with them.
 class Sender {
  public:
   void send(Buffer bytes, int dest, int tag, MPI_Comm comm);
+  /// A whole frame as one message of `tag`; a chunked one as its head (tag_frame_head: the
+  /// head, then the chunk size as u64) and its payload in chunks (tag_frame_chunk), sent from
+  /// where the payload is.
+  void send(OutFrame frame, int dest, int tag, MPI_Comm comm);
   /// Frees completed sends; true when none is pending.
   bool progress();
   std::size_t pending() const { return inflight_.size(); }
+  /// The chunk size (tests use small ones).
+  void set_chunk_bytes(std::size_t n) { chunk_bytes_ = n; }
 
  private:
   struct InFlight {
     Buffer bytes;
+    std::shared_ptr<const void> keep;  // what a chunk is sent from
     MPI_Request request;
   };
+  void post(std::unique_ptr<InFlight> s, const char* data, std::size_t size, int dest, int tag,
+            MPI_Comm comm);
   std::vector<std::unique_ptr<InFlight>> inflight_;
+  std::size_t chunk_bytes_ = default_chunk_bytes;
 };
 
-/// Receives the next message from `comm` if one is there (any source, any tag).
-bool try_receive(MPI_Comm comm, int& source, int& tag, Buffer& bytes);
+/// Receives the messages of a communicator, reassembling chunked frames. Every message is taken
+/// with a matched probe (MPI_Improbe): a chunk is received without blocking (MPI_Imrecv) straight
+/// into its place in a SharedBytes, the chunks of a source going to its oldest frame still
+/// expecting bytes (one source's messages are matched in the order it sent them). Whatever else
+/// a source sends while one of its frames is arriving is held until that frame is complete, so
+/// every source's messages come out in the order it sent them; sources do not wait for one
+/// another.
+class Receiver {
+ public:
+  using Allocate = std::shared_ptr<SharedBytes> (*)(std::size_t);
+  explicit Receiver(Allocate allocate = &SharedBytes::create) : allocate_(allocate) {}
+  Receiver(const Receiver&) = delete;
+  Receiver& operator=(const Receiver&) = delete;
+  /// Chunk receives still running keep their memory for good (the process is leaving).
+  ~Receiver();
+
+  /// The next message of `comm` if there is one (any source, any tag). A chunked frame comes out
+  /// as tag_frames, `bytes` its head (flag_shm), once all of it is here: take_payload() then
+  /// gives its bytes. Also tag_progress (nothing to handle: the source is alive) and
+  /// tag_frame_lost (see Tag). Throws std::bad_alloc only when not even one chunk's worth of
+  /// memory can be had to drain a lost frame's chunk.
+  bool next(MPI_Comm comm, int& source, int& tag, Buffer& bytes);
+  /// The payload of the chunked frame next() returned last; null for any other message.
+  std::shared_ptr<SharedBytes> take_payload() { return std::move(last_payload_); }
+  /// Stops receiving for `source` of `comm` (declared dead): frames still arriving and the
+  /// messages held behind them are dropped; chunks it sent later are received and dropped.
+  void forget(MPI_Comm comm, int source);
+  /// Chunked frames not complete yet, and chunk receives of forgotten ones still running (tests).
+  std::size_t arriving() const;
+  std::size_t abandoned() const { return abandoned_.size(); }
+
+ private:
+  struct Incoming {
+    int tag = 0;
+    Buffer bytes;                          // a whole message, or the head of a chunked frame
+    bool chunked = false;
+    std::shared_ptr<SharedBytes> payload;  // where its chunks go
+    std::uint64_t size = 0;                // of the payload
+    std::uint64_t chunk = 0;               // the sender's chunk size
+    std::uint64_t matched = 0;             // bytes whose chunks have been matched
+    std::vector<MPI_Request> requests;     // chunk receives not seen complete
+    bool draining = false;  // lost (no memory, a chunk failed): the rest is received and dropped
+    std::chrono::steady_clock::time_point began;
+    bool complete() const { return matched == size && requests.empty(); }
+  };
+  struct Stream {
+    MPI_Comm comm;
+    int source;
+    std::deque<Incoming> queue;  // in arrival order; the front is the oldest
+  };
+  Incoming start_frame(int source, Buffer head);
+  void receive_chunk(Stream* stream, MPI_Message& message, int count);
+  static bool test(Incoming& in);
+  void reap_abandoned();
+
+  Allocate allocate_;
+  std::vector<Stream> streams_;      // sources with a chunked frame arriving
+  std::vector<Incoming> abandoned_;  // forgotten, whose chunk receives still run
+  std::shared_ptr<SharedBytes> last_payload_;
+};
 
 }  // namespace ferry::mpi::detail

@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// mpi/src/wire.cpp on its own: payloads sent in chunks and reassembled in order (MPI singleton).
+#include <doctest/doctest.h>
+
+#include <mpi.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "wire.hpp"
+#include "wire/channel.hpp"
+#include "wire/protocol.hpp"
+
+namespace {
+
+namespace proto = ferry::detail::protocol;
+using ferry::detail::Buffer;
+using namespace ferry::mpi::detail;
+
+/// MPI for this test process: a singleton (each test case runs in a process of its own).
+MPI_Comm self() {
+  static bool ready = [] {
+    ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+    ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    ::setenv("OMPI_MCA_btl", "self,vader,tcp", 0);
+    ::setenv("OMPI_MCA_btl_tcp_if_include", "lo", 0);
+    ::setenv("OMPI_MCA_oob_tcp_if_include", "lo", 0);
+    int provided = 0;
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+    std::atexit([] { MPI_Finalize(); });
+    return true;
+  }();
+  (void)ready;
+  return MPI_COMM_SELF;
+}
+
+std::string pattern(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>(i * 13 + (i >> 8) + seed);
+  return s;
+}
+
+/// A whole inline task frame for call `call` with argument bytes `args`.
+Buffer task_frame(std::uint64_t call, const std::string& args) {
+  Buffer b = proto::encode_task_head({call, 1, 1}, args.size());
+  b.append(args.data(), args.size());
+  return b;
+}
+
+/// An OutFrame sent apart from its payload, as FrameForwarder makes them.
+OutFrame chunked_task(std::uint64_t call, const std::string& args) {
+  auto keep = std::make_shared<std::string>(args);
+  OutFrame f;
+  f.bytes = proto::encode_shared_task({call, 1, 1}, args.size());
+  f.payload = *keep;
+  f.keep = keep;
+  return f;
+}
+
+struct Message {
+  int tag = 0;
+  std::string bytes;
+  std::shared_ptr<SharedBytes> payload;
+};
+
+/// What `r` gives for `comm` until `count` messages came out (progress reports skipped) or
+/// `looks` calls found nothing, sending what `s` still has.
+std::vector<Message> receive(Receiver& r, Sender& s, MPI_Comm comm, std::size_t count,
+                             int looks = 5'000'000) {
+  std::vector<Message> got;
+  for (int idle = 0; got.size() < count && idle < looks;) {
+    s.progress();
+    int source = -1, tag = 0;
+    Buffer bytes;
+    if (!r.next(comm, source, tag, bytes)) {
+      ++idle;
+      continue;
+    }
+    idle = 0;
+    CHECK(source == 0);
+    if (tag == tag_progress) {
+      CHECK(bytes.empty());
+      continue;
+    }
+    got.push_back({tag, std::string(bytes.view()), r.take_payload()});
+  }
+  while (!s.progress()) {
+  }
+  return got;
+}
+
+std::uint64_t call_of_head(const std::string& frame) {
+  proto::BodyReader r(std::string_view(frame).substr(proto::header_size));
+  return proto::decode_task_head(r).call;
+}
+
+/// The bytes of a payload's memfd, read through the descriptor (what a worker maps).
+std::string memfd_bytes(const SharedBytes& p) {
+  std::string s(p.size(), '\0');
+  CHECK(::pread(p.fd(), s.data(), s.size(), 0) == static_cast<ssize_t>(s.size()));
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("Mpi.wire.chunked_frames_come_out_whole_and_in_order") {
+  MPI_Comm comm = self();
+  Sender s;
+  s.set_chunk_bytes(256 << 10);
+  Receiver r;
+  // 5 chunks, the last of 3 bytes; exactly 2.
+  const std::string first = pattern((1 << 20) + 3, 1), second = pattern(512 << 10, 2);
+  s.send(OutFrame{task_frame(1, "small"), {}, {}}, 0, tag_frames, comm);
+  s.send(chunked_task(2, first), 0, tag_frames, comm);
+  s.send(Buffer(), 0, tag_heartbeat, comm);  // held until the frame before it is complete
+  s.send(chunked_task(3, second), 0, tag_frames, comm);
+  s.send(OutFrame{task_frame(4, "last"), {}, {}}, 0, tag_frames, comm);
+
+  auto got = receive(r, s, comm, 5);
+  REQUIRE(got.size() == 5);
+  CHECK(got[0].tag == tag_frames);
+  CHECK(got[0].bytes == std::string(task_frame(1, "small").view()));
+  CHECK_FALSE(got[0].payload);
+
+  // A chunked frame: its head as a shared-memory frame, its bytes in a memfd of their own.
+  CHECK(got[1].tag == tag_frames);
+  CHECK(got[1].bytes == std::string(proto::encode_shared_task({2, 1, 1}, first.size()).view()));
+  REQUIRE(got[1].payload);
+  CHECK(got[1].payload->size() == first.size());
+  CHECK(std::string(got[1].payload->data(), got[1].payload->size()) == first);
+  CHECK(memfd_bytes(*got[1].payload) == first);
+
+  CHECK(got[2].tag == tag_heartbeat);
+  CHECK(got[3].tag == tag_frames);
+  CHECK(call_of_head(got[3].bytes) == 3);
+  REQUIRE(got[3].payload);
+  CHECK(memfd_bytes(*got[3].payload) == second);
+  CHECK(call_of_head(got[4].bytes) == 4);
+  CHECK(r.arriving() == 0);
+
+  int source = 0, tag = 0;
+  Buffer bytes;
+  CHECK_FALSE(r.next(comm, source, tag, bytes));
+}
+
+TEST_CASE("Mpi.wire.frame_without_memory_is_lost_and_what_follows_still_comes") {
+  MPI_Comm comm = self();
+  Sender s;
+  s.set_chunk_bytes(4096);
+  Receiver r([](std::size_t) { return std::shared_ptr<SharedBytes>(); });  // no memory at all
+  s.send(chunked_task(7, pattern(20'000, 3)), 0, tag_frames, comm);
+  s.send(OutFrame{task_frame(8, "after"), {}, {}}, 0, tag_frames, comm);
+
+  auto got = receive(r, s, comm, 2);
+  REQUIRE(got.size() == 2);
+  // Its chunks were consumed (not left to match later receives); its head says which call it was.
+  CHECK(got[0].tag == tag_frame_lost);
+  CHECK(call_of_head(got[0].bytes) == 7);
+  CHECK_FALSE(got[0].payload);
+  CHECK(got[1].tag == tag_frames);
+  CHECK(got[1].bytes == std::string(task_frame(8, "after").view()));
+
+  // What the agent answers the host with: an error result for call 7.
+  Buffer answer = unrelayed_answer(got[0].bytes, lost_reason("node n1"));
+  REQUIRE(answer.size() > proto::header_size);
+  auto h = proto::parse_header(answer.data(), UINT64_MAX);
+  CHECK(h.type == proto::FrameType::result);
+  proto::BodyReader br(answer.view().substr(proto::header_size));
+  auto head = proto::decode_result_head(br);
+  CHECK(head.call == 7);
+  CHECK(head.status == proto::ResultStatus::failed);
+  CHECK(std::string(answer.view()).find("did not arrive whole on node n1") != std::string::npos);
+}
+
+TEST_CASE("Mpi.wire.forgotten_source_drops_its_frame_and_stray_chunks") {
+  MPI_Comm comm = self();
+  Receiver r;
+  // A head whose chunks do not come (the peer died after sending it).
+  Buffer head = proto::encode_shared_task({9, 1, 1}, 5000);
+  proto::BodyWriter(head).u64(1000);
+  Sender s;
+  s.send(std::move(head), 0, tag_frame_head, comm);
+  s.send(Buffer(), 0, tag_heartbeat, comm);
+  auto got = receive(r, s, comm, 1, 100'000);
+  CHECK(got.empty());  // the heartbeat waits behind the frame
+  CHECK(r.arriving() == 1);
+
+  r.forget(comm, 0);
+  CHECK(r.arriving() == 0);
+  CHECK(r.abandoned() == 0);  // no chunk of it was being received
+  // A chunk that nothing waits for any more is dropped, reported as progress only.
+  s.send(Buffer(std::size_t{1000}), 0, tag_frame_chunk, comm);
+  s.send(Buffer(), 0, tag_heartbeat, comm);
+  got = receive(r, s, comm, 1);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].tag == tag_heartbeat);
+}
+
+TEST_CASE("Mpi.wire.forwarder_sends_payloads_apart_from_where_they_are") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  ferry::detail::Fd mine(sv[0]), theirs(sv[1]);
+  FrameForwarder forwarder(proto::default_max_frame, 4096);  // messages of at most 4 KiB here
+
+  // A shared-memory task frame: the payload stays in the memfd, mapped.
+  const std::string shared = pattern(6000, 4);
+  int memfd = ::memfd_create("test", MFD_CLOEXEC);
+  REQUIRE(memfd >= 0);
+  REQUIRE(::write(memfd, shared.data(), shared.size()) == static_cast<ssize_t>(shared.size()));
+  Buffer shm_head = proto::encode_shared_task({1, 1, 1}, shared.size());
+  REQUIRE(ferry::detail::send_all(theirs.get(), {shm_head.view()}, memfd));
+  ::close(memfd);
+  // An inline task frame above the message size: split into head and payload.
+  const std::string args = pattern(5000, 5);
+  Buffer big = task_frame(2, args);
+  // A small one, and an inline define frame above the size, which cannot be split.
+  Buffer small = task_frame(3, "x");
+  REQUIRE(ferry::detail::send_all(theirs.get(), {big.view(), small.view()}));
+
+  std::vector<OutFrame> out;
+  std::vector<Buffer> back;
+  for (int i = 0; i < 100 && out.size() < 3; ++i) REQUIRE(forwarder.pump(mine.get(), out, back));
+  REQUIRE(out.size() == 3);
+  CHECK(back.empty());
+
+  CHECK(out[0].chunked());
+  CHECK(out[0].type() == proto::FrameType::task);
+  CHECK(std::string(out[0].bytes.view()) == std::string(shm_head.view()));
+  CHECK(out[0].payload == shared);
+
+  CHECK(out[1].chunked());
+  CHECK(std::string(out[1].bytes.view()) ==
+        std::string(proto::encode_shared_task({2, 1, 1}, args.size()).view()));
+  CHECK(out[1].payload == args);
+
+  CHECK_FALSE(out[2].chunked());
+  CHECK(std::string(out[2].bytes.view()) == std::string(small.view()));
+
+  proto::Define d;
+  d.ref = 1;
+  d.library = "/lib/" + std::string(5000, 'l');
+  d.name = "task";
+  Buffer define = proto::encode_define(d);
+  REQUIRE(ferry::detail::send_all(theirs.get(), {define.view()}));
+  out.clear();
+  CHECK_THROWS_AS(
+      [&] {
+        for (int i = 0; i < 100; ++i) forwarder.pump(mine.get(), out, back);
+      }(),
+      proto::ProtocolError);
+}
