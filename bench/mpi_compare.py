@@ -471,7 +471,14 @@ def loadavg():
 
 def run_info(args, load_before):
     git = first_line(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
-    dirty = first_line(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--untracked-files=no"])
+    # Changes to the report itself (an earlier run's section) are not changes to what is measured.
+    try:
+        report = os.path.relpath(Path(args.output).resolve(), REPO_DIR)
+        status = subprocess.run(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=30).stdout.splitlines()
+        dirty = "" if all(l[3:] == report for l in status) else "dirty"
+    except (OSError, subprocess.SubprocessError):
+        dirty = "unknown"
     command = shlex.join([sys.executable, *sys.argv])
     if os.environ.get("MAKELEVEL"):
         command = f"make bench → {command}"
