@@ -6,7 +6,7 @@
 #   make asan    the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan    the suite under ThreadSanitizer
 #   make fuzz    build the libFuzzer targets (clang) and run each for FUZZ_SECONDS
-#   make bench   ferry-bench beside loky; writes docs/benchmarks.md
+#   make bench   ferry-bench beside loky, the MPI backend beside mpi4py.futures; writes docs/benchmarks.md
 #   make ci      what .ci/run runs: test, asan, fuzz
 # Variables: PRESET (default: default), JOBS (default: 2), FUZZ_SECONDS (default: 60).
 
@@ -18,12 +18,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages ferry builds and tests with.
 DEPS := cmake make g++ libboost-dev libcereal-dev libcli11-dev doctest-dev ccache pkg-config zlib1g-dev \
         libsodium-dev libseccomp-dev libopenmpi-dev openmpi-bin
-# Only `make fuzz` needs clang's libFuzzer; only `make bench` needs loky (vendored in joblib).
+# Only `make fuzz` needs clang's libFuzzer; only `make bench` needs loky (vendored in joblib) and mpi4py.
 FUZZ_DEPS := clang libclang-rt-14-dev
-BENCH_DEPS := python3-joblib
+BENCH_DEPS := python3-joblib python3-mpi4py
 # The Slurm tests' cluster (tests/test_slurm.cpp): Debian's Slurm and its authentication daemon.
 SLURM_DEPS := slurm-wlm munge
-# The benchmark always uses the optimised preset, and Debian's Python (the one python3-joblib serves).
+# The benchmark always uses the optimised preset, and Debian's Python (the one python3-joblib and
+# python3-mpi4py serve).
 BENCH_PRESET := default
 BENCH_PYTHON := /usr/bin/python3
 
@@ -108,8 +109,9 @@ fuzz: fuzz-deps
 
 bench: bench-deps
 	cmake --preset $(BENCH_PRESET) -DFERRY_BUILD_BENCH=ON
-	cmake --build --preset $(BENCH_PRESET) -j $(JOBS) --target ferry_bench
+	cmake --build --preset $(BENCH_PRESET) -j $(JOBS) --target ferry_bench ferry_mpi_bench ferry_mpi_pingpong
 	$(BENCH_PYTHON) bench/compare.py build/$(BENCH_PRESET)/bin/ferry-bench
+	$(BENCH_PYTHON) bench/mpi_compare.py --build build/$(BENCH_PRESET) --ranks --python $(BENCH_PYTHON)
 
 ci: test asan fuzz
 
