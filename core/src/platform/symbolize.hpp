@@ -55,7 +55,7 @@ FERRY_INTERNAL_API std::size_t select_modules(const char* maps, std::size_t size
 FERRY_INTERNAL_API std::string symbolize(const RawStack& stack, bool exact_first);
 
 /// What TaskError and TerminatedWorkerError hold: the raw stack, symbolized the first time it is
-/// asked for (tens of milliseconds: a failure nobody looks at costs nothing), or a ready text.
+/// asked for (~0.1 s: a failure nobody looks at costs nothing), or a ready text.
 class FERRY_INTERNAL_API RemoteStack {
  public:
   RemoteStack(RawStack raw, bool exact_first) : raw_(std::move(raw)), exact_first_(exact_first) {}
