@@ -17,6 +17,7 @@ BUILD_DIR := build/$(PRESET)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages ferry builds and tests with.
 DEPS := cmake make g++ libboost-dev libcereal-dev libcli11-dev doctest-dev ccache pkg-config zlib1g-dev \
+        libdw-dev \
         libsodium-dev libseccomp-dev libopenmpi-dev openmpi-bin
 # Only `make fuzz` needs clang's libFuzzer; only `make bench` needs loky (vendored in joblib) and mpi4py.
 FUZZ_DEPS := clang libclang-rt-14-dev

@@ -379,6 +379,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
     auto stop = [&](const std::string& where, const Failure& failure) {
       progress.clear();
       print_error("map", where + ": " + failure.type + ": " + failure.message);
+      print_remote_stack(failure);
       executor.shutdown({.wait = false, .kill_workers = true});
       return failure.code;
     };

@@ -90,10 +90,14 @@ struct Failure {
   int code = exit_task_failed;
   std::string type;     ///< "TaskError", "PluginError", ...
   std::string message;  ///< what()
+  std::string remote_stack;  ///< TaskError / TerminatedWorkerError::remote_stack(), "" if none
 };
 Failure describe(std::exception_ptr error);
-/// Prints "ferry <command>: <type>: <message>" on stderr and returns the exit status.
+/// Prints "ferry <command>: <type>: <message>" on stderr, then the remote stack when there is one
+/// ("remote stack (worker):" and its frames, indented), and returns the exit status.
 int report(std::string_view command, const Failure& failure);
+/// Prints the failure's remote stack on stderr, indented under "remote stack (worker):", if any.
+void print_remote_stack(const Failure& failure);
 /// Prints "ferry <command>: <message>" on stderr.
 void print_error(std::string_view command, std::string_view message);
 

@@ -342,13 +342,13 @@ Failure describe(std::exception_ptr error) {
   try {
     std::rethrow_exception(error);
   } catch (const TaskError& e) {
-    return {exit_task_failed, "TaskError", e.what()};
+    return {exit_task_failed, "TaskError", e.what(), e.remote_stack()};
   } catch (const ResourceLimitError& e) {  // before TerminatedWorkerError, its base
     return {exit_task_failed, "ResourceLimitError", e.what()};
   } catch (const SandboxViolationError& e) {  // likewise
     return {exit_task_failed, "SandboxViolationError", e.what()};
   } catch (const TerminatedWorkerError& e) {
-    return {exit_task_failed, "TerminatedWorkerError", e.what()};
+    return {exit_task_failed, "TerminatedWorkerError", e.what(), e.remote_stack()};
   } catch (const SerializationError& e) {
     // Arguments the worker cannot decode into the task's parameters are the caller's mistake.
     bool arguments = e.stage() == SerializationStage::decode_arguments ||
@@ -381,8 +381,22 @@ void print_error(std::string_view command, std::string_view message) {
   std::fflush(stderr);
 }
 
+void print_remote_stack(const Failure& failure) {
+  if (failure.remote_stack.empty()) return;
+  // Always, like Python's traceback of an uncaught exception: the user needs it to find the bug,
+  // and stderr is not the results' stream.
+  std::string text = "remote stack (worker):\n  ";
+  for (char c : failure.remote_stack) {
+    text += c;
+    if (c == '\n') text += "  ";
+  }
+  std::fprintf(stderr, "%s\n", text.c_str());
+  std::fflush(stderr);
+}
+
 int report(std::string_view command, const Failure& failure) {
   print_error(command, failure.type + ": " + failure.message);
+  print_remote_stack(failure);
   return failure.code;
 }
 

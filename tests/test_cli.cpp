@@ -274,6 +274,24 @@ TEST_CASE("Cli.run_failing_task_exits_1_with_the_error") {
   CHECK(crash.err.find("SIGSEGV") != std::string::npos);
 }
 
+TEST_CASE("Cli.run_prints_the_remote_stack_of_a_failed_task") {
+  // After the one-line error, always on stderr: where the task threw, or where its worker crashed.
+  Result r = cli({"run", "throw_in_named_function", "3"});
+  CHECK(r.status == 1);
+  CHECK(r.out.empty());
+  auto at = r.err.find("remote stack (worker):\n  #0  ferry_test_named_thrower(int)");
+  CHECK(at != std::string::npos);
+  CHECK(r.err.find("TaskError") < at);  // the error first, then its stack
+
+  Result crash = cli({"run", "segfault_in_named_function", "0"});
+  CHECK(crash.status == 1);
+  CHECK(crash.err.find("SIGSEGV") != std::string::npos);
+  CHECK(crash.err.find("remote stack (worker):\n  #0  ferry_test_named_segfault(") != std::string::npos);
+
+  // An error that has no remote stack prints none.
+  CHECK(cli({"run", "no_such_task", "1"}).err.find("remote stack") == std::string::npos);
+}
+
 TEST_CASE("Cli.run_unknown_task_exits_3") {
   Result r = cli({"run", "no_such_task", "1"});
   CHECK(r.status == 3);

@@ -732,7 +732,7 @@ TEST_CASE("Protocol.worker_exit_name.names_every_exit_code") {
 
 // ---- regression corpus -----------------------------------------------------------------------
 // tests/data/frames/ holds malformed byte streams, one per file, named for what is wrong with them:
-// a truncated header, bad magic (including an ELF header), unknown types 0/10/255, reserved bits,
+// a truncated header, bad magic (including an ELF header), unknown types 0/11/255, reserved bits,
 // sizes of 2^64-1, 2^40 and just over 1 GiB, bodies shorter than announced (small and large), a
 // good frame followed by a bad one, random bytes. Add a file here for every bad stream found.
 
@@ -763,6 +763,7 @@ void decode_body(const Frame& f) {
     case FrameType::init: decode_init(f.view()); break;
     case FrameType::contained: decode_contained(f.view()); break;
     case FrameType::limits: decode_limits(f.view()); break;
+    case FrameType::crashed: ferry::detail::decode_crashed(f.view()); break;
     case FrameType::shutdown: break;
   }
 }
@@ -838,7 +839,7 @@ TEST_CASE("Protocol.FrameReader.corpus_expectations") {
   CHECK(feed(read("size_just_over_1GiB.bin"), default_max_frame).threw);
   CHECK(feed(read("reserved_bits.bin"), default_max_frame).threw);
   CHECK(feed(read("unknown_type_0.bin"), default_max_frame).threw);
-  CHECK(feed(read("unknown_type_10.bin"), default_max_frame).threw);
+  CHECK(feed(read("unknown_type_11.bin"), default_max_frame).threw);
   CHECK(feed(read("truncated_large_body.bin"), max_control_frame).threw);
   Outcome t = feed(read("truncated_header.bin"), default_max_frame);
   CHECK_FALSE(t.threw);

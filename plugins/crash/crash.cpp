@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <system_error>
 #include <cstdlib>
 #include <cstring>
@@ -131,6 +133,41 @@ void init_flag() { flag = 1; }
 int initialized() { return flag.load(); }
 void init_throws() { throw std::logic_error("initializer refuses to run"); }
 
+// Outside any namespace and never inlined: remote stacks name them (tests/test_remote_stack.cpp).
+__attribute__((noinline)) int ferry_test_named_thrower(int x) {
+  if (x >= 0) throw std::invalid_argument("thrown by ferry_test_named_thrower(" + std::to_string(x) + ")");
+  return x;
+}
+__attribute__((noinline)) int ferry_test_named_segfault(volatile int* p) {
+  *p = 1;  // faults for the addresses the tests pass (0)
+  return *p;
+}
+int throw_in_named_function(int x) { return ferry_test_named_thrower(x) + 1; }
+int segfault_in_named_function(long long address) {
+  return ferry_test_named_segfault(reinterpret_cast<volatile int*>(static_cast<std::intptr_t>(address))) + 1;
+}
+long long throw_and_catch(int n) {
+  auto t0 = std::chrono::steady_clock::now();
+  int caught = 0;
+  for (int i = 0; i < n; ++i) {
+    try {
+      throw std::runtime_error("caught");
+    } catch (const std::runtime_error&) {
+      ++caught;
+    }
+  }
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  return caught > 0 ? ns / caught : 0;
+}
+int throw_after_caught(int x) {
+  try {
+    throw std::runtime_error("caught inside");
+  } catch (const std::runtime_error&) {
+  }
+  std::vector<int> v(1);
+  return v.at(static_cast<std::size_t>(x) + 5);
+}
+
 FERRY_TASK(take_faulty);
 FERRY_TASK(make_faulty);
 FERRY_TASK(throw_runtime_error);
@@ -154,3 +191,7 @@ FERRY_TASK(open_one_descriptor);
 FERRY_TASK(init_flag);
 FERRY_TASK(initialized);
 FERRY_TASK(init_throws);
+FERRY_TASK(throw_in_named_function);
+FERRY_TASK(segfault_in_named_function);
+FERRY_TASK(throw_and_catch);
+FERRY_TASK(throw_after_caught);

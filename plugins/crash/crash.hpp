@@ -130,3 +130,14 @@ FERRY_EXPORT void init_flag();
 FERRY_EXPORT int initialized();
 /// An initializer that always throws.
 FERRY_EXPORT void init_throws();
+
+// ---- remote stacks (TaskError / TerminatedWorkerError::remote_stack) ----------------------------
+/// Throws std::invalid_argument from ferry_test_named_thrower, a function of its own (never inlined).
+FERRY_EXPORT int throw_in_named_function(int x);
+/// Writes through the address `address` (0: a null pointer) in ferry_test_named_segfault.
+FERRY_EXPORT int segfault_in_named_function(long long address);
+/// Throws and catches a std::runtime_error `n` times; returns the nanoseconds per throw.
+FERRY_EXPORT long long throw_and_catch(int n);
+/// Throws std::runtime_error, catches it, then throws std::out_of_range from a vector's at():
+/// the stack is the last throw's (inside libstdc++), not the caught one's.
+FERRY_EXPORT int throw_after_caught(int x);

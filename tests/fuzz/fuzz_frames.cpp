@@ -11,6 +11,7 @@
 #include "wire/channel.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
+#include "wire/stack.hpp"
 
 namespace proto = ferry::detail::protocol;
 
@@ -40,6 +41,7 @@ void decode_body(const ferry::detail::Frame& f) {
     case proto::FrameType::init: proto::decode_init(f.view()); break;
     case proto::FrameType::contained: proto::decode_contained(f.view()); break;
     case proto::FrameType::limits: proto::decode_limits(f.view()); break;
+    case proto::FrameType::crashed: ferry::detail::decode_crashed(f.view()); break;
     case proto::FrameType::shutdown: break;
   }
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -11,6 +12,10 @@
 #include <ferry/detail/export.hpp>
 
 namespace ferry {
+
+namespace detail {
+class RemoteStack;  // a worker's stack, symbolized when first asked for (libferry's own)
+}  // namespace detail
 
 /** @brief Base of every error ferry throws or stores in a future. */
 class FERRY_API Error : public std::runtime_error {
@@ -45,17 +50,29 @@ Any exception the task lets escape becomes a TaskError, including `throw 42` (ty
 */
 class FERRY_API TaskError : public Error {
  public:
-  TaskError(std::string task, std::string remote_type, std::string remote_message, int pid);
+  TaskError(std::string task, std::string remote_type, std::string remote_message, int pid,
+            std::shared_ptr<const detail::RemoteStack> remote_stack = nullptr);
   const std::string& task() const noexcept { return task_; }
   /// Demangled C++ type of the exception thrown in the worker, e.g. "std::invalid_argument".
   const std::string& remote_type() const noexcept { return remote_type_; }
   /// what() of the exception in the worker.
   const std::string& remote_message() const noexcept { return remote_message_; }
   int pid() const noexcept { return pid_; }
+  /**
+  @brief The worker-side stack where the exception was thrown, one frame per line, innermost
+  first: "#0  parse_row(std::string const&) at /src/rows.cpp:42 (librows.so)". Function names
+  always; file:line where the module has debug information (-g). "" when unknown: the worker
+  was not ferry-worker, or the exception was thrown in another thread and carried over.
+
+  The worker sends raw addresses; they are symbolized here, in the host, on the first call
+  (about 0.1 s on this project's VMs: it reads the modules' symbol and line tables; later calls return the same text). Thread-safe.
+  */
+  const std::string& remote_stack() const noexcept;
 
  private:
   std::string task_, remote_type_, remote_message_;
   int pid_;
+  std::shared_ptr<const detail::RemoteStack> stack_;
 };
 
 /**
@@ -67,7 +84,8 @@ class FERRY_API TerminatedWorkerError : public Error {
  public:
   /// `signal` is 0 when the worker exited with `exit_code`; `exit_code` is -1 when it was signalled.
   TerminatedWorkerError(std::string task, int pid, int signal, int exit_code, bool oom_killed,
-                        std::string detail = {});
+                        std::string detail = {},
+                        std::shared_ptr<const detail::RemoteStack> remote_stack = nullptr);
   const std::string& task() const noexcept { return task_; }
   int pid() const noexcept { return pid_; }
   int signal() const noexcept { return signal_; }
@@ -75,6 +93,14 @@ class FERRY_API TerminatedWorkerError : public Error {
   bool oom_killed() const noexcept { return oom_killed_; }
   /// "SIGSEGV", "SIGKILL", ... or "" when the worker exited.
   std::string signal_name() const;
+  /**
+  @brief Where the worker was when it took a fatal signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+  SIGABRT, SIGTRAP), innermost first, in the format of TaskError::remote_stack(): frame #0 is
+  the instruction that faulted. Dumped in the worker by its signal handler without allocating,
+  symbolized here on the first call. "" when unknown: SIGKILL (the OOM killer, a kill from
+  outside), an exit, or a signal the task handled itself. Thread-safe.
+  */
+  const std::string& remote_stack() const noexcept;
 
  protected:
   /// For the subclasses that say why themselves: `what` is the whole message.
@@ -85,6 +111,7 @@ class FERRY_API TerminatedWorkerError : public Error {
   std::string task_;
   int pid_, signal_, exit_code_;
   bool oom_killed_;
+  std::shared_ptr<const detail::RemoteStack> stack_;
 };
 
 /**

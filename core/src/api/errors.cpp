@@ -8,12 +8,18 @@
 
 #include "platform/format.hpp"
 #include "platform/signals.hpp"
+#include "platform/symbolize.hpp"
 
 namespace ferry {
 
 namespace {
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
 std::string or_unknown(const std::string& s) { return s.empty() ? "(unknown)" : s; }
+
+const std::string& stack_text(const std::shared_ptr<const detail::RemoteStack>& stack) noexcept {
+  static const std::string none;
+  return stack ? stack->text() : none;
+}
 }  // namespace
 
 const char* Error::what() const noexcept {
@@ -29,13 +35,17 @@ void Error::set_input_index(std::size_t index, std::size_t count) {
                                    std::to_string(index + input_count_ - 1) + ")";
 }
 
-TaskError::TaskError(std::string task, std::string remote_type, std::string remote_message, int pid)
+TaskError::TaskError(std::string task, std::string remote_type, std::string remote_message, int pid,
+                     std::shared_ptr<const detail::RemoteStack> remote_stack)
     : Error("task " + quoted(task) + " raised " + remote_type + " in worker " + std::to_string(pid) +
             ": " + remote_message),
       task_(std::move(task)),
       remote_type_(std::move(remote_type)),
       remote_message_(std::move(remote_message)),
-      pid_(pid) {}
+      pid_(pid),
+      stack_(std::move(remote_stack)) {}
+
+const std::string& TaskError::remote_stack() const noexcept { return stack_text(stack_); }
 
 namespace {
 std::string signal_text(int sig) {
@@ -62,13 +72,17 @@ std::string terminated_message(const std::string& task, int pid, int sig, int co
 }  // namespace
 
 TerminatedWorkerError::TerminatedWorkerError(std::string task, int pid, int signal, int exit_code,
-                                             bool oom_killed, std::string detail)
+                                             bool oom_killed, std::string detail,
+                                             std::shared_ptr<const detail::RemoteStack> remote_stack)
     : Error(terminated_message(task, pid, signal, exit_code, oom_killed, detail)),
       task_(std::move(task)),
       pid_(pid),
       signal_(signal),
       exit_code_(exit_code),
-      oom_killed_(oom_killed) {}
+      oom_killed_(oom_killed),
+      stack_(std::move(remote_stack)) {}
+
+const std::string& TerminatedWorkerError::remote_stack() const noexcept { return stack_text(stack_); }
 
 TerminatedWorkerError::TerminatedWorkerError(Explained, std::string what, std::string task, int pid)
     : Error(std::move(what)), task_(std::move(task)), pid_(pid), signal_(0), exit_code_(-1),

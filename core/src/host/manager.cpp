@@ -212,9 +212,11 @@ void Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, con
   }
   if (!error) {
     bool oom = st.signal == SIGKILL && ooms.grew_since(oom_seen_);
+    // The stack its crash handler sent, if it died of that very signal.
+    auto stack = st.signal != 0 && st.signal == w.crash_signal ? w.crash_stack : nullptr;
     error = std::make_exception_ptr(TerminatedWorkerError(
         running.ref->display, w.pid, st.signal, st.exit_code, oom,
-        "worker " + std::to_string(w.pid) + " ended with " + describe_exit(st)));
+        "worker " + std::to_string(w.pid) + " ended with " + describe_exit(st), std::move(stack)));
   }
   // The rest never started: back to the front of the queue.
   p_.dispatcher_.requeue(w.lane, 1);

@@ -263,6 +263,7 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
         case protocol::FrameType::result: handle_result(w, f, done); break;
         case protocol::FrameType::bye: handle_bye(w, f); break;
         case protocol::FrameType::contained: handle_contained(w, f); break;
+        case protocol::FrameType::crashed: handle_crashed(w, f); break;
         default: throw protocol::ProtocolError("unexpected frame type from worker");
       }
       if (w.discarding) return;  // it is being killed: nothing it sent after counts
@@ -317,6 +318,23 @@ void Pool::handle_contained(WorkerSlot& w, const Frame& f) {
   // The worker exits after saying it; killing it too covers a frame written by a task's forked
   // child (which inherits the worker's handlers and channel) while the worker itself lives on.
   kill_worker_locked(w, contained_error(c, running ? running->ref->display : std::string(), w.pid));
+}
+
+void Pool::handle_crashed(WorkerSlot& w, const Frame& f) {
+  Crashed c = decode_crashed(f.view());
+  // A process the task forked inherits the handler and the channel: its crash is not the worker's.
+  // (w.pid is the worker's pid as the host knows it; a remote worker's is its hello's.)
+  if (w.pid > 0 && c.pid != static_cast<std::uint32_t>(w.pid)) {
+    debug_log("worker %d: crashed frame of process %u (a child of its task), ignored", w.pid, c.pid);
+    return;
+  }
+  // Symbolized only if someone asks (RemoteStack): a crash loop costs no symbolization.
+  auto stack = std::make_shared<const RemoteStack>(std::move(c.stack), true);
+  std::lock_guard lock(mu_);
+  debug_log("worker %d: crashed: signal %u at 0x%llx", w.pid, c.signal,
+            static_cast<unsigned long long>(c.fault_address));
+  w.crash_signal = static_cast<int>(c.signal);
+  w.crash_stack = std::move(stack);
 }
 
 void Pool::reject_garbage(WorkerSlot& w, const char* what) {

@@ -43,6 +43,7 @@
 #include "host/task_refs.hpp"
 #include "host/worker_slot.hpp"
 #include "wire/failure.hpp"
+#include "wire/stack.hpp"
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
 #include "wire/protocol.hpp"
@@ -103,6 +104,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void handle_bye(WorkerSlot& w, const Frame& f);
   /// The running task hit a limit or its sandbox: it fails with that, the worker is replaced.
   void handle_contained(WorkerSlot& w, const Frame& f);
+  /// It took a fatal signal: the stack is kept for the TerminatedWorkerError its death brings.
+  void handle_crashed(WorkerSlot& w, const Frame& f);
   /// Kills a worker that sent bytes that are not ferry frames; its running call says why.
   void reject_garbage(WorkerSlot& w, const char* what);
   std::exception_ptr remote_error(const Call& call, const WorkerSlot& w, const Failure& why) const;

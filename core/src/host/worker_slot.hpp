@@ -15,6 +15,7 @@
 #include "host/dispatcher.hpp"
 #include "host/poller.hpp"
 #include "platform/fd.hpp"
+#include "platform/symbolize.hpp"
 #include "wire/channel.hpp"
 #include "wire/protocol.hpp"
 
@@ -56,6 +57,9 @@ struct WorkerSlot {
   Outbox outbox;
   Clock::time_point kill_at = Clock::time_point::max();  // killed if still alive then
   std::exception_ptr kill_error;  // what its running call gets when ferry killed it
+  // Its crashed frame: the stack where it took `crash_signal` (TerminatedWorkerError::remote_stack).
+  int crash_signal = 0;
+  std::shared_ptr<const RemoteStack> crash_stack;
   protocol::TaskLimits sent_limits;  // the limits its next task runs under (args, limits frames)
   // CPU time of the running call, sampled by the manager (Limits::cpu_time): the call measured,
   // the worker's CPU ticks when it was first seen running, and when the next sample is due (one

@@ -2,7 +2,10 @@
 // The failure codec: worker-side factories and encoding, host-side decoding and to_exception.
 #include "wire/failure.hpp"
 
+#include <memory>
 #include <utility>
+
+#include "platform/symbolize.hpp"
 
 namespace ferry::detail {
 
@@ -63,14 +66,15 @@ Failure Failure::no_json_entry(std::string library) {
 
 Buffer encode_failure(std::uint64_t call, const Failure& f, protocol::ResultStatus status) {
   Buffer body;
-  protocol::BodyWriter(body)
-      .u8(static_cast<std::uint8_t>(f.kind))
+  protocol::BodyWriter w(body);
+  w.u8(static_cast<std::uint8_t>(f.kind))
       .u32(f.item)
       .u32(f.plugin_abi)
       .str(f.exception_type)
       .str(f.message)
       .str(f.library)
       .str(f.signature);
+  encode_stack(w, f.stack);
   Buffer out = protocol::encode_result_head({call, status}, body.size());
   out.append(body.data(), body.size());
   return out;
@@ -90,6 +94,7 @@ Failure decode_failure(protocol::BodyReader& r) {
   f.message = r.str();
   f.library = r.str();
   f.signature = r.str();
+  f.stack = decode_stack(r);
   r.expect_end();
   return f;
 }
@@ -103,7 +108,9 @@ std::exception_ptr to_exception(const Failure& f, const FailureContext& c) {
                                      : std::string();
   switch (f.kind) {
     case FailureKind::task_threw:
-      return std::make_exception_ptr(TaskError(task + item, f.exception_type, f.message, c.pid));
+      return std::make_exception_ptr(TaskError(
+          task + item, f.exception_type, f.message, c.pid,
+          f.stack.empty() ? nullptr : std::make_shared<const RemoteStack>(f.stack, false)));
     case FailureKind::decode_arguments:
     case FailureKind::encode_result:
       return std::make_exception_ptr(SerializationError(*serialization_stage_of(f.kind), f.signature,

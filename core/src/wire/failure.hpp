@@ -5,8 +5,9 @@
 //
 // Body of a failed result (after the 16-byte result head), little-endian:
 //   u8 kind · u32 item · u32 plugin_abi · str exception_type · str message · str library ·
-//   str signature
-// Every field is always present; a kind leaves the ones it does not use empty (or 0).
+//   str signature · stack (wire/stack.hpp: u32 count · count × u64 · str maps)
+// Every field is always present; a kind leaves the ones it does not use empty (or 0). Only
+// task_threw carries a stack: where the exception was thrown (protocol 4).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include <ferry/task.hpp>
 
 #include "wire/protocol.hpp"
+#include "wire/stack.hpp"
 
 namespace ferry::detail {
 
@@ -51,6 +53,7 @@ struct FERRY_INTERNAL_API Failure {
   std::string message;           // stages: its what(); resolution: the loader's own words
   std::string library;           // resolution: the path the worker tried
   std::string signature;         // stages, signature_mismatch: the plugin's signature of the task
+  RawStack stack;                // task_threw: where the exception was thrown, when known
 
   // ---- worker side ----------------------------------------------------------------------------
   /// The task's entry point failed at `stage` (an InvokeStatus other than ok).
@@ -71,7 +74,7 @@ struct FERRY_INTERNAL_API Failure {
 FERRY_INTERNAL_API Buffer encode_failure(std::uint64_t call, const Failure& f,
                       protocol::ResultStatus status = protocol::ResultStatus::failed);
 /// The body after a failed (or init_failed) result head; the body must end with it.
-/// @throws protocol::ProtocolError on an unknown kind or truncated fields.
+/// @throws protocol::ProtocolError on an unknown kind, truncated fields or a malformed stack.
 FERRY_INTERNAL_API Failure decode_failure(protocol::BodyReader& r);
 
 // ---- host side ----------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ namespace ferry::detail::protocol {
 
 /// 2: a failed result carries a typed Failure (wire/failure.hpp); the result head has no item.
 /// 3: contained and limits frames (containment, ferry::Limits and ferry::Sandbox).
-inline constexpr std::uint32_t version = 3;
+/// 4: a failure ends with the stack where the task's exception was thrown; crashed frames
+///    (remote stack traces, wire/stack.hpp).
+inline constexpr std::uint32_t version = 4;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
 /// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.
@@ -37,8 +39,9 @@ enum class FrameType : std::uint8_t {
   init = 7,      // host → worker: run this ref once before anything else (initializer)
   contained = 8,  // worker → host: the running task hit a limit or its sandbox; the worker exits
   limits = 9,     // host → worker: the limits of the tasks that follow
+  crashed = 10,   // worker → host: it took a fatal signal here (wire/stack.hpp); it dies of it now
 };
-inline constexpr std::uint8_t max_frame_type = 9;
+inline constexpr std::uint8_t max_frame_type = 10;
 
 /// Task frame flags (header byte 3).
 inline constexpr std::uint8_t flag_json = 1;        // arguments and results are JSON lines

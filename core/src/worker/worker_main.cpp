@@ -35,6 +35,7 @@
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 #include "worker/containment.hpp"
+#include "worker/stack_capture.hpp"
 
 namespace ferry::detail {
 
@@ -251,6 +252,7 @@ class WorkerLoop {
       };
       ctx.worker = this;
     }
+    forget_throws();  // a throw recorded before this call is not this task's
     ((frame_flags & protocol::flag_json) ? rec->invoke_json : rec->invoke)(ctx);
     if (call && !delivery_.sent && ctx.status == InvokeStatus::ok) {
       // An entry point that returned without delivering (no item ran): send now.
@@ -263,6 +265,8 @@ class WorkerLoop {
     why = Failure::in_stage(ctx.status, ctx.failed_item, std::string(e.substr(0, nul)),
                             nul == std::string_view::npos ? std::string() : std::string(e.substr(nul + 1)),
                             signature_of(rec));
+    // Where the exception was thrown: recorded by ferry-worker's __cxa_throw (remote stacks).
+    if (why.kind == FailureKind::task_threw) why.stack = last_throw_stack(why.exception_type);
     return false;
   }
 
@@ -515,6 +519,9 @@ int worker_main(int argc, char** argv) {
     return static_cast<int>(WorkerExit::containment);
   }
   config.containment = &containment;
+  // After the containment (whose guardian must not inherit it): a fatal signal sends a crashed
+  // frame with the stack (TerminatedWorkerError::remote_stack).
+  install_crash_reporter(config.fd);
   int code = run_worker(config);
   containment.finish();
   if (contain.sandbox) {

@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Symbolizing a worker's stack in the host with libdwfl: each module of the stack's maps lines is
+// reported at the address the worker loaded it, then each address is looked up (symbol table for
+// the function, DWARF line table for file:line).
+#include "platform/symbolize.hpp"
+
+#include <cxxabi.h>
+#include <elfutils/libdwfl.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+namespace ferry::detail {
+
+namespace {
+
+/// Hex digits at `s[i]...` into `v`; false if there are none or too many for 64 bits.
+bool hex(std::string_view s, std::size_t& i, std::uint64_t& v) noexcept {
+  std::size_t begin = i;
+  v = 0;
+  for (; i < s.size(); ++i) {
+    char c = s[i];
+    unsigned d;
+    if (c >= '0' && c <= '9') d = static_cast<unsigned>(c - '0');
+    else if (c >= 'a' && c <= 'f') d = static_cast<unsigned>(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') d = static_cast<unsigned>(c - 'A' + 10);
+    else break;
+    if (i - begin >= 16) return false;
+    v = (v << 4) | d;
+  }
+  return i > begin;
+}
+
+bool expect(std::string_view s, std::size_t& i, char c) noexcept {
+  if (i >= s.size() || s[i] != c) return false;
+  ++i;
+  return true;
+}
+
+bool skip_spaces(std::string_view s, std::size_t& i) noexcept {
+  std::size_t begin = i;
+  while (i < s.size() && s[i] == ' ') ++i;
+  return i > begin;
+}
+
+bool holds_any(const MapsLine& m, const std::uint64_t* pcs, std::size_t count) noexcept {
+  for (std::size_t k = 0; k < count; ++k)
+    if (pcs[k] >= m.start && pcs[k] < m.end) return true;
+  return false;
+}
+
+}  // namespace
+
+bool parse_maps_line(std::string_view s, MapsLine& out) noexcept {
+  // 7f2c1a000000-7f2c1a022000 r--p 00000000 08:01 1234567      /usr/lib/x86_64-linux-gnu/libc.so.6
+  std::size_t i = 0;
+  std::uint64_t dev_major, dev_minor;
+  if (!hex(s, i, out.start) || !expect(s, i, '-') || !hex(s, i, out.end) || !expect(s, i, ' '))
+    return false;
+  if (out.start >= out.end || s.size() < i + 5) return false;
+  for (int k = 0; k < 4; ++k, ++i)
+    if (s[i] == '\0' || !std::strchr("rwxps-", s[i])) return false;
+  if (!expect(s, i, ' ') || !hex(s, i, out.offset) || !expect(s, i, ' ')) return false;
+  if (!hex(s, i, dev_major) || !expect(s, i, ':') || !hex(s, i, dev_minor) || !expect(s, i, ' '))
+    return false;
+  std::size_t digits = i;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+  if (i == digits) return false;
+  if (i == s.size()) {
+    out.path = {};
+    return true;
+  }
+  if (!skip_spaces(s, i)) return false;
+  out.path = s.substr(i);
+  return out.path.find('\0') == std::string_view::npos && out.path.find('\n') == std::string_view::npos;
+}
+
+std::size_t select_modules(const char* maps, std::size_t size, const std::uint64_t* pcs,
+                           std::size_t count, char* out, std::size_t cap) noexcept {
+  std::string_view text(maps, size);
+  std::size_t written = 0;
+  // A module is a run of consecutive lines of one file; it is kept whole, or not at all.
+  std::size_t group_begin = 0, group_end = 0;
+  std::string_view group_path;
+  bool group_hit = false;
+  auto flush = [&] {
+    std::size_t n = group_end - group_begin;
+    if (group_hit && !group_path.empty() && written + n <= cap) {
+      std::memcpy(out + written, maps + group_begin, n);
+      written += n;
+    }
+  };
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t nl = text.find('\n', at);
+    std::size_t line_end = nl == std::string_view::npos ? text.size() : nl;
+    std::size_t next = nl == std::string_view::npos ? text.size() : nl + 1;
+    MapsLine m;
+    std::string_view path;
+    bool parsed = parse_maps_line(text.substr(at, line_end - at), m);
+    if (parsed && !m.path.empty() && m.path[0] == '/') path = m.path;
+    if (path.empty() || path != group_path) {
+      flush();
+      group_begin = at;
+      group_path = path;
+      group_hit = false;
+    }
+    group_end = next;
+    // A last line without its newline is kept without one: the reader splits on '\n' anyway.
+    if (!path.empty() && holds_any(m, pcs, count)) group_hit = true;
+    at = next;
+  }
+  flush();
+  return written;
+}
+
+namespace {
+
+struct Module {
+  std::string path;
+  std::uint64_t base = 0;  // where the worker mapped the file's offset 0
+};
+
+/// The modules of a stack's maps text: consecutive lines of one file are one module, loaded at
+/// the start of its line with offset 0 (the ELF header; what dwfl_report_elf calls the address
+/// where to place the file).
+std::vector<Module> modules_of(std::string_view maps) {
+  std::vector<Module> out;
+  std::string_view last;
+  bool have_base = false;
+  std::size_t at = 0;
+  while (at < maps.size()) {
+    std::size_t nl = maps.find('\n', at);
+    std::string_view line = maps.substr(at, nl == std::string_view::npos ? std::string_view::npos : nl - at);
+    at = nl == std::string_view::npos ? maps.size() : nl + 1;
+    MapsLine m;
+    if (!parse_maps_line(line, m) || m.path.empty() || m.path[0] != '/') continue;
+    if (out.empty() || m.path != last) {
+      out.push_back({std::string(m.path), m.start - m.offset});
+      last = out.back().path;
+      have_base = m.offset == 0;
+    } else if (!have_base && m.offset == 0) {
+      out.back().base = m.start;
+      have_base = true;
+    }
+  }
+  return out;
+}
+
+std::string demangled(const char* name) {
+  if (!name) return {};
+  int status = 0;
+  std::unique_ptr<char, decltype(&std::free)> d(abi::__cxa_demangle(name, nullptr, nullptr, &status),
+                                                &std::free);
+  return status == 0 && d ? std::string(d.get()) : std::string(name);
+}
+
+std::string hex_text(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string_view base_name(std::string_view path) {
+  auto slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+/// Whether a frame is the task's entry point, below which only the worker loop runs.
+bool is_entry_point(std::string_view function) {
+  return function.find("ferry::detail::invoke<") != std::string_view::npos ||
+         function.find("ferry::detail::invoke_json<") != std::string_view::npos;
+}
+
+struct DwflDeleter {
+  void operator()(Dwfl* d) const { dwfl_end(d); }
+};
+
+}  // namespace
+
+std::string symbolize(const RawStack& stack, bool exact_first) {
+  if (stack.empty()) return {};
+  // Separate debug files only by build ID under the standard directories: never a download
+  // (debuginfod), whatever the environment says, from a library that reports an error.
+  static char* debuginfo_path = nullptr;
+  static const Dwfl_Callbacks callbacks = {
+      .find_elf = dwfl_linux_proc_find_elf,
+      .find_debuginfo = dwfl_build_id_find_debuginfo,
+      .section_address = dwfl_offline_section_address,
+      .debuginfo_path = &debuginfo_path,
+  };
+  std::unique_ptr<Dwfl, DwflDeleter> dwfl(dwfl_begin(&callbacks));
+  if (dwfl) {
+    dwfl_report_begin(dwfl.get());
+    for (const Module& m : modules_of(stack.maps)) {
+      // Only a regular file: the path comes from the worker, which may be hostile (a FIFO would
+      // block this thread). The descriptor goes to libdwfl, which closes it.
+      int fd = ::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+      if (fd < 0) continue;
+      struct stat st {};
+      if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        continue;
+      }
+      if (!dwfl_report_elf(dwfl.get(), m.path.c_str(), m.path.c_str(), fd, m.base, false)) ::close(fd);
+    }
+    dwfl_report_end(dwfl.get(), nullptr, nullptr);
+  }
+
+  std::string out;
+  for (std::size_t i = 0; i < stack.pcs.size(); ++i) {
+    const std::uint64_t pc = stack.pcs[i];
+    // A return address is the instruction after the call: look up the call itself.
+    const std::uint64_t at = (i == 0 && exact_first) || pc == 0 ? pc : pc - 1;
+    Dwfl_Module* mod = dwfl ? dwfl_addrmodule(dwfl.get(), at) : nullptr;
+    std::string function, where, module;
+    if (mod) {
+      Dwarf_Addr start = 0;
+      const char* path = dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, nullptr, nullptr);
+      GElf_Off offset = 0;
+      GElf_Sym sym{};
+      function = demangled(dwfl_module_addrinfo(mod, at, &offset, &sym, nullptr, nullptr, nullptr));
+      if (Dwfl_Line* line = dwfl_module_getsrc(mod, at)) {
+        int lineno = 0;
+        if (const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr);
+            file && lineno > 0)
+          where = std::string(file) + ":" + std::to_string(lineno);
+      }
+      module = std::string(base_name(path ? path : "")) + (function.empty() ? "+" + hex_text(pc - start) : "");
+    } else {
+      module = hex_text(pc) + ", no module";
+    }
+    std::string text = "#" + std::to_string(i) + (i < 10 ? "  " : " ") + (function.empty() ? "??" : function);
+    if (!where.empty()) text += " at " + where;
+    text += " (" + module + ")\n";
+    out += text;
+    if (is_entry_point(function) && i + 1 < stack.pcs.size()) {
+      std::size_t rest = stack.pcs.size() - i - 1;
+      out += "    ... " + std::to_string(rest) + (rest == 1 ? " frame" : " frames") + " of the worker loop\n";
+      break;
+    }
+  }
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+const std::string& RemoteStack::text() const noexcept {
+  if (ready_) return text_;
+  try {
+    std::call_once(once_, [this] {
+      try {
+        text_ = symbolize(raw_, exact_first_);
+      } catch (const std::exception& e) {
+        text_ = std::string("(the remote stack could not be symbolized: ") + e.what() + ")";
+      }
+    });
+  } catch (...) {
+    // call_once itself failed (no thread resources): the text stays as it is.
+  }
+  return text_;
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// A worker's raw stack (addresses and module map) and its symbolization in the host: function,
+// and file:line where the module has debug information, with elfutils' libdwfl, which symbolizes
+// addresses of another process from its module map (Boost.Stacktrace only knows its own process).
+// The stack travels as wire/stack.hpp says.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ferry/detail/export.hpp>
+
+namespace ferry::detail {
+
+/// Addresses kept of a stack: deeper frames are dropped (the task's own frames come first).
+inline constexpr std::size_t max_stack_frames = 64;
+/// Bytes of maps lines kept with a stack: a module that does not fit is left unnamed.
+inline constexpr std::size_t max_stack_maps = 16 * 1024;
+
+/// One stack of a worker: `pcs` innermost first, `maps` the lines of /proc/<worker>/maps of every
+/// module that holds one of them (all the lines of such a module, in the kernel's format).
+struct RawStack {
+  std::vector<std::uint64_t> pcs;
+  std::string maps;
+  bool empty() const noexcept { return pcs.empty(); }
+};
+
+/// One line of /proc/<pid>/maps, as far as symbolizing needs it.
+struct MapsLine {
+  std::uint64_t start = 0, end = 0, offset = 0;
+  std::string_view path;  // "" for an anonymous mapping, "[stack]", ...
+};
+/// Parses "start-end perms offset dev inode [path]" (no newline). False when the line is not in
+/// that format, or start >= end.
+FERRY_INTERNAL_API bool parse_maps_line(std::string_view line, MapsLine& out) noexcept;
+
+/// The modules of the `count` addresses in `pcs`: of the maps text `maps` (lines separated by
+/// '\n'), the lines of every file-backed module that holds one of them, written to `out` (capacity
+/// `cap`) until it is full; a module that does not fit is left out whole. Returns the bytes
+/// written. Async-signal-safe (no allocation), for the crash handler.
+FERRY_INTERNAL_API std::size_t select_modules(const char* maps, std::size_t size, const std::uint64_t* pcs,
+                                              std::size_t count, char* out, std::size_t cap) noexcept;
+
+/// One line per frame, innermost first:
+///   "#0  crash_in_named_function(int) at /src/plugins/crash/crash.cpp:42 (libferry_plugin_crash.so)"
+///   "#5  ?? (libc.so.6+0x2724a)"
+/// The frames below the task's entry point (the worker loop) are summed up in one last line.
+/// `exact_first`: pcs[0] is the interrupted instruction (a crash), not a return address. Only
+/// regular files are opened; a module that cannot be read leaves its frames unnamed. "" for an
+/// empty stack.
+FERRY_INTERNAL_API std::string symbolize(const RawStack& stack, bool exact_first);
+
+/// What TaskError and TerminatedWorkerError hold: the raw stack, symbolized the first time it is
+/// asked for (~0.1 s: a failure nobody looks at costs nothing), or a ready text.
+class FERRY_INTERNAL_API RemoteStack {
+ public:
+  RemoteStack(RawStack raw, bool exact_first) : raw_(std::move(raw)), exact_first_(exact_first) {}
+  explicit RemoteStack(std::string text) : text_(std::move(text)), ready_(true) {}
+  /// Thread-safe; never throws (a failure to symbolize is said in the text).
+  const std::string& text() const noexcept;
+
+ private:
+  RawStack raw_;
+  bool exact_first_ = false;
+  mutable std::once_flag once_;
+  mutable std::string text_;
+  bool ready_ = false;
+};
+
+}  // namespace ferry::detail

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Remote stack traces (issue 14): TaskError::remote_stack() is where the task's exception was
+// thrown, TerminatedWorkerError::remote_stack() where its worker took a fatal signal; both are
+// symbolized in the host from raw addresses, and a worker's garbage stack is a ProtocolError.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "crash.hpp"
+#include "platform/symbolize.hpp"
+#include "support/fixture.hpp"
+#include "wire/failure.hpp"
+#include "wire/stack.hpp"
+
+using namespace ferry::detail;
+using ferry::detail::protocol::BodyReader;
+using ferry::detail::protocol::BodyWriter;
+using ferry::detail::protocol::ProtocolError;
+
+namespace {
+
+template <class E, class F>
+E caught(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e;
+  }
+  FAIL("expected exception was not thrown");
+  throw std::logic_error("unreachable");
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+/// The first line of a stack.
+std::string first_frame(const std::string& stack) { return stack.substr(0, stack.find('\n')); }
+
+}  // namespace
+
+TEST_CASE("RemoteStack.task_error_names_the_throwing_function") {
+  ferry::Executor ex(support::options(1));
+  auto e = caught<ferry::TaskError>([&] { ex.submit(throw_in_named_function, 3).get(); });
+  CHECK(e.remote_type() == "std::invalid_argument");
+  const std::string& stack = e.remote_stack();
+  CAPTURE(stack);
+  // Frame #0 is the function that threw, then the task that called it, in the crash plugin.
+  CHECK(first_frame(stack).rfind("#0  ferry_test_named_thrower(int)", 0) == 0);
+  CHECK(contains(first_frame(stack), "(" + std::filesystem::path(FERRY_TEST_CRASH_PLUGIN).filename().string() + ")"));
+  CHECK(contains(stack, "throw_in_named_function(int)"));
+#ifdef FERRY_TEST_DEBUG_INFO
+  CHECK(contains(first_frame(stack), "crash.cpp:"));
+#endif
+  // Below the task's entry point runs only the worker loop: summed up in one line.
+  CHECK(contains(stack, "ferry::detail::invoke<"));
+  CHECK(contains(stack, "of the worker loop"));
+  // what() stays one short line; the same text on every call.
+  CHECK_FALSE(contains(e.what(), "#0"));
+  CHECK(&e.remote_stack() == &stack);
+  CHECK(ex.submit(throw_in_named_function, -1).get() == 0);  // and the pool goes on
+}
+
+TEST_CASE("RemoteStack.task_error_is_the_last_throw_not_a_caught_one") {
+  ferry::Executor ex(support::options(1));
+  // A runtime_error thrown and caught inside, then out_of_range from vector::at (libstdc++).
+  auto e = caught<ferry::TaskError>([&] { ex.submit(throw_after_caught, 0).get(); });
+  CHECK(e.remote_type() == "std::out_of_range");
+  CAPTURE(e.remote_stack());
+  // Frame #0 is in libstdc++ (its throwing helper; named only where libstdc++ has symbols), then
+  // the task's own frame.
+  CHECK(contains(first_frame(e.remote_stack()), "libstdc++"));
+  CHECK(contains(e.remote_stack(), "\n#1  throw_after_caught(int)"));
+  // `throw 42`: any type has a stack.
+  auto i = caught<ferry::TaskError>([&] { ex.submit(throw_int, 1).get(); });
+  CHECK(first_frame(i.remote_stack()).rfind("#0  throw_int(int)", 0) == 0);
+}
+
+TEST_CASE("RemoteStack.tasks_that_succeed_are_unchanged") {
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(throw_in_named_function, -5).get() == -4);
+  // Throws caught inside the task: it still returns its value (the cost is in docs/benchmarks.md).
+  CHECK(ex.submit(throw_and_catch, 100).get() >= 0);
+  CHECK(ex.submit(throw_in_named_function, -1).get() == 0);
+}
+
+TEST_CASE("RemoteStack.terminated_worker_names_the_crashing_function") {
+  ferry::Executor ex(support::options(1));
+  auto e = caught<ferry::TerminatedWorkerError>([&] { ex.submit(segfault_in_named_function, 0LL).get(); });
+  CHECK(e.signal() == SIGSEGV);
+  const std::string& stack = e.remote_stack();
+  CAPTURE(stack);
+  // Frame #0 is the faulting instruction itself.
+  CHECK(first_frame(stack).rfind("#0  ferry_test_named_segfault(int volatile*)", 0) == 0);
+  CHECK(contains(stack, "segfault_in_named_function(long long)"));
+#ifdef FERRY_TEST_DEBUG_INFO
+  CHECK(contains(first_frame(stack), "crash.cpp:"));
+#endif
+  CHECK_FALSE(contains(e.what(), "#0"));
+  CHECK(ex.submit(throw_in_named_function, -1).get() == 0);
+}
+
+TEST_CASE("RemoteStack.terminated_worker_on_abort_and_stack_overflow") {
+  ferry::Executor ex(support::options(1));
+  SUBCASE("abort") {
+    auto e = caught<ferry::TerminatedWorkerError>([&] { ex.submit(abort_task, 1).get(); });
+    CHECK(e.signal() == SIGABRT);
+    CAPTURE(e.remote_stack());
+    CHECK(contains(e.remote_stack(), "abort"));
+    CHECK(contains(e.remote_stack(), "abort_task(int)"));
+  }
+  SUBCASE("raise(SIGSEGV)") {
+    auto e = caught<ferry::TerminatedWorkerError>([&] { ex.submit(segfault, 1).get(); });
+    CAPTURE(e.remote_stack());
+    CHECK(contains(e.remote_stack(), "segfault(int)"));
+  }
+  SUBCASE("stack overflow: reported from the alternate signal stack") {
+    auto e = caught<ferry::TerminatedWorkerError>([&] { ex.submit(stack_overflow, 1 << 20).get(); });
+    CHECK(e.signal() == SIGSEGV);
+    CAPTURE(e.remote_stack());
+    CHECK(contains(first_frame(e.remote_stack()), "recurse(int)"));
+  }
+  CHECK(ex.submit(throw_in_named_function, -1).get() == 0);
+}
+
+TEST_CASE("RemoteStack.killed_worker_has_none") {
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(throw_in_named_function, -1).get() == 0);
+  auto pids = ex.worker_pids();
+  REQUIRE(pids.size() == 1);
+  auto e = caught<ferry::TerminatedWorkerError>([&] { ex.submit(kill_pid, pids[0], SIGKILL).get(); });
+  CHECK(e.signal() == SIGKILL);
+  CHECK(e.remote_stack().empty());
+}
+
+// ---- the wire -------------------------------------------------------------------------------------
+
+namespace {
+const char* const sample_maps =
+    "55d0c0000000-55d0c0001000 r--p 00000000 08:01 11 /opt/bin/ferry-worker\n"
+    "55d0c0001000-55d0c0005000 r-xp 00001000 08:01 11 /opt/bin/ferry-worker\n"
+    "55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0 [heap]\n"
+    "7f0000000000-7f0000001000 r--p 00000000 08:01 22 /opt/plugins/libp.so\n"
+    "7f0000001000-7f0000003000 r-xp 00001000 08:01 22 /opt/plugins/libp.so\n"
+    "7f0000003000-7f0000004000 rw-p 00000000 00:00 0\n"
+    "7f1000000000-7f1000100000 r-xp 00000000 08:01 33 /usr/lib/libc.so.6\n";
+
+/// A failure body after the result head, with `stack` bytes written by `write_stack`.
+template <class F>
+std::string failure_body(F&& write_stack) {
+  Buffer b;
+  BodyWriter w(b);
+  w.u8(static_cast<std::uint8_t>(FailureKind::task_threw)).u32(0).u32(0).str("T").str("m").str("").str("");
+  write_stack(w);
+  return std::string(b.view());
+}
+
+Failure decode(const std::string& body) {
+  BodyReader r(body);
+  return decode_failure(r);
+}
+}  // namespace
+
+TEST_CASE("RemoteStack.wire.selects_whole_modules_of_the_addresses") {
+  std::uint64_t pcs[] = {0x7f0000001234, 0x12};  // in libp.so; in nothing
+  char out[1024];
+  std::size_t n = select_modules(sample_maps, std::strlen(sample_maps), pcs, 2, out, sizeof out);
+  CHECK(std::string(out, n) ==
+        "7f0000000000-7f0000001000 r--p 00000000 08:01 22 /opt/plugins/libp.so\n"
+        "7f0000001000-7f0000003000 r-xp 00001000 08:01 22 /opt/plugins/libp.so\n");
+  // A module that does not fit is left out whole, never cut.
+  CHECK(select_modules(sample_maps, std::strlen(sample_maps), pcs, 2, out, 100) == 0);
+  MapsLine m;
+  CHECK(parse_maps_line("7f1000000000-7f1000100000 r-xp 00000000 08:01 33 /usr/lib/libc.so.6", m));
+  CHECK(m.path == "/usr/lib/libc.so.6");
+  CHECK(m.start == 0x7f1000000000);
+  CHECK(parse_maps_line("7f0000003000-7f0000004000 rw-p 00000000 00:00 0", m));
+  CHECK(m.path.empty());
+  CHECK_FALSE(parse_maps_line("7f0000003000-7f0000001000 rw-p 00000000 00:00 0", m));  // start > end
+  CHECK_FALSE(parse_maps_line("not a maps line", m));
+}
+
+TEST_CASE("RemoteStack.wire.failure_stack_round_trips") {
+  Failure f = Failure::in_stage(InvokeStatus::task_threw, 0, "std::runtime_error", "x", "i32(i32)");
+  f.stack.pcs = {0x7f0000001234, 0x55d0c0001100};
+  f.stack.maps = sample_maps;
+  f.stack.maps.erase(f.stack.maps.find("55d0c1000000"));  // file lines only, as a worker sends
+  Buffer frame = encode_failure(9, f);
+  BodyReader r(std::string_view(frame.data() + protocol::header_size, frame.size() - protocol::header_size));
+  protocol::decode_result_head(r);
+  Failure got = decode_failure(r);
+  CHECK(got.stack.pcs == f.stack.pcs);
+  CHECK(got.stack.maps == f.stack.maps);
+}
+
+TEST_CASE("RemoteStack.wire.garbage_stack_is_a_protocol_error") {
+  CHECK(decode(failure_body([](BodyWriter& w) { w.u32(0).str(""); })).stack.empty());
+  SUBCASE("more frames than the limit") {
+    CHECK_THROWS_AS(decode(failure_body([](BodyWriter& w) {
+                      w.u32(max_stack_frames + 1);
+                      for (std::size_t i = 0; i <= max_stack_frames; ++i) w.u64(i);
+                      w.str("");
+                    })),
+                    ProtocolError);
+  }
+  SUBCASE("a count larger than the addresses sent") {
+    CHECK_THROWS_AS(decode(failure_body([](BodyWriter& w) { w.u32(3).u64(1).u64(2); })), ProtocolError);
+  }
+  SUBCASE("a huge count") {
+    CHECK_THROWS_AS(decode(failure_body([](BodyWriter& w) { w.u32(0xFFFFFFFF); })), ProtocolError);
+  }
+  SUBCASE("maps text that is not maps lines") {
+    CHECK_THROWS_AS(decode(failure_body([](BodyWriter& w) { w.u32(1).u64(1).str("\x01\xff garbage"); })),
+                    ProtocolError);
+  }
+  SUBCASE("maps of an anonymous mapping") {
+    CHECK_THROWS_AS(decode(failure_body([](BodyWriter& w) {
+                      w.u32(1).u64(1).str("7f0000003000-7f0000004000 rw-p 00000000 00:00 0");
+                    })),
+                    ProtocolError);
+  }
+  SUBCASE("maps text over the limit") {
+    std::string big;
+    while (big.size() <= max_stack_maps) big += "7f0000000000-7f0000001000 r--p 00000000 08:01 22 /x\n";
+    CHECK_THROWS_AS(decode(failure_body([&](BodyWriter& w) { w.u32(0).str(big); })), ProtocolError);
+  }
+  SUBCASE("no stack at all (a protocol 3 body)") {
+    CHECK_THROWS_AS(decode(failure_body([](BodyWriter&) {})), ProtocolError);
+  }
+  SUBCASE("a trailing byte") {
+    CHECK_THROWS_AS(decode(failure_body([](BodyWriter& w) { w.u32(0).str("").u8(0); })), ProtocolError);
+  }
+  SUBCASE("crashed frames") {
+    Crashed c{1234, SIGSEGV, 0, {}};
+    Buffer good = encode_crashed(c);
+    std::string body(good.data() + protocol::header_size, good.size() - protocol::header_size);
+    CHECK(decode_crashed(body).pid == 1234);
+    std::string no_signal = body;
+    std::memset(no_signal.data() + 4, 0, 4);
+    CHECK_THROWS_AS(decode_crashed(no_signal), ProtocolError);
+    CHECK_THROWS_AS(decode_crashed(body.substr(0, body.size() - 1)), ProtocolError);
+    CHECK_THROWS_AS(decode_crashed(body + "x"), ProtocolError);
+  }
+}
+
+TEST_CASE("RemoteStack.wire.crashed_frame_from_the_handler_encoder") {
+  // The signal handler's encoder (no allocation) writes exactly what encode_crashed does.
+  Crashed c{77, SIGBUS, 0xdead, {{0x7f0000001234, 0x7f0000002000}, {}}};
+  c.stack.maps = "7f0000000000-7f0000001000 r--p 00000000 08:01 22 /opt/plugins/libp.so\n";
+  Buffer expected = encode_crashed(c);
+  char out[4096];
+  std::size_t n = encode_crashed_into(out, sizeof out, c.pid, c.signal, c.fault_address, c.stack.pcs.data(),
+                                      c.stack.pcs.size(), c.stack.maps.data(), c.stack.maps.size());
+  CHECK(std::string(out, n) == std::string(expected.view()));
+  CHECK(encode_crashed_into(out, 20, c.pid, c.signal, 0, nullptr, 0, nullptr, 0) == 0);  // too small
+  Crashed got = decode_crashed(std::string_view(out + protocol::header_size, n - protocol::header_size));
+  CHECK(got.signal == SIGBUS);
+  CHECK(got.fault_address == 0xdead);
+  CHECK(got.stack.pcs == c.stack.pcs);
+}
+
+TEST_CASE("RemoteStack.symbolize.hostile_maps_do_not_hang_or_crash_the_host") {
+  // Well-formed lines naming what is not an ELF file, a directory, a FIFO (opening one for
+  // reading would block), a missing file: frames stay unnamed, nothing blocks.
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("ferry-stack-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::path fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  RawStack s;
+  s.pcs = {0x1000, 0x7f0000000100, 0x7f1000000100, 0x7f2000000100, 0x7f3000000100, 0};
+  s.maps = "7f0000000000-7f0000001000 r-xp 00000000 08:01 1 /dev/zero\n"
+           "7f1000000000-7f1000001000 r-xp 00000000 08:01 1 " + dir.string() + "\n"
+           "7f2000000000-7f2000001000 r-xp 00000000 08:01 1 " + fifo.string() + "\n"
+           "7f3000000000-7f3000001000 r-xp 00000000 08:01 1 /no/such/file.so\n";
+  std::string text = symbolize(s, true);
+  CAPTURE(text);
+  CHECK(contains(text, "#0  ?? (0x1000, no module)"));
+  CHECK(contains(text, "#5  ??"));
+  fs::remove_all(dir);
+  // Symbolizing this test program's own stack works as it does for a worker's.
+  RemoteStack ready("#0  given"), lazy(RawStack{}, false);
+  CHECK(ready.text() == "#0  given");
+  CHECK(lazy.text().empty());
+}
