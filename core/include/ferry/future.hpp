@@ -18,6 +18,7 @@
 
 #include <ferry/detail/state.hpp>
 #include <ferry/errors.hpp>
+#include <ferry/task_info.hpp>
 
 namespace ferry {
 
@@ -120,6 +121,25 @@ class Future {
   CancelledError but were not cancelled: false for them. Never blocks.
   */
   bool cancelled() const noexcept { return state_ && state_->cancelled(); }
+
+  /**
+  @brief True while the task runs (concurrent.futures' Future.running): from when its call became
+  the one its worker runs (sent to the worker, every earlier call there answered) until it ends.
+  False while it waits in the host's queue or pipelined behind another call of its worker, and
+  once ready; false for futures made by then(). The host's view: a result on its way counts as
+  still running. Never blocks (one atomic load).
+  */
+  bool running() const noexcept { return state_ && state_->running(); }
+
+  /**
+  @brief How the call ran, once the future is ready: which worker (pid, host), when it was
+  submitted, started and finished, its CPU time, the worker's peak RSS, how many attempts (see
+  TaskInfo). nullopt until ready, and for a future whose call never reached a worker (cancelled
+  or failed before it was sent, ended by `shutdown({.kill_workers = true})`), and for futures made
+  by then(). For a map chunk or a submit_json of several items, one TaskInfo covers the whole
+  chunk. Never blocks.
+  */
+  std::optional<TaskInfo> info() const { return state_ ? state_->info() : std::nullopt; }
 
   /// Waits, then returns the stored error, or nullptr if the task succeeded.
   std::exception_ptr exception() const {

@@ -218,7 +218,8 @@ void Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, con
   }
   // The rest never started: back to the front of the queue.
   p_.dispatcher_.requeue(w.lane, 1);
-  p_.finish_locked(p_.dispatcher_.take_running(w.lane), done, error);
+  auto call = p_.dispatcher_.take_running(w.lane);
+  p_.finish_locked(call, done, error).run = p_.run_record(*call, w, {});
 }
 
 int Manager::next_timeout_ms() {

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <stdexcept>
 
 #include <ferry/ferry.hpp>
@@ -56,6 +57,23 @@ void ferry::register_backend(const std::string& name, LauncherFactory factory) {
 std::filesystem::path ferry::default_worker_path() { return detail::find_worker({}); }
 
 namespace ferry::detail {
+
+namespace {
+/// Host names, one string each for the life of the process: a state (Future::info()) may outlive
+/// its executor, and there are only as many as there are nodes.
+const std::string* intern_host_name(std::string name) {
+  static std::mutex mu;
+  static auto* names = new std::set<std::string>;  // never freed: states may ask during exit
+  std::lock_guard lock(mu);
+  return &*names->insert(std::move(name)).first;
+}
+
+std::int64_t system_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
 
 Pool::Pool(ExecutorOptions options)
     : options_(std::move(options)), refs_(options_), dispatcher_(Config::read().pipeline_depth) {
@@ -127,12 +145,13 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   call->state = state;
   call->deadline = std::chrono::duration_cast<Clock::duration>(options.deadline);
   call->limits = merge_limits(limits_, options.limits);
+  call->submitted_ns = system_now_ns();
   bool need_spawn = false;
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
     call->id = next_call_++;
-    state->attach(weak_from_this(), call->id, call->ref->display);
+    state->attach(weak_from_this(), call->id, call->ref->display, call->ref->info);
     dispatcher_.submit(call);
     ++outstanding_;
     started_ = true;
@@ -284,6 +303,7 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
     return;
   }
   w.greeted = true;
+  w.host = intern_host_name(std::move(h.host));
   w.advance(WorkerSlot::Phase::ready);
   if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now
   startup_failures_ = 0;
@@ -355,6 +375,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     poller_.wake();  // the manager tells it to exit now that it is idle
   }
   Completion& c = finish_locked(call, done);
+  c.run = run_record(*call, w, head.stats);
   if (shared) {
     c.payload = std::move(*shared);
   } else if (head.status == ResultStatus::ok) {
@@ -377,13 +398,37 @@ std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w, con
   return to_exception(why, {call.ref->display, call.ref->define, call.items, w.pid});
 }
 
+RunRecord Pool::run_record(const Call& call, const WorkerSlot& w, const protocol::RunStats& stats) const {
+  RunRecord r;
+  r.ran = true;
+  r.host = w.host;
+  r.pid = w.pid;
+  r.attempts = call.retries + 1;
+  r.submitted_ns = call.submitted_ns;
+  if (stats.started_ns != 0) {
+    r.started_ns = static_cast<std::int64_t>(stats.started_ns);
+    r.finished_ns = static_cast<std::int64_t>(stats.finished_ns);
+    r.cpu_ns = static_cast<std::int64_t>(stats.cpu_ns);
+    r.max_rss = stats.max_rss;
+  } else {
+    // Nothing measured: the host's view. Its start is on the steady clock; the difference to now
+    // carries it over to the system clock.
+    r.finished_ns = system_now_ns();
+    r.started_ns = r.finished_ns;
+    if (call.started != Clock::time_point{})
+      r.started_ns -= std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - call.started).count();
+  }
+  return r;
+}
+
 void Pool::complete(Completions& done) {
   if (done.empty()) return;
   for (auto& c : done) {
+    RunRecord* run = c.run.ran ? &c.run : nullptr;
     if (c.error) {
-      c.state->set_error(c.error);
+      c.state->set_error(c.error, run);
     } else {
-      c.state->set_payload(std::move(c.payload), c.offset);
+      c.state->set_payload(std::move(c.payload), c.offset, run);
     }
   }
   std::size_t n = done.size();
