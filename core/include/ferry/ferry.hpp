@@ -15,7 +15,9 @@
 #include <ferry/serialization.hpp>
 #include <ferry/system.hpp>
 #include <ferry/task.hpp>
+#include <ferry/task_info.hpp>
 #include <ferry/task_ref.hpp>
+#include <ferry/when.hpp>
 #include <ferry/wrap.hpp>
 
 namespace ferry {

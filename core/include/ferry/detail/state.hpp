@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -142,6 +143,16 @@ class FERRY_API StateBase {
     cb();
   }
 
+  /// Stores cb to run once the state is ready, in the thread that completes it, and returns true;
+  /// returns false without storing it when the state is ready already (the caller goes on at once:
+  /// a coroutine's await_suspend).
+  bool add_callback_unless_ready(std::function<void()> cb) {
+    std::lock_guard lock(mu_);
+    if (ready()) return false;
+    callbacks_.push_back(std::move(cb));
+    return true;
+  }
+
   /// Asks the owner to cancel; true if it did (the state then ends with CancelledError).
   ///
   /// How a state knows it was cancelled (for wait's first_exception, which, as concurrent.futures,
@@ -244,14 +255,24 @@ class FERRY_API StateBase {
   std::shared_ptr<const TaskInfo> identity_;
 };
 
+/// Tag of a state that only ever holds a local value (make_local_state).
+struct LocalState {};
+
 /// Typed state: decodes the payload as one T, or, for a map chunk (chunk_items > 0, T a vector),
 /// as chunk_items values written one after another; or holds a local value set by a continuation.
 template <class T>
 class State final : public StateBase {
  public:
-  /// `raw`: the payload is the result itself (JSON text), not a cereal encoding (T = std::string).
+  /// A worker's result. `raw`: the payload is the result itself (JSON text), not a cereal
+  /// encoding (T = std::string).
   explicit State(std::uint32_t chunk_items = 0, bool raw = false)
-      : items_(chunk_items), raw_(raw) {}
+      : items_(chunk_items), raw_(raw) {
+    // Only this constructor names decode(), so only states of worker results instantiate it: a
+    // local state may hold a type that cannot travel (when_all's vector of futures).
+    if constexpr (!std::is_void_v<T>) decode_ = &State::decode;
+  }
+  /// A local value only (then(), when_all(), when_any()): never decodes.
+  explicit State(LocalState) : items_(0), raw_(false) {}
 
   T get() {
     wait();
@@ -260,7 +281,8 @@ class State final : public StateBase {
       return;
     } else {
       if (local_) return *local_;
-      return decode();
+      if (!decode_) throw std::logic_error("ferry: a local future state without a value");
+      return (this->*decode_)();
     }
   }
 
@@ -280,6 +302,7 @@ class State final : public StateBase {
   std::uint32_t items_;
   bool raw_;
   std::optional<Local> local_;
+  T (State::*decode_)() = nullptr;
 };
 
 template <class T>
@@ -325,9 +348,15 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
   }
 }
 
+/// The state of a worker's result (a map chunk of `chunk_items` values when not 0).
 template <class T>
 std::shared_ptr<State<T>> make_state(std::uint32_t chunk_items = 0) {
   return std::make_shared<State<T>>(chunk_items);
+}
+/// The state of a value computed in the host (then(), when_all(), when_any()).
+template <class T>
+std::shared_ptr<State<T>> make_local_state() {
+  return std::make_shared<State<T>>(LocalState{});
 }
 
 }  // namespace ferry::detail
