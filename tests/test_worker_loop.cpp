@@ -10,6 +10,7 @@
 
 #include "wire/channel.hpp"
 #include "math.hpp"
+#include "model.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 #include "support/fixture.hpp"
@@ -324,4 +325,21 @@ TEST_CASE("WorkerLoop.a_result_says_how_the_call_ran") {
     CHECK(head.stats.cpu_ns <= after - before + 1'000'000);  // µs-resolution CPU clock
     CHECK(head.stats.max_rss > 0);
   }
+}
+
+TEST_CASE("WorkerLoop.the_initializer_gets_its_arguments") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_MODEL_PLUGIN, "load_model",
+           ferry::detail::Signature<void, std::string, int>::fingerprint);
+  w.define(1, FERRY_TEST_MODEL_PLUGIN, "describe_model",
+           ferry::detail::Signature<model::Description>::fingerprint);
+  Buffer args;
+  ferry::detail::encode_values(args, std::string("in-process"), 5);
+  w.send(proto::encode_init(0, args.view()));
+  w.task(3, 1, 1);
+  auto [head, rest] = w.result();
+  REQUIRE(head.status == proto::ResultStatus::ok);
+  auto d = ferry::detail::decode_value<model::Description>(rest);
+  CHECK(d.name == "in-process");
+  CHECK(d.size == 5);
 }

@@ -7,6 +7,7 @@
 #define FERRY_VERSION_PATCH 0
 #define FERRY_VERSION_STRING "0.1.0"
 
+#include <ferry/call.hpp>
 #include <ferry/detail/export.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/executor.hpp>

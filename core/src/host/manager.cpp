@@ -422,7 +422,7 @@ void Manager::register_worker(const SlotPtr& w) {
     w->lane.announced.resize(ref + 1, false);
     w->lane.announced[ref] = true;
     w->outbox.push(Buffer(p_.initializer_->frame));
-    w->outbox.push(protocol::encode_init(ref));
+    w->outbox.push(Buffer(p_.initializer_frame_));
   }
   // The pool may have been resized while this worker was being started: a worker beyond the
   // size is retired at once instead of being counted.

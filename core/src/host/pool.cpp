@@ -58,6 +58,25 @@ std::filesystem::path ferry::default_worker_path() { return detail::find_worker(
 
 namespace ferry::detail {
 
+/// What the pool needs of a ferry::Call: the target it names, resolved like a submission's.
+struct CallAccess {
+  static Target target(const ferry::Call& c) {
+    Target t;
+    switch (c.kind_) {
+      case ferry::Call::Kind::function: t.kind = Target::Kind::function; break;
+      case ferry::Call::Kind::ref: t.kind = Target::Kind::ref; break;
+      case ferry::Call::Kind::name:
+      case ferry::Call::Kind::none: t.kind = Target::Kind::name; break;
+    }
+    t.function = c.function_;
+    t.name = c.name_;
+    t.library = c.library_;
+    t.signature = c.signature_;
+    t.fingerprint = c.fingerprint_;
+    return t;
+  }
+};
+
 namespace {
 /// Host names, one string each for the life of the process: a state (Future::info()) may outlive
 /// its executor, and there are only as many as there are nodes.
@@ -107,10 +126,9 @@ Pool::Pool(ExecutorOptions options)
   worker_spin_ = config.worker_spin;
 
   if (!options_.initializer.empty()) {
-    Target t{.kind = Target::Kind::name, .name = options_.initializer};
-    t.signature = Signature<void>::text.view();
-    t.fingerprint = Signature<void>::fingerprint;
-    initializer_ = refs_.resolve(t);
+    // Resolved now: an unknown initializer, or one whose arguments do not match, is refused here.
+    initializer_ = refs_.resolve(CallAccess::target(options_.initializer));
+    initializer_frame_ = protocol::encode_init(initializer_->define.ref, options_.initializer.arguments());
   }
 }
 
@@ -359,7 +377,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   std::lock_guard lock(mu_);
   if (head.status == ResultStatus::init_failed) {
     if (!initializer_) throw protocol::ProtocolError("initializer failure from a worker given none");
-    broken_ = initializer_failed(decode_failure(r), {options_.initializer, initializer_->define, 1, w.pid});
+    broken_ = initializer_failed(decode_failure(r), {initializer_->display, initializer_->define, 1, w.pid});
     // No respawn loop: the calls that cannot run now fail with the initializer's error.
     for (auto& c : dispatcher_.take_all(w.lane)) finish_locked(c, done, broken_);
     fail_queue_locked(broken_, done);

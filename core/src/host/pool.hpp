@@ -157,7 +157,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::exception_ptr broken_;
   std::exception_ptr spawn_error_;  // workers cannot be started; cleared by the next submit
 
-  std::shared_ptr<const RefEntry> initializer_;
+  std::shared_ptr<const RefEntry> initializer_;  // ExecutorOptions::initializer, resolved
+  Buffer initializer_frame_;                     // its init frame, with its arguments
   Manager manager_{*this};  // last: its thread stops before the state it uses is destroyed
 };
 
