@@ -223,3 +223,26 @@ TEST_CASE("Dispatcher.assign.no_open_lane_leaves_the_queue_alone") {
   CHECK(f.assign({}).empty());
   CHECK(f.d.queued() == 1);
 }
+
+TEST_CASE("Dispatcher.running.marks_the_front_of_each_lane_only") {
+  Fixture f(2);  // two calls in flight per lane
+  Lane lane;
+  std::vector<std::shared_ptr<Call>> calls;
+  for (int i = 0; i < 3; ++i) {
+    calls.push_back(f.submit());
+    calls.back()->state = make_state<int>();
+  }
+  auto running = [&](std::size_t i) { return calls[i]->state->running(); };
+  f.assign({&lane});
+  CHECK(running(0));        // the front: the worker runs it
+  CHECK_FALSE(running(1));  // pipelined behind it
+  CHECK_FALSE(running(2));  // still queued
+  f.d.answered(lane, calls[0]->id, f.t0 + 1ms);
+  CHECK(running(1));        // the next one runs from the answer on
+  f.assign({&lane});
+  CHECK_FALSE(running(2));
+  // Its worker died: the running call is retried, so it goes back to the queue, unmarked.
+  f.d.requeue(lane);
+  CHECK_FALSE(running(1));
+  CHECK_FALSE(running(2));
+}

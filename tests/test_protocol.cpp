@@ -232,6 +232,7 @@ TEST_CASE("Protocol.hello.round_trips") {
   h.abi = 42;
   h.pid = -17;  // negative values survive the u32 on the wire
   h.ferry_version = "0.1.0-test";
+  h.host = "node-7.cluster";
   auto [head, body] = split_frame(encode_hello(h));
   CHECK(head.type == FrameType::hello);
   Hello d = decode_hello(body);
@@ -239,10 +240,20 @@ TEST_CASE("Protocol.hello.round_trips") {
   CHECK(d.abi == 42);
   CHECK(d.pid == -17);
   CHECK(d.ferry_version == "0.1.0-test");
+  CHECK(d.host == "node-7.cluster");
 
   SUBCASE("trailing byte rejected") { CHECK_THROWS_AS(decode_hello(body + "x"), ProtocolError); }
   SUBCASE("truncated rejected") {
     CHECK_THROWS_AS(decode_hello(body.substr(0, body.size() - 1)), ProtocolError);
+  }
+  SUBCASE("another protocol's hello is read up to its version, for the host's message") {
+    // Protocol 3 had no host name: its hello must reach the version check, not be garbage.
+    Buffer old;
+    BodyWriter(old).u32(3).u32(42).u32(17).str("0.0.9");
+    Hello o = decode_hello(old.view());
+    CHECK(o.protocol == 3);
+    CHECK(o.ferry_version == "0.0.9");
+    CHECK(o.host.empty());
   }
 }
 
@@ -321,6 +332,7 @@ TEST_CASE("Protocol.result_head.round_trips") {
     ResultHead h;
     h.call = 123456789012ull + st;
     h.status = static_cast<ResultStatus>(st);
+    h.stats = {1'700'000'000'000'000'000ull, 1'700'000'000'123'456'789ull, 42'000, 1ull << 33};
     Buffer f = encode_result_head(h, 99);
     CHECK(f.size() == header_size + result_head_size);
     auto [head, body] = split_frame(f, 99);
@@ -329,8 +341,25 @@ TEST_CASE("Protocol.result_head.round_trips") {
     ResultHead got = decode_result_head(r);
     CHECK(got.call == h.call);
     CHECK(got.status == h.status);
+    CHECK(got.stats == h.stats);
     CHECK_NOTHROW(r.expect_end());
   }
+}
+
+TEST_CASE("Protocol.result_head.stamp_result_stats_fills_an_encoded_failure") {
+  // The worker encodes a failure first, then writes how the call ran into its head.
+  Buffer f = ferry::detail::encode_failure(9, ferry::detail::Failure::library_missing("/x/lib.so"));
+  RunStats stats{10, 20, 5, 4096};
+  stamp_result_stats(f, stats);
+  auto [head, body] = split_frame(f);
+  BodyReader r(body);
+  ResultHead got = decode_result_head(r);
+  CHECK(got.call == 9);
+  CHECK(got.status == ResultStatus::failed);
+  CHECK(got.stats == stats);
+  CHECK(ferry::detail::decode_failure(r).library == "/x/lib.so");
+  Buffer not_a_result = encode_bye(ByeReason::shutdown);
+  CHECK_THROWS_AS(stamp_result_stats(not_a_result, stats), ProtocolError);
 }
 
 TEST_CASE("Protocol.result_head.rejects_unknown_status") {
@@ -351,7 +380,7 @@ TEST_CASE("Protocol.result_head.rejects_reserved_bytes") {
   auto [head, body] = split_frame(encode_result_head({5, ResultStatus::failed}, 0));
   std::size_t at = 9;
   SUBCASE("byte after the status") { at = 9; }
-  SUBCASE("last byte") { at = result_head_size - 1; }
+  SUBCASE("last byte") { at = result_stats_offset - 1; }
   body[at] = 1;
   BodyReader r(body);
   CHECK_THROWS_WITH_AS(decode_result_head(r), doctest::Contains("reserved"), ProtocolError);
@@ -390,7 +419,8 @@ TEST_CASE("Protocol.shared_task.round_trips") {
 
 TEST_CASE("Protocol.shared_result.round_trips") {
   const std::string result(100000, 'r');
-  Buffer f = encode_shared_result(77, result.size());
+  const RunStats stats{100, 200, 50, 1 << 20};
+  Buffer f = encode_shared_result(77, result.size(), stats);
   auto [head, body] = split_frame(f);
   CHECK(head.type == FrameType::result);
   CHECK(head.flags == flag_shm);
@@ -399,6 +429,7 @@ TEST_CASE("Protocol.shared_result.round_trips") {
   ResultHead got = decode_result_head(r);
   CHECK(got.call == 77);
   CHECK(got.status == ResultStatus::ok);
+  CHECK(got.stats == stats);
   Buffer payload = decode_shared_payload(r, memfd_with(result));
   CHECK(payload.size() == result.size());
   CHECK(payload.view() == result);
@@ -661,10 +692,16 @@ TEST_CASE("Protocol.init.round_trips") {
     auto [head, body] = split_frame(encode_init(ref));
     CHECK(head.type == FrameType::init);
     CHECK(body.size() == 4);
-    CHECK(decode_init(body) == ref);
+    CHECK(decode_init(body).ref == ref);
+    CHECK(decode_init(body).args.empty());
   }
+  // With the initializer's arguments (ferry::Call): the bytes after the ref, whatever they are.
+  const std::string args("\x05\0\0\0\0\0\0\0hello", 13);
+  auto [head, body] = split_frame(encode_init(7, args));
+  CHECK(body.size() == 4 + args.size());
+  CHECK(decode_init(body).ref == 7);
+  CHECK(decode_init(body).args == args);
   CHECK_THROWS_AS(decode_init(bytes_of({1, 0, 0})), ProtocolError);
-  CHECK_THROWS_AS(decode_init(bytes_of({1, 0, 0, 0, 0})), ProtocolError);
 }
 
 TEST_CASE("Protocol.contained.round_trips_every_kind") {

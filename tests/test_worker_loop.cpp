@@ -10,6 +10,7 @@
 
 #include "wire/channel.hpp"
 #include "math.hpp"
+#include "model.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 #include "support/fixture.hpp"
@@ -297,4 +298,48 @@ TEST_CASE("WorkerLoop.initializer_failure_is_reported_and_exits") {
   CHECK(e.exception_type == "std::logic_error");
   CHECK(e.message == "initializer refuses to run");
   CHECK(w.finish() == static_cast<int>(proto::WorkerExit::init_failed));
+}
+
+namespace {
+std::uint64_t realtime_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+}  // namespace
+
+TEST_CASE("WorkerLoop.a_result_says_how_the_call_ran") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_MATH_PLUGIN, "square", square_fp);
+  w.define(1, FERRY_TEST_MATH_PLUGIN, "fail", square_fp);
+  for (std::uint32_t ref : {0u, 1u}) {
+    CAPTURE(ref);
+    auto before = realtime_ns();
+    w.task(20 + ref, ref, 1, 7);
+    auto [head, rest] = w.result();
+    auto after = realtime_ns();
+    CHECK(head.status == (ref == 0 ? proto::ResultStatus::ok : proto::ResultStatus::failed));
+    CHECK(before <= head.stats.started_ns);
+    CHECK(head.stats.started_ns <= head.stats.finished_ns);
+    CHECK(head.stats.finished_ns <= after);
+    CHECK(head.stats.cpu_ns <= after - before + 1'000'000);  // µs-resolution CPU clock
+    CHECK(head.stats.max_rss > 0);
+  }
+}
+
+TEST_CASE("WorkerLoop.the_initializer_gets_its_arguments") {
+  InProcessWorker w;
+  w.define(0, FERRY_TEST_MODEL_PLUGIN, "load_model",
+           ferry::detail::Signature<void, std::string, int>::fingerprint);
+  w.define(1, FERRY_TEST_MODEL_PLUGIN, "describe_model",
+           ferry::detail::Signature<model::Description>::fingerprint);
+  Buffer args;
+  ferry::detail::encode_values(args, std::string("in-process"), 5);
+  w.send(proto::encode_init(0, args.view()));
+  w.task(3, 1, 1);
+  auto [head, rest] = w.result();
+  REQUIRE(head.status == proto::ResultStatus::ok);
+  auto d = ferry::detail::decode_value<model::Description>(rest);
+  CHECK(d.name == "in-process");
+  CHECK(d.size == 5);
 }

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <atomic>
 #include <cerrno>
@@ -59,6 +60,19 @@ int leak(int megabytes) {
 int spin_forever(int x) {
   volatile int v = x;
   for (;;) v = v + 1;
+}
+
+int busy_for(int ms) {
+  auto cpu_now = [] {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+  };
+  const long long until = cpu_now() + static_cast<long long>(ms) * 1000000LL;
+  volatile unsigned v = 0;
+  while (cpu_now() < until)
+    for (int i = 0; i < 10000; ++i) v = v + 1;
+  return ms;
 }
 
 int kill_pid(int pid, int sig) { return ::kill(pid, sig); }
@@ -180,6 +194,7 @@ FERRY_TASK(underscore_exit_zero);
 FERRY_TASK(stack_overflow);
 FERRY_TASK(leak);
 FERRY_TASK(spin_forever);
+FERRY_TASK(busy_for);
 FERRY_TASK(kill_pid);
 FERRY_TASK(kill_pids);
 FERRY_TASK(getenv_task);

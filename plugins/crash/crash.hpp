@@ -107,6 +107,8 @@ FERRY_EXPORT int stack_overflow(int depth);
 FERRY_EXPORT int leak(int megabytes);
 /// Spins forever (for deadlines, cancel and kill_workers).
 FERRY_EXPORT int spin_forever(int x);
+/// Keeps this thread busy until it has used `ms` milliseconds of CPU time, then returns `ms`.
+FERRY_EXPORT int busy_for(int ms);
 /// Sends `sig` to process `pid` (a sibling worker), then returns.
 FERRY_EXPORT int kill_pid(int pid, int sig);
 /// Kills every pid of the list (in order), then returns the number killed.

@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include <ferry/call.hpp>
+#include <ferry/detail/args.hpp>  // wire_t, as_param
 #include <ferry/detail/codec.hpp>
 #include <ferry/detail/export.hpp>
 #include <ferry/detail/state.hpp>
@@ -93,8 +95,10 @@ struct ExecutorOptions {
   std::size_t max_memory_growth = 0;
   /// Tasks a worker runs before it is recycled; 0 = unlimited.
   std::size_t max_tasks_per_child = 0;
-  /// Task name (resolved like submit by name) run once in every new worker, before any task.
-  std::string initializer;
+  /// Run once in every new worker, before any task: a task name (resolved like submit by name;
+  /// `.initializer = "init_flag"`), or a task with its arguments (`ferry::Call(load_model,
+  /// "resnet", 4)` or `ferry::Call("load_model", std::string("resnet"), 4)`). See <ferry/call.hpp>.
+  Call initializer;
   /// Extra environment variables for the workers (override the host's).
   std::map<std::string, std::string> env;
   /// Directories searched by submit-by-name, before those in FERRY_PLUGIN_PATH.
@@ -150,24 +154,6 @@ struct Target {
   std::string_view signature;
   std::uint64_t fingerprint = 0;
 };
-
-/// The type an argument travels as when the task's own signature is not known (by-name
-/// submission): decayed, with C strings as std::string.
-template <class A>
-using wire_t = std::conditional_t<
-    std::is_same_v<std::decay_t<A>, const char*> || std::is_same_v<std::decay_t<A>, char*>,
-    std::string, std::remove_cvref_t<A>>;
-
-/// Passes an argument through untouched when it already has the parameter's type, and converts
-/// it otherwise.
-template <class P, class A>
-decltype(auto) as_param(A&& a) {
-  if constexpr (std::is_same_v<std::remove_cvref_t<A>, P>) {
-    return static_cast<const P&>(a);
-  } else {
-    return P(std::forward<A>(a));
-  }
-}
 
 template <class Tuple>
 struct TupleSize : std::integral_constant<std::size_t, 0> {};

@@ -7,6 +7,7 @@
 #define FERRY_VERSION_PATCH 0
 #define FERRY_VERSION_STRING "0.1.0"
 
+#include <ferry/call.hpp>
 #include <ferry/detail/export.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/executor.hpp>
@@ -15,7 +16,9 @@
 #include <ferry/serialization.hpp>
 #include <ferry/system.hpp>
 #include <ferry/task.hpp>
+#include <ferry/task_info.hpp>
 #include <ferry/task_ref.hpp>
+#include <ferry/when.hpp>
 #include <ferry/wrap.hpp>
 
 namespace ferry {

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// ferry::Future<T>, ferry::wait and ferry::as_completed.
+// ferry::Future<T> (co_await-able), ferry::wait and ferry::as_completed.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
+#include <coroutine>
 #include <cstddef>
 #include <deque>
 #include <future>
@@ -18,6 +19,7 @@
 
 #include <ferry/detail/state.hpp>
 #include <ferry/errors.hpp>
+#include <ferry/task_info.hpp>
 
 namespace ferry {
 
@@ -51,6 +53,9 @@ template <class T>
 class Future;
 
 namespace detail {
+template <class T>
+class FutureAwaiter;
+
 template <class T>
 struct FutureValue {
   using type = T;
@@ -121,6 +126,47 @@ class Future {
   */
   bool cancelled() const noexcept { return state_ && state_->cancelled(); }
 
+  /**
+  @brief True while the task runs (concurrent.futures' Future.running): from when its call became
+  the one its worker runs (sent to the worker, every earlier call there answered) until it ends.
+  False while it waits in the host's queue or pipelined behind another call of its worker, and
+  once ready; false for futures made by then(), when_all() and when_any(). The host's view: a
+  result on its way counts as still running. Never blocks (one atomic load).
+  */
+  bool running() const noexcept { return state_ && state_->running(); }
+
+  /**
+  @brief How the call ran, once the future is ready: which worker (pid, host), when it was
+  submitted, started and finished, its CPU time, the worker's peak RSS, how many attempts (see
+  TaskInfo). nullopt until ready, and for a future whose call never reached a worker (cancelled
+  or failed before it was sent, ended by `shutdown({.kill_workers = true})`), and for futures made
+  by then(), when_all() and when_any(). For a map chunk or a submit_json of several items, one
+  TaskInfo covers the whole chunk. Never blocks.
+  */
+  std::optional<TaskInfo> info() const { return state_ ? state_->info() : std::nullopt; }
+
+  /**
+  @brief `co_await future` in any C++20 coroutine: suspends until the future is ready, then gives
+  get()'s value or throws its error.
+
+  Where the coroutine resumes: not at all suspended when the future is ready already (it goes on
+  in its own thread); otherwise in the thread that completes the future, as then() callbacks run:
+  usually ferry's manager thread, or a thread blocked in get()/wait() on another call of the same
+  worker (it reads that worker's results itself), or a thread calling cancel() or shutdown(). Code
+  after the co_await therefore runs on ferry's completion path until the coroutine's next
+  suspension: keep it short and never block there (a blocking get() or shutdown() on the manager
+  thread stalls every worker's results); to go on elsewhere, co_await your own scheduler next. The
+  coroutine must stay alive while suspended (destroying its frame then is undefined behaviour, as
+  with any awaitable). Thread-safe; the awaiter holds its own copy of the future.
+  @code
+  my_task<int> twice(ferry::Executor& ex, int x) {
+    int y = co_await ex.submit(square, x);
+    co_return 2 * y;
+  }
+  @endcode
+  */
+  detail::FutureAwaiter<T> operator co_await() const noexcept { return detail::FutureAwaiter<T>(*this); }
+
   /// Waits, then returns the stored error, or nullptr if the task succeeded.
   std::exception_ptr exception() const {
     wait();
@@ -141,7 +187,7 @@ class Future {
   template <class F>
   auto then(F&& f) const {
     using U = typename decltype(detail::continuation_result<std::decay_t<F>, T>())::type;
-    auto next = detail::make_state<U>();
+    auto next = detail::make_local_state<U>();
     Future<T> self = *this;
     state().add_callback([self, next, fn = std::forward<F>(f)]() mutable {
       try {
@@ -179,12 +225,33 @@ class Future {
   const detail::StateBase* id() const noexcept { return state_.get(); }
 
  private:
+  friend class detail::FutureAwaiter<T>;
   detail::State<T>& state() const {
     if (!state_) throw std::future_error(std::future_errc::no_state);
     return *state_;
   }
   std::shared_ptr<detail::State<T>> state_;
 };
+
+namespace detail {
+/// What `co_await future` uses (see Future::operator co_await).
+template <class T>
+class FutureAwaiter {
+ public:
+  explicit FutureAwaiter(Future<T> f) noexcept : f_(std::move(f)) {}
+  /// Ready (or no state: get() throws at once): no suspension.
+  bool await_ready() const noexcept { return !f_.valid() || f_.ready(); }
+  /// Stores the resumption; false (resume now, in this thread) when the future became ready since
+  /// await_ready: the coroutine is never resumed from inside its own await_suspend.
+  bool await_suspend(std::coroutine_handle<> h) {
+    return f_.state().add_callback_unless_ready([h] { h.resume(); });
+  }
+  T await_resume() const { return f_.get(); }
+
+ private:
+  Future<T> f_;
+};
+}  // namespace detail
 
 /** @brief When ferry::wait returns, as concurrent.futures' FIRST_COMPLETED etc. */
 enum class Return {

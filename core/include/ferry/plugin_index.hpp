@@ -11,19 +11,9 @@
 #include <vector>
 
 #include <ferry/detail/export.hpp>
+#include <ferry/task_info.hpp>  // TaskInfo: one task of a plugin, as its manifest describes it
 
 namespace ferry {
-
-/** @brief One task of a plugin, as its manifest describes it. */
-struct TaskInfo {
-  std::string name;                ///< task name
-  std::string signature;           ///< canonical signature text, e.g. "i32(i32)"
-  std::uint64_t fingerprint = 0;   ///< hash of the signature
-  std::uint32_t abi = 0;           ///< ferry plugin ABI the plugin was built against
-  std::filesystem::path library;   ///< absolute path of the plugin
-  std::string plugin;              ///< plugin name: file name without "lib" and ".so"
-  std::string version;             ///< identity of the file read (device, inode, size, mtime)
-};
 
 /** @brief A file of a plugin directory that was skipped, and why. */
 struct SkippedFile {

@@ -22,6 +22,7 @@ struct RefEntry {
   std::string display;  // task name for messages
   std::string version;  // identity of the library file when resolved; "" = not tracked
   std::uint64_t generation = 0;  // counts the versions of this library seen by the pool
+  std::shared_ptr<const TaskInfo> info;  // identity fields of Future::info(), shared by its states
 };
 
 struct Lane;
@@ -39,6 +40,7 @@ struct Call {
   Clock::duration deadline{0};  // 0 = none
   protocol::TaskLimits limits;  // the executor's, with the submission's non-zero fields over them
   Clock::time_point started{};  // when it became the running call of its worker
+  std::int64_t submitted_ns = 0;  // system_clock at submit (Future::info())
   Lane* lane = nullptr;         // the worker pipeline it was sent to, while in flight
 };
 
@@ -48,6 +50,7 @@ struct Completion {
   Buffer payload;
   std::size_t offset = 0;
   std::exception_ptr error;
+  RunRecord run;  // how the call ran, when it reached a worker (Future::info())
 };
 using Completions = std::vector<Completion>;
 

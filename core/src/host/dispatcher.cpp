@@ -5,6 +5,13 @@
 
 namespace ferry::detail {
 
+namespace {
+/// Future::running(): a call runs from when it is the front of its lane until it leaves the lane.
+void mark_running(Call& call, bool running) noexcept {
+  if (call.state) call.state->set_running(running);
+}
+}  // namespace
+
 Clock::time_point Lane::deadline() const noexcept {
   const Call* c = running();
   if (!c || c->deadline.count() <= 0) return Clock::time_point::max();
@@ -66,7 +73,10 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
     bool define = !best->announced[id];
     best->announced[id] = true;
     bool running = best->in_flight.empty();
-    if (running) call->started = now;
+    if (running) {
+      call->started = now;
+      mark_running(*call, true);
+    }
     call->lane = best;
     best->in_flight.push_back(call);
     sends.push_back(Send{best, std::move(call), define, running});
@@ -86,13 +96,17 @@ std::shared_ptr<Call> Dispatcher::answered(Lane& lane, std::uint64_t id, Clock::
   double us = std::chrono::duration<double, std::micro>(now - began).count();
   service_ema_us_ = 0.8 * service_ema_us_ + 0.2 * us;
   lane.last_result = now;
-  if (!lane.in_flight.empty()) lane.in_flight.front()->started = now;
+  if (!lane.in_flight.empty()) {
+    lane.in_flight.front()->started = now;
+    mark_running(*lane.in_flight.front(), true);
+  }
   return call;
 }
 
 void Dispatcher::requeue(Lane& lane, std::size_t from) {
   for (std::size_t i = lane.in_flight.size(); i > from; --i) {
     lane.in_flight[i - 1]->lane = nullptr;
+    mark_running(*lane.in_flight[i - 1], false);  // a dead worker's call, retried: queued again
     queue_.push_front(std::move(lane.in_flight[i - 1]));
   }
   lane.in_flight.resize(std::min(from, lane.in_flight.size()));

@@ -8,6 +8,8 @@
 //    front of a lane is the running call; on death it is the one that was running and the rest
 //    never started: they go back to the front of the queue, in their order.
 //  * Every call the dispatcher knows is in exactly one place: the queue or one lane.
+//  * The front of a lane is marked running in its state (Future::running()) from when it
+//    becomes the front until it leaves the lane; requeued calls are unmarked.
 #pragma once
 
 #include <cstddef>

@@ -220,7 +220,8 @@ void Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, con
   }
   // The rest never started: back to the front of the queue.
   p_.dispatcher_.requeue(w.lane, 1);
-  p_.finish_locked(p_.dispatcher_.take_running(w.lane), done, error);
+  auto call = p_.dispatcher_.take_running(w.lane);
+  p_.finish_locked(call, done, error).run = p_.run_record(*call, w, {});
 }
 
 int Manager::next_timeout_ms() {
@@ -423,7 +424,7 @@ void Manager::register_worker(const SlotPtr& w) {
     w->lane.announced.resize(ref + 1, false);
     w->lane.announced[ref] = true;
     w->outbox.push(Buffer(p_.initializer_->frame));
-    w->outbox.push(protocol::encode_init(ref));
+    w->outbox.push(Buffer(p_.initializer_frame_));
   }
   // The pool may have been resized while this worker was being started: a worker beyond the
   // size is retired at once instead of being counted.

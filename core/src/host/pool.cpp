@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <stdexcept>
 
 #include <ferry/ferry.hpp>
@@ -57,6 +58,42 @@ std::filesystem::path ferry::default_worker_path() { return detail::find_worker(
 
 namespace ferry::detail {
 
+/// What the pool needs of a ferry::Call: the target it names, resolved like a submission's.
+struct CallAccess {
+  static Target target(const ferry::Call& c) {
+    Target t;
+    switch (c.kind_) {
+      case ferry::Call::Kind::function: t.kind = Target::Kind::function; break;
+      case ferry::Call::Kind::ref: t.kind = Target::Kind::ref; break;
+      case ferry::Call::Kind::name:
+      case ferry::Call::Kind::none: t.kind = Target::Kind::name; break;
+    }
+    t.function = c.function_;
+    t.name = c.name_;
+    t.library = c.library_;
+    t.signature = c.signature_;
+    t.fingerprint = c.fingerprint_;
+    return t;
+  }
+};
+
+namespace {
+/// Host names, one string each for the life of the process: a state (Future::info()) may outlive
+/// its executor, and there are only as many as there are nodes.
+const std::string* intern_host_name(std::string name) {
+  static std::mutex mu;
+  static auto* names = new std::set<std::string>;  // never freed: states may ask during exit
+  std::lock_guard lock(mu);
+  return &*names->insert(std::move(name)).first;
+}
+
+std::int64_t system_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 Pool::Pool(ExecutorOptions options)
     : options_(std::move(options)), refs_(options_), dispatcher_(Config::read().pipeline_depth) {
   if (options_.idle_timeout.count() < 0)
@@ -89,10 +126,9 @@ Pool::Pool(ExecutorOptions options)
   worker_spin_ = config.worker_spin;
 
   if (!options_.initializer.empty()) {
-    Target t{.kind = Target::Kind::name, .name = options_.initializer};
-    t.signature = Signature<void>::text.view();
-    t.fingerprint = Signature<void>::fingerprint;
-    initializer_ = refs_.resolve(t);
+    // Resolved now: an unknown initializer, or one whose arguments do not match, is refused here.
+    initializer_ = refs_.resolve(CallAccess::target(options_.initializer));
+    initializer_frame_ = protocol::encode_init(initializer_->define.ref, options_.initializer.arguments());
   }
 }
 
@@ -128,12 +164,13 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   call->state = state;
   call->deadline = std::chrono::duration_cast<Clock::duration>(options.deadline);
   call->limits = merge_limits(limits_, options.limits);
+  call->submitted_ns = system_now_ns();
   bool need_spawn = false;
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
     call->id = next_call_++;
-    state->attach(weak_from_this(), call->id, call->ref->display);
+    state->attach(weak_from_this(), call->id, call->ref->display, call->ref->info);
     dispatcher_.submit(call);
     ++outstanding_;
     started_ = true;
@@ -286,6 +323,7 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
     return;
   }
   w.greeted = true;
+  w.host = intern_host_name(std::move(h.host));
   w.advance(WorkerSlot::Phase::ready);
   if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now
   startup_failures_ = 0;
@@ -358,7 +396,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   std::lock_guard lock(mu_);
   if (head.status == ResultStatus::init_failed) {
     if (!initializer_) throw protocol::ProtocolError("initializer failure from a worker given none");
-    broken_ = initializer_failed(decode_failure(r), {options_.initializer, initializer_->define, 1, w.pid});
+    broken_ = initializer_failed(decode_failure(r), {initializer_->display, initializer_->define, 1, w.pid});
     // No respawn loop: the calls that cannot run now fail with the initializer's error.
     for (auto& c : dispatcher_.take_all(w.lane)) finish_locked(c, done, broken_);
     fail_queue_locked(broken_, done);
@@ -374,6 +412,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     poller_.wake();  // the manager tells it to exit now that it is idle
   }
   Completion& c = finish_locked(call, done);
+  c.run = run_record(*call, w, head.stats);
   if (shared) {
     c.payload = std::move(*shared);
   } else if (head.status == ResultStatus::ok) {
@@ -416,13 +455,37 @@ std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w, con
   return error;
 }
 
+RunRecord Pool::run_record(const Call& call, const WorkerSlot& w, const protocol::RunStats& stats) const {
+  RunRecord r;
+  r.ran = true;
+  r.host = w.host;
+  r.pid = w.pid;
+  r.attempts = call.retries + 1;
+  r.submitted_ns = call.submitted_ns;
+  if (stats.started_ns != 0) {
+    r.started_ns = static_cast<std::int64_t>(stats.started_ns);
+    r.finished_ns = static_cast<std::int64_t>(stats.finished_ns);
+    r.cpu_ns = static_cast<std::int64_t>(stats.cpu_ns);
+    r.max_rss = stats.max_rss;
+  } else {
+    // Nothing measured: the host's view. Its start is on the steady clock; the difference to now
+    // carries it over to the system clock.
+    r.finished_ns = system_now_ns();
+    r.started_ns = r.finished_ns;
+    if (call.started != Clock::time_point{})
+      r.started_ns -= std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - call.started).count();
+  }
+  return r;
+}
+
 void Pool::complete(Completions& done) {
   if (done.empty()) return;
   for (auto& c : done) {
+    RunRecord* run = c.run.ran ? &c.run : nullptr;
     if (c.error) {
-      c.state->set_error(c.error);
+      c.state->set_error(c.error, run);
     } else {
-      c.state->set_payload(std::move(c.payload), c.offset);
+      c.state->set_payload(std::move(c.payload), c.offset, run);
     }
   }
   std::size_t n = done.size();

@@ -109,6 +109,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// Kills a worker that sent bytes that are not ferry frames; its running call says why.
   void reject_garbage(WorkerSlot& w, const char* what);
   std::exception_ptr remote_error(const Call& call, const WorkerSlot& w, const Failure& why) const;
+  /// How `call` ran on `w` (Future::info()): the worker's measurements, or where it sent none
+  /// (it died, or an error result it did not write), the host's view of the call's start and end.
+  RunRecord run_record(const Call& call, const WorkerSlot& w, const protocol::RunStats& stats) const;
   /// Ends `call` (forgotten by the dispatcher); its state completes with `error`, or with the
   /// payload the caller puts into the completion.
   Completion& finish_locked(const std::shared_ptr<Call>& call, Completions& done,
@@ -157,7 +160,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::exception_ptr broken_;
   std::exception_ptr spawn_error_;  // workers cannot be started; cleared by the next submit
 
-  std::shared_ptr<const RefEntry> initializer_;
+  std::shared_ptr<const RefEntry> initializer_;  // ExecutorOptions::initializer, resolved
+  Buffer initializer_frame_;                     // its init frame, with its arguments
   Manager manager_{*this};  // last: its thread stops before the state it uses is destroyed
 };
 

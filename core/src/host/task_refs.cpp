@@ -34,6 +34,13 @@ std::shared_ptr<const RefEntry> TaskRefs::intern(protocol::RefKind kind, const s
     e->generation = generation;
   }
   e->version = std::move(version);
+  auto info = std::make_shared<TaskInfo>();
+  info->name = name;
+  info->signature = std::string(signature);
+  info->fingerprint = fingerprint;
+  info->library = library;
+  info->version = e->version;
+  e->info = std::move(info);
   entries_.emplace(key, e);
   return e;
 }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include <ferry/backend.hpp>
 
@@ -35,6 +36,7 @@ struct WorkerSlot {
 
   std::uint64_t serial = 0;
   int pid = -1;  // 0 until its hello when the launcher cannot tell (a remote worker)
+  const std::string* host = nullptr;  // its host name, from its hello, interned (Future::info())
   std::shared_ptr<LaunchedWorker> process;
   Fd sock;      // host end of the channel, non-blocking; the read registration
   Fd sock_out;  // dup of sock: the write registration, armed only while the outbox is not empty

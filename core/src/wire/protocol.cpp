@@ -106,7 +106,12 @@ Buffer frame(FrameType type, const Buffer& body, std::uint64_t payload_size, std
 
 Buffer encode_hello(const Hello& h) {
   Buffer b;
-  BodyWriter(b).u32(h.protocol).u32(h.abi).u32(static_cast<std::uint32_t>(h.pid)).str(h.ferry_version);
+  BodyWriter(b)
+      .u32(h.protocol)
+      .u32(h.abi)
+      .u32(static_cast<std::uint32_t>(h.pid))
+      .str(h.ferry_version)
+      .str(h.host);
   return frame(FrameType::hello, b);
 }
 Hello decode_hello(std::string_view body) {
@@ -116,6 +121,8 @@ Hello decode_hello(std::string_view body) {
   h.abi = r.u32();
   h.pid = static_cast<std::int32_t>(r.u32());
   h.ferry_version = r.str();
+  if (h.protocol != version) return h;  // another protocol's hello: the host refuses it by number
+  h.host = r.str();
   r.expect_end();
   return h;
 }
@@ -161,10 +168,34 @@ TaskHead decode_task_head(BodyReader& r) {
   return t;
 }
 
+namespace {
+void write_result_head(Buffer& b, std::uint64_t call, ResultStatus status, const RunStats& s) {
+  BodyWriter(b)
+      .u64(call)
+      .u8(static_cast<std::uint8_t>(status))
+      .u8(0)
+      .u8(0)
+      .u8(0)
+      .u32(0)
+      .u64(s.started_ns)
+      .u64(s.finished_ns)
+      .u64(s.cpu_ns)
+      .u64(s.max_rss);
+}
+}  // namespace
+
 Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size) {
   Buffer b;
-  BodyWriter(b).u64(h.call).u8(static_cast<std::uint8_t>(h.status)).u8(0).u8(0).u8(0).u32(0);
+  write_result_head(b, h.call, h.status, h.stats);
   return frame(FrameType::result, b, payload_size);
+}
+
+void stamp_result_stats(Buffer& frame, const RunStats& stats) {
+  if (frame.size() < header_size + result_head_size ||
+      static_cast<FrameType>(frame.data()[2]) != FrameType::result)
+    throw ProtocolError("stamp_result_stats: not a result frame");
+  const std::uint64_t fields[] = {stats.started_ns, stats.finished_ns, stats.cpu_ns, stats.max_rss};
+  std::memcpy(frame.data() + header_size + result_stats_offset, fields, sizeof fields);
 }
 ResultHead decode_result_head(BodyReader& r) {
   ResultHead h;
@@ -178,6 +209,10 @@ ResultHead decode_result_head(BodyReader& r) {
   reserved |= r.u8();
   reserved |= r.u32();
   if (reserved != 0) throw ProtocolError("reserved result head bytes are set");
+  h.stats.started_ns = r.u64();
+  h.stats.finished_ns = r.u64();
+  h.stats.cpu_ns = r.u64();
+  h.stats.max_rss = r.u64();
   return h;
 }
 
@@ -187,10 +222,10 @@ Buffer encode_shared_task(const TaskHead& t, std::uint64_t args_size, std::uint8
   return frame(FrameType::task, b, 0, static_cast<std::uint8_t>(flags | flag_shm));
 }
 
-Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size) {
+Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size, const RunStats& stats) {
   Buffer b;
-  BodyWriter(b).u64(call).u8(static_cast<std::uint8_t>(ResultStatus::ok)).u8(0).u8(0).u8(0).u32(0)
-      .u64(result_size);
+  write_result_head(b, call, ResultStatus::ok, stats);
+  BodyWriter(b).u64(result_size);
   return frame(FrameType::result, b, 0, flag_shm);
 }
 
@@ -225,16 +260,18 @@ ByeReason decode_bye(std::string_view body) {
   return static_cast<ByeReason>(v);
 }
 
-Buffer encode_init(std::uint32_t ref) {
+Buffer encode_init(std::uint32_t ref, std::string_view args) {
   Buffer b;
   BodyWriter(b).u32(ref);
+  b.append(args.data(), args.size());
   return frame(FrameType::init, b);
 }
-std::uint32_t decode_init(std::string_view body) {
+Init decode_init(std::string_view body) {
   BodyReader r(body);
-  std::uint32_t ref = r.u32();
-  r.expect_end();
-  return ref;
+  Init init;
+  init.ref = r.u32();
+  init.args = r.rest();
+  return init;
 }
 
 const char* contained_kind_name(ContainedKind k) noexcept {

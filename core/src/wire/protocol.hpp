@@ -21,6 +21,8 @@ namespace ferry::detail::protocol {
 /// 3: contained and limits frames (containment, ferry::Limits and ferry::Sandbox).
 /// 4: a failure ends with the stack where the task's exception was thrown; crashed frames
 ///    (remote stack traces, wire/stack.hpp).
+///    Also in 4: the hello names the worker's host; a result head carries how the call ran (RunStats: its
+///    start and end, CPU time, the worker's peak RSS); an init frame carries argument bytes.
 inline constexpr std::uint32_t version = 4;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
@@ -36,7 +38,7 @@ enum class FrameType : std::uint8_t {
   result = 4,    // worker → host: call id, status, result bytes or a Failure (wire/failure.hpp)
   bye = 5,       // worker → host: it exits cleanly now (reason); unanswered tasks never started
   shutdown = 6,  // host → worker: finish and exit
-  init = 7,      // host → worker: run this ref once before anything else (initializer)
+  init = 7,      // host → worker: run this ref (with arguments) once before anything else
   contained = 8,  // worker → host: the running task hit a limit or its sandbox; the worker exits
   limits = 9,     // host → worker: the limits of the tasks that follow
   crashed = 10,   // worker → host: it took a fatal signal here (wire/stack.hpp); it dies of it now
@@ -108,11 +110,13 @@ FERRY_INTERNAL_API const char* worker_exit_name(int code) noexcept;
 
 // ---- bodies ----------------------------------------------------------------------------------
 
+/// Body of a hello: u32 protocol · u32 abi · u32 pid · str ferry_version · str host.
 struct Hello {
   std::uint32_t protocol = version;
   std::uint32_t abi = 0;
   std::int32_t pid = 0;
   std::string ferry_version;
+  std::string host;  // the worker's host name (gethostname)
 };
 
 struct Define {
@@ -160,12 +164,34 @@ struct TaskHead {
 };
 inline constexpr std::size_t task_head_size = 16;
 
-/// u64 call, u8 status, 7 reserved bytes that must be 0 (where protocol 1 kept a failed item).
+/// How a worker ran one call (ferry::TaskInfo), measured by the worker: wall-clock times in ns
+/// since the epoch (its CLOCK_REALTIME), the CPU time of its thread over the call in ns
+/// (getrusage RUSAGE_THREAD), and the process's peak RSS so far in bytes (ru_maxrss). 0 = not
+/// measured (e.g. an error result the MPI relay writes for a call it could not carry).
+struct RunStats {
+  std::uint64_t started_ns = 0;
+  std::uint64_t finished_ns = 0;
+  std::uint64_t cpu_ns = 0;
+  std::uint64_t max_rss = 0;
+  bool operator==(const RunStats&) const = default;
+};
+
+/// u64 call, u8 status, 7 reserved bytes that must be 0 (where protocol 1 kept a failed item),
+/// then the RunStats: u64 started_ns · u64 finished_ns · u64 cpu_ns · u64 max_rss.
 struct ResultHead {
   std::uint64_t call = 0;
   ResultStatus status = ResultStatus::ok;
+  RunStats stats;
 };
-inline constexpr std::size_t result_head_size = 16;
+inline constexpr std::size_t result_head_size = 48;
+/// Where the RunStats start in a result body.
+inline constexpr std::size_t result_stats_offset = 16;
+
+/// Body of an init frame: u32 ref, then the initializer's argument bytes (to the end).
+struct Init {
+  std::uint32_t ref = 0;
+  std::string_view args;  // into the frame's body
+};
 
 /// Appends fields to a body.
 class BodyWriter {
@@ -219,6 +245,9 @@ FERRY_INTERNAL_API TaskHead decode_task_head(BodyReader& r);
 /// Header + result head; for ok, the result bytes (size `payload_size`) are sent right after.
 FERRY_INTERNAL_API Buffer encode_result_head(const ResultHead& h, std::uint64_t payload_size);
 FERRY_INTERNAL_API ResultHead decode_result_head(BodyReader& r);
+/// Writes `stats` into a whole result frame encoded already (header, then head), e.g. one
+/// encode_failure built. @throws ProtocolError when `frame` is not a result frame.
+FERRY_INTERNAL_API void stamp_result_stats(Buffer& frame, const RunStats& stats);
 
 // Shared-memory frames (flag_shm): the payload is in a memfd that travels with the frame's first
 // byte (SCM_RIGHTS), and the body is the usual head followed by the payload's size, always its
@@ -227,14 +256,16 @@ inline constexpr std::size_t shared_size_bytes = 8;
 /// A whole task frame for arguments of `args_size` bytes in a memfd.
 FERRY_INTERNAL_API Buffer encode_shared_task(const TaskHead& t, std::uint64_t args_size, std::uint8_t flags = 0);
 /// A whole ok result frame for result bytes of `result_size` in a memfd.
-FERRY_INTERNAL_API Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size);
+FERRY_INTERNAL_API Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size,
+                                               const RunStats& stats = {});
 /// After the head of a flag_shm frame: maps the payload of the frame's memfd `fd` (taken over,
 /// closed on failure) read-only. The body must end with its size. @throws ProtocolError, also
 /// when the memfd is smaller than announced or cannot be mapped.
 FERRY_INTERNAL_API Buffer decode_shared_payload(BodyReader& r, int fd);
 FERRY_INTERNAL_API Buffer encode_bye(ByeReason reason);
 FERRY_INTERNAL_API ByeReason decode_bye(std::string_view body);
-FERRY_INTERNAL_API Buffer encode_init(std::uint32_t ref);
+/// A whole init frame: run reference `ref` with the encoded arguments `args`.
+FERRY_INTERNAL_API Buffer encode_init(std::uint32_t ref, std::string_view args = {});
 FERRY_INTERNAL_API Buffer encode_contained(const Contained& c);
 /// A whole contained frame into `out` (capacity `cap`) without allocating, for signal handlers:
 /// `name` and `detail` are cut at max_contained_text. Returns the frame's size (0 if cap is too small).
@@ -244,6 +275,6 @@ FERRY_INTERNAL_API std::size_t encode_contained_into(char* out, std::size_t cap,
 FERRY_INTERNAL_API Contained decode_contained(std::string_view body);
 FERRY_INTERNAL_API Buffer encode_limits(const TaskLimits& l);
 FERRY_INTERNAL_API TaskLimits decode_limits(std::string_view body);
-FERRY_INTERNAL_API std::uint32_t decode_init(std::string_view body);
+FERRY_INTERNAL_API Init decode_init(std::string_view body);
 
 }  // namespace ferry::detail::protocol

@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -93,6 +94,29 @@ std::size_t descriptor_allowance(std::size_t baseline) {
   return std::max<std::size_t>(64, limit > baseline ? (limit - baseline) / 2 : 0);
 }
 
+/// CLOCK_REALTIME in ns since the epoch (vDSO: tens of ns).
+std::uint64_t realtime_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// One getrusage (a system call, ~0.4 µs on these VMs): the CPU time this thread used so far (user
+/// + system, in ns) and the process's peak RSS so far (ru_maxrss is process-wide even for
+/// RUSAGE_THREAD: the high-water mark of its memory, in bytes).
+struct Usage {
+  std::uint64_t cpu_ns = 0;
+  std::uint64_t max_rss = 0;
+  static Usage now() {
+    rusage ru{};
+    if (::getrusage(RUSAGE_THREAD, &ru) != 0) return {};
+    auto ns = [](const timeval& tv) {
+      return static_cast<std::uint64_t>(tv.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(tv.tv_usec) * 1000u;
+    };
+    return {ns(ru.ru_utime) + ns(ru.ru_stime), static_cast<std::uint64_t>(ru.ru_maxrss) * 1024u};
+  }
+};
+
 struct Ref {
   protocol::Define define;
   const TaskRecordHeader* record = nullptr;
@@ -113,7 +137,7 @@ class WorkerLoop {
 
   int run() {
     protocol::Hello hello{protocol::version, plugin_abi_version, static_cast<int>(::getpid()),
-                          FERRY_VERSION_STRING};
+                          FERRY_VERSION_STRING, host_name()};
     if (!send(protocol::encode_hello(hello))) return static_cast<int>(WorkerExit::io_error);
     for (;;) {
       Frame f;
@@ -178,6 +202,7 @@ class WorkerLoop {
             would_block = false;
             break;
           }
+          usage_fresh_ = false;  // waiting: what this thread spends now is no call's
           if (std::chrono::steady_clock::now() >= spin_until) break;
           // When the host shares our vCPU, spinning would starve the very thread that is about
           // to send the next task: yield (a no-op when nothing else wants this vCPU).
@@ -185,6 +210,7 @@ class WorkerLoop {
         }
       }
       if (would_block) {
+        usage_fresh_ = false;
         if (config_.idle_timeout.count() > 0 && !reader_.partial()) {
           pollfd p{config_.fd, POLLIN, 0};
           int r;
@@ -200,9 +226,15 @@ class WorkerLoop {
     }
   }
 
+  /// Sends why `call` failed; a task's failure carries how the call ran (begin_measure()).
   bool reply_failure(std::uint64_t call, const Failure& why,
                      protocol::ResultStatus status = protocol::ResultStatus::failed) {
-    return send(encode_failure(call, why, status));
+    Buffer out = encode_failure(call, why, status);
+    if (status == protocol::ResultStatus::failed) {
+      end_measure();
+      protocol::stamp_result_stats(out, stats_);
+    }
+    return send(out);
   }
 
   /// Resolves a reference; nullptr with `why` set on failure.
@@ -274,6 +306,7 @@ class WorkerLoop {
   int run_task(Frame& f) {
     protocol::BodyReader r(f.view());
     auto head = protocol::decode_task_head(r);
+    begin_measure();
     auto it = refs_.find(head.ref);
     if (it == refs_.end()) throw protocol::ProtocolError("task uses an undefined reference");
     Failure why;
@@ -311,27 +344,54 @@ class WorkerLoop {
     return delivery_.ok ? -1 : io_error;
   }
 
+  /// How this call runs (ferry::TaskInfo): its wall-clock start, and this thread's CPU time so
+  /// far. With calls pipelined back to back (the next frame was already here), the reading taken
+  /// when the previous call ended still holds: one getrusage per call instead of two, and only
+  /// the loop's bookkeeping between the two calls (a few µs) counts toward the later one. After
+  /// waiting for a frame (spinning or blocked), a fresh reading: the wait is no call's.
+  void begin_measure() {
+    stats_ = {};
+    stats_.started_ns = realtime_ns();
+    cpu_at_start_ = usage_fresh_ ? usage_.cpu_ns : Usage::now().cpu_ns;
+  }
+  /// The call's result is encoded (or it failed): its end, CPU time and the peak RSS so far.
+  void end_measure() {
+    usage_ = Usage::now();
+    usage_fresh_ = true;
+    stats_.finished_ns = realtime_ns();
+    stats_.cpu_ns = usage_.cpu_ns > cpu_at_start_ ? usage_.cpu_ns - cpu_at_start_ : 0;
+    stats_.max_rss = usage_.max_rss;
+  }
+
+  static std::string host_name() {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) != 0) return {};
+    return name;
+  }
+
   /// Sends result_ as the successful result of `call`.
   bool send_result(std::uint64_t call) {
+    end_measure();
     if (result_.fd() >= 0) {
       // A large result was encoded straight into a memfd: send the descriptor, not the bytes. The
       // memory now belongs to the host; this worker drops its mapping.
-      Buffer out = protocol::encode_shared_result(call, result_.size());
+      Buffer out = protocol::encode_shared_result(call, result_.size(), stats_);
       bool ok = send_all(config_.fd, {out.view()}, result_.fd());
       result_.give_away();
       result_ = Buffer();
       return ok;
     }
-    Buffer out = protocol::encode_result_head({call, protocol::ResultStatus::ok}, result_.size());
+    Buffer out = protocol::encode_result_head({call, protocol::ResultStatus::ok, stats_}, result_.size());
     return send(out, result_.view());
   }
 
-  bool run_initializer(std::uint32_t ref_id) {
-    auto it = refs_.find(ref_id);
+  /// Runs the initializer with its arguments (ferry::Call), its result dropped.
+  bool run_initializer(const protocol::Init& init) {
+    auto it = refs_.find(init.ref);
     if (it == refs_.end()) throw protocol::ProtocolError("init uses an undefined reference");
     Failure why;
     const TaskRecordHeader* rec = resolve(it->second, why);
-    if (rec && invoke(rec, {}, 1, 0, why)) return true;
+    if (rec && invoke(rec, init.args, 1, 0, why)) return true;
     // Tell the host why, then exit: a worker whose initializer failed must not run tasks.
     reply_failure(0, why, protocol::ResultStatus::init_failed);
     return false;
@@ -394,6 +454,10 @@ class WorkerLoop {
 
   WorkerConfig config_;
   Delivery delivery_;
+  protocol::RunStats stats_;       // of the call running or just ended
+  Usage usage_;                    // taken when the last call ended
+  bool usage_fresh_ = false;       // nothing but the loop's bookkeeping ran since usage_
+  std::uint64_t cpu_at_start_ = 0;
   std::size_t fd_baseline_count_ = 0;  // descriptors open after the first task
   int fd_last_lowest_ = 0;             // lowest free descriptor when last counted
   std::size_t fd_allowance_ = 0;

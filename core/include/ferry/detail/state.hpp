@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -21,6 +22,7 @@
 #include <ferry/errors.hpp>
 #include <ferry/detail/codec.hpp>
 #include <ferry/detail/export.hpp>
+#include <ferry/task_info.hpp>
 
 namespace ferry::detail {
 
@@ -36,6 +38,39 @@ inline constexpr std::uint8_t shared_args_flag = 8;
 /// from std::exception (`throw 0`), its type, in the words the worker uses for its own stages.
 /// Rethrows a thread cancellation's unwinding.
 FERRY_API std::string current_exception_reason();
+
+/// How a call ran, as the host records it when the call ends (Future::info()): numbers and a
+/// pointer, so that recording it costs the thread completing the call no allocation and no
+/// reference count (the task's identity is attached to the state at submit, see attach()).
+struct RunRecord {
+  bool ran = false;                  // false: never reached a worker
+  const std::string* host = nullptr; // the worker's host name, interned for the process's life
+  int pid = 0;
+  unsigned attempts = 0;
+  std::int64_t submitted_ns = 0;  // system_clock, since the epoch
+  std::int64_t started_ns = 0;
+  std::int64_t finished_ns = 0;
+  std::int64_t cpu_ns = 0;
+  std::uint64_t max_rss = 0;
+
+  /// `identity`: the fields naming the task (the task reference's), or null.
+  TaskInfo to_info(const TaskInfo* identity) const {
+    auto at = [](std::int64_t ns) {
+      return std::chrono::system_clock::time_point(
+          std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(ns)));
+    };
+    TaskInfo info = identity ? *identity : TaskInfo{};
+    info.worker_pid = pid;
+    if (host) info.worker_host = *host;
+    info.submitted = at(submitted_ns);
+    info.started = at(started_ns);
+    info.finished = at(finished_ns);
+    info.cpu_time = std::chrono::nanoseconds(cpu_ns);
+    info.max_rss = static_cast<std::size_t>(max_rss);
+    info.attempts = attempts;
+    return info;
+  }
+};
 
 /// The executor side of a pending state: helps a waiting thread (it may read the result off the
 /// worker's channel itself) and cancels. Held weakly: a state outlives its executor.
@@ -57,18 +92,32 @@ class FERRY_API StateBase {
   bool ready() const noexcept { return done_.load(std::memory_order_acquire); }
 
   /// Completes with the worker's result bytes (those after `offset`); false if already completed.
-  bool set_payload(Buffer payload, std::size_t offset = 0) {
+  /// `run`: how the call ran (Future::info()), when it reached a worker.
+  bool set_payload(Buffer payload, std::size_t offset = 0, RunRecord* run = nullptr) {
     return complete([&] {
       payload_ = std::move(payload);
       offset_ = offset;
+      if (run) run_ = std::move(*run);
     });
   }
   /// Completes with an error; false if already completed.
-  bool set_error(std::exception_ptr e) {
+  bool set_error(std::exception_ptr e, RunRecord* run = nullptr) {
     return complete([&] {
       error_ = std::move(e);
       cancelled_ = cancel_requests_ > 0 && is_cancellation(error_);
+      if (run) run_ = std::move(*run);
     });
+  }
+
+  /// True while the call is the one its worker runs (the pool marks it; see Future::running).
+  bool running() const noexcept { return !ready() && running_.load(std::memory_order_relaxed); }
+  /// The pool's: the call became, or stopped being, the running call of its worker.
+  void set_running(bool running) noexcept { running_.store(running, std::memory_order_relaxed); }
+
+  /// How the call ran, once ready; nullopt before, and when it never reached a worker.
+  std::optional<TaskInfo> info() const {
+    if (!ready() || !run_.ran) return std::nullopt;
+    return run_.to_info(identity_.get());
   }
 
   /// Blocks until ready; lets the owning executor help (read the result itself).
@@ -97,6 +146,16 @@ class FERRY_API StateBase {
       }
     }
     cb();
+  }
+
+  /// Stores cb to run once the state is ready, in the thread that completes it, and returns true;
+  /// returns false without storing it when the state is ready already (the caller goes on at once:
+  /// a coroutine's await_suspend).
+  bool add_callback_unless_ready(std::function<void()> cb) {
+    std::lock_guard lock(mu_);
+    if (ready()) return false;
+    callbacks_.push_back(std::move(cb));
+    return true;
   }
 
   /// Asks the owner to cancel; true if it did (the state then ends with CancelledError).
@@ -130,11 +189,14 @@ class FERRY_API StateBase {
   /// True once ready() and ended by a cancel() (see cancel): not by another failure.
   bool cancelled() const noexcept { return ready() && cancelled_; }
 
-  /// Called by the executor before the state is shared.
-  void attach(std::weak_ptr<StateOwner> owner, std::uint64_t call_id, std::string task) {
+  /// Called by the executor before the state is shared. `identity`: the task reference's fields
+  /// for info() (taken here, on the submitting thread, which holds that reference already).
+  void attach(std::weak_ptr<StateOwner> owner, std::uint64_t call_id, std::string task,
+              std::shared_ptr<const TaskInfo> identity = nullptr) {
     owner_ = std::move(owner);
     call_id_ = call_id;
     task_ = std::move(task);
+    identity_ = std::move(identity);
   }
   std::uint64_t call_id() const noexcept { return call_id_; }
   const std::string& task() const noexcept { return task_; }
@@ -182,6 +244,7 @@ class FERRY_API StateBase {
   }
 
   std::atomic<bool> done_{false};
+  std::atomic<bool> running_{false};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   Buffer payload_;
@@ -189,20 +252,32 @@ class FERRY_API StateBase {
   std::exception_ptr error_;
   unsigned cancel_requests_ = 0;  // under mu_: cancel() calls in progress or agreed to
   bool cancelled_ = false;        // set with error_, published by done_
+  RunRecord run_;                 // set with the result, published by done_
   std::vector<std::function<void()>> callbacks_;
   std::weak_ptr<StateOwner> owner_;
   std::uint64_t call_id_ = 0;
   std::string task_;
+  std::shared_ptr<const TaskInfo> identity_;
 };
+
+/// Tag of a state that only ever holds a local value (make_local_state).
+struct LocalState {};
 
 /// Typed state: decodes the payload as one T, or, for a map chunk (chunk_items > 0, T a vector),
 /// as chunk_items values written one after another; or holds a local value set by a continuation.
 template <class T>
 class State final : public StateBase {
  public:
-  /// `raw`: the payload is the result itself (JSON text), not a cereal encoding (T = std::string).
+  /// A worker's result. `raw`: the payload is the result itself (JSON text), not a cereal
+  /// encoding (T = std::string).
   explicit State(std::uint32_t chunk_items = 0, bool raw = false)
-      : items_(chunk_items), raw_(raw) {}
+      : items_(chunk_items), raw_(raw) {
+    // Only this constructor names decode(), so only states of worker results instantiate it: a
+    // local state may hold a type that cannot travel (when_all's vector of futures).
+    if constexpr (!std::is_void_v<T>) decode_ = &State::decode;
+  }
+  /// A local value only (then(), when_all(), when_any()): never decodes.
+  explicit State(LocalState) : items_(0), raw_(false) {}
 
   T get() {
     wait();
@@ -211,7 +286,8 @@ class State final : public StateBase {
       return;
     } else {
       if (local_) return *local_;
-      return decode();
+      if (!decode_) throw std::logic_error("ferry: a local future state without a value");
+      return (this->*decode_)();
     }
   }
 
@@ -231,6 +307,7 @@ class State final : public StateBase {
   std::uint32_t items_;
   bool raw_;
   std::optional<Local> local_;
+  T (State::*decode_)() = nullptr;
 };
 
 template <class T>
@@ -276,9 +353,15 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
   }
 }
 
+/// The state of a worker's result (a map chunk of `chunk_items` values when not 0).
 template <class T>
 std::shared_ptr<State<T>> make_state(std::uint32_t chunk_items = 0) {
   return std::make_shared<State<T>>(chunk_items);
+}
+/// The state of a value computed in the host (then(), when_all(), when_any()).
+template <class T>
+std::shared_ptr<State<T>> make_local_state() {
+  return std::make_shared<State<T>>(LocalState{});
 }
 
 }  // namespace ferry::detail

@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// ExecutorOptions::initializer = ferry::Call(fn or name, args...): worker-local state set up once.
+#include <set>
+#include <stdexcept>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "crash.hpp"
+#include "model.hpp"
+#include "support/fixture.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Whatever encodes it throws: a Call refuses it at once.
+struct Unencodable {
+  int x = 0;
+  template <class Archive>
+  void serialize(Archive&) {
+    throw std::runtime_error("cannot encode this");
+  }
+};
+
+/// Asks every worker of `ex` (warmed up) for its model, until each has answered.
+std::map<int, model::Description> models_of(ferry::Executor& ex, std::size_t workers) {
+  std::map<int, model::Description> seen;
+  support::wait_until([&] {
+    std::vector<ferry::Future<model::Description>> fs;
+    for (int i = 0; i < 8; ++i) fs.push_back(ex.submit(describe_model));
+    for (auto& f : fs) {
+      auto d = f.get();
+      seen[d.pid] = d;
+    }
+    return seen.size() >= workers;
+  });
+  return seen;
+}
+
+}  // namespace
+
+TEST_CASE("Initializer.call_by_function_runs_once_per_worker_with_its_arguments") {
+  auto o = support::options(2);
+  o.initializer = ferry::Call(load_model, "linear", 3);
+  ferry::Executor ex(o);
+  REQUIRE(ex.warm_up(10s));
+  auto models = models_of(ex, 2);
+  REQUIRE(models.size() == 2);
+  for (auto& [pid, d] : models) {
+    CAPTURE(pid);
+    CHECK(d.name == "linear");
+    CHECK(d.size == 3);
+    CHECK(d.loads == 1);  // once per worker, however many tasks it ran
+  }
+  // The tasks use the worker-local model: 1 + x/2 + x²/3 at x = 3.
+  CHECK(ex.submit(predict, 3.0).get() == doctest::Approx(5.5));
+}
+
+TEST_CASE("Initializer.call_by_name_with_arguments") {
+  auto o = support::options(1);
+  o.initializer = ferry::Call("load_model", "constant", 1);  // the C string travels as std::string
+  ferry::Executor ex(o);
+  CHECK(ex.submit(predict, 10.0).get() == doctest::Approx(1.0));
+  auto d = ex.submit(describe_model).get();
+  CHECK(d.name == "constant");
+  CHECK(d.loads == 1);
+}
+
+TEST_CASE("Initializer.call_by_task_ref_with_arguments") {
+  auto o = support::options(1);
+  o.initializer = ferry::Call(ferry::TaskRef{.library = FERRY_TEST_MODEL_PLUGIN, .name = "load_model"},
+                              std::string("by-ref"), 2);
+  ferry::Executor ex(o);
+  CHECK(ex.submit(describe_model).get().name == "by-ref");
+}
+
+TEST_CASE("Initializer.a_respawned_worker_runs_it_again") {
+  auto o = support::options(1);
+  o.initializer = ferry::Call(load_model, "linear", 2);
+  ferry::Executor ex(o);
+  auto first = ex.submit(describe_model).get();
+  CHECK_THROWS_AS(ex.submit(segfault, 1).get(), ferry::TerminatedWorkerError);
+  auto second = ex.submit(describe_model).get();
+  CHECK(second.pid != first.pid);
+  CHECK(second.loads == 1);
+  CHECK(second.name == "linear");
+}
+
+TEST_CASE("Initializer.a_plain_task_name_still_works") {
+  auto o = support::options(1);
+  SUBCASE("C string") { o.initializer = "init_flag"; }
+  SUBCASE("std::string") { o.initializer = std::string("init_flag"); }
+  SUBCASE("function") { o.initializer = init_flag; }
+  ferry::Executor ex(o);
+  CHECK(ex.submit(initialized).get() == 1);
+  CHECK_FALSE(ferry::ExecutorOptions{}.initializer);  // none by default
+}
+
+TEST_CASE("Initializer.calls_compare_by_task_and_encoded_arguments") {
+  using ferry::Call;
+  CHECK(Call(load_model, "a", 1) == Call(load_model, "a", 1));
+  CHECK(Call(load_model, "a", 1) != Call(load_model, "a", 2));
+  CHECK(Call(load_model, "a", 1) != Call(load_model, "b", 1));
+  CHECK(Call("load_model", "a", 1) == Call(std::string("load_model"), std::string("a"), 1));
+  CHECK(Call("load_model", "a", 1) != Call(load_model, "a", 1));  // by name is not by function
+  CHECK(Call("init_flag") == Call(std::string("init_flag")));
+  CHECK(Call() == Call(""));
+  CHECK(Call().empty());
+  CHECK_FALSE(Call("init_flag").empty());
+  CHECK(Call("init_flag").name() == "init_flag");
+  CHECK(Call(load_model, "a", 1).signature() == "void(string,i32)");
+  CHECK_FALSE(Call(load_model, "a", 1).arguments().empty());
+  Call copy = Call(load_model, "a", 1);
+  CHECK(copy == Call(load_model, "a", 1));
+  // ExecutorOptions compare through it.
+  auto a = support::options(2), b = support::options(2);
+  a.initializer = Call(load_model, "a", 1);
+  b.initializer = Call(load_model, "a", 1);
+  CHECK(a == b);
+  b.initializer = Call(load_model, "a", 5);
+  CHECK_FALSE(a == b);
+}
+
+TEST_CASE("Initializer.the_reusable_executor_reuses_equal_calls") {
+  auto o = support::options(1);
+  o.initializer = ferry::Call(load_model, "linear", 2);
+  auto first = ferry::get_reusable_executor(o);
+  auto pid = first->submit(describe_model).get().pid;
+  auto o2 = support::options(1);
+  o2.initializer = ferry::Call(load_model, "linear", 2);
+  auto again = ferry::get_reusable_executor(o2);
+  CHECK(again == first);
+  CHECK(again->submit(describe_model).get().pid == pid);
+  o2.initializer = ferry::Call(load_model, "linear", 4);
+  auto replaced = ferry::get_reusable_executor(o2);
+  CHECK(replaced != first);
+  CHECK(replaced->submit(describe_model).get().size == 4);
+  replaced->shutdown();
+}
+
+TEST_CASE("Initializer.arguments_of_the_wrong_types_are_refused_at_construction") {
+  auto o = support::options(1);
+  o.initializer = ferry::Call("load_model", 1.5, 2);  // (f64, i32): the plugin's is (string, i32)
+  CHECK_THROWS_WITH_AS(ferry::Executor{o}, doctest::Contains("void(string,i32)"), ferry::PluginError);
+}
+
+TEST_CASE("Initializer.a_failing_initializer_with_arguments_breaks_the_pool") {
+  auto o = support::options(1);
+  o.initializer = ferry::Call(load_model, "", 3);  // load_model refuses an empty name
+  ferry::Executor ex(o);
+  try {
+    auto f = ex.submit(predict, 1.0);
+    CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("the model needs a name"), ferry::BrokenProcessPool);
+  } catch (const ferry::BrokenProcessPool& e) {
+    // The initializer may have failed before this submit: submit itself refuses then.
+    CHECK(std::string(e.what()).find("the model needs a name") != std::string::npos);
+  }
+  CHECK(support::wait_until([&] { return ex.is_broken(); }));
+}
+
+TEST_CASE("Initializer.unencodable_arguments_and_arguments_without_a_task") {
+  CHECK_THROWS_WITH_AS(ferry::Call("load_model", Unencodable{}), doctest::Contains("cannot encode this"),
+                       ferry::SerializationError);
+  CHECK_THROWS_AS(ferry::Call("", 1), std::invalid_argument);
+}
