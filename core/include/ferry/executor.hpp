@@ -623,6 +623,15 @@ class FERRY_API Executor {
       out.emplace_back(index, std::move(e));
       run.advance(1);
     };
+    auto cancelled = [](std::size_t i) {
+      return std::make_exception_ptr(CancelledError("map was stopped (MapOptions::stop) before input " +
+                                                    std::to_string(i) + " ran"));
+    };
+    // Inputs to run again; after a stop, they are cancelled instead (nothing more is sent).
+    auto again = [&](detail::MapChunk<std::vector<R>> part) {
+      if (!run.stopped()) return run.resend(std::move(part));
+      for (std::uint32_t i = 0; i < part.count; ++i) record(part.first + i, cancelled(part.first + i));
+    };
     auto take = [&](detail::MapChunk<std::vector<R>>& c) {
       std::exception_ptr e = c.future.exception();
       if (!e) {
@@ -636,14 +645,14 @@ class FERRY_API Executor {
           // That input failed; the others of its chunk run again.
           auto k = static_cast<std::uint32_t>(*input_of(e) - c.first);
           record(c.first + k, e);
-          if (k > 0) run.resend(c.part(0, k));
-          if (k + 1 < c.count) run.resend(c.part(k + 1, c.count));
+          if (k > 0) again(c.part(0, k));
+          if (k + 1 < c.count) again(c.part(k + 1, c.count));
           return;
         }
         case Failed::worker:
           if (c.count > 1) {
             // Which input killed the worker is not known: each runs again, alone.
-            for (std::uint32_t i = 0; i < c.count; ++i) run.resend(c.part(i, i + 1));
+            for (std::uint32_t i = 0; i < c.count; ++i) again(c.part(i, i + 1));
             return;
           }
           [[fallthrough]];
@@ -665,9 +674,7 @@ class FERRY_API Executor {
         c.future.wait();
         take(c);
       }
-      for (std::size_t i = src.next; i < total; ++i)
-        record(i, std::make_exception_ptr(CancelledError("map was stopped (MapOptions::stop) before input " +
-                                                         std::to_string(i) + " was sent")));
+      for (std::size_t i = src.next; i < total; ++i) record(i, cancelled(i));
     }
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
     return out;
