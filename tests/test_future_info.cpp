@@ -90,12 +90,14 @@ TEST_CASE("Future.info.max_rss_is_the_worker_s_high_water_mark") {
   ferry::Executor ex(support::options(1));
   auto small = ex.submit(square, 2);
   small.wait();
-  auto grown = ex.submit(leak, 64);  // 64 MiB, touched
-  REQUIRE(grown.get() == 64);
+  auto grown = ex.submit(leak, 128);  // 128 MiB, touched
+  REQUIRE(grown.get() == 128);
   REQUIRE(small.info());
   REQUIRE(grown.info());
   CHECK(grown.info()->worker_pid == small.info()->worker_pid);
-  CHECK(grown.info()->max_rss >= small.info()->max_rss + (60u << 20));
+  // The mark before the task may hold memory freed since (the sanitizers' start-up does), so the
+  // 128 MiB show as at least half of them above it.
+  CHECK(grown.info()->max_rss >= small.info()->max_rss + (64u << 20));
   // A high-water mark of the worker: a later small task still reports it.
   auto later = ex.submit(square, 3);
   later.wait();

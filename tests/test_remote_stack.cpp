@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <string>
 
 #include "crash.hpp"
@@ -42,6 +43,17 @@ bool contains(const std::string& text, const std::string& part) {
 
 /// The first line of a stack.
 std::string first_frame(const std::string& stack) { return stack.substr(0, stack.find('\n')); }
+/// The first frame neither in libstdc++ nor a function of namespace std (inlined or not, as the
+/// build's optimisation decides).
+std::string first_frame_outside_std(const std::string& stack) {
+  std::istringstream in(stack);
+  for (std::string line; std::getline(in, line);) {
+    auto name = line.find_first_not_of(' ', line.find(' '));
+    if (contains(line, "libstdc++") || line.compare(name, 5, "std::") == 0) continue;
+    return line;
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -76,7 +88,8 @@ TEST_CASE("RemoteStack.task_error_is_the_last_throw_not_a_caught_one") {
   // Frame #0 is in libstdc++ (its throwing helper; named only where libstdc++ has symbols), then
   // the task's own frame.
   CHECK(contains(first_frame(e.remote_stack()), "libstdc++"));
-  CHECK(contains(e.remote_stack(), "\n#1  throw_after_caught(int)"));
+  // The first frame outside the standard library (vector::at is inlined or not) is the task's.
+  CHECK(first_frame_outside_std(e.remote_stack()).find("throw_after_caught(int)") != std::string::npos);
   // `throw 42`: any type has a stack.
   auto i = caught<ferry::TaskError>([&] { ex.submit(throw_int, 1).get(); });
   CHECK(first_frame(i.remote_stack()).rfind("#0  throw_int(int)", 0) == 0);
