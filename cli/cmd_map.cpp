@@ -2,13 +2,15 @@
 // `ferry map TASK [FILE]`: JSON Lines of arguments in, one JSON result line per input line out.
 //
 // The input is cut into chunks of at most --chunksize lines; each chunk travels as one message and
-// runs as one worker call (Executor::submit_json with `items` lines). At most 2 * workers + 2
-// chunks are in flight: memory stays bounded however long the input is. Results are printed in
-// input order, a chunk as soon as it and every chunk before it have ended.
+// runs as one worker call (Executor::submit_json with `items` lines). The chunks go through
+// ferry's map engine, the one behind Executor::imap (detail::MapRun): at most 2 * workers + 2 are
+// in flight, so memory stays bounded however long the input is; results come back in input
+// order, a chunk as soon as it and every chunk before it have ended; --timeout and the progress
+// bar are the engine's MapOptions::timeout and MapOptions::progress.
 //
-// One thread: it reads the input only while that cannot block (a chunk goes out early when the
-// input stalls, so a slow producer still streams), and otherwise sleeps in poll() on the input and
-// on an eventfd that every chunk's completion signals.
+// A thread of its own reads the input (ChunkReader): a chunk is ready when full, or early when
+// the input stalls, so a slow producer still streams; the engine waits for a chunk to end or for
+// the reader to wake it.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -20,13 +22,19 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <condition_variable>
 #include <deque>
+#include <functional>
+#include <mutex>
 #include <optional>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
 #include <ferry/detail/progress.hpp>
+#include <ferry/detail/state.hpp>
 
 #include "commands.hpp"
 #include "json.hpp"
@@ -57,6 +65,12 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
                      "\"stage\"}} object as its output line and the run goes on; exit status 1 "
                      "at the end. The lines of a chunk whose worker died are run again one by one, "
                      "so that only the line that kills its worker fails"));
+  sub->add_option("--timeout", options.timeout,
+                  wrap("seconds the whole map may take; then the lines not done are cancelled "
+                       "(running ones killed) and it ends with TimeoutError, exit status 1, after "
+                       "the results before them were written"))
+      ->type_name("SECONDS")
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--no-progress", options.no_progress,
                 wrap("no progress bar. The bar (done/total lines, lines/s, ETA) is drawn on stderr "
                      "only when stderr is a terminal"));
@@ -105,13 +119,15 @@ struct Fd {
 /// without blocking.
 class Input {
  public:
-  explicit Input(int fd) : fd_(fd) {}
+  explicit Input(int fd) : fd_(fd), cancel_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (cancel_.fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  }
 
   enum class Got { line, would_block, end };
 
   /// The next line (blank ones too: each input line has its output line). With `wait`, blocks
-  /// until there is one (or the end); without, returns would_block when no whole line is
-  /// buffered and the descriptor has nothing to read.
+  /// until there is one (or the end, or cancel()); without, returns would_block when no whole
+  /// line is buffered and the descriptor has nothing to read.
   Got next(std::string& line, std::size_t& number, bool wait) {
     for (;;) {
       // The search resumes where the last one stopped: rescanning from the line's start after
@@ -126,19 +142,31 @@ class Input {
       }
       searched_ = buffer_.size();
       if (end_) return Got::end;
-      if (!wait && !readable(0)) return Got::would_block;
+      if (!readable(wait ? -1 : 0)) {
+        if (!wait) return Got::would_block;
+        end_ = true;  // cancelled
+        continue;
+      }
       fill();
     }
   }
 
-  /// True when a read() would not block (data or end of input), waiting up to `timeout_ms`.
+  /// True when a read() would not block (data or end of input), waiting up to `timeout_ms`;
+  /// false at once after cancel().
   bool readable(int timeout_ms) const {
-    pollfd p{fd_, POLLIN, 0};
+    pollfd p[2] = {{fd_, POLLIN, 0}, {cancel_.fd, POLLIN, 0}};
     int n;
     do {
-      n = ::poll(&p, 1, timeout_ms);
+      n = ::poll(p, 2, timeout_ms);
     } while (n < 0 && errno == EINTR);
+    if (n > 0 && p[1].revents) return false;
     return n != 0;  // an error counts as readable: the read reports it
+  }
+
+  /// Ends a wait in next() or readable(), from any thread.
+  void cancel() {
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(cancel_.fd, &one, sizeof one);
   }
 
   int fd() const { return fd_; }
@@ -187,6 +215,7 @@ class Input {
   }
 
   int fd_;
+  Fd cancel_;  ///< an eventfd: cancel() makes it readable
   std::string buffer_;
   std::size_t pos_ = 0;       ///< where the next line starts in buffer_
   std::size_t searched_ = 0;  ///< buffer_ holds no '\n' from pos_ up to here
@@ -195,8 +224,8 @@ class Input {
   int error_ = 0;
 };
 
-/// A chunk of input lines and its submission.
-struct Chunk {
+/// A chunk of input lines: their numbers, and the argument lines of those that could be read.
+struct LineChunk {
   struct Line {
     std::size_t number;
     std::string error;  ///< not empty: the line could not be read (an error line, --keep-going)
@@ -204,12 +233,137 @@ struct Chunk {
   std::vector<Line> lines;
   std::string text;       ///< the argument objects of the readable lines, one per line
   std::uint32_t items = 0;
-  Future<std::string> future;
   std::string kept;       ///< a copy of `text` for a rerun (--keep-going only)
 
   std::size_t first() const { return lines.front().number; }
   std::size_t last() const { return lines.back().number; }
-  bool ready() const { return items == 0 || future.ready(); }
+};
+
+/**
+Reads the input in a thread of its own and cuts it into chunks of lines, so that the map's engine
+(ferry's MapRun, behind Executor::imap) never blocks on the input: a chunk is ready when it is
+full, or early when the input stalls (a slow producer still streams). At most `capacity` chunks
+wait to be taken; the engine bounds those sent.
+*/
+class ChunkReader {
+ public:
+  struct Setup {
+    std::size_t chunksize;
+    std::size_t capacity;
+    std::optional<std::size_t> arity;
+    std::string task;
+    bool keep_going;
+  };
+
+  ChunkReader(Input& input, std::deque<std::pair<std::size_t, std::string>> ahead, Setup setup)
+      : input_(input), ahead_(std::move(ahead)), setup_(std::move(setup)) {}
+  ChunkReader(const ChunkReader&) = delete;
+  ChunkReader& operator=(const ChunkReader&) = delete;
+  ~ChunkReader() { stop(); }
+
+  /// Starts reading; `wake` is called (from the reading thread) when a chunk is ready or the
+  /// input ended.
+  void start(std::function<void()> wake) {
+    wake_ = std::move(wake);
+    thread_ = std::thread([this] { run(); });
+  }
+
+  /// Stops reading (a blocked read too) and waits for the thread.
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      cancelled_ = true;
+    }
+    space_.notify_all();
+    input_.cancel();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  /// The next chunk if one is ready; later when the input has not given one yet.
+  detail::Produced take(LineChunk& out) {
+    std::lock_guard lock(mu_);
+    if (ready_.empty()) return ended_ ? detail::Produced::end : detail::Produced::later;
+    out = std::move(ready_.front());
+    ready_.pop_front();
+    space_.notify_one();
+    return detail::Produced::chunk;
+  }
+
+  /// Once the reading ended: the first line that could not be read, without --keep-going.
+  const std::optional<std::string>& input_error() const { return input_error_; }
+  /// Once the reading ended: whether a line could not be read, with --keep-going.
+  bool any_bad_line() const { return any_bad_line_; }
+
+ private:
+  void run() {
+    bool ended = false;
+    while (!ended) {
+      LineChunk c;
+      ended = !read_chunk(c);
+      if (c.lines.empty()) continue;
+      std::unique_lock lock(mu_);
+      space_.wait(lock, [&] { return ready_.size() < setup_.capacity || cancelled_; });
+      if (cancelled_) break;
+      ready_.push_back(std::move(c));
+      lock.unlock();
+      wake_();
+    }
+    {
+      std::lock_guard lock(mu_);
+      ended_ = true;
+    }
+    wake_();
+  }
+
+  Input::Got next_line(std::string& line, std::size_t& number, bool wait) {
+    if (!ahead_.empty()) {
+      number = ahead_.front().first;
+      line = std::move(ahead_.front().second);
+      ahead_.pop_front();
+      return Input::Got::line;
+    }
+    return input_.next(line, number, wait);
+  }
+
+  /// Reads up to a chunk of lines into `c`: blocks for the first line only; after that, a stall
+  /// of the input ends the chunk early. False at the end of the input (or at an unreadable line
+  /// without --keep-going).
+  bool read_chunk(LineChunk& c) {
+    std::string line;
+    std::size_t number = 0;
+    while (c.lines.size() < setup_.chunksize) {
+      Input::Got got = next_line(line, number, /*wait=*/c.lines.empty());
+      if (got == Input::Got::would_block) return true;
+      if (got == Input::Got::end) return false;
+      std::string error;
+      if (json::append_line_arguments(c.text, line, setup_.arity, setup_.task, error)) {
+        c.lines.push_back({number, {}});
+        ++c.items;
+      } else if (setup_.keep_going) {
+        any_bad_line_ = true;
+        c.lines.push_back({number, json::error_line("BadInput", "line " + std::to_string(number) + ": " + error,
+                                                    "read_input")});
+      } else {
+        input_error_ = "line " + std::to_string(number) + ": " + error;
+        return false;
+      }
+    }
+    return true;
+  }
+
+  Input& input_;
+  std::deque<std::pair<std::size_t, std::string>> ahead_;
+  const Setup setup_;
+  std::function<void()> wake_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable space_;
+  std::deque<LineChunk> ready_;
+  bool ended_ = false;
+  bool cancelled_ = false;
+  // Written by the reading thread, read once it was joined (or ended_ was seen under mu_).
+  std::optional<std::string> input_error_;
+  bool any_bad_line_ = false;
 };
 
 std::vector<std::string_view> split_lines(std::string_view s) {
@@ -237,7 +391,7 @@ std::string output_line(std::string_view result, bool& failed) {
   return it == doc.MemberEnd() ? std::string("null") : json::write(it->value);
 }
 
-std::string lines_text(const Chunk& c) {
+std::string lines_text(const LineChunk& c) {
   return c.first() == c.last() ? "line " + std::to_string(c.first())
                                : "lines " + std::to_string(c.first()) + "-" + std::to_string(c.last());
 }
@@ -292,90 +446,56 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
   }
   const std::size_t max_in_flight = 2 * workers + 2;
 
-  // Signalled by every chunk's completion (declared before the executor: it outlives the
-  // callbacks, which all run before the executor is gone).
-  Fd done_signal(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (done_signal.fd < 0) {
-    print_error("map", std::string("eventfd: ") + std::strerror(errno));
-    return exit_task_failed;
-  }
-
   try {
     Executor executor(executor_options(global, workers, options.containment));
     const TaskRef ref{.library = info.library, .name = info.name};
-    ferry::detail::ProgressBar progress(::isatty(STDERR_FILENO) == 1 && !options.no_progress, total, "lines");
+    ChunkReader reader(input, std::move(ahead),
+                       {.chunksize = chunksize, .capacity = max_in_flight, .arity = arity,
+                        .task = info.name, .keep_going = options.keep_going});
+
+    // The chunks handed to the engine and not yet written out, in input order; each MapChunk's
+    // `first` is its sequence number (`base` is the front's).
+    std::deque<LineChunk> flight;
+    std::size_t base = 0;
+    ferry::MapOptions map_options;
+    map_options.progress = !options.no_progress;
+    map_options.timeout = std::chrono::duration<double>(options.timeout);
+    map_options.kill_running = true;  // a timeout ends the lines running too
+    detail::MapRun<std::string> run(
+        map_options, max_in_flight, /*ordered=*/true, total.value_or(0),
+        [&](detail::MapChunk<std::string>& c) {
+          LineChunk lines;
+          detail::Produced got = reader.take(lines);
+          if (got != detail::Produced::chunk) return got;
+          c.first = base + flight.size();
+          c.count = lines.items;
+          flight.push_back(std::move(lines));
+          return got;
+        },
+        [&](detail::MapChunk<std::string>& c) {
+          LineChunk& lines = flight[c.first - base];
+          if (lines.items == 0) {  // every line of it was unreadable (--keep-going)
+            auto none = std::make_shared<detail::State<std::string>>(detail::LocalState{});
+            none->set_value(std::string());
+            c.future = Future<std::string>(std::move(none));
+            return;
+          }
+          if (options.keep_going) lines.kept = lines.text;
+          c.future = executor.submit_json(ref, std::move(lines.text), lines.items, options.keep_going);
+        },
+        "lines");
+    run.set_wakeable();
+    // The reading thread ends before the engine it wakes is gone.
+    struct StopReader {
+      ChunkReader& reader;
+      ~StopReader() { reader.stop(); }
+    } stop_reader{reader};
+    reader.start([&run] { run.wake(); });
+
+    ferry::detail::ProgressBar& progress = run.progress_bar();
     // Results and the bar on the same terminal: the bar steps aside while results are written.
     const bool shared_terminal = progress.enabled() && ::isatty(::fileno(io.out)) == 1;
-    std::deque<Chunk> flight;
-    bool ended = false;                      // end of input, or stopped at an unreadable line
-    std::optional<std::string> input_error;  // the first unreadable line, without --keep-going
-    std::size_t done = 0;
     bool any_failed = false;
-
-    auto next_line = [&](std::string& line, std::size_t& number, bool wait) {
-      if (!ahead.empty()) {
-        number = ahead.front().first;
-        line = std::move(ahead.front().second);
-        ahead.pop_front();
-        return Input::Got::line;
-      }
-      return input.next(line, number, wait);
-    };
-    // Reads up to a chunk of lines into `c`. It blocks only for the first line and only if
-    // `wait`; after that, a stall of the input ends the chunk early. False when nothing more
-    // can be read without blocking.
-    auto read_chunk = [&](Chunk& c, bool wait) {
-      std::string line;
-      std::size_t number = 0;
-      while (c.lines.size() < chunksize) {
-        Input::Got got = next_line(line, number, wait && c.lines.empty());
-        if (got == Input::Got::would_block) return false;
-        if (got == Input::Got::end) {
-          ended = true;
-          return false;
-        }
-        std::string error;
-        if (json::append_line_arguments(c.text, line, arity, info.name, error)) {
-          c.lines.push_back({number, {}});
-          ++c.items;
-        } else if (options.keep_going) {
-          any_failed = true;
-          c.lines.push_back({number, json::error_line("BadInput", "line " + std::to_string(number) +
-                                                                      ": " + error,
-                                                      "read_input")});
-        } else {
-          input_error = "line " + std::to_string(number) + ": " + error;
-          ended = true;
-          return false;
-        }
-      }
-      return true;
-    };
-    // Reads and submits while there is room in flight and input to be had without blocking
-    // (blocking is fine when nothing is in flight: there is nothing else to do).
-    auto fill = [&] {
-      bool more = true;
-      while (more && !ended && flight.size() < max_in_flight) {
-        Chunk c;
-        more = read_chunk(c, /*wait=*/flight.empty());
-        if (c.lines.empty()) break;
-        if (c.items) {
-          if (options.keep_going) c.kept = c.text;
-          c.future = executor.submit_json(ref, std::move(c.text), c.items, options.keep_going);
-          c.future.then([fd = done_signal.fd](const Future<std::string>&) {
-            std::uint64_t one = 1;
-            [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
-          });
-        }
-        flight.push_back(std::move(c));
-      }
-    };
-    auto shown = [&] {
-      std::size_t n = done;
-      for (const auto& c : flight)
-        if (c.ready()) n += c.lines.size();
-      return n;
-    };
     auto stop = [&](const std::string& where, const Failure& failure) {
       progress.clear();
       print_error("map", where + ": " + failure.type + ": " + failure.message);
@@ -385,27 +505,12 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
     };
 
     progress.update(0, true);
-    for (;;) {
-      fill();
-      if (flight.empty()) break;  // fill() blocks when nothing is in flight: the input ended
-      Chunk& c = flight.front();
-      if (!c.ready()) {
-        // Sleep until a chunk ends or, while there is room in flight, input arrives.
-        pollfd fds[2] = {{done_signal.fd, POLLIN, 0}, {input.fd(), POLLIN, 0}};
-        bool watch_input = !ended && flight.size() < max_in_flight;
-        int n = ::poll(fds, watch_input ? 2 : 1, progress.enabled() ? 100 : -1);
-        if (n > 0 && (fds[0].revents & POLLIN)) {
-          std::uint64_t count;
-          [[maybe_unused]] ssize_t r = ::read(done_signal.fd, &count, sizeof count);
-        }
-        progress.update(shown());
-        continue;
-      }
-
+    while (auto chunk = run.next()) {
+      LineChunk& c = flight.front();
       std::vector<std::string> results;  // one per readable line of the chunk
       if (c.items) {
         try {
-          std::string text = c.future.get();
+          std::string text = chunk->future.get();
           for (auto l : split_lines(text)) results.emplace_back(l);
           if (results.size() != c.items)
             throw std::runtime_error("the worker returned " + std::to_string(results.size()) +
@@ -439,6 +544,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       for (const auto& line : c.lines) {
         if (!line.error.empty()) {
           out += line.error;
+          any_failed = true;
         } else {
           bool failed = false;
           try {
@@ -453,11 +559,10 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       if (shared_terminal) progress.clear();
       std::fwrite(out.data(), 1, out.size(), io.out);
       std::fflush(io.out);
-      done += c.lines.size();
+      run.advance(c.lines.size());
       flight.pop_front();
-      progress.update(shown());
+      ++base;
     }
-    progress.finish(done);
 
     if (std::ferror(io.out)) {
       print_error("map", "cannot write the results: " + std::string(std::strerror(errno)));
@@ -467,8 +572,8 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       print_error("map", "cannot read the input: " + std::string(std::strerror(input.error())));
       return exit_usage;
     }
-    if (input_error) {
-      print_error("map", *input_error);
+    if (reader.input_error()) {
+      print_error("map", *reader.input_error());
       return exit_usage;
     }
     return any_failed ? exit_task_failed : exit_ok;

@@ -131,6 +131,7 @@ struct MapOptions {
   std::size_t chunksize = 0;  ///< 0 = about 4 chunks per worker, at most 1024 lines
   bool keep_going = false;
   bool no_progress = false;
+  double timeout = 0;         ///< seconds for the whole map; 0 = none
   ContainmentOptions containment;
 };
 CLI::App* setup_map(CLI::App& app, MapOptions& options);

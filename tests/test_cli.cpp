@@ -454,6 +454,29 @@ TEST_CASE("Cli.map_without_keep_going_stops_at_the_first_failure") {
   CHECK(cli({"map", "no_such_task"}, "1\n").status == 3);
 }
 
+TEST_CASE("Cli.map_stops_at_a_failure_while_its_input_stays_open") {
+  // The reading thread is blocked on an open, silent pipe when the run stops: it is cancelled.
+  support::TempDir dir;
+  Child child = spawn(Call{.args = {"map", "--chunksize", "1", "checked_isqrt"}, .pipe = true}, dir.path);
+  REQUIRE(write_all(child.stdin_fd, "4\n-9\n"));
+  CHECK(wait_status(child.pid) == 1);  // without closing stdin
+  ::close(child.stdin_fd);
+  CHECK(read_file(dir.path / "stdout") == "2\n");
+  CHECK(read_file(dir.path / "stderr").find("negative: -9") != std::string::npos);
+}
+
+TEST_CASE("Cli.map_timeout_cancels_what_is_left") {
+  // One worker: line 3 sleeps a minute, line 4 waits behind it. The timeout kills the one and
+  // cancels the other; the results before them are written.
+  Result r = cli({"map", "-j", "1", "--chunksize", "1", "--timeout", "1", "slow_identity"},
+                 "[1, 0]\n[2, 0]\n[3, 60000]\n[4, 0]\n");
+  CHECK(r.status == 1);
+  CHECK(r.out == "1\n2\n");
+  CHECK(r.err.find("TimeoutError") != std::string::npos);
+  CHECK(r.err.find("within its timeout of 1") != std::string::npos);
+  CHECK(cli({"map", "--timeout", "0", "square"}, "1\n").status == 2);
+}
+
 TEST_CASE("Cli.map_progress_bar_on_a_terminal") {
   support::TempDir dir;
   write_file(dir.path / "in.jsonl", numbers(3000));

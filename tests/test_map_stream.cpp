@@ -2,6 +2,8 @@
 // imap, imap_unordered, map_outcomes, MapOptions (timeout, progress, stop, max_in_flight), constant
 // extra arguments, and the input index every map error names.
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -255,4 +257,37 @@ TEST_CASE("MapOutcomes.after_a_stop_the_rest_is_cancelled") {
   CHECK(ok >= 3);
   CHECK(ok + cancelled == 30);
   CHECK(cancelled > 0);
+}
+
+TEST_CASE("MapOutcomes.a_failure_after_a_stop_cancels_the_rest_of_its_chunk") {
+  // One worker, chunks of two. The first chunk's progress requests the stop, then opens the gate:
+  // input 2 throws only after the stop. Input 3, behind it in the same chunk, never ran; it is
+  // not sent again (as a failed chunk's other inputs are), it is cancelled.
+  ferry::Executor ex(support::options(1));
+  support::TempDir dir;
+  std::stop_source source;
+  auto out = ex.map_outcomes(gated_throw, std::vector<int>{-1, -2, 5, 7},
+                             {.chunksize = 2,
+                              .on_progress =
+                                  [&](std::size_t done, std::size_t) {
+                                    if (done != 2) return;
+                                    source.request_stop();
+                                    std::ofstream(dir.path / "go").flush();
+                                  },
+                              .stop = source.get_token()},
+                             dir.path.string());
+  REQUIRE(out.size() == 4);
+  CHECK(out[0].value() == 1);
+  CHECK(out[1].value() == 2);
+  REQUIRE_FALSE(out[2].ok());
+  try {
+    std::rethrow_exception(out[2].error());
+  } catch (const ferry::TaskError& e) {
+    CHECK(e.input_index() == 2);
+    CHECK(std::string(e.what()).find("gated 5") != std::string::npos);
+  }
+  REQUIRE_FALSE(out[3].ok());
+  CHECK_THROWS_AS(std::rethrow_exception(out[3].error()), ferry::CancelledError);
+  std::ifstream ran(dir.path / "ran");
+  CHECK(std::string(std::istreambuf_iterator<char>(ran), {}) == "5\n");  // 7 never ran
 }

@@ -580,7 +580,9 @@ class FERRY_API Executor {
     src->keep = keep;
     detail::MapRun<V> run(
         options, options.max_in_flight, /*ordered=*/!keep, total,
-        [src = src](detail::MapChunk<V>& c) { return src->template produce<own>(c); },
+        [src = src](detail::MapChunk<V>& c) {
+          return src->template produce<own>(c) ? detail::Produced::chunk : detail::Produced::end;
+        },
         chunk_sender<V>(std::move(target), sizeof...(X) > 0, keep));
     if constexpr (std::is_void_v<R>) {
       while (auto c = run.next()) {
@@ -627,9 +629,10 @@ class FERRY_API Executor {
       return std::make_exception_ptr(CancelledError("map was stopped (MapOptions::stop) before input " +
                                                     std::to_string(i) + " ran"));
     };
-    // Inputs to run again; after a stop, they are cancelled instead (nothing more is sent).
+    // Inputs to run again; once a stop was requested, they are cancelled instead (nothing more is
+    // sent, even before next() has seen the stop).
     auto again = [&](detail::MapChunk<std::vector<R>> part) {
-      if (!run.stopped()) return run.resend(std::move(part));
+      if (!run.stop_requested()) return run.resend(std::move(part));
       for (std::uint32_t i = 0; i < part.count; ++i) record(part.first + i, cancelled(part.first + i));
     };
     auto take = [&](detail::MapChunk<std::vector<R>>& c) {
@@ -721,7 +724,9 @@ class FERRY_API Executor {
     std::size_t limit = state->options.max_in_flight ? state->options.max_in_flight : 2 * max_workers() + 2;
     state->run = std::make_unique<detail::MapRun<V>>(
         state->options, limit, /*ordered=*/!Unordered, total,
-        [src](detail::MapChunk<V>& c) { return src->template produce<own>(c); },
+        [src](detail::MapChunk<V>& c) {
+          return src->template produce<own>(c) ? detail::Produced::chunk : detail::Produced::end;
+        },
         chunk_sender<V>(std::move(target), sizeof...(X) > 0, false));
     return MapStream<R, Unordered>(std::move(state));
   }

@@ -273,6 +273,7 @@ struct Notifier {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<std::size_t> completed;  // indices, in completion order
+  bool woken = false;                 // detail::MapRun::wake()
 };
 
 template <class T>

@@ -94,6 +94,10 @@ class Outcome {
 
 namespace detail {
 
+/// What MapRun's source made: a chunk, nothing yet (more will come: MapRun::wake() says when),
+/// or nothing ever again.
+enum class Produced { chunk, later, end };
+
 /// A chunk of a map: inputs [first, first + count), their encoded arguments and their future.
 template <class V>
 struct MapChunk {
@@ -122,19 +126,21 @@ struct MapChunk {
 /**
 @brief Runs the chunks of one map: makes them as needed (at most `limit` out), sends them, and
 hands them back finished, in input order or in completion order. Timeout, stop and progress of
-MapOptions are handled here, in the calling thread.
+MapOptions are handled here, in the calling thread. A source that is fed from elsewhere (`ferry
+map` reads its input in a thread of its own) answers Produced::later when it has nothing yet, and
+calls wake() from any thread when it has.
 */
 template <class V>
 class MapRun {
  public:
   using Chunk = MapChunk<V>;
-  /// Makes the next chunk (first, count, args); false when the inputs are exhausted.
-  using Produce = std::function<bool(Chunk&)>;
+  /// Makes the next chunk (first, count, args).
+  using Produce = std::function<Produced(Chunk&)>;
   /// Sends a chunk: sets its future (args may be moved out unless kept).
   using Send = std::function<void(Chunk&)>;
 
   MapRun(const MapOptions& options, std::size_t limit, bool ordered, std::size_t total,
-         Produce produce, Send send)
+         Produce produce, Send send, std::string unit = "items")
       : options_(options),
         limit_(limit ? limit : SIZE_MAX),
         ordered_(ordered),
@@ -142,7 +148,7 @@ class MapRun {
         produce_(std::move(produce)),
         send_(std::move(send)),
         bar_(options.progress && ::isatty(STDERR_FILENO) == 1,
-             total ? std::optional<std::size_t>(total) : std::nullopt) {
+             total ? std::optional<std::size_t>(total) : std::nullopt, std::move(unit)) {
     if (options_.timeout.count() > 0)
       deadline_ = Clock::now() + std::chrono::ceil<Clock::duration>(options_.timeout);
   }
@@ -157,38 +163,68 @@ class MapRun {
   /// The next finished chunk; nullopt when every chunk was handed back, or the map was stopped
   /// (stopped() then says so). @throws TimeoutError past MapOptions::timeout.
   std::optional<Chunk> next() {
-    fill();
-    if (flying_.empty()) return finish();
-    if (ordered_) {
-      auto it = flying_.begin();
-      if (!wait_for([&] { return it->second.future.ready(); },
-                    [&](Clock::time_point until) { it->second.future.wait_until(until); }))
+    for (;;) {
+      fill();
+      if (flying_.empty()) {
+        if (exhausted_ || !later_) return finish();
+        // Nothing out and the source has nothing yet: wait until it has.
+        if (!wait_for([&] { return woken(); }, [&](Clock::time_point until) { wait_notifier(until); }))
+          return finish();
+        continue;
+      }
+      if (ordered_) {
+        auto it = flying_.begin();
+        if (!wakeable_) {
+          if (!wait_for([&] { return it->second.future.ready(); },
+                        [&](Clock::time_point until) { it->second.future.wait_until(until); }))
+            return finish();
+        } else {
+          // Woken too when the source has more (it is sent while the head chunk runs).
+          if (!wait_for([&] { return it->second.future.ready() || woken(); },
+                        [&](Clock::time_point until) { wait_notifier(until); }))
+            return finish();
+          if (!it->second.future.ready()) continue;
+        }
+        Chunk c = std::move(it->second);
+        flying_.erase(it);
+        return c;
+      }
+      if (!wait_for(
+              [&] {
+                std::lock_guard lock(notifier_->mu);
+                return !notifier_->completed.empty() || (wakeable_ && notifier_->woken);
+              },
+              [&](Clock::time_point until) { wait_notifier(until); }))
         return finish();
+      std::uint64_t seq;
+      {
+        std::lock_guard lock(notifier_->mu);
+        if (notifier_->completed.empty()) continue;  // woken: the source has more
+        seq = notifier_->completed.front();
+        notifier_->completed.pop_front();
+      }
+      auto it = flying_.find(seq);
       Chunk c = std::move(it->second);
       flying_.erase(it);
       return c;
     }
-    if (!wait_for(
-            [&] {
-              std::lock_guard lock(notifier_->mu);
-              return !notifier_->completed.empty();
-            },
-            [&](Clock::time_point until) {
-              std::unique_lock lock(notifier_->mu);
-              notifier_->cv.wait_until(lock, until, [&] { return !notifier_->completed.empty(); });
-            }))
-      return finish();
-    std::uint64_t seq;
+  }
+
+  /// From any thread: the source has more to produce (a Produced::later is over).
+  void wake() {
     {
       std::lock_guard lock(notifier_->mu);
-      seq = notifier_->completed.front();
-      notifier_->completed.pop_front();
+      notifier_->woken = true;
     }
-    auto it = flying_.find(seq);
-    Chunk c = std::move(it->second);
-    flying_.erase(it);
-    return c;
+    notifier_->cv.notify_all();
   }
+
+  /// The source may answer Produced::later: chunks then signal their completion so that next()
+  /// can wait for either. Call before the first next().
+  void set_wakeable() noexcept { wakeable_ = true; }
+
+  /// The bar MapOptions::progress draws (a caller writing to the same terminal clears it first).
+  ProgressBar& progress_bar() noexcept { return bar_; }
 
   /// Sends a chunk made by the caller (keep going: the parts of a failed chunk, again).
   void resend(Chunk c) { launch(std::move(c)); }
@@ -209,6 +245,8 @@ class MapRun {
   }
 
   bool stopped() const noexcept { return stopped_; }
+  /// True once MapOptions::stop was requested, whether or not next() has seen it yet.
+  bool stop_requested() const noexcept { return stopped_ || options_.stop.stop_requested(); }
   std::size_t done() const noexcept { return done_; }
   /// The chunks still out (after a stop, those map_outcomes reports as cancelled).
   std::map<std::uint64_t, Chunk>& remaining() noexcept { return flying_; }
@@ -219,18 +257,32 @@ class MapRun {
   void fill() {
     while (!exhausted_ && flying_.size() < limit_ && !options_.stop.stop_requested()) {
       Chunk c;
-      if (!produce_(c)) {
-        exhausted_ = true;
-        break;
-      }
+      Produced p = produce_(c);
+      later_ = p == Produced::later;
+      if (p == Produced::end) exhausted_ = true;
+      if (p != Produced::chunk) break;
       launch(std::move(c));
     }
+  }
+
+  /// Whether wake() was called since the last look (and forgets it).
+  bool woken() {
+    std::lock_guard lock(notifier_->mu);
+    return std::exchange(notifier_->woken, false);
+  }
+
+  void wait_notifier(Clock::time_point until) {
+    std::unique_lock lock(notifier_->mu);
+    notifier_->cv.wait_until(lock, until, [&] { return !notifier_->completed.empty() || notifier_->woken; });
+    // In input order a completion only wakes the wait up: the head chunk's future says whether it
+    // was the one awaited.
+    if (ordered_) notifier_->completed.clear();
   }
 
   void launch(Chunk c) {
     send_(c);
     std::uint64_t seq = next_seq_++;
-    if (!ordered_) {
+    if (!ordered_ || wakeable_) {
       // Completion order: each chunk says when it is done.
       c.future.then([n = notifier_, seq](const Future<V>&) {
         {
@@ -299,6 +351,8 @@ class MapRun {
   std::uint64_t next_seq_ = 0;
   std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
   bool exhausted_ = false;
+  bool later_ = false;     // the source's last answer was Produced::later
+  bool wakeable_ = false;  // set_wakeable()
   bool stopped_ = false;
   std::size_t done_ = 0;
 };
