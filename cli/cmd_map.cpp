@@ -519,9 +519,16 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
           Failure failure = describe(std::current_exception());
           bool fatal = failure.code == exit_lookup || failure.code == exit_pool;
           if (!options.keep_going || fatal) return stop(lines_text(c), failure);
-          // The whole chunk failed (its worker died, say): run its lines again one by one, so
-          // that only the line at fault gets an error.
+          // The keep-going policy of map_outcomes. A failing line is an error object already
+          // (the worker keeps going), so what fails here is the chunk: its worker died, and its
+          // lines run again one by one so that only the line at fault gets an error; or the
+          // chunk as a whole, and each of its lines gets that error.
           results.clear();
+          auto failed = detail::classify_chunk_failure(std::current_exception(), 0, c.items);
+          if (failed.kind != detail::ChunkFailure::worker || c.items == 1) {
+            results.assign(c.items, json::error_line("ferry::" + failure.type, failure.message, "task"));
+            c.kept.clear();
+          }
           std::vector<Future<std::string>> singles;
           for (auto l : split_lines(c.kept))
             singles.push_back(executor.submit_json(ref, std::string(l), 1, true));

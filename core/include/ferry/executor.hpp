@@ -643,23 +643,24 @@ class FERRY_API Executor {
         run.advance(c.count);
         return;
       }
-      switch (classify(e, c.first, c.count)) {
-        case Failed::input: {
+      auto failed = detail::classify_chunk_failure(e, c.first, c.count);
+      switch (failed.kind) {
+        case detail::ChunkFailure::input: {
           // That input failed; the others of its chunk run again.
-          auto k = static_cast<std::uint32_t>(*input_of(e) - c.first);
+          auto k = static_cast<std::uint32_t>(failed.input - c.first);
           record(c.first + k, e);
           if (k > 0) again(c.part(0, k));
           if (k + 1 < c.count) again(c.part(k + 1, c.count));
           return;
         }
-        case Failed::worker:
+        case detail::ChunkFailure::worker:
           if (c.count > 1) {
             // Which input killed the worker is not known: each runs again, alone.
             for (std::uint32_t i = 0; i < c.count; ++i) again(c.part(i, i + 1));
             return;
           }
           [[fallthrough]];
-        case Failed::chunk:
+        case detail::ChunkFailure::chunk:
           for (std::uint32_t i = 0; i < c.count; ++i) record(c.first + i, e);
           return;
       }
@@ -681,35 +682,6 @@ class FERRY_API Executor {
     }
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
     return out;
-  }
-
-  enum class Failed { input, worker, chunk };
-  static std::optional<std::size_t> input_of(const std::exception_ptr& e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const Error& err) {
-      return err.input_index();
-    } catch (...) {
-      return std::nullopt;
-    }
-  }
-  /// How a chunk's error concerns its inputs: one input's (the task threw, or its arguments or
-  /// result failed to travel), its worker's death, or the whole chunk's (cancelled, a plugin
-  /// error...).
-  static Failed classify(const std::exception_ptr& e, std::size_t first, std::size_t count) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const TerminatedWorkerError&) {
-      return Failed::worker;
-    } catch (const TaskError& err) {
-      auto i = err.input_index();
-      return i && *i >= first && *i < first + count ? Failed::input : Failed::chunk;
-    } catch (const SerializationError& err) {
-      auto i = err.input_index();
-      return i && *i >= first && *i < first + count ? Failed::input : Failed::chunk;
-    } catch (...) {
-      return Failed::chunk;
-    }
   }
 
   template <class R, bool Unordered, class... W, class Range, class... X>

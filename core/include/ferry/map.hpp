@@ -123,6 +123,35 @@ struct MapChunk {
   }
 };
 
+/// How a failed map chunk's error concerns its inputs: one input's (the task threw, or its
+/// arguments or result failed to travel), its worker's death (which input killed it is not
+/// known), or the whole chunk's (cancelled, a plugin error...). The keep-going policy of
+/// map_outcomes and `ferry map --keep-going`: the others of a failed input's chunk run again; the
+/// inputs of a chunk whose worker died run again one by one; a chunk's error is every input's.
+enum class ChunkFailure { input, worker, chunk };
+struct ChunkFailed {
+  ChunkFailure kind;
+  std::size_t input = 0;  ///< ChunkFailure::input: the index of that input
+};
+inline ChunkFailed classify_chunk_failure(const std::exception_ptr& e, std::size_t first, std::size_t count) {
+  auto one_input = [&](const Error& err) {
+    auto i = err.input_index();
+    return i && *i >= first && *i < first + count ? ChunkFailed{ChunkFailure::input, *i}
+                                                  : ChunkFailed{ChunkFailure::chunk};
+  };
+  try {
+    std::rethrow_exception(e);
+  } catch (const TerminatedWorkerError&) {
+    return {ChunkFailure::worker};
+  } catch (const TaskError& err) {
+    return one_input(err);
+  } catch (const SerializationError& err) {
+    return one_input(err);
+  } catch (...) {
+    return {ChunkFailure::chunk};
+  }
+}
+
 /**
 @brief Runs the chunks of one map: makes them as needed (at most `limit` out), sends them, and
 hands them back finished, in input order or in completion order. Timeout, stop and progress of
