@@ -600,19 +600,26 @@ class FERRY_API Executor {
         out.second = outcomes<R>(run, *src, total);
         return out;
       }
-      out.first.reserve(total);
+      // The chunks are decoded once all have come back: decoding while results still arrive
+      // takes the CPU from the threads that receive them (map chunksize 1: 8 % slower).
+      std::vector<Future<V>> done;
+      if (total) done.reserve((total + src->chunk - 1) / src->chunk);
       while (auto c = run.next()) {
         if (auto e = c->future.exception()) {
           // The first failure in input order, once the rest was cancelled or finished.
           run.cancel_all(false);
           std::rethrow_exception(e);
         }
-        auto part = c->future.get();
-        out.first.insert(out.first.end(), std::make_move_iterator(part.begin()),
-                         std::make_move_iterator(part.end()));
+        done.push_back(std::move(c->future));
         run.advance(c->count);
       }
       if (run.stopped()) throw CancelledError("map was stopped (MapOptions::stop)");
+      out.first.reserve(total);
+      for (auto& f : done) {
+        auto part = f.get();
+        out.first.insert(out.first.end(), std::make_move_iterator(part.begin()),
+                         std::make_move_iterator(part.end()));
+      }
       return out;
     }
   }

@@ -205,7 +205,10 @@ class MapRun {
         auto it = flying_.begin();
         if (!wakeable_) {
           if (!wait_for([&] { return it->second.future.ready(); },
-                        [&](Clock::time_point until) { it->second.future.wait_until(until); }))
+                        [&](Clock::time_point until) {
+                          if (until == Clock::time_point::max()) it->second.future.wait();
+                          else it->second.future.wait_until(until);
+                        }))
             return finish();
         } else {
           // Woken too when the source has more (it is sent while the head chunk runs).

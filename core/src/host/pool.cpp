@@ -537,9 +537,11 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
     }
     pollfd p[2] = {{w->sock.get(), POLLIN, 0}, {w->exit_fd.get(), POLLIN, 0}};
     int timeout = -1;
-    if (deadline)
-      timeout = static_cast<int>(
-          std::chrono::ceil<std::chrono::milliseconds>(*deadline - now).count());
+    if (deadline) {
+      // Clamped: a far deadline (time_point::max()) must not overflow into a short timeout.
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(*deadline - now).count();
+      timeout = static_cast<int>(std::min<decltype(ms)>(ms, 60'000));
+    }
     int r = ::poll(p, w->exit_fd ? 2 : 1, timeout);
     if (r < 0 && errno != EINTR) break;
     if (r > 0 && (p[1].revents & POLLIN) && !(p[0].revents & (POLLIN | POLLHUP))) break;
