@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // imap, imap_unordered, map_outcomes, MapOptions (timeout, progress, stop, max_in_flight), constant
 // extra arguments, and the input index every map error names.
+#include <algorithm>
 #include <atomic>
+#include <deque>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <numeric>
 #include <ranges>
 #include <set>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -290,4 +294,53 @@ TEST_CASE("MapOutcomes.a_failure_after_a_stop_cancels_the_rest_of_its_chunk") {
   CHECK_THROWS_AS(std::rethrow_exception(out[3].error()), ferry::CancelledError);
   std::ifstream ran(dir.path / "ran");
   CHECK(std::string(std::istreambuf_iterator<char>(ran), {}) == "5\n");  // 7 never ran
+}
+
+TEST_CASE("MapRun.a_source_fed_from_another_thread_wakes_it") {
+  // The engine as `ferry map` uses it: the source answers `later` until a feeding thread has
+  // pushed more, and wakes the engine; both orders deliver every input once.
+  ferry::Executor ex(support::options(2));
+  for (bool ordered : {true, false}) {
+    CAPTURE(ordered);
+    std::mutex mu;
+    std::deque<int> fed;
+    bool ended = false;
+    ferry::MapOptions options;
+    ferry::detail::MapRun<int> run(
+        options, 4, ordered, 0,
+        [&](ferry::detail::MapChunk<int>& c) {
+          std::lock_guard lock(mu);
+          if (fed.empty()) return ended ? ferry::detail::Produced::end : ferry::detail::Produced::later;
+          c.first = static_cast<std::size_t>(fed.front());
+          c.count = 1;
+          fed.pop_front();
+          return ferry::detail::Produced::chunk;
+        },
+        [&](ferry::detail::MapChunk<int>& c) { c.future = ex.submit(square, static_cast<int>(c.first)); });
+    run.set_wakeable();
+    std::thread feeder([&] {
+      for (int i = 0; i < 50; ++i) {
+        {
+          std::lock_guard lock(mu);
+          fed.push_back(i);
+        }
+        run.wake();
+      }
+      {
+        std::lock_guard lock(mu);
+        ended = true;
+      }
+      run.wake();
+    });
+    std::vector<std::size_t> seen;
+    while (auto c = run.next()) {
+      CHECK(c->future.get() == static_cast<int>(c->first * c->first));
+      seen.push_back(c->first);
+    }
+    feeder.join();
+    REQUIRE(seen.size() == 50);
+    if (ordered) CHECK(std::is_sorted(seen.begin(), seen.end()));
+    std::sort(seen.begin(), seen.end());
+    CHECK(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
+  }
 }

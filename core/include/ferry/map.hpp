@@ -193,6 +193,11 @@ class MapRun {
   /// (stopped() then says so). @throws TimeoutError past MapOptions::timeout.
   std::optional<Chunk> next() {
     for (;;) {
+      if (options_.stop.stop_requested()) {
+        // Once a stop is requested nothing more is handed back, finished or not.
+        if (!stopped_) stop();
+        return finish();
+      }
       fill();
       if (flying_.empty()) {
         if (exhausted_ || !later_) return finish();
@@ -231,7 +236,10 @@ class MapRun {
       std::uint64_t seq;
       {
         std::lock_guard lock(notifier_->mu);
-        if (notifier_->completed.empty()) continue;  // woken: the source has more
+        if (notifier_->completed.empty()) {  // woken: the source has more
+          notifier_->woken = false;
+          continue;
+        }
         seq = notifier_->completed.front();
         notifier_->completed.pop_front();
       }
