@@ -1,0 +1,432 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The report page: the template (cli/report/, embedded at build time) with the trace's figures as
+// JSON, streamed to the output file.
+//
+// The JSON goes into a <script type="application/json"> element, where the HTML parser looks only
+// for "</script" (and "<!--" with "<script"): every '<' of the JSON is written \u003c, so nothing
+// taken from the trace can end that element or start markup, and JSON.parse reads the same text
+// back. '>' and '&' are escaped too, so that the text is inert in any HTML context.
+#include "report_html.hpp"
+
+#include <algorithm>
+#include <random>
+#include <stdexcept>
+
+#include <ferry/ferry.hpp>
+
+#include "report_assets.hpp"
+
+namespace ferry::cli::trace {
+
+namespace {
+
+/// Buffered writes to a FILE*.
+class Output {
+ public:
+  explicit Output(std::FILE* f) : file_(f) { buffer_.reserve(capacity); }
+  ~Output() { flush(); }
+  Output(const Output&) = delete;
+  Output& operator=(const Output&) = delete;
+
+  void raw(std::string_view s) {
+    if (buffer_.size() + s.size() > capacity) flush();
+    if (s.size() > capacity) {
+      ok_ = ok_ && std::fwrite(s.data(), 1, s.size(), file_) == s.size();
+    } else {
+      buffer_.append(s);
+    }
+  }
+  void put(char c) {
+    buffer_.push_back(c);
+    if (buffer_.size() >= capacity) flush();
+  }
+  bool flush() {
+    if (!buffer_.empty()) ok_ = ok_ && std::fwrite(buffer_.data(), 1, buffer_.size(), file_) == buffer_.size();
+    buffer_.clear();
+    return ok_;
+  }
+
+ private:
+  static constexpr std::size_t capacity = 1 << 16;
+  std::FILE* file_;
+  std::string buffer_;
+  bool ok_ = true;
+};
+
+/// A RapidJSON output stream onto Output that escapes '<', '>' and '&' (they occur only inside
+/// strings in JSON text, where \u003c is the same character).
+class HtmlSafeJsonStream {
+ public:
+  using Ch = char;
+  explicit HtmlSafeJsonStream(Output& out) : out_(out) {}
+  void Put(char c) {
+    switch (c) {
+      case '<': out_.raw("\\u003c"); break;
+      case '>': out_.raw("\\u003e"); break;
+      case '&': out_.raw("\\u0026"); break;
+      default: out_.put(c);
+    }
+  }
+  void Flush() {}
+
+ private:
+  Output& out_;
+};
+
+using Writer = rj::Writer<HtmlSafeJsonStream>;
+
+void string(Writer& w, std::string_view s) { w.String(s.data(), static_cast<rj::SizeType>(s.size())); }
+void key(Writer& w, const char* k) { w.Key(k); }
+/// A time or size, or null when absent (negative).
+void maybe(Writer& w, double v) {
+  if (v < 0) {
+    w.Null();
+  } else {
+    w.Double(v);
+  }
+}
+void index(Writer& w, std::int64_t i) {
+  if (i < 0) {
+    w.Null();
+  } else {
+    w.Int64(i);
+  }
+}
+
+/// A value already written as JSON text by the summary (always valid JSON).
+void json_text(Writer& w, const std::string& text) {
+  w.RawValue(text.data(), text.size(), rj::kStringType);
+}
+
+const char* kind_name(Mark::Kind k) {
+  switch (k) {
+    case Mark::Kind::start: return "start";
+    case Mark::Kind::exit: return "exit";
+    case Mark::Kind::crash: return "crash";
+  }
+  return "start";
+}
+
+const char* end_name(Track::End e) {
+  switch (e) {
+    case Track::End::alive: return "";
+    case Track::End::exit: return "exit";
+    case Track::End::crash: return "crash";
+  }
+  return "";
+}
+
+void write_data(Writer& w, std::string_view file, const Summary& s, const std::vector<Note>& notes,
+                const ReportLimits& limits) {
+  const std::size_t tracks_drawn = std::min(s.tracks.size(), limits.max_tracks);
+  w.StartObject();
+  key(w, "file");
+  string(w, clean_text(file, 1000));
+  key(w, "generator");
+  string(w, "ferry " + std::string(ferry::version()));
+  key(w, "process");
+  string(w, s.process_name);
+  key(w, "meta");
+  w.StartArray();
+  for (const auto& [name, value] : s.meta) {
+    w.StartArray();
+    string(w, name);
+    json_text(w, value);
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "notes");
+  w.StartArray();
+  for (const Note& n : notes) {
+    w.StartArray();
+    string(w, n.text);
+    string(w, n.bad ? "bad" : "warn");
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "begin");
+  w.Double(s.begin);
+  key(w, "end");
+  w.Double(s.end);
+  key(w, "strings");
+  w.StartArray();
+  for (const auto& text : s.strings.strings()) string(w, text);
+  w.EndArray();
+
+  key(w, "tasks");
+  w.StartArray();
+  for (const TaskFigures& t : s.tasks) {
+    w.StartObject();
+    key(w, "name");
+    string(w, t.name);
+    key(w, "calls");
+    w.Uint64(t.calls);
+    key(w, "items");
+    w.Uint64(t.items);
+    key(w, "failed");
+    w.Uint64(t.failed);
+    key(w, "never_ran");
+    w.Uint64(t.never_ran);
+    key(w, "p50");
+    w.Double(percentile(t.durations, 0.5));
+    key(w, "p90");
+    w.Double(percentile(t.durations, 0.9));
+    key(w, "max");
+    w.Double(t.durations.empty() ? 0 : t.durations.back());
+    key(w, "wait_n");
+    w.Uint64(t.waits.size());
+    key(w, "wait_p50");
+    w.Double(percentile(t.waits, 0.5));
+    key(w, "wait_max");
+    w.Double(t.waits.empty() ? 0 : t.waits.back());
+    w.EndObject();
+  }
+  w.EndArray();
+
+  key(w, "tracks");
+  w.StartArray();
+  for (std::size_t i = 0; i < tracks_drawn; ++i) {
+    const Track& t = s.tracks[i];
+    double begin = t.life_begin();
+    w.StartObject();
+    key(w, "tid");
+    w.Int64(t.tid);
+    key(w, "label");
+    string(w, t.label);
+    key(w, "start");
+    maybe(w, t.start);
+    key(w, "end");
+    maybe(w, t.end);
+    key(w, "end_kind");
+    string(w, end_name(t.end_kind));
+    key(w, "reason");
+    string(w, t.end_reason);
+    key(w, "error");
+    string(w, t.end_error);
+    key(w, "busy");
+    w.Double(t.busy);
+    key(w, "life_begin");
+    maybe(w, begin);
+    key(w, "life_end");
+    if (begin < 0) {
+      w.Null();
+    } else {
+      w.Double(t.end >= 0 ? t.end : s.end);
+    }
+    key(w, "slices");
+    w.Uint64(t.slices);
+    key(w, "failed");
+    w.Uint64(t.failed);
+    w.EndObject();
+  }
+  w.EndArray();
+  key(w, "tracks_total");
+  w.Uint64(s.tracks.size());
+
+  // Slices: the first max_slices by start time among the drawn tracks.
+  key(w, "slices");
+  w.StartArray();
+  std::size_t drawn = 0;
+  for (const Slice& sl : s.slices) {
+    if (drawn == limits.max_slices) break;
+    if (sl.track >= tracks_drawn) continue;
+    ++drawn;
+    w.StartArray();
+    w.Double(sl.ts);
+    w.Double(sl.dur);
+    w.Uint(sl.track);
+    w.Uint(sl.task);
+    index(w, sl.call);
+    w.Uint64(sl.items);
+    maybe(w, sl.wait);
+    maybe(w, sl.arg_bytes);
+    maybe(w, sl.result_bytes);
+    index(w, sl.error);
+    index(w, sl.message);
+    index(w, sl.first_input);
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "slices_total");
+  w.Uint64(s.slices.size());
+
+  key(w, "marks");
+  w.StartArray();
+  std::size_t marks = 0;
+  for (const Mark& m : s.marks) {
+    if (marks == limits.max_marks) break;
+    if (m.track >= tracks_drawn) continue;
+    ++marks;
+    w.StartArray();
+    w.Double(m.ts);
+    w.Uint(m.track);
+    string(w, kind_name(m.kind));
+    index(w, m.reason);
+    index(w, m.error);
+    w.EndArray();
+  }
+  w.EndArray();
+
+  key(w, "failures");
+  w.StartArray();
+  for (std::size_t i = 0; i < s.failures.size() && i < limits.max_failures; ++i) {
+    const Failure& f = s.failures[i];
+    w.StartArray();
+    w.Double(f.ts);
+    index(w, f.call);
+    w.Uint(f.task);
+    if (f.track < 0) {
+      w.Null();
+    } else {
+      string(w, s.tracks[static_cast<std::size_t>(f.track)].label);
+    }
+    index(w, f.error);
+    index(w, f.message);
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "failures_total");
+  w.Uint64(s.failures.size());
+
+  key(w, "counters");
+  w.StartObject();
+  key(w, "names");
+  w.StartArray();
+  for (const auto& n : s.counters.names) string(w, n);
+  w.EndArray();
+  key(w, "points");
+  w.StartArray();
+  for (const auto& [ts, values] : s.counters.points) {
+    w.StartArray();
+    w.Double(ts);
+    for (double v : values) w.Double(v);
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "events");
+  w.Uint64(s.counters.events);
+  key(w, "reduced");
+  w.Bool(s.counters.reduced);
+  w.EndObject();
+
+  key(w, "stats");
+  w.StartObject();
+  key(w, "source");
+  string(w, s.has_stats ? "trace" : "computed");
+  key(w, "rows");
+  w.StartArray();
+  for (const StatRow& r : s.stats) {
+    w.StartArray();
+    string(w, r.name);
+    json_text(w, r.value);
+    w.EndArray();
+  }
+  w.EndArray();
+  w.EndObject();
+  key(w, "truncated");
+  w.Bool(s.truncated);
+  w.EndObject();
+}
+
+/// 128 random bits in hex: the nonce that lets the page's own scripts and style run under its
+/// Content-Security-Policy. Markup injected through the data could not know it.
+std::string nonce() {
+  std::random_device random;
+  std::string out;
+  static constexpr char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 4; ++i) {
+    std::uint32_t r = random();
+    for (int k = 0; k < 8; ++k, r >>= 4) out += hex[r & 15];
+  }
+  return out;
+}
+
+std::string count(std::size_t n) {
+  std::string digits = std::to_string(n), out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, const ReportLimits& limits) {
+  std::vector<Note> notes;
+  if (summary.truncated) {
+    notes.push_back({"The trace was truncated: it reached its size cap" +
+                         (summary.truncated_max_bytes.empty() ? std::string()
+                                                              : " (max_bytes " + summary.truncated_max_bytes + ")") +
+                         ", and nothing after that point was recorded.",
+                     true});
+  }
+  if (!read.closed) {
+    notes.push_back({"The trace has no closing ']': the host did not shut the executor down cleanly "
+                     "(it crashed or was killed), or it is still running.",
+                     false});
+  }
+  if (read.dropped_last) {
+    notes.push_back({"The last event (line " + std::to_string(read.dropped_line) + ", " +
+                         count(read.dropped_bytes) + " bytes) was dropped: " +
+                         (read.dropped_why == "incomplete" ? std::string("it is incomplete, as a killed host leaves it.")
+                                                           : "it is not valid JSON (" + read.dropped_why + ")."),
+                     true});
+  }
+  if (read.text_after_close_line != 0) {
+    notes.push_back({"Text after the closing ']' (from line " + std::to_string(read.text_after_close_line) +
+                         ") was ignored.",
+                     false});
+  }
+  if (summary.skipped != 0) {
+    notes.push_back({count(summary.skipped) + " events without the fields their kind needs were skipped (the "
+                         "first on line " + std::to_string(summary.first_skipped_line) + ").",
+                     true});
+  }
+  if (!summary.has_stats) {
+    notes.push_back({"The trace has no stats event: the stats below are computed from its events.", false});
+  }
+  if (summary.slices.size() > limits.max_slices || summary.tracks.size() > limits.max_tracks) {
+    notes.push_back({"Not everything is drawn: " + count(std::min(summary.slices.size(), limits.max_slices)) +
+                         " of " + count(summary.slices.size()) + " calls at most, " +
+                         count(std::min(summary.tracks.size(), limits.max_tracks)) + " of " +
+                         count(summary.tracks.size()) + " workers; the tables count everything.",
+                     false});
+  }
+  return notes;
+}
+
+bool write_report_html(std::FILE* file, std::string_view trace_file, const Summary& summary,
+                       const std::vector<Note>& notes, const ReportLimits& limits) {
+  Output out(file);
+  const std::string page_nonce = nonce();
+  std::string_view page = assets::report_html;
+  // The template's placeholders, each a name between double braces, in order of appearance.
+  for (;;) {
+    auto open = page.find("{{");
+    if (open == std::string_view::npos) break;
+    auto close = page.find("}}", open);
+    if (close == std::string_view::npos) break;
+    out.raw(page.substr(0, open));
+    std::string_view name = page.substr(open + 2, close - open - 2);
+    if (name == "nonce") {
+      out.raw(page_nonce);
+    } else if (name == "style") {
+      out.raw(assets::report_css);
+    } else if (name == "script") {
+      out.raw(assets::report_js);
+    } else if (name == "data") {
+      HtmlSafeJsonStream stream(out);
+      Writer writer(stream);
+      writer.SetMaxDecimalPlaces(3);  // times in µs: nanoseconds are enough
+      write_data(writer, trace_file, summary, notes, limits);
+    } else {
+      throw std::logic_error("cli/report/report.html: unknown placeholder {{" + std::string(name) + "}}");
+    }
+    page.remove_prefix(close + 2);
+  }
+  out.raw(page);
+  return out.flush();
+}
+
+}  // namespace ferry::cli::trace
