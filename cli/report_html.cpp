@@ -386,11 +386,16 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
   if (!summary.has_stats) {
     notes.push_back({"The trace has no stats event: the stats below are computed from its events.", false});
   }
-  if (summary.slices.size() > limits.max_slices || summary.tracks.size() > limits.max_tracks) {
-    notes.push_back({"Not everything is drawn: " + count(std::min(summary.slices.size(), limits.max_slices)) +
-                         " of " + count(summary.slices.size()) + " calls at most, " +
-                         count(std::min(summary.tracks.size(), limits.max_tracks)) + " of " +
-                         count(summary.tracks.size()) + " workers; the tables count everything.",
+  std::vector<std::string> left_out;
+  if (summary.slices.size() > limits.max_slices)
+    left_out.push_back("the first " + count(limits.max_slices) + " of " + count(summary.slices.size()) +
+                       " calls (by start time)");
+  if (summary.tracks.size() > limits.max_tracks)
+    left_out.push_back("the first " + count(limits.max_tracks) + " of " + count(summary.tracks.size()) +
+                       " workers");
+  if (!left_out.empty()) {
+    notes.push_back({"The task stream draws " + left_out[0] + (left_out.size() > 1 ? " and " + left_out[1] : "") +
+                         "; the tables count everything.",
                      false});
   }
   return notes;
