@@ -116,9 +116,55 @@ const char* end_name(Track::End e) {
   return "";
 }
 
+/// What the page gets of a Summary: the slices and marks it draws, the failures it lists, and the
+/// strings those refer to (renumbered), so that a trace of a million failed calls does not put a
+/// million messages into the page.
+struct Selection {
+  std::size_t tracks = 0;
+  std::vector<const Slice*> slices;
+  std::vector<const Mark*> marks;
+  std::vector<const Failure*> failures;
+  std::vector<std::int32_t> string_index;  ///< Summary's string index → the page's; -1: not used
+  std::vector<const std::string*> strings;
+
+  Selection(const Summary& s, const ReportLimits& limits) : tracks(std::min(s.tracks.size(), limits.max_tracks)) {
+    string_index.assign(s.strings.strings().size(), -1);
+    auto use = [&](std::int32_t i) {
+      if (i >= 0 && string_index[static_cast<std::size_t>(i)] < 0) {
+        string_index[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(strings.size());
+        strings.push_back(&s.strings.strings()[static_cast<std::size_t>(i)]);
+      }
+    };
+    for (const Slice& sl : s.slices) {
+      if (slices.size() == limits.max_slices) break;
+      if (sl.track >= tracks) continue;
+      slices.push_back(&sl);
+      use(sl.error);
+      use(sl.message);
+      use(sl.first_input);
+    }
+    for (const Mark& m : s.marks) {
+      if (marks.size() == limits.max_marks) break;
+      if (m.track >= tracks) continue;
+      marks.push_back(&m);
+      use(m.reason);
+      use(m.error);
+    }
+    for (const Failure& f : s.failures) {
+      if (failures.size() == limits.max_failures) break;
+      failures.push_back(&f);
+      use(f.error);
+      use(f.message);
+    }
+  }
+
+  std::int64_t text_index(std::int32_t i) const { return i < 0 ? -1 : string_index[static_cast<std::size_t>(i)]; }
+};
+
 void write_data(Writer& w, std::string_view file, const Summary& s, const std::vector<Note>& notes,
                 const ReportLimits& limits) {
-  const std::size_t tracks_drawn = std::min(s.tracks.size(), limits.max_tracks);
+  const Selection page(s, limits);
+  const std::size_t tracks_drawn = page.tracks;
   w.StartObject();
   key(w, "file");
   string(w, clean_text(file, 1000));
@@ -150,7 +196,7 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
   w.Double(s.end);
   key(w, "strings");
   w.StartArray();
-  for (const auto& text : s.strings.strings()) string(w, text);
+  for (const std::string* text : page.strings) string(w, *text);
   w.EndArray();
 
   key(w, "tasks");
@@ -226,11 +272,8 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
   // Slices: the first max_slices by start time among the drawn tracks.
   key(w, "slices");
   w.StartArray();
-  std::size_t drawn = 0;
-  for (const Slice& sl : s.slices) {
-    if (drawn == limits.max_slices) break;
-    if (sl.track >= tracks_drawn) continue;
-    ++drawn;
+  for (const Slice* slice : page.slices) {
+    const Slice& sl = *slice;
     w.StartArray();
     w.Double(sl.ts);
     w.Double(sl.dur);
@@ -241,9 +284,9 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
     maybe(w, sl.wait);
     maybe(w, sl.arg_bytes);
     maybe(w, sl.result_bytes);
-    index(w, sl.error);
-    index(w, sl.message);
-    index(w, sl.first_input);
+    index(w, page.text_index(sl.error));
+    index(w, page.text_index(sl.message));
+    index(w, page.text_index(sl.first_input));
     w.EndArray();
   }
   w.EndArray();
@@ -252,25 +295,22 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
 
   key(w, "marks");
   w.StartArray();
-  std::size_t marks = 0;
-  for (const Mark& m : s.marks) {
-    if (marks == limits.max_marks) break;
-    if (m.track >= tracks_drawn) continue;
-    ++marks;
+  for (const Mark* mark : page.marks) {
+    const Mark& m = *mark;
     w.StartArray();
     w.Double(m.ts);
     w.Uint(m.track);
     string(w, kind_name(m.kind));
-    index(w, m.reason);
-    index(w, m.error);
+    index(w, page.text_index(m.reason));
+    index(w, page.text_index(m.error));
     w.EndArray();
   }
   w.EndArray();
 
   key(w, "failures");
   w.StartArray();
-  for (std::size_t i = 0; i < s.failures.size() && i < limits.max_failures; ++i) {
-    const Failure& f = s.failures[i];
+  for (const Failure* failure : page.failures) {
+    const Failure& f = *failure;
     w.StartArray();
     w.Double(f.ts);
     index(w, f.call);
@@ -280,8 +320,8 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
     } else {
       string(w, s.tracks[static_cast<std::size_t>(f.track)].label);
     }
-    index(w, f.error);
-    index(w, f.message);
+    index(w, page.text_index(f.error));
+    index(w, page.text_index(f.message));
     w.EndArray();
   }
   w.EndArray();

@@ -21,6 +21,8 @@
   var data = JSON.parse(document.getElementById("trace-data").textContent);
   var SVG = "http://www.w3.org/2000/svg";
   var ROW = 26, AXIS = 26, PAD = 12;
+  // A trace with very many task names (a hostile one) must not freeze the page.
+  var MAX_LEGEND = 40, MAX_TASK_ROWS = 2000;
 
   // ---- helpers ----------------------------------------------------------------------------------
 
@@ -93,7 +95,7 @@
 
   function legend() {
     var box = document.getElementById("legend");
-    data.tasks.forEach(function (t, i) {
+    data.tasks.slice(0, MAX_LEGEND).forEach(function (t, i) {
       var item = el("span", { "class": "legend-item", "data-legend-task": t.name });
       var sw = el("span", { "class": "swatch" });
       sw.style.background = colour(i);
@@ -101,6 +103,8 @@
       item.appendChild(el("span", { "class": "name" }, t.name));
       box.appendChild(item);
     });
+    if (data.tasks.length > MAX_LEGEND)
+      box.appendChild(el("span", { "class": "legend-item" }, "… and " + count(data.tasks.length - MAX_LEGEND) + " more tasks"));
     var marks = [["failed call", "failed"], ["worker start", "start"], ["worker exit", "exit"],
                  ["worker crash", "crash"]];
     marks.forEach(function (m) {
@@ -344,7 +348,7 @@
   }
 
   function tasks() {
-    var rows = data.tasks.map(function (t, i) {
+    var rows = data.tasks.slice(0, MAX_TASK_ROWS).map(function (t, i) {
       var name = el("td", { "class": "task" });
       var sw = el("span", { "class": "swatch" });
       sw.style.background = colour(i);
@@ -357,6 +361,9 @@
     });
     table("tasks", ["task", "calls", "items", "p50", "p90", "max", "queue wait p50", "queue wait max",
                     "failed", "never ran"], rows);
+    if (data.tasks.length > MAX_TASK_ROWS)
+      document.getElementById("tasks").after(el("p", { "class": "hint" }, "The first " + count(MAX_TASK_ROWS) + " of " +
+                                                 count(data.tasks.length) + " tasks by name."));
   }
 
   function workers() {
