@@ -88,17 +88,21 @@ bool write_file(const fs::path& output, const std::function<bool(std::FILE*)>& w
     ::unlink(tmp.c_str());
     return false;
   }
+  // The first failure's errno: a short write (ENOSPC), else the close, else the rename.
+  errno = 0;
   bool ok = write(f);
-  int saved = errno;
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok) saved = saved ? saved : errno;
+  int saved = ok ? 0 : errno;
+  if (std::fclose(f) != 0 && ok) {
+    ok = false;
+    saved = errno;
+  }
   if (ok && std::rename(tmp.c_str(), output.c_str()) != 0) {
     ok = false;
     saved = errno;
   }
   if (!ok) {
     ::unlink(tmp.c_str());
-    error = std::strerror(saved);
+    error = saved ? std::strerror(saved) : "write error";
   }
   return ok;
 }

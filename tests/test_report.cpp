@@ -426,3 +426,22 @@ TEST_CASE("Report.help_has_an_example") {
   CHECK(r.out.find("ferry report run.trace") != std::string::npos);
   CHECK(r.out.find("-o,--output") != std::string::npos);
 }
+
+TEST_CASE("Report.writes_to_stdout_or_fails_with_status_1") {
+  support::TempDir dir;
+  Ran r = report({(data_dir / "basic.json").string(), "-o", "-"}, dir.path);
+  CHECK(r.status == 0);
+  CHECK(r.out.rfind("<!DOCTYPE html>", 0) == 0);
+  CHECK(r.out.find("</html>") != std::string::npos);
+  // A directory that does not exist: nothing written, status 1, and no temporary file left.
+  r = report({(data_dir / "basic.json").string(), "-o", (dir.path / "no" / "r.html").string()}, dir.path);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("ferry report: cannot write " + (dir.path / "no" / "r.html").string()) == 0, r.err);
+  // A write that fails (a full disk) is status 1 with the system's word for it.
+  if (fs::exists("/dev/full")) {
+    Ran full = run({"sh", "-c", std::string(FERRY_TEST_CLI) + " report " + (data_dir / "basic.json").string() +
+                                    " -o - > /dev/full"}, dir.path);
+    CHECK(full.status == 1);
+    CHECK_MESSAGE(full.err.find("cannot write the report to stdout: No space left on device") != std::string::npos, full.err);
+  }
+}
