@@ -7,6 +7,7 @@
 #   make tsan    the suite under ThreadSanitizer
 #   make fuzz    build the libFuzzer targets (clang) and run each for FUZZ_SECONDS
 #   make bench   ferry-bench beside loky, the MPI backend beside mpi4py.futures; writes docs/benchmarks.md
+#   make report-picture TRACE=FILE   docs/report.png: `ferry report` of FILE, shot in headless Chromium
 #   make ci      what .ci/run runs: test, asan, fuzz
 # Variables: PRESET (default: default), JOBS (default: 2), FUZZ_SECONDS (default: 60).
 
@@ -24,6 +25,9 @@ FUZZ_DEPS := clang libclang-rt-14-dev
 BENCH_DEPS := python3-joblib python3-mpi4py
 # The Slurm tests' cluster (tests/test_slurm.cpp): Debian's Slurm and its authentication daemon.
 SLURM_DEPS := slurm-wlm munge
+# The report's browser test (tests/test_report.cpp opens the page in headless Chromium), which
+# every suite runs, and `make report-picture`.
+REPORT_DEPS := chromium
 # The benchmark always uses the optimised preset, and Debian's Python (the one python3-joblib and
 # python3-mpi4py serve).
 BENCH_PRESET := default
@@ -46,7 +50,8 @@ define suite
 	ctest --preset $(1) -j $(JOBS)
 endef
 
-.PHONY: deps fuzz-deps bench-deps slurm-deps slurm configure build demo test asan tsan fuzz bench ci clean
+.PHONY: deps fuzz-deps bench-deps slurm-deps report-deps slurm configure build demo test asan tsan fuzz bench \
+        report-picture ci clean
 
 deps:
 	$(call install,$(DEPS))
@@ -59,6 +64,9 @@ bench-deps: deps
 
 slurm-deps:
 	$(call install,$(SLURM_DEPS))
+
+report-deps:
+	$(call install,$(REPORT_DEPS))
 
 # Installs Slurm and brings the cluster up when root (or with passwordless sudo); does nothing when
 # it already runs. build/slurm-required says whether the Slurm tests must run (1: the cluster
@@ -80,13 +88,13 @@ build: configure
 demo: build
 	./$(BUILD_DIR)/bin/cloudpickle_wrapper
 
-test: build slurm
+test: build slurm report-deps
 	FERRY_REQUIRE_SLURM=$$(cat build/slurm-required) ctest --preset $(PRESET) -j $(JOBS)
 
-asan: deps
+asan: deps report-deps
 	$(call suite,asan)
 
-tsan: deps
+tsan: deps report-deps
 	$(call suite,tsan)
 
 # Each fuzzer grows a scratch corpus in build/fuzz/corpus from the seeds in tests/data/fuzz/<target>
@@ -113,6 +121,15 @@ bench: bench-deps
 	cmake --build --preset $(BENCH_PRESET) -j $(JOBS) --target ferry_bench ferry_mpi_bench ferry_mpi_pingpong
 	$(BENCH_PYTHON) bench/compare.py build/$(BENCH_PRESET)/bin/ferry-bench
 	$(BENCH_PYTHON) bench/mpi_compare.py --build build/$(BENCH_PRESET) --ranks --python $(BENCH_PYTHON)
+
+# The README's picture of the report, from a trace of a real run (docs/report-picture.sh).
+ifneq ($(filter report-picture,$(MAKECMDGOALS)),)
+ifeq ($(TRACE),)
+$(error usage: make report-picture TRACE=FILE, FILE a trace of a real run (ferry map --trace FILE ...))
+endif
+endif
+report-picture: build report-deps
+	sh docs/report-picture.sh $(TRACE) $(BUILD_DIR)/bin/ferry docs/report.png
 
 ci: test asan fuzz
 

@@ -151,4 +151,12 @@ struct CacheOptions {
 CLI::App* setup_cache(CLI::App& app, CacheOptions& options);
 int run_cache(const CacheOptions& options, const GlobalOptions& global);
 
+struct ReportOptions {
+  std::string trace;
+  std::string output;          ///< empty: the trace's path with the extension .html; "-": stdout
+  std::size_t max_slices = 0;  ///< 0: trace::ReportLimits' default
+};
+CLI::App* setup_report(CLI::App& app, ReportOptions& options);
+int run_report(const ReportOptions& options, const GlobalOptions& global);
+
 }  // namespace ferry::cli

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The ferry command: list, run and map plugin tasks, show the setup, manage the FERRY_WRAP cache.
+// The ferry command: list, run and map plugin tasks, show the setup, manage the FERRY_WRAP cache,
+// turn a trace into an HTML report.
 //
 // Exit status, the same for every subcommand (and in `ferry --help`):
 //   0  success
 //   1  a task failed (TaskError, TerminatedWorkerError, ResourceLimitError, SandboxViolationError,
-//      ...); with map --keep-going: some line failed; with cache clear: a file could not be removed
+//      ...); with map --keep-going: some line failed; with cache clear: a file could not be removed;
+//      with report: the report could not be written
 //   2  usage error: bad options or arguments, an ARG or input line that is not JSON, arguments
-//      that do not fit the task (wrong count, or SerializationError while decoding them)
+//      that do not fit the task (wrong count, or SerializationError while decoding them), a trace
+//      that cannot be read or is not a trace
 //   3  plugin or task lookup error (PluginError, UnresolvableTaskError): no such task, ambiguous
 //      name, unsafe plugin
 //   4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable
@@ -51,11 +54,13 @@ int main(int argc, char** argv) {
   MapOptions map;
   InfoOptions info;
   CacheOptions cache;
+  ReportOptions report;
   CLI::App* list_cmd = setup_list(app, list);
   CLI::App* run_cmd = setup_run(app, run);
   CLI::App* map_cmd = setup_map(app, map);
   CLI::App* info_cmd = setup_info(app, info);
   CLI::App* cache_cmd = setup_cache(app, cache);
+  CLI::App* report_cmd = setup_report(app, report);
   // After the subcommands (they copy this setting when created): run's ARGs fall through to
   // here unparsed, and so would anything else nobody takes, which is refused below.
   app.allow_extras();
@@ -84,6 +89,7 @@ int main(int argc, char** argv) {
   if (map_cmd->parsed()) return run_map(map, global);
   if (info_cmd->parsed()) return run_info(info, global);
   if (cache_cmd->parsed()) return run_cache(cache, global);
+  if (report_cmd->parsed()) return run_report(report, global);
   return exit_usage;  // require_subcommand(1) makes this unreachable
 }
 

@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// `ferry report TRACE [-o FILE]`: one self-contained HTML page from a trace (issue 15, item 3).
+//
+// trace_reader splits the file into events (streaming, bounded nesting, a killed host's partial
+// last line dropped), trace_summary computes what the page shows, report_html writes the page:
+// the template of cli/report/ with the figures as JSON that cannot break out of its element.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <functional>
+
+#include <CLI/CLI.hpp>
+#include <ferry/ferry.hpp>
+
+#include "commands.hpp"
+#include "report_html.hpp"
+#include "trace_reader.hpp"
+#include "trace_summary.hpp"
+
+namespace ferry::cli {
+
+namespace fs = std::filesystem;
+
+CLI::App* setup_report(CLI::App& app, ReportOptions& options) {
+  CLI::App* sub = app.add_subcommand("report", "Write an HTML report of a trace: task stream, "
+                                               "per-task table, worker utilisation, stats");
+  sub->add_option("TRACE", options.trace,
+                  "a trace file, as ferry run/map --trace, FERRY_TRACE or ExecutorOptions::trace write it")
+      ->type_name("")
+      ->required();
+  sub->add_option("-o,--output", options.output,
+                  wrap("the HTML file to write (default: TRACE with the extension .html); - for stdout"))
+      ->type_name("FILE");
+  sub->add_option("--max-slices", options.max_slices,
+                  wrap("draw at most N calls in the task stream, the first by start time (the "
+                       "tables count all of them)"))
+      ->type_name("N")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000'000}));
+  sub->footer(
+      wrap("Reads a trace (docs/trace-format.md) and writes one HTML page that needs nothing "
+           "else: no network, no external file. It shows the task stream (one row per worker, "
+           "a slice per call coloured by task, failed calls outlined and hatched, worker start, "
+           "exit and crash marks; hover for the call), a table per task name (calls, items, p50 "
+           "/ p90 / max duration, queue wait, failures), each worker's busy time over its "
+           "lifetime, the stats (from the trace's stats event, or computed from its events when "
+           "the host did not shut down cleanly), and the failures with their messages.",
+           100) +
+      "\n\n" +
+      wrap("A trace from a host that crashed or was killed is read as far as it goes: the closing "
+           "']' may be missing and an incomplete last line is dropped (the page says so). The "
+           "page is safe to open for a trace of an untrusted run: what the trace says is only "
+           "ever shown as text, and the page's Content-Security-Policy lets only its own script "
+           "run.",
+           100) +
+      "\n\nExamples:\n"
+      "  ferry map --trace run.trace square in.jsonl > out.jsonl\n"
+      "  ferry report run.trace                    writes run.html\n"
+      "  ferry report run.trace -o /tmp/report.html\n\n" +
+      exit_codes_help("01", "the report could not be written") +
+      "  2  usage error, or TRACE cannot be read or is not a trace (the message names the file and "
+      "line)\n");
+  return sub;
+}
+
+namespace {
+
+/// Writes the page to a temporary file beside `output`, then renames it: a reader never sees a
+/// half-written report, and a failed run leaves the previous one.
+bool write_file(const fs::path& output, const std::function<bool(std::FILE*)>& write, std::string& error) {
+  fs::path dir = output.parent_path().empty() ? fs::path(".") : output.parent_path();
+  std::string tmp = (dir / ("." + output.filename().string() + ".XXXXXX")).string();
+  int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) {
+    error = "cannot create a file in " + dir.string() + ": " + std::strerror(errno);
+    return false;
+  }
+  // mkostemp makes it 0600: give it the mode a plain create would (no thread here races umask).
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);
+  std::FILE* f = ::fdopen(fd, "w");
+  if (!f) {
+    error = std::strerror(errno);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  // The first failure's errno: a short write (ENOSPC), else the close, else the rename.
+  errno = 0;
+  bool ok = write(f);
+  int saved = ok ? 0 : errno;
+  if (std::fclose(f) != 0 && ok) {
+    ok = false;
+    saved = errno;
+  }
+  if (ok && std::rename(tmp.c_str(), output.c_str()) != 0) {
+    ok = false;
+    saved = errno;
+  }
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    error = saved ? std::strerror(saved) : "write error";
+  }
+  return ok;
+}
+
+}  // namespace
+
+int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
+  const fs::path trace_path = options.trace;
+  fs::path output = options.output;
+  if (output.empty()) {
+    output = trace_path;
+    output.replace_extension(".html");
+  }
+  std::error_code ec;
+  if (output != "-" && fs::equivalent(trace_path, output, ec)) {
+    print_error("report", options.trace + ": the report would overwrite the trace; choose another file with -o");
+    return exit_usage;
+  }
+
+  trace::ReadResult read;
+  trace::SummaryBuilder builder;
+  bool ok = trace::read_trace(
+      trace_path, [&](const rj::Value& event, std::size_t line) { builder.add(event, line); }, read);
+  if (!ok) {
+    print_error("report", options.trace + (read.error_line ? ":" + std::to_string(read.error_line) : "") +
+                              ": " + read.error);
+    return exit_usage;
+  }
+  trace::Summary summary = builder.finish();
+  trace::ReportLimits limits;
+  if (options.max_slices) limits.max_slices = options.max_slices;
+  std::vector<trace::Note> notes = trace::report_notes(read, summary, limits);
+  for (const auto& note : notes)
+    if (note.bad) print_error("report", options.trace + ": " + note.text);
+
+  auto write = [&](std::FILE* f) {
+    return trace::write_report_html(f, trace_path.filename().string(), summary, notes, limits);
+  };
+  if (output == "-") {
+    if (!write(stdout) || std::fflush(stdout) != 0) {
+      print_error("report", std::string("cannot write the report to stdout: ") + std::strerror(errno));
+      return exit_task_failed;
+    }
+    return exit_ok;
+  }
+  std::string error;
+  if (!write_file(output, write, error)) {
+    print_error("report", "cannot write " + output.string() + ": " + error);
+    return exit_task_failed;
+  }
+  std::size_t failed = 0, never_ran = 0;
+  for (const auto& task : summary.tasks) {
+    failed += task.failed;
+    never_ran += task.never_ran;
+  }
+  std::printf("%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n", output.c_str(),
+              summary.slices.size(), summary.tracks.size(), failed, never_ran);
+  return exit_ok;
+}
+
+}  // namespace ferry::cli

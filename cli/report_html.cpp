@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The report page: the template (cli/report/, embedded at build time) with the trace's figures as
+// JSON, streamed to the output file.
+//
+// The JSON goes into a <script type="application/json"> element, where the HTML parser looks only
+// for "</script" (and "<!--" with "<script"): every '<' of the JSON is written \u003c, so nothing
+// taken from the trace can end that element or start markup, and JSON.parse reads the same text
+// back. '>' and '&' are escaped too, so that the text is inert in any HTML context.
+#include "report_html.hpp"
+
+#include <algorithm>
+#include <random>
+#include <stdexcept>
+
+#include <ferry/ferry.hpp>
+
+#include "report_assets.hpp"
+
+namespace ferry::cli::trace {
+
+namespace {
+
+/// Buffered writes to a FILE*.
+class Output {
+ public:
+  explicit Output(std::FILE* f) : file_(f) { buffer_.reserve(capacity); }
+  ~Output() { flush(); }
+  Output(const Output&) = delete;
+  Output& operator=(const Output&) = delete;
+
+  void raw(std::string_view s) {
+    if (buffer_.size() + s.size() > capacity) flush();
+    if (s.size() > capacity) {
+      ok_ = ok_ && std::fwrite(s.data(), 1, s.size(), file_) == s.size();
+    } else {
+      buffer_.append(s);
+    }
+  }
+  void put(char c) {
+    buffer_.push_back(c);
+    if (buffer_.size() >= capacity) flush();
+  }
+  bool flush() {
+    if (!buffer_.empty()) ok_ = ok_ && std::fwrite(buffer_.data(), 1, buffer_.size(), file_) == buffer_.size();
+    buffer_.clear();
+    return ok_;
+  }
+
+ private:
+  static constexpr std::size_t capacity = 1 << 16;
+  std::FILE* file_;
+  std::string buffer_;
+  bool ok_ = true;
+};
+
+/// A RapidJSON output stream onto Output that escapes '<', '>' and '&' (they occur only inside
+/// strings in JSON text, where \u003c is the same character).
+class HtmlSafeJsonStream {
+ public:
+  using Ch = char;
+  explicit HtmlSafeJsonStream(Output& out) : out_(out) {}
+  void Put(char c) {
+    switch (c) {
+      case '<': out_.raw("\\u003c"); break;
+      case '>': out_.raw("\\u003e"); break;
+      case '&': out_.raw("\\u0026"); break;
+      default: out_.put(c);
+    }
+  }
+  void Flush() {}
+
+ private:
+  Output& out_;
+};
+
+using Writer = rj::Writer<HtmlSafeJsonStream>;
+
+void string(Writer& w, std::string_view s) { w.String(s.data(), static_cast<rj::SizeType>(s.size())); }
+void key(Writer& w, const char* k) { w.Key(k); }
+/// A time or size, or null when absent (negative).
+void maybe(Writer& w, double v) {
+  if (v < 0) {
+    w.Null();
+  } else {
+    w.Double(v);
+  }
+}
+void index(Writer& w, std::int64_t i) {
+  if (i < 0) {
+    w.Null();
+  } else {
+    w.Int64(i);
+  }
+}
+
+/// A value already written as JSON text by the summary (always valid JSON).
+void json_text(Writer& w, const std::string& text) {
+  w.RawValue(text.data(), text.size(), rj::kStringType);
+}
+
+const char* kind_name(Mark::Kind k) {
+  switch (k) {
+    case Mark::Kind::start: return "start";
+    case Mark::Kind::exit: return "exit";
+    case Mark::Kind::crash: return "crash";
+  }
+  return "start";
+}
+
+const char* end_name(Track::End e) {
+  switch (e) {
+    case Track::End::alive: return "";
+    case Track::End::exit: return "exit";
+    case Track::End::crash: return "crash";
+  }
+  return "";
+}
+
+/// What the page gets of a Summary: the slices and marks it draws, the failures it lists, and the
+/// strings those refer to (renumbered), so that a trace of a million failed calls does not put a
+/// million messages into the page.
+struct Selection {
+  std::size_t tracks = 0;
+  std::vector<const Slice*> slices;
+  std::vector<const Mark*> marks;
+  std::vector<const Failure*> failures;
+  std::vector<std::int32_t> string_index;  ///< Summary's string index → the page's; -1: not used
+  std::vector<const std::string*> strings;
+
+  Selection(const Summary& s, const ReportLimits& limits) : tracks(std::min(s.tracks.size(), limits.max_tracks)) {
+    string_index.assign(s.strings.strings().size(), -1);
+    auto use = [&](std::int32_t i) {
+      if (i >= 0 && string_index[static_cast<std::size_t>(i)] < 0) {
+        string_index[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(strings.size());
+        strings.push_back(&s.strings.strings()[static_cast<std::size_t>(i)]);
+      }
+    };
+    for (const Slice& sl : s.slices) {
+      if (slices.size() == limits.max_slices) break;
+      if (sl.track >= tracks) continue;
+      slices.push_back(&sl);
+      use(sl.error);
+      use(sl.message);
+      use(sl.first_input);
+    }
+    for (const Mark& m : s.marks) {
+      if (marks.size() == limits.max_marks) break;
+      if (m.track >= tracks) continue;
+      marks.push_back(&m);
+      use(m.reason);
+      use(m.error);
+    }
+    for (const Failure& f : s.failures) {
+      if (failures.size() == limits.max_failures) break;
+      failures.push_back(&f);
+      use(f.error);
+      use(f.message);
+    }
+  }
+
+  std::int64_t text_index(std::int32_t i) const { return i < 0 ? -1 : string_index[static_cast<std::size_t>(i)]; }
+};
+
+void write_data(Writer& w, std::string_view file, const Summary& s, const std::vector<Note>& notes,
+                const ReportLimits& limits) {
+  const Selection page(s, limits);
+  const std::size_t tracks_drawn = page.tracks;
+  w.StartObject();
+  key(w, "file");
+  string(w, clean_text(file, 1000));
+  key(w, "generator");
+  string(w, "ferry " + std::string(ferry::version()));
+  key(w, "process");
+  string(w, s.process_name);
+  key(w, "meta");
+  w.StartArray();
+  for (const auto& [name, value] : s.meta) {
+    w.StartArray();
+    string(w, name);
+    json_text(w, value);
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "notes");
+  w.StartArray();
+  for (const Note& n : notes) {
+    w.StartArray();
+    string(w, n.text);
+    string(w, n.bad ? "bad" : "warn");
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "begin");
+  w.Double(s.begin);
+  key(w, "end");
+  w.Double(s.end);
+  key(w, "strings");
+  w.StartArray();
+  for (const std::string* text : page.strings) string(w, *text);
+  w.EndArray();
+
+  key(w, "tasks");
+  w.StartArray();
+  for (const TaskFigures& t : s.tasks) {
+    w.StartObject();
+    key(w, "name");
+    string(w, t.name);
+    key(w, "calls");
+    w.Uint64(t.calls);
+    key(w, "items");
+    w.Uint64(t.items);
+    key(w, "failed");
+    w.Uint64(t.failed);
+    key(w, "never_ran");
+    w.Uint64(t.never_ran);
+    key(w, "p50");
+    w.Double(percentile(t.durations, 0.5));
+    key(w, "p90");
+    w.Double(percentile(t.durations, 0.9));
+    key(w, "max");
+    w.Double(t.durations.empty() ? 0 : t.durations.back());
+    key(w, "wait_n");
+    w.Uint64(t.waits.size());
+    key(w, "wait_p50");
+    w.Double(percentile(t.waits, 0.5));
+    key(w, "wait_max");
+    w.Double(t.waits.empty() ? 0 : t.waits.back());
+    w.EndObject();
+  }
+  w.EndArray();
+
+  key(w, "tracks");
+  w.StartArray();
+  for (std::size_t i = 0; i < tracks_drawn; ++i) {
+    const Track& t = s.tracks[i];
+    double begin = t.life_begin();
+    w.StartObject();
+    key(w, "tid");
+    w.Int64(t.tid);
+    key(w, "label");
+    string(w, t.label);
+    key(w, "start");
+    maybe(w, t.start);
+    key(w, "end");
+    maybe(w, t.end);
+    key(w, "end_kind");
+    string(w, end_name(t.end_kind));
+    key(w, "reason");
+    string(w, t.end_reason);
+    key(w, "error");
+    string(w, t.end_error);
+    key(w, "busy");
+    w.Double(t.busy);
+    key(w, "life_begin");
+    maybe(w, begin);
+    key(w, "life_end");
+    if (begin < 0) {
+      w.Null();
+    } else {
+      w.Double(t.end >= 0 ? t.end : s.end);
+    }
+    key(w, "slices");
+    w.Uint64(t.slices);
+    key(w, "failed");
+    w.Uint64(t.failed);
+    w.EndObject();
+  }
+  w.EndArray();
+  key(w, "tracks_total");
+  w.Uint64(s.tracks.size());
+
+  // Slices: the first max_slices by start time among the drawn tracks.
+  key(w, "slices");
+  w.StartArray();
+  for (const Slice* slice : page.slices) {
+    const Slice& sl = *slice;
+    w.StartArray();
+    w.Double(sl.ts);
+    w.Double(sl.dur);
+    w.Uint(sl.track);
+    w.Uint(sl.task);
+    index(w, sl.call);
+    w.Uint64(sl.items);
+    maybe(w, sl.wait);
+    maybe(w, sl.arg_bytes);
+    maybe(w, sl.result_bytes);
+    index(w, page.text_index(sl.error));
+    index(w, page.text_index(sl.message));
+    index(w, page.text_index(sl.first_input));
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "slices_total");
+  w.Uint64(s.slices.size());
+
+  key(w, "marks");
+  w.StartArray();
+  for (const Mark* mark : page.marks) {
+    const Mark& m = *mark;
+    w.StartArray();
+    w.Double(m.ts);
+    w.Uint(m.track);
+    string(w, kind_name(m.kind));
+    index(w, page.text_index(m.reason));
+    index(w, page.text_index(m.error));
+    w.EndArray();
+  }
+  w.EndArray();
+
+  key(w, "failures");
+  w.StartArray();
+  for (const Failure* failure : page.failures) {
+    const Failure& f = *failure;
+    w.StartArray();
+    w.Double(f.ts);
+    index(w, f.call);
+    w.Uint(f.task);
+    if (f.track < 0) {
+      w.Null();
+    } else {
+      string(w, s.tracks[static_cast<std::size_t>(f.track)].label);
+    }
+    index(w, page.text_index(f.error));
+    index(w, page.text_index(f.message));
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "failures_total");
+  w.Uint64(s.failures.size());
+
+  key(w, "counters");
+  w.StartObject();
+  key(w, "names");
+  w.StartArray();
+  for (const auto& n : s.counters.names) string(w, n);
+  w.EndArray();
+  key(w, "points");
+  w.StartArray();
+  for (const auto& [ts, values] : s.counters.points) {
+    w.StartArray();
+    w.Double(ts);
+    for (double v : values) w.Double(v);
+    w.EndArray();
+  }
+  w.EndArray();
+  key(w, "events");
+  w.Uint64(s.counters.events);
+  key(w, "reduced");
+  w.Bool(s.counters.reduced);
+  w.EndObject();
+
+  key(w, "stats");
+  w.StartObject();
+  key(w, "source");
+  string(w, s.has_stats ? "trace" : "computed");
+  key(w, "rows");
+  w.StartArray();
+  for (const StatRow& r : s.stats) {
+    w.StartArray();
+    string(w, r.name);
+    json_text(w, r.value);
+    w.EndArray();
+  }
+  w.EndArray();
+  w.EndObject();
+  key(w, "truncated");
+  w.Bool(s.truncated);
+  w.EndObject();
+}
+
+/// 128 random bits in hex: the nonce that lets the page's own scripts and style run under its
+/// Content-Security-Policy. Markup injected through the data could not know it.
+std::string nonce() {
+  std::random_device random;
+  std::string out;
+  static constexpr char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 4; ++i) {
+    std::uint32_t r = random();
+    for (int k = 0; k < 8; ++k, r >>= 4) out += hex[r & 15];
+  }
+  return out;
+}
+
+std::string count(std::size_t n) {
+  std::string digits = std::to_string(n), out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, const ReportLimits& limits) {
+  std::vector<Note> notes;
+  if (summary.truncated) {
+    notes.push_back({"The trace was truncated: it reached its size cap" +
+                         (summary.truncated_max_bytes.empty() ? std::string()
+                                                              : " (max_bytes " + summary.truncated_max_bytes + ")") +
+                         ", and nothing after that point was recorded.",
+                     true});
+  }
+  if (!read.closed) {
+    notes.push_back({"The trace has no closing ']': the host did not shut the executor down cleanly "
+                     "(it crashed or was killed), or it is still running.",
+                     false});
+  }
+  if (read.dropped_last) {
+    notes.push_back({"The last event (line " + std::to_string(read.dropped_line) + ", " +
+                         count(read.dropped_bytes) + " bytes) was dropped: " +
+                         (read.dropped_why == "incomplete" ? std::string("it is incomplete, as a killed host leaves it.")
+                                                           : "it is not valid JSON (" + read.dropped_why + ")."),
+                     true});
+  }
+  if (read.text_after_close_line != 0) {
+    notes.push_back({"Text after the closing ']' (from line " + std::to_string(read.text_after_close_line) +
+                         ") was ignored.",
+                     false});
+  }
+  if (summary.skipped != 0) {
+    notes.push_back({count(summary.skipped) + " events without the fields their kind needs were skipped (the "
+                         "first on line " + std::to_string(summary.first_skipped_line) + ").",
+                     true});
+  }
+  if (!summary.has_stats) {
+    notes.push_back({"The trace has no stats event: the stats below are computed from its events.", false});
+  }
+  std::vector<std::string> left_out;
+  if (summary.slices.size() > limits.max_slices)
+    left_out.push_back("the first " + count(limits.max_slices) + " of " + count(summary.slices.size()) +
+                       " calls (by start time)");
+  if (summary.tracks.size() > limits.max_tracks)
+    left_out.push_back("the first " + count(limits.max_tracks) + " of " + count(summary.tracks.size()) +
+                       " workers");
+  if (!left_out.empty()) {
+    notes.push_back({"The task stream draws " + left_out[0] + (left_out.size() > 1 ? " and " + left_out[1] : "") +
+                         "; the tables count everything.",
+                     false});
+  }
+  return notes;
+}
+
+bool write_report_html(std::FILE* file, std::string_view trace_file, const Summary& summary,
+                       const std::vector<Note>& notes, const ReportLimits& limits) {
+  Output out(file);
+  const std::string page_nonce = nonce();
+  std::string_view page = assets::report_html;
+  // The template's placeholders, each a name between double braces, in order of appearance.
+  for (;;) {
+    auto open = page.find("{{");
+    if (open == std::string_view::npos) break;
+    auto close = page.find("}}", open);
+    if (close == std::string_view::npos) break;
+    out.raw(page.substr(0, open));
+    std::string_view name = page.substr(open + 2, close - open - 2);
+    if (name == "nonce") {
+      out.raw(page_nonce);
+    } else if (name == "style") {
+      out.raw(assets::report_css);
+    } else if (name == "script") {
+      out.raw(assets::report_js);
+    } else if (name == "data") {
+      HtmlSafeJsonStream stream(out);
+      Writer writer(stream);
+      writer.SetMaxDecimalPlaces(3);  // times in µs: nanoseconds are enough
+      write_data(writer, trace_file, summary, notes, limits);
+    } else {
+      throw std::logic_error("cli/report/report.html: unknown placeholder {{" + std::string(name) + "}}");
+    }
+    page.remove_prefix(close + 2);
+  }
+  out.raw(page);
+  return out.flush();
+}
+
+}  // namespace ferry::cli::trace

@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The report page: the template of cli/report/ with a trace's Summary embedded as JSON.
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "trace_reader.hpp"
+#include "trace_summary.hpp"
+
+namespace ferry::cli::trace {
+
+/// What the page draws at most: beyond, it says how many it left out (the tables count all).
+struct ReportLimits {
+  std::size_t max_slices = 200'000;
+  std::size_t max_tracks = 2'000;
+  std::size_t max_marks = 100'000;
+  std::size_t max_failures = 1'000;
+};
+
+/// Something the reader of the report should know about the trace, shown at the top of the page.
+struct Note {
+  std::string text;
+  bool bad = false;  ///< data is missing (dropped, truncated), not just a remark
+};
+
+/// The notes of a trace: how it ended, what was dropped or skipped, what is not drawn.
+std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, const ReportLimits& limits);
+
+/**
+@brief Writes the report page to `out`: the template with the figures of `summary` embedded as
+JSON in which every '<', '>' and '&' is escaped (\u003c...), so that no text from the trace can
+close the script element or start markup.
+@return false when writing failed (errno set by stdio).
+*/
+bool write_report_html(std::FILE* out, std::string_view file, const Summary& summary,
+                       const std::vector<Note>& notes, const ReportLimits& limits);
+
+}  // namespace ferry::cli::trace

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The trace reader: splits the array into event objects without a recursive parser, then parses
+// each object on its own with the CLI's bounded parser (cli/json.hpp).
+//
+// Why split first: a trace may come from a host that was killed (no ']', a partial last line), and
+// it may be hostile (deep nesting, binary, a huge file). The splitter is a small state machine
+// over bytes that tracks strings and nesting, so it finds where each object ends in one pass,
+// refuses nesting beyond detail::max_json_depth before any parser recurses, and keeps in memory
+// only the object being read.
+#include "trace_reader.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <string_view>
+
+namespace ferry::cli::trace {
+
+std::string printable(std::string_view text, std::size_t max) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size() && i < max; ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7F && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      static constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  if (text.size() > max) out += "...";
+  return out;
+}
+
+namespace {
+
+bool space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/// The splitter's state between two blocks of the file.
+class Splitter {
+ public:
+  Splitter(const EventSink& sink, ReadResult& result) : sink_(sink), result_(result) {}
+
+  /// Feeds the next block. False once the file is known not to be a trace (result_.error set),
+  /// or once the text after ']' starts (the rest is not read).
+  bool feed(std::string_view block) {
+    buffer_.append(block);
+    for (; pos_ < buffer_.size(); ++pos_) {
+      const char c = buffer_[pos_];
+      if (state_ == State::event) {
+        if (!event_byte(c)) return false;
+      } else if (space(c)) {
+        // between tokens
+      } else if (!token(c)) {
+        return false;
+      }
+      if (c == '\n') ++line_;
+      last_ = c;
+    }
+    // Keep only the event being read: what lies before it has been handed on.
+    std::size_t keep_from = state_ == State::event ? event_start_ : pos_;
+    buffer_.erase(0, keep_from);
+    pos_ -= keep_from;
+    if (state_ == State::event) event_start_ = 0;
+    return true;
+  }
+
+  /// The end of the file: an event still open, or one that did not parse, was the last one.
+  bool finish() {
+    result_.lines = line_ - (last_ == '\n' || last_ == '\0' ? 1 : 0);
+    if (state_ == State::before) {
+      return fail(1, "not a trace file: it is empty, and a trace starts with '['");
+    }
+    if (state_ == State::event) {
+      drop(event_line_, buffer_.size() - event_start_, "incomplete");
+    } else if (unparsed_) {
+      drop(unparsed_->line, unparsed_->bytes, unparsed_->why);
+    }
+    return true;
+  }
+
+  bool stopped_after_close() const { return state_ == State::after; }
+
+ private:
+  enum class State { before, between, event, after };
+
+  struct Unparsed {
+    std::size_t line = 0;
+    std::size_t bytes = 0;
+    std::string why;
+  };
+
+  /// A byte outside an event, not white space.
+  bool token(char c) {
+    if (state_ == State::before) {
+      if (c == '[') {
+        state_ = State::between;
+        return true;
+      }
+      return fail(line_, "not a trace file: it starts with \"" +
+                             printable(std::string_view(buffer_).substr(pos_)) +
+                             "\" where a trace starts with '['");
+    }
+    if (state_ == State::after) {
+      result_.text_after_close_line = line_;
+      return false;
+    }
+    // between events. An object that did not parse is an error once anything follows it: only
+    // the last line of the file can be a partial one.
+    if (unparsed_ && c != ',') {
+      return fail(unparsed_->line, "an event that is not valid JSON (" + unparsed_->why +
+                                       "), followed by more of the trace");
+    }
+    if (c == ',') return true;  // also a trailing one, and repeated ones
+    if (c == ']') {
+      result_.closed = true;
+      state_ = State::after;
+      return true;
+    }
+    if (c == '{') {
+      state_ = State::event;
+      event_start_ = pos_;
+      event_line_ = line_;
+      depth_ = 1;
+      in_string_ = escaped_ = false;
+      return true;
+    }
+    return fail(line_, "expected an event object ('{') or the closing ']', found \"" +
+                           printable(std::string_view(buffer_).substr(pos_)) + "\"");
+  }
+
+  /// A byte inside an event object.
+  bool event_byte(char c) {
+    if (in_string_) {
+      if (escaped_) {
+        escaped_ = false;
+      } else if (c == '\\') {
+        escaped_ = true;
+      } else if (c == '"') {
+        in_string_ = false;
+      }
+      return true;
+    }
+    if (c == '"') {
+      in_string_ = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth_ > detail::max_json_depth)
+        return fail(line_, "an event nested deeper than " + std::to_string(detail::max_json_depth) +
+                               " levels");
+    } else if (c == '}' || c == ']') {
+      if (--depth_ == 0) {
+        state_ = State::between;
+        complete(std::string_view(buffer_).substr(event_start_, pos_ + 1 - event_start_));
+      }
+    }
+    return true;
+  }
+
+  void complete(std::string_view text) {
+    rj::Document doc;
+    std::string error;
+    if (!json::parse(text, doc, error)) {
+      unparsed_ = Unparsed{event_line_, text.size(), error};
+      return;
+    }
+    ++result_.events;
+    sink_(doc, event_line_);
+  }
+
+  void drop(std::size_t line, std::size_t bytes, std::string why) {
+    result_.dropped_last = true;
+    result_.dropped_line = line;
+    result_.dropped_bytes = bytes;
+    result_.dropped_why = std::move(why);
+  }
+
+  bool fail(std::size_t line, std::string message) {
+    result_.error_line = line;
+    result_.error = std::move(message);
+    return false;
+  }
+
+  const EventSink& sink_;
+  ReadResult& result_;
+  std::string buffer_;
+  std::size_t pos_ = 0;
+  State state_ = State::before;
+  std::size_t line_ = 1;
+  std::size_t event_start_ = 0;
+  std::size_t event_line_ = 0;
+  std::size_t depth_ = 0;
+  bool in_string_ = false;
+  bool escaped_ = false;
+  char last_ = '\0';  ///< the last byte read ('\0' before the first)
+  std::optional<Unparsed> unparsed_;
+};
+
+}  // namespace
+
+bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadResult& result) {
+  result = ReadResult{};
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    result.error = std::strerror(errno);
+    return false;
+  }
+  Splitter splitter(sink, result);
+  static constexpr std::size_t block_size = 1 << 20;
+  std::string block(block_size, '\0');
+  bool ok = true;
+  for (;;) {
+    ssize_t n = ::read(fd, block.data(), block.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      result.error = std::strerror(errno);  // EISDIR, EIO
+      ok = false;
+      break;
+    }
+    if (n == 0) {
+      ok = splitter.finish();
+      break;
+    }
+    if (!splitter.feed(std::string_view(block.data(), static_cast<std::size_t>(n)))) {
+      ok = splitter.stopped_after_close();  // text after ']' is ignored, not an error
+      break;
+    }
+  }
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace ferry::cli::trace

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Reads a trace file (docs/trace-format.md) event by event, in one linear streaming pass.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "json.hpp"
+
+namespace ferry::cli::trace {
+
+/// How a trace file ended, and what the reader left out.
+struct ReadResult {
+  std::size_t events = 0;          ///< event objects handed to the sink
+  std::size_t lines = 0;           ///< lines read
+  bool closed = false;             ///< the closing ']' was there
+  bool dropped_last = false;       ///< an incomplete (or unreadable) last event was dropped
+  std::size_t dropped_line = 0;    ///< where it started
+  std::size_t dropped_bytes = 0;
+  std::string dropped_why;         ///< "incomplete" or the parser's message
+  std::size_t text_after_close_line = 0;  ///< non-zero: text after the ']' (ignored) starts here
+  std::size_t error_line = 0;      ///< on failure: the line at fault (1-based)
+  std::string error;               ///< on failure: what is wrong, for "FILE:LINE: <error>"
+};
+
+/// Called with each event object and the line it starts on.
+using EventSink = std::function<void(const rj::Value& event, std::size_t line)>;
+
+/**
+@brief Reads `path` as a trace: a '[' then JSON objects separated by commas (one per line as ferry
+writes them, but any whitespace is accepted), then an optional ']'. A trailing comma, a missing
+']' and an incomplete last event (a killed host) are accepted: the last event is dropped and
+`result` says so. Anything else that is not a trace fails with `result.error` and
+`result.error_line`: a file that does not start with '[', an element that is not an object, an
+object that does not parse followed by more events, nesting deeper than detail::max_json_depth.
+Memory: the pending event only (the file is read in blocks); time: linear in the file's size.
+@return false when the file cannot be read or is not a trace.
+*/
+bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadResult& result);
+
+/// Up to `max` bytes of `text` for a message: printable ASCII as it is, other bytes as \xNN.
+std::string printable(std::string_view text, std::size_t max = 24);
+
+}  // namespace ferry::cli::trace

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What `ferry report` shows, computed from a trace's events (docs/trace-format.md): tracks, slices,
+// per-task figures, worker utilisation, the stats.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "json.hpp"
+
+namespace ferry::cli::trace {
+
+/// Strings kept once: error types, messages, first inputs. Index -1 means none.
+class StringTable {
+ public:
+  std::int32_t intern(std::string_view s);
+  const std::vector<std::string>& strings() const { return strings_; }
+
+ private:
+  std::vector<std::string> strings_;
+  std::unordered_map<std::string, std::int32_t> index_;
+};
+
+/// A worker track (tid >= 1; tid 0 only when it holds slices).
+struct Track {
+  std::int64_t tid = 0;
+  std::string label;          ///< its thread_name, else "track N"
+  double start = -1;          ///< the `worker start` instant; -1: none
+  double end = -1;            ///< its `worker exit` or `worker crash` instant; -1: none
+  enum class End { alive, exit, crash } end_kind = End::alive;
+  std::string end_reason;     ///< args.reason of the exit or crash
+  std::string end_error;      ///< args.error of a crash
+  double first_slice = -1;
+  double busy = 0;            ///< union of its slices' durations
+  std::size_t slices = 0;
+  std::size_t failed = 0;
+  /// Where its life starts and ends for utilisation: start (else first slice), end (else the
+  /// end of the trace).
+  double life_begin() const { return start >= 0 ? start : first_slice; }
+};
+
+/// One `X` slice: a call on a worker.
+struct Slice {
+  double ts = 0;
+  double dur = 0;
+  double wait = -1;                ///< queue wait from the matching b/e; -1: none
+  double arg_bytes = -1;           ///< -1: absent
+  double result_bytes = -1;
+  std::int64_t call = -1;          ///< -1: absent
+  std::uint64_t items = 1;
+  std::uint32_t track = 0;         ///< index into Summary::tracks
+  std::uint32_t task = 0;          ///< index into Summary::tasks
+  std::int32_t error = -1;         ///< StringTable indices
+  std::int32_t message = -1;
+  std::int32_t first_input = -1;
+};
+
+/// A worker start / exit / crash instant.
+struct Mark {
+  enum class Kind { start, exit, crash } kind = Kind::start;
+  double ts = 0;
+  std::uint32_t track = 0;
+  std::int32_t reason = -1;  ///< StringTable indices
+  std::int32_t error = -1;
+};
+
+/// A call that ended without reaching a worker (`call ended`), or a failed slice.
+struct Failure {
+  double ts = 0;
+  std::int64_t call = -1;
+  std::uint32_t task = 0;
+  std::int64_t track = -1;   ///< -1: never ran
+  std::int32_t error = -1;
+  std::int32_t message = -1;
+};
+
+/// Per task name: the table row.
+struct TaskFigures {
+  std::string name;
+  std::size_t calls = 0;           ///< slices (calls that ran on a worker)
+  std::uint64_t items = 0;
+  std::size_t failed = 0;          ///< slices with an error
+  std::size_t never_ran = 0;       ///< `call ended` instants
+  std::vector<double> durations;   ///< of its slices (sorted once read)
+  std::vector<double> waits;       ///< queue waits of its slices that have one (sorted)
+};
+
+/// A time series of the `C` events, reduced to at most a few thousand points.
+struct Counters {
+  std::vector<std::string> names;                    ///< "queued", "running", "workers", ...
+  std::vector<std::pair<double, std::vector<double>>> points;  ///< ts, one value per name
+  std::size_t events = 0;                            ///< `C` events read
+  bool reduced = false;                              ///< points are maxima over time buckets
+};
+
+/// One row of the stats table: a name and its value (a JSON number or string).
+struct StatRow {
+  std::string name;
+  std::string value;   ///< JSON text of the value
+};
+
+/// Everything the report shows.
+struct Summary {
+  std::vector<std::pair<std::string, std::string>> meta;  ///< the `ferry` metadata, flattened; values are JSON text
+  std::string process_name;
+  std::vector<Track> tracks;       ///< by tid
+  std::vector<Slice> slices;       ///< by start time
+  std::vector<Mark> marks;         ///< by time
+  std::vector<Failure> failures;   ///< by time
+  std::vector<TaskFigures> tasks;  ///< by name
+  StringTable strings;
+  Counters counters;
+  double begin = 0;                ///< the earliest ts (0 when there is no event)
+  double end = 0;                  ///< the latest ts or ts + dur
+  bool has_stats = false;          ///< the `stats` event: `stats` are its fields
+  std::vector<StatRow> stats;      ///< from the stats event, else computed from the events
+  bool truncated = false;          ///< a `trace truncated` event
+  std::string truncated_max_bytes; ///< its args.max_bytes (JSON text)
+  std::size_t queued_at_end = 0;   ///< `b` without its `e`
+  std::size_t skipped = 0;         ///< events without the fields their kind needs
+  std::size_t first_skipped_line = 0;
+  std::size_t events = 0;
+};
+
+/// Builds a Summary from events handed over one at a time, then finish().
+class SummaryBuilder {
+ public:
+  SummaryBuilder();
+  ~SummaryBuilder();
+  SummaryBuilder(const SummaryBuilder&) = delete;
+  SummaryBuilder& operator=(const SummaryBuilder&) = delete;
+
+  void add(const rj::Value& event, std::size_t line);
+  /// Sorts, matches queue waits to slices, computes utilisation and (without a `stats` event)
+  /// the stats.
+  Summary finish();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+/// The p-th percentile (0 < p <= 1) of sorted `values` by the nearest-rank method: the smallest
+/// value with at least p of the values at or below it. 0 when empty.
+double percentile(const std::vector<double>& sorted, double p);
+
+/// `text` as valid UTF-8 (each invalid byte becomes U+FFFD), cut to at most `max` bytes at a
+/// character boundary, with "…" appended when cut.
+std::string clean_text(std::string_view text, std::size_t max);
+
+}  // namespace ferry::cli::trace

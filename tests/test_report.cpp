@@ -1,0 +1,447 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// `ferry report` (issue 15, item 3), run as a real program on the traces of tests/data/trace/
+// (hand-written after docs/trace-format.md), and its page opened in a real browser (Debian's
+// chromium, headless).
+//
+// basic.json: 3 workers (5001, 5002, and 5003 replacing 5002 after it crashed), 20 calls of add,
+// slow_sum and square, one TaskError, the call the crash interrupted (TerminatedWorkerError), one
+// call cancelled while queued (call ended), queue b/e for every call, counters, stats, ']'.
+// no_bracket.json: the same without ']'. killed.json: cut at 12 ms, ending with half a line.
+// hostile.json: markup and script in names, labels, messages and stats; NaN, Infinity, invalid
+// UTF-8; events without their fields. garbage.txt, deep.json (nested 600 levels): not traces.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <ferry/detail/json_archive.hpp>
+
+#include "support/fixture.hpp"
+
+extern char** environ;  // NOLINT: POSIX
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = ferry::detail::json;
+
+const fs::path data_dir = fs::path(FERRY_TEST_DATA_DIR) / "trace";
+
+struct Ran {
+  int status = -1;  ///< exit status, or 128 + signal
+  std::string out;
+  std::string err;
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// Runs `argv` (argv[0] searched on PATH when it has no '/') with stdin from /dev/null and
+/// stdout/stderr into files of `dir`, the environment changed by `env` ("" unsets), and waits.
+Ran run(const std::vector<std::string>& argv, const fs::path& dir,
+        const std::map<std::string, std::string>& env = {}) {
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    if (auto eq = kv.find('='); eq != std::string::npos) vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (const auto& [k, v] : env) {
+    if (v.empty()) {
+      vars.erase(k);
+    } else {
+      vars[k] = v;
+    }
+  }
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : vars) env_strings.push_back(k + "=" + v);
+  std::vector<char*> args, envp;
+  std::vector<std::string> argv_copy = argv;
+  for (auto& a : argv_copy) args.push_back(a.data());
+  args.push_back(nullptr);
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  const fs::path out = dir / "stdout", err = dir / "stderr";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  REQUIRE_MESSAGE(rc == 0, "cannot start " << argv[0] << ": " << std::strerror(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  Ran r;
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+
+/// `ferry report ARGS...`
+Ran report(std::vector<std::string> args, const fs::path& dir) {
+  args.insert(args.begin(), {FERRY_TEST_CLI, "report"});
+  return run(args, dir);
+}
+
+/// The text of the page's data element: the JSON the script draws.
+std::string embedded_json(const std::string& html) {
+  const std::string open = "<script type=\"application/json\" id=\"trace-data\">";
+  auto begin = html.find(open);
+  REQUIRE(begin != std::string::npos);
+  begin += open.size();
+  auto end = html.find("</script>", begin);
+  REQUIRE(end != std::string::npos);
+  return html.substr(begin, end - begin);
+}
+
+/// The page's data, parsed.
+void page_data(const fs::path& html, json::Document& doc) {
+  std::string error;
+  REQUIRE_MESSAGE(ferry::detail::parse_json(embedded_json(read_file(html)), doc, error), error);
+  REQUIRE(doc.IsObject());
+}
+
+std::string str(const json::Value& v) { return std::string(v.GetString(), v.GetStringLength()); }
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+const json::Value& task_row(const json::Document& doc, const std::string& name) {
+  for (const auto& t : doc["tasks"].GetArray())
+    if (str(t["name"]) == name) return t;
+  FAIL("no task row named " << name);
+  throw std::logic_error("unreachable");
+}
+
+std::vector<std::string> notes(const json::Document& doc) {
+  std::vector<std::string> out;
+  for (const auto& n : doc["notes"].GetArray()) out.push_back(str(n[0]));
+  return out;
+}
+
+/// Serialized DOM with every attribute value emptied: the serializer writes them between double
+/// quotes (a quote inside as &quot;), and text nodes hold no '<' (it is &lt;), so what is left
+/// of '<' is markup. A loop rather than std::regex, whose matcher recurses per character.
+std::string without_attribute_values(const std::string& dom) {
+  std::string out;
+  out.reserve(dom.size());
+  for (std::size_t i = 0; i < dom.size(); ++i) {
+    out += dom[i];
+    if (dom[i] == '=' && i + 1 < dom.size() && dom[i + 1] == '"') {
+      auto close = dom.find('"', i + 2);
+      if (close == std::string::npos) break;
+      out += "\"\"";
+      i = close;
+    }
+  }
+  return out;
+}
+
+bool any_contains(const std::vector<std::string>& texts, const std::string& what) {
+  for (const auto& t : texts)
+    if (t.find(what) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("Report.reads_a_trace_without_its_closing_bracket") {
+  support::TempDir dir;
+  SUBCASE("no closing bracket: everything is there") {
+    Ran r = report({(data_dir / "no_bracket.json").string(), "-o", (dir.path / "r.html").string()}, dir.path);
+    REQUIRE_MESSAGE(r.status == 0, r.err);
+    json::Document doc;
+    page_data(dir.path / "r.html", doc);
+    CHECK(doc["slices_total"].GetUint64() == 20);
+    CHECK(str(doc["stats"]["source"]) == "trace");
+    CHECK(any_contains(notes(doc), "no closing ']'"));
+  }
+  SUBCASE("a killed host: no stats, a trailing comma, half a last line") {
+    Ran r = report({(data_dir / "killed.json").string(), "-o", (dir.path / "r.html").string()}, dir.path);
+    REQUIRE_MESSAGE(r.status == 0, r.err);
+    CHECK(r.err.find("killed.json: The last event (line 77") != std::string::npos);
+    json::Document doc;
+    page_data(dir.path / "r.html", doc);
+    CHECK(doc["slices_total"].GetUint64() == 17);  // the calls that ended before 12 ms
+    CHECK(str(doc["stats"]["source"]) == "computed");
+    std::map<std::string, std::string> stats;
+    for (const auto& row : doc["stats"]["rows"].GetArray())
+      stats[str(row[0])] = row[1].IsString() ? str(row[1]) : std::to_string(row[1].GetUint64());
+    CHECK(stats["completed"] == "15");
+    CHECK(stats["failed"] == "2");
+    CHECK(stats["failed_by_type.TaskError"] == "1");
+    CHECK(stats["failed_by_type.TerminatedWorkerError"] == "1");
+    CHECK(stats["workers_started"] == "3");
+    CHECK(stats["workers_crashed"] == "1");
+    auto n = notes(doc);
+    CHECK(any_contains(n, "dropped: it is incomplete"));
+    CHECK(any_contains(n, "no stats event"));
+  }
+}
+
+TEST_CASE("Report.refuses_a_file_that_is_not_a_trace") {
+  support::TempDir dir;
+  const fs::path out = dir.path / "r.html";
+  struct Case {
+    std::string file;
+    std::string message;  ///< expected on stderr
+  };
+  std::ofstream(dir.path / "empty.json").close();
+  std::vector<Case> cases = {
+      {(data_dir / "garbage.txt").string(), "garbage.txt:1: not a trace file: it starts with \"this is not"},
+      {FERRY_TEST_CLI, ":1: not a trace file: it starts with \"\\x7fELF"},  // a binary
+      {(data_dir / "deep.json").string(), "deep.json:2: an event nested deeper than 512 levels"},
+      {(dir.path / "empty.json").string(), "empty.json:1: not a trace file: it is empty"},
+      {(dir.path / "missing.json").string(), "missing.json: No such file or directory"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.file);
+    Ran r = report({c.file, "-o", out.string()}, dir.path);
+    CHECK(r.status == 2);
+    CHECK_MESSAGE(r.err.find("ferry report: ") == 0, r.err);
+    CHECK_MESSAGE(r.err.find(c.message) != std::string::npos, r.err);
+    CHECK(!fs::exists(out));
+  }
+  // An event that is not JSON is the end of a killed trace only when nothing follows it.
+  std::ofstream(dir.path / "middle.json") << "[\n{\"ph\":\"i\",\"ts\":1,}\n{\"ph\":\"i\",\"ts\":2},\n";
+  Ran r = report({(dir.path / "middle.json").string(), "-o", out.string()}, dir.path);
+  CHECK(r.status == 2);
+  CHECK_MESSAGE(r.err.find("middle.json:2: an event that is not valid JSON") != std::string::npos, r.err);
+  // Nor may the report overwrite its trace.
+  fs::copy_file(data_dir / "basic.json", dir.path / "same.html");
+  r = report({(dir.path / "same.html").string()}, dir.path);
+  CHECK(r.status == 2);
+  CHECK(r.err.find("would overwrite the trace") != std::string::npos);
+}
+
+TEST_CASE("Report.task_table_counts_and_percentiles") {
+  support::TempDir dir;
+  // Without -o: the trace's name with .html.
+  fs::copy_file(data_dir / "basic.json", dir.path / "basic.json");
+  Ran r = report({(dir.path / "basic.json").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.empty());
+  CHECK(r.out == (dir.path / "basic.html").string() + ": 20 calls on 3 workers (2 failed, 1 never ran)\n");
+  json::Document doc;
+  page_data(dir.path / "basic.html", doc);
+
+  // Nearest rank: p50 of n values is the ceil(n/2)-th smallest, p90 the ceil(0.9 n)-th.
+  const json::Value& add = task_row(doc, "add");  // 50 60 70 80 90(failed) 1000; waits 5 x5, 500
+  CHECK(add["calls"].GetUint64() == 6);
+  CHECK(add["items"].GetUint64() == 6);
+  CHECK(add["p50"].GetDouble() == 70);
+  CHECK(add["p90"].GetDouble() == 1000);
+  CHECK(add["max"].GetDouble() == 1000);
+  CHECK(add["wait_p50"].GetDouble() == 5);
+  CHECK(add["wait_max"].GetDouble() == 500);
+  CHECK(add["failed"].GetUint64() == 1);
+  CHECK(add["never_ran"].GetUint64() == 0);
+  const json::Value& slow = task_row(doc, "slow_sum");  // 2000..4500 by 500; one crashed, one cancelled
+  CHECK(slow["calls"].GetUint64() == 6);
+  CHECK(slow["p50"].GetDouble() == 3000);
+  CHECK(slow["p90"].GetDouble() == 4500);
+  CHECK(slow["wait_p50"].GetDouble() == 300);
+  CHECK(slow["wait_max"].GetDouble() == 600);
+  CHECK(slow["failed"].GetUint64() == 1);
+  CHECK(slow["never_ran"].GetUint64() == 1);
+  const json::Value& square = task_row(doc, "square");  // chunks of 10 items (the last 5): 100..800
+  CHECK(square["calls"].GetUint64() == 8);
+  CHECK(square["items"].GetUint64() == 75);
+  CHECK(square["p50"].GetDouble() == 400);
+  CHECK(square["p90"].GetDouble() == 800);
+  CHECK(square["wait_p50"].GetDouble() == 40);
+  CHECK(square["wait_max"].GetDouble() == 80);
+  CHECK(square["failed"].GetUint64() == 0);
+
+  // Utilisation: busy time (µs) over start to exit or crash.
+  const auto& tracks = doc["tracks"];
+  REQUIRE(tracks.Size() == 3);
+  CHECK(str(tracks[0]["label"]) == "worker 5001");
+  CHECK(tracks[0]["busy"].GetDouble() == 10810);
+  CHECK(tracks[0]["life_begin"].GetDouble() == 1000);
+  CHECK(tracks[0]["life_end"].GetDouble() == 17500);
+  CHECK(str(tracks[1]["end_kind"]) == "crash");
+  CHECK(str(tracks[1]["reason"]) == "signal 11 (SIGSEGV)");
+  CHECK(tracks[1]["busy"].GetDouble() == 5640);
+  CHECK(tracks[1]["life_end"].GetDouble() == 8200);
+  CHECK(tracks[2]["busy"].GetDouble() == 8000);
+  CHECK(str(tracks[2]["end_kind"]) == "exit");
+
+  CHECK(str(doc["stats"]["source"]) == "trace");
+  std::map<std::string, std::string> stats;
+  for (const auto& row : doc["stats"]["rows"].GetArray())
+    stats[str(row[0])] = row[1].IsString() ? str(row[1]) : ferry::detail::describe_json(row[1]);
+  CHECK(stats["submitted"].find("21") != std::string::npos);
+  CHECK(stats["failed_by_type.CancelledError"].find("1") != std::string::npos);
+  CHECK(doc["failures_total"].GetUint64() == 3);
+  CHECK(notes(doc).empty());  // a clean trace: nothing to warn about
+
+  SUBCASE("--max-slices draws the first N by start time and says so") {
+    Ran capped = report({(dir.path / "basic.json").string(), "--max-slices", "5", "-o",
+                         (dir.path / "capped.html").string()}, dir.path);
+    REQUIRE(capped.status == 0);
+    json::Document c;
+    page_data(dir.path / "capped.html", c);
+    CHECK(c["slices"].Size() == 5);
+    CHECK(c["slices_total"].GetUint64() == 20);
+    CHECK(c["slices"][4][0].GetDouble() == 2600);  // starts 2000, 2000, 2200, 2300, 2600
+    CHECK(task_row(c, "add")["calls"].GetUint64() == 6);  // the table still counts everything
+    CHECK(any_contains(notes(c), "The task stream draws the first 5 of 20 calls (by start time)"));
+  }
+}
+
+TEST_CASE("Report.hostile_names_are_text_not_markup") {
+  support::TempDir dir;
+  Ran r = report({(data_dir / "hostile.json").string(), "-o", (dir.path / "h.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  const std::string html = read_file(dir.path / "h.html");
+  const std::string data = embedded_json(html);
+  // Not one '<' of the trace reaches the page: the element holds the whole JSON, '<' escaped.
+  CHECK(data.find('<') == std::string::npos);
+  CHECK(data.find('>') == std::string::npos);
+  CHECK(data.find("\\u003c/script\\u003e\\u003cimg src=x onerror=alert(1)\\u003e") != std::string::npos);
+  CHECK(count(html, "</script>") == 3);  // the page's own three script elements
+  CHECK(html.find("<img") == std::string::npos);
+  // The page's scripts carry the nonce its Content-Security-Policy allows, and only they do.
+  std::smatch m;
+  REQUIRE(std::regex_search(html, m, std::regex("script-src 'nonce-([0-9a-f]{32})'")));
+  CHECK(count(html, "nonce=\"" + m[1].str() + "\"") == 3);  // the style, the error sink, the script
+
+  // The JSON reads back to the same strings: escaped, not altered. Invalid UTF-8 became U+FFFD.
+  json::Document doc;
+  page_data(dir.path / "h.html", doc);
+  std::vector<std::string> names;
+  for (const auto& t : doc["tasks"].GetArray()) names.push_back(str(t["name"]));
+  CHECK(std::find(names.begin(), names.end(), "</script><img src=x onerror=alert(1)>") != names.end());
+  CHECK(any_contains(names, "bytes \xEF\xBF\xBD\xEF\xBF\xBD and "));
+  CHECK(str(doc["tracks"][0]["label"]) == "rank 1 @ node-a (pid 777)");  // an MPI track
+  CHECK(str(doc["tracks"][1]["label"]).find("<b>bold</b>") != std::string::npos);
+  // NaN and Infinity are never numbers on the page (JSON.parse would refuse the whole data).
+  CHECK(!std::regex_search(data, std::regex("[:,\\[]\\s*-?(NaN|Infinity)")));
+  CHECK(data.find("\"NaN\"") != std::string::npos);  // the stats' uptime, as text
+  // The X with ts NaN and the one without dur are skipped, and the page says so.
+  CHECK(doc["slices_total"].GetUint64() == 3);
+  CHECK(any_contains(notes(doc), "2 events without the fields their kind needs were skipped (the first on line 13)"));
+}
+
+TEST_CASE("Report.renders_every_task_in_headless_chromium") {
+  // Debian's chromium: `make test` installs it (make report-deps).
+  std::string chromium;
+  for (const char* candidate : {"chromium", "chromium-browser"}) {
+    Ran which = run({"sh", "-c", std::string("command -v ") + candidate}, fs::temp_directory_path());
+    if (which.status == 0) {
+      chromium = which.out.substr(0, which.out.find('\n'));
+      break;
+    }
+  }
+  REQUIRE_MESSAGE(!chromium.empty(),
+                  "chromium is not installed: this test opens the report in headless Chromium. "
+                  "`make test` installs it (make report-deps), or: apt-get install --no-install-recommends chromium");
+
+  struct Case {
+    std::string trace;
+    std::size_t slices, failed, starts, exits, crashes;
+  };
+  for (const Case& c : {Case{"basic.json", 20, 2, 3, 2, 1}, Case{"hostile.json", 3, 1, 2, 0, 1}}) {
+    CAPTURE(c.trace);
+    support::TempDir dir;
+    const fs::path page = dir.path / "report.html";
+    Ran r = report({(data_dir / c.trace).string(), "-o", page.string()}, dir.path);
+    REQUIRE_MESSAGE(r.status == 0, r.err);
+    // A profile and a HOME of its own: runs in parallel do not share a profile lock, and nothing
+    // is written to the real home. Chromium's stderr (dbus, gpu) is noise: only the page counts.
+    const std::vector<std::string> browser = {chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                                              "--no-first-run", "--user-data-dir=" + (dir.path / "profile").string(),
+                                              "--virtual-time-budget=5000", "--window-size=1400,1000"};
+    const std::map<std::string, std::string> env = {{"HOME", dir.path.string()}};
+    std::vector<std::string> dump = browser;
+    dump.insert(dump.end(), {"--dump-dom", "file://" + page.string()});
+    Ran dom = run(dump, dir.path, env);
+    REQUIRE_MESSAGE(dom.status == 0, dom.err);
+    const std::string& d = dom.out;
+    REQUIRE_MESSAGE(d.find("data-rendered=\"1\"") != std::string::npos, "the page's script did not finish:\n" << d.substr(0, 3000));
+    // The page's own error sink: script errors, rejections, failed loads, CSP violations.
+    auto sink = d.find("<pre id=\"errors\">");
+    REQUIRE(sink != std::string::npos);
+    CHECK_MESSAGE(d.compare(sink, 23, "<pre id=\"errors\"></pre>") == 0,
+                  "the page reported errors: " << d.substr(sink, d.find("</pre>", sink) - sink));
+    // Every slice drawn, each with its data attributes; the marks of the workers.
+    CHECK(count(d, "data-call=\"") == c.slices);
+    CHECK(count(d, "data-task=\"") == c.slices);
+    CHECK(count(d, "data-error=\"") == c.failed);
+    CHECK(count(d, "data-mark=\"start\"") == c.starts);
+    CHECK(count(d, "data-mark=\"exit\"") == c.exits);
+    CHECK(count(d, "data-mark=\"crash\"") == c.crashes);
+    // Nothing from the trace became an element: with attribute values blanked out, no markup of
+    // the fixture is left, and the hostile name is there as text.
+    const std::string markup = without_attribute_values(d);
+    CHECK(markup.find("<img") == std::string::npos);
+    CHECK(markup.find("<b>") == std::string::npos);
+    CHECK(markup.find("data-injected=") == std::string::npos);  // as an attribute, not as text
+    if (c.trace == "hostile.json") {
+      CHECK(d.find("&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;") != std::string::npos);
+      CHECK(d.find("rank 1 @ node-a (pid 777)") != std::string::npos);
+    }
+
+    // The screenshot, kept in the build directory as the test's artefact.
+    const fs::path png = fs::path(FERRY_TEST_BINARY_DIR) / ("report-test" + std::string(c.trace == "basic.json" ? "" : "-hostile") + ".png");
+    fs::remove(png);
+    std::vector<std::string> shot = browser;
+    shot.insert(shot.end(), {"--hide-scrollbars", "--screenshot=" + png.string(), "file://" + page.string()});
+    Ran s = run(shot, dir.path, env);
+    CHECK_MESSAGE(s.status == 0, s.err);
+    REQUIRE(fs::exists(png));
+    CHECK(fs::file_size(png) > 1000);
+    CHECK(read_file(png).substr(0, 8) == "\x89PNG\r\n\x1a\n");
+  }
+}
+
+TEST_CASE("Report.help_has_an_example") {
+  support::TempDir dir;
+  Ran r = report({"--help"}, dir.path);
+  CHECK(r.status == 0);
+  CHECK(r.out.find("Examples:") != std::string::npos);
+  CHECK(r.out.find("ferry report run.trace") != std::string::npos);
+  CHECK(r.out.find("-o,--output") != std::string::npos);
+}
+
+TEST_CASE("Report.writes_to_stdout_or_fails_with_status_1") {
+  support::TempDir dir;
+  Ran r = report({(data_dir / "basic.json").string(), "-o", "-"}, dir.path);
+  CHECK(r.status == 0);
+  CHECK(r.out.rfind("<!DOCTYPE html>", 0) == 0);
+  CHECK(r.out.find("</html>") != std::string::npos);
+  // A directory that does not exist: nothing written, status 1, and no temporary file left.
+  r = report({(data_dir / "basic.json").string(), "-o", (dir.path / "no" / "r.html").string()}, dir.path);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("ferry report: cannot write " + (dir.path / "no" / "r.html").string()) == 0, r.err);
+  // A write that fails (a full disk) is status 1 with the system's word for it.
+  if (fs::exists("/dev/full")) {
+    Ran full = run({"sh", "-c", std::string(FERRY_TEST_CLI) + " report " + (data_dir / "basic.json").string() +
+                                    " -o - > /dev/full"}, dir.path);
+    CHECK(full.status == 1);
+    CHECK_MESSAGE(full.err.find("cannot write the report to stdout: No space left on device") != std::string::npos, full.err);
+  }
+}
