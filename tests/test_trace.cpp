@@ -152,6 +152,36 @@ std::size_t count_exits(const TraceFile& t, const std::string& reason) {
   return n;
 }
 
+#ifdef FERRY_TEST_CLI
+struct Run {
+  int status = -1;
+  std::string err;
+};
+
+/// Runs the ferry command with the test's worker and plugins; its stderr is returned.
+Run ferry_cli(std::vector<std::string> args, const fs::path& dir) {
+  std::vector<std::string> all = {FERRY_TEST_CLI, "--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker",
+                                  FERRY_TEST_WORKER};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const fs::path err = dir / "stderr";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  REQUIRE(rc == 0);
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), read_text(err)};
+}
+#endif
 
 }  // namespace
 
@@ -530,3 +560,34 @@ TEST_CASE("Trace.reusable_executor_compares_the_trace_options") {
   CHECK(capped->submit(square, 5).get() == 25);
   capped->shutdown();
 }
+
+#ifdef FERRY_TEST_CLI
+TEST_CASE("Trace.cli_run_and_map_write_a_trace") {
+  support::TempDir dir;
+  const fs::path run_trace = dir.path / "run.json", map_trace = dir.path / "map.json";
+  Run r = ferry_cli({"run", "--trace", run_trace.string(), "add", "40", "2"}, dir.path);
+  INFO(r.err);
+  CHECK(r.status == 0);
+  TraceFile t = read_trace(run_trace);
+  check_closed(t);
+  CHECK(t.named("add", "X").size() == 1);
+
+  { std::ofstream(dir.path / "in.jsonl") << "1\n2\n3\n4\n"; }
+  Run m = ferry_cli({"map", "-j", "2", "--chunksize", "2", "--trace", map_trace.string(), "square",
+                     (dir.path / "in.jsonl").string()},
+                    dir.path);
+  INFO(m.err);
+  CHECK(m.status == 0);
+  TraceFile mt = read_trace(map_trace);
+  check_closed(mt);
+  CHECK(mt.named("square", "X").size() == 2);
+  check_every_call_ends_once(mt);
+
+  // A link at the path is a usage error, said clearly.
+  fs::create_symlink(dir.path / "elsewhere", dir.path / "link.json");
+  Run refused = ferry_cli({"run", "--trace", (dir.path / "link.json").string(), "add", "1", "2"}, dir.path);
+  CHECK(refused.status == 2);
+  CHECK(refused.err.find("symbolic link") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir.path / "elsewhere"));
+}
+#endif
