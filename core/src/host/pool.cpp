@@ -640,7 +640,7 @@ void Pool::count_outcomes(const Completions& done) {
       ++ok;
     }
   }
-  if (ok) completed_.fetch_add(ok, std::memory_order_relaxed);
+  if (ok) completed_.fetch_add(ok, std::memory_order_release);
 }
 
 void Pool::count_failed(const std::exception_ptr& error) {
@@ -652,9 +652,16 @@ void Pool::count_failed(const std::exception_ptr& error) {
 
 ExecutorStats Pool::stats() const {
   ExecutorStats s;
+  // The ends first: a call leaves the dispatcher (queued, running) under mu_ before it is counted
+  // as completed or failed, so reading in this order never counts a call twice; it may count one
+  // in neither for a moment (ExecutorStats says so).
+  s.completed = completed_.load(std::memory_order_acquire);
   {
-    // First what is under the pool's lock: a call leaves `queued`/`running` there before it is
-    // counted as completed or failed below, never after (see ExecutorStats).
+    std::lock_guard lock(failures_mu_);
+    s.failed = failed_;
+    s.failed_by_type = failed_by_type_;
+  }
+  {
     std::lock_guard lock(mu_);
     s.submitted = counts_.submitted;
     s.running = dispatcher_.busy_lanes();
@@ -667,12 +674,6 @@ ExecutorStats Pool::stats() const {
     s.workers_stopped = counts_.workers_stopped;
     s.bytes_sent = counts_.bytes_sent;
     s.bytes_received = counts_.bytes_received;
-  }
-  s.completed = completed_.load(std::memory_order_relaxed);
-  {
-    std::lock_guard lock(failures_mu_);
-    s.failed = failed_;
-    s.failed_by_type = failed_by_type_;
   }
   s.uptime = Clock::now() - created_;
   return s;
