@@ -512,6 +512,30 @@ TEST_CASE("Trace.refuses_a_symlink_at_the_path") {
   CHECK((st.st_mode & 0777) == 0600);
 }
 
+TEST_CASE("Trace.strings_are_escaped_and_valid_utf8") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "strings.json";
+  // A task name that is no task: it travels into the trace as the call's name and in the
+  // PluginError's message. Quotes, a backslash, control bytes, bytes that are not UTF-8 (a lone
+  // continuation byte, an overlong '/', a surrogate), and good UTF-8.
+  const std::string name = "q\"uote\\back\nline\x01\x80\xc0\xaf\xed\xa0\x80-\xc3\xa9t\xc3\xa9";
+  {
+    ferry::Executor ex(traced(file, 1));
+    CHECK_THROWS_AS(ex.submit<int>(name, 1).get(), ferry::PluginError);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  support::rj::Document d;
+  d.Parse<support::rj::kParseValidateEncodingFlag>(t.text.c_str(), t.text.size());
+  CHECK_FALSE(d.HasParseError());
+  auto ended = t.named("call ended", "i");
+  REQUIRE(ended.size() == 1);
+  const std::string shown = arg_str(*ended[0], "task");
+  CHECK(shown.rfind("q\"uote\\back\nline\x01", 0) == 0);
+  CHECK(shown.find("\xef\xbf\xbd") != std::string::npos);  // U+FFFD for each bad byte
+  CHECK(shown.find("-\xc3\xa9t\xc3\xa9") != std::string::npos);  // good UTF-8 kept
+}
+
 TEST_CASE("Trace.FERRY_TRACE_and_the_option_which_wins") {
   support::TempDir dir;
   const fs::path from_env = dir.path / "env.json", from_option = dir.path / "option.json";
