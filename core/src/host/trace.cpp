@@ -26,7 +26,11 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr auto flush_period = std::chrono::milliseconds(100);
-constexpr std::size_t flush_bytes = std::size_t{1} << 20;
+constexpr std::size_t flush_bytes = std::size_t{512} << 10;
+/// Each of the two buffers (the one events go into, the one being written) is this large and its
+/// pages touched from the start: growing a buffer as events come faulted in a fresh page every ten
+/// calls or so, on the emitting thread (~2 µs each on these VMs: the round trip's p90 rose 20 %).
+constexpr std::size_t buffer_bytes = 2 * flush_bytes;
 /// Kept free under the cap for `trace truncated`, the closing `stats` line and `]` (the stats line
 /// holds ferry's error type names and the recycle reasons: well under 2 KiB).
 constexpr std::uint64_t closing_reserve = 4096;
@@ -146,7 +150,7 @@ class Line {
   Line& num(N v) {
     char buf[32];  // the longest double, "-1.2345678901234567e-308", and any integer
     auto r = std::to_chars(buf, buf + sizeof buf, v);
-    out_.append(buf, r.ptr);
+    out_.append(buf, static_cast<std::size_t>(r.ptr - buf));  // (pointer, size): no iterator path
     return *this;
   }
   /// Nanoseconds as microseconds with three decimals.
@@ -165,12 +169,15 @@ class Line {
         out_ += "...";
         break;
       }
-      auto c = static_cast<unsigned char>(s[i]);
-      if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-        out_ += static_cast<char>(c);
-        ++i;
+      // The common case, a run of plain ASCII (a task name), goes in with one append.
+      std::size_t run = i;
+      while (run < s.size() && run < limit && plain(static_cast<unsigned char>(s[run]))) ++run;
+      if (run > i) {
+        out_.append(s.data() + i, run - i);
+        i = run;
         continue;
       }
+      auto c = static_cast<unsigned char>(s[i]);
       switch (c) {
         case '"': out_ += "\\\""; ++i; continue;
         case '\\': out_ += "\\\\"; ++i; continue;
@@ -197,6 +204,7 @@ class Line {
   }
 
  private:
+  static bool plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
   std::string& out_;
 };
 
@@ -251,6 +259,10 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
   // Written now, before any event: a host that dies at once still leaves a trace that loads.
   write_out(head);
   accepted_ = head.size();
+  for (std::string* b : {&pending_, &spare_}) {
+    b->resize(buffer_bytes);  // zero-filled: every page faulted in now, not under an event
+    b->clear();               // the capacity stays
+  }
   writer_ = std::thread([this] { run_writer(); });
 }
 
@@ -284,7 +296,7 @@ void Trace::write_out(const std::string& bytes) {
 }
 
 void Trace::run_writer() {
-  std::string out;
+  std::string out = std::move(spare_);  // the two buffers take turns; neither is reallocated
   std::unique_lock lock(mu_);
   for (;;) {
     wake_.wait(lock, [&] { return stop_ || !pending_.empty(); });

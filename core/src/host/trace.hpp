@@ -6,7 +6,7 @@
 // result, the manager) format each event's line into one in-memory buffer under the trace's own
 // mutex; no file I/O and no wake-up happens on their path. One writer thread, started with the
 // trace, writes the buffer in whole lines: 100 ms after the first line that found it empty, or at
-// once when 1 MiB is waiting. So a killed host leaves a file of whole lines (but for at most one
+// once when 512 KiB are waiting. So a killed host leaves a file of whole lines (but for at most one
 // partial last line, if the kill lands in the middle of a write), missing at most the last
 // 100 ms. Bounded: the file stops at `max_bytes`, with a last "trace truncated" event (and, when
 // the executor shuts down, the closing "stats" line: room for both is kept).
@@ -156,6 +156,7 @@ class Trace {
   std::mutex mu_;
   std::condition_variable wake_;
   std::string pending_;          // whole lines, not yet written
+  std::string spare_;            // the writer's buffer until its thread starts
   std::uint64_t accepted_ = 0;   // bytes of the file once pending_ is written
   bool truncated_ = false;
   bool closed_ = false;
