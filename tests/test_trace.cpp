@@ -554,6 +554,14 @@ TEST_CASE("Trace.FERRY_TRACE_and_the_option_which_wins") {
   CHECK_FALSE(fs::exists(from_env));
 }
 
+TEST_CASE("Trace.workers_do_not_inherit_FERRY_TRACE") {
+  // An executor a task makes would otherwise write the host's file from another process.
+  support::TempDir dir;
+  support::ScopedEnv env("FERRY_TRACE", (dir.path / "host.json").string());
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(getenv_task, std::string("FERRY_TRACE")).get().empty());
+}
+
 TEST_CASE("Trace.two_executors_on_one_path_write_two_files") {
   support::TempDir dir;
   const fs::path file = dir.path / "both.json";

@@ -104,6 +104,10 @@ Pool::Pool(ExecutorOptions options)
   check_containment(options_);
   limits_ = task_limits(options_.limits);
   ExecutorOptions launch = options_;
+  // A task that makes an executor of its own must not write this host's trace file from another
+  // process (truncating it, interleaving lines): workers get FERRY_TRACE empty (off), unless the
+  // options' env sets it.
+  launch.env.emplace("FERRY_TRACE", "");
   if (options_.sandbox.enabled && options_.sandbox.write.empty()) {
     // Where a sandboxed task may write by default: a directory of the executor's own, as TMPDIR.
     sandbox_tmp_ = std::make_unique<PrivateTempDir>(true);
