@@ -345,6 +345,31 @@ TEST_CASE("Trace.worker_crash_is_an_instant_with_its_reason") {
   CHECK(arg_u64(*stats, "workers_started") == 4);
 }
 
+TEST_CASE("Trace.a_call_sent_again_after_a_death_has_one_slice") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "retried.json";
+  {
+    auto o = traced(file, 1);
+    o.max_retries_on_worker_death = 1;
+    ferry::Executor ex(o);
+    // It crashes its worker both times: the first death sends it again, the second fails it.
+    CHECK_THROWS_AS(ex.submit(record_then_segfault, (dir.path / "runs").string(), 7).get(),
+                    ferry::TerminatedWorkerError);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  check_every_call_ends_once(t);
+  auto slices = t.named("record_then_segfault", "X");
+  REQUIRE(slices.size() == 1);
+  CHECK(arg_str(*slices[0], "error") == "TerminatedWorkerError");
+  // Two crashes: the first gave its task no error (it ran again), the second the one it failed with.
+  auto crashes = t.named("worker crash", "i");
+  REQUIRE(crashes.size() == 2);
+  CHECK_FALSE(has_arg(*crashes[0], "error"));
+  CHECK(arg_str(*crashes[1], "error") == "TerminatedWorkerError");
+  CHECK(support::tid(*slices[0]) == support::tid(*crashes[1]));
+}
+
 TEST_CASE("Trace.worker_exits_carry_their_reason") {
   support::TempDir dir;
   SUBCASE("tasks") {
