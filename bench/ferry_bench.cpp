@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -57,12 +58,34 @@ using namespace std::chrono_literals;
 
 constexpr std::size_t pool_size = 2;
 
+/// Where `--trace` pools write their trace: one file in a private temporary directory, removed at
+/// exit (each pool truncates it when it starts; two at once write trace.json and trace.2.json).
+const std::filesystem::path& bench_trace_path() {
+  // The directory's name outlives every static (never freed): the exit hook runs after statics
+  // constructed later, such as `path` below, are gone.
+  static const std::string* dir = [] {
+    auto* d = new std::string((std::filesystem::temp_directory_path() / "ferry-bench-trace-XXXXXX").string());
+    if (!::mkdtemp(d->data())) throw std::system_error(errno, std::generic_category(), "mkdtemp");
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(*dir, ec);
+    });
+    return d;
+  }();
+  static const std::filesystem::path path = std::filesystem::path(*dir) / "trace.json";
+  return path;
+}
+
 /// The executor options of every measured pool. `--contained` (FERRY_BENCH_CONTAINED=1, so that
 /// re-executed children agree) adds limits and a sandbox: what containment costs is the
 /// difference between a run with it and one without (bench/before_after.py puts them side by side).
 /// FERRY_BENCH_CONTAINED=limits or =sandbox adds only one of them, to tell their costs apart.
+/// `--trace` (FERRY_BENCH_TRACE=1) makes every pool write a trace (ExecutorOptions::trace): what
+/// tracing costs, the same way.
 ferry::ExecutorOptions pool_options(std::size_t workers = pool_size) {
   ferry::ExecutorOptions o{.max_workers = workers};
+  if (const char* t = std::getenv("FERRY_BENCH_TRACE"); t && std::string_view(t) == "1")
+    o.trace = bench_trace_path();
   const char* c = std::getenv("FERRY_BENCH_CONTAINED");
   const std::string_view mode = c ? c : "";
   if (mode == "1" || mode == "limits") {
@@ -943,11 +966,12 @@ std::vector<Group> all_groups() {
 }
 
 void usage(std::ostream& os) {
-  os << "usage: ferry-bench [--quick] [--contained] [--only METRIC]... [--list]\n"
+  os << "usage: ferry-bench [--quick] [--contained] [--trace] [--only METRIC]... [--list]\n"
         "  --quick        fewer repetitions and smaller counts (a smoke run)\n"
         "  --only METRIC  run only the measurement that yields METRIC, print only METRIC\n"
-        "  --contained    every pool with limits and a sandbox (what containment costs)\n"
         "                 (repeatable: the measurements of every METRIC given)\n"
+        "  --contained    every pool with limits and a sandbox (what containment costs)\n"
+        "  --trace        every pool writes a trace file (what tracing costs)\n"
         "  --list         print the metric names and exit\n"
         "Prints one JSON object per metric on stdout.\n";
 }
@@ -968,6 +992,8 @@ int run(int argc, char** argv) {
       options.quick = true;
     } else if (a == "--contained") {
       ::setenv("FERRY_BENCH_CONTAINED", "1", 1);
+    } else if (a == "--trace") {
+      ::setenv("FERRY_BENCH_TRACE", "1", 1);
     } else if (a == "--only" && i + 1 < argc) {
       only.push_back(argv[++i]);
     } else if (a == "--list") {

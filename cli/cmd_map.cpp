@@ -75,6 +75,7 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
                 wrap("no progress bar. The bar (done/total lines, lines/s, ETA) is drawn on stderr "
                      "only when stderr is a terminal"));
   add_containment_options(*sub, options.containment);
+  add_trace_option(*sub, options.containment);
   sub->footer(
       wrap("Reads JSON Lines of arguments from FILE or stdin and writes one JSON line per input "
            "line on stdout, in input order: the task's result (null for a void task). An input "

@@ -46,6 +46,7 @@ CLI::App* setup_run(CLI::App& app, RunOptions& options) {
                 wrap("print the worker's result line as is ({\"value0\": RESULT}, or {} for a "
                      "void task) instead of the result value"));
   add_containment_options(*sub, options.containment);
+  add_trace_option(*sub, options.containment);
   sub->footer(
       wrap("Runs TASK once in a ferry-worker and prints its result as one line of JSON on stdout "
            "(nothing for a void task). The ARGs travel as {\"value0\": ARG1, \"value1\": ARG2, "

@@ -50,15 +50,19 @@ std::vector<std::filesystem::path> plugin_path(const GlobalOptions& global);
 /// The ferry-worker the executor will run.
 std::filesystem::path worker_path(const GlobalOptions& global);
 /**
-@brief The limits and sandbox of the workers: options of run and map, added to both by
-add_containment_options(). The values are checked and converted while parsing.
+@brief What run and map set on their executor besides the number of workers: the limits and sandbox
+of the workers (add_containment_options()) and the trace file (add_trace_option()). The values
+are checked and converted while parsing; executor_options() carries them over.
 */
 struct ContainmentOptions {
   Limits limits;    ///< --memory, --cpu, --open-files, --processes, --file-size
   Sandbox sandbox;  ///< --sandbox, --allow-network, --allow-exec, --read, --write, --best-effort
+  std::string trace;  ///< --trace FILE; empty: none (FERRY_TRACE still applies)
 };
 /// Adds the containment options to `sub` (run, map), writing into `options`.
 void add_containment_options(CLI::App& sub, ContainmentOptions& options);
+/// Adds --trace FILE to `sub` (run, map), writing into `options.trace`.
+void add_trace_option(CLI::App& sub, ContainmentOptions& options);
 /// The containment options, as a help footer paragraph.
 std::string containment_options_help();
 /// Bytes of a SIZE: a whole number with an optional K, M, G or T suffix (powers of 1024; KiB,
@@ -67,7 +71,8 @@ std::optional<std::size_t> parse_size(std::string_view text, std::string& error)
 /// Seconds of a DURATION: a whole number with an optional s, m or h suffix, at least 1 second.
 std::optional<long long> parse_duration(std::string_view text, std::string& error);
 
-/// Executor options for `workers` processes (0 = cpu_count()), contained as `containment` says.
+/// Executor options for `workers` processes (0 = cpu_count()), contained and traced as
+/// `containment` says.
 ExecutorOptions executor_options(const GlobalOptions& global, std::size_t workers,
                                  const ContainmentOptions& containment);
 /// The task `name` ("task" or "plugin:task") in the plugin path. @throws PluginError

@@ -94,6 +94,7 @@ ExecutorOptions executor_options(const GlobalOptions& global, std::size_t worker
   o.worker_path = global.worker;
   o.limits = containment.limits;
   o.sandbox = containment.sandbox;
+  o.trace = containment.trace;
   return o;
 }
 
@@ -285,6 +286,15 @@ void add_containment_options(CLI::App& sub, ContainmentOptions& options) {
   sub.add_option("--file-size", limits.file_size, "largest file a task may write (SIZE as --memory)")
       ->type_name("SIZE")
       ->transform(size);
+}
+
+void add_trace_option(CLI::App& sub, ContainmentOptions& options) {
+  sub.add_option("--trace", options.trace,
+                 wrap("write a trace of the run to FILE (Chrome Trace Event JSON): open it in "
+                      "Perfetto (ui.perfetto.dev, Open trace file) or chrome://tracing. One track "
+                      "per worker, a slice per task call, queue waits, worker starts, exits and "
+                      "crashes. A symbolic link at FILE is refused. Default: $FERRY_TRACE"))
+      ->type_name("FILE");
 }
 
 std::string containment_options_help() {

@@ -246,3 +246,37 @@ TEST_CASE("Dispatcher.running.marks_the_front_of_each_lane_only") {
   CHECK_FALSE(running(1));
   CHECK_FALSE(running(2));
 }
+
+TEST_CASE("Dispatcher.busy_lanes_counts_the_lanes_running_a_call") {
+  // ExecutorStats::running is this count; queued is unfinished() minus it.
+  Fixture f(2);
+  Lane a{.serial = 1}, b{.serial = 2}, c{.serial = 3};
+  for (int i = 0; i < 5; ++i) f.submit();
+  CHECK(f.d.busy_lanes() == 0);
+  f.assign({&a, &b});
+  CHECK(f.d.busy_lanes() == 2);
+  CHECK(f.d.unfinished() - f.d.busy_lanes() == 3);  // two behind their lane's front, one queued
+  auto first = f.d.answered(a, 1, f.t0);
+  REQUIRE(first);
+  f.d.forget(*first);
+  CHECK(f.d.busy_lanes() == 2);  // a runs its second call now
+  auto second = f.d.answered(a, 3, f.t0);
+  REQUIRE(second);
+  f.d.forget(*second);
+  CHECK(f.d.busy_lanes() == 1);
+  // b's worker died: its running call is taken, the one behind goes back to the queue.
+  f.d.requeue(b, 1);
+  CHECK(f.d.busy_lanes() == 1);
+  auto died = f.d.take_running(b);
+  REQUIRE(died);
+  f.d.forget(*died);
+  CHECK(f.d.busy_lanes() == 0);
+  f.assign({&c});
+  CHECK(f.d.busy_lanes() == 1);
+  f.d.requeue(c);  // a bye: everything back
+  CHECK(f.d.busy_lanes() == 0);
+  f.assign({&c});
+  for (auto& call : f.d.take_all(c)) f.d.forget(*call);
+  CHECK(f.d.busy_lanes() == 0);
+  CHECK(f.d.unfinished() == f.d.queued());
+}

@@ -17,10 +17,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "support/fixture.hpp"
+#include "support/trace_file.hpp"
 
 extern char** environ;  // NOLINT: POSIX
 
@@ -248,4 +250,40 @@ TEST_CASE("Mpi.ship.plugin_and_wrapped_task_travel_by_content") {
   CHECK(contains(again.out, "ok ship"));
   auto now = shipped(scratch / "cache");
   CHECK(std::count_if(now.begin(), now.end(), is_plugin) == 1);
+}
+
+TEST_CASE("Mpi.world.trace_has_a_track_per_rank_named_by_rank_and_host") {
+  fs::path scratch = scratch_dir("trace");
+  check_ok(world("trace", {scratch.string()}), "trace");
+  support::TraceFile t = support::read_trace(scratch / "trace.json");
+  CHECK(t.opened);
+  CHECK(t.closed);
+  CHECK(t.bad_lines == 0);
+  CHECK(t.is_json_array());
+  REQUIRE(t.events.size() > 2);
+  CHECK(support::arg_str(*t.events[1], "backend") == "mpi");
+  // Ranks 1 and 2 of the job of 3 are the agents: "rank R @ HOST (pid PID)".
+  std::set<std::string> names;
+  for (const auto* m : t.named("thread_name", "M")) names.insert(support::arg_str(*m, "name"));
+  REQUIRE(names.size() == 2);
+  std::set<std::uint64_t> ranks;
+  for (const auto* start : t.named("worker start", "i")) {
+    REQUIRE(support::has_arg(*start, "rank"));
+    const auto rank = support::arg_u64(*start, "rank");
+    ranks.insert(rank);
+    const std::string host = support::arg_str(*start, "host");
+    CHECK_FALSE(host.empty());
+    const std::string name = "rank " + std::to_string(rank) + " @ " + host + " (pid " +
+                             std::to_string(support::arg_u64(*start, "pid")) + ")";
+    CHECK(names.count(name) == 1);
+  }
+  CHECK(ranks == std::set<std::uint64_t>({1, 2}));
+  // One slice per call (a submit, three map chunks, a failure), on the ranks' tracks.
+  auto slices = t.phase("X");
+  CHECK(slices.size() == 5);
+  for (const auto* x : slices) CHECK((support::tid(*x) == 1 || support::tid(*x) == 2));
+  auto failed = t.named("fail", "X");
+  REQUIRE(failed.size() == 1);
+  CHECK(support::arg_str(*failed[0], "error") == "TaskError");
+  CHECK(t.named("stats", "i").size() == 1);
 }

@@ -64,6 +64,9 @@ class Slot final : public ferry::LaunchedWorker {
  public:
   explicit Slot(int hub_wake) : hub_wake_(hub_wake), exit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
   int pid() const override { return 0; }  // on another node: its hello tells it
+  // Set when an agent takes it, before its worker starts: known by the time the hello arrives.
+  int rank() const override { return rank_.load(std::memory_order_acquire); }
+  void set_rank(int r) { rank_.store(r, std::memory_order_release); }
   int exit_fd() const override { return exit_.get(); }
   void kill() override {
     kill_requested = true;
@@ -99,6 +102,7 @@ class Slot final : public ferry::LaunchedWorker {
   int hub_wake_;
   ExitStatus status_;
   Fd exit_;
+  std::atomic<int> rank_{-1};
 };
 
 struct Agent {
@@ -289,6 +293,7 @@ class Hub {
         s->finish(st);
       } else if (Agent* a = free_agent()) {
         a->slot = s;
+        s->set_rank(a->rank);
       } else if (world_mode_ && alive > 0) {
         // The pool asks for no more workers than there are ranks: one is about to be freed (its
         // worker is stopping). Wait for it.

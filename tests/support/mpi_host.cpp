@@ -23,6 +23,8 @@
 //                result of 2 GiB + 1 MiB arrives whole; the same workers all along
 //   ship         a plugin task and a FERRY_WRAP task from <scratch dir>/plugins, their bytes
 //                shipped to the agents (run with FERRY_MPI_SHIP=always)
+//   trace        tasks, a map and a failure with ExecutorOptions::trace = <scratch dir>/trace.json
+//                (test_mpi reads the file: a track per rank, named by rank and host)
 #include <signal.h>
 #include <unistd.h>
 
@@ -272,6 +274,24 @@ void ship(const std::string& scratch) {
   ex.shutdown();
 }
 
+void trace(const std::string& plugin_dir, const std::string& scratch) {
+  auto o = mpi_options(plugin_dir, 2);
+  o.trace = scratch + "/trace.json";
+  ferry::Executor ex(o);
+  EXPECT(ex.warm_up());
+  EXPECT(ex.submit(square, 7).get() == 49);
+  std::vector<int> in = {1, 2, 3, 4, 5, 6};
+  EXPECT(ex.map(square, in, {.chunksize = 2}) == std::vector<int>({1, 4, 9, 16, 25, 36}));
+  expect_throw<ferry::TaskError>(__LINE__, [&] { ex.submit(::fail, 3).get(); });  // math.hpp's task, not fail() above
+  auto s = ex.stats();
+  EXPECT(s.submitted == 5);
+  EXPECT(s.completed == 4);
+  EXPECT(s.failed == 1);
+  EXPECT(s.workers_started == 2);
+  EXPECT(s.bytes_received > 0);
+  ex.shutdown();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -297,6 +317,8 @@ int main(int argc, char** argv) {
       host_killed(plugin_dir, argv[3]);
     } else if (scenario == "ship" && argc == 4) {
       ship(argv[3]);
+    } else if (scenario == "trace" && argc == 4) {
+      trace(plugin_dir, argv[3]);
     } else {
       return 2;
     }

@@ -40,6 +40,10 @@ class LaunchedWorker {
   virtual void kill() = 0;
   /// How it ended; called once exit_fd() is readable.
   virtual WorkerExit status() = 0;
+  /// The MPI rank (or a place of another backend) it runs on, -1 when there is none (a local
+  /// worker); asked once the worker's hello has arrived. Names its track in a trace
+  /// (ExecutorOptions::trace): "rank R @ HOST (pid PID)".
+  virtual int rank() const { return -1; }
 };
 
 /// Starts worker processes for one executor.

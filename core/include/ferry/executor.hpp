@@ -27,6 +27,7 @@
 #include <ferry/future.hpp>
 #include <ferry/map.hpp>
 #include <ferry/serialization.hpp>
+#include <ferry/stats.hpp>
 #include <ferry/task.hpp>
 #include <ferry/task_ref.hpp>
 
@@ -120,6 +121,19 @@ struct ExecutorOptions {
   Limits limits;
   /// The sandbox of every worker.
   Sandbox sandbox;
+  /// Write a trace of the pool to this file, for Perfetto (ui.perfetto.dev, "Open trace file") or
+  /// chrome://tracing: Chrome Trace Event JSON, one track per worker, a slice per call (a submit
+  /// or a map chunk: task, call id, bytes, error), queue waits, worker starts, exits and crashes
+  /// with their reasons, pool counters, and the stats at shutdown (docs/trace-format.md). Written
+  /// as it goes, in whole lines, so that a host that crashed leaves a file that loads. Empty:
+  /// $FERRY_TRACE, else no trace. The file is created mode 0600 (an existing file of this user is
+  /// truncated); a symbolic link at the path, a file of another user, or anything but a regular
+  /// file is refused (std::invalid_argument from the constructor). Another executor of this
+  /// process writing the same path makes this one write `NAME.2.EXT` (then .3, ...).
+  std::filesystem::path trace;
+  /// The trace file's size cap (at least 16 KiB): once reached, a last "trace truncated" event
+  /// is written and nothing more (but the closing stats line at shutdown).
+  std::uint64_t trace_max_bytes = std::uint64_t{256} << 20;
 
   bool operator==(const ExecutorOptions&) const = default;
 };
@@ -395,6 +409,11 @@ class FERRY_API Executor {
   bool is_shutdown() const;
   /// True once the pool cannot run tasks (its initializer failed); submit then throws.
   bool is_broken() const;
+  /// What this executor's pool has done since it started, and holds now: calls submitted,
+  /// queued, running, completed, failed (by error type), workers started, alive, crashed,
+  /// recycled (by reason), bytes both ways, uptime (see ExecutorStats for the exact meanings).
+  /// Cheap (a short lock, nothing walked): fine to call in a loop, from any thread.
+  ExecutorStats stats() const;
 
  private:
   friend std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options);

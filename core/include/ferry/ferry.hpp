@@ -14,6 +14,7 @@
 #include <ferry/future.hpp>
 #include <ferry/plugin_index.hpp>
 #include <ferry/serialization.hpp>
+#include <ferry/stats.hpp>
 #include <ferry/system.hpp>
 #include <ferry/task.hpp>
 #include <ferry/task_info.hpp>

@@ -166,5 +166,6 @@ const ExecutorOptions& Executor::options() const { return pool_->options(); }
 std::vector<int> Executor::worker_pids() const { return pool_->worker_pids(); }
 bool Executor::is_shutdown() const { return pool_->is_shutdown(); }
 bool Executor::is_broken() const { return pool_->broken() != nullptr; }
+ExecutorStats Executor::stats() const { return pool_->stats(); }
 
 }  // namespace ferry

@@ -41,6 +41,7 @@ struct Call {
   protocol::TaskLimits limits;  // the executor's, with the submission's non-zero fields over them
   Clock::time_point started{};  // when it became the running call of its worker
   std::int64_t submitted_ns = 0;  // system_clock at submit (Future::info())
+  Clock::time_point queued_at{};  // steady clock at submit, taken only when tracing
   Lane* lane = nullptr;         // the worker pipeline it was sent to, while in flight
 };
 

@@ -76,6 +76,7 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
     if (running) {
       call->started = now;
       mark_running(*call, true);
+      ++busy_;
     }
     call->lane = best;
     best->in_flight.push_back(call);
@@ -99,11 +100,14 @@ std::shared_ptr<Call> Dispatcher::answered(Lane& lane, std::uint64_t id, Clock::
   if (!lane.in_flight.empty()) {
     lane.in_flight.front()->started = now;
     mark_running(*lane.in_flight.front(), true);
+  } else {
+    --busy_;
   }
   return call;
 }
 
 void Dispatcher::requeue(Lane& lane, std::size_t from) {
+  if (from == 0 && !lane.in_flight.empty()) --busy_;
   for (std::size_t i = lane.in_flight.size(); i > from; --i) {
     lane.in_flight[i - 1]->lane = nullptr;
     mark_running(*lane.in_flight[i - 1], false);  // a dead worker's call, retried: queued again
@@ -117,10 +121,12 @@ std::shared_ptr<Call> Dispatcher::take_running(Lane& lane) {
   auto call = std::move(lane.in_flight.front());
   lane.in_flight.pop_front();
   call->lane = nullptr;
+  if (lane.in_flight.empty()) --busy_;
   return call;
 }
 
 std::vector<std::shared_ptr<Call>> Dispatcher::take_all(Lane& lane) {
+  if (!lane.in_flight.empty()) --busy_;
   std::vector<std::shared_ptr<Call>> out(std::make_move_iterator(lane.in_flight.begin()),
                                          std::make_move_iterator(lane.in_flight.end()));
   lane.in_flight.clear();

@@ -58,6 +58,8 @@ class FERRY_INTERNAL_API Dispatcher {
   std::size_t queued() const noexcept { return queue_.size(); }
   /// Calls known and not forgotten.
   std::size_t unfinished() const noexcept { return calls_.size(); }
+  /// Lanes with a call in flight: each runs one call (the front), the others wait behind it.
+  std::size_t busy_lanes() const noexcept { return busy_; }
 
   /// How many calls a worker holds at once now. Short calls: several, so that a worker never
   /// waits for its next one; long calls: one, so that no call waits behind another while a
@@ -104,6 +106,7 @@ class FERRY_INTERNAL_API Dispatcher {
   std::deque<std::shared_ptr<Call>> queue_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Call>> calls_;  // every unfinished call
   std::size_t forced_depth_;
+  std::size_t busy_ = 0;  // lanes whose in_flight is not empty (ExecutorStats::running)
   // Recent per-call service time, which sizes the pipeline; unknown at first: assume long calls.
   double service_ema_us_ = 5000.0;
 };

@@ -23,6 +23,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 
 #include <ferry/ferry.hpp>
@@ -141,6 +142,8 @@ void Manager::run() {
     std::lock_guard lock(p_.mu_);
     if (p_.finished_) break;
   }
+  // Every call has ended and every worker was reaped: the trace's last line is final.
+  if (p_.trace_) p_.trace_->close(p_.stats());
   debug_log("manager: finished");
 }
 
@@ -175,7 +178,8 @@ void Manager::on_exit(const SlotPtr& w) {
     w->advance(WorkerSlot::Phase::dead);
     for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get()}) p_.poller_.remove(fd);
     debug_log("worker %d exited: %s%s", w->pid, describe_exit(st).c_str(), w->bye ? " (announced)" : "");
-    settle_dead_worker_locked(*w, st, ooms, done);
+    std::exception_ptr given = settle_dead_worker_locked(*w, st, ooms, done);
+    count_end_locked(*w, st, given);
     oom_seen_ = ooms;
     w->outbox.clear();
     p_.workers_.erase(w->serial);
@@ -186,18 +190,18 @@ void Manager::on_exit(const SlotPtr& w) {
   p_.complete(done);
 }
 
-void Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
-                                     Completions& done) {
+std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
+                                                      Completions& done) {
   if (!w.greeted && !w.bye && !w.kill_error && !p_.shutdown_) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     p_.dispatcher_.requeue(w.lane);
     ++p_.startup_failures_;
     p_.last_spawn_error_ = w.describe(*p_.launcher_) + " ended with " + describe_exit(st) + " before its handshake";
-    return;
+    return nullptr;
   }
   if (w.bye || w.lane.idle()) {
     p_.dispatcher_.requeue(w.lane);
-    return;
+    return nullptr;
   }
   Call& running = *w.lane.in_flight.front();
   std::exception_ptr error = w.kill_error;
@@ -206,9 +210,10 @@ void Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, con
     error = containment_death(st.signal, running.limits, p_.options_.sandbox.enabled,
                               running.ref->display, w.pid);
   if (!error && running.retries < p_.options_.max_retries_on_worker_death) {
+    // Sent again: its one slice in a trace will be the attempt that ends it.
     ++running.retries;
     p_.dispatcher_.requeue(w.lane);
-    return;
+    return nullptr;
   }
   if (!error) {
     bool oom = st.signal == SIGKILL && ooms.grew_since(oom_seen_);
@@ -222,6 +227,74 @@ void Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, con
   p_.dispatcher_.requeue(w.lane, 1);
   auto call = p_.dispatcher_.take_running(w.lane);
   p_.finish_locked(call, done, error).run = p_.run_record(*call, w, {});
+  if (p_.trace_) p_.trace_ran_locked(*call, w, nullptr, 0, error, Clock::now());
+  return error;
+}
+
+namespace {
+/// Why a worker that did not say bye ended, as the trace says it.
+std::string crash_reason(const WorkerSlot& w, const ExitStatus& st) {
+  if (!st.detail.empty()) return st.detail;  // a backend's words: "MPI rank 2 on node7 ..."
+  if (w.kill_sent && (st.signal == SIGKILL || !st.known)) return "killed by the host";
+  if (!st.known) return "an unknown status (reaped elsewhere)";
+  if (st.signal) return "signal " + std::to_string(st.signal) + " (" + signal_name(st.signal) + ")";
+  std::string s = "exit status " + std::to_string(st.exit_code);
+  if (const char* name = protocol::worker_exit_name(st.exit_code); name && st.exit_code != 0)
+    s += std::string(" (") + name + ")";
+  return s;
+}
+
+/// The recycle reason of a bye (ExecutorStats::recycled_by_reason), or nullptr for a stop.
+const char* recycle_reason(protocol::ByeReason bye) {
+  switch (bye) {
+    case protocol::ByeReason::idle_timeout: return "idle";
+    case protocol::ByeReason::memory_growth: return "memory";
+    case protocol::ByeReason::max_tasks: return "tasks";
+    case protocol::ByeReason::descriptor_growth: return "descriptors";
+    case protocol::ByeReason::process_limit: return "process_limit";
+    case protocol::ByeReason::shutdown: return nullptr;
+  }
+  return nullptr;
+}
+}  // namespace
+
+void Manager::count_end_locked(WorkerSlot& w, const ExitStatus& st, const std::exception_ptr& given) {
+  auto& counts = p_.counts_;
+  --counts.workers_alive;
+  std::string error = given ? Trace::describe(given).type : std::string();
+  // Recycled (to be replaced, or idle), stopped (told to exit), or crashed.
+  const char* recycled = nullptr;
+  std::string stopped, crashed;
+  if (w.bye) {
+    recycled = recycle_reason(*w.bye);
+    if (!recycled) stopped = w.retired_for && std::strcmp(w.retired_for, "killed") != 0 ? w.retired_for : "shutdown";
+  } else if (error == "ResourceLimitError") {
+    recycled = "limit";  // its task went past a limit: ferry ended the worker on purpose
+  } else if (error == "SandboxViolationError") {
+    recycled = "sandbox";
+  } else {
+    crashed = crash_reason(w, st);
+  }
+  if (recycled) {
+    ++counts.workers_recycled;
+    ++counts.recycled_by_reason[recycled];
+  } else if (!stopped.empty()) {
+    ++counts.workers_stopped;
+  } else {
+    ++counts.workers_crashed;
+  }
+  if (!p_.trace_) return;
+  const std::int64_t ts = p_.trace_->now();
+  Trace::Batch t(*p_.trace_);
+  if (!w.greeted) t.name_track(w.serial, w.pid, w.process->rank());  // no hello named it
+  if (recycled) {
+    t.worker_exit(w.serial, recycled, ts);
+  } else if (!stopped.empty()) {
+    t.worker_exit(w.serial, stopped, ts);
+  } else {
+    t.worker_crash(w.serial, crashed, error, ts);
+  }
+  p_.trace_counters_locked(t, ts);
 }
 
 int Manager::next_timeout_ms() {
@@ -317,11 +390,11 @@ void Manager::enforce_cpu_time_locked(WorkerSlot& w, Clock::time_point now) {
 void Manager::stop_retired_locked(Clock::time_point now) {
   if (p_.shutdown_ && p_.dispatcher_.queue_empty()) {
     for (auto& [_, w] : p_.workers_)
-      if (w->lane.idle()) w->retire();
+      if (w->lane.idle()) w->retire("shutdown");
   }
   for (auto& [_, w] : p_.workers_) {
     if (!w->due_to_stop()) continue;
-    w->outbox.push(protocol::frame(protocol::FrameType::shutdown, Buffer()));
+    p_.send_locked(*w, protocol::frame(protocol::FrameType::shutdown, Buffer()));
     w->advance(WorkerSlot::Phase::stopping);
     w->kill_at = std::min(w->kill_at, now + shutdown_grace);
     p_.flush_locked(*w);
@@ -413,7 +486,9 @@ void Manager::register_worker(const SlotPtr& w) {
   w->spawned = Clock::now();
   std::lock_guard lock(p_.mu_);
   w->sent_limits = p_.limits_;  // given on its command line
-  w->serial = p_.next_serial_++;
+  w->serial = p_.next_serial_++;  // also its track in a trace: 1, 2, ... in start order
+  ++p_.counts_.workers_started;
+  ++p_.counts_.workers_alive;
   w->lane.serial = w->serial;
   p_.poller_.add(w->sock.get(), w->serial, Poller::Tag::read);
   p_.poller_.add(w->sock_out.get(), w->serial, Poller::Tag::write, false);
@@ -423,12 +498,12 @@ void Manager::register_worker(const SlotPtr& w) {
     std::uint32_t ref = p_.initializer_->define.ref;
     w->lane.announced.resize(ref + 1, false);
     w->lane.announced[ref] = true;
-    w->outbox.push(Buffer(p_.initializer_->frame));
-    w->outbox.push(Buffer(p_.initializer_frame_));
+    p_.send_locked(*w, Buffer(p_.initializer_->frame));
+    p_.send_locked(*w, Buffer(p_.initializer_frame_));
   }
   // The pool may have been resized while this worker was being started: a worker beyond the
   // size is retired at once instead of being counted.
-  if (p_.holding_places_locked() >= p_.max_workers_) w->retire();
+  if (p_.holding_places_locked() >= p_.max_workers_) w->retire("resize");
   p_.workers_.emplace(w->serial, w);
   p_.flush_locked(*w);
   if (w->phase == WorkerSlot::Phase::retiring) p_.poller_.wake();

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -54,8 +55,12 @@ class Manager {
   void on_writable(const SlotPtr& w);
   void on_exit(const SlotPtr& w);
   /// What the running call of a dead worker gets, and what happens to the rest of its calls.
-  void settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
-                                 Completions& done);
+  /// Returns the error its running call got (nullptr: none, or sent again).
+  std::exception_ptr settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
+                                               Completions& done);
+  /// Counts how a worker ended (ExecutorStats), and writes it in the trace: `given` is what its
+  /// running call got.
+  void count_end_locked(WorkerSlot& w, const ExitStatus& st, const std::exception_ptr& given);
   // maintain(): after each round of events, in phases (as libuv's uv_run).
   void maintain(Completions& done);
   void enforce_timers_locked(Clock::time_point now);

@@ -104,6 +104,10 @@ Pool::Pool(ExecutorOptions options)
   check_containment(options_);
   limits_ = task_limits(options_.limits);
   ExecutorOptions launch = options_;
+  // A task that makes an executor of its own must not write this host's trace file from another
+  // process (truncating it, interleaving lines): workers get FERRY_TRACE empty (off), unless the
+  // options' env sets it.
+  launch.env.emplace("FERRY_TRACE", "");
   if (options_.sandbox.enabled && options_.sandbox.write.empty()) {
     // Where a sandboxed task may write by default: a directory of the executor's own, as TMPDIR.
     sandbox_tmp_ = std::make_unique<PrivateTempDir>(true);
@@ -130,6 +134,10 @@ Pool::Pool(ExecutorOptions options)
     initializer_ = refs_.resolve(CallAccess::target(options_.initializer));
     initializer_frame_ = protocol::encode_init(initializer_->define.ref, options_.initializer.arguments());
   }
+  // Last: options refused above leave no trace file behind (nor truncate one).
+  const fs::path& trace = options_.trace.empty() ? config.trace : options_.trace;
+  if (!trace.empty())
+    trace_ = std::make_unique<Trace>(trace, options_.trace_max_bytes, Trace::Header{options_.backend, max_workers_});
 }
 
 Pool::~Pool() = default;
@@ -151,8 +159,23 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
     ref = refs_.resolve(target);
   } catch (const Error&) {
     // Resolution failures belong to this future only; the pool stays healthy.
+    auto error = std::current_exception();
     state->attach({}, 0, target.name);
-    state->set_error(std::current_exception());
+    {
+      std::lock_guard lock(mu_);
+      ++counts_.submitted;
+      if (trace_) [[unlikely]] {
+        // A call of its own in the trace (an id no pool call uses), ended at once.
+        const Trace::CallRef call{next_call_++, target.name.empty() ? std::string_view("(unresolved function)")
+                                                                    : std::string_view(target.name)};
+        const std::int64_t ts = trace_->now();
+        Trace::Batch t(*trace_);
+        t.queue_begin(call, ts);
+        t.call_ended(call, Trace::describe(error), ts);
+      }
+    }
+    count_failed(error);
+    state->set_error(error);
     return;
   }
   auto call = std::make_shared<Call>();
@@ -173,12 +196,21 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
     state->attach(weak_from_this(), call->id, call->ref->display, call->ref->info);
     dispatcher_.submit(call);
     ++outstanding_;
+    ++counts_.submitted;
     started_ = true;
     idle_exited_ = 0;
     startup_failures_ = 0;
     spawn_error_ = nullptr;
     need_spawn = holding_places_locked() < max_workers_;
+    if (trace_) [[unlikely]]
+      call->queued_at = Clock::now();  // before dispatch: a slice never starts before its queue wait
     dispatch_locked();
+    if (trace_) [[unlikely]] {
+      const std::int64_t ts = trace_->at(call->queued_at);
+      Trace::Batch t(*trace_);
+      t.queue_begin({call->id, call->ref->display}, ts);
+      trace_counters_locked(t, ts);
+    }
   }
   if (need_spawn) poller_.wake();
 }
@@ -203,27 +235,29 @@ void Pool::dispatch_locked() {
   for (Lane* lane : stale) {
     // It runs another version of a plugin: retired (after its calls); a fresh worker replaces
     // it and loads the new version.
-    workers_.at(lane->serial)->retire();
+    workers_.at(lane->serial)->retire("plugin_update");
     wake = true;
   }
   for (auto& s : sends) {
     WorkerSlot& w = *workers_.at(s.lane->serial);
     Call& call = *s.call;
-    if (s.define) w.outbox.push(Buffer(call.ref->frame));
+    if (s.define) send_locked(w, Buffer(call.ref->frame));
     if (!(call.limits == w.sent_limits)) {
       // This task's own limits (SubmitOptions::limits): they hold from this frame on.
-      w.outbox.push(protocol::encode_limits(call.limits));
+      send_locked(w, protocol::encode_limits(call.limits));
       w.sent_limits = call.limits;
     }
+    Buffer head;
     if (call.args.fd() >= 0) {
       // Large arguments were encoded straight into a memfd: the frame carries the descriptor
       // and the size; the worker maps them. The call keeps the memfd open until it completes.
-      w.outbox.push(protocol::encode_shared_task({call.id, call.ref->define.ref, call.items}, call.args.size(),
-                                                 call.flags),
-                    call.args.fd(), s.call);
+      head = protocol::encode_shared_task({call.id, call.ref->define.ref, call.items}, call.args.size(), call.flags);
+      counts_.bytes_sent += head.size() + call.args.size();
+      w.outbox.push(std::move(head), call.args.fd(), s.call);
     } else {
-      w.outbox.push(protocol::encode_task_head({call.id, call.ref->define.ref, call.items}, call.args.size(),
-                                               call.flags));
+      head = protocol::encode_task_head({call.id, call.ref->define.ref, call.items}, call.args.size(), call.flags);
+      counts_.bytes_sent += head.size() + call.args.size();
+      w.outbox.push(std::move(head));
       w.outbox.push_view(call.args.view(), s.call);
     }
     // The manager times the running call (deadline) and samples its CPU time (Limits::cpu_time).
@@ -234,6 +268,11 @@ void Pool::dispatch_locked() {
   sends.clear();  // the calls stay alive in their lanes and outboxes
   for (WorkerSlot* w : touched) flush_locked(*w);
   if (wake) poller_.wake();
+}
+
+void Pool::send_locked(WorkerSlot& w, Buffer frame) {
+  counts_.bytes_sent += frame.size();
+  w.outbox.push(std::move(frame));
 }
 
 void Pool::flush_locked(WorkerSlot& w) {
@@ -314,6 +353,7 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
 void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   auto h = protocol::decode_hello(f.view());
   std::lock_guard lock(mu_);
+  count_received_locked(f);
   if (h.protocol != protocol::version || h.abi != plugin_abi_version) {
     kill_worker_locked(w, nullptr);
     last_spawn_error_ = w.describe(*launcher_) + " speaks protocol " + std::to_string(h.protocol) +
@@ -326,14 +366,21 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   w.host = intern_host_name(std::move(h.host));
   w.advance(WorkerSlot::Phase::ready);
   if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now
+  w.rank = w.process->rank();
   startup_failures_ = 0;
   w.reader.set_limit(max_frame_);
   changed_.notify_all();
+  if (trace_) {
+    const std::int64_t ts = trace_->now();
+    Trace::Batch t(*trace_);
+    t.worker_start(w.serial, w.pid, *w.host, w.rank, ts);
+  }
 }
 
 void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
   auto reason = protocol::decode_bye(f.view());
   std::lock_guard lock(mu_);
+  count_received_locked(f);
   debug_log("worker %d: bye (%s)", w.pid, protocol::bye_reason_name(reason));
   w.advance(WorkerSlot::Phase::leaving);
   w.bye = reason;
@@ -350,6 +397,7 @@ void Pool::handle_contained(WorkerSlot& w, const Frame& f) {
   // worker may then answer the call itself (with the child's exit status) before it is killed.
   w.discarding = true;
   std::lock_guard lock(mu_);
+  count_received_locked(f);
   debug_log("worker %d: contained: %s %s (%llu) %s", w.pid, protocol::contained_kind_name(c.kind),
             c.name.c_str(), static_cast<unsigned long long>(c.value), c.detail.c_str());
   const Call* running = w.lane.running();
@@ -369,6 +417,7 @@ void Pool::handle_crashed(WorkerSlot& w, const Frame& f) {
   // Symbolized only if someone asks (RemoteStack): a crash loop costs no symbolization.
   auto stack = std::make_shared<const RemoteStack>(std::move(c.stack), true);
   std::lock_guard lock(mu_);
+  count_received_locked(f);
   debug_log("worker %d: crashed: signal %u at 0x%llx", w.pid, c.signal,
             static_cast<unsigned long long>(c.fault_address));
   w.crash_signal = static_cast<int>(c.signal);
@@ -393,12 +442,18 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     // A large result in the worker's memfd: the state maps it (read-only) and decodes in place.
     shared = protocol::decode_shared_payload(r, f.fd.release());
   }
+  // What the worker sent for this call: its result bytes, or its failure's.
+  const std::uint64_t result_bytes = shared ? shared->size() : f.body.size() - protocol::result_head_size;
   std::lock_guard lock(mu_);
+  count_received_locked(f);
+  if (shared) counts_.bytes_received += shared->size();
   if (head.status == ResultStatus::init_failed) {
     if (!initializer_) throw protocol::ProtocolError("initializer failure from a worker given none");
     broken_ = initializer_failed(decode_failure(r), {initializer_->display, initializer_->define, 1, w.pid});
     // No respawn loop: the calls that cannot run now fail with the initializer's error.
-    for (auto& c : dispatcher_.take_all(w.lane)) finish_locked(c, done, broken_);
+    auto never_ran = dispatcher_.take_all(w.lane);
+    for (auto& c : never_ran) finish_locked(c, done, broken_);
+    if (trace_ && !never_ran.empty()) trace_ended_locked(never_ran, broken_);
     fail_queue_locked(broken_, done);
     return;
   }
@@ -423,6 +478,8 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     c.error = remote_error(*call, w, decode_failure(r));
   }
   dispatch_locked();
+  if (trace_) [[unlikely]]
+    trace_ran_locked(*call, w, &head.stats, result_bytes, c.error, now);
 }
 
 namespace {
@@ -480,6 +537,7 @@ RunRecord Pool::run_record(const Call& call, const WorkerSlot& w, const protocol
 
 void Pool::complete(Completions& done) {
   if (done.empty()) return;
+  count_outcomes(done);
   for (auto& c : done) {
     RunRecord* run = c.run.ran ? &c.run : nullptr;
     if (c.error) {
@@ -558,8 +616,10 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
     if (!call) return false;
     if (!call->lane) {
       if (!dispatcher_.unqueue(call)) return false;
-      finish_locked(call, done, std::make_exception_ptr(CancelledError(
-                                    "task '" + call->ref->display + "' was cancelled before it started")));
+      auto error = std::make_exception_ptr(
+          CancelledError("task '" + call->ref->display + "' was cancelled before it started"));
+      finish_locked(call, done, error);
+      if (trace_) trace_ended_locked({call}, error);
     } else {
       WorkerSlot& w = *workers_.at(call->lane->serial);
       // A call queued behind another in the worker's pipeline cannot be taken back without
@@ -575,12 +635,108 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
   return true;
 }
 
+// ---- stats and trace --------------------------------------------------------------------------
+
+void Pool::count_outcomes(const Completions& done) {
+  std::size_t ok = 0;
+  for (const auto& c : done) {
+    if (c.error) {
+      count_failed(c.error);
+    } else {
+      ++ok;
+    }
+  }
+  if (ok) completed_.fetch_add(ok, std::memory_order_release);
+}
+
+void Pool::count_failed(const std::exception_ptr& error) {
+  std::string type = Trace::describe(error).type;  // a rethrow: failures only
+  std::lock_guard lock(failures_mu_);
+  ++failed_;
+  ++failed_by_type_[type];
+}
+
+ExecutorStats Pool::stats() const {
+  ExecutorStats s;
+  // The ends first: a call leaves the dispatcher (queued, running) under mu_ before it is counted
+  // as completed or failed, so reading in this order never counts a call twice; it may count one
+  // in neither for a moment (ExecutorStats says so).
+  s.completed = completed_.load(std::memory_order_acquire);
+  {
+    std::lock_guard lock(failures_mu_);
+    s.failed = failed_;
+    s.failed_by_type = failed_by_type_;
+  }
+  {
+    std::lock_guard lock(mu_);
+    s.submitted = counts_.submitted;
+    s.running = dispatcher_.busy_lanes();
+    s.queued = dispatcher_.unfinished() - s.running;
+    s.workers_alive = counts_.workers_alive;
+    s.workers_started = counts_.workers_started;
+    s.workers_crashed = counts_.workers_crashed;
+    s.workers_recycled = counts_.workers_recycled;
+    s.recycled_by_reason = counts_.recycled_by_reason;
+    s.workers_stopped = counts_.workers_stopped;
+    s.bytes_sent = counts_.bytes_sent;
+    s.bytes_received = counts_.bytes_received;
+  }
+  s.uptime = Clock::now() - created_;
+  return s;
+}
+
+void Pool::trace_counters_locked(Trace::Batch& t, std::int64_t ts) const {
+  const std::size_t running = dispatcher_.busy_lanes();
+  t.counters(dispatcher_.unfinished() - running, running, counts_.workers_alive, ts);
+}
+
+void Pool::trace_ran_locked(const Call& call, const WorkerSlot& w, const protocol::RunStats* stats,
+                            std::uint64_t result_bytes, const std::exception_ptr& error, Clock::time_point now) {
+  Trace::Slice s;
+  s.tid = w.serial;
+  s.items = call.items;
+  s.first_input = call.first_input;  // no_input is SIZE_MAX: "not a map chunk" in both
+  s.arg_bytes = call.args.size();
+  s.result_bytes = result_bytes;
+  const std::int64_t queued = trace_->at(call.queued_at);
+  const std::int64_t read = trace_->at(now);
+  if (stats && stats->started_ns != 0) {
+    // The worker's own times (its system clock); on another node with another clock they may not
+    // fit the host's view: the slice is then moved to end when the host read the result.
+    s.start = trace_->from_unix(static_cast<std::int64_t>(stats->started_ns));
+    s.end = trace_->from_unix(static_cast<std::int64_t>(stats->finished_ns));
+    if (s.end > read) {
+      s.start -= s.end - read;
+      s.end = read;
+    }
+  } else {
+    // Nothing measured (it died, or was killed): from when it became the running call.
+    s.start = call.started != Clock::time_point{} ? trace_->at(call.started) : read;
+    s.end = read;
+  }
+  s.start = std::max(s.start, queued);
+  s.end = std::max(s.end, s.start);
+  std::optional<Trace::ErrorText> text;
+  if (error) text = Trace::describe(error);
+  Trace::Batch t(*trace_);
+  t.slice({call.id, call.ref->display}, s, text ? &*text : nullptr);
+  trace_counters_locked(t, read);
+}
+
+void Pool::trace_ended_locked(const std::vector<std::shared_ptr<Call>>& calls, const std::exception_ptr& error) {
+  const Trace::ErrorText text = Trace::describe(error);  // once for all: a queue may be long
+  const std::int64_t ts = trace_->now();
+  Trace::Batch t(*trace_);
+  for (const auto& c : calls) t.call_ended({c->id, c->ref->display}, text, ts);
+  trace_counters_locked(t, ts);
+}
+
 // ---- workers and control ---------------------------------------------------------------------
 
 void Pool::kill_worker_locked(WorkerSlot& w, std::exception_ptr error_for_running_call) {
   if (!w.alive()) return;
   if (!w.kill_error) w.kill_error = std::move(error_for_running_call);
-  w.retire();
+  w.retire("killed");
   debug_log("killing worker %d", w.pid);
   signal_kill_locked(w);
 }
@@ -591,7 +747,9 @@ void Pool::signal_kill_locked(WorkerSlot& w) {
 }
 
 void Pool::fail_queue_locked(std::exception_ptr error, Completions& done) {
-  for (auto& c : dispatcher_.take_queue()) finish_locked(c, done, error);
+  auto calls = dispatcher_.take_queue();
+  for (auto& c : calls) finish_locked(c, done, error);
+  if (trace_ && !calls.empty()) trace_ended_locked(calls, error);
 }
 
 bool Pool::finished_locked() const {
@@ -608,8 +766,15 @@ void Pool::shutdown(const ShutdownOptions& options) {
       auto error = std::make_exception_ptr(CancelledError(
           "ferry: the executor was shut down with kill_workers=true before this task completed"));
       fail_queue_locked(error, done);
+      const auto now = Clock::now();
       for (auto& [_, w] : workers_) {
-        for (auto& c : dispatcher_.take_all(w->lane)) finish_locked(c, done, error);
+        auto calls = dispatcher_.take_all(w->lane);
+        for (auto& c : calls) finish_locked(c, done, error);
+        if (trace_ && !calls.empty()) {
+          // The first was running on the worker (its slice ends now); the rest never started.
+          trace_ran_locked(*calls.front(), *w, nullptr, 0, error, now);
+          trace_ended_locked({calls.begin() + 1, calls.end()}, error);
+        }
         kill_worker_locked(*w, nullptr);
       }
     }
@@ -639,7 +804,7 @@ void Pool::resize(std::size_t n) {
     std::sort(active.begin(), active.end(), [](WorkerSlot* a, WorkerSlot* b) {
       return a->lane.in_flight.size() < b->lane.in_flight.size();
     });
-    for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire();
+    for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire("resize");
   }
   poller_.wake();
 }

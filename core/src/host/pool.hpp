@@ -34,6 +34,7 @@
 #include <ferry/executor.hpp>
 #include <ferry/detail/export.hpp>
 #include <ferry/plugin_index.hpp>
+#include <ferry/stats.hpp>
 
 #include "host/call.hpp"
 #include "host/containment.hpp"
@@ -41,6 +42,7 @@
 #include "host/manager.hpp"
 #include "host/poller.hpp"
 #include "host/task_refs.hpp"
+#include "host/trace.hpp"
 #include "host/worker_slot.hpp"
 #include "wire/failure.hpp"
 #include "wire/stack.hpp"
@@ -80,6 +82,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   bool is_shutdown() const;
   /// Non-null once the pool cannot run tasks any more (e.g. its initializer fails).
   std::exception_ptr broken() const;
+  /// Executor::stats(): counters under mu_ and a few atomics; nothing is walked.
+  ExecutorStats stats() const;
 
   // StateOwner
   void wait(StateBase& state, std::optional<Clock::time_point> deadline) override;
@@ -117,6 +121,22 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   Completion& finish_locked(const std::shared_ptr<Call>& call, Completions& done,
                             std::exception_ptr error = nullptr);
   void complete(Completions& done);
+
+  // ---- stats and trace (pool.cpp) ----
+  /// Counts each completion as completed or failed, before its state is set (so that a thread
+  /// back from get() sees its call counted).
+  void count_outcomes(const Completions& done);
+  void count_failed(const std::exception_ptr& error);
+  void count_received_locked(const Frame& f) { counts_.bytes_received += protocol::header_size + f.body.size(); }
+  /// Queues a control frame (define, limits, init, shutdown) to a worker, counting its bytes.
+  void send_locked(WorkerSlot& w, Buffer frame);
+  /// A call that reached `w` ended: its slice, timed by the worker's clock when `stats` has its
+  /// measurements, else by the host's view (from when it became the running call until `now`).
+  void trace_ran_locked(const Call& call, const WorkerSlot& w, const protocol::RunStats* stats,
+                        std::uint64_t result_bytes, const std::exception_ptr& error, Clock::time_point now);
+  /// Calls that never ran on a worker ended with `error`.
+  void trace_ended_locked(const std::vector<std::shared_ptr<Call>>& calls, const std::exception_ptr& error);
+  void trace_counters_locked(Trace::Batch& t, std::int64_t ts) const;
 
   // ---- workers and control (pool.cpp) ----
   void fail_queue_locked(std::exception_ptr error, Completions& done);
@@ -159,6 +179,22 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::string last_spawn_error_;
   std::exception_ptr broken_;
   std::exception_ptr spawn_error_;  // workers cannot be started; cleared by the next submit
+
+  // ExecutorStats: counters since the pool was made (see stats()).
+  const Clock::time_point created_ = Clock::now();
+  struct Counts {  // under mu_
+    std::size_t submitted = 0;
+    std::size_t workers_started = 0, workers_alive = 0, workers_crashed = 0, workers_recycled = 0,
+                workers_stopped = 0;
+    std::map<std::string, std::size_t> recycled_by_reason;
+    std::uint64_t bytes_sent = 0, bytes_received = 0;
+  } counts_;
+  // Counted when states complete, outside mu_ (Pool::complete runs with no lock held).
+  std::atomic<std::size_t> completed_{0};
+  mutable std::mutex failures_mu_;  // failed_ and failed_by_type_ change together
+  std::size_t failed_ = 0;
+  std::map<std::string, std::size_t> failed_by_type_;
+  std::unique_ptr<Trace> trace_;  // ExecutorOptions::trace or FERRY_TRACE; null: no trace
 
   std::shared_ptr<const RefEntry> initializer_;  // ExecutorOptions::initializer, resolved
   Buffer initializer_frame_;                     // its init frame, with its arguments

@@ -37,6 +37,7 @@ struct WorkerSlot {
   std::uint64_t serial = 0;
   int pid = -1;  // 0 until its hello when the launcher cannot tell (a remote worker)
   const std::string* host = nullptr;  // its host name, from its hello, interned (Future::info())
+  int rank = -1;  // its MPI rank (LaunchedWorker::rank()), from its hello on; -1 for a local one
   std::shared_ptr<LaunchedWorker> process;
   Fd sock;      // host end of the channel, non-blocking; the read registration
   Fd sock_out;  // dup of sock: the write registration, armed only while the outbox is not empty
@@ -55,6 +56,9 @@ struct WorkerSlot {
   bool write_armed = false;
   bool kill_sent = false;     // SIGKILL (or the backend's kill) was sent
   std::optional<protocol::ByeReason> bye;
+  // Why the pool retired it ("shutdown", "resize", "plugin_update", "killed"): a worker told to
+  // exit says bye "shutdown" whatever the reason, and its exit is reported with this one.
+  const char* retired_for = nullptr;
   Lane lane;
   Outbox outbox;
   Clock::time_point kill_at = Clock::time_point::max();  // killed if still alive then
@@ -84,8 +88,10 @@ struct WorkerSlot {
   /// Retired, idle and not yet told: time to send it the shutdown frame.
   bool due_to_stop() const noexcept { return phase == Phase::retiring && lane.idle(); }
 
-  void retire() noexcept {
-    if (phase < Phase::retiring) phase = Phase::retiring;
+  void retire(const char* why) noexcept {
+    if (phase >= Phase::retiring) return;
+    phase = Phase::retiring;
+    retired_for = why;
   }
   void advance(Phase to) noexcept {
     if (phase < to) phase = to;

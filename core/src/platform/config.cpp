@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<ConfigVariable, 16> table = {{
+constexpr std::array<ConfigVariable, 17> table = {{
     {"FERRY_PLUGIN_PATH", "colon-separated plugin directories, after ExecutorOptions::plugin_dirs",
      "none"},
     {"FERRY_WORKER", "path of ferry-worker", "the one installed with libferry, then $PATH"},
@@ -49,6 +49,10 @@ constexpr std::array<ConfigVariable, 16> table = {{
      "the one installed with libferry-mpi"},
     {"FERRY_DEBUG", "1: one line per event on stderr (spawns, exits, protocol errors, wrap builds)",
      "0"},
+    {"FERRY_TRACE",
+     "trace file every executor writes (Chrome Trace Event JSON for Perfetto), unless "
+     "ExecutorOptions::trace names one",
+     "none (no trace)"},
 }};
 
 std::optional<std::string> get(const char* name) {
@@ -169,6 +173,7 @@ Config Config::read() {
   }
   if (auto v = get("FERRY_WORKER")) c.worker = *v;
   if (auto v = get("FERRY_MPI_WORKER")) c.mpi_worker = *v;
+  if (auto v = get("FERRY_TRACE")) c.trace = *v;
   if (auto v = get("FERRY_CXX")) c.cxx = *v;
   if (auto v = get("FERRY_WRAP_FLAGS")) c.wrap_flags = split_words(*v);
   if (auto v = get("FERRY_CACHE_DIR"); v && !v->empty()) {

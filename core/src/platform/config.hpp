@@ -45,6 +45,7 @@ struct FERRY_INTERNAL_API Config {
   std::chrono::microseconds mpi_spin{500};                  // FERRY_MPI_SPIN_US
   bool mpi_ship_always = false;                             // FERRY_MPI_SHIP=always
   std::filesystem::path mpi_worker;                         // FERRY_MPI_WORKER
+  std::filesystem::path trace;                              // FERRY_TRACE; empty = no trace
 
   /// "FERRY_X='value': why" for each malformed variable (those keep their defaults above).
   std::vector<std::string> problems;

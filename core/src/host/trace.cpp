@@ -1,0 +1,495 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The trace file: safe creation, the lines of docs/trace-format.md, the writer thread.
+#include "host/trace.hpp"
+
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <typeinfo>
+
+#include "platform/debug.hpp"
+
+namespace ferry::detail {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr auto flush_period = std::chrono::milliseconds(100);
+constexpr std::size_t flush_bytes = std::size_t{512} << 10;
+/// Each of the two buffers (the one events go into, the one being written) is this large and its
+/// pages touched from the start: growing a buffer as events come faulted in a fresh page every ten
+/// calls or so, on the emitting thread (~2 µs each on these VMs: the round trip's p90 rose 20 %).
+constexpr std::size_t buffer_bytes = 2 * flush_bytes;
+/// Kept free under the cap for `trace truncated`, the closing `stats` line and `]` (the stats line
+/// holds ferry's error type names and the recycle reasons: well under 2 KiB).
+constexpr std::uint64_t closing_reserve = 4096;
+/// A message longer than this is cut (a task's what() may be megabytes).
+constexpr std::size_t max_message = 1024;
+constexpr std::int64_t counters_period_ns = 1'000'000;
+
+/// The paths this process's executors are writing: a second executor given the same path writes a
+/// numbered sibling instead of interleaving its lines with the first's.
+std::mutex paths_mu;
+std::set<std::string>& open_paths() {
+  static auto* paths = new std::set<std::string>;  // never freed: executors may close during exit
+  return *paths;
+}
+
+std::string path_key(const fs::path& p) {
+  std::error_code ec;
+  fs::path abs = fs::absolute(p, ec);
+  return (ec ? p : abs).lexically_normal().string();
+}
+
+/// Claims `wanted`, or its first free sibling "stem.N.ext"; returns the path and its key.
+std::pair<fs::path, std::string> claim_path(const fs::path& wanted) {
+  std::lock_guard lock(paths_mu);
+  fs::path p = wanted;
+  for (unsigned n = 2; open_paths().count(path_key(p)); ++n)
+    p = wanted.parent_path() / (wanted.stem().string() + "." + std::to_string(n) + wanted.extension().string());
+  std::string key = path_key(p);
+  open_paths().insert(key);
+  return {p, key};
+}
+
+void release_path(const std::string& key) {
+  std::lock_guard lock(paths_mu);
+  open_paths().erase(key);
+}
+
+[[noreturn]] void refuse(const fs::path& p, const std::string& why) {
+  throw std::invalid_argument("ferry: refusing to write the trace to " + p.string() + ": " + why);
+}
+
+/// Opens `p` for writing as the user asked, and nothing else: never through a symbolic link at
+/// `p` (one another user planted in /tmp would make us overwrite whatever it points to), only a
+/// regular file of this user with no other name. O_TRUNC is not used: a file is truncated only
+/// after it passed those checks.
+Fd open_trace_file(const fs::path& p) {
+  int fd;
+  do {
+    fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0600);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    int err = errno;
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) == 0) {
+      if (S_ISLNK(st.st_mode))
+        refuse(p, "it is a symbolic link, which ferry does not follow (remove it, or choose another path)");
+      if (!S_ISREG(st.st_mode)) refuse(p, "it is not a regular file");  // a FIFO, a directory
+    }
+    throw std::invalid_argument("ferry: cannot create the trace file " + p.string() + ": " +
+                                std::strerror(err));
+  }
+  Fd f(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) refuse(p, std::string("fstat: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) refuse(p, "it is not a regular file");
+  if (st.st_uid != ::geteuid())
+    refuse(p, "it belongs to another user (uid " + std::to_string(st.st_uid) + ")");
+  if (st.st_nlink > 1) refuse(p, "it has other hard links (writing it would change their content)");
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  if (::ftruncate(fd, 0) != 0) refuse(p, std::string("ftruncate: ") + std::strerror(errno));
+  return f;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "";
+  return buf;
+}
+
+/// Length of the well-formed UTF-8 sequence at s[i] (Unicode's table 3-7: no overlong forms, no
+/// surrogates, nothing past U+10FFFF), or 0 when there is none.
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+  auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char c = at(0);
+  if (c < 0x80) return 1;
+  std::size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size() || at(1) < lo || at(1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k)
+    if ((at(k) & 0xC0) != 0x80) return 0;
+  return n;
+}
+
+/// Appends one event's JSON to a string: numbers through to_chars, strings escaped (and any byte
+/// that is not UTF-8 replaced, so that every viewer's parser takes the line).
+class Line {
+ public:
+  explicit Line(std::string& out) : out_(out) {}
+  Line& raw(std::string_view s) {
+    out_.append(s);
+    return *this;
+  }
+  template <class N>
+  Line& num(N v) {
+    char buf[32];  // the longest double, "-1.2345678901234567e-308", and any integer
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out_.append(buf, static_cast<std::size_t>(r.ptr - buf));  // (pointer, size): no iterator path
+    return *this;
+  }
+  /// Nanoseconds as microseconds with three decimals.
+  Line& us(std::int64_t ns) {
+    if (ns < 0) ns = 0;
+    num(ns / 1000);
+    char frac[4] = {'.', char('0' + ns / 100 % 10), char('0' + ns / 10 % 10), char('0' + ns % 10)};
+    out_.append(frac, 4);
+    return *this;
+  }
+  Line& str(std::string_view s, std::size_t limit = SIZE_MAX) {
+    out_ += '"';
+    std::size_t i = 0;
+    while (i < s.size()) {
+      if (i >= limit) {
+        out_ += "...";
+        break;
+      }
+      // The common case, a run of plain ASCII (a task name), goes in with one append.
+      std::size_t run = i;
+      while (run < s.size() && run < limit && plain(static_cast<unsigned char>(s[run]))) ++run;
+      if (run > i) {
+        out_.append(s.data() + i, run - i);
+        i = run;
+        continue;
+      }
+      auto c = static_cast<unsigned char>(s[i]);
+      switch (c) {
+        case '"': out_ += "\\\""; ++i; continue;
+        case '\\': out_ += "\\\\"; ++i; continue;
+        case '\n': out_ += "\\n"; ++i; continue;
+        case '\t': out_ += "\\t"; ++i; continue;
+        case '\r': out_ += "\\r"; ++i; continue;
+        default: break;
+      }
+      if (c < 0x20) {
+        static constexpr char hex[] = "0123456789abcdef";
+        char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        out_.append(u, 6);
+        ++i;
+      } else if (std::size_t n = utf8_length(s, i)) {
+        out_.append(s.substr(i, n));
+        i += n;
+      } else {
+        out_ += "\\ufffd";
+        ++i;
+      }
+    }
+    out_ += '"';
+    return *this;
+  }
+
+ private:
+  static bool plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
+  std::string& out_;
+};
+
+}  // namespace
+
+Trace::ErrorText Trace::describe(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    ErrorText t;
+    const char* mangled = typeid(e).name();
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+    t.type = status == 0 && name ? name.get() : mangled;
+    if (t.type.rfind("ferry::", 0) == 0) t.type.erase(0, 7);
+    t.message = e.what();
+    return t;
+  } catch (...) {
+    return {"unknown", ""};
+  }
+}
+
+Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header)
+    : pid_(::getpid()),
+      start_(Clock::now()),
+      start_unix_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count()),
+      max_bytes_(max_bytes) {
+  if (max_bytes < min_max_bytes)
+    throw std::invalid_argument("ferry: ExecutorOptions::trace_max_bytes must be at least " +
+                                std::to_string(min_max_bytes) + " bytes");
+  auto [p, key] = claim_path(path);
+  path_ = std::move(p);
+  registered_ = std::move(key);
+  try {
+    fd_ = open_trace_file(path_);
+  } catch (...) {
+    release_path(registered_);
+    throw;
+  }
+  if (path_ != path) debug_log("trace: %s is being written by another executor; writing %s", path.c_str(), path_.c_str());
+  const std::int64_t unix_us = start_unix_ns_ / 1000;
+  std::string head;
+  Line l(head);
+  l.raw("[\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":").num(pid_)
+      .raw(",\"tid\":0,\"ts\":0,\"args\":{\"name\":\"ferry executor\"}},\n");
+  l.raw("{\"ph\":\"M\",\"name\":\"ferry\",\"pid\":").num(pid_)
+      .raw(",\"tid\":0,\"ts\":0,\"args\":{\"version\":1,\"started_unix_us\":").num(unix_us)
+      .raw(",\"backend\":").str(header.backend)
+      .raw(",\"max_workers\":").num(header.max_workers)
+      .raw(",\"host\":").str(host_name()).raw("}},\n");
+  // Written now, before any event: a host that dies at once still leaves a trace that loads.
+  write_out(head);
+  accepted_ = head.size();
+  for (std::string* b : {&pending_, &spare_}) {
+    b->resize(buffer_bytes);  // zero-filled: every page faulted in now, not under an event
+    b->clear();               // the capacity stays
+  }
+  writer_ = std::thread([this] { run_writer(); });
+}
+
+Trace::~Trace() {
+  if (writer_.joinable()) {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    writer_.join();
+  }
+  release_path(registered_);
+}
+
+// ---- writing -------------------------------------------------------------------------------------
+
+void Trace::write_out(const std::string& bytes) {
+  if (write_failed_) return;
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd_.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      write_failed_ = true;  // a full disk: the trace ends here, the pool goes on
+      debug_log("trace: writing %s failed: %s", path_.c_str(), n < 0 ? std::strerror(errno) : "no progress");
+      return;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+void Trace::run_writer() {
+  std::string out = std::move(spare_);  // the two buffers take turns; neither is reallocated
+  std::unique_lock lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [&] { return stop_ || !pending_.empty(); });
+    // Gather what comes in the next period: one write for many events, and the threads that
+    // emit them wake nobody but this thread, at most once a period.
+    if (!stop_) wake_.wait_for(lock, flush_period, [&] { return stop_ || pending_.size() >= flush_bytes; });
+    out.swap(pending_);
+    const bool last = stop_;
+    lock.unlock();
+    write_out(out);
+    out.clear();
+    lock.lock();
+    if (last && pending_.empty()) return;
+  }
+}
+
+bool Trace::fits(std::size_t bytes) {
+  if (accepted_ + bytes + closing_reserve > max_bytes_) return false;
+  accepted_ += bytes;
+  return true;
+}
+
+void Trace::truncate(std::int64_t ts) {
+  truncated_ = true;
+  const std::size_t before = pending_.size();
+  Line(pending_).raw("{\"ph\":\"i\",\"s\":\"g\",\"name\":\"trace truncated\",\"pid\":").num(pid_)
+      .raw(",\"tid\":0,\"ts\":").us(ts).raw(",\"args\":{\"max_bytes\":").num(max_bytes_).raw("}},\n");
+  accepted_ += pending_.size() - before;  // within closing_reserve
+}
+
+// ---- events --------------------------------------------------------------------------------------
+
+Trace::Batch::Batch(Trace& t) : t_(t), lock_(t.mu_), size_before_(t.pending_.size()) {}
+
+Trace::Batch::~Batch() {
+  const std::size_t size = t_.pending_.size();
+  // The writer waits for the first line after a write, then for a full buffer: wake it then only.
+  const bool wake = (size_before_ == 0 && size > 0) || (size_before_ < flush_bytes && size >= flush_bytes);
+  lock_.unlock();
+  if (wake) t_.wake_.notify_one();
+}
+
+template <class Format>
+void Trace::Batch::emit(std::int64_t ts, Format&& format) {
+  if (t_.closed_ || t_.truncated_) return;
+  const std::size_t mark = t_.pending_.size();
+  format();
+  // The lines of one event go in together or not at all.
+  if (t_.fits(t_.pending_.size() - mark)) return;
+  t_.pending_.resize(mark);
+  t_.truncate(ts);
+}
+
+void Trace::Batch::queue_begin(const CallRef& call, std::int64_t ts) {
+  emit(ts, [&] {
+    Line(t_.pending_).raw("{\"ph\":\"b\",\"cat\":\"queue\",\"name\":").str(call.task)
+        .raw(",\"id\":").num(call.id).raw(",\"pid\":").num(t_.pid_)
+        .raw(",\"tid\":0,\"ts\":").us(ts).raw(",\"args\":{\"call\":").num(call.id).raw("}},\n");
+  });
+}
+
+void Trace::Batch::slice(const CallRef& call, const Slice& s, const ErrorText* error) {
+  const std::int64_t ts = s.end;
+  emit(ts, [&] {
+    Line l(t_.pending_);
+    l.raw("{\"ph\":\"e\",\"cat\":\"queue\",\"name\":").str(call.task).raw(",\"id\":").num(call.id)
+        .raw(",\"pid\":").num(t_.pid_).raw(",\"tid\":0,\"ts\":").us(s.start).raw("},\n");
+    l.raw("{\"ph\":\"X\",\"cat\":\"task\",\"name\":").str(call.task).raw(",\"pid\":").num(t_.pid_)
+        .raw(",\"tid\":").num(s.tid).raw(",\"ts\":").us(s.start).raw(",\"dur\":").us(s.end - s.start)
+        .raw(",\"args\":{\"call\":").num(call.id).raw(",\"items\":").num(s.items);
+    if (s.first_input != SIZE_MAX) l.raw(",\"first_input\":").num(s.first_input);
+    l.raw(",\"arg_bytes\":").num(s.arg_bytes).raw(",\"result_bytes\":").num(s.result_bytes);
+    if (error) l.raw(",\"error\":").str(error->type).raw(",\"message\":").str(error->message, max_message);
+    l.raw("}},\n");
+  });
+}
+
+void Trace::Batch::call_ended(const CallRef& call, const ErrorText& error, std::int64_t ts) {
+  emit(ts, [&] {
+    Line l(t_.pending_);
+    l.raw("{\"ph\":\"e\",\"cat\":\"queue\",\"name\":").str(call.task).raw(",\"id\":").num(call.id)
+        .raw(",\"pid\":").num(t_.pid_).raw(",\"tid\":0,\"ts\":").us(ts).raw("},\n");
+    l.raw("{\"ph\":\"i\",\"s\":\"t\",\"name\":\"call ended\",\"pid\":").num(t_.pid_)
+        .raw(",\"tid\":0,\"ts\":").us(ts).raw(",\"args\":{\"call\":").num(call.id)
+        .raw(",\"task\":").str(call.task).raw(",\"error\":").str(error.type)
+        .raw(",\"message\":").str(error.message, max_message).raw("}},\n");
+  });
+}
+
+namespace {
+void track_name(Line& l, pid_t host_pid, std::uint64_t tid, int pid, std::string_view host, int rank,
+                std::int64_t ts) {
+  l.raw("{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":").num(host_pid).raw(",\"tid\":").num(tid)
+      .raw(",\"ts\":").us(ts).raw(",\"args\":{\"name\":");
+  std::string name;
+  if (rank >= 0) {
+    name = "rank " + std::to_string(rank) + " @ " + (host.empty() ? std::string("?") : std::string(host)) +
+           " (pid " + (pid > 0 ? std::to_string(pid) : std::string("?")) + ")";
+  } else {
+    name = "worker " + (pid > 0 ? std::to_string(pid) : std::string("?"));
+  }
+  l.str(name).raw("}},\n");
+}
+}  // namespace
+
+void Trace::Batch::worker_start(std::uint64_t tid, int pid, std::string_view host, int rank, std::int64_t ts) {
+  emit(ts, [&] {
+    Line l(t_.pending_);
+    track_name(l, t_.pid_, tid, pid, host, rank, ts);
+    l.raw("{\"ph\":\"i\",\"s\":\"t\",\"name\":\"worker start\",\"pid\":").num(t_.pid_)
+        .raw(",\"tid\":").num(tid).raw(",\"ts\":").us(ts).raw(",\"args\":{\"pid\":").num(pid)
+        .raw(",\"host\":").str(host);
+    if (rank >= 0) l.raw(",\"rank\":").num(rank);
+    l.raw("}},\n");
+  });
+}
+
+void Trace::Batch::name_track(std::uint64_t tid, int pid, int rank) {
+  const std::int64_t ts = t_.now();
+  emit(ts, [&] {
+    Line l(t_.pending_);
+    track_name(l, t_.pid_, tid, pid, {}, rank, ts);
+  });
+}
+
+void Trace::Batch::worker_exit(std::uint64_t tid, std::string_view reason, std::int64_t ts) {
+  emit(ts, [&] {
+    Line(t_.pending_).raw("{\"ph\":\"i\",\"s\":\"t\",\"name\":\"worker exit\",\"pid\":").num(t_.pid_)
+        .raw(",\"tid\":").num(tid).raw(",\"ts\":").us(ts).raw(",\"args\":{\"reason\":").str(reason)
+        .raw("}},\n");
+  });
+}
+
+void Trace::Batch::worker_crash(std::uint64_t tid, std::string_view reason, std::string_view error,
+                                std::int64_t ts) {
+  emit(ts, [&] {
+    Line l(t_.pending_);
+    l.raw("{\"ph\":\"i\",\"s\":\"t\",\"name\":\"worker crash\",\"pid\":").num(t_.pid_)
+        .raw(",\"tid\":").num(tid).raw(",\"ts\":").us(ts).raw(",\"args\":{\"reason\":").str(reason);
+    if (!error.empty()) l.raw(",\"error\":").str(error);
+    l.raw("}},\n");
+  });
+}
+
+void Trace::Batch::counters(std::size_t queued, std::size_t running, std::size_t workers, std::int64_t ts) {
+  if (t_.closed_ || t_.truncated_) return;
+  t_.latest_counters_ = {queued, running, workers};
+  if (t_.latest_counters_ == t_.written_counters_ || ts - t_.counters_at_ < counters_period_ns) return;
+  emit(ts, [&] {
+    Line(t_.pending_).raw("{\"ph\":\"C\",\"name\":\"pool\",\"pid\":").num(t_.pid_)
+        .raw(",\"tid\":0,\"ts\":").us(ts).raw(",\"args\":{\"queued\":").num(queued)
+        .raw(",\"running\":").num(running).raw(",\"workers\":").num(workers).raw("}},\n");
+  });
+  t_.written_counters_ = t_.latest_counters_;
+  t_.counters_at_ = ts;
+}
+
+void Trace::close(const ExecutorStats& s) {
+  {
+    const std::int64_t ts = now();
+    Batch b(*this);
+    if (closed_) return;
+    // The counters' last change, if the once-per-millisecond rule held it back.
+    counters_at_ = INT64_MIN / 2;
+    b.counters(latest_counters_.queued, latest_counters_.running, latest_counters_.workers, ts);
+    closed_ = true;
+    // The closing line goes in whatever the cap: closing_reserve kept room for it.
+    Line l(pending_);
+    l.raw("{\"ph\":\"i\",\"s\":\"g\",\"name\":\"stats\",\"pid\":").num(pid_).raw(",\"tid\":0,\"ts\":").us(ts)
+        .raw(",\"args\":{\"submitted\":").num(s.submitted).raw(",\"queued\":").num(s.queued)
+        .raw(",\"running\":").num(s.running).raw(",\"completed\":").num(s.completed)
+        .raw(",\"failed\":").num(s.failed).raw(",\"failed_by_type\":{");
+    bool first = true;
+    for (const auto& [type, n] : s.failed_by_type) {
+      l.raw(first ? "" : ",").str(type, 100).raw(":").num(n);
+      first = false;
+    }
+    l.raw("},\"workers_alive\":").num(s.workers_alive).raw(",\"workers_started\":").num(s.workers_started)
+        .raw(",\"workers_crashed\":").num(s.workers_crashed).raw(",\"workers_recycled\":").num(s.workers_recycled)
+        .raw(",\"recycled_by_reason\":{");
+    first = true;
+    for (const auto& [reason, n] : s.recycled_by_reason) {
+      l.raw(first ? "" : ",").str(reason, 100).raw(":").num(n);
+      first = false;
+    }
+    l.raw("},\"workers_stopped\":").num(s.workers_stopped).raw(",\"bytes_sent\":").num(s.bytes_sent)
+        .raw(",\"bytes_received\":").num(s.bytes_received).raw(",\"uptime\":").num(s.uptime.count())
+        .raw("}}\n]\n");
+    stop_ = true;
+  }
+  wake_.notify_one();
+  writer_.join();
+  fd_.reset();
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,650 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The trace file (issue 15, item 2): docs/trace-format.md, written as it goes and bounded, created
+// without following a link, from the library, FERRY_TRACE and `ferry run/map --trace`.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "crash.hpp"
+#include "math.hpp"
+#include "support/fixture.hpp"
+#include "support/trace_file.hpp"
+
+extern char** environ;  // NOLINT: POSIX
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using support::arg_str;
+using support::arg_u64;
+using support::has_arg;
+using support::read_trace;
+using support::str;
+using support::TraceFile;
+
+namespace {
+
+ferry::ExecutorOptions traced(const fs::path& file, std::size_t workers = 2) {
+  auto o = support::options(workers);
+  o.trace = file;
+  return o;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// What every trace holds, however it ended: "[" first, whole event lines, the header.
+void check_well_formed(const TraceFile& t) {
+  CHECK(t.opened);
+  CHECK(t.bad_lines == 0);
+  REQUIRE(t.events.size() >= 2);
+  CHECK(str(*t.events[0], "name") == "process_name");
+  CHECK(str(*t.events[1], "name") == "ferry");
+  CHECK(arg_u64(*t.events[1], "version") == 1);
+  CHECK(arg_str(*t.events[1], "backend") == "local");
+  const auto pid = static_cast<std::uint64_t>((*t.events[0])["pid"].GetInt64());
+  for (const auto& e : t.events) CHECK(static_cast<std::uint64_t>((*e)["pid"].GetInt64()) == pid);
+}
+
+/// A cleanly closed trace: a JSON array whose last event is the stats.
+void check_closed(const TraceFile& t) {
+  check_well_formed(t);
+  CHECK(t.closed);
+  CHECK_FALSE(t.partial_tail);
+  CHECK(t.is_json_array());
+  CHECK(str(*t.events.back(), "name") == "stats");
+}
+
+/// Every call has a queue begin, a queue end and exactly one ending: a slice on a named worker
+/// track, or a `call ended` on track 0. Returns the endings by call id.
+std::map<std::uint64_t, const support::rj::Value*> check_every_call_ends_once(const TraceFile& t) {
+  std::set<std::uint64_t> named_tracks;
+  for (const auto* m : t.named("thread_name", "M")) named_tracks.insert(support::tid(*m));
+  std::map<std::uint64_t, int> begins, ends;
+  std::map<std::uint64_t, double> begin_ts, end_ts;
+  for (const auto* b : t.phase("b")) {
+    ++begins[(*b)["id"].GetUint64()];
+    begin_ts[(*b)["id"].GetUint64()] = support::ts(*b);
+    CHECK(support::tid(*b) == 0);
+  }
+  for (const auto* e : t.phase("e")) {
+    ++ends[(*e)["id"].GetUint64()];
+    end_ts[(*e)["id"].GetUint64()] = support::ts(*e);
+  }
+  std::map<std::uint64_t, const support::rj::Value*> ending;
+  std::map<std::uint64_t, int> endings;
+  for (const auto* x : t.phase("X")) {
+    const auto call = arg_u64(*x, "call");
+    ++endings[call];
+    ending[call] = x;
+    CHECK(str(*x, "cat") == "task");
+    CHECK(named_tracks.count(support::tid(*x)) == 1);
+    CHECK((*x)["dur"].GetDouble() >= 0);
+    CHECK(end_ts[call] == support::ts(*x));  // the queue wait ends where the slice starts
+  }
+  for (const auto* c : t.named("call ended", "i")) {
+    const auto call = arg_u64(*c, "call");
+    ++endings[call];
+    ending[call] = c;
+    CHECK(support::tid(*c) == 0);
+    CHECK_FALSE(arg_str(*c, "error").empty());
+    CHECK(end_ts[call] == support::ts(*c));
+  }
+  CHECK_FALSE(begins.empty());
+  for (const auto& [call, n] : begins) {
+    CAPTURE(call);
+    CHECK(n == 1);
+    CHECK(ends[call] == 1);
+    CHECK(endings[call] == 1);
+    CHECK(begin_ts[call] <= end_ts[call]);
+  }
+  CHECK(endings.size() == begins.size());
+  return ending;
+}
+
+/// Slices of one worker track do not overlap: a worker runs one call at a time.
+void check_tracks_run_one_call_at_a_time(const TraceFile& t) {
+  std::map<std::uint64_t, std::vector<std::pair<double, double>>> by_track;
+  for (const auto* x : t.phase("X"))
+    by_track[support::tid(*x)].emplace_back(support::ts(*x), support::ts(*x) + (*x)["dur"].GetDouble());
+  for (auto& [track, slices] : by_track) {
+    std::sort(slices.begin(), slices.end());
+    for (std::size_t i = 1; i < slices.size(); ++i) {
+      CAPTURE(track);
+      CHECK(slices[i].first >= slices[i - 1].second - 1.0);
+    }
+  }
+}
+
+const support::rj::Value* stats_event(const TraceFile& t) {
+  auto s = t.named("stats", "i");
+  return s.size() == 1 ? s.front() : nullptr;
+}
+
+std::size_t count_crashes(const TraceFile& t, const std::string& reason_part, const std::string& error) {
+  std::size_t n = 0;
+  for (const auto* c : t.named("worker crash", "i"))
+    if (arg_str(*c, "reason").find(reason_part) != std::string::npos && arg_str(*c, "error") == error) ++n;
+  return n;
+}
+
+std::size_t count_exits(const TraceFile& t, const std::string& reason) {
+  std::size_t n = 0;
+  for (const auto* c : t.named("worker exit", "i"))
+    if (arg_str(*c, "reason") == reason) ++n;
+  return n;
+}
+
+#ifdef FERRY_TEST_CLI
+struct Run {
+  int status = -1;
+  std::string err;
+};
+
+/// Runs the ferry command with the test's worker and plugins; its stderr is returned.
+Run ferry_cli(std::vector<std::string> args, const fs::path& dir) {
+  std::vector<std::string> all = {FERRY_TEST_CLI, "--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker",
+                                  FERRY_TEST_WORKER};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const fs::path err = dir / "stderr";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  REQUIRE(rc == 0);
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), read_text(err)};
+}
+#endif
+
+}  // namespace
+
+TEST_CASE("Trace.off_writes_nothing") {
+  support::TempDir dir;
+  ::unsetenv("FERRY_TRACE");
+  {
+    auto o = support::options(2);
+    o.trace_max_bytes = 1;  // not checked without a trace
+    ferry::Executor ex(o);
+    CHECK(ex.submit(square, 3).get() == 9);
+    CHECK(ex.map(square, std::vector<int>{1, 2, 3}) == std::vector<int>({1, 4, 9}));
+  }
+  {
+    support::ScopedEnv env("FERRY_TRACE", "");  // set but empty: off
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(square, 3).get() == 9);
+  }
+  CHECK(fs::is_empty(dir.path));
+}
+
+TEST_CASE("Trace.every_call_has_one_slice_or_call_ended") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "run.json";
+  // One call per worker at a time: the call cancelled below waits in the host's queue.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");
+  {
+    ferry::Executor ex(traced(file, 2));
+    std::vector<ferry::Future<int>> fs;
+    for (int i = 0; i < 20; ++i) fs.push_back(ex.submit(square, i));
+    std::vector<int> in(100);
+    std::iota(in.begin(), in.end(), 0);
+    CHECK(ex.map(square, in, {.chunksize = 30}).size() == 100);  // 4 chunks
+    CHECK_THROWS_AS(ex.submit(fail, 3).get(), ferry::TaskError);
+    CHECK_THROWS_AS(ex.submit(segfault, 1).get(), ferry::TerminatedWorkerError);
+    CHECK_THROWS_AS(ex.submit<int>("no_such_task", 1).get(), ferry::PluginError);
+    // A call cancelled in the queue never reaches a worker.
+    ex.resize(1);
+    auto busy = ex.submit(slow_identity, 1, 300);
+    auto waiting = ex.submit(square, 5);
+    REQUIRE(support::wait_until([&] { return busy.running(); }));
+    CHECK(waiting.cancel());
+    CHECK(busy.get() == 1);
+    for (auto& f : fs) f.get();
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  auto ending = check_every_call_ends_once(t);
+  check_tracks_run_one_call_at_a_time(t);
+  CHECK(ending.size() == 20 + 4 + 3 + 2);
+
+  std::size_t squares = 0, chunks = 0;
+  for (const auto* x : t.named("square", "X")) {
+    ++squares;
+    CHECK(arg_u64(*x, "arg_bytes") > 0);
+    CHECK(arg_u64(*x, "result_bytes") > 0);
+    CHECK_FALSE(has_arg(*x, "error"));
+    if (has_arg(*x, "first_input")) {
+      ++chunks;
+      CHECK(arg_u64(*x, "first_input") % 30 == 0);
+      CHECK(arg_u64(*x, "items") == (arg_u64(*x, "first_input") == 90 ? 10 : 30));
+    } else {
+      CHECK(arg_u64(*x, "items") == 1);
+    }
+  }
+  CHECK(chunks == 4);
+  CHECK(squares == 20 + 4);  // the cancelled one ended on track 0
+  auto failed = t.named("fail", "X");
+  REQUIRE(failed.size() == 1);
+  CHECK(arg_str(*failed[0], "error") == "TaskError");
+  CHECK(arg_str(*failed[0], "message").find("fail: 3") != std::string::npos);
+  auto crashed = t.named("segfault", "X");
+  REQUIRE(crashed.size() == 1);
+  CHECK(arg_str(*crashed[0], "error") == "TerminatedWorkerError");
+  std::map<std::string, int> ended_by;
+  for (const auto* c : t.named("call ended", "i")) ++ended_by[arg_str(*c, "error")];
+  CHECK(ended_by["PluginError"] == 1);
+  CHECK(ended_by["CancelledError"] == 1);
+  CHECK(t.named("no_such_task", "b").size() == 1);
+
+  const auto* stats = stats_event(t);
+  REQUIRE(stats);
+  CHECK(arg_u64(*stats, "submitted") == 29);
+  CHECK(arg_u64(*stats, "completed") == 25);
+  CHECK(arg_u64(*stats, "failed") == 4);
+  CHECK((*stats)["args"]["failed_by_type"]["TaskError"].GetUint64() == 1);
+  CHECK((*stats)["args"]["recycled_by_reason"].IsObject());
+  CHECK(arg_u64(*stats, "workers_alive") == 0);
+  CHECK(arg_u64(*stats, "bytes_sent") > 0);
+  CHECK((*stats)["args"]["uptime"].IsNumber());
+  // The pool counters came back to rest.
+  auto counters = t.named("pool", "C");
+  REQUIRE_FALSE(counters.empty());
+  CHECK(arg_u64(*counters.back(), "queued") == 0);
+  CHECK(arg_u64(*counters.back(), "running") == 0);
+  CHECK(arg_u64(*counters.back(), "workers") == 0);
+}
+
+TEST_CASE("Trace.one_track_per_worker_named_and_started") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "t.json";
+  std::vector<int> pids;
+  {
+    ferry::Executor ex(traced(file, 2));
+    CHECK(ex.warm_up());
+    pids = ex.worker_pids();
+    CHECK(ex.submit(square, 2).get() == 4);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  auto names = t.named("thread_name", "M");
+  auto starts = t.named("worker start", "i");
+  REQUIRE(names.size() == 2);
+  REQUIRE(starts.size() == 2);
+  std::set<std::uint64_t> tracks;
+  for (const auto* s : starts) {
+    tracks.insert(support::tid(*s));
+    const int pid = static_cast<int>(arg_u64(*s, "pid"));
+    CHECK(std::find(pids.begin(), pids.end(), pid) != pids.end());
+    CHECK_FALSE(arg_str(*s, "host").empty());
+    CHECK_FALSE(has_arg(*s, "rank"));  // local workers have none
+  }
+  CHECK(tracks == std::set<std::uint64_t>({1, 2}));
+  for (const auto* n : names) CHECK(arg_str(*n, "name").rfind("worker ", 0) == 0);
+  CHECK(count_exits(t, "shutdown") == 2);
+}
+
+TEST_CASE("Trace.worker_crash_is_an_instant_with_its_reason") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "crash.json";
+  {
+    ferry::Executor ex(traced(file, 1));
+    CHECK_THROWS_AS(ex.submit(segfault, 1).get(), ferry::TerminatedWorkerError);
+    CHECK_THROWS_AS(ex.submit(exit_with, 3).get(), ferry::TerminatedWorkerError);
+    CHECK_THROWS_AS(ex.submit_with({.deadline = 100ms}, spin_forever, 1).get(), ferry::TimeoutError);
+    CHECK(ex.submit(square, 4).get() == 16);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  check_every_call_ends_once(t);
+  CHECK(count_crashes(t, "signal 11 (SIGSEGV)", "TerminatedWorkerError") == 1);
+  CHECK(count_crashes(t, "exit status 3", "TerminatedWorkerError") == 1);
+  CHECK(count_crashes(t, "killed by the host", "TimeoutError") == 1);
+  // Each crash is on the track of the worker whose slice it ended, at the slice's end.
+  for (const char* task : {"segfault", "exit_with", "spin_forever"}) {
+    CAPTURE(task);
+    auto x = t.named(task, "X");
+    REQUIRE(x.size() == 1);
+    bool found = false;
+    for (const auto* c : t.named("worker crash", "i"))
+      found = found || (support::tid(*c) == support::tid(*x[0]) &&
+                        support::ts(*c) + 0.002 >= support::ts(*x[0]) + (*x[0])["dur"].GetDouble());
+    CHECK(found);
+  }
+  // Four workers: three crashed, the fourth ran the square and stopped at shutdown.
+  CHECK(t.named("worker start", "i").size() == 4);
+  CHECK(count_exits(t, "shutdown") == 1);
+  const auto* stats = stats_event(t);
+  REQUIRE(stats);
+  CHECK(arg_u64(*stats, "workers_crashed") == 3);
+  CHECK(arg_u64(*stats, "workers_started") == 4);
+}
+
+TEST_CASE("Trace.a_call_sent_again_after_a_death_has_one_slice") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "retried.json";
+  {
+    auto o = traced(file, 1);
+    o.max_retries_on_worker_death = 1;
+    ferry::Executor ex(o);
+    // It crashes its worker both times: the first death sends it again, the second fails it.
+    CHECK_THROWS_AS(ex.submit(record_then_segfault, (dir.path / "runs").string(), 7).get(),
+                    ferry::TerminatedWorkerError);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  check_every_call_ends_once(t);
+  auto slices = t.named("record_then_segfault", "X");
+  REQUIRE(slices.size() == 1);
+  CHECK(arg_str(*slices[0], "error") == "TerminatedWorkerError");
+  // Two crashes: the first gave its task no error (it ran again), the second the one it failed with.
+  auto crashes = t.named("worker crash", "i");
+  REQUIRE(crashes.size() == 2);
+  CHECK_FALSE(has_arg(*crashes[0], "error"));
+  CHECK(arg_str(*crashes[1], "error") == "TerminatedWorkerError");
+  CHECK(support::tid(*slices[0]) == support::tid(*crashes[1]));
+}
+
+TEST_CASE("Trace.worker_exits_carry_their_reason") {
+  support::TempDir dir;
+  SUBCASE("tasks") {
+    const fs::path file = dir.path / "tasks.json";
+    {
+      auto o = traced(file, 1);
+      o.max_tasks_per_child = 1;
+      ferry::Executor ex(o);
+      for (int i = 0; i < 3; ++i) CHECK(ex.submit(square, i).get() == i * i);
+      CHECK(support::wait_until([&] { return ex.stats().workers_recycled == 3; }));
+    }
+    TraceFile t = read_trace(file);
+    check_closed(t);
+    CHECK(count_exits(t, "tasks") == 3);
+    CHECK(t.named("worker crash", "i").empty());
+  }
+  SUBCASE("idle") {
+    const fs::path file = dir.path / "idle.json";
+    {
+      auto o = traced(file, 1);
+      o.idle_timeout = 50ms;
+      ferry::Executor ex(o);
+      CHECK(ex.submit(square, 2).get() == 4);
+      CHECK(support::wait_until([&] { return ex.stats().workers_recycled == 1; }));
+    }
+    TraceFile t = read_trace(file);
+    check_closed(t);
+    CHECK(count_exits(t, "idle") == 1);
+  }
+  SUBCASE("resize") {
+    const fs::path file = dir.path / "resize.json";
+    {
+      ferry::Executor ex(traced(file, 2));
+      CHECK(ex.warm_up());
+      ex.resize(1);
+      CHECK(support::wait_until([&] { return ex.stats().workers_stopped == 1; }));
+    }
+    TraceFile t = read_trace(file);
+    check_closed(t);
+    CHECK(count_exits(t, "resize") == 1);
+    CHECK(count_exits(t, "shutdown") == 1);
+  }
+}
+
+TEST_CASE("Trace.crashed_host_leaves_a_loadable_file") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "killed.json";
+  // A host of its own, forked before any executor exists in this (single-threaded) test process:
+  // it works until its trace holds finished slices, then SIGKILLs itself in the middle of more.
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    try {
+      ferry::Executor ex(traced(file, 2));
+      std::vector<ferry::Future<int>> fs;
+      for (int round = 0; round < 100000; ++round) {
+        for (int i = 0; i < 50; ++i) fs.push_back(ex.submit(slow_identity, i, 1));
+        for (auto& f : fs) f.get();
+        fs.clear();
+        if (round >= 2 && read_text(file).find("\"ph\":\"X\"") != std::string::npos) {
+          for (int i = 0; i < 50; ++i) fs.push_back(ex.submit(slow_identity, i, 20));
+          ::raise(SIGKILL);
+        }
+      }
+    } catch (...) {
+    }
+    ::_exit(3);
+  }
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+  REQUIRE(pidfd >= 0);
+  pollfd p{pidfd, POLLIN, 0};
+  const int ready = ::poll(&p, 1, 50000);
+  ::close(pidfd);
+  if (ready <= 0) ::kill(child, SIGKILL);
+  int st = 0;
+  ::waitpid(child, &st, 0);
+  REQUIRE(ready > 0);
+  REQUIRE(WIFSIGNALED(st));
+  CHECK(WTERMSIG(st) == SIGKILL);
+
+  TraceFile t = read_trace(file);
+  check_well_formed(t);  // every complete line parses
+  CHECK_FALSE(t.closed);
+  CHECK(t.named("stats").empty());
+  CHECK_FALSE(t.phase("X").empty());
+  // What viewers do with such a file: drop a partial last line and close the array.
+  std::string text = t.text.substr(0, t.text.rfind('\n') + 1);
+  REQUIRE(text.size() >= 2);
+  text.erase(text.size() - 2);  // the last event's ",\n"
+  text += "\n]";
+  support::rj::Document d;
+  d.Parse(text.c_str(), text.size());
+  CHECK_FALSE(d.HasParseError());
+}
+
+TEST_CASE("Trace.cap_writes_trace_truncated") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "capped.json";
+  const std::uint64_t cap = 16 * 1024;
+  {
+    auto o = traced(file, 2);
+    o.trace_max_bytes = cap;
+    ferry::Executor ex(o);
+    std::vector<int> in(500);
+    std::iota(in.begin(), in.end(), 0);
+    CHECK(ex.map(square, in, {.chunksize = 1}).size() == 500);  // about 500 bytes per call traced
+    CHECK(ex.stats().completed == 500);
+  }
+  CHECK(fs::file_size(file) <= cap);
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  auto truncated = t.named("trace truncated", "i");
+  REQUIRE(truncated.size() == 1);
+  CHECK(arg_u64(*truncated[0], "max_bytes") == cap);
+  // Nothing after it but the closing stats.
+  REQUIRE(t.events.size() >= 2);
+  CHECK(str(*t.events[t.events.size() - 2], "name") == "trace truncated");
+  CHECK(arg_u64(*t.events.back(), "completed") == 500);
+
+  auto o = support::options(1);
+  o.trace = dir.path / "tiny.json";
+  o.trace_max_bytes = 1000;
+  CHECK_THROWS_AS(ferry::Executor{o}, std::invalid_argument);
+}
+
+TEST_CASE("Trace.refuses_a_symlink_at_the_path") {
+  support::TempDir dir;
+  const fs::path victim = dir.path / "victim.txt";
+  { std::ofstream(victim) << "precious"; }
+  auto refused = [&](const fs::path& path, const std::string& why) {
+    CAPTURE(path);
+    try {
+      ferry::Executor ex(traced(path, 1));
+      FAIL("the executor wrote a trace to ", path);
+    } catch (const std::invalid_argument& e) {
+      std::string what = e.what();
+      CHECK(what.find(path.string()) != std::string::npos);
+      CHECK(what.find(why) != std::string::npos);
+    }
+  };
+  // A link another user could have planted in /tmp: to a file, and a dangling one (which an
+  // O_CREAT that follows links would create at its target).
+  fs::create_symlink(victim, dir.path / "link.json");
+  refused(dir.path / "link.json", "symbolic link");
+  fs::create_symlink(dir.path / "created-through-the-link", dir.path / "dangling.json");
+  refused(dir.path / "dangling.json", "symbolic link");
+  CHECK_FALSE(fs::exists(dir.path / "created-through-the-link"));
+  // Another name of the victim's content.
+  fs::create_hard_link(victim, dir.path / "hard.json");
+  refused(dir.path / "hard.json", "hard links");
+  // Not a file.
+  REQUIRE(::mkfifo((dir.path / "fifo.json").c_str(), 0600) == 0);
+  refused(dir.path / "fifo.json", "not a regular file");
+  refused(dir.path / "no-such-dir" / "t.json", "cannot create");
+  CHECK(read_text(victim) == "precious");
+
+  // A file of ours is truncated and written, mode untouched; a new one is private.
+  const fs::path mine = dir.path / "mine.json";
+  { std::ofstream(mine) << std::string(100000, 'x'); }
+  { ferry::Executor ex(traced(mine, 1)); }
+  check_closed(read_trace(mine));
+  { ferry::Executor ex(traced(dir.path / "new.json", 1)); }
+  struct stat st {};
+  REQUIRE(::stat((dir.path / "new.json").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+}
+
+TEST_CASE("Trace.strings_are_escaped_and_valid_utf8") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "strings.json";
+  // A task name that is no task: it travels into the trace as the call's name and in the
+  // PluginError's message. Quotes, a backslash, control bytes, bytes that are not UTF-8 (a lone
+  // continuation byte, an overlong '/', a surrogate), and good UTF-8.
+  const std::string name = "q\"uote\\back\nline\x01\x80\xc0\xaf\xed\xa0\x80-\xc3\xa9t\xc3\xa9";
+  {
+    ferry::Executor ex(traced(file, 1));
+    CHECK_THROWS_AS(ex.submit<int>(name, 1).get(), ferry::PluginError);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  support::rj::Document d;
+  d.Parse<support::rj::kParseValidateEncodingFlag>(t.text.c_str(), t.text.size());
+  CHECK_FALSE(d.HasParseError());
+  auto ended = t.named("call ended", "i");
+  REQUIRE(ended.size() == 1);
+  const std::string shown = arg_str(*ended[0], "task");
+  CHECK(shown.rfind("q\"uote\\back\nline\x01", 0) == 0);
+  CHECK(shown.find("\xef\xbf\xbd") != std::string::npos);  // U+FFFD for each bad byte
+  CHECK(shown.find("-\xc3\xa9t\xc3\xa9") != std::string::npos);  // good UTF-8 kept
+}
+
+TEST_CASE("Trace.FERRY_TRACE_and_the_option_which_wins") {
+  support::TempDir dir;
+  const fs::path from_env = dir.path / "env.json", from_option = dir.path / "option.json";
+  support::ScopedEnv env("FERRY_TRACE", from_env.string());
+  {
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(square, 2).get() == 4);
+  }
+  check_closed(read_trace(from_env));
+  fs::remove(from_env);
+  {
+    ferry::Executor ex(traced(from_option, 1));
+    CHECK(ex.submit(square, 2).get() == 4);
+  }
+  check_closed(read_trace(from_option));
+  CHECK_FALSE(fs::exists(from_env));
+}
+
+TEST_CASE("Trace.workers_do_not_inherit_FERRY_TRACE") {
+  // An executor a task makes would otherwise write the host's file from another process.
+  support::TempDir dir;
+  support::ScopedEnv env("FERRY_TRACE", (dir.path / "host.json").string());
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(getenv_task, std::string("FERRY_TRACE")).get().empty());
+}
+
+TEST_CASE("Trace.two_executors_on_one_path_write_two_files") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "both.json";
+  {
+    ferry::Executor a(traced(file, 1));
+    ferry::Executor b(traced(file, 1));
+    CHECK(a.submit(square, 2).get() == 4);
+    CHECK(b.submit(square, 3).get() == 9);
+  }
+  check_closed(read_trace(file));
+  check_closed(read_trace(dir.path / "both.2.json"));
+  // Once both are closed, the path is free again.
+  { ferry::Executor c(traced(file, 1)); }
+  CHECK_FALSE(fs::exists(dir.path / "both.3.json"));
+}
+
+TEST_CASE("Trace.reusable_executor_compares_the_trace_options") {
+  support::TempDir dir;
+  auto a = ferry::get_reusable_executor(traced(dir.path / "a.json", 1));
+  auto same = ferry::get_reusable_executor(traced(dir.path / "a.json", 1));
+  CHECK(a == same);
+  auto other = ferry::get_reusable_executor(traced(dir.path / "b.json", 1));
+  CHECK(other != a);
+  auto o = traced(dir.path / "b.json", 1);
+  o.trace_max_bytes = 1 << 20;
+  auto capped = ferry::get_reusable_executor(o);
+  CHECK(capped != other);
+  CHECK(capped->submit(square, 5).get() == 25);
+  capped->shutdown();
+}
+
+#ifdef FERRY_TEST_CLI
+TEST_CASE("Trace.cli_run_and_map_write_a_trace") {
+  support::TempDir dir;
+  const fs::path run_trace = dir.path / "run.json", map_trace = dir.path / "map.json";
+  Run r = ferry_cli({"run", "--trace", run_trace.string(), "add", "40", "2"}, dir.path);
+  INFO(r.err);
+  CHECK(r.status == 0);
+  TraceFile t = read_trace(run_trace);
+  check_closed(t);
+  CHECK(t.named("add", "X").size() == 1);
+
+  { std::ofstream(dir.path / "in.jsonl") << "1\n2\n3\n4\n"; }
+  Run m = ferry_cli({"map", "-j", "2", "--chunksize", "2", "--trace", map_trace.string(), "square",
+                     (dir.path / "in.jsonl").string()},
+                    dir.path);
+  INFO(m.err);
+  CHECK(m.status == 0);
+  TraceFile mt = read_trace(map_trace);
+  check_closed(mt);
+  CHECK(mt.named("square", "X").size() == 2);
+  check_every_call_ends_once(mt);
+
+  // A link at the path is a usage error, said clearly.
+  fs::create_symlink(dir.path / "elsewhere", dir.path / "link.json");
+  Run refused = ferry_cli({"run", "--trace", (dir.path / "link.json").string(), "add", "1", "2"}, dir.path);
+  CHECK(refused.status == 2);
+  CHECK(refused.err.find("symbolic link") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir.path / "elsewhere"));
+}
+#endif
