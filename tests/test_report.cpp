@@ -360,15 +360,29 @@ TEST_CASE("Report.renders_every_task_in_headless_chromium") {
                   "chromium is not installed: this test opens the report in headless Chromium. "
                   "`make test` installs it (make report-deps), or: apt-get install --no-install-recommends chromium");
 
+  // A known run of the real executor: 6 lines, one call each, on 2 workers that start and, at
+  // the end, exit.
+  support::TempDir run_dir;
+  const fs::path known = run_dir.path / "known.trace";
+  {
+    std::ofstream(run_dir.path / "in.jsonl") << "1\n2\n3\n4\n5\n6\n";
+    Ran m = run({FERRY_TEST_CLI, "--plugin-dir", FERRY_TEST_PLUGIN_DIR, "map", "-j", "2", "--chunksize", "1",
+                 "--no-progress", "--trace", known.string(), "math:square", (run_dir.path / "in.jsonl").string()},
+                run_dir.path);
+    REQUIRE_MESSAGE(m.status == 0, m.err);
+    REQUIRE(m.out == "1\n4\n9\n16\n25\n36\n");
+  }
+
   struct Case {
     std::string trace;
     std::size_t slices, failed, starts, exits, crashes;
   };
-  for (const Case& c : {Case{"basic.json", 20, 2, 3, 2, 1}, Case{"hostile.json", 3, 1, 2, 0, 1}}) {
+  for (const Case& c : {Case{"basic.json", 20, 2, 3, 2, 1}, Case{"hostile.json", 3, 1, 2, 0, 1},
+                        Case{known.string(), 6, 0, 2, 2, 0}}) {
     CAPTURE(c.trace);
     support::TempDir dir;
     const fs::path page = dir.path / "report.html";
-    Ran r = report({(data_dir / c.trace).string(), "-o", page.string()}, dir.path);
+    Ran r = report({(data_dir / c.trace).string(), "-o", page.string()}, dir.path);  // an absolute path stays itself
     REQUIRE_MESSAGE(r.status == 0, r.err);
     // A profile and a HOME of its own: runs in parallel do not share a profile lock, and nothing
     // is written to the real home. Chromium's stderr (dbus, gpu) is noise: only the page counts.
@@ -406,7 +420,8 @@ TEST_CASE("Report.renders_every_task_in_headless_chromium") {
     }
 
     // The screenshot, kept in the build directory as the test's artefact.
-    const fs::path png = fs::path(FERRY_TEST_BINARY_DIR) / ("report-test" + std::string(c.trace == "basic.json" ? "" : "-hostile") + ".png");
+    const std::string suffix = c.trace == "basic.json" ? "" : c.trace == "hostile.json" ? "-hostile" : "-known-run";
+    const fs::path png = fs::path(FERRY_TEST_BINARY_DIR) / ("report-test" + suffix + ".png");
     fs::remove(png);
     std::vector<std::string> shot = browser;
     shot.insert(shot.end(), {"--hide-scrollbars", "--screenshot=" + png.string(), "file://" + page.string()});
