@@ -6,7 +6,7 @@
 #   make asan    the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan    the suite under ThreadSanitizer
 #   make fuzz    build the libFuzzer targets (clang) and run each for FUZZ_SECONDS
-#   make bench   ferry-bench beside loky, the MPI backend beside mpi4py.futures; writes docs/benchmarks.md
+#   make bench   ferry-bench beside loky, the MPI backend beside mpi4py.futures (writes docs/benchmarks.md); prints containment and tracing off vs on
 #   make report-picture TRACE=FILE   docs/report.png: `ferry report` of FILE, shot in headless Chromium
 #   make ci      what .ci/run runs: test, asan, fuzz
 # Variables: PRESET (default: default), JOBS (default: 2), FUZZ_SECONDS (default: 60).
@@ -120,6 +120,13 @@ bench: bench-deps
 	cmake --preset $(BENCH_PRESET) -DFERRY_BUILD_BENCH=ON
 	cmake --build --preset $(BENCH_PRESET) -j $(JOBS) --target ferry_bench ferry_mpi_bench ferry_mpi_pingpong
 	$(BENCH_PYTHON) bench/compare.py build/$(BENCH_PRESET)/bin/ferry-bench
+	@echo "containment off vs on (issue 12), tracing off vs on (issue 15), alternating rounds:"
+	$(BENCH_PYTHON) bench/before_after.py build/$(BENCH_PRESET)/bin/ferry-bench \
+	  "build/$(BENCH_PRESET)/bin/ferry-bench --contained" --rounds 3 --metric roundtrip_us_median \
+	  --metric worker_spawn_ms --metric map_chunk1000_tasks_per_s
+	$(BENCH_PYTHON) bench/before_after.py build/$(BENCH_PRESET)/bin/ferry-bench \
+	  "build/$(BENCH_PRESET)/bin/ferry-bench --trace" --rounds 3 --metric roundtrip_us_median \
+	  --metric map_chunk1000_tasks_per_s
 	$(BENCH_PYTHON) bench/mpi_compare.py --build build/$(BENCH_PRESET) --ranks --python $(BENCH_PYTHON)
 
 # The README's picture of the report, from a trace of a real run (docs/report-picture.sh).
