@@ -106,7 +106,14 @@ class Agent {
         }
         handle(tag, bytes);
       }
-      if (child_) busy |= pump_child();
+      if (child_) {
+        bool look = child_ended_ || now - last_reap_look_ >= reap_look_period;
+        if (look) {
+          last_reap_look_ = now;
+          child_ended_ = false;
+        }
+        busy |= pump_child(look);
+      }
       sender_.progress();
       if (busy) {
         pace_.active();
@@ -117,6 +124,7 @@ class Agent {
         pollfd p[2] = {{child_ ? child_->sock.get() : -1, static_cast<short>(POLLIN | out), 0},
                        {child_ ? child_->pidfd.get() : -1, POLLIN, 0}};
         pace_.wait(p, 2);
+        if (p[1].revents & POLLIN) child_ended_ = true;
       }
     }
   }
@@ -128,10 +136,20 @@ class Agent {
       case tag_stop:
         if (child_) ::kill(child_->pid, SIGKILL);
         break;
-      case tag_frames:
-        held_.push_back(Held{std::move(bytes), receiver_.take_payload()});
+      case tag_frames: {
+        auto payload = receiver_.take_payload();
+        if (payload) {
+          held_.push_back(Held{std::move(bytes), std::move(payload)});  // a chunked frame's head
+        } else {
+          try {
+            for (auto& f : split_frames(std::move(bytes))) held_.push_back(Held{std::move(f), nullptr});
+          } catch (const proto::ProtocolError& e) {
+            ferry::detail::debug_log("mpi agent: dropped a message from the host: %s", e.what());
+          }
+        }
         release_frames();
         break;
+      }
       case tag_frame_lost:
         answer_lost(bytes);
         break;
@@ -158,6 +176,15 @@ class Agent {
     for (std::size_t i = 1; i < items.size(); ++i) {
       if (i <= nargs) {
         args.push_back(items[i]);
+        // The worker polls its channel for a while after each result before it blocks
+        // (FERRY_WORKER_SPIN_US, 50 µs): long enough for a local host's next task, not for one
+        // that crosses MPI twice. Here it polls as long as this agent does (FERRY_MPI_SPIN_US):
+        // waking a blocked worker costs more than the round trip.
+        if (i > 1 && items[i - 1] == "--spin-us") {
+          auto asked = std::strtoull(items[i].c_str(), nullptr, 10);
+          auto ours = static_cast<unsigned long long>(pace_.spin_window().count());
+          if (asked > 0 && asked < ours) args.back() = std::to_string(ours);
+        }
       } else if (auto eq = items[i].find('='); eq != std::string::npos) {
         env.emplace_back(items[i].substr(0, eq), items[i].substr(eq + 1));
       }
@@ -202,8 +229,9 @@ class Agent {
                  host_, tag_exited, comm_);
   }
 
-  /// Relays the worker's frames to the host and notices its end. True if anything happened.
-  bool pump_child() {
+  /// Reads the worker's channel and sends what it wrote to the host, every frame read in this
+  /// pass in one message (FrameBatch). False once the channel is closed.
+  bool relay_child(bool& moved) {
     std::vector<OutFrame> frames;
     bool open = true;
     std::vector<Buffer> nothing_back;  // a worker sends no task frames
@@ -215,28 +243,41 @@ class Agent {
       child_->why = std::string("its MPI agent stopped it: ") + e.what();
       ::kill(child_->pid, SIGKILL);
     }
-    for (auto& f : frames) sender_.send(std::move(f), host_, tag_frames, comm_);
+    moved = moved || !frames.empty();
+    for (auto& f : frames) batch_.add(std::move(f), sender_, host_, comm_);
+    batch_.flush(sender_, host_, comm_);
+    return open;
+  }
+
+  /// Relays the worker's frames to the host and notices its end. True if anything happened.
+  /// Its end shows as the channel's end (the worker holds the only other end; the channel is
+  /// close-on-exec in it), or else, rarely, as its pidfd: that is looked at only now and then
+  /// (`look_at_end`), a wait system call per pass costing as much as the relay itself.
+  bool pump_child(bool look_at_end) {
+    bool moved = false;
+    bool open = relay_child(moved);
     if (!child_->to_worker.empty() && !child_->to_worker.flush(child_->sock.get()))
       child_->to_worker.clear();
     ferry::detail::ExitStatus st;
-    bool ended = ferry::detail::try_reap(child_->pid, st);
-    if (!open && !ended) {
+    bool ended = false;
+    if (!open) {
       // Channel closed: the process is on its way out; collect its status.
       st = ferry::detail::reap(child_->pid);
       ended = true;
+    } else if (look_at_end) {
+      ended = ferry::detail::try_reap(child_->pid, st);
     }
     if (ended) {
       // Last frames it wrote before it died go first.
-      frames.clear();
-      try {
-        child_->from_worker.pump(child_->sock.get(), frames, nothing_back);
-      } catch (const std::exception&) {
+      for (int i = 0; i < 64 && open; ++i) {
+        bool more = false;
+        open = relay_child(more);
+        if (!more) break;
       }
-      for (auto& f : frames) sender_.send(std::move(f), host_, tag_frames, comm_);
       report_exit(child_->pid, st.signal, st.exit_code, child_->why);
       child_.reset();
     }
-    return !frames.empty() || ended;
+    return moved || ended;
   }
 
   /// The host offers a library: use our own copy if it has the same content, else a cached one,
@@ -326,6 +367,11 @@ class Agent {
   fs::path cache_ = shipped_cache_dir();
   Clock::time_point last_heard_, last_sent_;
   Pace pace_;
+  FrameBatch batch_;
+  // How often a spinning agent asks whether its worker ended though its channel is open.
+  static constexpr std::chrono::milliseconds reap_look_period{1};
+  Clock::time_point last_reap_look_{};
+  bool child_ended_ = false;  // its pidfd was seen readable in a nap
 };
 
 }  // namespace
