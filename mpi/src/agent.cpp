@@ -10,15 +10,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <fstream>
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include <ferry/ferry.hpp>
 #include <ferry/mpi.hpp>
@@ -87,6 +90,7 @@ class Agent {
       }
       if (now - last_heard_ > peer_timeout()) {
         stop_child();
+        may_finalize_ = false;
         return static_cast<int>(proto::WorkerExit::host_gone);
       }
       bool busy = false;
@@ -98,11 +102,19 @@ class Agent {
         last_heard_ = Clock::now();
         if (tag == tag_quit) {
           stop_child();
+          // The host lost another rank of this job: MPI_Finalize's fence could wait for it for
+          // good (quit_peer_lost).
+          auto items = bytes.empty() ? std::vector<std::string>{} : unpack_strings(bytes.view());
+          may_finalize_ = std::find(items.begin(), items.end(), quit_peer_lost) == items.end();
           // Let pending sends finish, for at most 2 s: the host may be leaving too.
           auto deadline = Clock::now() + std::chrono::seconds(2);
           while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
           // Sends still pending: the host is gone, and MPI_Finalize could wait for it forever.
-          return sender_.pending() == 0 ? 0 : static_cast<int>(proto::WorkerExit::host_gone);
+          if (sender_.pending() != 0) {
+            may_finalize_ = false;
+            return static_cast<int>(proto::WorkerExit::host_gone);
+          }
+          return 0;
         }
         handle(tag, bytes);
       }
@@ -372,15 +384,47 @@ class Agent {
   static constexpr std::chrono::milliseconds reap_look_period{1};
   Clock::time_point last_reap_look_{};
   bool child_ended_ = false;  // its pidfd was seen readable in a nap
+
+ public:
+  /// Whether MPI_Finalize can be called: the host said quit and every rank it knew is alive.
+  bool may_finalize_ = false;
 };
+
+/// How long MPI_Finalize may take before the agent leaves without it.
+constexpr std::chrono::seconds finalize_limit{10};
 
 }  // namespace
 
-int run_agent(MPI_Comm comm, int host_rank) {
+int run_agent(MPI_Comm comm, int host_rank, bool finalize) {
   ignore_sigpipe();  // a dead host is noticed by heartbeat, not by a signal
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
-  Agent agent(comm, host_rank);
-  return agent.run();
+  int code = 0;
+  bool may_finalize = false;
+  {
+    Agent agent(comm, host_rank);
+    code = agent.run();
+    may_finalize = agent.may_finalize_;
+  }
+  if (!finalize) return code;
+  if (!may_finalize) {
+    // Open MPI's MPI_Finalize starts with a fence of every process of the job, and a rank that
+    // died never joins it: the agent would wait there for good, and the job with it (seen under
+    // load after a killed rank). The job runs with orte_enable_recovery, under which leaving
+    // without MPI_Finalize is not an error.
+    ferry::detail::debug_log("mpi agent: leaving without MPI_Finalize (a rank of the job was lost)");
+    std::fflush(nullptr);
+    ::_exit(code);
+  }
+  // A fence that does not end (a peer lost that the host did not know of) ends the process.
+  std::thread([code] {
+    std::this_thread::sleep_for(finalize_limit);
+    ferry::detail::debug_log("mpi agent: MPI_Finalize did not return within %lld s: leaving",
+                             static_cast<long long>(finalize_limit.count()));
+    std::fflush(nullptr);
+    ::_exit(code);
+  }).detach();
+  MPI_Finalize();
+  return code;
 }
 
 }  // namespace ferry::mpi::detail
@@ -399,11 +443,7 @@ void serve(int& argc, char**& argv) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (size > 1 && rank != 0) {
-    int code = detail::run_agent(MPI_COMM_WORLD, 0);
-    if (code == 0) MPI_Finalize();
-    std::exit(code);
-  }
+  if (size > 1 && rank != 0) std::exit(detail::run_agent(MPI_COMM_WORLD, 0, true));
 }
 
 }  // namespace ferry::mpi

@@ -469,6 +469,7 @@ class Hub {
       s->finish(st);
     }
     unassigned_.clear();
+    bool all_alive = std::all_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; });
     for (auto& a : agents_) {
       if (!a.alive) continue;
       if (a.slot) {
@@ -478,11 +479,13 @@ class Hub {
         unwatch(a);
         a.slot.reset();
       }
-      sender_.send(Buffer(), a.rank, tag_quit, a.comm);
+      // In a job of N, a rank lost is a rank that never joins MPI_Finalize's fence: the agents
+      // must leave without it. Spawned agents each have a job of their own.
+      bool lost = world_mode_ && !all_alive;
+      sender_.send(lost ? pack_strings({quit_peer_lost}) : Buffer(), a.rank, tag_quit, a.comm);
     }
     auto deadline = Clock::now() + std::chrono::seconds(2);
     while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
-    bool all_alive = std::all_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; });
     // Finalize is collective with every connected process: with a dead peer it can block, and
     // the process is leaving anyway.
     if (owns_mpi_ && all_alive) MPI_Finalize();

@@ -39,7 +39,7 @@ enum Tag : int {
   tag_start = 3,      // hub → agent: start a ferry-worker (args and env)
   tag_stop = 4,       // hub → agent: kill it
   tag_exited = 5,     // agent → hub: it ended {pid, signal, exit code, why or ""}
-  tag_quit = 6,       // hub → agent: leave
+  tag_quit = 6,       // hub → agent: leave; {quit_peer_lost} when a rank of the job died
   tag_ready = 7,      // agent → hub: up {pid, host name}
   tag_lib_offer = 8,  // hub → agent: {path, content key}: the library the next frames need
   tag_lib_need = 9,   // agent → hub: {content key}: send its bytes
@@ -52,6 +52,9 @@ enum Tag : int {
   tag_frame_lost = -2,  // a frame whose payload did not arrive whole (no memory for it, or a
                         // chunk failed): the bytes are its head, for an error answer
 };
+
+/// In a quit message: the host lost a rank of the job (the agent must not call MPI_Finalize).
+inline constexpr const char* quit_peer_lost = "peer-lost";
 
 /// Heartbeat period, and how long a peer may stay silent before it is considered dead
 /// (FERRY_MPI_TIMEOUT_MS, default 3000).
