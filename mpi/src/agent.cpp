@@ -188,15 +188,13 @@ class Agent {
     for (std::size_t i = 1; i < items.size(); ++i) {
       if (i <= nargs) {
         args.push_back(items[i]);
-        // The worker polls its channel for a while after each result before it blocks
-        // (FERRY_WORKER_SPIN_US, 50 µs): long enough for a local host's next task, not for one
-        // that crosses MPI twice. Here it polls as long as this agent does (FERRY_MPI_SPIN_US):
-        // waking a blocked worker costs more than the round trip.
-        if (i > 1 && items[i - 1] == "--spin-us") {
-          auto asked = std::strtoull(items[i].c_str(), nullptr, 10);
-          auto ours = static_cast<unsigned long long>(pace_.spin_window().count());
-          if (asked > 0 && asked < ours) args.back() = std::to_string(ours);
-        }
+        // A local worker polls its channel for a while after each result before it blocks
+        // (FERRY_WORKER_SPIN_US), so that the host's next task finds it awake. Here the agent
+        // already polls (it must: MPI has no descriptor to wait on), on the same vCPU as its
+        // worker more often than not, and two pollers there take turns of several µs each:
+        // measured, the round trip was 49-60 µs with the worker polling and 38-42 µs with it
+        // blocked, woken by the agent's write (docs/benchmarks.md). So it blocks.
+        if (i > 1 && items[i - 1] == "--spin-us") args.back() = "0";
       } else if (auto eq = items[i].find('='); eq != std::string::npos) {
         env.emplace_back(items[i].substr(0, eq), items[i].substr(eq + 1));
       }

@@ -519,7 +519,7 @@ class Hub {
   /// (relay_in_waiter). True if anything moved. Its cost does not grow with the number of agents
   /// but for a few loads per agent: one epoll_wait says which channels have frames, one probe per
   /// communicator finds the messages.
-  bool relay_pass() {
+  bool relay_pass(bool for_waiter = false) {
     bool busy = false;
     for (auto& a : agents_) {
       if (!a.alive || !a.slot) continue;
@@ -544,6 +544,9 @@ class Hub {
       while (receiver_.next(c, source, tag, bytes)) {
         if (Agent* a = agent_of(c, source)) handle(*a, tag, bytes);
         busy = true;
+        // A waiting thread goes to read what it may have been waiting for; what else came is
+        // for its next pass, or the hub's thread.
+        if (for_waiter && tag == tag_frames) return true;
       }
     }
     sender_.progress();
@@ -601,7 +604,7 @@ class Hub {
     std::unique_lock lock(relay_mu_, std::try_to_lock);
     if (!lock || leaving_) return;
     relayed_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-    relay_pass();
+    relay_pass(true);
   }
 
   /// The waiting thread stops relaying and blocks: the hub's thread takes over at once.
