@@ -97,7 +97,9 @@ class Agent {
       int source = 0, tag = 0;
       Buffer bytes;
       while (receiver_.next(comm_, source, tag, bytes)) {
-        busy = true;
+        // A heartbeat is no sign of work to come: it must not start a spin window (idle, one
+        // every 250 ms cost 0.2 % of a core in spinning).
+        busy = busy || tag != tag_heartbeat;
         if (source != host_) continue;
         last_heard_ = Clock::now();
         if (tag == tag_quit) {
@@ -118,7 +120,7 @@ class Agent {
         }
         handle(tag, bytes);
       }
-      if (child_) {
+      if (child_ && !child_quiet_) {
         bool look = child_ended_ || now - last_reap_look_ >= reap_look_period;
         if (look) {
           last_reap_look_ = now;
@@ -126,6 +128,7 @@ class Agent {
         }
         busy |= pump_child(look);
       }
+      child_quiet_ = false;
       sender_.progress();
       if (busy) {
         pace_.active();
@@ -135,8 +138,10 @@ class Agent {
         short out = child_ && !child_->to_worker.empty() ? POLLOUT : 0;
         pollfd p[2] = {{child_ ? child_->sock.get() : -1, static_cast<short>(POLLIN | out), 0},
                        {child_ ? child_->pidfd.get() : -1, POLLIN, 0}};
-        pace_.wait(p, 2);
+        bool napped = pace_.wait(p, 2);
         if (p[1].revents & POLLIN) child_ended_ = true;
+        // Nothing from the worker during a nap: the next pass need not read its channel.
+        child_quiet_ = napped && !p[0].revents && !p[1].revents && !out;
       }
     }
   }
@@ -382,6 +387,7 @@ class Agent {
   static constexpr std::chrono::milliseconds reap_look_period{1};
   Clock::time_point last_reap_look_{};
   bool child_ended_ = false;  // its pidfd was seen readable in a nap
+  bool child_quiet_ = false;  // the last nap saw nothing on its channel
 
  public:
   /// Whether MPI_Finalize can be called: the host said quit and every rank it knew is alive.

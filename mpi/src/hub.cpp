@@ -543,7 +543,7 @@ class Hub {
       Buffer bytes;
       while (receiver_.next(c, source, tag, bytes)) {
         if (Agent* a = agent_of(c, source)) handle(*a, tag, bytes);
-        busy = true;
+        busy = busy || tag != tag_heartbeat;  // heartbeats start no spin window
         // A waiting thread goes to read what it may have been waiting for; what else came is
         // for its next pass, or the hub's thread.
         if (for_waiter && tag == tag_frames) return true;

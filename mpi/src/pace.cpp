@@ -13,11 +13,11 @@ namespace ferry::mpi::detail {
 
 Pace::Pace() : spin_(ferry::detail::Config::read().mpi_spin) {}
 
-void Pace::wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest) {
+bool Pace::wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest) {
   if (Clock::now() - last_active_ < spin_) {
     // Other ranks, the workers and the host's threads may share this CPU: let them run.
     ::sched_yield();
-    return;
+    return false;
   }
   const auto us = std::min(nap_, longest).count();
   timespec ts{static_cast<time_t>(us / 1'000'000), static_cast<long>(us % 1'000'000) * 1000};
@@ -27,6 +27,7 @@ void Pace::wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest) {
   } else {
     nap_ = std::min(nap_ * 2, longest_nap);
   }
+  return true;
 }
 
 }  // namespace ferry::mpi::detail
