@@ -2,7 +2,8 @@
 # mpi_compare.py: the MPI backend beside mpi4py.futures and raw MPI (issue 13); updates docs/benchmarks.md.
 #
 #   python3 bench/mpi_compare.py --build build/default [--rounds 3] [--ranks | --ranks-only]
-#       [--ranks-n 2,4,8,16] [--quick] [--no-write] [--output docs/benchmarks.md]
+#       [--ranks-n 2,4,8,16] [--no-pacing] [--pacing-values 0,50,200,500,2000] [--quick] [--no-write]
+#       [--output docs/benchmarks.md]
 #
 # Speed (item 1), in each setting where it can run, several rounds, medians:
 #   job of N, shared memory  OMPI_MCA_btl=self,vader
@@ -16,6 +17,10 @@
 # Spawn over shared memory is not run: Open MPI 4.1's vader connects only processes of one job,
 # and MPI_Comm_spawn starts a new job (with btl self,vader its agents fail in MPI_Init with
 # "Unreachable"; with self,vader,tcp the host and its agents talk TCP anyway).
+#
+# Pacing (item 1, with the speed part unless --no-pacing): the job of N over shared memory with
+# FERRY_MPI_SPIN_US set to each of --pacing-values, the same rounds; and what a rank waiting in a
+# blocking MPI_Recv burns (ferry-mpi-pingpong --blocking-idle 2, mpi_yield_when_idle 0 and 1).
 #
 # Many ranks (item 2, --ranks): for N in --ranks-n, `mpirun --oversubscribe -n 1 ferry-mpi-bench
 # --ranks : -n N ferry-mpi-worker` (20,000 tasks over all N agents), then the same job shape with
@@ -47,6 +52,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 SECTION = "## The MPI backend beside mpi4py.futures (issue 13)"
 SPEED_HEADING = "### Speed beside mpi4py.futures and raw MPI (item 1)"
+PACING_HEADING = "### Pacing: spin, nap, or wait inside MPI (item 1)"
 RANKS_HEADING = "### Many ranks (item 2)"
 
 TRANSPORTS = {"shm": ("shared memory", "self,vader"), "tcp": ("TCP over loopback", "self,tcp")}
@@ -193,6 +199,16 @@ class Runner:
 
     def ping(self, btl):
         return self.run([self.mpirun, "-n", "2", str(self.pingpong)], btl, f"ping-pong, btl {btl}")
+
+    def ferry_spin(self, spin_us, bench_args):
+        cmd = [self.mpirun, "-n", "1", str(self.bench), *bench_args, ":", "-n", "2", str(self.agent)]
+        return self.run(cmd, TRANSPORTS["shm"][1], f"ferry, job, FERRY_MPI_SPIN_US={spin_us}",
+                        {"FERRY_MPI_SPIN_US": str(spin_us)})
+
+    def blocking_wait(self, yield_when_idle):
+        cmd = [self.mpirun, "-n", "2", str(self.pingpong), "--iterations", "1000", "--blocking-idle", "2"]
+        return self.run(cmd, TRANSPORTS["shm"][1], f"blocking MPI_Recv, mpi_yield_when_idle={yield_when_idle}",
+                        {"OMPI_MCA_mpi_yield_when_idle": str(yield_when_idle)})
 
     def ranks(self, n, tasks):
         cmd = [self.mpirun, "--oversubscribe", "-n", "1", str(self.bench), "--ranks", "--tasks", str(tasks),
@@ -355,6 +371,57 @@ def speed_markdown(results, pings, targets, rounds, quick):
     return lines
 
 
+# ---- pacing ---------------------------------------------------------------------------------------
+
+PACING_ROWS = [
+    ("round trip, median", "µs", "roundtrip_us_median"),
+    ("round trip, p90", "µs", "roundtrip_us_p90"),
+    ("submit one by one", "tasks/s", "submit_tasks_per_s"),
+    ("map, chunksize 1000", "tasks/s", "map_chunk1000_tasks_per_s"),
+    ("idle: host", "% of a core", "idle_host_cpu_percent"),
+    ("idle: busiest agent", "% of a core", "idle_agent_cpu_percent_max"),
+]
+
+
+def run_pacing(runner, rounds, values, quick):
+    bench_args = (["--roundtrips", "200", "--submits", "2000", "--map-inputs", "50000", "--map-runs", "1"] if quick
+                  else ["--roundtrips", "1000", "--submits", "20000", "--map-runs", "1"])
+    spins = {v: [] for v in values}
+    waits = {0: [], 1: []}
+    for r in range(rounds):
+        print(f"# pacing, round {r + 1} of {rounds}", file=sys.stderr, flush=True)
+        for v in (values if r % 2 == 0 else list(reversed(values))):
+            spins[v].append(runner.ferry_spin(v, bench_args))
+        for y in waits:
+            waits[y].append(runner.blocking_wait(y))
+    return spins, waits
+
+
+def pacing_markdown(spins, waits, rounds, quick):
+    values = list(spins)
+    lines = [
+        f"The job of N over shared memory (host + 2 agents, as above) with `FERRY_MPI_SPIN_US` set to each "
+        f"value, medians over {rounds} round{'s' if rounds != 1 else ''} (range in parentheses; 1,000 round "
+        "trips, 20,000 submits, one map of 200,000 per run). The spin window is how long the hub (or the "
+        "thread relaying for it) and each agent keep looking after their last activity, yielding the CPU "
+        "between looks; past it they nap in `ppoll()` on their descriptors, 50 µs doubling to 2 ms. Idle "
+        "CPU does not depend on the window (the naps set it); latency and rates do.",
+        "",
+    ]
+    if quick:
+        lines += ["**`--quick` smoke run. Do not quote it.**", ""]
+    lines += ["| metric | unit | " + " | ".join(f"`{v}`" for v in values) + " |",
+              "|---|---|" + "---:|" * len(values)]
+    for label, unit, key in PACING_ROWS:
+        lines.append(f"| {label} | {unit} | " + " | ".join(fmt_spread(collect(spins[v], key)) for v in values) + " |")
+    lines += ["", "A rank that waits inside MPI instead (`ferry-mpi-pingpong --blocking-idle 2`: rank 1 in a "
+              "blocking `MPI_Recv` for 2 s, shared memory):", "",
+              "| `mpi_yield_when_idle` | CPU of the waiting rank |", "|---|---:|"]
+    for y, runs in waits.items():
+        lines.append(f"| {y} | {fmt_spread(collect(runs, 'blocking_wait_cpu_percent'))} % of a core |")
+    return lines
+
+
 # ---- many ranks -----------------------------------------------------------------------------------
 
 def run_ranks(runner, ns, tasks, dead_timeout_ms):
@@ -512,7 +579,7 @@ def split_parts(text):
     return parts
 
 
-def update_doc(path, speed_part, ranks_part):
+def update_doc(path, speed_part, pacing_part, ranks_part):
     """Replaces the section (from its heading to the next '## ' heading, or the end) in place;
     appends it when absent. A part given as None keeps its earlier text."""
     p = Path(path)
@@ -535,6 +602,15 @@ def update_doc(path, speed_part, ranks_part):
         return [heading, "", "Not measured yet: run `python3 bench/mpi_compare.py --build build/default"
                 + (" --ranks-only`." if heading == RANKS_HEADING else "`."), ""]
 
+    # Text between the section's lead paragraph and its first part (written by hand: the analysis
+    # of the figures) is kept as it is.
+    lead = []
+    if start is not None:
+        body = lines[start + 1:end]
+        first = next((i for i, l in enumerate(body) if l.startswith("### ")), len(body))
+        paragraphs = "\n".join(body[:first]).strip().split("\n\n")
+        lead = [l for p in paragraphs[1:] for l in (p.splitlines() + [""])]
+
     section = [
         SECTION,
         "",
@@ -546,7 +622,9 @@ def update_doc(path, speed_part, ranks_part):
         "(`ferry-mpi-pingpong`); each prints one JSON line per metric. Each part below says how and "
         "when it was taken.",
         "",
+        *lead,
         *part(SPEED_HEADING, speed_part),
+        *part(PACING_HEADING, pacing_part),
         *part(RANKS_HEADING, ranks_part),
     ]
     while section and not section[-1].strip():
@@ -575,6 +653,9 @@ def main():
     parser.add_argument("--ranks-tasks", type=int, default=20_000, help="tasks per many-ranks run (default: %(default)s)")
     parser.add_argument("--dead-rank-timeout-ms", type=int, default=1000,
                         help="FERRY_MPI_TIMEOUT_MS of the dead-rank runs (default: %(default)s)")
+    parser.add_argument("--no-pacing", action="store_true", help="skip the FERRY_MPI_SPIN_US sweep")
+    parser.add_argument("--pacing-values", default="0,50,200,500,2000",
+                        help="FERRY_MPI_SPIN_US values of the pacing sweep (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts, one round, N = 2, 4")
     parser.add_argument("--python", default=SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable,
                         help="Python with mpi4py (default: %(default)s)")
@@ -590,6 +671,10 @@ def main():
         ns = [int(x) for x in args.ranks_n.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--ranks-n: not a list of numbers: {args.ranks_n}")
+    try:
+        pacing_values = [int(x) for x in args.pacing_values.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--pacing-values: not a list of numbers: {args.pacing_values}")
     if any(n < 2 for n in ns):
         parser.error("--ranks-n: each N must be at least 2 (the dead-rank run loses one)")
     rounds, tasks = args.rounds, args.ranks_tasks
@@ -598,7 +683,7 @@ def main():
 
     runner = Runner(args)
     load_before = loadavg()
-    speed_part = ranks_part = None
+    speed_part = pacing_part = ranks_part = None
 
     def errors_since(first):
         new = runner.errors[first:]
@@ -610,6 +695,12 @@ def main():
         targets = speed_targets(results, pings)
         speed_part = (run_info(args, load_before) + [""] + speed_markdown(results, pings, targets, rounds, args.quick)
                       + errors_since(first))
+        if not args.no_pacing:
+            first = len(runner.errors)
+            load_pacing = loadavg()
+            spins, waits = run_pacing(runner, rounds, pacing_values, args.quick)
+            pacing_part = (run_info(args, load_pacing) + [""] + pacing_markdown(spins, waits, rounds, args.quick)
+                           + errors_since(first))
     if args.ranks or args.ranks_only:
         first = len(runner.errors)
         load_ranks = loadavg()
@@ -617,11 +708,11 @@ def main():
         ranks_part = (run_info(args, load_ranks) + [""] + ranks_markdown(ranks, tasks, args.dead_rank_timeout_ms, args.quick)
                       + errors_since(first))
 
-    for heading, part in ((SPEED_HEADING, speed_part), (RANKS_HEADING, ranks_part)):
+    for heading, part in ((SPEED_HEADING, speed_part), (PACING_HEADING, pacing_part), (RANKS_HEADING, ranks_part)):
         if part is not None:
             print("\n".join([heading, "", *part, ""]))
     if not args.no_write:
-        update_doc(args.output, speed_part, ranks_part)
+        update_doc(args.output, speed_part, pacing_part, ranks_part)
         print(f"updated the section \"{SECTION[3:]}\" of {args.output}")
     return 1 if runner.errors else 0
 

@@ -158,16 +158,23 @@ std::vector<fs::path> shipped(const fs::path& cache) {
 TEST_CASE("Mpi.world.submit_map_errors_and_shutdown") { check_ok(world("basics"), "basics"); }
 
 TEST_CASE("Mpi.world.killed_rank_fails_its_task_and_the_rest_keeps_working") {
-  Run r = side_by_side("killed_rank", 2, {"1"});  // the pool shrinks to the one rank left
+  // The job then ends by itself: the host tells the surviving agent that a rank was lost, and it
+  // leaves without MPI_Finalize, whose fence the dead rank would never join (it used to wait
+  // there for good, now and then, until the test's deadline killed the job). The scenario takes
+  // about 20 s (a 15 s task must finish on the surviving rank); 60 s leaves room for a loaded
+  // machine, and a job that outlives it is killed, and fails here.
+  Run r = side_by_side("killed_rank", 2, {"1"}, std::chrono::seconds(60));  // the pool shrinks to the one rank left
   INFO(r.out);
   CHECK(contains(r.out, "ok killed_rank"));
   CHECK(contains(r.out, "stopped answering"));
+  CHECK(r.status == 0);  // ended by itself (-1: killed at the deadline)
 }
 
 TEST_CASE("Mpi.world.no_rank_left_fails_new_work_with_broken_pool") {
-  Run r = side_by_side("last_rank_killed", 1);
+  Run r = side_by_side("last_rank_killed", 1, {}, std::chrono::seconds(60));
   INFO(r.out);
   CHECK(contains(r.out, "ok last_rank_killed"));
+  CHECK(r.status == 0);  // ended by itself
 }
 
 TEST_CASE("Mpi.world.arguments_and_results_over_2_GiB_travel_chunked") {

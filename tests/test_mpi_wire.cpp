@@ -255,3 +255,38 @@ TEST_CASE("Mpi.wire.forwarder_sends_payloads_apart_from_where_they_are") {
       }(),
       proto::ProtocolError);
 }
+
+TEST_CASE("Mpi.wire.frames_of_a_pass_travel_in_one_message_and_split_back") {
+  MPI_Comm comm = self();
+  Sender s;
+  s.set_chunk_bytes(256 << 10);
+  Receiver r;
+  FrameBatch batch;
+  // Two small frames share a message; a chunked frame sends them first and goes alone; the small
+  // frame after it starts a new message, sent by flush().
+  batch.add(OutFrame{task_frame(1, "one"), {}, {}}, s, 0, comm);
+  batch.add(OutFrame{task_frame(2, "two"), {}, {}}, s, 0, comm);
+  const std::string big = pattern(600 << 10, 5);
+  batch.add(chunked_task(3, big), s, 0, comm);
+  batch.add(OutFrame{task_frame(4, "four"), {}, {}}, s, 0, comm);
+  batch.flush(s, 0, comm);
+
+  auto got = receive(r, s, comm, 3);
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].bytes == std::string(task_frame(1, "one").view()) + std::string(task_frame(2, "two").view()));
+  CHECK(got[1].payload);
+  CHECK(call_of_head(got[1].bytes) == 3);
+  CHECK(got[2].bytes == std::string(task_frame(4, "four").view()));
+
+  Buffer message;
+  message.append(got[0].bytes.data(), got[0].bytes.size());
+  auto frames = split_frames(std::move(message));
+  REQUIRE(frames.size() == 2);
+  CHECK(call_of_head(std::string(frames[0].view())) == 1);
+  CHECK(call_of_head(std::string(frames[1].view())) == 2);
+
+  // Bytes that are not whole frames are refused, not passed on.
+  Buffer cut;
+  cut.append(got[0].bytes.data(), got[0].bytes.size() - 1);
+  CHECK_THROWS_AS(split_frames(std::move(cut)), proto::ProtocolError);
+}

@@ -8,7 +8,10 @@
 
 namespace ferry::mpi::detail {
 
-/// Serves the host at `host_rank` of `comm` until it says quit (0) or stops answering.
-FERRY_INTERNAL_API int run_agent(MPI_Comm comm, int host_rank);
+/// Serves the host at `host_rank` of `comm` until it says quit (0) or stops answering (the exit
+/// status to give). With `finalize`, then calls MPI_Finalize when that cannot hang: the host said
+/// quit and had lost no rank of the job; otherwise the process ends there (_exit), and a finalize
+/// that takes over 10 s ends it too.
+FERRY_INTERNAL_API int run_agent(MPI_Comm comm, int host_rank, bool finalize);
 
 }  // namespace ferry::mpi::detail

@@ -22,7 +22,5 @@ int main(int argc, char** argv) {
   MPI_Comm parent = MPI_COMM_NULL;
   MPI_Comm_get_parent(&parent);
   // Spawned: the host is rank 0 of the parent group. Started by mpirun: rank 0 of the world.
-  int code = ferry::mpi::detail::run_agent(parent != MPI_COMM_NULL ? parent : MPI_COMM_WORLD, 0);
-  if (code == 0) MPI_Finalize();
-  return code;
+  return ferry::mpi::detail::run_agent(parent != MPI_COMM_NULL ? parent : MPI_COMM_WORLD, 0, true);
 }

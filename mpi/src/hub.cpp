@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,6 +25,7 @@
 #include <cstdlib>
 #include <deque>
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <fstream>
 #include <map>
@@ -52,7 +54,6 @@ using ferry::detail::Fd;
 
 namespace {
 
-/// A pool worker served by an agent: the hub's end of the pool's channel, and how it ended.
 /// Ends a nap of the hub's loop (an eventfd the hub polls; the hub lives until exit).
 void signal_event(int fd) {
   std::uint64_t one = 1;
@@ -60,6 +61,12 @@ void signal_event(int fd) {
   (void)r;
 }
 
+// The hub's relay, run by a thread of the pool waiting for a result (Slot::relay) instead of the
+// hub's thread (defined with the Hub below).
+void relay_in_waiter();
+void waiter_stopped();
+
+/// A pool worker served by an agent: the hub's end of the pool's channel, and how it ended.
 class Slot final : public ferry::LaunchedWorker {
  public:
   explicit Slot(int hub_wake) : hub_wake_(hub_wake), exit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
@@ -76,6 +83,8 @@ class Slot final : public ferry::LaunchedWorker {
     std::lock_guard lock(mu);
     return status_;
   }
+  void relay() override { relay_in_waiter(); }
+  void relay_stopped() override { waiter_stopped(); }
   /// Records the end once; wakes the pool.
   void finish(ExitStatus st) {
     {
@@ -108,6 +117,8 @@ class Slot final : public ferry::LaunchedWorker {
 struct Agent {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0;
+  std::size_t index = 0;  // in Hub::agents_ (the hub's epoll set names agents by it)
+  bool watched = false;   // its worker's channel is in the hub's epoll set
   bool ready = false;
   bool alive = true;
   int pid = 0;
@@ -203,11 +214,16 @@ class Hub {
   void run() {
     int ready = 0;
     MPI_Initialized(&ready);
+    int provided = MPI_THREAD_SINGLE;
     if (!ready) {
-      int provided = 0;
       MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
       ferry_initialised_mpi() = true;
+    } else {
+      MPI_Query_thread(&provided);
     }
+    // A waiting thread may relay (relay_in_waiter) when MPI may be called from any thread, one at
+    // a time: the relay lock keeps them one at a time.
+    waiters_relay_ = provided >= MPI_THREAD_SERIALIZED;
     // MPI_Finalize waits for every rank of the job: the host's ranks must take part, or the
     // agents can wait in theirs for good.
     owns_mpi_ = ferry_initialised_mpi();
@@ -221,7 +237,7 @@ class Hub {
         init_error_ = "ferry's MPI host must be rank 0 (the other ranks serve: ferry::mpi::serve)";
       if (world_mode_) {
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-        for (int r = 1; r < size; ++r) agents_.push_back(Agent{MPI_COMM_WORLD, r});
+        for (int r = 1; r < size; ++r) agents_.push_back(Agent{MPI_COMM_WORLD, r, agents_.size()});
         alive_agents_ = agents_.size();
       }
       initialised_ = true;
@@ -258,7 +274,7 @@ class Hub {
       return;
     }
     MPI_Comm_set_errhandler(inter, MPI_ERRORS_RETURN);
-    agents_.push_back(Agent{inter, 0});
+    agents_.push_back(Agent{inter, 0, agents_.size()});
     std::lock_guard lock(mu_);
     spawn_failure_.clear();
   }
@@ -318,6 +334,17 @@ class Hub {
     for (const auto& [k, v] : s.env) items.push_back(k + "=" + v);
     sender_.send(pack_strings(items), a.rank, tag_start, a.comm);
     s.started = true;
+    epoll_event ev{};
+    ev.events = EPOLLIN;  // level-triggered: what a pass leaves unread is reported again
+    ev.data.u64 = a.index;
+    a.watched = ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, s.channel.get(), &ev) == 0;
+  }
+
+  /// Its worker's channel leaves the epoll set (before the slot goes: its descriptor closes then).
+  void unwatch(Agent& a) {
+    if (!a.watched) return;
+    a.watched = false;
+    if (a.slot) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, a.slot->channel.get(), nullptr);
   }
 
   /// The library a define frame names, offered to the agent first (once per content).
@@ -395,6 +422,7 @@ class Hub {
           }
           if (items.size() >= 4) st.detail = items[3];
           a.slot->finish(st);
+          unwatch(a);
           a.slot.reset();  // the agent can host a new worker
         }
         break;
@@ -427,6 +455,7 @@ class Hub {
       st.detail = "MPI rank " + std::to_string(a.rank) + (a.host.empty() ? "" : " on " + a.host) +
                   (a.pid ? " (agent pid " + std::to_string(a.pid) + ")" : "") + " " + why;
       a.slot->finish(st);
+      unwatch(a);
       a.slot.reset();
     }
   }
@@ -445,19 +474,23 @@ class Hub {
       s->finish(st);
     }
     unassigned_.clear();
+    bool all_alive = std::all_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; });
     for (auto& a : agents_) {
       if (!a.alive) continue;
       if (a.slot) {
         ExitStatus st;
         st.detail = "ferry's MPI backend was stopped";
         a.slot->finish(st);
+        unwatch(a);
         a.slot.reset();
       }
-      sender_.send(Buffer(), a.rank, tag_quit, a.comm);
+      // In a job of N, a rank lost is a rank that never joins MPI_Finalize's fence: the agents
+      // must leave without it. Spawned agents each have a job of their own.
+      bool lost = world_mode_ && !all_alive;
+      sender_.send(lost ? pack_strings({quit_peer_lost}) : Buffer(), a.rank, tag_quit, a.comm);
     }
     auto deadline = Clock::now() + std::chrono::seconds(2);
     while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
-    bool all_alive = std::all_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; });
     // Finalize is collective with every connected process: with a dead peer it can block, and
     // the process is leaving anyway.
     if (owns_mpi_ && all_alive) MPI_Finalize();
@@ -466,94 +499,173 @@ class Hub {
     stopped_cv_.notify_all();
   }
 
+  /// What only the hub's thread does, under the relay lock: new workers to places, start
+  /// messages, heartbeats, deadlines.
+  void maintain() {
+    assign_waiting();
+    auto now = Clock::now();
+    for (auto& a : agents_) {
+      if (!a.alive) continue;
+      if (now - a.last_sent >= heartbeat_period()) {
+        sender_.send(Buffer(), a.rank, tag_heartbeat, a.comm);
+        a.last_sent = now;
+      }
+      if (now - a.last_heard > peer_timeout()) {
+        declare_dead(a, "stopped answering (no heartbeat for " +
+                            ferry::detail::format_duration(peer_timeout()) + ")");
+        continue;
+      }
+      if (a.slot) start_if_ready(a);
+    }
+  }
+
+  /// One pass of the relay, under the relay lock: the pool's frames to the agents, the agents'
+  /// messages to the pool. Run by the hub's thread, or by a pool thread waiting for a result
+  /// (relay_in_waiter). True if anything moved. Its cost does not grow with the number of agents
+  /// but for a few loads per agent: one epoll_wait says which channels have frames, one probe per
+  /// communicator finds the messages.
+  bool relay_pass(bool for_waiter = false) {
+    bool busy = false;
+    for (auto& a : agents_) {
+      if (!a.alive || !a.slot) continue;
+      Slot& s = *a.slot;
+      if (s.kill_requested.load(std::memory_order_relaxed) && s.kill_requested.exchange(false))
+        sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+      if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
+    }
+    for (;;) {
+      int n = ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), 0);
+      for (int i = 0; i < n; ++i) busy = pump_pool(agents_[events_[static_cast<std::size_t>(i)].data.u64]) || busy;
+      if (n < static_cast<int>(events_.size())) break;
+    }
+    // Every communicator the agents use: the world, or each spawned group.
+    comms_.clear();
+    for (auto& a : agents_)
+      if (a.alive && std::find(comms_.begin(), comms_.end(), a.comm) == comms_.end())
+        comms_.push_back(a.comm);
+    for (MPI_Comm c : comms_) {
+      int source = 0, tag = 0;
+      Buffer bytes;
+      while (receiver_.next(c, source, tag, bytes)) {
+        if (Agent* a = agent_of(c, source)) handle(*a, tag, bytes);
+        busy = busy || tag != tag_heartbeat;  // heartbeats start no spin window
+        // A waiting thread goes to read what it may have been waiting for; what else came is
+        // for its next pass, or the hub's thread.
+        if (for_waiter && tag == tag_frames) return true;
+      }
+    }
+    sender_.progress();
+    return busy;
+  }
+
+  /// What the pool wrote on this agent's worker's channel, to the agent: every frame read in one
+  /// message (FrameBatch). True if anything moved.
+  bool pump_pool(Agent& a) {
+    if (!a.alive || !a.slot || !a.watched) return false;
+    Slot& s = *a.slot;
+    if (!s.started || s.stop_sent) return false;  // stopping: its agent reports the end
+    frames_.clear();
+    answers_.clear();
+    bool open = true;
+    try {
+      open = s.from_pool.pump(s.channel.get(), frames_, answers_);
+    } catch (const std::exception& e) {
+      // Not a frame the hub can relay: this worker cannot go on.
+      ExitStatus st;
+      st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
+      s.finish(st);
+      sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+      s.stop_sent = true;
+      unwatch(a);
+      return true;
+    }
+    bool busy = !answers_.empty() || !frames_.empty();
+    for (auto& b : answers_) s.to_pool.push(std::move(b));  // tasks that could not be relayed
+    for (auto& f : frames_) {
+      if (f.type() == proto::FrameType::define) {
+        batch_.flush(sender_, a.rank, a.comm);  // the offer goes before the define
+        offer_library(a, f);
+      }
+      batch_.add(std::move(f), sender_, a.rank, a.comm);
+    }
+    batch_.flush(sender_, a.rank, a.comm);
+    if (!open) {
+      // The pool dropped this worker (shutdown or kill): stop it; the agent reports its end.
+      sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+      s.stop_sent = true;
+      unwatch(a);
+      busy = true;
+    }
+    if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
+    return busy;
+  }
+
+ public:
+  /// A pool thread waiting for a result relays, unless the hub's thread (or another waiter) is at
+  /// it: the frames then go from the waiting thread to MPI and back without a hand-off to the
+  /// hub's thread. Never blocks.
+  void relay_in_waiter() {
+    if (!waiters_relay_) return;
+    std::unique_lock lock(relay_mu_, std::try_to_lock);
+    if (!lock || leaving_) return;
+    relayed_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    relay_pass(true);
+  }
+
+  /// The waiting thread stops relaying and blocks: the hub's thread takes over at once.
+  void waiter_stopped() {
+    if (!waiters_relay_) return;
+    relayed_at_.store(0, std::memory_order_relaxed);
+    signal_event(wake_.get());
+  }
+
+ private:
+  /// Whether a waiting thread relayed within the spin window: the hub's thread then leaves the
+  /// relay to it and naps (it would only take turns on the CPU with the threads it serves).
+  bool waiter_relays(Clock::time_point now) const {
+    auto at = relayed_at_.load(std::memory_order_relaxed);
+    return at != 0 && now - Clock::time_point(Clock::duration(at)) < pace_.spin_window();
+  }
+
   void loop() {
     for (;;) {
       {
         std::lock_guard lock(mu_);
         if (quit_) break;
       }
-      assign_waiting();
-      auto now = Clock::now();
-      bool busy = false;
-      for (auto& a : agents_) {
-        if (!a.alive) continue;
-        if (now - a.last_sent >= heartbeat_period()) {
-          sender_.send(Buffer(), a.rank, tag_heartbeat, a.comm);
-          a.last_sent = now;
-        }
-        if (now - a.last_heard > peer_timeout()) {
-          declare_dead(a, "stopped answering (no heartbeat for " +
-                              ferry::detail::format_duration(peer_timeout()) + ")");
-          continue;
-        }
-        if (!a.slot) continue;
-        start_if_ready(a);
-        Slot& s = *a.slot;
-        if (s.kill_requested.exchange(false)) sender_.send(Buffer(), a.rank, tag_stop, a.comm);
-        if (!s.started || s.stop_sent) continue;  // stopping: its agent reports the end
-        std::vector<OutFrame> frames;
-        std::vector<Buffer> answers;
-        bool open = true;
-        try {
-          open = s.from_pool.pump(s.channel.get(), frames, answers);
-        } catch (const std::exception& e) {
-          // Not a frame the hub can relay: this worker cannot go on.
-          ExitStatus st;
-          st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
-          s.finish(st);
-          sender_.send(Buffer(), a.rank, tag_stop, a.comm);
-          s.stop_sent = true;
-          continue;
-        }
-        for (auto& b : answers) s.to_pool.push(std::move(b));  // tasks that could not be relayed
-        busy = busy || !answers.empty();
-        for (auto& f : frames) {
-          if (f.type() == proto::FrameType::define)
-            offer_library(a, f);
-          sender_.send(std::move(f), a.rank, tag_frames, a.comm);
-          busy = true;
-        }
-        if (!open && !s.stop_sent) {
-          // The pool dropped this worker (shutdown or kill): stop it; the agent reports its end.
-          sender_.send(Buffer(), a.rank, tag_stop, a.comm);
-          s.stop_sent = true;
-        }
-        if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
+      bool busy;
+      {
+        std::lock_guard relay(relay_mu_);
+        maintain();
+        busy = relay_pass();
       }
-      // Every communicator the agents use: the world, or each spawned group.
-      std::vector<MPI_Comm> comms;
-      for (auto& a : agents_)
-        if (a.alive && std::find(comms.begin(), comms.end(), a.comm) == comms.end())
-          comms.push_back(a.comm);
-      for (MPI_Comm c : comms) {
-        int source = 0, tag = 0;
-        Buffer bytes;
-        while (receiver_.next(c, source, tag, bytes)) {
-          if (Agent* a = agent_of(c, source)) handle(*a, tag, bytes);
-          busy = true;
-        }
-      }
-      sender_.progress();
-      if (busy) {
+      if (waiter_relays(Clock::now())) {
+        pace_.idle();
+        nap(false, pace_.spin_window());
+      } else if (busy) {
         pace_.active();
       } else {
-        nap();
+        nap(true);
       }
     }
+    std::lock_guard relay(relay_mu_);
+    leaving_ = true;
     leave();
   }
 
-  /// Nothing to do: waits for the pool's channels, a launch, a kill or quit (descriptors end the
-  /// wait at once) or the next look for MPI messages (Pace).
-  void nap() {
+  /// Nothing to do: waits for a launch, a kill or quit, and (`channels`) the pool's channels
+  /// (descriptors end the wait at once) or the next look for MPI messages (Pace). While a waiting
+  /// thread relays, the hub's thread does not watch the channels: that thread reads them.
+  void nap(bool channels, std::chrono::microseconds longest = Pace::longest_nap) {
     fds_.clear();
     fds_.push_back({wake_.get(), POLLIN, 0});
-    for (auto& a : agents_) {
-      if (!a.alive || !a.slot || !a.slot->started || a.slot->stop_sent) continue;
-      Slot& s = *a.slot;
-      fds_.push_back({s.channel.get(), static_cast<short>(POLLIN | (s.to_pool.empty() ? 0 : POLLOUT)), 0});
+    if (channels) {
+      fds_.push_back({epoll_.get(), POLLIN, 0});  // readable when a channel in it is
+      for (auto& a : agents_)
+        if (a.alive && a.slot && a.watched && !a.slot->to_pool.empty())
+          fds_.push_back({a.slot->channel.get(), POLLOUT, 0});
     }
-    pace_.wait(fds_.data(), fds_.size());
+    pace_.wait(fds_.data(), fds_.size(), longest);
     if (fds_[0].revents & POLLIN) {
       std::uint64_t v;
       while (::read(wake_.get(), &v, sizeof v) > 0) {
@@ -574,9 +686,19 @@ class Hub {
   std::size_t alive_agents_ = 0;
   std::deque<std::shared_ptr<Slot>> waiting_;
   Fd wake_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};  // launch(), Slot::kill() and stop() end a nap
-  // Below: the hub thread only.
+  std::atomic<bool> waiters_relay_{false};  // MPI may be called from the pool's threads (set before they run)
+  std::atomic<Clock::rep> relayed_at_{0};  // when a waiting thread last relayed; 0: it stopped
+  // Below: the hub thread only, or whoever holds relay_mu_ (a waiting thread, relay_pass).
+  std::mutex relay_mu_;
+  bool leaving_ = false;
   Pace pace_;
   std::vector<pollfd> fds_;
+  std::vector<MPI_Comm> comms_;
+  Fd epoll_{::epoll_create1(EPOLL_CLOEXEC)};  // the started workers' channels (pool side)
+  std::array<epoll_event, 64> events_{};
+  std::vector<OutFrame> frames_;
+  std::vector<Buffer> answers_;
+  FrameBatch batch_;
   std::vector<Agent> agents_;
   std::deque<std::shared_ptr<Slot>> unassigned_;  // launched, waiting for a free rank
   Sender sender_;
@@ -603,6 +725,9 @@ class Launcher final : public ferry::Launcher {
  private:
   std::vector<std::pair<std::string, std::string>> env_;
 };
+
+void relay_in_waiter() { Hub::instance().relay_in_waiter(); }
+void waiter_stopped() { Hub::instance().waiter_stopped(); }
 
 }  // namespace
 }  // namespace ferry::mpi::detail

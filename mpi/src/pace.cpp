@@ -13,13 +13,13 @@ namespace ferry::mpi::detail {
 
 Pace::Pace() : spin_(ferry::detail::Config::read().mpi_spin) {}
 
-void Pace::wait(pollfd* fds, nfds_t count) {
+bool Pace::wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest) {
   if (Clock::now() - last_active_ < spin_) {
     // Other ranks, the workers and the host's threads may share this CPU: let them run.
     ::sched_yield();
-    return;
+    return false;
   }
-  const auto us = nap_.count();
+  const auto us = std::min(nap_, longest).count();
   timespec ts{static_cast<time_t>(us / 1'000'000), static_cast<long>(us % 1'000'000) * 1000};
   int r = ::ppoll(fds, count, &ts, nullptr);
   if (r > 0) {
@@ -27,6 +27,7 @@ void Pace::wait(pollfd* fds, nfds_t count) {
   } else {
     nap_ = std::min(nap_ * 2, longest_nap);
   }
+  return true;
 }
 
 }  // namespace ferry::mpi::detail

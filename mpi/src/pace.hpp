@@ -30,9 +30,14 @@ class Pace {
     nap_ = first_nap;
   }
 
+  /// Another thread does the looking for now (the hub's relay run by a waiting thread): the next
+  /// wait() naps, however recent the last activity.
+  void idle() noexcept { last_active_ = Clock::time_point{}; }
+
   /// Waits before the next look: a yield inside the spin window, else a nap on `fds` (which may
-  /// be empty; negative descriptors are ignored, as poll does).
-  void wait(pollfd* fds, nfds_t count);
+  /// be empty; negative descriptors are ignored, as poll does) of at most `longest`. True when it
+  /// napped (`fds` then hold what ppoll() returned), false when it yielded.
+  bool wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest = longest_nap);
 
   std::chrono::microseconds spin_window() const noexcept { return spin_; }
 

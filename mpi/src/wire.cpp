@@ -49,6 +49,7 @@ std::atomic<bool>& ferry_initialised_mpi() {
 void prepare_mpi_environment() {
   ::setenv("OMPI_MCA_btl_tcp_progress_thread", "1", 0);
   ::setenv("OMPI_MCA_orte_enable_recovery", "1", 0);
+  ::setenv("OMPI_MCA_mpi_yield_when_idle", "0", 0);
   ignore_sigpipe();
 }
 
@@ -244,8 +245,53 @@ bool FrameForwarder::pump(int fd, std::vector<OutFrame>& out, std::vector<Buffer
     }
     if (n == 0) return false;
     if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
+    // A short read emptied the socket (or ended a large body): the rest, if any, next time. Saves
+    // the read that would only say EAGAIN, one system call per relayed frame.
+    if (n < static_cast<ssize_t>(short_read)) return true;
   }
   return true;
+}
+
+// ---- FrameBatch -----------------------------------------------------------------------------
+
+void FrameBatch::add(OutFrame frame, Sender& sender, int dest, MPI_Comm comm) {
+  if (frame.chunked() || frame.bytes.size() > batch_bytes) {
+    flush(sender, dest, comm);
+    sender.send(std::move(frame), dest, tag_frames, comm);
+    return;
+  }
+  if (bytes_.size() + frame.bytes.size() > batch_bytes) flush(sender, dest, comm);
+  if (bytes_.empty()) {
+    bytes_ = std::move(frame.bytes);
+  } else {
+    bytes_.append(frame.bytes.data(), frame.bytes.size());
+  }
+}
+
+void FrameBatch::flush(Sender& sender, int dest, MPI_Comm comm) {
+  if (bytes_.empty()) return;
+  sender.send(std::move(bytes_), dest, tag_frames, comm);
+  bytes_ = Buffer();
+}
+
+std::vector<Buffer> split_frames(Buffer message) {
+  std::vector<Buffer> out;
+  std::string_view rest = message.view();
+  while (!rest.empty()) {
+    if (rest.size() < proto::header_size) throw proto::ProtocolError("a partial frame in a batch");
+    auto h = proto::parse_header(rest.data(), UINT64_MAX);
+    if (h.size > rest.size() - proto::header_size) throw proto::ProtocolError("a partial frame in a batch");
+    std::size_t n = proto::header_size + static_cast<std::size_t>(h.size);
+    if (n == rest.size() && out.empty()) {
+      out.push_back(std::move(message));  // one frame: no split
+      return out;
+    }
+    Buffer b;
+    b.append(rest.data(), n);
+    out.push_back(std::move(b));
+    rest.remove_prefix(n);
+  }
+  return out;
 }
 
 // ---- Sender --------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ enum Tag : int {
   tag_start = 3,      // hub → agent: start a ferry-worker (args and env)
   tag_stop = 4,       // hub → agent: kill it
   tag_exited = 5,     // agent → hub: it ended {pid, signal, exit code, why or ""}
-  tag_quit = 6,       // hub → agent: leave
+  tag_quit = 6,       // hub → agent: leave; {quit_peer_lost} when a rank of the job died
   tag_ready = 7,      // agent → hub: up {pid, host name}
   tag_lib_offer = 8,  // hub → agent: {path, content key}: the library the next frames need
   tag_lib_need = 9,   // agent → hub: {content key}: send its bytes
@@ -52,6 +52,9 @@ enum Tag : int {
   tag_frame_lost = -2,  // a frame whose payload did not arrive whole (no memory for it, or a
                         // chunk failed): the bytes are its head, for an error answer
 };
+
+/// In a quit message: the host lost a rank of the job (the agent must not call MPI_Finalize).
+inline constexpr const char* quit_peer_lost = "peer-lost";
 
 /// Heartbeat period, and how long a peer may stay silent before it is considered dead
 /// (FERRY_MPI_TIMEOUT_MS, default 3000).
@@ -71,6 +74,10 @@ void ignore_sigpipe();
 ///   agents), and ferry's heartbeat deadline would never run;
 /// - orte_enable_recovery=1: a rank that dies does not end the job. Read by the runtime this
 ///   process starts itself (a singleton); under mpirun it must be given to mpirun.
+/// - mpi_yield_when_idle=0: ferry paces its loops itself (pace.hpp). Open MPI turns yielding on
+///   by itself in an oversubscribed job, and then every probe that finds nothing calls
+///   sched_yield(): twice the turns of the spin loops, one more per idle look (measured: submit
+///   one by one 68-73 k/s with it, 105-110 k/s without).
 FERRY_INTERNAL_API void prepare_mpi_environment();
 
 /// Whether ferry initialised MPI in this process (serve() or the hub), and so must finalise it.
@@ -147,7 +154,7 @@ class FrameForwarder {
   explicit FrameForwarder(std::uint64_t max_frame = default_max_frame(),
                           std::size_t largest_message = max_message_bytes)
       : reader_(max_frame), largest_message_(largest_message) {}
-  /// Non-blocking: reads what is there; frames ready to send are appended to `out`. A frame whose
+  /// Non-blocking: reads what is there (see short_read); frames ready to send are appended to `out`. A frame whose
   /// payload cannot be mapped is not sent: a task frame is answered with an error result appended
   /// to `back` (for the side it came from), a result frame is replaced in `out` by an error
   /// result. An inline frame other than a task or a result above `largest_message` throws
@@ -156,6 +163,9 @@ class FrameForwarder {
 
   /// FERRY_MAX_FRAME_BYTES of this process.
   static std::uint64_t default_max_frame();
+  /// A read shorter than this ends a pump (the socket is likely empty: a stream socket gives what
+  /// it holds, up to what is asked); a caller that needs every byte now pumps again.
+  static constexpr std::size_t short_read = 4096;
 
  private:
   ferry::detail::FrameReader reader_;
@@ -164,6 +174,30 @@ class FrameForwarder {
 
 /// Encodes a frame (header + body) as bytes, inline (flag_shm cleared).
 Buffer frame_bytes(const ferry::detail::Frame& f);
+
+/// The largest batch of whole frames sent as one tag_frames message (FrameBatch); a frame larger
+/// than this goes alone.
+constexpr std::size_t batch_bytes = std::size_t{1} << 20;
+
+/// Whole frames bound for one peer, sent as few tag_frames messages as possible: one MPI message
+/// carries every frame the relay read in one pass (up to batch_bytes), where a message per frame
+/// cost the sender an MPI_Isend and the receiver a probe and a receive each. A chunked frame
+/// (OutFrame::chunked) is never batched: the frames before it are sent first, so the order holds.
+class FrameBatch {
+ public:
+  /// Sends `frame` now (chunked) or adds it to the batch (sending the batch first when it would
+  /// grow past batch_bytes).
+  void add(OutFrame frame, class Sender& sender, int dest, MPI_Comm comm);
+  /// Sends what is batched.
+  void flush(class Sender& sender, int dest, MPI_Comm comm);
+
+ private:
+  Buffer bytes_;
+};
+
+/// The whole frames of a tag_frames message, one Buffer each. Throws ProtocolError when the bytes
+/// are not whole frames.
+std::vector<Buffer> split_frames(Buffer message);
 
 /// The error result that answers a task frame, or replaces a result frame, whose payload could
 /// not travel: the host reports it as SerializationError (decode_arguments for a task,

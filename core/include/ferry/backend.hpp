@@ -44,6 +44,15 @@ class LaunchedWorker {
   /// worker); asked once the worker's hello has arrived. Names its track in a trace
   /// (ExecutorOptions::trace): "rank R @ HOST (pid PID)".
   virtual int rank() const { return -1; }
+  /// A thread waiting for this worker's frames spins on its channel and calls this before each
+  /// look: a backend that relays the channel through a thread of its own (ferry::mpi's hub) may
+  /// move frames now, in the caller's thread, instead of handing them to that thread and back
+  /// (each hand-off between threads costs a wake-up or a turn of the scheduler). Must not block;
+  /// may do nothing (the default).
+  virtual void relay() {}
+  /// The waiting thread stops spinning and is about to block on the channel: what relay() did,
+  /// the backend's own thread must do again. Does nothing by default.
+  virtual void relay_stopped() {}
 };
 
 /// Starts worker processes for one executor.

@@ -577,6 +577,7 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
   auto spin_until = Clock::now() + spin;
   Completions done;
   while (!state.ready()) {
+    w->process->relay();  // a relaying backend (MPI) moves this worker's frames in this thread
     bool alive = read_available(*w, done);
     if (!done.empty()) {
       // Completions run callbacks: never with the channel held (a callback may wait on another
@@ -593,6 +594,7 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
       ::sched_yield();  // the worker may share this vCPU: let it run
       continue;
     }
+    w->process->relay_stopped();
     pollfd p[2] = {{w->sock.get(), POLLIN, 0}, {w->exit_fd.get(), POLLIN, 0}};
     int timeout = -1;
     if (deadline) {
