@@ -107,7 +107,7 @@ class Agent {
           // The host lost another rank of this job: MPI_Finalize's fence could wait for it for
           // good (quit_peer_lost).
           auto items = bytes.empty() ? std::vector<std::string>{} : unpack_strings(bytes.view());
-          may_finalize_ = std::find(items.begin(), items.end(), quit_peer_lost) == items.end();
+          may_finalize_ = !detached_ && std::find(items.begin(), items.end(), quit_peer_lost) == items.end();
           // Let pending sends finish, for at most 2 s: the host may be leaving too.
           auto deadline = Clock::now() + std::chrono::seconds(2);
           while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
@@ -172,6 +172,13 @@ class Agent {
         break;
       case tag_lib_offer: offered(unpack_strings(bytes.view())); break;
       case tag_lib_data: received_library(unpack_strings(bytes.view())); break;
+      case tag_detach:
+        // The host will not call MPI_Finalize (its fence would need this rank): this process
+        // leaves without it whatever happens, and may now die without Slurm ending the step.
+        detached_ = true;
+        if (std::string why = leave_pmix_server(); !why.empty())
+          ferry::detail::debug_log("mpi agent: leaving Slurm's PMIx server: %s", why.c_str());
+        break;
       default: break;
     }
   }
@@ -388,6 +395,7 @@ class Agent {
   Clock::time_point last_reap_look_{};
   bool child_ended_ = false;  // its pidfd was seen readable in a nap
   bool child_quiet_ = false;  // the last nap saw nothing on its channel
+  bool detached_ = false;     // left Slurm's PMIx server (tag_detach): no MPI_Finalize
 
  public:
   /// Whether MPI_Finalize can be called: the host said quit and every rank it knew is alive.
@@ -414,8 +422,9 @@ int run_agent(MPI_Comm comm, int host_rank, bool finalize) {
     // Open MPI's MPI_Finalize starts with a fence of every process of the job, and a rank that
     // died never joins it: the agent would wait there for good, and the job with it (seen under
     // load after a killed rank). The job runs with orte_enable_recovery, under which leaving
-    // without MPI_Finalize is not an error.
-    ferry::detail::debug_log("mpi agent: leaving without MPI_Finalize (a rank of the job was lost)");
+    // without MPI_Finalize is not an error. Under srun the agent may also have left Slurm's PMIx
+    // server (tag_detach), and then the host does not finalise either.
+    ferry::detail::debug_log("mpi agent: leaving without MPI_Finalize (a rank of the job was lost, or the job runs without it)");
     std::fflush(nullptr);
     ::_exit(code);
   }

@@ -230,6 +230,10 @@ class Hub {
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    // Started by srun, the ranks are clients of Slurm's PMIx server, which kills the whole step
+    // when one is lost. Agents that left that server (tag_detach) can die alone; the price is
+    // MPI_Finalize, whose fence needs them: only when ferry finalises MPI itself.
+    detach_ = size > 1 && owns_mpi_ && under_slurm_pmix();
     {
       std::lock_guard lock(mu_);
       world_mode_ = size > 1;
@@ -402,6 +406,9 @@ class Hub {
           a.pid = std::atoi(items[0].c_str());
           a.host = items[1];
         }
+        // The agent leaves once this arrives, when both ways between it and the host are
+        // connected: nothing more between them needs the PMIx server.
+        if (detach_) sender_.send(Buffer(), a.rank, tag_detach, a.comm);
         break;
       }
       case tag_frames:
@@ -493,7 +500,14 @@ class Hub {
     while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
     // Finalize is collective with every connected process: with a dead peer it can block, and
     // the process is leaving anyway.
-    if (owns_mpi_ && all_alive) MPI_Finalize();
+    if (detach_) {
+      // The agents left the PMIx server, so MPI_Finalize's fence would wait for them for good;
+      // the host leaves it too, so that its exit is not a lost client either.
+      std::string why = leave_pmix_server();
+      if (!why.empty()) ferry::detail::debug_log("mpi hub: leaving Slurm's PMIx server: %s", why.c_str());
+    } else if (owns_mpi_ && all_alive) {
+      MPI_Finalize();
+    }
     std::lock_guard lock(mu_);
     stopped_ = true;
     stopped_cv_.notify_all();
@@ -679,6 +693,7 @@ class Hub {
   bool quit_ = false;
   bool stopped_ = false;
   bool owns_mpi_ = false;
+  bool detach_ = false;  // the agents leave Slurm's PMIx server once ready (run())
   bool initialised_ = false;
   bool world_mode_ = false;
   std::string init_error_;

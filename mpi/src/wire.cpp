@@ -8,6 +8,7 @@
 #include "platform/hash.hpp"
 #include "wire/failure.hpp"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -44,6 +45,35 @@ void ignore_sigpipe() {
 std::atomic<bool>& ferry_initialised_mpi() {
   static std::atomic<bool> yes{false};
   return yes;
+}
+
+bool under_slurm_pmix() {
+  const char* ns = std::getenv("PMIX_NAMESPACE");
+  return ns && std::string_view(ns).starts_with("slurm.pmix.");
+}
+
+std::string leave_pmix_server() {
+  // The library Open MPI loaded, not a second copy: RTLD_NOLOAD finds it or nothing.
+  void* lib = ::dlopen("libpmix.so.2", RTLD_NOW | RTLD_NOLOAD);
+  if (!lib) return "libpmix.so.2 is not loaded in this process";
+  using Finalize = int (*)(const void* info, std::size_t ninfo);
+  using Initialized = int (*)();
+  auto finalize = reinterpret_cast<Finalize>(::dlsym(lib, "PMIx_Finalize"));
+  auto initialized = reinterpret_cast<Initialized>(::dlsym(lib, "PMIx_Initialized"));
+  std::string why;
+  if (!finalize || !initialized) {
+    why = "libpmix.so.2 has no PMIx_Finalize or PMIx_Initialized";
+  } else {
+    // PMIx counts its initialisations; the session ends when the count reaches zero.
+    for (int i = 0; i < 8 && initialized(); ++i)
+      if (int rc = finalize(nullptr, 0); rc != 0) {
+        why = "PMIx_Finalize returned " + std::to_string(rc);
+        break;
+      }
+    if (why.empty() && initialized()) why = "PMIx is still initialised after 8 PMIx_Finalize calls";
+  }
+  ::dlclose(lib);
+  return why;
 }
 
 void prepare_mpi_environment() {

@@ -46,6 +46,7 @@ enum Tag : int {
   tag_lib_data = 10,  // hub → agent: {content key, bytes}
   tag_frame_head = 11,   // both ways: a frame whose payload follows in chunks (see Sender)
   tag_frame_chunk = 12,  // both ways: the next chunk of that payload
+  tag_detach = 13,       // hub → agent: leave Slurm's PMIx server now (see leave_pmix_server)
   // Never sent (MPI tags are not negative): what Receiver::next reports besides messages.
   tag_progress = -1,    // a chunk arrived, or a message waits behind a frame still arriving: the
                         // source is alive; nothing to handle
@@ -82,6 +83,18 @@ FERRY_INTERNAL_API void prepare_mpi_environment();
 
 /// Whether ferry initialised MPI in this process (serve() or the hub), and so must finalise it.
 std::atomic<bool>& ferry_initialised_mpi();
+
+/// Whether Slurm started this process directly (`srun --mpi=pmix`): its PMIx server is Slurm's
+/// step daemon (namespace "slurm.pmix.<job>.<step>"), not mpirun's.
+bool under_slurm_pmix();
+
+/// Ends this process's session with its PMIx server (PMIx_Finalize on the libpmix that Open MPI
+/// loaded), after which MPI point-to-point with peers already reached keeps working, but nothing
+/// that needs the server does (MPI_Finalize's fence, spawn, a first contact with a new peer).
+/// Why: Slurm's mpi/pmix plugin kills the whole step when a PMIx client is lost (its error
+/// handler, whatever --kill-on-bad-exit says), and a client that finalised is not lost when it
+/// dies. "" when done, else why not.
+std::string leave_pmix_server();
 
 /// Strings in a body: u32 count, then u32-length-prefixed strings.
 Buffer pack_strings(const std::vector<std::string>& items);
