@@ -614,8 +614,8 @@ def update_doc(path, speed_part, pacing_part, ranks_part):
     section = [
         SECTION,
         "",
-        "Written by `bench/mpi_compare.py`, not by `compare.py` (which rewrites this file without "
-        "this section: `make bench` runs `mpi_compare.py --ranks` after it). ferry's \"mpi\" backend, "
+        "Written by `bench/mpi_compare.py`, not by `compare.py` (which replaces only its own marked "
+        "sections: `make bench` runs `mpi_compare.py --ranks` after it). ferry's \"mpi\" backend, "
         "mpi4py.futures' `MPIPoolExecutor` and a raw MPI ping-pong, all under Open MPI on this one "
         "machine, as root, over loopback. Programs: `bench/mpi/ferry_mpi_bench.cpp` "
         "(`ferry-mpi-bench`), `bench/mpi/mpi4py_bench.py`, `bench/mpi/pingpong.c` "
