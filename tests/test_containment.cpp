@@ -217,6 +217,11 @@ constexpr bool sanitizer_shadow_memory = true;
 #else
 constexpr bool sanitizer_shadow_memory = false;
 #endif
+#if defined(__SANITIZE_THREAD__)
+constexpr bool tsan = true;
+#else
+constexpr bool tsan = false;
+#endif
 
 TEST_CASE("Containment.limits.explain_failures_by_the_limit_in_force") {
   Child worker([](int channel) {
@@ -278,7 +283,11 @@ TEST_CASE("Containment.limits.processes_refused_by_the_pids_cgroup") {
       ::kill(p, SIGKILL);
       ::waitpid(p, nullptr, 0);
     }
-    if (children.size() != 2 || refused != 3) return 2;
+    // Under TSan each child starts a thread of its own, which the cgroup counts too, racing
+    // with the next fork: fewer children may fit.
+    if (tsan ? children.empty() || children.size() > 2 || refused != 5 - static_cast<int>(children.size())
+             : children.size() != 2 || refused != 3)
+      return 2;
     // The task coped, the limit was still hit.
     if (!c.fork_refused()) return 3;
     c.begin_task(limits);
@@ -330,10 +339,20 @@ TEST_CASE("Containment.sandbox.denied_calls_are_named_on_the_channel") {
       {"socket", [] { ::socket(AF_INET, SOCK_STREAM, 0); }},
       {"execve", [] { char* argv[] = {sh, nullptr}; ::execve(sh, argv, environ); }},
       {"ptrace", [] { ::syscall(SYS_ptrace, 0 /* TRACEME */, 0, 0, 0); }},
-      {"rt_sigaction", [] { ::signal(SIGSYS, SIG_IGN); }},
+      // The system call itself: a sanitizer's signal() keeps the handler in its own table.
+      {"rt_sigaction", [] {
+         struct {  // the kernel's layout, not glibc's struct sigaction
+           void (*handler)(int);
+           unsigned long flags;
+           void (*restorer)();
+           unsigned long mask;
+         } ignore{SIG_IGN, 0, nullptr, 0};
+         ::syscall(SYS_rt_sigaction, SIGSYS, &ignore, nullptr, sizeof ignore.mask);
+       }},
   };
   for (const auto& k : cases) {
-    CAPTURE(k.name);
+    const std::string name = k.name;
+    CAPTURE(name);
     Child worker([&](int channel) {
       Containment c;
       ContainmentConfig config;

@@ -395,11 +395,12 @@ class Agent {
   Clock::time_point last_reap_look_{};
   bool child_ended_ = false;  // its pidfd was seen readable in a nap
   bool child_quiet_ = false;  // the last nap saw nothing on its channel
-  bool detached_ = false;     // left Slurm's PMIx server (tag_detach): no MPI_Finalize
 
  public:
   /// Whether MPI_Finalize can be called: the host said quit and every rank it knew is alive.
   bool may_finalize_ = false;
+  /// Left Slurm's PMIx server (tag_detach): no MPI_Finalize, whatever else happens.
+  bool detached_ = false;
 };
 
 /// How long MPI_Finalize may take before the agent leaves without it.
@@ -411,11 +412,12 @@ int run_agent(MPI_Comm comm, int host_rank, bool finalize) {
   ignore_sigpipe();  // a dead host is noticed by heartbeat, not by a signal
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
   int code = 0;
-  bool may_finalize = false;
+  bool may_finalize = false, detached = false;
   {
     Agent agent(comm, host_rank);
     code = agent.run();
     may_finalize = agent.may_finalize_;
+    detached = agent.detached_;
   }
   if (!finalize) return code;
   if (!may_finalize) {
@@ -424,7 +426,8 @@ int run_agent(MPI_Comm comm, int host_rank, bool finalize) {
     // load after a killed rank). The job runs with orte_enable_recovery, under which leaving
     // without MPI_Finalize is not an error. Under srun the agent may also have left Slurm's PMIx
     // server (tag_detach), and then the host does not finalise either.
-    ferry::detail::debug_log("mpi agent: leaving without MPI_Finalize (a rank of the job was lost, or the job runs without it)");
+    ferry::detail::debug_log("mpi agent: leaving without MPI_Finalize (%s)",
+                             detached ? "it left Slurm's PMIx server" : "a rank of the job was lost, or the host is gone");
     std::fflush(nullptr);
     ::_exit(code);
   }

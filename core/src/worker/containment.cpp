@@ -114,6 +114,19 @@ void on_sigsys(int, siginfo_t* info, void*) {
 
 // ---- small file helpers ----------------------------------------------------------------------
 
+/// Threads of this process: the pids cgroup and RLIMIT_NPROC count each as a process, so they
+/// are the worker's own share of a processes limit (one, or more under a sanitizer, whose
+/// background thread runs from the start).
+int own_threads() {
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return 1;
+  int n = 0;
+  while (const dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return std::max(n, 1);
+}
+
 bool write_file(const std::string& path, std::string_view text) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return false;
@@ -506,7 +519,9 @@ bool Containment::join_cgroup() {
   // Descriptors kept open: after Landlock the worker could not open these files any more.
   pids_max_fd_ = ::open((cgroup_ + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
   pids_events_fd_ = ::open((cgroup_ + "/pids.events").c_str(), O_RDONLY | O_CLOEXEC);
-  return write_file(cgroup_ + "/cgroup.procs", std::to_string(::getpid()));
+  if (!write_file(cgroup_ + "/cgroup.procs", std::to_string(::getpid()))) return false;
+  own_processes_ = own_threads();  // the guardian is not in the cgroup
+  return true;
 }
 
 std::string Containment::start_guardian() {
@@ -561,7 +576,7 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
     if (std::string why = enter_user_namespace(); !why.empty())
       debug_log("worker: no user namespace: %s", why.c_str());
     else
-      own_processes_ = 2;  // the worker and its guardian, for RLIMIT_NPROC in the namespace
+      own_processes_ = own_threads() + 1;  // and its guardian, for RLIMIT_NPROC in the namespace
   }
   if (cgroup_.empty() && !user_namespace_) {
     tag_ = std::to_string(::getpid()) + "." + start_time();

@@ -82,7 +82,7 @@ class FERRY_INTERNAL_API Containment {
   std::string cgroup_;                  // the worker's pids cgroup, "" without one
   int pids_max_fd_ = -1, pids_events_fd_ = -1;
   std::uint64_t refusals_ = 0;          // "max" count of pids.events when the task began
-  int own_processes_ = 1;               // processes of the worker itself in its cgroup/namespace
+  int own_processes_ = 1;               // the worker's own threads (and guardian) a limit counts
   int channel_ = -1;
   std::string tag_;                     // FERRY_WORKER_TAG without a cgroup
   std::string summary_;
