@@ -135,6 +135,8 @@ class Splitter {
 
   /// A byte inside an event object.
   bool event_byte(char c) {
+    if (pos_ - event_start_ >= max_event_bytes)
+      return fail(event_line_, "an event larger than " + std::to_string(max_event_bytes >> 20) + " MiB");
     if (in_string_) {
       if (escaped_) {
         escaped_ = false;

@@ -25,6 +25,10 @@ struct ReadResult {
   std::string error;               ///< on failure: what is wrong, for "FILE:LINE: <error>"
 };
 
+/// The largest event the reader keeps in memory: ferry writes events of a few KB at most (messages
+/// are cut at 1 KiB); a larger one is refused as not a trace of ferry's.
+inline constexpr std::size_t max_event_bytes = std::size_t{16} << 20;
+
 /// Called with each event object and the line it starts on.
 using EventSink = std::function<void(const rj::Value& event, std::size_t line)>;
 
@@ -34,8 +38,10 @@ writes them, but any whitespace is accepted), then an optional ']'. A trailing c
 ']' and an incomplete last event (a killed host) are accepted: the last event is dropped and
 `result` says so. Anything else that is not a trace fails with `result.error` and
 `result.error_line`: a file that does not start with '[', an element that is not an object, an
-object that does not parse followed by more events, nesting deeper than detail::max_json_depth.
-Memory: the pending event only (the file is read in blocks); time: linear in the file's size.
+object that does not parse followed by more events, nesting deeper than detail::max_json_depth,
+an event of more than max_event_bytes.
+Memory: the pending event only, at most max_event_bytes (the file is read in blocks); time: linear
+in the file's size.
 @return false when the file cannot be read or is not a trace.
 */
 bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadResult& result);

@@ -209,11 +209,15 @@ TEST_CASE("Report.refuses_a_file_that_is_not_a_trace") {
     std::string message;  ///< expected on stderr
   };
   std::ofstream(dir.path / "empty.json").close();
+  // One event past the reader's bound (16 MiB): refused, not read into memory whole.
+  std::ofstream(dir.path / "huge.json") << "[\n{\"ph\":\"i\",\"name\":\"" << std::string(17u << 20, 'a')
+                                        << "\"}\n]\n";
   std::vector<Case> cases = {
       {(data_dir / "garbage.txt").string(), "garbage.txt:1: not a trace file: it starts with \"this is not"},
       {FERRY_TEST_CLI, ":1: not a trace file: it starts with \"\\x7fELF"},  // a binary
       {(data_dir / "deep.json").string(), "deep.json:2: an event nested deeper than 512 levels"},
       {(dir.path / "empty.json").string(), "empty.json:1: not a trace file: it is empty"},
+      {(dir.path / "huge.json").string(), "huge.json:2: an event larger than 16 MiB"},
       {(dir.path / "missing.json").string(), "missing.json: No such file or directory"},
   };
   for (const Case& c : cases) {
