@@ -211,14 +211,18 @@ class WorkerLoop {
       }
       if (would_block) {
         usage_fresh_ = false;
-        if (config_.idle_timeout.count() > 0 && !reader_.partial()) {
-          pollfd p{config_.fd, POLLIN, 0};
-          int r;
-          do {
-            r = ::poll(&p, 1, static_cast<int>(config_.idle_timeout.count()));
-          } while (r < 0 && errno == EINTR);
-          if (r == 0) return bye(protocol::ByeReason::idle_timeout);
-        }
+        // Wait in poll(POLLIN), not in a blocking recvmsg: a Unix socket has one wait queue for
+        // both directions, and a reader blocked in recvmsg is woken each time the peer consumes
+        // what this worker wrote (write space), finds nothing and sleeps again. That spurious
+        // wake-up is a pair of context switches on the very vCPU where the peer is reading our
+        // result (the MPI agent: docs/benchmarks.md). poll's wait filters wake-ups by event.
+        const bool idle_limit = config_.idle_timeout.count() > 0 && !reader_.partial();
+        pollfd p{config_.fd, POLLIN, 0};
+        int r;
+        do {
+          r = ::poll(&p, 1, idle_limit ? static_cast<int>(config_.idle_timeout.count()) : -1);
+        } while (r < 0 && errno == EINTR);
+        if (r == 0) return bye(protocol::ByeReason::idle_timeout);
         n = reader_.fill(config_.fd, 0);
       }
       if (n == 0) return static_cast<int>(WorkerExit::host_gone);
