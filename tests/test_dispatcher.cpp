@@ -118,6 +118,33 @@ TEST_CASE("Dispatcher.depth.follows_the_service_time") {
   CHECK(forced.d.depth() == 3);
 }
 
+TEST_CASE("Dispatcher.depth.short_calls_take_the_backends_depth") {
+  // A backend whose results take longer to come back (Launcher::short_call_depth: ferry::mpi)
+  // keeps more short calls in flight; long calls still go one at a time.
+  Fixture f;
+  f.d.set_short_depth(32);
+  Lane a{.serial = 1};
+  auto now = f.t0;
+  for (int i = 0; i < 40; ++i) {
+    auto c = f.submit();
+    f.assign({&a}, now);
+    now += 50us;
+    REQUIRE(f.d.answered(a, c->id, now) == c);
+  }
+  CHECK(f.d.depth() == 32);
+  for (int i = 0; i < 40; ++i) f.submit();
+  f.assign({&a}, now);
+  CHECK(a.in_flight.size() == 32);  // the other 8 wait in the queue
+  CHECK(f.d.queued() == 8);
+  f.d.set_short_depth(1000);
+  CHECK(f.d.depth() == 64);  // clamped
+  f.d.set_short_depth(0);
+  CHECK(f.d.depth() == 1);
+  Fixture forced(3);  // FERRY_PIPELINE_DEPTH wins
+  forced.d.set_short_depth(32);
+  CHECK(forced.d.depth() == 3);
+}
+
 TEST_CASE("Dispatcher.answered.starts_the_next_call_and_rejects_unknown_ids") {
   Fixture f(2);
   Lane a{.serial = 1};

@@ -74,6 +74,12 @@ class Launcher {
   virtual std::string program() const = 0;
   /// The BrokenProcessPool that fails waiting calls when no worker can be started.
   virtual std::exception_ptr start_failure(const std::string& why) const = 0;
+  /// How many short calls (under 200 µs each) one of its workers holds at once, 1 to 64: enough
+  /// that its next call is already there when one ends, however long a result takes to reach the
+  /// host and the next call to reach the worker. 8 suits a local socket; a backend whose frames
+  /// cross relays (ferry::mpi: the hub, MPI, a node agent) needs more. FERRY_PIPELINE_DEPTH,
+  /// when set, overrides it.
+  virtual std::size_t short_call_depth() const { return 8; }
 };
 
 using LauncherFactory = std::function<std::shared_ptr<Launcher>(const ExecutorOptions&)>;

@@ -30,7 +30,7 @@ std::shared_ptr<Call> Dispatcher::find(std::uint64_t id) const {
 
 std::size_t Dispatcher::depth() const noexcept {
   if (forced_depth_) return forced_depth_;
-  if (service_ema_us_ < 200) return 8;
+  if (service_ema_us_ < 200) return short_depth_;
   if (service_ema_us_ < 2000) return 2;
   return 1;
 }

@@ -12,6 +12,7 @@
 //    becomes the front until it leaves the lane; requeued calls are unmarked.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -46,6 +47,9 @@ class FERRY_INTERNAL_API Dispatcher {
  public:
   /// `forced_depth`: FERRY_PIPELINE_DEPTH, 0 = adapt to the service time.
   explicit Dispatcher(std::size_t forced_depth = 0) : forced_depth_(forced_depth) {}
+
+  /// How many short calls a lane holds (the backend's Launcher::short_call_depth), 1 to 64.
+  void set_short_depth(std::size_t n) noexcept { short_depth_ = std::clamp<std::size_t>(n, 1, 64); }
 
   /// A new call: known from now on (find), queued at the back.
   void submit(std::shared_ptr<Call> call);
@@ -106,6 +110,7 @@ class FERRY_INTERNAL_API Dispatcher {
   std::deque<std::shared_ptr<Call>> queue_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Call>> calls_;  // every unfinished call
   std::size_t forced_depth_;
+  std::size_t short_depth_ = 8;
   std::size_t busy_ = 0;  // lanes whose in_flight is not empty (ExecutorStats::running)
   // Recent per-call service time, which sizes the pipeline; unknown at first: assume long calls.
   double service_ema_us_ = 5000.0;

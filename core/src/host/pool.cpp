@@ -118,6 +118,7 @@ Pool::Pool(ExecutorOptions options)
     throw std::invalid_argument("ferry: backend '" + options_.backend +
                                 "' is not available (for \"mpi\": build with FERRY_WITH_MPI, link "
                                 "ferry::mpi and call ferry::mpi::enable())");
+  dispatcher_.set_short_depth(launcher_->short_call_depth());
   max_workers_ = options_.max_workers ? options_.max_workers : cpu_count();
   // A backend with fewer places than asked (an MPI job of N ranks) runs as many as it can.
   if (launcher_->capacity() != SIZE_MAX &&
