@@ -435,3 +435,49 @@ TEST_CASE("Serialization.is_serializable.refuses_other_types") {
   CHECK_FALSE(ferry::is_serializable_v<WithPointer>);
   CHECK_FALSE(ferry::is_serializable_v<NoDefaultConstructor>);
 }
+
+namespace {
+template <class T>
+std::string raw_and_archived(T v) {
+  ferry::detail::Encoder raw, archived;
+  raw.arithmetic(v);
+  archived(v);
+  Buffer a = raw.take(), b = archived.take();
+  return a.view() == b.view() ? "same" : "differ";
+}
+}  // namespace
+
+TEST_CASE("Serialization.numbers.raw_encoding_is_cereals") {
+  // A map over numbers encodes them without the archive (Encoder::arithmetic): the bytes must
+  // stay exactly what cereal writes, or a worker would read other values.
+  CHECK(raw_and_archived<char>('x') == "same");
+  CHECK(raw_and_archived<std::int8_t>(-7) == "same");
+  CHECK(raw_and_archived<std::uint16_t>(65000) == "same");
+  CHECK(raw_and_archived<int>(-123456) == "same");
+  CHECK(raw_and_archived<std::uint64_t>(0xfedcba9876543210ull) == "same");
+  CHECK(raw_and_archived<float>(3.25f) == "same");
+  CHECK(raw_and_archived<double>(-1e300) == "same");
+}
+
+TEST_CASE("Serialization.map_chunk.numbers_decode_at_once_and_a_wrong_size_is_an_error") {
+  // A chunk of 3 doubles, as a worker writes them.
+  Buffer chunk;
+  ferry::detail::encode_values(chunk, 1.5, -2.0, 1e-9);
+  auto s = ferry::detail::make_state<std::vector<double>>(3);
+  s->set_payload(Buffer(chunk));
+  CHECK(s->get() == std::vector<double>{1.5, -2.0, 1e-9});
+  // A byte missing, or one too many: the values are read one by one, and that fails.
+  for (std::size_t size : {chunk.size() - 1, chunk.size() + 1}) {
+    Buffer wrong(size);
+    std::memcpy(wrong.data(), chunk.data(), std::min(size, chunk.size()));
+    auto bad = ferry::detail::make_state<std::vector<double>>(3);
+    bad->set_payload(std::move(wrong));
+    CHECK_THROWS_AS(bad->get(), ferry::SerializationError);
+  }
+  // An empty chunk of numbers.
+  auto none = ferry::detail::make_state<std::vector<int>>(0);
+  Buffer empty_vector;
+  ferry::detail::encode_values(empty_vector, std::vector<int>{});
+  none->set_payload(std::move(empty_vector));
+  CHECK(none->get().empty());
+}

@@ -500,7 +500,12 @@ class FERRY_API Executor {
     static void encode(detail::Encoder& enc, const E& element, std::index_sequence<I...>) {
       using T = std::tuple<W...>;
       if constexpr (sizeof...(I) == 1 && detail::TupleSize<E>::value == 0) {
-        enc(detail::as_param<std::tuple_element_t<0, T>>(element));
+        using P = std::remove_cvref_t<std::tuple_element_t<0, T>>;
+        if constexpr (detail::raw_arithmetic<P>) {
+          enc.arithmetic(P(detail::as_param<P>(element)));
+        } else {
+          enc(detail::as_param<std::tuple_element_t<0, T>>(element));
+        }
       } else {
         static_assert(detail::TupleSize<E>::value == sizeof...(I),
                       "ferry: map over a task of several parameters takes a range of tuples (or "

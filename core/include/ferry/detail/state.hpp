@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -325,6 +326,16 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
       if (items_ == 0) return decode_value<T>(bytes);
       // A map chunk: `items_` values written one after another by the worker.
       using R = typename T::value_type;
+      if constexpr (raw_arithmetic<R>) {
+        // Numbers: the chunk is their bytes one after another (cereal writes each as it is in
+        // memory), copied at once. Any other size is read value by value below, which says
+        // what is wrong.
+        if (bytes.size() == std::size_t{items_} * sizeof(R)) {
+          T out(items_);
+          if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+          return out;
+        }
+      }
       MemoryReader reader(bytes.data(), bytes.size());
       std::istream is(&reader);
       InputArchive ar(is);
