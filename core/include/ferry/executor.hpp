@@ -520,6 +520,12 @@ class FERRY_API Executor {
       while (it != end) {
         detail::Encoder enc;
         enc.raw(prefix);
+        if constexpr (Own == 1) {
+          // A chunk of numbers: room for them at once (encode() appends each number's bytes),
+          // within reason for a chunk size far above the input's.
+          using P = std::remove_cvref_t<std::tuple_element_t<0, std::tuple<W...>>>;
+          if constexpr (detail::raw_arithmetic<P>) enc.reserve(std::min<std::size_t>(chunk, 4096) * sizeof(P));
+        }
         c.prefix = static_cast<std::uint32_t>(prefix.size());
         c.first = next;
         c.count = 0;

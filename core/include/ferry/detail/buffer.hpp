@@ -106,6 +106,15 @@ class Buffer {
     std::memcpy(data_ + size_, p, n);
     size_ += n;
   }
+  /// append() of a few bytes (a number in a map chunk): a copy and nothing else when they fit.
+  void append_small(const void* p, std::size_t n) {
+    if (kind_ != Kind::mapped && size_ + n <= capacity_) {
+      std::memcpy(data_ + size_, p, n);
+      size_ += n;
+    } else {
+      append(p, n);
+    }
+  }
   /// Appends of this many bytes or more to a buffer in shared memory go through
   /// BlockAllocator::write, which picks how to fill the pages.
   static constexpr std::size_t write_through_bytes = std::size_t{256} << 10;

@@ -51,8 +51,10 @@ class Encoder {
   template <class P>
     requires raw_arithmetic<P>
   void arithmetic(P v) {
-    buffer_.append(&v, sizeof v);
+    buffer_.append_small(&v, sizeof v);
   }
+  /// Room for `n` more bytes.
+  void reserve(std::size_t n) { buffer_.reserve(buffer_.size() + n); }
   /// Appends one raw byte (a count ahead of the values).
   void byte(std::uint8_t b) { buffer_.append(reinterpret_cast<const char*>(&b), 1); }
   /// Appends bytes encoded elsewhere.
