@@ -119,8 +119,8 @@ TEST_CASE("Dispatcher.depth.follows_the_service_time") {
 }
 
 TEST_CASE("Dispatcher.depth.short_calls_take_the_backends_depth") {
-  // A backend whose results take longer to come back (Launcher::short_call_depth: ferry::mpi)
-  // keeps more short calls in flight; long calls still go one at a time.
+  // A backend whose results take longer to come back (Launcher::short_call_depth: ferry::mpi has
+  // 16) keeps more short calls in flight.
   Fixture f;
   f.d.set_short_depth(32);
   Lane a{.serial = 1};

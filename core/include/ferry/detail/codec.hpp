@@ -3,8 +3,8 @@
 #pragma once
 
 #include <string>
-#include <type_traits>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include <ferry/detail/buffer.hpp>
