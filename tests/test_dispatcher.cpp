@@ -48,6 +48,16 @@ struct Fixture {
     REQUIRE(stale.empty());
     return sends;
   }
+  /// `n` calls, one at a time on `lane`, each answered `each` after it was sent; the time after.
+  Clock::time_point run_one_by_one(Lane& lane, Clock::time_point now, int n, Clock::duration each) {
+    for (int i = 0; i < n; ++i) {
+      auto c = submit();
+      assign({&lane}, now);
+      now += each;
+      REQUIRE(d.answered(lane, c->id, now) == c);
+    }
+    return now;
+  }
 };
 
 std::vector<std::uint64_t> ids(const std::deque<std::shared_ptr<Call>>& calls) {
@@ -97,22 +107,11 @@ TEST_CASE("Dispatcher.depth.follows_the_service_time") {
   Lane a{.serial = 1};
   CHECK(f.d.depth() == 1);  // unknown at first: assume long calls, one at a time
   // Calls of 50 µs: the estimate falls, and the pipeline deepens so the worker never waits.
-  auto now = f.t0;
-  for (int i = 0; i < 40; ++i) {
-    auto c = f.submit();
-    f.assign({&a}, now);
-    now += 50us;
-    REQUIRE(f.d.answered(a, c->id, now) == c);
-  }
+  auto now = f.run_one_by_one(a, f.t0, 40, 50us);
   CHECK(f.d.service_us() < 200);
   CHECK(f.d.depth() == 8);
   // Long calls again: back to one at a time.
-  for (int i = 0; i < 40; ++i) {
-    auto c = f.submit();
-    f.assign({&a}, now);
-    now += 20ms;
-    REQUIRE(f.d.answered(a, c->id, now) == c);
-  }
+  f.run_one_by_one(a, now, 40, 20ms);
   CHECK(f.d.depth() == 1);
   Fixture forced(3);
   CHECK(forced.d.depth() == 3);
@@ -124,13 +123,7 @@ TEST_CASE("Dispatcher.depth.short_calls_take_the_backends_depth") {
   Fixture f;
   f.d.set_short_depth(32);
   Lane a{.serial = 1};
-  auto now = f.t0;
-  for (int i = 0; i < 40; ++i) {
-    auto c = f.submit();
-    f.assign({&a}, now);
-    now += 50us;
-    REQUIRE(f.d.answered(a, c->id, now) == c);
-  }
+  auto now = f.run_one_by_one(a, f.t0, 40, 50us);
   CHECK(f.d.depth() == 32);
   for (int i = 0; i < 40; ++i) f.submit();
   f.assign({&a}, now);
