@@ -9,6 +9,7 @@
 #include "report_html.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <stdexcept>
 
@@ -77,12 +78,22 @@ using Writer = rj::Writer<HtmlSafeJsonStream>;
 
 void string(Writer& w, std::string_view s) { w.String(s.data(), static_cast<rj::SizeType>(s.size())); }
 void key(Writer& w, const char* k) { w.Key(k); }
+/// A number, or null when it is not finite: times from a hostile trace can add up past the
+/// largest double (1e308 + 1e308), and RapidJSON would write a bare Infinity, which JSON.parse
+/// refuses, and with it the whole page's data.
+void number(Writer& w, double v) {
+  if (std::isfinite(v)) {
+    w.Double(v);
+  } else {
+    w.Null();
+  }
+}
 /// A time or size, or null when absent (negative).
 void maybe(Writer& w, double v) {
   if (v < 0) {
     w.Null();
   } else {
-    w.Double(v);
+    number(w, v);
   }
 }
 void index(Writer& w, std::int64_t i) {
@@ -191,9 +202,9 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
   }
   w.EndArray();
   key(w, "begin");
-  w.Double(s.begin);
+  number(w, s.begin);
   key(w, "end");
-  w.Double(s.end);
+  number(w, s.end);
   key(w, "strings");
   w.StartArray();
   for (const std::string* text : page.strings) string(w, *text);
@@ -214,17 +225,17 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
     key(w, "never_ran");
     w.Uint64(t.never_ran);
     key(w, "p50");
-    w.Double(percentile(t.durations, 0.5));
+    number(w, percentile(t.durations, 0.5));
     key(w, "p90");
-    w.Double(percentile(t.durations, 0.9));
+    number(w, percentile(t.durations, 0.9));
     key(w, "max");
-    w.Double(t.durations.empty() ? 0 : t.durations.back());
+    number(w, t.durations.empty() ? 0 : t.durations.back());
     key(w, "wait_n");
     w.Uint64(t.waits.size());
     key(w, "wait_p50");
-    w.Double(percentile(t.waits, 0.5));
+    number(w, percentile(t.waits, 0.5));
     key(w, "wait_max");
-    w.Double(t.waits.empty() ? 0 : t.waits.back());
+    number(w, t.waits.empty() ? 0 : t.waits.back());
     w.EndObject();
   }
   w.EndArray();
@@ -250,14 +261,14 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
     key(w, "error");
     string(w, t.end_error);
     key(w, "busy");
-    w.Double(t.busy);
+    number(w, t.busy);
     key(w, "life_begin");
     maybe(w, begin);
     key(w, "life_end");
     if (begin < 0) {
       w.Null();
     } else {
-      w.Double(t.end >= 0 ? t.end : s.end);
+      number(w, t.end >= 0 ? t.end : s.end);
     }
     key(w, "slices");
     w.Uint64(t.slices);
@@ -275,8 +286,8 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
   for (const Slice* slice : page.slices) {
     const Slice& sl = *slice;
     w.StartArray();
-    w.Double(sl.ts);
-    w.Double(sl.dur);
+    number(w, sl.ts);
+    number(w, sl.dur);
     w.Uint(sl.track);
     w.Uint(sl.task);
     index(w, sl.call);
@@ -298,7 +309,7 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
   for (const Mark* mark : page.marks) {
     const Mark& m = *mark;
     w.StartArray();
-    w.Double(m.ts);
+    number(w, m.ts);
     w.Uint(m.track);
     string(w, kind_name(m.kind));
     index(w, page.text_index(m.reason));
@@ -312,7 +323,7 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
   for (const Failure* failure : page.failures) {
     const Failure& f = *failure;
     w.StartArray();
-    w.Double(f.ts);
+    number(w, f.ts);
     index(w, f.call);
     w.Uint(f.task);
     if (f.track < 0) {
@@ -338,8 +349,8 @@ void write_data(Writer& w, std::string_view file, const Summary& s, const std::v
   w.StartArray();
   for (const auto& [ts, values] : s.counters.points) {
     w.StartArray();
-    w.Double(ts);
-    for (double v : values) w.Double(v);
+    number(w, ts);
+    for (double v : values) number(w, v);
     w.EndArray();
   }
   w.EndArray();

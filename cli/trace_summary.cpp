@@ -353,7 +353,6 @@ SummaryBuilder::~SummaryBuilder() = default;
 
 void SummaryBuilder::add(const rj::Value& event, std::size_t line) {
   State& s = *state_;
-  ++s.out.events;
   auto ph = string_at(event, "ph");
   if (!ph || ph->size() != 1) return s.skip(line);
   auto name = string_at(event, "name");
@@ -452,12 +451,20 @@ void computed_stats(Summary& out, std::size_t queue_begins) {
   row("submitted", queue_begins);
   row("completed", completed);
   row("failed", failed);
-  for (const auto& [type, n] : failed_by_type) row("failed_by_type." + type, n);
+  // One row per error type and per exit reason: as many as a hostile trace has distinct names,
+  // so they stop at max_stat_rows (as flatten() does); the fixed rows always come.
+  for (const auto& [type, n] : failed_by_type) {
+    if (out.stats.size() >= max_stat_rows) break;
+    row("failed_by_type." + type, n);
+  }
   row("never_ran", never_ran);
   row("queued_at_end", out.queued_at_end);
   row("workers_started", started);
   row("workers_crashed", crashed);
-  for (const auto& [reason, n] : exited_by_reason) row("workers_exited." + reason, n);
+  for (const auto& [reason, n] : exited_by_reason) {
+    if (out.stats.size() >= max_stat_rows) break;
+    row("workers_exited." + reason, n);
+  }
 }
 
 }  // namespace

@@ -350,6 +350,35 @@ TEST_CASE("Report.hostile_names_are_text_not_markup") {
   CHECK(any_contains(notes(doc), "2 events without the fields their kind needs were skipped (the first on line 13)"));
 }
 
+TEST_CASE("Report.huge_times_and_many_error_names_stay_bounded_json") {
+  // Valid numbers whose sums overflow (1e308 + 1e308), and more distinct error names than a
+  // table should hold, in a trace without a stats event (the rows are computed).
+  support::TempDir dir;
+  const fs::path trace = dir.path / "overflow.json";
+  {
+    std::ofstream out(trace);
+    out << "[\n{\"name\":\"ferry\",\"ph\":\"M\",\"ts\":0,\"pid\":1,\"tid\":0,\"args\":{\"version\":1}},\n";
+    out << "{\"name\":\"far\",\"cat\":\"task\",\"ph\":\"X\",\"ts\":1e308,\"dur\":1e308,\"pid\":1,\"tid\":1,"
+           "\"args\":{\"call\":1}},\n";
+    for (int i = 0; i < 700; ++i)
+      out << "{\"name\":\"t\",\"cat\":\"task\",\"ph\":\"X\",\"ts\":" << 10 + i << ",\"dur\":1,\"pid\":1,\"tid\":1,"
+          << "\"args\":{\"call\":" << 2 + i << ",\"error\":\"Error" << i << "\"}},\n";
+    out << "]\n";
+  }
+  Ran r = report({trace.string(), "-o", (dir.path / "o.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  const std::string data = embedded_json(read_file(dir.path / "o.html"));
+  CHECK(!std::regex_search(data, std::regex("[:,\\[]\\s*-?(NaN|Infinity)")));
+  json::Document doc;
+  page_data(dir.path / "o.html", doc);  // parses
+  REQUIRE(str(doc["stats"]["source"]) == "computed");
+  const auto& rows = doc["stats"]["rows"];
+  CHECK(rows.Size() < 520);
+  bool has_never_ran = false;
+  for (const auto& row : rows.GetArray()) has_never_ran = has_never_ran || str(row[0]) == "never_ran";
+  CHECK(has_never_ran);  // the fixed rows come whatever the error names
+}
+
 TEST_CASE("Report.renders_every_task_in_headless_chromium") {
   // Debian's chromium: `make test` installs it (make report-deps).
   std::string chromium;
