@@ -292,8 +292,6 @@ class ChunkReader {
 
   /// Once the reading ended: the first line that could not be read, without --keep-going.
   const std::optional<std::string>& input_error() const { return input_error_; }
-  /// Once the reading ended: whether a line could not be read, with --keep-going.
-  bool any_bad_line() const { return any_bad_line_; }
 
  private:
   void run() {
@@ -341,7 +339,6 @@ class ChunkReader {
         c.lines.push_back({number, {}});
         ++c.items;
       } else if (setup_.keep_going) {
-        any_bad_line_ = true;
         c.lines.push_back({number, json::error_line("BadInput", "line " + std::to_string(number) + ": " + error,
                                                     "read_input")});
       } else {
@@ -364,7 +361,6 @@ class ChunkReader {
   bool cancelled_ = false;
   // Written by the reading thread, read once it was joined (or ended_ was seen under mu_).
   std::optional<std::string> input_error_;
-  bool any_bad_line_ = false;
 };
 
 std::vector<std::string_view> split_lines(std::string_view s) {

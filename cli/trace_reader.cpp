@@ -59,7 +59,6 @@ class Splitter {
         return false;
       }
       if (c == '\n') ++line_;
-      last_ = c;
     }
     // Keep only the event being read: what lies before it has been handed on.
     std::size_t keep_from = state_ == State::event ? event_start_ : pos_;
@@ -71,7 +70,6 @@ class Splitter {
 
   /// The end of the file: an event still open, or one that did not parse, was the last one.
   bool finish() {
-    result_.lines = line_ - (last_ == '\n' || last_ == '\0' ? 1 : 0);
     if (state_ == State::before) {
       return fail(1, "not a trace file: it is empty, and a trace starts with '['");
     }
@@ -169,7 +167,6 @@ class Splitter {
       unparsed_ = Unparsed{event_line_, text.size(), error};
       return;
     }
-    ++result_.events;
     sink_(doc, event_line_);
   }
 
@@ -197,7 +194,6 @@ class Splitter {
   std::size_t depth_ = 0;
   bool in_string_ = false;
   bool escaped_ = false;
-  char last_ = '\0';  ///< the last byte read ('\0' before the first)
   std::optional<Unparsed> unparsed_;
 };
 

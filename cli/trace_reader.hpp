@@ -13,8 +13,6 @@ namespace ferry::cli::trace {
 
 /// How a trace file ended, and what the reader left out.
 struct ReadResult {
-  std::size_t events = 0;          ///< event objects handed to the sink
-  std::size_t lines = 0;           ///< lines read
   bool closed = false;             ///< the closing ']' was there
   bool dropped_last = false;       ///< an incomplete (or unreadable) last event was dropped
   std::size_t dropped_line = 0;    ///< where it started

@@ -125,7 +125,6 @@ struct Summary {
   std::size_t queued_at_end = 0;   ///< `b` without its `e`
   std::size_t skipped = 0;         ///< events without the fields their kind needs
   std::size_t first_skipped_line = 0;
-  std::size_t events = 0;
 };
 
 /// Builds a Summary from events handed over one at a time, then finish().

@@ -121,10 +121,10 @@ FERRY_EXPORT int corrupt_channel(int kind);
 /// Appends "<id>\n" to the file at `path` (O_APPEND): shows how many times a task ran.
 FERRY_EXPORT int record_run(const std::string& path, int id);
 /// record_run, then a segfault: counts the attempts of a task that always crashes.
-// id < 0: returns -id at once. Else waits until DIR/go exists (60 s at most), appends id to
-// DIR/ran, and throws std::runtime_error("gated ID").
-FERRY_EXPORT int gated_throw(int id, const std::string& dir);
 FERRY_EXPORT int record_then_segfault(const std::string& path, int id);
+/// id < 0: returns -id at once. Else waits until DIR/go exists (60 s at most), appends id to
+/// DIR/ran, and throws std::runtime_error("gated ID").
+FERRY_EXPORT int gated_throw(int id, const std::string& dir);
 /// Opens /dev/null `count` times (-1: until the process runs out of descriptors) and never closes
 /// them; returns how many it opened.
 FERRY_EXPORT int leak_descriptors(int count);

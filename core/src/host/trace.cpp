@@ -2,7 +2,6 @@
 // The trace file: safe creation, the lines of docs/trace-format.md, the writer thread.
 #include "host/trace.hpp"
 
-#include <cxxabi.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +15,8 @@
 #include <set>
 #include <stdexcept>
 #include <typeinfo>
+
+#include <ferry/detail/invoke.hpp>
 
 #include "platform/debug.hpp"
 
@@ -215,10 +216,7 @@ Trace::ErrorText Trace::describe(const std::exception_ptr& error) {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {
     ErrorText t;
-    const char* mangled = typeid(e).name();
-    int status = 0;
-    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
-    t.type = status == 0 && name ? name.get() : mangled;
+    t.type = detail::demangle(typeid(e).name());
     if (t.type.rfind("ferry::", 0) == 0) t.type.erase(0, 7);
     t.message = e.what();
     return t;
