@@ -602,6 +602,7 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
       if (config.sandbox && wants_network_namespace && !config.best_effort) return why;
       debug_log("worker: no user namespace: %s", why.c_str());
     } else {
+      own_processes_ = own_threads();  // the guardian, started before it, is outside it
       note("user namespace");
     }
   }
