@@ -14,6 +14,8 @@
 #include <numeric>
 #include <optional>
 
+#include "platform/format.hpp"
+
 namespace ferry::cli::trace {
 
 // ---- helpers -----------------------------------------------------------------------------------
@@ -37,25 +39,14 @@ std::string clean_text(std::string_view text, std::size_t max) {
   out.reserve(std::min(text.size(), max) + 3);
   std::size_t i = 0;
   while (i < text.size()) {
-    auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[i + k]); };
-    unsigned char c = byte(0);
-    std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    bool valid = len > 0 && i + len <= text.size();
-    for (std::size_t k = 1; valid && k < len; ++k) valid = (byte(k) & 0xC0) == 0x80;
-    if (valid && len > 1) {
-      // No overlong forms, no surrogates, nothing past U+10FFFF (RFC 3629).
-      std::uint32_t cp = c & (0xFF >> (len + 1));
-      for (std::size_t k = 1; k < len; ++k) cp = (cp << 6) | (byte(k) & 0x3F);
-      static constexpr std::uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
-      valid = cp >= least[len] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
-    }
-    std::string_view piece = valid ? text.substr(i, len) : std::string_view("\xEF\xBF\xBD");
+    const std::size_t len = ferry::detail::utf8_length(text, i);
+    std::string_view piece = len ? text.substr(i, len) : std::string_view("\xEF\xBF\xBD");
     if (out.size() + piece.size() > max) {
       out += "\xE2\x80\xA6";  // …
       return out;
     }
     out += piece;
-    i += valid ? len : 1;
+    i += len ? len : 1;
   }
   return out;
 }

@@ -256,29 +256,38 @@ const char* recycle_reason(protocol::ByeReason bye) {
   }
   return nullptr;
 }
+
+/// The recycle reason of a worker ferry ended on purpose, its task past a limit or outside the
+/// sandbox (`given`: what its call got), or nullptr.
+const char* contained_reason(const std::exception_ptr& given) {
+  if (!given) return nullptr;
+  try {
+    std::rethrow_exception(given);
+  } catch (const ResourceLimitError&) {
+    return "limit";
+  } catch (const SandboxViolationError&) {
+    return "sandbox";
+  } catch (...) {
+  }
+  return nullptr;
+}
 }  // namespace
 
 void Manager::count_end_locked(WorkerSlot& w, const ExitStatus& st, const std::exception_ptr& given) {
   auto& counts = p_.counts_;
-  --counts.workers_alive;
-  std::string error = given ? Trace::describe(given).type : std::string();
   // Recycled (to be replaced, or idle), stopped (told to exit), or crashed.
   const char* recycled = nullptr;
-  std::string stopped, crashed;
+  const char* stopped = nullptr;
   if (w.bye) {
     recycled = recycle_reason(*w.bye);
-    if (!recycled) stopped = w.retired_for && std::strcmp(w.retired_for, "killed") != 0 ? w.retired_for : "shutdown";
-  } else if (error == "ResourceLimitError") {
-    recycled = "limit";  // its task went past a limit: ferry ended the worker on purpose
-  } else if (error == "SandboxViolationError") {
-    recycled = "sandbox";
+    if (!recycled) stopped = WorkerSlot::stop_reason(w.retired_for);
   } else {
-    crashed = crash_reason(w, st);
+    recycled = contained_reason(given);
   }
   if (recycled) {
     ++counts.workers_recycled;
     ++counts.recycled_by_reason[recycled];
-  } else if (!stopped.empty()) {
+  } else if (stopped) {
     ++counts.workers_stopped;
   } else {
     ++counts.workers_crashed;
@@ -287,12 +296,10 @@ void Manager::count_end_locked(WorkerSlot& w, const ExitStatus& st, const std::e
   const std::int64_t ts = p_.trace_->now();
   Trace::Batch t(*p_.trace_);
   if (!w.greeted) t.name_track(w.serial, w.pid, w.process->rank());  // no hello named it
-  if (recycled) {
-    t.worker_exit(w.serial, recycled, ts);
-  } else if (!stopped.empty()) {
-    t.worker_exit(w.serial, stopped, ts);
+  if (recycled || stopped) {
+    t.worker_exit(w.serial, recycled ? recycled : stopped, ts);
   } else {
-    t.worker_crash(w.serial, crashed, error, ts);
+    t.worker_crash(w.serial, crash_reason(w, st), given ? Trace::describe(given).type : std::string(), ts);
   }
   p_.trace_counters_locked(t, ts);
 }
@@ -390,7 +397,7 @@ void Manager::enforce_cpu_time_locked(WorkerSlot& w, Clock::time_point now) {
 void Manager::stop_retired_locked(Clock::time_point now) {
   if (p_.shutdown_ && p_.dispatcher_.queue_empty()) {
     for (auto& [_, w] : p_.workers_)
-      if (w->lane.idle()) w->retire("shutdown");
+      if (w->lane.idle()) w->retire(WorkerSlot::Retired::shutdown);
   }
   for (auto& [_, w] : p_.workers_) {
     if (!w->due_to_stop()) continue;
@@ -488,7 +495,6 @@ void Manager::register_worker(const SlotPtr& w) {
   w->sent_limits = p_.limits_;  // given on its command line
   w->serial = p_.next_serial_++;  // also its track in a trace: 1, 2, ... in start order
   ++p_.counts_.workers_started;
-  ++p_.counts_.workers_alive;
   w->lane.serial = w->serial;
   p_.poller_.add(w->sock.get(), w->serial, Poller::Tag::read);
   p_.poller_.add(w->sock_out.get(), w->serial, Poller::Tag::write, false);
@@ -503,7 +509,7 @@ void Manager::register_worker(const SlotPtr& w) {
   }
   // The pool may have been resized while this worker was being started: a worker beyond the
   // size is retired at once instead of being counted.
-  if (p_.holding_places_locked() >= p_.max_workers_) w->retire("resize");
+  if (p_.holding_places_locked() >= p_.max_workers_) w->retire(WorkerSlot::Retired::resize);
   p_.workers_.emplace(w->serial, w);
   p_.flush_locked(*w);
   if (w->phase == WorkerSlot::Phase::retiring) p_.poller_.wake();

@@ -236,7 +236,7 @@ void Pool::dispatch_locked() {
   for (Lane* lane : stale) {
     // It runs another version of a plugin: retired (after its calls); a fresh worker replaces
     // it and loads the new version.
-    workers_.at(lane->serial)->retire("plugin_update");
+    workers_.at(lane->serial)->retire(WorkerSlot::Retired::plugin_update);
     wake = true;
   }
   for (auto& s : sends) {
@@ -367,14 +367,13 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   w.host = intern_host_name(std::move(h.host));
   w.advance(WorkerSlot::Phase::ready);
   if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now
-  w.rank = w.process->rank();
   startup_failures_ = 0;
   w.reader.set_limit(max_frame_);
   changed_.notify_all();
   if (trace_) {
     const std::int64_t ts = trace_->now();
     Trace::Batch t(*trace_);
-    t.worker_start(w.serial, w.pid, *w.host, w.rank, ts);
+    t.worker_start(w.serial, w.pid, *w.host, w.process->rank(), ts);
   }
 }
 
@@ -653,7 +652,7 @@ void Pool::count_outcomes(const Completions& done) {
 }
 
 void Pool::count_failed(const std::exception_ptr& error) {
-  std::string type = Trace::describe(error).type;  // a rethrow: failures only
+  auto type = Trace::error_type(error);  // a rethrow: failures only
   std::lock_guard lock(failures_mu_);
   ++failed_;
   ++failed_by_type_[type];
@@ -668,14 +667,14 @@ ExecutorStats Pool::stats() const {
   {
     std::lock_guard lock(failures_mu_);
     s.failed = failed_;
-    s.failed_by_type = failed_by_type_;
+    for (const auto& [type, n] : failed_by_type_) s.failed_by_type[Trace::error_type_name(type)] += n;
   }
   {
     std::lock_guard lock(mu_);
     s.submitted = counts_.submitted;
     s.running = dispatcher_.busy_lanes();
     s.queued = dispatcher_.unfinished() - s.running;
-    s.workers_alive = counts_.workers_alive;
+    s.workers_alive = counts_.workers_alive();
     s.workers_started = counts_.workers_started;
     s.workers_crashed = counts_.workers_crashed;
     s.workers_recycled = counts_.workers_recycled;
@@ -690,7 +689,7 @@ ExecutorStats Pool::stats() const {
 
 void Pool::trace_counters_locked(Trace::Batch& t, std::int64_t ts) const {
   const std::size_t running = dispatcher_.busy_lanes();
-  t.counters(dispatcher_.unfinished() - running, running, counts_.workers_alive, ts);
+  t.counters(dispatcher_.unfinished() - running, running, counts_.workers_alive(), ts);
 }
 
 void Pool::trace_ran_locked(const Call& call, const WorkerSlot& w, const protocol::RunStats* stats,
@@ -739,7 +738,7 @@ void Pool::trace_ended_locked(const std::vector<std::shared_ptr<Call>>& calls, c
 void Pool::kill_worker_locked(WorkerSlot& w, std::exception_ptr error_for_running_call) {
   if (!w.alive()) return;
   if (!w.kill_error) w.kill_error = std::move(error_for_running_call);
-  w.retire("killed");
+  w.retire(WorkerSlot::Retired::killed);
   debug_log("killing worker %d", w.pid);
   signal_kill_locked(w);
 }
@@ -807,7 +806,7 @@ void Pool::resize(std::size_t n) {
     std::sort(active.begin(), active.end(), [](WorkerSlot* a, WorkerSlot* b) {
       return a->lane.in_flight.size() < b->lane.in_flight.size();
     });
-    for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire("resize");
+    for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire(WorkerSlot::Retired::resize);
   }
   poller_.wake();
 }

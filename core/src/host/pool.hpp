@@ -27,6 +27,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <typeindex>
 #include <unordered_map>
 #include <vector>
 
@@ -184,8 +185,11 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   const Clock::time_point created_ = Clock::now();
   struct Counts {  // under mu_
     std::size_t submitted = 0;
-    std::size_t workers_started = 0, workers_alive = 0, workers_crashed = 0, workers_recycled = 0,
-                workers_stopped = 0;
+    // Every started worker ends once, as one of crashed, recycled or stopped (count_end_locked).
+    std::size_t workers_started = 0, workers_crashed = 0, workers_recycled = 0, workers_stopped = 0;
+    std::size_t workers_alive() const noexcept {
+      return workers_started - workers_crashed - workers_recycled - workers_stopped;
+    }
     std::map<std::string, std::size_t> recycled_by_reason;
     std::uint64_t bytes_sent = 0, bytes_received = 0;
   } counts_;
@@ -193,7 +197,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::atomic<std::size_t> completed_{0};
   mutable std::mutex failures_mu_;  // failed_ and failed_by_type_ change together
   std::size_t failed_ = 0;
-  std::map<std::string, std::size_t> failed_by_type_;
+  std::unordered_map<std::type_index, std::size_t> failed_by_type_;  // named in stats()
   std::unique_ptr<Trace> trace_;  // ExecutorOptions::trace or FERRY_TRACE; null: no trace
 
   std::shared_ptr<const RefEntry> initializer_;  // ExecutorOptions::initializer, resolved

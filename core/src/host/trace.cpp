@@ -19,6 +19,7 @@
 #include <ferry/detail/invoke.hpp>
 
 #include "platform/debug.hpp"
+#include "platform/format.hpp"
 
 namespace ferry::detail {
 
@@ -111,33 +112,6 @@ std::string host_name() {
   return buf;
 }
 
-/// Length of the well-formed UTF-8 sequence at s[i] (Unicode's table 3-7: no overlong forms, no
-/// surrogates, nothing past U+10FFFF), or 0 when there is none.
-std::size_t utf8_length(std::string_view s, std::size_t i) {
-  auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char c = at(0);
-  if (c < 0x80) return 1;
-  std::size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size() || at(1) < lo || at(1) > hi) return 0;
-  for (std::size_t k = 2; k < n; ++k)
-    if ((at(k) & 0xC0) != 0x80) return 0;
-  return n;
-}
-
 /// Appends one event's JSON to a string: numbers through to_chars, strings escaped (and any byte
 /// that is not UTF-8 replaced, so that every viewer's parser takes the line).
 class Line {
@@ -215,14 +189,27 @@ Trace::ErrorText Trace::describe(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {
-    ErrorText t;
-    t.type = detail::demangle(typeid(e).name());
-    if (t.type.rfind("ferry::", 0) == 0) t.type.erase(0, 7);
-    t.message = e.what();
-    return t;
+    return {error_type_name(typeid(e)), e.what()};
   } catch (...) {
     return {"unknown", ""};
   }
+}
+
+std::type_index Trace::error_type(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return typeid(e);
+  } catch (...) {
+    return typeid(void);
+  }
+}
+
+std::string Trace::error_type_name(std::type_index type) {
+  if (type == typeid(void)) return "unknown";
+  std::string name = detail::demangle(type.name());
+  if (name.rfind("ferry::", 0) == 0) name.erase(0, 7);
+  return name;
 }
 
 Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header)

@@ -24,6 +24,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <typeindex>
 
 #include <ferry/stats.hpp>
 
@@ -91,6 +92,11 @@ class Trace {
   };
   /// The type and message of `error` (rethrown and caught; for failures only).
   static ErrorText describe(const std::exception_ptr& error);
+  /// The dynamic type of `error` (a rethrow), typeid(void) when it is not a std::exception: what
+  /// ExecutorStats::failed_by_type counts by, named only when asked (error_type_name).
+  static std::type_index error_type(const std::exception_ptr& error);
+  /// The name ErrorText::type gives that type: demangled, without "ferry::"; "unknown" for void.
+  static std::string error_type_name(std::type_index type);
 
   /**
   The events of one moment, formatted under the trace's mutex, which it holds for its life: group

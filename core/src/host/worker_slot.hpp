@@ -23,6 +23,26 @@
 namespace ferry::detail {
 
 struct WorkerSlot {
+  /// Why the pool retired a worker; its exit is counted and traced as stopped for this reason.
+  enum class Retired : std::uint8_t {
+    no,
+    shutdown,       // the executor shuts down
+    resize,         // the pool shrank (Executor::resize, or a worker past max_workers)
+    plugin_update,  // a plugin it loaded changed on disk
+    killed,         // kill_workers: its calls failed; reported as a shutdown
+  };
+  /// The name a trace gives a stop ("shutdown", "resize", "plugin_update").
+  static const char* stop_reason(Retired why) noexcept {
+    switch (why) {
+      case Retired::resize: return "resize";
+      case Retired::plugin_update: return "plugin_update";
+      case Retired::no:
+      case Retired::shutdown:
+      case Retired::killed: break;
+    }
+    return "shutdown";
+  }
+
   /// Where a worker is in its life; it only moves forward. A worker may be retired before its
   /// hello (the pool shrank while it started): `greeted` records the hello apart from the phase.
   enum class Phase : std::uint8_t {
@@ -37,7 +57,6 @@ struct WorkerSlot {
   std::uint64_t serial = 0;
   int pid = -1;  // 0 until its hello when the launcher cannot tell (a remote worker)
   const std::string* host = nullptr;  // its host name, from its hello, interned (Future::info())
-  int rank = -1;  // its MPI rank (LaunchedWorker::rank()), from its hello on; -1 for a local one
   std::shared_ptr<LaunchedWorker> process;
   Fd sock;      // host end of the channel, non-blocking; the read registration
   Fd sock_out;  // dup of sock: the write registration, armed only while the outbox is not empty
@@ -56,9 +75,9 @@ struct WorkerSlot {
   bool write_armed = false;
   bool kill_sent = false;     // SIGKILL (or the backend's kill) was sent
   std::optional<protocol::ByeReason> bye;
-  // Why the pool retired it ("shutdown", "resize", "plugin_update", "killed"): a worker told to
-  // exit says bye "shutdown" whatever the reason, and its exit is reported with this one.
-  const char* retired_for = nullptr;
+  // Why the pool retired it: a worker told to exit says bye "shutdown" whatever the reason, and
+  // its exit is reported with this one (stop_reason()).
+  Retired retired_for = Retired::no;
   Lane lane;
   Outbox outbox;
   Clock::time_point kill_at = Clock::time_point::max();  // killed if still alive then
@@ -88,7 +107,7 @@ struct WorkerSlot {
   /// Retired, idle and not yet told: time to send it the shutdown frame.
   bool due_to_stop() const noexcept { return phase == Phase::retiring && lane.idle(); }
 
-  void retire(const char* why) noexcept {
+  void retire(Retired why) noexcept {
     if (phase >= Phase::retiring) return;
     phase = Phase::retiring;
     retired_for = why;

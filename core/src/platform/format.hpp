@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The one way ferry's messages spell a duration ("200 ms") or a size ("64 KiB").
+// The one way ferry's messages spell a duration ("200 ms") or a size ("64 KiB"), and the one
+// UTF-8 check of text that ferry writes out (a trace, ferry report's page).
 //
 // Issue 16: a deadline of 200 ms read "0.200000 s", and each message formatted numbers its own
 // way. Every message that names a duration or a size goes through these two functions.
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <ferry/detail/export.hpp>
 
@@ -23,5 +25,9 @@ FERRY_INTERNAL_API std::string format_duration(std::chrono::nanoseconds d);
 /// exact is followed by the exact count, so that a size never looks equal to a limit it exceeds:
 /// "1.2 MiB (1300000 bytes)". Approximations round down ("1.9 GiB", never "2 GiB", for 2 GiB - 1).
 FERRY_INTERNAL_API std::string format_size(std::uint64_t bytes);
+
+/// Length of the well-formed UTF-8 sequence at s[i] (Unicode's table 3-7: no overlong forms, no
+/// surrogates, nothing past U+10FFFF), or 0 when there is none. i < s.size().
+FERRY_INTERNAL_API std::size_t utf8_length(std::string_view s, std::size_t i) noexcept;
 
 }  // namespace ferry::detail
