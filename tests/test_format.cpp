@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "platform/format.hpp"
@@ -71,4 +72,31 @@ TEST_CASE("Format.size.approximations_round_down_and_give_the_exact_count") {
          {KiB + 1, "1 KiB (1025 bytes)"},
          {100 * MiB + 1, "100 MiB (104857601 bytes)"},
          {std::numeric_limits<std::uint64_t>::max(), "15 EiB (18446744073709551615 bytes)"}});
+}
+
+TEST_CASE("Format.utf8_length.well_formed_sequences_and_every_kind_of_bad_one") {
+  using ferry::detail::utf8_length;
+  using namespace std::string_view_literals;
+  // Well formed: one to four bytes, at the edges of each range.
+  CHECK(utf8_length("a"sv, 0) == 1);
+  CHECK(utf8_length("\x7F"sv, 0) == 1);
+  CHECK(utf8_length("\xC2\x80"sv, 0) == 2);          // U+0080
+  CHECK(utf8_length("\xE2\x80\xA6"sv, 0) == 3);      // …
+  CHECK(utf8_length("\xED\x9F\xBF"sv, 0) == 3);      // U+D7FF, just below the surrogates
+  CHECK(utf8_length("\xF0\x90\x80\x80"sv, 0) == 4);  // U+10000
+  CHECK(utf8_length("\xF4\x8F\xBF\xBF"sv, 0) == 4);  // U+10FFFF
+  CHECK(utf8_length("x\xC3\xA9"sv, 1) == 2);         // at an offset
+  // Bad: a lone continuation byte, overlong forms, surrogates, past U+10FFFF, cut short, a
+  // continuation byte missing.
+  CHECK(utf8_length("\x80"sv, 0) == 0);
+  CHECK(utf8_length("\xC0\xAF"sv, 0) == 0);
+  CHECK(utf8_length("\xC1\xBF"sv, 0) == 0);
+  CHECK(utf8_length("\xE0\x9F\xBF"sv, 0) == 0);
+  CHECK(utf8_length("\xF0\x8F\xBF\xBF"sv, 0) == 0);
+  CHECK(utf8_length("\xED\xA0\x80"sv, 0) == 0);      // U+D800
+  CHECK(utf8_length("\xF4\x90\x80\x80"sv, 0) == 0);  // U+110000
+  CHECK(utf8_length("\xF5\x80\x80\x80"sv, 0) == 0);
+  CHECK(utf8_length("\xE2\x80"sv, 0) == 0);
+  CHECK(utf8_length("\xE2\x28\xA1"sv, 0) == 0);
+  CHECK(utf8_length("\xF0\x90\x80\x28"sv, 0) == 0);
 }
