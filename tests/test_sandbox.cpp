@@ -627,6 +627,13 @@ TEST_CASE("Sandbox.violations_in_a_row_keep_the_pool_at_its_size") {
   }
   CHECK(value_of(bystander) == 42);
   check_pool_is_healthy(ex);
+  // Each violation ended its worker on purpose: recycled for "sandbox" in the stats, not crashed.
+  CHECK(support::wait_until([&] {
+    auto s = ex.stats();
+    auto it = s.recycled_by_reason.find("sandbox");
+    return it != s.recycled_by_reason.end() && it->second == 6;
+  }));
+  CHECK(ex.stats().workers_crashed == 0);
 }
 
 // ================================================================================================
