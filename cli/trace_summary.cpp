@@ -402,7 +402,10 @@ void reduce_counters(Counters& c, std::vector<CounterSample>& samples, double be
   c.reduced = true;
   double width = std::max(end - begin, 1.0) / static_cast<double>(max_counter_points);
   for (auto& [ts, values] : points) {
-    double bucket_start = begin + std::floor((ts - begin) / width) * width;
+    // The last point (ts == end) belongs to the last bucket, not to one past it.
+    const double index = std::clamp(std::floor((ts - begin) / width), 0.0,
+                                    static_cast<double>(max_counter_points - 1));
+    double bucket_start = begin + index * width;
     if (c.points.empty() || c.points.back().first != bucket_start) {
       c.points.emplace_back(bucket_start, values);
     } else {
