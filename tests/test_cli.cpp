@@ -2,11 +2,7 @@
 // The ferry command, run as a real program: every subcommand, its output and its exit codes.
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
-#include <pthread.h>
 #include <pty.h>
-#include <spawn.h>
-#include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,33 +10,29 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <ferry/ferry.hpp>
 
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
-
-extern char** environ;  // NOLINT: POSIX
 
 namespace {
 
 namespace fs = std::filesystem;
-
-struct Result {
-  int status = -1;  ///< exit status, or 128 + signal
-  std::string out;
-  std::string err;
-};
+using support::Child;
+using support::read_file;
+using support::wait_status;
+using support::write_all;
+using support::write_file;
+using Result = support::ProcessResult;
 
 struct Call {
   std::vector<std::string> args;
@@ -51,22 +43,6 @@ struct Call {
   std::optional<int> stderr_fd;               ///< stderr goes here instead of a file
 };
 
-/// A started ferry: its pid and, with Call::pipe, the write end of its stdin.
-struct Child {
-  pid_t pid = -1;
-  int stdin_fd = -1;
-};
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);
@@ -74,103 +50,34 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
-int wait_status(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-/// Spawns the real `ferry` with stdin from a file or a pipe, and stdout/stderr into files of
-/// `dir` (read once it ended).
-Child spawn(const Call& call, const fs::path& dir) {
+/// The real `ferry` with `call`'s arguments.
+std::vector<std::string> argv_of(const Call& call) {
   std::vector<std::string> argv = {FERRY_TEST_CLI};
   if (call.defaults)
     argv.insert(argv.end(), {"--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker", FERRY_TEST_WORKER});
   argv.insert(argv.end(), call.args.begin(), call.args.end());
-
-  // The caller's environment minus what would make a run depend on the machine.
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  env.erase("FERRY_PLUGIN_PATH");
-  env.erase("FERRY_WORKER");
-  for (const auto& [k, v] : call.env) {
-    if (v.empty()) {
-      env.erase(k);
-    } else {
-      env[k] = v;
-    }
-  }
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-
-  int pipe_fds[2] = {-1, -1};
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  if (call.pipe) {
-    // Close-on-exec: the child keeps only its dup on fd 0, so it sees the end of input.
-    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_adddup2(&fa, pipe_fds[0], 0);
-  } else {
-    write_file(dir / "stdin", call.input);
-    posix_spawn_file_actions_addopen(&fa, 0, (dir / "stdin").c_str(), O_RDONLY, 0);
-  }
-  posix_spawn_file_actions_addopen(&fa, 1, (dir / "stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (call.stderr_fd) {
-    posix_spawn_file_actions_adddup2(&fa, *call.stderr_fd, 2);
-  } else {
-    posix_spawn_file_actions_addopen(&fa, 2, (dir / "stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0600);
-  }
-  std::vector<char*> args, envp;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  if (call.pipe) ::close(pipe_fds[0]);
-  REQUIRE_MESSAGE(rc == 0, "cannot start " << FERRY_TEST_CLI << ": " << std::strerror(rc));
-  return {pid, pipe_fds[1]};
+  return argv;
 }
 
-/// Writes all of `text` to `fd`; false once the reader is gone (EPIPE: SIGPIPE is blocked in
-/// the writing thread).
-bool write_all(int fd, std::string_view text) {
-  while (!text.empty()) {
-    ssize_t n = ::write(fd, text.data(), text.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    text.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
+/// stdin from a file or a pipe; the caller's environment minus what would make a run depend on
+/// the machine, then `call`'s changes.
+support::ChildOptions options_of(const Call& call) {
+  support::ChildOptions o{.env = {{"FERRY_PLUGIN_PATH", ""}, {"FERRY_WORKER", ""}},
+                          .input = call.input,
+                          .pipe = call.pipe,
+                          .stderr_fd = call.stderr_fd};
+  for (const auto& [k, v] : call.env) o.env[k] = v;
+  return o;
+}
+
+/// Spawns the real `ferry` with stdout/stderr into files of `dir` (read once it ended).
+Child spawn(const Call& call, const fs::path& dir) {
+  return support::spawn(argv_of(call), dir, options_of(call));
 }
 
 Result cli(const Call& call) {
   support::TempDir dir;
-  Child child = spawn(call, dir.path);
-  std::thread writer;
-  if (call.pipe) {
-    writer = std::thread([fd = child.stdin_fd, &input = call.input] {
-      sigset_t pipe_signal;
-      sigemptyset(&pipe_signal);
-      sigaddset(&pipe_signal, SIGPIPE);
-      ::pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
-      write_all(fd, input);  // ferry may stop reading early: that is not an error here
-      ::close(fd);
-    });
-  }
-  Result r;
-  r.status = wait_status(child.pid);
-  if (writer.joinable()) writer.join();
-  r.out = read_file(dir.path / "stdout");
-  r.err = read_file(dir.path / "stderr");
-  return r;
+  return support::run(argv_of(call), dir.path, options_of(call));
 }
 
 Result cli(std::vector<std::string> args, std::string input = {}, bool pipe = false) {

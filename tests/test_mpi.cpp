@@ -3,17 +3,14 @@
 // running tests/support/mpi_host.cpp, which checks what it sees and prints "ok <scenario>".
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -21,10 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
 #include "support/trace_file.hpp"
-
-extern char** environ;  // NOLINT: POSIX
 
 namespace {
 
@@ -35,11 +31,6 @@ struct Run {
   int status = -1;  ///< exit status, 128 + signal, or -1 when it had to be killed
   std::string out;  ///< stdout and stderr
 };
-
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 /// What every job here needs: root is allowed, 3 ranks on 2 cores, loopback only, a rank that
 /// dies does not take the job down, and a generous heartbeat deadline (a loaded 2-core CI machine
@@ -56,42 +47,15 @@ std::map<std::string, std::string> job_environment() {
           {"FERRY_WORKER", FERRY_TEST_WORKER}};
 }
 
-/// Runs a program with `extra` added to the environment; kills its process group if it is not
-/// done within `limit`.
+/// Runs a program with `extra` added to the environment (a value "" unsets); kills its process
+/// group if it is not done within `limit`.
 Run run(const std::vector<std::string>& args, const std::map<std::string, std::string>& extra,
         std::chrono::seconds limit = std::chrono::seconds(120)) {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  for (const auto& [k, v] : job_environment()) env[k] = v;
+  std::map<std::string, std::string> env = job_environment();
   for (const auto& [k, v] : extra) env[k] = v;
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp, argv;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> arg_copy = args;
-  for (auto& s : arg_copy) argv.push_back(s.data());
-  argv.push_back(nullptr);
-
-  fs::path out = fs::temp_directory_path() / ("ferry-mpi-test-" + std::to_string(::getpid()) + ".out");
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-  posix_spawnattr_setpgroup(&attr, 0);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  REQUIRE(rc == 0);
+  support::TempDir dir;
+  const pid_t pid =
+      support::spawn(args, dir.path, {.env = env, .stderr_to_stdout = true, .process_group = true}).pid;
 
   Run r;
   int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
@@ -104,8 +68,7 @@ Run run(const std::vector<std::string>& args, const std::map<std::string, std::s
   ::waitpid(pid, &st, 0);
   ::kill(-pid, SIGKILL);  // ranks left behind, if any
   if (ready > 0) r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = read_all(out);
-  fs::remove(out);
+  r.out = support::read_file(dir.path / "stdout");
   return r;
 }
 
@@ -240,8 +203,8 @@ TEST_CASE("Mpi.ship.plugin_and_wrapped_task_travel_by_content") {
   // Both libraries arrived: the plugin byte for byte, and the wrapped task's library.
   auto files = shipped(scratch / "cache");
   CHECK(files.size() == 2);
-  const std::string original = read_all(plugin);
-  auto is_plugin = [&](const fs::path& f) { return read_all(f) == original; };
+  const std::string original = support::read_file(plugin);
+  auto is_plugin = [&](const fs::path& f) { return support::read_file(f) == original; };
   CHECK(std::count_if(files.begin(), files.end(), is_plugin) == 1);
   for (const auto& f : files) CHECK((fs::status(f).permissions() & fs::perms::others_all) == fs::perms::none);
 

@@ -11,14 +11,7 @@
 // UTF-8; events without their fields. garbage.txt, deep.json (nested 600 levels): not traces.
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -29,9 +22,8 @@
 
 #include <ferry/detail/json_archive.hpp>
 
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
-
-extern char** environ;  // NOLINT: POSIX
 
 namespace {
 
@@ -40,60 +32,14 @@ namespace json = ferry::detail::json;
 
 const fs::path data_dir = fs::path(FERRY_TEST_DATA_DIR) / "trace";
 
-struct Ran {
-  int status = -1;  ///< exit status, or 128 + signal
-  std::string out;
-  std::string err;
-};
+using Ran = support::ProcessResult;
+using support::read_file;
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-/// Runs `argv` (argv[0] searched on PATH when it has no '/') with stdin from /dev/null and
-/// stdout/stderr into files of `dir`, the environment changed by `env` ("" unsets), and waits.
+/// Runs `argv` to its end, stdin from /dev/null, stdout/stderr into files of `dir`, the
+/// environment changed by `env` ("" unsets).
 Ran run(const std::vector<std::string>& argv, const fs::path& dir,
         const std::map<std::string, std::string>& env = {}) {
-  std::map<std::string, std::string> vars;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    if (auto eq = kv.find('='); eq != std::string::npos) vars[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  for (const auto& [k, v] : env) {
-    if (v.empty()) {
-      vars.erase(k);
-    } else {
-      vars[k] = v;
-    }
-  }
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : vars) env_strings.push_back(k + "=" + v);
-  std::vector<char*> args, envp;
-  std::vector<std::string> argv_copy = argv;
-  for (auto& a : argv_copy) args.push_back(a.data());
-  args.push_back(nullptr);
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  const fs::path out = dir / "stdout", err = dir / "stderr";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE_MESSAGE(rc == 0, "cannot start " << argv[0] << ": " << std::strerror(rc));
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  Ran r;
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = read_file(out);
-  r.err = read_file(err);
-  return r;
+  return support::run(argv, dir, {.env = env});
 }
 
 /// `ferry report ARGS...`
@@ -121,6 +67,27 @@ void page_data(const fs::path& html, json::Document& doc) {
 }
 
 std::string str(const json::Value& v) { return std::string(v.GetString(), v.GetStringLength()); }
+
+/// A value as compact JSON text: 21 for a number, "21" (with its quotes) for a string.
+std::string json_text(const json::Value& v) {
+  json::StringBuffer out;
+  json::Writer<json::StringBuffer> w(out);
+  v.Accept(w);
+  return std::string(out.GetString(), out.GetSize());
+}
+
+/// Writes a trace as ferry does: "[", one event a line, "]".
+void write_trace(const fs::path& p, const std::vector<std::string>& events) {
+  std::ofstream out(p, std::ios::binary);
+  out << "[\n";
+  for (std::size_t i = 0; i < events.size(); ++i) out << events[i] << (i + 1 < events.size() ? ",\n" : "\n");
+  out << "]\n";
+}
+
+/// A string of `n` times `c`, and the same as `ferry report` keeps it when it is longer than `max`
+/// bytes: the first `max`, then "…".
+std::string repeated(std::size_t n, char c) { return std::string(n, c); }
+std::string cut(std::size_t max, char c) { return std::string(max, c) + "\xE2\x80\xA6"; }
 
 std::size_t count(const std::string& text, const std::string& what) {
   std::size_t n = 0;
@@ -294,11 +261,10 @@ TEST_CASE("Report.task_table_counts_and_percentiles") {
   CHECK(str(tracks[2]["end_kind"]) == "exit");
 
   CHECK(str(doc["stats"]["source"]) == "trace");
-  std::map<std::string, std::string> stats;
-  for (const auto& row : doc["stats"]["rows"].GetArray())
-    stats[str(row[0])] = row[1].IsString() ? str(row[1]) : ferry::detail::describe_json(row[1]);
-  CHECK(stats["submitted"].find("21") != std::string::npos);
-  CHECK(stats["failed_by_type.CancelledError"].find("1") != std::string::npos);
+  std::map<std::string, std::string> stats;  // each value as its JSON text
+  for (const auto& row : doc["stats"]["rows"].GetArray()) stats[str(row[0])] = json_text(row[1]);
+  CHECK(stats["submitted"] == "21");  // the trace's number, a number still
+  CHECK(stats["failed_by_type.CancelledError"] == "1");
   CHECK(doc["failures_total"].GetUint64() == 3);
   CHECK(notes(doc).empty());  // a clean trace: nothing to warn about
 
@@ -379,11 +345,183 @@ TEST_CASE("Report.huge_times_and_many_error_names_stay_bounded_json") {
   CHECK(has_never_ran);  // the fixed rows come whatever the error names
 }
 
+TEST_CASE("Report.long_texts_are_cut_at_their_caps") {
+  // Names, labels, reasons and stats keys and values are kept to 300 bytes, messages to 2000,
+  // each then marked cut with "…": a trace of megabyte names makes no megabyte page.
+  support::TempDir dir;
+  const fs::path trace = dir.path / "long.json";
+  write_trace(trace, {
+      R"({"name":"thread_name","ph":"M","ts":0,"pid":1,"tid":1,"args":{"name":")" + repeated(5000, 'L') + R"("}})",
+      R"({"name":")" + repeated(5000, 'n') + R"(","cat":"task","ph":"X","ts":10,"dur":5,"pid":1,"tid":1,)" +
+          R"("args":{"call":1,"items":1,"error":")" + repeated(5000, 'E') + R"(","message":")" +
+          repeated(50000, 'm') + R"(","first_input":")" + repeated(5000, 'f') + R"("}})",
+      R"({"name":"worker crash","ph":"i","s":"t","ts":20,"pid":1,"tid":1,"args":{"reason":")" +
+          repeated(5000, 'r') + R"("}})",
+      R"({"name":"stats","ph":"i","s":"g","ts":30,"pid":1,"tid":0,"args":{"submitted":1,")" + repeated(5000, 'k') +
+          R"(":")" + repeated(5000, 'v') + R"("}})",
+  });
+  Ran r = report({trace.string(), "-o", (dir.path / "long.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  json::Document doc;
+  page_data(dir.path / "long.html", doc);
+  auto text = [&](const json::Value& index) { return str(doc["strings"][index.GetUint()]); };
+
+  REQUIRE(doc["tasks"].Size() == 1);
+  CHECK(str(doc["tasks"][0]["name"]) == cut(300, 'n'));
+  REQUIRE(doc["tracks"].Size() == 1);
+  CHECK(str(doc["tracks"][0]["label"]) == cut(300, 'L'));
+  CHECK(str(doc["tracks"][0]["reason"]) == cut(300, 'r'));
+  REQUIRE(doc["slices"].Size() == 1);
+  const auto& slice = doc["slices"][0];  // [ts, dur, track, task, call, items, wait, arg_bytes,
+                                         //  result_bytes, error, message, first_input]
+  CHECK(text(slice[9]) == cut(300, 'E'));
+  CHECK(text(slice[10]) == cut(2000, 'm'));
+  CHECK(text(slice[11]) == cut(300, 'f'));
+  REQUIRE(doc["marks"].Size() == 1);
+  CHECK(text(doc["marks"][0][3]) == cut(300, 'r'));
+  REQUIRE(doc["failures"].Size() == 1);
+  CHECK(text(doc["failures"][0][5]) == cut(2000, 'm'));
+  REQUIRE(str(doc["stats"]["source"]) == "trace");
+  const auto& rows = doc["stats"]["rows"];
+  REQUIRE(rows.Size() == 2);
+  CHECK(str(rows[1][0]) == cut(300, 'k'));
+  REQUIRE(rows[1][1].IsString());
+  CHECK(str(rows[1][1]) == cut(300, 'v'));
+}
+
+TEST_CASE("Report.counter_series_stop_at_16") {
+  // Every numeric member of a `C` event is a series: a hostile one with 40 adds 15 to "queued",
+  // and the other 25 are left out.
+  support::TempDir dir;
+  const fs::path trace = dir.path / "series.json";
+  std::string wide;
+  for (int k = 0; k < 40; ++k) wide += (k ? "," : "") + std::string("\"s") + std::to_string(k) + "\":" + std::to_string(k);
+  write_trace(trace, {R"({"name":"pool","ph":"C","ts":10,"pid":1,"tid":0,"args":{"queued":3}})",
+                      R"({"name":"wide","ph":"C","ts":20,"pid":1,"tid":0,"args":{)" + wide + "}}",
+                      R"({"name":"pool","ph":"C","ts":30,"pid":1,"tid":0,"args":{"queued":4,"s99":1}})"});
+  Ran r = report({trace.string(), "-o", (dir.path / "series.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  json::Document doc;
+  page_data(dir.path / "series.html", doc);
+  const auto& counters = doc["counters"];
+  CHECK(counters["events"].GetUint64() == 3);
+  std::vector<std::string> names;
+  for (const auto& n : counters["names"].GetArray()) names.push_back(str(n));
+  REQUIRE(names.size() == 16);
+  CHECK(names.front() == "queued");
+  CHECK(names[1] == "wide.s0");
+  CHECK(names.back() == "wide.s14");
+  // Each point: its time, then one value per kept series.
+  REQUIRE(counters["points"].Size() == 3);
+  for (const auto& point : counters["points"].GetArray()) CHECK(point.Size() == 1 + 16);
+  CHECK(counters["points"][2][1].GetDouble() == 4);
+  CHECK(counters["points"][2][16].GetDouble() == 14);  // wide.s14, as the event at 20 set it
+  CHECK_FALSE(counters["reduced"].GetBool());
+}
+
+TEST_CASE("Report.counter_points_stay_within_their_cap") {
+  // More than 4000 points of the pool's counters are reduced to at most 4000 time buckets, each
+  // keeping the maximum of each series, so that a peak stays visible.
+  support::TempDir dir;
+  const fs::path trace = dir.path / "points.json";
+  std::vector<std::string> events;
+  for (int i = 0; i < 5000; ++i)
+    events.push_back(R"({"name":"pool","ph":"C","ts":)" + std::to_string(10 + i) +
+                     R"(,"pid":1,"tid":0,"args":{"queued":)" + std::to_string(i == 2500 ? 999 : i % 5) + "}}");
+  write_trace(trace, events);
+  Ran r = report({trace.string(), "-o", (dir.path / "points.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  json::Document doc;
+  page_data(dir.path / "points.html", doc);
+  const auto& counters = doc["counters"];
+  CHECK(counters["events"].GetUint64() == 5000);
+  CHECK(counters["reduced"].GetBool());
+  const auto& points = counters["points"];
+  CHECK(points.Size() >= 3000);  // buckets of 1.25 µs over points 1 µs apart: some hold two
+  CHECK(points.Size() <= 4000);
+  double peak = 0;
+  for (const auto& p : points.GetArray()) peak = std::max(peak, p[1].GetDouble());
+  CHECK(peak == 999);
+}
+
+TEST_CASE("Report.stats_and_header_rows_stop_at_500") {
+  // A stats event or a `ferry` header with more members than a table should hold: rows stop at
+  // 500, whether the members are plain or one level down.
+  support::TempDir dir;
+  std::string plain, nested;
+  for (int k = 0; k < 800; ++k) {
+    plain += (k ? "," : "") + std::string("\"p") + std::to_string(k) + "\":" + std::to_string(k);
+    nested += (k ? "," : "") + std::string("\"Error") + std::to_string(k) + "\":1";
+  }
+  struct Case {
+    std::string name;
+    std::string header_args, stats_args;
+  };
+  for (const Case& c : {Case{"plain", plain, plain}, Case{"nested", "\"by\":{" + nested + "}",
+                                                           "\"submitted\":1,\"failed_by_type\":{" + nested + "}"}}) {
+    CAPTURE(c.name);
+    const fs::path trace = dir.path / (c.name + ".json");
+    write_trace(trace, {R"({"name":"ferry","ph":"M","ts":0,"pid":1,"tid":0,"args":{)" + c.header_args + "}}",
+                        R"({"name":"stats","ph":"i","s":"g","ts":30,"pid":1,"tid":0,"args":{)" + c.stats_args + "}}"});
+    const fs::path page = dir.path / (c.name + ".html");
+    Ran r = report({trace.string(), "-o", page.string()}, dir.path);
+    REQUIRE_MESSAGE(r.status == 0, r.err);
+    json::Document doc;
+    page_data(page, doc);
+    REQUIRE(str(doc["stats"]["source"]) == "trace");
+    CHECK(doc["stats"]["rows"].Size() == 500);
+    CHECK(doc["meta"].Size() == 500);
+    // The rows kept are the first ones, in the trace's order.
+    const auto& last = doc["stats"]["rows"][499];
+    CHECK(str(last[0]) == (c.name == "plain" ? "p499" : "failed_by_type.Error498"));
+  }
+}
+
+TEST_CASE("Report.tracks_marks_and_failures_past_their_caps_are_counted_not_drawn") {
+  // The page draws at most 2000 worker tracks, 100,000 marks and lists 1000 failures; the tables
+  // and the totals count everything, and the page says what it left out.
+  support::TempDir dir;
+  const fs::path trace = dir.path / "many.json";
+  std::vector<std::string> events;
+  for (int tid = 1; tid <= 2100; ++tid) {  // a track each, with one call
+    const std::string t = std::to_string(tid);
+    events.push_back(R"({"name":"thread_name","ph":"M","ts":0,"pid":1,"tid":)" + t + R"(,"args":{"name":"worker )" + t + "\"}}");
+    events.push_back(R"({"name":"add","cat":"task","ph":"X","ts":)" + t + R"(,"dur":1,"pid":1,"tid":)" + t +
+                     R"(,"args":{"call":)" + t + "}}");
+  }
+  for (int i = 0; i < 100'100; ++i)  // marks, on track 1
+    events.push_back(R"({"name":"worker start","ph":"i","s":"t","ts":)" + std::to_string(3000 + i) +
+                     R"(,"pid":1,"tid":1,"args":{"pid":5}})");
+  for (int i = 0; i < 1200; ++i)  // calls that never ran
+    events.push_back(R"({"name":"call ended","ph":"i","s":"t","ts":)" + std::to_string(200'000 + i) +
+                     R"(,"pid":1,"tid":0,"args":{"call":)" + std::to_string(10'000 + i) +
+                     R"(,"task":"add","error":"CancelledError","message":"m"}})");
+  events.push_back(R"({"name":"stats","ph":"i","s":"g","ts":300000,"pid":1,"tid":0,"args":{"submitted":3300}})");
+  write_trace(trace, events);
+  Ran r = report({trace.string(), "-o", (dir.path / "many.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.out == (dir.path / "many.html").string() + ": 2100 calls on 2100 workers (0 failed, 1200 never ran)\n");
+  json::Document doc;
+  page_data(dir.path / "many.html", doc);
+  CHECK(doc["tracks"].Size() == 2000);
+  CHECK(doc["tracks_total"].GetUint64() == 2100);
+  CHECK(str(doc["tracks"][1999]["label"]) == "worker 2000");
+  CHECK(doc["slices"].Size() == 2000);  // the calls of the tracks drawn
+  CHECK(doc["slices_total"].GetUint64() == 2100);
+  CHECK(task_row(doc, "add")["calls"].GetUint64() == 2100);
+  CHECK(task_row(doc, "add")["never_ran"].GetUint64() == 1200);
+  CHECK(doc["marks"].Size() == 100'000);
+  CHECK(doc["failures"].Size() == 1000);
+  CHECK(doc["failures_total"].GetUint64() == 1200);
+  CHECK(any_contains(notes(doc), "The task stream draws the first 2,000 of 2,100 workers; the tables count everything."));
+}
+
 TEST_CASE("Report.renders_every_task_in_headless_chromium") {
   // Debian's chromium: `make test` installs it (make report-deps).
   std::string chromium;
+  support::TempDir which_dir;
   for (const char* candidate : {"chromium", "chromium-browser"}) {
-    Ran which = run({"sh", "-c", std::string("command -v ") + candidate}, fs::temp_directory_path());
+    Ran which = run({"sh", "-c", std::string("command -v ") + candidate}, which_dir.path);
     if (which.status == 0) {
       chromium = which.out.substr(0, which.out.find('\n'));
       break;

@@ -5,7 +5,6 @@
 // FERRY_REQUIRE_SLURM=1 (set by `make test` once it brought the cluster up) it fails instead.
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -16,7 +15,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -25,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
 
 extern char** environ;  // NOLINT: POSIX
@@ -38,11 +37,6 @@ struct Run {
   int status = -1;  ///< exit status, 128 + signal, or -1 when it had to be stopped at the deadline
   std::string out;  ///< stdout and stderr
 };
-
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 bool contains(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
 
@@ -127,50 +121,23 @@ std::vector<pid_t> descendants(pid_t root) {
 /// Ends what is left of a job started as `pid`: its Slurm jobs, then every process under it
 /// (salloc and mpirun start their children in process groups of their own).
 void tear_down(pid_t pid, const fs::path& out) {
-  cancel_jobs(read_all(out));
+  cancel_jobs(support::read_file(out));
   auto rest = descendants(pid);
   ::kill(pid, SIGKILL);
   for (pid_t p : rest) ::kill(p, SIGKILL);
 }
 
-/// Runs a program with `extra` added to job_environment(), in a process group of its own, its
-/// output in `dir`. Past `limit` the job is torn down. With `done` given, the job is also torn
-/// down `grace` after its output first shows `done`, if it has not ended by then.
+/// Runs a program with `extra` added to job_environment() (a value "" unsets), in a process group
+/// of its own, its output in `dir`. Past `limit` the job is torn down. With `done` given, the job
+/// is also torn down `grace` after its output first shows `done`, if it has not ended by then.
 Run run(const std::vector<std::string>& args, const fs::path& dir,
         const std::map<std::string, std::string>& extra = {}, std::chrono::seconds limit = 120s,
         const std::string& done = {}, std::chrono::seconds grace = 0s) {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  for (const auto& [k, v] : job_environment()) env[k] = v;
+  std::map<std::string, std::string> env = job_environment();
   for (const auto& [k, v] : extra) env[k] = v;
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp, argv;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> arg_copy = args;
-  for (auto& s : arg_copy) argv.push_back(s.data());
-  argv.push_back(nullptr);
-
-  fs::path out = dir / "run.out";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-  posix_spawnattr_setpgroup(&attr, 0);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  REQUIRE_MESSAGE(rc == 0, "cannot start " << args[0] << ": " << std::strerror(rc));
+  const fs::path out = dir / "stdout";
+  const pid_t pid =
+      support::spawn(args, dir, {.env = env, .stderr_to_stdout = true, .process_group = true}).pid;
 
   Run r;
   int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
@@ -180,7 +147,7 @@ Run run(const std::vector<std::string>& args, const fs::path& dir,
   while (!ended && std::chrono::steady_clock::now() < deadline) {
     pollfd p{pidfd, POLLIN, 0};
     ended = ::poll(&p, 1, 100) > 0;
-    if (!seen && contains(read_all(out), done)) {
+    if (!seen && contains(support::read_file(out), done)) {
       seen = true;
       deadline = std::min(deadline, std::chrono::steady_clock::now() + grace);
     }
@@ -191,7 +158,7 @@ Run run(const std::vector<std::string>& args, const fs::path& dir,
   ::waitpid(pid, &st, 0);
   ::kill(-pid, SIGKILL);  // processes left behind in the group, if any
   if (ended) r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = read_all(out);
+  r.out = support::read_file(out);
   return r;
 }
 
@@ -254,7 +221,7 @@ TEST_CASE("Slurm.sbatch_wait_runs_the_job") {
   INFO(r.out);
   CHECK(r.status == 0);
   CHECK(contains(r.out, "Submitted batch job"));
-  std::string out = read_all(job_out);
+  std::string out = support::read_file(job_out);
   INFO(out);
   CHECK(contains(out, "ok basics"));
 }

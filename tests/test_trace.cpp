@@ -6,13 +6,16 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -23,16 +26,16 @@
 
 #include "crash.hpp"
 #include "math.hpp"
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
 #include "support/trace_file.hpp"
-
-extern char** environ;  // NOLINT: POSIX
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 using support::arg_str;
 using support::arg_u64;
 using support::has_arg;
+using support::read_file;
 using support::read_trace;
 using support::str;
 using support::TraceFile;
@@ -45,9 +48,20 @@ ferry::ExecutorOptions traced(const fs::path& file, std::size_t workers = 2) {
   return o;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+/// The regular files this process has open for writing (a trace is one, from the executor's
+/// construction to its end), by the paths /proc shows, sorted, one a line.
+std::string files_open_for_writing() {
+  std::multiset<std::string> paths;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    struct stat st {};
+    if (::stat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    const int flags = ::fcntl(std::stoi(e.path().filename().string()), F_GETFL);
+    std::error_code ec;
+    if (flags >= 0 && (flags & O_ACCMODE) != O_RDONLY) paths.insert(fs::read_symlink(e.path(), ec).string());
+  }
+  std::string out;
+  for (const auto& p : paths) out += p + "\n";
+  return out;
 }
 
 /// What every trace holds, however it ended: "[" first, whole event lines, the header.
@@ -153,40 +167,27 @@ std::size_t count_exits(const TraceFile& t, const std::string& reason) {
 }
 
 #ifdef FERRY_TEST_CLI
-struct Run {
-  int status = -1;
-  std::string err;
-};
+using Run = support::ProcessResult;
 
-/// Runs the ferry command with the test's worker and plugins; its stderr is returned.
+/// Runs the ferry command with the test's worker and plugins, its output in files of `dir`.
 Run ferry_cli(std::vector<std::string> args, const fs::path& dir) {
   std::vector<std::string> all = {FERRY_TEST_CLI, "--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker",
                                   FERRY_TEST_WORKER};
   all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const fs::path err = dir / "stderr";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
-  int st = 0;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), read_text(err)};
+  return support::run(all, dir);
 }
 #endif
 
 }  // namespace
 
 TEST_CASE("Trace.off_writes_nothing") {
+  // Where a trace that should not be there would show: a file opened for writing while the
+  // executor runs (wherever its path), or a file in the working directory or $TMPDIR (where a
+  // relative or a default name would land), both made an empty directory of the test's own.
   support::TempDir dir;
+  support::ScopedCwd cwd(dir.path);
+  support::ScopedEnv tmp("TMPDIR", dir.path.string());
+  const auto before = files_open_for_writing();
   ::unsetenv("FERRY_TRACE");
   {
     auto o = support::options(2);
@@ -194,11 +195,13 @@ TEST_CASE("Trace.off_writes_nothing") {
     ferry::Executor ex(o);
     CHECK(ex.submit(square, 3).get() == 9);
     CHECK(ex.map(square, std::vector<int>{1, 2, 3}) == std::vector<int>({1, 4, 9}));
+    CHECK(files_open_for_writing() == before);
   }
   {
     support::ScopedEnv env("FERRY_TRACE", "");  // set but empty: off
     ferry::Executor ex(support::options(1));
     CHECK(ex.submit(square, 3).get() == 9);
+    CHECK(files_open_for_writing() == before);
   }
   CHECK(fs::is_empty(dir.path));
 }
@@ -434,7 +437,7 @@ TEST_CASE("Trace.crashed_host_leaves_a_loadable_file") {
         for (int i = 0; i < 50; ++i) fs.push_back(ex.submit(slow_identity, i, 1));
         for (auto& f : fs) f.get();
         fs.clear();
-        if (round >= 2 && read_text(file).find("\"ph\":\"X\"") != std::string::npos) {
+        if (round >= 2 && read_file(file).find("\"ph\":\"X\"") != std::string::npos) {
           for (int i = 0; i < 50; ++i) fs.push_back(ex.submit(slow_identity, i, 20));
           ::raise(SIGKILL);
         }
@@ -529,7 +532,7 @@ TEST_CASE("Trace.refuses_a_symlink_at_the_path") {
   REQUIRE(::mkfifo((dir.path / "fifo.json").c_str(), 0600) == 0);
   refused(dir.path / "fifo.json", "not a regular file");
   refused(dir.path / "no-such-dir" / "t.json", "cannot create");
-  CHECK(read_text(victim) == "precious");
+  CHECK(read_file(victim) == "precious");
 
   // A file of ours is truncated and written, mode untouched; a new one is private.
   const fs::path mine = dir.path / "mine.json";
@@ -540,6 +543,168 @@ TEST_CASE("Trace.refuses_a_symlink_at_the_path") {
   struct stat st {};
   REQUIRE(::stat((dir.path / "new.json").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
+}
+
+TEST_CASE("Trace.kill_workers_shutdown_still_ends_the_file") {
+  // shutdown({.kill_workers = true}) with a call running on each worker and one in the queue: the
+  // calls that ran are in the file, the killed and the cancelled calls end there (CancelledError),
+  // the workers' deaths are marked, and the file is closed as at any shutdown.
+  support::TempDir dir;
+  const fs::path file = dir.path / "killed_workers.json";
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");  // the third slow call waits in the queue
+  {
+    ferry::Executor ex(traced(file, 2));
+    for (int i = 0; i < 4; ++i) CHECK(ex.submit(square, i).get() == i * i);
+    auto a = ex.submit(slow_identity, 1, 60000);
+    auto b = ex.submit(slow_identity, 2, 60000);
+    auto queued = ex.submit(square, 7);
+    REQUIRE(support::wait_until([&] { return a.running() && b.running(); }));
+    ex.shutdown({.wait = true, .kill_workers = true});
+    CHECK_THROWS_AS(a.get(), ferry::CancelledError);
+    CHECK_THROWS_AS(b.get(), ferry::CancelledError);
+    CHECK_THROWS_AS(queued.get(), ferry::CancelledError);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  auto ending = check_every_call_ends_once(t);
+  CHECK(ending.size() == 4 + 3);
+  auto squares = t.named("square", "X");
+  CHECK(squares.size() == 4);
+  for (const auto* x : squares) CHECK_FALSE(has_arg(*x, "error"));
+  // The running calls: a slice each, ended by the kill.
+  auto killed = t.named("slow_identity", "X");
+  REQUIRE(killed.size() == 2);
+  for (const auto* x : killed) {
+    CHECK(arg_str(*x, "error") == "CancelledError");
+    CHECK(arg_str(*x, "message").find("kill_workers=true") != std::string::npos);
+  }
+  // The queued call never reached a worker.
+  auto ended = t.named("call ended", "i");
+  REQUIRE(ended.size() == 1);
+  CHECK(arg_str(*ended[0], "task") == "square");
+  CHECK(arg_str(*ended[0], "error") == "CancelledError");
+  CHECK(count_crashes(t, "killed by the host", "") == 2);
+  CHECK(t.named("worker exit", "i").empty());
+  const auto* stats = stats_event(t);
+  REQUIRE(stats);
+  CHECK(arg_u64(*stats, "submitted") == 7);
+  CHECK(arg_u64(*stats, "completed") == 4);
+  CHECK(arg_u64(*stats, "failed") == 3);
+  CHECK((*stats)["args"]["failed_by_type"]["CancelledError"].GetUint64() == 3);
+  CHECK(arg_u64(*stats, "workers_alive") == 0);
+  CHECK(arg_u64(*stats, "workers_crashed") == 2);
+}
+
+TEST_CASE("Trace.unopenable_path_is_refused_at_construction") {
+  // The trace's directory cannot exist (its name is a regular file's): the executor is not made
+  // (std::invalid_argument from its constructor, with the path and the system's reason), from
+  // the option as from FERRY_TRACE, and the path is not left claimed.
+  support::TempDir dir;
+  const fs::path not_a_dir = dir.path / "not-a-dir";
+  support::write_file(not_a_dir, "a file");
+  const fs::path path = not_a_dir / "t.json";
+  const std::string message = "ferry: cannot create the trace file " + path.string() + ": " + std::strerror(ENOTDIR);
+  auto refused = [&](const ferry::ExecutorOptions& o) {
+    try {
+      ferry::Executor ex(o);
+      FAIL("the executor was made without its trace ", path);
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()) == message);
+    }
+  };
+  refused(traced(path, 1));
+  {
+    support::ScopedEnv env("FERRY_TRACE", path.string());
+    refused(support::options(1));
+  }
+  CHECK(read_file(not_a_dir) == "a file");
+#ifdef FERRY_TEST_CLI
+  Run r = ferry_cli({"run", "--trace", path.string(), "add", "1", "2"}, dir.path);
+  CHECK(r.status == 2);  // a usage error, before anything ran
+  CHECK(r.out.empty());
+  CHECK_MESSAGE(r.err.find(message) != std::string::npos, r.err);
+#endif
+  // Once the directory exists, the same path is written as given: a claim the failures had left
+  // would make this executor write t.2.json instead.
+  fs::remove(not_a_dir);
+  fs::create_directory(not_a_dir);
+  {
+    ferry::Executor ex(traced(path, 1));
+    CHECK(ex.submit(square, 2).get() == 4);
+  }
+  check_closed(read_trace(path));
+  CHECK_FALSE(fs::exists(not_a_dir / "t.2.json"));
+}
+
+namespace {
+std::atomic<int> file_size_signals{0};
+void count_file_size_signal(int) { file_size_signals.fetch_add(1, std::memory_order_relaxed); }
+
+/// A file-size limit (RLIMIT_FSIZE) on this process for the scope: a write past it writes what
+/// fits, and the next fails with EFBIG and raises SIGXFSZ, counted here instead of ending the
+/// process. (The workers inherit the limit; they write no file.)
+struct FileSizeLimit {
+  rlimit saved{};
+  struct sigaction saved_action {};
+  explicit FileSizeLimit(rlim_t bytes) {
+    file_size_signals = 0;
+    struct sigaction count {};
+    count.sa_handler = count_file_size_signal;
+    sigemptyset(&count.sa_mask);
+    REQUIRE(::sigaction(SIGXFSZ, &count, &saved_action) == 0);
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    rlimit small = saved;
+    small.rlim_cur = bytes;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved);
+    ::sigaction(SIGXFSZ, &saved_action, nullptr);
+  }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+};
+}  // namespace
+
+TEST_CASE("Trace.write_failure_ends_the_file_and_the_pool_goes_on") {
+  // A write of the trace that fails mid-run, as on a full disk (here: past a file-size limit):
+  // the calls still run, the executor shuts down, and the writer tries no further write, so
+  // the file stays what was written before the failure, every complete line an event.
+  support::TempDir dir;
+  const fs::path file = dir.path / "full.json";
+  constexpr rlim_t limit = 16 * 1024;
+  std::vector<int> in(300);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> out;
+  int late = 0;
+  ferry::ExecutorStats stats;
+  int failed_writes = 0;
+  {
+    FileSizeLimit full(limit);
+    ferry::Executor ex(traced(file, 2));
+    out = ex.map(square, in, {.chunksize = 1});  // some 500 bytes of trace a call: past the limit
+    // The writer met the limit (within its flush period of 100 ms)...
+    const bool failed = support::wait_until([] { return file_size_signals.load() >= 1; });
+    // ...and the pool goes on: more calls, their events, the closing stats.
+    late = ex.submit(square, 12).get();
+    ex.shutdown();
+    stats = ex.stats();
+    failed_writes = file_size_signals.load();
+    REQUIRE(failed);
+  }
+  std::vector<int> expected(in.size());
+  std::transform(in.begin(), in.end(), expected.begin(), [](int x) { return x * x; });
+  CHECK(out == expected);
+  CHECK(late == 144);
+  CHECK(stats.completed == 301);
+  CHECK(stats.failed == 0);
+  CHECK(failed_writes == 1);  // one write failed; none was tried after it
+  CHECK(fs::file_size(file) == limit);
+  TraceFile t = read_trace(file);
+  check_well_formed(t);
+  CHECK_FALSE(t.closed);
+  CHECK(t.named("stats").empty());
+  CHECK(t.events.size() > 2);  // events of the run, not only the header
 }
 
 TEST_CASE("Trace.strings_are_escaped_and_valid_utf8") {

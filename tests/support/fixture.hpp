@@ -139,4 +139,17 @@ struct ScopedEnv {
   }
 };
 
+/// Makes `dir` the working directory for the scope (of the whole process: for a test case that
+/// runs alone in its process, as ctest runs them).
+struct ScopedCwd {
+  std::filesystem::path old = std::filesystem::current_path();
+  explicit ScopedCwd(const std::filesystem::path& dir) { std::filesystem::current_path(dir); }
+  ~ScopedCwd() {
+    std::error_code ec;
+    std::filesystem::current_path(old, ec);
+  }
+  ScopedCwd(const ScopedCwd&) = delete;
+  ScopedCwd& operator=(const ScopedCwd&) = delete;
+};
+
 }  // namespace support
