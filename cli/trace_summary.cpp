@@ -382,7 +382,7 @@ std::vector<std::uint32_t> inverse(const std::vector<std::uint32_t>& order) {
   return where;
 }
 
-void reduce_counters(Counters& c, std::vector<CounterSample>& samples, double begin, double end) {
+void reduce_counters(Counters& c, std::vector<CounterSample>& samples) {
   std::stable_sort(samples.begin(), samples.end(),
                    [](const CounterSample& a, const CounterSample& b) { return a.ts < b.ts; });
   // A `C` event sets the values it names; the others keep theirs (Chrome's reading).
@@ -397,22 +397,28 @@ void reduce_counters(Counters& c, std::vector<CounterSample>& samples, double be
     c.points = std::move(points);
     return;
   }
-  // Too many to draw: the maximum of each series over each of max_counter_points buckets, so that
-  // a peak stays visible.
+  // Too many to draw: the maximum of each series over each of max_counter_points buckets of the
+  // counters' own time span, so that a peak stays visible; a bucket is drawn at its first point.
+  // Halves are subtracted: 1e308 - -1e308 would overflow, and an infinite width would make every
+  // index NaN (each point a bucket of its own, the cap gone).
   c.reduced = true;
-  double width = std::max(end - begin, 1.0) / static_cast<double>(max_counter_points);
+  const double first = points.front().first / 2, last = points.back().first / 2;
+  const double width = (last - first) / static_cast<double>(max_counter_points);
+  std::size_t bucket = SIZE_MAX;
+  std::vector<std::pair<double, std::vector<double>>> reduced;
   for (auto& [ts, values] : points) {
-    // The last point (ts == end) belongs to the last bucket, not to one past it.
-    const double index = std::clamp(std::floor((ts - begin) / width), 0.0,
-                                    static_cast<double>(max_counter_points - 1));
-    double bucket_start = begin + index * width;
-    if (c.points.empty() || c.points.back().first != bucket_start) {
-      c.points.emplace_back(bucket_start, values);
+    double index = std::floor((ts / 2 - first) / width);
+    // The last point (ts == last) belongs to the last bucket, not to one past it.
+    index = std::isfinite(index) ? std::clamp(index, 0.0, static_cast<double>(max_counter_points - 1)) : 0.0;
+    if (reduced.empty() || static_cast<std::size_t>(index) != bucket) {
+      bucket = static_cast<std::size_t>(index);
+      reduced.emplace_back(ts, std::move(values));
     } else {
-      auto& top = c.points.back().second;
+      auto& top = reduced.back().second;
       for (std::size_t k = 0; k < top.size(); ++k) top[k] = std::max(top[k], values[k]);
     }
   }
+  c.points = std::move(reduced);
 }
 
 /// The stats of a trace without a `stats` event, from its events.
@@ -528,7 +534,7 @@ Summary SummaryBuilder::finish() {
                    [](const Failure& a, const Failure& b) { return a.ts < b.ts; });
 
   out.queued_at_end = s.queue_begin.size();
-  reduce_counters(out.counters, s.counter_samples, out.begin, out.end);
+  reduce_counters(out.counters, s.counter_samples);
   if (!out.has_stats) computed_stats(out, s.queue_begins);
   return std::move(out);
 }

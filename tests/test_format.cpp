@@ -96,7 +96,11 @@ TEST_CASE("Format.utf8_length.well_formed_sequences_and_every_kind_of_bad_one") 
   CHECK(utf8_length("\xED\xA0\x80"sv, 0) == 0);      // U+D800
   CHECK(utf8_length("\xF4\x90\x80\x80"sv, 0) == 0);  // U+110000
   CHECK(utf8_length("\xF5\x80\x80\x80"sv, 0) == 0);
-  CHECK(utf8_length("\xE2\x80"sv, 0) == 0);
+  // Cut short by the view's end, with a valid continuation byte right after it in memory.
+  CHECK(utf8_length(std::string_view("\xE2\x80\x80", 2), 0) == 0);
+  CHECK(utf8_length(std::string_view("\xF0\x90\x80\x80", 3), 0) == 0);
+  CHECK(utf8_length(std::string_view("\xC3\xA9", 1), 0) == 0);
+  CHECK(utf8_length("\xFF"sv, 0) == 0);
   CHECK(utf8_length("\xE2\x28\xA1"sv, 0) == 0);
   CHECK(utf8_length("\xF0\x90\x80\x28"sv, 0) == 0);
 }

@@ -49,7 +49,8 @@ ferry::ExecutorOptions traced(const fs::path& file, std::size_t workers = 2) {
 }
 
 /// The regular files this process has open for writing (a trace is one, from the executor's
-/// construction to its end), by the paths /proc shows, sorted, one a line.
+/// construction to its end), by the paths /proc shows, sorted, one a line. Not memfds: the pool's
+/// shared-memory payloads keep some open between executors.
 std::string files_open_for_writing() {
   std::multiset<std::string> paths;
   for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
@@ -57,7 +58,9 @@ std::string files_open_for_writing() {
     if (::stat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
     const int flags = ::fcntl(std::stoi(e.path().filename().string()), F_GETFL);
     std::error_code ec;
-    if (flags >= 0 && (flags & O_ACCMODE) != O_RDONLY) paths.insert(fs::read_symlink(e.path(), ec).string());
+    if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY) continue;
+    std::string path = fs::read_symlink(e.path(), ec).string();
+    if (path.rfind("/memfd:", 0) != 0) paths.insert(std::move(path));
   }
   std::string out;
   for (const auto& p : paths) out += p + "\n";
@@ -642,7 +645,7 @@ void count_file_size_signal(int) { file_size_signals.fetch_add(1, std::memory_or
 
 /// A file-size limit (RLIMIT_FSIZE) on this process for the scope: a write past it writes what
 /// fits, and the next fails with EFBIG and raises SIGXFSZ, counted here instead of ending the
-/// process. (The workers inherit the limit; they write no file.)
+/// process. Set it once the workers run: a worker started under it would inherit it.
 struct FileSizeLimit {
   rlimit saved{};
   struct sigaction saved_action {};
@@ -679,19 +682,23 @@ TEST_CASE("Trace.write_failure_ends_the_file_and_the_pool_goes_on") {
   int late = 0;
   ferry::ExecutorStats stats;
   int failed_writes = 0;
+  bool failed = false;
   {
-    FileSizeLimit full(limit);
     ferry::Executor ex(traced(file, 2));
-    out = ex.map(square, in, {.chunksize = 1});  // some 500 bytes of trace a call: past the limit
-    // The writer met the limit (within its flush period of 100 ms)...
-    const bool failed = support::wait_until([] { return file_size_signals.load() >= 1; });
-    // ...and the pool goes on: more calls, their events, the closing stats.
-    late = ex.submit(square, 12).get();
-    ex.shutdown();
-    stats = ex.stats();
-    failed_writes = file_size_signals.load();
-    REQUIRE(failed);
+    REQUIRE(ex.warm_up());  // both workers up before the limit, so neither inherits it
+    {
+      FileSizeLimit full(limit);
+      out = ex.map(square, in, {.chunksize = 1});  // some 500 bytes of trace a call: past the limit
+      // The writer met the limit (within its flush period of 100 ms)...
+      failed = support::wait_until([] { return file_size_signals.load() >= 1; });
+      // ...and the pool goes on: more calls, their events, the closing stats.
+      late = ex.submit(square, 12).get();
+      ex.shutdown();
+      stats = ex.stats();
+      failed_writes = file_size_signals.load();
+    }
   }
+  REQUIRE(failed);
   std::vector<int> expected(in.size());
   std::transform(in.begin(), in.end(), expected.begin(), [](int x) { return x * x; });
   CHECK(out == expected);

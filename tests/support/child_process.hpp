@@ -96,7 +96,10 @@ inline Child spawn(const std::vector<std::string>& argv, const std::filesystem::
   posix_spawn_file_actions_init(&fa);
   if (options.pipe) {
     // Close-on-exec: the child keeps only its dup on fd 0, so it sees the end of input.
-    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+      posix_spawn_file_actions_destroy(&fa);
+      FAIL("pipe2: " << std::strerror(errno));
+    }
     posix_spawn_file_actions_adddup2(&fa, pipe_fds[0], 0);
   } else if (options.input) {
     write_file(in, *options.input);
@@ -128,11 +131,14 @@ inline Child spawn(const std::vector<std::string>& argv, const std::filesystem::
   return {pid, pipe_fds[1]};
 }
 
-/// Waits for `pid`: its exit status, or 128 + the signal that ended it.
+/// Waits for `pid`: its exit status, 128 + the signal that ended it, or -1 when it cannot be
+/// waited for (not a child, already reaped): never a made-up 0.
 inline int wait_status(pid_t pid) {
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t r;
+  while ((r = ::waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
   }
+  if (r != pid) return -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 

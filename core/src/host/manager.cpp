@@ -23,7 +23,6 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <cstring>
 #include <fstream>
 
 #include <ferry/ferry.hpp>

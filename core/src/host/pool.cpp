@@ -652,10 +652,21 @@ void Pool::count_outcomes(const Completions& done) {
 }
 
 void Pool::count_failed(const std::exception_ptr& error) {
-  auto type = Trace::error_type(error);  // a rethrow: failures only
+  const auto type = Trace::error_type(error);  // a rethrow: failures only
+  {
+    std::lock_guard lock(failures_mu_);
+    if (auto it = failed_by_type_.find(type); it != failed_by_type_.end()) {
+      ++failed_;
+      ++it->second.count;
+      return;
+    }
+  }
+  std::string name = Trace::error_type_name(type);  // a type's first failure: demangled unlocked
   std::lock_guard lock(failures_mu_);
   ++failed_;
-  ++failed_by_type_[type];
+  auto& entry = failed_by_type_[type];
+  if (entry.name.empty()) entry.name = std::move(name);
+  ++entry.count;
 }
 
 ExecutorStats Pool::stats() const {
@@ -667,7 +678,7 @@ ExecutorStats Pool::stats() const {
   {
     std::lock_guard lock(failures_mu_);
     s.failed = failed_;
-    for (const auto& [type, n] : failed_by_type_) s.failed_by_type[Trace::error_type_name(type)] += n;
+    for (const auto& [type, failed] : failed_by_type_) s.failed_by_type[failed.name] += failed.count;
   }
   {
     std::lock_guard lock(mu_);

@@ -83,7 +83,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   bool is_shutdown() const;
   /// Non-null once the pool cannot run tasks any more (e.g. its initializer fails).
   std::exception_ptr broken() const;
-  /// Executor::stats(): counters under mu_ and a few atomics; nothing is walked.
+  /// Executor::stats(): counters under mu_ and a few atomics; no call or worker is walked.
   ExecutorStats stats() const;
 
   // StateOwner
@@ -197,7 +197,13 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::atomic<std::size_t> completed_{0};
   mutable std::mutex failures_mu_;  // failed_ and failed_by_type_ change together
   std::size_t failed_ = 0;
-  std::unordered_map<std::type_index, std::size_t> failed_by_type_;  // named in stats()
+  struct FailedType {
+    std::string name;  // as ExecutorStats names it: demangled once, when first seen
+    std::size_t count = 0;
+  };
+  // By the exception's dynamic type (a type_info of libferry or of a loaded library: never
+  // unloaded while the pool lives).
+  std::unordered_map<std::type_index, FailedType> failed_by_type_;
   std::unique_ptr<Trace> trace_;  // ExecutorOptions::trace or FERRY_TRACE; null: no trace
 
   std::shared_ptr<const RefEntry> initializer_;  // ExecutorOptions::initializer, resolved

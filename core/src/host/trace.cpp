@@ -196,6 +196,7 @@ Trace::ErrorText Trace::describe(const std::exception_ptr& error) {
 }
 
 std::type_index Trace::error_type(const std::exception_ptr& error) {
+  if (!error) return typeid(void);
   try {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {

@@ -595,7 +595,9 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
     note("subreaper and sweep");
   }
 
-  // 2. A user namespace, when not root and something needs one (and the one above failed).
+  // 2. A user namespace, when not root and something needs one (and the one above failed). Tried
+  // again rather than taken as failed: what matters here is the outcome, a sandbox that needs a
+  // network namespace refuses to run without one, and the retry gives the reason to report.
   bool wants_network_namespace = config.sandbox && !config.network;
   if (!root_ && !user_namespace_ && (wants_network_namespace || config.limits.processes > 0)) {
     if (std::string why = enter_user_namespace(); !why.empty()) {
