@@ -423,6 +423,31 @@ TEST_CASE("Trace.worker_exits_carry_their_reason") {
     CHECK(count_exits(t, "resize") == 1);
     CHECK(count_exits(t, "shutdown") == 1);
   }
+  SUBCASE("plugin_update") {
+    // A worker that loaded version 1 of a plugin is stopped once version 2 replaces the file.
+    const fs::path file = dir.path / "update.json";
+    const fs::path plugins = dir.path / "plugins";
+    fs::create_directory(plugins);
+    auto install = [&](const char* from) {
+      fs::copy_file(from, plugins / "libversioned.so.tmp", fs::copy_options::overwrite_existing);
+      fs::rename(plugins / "libversioned.so.tmp", plugins / "libversioned.so");
+    };
+    install(FERRY_TEST_VERSIONED_V1);
+    {
+      auto o = traced(file, 1);
+      o.plugin_dirs = {plugins};
+      ferry::Executor ex(o);
+      CHECK(ex.submit<int>("plugin_version").get() == 1);
+      install(FERRY_TEST_VERSIONED_V2);
+      CHECK(ex.submit<int>("plugin_version").get() == 2);
+      CHECK(support::wait_until([&] { return ex.stats().workers_stopped == 1; }));
+    }
+    TraceFile t = read_trace(file);
+    check_closed(t);
+    CHECK(count_exits(t, "plugin_update") == 1);
+    CHECK(count_exits(t, "shutdown") == 1);
+    CHECK(t.named("worker crash", "i").empty());
+  }
 }
 
 TEST_CASE("Trace.crashed_host_leaves_a_loadable_file") {
