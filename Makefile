@@ -98,13 +98,15 @@ tsan: deps report-deps
 	$(call suite,tsan)
 
 # Each fuzzer grows a scratch corpus in build/fuzz/corpus from the seeds in tests/data/fuzz/<target>
-# (plus the malformed-frame regression files and the built plugins); an input that crashes it is
+# (plus the malformed-frame regression files, the built plugins and the sample traces of
+# tests/data/trace); an input that crashes it is
 # saved as tests/data/fuzz/<target>/crash-*, where the test suite replays it from then on.
 fuzz: fuzz-deps
 	cmake --preset fuzz
-	cmake --build --preset fuzz -j $(JOBS) --target fuzz_frames fuzz_elf fuzz_json ferry_plugin_math ferry_plugin_crash
+	cmake --build --preset fuzz -j $(JOBS) --target fuzz_frames fuzz_elf fuzz_json fuzz_trace ferry_plugin_math \
+	  ferry_plugin_crash
 	@rm -rf build/fuzz/seeds && mkdir -p build/fuzz/seeds/elf build/fuzz/corpus/frames build/fuzz/corpus/elf \
-	  build/fuzz/corpus/json
+	  build/fuzz/corpus/json build/fuzz/corpus/trace
 	@for f in build/fuzz/plugins/*.so; do strip --strip-all -o build/fuzz/seeds/elf/$$(basename $$f) $$f; done
 	build/fuzz/bin/fuzz_frames -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=1024 \
 	  -artifact_prefix=tests/data/fuzz/frames/crash- \
@@ -115,6 +117,9 @@ fuzz: fuzz-deps
 	build/fuzz/bin/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -rss_limit_mb=2048 \
 	  -dict=tests/fuzz/json.dict -artifact_prefix=tests/data/fuzz/json/crash- \
 	  build/fuzz/corpus/json tests/data/fuzz/json
+	build/fuzz/bin/fuzz_trace -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+	  -dict=tests/fuzz/trace.dict -artifact_prefix=tests/data/fuzz/trace/crash- \
+	  build/fuzz/corpus/trace tests/data/fuzz/trace tests/data/trace
 
 bench: bench-deps
 	cmake --preset $(BENCH_PRESET) -DFERRY_BUILD_BENCH=ON

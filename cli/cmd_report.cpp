@@ -139,7 +139,8 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
     if (note.bad) print_error("report", options.trace + ": " + note.text);
 
   auto write = [&](std::FILE* f) {
-    return trace::write_report_html(f, trace_path.filename().string(), summary, notes, limits);
+    return trace::write_report_html(f, trace_path.filename().string(), "ferry " + std::string(ferry::version()),
+                                    summary, notes, limits);
   };
   if (output == "-") {
     if (!write(stdout) || std::fflush(stdout) != 0) {

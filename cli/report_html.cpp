@@ -13,8 +13,6 @@
 #include <random>
 #include <stdexcept>
 
-#include <ferry/ferry.hpp>
-
 #include "report_assets.hpp"
 
 namespace ferry::cli::trace {
@@ -172,15 +170,15 @@ struct Selection {
   std::int64_t text_index(std::int32_t i) const { return i < 0 ? -1 : string_index[static_cast<std::size_t>(i)]; }
 };
 
-void write_data(Writer& w, std::string_view file, const Summary& s, const std::vector<Note>& notes,
-                const ReportLimits& limits) {
+void write_data(Writer& w, std::string_view file, std::string_view generator, const Summary& s,
+                const std::vector<Note>& notes, const ReportLimits& limits) {
   const Selection page(s, limits);
   const std::size_t tracks_drawn = page.tracks;
   w.StartObject();
   key(w, "file");
   string(w, clean_text(file, 1000));
   key(w, "generator");
-  string(w, "ferry " + std::string(ferry::version()));
+  string(w, clean_text(generator, 1000));
   key(w, "process");
   string(w, s.process_name);
   key(w, "meta");
@@ -406,9 +404,13 @@ std::string count(std::size_t n) {
 std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, const ReportLimits& limits) {
   std::vector<Note> notes;
   if (summary.truncated) {
+    // A bad note is also printed to the terminal, and max_bytes is the trace's text (JSON, which
+    // escapes only what is below 0x20): printable() turns DEL and every byte above 0x7F (C1
+    // controls such as U+009B, CSI) into \xNN, as the reader's own messages do.
     notes.push_back({"The trace was truncated: it reached its size cap" +
-                         (summary.truncated_max_bytes.empty() ? std::string()
-                                                              : " (max_bytes " + summary.truncated_max_bytes + ")") +
+                         (summary.truncated_max_bytes.empty()
+                              ? std::string()
+                              : " (max_bytes " + printable(summary.truncated_max_bytes, 60) + ")") +
                          ", and nothing after that point was recorded.",
                      true});
   }
@@ -452,8 +454,8 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
   return notes;
 }
 
-bool write_report_html(std::FILE* file, std::string_view trace_file, const Summary& summary,
-                       const std::vector<Note>& notes, const ReportLimits& limits) {
+bool write_report_html(std::FILE* file, std::string_view trace_file, std::string_view generator,
+                       const Summary& summary, const std::vector<Note>& notes, const ReportLimits& limits) {
   Output out(file);
   const std::string page_nonce = nonce();
   std::string_view page = assets::report_html;
@@ -475,7 +477,7 @@ bool write_report_html(std::FILE* file, std::string_view trace_file, const Summa
       HtmlSafeJsonStream stream(out);
       Writer writer(stream);
       writer.SetMaxDecimalPlaces(3);  // times in µs: nanoseconds are enough
-      write_data(writer, trace_file, summary, notes, limits);
+      write_data(writer, trace_file, generator, summary, notes, limits);
     } else {
       throw std::logic_error("cli/report/report.html: unknown placeholder {{" + std::string(name) + "}}");
     }

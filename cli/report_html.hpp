@@ -34,9 +34,10 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
 @brief Writes the report page to `out`: the template with the figures of `summary` embedded as
 JSON in which every '<', '>' and '&' is escaped (\u003c...), so that no text from the trace can
 close the script element or start markup.
+`file` (the trace's name) and `generator` (what wrote the page: "ferry VERSION") head the page.
 @return false when writing failed (errno set by stdio).
 */
-bool write_report_html(std::FILE* out, std::string_view file, const Summary& summary,
+bool write_report_html(std::FILE* out, std::string_view file, std::string_view generator, const Summary& summary,
                        const std::vector<Note>& notes, const ReportLimits& limits);
 
 }  // namespace ferry::cli::trace

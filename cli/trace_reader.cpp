@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -40,6 +41,9 @@ namespace {
 
 bool space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
+/// What an error quotes of the file at the byte at fault.
+constexpr std::size_t quoted_bytes = 24;
+
 /// The splitter's state between two blocks of the file.
 class Splitter {
  public:
@@ -49,6 +53,7 @@ class Splitter {
   /// or once the text after ']' starts (the rest is not read).
   bool feed(std::string_view block) {
     buffer_.append(block);
+    if (quote_) return quote_ready(false);
     for (; pos_ < buffer_.size(); ++pos_) {
       const char c = buffer_[pos_];
       if (state_ == State::event) {
@@ -57,6 +62,8 @@ class Splitter {
         // between tokens
       } else if (!token(c)) {
         return false;
+      } else if (quote_) {
+        return true;  // the error waits for the bytes it quotes: nothing more is read or erased
       }
       if (c == '\n') ++line_;
     }
@@ -70,6 +77,7 @@ class Splitter {
 
   /// The end of the file: an event still open, or one that did not parse, was the last one.
   bool finish() {
+    if (quote_) return quote_ready(true);
     if (state_ == State::before) {
       return fail(1, "not a trace file: it is empty, and a trace starts with '['");
     }
@@ -92,6 +100,13 @@ class Splitter {
     std::string why;
   };
 
+  /// An error that quotes the file from the byte at fault: `head`, the quote, `tail`.
+  struct Quote {
+    std::size_t line = 0;
+    std::size_t at = 0;  ///< where the quote starts in buffer_
+    std::string head, tail;
+  };
+
   /// A byte outside an event, not white space.
   bool token(char c) {
     if (state_ == State::before) {
@@ -99,9 +114,7 @@ class Splitter {
         state_ = State::between;
         return true;
       }
-      return fail(line_, "not a trace file: it starts with \"" +
-                             printable(std::string_view(buffer_).substr(pos_)) +
-                             "\" where a trace starts with '['");
+      return fail_quoting("not a trace file: it starts with \"", "\" where a trace starts with '['");
     }
     if (state_ == State::after) {
       result_.text_after_close_line = line_;
@@ -127,8 +140,7 @@ class Splitter {
       in_string_ = escaped_ = false;
       return true;
     }
-    return fail(line_, "expected an event object ('{') or the closing ']', found \"" +
-                           printable(std::string_view(buffer_).substr(pos_)) + "\"");
+    return fail_quoting("expected an event object ('{') or the closing ']', found \"", "\"");
   }
 
   /// A byte inside an event object.
@@ -177,6 +189,20 @@ class Splitter {
     result_.dropped_why = std::move(why);
   }
 
+  /// An error at the byte at pos_ that quotes what follows it (printable()'s 24 bytes): that may
+  /// lie in the next block, so the error is complete once so much more is read or the file ends,
+  /// and the message is the same wherever the blocks end. True while it waits.
+  bool fail_quoting(std::string head, std::string tail) {
+    quote_ = Quote{line_, pos_, std::move(head), std::move(tail)};
+    return quote_ready(false);
+  }
+
+  bool quote_ready(bool at_end) {
+    std::string_view rest = std::string_view(buffer_).substr(quote_->at);
+    if (!at_end && rest.size() <= quoted_bytes) return true;  // printable() adds "..." beyond
+    return fail(quote_->line, quote_->head + printable(rest, quoted_bytes) + quote_->tail);
+  }
+
   bool fail(std::size_t line, std::string message) {
     result_.error_line = line;
     result_.error = std::move(message);
@@ -195,6 +221,7 @@ class Splitter {
   bool in_string_ = false;
   bool escaped_ = false;
   std::optional<Unparsed> unparsed_;
+  std::optional<Quote> quote_;
 };
 
 }  // namespace
@@ -207,8 +234,7 @@ bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadRe
     return false;
   }
   Splitter splitter(sink, result);
-  static constexpr std::size_t block_size = 1 << 20;
-  std::string block(block_size, '\0');
+  std::string block(read_block_bytes, '\0');
   bool ok = true;
   for (;;) {
     ssize_t n = ::read(fd, block.data(), block.size());
@@ -229,6 +255,19 @@ bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadRe
   }
   ::close(fd);
   return ok;
+}
+
+bool read_trace_text(std::string_view text, const EventSink& sink, ReadResult& result, std::size_t block_size) {
+  result = ReadResult{};
+  Splitter splitter(sink, result);
+  block_size = std::max<std::size_t>(block_size, 1);
+  // The same loop as read_trace's, over blocks of the text instead of reads of the file.
+  for (;;) {
+    if (text.empty()) return splitter.finish();
+    std::string_view block = text.substr(0, block_size);
+    text.remove_prefix(block.size());
+    if (!splitter.feed(block)) return splitter.stopped_after_close();
+  }
 }
 
 }  // namespace ferry::cli::trace

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "json.hpp"
 
@@ -27,6 +28,9 @@ struct ReadResult {
 /// are cut at 1 KiB); a larger one is refused as not a trace of ferry's.
 inline constexpr std::size_t max_event_bytes = std::size_t{16} << 20;
 
+/// The blocks read_trace reads the file in.
+inline constexpr std::size_t read_block_bytes = std::size_t{1} << 20;
+
 /// Called with each event object and the line it starts on.
 using EventSink = std::function<void(const rj::Value& event, std::size_t line)>;
 
@@ -43,6 +47,13 @@ in the file's size.
 @return false when the file cannot be read or is not a trace.
 */
 bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadResult& result);
+
+/// read_trace on a trace already in memory: `text` is handed to the same splitter in blocks of
+/// `block_size` bytes, as read_trace hands it the blocks it reads (read_block_bytes): the result
+/// must not depend on where the blocks end. For the fuzzer (tests/fuzz/trace_fuzz.hpp), which
+/// reads each input whole and in small blocks.
+bool read_trace_text(std::string_view text, const EventSink& sink, ReadResult& result,
+                     std::size_t block_size = read_block_bytes);
 
 /// Up to `max` bytes of `text` for a message: printable ASCII as it is, other bytes as \xNN.
 std::string printable(std::string_view text, std::size_t max = 24);

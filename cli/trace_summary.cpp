@@ -53,13 +53,8 @@ std::string clean_text(std::string_view text, std::size_t max) {
 
 namespace {
 
-/// Longest text kept from the trace for a task name, a track label, a reason; for a message.
-constexpr std::size_t max_name = 300;
-constexpr std::size_t max_message = 2000;
-/// Counter points kept; beyond, each of this many time buckets keeps its maxima.
-constexpr std::size_t max_counter_points = 4000;
-constexpr std::size_t max_counter_series = 16;
-constexpr std::size_t max_stat_rows = 500;
+constexpr std::size_t max_name = max_name_bytes;
+constexpr std::size_t max_message = max_message_bytes;
 
 const rj::Value* member(const rj::Value& object, const char* name) {
   if (!object.IsObject()) return nullptr;
@@ -116,7 +111,7 @@ std::string display_text(const rj::Value& v, std::size_t max) {
 }
 
 /// An object's members as rows: "name" for a plain value, "name.member" one level down.
-void flatten(const rj::Value& object, std::vector<StatRow>& rows) {
+void flatten(const rj::Value& object, std::vector<StatRow>& rows, std::size_t max_stat_rows) {
   if (!object.IsObject()) return;
   for (const auto& m : object.GetObject()) {
     if (rows.size() >= max_stat_rows) return;
@@ -175,6 +170,7 @@ struct CounterSample {
 // ---- reading -----------------------------------------------------------------------------------
 
 struct SummaryBuilder::State {
+  SummaryLimits limits;
   Summary out;
   std::map<std::int64_t, std::uint32_t> track_of_tid;
   std::unordered_map<std::string, std::uint32_t> task_of_name;
@@ -223,7 +219,7 @@ struct SummaryBuilder::State {
       if (auto label = args ? string_at(*args, "name") : std::nullopt) out.process_name = clean_text(*label, max_name);
     } else if (name == "ferry" && args && args->IsObject()) {
       std::vector<StatRow> rows;
-      flatten(*args, rows);
+      flatten(*args, rows, limits.max_stat_rows);
       out.meta.clear();
       for (auto& r : rows) out.meta.emplace_back(std::move(r.name), std::move(r.value));
     }
@@ -234,7 +230,7 @@ struct SummaryBuilder::State {
     if (name == "stats") {
       out.has_stats = true;
       out.stats.clear();
-      if (args) flatten(*args, out.stats);
+      if (args) flatten(*args, out.stats, limits.max_stat_rows);
       return;
     }
     if (name == "trace truncated") {
@@ -330,7 +326,7 @@ struct SummaryBuilder::State {
       std::string series = prefix + clean_text(std::string_view(m.name.GetString(), m.name.GetStringLength()), max_name);
       auto it = series_of_name.find(series);
       if (it == series_of_name.end()) {
-        if (series_of_name.size() >= max_counter_series) continue;
+        if (series_of_name.size() >= limits.max_counter_series) continue;
         it = series_of_name.emplace(series, static_cast<std::uint32_t>(out.counters.names.size())).first;
         out.counters.names.push_back(series);
       }
@@ -339,7 +335,10 @@ struct SummaryBuilder::State {
   }
 };
 
-SummaryBuilder::SummaryBuilder() : state_(std::make_unique<State>()) {}
+SummaryBuilder::SummaryBuilder(SummaryLimits limits) : state_(std::make_unique<State>()) {
+  limits.max_counter_points = std::max<std::size_t>(limits.max_counter_points, 1);
+  state_->limits = limits;
+}
 SummaryBuilder::~SummaryBuilder() = default;
 
 void SummaryBuilder::add(const rj::Value& event, std::size_t line) {
@@ -382,7 +381,7 @@ std::vector<std::uint32_t> inverse(const std::vector<std::uint32_t>& order) {
   return where;
 }
 
-void reduce_counters(Counters& c, std::vector<CounterSample>& samples) {
+void reduce_counters(Counters& c, std::vector<CounterSample>& samples, std::size_t max_counter_points) {
   std::stable_sort(samples.begin(), samples.end(),
                    [](const CounterSample& a, const CounterSample& b) { return a.ts < b.ts; });
   // A `C` event sets the values it names; the others keep theirs (Chrome's reading).
@@ -422,7 +421,7 @@ void reduce_counters(Counters& c, std::vector<CounterSample>& samples) {
 }
 
 /// The stats of a trace without a `stats` event, from its events.
-void computed_stats(Summary& out, std::size_t queue_begins) {
+void computed_stats(Summary& out, std::size_t queue_begins, std::size_t max_stat_rows) {
   std::size_t completed = 0, failed = 0, never_ran = 0, started = 0, crashed = 0;
   std::map<std::string, std::size_t> failed_by_type, exited_by_reason;
   auto error_name = [&](std::int32_t e) { return out.strings.strings()[static_cast<std::size_t>(e)]; };
@@ -534,8 +533,8 @@ Summary SummaryBuilder::finish() {
                    [](const Failure& a, const Failure& b) { return a.ts < b.ts; });
 
   out.queued_at_end = s.queue_begin.size();
-  reduce_counters(out.counters, s.counter_samples);
-  if (!out.has_stats) computed_stats(out, s.queue_begins);
+  reduce_counters(out.counters, s.counter_samples, s.limits.max_counter_points);
+  if (!out.has_stats) computed_stats(out, s.queue_begins, s.limits.max_stat_rows);
   return std::move(out);
 }
 

@@ -127,10 +127,27 @@ struct Summary {
   std::size_t first_skipped_line = 0;
 };
 
+/// Longest text kept from the trace for a task name, a track label, a reason, a stats key or value;
+/// for a message. A longer one is cut at a character boundary and ends in "…" (3 more bytes).
+inline constexpr std::size_t max_name_bytes = 300;
+inline constexpr std::size_t max_message_bytes = 2000;
+
+/// What a Summary keeps at most of what a trace can hold any number of. The defaults are what
+/// `ferry report` uses; the fuzzer (tests/fuzz/trace_fuzz.hpp) also uses small ones, so that an
+/// input of a few KB reaches each cap.
+struct SummaryLimits {
+  /// Counter points kept; beyond, each of this many time buckets keeps its maxima (at least 1).
+  std::size_t max_counter_points = 4000;
+  std::size_t max_counter_series = 16;
+  /// Rows of the stats event and of the `ferry` header; computed stats: the rows per error type
+  /// and per exit reason stop here (the 7 fixed rows always come).
+  std::size_t max_stat_rows = 500;
+};
+
 /// Builds a Summary from events handed over one at a time, then finish().
 class SummaryBuilder {
  public:
-  SummaryBuilder();
+  explicit SummaryBuilder(SummaryLimits limits = {});
   ~SummaryBuilder();
   SummaryBuilder(const SummaryBuilder&) = delete;
   SummaryBuilder& operator=(const SummaryBuilder&) = delete;

@@ -9,6 +9,9 @@
 // no_bracket.json: the same without ']'. killed.json: cut at 12 ms, ending with half a line.
 // hostile.json: markup and script in names, labels, messages and stats; NaN, Infinity, invalid
 // UTF-8; events without their fields. garbage.txt, deep.json (nested 600 levels): not traces.
+//
+// In-process (the reader, summary and page compiled in): the replay of the trace fuzzer's corpus
+// (tests/fuzz/trace_fuzz.hpp) and the reader's blocks.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -22,6 +25,7 @@
 
 #include <ferry/detail/json_archive.hpp>
 
+#include "fuzz/trace_fuzz.hpp"
 #include "support/child_process.hpp"
 #include "support/fixture.hpp"
 
@@ -205,6 +209,62 @@ TEST_CASE("Report.refuses_a_file_that_is_not_a_trace") {
   r = report({(dir.path / "same.html").string()}, dir.path);
   CHECK(r.status == 2);
   CHECK(r.err.find("would overwrite the trace") != std::string::npos);
+}
+
+TEST_CASE("Report.an_error_quotes_the_same_bytes_wherever_the_blocks_end") {
+  // Found by fuzz_trace: the message quotes 24 bytes from the one at fault, but only those of the
+  // block being read, so a bad byte just before the end of a 1 MiB block was quoted cut short.
+  namespace trace = ferry::cli::trace;
+  const std::string bad = "xyz-not-an-event-and-more-text";
+  const std::string quoted = bad.substr(0, 24) + "...";
+  support::TempDir dir;
+  const fs::path file = dir.path / "boundary.json";
+  // '[' then spaces: the bad text starts 2 bytes before the end of the first block.
+  support::write_file(file, "[" + std::string(trace::read_block_bytes - 3, ' ') + bad + "\n");
+  Ran r = report({file.string(), "-o", (dir.path / "r.html").string()}, dir.path);
+  CHECK(r.status == 2);
+  CHECK_MESSAGE(r.err.find("boundary.json:1: expected an event object ('{') or the closing ']', found \"" + quoted +
+                           "\"") != std::string::npos,
+                r.err);
+  // In memory, in blocks of any size: the same message, also at the very start and at the end.
+  for (const std::string& text : {std::string("this is not a trace\n[1, 2, 3]\n"),
+                                  std::string("[\n{\"ph\":\"i\"},\n") + bad, std::string("[ x")}) {
+    CAPTURE(text);
+    trace::ReadResult whole;
+    CHECK_FALSE(trace::read_trace_text(text, [](const auto&, std::size_t) {}, whole));
+    REQUIRE(!whole.error.empty());
+    for (std::size_t block = 1; block <= text.size(); ++block) {
+      CAPTURE(block);
+      trace::ReadResult split;
+      CHECK_FALSE(trace::read_trace_text(text, [](const auto&, std::size_t) {}, split, block));
+      CHECK(split.error == whole.error);
+      CHECK(split.error_line == whole.error_line);
+    }
+  }
+}
+
+TEST_CASE("Report.the_truncation_note_prints_no_control_characters") {
+  // Caught by fuzz_trace's check of the notes (on an input made by hand; its runs did not reach
+  // it): the `trace truncated` note (a bad one, printed to stderr) quoted the trace's max_bytes as
+  // JSON text, which escapes only what is below 0x20: DEL and C1 controls (U+009B is CSI) reached
+  // the terminal as they were.
+  support::TempDir dir;
+  const fs::path trace = dir.path / "truncated.json";
+  write_trace(trace, {"{\"name\":\"trace truncated\",\"ph\":\"i\",\"s\":\"g\",\"ts\":1,\"pid\":1,\"tid\":0,"
+                      "\"args\":{\"max_bytes\":\"\x7f\xc2\x9b" "31m\\u001b[2J\"}}"});
+  Ran r = report({trace.string(), "-o", (dir.path / "t.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("The trace was truncated") != std::string::npos);
+  CHECK(r.err.find("(max_bytes \"\\x7f\\xc2\\x9b31m\\x5cu001B[2J\")") != std::string::npos);
+  for (std::size_t i = 0; i + 1 < r.err.size(); ++i) {  // the last byte is the newline
+    CAPTURE(i);
+    CHECK((r.err[i] >= 0x20 && r.err[i] < 0x7F));
+  }
+  // A number, as ferry writes it, is shown as it is.
+  write_trace(trace, {R"({"name":"trace truncated","ph":"i","s":"g","ts":1,"pid":1,"tid":0,"args":{"max_bytes":16384}})"});
+  r = report({trace.string(), "-o", (dir.path / "t.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("(max_bytes 16384)") != std::string::npos);
 }
 
 TEST_CASE("Report.task_table_counts_and_percentiles") {
@@ -660,4 +720,22 @@ TEST_CASE("Report.writes_to_stdout_or_fails_with_status_1") {
     CHECK(full.status == 1);
     CHECK_MESSAGE(full.err.find("cannot write the report to stdout: No space left on device") != std::string::npos, full.err);
   }
+}
+
+TEST_CASE("Report.replays_the_fuzz_corpus") {
+  // The fuzzer's seeds and every input it ever failed on (tests/data/fuzz/trace/crash-*), and the
+  // traces of data/trace/: each must go through the reader, the summary and the page without a
+  // crash or a broken invariant (tests/fuzz/trace_fuzz.hpp), and read from its file as it reads
+  // from memory.
+  std::size_t replayed = 0;
+  for (const fs::path& dir : {fs::path(FERRY_TEST_DATA_DIR) / "fuzz" / "trace", data_dir}) {
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const std::string bytes = read_file(entry.path());
+      CAPTURE(entry.path().string());
+      ferry::fuzz::trace_one_input(bytes);
+      ferry::fuzz::trace_file_reads_as_text(entry.path(), bytes);
+      ++replayed;
+    }
+  }
+  CHECK(replayed >= 9);
 }
