@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # ferry_add_report_sources(target): compiles `ferry report`'s reader, summary and page
 # (cli/trace_reader, cli/trace_summary, cli/report_html, cli/json) and the page's template
-# (cli/report/, embedded as cli/CMakeLists.txt embeds it for the ferry command) into `target`:
-# the trace fuzzer (tests/fuzz) and test_report, which replays its corpus. One target per
-# directory: the embedded sources are written to that directory's build tree.
+# (cli/report/report.{html,css,js}, as raw string literals of generated sources written again when
+# a template file changes) into `target`: the ferry command (cli/), test_report (which replays the
+# trace fuzz corpus in-process) and the trace fuzzer (tests/fuzz, built with its own flags, hence
+# sources rather than a library). The generated sources go to the calling directory's build tree,
+# named after the target.
 function(ferry_add_report_sources target)
   set(_cli ${PROJECT_SOURCE_DIR}/cli)
   target_sources(${target} PRIVATE ${_cli}/trace_reader.cpp ${_cli}/trace_summary.cpp ${_cli}/report_html.cpp
