@@ -88,6 +88,14 @@ void write_trace(const fs::path& p, const std::vector<std::string>& events) {
   out << "]\n";
 }
 
+/// 5000 points of the pool's `queued` counter, 1 µs apart from ts 10: i % 5, but 999 at the
+/// 2501st (the peak a reduction must keep).
+void add_pool_counter_points(std::vector<std::string>& events) {
+  for (int i = 0; i < 5000; ++i)
+    events.push_back(R"({"name":"pool","ph":"C","ts":)" + std::to_string(10 + i) +
+                     R"(,"pid":1,"tid":0,"args":{"queued":)" + std::to_string(i == 2500 ? 999 : i % 5) + "}}");
+}
+
 /// A string of `n` times `c`, and the same as `ferry report` keeps it when it is longer than `max`
 /// bytes: the first `max`, then "…".
 std::string repeated(std::size_t n, char c) { return std::string(n, c); }
@@ -487,9 +495,7 @@ TEST_CASE("Report.counter_points_stay_within_their_cap") {
   support::TempDir dir;
   const fs::path trace = dir.path / "points.json";
   std::vector<std::string> events;
-  for (int i = 0; i < 5000; ++i)
-    events.push_back(R"({"name":"pool","ph":"C","ts":)" + std::to_string(10 + i) +
-                     R"(,"pid":1,"tid":0,"args":{"queued":)" + std::to_string(i == 2500 ? 999 : i % 5) + "}}");
+  add_pool_counter_points(events);
   write_trace(trace, events);
   Ran r = report({trace.string(), "-o", (dir.path / "points.html").string()}, dir.path);
   REQUIRE_MESSAGE(r.status == 0, r.err);
@@ -514,9 +520,7 @@ TEST_CASE("Report.counter_points_stay_within_their_cap_when_the_trace_span_overf
   const fs::path trace = dir.path / "far.json";
   std::vector<std::string> events = {
       R"({"name":"far","cat":"task","ph":"X","ts":1e308,"dur":1e308,"pid":1,"tid":1,"args":{"call":1}})"};
-  for (int i = 0; i < 5000; ++i)
-    events.push_back(R"({"name":"pool","ph":"C","ts":)" + std::to_string(10 + i) +
-                     R"(,"pid":1,"tid":0,"args":{"queued":)" + std::to_string(i == 2500 ? 999 : i % 5) + "}}");
+  add_pool_counter_points(events);
   write_trace(trace, events);
   Ran r = report({trace.string(), "-o", (dir.path / "far.html").string()}, dir.path);
   REQUIRE_MESSAGE(r.status == 0, r.err);
