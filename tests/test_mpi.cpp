@@ -140,6 +140,42 @@ TEST_CASE("Mpi.world.no_rank_left_fails_new_work_with_broken_pool") {
   CHECK(r.status == 0);  // ended by itself
 }
 
+TEST_CASE("Mpi.world.a_rank_that_breaks_the_protocol_is_refused_and_the_host_goes_on") {
+  // Rank 1 is not a ferry agent of this version: what it sends cannot be read (its hello, a
+  // library request, its report of a worker's end). The host must not end (an exception out of
+  // its hub's thread would), and must not wait for that rank: it is declared dead, told to
+  // leave, and the work runs on rank 2.
+  for (const char* kind : {"ready", "library", "exited"}) {
+    CAPTURE(kind);
+    Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR,
+                 ":", "-n", "1", FERRY_TEST_MPI_HOSTILE, "agent", kind, ":", "-n", "1", FERRY_TEST_MPI_AGENT},
+                {}, std::chrono::seconds(60));
+    INFO(r.out);
+    CHECK(contains(r.out, "ok refused_rank"));
+    // Told to leave when refused, as a rank lost to the job (peer-lost: no MPI_Finalize).
+    CHECK(contains(r.out, std::string("hostile ") + kind + ": told to leave (peer-lost)"));
+    CHECK(r.status == 0);
+  }
+}
+
+TEST_CASE("Mpi.world.an_agent_drops_what_it_cannot_read_and_stays_in_its_cache") {
+  // Rank 0 is not a ferry host: it offers a library whose content key climbs out of the agent's
+  // cache, sends bytes for it, a body that cannot be read, and a start message that cannot be
+  // read. The agent asks for nothing, writes nothing outside its cache, stays up, and answers
+  // the start as a worker that could not start; then it leaves when told.
+  fs::path scratch = scratch_dir("hostile_host");
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOSTILE, "host", ":", "-n", "1",
+               FERRY_TEST_MPI_AGENT},
+              {{"FERRY_CACHE_DIR", (scratch / "cache").string()}}, std::chrono::seconds(60));
+  INFO(r.out);
+  CHECK(contains(r.out, "ok hostile host"));
+  CHECK(r.status == 0);
+  std::vector<fs::path> outside;
+  for (const auto& e : fs::recursive_directory_iterator(scratch))
+    if (e.path().filename().string().find("escape") != std::string::npos) outside.push_back(e.path());
+  CHECK(outside.empty());
+}
+
 TEST_CASE("Mpi.world.arguments_and_results_over_2_GiB_travel_chunked") {
   // Memory on this one machine, at most: the host's argument and its encoding, the agent's copy
   // (which the worker maps), then for the result the worker's value and encoding, the hub's copy

@@ -109,6 +109,18 @@ std::string memfd_bytes(const SharedBytes& p) {
 
 }  // namespace
 
+TEST_CASE("Mpi.wire.a_content_key_is_64_lowercase_hex_digits") {
+  const std::string key(64, 'a');
+  CHECK(is_content_key(key));
+  CHECK(is_content_key("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
+  CHECK_FALSE(is_content_key(""));
+  CHECK_FALSE(is_content_key(key.substr(1)));
+  CHECK_FALSE(is_content_key(key + "a"));
+  CHECK_FALSE(is_content_key("A" + key.substr(1)));       // not lowercase
+  CHECK_FALSE(is_content_key("../" + key.substr(3)));     // a path, 64 characters long
+  CHECK_FALSE(is_content_key(std::string(63, 'a') + '\0'));
+}
+
 TEST_CASE("Mpi.wire.chunked_frames_come_out_whole_and_in_order") {
   MPI_Comm comm = self();
   Sender s;

@@ -106,7 +106,12 @@ class Agent {
           stop_child();
           // The host lost another rank of this job: MPI_Finalize's fence could wait for it for
           // good (quit_peer_lost).
-          auto items = bytes.empty() ? std::vector<std::string>{} : unpack_strings(bytes.view());
+          std::vector<std::string> items;
+          try {
+            if (!bytes.empty()) items = unpack_strings(bytes.view());
+          } catch (const proto::ProtocolError&) {
+            items = {quit_peer_lost};  // unreadable: leave without a fence that could hang
+          }
           may_finalize_ = !detached_ && std::find(items.begin(), items.end(), quit_peer_lost) == items.end();
           // Let pending sends finish, for at most 2 s: the host may be leaving too.
           auto deadline = Clock::now() + std::chrono::seconds(2);
@@ -147,7 +152,21 @@ class Agent {
   }
 
  private:
+  /// A message from the host. One the agent cannot read (a host of another ferry version, or a
+  /// corrupted message) is dropped rather than ending the rank; a start it cannot read is
+  /// answered as a worker that could not start, so the host's pool hears why.
   void handle(int tag, Buffer& bytes) {
+    try {
+      handle_message(tag, bytes);
+    } catch (const std::exception& e) {
+      std::string why = "the host's message could not be read (tag " + std::to_string(tag) + ": " +
+                        e.what() + ")";
+      ferry::detail::debug_log("mpi agent: %s", why.c_str());
+      if (tag == tag_start) report_exit(-1, 0, 127, why);
+    }
+  }
+
+  void handle_message(int tag, Buffer& bytes) {
     switch (tag) {
       case tag_start: start_child(unpack_strings(bytes.view())); break;
       case tag_stop:
@@ -305,7 +324,8 @@ class Agent {
   /// The host offers a library: use our own copy if it has the same content, else a cached one,
   /// else ask for its bytes. Frames wait until every offered library is here.
   void offered(const std::vector<std::string>& items) {
-    if (items.size() < 2) return;
+    if (items.size() != 2 || !is_content_key(items[1]))
+      throw proto::ProtocolError("a library offer without a content key");
     const std::string& path = items[0];
     const std::string& key = items[1];
     static const bool ship_always = ferry::detail::Config::read().mpi_ship_always;
@@ -323,8 +343,9 @@ class Agent {
   }
 
   void received_library(const std::vector<std::string>& items) {
-    if (items.size() < 2) return;
-    const std::string& key = items[0];
+    if (items.size() != 2 || !is_content_key(items[0]))
+      throw proto::ProtocolError("library bytes without a content key");
+    const std::string& key = items[0];  // names files in the cache: checked above
     auto it = waiting_.find(key);
     if (it == waiting_.end()) return;
     std::string path = it->second;

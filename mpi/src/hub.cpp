@@ -396,7 +396,25 @@ class Hub {
     return nullptr;
   }
 
+  /// A message from an agent. One the hub cannot read (a rank that is not a ferry-mpi-worker of
+  /// this version, or a corrupted message) must not end the host: that rank is refused.
   void handle(Agent& a, int tag, Buffer& bytes) {
+    try {
+      handle_message(a, tag, bytes);
+    } catch (const std::exception& e) {
+      refuse(a, "sent a message the host cannot read (tag " + std::to_string(tag) + ": " + e.what() +
+                    "; is it a ferry-mpi-worker of this version?)");
+    }
+  }
+
+  /// Declares a rank that broke the protocol dead, and tells it to leave: its messages are not
+  /// read again, and whatever it runs is stopped (a ferry agent stops its worker on quit).
+  void refuse(Agent& a, const std::string& why) {
+    declare_dead(a, why);
+    sender_.send(pack_strings({quit_peer_lost}), a.rank, tag_quit, a.comm);
+  }
+
+  void handle_message(Agent& a, int tag, Buffer& bytes) {
     a.last_heard = Clock::now();
     switch (tag) {
       case tag_ready: {
@@ -433,9 +451,12 @@ class Hub {
           a.slot.reset();  // the agent can host a new worker
         }
         break;
-      case tag_lib_need:
-        send_library(a, unpack_strings(bytes.view()).at(0));
+      case tag_lib_need: {
+        auto items = unpack_strings(bytes.view());
+        if (items.size() != 1) throw proto::ProtocolError("a library request names no library");
+        send_library(a, items[0]);
         break;
+      }
       default:
         break;
     }
@@ -451,6 +472,7 @@ class Hub {
   }
 
   void declare_dead(Agent& a, const std::string& why) {
+    if (!a.alive) return;
     a.alive = false;
     receiver_.forget(a.comm, a.rank);
     {
@@ -561,7 +583,8 @@ class Hub {
       int source = 0, tag = 0;
       Buffer bytes;
       while (receiver_.next(c, source, tag, bytes)) {
-        if (Agent* a = agent_of(c, source)) handle(*a, tag, bytes);
+        // A rank declared dead is not heard again (its late messages are received and dropped).
+        if (Agent* a = agent_of(c, source); a && a->alive) handle(*a, tag, bytes);
         busy = busy || tag != tag_heartbeat;  // heartbeats start no spin window
         // A waiting thread goes to read what it may have been waiting for; what else came is
         // for its next pass, or the hub's thread.

@@ -103,6 +103,12 @@ std::string content_key(const std::filesystem::path& file) {
   return ferry::detail::file_content_key(file).value_or("");
 }
 
+bool is_content_key(std::string_view key) {
+  return key.size() == 64 && std::all_of(key.begin(), key.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
 Buffer frame_bytes(const ferry::detail::Frame& f) {
   Buffer out(proto::header_size);
   proto::write_header(out.data(), f.header.type, f.body.size(),

@@ -102,6 +102,10 @@ std::vector<std::string> unpack_strings(std::string_view body);
 
 /// Content key of a file: its BLAKE2b key (platform/hash.hpp), hex; "" if unreadable.
 std::string content_key(const std::filesystem::path& file);
+/// Whether `key` has the form of a content key (64 lowercase hex digits). An agent names files
+/// in its cache by the keys the host sends: anything else ("../x") is refused before it is
+/// used in a path.
+bool is_content_key(std::string_view key);
 
 /// MPI counts bytes in an int: the largest message is 2 GiB - 1. A frame larger than that goes in
 /// chunks.

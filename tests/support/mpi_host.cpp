@@ -23,6 +23,9 @@
 //                result of 2 GiB + 1 MiB arrives whole; the same workers all along
 //   ship         a plugin task and a FERRY_WRAP task from <scratch dir>/plugins, their bytes
 //                shipped to the agents (run with FERRY_MPI_SHIP=always)
+//   refused_rank (beside one tests/support/mpi_hostile.cpp agent rank and one ferry-mpi-worker)
+//                the host refuses the rank that breaks the protocol instead of ending: every
+//                task completes on the other rank, and the pool settles on that one worker
 //   trace        tasks, a map and a failure with ExecutorOptions::trace = <scratch dir>/trace.json
 //                (test_mpi reads the file: a track per rank, named by rank and host)
 #include <signal.h>
@@ -170,6 +173,21 @@ void killed_rank(const std::string& plugin_dir, std::size_t workers_after) {
   ex.shutdown({.wait = false, .kill_workers = true});
 }
 
+void refused_rank(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 2));
+  std::vector<ferry::Future<int>> futures;
+  for (int i = 0; i < 20; ++i) futures.push_back(ex.submit(square, i));
+  // A task sent to the refused rank's worker never started there (it never said hello): it runs
+  // on the other rank instead.
+  for (int i = 0; i < 20; ++i) EXPECT(futures[static_cast<std::size_t>(i)].get() == i * i);
+  // All the workers the job has ranks for are up only once the hostile rank is refused: it
+  // never starts one.
+  EXPECT(ex.warm_up(std::chrono::seconds(30)));
+  EXPECT(ex.worker_pids().size() == 1);
+  std::vector<int> in = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT(ex.map(square, in) == std::vector<int>({1, 4, 9, 16, 25, 36, 49, 64}));
+}
+
 void last_rank_killed(const std::string& plugin_dir) {
   ferry::Executor ex(mpi_options(plugin_dir, 1));
   EXPECT(ex.warm_up());
@@ -305,6 +323,8 @@ int main(int argc, char** argv) {
       basics(plugin_dir);
     } else if (scenario == "killed_rank" && argc == 4) {
       killed_rank(plugin_dir, std::strtoul(argv[3], nullptr, 10));
+    } else if (scenario == "refused_rank") {
+      refused_rank(plugin_dir);
     } else if (scenario == "large") {
       large(plugin_dir);
     } else if (scenario == "missing_agent") {

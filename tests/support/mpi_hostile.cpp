@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// A rank that breaks ferry's MPI protocol, for test_mpi: neither the host nor an agent may end or
+// hang because another rank of the job sends what it cannot read (a rank that is not ferry, a
+// ferry of another version, a corrupted message). Prints what it saw; exits 0 when all went as
+// the test expects.
+//   mpi_hostile agent <kind>   beside a ferry host (rank 0), in place of a ferry-mpi-worker:
+//       ready    its hello cannot be read
+//       library  a good hello, then a request for a library that names none
+//       exited   a good hello, then, when told to start a worker, an exit report that cannot be
+//                read
+//     then waits to be told to leave, and prints "hostile <kind>: told to leave (<body>)"; exits
+//     3 if that does not come within 60 s.
+//   mpi_hostile host           as rank 0 of `mpirun -n 1 mpi_hostile host : -n 1 ferry-mpi-worker`:
+//     offers the agent a library whose content key climbs out of its cache ("../../escape"),
+//     then that library's bytes, a body that cannot be read, and a start message that cannot be
+//     read. The agent must ask for nothing, stay up, and answer the start as a worker that could
+//     not start; then it is told to leave. Prints "ok hostile host".
+#include <mpi.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "wire.hpp"
+
+namespace {
+
+using namespace ferry::mpi::detail;
+using Clock = std::chrono::steady_clock;
+
+void send(const Buffer& b, int dest, int tag) {
+  MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD);
+}
+
+Buffer garbage() {
+  Buffer b;
+  const char bytes[] = "\xff\xff\xff\x7f" "not a count of strings";
+  b.append(bytes, sizeof bytes - 1);
+  return b;
+}
+
+/// Heartbeats to `peer` until a message from it arrives (other than a heartbeat); false at the
+/// deadline.
+bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) {
+  auto last_beat = Clock::time_point{};
+  while (Clock::now() < deadline) {
+    if (Clock::now() - last_beat > std::chrono::milliseconds(250)) {
+      send(Buffer(), peer, tag_heartbeat);
+      last_beat = Clock::now();
+    }
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(peer, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+    if (!flag) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // pacing a poll, not a sync
+      continue;
+    }
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    body = Buffer(static_cast<std::size_t>(count));
+    MPI_Recv(body.data(), count, MPI_BYTE, peer, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    if (st.MPI_TAG == tag_heartbeat) continue;
+    tag = st.MPI_TAG;
+    return true;
+  }
+  return false;
+}
+
+std::string strings_of(const Buffer& body) {
+  std::string out;
+  if (body.size() == 0) return out;
+  for (const auto& s : unpack_strings(body.view())) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+
+int agent(const std::string& kind) {
+  auto hello = pack_strings({"12345", "hostile"});
+  if (kind == "ready") {
+    send(garbage(), 0, tag_ready);
+  } else {
+    send(hello, 0, tag_ready);
+    if (kind == "library") send(pack_strings({}), 0, tag_lib_need);
+  }
+  auto deadline = Clock::now() + std::chrono::seconds(60);
+  int tag = 0;
+  Buffer body;
+  while (next_message(0, tag, body, deadline)) {
+    if (tag == tag_start && kind == "exited") send(garbage(), 0, tag_exited);
+    if (tag == tag_quit) {
+      std::cout << "hostile " << kind << ": told to leave (" << strings_of(body) << ")" << std::endl;
+      return 0;  // without MPI_Finalize: the host declared this rank dead, and will not call it
+    }
+  }
+  std::cout << "hostile " << kind << ": never told to leave" << std::endl;
+  return 3;
+}
+
+int host() {
+  auto deadline = Clock::now() + std::chrono::seconds(60);
+  int tag = 0;
+  Buffer body;
+  if (!next_message(1, tag, body, deadline) || tag != tag_ready) {
+    std::cout << "FAILED: no hello from the agent" << std::endl;
+    return 1;
+  }
+  send(pack_strings({"/nonexistent/libescape.so", "../../escape"}), 1, tag_lib_offer);
+  send(pack_strings({"../../escape", "\x7f" "ELF not really"}), 1, tag_lib_data);
+  send(garbage(), 1, tag_lib_data);
+  send(garbage(), 1, tag_lib_offer);
+  send(garbage(), 1, tag_start);
+  // One source's messages arrive in order: anything the agent did about the messages before the
+  // start arrives before its answer to the start.
+  bool answered = false;
+  while (!answered && next_message(1, tag, body, deadline)) {
+    if (tag == tag_lib_need) {
+      std::cout << "FAILED: the agent asked for a library named by an invalid key: " << strings_of(body) << std::endl;
+      return 1;
+    }
+    if (tag == tag_exited) {
+      auto items = unpack_strings(body.view());
+      std::cout << "the agent answered the start: " << strings_of(body) << std::endl;
+      if (items.size() != 4 || items[3].find("could not be read") == std::string::npos) {
+        std::cout << "FAILED: not the answer to a start it could not read" << std::endl;
+        return 1;
+      }
+      answered = true;
+    }
+  }
+  if (!answered) {
+    std::cout << "FAILED: the agent did not answer the start" << std::endl;
+    return 1;
+  }
+  send(Buffer(), 1, tag_quit);
+  MPI_Finalize();
+  std::cout << "ok hostile host" << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  std::string role = argc > 1 ? argv[1] : "";
+  if (role == "agent" && argc == 3) return agent(argv[2]);
+  if (role == "host" && argc == 2) return host();
+  std::cerr << "usage: mpi_hostile agent ready|library|exited | mpi_hostile host\n";
+  return 2;
+}
