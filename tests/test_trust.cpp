@@ -153,6 +153,29 @@ TEST_CASE("Trust.a_file_of_another_user_is_refused") {
   CHECK(trust_verdict(f).at == t.safe);  // the directory's owner could swap the file
 }
 
+TEST_CASE("Trust.a_link_of_another_user_is_refused_even_to_a_safe_target") {
+  // In a sticky directory (as /tmp) another user may own a link to our safe plugin directory:
+  // it passes for ours when checked, and its owner points it at theirs before it is used.
+  if (::geteuid() != 0) {
+    MESSAGE("not root: cannot give a link to another user here");
+    return;
+  }
+  Tree t;
+  fs::path sticky = t.root.path / "sticky";
+  fs::create_directories(sticky);
+  fs::permissions(sticky, fs::perms(01777), fs::perm_options::replace);
+  auto target = t.file(t.safe, "lib.so");
+  fs::create_symlink(t.safe, sticky / "plugins");
+  CHECK(untrusted_reason(sticky / "plugins" / "lib.so") == "");  // ours: fine
+  REQUIRE(::lchown((sticky / "plugins").c_str(), 65534, 65534) == 0);
+  auto v = trust_verdict(sticky / "plugins" / "lib.so");
+  CHECK(v.at == sticky / "plugins");
+  CHECK(contains(v.why, "a symbolic link owned by uid 65534"));
+  CHECK(::lchown((sticky / "plugins").c_str(), 0, 0) == 0);  // root's links are trusted
+  CHECK(untrusted_reason(sticky / "plugins" / "lib.so") == "");
+  (void)target;
+}
+
 TEST_CASE("Trust.plugin_directory_of_links_is_refused_by_the_index") {
   // A 0777 directory whose entries are symbolic links to safe plugins: once accepted.
   Tree t;

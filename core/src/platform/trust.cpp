@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The trust check: a path is walked from `/` one component at a time, following symbolic links
 // by hand, so that every directory the kernel would pass through is seen (a link's own directory,
-// then its target's whole way), as ssh's StrictModes and secure_path checks do.
+// the link's owner, then its target's whole way), as ssh's StrictModes and secure_path checks do.
 #include "platform/trust.hpp"
 
 #include <sys/stat.h>
@@ -88,8 +88,15 @@ TrustVerdict trust_verdict(const fs::path& path) {
     fs::path next = at / name;
     if (::lstat(next.c_str(), &st) != 0) return {next, missing(errno)};
     if (S_ISLNK(st.st_mode)) {
-      // The link's directory (`at`) was checked on the way here; now its target, from the start
-      // of the target's own way.
+      // The link's directory (`at`) was checked on the way here. The link itself must be ours or
+      // root's: in a sticky directory (as /tmp) another user's link cannot be replaced by us, but
+      // its owner can point it elsewhere at any moment, after this check and before the path is
+      // used. (A link's own mode bits mean nothing.) Then its target, from the start of the
+      // target's own way.
+      if (st.st_uid != ::geteuid() && st.st_uid != 0)
+        return {next, "a symbolic link owned by uid " + std::to_string(st.st_uid) +
+                          ", neither this user (uid " + std::to_string(::geteuid()) +
+                          ") nor root: its owner can point it elsewhere at any time"};
       if (++links > max_links) return {next, "one link too many (a loop of symbolic links?)"};
       char buf[PATH_MAX];
       ssize_t n = ::readlink(next.c_str(), buf, sizeof buf - 1);
