@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The FERRY_* table (core/src/platform/config.*): every variable read in one place, a malformed
 // value refused when an executor is made, naming the variable; the README lists them all.
+#include <pwd.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <regex>
 #include <set>
@@ -53,6 +56,17 @@ TEST_CASE("Config.malformed_values_are_refused_at_executor_construction") {
   support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "2");
   ferry::Executor ex(support::options(1));
   CHECK(ex.submit<int>("square", 4).get() == 16);
+}
+
+TEST_CASE("Config.without_home_the_cache_is_in_the_home_the_password_database_gives") {
+  // Not a name in /tmp that any other user could create first (or plant as a link).
+  support::ScopedEnv cache("FERRY_CACHE_DIR", "");
+  support::ScopedEnv xdg("XDG_CACHE_HOME", "");
+  support::ScopedEnv home("HOME", "");
+  const passwd* pw = ::getpwuid(::geteuid());
+  REQUIRE(pw != nullptr);
+  REQUIRE(std::string(pw->pw_dir) != "/");
+  CHECK(Config::read().cache_dir == fs::path(pw->pw_dir) / ".cache" / "ferry");
 }
 
 TEST_CASE("Config.sizes_take_binary_units") {

@@ -108,8 +108,9 @@ std::vector<fs::path> entries(const fs::path& dir, const std::string& suffix) {
 }
 
 /// Runs a wrap host (another process) with this cache; returns its output.
-std::string run_wrap_host(const fs::path& cache, const char* host = FERRY_TEST_WRAP_HOST) {
-  std::string cmd = "FERRY_CACHE_DIR='" + cache.string() + "' '" + host + "' '" FERRY_TEST_WORKER "'";
+std::string run_wrap_host(const fs::path& cache, const char* host = FERRY_TEST_WRAP_HOST,
+                          const std::string& umask = "022") {
+  std::string cmd = "umask " + umask + "; FERRY_CACHE_DIR='" + cache.string() + "' '" + host + "' '" FERRY_TEST_WORKER "'";
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p);
   char buf[4096];
@@ -174,6 +175,26 @@ TEST_CASE("Wrap.cache_is_private_and_reused") {
   std::string first = run_wrap_host(cache.path);
   CHECK(first == "106 1\n");
   CHECK(run_wrap_host(cache.path) == "106 0\n");
+}
+
+TEST_CASE("Wrap.cache_works_under_a_group_writable_umask") {
+  // umask 002 (Debian's default for users with a group of their own): the directories ferry
+  // creates, and the entries it writes, must still be private, or the trust check refuses the
+  // cache (it did: "writable by group or others (mode 0775)"), or every run rebuilds.
+  FreshCache cache;
+  fs::path dir = cache.path / "home" / ".cache" / "ferry";  // none of it exists yet
+  CHECK(run_wrap_host(dir, FERRY_TEST_WRAP_HOST, "002") == "106 1\n");
+  CHECK(run_wrap_host(dir, FERRY_TEST_WRAP_HOST, "002") == "106 0\n");  // reused, not rebuilt
+  for (const fs::path& d : {cache.path / "home", cache.path / "home" / ".cache", dir}) {
+    struct stat st {};
+    REQUIRE(::stat(d.c_str(), &st) == 0);
+    CHECK_MESSAGE((st.st_mode & 0777) == 0700, d);
+  }
+  for (const auto& e : fs::directory_iterator(dir)) {
+    struct stat st {};
+    REQUIRE(::stat(e.path().c_str(), &st) == 0);
+    CHECK_MESSAGE((st.st_mode & 022) == 0, e.path());
+  }
 }
 
 TEST_CASE("Wrap.many_threads_one_build") {

@@ -2,6 +2,7 @@
 // The FERRY_* table and its parser.
 #include "platform/config.hpp"
 
+#include <pwd.h>
 #include <unistd.h>
 
 #include <array>
@@ -110,6 +111,19 @@ class Reader {
   Config& c_;
 };
 
+/// The home directory in the password database (HOME unset, as under some daemons and
+/// `env -i`); "" when there is none.
+std::string home_of_this_user() {
+  long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(size > 0 ? static_cast<std::size_t>(size) : 16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(::geteuid(), &pw, buf.data(), buf.size(), &found) != 0 || !found || !pw.pw_dir)
+    return {};
+  std::string home = pw.pw_dir;
+  return home == "/" ? std::string() : home;  // "/" as a home: no place for a cache of ours
+}
+
 std::vector<std::string> split_words(const std::string& s) {
   std::vector<std::string> out;
   std::istringstream in(s);
@@ -182,7 +196,11 @@ Config Config::read() {
     c.cache_dir = fs::path(*x) / "ferry";
   } else if (auto h = get("HOME"); h && !h->empty()) {
     c.cache_dir = fs::path(*h) / ".cache" / "ferry";
+  } else if (std::string home = home_of_this_user(); !home.empty()) {
+    c.cache_dir = fs::path(home) / ".cache" / "ferry";
   } else {
+    // Last resort, and a name others can guess: anyone may create it first, and the cache's
+    // checks (ours, 0700, a trusted way) then refuse it, with a message naming FERRY_CACHE_DIR.
     c.cache_dir = fs::temp_directory_path() / ("ferry-cache-" + std::to_string(::geteuid()));
   }
   return c;

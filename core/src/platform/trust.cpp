@@ -126,6 +126,19 @@ void require_trusted(const fs::path& path) {
   if (!v) throw PluginError::unsafe(v.at.string(), v.why, path.string());
 }
 
+bool create_private_directories(const fs::path& dir, std::error_code& ec) {
+  ec.clear();
+  fs::path at;
+  for (const auto& part : dir) {
+    at /= part;
+    if (part.empty() || part == "/" || part == "." || part == "..") continue;
+    if (::mkdir(at.c_str(), 0700) == 0 || errno == EEXIST) continue;
+    ec = std::error_code(errno, std::generic_category());
+    return false;
+  }
+  return true;
+}
+
 bool unsafe_allowed_by_environment() { return Config::read().allow_unsafe_plugins; }
 
 }  // namespace ferry::detail

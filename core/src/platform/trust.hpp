@@ -16,7 +16,8 @@ namespace ferry::detail {
 /// writable by group or others; a directory on the way is not either, unless it has the sticky
 /// bit (as /tmp: there only an entry's owner can replace it, and the next component is checked to
 /// be ours or root's). A symbolic link is followed: the directory that holds the link is checked
-/// as part of the way, and so is its target, with every directory on the target's own way. A
+/// as part of the way, the link must be ours or root's (its owner can repoint it at any time),
+/// and its target is checked with every directory on the target's own way. A
 /// relative path is taken from the current directory. A missing component is a reason too.
 /// Never throws (an allocation failure aside).
 FERRY_INTERNAL_API std::string untrusted_reason(const std::filesystem::path& path);
@@ -32,6 +33,12 @@ FERRY_INTERNAL_API TrustVerdict trust_verdict(const std::filesystem::path& path)
 
 /// Throws PluginError::unsafe (naming the offending component and why) unless `path` is trusted.
 void require_trusted(const std::filesystem::path& path);
+
+/// Creates `dir` and every missing directory on its way with mode 0700, whatever the umask (with
+/// umask 002, create_directories would make them group-writable, and the trust check would then
+/// refuse what ferry itself created). Directories that exist are left as they are. False, with
+/// `ec` set, when one cannot be created.
+FERRY_INTERNAL_API bool create_private_directories(const std::filesystem::path& dir, std::error_code& ec);
 
 /// FERRY_ALLOW_UNSAFE_PLUGINS is set (and not "0"): the user turned the check off.
 FERRY_INTERNAL_API bool unsafe_allowed_by_environment();

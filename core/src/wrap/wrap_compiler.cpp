@@ -46,6 +46,7 @@
 #include "platform/paths.hpp"
 #include "platform/trust.hpp"
 #include "platform/debug.hpp"
+#include "platform/fd.hpp"
 #include "platform/spawn.hpp"
 
 namespace ferry::detail {
@@ -123,10 +124,18 @@ std::string read_file(const fs::path& file, std::size_t max = 1 << 20) {
   return s;
 }
 
+/// Writes `file` (in the private cache directory) with mode 0600 whatever the umask: an entry
+/// that the umask left group-writable would fail the trust check, and be rebuilt every time.
 bool write_file(const fs::path& file, const std::string& content) {
-  std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  out << content;
-  return static_cast<bool>(out.flush());
+  Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd || ::fchmod(fd.get(), 0600) != 0) return false;
+  for (std::size_t at = 0; at < content.size();) {
+    ssize_t n = ::write(fd.get(), content.data() + at, content.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    at += static_cast<std::size_t>(n);
+  }
+  return true;
 }
 
 /// First lines of a compiler's output.
@@ -324,10 +333,9 @@ Setup make_setup(const WrapSite& site) {
 fs::path prepare_cache_dir(const WrapSite& site, const fs::path& dir) {
   std::error_code ec;
   // Created private in one step: create-then-chmod would let a concurrent build (every wrap of
-  // an executor builds at once) find it open for a moment and refuse it.
-  if (dir.has_parent_path()) fs::create_directories(dir.parent_path(), ec);
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    ec = std::error_code(errno, std::generic_category());
+  // an executor builds at once) find it open for a moment and refuse it. Missing parents are
+  // made private too: under umask 002 they would be group-writable, and refused below.
+  create_private_directories(dir, ec);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     setup_failed(site, "the cache directory " + dir.string() + " cannot be created" +
@@ -418,6 +426,7 @@ std::string prelude(const Setup& s, const fs::path& dir) {
     fs::remove(tmp_pch, ec);
     return {};
   }
+  ::chmod(tmp_pch.c_str(), 0600);  // the compiler made it 0666 less the umask
   // The header first: a header without its PCH is merely slow, a PCH without its header unused.
   fs::rename(tmp_header, header, ec);
   fs::rename(tmp_pch, pch, ec);
@@ -492,6 +501,9 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     if (write_file(tmp_err, said)) fs::rename(tmp_err, err, ec);
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), said);
   }
+  // The linker creates it 0777 less the umask: under umask 002, group-writable, which the
+  // trust check refuses when the entry is used.
+  ::chmod(tmp.c_str(), 0700);
   auto digest = file_digest(tmp);
   std::string tmp_sum = sum.string() + ".tmp." + unique_suffix();
   if (!digest || !write_file(tmp_sum, *digest + "\n")) {
