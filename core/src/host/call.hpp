@@ -11,6 +11,7 @@
 #include <ferry/detail/state.hpp>
 #include <ferry/serialization.hpp>
 
+#include "platform/fd.hpp"
 #include "wire/protocol.hpp"
 
 namespace ferry::detail {
@@ -33,6 +34,7 @@ struct Call {
   std::shared_ptr<StateBase> state;
   std::shared_ptr<const RefEntry> ref;
   Buffer args;
+  Fd peer_args;  // what a worker gets of args in shared memory: read-only (read_only_for_peer)
   std::uint32_t items = 1;
   std::uint8_t flags = 0;  // task frame flags (JSON)
   std::size_t first_input = no_input;  // a map chunk's first input: its errors name their input

@@ -19,6 +19,7 @@
 
 #include "host/local_launcher.hpp"
 #include "platform/config.hpp"
+#include "wire/shm.hpp"
 
 namespace ferry::detail {
 
@@ -252,9 +253,12 @@ void Pool::dispatch_locked() {
     if (call.args.fd() >= 0) {
       // Large arguments were encoded straight into a memfd: the frame carries the descriptor
       // and the size; the worker maps them. The call keeps the memfd open until it completes.
+      // The worker's task code can reach that descriptor: it gets a read-only one, of a block
+      // it can neither shrink nor write (made once per call, kept for a re-dispatch).
+      if (!call.peer_args) call.peer_args = read_only_for_peer(call.args.fd());
       head = protocol::encode_shared_task({call.id, call.ref->define.ref, call.items}, call.args.size(), call.flags);
       counts_.bytes_sent += head.size() + call.args.size();
-      w.outbox.push(std::move(head), call.args.fd(), s.call);
+      w.outbox.push(std::move(head), call.peer_args ? call.peer_args.get() : call.args.fd(), s.call);
     } else {
       head = protocol::encode_task_head({call.id, call.ref->define.ref, call.items}, call.args.size(), call.flags);
       counts_.bytes_sent += head.size() + call.args.size();

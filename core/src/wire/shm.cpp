@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include <ferry/detail/buffer.hpp>
 
 #include "platform/config.hpp"
+#include "wire/shm.hpp"
 
 namespace ferry::detail {
 
@@ -72,12 +74,16 @@ char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
     }
   }
   std::size_t cap = round_pages(n);
-  int memfd = ::memfd_create("ferry-buffer", MFD_CLOEXEC);
+  int memfd = ::memfd_create("ferry-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd < 0) return nullptr;
   if (::ftruncate(memfd, static_cast<off_t>(cap)) != 0) {
     ::close(memfd);
     return nullptr;
   }
+  // Never shrunk, by anyone: a task that truncated the block it was given (or found through
+  // /proc/<host>/fd) made the host's next memcpy into it (reused, or still mapped) a SIGBUS.
+  // The host only ever grows a block; the seal costs one call per block made, none per use.
+  (void)::fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK);
   char* data = map_fd(memfd, cap);
   if (!data) {
     ::close(memfd);
@@ -90,7 +96,12 @@ char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
 
 char* grow(char* data, std::size_t old_capacity, std::size_t n, std::size_t& capacity, int fd) {
   std::size_t cap = round_pages(n);
-  if (::ftruncate(fd, static_cast<off_t>(cap)) != 0) throw std::bad_alloc();
+  if (::ftruncate(fd, static_cast<off_t>(cap)) != 0) {
+    // A worker may have grown a block it was given (through a reopened descriptor): larger
+    // already is as good, since shrinking it back is sealed.
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < cap) throw std::bad_alloc();
+  }
   void* p = ::mremap(data, old_capacity, cap, MREMAP_MAYMOVE);
   if (p == MAP_FAILED) throw std::bad_alloc();
   capacity = cap;
@@ -132,6 +143,13 @@ void write_at(char* data, std::size_t capacity, int fd, std::size_t at, const vo
     // One call moves at most ~2 GiB (MAX_RW_COUNT); ask for 1 GiB at a time.
     ssize_t w = ::pwrite(fd, p, std::min(n, std::size_t{1} << 30), static_cast<off_t>(at));
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EPERM) {
+      // A recycled block that was handed to a worker is sealed against write(2)
+      // (read_only_for_peer), then grew past the recycle limit: through the mapping it is.
+      populate(data, at, at + n);
+      std::memcpy(data + at, p, n);
+      return;
+    }
     if (w <= 0) throw std::bad_alloc();  // ENOMEM/ENOSPC: the offset is within the block
     p += w;
     at += static_cast<std::size_t>(w);
@@ -165,6 +183,15 @@ const BlockAllocator allocator{threshold_from_env(), &allocate, &grow, &release,
 }  // namespace
 
 const BlockAllocator* large_block_allocator() noexcept { return &allocator; }
+
+Fd read_only_for_peer(int fd) {
+  // Idempotent: a recycled block was sealed the first time it was sent. Two calls per shared
+  // argument (at least FERRY_SHM_THRESHOLD bytes), none for arguments sent inline.
+  (void)::fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
+  char path[40];
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  return Fd(::open(path, O_RDONLY | O_CLOEXEC));
+}
 
 void unmap_shared(char* data, std::size_t capacity, int fd) noexcept {
   if (data) ::munmap(data, capacity);
