@@ -258,6 +258,24 @@ TEST_CASE("Mpi.ship.plugin_and_wrapped_task_travel_by_content") {
   CHECK(std::count_if(now.begin(), now.end(), is_plugin) == 1);
 }
 
+TEST_CASE("Mpi.ship.nothing_is_written_into_a_cache_others_can_change") {
+  // A shipped library written where another user can rename or plant entries could be swapped
+  // before a worker loads it: the agent writes nothing there, and the task fails saying why.
+  fs::path scratch = scratch_dir("ship_refused");
+  fs::path plugin = scratch / "plugins" / fs::path(FERRY_TEST_MATH_PLUGIN).filename();
+  fs::create_directories(plugin.parent_path());
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, plugin);
+  fs::create_directories(scratch / "cache");
+  fs::permissions(scratch / "cache", fs::perms(0777), fs::perm_options::replace);
+  Run r = world("ship_refused", {scratch.string()},
+                {{"FERRY_MPI_SHIP", "always"}, {"FERRY_CACHE_DIR", (scratch / "cache").string()}});
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK(contains(r.out, "ok ship_refused"));
+  CHECK(contains(r.out, "writable by group or others"));
+  CHECK(shipped(scratch / "cache").empty());
+}
+
 TEST_CASE("Mpi.world.trace_has_a_track_per_rank_named_by_rank_and_host") {
   fs::path scratch = scratch_dir("trace");
   check_ok(world("trace", {scratch.string()}), "trace");

@@ -44,14 +44,34 @@ using ferry::detail::Fd;
 
 namespace {
 
-fs::path shipped_cache_dir() {
-  fs::path base = ferry::detail::default_cache_dir();
-  fs::path dir = base / "shipped";
+/// Where shipped libraries are kept: $FERRY_CACHE_DIR/shipped, created private (0700, missing
+/// parents too). Nothing is written there unless it passes the trust check (`why` says why not):
+/// in a directory another user can change, a file written could be swapped before it is loaded,
+/// or a link planted where it is written.
+fs::path shipped_cache_dir(std::string& why) {
+  fs::path dir = ferry::detail::default_cache_dir() / "shipped";
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  ::chmod(base.c_str(), 0700);
-  ::chmod(dir.c_str(), 0700);
+  if (!ferry::detail::create_private_directories(dir, ec)) {
+    why = "cannot create " + dir.string() + " (" + ec.message() + ")";
+  } else if (!ferry::detail::unsafe_allowed_by_environment()) {
+    why = ferry::detail::untrusted_reason(dir);
+  }
+  if (!why.empty()) ferry::detail::debug_log("mpi agent: shipping nothing into the cache: %s", why.c_str());
   return dir;
+}
+
+/// Writes `bytes` into a new file `file` (mode 0700), never through a link or over a file that
+/// is there already.
+bool write_new_file(const fs::path& file, std::string_view bytes) {
+  Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0700));
+  if (!fd) return false;
+  for (std::size_t at = 0; at < bytes.size();) {
+    ssize_t n = ::write(fd.get(), bytes.data() + at, bytes.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    at += static_cast<std::size_t>(n);
+  }
+  return true;
 }
 
 /// Whether a worker here may load `file`: its content has `key`, and no other user could have
@@ -352,20 +372,23 @@ class Agent {
     waiting_.erase(it);
     fs::path cached = cache_ / (key + ".so");
     fs::path tmp = cache_ / (key + ".so.tmp." + std::to_string(::getpid()));
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out.write(items[1].data(), static_cast<std::streamsize>(items[1].size()));
-    }
-    ::chmod(tmp.c_str(), 0700);
     std::error_code ec;
-    // Checked before it is ever loaded: a corrupt transfer is dropped, and the worker then
-    // reports the library as missing.
-    if (!items[1].empty() && usable(tmp, key)) {
-      fs::rename(tmp, cached, ec);
-      local_[path] = cached.string();
+    fs::remove(tmp, ec);  // a leftover of an earlier agent of this pid
+    // Checked before it is ever loaded: bytes that do not match their key, or a cache that is
+    // not private, and the worker is pointed at the cache's (missing) file: it reports the
+    // library as missing. Never at the host's path: this node's file there failed the check.
+    if (!cache_refused_.empty()) {
+      // Not even the cache's file name: another user may have put a file there. A path in `/`,
+      // where only root creates entries, that cannot load and says why.
+      local_[path] = "/(not shipped: " + cache_refused_ + ")/" + key + ".so";
     } else {
-      fs::remove(tmp, ec);
-      local_[path] = path;
+      if (!items[1].empty() && write_new_file(tmp, items[1]) && usable(tmp, key)) {
+        fs::rename(tmp, cached, ec);
+      } else {
+        fs::remove(tmp, ec);
+        fs::remove(cached, ec);  // it failed its check in offered()
+      }
+      local_[path] = cached.string();
     }
     release_frames();
   }
@@ -407,7 +430,8 @@ class Agent {
   std::deque<Held> held_;
   std::map<std::string, std::string> waiting_;  // content key → host path
   std::map<std::string, std::string> local_;    // host path → path here
-  fs::path cache_ = shipped_cache_dir();
+  std::string cache_refused_;  // why nothing is written into the cache ("" when it is private)
+  fs::path cache_ = shipped_cache_dir(cache_refused_);
   Clock::time_point last_heard_, last_sent_;
   Pace pace_;
   FrameBatch batch_;

@@ -26,6 +26,9 @@
 //   refused_rank (beside one tests/support/mpi_hostile.cpp agent rank and one ferry-mpi-worker)
 //                the host refuses the rank that breaks the protocol instead of ending: every
 //                task completes on the other rank, and the pool settles on that one worker
+//   ship_refused the same plugin task, with a cache directory others can write
+//                (FERRY_CACHE_DIR): nothing is written there, and the task fails with a
+//                PluginError saying it was not shipped and why
 //   trace        tasks, a map and a failure with ExecutorOptions::trace = <scratch dir>/trace.json
 //                (test_mpi reads the file: a track per rank, named by rank and host)
 #include <signal.h>
@@ -292,6 +295,14 @@ void ship(const std::string& scratch) {
   ex.shutdown();
 }
 
+void ship_refused(const std::string& scratch) {
+  ferry::Executor ex(mpi_options(scratch + "/plugins", 2));
+  auto e = expect_throw<ferry::PluginError>(__LINE__, [&] { ex.submit<int>("add", 20, 22).get(); });
+  std::cout << "refused: " << e.what() << std::endl;
+  EXPECT(std::string(e.what()).find("not shipped") != std::string::npos);
+  ex.shutdown();
+}
+
 void trace(const std::string& plugin_dir, const std::string& scratch) {
   auto o = mpi_options(plugin_dir, 2);
   o.trace = scratch + "/trace.json";
@@ -337,6 +348,8 @@ int main(int argc, char** argv) {
       host_killed(plugin_dir, argv[3]);
     } else if (scenario == "ship" && argc == 4) {
       ship(argv[3]);
+    } else if (scenario == "ship_refused" && argc == 4) {
+      ship_refused(argv[3]);
     } else if (scenario == "trace" && argc == 4) {
       trace(plugin_dir, argv[3]);
     } else {
