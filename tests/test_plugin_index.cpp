@@ -176,6 +176,38 @@ TEST_CASE("PluginIndex.read_manifest.text_file_is_not_a_shared_library") {
   CHECK(contains(msg, file.string()));
 }
 
+TEST_CASE("PluginIndex.read_task_records.a_fifo_or_another_users_file_is_read_safely") {
+  support::TempDir dir;
+  SUBCASE("a FIFO under a plugin's name is refused at once, not waited on") {
+    // Swapped in after the directory scan saw a regular file: opening it must not block.
+    fs::path fifo = dir.path / "libfifo.so";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    try {
+      ferry::detail::read_task_records(fifo);
+      FAIL("read a FIFO");
+    } catch (const ferry::detail::ElfError& e) {
+      CHECK(contains(e.what(), "not a regular file"));
+    }
+  }
+  SUBCASE("a plugin another user can change is copied, not mapped, and reads the same") {
+    // (Its owner could truncate a mapping under the parse: SIGBUS.) Only root can give a file away.
+    if (::geteuid() != 0) return;
+    fs::path mine = dir.path / "libmine.so";
+    fs::path theirs = dir.path / "libtheirs.so";
+    fs::copy_file(FERRY_TEST_MATH_PLUGIN, mine);
+    fs::copy_file(FERRY_TEST_MATH_PLUGIN, theirs);
+    REQUIRE(::chown(theirs.c_str(), 65534, 65534) == 0);
+    auto a = ferry::detail::read_task_records(mine);
+    auto b = ferry::detail::read_task_records(theirs);
+    REQUIRE(a.size() == b.size());
+    CHECK(!a.empty());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(a[i].name == b[i].name);
+      CHECK(a[i].fingerprint == b[i].fingerprint);
+    }
+  }
+}
+
 TEST_CASE("PluginIndex.read_manifest.a_plugin_for_another_machine_says_so") {
   support::TempDir dir;
   auto bytes = read_bytes(math_plugin);

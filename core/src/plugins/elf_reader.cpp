@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string_view>
+#include <vector>
 
 #include <ferry/task.hpp>
 
@@ -18,11 +19,18 @@ namespace ferry::detail {
 
 namespace {
 
-/// Read-only mapping of a whole file.
+/// A whole file, read-only: mapped when only this user or root can change it, else copied.
+/// Another user's file (a plugin directory's entries are read to say what a refused file holds)
+/// could be truncated while it is parsed, and a read past the end of a mapping is SIGBUS.
 class Mapping {
  public:
+  /// Largest file copied: a plugin others can write is read only to be reported.
+  static constexpr std::size_t max_copied = std::size_t{256} << 20;
+
   explicit Mapping(const std::filesystem::path& file) {
-    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO planted under a plugin's name must not block the open (it is then
+    // refused as not a regular file).
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       int e = errno;
       throw ElfError(e == ENOENT ? ElfError::Kind::missing : ElfError::Kind::unreadable,
@@ -34,7 +42,24 @@ class Mapping {
       throw ElfError(ElfError::Kind::unreadable, "not a regular file");
     }
     size_ = static_cast<std::size_t>(st.st_size);
-    if (size_ > 0) {
+    bool others_can_change = (st.st_uid != ::geteuid() && st.st_uid != 0) || (st.st_mode & (S_IWGRP | S_IWOTH));
+    if (size_ > 0 && others_can_change) {
+      if (size_ > max_copied) {
+        ::close(fd);
+        throw ElfError(ElfError::Kind::unreadable, "too large to inspect (another user can change it)");
+      }
+      copy_.resize(size_);
+      std::size_t got = 0;
+      while (got < size_) {
+        ssize_t n = ::pread(fd, copy_.data() + got, size_ - got, static_cast<off_t>(got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;  // truncated meanwhile: parse what was there
+        got += static_cast<std::size_t>(n);
+      }
+      copy_.resize(got);
+      size_ = got;
+      data_ = copy_.data();
+    } else if (size_ > 0) {
       void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p == MAP_FAILED) {
         int e = errno;
@@ -42,11 +67,12 @@ class Mapping {
         throw ElfError(ElfError::Kind::unreadable, std::string("mmap: ") + std::strerror(e));
       }
       data_ = static_cast<const unsigned char*>(p);
+      mapped_ = true;
     }
     ::close(fd);
   }
   ~Mapping() {
-    if (data_) ::munmap(const_cast<unsigned char*>(data_), size_);
+    if (mapped_) ::munmap(const_cast<unsigned char*>(data_), size_);
   }
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -56,6 +82,8 @@ class Mapping {
  private:
   const unsigned char* data_ = nullptr;
   std::size_t size_ = 0;
+  bool mapped_ = false;
+  std::vector<unsigned char> copy_;
 };
 
 #if defined(__x86_64__)
