@@ -2,10 +2,14 @@
 // A worker turned against its host: task code runs inside the worker, so it can write anything on
 // the channel (fd 3) and touch every descriptor the worker received. Whatever it does, the host
 // must not crash, hang or grow; the call it hurt gets a typed error and the pool goes on.
-// Hostile tasks come from tests/plugins/hostile_worker.cpp.
+// Hostile tasks come from tests/plugins/hostile_worker.cpp; a worker that breaks the protocol
+// itself is tests/support/fake_worker.cpp (ExecutorOptions::worker_path, FERRY_FAKE_MODE).
 #include <doctest/doctest.h>
 
+#include <dirent.h>
+
 #include <cstdint>
+#include <string>
 #include <numeric>
 #include <vector>
 
@@ -23,6 +27,35 @@ std::uint64_t sum_of(const std::vector<char>& bytes) {
                          [](std::uint64_t s, char c) { return s + static_cast<unsigned char>(c); });
 }
 
+/// An executor of one fake worker (support/fake_worker.cpp) misbehaving as `mode` says.
+ferry::ExecutorOptions fake(const std::string& mode) {
+  ferry::ExecutorOptions o = support::options(1);
+  o.worker_path = FERRY_TEST_FAKE_WORKER;
+  o.env["FERRY_FAKE_MODE"] = mode;
+  return o;
+}
+
+/// What get() threw: "" when it returned `expected`.
+template <class F>
+std::string failure_of(F&& get, int expected = 1) {
+  try {
+    int v = get();
+    return v == expected ? std::string() : "value " + std::to_string(v);
+  } catch (const ferry::TerminatedWorkerError& e) {
+    return std::string("TerminatedWorkerError: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other: ") + e.what();
+  }
+}
+
+int open_descriptors() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  while (::readdir(d)) ++n;
+  ::closedir(d);
+  return n;
+}
+
 }  // namespace
 
 TEST_CASE("HostileWorker.truncated_argument_memfd_does_not_crash_the_host") {
@@ -38,4 +71,44 @@ TEST_CASE("HostileWorker.truncated_argument_memfd_does_not_crash_the_host") {
     CHECK(ex.submit(byte_sum, ferry::BytesView(again.data(), again.size())).get() == sum_of(again));
     CHECK(ex.submit(attack_argument_memfds, again).get() == 0);
   }
+}
+
+TEST_CASE("HostileWorker.truncated_result_memfd_does_not_crash_the_host") {
+  // The worker truncated the memfd of a result after sending it: get() read the mapping and the
+  // host died of SIGBUS. An unsealed memfd is refused when it arrives.
+  ferry::Executor ex(fake("shm_truncate"));
+  auto hurt = ex.submit(square, 1);
+  REQUIRE(hurt.wait_for(std::chrono::seconds(20)));
+  // The fake worker truncates that memfd when its next task arrives (a new worker if the host
+  // killed it); then the first result is read.
+  CHECK(ex.submit(square, 2).get() == 4);
+  const std::string why = failure_of([&] { return hurt.get(); });
+  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
+  CHECK_MESSAGE(why.find("not sealed against shrinking") != std::string::npos, why);
+}
+
+TEST_CASE("HostileWorker.shared_result_must_be_a_sealed_memfd") {
+  // A regular file (a FUSE one could end under the mapping at will) or an empty payload: the
+  // call fails as from a worker that broke the protocol, and the next call runs.
+  for (const char* mode : {"shm_file", "shm_empty"}) {
+    CAPTURE(mode);
+    ferry::Executor ex(fake(mode));
+    const std::string why = failure_of([&] { return ex.submit(square, 1).get(); });
+    CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
+    CHECK_MESSAGE(why.find("malformed frame") != std::string::npos, why);
+    CHECK(ex.submit(square, 3).get() == 9);
+  }
+}
+
+TEST_CASE("HostileWorker.shared_results_keep_no_descriptor_open") {
+  // Each result in shared memory kept its memfd open in the host as long as the result lived:
+  // a few thousand held results and the host was out of descriptors.
+  ferry::Executor ex(fake("shm_sealed"));
+  CHECK(ex.submit(square, 5).get() == 25);  // the worker is up
+  const int before = open_descriptors();
+  std::vector<ferry::Future<int>> held;
+  for (int i = 0; i < 200; ++i) held.push_back(ex.submit(square, i));
+  for (auto& f : held) f.wait();
+  CHECK(open_descriptors() < before + 20);
+  for (int i = 0; i < 200; ++i) CHECK(held[static_cast<std::size_t>(i)].get() == i * i);
 }

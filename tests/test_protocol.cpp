@@ -388,11 +388,13 @@ TEST_CASE("Protocol.result_head.rejects_reserved_bytes") {
 
 namespace {
 
-/// A memfd holding `bytes`, as a peer would pass with a shared-memory frame.
-int memfd_with(const std::string& bytes) {
-  int fd = ::memfd_create("ferry-test-shared", MFD_CLOEXEC);
+/// A memfd holding `bytes`, as a peer would pass with a shared-memory frame: sealed against
+/// shrinking unless `sealed` is false.
+int memfd_with(const std::string& bytes, bool sealed = true) {
+  int fd = ::memfd_create("ferry-test-shared", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   REQUIRE(fd >= 0);
   REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+  if (sealed) REQUIRE(::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0);
   return fd;
 }
 
@@ -451,6 +453,20 @@ TEST_CASE("Protocol.shared_payload.rejects_bad_frames_and_closes_the_descriptor"
   SUBCASE("size missing") {
     frame_body.resize(result_head_size);
     fd = memfd_with(bytes);
+  }
+  SUBCASE("memfd not sealed against shrinking") {
+    fd = memfd_with(bytes, false);
+  }
+  SUBCASE("not a memfd") {
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    ::close(p[1]);
+    fd = p[0];
+  }
+  SUBCASE("empty payload") {
+    Buffer empty = encode_shared_result(1, 0);
+    frame_body = std::string(split_frame(empty).second);
+    fd = memfd_with("");
   }
   BodyReader r(frame_body);
   decode_result_head(r);

@@ -143,12 +143,14 @@ std::string lost_reason(const std::string& where) {
 // ---- SharedBytes ---------------------------------------------------------------------------
 
 std::shared_ptr<SharedBytes> SharedBytes::create(std::size_t n) {
-  int fd = ::memfd_create("ferry-mpi-payload", MFD_CLOEXEC);
+  int fd = ::memfd_create("ferry-mpi-payload", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return nullptr;
   char* data = nullptr;
   if (n > 0) {
     void* p = MAP_FAILED;
-    if (::ftruncate(fd, static_cast<off_t>(n)) == 0)
+    // Sealed against shrinking, as a worker's result must be: the pool and a worker map only
+    // such blocks (Buffer::map_shared).
+    if (::ftruncate(fd, static_cast<off_t>(n)) == 0 && ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0)
       p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);

@@ -260,7 +260,8 @@ FERRY_INTERNAL_API Buffer encode_shared_result(std::uint64_t call, std::uint64_t
                                                const RunStats& stats = {});
 /// After the head of a flag_shm frame: maps the payload of the frame's memfd `fd` (taken over,
 /// closed on failure) read-only. The body must end with its size. @throws ProtocolError, also
-/// when the memfd is smaller than announced or cannot be mapped.
+/// when the memfd is smaller than announced, empty, not a memfd sealed against shrinking
+/// (Buffer::map_shared), or cannot be mapped.
 FERRY_INTERNAL_API Buffer decode_shared_payload(BodyReader& r, int fd);
 FERRY_INTERNAL_API Buffer encode_bye(ByeReason reason);
 FERRY_INTERNAL_API ByeReason decode_bye(std::string_view body);

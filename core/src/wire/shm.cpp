@@ -184,6 +184,10 @@ const BlockAllocator allocator{threshold_from_env(), &allocate, &grow, &release,
 
 const BlockAllocator* large_block_allocator() noexcept { return &allocator; }
 
+void seal_for_peer(int fd) noexcept {
+  (void)::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE);
+}
+
 Fd read_only_for_peer(int fd) {
   // Idempotent: a recycled block was sealed the first time it was sent. Two calls per shared
   // argument (at least FERRY_SHM_THRESHOLD bytes), none for arguments sent inline.
@@ -203,24 +207,25 @@ void unmap_shared(char* data, std::size_t capacity, int fd) noexcept {
 namespace ferry::detail {
 
 Buffer Buffer::map_shared(int fd, std::size_t size) {
+  Fd owned(fd);
+  // A peer's block is mapped only if the peer can no longer shrink it: a memfd (any other file,
+  // a FUSE one too, could end under the mapping) sealed F_SEAL_SHRINK. Once mapped, a block
+  // shrunk by a hostile worker made the host's next read of it a SIGBUS.
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0) throw std::runtime_error("shared payload is not a memfd");
+  if (!(seals & F_SEAL_SHRINK)) throw std::runtime_error("shared payload is not sealed against shrinking");
+  // Nothing travels in shared memory below FERRY_SHM_THRESHOLD (at least 1 byte).
+  if (size == 0) throw std::runtime_error("shared payload of 0 bytes");
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < size) {
-    ::close(fd);
+  if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < size)
     throw std::runtime_error("shared payload is smaller than announced");
-  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (p == MAP_FAILED) throw std::runtime_error("cannot map a shared payload");
+  // The mapping keeps the block: the descriptor goes now (a host holding 3000 large results
+  // held 3000 descriptors, and reached its limit).
   Buffer b;
-  b.fd_ = fd;
   b.kind_ = Kind::mapped;
-  if (size > 0) {
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (p == MAP_FAILED) {
-      ::close(fd);
-      b.fd_ = -1;
-      b.kind_ = Kind::heap;
-      throw std::runtime_error("cannot map a shared payload");
-    }
-    b.data_ = static_cast<char*>(p);
-  }
+  b.data_ = static_cast<char*>(p);
   b.size_ = b.capacity_ = size;
   return b;
 }

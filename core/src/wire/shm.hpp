@@ -17,4 +17,10 @@ namespace ferry::detail {
 /// passes `fd` itself, sealed all the same.
 FERRY_INTERNAL_API Fd read_only_for_peer(int fd);
 
+/// Seals a block given away for good (a worker's result) against shrinking, growing and any
+/// write but through the mappings it has now (F_SEAL_FUTURE_WRITE: sealing F_SEAL_WRITE would
+/// first need the mapping gone, and its munmap would delay the result). Buffer::map_shared, which
+/// maps a peer's block, refuses one that is not a memfd sealed against shrinking.
+FERRY_INTERNAL_API void seal_for_peer(int fd) noexcept;
+
 }  // namespace ferry::detail

@@ -35,6 +35,7 @@
 #include "platform/debug.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
+#include "wire/shm.hpp"
 #include "worker/containment.hpp"
 #include "worker/stack_capture.hpp"
 
@@ -380,6 +381,7 @@ class WorkerLoop {
       // A large result was encoded straight into a memfd: send the descriptor, not the bytes. The
       // memory now belongs to the host; this worker drops its mapping.
       Buffer out = protocol::encode_shared_result(call, result_.size(), stats_);
+      seal_for_peer(result_.fd());  // the host maps only a block nobody can shrink
       bool ok = send_all(config_.fd, {out.view()}, result_.fd());
       result_.give_away();
       result_ = Buffer();

@@ -77,7 +77,8 @@ class Buffer {
   }
   ~Buffer() { release(); }
 
-  /// A read-only view of `size` bytes of a peer's memfd (taking ownership of `fd`).
+  /// A read-only view of `size` (> 0) bytes of a peer's memfd (taking ownership of `fd`, closed
+  /// once mapped). Throws std::runtime_error unless `fd` is a memfd sealed against shrinking.
   FERRY_INTERNAL_API static Buffer map_shared(int fd, std::size_t size);
 
   char* data() noexcept { return data_; }

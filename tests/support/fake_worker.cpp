@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// A ferry-worker impostor for tests/test_hostile_worker.cpp (ExecutorOptions::worker_path): it
+// speaks the protocol, answers `square(int)` tasks inline (x * x), and breaks the protocol the
+// way FERRY_FAKE_MODE says when a task's argument is 1:
+//   shm_truncate    answers in an unsealed memfd, which it truncates when the next task arrives
+//   shm_file        answers in a regular file instead of a memfd
+//   shm_empty       answers in a sealed memfd of 0 bytes
+//   shm_sealed      answers every task in a sealed memfd (as ferry-worker does a large result)
+//   bye_running     says bye (max_tasks) instead of answering, then never answers nor exits
+//   partial_die     forks a child that keeps the channel open, writes part of a frame, dies
+//   hello_again     sends a second hello instead of answering
+//   long_host_name  (at start) says hello with a host name of 300 bytes
+//   init_failed     answers with an initializer failure
+//   out_of_order    answers the next task (sent behind it) first, and never this one
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <ferry/ferry.hpp>
+#include <ferry/detail/task_record.hpp>
+
+#include "platform/fd.hpp"
+#include "wire/channel.hpp"
+#include "wire/failure.hpp"
+#include "wire/protocol.hpp"
+
+namespace proto = ferry::detail::protocol;
+using ferry::detail::Buffer;
+using ferry::detail::Fd;
+
+namespace {
+
+int channel = 3;
+std::string mode;
+
+bool send(const Buffer& b, std::string_view payload = {}, int pass = -1) {
+  return ferry::detail::send_all(channel, {b.view(), payload}, pass);
+}
+
+Buffer hello(std::string host) {
+  return proto::encode_hello({proto::version, ferry::detail::plugin_abi_version,
+                              static_cast<int>(::getpid()), FERRY_VERSION_STRING, std::move(host)});
+}
+
+void answer_inline(std::uint64_t call, std::int32_t value) {
+  send(proto::encode_result_head({call, proto::ResultStatus::ok, {}}, sizeof value),
+       std::string_view(reinterpret_cast<const char*>(&value), sizeof value));
+}
+
+/// Answers `call` with `value` in the memfd (or file) `fd`, `size` bytes announced.
+void answer_shared(std::uint64_t call, std::int32_t value, int fd, std::uint64_t size) {
+  if (size > 0 && ::pwrite(fd, &value, sizeof value, 0) != sizeof value) std::_Exit(3);
+  send(proto::encode_shared_result(call, size), {}, fd);
+}
+
+Fd memfd(unsigned seals) {
+  Fd fd(::memfd_create("fake-result", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd || ::ftruncate(fd.get(), 4096) != 0) std::_Exit(3);
+  if (seals && ::fcntl(fd.get(), F_ADD_SEALS, seals) != 0) std::_Exit(3);
+  return fd;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--fd") == 0) channel = std::atoi(argv[i + 1]);
+  if (const char* m = std::getenv("FERRY_FAKE_MODE")) mode = m;
+  send(hello(mode == "long_host_name" ? std::string(300, 'h') : "fakehost"));
+  ferry::detail::FrameReader reader(proto::default_max_frame);
+  Fd truncate_later;
+  std::optional<std::uint64_t> held;  // out_of_order: the call it answers never
+  for (;;) {
+    ferry::detail::Frame f;
+    while (!reader.next(f)) {
+      if (reader.fill(channel, 0) <= 0) return 0;  // the host is gone
+    }
+    if (f.header.type == proto::FrameType::shutdown) {
+      send(proto::encode_bye(proto::ByeReason::shutdown));
+      return 0;
+    }
+    if (f.header.type != proto::FrameType::task) continue;  // define, init, limits
+    proto::BodyReader r(f.view());
+    const std::uint64_t call = proto::decode_task_head(r).call;
+    std::int32_t x = 0;
+    std::string_view args = r.rest();
+    if (args.size() >= sizeof x) std::memcpy(&x, args.data() + args.size() - sizeof x, sizeof x);
+    if (truncate_later && ::ftruncate(truncate_later.get(), 0) == 0) truncate_later.reset();
+    const std::int32_t value = x * x;
+    if (mode == "shm_sealed") {
+      Fd fd = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
+      answer_shared(call, value, fd.get(), sizeof value);
+      continue;
+    }
+    if (x != 1) {
+      answer_inline(call, value);
+      if (held && mode == "out_of_order") held.reset();  // answered after the one behind it
+      continue;
+    }
+    if (mode == "shm_truncate") {
+      truncate_later = memfd(0);
+      answer_shared(call, value, truncate_later.get(), sizeof value);
+    } else if (mode == "shm_file") {
+      Fd file(::open(std::filesystem::temp_directory_path().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+      if (!file || ::ftruncate(file.get(), 4096) != 0) return 3;
+      answer_shared(call, value, file.get(), sizeof value);
+    } else if (mode == "shm_empty") {
+      Fd fd = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
+      answer_shared(call, value, fd.get(), 0);
+    } else if (mode == "bye_running") {
+      send(proto::encode_bye(proto::ByeReason::max_tasks));
+      for (;;) ::pause();
+    } else if (mode == "partial_die") {
+      if (::fork() == 0) {
+        ::alarm(30);  // the child holding the channel ends by itself, later
+        for (;;) ::pause();
+      }
+      Buffer head = proto::encode_result_head({call, proto::ResultStatus::ok, {}}, sizeof value);
+      if (::write(channel, head.data(), 20) != 20) return 3;
+      std::_Exit(1);
+    } else if (mode == "hello_again") {
+      send(hello("fakehost"));
+    } else if (mode == "init_failed") {
+      send(ferry::detail::encode_failure(
+          0, ferry::detail::Failure::in_stage(ferry::detail::InvokeStatus::task_threw, 0, "std::runtime_error",
+                                              "an initializer failure, long after start", ""),
+          proto::ResultStatus::init_failed));
+    } else if (mode == "out_of_order") {
+      held = call;
+    } else {
+      answer_inline(call, value);
+    }
+  }
+}
