@@ -77,10 +77,8 @@ bool write_file(const fs::path& output, const std::function<bool(std::FILE*)>& w
     error = "cannot create a file in " + dir.string() + ": " + std::strerror(errno);
     return false;
   }
-  // mkostemp makes it 0600: give it the mode a plain create would (no thread here races umask).
-  mode_t mask = ::umask(0);
-  ::umask(mask);
-  ::fchmod(fd, 0666 & ~mask);
+  // mkostemp makes it 0600, and so it stays: the page holds what the trace does (task names,
+  // error messages, host names), and ferry writes traces 0600. Sharing it is the user's chmod.
   std::FILE* f = ::fdopen(fd, "w");
   if (!f) {
     error = std::strerror(errno);

@@ -726,6 +726,17 @@ TEST_CASE("Report.writes_to_stdout_or_fails_with_status_1") {
   }
 }
 
+TEST_CASE("Report.the_page_is_private_like_the_trace") {
+  // It holds what the trace holds (task names, messages, host names), and traces are 0600.
+  support::TempDir dir;
+  fs::path out = dir.path / "r.html";
+  Ran r = run({"sh", "-c", "umask 022; " + std::string(FERRY_TEST_CLI) + " report " +
+                               (data_dir / "basic.json").string() + " -o " + out.string()},
+              dir.path);
+  REQUIRE(r.status == 0);
+  CHECK((fs::status(out).permissions() & fs::perms::all) == fs::perms(0600));
+}
+
 TEST_CASE("Report.replays_the_fuzz_corpus") {
   // The fuzzer's seeds and every input it ever failed on (tests/data/fuzz/trace/crash-*), and the
   // traces of data/trace/: each must go through the reader, the summary and the page without a
