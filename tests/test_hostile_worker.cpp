@@ -112,3 +112,22 @@ TEST_CASE("HostileWorker.shared_results_keep_no_descriptor_open") {
   CHECK(open_descriptors() < before + 20);
   for (int i = 0; i < 200; ++i) CHECK(held[static_cast<std::size_t>(i)].get() == i * i);
 }
+
+TEST_CASE("HostileWorker.bye_over_a_running_call_is_no_respawn_loop") {
+  // A worker that says bye instead of answering, and stays: its call was handed to a new worker,
+  // which did the same, without end (one submit started 1523 workers in 5 s), and shutdown(wait)
+  // never returned, as nothing killed a worker that had said bye.
+  ferry::ExecutorOptions o = fake("bye_running");
+  o.max_retries_on_worker_death = 1;
+  ferry::Executor ex(o);
+  auto hurt = ex.submit(square, 1);
+  REQUIRE(hurt.wait_for(std::chrono::seconds(30)));
+  const std::string why = failure_of([&] { return hurt.get(); });
+  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
+  CHECK_MESSAGE(why.find("said bye") != std::string::npos, why);
+  // Handed back twice, then a crash, retried once: a crash again. Six workers at most.
+  CHECK(ex.stats().workers_started <= 6);
+  CHECK(ex.submit(square, 3).get() == 9);
+  ex.shutdown();  // returns: a worker that said bye and stayed is killed
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+}

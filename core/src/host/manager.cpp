@@ -220,7 +220,9 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
     auto stack = st.signal != 0 && st.signal == w.crash_signal ? w.crash_stack : nullptr;
     error = std::make_exception_ptr(TerminatedWorkerError(
         running.ref->display, w.pid, st.signal, st.exit_code, oom,
-        "worker " + std::to_string(w.pid) + " ended with " + describe_exit(st), std::move(stack)));
+        w.violation.empty() ? "worker " + std::to_string(w.pid) + " ended with " + describe_exit(st)
+                            : "killed by ferry: " + w.violation,
+        std::move(stack)));
   }
   // The rest never started: back to the front of the queue.
   p_.dispatcher_.requeue(w.lane, 1);

@@ -386,8 +386,24 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
   std::lock_guard lock(mu_);
   count_received_locked(f);
   debug_log("worker %d: bye (%s)", w.pid, protocol::bye_reason_name(reason));
+  // ferry-worker says bye between calls, before it reads another task (after a result, or when
+  // idle), so what is in flight was never read and runs elsewhere. Not a protocol error: a call
+  // sent just before the bye crossed it (recycling after a result while the next call was on its
+  // way; an idle timeout racing a send). But the host cannot see what was read, and a worker that
+  // says bye over its running call again and again (a task can write the frame on fd 3) made one
+  // submit start 1523 workers in 5 s (review). The third bye over the same call: that worker is
+  // taken to have run it and died, and the call settles as for a crash (retries count).
+  if (!w.lane.idle() && ++w.lane.in_flight.front()->handed_back > max_handed_back) {
+    w.violation = "it said bye instead of answering its running call, which " +
+                  std::to_string(max_handed_back) + " workers before it had handed back the same way";
+    kill_worker_locked(w, nullptr);
+    w.discarding = true;
+    return;
+  }
   w.advance(WorkerSlot::Phase::leaving);
   w.bye = reason;
+  // It exits now; one that does not (its task wrote the bye) is not waited for forever.
+  w.kill_at = std::min(w.kill_at, Clock::now() + bye_grace);
   if (reason == protocol::ByeReason::idle_timeout) ++idle_exited_;
   // Everything still in flight was never read by the worker: run it elsewhere.
   dispatcher_.requeue(w.lane);

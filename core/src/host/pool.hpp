@@ -60,6 +60,12 @@ std::shared_ptr<Launcher> make_launcher(const ExecutorOptions& options);
 /// More workers than this is a mistake (a typo in -j), not a pool: refused with invalid_argument.
 inline constexpr std::size_t max_pool_size = 4096;
 
+/// A worker that said bye exits at once; one still there after this is killed.
+inline constexpr auto bye_grace = std::chrono::seconds(1);
+/// How many times a call may be handed back by a bye while it was its worker's running call
+/// (Pool::handle_bye); once more and that worker is taken to have run it and died.
+inline constexpr unsigned max_handed_back = 2;
+
 class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> {
  public:
   explicit Pool(ExecutorOptions options);

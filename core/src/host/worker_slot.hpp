@@ -82,6 +82,9 @@ struct WorkerSlot {
   Outbox outbox;
   Clock::time_point kill_at = Clock::time_point::max();  // killed if still alive then
   std::exception_ptr kill_error;  // what its running call gets when ferry killed it
+  // Why ferry killed it when its running call settles as for a crash (retried under
+  // max_retries_on_worker_death): named in the TerminatedWorkerError the call gets at last.
+  std::string violation;
   // Its crashed frame: the stack where it took `crash_signal` (TerminatedWorkerError::remote_stack).
   int crash_signal = 0;
   std::shared_ptr<const RemoteStack> crash_stack;
