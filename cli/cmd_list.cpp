@@ -97,17 +97,23 @@ int run_list(const ListOptions& options, const GlobalOptions& global) {
   if (options.json) {
     for (const auto& t : tasks) out += task_json(t) + "\n";
   } else {
+    // A plugin's names and its path are shown as text (terminal_text): an ELF can say anything.
+    struct Shown {
+      std::string name, signature, library;
+    };
+    std::vector<Shown> shown;
     std::size_t name_width = 4, signature_width = 9;
     for (const auto& t : tasks) {
-      name_width = std::max(name_width, t.name.size());
-      signature_width = std::max(signature_width, t.signature.size());
+      shown.push_back({terminal_text(t.name), terminal_text(t.signature), terminal_text(t.library.string())});
+      name_width = std::max(name_width, shown.back().name.size());
+      signature_width = std::max(signature_width, shown.back().signature.size());
     }
     auto row = [&](const std::string& a, const std::string& b, const std::string& c) {
       out += a + std::string(name_width - a.size() + 2, ' ') + b +
              std::string(signature_width - b.size() + 2, ' ') + c + "\n";
     };
     row("TASK", "SIGNATURE", "PLUGIN");
-    for (const auto& t : tasks) row(t.name, t.signature, t.library.string());
+    for (const auto& t : shown) row(t.name, t.signature, t.library);
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fflush(stdout);

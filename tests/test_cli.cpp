@@ -181,6 +181,16 @@ TEST_CASE("Cli.run_failing_task_exits_1_with_the_error") {
   CHECK(crash.err.find("SIGSEGV") != std::string::npos);
 }
 
+TEST_CASE("Cli.errors_show_control_characters_as_escapes") {
+  // What an error quotes (a task's message, a plugin's names, a file name) may carry terminal
+  // escape sequences: they reach stderr as text. UTF-8 text stays as it is.
+  Result r = cli({"run", "nope\x1b]0;owned\x07\xc2\x9b" "31m\x7f\xff-\xc3\xa9"});
+  CHECK(r.status != 0);
+  CHECK_MESSAGE(r.err.find("nope\\x1b]0;owned\\x07\\xc2\\x9b31m\\x7f\\xff-\xc3\xa9") != std::string::npos, r.err);
+  for (char c : r.err) CHECK_MESSAGE((c == '\n' || (c >= 0x20 && c != 0x7f) || (c & 0x80)), r.err);
+  CHECK(r.err.find("\xc2\x9b") == std::string::npos);
+}
+
 TEST_CASE("Cli.run_prints_the_remote_stack_of_a_failed_task") {
   // After the one-line error, always on stderr: where the task threw, or where its worker crashed.
   Result r = cli({"run", "throw_in_named_function", "3"});
