@@ -131,3 +131,14 @@ TEST_CASE("HostileWorker.bye_over_a_running_call_is_no_respawn_loop") {
   ex.shutdown();  // returns: a worker that said bye and stayed is killed
   CHECK(support::wait_until([] { return support::children().empty(); }));
 }
+
+TEST_CASE("HostileWorker.partial_frame_then_death_does_not_stall_the_manager") {
+  // The worker wrote part of a frame and died while a process it forked kept the channel open:
+  // the manager read EAGAIN (no EOF) and tried again, at 100 % CPU, until that process ended.
+  ferry::Executor ex(fake("partial_die"));
+  auto hurt = ex.submit(square, 1);
+  REQUIRE(hurt.wait_for(std::chrono::seconds(10)));
+  const std::string why = failure_of([&] { return hurt.get(); });
+  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
+  CHECK(ex.submit(square, 2).get() == 4);
+}

@@ -13,6 +13,7 @@
 //   init_failed     answers with an initializer failure
 //   out_of_order    answers the next task (sent behind it) first, and never this one
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -120,8 +121,10 @@ int main(int argc, char** argv) {
       for (;;) ::pause();
     } else if (mode == "partial_die") {
       if (::fork() == 0) {
-        ::alarm(30);  // the child holding the channel ends by itself, later
-        for (;;) ::pause();
+        // Holds the channel open until the host closes its end (at most 30 s), reading nothing.
+        pollfd p{channel, 0, 0};
+        ::poll(&p, 1, 30000);
+        std::_Exit(0);
       }
       Buffer head = proto::encode_result_head({call, proto::ResultStatus::ok, {}}, sizeof value);
       if (::write(channel, head.data(), 20) != 20) return 3;

@@ -166,7 +166,12 @@ void Manager::on_exit(const SlotPtr& w) {
   {
     // Results written before the death are still in the socket: deliver them first.
     auto lease = ChannelLease::after_death(*w, p_.poller_);
-    while (p_.read_available(*w, done) && w->reader.partial()) {
+    // Everything it wrote is in the socket now: read until the socket is empty (EAGAIN) or
+    // closed, once. The rest of a frame it was writing never comes, and waiting for it spun
+    // forever when a process it forked still held the channel (no EOF, only EAGAIN). Bounded
+    // too: such a process may keep writing. The partial frame goes with the slot.
+    bool drained = false;
+    for (int reads = 0; reads < 64 && !drained && p_.read_available(*w, done, &drained); ++reads) {
     }
   }
   p_.complete(done);

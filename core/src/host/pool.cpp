@@ -299,7 +299,7 @@ void Pool::arm_write_locked(WorkerSlot& w) {
 
 // ---- reading ---------------------------------------------------------------------------------
 
-bool Pool::read_available(WorkerSlot& w, Completions& done) {
+bool Pool::read_available(WorkerSlot& w, Completions& done, bool* drained) {
   for (int round = 0; round < 64; ++round) {
     ssize_t n;
     if (w.discarding) {
@@ -320,7 +320,10 @@ bool Pool::read_available(WorkerSlot& w, Completions& done) {
       handle_frames(w, done);
       continue;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (drained) *drained = true;
+      return true;
+    }
     std::lock_guard lock(mu_);
     if (w.channel_open) {
       w.channel_open = false;

@@ -107,8 +107,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void arm_write_locked(WorkerSlot& w);
 
   // ---- reading (pool.cpp) ----
-  /// Reads what is available; returns false at EOF. Caller holds the channel lease.
-  bool read_available(WorkerSlot& w, Completions& done);
+  /// Reads what is available (at most 64 reads); returns false at EOF. `drained`, if given, is
+  /// set when the socket had no more bytes (EAGAIN). Caller holds the channel lease.
+  bool read_available(WorkerSlot& w, Completions& done, bool* drained = nullptr);
   void handle_frames(WorkerSlot& w, Completions& done);
   void handle_hello(WorkerSlot& w, const Frame& f);
   void handle_result(WorkerSlot& w, Frame& f, Completions& done);
