@@ -176,6 +176,28 @@ TEST_CASE("Trust.a_link_of_another_user_is_refused_even_to_a_safe_target") {
   (void)target;
 }
 
+TEST_CASE("Trust.a_missing_file_is_fine_only_where_no_one_else_could_create_it") {
+  // A TaskRef or worker path that does not exist yet is used later (loaded, spawned): in a
+  // directory others can write, even a sticky one, another user could put a file there first.
+  using ferry::detail::untrusted_reason_if_present;
+  Tree t;
+  fs::path sticky = t.root.path / "sticky";
+  fs::create_directories(sticky);
+  fs::permissions(sticky, fs::perms(01777), fs::perm_options::replace);
+  CHECK(untrusted_reason_if_present(t.safe / "nope.so") == "");
+  CHECK(untrusted_reason_if_present(t.safe / "no" / "such" / "dir" / "lib.so") == "");
+  CHECK(contains(untrusted_reason_if_present(sticky / "lib.so"), "another user could create it"));
+  CHECK(contains(untrusted_reason_if_present(sticky / "a" / "b" / "lib.so"), "another user could create it"));
+  CHECK(contains(untrusted_reason_if_present(t.open / "lib.so"), "writable by group or others"));
+  // Present: the plain check.
+  CHECK(untrusted_reason_if_present(t.file(t.safe, "lib.so")) == "");
+  CHECK(contains(untrusted_reason_if_present(t.file(sticky, "lib.so", fs::perms(0666))), "writable"));
+  // Through the index: a TaskRef to a missing library in a sticky directory is refused at once.
+  ferry::Executor ex(support::options(1));
+  CHECK_THROWS_AS(ex.submit<int>(ferry::TaskRef{.library = (sticky / "libgone.so").string(), .name = "square"}, 3).get(),
+                  ferry::PluginError);
+}
+
 TEST_CASE("Trust.plugin_directory_of_links_is_refused_by_the_index") {
   // A 0777 directory whose entries are symbolic links to safe plugins: once accepted.
   Tree t;

@@ -82,10 +82,9 @@ std::exception_ptr LocalLauncher::start_failure(const std::string& why) const {
 std::optional<Launcher::Launched> LocalLauncher::launch(const std::vector<std::string>& worker_args,
                                                         std::string& why) {
   // The program ferry runs for the user must be one no other user could have planted (a missing
-  // one is posix_spawn's ENOENT below).
-  std::error_code ec;
-  if (!allow_unsafe_ && fs::exists(worker_path_, ec)) {
-    if (std::string reason = untrusted_reason(worker_path_); !reason.empty()) {
+  // one is posix_spawn's ENOENT below, unless another user could create it meanwhile).
+  if (!allow_unsafe_) {
+    if (std::string reason = untrusted_reason_if_present(worker_path_); !reason.empty()) {
       why = "refusing to run it: " + reason +
             " (fix the permissions, or set allow_unsafe_plugins / FERRY_ALLOW_UNSAFE_PLUGINS=1)";
       return std::nullopt;

@@ -121,6 +121,18 @@ std::string untrusted_reason(const fs::path& path) {
   return v.at.string() + " (on the way to " + path.string() + ") is " + v.why;
 }
 
+std::string untrusted_reason_if_present(const fs::path& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 || errno != ENOENT) return untrusted_reason(path);
+  // The nearest directory on the way that exists is where another user would start creating it.
+  std::error_code ec;
+  fs::path dir = fs::absolute(path, ec).parent_path();
+  while (dir.has_relative_path() && ::lstat(dir.c_str(), &st) != 0 && errno == ENOENT) dir = dir.parent_path();
+  if (std::string why = untrusted_reason(dir); !why.empty())
+    return path.string() + " is missing, and another user could create it: " + why;
+  return {};
+}
+
 void require_trusted(const fs::path& path) {
   TrustVerdict v = trust_verdict(path);
   if (!v) throw PluginError::unsafe(v.at.string(), v.why, path.string());

@@ -22,6 +22,12 @@ namespace ferry::detail {
 /// Never throws (an allocation failure aside).
 FERRY_INTERNAL_API std::string untrusted_reason(const std::filesystem::path& path);
 
+/// As untrusted_reason, for a path that is used later (spawned, loaded) and may not exist yet: a
+/// missing file is fine ("") when no other user could create it before that use, that is when
+/// the nearest directory of its way that exists passes the check as a final directory (not even a
+/// sticky one open to others); the use then fails as missing. Otherwise the reason.
+FERRY_INTERNAL_API std::string untrusted_reason_if_present(const std::filesystem::path& path);
+
 /// The component of `path` that failed the check, with `untrusted_reason`'s words; empty `at`
 /// when the path is trusted.
 struct TrustVerdict {

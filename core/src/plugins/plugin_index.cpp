@@ -167,8 +167,14 @@ std::vector<TaskInfo> PluginIndex::read_manifest(const fs::path& library) {
 }
 
 void PluginIndex::check_safe(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return;  // missing files are reported where they are used
+  // A missing file is reported where it is used (the worker's loader), unless another user
+  // could create it before then.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 && errno == ENOENT) {
+    if (std::string why = detail::untrusted_reason_if_present(path); !why.empty())
+      throw PluginError::unsafe(path.parent_path().string(), why, path.string());
+    return;
+  }
   detail::require_trusted(path);
 }
 
