@@ -64,14 +64,7 @@ fs::path shipped_cache_dir(std::string& why) {
 /// is there already.
 bool write_new_file(const fs::path& file, std::string_view bytes) {
   Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0700));
-  if (!fd) return false;
-  for (std::size_t at = 0; at < bytes.size();) {
-    ssize_t n = ::write(fd.get(), bytes.data() + at, bytes.size() - at);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    at += static_cast<std::size_t>(n);
-  }
-  return true;
+  return fd && ferry::detail::write_all(fd.get(), bytes);
 }
 
 /// Whether a worker here may load `file`: its content has `key`, and no other user could have

@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <string_view>
 #include <utility>
 
 namespace ferry::detail {
@@ -33,5 +35,16 @@ class Fd {
  private:
   int fd_ = -1;
 };
+
+/// Writes all of `bytes` to a blocking descriptor (EINTR retried); false on an error.
+inline bool write_all(int fd, std::string_view bytes) {
+  for (std::size_t at = 0; at < bytes.size();) {
+    ssize_t n = ::write(fd, bytes.data() + at, bytes.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    at += static_cast<std::size_t>(n);
+  }
+  return true;
+}
 
 }  // namespace ferry::detail

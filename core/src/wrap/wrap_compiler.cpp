@@ -128,14 +128,7 @@ std::string read_file(const fs::path& file, std::size_t max = 1 << 20) {
 /// that the umask left group-writable would fail the trust check, and be rebuilt every time.
 bool write_file(const fs::path& file, const std::string& content) {
   Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd || ::fchmod(fd.get(), 0600) != 0) return false;
-  for (std::size_t at = 0; at < content.size();) {
-    ssize_t n = ::write(fd.get(), content.data() + at, content.size() - at);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    at += static_cast<std::size_t>(n);
-  }
-  return true;
+  return fd && ::fchmod(fd.get(), 0600) == 0 && write_all(fd.get(), content);
 }
 
 /// First lines of a compiler's output.
