@@ -86,12 +86,14 @@ Run world(const std::string& scenario, std::vector<std::string> more = {},
 /// `mpirun -n 1 host <scenario> ... : -n <agents> ferry-mpi-worker`: the host and agents started
 /// side by side, as on a cluster; ranks declared dead after 3 s of silence.
 Run side_by_side(const std::string& scenario, int agents, std::vector<std::string> more = {},
-                 std::chrono::seconds limit = std::chrono::seconds(120)) {
+                 std::chrono::seconds limit = std::chrono::seconds(120),
+                 std::map<std::string, std::string> env = {}) {
   std::vector<std::string> args = {FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, scenario,
                                    FERRY_TEST_PLUGIN_DIR};
   args.insert(args.end(), more.begin(), more.end());
   args.insert(args.end(), {":", "-n", std::to_string(agents), FERRY_TEST_MPI_AGENT});
-  return run(args, {{"FERRY_MPI_TIMEOUT_MS", "3000"}}, limit);
+  env.emplace("FERRY_MPI_TIMEOUT_MS", "3000");
+  return run(args, env, limit);
 }
 
 /// The scenario printed "ok <scenario>" and the job exited 0.
@@ -156,6 +158,17 @@ TEST_CASE("Mpi.world.a_rank_that_breaks_the_protocol_is_refused_and_the_host_goe
     CHECK(contains(r.out, std::string("hostile ") + kind + ": told to leave (peer-lost)"));
     CHECK(r.status == 0);
   }
+}
+
+TEST_CASE("Mpi.world.an_agent_refuses_a_result_its_worker_could_still_shrink") {
+  // MPI sends a result from the worker's memfd as it is: truncated meanwhile, that read would be
+  // the agent's SIGBUS. A memfd not sealed against shrinking is refused, the call fails, and the
+  // agent and its worker go on.
+  Run r = side_by_side("hostile_worker", 1, {}, std::chrono::seconds(60),
+                       {{"FERRY_WORKER", FERRY_TEST_FAKE_WORKER}, {"FERRY_FAKE_MODE", "shm_truncate"}});
+  INFO(r.out);
+  CHECK(contains(r.out, "ok hostile_worker"));
+  CHECK(r.status == 0);
 }
 
 TEST_CASE("Mpi.world.an_agent_drops_what_it_cannot_read_and_stays_in_its_cache") {

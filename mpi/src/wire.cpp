@@ -162,6 +162,15 @@ std::shared_ptr<SharedBytes> SharedBytes::create(std::size_t n) {
 }
 
 std::shared_ptr<SharedBytes> SharedBytes::map(int fd, std::size_t n) {
+  // As Buffer::map_shared: only a memfd its sender can no longer shrink. MPI reads the mapping
+  // while it sends, long after this check: a worker that truncated its block then would end the
+  // agent (or the hub) with SIGBUS.
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+    ::close(fd);
+    throw std::runtime_error(seals < 0 ? "the shared payload is not a memfd"
+                                       : "the shared payload is not sealed against shrinking");
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < n) {
     ::close(fd);

@@ -126,7 +126,8 @@ class SharedBytes {
   /// that can be had.
   static std::shared_ptr<SharedBytes> create(std::size_t n);
   /// `n` bytes of a peer's memfd `fd` (taken over), mapped read-only. Throws std::runtime_error
-  /// (and closes `fd`) when the memfd is smaller or cannot be mapped.
+  /// (and closes `fd`) when it is not a memfd sealed against shrinking, is smaller, or cannot be
+  /// mapped.
   static std::shared_ptr<SharedBytes> map(int fd, std::size_t n);
   SharedBytes(const SharedBytes&) = delete;
   SharedBytes& operator=(const SharedBytes&) = delete;

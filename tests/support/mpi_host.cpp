@@ -29,6 +29,8 @@
 //   ship_refused the same plugin task, with a cache directory others can write
 //                (FERRY_CACHE_DIR): nothing is written there, and the task fails with a
 //                PluginError saying it was not shipped and why
+//   hostile_worker (with FERRY_WORKER the fake worker, FERRY_FAKE_MODE=shm_truncate) a result
+//                in a memfd its worker can shrink is refused by the agent, which goes on
 //   trace        tasks, a map and a failure with ExecutorOptions::trace = <scratch dir>/trace.json
 //                (test_mpi reads the file: a track per rank, named by rank and host)
 #include <signal.h>
@@ -303,6 +305,17 @@ void ship_refused(const std::string& scratch) {
   ex.shutdown();
 }
 
+void hostile_worker(const std::string& plugin_dir) {
+  // Run with FERRY_WORKER naming tests/support/fake_worker.cpp, FERRY_FAKE_MODE=shm_truncate:
+  // square(1) is answered in a memfd its worker may still shrink (it does, at its next task).
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  auto e = expect_throw<ferry::Error>(__LINE__, [&] { ex.submit(square, 1).get(); });
+  std::cout << "refused: " << e.what() << std::endl;
+  EXPECT(std::string(e.what()).find("sealed") != std::string::npos);
+  EXPECT(ex.submit(square, 3).get() == 9);  // the agent is still there
+  EXPECT(ex.submit(square, 4).get() == 16);
+}
+
 void trace(const std::string& plugin_dir, const std::string& scratch) {
   auto o = mpi_options(plugin_dir, 2);
   o.trace = scratch + "/trace.json";
@@ -348,6 +361,8 @@ int main(int argc, char** argv) {
       host_killed(plugin_dir, argv[3]);
     } else if (scenario == "ship" && argc == 4) {
       ship(argv[3]);
+    } else if (scenario == "hostile_worker") {
+      hostile_worker(plugin_dir);
     } else if (scenario == "ship_refused" && argc == 4) {
       ship_refused(argv[3]);
     } else if (scenario == "trace" && argc == 4) {
