@@ -142,3 +142,28 @@ TEST_CASE("HostileWorker.partial_frame_then_death_does_not_stall_the_manager") {
   CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
   CHECK(ex.submit(square, 2).get() == 4);
 }
+
+TEST_CASE("HostileWorker.second_hello_is_a_protocol_error") {
+  // A second hello was taken as the first: the running call was never answered, and each
+  // hello's host name (1 MiB each in the review) stayed in the host for good.
+  ferry::Executor ex(fake("hello_again"));
+  auto hurt = ex.submit(square, 1);
+  REQUIRE(hurt.wait_for(std::chrono::seconds(10)));
+  const std::string why = failure_of([&] { return hurt.get(); });
+  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
+  CHECK_MESSAGE(why.find("second hello") != std::string::npos, why);
+  CHECK(ex.submit(square, 2).get() == 4);
+}
+
+TEST_CASE("HostileWorker.overlong_host_name_is_refused") {
+  // No ferry-worker says hello with a host name of 300 bytes: it is not started, as one that
+  // speaks another protocol is not.
+  ferry::Executor ex(fake("long_host_name"));
+  try {
+    ex.submit(square, 2).get();
+    FAIL("a worker with a host name of 300 bytes was used");
+  } catch (const ferry::BrokenProcessPool& e) {
+    const std::string what = e.what();
+    CHECK_MESSAGE(what.find("host name of 300 bytes") != std::string::npos, what);
+  }
+}

@@ -200,7 +200,9 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     p_.dispatcher_.requeue(w.lane);
     ++p_.startup_failures_;
-    p_.last_spawn_error_ = w.describe(*p_.launcher_) + " ended with " + describe_exit(st) + " before its handshake";
+    p_.last_spawn_error_ = w.describe(*p_.launcher_) + (w.violation.empty() ? " ended with " + describe_exit(st) +
+                                                                              " before its handshake"
+                                                                        : " " + w.violation);
     return nullptr;
   }
   if (w.bye || w.lane.idle()) {

@@ -81,10 +81,17 @@ struct CallAccess {
 namespace {
 /// Host names, one string each for the life of the process: a state (Future::info()) may outlive
 /// its executor, and there are only as many as there are nodes.
+/// Names are at most max_host_name bytes (handle_hello) and at most max_host_names are kept:
+/// every hello of a worker (a task can write one on fd 3) once added its name here for good.
 const std::string* intern_host_name(std::string name) {
   static std::mutex mu;
   static auto* names = new std::set<std::string>;  // never freed: states may ask during exit
+  static const auto* too_many = new std::string("(one host name too many)");
   std::lock_guard lock(mu);
+  if (names->size() >= max_host_names) {
+    auto it = names->find(name);
+    return it == names->end() ? too_many : &*it;
+  }
   return &*names->insert(std::move(name)).first;
 }
 
@@ -359,6 +366,12 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
 }
 
 void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
+  {
+    // One per worker. A second one (a task can write it) used to be taken as the first: the
+    // running call was left to hang, and each one's host name was kept for good.
+    std::lock_guard lock(mu_);
+    if (w.greeted) throw protocol::ProtocolError("a second hello");
+  }
   auto h = protocol::decode_hello(f.view());
   std::lock_guard lock(mu_);
   count_received_locked(f);
@@ -368,6 +381,15 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
                         "/ABI " + std::to_string(h.abi) + " (ferry " + h.ferry_version +
                         "), this host protocol " + std::to_string(protocol::version) + "/ABI " +
                         std::to_string(plugin_abi_version);
+    return;
+  }
+  if (h.host.size() > max_host_name) {
+    // gethostname() gives at most HOST_NAME_MAX (64) bytes, a DNS name 255: not a ferry-worker.
+    // Not started, as one of another protocol is not (its death is a start-up failure).
+    kill_worker_locked(w, nullptr);
+    w.violation = "said hello with a host name of " + std::to_string(h.host.size()) +
+                  " bytes (at most " + std::to_string(max_host_name) + ")";
+    w.discarding = true;  // a result behind the hello in the same read is not taken either
     return;
   }
   w.greeted = true;

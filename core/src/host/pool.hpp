@@ -60,6 +60,11 @@ std::shared_ptr<Launcher> make_launcher(const ExecutorOptions& options);
 /// More workers than this is a mistake (a typo in -j), not a pool: refused with invalid_argument.
 inline constexpr std::size_t max_pool_size = 4096;
 
+/// The longest host name a hello may carry (a DNS name), and how many names a process keeps
+/// (Future::info() names the host of each call, and may outlive its executor).
+inline constexpr std::size_t max_host_name = 255;
+inline constexpr std::size_t max_host_names = 4096;
+
 /// A worker that said bye exits at once; one still there after this is killed.
 inline constexpr auto bye_grace = std::chrono::seconds(1);
 /// How many times a call may be handed back by a bye while it was its worker's running call
