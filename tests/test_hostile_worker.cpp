@@ -167,3 +167,17 @@ TEST_CASE("HostileWorker.overlong_host_name_is_refused") {
     CHECK_MESSAGE(what.find("host name of 300 bytes") != std::string::npos, what);
   }
 }
+
+TEST_CASE("HostileWorker.late_initializer_failure_breaks_only_that_worker") {
+  // An initializer failure was taken from any worker at any time: a task that wrote one after
+  // its worker had answered calls made the executor broken for everyone (BrokenProcessPool).
+  ferry::ExecutorOptions o = fake("init_failed");
+  o.initializer = ferry::Call(noop);
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 2).get() == 4);  // the initializer ran: a call is answered
+  const std::string why = failure_of([&] { return ex.submit(square, 1).get(); });
+  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
+  CHECK_MESSAGE(why.find("initializer failure after") != std::string::npos, why);
+  CHECK_FALSE(ex.is_broken());
+  CHECK(ex.submit(square, 3).get() == 9);
+}
