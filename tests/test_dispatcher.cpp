@@ -156,6 +156,20 @@ TEST_CASE("Dispatcher.answered.starts_the_next_call_and_rejects_unknown_ids") {
   CHECK(a.deadline() == Clock::time_point::max());
 }
 
+TEST_CASE("Dispatcher.answered.rejects_a_call_behind_the_running_one") {
+  // A worker answers in send order: an answer for the call behind the running one is a protocol
+  // error; it used to be taken, and the running call's deadline started again.
+  Fixture f(2);
+  Lane a{.serial = 1};
+  auto c1 = f.submit(nullptr, 1s);
+  auto c2 = f.submit(nullptr, 5s);
+  f.assign({&a});
+  CHECK(f.d.answered(a, c2->id, f.t0 + 300ms) == nullptr);
+  CHECK(a.running() == c1.get());
+  CHECK(a.deadline() == f.t0 + 1s);
+  CHECK(f.d.answered(a, c1->id, f.t0 + 400ms) == c1);
+}
+
 TEST_CASE("Dispatcher.death.running_call_is_taken_the_rest_requeued_first_in_order") {
   Fixture f(3);
   Lane a{.serial = 1}, b{.serial = 2};

@@ -35,17 +35,21 @@ ferry::ExecutorOptions fake(const std::string& mode) {
   return o;
 }
 
-/// What get() threw: "" when it returned `expected`.
-template <class F>
-std::string failure_of(F&& get, int expected = 1) {
+/// `hurt` ends within `within` with a TerminatedWorkerError whose message names `reason`: its
+/// worker broke the protocol and is gone.
+void check_killed_for(ferry::Future<int>& hurt, const std::string& reason,
+                      std::chrono::seconds within = std::chrono::seconds(10)) {
+  REQUIRE(hurt.wait_for(within));
+  std::string outcome;
   try {
-    int v = get();
-    return v == expected ? std::string() : "value " + std::to_string(v);
+    outcome = "returned " + std::to_string(hurt.get());
   } catch (const ferry::TerminatedWorkerError& e) {
-    return std::string("TerminatedWorkerError: ") + e.what();
+    outcome = std::string("TerminatedWorkerError: ") + e.what();
   } catch (const std::exception& e) {
-    return std::string("other: ") + e.what();
+    outcome = std::string("other: ") + e.what();
   }
+  CHECK_MESSAGE(outcome.find("TerminatedWorkerError: ") == 0, outcome);
+  CHECK_MESSAGE(outcome.find(reason) != std::string::npos, outcome);
 }
 
 int open_descriptors() {
@@ -78,13 +82,11 @@ TEST_CASE("HostileWorker.truncated_result_memfd_does_not_crash_the_host") {
   // host died of SIGBUS. An unsealed memfd is refused when it arrives.
   ferry::Executor ex(fake("shm_truncate"));
   auto hurt = ex.submit(square, 1);
-  REQUIRE(hurt.wait_for(std::chrono::seconds(20)));
+  REQUIRE(hurt.wait_for(std::chrono::seconds(10)));
   // The fake worker truncates that memfd when its next task arrives (a new worker if the host
   // killed it); then the first result is read.
   CHECK(ex.submit(square, 2).get() == 4);
-  const std::string why = failure_of([&] { return hurt.get(); });
-  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
-  CHECK_MESSAGE(why.find("not sealed against shrinking") != std::string::npos, why);
+  check_killed_for(hurt, "not sealed against shrinking");
 }
 
 TEST_CASE("HostileWorker.shared_result_must_be_a_sealed_memfd") {
@@ -93,9 +95,8 @@ TEST_CASE("HostileWorker.shared_result_must_be_a_sealed_memfd") {
   for (const char* mode : {"shm_file", "shm_empty"}) {
     CAPTURE(mode);
     ferry::Executor ex(fake(mode));
-    const std::string why = failure_of([&] { return ex.submit(square, 1).get(); });
-    CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
-    CHECK_MESSAGE(why.find("malformed frame") != std::string::npos, why);
+    auto hurt = ex.submit(square, 1);
+    check_killed_for(hurt, "malformed frame");
     CHECK(ex.submit(square, 3).get() == 9);
   }
 }
@@ -121,10 +122,7 @@ TEST_CASE("HostileWorker.bye_over_a_running_call_is_no_respawn_loop") {
   o.max_retries_on_worker_death = 1;
   ferry::Executor ex(o);
   auto hurt = ex.submit(square, 1);
-  REQUIRE(hurt.wait_for(std::chrono::seconds(30)));
-  const std::string why = failure_of([&] { return hurt.get(); });
-  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
-  CHECK_MESSAGE(why.find("said bye") != std::string::npos, why);
+  check_killed_for(hurt, "said bye", std::chrono::seconds(30));
   // Handed back twice, then a crash, retried once: a crash again. Six workers at most.
   CHECK(ex.stats().workers_started <= 6);
   CHECK(ex.submit(square, 3).get() == 9);
@@ -137,9 +135,7 @@ TEST_CASE("HostileWorker.partial_frame_then_death_does_not_stall_the_manager") {
   // the manager read EAGAIN (no EOF) and tried again, at 100 % CPU, until that process ended.
   ferry::Executor ex(fake("partial_die"));
   auto hurt = ex.submit(square, 1);
-  REQUIRE(hurt.wait_for(std::chrono::seconds(10)));
-  const std::string why = failure_of([&] { return hurt.get(); });
-  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
+  check_killed_for(hurt, "exited with code 1");
   CHECK(ex.submit(square, 2).get() == 4);
 }
 
@@ -148,10 +144,7 @@ TEST_CASE("HostileWorker.second_hello_is_a_protocol_error") {
   // hello's host name (1 MiB each in the review) stayed in the host for good.
   ferry::Executor ex(fake("hello_again"));
   auto hurt = ex.submit(square, 1);
-  REQUIRE(hurt.wait_for(std::chrono::seconds(10)));
-  const std::string why = failure_of([&] { return hurt.get(); });
-  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
-  CHECK_MESSAGE(why.find("second hello") != std::string::npos, why);
+  check_killed_for(hurt, "second hello");
   CHECK(ex.submit(square, 2).get() == 4);
 }
 
@@ -175,9 +168,20 @@ TEST_CASE("HostileWorker.late_initializer_failure_breaks_only_that_worker") {
   o.initializer = ferry::Call(noop);
   ferry::Executor ex(o);
   CHECK(ex.submit(square, 2).get() == 4);  // the initializer ran: a call is answered
-  const std::string why = failure_of([&] { return ex.submit(square, 1).get(); });
-  CHECK_MESSAGE(why.find("TerminatedWorkerError") == 0, why);
-  CHECK_MESSAGE(why.find("initializer failure after") != std::string::npos, why);
+  auto hurt = ex.submit(square, 1);
+  check_killed_for(hurt, "initializer failure after");
   CHECK_FALSE(ex.is_broken());
   CHECK(ex.submit(square, 3).get() == 9);
+}
+
+TEST_CASE("HostileWorker.answer_out_of_order_is_a_protocol_error") {
+  // Two calls on the worker; it answers the one behind first and never the running one. That
+  // answer was taken (restarting the running call's deadline), and the running call waited for
+  // ever. A worker answers in send order: anything else is a protocol error.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "2");
+  ferry::Executor ex(fake("out_of_order"));
+  auto running = ex.submit(square, 1);
+  auto behind = ex.submit(square, 2);
+  check_killed_for(running, "not running");
+  CHECK(behind.get() == 4);  // requeued: run again by a new worker
 }

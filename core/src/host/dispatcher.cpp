@@ -85,11 +85,12 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
 }
 
 std::shared_ptr<Call> Dispatcher::answered(Lane& lane, std::uint64_t id, Clock::time_point now) {
-  auto it = std::find_if(lane.in_flight.begin(), lane.in_flight.end(),
-                         [&](const auto& c) { return c->id == id; });
-  if (it == lane.in_flight.end()) return nullptr;
-  auto call = std::move(*it);
-  lane.in_flight.erase(it);
+  // Only the running call: a worker answers in send order (one call at a time; a call behind
+  // the running one is never cancelled in the worker, only the running one, by killing it). A
+  // result for a call behind it was taken, and restarted the running call's deadline.
+  if (lane.in_flight.empty() || lane.in_flight.front()->id != id) return nullptr;
+  auto call = std::move(lane.in_flight.front());
+  lane.in_flight.pop_front();
   call->lane = nullptr;
   // Service time: from when the call started running, or from the previous answer when it
   // was pipelined behind it (it then started the moment that one ended).

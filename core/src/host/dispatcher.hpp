@@ -88,8 +88,9 @@ class FERRY_INTERNAL_API Dispatcher {
   void assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
               Clock::time_point now);
 
-  /// The answer to call `id` arrived on `lane`: the call, out of the lane, or nullptr when the
-  /// lane has no such call (a protocol error). The lane's next call starts running now.
+  /// The answer to call `id` arrived on `lane`: the call, out of the lane, or nullptr when it is
+  /// not the lane's running call (a protocol error: answers come in send order). The lane's
+  /// next call starts running now.
   std::shared_ptr<Call> answered(Lane& lane, std::uint64_t id, Clock::time_point now);
 
   /// Calls of `lane` from position `from` on go back to the front of the queue, in order (a

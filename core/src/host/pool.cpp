@@ -509,7 +509,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   }
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
-  if (!call) throw protocol::ProtocolError("result for a call not sent to it");
+  if (!call) throw protocol::ProtocolError("result for a call it is not running");
   w.answered = true;
   if (const Call* next = w.lane.running();
       next && (next->deadline.count() > 0 || (next->limits.cpu_seconds && !cpu_ticking_))) {
