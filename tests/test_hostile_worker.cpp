@@ -185,3 +185,24 @@ TEST_CASE("HostileWorker.answer_out_of_order_is_a_protocol_error") {
   check_killed_for(running, "not running");
   CHECK(behind.get() == 4);  // requeued: run again by a new worker
 }
+
+TEST_CASE("HostileWorker.times_a_worker_reports_cannot_overflow_the_host") {
+  // A result's times are the worker's word (signed overflow in the trace's arithmetic, under
+  // UBSan, before): they are kept within 2^62 ns, the call's info and the trace stay sane.
+  support::TempDir dir;
+  ferry::ExecutorOptions o = fake("huge_times");
+  o.trace = (dir.path / "run.trace").string();
+  ferry::Executor ex(o);
+  auto f = ex.submit(square, 1);
+  CHECK(f.get() == 1);
+  auto info = f.info();
+  REQUIRE(info);
+  const auto limit = std::chrono::nanoseconds(std::int64_t{1} << 62);
+  const auto zero = std::chrono::nanoseconds(0);  // UINT64_MAX taken as signed: -1 ns
+  for (auto t : {std::chrono::nanoseconds(info->started.time_since_epoch()),
+                 std::chrono::nanoseconds(info->finished.time_since_epoch()), info->cpu_time}) {
+    CHECK(t >= zero);
+    CHECK(t <= limit);
+  }
+  CHECK(ex.submit(square, 5).get() == 25);
+}

@@ -12,6 +12,7 @@
 //   long_host_name  (at start) says hello with a host name of 300 bytes
 //   init_failed     answers with an initializer failure
 //   out_of_order    answers the next task (sent behind it) first, and never this one
+//   huge_times      answers with the largest times a result can carry (started, finished, CPU)
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -138,6 +139,10 @@ int main(int argc, char** argv) {
           proto::ResultStatus::init_failed));
     } else if (mode == "out_of_order") {
       held = call;
+    } else if (mode == "huge_times") {
+      const proto::RunStats huge{UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+      send(proto::encode_result_head({call, proto::ResultStatus::ok, huge}, sizeof value),
+           std::string_view(reinterpret_cast<const char*>(&value), sizeof value));
     } else {
       answer_inline(call, value);
     }

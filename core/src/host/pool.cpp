@@ -563,6 +563,14 @@ std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w, con
   return error;
 }
 
+namespace {
+/// A time a worker measured (what it says: a task can write any number on fd 3), kept where the
+/// arithmetic on it cannot overflow: at most 2^62 ns since the epoch (the year 2116).
+std::int64_t worker_ns(std::uint64_t v) noexcept {
+  return static_cast<std::int64_t>(std::min<std::uint64_t>(v, std::uint64_t{1} << 62));
+}
+}  // namespace
+
 RunRecord Pool::run_record(const Call& call, const WorkerSlot& w, const protocol::RunStats& stats) const {
   RunRecord r;
   r.ran = true;
@@ -571,9 +579,9 @@ RunRecord Pool::run_record(const Call& call, const WorkerSlot& w, const protocol
   r.attempts = call.retries + 1;
   r.submitted_ns = call.submitted_ns;
   if (stats.started_ns != 0) {
-    r.started_ns = static_cast<std::int64_t>(stats.started_ns);
-    r.finished_ns = static_cast<std::int64_t>(stats.finished_ns);
-    r.cpu_ns = static_cast<std::int64_t>(stats.cpu_ns);
+    r.started_ns = worker_ns(stats.started_ns);
+    r.finished_ns = worker_ns(stats.finished_ns);
+    r.cpu_ns = worker_ns(stats.cpu_ns);
     r.max_rss = stats.max_rss;
   } else {
     // Nothing measured: the host's view. Its start is on the steady clock; the difference to now
@@ -767,8 +775,8 @@ void Pool::trace_ran_locked(const Call& call, const WorkerSlot& w, const protoco
   if (stats && stats->started_ns != 0) {
     // The worker's own times (its system clock); on another node with another clock they may not
     // fit the host's view: the slice is then moved to end when the host read the result.
-    s.start = trace_->from_unix(static_cast<std::int64_t>(stats->started_ns));
-    s.end = trace_->from_unix(static_cast<std::int64_t>(stats->finished_ns));
+    s.start = trace_->from_unix(worker_ns(stats->started_ns));
+    s.end = trace_->from_unix(worker_ns(stats->finished_ns));
     if (s.end > read) {
       s.start -= s.end - read;
       s.end = read;
