@@ -2,6 +2,7 @@
 // mpi/src/wire.cpp on its own: payloads sent in chunks and reassembled in order (MPI singleton).
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <mpi.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -220,12 +221,23 @@ TEST_CASE("Mpi.wire.forwarder_sends_payloads_apart_from_where_they_are") {
   ferry::detail::Fd mine(sv[0]), theirs(sv[1]);
   FrameForwarder forwarder(proto::default_max_frame, 4096);  // messages of at most 4 KiB here
 
-  // A shared-memory task frame: the payload stays in the memfd, mapped.
+  // A shared-memory task frame: the payload stays in the memfd (sealed against shrinking, as
+  // ferry's blocks are), mapped.
   const std::string shared = pattern(6000, 4);
-  int memfd = ::memfd_create("test", MFD_CLOEXEC);
-  REQUIRE(memfd >= 0);
-  REQUIRE(::write(memfd, shared.data(), shared.size()) == static_cast<ssize_t>(shared.size()));
+  auto memfd_of = [&](unsigned seals) {
+    int fd = ::memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, shared.data(), shared.size()) == static_cast<ssize_t>(shared.size()));
+    if (seals) REQUIRE(::fcntl(fd, F_ADD_SEALS, seals) == 0);
+    return fd;
+  };
+  // First one its sender could still shrink under MPI's reads: answered with an error instead.
+  Buffer unsealed_head = proto::encode_shared_task({9, 1, 1}, shared.size());
+  int memfd = memfd_of(0);
+  REQUIRE(ferry::detail::send_all(theirs.get(), {unsealed_head.view()}, memfd));
+  ::close(memfd);
   Buffer shm_head = proto::encode_shared_task({1, 1, 1}, shared.size());
+  memfd = memfd_of(F_SEAL_SHRINK);
   REQUIRE(ferry::detail::send_all(theirs.get(), {shm_head.view()}, memfd));
   ::close(memfd);
   // An inline task frame above the message size: split into head and payload.
@@ -239,7 +251,9 @@ TEST_CASE("Mpi.wire.forwarder_sends_payloads_apart_from_where_they_are") {
   std::vector<Buffer> back;
   for (int i = 0; i < 100 && out.size() < 3; ++i) REQUIRE(forwarder.pump(mine.get(), out, back));
   REQUIRE(out.size() == 3);
-  CHECK(back.empty());
+  REQUIRE(back.size() == 1);  // the unsealed one's answer, for the side it came from
+  proto::BodyReader answer(back[0].view().substr(proto::header_size));
+  CHECK(proto::decode_result_head(answer).call == 9);
 
   CHECK(out[0].chunked());
   CHECK(out[0].type() == proto::FrameType::task);
