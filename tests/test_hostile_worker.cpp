@@ -161,6 +161,20 @@ TEST_CASE("HostileWorker.overlong_host_name_is_refused") {
   }
 }
 
+TEST_CASE("HostileWorker.another_protocol_is_named_in_the_error") {
+  // The useful words ("speaks protocol N") were overwritten by the kill that follows them
+  // ("ended with SIGKILL before its handshake").
+  ferry::Executor ex(fake("old_protocol"));
+  try {
+    ex.submit(square, 2).get();
+    FAIL("a worker of another protocol was used");
+  } catch (const ferry::BrokenProcessPool& e) {
+    const std::string what = e.what();
+    CHECK_MESSAGE(what.find("speaks protocol") != std::string::npos, what);
+    CHECK_MESSAGE(what.find("SIGKILL") == std::string::npos, what);
+  }
+}
+
 TEST_CASE("HostileWorker.late_initializer_failure_breaks_only_that_worker") {
   // An initializer failure was taken from any worker at any time: a task that wrote one after
   // its worker had answered calls made the executor broken for everyone (BrokenProcessPool).

@@ -10,6 +10,7 @@
 //   partial_die     forks a child that keeps the channel open, writes part of a frame, dies
 //   hello_again     sends a second hello instead of answering
 //   long_host_name  (at start) says hello with a host name of 300 bytes
+//   old_protocol    (at start) says hello speaking the protocol before this one
 //   init_failed     answers with an initializer failure
 //   out_of_order    answers the next task (sent behind it) first, and never this one
 //   huge_times      answers with the largest times a result can carry (started, finished, CPU)
@@ -47,8 +48,8 @@ bool send(const Buffer& b, std::string_view payload = {}, int pass = -1) {
   return ferry::detail::send_all(channel, {b.view(), payload}, pass);
 }
 
-Buffer hello(std::string host) {
-  return proto::encode_hello({proto::version, ferry::detail::plugin_abi_version,
+Buffer hello(std::string host, std::uint32_t version = proto::version) {
+  return proto::encode_hello({version, ferry::detail::plugin_abi_version,
                               static_cast<int>(::getpid()), FERRY_VERSION_STRING, std::move(host)});
 }
 
@@ -76,7 +77,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; ++i)
     if (std::strcmp(argv[i], "--fd") == 0) channel = std::atoi(argv[i + 1]);
   if (const char* m = std::getenv("FERRY_FAKE_MODE")) mode = m;
-  send(hello(mode == "long_host_name" ? std::string(300, 'h') : "fakehost"));
+  send(hello(mode == "long_host_name" ? std::string(300, 'h') : "fakehost",
+             mode == "old_protocol" ? proto::version - 1 : proto::version));
   ferry::detail::FrameReader reader(proto::default_max_frame);
   Fd truncate_later;
   std::optional<std::uint64_t> held;  // out_of_order: the call it answers never

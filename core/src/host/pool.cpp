@@ -377,10 +377,11 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   count_received_locked(f);
   if (h.protocol != protocol::version || h.abi != plugin_abi_version) {
     kill_worker_locked(w, nullptr);
-    last_spawn_error_ = w.describe(*launcher_) + " speaks protocol " + std::to_string(h.protocol) +
-                        "/ABI " + std::to_string(h.abi) + " (ferry " + h.ferry_version +
-                        "), this host protocol " + std::to_string(protocol::version) + "/ABI " +
-                        std::to_string(plugin_abi_version);
+    // Said when its death is settled (a start-up failure), instead of "ended with SIGKILL".
+    w.violation = "speaks protocol " + std::to_string(h.protocol) + "/ABI " + std::to_string(h.abi) +
+                  " (ferry " + h.ferry_version + "), this host protocol " +
+                  std::to_string(protocol::version) + "/ABI " + std::to_string(plugin_abi_version);
+    w.discarding = true;
     return;
   }
   if (h.host.size() > max_host_name) {
