@@ -17,7 +17,6 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -367,9 +366,9 @@ class Agent {
     fs::path tmp = cache_ / (key + ".so.tmp." + std::to_string(::getpid()));
     std::error_code ec;
     fs::remove(tmp, ec);  // a leftover of an earlier agent of this pid
-    // Checked before it is ever loaded: bytes that do not match their key, or a cache that is
-    // not private, and the worker is pointed at the cache's (missing) file: it reports the
-    // library as missing. Never at the host's path: this node's file there failed the check.
+    // Checked before it is ever loaded. Bytes that do not match their key are dropped, and the
+    // worker is pointed at the cache's file, removed: it reports the library as missing. Never
+    // at the host's path: this node's file there failed the check in offered().
     if (!cache_refused_.empty()) {
       // Not even the cache's file name: another user may have put a file there. A path in `/`,
       // where only root creates entries, that cannot load and says why.
