@@ -340,6 +340,12 @@ TEST_CASE("Cli.map_keep_going_writes_error_lines_and_exits_1") {
 
 TEST_CASE("Cli.map_keep_going_reruns_a_crashed_chunk_line_by_line") {
   // One line kills its worker: the other lines of its chunk still get their results.
+#if defined(__SANITIZE_THREAD__)
+  // A stack overflow inside ThreadSanitizer's runtime deadlocks the worker's crash handler (seen:
+  // stuck in __tsan::TraceSwitch, the test timed out): TSan's limit, not ferry's.
+  MESSAGE("skipped under ThreadSanitizer");
+  return;
+#endif
   Result r = cli({"map", "--keep-going", "--chunksize", "4", "stack_overflow"},
                    "1\n2\n" + std::to_string(1 << 20) + "\n3\n");
   CHECK(r.status == 1);

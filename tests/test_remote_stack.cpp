@@ -134,6 +134,13 @@ TEST_CASE("RemoteStack.terminated_worker_on_abort_and_stack_overflow") {
     CHECK(contains(e.remote_stack(), "segfault(int)"));
   }
   SUBCASE("stack overflow: reported from the alternate signal stack") {
+#if defined(__SANITIZE_THREAD__)
+    // ThreadSanitizer's runtime cannot take a stack overflow inside itself: the crash handler's
+    // first instrumented call waits for a lock the overflowed runtime code holds (seen: a worker
+    // stuck in __tsan::TraceSwitch), or the first frame is TSan's. Not a ferry path.
+    MESSAGE("skipped under ThreadSanitizer");
+    return;
+#endif
     auto e = caught<ferry::TerminatedWorkerError>([&] { ex.submit(stack_overflow, 1 << 20).get(); });
     CHECK(e.signal() == SIGSEGV);
     CAPTURE(e.remote_stack());
