@@ -366,14 +366,11 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
 }
 
 void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
-  {
-    // One per worker. A second one (a task can write it) used to be taken as the first: the
-    // running call was left to hang, and each one's host name was kept for good.
-    std::lock_guard lock(mu_);
-    if (w.greeted) throw protocol::ProtocolError("a second hello");
-  }
   auto h = protocol::decode_hello(f.view());
   std::lock_guard lock(mu_);
+  // One per worker. A second one (a task can write it) used to be taken as the first: the
+  // running call was left to hang, and each one's host name was kept for good.
+  if (w.greeted) throw protocol::ProtocolError("a second hello");
   count_received_locked(f);
   if (h.protocol != protocol::version || h.abi != plugin_abi_version) {
     kill_worker_locked(w, nullptr);
