@@ -9,6 +9,7 @@
 #include <dirent.h>
 
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <numeric>
 #include <vector>
@@ -50,6 +51,23 @@ void check_killed_for(ferry::Future<int>& hurt, const std::string& reason,
   }
   CHECK_MESSAGE(outcome.find("TerminatedWorkerError: ") == 0, outcome);
   CHECK_MESSAGE(outcome.find(reason) != std::string::npos, outcome);
+}
+
+/// The peak resident memory of this process, in KiB (VmHWM of /proc/self/status).
+long peak_resident_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+/// Starts a new peak: the current resident size becomes VmHWM. False where the kernel refuses.
+bool reset_peak_resident() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
 }
 
 int open_descriptors() {
@@ -136,6 +154,22 @@ TEST_CASE("HostileWorker.partial_frame_then_death_does_not_stall_the_manager") {
   ferry::Executor ex(fake("partial_die"));
   auto hurt = ex.submit(square, 1);
   check_killed_for(hurt, "exited with code 1");
+  CHECK(ex.submit(square, 2).get() == 4);
+}
+
+TEST_CASE("HostileWorker.announced_size_alone_allocates_nothing") {
+  // A result announced at 768 MiB (within FERRY_MAX_FRAME_BYTES) with 1 MiB sent: the host
+  // allocated and touched the whole announced size when the header arrived, so 16 bytes from a
+  // task (which a memory limit on its worker does not bound) cost the host 768 MiB. Memory now
+  // follows the bytes that arrive.
+  REQUIRE(reset_peak_resident());
+  const long before = peak_resident_kib();
+  REQUIRE(before > 0);
+  ferry::Executor ex(fake("claim_huge"));
+  auto hurt = ex.submit(square, 1);
+  check_killed_for(hurt, "exited with code 1");
+  const long grown_mib = (peak_resident_kib() - before) / 1024;
+  CHECK_MESSAGE(grown_mib < 128, "the host's peak resident memory grew by " << grown_mib << " MiB");
   CHECK(ex.submit(square, 2).get() == 4);
 }
 

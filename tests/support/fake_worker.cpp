@@ -14,6 +14,7 @@
 //   init_failed     answers with an initializer failure
 //   out_of_order    answers the next task (sent behind it) first, and never this one
 //   huge_times      answers with the largest times a result can carry (started, finished, CPU)
+//   claim_huge      announces a 768 MiB result, sends 1 MiB of it, and exits (code 1)
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -141,6 +142,12 @@ int main(int argc, char** argv) {
           proto::ResultStatus::init_failed));
     } else if (mode == "out_of_order") {
       held = call;
+    } else if (mode == "claim_huge") {
+      // Within FERRY_MAX_FRAME_BYTES (1 GiB by default): the size alone is no protocol error.
+      constexpr std::uint64_t claimed = std::uint64_t{768} << 20;
+      Buffer head = proto::encode_result_head({call, proto::ResultStatus::ok, {}}, claimed);
+      send(head, std::string(std::size_t{1} << 20, 'x'));
+      std::_Exit(1);
     } else if (mode == "huge_times") {
       const proto::RunStats huge{UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
       send(proto::encode_result_head({call, proto::ResultStatus::ok, huge}, sizeof value),

@@ -74,8 +74,18 @@ void FrameReader::claim_fd(Frame& out) {
 ssize_t FrameReader::fill(int fd, int flags) {
   ssize_t n;
   if (large_) {
-    n = receive(fd, large_body_.data() + large_have_, large_header_.size - large_have_, flags);
-    if (n > 0) large_have_ += static_cast<std::size_t>(n);
+    // Room for what comes next, grown as the bytes arrive (twice what has come, 1 MiB at least):
+    // the size a header announces costs the reader nothing until the bytes are there, so a peer
+    // that announces 1 GiB and sends 16 bytes cannot make this process allocate 1 GiB.
+    const std::size_t want = static_cast<std::size_t>(large_header_.size);
+    if (large_body_.capacity() == large_have_)
+      large_body_.reserve(std::min(want, large_have_ + std::max(large_have_, large_step)));
+    std::size_t room = std::min(large_body_.capacity(), want) - large_have_;
+    n = receive(fd, large_body_.data() + large_have_, room, flags);
+    if (n > 0) {
+      large_have_ += static_cast<std::size_t>(n);
+      large_body_.resize(large_have_);
+    }
     return n;
   }
   if (start_ > 0 && (start_ == staging_.size() || start_ > 32 * 1024)) {
@@ -123,8 +133,8 @@ bool FrameReader::next(Frame& out) {
     // Switch to reading this body straight into its own buffer.
     large_ = true;
     large_header_ = h;
-    large_body_ = Buffer(h.size);
-    std::memcpy(large_body_.data(), at + protocol::header_size, have);
+    large_body_ = Buffer();
+    large_body_.append(at + protocol::header_size, have);
     large_have_ = have;
     start_ = staging_.size();
   }

@@ -28,10 +28,14 @@ struct Frame {
 };
 
 /// Reads frames off a stream socket as bytes arrive. Bodies above `direct_threshold` are read
-/// straight into their own buffer (no second copy); nothing larger than the limit is allocated.
+/// straight into their own buffer (no second copy), which grows as their bytes arrive; nothing
+/// larger than the limit is allocated.
 class FERRY_INTERNAL_API FrameReader {
  public:
   static constexpr std::size_t direct_threshold = 64 * 1024;
+  /// A large body's storage grows by at least this much at a time, and never past what arrived
+  /// times two: memory follows the bytes received, not the size announced.
+  static constexpr std::size_t large_step = std::size_t{1} << 20;
 
   explicit FrameReader(std::uint64_t max_body) : max_body_(max_body) {}
   void set_limit(std::uint64_t max_body) noexcept { max_body_ = max_body; }
