@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -350,6 +352,83 @@ TEST_CASE("Channel.FrameReader.trim_keeps_pending_bytes") {
   CHECK(h.view() == big2);
 }
 
+TEST_CASE("Channel.FrameReader.fed_frames_are_read_as_the_next_on_the_channel") {
+  // Frames a relay hands over in this process (LaunchedWorker::relay) come between what was read
+  // off the socket before and what is read after.
+  Pair p;
+  FrameReader r(protocol::default_max_frame);
+  REQUIRE(send_all(p.a.get(), {frame_bytes(protocol::FrameType::define, "from the socket")}));
+  Frame f = read_frame(r, p.b.get());
+  CHECK(f.view() == "from the socket");
+  const std::string one = frame_bytes(protocol::FrameType::result, "handed one");
+  const std::string two = frame_bytes(protocol::FrameType::result, "handed two");
+  const std::string_view head = std::string_view(two).substr(0, protocol::header_size);
+  const std::string_view body = std::string_view(two).substr(protocol::header_size);
+  const std::string_view pieces[] = {one, head, body};  // joined, as an Outbox's views are
+  REQUIRE(send_all(p.a.get(), {frame_bytes(protocol::FrameType::bye, "after")}));
+  REQUIRE(r.feed(pieces));
+  CHECK(read_frame(r, p.b.get()).view() == "handed one");
+  CHECK(read_frame(r, p.b.get()).view() == "handed two");
+  CHECK(read_frame(r, p.b.get()).view() == "after");
+  CHECK_FALSE(r.partial());
+}
+
+TEST_CASE("Channel.FrameReader.feed_is_refused_in_the_middle_of_a_frame") {
+  Pair p;
+  FrameReader r(protocol::default_max_frame);
+  const std::string small = frame_bytes(protocol::FrameType::define, "split in two");
+  SUBCASE("a small frame") {
+    REQUIRE(send_all(p.a.get(), {std::string_view(small).substr(0, 7)}));
+    REQUIRE(r.fill(p.b.get(), 0) == 7);
+    CHECK_FALSE(r.feed(frame_bytes(protocol::FrameType::result, "too early")));
+    REQUIRE(send_all(p.a.get(), {std::string_view(small).substr(7)}));
+    Frame f = read_frame(r, p.b.get());
+    CHECK(f.view() == "split in two");  // nothing of the refused bytes in it
+  }
+  SUBCASE("a large frame, read straight into its own buffer") {
+    const std::string big = frame_bytes(protocol::FrameType::result, pattern(300 * 1024, 5));
+    REQUIRE(send_all(p.a.get(), {std::string_view(big).substr(0, 1000)}));
+    REQUIRE(r.fill(p.b.get(), 0) > 0);
+    Frame f;
+    CHECK_FALSE(r.next(f));
+    CHECK_FALSE(r.feed(small));
+    std::thread writer([&] { CHECK(send_all(p.a.get(), {std::string_view(big).substr(1000)})); });
+    f = read_frame(r, p.b.get());
+    writer.join();
+    CHECK(f.body.size() == big.size() - protocol::header_size);
+  }
+  CHECK_FALSE(r.partial());
+  REQUIRE(r.feed(small));
+  Frame g;
+  REQUIRE(r.next(g));
+  CHECK(g.view() == "split in two");
+}
+
+TEST_CASE("Channel.FrameReader.a_large_body_costs_what_arrived_not_what_was_announced") {
+  // 900 MiB announced (within the limit), 200 KiB sent: the reader takes them, asks for more, and
+  // the frame is not complete; the whole body is never allocated (a hostile peer's 16 bytes
+  // would otherwise cost 900 MiB: HostileWorker.announced_size_alone_allocates_nothing).
+  Pair p;
+  FrameReader r(protocol::default_max_frame);
+  std::string head(protocol::header_size, '\0');
+  protocol::write_header(head.data(), protocol::FrameType::result, std::uint64_t{900} << 20);
+  const std::string some = pattern(200 * 1024, 3);
+  std::thread writer([&] { CHECK(send_all(p.a.get(), {head, some})); });
+  std::size_t got = 0;
+  Frame f;
+  while (got < head.size() + some.size()) {
+    ssize_t n = r.fill(p.b.get(), 0);
+    REQUIRE(n > 0);
+    got += static_cast<std::size_t>(n);
+    CHECK_FALSE(r.next(f));
+  }
+  writer.join();
+  CHECK(r.partial());
+  REQUIRE(::fcntl(p.b.get(), F_SETFL, ::fcntl(p.b.get(), F_GETFL) | O_NONBLOCK) == 0);
+  CHECK(r.fill(p.b.get(), 0) < 0);  // nothing more: EAGAIN, not an end
+  CHECK(errno == EAGAIN);
+}
+
 // ---- Outbox ----------------------------------------------------------------------------------
 
 TEST_CASE("Channel.Outbox.sends_owned_and_viewed_pieces_in_order") {
@@ -438,6 +517,36 @@ TEST_CASE("Channel.Outbox.partial_write_resumes_after_peer_drains") {
   CHECK(rounds > 0);
   REQUIRE(received.size() == expected.size());
   CHECK(received == expected);
+}
+
+TEST_CASE("Channel.Outbox.views_offer_only_whole_pieces_without_descriptors") {
+  // What a relaying backend may take in the pool's thread (LaunchedWorker::send): every piece,
+  // in order, as long as none is partly sent and none carries a descriptor.
+  Outbox out;
+  std::vector<std::string_view> views = {"stale"};
+  CHECK(out.views(views));
+  CHECK(views.empty());
+  auto keep = std::make_shared<std::string>("viewed bytes");
+  out.push(protocol::encode_bye(protocol::ByeReason::shutdown));
+  out.push_view(*keep, keep);
+  REQUIRE(out.views(views));
+  REQUIRE(views.size() == 2);
+  CHECK(views[0] == protocol::encode_bye(protocol::ByeReason::shutdown).view());
+  CHECK(views[1].data() == keep->data());  // not copied
+  SUBCASE("a descriptor to pass") {
+    Pipe pipe;
+    out.push(shared_result_frame(), pipe.write.get());
+    CHECK_FALSE(out.views(views));
+  }
+  SUBCASE("partly sent") {
+    Pair p;
+    REQUIRE(::fcntl(p.a.get(), F_SETFL, ::fcntl(p.a.get(), F_GETFL) | O_NONBLOCK) == 0);
+    auto big = std::make_shared<std::string>(pattern(8u << 20, 4));
+    out.push_view(*big, big);
+    REQUIRE(out.flush(p.a.get()));  // the peer reads nothing: the socket takes what fits
+    REQUIRE_FALSE(out.empty());
+    CHECK_FALSE(out.views(views));
+  }
 }
 
 TEST_CASE("Channel.Outbox.flush_after_peer_closed_fails_without_sigpipe") {

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "wire.hpp"
@@ -280,6 +281,44 @@ TEST_CASE("Mpi.wire.forwarder_sends_payloads_apart_from_where_they_are") {
         for (int i = 0; i < 100; ++i) forwarder.pump(mine.get(), out, back);
       }(),
       proto::ProtocolError);
+}
+
+TEST_CASE("Mpi.wire.forwarder_takes_handed_frames_after_those_it_read") {
+  // The pool's frames taken in the pool's thread (the hub's take_from_pool) follow those read off
+  // the channel before, and are forwarded the same way (one above the message size is split).
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  ferry::detail::Fd mine(sv[0]), theirs(sv[1]);
+  FrameForwarder forwarder(proto::default_max_frame, 4096);
+  Buffer first = task_frame(1, "read off the socket");
+  REQUIRE(ferry::detail::send_all(theirs.get(), {first.view()}));
+  std::vector<OutFrame> out;
+  std::vector<Buffer> back;
+  for (int i = 0; i < 100 && out.empty(); ++i) REQUIRE(forwarder.pump(mine.get(), out, back));
+  const std::string args = pattern(5000, 6);
+  Buffer handed_small = task_frame(2, "x");
+  Buffer handed_big = task_frame(3, args);
+  const std::string_view pieces[] = {handed_small.view(), handed_big.view()};
+  forwarder.take(pieces, out, back);
+  REQUIRE(out.size() == 3);
+  CHECK(back.empty());
+  CHECK(std::string(out[0].bytes.view()) == std::string(first.view()));
+  CHECK(std::string(out[1].bytes.view()) == std::string(handed_small.view()));
+  CHECK(out[2].chunked());
+  CHECK(out[2].payload == args);
+
+  // Half a frame read off the socket: nothing may be handed over before its other half.
+  Buffer split = task_frame(4, "split");
+  REQUIRE(ferry::detail::send_all(theirs.get(), {split.view().substr(0, 10)}));
+  out.clear();
+  REQUIRE(forwarder.pump(mine.get(), out, back));
+  CHECK(out.empty());
+  CHECK(forwarder.partial());
+  CHECK_THROWS_AS(forwarder.take(pieces, out, back), proto::ProtocolError);
+  REQUIRE(ferry::detail::send_all(theirs.get(), {split.view().substr(10)}));
+  for (int i = 0; i < 100 && out.empty(); ++i) REQUIRE(forwarder.pump(mine.get(), out, back));
+  REQUIRE(out.size() == 1);
+  CHECK(std::string(out[0].bytes.view()) == std::string(split.view()));
 }
 
 TEST_CASE("Mpi.wire.frames_of_a_pass_travel_in_one_message_and_split_back") {

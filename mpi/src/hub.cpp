@@ -9,14 +9,20 @@
 //          (frames)       relays,                relays, starts/reaps the
 //                         heartbeats,            worker, caches shipped plugins
 //                         ships plugins
+//
+// A pool thread waiting for a result relays in its own thread when it can (relay_in_waiter), and
+// small frames then skip the socketpair both ways (to_pool, take_from_pool), in channel order.
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include <atomic>
 #include <cerrno>
@@ -30,6 +36,8 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <span>
+#include <string_view>
 #include <thread>
 
 #include <ferry/backend.hpp>
@@ -61,10 +69,26 @@ void signal_event(int fd) {
   (void)r;
 }
 
+/// Whether the peer has read every byte written on this Unix stream socket (SIOCOUTQ counts what
+/// was sent and is not read yet).
+bool peer_read_all(int fd) {
+  int n = 0;
+  return ::ioctl(fd, SIOCOUTQ, &n) == 0 && n == 0;
+}
+
+/// Whether nothing waits to be read on this socket.
+bool nothing_to_read(int fd) {
+  int n = 0;
+  return ::ioctl(fd, FIONREAD, &n) == 0 && n == 0;
+}
+
 // The hub's relay, run by a thread of the pool waiting for a result (Slot::relay) instead of the
-// hub's thread (defined with the Hub below).
-void relay_in_waiter();
+// hub's thread, and the pool's frames taken in the pool's thread (Slot::send); defined with the
+// Hub below.
+class Slot;
+void relay_in_waiter(Slot& waiting, std::string& frames);
 void waiter_stopped();
+bool take_from_pool(Slot& s, std::span<const std::string_view> pieces);
 
 /// A pool worker served by an agent: the hub's end of the pool's channel, and how it ended.
 class Slot final : public ferry::LaunchedWorker {
@@ -83,7 +107,8 @@ class Slot final : public ferry::LaunchedWorker {
     std::lock_guard lock(mu);
     return status_;
   }
-  void relay() override { relay_in_waiter(); }
+  void relay(std::string& frames) override { relay_in_waiter(*this, frames); }
+  bool send(std::span<const std::string_view> pieces) override { return take_from_pool(*this, pieces); }
   void relay_stopped() override { waiter_stopped(); }
   /// Records the end once; wakes the pool.
   void finish(ExitStatus st) {
@@ -102,6 +127,7 @@ class Slot final : public ferry::LaunchedWorker {
   std::vector<std::string> args;
   std::vector<std::pair<std::string, std::string>> env;
   std::atomic<bool> kill_requested{false};
+  std::size_t agent = SIZE_MAX;  // in Hub::agents_, once an agent took it (relay lock)
   bool started = false;  // start sent to its agent
   bool stop_sent = false;
   bool ended = false;
@@ -313,6 +339,7 @@ class Hub {
         s->finish(st);
       } else if (Agent* a = free_agent()) {
         a->slot = s;
+        s->agent = a->index;
         s->set_rank(a->rank);
       } else if (world_mode_ && alive > 0) {
         // The pool asks for no more workers than there are ranks: one is about to be freed (its
@@ -467,6 +494,14 @@ class Hub {
   void to_pool(Agent& a, Buffer frame, std::shared_ptr<SharedBytes> payload) {
     if (!a.slot || a.slot->ended || frame.empty()) return;
     int fd = payload ? payload->fd() : -1;
+    // Relayed by the pool's thread that waits for this worker: handed to it (it reads them as the
+    // next frames on the channel, before reading the channel again), when the pool has read all
+    // that was written on the channel before and no descriptor must travel with it.
+    if (a.slot.get() == waiting_slot_ && fd < 0 && a.slot->to_pool.empty() &&
+        peer_read_all(a.slot->channel.get())) {
+      handed_->append(frame.data(), frame.size());
+      return;
+    }
     a.slot->to_pool.push(std::move(frame), fd, std::move(payload));
     if (!a.slot->to_pool.flush(a.slot->channel.get())) a.slot->to_pool.clear();
   }
@@ -601,11 +636,19 @@ class Hub {
     if (!a.alive || !a.slot || !a.watched) return false;
     Slot& s = *a.slot;
     if (!s.started || s.stop_sent) return false;  // stopping: its agent reports the end
+    return from_pool(a, [&] { return s.from_pool.pump(s.channel.get(), frames_, answers_); });
+  }
+
+  /// The pool's frames for this agent's worker, read by `read` (into frames_ and answers_; false
+  /// when the pool closed the channel), to the agent. True if anything moved.
+  template <class Read>
+  bool from_pool(Agent& a, Read read) {
+    Slot& s = *a.slot;
     frames_.clear();
     answers_.clear();
     bool open = true;
     try {
-      open = s.from_pool.pump(s.channel.get(), frames_, answers_);
+      open = read();
     } catch (const std::exception& e) {
       // Not a frame the hub can relay: this worker cannot go on.
       ExitStatus st;
@@ -640,13 +683,44 @@ class Hub {
  public:
   /// A pool thread waiting for a result relays, unless the hub's thread (or another waiter) is at
   /// it: the frames then go from the waiting thread to MPI and back without a hand-off to the
-  /// hub's thread. Never blocks.
-  void relay_in_waiter() {
+  /// hub's thread. Frames for `waiting`'s pool may be appended to `frames` (to_pool). Never blocks.
+  void relay_in_waiter(Slot& waiting, std::string& frames) {
     if (!waiters_relay_) return;
     std::unique_lock lock(relay_mu_, std::try_to_lock);
     if (!lock || leaving_) return;
     relayed_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    waiting_slot_ = &waiting;
+    handed_ = &frames;
+    struct Done {
+      Hub& hub;
+      ~Done() {
+        hub.waiting_slot_ = nullptr;
+        hub.handed_ = nullptr;
+      }
+    } done{*this};
     relay_pass(true);
+  }
+
+  /// Frames the pool would write on `s`'s channel, taken in the pool's thread and sent to the
+  /// agent now (no write there, no read here), unless the hub's thread (or a waiter) is relaying:
+  /// false then, and the pool writes them. Whatever the pool wrote on the channel before is read
+  /// first; if some is left unread, these must follow it on the channel (false). Never blocks;
+  /// called with the pool's lock held (the hub never takes it).
+  bool take_from_pool(Slot& s, std::span<const std::string_view> pieces) {
+    if (!waiters_relay_) return false;
+    std::unique_lock lock(relay_mu_, std::try_to_lock);
+    if (!lock || leaving_ || s.agent >= agents_.size() || agents_[s.agent].slot.get() != &s) return false;
+    Agent& a = agents_[s.agent];
+    pump_pool(a);
+    if (!a.alive || !a.watched || !s.started || s.stop_sent || s.from_pool.partial() ||
+        !nothing_to_read(s.channel.get()))
+      return false;
+    from_pool(a, [&] {
+      s.from_pool.take(pieces, frames_, answers_);
+      return true;
+    });
+    sender_.progress();
+    return true;
   }
 
   /// The waiting thread stops relaying and blocks: the hub's thread takes over at once.
@@ -729,6 +803,8 @@ class Hub {
   // Below: the hub thread only, or whoever holds relay_mu_ (a waiting thread, relay_pass).
   std::mutex relay_mu_;
   bool leaving_ = false;
+  Slot* waiting_slot_ = nullptr;  // relay_in_waiter: the waiting thread's worker
+  std::string* handed_ = nullptr;  // and where its frames go (to_pool)
   Pace pace_;
   std::vector<pollfd> fds_;
   std::vector<MPI_Comm> comms_;
@@ -771,7 +847,10 @@ class Launcher final : public ferry::Launcher {
   std::vector<std::pair<std::string, std::string>> env_;
 };
 
-void relay_in_waiter() { Hub::instance().relay_in_waiter(); }
+void relay_in_waiter(Slot& waiting, std::string& frames) { Hub::instance().relay_in_waiter(waiting, frames); }
+bool take_from_pool(Slot& s, std::span<const std::string_view> pieces) {
+  return Hub::instance().take_from_pool(s, pieces);
+}
 void waiter_stopped() { Hub::instance().waiter_stopped(); }
 
 }  // namespace

@@ -243,53 +243,7 @@ std::size_t payload_offset(const proto::FrameHeader& h, std::string_view body) {
 bool FrameForwarder::pump(int fd, std::vector<OutFrame>& out, std::vector<Buffer>& back) {
   for (int round = 0; round < 64; ++round) {
     ssize_t n = reader_.fill(fd, MSG_DONTWAIT);
-    ferry::detail::Frame f;
-    while (reader_.next(f)) {
-      if ((f.header.flags & proto::flag_shm) && f.fd) {
-        // A payload in a memfd cannot cross nodes: it is mapped and sent from there, in chunks.
-        // The body's last 8 bytes are its size.
-        if (f.body.size() < proto::shared_size_bytes)
-          throw proto::ProtocolError("shared-memory frame without a size");
-        std::size_t fixed = f.body.size() - proto::shared_size_bytes;
-        std::uint64_t size = proto::BodyReader(f.view().substr(fixed)).u64();
-        std::shared_ptr<SharedBytes> mapped;
-        try {
-          mapped = SharedBytes::map(f.fd.release(), size);
-        } catch (const std::exception& e) {
-          std::string why = "cannot map its " + ferry::detail::format_size(size) + ": " + e.what();
-          Buffer answer = unrelayed_answer(frame_bytes(f).view(), why);
-          if (answer.empty()) throw proto::ProtocolError(why);
-          if (f.header.type == proto::FrameType::task) {
-            back.push_back(std::move(answer));
-          } else {
-            out.push_back(OutFrame{std::move(answer), {}, {}});
-          }
-          continue;
-        }
-        OutFrame o;
-        o.bytes = shared_head(f.header, f.view().substr(0, fixed), size);
-        o.payload = mapped->view();
-        o.keep = std::move(mapped);
-        out.push_back(std::move(o));
-        continue;
-      }
-      std::uint64_t bytes = proto::header_size + f.body.size();
-      if (bytes <= largest_message_) {
-        out.push_back(OutFrame{frame_bytes(f), {}, {}});
-        continue;
-      }
-      // Too large for one message: the payload goes in chunks from where it was read.
-      std::size_t fixed = payload_offset(f.header, f.view());
-      if (fixed == 0)
-        throw proto::ProtocolError("a frame of " + ferry::detail::format_size(bytes) +
-                                   " is larger than one MPI message can carry");
-      auto body = std::make_shared<Buffer>(std::move(f.body));
-      OutFrame o;
-      o.bytes = shared_head(f.header, body->view().substr(0, fixed), body->size() - fixed);
-      o.payload = body->view().substr(fixed);
-      o.keep = std::move(body);
-      out.push_back(std::move(o));
-    }
+    forward_ready(out, back);
     if (n == 0) return false;
     if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
     // A short read emptied the socket (or ended a large body): the rest, if any, next time. Saves
@@ -297,6 +251,62 @@ bool FrameForwarder::pump(int fd, std::vector<OutFrame>& out, std::vector<Buffer
     if (n < static_cast<ssize_t>(short_read)) return true;
   }
   return true;
+}
+
+void FrameForwarder::take(std::span<const std::string_view> pieces, std::vector<OutFrame>& out,
+                          std::vector<Buffer>& back) {
+  if (!reader_.feed(pieces)) throw proto::ProtocolError("frames handed over in the middle of one");
+  forward_ready(out, back);
+}
+
+void FrameForwarder::forward_ready(std::vector<OutFrame>& out, std::vector<Buffer>& back) {
+  ferry::detail::Frame f;
+  while (reader_.next(f)) {
+    if ((f.header.flags & proto::flag_shm) && f.fd) {
+      // A payload in a memfd cannot cross nodes: it is mapped and sent from there, in chunks.
+      // The body's last 8 bytes are its size.
+      if (f.body.size() < proto::shared_size_bytes)
+        throw proto::ProtocolError("shared-memory frame without a size");
+      std::size_t fixed = f.body.size() - proto::shared_size_bytes;
+      std::uint64_t size = proto::BodyReader(f.view().substr(fixed)).u64();
+      std::shared_ptr<SharedBytes> mapped;
+      try {
+        mapped = SharedBytes::map(f.fd.release(), size);
+      } catch (const std::exception& e) {
+        std::string why = "cannot map its " + ferry::detail::format_size(size) + ": " + e.what();
+        Buffer answer = unrelayed_answer(frame_bytes(f).view(), why);
+        if (answer.empty()) throw proto::ProtocolError(why);
+        if (f.header.type == proto::FrameType::task) {
+          back.push_back(std::move(answer));
+        } else {
+          out.push_back(OutFrame{std::move(answer), {}, {}});
+        }
+        continue;
+      }
+      OutFrame o;
+      o.bytes = shared_head(f.header, f.view().substr(0, fixed), size);
+      o.payload = mapped->view();
+      o.keep = std::move(mapped);
+      out.push_back(std::move(o));
+      continue;
+    }
+    std::uint64_t bytes = proto::header_size + f.body.size();
+    if (bytes <= largest_message_) {
+      out.push_back(OutFrame{frame_bytes(f), {}, {}});
+      continue;
+    }
+    // Too large for one message: the payload goes in chunks from where it was read.
+    std::size_t fixed = payload_offset(f.header, f.view());
+    if (fixed == 0)
+      throw proto::ProtocolError("a frame of " + ferry::detail::format_size(bytes) +
+                                 " is larger than one MPI message can carry");
+    auto body = std::make_shared<Buffer>(std::move(f.body));
+    OutFrame o;
+    o.bytes = shared_head(f.header, body->view().substr(0, fixed), body->size() - fixed);
+    o.payload = body->view().substr(fixed);
+    o.keep = std::move(body);
+    out.push_back(std::move(o));
+  }
 }
 
 // ---- FrameBatch -----------------------------------------------------------------------------

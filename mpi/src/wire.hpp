@@ -20,6 +20,7 @@
 #include <deque>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -178,6 +179,12 @@ class FrameForwarder {
   /// result. An inline frame other than a task or a result above `largest_message` throws
   /// ProtocolError.
   bool pump(int fd, std::vector<OutFrame>& out, std::vector<Buffer>& back);
+  /// As pump, for whole frames handed over in this process (`pieces` joined) instead of read
+  /// from the socket: they come after what was read. @throws ProtocolError while part of a frame
+  /// read from the socket is buffered (check partial() first).
+  void take(std::span<const std::string_view> pieces, std::vector<OutFrame>& out, std::vector<Buffer>& back);
+  /// True when part of a frame read from the socket is buffered.
+  bool partial() const noexcept { return reader_.partial(); }
 
   /// FERRY_MAX_FRAME_BYTES of this process.
   static std::uint64_t default_max_frame();
@@ -186,6 +193,8 @@ class FrameForwarder {
   static constexpr std::size_t short_read = 4096;
 
  private:
+  /// The frames read whole so far, to `out` (or `back`), as pump says.
+  void forward_ready(std::vector<OutFrame>& out, std::vector<Buffer>& back);
   ferry::detail::FrameReader reader_;
   std::size_t largest_message_;
 };

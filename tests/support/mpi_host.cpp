@@ -3,8 +3,9 @@
 // serves as a node agent; rank 0 runs one scenario, checks what it sees, prints "ok <scenario>"
 // at the end and exits 0; a failed check prints "FAILED: ..." and exits 1.
 //   mpi_host <scenario> <plugin dir> [<workers after> | <scratch dir>]
-//   basics       submit, map (small and chunked), a large argument, a task exception, a crashed
-//                worker, shutdown; then workers recycled after each task
+//   basics       submit, map (small and chunked), threads submitting at once, a large argument,
+//                a task exception, a crashed worker, shutdown; then workers recycled after each
+//                task
 //   killed_rank  SIGKILL the node agent (the rank) of a running task: TerminatedWorkerError
 //                within the heartbeat deadline; the other ranks go on working, and the pool
 //                has <workers after> workers afterwards (1 when the job's ranks are all there
@@ -37,6 +38,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -44,6 +46,7 @@
 #include <numeric>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ferry/ferry.hpp>
@@ -116,6 +119,32 @@ void basics(const std::string& plugin_dir) {
   for (int x : in) want.push_back(x * x);
   EXPECT(ex.map(square, in) == want);
   EXPECT(ex.map(square, in, {.chunksize = 1}) == want);
+
+  // Threads submitting and waiting at once, one by one and in bursts: frames taken and handed
+  // over in the pool's threads (one relays while the others write on their channels and read
+  // them), every result its call's.
+  {
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        try {
+          for (int i = 0; i < 300; ++i) {
+            int x = t * 1000 + i;
+            if (ex.submit(square, x).get() != x * x) ++wrong;
+          }
+          std::vector<ferry::Future<int>> burst;
+          for (int i = 0; i < 100; ++i) burst.push_back(ex.submit(square, t * 100 + i));
+          for (int i = 0; i < 100; ++i)
+            if (burst[static_cast<std::size_t>(i)].get() != (t * 100 + i) * (t * 100 + i)) ++wrong;
+        } catch (const std::exception& e) {
+          std::cout << "thread " << t << ": " << e.what() << std::endl;
+          ++wrong;
+        }
+      });
+    for (auto& th : threads) th.join();
+    EXPECT(wrong == 0);
+  }
 
   // Above the shared-memory threshold locally: inlined into the MPI message both ways.
   std::vector<char> big(8u << 20);

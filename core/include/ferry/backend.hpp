@@ -10,7 +10,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ferry/detail/export.hpp>
@@ -47,9 +49,21 @@ class LaunchedWorker {
   /// A thread waiting for this worker's frames spins on its channel and calls this before each
   /// look: a backend that relays the channel through a thread of its own (ferry::mpi's hub) may
   /// move frames now, in the caller's thread, instead of handing them to that thread and back
-  /// (each hand-off between threads costs a wake-up or a turn of the scheduler). Must not block;
-  /// may do nothing (the default).
-  virtual void relay() {}
+  /// (each hand-off between threads costs a wake-up or a turn of the scheduler). Frames for the
+  /// pool it relays now may be appended to `frames` instead of being written on the channel
+  /// (whole frames, none carrying a descriptor, and only when the pool has read every byte
+  /// written on the channel before them: the pool takes them before it reads the channel
+  /// again), saving a write and a read. Must not block; may do nothing (the default).
+  virtual void relay(std::string& frames) { (void)frames; }
+  /// Frames for the worker (whole, in order, none carrying a descriptor; `pieces` joined),
+  /// offered before the pool writes them on the channel: a relaying backend may take them in
+  /// the caller's thread, after everything written on the channel before. True when taken
+  /// (the pool then does not write them). Called with the pool's lock held: must not block, and
+  /// must not call back into the pool. The default takes nothing.
+  virtual bool send(std::span<const std::string_view> pieces) {
+    (void)pieces;
+    return false;
+  }
   /// The waiting thread stops spinning and is about to block on the channel: what relay() did,
   /// the backend's own thread must do again. Does nothing by default.
   virtual void relay_stopped() {}

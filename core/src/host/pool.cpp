@@ -289,6 +289,11 @@ void Pool::send_locked(WorkerSlot& w, Buffer frame) {
 
 void Pool::flush_locked(WorkerSlot& w) {
   if (w.outbox.empty() || !w.alive()) return;
+  // A relaying backend (MPI) may take the frames in this thread: no write here, no read there.
+  if (w.outbox.views(offered_) && w.process->send(offered_)) {
+    w.outbox.clear();
+    return;
+  }
   if (!w.outbox.flush(w.sock.get())) {
     // The worker's end is closed: it is dying. Its exit registration reports the death.
     debug_log("worker %d: send failed: %s", w.pid, std::strerror(errno));
@@ -342,6 +347,18 @@ bool Pool::read_available(WorkerSlot& w, Completions& done, bool* drained) {
     return false;
   }
   return true;
+}
+
+void Pool::take_relayed(WorkerSlot& w, std::string& frames, Completions& done) {
+  if (!w.discarding) {
+    if (w.reader.feed(frames)) {
+      handle_frames(w, done);
+    } else {
+      // A backend may hand over whole frames only once the pool has read all it wrote before.
+      reject_garbage(w, "its backend handed over frames in the middle of one");
+    }
+  }
+  frames.clear();
 }
 
 void Pool::handle_frames(WorkerSlot& w, Completions& done) {
@@ -633,8 +650,12 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
       service_us < 500 ? static_cast<long>(std::min(3 * service_us, 300.0)) : 0);
   auto spin_until = Clock::now() + spin;
   Completions done;
+  std::string relayed;
   while (!state.ready()) {
-    w->process->relay();  // a relaying backend (MPI) moves this worker's frames in this thread
+    // A relaying backend (MPI) moves this worker's frames in this thread, and may hand over
+    // those for us instead of writing them on the channel: they come before what is on it.
+    w->process->relay(relayed);
+    if (!relayed.empty()) take_relayed(*w, relayed, done);
     bool alive = read_available(*w, done);
     if (!done.empty()) {
       // Completions run callbacks: never with the channel held (a callback may wait on another

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <typeindex>
@@ -116,6 +117,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// set when the socket had no more bytes (EAGAIN). Caller holds the channel lease.
   bool read_available(WorkerSlot& w, Completions& done, bool* drained = nullptr);
   void handle_frames(WorkerSlot& w, Completions& done);
+  /// Frames a relaying backend handed over (LaunchedWorker::relay), read as the next on the
+  /// channel. Caller holds the channel lease.
+  void take_relayed(WorkerSlot& w, std::string& frames, Completions& done);
   void handle_hello(WorkerSlot& w, const Frame& f);
   void handle_result(WorkerSlot& w, Frame& f, Completions& done);
   void handle_bye(WorkerSlot& w, const Frame& f);
@@ -178,6 +182,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
     std::vector<Lane*> stale;
     std::vector<WorkerSlot*> touched;
   } scratch_;
+  std::vector<std::string_view> offered_;  // flush_locked: an outbox offered to its backend
   std::size_t max_workers_;
   std::size_t outstanding_ = 0;  // calls submitted and not yet completed
   std::uint64_t next_call_ = 1;

@@ -149,6 +149,16 @@ void FrameReader::trim() {
   staging_.shrink_to(256 * 1024);
 }
 
+bool Outbox::views(std::vector<std::string_view>& out) const {
+  out.clear();
+  if (offset_ != 0) return false;
+  for (const auto& p : pieces_) {
+    if (p.pass >= 0) return false;
+    out.push_back(p.view);
+  }
+  return true;
+}
+
 bool send_all(int fd, std::initializer_list<std::string_view> pieces, int pass) {
   constexpr std::size_t max_iov = 8;
   // Batches of at most max_iov pieces (any number may be passed), each sent completely in order.

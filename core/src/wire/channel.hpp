@@ -8,8 +8,10 @@
 #include <deque>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <ferry/detail/buffer.hpp>
 #include <ferry/detail/export.hpp>
@@ -43,6 +45,15 @@ class FERRY_INTERNAL_API FrameReader {
   /// One recvmsg(2) with `flags`: > 0 bytes read, 0 at EOF, -1 with errno set (EAGAIN
   /// included). Descriptors passed with the bytes are kept for the frames that announce them.
   ssize_t fill(int fd, int flags);
+  /// Whole frames that came another way than the socket (a relay in this thread; `pieces`
+  /// joined), read as if they had come next on it. False, and nothing taken, while part of a
+  /// frame is buffered.
+  bool feed(std::span<const std::string_view> pieces) {
+    if (partial()) return false;
+    for (std::string_view p : pieces) staging_.append(p.data(), p.size());
+    return true;
+  }
+  bool feed(std::string_view bytes) { return feed(std::span<const std::string_view>(&bytes, 1)); }
   /// Pops the next complete frame. @throws protocol::ProtocolError on a malformed header.
   bool next(Frame& out);
   /// True when bytes of an incomplete frame are buffered.
@@ -88,6 +99,9 @@ class FERRY_INTERNAL_API Outbox {
     pieces_.push_back(Piece{Buffer(), bytes, std::move(keep), -1});
   }
   bool empty() const noexcept { return pieces_.empty(); }
+  /// Views of everything queued, for a hand-over without the socket (LaunchedWorker::send):
+  /// false when a piece is partly sent or carries a descriptor (those take the socket).
+  bool views(std::vector<std::string_view>& out) const;
   /// Sends what the socket accepts now. False on a hard error (peer gone), errno set.
   bool flush(int fd);
   void clear() noexcept {
