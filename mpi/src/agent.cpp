@@ -5,6 +5,7 @@
 // checked by content, and leaves when the host stops answering.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -136,6 +137,14 @@ class Agent {
           return 0;
         }
         handle(tag, bytes);
+      }
+      if (gave_work_) {
+        // Frames just went to the worker, which shares a vCPU with this loop more often than not:
+        // let it run now rather than after the rest of this pass and the start of the next, so
+        // that the read below may find its result already. Measured (docs/benchmarks.md): the
+        // round trip's median 26.9 µs against 29.4 (ten interleaved runs each).
+        gave_work_ = false;
+        ::sched_yield();
       }
       if (child_ && !child_quiet_) {
         bool look = child_ended_ || now - last_reap_look_ >= reap_look_period;
@@ -406,6 +415,7 @@ class Agent {
       // A payload that came in chunks: the worker maps its memfd, as from a local host.
       int fd = payload ? payload->fd() : -1;
       child_->to_worker.push(std::move(frame), fd, std::move(payload));
+      gave_work_ = true;
     }
     if (!child_->to_worker.flush(child_->sock.get())) child_->to_worker.clear();
   }
@@ -420,6 +430,7 @@ class Agent {
     std::shared_ptr<SharedBytes> payload;  // of a frame that came in chunks (its head has flag_shm)
   };
   std::deque<Held> held_;
+  bool gave_work_ = false;  // release_frames wrote frames for the worker in this pass
   std::map<std::string, std::string> waiting_;  // content key → host path
   std::map<std::string, std::string> local_;    // host path → path here
   std::string cache_refused_;  // why nothing is written into the cache ("" when it is private)
