@@ -767,7 +767,7 @@ class Hub {
   /// Nothing to do: waits for a launch, a kill or quit, and (`channels`) the pool's channels
   /// (descriptors end the wait at once) or the next look for MPI messages (Pace). While a waiting
   /// thread relays, the hub's thread does not watch the channels: that thread reads them.
-  void nap(bool channels, std::chrono::microseconds longest = Pace::longest_nap) {
+  void nap(bool channels, std::chrono::microseconds longest = Pace::longest_quiet_nap) {
     fds_.clear();
     fds_.push_back({wake_.get(), POLLIN, 0});
     if (channels) {

@@ -25,7 +25,7 @@ bool Pace::wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest) {
   if (r > 0) {
     active();  // a descriptor is ready: what follows is likely more work
   } else {
-    nap_ = std::min(nap_ * 2, longest_nap);
+    nap_ = std::min(nap_ * 2, cap(Clock::now()));
   }
   return true;
 }

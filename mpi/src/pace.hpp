@@ -12,15 +12,21 @@ namespace ferry::mpi::detail {
 
 /// Adaptive pacing: spin (yielding the CPU to anything else runnable) for a short window after
 /// the last activity, then nap in ppoll() on the loop's descriptors, the nap doubling from
-/// `first_nap` up to `longest_nap`. Activity on a descriptor ends a nap at once; an MPI message
-/// is seen at the next look, so it waits at most one nap. docs/benchmarks.md has the measurements
-/// behind the defaults (FERRY_MPI_SPIN_US sets the window; 0 never spins).
+/// `first_nap` up to `longest_nap`, and up to `longest_quiet_nap` once nothing has happened for
+/// `quiet_after`. Activity on a descriptor ends a nap at once; an MPI message is seen at the next
+/// look, so it waits at most one nap. docs/benchmarks.md has the measurements behind the defaults
+/// (FERRY_MPI_SPIN_US sets the window; 0 never spins).
 class Pace {
  public:
   using Clock = std::chrono::steady_clock;
 
   static constexpr std::chrono::microseconds first_nap{50};
   static constexpr std::chrono::microseconds longest_nap{2000};
+  /// Each timed wake-up costs a virtual machine tens of µs of CPU (39 µs on the test machine in
+  /// December: 2 ms naps alone were 1.8 % of a core), so a loop quiet for this long naps longer:
+  /// up to longest_quiet_nap, the wait of the first MPI message after a quiet spell.
+  static constexpr std::chrono::milliseconds quiet_after{100};
+  static constexpr std::chrono::microseconds longest_quiet_nap{8000};
 
   Pace();
 
@@ -37,11 +43,19 @@ class Pace {
   /// Waits before the next look: a yield inside the spin window, else a nap on `fds` (which may
   /// be empty; negative descriptors are ignored, as poll does) of at most `longest`. True when it
   /// napped (`fds` then hold what ppoll() returned), false when it yielded.
-  bool wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest = longest_nap);
+  bool wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest = longest_quiet_nap);
 
   std::chrono::microseconds spin_window() const noexcept { return spin_; }
 
+  /// How long the next wait() naps, if it naps (before its `longest`).
+  std::chrono::microseconds next_nap() const noexcept { return nap_; }
+
  private:
+  /// The longest nap now: longer once the loop has been quiet for quiet_after.
+  std::chrono::microseconds cap(Clock::time_point now) const noexcept {
+    return now - last_active_ >= spin_ + quiet_after ? longest_quiet_nap : longest_nap;
+  }
+
   std::chrono::microseconds spin_;
   std::chrono::microseconds nap_ = first_nap;
   Clock::time_point last_active_ = Clock::now();

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// mpi/src/pace.cpp on its own: how long the MPI hub's and agents' loops nap between looks.
+#include <doctest/doctest.h>
+
+#include <poll.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "pace.hpp"
+
+namespace {
+
+using ferry::mpi::detail::Pace;
+using Clock = std::chrono::steady_clock;
+using std::chrono::microseconds;
+
+/// A Pace that never spins (FERRY_MPI_SPIN_US=0): every wait() naps.
+Pace napping() {
+  ::setenv("FERRY_MPI_SPIN_US", "0", 1);
+  Pace p;
+  ::unsetenv("FERRY_MPI_SPIN_US");
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("MpiPace.naps_double_up_to_the_longest_nap_while_work_is_recent") {
+  Pace pace = napping();
+  REQUIRE(pace.spin_window() == microseconds(0));
+  pace.active();
+  CHECK(pace.next_nap() == Pace::first_nap);
+  auto start = Clock::now();
+  microseconds want = Pace::first_nap;
+  for (int i = 0; i < 8; ++i) {
+    CHECK(pace.wait(nullptr, 0));  // napped
+    want = std::min(want * 2, Pace::longest_nap);
+    // A machine so loaded that these few milliseconds took quiet_after may already nap longer.
+    if (Clock::now() - start >= Pace::quiet_after) break;
+    CHECK(pace.next_nap() == want);
+  }
+}
+
+TEST_CASE("MpiPace.a_quiet_loop_naps_longer_after_a_while") {
+  // Each timed wake-up costs a VM tens of µs of CPU: quiet for quiet_after, naps reach
+  // longest_quiet_nap (and not before).
+  Pace pace = napping();
+  pace.active();
+  auto start = Clock::now();
+  auto deadline = start + std::chrono::seconds(10);
+  while (pace.next_nap() <= Pace::longest_nap && Clock::now() < deadline) pace.wait(nullptr, 0);
+  REQUIRE(pace.next_nap() > Pace::longest_nap);
+  CHECK(Clock::now() - start >= Pace::quiet_after);
+  while (pace.next_nap() < Pace::longest_quiet_nap && Clock::now() < deadline) pace.wait(nullptr, 0);
+  CHECK(pace.next_nap() == Pace::longest_quiet_nap);
+  pace.wait(nullptr, 0);
+  CHECK(pace.next_nap() == Pace::longest_quiet_nap);  // no further
+}
+
+TEST_CASE("MpiPace.a_ready_descriptor_ends_the_nap_and_starts_over") {
+  Pace pace = napping();
+  pace.idle();  // as long quiet as can be
+  for (int i = 0; i < 12; ++i) pace.wait(nullptr, 0, microseconds(1));  // 1 µs naps: quick
+  REQUIRE(pace.next_nap() == Pace::longest_quiet_nap);
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  REQUIRE(::write(p[1], "x", 1) == 1);
+  pollfd fd{p[0], POLLIN, 0};
+  CHECK(pace.wait(&fd, 1));
+  CHECK((fd.revents & POLLIN) != 0);
+  CHECK(pace.next_nap() == Pace::first_nap);
+  ::close(p[0]);
+  ::close(p[1]);
+}
