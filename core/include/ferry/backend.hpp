@@ -56,8 +56,10 @@ class LaunchedWorker {
   /// again), saving a write and a read. Must not block; may do nothing (the default).
   virtual void relay(std::string& frames) { (void)frames; }
   /// Frames for the worker (whole, in order, none carrying a descriptor; `pieces` joined),
-  /// offered before the pool writes them on the channel: a relaying backend may take them in
-  /// the caller's thread, after everything written on the channel before. True when taken
+  /// offered before the pool writes them on the channel when the worker has no other call in
+  /// flight (a lone call, whose latency matters and which nothing could be batched with): a
+  /// relaying backend may take them in the caller's thread, after everything written on the
+  /// channel before. True when taken
   /// (the pool then does not write them). Called with the pool's lock held: must not block, and
   /// must not call back into the pool. The default takes nothing.
   virtual bool send(std::span<const std::string_view> pieces) {

@@ -289,8 +289,10 @@ void Pool::send_locked(WorkerSlot& w, Buffer frame) {
 
 void Pool::flush_locked(WorkerSlot& w) {
   if (w.outbox.empty() || !w.alive()) return;
-  // A relaying backend (MPI) may take the frames in this thread: no write here, no read there.
-  if (w.outbox.views(offered_) && w.process->send(offered_)) {
+  // A relaying backend (MPI) may take a lone call's frames in this thread: no write here, no
+  // read there. Frames behind other calls in flight are left on the channel, where its relay
+  // finds them together and sends them as one message (what one-by-one submits need).
+  if (w.lane.in_flight.size() <= 1 && w.outbox.views(offered_) && w.process->send(offered_)) {
     w.outbox.clear();
     return;
   }
