@@ -404,8 +404,8 @@ def pacing_markdown(spins, waits, rounds, quick):
         f"value, medians over {rounds} round{'s' if rounds != 1 else ''} (range in parentheses; 1,000 round "
         "trips, 20,000 submits, one map of 200,000 per run). The spin window is how long the hub (or the "
         "thread relaying for it) and each agent keep looking after their last activity, yielding the CPU "
-        "between looks; past it they nap in `ppoll()` on their descriptors, 50 µs doubling to 2 ms. Idle "
-        "CPU does not depend on the window (the naps set it); latency and rates do.",
+        "between looks; past it they nap in `ppoll()` on their descriptors, 50 µs doubling to 2 ms (to 8 ms "
+        "after 100 ms of quiet). Idle CPU does not depend on the window (the naps set it); latency and rates do.",
         "",
     ]
     if quick:

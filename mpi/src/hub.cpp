@@ -836,7 +836,7 @@ class Launcher final : public ferry::Launcher {
         BrokenProcessPool("cannot start worker processes (backend \"mpi\"): " + why));
   }
   /// A result crosses the agent, MPI and the hub before the host sees it (a round trip of about
-  /// 40-60 µs on the test machine against 15-20 µs for a local worker): with 8 short calls in
+  /// 30-60 µs on the test machine against 15-20 µs for a local worker): with 8 short calls in
   /// flight the worker waited. Measured (docs/benchmarks.md, "Where an MPI round trip goes"):
   /// submitting one by one ran 40-70 % faster with 16 or 32 than with 8 (64 no better); with 16
   /// ranks on 2 vCPUs, 32 made the rate swing 26-76 k tasks/s from run to run (a rank that waits
