@@ -29,9 +29,9 @@ Pace napping() {
 TEST_CASE("MpiPace.naps_double_up_to_the_longest_nap_while_work_is_recent") {
   Pace pace = napping();
   REQUIRE(pace.spin_window() == microseconds(0));
+  auto start = Clock::now();  // before active(): quiet_after counts from no later than this
   pace.active();
   CHECK(pace.next_nap() == Pace::first_nap);
-  auto start = Clock::now();
   microseconds want = Pace::first_nap;
   for (int i = 0; i < 8; ++i) {
     CHECK(pace.wait(nullptr, 0));  // napped
@@ -46,8 +46,8 @@ TEST_CASE("MpiPace.a_quiet_loop_naps_longer_after_a_while") {
   // Each timed wake-up costs a VM tens of µs of CPU: quiet for quiet_after, naps reach
   // longest_quiet_nap (and not before).
   Pace pace = napping();
-  pace.active();
   auto start = Clock::now();
+  pace.active();
   auto deadline = start + std::chrono::seconds(10);
   while (pace.next_nap() <= Pace::longest_nap && Clock::now() < deadline) pace.wait(nullptr, 0);
   REQUIRE(pace.next_nap() > Pace::longest_nap);
@@ -60,8 +60,10 @@ TEST_CASE("MpiPace.a_quiet_loop_naps_longer_after_a_while") {
 
 TEST_CASE("MpiPace.a_ready_descriptor_ends_the_nap_and_starts_over") {
   Pace pace = napping();
-  pace.idle();  // as long quiet as can be
-  for (int i = 0; i < 12; ++i) pace.wait(nullptr, 0, microseconds(1));  // 1 µs naps: quick
+  pace.active();
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (pace.next_nap() < Pace::longest_quiet_nap && Clock::now() < deadline)
+    pace.wait(nullptr, 0, microseconds(1));  // naps of 1 µs: quiet soon, in real time
   REQUIRE(pace.next_nap() == Pace::longest_quiet_nap);
   int p[2];
   REQUIRE(::pipe(p) == 0);
@@ -72,4 +74,23 @@ TEST_CASE("MpiPace.a_ready_descriptor_ends_the_nap_and_starts_over") {
   CHECK(pace.next_nap() == Pace::first_nap);
   ::close(p[0]);
   ::close(p[1]);
+}
+
+TEST_CASE("MpiPace.while_another_thread_looks_it_naps_at_once_and_is_never_quiet") {
+  // The hub's thread while a waiting thread relays: no spinning, but naps short enough that the
+  // first one after the waiting thread leaves is not a quiet spell's (at most longest_nap).
+  ::setenv("FERRY_MPI_SPIN_US", "1000000", 1);  // a spin window of 1 s
+  Pace pace;
+  ::unsetenv("FERRY_MPI_SPIN_US");
+  pace.active();
+  pace.idle();
+  CHECK(pace.wait(nullptr, 0, microseconds(1)));  // napped, inside the spin window
+  auto until = Clock::now() + Pace::quiet_after * 2;
+  while (Clock::now() < until) {
+    pace.idle();
+    pace.wait(nullptr, 0, microseconds(1));
+  }
+  CHECK(pace.next_nap() == Pace::longest_nap);
+  pace.active();
+  CHECK_FALSE(pace.wait(nullptr, 0));  // active again: it spins (yields) in its window
 }

@@ -11,7 +11,8 @@
 //                         ships plugins
 //
 // A pool thread waiting for a result relays in its own thread when it can (relay_in_waiter), and
-// small frames then skip the socketpair both ways (to_pool, take_from_pool), in channel order.
+// frames of up to 64 KiB without a descriptor then skip the socketpair both ways (to_pool,
+// take_from_pool), in channel order.
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -107,7 +108,7 @@ class Slot final : public ferry::LaunchedWorker {
     std::lock_guard lock(mu);
     return status_;
   }
-  void relay(std::string& frames) override { relay_in_waiter(*this, frames); }
+  void relay_and_hand_over(std::string& frames) override { relay_in_waiter(*this, frames); }
   bool send(std::span<const std::string_view> pieces) override { return take_from_pool(*this, pieces); }
   void relay_stopped() override { waiter_stopped(); }
   /// Records the end once; wakes the pool.
@@ -497,8 +498,8 @@ class Hub {
     // Relayed by the pool's thread that waits for this worker: handed to it (it reads them as the
     // next frames on the channel, before reading the channel again), when the pool has read all
     // that was written on the channel before and no descriptor must travel with it.
-    if (a.slot.get() == waiting_slot_ && fd < 0 && a.slot->to_pool.empty() &&
-        peer_read_all(a.slot->channel.get())) {
+    if (a.slot.get() == waiting_slot_ && fd < 0 && frame.size() <= handed_frame_bytes &&
+        a.slot->to_pool.empty() && peer_read_all(a.slot->channel.get())) {
       handed_->append(frame.data(), frame.size());
       return;
     }
@@ -683,7 +684,8 @@ class Hub {
  public:
   /// A pool thread waiting for a result relays, unless the hub's thread (or another waiter) is at
   /// it: the frames then go from the waiting thread to MPI and back without a hand-off to the
-  /// hub's thread. Frames for `waiting`'s pool may be appended to `frames` (to_pool). Never blocks.
+  /// hub's thread. Frames for `waiting`'s pool may be appended to `frames` (to_pool). Never
+  /// blocks, never throws: what was handed over stays in `frames`.
   void relay_in_waiter(Slot& waiting, std::string& frames) {
     if (!waiters_relay_) return;
     std::unique_lock lock(relay_mu_, std::try_to_lock);
@@ -691,14 +693,14 @@ class Hub {
     relayed_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     waiting_slot_ = &waiting;
     handed_ = &frames;
-    struct Done {
-      Hub& hub;
-      ~Done() {
-        hub.waiting_slot_ = nullptr;
-        hub.handed_ = nullptr;
-      }
-    } done{*this};
-    relay_pass(true);
+    try {
+      relay_pass(true);
+    } catch (const std::exception& e) {
+      // Out of memory, most likely; the hub's thread tries again at its next pass.
+      ferry::detail::debug_log("mpi hub: a relay pass in a waiting thread failed: %s", e.what());
+    }
+    waiting_slot_ = nullptr;
+    handed_ = nullptr;
   }
 
   /// Frames the pool would write on `s`'s channel, taken in the pool's thread and sent to the
@@ -708,18 +710,36 @@ class Hub {
   /// called with the pool's lock held (the hub never takes it).
   bool take_from_pool(Slot& s, std::span<const std::string_view> pieces) {
     if (!waiters_relay_) return false;
+    std::size_t bytes = 0;
+    for (std::string_view p : pieces) bytes += p.size();
+    if (bytes > handed_frame_bytes) return false;  // the channel reads a large body in place
     std::unique_lock lock(relay_mu_, std::try_to_lock);
     if (!lock || leaving_ || s.agent >= agents_.size() || agents_[s.agent].slot.get() != &s) return false;
     Agent& a = agents_[s.agent];
-    pump_pool(a);
-    if (!a.alive || !a.watched || !s.started || s.stop_sent || s.from_pool.partial() ||
-        !nothing_to_read(s.channel.get()))
-      return false;
-    from_pool(a, [&] {
-      s.from_pool.take(pieces, frames_, answers_);
+    try {
+      pump_pool(a);
+      if (!a.alive || !a.watched || !s.started || s.stop_sent || s.from_pool.partial() ||
+          !nothing_to_read(s.channel.get()))
+        return false;
+      from_pool(a, [&] {
+        s.from_pool.take(pieces, frames_, answers_);
+        return true;
+      });
+      sender_.progress();
+    } catch (const std::exception& e) {
+      // Taken or not, the frames cannot be written again (the agent may have some): this worker
+      // ends, and its calls fail, rather than run twice.
+      ExitStatus st;
+      st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
+      s.finish(st);
+      s.stop_sent = true;
+      unwatch(a);
       return true;
-    });
-    sender_.progress();
+    }
+    // A lone call went to MPI without touching the channel, which would have ended a nap of the
+    // hub's thread: unless a waiting thread relays, wake it, so that it looks for the answer
+    // without waiting out a nap (for a caller that never waits in get(): then(), as_completed).
+    if (!waiter_relays(Clock::now())) signal_event(wake_.get());
     return true;
   }
 
@@ -805,6 +825,8 @@ class Hub {
   bool leaving_ = false;
   Slot* waiting_slot_ = nullptr;  // relay_in_waiter: the waiting thread's worker
   std::string* handed_ = nullptr;  // and where its frames go (to_pool)
+  // Frames up to this size skip the channel (larger ones are read there in place).
+  static constexpr std::size_t handed_frame_bytes = ferry::detail::FrameReader::direct_threshold;
   Pace pace_;
   std::vector<pollfd> fds_;
   std::vector<MPI_Comm> comms_;

@@ -14,7 +14,7 @@ namespace ferry::mpi::detail {
 Pace::Pace() : spin_(ferry::detail::Config::read().mpi_spin) {}
 
 bool Pace::wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest) {
-  if (Clock::now() - last_active_ < spin_) {
+  if (!spin_off_ && Clock::now() - last_active_ < spin_) {
     // Other ranks, the workers and the host's threads may share this CPU: let them run.
     ::sched_yield();
     return false;

@@ -34,11 +34,16 @@ class Pace {
   void active() noexcept {
     last_active_ = Clock::now();
     nap_ = first_nap;
+    spin_off_ = false;
   }
 
   /// Another thread does the looking for now (the hub's relay run by a waiting thread): the next
-  /// wait() naps, however recent the last activity.
-  void idle() noexcept { last_active_ = Clock::time_point{}; }
+  /// wait() naps, however recent the last activity. That thread's looking is activity: naps do
+  /// not grow past longest_nap meanwhile (the first nap after it must not be a quiet one).
+  void idle() noexcept {
+    last_active_ = Clock::now();
+    spin_off_ = true;
+  }
 
   /// Waits before the next look: a yield inside the spin window, else a nap on `fds` (which may
   /// be empty; negative descriptors are ignored, as poll does) of at most `longest`. True when it
@@ -59,6 +64,7 @@ class Pace {
   std::chrono::microseconds spin_;
   std::chrono::microseconds nap_ = first_nap;
   Clock::time_point last_active_ = Clock::now();
+  bool spin_off_ = false;  // idle(): nap even inside the spin window, until active()
 };
 
 }  // namespace ferry::mpi::detail

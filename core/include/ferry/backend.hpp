@@ -49,19 +49,26 @@ class LaunchedWorker {
   /// A thread waiting for this worker's frames spins on its channel and calls this before each
   /// look: a backend that relays the channel through a thread of its own (ferry::mpi's hub) may
   /// move frames now, in the caller's thread, instead of handing them to that thread and back
-  /// (each hand-off between threads costs a wake-up or a turn of the scheduler). Frames for the
-  /// pool it relays now may be appended to `frames` instead of being written on the channel
-  /// (whole frames, none carrying a descriptor, and only when the pool has read every byte
-  /// written on the channel before them: the pool takes them before it reads the channel
-  /// again), saving a write and a read. Must not block; may do nothing (the default).
-  virtual void relay(std::string& frames) { (void)frames; }
-  /// Frames for the worker (whole, in order, none carrying a descriptor; `pieces` joined),
-  /// offered before the pool writes them on the channel when the worker has no other call in
-  /// flight (a lone call, whose latency matters and which nothing could be batched with): a
-  /// relaying backend may take them in the caller's thread, after everything written on the
-  /// channel before. True when taken
-  /// (the pool then does not write them). Called with the pool's lock held: must not block, and
-  /// must not call back into the pool. The default takes nothing.
+  /// (each hand-off between threads costs a wake-up or a turn of the scheduler). Must not block;
+  /// may do nothing (the default).
+  virtual void relay() {}
+  /// What the pool calls instead of relay(): the same, and frames for the pool that it relays now
+  /// may be appended to `frames` instead of being written on the channel (whole frames, none
+  /// carrying a descriptor, and only when the pool has read every byte written on the channel
+  /// before them: the pool reads them before it reads the channel again), saving a write and a
+  /// read. The default calls relay() and hands over nothing.
+  virtual void relay_and_hand_over(std::string& frames) {
+    (void)frames;
+    relay();
+  }
+  /// Frames for the worker (`pieces` joined), offered before the pool writes them on the channel
+  /// when the worker has at most one call in flight (a lone call, whose latency matters and which
+  /// nothing could be batched with; or frames of no call, such as shutdown), none carrying a
+  /// descriptor: a relaying backend may take them in the caller's thread, after everything
+  /// written on the channel before. They may begin in the middle of a frame whose start was
+  /// written on the channel: a backend that takes them must check. True when taken (the pool then
+  /// does not write them). Called with the pool's lock held: must not wait for another thread or
+  /// process, and must not call back into the pool. The default takes nothing.
   virtual bool send(std::span<const std::string_view> pieces) {
     (void)pieces;
     return false;

@@ -656,7 +656,7 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
   while (!state.ready()) {
     // A relaying backend (MPI) moves this worker's frames in this thread, and may hand over
     // those for us instead of writing them on the channel: they come before what is on it.
-    w->process->relay(relayed);
+    w->process->relay_and_hand_over(relayed);
     if (!relayed.empty()) take_relayed(*w, relayed, done);
     bool alive = read_available(*w, done);
     if (!done.empty()) {

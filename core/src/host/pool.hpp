@@ -117,8 +117,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// set when the socket had no more bytes (EAGAIN). Caller holds the channel lease.
   bool read_available(WorkerSlot& w, Completions& done, bool* drained = nullptr);
   void handle_frames(WorkerSlot& w, Completions& done);
-  /// Frames a relaying backend handed over (LaunchedWorker::relay), read as the next on the
-  /// channel. Caller holds the channel lease.
+  /// Frames a relaying backend handed over (LaunchedWorker::relay_and_hand_over), read as the
+  /// next on the channel. Caller holds the channel lease.
   void take_relayed(WorkerSlot& w, std::string& frames, Completions& done);
   void handle_hello(WorkerSlot& w, const Frame& f);
   void handle_result(WorkerSlot& w, Frame& f, Completions& done);

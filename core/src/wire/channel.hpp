@@ -35,8 +35,8 @@ struct Frame {
 class FERRY_INTERNAL_API FrameReader {
  public:
   static constexpr std::size_t direct_threshold = 64 * 1024;
-  /// A large body's storage grows by at least this much at a time, and never past what arrived
-  /// times two: memory follows the bytes received, not the size announced.
+  /// A large body's storage grows by at most max(what arrived, this) at a time: memory follows
+  /// the bytes received, not the size announced.
   static constexpr std::size_t large_step = std::size_t{1} << 20;
 
   explicit FrameReader(std::uint64_t max_body) : max_body_(max_body) {}
