@@ -732,6 +732,11 @@ class Hub {
       ExitStatus st;
       st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
       s.finish(st);
+      try {
+        sender_.send(Buffer(), a.rank, tag_stop, a.comm);  // its agent stops it and reports the end
+      } catch (const std::exception& again) {
+        ferry::detail::debug_log("mpi hub: cannot tell rank %d to stop its worker: %s", a.rank, again.what());
+      }
       s.stop_sent = true;
       unwatch(a);
       return true;
