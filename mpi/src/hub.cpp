@@ -651,13 +651,7 @@ class Hub {
     try {
       open = read();
     } catch (const std::exception& e) {
-      // Not a frame the hub can relay: this worker cannot go on.
-      ExitStatus st;
-      st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
-      s.finish(st);
-      sender_.send(Buffer(), a.rank, tag_stop, a.comm);
-      s.stop_sent = true;
-      unwatch(a);
+      give_up_relaying(a, e);  // not a frame the hub can relay: this worker cannot go on
       return true;
     }
     bool busy = !answers_.empty() || !frames_.empty();
@@ -671,14 +665,27 @@ class Hub {
     }
     batch_.flush(sender_, a.rank, a.comm);
     if (!open) {
-      // The pool dropped this worker (shutdown or kill): stop it; the agent reports its end.
-      sender_.send(Buffer(), a.rank, tag_stop, a.comm);
-      s.stop_sent = true;
-      unwatch(a);
+      stop_worker(a);  // the pool dropped this worker (shutdown or kill)
       busy = true;
     }
     if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
     return busy;
+  }
+
+  /// The agent is told to stop its worker, and reports its end; the channel is read no more.
+  void stop_worker(Agent& a) {
+    a.slot->stop_sent = true;
+    unwatch(a);
+    sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+  }
+
+  /// The pool's frames for this agent's worker cannot be relayed (`e` says why): the worker ends
+  /// and the pool hears why.
+  void give_up_relaying(Agent& a, const std::exception& e) {
+    ExitStatus st;
+    st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
+    a.slot->finish(st);
+    stop_worker(a);
   }
 
  public:
@@ -729,16 +736,11 @@ class Hub {
     } catch (const std::exception& e) {
       // Taken or not, the frames cannot be written again (the agent may have some): this worker
       // ends, and its calls fail, rather than run twice.
-      ExitStatus st;
-      st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
-      s.finish(st);
       try {
-        sender_.send(Buffer(), a.rank, tag_stop, a.comm);  // its agent stops it and reports the end
+        give_up_relaying(a, e);
       } catch (const std::exception& again) {
         ferry::detail::debug_log("mpi hub: cannot tell rank %d to stop its worker: %s", a.rank, again.what());
       }
-      s.stop_sent = true;
-      unwatch(a);
       return true;
     }
     // A lone call went to MPI without touching the channel, which would have ended a nap of the
