@@ -135,6 +135,18 @@ TEST_CASE("Mpi.world.killed_rank_fails_its_task_and_the_rest_keeps_working") {
   CHECK(r.status == 0);  // ended by itself (-1: killed at the deadline)
 }
 
+TEST_CASE("Mpi.world.killed_rank_over_tcp_fails_its_task_and_the_rest_keeps_working") {
+  // The same over TCP alone (the other jobs here use shared memory between their ranks): ferry
+  // progresses TCP from its own loops, without Open MPI's progress thread, and a dead TCP peer
+  // must not stop the rest. How fast the rest then goes is measured, not asserted:
+  // `ferry-mpi-bench --dead-rank` over `self,tcp` in bench/mpi_compare.py.
+  Run r = side_by_side("killed_rank", 2, {"1"}, std::chrono::seconds(60), {{"OMPI_MCA_btl", "self,tcp"}});
+  INFO(r.out);
+  CHECK(contains(r.out, "ok killed_rank"));
+  CHECK(contains(r.out, "stopped answering"));
+  CHECK(r.status == 0);
+}
+
 TEST_CASE("Mpi.world.no_rank_left_fails_new_work_with_broken_pool") {
   Run r = side_by_side("last_rank_killed", 1, {}, std::chrono::seconds(60));
   INFO(r.out);

@@ -94,3 +94,34 @@ TEST_CASE("MpiPace.while_another_thread_looks_it_naps_at_once_and_is_never_quiet
   pace.active();
   CHECK_FALSE(pace.wait(nullptr, 0));  // active again: it spins (yields) in its window
 }
+
+TEST_CASE("MpiPace.an_expected_answer_keeps_it_spinning_past_the_window_and_no_longer") {
+  // The hub after relaying a task: it looks for the agent's answer without napping until the
+  // expectation ends, even when the last activity is older than the spin window.
+  ::setenv("FERRY_MPI_SPIN_US", "1", 1);  // a spin window of 1 µs: over at once
+  Pace pace;
+  ::unsetenv("FERRY_MPI_SPIN_US");
+  REQUIRE(pace.expect_window() == microseconds(Pace::expect_window_factor));
+  pace.active();
+  auto until = Clock::now() + std::chrono::milliseconds(20);
+  pace.expect(until);
+  pace.expect(Clock::now());  // an earlier end does not shorten it
+  int yields = 0;
+  while (Clock::now() < until - std::chrono::milliseconds(1)) {
+    bool napped = pace.wait(nullptr, 0, microseconds(1));
+    if (Clock::now() < until) {  // decided before `until`: it must have spun
+      CHECK_FALSE(napped);
+      ++yields;
+    }
+  }
+  CHECK(yields > 0);
+  while (Clock::now() < until) {
+  }
+  CHECK(pace.wait(nullptr, 0, microseconds(1)));  // expectation over, window over: it naps
+}
+
+TEST_CASE("MpiPace.a_loop_that_never_spins_ignores_expectations") {
+  Pace pace = napping();
+  pace.expect(Clock::now() + std::chrono::seconds(10));
+  CHECK(pace.wait(nullptr, 0, microseconds(1)));
+}

@@ -664,6 +664,7 @@ class Hub {
       batch_.add(std::move(f), sender_, a.rank, a.comm);
     }
     batch_.flush(sender_, a.rank, a.comm);
+    if (!frames_.empty()) answer_expected_until_ = Clock::now() + pace_.expect_window();
     if (!open) {
       stop_worker(a);  // the pool dropped this worker (shutdown or kill)
       busy = true;
@@ -776,6 +777,7 @@ class Hub {
         std::lock_guard relay(relay_mu_);
         maintain();
         busy = relay_pass();
+        pace_.expect(answer_expected_until_);  // frames went to an agent: its answer comes by MPI
       }
       if (waiter_relays(Clock::now())) {
         pace_.idle();
@@ -830,6 +832,7 @@ class Hub {
   // Below: the hub thread only, or whoever holds relay_mu_ (a waiting thread, relay_pass).
   std::mutex relay_mu_;
   bool leaving_ = false;
+  Clock::time_point answer_expected_until_{};  // frames went to an agent: spin until then for its answer
   Slot* waiting_slot_ = nullptr;  // relay_in_waiter: the waiting thread's worker
   std::string* handed_ = nullptr;  // and where its frames go (to_pool)
   // Frames up to this size skip the channel (larger ones are read there in place).

@@ -14,7 +14,8 @@ namespace ferry::mpi::detail {
 Pace::Pace() : spin_(ferry::detail::Config::read().mpi_spin) {}
 
 bool Pace::wait(pollfd* fds, nfds_t count, std::chrono::microseconds longest) {
-  if (!spin_off_ && Clock::now() - last_active_ < spin_) {
+  auto now = Clock::now();
+  if (!spin_off_ && (now - last_active_ < spin_ || now < expect_until_)) {
     // Other ranks, the workers and the host's threads may share this CPU: let them run.
     ::sched_yield();
     return false;

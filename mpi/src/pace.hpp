@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // When the MPI hub and the node agents look for work again. MPI gives no descriptor to wait on
-// (shared memory and the TCP progress thread complete messages behind MPI_Iprobe's back), so a
+// (shared memory completes messages behind MPI_Iprobe's back, TCP only inside MPI calls), so a
 // loop that must answer within microseconds polls; one that polls forever burns a core.
 #pragma once
 
@@ -37,6 +37,19 @@ class Pace {
     spin_off_ = false;
   }
 
+  /// An answer is expected from a peer MPI gives no descriptor for (the hub relayed a task to an
+  /// agent): keep spinning until `until`, however long ago the last activity was. Without it, a
+  /// host whose waiting thread does not relay (it blocks: after slow tasks it expects slow ones)
+  /// and an agent fell into step, each seeing the other's message only after a nap: 4-8 ms per
+  /// call of 50 µs (docs/benchmarks.md). Ignored when the loop never spins (spin window 0).
+  void expect(Clock::time_point until) noexcept {
+    if (spin_.count() > 0 && until > expect_until_) expect_until_ = until;
+  }
+
+  /// How long a relay waits for an answer without napping: expect_window_factor spin windows.
+  static constexpr int expect_window_factor = 4;
+  std::chrono::microseconds expect_window() const noexcept { return spin_ * expect_window_factor; }
+
   /// Another thread does the looking for now (the hub's relay run by a waiting thread): the next
   /// wait() naps, however recent the last activity. That thread's looking is activity: naps do
   /// not grow past longest_nap meanwhile (the first nap after it must not be a quiet one).
@@ -65,6 +78,7 @@ class Pace {
   std::chrono::microseconds nap_ = first_nap;
   Clock::time_point last_active_ = Clock::now();
   bool spin_off_ = false;  // idle(): nap even inside the spin window, until active()
+  Clock::time_point expect_until_{};  // expect(): spin until then
 };
 
 }  // namespace ferry::mpi::detail

@@ -77,7 +77,8 @@ std::string leave_pmix_server() {
 }
 
 void prepare_mpi_environment() {
-  ::setenv("OMPI_MCA_btl_tcp_progress_thread", "1", 0);
+  ::setenv("OMPI_MCA_mpi_event_tick_rate", "1", 0);
+  ::setenv("OMPI_MCA_btl_tcp_progress_thread", "0", 0);
   ::setenv("OMPI_MCA_orte_enable_recovery", "1", 0);
   ::setenv("OMPI_MCA_mpi_yield_when_idle", "0", 0);
   ignore_sigpipe();

@@ -71,9 +71,17 @@ void ignore_sigpipe();
 
 /// Open MPI settings a ferry process needs, set in the environment before MPI_Init unless the user
 /// set them, and SIGPIPE ignored (above):
-/// - btl_tcp_progress_thread=1, TCP progressed by a thread of its own: without it, Open MPI 4.1
-///   can spin forever inside MPI_Iprobe once a peer reached over TCP has died (seen with spawned
-///   agents), and ferry's heartbeat deadline would never run;
+/// - mpi_event_tick_rate=1: TCP is progressed from ferry's own loops (no progress thread: see
+///   below), and Open MPI 4.1 then looks at its TCP sockets only every 10 ms (the default tick)
+///   once a TCP peer has died (its count of the event loop's users drops to 0): every message to
+///   the ranks left took ~12 ms (map at chunksize 1000, one rank killed, btl self,tcp: 84 k/s
+///   against 21 M/s with this setting). 1 µs: at every progress call, as while no peer died;
+/// - btl_tcp_progress_thread=0 (Open MPI's default, set so that an environment asking for the
+///   thread is the user's choice): a thread of Open MPI's own reads the TCP sockets and each
+///   message wakes it, two wake-ups per round trip: 67-101 µs per round trip over TCP against
+///   40-53 without it (docs/benchmarks.md). The first MPI backend set it to 1 against a spin
+///   inside MPI_Iprobe after a TCP peer died, which kills of agents, hosts and ranks in both
+///   modes no longer reproduce (the tests of dead ranks; docs/benchmarks.md);
 /// - orte_enable_recovery=1: a rank that dies does not end the job. Read by the runtime this
 ///   process starts itself (a singleton); under mpirun it must be given to mpirun.
 /// - mpi_yield_when_idle=0: ferry paces its loops itself (pace.hpp). Open MPI turns yielding on

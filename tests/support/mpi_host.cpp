@@ -200,6 +200,11 @@ void killed_rank(const std::string& plugin_dir, std::size_t workers_after) {
   EXPECT(kept->get() == (lost == &a ? 2 : 1));
   std::vector<int> in = {1, 2, 3, 4, 5, 6, 7, 8};
   EXPECT(ex.map(square, in) == std::vector<int>({1, 4, 9, 16, 25, 36, 49, 64}));
+  // Calls one at a time on what is left: each is a message to a rank and one back.
+  auto calls = Clock::now();
+  for (int i = 0; i < 500; ++i) EXPECT(ex.submit(square, i).get() == i * i);
+  auto calls_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - calls);
+  std::cout << "500 calls one by one after the loss took " << calls_ms.count() << " ms" << std::endl;
   EXPECT(ex.warm_up());
   auto after = ex.worker_pids();
   EXPECT(after.size() == workers_after);
