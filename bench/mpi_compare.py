@@ -215,10 +215,10 @@ class Runner:
                ":", "-n", str(n), str(self.agent)]
         return self.run(cmd, "self,vader,tcp", f"ferry --ranks, {n} agents")
 
-    def dead_rank(self, n, timeout_ms):
+    def dead_rank(self, n, timeout_ms, btl="self,vader,tcp"):
         cmd = [self.mpirun, "--oversubscribe", "-n", "1", str(self.bench), "--dead-rank",
                ":", "-n", str(n), str(self.agent)]
-        return self.run(cmd, "self,vader,tcp", f"ferry --dead-rank, {n} agents",
+        return self.run(cmd, btl, f"ferry --dead-rank, {n} agents, btl {btl}",
                         {"FERRY_MPI_TIMEOUT_MS": str(timeout_ms)})
 
 
@@ -425,10 +425,13 @@ def pacing_markdown(spins, waits, rounds, quick):
 # ---- many ranks -----------------------------------------------------------------------------------
 
 def run_ranks(runner, ns, tasks, dead_timeout_ms):
+    """Per N: the --ranks run and the dead-rank run; then the dead-rank run of the smallest N over
+    TCP alone (between the ranks of one job the others use shared memory)."""
     out = {}
     for n in ns:
         out[n] = (runner.ranks(n, tasks), runner.dead_rank(n, dead_timeout_ms))
-    return out
+    tcp = (ns[0], runner.dead_rank(ns[0], dead_timeout_ms, "self,tcp")) if ns else None
+    return out, tcp
 
 
 def above_idle(r, tasks):
@@ -439,7 +442,8 @@ def above_idle(r, tasks):
     return (cpu - idle / 100 * tasks / rate) / tasks * 1e6
 
 
-def ranks_markdown(ranks, tasks, dead_timeout_ms, quick):
+def ranks_markdown(ranks_and_tcp, tasks, dead_timeout_ms, quick):
+    ranks, tcp = ranks_and_tcp
     lines = [
         f"`mpirun --oversubscribe -n 1 ferry-mpi-bench --ranks --tasks {tasks} : -n N ferry-mpi-worker` "
         f"with `OMPI_MCA_btl=self,vader,tcp` (one run per N, every agent a worker, on this 2-core machine: "
@@ -452,7 +456,7 @@ def ranks_markdown(ranks, tasks, dead_timeout_ms, quick):
         f"`slow_identity` per worker, SIGKILL of the agent of one worker (found as the worker's parent), "
         f"time until that task's future fails with `TerminatedWorkerError`; \"rest\" is the other slow "
         f"tasks cancelled (their workers killed and replaced) and then a map of 100 squares on the ranks "
-        f"left.",
+        f"left; \"round trip after\" is the median of 1,000 `submit(square, i).get()` after that.",
         "",
     ]
     if quick:
@@ -460,8 +464,8 @@ def ranks_markdown(ranks, tasks, dead_timeout_ms, quick):
     lines += ["| agents N | workers | wrong results | tasks/s | host CPU: s | host CPU: µs per task | "
               "host CPU above idle: µs per task | host CPU: % of a core | tasks per worker: min–max "
               "(even share) | first result | all workers up | idle: host | idle: busiest agent | "
-              "dead rank detected | after the loss: cancel + map |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+              "dead rank detected | after the loss: cancel + map | after the loss: round trip |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for n, (r, d) in ranks.items():
         workers = value(r, "workers")
         lo, hi = value(r, "tasks_per_worker_min"), value(r, "tasks_per_worker_max")
@@ -475,7 +479,16 @@ def ranks_markdown(ranks, tasks, dead_timeout_ms, quick):
             f"{fmt_value(value(r, 'host_cpu_percent'))} % | "
             f"{balance} | {fmt_value(value(r, 'first_result_ms'))} ms | {fmt_value(value(r, 'all_workers_up_ms'))} ms | "
             f"{fmt_value(value(r, 'idle_host_cpu_percent'))} % | {fmt_value(value(r, 'idle_agent_cpu_percent_max'))} % | "
-            f"{fmt_value(value(d, 'dead_rank_detect_ms'))} ms | {fmt_value(value(d, 'dead_rank_rest_ms'))} ms |")
+            f"{fmt_value(value(d, 'dead_rank_detect_ms'))} ms | {fmt_value(value(d, 'dead_rank_rest_ms'))} ms | "
+            f"{fmt_value(value(d, 'dead_rank_after_roundtrip_us'))} µs |")
+    if tcp:
+        n, d = tcp
+        lines += ["", f"The dead-rank run of N={n} again over TCP alone (`OMPI_MCA_btl=self,tcp`):", "",
+                  "| agents N | dead rank detected | after the loss: cancel + map | after the loss: round trip |",
+                  "|---:|---:|---:|---:|",
+                  f"| {n} | {fmt_value(value(d, 'dead_rank_detect_ms'))} ms | "
+                  f"{fmt_value(value(d, 'dead_rank_rest_ms'))} ms | "
+                  f"{fmt_value(value(d, 'dead_rank_after_roundtrip_us'))} µs |"]
     # The checks item 2 asks for.
     ns = list(ranks)
     biggest = ranks[ns[-1]][0] if ns else {}
