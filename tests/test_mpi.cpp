@@ -208,6 +208,12 @@ TEST_CASE("Mpi.world.arguments_and_results_over_2_GiB_travel_chunked") {
   check_ok(world("large"), "large");
 }
 
+TEST_CASE("Mpi.world.arguments_and_results_over_2_GiB_travel_chunked_over_tcp") {
+  // The same over TCP alone: ferry's loops move the bytes (no progress thread of Open MPI's), and
+  // keep looking while a send or a chunked receive runs.
+  check_ok(world("large", {}, {{"OMPI_MCA_btl", "self,tcp"}}), "large");
+}
+
 TEST_CASE("Mpi.world.killed_host_makes_agents_stop_their_workers_and_leave") {
   fs::path scratch = scratch_dir("host_killed");
   auto started = Clock::now();

@@ -355,3 +355,30 @@ TEST_CASE("Mpi.wire.frames_of_a_pass_travel_in_one_message_and_split_back") {
   cut.append(got[0].bytes.data(), got[0].bytes.size() - 1);
   CHECK_THROWS_AS(split_frames(std::move(cut)), proto::ProtocolError);
 }
+
+TEST_CASE("Mpi.wire.a_running_send_keeps_loops_looking_until_its_peer_is_abandoned") {
+  // Without Open MPI's progress thread a large message moves only inside MPI calls: the hub and
+  // the agents keep looking while Sender::sending() says one runs, except to a peer declared dead.
+  MPI_Comm comm = self();
+  Sender s;
+  const std::string big = pattern(8 << 20, 5);  // over any eager limit: it runs until received
+  Buffer b;
+  b.append(big.data(), big.size());
+  s.send(std::move(b), 0, tag_frames, comm);
+  CHECK_FALSE(s.progress());
+  CHECK(s.sending() == 1);
+  s.abandon(comm, 1);  // another peer: no change
+  CHECK(s.sending() == 1);
+  s.abandon(comm, 0);
+  CHECK(s.sending() == 0);
+  CHECK(s.pending() == 1);  // still tested: MPI may use its buffer until it completes
+  // Received after all: it completes and goes.
+  std::string got(big.size(), '\0');
+  REQUIRE(MPI_Recv(got.data(), static_cast<int>(got.size()), MPI_BYTE, 0, tag_frames, comm, MPI_STATUS_IGNORE) ==
+          MPI_SUCCESS);
+  for (int i = 0; i < 1'000'000 && !s.progress(); ++i) {
+  }
+  CHECK(s.pending() == 0);
+  CHECK(s.sending() == 0);
+  CHECK(got == big);
+}

@@ -156,6 +156,9 @@ class Agent {
       }
       child_quiet_ = false;
       sender_.progress();
+      // Bytes still moving to or from the host (a large frame): keep looking, or TCP moves them
+      // one socket buffer per nap.
+      busy |= sender_.sending() > 0 || receiver_.arriving() > 0;
       if (busy) {
         pace_.active();
       } else {

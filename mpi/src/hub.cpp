@@ -440,6 +440,7 @@ class Hub {
   void refuse(Agent& a, const std::string& why) {
     declare_dead(a, why);
     sender_.send(pack_strings({quit_peer_lost}), a.rank, tag_quit, a.comm);
+    sender_.abandon(a.comm, a.rank);  // a rank that breaks the protocol may not read it either
   }
 
   void handle_message(Agent& a, int tag, Buffer& bytes) {
@@ -511,6 +512,7 @@ class Hub {
     if (!a.alive) return;
     a.alive = false;
     receiver_.forget(a.comm, a.rank);
+    sender_.abandon(a.comm, a.rank);
     {
       std::lock_guard lock(mu_);
       if (world_mode_ && alive_agents_ > 0) --alive_agents_;
@@ -554,8 +556,10 @@ class Hub {
       bool lost = world_mode_ && !all_alive;
       sender_.send(lost ? pack_strings({quit_peer_lost}) : Buffer(), a.rank, tag_quit, a.comm);
     }
+    // Sends to ranks declared dead never complete: only the others are waited for.
     auto deadline = Clock::now() + std::chrono::seconds(2);
-    while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
+    for (sender_.progress(); sender_.sending() > 0 && Clock::now() < deadline; sender_.progress())
+      ::poll(nullptr, 0, 1);
     // Finalize is collective with every connected process: with a dead peer it can block, and
     // the process is leaving anyway.
     if (detach_) {
@@ -628,7 +632,9 @@ class Hub {
       }
     }
     sender_.progress();
-    return busy;
+    // Bytes still moving (a large frame either way): keep looking, or TCP moves them one socket
+    // buffer per nap.
+    return busy || sender_.sending() > 0 || receiver_.arriving() > 0;
   }
 
   /// What the pool wrote on this agent's worker's channel, to the agent: every frame read in one

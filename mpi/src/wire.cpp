@@ -359,7 +359,18 @@ void Sender::post(std::unique_ptr<InFlight> s, const char* data, std::size_t siz
   // Callers keep sizes within an int: whole messages up to max_message_bytes, chunks smaller.
   int rc = MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, comm, &s->request);
   // A failed send (the peer is gone) is dropped: the heartbeat deadline reports the peer.
-  if (rc == MPI_SUCCESS) inflight_.push_back(std::move(s));
+  if (rc != MPI_SUCCESS) return;
+  s->comm = comm;
+  s->dest = dest;
+  inflight_.push_back(std::move(s));
+}
+
+void Sender::abandon(MPI_Comm comm, int dest) {
+  for (auto& s : inflight_)
+    if (!s->abandoned && s->comm == comm && s->dest == dest) {
+      s->abandoned = true;
+      ++abandoned_;
+    }
 }
 
 void Sender::send(Buffer bytes, int dest, int tag, MPI_Comm comm) {
@@ -392,6 +403,7 @@ bool Sender::progress() {
     int done = 0;
     int rc = MPI_Test(&inflight_[i]->request, &done, MPI_STATUS_IGNORE);
     if (done || rc != MPI_SUCCESS) {
+      if (inflight_[i]->abandoned) --abandoned_;
       inflight_[i] = std::move(inflight_.back());
       inflight_.pop_back();
     } else {

@@ -253,6 +253,14 @@ class Sender {
   /// Frees completed sends; true when none is pending.
   bool progress();
   std::size_t pending() const { return inflight_.size(); }
+  /// Sends still running to peers not abandoned: a loop keeps looking (spinning) while there are
+  /// any. Without a progress thread of Open MPI's, TCP moves a large message's bytes only inside
+  /// MPI calls: a loop that naps meanwhile moves them one socket buffer per nap (2 GiB over TCP
+  /// took 14.4 s against 8.7 with Open MPI's thread; docs/benchmarks.md).
+  std::size_t sending() const { return inflight_.size() - abandoned_; }
+  /// The sends to `dest` of `comm` (declared dead) may never complete: they are still tested
+  /// (MPI may use their buffers until then) but keep no loop spinning.
+  void abandon(MPI_Comm comm, int dest);
   /// The chunk size (tests use small ones).
   void set_chunk_bytes(std::size_t n) { chunk_bytes_ = n; }
 
@@ -261,10 +269,14 @@ class Sender {
     Buffer bytes;
     std::shared_ptr<const void> keep;  // what a chunk is sent from
     MPI_Request request;
+    MPI_Comm comm = MPI_COMM_NULL;
+    int dest = -1;
+    bool abandoned = false;
   };
   void post(std::unique_ptr<InFlight> s, const char* data, std::size_t size, int dest, int tag,
             MPI_Comm comm);
   std::vector<std::unique_ptr<InFlight>> inflight_;
+  std::size_t abandoned_ = 0;  // of inflight_
   std::size_t chunk_bytes_ = default_chunk_bytes;
 };
 
