@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -214,6 +215,20 @@ TEST_CASE("Mpi.wire.forgotten_source_drops_its_frame_and_stray_chunks") {
   got = receive(r, s, comm, 1);
   REQUIRE(got.size() == 1);
   CHECK(got[0].tag == tag_heartbeat);
+  CHECK_FALSE(r.receiving(std::chrono::steady_clock::now()));
+
+  // A frame it starts after it was forgotten (a rank declared dead is still sending) is dropped
+  // whole: nothing waits for it, nothing keeps a loop looking, and what follows still comes.
+  Buffer later = proto::encode_shared_task({10, 1, 1}, 1500);
+  proto::BodyWriter(later).u64(1000);
+  s.send(std::move(later), 0, tag_frame_head, comm);
+  s.send(Buffer(std::size_t{1000}), 0, tag_frame_chunk, comm);
+  s.send(Buffer(), 0, tag_heartbeat, comm);
+  got = receive(r, s, comm, 1);
+  CHECK(r.arriving() == 0);
+  CHECK_FALSE(r.receiving(std::chrono::steady_clock::now()));
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].tag == tag_heartbeat);
 }
 
 TEST_CASE("Mpi.wire.forwarder_sends_payloads_apart_from_where_they_are") {
@@ -367,10 +382,14 @@ TEST_CASE("Mpi.wire.a_running_send_keeps_loops_looking_until_its_peer_is_abandon
   s.send(std::move(b), 0, tag_frames, comm);
   CHECK_FALSE(s.progress());
   CHECK(s.sending() == 1);
+  auto now = std::chrono::steady_clock::now();
+  CHECK(s.moving(now));
+  CHECK_FALSE(s.moving(now + transfer_stall));  // nothing moved for that long: stalled
   s.abandon(comm, 1);  // another peer: no change
   CHECK(s.sending() == 1);
   s.abandon(comm, 0);
   CHECK(s.sending() == 0);
+  CHECK_FALSE(s.moving(now));
   CHECK(s.pending() == 1);  // still tested: MPI may use its buffer until it completes
   // Received after all: it completes and goes.
   std::string got(big.size(), '\0');

@@ -128,7 +128,8 @@ class Agent {
           may_finalize_ = !detached_ && std::find(items.begin(), items.end(), quit_peer_lost) == items.end();
           // Let pending sends finish, for at most 2 s: the host may be leaving too.
           auto deadline = Clock::now() + std::chrono::seconds(2);
-          while (!sender_.progress() && Clock::now() < deadline) ::poll(nullptr, 0, 1);
+          // Looking all along: without Open MPI's progress thread TCP moves bytes only in MPI calls.
+          while (!sender_.progress() && Clock::now() < deadline) ::sched_yield();
           // Sends still pending: the host is gone, and MPI_Finalize could wait for it forever.
           if (sender_.pending() != 0) {
             may_finalize_ = false;
@@ -158,7 +159,7 @@ class Agent {
       sender_.progress();
       // Bytes still moving to or from the host (a large frame): keep looking, or TCP moves them
       // one socket buffer per nap.
-      busy |= sender_.sending() > 0 || receiver_.arriving() > 0;
+      busy |= sender_.moving(now) || receiver_.receiving(now);
       if (busy) {
         pace_.active();
       } else {

@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -558,8 +559,9 @@ class Hub {
     }
     // Sends to ranks declared dead never complete: only the others are waited for.
     auto deadline = Clock::now() + std::chrono::seconds(2);
+    // Looking all along: without Open MPI's progress thread, TCP moves bytes only in MPI calls.
     for (sender_.progress(); sender_.sending() > 0 && Clock::now() < deadline; sender_.progress())
-      ::poll(nullptr, 0, 1);
+      ::sched_yield();
     // Finalize is collective with every connected process: with a dead peer it can block, and
     // the process is leaving anyway.
     if (detach_) {
@@ -634,7 +636,8 @@ class Hub {
     sender_.progress();
     // Bytes still moving (a large frame either way): keep looking, or TCP moves them one socket
     // buffer per nap.
-    return busy || sender_.sending() > 0 || receiver_.arriving() > 0;
+    auto now = Clock::now();
+    return busy || sender_.moving(now) || receiver_.receiving(now);
   }
 
   /// What the pool wrote on this agent's worker's channel, to the agent: every frame read in one
@@ -779,16 +782,20 @@ class Hub {
         if (quit_) break;
       }
       bool busy;
+      Clock::time_point expected;
       {
         std::lock_guard relay(relay_mu_);
         maintain();
         busy = relay_pass();
-        pace_.expect(answer_expected_until_);  // frames went to an agent: its answer comes by MPI
+        expected = answer_expected_until_;
       }
       if (waiter_relays(Clock::now())) {
         pace_.idle();
         nap(false, pace_.spin_window());
-      } else if (busy) {
+        continue;
+      }
+      pace_.expect(expected);  // frames went to an agent: its answer comes by MPI
+      if (busy) {
         pace_.active();
       } else {
         nap(true);

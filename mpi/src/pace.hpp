@@ -42,8 +42,11 @@ class Pace {
   /// host whose waiting thread does not relay (it blocks: after slow tasks it expects slow ones)
   /// and an agent fell into step, each seeing the other's message only after a nap: 4-8 ms per
   /// call of 50 µs (docs/benchmarks.md). Ignored when the loop never spins (spin window 0).
+  /// Called when no other thread looks: a live expectation also ends idle().
   void expect(Clock::time_point until) noexcept {
-    if (spin_.count() > 0 && until > expect_until_) expect_until_ = until;
+    if (spin_.count() == 0) return;
+    if (until > expect_until_) expect_until_ = until;
+    if (expect_until_ > Clock::now()) spin_off_ = false;
   }
 
   /// How long a relay waits for an answer without napping: expect_window_factor spin windows.

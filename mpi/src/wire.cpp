@@ -363,6 +363,7 @@ void Sender::post(std::unique_ptr<InFlight> s, const char* data, std::size_t siz
   s->comm = comm;
   s->dest = dest;
   inflight_.push_back(std::move(s));
+  last_moved_ = std::chrono::steady_clock::now();
 }
 
 void Sender::abandon(MPI_Comm comm, int dest) {
@@ -403,7 +404,10 @@ bool Sender::progress() {
     int done = 0;
     int rc = MPI_Test(&inflight_[i]->request, &done, MPI_STATUS_IGNORE);
     if (done || rc != MPI_SUCCESS) {
-      if (inflight_[i]->abandoned) --abandoned_;
+      if (inflight_[i]->abandoned)
+        --abandoned_;
+      else
+        last_moved_ = std::chrono::steady_clock::now();
       inflight_[i] = std::move(inflight_.back());
       inflight_.pop_back();
     } else {
@@ -491,6 +495,7 @@ void Receiver::receive_chunk(Stream* stream, MPI_Message& message, int count) {
       char* into = in->payload->data() + in->matched;
       if (MPI_Imrecv(into, count, MPI_BYTE, &message, &r) == MPI_SUCCESS) {
         in->requests.push_back(r);
+        last_moved_ = std::chrono::steady_clock::now();
       } else {
         ferry::detail::debug_log("mpi: a chunk receive failed");
         in->draining = true;
@@ -538,6 +543,8 @@ void Receiver::reap_abandoned() {
 }
 
 void Receiver::forget(MPI_Comm comm, int source) {
+  if (std::find(forgotten_.begin(), forgotten_.end(), std::make_pair(comm, source)) == forgotten_.end())
+    forgotten_.emplace_back(comm, source);
   for (auto it = streams_.begin(); it != streams_.end(); ++it) {
     if (it->comm != comm || it->source != source) continue;
     for (auto& in : it->queue) {
@@ -559,6 +566,7 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
     if (s.comm != comm) continue;
     bool progressed = false;
     for (auto& in : s.queue) progressed = test(in) || progressed;
+    if (progressed) last_moved_ = std::chrono::steady_clock::now();
     source = s.source;
     bytes.clear();
     Incoming& front = s.queue.front();
@@ -608,8 +616,15 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
   if (MPI_Mrecv(received.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE) != MPI_SUCCESS)
     return false;
   if (st.MPI_TAG == tag_frame_head) {
+    // A source declared dead may still be sending: its frames are received and dropped (their
+    // chunks with them, as chunks of no frame), never kept as arriving.
+    if (std::find(forgotten_.begin(), forgotten_.end(), std::make_pair(comm, source)) != forgotten_.end()) {
+      tag = tag_progress;
+      return true;
+    }
     Incoming in = start_frame(source, std::move(received));
     if (in.chunked) {
+      last_moved_ = std::chrono::steady_clock::now();
       if (stream == streams_.end()) {
         streams_.push_back(Stream{comm, source, {}});
         stream = streams_.end() - 1;

@@ -23,6 +23,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ferry/detail/buffer.hpp>
@@ -79,9 +80,11 @@ void ignore_sigpipe();
 /// - btl_tcp_progress_thread=0 (Open MPI's default, set so that an environment asking for the
 ///   thread is the user's choice): a thread of Open MPI's own reads the TCP sockets and each
 ///   message wakes it, two wake-ups per round trip: 67-101 µs per round trip over TCP against
-///   40-53 without it (docs/benchmarks.md). The first MPI backend set it to 1 against a spin
-///   inside MPI_Iprobe after a TCP peer died, which kills of agents, hosts and ranks in both
-///   modes no longer reproduce (the tests of dead ranks; docs/benchmarks.md);
+///   40-53 without it (docs/benchmarks.md). So ferry's loops move TCP's bytes themselves, and
+///   keep looking while a large message moves (Sender::moving, Receiver::receiving). The first
+///   MPI backend set it to 1 against a spin inside MPI_Iprobe after a TCP peer died, which no
+///   longer happens: over self,tcp, agents, single ranks and hosts were killed in both modes by
+///   hand, and test_mpi kills ranks and hosts over TCP alone (docs/benchmarks.md);
 /// - orte_enable_recovery=1: a rank that dies does not end the job. Read by the runtime this
 ///   process starts itself (a singleton); under mpirun it must be given to mpirun.
 /// - mpi_yield_when_idle=0: ferry paces its loops itself (pace.hpp). Open MPI turns yielding on
@@ -242,6 +245,11 @@ Buffer unrelayed_answer(std::string_view frame, const std::string& why);
 /// Why a frame reported as tag_frame_lost did not arrive, on `where` ("the host", "node n7").
 std::string lost_reason(const std::string& where);
 
+/// How long a running transfer keeps the hub's and the agents' loops looking without any of its
+/// messages completing (Sender::moving, Receiver::receiving): a 64 MiB chunk moves well within it
+/// at 64 MB/s or more; a peer that stopped reading costs at most this much spinning.
+constexpr std::chrono::seconds transfer_stall{1};
+
 /// Non-blocking sends whose buffers live until MPI is done with them.
 class Sender {
  public:
@@ -253,11 +261,17 @@ class Sender {
   /// Frees completed sends; true when none is pending.
   bool progress();
   std::size_t pending() const { return inflight_.size(); }
-  /// Sends still running to peers not abandoned: a loop keeps looking (spinning) while there are
-  /// any. Without a progress thread of Open MPI's, TCP moves a large message's bytes only inside
-  /// MPI calls: a loop that naps meanwhile moves them one socket buffer per nap (2 GiB over TCP
-  /// took 14.4 s against 8.7 with Open MPI's thread; docs/benchmarks.md).
+  /// Sends still running to peers not abandoned.
   std::size_t sending() const { return inflight_.size() - abandoned_; }
+  /// Whether a loop should keep looking (spinning) rather than nap: a send runs to a peer not
+  /// abandoned, and one was posted or completed within transfer_stall. Without a progress thread
+  /// of Open MPI's, TCP moves a large message's bytes only inside MPI calls: a loop that naps
+  /// meanwhile moves them one socket buffer per nap (2 GiB over TCP took 14.4 s against 8.7 with
+  /// Open MPI's thread; docs/benchmarks.md). A send that has not moved for transfer_stall (a
+  /// stalled or dying peer, not yet declared dead) keeps no loop spinning.
+  bool moving(std::chrono::steady_clock::time_point now) const {
+    return sending() > 0 && now - last_moved_ < transfer_stall;
+  }
   /// The sends to `dest` of `comm` (declared dead) may never complete: they are still tested
   /// (MPI may use their buffers until then) but keep no loop spinning.
   void abandon(MPI_Comm comm, int dest);
@@ -277,6 +291,7 @@ class Sender {
             MPI_Comm comm);
   std::vector<std::unique_ptr<InFlight>> inflight_;
   std::size_t abandoned_ = 0;  // of inflight_
+  std::chrono::steady_clock::time_point last_moved_{};  // a send posted or completed
   std::size_t chunk_bytes_ = default_chunk_bytes;
 };
 
@@ -305,10 +320,17 @@ class Receiver {
   /// The payload of the chunked frame next() returned last; null for any other message.
   std::shared_ptr<SharedBytes> take_payload() { return std::move(last_payload_); }
   /// Stops receiving for `source` of `comm` (declared dead): frames still arriving and the
-  /// messages held behind them are dropped; chunks it sent later are received and dropped.
+  /// messages held behind them are dropped; frames it starts later and their chunks are received
+  /// and dropped.
   void forget(MPI_Comm comm, int source);
-  /// Chunked frames not complete yet, and chunk receives of forgotten ones still running (tests).
+  /// Chunked frames of sources not forgotten that are not complete yet (chunk receives of
+  /// forgotten ones that still run are abandoned(), not counted here).
   std::size_t arriving() const;
+  /// Whether a loop should keep looking rather than nap: a chunked frame is arriving, and a chunk
+  /// of it was matched or completed within transfer_stall (see Sender::moving).
+  bool receiving(std::chrono::steady_clock::time_point now) const {
+    return arriving() > 0 && now - last_moved_ < transfer_stall;
+  }
   std::size_t abandoned() const { return abandoned_.size(); }
 
  private:
@@ -338,6 +360,8 @@ class Receiver {
   Allocate allocate_;
   std::vector<Stream> streams_;      // sources with a chunked frame arriving
   std::vector<Incoming> abandoned_;  // forgotten, whose chunk receives still run
+  std::vector<std::pair<MPI_Comm, int>> forgotten_;  // their later frame heads open no stream
+  std::chrono::steady_clock::time_point last_moved_{};  // a chunk matched or completed
   std::shared_ptr<SharedBytes> last_payload_;
 };
 
