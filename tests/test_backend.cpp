@@ -12,8 +12,10 @@
 
 #include <atomic>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ferry/backend.hpp>
@@ -28,7 +30,7 @@ extern char** environ;
 namespace {
 
 /// A worker this test started: ferry-worker with its channel as descriptor 3.
-class ChildWorker final : public ferry::LaunchedWorker {
+class ChildWorker : public ferry::LaunchedWorker {
  public:
   ChildWorker(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
   ~ChildWorker() override { ::close(pidfd_); }
@@ -55,12 +57,51 @@ struct Counters {
   std::atomic<int> refusals{0};
 };
 
+/// What a relaying backend's workers do with the pool's hooks (as the MPI backend's do).
+struct Relays {
+  bool take = false;              // send(): take the frames, and write them on the channel itself
+  std::atomic<int> taken{0};      // offers taken
+  std::atomic<bool> poison{false};  // relay_and_hand_over(): hand over bytes that are no frame, once
+  std::atomic<int> poisoned{0};
+};
+
+/// A ChildWorker whose backend relays, with the public hooks only.
+class RelayingWorker final : public ChildWorker {
+ public:
+  /// `channel` is the pool's end (the pool owns it, and offers frames only while it is open).
+  RelayingWorker(pid_t pid, int pidfd, int channel, std::shared_ptr<Relays> relays)
+      : ChildWorker(pid, pidfd), channel_(channel), relays_(std::move(relays)) {}
+  void relay_and_hand_over(std::string& frames) override {
+    if (relays_->poison.exchange(false)) {
+      frames.append(16, '\xff');
+      ++relays_->poisoned;
+    }
+  }
+  bool send(std::span<const std::string_view> pieces) override {
+    if (!relays_->take) return false;
+    for (std::string_view p : pieces) {
+      while (!p.empty()) {
+        ssize_t n = ::send(channel_, p.data(), p.size(), MSG_NOSIGNAL);
+        if (n <= 0) return true;  // the worker is gone: its death is reported by its exit
+        p.remove_prefix(static_cast<std::size_t>(n));
+      }
+    }
+    ++relays_->taken;
+    return true;
+  }
+
+ private:
+  int channel_;
+  std::shared_ptr<Relays> relays_;
+};
+
 /// Starts ferry-worker on this machine, at most `capacity` at a time; refuses after `budget`
 /// launches.
 class TestLauncher final : public ferry::Launcher {
  public:
-  TestLauncher(std::shared_ptr<Counters> counters, std::size_t capacity, int budget)
-      : counters_(std::move(counters)), capacity_(capacity), budget_(budget) {}
+  TestLauncher(std::shared_ptr<Counters> counters, std::size_t capacity, int budget,
+               std::shared_ptr<Relays> relays = nullptr)
+      : counters_(std::move(counters)), capacity_(capacity), budget_(budget), relays_(std::move(relays)) {}
 
   std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) override {
     if (counters_->launches >= budget_) {
@@ -90,6 +131,7 @@ class TestLauncher final : public ferry::Launcher {
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     REQUIRE(pidfd >= 0);
     ++counters_->launches;
+    if (relays_) return Launched{sv[0], std::make_shared<RelayingWorker>(pid, pidfd, sv[0], relays_)};
     return Launched{sv[0], std::make_shared<ChildWorker>(pid, pidfd)};
   }
   std::size_t capacity() const override { return capacity_; }
@@ -102,6 +144,7 @@ class TestLauncher final : public ferry::Launcher {
   std::shared_ptr<Counters> counters_;
   std::size_t capacity_;
   int budget_;
+  std::shared_ptr<Relays> relays_;
 };
 
 ferry::ExecutorOptions options_for(const std::string& backend, std::size_t workers) {
@@ -142,6 +185,54 @@ TEST_CASE("Backend.a_death_is_reported_through_the_launchers_status_and_the_work
   } catch (const ferry::TerminatedWorkerError& e) {
     CHECK(e.signal() == SIGSEGV);
   }
+  CHECK(ex.submit(square, 4).get() == 16);  // from a worker the launcher started again
+  CHECK(counters->launches == 2);
+}
+
+TEST_CASE("Backend.frames_a_backend_takes_in_the_pools_thread_are_not_written_again") {
+  // LaunchedWorker::send: the backend takes a lone call's frames and delivers them itself (here
+  // on the same channel). Were the pool to write them too, the worker would run calls twice and
+  // answer calls the pool no longer has: the pool would refuse it as garbage.
+  auto counters = std::make_shared<Counters>();
+  auto relays = std::make_shared<Relays>();
+  relays->take = true;
+  ferry::register_backend("test-takes", [counters, relays](const ferry::ExecutorOptions&) {
+    return std::make_shared<TestLauncher>(counters, SIZE_MAX, 100, relays);
+  });
+  ferry::Executor ex(options_for("test-takes", 1));
+  for (int i = 0; i < 200; ++i) CHECK(ex.submit(square, i).get() == i * i);
+  std::vector<int> in(100);
+  for (int i = 0; i < 100; ++i) in[static_cast<std::size_t>(i)] = i;
+  auto out = ex.map(square, in, {.chunksize = 1});
+  for (int i = 0; i < 100; ++i) CHECK(out[static_cast<std::size_t>(i)] == i * i);
+  CHECK(relays->taken > 0);
+  CHECK(counters->launches == 1);  // the same worker all along
+}
+
+TEST_CASE("Backend.bytes_a_backend_hands_over_that_are_no_frame_end_that_worker_not_the_pool") {
+  // LaunchedWorker::relay_and_hand_over: what a backend hands over is read as the worker's next
+  // frames, and checked as such. Garbage ends that worker (its call fails), and the pool goes on.
+  auto counters = std::make_shared<Counters>();
+  auto relays = std::make_shared<Relays>();
+  ferry::register_backend("test-hands-garbage", [counters, relays](const ferry::ExecutorOptions&) {
+    return std::make_shared<TestLauncher>(counters, SIZE_MAX, 100, relays);
+  });
+  ferry::Executor ex(options_for("test-hands-garbage", 1));
+  CHECK(ex.submit(square, 3).get() == 9);
+  relays->poison = true;
+  // The bytes go to the thread that waits in get() while it holds the worker's channel; a call
+  // whose result another thread read first is never handed them: the next call is.
+  std::string what;
+  for (int i = 0; i < 50 && what.empty(); ++i) {
+    try {
+      int v = ex.submit(slow_identity, i, 20).get();
+      CHECK(v == i);
+    } catch (const ferry::TerminatedWorkerError& e) {
+      what = e.what();
+    }
+  }
+  CHECK(relays->poisoned == 1);
+  CHECK(what.find("malformed frame") != std::string::npos);
   CHECK(ex.submit(square, 4).get() == 16);  // from a worker the launcher started again
   CHECK(counters->launches == 2);
 }
