@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The one trust check (core/src/platform/trust.*) and the places that use it: plugins (index,
 // TaskRef, `ferry list` and `ferry run` alike), the worker program, symbolic links.
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -69,11 +72,11 @@ TEST_CASE("Trust.private_file_under_sticky_tmp_is_trusted") {
 
 TEST_CASE("Trust.writable_file_or_directory_on_the_way_is_refused") {
   Tree t;
-  SUBCASE("a group-writable file") {
-    auto f = t.file(t.safe, "lib.so", fs::perms(0664));
+  SUBCASE("a world-writable file") {
+    auto f = t.file(t.safe, "lib.so", fs::perms(0646));
     auto v = trust_verdict(f);
     CHECK(v.at == f);
-    CHECK(contains(v.why, "writable by group or others (mode 0664)"));
+    CHECK(contains(v.why, "writable by group or others (mode 0646)"));
   }
   SUBCASE("a world-writable directory two levels up") {
     fs::create_directories(t.open / "deeper");
@@ -151,6 +154,80 @@ TEST_CASE("Trust.a_file_of_another_user_is_refused") {
   REQUIRE(::chown(t.safe.c_str(), 65534, 65534) == 0);
   REQUIRE(::chown(f.c_str(), 0, 0) == 0);
   CHECK(trust_verdict(f).at == t.safe);  // the directory's owner could swap the file
+}
+
+TEST_CASE("Trust.group_writable_is_fine_when_the_group_is_the_owners_alone") {
+  // umask 002 with a group of one's own (Debian's default for users): what the user creates is
+  // group-writable, and only they are in that group. Any other group is as good as others.
+  if (::geteuid() != 0) {
+    MESSAGE("not root: cannot give files to other groups here");
+    return;
+  }
+  Tree t;
+  fs::path dir = t.root.path / "shared";
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms(0775), fs::perm_options::replace);
+  auto f = t.file(dir, "lib.so", fs::perms(0664));
+  // root's group (gid 0) is root's alone on Debian: no member listed, no other account's primary
+  // group. Checked here from the files themselves, as the premise of what follows.
+  {
+    std::ifstream group("/etc/group"), passwd("/etc/passwd");
+    std::string line;
+    while (std::getline(group, line))
+      if (line.rfind("root:", 0) == 0) REQUIRE_MESSAGE(line.back() == ':', "root's group lists members: " << line);
+    while (std::getline(passwd, line)) {
+      auto a = line.find(':'), b = line.find(':', a + 1), c = line.find(':', b + 1), d = line.find(':', c + 1);
+      if (line.substr(c + 1, d - c - 1) == "0")
+        REQUIRE_MESSAGE(line.substr(b + 1, c - b - 1) == "0", "another account in group 0: " << line);
+    }
+  }
+  CHECK(untrusted_reason(f) == "");
+  CHECK(untrusted_reason(dir) == "");
+  SUBCASE("a group that is not the owner's primary group (nogroup), or no group at all") {
+    for (gid_t other : {gid_t{65534}, gid_t{424242}}) {
+      CAPTURE(other);
+      REQUIRE(::chown(f.c_str(), static_cast<uid_t>(-1), other) == 0);
+      auto v = trust_verdict(f);
+      CHECK(v.at == f);
+      CHECK(contains(v.why, "writable by group or others (mode 0664; group " + std::to_string(other) +
+                                " is not uid 0's own)"));
+      REQUIRE(::chown(f.c_str(), static_cast<uid_t>(-1), 0) == 0);
+      REQUIRE(::chown(dir.c_str(), static_cast<uid_t>(-1), other) == 0);
+      CHECK(trust_verdict(f).at == dir);
+      REQUIRE(::chown(dir.c_str(), static_cast<uid_t>(-1), 0) == 0);
+    }
+  }
+  SUBCASE("writable by others too") {
+    fs::permissions(f, fs::perms(0666), fs::perm_options::replace);
+    CHECK(contains(untrusted_reason(f), "writable by group or others (mode 0666)"));
+  }
+  SUBCASE("the group has another member, or is another account's primary group") {
+    // In a mount namespace of a child, /etc/group or /etc/passwd replaced by a copy that says so.
+    struct Case {
+      const char* file;
+      std::string text;
+    };
+    for (const Case& c : {Case{"/etc/group", "root:x:0:nobody\n"},
+                          Case{"/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nintruder:x:4242:0::/:/bin/sh\n"}}) {
+      CAPTURE(c.file);
+      fs::path copy = t.root.path / "copy";
+      std::ofstream(copy) << c.text;
+      pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+            ::mount(copy.c_str(), c.file, nullptr, MS_BIND, nullptr) != 0)
+          ::_exit(2);
+        auto v = trust_verdict(f);
+        ::_exit(v.at == dir && contains(v.why, "group 0 is not uid 0's own") ? 0 : 1);
+      }
+      int status = 0;
+      REQUIRE(::waitpid(pid, &status, 0) == pid);
+      CHECK(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 0);  // 2: no mount namespace here
+    }
+    CHECK(untrusted_reason(f) == "");  // the parent's view is unchanged
+  }
 }
 
 TEST_CASE("Trust.a_link_of_another_user_is_refused_even_to_a_safe_target") {

@@ -4,6 +4,8 @@
 // the link's owner, then its target's whole way), as ssh's StrictModes and secure_path checks do.
 #include "platform/trust.hpp"
 
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +15,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <mutex>
+#include <vector>
 
 #include <ferry/errors.hpp>
 
@@ -36,13 +40,59 @@ void push_front_components(std::deque<std::string>& todo, const fs::path& p) {
   todo.insert(todo.begin(), parts.begin(), parts.end());
 }
 
+/// Whether only `owner` (and root) can act as a member of group `gid`: a user private group, as
+/// Debian makes for every user (with umask 002, so that what users create is group-writable). It
+/// is when `gid` is the owner's primary group, the group lists no member but the owner, and no
+/// other account the system lists has it as its primary group. Unknown (an account or group that
+/// cannot be read) is not private. The same allowance as Debian's OpenSSH makes for StrictModes.
+bool group_private_to(gid_t gid, uid_t owner) {
+  // The reentrant lookups say ERANGE when an entry does not fit the buffer: grow it and ask again
+  // (up to 16 MiB; past that, unknown).
+  std::vector<char> buf(16384);
+  auto ask = [&buf](auto&& lookup) {
+    int rc;
+    while ((rc = lookup()) == ERANGE && buf.size() < (std::size_t{1} << 24)) buf.resize(buf.size() * 2);
+    return rc;
+  };
+  struct passwd pw {}, *pw_found = nullptr;
+  if (ask([&] { return ::getpwuid_r(owner, &pw, buf.data(), buf.size(), &pw_found); }) != 0 || !pw_found)
+    return false;
+  if (pw.pw_gid != gid) return false;
+  const std::string name = pw.pw_name;
+  struct group gr {}, *gr_found = nullptr;
+  if (ask([&] { return ::getgrgid_r(gid, &gr, buf.data(), buf.size(), &gr_found); }) != 0 || !gr_found)
+    return false;
+  for (char** m = gr.gr_mem; m && *m; ++m)
+    if (name != *m) return false;
+  // Another account whose primary group this is acts in it too. The enumeration's position is
+  // one per process: taken under a lock, so two checks do not interleave theirs.
+  static std::mutex enumeration;
+  std::lock_guard<std::mutex> lock(enumeration);
+  bool alone = true;
+  ::setpwent();
+  for (;;) {
+    struct passwd other {}, *got = nullptr;
+    int rc = ask([&] { return ::getpwent_r(&other, buf.data(), buf.size(), &got); });
+    if (rc == ENOENT || (rc == 0 && !got)) break;  // the end of the list
+    if (rc != 0 || (other.pw_gid == gid && other.pw_uid != owner)) {
+      alone = false;  // someone else's, or an entry that cannot be read: not known to be private
+      break;
+    }
+  }
+  ::endpwent();
+  return alone;
+}
+
 /// Why `st` (the `final` component, or a directory on the way) is not trusted; "" when it is.
 std::string judge(const struct stat& st, bool final) {
   uid_t me = ::geteuid();
   if (st.st_uid != me && st.st_uid != 0)
     return "owned by uid " + std::to_string(st.st_uid) + ", neither this user (uid " +
            std::to_string(me) + ") nor root";
-  bool writable = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+  // Writable by the group is writable by its owner alone when the group is the owner's private
+  // group (group_private_to), looked up only for a component that is group-writable.
+  bool by_group = (st.st_mode & S_IWGRP) != 0;
+  bool writable = (st.st_mode & S_IWOTH) != 0 || (by_group && !group_private_to(st.st_gid, st.st_uid));
   // A sticky directory on the way (as /tmp) lets others add entries but not replace ours; the
   // entry we go through next is checked in its turn. The final directory itself must not be
   // open to others: whatever they add there (a plugin, a cache entry) would be taken as ours.
@@ -50,7 +100,11 @@ std::string judge(const struct stat& st, bool final) {
   if (writable && !sticky_on_the_way) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return std::string("writable by group or others (mode ") + mode + ")";
+    std::string why = std::string("writable by group or others (mode ") + mode;
+    if (by_group && !(st.st_mode & S_IWOTH))
+      why += "; group " + std::to_string(st.st_gid) + " is not uid " + std::to_string(st.st_uid) +
+             "'s own";
+    return why + ")";
   }
   return {};
 }
