@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -260,6 +261,17 @@ TEST_CASE("Mpi.spawn.missing_agent_program_is_a_clear_error") {
   check_ok(run({FERRY_TEST_MPI_HOST, "missing_agent", FERRY_TEST_PLUGIN_DIR},
                {{"FERRY_MPI_WORKER", (fs::path(FERRY_TEST_BINARY_DIR) / "no-such-agent").string()}}),
            "missing_agent");
+}
+
+TEST_CASE("Mpi.spawn.agent_named_without_a_directory_is_found_on_path") {
+  // FERRY_MPI_WORKER=ferry-mpi-worker: looked up on PATH, checked and spawned as the file found
+  // (it was checked as a file of the current directory, and refused as missing).
+  const char* path = std::getenv("PATH");
+  fs::path dir = fs::path(FERRY_TEST_MPI_AGENT).parent_path();
+  check_ok(run({FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR},
+               {{"FERRY_MPI_WORKER", fs::path(FERRY_TEST_MPI_AGENT).filename().string()},
+                {"PATH", dir.string() + ":" + (path ? path : "/usr/bin:/bin")}}),
+           "basics");
 }
 
 TEST_CASE("Mpi.spawn.killed_agent_is_replaced") {

@@ -283,12 +283,17 @@ class Hub {
     int error = 0;
     std::string path = agent_path().string();
     // Open MPI 4.1 blocks forever in MPI_Comm_spawn of a program that does not exist: check first.
-    if (!ferry::detail::find_program(path)) {
+    // A bare name is looked up on PATH here, and what is checked below and spawned is the file
+    // found (absolute), not a name another lookup could resolve elsewhere.
+    auto found = ferry::detail::find_program(path);
+    if (!found) {
       std::lock_guard lock(mu_);
       spawn_failure_ = "cannot start ferry's MPI node agent: " + path +
                        " is not an executable file (set FERRY_MPI_WORKER to ferry-mpi-worker)";
       return;
     }
+    std::error_code ec;
+    path = fs::absolute(*found, ec).string();
     if (std::string why = ferry::detail::untrusted_reason(path); !why.empty() && !ferry::detail::unsafe_allowed_by_environment()) {
       std::lock_guard lock(mu_);
       spawn_failure_ = "refusing to start ferry's MPI node agent: " + why +
