@@ -179,11 +179,32 @@ TEST_CASE("Mpi.world.an_agent_refuses_a_result_its_worker_could_still_shrink") {
   // MPI sends a result from the worker's memfd as it is: truncated meanwhile, that read would be
   // the agent's SIGBUS. A memfd not sealed against shrinking is refused, the call fails, and the
   // agent and its worker go on.
-  Run r = side_by_side("hostile_worker", 1, {}, std::chrono::seconds(60),
-                       {{"FERRY_WORKER", FERRY_TEST_FAKE_WORKER}, {"FERRY_FAKE_MODE", "shm_truncate"}});
-  INFO(r.out);
-  CHECK(contains(r.out, "ok hostile_worker"));
-  CHECK(r.status == 0);
+  // The memfd comes with a byte of its own on the channel, its frame through the ring (and
+  // with FERRY_MPI_RINGS=0 both over the channel).
+  for (const char* rings : {"1", "0"}) {
+    CAPTURE(rings);
+    Run r = side_by_side("hostile_worker", 1, {}, std::chrono::seconds(60),
+                         {{"FERRY_WORKER", FERRY_TEST_FAKE_WORKER},
+                          {"FERRY_FAKE_MODE", "shm_truncate"},
+                          {"FERRY_MPI_RINGS", rings}});
+    INFO(r.out);
+    CHECK(contains(r.out, "ok hostile_worker"));
+    CHECK(r.status == 0);
+  }
+}
+
+TEST_CASE("Mpi.world.an_agent_stops_a_worker_that_corrupts_their_rings") {
+  // The rings' indices live in memory the worker (and its tasks) can write: one pushed past what
+  // was written makes the agent stop the worker and report why; it never reads or writes outside
+  // the ring.
+  for (const char* mode : {"ring_head", "ring_tail"}) {
+    CAPTURE(mode);
+    Run r = side_by_side("hostile_ring", 1, {}, std::chrono::seconds(60),
+                         {{"FERRY_WORKER", FERRY_TEST_FAKE_WORKER}, {"FERRY_FAKE_MODE", mode}});
+    INFO(r.out);
+    CHECK(contains(r.out, "ok hostile_ring"));
+    CHECK(r.status == 0);
+  }
 }
 
 TEST_CASE("Mpi.world.an_agent_drops_what_it_cannot_read_and_stays_in_its_cache") {

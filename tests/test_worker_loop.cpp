@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The worker loop run in-process over a socketpair, driven frame by frame as a host would.
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include "model.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
+#include "wire/ring.hpp"
 #include "support/fixture.hpp"
 #include "worker/worker_main.hpp"
 
@@ -29,13 +31,26 @@ struct InProcessWorker {
   int host = -1;
   std::future<int> exit_code;
   ferry::detail::FrameReader reader{proto::default_max_frame};
+  // With rings (an MPI agent's worker): frames go through them, the socket carries the rest.
+  ferry::detail::SharedRings rings;
+  ferry::detail::Ring worker_in, worker_out, host_out, host_in;
 
-  explicit InProcessWorker(ferry::detail::WorkerConfig config = {}) {
+  enum class Via { socket, rings };
+  explicit InProcessWorker(ferry::detail::WorkerConfig config = {}, Via via = Via::socket) {
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     host = sv[0];
     config.fd = sv[1];
     config.spin = std::chrono::microseconds(0);
+    if (via == Via::rings) {
+      rings = ferry::detail::SharedRings::create();
+      worker_in = rings.to_worker();
+      worker_out = rings.to_agent();
+      host_out = rings.to_worker();
+      host_in = rings.to_agent();
+      config.ring_in = &worker_in;
+      config.ring_out = &worker_out;
+    }
     exit_code = std::async(std::launch::async, [config] {
       int code = ferry::detail::run_worker(config);
       ::close(config.fd);
@@ -54,6 +69,11 @@ struct InProcessWorker {
   }
 
   void send(const Buffer& b, std::string_view payload = {}) {
+    if (rings) {
+      for (std::string_view p : {b.view(), payload}) REQUIRE(host_out.write(p.data(), p.size()) == static_cast<long>(p.size()));
+      host_out.wake_consumer();
+      return;
+    }
     REQUIRE(ferry::detail::send_all(host, {b.view(), payload}));
   }
   /// For a frame the worker may already have left before: false when it could not be sent.
@@ -73,6 +93,12 @@ struct InProcessWorker {
   Frame read_frame() {
     Frame f;
     while (!reader.next(f)) {
+      if (rings) {
+        auto read = [this](char* p, std::size_t k) { return static_cast<ssize_t>(host_in.read(p, k)); };
+        REQUIRE(support::wait_until([&] { return !host_in.empty(); }));
+        REQUIRE(reader.fill(read) > 0);
+        continue;
+      }
       ssize_t n = reader.fill(host, 0);
       REQUIRE(n > 0);
     }
@@ -342,4 +368,48 @@ TEST_CASE("WorkerLoop.the_initializer_gets_its_arguments") {
   auto d = ferry::detail::decode_value<model::Description>(rest);
   CHECK(d.name == "in-process");
   CHECK(d.size == 5);
+}
+
+TEST_CASE("WorkerLoop.rings.hello_result_and_shutdown") {
+  // An MPI agent's worker (--rings 1): the same frames, through shared memory.
+  InProcessWorker w({}, InProcessWorker::Via::rings);
+  w.define(1, FERRY_TEST_MATH_PLUGIN, "square", square_fp);
+  w.task(1, 1, 1, 7);
+  auto [head, rest] = w.result();
+  CHECK(head.call == 1);
+  CHECK(head.status == proto::ResultStatus::ok);
+  CHECK(ferry::detail::decode_value<int>(rest) == 49);
+  w.send(proto::frame(proto::FrameType::shutdown, Buffer()));
+  Frame f = w.read_frame();
+  CHECK(f.header.type == proto::FrameType::bye);
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::clean));
+}
+
+TEST_CASE("WorkerLoop.rings.the_channels_end_means_host_gone") {
+  // Asleep on the ring, the worker still looks at its channel now and then.
+  InProcessWorker w({}, InProcessWorker::Via::rings);
+  ::shutdown(w.host, SHUT_WR);
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::host_gone));
+}
+
+TEST_CASE("WorkerLoop.rings.idle_timeout_says_bye") {
+  ferry::detail::WorkerConfig c;
+  c.idle_timeout = std::chrono::milliseconds(30);
+  InProcessWorker w(c, InProcessWorker::Via::rings);
+  Frame f = w.read_frame();
+  CHECK(f.header.type == proto::FrameType::bye);
+  CHECK(proto::decode_bye(f.view()) == proto::ByeReason::idle_timeout);
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::clean));
+}
+
+TEST_CASE("WorkerLoop.rings.a_corrupt_ring_is_a_protocol_error") {
+  InProcessWorker w({}, InProcessWorker::Via::rings);
+  auto* control = static_cast<ferry::detail::RingControl*>(
+      ::mmap(nullptr, ferry::detail::SharedRings::map_size(ferry::detail::SharedRings::default_capacity),
+             PROT_READ | PROT_WRITE, MAP_SHARED, w.rings.fd(), 0));
+  REQUIRE(control != MAP_FAILED);
+  control->head.store(std::uint64_t{1} << 40);  // far past anything written
+  w.host_out.wake_consumer();
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::protocol_error));
+  ::munmap(control, ferry::detail::SharedRings::map_size(ferry::detail::SharedRings::default_capacity));
 }

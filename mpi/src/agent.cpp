@@ -34,6 +34,7 @@
 #include "wrap/wrap_compiler.hpp"
 #include "pace.hpp"
 #include "wire.hpp"
+#include "wire/ring.hpp"
 
 namespace ferry::mpi::detail {
 
@@ -84,6 +85,10 @@ struct Child {
   FrameForwarder from_worker;
   ferry::detail::Outbox to_worker;
   std::string why;  // set when the agent stopped it, for the host's error
+  // Frames to and from the worker go through shared-memory rings unless FERRY_MPI_RINGS=0; the
+  // socket then carries descriptors, doorbells and the worker's end (wire/ring.hpp).
+  ferry::detail::SharedRings rings;
+  ferry::detail::Ring to_ring, from_ring;
 };
 
 class Agent {
@@ -165,10 +170,24 @@ class Agent {
       } else {
         // The worker's channel and its end wake the agent at once; the host's messages are seen
         // at the next look.
-        short out = child_ && !child_->to_worker.empty() ? POLLOUT : 0;
+        short out = child_ && !child_->rings && !child_->to_worker.empty() ? POLLOUT : 0;
         pollfd p[2] = {{child_ ? child_->sock.get() : -1, static_cast<short>(POLLIN | out), 0},
                        {child_ ? child_->pidfd.get() : -1, POLLIN, 0}};
-        bool napped = pace_.wait(p, 2);
+        // With rings, the worker rings the channel when it writes into a ring while the agent
+        // says it sleeps, or when it reads from a full one the agent waits to write into.
+        const bool rings = child_ && child_->rings;
+        if (rings) {
+          child_->from_ring.set_consumer_waiting(true);
+          child_->to_ring.set_producer_waiting(!child_->to_worker.empty());
+        }
+        bool ready = rings && (!child_->from_ring.empty() ||
+                               (!child_->to_worker.empty() && child_->to_ring.has_room()));
+        bool napped = !ready && pace_.wait(p, 2);
+        if (rings) {
+          child_->from_ring.set_consumer_waiting(false);
+          child_->to_ring.set_producer_waiting(false);
+          child_bell_ = p[0].revents != 0;
+        }
         if (p[1].revents & POLLIN) child_ended_ = true;
         // Nothing from the worker during a nap: the next pass need not read its channel.
         child_quiet_ = napped && !p[0].revents && !p[1].revents && !out;
@@ -239,7 +258,9 @@ class Agent {
     stop_child();
     held_.clear();
     std::size_t nargs = items.empty() ? 0 : std::strtoul(items[0].c_str(), nullptr, 10);
+    static const bool use_rings = ferry::detail::Config::read().mpi_rings;
     std::vector<std::string> args = {"--fd", "3", "--parent", std::to_string(::getpid())};
+    if (use_rings) args.insert(args.end(), {"--rings", "1"});
     std::vector<std::pair<std::string, std::string>> env;
     for (std::size_t i = 1; i < items.size(); ++i) {
       if (i <= nargs) {
@@ -262,6 +283,8 @@ class Agent {
     }
     Fd mine(sv[0]), theirs(sv[1]);
     try {
+      ferry::detail::SharedRings rings;
+      if (use_rings) rings = ferry::detail::SharedRings::create();
       fs::path worker = ferry::default_worker_path();
       for (const auto& [k, v] : env)
         if (k == "FERRY_WORKER") worker = v;  // the host's ExecutorOptions::worker_path
@@ -277,6 +300,16 @@ class Agent {
       child_->pid = p.pid;
       child_->pidfd = std::move(p.pidfd);
       child_->sock = std::move(mine);
+      if (use_rings) {
+        // The rings' memfd is the channel's first byte (sealed: the worker cannot shrink it
+        // under this process's mapping).
+        child_->rings = std::move(rings);
+        child_->to_ring = child_->rings.to_worker();
+        child_->from_ring = child_->rings.to_agent();
+        child_->from_worker.set_descriptor_source(child_->sock.get());
+        if (!ferry::detail::send_all(child_->sock.get(), {std::string_view("", 1)}, child_->rings.fd()))
+          child_->why = "its MPI agent could not give it its rings";  // it ends at EOF: reported
+      }
       ::fcntl(child_->sock.get(), F_SETFL, ::fcntl(child_->sock.get(), F_GETFL) | O_NONBLOCK);
     } catch (const std::exception&) {
       report_exit(-1, 0, 127);
@@ -297,12 +330,27 @@ class Agent {
 
   /// Reads the worker's channel and sends what it wrote to the host, every frame read in this
   /// pass in one message (FrameBatch). False once the channel is closed.
-  bool relay_child(bool& moved) {
+  bool relay_child(bool& moved, bool look_at_channel = true) {
     std::vector<OutFrame> frames;
     bool open = true;
     std::vector<Buffer> nothing_back;  // a worker sends no task frames
     try {
-      open = child_->from_worker.pump(child_->sock.get(), frames, nothing_back);
+      if (child_->rings) {
+        auto& ring = child_->from_ring;
+        if (!child_->from_worker.pump([&ring](char* p, std::size_t n) { return static_cast<ssize_t>(ring.read(p, n)); },
+                                      frames, nothing_back))
+          throw proto::ProtocolError("its ring to the agent is corrupt");
+        if (ring.producer_waits()) ring.wake_producer();
+        // The channel holds doorbells (dropped), descriptors (kept for the frames that announce
+        // them) and the worker's end: looked at after a nap it woke, else now and then.
+        if (look_at_channel || child_bell_) {
+          child_bell_ = false;
+          ssize_t n = child_->from_worker.collect(child_->sock.get());
+          open = !(n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR));
+        }
+      } else {
+        open = child_->from_worker.pump(child_->sock.get(), frames, nothing_back);
+      }
     } catch (const std::exception& e) {
       // Garbage from the worker: it is killed, its end reported with the reason.
       open = false;
@@ -321,9 +369,8 @@ class Agent {
   /// (`look_at_end`), a wait system call per pass costing as much as the relay itself.
   bool pump_child(bool look_at_end) {
     bool moved = false;
-    bool open = relay_child(moved);
-    if (!child_->to_worker.empty() && !child_->to_worker.flush(child_->sock.get()))
-      child_->to_worker.clear();
+    bool open = relay_child(moved, look_at_end);
+    if (!child_->to_worker.empty() && !flush_to_worker()) child_->to_worker.clear();
     ferry::detail::ExitStatus st;
     bool ended = false;
     if (!open) {
@@ -421,7 +468,19 @@ class Agent {
       child_->to_worker.push(std::move(frame), fd, std::move(payload));
       gave_work_ = true;
     }
-    if (!child_->to_worker.flush(child_->sock.get())) child_->to_worker.clear();
+    if (!flush_to_worker()) child_->to_worker.clear();
+  }
+
+  /// Sends what is queued for the worker, through the rings or the channel. False on a hard
+  /// error (the worker gone, or its ring corrupt).
+  bool flush_to_worker() {
+    if (!child_->rings) return child_->to_worker.flush(child_->sock.get());
+    if (child_->to_worker.flush(child_->to_ring, child_->sock.get())) return true;
+    // A worker alive behind a ring it broke would wait for frames that never come: it is
+    // stopped, and its end reported with the reason (the host fails its calls).
+    if (errno == EPROTO && child_->why.empty()) child_->why = "its MPI agent stopped it: its ring from the agent is corrupt";
+    ::kill(child_->pid, SIGKILL);
+    return false;
   }
 
   MPI_Comm comm_;
@@ -445,6 +504,7 @@ class Agent {
   // How often a spinning agent asks whether its worker ended though its channel is open.
   static constexpr std::chrono::milliseconds reap_look_period{1};
   Clock::time_point last_reap_look_{};
+  bool child_bell_ = false;   // the last nap was woken by its channel (rings: a doorbell, its end)
   bool child_ended_ = false;  // its pidfd was seen readable in a nap
   bool child_quiet_ = false;  // the last nap saw nothing on its channel
 

@@ -254,6 +254,17 @@ bool FrameForwarder::pump(int fd, std::vector<OutFrame>& out, std::vector<Buffer
   return true;
 }
 
+bool FrameForwarder::pump(const std::function<ssize_t(char*, std::size_t)>& read,
+                          std::vector<OutFrame>& out, std::vector<Buffer>& back) {
+  for (int round = 0; round < 64; ++round) {
+    ssize_t n = reader_.fill(read);
+    forward_ready(out, back);
+    if (n < 0) return false;
+    if (n == 0) return true;
+  }
+  return true;
+}
+
 void FrameForwarder::take(std::span<const std::string_view> pieces, std::vector<OutFrame>& out,
                           std::vector<Buffer>& back) {
   if (!reader_.feed(pieces)) throw proto::ProtocolError("frames handed over in the middle of one");

@@ -11,6 +11,8 @@
 // frame's chunks arrive.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <ferry/detail/export.hpp>
 #include <mpi.h>
 
@@ -19,6 +21,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -190,6 +193,13 @@ class FrameForwarder {
   /// result. An inline frame other than a task or a result above `largest_message` throws
   /// ProtocolError.
   bool pump(int fd, std::vector<OutFrame>& out, std::vector<Buffer>& back);
+  /// As pump, the bytes from `read` (> 0 bytes, 0 none now, -1 corrupt: a shared-memory ring);
+  /// descriptors from `set_descriptor_source`. False when `read` says -1.
+  bool pump(const std::function<ssize_t(char*, std::size_t)>& read, std::vector<OutFrame>& out,
+            std::vector<Buffer>& back);
+  /// FrameReader::collect and set_descriptor_source, for frames that come from a ring.
+  ssize_t collect(int fd) { return reader_.collect(fd, MSG_DONTWAIT); }
+  void set_descriptor_source(int fd) noexcept { reader_.set_descriptor_source(fd); }
   /// As pump, for whole frames handed over in this process (`pieces` joined) instead of read
   /// from the socket: they come after what was read. @throws ProtocolError while part of a frame
   /// read from the socket is buffered (check partial() first).

@@ -15,8 +15,15 @@
 //   out_of_order    answers the next task (sent behind it) first, and never this one
 //   huge_times      answers with the largest times a result can carry (started, finished, CPU)
 //   claim_huge      announces a 768 MiB result, sends 1 MiB of it, and exits (code 1)
+//   ring_head       (with --rings 1, an MPI agent's worker) sets the head of its ring to the
+//                   agent far past what it wrote
+//   ring_tail       (with --rings 1) answers, then sets the tail of the ring from the agent far
+//                   past what the agent wrote, and reads no more
+// With --rings 1 its frames go through the shared-memory rings (wire/ring.hpp), as ferry-worker's.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -35,6 +42,7 @@
 #include "wire/channel.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
+#include "wire/ring.hpp"
 
 namespace proto = ferry::detail::protocol;
 using ferry::detail::Buffer;
@@ -44,9 +52,54 @@ namespace {
 
 int channel = 3;
 std::string mode;
+ferry::detail::SharedRings rings;
+ferry::detail::Ring to_agent, from_agent;
+ferry::detail::RingControl* control_to_worker = nullptr;  // the same words, poked at directly
+ferry::detail::RingControl* control_to_agent = nullptr;
 
 bool send(const Buffer& b, std::string_view payload = {}, int pass = -1) {
-  return ferry::detail::send_all(channel, {b.view(), payload}, pass);
+  if (!rings) return ferry::detail::send_all(channel, {b.view(), payload}, pass);
+  if (pass >= 0 && !ferry::detail::send_all(channel, {std::string_view("", 1)}, pass)) return false;
+  for (std::string_view p : {b.view(), payload}) {
+    while (!p.empty()) {
+      long n = to_agent.write(p.data(), p.size());
+      if (n < 0) return false;
+      p.remove_prefix(static_cast<std::size_t>(n));
+      if (n == 0) to_agent.wait_for_space(50);
+    }
+  }
+  if (to_agent.consumer_waits()) (void)::send(channel, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  return true;
+}
+
+/// The rings' memfd, the channel's first byte (as ferry-worker's receive_rings).
+void map_rings() {
+  ferry::detail::FrameReader carrier(0);
+  if (carrier.collect(channel, 0, 1) != 1) std::_Exit(3);
+  Fd fd = carrier.take_descriptor();
+  if (!fd) std::_Exit(3);
+  rings = ferry::detail::SharedRings::map(fd.get());
+  to_agent = rings.to_agent();
+  from_agent = rings.to_worker();
+  constexpr std::size_t capacity = ferry::detail::SharedRings::default_capacity;
+  void* base = ::mmap(nullptr, ferry::detail::SharedRings::map_size(capacity), PROT_READ | PROT_WRITE,
+                      MAP_SHARED, fd.get(), 0);
+  if (base == MAP_FAILED) std::_Exit(3);
+  control_to_worker = static_cast<ferry::detail::RingControl*>(base);
+  control_to_agent = reinterpret_cast<ferry::detail::RingControl*>(
+      static_cast<char*>(base) + sizeof(ferry::detail::RingControl) + capacity);
+}
+
+/// The next bytes from the host (or its agent); false when it is gone.
+bool fill(ferry::detail::FrameReader& reader) {
+  if (!rings) return reader.fill(channel, 0) > 0;
+  for (;;) {
+    ssize_t n = reader.fill([](char* into, std::size_t k) { return static_cast<ssize_t>(from_agent.read(into, k)); });
+    if (n != 0) return n > 0;
+    from_agent.wait_for_data(50);
+    ssize_t c = reader.collect(channel, MSG_DONTWAIT);
+    if (c == 0) return false;
+  }
 }
 
 Buffer hello(std::string host, std::uint32_t version = proto::version) {
@@ -75,18 +128,23 @@ Fd memfd(unsigned seals) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i + 1 < argc; ++i)
+  bool with_rings = false;
+  for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--fd") == 0) channel = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--rings") == 0) with_rings = std::strcmp(argv[i + 1], "1") == 0;
+  }
   if (const char* m = std::getenv("FERRY_FAKE_MODE")) mode = m;
+  if (with_rings) map_rings();
   send(hello(mode == "long_host_name" ? std::string(300, 'h') : "fakehost",
              mode == "old_protocol" ? proto::version - 1 : proto::version));
   ferry::detail::FrameReader reader(proto::default_max_frame);
+  if (rings) reader.set_descriptor_source(channel);
   Fd truncate_later;
   std::optional<std::uint64_t> held;  // out_of_order: the call it answers never
   for (;;) {
     ferry::detail::Frame f;
     while (!reader.next(f)) {
-      if (reader.fill(channel, 0) <= 0) return 0;  // the host is gone
+      if (!fill(reader)) return 0;  // the host is gone
     }
     if (f.header.type == proto::FrameType::shutdown) {
       send(proto::encode_bye(proto::ByeReason::shutdown));
@@ -148,6 +206,16 @@ int main(int argc, char** argv) {
       Buffer head = proto::encode_result_head({call, proto::ResultStatus::ok, {}}, claimed);
       send(head, std::string(std::size_t{1} << 20, 'x'));
       std::_Exit(1);
+    } else if (mode == "ring_head" && control_to_agent) {
+      // Once the agent has read the hello (else that is lost with the ring, and the host sees a
+      // worker that never started): the task may come before it.
+      while (control_to_agent->tail.load() != control_to_agent->head.load()) ::sched_yield();
+      control_to_agent->head.store(control_to_agent->head.load() + (std::uint64_t{1} << 40));
+      if (control_to_agent->consumer_waiting.load()) (void)::send(channel, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } else if (mode == "ring_tail" && control_to_worker) {
+      answer_inline(call, value);
+      control_to_worker->tail.store(control_to_worker->tail.load() + (std::uint64_t{1} << 40));
+      for (;;) ::pause();  // reading again would store the true tail back
     } else if (mode == "huge_times") {
       const proto::RunStats huge{UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
       send(proto::encode_result_head({call, proto::ResultStatus::ok, huge}, sizeof value),

@@ -32,6 +32,9 @@
 //                PluginError saying it was not shipped and why
 //   hostile_worker (with FERRY_WORKER the fake worker, FERRY_FAKE_MODE=shm_truncate) a result
 //                in a memfd its worker can shrink is refused by the agent, which goes on
+//   hostile_ring (with FERRY_WORKER the fake worker, FERRY_FAKE_MODE=ring_head or ring_tail) a
+//                worker that corrupts an index of its shared-memory rings is stopped by its agent;
+//                the call fails with TerminatedWorkerError saying why, and the next ones run
 //   trace        tasks, a map and a failure with ExecutorOptions::trace = <scratch dir>/trace.json
 //                (test_mpi reads the file: a track per rank, named by rank and host)
 #include <signal.h>
@@ -158,6 +161,9 @@ void basics(const std::string& plugin_dir) {
   // A worker that dies is reported exactly (its agent saw the signal) and replaced.
   auto died = expect_throw<ferry::TerminatedWorkerError>(__LINE__, [&] { ex.submit(segfault, 0).get(); });
   EXPECT(died.signal() == SIGSEGV);
+  // Its crash report came through its agent too (with rings, written into the ring from the
+  // signal handler).
+  EXPECT(died.remote_stack().find("segfault") != std::string::npos);
   EXPECT(ex.submit(square, 9).get() == 81);
 
   ex.shutdown();
@@ -350,6 +356,20 @@ void hostile_worker(const std::string& plugin_dir) {
   EXPECT(ex.submit(square, 4).get() == 16);
 }
 
+void hostile_ring(const std::string& plugin_dir) {
+  // ring_head: square(1) is answered by a corrupt head. ring_tail: square(1) is answered, then
+  // the worker corrupts the tail its agent writes against, and the next task cannot be written.
+  const std::string mode = std::getenv("FERRY_FAKE_MODE") ? std::getenv("FERRY_FAKE_MODE") : "";
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  if (mode == "ring_tail") EXPECT(ex.submit(square, 1).get() == 1);
+  auto e = expect_throw<ferry::TerminatedWorkerError>(__LINE__, [&] { ex.submit(square, mode == "ring_tail" ? 2 : 1).get(); });
+  std::cout << "stopped: " << e.what() << std::endl;
+  EXPECT(std::string(e.what()).find(mode == "ring_tail" ? "its ring from the agent is corrupt"
+                                                        : "its ring to the agent is corrupt") != std::string::npos);
+  EXPECT(ex.submit(square, 3).get() == 9);  // a new worker on the same agent
+  EXPECT(ex.submit(square, 4).get() == 16);
+}
+
 void trace(const std::string& plugin_dir, const std::string& scratch) {
   auto o = mpi_options(plugin_dir, 2);
   o.trace = scratch + "/trace.json";
@@ -395,6 +415,8 @@ int main(int argc, char** argv) {
       host_killed(plugin_dir, argv[3]);
     } else if (scenario == "ship" && argc == 4) {
       ship(argv[3]);
+    } else if (scenario == "hostile_ring") {
+      hostile_ring(plugin_dir);
     } else if (scenario == "hostile_worker") {
       hostile_worker(plugin_dir);
     } else if (scenario == "ship_refused" && argc == 4) {

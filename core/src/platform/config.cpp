@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<ConfigVariable, 17> table = {{
+constexpr std::array<ConfigVariable, 18> table = {{
     {"FERRY_PLUGIN_PATH", "colon-separated plugin directories, after ExecutorOptions::plugin_dirs",
      "none"},
     {"FERRY_WORKER", "path of ferry-worker", "the one installed with libferry, then $PATH"},
@@ -44,6 +44,10 @@ constexpr std::array<ConfigVariable, 17> table = {{
      "MPI backend: microseconds the hub and agents busy-poll after activity before napping "
      "(0 to 1000000)",
      "500"},
+    {"FERRY_MPI_RINGS",
+     "MPI backend: 1 passes frames between an agent and its worker through shared-memory rings, "
+     "0 through their socket",
+     "1"},
     {"FERRY_MPI_SHIP", "MPI backend: 'always' ships plugins even when a node has the same path",
      "ship only what a node lacks"},
     {"FERRY_MPI_WORKER", "MPI backend: path of ferry-mpi-worker for spawned agents",
@@ -169,6 +173,7 @@ Config Config::read() {
   c.mpi_spin = std::chrono::microseconds(mpi_spin);
   r.flag("FERRY_ALLOW_UNSAFE_PLUGINS", c.allow_unsafe_plugins);
   r.flag("FERRY_DEBUG", c.debug);
+  r.flag("FERRY_MPI_RINGS", c.mpi_rings);
   if (auto v = get("FERRY_MPI_SHIP"); v && !v->empty()) {
     if (*v == "always") {
       c.mpi_ship_always = true;

@@ -44,6 +44,7 @@ struct FERRY_INTERNAL_API Config {
   std::chrono::milliseconds mpi_timeout{3000};              // FERRY_MPI_TIMEOUT_MS
   std::chrono::microseconds mpi_spin{500};                  // FERRY_MPI_SPIN_US
   bool mpi_ship_always = false;                             // FERRY_MPI_SHIP=always
+  bool mpi_rings = true;                                    // FERRY_MPI_RINGS
   std::filesystem::path mpi_worker;                         // FERRY_MPI_WORKER
   std::filesystem::path trace;                              // FERRY_TRACE; empty = no trace
 

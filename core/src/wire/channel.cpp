@@ -63,15 +63,28 @@ ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
   return r;
 }
 
+ssize_t FrameReader::collect(int fd, int flags, std::size_t max) {
+  char scratch[256];
+  return receive(fd, scratch, std::min(max, sizeof scratch), flags);
+}
+
 void FrameReader::claim_fd(Frame& out) {
   out.fd.reset();
   if (!(out.header.flags & protocol::flag_shm)) return;
+  // Sent before the frame's bytes: on the socket by now, unless the peer did not send it (a
+  // peer that keeps writing bytes without one is not read for ever).
+  for (int i = 0; i < 64 && fds_.empty() && descriptor_source_ >= 0; ++i)
+    if (collect(descriptor_source_, MSG_DONTWAIT) <= 0) break;
   if (fds_.empty()) throw protocol::ProtocolError("shared-payload frame without its descriptor");
   out.fd = std::move(fds_.front());
   fds_.pop_front();
 }
 
 ssize_t FrameReader::fill(int fd, int flags) {
+  return fill([&](char* into, std::size_t n) { return receive(fd, into, n, flags); });
+}
+
+ssize_t FrameReader::fill(const std::function<ssize_t(char*, std::size_t)>& read) {
   ssize_t n;
   if (large_) {
     // Room for what comes next, grown as the bytes arrive (twice what has come, 1 MiB at least):
@@ -81,7 +94,7 @@ ssize_t FrameReader::fill(int fd, int flags) {
     if (large_body_.capacity() == large_have_)
       large_body_.reserve(std::min(want, large_have_ + std::max(large_have_, large_step)));
     std::size_t room = std::min(large_body_.capacity(), want) - large_have_;
-    n = receive(fd, large_body_.data() + large_have_, room, flags);
+    n = read(large_body_.data() + large_have_, room);
     if (n > 0) {
       large_have_ += static_cast<std::size_t>(n);
       large_body_.resize(large_have_);
@@ -96,7 +109,7 @@ ssize_t FrameReader::fill(int fd, int flags) {
   std::size_t old = staging_.size();
   staging_.resize(old + chunk);
   try {
-    n = receive(fd, staging_.data() + old, chunk, flags);
+    n = read(staging_.data() + old, chunk);
   } catch (...) {
     staging_.resize(old);
     throw;
@@ -196,6 +209,41 @@ bool send_all(int fd, std::initializer_list<std::string_view> pieces, int pass) 
       }
     }
   }
+  return true;
+}
+
+bool Outbox::flush(Ring& ring, int socket) {
+  bool wrote = false;
+  while (!pieces_.empty()) {
+    Piece& piece = pieces_.front();
+    if (piece.pass >= 0) {
+      char carrier = 0;
+      iovec iov{&carrier, 1};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      OneFd control;
+      attach_fd(msg, control, piece.pass);
+      ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0) return false;
+      piece.pass = -1;
+    }
+    long n = ring.write(piece.view.data() + offset_, piece.view.size() - offset_);
+    if (n < 0) {
+      errno = EPROTO;
+      return false;
+    }
+    if (n == 0) break;
+    wrote = true;
+    offset_ += static_cast<std::size_t>(n);
+    if (offset_ == piece.view.size()) {
+      pieces_.pop_front();
+      offset_ = 0;
+    }
+  }
+  if (wrote) ring.wake_consumer();
   return true;
 }
 

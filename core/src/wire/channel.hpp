@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <span>
@@ -18,6 +19,7 @@
 
 #include "platform/fd.hpp"
 #include "wire/protocol.hpp"
+#include "wire/ring.hpp"
 
 namespace ferry::detail {
 
@@ -45,6 +47,25 @@ class FERRY_INTERNAL_API FrameReader {
   /// One recvmsg(2) with `flags`: > 0 bytes read, 0 at EOF, -1 with errno set (EAGAIN
   /// included). Descriptors passed with the bytes are kept for the frames that announce them.
   ssize_t fill(int fd, int flags);
+  /// As fill, the bytes from `read(into, n)` (> 0 bytes given, 0 none now, -1 an error) instead
+  /// of a socket: a shared-memory ring (wire/ring.hpp).
+  ssize_t fill(const std::function<ssize_t(char*, std::size_t)>& read);
+  /// When the bytes come from a ring, descriptors still come over the socket, each with a byte
+  /// of its own sent before the frame that announces it: one recvmsg(2) of `fd` with `flags`
+  /// keeping the descriptors and dropping the bytes (carriers, doorbells). As fill: > 0, 0 at
+  /// EOF, -1 with errno. At most `max` bytes (1: exactly one carrier, the rest left queued).
+  ssize_t collect(int fd, int flags, std::size_t max = 256);
+  /// Where a frame that announces a descriptor not yet received looks for it (collect, without
+  /// waiting): the socket of a ring's channel. -1 (the default): the descriptors come with the
+  /// bytes, and a frame without one is a protocol error at once.
+  void set_descriptor_source(int fd) noexcept { descriptor_source_ = fd; }
+  /// The oldest descriptor received and not claimed by a frame (empty if none).
+  Fd take_descriptor() {
+    if (fds_.empty()) return Fd();
+    Fd fd = std::move(fds_.front());
+    fds_.pop_front();
+    return fd;
+  }
   /// Whole frames that came another way than the socket (a relay in this thread; `pieces`
   /// joined), read as if they had come next on it. False, and nothing taken, while part of a
   /// frame is buffered.
@@ -70,6 +91,7 @@ class FERRY_INTERNAL_API FrameReader {
   Buffer large_body_;
   std::size_t large_have_ = 0;
   std::deque<Fd> fds_;  // received with the bytes, not yet claimed by a frame
+  int descriptor_source_ = -1;
   ssize_t receive(int fd, char* into, std::size_t n, int flags);
   void claim_fd(Frame& out);
 };
@@ -104,6 +126,10 @@ class FERRY_INTERNAL_API Outbox {
   bool views(std::vector<std::string_view>& out) const;
   /// Sends what the socket accepts now. False on a hard error (peer gone), errno set.
   bool flush(int fd);
+  /// Writes what fits into `ring` and wakes its consumer; a piece's descriptor goes first over
+  /// `socket` with a byte of its own (FrameReader::collect). False on a hard error (a corrupt
+  /// ring, the peer gone), errno set.
+  bool flush(Ring& ring, int socket);
   void clear() noexcept {
     pieces_.clear();
     offset_ = 0;

@@ -6,7 +6,9 @@
 #include "worker/stack_capture.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 
 #include <ferry/detail/invoke.hpp>
 
+#include "wire/ring.hpp"
 #include "wire/stack.hpp"
 
 namespace ferry::detail {
@@ -76,6 +79,7 @@ std::string read_maps() {
 // no memory is used until a crash writes them.
 
 int g_channel = -1;
+Ring* g_ring = nullptr;  // the frame goes there when set (the channel then carries the doorbell)
 std::atomic<long> g_crashing{0};  // the thread reporting a crash (0: none)
 alignas(16) char g_alt_stack[64 * 1024];
 NativeFrame g_frames[max_stack_frames + spare_frames + 1];
@@ -158,7 +162,23 @@ void on_crash(int sig, siginfo_t* info, void* context) {
   std::size_t size = encode_crashed_into(g_frame, sizeof g_frame, static_cast<std::uint32_t>(::getpid()),
                                          static_cast<std::uint32_t>(sig), fault, g_pcs, count,
                                          g_selected, selected);
-  if (size > 0 && g_channel >= 0) write_all(g_channel, g_frame, size);
+  if (size > 0 && g_ring) {
+    // Lock-free: memcpy and atomics. Room is made by the agent, which reads while its worker
+    // works; waited for a bounded time (yielding: the agent may share this vCPU).
+    std::size_t at = 0;
+    for (int tries = 0; at < size && tries < 100000; ++tries) {
+      long wrote = g_ring->write(g_frame + at, size - at);
+      if (wrote < 0) break;
+      at += static_cast<std::size_t>(wrote);
+      if (wrote == 0) ::sched_yield();
+    }
+    if (g_ring->consumer_waits() && g_channel >= 0) {
+      char bell = 0;
+      (void)::send(g_channel, &bell, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+  } else if (size > 0 && g_channel >= 0) {
+    write_all(g_channel, g_frame, size);
+  }
   // SA_RESETHAND put the default action back: raised again, the signal is pending until this
   // handler returns, and then ends the process as it would have (core dump, exit status).
   ::raise(sig);
@@ -190,8 +210,9 @@ RawStack last_throw_stack(std::string_view type) {
   return s;
 }
 
-void install_crash_reporter(int channel_fd) noexcept {
+void install_crash_reporter(int channel_fd, Ring* ring) noexcept {
   g_channel = channel_fd;
+  g_ring = ring;
   stack_t ss{};
   ss.ss_sp = g_alt_stack;
   ss.ss_size = sizeof g_alt_stack;

@@ -14,6 +14,8 @@
 
 namespace ferry::detail {
 
+class Ring;
+
 /// Records the stack of a throw in this thread (the last one wins): its type, and the return
 /// addresses from `thrower` (the throwing function's call of __cxa_throw) outwards. Called by
 /// ferry-worker's __cxa_throw for every exception thrown in the worker, caught or not: it costs
@@ -30,7 +32,9 @@ RawStack last_throw_stack(std::string_view type);
 
 /// Once, in ferry-worker: on SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGTRAP, a handler (on an
 /// alternate stack, so that a stack overflow is reported too) writes a crashed frame to
-/// `channel_fd` and the process then dies of the signal as it would have without it.
-void install_crash_reporter(int channel_fd) noexcept;
+/// `channel_fd` (or into `ring`, the worker's shared-memory ring to its MPI agent, ringing the
+/// agent's doorbell on `channel_fd`) and the process then dies of the signal as it would have
+/// without it.
+void install_crash_reporter(int channel_fd, Ring* ring = nullptr) noexcept;
 
 }  // namespace ferry::detail

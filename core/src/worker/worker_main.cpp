@@ -35,6 +35,7 @@
 #include "platform/debug.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
+#include "wire/ring.hpp"
 #include "wire/shm.hpp"
 #include "worker/containment.hpp"
 #include "worker/stack_capture.hpp"
@@ -134,6 +135,7 @@ class WorkerLoop {
   explicit WorkerLoop(const WorkerConfig& config)
       : config_(config), reader_(config.max_frame_bytes) {
     if (config_.containment) limits_ = config_.containment->executor_limits();
+    if (in_) reader_.set_descriptor_source(config_.fd);  // a shared payload's memfd
   }
 
   int run() {
@@ -179,7 +181,71 @@ class WorkerLoop {
 
  private:
   bool send(const Buffer& b, std::string_view payload = {}) {
+    if (out_) return ring_send({b.view(), payload});
     return send_all(config_.fd, {b.view(), payload});
+  }
+
+  /// Into the ring to the agent, waiting for room as long as the agent is there; a descriptor
+  /// (`pass`) goes first over the channel with a byte of its own (FrameReader::collect).
+  bool ring_send(std::initializer_list<std::string_view> pieces, int pass = -1) {
+    if (pass >= 0 && !send_all(config_.fd, {std::string_view("", 1)}, pass)) return false;
+    for (std::string_view p : pieces) {
+      while (!p.empty()) {
+        long n = out_->write(p.data(), p.size());
+        if (n < 0) {
+          errno = EPROTO;
+          return false;
+        }
+        if (n > 0) {
+          p.remove_prefix(static_cast<std::size_t>(n));
+          if (out_->consumer_waits()) ring_doorbell();
+          continue;
+        }
+        out_->wait_for_space(ring_look_ms);
+        if (agent_gone()) return false;
+      }
+    }
+    return true;
+  }
+
+  /// The agent sleeps in poll on the channel, not on a futex: a byte there wakes it (when it
+  /// says it sleeps waiting for bytes from this worker, or for room in the ring to it).
+  void ring_doorbell() {
+    char bell = 0;
+    (void)::send(config_.fd, &bell, 1, MSG_NOSIGNAL | MSG_DONTWAIT);  // full: it has bells to read
+  }
+
+  /// Whether the channel says the agent is gone (EOF or an error). Descriptors found are kept
+  /// for the frames that announce them.
+  bool agent_gone() {
+    ssize_t n = reader_.collect(config_.fd, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+
+  /// next_frame, from the ring: read what is there, else sleep on the ring's futex (a system call
+  /// less each way than the channel's poll and recvmsg, and the agent's write wakes it at once),
+  /// looking at the channel now and then for the agent's end.
+  int next_ring_frame(Frame& f) {
+    const bool idle_limit = config_.idle_timeout.count() > 0;
+    auto idle_until = std::chrono::steady_clock::now() + config_.idle_timeout;
+    for (;;) {
+      if (reader_.next(f)) return -1;
+      ssize_t n = reader_.fill([this](char* into, std::size_t k) { return static_cast<ssize_t>(in_->read(into, k)); });
+      if (n < 0) throw protocol::ProtocolError("the ring from the agent is corrupt");
+      if (n > 0) {
+        if (in_->producer_waits()) ring_doorbell();
+        continue;
+      }
+      usage_fresh_ = false;  // waiting: what this thread spends now is no call's
+      int ms = ring_look_ms;
+      if (idle_limit && !reader_.partial()) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(idle_until - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return bye(protocol::ByeReason::idle_timeout);
+        ms = static_cast<int>(std::min<long long>(ms, left.count() + 1));
+      }
+      in_->wait_for_data(ms);
+      if (in_->empty() && agent_gone()) return static_cast<int>(WorkerExit::host_gone);
+    }
   }
 
   int bye(protocol::ByeReason reason) {
@@ -189,6 +255,7 @@ class WorkerLoop {
 
   /// -1 with a frame in `f`, or an exit code.
   int next_frame(Frame& f) {
+    if (in_) return next_ring_frame(f);
     for (;;) {
       if (reader_.next(f)) return -1;
       ssize_t n = -1;
@@ -382,7 +449,7 @@ class WorkerLoop {
       // memory now belongs to the host; this worker drops its mapping.
       Buffer out = protocol::encode_shared_result(call, result_.size(), stats_);
       seal_for_peer(result_.fd());  // the host maps only a block nobody can shrink
-      bool ok = send_all(config_.fd, {out.view()}, result_.fd());
+      bool ok = out_ ? ring_send({out.view()}, result_.fd()) : send_all(config_.fd, {out.view()}, result_.fd());
       result_.give_away();
       result_ = Buffer();
       return ok;
@@ -468,6 +535,11 @@ class WorkerLoop {
   int fd_last_lowest_ = 0;             // lowest free descriptor when last counted
   std::size_t fd_allowance_ = 0;
   FrameReader reader_;
+  Ring* in_ = config_.ring_in;    // from the agent, or none
+  Ring* out_ = config_.ring_out;  // to the agent, or none
+  // How long the worker sleeps on a ring before it looks at the channel for the agent's end (the
+  // agent's death also ends it by PR_SET_PDEATHSIG).
+  static constexpr int ring_look_ms = 250;
   LibraryCache libs_;
   std::unordered_map<std::uint32_t, Ref> refs_;
   Buffer result_, error_;
@@ -487,7 +559,7 @@ bool parse_number(const char* s, unsigned long long& out) {
 
 constexpr const char* usage_text =
     "usage: ferry-worker [--fd N] [--parent PID] [--idle-timeout-ms MS] [--max-memory-growth BYTES]\n"
-    "                    [--max-tasks N] [--spin-us US] [--max-frame-bytes BYTES]\n"
+    "                    [--max-tasks N] [--spin-us US] [--max-frame-bytes BYTES] [--rings 0|1]\n"
     "                    [--limits MEMORY,CPU_SECONDS,OPEN_FILES,PROCESSES,FILE_SIZE]\n"
     "                    [--sandbox FLAGS] [--read PATH]... [--write PATH]...\n"
     "       ferry-worker --version\n"
@@ -517,8 +589,26 @@ int run_worker(const WorkerConfig& config) {
   return loop.run();
 }
 
+/// The rings' memfd, the first byte on the channel; "" or why not.
+std::string receive_rings(int fd, SharedRings& rings) {
+  FrameReader carrier(0);
+  ssize_t n;
+  do {
+    n = carrier.collect(fd, 0, 1);  // the one byte: what follows is the loop's
+  } while (n < 0 && errno == EINTR);
+  try {
+    Fd memfd = n > 0 ? carrier.take_descriptor() : Fd();
+    if (!memfd) return "no rings on the channel";
+    rings = SharedRings::map(memfd.get());
+  } catch (const std::exception& e) {
+    return std::string("cannot map the rings: ") + e.what();
+  }
+  return {};
+}
+
 int worker_main(int argc, char** argv) {
   WorkerConfig config;
+  bool rings_wanted = false;
   ContainmentConfig contain;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
@@ -560,6 +650,7 @@ int worker_main(int argc, char** argv) {
     else if (a == "--max-tasks") config.max_tasks = v;
     else if (a == "--spin-us") config.spin = std::chrono::microseconds(v);
     else if (a == "--max-frame-bytes") config.max_frame_bytes = v;
+    else if (a == "--rings") rings_wanted = v != 0;
     else if (a == "--sandbox") {
       contain.sandbox = true;
       contain.network = v & 1;
@@ -576,6 +667,21 @@ int worker_main(int argc, char** argv) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != config.parent) return static_cast<int>(WorkerExit::host_gone);
   }
+  // With --rings 1 (an MPI agent's worker) the channel's first byte carries the memfd of the
+  // shared-memory rings (wire/ring.hpp); the frames then go through them.
+  SharedRings rings;
+  Ring ring_in, ring_out;
+  if (rings_wanted) {
+    std::string why = receive_rings(config.fd, rings);
+    if (!why.empty()) {
+      std::fprintf(stderr, "ferry-worker: %s\n", why.c_str());
+      return static_cast<int>(WorkerExit::io_error);
+    }
+    ring_in = rings.to_worker();
+    ring_out = rings.to_agent();
+    config.ring_in = &ring_in;
+    config.ring_out = &ring_out;
+  }
   if (::fcntl(config.fd, F_GETFD) < 0) {
     std::fprintf(stderr, "ferry-worker: descriptor %d is not open\n", config.fd);
     return static_cast<int>(WorkerExit::usage);
@@ -591,7 +697,7 @@ int worker_main(int argc, char** argv) {
   config.containment = &containment;
   // After the containment (whose guardian must not inherit it): a fatal signal sends a crashed
   // frame with the stack (TerminatedWorkerError::remote_stack).
-  install_crash_reporter(config.fd);
+  install_crash_reporter(config.fd, config.ring_out);
   int code = run_worker(config);
   containment.finish();
   if (contain.sandbox) {

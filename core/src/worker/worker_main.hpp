@@ -10,6 +10,8 @@
 
 namespace ferry::detail {
 
+class Ring;
+
 class Containment;
 
 struct WorkerConfig {
@@ -23,6 +25,10 @@ struct WorkerConfig {
   /// Set up by worker_main before the loop (worker/containment.hpp): the loop applies each task's
   /// limits and reports a limit that explains a failure. nullptr: none (in-process tests).
   Containment* containment = nullptr;
+  /// The shared-memory rings to and from an MPI agent (`--rings`, wire/ring.hpp), or none: then
+  /// every frame goes over the channel.
+  Ring* ring_in = nullptr;
+  Ring* ring_out = nullptr;
 };
 
 /// Runs the loop on an open channel; returns the process exit code (protocol::WorkerExit).
