@@ -3,8 +3,10 @@
 #include "crash.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -199,6 +201,24 @@ int throw_after_caught(int x) {
   return v.at(static_cast<std::size_t>(x) + 5);
 }
 
+int crash_in_child(int x) {
+  pid_t child = ::fork();
+  if (child < 0) throw std::runtime_error("fork failed");
+  if (child == 0) {
+    volatile int* p = nullptr;
+    *p = x;
+    ::_exit(1);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  // Time for whatever the child's crash handler wrote to be read on the other side before this
+  // result follows it (an MPI agent reading its ring), so that a stray write shows.
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  while (std::chrono::steady_clock::now() < until) ::sched_yield();
+  return x;
+}
+
 FERRY_TASK(take_faulty);
 FERRY_TASK(make_faulty);
 FERRY_TASK(throw_runtime_error);
@@ -228,3 +248,4 @@ FERRY_TASK(throw_in_named_function);
 FERRY_TASK(segfault_in_named_function);
 FERRY_TASK(throw_and_catch);
 FERRY_TASK(throw_after_caught);
+FERRY_TASK(crash_in_child);

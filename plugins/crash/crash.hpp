@@ -130,6 +130,9 @@ FERRY_EXPORT int gated_throw(int id, const std::string& dir);
 FERRY_EXPORT int leak_descriptors(int count);
 /// Opens and closes one descriptor: fails (std::system_error) when the process has none left.
 FERRY_EXPORT int open_one_descriptor(int x);
+/// Forks a child that dies of SIGSEGV (the worker's crash handler runs in it too), waits for it,
+/// and returns x: the worker and its channel must not notice.
+FERRY_EXPORT int crash_in_child(int x);
 /// An initializer: sets a process-wide flag that `initialized` reports.
 FERRY_EXPORT void init_flag();
 FERRY_EXPORT int initialized();

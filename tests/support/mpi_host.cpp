@@ -165,6 +165,10 @@ void basics(const std::string& plugin_dir) {
   // signal handler).
   EXPECT(died.remote_stack().find("segfault") != std::string::npos);
   EXPECT(ex.submit(square, 9).get() == 81);
+  // A child the task forked dies of a signal: the worker's handler runs in it, and must write
+  // nothing into the worker's ring (its frames would be broken) nor end the worker.
+  EXPECT(ex.submit(crash_in_child, 6).get() == 6);
+  EXPECT(ex.submit(square, 5).get() == 25);
 
   ex.shutdown();
   expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { ex.submit(square, 1); });

@@ -80,6 +80,7 @@ std::string read_maps() {
 
 int g_channel = -1;
 Ring* g_ring = nullptr;  // the frame goes there when set (the channel then carries the doorbell)
+pid_t g_ring_owner = 0;  // the worker: a process its task forked must not write into its ring
 std::atomic<long> g_crashing{0};  // the thread reporting a crash (0: none)
 alignas(16) char g_alt_stack[64 * 1024];
 NativeFrame g_frames[max_stack_frames + spare_frames + 1];
@@ -162,7 +163,10 @@ void on_crash(int sig, siginfo_t* info, void* context) {
   std::size_t size = encode_crashed_into(g_frame, sizeof g_frame, static_cast<std::uint32_t>(::getpid()),
                                          static_cast<std::uint32_t>(sig), fault, g_pcs, count,
                                          g_selected, selected);
-  if (size > 0 && g_ring) {
+  if (g_ring && ::getpid() != g_ring_owner) {
+    // A child the task forked shares the mapping but not the worker's index: its write would
+    // land in the middle of the worker's frames. The host ignores such a crash anyway.
+  } else if (size > 0 && g_ring) {
     // Lock-free: memcpy and atomics. Room is made by the agent, which reads while its worker
     // works; waited for a bounded time (yielding: the agent may share this vCPU).
     std::size_t at = 0;
@@ -213,6 +217,7 @@ RawStack last_throw_stack(std::string_view type) {
 void install_crash_reporter(int channel_fd, Ring* ring) noexcept {
   g_channel = channel_fd;
   g_ring = ring;
+  g_ring_owner = ::getpid();
   stack_t ss{};
   ss.ss_sp = g_alt_stack;
   ss.ss_size = sizeof g_alt_stack;
