@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "wire/channel.hpp"
 #include "wire/protocol.hpp"
 #include "platform/spawn.hpp"
 #include "support/fixture.hpp"
@@ -355,6 +357,23 @@ TEST_CASE("Spawn.worker_bad_option_exits_usage") {
   CHECK(s.exit_code == static_cast<int>(protocol::WorkerExit::usage));
   CHECK(s.exit_code == 64);
   CHECK(out.find("usage: ferry-worker") != std::string::npos);
+}
+
+TEST_CASE("Spawn.worker_with_rings_refuses_a_channel_that_does_not_carry_them") {
+  // `--rings 1` (an MPI agent's worker): the channel's first byte must carry a memfd of the
+  // rings' size. Anything else ends the worker at once, before its hello.
+  Child c = spawn_with_channel(FERRY_TEST_WORKER, {"--rings", "1"});
+  SUBCASE("a byte without a descriptor") { REQUIRE(::send(c.host.get(), "x", 1, MSG_NOSIGNAL) == 1); }
+  SUBCASE("a memfd of another size") {
+    Fd memfd(::memfd_create("not-rings", MFD_CLOEXEC));
+    REQUIRE(memfd);
+    REQUIRE(::ftruncate(memfd.get(), 4096) == 0);
+    REQUIRE(send_all(c.host.get(), {std::string_view("", 1)}, memfd.get()));
+  }
+  SUBCASE("the channel's end") { ::shutdown(c.host.get(), SHUT_WR); }
+  ExitStatus s = reap(c.proc.pid);
+  CHECK(s.known);
+  CHECK(s.exit_code == static_cast<int>(protocol::WorkerExit::io_error));
 }
 
 TEST_CASE("Spawn.worker_started_directly_says_hello_on_fd_3") {

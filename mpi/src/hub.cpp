@@ -293,7 +293,7 @@ class Hub {
       return;
     }
     std::error_code ec;
-    path = fs::absolute(*found, ec).string();
+    if (fs::path absolute = fs::absolute(*found, ec); !ec) path = absolute.string();
     if (std::string why = ferry::detail::untrusted_reason(path); !why.empty() && !ferry::detail::unsafe_allowed_by_environment()) {
       std::lock_guard lock(mu_);
       spawn_failure_ = "refusing to start ferry's MPI node agent: " + why +

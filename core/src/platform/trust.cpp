@@ -14,8 +14,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
 #include <deque>
+#include <map>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include <ferry/errors.hpp>
@@ -45,7 +48,7 @@ void push_front_components(std::deque<std::string>& todo, const fs::path& p) {
 /// is when `gid` is the owner's primary group, the group lists no member but the owner, and no
 /// other account the system lists has it as its primary group. Unknown (an account or group that
 /// cannot be read) is not private. The same allowance as Debian's OpenSSH makes for StrictModes.
-bool group_private_to(gid_t gid, uid_t owner) {
+bool group_private_lookup(gid_t gid, uid_t owner) {
   // The reentrant lookups say ERANGE when an entry does not fit the buffer: grow it and ask again
   // (up to 16 MiB; past that, unknown).
   std::vector<char> buf(16384);
@@ -64,10 +67,8 @@ bool group_private_to(gid_t gid, uid_t owner) {
     return false;
   for (char** m = gr.gr_mem; m && *m; ++m)
     if (name != *m) return false;
-  // Another account whose primary group this is acts in it too. The enumeration's position is
-  // one per process: taken under a lock, so two checks do not interleave theirs.
-  static std::mutex enumeration;
-  std::lock_guard<std::mutex> lock(enumeration);
+  // Another account whose primary group this is acts in it too. (The enumeration's position is
+  // one per process: the caller holds a lock, so two checks do not interleave theirs.)
   bool alone = true;
   ::setpwent();
   for (;;) {
@@ -81,6 +82,34 @@ bool group_private_to(gid_t gid, uid_t owner) {
   }
   ::endpwent();
   return alone;
+}
+
+/// group_private_lookup, remembered for a few seconds unless /etc/passwd or /etc/group changes:
+/// every `TaskRef` submission is checked (PluginIndex::check_safe), and a lookup reads the whole
+/// password database.
+bool group_private_to(gid_t gid, uid_t owner) {
+  struct Verdict {
+    bool private_group;
+    std::chrono::steady_clock::time_point at;
+    struct timespec passwd, group;
+  };
+  auto changed = [](const char* file) {
+    struct stat st {};
+    return ::stat(file, &st) == 0 ? st.st_mtim : timespec{};
+  };
+  static std::mutex mu;
+  static std::map<std::pair<gid_t, uid_t>, Verdict> verdicts;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto now = std::chrono::steady_clock::now();
+  const timespec passwd = changed("/etc/passwd"), group = changed("/etc/group");
+  auto same = [](const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; };
+  auto key = std::make_pair(gid, owner);
+  if (auto it = verdicts.find(key); it != verdicts.end() && now - it->second.at < std::chrono::seconds(5) &&
+                                    same(it->second.passwd, passwd) && same(it->second.group, group))
+    return it->second.private_group;
+  bool verdict = group_private_lookup(gid, owner);
+  verdicts[key] = Verdict{verdict, now, passwd, group};
+  return verdict;
 }
 
 /// Why `st` (the `final` component, or a directory on the way) is not trusted; "" when it is.

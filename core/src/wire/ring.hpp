@@ -77,7 +77,7 @@ class FERRY_INTERNAL_API Ring {
 };
 
 /// The mapping of both directions: [control to worker][data][control to agent][data], in a
-/// memfd the agent creates and passes to its worker (`--ring`).
+/// memfd the agent creates and passes to its worker (`--rings 1`).
 class FERRY_INTERNAL_API SharedRings {
  public:
   static constexpr std::size_t default_capacity = 256 * 1024;
