@@ -3,14 +3,18 @@
 // (which then act as a task would), and ferry-worker's containment options. The hostile tasks
 // through an Executor are tests/test_sandbox.cpp's.
 #include <fcntl.h>
+#include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +97,19 @@ std::filesystem::path temp_dir() {
   std::string templ = (std::filesystem::temp_directory_path() / "ferry-containment-XXXXXX").string();
   REQUIRE(::mkdtemp(templ.data()) != nullptr);
   return templ;
+}
+
+/// In a forked child: as root, become nobody (65534), as an ordinary user's worker runs; already
+/// another user, nothing to do. False when it could not.
+bool become_another_user() {
+  if (::geteuid() != 0) return true;
+  const uid_t nobody = 65534;
+  if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+      ::setresuid(nobody, nobody, nobody) != 0)
+    return false;
+  // An ordinary user's processes are dumpable; the change of credentials made this one not.
+  ::prctl(PR_SET_DUMPABLE, 1);
+  return true;
 }
 
 /// Writes all of `v` to `fd` (the child's report to the test).
@@ -402,14 +419,18 @@ TEST_CASE("Containment.sandbox.network_and_exec_when_allowed") {
 namespace {
 
 /// ferry-worker with `args`; returns its exit code, and the first frame it sent in `first`.
+/// As another user (become_another_user): 126 when that user cannot run the program here.
 int run_worker_program(const std::vector<std::string>& args, proto::FrameType* first,
-                       const std::function<void(int host, int worker_pid)>& then = {}) {
+                       const std::function<void(int host, int worker_pid)>& then = {},
+                       bool another_user = false) {
   int sv[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     ::dup2(sv[1], 3);
+    if (another_user && !become_another_user()) _exit(125);
+    if (::access(FERRY_TEST_WORKER, X_OK) != 0) _exit(126);
     std::vector<char*> argv{const_cast<char*>(FERRY_TEST_WORKER), const_cast<char*>("--fd"),
                             const_cast<char*>("3")};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -454,33 +475,43 @@ TEST_CASE("Containment.worker_program.parses_its_options") {
 }
 
 TEST_CASE("Containment.worker_program.runs_a_plugin_task_in_its_sandbox") {
-  proto::FrameType first{};
-  int code = run_worker_program(
-      {"--sandbox", "0", "--read", FERRY_TEST_PLUGIN_DIR, "--limits", "0,0,0,0,0"}, &first, [](int host, int) {
-        using ferry::detail::Buffer;
-        Buffer args;
-        ferry::detail::encode_values(args, 7);
-        // limits frame first: the tasks that follow get these.
-        proto::TaskLimits l;
-        l.open_files = 200;
-        REQUIRE(ferry::detail::send_all(host, {proto::encode_limits(l).view()}));
-        REQUIRE(ferry::detail::send_all(
-            host, {proto::encode_define({0, proto::RefKind::plugin, FERRY_TEST_MATH_PLUGIN, "square",
-                                         ferry::detail::Signature<int, int>::fingerprint, "sig"})
-                       .view()}));
-        Buffer head = proto::encode_task_head({1, 0, 1}, args.size());
-        REQUIRE(ferry::detail::send_all(host, {head.view(), args.view()}));
-        ferry::detail::FrameReader reader(proto::default_max_frame);
-        ferry::detail::Frame f;
-        while (!reader.next(f)) REQUIRE(reader.fill(host, 0) > 0);
-        REQUIRE(f.header.type == proto::FrameType::result);
-        proto::BodyReader r(f.view());
-        auto h = proto::decode_result_head(r);
-        CHECK(h.status == proto::ResultStatus::ok);
-        CHECK(ferry::detail::decode_value<int>(r.rest()) == 49);
-      });
-  CHECK(first == proto::FrameType::hello);
-  CHECK(code == static_cast<int>(proto::WorkerExit::host_gone));
+  // As this test's user, and as an ordinary user (the worker then builds a user namespace).
+  for (bool another_user : {false, true}) {
+    CAPTURE(another_user);
+    proto::FrameType first{};
+    int code = run_worker_program(
+        {"--sandbox", "0", "--read", FERRY_TEST_PLUGIN_DIR, "--limits", "0,0,0,0,0"}, &first,
+        [](int host, int) {
+          using ferry::detail::Buffer;
+          Buffer args;
+          ferry::detail::encode_values(args, 7);
+          // limits frame first: the tasks that follow get these.
+          proto::TaskLimits l;
+          l.open_files = 200;
+          REQUIRE(ferry::detail::send_all(host, {proto::encode_limits(l).view()}));
+          REQUIRE(ferry::detail::send_all(
+              host, {proto::encode_define({0, proto::RefKind::plugin, FERRY_TEST_MATH_PLUGIN, "square",
+                                           ferry::detail::Signature<int, int>::fingerprint, "sig"})
+                         .view()}));
+          Buffer head = proto::encode_task_head({1, 0, 1}, args.size());
+          REQUIRE(ferry::detail::send_all(host, {head.view(), args.view()}));
+          ferry::detail::FrameReader reader(proto::default_max_frame);
+          ferry::detail::Frame f;
+          while (!reader.next(f)) REQUIRE(reader.fill(host, 0) > 0);
+          REQUIRE(f.header.type == proto::FrameType::result);
+          proto::BodyReader r(f.view());
+          auto h = proto::decode_result_head(r);
+          CHECK(h.status == proto::ResultStatus::ok);
+          CHECK(ferry::detail::decode_value<int>(r.rest()) == 49);
+        },
+        another_user);
+    if (code == 126 && another_user) {
+      MESSAGE("nobody cannot run the build's ferry-worker here (a private build directory)");
+      continue;
+    }
+    CHECK(first == proto::FrameType::hello);
+    CHECK(code == static_cast<int>(proto::WorkerExit::host_gone));
+  }
 }
 
 TEST_CASE("Containment.worker_program.file_size_signal_is_a_contained_frame") {
@@ -510,4 +541,221 @@ TEST_CASE("Containment.worker_program.file_size_signal_is_a_contained_frame") {
       });
   CHECK(first == proto::FrameType::hello);
   CHECK(code == static_cast<int>(proto::WorkerExit::contained));
+}
+
+// ---- Without root: the user namespace ----------------------------------------------------------
+// Users rarely run as root: their workers end their descendants through a user namespace, and
+// limit processes with RLIMIT_NPROC inside it. As root, a child becomes nobody first.
+
+namespace {
+
+/// A child of the task that leaves the session and forks a grandchild; both pause, or the
+/// grandchild execs `exec` when given. Reports both pids to `report_fd`.
+void start_descendants(int report_fd, const char* exec = nullptr, bool hide = false) {
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::setsid();
+    if (hide) ::prctl(PR_SET_DUMPABLE, 0);
+    pid_t grandchild = ::fork();
+    if (grandchild == 0) {
+      if (exec) ::execl(exec, exec, "1000", static_cast<char*>(nullptr));
+      for (;;) ::pause();
+    }
+    report(report_fd, grandchild);
+    for (;;) ::pause();
+  }
+  report(report_fd, child);
+}
+
+/// Reads the two pids start_descendants reported.
+std::array<pid_t, 2> read_descendants(int fd) {
+  std::array<pid_t, 2> pids{};
+  REQUIRE(::read(fd, &pids[0], sizeof(pid_t)) == sizeof(pid_t));
+  REQUIRE(::read(fd, &pids[1], sizeof(pid_t)) == sizeof(pid_t));
+  return pids;
+}
+
+}  // namespace
+
+TEST_CASE("Containment.unprivileged.descendants_end_with_a_killed_worker") {
+  for (bool hide : {false, true}) {
+    // hide: the task's child makes itself undumpable, which keeps /proc/PID/ns/user from
+    // other processes of its user.
+    CAPTURE(hide);
+    int pipe_fds[2], summary[2];
+    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(summary, O_CLOEXEC) == 0);
+    Child worker([&](int channel) {
+      if (!become_another_user()) return 1;
+      Containment c;
+      if (!c.setup({}, channel).empty()) return 2;
+      REQUIRE(::write(summary[1], c.summary().data(), c.summary().size()) > 0);
+      ::close(summary[1]);
+      start_descendants(pipe_fds[1], nullptr, hide);
+      for (;;) ::pause();
+    });
+    ::close(pipe_fds[1]);
+    ::close(summary[1]);
+    char text[256] = {};
+    REQUIRE(::read(summary[0], text, sizeof text - 1) > 0);
+    ::close(summary[0]);
+    CHECK(std::string(text).find("user namespace") != std::string::npos);
+    auto d = read_descendants(pipe_fds[0]);
+    ::close(pipe_fds[0]);
+    CHECK(!ended(d[0]));
+    CHECK(!ended(d[1]));
+    ::kill(worker.pid, SIGKILL);
+    CHECK(worker.wait() == 128 + SIGKILL);
+    CHECK(support::wait_until([&] { return ended(d[0]) && ended(d[1]); }, std::chrono::seconds(2)));
+    ::kill(d[0], SIGKILL);  // what the guardian missed, if it did
+    ::kill(d[1], SIGKILL);
+  }
+}
+
+TEST_CASE("Containment.unprivileged.processes_limit_holds_in_the_user_namespace") {
+  Child worker([](int channel) {
+    if (!become_another_user()) return 1;
+    Containment c;
+    if (!c.setup({}, channel).empty()) return 2;
+    proto::TaskLimits limits;
+    limits.processes = 2;
+    c.begin_task(limits);
+    std::vector<pid_t> children;
+    int refused = 0;
+    for (int i = 0; i < 5; ++i) {
+      pid_t p = ::fork();
+      if (p == 0) {
+        for (;;) ::pause();
+      }
+      if (p > 0) children.push_back(p);
+      else if (errno == EAGAIN) ++refused;
+    }
+    for (pid_t p : children) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+    if (tsan ? children.empty() || children.size() > 2 : children.size() != 2 || refused != 3) return 3;
+    // Explained as the limit, after a failure.
+    auto m = c.explain_failure("std::system_error", std::strerror(EAGAIN));
+    if (!m || m->kind != proto::ContainedKind::processes || m->value != 2) return 4;
+    // Lifted again: forks succeed.
+    c.begin_task({});
+    for (int i = 0; i < 4; ++i) {
+      pid_t p = ::fork();
+      if (p == 0) _exit(0);
+      if (p < 0) return 5;
+      ::waitpid(p, nullptr, 0);
+    }
+    return 0;
+  });
+  CHECK(worker.wait() == 0);
+}
+
+TEST_CASE("Containment.unprivileged.sandbox_builds_its_network_namespace") {
+  Child worker([](int channel) {
+    if (!become_another_user()) return 1;
+    Containment c;
+    ContainmentConfig config;
+    config.sandbox = true;
+    if (!c.setup(config, channel).empty()) return 2;
+    const std::string& s = c.summary();
+    if (s.find("user namespace") == std::string::npos || s.find("network namespace") == std::string::npos ||
+        s.find("Landlock") == std::string::npos || s.find("seccomp") == std::string::npos)
+      return 3;
+    if (::open("/root", O_RDONLY | O_CLOEXEC) >= 0) return 4;
+    ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // a violation
+    return 5;
+  });
+  auto f = worker.frame();
+  REQUIRE(f.header.type == proto::FrameType::contained);
+  CHECK(proto::decode_contained(f.view()).name == "socket");
+  CHECK(worker.wait() == static_cast<int>(proto::WorkerExit::contained));
+}
+
+// ---- Neither a pids cgroup nor a user namespace: subreaper and tag ----------------------------
+// The last resort. As root, the child hides the cgroup file system in a mount namespace of its
+// own (a root worker does not try a user namespace).
+
+namespace {
+
+/// In a forked child, as root: no cgroup file system to make a pids cgroup in. False when it
+/// could not (not root, or no mount namespace).
+bool hide_cgroups() {
+  return ::geteuid() == 0 && ::unshare(CLONE_NEWNS) == 0 &&
+         ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+         ::mount("none", "/sys/fs/cgroup", "tmpfs", 0, "size=4k") == 0;
+}
+
+}  // namespace
+
+TEST_CASE("Containment.last_resort.tagged_descendants_end_with_a_killed_worker") {
+  if (::geteuid() != 0) {
+    MESSAGE("not root: cannot take the cgroup file system away here");
+    return;
+  }
+  int pipe_fds[2];
+  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+  Child worker([&](int channel) {
+    if (!hide_cgroups()) return 1;
+    Containment c;
+    if (!c.setup({}, channel).empty()) return 2;
+    if (c.summary().find("subreaper") == std::string::npos) return 3;
+    // The tag is in the environment of what the task's processes exec.
+    start_descendants(pipe_fds[1], "/bin/sleep");
+    for (;;) ::pause();
+  });
+  ::close(pipe_fds[1]);
+  auto d = read_descendants(pipe_fds[0]);
+  ::close(pipe_fds[0]);
+  // The grandchild has exec'd once its environment shows the tag.
+  CHECK(support::wait_until([&] {
+    std::ifstream in("/proc/" + std::to_string(d[1]) + "/environ");
+    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return env.find("FERRY_WORKER_TAG=") != std::string::npos;
+  }));
+  ::kill(worker.pid, SIGKILL);
+  CHECK(worker.wait() == 128 + SIGKILL);
+  CHECK(support::wait_until([&] { return ended(d[1]); }, std::chrono::seconds(2)));
+  // The child never exec'd: /proc shows no tag for it, it outlives a killed worker (the weakest
+  // of the three ways, design §15).
+  CHECK(!ended(d[0]));
+  ::kill(d[0], SIGKILL);
+}
+
+TEST_CASE("Containment.last_resort.finish_ends_every_descendant") {
+  if (::geteuid() != 0) {
+    MESSAGE("not root: cannot take the cgroup file system away here");
+    return;
+  }
+  int pipe_fds[2];
+  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+  Child worker([&](int channel) {
+    if (!hide_cgroups()) return 1;
+    Containment c;
+    if (!c.setup({}, channel).empty()) return 2;
+    int inner[2];
+    if (::pipe2(inner, O_CLOEXEC) != 0) return 3;
+    start_descendants(inner[1]);  // a child with a child of its own
+    // And an orphan: its parent exits, it comes back to the worker (the subreaper).
+    pid_t parent = ::fork();
+    if (parent == 0) {
+      start_descendants(inner[1]);
+      _exit(0);
+    }
+    ::waitpid(parent, nullptr, 0);
+    // All four started (and told the test) before the worker's clean exit.
+    for (int i = 0; i < 2; ++i) report(pipe_fds[1], read_descendants(inner[0]));
+    c.finish();
+    return 0;
+  });
+  ::close(pipe_fds[1]);
+  auto a = read_descendants(pipe_fds[0]);
+  auto b = read_descendants(pipe_fds[0]);
+  ::close(pipe_fds[0]);
+  CHECK(worker.wait() == 0);
+  for (pid_t p : {a[0], a[1], b[0], b[1]}) {
+    CAPTURE(p);
+    CHECK(support::wait_until([&] { return ended(p); }, std::chrono::seconds(2)));
+    ::kill(p, SIGKILL);
+  }
 }

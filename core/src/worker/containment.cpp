@@ -194,6 +194,24 @@ void kill_listed(char* list) {
   }
 }
 
+/// SIGKILLs every child of this process (of any of its threads); true when it had one.
+bool kill_children() {
+  DIR* tasks = ::opendir("/proc/self/task");
+  if (!tasks) return false;
+  bool found = false;
+  static char list[1 << 16];
+  while (dirent* e = ::readdir(tasks)) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    char path[300];
+    std::snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+    if (read_small(path, list, sizeof list) <= 0) continue;
+    found = true;
+    kill_listed(list);
+  }
+  ::closedir(tasks);
+  return found;
+}
+
 /// SIGKILLs every process of the cgroup until none is left (a process may fork while the list is
 /// read: repeat), at most one second.
 void empty_cgroup(const std::string& dir) {
@@ -458,6 +476,31 @@ std::string load_seccomp(bool network, bool exec) {
   return why;
 }
 
+/// Without root, the guardian finds the worker's descendants by /proc/PID/ns/user, which the
+/// kernel keeps from it for a process that made itself undumpable: that takes CAP_SYS_PTRACE over
+/// the user namespace the process's memory belongs to, and for a process the worker forked that
+/// is the one the worker was started in, not its own. prctl(PR_SET_DUMPABLE, 0) therefore fails
+/// with EPERM in the worker and everything it starts. Holding CAP_SYS_ADMIN in its new user
+/// namespace, the worker installs the filter without no_new_privs. The 32-bit calls of the
+/// machine are filtered too; those of another architecture fail with ENOSYS.
+std::string keep_descendants_visible() {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (!ctx) return "seccomp_init failed";
+  seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+  seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ERRNO(ENOSYS));
+  std::uint32_t native = seccomp_arch_native();
+  int rc = native == SCMP_ARCH_X86_64 ? seccomp_arch_add(ctx, SCMP_ARCH_X86)
+           : native == SCMP_ARCH_AARCH64 ? seccomp_arch_add(ctx, SCMP_ARCH_ARM)
+                                         : 0;
+  if (rc == -EEXIST) rc = 0;
+  if (rc == 0)
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 2,
+                          SCMP_A0(SCMP_CMP_EQ, PR_SET_DUMPABLE), SCMP_A1(SCMP_CMP_EQ, 0));
+  if (rc == 0) rc = seccomp_load(ctx);
+  seccomp_release(ctx);
+  return rc == 0 ? "" : std::string("seccomp filter for PR_SET_DUMPABLE: ") + std::strerror(-rc);
+}
+
 bool drop_capabilities() {
   // The bounding set first (needs CAP_SETPCAP, gone after capset): no exec can bring them back.
   for (int cap = 0; cap < 64; ++cap)
@@ -495,6 +538,8 @@ std::string Containment::enter_user_namespace() {
   std::snprintf(map, sizeof map, "%u %u 1", gid, gid);
   if (!write_file("/proc/self/gid_map", map)) return errno_text("/proc/self/gid_map");
   user_namespace_ = true;
+  if (std::string why = keep_descendants_visible(); !why.empty())
+    debug_log("worker: an undumpable descendant could outlive the worker: %s", why.c_str());
   return "";
 }
 
@@ -807,11 +852,14 @@ bool Containment::fork_refused() {
 
 void Containment::finish() {
   if (!cgroup_.empty() || user_namespace_) return;  // the guardian ends them
-  // Subreaper: every orphan of the tasks is a child of the worker now.
-  char path[64], buf[4096];
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/children", static_cast<int>(::getpid()));
-  if (read_small(path, buf, sizeof buf) <= 0) return;
-  kill_listed(buf);
+  // Subreaper: every orphan of the tasks is a child of the worker now, and so is every process
+  // orphaned by the kills below. Repeat until no child is left (a zombie stays listed until it is
+  // reaped), at most one second.
+  for (std::int64_t end = now_ms() + 1000; kill_children() && now_ms() < end;) {
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    pause_ms(1);
+  }
 }
 
 }  // namespace ferry::detail
