@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <cxxabi.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
@@ -27,6 +28,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <functional>
@@ -1072,4 +1074,111 @@ TEST_CASE("Descendants.end_when_the_worker_hits_a_limit") {
                 "grandchild " << grandchild << " outlived the worker that hit its limit");
   CHECK(blocker.release() == "released");  // worker A and its task were not disturbed
   check_pool_is_healthy(ex);
+}
+
+// ================================================================================================
+// An ordinary user's pool: the same promises without root (each worker in a user namespace of its
+// own, RLIMIT_NPROC in it). As root, a forked child of the test becomes nobody and runs the pool;
+// a failure is told by the child's exit code (doctest's checks do not cross a fork).
+// ================================================================================================
+
+namespace {
+
+/// In the forked child: become nobody, run a sandboxed pool with a processes limit against the
+/// hostile plugin. 0 when every step held; 77 when nobody cannot reach the build here.
+int run_pool_as_nobody(int port) {
+  const uid_t nobody = 65534;
+  if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+      ::setresuid(nobody, nobody, nobody) != 0)
+    return 1;
+  if (::access(FERRY_TEST_WORKER, X_OK) != 0 || ::access(FERRY_TEST_HOSTILE_PLUGIN, R_OK) != 0) return 77;
+  auto say = [](const char* what) {
+    std::fprintf(stderr, "as nobody: %s\n", what);
+    return 0;
+  };
+  ferry::Limits limits;
+  limits.processes = 32;
+  ferry::Executor ex(contained(limits, sandbox_on()));
+  auto ends = [](const auto& f) { return static_cast<bool>(f.wait_for(future_wait)); };
+  // A task runs.
+  auto pid = ex.submit_with(hostile(), hostile_pid);
+  if (!ends(pid) || pid.get() <= 0) return say("a task did not run") + 2;
+  // The network is a violation.
+  try {
+    auto f = ex.submit_with(hostile(), connect_loopback, port);
+    if (!ends(f)) return say("connect_loopback did not end") + 3;
+    f.get();
+    return say("connect_loopback returned") + 3;
+  } catch (const ferry::SandboxViolationError& e) {
+    if (e.operation() != "socket") return say(e.what()) + 4;
+  }
+  // A fork bomb stops at the limit.
+  try {
+    auto f = ex.submit_with(hostile(), fork_bomb, 1000);
+    if (!ends(f)) return say("fork_bomb did not end") + 5;
+    f.get();
+    return say("fork_bomb returned") + 5;
+  } catch (const ferry::ResourceLimitError& e) {
+    if (e.limit() != "processes" || e.value() != 32) return say(e.what()) + 6;
+  }
+  // What a task left running ends with its killed worker, also when it made itself undumpable.
+  for (auto task : {setsid_grandchild, hidden_grandchild}) {
+    auto g = ex.submit_with(hostile(), task);
+    if (!ends(g)) return say("the grandchild's task did not end") + 7;
+    pid_t grandchild = g.get();
+    if (!support::alive(grandchild)) return say("no grandchild") + 8;
+    const std::vector<int> killed = ex.worker_pids();
+    for (int w : killed) ::kill(w, SIGKILL);
+    if (!eventually([&] { return gone(grandchild); }, descendants_end_within)) {
+      ::kill(grandchild, SIGKILL);
+      return say("the grandchild outlived its killed worker") + 9;
+    }
+    // Replaced before the next task (which could otherwise go to a dead worker).
+    if (!eventually([&] {
+          for (int w : ex.worker_pids())
+            if (std::find(killed.begin(), killed.end(), w) != killed.end()) return false;
+          return true;
+        }, 10s))
+      return say("the killed workers were not replaced") + 11;
+  }
+  // And the pool goes on.
+  auto again = ex.submit_with(hostile(), hostile_pid);
+  if (!ends(again) || again.get() <= 0) return say("no task ran after the workers were killed") + 10;
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("Unprivileged.an_ordinary_users_pool_is_contained") {
+  if (::geteuid() != 0) {
+    MESSAGE("not root: every other case here runs as an ordinary user");
+    return;
+  }
+  Listener listener;
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int code = 100;
+    try {
+      code = run_pool_as_nobody(listener.port);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "as nobody: %s\n", e.what());
+      code = 101;
+    }
+    _exit(code);
+  }
+  int status = -1;
+  bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 150s);
+  if (!ended) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  REQUIRE(ended);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) {
+    MESSAGE("nobody cannot reach this build (a private directory): not tested here");
+    return;
+  }
+  CHECK_MESSAGE(WEXITSTATUS(status) == 0, "step " << WEXITSTATUS(status) << " failed (its stderr says why)");
+  CHECK_FALSE(listener.accepted_within(0ms));
 }

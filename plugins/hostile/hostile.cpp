@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -219,7 +220,10 @@ int leak_files(int n) {
   return n;
 }
 
-int setsid_grandchild() {
+namespace {
+
+/// setsid_grandchild, and with `hide` the grandchild first makes itself undumpable.
+int grandchild(bool hide) {
   int fds[2];
   pid_t child = fork_with_pipe(fds);
   if (child == 0) {
@@ -228,6 +232,7 @@ int setsid_grandchild() {
     pid_t grandchild = ::fork();
     if (grandchild < 0) ::_exit(2);
     if (grandchild == 0) {
+      if (hide) (void)::prctl(PR_SET_DUMPABLE, 0);
       char text[16];
       int pid = global_pid_or_minus_one();
       int len = 0;
@@ -259,6 +264,12 @@ int setsid_grandchild() {
   if (text.empty()) throw std::runtime_error("setsid_grandchild: the grandchild sent no pid");
   return std::stoi(text);
 }
+
+}  // namespace
+
+int setsid_grandchild() { return grandchild(false); }
+
+int hidden_grandchild() { return grandchild(true); }
 
 int ptrace_pid(int pid) {
   if (::ptrace(PTRACE_ATTACH, pid, nullptr, nullptr) < 0)
@@ -335,6 +346,7 @@ FERRY_TASK(fork_until_refused);
 FERRY_TASK(allocate);
 FERRY_TASK(leak_files);
 FERRY_TASK(setsid_grandchild);
+FERRY_TASK(hidden_grandchild);
 FERRY_TASK(ptrace_pid);
 FERRY_TASK(spin_cpu);
 FERRY_TASK(write_bytes);
