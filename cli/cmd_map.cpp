@@ -76,6 +76,7 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
                      "only when stderr is a terminal"));
   add_containment_options(*sub, options.containment);
   add_trace_option(*sub, options.containment);
+  add_initializer_options(*sub, options.containment);
   sub->footer(
       wrap("Reads JSON Lines of arguments from FILE or stdin and writes one JSON line per input "
            "line on stdout, in input order: the task's result (null for a void task). An input "
@@ -397,8 +398,12 @@ std::string lines_text(const LineChunk& c) {
 
 int run_map(const MapOptions& options, const GlobalOptions& global) {
   TaskInfo info;
+  Call initializer;
   try {
     info = find_task(global, options.task);
+    std::optional<Call> call = initializer_call("map", global, options.containment);
+    if (!call) return exit_usage;
+    initializer = std::move(*call);
   } catch (...) {
     return report("map", describe(std::current_exception()));
   }
@@ -444,7 +449,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
   const std::size_t max_in_flight = 2 * workers + 2;
 
   try {
-    Executor executor(executor_options(global, workers, options.containment));
+    Executor executor(executor_options(global, workers, options.containment, std::move(initializer)));
     const TaskRef ref{.library = info.library, .name = info.name};
     ChunkReader reader(input, std::move(ahead),
                        {.chunksize = chunksize, .capacity = max_in_flight, .arity = arity,

@@ -47,6 +47,7 @@ CLI::App* setup_run(CLI::App& app, RunOptions& options) {
                      "void task) instead of the result value"));
   add_containment_options(*sub, options.containment);
   add_trace_option(*sub, options.containment);
+  add_initializer_options(*sub, options.containment);
   sub->footer(
       wrap("Runs TASK once in a ferry-worker and prints its result as one line of JSON on stdout "
            "(nothing for a void task). The ARGs travel as {\"value0\": ARG1, \"value1\": ARG2, "
@@ -69,31 +70,8 @@ CLI::App* setup_run(CLI::App& app, RunOptions& options) {
 
 int run_run(const RunOptions& options, const GlobalOptions& global) {
   // Every ARG is checked before anything starts: a bad one is a usage error, said precisely.
-  rj::StringBuffer buffer;
-  rj::Writer<rj::StringBuffer> line(buffer);
-  line.StartObject();
-  for (std::size_t i = 0; i < options.args.size(); ++i) {
-    const std::string& arg = options.args[i];
-    rj::Document doc;
-    std::string error;
-    if (!json::parse(arg, doc, error)) {
-      std::string hint = !arg.empty() && arg[0] == '-'
-                             ? " (an unknown option? options go before TASK; put -- before ARGs "
-                               "starting with '-')"
-                             : !arg.empty() && std::isalpha(static_cast<unsigned char>(arg[0]))
-                                   ? " (a JSON string needs its quotes: '\"text\"')"
-                                   : "";
-      // A hostile argument may be megabytes long: quote its start only.
-      std::string shown = arg.size() > 80 ? arg.substr(0, 80) + "..." : arg;
-      print_error("run", "argument " + std::to_string(i + 1) + " is not valid JSON: " + error +
-                             ": " + shown + hint);
-      return exit_usage;
-    }
-    std::string key = "value" + std::to_string(i);
-    line.Key(key.c_str(), static_cast<rj::SizeType>(key.size()));
-    doc.Accept(line);
-  }
-  line.EndObject();
+  std::optional<std::string> line = json_arguments("run", "argument", options.args);
+  if (!line) return exit_usage;
 
   try {
     // Looked up here, not only by the executor: an unknown task fails before any worker starts,
@@ -106,13 +84,12 @@ int run_run(const RunOptions& options, const GlobalOptions& global) {
                              "), got " + std::to_string(options.args.size()));
       return exit_usage;
     }
+    std::optional<Call> initializer = initializer_call("run", global, options.containment);
+    if (!initializer) return exit_usage;
     Stdio io = isolate_stdio(/*take_stdin=*/false);
-    Executor executor(executor_options(global, 1, options.containment));
+    Executor executor(executor_options(global, 1, options.containment, std::move(*initializer)));
     std::string result =
-        executor
-            .submit_json(TaskRef{.library = info.library, .name = info.name},
-                         std::string(buffer.GetString(), buffer.GetSize()))
-            .get();
+        executor.submit_json(TaskRef{.library = info.library, .name = info.name}, std::move(*line)).get();
     if (options.raw) {
       if (result.empty() || result.back() != '\n') result += '\n';
       std::fwrite(result.data(), 1, result.size(), io.out);

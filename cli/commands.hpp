@@ -51,18 +51,33 @@ std::vector<std::filesystem::path> plugin_path(const GlobalOptions& global);
 std::filesystem::path worker_path(const GlobalOptions& global);
 /**
 @brief What run and map set on their executor besides the number of workers: the limits and sandbox
-of the workers (add_containment_options()) and the trace file (add_trace_option()). The values
-are checked and converted while parsing; executor_options() carries them over.
+of the workers (add_containment_options()), the trace file (add_trace_option()) and the
+initializer (add_initializer_options()). The values are checked and converted while parsing, the
+initializer's against its task by initializer_call(); executor_options() carries them over.
 */
 struct ContainmentOptions {
   Limits limits;    ///< --memory, --cpu, --open-files, --processes, --file-size
   Sandbox sandbox;  ///< --sandbox, --allow-network, --allow-exec, --read, --write, --best-effort
   std::string trace;  ///< --trace FILE; empty: none (FERRY_TRACE still applies)
+  std::string initializer;            ///< --initializer TASK; empty: none
+  std::vector<std::string> initargs;  ///< --initarg JSON, one per argument of TASK, in order
 };
 /// Adds the containment options to `sub` (run, map), writing into `options`.
 void add_containment_options(CLI::App& sub, ContainmentOptions& options);
 /// Adds --trace FILE to `sub` (run, map), writing into `options.trace`.
 void add_trace_option(CLI::App& sub, ContainmentOptions& options);
+/// Adds --initializer TASK and --initarg JSON (repeatable) to `sub` (run, map).
+void add_initializer_options(CLI::App& sub, ContainmentOptions& options);
+/// `args` (one JSON text each) as the JSON line a task takes, {"value0": ..., "value1": ...}.
+/// A text that is not JSON prints "ferry <command>: <what> N is not valid JSON: ..." and gives
+/// nullopt.
+std::optional<std::string> json_arguments(std::string_view command, std::string_view what,
+                                          const std::vector<std::string>& args);
+/// The executor's initializer for --initializer and --initarg: found in the plugin path and its
+/// argument count checked against its signature. An empty Call without --initializer; nullopt,
+/// with the error printed, for a usage error. @throws PluginError when the task is not found
+std::optional<Call> initializer_call(std::string_view command, const GlobalOptions& global,
+                                     const ContainmentOptions& options);
 /// The containment options, as a help footer paragraph.
 std::string containment_options_help();
 /// Bytes of a SIZE: a whole number with an optional K, M, G or T suffix (powers of 1024; KiB,
@@ -74,7 +89,7 @@ std::optional<long long> parse_duration(std::string_view text, std::string& erro
 /// Executor options for `workers` processes (0 = cpu_count()), contained and traced as
 /// `containment` says.
 ExecutorOptions executor_options(const GlobalOptions& global, std::size_t workers,
-                                 const ContainmentOptions& containment);
+                                 const ContainmentOptions& containment, Call initializer = {});
 /// The task `name` ("task" or "plugin:task") in the plugin path. @throws PluginError
 TaskInfo find_task(const GlobalOptions& global, std::string_view name);
 

@@ -15,6 +15,7 @@
 #include <ferry/ferry.hpp>
 
 #include "commands.hpp"
+#include "json.hpp"
 
 namespace ferry::cli {
 
@@ -25,7 +26,8 @@ std::string exit_codes_help(std::string_view which, std::string_view one) {
       "failed)\n",
       "  2  usage error: bad options or arguments, bad JSON, arguments that do not fit the task\n",
       "  3  plugin or task lookup error (PluginError): no such task, ambiguous name, unsafe plugin\n",
-      "  4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable\n"};
+      "  4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable, or\n"
+      "     the --initializer failed\n"};
   std::string out = "Exit status:\n";
   for (char c : which) {
     if (c == '1' && !one.empty()) {
@@ -87,7 +89,7 @@ std::filesystem::path worker_path(const GlobalOptions& global) {
 }
 
 ExecutorOptions executor_options(const GlobalOptions& global, std::size_t workers,
-                                 const ContainmentOptions& containment) {
+                                 const ContainmentOptions& containment, Call initializer) {
   ExecutorOptions o;
   o.max_workers = workers;
   o.plugin_dirs.assign(global.plugin_dirs.begin(), global.plugin_dirs.end());
@@ -95,6 +97,7 @@ ExecutorOptions executor_options(const GlobalOptions& global, std::size_t worker
   o.limits = containment.limits;
   o.sandbox = containment.sandbox;
   o.trace = containment.trace;
+  o.initializer = std::move(initializer);
   return o;
 }
 
@@ -295,6 +298,72 @@ void add_trace_option(CLI::App& sub, ContainmentOptions& options) {
                       "per worker, a slice per task call, queue waits, worker starts, exits and "
                       "crashes. A symbolic link at FILE is refused. Default: $FERRY_TRACE"))
       ->type_name("FILE");
+}
+
+void add_initializer_options(CLI::App& sub, ContainmentOptions& options) {
+  sub.add_option("--initializer", options.initializer,
+                 wrap("a task run once in every worker before any other (concurrent.futures' "
+                      "initializer=): it sets up what the tasks of its plugin then use, such as "
+                      "a model loaded once per worker. If it fails, no task runs"))
+      ->type_name("TASK");
+  // Without --initializer, --initarg is refused by initializer_call() (the subcommand's one
+  // parse_complete_callback belongs to the containment options).
+  sub.add_option("--initarg", options.initargs,
+                 wrap("with --initializer: one JSON value per argument of its TASK, in order, "
+                      "as ARGs are given to ferry run (repeatable; initargs=)"))
+      ->type_name("JSON")
+      ->allow_extra_args(false);
+}
+
+std::optional<std::string> json_arguments(std::string_view command, std::string_view what,
+                                          const std::vector<std::string>& args) {
+  rj::StringBuffer buffer;
+  rj::Writer<rj::StringBuffer> line(buffer);
+  line.StartObject();
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    rj::Document doc;
+    std::string error;
+    if (!json::parse(arg, doc, error)) {
+      std::string hint = !arg.empty() && arg[0] == '-'
+                             ? " (an unknown option? options go before TASK; put -- before ARGs "
+                               "starting with '-')"
+                             : !arg.empty() && std::isalpha(static_cast<unsigned char>(arg[0]))
+                                   ? " (a JSON string needs its quotes: '\"text\"')"
+                                   : "";
+      // A hostile argument may be megabytes long: quote its start only.
+      std::string shown = arg.size() > 80 ? arg.substr(0, 80) + "..." : arg;
+      print_error(command, std::string(what) + " " + std::to_string(i + 1) + " is not valid JSON: " +
+                               error + ": " + shown + hint);
+      return std::nullopt;
+    }
+    std::string key = "value" + std::to_string(i);
+    line.Key(key.c_str(), static_cast<rj::SizeType>(key.size()));
+    doc.Accept(line);
+  }
+  line.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+std::optional<Call> initializer_call(std::string_view command, const GlobalOptions& global,
+                                     const ContainmentOptions& options) {
+  if (options.initializer.empty()) {
+    if (options.initargs.empty()) return Call();
+    print_error(command, "--initarg needs --initializer: it is an argument of the initializer");
+    return std::nullopt;
+  }
+  auto line = json_arguments(command, "--initarg", options.initargs);
+  if (!line) return std::nullopt;
+  // Looked up here, as ferry run looks up its task: an unknown initializer fails before any
+  // worker starts, and a wrong count of arguments is a usage error rather than a broken pool.
+  TaskInfo info = find_task(global, options.initializer);
+  if (auto arity = signature_arity(info.signature); arity && *arity != options.initargs.size()) {
+    print_error(command, "initializer '" + info.name + "' takes " + std::to_string(*arity) +
+                             (*arity == 1 ? " argument" : " arguments") + " (" + info.signature +
+                             "), got " + std::to_string(options.initargs.size()) + " --initarg");
+    return std::nullopt;
+  }
+  return Call::json(TaskRef{.library = info.library, .name = info.name}, std::move(*line));
 }
 
 std::string containment_options_help() {

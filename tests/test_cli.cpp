@@ -915,6 +915,75 @@ TEST_CASE("Cli.info.json_has_the_containment_keys") {
                   f);
 }
 
+// ---- --initializer -----------------------------------------------------------------------------
+
+TEST_CASE("Cli.run.initializer_sets_up_the_workers_state") {
+  // The model plugin: load_model(name, size) once per worker, predict(x) uses the model.
+  Result r = cli({"run", "--initializer", "load_model", "--initarg", "\"cli\"", "--initarg", "3", "predict", "3.0"});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.out == "5.5\n");
+  // Without it, the task says no model was loaded.
+  Result none = cli({"run", "predict", "3.0"});
+  CHECK(none.status == 1);
+  CHECK(none.err.find("no model loaded") != std::string::npos);
+}
+
+TEST_CASE("Cli.map.initializer_runs_once_in_every_worker") {
+  Result r = cli({"map", "-j", "2", "--chunksize", "1", "--no-progress", "--initializer", "load_model",
+                  "--initarg", "\"mapped\"", "--initarg", "2", "describe_model"},
+                 [] {
+                   std::string empty_arrays;  // describe_model takes no argument: [] per line
+                   for (int i = 0; i < 40; ++i) empty_arrays += "[]\n";
+                   return empty_arrays;
+                 }());
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  auto lines = lines_of(r.out);
+  CHECK(lines.size() == 40);
+  // model::Description {pid, name, size, loads}: the model each worker loaded, once.
+  for (const auto& l : lines) {
+    CAPTURE(l);
+    CHECK(l.find(R"("value1":"mapped","value2":2,"value3":1})") != std::string::npos);
+  }
+}
+
+TEST_CASE("Cli.run.initializer_errors") {
+  SUBCASE("an argument short: a usage error naming the signature") {
+    Result r = cli({"run", "--initializer", "load_model", "--initarg", "\"x\"", "predict", "1.0"});
+    CHECK(r.status == 2);
+    CHECK_MESSAGE(r.err.find("initializer 'load_model' takes 2 arguments (void(string,i32)), got 1") !=
+                      std::string::npos,
+                  r.err);
+  }
+  SUBCASE("an --initarg that is not JSON") {
+    Result r = cli({"run", "--initializer", "load_model", "--initarg", "x", "--initarg", "1", "predict", "1.0"});
+    CHECK(r.status == 2);
+    CHECK_MESSAGE(r.err.find("--initarg 1 is not valid JSON") != std::string::npos, r.err);
+  }
+  SUBCASE("--initarg without --initializer") {
+    Result r = cli({"run", "--initarg", "1", "predict", "1.0"});
+    CHECK(r.status == 2);
+    CHECK_MESSAGE(r.err.find("--initarg needs --initializer") != std::string::npos, r.err);
+  }
+  SUBCASE("no such initializer") {
+    Result r = cli({"map", "--initializer", "nope", "square"}, numbers(3));
+    CHECK(r.status == 3);
+    CHECK_MESSAGE(r.err.find("'nope'") != std::string::npos, r.err);
+  }
+  SUBCASE("an argument of the wrong type: the worker's decoding refuses it") {
+    Result r = cli({"run", "--initializer", "load_model", "--initarg", "1", "--initarg", "2", "predict", "1.0"});
+    CHECK(r.status == 4);
+    CHECK_MESSAGE(r.err.find("BrokenProcessPool") != std::string::npos, r.err);
+    CHECK(r.err.find("load_model") != std::string::npos);
+  }
+  SUBCASE("an initializer that fails: no task runs") {
+    Result r = cli({"map", "--initializer", "load_model", "--initarg", "\"\"", "--initarg", "3", "predict"},
+                   numbers(3));
+    CHECK(r.status == 4);
+    CHECK_MESSAGE(r.err.find("the model needs a name") != std::string::npos, r.err);
+    CHECK(r.out.empty());
+  }
+}
+
 // ---- help and usage ----------------------------------------------------------------------------
 
 TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
@@ -926,12 +995,13 @@ TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
                  "--sandbox", "--allow-network", "--allow-exec", "--read DIR", "--write DIR",
                  "--best-effort", "--memory SIZE", "--cpu DURATION", "--open-files N",
                  "--processes N", "--file-size SIZE", "ResourceLimitError",
-                 "SandboxViolationError"}},
+                 "SandboxViolationError", "--initializer TASK", "--initarg JSON"}},
       {{"map"}, {"TASK", "FILE", "-j,--workers", "--chunksize", "--keep-going", "--no-progress",
                  "  1  a task failed", "  2  usage error", "  3  ", "  4  ", "--sandbox",
                  "--allow-network", "--allow-exec", "--read DIR", "--write DIR", "--best-effort",
                  "--memory SIZE", "--cpu DURATION", "--open-files N", "--processes N",
-                 "--file-size SIZE", "ResourceLimitError", "SandboxViolationError"}},
+                 "--file-size SIZE", "ResourceLimitError", "SandboxViolationError",
+                 "--initializer TASK", "--initarg JSON"}},
       {{"info"}, {"--json", "containment", "Landlock", "Exit status"}},
       {{"cache"}, {"--cache-dir", "list", "clear", "Exit status"}},
       {{"cache", "list"}, {"--cache-dir", "Exit status"}},

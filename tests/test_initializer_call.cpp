@@ -164,3 +164,62 @@ TEST_CASE("Initializer.unencodable_arguments_and_arguments_without_a_task") {
                        ferry::SerializationError);
   CHECK_THROWS_AS(ferry::Call("", 1), std::invalid_argument);
 }
+
+// ---- Call::json: the arguments as one JSON object (the `ferry` command's --initializer) -----
+
+TEST_CASE("Initializer.json_call_by_name_and_by_task_ref") {
+  auto o = support::options(2);
+  SUBCASE("by name") { o.initializer = ferry::Call::json("load_model", R"({"value0": "from-json", "value1": 3})"); }
+  SUBCASE("by TaskRef") {
+    o.initializer = ferry::Call::json(ferry::TaskRef{.library = FERRY_TEST_MODEL_PLUGIN, .name = "load_model"},
+                                      R"({"value0": "from-json", "value1": 3})");
+  }
+  CHECK(o.initializer.is_json());
+  CHECK(o.initializer.signature() == "(JSON arguments)");
+  ferry::Executor ex(o);
+  REQUIRE(ex.warm_up(10s));
+  auto models = models_of(ex, 2);
+  REQUIRE(models.size() == 2);
+  for (auto& [pid, d] : models) {
+    CAPTURE(pid);
+    CHECK(d.name == "from-json");
+    CHECK(d.size == 3);
+    CHECK(d.loads == 1);
+  }
+  CHECK(ex.submit(predict, 3.0).get() == doctest::Approx(5.5));
+}
+
+TEST_CASE("Initializer.json_calls_compare_by_their_text") {
+  using ferry::Call;
+  CHECK(Call::json("load_model", R"({"value0":"a","value1":1})") == Call::json("load_model", R"({"value0":"a","value1":1})"));
+  CHECK(Call::json("load_model", R"({"value0":"a","value1":1})") != Call::json("load_model", R"({"value0":"a","value1":2})"));
+  CHECK(Call::json("init_flag", "{}") != Call("init_flag"));  // JSON is not the binary archive
+  CHECK_FALSE(Call("init_flag").is_json());
+  CHECK_THROWS_AS(Call::json("", "{}"), std::invalid_argument);
+}
+
+TEST_CASE("Initializer.json_arguments_the_task_cannot_take_break_the_pool") {
+  // The worker decodes them: the wrong type, or one argument short.
+  for (const char* args : {R"({"value0": 1.5, "value1": 2})", R"({"value0": "x"})", "not json"}) {
+    CAPTURE(args);
+    auto o = support::options(1);
+    o.initializer = ferry::Call::json("load_model", args);
+    ferry::Executor ex(o);
+    try {
+      auto f = ex.submit(predict, 1.0);
+      CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("load_model"), ferry::BrokenProcessPool);
+    } catch (const ferry::BrokenProcessPool& e) {
+      CHECK(std::string(e.what()).find("load_model") != std::string::npos);
+    }
+    CHECK(support::wait_until([&] { return ex.is_broken(); }));
+  }
+}
+
+TEST_CASE("Initializer.json_call_of_a_task_that_returns_a_value") {
+  // Its value is dropped, as concurrent.futures drops an initializer's.
+  auto o = support::options(1);
+  o.initializer = ferry::Call::json("square", R"({"value0": 3})");  // the math plugin's: i32(i32)
+  ferry::Executor ex(o);
+  CHECK(ex.submit(describe_model).get().loads == 0);
+  CHECK_FALSE(ex.is_broken());
+}

@@ -487,4 +487,15 @@ TEST_CASE("Wrap.plugins_have_no_json_entry_point") {
       ex.submit_json(ferry::TaskRef{.library = library, .name = "hypotenuse"}, R"({"value0": 3.0, "value1": 4.0})").get(),
       doctest::Contains("no JSON entry point"), ferry::PluginError);
   CHECK(ex.submit(hypotenuse, 6.0, 8.0).get() == doctest::Approx(10.0));
+  // Nor as an initializer with JSON arguments: the pool breaks, saying why.
+  auto o = support::options(1);
+  o.initializer = ferry::Call::json(ferry::TaskRef{.library = library, .name = "hypotenuse"},
+                                    R"({"value0": 3.0, "value1": 4.0})");
+  ferry::Executor with(o);
+  try {
+    auto f = with.submit(hypotenuse, 6.0, 8.0);
+    CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("no JSON entry point"), ferry::BrokenProcessPool);
+  } catch (const ferry::BrokenProcessPool& e) {
+    CHECK(std::string(e.what()).find("no JSON entry point") != std::string::npos);
+  }
 }

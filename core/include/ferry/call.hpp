@@ -98,6 +98,30 @@ class Call {
     encode<std::remove_cvref_t<P>...>(std::forward<A>(args)...);
   }
 
+  /// Task `task` ("name" or "plugin:name" of the plugin directories) with its arguments as one
+  /// JSON object, `{"value0": ..., "value1": ...}`, as Executor::submit_json takes them: the
+  /// `ferry` command's `--initializer` and `--initarg`. The worker decodes them (cereal's JSON
+  /// archive), which checks their number and types; the task may return a value (it is dropped).
+  /// A FERRY_WRAP plugin has no JSON entry point: its worker fails the initializer.
+  /// @throws std::invalid_argument for an empty task name.
+  static Call json(std::string_view task, std::string arguments) {
+    if (task.empty()) throw std::invalid_argument("ferry::Call::json: no task name");
+    Call c;
+    c.kind_ = Kind::name;
+    c.name_ = std::string(task);
+    c.from_json(std::move(arguments));
+    return c;
+  }
+  /// Task `ref.name` of the plugin at `ref.library`, with JSON arguments as above.
+  static Call json(const TaskRef& ref, std::string arguments) {
+    Call c;
+    c.kind_ = Kind::ref;
+    c.name_ = ref.name;
+    c.library_ = ref.library;
+    c.from_json(std::move(arguments));
+    return c;
+  }
+
   /// True for no call.
   bool empty() const noexcept { return kind_ == Kind::none; }
   explicit operator bool() const noexcept { return !empty(); }
@@ -106,14 +130,24 @@ class Call {
   const std::string& name() const noexcept { return name_; }
   /// The signature the worker checks, e.g. "void(string,f64)".
   std::string_view signature() const noexcept { return signature_; }
-  /// The encoded arguments (cereal's binary archive), as the worker receives them.
+  /// The encoded arguments (cereal's binary archive, or a JSON line: is_json()), as the worker
+  /// receives them.
   std::string_view arguments() const noexcept { return args_; }
+  /// True for a Call::json: arguments() is JSON, and the worker checks them, not the compiler.
+  bool is_json() const noexcept { return json_; }
 
   /// Same task (function, name or library and name, signature) and the same encoded arguments.
   bool operator==(const Call&) const = default;
 
  private:
   friend struct detail::CallAccess;
+
+  void from_json(std::string arguments) {
+    signature_ = "(JSON arguments)";
+    fingerprint_ = 0;  // the worker's JSON decoding checks the types
+    args_ = std::move(arguments);
+    json_ = true;
+  }
 
   template <class... W, class... A>
   void named(A&&... args) {
@@ -144,6 +178,7 @@ class Call {
   std::string_view signature_;  // static text of detail::Signature
   std::uint64_t fingerprint_ = 0;
   std::string args_;
+  bool json_ = false;
 };
 
 }  // namespace ferry

@@ -141,7 +141,8 @@ Pool::Pool(ExecutorOptions options)
   if (!options_.initializer.empty()) {
     // Resolved now: an unknown initializer, or one whose arguments do not match, is refused here.
     initializer_ = refs_.resolve(CallAccess::target(options_.initializer));
-    initializer_frame_ = protocol::encode_init(initializer_->define.ref, options_.initializer.arguments());
+    initializer_frame_ = protocol::encode_init(initializer_->define.ref, options_.initializer.arguments(),
+                                               options_.initializer.is_json() ? protocol::flag_json : 0);
   }
   // Last: options refused above leave no trace file behind (nor truncate one).
   const fs::path& trace = options_.trace.empty() ? config.trace : options_.trace;

@@ -260,11 +260,11 @@ ByeReason decode_bye(std::string_view body) {
   return static_cast<ByeReason>(v);
 }
 
-Buffer encode_init(std::uint32_t ref, std::string_view args) {
+Buffer encode_init(std::uint32_t ref, std::string_view args, std::uint8_t flags) {
   Buffer b;
   BodyWriter(b).u32(ref);
   b.append(args.data(), args.size());
-  return frame(FrameType::init, b);
+  return frame(FrameType::init, b, 0, flags);
 }
 Init decode_init(std::string_view body) {
   BodyReader r(body);

@@ -23,7 +23,8 @@ namespace ferry::detail::protocol {
 ///    (remote stack traces, wire/stack.hpp).
 ///    Also in 4: the hello names the worker's host; a result head carries how the call ran (RunStats: its
 ///    start and end, CPU time, the worker's peak RSS); an init frame carries argument bytes.
-inline constexpr std::uint32_t version = 4;
+/// 5: an init frame may carry flag_json: its arguments are a JSON line (ferry::Call::json).
+inline constexpr std::uint32_t version = 5;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
 /// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.
@@ -265,8 +266,9 @@ FERRY_INTERNAL_API Buffer encode_shared_result(std::uint64_t call, std::uint64_t
 FERRY_INTERNAL_API Buffer decode_shared_payload(BodyReader& r, int fd);
 FERRY_INTERNAL_API Buffer encode_bye(ByeReason reason);
 FERRY_INTERNAL_API ByeReason decode_bye(std::string_view body);
-/// A whole init frame: run reference `ref` with the encoded arguments `args`.
-FERRY_INTERNAL_API Buffer encode_init(std::uint32_t ref, std::string_view args = {});
+/// A whole init frame: run reference `ref` with the encoded arguments `args` (with flag_json in
+/// `flags`, a JSON line of them).
+FERRY_INTERNAL_API Buffer encode_init(std::uint32_t ref, std::string_view args = {}, std::uint8_t flags = 0);
 FERRY_INTERNAL_API Buffer encode_contained(const Contained& c);
 /// A whole contained frame into `out` (capacity `cap`) without allocating, for signal handlers:
 /// `name` and `detail` are cut at max_contained_text. Returns the frame's size (0 if cap is too small).

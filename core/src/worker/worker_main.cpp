@@ -162,7 +162,7 @@ class WorkerLoop {
             limits_ = protocol::decode_limits(f.view());
             break;
           case protocol::FrameType::init:
-            if (!run_initializer(protocol::decode_init(f.view())))
+            if (!run_initializer(protocol::decode_init(f.view()), f.header.flags))
               return static_cast<int>(WorkerExit::init_failed);
             break;
           case protocol::FrameType::shutdown:
@@ -459,12 +459,18 @@ class WorkerLoop {
   }
 
   /// Runs the initializer with its arguments (ferry::Call), its result dropped.
-  bool run_initializer(const protocol::Init& init) {
+  bool run_initializer(const protocol::Init& init, std::uint8_t frame_flags) {
     auto it = refs_.find(init.ref);
     if (it == refs_.end()) throw protocol::ProtocolError("init uses an undefined reference");
     Failure why;
     const TaskRecordHeader* rec = resolve(it->second, why);
-    if (rec && invoke(rec, init.args, 1, 0, why)) return true;
+    const std::uint8_t json = frame_flags & protocol::flag_json;
+    if (rec && json && !rec->invoke_json) {
+      why = Failure::no_json_entry(it->second.define.library);
+      rec = nullptr;
+    }
+    // What it returns (a JSON task may return a value) is dropped, as concurrent.futures does.
+    if (rec && invoke(rec, init.args, 1, json, why)) return true;
     // Tell the host why, then exit: a worker whose initializer failed must not run tasks.
     reply_failure(0, why, protocol::ResultStatus::init_failed);
     return false;
