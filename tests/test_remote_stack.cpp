@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -308,4 +309,56 @@ TEST_CASE("RemoteStack.symbolize.hostile_maps_do_not_hang_or_crash_the_host") {
   RemoteStack ready("#0  given"), lazy(RawStack{}, false);
   CHECK(ready.text() == "#0  given");
   CHECK(lazy.text().empty());
+}
+
+namespace {
+
+/// This process's maps lines of the crash plugin (linked into this test), with its path replaced
+/// by `as`, and the address of its task throw_in_named_function.
+RawStack crash_plugin_stack(const std::string& as) {
+  namespace fs = std::filesystem;
+  const std::string real = fs::canonical(FERRY_TEST_CRASH_PLUGIN).string();
+  std::ifstream maps("/proc/self/maps");
+  RawStack s;
+  for (std::string line; std::getline(maps, line);) {
+    auto at = line.find(real);
+    if (at == std::string::npos || at + real.size() != line.size()) continue;
+    s.maps += line.substr(0, at) + as + "\n";
+  }
+  s.pcs = {reinterpret_cast<std::uint64_t>(&throw_in_named_function)};
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("RemoteStack.symbolize.reads_nothing_a_sandboxed_worker_could_write") {
+  // A sandboxed task writes only in its pool's writable directories; a worker names the files of
+  // its stack itself. So a file there, named in a stack, could be built to attack the host's DWARF
+  // reader: the host does not read it.
+  namespace fs = std::filesystem;
+  support::TempDir elsewhere;
+  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, elsewhere.path / "copy.so");
+  CHECK(contains(symbolize(crash_plugin_stack((elsewhere.path / "copy.so").string()), true),
+                 "throw_in_named_function(int)"));
+
+  auto o = support::options(1);
+  o.sandbox.enabled = true;
+  ferry::Executor ex(o);
+  // The workers' TMPDIR: the private directory the pool made for its sandbox.
+  fs::path tmp = ex.submit<std::string>(ferry::TaskRef{.library = FERRY_TEST_HOSTILE_PLUGIN, .name = "temp_dir"}).get();
+  REQUIRE(fs::is_directory(tmp));
+  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, tmp / "evil.so");
+  std::string text = symbolize(crash_plugin_stack((tmp / "evil.so").string()), true);
+  CAPTURE(text);
+  CHECK_FALSE(contains(text, "throw_in_named_function"));
+  CHECK(contains(text, "no module"));
+  // Nor through a link to it from elsewhere, nor by a path with ".." in it.
+  fs::create_symlink(tmp / "evil.so", elsewhere.path / "link.so");
+  CHECK_FALSE(contains(symbolize(crash_plugin_stack((elsewhere.path / "link.so").string()), true),
+                       "throw_in_named_function"));
+  CHECK_FALSE(contains(symbolize(crash_plugin_stack((tmp / ".." / tmp.filename() / "evil.so").string()), true),
+                       "throw_in_named_function"));
+  // What lies elsewhere is read as before.
+  CHECK(contains(symbolize(crash_plugin_stack((elsewhere.path / "copy.so").string()), true),
+                 "throw_in_named_function(int)"));
 }

@@ -121,6 +121,12 @@ Pool::Pool(ExecutorOptions options)
     sandbox_tmp_ = std::make_unique<PrivateTempDir>(true);
     launch.env["TMPDIR"] = sandbox_tmp_->path().string();
   }
+  if (options_.sandbox.enabled) {
+    // What a sandboxed task writes is the task's: never parsed by this unsandboxed host as a
+    // module of a remote stack (a worker names the files of its stack itself).
+    for (const auto& dir : options_.sandbox.write) never_symbolize_under(dir);
+    if (sandbox_tmp_) never_symbolize_under(sandbox_tmp_->path().string());
+  }
   launcher_ = make_launcher(launch);
   if (!launcher_)
     throw std::invalid_argument("ferry: backend '" + options_.backend +

@@ -10,9 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -183,7 +185,48 @@ struct DwflDeleter {
   void operator()(Dwfl* d) const { dwfl_end(d); }
 };
 
+/// never_symbolize_under's directories, resolved; kept for the life of the process (a stack may be
+/// symbolized long after its pool has gone).
+struct Forbidden {
+  std::mutex mu;
+  std::vector<std::string> dirs;
+};
+Forbidden& forbidden() {
+  static Forbidden f;
+  return f;
+}
+
+/// Whether the file open at `fd` lies under a never_symbolize_under() directory: by the path the
+/// kernel gives for the descriptor, so no link swapped in after the open changes the answer.
+bool forbidden_file(int fd) {
+  Forbidden& f = forbidden();
+  std::lock_guard lock(f.mu);
+  if (f.dirs.empty()) return false;
+  char link[64], path[4096];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = ::readlink(link, path, sizeof path);
+  if (n <= 0 || static_cast<std::size_t>(n) >= sizeof path) return true;  // cannot tell: not read
+  std::string_view p(path, static_cast<std::size_t>(n));
+  for (const std::string& d : f.dirs)
+    if (d == "/" || (p.size() > d.size() && p.compare(0, d.size(), d) == 0 && p[d.size()] == '/'))
+      return true;
+  return false;
+}
+
 }  // namespace
+
+void never_symbolize_under(const std::string& text) {
+  const std::filesystem::path dir(text);
+  std::error_code ec;
+  std::filesystem::path resolved = std::filesystem::weakly_canonical(dir, ec);
+  Forbidden& f = forbidden();
+  std::lock_guard lock(f.mu);
+  for (const std::filesystem::path& p : {dir.lexically_normal(), ec ? dir.lexically_normal() : resolved}) {
+    std::string s = p.string();
+    while (s.size() > 1 && s.back() == '/') s.pop_back();
+    if (!s.empty() && std::find(f.dirs.begin(), f.dirs.end(), s) == f.dirs.end()) f.dirs.push_back(s);
+  }
+}
 
 std::string symbolize(const RawStack& stack, bool exact_first) {
   if (stack.empty()) return {};
@@ -205,7 +248,7 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       int fd = ::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
       if (fd < 0) continue;
       struct stat st {};
-      if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || forbidden_file(fd)) {
         ::close(fd);
         continue;
       }
