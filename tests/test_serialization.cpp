@@ -229,6 +229,87 @@ TEST_CASE("Serialization.decode_value.refuses_bad_bytes") {
   }
 }
 
+// ---- what a worker sends the host: container sizes backed by bytes ----------------------------
+
+namespace {
+
+/// Eight bytes of cereal's size tag claiming `n` elements, then `tail`.
+std::string claimed(std::uint64_t n, std::string_view tail = {}) {
+  Buffer b;
+  ferry::detail::encode_values(b, n);
+  return std::string(b.view()) + std::string(tail);
+}
+
+struct Empty {
+  template <class Archive>
+  void serialize(Archive&) {}
+};
+
+/// Loads only through cereal::BinaryInputArchive itself (no template).
+struct OnlyBinary {
+  int x = 0;
+};
+void save(cereal::BinaryOutputArchive& ar, const OnlyBinary& v) { ar(v.x); }
+void load(cereal::BinaryInputArchive& ar, OnlyBinary& v) { ar(v.x); }
+
+}  // namespace
+
+TEST_CASE("Serialization.decode_value.a_few_bytes_cannot_make_the_host_allocate_gigabytes") {
+  using ferry::detail::decode_value;
+  // Each would have cereal resize (allocate and zero-fill) 4 to 16 GB before reading.
+  const std::uint64_t billions = 4'000'000'000;
+  CHECK_THROWS_WITH_AS(decode_value<std::vector<int>>(claimed(billions)),
+                       doctest::Contains("a container of 4000000000 elements with 0 bytes left"),
+                       cereal::Exception);
+  CHECK_THROWS_AS(decode_value<std::string>(claimed(billions, "abc")), cereal::Exception);
+  CHECK_THROWS_AS(decode_value<std::vector<std::string>>(claimed(billions)), cereal::Exception);
+  CHECK_THROWS_AS(decode_value<std::deque<double>>(claimed(billions)), cereal::Exception);
+  CHECK_THROWS_AS(decode_value<ferry::BytesView>(claimed(billions)), cereal::Exception);
+  // Nested: the inner count is checked against what is left after it.
+  Buffer nested;
+  ferry::detail::encode_values(nested, std::uint64_t{1}, billions);
+  CHECK_THROWS_AS(decode_value<std::vector<std::vector<int>>>(nested.view()), cereal::Exception);
+}
+
+TEST_CASE("Serialization.decode_value.honest_containers_still_decode") {
+  using ferry::detail::decode_value;
+  Buffer b;
+  ferry::detail::encode_values(b, std::vector<std::string>{"a", "", "ccc"});
+  CHECK(decode_value<std::vector<std::string>>(b.view()) == std::vector<std::string>{"a", "", "ccc"});
+  Buffer empty;
+  ferry::detail::encode_values(empty, std::vector<int>{}, std::string());
+  CHECK(decode_value<std::tuple<std::vector<int>, std::string>>(empty.view()) ==
+        std::tuple<std::vector<int>, std::string>{});
+  Buffer m;
+  ferry::detail::encode_values(m, std::map<std::string, std::vector<char>>{{"k", {'x', 'y'}}});
+  CHECK(decode_value<std::map<std::string, std::vector<char>>>(m.view()).at("k").size() == 2);
+  // Elements that take no bytes: up to unbacked_elements of them.
+  Buffer few;
+  ferry::detail::encode_values(few, std::vector<Empty>(ferry::detail::unbacked_elements));
+  CHECK(decode_value<std::vector<Empty>>(few.view()).size() == ferry::detail::unbacked_elements);
+  Buffer many;
+  ferry::detail::encode_values(many, std::vector<Empty>(ferry::detail::unbacked_elements + 1));
+  CHECK_THROWS_AS(decode_value<std::vector<Empty>>(many.view()), cereal::Exception);
+  // A map's chunk of strings (read value by value) and a whole result: a forged count is a
+  // SerializationError from get(), not gigabytes.
+  auto chunk = ferry::detail::make_state<std::vector<std::string>>(2);
+  Buffer forged;
+  ferry::detail::encode_values(forged, std::string("ok"), std::uint64_t{4'000'000'000});
+  chunk->set_payload(std::move(forged));
+  CHECK_THROWS_WITH_AS(chunk->get(), doctest::Contains("bytes left"), ferry::SerializationError);
+  auto whole = ferry::detail::make_state<std::string>(0);
+  Buffer claim;
+  ferry::detail::encode_values(claim, std::uint64_t{4'000'000'000});
+  whole->set_payload(std::move(claim));
+  CHECK_THROWS_WITH_AS(whole->get(), doctest::Contains("bytes left"), ferry::SerializationError);
+  // A type that loads only through cereal's own binary archive: decoded with it, unchecked.
+  static_assert(std::is_same_v<ferry::detail::ResultArchive<OnlyBinary>, cereal::BinaryInputArchive>);
+  static_assert(std::is_same_v<ferry::detail::ResultArchive<int>, ferry::detail::BoundedInputArchive>);
+  Buffer ob;
+  ferry::detail::encode_values(ob, OnlyBinary{41});
+  CHECK(decode_value<OnlyBinary>(ob.view()).x == 41);
+}
+
 // ---- Buffer ----------------------------------------------------------------------------------
 
 TEST_CASE("Serialization.Buffer.copy_is_deep") {

@@ -19,6 +19,7 @@
 namespace ferry {
 
 namespace detail {
+class BoundedInputArchive;  // detail/bounded_archive.hpp: how the host reads a worker's results
 /// The element type of a range that std::ranges::data accepts (a contiguous one). Spelt with the
 /// range access of <iterator> rather than <ranges>' concepts: <ranges> would add about 3,800
 /// lines to every plugin's translation unit for this one constructor.
@@ -95,7 +96,8 @@ void save(Archive& ar, const BytesView& v) {
 }
 
 template <class Archive>
-  requires std::is_same_v<Archive, cereal::BinaryInputArchive>
+  requires std::is_same_v<Archive, cereal::BinaryInputArchive> ||
+           std::is_same_v<Archive, detail::BoundedInputArchive>
 void load(Archive& ar, BytesView& v) {
   cereal::size_type n = 0;
   ar(cereal::make_size_tag(n));
@@ -120,7 +122,8 @@ std::string save_minimal(const Archive&, const BytesView& v) {
 }
 
 template <class Archive>
-  requires(!std::is_same_v<Archive, cereal::BinaryInputArchive>)
+  requires(!std::is_same_v<Archive, cereal::BinaryInputArchive> &&
+           !std::is_same_v<Archive, detail::BoundedInputArchive>)
 void load_minimal(const Archive&, BytesView& v, const std::string& s) {
   v = BytesView::owning(s);
 }

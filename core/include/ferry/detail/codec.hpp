@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <ferry/detail/bounded_archive.hpp>
 #include <ferry/detail/buffer.hpp>
 #include <ferry/detail/streams.hpp>
 #include <ferry/serialization.hpp>
@@ -71,13 +72,14 @@ class Encoder {
   OutputArchive ar_;
 };
 
-/// Decodes one T from the bytes; throws cereal::Exception (or the type's own) on bad bytes, and
-/// when bytes are left over.
+/// Decodes one T from the bytes (a worker's: with ResultArchive, which checks container sizes
+/// against the bytes left); throws cereal::Exception (or the type's own) on bad bytes, and when
+/// bytes are left over.
 template <class T>
 T decode_value(std::string_view bytes) {
   MemoryReader reader(bytes.data(), bytes.size());
   InputStreamLease is(&reader);
-  InputArchive ar(*is);
+  ResultArchive<T> ar(*is);
   T value{};
   ar(value);
   if (reader.remaining() != 0)

@@ -338,7 +338,7 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
       }
       MemoryReader reader(bytes.data(), bytes.size());
       std::istream is(&reader);
-      InputArchive ar(is);
+      ResultArchive<R> ar(is);
       T out;
       out.reserve(items_);
       for (std::uint32_t i = 0; i < items_; ++i) {
