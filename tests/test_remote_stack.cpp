@@ -80,6 +80,33 @@ TEST_CASE("RemoteStack.task_error_names_the_throwing_function") {
   CHECK(ex.submit(throw_in_named_function, -1).get() == 0);  // and the pool goes on
 }
 
+TEST_CASE("RemoteStack.inlined_functions_are_frames_of_their_own") {
+  ferry::Executor ex(support::options(1));
+  auto e = caught<ferry::TaskError>([&] { ex.submit(throw_in_inlined_function, 3).get(); });
+  const std::string& stack = e.remote_stack();
+  CAPTURE(stack);
+  const std::string plugin = std::filesystem::path(FERRY_TEST_CRASH_PLUGIN).filename().string();
+  std::istringstream lines(stack);
+  std::string first, second;
+  std::getline(lines, first);
+  std::getline(lines, second);
+#ifdef FERRY_TEST_DEBUG_INFO
+  // The inlined function where it threw, marked inlined, then the task at the line that called it.
+  CHECK(first.rfind("#0  ferry_test_inlined_thrower(int) at ", 0) == 0);
+  CHECK(contains(first, "crash.cpp:"));
+  CHECK(contains(first, "(" + plugin + ", inlined)"));
+  CHECK(second.rfind("#1  throw_in_inlined_function(int)", 0) == 0);
+  CHECK(contains(second, "crash.cpp:"));
+  CHECK(contains(second, "(" + plugin + ")"));
+  // Each its own line: the call site is not where the inlined function threw.
+  CHECK(first.substr(first.find(" at ")) != second.substr(second.find(" at ")));
+#else
+  // Without DWARF only the symbol table speaks: the function the code was inlined into.
+  CHECK(first.rfind("#0  throw_in_inlined_function(int)", 0) == 0);
+#endif
+  CHECK(contains(stack, "of the worker loop"));
+}
+
 TEST_CASE("RemoteStack.task_error_is_the_last_throw_not_a_caught_one") {
   ferry::Executor ex(support::options(1));
   // A runtime_error thrown and caught inside, then out_of_range from vector::at (libstdc++).

@@ -176,6 +176,12 @@ __attribute__((noinline, no_sanitize("undefined"))) int ferry_test_named_segfaul
   return *p;
 }
 int throw_in_named_function(int x) { return ferry_test_named_thrower(x) + 1; }
+// Always inlined, at every optimisation level: a remote stack shows it as a frame of its own.
+__attribute__((always_inline)) inline int ferry_test_inlined_thrower(int x) {
+  if (x >= 0) throw std::invalid_argument("thrown by ferry_test_inlined_thrower(" + std::to_string(x) + ")");
+  return x;
+}
+int throw_in_inlined_function(int x) { return ferry_test_inlined_thrower(x) * 2; }
 int segfault_in_named_function(long long address) {
   return ferry_test_named_segfault(reinterpret_cast<volatile int*>(static_cast<std::intptr_t>(address))) + 1;
 }
@@ -245,6 +251,7 @@ FERRY_TASK(init_flag);
 FERRY_TASK(initialized);
 FERRY_TASK(init_throws);
 FERRY_TASK(throw_in_named_function);
+FERRY_TASK(throw_in_inlined_function);
 FERRY_TASK(segfault_in_named_function);
 FERRY_TASK(throw_and_catch);
 FERRY_TASK(throw_after_caught);

@@ -142,6 +142,8 @@ FERRY_EXPORT void init_throws();
 // ---- remote stacks (TaskError / TerminatedWorkerError::remote_stack) ----------------------------
 /// Throws std::invalid_argument from ferry_test_named_thrower, a function of its own (never inlined).
 FERRY_EXPORT int throw_in_named_function(int x);
+/// As throw_in_named_function, through a function that is always inlined into it.
+FERRY_EXPORT int throw_in_inlined_function(int x);
 /// Writes through the address `address` (0: a null pointer) in ferry_test_named_segfault.
 FERRY_EXPORT int segfault_in_named_function(long long address);
 /// Throws and catches a std::runtime_error `n` times; returns the nanoseconds per throw.

@@ -5,6 +5,8 @@
 #include "platform/symbolize.hpp"
 
 #include <cxxabi.h>
+#include <dwarf.h>
+#include <elfutils/libdw.h>
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -175,6 +177,62 @@ std::string_view base_name(std::string_view path) {
   return slash == std::string_view::npos ? path : path.substr(slash + 1);
 }
 
+/// The name of a function's DIE: its linkage name demangled (the whole signature, as the symbol
+/// table gives for frames that were not inlined), else (none, or one this demangler cannot read,
+/// such as some lambdas') its plain name; through the abstract origin an inlined copy points to.
+std::string die_function(Dwarf_Die* die) {
+  Dwarf_Attribute attr;
+  for (int name : {DW_AT_linkage_name, DW_AT_MIPS_linkage_name}) {
+    const char* s = dwarf_formstring(dwarf_attr_integrate(die, name, &attr));
+    if (!s) continue;
+    int status = 0;
+    std::unique_ptr<char, decltype(&std::free)> d(abi::__cxa_demangle(s, nullptr, nullptr, &status), &std::free);
+    if (status == 0 && d) return d.get();
+    break;
+  }
+  const char* s = dwarf_formstring(dwarf_attr_integrate(die, DW_AT_name, &attr));
+  return s ? s : "";
+}
+
+/// One function inlined at an address: its name, and where its caller called it ("file:line",
+/// "" when the DWARF does not say).
+struct Inlined {
+  std::string function;
+  std::string call_site;
+};
+
+/// Calls inlined at `at` in `mod`, innermost first, up to the function the code belongs to (not
+/// included); none without DWARF. Bounded: a module's DWARF comes with a hostile worker's stack.
+std::vector<Inlined> inlined_at(Dwfl_Module* mod, Dwarf_Addr at) {
+  std::vector<Inlined> out;
+  Dwarf_Addr bias = 0;
+  Dwarf_Die* cu = dwfl_module_addrdie(mod, at, &bias);
+  if (!cu) return out;
+  Dwarf_Die* scopes = nullptr;
+  int n = dwarf_getscopes(cu, at - bias, &scopes);
+  if (n <= 0) return out;
+  std::unique_ptr<Dwarf_Die, decltype(&std::free)> keep(scopes, &std::free);
+  Dwarf_Files* files = nullptr;
+  std::size_t file_count = 0;
+  if (dwarf_getsrcfiles(cu, &files, &file_count) != 0) files = nullptr;
+  for (int i = 0; i < n && out.size() < 16; ++i) {
+    int tag = dwarf_tag(&scopes[i]);
+    if (tag == DW_TAG_subprogram) break;
+    if (tag != DW_TAG_inlined_subroutine) continue;  // a lexical block
+    Inlined call{die_function(&scopes[i]), ""};
+    Dwarf_Attribute attr;
+    Dwarf_Word file = 0, line = 0;
+    if (files && dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &file) == 0 &&
+        dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &line) == 0 && line > 0 &&
+        file < file_count) {
+      if (const char* name = dwarf_filesrc(files, file, nullptr, nullptr))
+        call.call_site = std::string(name) + ":" + std::to_string(line);
+    }
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
 /// Whether a frame is the task's entry point, below which only the worker loop runs.
 bool is_entry_point(std::string_view function) {
   return function.find("ferry::detail::invoke<") != std::string_view::npos ||
@@ -258,12 +316,20 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
   }
 
   std::string out;
+  std::size_t frame = 0;  // an inlined call is a frame of its own
+  auto add_frame = [&](const std::string& function, const std::string& where, const std::string& module) {
+    out += "#" + std::to_string(frame) + (frame < 10 ? "  " : " ") + (function.empty() ? "??" : function);
+    if (!where.empty()) out += " at " + where;
+    out += " (" + module + ")\n";
+    ++frame;
+  };
   for (std::size_t i = 0; i < stack.pcs.size(); ++i) {
     const std::uint64_t pc = stack.pcs[i];
     // A return address is the instruction after the call: look up the call itself.
     const std::uint64_t at = (i == 0 && exact_first) || pc == 0 ? pc : pc - 1;
     Dwfl_Module* mod = dwfl ? dwfl_addrmodule(dwfl.get(), at) : nullptr;
     std::string function, where, module;
+    std::vector<Inlined> inlined;
     if (mod) {
       Dwarf_Addr start = 0;
       const char* path = dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, nullptr, nullptr);
@@ -277,13 +343,17 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
           where = std::string(file) + ":" + std::to_string(lineno);
       }
       module = std::string(base_name(path ? path : "")) + (function.empty() ? "+" + hex_text(pc - start) : "");
+      inlined = inlined_at(mod, at);
     } else {
       module = hex_text(pc) + ", no module";
     }
-    std::string text = "#" + std::to_string(i) + (i < 10 ? "  " : " ") + (function.empty() ? "??" : function);
-    if (!where.empty()) text += " at " + where;
-    text += " (" + module + ")\n";
-    out += text;
+    // The innermost inlined call holds the address's file:line; each caller, the call site of
+    // the call inside it.
+    for (Inlined& call : inlined) {
+      add_frame(call.function, where, module + ", inlined");
+      where = std::move(call.call_site);
+    }
+    add_frame(function, where, module);
     if (is_entry_point(function) && i + 1 < stack.pcs.size()) {
       std::size_t rest = stack.pcs.size() - i - 1;
       out += "    ... " + std::to_string(rest) + (rest == 1 ? " frame" : " frames") + " of the worker loop\n";
