@@ -9,6 +9,7 @@
 #include <atomic>
 #include <map>
 #include <numeric>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -19,6 +20,14 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+/// Whatever encodes it throws: a submission with it fails in the host, before the queue.
+struct Unencodable {
+  template <class Archive>
+  void serialize(Archive&) {
+    throw std::runtime_error("cannot encode this");
+  }
+};
 
 std::size_t count_of(const std::map<std::string, std::size_t>& m, const std::string& key) {
   auto it = m.find(key);
@@ -59,11 +68,13 @@ TEST_CASE("Stats.counts_completed_and_failed_by_type") {
   CHECK_THROWS_AS(ex.submit(fail, 4).get(), ferry::TaskError);
   CHECK_THROWS_AS(ex.submit(segfault, 1).get(), ferry::TerminatedWorkerError);
   CHECK_THROWS_AS(ex.submit<int>("no_such_task", 1).get(), ferry::PluginError);
+  CHECK_THROWS_AS(ex.submit<int>("square", Unencodable{}).get(), ferry::SerializationError);
   // Counted before the future is ready: no wait needed after get().
   auto s = ex.stats();
-  CHECK(s.submitted == 9);
+  CHECK(s.submitted == 10);
   CHECK(s.completed == 5);
-  CHECK(s.failed == 4);
+  CHECK(s.failed == 5);
+  CHECK(count_of(s.failed_by_type, "SerializationError") == 1);
   CHECK(count_of(s.failed_by_type, "TaskError") == 2);
   CHECK(count_of(s.failed_by_type, "TerminatedWorkerError") == 1);
   CHECK(count_of(s.failed_by_type, "PluginError") == 1);

@@ -21,6 +21,7 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,14 @@ using support::str;
 using support::TraceFile;
 
 namespace {
+
+/// Whatever encodes it throws: a submission with it fails in the host, before the queue.
+struct Unencodable {
+  template <class Archive>
+  void serialize(Archive&) {
+    throw std::runtime_error("cannot encode this");
+  }
+};
 
 ferry::ExecutorOptions traced(const fs::path& file, std::size_t workers = 2) {
   auto o = support::options(workers);
@@ -224,6 +233,7 @@ TEST_CASE("Trace.every_call_has_one_slice_or_call_ended") {
     CHECK_THROWS_AS(ex.submit(fail, 3).get(), ferry::TaskError);
     CHECK_THROWS_AS(ex.submit(segfault, 1).get(), ferry::TerminatedWorkerError);
     CHECK_THROWS_AS(ex.submit<int>("no_such_task", 1).get(), ferry::PluginError);
+    CHECK_THROWS_AS(ex.submit<int>("square", Unencodable{}).get(), ferry::SerializationError);
     // A call cancelled in the queue never reaches a worker.
     ex.resize(1);
     auto busy = ex.submit(slow_identity, 1, 300);
@@ -237,7 +247,7 @@ TEST_CASE("Trace.every_call_has_one_slice_or_call_ended") {
   check_closed(t);
   auto ending = check_every_call_ends_once(t);
   check_tracks_run_one_call_at_a_time(t);
-  CHECK(ending.size() == 20 + 4 + 3 + 2);
+  CHECK(ending.size() == 20 + 4 + 4 + 2);
 
   std::size_t squares = 0, chunks = 0;
   for (const auto* x : t.named("square", "X")) {
@@ -265,15 +275,17 @@ TEST_CASE("Trace.every_call_has_one_slice_or_call_ended") {
   std::map<std::string, int> ended_by;
   for (const auto* c : t.named("call ended", "i")) ++ended_by[arg_str(*c, "error")];
   CHECK(ended_by["PluginError"] == 1);
+  CHECK(ended_by["SerializationError"] == 1);
   CHECK(ended_by["CancelledError"] == 1);
   CHECK(t.named("no_such_task", "b").size() == 1);
 
   const auto* stats = stats_event(t);
   REQUIRE(stats);
-  CHECK(arg_u64(*stats, "submitted") == 29);
+  CHECK(arg_u64(*stats, "submitted") == 30);
   CHECK(arg_u64(*stats, "completed") == 25);
-  CHECK(arg_u64(*stats, "failed") == 4);
+  CHECK(arg_u64(*stats, "failed") == 5);
   CHECK((*stats)["args"]["failed_by_type"]["TaskError"].GetUint64() == 1);
+  CHECK((*stats)["args"]["failed_by_type"]["SerializationError"].GetUint64() == 1);
   CHECK((*stats)["args"]["recycled_by_reason"].IsObject());
   CHECK(arg_u64(*stats, "workers_alive") == 0);
   CHECK(arg_u64(*stats, "bytes_sent") > 0);

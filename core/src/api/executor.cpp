@@ -142,10 +142,10 @@ void Executor::fail_encoding(detail::StateBase& state, const detail::Target& tar
                              std::string reason) {
   if (auto next = replacement()) return next->fail_encoding(state, target, std::move(reason));
   if (pool_->is_shutdown()) throw BrokenProcessPool::shut_down();
-  state.attach({}, 0, target.name);
-  state.set_error(std::make_exception_ptr(SerializationError(
-      SerializationStage::encode_arguments, std::string(target.signature), std::move(reason),
-      target.name)));
+  pool_->fail_submission(state, target,
+                         std::make_exception_ptr(SerializationError(SerializationStage::encode_arguments,
+                                                                    std::string(target.signature),
+                                                                    std::move(reason), target.name)));
 }
 
 std::size_t Executor::default_chunksize(std::size_t total) const {

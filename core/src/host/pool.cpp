@@ -175,23 +175,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
     ref = refs_.resolve(target);
   } catch (const Error&) {
     // Resolution failures belong to this future only; the pool stays healthy.
-    auto error = std::current_exception();
-    state->attach({}, 0, target.name);
-    {
-      std::lock_guard lock(mu_);
-      ++counts_.submitted;
-      if (trace_) [[unlikely]] {
-        // A call of its own in the trace (an id no pool call uses), ended at once.
-        const Trace::CallRef call{next_call_++, target.name.empty() ? std::string_view("(unresolved function)")
-                                                                    : std::string_view(target.name)};
-        const std::int64_t ts = trace_->now();
-        Trace::Batch t(*trace_);
-        t.queue_begin(call, ts);
-        t.call_ended(call, Trace::describe(error), ts);
-      }
-    }
-    count_failed(error);
-    state->set_error(error);
+    fail_submission(*state, target, std::current_exception());
     return;
   }
   auto call = std::make_shared<Call>();
@@ -229,6 +213,25 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
     }
   }
   if (need_spawn) poller_.wake();
+}
+
+void Pool::fail_submission(StateBase& state, const Target& target, std::exception_ptr error) {
+  state.attach({}, 0, target.name);
+  {
+    std::lock_guard lock(mu_);
+    ++counts_.submitted;
+    if (trace_) [[unlikely]] {
+      // A call of its own in the trace (an id no pool call uses), ended at once.
+      const Trace::CallRef call{next_call_++, target.name.empty() ? std::string_view("(unresolved function)")
+                                                                  : std::string_view(target.name)};
+      const std::int64_t ts = trace_->now();
+      Trace::Batch t(*trace_);
+      t.queue_begin(call, ts);
+      t.call_ended(call, Trace::describe(error), ts);
+    }
+  }
+  count_failed(error);
+  state.set_error(std::move(error));
 }
 
 std::size_t Pool::holding_places_locked() const {

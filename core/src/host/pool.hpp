@@ -85,6 +85,10 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void submit(const Target& target, Buffer args, std::uint32_t items,
               std::shared_ptr<StateBase> state, const SubmitOptions& options,
               std::uint8_t frame_flags = 0, std::size_t first_input = no_input);
+  /// A submission that fails before it reaches the queue (its task cannot be resolved, its
+  /// arguments cannot be encoded): counted as submitted and failed, traced as a call that ended at
+  /// once, and `state` fails with `error`.
+  void fail_submission(StateBase& state, const Target& target, std::exception_ptr error);
   void shutdown(const ShutdownOptions& options);
   void resize(std::size_t max_workers);
   bool warm_up(Clock::duration timeout);
