@@ -549,13 +549,18 @@ TEST_CASE("Containment.worker_program.file_size_signal_is_a_contained_frame") {
 
 namespace {
 
+/// How a task's child tries to hide from the guardian: not at all, or undumpable by prctl, or by
+/// prctl with bits above the 32 of its `int` option (which the kernel ignores).
+enum class Hide { no, prctl, prctl_high_bits };
+
 /// A child of the task that leaves the session and forks a grandchild; both pause, or the
 /// grandchild execs `exec` when given. Reports both pids to `report_fd`.
-void start_descendants(int report_fd, const char* exec = nullptr, bool hide = false) {
+void start_descendants(int report_fd, const char* exec = nullptr, Hide hide = Hide::no) {
   pid_t child = ::fork();
   if (child == 0) {
     ::setsid();
-    if (hide) ::prctl(PR_SET_DUMPABLE, 0);
+    if (hide == Hide::prctl) ::prctl(PR_SET_DUMPABLE, 0);
+    if (hide == Hide::prctl_high_bits) ::syscall(SYS_prctl, (1UL << 32) | PR_SET_DUMPABLE, 0UL);
     pid_t grandchild = ::fork();
     if (grandchild == 0) {
       if (exec) ::execl(exec, exec, "1000", static_cast<char*>(nullptr));
@@ -578,10 +583,10 @@ std::array<pid_t, 2> read_descendants(int fd) {
 }  // namespace
 
 TEST_CASE("Containment.unprivileged.descendants_end_with_a_killed_worker") {
-  for (bool hide : {false, true}) {
-    // hide: the task's child makes itself undumpable, which keeps /proc/PID/ns/user from
-    // other processes of its user.
-    CAPTURE(hide);
+  for (Hide hide : {Hide::no, Hide::prctl, Hide::prctl_high_bits}) {
+    // The task's child tries to make itself undumpable, which would keep /proc/PID/ns/user
+    // from other processes of its user.
+    CAPTURE(static_cast<int>(hide));
     int pipe_fds[2], summary[2];
     REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
     REQUIRE(::pipe2(summary, O_CLOEXEC) == 0);

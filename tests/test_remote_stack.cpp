@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -385,7 +386,35 @@ TEST_CASE("RemoteStack.symbolize.reads_nothing_a_sandboxed_worker_could_write") 
                        "throw_in_named_function"));
   CHECK_FALSE(contains(symbolize(crash_plugin_stack((tmp / ".." / tmp.filename() / "evil.so").string()), true),
                        "throw_in_named_function"));
+  // A single writable file (Sandbox::write may name one).
+  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, elsewhere.path / "writable.so");
+  ferry::detail::never_symbolize_under((elsewhere.path / "writable.so").string());
+  CHECK_FALSE(contains(symbolize(crash_plugin_stack((elsewhere.path / "writable.so").string()), true),
+                       "throw_in_named_function"));
   // What lies elsewhere is read as before.
   CHECK(contains(symbolize(crash_plugin_stack((elsewhere.path / "copy.so").string()), true),
                  "throw_in_named_function(int)"));
+}
+
+TEST_CASE("RemoteStack.symbolize.reads_no_file_without_a_directory_entry") {
+  // A task can write an ELF file into a memfd, which no sandbox rule covers, and name it through
+  // /proc/PID/fd/N, or through a link to that: the host reads neither.
+  namespace fs = std::filesystem;
+  int fd = ::memfd_create("crafted", MFD_CLOEXEC);
+  REQUIRE(fd >= 0);
+  {
+    std::ifstream in(FERRY_TEST_CRASH_PLUGIN, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+  }
+  const std::string through_proc = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd);
+  support::TempDir dir;
+  fs::create_symlink(through_proc, dir.path / "link.so");
+  for (const std::string& path : {through_proc, "/proc/self/fd/" + std::to_string(fd), (dir.path / "link.so").string()}) {
+    CAPTURE(path);
+    std::string text = symbolize(crash_plugin_stack(path), true);
+    CAPTURE(text);
+    CHECK_FALSE(contains(text, "throw_in_named_function"));
+  }
+  ::close(fd);
 }

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -232,7 +233,9 @@ int grandchild(bool hide) {
     pid_t grandchild = ::fork();
     if (grandchild < 0) ::_exit(2);
     if (grandchild == 0) {
-      if (hide) (void)::prctl(PR_SET_DUMPABLE, 0);
+      // With bits above the 32 of prctl's int option, which the kernel ignores: a filter that
+      // compares all 64 would let it through.
+      if (hide) (void)::syscall(SYS_prctl, (1UL << 32) | PR_SET_DUMPABLE, 0UL);
       char text[16];
       int pid = global_pid_or_minus_one();
       int len = 0;

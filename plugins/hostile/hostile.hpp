@@ -40,8 +40,9 @@ FERRY_EXPORT int leak_files(int n);
 /// worker's session and process group; the child exits at once and is reaped. Returns the
 /// grandchild's global pid.
 FERRY_EXPORT int setsid_grandchild();
-/// setsid_grandchild whose grandchild first calls prctl(PR_SET_DUMPABLE, 0), which would keep
-/// its /proc entries (its user namespace among them) from other processes of its user.
+/// setsid_grandchild whose grandchild first makes itself undumpable (prctl(PR_SET_DUMPABLE, 0),
+/// its option with high bits set), which would keep its /proc entries (its user namespace among
+/// them) from other processes of its user.
 FERRY_EXPORT int hidden_grandchild();
 /// PTRACE_ATTACH to `pid`, waits for it to stop, PTRACE_DETACH; returns 0.
 FERRY_EXPORT int ptrace_pid(int pid);

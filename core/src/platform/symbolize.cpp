@@ -254,21 +254,36 @@ Forbidden& forbidden() {
   return f;
 }
 
-/// Whether the file open at `fd` lies under a never_symbolize_under() directory: by the path the
-/// kernel gives for the descriptor, so no link swapped in after the open changes the answer.
-bool forbidden_file(int fd) {
+/// Whether `p` is a never_symbolize_under() entry or lies under one. Under f.mu.
+bool under_forbidden(const Forbidden& f, std::string_view p) {
+  for (const std::string& d : f.dirs)
+    if (d == "/" || p == d || (p.size() > d.size() && p.compare(0, d.size(), d) == 0 && p[d.size()] == '/'))
+      return true;
+  return false;
+}
+
+/// Whether the module a worker named `path`, open at `fd`, must not be read: a file of no
+/// directory (a memfd, a deleted file: what a task can make and name through a /proc link), or
+/// one under a never_symbolize_under() entry, by the path as named and by the path the kernel
+/// gives for the descriptor (so no link, and none swapped in after the open, changes the answer).
+bool forbidden_file(const std::string& path, int fd, const struct stat& st) {
+  if (st.st_nlink == 0) return true;
   Forbidden& f = forbidden();
   std::lock_guard lock(f.mu);
   if (f.dirs.empty()) return false;
-  char link[64], path[4096];
+  if (under_forbidden(f, std::filesystem::path(path).lexically_normal().string())) return true;
+  char link[64], real[4096];
   std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  ssize_t n = ::readlink(link, path, sizeof path);
-  if (n <= 0 || static_cast<std::size_t>(n) >= sizeof path) return true;  // cannot tell: not read
-  std::string_view p(path, static_cast<std::size_t>(n));
-  for (const std::string& d : f.dirs)
-    if (d == "/" || (p.size() > d.size() && p.compare(0, d.size(), d) == 0 && p[d.size()] == '/'))
-      return true;
-  return false;
+  ssize_t n = ::readlink(link, real, sizeof real);
+  if (n <= 0 || static_cast<std::size_t>(n) >= sizeof real || real[0] != '/') return true;  // cannot tell
+  return under_forbidden(f, std::string_view(real, static_cast<std::size_t>(n)));
+}
+
+/// A path through /proc: a magic link (/proc/PID/fd/N, /proc/self/root, ...) reaches what no
+/// directory holds, such as a task's memfd; never a module of a stack.
+bool through_proc(const std::string& path) {
+  std::string p = std::filesystem::path(path).lexically_normal().string();
+  return p == "/proc" || p.rfind("/proc/", 0) == 0;
 }
 
 }  // namespace
@@ -303,10 +318,11 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
     for (const Module& m : modules_of(stack.maps)) {
       // Only a regular file: the path comes from the worker, which may be hostile (a FIFO would
       // block this thread). The descriptor goes to libdwfl, which closes it.
+      if (through_proc(m.path)) continue;
       int fd = ::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
       if (fd < 0) continue;
       struct stat st {};
-      if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || forbidden_file(fd)) {
+      if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || forbidden_file(m.path, fd, st)) {
         ::close(fd);
         continue;
       }

@@ -45,10 +45,10 @@ FERRY_INTERNAL_API bool parse_maps_line(std::string_view line, MapsLine& out) no
 FERRY_INTERNAL_API std::size_t select_modules(const char* maps, std::size_t size, const std::uint64_t* pcs,
                                               std::size_t count, char* out, std::size_t cap) noexcept;
 
-/// From now on, in this process, symbolize() reads no file under `dir` (nor under what it
-/// resolves to): a sandboxed worker can write there, so what is there may be built to attack the
-/// DWARF reader of the host, which runs without the sandbox. Frames in such a module stay
-/// unnamed. The pool calls it for its sandbox's writable directories.
+/// From now on, in this process, symbolize() reads no file at or under `dir` (a directory or a
+/// file; nor at or under what it resolves to): a sandboxed worker can write there, so what is
+/// there may be built to attack the DWARF reader of the host, which runs without the sandbox.
+/// Frames in such a module stay unnamed. The pool calls it for its sandbox's writable paths.
 FERRY_INTERNAL_API void never_symbolize_under(const std::string& dir);
 
 /// One line per frame, innermost first:
@@ -56,8 +56,9 @@ FERRY_INTERNAL_API void never_symbolize_under(const std::string& dir);
 ///   "#5  ?? (libc.so.6+0x2724a)"
 /// The frames below the task's entry point (the worker loop) are summed up in one last line.
 /// `exact_first`: pcs[0] is the interrupted instruction (a crash), not a return address. Only
-/// regular files are opened, none under a never_symbolize_under() directory; a module that cannot
-/// be read leaves its frames unnamed. "" for an empty stack.
+/// regular files are opened, none through /proc (a magic link reaches a task's memfd), none without
+/// a directory entry (a memfd, a deleted file) and none under a never_symbolize_under() path; a
+/// module that cannot be read leaves its frames unnamed. "" for an empty stack.
 FERRY_INTERNAL_API std::string symbolize(const RawStack& stack, bool exact_first);
 
 /// What TaskError and TerminatedWorkerError hold: the raw stack, symbolized the first time it is

@@ -182,13 +182,14 @@ std::int64_t now_ms() {
 
 void pause_ms(int ms) { ::poll(nullptr, 0, ms); }
 
-/// SIGKILL to every pid of a list of decimal pids separated by white space (cgroup.procs,
-/// /proc/.../children).
+/// SIGKILL to every pid of a list of decimal pids, each followed by white space (cgroup.procs,
+/// /proc/.../children). A last number without it may be the start of a pid that did not fit in
+/// the buffer the list was read into: it is left alone (a SIGKILL to pid 12 for 12345).
 void kill_listed(char* list) {
   for (char* p = list; *p;) {
     char* next = nullptr;
     long pid = std::strtol(p, &next, 10);
-    if (next == p) break;
+    if (next == p || *next == '\0') break;
     if (pid > 0) ::kill(static_cast<pid_t>(pid), SIGKILL);
     p = next;
   }
@@ -410,6 +411,10 @@ void libferry_anchor() {}
 
 /// Trapped in every sandbox: what reaches out of the process (ptrace, process_vm_*, pidfd_getfd),
 /// changes the system or the namespaces, or is a large kernel attack surface few tasks need.
+/// An `int` argument of a system call is compared on its low 32 bits: the kernel reads only those
+/// (libseccomp compares all 64, so `prctl((1UL << 32) | option, ...)` would match no rule).
+constexpr std::uint64_t int_bits = 0xffffffffu;
+
 constexpr const char* always_denied[] = {
     "ptrace",        "process_vm_readv", "process_vm_writev", "pidfd_getfd",
     "mount",         "umount2",          "pivot_root",        "chroot",
@@ -461,7 +466,7 @@ std::string load_seccomp(bool network, bool exec) {
   // A task must not take SIGSYS away from the handler that reports what it tried (reading the
   // action, a NULL new one, stays allowed).
   int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(rt_sigaction), 2,
-                            SCMP_A0(SCMP_CMP_EQ, SIGSYS), SCMP_A1(SCMP_CMP_NE, 0));
+                            SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, SIGSYS), SCMP_A1(SCMP_CMP_NE, 0));
   if (rc == 0 && g_trapped_count < static_cast<int>(std::size(g_trapped))) {
     TrappedCall& t = g_trapped[g_trapped_count++];
     t.number = SCMP_SYS(rt_sigaction);
@@ -495,7 +500,7 @@ std::string keep_descendants_visible() {
   if (rc == -EEXIST) rc = 0;
   if (rc == 0)
     rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 2,
-                          SCMP_A0(SCMP_CMP_EQ, PR_SET_DUMPABLE), SCMP_A1(SCMP_CMP_EQ, 0));
+                          SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, PR_SET_DUMPABLE), SCMP_A1(SCMP_CMP_EQ, 0));
   if (rc == 0) rc = seccomp_load(ctx);
   seccomp_release(ctx);
   return rc == 0 ? "" : std::string("seccomp filter for PR_SET_DUMPABLE: ") + std::strerror(-rc);
@@ -854,9 +859,12 @@ void Containment::finish() {
   if (!cgroup_.empty() || user_namespace_) return;  // the guardian ends them
   // Subreaper: every orphan of the tasks is a child of the worker now, and so is every process
   // orphaned by the kills below. Repeat until no child is left (a zombie stays listed until it is
-  // reaped), at most one second.
+  // reaped; __WALL: also the children a task cloned with another exit signal), at most one second.
+  // SIGCHLD back to its default first: ignored (a task may have set that), the kernel would reap
+  // children by itself and a listed pid could be another process's by the time of its kill.
+  ::signal(SIGCHLD, SIG_DFL);
   for (std::int64_t end = now_ms() + 1000; kill_children() && now_ms() < end;) {
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    while (::waitpid(-1, nullptr, WNOHANG | __WALL) > 0) {
     }
     pause_ms(1);
   }
