@@ -325,7 +325,8 @@ std::optional<std::string> json_arguments(std::string_view command, std::string_
     rj::Document doc;
     std::string error;
     if (!json::parse(arg, doc, error)) {
-      std::string hint = !arg.empty() && arg[0] == '-'
+      const bool arg_of_task = what == "argument";
+      std::string hint = !arg.empty() && arg[0] == '-' && arg_of_task
                              ? " (an unknown option? options go before TASK; put -- before ARGs "
                                "starting with '-')"
                              : !arg.empty() && std::isalpha(static_cast<unsigned char>(arg[0]))

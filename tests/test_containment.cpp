@@ -366,6 +366,16 @@ TEST_CASE("Containment.sandbox.denied_calls_are_named_on_the_channel") {
          } ignore{SIG_IGN, 0, nullptr, 0};
          ::syscall(SYS_rt_sigaction, SIGSYS, &ignore, nullptr, sizeof ignore.mask);
        }},
+      // The same with bits above the 32 of its int signal number, which the kernel ignores.
+      {"rt_sigaction", [] {
+         struct {
+           void (*handler)(int);
+           unsigned long flags;
+           void (*restorer)();
+           unsigned long mask;
+         } ignore{SIG_IGN, 0, nullptr, 0};
+         ::syscall(SYS_rt_sigaction, (1UL << 32) | SIGSYS, &ignore, nullptr, sizeof ignore.mask);
+       }},
   };
   for (const auto& k : cases) {
     const std::string name = k.name;
@@ -657,7 +667,15 @@ TEST_CASE("Containment.unprivileged.processes_limit_holds_in_the_user_namespace"
 }
 
 TEST_CASE("Containment.unprivileged.sandbox_builds_its_network_namespace") {
-  Child worker([](int channel) {
+  auto dir = temp_dir();
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                        std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                        std::filesystem::perms::others_exec);
+  const std::filesystem::path outside = dir / "readable";
+  std::ofstream(outside) << "anyone may read this";
+  std::filesystem::permissions(outside, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                                            std::filesystem::perms::group_read | std::filesystem::perms::others_read);
+  Child worker([&](int channel) {
     if (!become_another_user()) return 1;
     Containment c;
     ContainmentConfig config;
@@ -667,7 +685,8 @@ TEST_CASE("Containment.unprivileged.sandbox_builds_its_network_namespace") {
     if (s.find("user namespace") == std::string::npos || s.find("network namespace") == std::string::npos ||
         s.find("Landlock") == std::string::npos || s.find("seccomp") == std::string::npos)
       return 3;
-    if (::open("/root", O_RDONLY | O_CLOEXEC) >= 0) return 4;
+    // Readable by anyone, outside what the sandbox allows: Landlock says no.
+    if (::open(outside.c_str(), O_RDONLY | O_CLOEXEC) >= 0 || errno != EACCES) return 4;
     ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // a violation
     return 5;
   });
@@ -675,6 +694,7 @@ TEST_CASE("Containment.unprivileged.sandbox_builds_its_network_namespace") {
   REQUIRE(f.header.type == proto::FrameType::contained);
   CHECK(proto::decode_contained(f.view()).name == "socket");
   CHECK(worker.wait() == static_cast<int>(proto::WorkerExit::contained));
+  std::filesystem::remove_all(dir);
 }
 
 // ---- Neither a pids cgroup nor a user namespace: subreaper and tag ----------------------------

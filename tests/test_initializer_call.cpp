@@ -196,6 +196,10 @@ TEST_CASE("Initializer.json_calls_compare_by_their_text") {
   CHECK(Call::json("init_flag", "{}") != Call("init_flag"));  // JSON is not the binary archive
   CHECK_FALSE(Call("init_flag").is_json());
   CHECK_THROWS_AS(Call::json("", "{}"), std::invalid_argument);
+  CHECK_THROWS_AS(Call::json(ferry::TaskRef{.library = FERRY_TEST_MODEL_PLUGIN}, "{}"), std::invalid_argument);
+  // The worker reads one line: pretty-printed JSON is refused here, not half-read there.
+  CHECK_THROWS_WITH_AS(Call::json("load_model", "{\n  \"value0\": \"a\",\n  \"value1\": 1\n}"),
+                       doctest::Contains("one line"), std::invalid_argument);
 }
 
 TEST_CASE("Initializer.json_arguments_the_task_cannot_take_break_the_pool") {

@@ -2,6 +2,8 @@
 // Signature texts and fingerprints, value encoding round trips, Buffer semantics, serializability.
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -265,6 +267,19 @@ TEST_CASE("Serialization.decode_value.a_few_bytes_cannot_make_the_host_allocate_
   CHECK_THROWS_AS(decode_value<std::vector<std::string>>(claimed(billions)), cereal::Exception);
   CHECK_THROWS_AS(decode_value<std::deque<double>>(claimed(billions)), cereal::Exception);
   CHECK_THROWS_AS(decode_value<ferry::BytesView>(claimed(billions)), cereal::Exception);
+  // Elements of a megabyte each, eight bytes claiming a thousand of them: nothing near a gigabyte
+  // is allocated (the vector grows as elements are read, and the first one is not there).
+  using Megabyte = std::array<char, 1 << 20>;
+  rusage before{}, after{};
+  ::getrusage(RUSAGE_SELF, &before);
+  CHECK_THROWS_AS(decode_value<std::vector<Megabyte>>(claimed(1000)), cereal::Exception);
+  CHECK_THROWS_AS(decode_value<std::deque<Megabyte>>(claimed(1000)), cereal::Exception);
+  CHECK_THROWS_AS(decode_value<std::list<Megabyte>>(claimed(1000)), cereal::Exception);
+  ::getrusage(RUSAGE_SELF, &after);
+  CHECK(after.ru_maxrss - before.ru_maxrss < 256 * 1024);  // KiB: well under the 1 GB asked for
+  // Numbers: all their bytes must follow.
+  CHECK_THROWS_WITH_AS(decode_value<std::vector<double>>(claimed(10, std::string(79, 'x'))),
+                       doctest::Contains("a vector of 10 numbers with 79 bytes left"), cereal::Exception);
   // Nested: the inner count is checked against what is left after it.
   Buffer nested;
   ferry::detail::encode_values(nested, std::uint64_t{1}, billions);

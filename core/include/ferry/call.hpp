@@ -103,7 +103,8 @@ class Call {
   /// `ferry` command's `--initializer` and `--initarg`. The worker decodes them (cereal's JSON
   /// archive), which checks their number and types; the task may return a value (it is dropped).
   /// A FERRY_WRAP plugin has no JSON entry point: its worker fails the initializer.
-  /// @throws std::invalid_argument for an empty task name.
+  /// @throws std::invalid_argument for an empty task name, or arguments on more than one line (the
+  /// worker reads one JSON line).
   static Call json(std::string_view task, std::string arguments) {
     if (task.empty()) throw std::invalid_argument("ferry::Call::json: no task name");
     Call c;
@@ -114,6 +115,7 @@ class Call {
   }
   /// Task `ref.name` of the plugin at `ref.library`, with JSON arguments as above.
   static Call json(const TaskRef& ref, std::string arguments) {
+    if (ref.name.empty()) throw std::invalid_argument("ferry::Call::json: no task name");
     Call c;
     c.kind_ = Kind::ref;
     c.name_ = ref.name;
@@ -143,6 +145,8 @@ class Call {
   friend struct detail::CallAccess;
 
   void from_json(std::string arguments) {
+    if (arguments.find_first_of("\r\n") != std::string::npos)
+      throw std::invalid_argument("ferry::Call::json: the arguments must be one line of JSON");
     signature_ = "(JSON arguments)";
     fingerprint_ = 0;  // the worker's JSON decoding checks the types
     args_ = std::move(arguments);

@@ -3,11 +3,15 @@
 // distrusted (issue: a hostile worker must not crash its host).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <deque>
+#include <list>
 #include <memory>
 #include <streambuf>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <cereal/archives/binary.hpp>
 #include <cereal/cereal.hpp>
@@ -20,12 +24,17 @@ inline constexpr std::uint64_t unbacked_elements = 1024;
 
 /**
 @brief cereal's binary input archive for what a worker sends its host (results): the same bytes,
-read the same way, with one check more. cereal sizes a vector or a string from the element count
-it reads (resized and zero-filled, then read), so eight bytes of a hostile worker's result could
-make the host allocate and touch gigabytes. Here a count must be backed by the bytes left in the
-message (every element takes at least one, past the first unbacked_elements), else decoding throws
-cereal::Exception, which the future reports as a SerializationError. Types that load only through
-cereal::BinaryInputArchive itself (a non-template load) are decoded with that, unchecked.
+read the same way, with checks more. cereal sizes a vector or a string from the element count it
+reads (resized and zero-filled, then read), so eight bytes of a hostile worker's result could make
+the host allocate and touch gigabytes. Here a count must be backed by the bytes left in the message
+(every element takes at least one, past the first unbacked_elements; a vector of numbers, all its
+bytes), else decoding throws cereal::Exception, which the future reports as a SerializationError;
+and vectors, deques and lists grow as their elements are read rather than being sized first.
+A type that loads only through cereal::BinaryInputArchive itself (a non-template load) is decoded
+with that, unchecked (ResultArchive). Two limits: a type holding such a type inside its template
+serialize no longer compiles as a result (give the inner type a template load), and a polymorphic
+type is found only if it was registered (CEREAL_REGISTER_TYPE) where this header was included
+(every ferry header that submits includes it).
 */
 class BoundedInputArchive
     : public cereal::InputArchive<BoundedInputArchive, cereal::AllowEmptyClassElision> {
@@ -74,6 +83,64 @@ void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, cereal::SizeTag<T>& t) {
 template <class T>
 void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, cereal::BinaryData<T>& t) {
   ar.loadBinary(t.data, static_cast<std::size_t>(t.size));
+}
+
+// Containers cereal resizes to the announced count before reading a single element: a count
+// backed by a byte each could still ask for count × sizeof(T) (a vector of 1 MiB arrays). These
+// grow as their elements are read instead, so memory follows the bytes actually decoded.
+// Same wire format as cereal's.
+
+/// `n` elements appended to `c` one by one, each read in place.
+template <class Container>
+void load_growing(BoundedInputArchive& ar, Container& c, cereal::size_type n) {
+  c.clear();
+  for (cereal::size_type i = 0; i < n; ++i) {
+    c.emplace_back();
+    ar(c.back());
+  }
+}
+
+template <class T, class A>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::vector<T, A>& v) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+    // Numbers are their bytes, read at once: all of them must be there.
+    if (static_cast<std::uint64_t>(n) > ar.remaining() / sizeof(T))
+      throw cereal::Exception("a vector of " + std::to_string(static_cast<std::uint64_t>(n)) + " numbers with " +
+                              std::to_string(ar.remaining()) + " bytes left to read");
+    v.resize(static_cast<std::size_t>(n));
+    ar(cereal::binary_data(v.data(), static_cast<std::size_t>(n) * sizeof(T)));
+  } else {
+    v.reserve(static_cast<std::size_t>(std::min<cereal::size_type>(n, 64)));
+    load_growing(ar, v, n);
+  }
+}
+
+template <class A>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::vector<bool, A>& v) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  v.clear();
+  for (cereal::size_type i = 0; i < n; ++i) {
+    bool b = false;
+    ar(b);
+    v.push_back(b);
+  }
+}
+
+template <class T, class A>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::deque<T, A>& d) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  load_growing(ar, d, n);
+}
+
+template <class T, class A>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::list<T, A>& l) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  load_growing(ar, l, n);
 }
 
 /// Decodes with `Bounded` when T can be loaded by it, else with cereal's BinaryInputArchive.
