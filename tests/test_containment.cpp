@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -110,6 +111,26 @@ bool become_another_user() {
   // An ordinary user's processes are dumpable; the change of credentials made this one not.
   ::prctl(PR_SET_DUMPABLE, 1);
   return true;
+}
+
+/// In a child running a task: five forks of children that pause, which are then killed and
+/// reaped. How many were forked, and how many refused with EAGAIN (a processes limit).
+std::pair<int, int> fork_five() {
+  std::vector<pid_t> children;
+  int refused = 0;
+  for (int i = 0; i < 5; ++i) {
+    pid_t p = ::fork();
+    if (p == 0) {
+      for (;;) ::pause();
+    }
+    if (p > 0) children.push_back(p);
+    else if (errno == EAGAIN) ++refused;
+  }
+  for (pid_t p : children) {
+    ::kill(p, SIGKILL);
+    ::waitpid(p, nullptr, 0);
+  }
+  return {static_cast<int>(children.size()), refused};
 }
 
 /// Writes all of `v` to `fd` (the child's report to the test).
@@ -286,24 +307,10 @@ TEST_CASE("Containment.limits.processes_refused_by_the_pids_cgroup") {
     proto::TaskLimits limits;
     limits.processes = 2;
     c.begin_task(limits);
-    std::vector<pid_t> children;
-    int refused = 0;
-    for (int i = 0; i < 5; ++i) {
-      pid_t p = ::fork();
-      if (p == 0) {
-        for (;;) ::pause();
-      }
-      if (p > 0) children.push_back(p);
-      else if (errno == EAGAIN) ++refused;
-    }
-    for (pid_t p : children) {
-      ::kill(p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
+    auto [forked, refused] = fork_five();
     // Under TSan each child starts a thread of its own, which the cgroup counts too, racing
     // with the next fork: fewer children may fit.
-    if (tsan ? children.empty() || children.size() > 2 || refused != 5 - static_cast<int>(children.size())
-             : children.size() != 2 || refused != 3)
+    if (tsan ? forked == 0 || forked > 2 || refused != 5 - forked : forked != 2 || refused != 3)
       return 2;
     // The task coped, the limit was still hit.
     if (!c.fork_refused()) return 3;
@@ -635,21 +642,8 @@ TEST_CASE("Containment.unprivileged.processes_limit_holds_in_the_user_namespace"
     proto::TaskLimits limits;
     limits.processes = 2;
     c.begin_task(limits);
-    std::vector<pid_t> children;
-    int refused = 0;
-    for (int i = 0; i < 5; ++i) {
-      pid_t p = ::fork();
-      if (p == 0) {
-        for (;;) ::pause();
-      }
-      if (p > 0) children.push_back(p);
-      else if (errno == EAGAIN) ++refused;
-    }
-    for (pid_t p : children) {
-      ::kill(p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
-    if (tsan ? children.empty() || children.size() > 2 : children.size() != 2 || refused != 3) return 3;
+    auto [forked, refused] = fork_five();
+    if (tsan ? forked == 0 || forked > 2 : forked != 2 || refused != 3) return 3;
     // Explained as the limit, after a failure.
     auto m = c.explain_failure("std::system_error", std::strerror(EAGAIN));
     if (!m || m->kind != proto::ContainedKind::processes || m->value != 2) return 4;
@@ -711,6 +705,17 @@ bool hide_cgroups() {
          ::mount("none", "/sys/fs/cgroup", "tmpfs", 0, "size=4k") == 0;
 }
 
+/// A worker whose containment found no cgroup file system (hide_cgroups), running `task` (its
+/// return value is the exit code; 1 and 2: the setup failed).
+std::unique_ptr<Child> last_resort_worker(const std::function<int(Containment&)>& task) {
+  return std::make_unique<Child>([task](int channel) {
+    if (!hide_cgroups()) return 1;
+    Containment c;
+    if (!c.setup({}, channel).empty()) return 2;
+    return task(c);
+  });
+}
+
 }  // namespace
 
 TEST_CASE("Containment.last_resort.tagged_descendants_end_with_a_killed_worker") {
@@ -720,15 +725,13 @@ TEST_CASE("Containment.last_resort.tagged_descendants_end_with_a_killed_worker")
   }
   int pipe_fds[2];
   REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
-  Child worker([&](int channel) {
-    if (!hide_cgroups()) return 1;
-    Containment c;
-    if (!c.setup({}, channel).empty()) return 2;
+  auto worker_process = last_resort_worker([&](Containment& c) {
     if (c.summary().find("subreaper") == std::string::npos) return 3;
     // The tag is in the environment of what the task's processes exec.
     start_descendants(pipe_fds[1], "/bin/sleep");
     for (;;) ::pause();
   });
+  Child& worker = *worker_process;
   ::close(pipe_fds[1]);
   auto d = read_descendants(pipe_fds[0]);
   ::close(pipe_fds[0]);
@@ -754,10 +757,7 @@ TEST_CASE("Containment.last_resort.finish_ends_every_descendant") {
   }
   int pipe_fds[2];
   REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
-  Child worker([&](int channel) {
-    if (!hide_cgroups()) return 1;
-    Containment c;
-    if (!c.setup({}, channel).empty()) return 2;
+  auto worker_process = last_resort_worker([&](Containment& c) {
     int inner[2];
     if (::pipe2(inner, O_CLOEXEC) != 0) return 3;
     start_descendants(inner[1]);  // a child with a child of its own
@@ -777,7 +777,7 @@ TEST_CASE("Containment.last_resort.finish_ends_every_descendant") {
   auto a = read_descendants(pipe_fds[0]);
   auto b = read_descendants(pipe_fds[0]);
   ::close(pipe_fds[0]);
-  CHECK(worker.wait() == 0);
+  CHECK(worker_process->wait() == 0);
   for (pid_t p : {a[0], a[1], b[0], b[1]}) {
     CAPTURE(p);
     CHECK(support::wait_until([&] { return ended(p); }, std::chrono::seconds(2)));

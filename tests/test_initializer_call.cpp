@@ -38,21 +38,40 @@ std::map<int, model::Description> models_of(ferry::Executor& ex, std::size_t wor
   return seen;
 }
 
+/// Both workers of `ex` loaded model `name` of `size` weights, once each (however many tasks they
+/// ran).
+void check_each_worker_loaded(ferry::Executor& ex, const std::string& name, std::size_t size) {
+  REQUIRE(ex.warm_up(10s));
+  auto models = models_of(ex, 2);
+  REQUIRE(models.size() == 2);
+  for (auto& [pid, d] : models) {
+    CAPTURE(pid);
+    CHECK(d.name == name);
+    CHECK(d.size == size);
+    CHECK(d.loads == 1);
+  }
+}
+
+/// A task submitted to `ex`, whose initializer fails, ends with BrokenProcessPool saying `why`,
+/// and the pool is broken.
+void check_broken_by_its_initializer(ferry::Executor& ex, const std::string& why) {
+  try {
+    auto f = ex.submit(predict, 1.0);
+    CHECK_THROWS_WITH_AS(f.get(), doctest::Contains(why.c_str()), ferry::BrokenProcessPool);
+  } catch (const ferry::BrokenProcessPool& e) {
+    // The initializer may have failed before this submit: submit itself refuses then.
+    CHECK(std::string(e.what()).find(why) != std::string::npos);
+  }
+  CHECK(support::wait_until([&] { return ex.is_broken(); }));
+}
+
 }  // namespace
 
 TEST_CASE("Initializer.call_by_function_runs_once_per_worker_with_its_arguments") {
   auto o = support::options(2);
   o.initializer = ferry::Call(load_model, "linear", 3);
   ferry::Executor ex(o);
-  REQUIRE(ex.warm_up(10s));
-  auto models = models_of(ex, 2);
-  REQUIRE(models.size() == 2);
-  for (auto& [pid, d] : models) {
-    CAPTURE(pid);
-    CHECK(d.name == "linear");
-    CHECK(d.size == 3);
-    CHECK(d.loads == 1);  // once per worker, however many tasks it ran
-  }
+  check_each_worker_loaded(ex, "linear", 3);
   // The tasks use the worker-local model: 1 + x/2 + x²/3 at x = 3.
   CHECK(ex.submit(predict, 3.0).get() == doctest::Approx(5.5));
 }
@@ -149,14 +168,7 @@ TEST_CASE("Initializer.a_failing_initializer_with_arguments_breaks_the_pool") {
   auto o = support::options(1);
   o.initializer = ferry::Call(load_model, "", 3);  // load_model refuses an empty name
   ferry::Executor ex(o);
-  try {
-    auto f = ex.submit(predict, 1.0);
-    CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("the model needs a name"), ferry::BrokenProcessPool);
-  } catch (const ferry::BrokenProcessPool& e) {
-    // The initializer may have failed before this submit: submit itself refuses then.
-    CHECK(std::string(e.what()).find("the model needs a name") != std::string::npos);
-  }
-  CHECK(support::wait_until([&] { return ex.is_broken(); }));
+  check_broken_by_its_initializer(ex, "the model needs a name");
 }
 
 TEST_CASE("Initializer.unencodable_arguments_and_arguments_without_a_task") {
@@ -177,15 +189,7 @@ TEST_CASE("Initializer.json_call_by_name_and_by_task_ref") {
   CHECK(o.initializer.is_json());
   CHECK(o.initializer.signature() == "(JSON arguments)");
   ferry::Executor ex(o);
-  REQUIRE(ex.warm_up(10s));
-  auto models = models_of(ex, 2);
-  REQUIRE(models.size() == 2);
-  for (auto& [pid, d] : models) {
-    CAPTURE(pid);
-    CHECK(d.name == "from-json");
-    CHECK(d.size == 3);
-    CHECK(d.loads == 1);
-  }
+  check_each_worker_loaded(ex, "from-json", 3);
   CHECK(ex.submit(predict, 3.0).get() == doctest::Approx(5.5));
 }
 
@@ -209,13 +213,7 @@ TEST_CASE("Initializer.json_arguments_the_task_cannot_take_break_the_pool") {
     auto o = support::options(1);
     o.initializer = ferry::Call::json("load_model", args);
     ferry::Executor ex(o);
-    try {
-      auto f = ex.submit(predict, 1.0);
-      CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("load_model"), ferry::BrokenProcessPool);
-    } catch (const ferry::BrokenProcessPool& e) {
-      CHECK(std::string(e.what()).find("load_model") != std::string::npos);
-    }
-    CHECK(support::wait_until([&] { return ex.is_broken(); }));
+    check_broken_by_its_initializer(ex, "load_model");
   }
 }
 
