@@ -409,12 +409,12 @@ void libferry_anchor() {}
 
 // ---- seccomp ---------------------------------------------------------------------------------
 
-/// Trapped in every sandbox: what reaches out of the process (ptrace, process_vm_*, pidfd_getfd),
-/// changes the system or the namespaces, or is a large kernel attack surface few tasks need.
 /// An `int` argument of a system call is compared on its low 32 bits: the kernel reads only those
 /// (libseccomp compares all 64, so `prctl((1UL << 32) | option, ...)` would match no rule).
 constexpr std::uint64_t int_bits = 0xffffffffu;
 
+/// Trapped in every sandbox: what reaches out of the process (ptrace, process_vm_*, pidfd_getfd),
+/// changes the system or the namespaces, or is a large kernel attack surface few tasks need.
 constexpr const char* always_denied[] = {
     "ptrace",        "process_vm_readv", "process_vm_writev", "pidfd_getfd",
     "mount",         "umount2",          "pivot_root",        "chroot",
