@@ -103,10 +103,10 @@ tsan: deps report-deps
 # saved as tests/data/fuzz/<target>/crash-*, where the test suite replays it from then on.
 fuzz: fuzz-deps
 	cmake --preset fuzz
-	cmake --build --preset fuzz -j $(JOBS) --target fuzz_frames fuzz_elf fuzz_json fuzz_trace ferry_plugin_math \
-	  ferry_plugin_crash
+	cmake --build --preset fuzz -j $(JOBS) --target fuzz_frames fuzz_elf fuzz_json fuzz_trace fuzz_results \
+	  ferry_plugin_math ferry_plugin_crash
 	@rm -rf build/fuzz/seeds && mkdir -p build/fuzz/seeds/elf build/fuzz/corpus/frames build/fuzz/corpus/elf \
-	  build/fuzz/corpus/json build/fuzz/corpus/trace
+	  build/fuzz/corpus/json build/fuzz/corpus/trace build/fuzz/corpus/results
 	@for f in build/fuzz/plugins/*.so; do strip --strip-all -o build/fuzz/seeds/elf/$$(basename $$f) $$f; done
 	build/fuzz/bin/fuzz_frames -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=1024 \
 	  -artifact_prefix=tests/data/fuzz/frames/crash- \
@@ -120,6 +120,9 @@ fuzz: fuzz-deps
 	build/fuzz/bin/fuzz_trace -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
 	  -dict=tests/fuzz/trace.dict -artifact_prefix=tests/data/fuzz/trace/crash- \
 	  build/fuzz/corpus/trace tests/data/fuzz/trace tests/data/trace
+	build/fuzz/bin/fuzz_results -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=1024 \
+	  -malloc_limit_mb=64 -artifact_prefix=tests/data/fuzz/results/crash- \
+	  build/fuzz/corpus/results tests/data/fuzz/results
 
 bench: bench-deps
 	cmake --preset $(BENCH_PRESET) -DFERRY_BUILD_BENCH=ON

@@ -8,6 +8,9 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <list>
 #include <map>
 #include <optional>
@@ -24,6 +27,7 @@
 #include <ferry/detail/type_name.hpp>
 #include <ferry/serialization.hpp>
 
+#include "fuzz/results_fuzz.hpp"
 #include "math.hpp"
 #include "support/fixture.hpp"
 
@@ -284,6 +288,26 @@ TEST_CASE("Serialization.decode_value.a_few_bytes_cannot_make_the_host_allocate_
   Buffer nested;
   ferry::detail::encode_values(nested, std::uint64_t{1}, billions);
   CHECK_THROWS_AS(decode_value<std::vector<std::vector<int>>>(nested.view()), cereal::Exception);
+}
+
+TEST_CASE("Serialization.decode_value.replays_the_results_fuzz_corpus") {
+  // Seeds and any input the results fuzzer ever failed on (tests/data/fuzz/results/crash-*): each
+  // decodes or fails with cereal::Exception, into every type of tests/fuzz/results_fuzz.hpp.
+  namespace fs = std::filesystem;
+  std::size_t replayed = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(FERRY_TEST_DATA_DIR) / "fuzz" / "results")) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CAPTURE(entry.path().string());
+    ferry::fuzz::results_one_input(bytes);
+    ++replayed;
+  }
+  CHECK(replayed >= 5);
+  // A bool is 0 or 1.
+  CHECK(ferry::detail::decode_value<bool>(std::string_view("\x01", 1)));
+  CHECK_THROWS_WITH_AS(ferry::detail::decode_value<bool>(std::string_view("\x02", 1)),
+                       doctest::Contains("a bool of value 2"), cereal::Exception);
+  CHECK_THROWS_AS(ferry::detail::decode_value<std::vector<bool>>(claimed(2, "\x01\x07")), cereal::Exception);
 }
 
 TEST_CASE("Serialization.decode_value.honest_containers_still_decode") {

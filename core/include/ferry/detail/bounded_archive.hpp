@@ -66,6 +66,14 @@ void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, T& t) {
   ar.loadBinary(std::addressof(t), sizeof(t));
 }
 
+/// A bool is one byte, 0 or 1: any other value would be undefined behaviour once in a bool.
+inline void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, bool& t) {
+  unsigned char byte = 0;
+  ar.loadBinary(&byte, 1);
+  if (byte > 1) throw cereal::Exception("a bool of value " + std::to_string(byte));
+  t = byte == 1;
+}
+
 template <class T>
 void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, cereal::NameValuePair<T>& t) {
   ar(t.value);
