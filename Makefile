@@ -120,7 +120,7 @@ fuzz: fuzz-deps
 	build/fuzz/bin/fuzz_trace -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
 	  -dict=tests/fuzz/trace.dict -artifact_prefix=tests/data/fuzz/trace/crash- \
 	  build/fuzz/corpus/trace tests/data/fuzz/trace tests/data/trace
-	build/fuzz/bin/fuzz_results -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=1024 \
+	build/fuzz/bin/fuzz_results -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=1024 \
 	  -malloc_limit_mb=64 -artifact_prefix=tests/data/fuzz/results/crash- \
 	  build/fuzz/corpus/results tests/data/fuzz/results
 

@@ -4,6 +4,7 @@
 // symbolized in the host from raw addresses, and a worker's garbage stack is a ProtocolError.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -417,4 +418,16 @@ TEST_CASE("RemoteStack.symbolize.reads_no_file_without_a_directory_entry") {
     CHECK_FALSE(contains(text, "throw_in_named_function"));
   }
   ::close(fd);
+  // Nor the file the host's stdin, stdout or stderr is: workers inherit those descriptors, and a
+  // sandboxed task can write through them (here stdin, a copy of a plugin).
+  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, dir.path / "log.so");
+  CHECK(contains(symbolize(crash_plugin_stack((dir.path / "log.so").string()), true), "throw_in_named_function"));
+  int saved = ::dup(0);
+  int log = ::open((dir.path / "log.so").c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE((saved >= 0 && log >= 0 && ::dup2(log, 0) == 0));
+  std::string as_stdin = symbolize(crash_plugin_stack((dir.path / "log.so").string()), true);
+  ::dup2(saved, 0);
+  ::close(saved);
+  ::close(log);
+  CHECK_FALSE(contains(as_stdin, "throw_in_named_function"));
 }

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -308,6 +309,81 @@ TEST_CASE("Serialization.decode_value.replays_the_results_fuzz_corpus") {
   CHECK_THROWS_WITH_AS(ferry::detail::decode_value<bool>(std::string_view("\x02", 1)),
                        doctest::Contains("a bool of value 2"), cereal::Exception);
   CHECK_THROWS_AS(ferry::detail::decode_value<std::vector<bool>>(claimed(2, "\x01\x07")), cereal::Exception);
+}
+
+namespace {
+
+/// A tree: each node's children are nodes.
+struct Node {
+  std::vector<Node> kids;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(kids);
+  }
+};
+
+/// Every key in one bucket.
+struct OneBucket {
+  std::size_t operator()(int) const noexcept { return 0; }
+};
+
+}  // namespace
+
+TEST_CASE("Serialization.decode_value.what_a_hostile_result_cannot_do") {
+  using ferry::detail::decode_value;
+  SUBCASE("point two shared_ptrs at one object (of whatever type)") {
+    auto one = std::make_shared<int>(7);
+    Buffer shared;
+    ferry::detail::encode_values(shared, std::make_tuple(one, one));
+    CHECK_THROWS_WITH_AS((decode_value<std::tuple<std::shared_ptr<int>, std::shared_ptr<int>>>(shared.view())),
+                         doctest::Contains("pointers share an object"), cereal::Exception);
+    Buffer distinct;
+    ferry::detail::encode_values(distinct, std::make_tuple(std::make_shared<int>(1), std::make_shared<int>(2)));
+    auto [a, b] = decode_value<std::tuple<std::shared_ptr<int>, std::shared_ptr<int>>>(distinct.view());
+    CHECK((*a == 1 && *b == 2));
+  }
+  SUBCASE("nest deeper than the decoding thread's stack") {
+    // A chain of nodes, each with one child: eight bytes a level.
+    auto chain = [](int levels) {
+      Buffer b;
+      for (int i = 0; i < levels; ++i) ferry::detail::encode_values(b, std::uint64_t{1});
+      ferry::detail::encode_values(b, std::uint64_t{0});
+      return b;
+    };
+    CHECK_NOTHROW(decode_value<Node>(chain(50).view()));
+    CHECK_THROWS_WITH_AS(decode_value<Node>(chain(100'000).view()), doctest::Contains("levels deep"),
+                         cereal::Exception);
+  }
+  SUBCASE("collide keys in one bucket") {
+    std::unordered_set<int, OneBucket> keys;
+    for (int i = 0; i < 600; ++i) keys.insert(i);
+    Buffer b;
+    ferry::detail::encode_values(b, keys);
+    CHECK_THROWS_WITH_AS((decode_value<std::unordered_set<int, OneBucket>>(b.view())),
+                         doctest::Contains("collide in one bucket"), cereal::Exception);
+    // Equal keys of a multiset share a bucket honestly.
+    Buffer equal;
+    std::unordered_multiset<int> zeros;
+    for (int i = 0; i < 1000; ++i) zeros.insert(0);
+    ferry::detail::encode_values(equal, zeros);
+    CHECK(decode_value<std::unordered_multiset<int>>(equal.view()).count(0) == 1000);
+  }
+  SUBCASE("take far more memory than its bytes") {
+    // An empty optional is one byte; a 1 MiB array in memory.
+    using Big = std::optional<std::array<char, 1 << 20>>;
+    Buffer b;
+    ferry::detail::encode_values(b, std::vector<Big>(200));
+    CHECK_THROWS_WITH_AS(decode_value<std::vector<Big>>(b.view()), doctest::Contains("far more memory"),
+                         cereal::Exception);
+  }
+  SUBCASE("keep a BytesView pointing into its message") {
+    Buffer b;
+    ferry::detail::encode_values(b, std::vector<ferry::BytesView>{ferry::BytesView(std::string_view("inside"))});
+    auto views = decode_value<std::vector<ferry::BytesView>>(b.view());
+    REQUIRE(views.size() == 1);
+    CHECK(views[0].view() == "inside");
+    CHECK((views[0].data() < b.data() || views[0].data() >= b.data() + b.size()));  // its own copy
+  }
 }
 
 TEST_CASE("Serialization.decode_value.honest_containers_still_decode") {

@@ -19,7 +19,10 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
+#include <typeinfo>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -39,8 +42,20 @@ struct Point {
   }
 };
 
+/// A recursive type: how deep a result nests is the worker's choice.
+struct Tree {
+  std::vector<Tree> kids;
+  std::optional<std::string> leaf;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(kids, leaf);
+  }
+};
+
 template <class T>
 void decode_one(std::string_view bytes) {
+  static_assert(std::is_same_v<detail::ResultArchive<T>, detail::BoundedInputArchive>,
+                "a type the fuzzer tries must be read with the checked archive");
   try {
     (void)detail::decode_value<T>(bytes);
   } catch (const cereal::Exception&) {
@@ -68,6 +83,10 @@ inline void results_one_input(std::string_view bytes) {
   decode_one<std::set<std::string>>(bytes);
   decode_one<std::tuple<std::string, std::variant<int, std::string, std::vector<Point>>, bool>>(bytes);
   decode_one<std::shared_ptr<std::string>>(bytes);
+  decode_one<std::tuple<std::shared_ptr<std::string>, std::shared_ptr<std::vector<int>>>>(bytes);
+  decode_one<Tree>(bytes);
+  decode_one<std::unordered_set<std::string>>(bytes);
+  decode_one<std::vector<std::optional<std::array<char, 65536>>>>(bytes);
 }
 
 }  // namespace ferry::fuzz

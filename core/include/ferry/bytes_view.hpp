@@ -102,8 +102,10 @@ void load(Archive& ar, BytesView& v) {
   cereal::size_type n = 0;
   ar(cereal::make_size_tag(n));
   // In place when the archive reads from this thread's current MemoryReader: the size it just
-  // read must be the last bytes that reader handed out.
-  if (auto* reader = detail::MemoryReader::current(); reader && reader->just_read(&n, sizeof n)) {
+  // read must be the last bytes that reader handed out. Never in a result (the host's archive):
+  // the value would point into a message freed with its future.
+  if (auto* reader = detail::MemoryReader::current();
+      !std::is_same_v<Archive, detail::BoundedInputArchive> && reader && reader->just_read(&n, sizeof n)) {
     const char* p = reader->take(static_cast<std::size_t>(n));
     if (!p) throw cereal::Exception("BytesView of " + std::to_string(n) + " bytes: the data is truncated");
     v = BytesView(p, static_cast<std::size_t>(n));

@@ -110,6 +110,13 @@ Pool::Pool(ExecutorOptions options)
   Config config = Config::read();
   config.validate();
   check_containment(options_);
+  // Where the sandbox reads and writes, resolved once: a worker started after the application
+  // changed its directory must get the same paths (and never_symbolize_under below knows them).
+  for (auto* paths : {&options_.sandbox.read, &options_.sandbox.write})
+    for (auto& p : *paths) {
+      std::error_code ec;
+      if (auto a = std::filesystem::absolute(p, ec); !ec) p = a.lexically_normal();
+    }
   limits_ = task_limits(options_.limits);
   ExecutorOptions launch = options_;
   // A task that makes an executor of its own must not write this host's trace file from another

@@ -268,6 +268,12 @@ bool under_forbidden(const Forbidden& f, std::string_view p) {
 /// gives for the descriptor (so no link, and none swapped in after the open, changes the answer).
 bool forbidden_file(const std::string& path, int fd, const struct stat& st) {
   if (st.st_nlink == 0) return true;
+  // The host's stdin, stdout and stderr: workers inherit them, and a sandbox's Landlock rules do
+  // not cover what was open before (a log file the host writes to, a task could write too).
+  for (int std_fd = 0; std_fd <= 2; ++std_fd) {
+    struct stat s {};
+    if (::fstat(std_fd, &s) == 0 && s.st_dev == st.st_dev && s.st_ino == st.st_ino) return true;
+  }
   Forbidden& f = forbidden();
   std::lock_guard lock(f.mu);
   if (f.dirs.empty()) return false;

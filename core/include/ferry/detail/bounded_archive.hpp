@@ -11,6 +11,8 @@
 #include <streambuf>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <cereal/archives/binary.hpp>
@@ -21,6 +23,12 @@ namespace ferry::detail {
 /// Elements a container may announce beyond the bytes left to read: those of a type that
 /// serializes to nothing (an empty struct). Past it, the host refuses the value.
 inline constexpr std::uint64_t unbacked_elements = 1024;
+/// Values nested in values (a tree of a recursive type): past it the host refuses the result
+/// rather than run out of stack in the thread that decodes it.
+inline constexpr int max_result_depth = 512;
+/// Keys of an unordered container in one bucket: honest keys with any decent hash never get
+/// near it; keys chosen to collide would make each insertion scan them all (quadratic time).
+inline constexpr std::size_t max_bucket_keys = 512;
 
 /**
 @brief cereal's binary input archive for what a worker sends its host (results): the same bytes,
@@ -41,7 +49,8 @@ class BoundedInputArchive
  public:
   explicit BoundedInputArchive(std::istream& stream)
       : cereal::InputArchive<BoundedInputArchive, cereal::AllowEmptyClassElision>(this),
-        buffer_(*stream.rdbuf()) {}
+        buffer_(*stream.rdbuf()),
+        budget_(16 * remaining() + (std::uint64_t{64} << 20)) {}
 
   /// As cereal::BinaryInputArchive::loadBinary: `size` bytes, or cereal::Exception.
   void loadBinary(void* data, std::size_t size) {
@@ -56,9 +65,44 @@ class BoundedInputArchive
     return n > 0 ? static_cast<std::uint64_t>(n) : 0;
   }
 
+  /// Hides cereal's: a result's pointers never share an object. cereal would hand the object
+  /// first loaded under an id to any later shared_ptr naming that id, whatever its type (a
+  /// shared_ptr<B> pointing at an A), and a pointer may name the object still being loaded (a
+  /// cycle that leaks).
+  std::shared_ptr<void> getSharedPointer(std::uint32_t) {
+    throw cereal::Exception("a result whose pointers share an object (refused: they could be of different types)");
+  }
+
+  /// One value deeper; cereal::Exception past max_result_depth.
+  void enter() {
+    if (++depth_ > max_result_depth)
+      throw cereal::Exception("a result nested more than " + std::to_string(max_result_depth) + " levels deep");
+  }
+  void leave() noexcept { --depth_; }
+
+  /// Memory that elements about to be made take: all of a result's together may take 16 times
+  /// its bytes plus 64 MiB (an element of few bytes can be large in memory: an empty optional of
+  /// a large array).
+  void charge(std::uint64_t bytes) {
+    if (bytes > budget_)
+      throw cereal::Exception("a result that would take far more memory than its bytes");
+    budget_ -= bytes;
+  }
+
  private:
   std::streambuf& buffer_;
+  std::uint64_t budget_;
+  int depth_ = 0;
 };
+
+template <class T>
+void prologue(BoundedInputArchive& ar, const T&) {
+  ar.enter();
+}
+template <class T>
+void epilogue(BoundedInputArchive& ar, const T&) {
+  ar.leave();
+}
 
 template <class T>
   requires std::is_arithmetic_v<T>
@@ -103,6 +147,7 @@ template <class Container>
 void load_growing(BoundedInputArchive& ar, Container& c, cereal::size_type n) {
   c.clear();
   for (cereal::size_type i = 0; i < n; ++i) {
+    ar.charge(sizeof(typename Container::value_type));
     c.emplace_back();
     ar(c.back());
   }
@@ -149,6 +194,61 @@ void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::list<T, A>& l) {
   cereal::size_type n = 0;
   ar(cereal::make_size_tag(n));
   load_growing(ar, l, n);
+}
+
+/// An unordered container's elements, inserted as they are read (cereal reserves the announced
+/// count first); with unique keys, none in a bucket of more than max_bucket_keys (a multi
+/// container keeps equal keys in one bucket, and finds them there at once). `insert` reads one
+/// element, inserts it and returns its key.
+template <bool unique, class Container, class Insert>
+void load_unordered(BoundedInputArchive& ar, Container& c, Insert insert) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  c.clear();
+  for (cereal::size_type i = 0; i < n; ++i) {
+    ar.charge(sizeof(typename Container::value_type) + 2 * sizeof(void*));
+    const auto& key = insert();
+    if (unique && c.bucket_size(c.bucket(key)) > max_bucket_keys)
+      throw cereal::Exception("a result's keys collide in one bucket of its hash table");
+  }
+}
+
+template <class K, class V, class H, class E, class A>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::unordered_map<K, V, H, E, A>& m) {
+  load_unordered<true>(ar, m, [&]() -> const K& {
+    K k{};
+    V v{};
+    ar(cereal::make_map_item(k, v));
+    return m.emplace(std::move(k), std::move(v)).first->first;
+  });
+}
+
+template <class K, class V, class H, class E, class A>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::unordered_multimap<K, V, H, E, A>& m) {
+  load_unordered<false>(ar, m, [&]() -> const K& {
+    K k{};
+    V v{};
+    ar(cereal::make_map_item(k, v));
+    return m.emplace(std::move(k), std::move(v))->first;
+  });
+}
+
+template <class K, class H, class E, class A>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::unordered_set<K, H, E, A>& s) {
+  load_unordered<true>(ar, s, [&]() -> const K& {
+    K k{};
+    ar(k);
+    return *s.emplace(std::move(k)).first;
+  });
+}
+
+template <class K, class H, class E, class A>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::unordered_multiset<K, H, E, A>& s) {
+  load_unordered<false>(ar, s, [&]() -> const K& {
+    K k{};
+    ar(k);
+    return *s.emplace(std::move(k));
+  });
 }
 
 /// Decodes with `Bounded` when T can be loaded by it, else with cereal's BinaryInputArchive.
