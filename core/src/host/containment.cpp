@@ -98,10 +98,10 @@ std::vector<std::string> loaded_libraries() {
 
 }  // namespace
 
-std::vector<std::string> containment_args(const ExecutorOptions& options, const fs::path& private_tmp) {
+std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sb,
+                                          const fs::path& private_tmp) {
   std::vector<std::string> args;
   const protocol::TaskLimits l = task_limits(options.limits);
-  const Sandbox& sb = options.sandbox;
   if (any_limit(l) || sb.enabled) {
     args.insert(args.end(), {"--limits", std::to_string(l.memory) + "," + std::to_string(l.cpu_seconds) +
                                              "," + std::to_string(l.open_files) + "," +

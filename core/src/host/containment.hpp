@@ -46,7 +46,8 @@ class PrivateTempDir {
 /// executor's limits, and with a sandbox its flags and the paths it may read and write. Read
 /// paths: Sandbox::read, the plugin directories, the FERRY_WRAP cache and every shared library
 /// loaded in this process now (so that a plugin the host loaded can be loaded by the worker).
-std::vector<std::string> containment_args(const ExecutorOptions& options,
+/// `sandbox` is the executor's, its paths made absolute once (Pool::sandbox_).
+std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sandbox,
                                           const std::filesystem::path& private_tmp);
 
 /// The error a task ends with when its worker reported `c` (a contained frame).

@@ -112,7 +112,9 @@ Pool::Pool(ExecutorOptions options)
   check_containment(options_);
   // Where the sandbox reads and writes, resolved once: a worker started after the application
   // changed its directory must get the same paths (and never_symbolize_under below knows them).
-  for (auto* paths : {&options_.sandbox.read, &options_.sandbox.write})
+  // options_ keeps them as given (get_reusable_executor compares them).
+  sandbox_ = options_.sandbox;
+  for (auto* paths : {&sandbox_.read, &sandbox_.write})
     for (auto& p : *paths) {
       std::error_code ec;
       if (auto a = std::filesystem::absolute(p, ec); !ec) p = a.lexically_normal();
@@ -131,7 +133,7 @@ Pool::Pool(ExecutorOptions options)
   if (options_.sandbox.enabled) {
     // What a sandboxed task writes is the task's: never parsed by this unsandboxed host as a
     // module of a remote stack (a worker names the files of its stack itself).
-    for (const auto& dir : options_.sandbox.write) never_symbolize_under(dir);
+    for (const auto& dir : sandbox_.write) never_symbolize_under(dir);
     if (sandbox_tmp_) never_symbolize_under(sandbox_tmp_->path().string());
   }
   launcher_ = make_launcher(launch);

@@ -173,6 +173,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::shared_ptr<Launcher> launcher_;
   protocol::TaskLimits limits_;                   // the executor's (ExecutorOptions::limits)
   std::unique_ptr<PrivateTempDir> sandbox_tmp_;  // a sandbox's writable directory, if it needs one
+  Sandbox sandbox_;  // options_.sandbox with its paths made absolute at construction
 
   Poller poller_;
 

@@ -310,6 +310,18 @@ class WorkerLoop {
   }
 
   /// Resolves a reference; nullptr with `why` set on failure.
+  /// resolve, and for a frame flagged JSON a record with the JSON entry point: FERRY_WRAP plugins
+  /// are built without it (it costs most of their compile time, and they are submitted by
+  /// function, never as JSON).
+  const TaskRecordHeader* resolve_entry(Ref& ref, std::uint8_t frame_flags, Failure& why) {
+    const TaskRecordHeader* rec = resolve(ref, why);
+    if (rec && (frame_flags & protocol::flag_json) && !rec->invoke_json) {
+      why = Failure::no_json_entry(ref.define.library);
+      return nullptr;
+    }
+    return rec;
+  }
+
   const TaskRecordHeader* resolve(Ref& ref, Failure& why) {
     if (ref.record) return ref.record;
     const auto& d = ref.define;
@@ -382,13 +394,7 @@ class WorkerLoop {
     auto it = refs_.find(head.ref);
     if (it == refs_.end()) throw protocol::ProtocolError("task uses an undefined reference");
     Failure why;
-    const TaskRecordHeader* rec = resolve(it->second, why);
-    if (rec && (f.header.flags & protocol::flag_json) && !rec->invoke_json) {
-      // FERRY_WRAP plugins are built without the JSON entry point (it costs most of their
-      // compile time, and they are submitted by function, never as JSON).
-      why = Failure::no_json_entry(it->second.define.library);
-      rec = nullptr;
-    }
+    const TaskRecordHeader* rec = resolve_entry(it->second, f.header.flags, why);
     bool ok = false;
     if (rec) {
       if (config_.containment) config_.containment->begin_task(limits_);
@@ -463,14 +469,9 @@ class WorkerLoop {
     auto it = refs_.find(init.ref);
     if (it == refs_.end()) throw protocol::ProtocolError("init uses an undefined reference");
     Failure why;
-    const TaskRecordHeader* rec = resolve(it->second, why);
-    const std::uint8_t json = frame_flags & protocol::flag_json;
-    if (rec && json && !rec->invoke_json) {
-      why = Failure::no_json_entry(it->second.define.library);
-      rec = nullptr;
-    }
+    const TaskRecordHeader* rec = resolve_entry(it->second, frame_flags, why);
     // What it returns (a JSON task may return a value) is dropped, as concurrent.futures does.
-    if (rec && invoke(rec, init.args, 1, json, why)) return true;
+    if (rec && invoke(rec, init.args, 1, frame_flags & protocol::flag_json, why)) return true;
     // Tell the host why, then exit: a worker whose initializer failed must not run tasks.
     reply_failure(0, why, protocol::ResultStatus::init_failed);
     return false;

@@ -32,12 +32,15 @@ inline constexpr std::size_t max_bucket_keys = 512;
 
 /**
 @brief cereal's binary input archive for what a worker sends its host (results): the same bytes,
-read the same way, with checks more. cereal sizes a vector or a string from the element count it
-reads (resized and zero-filled, then read), so eight bytes of a hostile worker's result could make
-the host allocate and touch gigabytes. Here a count must be backed by the bytes left in the message
-(every element takes at least one, past the first unbacked_elements; a vector of numbers, all its
-bytes), else decoding throws cereal::Exception, which the future reports as a SerializationError;
-and vectors, deques and lists grow as their elements are read rather than being sized first.
+read the same way, with checks more, each failing with cereal::Exception (a SerializationError from
+the future). cereal sizes a vector or a string from the element count it reads (resized and
+zero-filled, then read), so eight bytes of a hostile worker's result could make the host allocate
+and touch gigabytes. Here a count must be backed by the bytes left in the message (every element
+takes at least one, past the first unbacked_elements; a vector of numbers, all its bytes);
+vectors, deques, lists and unordered containers grow as their elements are read, each charged
+against one memory budget per result (charge); values nest at most max_result_depth deep, a
+bucket holds at most max_bucket_keys unique keys, a bool is 0 or 1, and two pointers never share
+an object (getSharedPointer).
 A type that loads only through cereal::BinaryInputArchive itself (a non-template load) is decoded
 with that, unchecked (ResultArchive). Two limits: a type holding such a type inside its template
 serialize no longer compiles as a result (give the inner type a template load), and a polymorphic
