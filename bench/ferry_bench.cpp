@@ -22,11 +22,13 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 #include <fcntl.h>
@@ -922,6 +924,84 @@ std::vector<Metric> bench_floor_memcpy(const Options&, std::size_t bytes, const 
 
 // ---- driver -----------------------------------------------------------------------------------
 
+/// A result type of several members, as a user's struct would be.
+struct DecodePoint {
+  double x = 0, y = 0;
+  std::string tag;
+  bool operator==(const DecodePoint&) const = default;
+  template <class A>
+  void serialize(A& ar) {
+    ar(x, y, tag);
+  }
+};
+
+/// Nanoseconds per decode of `bytes` as a T: the median of 7 batches, each long enough to time.
+template <class T, class Decode>
+double ns_per_decode(const ferry::detail::Buffer& bytes, int per_batch, Decode decode) {
+  std::vector<double> batches;
+  for (int b = 0; b < 7; ++b) {
+    const auto t0 = bench_clock::now();
+    for (int i = 0; i < per_batch; ++i) {
+      T v = decode(std::string_view(bytes.data(), bytes.size()));
+      asm volatile("" : : "r"(&v) : "memory");  // keep the decode
+    }
+    batches.push_back(std::chrono::duration<double, std::nano>(bench_clock::now() - t0).count() / per_batch);
+  }
+  return median(batches);
+}
+
+/// The host's result decoder (detail::BoundedInputArchive: sizes checked, containers grown as
+/// read, a depth and memory budget) against cereal::BinaryInputArchive on the same bytes: what
+/// distrusting a worker's result costs. One metric per shape, its checked time per decode; the
+/// note has the plain archive's and the ratio.
+template <class T>
+Metric decode_metric(const std::string& name, const T& value, int per_batch) {
+  ferry::detail::Buffer bytes;
+  ferry::detail::encode_values(bytes, value);
+  auto checked = [](std::string_view b) { return ferry::detail::decode_value<T>(b); };
+  auto plain = [](std::string_view b) {
+    ferry::detail::MemoryReader reader(b.data(), b.size());
+    ferry::detail::InputStreamLease is(&reader);
+    cereal::BinaryInputArchive ar(*is);
+    T v{};
+    ar(v);
+    return v;
+  };
+  // Interleaved, twice each, the better of each kept: a shared VM's noise falls on both.
+  double c = ns_per_decode<T>(bytes, per_batch, checked), p = ns_per_decode<T>(bytes, per_batch, plain);
+  c = std::min(c, ns_per_decode<T>(bytes, per_batch, checked));
+  p = std::min(p, ns_per_decode<T>(bytes, per_batch, plain));
+  check(checked(std::string_view(bytes.data(), bytes.size())) == plain(std::string_view(bytes.data(), bytes.size())),
+        name + ": both archives decode the same value");
+  return {name, c / 1000.0, "us",
+          "checked decoder " + fmt(c / 1000.0) + " us, cereal::BinaryInputArchive " + fmt(p / 1000.0) +
+              " us (" + fmt(c / p) + "x), " + std::to_string(bytes.size()) + " bytes; best of two medians of 7 batches of " +
+              std::to_string(per_batch)};
+}
+
+std::vector<Metric> bench_decode(const Options& o) {
+  const int scale = o.quick ? 4 : 1;
+  std::vector<std::string> strings;
+  std::map<std::string, int> ordered;
+  std::unordered_map<int, int> hashed;
+  std::vector<DecodePoint> points;
+  for (int i = 0; i < 10'000; ++i) {
+    strings.push_back("element-" + std::to_string(i) + "-of-ten-k");
+    ordered.emplace("key-" + std::to_string(i), i);
+    hashed.emplace(i * 7919, i);
+    points.push_back({i * 0.5, i * 0.25, "p" + std::to_string(i)});
+  }
+  return {
+      decode_metric("decode_int_us", 42, 200'000 / scale),
+      decode_metric("decode_string_1k_us", std::string(1024, 'x'), 100'000 / scale),
+      decode_metric("decode_vector_double_1m_us", std::vector<double>(1'000'000, 1.5), 40 / scale),
+      decode_metric("decode_vector_string_10k_us", strings, 200 / scale),
+      decode_metric("decode_map_string_int_10k_us", ordered, 100 / scale),
+      decode_metric("decode_unordered_map_10k_us", hashed, 200 / scale),
+      decode_metric("decode_vector_struct_10k_us", points, 200 / scale),
+  };
+}
+
 std::vector<Group> all_groups() {
   constexpr std::size_t mb8 = 8'000'000, mb80 = 80'000'000;
   return {
@@ -945,6 +1025,9 @@ std::vector<Group> all_groups() {
       {{"wrap_cold_compile_ms"}, bench_wrap_cold},
       {{"wrap_first_submit_overhead_us", "wrap_submit_overhead_us"}, bench_wrap_cached},
       {{"idle_worker_rss_kb"}, bench_rss},
+      {{"decode_int_us", "decode_string_1k_us", "decode_vector_double_1m_us", "decode_vector_string_10k_us",
+        "decode_map_string_int_10k_us", "decode_unordered_map_10k_us", "decode_vector_struct_10k_us"},
+       bench_decode},
       {{"floor_pingpong_us"}, bench_floor_pingpong},
       {{"floor_socketpair_8mb_ms"},
        [](const Options& o) {
