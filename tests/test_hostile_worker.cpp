@@ -110,7 +110,9 @@ TEST_CASE("HostileWorker.truncated_result_memfd_does_not_crash_the_host") {
 TEST_CASE("HostileWorker.shared_result_must_be_a_sealed_memfd") {
   // A regular file (a FUSE one could end under the mapping at will) or an empty payload: the
   // call fails as from a worker that broke the protocol, and the next call runs.
-  for (const char* mode : {"shm_file", "shm_empty"}) {
+  // A sparse memfd of a terabyte: the host would fill it with zero pages as it maps and reads
+  // it (its memory, the worker's cost nothing); refused for the memory it lacks.
+  for (const char* mode : {"shm_file", "shm_empty", "shm_sparse"}) {
     CAPTURE(mode);
     ferry::Executor ex(fake(mode));
     auto hurt = ex.submit(square, 1);
@@ -219,6 +221,20 @@ TEST_CASE("HostileWorker.late_initializer_failure_breaks_only_that_worker") {
   ferry::Executor ex(o);
   CHECK(ex.submit(square, 2).get() == 4);  // the initializer ran: a call is answered
   auto hurt = ex.submit(square, 1);
+  check_killed_for(hurt, "initializer failure after");
+  CHECK_FALSE(ex.is_broken());
+  CHECK(ex.submit(square, 3).get() == 9);
+}
+
+TEST_CASE("HostileWorker.initializer_failure_forged_by_a_first_task_breaks_only_that_worker") {
+  // The first task a worker runs came before any answer: its forged initializer failure could
+  // not be told from the real one, and broke the executor. The worker now says when its
+  // initializer ran, so the forgery is a protocol error of that worker.
+  ferry::ExecutorOptions o = fake("init_failed");
+  o.initializer = ferry::Call(noop);
+  o.max_workers = 1;
+  ferry::Executor ex(o);
+  auto hurt = ex.submit(square, 1);  // the fake writes an initializer failure for argument 1
   check_killed_for(hurt, "initializer failure after");
   CHECK_FALSE(ex.is_broken());
   CHECK(ex.submit(square, 3).get() == 9);

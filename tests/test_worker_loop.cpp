@@ -362,6 +362,11 @@ TEST_CASE("WorkerLoop.the_initializer_gets_its_arguments") {
   Buffer args;
   ferry::detail::encode_values(args, std::string("in-process"), 5);
   w.send(proto::encode_init(0, args.view()));
+  // It says the initializer ran (call 0, nothing more) before any task's result.
+  auto [ack, nothing] = w.result();
+  CHECK(ack.call == 0);
+  CHECK(ack.status == proto::ResultStatus::ok);
+  CHECK(nothing.empty());
   w.task(3, 1, 1);
   auto [head, rest] = w.result();
   REQUIRE(head.status == proto::ResultStatus::ok);

@@ -5,6 +5,7 @@
 //   shm_truncate    answers in an unsealed memfd, which it truncates when the next task arrives
 //   shm_file        answers in a regular file instead of a memfd
 //   shm_empty       answers in a sealed memfd of 0 bytes
+//   shm_sparse      answers in a sealed memfd of 1 TiB with no page behind it
 //   shm_sealed      answers every task in a sealed memfd (as ferry-worker does a large result)
 //   bye_running     says bye (max_tasks) instead of answering, then never answers nor exits
 //   partial_die     forks a child that keeps the channel open, writes part of a frame, dies
@@ -150,7 +151,12 @@ int main(int argc, char** argv) {
       send(proto::encode_bye(proto::ByeReason::shutdown));
       return 0;
     }
-    if (f.header.type != proto::FrameType::task) continue;  // define, init, limits
+    if (f.header.type == proto::FrameType::init) {
+      // As ferry-worker says its initializer ran (an initializer that does nothing here).
+      send(proto::encode_result_head({0, proto::ResultStatus::ok, {}}, 0));
+      continue;
+    }
+    if (f.header.type != proto::FrameType::task) continue;  // define, limits
     proto::BodyReader r(f.view());
     const std::uint64_t call = proto::decode_task_head(r).call;
     std::int32_t x = 0;
@@ -175,6 +181,14 @@ int main(int argc, char** argv) {
       Fd file(::open(std::filesystem::temp_directory_path().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
       if (!file || ::ftruncate(file.get(), 4096) != 0) return 3;
       answer_shared(call, value, file.get(), sizeof value);
+    } else if (mode == "shm_sparse") {
+      // A terabyte the kernel has no page of: free to make, costly to read.
+      Fd fd(::memfd_create("fake-sparse", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+      constexpr std::uint64_t tib = std::uint64_t{1} << 40;
+      if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(tib)) != 0 ||
+          ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
+        return 3;
+      answer_shared(call, value, fd.get(), tib);
     } else if (mode == "shm_empty") {
       Fd fd = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
       answer_shared(call, value, fd.get(), 0);

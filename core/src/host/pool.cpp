@@ -530,10 +530,11 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   if (shared) counts_.bytes_received += shared->size();
   if (head.status == ResultStatus::init_failed) {
     if (!initializer_) throw protocol::ProtocolError("initializer failure from a worker given none");
-    // ferry-worker runs the initializer before any task and exits when it fails: a failure after
-    // a result, or naming a call, comes from a task (which can write it on fd 3), and it used to
-    // break the whole executor. It breaks only that worker's protocol.
-    if (w.answered) throw protocol::ProtocolError("initializer failure after the worker answered a call");
+    // ferry-worker runs the initializer before any task, says when it succeeded (an ok result
+    // for call 0) and exits when it fails: a failure after that, or naming a call, comes from a
+    // task (which can write it on fd 3), and it used to break the whole executor. It breaks
+    // only that worker's protocol.
+    if (w.initialized) throw protocol::ProtocolError("initializer failure after the worker's initializer ran");
     if (head.call != 0) throw protocol::ProtocolError("initializer failure naming a call");
     broken_ = initializer_failed(decode_failure(r), {initializer_->display, initializer_->define, 1, w.pid});
     // No respawn loop: the calls that cannot run now fail with the initializer's error.
@@ -543,10 +544,17 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     fail_queue_locked(broken_, done);
     return;
   }
+  if (head.call == 0) {
+    // Its initializer ran: said once, before any result, by a worker given one.
+    if (!initializer_ || w.initialized || head.status != ResultStatus::ok || shared || !r.rest().empty())
+      throw protocol::ProtocolError("an initializer's success from a worker given none, or twice");
+    w.initialized = true;
+    return;
+  }
+  if (initializer_ && !w.initialized) throw protocol::ProtocolError("a result before its initializer ran");
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
   if (!call) throw protocol::ProtocolError("result for a call it is not running");
-  w.answered = true;
   if (const Call* next = w.lane.running();
       next && (next->deadline.count() > 0 || (next->limits.cpu_seconds && !cpu_ticking_))) {
     poller_.wake();  // the manager times the running call, or samples its CPU time

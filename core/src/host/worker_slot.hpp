@@ -74,7 +74,7 @@ struct WorkerSlot {
   bool channel_open = true;   // false once the channel failed or reached EOF
   bool write_armed = false;
   bool kill_sent = false;     // SIGKILL (or the backend's kill) was sent
-  bool answered = false;      // a result of it arrived: its initializer ran (no init_failed now)
+  bool initialized = false;   // it said its initializer ran (no init_failed now)
   std::optional<protocol::ByeReason> bye;
   // Why the pool retired it: a worker told to exit says bye "shutdown" whatever the reason, and
   // its exit is reported with this one (stop_reason()).

@@ -24,7 +24,7 @@ namespace ferry::detail::protocol {
 ///    Also in 4: the hello names the worker's host; a result head carries how the call ran (RunStats: its
 ///    start and end, CPU time, the worker's peak RSS); an init frame carries argument bytes.
 /// 5: an init frame may carry flag_json: its arguments are a JSON line (ferry::Call::json).
-inline constexpr std::uint32_t version = 5;
+inline constexpr std::uint32_t version = 6;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
 /// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include <ferry/detail/buffer.hpp>
@@ -219,6 +220,14 @@ Buffer Buffer::map_shared(int fd, std::size_t size) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < size)
     throw std::runtime_error("shared payload is smaller than announced");
+  // Only as many bytes as the peer has memory behind (pages it wrote or allocated): a sparse
+  // memfd of a terabyte costs its maker nothing, and mapping (MAP_POPULATE) and reading it would
+  // fill it with pages on this process's account. A peer that frees pages after this check
+  // (punching holes) makes this process pay for at most what it paid for a moment before.
+  if (static_cast<std::uint64_t>(st.st_blocks) < (std::uint64_t{size} + 511) / 512)
+    throw std::runtime_error("shared payload of " + std::to_string(size) + " bytes with only " +
+                             std::to_string(static_cast<std::uint64_t>(st.st_blocks) * 512) +
+                             " bytes of memory behind it");
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) throw std::runtime_error("cannot map a shared payload");
   // The mapping keeps the block: the descriptor goes now (a host holding 3000 large results

@@ -471,7 +471,12 @@ class WorkerLoop {
     Failure why;
     const TaskRecordHeader* rec = resolve_entry(it->second, frame_flags, why);
     // What it returns (a JSON task may return a value) is dropped, as concurrent.futures does.
-    if (rec && invoke(rec, init.args, 1, frame_flags & protocol::flag_json, why)) return true;
+    if (rec && invoke(rec, init.args, 1, frame_flags & protocol::flag_json, why)) {
+      // Said before any task runs: an initializer failure the host receives after this is a
+      // task's forgery (a task can write frames on the channel), never the initializer's.
+      (void)send(protocol::encode_result_head({0, protocol::ResultStatus::ok, {}}, 0));
+      return true;
+    }
     // Tell the host why, then exit: a worker whose initializer failed must not run tasks.
     reply_failure(0, why, protocol::ResultStatus::init_failed);
     return false;

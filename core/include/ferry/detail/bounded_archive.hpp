@@ -38,10 +38,10 @@ zero-filled, then read), so eight bytes of a hostile worker's result could make 
 and touch gigabytes. Here a count must be backed by the bytes left in the message (every element
 takes at least one, past the first unbacked_elements; a vector of numbers, all its bytes);
 every element made is charged against one memory budget per result (charge): a vector is
-reserved whole when the budget covers all its elements (not touched until they are read), else
-it grows as they are read, like deques, lists and unordered containers; values nest at most max_result_depth deep, a
-bucket holds at most max_bucket_keys unique keys, a bool is 0 or 1, and two pointers never share
-an object (getSharedPointer).
+reserved whole when that takes at most 16 times the bytes left and the budget covers it, else
+it grows as its elements are read, like deques, lists and unordered containers; values nest at
+most max_result_depth deep, a bucket holds at most max_bucket_keys unique keys, a bool is 0 or 1,
+and two pointers never share an object (getSharedPointer).
 A type that loads only through cereal::BinaryInputArchive itself (a non-template load) is decoded
 with that, unchecked (ResultArchive). Two limits: a type holding such a type inside its template
 serialize no longer compiles as a result (give the inner type a template load), and a polymorphic
@@ -185,11 +185,11 @@ void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::vector<T, A>& v) {
                               std::to_string(ar.remaining()) + " bytes left to read");
     v.resize(static_cast<std::size_t>(n));
     ar(cereal::binary_data(v.data(), static_cast<std::size_t>(n) * sizeof(T)));
-  } else if (ar.try_charge(n, sizeof(T))) {
-    // Room for every element at once when the budget covers them (reserved, not touched: pages
-    // are used as elements are read), as cereal does but never past the budget: no moves as
-    // the vector grows (a vector of 10,000 small structs decoded in 1.37x cereal's time, 1.0x
-    // with this; docs/benchmarks.md).
+  } else if (static_cast<std::uint64_t>(n) <= 16 * ar.remaining() / sizeof(T) && ar.try_charge(n, sizeof(T))) {
+    // Room for every element at once when that takes at most 16 times the bytes left (not the
+    // budget's 64 MiB of slack: a few hostile bytes never reserve more than a few hundred), as
+    // cereal does: no moves as the vector grows (a vector of 10,000 small structs decoded in
+    // 1.37x cereal's time, 1.0x with this; docs/benchmarks.md). Reserved, not touched.
     v.clear();
     v.reserve(static_cast<std::size_t>(n));
     for (cereal::size_type i = 0; i < n; ++i) {
