@@ -492,6 +492,20 @@ TEST_CASE("Sandbox.ptrace_is_denied_and_named") {
   }
 }
 
+TEST_CASE("Sandbox.typing_into_the_terminal_is_denied_and_named") {
+  // Workers share the host's stderr (a terminal, for `ferry run` in a shell): ioctl(TIOCSTI)
+  // on it typed commands into the user's shell, run outside the sandbox. Trapped, its command
+  // compared on the 32 bits the kernel reads (the task sets high bits too). If it were not, the
+  // worst here is a newline typed into the terminal that runs the test.
+  ferry::Executor ex(sandboxed());
+  for (bool high_bits : {false, true}) {
+    CAPTURE(high_bits);
+    auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), type_into_terminal, 2, high_bits));
+    if (e) check_violation(*e, "type_into_terminal", "ioctl");
+  }
+  check_pool_is_healthy(ex);
+}
+
 TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACCES") {
   support::TempDir outside;
   host_write(outside.path / "secret", "not for the task");

@@ -3,10 +3,12 @@
 #include "hostile.hpp"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -290,6 +292,13 @@ int ptrace_pid(int pid) {
   return 0;
 }
 
+int type_into_terminal(int fd, bool high_bits) {
+  const char c = '\n';
+  // The kernel reads the command as an unsigned int: high bits must not slip past a filter.
+  const unsigned long command = TIOCSTI | (high_bits ? 1UL << 32 : 0UL);
+  return ::syscall(SYS_ioctl, fd, command, &c) == 0 ? 0 : errno;
+}
+
 int spin_cpu(int seconds) {
   auto cpu_ns = [] {
     timespec t{};
@@ -340,6 +349,32 @@ std::uint64_t sum_bytes(std::vector<char> data) {
   return sum;
 }
 
+int close_channel_and_wait(int seconds) {
+  // The worker names its channel on its command line: "--fd N" (NUL-separated arguments).
+  std::string args = read_file("/proc/self/cmdline");
+  int fd = -1;
+  for (std::size_t at = 0; at < args.size();) {
+    std::size_t end = args.find('\0', at);
+    if (end == std::string::npos) end = args.size();
+    if (args.compare(at, end - at, "--fd") == 0 && end + 1 < args.size()) fd = std::atoi(args.c_str() + end + 1);
+    at = end + 1;
+  }
+  if (fd < 0) throw std::runtime_error("close_channel_and_wait: no --fd in the worker's command line");
+  ::shutdown(fd, SHUT_RDWR);  // its end for every copy of the descriptor, then this one
+  ::close(fd);
+  timespec left{seconds, 0};
+  while (::nanosleep(&left, &left) < 0 && errno == EINTR) {
+  }
+  return seconds;
+}
+
+std::string library_path() {
+  Dl_info info{};
+  if (!::dladdr(reinterpret_cast<const void*>(&library_path), &info) || !info.dli_fname)
+    throw std::runtime_error("library_path: dladdr found no library");
+  return info.dli_fname;
+}
+
 FERRY_TASK(connect_loopback);
 FERRY_TASK(write_file);
 FERRY_TASK(read_file);
@@ -351,8 +386,11 @@ FERRY_TASK(leak_files);
 FERRY_TASK(setsid_grandchild);
 FERRY_TASK(hidden_grandchild);
 FERRY_TASK(ptrace_pid);
+FERRY_TASK(type_into_terminal);
 FERRY_TASK(spin_cpu);
 FERRY_TASK(write_bytes);
 FERRY_TASK(hostile_pid);
 FERRY_TASK(temp_dir);
 FERRY_TASK(sum_bytes);
+FERRY_TASK(close_channel_and_wait);
+FERRY_TASK(library_path);

@@ -46,6 +46,10 @@ FERRY_EXPORT int setsid_grandchild();
 FERRY_EXPORT int hidden_grandchild();
 /// PTRACE_ATTACH to `pid`, waits for it to stop, PTRACE_DETACH; returns 0.
 FERRY_EXPORT int ptrace_pid(int pid);
+/// Pushes a character into the input of the terminal on descriptor `fd` (ioctl TIOCSTI, its
+/// command with high bits set when `high_bits`): what the user's shell would read and run.
+/// Returns errno (0 when it went in).
+FERRY_EXPORT int type_into_terminal(int fd, bool high_bits);
 /// Burns `seconds` of this thread's CPU time; returns `seconds`.
 FERRY_EXPORT int spin_cpu(int seconds);
 /// Creates or truncates the file at `path` and writes `bytes` bytes into it (64 KiB at a time);
@@ -57,3 +61,10 @@ FERRY_EXPORT int hostile_pid();
 FERRY_EXPORT std::string temp_dir();
 /// The sum of the bytes (as unsigned char): large vectors travel through shared memory.
 FERRY_EXPORT std::uint64_t sum_bytes(std::vector<char> data);
+/// Shuts down and closes the worker's channel (the descriptor after `--fd` in its command line),
+/// then sleeps `seconds` and returns it: a worker whose channel closed while it runs on. Its
+/// parent must not wait for its end (an MPI agent once did, for good).
+FERRY_EXPORT int close_channel_and_wait(int seconds);
+/// The path this plugin was loaded from, as the worker's loader names it (dladdr): where an MPI
+/// agent pointed the worker.
+FERRY_EXPORT std::string library_path();

@@ -463,6 +463,19 @@ std::string load_seccomp(bool network, bool exec) {
     deny("execve");
     deny("execveat");
   }
+  // Workers share the host's terminal (stdout, stderr, their controlling terminal): TIOCSTI
+  // would type commands into the user's shell, outside the sandbox, and TIOCLINUX (selection
+  // paste) likewise. The command is an unsigned int to the kernel: compared on those bits.
+  for (unsigned long command : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)}) {
+    int ioctl_rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(ioctl), 1,
+                                    SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, command));
+    if (ioctl_rc != 0 && why.empty()) why = std::string("seccomp rule for ioctl: ") + std::strerror(-ioctl_rc);
+  }
+  if (g_trapped_count < static_cast<int>(std::size(g_trapped))) {
+    TrappedCall& t = g_trapped[g_trapped_count++];
+    t.number = SCMP_SYS(ioctl);
+    std::snprintf(t.name, sizeof t.name, "ioctl");
+  }
   // A task must not take SIGSYS away from the handler that reports what it tried (reading the
   // action, a NULL new one, stays allowed).
   int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(rt_sigaction), 2,
