@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -323,6 +324,12 @@ TEST_CASE("RemoteStack.symbolize.hostile_maps_do_not_hang_or_crash_the_host") {
   fs::create_directories(dir);
   fs::path fifo = dir / "fifo";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  // Nothing named is opened, only looked at (O_PATH): opening a device runs its driver (a
+  // watchdog armed, a serial line reset), opening a FIFO releases its writers. The kernel
+  // reports every open but an O_PATH one to inotify.
+  const int watch = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  REQUIRE(watch >= 0);
+  REQUIRE(::inotify_add_watch(watch, fifo.c_str(), IN_OPEN) >= 0);
   RawStack s;
   s.pcs = {0x1000, 0x7f0000000100, 0x7f1000000100, 0x7f2000000100, 0x7f3000000100, 0};
   s.maps = "7f0000000000-7f0000001000 r-xp 00000000 08:01 1 /dev/zero\n"
@@ -333,6 +340,9 @@ TEST_CASE("RemoteStack.symbolize.hostile_maps_do_not_hang_or_crash_the_host") {
   CAPTURE(text);
   CHECK(contains(text, "#0  ?? (0x1000, no module)"));
   CHECK(contains(text, "#5  ??"));
+  char event[4096];
+  CHECK(::read(watch, event, sizeof event) < 0);  // no IN_OPEN: EAGAIN
+  ::close(watch);
   fs::remove_all(dir);
   // Symbolizing this test program's own stack works as it does for a worker's.
   RemoteStack ready("#0  given"), lazy(RawStack{}, false);

@@ -4,6 +4,8 @@
 // the function, DWARF line table for file:line).
 #include "platform/symbolize.hpp"
 
+#include "platform/fd.hpp"
+
 #include <cxxabi.h>
 #include <dwarf.h>
 #include <elfutils/libdw.h>
@@ -18,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -323,15 +326,19 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
     dwfl_report_begin(dwfl.get());
     for (const Module& m : modules_of(stack.maps)) {
       // Only a regular file: the path comes from the worker, which may be hostile (a FIFO would
-      // block this thread). The descriptor goes to libdwfl, which closes it.
+      // block this thread). Looked at through an O_PATH descriptor first, which opens nothing:
+      // opening a device runs its driver (a watchdog armed, a serial line's DTR toggled). The
+      // file is then opened for reading through that descriptor, the same inode, and goes to
+      // libdwfl, which closes it.
       if (through_proc(m.path)) continue;
-      int fd = ::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-      if (fd < 0) continue;
+      Fd where(::open(m.path.c_str(), O_PATH | O_CLOEXEC));
+      if (!where) continue;
       struct stat st {};
-      if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || forbidden_file(m.path, fd, st)) {
-        ::close(fd);
+      if (::fstat(where.get(), &st) != 0 || !S_ISREG(st.st_mode) || forbidden_file(m.path, where.get(), st))
         continue;
-      }
+      const std::string same = "/proc/self/fd/" + std::to_string(where.get());
+      int fd = ::open(same.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+      if (fd < 0) continue;
       if (!dwfl_report_elf(dwfl.get(), m.path.c_str(), m.path.c_str(), fd, m.base, false)) ::close(fd);
     }
     dwfl_report_end(dwfl.get(), nullptr, nullptr);
