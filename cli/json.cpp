@@ -2,7 +2,9 @@
 // JSON helpers of the ferry command: parse one value, write compact lines, argument objects.
 #include "json.hpp"
 
+#include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ferry::cli::json {
@@ -14,11 +16,60 @@ bool parse(std::string_view text, rj::Document& doc, std::string& error) {
   return detail::parse_json(text, doc, error);
 }
 
+namespace {
+
+/// The length of the UTF-8 character at the start of `s` and its code point, or 0 when `s` does
+/// not start with a well-formed one (overlong, surrogate, past U+10FFFF, cut short).
+std::size_t utf8_character(std::string_view s, char32_t& code) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char b = byte(0);
+  std::size_t n = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 0;
+  if (n == 0 || n > s.size()) return 0;
+  code = n == 1 ? b : n == 2 ? b & 0x1F : n == 3 ? b & 0x0F : b & 0x07;
+  for (std::size_t i = 1; i < n; ++i) {
+    if ((byte(i) & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (byte(i) & 0x3F);
+  }
+  static constexpr char32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (code < least[n] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+  return n;
+}
+
+/// JSON text made safe to print on a terminal, and valid UTF-8: RapidJSON escapes only the
+/// characters below U+0020, so DEL and the C1 controls (U+0080 to U+009F: U+009B is a CSI that
+/// starts an escape sequence) are escaped here, and a byte that is not part of a well-formed
+/// UTF-8 character (a raw 0x9B is CSI to an 8-bit terminal) becomes U+FFFD. Outside strings JSON
+/// text is ASCII without controls, so every byte this changes is inside a string.
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    char32_t code = 0;
+    std::size_t n = utf8_character(text.substr(i), code);
+    if (n == 0) {
+      out += "\\ufffd";
+      ++i;
+      continue;
+    }
+    if (code == 0x7F || (code >= 0x80 && code <= 0x9F)) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(code));
+      out += escaped;
+    } else {
+      out.append(text.substr(i, n));
+    }
+    i += n;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string write(const rj::Value& value) {
   rj::StringBuffer buffer;
   rj::Writer<rj::StringBuffer> writer(buffer);
   value.Accept(writer);
-  return std::string(buffer.GetString(), buffer.GetSize());
+  return printable(std::string_view(buffer.GetString(), buffer.GetSize()));
 }
 
 std::string quote(std::string_view s) {

@@ -151,6 +151,15 @@ TEST_CASE("Cli.run_prints_the_result_as_json") {
   CHECK(cli({"run", "math:square", "9"}).out == "81\n");
 }
 
+TEST_CASE("Cli.run_prints_no_terminal_controls") {
+  // A result is a worker's word: RapidJSON escapes only what is below U+0020, so DEL, the C1
+  // controls (U+009B is a CSI) and bytes that are no UTF-8 (0x9B is a CSI to an 8-bit terminal)
+  // reached the terminal as they were. Escaped now, the line valid JSON in UTF-8.
+  CHECK(cli({"run", "greet", "\"\\u009b2J\\u007f\""}).out == "\"hello, \\u009b2J\\u007f\"\n");
+  CHECK(cli({"run", "greet", "\"\x9b" "2J \xc3\xa9\xe2\x82\xac\""}).out == "\"hello, \\ufffd2J \xc3\xa9\xe2\x82\xac\"\n");
+  CHECK(cli({"run", "greet", "\"\xc0\xaf\xed\xa0\x80\""}).out == "\"hello, \\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"\n");
+}
+
 TEST_CASE("Cli.run_void_task_and_raw") {
   Result r = cli({"run", "noop"});
   CHECK(r.status == 0);
