@@ -12,6 +12,7 @@
 #include <doctest/doctest.h>
 
 #include "platform/config.hpp"
+#include "platform/debug.hpp"
 #include "support/fixture.hpp"
 
 namespace fs = std::filesystem;
@@ -106,4 +107,14 @@ TEST_CASE("Config.readme_lists_every_variable") {
     CAPTURE(v.name);
     CHECK(readme.find(std::string("`") + v.name) != std::string::npos);
   }
+}
+
+TEST_CASE("Debug.lines_show_control_characters_escaped") {
+  // Debug lines carry what workers and tasks said: an escape sequence was printed as it was,
+  // and a newline could forge a line of ferry's own.
+  using ferry::detail::debug_line;
+  CHECK(debug_line(7, "plain text, caf\xc3\xa9") == "[ferry 7] plain text, caf\xc3\xa9\n");
+  CHECK(debug_line(7, "clear\x1b[2J\x7f\r") == "[ferry 7] clear\\x1b[2J\\x7f\\x0d\n");
+  CHECK(debug_line(7, "one\n[ferry 1] forged") == "[ferry 7] one\n  [ferry 1] forged\n");
+  CHECK(debug_line(7, std::string_view("nul\0here", 8)) == "[ferry 7] nul\\x00here\n");
 }

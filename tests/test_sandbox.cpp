@@ -537,6 +537,9 @@ TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {
   support::TempDir outside;
   host_write(outside.path / "secret", "not for the task");
   const std::string secret = (outside.path / "secret").string();
+  // A name with an escape sequence and a line of its own: shown escaped, indented.
+  host_write(outside.path / "clear\x1b[2J\n[ferry 1] forged", "not for the task either");
+  const std::string hostile_name = (outside.path / "clear\x1b[2J\n[ferry 1] forged").string();
   // The workers inherit this process's stderr: point it at a file while they run.
   support::TempDir logs;
   const fs::path log = logs.path / "stderr";
@@ -551,6 +554,7 @@ TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {
     options.env["FERRY_DEBUG"] = "1";
     ferry::Executor ex(options);
     auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), read_file, secret));
+    auto e2 = failure_of<ferry::TaskError>(ex.submit_with(hostile(), read_file, hostile_name));
     ex.shutdown();
   }
   ::dup2(saved, STDERR_FILENO);
@@ -559,6 +563,9 @@ TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   INFO("worker stderr:\n" << text);
   CHECK(text.find("sandbox: open(\"" + secret + "\") denied (EACCES)") != std::string::npos);
+  // Shown as every debug line is (Debug.lines_show_control_characters_escaped).
+  CHECK(text.find("clear\\x1b[2J\n  [ferry 1] forged\") denied (EACCES)") != std::string::npos);
+  CHECK(text.find('\x1b') == std::string::npos);
 }
 
 TEST_CASE("Sandbox.writing_into_home_fails_in_the_task_with_EACCES") {

@@ -17,8 +17,10 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "platform/config.hpp"
+#include "platform/debug.hpp"
 
 namespace {
 
@@ -40,13 +42,13 @@ bool logging() {
 
 void note(const char* call, const char* path, int error) {
   if (error != EACCES || !logging()) return;
-  char line[512];
-  int n = std::snprintf(line, sizeof line,
-                        "ferry[%d]: sandbox: %s(\"%s\") denied (EACCES): not among the paths the "
-                        "sandbox lets this worker %s (Sandbox::read / Sandbox::write)\n",
-                        static_cast<int>(::getpid()), call, path ? path : "",
-                        std::strchr(call, 'w') || std::strcmp(call, "mkdir") == 0 ? "write" : "use");
-  if (n > 0) (void)!::write(STDERR_FILENO, line, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1));
+  std::string message = std::string("sandbox: ") + call + "(\"" + (path ? path : "") +
+                        "\") denied (EACCES): not among the paths the sandbox lets this worker " +
+                        (std::strchr(call, 'w') || std::strcmp(call, "mkdir") == 0 ? "write" : "use") +
+                        " (Sandbox::read / Sandbox::write)";
+  // The path is the task's: shown with its control characters escaped, as every debug line.
+  const std::string line = ferry::detail::debug_line(static_cast<int>(::getpid()), message);
+  (void)!::write(STDERR_FILENO, line.data(), line.size());
   errno = error;
 }
 

@@ -2,10 +2,19 @@
 // FERRY_DEBUG=1: one line per event on stderr, "[ferry <pid>] ...". Read once, through Config.
 #pragma once
 
+#include <string>
+#include <string_view>
+
 #include <ferry/detail/export.hpp>
 
 namespace ferry::detail {
 
 FERRY_INTERNAL_API void debug_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/// One line of the debug log, "[ferry <pid>] message\n". Messages carry what workers and tasks
+/// said (a sandbox's report, a protocol error's detail, a path): control characters are shown as
+/// \xNN and a newline starts a line indented two spaces, so that no such text moves the
+/// terminal's cursor, starts an escape sequence or forges a line of the log.
+FERRY_INTERNAL_API std::string debug_line(int pid, std::string_view message);
 
 }  // namespace ferry::detail
