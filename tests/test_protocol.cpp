@@ -553,6 +553,23 @@ TEST_CASE("Protocol.failure.round_trips_every_kind") {
   CHECK(all[7].plugin_abi == 7);
 }
 
+TEST_CASE("Protocol.failure.long_texts_are_cut") {
+  // A failure's text is the worker's word, copied into what() and the error's fields: a message
+  // of a gigabyte cost the host a few. Kept: 64 KiB of message, 16 KiB of the rest, cut at a
+  // character, saying how much more there was.
+  std::string message(ferry::detail::max_failure_message - 1, 'm');
+  message += "\xc3\xa9";  // é across the limit: cut before it
+  message += std::string(1000, 'x');
+  Failure f = Failure::in_stage(ferry::detail::InvokeStatus::task_threw, 0, std::string(20000, 't'), message, "");
+  Failure got = decode_failure_frame(encode_failure(5, f), ResultStatus::failed, 5);
+  CHECK(got.message == std::string(ferry::detail::max_failure_message - 1, 'm') + "... (1002 bytes more)");
+  CHECK(got.exception_type ==
+        std::string(ferry::detail::max_failure_name, 't') + "... (" + std::to_string(20000 - ferry::detail::max_failure_name) + " bytes more)");
+  // Short texts are as they were sent.
+  Failure small = decode_failure_frame(encode_failure(6, Failure::library_missing("/x/lib.so")), ResultStatus::failed, 6);
+  CHECK(small.library == "/x/lib.so");
+}
+
 TEST_CASE("Protocol.failure.rejects_bad_bodies") {
   Buffer frame = encode_failure(3, Failure::abi_mismatch("/x/lib.so", 9));
   auto [head, body] = split_frame(frame);
