@@ -29,6 +29,7 @@
 #include <doctest/doctest.h>
 
 #include "platform/containment.hpp"
+#include "platform/paths.hpp"
 #include "support/fixture.hpp"
 #include "wire/channel.hpp"
 #include "wire/protocol.hpp"
@@ -140,6 +141,36 @@ void report(int fd, const T& v) {
 }
 
 }  // namespace
+
+TEST_CASE("Containment.private_temp_dir.removal_follows_no_link") {
+  // The sandbox's private directory is removed when the pool ends, while a task's descendant
+  // may still run: a link it put in place of a subdirectory must be removed, never followed
+  // into what it points at (std::filesystem::remove_all looks, then opens by name).
+  namespace fs = std::filesystem;
+  support::TempDir scratch;
+  const fs::path outside = scratch.path / "outside", top = scratch.path / "private";
+  fs::create_directories(outside / "kept");
+  std::ofstream(outside / "kept" / "file") << "the user's";
+  fs::create_directories(top / "a" / "b");
+  std::ofstream(top / "a" / "b" / "file") << "the task's";
+  fs::create_directory_symlink(outside, top / "a" / "to_outside");
+  fs::create_symlink(outside / "kept" / "file", top / "to_file");
+  std::string why;
+  CHECK(ferry::detail::remove_tree(top, why));
+  CHECK(why.empty());
+  CHECK_FALSE(fs::exists(fs::symlink_status(top)));
+  CHECK(fs::exists(outside / "kept" / "file"));
+  // Deeper than 256 levels: left, and said so (a task cannot make the host recurse for ever).
+  fs::path deep = top;
+  for (int i = 0; i < 300; ++i) deep /= "d";
+  fs::create_directories(deep);
+  CHECK_FALSE(ferry::detail::remove_tree(top, why));
+  CHECK(why.find("256 levels") != std::string::npos);
+  // Nothing there is no error.
+  fs::remove_all(top);
+  why.clear();
+  CHECK(ferry::detail::remove_tree(top, why));
+}
 
 TEST_CASE("Containment.probe.reports_this_machine") {
   const auto& s = ferry::detail::containment_support();

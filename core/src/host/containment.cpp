@@ -18,6 +18,7 @@
 #include "platform/config.hpp"
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
+#include "platform/paths.hpp"
 
 namespace ferry::detail {
 
@@ -72,9 +73,10 @@ PrivateTempDir::PrivateTempDir(bool make) {
 
 PrivateTempDir::~PrivateTempDir() {
   if (path_.empty()) return;
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-  if (ec) debug_log("cannot remove %s: %s", path_.c_str(), ec.message().c_str());
+  // A task's descendant may still be running (until its guardian ends it): never through a
+  // link it put in place of a directory (std::filesystem::remove_all checks, then opens).
+  std::string why;
+  if (!remove_tree(path_, why)) debug_log("cannot remove all of %s: %s", path_.c_str(), why.c_str());
 }
 
 namespace {
