@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Large arguments and results travel through shared memory (memfd + SCM_RIGHTS): correct at every
 // size around the threshold, both ways, after a crash, and without leaking descriptors.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
+#include <string>
 
 #include <doctest/doctest.h>
 
@@ -43,6 +48,25 @@ std::size_t memfd_allocated(int fd) {
   return static_cast<std::size_t>(st.st_blocks) * 512;
 }
 }  // namespace
+
+TEST_CASE("SharedMemory.a_payload_in_huge_pages_is_refused") {
+  // A worker's result in a memfd of huge pages: a hole it punches takes the page from under the
+  // host's mapping, seals or not, and the host's next read is a SIGBUS when no huge page is
+  // left. Refused before it is mapped.
+  int fd = ::memfd_create("huge", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+  if (fd < 0) {
+    MESSAGE("no huge-page memfd on this kernel: " << std::strerror(errno));
+    return;
+  }
+  ::ftruncate(fd, 2 << 20);
+  REQUIRE(::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
+  try {
+    ferry::detail::Buffer::map_shared(fd, 4096);  // takes the descriptor
+    FAIL("mapped");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find("huge pages") != std::string::npos);
+  }
+}
 
 TEST_CASE("SharedMemory.threshold_reads_the_environment") {
   const auto* a = ferry::detail::large_block_allocator();

@@ -3,8 +3,10 @@
 // the channel (SCM_RIGHTS), recycled when they come back free, so that large arguments are encoded
 // straight into memory the worker maps and their pages are touched once, not once per call.
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -217,6 +219,12 @@ Buffer Buffer::map_shared(int fd, std::size_t size) {
   if (!(seals & F_SEAL_SHRINK)) throw std::runtime_error("shared payload is not sealed against shrinking");
   // Nothing travels in shared memory below FERRY_SHM_THRESHOLD (at least 1 byte).
   if (size == 0) throw std::runtime_error("shared payload of 0 bytes");
+  // Not in huge pages (MFD_HUGETLB): punching a hole takes a huge page from under every mapping,
+  // whatever the seals against shrinking say, and the next access here is a SIGBUS when the
+  // system's pool of huge pages is empty.
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0 || fs.f_type == HUGETLBFS_MAGIC)
+    throw std::runtime_error("shared payload in huge pages (a hole punched in it would be this process's SIGBUS)");
   struct stat st {};
   if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < size)
     throw std::runtime_error("shared payload is smaller than announced");
