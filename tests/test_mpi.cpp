@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -159,19 +160,32 @@ TEST_CASE("Mpi.world.no_rank_left_fails_new_work_with_broken_pool") {
 
 TEST_CASE("Mpi.world.a_rank_that_breaks_the_protocol_is_refused_and_the_host_goes_on") {
   // Rank 1 is not a ferry agent of this version: what it sends cannot be read (its hello, a
-  // library request, its report of a worker's end). The host must not end (an exception out of
-  // its hub's thread would), and must not wait for that rank: it is declared dead, told to
-  // leave, and the work runs on rank 2.
-  for (const char* kind : {"ready", "library", "exited"}) {
+  // library request, its report of a worker's end, a message of more than 2 GiB - 1 bytes, which
+  // MPI cannot count in an int), asks for a library it was not offered, or begins a frame and
+  // sends no more of it than one chunk, then only heartbeats (held behind the frame, they are no
+  // sign of life). The host must not end (an exception out of its hub's thread would), and must
+  // not wait for that rank: it is declared dead, told to leave, and the work runs on rank 2.
+  for (const std::string kind : {"ready", "library", "exited", "unoffered", "huge", "stalled"}) {
     CAPTURE(kind);
     Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR,
                  ":", "-n", "1", FERRY_TEST_MPI_HOSTILE, "agent", kind, ":", "-n", "1", FERRY_TEST_MPI_AGENT},
-                {}, std::chrono::seconds(60));
+                {{"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(60));
     INFO(r.out);
     CHECK(contains(r.out, "ok refused_rank"));
     // Told to leave when refused, as a rank lost to the job (peer-lost: no MPI_Finalize).
-    CHECK(contains(r.out, std::string("hostile ") + kind + ": told to leave (peer-lost)"));
+    CHECK(contains(r.out, "hostile " + kind + ": told to leave (peer-lost)"));
     CHECK(r.status == 0);
+    if (kind == "stalled") {
+      // Refused once nothing of its frame came for the peer timeout (3 s), not after the test's
+      // 60 s (its held heartbeats used to keep it alive for good).
+      auto end = r.out.find(" ms after its hello");
+      REQUIRE(end != std::string::npos);
+      auto at = r.out.rfind("told ", end);
+      REQUIRE(at != std::string::npos);
+      long ms = std::strtol(r.out.c_str() + at + std::strlen("told "), nullptr, 10);
+      CHECK(ms >= 3000);
+      CHECK(ms < 15000);
+    }
   }
 }
 
@@ -189,6 +203,30 @@ TEST_CASE("Mpi.world.an_agent_refuses_a_result_its_worker_could_still_shrink") {
                           {"FERRY_MPI_RINGS", rings}});
     INFO(r.out);
     CHECK(contains(r.out, "ok hostile_worker"));
+    CHECK(r.status == 0);
+  }
+}
+
+TEST_CASE("Mpi.world.an_agent_refuses_a_result_with_less_memory_than_it_claims") {
+  // A sparse memfd of 1 TiB, sealed: it cost the worker nothing, the agent would read (and the
+  // hub allocate) all of it. Refused at the agent; the call fails, agent and worker go on.
+  Run r = side_by_side("hostile_worker", 1, {}, std::chrono::seconds(60),
+                       {{"FERRY_WORKER", FERRY_TEST_FAKE_WORKER}, {"FERRY_FAKE_MODE", "shm_sparse"}});
+  INFO(r.out);
+  CHECK(contains(r.out, "ok hostile_worker"));
+  CHECK(r.status == 0);
+}
+
+TEST_CASE("Mpi.world.an_agent_stops_a_worker_that_closes_its_channel_and_goes_on_serving") {
+  // A task shuts down and closes its worker's channel, then sleeps 30 s. The agent used to wait
+  // for the worker's end right there: no heartbeats, no quit read, a job that never ended. Now it
+  // kills the worker after a grace of 1 s, the call fails saying why, the rank serves on, and
+  // the job ends by itself. Over the rings and over the socket alone.
+  for (const char* rings : {"1", "0"}) {
+    CAPTURE(rings);
+    Run r = side_by_side("closed_channel", 1, {}, std::chrono::seconds(60), {{"FERRY_MPI_RINGS", rings}});
+    INFO(r.out);
+    CHECK(contains(r.out, "ok closed_channel"));
     CHECK(r.status == 0);
   }
 }
@@ -336,6 +374,30 @@ TEST_CASE("Mpi.ship.plugin_and_wrapped_task_travel_by_content") {
   CHECK(contains(again.out, "ok ship"));
   auto now = shipped(scratch / "cache");
   CHECK(std::count_if(now.begin(), now.end(), is_plugin) == 1);
+}
+
+TEST_CASE("Mpi.ship.every_path_to_a_library_loads_the_checked_copy_never_the_hosts_path") {
+  // Two paths to one content (a file and a link to it), offered to the agent while the first
+  // waits for its bytes: the second offer used to replace the first, whose define then reached
+  // the worker unchanged, which loaded the host's path on that node unchecked. Now both load the
+  // checked copy in the agent's cache, and a function of the host's executable (a main program
+  // no node but the host's may load) fails as one without its file being loaded.
+  fs::path scratch = scratch_dir("ship_checked");
+  const std::string name = fs::path(FERRY_TEST_HOSTILE_PLUGIN).filename().string();
+  fs::create_directories(scratch / "a");
+  fs::create_directories(scratch / "b");
+  fs::copy_file(FERRY_TEST_HOSTILE_PLUGIN, scratch / "a" / name);
+  fs::create_symlink(fs::path("..") / "a" / name, scratch / "b" / name);
+  // Two calls in flight from the start (a new worker otherwise gets one until it answered): both
+  // defines, each after its offer, reach the agent before it could have the bytes.
+  Run r = world("ship_checked", {scratch.string()},
+                {{"FERRY_MPI_SHIP", "always"},
+                 {"FERRY_CACHE_DIR", (scratch / "cache").string()},
+                 {"FERRY_PIPELINE_DEPTH", "4"}});
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK(contains(r.out, "ok ship_checked"));
+  CHECK(shipped(scratch / "cache").size() == 1);
 }
 
 TEST_CASE("Mpi.ship.nothing_is_written_into_a_cache_others_can_change") {

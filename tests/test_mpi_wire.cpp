@@ -6,11 +6,15 @@
 #include <mpi.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,6 +60,12 @@ Buffer task_frame(std::uint64_t call, const std::string& args) {
   return b;
 }
 
+Buffer bytes_of(const std::string& s) {
+  Buffer b;
+  b.append(s.data(), s.size());
+  return b;
+}
+
 /// An OutFrame sent apart from its payload, as FrameForwarder makes them.
 OutFrame chunked_task(std::uint64_t call, const std::string& args) {
   auto keep = std::make_shared<std::string>(args);
@@ -87,7 +97,7 @@ std::vector<Message> receive(Receiver& r, Sender& s, MPI_Comm comm, std::size_t 
     }
     idle = 0;
     CHECK(source == 0);
-    if (tag == tag_progress) {
+    if (tag == tag_progress || tag == tag_pending) {
       CHECK(bytes.empty());
       continue;
     }
@@ -122,6 +132,42 @@ TEST_CASE("Mpi.wire.a_content_key_is_64_lowercase_hex_digits") {
   CHECK_FALSE(is_content_key("A" + key.substr(1)));       // not lowercase
   CHECK_FALSE(is_content_key("../" + key.substr(3)));     // a path, 64 characters long
   CHECK_FALSE(is_content_key(std::string(63, 'a') + '\0'));
+}
+
+TEST_CASE("Mpi.wire.a_content_key_is_read_from_regular_files_only") {
+  // An agent hashes whatever is at the host's plugin path on its node: a FIFO there (no writer:
+  // the open waited; a writer that writes nothing: the read did) or a link to /dev/zero (endless)
+  // must not hang it. If it does, SIGALRM ends this test process, and the test fails.
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("ferry-content-key-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream(dir / "plugin.so", std::ios::binary) << "some bytes";
+    std::ofstream(dir / "same.so", std::ios::binary) << "some bytes";
+    std::ofstream(dir / "other.so", std::ios::binary) << "other bytes";
+  }
+  REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+  fs::create_symlink("/dev/zero", dir / "zero");
+  fs::create_symlink(dir / "fifo", dir / "to-fifo");
+  ::alarm(30);
+  const std::string key = content_key(dir / "plugin.so");
+  CHECK(is_content_key(key));
+  CHECK(content_key(dir / "same.so") == key);
+  CHECK(content_key(dir / "other.so") != key);
+  CHECK(content_key(dir / "fifo").empty());
+  CHECK(content_key(dir / "to-fifo").empty());
+  CHECK(content_key(dir / "zero").empty());
+  CHECK(content_key("/dev/zero").empty());
+  CHECK(content_key(dir).empty());  // a directory
+  CHECK(content_key(dir / "missing").empty());
+  // A FIFO with a writer that never writes: the open did not wait, but a read would have.
+  int writer = ::open((dir / "fifo").c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  REQUIRE(writer >= 0);
+  CHECK(content_key(dir / "fifo").empty());
+  ::close(writer);
+  ::alarm(0);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("Mpi.wire.chunked_frames_come_out_whole_and_in_order") {
@@ -229,6 +275,127 @@ TEST_CASE("Mpi.wire.forgotten_source_drops_its_frame_and_stray_chunks") {
   CHECK_FALSE(r.receiving(std::chrono::steady_clock::now()));
   REQUIRE(got.size() == 1);
   CHECK(got[0].tag == tag_heartbeat);
+}
+
+TEST_CASE("Mpi.wire.a_message_larger_than_an_int_counts_is_dropped_unread") {
+  // MPI_Get_count gives MPI_UNDEFINED (negative) for more than 2 GiB - 1 bytes; a buffer of that
+  // size cast to size_t asked for 2^64 bytes and threw out of the hub's loop, ending the host.
+  // 3 GiB + 1 MiB sent from 1 MiB of memory: one block repeated with a stride of 0. The
+  // Receiver consumes it without storing it, says so, and what follows still comes.
+  MPI_Comm comm = self();
+  std::vector<char> block(std::size_t{1} << 20, 'x');
+  MPI_Datatype mib, many;
+  REQUIRE(MPI_Type_contiguous(1 << 20, MPI_BYTE, &mib) == MPI_SUCCESS);
+  REQUIRE(MPI_Type_create_hvector(3 * 1024 + 1, 1, 0, mib, &many) == MPI_SUCCESS);
+  REQUIRE(MPI_Type_commit(&many) == MPI_SUCCESS);
+  MPI_Request huge = MPI_REQUEST_NULL;
+  REQUIRE(MPI_Isend(block.data(), 1, many, 0, tag_frames, comm, &huge) == MPI_SUCCESS);
+  Sender s;
+  s.send(Buffer(), 0, tag_heartbeat, comm);
+  // A chunk of that size too, where a frame expects one: that frame is lost, not the process.
+  Buffer head = proto::encode_shared_task({5, 1, 1}, 1000);
+  proto::BodyWriter(head).u64(1000);
+  s.send(std::move(head), 0, tag_frame_head, comm);
+  MPI_Request huge_chunk = MPI_REQUEST_NULL;
+  REQUIRE(MPI_Isend(block.data(), 1, many, 0, tag_frame_chunk, comm, &huge_chunk) == MPI_SUCCESS);
+
+  Receiver r;
+  r.set_stall_limit(std::chrono::milliseconds(200));
+  std::vector<std::pair<int, std::string>> got;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int sent = 0;
+  while (got.size() < 4 && std::chrono::steady_clock::now() < deadline) {
+    s.progress();
+    for (MPI_Request* q : {&huge, &huge_chunk}) {
+      int done = 0;
+      if (*q != MPI_REQUEST_NULL) MPI_Test(q, &done, MPI_STATUS_IGNORE);
+    }
+    int source = -1, tag = 0;
+    Buffer bytes;
+    if (!r.next(comm, source, tag, bytes)) continue;
+    if (tag == tag_progress || tag == tag_pending) continue;
+    got.emplace_back(tag, std::string(bytes.view()));
+    if (tag == tag_unreadable && ++sent == 2) s.send(Buffer(), 0, tag_heartbeat, comm);  // after both
+  }
+  REQUIRE(got.size() == 4);
+  CHECK(got[0].first == tag_unreadable);
+  CHECK(got[0].second.find("larger than MPI can count in an int") != std::string::npos);
+  CHECK(got[1].first == tag_heartbeat);
+  CHECK(got[2].first == tag_unreadable);  // the chunk, at once
+  // The frame whose chunk that was cannot be whole: given up once nothing more came.
+  CHECK(got[3].first == tag_frame_stalled);
+  CHECK(call_of_head(got[3].second) == 5);
+  for (int i = 0; i < 1000 && !got.empty(); ++i) {
+    int source = -1, tag = 0;
+    Buffer bytes;
+    if (r.next(comm, source, tag, bytes) && tag == tag_heartbeat) got.clear();
+  }
+  CHECK(got.empty());  // the heartbeat sent after both came too
+  while (huge != MPI_REQUEST_NULL || huge_chunk != MPI_REQUEST_NULL) {
+    int source = -1, tag = 0;
+    Buffer bytes;
+    r.next(comm, source, tag, bytes);
+    for (MPI_Request* q : {&huge, &huge_chunk}) {
+      int done = 0;
+      if (*q != MPI_REQUEST_NULL) MPI_Test(q, &done, MPI_STATUS_IGNORE);
+    }
+  }
+  MPI_Type_free(&many);
+  MPI_Type_free(&mib);
+}
+
+TEST_CASE("Mpi.wire.a_frame_whose_chunks_stop_is_given_up_and_what_it_held_comes_out") {
+  // A source that began a frame and stopped sending its bytes held every later message of its
+  // own for good, heartbeats included, and those counted as signs of life. Held, they are no
+  // news (tag_pending); after the stall limit without a chunk the frame is given up
+  // (tag_frame_stalled), what waited behind it comes out, and the chunks it still owed are
+  // dropped when they come rather than landing in a later frame.
+  MPI_Comm comm = self();
+  Sender s;
+  Receiver r;
+  r.set_stall_limit(std::chrono::milliseconds(200));
+  Buffer head = proto::encode_shared_task({1, 1, 1}, 3000);
+  proto::BodyWriter(head).u64(1000);
+  s.send(std::move(head), 0, tag_frame_head, comm);
+  s.send(bytes_of(pattern(1000, 1)), 0, tag_frame_chunk, comm);
+  s.send(Buffer(), 0, tag_heartbeat, comm);
+
+  std::vector<int> tags;
+  std::string stalled;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline &&
+         (tags.empty() || tags.back() != tag_heartbeat)) {
+    s.progress();
+    int source = -1, tag = 0;
+    Buffer bytes;
+    if (!r.next(comm, source, tag, bytes)) continue;
+    tags.push_back(tag);
+    if (tag == tag_frame_stalled) stalled = std::string(bytes.view());
+  }
+  REQUIRE(!tags.empty());
+  CHECK(tags.back() == tag_heartbeat);
+  auto held = std::find(tags.begin(), tags.end(), tag_pending);
+  auto given_up = std::find(tags.begin(), tags.end(), tag_frame_stalled);
+  CHECK(held != tags.end());  // the heartbeat, held: no news of the source
+  CHECK_FALSE(is_news(tag_pending));
+  REQUIRE(given_up != tags.end());
+  CHECK(held < given_up);
+  CHECK(call_of_head(stalled) == 1);
+  CHECK(r.arriving() == 0);
+
+  // The 2 chunks it owed come late, then a new frame: the late ones are dropped, the new frame
+  // comes out whole.
+  s.send(Buffer(std::size_t{1000}), 0, tag_frame_chunk, comm);
+  s.send(Buffer(std::size_t{1000}), 0, tag_frame_chunk, comm);
+  s.set_chunk_bytes(1000);
+  const std::string args = pattern(2500, 7);
+  s.send(chunked_task(2, args), 0, tag_frames, comm);
+  auto got = receive(r, s, comm, 1);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].tag == tag_frames);
+  CHECK(call_of_head(got[0].bytes) == 2);
+  REQUIRE(got[0].payload);
+  CHECK(memfd_bytes(*got[0].payload) == args);
 }
 
 TEST_CASE("Mpi.wire.forwarder_sends_payloads_apart_from_where_they_are") {

@@ -68,15 +68,32 @@ bool write_new_file(const fs::path& file, std::string_view bytes) {
   return fd && ferry::detail::write_all(fd.get(), bytes);
 }
 
-/// Whether a worker here may load `file`: its content has `key`, and no other user could have
-/// planted or changed it (the trust check, unless FERRY_ALLOW_UNSAFE_PLUGINS says otherwise).
+/// Whether a worker here may load `file`: no other user could have planted or changed it (the
+/// trust check, unless FERRY_ALLOW_UNSAFE_PLUGINS says otherwise), and its content has `key`.
+/// The check comes first: what is at the host's path on this node may be anything, and hashing
+/// a FIFO or a link to /dev/zero planted there would wait for good (the hash reads regular files
+/// only, without waiting, besides).
 bool usable(const fs::path& file, const std::string& key) {
-  if (content_key(file) != key) return false;
-  if (ferry::detail::unsafe_allowed_by_environment()) return true;
-  std::string why = ferry::detail::untrusted_reason(file);
-  if (!why.empty()) ferry::detail::debug_log("mpi agent: not using %s: %s", file.c_str(), why.c_str());
-  return why.empty();
+  if (!ferry::detail::unsafe_allowed_by_environment()) {
+    std::string why = ferry::detail::untrusted_reason(file);
+    if (!why.empty()) {
+      ferry::detail::debug_log("mpi agent: not using %s: %s", file.c_str(), why.c_str());
+      return false;
+    }
+  }
+  return content_key(file) == key;
 }
+
+/// A path that cannot load and says why, in place of a library this node must not load: in `/`,
+/// where only root creates entries. The worker's loader fails on it, and its message (naming
+/// this path) reaches the host.
+std::string unloadable(const std::string& why, const std::string& name) {
+  return "/(not shipped: " + why + ")/" + name;
+}
+
+/// How long a worker that closed its channel may go on running before its agent kills it: as
+/// long as the host's own pool gives a local worker in that case (core/src/host/pool.cpp).
+constexpr std::chrono::seconds closed_channel_grace{1};
 
 struct Child {
   pid_t pid = -1;
@@ -85,6 +102,10 @@ struct Child {
   FrameForwarder from_worker;
   ferry::detail::Outbox to_worker;
   std::string why;  // set when the agent stopped it, for the host's error
+  // When its channel read end-of-file while the process went on (a task closed or shut down the
+  // descriptor): it is killed after closed_channel_grace. The socket is not watched any more.
+  std::optional<Clock::time_point> closed_at;
+  bool killed = false;  // SIGKILL sent for that; its end is reported when it is reaped
   // Frames to and from the worker go through shared-memory rings unless FERRY_MPI_RINGS=0; the
   // socket then carries descriptors, doorbells and the worker's end (wire/ring.hpp).
   ferry::detail::SharedRings rings;
@@ -106,72 +127,24 @@ class Agent {
         sender_.send(Buffer(), host_, tag_heartbeat, comm_);
         last_sent_ = now;
       }
-      if (now - last_heard_ > peer_timeout()) {
-        stop_child();
-        may_finalize_ = false;
-        return static_cast<int>(proto::WorkerExit::host_gone);
-      }
       bool busy = false;
-      int source = 0, tag = 0;
-      Buffer bytes;
-      while (receiver_.next(comm_, source, tag, bytes)) {
-        // A heartbeat is no sign of work to come: it must not start a spin window (idle, one
-        // every 250 ms cost 0.2 % of a core in spinning).
-        busy = busy || tag != tag_heartbeat;
-        if (source != host_) continue;
-        last_heard_ = Clock::now();
-        if (tag == tag_quit) {
-          stop_child();
-          // The host lost another rank of this job: MPI_Finalize's fence could wait for it for
-          // good (quit_peer_lost).
-          std::vector<std::string> items;
-          try {
-            if (!bytes.empty()) items = unpack_strings(bytes.view());
-          } catch (const proto::ProtocolError&) {
-            items = {quit_peer_lost};  // unreadable: leave without a fence that could hang
-          }
-          may_finalize_ = !detached_ && std::find(items.begin(), items.end(), quit_peer_lost) == items.end();
-          // Let pending sends finish, for at most 2 s: the host may be leaving too.
-          auto deadline = Clock::now() + std::chrono::seconds(2);
-          // Looking all along: without Open MPI's progress thread TCP moves bytes only in MPI calls.
-          while (!sender_.progress() && Clock::now() < deadline) ::sched_yield();
-          // Sends still pending: the host is gone, and MPI_Finalize could wait for it forever.
-          if (sender_.pending() != 0) {
-            may_finalize_ = false;
-            return static_cast<int>(proto::WorkerExit::host_gone);
-          }
-          return 0;
-        }
-        handle(tag, bytes);
+      try {
+        if (std::optional<int> code = pass(now, busy)) return *code;
+      } catch (const std::exception& e) {
+        // Out of memory, most likely: the rank must not end for it (its worker and the host
+        // would not hear why). The next pass tries again.
+        ferry::detail::debug_log("mpi agent: a pass failed: %s", e.what());
+        busy = false;
       }
-      if (gave_work_) {
-        // Frames just went to the worker, which shares a vCPU with this loop more often than not:
-        // let it run now rather than after the rest of this pass and the start of the next, so
-        // that the read below may find its result already. Measured (docs/benchmarks.md): the
-        // round trip's median 26.9 µs against 29.4 (ten interleaved runs each).
-        gave_work_ = false;
-        ::sched_yield();
-      }
-      if (child_ && !child_quiet_) {
-        bool look = child_ended_ || now - last_reap_look_ >= reap_look_period;
-        if (look) {
-          last_reap_look_ = now;
-          child_ended_ = false;
-        }
-        busy |= pump_child(look);
-      }
-      child_quiet_ = false;
-      sender_.progress();
-      // Bytes still moving to or from the host (a large frame): keep looking, or TCP moves them
-      // one socket buffer per nap.
-      busy |= sender_.moving(now) || receiver_.receiving(now);
       if (busy) {
         pace_.active();
       } else {
         // The worker's channel and its end wake the agent at once; the host's messages are seen
-        // at the next look.
-        short out = child_ && !child_->rings && !child_->to_worker.empty() ? POLLOUT : 0;
-        pollfd p[2] = {{child_ ? child_->sock.get() : -1, static_cast<short>(POLLIN | out), 0},
+        // at the next look. A channel the worker closed is not watched: it would always be
+        // readable (end-of-file), and the nap would spin.
+        const bool open = child_ && !child_->closed_at;
+        short out = open && !child_->rings && !child_->to_worker.empty() ? POLLOUT : 0;
+        pollfd p[2] = {{open ? child_->sock.get() : -1, static_cast<short>(POLLIN | out), 0},
                        {child_ ? child_->pidfd.get() : -1, POLLIN, 0}};
         // With rings, the worker rings the channel when it writes into a ring while the agent
         // says it sleeps, or when it reads from a full one the agent waits to write into.
@@ -196,6 +169,78 @@ class Agent {
   }
 
  private:
+  /// One pass of the loop begun at `now`: the host's messages, the worker's frames, sends. Sets
+  /// `busy` when anything happened; returns the agent's exit code when it must leave.
+  std::optional<int> pass(Clock::time_point now, bool& busy) {
+    int source = 0, tag = 0;
+    Buffer bytes;
+    while (receiver_.next(comm_, source, tag, bytes)) {
+      // A heartbeat is no sign of work to come: it must not start a spin window (idle, one
+      // every 250 ms cost 0.2 % of a core in spinning).
+      busy = busy || tag != tag_heartbeat;
+      if (source != host_) continue;
+      if (is_news(tag)) last_heard_ = Clock::now();
+      if (tag == tag_quit) return quit(bytes);
+      handle(tag, bytes);
+    }
+    // The host's silence is judged after its messages were read, against the time this pass
+    // began: a frame of the host's whose bytes stopped for as long has just been given up
+    // (tag_frame_stalled, same limit), and what it sent after that frame came out and counted.
+    if (now - last_heard_ > peer_timeout()) {
+      stop_child();
+      may_finalize_ = false;
+      return static_cast<int>(proto::WorkerExit::host_gone);
+    }
+    if (gave_work_) {
+      // Frames just went to the worker, which shares a vCPU with this loop more often than not:
+      // let it run now rather than after the rest of this pass and the start of the next, so
+      // that the read below may find its result already. Measured (docs/benchmarks.md): the
+      // round trip's median 26.9 µs against 29.4 (ten interleaved runs each).
+      gave_work_ = false;
+      ::sched_yield();
+    }
+    // After a quiet nap the worker's channel need not be read; but a worker whose channel is
+    // closed is watched by the clock (its grace), and by its pidfd only.
+    if (child_ && (!child_quiet_ || child_->closed_at)) {
+      bool look = child_ended_ || now - last_reap_look_ >= reap_look_period;
+      if (look) {
+        last_reap_look_ = now;
+        child_ended_ = false;
+      }
+      busy |= pump_child(look);
+    }
+    child_quiet_ = false;
+    sender_.progress();
+    // Bytes still moving to or from the host (a large frame): keep looking, or TCP moves them
+    // one socket buffer per nap.
+    busy |= sender_.moving(now) || receiver_.receiving(now);
+    return std::nullopt;
+  }
+
+  /// The host says leave: the worker is stopped, pending sends get 2 s.
+  int quit(const Buffer& bytes) {
+    stop_child();
+    // The host lost another rank of this job: MPI_Finalize's fence could wait for it for
+    // good (quit_peer_lost).
+    std::vector<std::string> items;
+    try {
+      if (!bytes.empty()) items = unpack_strings(bytes.view());
+    } catch (const proto::ProtocolError&) {
+      items = {quit_peer_lost};  // unreadable: leave without a fence that could hang
+    }
+    may_finalize_ = !detached_ && std::find(items.begin(), items.end(), quit_peer_lost) == items.end();
+    // Let pending sends finish, for at most 2 s: the host may be leaving too.
+    auto deadline = Clock::now() + std::chrono::seconds(2);
+    // Looking all along: without Open MPI's progress thread TCP moves bytes only in MPI calls.
+    while (!sender_.progress() && Clock::now() < deadline) ::sched_yield();
+    // Sends still pending: the host is gone, and MPI_Finalize could wait for it forever.
+    if (sender_.pending() != 0) {
+      may_finalize_ = false;
+      return static_cast<int>(proto::WorkerExit::host_gone);
+    }
+    return 0;
+  }
+
   /// A message from the host. One the agent cannot read (a host of another ferry version, or a
   /// corrupted message) is dropped rather than ending the rank; a start it cannot read is
   /// answered as a worker that could not start, so the host's pool hears why.
@@ -231,7 +276,12 @@ class Agent {
         break;
       }
       case tag_frame_lost:
+      case tag_frame_stalled:  // the host began it and stopped sending its bytes
         answer_lost(bytes);
+        break;
+      case tag_unreadable:
+        ferry::detail::debug_log("mpi agent: dropped a message from the host: %.*s",
+                                 static_cast<int>(bytes.size()), bytes.data());
         break;
       case tag_lib_offer: offered(unpack_strings(bytes.view())); break;
       case tag_lib_data: received_library(unpack_strings(bytes.view())); break;
@@ -329,10 +379,11 @@ class Agent {
   }
 
   /// Reads the worker's channel and sends what it wrote to the host, every frame read in this
-  /// pass in one message (FrameBatch). False once the channel is closed.
+  /// pass in one message (FrameBatch). False once the channel is closed (a closed channel is not
+  /// read again; with rings, the ring still is).
   bool relay_child(bool& moved, bool look_at_channel = true) {
     std::vector<OutFrame> frames;
-    bool open = true;
+    bool open = !child_->closed_at;
     std::vector<Buffer> nothing_back;  // a worker sends no task frames
     try {
       if (child_->rings) {
@@ -343,12 +394,12 @@ class Agent {
         if (ring.producer_waits()) ring.wake_producer();
         // The channel holds doorbells (dropped), descriptors (kept for the frames that announce
         // them) and the worker's end: looked at after a nap it woke, else now and then.
-        if (look_at_channel || child_bell_) {
+        if (open && (look_at_channel || child_bell_)) {
           child_bell_ = false;
           ssize_t n = child_->from_worker.collect(child_->sock.get());
           open = !(n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR));
         }
-      } else {
+      } else if (open) {
         open = child_->from_worker.pump(child_->sock.get(), frames, nothing_back);
       }
     } catch (const std::exception& e) {
@@ -356,6 +407,7 @@ class Agent {
       open = false;
       child_->why = std::string("its MPI agent stopped it: ") + e.what();
       ::kill(child_->pid, SIGKILL);
+      child_->killed = true;
     }
     moved = moved || !frames.empty();
     for (auto& f : frames) batch_.add(std::move(f), sender_, host_, comm_);
@@ -367,6 +419,12 @@ class Agent {
   /// Its end shows as the channel's end (the worker holds the only other end; the channel is
   /// close-on-exec in it), or else, rarely, as its pidfd: that is looked at only now and then
   /// (`look_at_end`), a wait system call per pass costing as much as the relay itself.
+  ///
+  /// The channel's end is not the process's: a task can close or shut down the descriptor and go
+  /// on running. Waiting for it there (a blocking waitpid) stopped the agent for good: no
+  /// heartbeats, no quit read, a job that never ended. So the agent asks without waiting, goes
+  /// on, and kills a worker still running closed_channel_grace after its channel closed, as the
+  /// host's pool does with a local worker; its end is reported with the reason.
   bool pump_child(bool look_at_end) {
     bool moved = false;
     bool open = relay_child(moved, look_at_end);
@@ -374,17 +432,25 @@ class Agent {
     ferry::detail::ExitStatus st;
     bool ended = false;
     if (!open) {
-      // Channel closed: the process is on its way out; collect its status.
-      st = ferry::detail::reap(child_->pid);
-      ended = true;
+      ended = ferry::detail::try_reap(child_->pid, st);
+      auto now = Clock::now();
+      if (!ended && !child_->closed_at) {
+        child_->closed_at = now;  // on its way out, most likely: its pidfd says when
+        moved = true;
+      } else if (!ended && !child_->killed && now - *child_->closed_at >= closed_channel_grace) {
+        if (child_->why.empty())
+          child_->why = "its MPI agent stopped it: it closed its channel to the agent and went on running";
+        ::kill(child_->pid, SIGKILL);
+        child_->killed = true;
+      }
     } else if (look_at_end) {
       ended = ferry::detail::try_reap(child_->pid, st);
     }
     if (ended) {
-      // Last frames it wrote before it died go first.
-      for (int i = 0; i < 64 && open; ++i) {
+      // Last frames it wrote before it died go first (with rings, also after its channel closed).
+      for (int i = 0; i < 64; ++i) {
         bool more = false;
-        open = relay_child(more);
+        relay_child(more);
         if (!more) break;
       }
       report_exit(child_->pid, st.signal, st.exit_code, child_->why);
@@ -394,12 +460,19 @@ class Agent {
   }
 
   /// The host offers a library: use our own copy if it has the same content, else a cached one,
-  /// else ask for its bytes. Frames wait until every offered library is here.
+  /// else ask for its bytes (once per key: several paths may have the same content, a link and
+  /// its target, or a copy). Frames wait until every offered library is here.
   void offered(const std::vector<std::string>& items) {
     if (items.size() != 2 || !is_content_key(items[1]))
       throw proto::ProtocolError("a library offer without a content key");
     const std::string& path = items[0];
     const std::string& key = items[1];
+    // What this path was settled as, or waited for, belongs to its content before this offer.
+    local_.erase(path);
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      it->second.erase(path);
+      it = it->second.empty() ? waiting_.erase(it) : std::next(it);  // its bytes are dropped when they come
+    }
     static const bool ship_always = ferry::detail::Config::read().mpi_ship_always;
     if (!ship_always && usable(path, key)) {
       local_[path] = path;
@@ -410,8 +483,10 @@ class Agent {
       local_[path] = cached.string();
       return;
     }
-    waiting_[key] = path;
-    sender_.send(pack_strings({key}), host_, tag_lib_need, comm_);
+    auto& paths = waiting_[key];
+    bool asked = !paths.empty();
+    paths.insert(path);
+    if (!asked) sender_.send(pack_strings({key}), host_, tag_lib_need, comm_);
   }
 
   void received_library(const std::vector<std::string>& items) {
@@ -420,7 +495,7 @@ class Agent {
     const std::string& key = items[0];  // names files in the cache: checked above
     auto it = waiting_.find(key);
     if (it == waiting_.end()) return;
-    std::string path = it->second;
+    std::set<std::string> paths = std::move(it->second);
     waiting_.erase(it);
     fs::path cached = cache_ / (key + ".so");
     fs::path tmp = cache_ / (key + ".so.tmp." + std::to_string(::getpid()));
@@ -429,10 +504,10 @@ class Agent {
     // Checked before it is ever loaded. Bytes that do not match their key are dropped, and the
     // worker is pointed at the cache's file, removed: it reports the library as missing. Never
     // at the host's path: this node's file there failed the check in offered().
+    std::string here;
     if (!cache_refused_.empty()) {
-      // Not even the cache's file name: another user may have put a file there. A path in `/`,
-      // where only root creates entries, that cannot load and says why.
-      local_[path] = "/(not shipped: " + cache_refused_ + ")/" + key + ".so";
+      // Not even the cache's file name: another user may have put a file there.
+      here = unloadable(cache_refused_, key + ".so");
     } else {
       if (!items[1].empty() && write_new_file(tmp, items[1]) && usable(tmp, key)) {
         fs::rename(tmp, cached, ec);
@@ -440,8 +515,9 @@ class Agent {
         fs::remove(tmp, ec);
         fs::remove(cached, ec);  // it failed its check in offered()
       }
-      local_[path] = cached.string();
+      here = cached.string();
     }
+    for (const auto& path : paths) local_[path] = here;  // every path offered with this content
     release_frames();
   }
 
@@ -454,14 +530,7 @@ class Agent {
       held_.pop_front();
       if (frame.size() > proto::header_size &&
           static_cast<proto::FrameType>(frame.data()[2]) == proto::FrameType::define) {
-        try {
-          auto d = proto::decode_define(frame.view().substr(proto::header_size));
-          if (auto it = local_.find(d.library); it != local_.end() && it->second != d.library) {
-            d.library = it->second;
-            frame = proto::encode_define(d);
-          }
-        } catch (const proto::ProtocolError&) {
-        }
+        if (!settle_define(frame)) continue;
       }
       // A payload that came in chunks: the worker maps its memfd, as from a local host.
       int fd = payload ? payload->fd() : -1;
@@ -471,15 +540,50 @@ class Agent {
     if (!flush_to_worker()) child_->to_worker.clear();
   }
 
+  /// Points a define frame at what this node may load: the library's settled path here (its own
+  /// file, checked, or the cache's), else a path that cannot load and says why. Never the host's
+  /// path unchecked: a plugin never offered (the host could not hash its file) or whose offer
+  /// was lost would have the worker load whatever file is at that path on this node, and the
+  /// host's main program likewise (the worker loads it to report why it cannot run its
+  /// function; the loader's message then names this path, and the host still reports the
+  /// function as defined in the main program). False when the frame cannot be read: it is
+  /// dropped, not passed on as it is.
+  bool settle_define(Buffer& frame) {
+    proto::Define d;
+    try {
+      d = proto::decode_define(frame.view().substr(proto::header_size));
+    } catch (const proto::ProtocolError& e) {
+      ferry::detail::debug_log("mpi agent: dropped a define frame it cannot read: %s", e.what());
+      return false;
+    }
+    std::string here;
+    const std::string name = fs::path(d.library).filename().string();
+    if (d.kind == proto::RefKind::main_program) {
+      here = unloadable("the host's main program is not loaded on another node", name);
+    } else if (auto it = local_.find(d.library); it != local_.end()) {
+      here = it->second;
+    } else {
+      here = unloadable("the host offered no content key for it", name);
+    }
+    if (here != d.library) {
+      d.library = std::move(here);
+      frame = proto::encode_define(d);
+    }
+    return true;
+  }
+
   /// Sends what is queued for the worker, through the rings or the channel. False on a hard
   /// error (the worker gone, or its ring corrupt).
   bool flush_to_worker() {
+    // A worker whose channel is closed gets nothing more: it is about to end, or be killed.
+    if (child_->closed_at) return true;
     if (!child_->rings) return child_->to_worker.flush(child_->sock.get());
     if (child_->to_worker.flush(child_->to_ring, child_->sock.get())) return true;
     // A worker alive behind a ring it broke would wait for frames that never come: it is
     // stopped, and its end reported with the reason (the host fails its calls).
     if (errno == EPROTO && child_->why.empty()) child_->why = "its MPI agent stopped it: its ring from the agent is corrupt";
     ::kill(child_->pid, SIGKILL);
+    child_->killed = true;
     return false;
   }
 
@@ -494,7 +598,7 @@ class Agent {
   };
   std::deque<Held> held_;
   bool gave_work_ = false;  // release_frames wrote frames for the worker in this pass
-  std::map<std::string, std::string> waiting_;  // content key → host path
+  std::map<std::string, std::set<std::string>> waiting_;  // content key → host paths offered with it
   std::map<std::string, std::string> local_;    // host path → path here
   std::string cache_refused_;  // why nothing is written into the cache ("" when it is private)
   fs::path cache_ = shipped_cache_dir(cache_refused_);

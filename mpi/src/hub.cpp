@@ -35,7 +35,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <span>
@@ -155,6 +154,10 @@ struct Agent {
   Clock::time_point last_heard = Clock::now();
   Clock::time_point last_sent = Clock::now();
   std::map<std::string, std::string> offered;  // library path → content key offered
+  // Content key → a library path offered with it, and how many offers of it the agent may still
+  // ask the bytes for (tag_lib_need): each offer is answered once at most, and only with what
+  // was offered to this agent.
+  std::map<std::string, std::pair<std::string, int>> awaited;
 };
 
 /// $FERRY_MPI_WORKER, else the agent installed with this libferry-mpi (relative to it: the build
@@ -398,6 +401,9 @@ class Hub {
     std::string key = key_of(d.library);
     if (key.empty() || a.offered[d.library] == key) return;
     a.offered[d.library] = key;
+    auto& [path, offers] = a.awaited[key];
+    path = d.library;
+    ++offers;
     sender_.send(pack_strings({d.library, key}), a.rank, tag_lib_offer, a.comm);
   }
 
@@ -411,17 +417,45 @@ class Hub {
     return known.second;
   }
 
+  /// The bytes of a library offered to `a`, which it asks for (tag_lib_need). Only a key offered
+  /// to that agent and not asked for since is answered, once: any other request breaks the
+  /// protocol (ProtocolError: the rank is refused), as an honest agent asks once per offer. The
+  /// answer is empty (the agent's worker reports the library as missing) when the file cannot
+  /// be read whole now, or is too large for one MPI message.
   void send_library(Agent& a, const std::string& key) {
-    for (const auto& [path, cached] : keys_) {
-      if (cached.second != key) continue;
-      std::ifstream in(path, std::ios::binary);
-      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      Buffer b = pack_strings({key, bytes});
-      sender_.send(std::move(b), a.rank, tag_lib_data, a.comm);
-      return;
+    if (!is_content_key(key)) throw proto::ProtocolError("a library request without a content key");
+    auto it = a.awaited.find(key);
+    if (it == a.awaited.end())
+      throw proto::ProtocolError("a request for a library that was not offered to it, or was sent already");
+    std::string path = it->second.first;
+    if (--it->second.second == 0) a.awaited.erase(it);
+    std::string bytes;
+    if (!read_library(path, bytes)) bytes.clear();
+    sender_.send(pack_strings({key, bytes}), a.rank, tag_lib_data, a.comm);
+  }
+
+  /// Reads a library to ship: a regular file (opened without waiting, as a FIFO would make it)
+  /// small enough that the answer fits one MPI message, whose count is an int.
+  static bool read_library(const std::string& path, std::string& bytes) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    // The key, the bytes and their lengths and count (pack_strings) must fit too.
+    constexpr std::size_t room = max_message_bytes - 4096;
+    if (static_cast<std::uint64_t>(st.st_size) > room) {
+      ferry::detail::debug_log("mpi hub: not shipping %s: %s is more than one MPI message carries",
+                               path.c_str(), ferry::detail::format_size(static_cast<std::uint64_t>(st.st_size)).c_str());
+      return false;
     }
-    // Unknown: the agent's worker will report the library as missing.
-    sender_.send(pack_strings({key, ""}), a.rank, tag_lib_data, a.comm);
+    bytes.resize(static_cast<std::size_t>(st.st_size));
+    std::size_t got = 0;
+    while (got < bytes.size()) {
+      ssize_t n = ::read(fd.get(), bytes.data() + got, bytes.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;  // shrank meanwhile: the agent's check of the key would fail anyway
+      got += static_cast<std::size_t>(n);
+    }
+    return true;
   }
 
   Agent* agent_of(MPI_Comm comm, int rank) {
@@ -441,6 +475,11 @@ class Hub {
     }
   }
 
+  static std::string stalled_frame_reason() {
+    return "began a frame and stopped sending its bytes (none for " +
+           ferry::detail::format_duration(peer_timeout()) + ")";
+  }
+
   /// Declares a rank that broke the protocol dead, and tells it to leave: its messages are not
   /// read again, and whatever it runs is stopped (a ferry agent stops its worker on quit).
   void refuse(Agent& a, const std::string& why) {
@@ -450,8 +489,16 @@ class Hub {
   }
 
   void handle_message(Agent& a, int tag, Buffer& bytes) {
-    a.last_heard = Clock::now();
+    // A message held behind a frame that never completes is no sign of life (is_news).
+    if (is_news(tag)) a.last_heard = Clock::now();
     switch (tag) {
+      case tag_unreadable:
+        refuse(a, "sent a message the host cannot read (" + std::string(bytes.view()) +
+                      "; is it a ferry-mpi-worker of this version?)");
+        break;
+      case tag_frame_stalled:
+        refuse(a, stalled_frame_reason());
+        break;
       case tag_ready: {
         auto items = unpack_strings(bytes.view());
         a.ready = true;
@@ -594,8 +641,14 @@ class Hub {
         a.last_sent = now;
       }
       if (now - a.last_heard > peer_timeout()) {
-        declare_dead(a, "stopped answering (no heartbeat for " +
-                            ferry::detail::format_duration(peer_timeout()) + ")");
+        // Messages held behind a frame of its that stopped arriving: it is alive, and broke the
+        // protocol (refused, told to leave). Else it said nothing at all: dead.
+        if (receiver_.holding(a.comm, a.rank)) {
+          refuse(a, stalled_frame_reason());
+        } else {
+          declare_dead(a, "stopped answering (no heartbeat for " +
+                              ferry::detail::format_duration(peer_timeout()) + ")");
+        }
         continue;
       }
       if (a.slot) start_if_ready(a);
@@ -790,8 +843,15 @@ class Hub {
       Clock::time_point expected;
       {
         std::lock_guard relay(relay_mu_);
-        maintain();
-        busy = relay_pass();
+        try {
+          maintain();
+          busy = relay_pass();
+        } catch (const std::exception& e) {
+          // Out of memory, most likely (what an agent sends that the hub cannot read refuses that
+          // agent, in handle()): the host must not end for it. The next pass tries again.
+          ferry::detail::debug_log("mpi hub: a pass of the hub's thread failed: %s", e.what());
+          busy = false;
+        }
         expected = answer_expected_until_;
       }
       if (waiter_relays(Clock::now())) {

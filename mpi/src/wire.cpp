@@ -7,6 +7,7 @@
 #include "platform/format.hpp"
 #include "platform/hash.hpp"
 #include "wire/failure.hpp"
+#include "wire/shm.hpp"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -163,19 +165,14 @@ std::shared_ptr<SharedBytes> SharedBytes::create(std::size_t n) {
 }
 
 std::shared_ptr<SharedBytes> SharedBytes::map(int fd, std::size_t n) {
-  // As Buffer::map_shared: only a memfd its sender can no longer shrink. MPI reads the mapping
+  // As Buffer::map_shared (shared_payload_problem): only a memfd its sender can no longer
+  // shrink, with the memory it announces behind it, not in huge pages. MPI reads the mapping
   // while it sends, long after this check: a worker that truncated its block then would end the
-  // agent (or the hub) with SIGBUS.
-  const int seals = ::fcntl(fd, F_GET_SEALS);
-  if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+  // agent (or the hub) with SIGBUS, and a sparse one would have the agent read (and the hub
+  // allocate) a terabyte its worker never paid for.
+  if (std::string why = ferry::detail::shared_payload_problem(fd, n); !why.empty()) {
     ::close(fd);
-    throw std::runtime_error(seals < 0 ? "the shared payload is not a memfd"
-                                       : "the shared payload is not sealed against shrinking");
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < n) {
-    ::close(fd);
-    throw std::runtime_error("the shared payload is smaller than announced");
+    throw std::runtime_error(why);
   }
   char* data = nullptr;
   if (n > 0) {
@@ -483,7 +480,15 @@ Receiver::Incoming Receiver::start_frame(int source, Buffer head) {
   return in;
 }
 
-void Receiver::receive_chunk(Stream* stream, MPI_Message& message, int count) {
+int Receiver::receive_chunk(Stream* stream, MPI_Message& message, int count) {
+  auto n = static_cast<std::uint64_t>(count);
+  if (stream) stream->last_chunk = std::chrono::steady_clock::now();
+  // Still owed by frames given up on (stalled): dropped, or it would land in a later frame.
+  if (stream && stream->owed > 0) {
+    stream->owed -= std::min(stream->owed, n);
+    discard(message, count);
+    return tag_progress;
+  }
   // The chunks of a source, in the order it sent them, fill its oldest frame still expecting some.
   Incoming* in = nullptr;
   if (stream)
@@ -492,7 +497,6 @@ void Receiver::receive_chunk(Stream* stream, MPI_Message& message, int count) {
         in = &i;
         break;
       }
-  auto n = static_cast<std::uint64_t>(count);
   if (in && !in->draining) {
     std::uint64_t expected = std::min(in->chunk, in->size - in->matched);
     if (n != expected) {
@@ -504,21 +508,70 @@ void Receiver::receive_chunk(Stream* stream, MPI_Message& message, int count) {
     } else {
       MPI_Request r = MPI_REQUEST_NULL;
       char* into = in->payload->data() + in->matched;
+      in->matched += n;
       if (MPI_Imrecv(into, count, MPI_BYTE, &message, &r) == MPI_SUCCESS) {
         in->requests.push_back(r);
         last_moved_ = std::chrono::steady_clock::now();
-      } else {
-        ferry::detail::debug_log("mpi: a chunk receive failed");
-        in->draining = true;
+        return tag_pending;  // news once its bytes are here (next() tests it)
       }
-      in->matched += n;
-      return;
+      ferry::detail::debug_log("mpi: a chunk receive failed");
+      in->draining = true;
+      return tag_progress;
     }
   }
-  // Nothing to keep it for (a lost frame, a forgotten source, or not the size expected): drained.
-  Buffer scratch(static_cast<std::size_t>(count));
-  MPI_Mrecv(scratch.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE);
+  // Nothing to keep it for (a lost frame, a forgotten source, or not the size expected): dropped
+  // unread, into no memory of its size.
+  discard(message, count);
   if (in) in->matched = std::min(in->size, in->matched + n);
+  return tag_progress;
+}
+
+void Receiver::discard(MPI_Message& message, MPI_Count size) {
+  // Into 1 MiB of scratch that nobody reads, whatever the size: a message of up to that much
+  // into it as bytes, a larger one through a datatype that lays every MiB over the same scratch
+  // (a stride of 0). Never a receive shorter than the message, which MPI would complete as
+  // truncated: Open MPI 4.1 then still writes the whole message when its bytes come by RDMA
+  // (tried: a receive of 16 bytes for 100 kB over TCP wrote past them and crashed, over shared
+  // memory CMA's copy went past them too, stopped there only by a guard page). A datatype that
+  // is not contiguous makes Open MPI copy the bytes in through it; tried over shared memory and
+  // TCP with 3 GiB, sent contiguous and with a stride of 0. Not waited for: over TCP the bytes
+  // still cross (3 GiB took 3 s), moved by the loops' later calls.
+  constexpr std::size_t block = std::size_t{1} << 20;
+  static char* scratch = new char[block];  // never freed: a receive may still write into it at exit
+  MPI_Request r = MPI_REQUEST_NULL;
+  int rc = MPI_ERR_COUNT;
+  if (size >= 0 && static_cast<std::uint64_t>(size) <= block) {
+    rc = MPI_Imrecv(scratch, static_cast<int>(size), MPI_BYTE, &message, &r);
+  } else if (size > 0 && static_cast<std::uint64_t>(size) / block < static_cast<std::uint64_t>(INT_MAX)) {
+    MPI_Datatype mib = MPI_DATATYPE_NULL, many = MPI_DATATYPE_NULL;
+    if (MPI_Type_contiguous(static_cast<int>(block), MPI_BYTE, &mib) == MPI_SUCCESS &&
+        MPI_Type_create_hvector(static_cast<int>((static_cast<std::uint64_t>(size) + block - 1) / block), 1, 0,
+                                mib, &many) == MPI_SUCCESS &&
+        MPI_Type_commit(&many) == MPI_SUCCESS)
+      rc = MPI_Imrecv(scratch, 1, many, &message, &r);
+    // MPI keeps what a posted receive needs.
+    if (many != MPI_DATATYPE_NULL) MPI_Type_free(&many);
+    if (mib != MPI_DATATYPE_NULL) MPI_Type_free(&mib);
+  }
+  // Not received (a size MPI cannot say, or no datatype for it): left matched, what MPI already
+  // took in of it kept; the sender's send may never complete.
+  if (rc != MPI_SUCCESS) ferry::detail::debug_log("mpi: a message of %lld bytes could not be dropped", static_cast<long long>(size));
+  if (rc == MPI_SUCCESS && r != MPI_REQUEST_NULL) discards_.push_back(r);
+  last_moved_ = std::chrono::steady_clock::now();
+}
+
+void Receiver::reap_discards() {
+  for (std::size_t i = 0; i < discards_.size();) {
+    int done = 0;
+    int rc = MPI_Test(&discards_[i], &done, MPI_STATUS_IGNORE);
+    if (done || rc != MPI_SUCCESS) {
+      discards_[i] = discards_.back();
+      discards_.pop_back();
+      last_moved_ = std::chrono::steady_clock::now();
+    } else {
+      ++i;
+    }
+  }
 }
 
 bool Receiver::test(Incoming& in) {
@@ -568,25 +621,58 @@ void Receiver::forget(MPI_Comm comm, int source) {
   }
 }
 
+namespace {
+Buffer text(const std::string& s) {
+  Buffer b;
+  b.append(s.data(), s.size());
+  return b;
+}
+}  // namespace
+
 bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
   last_payload_.reset();
   if (!abandoned_.empty()) reap_abandoned();
+  if (!discards_.empty()) reap_discards();
+  const auto now = std::chrono::steady_clock::now();
   // Sources with a frame arriving: the oldest message comes out once it is complete.
   for (std::size_t i = 0; i < streams_.size(); ++i) {
     Stream& s = streams_[i];
     if (s.comm != comm) continue;
     bool progressed = false;
     for (auto& in : s.queue) progressed = test(in) || progressed;
-    if (progressed) last_moved_ = std::chrono::steady_clock::now();
+    if (progressed) {
+      last_moved_ = now;
+      s.last_chunk = now;
+    } else if (now - s.last_chunk > stall_limit_ && s.waiting()) {
+      // No chunk of its frames for the stall limit: the source began them and stopped sending
+      // their bytes (or died). They are given up on, and what it sent after them comes out; the
+      // hub refuses such a rank, an agent answers the task as lost. Without this, every later
+      // message of the source waited behind them for good.
+      ferry::detail::debug_log("mpi: no chunk from rank %d for %lld ms: its frames still arriving are dropped",
+                               s.source, static_cast<long long>(stall_limit_.count()));
+      for (auto& in : s.queue)
+        if (in.chunked && !in.complete()) in.stalled = in.draining = true;
+    }
     source = s.source;
     bytes.clear();
+    if (s.queue.empty()) {  // only chunks owed by frames given up on
+      if (s.owed == 0) streams_.erase(streams_.begin() + static_cast<std::ptrdiff_t>(i--));
+      continue;
+    }
     Incoming& front = s.queue.front();
-    if (front.complete()) {
+    bool out = false;
+    if (front.stalled) {
+      tag = tag_frame_stalled;
+      bytes = std::move(front.bytes);
+      s.owed += front.size - front.matched;
+      // A matched receive cannot be cancelled: its memory stays until MPI is done with it.
+      if (!front.requests.empty()) abandoned_.push_back(std::move(front));
+      out = true;
+    } else if (front.complete()) {
       tag = front.tag;
       bytes = std::move(front.bytes);
       if (front.chunked) {
-        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-            std::chrono::steady_clock::now() - front.began);
+        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(now - front.began);
         ferry::detail::debug_log("mpi: the frame of %s from rank %d %s after %lld ms",
                                  ferry::detail::format_size(front.size).c_str(), s.source,
                                  front.draining ? "is lost" : "is complete",
@@ -597,8 +683,11 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
           last_payload_ = std::move(front.payload);
         }
       }
+      out = true;
+    }
+    if (out) {
       s.queue.pop_front();
-      if (s.queue.empty()) streams_.erase(streams_.begin() + static_cast<std::ptrdiff_t>(i));
+      if (s.queue.empty() && s.owed == 0) streams_.erase(streams_.begin() + static_cast<std::ptrdiff_t>(i));
       return true;
     }
     if (progressed) {
@@ -612,18 +701,42 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
   MPI_Status st;
   if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &message, &st) != MPI_SUCCESS || !flag)
     return false;
-  int count = 0;
-  MPI_Get_count(&st, MPI_BYTE, &count);
   source = st.MPI_SOURCE;
   bytes.clear();
   auto stream = std::find_if(streams_.begin(), streams_.end(),
                              [&](const Stream& s) { return s.comm == comm && s.source == source; });
-  if (st.MPI_TAG == tag_frame_chunk) {
-    receive_chunk(stream == streams_.end() ? nullptr : &*stream, message, count);
-    tag = tag_progress;
+  int count = 0;
+  if (MPI_Get_count(&st, MPI_BYTE, &count) != MPI_SUCCESS || count < 0) {
+    // More bytes than an int counts (MPI_UNDEFINED): no ferry peer sends that (max_message_bytes),
+    // and a buffer of a negative count cast to size_t would ask for 2^64 bytes. Dropped unread.
+    MPI_Count size = -1;
+    MPI_Get_elements_x(&st, MPI_BYTE, &size);
+    discard(message, size);
+    if (st.MPI_TAG == tag_frame_chunk && stream != streams_.end())
+      for (auto& in : stream->queue)
+        if (in.chunked && in.matched < in.size) {
+          in.draining = true;  // its chunk is gone: the frame cannot be whole
+          break;
+        }
+    tag = tag_unreadable;
+    bytes = text("a message of tag " + std::to_string(st.MPI_TAG) +
+                 " larger than MPI can count in an int (over 2 GiB - 1 bytes)");
     return true;
   }
-  Buffer received(static_cast<std::size_t>(count));
+  if (st.MPI_TAG == tag_frame_chunk) {
+    tag = receive_chunk(stream == streams_.end() ? nullptr : &*stream, message, count);
+    return true;
+  }
+  Buffer received;
+  try {
+    received = Buffer(static_cast<std::size_t>(count));
+  } catch (const std::exception& e) {
+    discard(message, count);
+    tag = tag_unreadable;
+    bytes = text("no memory for a message of " + ferry::detail::format_size(static_cast<std::uint64_t>(count)) +
+                 " (tag " + std::to_string(st.MPI_TAG) + "): " + e.what());
+    return true;
+  }
   if (MPI_Mrecv(received.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE) != MPI_SUCCESS)
     return false;
   if (st.MPI_TAG == tag_frame_head) {
@@ -640,18 +753,20 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
         streams_.push_back(Stream{comm, source, {}});
         stream = streams_.end() - 1;
       }
+      stream->last_chunk = last_moved_;
       stream->queue.push_back(std::move(in));
     }
     tag = tag_progress;
     return true;
   }
-  if (stream != streams_.end()) {
-    // Sent after a frame still arriving: it waits for it.
+  if (stream != streams_.end() && !stream->queue.empty()) {
+    // Sent after a frame still arriving: it waits for it, and is no news of its source until it
+    // comes out (is_news).
     Incoming in;
     in.tag = st.MPI_TAG;
     in.bytes = std::move(received);
     stream->queue.push_back(std::move(in));
-    tag = tag_progress;
+    tag = tag_pending;
     return true;
   }
   tag = st.MPI_TAG;

@@ -53,11 +53,27 @@ enum Tag : int {
   tag_frame_chunk = 12,  // both ways: the next chunk of that payload
   tag_detach = 13,       // hub → agent: leave Slurm's PMIx server now (see leave_pmix_server)
   // Never sent (MPI tags are not negative): what Receiver::next reports besides messages.
-  tag_progress = -1,    // a chunk arrived, or a message waits behind a frame still arriving: the
-                        // source is alive; nothing to handle
+  tag_progress = -1,    // a chunk arrived, or a frame began: the source is alive; nothing to
+                        // handle
   tag_frame_lost = -2,  // a frame whose payload did not arrive whole (no memory for it, or a
                         // chunk failed): the bytes are its head, for an error answer
+  tag_pending = -3,     // a message held behind a frame still arriving, or a chunk whose bytes
+                        // are still coming: no news of the source yet (is_news)
+  tag_unreadable = -4,  // a message that could not be received (too large for MPI to count in
+                        // an int, or no memory for it): consumed and dropped; the bytes say why.
+                        // No ferry peer sends one
+  tag_frame_stalled = -5,  // a frame none of whose chunks arrived for the stall limit: dropped
+                           // with what it still owed, and what waited behind it comes out; the
+                           // bytes are its head
 };
+
+/// Whether a report of Receiver::next shows that its source is alive. A message held behind a
+/// frame that never completes must not: a peer that began a frame and stopped sending its bytes
+/// would keep itself alive with the heartbeats held behind it, and its calls would wait forever.
+/// Nor does a message that could not be read, or a frame given up on.
+inline bool is_news(int tag) {
+  return tag != tag_pending && tag != tag_unreadable && tag != tag_frame_stalled;
+}
 
 /// In a quit message: the host lost a rank of the job (the agent must not call MPI_Finalize).
 inline constexpr const char* quit_peer_lost = "peer-lost";
@@ -115,7 +131,8 @@ std::string leave_pmix_server();
 Buffer pack_strings(const std::vector<std::string>& items);
 std::vector<std::string> unpack_strings(std::string_view body);
 
-/// Content key of a file: its BLAKE2b key (platform/hash.hpp), hex; "" if unreadable.
+/// Content key of a file: its BLAKE2b key (platform/hash.hpp), hex; "" if unreadable or not a
+/// regular file.
 std::string content_key(const std::filesystem::path& file);
 /// Whether `key` has the form of a content key (64 lowercase hex digits). An agent names files
 /// in its cache by the keys the host sends: anything else ("../x") is refused before it is
@@ -323,9 +340,10 @@ class Receiver {
 
   /// The next message of `comm` if there is one (any source, any tag). A chunked frame comes out
   /// as tag_frames, `bytes` its head (flag_shm), once all of it is here: take_payload() then
-  /// gives its bytes. Also tag_progress (nothing to handle: the source is alive) and
-  /// tag_frame_lost (see Tag). Throws std::bad_alloc only when not even one chunk's worth of
-  /// memory can be had to drain a lost frame's chunk.
+  /// gives its bytes. Also tag_progress, tag_pending, tag_frame_lost, tag_unreadable and
+  /// tag_frame_stalled (see Tag). A message whose size MPI cannot count in an int, or that there
+  /// is no memory for, is received into scratch memory and dropped, and reported as
+  /// tag_unreadable: no size a peer sends makes this throw.
   bool next(MPI_Comm comm, int& source, int& tag, Buffer& bytes);
   /// The payload of the chunked frame next() returned last; null for any other message.
   std::shared_ptr<SharedBytes> take_payload() { return std::move(last_payload_); }
@@ -336,12 +354,26 @@ class Receiver {
   /// Chunked frames of sources not forgotten that are not complete yet (chunk receives of
   /// forgotten ones that still run are abandoned(), not counted here).
   std::size_t arriving() const;
-  /// Whether a loop should keep looking rather than nap: a chunked frame is arriving, and a chunk
-  /// of it was matched or completed within transfer_stall (see Sender::moving).
+  /// Whether a loop should keep looking rather than nap: a chunked frame is arriving (or a
+  /// message is being received to be dropped), and a chunk of it was matched or completed within
+  /// transfer_stall (see Sender::moving).
   bool receiving(std::chrono::steady_clock::time_point now) const {
-    return arriving() > 0 && now - last_moved_ < transfer_stall;
+    return (arriving() > 0 || !discards_.empty()) && now - last_moved_ < transfer_stall;
   }
   std::size_t abandoned() const { return abandoned_.size(); }
+  /// Whether messages of `source` wait behind a frame of its still arriving: it sent them, so it
+  /// was alive after it began that frame.
+  bool holding(MPI_Comm comm, int source) const {
+    for (const auto& s : streams_)
+      if (s.comm == comm && s.source == source)
+        for (const auto& in : s.queue)
+          if (!in.chunked) return true;
+    return false;
+  }
+  /// How long a source's frame may go without any chunk of it arriving (matched or completed)
+  /// before it is given up (tag_frame_stalled). The peer timeout by default: a 64 MiB chunk
+  /// arrives well within it.
+  void set_stall_limit(std::chrono::milliseconds limit) { stall_limit_ = limit; }
 
  private:
   struct Incoming {
@@ -354,6 +386,7 @@ class Receiver {
     std::uint64_t matched = 0;             // bytes whose chunks have been matched
     std::vector<MPI_Request> requests;     // chunk receives not seen complete
     bool draining = false;  // lost (no memory, a chunk failed): the rest is received and dropped
+    bool stalled = false;   // no chunk of its source for the stall limit: given up
     std::chrono::steady_clock::time_point began;
     bool complete() const { return matched == size && requests.empty(); }
   };
@@ -361,17 +394,34 @@ class Receiver {
     MPI_Comm comm;
     int source;
     std::deque<Incoming> queue;  // in arrival order; the front is the oldest
+    // Bytes of chunks that frames given up on (stalled) are still owed: when they come they are
+    // dropped, so that they do not land in a later frame of this source.
+    std::uint64_t owed = 0;
+    std::chrono::steady_clock::time_point last_chunk;  // a frame began, a chunk matched or completed
+    bool waiting() const {
+      for (const auto& in : queue)
+        if (in.chunked && !in.complete()) return true;
+      return false;
+    }
   };
   Incoming start_frame(int source, Buffer head);
-  void receive_chunk(Stream* stream, MPI_Message& message, int count);
+  /// Receives a chunk of `count` bytes into its frame, or drops it; returns what next() reports:
+  /// tag_pending while its bytes are still coming, tag_progress when it was dropped.
+  int receive_chunk(Stream* stream, MPI_Message& message, int count);
+  /// Receives a matched message of `size` bytes into a scratch MiB that nobody reads (see the
+  /// definition for why never a truncated receive), without waiting for its bytes.
+  void discard(MPI_Message& message, MPI_Count size);
   static bool test(Incoming& in);
   void reap_abandoned();
+  void reap_discards();
 
   Allocate allocate_;
-  std::vector<Stream> streams_;      // sources with a chunked frame arriving
-  std::vector<Incoming> abandoned_;  // forgotten, whose chunk receives still run
+  std::vector<Stream> streams_;      // sources with a chunked frame arriving, or chunks owed
+  std::vector<Incoming> abandoned_;  // forgotten or given up on, whose chunk receives still run
+  std::vector<MPI_Request> discards_;  // receives of messages dropped unread, still running
   std::vector<std::pair<MPI_Comm, int>> forgotten_;  // their later frame heads open no stream
   std::chrono::steady_clock::time_point last_moved_{};  // a chunk matched or completed
+  std::chrono::milliseconds stall_limit_ = peer_timeout();
   std::shared_ptr<SharedBytes> last_payload_;
 };
 

@@ -37,6 +37,16 @@
 //                the call fails with TerminatedWorkerError saying why, and the next ones run
 //   trace        tasks, a map and a failure with ExecutorOptions::trace = <scratch dir>/trace.json
 //                (test_mpi reads the file: a track per rank, named by rank and host)
+//   closed_channel  a task closes its worker's channel and sleeps for 30 s: its agent must not
+//                wait for the worker's end (it did, for good) but kill it after its grace; the
+//                call fails with TerminatedWorkerError saying why, within seconds, and the rank
+//                goes on serving
+//   ship_checked (run with FERRY_MPI_SHIP=always, FERRY_CACHE_DIR and FERRY_PIPELINE_DEPTH=4) the
+//                hostile plugin at two paths, <scratch dir>/a and <scratch dir>/b (a link to the
+//                first), both submitted before either runs: both load the agent's checked copy
+//                in its cache, never the host's path as it is; a function of this executable
+//                fails as one in the main program, its loader pointed at a path that says why,
+//                not at this executable
 #include <signal.h>
 #include <unistd.h>
 
@@ -64,6 +74,9 @@ int mpi_wrapped_triple(int x) { return 3 * x; })
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+/// Defined in this executable, not in a plugin: a worker cannot run it (ship_checked).
+int host_only_triple(int x) { return 3 * x; }
 
 [[noreturn]] void fail(int line, const std::string& what) {
   std::cout << "FAILED: line " << line << ": " << what << std::endl;
@@ -351,11 +364,14 @@ void ship_refused(const std::string& scratch) {
 
 void hostile_worker(const std::string& plugin_dir) {
   // Run with FERRY_WORKER naming tests/support/fake_worker.cpp, FERRY_FAKE_MODE=shm_truncate:
-  // square(1) is answered in a memfd its worker may still shrink (it does, at its next task).
+  // square(1) is answered in a memfd its worker may still shrink (it does, at its next task);
+  // shm_sparse: in a sealed memfd of 1 TiB with no page behind it, which the agent would read
+  // and the hub allocate.
+  const std::string mode = std::getenv("FERRY_FAKE_MODE") ? std::getenv("FERRY_FAKE_MODE") : "";
   ferry::Executor ex(mpi_options(plugin_dir, 1));
   auto e = expect_throw<ferry::Error>(__LINE__, [&] { ex.submit(square, 1).get(); });
   std::cout << "refused: " << e.what() << std::endl;
-  EXPECT(std::string(e.what()).find("sealed") != std::string::npos);
+  EXPECT(std::string(e.what()).find(mode == "shm_sparse" ? "memory behind it" : "sealed") != std::string::npos);
   EXPECT(ex.submit(square, 3).get() == 9);  // the agent is still there
   EXPECT(ex.submit(square, 4).get() == 16);
 }
@@ -372,6 +388,46 @@ void hostile_ring(const std::string& plugin_dir) {
                                                         : "its ring to the agent is corrupt") != std::string::npos);
   EXPECT(ex.submit(square, 3).get() == 9);  // a new worker on the same agent
   EXPECT(ex.submit(square, 4).get() == 16);
+}
+
+void closed_channel(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  EXPECT(ex.submit(square, 2).get() == 4);
+  auto started = Clock::now();
+  auto e = expect_throw<ferry::TerminatedWorkerError>(
+      __LINE__, [&] { ex.submit<int>("close_channel_and_wait", 30).get(); });
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  std::cout << "stopped after " << took.count() << " ms: " << e.what() << std::endl;
+  EXPECT(std::string(e.what()).find("closed its channel to the agent and went on running") != std::string::npos);
+  // The grace is 1 s; the task would sleep 30 s, and the host's deadline for a silent rank is 3 s.
+  EXPECT(took < std::chrono::seconds(20));
+  EXPECT(ex.submit(square, 3).get() == 9);  // a new worker on the same rank
+  EXPECT(ex.submit(square, 4).get() == 16);
+  ex.shutdown();
+}
+
+void ship_checked(const std::string& scratch) {
+  const char* cache = std::getenv("FERRY_CACHE_DIR");
+  EXPECT(cache != nullptr);
+  const std::string shipped = std::string(cache) + "/shipped/";
+  ferry::Executor ex(mpi_options(scratch + "/a", 1));
+  const ferry::TaskRef a{scratch + "/a/libhostile.so", "library_path"};
+  const ferry::TaskRef b{scratch + "/b/libhostile.so", "library_path"};
+  // One worker, both calls at once: the second path's offer (same content) reaches the agent
+  // while the first still waits for the bytes.
+  auto from_a = ex.submit<std::string>(a);
+  auto from_b = ex.submit<std::string>(b);
+  const std::string loaded_a = from_a.get(), loaded_b = from_b.get();
+  std::cout << "loaded " << loaded_a << " and " << loaded_b << std::endl;
+  EXPECT(loaded_a.rfind(shipped, 0) == 0);
+  EXPECT(loaded_b == loaded_a);
+
+  auto e = expect_throw<ferry::UnresolvableTaskError>(__LINE__, [&] { ex.submit(host_only_triple, 2).get(); });
+  std::cout << "main program: " << e.what() << std::endl;
+  EXPECT(std::string(e.what()).find("main program") != std::string::npos);
+  EXPECT(std::string(e.what()).find("not loaded on another node") != std::string::npos);
+  EXPECT(ex.submit<std::string>(b).get() == loaded_a);  // the worker goes on
+  ex.shutdown();
 }
 
 void trace(const std::string& plugin_dir, const std::string& scratch) {
@@ -427,6 +483,10 @@ int main(int argc, char** argv) {
       ship_refused(argv[3]);
     } else if (scenario == "trace" && argc == 4) {
       trace(plugin_dir, argv[3]);
+    } else if (scenario == "closed_channel") {
+      closed_channel(plugin_dir);
+    } else if (scenario == "ship_checked" && argc == 4) {
+      ship_checked(argv[3]);
     } else {
       return 2;
     }

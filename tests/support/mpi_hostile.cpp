@@ -8,8 +8,15 @@
 //       library  a good hello, then a request for a library that names none
 //       exited   a good hello, then, when told to start a worker, an exit report that cannot be
 //                read
-//     then waits to be told to leave, and prints "hostile <kind>: told to leave (<body>)"; exits
-//     3 if that does not come within 60 s.
+//       unoffered  a good hello, then a request for the bytes of a library never offered to it
+//                (a well-formed key): the host must send no bytes
+//       huge     a good hello, then a message of 3 GiB + 1 MiB, more than MPI can count in an int
+//                (from 1 MiB of memory: a datatype that repeats one block with a stride of 0)
+//       stalled  a good hello, then the head of a frame of 1 MiB in chunks of 64 KiB, one chunk,
+//                and heartbeats only: the host must not count them as signs of life
+//     then waits to be told to leave, and prints "hostile <kind>: told to leave (<body>)" (and
+//     how long after its hello); exits 3 if that does not come within 60 s, 1 if the host sent
+//     it a library's bytes.
 //   mpi_hostile host           as rank 0 of `mpirun -n 1 mpi_hostile host : -n 1 ferry-mpi-worker`:
 //     offers the agent a library whose content key climbs out of its cache ("../../escape"),
 //     then that library's bytes, a body that cannot be read, and a start message that cannot be
@@ -29,7 +36,10 @@
 namespace {
 
 using namespace ferry::mpi::detail;
+namespace proto = ferry::detail::protocol;
 using Clock = std::chrono::steady_clock;
+
+MPI_Request large_send = MPI_REQUEST_NULL;  // the huge message, moved along by next_message
 
 void send(const Buffer& b, int dest, int tag) {
   MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD);
@@ -47,6 +57,10 @@ Buffer garbage() {
 bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) {
   auto last_beat = Clock::time_point{};
   while (Clock::now() < deadline) {
+    if (large_send != MPI_REQUEST_NULL) {
+      int done = 0;
+      MPI_Test(&large_send, &done, MPI_STATUS_IGNORE);
+    }
     if (Clock::now() - last_beat > std::chrono::milliseconds(250)) {
       send(Buffer(), peer, tag_heartbeat);
       last_beat = Clock::now();
@@ -76,21 +90,48 @@ std::string strings_of(const Buffer& body) {
   return out;
 }
 
+/// A message of 3 GiB + 1 MiB to `dest`: one block of 1 MiB, repeated with a stride of 0.
+void send_huge(int dest, int tag) {
+  static std::vector<char> block(std::size_t{1} << 20, 'x');
+  MPI_Datatype mib, many;
+  MPI_Type_contiguous(1 << 20, MPI_BYTE, &mib);
+  MPI_Type_create_hvector(3 * 1024 + 1, 1, 0, mib, &many);
+  MPI_Type_commit(&many);
+  MPI_Isend(block.data(), 1, many, dest, tag, MPI_COMM_WORLD, &large_send);
+  MPI_Type_free(&many);  // MPI keeps what the send needs
+  MPI_Type_free(&mib);
+}
+
 int agent(const std::string& kind) {
   auto hello = pack_strings({"12345", "hostile"});
+  auto began = Clock::now();
   if (kind == "ready") {
     send(garbage(), 0, tag_ready);
   } else {
     send(hello, 0, tag_ready);
     if (kind == "library") send(pack_strings({}), 0, tag_lib_need);
+    if (kind == "unoffered") send(pack_strings({std::string(64, 'a')}), 0, tag_lib_need);
+    if (kind == "huge") send_huge(0, tag_frames);
+    if (kind == "stalled") {
+      Buffer head = proto::encode_shared_result(1, std::uint64_t{1} << 20);
+      proto::BodyWriter(head).u64(64 << 10);  // the chunk size
+      send(head, 0, tag_frame_head);
+      send(Buffer(std::size_t{64} << 10), 0, tag_frame_chunk);  // the first of 16
+    }
   }
   auto deadline = Clock::now() + std::chrono::seconds(60);
   int tag = 0;
   Buffer body;
   while (next_message(0, tag, body, deadline)) {
     if (tag == tag_start && kind == "exited") send(garbage(), 0, tag_exited);
+    if (tag == tag_lib_data) {
+      std::cout << "hostile " << kind << ": FAILED: the host sent the bytes of a library it did not offer" << std::endl;
+      return 1;
+    }
     if (tag == tag_quit) {
+      auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began);
       std::cout << "hostile " << kind << ": told to leave (" << strings_of(body) << ")" << std::endl;
+      std::cout << "hostile " << kind << ": told " << took.count() << " ms after its hello" << std::endl;
       return 0;  // without MPI_Finalize: the host declared this rank dead, and will not call it
     }
   }
@@ -148,6 +189,6 @@ int main(int argc, char** argv) {
   std::string role = argc > 1 ? argv[1] : "";
   if (role == "agent" && argc == 3) return agent(argv[2]);
   if (role == "host" && argc == 2) return host();
-  std::cerr << "usage: mpi_hostile agent ready|library|exited | mpi_hostile host\n";
+  std::cerr << "usage: mpi_hostile agent ready|library|exited|unoffered|huge|stalled | mpi_hostile host\n";
   return 2;
 }

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sodium.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -61,8 +62,16 @@ std::string ContentHasher::hex() {
 std::string content_key(std::string_view bytes) { return ContentHasher().update(bytes).hex(); }
 
 std::optional<std::string> file_content_key(const std::filesystem::path& file) {
-  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  // Regular files only, opened without waiting: a FIFO (or a link to one, or to /dev/zero) at a
+  // path whose key is asked for would otherwise block the open or the reads for good. An MPI
+  // agent hashes whatever is at the host's plugin path on its node.
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return std::nullopt;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return std::nullopt;
+  }
   ContentHasher h;
   char buf[1 << 16];
   for (;;) {

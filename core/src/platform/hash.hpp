@@ -32,7 +32,8 @@ class ContentHasher {
 
 /// The hex key of `bytes`.
 std::string content_key(std::string_view bytes);
-/// The hex key of a file's bytes, nullopt when it cannot be read.
+/// The hex key of a file's bytes, nullopt when it cannot be read or is not a regular file (a FIFO
+/// or a device is never read: it could block, or never end).
 FERRY_INTERNAL_API std::optional<std::string> file_content_key(const std::filesystem::path& file);
 
 }  // namespace ferry::detail

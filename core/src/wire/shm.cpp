@@ -209,33 +209,29 @@ void unmap_shared(char* data, std::size_t capacity, int fd) noexcept {
 
 namespace ferry::detail {
 
-Buffer Buffer::map_shared(int fd, std::size_t size) {
-  Fd owned(fd);
-  // A peer's block is mapped only if the peer can no longer shrink it: a memfd (any other file,
-  // a FUSE one too, could end under the mapping) sealed F_SEAL_SHRINK. Once mapped, a block
-  // shrunk by a hostile worker made the host's next read of it a SIGBUS.
+std::string shared_payload_problem(int fd, std::uint64_t size) {
   const int seals = ::fcntl(fd, F_GET_SEALS);
-  if (seals < 0) throw std::runtime_error("shared payload is not a memfd");
-  if (!(seals & F_SEAL_SHRINK)) throw std::runtime_error("shared payload is not sealed against shrinking");
-  // Nothing travels in shared memory below FERRY_SHM_THRESHOLD (at least 1 byte).
-  if (size == 0) throw std::runtime_error("shared payload of 0 bytes");
-  // Not in huge pages (MFD_HUGETLB): punching a hole takes a huge page from under every mapping,
-  // whatever the seals against shrinking say, and the next access here is a SIGBUS when the
-  // system's pool of huge pages is empty.
+  if (seals < 0) return "shared payload is not a memfd";
+  if (!(seals & F_SEAL_SHRINK)) return "shared payload is not sealed against shrinking";
   struct statfs fs {};
   if (::fstatfs(fd, &fs) != 0 || fs.f_type == HUGETLBFS_MAGIC)
-    throw std::runtime_error("shared payload in huge pages (a hole punched in it would be this process's SIGBUS)");
+    return "shared payload in huge pages (a hole punched in it would be a SIGBUS under its mappings)";
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < size)
-    throw std::runtime_error("shared payload is smaller than announced");
-  // Only as many bytes as the peer has memory behind (pages it wrote or allocated): a sparse
-  // memfd of a terabyte costs its maker nothing, and mapping (MAP_POPULATE) and reading it would
-  // fill it with pages on this process's account. A peer that frees pages after this check
-  // (punching holes) makes this process pay for at most what it paid for a moment before.
-  if (static_cast<std::uint64_t>(st.st_blocks) < (std::uint64_t{size} + 511) / 512)
-    throw std::runtime_error("shared payload of " + std::to_string(size) + " bytes with only " +
-                             std::to_string(static_cast<std::uint64_t>(st.st_blocks) * 512) +
-                             " bytes of memory behind it");
+  if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < size)
+    return "shared payload is smaller than announced";
+  // A peer that frees pages after this check (punching holes) makes the reader pay for at most
+  // what the peer paid for a moment before.
+  if (static_cast<std::uint64_t>(st.st_blocks) < (size + 511) / 512)
+    return "shared payload of " + std::to_string(size) + " bytes with only " +
+           std::to_string(static_cast<std::uint64_t>(st.st_blocks) * 512) + " bytes of memory behind it";
+  return {};
+}
+
+Buffer Buffer::map_shared(int fd, std::size_t size) {
+  Fd owned(fd);
+  // Nothing travels in shared memory below FERRY_SHM_THRESHOLD (at least 1 byte).
+  if (size == 0) throw std::runtime_error("shared payload of 0 bytes");
+  if (std::string why = shared_payload_problem(fd, size); !why.empty()) throw std::runtime_error(why);
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) throw std::runtime_error("cannot map a shared payload");
   // The mapping keeps the block: the descriptor goes now (a host holding 3000 large results

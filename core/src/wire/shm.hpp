@@ -4,10 +4,24 @@
 // /proc/<pid>/fd), so a block must not be one it can shrink under the host's mapping or write.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
+#include <ferry/detail/export.hpp>
+
 #include "platform/fd.hpp"
 
-// Not exported: libferry's pool and worker loop are the only callers.
+// Not exported but shared_payload_problem (libferry-mpi's agent and hub map payloads too).
 namespace ferry::detail {
+
+/// Why a peer's block of `size` bytes must not be mapped, or "" when it may: it must be a memfd
+/// (any other file, a FUSE one too, could end under the mapping at will) sealed against
+/// shrinking (a block shrunk under a mapping makes the next access a SIGBUS), of at least `size`
+/// bytes, with as much memory behind it (a sparse memfd of a terabyte costs its maker nothing,
+/// and reading it through a mapping fills it with pages on the reader's account), and not in
+/// huge pages (a hole punched in one takes the page from under every mapping, seals or not:
+/// SIGBUS once the system's huge pages run out).
+FERRY_INTERNAL_API std::string shared_payload_problem(int fd, std::uint64_t size);
 
 /// The descriptor a worker gets for a block of ours (arguments): the block is sealed against
 /// writes through any descriptor and against new writable mappings (F_SEAL_FUTURE_WRITE; our own
