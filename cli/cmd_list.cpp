@@ -56,7 +56,8 @@ std::string task_json(const TaskInfo& t) {
   key("abi");
   w.Uint(t.abi);
   w.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  // A plugin's names and path are the ELF's word: nothing in them reaches a terminal raw.
+  return json::printable(std::string_view(buffer.GetString(), buffer.GetSize()));
 }
 
 }  // namespace

@@ -14,6 +14,8 @@
 #include <ferry/executor.hpp>
 #include <ferry/plugin_index.hpp>
 
+#include "platform/format.hpp"
+
 namespace CLI {
 class App;
 }
@@ -120,10 +122,9 @@ int report(std::string_view command, const Failure& failure);
 void print_remote_stack(const Failure& failure);
 /// Prints "ferry <command>: <message>" on stderr.
 void print_error(std::string_view command, std::string_view message);
-/// `text` safe to show on a terminal: what a task, a worker or a file name says may carry escape
-/// sequences (retitle the window, rewrite what was printed). Control characters but newline and
+/// `text` safe to show on a terminal (platform/format.hpp): control characters but newline and
 /// tab, DEL, the C1 controls and malformed UTF-8 come out as \xNN; other UTF-8 as it is.
-std::string terminal_text(std::string_view text);
+using ferry::detail::terminal_text;
 
 /// Number of parameters in a canonical signature such as "i32(i32,map<string,i64>)", or nullopt
 /// when the text cannot be read.

@@ -455,50 +455,6 @@ Failure describe(std::exception_ptr error) {
   }
 }
 
-std::string terminal_text(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  auto escape = [&](unsigned char c) {
-    char hex[5];
-    std::snprintf(hex, sizeof hex, "\\x%02x", c);
-    out += hex;
-  };
-  for (std::size_t i = 0; i < text.size();) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c < 0x80) {
-      if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
-        escape(c);
-      } else {
-        out += static_cast<char>(c);
-      }
-      ++i;
-      continue;
-    }
-    // A whole UTF-8 sequence goes through as it is, but for the C1 controls (U+0080..U+009F,
-    // which some terminals obey) and anything malformed, whose bytes are escaped one by one.
-    std::size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
-    bool whole = n != 0 && i + n <= text.size();
-    for (std::size_t k = 1; whole && k < n; ++k)
-      whole = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
-    if (whole && n == 2 && c == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0) whole = false;
-    if (whole && n == 3) {  // no overlong forms, no surrogates
-      auto d = static_cast<unsigned char>(text[i + 1]);
-      whole = !(c == 0xe0 && d < 0xa0) && !(c == 0xed && d >= 0xa0);
-    }
-    if (whole && n == 4) {  // no overlong forms, nothing past U+10FFFF
-      auto d = static_cast<unsigned char>(text[i + 1]);
-      whole = !(c == 0xf0 && d < 0x90) && !(c == 0xf4 && d >= 0x90);
-    }
-    if (whole) {
-      out.append(text.substr(i, n));
-      i += n;
-    } else {
-      escape(c);
-      ++i;
-    }
-  }
-  return out;
-}
 
 void print_error(std::string_view command, std::string_view message) {
   std::string text = terminal_text(message);

@@ -35,6 +35,8 @@ std::size_t utf8_character(std::string_view s, char32_t& code) {
   return n;
 }
 
+}  // namespace
+
 /// JSON text made safe to print on a terminal, and valid UTF-8: RapidJSON escapes only the
 /// characters below U+0020, so DEL and the C1 controls (U+0080 to U+009F: U+009B is a CSI that
 /// starts an escape sequence) are escaped here, and a byte that is not part of a well-formed
@@ -63,8 +65,6 @@ std::string printable(std::string_view text) {
   return out;
 }
 
-}  // namespace
-
 std::string write(const rj::Value& value) {
   rj::StringBuffer buffer;
   rj::Writer<rj::StringBuffer> writer(buffer);
@@ -76,7 +76,7 @@ std::string quote(std::string_view s) {
   rj::StringBuffer buffer;
   rj::Writer<rj::StringBuffer> writer(buffer);
   detail::write_json_string(writer, s);
-  return std::string(buffer.GetString(), buffer.GetSize());
+  return printable(std::string_view(buffer.GetString(), buffer.GetSize()));
 }
 
 void append_arguments(std::string& out, const rj::Value& array) {

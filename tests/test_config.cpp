@@ -117,4 +117,14 @@ TEST_CASE("Debug.lines_show_control_characters_escaped") {
   CHECK(debug_line(7, "clear\x1b[2J\x7f\r") == "[ferry 7] clear\\x1b[2J\\x7f\\x0d\n");
   CHECK(debug_line(7, "one\n[ferry 1] forged") == "[ferry 7] one\n  [ferry 1] forged\n");
   CHECK(debug_line(7, std::string_view("nul\0here", 8)) == "[ferry 7] nul\\x00here\n");
+  // The C1 controls (U+009B is a CSI) and bytes that are no UTF-8, as the ferry command shows
+  // a worker's text (terminal_text).
+  CHECK(debug_line(7, "\xc2\x9b" "2J \x9b" "2J caf\xc3\xa9") == "[ferry 7] \\xc2\\x9b2J \\x9b2J caf\xc3\xa9\n");
+  // Cut to fit, saying so, never inside an escape.
+  char small[80];
+  const std::size_t n = ferry::detail::debug_line_into(small, sizeof small, 7, std::string(100, '\x1b'));
+  const std::string cut(small, n);
+  CHECK(cut.size() <= sizeof small);
+  CHECK(cut.substr(cut.size() - 4) == "...\n");
+  CHECK(cut.find("\\x1b...") != std::string::npos);
 }

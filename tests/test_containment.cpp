@@ -145,7 +145,9 @@ void report(int fd, const T& v) {
 TEST_CASE("Containment.private_temp_dir.removal_follows_no_link") {
   // The sandbox's private directory is removed when the pool ends, while a task's descendant
   // may still run: a link it put in place of a subdirectory must be removed, never followed
-  // into what it points at (std::filesystem::remove_all looks, then opens by name).
+  // into what it points at (std::filesystem::remove_all looks, then opens by name). This checks
+  // what a removal does with links and depth; the race itself is closed by construction (each
+  // directory opened relative to its parent with O_NOFOLLOW), not reproduced here.
   namespace fs = std::filesystem;
   support::TempDir scratch;
   const fs::path outside = scratch.path / "outside", top = scratch.path / "private";

@@ -247,9 +247,9 @@ TEST_CASE("Mpi.wire.forgotten_source_drops_its_frame_and_stray_chunks") {
   proto::BodyWriter(head).u64(1000);
   Sender s;
   s.send(std::move(head), 0, tag_frame_head, comm);
-  s.send(Buffer(), 0, tag_heartbeat, comm);
+  s.send(bytes_of("held"), 0, tag_exited, comm);
   auto got = receive(r, s, comm, 1, 100'000);
-  CHECK(got.empty());  // the heartbeat waits behind the frame
+  CHECK(got.empty());  // the message waits behind the frame (a heartbeat would not: it orders nothing)
   CHECK(r.arriving() == 1);
 
   r.forget(comm, 0);
@@ -349,7 +349,9 @@ TEST_CASE("Mpi.wire.a_frame_whose_chunks_stop_is_given_up_and_what_it_held_comes
   // own for good, heartbeats included, and those counted as signs of life. Held, they are no
   // news (tag_pending); after the stall limit without a chunk the frame is given up
   // (tag_frame_stalled), what waited behind it comes out, and the chunks it still owed are
-  // dropped when they come rather than landing in a later frame.
+  // dropped when they come rather than landing in a later frame. Heartbeats are never held (a
+  // slow link's large frame must not make its peer look dead), and a frame head behind the
+  // stalled frame does not restart its clock.
   MPI_Comm comm = self();
   Sender s;
   Receiver r;
@@ -358,35 +360,56 @@ TEST_CASE("Mpi.wire.a_frame_whose_chunks_stop_is_given_up_and_what_it_held_comes
   proto::BodyWriter(head).u64(1000);
   s.send(std::move(head), 0, tag_frame_head, comm);
   s.send(bytes_of(pattern(1000, 1)), 0, tag_frame_chunk, comm);
+  s.send(bytes_of("held"), 0, tag_exited, comm);
   s.send(Buffer(), 0, tag_heartbeat, comm);
 
   std::vector<int> tags;
   std::string stalled;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline &&
-         (tags.empty() || tags.back() != tag_heartbeat)) {
+  // Heads of new frames every 100 ms, half the stall limit, until the first frame is given up:
+  // each used to restart the clock, and the first frame stayed for good.
+  int heads = 0;
+  const auto began = std::chrono::steady_clock::now();
+  auto last_head = began;
+  std::chrono::steady_clock::duration first_stall{};
+  auto deadline = began + std::chrono::seconds(30);
+  auto count = [&](int t) { return static_cast<int>(std::count(tags.begin(), tags.end(), t)); };
+  while (std::chrono::steady_clock::now() < deadline && (count(tag_exited) == 0 || count(tag_frame_stalled) < heads + 1)) {
     s.progress();
+    const auto now = std::chrono::steady_clock::now();
+    if (count(tag_frame_stalled) == 0 && now - last_head > std::chrono::milliseconds(100)) {
+      Buffer again = proto::encode_shared_task({static_cast<std::uint64_t>(10 + heads), 1, 1}, 1000);
+      proto::BodyWriter(again).u64(1000);
+      s.send(std::move(again), 0, tag_frame_head, comm);
+      ++heads;
+      last_head = now;
+    }
     int source = -1, tag = 0;
     Buffer bytes;
     if (!r.next(comm, source, tag, bytes)) continue;
     tags.push_back(tag);
-    if (tag == tag_frame_stalled) stalled = std::string(bytes.view());
+    if (tag == tag_frame_stalled && stalled.empty()) {
+      stalled = std::string(bytes.view());
+      first_stall = std::chrono::steady_clock::now() - began;
+    }
   }
-  REQUIRE(!tags.empty());
-  CHECK(tags.back() == tag_heartbeat);
+  REQUIRE(count(tag_exited) == 1);
+  CHECK(count(tag_frame_stalled) == heads + 1);  // the heads' frames too, on the first one's clock
+  CHECK(first_stall < std::chrono::seconds(2));
+  auto heartbeat = std::find(tags.begin(), tags.end(), tag_heartbeat);
   auto held = std::find(tags.begin(), tags.end(), tag_pending);
   auto given_up = std::find(tags.begin(), tags.end(), tag_frame_stalled);
-  CHECK(held != tags.end());  // the heartbeat, held: no news of the source
+  CHECK(held != tags.end());  // the exited message, held: no news of the source
   CHECK_FALSE(is_news(tag_pending));
   REQUIRE(given_up != tags.end());
   CHECK(held < given_up);
+  REQUIRE(heartbeat != tags.end());
+  CHECK(heartbeat < given_up);  // not held
   CHECK(call_of_head(stalled) == 1);
   CHECK(r.arriving() == 0);
 
-  // The 2 chunks it owed come late, then a new frame: the late ones are dropped, the new frame
+  // The chunks they owed come late, then a new frame: the late ones are dropped, the new frame
   // comes out whole.
-  s.send(Buffer(std::size_t{1000}), 0, tag_frame_chunk, comm);
-  s.send(Buffer(std::size_t{1000}), 0, tag_frame_chunk, comm);
+  for (int i = 0; i < 2 + heads; ++i) s.send(Buffer(std::size_t{1000}), 0, tag_frame_chunk, comm);
   s.set_chunk_bytes(1000);
   const std::string args = pattern(2500, 7);
   s.send(chunked_task(2, args), 0, tag_frames, comm);

@@ -661,8 +661,15 @@ TEST_CASE("Protocol.failure.to_exception_builds_the_documented_error") {
     has(sig, "i32(i32)");  // the host's, from its own reference
   }
   SUBCASE("a main-program function is unresolvable") {
+    // The executable as the host's own reference names it (an MPI agent points its worker at a
+    // path that cannot load, and the failure names that one).
+    Define program = ref;
+    program.kind = ferry::detail::protocol::RefKind::main_program;
+    program.library = "/usr/bin/host";
+    Failure f = of(FailureKind::main_program);
+    f.library = "/(not shipped: the host's main program is not loaded on another node)/host";
     try {
-      std::rethrow_exception(to_exception(of(FailureKind::main_program), one));
+      std::rethrow_exception(to_exception(f, {"math:cube", program, 1, 4242}));
       FAIL("no exception");
     } catch (const ferry::UnresolvableTaskError& u) {
       CHECK(u.function() == "cube");

@@ -17,7 +17,8 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
-#include <string>
+#include <algorithm>
+#include <string_view>
 
 #include "platform/config.hpp"
 #include "platform/debug.hpp"
@@ -42,13 +43,22 @@ bool logging() {
 
 void note(const char* call, const char* path, int error) {
   if (error != EACCES || !logging()) return;
-  std::string message = std::string("sandbox: ") + call + "(\"" + (path ? path : "") +
-                        "\") denied (EACCES): not among the paths the sandbox lets this worker " +
-                        (std::strchr(call, 'w') || std::strcmp(call, "mkdir") == 0 ? "write" : "use") +
-                        " (Sandbox::read / Sandbox::write)";
-  // The path is the task's: shown with its control characters escaped, as every debug line.
-  const std::string line = ferry::detail::debug_line(static_cast<int>(::getpid()), message);
-  (void)!::write(STDERR_FILENO, line.data(), line.size());
+  // No allocation here: a task may call open() from a signal handler (it is async-signal-safe)
+  // while the heap's lock is held.
+  char message[1024];
+  int n = std::snprintf(message, sizeof message,
+                        "sandbox: %s(\"%s\") denied (EACCES): not among the paths the sandbox lets this "
+                        "worker %s (Sandbox::read / Sandbox::write)",
+                        call, path ? path : "",
+                        std::strchr(call, 'w') || std::strcmp(call, "mkdir") == 0 ? "write" : "use");
+  if (n > 0) {
+    // The path is the task's: shown as every debug line is (control characters escaped).
+    char line[4 * sizeof message + 64];
+    std::size_t size = ferry::detail::debug_line_into(
+        line, sizeof line, static_cast<int>(::getpid()),
+        std::string_view(message, std::min(static_cast<std::size_t>(n), sizeof message - 1)));
+    (void)!::write(STDERR_FILENO, line, size);
+  }
   errno = error;
 }
 

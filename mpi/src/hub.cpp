@@ -493,8 +493,9 @@ class Hub {
     if (is_news(tag)) a.last_heard = Clock::now();
     switch (tag) {
       case tag_unreadable:
-        refuse(a, "sent a message the host cannot read (" + std::string(bytes.view()) +
-                      "; is it a ferry-mpi-worker of this version?)");
+        // What no ferry agent sends (over 2 GiB, too many frames at once), or what the host had
+        // no memory for: the rank's calls cannot go on either way.
+        refuse(a, "sent a message the host could not take (" + std::string(bytes.view()) + ")");
         break;
       case tag_frame_stalled:
         refuse(a, stalled_frame_reason());

@@ -643,13 +643,14 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
     if (progressed) {
       last_moved_ = now;
       s.last_chunk = now;
-    } else if (now - s.last_chunk > stall_limit_ && s.waiting()) {
-      // No chunk of its frames for the stall limit: the source began them and stopped sending
-      // their bytes (or died). They are given up on, and what it sent after them comes out; the
-      // hub refuses such a rank, an agent answers the task as lost. Without this, every later
-      // message of the source waited behind them for good.
+    } else if (s.waiting() && now - s.last_chunk > stall_limit_ + s.chunk_time()) {
+      // No chunk of its frames for the stall limit (and the time a chunk takes at 1 MiB/s: a
+      // slow or shared link is no stall): the source began them and stopped sending their bytes
+      // (or died). They are given up on, and what it sent after them comes out; the hub refuses
+      // such a rank, an agent answers the task as lost. Without this, every later message of the
+      // source waited behind them for good.
       ferry::detail::debug_log("mpi: no chunk from rank %d for %lld ms: its frames still arriving are dropped",
-                               s.source, static_cast<long long>(stall_limit_.count()));
+                               s.source, static_cast<long long>((stall_limit_ + s.chunk_time()).count()));
       for (auto& in : s.queue)
         if (in.chunked && !in.complete()) in.stalled = in.draining = true;
     }
@@ -746,6 +747,17 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
       tag = tag_progress;
       return true;
     }
+    // Frames of one source arriving at once: an honest peer has at most its pipeline's (16
+    // calls) and a few results; more is a peer that opens frames without sending their bytes,
+    // each a memfd and a mapping here.
+    if (stream != streams_.end() && stream->queue.size() >= max_frames_arriving) {
+      tag = tag_unreadable;
+      bytes = text("more than " + std::to_string(max_frames_arriving) + " frames of one source arriving at once");
+      return true;
+    }
+    // A frame begun behind one still arriving is no news, nor a new start of its stall clock:
+    // a peer sending a head now and then must not keep a frame it never sends alive.
+    const bool behind = stream != streams_.end() && stream->waiting();
     Incoming in = start_frame(source, std::move(received));
     if (in.chunked) {
       last_moved_ = std::chrono::steady_clock::now();
@@ -753,10 +765,16 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
         streams_.push_back(Stream{comm, source, {}});
         stream = streams_.end() - 1;
       }
-      stream->last_chunk = last_moved_;
+      if (!behind) stream->last_chunk = last_moved_;
       stream->queue.push_back(std::move(in));
     }
-    tag = tag_progress;
+    tag = behind ? tag_pending : tag_progress;
+    return true;
+  }
+  if (st.MPI_TAG == tag_heartbeat) {
+    // Never held behind a frame still arriving: it orders nothing, and says the source is alive
+    // while a large frame's bytes cross a slow link.
+    tag = tag_heartbeat;
     return true;
   }
   if (stream != streams_.end() && !stream->queue.empty()) {

@@ -403,6 +403,14 @@ class Receiver {
         if (in.chunked && !in.complete()) return true;
       return false;
     }
+    /// How long the largest chunk of its frames still arriving takes at 1 MiB/s: on top of the
+    /// stall limit, so that a slow or shared link is not taken for a stalled peer.
+    std::chrono::milliseconds chunk_time() const {
+      std::uint64_t chunk = 0;
+      for (const auto& in : queue)
+        if (in.chunked && !in.complete()) chunk = std::max(chunk, in.chunk);
+      return std::chrono::milliseconds(chunk * 1000 / (std::uint64_t{1} << 20));
+    }
   };
   Incoming start_frame(int source, Buffer head);
   /// Receives a chunk of `count` bytes into its frame, or drops it; returns what next() reports:
@@ -422,6 +430,7 @@ class Receiver {
   std::vector<std::pair<MPI_Comm, int>> forgotten_;  // their later frame heads open no stream
   std::chrono::steady_clock::time_point last_moved_{};  // a chunk matched or completed
   std::chrono::milliseconds stall_limit_ = peer_timeout();
+  static constexpr std::size_t max_frames_arriving = 256;
   std::shared_ptr<SharedBytes> last_payload_;
 };
 

@@ -546,8 +546,10 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   }
   if (head.call == 0) {
     // Its initializer ran: said once, before any result, by a worker given one.
-    if (!initializer_ || w.initialized || head.status != ResultStatus::ok || shared || !r.rest().empty())
-      throw protocol::ProtocolError("an initializer's success from a worker given none, or twice");
+    if (!initializer_) throw protocol::ProtocolError("an initializer's success from a worker given none");
+    if (w.initialized) throw protocol::ProtocolError("an initializer's success said twice");
+    if (head.status != ResultStatus::ok || shared || !r.rest().empty())
+      throw protocol::ProtocolError("a result for call 0 that is not an initializer's success");
     w.initialized = true;
     return;
   }

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "platform/config.hpp"
+#include "platform/format.hpp"
 
 namespace ferry::detail {
 
@@ -18,37 +20,39 @@ namespace {
 const bool debug_enabled = Config::read().debug;
 }  // namespace
 
-std::string debug_line(int pid, std::string_view message) {
-  std::string line = "[ferry " + std::to_string(pid) + "] ";
-  line.reserve(line.size() + message.size() + 1);
-  for (const char ch : message) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '\n') {
-      line += "\n  ";
-    } else if (c < 0x20 || c == 0x7F) {
-      char escaped[5];
-      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
-      line += escaped;
-    } else {
-      line += ch;
-    }
+std::size_t debug_line_into(char* out, std::size_t cap, int pid, std::string_view message) noexcept {
+  if (cap < 64) return 0;
+  int n = std::snprintf(out, cap, "[ferry %d] ", pid);
+  std::size_t at = n > 0 ? static_cast<std::size_t>(n) : 0;
+  std::size_t used = 0;
+  at += terminal_text_into(out + at, cap - at - 4, message, "\n  ", &used);  // room for "...\n"
+  if (used < message.size()) {
+    std::memcpy(out + at, "...", 3);
+    at += 3;
   }
-  line += '\n';
-  return line;
+  out[at++] = '\n';
+  return at;
+}
+
+std::string debug_line(int pid, std::string_view message) {
+  std::string out(64 + 4 * message.size() + 3 * 16, '\0');
+  out.resize(debug_line_into(out.data(), out.size(), pid, message));
+  return out;
 }
 
 void debug_log(const char* fmt, ...) {
   if (!debug_enabled) return;
-  char message[4096];  // at most 4 KiB of a message
+  char message[4096];
   va_list ap;
   va_start(ap, fmt);
   int n = std::vsnprintf(message, sizeof message, fmt, ap);
   va_end(ap);
   if (n < 0) return;
+  if (static_cast<std::size_t>(n) >= sizeof message) std::memcpy(message + sizeof message - 4, "...", 3);
   std::string_view text(message, std::min(static_cast<std::size_t>(n), sizeof message - 1));
-  std::string line = debug_line(static_cast<int>(::getpid()), text);
-  if (static_cast<std::size_t>(n) > text.size()) line.insert(line.size() - 1, "...");
-  std::fwrite(line.data(), 1, line.size(), stderr);
+  char line[4 * sizeof message + 64];
+  std::size_t size = debug_line_into(line, sizeof line, static_cast<int>(::getpid()), text);
+  std::fwrite(line, 1, size, stderr);
 }
 
 }  // namespace ferry::detail

@@ -2,6 +2,8 @@
 // Durations and sizes as ferry's messages print them (see format.hpp).
 #include "platform/format.hpp"
 
+#include <cstdio>
+#include <cstring>
 #include <iterator>
 
 namespace ferry::detail {
@@ -107,6 +109,43 @@ std::size_t utf8_length(std::string_view s, std::size_t i) noexcept {
   for (std::size_t k = 2; k < n; ++k)
     if ((at(k) & 0xC0) != 0x80) return 0;
   return n;
+}
+
+std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text,
+                               std::string_view newline, std::size_t* used) noexcept {
+  std::size_t at = 0, i = 0;
+  auto put = [&](const char* p, std::size_t n) {
+    if (at + n > cap) return false;
+    std::memcpy(out + at, p, n);
+    at += n;
+    return true;
+  };
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t n = utf8_length(text, i);
+    const bool c1 = n == 2 && c == 0xC2 && static_cast<unsigned char>(text[i + 1]) < 0xA0;
+    bool ok;
+    if (c == '\n') {
+      ok = put(newline.data(), newline.size());
+    } else if (n == 0 || c1 || (n == 1 && ((c < 0x20 && c != '\t') || c == 0x7F))) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      ok = put(hex, 4);
+      n = 1;  // a malformed or C1 sequence: its bytes one by one
+    } else {
+      ok = put(text.data() + i, n);
+    }
+    if (!ok) break;
+    i += n;
+  }
+  if (used) *used = i;
+  return at;
+}
+
+std::string terminal_text(std::string_view text) {
+  std::string out(4 * text.size(), '\0');  // \xNN at most per byte
+  out.resize(terminal_text_into(out.data(), out.size(), text, "\n"));
+  return out;
 }
 
 }  // namespace ferry::detail

@@ -30,4 +30,16 @@ FERRY_INTERNAL_API std::string format_size(std::uint64_t bytes);
 /// surrogates, nothing past U+10FFFF), or 0 when there is none. i < s.size().
 FERRY_INTERNAL_API std::size_t utf8_length(std::string_view s, std::size_t i) noexcept;
 
+/// `text` as a terminal may show it: what a task, a worker or a file name says may carry escape
+/// sequences (retitle the window, rewrite what was printed, or with TIOCSTI-like replies type
+/// into the shell). Control characters but tab, DEL, the C1 controls (U+0080..U+009F: U+009B is
+/// a CSI) and bytes not part of a well-formed UTF-8 character come out as \xNN; a newline as
+/// `newline`; other UTF-8 as it is. At most `cap` bytes go into `out` (never part of a piece);
+/// returns how many, and sets `*used` (if given) to the bytes of `text` shown. Allocates
+/// nothing: an interposed open() calls it (debug_line_into).
+FERRY_INTERNAL_API std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text,
+                                                  std::string_view newline, std::size_t* used = nullptr) noexcept;
+/// terminal_text_into into a string, newlines kept.
+FERRY_INTERNAL_API std::string terminal_text(std::string_view text);
+
 }  // namespace ferry::detail

@@ -60,8 +60,9 @@ bool empty_directory(int fd, int depth, std::string& error) {
     int child = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (child < 0) {
       // Replaced meanwhile (by a link, say): try it as a file once more.
+      const int open_error = errno;
       if (::unlinkat(fd, name.c_str(), 0) == 0 || errno == ENOENT) continue;
-      first_error(error, name + ": " + std::strerror(errno));
+      first_error(error, name + ": " + std::strerror(open_error));
       ok = false;
       continue;
     }

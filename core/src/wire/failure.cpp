@@ -147,7 +147,9 @@ std::exception_ptr to_exception(const Failure& f, const FailureContext& c) {
       return std::make_exception_ptr(
           PluginError::signature_mismatch(f.library, name, f.signature, c.ref.signature));
     case FailureKind::main_program:
-      return std::make_exception_ptr(UnresolvableTaskError::main_program(name, f.library, f.message));
+      // The executable as the host named it: an MPI agent points its worker elsewhere (a path
+      // that cannot load and says why, in the loader's message).
+      return std::make_exception_ptr(UnresolvableTaskError::main_program(name, c.ref.library, f.message));
     case FailureKind::no_json_entry:
       return std::make_exception_ptr(PluginError::load_failed(
           f.library, symbol,

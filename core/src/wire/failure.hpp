@@ -74,12 +74,13 @@ struct FERRY_INTERNAL_API Failure {
 /// ResultStatus::failed, or init_failed (call 0) for the initializer.
 FERRY_INTERNAL_API Buffer encode_failure(std::uint64_t call, const Failure& f,
                       protocol::ResultStatus status = protocol::ResultStatus::failed);
-/// The body after a failed (or init_failed) result head; the body must end with it.
-/// @throws protocol::ProtocolError on an unknown kind, truncated fields or a malformed stack.
 /// What the host keeps of a failure's message, and of its exception type, library and
 /// signature: the rest is cut, the text says how much (a worker could send 1 GiB of message).
 inline constexpr std::size_t max_failure_message = 64 * 1024;
 inline constexpr std::size_t max_failure_name = 16 * 1024;
+/// The body after a failed (or init_failed) result head; the body must end with it. Texts are
+/// cut at max_failure_message and max_failure_name.
+/// @throws protocol::ProtocolError on an unknown kind, truncated fields or a malformed stack.
 FERRY_INTERNAL_API Failure decode_failure(protocol::BodyReader& r);
 
 // ---- host side ----------------------------------------------------------------------------------

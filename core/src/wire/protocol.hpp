@@ -24,6 +24,8 @@ namespace ferry::detail::protocol {
 ///    Also in 4: the hello names the worker's host; a result head carries how the call ran (RunStats: its
 ///    start and end, CPU time, the worker's peak RSS); an init frame carries argument bytes.
 /// 5: an init frame may carry flag_json: its arguments are a JSON line (ferry::Call::json).
+/// 6: a worker says its initializer ran (an ok result for call 0, with nothing more) before it
+///    runs any task: an initializer failure after that is a task's forgery.
 inline constexpr std::uint32_t version = 6;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
