@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "platform/format.hpp"
+
 namespace ferry::cli::json {
 
 bool parse(std::string_view text, rj::Document& doc, std::string& error) {
@@ -16,26 +18,6 @@ bool parse(std::string_view text, rj::Document& doc, std::string& error) {
   return detail::parse_json(text, doc, error);
 }
 
-namespace {
-
-/// The length of the UTF-8 character at the start of `s` and its code point, or 0 when `s` does
-/// not start with a well-formed one (overlong, surrogate, past U+10FFFF, cut short).
-std::size_t utf8_character(std::string_view s, char32_t& code) {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char b = byte(0);
-  std::size_t n = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 0;
-  if (n == 0 || n > s.size()) return 0;
-  code = n == 1 ? b : n == 2 ? b & 0x1F : n == 3 ? b & 0x0F : b & 0x07;
-  for (std::size_t i = 1; i < n; ++i) {
-    if ((byte(i) & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (byte(i) & 0x3F);
-  }
-  static constexpr char32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (code < least[n] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return n;
-}
-
-}  // namespace
 
 /// JSON text made safe to print on a terminal, and valid UTF-8: RapidJSON escapes only the
 /// characters below U+0020, so DEL and the C1 controls (U+0080 to U+009F: U+009B is a CSI that
@@ -46,16 +28,17 @@ std::string printable(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size();) {
-    char32_t code = 0;
-    std::size_t n = utf8_character(text.substr(i), code);
+    const std::size_t n = detail::utf8_length(text, i);
     if (n == 0) {
       out += "\\ufffd";
       ++i;
       continue;
     }
-    if (code == 0x7F || (code >= 0x80 && code <= 0x9F)) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const unsigned code = n == 1 ? c : n == 2 && c == 0xC2 ? static_cast<unsigned char>(text[i + 1]) : 0;
+    if (code == 0x7F || (code >= 0x80 && code <= 0x9F)) {  // DEL, or C1 (C2 80..C2 9F)
       char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(code));
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", code);
       out += escaped;
     } else {
       out.append(text.substr(i, n));
