@@ -5,8 +5,12 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <fstream>
 
 #include <doctest/doctest.h>
@@ -228,6 +232,54 @@ TEST_CASE("Trust.group_writable_is_fine_when_the_group_is_the_owners_alone") {
     }
     CHECK(untrusted_reason(f) == "");  // the parent's view is unchanged
   }
+}
+
+namespace {
+
+/// A POSIX access ACL as the kernel stores it: owner rw, `named` (a user) with `perm`, the owning
+/// group r, mask rw, others r.
+std::string access_acl(std::uint32_t named, std::uint16_t perm) {
+  std::string acl;
+  auto u16 = [&](std::uint16_t v) { acl += static_cast<char>(v & 0xff), acl += static_cast<char>(v >> 8); };
+  auto u32 = [&](std::uint32_t v) { u16(static_cast<std::uint16_t>(v & 0xffff)), u16(static_cast<std::uint16_t>(v >> 16)); };
+  auto entry = [&](std::uint16_t tag, std::uint16_t p, std::uint32_t id) { u16(tag), u16(p), u32(id); };
+  u32(2);
+  entry(0x01, 6, 0xffffffff);  // the owner
+  entry(0x02, perm, named);    // a named user
+  entry(0x04, 4, 0xffffffff);  // the owning group
+  entry(0x10, 6, 0xffffffff);  // the mask: the mode's group bits
+  entry(0x20, 4, 0xffffffff);  // others
+  return acl;
+}
+
+}  // namespace
+
+TEST_CASE("Trust.group_bits_that_are_an_acl_mask_are_checked_against_the_acl") {
+  // With an ACL, a file's group bits are its mask: 0664 and the owner's own group looked private
+  // while a named user could write it (a directory shared with `setfacl -m u:bob:rwx`, whose
+  // files inherit the entry). Judged by the ACL's entries.
+  Tree t;
+  auto f = t.file(t.safe, "lib.so", fs::perms(0644));
+  const std::string writer = access_acl(65534, 6), reader = access_acl(65534, 4);
+  if (::setxattr(f.c_str(), "system.posix_acl_access", writer.data(), writer.size(), 0) != 0) {
+    MESSAGE("no POSIX ACLs here: " << std::strerror(errno));
+    return;
+  }
+  struct stat st {};
+  REQUIRE(::stat(f.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0664);  // the mask shows as the group's bits
+  auto v = trust_verdict(f);
+  CHECK(v.at == f);
+  CHECK(contains(v.why, "writable by user 65534 through its ACL (mode 0664)"));
+  // A named user who may only read: as safe as without an ACL.
+  REQUIRE(::setxattr(f.c_str(), "system.posix_acl_access", reader.data(), reader.size(), 0) == 0);
+  CHECK(untrusted_reason(f) == "");
+  // A directory on the way the same: what is in it could be replaced.
+  REQUIRE(::setxattr(t.safe.c_str(), "system.posix_acl_access", writer.data(), writer.size(), 0) == 0);
+  CHECK(trust_verdict(f).at == t.safe);
+  REQUIRE(::removexattr(t.safe.c_str(), "system.posix_acl_access") == 0);
+  fs::permissions(t.safe, fs::perms(0755), fs::perm_options::replace);
+  CHECK(untrusted_reason(f) == "");
 }
 
 TEST_CASE("Trust.a_link_of_another_user_is_refused_even_to_a_safe_target") {

@@ -7,10 +7,12 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +20,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -112,15 +115,53 @@ bool group_private_to(gid_t gid, uid_t owner) {
   return verdict;
 }
 
-/// Why `st` (the `final` component, or a directory on the way) is not trusted; "" when it is.
-std::string judge(const struct stat& st, bool final) {
+/// Who besides the owner may write `path` through its POSIX access ACL (system.posix_acl_access),
+/// or "" when no one: with an ACL the mode's group bits are its mask, and a named user or group
+/// may write under a mask that allows it (a directory shared with `setfacl -m g:team:rwx`, whose
+/// files inherit that entry, shows as 0775 with the owner's own group). The kernel's format:
+/// a u32 version (2), then entries of u16 tag, u16 permissions, u32 id.
+std::string acl_writers(const char* path, const struct stat& st) {
+  unsigned char acl[4 + 8 * 64];
+  ssize_t n = ::lgetxattr(path, "system.posix_acl_access", acl, sizeof acl);
+  if (n < 0) {
+    if (errno == ENODATA || errno == ENOTSUP) return {};
+    return errno == ERANGE ? "an access ACL of more than 64 entries" : std::string("an unreadable access ACL (") + std::strerror(errno) + ")";
+  }
+  auto u16 = [&](std::size_t at) { return static_cast<unsigned>(acl[at] | (acl[at + 1] << 8)); };
+  auto u32 = [&](std::size_t at) { return static_cast<std::uint32_t>(u16(at) | (u16(at + 2) << 16)); };
+  if (n < 4 || (n - 4) % 8 != 0 || u32(0) != 2) return "an access ACL in a format this ferry cannot read";
+  constexpr unsigned user = 0x02, group_obj = 0x04, group = 0x08, write = 0x02;
+  for (std::size_t at = 4; at + 8 <= static_cast<std::size_t>(n); at += 8) {
+    const unsigned tag = u16(at), perm = u16(at + 2);
+    const std::uint32_t id = u32(at + 4);
+    if (!(perm & write)) continue;
+    if (tag == user && id != st.st_uid) return "user " + std::to_string(id) + " through its ACL";
+    if (tag == group && !group_private_to(static_cast<gid_t>(id), st.st_uid))
+      return "group " + std::to_string(id) + " through its ACL";
+    if (tag == group_obj && !group_private_to(st.st_gid, st.st_uid))
+      return "group " + std::to_string(st.st_gid) + " through its ACL";
+  }
+  return {};
+}
+
+/// Why `st` (the `final` component, or a directory on the way, at `path`) is not trusted; ""
+/// when it is.
+std::string judge(const char* path, const struct stat& st, bool final) {
   uid_t me = ::geteuid();
   if (st.st_uid != me && st.st_uid != 0)
     return "owned by uid " + std::to_string(st.st_uid) + ", neither this user (uid " +
            std::to_string(me) + ") nor root";
   // Writable by the group is writable by its owner alone when the group is the owner's private
-  // group (group_private_to), looked up only for a component that is group-writable.
+  // group (group_private_to), looked up only for a component that is group-writable; and, the
+  // group bits being an ACL's mask when it has one, when its ACL lets no one else write.
   bool by_group = (st.st_mode & S_IWGRP) != 0;
+  if (by_group && !S_ISLNK(st.st_mode) && !(!final && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX))) {
+    if (std::string who = acl_writers(path, st); !who.empty()) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return std::string("writable by ") + who + " (mode " + mode + ")";
+    }
+  }
   bool writable = (st.st_mode & S_IWOTH) != 0 || (by_group && !group_private_to(st.st_gid, st.st_uid));
   // A sticky directory on the way (as /tmp) lets others add entries but not replace ours; the
   // entry we go through next is checked in its turn. The final directory itself must not be
@@ -159,7 +200,7 @@ TrustVerdict trust_verdict(const fs::path& path) {
   fs::path at = "/";
   struct stat st {};
   if (::lstat("/", &st) != 0) return {at, missing(errno)};
-  if (auto why = judge(st, todo.empty()); !why.empty()) return {at, why};
+  if (auto why = judge("/", st, todo.empty()); !why.empty()) return {at, why};
   int links = 0;
   while (!todo.empty()) {
     std::string name = std::move(todo.front());
@@ -190,7 +231,7 @@ TrustVerdict trust_verdict(const fs::path& path) {
       continue;
     }
     bool final = todo.empty();
-    if (auto why = judge(st, final); !why.empty()) return {next, why};
+    if (auto why = judge(next.c_str(), st, final); !why.empty()) return {next, why};
     if (!final && !S_ISDIR(st.st_mode)) return {next, "not a directory"};
     at = std::move(next);
   }
