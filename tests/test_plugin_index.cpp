@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -398,6 +399,26 @@ TEST_CASE("PluginIndex.read_manifest.corrupted_records_are_left_out") {
   auto records = ferry::detail::read_task_records(file);
   CHECK(std::count_if(records.begin(), records.end(),
                       [](const auto& r) { return r.problem == "record has a bad magic"; }) == 1);
+}
+
+TEST_CASE("PluginIndex.read_manifest.a_record_claiming_a_huge_name_is_left_out") {
+  // A record's name and signature are copied for every symbol that points at it, and a hostile
+  // file's symbols can all point at one: their sizes are bounded (4 KiB of name, 16 KiB of
+  // signature), else reading a 1 MB file could take gigabytes.
+  support::TempDir dir;
+  auto bytes = read_bytes(math_plugin);
+  const std::string magic(ferry::detail::task_record_magic, 8);
+  auto it = std::search(bytes.begin(), bytes.end(), magic.begin(), magic.end());
+  REQUIRE(it != bytes.end());
+  const std::uint32_t huge = 5000;
+  std::memcpy(&*it + offsetof(ferry::detail::TaskRecordHeader, name_size), &huge, sizeof huge);
+  fs::path file = dir.path / "libmath.so";
+  write_bytes(file, bytes.data(), bytes.size(), fs::perms(0755));
+  auto records = ferry::detail::read_task_records(file);
+  CHECK(std::count_if(records.begin(), records.end(), [](const auto& r) {
+          return r.problem.find("longer than a task's name") != std::string::npos;
+        }) == 1);
+  CHECK(PluginIndex::read_manifest(file).size() + 1 == PluginIndex::read_manifest(math_plugin).size());
 }
 
 // ---- the index -------------------------------------------------------------------------------

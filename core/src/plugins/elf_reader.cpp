@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -18,6 +19,11 @@
 namespace ferry::detail {
 
 namespace {
+
+/// The longest string read from a string table (a symbol's name), and the most task records one
+/// library may have: bounds on what a hostile file makes the reader do.
+constexpr std::size_t max_string = 65536;
+constexpr std::size_t max_records = 4096;
 
 /// A whole file, read-only: mapped when only this user or root can change it, else copied.
 /// Another user's file (a plugin directory's entries are read to say what a refused file holds)
@@ -123,12 +129,15 @@ class Image {
     return v;
   }
   /// NUL-terminated string at `off`, within [table_off, table_off + table_size).
+  /// The string at `off` of a string table, or "" when it is not there, not terminated, or
+  /// longer than max_string: a hostile file's symbols can all name one unterminated table, and
+  /// an unbounded scan for each made reading it quadratic in its size.
   std::string_view str(std::uint64_t table_off, std::uint64_t table_size, std::uint64_t off) const {
     if (!fits(table_off, table_size) || off >= table_size) return {};
     const char* begin = reinterpret_cast<const char*>(data_ + table_off + off);
-    std::size_t max = static_cast<std::size_t>(table_size - off);
+    std::size_t max = static_cast<std::size_t>(std::min<std::uint64_t>(table_size - off, max_string + 1));
     std::size_t n = ::strnlen(begin, max);
-    if (n == max) return {};  // unterminated
+    if (n == max) return {};  // unterminated, or too long
     return {begin, n};
   }
   const unsigned char* at(std::uint64_t off) const { return data_ + off; }
@@ -164,9 +173,11 @@ class Image {
     return str(names.sh_offset, names.sh_size, sh.sh_name);
   }
 
-  /// Calls f(symbol, name) for each symbol of the first section of `type` (SHT_DYNSYM/SYMTAB).
+  /// Calls f(symbol, name) for each symbol of the first section of `type` (SHT_DYNSYM/SYMTAB),
+  /// only those whose name starts with `prefix` if one is given (looked at before the name's
+  /// end is searched for).
   template <class F>
-  void for_each_symbol(const Elf64_Ehdr& eh, std::uint32_t type, F&& f) const {
+  void for_each_symbol(const Elf64_Ehdr& eh, std::uint32_t type, F&& f, std::string_view prefix = {}) const {
     for (std::uint32_t i = 0; i < eh.e_shnum; ++i) {
       auto sh = section(eh, i);
       if (sh.sh_type != type) continue;
@@ -176,6 +187,10 @@ class Image {
       std::uint64_t count = sh.sh_size / sizeof(Elf64_Sym);
       for (std::uint64_t s = 0; s < count; ++s) {
         auto sym = read<Elf64_Sym>(sh.sh_offset + s * sizeof(Elf64_Sym));
+        if (!prefix.empty() && (!fits(strtab.sh_offset, strtab.sh_size) || sym.st_name >= strtab.sh_size ||
+                                strtab.sh_size - sym.st_name < prefix.size() ||
+                                std::memcmp(data_ + strtab.sh_offset + sym.st_name, prefix.data(), prefix.size()) != 0))
+          continue;
         f(sym, str(strtab.sh_offset, strtab.sh_size, sym.st_name));
       }
       return;
@@ -189,6 +204,9 @@ class Image {
 
 ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_Sym& sym,
                            std::string_view symbol) {
+  // What one record may hold: every symbol of a file may point at one large record, and each
+  // copy of it made reading the file take memory quadratic in its size.
+  constexpr std::uint32_t max_name = 4096, max_signature = 16384;
   ElfTaskRecord r;
   r.symbol = std::string(symbol);
   std::string_view expected = symbol.substr(task_symbol_prefix.size());
@@ -218,6 +236,11 @@ ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_S
   }
   r.abi = h.abi;
   r.fingerprint = h.fingerprint;
+  if (h.name_size > max_name || h.signature_size > max_signature) {
+    r.problem = "record text is longer than a task's name (" + std::to_string(max_name) + " bytes) and signature (" +
+                std::to_string(max_signature) + ") may be";
+    return r;
+  }
   std::uint64_t text = std::uint64_t{h.name_size} + h.signature_size + 2;
   if (text > sym.st_size - sizeof(TaskRecordHeader)) {
     r.problem = "record text is truncated";
@@ -226,7 +249,7 @@ ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_S
   const char* p = reinterpret_cast<const char*>(img.at(off + sizeof(TaskRecordHeader)));
   r.name.assign(p, h.name_size);
   r.signature.assign(p + h.name_size + 1, h.signature_size);
-  if (r.name != expected) r.problem = "record name '" + r.name + "' differs from its symbol";
+  if (r.name != expected) r.problem = "record name differs from its symbol";
   return r;
 }
 
@@ -240,9 +263,13 @@ std::vector<ElfTaskRecord> records_of(const Image& img) {
   std::vector<ElfTaskRecord> out;
   img.for_each_symbol(eh, SHT_DYNSYM, [&](const Elf64_Sym& sym, std::string_view name) {
     if (name.starts_with(task_symbol_prefix) && ELF64_ST_TYPE(sym.st_info) == STT_OBJECT &&
-        sym.st_shndx != SHN_UNDEF)
+        sym.st_shndx != SHN_UNDEF) {
+      if (out.size() == max_records)
+        throw ElfError(ElfError::Kind::truncated, "more than " + std::to_string(max_records) +
+                                                      " task records in one library (not read further)");
       out.push_back(parse_record(img, eh, sym, name));
-  });
+    }
+  }, task_symbol_prefix);
   return out;
 }
 
