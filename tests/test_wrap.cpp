@@ -197,6 +197,21 @@ TEST_CASE("Wrap.cache_works_under_a_group_writable_umask") {
   }
 }
 
+TEST_CASE("Wrap.the_compilers_environment_adds_no_include_directory") {
+  // GCC reads an empty element of CPATH (`CPATH=$CPATH:/opt/x/include` with CPATH unset) as the
+  // current directory, searched before the system's headers (checked by hand: `cd dir &&
+  // CPATH=: g++` compiles dir/vector for <vector>): a host run in a shared directory would
+  // compile another user's header into code its workers load, whenever a header is not in the
+  // precompiled prelude. None of those variables reaches the compiler (include directories go in
+  // WrapOptions::flags, part of the cache key).
+  std::vector<std::string> env = {"PATH=/usr/bin", "CPATH=:", "C_INCLUDE_PATH=/tmp", "CPLUS_INCLUDE_PATH=/tmp",
+                                  "OBJC_INCLUDE_PATH=/tmp", "OBJCPLUS_INCLUDE_PATH=/tmp", "LIBRARY_PATH=/tmp",
+                                  "COMPILER_PATH=/tmp", "GCC_EXEC_PREFIX=/tmp/", "DEPENDENCIES_OUTPUT=/tmp/d",
+                                  "SUNPRO_DEPENDENCIES=/tmp/d", "HOME=/root", "CPATHX=kept", "LANG=C"};
+  CHECK(ferry::detail::compiler_environment(env) ==
+        std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C"});
+}
+
 TEST_CASE("Wrap.many_threads_one_build") {
   FreshCache cache;
   CacheAt at(cache.path);

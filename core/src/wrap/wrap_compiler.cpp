@@ -24,18 +24,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include <ferry/errors.hpp>
 #include <ferry/ferry.hpp>
@@ -293,12 +297,14 @@ Setup make_setup(const WrapSite& site) {
     setup_failed(site, "no C++ compiler: tried '" + s.compiler +
                            "' (not found or not executable). Set FERRY_CXX (or "
                            "WrapOptions::compiler) to a C++20 compiler such as g++ or clang++");
-  s.compiler = found->string();
+  // Absolute: a compiler found through a relative entry of PATH ("." or "bin") would be looked
+  // up again in whatever directory is current when a build thread runs it.
+  s.compiler = fs::absolute(*found).string();
   // The compiler runs as the user, and what it reads it builds into code the workers load.
   if (std::string why = untrusted_reason(*found); !why.empty())
     setup_failed(site, "refusing to run the compiler: " + why +
                            ". Set FERRY_CXX to a compiler that only you or root can change");
-  s.environment = merged_environment({});
+  s.environment = compiler_environment(merged_environment({}));
   std::error_code ec;
   fs::path real = fs::canonical(*found, ec);
   struct stat st {};
@@ -520,6 +526,18 @@ Builds& builds() {
 }
 
 }  // namespace
+
+std::vector<std::string> compiler_environment(std::vector<std::string> env) {
+  static constexpr std::string_view dropped[] = {
+      "CPATH", "C_INCLUDE_PATH", "CPLUS_INCLUDE_PATH", "OBJC_INCLUDE_PATH", "OBJCPLUS_INCLUDE_PATH",
+      "LIBRARY_PATH", "COMPILER_PATH", "GCC_EXEC_PREFIX", "DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"};
+  std::erase_if(env, [](const std::string& entry) {
+    const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
+    return std::find(std::begin(dropped), std::end(dropped), name) != std::end(dropped);
+  });
+  return env;
+}
+
 
 fs::path default_cache_dir() { return Config::read().cache_dir; }
 

@@ -5,6 +5,7 @@
 #include <exception>
 #include <future>
 #include <string>
+#include <vector>
 
 #include <ferry/detail/export.hpp>
 #include <ferry/wrap.hpp>
@@ -27,6 +28,16 @@ FERRY_INTERNAL_API std::shared_future<WrapBuild> wrap_build(const WrapSite& site
 
 /// How many plugins this process compiled itself (not found in the cache), for tests.
 FERRY_INTERNAL_API unsigned wrap_compilations();
+
+/// The environment the compiler gets: `env` (this process's) but the variables that add
+/// directories to what it includes, links or runs (CPATH, C_INCLUDE_PATH, CPLUS_INCLUDE_PATH,
+/// OBJC(PLUS)_INCLUDE_PATH, LIBRARY_PATH, COMPILER_PATH, GCC_EXEC_PREFIX) or where it writes
+/// (DEPENDENCIES_OUTPUT, SUNPRO_DEPENDENCIES). GCC reads an empty element of CPATH, a common
+/// result of `CPATH=$CPATH:/opt/x/include`, as the current directory, searched before the
+/// system's headers: another user's `vector` in a shared directory the host runs in would be
+/// compiled into code the workers load; and none of them is part of a build's cache key.
+/// Include directories go in WrapOptions::flags (FERRY_WRAP_FLAGS), which are.
+FERRY_INTERNAL_API std::vector<std::string> compiler_environment(std::vector<std::string> env);
 
 /// ferry's cache directory: $FERRY_CACHE_DIR, else $XDG_CACHE_HOME/ferry, else ~/.cache/ferry
 /// (FERRY_WRAP plugins; the MPI agents' shipped plugins below it).
