@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The one trust check (core/src/platform/trust.*) and the places that use it: plugins (index,
 // TaskRef, `ferry list` and `ferry run` alike), the worker program, symbolic links.
+#include <dlfcn.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -325,6 +326,33 @@ TEST_CASE("Trust.a_missing_file_is_fine_only_where_no_one_else_could_create_it")
   ferry::Executor ex(support::options(1));
   CHECK_THROWS_AS(ex.submit<int>(ferry::TaskRef{.library = (sticky / "libgone.so").string(), .name = "square"}, 3).get(),
                   ferry::PluginError);
+}
+
+TEST_CASE("Trust.a_plugin_the_host_loaded_from_an_open_directory_is_not_sent_to_workers") {
+  // Submitted by function, a plugin the host has loaded travels by its path, and every worker
+  // loads it by that path later (on demand, after a crash): in a directory others can write,
+  // another user could replace it in between. Checked as a plugin found by name is.
+  Tree t;
+  fs::path copy = install(FERRY_TEST_MATH_PLUGIN, t.open, "libmath_open.so");
+  void* handle = ::dlopen(copy.c_str(), RTLD_NOW | RTLD_LOCAL);
+  REQUIRE_MESSAGE(handle, ::dlerror());
+  auto square = reinterpret_cast<int (*)(int)>(::dlsym(handle, "_Z6squarei"));
+  REQUIRE(reinterpret_cast<void*>(square) != nullptr);
+  ferry::Executor ex(support::options(1));
+  auto e = ex.submit(square, 3);
+  try {
+    e.get();
+    FAIL("ran");
+  } catch (const ferry::PluginError& error) {
+    CHECK(contains(error.what(), "writable by group or others"));
+  }
+  // The same function from a private directory runs.
+  fs::path safe = install(FERRY_TEST_MATH_PLUGIN, t.safe, "libmath_safe.so");
+  void* safe_handle = ::dlopen(safe.c_str(), RTLD_NOW | RTLD_LOCAL);
+  REQUIRE_MESSAGE(safe_handle, ::dlerror());
+  auto safe_square = reinterpret_cast<int (*)(int)>(::dlsym(safe_handle, "_Z6squarei"));
+  REQUIRE(reinterpret_cast<void*>(safe_square) != nullptr);
+  CHECK(ex.submit(safe_square, 3).get() == 9);
 }
 
 TEST_CASE("Trust.plugin_directory_of_links_is_refused_by_the_index") {

@@ -17,10 +17,11 @@ TaskRefs::TaskRefs(const ExecutorOptions& options)
 std::shared_ptr<const RefEntry> TaskRefs::intern(protocol::RefKind kind, const std::string& library,
                                                  const std::string& name, std::uint64_t fingerprint,
                                                  std::string_view signature, std::string display,
-                                                 std::string version) {
+                                                 std::string version, bool check) {
   std::lock_guard lock(mu_);
   auto key = std::make_tuple(static_cast<int>(kind), library, name, fingerprint, version);
   if (auto it = entries_.find(key); it != entries_.end()) return it->second;
+  if (check && !allow_unsafe_) PluginIndex::check_safe(library);
   auto e = std::make_shared<RefEntry>();
   e->define = protocol::Define{next_ref_++, kind, library, name, fingerprint, std::string(signature)};
   e->frame = protocol::encode_define(e->define);
@@ -51,8 +52,11 @@ std::shared_ptr<const RefEntry> TaskRefs::resolve(const Target& t) {
       FunctionTask f = resolve_function(t.function);
       switch (f.kind) {
         case FunctionTask::Kind::plugin:
+          // The host loaded it, but every worker loads it by path (on demand, after a crash):
+          // checked like a plugin found by name, once (another user who can replace the file
+          // would run code in every later worker).
           return intern(protocol::RefKind::plugin, f.library, f.name, t.fingerprint,
-                            t.signature, f.name);
+                            t.signature, f.name, {}, /*check=*/true);
         case FunctionTask::Kind::main_program:
           // Sent anyway: the worker really tries to load the executable, and its loader's
           // message becomes the UnresolvableTaskError (DESIGN §1).

@@ -30,10 +30,12 @@ class TaskRefs {
   std::shared_ptr<const RefEntry> resolve(const Target& target);
 
  private:
+  /// `check`: the library is trust-checked (PluginIndex::check_safe) when its entry is made,
+  /// once per executor and reference: the workers load it by path, later.
   std::shared_ptr<const RefEntry> intern(protocol::RefKind kind, const std::string& library,
                                          const std::string& name, std::uint64_t fingerprint,
                                          std::string_view signature, std::string display,
-                                         std::string version = {});
+                                         std::string version = {}, bool check = false);
 
   bool allow_unsafe_;  // ExecutorOptions::allow_unsafe_plugins or FERRY_ALLOW_UNSAFE_PLUGINS
   PluginIndex index_;
