@@ -322,6 +322,15 @@ TEST_CASE("Trust.a_missing_file_is_fine_only_where_no_one_else_could_create_it")
   // Present: the plain check.
   CHECK(untrusted_reason_if_present(t.file(t.safe, "lib.so")) == "");
   CHECK(contains(untrusted_reason_if_present(t.file(sticky, "lib.so", fs::perms(0666))), "writable"));
+  // A path that ends in ".." leads to the directory it names: judged as the final one (a
+  // private directory in the sticky one made /tmp/x/.. pass as trusted).
+  fs::create_directories(sticky / "mine");
+  fs::permissions(sticky / "mine", fs::perms(0755), fs::perm_options::replace);
+  CHECK(contains(untrusted_reason(sticky / "mine" / ".."), "writable by group or others"));
+  CHECK(contains(untrusted_reason_if_present(sticky / "mine" / ".." / "ferry-worker"), "another user could create it"));
+  CHECK(untrusted_reason(t.safe / "sub" / "..") != "");  // missing on the way
+  fs::create_directories(t.safe / "sub");
+  CHECK(untrusted_reason(t.safe / "sub" / "..") == "");
   // Through the index: a TaskRef to a missing library in a sticky directory is refused at once.
   ferry::Executor ex(support::options(1));
   CHECK_THROWS_AS(ex.submit<int>(ferry::TaskRef{.library = (sticky / "libgone.so").string(), .name = "square"}, 3).get(),

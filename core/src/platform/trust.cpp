@@ -207,6 +207,12 @@ TrustVerdict trust_verdict(const fs::path& path) {
     todo.pop_front();
     if (name == "..") {
       at = at.parent_path();  // `at` holds no link: its parent is where ".." leads
+      if (todo.empty()) {
+        // The path ends there (/tmp/x/..): where it leads is the final directory, judged as one
+        // (on the way it passed as a sticky directory may).
+        if (::lstat(at.c_str(), &st) != 0) return {at, missing(errno)};
+        if (auto why = judge(at.c_str(), st, true); !why.empty()) return {at, why};
+      }
       continue;
     }
     fs::path next = at / name;
