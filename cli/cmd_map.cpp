@@ -296,17 +296,24 @@ class ChunkReader {
 
  private:
   void run() {
-    bool ended = false;
-    while (!ended) {
-      LineChunk c;
-      ended = !read_chunk(c);
-      if (c.lines.empty()) continue;
-      std::unique_lock lock(mu_);
-      space_.wait(lock, [&] { return ready_.size() < setup_.capacity || cancelled_; });
-      if (cancelled_) break;
-      ready_.push_back(std::move(c));
-      lock.unlock();
-      wake_();
+    try {
+      bool ended = false;
+      while (!ended) {
+        LineChunk c;
+        ended = !read_chunk(c);
+        if (c.lines.empty()) continue;
+        std::unique_lock lock(mu_);
+        space_.wait(lock, [&] { return ready_.size() < setup_.capacity || cancelled_; });
+        if (cancelled_) break;
+        ready_.push_back(std::move(c));
+        lock.unlock();
+        wake_();
+      }
+    } catch (const std::exception& e) {
+      // Out of memory, most likely (a line of no end, from a pipe or a sparse file): the run
+      // ends with this as its input's error, not with std::terminate in this thread.
+      std::lock_guard lock(mu_);
+      if (!input_error_) input_error_ = std::string("the input could not be read on: ") + e.what();
     }
     {
       std::lock_guard lock(mu_);
