@@ -408,6 +408,36 @@ TEST_CASE("Trust.worker_program_in_an_open_directory_is_not_run") {
   CHECK(allowed.submit<int>("square", 3).get() == 9);
 }
 
+TEST_CASE("Trust.a_lookup_judges_the_plugin_directory_as_ferry_list_does") {
+  // A sticky plugin directory (as /tmp) may be on a path's way, but what others add to a plugin
+  // directory is taken as a plugin: `ferry list` refused it, a lookup took our own file in it.
+  Tree t;
+  fs::path sticky = t.root.path / "sticky";
+  fs::create_directories(sticky);
+  fs::permissions(sticky, fs::perms(01777), fs::perm_options::replace);
+  install(FERRY_TEST_MATH_PLUGIN, sticky, "libmath.so");
+  ferry::PluginIndex index({sticky});
+  try {
+    index.find("square");
+    FAIL("found");
+  } catch (const ferry::PluginError& e) {
+    CHECK(contains(e.what(), "writable by group or others (mode 1777)"));
+  }
+}
+
+TEST_CASE("Trust.a_refused_plugin_makes_no_trusted_one_ambiguous") {
+  // Another user's file in a shared directory on the search path that exports the same task:
+  // the lookup failed as ambiguous (a denial of service by anyone who can write there). The
+  // trusted plugin is taken; the refused one is named only when it is all there is.
+  Tree t;
+  install(FERRY_TEST_MATH_PLUGIN, t.safe, "libmath.so");
+  install(FERRY_TEST_MATH_PLUGIN, t.open, "libmath_too.so");
+  ferry::PluginIndex index({t.open, t.safe});
+  CHECK(index.find("square").library == fs::canonical(t.safe / "libmath.so"));
+  ferry::PluginIndex only_open({t.open});
+  CHECK_THROWS_AS(only_open.find("square"), ferry::PluginError);
+}
+
 TEST_CASE("Trust.ferry_list_and_ferry_run_give_the_same_verdict") {
   Tree t;
   install(FERRY_TEST_MATH_PLUGIN, t.open, "libmath.so");

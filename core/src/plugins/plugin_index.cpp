@@ -240,23 +240,35 @@ TaskInfo PluginIndex::find(std::string_view name) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     // A miss rescans: a plugin copied into the directory meanwhile is found without a restart.
     if (attempt == 1 || entries_.empty()) rescan_locked();
+    // A refused plugin (another user's file, say) neither makes a trusted one's name ambiguous
+    // (a denial of service by anyone who can drop a file in a shared directory) nor is taken
+    // when a trusted one has the task; alone, it is named in the refusal.
     const TaskInfo* found = nullptr;
     const Entry* found_in = nullptr;
-    for (const auto& e : entries_) {
-      for (const auto& t : e->tasks) {
-        if (t.name != task || (!plugin.empty() && t.plugin != plugin)) continue;
-        if (found && found->library != t.library)
-          throw PluginError::ambiguous(task, found->library.string(), t.library.string());
-        found = &t;
-        found_in = e.get();
+    for (bool refused : {false, true}) {
+      for (const auto& e : entries_) {
+        if (e->refused.empty() == refused) continue;
+        for (const auto& t : e->tasks) {
+          if (t.name != task || (!plugin.empty() && t.plugin != plugin)) continue;
+          if (found && found->library != t.library)
+            throw PluginError::ambiguous(task, found->library.string(), t.library.string());
+          found = &t;
+          found_in = e.get();
+        }
       }
+      if (found) break;
     }
     if (!found) continue;
     // A plugin replaced since it was read: read it again (new work uses the new version).
     if (attempt == 0 && file_version(found->library) != found->version) continue;
-    // Checked again now, along the path as found in the directory: through a symbolic link,
-    // both the link's directory and the target's way.
-    if (!options_.allow_unsafe) detail::require_trusted(found_in->path);
+    // Checked again now, along the path as found in the directory (through a symbolic link,
+    // both the link's directory and the target's way), and the directory itself as `ferry list`
+    // judges it: a sticky one (as /tmp) may be on a path's way, but whatever others add to a
+    // plugin directory is taken as a plugin.
+    if (!options_.allow_unsafe) {
+      detail::require_trusted(found_in->path.parent_path());
+      detail::require_trusted(found_in->path);
+    }
     if (found->abi != detail::plugin_abi_version)
       throw PluginError::abi_mismatch(found->library.string(), found->name, found->abi,
                                       detail::plugin_abi_version);
