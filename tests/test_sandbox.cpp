@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <functional>
@@ -504,6 +505,34 @@ TEST_CASE("Sandbox.typing_into_the_terminal_is_denied_and_named") {
     if (e) check_violation(*e, "type_into_terminal", "ioctl");
   }
   check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.the_terminal_it_shares_is_write_only") {
+  // Workers write to the host's stderr, a terminal the shell opened read-write: a task could
+  // read what the user types from it. A sandboxed worker holds a write-only description of the
+  // same terminal (EBADF on read); without a sandbox the task reads it as any program could.
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  int terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(terminal >= 0);
+  int saved = ::dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  ::dup2(terminal, STDERR_FILENO);
+  int sandboxed_read = -1, plain_read = -1;
+  {
+    ferry::Executor ex(sandboxed());
+    sandboxed_read = value_of(ex.submit_with(hostile(), read_descriptor, STDERR_FILENO));
+    ferry::Executor plain(support::options(1));
+    plain_read = value_of(plain.submit_with(hostile(), read_descriptor, STDERR_FILENO));
+  }
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ::close(terminal);
+  ::close(master);
+  CHECK(sandboxed_read == EBADF);
+  CHECK(plain_read == EAGAIN);  // readable: nothing typed yet
 }
 
 TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACCES") {

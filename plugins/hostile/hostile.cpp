@@ -299,6 +299,16 @@ int type_into_terminal(int fd, bool high_bits) {
   return ::syscall(SYS_ioctl, fd, command, &c) == 0 ? 0 : errno;
 }
 
+int read_descriptor(int fd) {
+  char c = 0;
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  const ssize_t n = ::read(fd, &c, 1);
+  const int error = n < 0 ? errno : 0;
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags);
+  return error;
+}
+
 int spin_cpu(int seconds) {
   auto cpu_ns = [] {
     timespec t{};
@@ -387,6 +397,7 @@ FERRY_TASK(setsid_grandchild);
 FERRY_TASK(hidden_grandchild);
 FERRY_TASK(ptrace_pid);
 FERRY_TASK(type_into_terminal);
+FERRY_TASK(read_descriptor);
 FERRY_TASK(spin_cpu);
 FERRY_TASK(write_bytes);
 FERRY_TASK(hostile_pid);

@@ -50,6 +50,9 @@ FERRY_EXPORT int ptrace_pid(int pid);
 /// command with high bits set when `high_bits`): what the user's shell would read and run.
 /// Returns errno (0 when it went in).
 FERRY_EXPORT int type_into_terminal(int fd, bool high_bits);
+/// Reads from descriptor `fd` without waiting (a terminal the worker shares with the host):
+/// returns errno (EBADF: not open for reading; EAGAIN: nothing typed yet), or 0 when it read.
+FERRY_EXPORT int read_descriptor(int fd);
 /// Burns `seconds` of this thread's CPU time; returns `seconds`.
 FERRY_EXPORT int spin_cpu(int seconds);
 /// Creates or truncates the file at `path` and writes `bytes` bytes into it (64 KiB at a time);

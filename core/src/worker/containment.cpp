@@ -465,8 +465,11 @@ std::string load_seccomp(bool network, bool exec) {
   }
   // Workers share the host's terminal (stdout, stderr, their controlling terminal): TIOCSTI
   // would type commands into the user's shell, outside the sandbox, and TIOCLINUX (selection
-  // paste) likewise. The command is an unsigned int to the kernel: compared on those bits.
-  for (unsigned long command : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)}) {
+  // paste) likewise; TIOCSPGRP would take the terminal's foreground (its keystrokes) from the
+  // shell, TIOCSCTTY steal it as a controlling terminal, TIOCSETD change its line discipline,
+  // TIOCCONS redirect the console to it. The command is an unsigned int to the kernel: compared
+  // on those bits.
+  for (unsigned long command : {TIOCSTI, TIOCLINUX, TIOCSPGRP, TIOCSCTTY, TIOCSETD, TIOCCONS}) {
     int ioctl_rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(ioctl), 1,
                                     SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, command));
     if (ioctl_rc != 0 && why.empty()) why = std::string("seccomp rule for ioctl: ") + std::strerror(-ioctl_rc);
@@ -720,6 +723,21 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
     }
     return true;
   };
+  // The host's terminal, shared on stdout and stderr, was opened read-write by the shell: a task
+  // could read the user's keystrokes from it. A write-only description of the same terminal
+  // (opened again through /proc/self/fd, before Landlock) takes each one's place.
+  for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || (flags & O_ACCMODE) == O_WRONLY || !::isatty(fd)) continue;
+    const std::string same = "/proc/self/fd/" + std::to_string(fd);
+    const int w = ::open(same.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+    if (w < 0 || ::dup2(w, fd) < 0) {
+      debug_log("worker: its terminal stays readable on descriptor %d: %s", fd, std::strerror(errno));
+    } else {
+      note("write-only terminal");
+    }
+    if (w >= 0) ::close(w);
+  }
   if (!config.network) {
     if (::unshare(CLONE_NEWNET) == 0) {
       note("network namespace");
