@@ -313,7 +313,7 @@ class ChunkReader {
       // Out of memory, most likely (a line of no end, from a pipe or a sparse file): the run
       // ends with this as its input's error, not with std::terminate in this thread.
       std::lock_guard lock(mu_);
-      if (!input_error_) input_error_ = std::string("the input could not be read on: ") + e.what();
+      if (!input_error_) input_error_ = std::string("reading the input failed: ") + e.what();
     }
     {
       std::lock_guard lock(mu_);

@@ -120,6 +120,11 @@ TEST_CASE("Debug.lines_show_control_characters_escaped") {
   // The C1 controls (U+009B is a CSI) and bytes that are no UTF-8, as the ferry command shows
   // a worker's text (terminal_text).
   CHECK(debug_line(7, "\xc2\x9b" "2J \x9b" "2J caf\xc3\xa9") == "[ferry 7] \\xc2\\x9b2J \\x9b2J caf\xc3\xa9\n");
+  // A formatted message that did not fit says so.
+  char buf[8];
+  const std::string longer = "0123456789", shorter = "0123";
+  CHECK(ferry::detail::formatted_text(buf, sizeof buf, std::snprintf(buf, sizeof buf, "%s", longer.c_str())) == "0123...");
+  CHECK(ferry::detail::formatted_text(buf, sizeof buf, std::snprintf(buf, sizeof buf, "%s", shorter.c_str())) == "0123");
   // Cut to fit, saying so, never inside an escape.
   char small[80];
   const std::size_t n = ferry::detail::debug_line_into(small, sizeof small, 7, std::string(100, '\x1b'));

@@ -272,6 +272,10 @@ TEST_CASE("Trust.group_bits_that_are_an_acl_mask_are_checked_against_the_acl") {
   auto v = trust_verdict(f);
   CHECK(v.at == f);
   CHECK(contains(v.why, "writable by user 65534 through its ACL (mode 0664)"));
+  // This user (root here) or root named with write: allowed, as the owner is.
+  const std::string self = access_acl(::geteuid(), 6);
+  REQUIRE(::setxattr(f.c_str(), "system.posix_acl_access", self.data(), self.size(), 0) == 0);
+  CHECK(untrusted_reason(f) == "");
   // A named user who may only read: as safe as without an ACL.
   REQUIRE(::setxattr(f.c_str(), "system.posix_acl_access", reader.data(), reader.size(), 0) == 0);
   CHECK(untrusted_reason(f) == "");
@@ -328,6 +332,10 @@ TEST_CASE("Trust.a_missing_file_is_fine_only_where_no_one_else_could_create_it")
   fs::permissions(sticky / "mine", fs::perms(0755), fs::perm_options::replace);
   CHECK(contains(untrusted_reason(sticky / "mine" / ".."), "writable by group or others"));
   CHECK(contains(untrusted_reason_if_present(sticky / "mine" / ".." / "ferry-worker"), "another user could create it"));
+  fs::create_directory_symlink(".", sticky / "mine" / "here");  // a link to "." ends where it is
+  CHECK(contains(untrusted_reason(sticky / "mine" / "here" / ".."), "writable by group or others"));
+  fs::create_directory_symlink(".", sticky / "dot");
+  CHECK(contains(untrusted_reason(sticky / "dot"), "writable by group or others"));
   CHECK(untrusted_reason(t.safe / "sub" / "..") != "");  // missing on the way
   fs::create_directories(t.safe / "sub");
   CHECK(untrusted_reason(t.safe / "sub" / "..") == "");

@@ -207,7 +207,8 @@ TEST_CASE("Wrap.the_compilers_environment_adds_no_include_directory") {
   std::vector<std::string> env = {"PATH=/usr/bin", "CPATH=:", "C_INCLUDE_PATH=/tmp", "CPLUS_INCLUDE_PATH=/tmp",
                                   "OBJC_INCLUDE_PATH=/tmp", "OBJCPLUS_INCLUDE_PATH=/tmp", "LIBRARY_PATH=/tmp",
                                   "COMPILER_PATH=/tmp", "GCC_EXEC_PREFIX=/tmp/", "DEPENDENCIES_OUTPUT=/tmp/d",
-                                  "SUNPRO_DEPENDENCIES=/tmp/d", "HOME=/root", "CPATHX=kept", "LANG=C"};
+                                  "SUNPRO_DEPENDENCIES=/tmp/d", "CCC_OVERRIDE_OPTIONS=+-I.", "LD_RUN_PATH=/tmp",
+                                  "HOME=/root", "CPATHX=kept", "LANG=C"};
   CHECK(ferry::detail::compiler_environment(env) ==
         std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C"});
 }

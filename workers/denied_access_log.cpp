@@ -17,7 +17,6 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
 #include <string_view>
 
 #include "platform/config.hpp"
@@ -44,8 +43,8 @@ bool logging() {
 void note(const char* call, const char* path, int error) {
   if (error != EACCES || !logging()) return;
   // No allocation here: a task may call open() from a signal handler (it is async-signal-safe)
-  // while the heap's lock is held.
-  char message[1024];
+  // while the heap's lock is held; and little stack (a signal handler's may be small).
+  char message[512];
   int n = std::snprintf(message, sizeof message,
                         "sandbox: %s(\"%s\") denied (EACCES): not among the paths the sandbox lets this "
                         "worker %s (Sandbox::read / Sandbox::write)",
@@ -54,9 +53,8 @@ void note(const char* call, const char* path, int error) {
   if (n > 0) {
     // The path is the task's: shown as every debug line is (control characters escaped).
     char line[4 * sizeof message + 64];
-    std::size_t size = ferry::detail::debug_line_into(
-        line, sizeof line, static_cast<int>(::getpid()),
-        std::string_view(message, std::min(static_cast<std::size_t>(n), sizeof message - 1)));
+    std::size_t size = ferry::detail::debug_line_into(line, sizeof line, static_cast<int>(::getpid()),
+                                                      ferry::detail::formatted_text(message, sizeof message, n));
     (void)!::write(STDERR_FILENO, line, size);
   }
   errno = error;

@@ -476,7 +476,7 @@ class Hub {
   }
 
   static std::string stalled_frame_reason() {
-    return "began a frame and stopped sending its bytes (none for " +
+    return "began a frame and stopped sending its bytes (none for the stall limit, at least " +
            ferry::detail::format_duration(peer_timeout()) + ")";
   }
 

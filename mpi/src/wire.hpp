@@ -16,6 +16,7 @@
 #include <ferry/detail/export.hpp>
 #include <mpi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -404,11 +405,14 @@ class Receiver {
       return false;
     }
     /// How long the largest chunk of its frames still arriving takes at 1 MiB/s: on top of the
-    /// stall limit, so that a slow or shared link is not taken for a stalled peer.
+    /// stall limit, so that a slow or shared link is not taken for a stalled peer. A chunk as
+    /// the frame still needs it, and at most ferry's own chunk size (64 MiB: about a minute):
+    /// the sender's word on its chunks must not stretch the limit.
     std::chrono::milliseconds chunk_time() const {
       std::uint64_t chunk = 0;
       for (const auto& in : queue)
-        if (in.chunked && !in.complete()) chunk = std::max(chunk, in.chunk);
+        if (in.chunked && !in.complete())
+          chunk = std::max(chunk, std::min({in.chunk, in.size - in.matched, std::uint64_t{default_chunk_bytes}}));
       return std::chrono::milliseconds(chunk * 1000 / (std::uint64_t{1} << 20));
     }
   };

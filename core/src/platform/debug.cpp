@@ -3,7 +3,6 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -40,6 +39,15 @@ std::string debug_line(int pid, std::string_view message) {
   return out;
 }
 
+std::string_view formatted_text(char* buf, std::size_t cap, int n) noexcept {
+  if (n < 0 || cap == 0) return {};
+  if (static_cast<std::size_t>(n) >= cap) {
+    if (cap >= 4) std::memcpy(buf + cap - 4, "...", 3);
+    return {buf, cap - 1};
+  }
+  return {buf, static_cast<std::size_t>(n)};
+}
+
 void debug_log(const char* fmt, ...) {
   if (!debug_enabled) return;
   char message[4096];
@@ -48,8 +56,7 @@ void debug_log(const char* fmt, ...) {
   int n = std::vsnprintf(message, sizeof message, fmt, ap);
   va_end(ap);
   if (n < 0) return;
-  if (static_cast<std::size_t>(n) >= sizeof message) std::memcpy(message + sizeof message - 4, "...", 3);
-  std::string_view text(message, std::min(static_cast<std::size_t>(n), sizeof message - 1));
+  std::string_view text = formatted_text(message, sizeof message, n);
   char line[4 * sizeof message + 64];
   std::size_t size = debug_line_into(line, sizeof line, static_cast<int>(::getpid()), text);
   std::fwrite(line, 1, size, stderr);

@@ -19,6 +19,9 @@ FERRY_INTERNAL_API void debug_log(const char* fmt, ...) __attribute__((format(pr
 /// terminal's cursor, starts an escape sequence or forges a line of the log. Allocates nothing
 /// (an interposed open() writes one).
 FERRY_INTERNAL_API std::size_t debug_line_into(char* out, std::size_t cap, int pid, std::string_view message) noexcept;
+/// What vsnprintf/snprintf wrote into `buf` (`cap` bytes) when it returned `n`: the text, its
+/// last three bytes "..." when it did not fit; empty when n < 0.
+FERRY_INTERNAL_API std::string_view formatted_text(char* buf, std::size_t cap, int n) noexcept;
 /// debug_line_into as a string.
 FERRY_INTERNAL_API std::string debug_line(int pid, std::string_view message);
 

@@ -135,10 +135,13 @@ std::string acl_writers(const char* path, const struct stat& st) {
     const unsigned tag = u16(at), perm = u16(at + 2);
     const std::uint32_t id = u32(at + 4);
     if (!(perm & write)) continue;
-    if (tag == user && id != st.st_uid) return "user " + std::to_string(id) + " through its ACL";
-    if (tag == group && !group_private_to(static_cast<gid_t>(id), st.st_uid))
+    // Writers the rule allows anyway: the owner, this user, root, and their private groups.
+    const auto allowed_user = [&](std::uint32_t u) { return u == st.st_uid || u == ::geteuid() || u == 0; };
+    const auto allowed_group = [&](gid_t g) { return group_private_to(g, st.st_uid) || group_private_to(g, ::geteuid()); };
+    if (tag == user && !allowed_user(id)) return "user " + std::to_string(id) + " through its ACL";
+    if (tag == group && !allowed_group(static_cast<gid_t>(id)))
       return "group " + std::to_string(id) + " through its ACL";
-    if (tag == group_obj && !group_private_to(st.st_gid, st.st_uid))
+    if (tag == group_obj && !allowed_group(st.st_gid))
       return "group " + std::to_string(st.st_gid) + " through its ACL";
   }
   return {};
@@ -200,19 +203,14 @@ TrustVerdict trust_verdict(const fs::path& path) {
   fs::path at = "/";
   struct stat st {};
   if (::lstat("/", &st) != 0) return {at, missing(errno)};
-  if (auto why = judge("/", st, todo.empty()); !why.empty()) return {at, why};
+  bool judged_final = todo.empty();
+  if (auto why = judge("/", st, judged_final); !why.empty()) return {at, why};
   int links = 0;
   while (!todo.empty()) {
     std::string name = std::move(todo.front());
     todo.pop_front();
     if (name == "..") {
       at = at.parent_path();  // `at` holds no link: its parent is where ".." leads
-      if (todo.empty()) {
-        // The path ends there (/tmp/x/..): where it leads is the final directory, judged as one
-        // (on the way it passed as a sticky directory may).
-        if (::lstat(at.c_str(), &st) != 0) return {at, missing(errno)};
-        if (auto why = judge(at.c_str(), st, true); !why.empty()) return {at, why};
-      }
       continue;
     }
     fs::path next = at / name;
@@ -239,7 +237,14 @@ TrustVerdict trust_verdict(const fs::path& path) {
     bool final = todo.empty();
     if (auto why = judge(next.c_str(), st, final); !why.empty()) return {next, why};
     if (!final && !S_ISDIR(st.st_mode)) return {next, "not a directory"};
+    judged_final = final;
     at = std::move(next);
+  }
+  if (!judged_final) {
+    // The path ended in ".." (/tmp/x/..) or a link to "." or ".." (/tmp/dot -> .): where it
+    // leads was only passed on the way, as a sticky directory may be; it is the final one.
+    if (::lstat(at.c_str(), &st) != 0) return {at, missing(errno)};
+    if (auto why = judge(at.c_str(), st, true); !why.empty()) return {at, why};
   }
   return {};
 }

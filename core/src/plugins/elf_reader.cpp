@@ -24,6 +24,8 @@ namespace {
 /// library may have: bounds on what a hostile file makes the reader do.
 constexpr std::size_t max_string = 65536;
 constexpr std::size_t max_records = 4096;
+/// The longest task name a record may hold (and its symbol, with the prefix).
+constexpr std::uint32_t max_task_name = 4096;
 
 /// A whole file, read-only: mapped when only this user or root can change it, else copied.
 /// Another user's file (a plugin directory's entries are read to say what a refused file holds)
@@ -206,7 +208,7 @@ ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_S
                            std::string_view symbol) {
   // What one record may hold: every symbol of a file may point at one large record, and each
   // copy of it made reading the file take memory quadratic in its size.
-  constexpr std::uint32_t max_name = 4096, max_signature = 16384;
+  constexpr std::uint32_t max_name = max_task_name, max_signature = 16384;
   ElfTaskRecord r;
   r.symbol = std::string(symbol);
   std::string_view expected = symbol.substr(task_symbol_prefix.size());
@@ -261,12 +263,21 @@ std::vector<ElfTaskRecord> records_of(const Image& img) {
                                         : "not a shared library (ELF type " +
                                               std::to_string(eh.e_type) + ")");
   std::vector<ElfTaskRecord> out;
+  std::size_t named = 0;  // symbols named as task records, of any type
   img.for_each_symbol(eh, SHT_DYNSYM, [&](const Elf64_Sym& sym, std::string_view name) {
+    if (++named > max_records)
+      throw ElfError(ElfError::Kind::truncated, "more than " + std::to_string(max_records) +
+                                                    " task symbols in one library (not read further)");
     if (name.starts_with(task_symbol_prefix) && ELF64_ST_TYPE(sym.st_info) == STT_OBJECT &&
         sym.st_shndx != SHN_UNDEF) {
-      if (out.size() == max_records)
-        throw ElfError(ElfError::Kind::truncated, "more than " + std::to_string(max_records) +
-                                                      " task records in one library (not read further)");
+      if (name.size() > task_symbol_prefix.size() + max_task_name) {
+        // Never a valid one (a record's name is at most max_task_name): not copied whole.
+        ElfTaskRecord r;
+        r.symbol = std::string(name.substr(0, task_symbol_prefix.size() + 64)) + "...";
+        r.problem = "record symbol is longer than a task's name may be";
+        out.push_back(std::move(r));
+        return;
+      }
       out.push_back(parse_record(img, eh, sym, name));
     }
   }, task_symbol_prefix);

@@ -726,11 +726,19 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   // The host's terminal, shared on stdout and stderr, was opened read-write by the shell: a task
   // could read the user's keystrokes from it. A write-only description of the same terminal
   // (opened again through /proc/self/fd, before Landlock) takes each one's place.
+  // Only a terminal's own device (/dev/pts/N, /dev/ttyN): opening a pty's master (/dev/ptmx)
+  // again would make a new pty, where the output would go unseen. Without waiting (a serial
+  // line may wait for its carrier), then blocking again as before.
   for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
     const int flags = ::fcntl(fd, F_GETFL);
     if (flags < 0 || (flags & O_ACCMODE) == O_WRONLY || !::isatty(fd)) continue;
     const std::string same = "/proc/self/fd/" + std::to_string(fd);
-    const int w = ::open(same.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+    char device[64] = {};
+    const ssize_t len = ::readlink(same.c_str(), device, sizeof device - 1);
+    const std::string_view name(device, len > 0 ? static_cast<std::size_t>(len) : 0);
+    if (!name.starts_with("/dev/pts/") && !name.starts_with("/dev/tty")) continue;
+    const int w = ::open(same.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (w >= 0) ::fcntl(w, F_SETFL, flags & ~O_ACCMODE);  // O_NONBLOCK, O_APPEND as the shell's had them
     if (w < 0 || ::dup2(w, fd) < 0) {
       debug_log("worker: its terminal stays readable on descriptor %d: %s", fd, std::strerror(errno));
     } else {

@@ -32,7 +32,8 @@ FERRY_INTERNAL_API unsigned wrap_compilations();
 /// The environment the compiler gets: `env` (this process's) but the variables that add
 /// directories to what it includes, links or runs (CPATH, C_INCLUDE_PATH, CPLUS_INCLUDE_PATH,
 /// OBJC(PLUS)_INCLUDE_PATH, LIBRARY_PATH, COMPILER_PATH, GCC_EXEC_PREFIX) or where it writes
-/// (DEPENDENCIES_OUTPUT, SUNPRO_DEPENDENCIES). GCC reads an empty element of CPATH, a common
+/// (DEPENDENCIES_OUTPUT, SUNPRO_DEPENDENCIES), clang's CCC_OVERRIDE_OPTIONS (which rewrites its
+/// command line) and LD_RUN_PATH (a runpath the linker writes into the plugin). GCC reads an empty element of CPATH, a common
 /// result of `CPATH=$CPATH:/opt/x/include`, as the current directory, searched before the
 /// system's headers: another user's `vector` in a shared directory the host runs in would be
 /// compiled into code the workers load; and none of them is part of a build's cache key.
