@@ -164,8 +164,15 @@ int list_cache(const fs::path& dir) {
       preludes.push_back(&f);
   }
   std::size_t width = 5;
-  for (const auto* f : entries) width = std::max(width, f->name.size());
-  for (const auto* f : preludes) width = std::max(width, f->name.size());
+  // File names and the generated sources' first lines are shown as text, escapes and all, a
+  // newline too (it would fake a line of the listing); escaped before the columns are measured.
+  auto shown = [](std::string_view text) {
+    std::string out(4 * text.size(), '\0');
+    out.resize(detail::terminal_text_into(out.data(), out.size(), text, "\\x0a"));
+    return out;
+  };
+  for (const auto* f : entries) width = std::max(width, shown(f->name).size());
+  for (const auto* f : preludes) width = std::max(width, shown(f->name).size());
   std::string out = "cache " + dir.string() + "\n";
   auto row = [&](const std::string& a, const std::string& b, const std::string& c,
                  const std::string& d) {
@@ -180,19 +187,18 @@ int list_cache(const fs::path& dir) {
       fs::path cpp = f->path;
       cpp.replace_extension(".cpp");
       bool failed = ends_with(f->name, ".err");
-      row(f->name, human_size(f->size), date(f->mtime),
-          (failed ? "FAILED " : "") + wrapped_function(cpp));
+      row(shown(f->name), human_size(f->size), date(f->mtime),
+          (failed ? "FAILED " : "") + shown(wrapped_function(cpp)));
     }
   }
   if (!preludes.empty()) {
     row("PRELUDE", "SIZE", "DATE", "");
-    for (const auto* f : preludes) row(f->name, human_size(f->size), date(f->mtime), "");
+    for (const auto* f : preludes) row(shown(f->name), human_size(f->size), date(f->mtime), "");
   }
   out += std::to_string(entries.size()) + (entries.size() == 1 ? " entry, " : " entries, ") +
          std::to_string(preludes.size()) + (preludes.size() == 1 ? " prelude; " : " preludes; ") +
          std::to_string(files.size()) + " ferry files, " + human_size(total) + "\n";
-  // File names and the generated sources' first lines are shown as text, escapes and all.
-  out = terminal_text(out);
+  out = terminal_text(out);  // and the directory's name
   std::fwrite(out.data(), 1, out.size(), stdout);
   return exit_ok;
 }

@@ -656,6 +656,11 @@ TEST_CASE("Cli.cache_list_reads_no_fifo_and_prints_no_escapes") {
   CHECK(list.out.find("wrap-aa.so") != std::string::npos);
   CHECK(list.out.find("f\\x1b]0;owned\\x07") != std::string::npos);
   CHECK(list.out.find('\x1b') == std::string::npos);
+  // A newline in a file name would fake a line of the listing.
+  write_file(d / "wrap-cc\nwrap-forged.so", "x");
+  list = cli({"cache", "list", "--cache-dir", d.string()});
+  CHECK(list.out.find("wrap-cc\\x0awrap-forged.so") != std::string::npos);
+  CHECK(list.out.find("\nwrap-forged") == std::string::npos);
 }
 
 TEST_CASE("Cli.cache_list_and_clear_touch_only_ferry_files") {
