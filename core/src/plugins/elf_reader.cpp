@@ -130,8 +130,8 @@ class Image {
     std::memcpy(&v, data_ + off, sizeof(T));
     return v;
   }
-  /// NUL-terminated string at `off`, within [table_off, table_off + table_size).
-  /// The string at `off` of a string table, or "" when it is not there, not terminated, or
+  /// The NUL-terminated string at `off` of a string table ([table_off, table_off + table_size)),
+  /// or "" when it is not there, not terminated, or
   /// longer than max_string: a hostile file's symbols can all name one unterminated table, and
   /// an unbounded scan for each made reading it quadratic in its size.
   std::string_view str(std::uint64_t table_off, std::uint64_t table_size, std::uint64_t off) const {
