@@ -163,12 +163,13 @@ void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, cereal::BinaryData<T>& t
 // grow as their elements are read instead, so memory follows the bytes actually decoded.
 // Same wire format as cereal's.
 
-/// `n` elements appended to `c` one by one, each read in place.
+/// `n` elements appended to `c` one by one, each read in place; each charged unless `charged`
+/// (all of them were, at once).
 template <class Container>
-void load_growing(BoundedInputArchive& ar, Container& c, cereal::size_type n) {
+void load_growing(BoundedInputArchive& ar, Container& c, cereal::size_type n, bool charged = false) {
   c.clear();
   for (cereal::size_type i = 0; i < n; ++i) {
-    ar.charge(sizeof(typename Container::value_type));
+    if (!charged) ar.charge(sizeof(typename Container::value_type));
     c.emplace_back();
     ar(c.back());
   }
@@ -185,20 +186,16 @@ void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, std::vector<T, A>& v) {
                               std::to_string(ar.remaining()) + " bytes left to read");
     v.resize(static_cast<std::size_t>(n));
     ar(cereal::binary_data(v.data(), static_cast<std::size_t>(n) * sizeof(T)));
-  } else if (static_cast<std::uint64_t>(n) <= 16 * ar.remaining() / sizeof(T) && ar.try_charge(n, sizeof(T))) {
+  } else {
     // Room for every element at once when that takes at most 16 times the bytes left (not the
     // budget's 64 MiB of slack: a few hostile bytes never reserve more than a few hundred), as
     // cereal does: no moves as the vector grows (a vector of 10,000 small structs decoded in
     // 1.37x cereal's time, 1.0x with this; docs/benchmarks.md). Reserved, not touched.
+    const bool whole =
+        static_cast<std::uint64_t>(n) <= 16 * ar.remaining() / sizeof(T) && ar.try_charge(n, sizeof(T));
     v.clear();
-    v.reserve(static_cast<std::size_t>(n));
-    for (cereal::size_type i = 0; i < n; ++i) {
-      v.emplace_back();
-      ar(v.back());
-    }
-  } else {
-    v.reserve(static_cast<std::size_t>(std::min<cereal::size_type>(n, 64)));
-    load_growing(ar, v, n);
+    v.reserve(static_cast<std::size_t>(whole ? n : std::min<cereal::size_type>(n, 64)));
+    load_growing(ar, v, n, whole);
   }
 }
 
