@@ -188,7 +188,7 @@ std::string missing(int error) {
 
 }  // namespace
 
-TrustVerdict trust_verdict(const fs::path& path) {
+TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
   if (path.empty()) return {path, "an empty path"};
   std::deque<std::string> todo;
   if (path.is_relative()) {
@@ -235,7 +235,8 @@ TrustVerdict trust_verdict(const fs::path& path) {
       continue;
     }
     bool final = todo.empty();
-    if (auto why = judge(next.c_str(), st, final); !why.empty()) return {next, why};
+    const bool holds_the_file = directory_final && links == 0 && todo.size() == 1;
+    if (auto why = judge(next.c_str(), st, final || holds_the_file); !why.empty()) return {next, why};
     if (!final && !S_ISDIR(st.st_mode)) return {next, "not a directory"};
     judged_final = final;
     at = std::move(next);
@@ -268,8 +269,8 @@ std::string untrusted_reason_if_present(const fs::path& path) {
   return {};
 }
 
-void require_trusted(const fs::path& path) {
-  TrustVerdict v = trust_verdict(path);
+void require_trusted(const fs::path& path, bool directory_final) {
+  TrustVerdict v = trust_verdict(path, directory_final);
   if (!v) throw PluginError::unsafe(v.at.string(), v.why, path.string());
 }
 

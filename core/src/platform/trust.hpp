@@ -35,10 +35,14 @@ struct TrustVerdict {
   std::string why;           ///< "writable by group or others (mode 0777)", ...
   explicit operator bool() const noexcept { return why.empty(); }  ///< true: trusted
 };
-FERRY_INTERNAL_API TrustVerdict trust_verdict(const std::filesystem::path& path);
+/// `directory_final`: the directory that holds the file (as named, before any link is followed)
+/// is judged as a final one too, not as one on the way (a sticky directory such as /tmp passes
+/// on the way, but whatever others add to a plugin directory would be taken as a plugin).
+FERRY_INTERNAL_API TrustVerdict trust_verdict(const std::filesystem::path& path, bool directory_final = false);
 
-/// Throws PluginError::unsafe (naming the offending component and why) unless `path` is trusted.
-void require_trusted(const std::filesystem::path& path);
+/// Throws PluginError::unsafe (naming the offending component and why) unless `path` is trusted
+/// (trust_verdict).
+void require_trusted(const std::filesystem::path& path, bool directory_final = false);
 
 /// Creates `dir` and every missing directory on its way with mode 0700, whatever the umask (with
 /// umask 002, create_directories would make them group-writable, and the trust check would then

@@ -265,10 +265,7 @@ TaskInfo PluginIndex::find(std::string_view name) {
     // both the link's directory and the target's way), and the directory itself as `ferry list`
     // judges it: a sticky one (as /tmp) may be on a path's way, but whatever others add to a
     // plugin directory is taken as a plugin.
-    if (!options_.allow_unsafe) {
-      detail::require_trusted(found_in->path.parent_path());
-      detail::require_trusted(found_in->path);
-    }
+    if (!options_.allow_unsafe) detail::require_trusted(found_in->path, /*directory_final=*/true);
     if (found->abi != detail::plugin_abi_version)
       throw PluginError::abi_mismatch(found->library.string(), found->name, found->abi,
                                       detail::plugin_abi_version);
