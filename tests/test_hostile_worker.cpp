@@ -240,6 +240,21 @@ TEST_CASE("HostileWorker.initializer_failure_forged_by_a_first_task_breaks_only_
   CHECK(ex.submit(square, 3).get() == 9);
 }
 
+TEST_CASE("HostileWorker.an_initializers_word_out_of_place_is_a_protocol_error") {
+  // The word that the initializer ran comes once, before any result, from a worker given one.
+  for (auto [mode, reason] : {std::pair{"init_ack_again", "said twice"},
+                              std::pair{"no_init_ack", "before its initializer ran"}}) {
+    CAPTURE(mode);
+    ferry::ExecutorOptions o = fake(mode);
+    o.initializer = ferry::Call(noop);
+    ferry::Executor ex(o);
+    if (std::string_view(mode) == "init_ack_again") CHECK(ex.submit(square, 2).get() == 4);
+    auto hurt = ex.submit(square, 1);
+    check_killed_for(hurt, reason);
+    CHECK_FALSE(ex.is_broken());
+  }
+}
+
 TEST_CASE("HostileWorker.answer_out_of_order_is_a_protocol_error") {
   // Two calls on the worker; it answers the one behind first and never the running one. That
   // answer was taken (restarting the running call's deadline), and the running call waited for

@@ -13,6 +13,8 @@
 //   long_host_name  (at start) says hello with a host name of 300 bytes
 //   old_protocol    (at start) says hello speaking the protocol before this one
 //   init_failed     answers with an initializer failure
+//   init_ack_again  says again that its initializer ran, instead of answering
+//   no_init_ack     (at start) never says its initializer ran, and answers every task
 //   out_of_order    answers the next task (sent behind it) first, and never this one
 //   huge_times      answers with the largest times a result can carry (started, finished, CPU)
 //   claim_huge      announces a 768 MiB result, sends 1 MiB of it, and exits (code 1)
@@ -153,7 +155,7 @@ int main(int argc, char** argv) {
     }
     if (f.header.type == proto::FrameType::init) {
       // As ferry-worker says its initializer ran (an initializer that does nothing here).
-      send(proto::encode_result_head({0, proto::ResultStatus::ok, {}}, 0));
+      if (mode != "no_init_ack") send(proto::encode_result_head({0, proto::ResultStatus::ok, {}}, 0));
       continue;
     }
     if (f.header.type != proto::FrameType::task) continue;  // define, limits
@@ -207,6 +209,8 @@ int main(int argc, char** argv) {
       std::_Exit(1);
     } else if (mode == "hello_again") {
       send(hello("fakehost"));
+    } else if (mode == "init_ack_again") {
+      send(proto::encode_result_head({0, proto::ResultStatus::ok, {}}, 0));
     } else if (mode == "init_failed") {
       send(ferry::detail::encode_failure(
           0, ferry::detail::Failure::in_stage(ferry::detail::InvokeStatus::task_threw, 0, "std::runtime_error",
