@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -100,17 +101,26 @@ struct Pipe {
   }
 };
 
+/// A memfd of one page: the only kind of descriptor a FrameReader keeps.
+struct Memfd {
+  Fd fd;
+  Memfd() : fd(::memfd_create("test-channel", MFD_CLOEXEC)) {
+    REQUIRE(fd);
+    REQUIRE(::ftruncate(fd.get(), 4096) == 0);
+  }
+};
+
 /// A result frame announcing a 5-byte payload in shared memory (the descriptor travels apart).
 Buffer shared_result_frame() {
   return protocol::encode_shared_result(1, 5);
 }
 
-/// A descriptor received with a frame reaches the pipe it was sent from: `c` written to it comes
-/// out of `p.read`.
-void check_reaches(const Fd& received, const Pipe& p, char c) {
-  REQUIRE(::write(received.get(), &c, 1) == 1);
+/// A descriptor received with a frame is the memfd it was sent from: `c` written through it is
+/// read through `m`.
+void check_reaches(const Fd& received, const Memfd& m, char c) {
+  REQUIRE(::pwrite(received.get(), &c, 1, 0) == 1);
   char got = 0;
-  CHECK(::read(p.read.get(), &got, 1) == 1);
+  CHECK(::pread(m.fd.get(), &got, 1, 0) == 1);
   CHECK(got == c);
 }
 
@@ -673,26 +683,43 @@ TEST_CASE("Channel.Fd.move_assign_closes_the_old_descriptor") {
 
 TEST_CASE("Channel.descriptor_travels_with_its_frame") {
   Pair s;
-  Pipe pipe;
+  Memfd shared;
   Buffer plain = protocol::encode_bye(protocol::ByeReason::shutdown);
   REQUIRE(send_all(s.a.get(), {plain.view()}));
-  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}, pipe.write.get()));
+  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}, shared.fd.get()));
   FrameReader reader(protocol::default_max_frame);
   Frame first = read_frame(reader, s.b.get());
   Frame second = read_frame(reader, s.b.get());
   CHECK_FALSE(first.fd);
   REQUIRE(second.fd);
-  // The received descriptor is the pipe's write end: writing to it reaches our read end.
-  check_reaches(second.fd, pipe, 'x');
+  check_reaches(second.fd, shared, 'x');
   CHECK((::fcntl(second.fd.get(), F_GETFD) & FD_CLOEXEC) != 0);
+}
+
+TEST_CASE("Channel.a_descriptor_that_is_no_memfd_is_refused_and_closed") {
+  // Only a memfd carries a payload, and only its last close is sure to be quick (a TCP socket
+  // with SO_LINGER and unread data waits out the linger time). Anything else is closed on a
+  // thread of its own as it arrives, and its frame fails.
+  Pair s;
+  Pipe pipe;
+  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}, pipe.write.get()));
+  pipe.write.reset();  // the reader's copy is the last write end now
+  FrameReader reader(protocol::default_max_frame);
+  REQUIRE(reader.fill(s.b.get(), 0) > 0);
+  Frame f;
+  CHECK_THROWS_WITH_AS(reader.next(f), "shared payload is not in a memfd", protocol::ProtocolError);
+  // Closed by then or soon: the read end sees the last writer go.
+  pollfd p{pipe.read.get(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 10'000) == 1);
+  CHECK((p.revents & POLLHUP) != 0);
 }
 
 TEST_CASE("Channel.empty_reads_invent_no_descriptors") {
   // Regression: recvmsg failing with EAGAIN leaves the control buffer untouched; parsing it
   // anyway turned stale stack bytes into descriptors (closed later: someone else's files).
   Pair s;
-  Pipe pipe;
-  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}, pipe.write.get()));
+  Memfd shared;
+  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}, shared.fd.get()));
   FrameReader reader(protocol::default_max_frame);
   bool threw = false;
   int empty = 0;
@@ -723,11 +750,11 @@ TEST_CASE("Channel.shared_frame_without_descriptor_is_rejected") {
 
 TEST_CASE("Channel.outbox_sends_each_descriptor_once_with_its_piece") {
   Pair s;
-  Pipe p1, p2;
+  Memfd p1, p2;
   Outbox out;
   out.push(protocol::encode_bye(protocol::ByeReason::shutdown));
-  out.push(shared_result_frame(), p1.write.get());
-  out.push(shared_result_frame(), p2.write.get());
+  out.push(shared_result_frame(), p1.fd.get());
+  out.push(shared_result_frame(), p2.fd.get());
   REQUIRE(out.flush(s.a.get()));
   CHECK(out.empty());
   FrameReader reader(protocol::default_max_frame);

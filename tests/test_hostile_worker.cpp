@@ -121,6 +121,17 @@ TEST_CASE("HostileWorker.shared_result_must_be_a_sealed_memfd") {
   }
 }
 
+TEST_CASE("HostileWorker.a_descriptor_whose_close_blocks_does_not_stop_the_host") {
+  // A worker may send any descriptor with a frame. One whose last close waits (a TCP socket with
+  // an hour of SO_LINGER and unread data) stopped the host's reading thread for that hour when it
+  // was refused and closed there. Now only a memfd is kept; anything else is closed on a thread of
+  // its own, and the call fails as from a worker that broke the protocol.
+  ferry::Executor ex(fake("shm_socket"));
+  auto hurt = ex.submit(square, 1);
+  check_killed_for(hurt, "not in a memfd");
+  CHECK(ex.submit(square, 3).get() == 9);
+}
+
 TEST_CASE("HostileWorker.shared_results_keep_no_descriptor_open") {
   // Each result in shared memory kept its memfd open in the host as long as the result lived:
   // a few thousand held results and the host was out of descriptors.

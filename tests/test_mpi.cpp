@@ -217,6 +217,23 @@ TEST_CASE("Mpi.world.an_agent_refuses_a_result_with_less_memory_than_it_claims")
   CHECK(r.status == 0);
 }
 
+TEST_CASE("Mpi.world.an_agent_is_not_stopped_by_a_descriptor_whose_close_blocks") {
+  // A worker sends a TCP socket with an hour of SO_LINGER and unread data as its result's
+  // payload: the agent refused it and closed it on its only thread, which then slept for the
+  // hour (no heartbeats: the rank was declared dead, and the job never ended). Now only a memfd
+  // is kept and anything else is closed on a thread of its own. Over the rings and the socket.
+  for (const char* rings : {"1", "0"}) {
+    CAPTURE(rings);
+    Run r = side_by_side("hostile_worker", 1, {}, std::chrono::seconds(60),
+                         {{"FERRY_WORKER", FERRY_TEST_FAKE_WORKER},
+                          {"FERRY_FAKE_MODE", "shm_socket"},
+                          {"FERRY_MPI_RINGS", rings}});
+    INFO(r.out);
+    CHECK(contains(r.out, "ok hostile_worker"));
+    CHECK(r.status == 0);
+  }
+}
+
 TEST_CASE("Mpi.world.an_agent_stops_a_worker_that_closes_its_channel_and_goes_on_serving") {
   // A task shuts down and closes its worker's channel, then sleeps 30 s. The agent used to wait
   // for the worker's end right there: no heartbeats, no quit read, a job that never ended. Now it

@@ -96,6 +96,13 @@ std::string unloadable(const std::string& why, const std::string& name) {
 constexpr std::chrono::seconds closed_channel_grace{1};
 
 struct Child {
+  Child() = default;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  /// The channel may hold descriptors the worker sent and nobody read; its last close closes them,
+  /// which could block this thread (a lingering socket): closed in the background.
+  ~Child() { ferry::detail::close_in_background(sock.release()); }
+
   pid_t pid = -1;
   Fd pidfd;
   Fd sock;
@@ -359,6 +366,7 @@ class Agent {
         child_->from_worker.set_descriptor_source(child_->sock.get());
         if (!ferry::detail::send_all(child_->sock.get(), {std::string_view("", 1)}, child_->rings.fd()))
           child_->why = "its MPI agent could not give it its rings";  // it ends at EOF: reported
+        child_->rings.drop_descriptor();  // the mapping stays; nothing can open the memfd again
       }
       ::fcntl(child_->sock.get(), F_SETFL, ::fcntl(child_->sock.get(), F_GETFL) | O_NONBLOCK);
     } catch (const std::exception&) {

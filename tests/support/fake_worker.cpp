@@ -7,6 +7,8 @@
 //   shm_empty       answers in a sealed memfd of 0 bytes
 //   shm_sparse      answers in a sealed memfd of 1 TiB with no page behind it
 //   shm_sealed      answers every task in a sealed memfd (as ferry-worker does a large result)
+//   shm_socket      answers in a TCP socket whose last close waits an hour (SO_LINGER, unread
+//                   data, its peer kept open by a child that dies with this worker)
 //   bye_running     says bye (max_tasks) instead of answering, then never answers nor exits
 //   partial_die     forks a child that keeps the channel open, writes part of a frame, dies
 //   hello_again     sends a second hello instead of answering
@@ -23,11 +25,14 @@
 //   ring_tail       (with --rings 1) answers, then sets the tail of the ring from the agent far
 //                   past what the agent wrote, and reads no more
 // With --rings 1 its frames go through the shared-memory rings (wire/ring.hpp), as ferry-worker's.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -128,6 +133,43 @@ Fd memfd(unsigned seals) {
   return fd;
 }
 
+/// A connected TCP socket over loopback with unread data queued and SO_LINGER of an hour: whoever
+/// closes it last waits until its peer reads or goes. The peer stays open in a child that dies
+/// with this process (PR_SET_PDEATHSIG), or after a minute at most.
+Fd lingering_socket() {
+  Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof at;
+  if (!listener || ::bind(listener.get(), reinterpret_cast<sockaddr*>(&at), sizeof at) != 0 ||
+      ::listen(listener.get(), 1) != 0 ||
+      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&at), &len) != 0)
+    std::_Exit(3);
+  Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!client || ::connect(client.get(), reinterpret_cast<sockaddr*>(&at), sizeof at) != 0) std::_Exit(3);
+  Fd peer(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!peer) std::_Exit(3);
+  ::fcntl(client.get(), F_SETFL, O_NONBLOCK);
+  static char junk[1 << 16];
+  while (::write(client.get(), junk, sizeof junk) > 0) {
+  }
+  const linger hour{1, 3600};
+  if (::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hour, sizeof hour) != 0) std::_Exit(3);
+  const pid_t parent = ::getpid();
+  const pid_t child = ::fork();
+  if (child < 0) std::_Exit(3);
+  if (child == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) std::_Exit(0);
+    client.reset();  // the parent's copy goes to the host: the host's close must be the last
+    ::close(channel);
+    ::alarm(60);
+    for (;;) ::pause();
+  }
+  return client;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -191,6 +233,8 @@ int main(int argc, char** argv) {
           ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
         return 3;
       answer_shared(call, value, fd.get(), tib);
+    } else if (mode == "shm_socket") {
+      send(proto::encode_shared_result(call, sizeof value), {}, lingering_socket().get());
     } else if (mode == "shm_empty") {
       Fd fd = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
       answer_shared(call, value, fd.get(), 0);

@@ -31,7 +31,9 @@
 //                (FERRY_CACHE_DIR): nothing is written there, and the task fails with a
 //                PluginError saying it was not shipped and why
 //   hostile_worker (with FERRY_WORKER the fake worker, FERRY_FAKE_MODE=shm_truncate) a result
-//                in a memfd its worker can shrink is refused by the agent, which goes on
+//                in a memfd its worker can shrink is refused by the agent, which goes on;
+//                shm_sparse: a memfd without the memory it claims; shm_socket: a descriptor
+//                that is no memfd, whose last close would block the agent for an hour
 //   hostile_ring (with FERRY_WORKER the fake worker, FERRY_FAKE_MODE=ring_head or ring_tail) a
 //                worker that corrupts an index of its shared-memory rings is stopped by its agent;
 //                the call fails with TerminatedWorkerError saying why, and the next ones run
@@ -371,7 +373,8 @@ void hostile_worker(const std::string& plugin_dir) {
   ferry::Executor ex(mpi_options(plugin_dir, 1));
   auto e = expect_throw<ferry::Error>(__LINE__, [&] { ex.submit(square, 1).get(); });
   std::cout << "refused: " << e.what() << std::endl;
-  EXPECT(std::string(e.what()).find(mode == "shm_sparse" ? "memory behind it" : "sealed") != std::string::npos);
+  const char* why = mode == "shm_sparse" ? "memory behind it" : mode == "shm_socket" ? "not in a memfd" : "sealed";
+  EXPECT(std::string(e.what()).find(why) != std::string::npos);
   EXPECT(ex.submit(square, 3).get() == 9);  // the agent is still there
   EXPECT(ex.submit(square, 4).get() == 16);
 }

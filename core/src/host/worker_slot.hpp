@@ -54,6 +54,16 @@ struct WorkerSlot {
     dead,      // reaped; being removed
   };
 
+  WorkerSlot() = default;
+  WorkerSlot(const WorkerSlot&) = delete;
+  WorkerSlot& operator=(const WorkerSlot&) = delete;
+  /// Closes the channel in the background: descriptors the worker sent and nobody read are closed
+  /// with it, and one of them could block the closing thread (close_in_background).
+  ~WorkerSlot() {
+    close_in_background(sock.release());
+    close_in_background(sock_out.release());
+  }
+
   std::uint64_t serial = 0;
   int pid = -1;  // 0 until its hello when the launcher cannot tell (a remote worker)
   const std::string* host = nullptr;  // its host name, from its hello, interned (Future::info())

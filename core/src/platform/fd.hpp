@@ -8,6 +8,8 @@
 #include <string_view>
 #include <utility>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// Owned file descriptor (closed on destruction; EINTR on close is not retried, as on Linux).
@@ -35,6 +37,14 @@ class Fd {
  private:
   int fd_ = -1;
 };
+
+/// Closes `fd` on a thread of its own (started at the first call, then kept), never blocking the
+/// caller. For a descriptor a peer sent, or a socket that may still hold ones it sent: the last
+/// close of a TCP socket with SO_LINGER and unread data waits out the linger time, of a FUSE file
+/// its server's FLUSH; either could stop the thread that reads a worker for ever. What waits to be
+/// closed while that thread is stuck stays open; at exit the kernel closes it (a lingering socket
+/// then lingers in the background).
+FERRY_INTERNAL_API void close_in_background(int fd) noexcept;
 
 /// Writes all of `bytes` to a blocking descriptor (EINTR retried); false on an error.
 inline bool write_all(int fd, std::string_view bytes) {

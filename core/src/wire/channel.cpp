@@ -2,6 +2,7 @@
 // Channel plumbing: reading frames, sending without SIGPIPE, EINTR handled everywhere.
 #include "wire/channel.hpp"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -54,6 +55,14 @@ ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
     for (std::size_t i = 0; i < count; ++i) {
       int received;
       std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      // Only a memfd (a shmem file: it answers F_GET_SEALS) carries a payload, and its last close
+      // only frees pages. Anything else is refused here, and closed where closing cannot stop
+      // this thread (close_in_background); its place stays, empty, so that the frame it came
+      // with fails as one whose payload was refused.
+      if (::fcntl(received, F_GET_SEALS) < 0) {
+        close_in_background(received);
+        received = -1;
+      }
       fds_.emplace_back(received);
     }
   }
@@ -78,6 +87,7 @@ void FrameReader::claim_fd(Frame& out) {
   if (fds_.empty()) throw protocol::ProtocolError("shared-payload frame without its descriptor");
   out.fd = std::move(fds_.front());
   fds_.pop_front();
+  if (!out.fd) throw protocol::ProtocolError("shared payload is not in a memfd");
 }
 
 ssize_t FrameReader::fill(int fd, int flags) {

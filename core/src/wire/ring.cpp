@@ -69,10 +69,13 @@ bool Ring::has_room() const noexcept {
   return mine_ - control_->tail.load(std::memory_order_acquire) != capacity_;
 }
 
-// The waits and wakes pair up as in a Dekker exchange, every access sequentially consistent: the
-// sleeper sets its flag and then looks; the other side changes the index and then reads the
-// flag. One of them sees the other's write, so no wake-up is lost; the sequence word makes a
-// FUTEX_WAIT that comes after the wake return at once.
+// The waits and wakes pair up as in a Dekker exchange: the sleeper sets its flag and then looks
+// at the index; the other side moves the index and then reads the flag. One of them must see the
+// other's write, which a release store followed by a load does not promise (x86 lets the load
+// pass the store: both sides saw nothing, and a doorbell was lost until the sleeper's next nap).
+// So a full fence stands between each side's store and its load: the sequence word's fetch_add,
+// and the fences in *_waits() and set_*_waiting(). The sequence word makes a FUTEX_WAIT that
+// comes after the wake return at once.
 void Ring::wake_consumer() noexcept {
   control_->data_seq.fetch_add(1);
   if (control_->consumer_waiting.load()) futex_wake(control_->data_seq);
@@ -83,15 +86,28 @@ void Ring::wake_producer() noexcept {
   if (control_->producer_waiting.load()) futex_wake(control_->space_seq);
 }
 
-bool Ring::consumer_waits() const noexcept { return control_->consumer_waiting.load() != 0; }
-bool Ring::producer_waits() const noexcept { return control_->producer_waiting.load() != 0; }
+bool Ring::consumer_waits() const noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // after the index's release store
+  return control_->consumer_waiting.load() != 0;
+}
+bool Ring::producer_waits() const noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return control_->producer_waiting.load() != 0;
+}
 
-void Ring::set_consumer_waiting(bool on) noexcept { control_->consumer_waiting.store(on ? 1 : 0); }
-void Ring::set_producer_waiting(bool on) noexcept { control_->producer_waiting.store(on ? 1 : 0); }
+void Ring::set_consumer_waiting(bool on) noexcept {
+  control_->consumer_waiting.store(on ? 1 : 0);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // before the caller looks at the index
+}
+void Ring::set_producer_waiting(bool on) noexcept {
+  control_->producer_waiting.store(on ? 1 : 0);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
 
 void Ring::wait_for_data(int ms) noexcept {
   const std::uint32_t seen = control_->data_seq.load();
   control_->consumer_waiting.store(1);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (empty()) futex_wait(control_->data_seq, seen, ms);
   control_->consumer_waiting.store(0);
 }
@@ -99,6 +115,7 @@ void Ring::wait_for_data(int ms) noexcept {
 void Ring::wait_for_space(int ms) noexcept {
   const std::uint32_t seen = control_->space_seq.load();
   control_->producer_waiting.store(1);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (!has_room()) futex_wait(control_->space_seq, seen, ms);
   control_->producer_waiting.store(0);
 }

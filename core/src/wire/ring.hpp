@@ -95,6 +95,10 @@ class FERRY_INTERNAL_API SharedRings {
 
   explicit operator bool() const noexcept { return base_ != nullptr; }
   int fd() const noexcept { return fd_.get(); }
+  /// Closes this side's descriptor, keeping the mapping: once the worker has its copy, the agent's
+  /// open memfd would let any process of the user open it through /proc/PID/fd and write frames
+  /// into the rings (a socket cannot be opened that way).
+  void drop_descriptor() noexcept { fd_.reset(); }
   /// Fresh views (own indices at 0) of each direction; take each once per side.
   Ring to_worker() const noexcept;
   Ring to_agent() const noexcept;

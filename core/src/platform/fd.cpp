@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "platform/fd.hpp"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace ferry::detail {
+
+namespace {
+
+struct Closer {
+  std::mutex mu;
+  std::condition_variable more;
+  std::vector<int> fds;
+  pid_t started_in = 0;  // the process whose thread closes them (a forked child has none)
+};
+
+// Never destroyed: the thread may be inside close() while static objects are torn down at exit.
+Closer& closer() {
+  static Closer* c = new Closer;
+  return *c;
+}
+
+void close_loop(Closer& c) {
+  std::unique_lock lock(c.mu);
+  for (;;) {
+    c.more.wait(lock, [&] { return !c.fds.empty(); });
+    std::vector<int> now;
+    now.swap(c.fds);
+    lock.unlock();
+    for (int fd : now) ::close(fd);
+    lock.lock();
+  }
+}
+
+}  // namespace
+
+void close_in_background(int fd) noexcept {
+  if (fd < 0) return;
+  Closer& c = closer();
+  std::lock_guard lock(c.mu);
+  try {
+    if (c.started_in != ::getpid()) {
+      std::thread(close_loop, std::ref(c)).detach();
+      c.started_in = ::getpid();
+    }
+    c.fds.push_back(fd);
+  } catch (...) {
+    // No thread or no memory: closing here may block, leaking cannot hurt more than that.
+    ::close(fd);
+    return;
+  }
+  c.more.notify_one();
+}
+
+}  // namespace ferry::detail
