@@ -198,8 +198,18 @@ TEST_CASE("Containment.probe.says_what_is_missing") {
   CHECK(why.find("network namespace") != std::string::npos);
   CHECK(why.find("processes limit") != std::string::npos);
   CHECK(ferry::detail::containment_missing(none, false, false, false) == "");
-  // The network allowed: no namespace needed.
+  // The network allowed: no network namespace needed, an IPC one still.
   CHECK(ferry::detail::containment_missing(none, true, true, false).find("network") == std::string::npos);
+  CHECK(ferry::detail::containment_missing(none, true, true, false).find("IPC namespace") != std::string::npos);
+  // Landlock before ABI 6 keeps no signal in: a task could kill every process of its user.
+  ferry::detail::ContainmentSupport old_kernel;
+  old_kernel.landlock_abi = 5;
+  old_kernel.seccomp = true;
+  old_kernel.network_namespace = true;
+  CHECK(ferry::detail::containment_missing(old_kernel, true, false, false).find("Landlock ABI 6") != std::string::npos);
+  CHECK(ferry::detail::containment_missing(old_kernel, false, false, false) == "");
+  old_kernel.landlock_abi = 6;
+  CHECK(ferry::detail::containment_missing(old_kernel, true, false, false) == "");
 }
 
 TEST_CASE("Containment.descendants.end_with_a_killed_worker") {

@@ -14,7 +14,10 @@
 #include <cxxabi.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -504,6 +507,120 @@ TEST_CASE("Sandbox.typing_into_the_terminal_is_denied_and_named") {
     auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), type_into_terminal, 2, high_bits));
     if (e) check_violation(*e, "type_into_terminal", "ioctl");
   }
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.virtual_console_and_exclusive_terminal_commands_are_denied") {
+  // On a virtual console KDSKBENT and friends remap keys (typing as TIOCSTI does), VT_ACTIVATE
+  // switches consoles; TIOCEXCL locks the user out of their own terminal. Trapped whatever the
+  // descriptor (here /dev/null, which would answer ENOTTY: harmless if they went through).
+  ferry::Executor ex(sandboxed());
+  for (int command : {0x4B33 /* KDGKBTYPE */, 0x4B49 /* KDSKBSENT */, 0x5606 /* VT_ACTIVATE */,
+                      static_cast<int>(TIOCEXCL)}) {
+    CAPTURE(command);
+    auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), null_device_ioctl, command));
+    if (e) check_violation(*e, "null_device_ioctl", "ioctl");
+  }
+  // Other commands reach the device as before.
+  CHECK(value_of(ex.submit_with(hostile(), null_device_ioctl, static_cast<int>(TIOCGWINSZ))) == ENOTTY);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.another_process_limits_and_priority_are_out_of_reach") {
+  // The kernel lets a process change the limits and priority of any process of its user: a task
+  // set the host's RLIMIT_FSIZE to 0 (the host died of SIGXFSZ) and the guardian's
+  // RLIMIT_NOFILE (its sweep found nothing to kill). prlimit on another process is a violation;
+  // setpriority on one fails with EPERM. The test process is the other process here.
+  const int self = static_cast<int>(::getpid());
+  {
+    ferry::Executor plain(support::options(1));
+    CHECK(value_of(plain.submit_with(hostile(), read_limit_of, self)) == 0);
+    CHECK(value_of(plain.submit_with(hostile(), renice_process, self)) == 0);
+  }
+  ferry::Executor ex(sandboxed());
+  auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), read_limit_of, self));
+  if (e) check_violation(*e, "read_limit_of", "prlimit64");
+  CHECK(value_of(ex.submit_with(hostile(), read_limit_of, 0)) == 0);  // its own: allowed
+  CHECK(value_of(ex.submit_with(hostile(), renice_process, self)) == EPERM);
+  CHECK(value_of(ex.submit_with(hostile(), renice_process, 0)) == 0);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.namespaces_cannot_be_made_with_clone") {
+  // unshare and setns were trapped, clone with CLONE_NEWUSER (and the other CLONE_NEW* flags)
+  // was not. clone3's flags are in memory, out of a filter's sight: ENOSYS, and glibc uses clone.
+  ferry::Executor ex(sandboxed());
+  for (int flags : {CLONE_NEWUSER, CLONE_NEWUSER | CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWPID}) {
+    CAPTURE(flags);
+    auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), clone_with_flags, flags));
+    if (e) check_violation(*e, "clone_with_flags", "clone");
+  }
+  CHECK(value_of(ex.submit_with(hostile(), clone_with_flags, 0)) == 0);  // a plain fork
+  CHECK(value_of(ex.submit_with(hostile(), clone3_child)) == ENOSYS);
+  CHECK(value_of(ex.submit_with(hostile(), fork_until_refused, 3)) == 3);  // fork falls back
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.unix_sockets_fail_with_EACCES_and_the_network_allowed_too") {
+  // A UNIX socket reaches the user's local services (the session bus starts programs outside
+  // the sandbox), network or not; a datagram socketpair can still send to any named socket.
+  for (bool network : {false, true}) {
+    CAPTURE(network);
+    ferry::Sandbox sandbox = sandbox_on();
+    sandbox.network = network;
+    ferry::Executor ex(contained({}, sandbox));
+    CHECK(value_of(ex.submit_with(hostile(), unix_socket)) == EACCES);
+    CHECK(value_of(ex.submit_with(hostile(), unix_socket_pair, static_cast<int>(SOCK_DGRAM))) == EACCES);
+    CHECK(value_of(ex.submit_with(hostile(), unix_socket_pair, static_cast<int>(SOCK_STREAM))) == 0);
+    check_pool_is_healthy(ex);
+  }
+}
+
+TEST_CASE("Sandbox.file_metadata_cannot_change") {
+  // Landlock guards no metadata: a task made files it could only name world-writable or setuid
+  // (as root: any file root owns). Every such call fails with EPERM, inside a write directory
+  // too; the file keeps its mode, and without a sandbox the same calls go through.
+  support::TempDir dir;
+  const fs::path file = dir.path / "victim";
+  host_write(file, "keep me");
+  ::chmod(file.c_str(), 0600);
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.write = {dir.path.string()};
+  ferry::Executor ex(contained({}, sandbox));
+  for (int how = 0; how <= 6; ++how) {
+    CAPTURE(how);
+    CHECK(value_of(ex.submit_with(hostile(), change_metadata, file.string(), how, 04777)) == EPERM);
+  }
+  struct stat st{};
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  check_pool_is_healthy(ex);
+  ferry::Executor plain(support::options(1));
+  CHECK(value_of(plain.submit_with(hostile(), change_metadata, file.string(), 0, 0640)) == 0);
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0640);
+}
+
+TEST_CASE("Sandbox.system_v_ipc_is_its_own") {
+  // A task read and wrote another program's private (0600) System V segment of the same user:
+  // a sandboxed worker has an IPC namespace of its own.
+  key_t key = 0;
+  int id = -1;
+  for (key_t k = static_cast<key_t>(0x46520000 + (::getpid() & 0xffff)); id < 0 && k < 0x46530000 + 0xffff; ++k) {
+    id = ::shmget(k, 4096, IPC_CREAT | IPC_EXCL | 0600);
+    key = k;
+  }
+  REQUIRE(id >= 0);
+  struct Remove {
+    int id;
+    ~Remove() { ::shmctl(id, IPC_RMID, nullptr); }
+  } remove{id};
+  {
+    ferry::Executor plain(support::options(1));
+    CHECK(value_of(plain.submit_with(hostile(), find_shared_segment, static_cast<int>(key))) == 0);
+  }
+  ferry::Executor ex(sandboxed());
+  CHECK(value_of(ex.submit_with(hostile(), find_shared_segment, static_cast<int>(key))) == ENOENT);
   check_pool_is_healthy(ex);
 }
 

@@ -10,10 +10,14 @@
 #include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -385,6 +389,108 @@ std::string library_path() {
   return info.dli_fname;
 }
 
+int read_limit_of(int pid) {
+  rlimit now{};
+  if (::prlimit(pid, RLIMIT_CORE, nullptr, &now) != 0) fail("prlimit " + std::to_string(pid));
+  return 0;
+}
+
+int renice_process(int pid) {
+  errno = 0;
+  const int nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(pid));
+  if (errno != 0) return errno;
+  return ::setpriority(PRIO_PROCESS, static_cast<id_t>(pid), nice) == 0 ? 0 : errno;
+}
+
+int clone_with_flags(int flags) {
+  const long child = ::syscall(SYS_clone, static_cast<unsigned long>(static_cast<unsigned>(flags)) | SIGCHLD,
+                               nullptr, nullptr, nullptr, nullptr);
+  if (child < 0) return errno;
+  if (child == 0) ::_exit(0);
+  wait_for_child(static_cast<pid_t>(child));
+  return 0;
+}
+
+int clone3_child() {
+  struct {
+    std::uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+  } args{};
+  args.exit_signal = SIGCHLD;
+  const long child = ::syscall(435 /* clone3 */, &args, sizeof args);
+  if (child < 0) return errno;
+  if (child == 0) ::_exit(0);
+  wait_for_child(static_cast<pid_t>(child));
+  return 0;
+}
+
+int unix_socket() {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  ::close(fd);
+  return 0;
+}
+
+int unix_socket_pair(int type) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) != 0) return errno;
+  ::close(fds[0]);
+  ::close(fds[1]);
+  return 0;
+}
+
+int change_metadata(std::string path, int how, int mode) {
+  long rc = -1;
+  switch (how) {
+    case 0: rc = ::chmod(path.c_str(), static_cast<mode_t>(mode)); break;
+    case 1: {
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) fail("open " + path);
+      rc = ::fchmod(fd, static_cast<mode_t>(mode));
+      const int e = errno;
+      ::close(fd);
+      errno = e;
+      break;
+    }
+    case 2: rc = ::syscall(452 /* fchmodat2 */, AT_FDCWD, path.c_str(), mode, 0); break;
+    case 3: rc = ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0); break;
+    case 4: rc = ::setxattr(path.c_str(), "user.ferry", "x", 1, 0); break;
+    case 5: {
+      struct {
+        std::uint64_t value;
+        std::uint32_t size, flags;
+      } args{reinterpret_cast<std::uint64_t>("x"), 1, 0};
+      rc = ::syscall(463 /* setxattrat */, AT_FDCWD, path.c_str(), 0, "user.ferry", &args, sizeof args);
+      break;
+    }
+    case 6: rc = ::chown(path.c_str(), ::getuid(), ::getgid()); break;
+    default: throw std::invalid_argument("change_metadata: no call " + std::to_string(how));
+  }
+  return rc == 0 ? 0 : errno;
+}
+
+int find_shared_segment(int key) {
+  return ::shmget(static_cast<key_t>(key), 0, 0) >= 0 ? 0 : errno;
+}
+
+int null_device_ioctl(int command) {
+  const int fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (fd < 0) fail("open /dev/null");
+  int value = 0;
+  const long rc = ::syscall(SYS_ioctl, fd, static_cast<unsigned long>(static_cast<unsigned>(command)), &value);
+  const int e = errno;
+  ::close(fd);
+  return rc == 0 ? 0 : e;
+}
+
+FERRY_TASK(read_limit_of);
+FERRY_TASK(renice_process);
+FERRY_TASK(clone_with_flags);
+FERRY_TASK(clone3_child);
+FERRY_TASK(unix_socket);
+FERRY_TASK(unix_socket_pair);
+FERRY_TASK(change_metadata);
+FERRY_TASK(find_shared_segment);
+FERRY_TASK(null_device_ioctl);
 FERRY_TASK(connect_loopback);
 FERRY_TASK(write_file);
 FERRY_TASK(read_file);

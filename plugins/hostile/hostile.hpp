@@ -68,6 +68,30 @@ FERRY_EXPORT std::uint64_t sum_bytes(std::vector<char> data);
 /// then sleeps `seconds` and returns it: a worker whose channel closed while it runs on. Its
 /// parent must not wait for its end (an MPI agent once did, for good).
 FERRY_EXPORT int close_channel_and_wait(int seconds);
+/// prlimit on process `pid`, reading its RLIMIT_CORE (changing nothing); returns 0.
+FERRY_EXPORT int read_limit_of(int pid);
+/// Sets the nice value of process `pid` to what it is (PRIO_PROCESS); returns errno, 0 when it
+/// went through.
+FERRY_EXPORT int renice_process(int pid);
+/// clone(2) with `flags` (CLONE_NEW*) and SIGCHLD, of a child that exits at once (reaped);
+/// returns errno, 0 when it ran.
+FERRY_EXPORT int clone_with_flags(int flags);
+/// clone3(2) of a child that exits at once; returns errno, 0 when it ran.
+FERRY_EXPORT int clone3_child();
+/// socket(AF_UNIX, SOCK_STREAM), closed again; returns errno, 0 when made.
+FERRY_EXPORT int unix_socket();
+/// socketpair(AF_UNIX, `type`), closed again; returns errno, 0 when made.
+FERRY_EXPORT int unix_socket_pair(int type);
+/// Changes the metadata of the file at `path` with call `how`: 0 chmod(`mode`), 1 fchmod(`mode`)
+/// of it opened read-only, 2 fchmodat2(`mode`) (raw), 3 utimensat (now), 4 setxattr
+/// ("user.ferry"), 5 setxattrat (raw), 6 chown (to this user); returns errno, 0 when it went
+/// through.
+FERRY_EXPORT int change_metadata(std::string path, int how, int mode);
+/// shmget(`key`, 0, 0): returns errno (ENOENT: no such System V segment here), 0 when found.
+FERRY_EXPORT int find_shared_segment(int key);
+/// ioctl(`command`) on /dev/null, which answers no terminal command: returns errno (ENOTTY
+/// when the kernel got it), or 0.
+FERRY_EXPORT int null_device_ioctl(int command);
 /// The path this plugin was loaded from, as the worker's loader names it (dladdr): where an MPI
 /// agent pointed the worker.
 FERRY_EXPORT std::string library_path();

@@ -120,6 +120,11 @@ std::string pids_cgroup_parent() {
   return "";
 }
 
+std::string landlock_scope_missing(int abi) {
+  return "Landlock ABI 6 (Linux 6.12) is needed to keep a task's signals inside the sandbox; this kernel has ABI " +
+         std::to_string(abi);
+}
+
 const ContainmentSupport& containment_support() {
   static const ContainmentSupport s = probe();  // thread-safe initialisation (C++11)
   return s;
@@ -134,9 +139,13 @@ std::string containment_missing(const ContainmentSupport& s, bool sandbox, bool 
   };
   if (sandbox) {
     if (s.landlock_abi == 0) add("Landlock is not available (Linux 5.13 or later with CONFIG_SECURITY_LANDLOCK)");
+    else if (s.landlock_abi < 6) add(landlock_scope_missing(s.landlock_abi).c_str());
     if (!s.seccomp) add("seccomp filters are not available (CONFIG_SECCOMP_FILTER)");
-    if (!network && !s.network_namespace)
-      add("a network namespace cannot be created (needs root or unprivileged user namespaces)");
+    // The same right makes either namespace; the IPC one is made whether the network is allowed
+    // or not.
+    if (!s.network_namespace)
+      add(network ? "an IPC namespace cannot be created (needs root or unprivileged user namespaces)"
+                  : "a network namespace cannot be created (needs root or unprivileged user namespaces)");
   }
   if (processes_limit && s.processes == "none")
     add("a processes limit needs a pids cgroup (as root) or user namespaces (as another user)");

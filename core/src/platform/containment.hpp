@@ -29,6 +29,10 @@ struct ContainmentSupport {
 /// root of a v2 hierarchy when this process is in it; "" when there is none. Not exported.
 std::string pids_cgroup_parent();
 
+/// Why a sandbox cannot be made with Landlock ABI `abi` (1 to 5): signal scoping came with ABI 6.
+/// Not exported (the worker and containment_missing).
+std::string landlock_scope_missing(int abi);
+
 /// The Landlock ABI the running kernel offers; 0 when none.
 int landlock_abi();
 

@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -426,71 +427,113 @@ constexpr const char* always_denied[] = {
     "userfaultfd",   "name_to_handle_at", "open_by_handle_at", "syslog",
     "fsopen",        "fsmount",          "move_mount",        "open_tree"};
 
+/// A system call by name, and its number where this libseccomp does not know the name (calls
+/// newer than it: numbered alike on every architecture since Linux 5.1), or -1.
+struct NamedCall {
+  const char* name;
+  int number_if_unknown;
+};
+
+/// Changes to a file's metadata fail with EPERM, inside the allowed directories too: Landlock
+/// guards none of them, and a task could make any file its user owns world-writable or setuid
+/// (a root host's: any file root owns, /etc/shadow or a shell), change its times or its extended
+/// attributes, in any directory it can name. EPERM, not a violation: copying a file copies its
+/// mode, and a task may cope with that failing.
+constexpr NamedCall metadata_calls[] = {
+    {"chmod", -1},        {"fchmod", -1},     {"fchmodat", -1},     {"fchmodat2", 452},
+    {"chown", -1},        {"fchown", -1},     {"lchown", -1},       {"fchownat", -1},
+    {"utime", -1},        {"utimes", -1},     {"utimensat", -1},    {"futimesat", -1},
+    {"setxattr", -1},     {"lsetxattr", -1},  {"fsetxattr", -1},    {"setxattrat", 463},
+    {"removexattr", -1},  {"lremovexattr", -1}, {"fremovexattr", -1}, {"removexattrat", 466},
+    {"file_setattr", 469}};
+
+/// CLONE_NEW* flags of clone(2): a task may not make namespaces (unshare and setns are trapped
+/// too); a user namespace of its own would open the kernel's namespaced-root surface (nf_tables
+/// and the like) to it. CLONE_NEWTIME is left out: on clone(2) its bit is part of the exit signal.
+constexpr unsigned long namespace_flags[] = {CLONE_NEWNS,   CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC,
+                                             CLONE_NEWUSER, CLONE_NEWPID,    CLONE_NEWNET};
+
 std::string load_seccomp(bool network, bool exec) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (!ctx) return "seccomp_init failed";
   std::string why;
-  auto deny = [&](const char* name) {
-    int nr = seccomp_syscall_resolve_name(name);
-    if (nr == __NR_SCMP_ERROR) return;  // unknown to this libseccomp
-    int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, nr, 0);
-    if (rc != 0 && why.empty()) why = std::string("seccomp rule for ") + name + ": " + std::strerror(-rc);
-    // Negative numbers are libseccomp's pseudo-calls (not on this architecture): nothing to name.
-    if (nr >= 0 && g_trapped_count < static_cast<int>(std::size(g_trapped))) {
+  g_trapped_count = 0;
+  g_native_arch = seccomp_arch_native();
+  // The name a trapped call is reported by (once per number).
+  auto name_trapped = [&](int nr, const char* name) {
+    if (nr < 0) return;  // libseccomp's pseudo-calls (not on this architecture): nothing to name
+    for (int i = 0; i < g_trapped_count; ++i)
+      if (g_trapped[i].number == nr) return;
+    if (g_trapped_count < static_cast<int>(std::size(g_trapped))) {
       TrappedCall& t = g_trapped[g_trapped_count++];
       t.number = nr;
       std::snprintf(t.name, sizeof t.name, "%s", name);
     }
   };
-  g_trapped_count = 0;
-  g_native_arch = seccomp_arch_native();
+  // Adds one rule (its conditions all hold); a call unknown to this libseccomp and without a
+  // number is skipped.
+  auto rule = [&](std::uint32_t action, NamedCall call, std::initializer_list<scmp_arg_cmp> when = {}) {
+    int nr = seccomp_syscall_resolve_name(call.name);
+    if (nr == __NR_SCMP_ERROR) nr = call.number_if_unknown;
+    if (nr == -1) return;
+    int rc = seccomp_rule_add_array(ctx, action, nr, static_cast<unsigned>(when.size()), when.begin());
+    if (rc != 0 && why.empty()) why = std::string("seccomp rule for ") + call.name + ": " + std::strerror(-rc);
+    if (action == SCMP_ACT_TRAP) name_trapped(nr, call.name);
+  };
+  auto deny = [&](const char* name) { rule(SCMP_ACT_TRAP, {name, -1}); };
   seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_TRAP);
   for (const char* name : always_denied) deny(name);
-  if (!network) {
-    // Every family but AF_UNIX is a violation. A UNIX socket fails with EACCES instead: glibc's
-    // getpwuid, getgrnam, ... first try nscd through one (and go on when that fails), so trapping
-    // it would end every task that asks who a user is. socketpair stays allowed (it reaches
-    // nothing outside).
-    int nr = SCMP_SYS(socket);
-    int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, nr, 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX));
-    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
-    if (rc != 0 && why.empty()) why = std::string("seccomp rule for socket: ") + std::strerror(-rc);
-    TrappedCall& t = g_trapped[g_trapped_count++];
-    t.number = nr;
-    std::snprintf(t.name, sizeof t.name, "socket");
-  }
+  // Sockets. Without the network every family but AF_UNIX is a violation. A UNIX socket fails
+  // with EACCES, network or not: glibc's getpwuid, getgrnam, ... first try nscd through one (and
+  // go on when that fails), so trapping it would end every task that asks who a user is; and the
+  // user's local services listen on them (the session bus would start programs outside the
+  // sandbox). A socketpair reaches nothing outside, but a datagram one can still send to any
+  // named socket (sendto with an address): EACCES too.
+  if (!network) rule(SCMP_ACT_TRAP, {"socket", -1}, {SCMP_A0(SCMP_CMP_NE, AF_UNIX)});
+  rule(SCMP_ACT_ERRNO(EACCES), {"socket", -1}, {SCMP_A0(SCMP_CMP_EQ, AF_UNIX)});
+  rule(SCMP_ACT_ERRNO(EACCES), {"socketpair", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_DGRAM)});
   if (!exec) {
     deny("execve");
     deny("execveat");
   }
+  for (const NamedCall& call : metadata_calls) rule(SCMP_ACT_ERRNO(EPERM), call);
+  for (unsigned long flag : namespace_flags)
+    rule(SCMP_ACT_TRAP, {"clone", -1}, {SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)});
+  // clone3 passes its flags in memory, which a filter cannot read: ENOSYS, and glibc falls back
+  // to clone (threads, fork, posix_spawn), where the flags are seen.
+  rule(SCMP_ACT_ERRNO(ENOSYS), {"clone3", -1});
+  // Calls that name another process by pid and which the kernel allows on the uid alone (Landlock
+  // scopes signals and ptrace, not these). prlimit64 on anyone but the caller is a violation: it
+  // set the host's RLIMIT_FSIZE to 0 (the host died of SIGXFSZ at its next write) or the
+  // guardian's RLIMIT_NOFILE (it could not look for what to kill). Priorities and scheduling
+  // policies of another process (or a process group, or every process of the user) fail with
+  // EPERM: a library may try them for its own threads by thread id. CPU affinity stays allowed
+  // (thread pools pin their threads by thread id).
+  rule(SCMP_ACT_TRAP, {"prlimit64", -1}, {SCMP_A0(SCMP_CMP_NE, 0)});
+  rule(SCMP_ACT_ERRNO(EPERM), {"setpriority", -1}, {SCMP_A0(SCMP_CMP_NE, PRIO_PROCESS)});
+  rule(SCMP_ACT_ERRNO(EPERM), {"setpriority", -1}, {SCMP_A1(SCMP_CMP_NE, 0)});
+  rule(SCMP_ACT_ERRNO(EPERM), {"ioprio_set", -1}, {SCMP_A0(SCMP_CMP_NE, 1 /* IOPRIO_WHO_PROCESS */)});
+  rule(SCMP_ACT_ERRNO(EPERM), {"ioprio_set", -1}, {SCMP_A1(SCMP_CMP_NE, 0)});
+  for (const char* name : {"sched_setscheduler", "sched_setparam", "sched_setattr"})
+    rule(SCMP_ACT_ERRNO(EPERM), {name, -1}, {SCMP_A0(SCMP_CMP_NE, 0)});
   // Workers share the host's terminal (stdout, stderr, their controlling terminal): TIOCSTI
   // would type commands into the user's shell, outside the sandbox, and TIOCLINUX (selection
   // paste) likewise; TIOCSPGRP would take the terminal's foreground (its keystrokes) from the
   // shell, TIOCSCTTY steal it as a controlling terminal, TIOCSETD change its line discipline,
-  // TIOCCONS redirect the console to it. The command is an unsigned int to the kernel: compared
-  // on those bits.
-  for (unsigned long command : {TIOCSTI, TIOCLINUX, TIOCSPGRP, TIOCSCTTY, TIOCSETD, TIOCCONS}) {
-    int ioctl_rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(ioctl), 1,
-                                    SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, command));
-    if (ioctl_rc != 0 && why.empty()) why = std::string("seccomp rule for ioctl: ") + std::strerror(-ioctl_rc);
-  }
-  if (g_trapped_count < static_cast<int>(std::size(g_trapped))) {
-    TrappedCall& t = g_trapped[g_trapped_count++];
-    t.number = SCMP_SYS(ioctl);
-    std::snprintf(t.name, sizeof t.name, "ioctl");
-  }
+  // TIOCCONS redirect the console to it, TIOCEXCL keep the user from opening it again. On a
+  // virtual console the KD* and VT_* commands (0x4Bxx, 0x56xx, without size or direction bits)
+  // remap its keys (typing as TIOCSTI does), switch consoles or turn the keyboard off. The
+  // command is an unsigned int to the kernel: compared on those bits.
+  for (unsigned long command : {TIOCSTI, TIOCLINUX, TIOCSPGRP, TIOCSCTTY, TIOCSETD, TIOCCONS, TIOCEXCL})
+    rule(SCMP_ACT_TRAP, {"ioctl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, command)});
+  for (unsigned long group : {0x4B00ul, 0x5600ul})
+    rule(SCMP_ACT_TRAP, {"ioctl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits & ~0xfful, group)});
   // A task must not take SIGSYS away from the handler that reports what it tried (reading the
   // action, a NULL new one, stays allowed).
-  int rc = seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(rt_sigaction), 2,
-                            SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, SIGSYS), SCMP_A1(SCMP_CMP_NE, 0));
-  if (rc == 0 && g_trapped_count < static_cast<int>(std::size(g_trapped))) {
-    TrappedCall& t = g_trapped[g_trapped_count++];
-    t.number = SCMP_SYS(rt_sigaction);
-    std::snprintf(t.name, sizeof t.name, "rt_sigaction");
-  }
-  if (rc != 0 && why.empty()) why = std::string("seccomp rule for rt_sigaction: ") + std::strerror(-rc);
+  rule(SCMP_ACT_TRAP, {"rt_sigaction", -1},
+       {SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, SIGSYS), SCMP_A1(SCMP_CMP_NE, 0)});
   if (why.empty()) {
-    rc = seccomp_load(ctx);
+    int rc = seccomp_load(ctx);
     if (rc != 0) why = std::string("seccomp_load: ") + std::strerror(-rc);
   }
   seccomp_release(ctx);
@@ -753,6 +796,14 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
       return errno_text("unshare(CLONE_NEWNET)");
     }
   }
+  // System V IPC and POSIX message queues of its own, network or not: Landlock guards neither,
+  // and a task read and wrote another program's private shared-memory segment (0600, same user)
+  // and took messages from its queue. Made with the same right as the network namespace.
+  if (::unshare(CLONE_NEWIPC) == 0) {
+    note("IPC namespace");
+  } else if (missing(errno_text("unshare(CLONE_NEWIPC)"))) {
+    return errno_text("unshare(CLONE_NEWIPC)");
+  }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_text("PR_SET_NO_NEW_PRIVS");
 
   // Landlock.
@@ -760,6 +811,9 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   if (abi == 0) {
     if (missing("Landlock is not available")) return "Landlock is not available (Linux 5.13 or later with CONFIG_SECURITY_LANDLOCK)";
   } else {
+    // Below ABI 6 nothing keeps a task's signals in: kill(-1, SIGKILL) would end every process
+    // of the user (of root, as root), the host first. Best effort runs without.
+    if (abi < 6 && missing(landlock_scope_missing(abi))) return landlock_scope_missing(abi);
     Landlock ll(abi, config.network);
     if (!ll.ok()) {
       if (missing(errno_text("landlock_create_ruleset"))) return errno_text("landlock_create_ruleset");
