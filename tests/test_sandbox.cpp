@@ -49,6 +49,7 @@
 
 // Only the hostile plugin is linked; math and crash tasks are submitted by name or TaskRef.
 #include "hostile.hpp"
+#include "platform/containment.hpp"
 #include "support/fixture.hpp"
 
 // A sanitizer that maps terabytes of shadow memory (FERRY_SANITIZE=address or thread; the worker
@@ -880,6 +881,29 @@ TEST_CASE("Limits.processes_stops_a_fork_bomb_with_ResourceLimitError") {
   if (e) check_limit_error(*e, "fork_bomb", "processes", 32, "32");
   // Under the limit, forking works.
   CHECK(value_of(ex.submit_with(hostile(), exec_shell)) == 7);
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.processes_in_a_sandbox_hold_when_a_task_writes_its_cgroup") {
+  // As root the worker keeps its pids cgroup's pids.max open to set each task's limit, and the
+  // task (the same process) wrote "max" through that descriptor: 20 forks of 20 under a limit of
+  // 5. In a sandbox the executor's limit is a ceiling on the cgroup above, which nothing in the
+  // worker holds open.
+  if (ferry::detail::containment_support().processes != "pids cgroup") {
+    MESSAGE("skipped: processes are limited by " << ferry::detail::containment_support().processes
+                                                 << " here, not by a pids cgroup");
+    return;
+  }
+  ferry::Limits limits;
+  limits.processes = 5;
+  ferry::Executor ex(contained(limits, sandbox_on()));
+  REQUIRE(ex.warm_up(30s));
+  const std::vector<int> before = ex.worker_pids();
+  KillLeftovers leftovers;
+  int forked = value_of(ex.submit_with(hostile(), raise_pids_max_and_fork, 20));
+  leftovers.add(descendants_of(before));
+  CHECK(forked >= 1);
+  CHECK(forked <= 5);
   check_pool_is_healthy(ex);
 }
 

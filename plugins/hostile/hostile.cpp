@@ -468,6 +468,22 @@ int change_metadata(std::string path, int how, int mode) {
   return rc == 0 ? 0 : errno;
 }
 
+int raise_pids_max_and_fork(int n) {
+  // A descriptor of the worker's is a pids cgroup's pids.max: write "max" through it.
+  bool raised = false;
+  for (int fd = 0; fd < 1024 && !raised; ++fd) {
+    char link[256];
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t len = ::readlink(self.c_str(), link, sizeof link - 1);
+    if (len <= 0) continue;
+    const std::string target(link, static_cast<std::size_t>(len));
+    if (target.size() >= 9 && target.compare(target.size() - 9, 9, "/pids.max") == 0)
+      raised = ::pwrite(fd, "max", 3, 0) == 3;
+  }
+  if (!raised) throw std::runtime_error("raise_pids_max_and_fork: no writable pids.max among the descriptors");
+  return fork_until_refused(n);
+}
+
 int find_shared_segment(int key) {
   return ::shmget(static_cast<key_t>(key), 0, 0) >= 0 ? 0 : errno;
 }
@@ -490,6 +506,7 @@ FERRY_TASK(unix_socket);
 FERRY_TASK(unix_socket_pair);
 FERRY_TASK(change_metadata);
 FERRY_TASK(find_shared_segment);
+FERRY_TASK(raise_pids_max_and_fork);
 FERRY_TASK(null_device_ioctl);
 FERRY_TASK(connect_loopback);
 FERRY_TASK(write_file);

@@ -87,6 +87,9 @@ FERRY_EXPORT int unix_socket_pair(int type);
 /// ("user.ferry"), 5 setxattrat (raw), 6 chown (to this user); returns errno, 0 when it went
 /// through.
 FERRY_EXPORT int change_metadata(std::string path, int how, int mode);
+/// Writes "max" into the pids.max of a pids cgroup through a descriptor the worker holds (as
+/// root, with a processes limit), then fork_until_refused(`n`). Throws when there is none.
+FERRY_EXPORT int raise_pids_max_and_fork(int n);
 /// shmget(`key`, 0, 0): returns errno (ENOENT: no such System V segment here), 0 when found.
 FERRY_EXPORT int find_shared_segment(int key);
 /// ioctl(`command`) on /dev/null, which answers no terminal command: returns errno (ENOTTY

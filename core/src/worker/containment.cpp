@@ -309,11 +309,15 @@ bool sweep_user_namespace() {
   while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
   }
   if (!cgroup.empty()) {
-    empty_cgroup(cgroup);
-    // rmdir fails with EBUSY until the last member has been reaped by its parent.
-    for (std::int64_t end = now_ms() + 1000; ::rmdir(cgroup.c_str()) != 0 && errno == EBUSY &&
-                                             now_ms() < end;)
-      pause_ms(2);
+    // The worker's cgroup, and the one inside it where the worker went under a ceiling
+    // (join_cgroup): v1 lists and kills the members of each apart.
+    for (const std::string& dir : {cgroup + "/task", cgroup}) {
+      if (::access(dir.c_str(), F_OK) != 0) continue;
+      empty_cgroup(dir);
+      // rmdir fails with EBUSY until the last member has been reaped by its parent.
+      for (std::int64_t end = now_ms() + 1000; ::rmdir(dir.c_str()) != 0 && errno == EBUSY && now_ms() < end;)
+        pause_ms(2);
+    }
   }
   if (user_namespace) {
     for (std::int64_t end = now_ms() + 1000; sweep_user_namespace() && now_ms() < end;) pause_ms(2);
@@ -619,17 +623,35 @@ std::string Containment::make_cgroup() {
   std::string dir = base + "/" + std::to_string(::getpid());
   if (::mkdir(dir.c_str(), 0755) != 0) {
     // Left by an earlier process with this pid whose guardian could not remove it.
-    if (errno != EEXIST || ::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0) return "";
+    if (errno != EEXIST) return "";
+    ::rmdir((dir + "/task").c_str());  // join_cgroup's, under a ceiling
+    if (::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0) return "";
   }
   return dir;
 }
 
-bool Containment::join_cgroup() {
-  // Descriptors kept open: after Landlock the worker could not open these files any more.
-  pids_max_fd_ = ::open((cgroup_ + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
-  pids_events_fd_ = ::open((cgroup_ + "/pids.events").c_str(), O_RDONLY | O_CLOEXEC);
-  if (!write_file(cgroup_ + "/cgroup.procs", std::to_string(::getpid()))) return false;
+bool Containment::join_cgroup(std::uint64_t ceiling) {
+  // Descriptors kept open: after Landlock the worker could not open these files any more. Its
+  // task can write them too (the same process): with a ceiling (a sandbox's processes limit, which
+  // a task may only lower), the worker's cgroup gets that limit, written once and never opened
+  // again, and the worker goes into a cgroup inside it ("task") whose pids.max it keeps for each
+  // task's own limit. A task that writes "max" there still meets the ceiling.
+  std::string dir = cgroup_;
+  if (ceiling != 0) {
+    const bool v2 = ::access((cgroup_ + "/cgroup.subtree_control").c_str(), F_OK) == 0;
+    if (v2 && !write_file(cgroup_ + "/cgroup.subtree_control", "+pids")) return false;
+    dir = cgroup_ + "/task";
+    if (::mkdir(dir.c_str(), 0755) != 0) return false;
+    // v1 counts a refused fork in the forking cgroup only, v2 in the one whose limit it met and
+    // those above: both files are read.
+    ceiling_events_fd_ = ::open((cgroup_ + "/pids.events").c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  pids_max_fd_ = ::open((dir + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
+  pids_events_fd_ = ::open((dir + "/pids.events").c_str(), O_RDONLY | O_CLOEXEC);
+  if (!write_file(dir + "/cgroup.procs", std::to_string(::getpid()))) return false;
   own_processes_ = own_threads();  // the guardian is not in the cgroup
+  if (ceiling != 0 && !write_file(cgroup_ + "/pids.max", std::to_string(ceiling + static_cast<std::uint64_t>(own_processes_))))
+    return false;
   return true;
 }
 
@@ -693,7 +715,8 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   }
   if (std::string why = start_guardian(); !why.empty()) return why;
   if (!cgroup_.empty()) {
-    if (!join_cgroup()) return errno_text(("joining " + cgroup_).c_str());
+    if (!join_cgroup(config.sandbox ? config.limits.processes : 0))
+      return errno_text(("joining " + cgroup_).c_str());
     note("pids cgroup " + cgroup_);
   } else if (user_namespace_) {
     note("user namespace");
@@ -891,13 +914,17 @@ void Containment::set_processes(std::uint64_t value) {
 }
 
 std::uint64_t Containment::cgroup_refusals() const {
-  // pids.events: "max N", N = forks refused by pids.max.
-  char buf[64];
-  ssize_t n = ::pread(pids_events_fd_, buf, sizeof buf - 1, 0);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  const char* p = std::strstr(buf, "max ");
-  return p ? std::strtoull(p + 4, nullptr, 10) : 0;
+  // pids.events: "max N", N = forks refused by pids.max. Only ever compared with an earlier sum.
+  std::uint64_t sum = 0;
+  for (int fd : {pids_events_fd_, ceiling_events_fd_}) {
+    char buf[64];
+    ssize_t n = fd >= 0 ? ::pread(fd, buf, sizeof buf - 1, 0) : -1;
+    if (n <= 0) continue;
+    buf[n] = '\0';
+    const char* p = std::strstr(buf, "max ");
+    if (p) sum += std::strtoull(p + 4, nullptr, 10);
+  }
+  return sum;
 }
 
 void Containment::begin_task(const protocol::TaskLimits& limits) {

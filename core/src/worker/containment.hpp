@@ -65,7 +65,7 @@ class FERRY_INTERNAL_API Containment {
  private:
   enum Resource { data, nofile, fsize, nproc, resources };
   std::string make_cgroup();
-  bool join_cgroup();
+  bool join_cgroup(std::uint64_t ceiling);
   std::string start_guardian();
   std::string enter_user_namespace();
   std::string build_sandbox(const ContainmentConfig& config);
@@ -80,7 +80,9 @@ class FERRY_INTERNAL_API Containment {
   bool root_ = false;
   bool user_namespace_ = false;         // the worker made one (non-root): RLIMIT_NPROC binds in it
   std::string cgroup_;                  // the worker's pids cgroup, "" without one
-  int pids_max_fd_ = -1, pids_events_fd_ = -1;
+  // pids.max and pids.events of the cgroup the worker is in (with a ceiling: its "task" child),
+  // and pids.events of the worker's cgroup over it (-1 without a ceiling).
+  int pids_max_fd_ = -1, pids_events_fd_ = -1, ceiling_events_fd_ = -1;
   std::uint64_t refusals_ = 0;          // "max" count of pids.events when the task began
   int own_processes_ = 1;               // the worker's own threads (and guardian) a limit counts
   int channel_ = -1;
