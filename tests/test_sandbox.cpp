@@ -602,6 +602,30 @@ TEST_CASE("Sandbox.file_metadata_cannot_change") {
   CHECK((st.st_mode & 07777) == 0640);
 }
 
+TEST_CASE("Sandbox.no_file_is_made_setuid_or_setgid") {
+  // Made setuid from the start in a write directory others can reach, a file would run as this
+  // user outside the sandbox: EPERM. An ordinary mode goes through; openat2 (its mode in memory)
+  // is ENOSYS.
+  support::TempDir dir;
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.write = {dir.path.string()};
+  ferry::Executor ex(contained({}, sandbox));
+  for (int how = 0; how <= 1; ++how) {
+    CAPTURE(how);
+    for (int mode : {04755, 02755}) {
+      CAPTURE(mode);
+      const fs::path file = dir.path / ("planted" + std::to_string(how) + "_" + std::to_string(mode));
+      CHECK(value_of(ex.submit_with(hostile(), create_with_mode, file.string(), mode, how)) == EPERM);
+      CHECK_FALSE(fs::exists(file));
+    }
+    const fs::path plain = dir.path / ("plain" + std::to_string(how));
+    CHECK(value_of(ex.submit_with(hostile(), create_with_mode, plain.string(), 0644, how)) == 0);
+    CHECK(fs::exists(plain));
+  }
+  CHECK(value_of(ex.submit_with(hostile(), create_with_mode, (dir.path / "two").string(), 0644, 2)) == ENOSYS);
+  check_pool_is_healthy(ex);
+}
+
 TEST_CASE("Sandbox.system_v_ipc_is_its_own") {
   // A task read and wrote another program's private (0600) System V segment of the same user:
   // a sandboxed worker has an IPC namespace of its own.

@@ -484,6 +484,25 @@ int raise_pids_max_and_fork(int n) {
   return fork_until_refused(n);
 }
 
+int create_with_mode(std::string path, int mode, int how) {
+  long rc = -1;
+  switch (how) {
+    case 0: rc = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, static_cast<mode_t>(mode)); break;
+    case 1: rc = ::mknod(path.c_str(), S_IFREG | static_cast<mode_t>(mode), 0); break;
+    case 2: {
+      struct {
+        std::uint64_t flags, mode, resolve;
+      } how2{static_cast<std::uint64_t>(O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC), static_cast<std::uint64_t>(mode), 0};
+      rc = ::syscall(437 /* openat2 */, AT_FDCWD, path.c_str(), &how2, sizeof how2);
+      break;
+    }
+    default: throw std::invalid_argument("create_with_mode: no call " + std::to_string(how));
+  }
+  if (rc < 0) return errno;
+  if (how != 1) ::close(static_cast<int>(rc));
+  return 0;
+}
+
 int find_shared_segment(int key) {
   return ::shmget(static_cast<key_t>(key), 0, 0) >= 0 ? 0 : errno;
 }
@@ -506,6 +525,7 @@ FERRY_TASK(unix_socket);
 FERRY_TASK(unix_socket_pair);
 FERRY_TASK(change_metadata);
 FERRY_TASK(find_shared_segment);
+FERRY_TASK(create_with_mode);
 FERRY_TASK(raise_pids_max_and_fork);
 FERRY_TASK(null_device_ioctl);
 FERRY_TASK(connect_loopback);

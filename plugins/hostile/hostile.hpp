@@ -90,6 +90,9 @@ FERRY_EXPORT int change_metadata(std::string path, int how, int mode);
 /// Writes "max" into the pids.max of a pids cgroup through a descriptor the worker holds (as
 /// root, with a processes limit), then fork_until_refused(`n`). Throws when there is none.
 FERRY_EXPORT int raise_pids_max_and_fork(int n);
+/// Creates the file at `path` with `mode` by call `how`: 0 open(O_CREAT|O_EXCL), 1 mknod, 2
+/// openat2 (raw); returns errno, 0 when made.
+FERRY_EXPORT int create_with_mode(std::string path, int mode, int how);
 /// shmget(`key`, 0, 0): returns errno (ENOENT: no such System V segment here), 0 when found.
 FERRY_EXPORT int find_shared_segment(int key);
 /// ioctl(`command`) on /dev/null, which answers no terminal command: returns errno (ENOTTY

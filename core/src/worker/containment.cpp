@@ -501,6 +501,18 @@ std::string load_seccomp(bool network, bool exec) {
     deny("execveat");
   }
   for (const NamedCall& call : metadata_calls) rule(SCMP_ACT_ERRNO(EPERM), call);
+  // Nor a file made setuid or setgid from the start (open with O_CREAT, creat, mknod): planted in
+  // a write directory others can reach, it would run as this user outside the sandbox. The mode
+  // is the argument after the flags (creat, mknod: after the path); openat2 carries it in memory:
+  // ENOSYS, and glibc's open() never uses it.
+  for (unsigned long bit : {static_cast<unsigned long>(S_ISUID), static_cast<unsigned long>(S_ISGID)}) {
+    rule(SCMP_ACT_ERRNO(EPERM), {"open", -1}, {SCMP_A2(SCMP_CMP_MASKED_EQ, bit, bit)});
+    rule(SCMP_ACT_ERRNO(EPERM), {"openat", -1}, {SCMP_A3(SCMP_CMP_MASKED_EQ, bit, bit)});
+    rule(SCMP_ACT_ERRNO(EPERM), {"creat", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, bit, bit)});
+    rule(SCMP_ACT_ERRNO(EPERM), {"mknod", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, bit, bit)});
+    rule(SCMP_ACT_ERRNO(EPERM), {"mknodat", -1}, {SCMP_A2(SCMP_CMP_MASKED_EQ, bit, bit)});
+  }
+  rule(SCMP_ACT_ERRNO(ENOSYS), {"openat2", 437});
   for (unsigned long flag : namespace_flags)
     rule(SCMP_ACT_TRAP, {"clone", -1}, {SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)});
   // clone3 passes its flags in memory, which a filter cannot read: ENOSYS, and glibc falls back
