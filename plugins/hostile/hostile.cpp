@@ -423,8 +423,10 @@ int clone3_child() {
   return 0;
 }
 
-int unix_socket() {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+int unix_socket(bool high_bits) {
+  // The kernel reads the family as an int: high bits must not slip past a filter.
+  const unsigned long family = AF_UNIX | (high_bits ? 1UL << 32 : 0UL);
+  const int fd = static_cast<int>(::syscall(SYS_socket, family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd < 0) return errno;
   ::close(fd);
   return 0;

@@ -78,8 +78,9 @@ FERRY_EXPORT int renice_process(int pid);
 FERRY_EXPORT int clone_with_flags(int flags);
 /// clone3(2) of a child that exits at once; returns errno, 0 when it ran.
 FERRY_EXPORT int clone3_child();
-/// socket(AF_UNIX, SOCK_STREAM), closed again; returns errno, 0 when made.
-FERRY_EXPORT int unix_socket();
+/// socket(AF_UNIX, SOCK_STREAM), closed again, the family with high bits set when `high_bits`;
+/// returns errno, 0 when made.
+FERRY_EXPORT int unix_socket(bool high_bits);
 /// socketpair(AF_UNIX, `type`), closed again; returns errno, 0 when made.
 FERRY_EXPORT int unix_socket_pair(int type);
 /// Changes the metadata of the file at `path` with call `how`: 0 chmod(`mode`), 1 fchmod(`mode`)

@@ -493,8 +493,10 @@ std::string load_seccomp(bool network, bool exec) {
   // user's local services listen on them (the session bus would start programs outside the
   // sandbox). A socketpair reaches nothing outside, but a datagram one can still send to any
   // named socket (sendto with an address): EACCES too.
+  // The family is an int: the EACCES rule looks at the low 32 bits only (AF_UNIX with high bits
+  // set is a UNIX socket to the kernel); the trap compares all 64 and so fails closed.
   if (!network) rule(SCMP_ACT_TRAP, {"socket", -1}, {SCMP_A0(SCMP_CMP_NE, AF_UNIX)});
-  rule(SCMP_ACT_ERRNO(EACCES), {"socket", -1}, {SCMP_A0(SCMP_CMP_EQ, AF_UNIX)});
+  rule(SCMP_ACT_ERRNO(EACCES), {"socket", -1}, {SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, AF_UNIX)});
   rule(SCMP_ACT_ERRNO(EACCES), {"socketpair", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_DGRAM)});
   if (!exec) {
     deny("execve");
