@@ -6,6 +6,8 @@
 // for "</script" (and "<!--" with "<script"): every '<' of the JSON is written \u003c, so nothing
 // taken from the trace can end that element or start markup, and JSON.parse reads the same text
 // back. '>' and '&' are escaped too, so that the text is inert in any HTML context.
+// DEL and the C1 controls are escaped as well (\u007f, \u0080...\u009f): `-o -` writes the page
+// to stdout, maybe a terminal, which would act on them.
 #include "report_html.hpp"
 
 #include <algorithm>
@@ -52,24 +54,56 @@ class Output {
   bool ok_ = true;
 };
 
-/// A RapidJSON output stream onto Output that escapes '<', '>' and '&' (they occur only inside
-/// strings in JSON text, where \u003c is the same character).
+/// A RapidJSON output stream onto Output that escapes, as \u00XX, characters that occur only inside
+/// strings in JSON text (where the escape is the same character, so JSON.parse reads the same text):
+/// - '<', '>' and '&': no text of the trace can end the data element or start markup;
+/// - DEL (0x7F) and the C1 controls U+0080 to U+009F (UTF-8 C2 80 to C2 9F; U+009B is CSI), so that
+///   the page, written with -o - to a terminal, holds no byte a terminal acts on (RapidJSON escapes
+///   the C0 controls itself).
+/// A C2 byte is held back until the next one says whether it starts a C1 control.
 class HtmlSafeJsonStream {
  public:
   using Ch = char;
   explicit HtmlSafeJsonStream(Output& out) : out_(out) {}
+  ~HtmlSafeJsonStream() { Flush(); }
+  HtmlSafeJsonStream(const HtmlSafeJsonStream&) = delete;
+  HtmlSafeJsonStream& operator=(const HtmlSafeJsonStream&) = delete;
+
   void Put(char c) {
-    switch (c) {
-      case '<': out_.raw("\\u003c"); break;
-      case '>': out_.raw("\\u003e"); break;
-      case '&': out_.raw("\\u0026"); break;
+    const auto u = static_cast<unsigned char>(c);
+    if (held_c2_) {
+      held_c2_ = false;
+      if (u >= 0x80 && u <= 0x9F) {
+        escape(u);
+        return;
+      }
+      out_.put('\xC2');  // not a C1 control: the C2 as it was, then this byte as any other
+    }
+    switch (u) {
+      case '<':
+      case '>':
+      case '&':
+      case 0x7F: escape(u); break;
+      case 0xC2: held_c2_ = true; break;
       default: out_.put(c);
     }
   }
-  void Flush() {}
+  /// RapidJSON calls it when the value is complete; a C2 still held (not in valid JSON of UTF-8
+  /// text, which never ends in a lead byte) goes out as it was.
+  void Flush() {
+    if (held_c2_) out_.put('\xC2');
+    held_c2_ = false;
+  }
 
  private:
+  void escape(unsigned char u) {
+    static constexpr char hex[] = "0123456789abcdef";
+    const char text[] = {'\\', 'u', '0', '0', hex[u >> 4], hex[u & 15]};
+    out_.raw(std::string_view(text, sizeof text));
+  }
+
   Output& out_;
+  bool held_c2_ = false;
 };
 
 using Writer = rj::Writer<HtmlSafeJsonStream>;

@@ -33,7 +33,8 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
 /**
 @brief Writes the report page to `out`: the template with the figures of `summary` embedded as
 JSON in which every '<', '>' and '&' is escaped (\u003c...), so that no text from the trace can
-close the script element or start markup.
+close the script element or start markup, and so are DEL and the C1 controls (\u007f,
+\u0080...\u009f), so that the page written to a terminal holds no control character.
 `file` (the trace's name) and `generator` (what wrote the page: "ferry VERSION") head the page.
 @return false when writing failed (errno set by stdio).
 */

@@ -10,6 +10,7 @@
 #include "trace_reader.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -224,15 +225,46 @@ class Splitter {
   std::optional<Quote> quote_;
 };
 
+/// What a file that is not a regular one is, for the error that refuses it.
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "of another kind";
+}
+
+/// Opens `path` for reading if it is a regular file: -1 with `error` set otherwise. O_NONBLOCK so
+/// that opening a FIFO does not wait for a writer (a FIFO at the path hung `ferry report` before a
+/// byte was read), O_NOCTTY so that a terminal device is not made the controlling one; what fstat
+/// says is not a regular file is refused, then reads block again.
+int open_regular(const std::filesystem::path& path, std::string& error) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    error = std::strerror(errno);
+    return -1;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    error = std::strerror(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    error = std::string("not a regular file (") + file_kind(st.st_mode) + ")";
+  } else if (int flags = ::fcntl(fd, F_GETFL); flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    error = std::strerror(errno);
+  } else {
+    return fd;
+  }
+  ::close(fd);
+  return -1;
+}
+
 }  // namespace
 
 bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadResult& result) {
   result = ReadResult{};
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    result.error = std::strerror(errno);
-    return false;
-  }
+  int fd = open_regular(path, result.error);
+  if (fd < 0) return false;
   Splitter splitter(sink, result);
   std::string block(read_block_bytes, '\0');
   bool ok = true;
@@ -240,7 +272,7 @@ bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadRe
     ssize_t n = ::read(fd, block.data(), block.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      result.error = std::strerror(errno);  // EISDIR, EIO
+      result.error = std::strerror(errno);  // EIO
       ok = false;
       break;
     }

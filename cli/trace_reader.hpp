@@ -42,9 +42,12 @@ writes them, but any whitespace is accepted), then an optional ']'. A trailing c
 `result.error_line`: a file that does not start with '[', an element that is not an object, an
 object that does not parse followed by more events, nesting deeper than detail::max_json_depth,
 an event of more than max_event_bytes.
+Only a regular file is read: a FIFO, a device, a directory or a socket is refused (`result.error`
+says which, `result.error_line` is 0) without a read, and opening does not wait (O_NONBLOCK): a FIFO
+at `path` with no writer would otherwise block forever.
 Memory: the pending event only, at most max_event_bytes (the file is read in blocks); time: linear
 in the file's size.
-@return false when the file cannot be read or is not a trace.
+@return false when the file cannot be opened or read, is not a regular file, or is not a trace.
 */
 bool read_trace(const std::filesystem::path& path, const EventSink& sink, ReadResult& result);
 

@@ -21,9 +21,12 @@ namespace ferry::cli::trace {
 // ---- helpers -----------------------------------------------------------------------------------
 
 std::int32_t StringTable::intern(std::string_view s) {
-  auto [it, added] = index_.try_emplace(std::string(s), static_cast<std::int32_t>(strings_.size()));
-  if (added) strings_.emplace_back(s);
-  return it->second;
+  auto it = index_.lower_bound(s);
+  if (it != index_.end() && it->first == s) return it->second;
+  const auto index = static_cast<std::int32_t>(strings_.size());
+  index_.emplace_hint(it, std::string(s), index);
+  strings_.emplace_back(s);
+  return index;
 }
 
 double percentile(const std::vector<double>& sorted, double p) {
@@ -131,8 +134,9 @@ void flatten(const rj::Value& object, std::vector<StatRow>& rows, std::size_t ma
 }
 
 /// An async event's id as a key: numbers in decimal, "0x..." strings converted from hex, other
-/// strings as they are. The format gives `id` = `call` (a number); Chrome's format also allows
-/// ids as strings, so both are read.
+/// strings as they are, up to max_id_bytes (a longer one: none, and the event is skipped). The
+/// format gives `id` = `call` (a number); Chrome's format also allows ids as strings, so both are
+/// read.
 std::optional<std::string> id_key(const rj::Value& event) {
   const rj::Value* id = member(event, "id");
   if (id && id->IsNumber()) {
@@ -150,6 +154,7 @@ std::optional<std::string> id_key(const rj::Value& event) {
       }
       if (hex) return std::to_string(n);
     }
+    if (s->size() > max_id_bytes) return std::nullopt;
     return std::string(*s);
   }
   // No id: the begin event's args.call.
@@ -172,13 +177,16 @@ struct CounterSample {
 struct SummaryBuilder::State {
   SummaryLimits limits;
   Summary out;
+  // Every map keyed by text of the trace is ordered, never hashed: libstdc++'s std::hash of a
+  // string has collisions that hold for any seed, and n distinct colliding keys (task names, ids)
+  // would take O(n²) to insert; here each lookup is O(log n) comparisons.
   std::map<std::int64_t, std::uint32_t> track_of_tid;
-  std::unordered_map<std::string, std::uint32_t> task_of_name;
-  std::unordered_map<std::string, double> queue_begin;     ///< id → ts of its `b`
-  std::unordered_map<std::string, double> wait_of_call;    ///< id → queue wait
+  std::map<std::string, std::uint32_t, std::less<>> task_of_name;
+  std::map<std::string, double, std::less<>> queue_begin;     ///< id → ts of its `b`
+  std::map<std::string, double, std::less<>> wait_of_call;    ///< id → queue wait
   std::size_t queue_begins = 0;
   std::vector<CounterSample> counter_samples;
-  std::unordered_map<std::string, std::uint32_t> series_of_name;
+  std::map<std::string, std::uint32_t, std::less<>> series_of_name;
   bool any_ts = false;
 
   void skip(std::size_t line) {
@@ -309,9 +317,9 @@ struct SummaryBuilder::State {
     if (!key || !ts) return skip(line);
     if (ph == 'b') {
       ++queue_begins;
-      queue_begin[*key] = *ts;
+      queue_begin.insert_or_assign(std::move(*key), *ts);
     } else if (auto it = queue_begin.find(*key); it != queue_begin.end()) {
-      wait_of_call[*key] = std::max(0.0, *ts - it->second);
+      wait_of_call.insert_or_assign(std::move(*key), std::max(0.0, *ts - it->second));
       queue_begin.erase(it);
     }
   }

@@ -5,10 +5,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -24,7 +25,11 @@ class StringTable {
 
  private:
   std::vector<std::string> strings_;
-  std::unordered_map<std::string, std::int32_t> index_;
+  /// Ordered, not hashed: the strings come from the trace, and std::hash<std::string> (libstdc++'s
+  /// MurmurHash) has collisions that hold for every seed, so a crafted trace of distinct colliding
+  /// messages would make each insertion scan all the others (quadratic). A lookup here costs
+  /// O(log n) comparisons whatever the strings.
+  std::map<std::string, std::int32_t, std::less<>> index_;
 };
 
 /// A worker track (tid >= 1; tid 0 only when it holds slices).
@@ -131,6 +136,11 @@ struct Summary {
 /// for a message. A longer one is cut at a character boundary and ends in "…" (3 more bytes).
 inline constexpr std::size_t max_name_bytes = 300;
 inline constexpr std::size_t max_message_bytes = 2000;
+
+/// Longest `id` string of a queue `b`/`e` event that is read: ferry writes numbers (the call), and
+/// Chrome's "0x..." hex ids are at most 18 bytes. An event with a longer one is skipped (counted in
+/// Summary::skipped), so that no id from the trace is kept whole however long it is.
+inline constexpr std::size_t max_id_bytes = 64;
 
 /// What a Summary keeps at most of what a trace can hold any number of. The defaults are what
 /// `ferry report` uses; the fuzzer (tests/fuzz/trace_fuzz.hpp) also uses small ones, so that an

@@ -13,12 +13,17 @@
 // In-process (the reader, summary and page compiled in): the replay of the trace fuzzer's corpus
 // (tests/fuzz/trace_fuzz.hpp) and the reader's blocks.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <random>
 #include <regex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -144,6 +149,72 @@ bool any_contains(const std::vector<std::string>& texts, const std::string& what
   return false;
 }
 
+/// `s` as a JSON string, quotes included.
+std::string quoted(const std::string& s) {
+  json::StringBuffer out;
+  json::Writer<json::StringBuffer> w(out);
+  w.String(s.data(), static_cast<json::SizeType>(s.size()));
+  return std::string(out.GetString(), out.GetSize());
+}
+
+/// 2^bits distinct strings of 16 × bits bytes (0x01 to 0x7E) that libstdc++'s
+/// std::hash<std::string> (_Hash_bytes, a 64-bit MurmurHash) maps to one value, whatever its seed.
+/// It XORs each 8-byte block, mixed (x·m, x ^= x >> 47, x·m), into its state and multiplies the
+/// state by m (odd). Two blocks whose mixed values differ in bit 63 only leave states that differ in
+/// bit 63 only (2^63 times an odd number is 2^63 mod 2^64), and a second such pair of blocks cancels
+/// that: so each 16-byte piece has two forms of the same effect, and the strings are every choice of
+/// `bits` pieces. Traces of such strings made `ferry report`'s hash maps quadratic.
+std::vector<std::string> colliding_strings(unsigned bits) {
+  constexpr std::uint64_t m = 0xc6a4a7935bd1e995ULL;
+  std::uint64_t inverse = m;  // m · inverse = 1 mod 2^64: Newton's iteration doubles the bits right
+  for (int i = 0; i < 6; ++i) inverse *= 2 - m * inverse;
+  auto shift_mix = [](std::uint64_t v) { return v ^ (v >> 47); };  // its own inverse
+  // The block whose mixed value is `mixed`, if its bytes are all 0x01 to 0x7E.
+  auto block = [&](std::uint64_t mixed, std::string& out) {
+    std::uint64_t x = shift_mix(mixed * inverse) * inverse;
+    for (int i = 0; i < 8; ++i)
+      if (const auto c = (x >> (8 * i)) & 0xFF; c < 0x01 || c > 0x7E) return false;
+    for (int i = 0; i < 8; ++i) out += static_cast<char>((x >> (8 * i)) & 0xFF);  // little-endian
+    return true;
+  };
+  std::mt19937_64 random(1);
+  auto half = [&](std::string& a, std::string& b) {
+    for (;;) {
+      const std::uint64_t mixed = random();
+      std::string x, y;
+      if (block(mixed, x) && block(mixed ^ (std::uint64_t{1} << 63), y)) {
+        a += x;
+        b += y;
+        return;
+      }
+    }
+  };
+  std::vector<std::pair<std::string, std::string>> pieces(bits);
+  for (auto& [a, b] : pieces) {
+    half(a, b);
+    half(a, b);
+  }
+  std::vector<std::string> out;
+  for (std::size_t k = 0; k < (std::size_t{1} << bits); ++k) {
+    std::string s;
+    for (unsigned i = 0; i < bits; ++i) s += ((k >> i) & 1) ? pieces[i].second : pieces[i].first;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+/// Whether `text` holds DEL or a C1 control (UTF-8 C2 80 to C2 9F) anywhere.
+bool has_del_or_c1(const std::string& text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto u = static_cast<unsigned char>(text[i]);
+    if (u == 0x7F) return true;
+    if (u == 0xC2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+        static_cast<unsigned char>(text[i + 1]) <= 0x9F)
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 TEST_CASE("Report.reads_a_trace_without_its_closing_bracket") {
@@ -217,6 +288,37 @@ TEST_CASE("Report.refuses_a_file_that_is_not_a_trace") {
   r = report({(dir.path / "same.html").string()}, dir.path);
   CHECK(r.status == 2);
   CHECK(r.err.find("would overwrite the trace") != std::string::npos);
+}
+
+TEST_CASE("Report.refuses_a_fifo_or_a_directory_without_waiting") {
+  // The trace was opened with a blocking open(): a FIFO at its path, with no writer, hung
+  // `ferry report` for ever. Only a regular file is read now; the rest is refused at once, by name.
+  // (Without the fix this test blocks until ctest's TIMEOUT ends it: no sleep, no timing here.)
+  support::TempDir dir;
+  const fs::path out = dir.path / "r.html";
+  const fs::path fifo = dir.path / "fifo.trace";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  fs::create_directory(dir.path / "dir.trace");
+  // Each named in the message, as ferry report names a file it cannot read: "PATH: what".
+  std::vector<std::pair<fs::path, std::string>> cases = {
+      {fifo, "not a regular file (a FIFO)"},
+      {dir.path / "dir.trace", "not a regular file (a directory)"},
+  };
+  for (const auto& [file, what] : cases) {
+    CAPTURE(file.string());
+    Ran r = report({file.string(), "-o", out.string()}, dir.path);
+    CHECK(r.status == 2);
+    CHECK(r.err == "ferry report: " + file.string() + ": " + what + "\n");
+    CHECK(!fs::exists(out));
+  }
+  // The reader itself, in this process: the error has no line (it is about the file, not a line).
+  namespace trace = ferry::cli::trace;
+  trace::ReadResult result;
+  bool any_event = false;
+  CHECK_FALSE(trace::read_trace(fifo, [&](const auto&, std::size_t) { any_event = true; }, result));
+  CHECK(result.error == "not a regular file (a FIFO)");
+  CHECK(result.error_line == 0);
+  CHECK_FALSE(any_event);
 }
 
 TEST_CASE("Report.an_error_quotes_the_same_bytes_wherever_the_blocks_end") {
@@ -385,6 +487,135 @@ TEST_CASE("Report.hostile_names_are_text_not_markup") {
   // The X with ts NaN and the one without dur are skipped, and the page says so.
   CHECK(doc["slices_total"].GetUint64() == 3);
   CHECK(any_contains(notes(doc), "2 events without the fields their kind needs were skipped (the first on line 13)"));
+}
+
+TEST_CASE("Report.the_page_holds_no_del_or_c1_control_even_on_stdout") {
+  // `-o -` writes the page to stdout, maybe a terminal: DEL and the C1 controls (U+009B is CSI)
+  // from the trace's texts were written as they were. They are JSON escapes now (\u007f,
+  // \u0080...\u009f), which JSON.parse reads back as the same characters; other characters whose
+  // UTF-8 has C2 or 0x80-0x9F (U+00A0, U+00A3, U+00C2) stay as they are.
+  support::TempDir dir;
+  const std::string controls = "del \x7f csi \xC2\x9B nel \xC2\x85 first \xC2\x80 last \xC2\x9F";
+  const std::string others = " nbsp \xC2\xA0 pound \xC2\xA3 a-circumflex \xC3\x82 ellipsis \xE2\x80\xA6 end \xC2";
+  const std::string message = controls + others;  // ends in a lone C2: made U+FFFD by the summary
+  const std::string kept = controls + others.substr(0, others.size() - 1) + "\xEF\xBF\xBD";
+  const std::string name = "task\x7f\xC2\x9B", label = "worker\xC2\x9B[2J", odd = "value\x7f\xC2\x9B";
+  const fs::path trace = dir.path / "controls.json";
+  write_trace(trace, {
+      R"({"name":"ferry","ph":"M","ts":0,"pid":1,"tid":0,"args":{"host":)" + quoted(odd) + "}}",
+      R"({"name":"thread_name","ph":"M","ts":0,"pid":1,"tid":1,"args":{"name":)" + quoted(label) + "}}",
+      R"({"name":)" + quoted(name) + R"(,"cat":"task","ph":"X","ts":10,"dur":5,"pid":1,"tid":1,)" +
+          R"("args":{"call":1,"error":"TaskError","message":)" + quoted(message) + "}}",
+      R"({"name":"stats","ph":"i","s":"g","ts":30,"pid":1,"tid":0,"args":{"submitted":1,"odd":)" + quoted(odd) +
+          "}}",
+  });
+  REQUIRE(has_del_or_c1(read_file(trace)));
+  Ran to_file = report({trace.string(), "-o", (dir.path / "c.html").string()}, dir.path);
+  REQUIRE_MESSAGE(to_file.status == 0, to_file.err);
+  Ran to_stdout = report({trace.string(), "-o", "-"}, dir.path);
+  REQUIRE_MESSAGE(to_stdout.status == 0, to_stdout.err);
+  CHECK(!has_del_or_c1(to_file.err + to_stdout.err));
+  const std::string file_page = read_file(dir.path / "c.html");
+  const std::string& stdout_page = to_stdout.out;
+  for (const std::string* page : {&file_page, &stdout_page}) {
+    CAPTURE(page == &file_page ? "to a file" : "to stdout");
+    REQUIRE(page->rfind("<!DOCTYPE html>", 0) == 0);
+    CHECK(!has_del_or_c1(*page));  // the whole page, template included
+    const std::string data = embedded_json(*page);
+    for (const char* escape : {"\\u007f", "\\u009b", "\\u0085", "\\u0080", "\\u009f"})
+      CHECK_MESSAGE(data.find(escape) != std::string::npos, escape);
+    CHECK(data.find("\xC2\xA0 pound \xC2\xA3 a-circumflex \xC3\x82") != std::string::npos);
+    // The data reads back to the same texts.
+    json::Document doc;
+    std::string error;
+    REQUIRE_MESSAGE(ferry::detail::parse_json(data, doc, error), error);
+    REQUIRE(doc["failures"].Size() == 1);
+    CHECK(str(doc["strings"][doc["failures"][0][5].GetUint()]) == kept);
+    CHECK(str(doc["tasks"][0]["name"]) == name);
+    CHECK(str(doc["tracks"][0]["label"]) == label);
+    CHECK(str(doc["failures"][0][3]) == label);
+    REQUIRE(doc["stats"]["rows"].Size() == 2);
+    CHECK(str(doc["stats"]["rows"][1][1]) == odd);  // a value kept as JSON text
+    REQUIRE(doc["meta"].Size() == 1);
+    CHECK(str(doc["meta"][0][1]) == odd);
+  }
+  // The same page either way, but for its nonce.
+  const std::regex nonce("[0-9a-f]{32}");
+  CHECK(std::regex_replace(file_page, nonce, "N") == std::regex_replace(stdout_page, nonce, "N"));
+}
+
+TEST_CASE("Report.many_distinct_texts_and_ids_that_collide_in_std_hash_are_all_counted") {
+  // The review's hash flooding: task names, messages and queue ids come from the trace, and were
+  // keys of unordered maps; distinct strings that std::hash maps to one value (for every seed) made
+  // each insertion scan all the others, O(n²) (32,768 such messages: 9 s instead of 0.25 s). The
+  // maps are ordered now. Time is not asserted here: this checks that such strings, and ids up to
+  // max_id_bytes, are each counted on their own, and that a longer id is skipped and counted.
+  namespace trace = ferry::cli::trace;
+  const std::vector<std::string> texts = colliding_strings(8);  // 256 strings of 128 bytes
+  const std::vector<std::string> ids = colliding_strings(4);    // 16 ids of 64 bytes
+  REQUIRE(texts.size() == 256);
+  REQUIRE(std::set<std::string>(texts.begin(), texts.end()).size() == texts.size());
+  REQUIRE(ids.size() == 16);
+  REQUIRE(ids[0].size() == trace::max_id_bytes);
+#if defined(__GLIBCXX__) && SIZE_MAX == UINT64_MAX
+  // What makes them hostile (libstdc++'s 64-bit hash): one hash value for all.
+  std::set<std::size_t> hashes;
+  for (const auto& t : texts) hashes.insert(std::hash<std::string>{}(t));
+  for (const auto& id : ids) hashes.insert(std::hash<std::string>{}(id));
+  CHECK(hashes.size() == 2);  // one per length
+#endif
+
+  support::TempDir dir;
+  const fs::path file = dir.path / "colliding.json";
+  std::vector<std::string> events;
+  // Each text a task name and a message: a call that never ran, one per call.
+  for (std::size_t i = 0; i < texts.size(); ++i)
+    events.push_back(R"({"name":"call ended","ph":"i","s":"t","ts":)" + std::to_string(i) + R"(,"pid":1,"tid":0,)" +
+                     R"("args":{"call":)" + std::to_string(i) + R"(,"task":)" + quoted(texts[i]) +
+                     R"(,"error":"TaskError","message":)" + quoted(texts[i]) + "}}");
+  // 16 queue begins with string ids, 8 of them ended.
+  for (std::size_t j = 0; j < ids.size(); ++j)
+    events.push_back(R"({"name":"q","cat":"queue","ph":"b","id":)" + quoted(ids[j]) + R"(,"ts":)" +
+                     std::to_string(1000 + j) + R"(,"pid":1,"tid":0})");
+  for (std::size_t j = 0; j < 8; ++j)
+    events.push_back(R"({"name":"q","cat":"queue","ph":"e","id":)" + quoted(ids[j]) + R"(,"ts":)" +
+                     std::to_string(2000 + j) + R"(,"pid":1,"tid":0})");
+  // An id one byte longer than max_id_bytes, begun and ended: both events skipped.
+  const std::size_t first_long = events.size() + 2;  // its line: '[' is line 1
+  for (const char* ph : {"b", "e"})
+    events.push_back(R"({"name":"q","cat":"queue","ph":")" + std::string(ph) + R"(","id":)" + quoted(ids[8] + "x") +
+                     R"(,"ts":3000,"pid":1,"tid":0})");
+  write_trace(file, events);
+
+  Ran r = report({file.string(), "-o", (dir.path / "c.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.out == (dir.path / "c.html").string() + ": 0 calls on 0 workers (0 failed, 256 never ran)\n");
+  json::Document doc;
+  page_data(dir.path / "c.html", doc);
+  // Every name a task of its own, every message a string of its own.
+  REQUIRE(doc["tasks"].Size() == texts.size());
+  std::set<std::string> names;
+  for (const auto& t : doc["tasks"].GetArray()) {
+    names.insert(str(t["name"]));
+    CHECK(t["never_ran"].GetUint64() == 1);
+  }
+  CHECK(names == std::set<std::string>(texts.begin(), texts.end()));
+  CHECK(doc["failures_total"].GetUint64() == texts.size());
+  REQUIRE(doc["failures"].Size() == texts.size());
+  for (const auto& f : doc["failures"].GetArray()) {
+    const std::string& text = texts[f[1].GetUint64()];  // by its call
+    CHECK(str(doc["tasks"][f[2].GetUint()]["name"]) == text);
+    CHECK(str(doc["strings"][f[5].GetUint()]) == text);
+  }
+  CHECK(doc["strings"].Size() == texts.size() + 1);  // and "TaskError"
+  std::map<std::string, std::string> stats;
+  for (const auto& row : doc["stats"]["rows"].GetArray()) stats[str(row[0])] = json_text(row[1]);
+  CHECK(stats["submitted"] == "16");      // the begins with an id of at most 64 bytes
+  CHECK(stats["queued_at_end"] == "8");   // each end matched its own begin
+  CHECK(stats["never_ran"] == "256");
+  CHECK(stats["failed_by_type.TaskError"] == "256");
+  CHECK(any_contains(notes(doc), "2 events without the fields their kind needs were skipped (the first on line " +
+                                     std::to_string(first_long) + ")"));
 }
 
 TEST_CASE("Report.huge_times_and_many_error_names_stay_bounded_json") {

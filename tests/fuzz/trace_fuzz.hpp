@@ -9,7 +9,8 @@
 //   and series, stats rows, text lengths), with the default caps and with small ones that a few KB
 //   of input reach;
 // - the page is the template's markup with nothing but the data element changed; the data holds
-//   no '<', '>' or '&' (so no "</script" and no "<!--"), is valid UTF-8 and JSON whose numbers are
+//   no '<', '>' or '&' (so no "</script" and no "<!--") and no control character (C0, DEL, C1:
+//   the page may be written to a terminal), is valid UTF-8 and JSON whose numbers are
 //   all finite (JSON.parse takes no NaN), and keeps to the page's caps (ReportLimits) and to a size
 //   linear in the input's.
 // Anything else (a broken invariant, an exception, a sanitizer report) aborts.
@@ -373,6 +374,10 @@ inline void check_page(const std::string& page, std::size_t input_size, const tr
   check(bad == std::string_view::npos, "markup characters in the page's data",
         data.substr(bad == std::string_view::npos ? 0 : bad - std::min<std::size_t>(bad, 80), 200));
   check(valid_utf8(data), "page data that is not valid UTF-8");
+  // Nor a control character a terminal acts on (`-o -` may write the page to one): RapidJSON
+  // escapes C0, the page's stream DEL and C1 (\u007f, \u0080...\u009f).
+  check(one_line(data), "a control character in the page's data",
+        data.substr(0, std::min<std::size_t>(data.size(), 2000)));
   // Linear in the input: each event adds a bounded amount (a failure repeats its track's label,
   // at most 300 bytes, each byte at most 6 when escaped).
   check(data.size() <= 64 * 1024 + 64 * input_size, "page data out of proportion to the trace",
