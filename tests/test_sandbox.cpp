@@ -530,28 +530,32 @@ TEST_CASE("Sandbox.virtual_console_and_exclusive_terminal_commands_are_denied") 
 TEST_CASE("Sandbox.another_process_limits_and_priority_are_out_of_reach") {
   // The kernel lets a process change the limits and priority of any process of its user: a task
   // set the host's RLIMIT_FSIZE to 0 (the host died of SIGXFSZ) and the guardian's
-  // RLIMIT_NOFILE (its sweep found nothing to kill). prlimit on another process is a violation;
-  // setpriority on one fails with EPERM. The test process is the other process here.
+  // RLIMIT_NOFILE (its sweep found nothing to kill). Setting another process's limits is a
+  // violation (reading them is not); setpriority on one fails with EPERM. The test process is
+  // the other process here.
   const int self = static_cast<int>(::getpid());
   {
     ferry::Executor plain(support::options(1));
-    CHECK(value_of(plain.submit_with(hostile(), read_limit_of, self)) == 0);
+    CHECK(value_of(plain.submit_with(hostile(), limit_of, self, true)) == 0);
     CHECK(value_of(plain.submit_with(hostile(), renice_process, self)) == 0);
   }
   ferry::Executor ex(sandboxed());
-  auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), read_limit_of, self));
-  if (e) check_violation(*e, "read_limit_of", "prlimit64");
-  CHECK(value_of(ex.submit_with(hostile(), read_limit_of, 0)) == 0);  // its own: allowed
+  auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), limit_of, self, true));
+  if (e) check_violation(*e, "limit_of", "prlimit64");
+  CHECK(value_of(ex.submit_with(hostile(), limit_of, self, false)) == 0);  // reading: allowed
+  CHECK(value_of(ex.submit_with(hostile(), limit_of, 0, true)) == 0);      // its own: allowed
   CHECK(value_of(ex.submit_with(hostile(), renice_process, self)) == EPERM);
   CHECK(value_of(ex.submit_with(hostile(), renice_process, 0)) == 0);
   check_pool_is_healthy(ex);
 }
 
-TEST_CASE("Sandbox.namespaces_cannot_be_made_with_clone") {
+TEST_CASE("Sandbox.clone_makes_no_namespace_and_no_child_of_the_host") {
   // unshare and setns were trapped, clone with CLONE_NEWUSER (and the other CLONE_NEW* flags)
-  // was not. clone3's flags are in memory, out of a filter's sight: ENOSYS, and glibc uses clone.
+  // was not; with CLONE_PARENT the child was the host's (a zombie it never reaps, outside the
+  // worker's cgroup). clone3's flags are in memory, out of a filter's sight: ENOSYS, and glibc
+  // uses clone.
   ferry::Executor ex(sandboxed());
-  for (int flags : {CLONE_NEWUSER, CLONE_NEWUSER | CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWPID}) {
+  for (int flags : {CLONE_NEWUSER, CLONE_NEWUSER | CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWPID, CLONE_PARENT}) {
     CAPTURE(flags);
     auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), clone_with_flags, flags));
     if (e) check_violation(*e, "clone_with_flags", "clone");
@@ -574,8 +578,11 @@ TEST_CASE("Sandbox.unix_sockets_fail_with_EACCES_and_the_network_allowed_too") {
     // The family with high bits set: a UNIX socket to the kernel, refused (without the network
     // the trap on any other family catches it first).
     if (network) CHECK(value_of(ex.submit_with(hostile(), unix_socket, true)) == EACCES);
-    CHECK(value_of(ex.submit_with(hostile(), unix_socket_pair, static_cast<int>(SOCK_DGRAM))) == EACCES);
+    // SOCK_RAW is a datagram pair to AF_UNIX too; stream and seqpacket pairs reach nothing.
+    for (int type : {static_cast<int>(SOCK_DGRAM), SOCK_DGRAM | SOCK_NONBLOCK, static_cast<int>(SOCK_RAW)})
+      CHECK(value_of(ex.submit_with(hostile(), unix_socket_pair, type)) == EACCES);
     CHECK(value_of(ex.submit_with(hostile(), unix_socket_pair, static_cast<int>(SOCK_STREAM))) == 0);
+    CHECK(value_of(ex.submit_with(hostile(), unix_socket_pair, static_cast<int>(SOCK_SEQPACKET))) == 0);
     check_pool_is_healthy(ex);
   }
 }
@@ -595,12 +602,15 @@ TEST_CASE("Sandbox.file_metadata_cannot_change") {
     CAPTURE(how);
     CHECK(value_of(ex.submit_with(hostile(), change_metadata, file.string(), how, 04777)) == EPERM);
   }
+  // chattr's flags by ioctl, on a descriptor opened read-only.
+  CHECK(value_of(ex.submit_with(hostile(), set_file_flags, file.string())) == EPERM);
   struct stat st{};
   REQUIRE(::stat(file.c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0600);
   check_pool_is_healthy(ex);
   ferry::Executor plain(support::options(1));
   CHECK(value_of(plain.submit_with(hostile(), change_metadata, file.string(), 0, 0640)) == 0);
+  CHECK(value_of(plain.submit_with(hostile(), set_file_flags, file.string())) == 0);
   REQUIRE(::stat(file.c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0640);
 }
@@ -678,6 +688,33 @@ TEST_CASE("Sandbox.the_terminal_it_shares_is_write_only") {
   ::close(master);
   CHECK(sandboxed_read == EBADF);
   CHECK(plain_read == EAGAIN);  // readable: nothing typed yet
+}
+
+TEST_CASE("Sandbox.the_terminal_it_shares_keeps_its_modes") {
+  // A task turned echo and ^C off on the user's terminal, and they stayed off after the run:
+  // every terminal a sandboxed task holds is the user's, so its setters fail with ENOTTY.
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  int terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(terminal >= 0);
+  int saved = ::dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  ::dup2(terminal, STDERR_FILENO);
+  int sandboxed_set = -1, plain_set = -1;
+  {
+    ferry::Executor ex(sandboxed());
+    sandboxed_set = value_of(ex.submit_with(hostile(), set_terminal_modes, STDERR_FILENO));
+    ferry::Executor plain(support::options(1));
+    plain_set = value_of(plain.submit_with(hostile(), set_terminal_modes, STDERR_FILENO));
+  }
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ::close(terminal);
+  ::close(master);
+  CHECK(sandboxed_set == ENOTTY);
+  CHECK(plain_set == 0);
 }
 
 TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACCES") {
@@ -823,6 +860,12 @@ TEST_CASE("Sandbox.network_true_allows_the_loopback") {
   ferry::Executor ex(contained({}, sandbox));
   CHECK(value_of(ex.submit_with(hostile(), connect_loopback, listener.port)) == listener.port);
   CHECK(listener.accepted_within(2000ms));
+  // What name lookups read is readable then (and only then).
+  if (fs::exists("/etc/services")) {
+    CHECK_FALSE(value_of(ex.submit_with(hostile(), read_file, std::string("/etc/services"))).empty());
+    ferry::Executor closed(sandboxed());
+    CHECK(failure_of<ferry::TaskError>(closed.submit_with(hostile(), read_file, std::string("/etc/services"))).has_value());
+  }
   // exec is still denied.
   auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), exec_shell));
   if (e) check_violation(*e, "exec_shell", "execve");
@@ -834,6 +877,8 @@ TEST_CASE("Sandbox.exec_true_allows_exec") {
   sandbox.exec = true;
   ferry::Executor ex(contained({}, sandbox));
   CHECK(value_of(ex.submit_with(hostile(), exec_shell)) == 7);
+  // posix_spawn and system set SIGSYS back to its default in the child: that must not kill it.
+  CHECK(value_of(ex.submit_with(hostile(), spawn_and_system)) == 30);
   // The network is still denied.
   Listener listener;
   auto e = failure_of<ferry::SandboxViolationError>(ex.submit_with(hostile(), connect_loopback, listener.port));

@@ -18,6 +18,9 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+#include <linux/fs.h>
+#include <spawn.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -389,9 +392,10 @@ std::string library_path() {
   return info.dli_fname;
 }
 
-int read_limit_of(int pid) {
+int limit_of(int pid, bool set) {
   rlimit now{};
   if (::prlimit(pid, RLIMIT_CORE, nullptr, &now) != 0) fail("prlimit " + std::to_string(pid));
+  if (set && ::prlimit(pid, RLIMIT_CORE, &now, nullptr) != 0) fail("prlimit " + std::to_string(pid) + " (set)");
   return 0;
 }
 
@@ -505,6 +509,39 @@ int create_with_mode(std::string path, int mode, int how) {
   return 0;
 }
 
+int set_file_flags(std::string path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("open " + path);
+  long flags = 0;
+  const int rc = ::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 ? ::ioctl(fd, FS_IOC_SETFLAGS, &flags) : -1;
+  const int e = errno;
+  ::close(fd);
+  return rc == 0 ? 0 : e;
+}
+
+int set_terminal_modes(int fd) {
+  termios modes{};
+  if (::tcgetattr(fd, &modes) != 0) return errno;
+  if (::tcsetattr(fd, TCSANOW, &modes) != 0) return errno;
+  winsize size{};
+  if (::ioctl(fd, TIOCGWINSZ, &size) != 0) return errno;
+  return ::ioctl(fd, TIOCSWINSZ, &size) == 0 ? 0 : errno;
+}
+
+int spawn_and_system() {
+  pid_t child = -1;
+  char name[] = "true";
+  char* argv[] = {name, nullptr};
+  if (int e = ::posix_spawn(&child, "/bin/true", nullptr, nullptr, argv, environ); e != 0)
+    throw std::system_error(e, std::generic_category(), "posix_spawn /bin/true");
+  const int spawned = wait_for_child(child);
+  const int shell = std::system("exit 3");
+  if (!WIFEXITED(spawned) || !WIFEXITED(shell))
+    throw std::runtime_error("spawn_and_system: a child did not exit (" + std::to_string(spawned) + ", " +
+                             std::to_string(shell) + ")");
+  return WEXITSTATUS(spawned) * 100 + WEXITSTATUS(shell) * 10;
+}
+
 int find_shared_segment(int key) {
   return ::shmget(static_cast<key_t>(key), 0, 0) >= 0 ? 0 : errno;
 }
@@ -519,7 +556,10 @@ int null_device_ioctl(int command) {
   return rc == 0 ? 0 : e;
 }
 
-FERRY_TASK(read_limit_of);
+FERRY_TASK(limit_of);
+FERRY_TASK(set_file_flags);
+FERRY_TASK(set_terminal_modes);
+FERRY_TASK(spawn_and_system);
 FERRY_TASK(renice_process);
 FERRY_TASK(clone_with_flags);
 FERRY_TASK(clone3_child);

@@ -68,8 +68,18 @@ FERRY_EXPORT std::uint64_t sum_bytes(std::vector<char> data);
 /// then sleeps `seconds` and returns it: a worker whose channel closed while it runs on. Its
 /// parent must not wait for its end (an MPI agent once did, for good).
 FERRY_EXPORT int close_channel_and_wait(int seconds);
-/// prlimit on process `pid`, reading its RLIMIT_CORE (changing nothing); returns 0.
-FERRY_EXPORT int read_limit_of(int pid);
+/// prlimit on process `pid`: reads its RLIMIT_CORE and, with `set`, sets it to what it is;
+/// returns 0.
+FERRY_EXPORT int limit_of(int pid, bool set);
+/// Sets the chattr flags of the file at `path`, opened read-only, to what they are
+/// (FS_IOC_GETFLAGS, FS_IOC_SETFLAGS): returns errno, 0 when it went through.
+FERRY_EXPORT int set_file_flags(std::string path);
+/// Sets the modes and the window size of the terminal on descriptor `fd` to what they are
+/// (tcsetattr, TIOCSWINSZ): returns errno, 0 when it went through.
+FERRY_EXPORT int set_terminal_modes(int fd);
+/// posix_spawn of /bin/true and system("exit 3") (both need exec): returns 100 × the first's
+/// exit code + 10 × the second's (30 when both ran).
+FERRY_EXPORT int spawn_and_system();
 /// Sets the nice value of process `pid` to what it is (PRIO_PROCESS); returns errno, 0 when it
 /// went through.
 FERRY_EXPORT int renice_process(int pid);

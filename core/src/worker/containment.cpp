@@ -19,6 +19,8 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/fs.h>
+#include <linux/fsverity.h>
 #include <linux/nsfs.h>
 #include <poll.h>
 #include <sched.h>
@@ -451,11 +453,33 @@ constexpr NamedCall metadata_calls[] = {
     {"removexattr", -1},  {"lremovexattr", -1}, {"fremovexattr", -1}, {"removexattrat", 466},
     {"file_setattr", 469}};
 
-/// CLONE_NEW* flags of clone(2): a task may not make namespaces (unshare and setns are trapped
-/// too); a user namespace of its own would open the kernel's namespaced-root surface (nf_tables
-/// and the like) to it. CLONE_NEWTIME is left out: on clone(2) its bit is part of the exit signal.
-constexpr unsigned long namespace_flags[] = {CLONE_NEWNS,   CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC,
-                                             CLONE_NEWUSER, CLONE_NEWPID,    CLONE_NEWNET};
+/// clone(2) flags a task may not use: the CLONE_NEW* ones (unshare and setns are trapped too; a
+/// user namespace of its own would open the kernel's namespaced-root surface, nf_tables and the
+/// like, to it), and CLONE_PARENT, which made the child the host's: a zombie the host never reaps,
+/// outside the worker's cgroup or namespace, alive after a clean exit in subreaper mode. glibc's
+/// fork, threads and posix_spawn use none of them. CLONE_NEWTIME is left out: on clone(2) its bit
+/// is part of the exit signal.
+constexpr unsigned long denied_clone_flags[] = {CLONE_NEWNS,  CLONE_NEWCGROUP, CLONE_NEWUTS,
+                                                CLONE_NEWIPC, CLONE_NEWUSER,   CLONE_NEWPID,
+                                                CLONE_NEWNET, CLONE_PARENT};
+
+/// Changes of a file's attributes by ioctl on any descriptor a task can open, even read-only (the
+/// flags of chattr: sync, noatime, nodump; the inode's version; fs-verity, which makes a file
+/// read-only for good): EPERM with the metadata calls. Direction and size are part of each number.
+constexpr unsigned long attribute_ioctls[] = {
+    FS_IOC_SETFLAGS,   FS_IOC32_SETFLAGS, FS_IOC_FSSETXATTR, FS_IOC_SETVERSION, FS_IOC32_SETVERSION,
+    0x40086604ul /* EXT4_IOC_SETVERSION */, FS_IOC_ENABLE_VERITY};
+
+/// Terminal commands that change the terminal, never a task's own: Landlock lets a task open no
+/// terminal, so every one it holds is the user's (stdout, stderr, the controlling terminal).
+/// Its modes (echo off, ^C no longer a signal: they outlived the run), its size, flow and line
+/// state, its modem lines: ENOTTY, as from a descriptor that is no terminal. Reading them stays.
+/// TCSETS2 and friends name struct termios2 (44 bytes), whose header cannot be included beside
+/// glibc's termios: their numbers on x86-64 and arm64, whose ioctl encoding is the generic one.
+constexpr unsigned long terminal_setters[] = {
+    TCSETS,  TCSETSW, TCSETSF, TCSETA,   TCSETAW, TCSETAF,  0x402C542Bul, 0x402C542Cul, 0x402C542Dul,
+    TIOCSWINSZ, TCFLSH, TCXONC, TCSBRK, TCSBRKP, TIOCSBRK, TIOCCBRK, TIOCMSET, TIOCMBIS,
+    TIOCMBIC, TIOCSSOFTCAR, TIOCSLCKTRMIOS, TIOCSSERIAL};
 
 std::string load_seccomp(bool network, bool exec) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -497,12 +521,18 @@ std::string load_seccomp(bool network, bool exec) {
   // set is a UNIX socket to the kernel); the trap compares all 64 and so fails closed.
   if (!network) rule(SCMP_ACT_TRAP, {"socket", -1}, {SCMP_A0(SCMP_CMP_NE, AF_UNIX)});
   rule(SCMP_ACT_ERRNO(EACCES), {"socket", -1}, {SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, AF_UNIX)});
-  rule(SCMP_ACT_ERRNO(EACCES), {"socketpair", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_DGRAM)});
+  // The type's low four bits, other than SOCK_STREAM and SOCK_SEQPACKET: SOCK_RAW is a datagram
+  // pair to AF_UNIX too.
+  for (unsigned long type = 0; type < 16; ++type)
+    if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
+      rule(SCMP_ACT_ERRNO(EACCES), {"socketpair", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, type)});
   if (!exec) {
     deny("execve");
     deny("execveat");
   }
   for (const NamedCall& call : metadata_calls) rule(SCMP_ACT_ERRNO(EPERM), call);
+  for (unsigned long command : attribute_ioctls)
+    rule(SCMP_ACT_ERRNO(EPERM), {"ioctl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, command)});
   // Nor a file made setuid or setgid from the start (open with O_CREAT, creat, mknod): planted in
   // a write directory others can reach, it would run as this user outside the sandbox. The mode
   // is the argument after the flags (creat, mknod: after the path); openat2 carries it in memory:
@@ -515,19 +545,21 @@ std::string load_seccomp(bool network, bool exec) {
     rule(SCMP_ACT_ERRNO(EPERM), {"mknodat", -1}, {SCMP_A2(SCMP_CMP_MASKED_EQ, bit, bit)});
   }
   rule(SCMP_ACT_ERRNO(ENOSYS), {"openat2", 437});
-  for (unsigned long flag : namespace_flags)
+  for (unsigned long flag : denied_clone_flags)
     rule(SCMP_ACT_TRAP, {"clone", -1}, {SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)});
   // clone3 passes its flags in memory, which a filter cannot read: ENOSYS, and glibc falls back
   // to clone (threads, fork, posix_spawn), where the flags are seen.
   rule(SCMP_ACT_ERRNO(ENOSYS), {"clone3", -1});
   // Calls that name another process by pid and which the kernel allows on the uid alone (Landlock
-  // scopes signals and ptrace, not these). prlimit64 on anyone but the caller is a violation: it
-  // set the host's RLIMIT_FSIZE to 0 (the host died of SIGXFSZ at its next write) or the
-  // guardian's RLIMIT_NOFILE (it could not look for what to kill). Priorities and scheduling
-  // policies of another process (or a process group, or every process of the user) fail with
-  // EPERM: a library may try them for its own threads by thread id. CPU affinity stays allowed
-  // (thread pools pin their threads by thread id).
-  rule(SCMP_ACT_TRAP, {"prlimit64", -1}, {SCMP_A0(SCMP_CMP_NE, 0)});
+  // scopes signals and ptrace, not these). prlimit64 setting the limits of anyone but the caller
+  // is a violation: it set the host's RLIMIT_FSIZE to 0 (the host died of SIGXFSZ at its next
+  // write) or the guardian's RLIMIT_NOFILE (it could not look for what to kill); reading them, or
+  // its own by its pid, stays allowed. Priorities and scheduling policies of another process (or
+  // a process group, or every process of the user) fail with EPERM, and so do those of the
+  // task's own threads named by thread id (glibc's pthread_setschedparam): the filter cannot tell
+  // a thread of the worker from another process. CPU affinity stays allowed (thread pools pin
+  // their threads by thread id).
+  rule(SCMP_ACT_TRAP, {"prlimit64", -1}, {SCMP_A0(SCMP_CMP_NE, 0), SCMP_A2(SCMP_CMP_NE, 0)});
   rule(SCMP_ACT_ERRNO(EPERM), {"setpriority", -1}, {SCMP_A0(SCMP_CMP_NE, PRIO_PROCESS)});
   rule(SCMP_ACT_ERRNO(EPERM), {"setpriority", -1}, {SCMP_A1(SCMP_CMP_NE, 0)});
   rule(SCMP_ACT_ERRNO(EPERM), {"ioprio_set", -1}, {SCMP_A0(SCMP_CMP_NE, 1 /* IOPRIO_WHO_PROCESS */)});
@@ -546,9 +578,13 @@ std::string load_seccomp(bool network, bool exec) {
     rule(SCMP_ACT_TRAP, {"ioctl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, command)});
   for (unsigned long group : {0x4B00ul, 0x5600ul})
     rule(SCMP_ACT_TRAP, {"ioctl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits & ~0xfful, group)});
-  // A task must not take SIGSYS away from the handler that reports what it tried (reading the
-  // action, a NULL new one, stays allowed).
-  rule(SCMP_ACT_TRAP, {"rt_sigaction", -1},
+  for (unsigned long command : terminal_setters)
+    rule(SCMP_ACT_ERRNO(ENOTTY), {"ioctl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, command)});
+  // A task must not take SIGSYS away from the handler that reports what it tried: setting it
+  // fails with EPERM (reading the action, a NULL new one, stays allowed). Not a violation:
+  // glibc's posix_spawn, popen and system set every handled signal back to its default in the
+  // child before its exec, and a trap there killed the child (an exec resets the handler anyway).
+  rule(SCMP_ACT_ERRNO(EPERM), {"rt_sigaction", -1},
        {SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, SIGSYS), SCMP_A1(SCMP_CMP_NE, 0)});
   if (why.empty()) {
     int rc = seccomp_load(ctx);
@@ -862,6 +898,12 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
                             "/dev/zero", "/dev/urandom", "/dev/random", "/sys/devices/system/cpu",
                             "/proc/cpuinfo", "/proc/meminfo"})
         ll.allow(p, read);
+      // What name lookups and TLS read when the network is allowed (resolver, services, address
+      // selection, CA certificates: /etc/ssl/certs links into /usr/share).
+      if (config.network)
+        for (const char* p : {"/etc/resolv.conf", "/etc/host.conf", "/etc/services", "/etc/protocols",
+                              "/etc/gai.conf", "/etc/ssl/certs"})
+          ll.allow(p, read);
       ll.allow("/dev/null", ll.all());
       // The worker's own /proc entry (its descriptors, statm): /proc/self resolves to it.
       ll.allow("/proc/" + std::to_string(::getpid()), read);
