@@ -43,6 +43,7 @@
 #include <string>
 #include <type_traits>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -662,10 +663,10 @@ TEST_CASE("Sandbox.system_v_ipc_is_its_own") {
   check_pool_is_healthy(ex);
 }
 
-TEST_CASE("Sandbox.the_terminal_it_shares_is_write_only") {
-  // Workers write to the host's stderr, a terminal the shell opened read-write: a task could
-  // read what the user types from it. A sandboxed worker holds a write-only description of the
-  // same terminal (EBADF on read); without a sandbox the task reads it as any program could.
+/// Runs `task` on descriptor 2 in a sandboxed pool and in a plain one while the test's stderr is
+/// a new pseudo-terminal, opened read-write as a shell opens its own: {sandboxed, plain} results.
+template <class Task>
+std::pair<int, int> on_a_terminal(Task task) {
   int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
   REQUIRE(master >= 0);
   REQUIRE(::grantpt(master) == 0);
@@ -675,17 +676,25 @@ TEST_CASE("Sandbox.the_terminal_it_shares_is_write_only") {
   int saved = ::dup(STDERR_FILENO);
   REQUIRE(saved >= 0);
   ::dup2(terminal, STDERR_FILENO);
-  int sandboxed_read = -1, plain_read = -1;
+  std::pair<int, int> results{-1, -1};
   {
     ferry::Executor ex(sandboxed());
-    sandboxed_read = value_of(ex.submit_with(hostile(), read_descriptor, STDERR_FILENO));
+    results.first = value_of(ex.submit_with(hostile(), task, STDERR_FILENO));
     ferry::Executor plain(support::options(1));
-    plain_read = value_of(plain.submit_with(hostile(), read_descriptor, STDERR_FILENO));
+    results.second = value_of(plain.submit_with(hostile(), task, STDERR_FILENO));
   }
   ::dup2(saved, STDERR_FILENO);
   ::close(saved);
   ::close(terminal);
   ::close(master);
+  return results;
+}
+
+TEST_CASE("Sandbox.the_terminal_it_shares_is_write_only") {
+  // Workers write to the host's stderr, a terminal the shell opened read-write: a task could
+  // read what the user types from it. A sandboxed worker holds a write-only description of the
+  // same terminal (EBADF on read); without a sandbox the task reads it as any program could.
+  auto [sandboxed_read, plain_read] = on_a_terminal(read_descriptor);
   CHECK(sandboxed_read == EBADF);
   CHECK(plain_read == EAGAIN);  // readable: nothing typed yet
 }
@@ -693,26 +702,7 @@ TEST_CASE("Sandbox.the_terminal_it_shares_is_write_only") {
 TEST_CASE("Sandbox.the_terminal_it_shares_keeps_its_modes") {
   // A task turned echo and ^C off on the user's terminal, and they stayed off after the run:
   // every terminal a sandboxed task holds is the user's, so its setters fail with ENOTTY.
-  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(master >= 0);
-  REQUIRE(::grantpt(master) == 0);
-  REQUIRE(::unlockpt(master) == 0);
-  int terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(terminal >= 0);
-  int saved = ::dup(STDERR_FILENO);
-  REQUIRE(saved >= 0);
-  ::dup2(terminal, STDERR_FILENO);
-  int sandboxed_set = -1, plain_set = -1;
-  {
-    ferry::Executor ex(sandboxed());
-    sandboxed_set = value_of(ex.submit_with(hostile(), set_terminal_modes, STDERR_FILENO));
-    ferry::Executor plain(support::options(1));
-    plain_set = value_of(plain.submit_with(hostile(), set_terminal_modes, STDERR_FILENO));
-  }
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-  ::close(terminal);
-  ::close(master);
+  auto [sandboxed_set, plain_set] = on_a_terminal(set_terminal_modes);
   CHECK(sandboxed_set == ENOTTY);
   CHECK(plain_set == 0);
 }
