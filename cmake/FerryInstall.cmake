@@ -6,13 +6,21 @@ include(CMakePackageConfigHelpers)
 
 set(FERRY_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
 
-# Installed executables find libferry next to them, without LD_LIBRARY_PATH.
+# Installed executables find libferry next to them, without LD_LIBRARY_PATH. The build tree has
+# the same layout (bin/, lib/, libexec/ferry/), so each is built with its install RUNPATH already:
+# a build RUNPATH that CMake rewrites at install ends in ':' (room for the rewrite), an empty
+# element glibc reads as the current directory, and a build-tree ferry-worker started in a
+# directory another user can write loaded libstdc++.so.6 from there
+# (tests/packaging/runpath_check.sh checks both trees).
 file(RELATIVE_PATH _ferry_bin_to_lib
   ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR} ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR})
 file(RELATIVE_PATH _ferry_libexec_to_lib
   ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBEXECDIR}/ferry ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR})
-set_target_properties(ferry_worker PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}")
-set_target_properties(ferry_wrap_prelude PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_libexec_to_lib}")
+set_target_properties(ferry_worker PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}"
+  BUILD_WITH_INSTALL_RPATH ON)
+set_target_properties(ferry_wrap_prelude PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_libexec_to_lib}"
+  BUILD_WITH_INSTALL_RPATH ON
+  RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/${CMAKE_INSTALL_LIBEXECDIR}/ferry)
 set_target_properties(ferry_core PROPERTIES EXPORT_NAME core)
 set_target_properties(ferry_plugin_api PROPERTIES EXPORT_NAME plugin)
 
@@ -23,14 +31,18 @@ install(TARGETS ferry_core ferry_plugin_api EXPORT ferryTargets
 install(TARGETS ferry_worker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
 install(TARGETS ferry_wrap_prelude RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/ferry COMPONENT runtime)
 if(TARGET ferry_cli)
-  set_target_properties(ferry_cli PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}")
+  set_target_properties(ferry_cli PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}"
+    BUILD_WITH_INSTALL_RPATH ON)
   install(TARGETS ferry_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
 endif()
 
 # The MPI backend (FERRY_WITH_MPI): libferry-mpi, its header and the node agent, in an export set
 # of its own, so that find_package(ferry COMPONENTS mpi) says whether this install has it.
 if(TARGET ferry_mpi)
-  set_target_properties(ferry_mpi_worker PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}")
+  set_target_properties(ferry_mpi_worker PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}"
+    BUILD_WITH_INSTALL_RPATH ON)
+  # libferry next to it (Open MPI's libraries are on the system's path).
+  set_target_properties(ferry_mpi PROPERTIES INSTALL_RPATH "$ORIGIN" BUILD_WITH_INSTALL_RPATH ON)
   install(DIRECTORY mpi/include/ferry DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT devel)
   install(TARGETS ferry_mpi EXPORT ferryMpiTargets
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime

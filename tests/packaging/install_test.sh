@@ -26,9 +26,15 @@ if grep -rlF "$build" "$prefix" > "$work/leaks.txt"; then
   fail "installed files name the build directory $build: $(tr '\n' ' ' < "$work/leaks.txt")"
 fi
 
+# Nor an RPATH the loader reads against the current directory (an empty or relative element).
+bash "$src/tests/packaging/runpath_check.sh" "$prefix" > "$work/runpaths.log" 2>&1 || fail "$(cat "$work/runpaths.log")"
+
 cmake -S "$src/samples/external_plugin" -B "$work/ext" -DCMAKE_PREFIX_PATH="$prefix" \
       -DCMAKE_BUILD_TYPE=Release > "$work/configure.log"
 cmake --build "$work/ext" -j2 > "$work/build.log"
+# A plugin and host built against the installed package the same.
+bash "$src/tests/packaging/runpath_check.sh" "$work/ext" > "$work/runpaths-ext.log" 2>&1 ||
+  fail "$(cat "$work/runpaths-ext.log")"
 
 out=$("$prefix/bin/ferry" run --plugin-dir "$work/ext" triple 14)
 [ "$out" = "42" ] || fail "ferry run triple 14 printed '$out'"
