@@ -22,6 +22,7 @@
 #include "wire.hpp"
 #include "wire/channel.hpp"
 #include "wire/protocol.hpp"
+#include "support/fixture.hpp"
 
 namespace {
 
@@ -139,9 +140,11 @@ TEST_CASE("Mpi.wire.a_content_key_is_read_from_regular_files_only") {
   // the open waited; a writer that writes nothing: the read did) or a link to /dev/zero (endless)
   // must not hang it. If it does, SIGALRM ends this test process, and the test fails.
   namespace fs = std::filesystem;
-  fs::path dir = fs::temp_directory_path() / ("ferry-content-key-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  // A directory of its own (mkdtemp): a predictable name in /tmp could be another user's by the
+  // time the files below are written through it.
+  support::TempDir scratch;
+  const fs::path dir = scratch.path;
+  REQUIRE(fs::is_directory(dir));
   {
     std::ofstream(dir / "plugin.so", std::ios::binary) << "some bytes";
     std::ofstream(dir / "same.so", std::ios::binary) << "some bytes";
@@ -167,7 +170,6 @@ TEST_CASE("Mpi.wire.a_content_key_is_read_from_regular_files_only") {
   CHECK(content_key(dir / "fifo").empty());
   ::close(writer);
   ::alarm(0);
-  fs::remove_all(dir);
 }
 
 TEST_CASE("Mpi.wire.chunked_frames_come_out_whole_and_in_order") {

@@ -320,8 +320,9 @@ TEST_CASE("RemoteStack.symbolize.hostile_maps_do_not_hang_or_crash_the_host") {
   // Well-formed lines naming what is not an ELF file, a directory, a FIFO (opening one for
   // reading would block), a missing file: frames stay unnamed, nothing blocks.
   namespace fs = std::filesystem;
-  fs::path dir = fs::temp_directory_path() / ("ferry-stack-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  support::TempDir scratch;  // mkdtemp: not a predictable name another user could make first
+  const fs::path dir = scratch.path;
+  REQUIRE(fs::is_directory(dir));
   fs::path fifo = dir / "fifo";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   // Nothing named is opened, only looked at (O_PATH): opening a device runs its driver (a
@@ -343,7 +344,6 @@ TEST_CASE("RemoteStack.symbolize.hostile_maps_do_not_hang_or_crash_the_host") {
   char event[4096];
   CHECK(::read(watch, event, sizeof event) < 0);  // no IN_OPEN: EAGAIN
   ::close(watch);
-  fs::remove_all(dir);
   // Symbolizing this test program's own stack works as it does for a worker's.
   RemoteStack ready("#0  given"), lazy(RawStack{}, false);
   CHECK(ready.text() == "#0  given");
