@@ -16,6 +16,7 @@
 
 #include <doctest/doctest.h>
 
+#include "host/resolver.hpp"
 #include "platform/trust.hpp"
 #include "support/fixture.hpp"
 
@@ -159,6 +160,35 @@ TEST_CASE("Trust.a_file_of_another_user_is_refused") {
   REQUIRE(::chown(t.safe.c_str(), 65534, 65534) == 0);
   REQUIRE(::chown(f.c_str(), 0, 0) == 0);
   CHECK(trust_verdict(f).at == t.safe);  // the directory's owner could swap the file
+}
+
+TEST_CASE("Trust.a_main_program_path_another_user_could_have_made_is_not_loaded") {
+  // A worker loads the host's executable only to say why a main-program function cannot run.
+  // /proc/self/exe names a deleted one "PATH (deleted)": in a directory others can create entries
+  // in, another user's library by that name ran in every worker. Such a path is replaced by one
+  // in / that cannot load and says why.
+  Tree t;
+  fs::path sticky = t.root.path / "sticky";
+  fs::create_directories(sticky);
+  fs::permissions(sticky, fs::perms(01777), fs::perm_options::replace);
+  // Ours, or missing where nobody else can create it: sent as it is.
+  auto mine = t.file(t.safe, "host", fs::perms(0755));
+  CHECK(ferry::detail::main_program_to_load(mine.string()) == mine.string());
+  const std::string gone = (t.safe / "host (deleted)").string();
+  CHECK(ferry::detail::main_program_to_load(gone) == gone);
+  // Missing where anyone may create it: not sent.
+  const std::string open_gone = (sticky / "host (deleted)").string();
+  std::string sent = ferry::detail::main_program_to_load(open_gone);
+  CHECK(sent.rfind("/(not loaded: ", 0) == 0);
+  CHECK(contains(sent, ")/host (deleted)"));
+  if (::geteuid() == 0) {
+    // Made there by another user: not sent either.
+    auto planted = t.file(sticky, "host (deleted)");
+    REQUIRE(::chown(planted.c_str(), 65534, 65534) == 0);
+    sent = ferry::detail::main_program_to_load(planted.string());
+    CHECK(sent.rfind("/(not loaded: ", 0) == 0);
+    CHECK(contains(sent, "owned by uid 65534"));
+  }
 }
 
 TEST_CASE("Trust.group_writable_is_fine_when_the_group_is_the_owners_alone") {
@@ -405,6 +435,9 @@ TEST_CASE("Trust.task_ref_through_a_link_in_an_open_directory_is_refused") {
 TEST_CASE("Trust.worker_program_in_an_open_directory_is_not_run") {
   Tree t;
   fs::path worker = install(FERRY_TEST_WORKER, t.open, "ferry-worker");
+  // Its RUNPATH is $ORIGIN/../lib, as installed: libferry beside the copy's directory.
+  fs::create_directory_symlink(fs::path(FERRY_TEST_WORKER).parent_path().parent_path() / "lib",
+                               t.root.path / "lib");
   support::ScopedEnv strict("FERRY_ALLOW_UNSAFE_PLUGINS", "0");
   auto o = support::options(1);
   o.worker_path = worker;

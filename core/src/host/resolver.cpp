@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
@@ -17,6 +18,7 @@
 
 #include <ferry/task.hpp>
 
+#include "platform/trust.hpp"
 #include "plugins/elf_reader.hpp"
 #include "wrap/wrap_compiler.hpp"
 
@@ -154,6 +156,14 @@ std::string executable_path() {
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n <= 0) return "(main program)";
   return std::string(buf, static_cast<std::size_t>(n));
+}
+
+std::string main_program_to_load(const std::string& path) {
+  struct stat st {};
+  // A missing file (a deleted executable) is fine only where nobody else could create it.
+  const std::string why = ::lstat(path.c_str(), &st) == 0 ? untrusted_reason(path) : untrusted_reason_if_present(path);
+  if (why.empty()) return path;
+  return "/(not loaded: " + why + ")/" + std::filesystem::path(path).filename().string();
 }
 
 FunctionTask resolve_function(const void* address) {

@@ -5,6 +5,8 @@
 #include <exception>
 #include <string>
 
+#include <ferry/detail/export.hpp>
+
 namespace ferry::detail {
 
 /// Where a submitted function lives, as far as a worker is concerned.
@@ -27,5 +29,12 @@ FunctionTask resolve_function(const void* address);
 
 /// Absolute path of this process's executable.
 std::string executable_path();
+
+/// What a worker is given to load for a function of the host's main program, which it loads only
+/// to report why it cannot run it: `path` when nobody else can have put a file there, otherwise
+/// a path in `/` that cannot load and says why. /proc/self/exe names a deleted executable
+/// "PATH (deleted)", a name anyone who can create entries in its directory could give a library
+/// of theirs, which every worker would then load.
+FERRY_INTERNAL_API std::string main_program_to_load(const std::string& path);
 
 }  // namespace ferry::detail

@@ -59,8 +59,10 @@ std::shared_ptr<const RefEntry> TaskRefs::resolve(const Target& t) {
                             t.signature, f.name, {}, /*check=*/true);
         case FunctionTask::Kind::main_program:
           // Sent anyway: the worker really tries to load the executable, and its loader's
-          // message becomes the UnresolvableTaskError (DESIGN §1).
-          return intern(protocol::RefKind::main_program, f.library,
+          // message becomes the UnresolvableTaskError (DESIGN §1). Only a path nobody else can
+          // have put a file at (main_program_to_load).
+          return intern(protocol::RefKind::main_program,
+                        allow_unsafe_ ? f.library : main_program_to_load(f.library),
                             f.name.empty() ? "(unnamed function)" : f.name, t.fingerprint,
                             t.signature, f.name.empty() ? "(unnamed function)" : f.name);
         case FunctionTask::Kind::foreign:
