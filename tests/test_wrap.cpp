@@ -213,6 +213,18 @@ TEST_CASE("Wrap.the_compilers_environment_adds_no_include_directory") {
         std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C"});
 }
 
+TEST_CASE("Wrap.the_compilers_PATH_holds_only_trusted_absolute_directories") {
+  // gcc runs `as` and `ld` through PATH: with an empty element (the current directory), a
+  // relative one or a directory others can write first, a host run in a shared directory ran
+  // another user's assembler (checked by hand as nobody against root). Those elements go.
+  support::TempDir open;
+  fs::permissions(open.path, fs::perms(01777), fs::perm_options::replace);
+  const std::string path = "PATH=:/usr/bin:.:bin:" + open.path.string() + ":/no/such/dir:/bin";
+  CHECK(ferry::detail::compiler_environment({path, "LANG=C"}) ==
+        std::vector<std::string>{"PATH=/usr/bin:/bin", "LANG=C"});
+  CHECK(ferry::detail::compiler_environment({"PATH="}) == std::vector<std::string>{"PATH="});
+}
+
 TEST_CASE("Wrap.many_threads_one_build") {
   FreshCache cache;
   CacheAt at(cache.path);

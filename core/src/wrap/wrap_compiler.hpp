@@ -37,7 +37,9 @@ FERRY_INTERNAL_API unsigned wrap_compilations();
 /// result of `CPATH=$CPATH:/opt/x/include`, as the current directory, searched before the
 /// system's headers: another user's `vector` in a shared directory the host runs in would be
 /// compiled into code the workers load; and none of them is part of a build's cache key.
-/// Include directories go in WrapOptions::flags (FERRY_WRAP_FLAGS), which are.
+/// Include directories go in WrapOptions::flags (FERRY_WRAP_FLAGS), which are. PATH keeps only
+/// its absolute directories that pass the trust check as final ones: gcc runs `as` and `ld`
+/// through it, and an empty element is the current directory.
 FERRY_INTERNAL_API std::vector<std::string> compiler_environment(std::vector<std::string> env);
 
 /// ferry's cache directory: $FERRY_CACHE_DIR, else $XDG_CACHE_HOME/ferry, else ~/.cache/ferry
