@@ -213,6 +213,26 @@ TEST_CASE("Wrap.the_compilers_environment_adds_no_include_directory") {
         std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C"});
 }
 
+TEST_CASE("Wrap.the_shipped_prelude_is_readable_by_every_user") {
+  // Written 0600 by the build (and by an install as root), it was unreadable to every other user,
+  // whose wraps all failed on it. The build tree ships it beside libferry as an install does.
+  const fs::path dir = fs::path(FERRY_TEST_WORKER).parent_path().parent_path() / "share/ferry/wrap-prelude";
+  int files = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("prelude-") || name.find(".tmp.") != std::string::npos ||
+        !(name.ends_with(".hpp") || name.ends_with(".gch") || name.ends_with(".pch")))
+      continue;
+    struct stat st {};
+    REQUIRE(::stat(e.path().c_str(), &st) == 0);
+    CHECK_MESSAGE((st.st_mode & 0444) == 0444, e.path());
+    CHECK_MESSAGE((st.st_mode & 022) == 0, e.path());
+    ++files;
+  }
+  CHECK_MESSAGE(files >= 2, "no precompiled prelude in " << dir);
+}
+
 TEST_CASE("Wrap.the_compilers_PATH_holds_only_trusted_absolute_directories") {
   // gcc runs `as` and `ld` through PATH: with an empty element (the current directory), a
   // relative one or a directory others can write first, a host run in a shared directory ran

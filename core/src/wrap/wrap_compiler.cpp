@@ -398,6 +398,10 @@ std::string prelude(const Setup& s, const fs::path& dir) {
     if (fs::exists(shipped / pch_name, ec) && fs::exists(shipped / header_name, ec)) {
       std::string why = untrusted_reason(shipped / pch_name);
       if (why.empty()) why = untrusted_reason(shipped / header_name);
+      // Installed by another user (root) 0600 before: unreadable here, every wrap failed on it.
+      if (why.empty() && (::access((shipped / pch_name).c_str(), R_OK) != 0 ||
+                          ::access((shipped / header_name).c_str(), R_OK) != 0))
+        why = "not readable by this user";
       if (why.empty()) return (shipped / header_name).string();
       debug_log("wrap prelude: not using the shipped one: %s", why.c_str());
     } else {
@@ -636,7 +640,11 @@ std::string precompile_prelude(const fs::path& dir) {
   WrapSite none{nullptr, "(prelude)", "", "", 0, "", 0};
   Setup setup = make_setup(none);
   fs::create_directories(dir);
-  return prelude(setup, dir);
+  std::string header = prelude(setup, dir);
+  // Shipped for every user of this ferry (a cache's own prelude stays 0600): readable by all.
+  if (!header.empty())
+    for (const std::string& file : {header, header + (setup.clang ? ".pch" : ".gch")}) ::chmod(file.c_str(), 0644);
+  return header;
 }
 
 }  // namespace ferry::detail

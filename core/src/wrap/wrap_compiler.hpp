@@ -47,7 +47,8 @@ FERRY_INTERNAL_API std::vector<std::string> compiler_environment(std::vector<std
 FERRY_INTERNAL_API std::filesystem::path default_cache_dir();
 
 /// Precompiles the prelude for the default compiler and flags into `dir` (ferry's build does this
-/// once, so that no user pays for it); returns the header to -include, "" on failure.
+/// once, so that no user pays for it), readable by every user (0644); returns the header to
+/// -include, "" on failure. A shipped prelude this user cannot read is not used.
 FERRY_INTERNAL_API std::string precompile_prelude(const std::filesystem::path& dir);
 
 }  // namespace ferry::detail
