@@ -21,6 +21,8 @@ set_target_properties(ferry_worker PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bi
 set_target_properties(ferry_wrap_prelude PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_libexec_to_lib}"
   BUILD_WITH_INSTALL_RPATH ON
   RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/${CMAKE_INSTALL_LIBEXECDIR}/ferry)
+# Where an older build tree had it, with the build RUNPATH that ends in ':'.
+file(REMOVE ${PROJECT_BINARY_DIR}/${CMAKE_INSTALL_BINDIR}/ferry_wrap_prelude)
 set_target_properties(ferry_core PROPERTIES EXPORT_NAME core)
 set_target_properties(ferry_plugin_api PROPERTIES EXPORT_NAME plugin)
 
