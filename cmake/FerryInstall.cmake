@@ -41,10 +41,11 @@ endif()
 # The MPI backend (FERRY_WITH_MPI): libferry-mpi, its header and the node agent, in an export set
 # of its own, so that find_package(ferry COMPONENTS mpi) says whether this install has it.
 if(TARGET ferry_mpi)
+  # And Open MPI's own library directory (absolute, as linked), wherever it is installed.
   set_target_properties(ferry_mpi_worker PROPERTIES INSTALL_RPATH "$ORIGIN/${_ferry_bin_to_lib}"
+    INSTALL_RPATH_USE_LINK_PATH ON BUILD_WITH_INSTALL_RPATH ON)
+  set_target_properties(ferry_mpi PROPERTIES INSTALL_RPATH "$ORIGIN" INSTALL_RPATH_USE_LINK_PATH ON
     BUILD_WITH_INSTALL_RPATH ON)
-  # libferry next to it (Open MPI's libraries are on the system's path).
-  set_target_properties(ferry_mpi PROPERTIES INSTALL_RPATH "$ORIGIN" BUILD_WITH_INSTALL_RPATH ON)
   install(DIRECTORY mpi/include/ferry DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT devel)
   install(TARGETS ferry_mpi EXPORT ferryMpiTargets
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime

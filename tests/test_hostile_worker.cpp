@@ -132,6 +132,18 @@ TEST_CASE("HostileWorker.a_descriptor_whose_close_blocks_does_not_stop_the_host"
   CHECK(ex.submit(square, 3).get() == 9);
 }
 
+TEST_CASE("HostileWorker.descriptors_past_four_in_one_message_do_not_stop_the_host") {
+  // A 4-descriptor control buffer: the kernel closed the fifth inside recvmsg, in the host's
+  // reading thread, and a lingering socket there stopped it for an hour. Every descriptor one
+  // message can carry is received now; the result (the first, a sealed memfd) is read, the
+  // socket closed on a thread of its own.
+  ferry::Executor ex(fake("shm_five"));
+  auto f = ex.submit(square, 1);
+  REQUIRE(f.wait_for(std::chrono::seconds(10)));
+  CHECK(f.get() == 1);
+  CHECK(ex.submit(square, 3).get() == 9);
+}
+
 TEST_CASE("HostileWorker.shared_results_keep_no_descriptor_open") {
   // Each result in shared memory kept its memfd open in the host as long as the result lived:
   // a few thousand held results and the host was out of descriptors.

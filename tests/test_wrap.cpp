@@ -242,7 +242,14 @@ TEST_CASE("Wrap.the_compilers_PATH_holds_only_trusted_absolute_directories") {
   const std::string path = "PATH=:/usr/bin:.:bin:" + open.path.string() + ":/no/such/dir:/bin";
   CHECK(ferry::detail::compiler_environment({path, "LANG=C"}) ==
         std::vector<std::string>{"PATH=/usr/bin:/bin", "LANG=C"});
-  CHECK(ferry::detail::compiler_environment({"PATH="}) == std::vector<std::string>{"PATH="});
+  // Nothing left: the system's directories, never an empty PATH (gcc reads that as "./").
+  CHECK(ferry::detail::compiler_environment({"PATH="}) == std::vector<std::string>{"PATH=/usr/bin:/bin"});
+  CHECK(ferry::detail::compiler_environment({"PATH=.:bin"}) == std::vector<std::string>{"PATH=/usr/bin:/bin"});
+  // A private directory of this user's under a sticky one stays.
+  fs::create_directories(open.path / "bin");
+  fs::permissions(open.path / "bin", fs::perms(0755), fs::perm_options::replace);
+  CHECK(ferry::detail::compiler_environment({"PATH=" + (open.path / "bin").string()}) ==
+        std::vector<std::string>{"PATH=" + (open.path / "bin").string()});
 }
 
 TEST_CASE("Wrap.many_threads_one_build") {

@@ -99,9 +99,9 @@ struct Child {
   Child() = default;
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
-  /// The channel may hold descriptors the worker sent and nobody read; its last close closes them,
-  /// which could block this thread (a lingering socket): closed in the background.
-  ~Child() { ferry::detail::close_in_background(sock.release()); }
+  /// The channel may hold descriptors the worker sent and nobody read; its last close would close
+  /// them, which could block this thread (a lingering socket): close_channel drops them first.
+  ~Child() { ferry::detail::close_channel(sock.release()); }
 
   pid_t pid = -1;
   Fd pidfd;

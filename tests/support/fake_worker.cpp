@@ -9,6 +9,8 @@
 //   shm_sealed      answers every task in a sealed memfd (as ferry-worker does a large result)
 //   shm_socket      answers in a TCP socket whose last close waits an hour (SO_LINGER, unread
 //                   data, its peer kept open by a child that dies with this worker)
+//   shm_five        answers in a sealed memfd sent with four more descriptors in the same message,
+//                   three memfds and, last, such a socket (one more than a 4-slot buffer holds)
 //   bye_running     says bye (max_tasks) instead of answering, then never answers nor exits
 //   partial_die     forks a child that keeps the channel open, writes part of a frame, dies
 //   hello_again     sends a second hello instead of answering
@@ -42,6 +44,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include <ferry/ferry.hpp>
 #include <ferry/detail/task_record.hpp>
@@ -131,6 +134,23 @@ Fd memfd(unsigned seals) {
   if (!fd || ::ftruncate(fd.get(), 4096) != 0) std::_Exit(3);
   if (seals && ::fcntl(fd.get(), F_ADD_SEALS, seals) != 0) std::_Exit(3);
   return fd;
+}
+
+/// Sends `bytes` with every descriptor of `fds` in one message (SCM_RIGHTS).
+bool send_with_descriptors(std::string_view bytes, std::initializer_list<int> fds) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)] = {};
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(c), fds.begin(), sizeof(int) * fds.size());
+  return ::sendmsg(channel, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
 }
 
 /// A connected TCP socket over loopback with unread data queued and SO_LINGER of an hour: whoever
@@ -235,6 +255,15 @@ int main(int argc, char** argv) {
       answer_shared(call, value, fd.get(), tib);
     } else if (mode == "shm_socket") {
       send(proto::encode_shared_result(call, sizeof value), {}, lingering_socket().get());
+    } else if (mode == "shm_five") {
+      Fd result = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
+      if (::pwrite(result.get(), &value, sizeof value, 0) != sizeof value) return 3;
+      Fd a = memfd(0), b = memfd(0), c = memfd(0), lingering = lingering_socket();
+      Buffer head = proto::encode_shared_result(call, sizeof value);
+      if (!send_with_descriptors(head.view(), {result.get(), a.get(), b.get(), c.get(), lingering.get()})) return 3;
+      // This worker goes on answering: its own close of the socket, the last one if the host
+      // closed its copy first, must not stop it.
+      std::thread([fd = lingering.release()] { ::close(fd); }).detach();
     } else if (mode == "shm_empty") {
       Fd fd = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
       answer_shared(call, value, fd.get(), 0);

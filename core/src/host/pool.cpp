@@ -336,10 +336,9 @@ bool Pool::read_available(WorkerSlot& w, Completions& done, bool* drained) {
   for (int round = 0; round < 64; ++round) {
     ssize_t n;
     if (w.discarding) {
-      char sink[4096];
-      do {
-        n = ::recv(w.sock.get(), sink, sizeof sink, MSG_DONTWAIT);
-      } while (n < 0 && errno == EINTR);
+      // With the descriptors that come along: a plain recv leaves them to the kernel to close
+      // here, and a lingering socket's close would stop this thread.
+      n = discard_received(w.sock.get(), 4096, MSG_DONTWAIT);
       if (n > 0) continue;
     } else {
       try {

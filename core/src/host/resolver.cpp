@@ -5,7 +5,6 @@
 
 #include <dlfcn.h>
 #include <link.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
@@ -159,9 +158,8 @@ std::string executable_path() {
 }
 
 std::string main_program_to_load(const std::string& path) {
-  struct stat st {};
   // A missing file (a deleted executable) is fine only where nobody else could create it.
-  const std::string why = ::lstat(path.c_str(), &st) == 0 ? untrusted_reason(path) : untrusted_reason_if_present(path);
+  const std::string why = untrusted_reason_if_present(path);
   if (why.empty()) return path;
   return "/(not loaded: " + why + ")/" + std::filesystem::path(path).filename().string();
 }

@@ -57,11 +57,11 @@ struct WorkerSlot {
   WorkerSlot() = default;
   WorkerSlot(const WorkerSlot&) = delete;
   WorkerSlot& operator=(const WorkerSlot&) = delete;
-  /// Closes the channel in the background: descriptors the worker sent and nobody read are closed
-  /// with it, and one of them could block the closing thread (close_in_background).
+  /// Closes the channel with close_channel: descriptors the worker sent and nobody read would be
+  /// closed with it, and one of them could block the closing thread.
   ~WorkerSlot() {
-    close_in_background(sock.release());
-    close_in_background(sock_out.release());
+    sock_out.reset();  // a dup: sock holds the socket still
+    close_channel(sock.release());
   }
 
   std::uint64_t serial = 0;

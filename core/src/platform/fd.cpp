@@ -40,15 +40,20 @@ void close_loop(Closer& c) {
 void close_in_background(int fd) noexcept {
   if (fd < 0) return;
   Closer& c = closer();
-  std::lock_guard lock(c.mu);
-  try {
-    if (c.started_in != ::getpid()) {
-      std::thread(close_loop, std::ref(c)).detach();
-      c.started_in = ::getpid();
+  {
+    std::lock_guard lock(c.mu);
+    try {
+      if (c.started_in != ::getpid()) {
+        std::thread(close_loop, std::ref(c)).detach();
+        c.started_in = ::getpid();
+      }
+      c.fds.push_back(fd);
+      fd = -1;
+    } catch (...) {
+      // No thread or no memory: closed here, outside the lock (this may block this caller only).
     }
-    c.fds.push_back(fd);
-  } catch (...) {
-    // No thread or no memory: closing here may block, leaking cannot hurt more than that.
+  }
+  if (fd >= 0) {
     ::close(fd);
     return;
   }

@@ -32,21 +32,32 @@ void attach_fd(msghdr& msg, OneFd& control, int fd) {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
 }
-}  // namespace
+/// Room for as many descriptors as one message can carry (SCM_MAX_FD): those that do not fit
+/// the control buffer are closed by the kernel inside recvmsg, in the receiving thread, where a
+/// close that waits (a lingering socket) would stop it.
+constexpr std::size_t max_fds_per_message = 253;
+struct Control {
+  alignas(cmsghdr) char bytes[CMSG_SPACE(sizeof(int) * max_fds_per_message)];
+};
 
-ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
+/// One recvmsg(2) of at most `n` bytes into `into` with every descriptor that came with them:
+/// each one that is a memfd (a shmem file: it answers F_GET_SEALS, and its last close only frees
+/// pages) goes to `keep`, anything else is closed by close_in_background and counted by `keep`
+/// as -1. -1 with errno set, or the bytes read; `truncated` when the control data was cut.
+template <class Keep>
+ssize_t receive_with_descriptors(int fd, char* into, std::size_t n, int flags, Keep&& keep, bool& truncated) {
   iovec iov{into, n};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  Control control;
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
   ssize_t r;
   do {
-    msg.msg_controllen = sizeof control;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
     r = ::recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
   } while (r < 0 && errno == EINTR);
+  truncated = false;
   // A failed recvmsg leaves the control buffer as it was: parsing it would invent descriptors.
   if (r < 0) return r;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
@@ -55,20 +66,49 @@ ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
     for (std::size_t i = 0; i < count; ++i) {
       int received;
       std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      // Only a memfd (a shmem file: it answers F_GET_SEALS) carries a payload, and its last close
-      // only frees pages. Anything else is refused here, and closed where closing cannot stop
-      // this thread (close_in_background); its place stays, empty, so that the frame it came
-      // with fails as one whose payload was refused.
       if (::fcntl(received, F_GET_SEALS) < 0) {
         close_in_background(received);
         received = -1;
       }
-      fds_.emplace_back(received);
+      keep(received);
     }
   }
+  truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  return r;
+}
+
+}  // namespace
+
+ssize_t discard_received(int fd, std::size_t max, int flags) {
+  char sink[4096];
+  bool truncated = false;
+  return receive_with_descriptors(fd, sink, std::min(max, sizeof sink), flags,
+                                  [](int received) {
+                                    if (received >= 0) ::close(received);
+                                  },
+                                  truncated);
+}
+
+void close_channel(int fd) noexcept {
+  if (fd < 0) return;
+  // Shut down first: the peer (or a process it forked, which holds its end) can queue nothing
+  // more, so what the loop below reads is all there is, and the close releases nothing.
+  ::shutdown(fd, SHUT_RDWR);
+  for (int i = 0; i < 4096 && discard_received(fd, 4096, MSG_DONTWAIT) > 0; ++i) {
+  }
+  ::close(fd);
+}
+
+ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
+  bool truncated = false;
+  ssize_t r = receive_with_descriptors(fd, into, n, flags, [&](int received) { fds_.emplace_back(received); },
+                                       truncated);
+  if (r < 0) return r;
+  // Only a memfd was kept; anything else took its place empty, so that the frame it came with
+  // fails as one whose payload was refused.
   if (fds_.size() > max_pending_fds)
     throw protocol::ProtocolError("peer sent descriptors no frame announces");
-  if (msg.msg_flags & MSG_CTRUNC) throw protocol::ProtocolError("peer sent too many descriptors");
+  if (truncated) throw protocol::ProtocolError("peer sent too many descriptors");
   return r;
 }
 

@@ -96,6 +96,19 @@ class FERRY_INTERNAL_API FrameReader {
   void claim_fd(Frame& out);
 };
 
+/// Receives and drops at most `max` bytes queued on `fd` (one recvmsg with `flags`): for a
+/// channel whose bytes no longer matter. Every descriptor that came with them is closed where
+/// closing cannot stop this thread (a memfd here, anything else by close_in_background), and as
+/// many as one message can carry are received (those that do not fit the control buffer are
+/// closed by the kernel inside recvmsg). As recv: > 0, 0 at EOF, -1 with errno.
+FERRY_INTERNAL_API ssize_t discard_received(int fd, std::size_t max, int flags);
+
+/// Closes the channel to a peer: shuts it down (the peer, or a process it forked holding its end,
+/// can queue nothing more), drops what is queued with discard_received, then closes it. Its close
+/// then releases no descriptor the peer sent, so it cannot block (a TCP socket with SO_LINGER and
+/// unread data waits out the linger time when its last descriptor is closed).
+FERRY_INTERNAL_API void close_channel(int fd) noexcept;
+
 /// Blocking send of every piece, in order (worker side); `pass` (a descriptor, or -1) travels with
 /// the first byte. False on error, errno set.
 FERRY_INTERNAL_API bool send_all(int fd, std::initializer_list<std::string_view> pieces,

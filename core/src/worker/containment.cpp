@@ -478,7 +478,7 @@ constexpr unsigned long attribute_ioctls[] = {
 /// glibc's termios: their numbers on x86-64 and arm64, whose ioctl encoding is the generic one.
 constexpr unsigned long terminal_setters[] = {
     TCSETS,  TCSETSW, TCSETSF, TCSETA,   TCSETAW, TCSETAF,  0x402C542Bul, 0x402C542Cul, 0x402C542Dul,
-    TIOCSWINSZ, TCFLSH, TCXONC, TCSBRK, TCSBRKP, TIOCSBRK, TIOCCBRK, TIOCMSET, TIOCMBIS,
+    TIOCSWINSZ, TCFLSH, TCXONC, TIOCSBRK, TIOCCBRK, TIOCMSET, TIOCMBIS,
     TIOCMBIC, TIOCSSOFTCAR, TIOCSLCKTRMIOS, TIOCSSERIAL};
 
 std::string load_seccomp(bool network, bool exec) {
@@ -553,8 +553,9 @@ std::string load_seccomp(bool network, bool exec) {
   // Calls that name another process by pid and which the kernel allows on the uid alone (Landlock
   // scopes signals and ptrace, not these). prlimit64 setting the limits of anyone but the caller
   // is a violation: it set the host's RLIMIT_FSIZE to 0 (the host died of SIGXFSZ at its next
-  // write) or the guardian's RLIMIT_NOFILE (it could not look for what to kill); reading them, or
-  // its own by its pid, stays allowed. Priorities and scheduling policies of another process (or
+  // write) or the guardian's RLIMIT_NOFILE (it could not look for what to kill); reading them
+  // stays allowed, setting its own only as pid 0 (glibc's setrlimit; a filter cannot tell the
+  // caller's pid from another's). Priorities and scheduling policies of another process (or
   // a process group, or every process of the user) fail with EPERM, and so do those of the
   // task's own threads named by thread id (glibc's pthread_setschedparam): the filter cannot tell
   // a thread of the worker from another process. CPU affinity stays allowed (thread pools pin
@@ -902,7 +903,8 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
       // selection, CA certificates: /etc/ssl/certs links into /usr/share).
       if (config.network)
         for (const char* p : {"/etc/resolv.conf", "/etc/host.conf", "/etc/services", "/etc/protocols",
-                              "/etc/gai.conf", "/etc/ssl/certs"})
+                              "/etc/gai.conf", "/etc/ssl/certs", "/etc/pki/tls/certs", "/etc/pki/ca-trust/extracted",
+                              "/etc/ca-certificates/extracted"})
           ll.allow(p, read);
       ll.allow("/dev/null", ll.all());
       // The worker's own /proc entry (its descriptors, statm): /proc/self resolves to it.

@@ -542,20 +542,23 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
   });
   // gcc and collect2 run `as` and `ld` through PATH: an empty or relative element (the current
   // directory) or one another user can write would run their assembler or linker on the host's
-  // behalf. Only absolute directories that pass the trust check as final ones stay.
+  // behalf. Only absolute directories that pass the trust check stay; when none does, the
+  // system's own (an empty PATH is the current directory to gcc too).
   for (std::string& entry : env) {
     if (!entry.starts_with("PATH=")) continue;
     std::string kept;
     std::string_view rest = std::string_view(entry).substr(5);
     for (;;) {
       const std::size_t colon = rest.find(':');
-      const std::string_view dir = rest.substr(0, colon);
-      if (dir.starts_with('/') && trust_verdict(fs::path(dir), /*directory_final=*/true).at.empty())
-        kept += (kept.empty() ? "" : ":") + std::string(dir);
+      const std::string dir(rest.substr(0, colon));
+      if (!dir.empty() && dir.front() == '/' && untrusted_reason(dir).empty())
+        kept += (kept.empty() ? "" : ":") + dir;
+      else
+        debug_log("wrap: the compiler's PATH leaves out '%s'", dir.c_str());
       if (colon == std::string_view::npos) break;
       rest.remove_prefix(colon + 1);
     }
-    entry = "PATH=" + kept;
+    entry = "PATH=" + (kept.empty() ? std::string("/usr/bin:/bin") : kept);
   }
   return env;
 }
