@@ -779,12 +779,12 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   }
 
   // 2. A user namespace, when not root and something needs one (and the one above failed). Tried
-  // again rather than taken as failed: what matters here is the outcome, a sandbox that needs a
-  // network namespace refuses to run without one, and the retry gives the reason to report.
-  bool wants_network_namespace = config.sandbox && !config.network;
-  if (!root_ && !user_namespace_ && (wants_network_namespace || config.limits.processes > 0)) {
+  // again rather than taken as failed: what matters here is the outcome. A sandbox always makes
+  // namespaces (IPC; network unless allowed), a right that comes from one: it refuses to run
+  // without one, and the retry gives the reason to report.
+  if (!root_ && !user_namespace_ && (config.sandbox || config.limits.processes > 0)) {
     if (std::string why = enter_user_namespace(); !why.empty()) {
-      if (config.sandbox && wants_network_namespace && !config.best_effort) return why;
+      if (config.sandbox && !config.best_effort) return why;
       debug_log("worker: no user namespace: %s", why.c_str());
     } else {
       own_processes_ = own_threads();  // the guardian, started before it, is outside it
