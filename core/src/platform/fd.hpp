@@ -8,8 +8,6 @@
 #include <string_view>
 #include <utility>
 
-#include <ferry/detail/export.hpp>
-
 namespace ferry::detail {
 
 /// Owned file descriptor (closed on destruction; EINTR on close is not retried, as on Linux).
@@ -43,8 +41,8 @@ class Fd {
 /// close of a TCP socket with SO_LINGER and unread data waits out the linger time, of a FUSE file
 /// its server's FLUSH; either could stop the thread that reads a worker for ever. What waits to be
 /// closed while that thread is stuck stays open; at exit the kernel closes it (a lingering socket
-/// then lingers in the background).
-FERRY_INTERNAL_API void close_in_background(int fd) noexcept;
+/// then lingers in the background). Not exported: wire/channel.cpp is its only user.
+void close_in_background(int fd) noexcept;
 
 /// Writes all of `bytes` to a blocking descriptor (EINTR retried); false on an error.
 inline bool write_all(int fd, std::string_view bytes) {

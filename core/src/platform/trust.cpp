@@ -36,14 +36,14 @@ namespace {
 
 constexpr int max_links = 40;  // as the kernel's MAXSYMLINKS
 
-/// Appends the components of `p` that matter ("" and "." do not) to the front of `todo`.
-void push_front_components(std::deque<std::string>& todo, const fs::path& p) {
+/// Appends the components of `p` that matter ("" and "." do not) to the front of `remaining`.
+void push_front_components(std::deque<std::string>& remaining, const fs::path& p) {
   std::deque<std::string> parts;
   for (const auto& c : p.relative_path()) {
     std::string s = c.string();
     if (!s.empty() && s != ".") parts.push_back(std::move(s));
   }
-  todo.insert(todo.begin(), parts.begin(), parts.end());
+  remaining.insert(remaining.begin(), parts.begin(), parts.end());
 }
 
 /// Whether only `owner` (and root) can act as a member of group `gid`: a user private group, as
@@ -190,25 +190,25 @@ std::string missing(int error) {
 
 TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
   if (path.empty()) return {path, "an empty path"};
-  std::deque<std::string> todo;
+  std::deque<std::string> remaining;
   if (path.is_relative()) {
     std::error_code ec;
     fs::path cwd = fs::current_path(ec);
     if (ec) return {path, "relative to a current directory that cannot be read (" + ec.message() + ")"};
-    push_front_components(todo, path);
-    push_front_components(todo, cwd);
+    push_front_components(remaining, path);
+    push_front_components(remaining, cwd);
   } else {
-    push_front_components(todo, path);
+    push_front_components(remaining, path);
   }
   fs::path at = "/";
   struct stat st {};
   if (::lstat("/", &st) != 0) return {at, missing(errno)};
-  bool judged_final = todo.empty();
+  bool judged_final = remaining.empty();
   if (auto why = judge("/", st, judged_final); !why.empty()) return {at, why};
   int links = 0;
-  while (!todo.empty()) {
-    std::string name = std::move(todo.front());
-    todo.pop_front();
+  while (!remaining.empty()) {
+    std::string name = std::move(remaining.front());
+    remaining.pop_front();
     if (name == "..") {
       at = at.parent_path();  // `at` holds no link: its parent is where ".." leads
       continue;
@@ -230,12 +230,12 @@ TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
       ssize_t n = ::readlink(next.c_str(), buf, sizeof buf - 1);
       if (n < 0) return {next, std::string("unreadable (") + std::strerror(errno) + ")"};
       fs::path target(std::string(buf, static_cast<std::size_t>(n)));
-      push_front_components(todo, target);
+      push_front_components(remaining, target);
       if (target.is_absolute()) at = "/";
       continue;
     }
-    bool final = todo.empty();
-    const bool holds_the_file = directory_final && links == 0 && todo.size() == 1;
+    bool final = remaining.empty();
+    const bool holds_the_file = directory_final && links == 0 && remaining.size() == 1;
     if (auto why = judge(next.c_str(), st, final || holds_the_file); !why.empty()) return {next, why};
     if (!final && !S_ISDIR(st.st_mode)) return {next, "not a directory"};
     judged_final = final;

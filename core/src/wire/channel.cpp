@@ -32,6 +32,7 @@ void attach_fd(msghdr& msg, OneFd& control, int fd) {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
 }
+
 /// Room for as many descriptors as one message can carry (SCM_MAX_FD): those that do not fit
 /// the control buffer are closed by the kernel inside recvmsg, in the receiving thread, where a
 /// close that waits (a lingering socket) would stop it.

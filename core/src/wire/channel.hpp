@@ -101,7 +101,7 @@ class FERRY_INTERNAL_API FrameReader {
 /// closing cannot stop this thread (a memfd here, anything else by close_in_background), and as
 /// many as one message can carry are received (those that do not fit the control buffer are
 /// closed by the kernel inside recvmsg). As recv: > 0, 0 at EOF, -1 with errno.
-FERRY_INTERNAL_API ssize_t discard_received(int fd, std::size_t max, int flags);
+ssize_t discard_received(int fd, std::size_t max, int flags);  // not exported: the pool
 
 /// Closes the channel to a peer: shuts it down (the peer, or a process it forked holding its end,
 /// can queue nothing more), drops what is queued with discard_received, then closes it. Its close
