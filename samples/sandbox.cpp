@@ -38,14 +38,15 @@ int main(int argc, char** argv) {
   report("fork 1000", [&] { ex.submit<int>("fork_bomb", 1000).get(); });
   report("connect 127.0.0.1:9", [&] { ex.submit<int>("connect_loopback", 9).get(); });
   report("exec /bin/sh", [&] { ex.submit<int>("exec_shell").get(); });
-  // Files outside what the sandbox allows fail inside the task, as ordinary code expects.
-  char dir[] = "/tmp/ferry-sample-XXXXXX";
+  // Files outside what the sandbox allows fail inside the task, as ordinary code expects (here
+  // one in the current directory).
+  char dir[] = "ferry-sample-XXXXXX";
   if (!::mkdtemp(dir)) return 1;
-  const std::string secret = std::string(dir) + "/secret";
+  const std::string secret = (std::filesystem::absolute(dir) / "secret").string();
   std::ofstream(secret) << "not for tasks\n";
   report("read a file outside", [&] { ex.submit<std::string>("read_file", secret).get(); });
   std::filesystem::remove_all(dir);
-  // The private temporary directory ($TMPDIR in the worker) is writable.
+  // The private temporary directory is writable: $TMPDIR in the worker, which shows it at /tmp.
   std::string tmp = ex.submit<std::string>("temp_dir").get();
   std::cout << "write into $TMPDIR: " << ex.submit<bool>("write_file", tmp + "/note", std::string("ok")).get()
             << "\n";

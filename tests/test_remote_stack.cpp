@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -382,9 +383,15 @@ TEST_CASE("RemoteStack.symbolize.reads_nothing_a_sandboxed_worker_could_write") 
 
   auto o = support::options(1);
   o.sandbox.enabled = true;
-  ferry::Executor ex(o);
-  // The workers' TMPDIR: the private directory the pool made for its sandbox.
-  fs::path tmp = ex.submit<std::string>(ferry::TaskRef{.library = FERRY_TEST_HOSTILE_PLUGIN, .name = "temp_dir"}).get();
+  // The private directory the pool makes for its sandbox, in the $TMPDIR it starts with.
+  support::TempDir base;
+  std::optional<ferry::Executor> ex;
+  {
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    ex.emplace(o);
+  }
+  fs::path tmp;
+  for (const auto& entry : fs::directory_iterator(base.path)) tmp = entry.path();
   REQUIRE(fs::is_directory(tmp));
   fs::copy_file(FERRY_TEST_CRASH_PLUGIN, tmp / "evil.so");
   std::string text = symbolize(crash_plugin_stack((tmp / "evil.so").string()), true);

@@ -16,6 +16,7 @@
 #include <grp.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -708,7 +709,8 @@ TEST_CASE("Sandbox.the_terminal_it_shares_keeps_its_modes") {
 }
 
 TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACCES") {
-  support::TempDir outside;
+  // Not under /tmp, which a sandboxed worker replaces with its private directory (below).
+  support::TempDir outside(FERRY_TEST_BINARY_DIR);
   host_write(outside.path / "secret", "not for the task");
   ferry::Executor ex(sandboxed());
   auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), read_file, (outside.path / "secret").string()));
@@ -716,6 +718,13 @@ TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACC
     INFO("remote: " << e->remote_type() << ": " << e->remote_message());
     CHECK(e->remote_type().find("system_error") != std::string::npos);
     CHECK(e->remote_message().find("Permission denied") != std::string::npos);
+  }
+  // The host's /tmp is not there at all.
+  support::TempDir in_tmp("/tmp");
+  host_write(in_tmp.path / "secret", "not for the task");
+  if (value_of(ex.submit_with(hostile(), temp_dir)) == fs::canonical("/tmp").string()) {
+    auto hidden = failure_of<ferry::TaskError>(ex.submit_with(hostile(), read_file, (in_tmp.path / "secret").string()));
+    if (hidden) CHECK(hidden->remote_message().find("No such file") != std::string::npos);
   }
   check_pool_is_healthy(ex);
 }
@@ -735,7 +744,7 @@ TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {
 }
 
 TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {
-  support::TempDir outside;
+  support::TempDir outside(FERRY_TEST_BINARY_DIR);  // not under /tmp: hidden, not denied
   host_write(outside.path / "secret", "not for the task");
   const std::string secret = (outside.path / "secret").string();
   // A name with an escape sequence and a line of its own: shown escaped, indented.
@@ -770,7 +779,7 @@ TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {
 }
 
 TEST_CASE("Sandbox.writing_into_home_fails_in_the_task_with_EACCES") {
-  support::TempDir home;
+  support::TempDir home(FERRY_TEST_BINARY_DIR);  // not under /tmp: hidden, not denied
   auto options = sandboxed();
   options.env["HOME"] = home.path.string();
   ferry::Executor ex(options);
@@ -793,6 +802,130 @@ TEST_CASE("Sandbox.the_private_temp_dir_is_writable") {
   // Read back by a task (of whichever worker: each worker has its own temp dir, so only when the
   // same worker runs it is the file there; the write above is what must work).
   CHECK(value_of(ex.submit_with(hostile(), write_bytes, dir + "/big", std::uint64_t{4 * MiB})) == 4 * MiB);
+  check_pool_is_healthy(ex);
+}
+
+/// The mount points of this process's namespace (/proc/self/mountinfo's fifth field).
+std::multiset<std::string> mount_points() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::multiset<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, device, root, point;
+    fields >> id >> parent >> device >> root >> point;
+    out.insert(point);
+  }
+  return out;
+}
+
+TEST_CASE("Sandbox.temp_dirs_to_hide_spares_what_the_worker_reads") {
+  using ferry::detail::temp_dirs_to_hide;
+  auto has = [](const std::vector<std::string>& dirs, const fs::path& dir) {
+    return std::find(dirs.begin(), dirs.end(), fs::canonical(dir).string()) != dirs.end();
+  };
+  const fs::path tmp = fs::canonical("/tmp");
+  CHECK(has(temp_dirs_to_hide({}), tmp));
+  CHECK(has(temp_dirs_to_hide({"/usr/lib"}), tmp));
+  CHECK_FALSE(has(temp_dirs_to_hide({(tmp / "plugins/lib").string()}), tmp));
+  CHECK_FALSE(has(temp_dirs_to_hide({tmp.string()}), tmp));
+  CHECK(has(temp_dirs_to_hide({tmp.string() + "foo/lib"}), tmp));  // a sibling, not under it
+  CHECK(temp_dirs_to_hide({"/"}).empty());
+  if (fs::is_directory("/var/tmp")) {
+    CHECK_FALSE(has(temp_dirs_to_hide({"/var"}), "/var/tmp"));
+    CHECK(has(temp_dirs_to_hide({"/var"}), tmp) == (fs::canonical("/var/tmp").string().rfind("/var/", 0) != 0 ||
+                                                   tmp.string().rfind("/var/", 0) != 0));
+  }
+  // Through a link: what it names is what counts.
+  support::TempDir elsewhere;
+  fs::create_directory_symlink(tmp, elsewhere.path / "to-tmp");
+  CHECK_FALSE(has(temp_dirs_to_hide({(elsewhere.path / "to-tmp" / "x").string()}), tmp));
+}
+
+TEST_CASE("Sandbox.tmp_var_tmp_and_dev_shm_are_its_private_directory") {
+  const fs::path tmp = fs::canonical("/tmp");
+  const fs::path build = fs::canonical(FERRY_TEST_HOSTILE_PLUGIN).parent_path();
+  if (std::mismatch(tmp.begin(), tmp.end(), build.begin(), build.end()).first == tmp.end()) {
+    // The worker must keep reading its plugins there: it leaves /tmp as it is.
+    MESSAGE("not checked: the build tree lies under /tmp");
+    return;
+  }
+  const std::multiset<std::string> mounts = mount_points();
+  support::TempDir base;  // the executor's $TMPDIR: its private directory is made in there
+  std::optional<ferry::Executor> ex;
+  {
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    ex.emplace(sandboxed());
+  }
+  fs::path private_dir;
+  for (const auto& entry : fs::directory_iterator(base.path)) private_dir = entry.path();
+  REQUIRE_MESSAGE(private_dir.filename().string().rfind("ferry-sandbox-", 0) == 0, private_dir);
+
+  CHECK(value_of(ex->submit_with(hostile(), temp_dir)) == tmp.string());
+  CHECK(value_of(ex->submit_with(hostile(), tmpfile_round_trip, std::string("kept in a tmpfile"))) == "kept in a tmpfile");
+  const std::string name = "ferry-private-tmp-" + std::to_string(::getpid());
+  CHECK(value_of(ex->submit_with(hostile(), write_file, "/tmp/" + name, std::string("in /tmp"))));
+  CHECK(host_read(private_dir / name) == "in /tmp");
+  CHECK_FALSE(fs::exists(tmp / name));
+  if (fs::is_directory("/var/tmp") && fs::canonical("/var/tmp") != tmp) {
+    CHECK(value_of(ex->submit_with(hostile(), write_file, "/var/tmp/" + name + "-var", std::string("in /var/tmp"))));
+    CHECK(host_read(private_dir / (name + "-var")) == "in /var/tmp");
+    CHECK_FALSE(fs::exists(fs::path("/var/tmp") / (name + "-var")));
+  }
+  if (fs::is_directory("/dev/shm"))  // the same directory again: another name
+    CHECK(value_of(ex->submit_with(hostile(), posix_shm_round_trip, "/" + name + "-shm", std::string("shared"))) == "shared");
+  // The host's namespace has no new mount (a bind mount made in a copy of it whose mounts were
+  // still shared would have reached it).
+  CHECK(mount_points() == mounts);
+  check_pool_is_healthy(*ex);
+}
+
+TEST_CASE("Sandbox.private_tmp_reaches_no_shared_mount_of_the_host") {
+  // Where / is a shared mount (systemd makes it so), a worker's copy of the namespace would pass
+  // its mounts back unless it made its own private first. This machine shares none: a child of
+  // the test makes them shared in a namespace of its own, then runs the pool there.
+  if (::geteuid() != 0) {
+    MESSAGE("not root: no mount namespace for the test to share its mounts in");
+    return;
+  }
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_SHARED, nullptr) != 0) _exit(2);
+    const std::multiset<std::string> before = mount_points();
+    int code = 0;
+    try {
+      ferry::Executor ex(sandboxed());
+      auto f = ex.submit_with(hostile(), tmpfile_round_trip, std::string("x"));
+      if (!f.wait_for(future_wait) || f.get() != "x") code = 3;
+      else if (mount_points() != before) code = 4;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      code = 5;
+    }
+    _exit(code);
+  }
+  int status = -1;
+  bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 60s);
+  if (!ended) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  REQUIRE(ended);
+  REQUIRE(WIFEXITED(status));
+  CHECK_MESSAGE(WEXITSTATUS(status) == 0, "step " << WEXITSTATUS(status)
+                                                  << " failed (2: sharing the mounts, 3: the task, 4: a mount came back)");
+}
+
+TEST_CASE("Sandbox.tmp_stays_when_the_worker_reads_under_it") {
+  // A directory to read under /tmp (plugins built there, say): hiding /tmp would hide it.
+  support::TempDir dir("/tmp");
+  const fs::path in = fs::canonical(dir.path);
+  host_write(in / "input.txt", "under /tmp");
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.read = {in.string()};
+  ferry::Executor ex(contained({}, sandbox));
+  CHECK(value_of(ex.submit_with(hostile(), read_file, (in / "input.txt").string())) == "under /tmp");
+  CHECK(value_of(ex.submit_with(hostile(), temp_dir)) != fs::canonical("/tmp").string());
   check_pool_is_healthy(ex);
 }
 
@@ -1397,6 +1530,9 @@ int run_pool_as_nobody(int port) {
   // And the pool goes on.
   auto again = ex.submit_with(hostile(), hostile_pid);
   if (!ends(again) || again.get() <= 0) return say("no task ran after the workers were killed") + 10;
+  // Its private directory is /tmp too (mounted in the worker's user namespace).
+  auto tmp = ex.submit_with(hostile(), tmpfile_round_trip, std::string("nobody's"));
+  if (!ends(tmp) || tmp.get() != "nobody's") return say("tmpfile() failed") + 12;
   return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/shm.h>
@@ -26,6 +27,8 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <cstdio>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
@@ -360,6 +363,38 @@ std::string temp_dir() {
   return dir ? dir : "";
 }
 
+std::string tmpfile_round_trip(std::string text) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::tmpfile(), &std::fclose);
+  if (!f) fail("tmpfile");
+  if (std::fwrite(text.data(), 1, text.size(), f.get()) != text.size() || std::fflush(f.get()) != 0)
+    fail("fwrite to tmpfile");
+  std::rewind(f.get());
+  std::string back(text.size(), '\0');
+  back.resize(std::fread(back.data(), 1, back.size(), f.get()));
+  return back;
+}
+
+std::string posix_shm_round_trip(std::string name, std::string text) {
+  const int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) fail("shm_open " + name);
+  const std::size_t size = text.size() + 1;
+  void* map = ::ftruncate(fd, static_cast<off_t>(size)) == 0
+                  ? ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                  : MAP_FAILED;
+  const int error = errno;
+  ::close(fd);
+  if (map == MAP_FAILED) {
+    ::shm_unlink(name.c_str());
+    errno = error;
+    fail("mapping " + name);
+  }
+  std::memcpy(map, text.c_str(), size);
+  std::string back(static_cast<const char*>(map));
+  ::munmap(map, size);
+  if (::shm_unlink(name.c_str()) != 0) fail("shm_unlink " + name);
+  return back;
+}
+
 std::uint64_t sum_bytes(std::vector<char> data) {
   std::uint64_t sum = 0;
   for (char c : data) sum += static_cast<unsigned char>(c);
@@ -587,6 +622,8 @@ FERRY_TASK(spin_cpu);
 FERRY_TASK(write_bytes);
 FERRY_TASK(hostile_pid);
 FERRY_TASK(temp_dir);
+FERRY_TASK(tmpfile_round_trip);
+FERRY_TASK(posix_shm_round_trip);
 FERRY_TASK(sum_bytes);
 FERRY_TASK(close_channel_and_wait);
 FERRY_TASK(library_path);

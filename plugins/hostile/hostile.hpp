@@ -62,6 +62,12 @@ FERRY_EXPORT std::uint64_t write_bytes(std::string path, std::uint64_t bytes);
 FERRY_EXPORT int hostile_pid();
 /// $TMPDIR in the worker, or "" when unset.
 FERRY_EXPORT std::string temp_dir();
+/// Writes `text` into a file from tmpfile() and reads it back (glibc makes it in /tmp whatever
+/// $TMPDIR says).
+FERRY_EXPORT std::string tmpfile_round_trip(std::string text);
+/// Creates the POSIX shared-memory object `name` (shm_open, in /dev/shm), writes `text` into its
+/// mapping, reads it back and removes the object.
+FERRY_EXPORT std::string posix_shm_round_trip(std::string name, std::string text);
 /// The sum of the bytes (as unsigned char): large vectors travel through shared memory.
 FERRY_EXPORT std::uint64_t sum_bytes(std::vector<char> data);
 /// Shuts down and closes the worker's channel (the descriptor after `--fd` in its command line),

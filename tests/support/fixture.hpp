@@ -104,8 +104,10 @@ inline bool alive(pid_t pid) {
 /// A fresh private directory, removed at scope exit.
 struct TempDir {
   std::filesystem::path path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "ferry-test-XXXXXX").string();
+  TempDir() : TempDir(std::filesystem::temp_directory_path()) {}
+  /// In `base` ("/tmp" itself, say, whatever $TMPDIR says).
+  explicit TempDir(const std::filesystem::path& base) {
+    std::string tmpl = (base / "ferry-test-XXXXXX").string();
     char* p = ::mkdtemp(tmpl.data());
     path = p ? p : tmpl;
   }

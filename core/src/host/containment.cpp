@@ -98,7 +98,24 @@ std::vector<std::string> loaded_libraries() {
   return out;
 }
 
+/// Absolute: what the sandbox allows must not depend on the directory anyone runs in.
+std::string absolute_text(const std::string& p) {
+  std::error_code ec;
+  fs::path a = fs::absolute(p, ec);
+  return ec ? p : a.lexically_normal().string();
+}
+
 }  // namespace
+
+std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, const Sandbox& sb) {
+  std::vector<std::string> read;
+  for (const auto& p : sb.read) read.push_back(p.string());
+  for (const auto& d : PluginIndex::search_path(options.plugin_dirs)) read.push_back(d.string());
+  if (auto cache = Config::read().cache_dir; !cache.empty()) read.push_back(cache.string());
+  for (auto& lib : loaded_libraries()) read.push_back(std::move(lib));
+  for (auto& p : read) p = absolute_text(p);
+  return read;
+}
 
 std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sb,
                                           const fs::path& private_tmp) {
@@ -113,22 +130,12 @@ std::vector<std::string> containment_args(const ExecutorOptions& options, const 
   if (!sb.enabled) return args;
   int flags = (sb.network ? 1 : 0) | (sb.exec ? 2 : 0) | (sb.best_effort ? 4 : 0);
   args.insert(args.end(), {"--sandbox", std::to_string(flags)});
-  std::vector<std::string> read;
-  for (const auto& p : sb.read) read.push_back(p.string());
-  for (const auto& d : PluginIndex::search_path(options.plugin_dirs)) read.push_back(d.string());
-  if (auto cache = Config::read().cache_dir; !cache.empty()) read.push_back(cache.string());
-  for (auto& lib : loaded_libraries()) read.push_back(std::move(lib));
-  // Absolute: what the sandbox allows must not depend on the directory anyone runs in.
-  auto absolute = [](const std::string& p) {
-    std::error_code ec;
-    fs::path a = fs::absolute(p, ec);
-    return ec ? p : a.lexically_normal().string();
-  };
-  for (const auto& p : read) args.insert(args.end(), {"--read", absolute(p)});
+  for (const auto& p : sandbox_read_paths(options, sb)) args.insert(args.end(), {"--read", p});
   if (sb.write.empty()) {
-    if (!private_tmp.empty()) args.insert(args.end(), {"--write", private_tmp.string()});
+    // The worker shows it at /tmp, /var/tmp and /dev/shm too where it hides nothing it reads.
+    if (!private_tmp.empty()) args.insert(args.end(), {"--write", private_tmp.string(), "--private-tmp", "1"});
   } else {
-    for (const auto& p : sb.write) args.insert(args.end(), {"--write", absolute(p.string())});
+    for (const auto& p : sb.write) args.insert(args.end(), {"--write", absolute_text(p.string())});
   }
   return args;
 }

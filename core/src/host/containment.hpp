@@ -42,11 +42,15 @@ class PrivateTempDir {
   std::filesystem::path path_;
 };
 
+/// What a sandboxed worker may read: Sandbox::read, the plugin directories, the FERRY_WRAP cache
+/// and every shared library loaded in this process now (so that a plugin the host loaded can be
+/// loaded by the worker); absolute and normal.
+std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, const Sandbox& sandbox);
+
 /// The containment part of ferry-worker's command line (worker/containment.hpp reads it): the
-/// executor's limits, and with a sandbox its flags and the paths it may read and write. Read
-/// paths: Sandbox::read, the plugin directories, the FERRY_WRAP cache and every shared library
-/// loaded in this process now (so that a plugin the host loaded can be loaded by the worker).
-/// `sandbox` is the executor's, its paths made absolute once (Pool::sandbox_).
+/// executor's limits, and with a sandbox its flags and the paths it may read
+/// (sandbox_read_paths) and write (with `private_tmp`, "--private-tmp 1": the worker shows that
+/// directory at the shared temporary directories too, temp_dirs_to_hide). `sandbox` is the executor's, its paths made absolute once (Pool::sandbox_).
 std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sandbox,
                                           const std::filesystem::path& private_tmp);
 

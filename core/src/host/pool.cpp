@@ -134,6 +134,8 @@ Pool::Pool(ExecutorOptions options)
     // What a sandboxed task writes is the task's: never parsed by this unsandboxed host as a
     // module of a remote stack (a worker names the files of its stack itself).
     for (const auto& dir : sandbox_.write) never_symbolize_under(dir);
+    // The private directory by its own path: a worker that shows it at /tmp names a module
+    // there /tmp/..., which is the host's /tmp, a file no sandboxed task could have written.
     if (sandbox_tmp_) never_symbolize_under(sandbox_tmp_->path().string());
   }
   launcher_ = make_launcher(launch);

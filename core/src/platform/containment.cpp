@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -118,6 +120,33 @@ std::string pids_cgroup_parent() {
       file_has_word("/sys/fs/cgroup/cgroup.controllers", "pids"))
     return "/sys/fs/cgroup";
   return "";
+}
+
+std::vector<std::string> temp_dirs_to_hide(const std::vector<std::string>& needed) {
+  namespace fs = std::filesystem;
+  // One path at or under the other, component by component ("/tmpfoo" is not under "/tmp").
+  auto within = [](const fs::path& inner, const fs::path& outer) {
+    auto [o, i] = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
+    return o == outer.end();
+  };
+  std::vector<fs::path> real;
+  for (const auto& p : needed) {
+    std::error_code ec;
+    fs::path r = fs::weakly_canonical(p, ec);
+    real.push_back(ec ? fs::path(p).lexically_normal() : r);
+  }
+  std::vector<std::string> out;
+  for (const char* shared : {"/tmp", "/var/tmp", "/dev/shm"}) {
+    std::error_code ec;
+    fs::path dir = fs::canonical(shared, ec);
+    if (ec || !fs::is_directory(dir, ec) || dir == "/") continue;
+    if (std::find(out.begin(), out.end(), dir.string()) != out.end()) continue;  // a link to another
+    bool clear = true;
+    for (const auto& n : real)
+      if (within(n, dir) || within(dir, n)) clear = false;
+    if (clear) out.push_back(dir.string());
+  }
+  return out;
 }
 
 std::string landlock_scope_missing(int abi) {

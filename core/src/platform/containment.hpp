@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <ferry/detail/export.hpp>
 
@@ -32,6 +33,12 @@ std::string pids_cgroup_parent();
 /// Why a sandbox cannot be made with Landlock ABI `abi` (1 to 5): signal scoping came with ABI 6.
 /// Not exported (the worker and containment_missing).
 std::string landlock_scope_missing(int abi);
+
+/// The shared temporary directories (/tmp, /var/tmp, /dev/shm), each by its real path and once,
+/// that a sandbox may show its private directory at without hiding any of `needed` (what the
+/// worker must still reach by path: what it reads, its own files): none of `needed` lies at or
+/// under one, nor is one inside a `needed` directory. The worker decides, with its own files.
+FERRY_INTERNAL_API std::vector<std::string> temp_dirs_to_hide(const std::vector<std::string>& needed);
 
 /// The Landlock ABI the running kernel offers; 0 when none.
 int landlock_abi();

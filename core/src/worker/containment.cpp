@@ -27,6 +27,7 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -43,6 +44,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
@@ -878,6 +880,22 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   } else if (missing(errno_text("unshare(CLONE_NEWIPC)"))) {
     return errno_text("unshare(CLONE_NEWIPC)");
   }
+  // The worker's own files, read by path from here on (its executable's directory, libferry's).
+  std::vector<std::string> own;
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) own.push_back(directory_of(std::string(exe, static_cast<std::size_t>(n))));
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&libferry_anchor), &info) != 0 && info.dli_fname)
+    own.push_back(directory_of(info.dli_fname));
+  std::vector<std::string> write = config.write;
+  if (config.private_tmp && write.size() == 1) {
+    std::vector<std::string> needed = config.read;
+    needed.insert(needed.end(), own.begin(), own.end());
+    const std::vector<std::string> shown = show_private_tmp(write.front(), std::move(needed));
+    for (const auto& dir : shown) note("private " + dir);
+    write.insert(write.end(), shown.begin(), shown.end());
+  }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_text("PR_SET_NO_NEW_PRIVS");
 
   // Landlock.
@@ -909,14 +927,11 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
       ll.allow("/dev/null", ll.all());
       // The worker's own /proc entry (its descriptors, statm): /proc/self resolves to it.
       ll.allow("/proc/" + std::to_string(::getpid()), read);
-      char exe[4096];
-      ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-      if (n > 0) ll.allow(directory_of(std::string(exe, static_cast<std::size_t>(n))), read);
-      Dl_info info{};
-      if (::dladdr(reinterpret_cast<void*>(&libferry_anchor), &info) != 0 && info.dli_fname)
-        ll.allow(directory_of(info.dli_fname), read);
+      for (const auto& p : own) ll.allow(p, read);
       for (const auto& p : config.read) ll.allow(p, read);
-      for (const auto& p : config.write) ll.allow(p, ll.all());
+      // The private directory by its own path (hidden when it lay under /tmp: the rule is then
+      // made through the directories it is shown at, the same directory).
+      for (const auto& p : write) ll.allow(p, ll.all());
       if (!ll.restrict_self()) {
         if (missing(errno_text("landlock_restrict_self"))) return errno_text("landlock_restrict_self");
       } else {
@@ -945,6 +960,44 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   }
   summary_ = built;
   return "";
+}
+
+std::vector<std::string> Containment::show_private_tmp(const std::string& dir, std::vector<std::string> needed) {
+  // glibc's tmpfile() writes in /tmp whatever $TMPDIR says, POSIX shared memory and semaphores
+  // live in /dev/shm, and much code names /tmp itself: in a sandbox these failed with EACCES. In a
+  // mount namespace of the worker's own, the executor's private directory is shown there (where
+  // that hides nothing the worker must read). The task cannot mount (seccomp), so it cannot undo
+  // this. Not needed for safety (Landlock already keeps the real ones out of reach): when it
+  // cannot be done the worker goes on without, as before.
+  const std::vector<std::string> targets = temp_dirs_to_hide(needed);
+  if (targets.empty()) return {};
+  std::vector<std::string> shown;
+  if (::unshare(CLONE_NEWNS) != 0) {
+    debug_log("worker: no private /tmp: unshare(CLONE_NEWNS): %s", std::strerror(errno));
+    return {};
+  }
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    // Never mount in a copy whose mounts are still shared: it would reach the host's namespace.
+    debug_log("worker: no private /tmp: making the mounts private: %s", std::strerror(errno));
+    return {};
+  }
+  // By descriptor, opened in the new namespace (a bind mount's source must be one of its
+  // mounts): `dir` itself usually lies under /tmp, hidden once /tmp is mounted over.
+  const int source = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (source < 0) {
+    debug_log("worker: no private /tmp: %s: %s", dir.c_str(), std::strerror(errno));
+    return {};
+  }
+  const std::string from = "/proc/self/fd/" + std::to_string(source);
+  for (const auto& target : targets) {
+    if (::mount(from.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) == 0)
+      shown.push_back(target);
+    else
+      debug_log("worker: no private %s: %s", target.c_str(), std::strerror(errno));
+  }
+  ::close(source);
+  if (!shown.empty()) ::setenv("TMPDIR", shown.front().c_str(), 1);
+  return shown;
 }
 
 // ---- per task --------------------------------------------------------------------------------

@@ -25,12 +25,15 @@ namespace ferry::detail {
 ///   --sandbox FLAGS   (present = enabled; bits: 1 network allowed, 2 exec allowed, 4 best effort)
 ///   --read PATH, --write PATH   (repeatable; the host adds plugin directories, the FERRY_WRAP
 ///                                cache, the libraries it has loaded and Sandbox::read/write)
+///   --private-tmp 1   (the one --write PATH is the executor's private directory: shown at /tmp,
+///                      /var/tmp and /dev/shm too, in a mount namespace of the worker's own)
 struct ContainmentConfig {
   protocol::TaskLimits limits;
   bool sandbox = false;
   bool network = false;
   bool exec = false;
   bool best_effort = false;
+  bool private_tmp = false;
   std::vector<std::string> read;
   std::vector<std::string> write;
 };
@@ -69,6 +72,7 @@ class FERRY_INTERNAL_API Containment {
   std::string start_guardian();
   std::string enter_user_namespace();
   std::string build_sandbox(const ContainmentConfig& config);
+  std::vector<std::string> show_private_tmp(const std::string& dir, std::vector<std::string> needed);
   void set_soft(Resource r, std::uint64_t value);
   void set_processes(std::uint64_t value);
   std::uint64_t cgroup_refusals() const;
