@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -142,6 +143,34 @@ TEST_CASE("Lifecycle.failing_initializer_breaks_the_pool_without_a_respawn_loop"
   auto fresh = ferry::get_reusable_executor(support::options(1));
   CHECK(fresh != reusable);
   CHECK(fresh->submit(square, 3).get() == 9);
+}
+
+TEST_CASE("Lifecycle.calls_a_worker_held_when_the_pool_broke_still_complete") {
+  // The initializer works in the first worker and fails in a later one (a transient condition);
+  // the healthy worker then dies with calls in its pipeline. They came back to a queue nothing
+  // would run or fail any more: their futures never completed, and ~Executor waited for ever.
+  support::TempDir dir;
+  const auto gate = dir.path / "gate";
+  std::filesystem::create_directory(gate);
+  auto o = support::options(1);
+  o.initializer = ferry::Call(record_run, (gate / "log").string(), 1);  // fails without `gate`
+  ferry::Executor ex(o);
+  for (int i = 0; i < 50; ++i) REQUIRE(ex.submit(square, i).get() == i * i);  // short: pipelined
+  std::filesystem::remove_all(gate);
+  std::vector<ferry::Future<int>> fs;
+  fs.push_back(ex.submit(gated_throw, 1, dir.path.string()));  // runs until dir/go exists
+  fs.push_back(ex.submit(segfault, 0));                        // then kills its worker
+  for (int i = 0; i < 5; ++i) fs.push_back(ex.submit(square, i));
+  // Sent to the one worker behind the running call as they were submitted (the calls before
+  // them were short): when the pool breaks, they are not in its queue.
+  REQUIRE(support::wait_until([&] { return ex.stats().running == 1; }, 10s));
+  ex.resize(2);  // the second worker's initializer fails: the pool breaks
+  REQUIRE(support::wait_until([&] { return ex.is_broken(); }, 10s));
+  std::ofstream(dir.path / "go") << "go";
+  for (auto& f : fs) CHECK_MESSAGE(f.wait_for(10s), "a future never completed");
+  CHECK_THROWS_AS(fs[0].get(), ferry::TaskError);
+  CHECK_THROWS_AS(fs[1].get(), ferry::TerminatedWorkerError);
+  for (std::size_t i = 2; i < fs.size(); ++i) CHECK_THROWS_AS(fs[i].get(), ferry::BrokenProcessPool);
 }
 
 TEST_CASE("Lifecycle.unknown_initializer_is_refused_at_construction") {

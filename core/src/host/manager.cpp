@@ -432,6 +432,9 @@ void Manager::check_startup_locked(Clock::time_point, Completions& done) {
     p_.fail_queue_locked(p_.launcher_->start_failure("every remote rank of the job has died"), done);
   // Once workers cannot be started, calls coming back from dying half-started workers fail too.
   if (p_.spawn_error_ && !any_up) p_.fail_queue_locked(p_.spawn_error_, done);
+  // A broken pool starts no worker: calls that come back to the queue after it broke (from a
+  // worker that died or was recycled with calls in its pipeline) fail as the queue did then.
+  if (p_.broken_) p_.fail_queue_locked(p_.broken_, done);
 }
 
 std::size_t Manager::workers_to_start_locked() const {

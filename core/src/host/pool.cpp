@@ -203,6 +203,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
+    if (broken_) std::rethrow_exception(broken_);  // broke while the name was resolved
     call->id = next_call_++;
     state->attach(weak_from_this(), call->id, call->ref->display, call->ref->info);
     dispatcher_.submit(call);
