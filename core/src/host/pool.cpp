@@ -176,6 +176,8 @@ void Pool::start() { manager_.start(shared_from_this()); }
 void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
                   std::shared_ptr<StateBase> state, const SubmitOptions& options,
                   std::uint8_t frame_flags, std::size_t first_input) {
+  if (forked()) [[unlikely]]
+    std::rethrow_exception(forked_error());
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
@@ -664,6 +666,11 @@ void Pool::complete(Completions& done) {
 // ---- waiting and cancelling ------------------------------------------------------------------
 
 void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
+  if (forked()) [[unlikely]] {
+    // Its result would come to the parent, on the parent's channel.
+    state.set_error(forked_error());
+    return;
+  }
   SlotPtr w;
   double service_us;
   {
@@ -722,6 +729,7 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
 }
 
 bool Pool::cancel(StateBase& state, bool kill_running) {
+  if (forked()) return false;
   Completions done;
   {
     std::lock_guard lock(mu_);
@@ -881,6 +889,8 @@ bool Pool::finished_locked() const {
 }
 
 void Pool::shutdown(const ShutdownOptions& options) {
+  // A forked child's copy: nothing of it runs here to wait for, and its workers are the parent's.
+  if (forked()) return;
   Completions done;
   {
     std::lock_guard lock(mu_);
@@ -917,6 +927,7 @@ void Pool::resize(std::size_t n) {
   if (n > max_pool_size)
     throw std::invalid_argument("ferry: max_workers " + std::to_string(n) +
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
+  if (forked()) std::rethrow_exception(forked_error());
   std::lock_guard lock(mu_);
   if (shutdown_) throw BrokenProcessPool::shut_down();
   max_workers_ = n;
@@ -934,6 +945,7 @@ void Pool::resize(std::size_t n) {
 }
 
 bool Pool::warm_up(Clock::duration timeout) {
+  if (forked()) std::rethrow_exception(forked_error());
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
@@ -968,8 +980,15 @@ bool Pool::is_shutdown() const {
 }
 
 std::exception_ptr Pool::broken() const {
+  if (forked()) return forked_error();
   std::lock_guard lock(mu_);
   return broken_;
+}
+
+std::exception_ptr Pool::forked_error() const {
+  return std::make_exception_ptr(BrokenProcessPool(
+      "ferry: this executor belongs to process " + std::to_string(owner_pid_) + ", of which this process (" +
+      std::to_string(::getpid()) + ") is a fork: its workers answer the parent only (make a new Executor here)"));
 }
 
 }  // namespace ferry::detail

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -108,6 +109,14 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
 
  private:
   friend class Manager;  // the slow paths, on the manager thread: host/manager.hpp
+  /// In a child of fork(): the pool's threads are not there and its channels are the parent's.
+  /// The child's copy of the pool then refuses work, completes its futures with forked_error()
+  /// instead of reading the parent's workers' results, and shuts down without waiting (nor
+  /// locking: a thread of the parent may have held mu_ when it forked).
+  bool forked() const noexcept { return fork_generation() != fork_generation_; }
+  std::exception_ptr forked_error() const;
+  const std::uint64_t fork_generation_ = fork_generation();
+  const int owner_pid_ = static_cast<int>(::getpid());
   using SlotPtr = std::shared_ptr<WorkerSlot>;
 
   // ---- submission (pool.cpp) ----

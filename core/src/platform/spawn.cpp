@@ -3,6 +3,7 @@
 #include "platform/spawn.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <map>
@@ -173,6 +175,22 @@ std::optional<std::filesystem::path> find_program(const std::filesystem::path& p
     rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
   }
   return std::nullopt;
+}
+
+namespace {
+
+std::atomic<std::uint64_t> forks{0};
+
+void forked_child() noexcept { forks.fetch_add(1, std::memory_order_relaxed); }
+
+/// Registered when libferry is loaded, before any object that needs it can exist.
+const int fork_handler_registered = ::pthread_atfork(nullptr, nullptr, &forked_child);
+
+}  // namespace
+
+std::uint64_t fork_generation() noexcept {
+  (void)fork_handler_registered;
+  return forks.load(std::memory_order_relaxed);
 }
 
 }  // namespace ferry::detail

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -54,5 +55,12 @@ FERRY_INTERNAL_API bool is_executable_file(const std::filesystem::path& file);
 /// of that name in $PATH. nullopt when there is none. ferry's only $PATH search.
 FERRY_INTERNAL_API std::optional<std::filesystem::path> find_program(
     const std::filesystem::path& program);
+
+/// How many times this process's line has forked since libferry was loaded: 0 in the process
+/// that loaded it, one more in each child of a fork() (a pthread_atfork handler; a child made by
+/// clone() without fork semantics is not counted). An object that owns threads and channels
+/// remembers the value it was made with: in a child, its threads do not exist and its channels
+/// are its parent's. Not exported.
+std::uint64_t fork_generation() noexcept;
 
 }  // namespace ferry::detail

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// A process that forks while it has executors: the child's copies are not its own (their threads
+// are not there, their workers answer the parent). The child must be able to exit, must get a
+// clear error instead of the parent's results, and may make executors of its own; the parent
+// goes on as if nothing happened. Each child reports by its exit code (doctest's checks do not
+// cross a fork).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "crash.hpp"
+#include "math.hpp"
+#include "support/fixture.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Runs `child` in a forked child, which exits with what it returns; its exit code, or -1 when it
+/// did not end within `deadline` (then it is killed).
+template <class F>
+int in_child(F&& child, std::chrono::milliseconds deadline = 20s) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 100;
+    try {
+      code = child();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      code = 101;
+    }
+    std::exit(code);  // static destructors run: a reusable executor's among them
+  }
+  int status = -1;
+  if (!support::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, deadline)) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
+}
+
+bool says_fork(const ferry::BrokenProcessPool& e) {
+  return std::string(e.what()).find("is a fork") != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("Fork.a_child_exits_without_waiting_for_the_parents_executors") {
+  // ~Executor in the child waited for the parent's manager thread, which is not there: for ever.
+  auto reusable = ferry::get_reusable_executor(support::options(1));
+  REQUIRE(reusable->submit(square, 3).get() == 9);
+  auto local = std::make_unique<ferry::Executor>(support::options(1));
+  REQUIRE(local->submit(square, 4).get() == 16);
+  CHECK(in_child([&] {
+          local.reset();
+          reusable.reset();
+          return 0;  // and the process-wide one at exit
+        }) == 0);
+  // The parent's executors are untouched.
+  CHECK(local->submit(square, 5).get() == 25);
+  CHECK(reusable->submit(square, 6).get() == 36);
+}
+
+TEST_CASE("Fork.a_child_gets_an_error_not_the_parents_results") {
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.submit(square, 2).get() == 4);  // a worker is up
+  auto pending = ex.submit(busy_for, 300);   // its result is the parent's
+  const int code = in_child([&]() -> int {
+    // Waiting for a future of the parent's: an error at once, not a read of the parent's channel.
+    try {
+      pending.get();
+      return 1;
+    } catch (const ferry::BrokenProcessPool& e) {
+      if (!says_fork(e)) return 2;
+    }
+    try {
+      ex.submit(square, 4);
+      return 3;
+    } catch (const ferry::BrokenProcessPool& e) {
+      if (!says_fork(e)) return 4;
+    }
+    if (!ex.is_broken()) return 5;
+    if (pending.cancel()) return 6;
+    try {
+      ex.resize(2);
+      return 7;
+    } catch (const ferry::BrokenProcessPool&) {
+    }
+    // An executor of its own works.
+    ferry::Executor own(support::options(1));
+    if (own.submit(square, 7).get() != 49) return 8;
+    return 0;
+  });
+  CHECK_MESSAGE(code == 0, "step " << code << " failed in the child (-1: it hung)");
+  // The parent's call came back to the parent, and its worker was left alone.
+  CHECK(pending.get() == 300);
+  CHECK(ex.submit(square, 9).get() == 81);
+  CHECK(ex.stats().workers_crashed == 0);
+}
+
+TEST_CASE("Fork.a_childs_reusable_executor_is_its_own") {
+  auto parents = ferry::get_reusable_executor(support::options(1));
+  REQUIRE(parents->submit(square, 3).get() == 9);
+  const int code = in_child([&]() -> int {
+    auto mine = ferry::get_reusable_executor(support::options(1));
+    if (mine == parents) return 1;
+    if (mine->submit(square, 8).get() != 64) return 2;
+    return 0;
+  });
+  CHECK_MESSAGE(code == 0, "step " << code << " failed in the child (-1: it hung)");
+  CHECK(parents->submit(square, 4).get() == 16);
+  CHECK(ferry::get_reusable_executor(support::options(1)) == parents);
+}
