@@ -256,6 +256,56 @@ TEST_CASE("Lifecycle.callbacks_that_submit") {
   CHECK(steps == 100);
 }
 
+TEST_CASE("Lifecycle.a_callback_may_shut_down_its_executor_on_any_thread") {
+  // The callbacks of calls that shutdown({.kill_workers}) fails run on the thread calling it; one
+  // that shuts the executor down with wait=true waited for the completion it ran inside.
+  support::TempDir gate;  // never opened: the call runs until it is killed
+  ferry::Executor ex(support::options(1));
+  auto f = ex.submit(gated_throw, 1, gate.path.string());
+  std::atomic<bool> returned{false};
+  auto g = f.then([&](const ferry::Future<int>&) {
+    ex.shutdown();  // wait = true
+    returned = true;
+  });
+  REQUIRE(support::wait_until([&] { return ex.stats().running == 1; }, 10s));
+  std::thread killer([&] { ex.shutdown({.wait = false, .kill_workers = true}); });
+  const bool ok = support::wait_until([&] { return returned.load(); }, 10s);
+  if (!ok) std::_Exit(1);  // deadlocked: nothing here can end the killer thread
+  killer.join();
+  CHECK(f.wait_for(10s));
+  CHECK_THROWS_AS(f.get(), ferry::CancelledError);
+}
+
+TEST_CASE("Lifecycle.a_callback_may_destroy_its_executor_inside_cancel") {
+  // cancel() fails a queued call on the calling thread, which runs its callbacks: one that
+  // destroys the executor (~Executor is shutdown with wait=true) waited for itself.
+  support::TempDir gate;
+  auto ex = std::make_unique<ferry::Executor>(support::options(1));
+  auto blocker = ex->submit(gated_throw, 1, gate.path.string());
+  std::vector<ferry::Future<int>> behind;
+  for (int i = 0; i < 100; ++i) behind.push_back(ex->submit(square, i));  // past any pipeline
+  auto last = behind.back();
+  std::atomic<bool> destroyed{false};
+  auto after = last.then([&](const ferry::Future<int>&) {
+    ex.reset();
+    destroyed = true;
+  });
+  std::atomic<bool> cancelled{false};
+  std::thread canceller([&] { cancelled = last.cancel(); });
+  const bool ok = support::wait_until([&] { return destroyed.load(); }, 10s);
+  if (!ok) std::_Exit(1);  // deadlocked
+  canceller.join();
+  CHECK(cancelled);
+  // The pool finishes in the background: everything else still completes.
+  std::ofstream(gate.path / "go") << "go";
+  CHECK(blocker.wait_for(20s));
+  CHECK_THROWS_AS(blocker.get(), ferry::TaskError);
+  for (int i = 0; i < 99; ++i) {
+    REQUIRE(behind[i].wait_for(20s));
+    CHECK(behind[i].get() == i * i);
+  }
+}
+
 TEST_CASE("Lifecycle.many_threads_submit_map_and_resize") {
   std::atomic<int> wrong{0};
   std::vector<std::thread> threads;

@@ -644,8 +644,24 @@ RunRecord Pool::run_record(const Call& call, const WorkerSlot& w, const protocol
   return r;
 }
 
+namespace {
+
+/// The pools whose completions this thread is running, innermost last: a callback may shut one
+/// down (or destroy its executor), and must not wait for the very completions it runs inside.
+thread_local std::vector<const Pool*> completing;
+
+struct Completing {
+  explicit Completing(const Pool* p) { completing.push_back(p); }
+  ~Completing() { completing.pop_back(); }
+  Completing(const Completing&) = delete;
+  Completing& operator=(const Completing&) = delete;
+};
+
+}  // namespace
+
 void Pool::complete(Completions& done) {
   if (done.empty()) return;
+  Completing mark(this);
   count_outcomes(done);
   for (auto& c : done) {
     RunRecord* run = c.run.ran ? &c.run : nullptr;
@@ -915,7 +931,12 @@ void Pool::shutdown(const ShutdownOptions& options) {
   }
   complete(done);
   poller_.wake();
-  if (!options.wait || manager_.on_this_thread()) return;
+  // From a callback (on the manager thread, or any thread completing this pool's calls: a get()
+  // reads its own result, cancel() completes a queued call) the pool finishes in the background:
+  // waiting there would wait for the completion that runs the callback.
+  if (!options.wait || manager_.on_this_thread() ||
+      std::find(completing.begin(), completing.end(), this) != completing.end())
+    return;
   std::unique_lock lock(mu_);
   changed_.wait(lock, [&] { return finished_; });
   lock.unlock();
