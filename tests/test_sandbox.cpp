@@ -1064,6 +1064,12 @@ TEST_CASE("Limits.cpu_time_stops_a_spinning_task_with_ResourceLimitError") {
   check_pool_is_healthy(ex);
 }
 
+TEST_CASE("Limits.cpu_time_too_long_for_the_tick_count_is_no_limit") {
+  // 2^62 s times 100 ticks a second wrapped to 0 ticks: the call was killed at its first sample.
+  ferry::Executor ex(contained({.cpu_time = std::chrono::seconds(std::int64_t{1} << 62)}));
+  CHECK(value_of(ex.submit_with(hostile(), spin_cpu, 1)) == 1);
+}
+
 TEST_CASE("Limits.processes_stops_a_fork_bomb_with_ResourceLimitError") {
   ferry::Limits limits;
   limits.processes = 32;

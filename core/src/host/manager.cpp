@@ -393,6 +393,8 @@ void Manager::enforce_cpu_time_locked(WorkerSlot& w, Clock::time_point now) {
     w.cpu_base = ticks;
     return;
   }
+  // A limit past what the tick count can hold (centuries) is no limit: the product would wrap.
+  if (c->limits.cpu_seconds > UINT64_MAX / ticks_per_second()) return;
   if (ticks - w.cpu_base <= c->limits.cpu_seconds * ticks_per_second()) return;
   p_.kill_worker_locked(w, std::make_exception_ptr(ResourceLimitError(
                                c->ref->display, w.pid, "cpu_time", c->limits.cpu_seconds,
