@@ -89,7 +89,8 @@ ferry::Executor ex({.max_workers = 4, .idle_timeout = std::chrono::seconds(30)})
 struct ExecutorOptions {
   /// Number of worker processes; 0 = ferry::cpu_count(); at most 4096.
   std::size_t max_workers = 0;
-  /// A worker idle this long exits cleanly and is respawned on demand; 0 = never.
+  /// A worker idle this long exits cleanly and is respawned on demand; 0 = never, and so is one
+  /// too long for the clock (years, +infinity). Negative or NaN: std::invalid_argument.
   Duration idle_timeout{0};
   /// Bytes a worker's RSS may grow over its size after its first task before it is recycled
   /// (after finishing its current task); 0 = off.
@@ -149,7 +150,8 @@ struct ShutdownOptions {
 /** @brief Per-submission options (Executor::submit_with). */
 struct SubmitOptions {
   /// Wall-clock budget of the task once it is sent to a worker; when it expires, the worker is
-  /// killed and the future fails with TimeoutError. 0 = none.
+  /// killed and the future fails with TimeoutError. 0 (or less) = none, and so is one too long
+  /// for the clock (a century and more, +infinity). NaN: submit throws std::invalid_argument.
   Duration deadline{0};
   /// Limits of this task: each non-zero field replaces the executor's (ExecutorOptions::limits).
   Limits limits;
@@ -158,6 +160,7 @@ struct SubmitOptions {
 namespace detail {
 class Pool;
 struct Succession;
+struct ExecutorLink;
 
 /// What a submission names, before it is resolved to a plugin path and task name.
 struct Target {
@@ -304,6 +307,10 @@ class FERRY_API Executor {
   `std::views::iota` works), at most MapOptions::max_in_flight chunks ahead (default: about two
   per worker), so memory stays bounded. An lvalue `inputs` must outlive the iteration; an rvalue
   is kept by the range. An input's error is thrown by the increment that reaches its chunk.
+  MapOptions::timeout counts from this call, not from the first increment. The range may outlive
+  the executor: what was sent before it went still comes back, then the increment that would
+  send more throws BrokenProcessPool (an executor get_reusable_executor replaced hands the
+  stream's chunks to its replacement).
   @code
   for (int r : ex.imap(square, std::views::iota(0))) if (r > 1000) break;
   @endcode
@@ -394,7 +401,8 @@ class FERRY_API Executor {
   /// @throws std::invalid_argument for 0, BrokenProcessPool after shutdown.
   void resize(std::size_t max_workers);
 
-  /// Starts every worker now and waits (up to `timeout`) until all have said hello.
+  /// Starts every worker now and waits (up to `timeout`; one too long for the clock is no limit,
+  /// NaN throws std::invalid_argument) until all have said hello.
   /// @returns true when all workers are up (with the "mpi" backend: as many as the job has
   /// ranks for, when that is fewer than max_workers).
   bool warm_up(Duration timeout = std::chrono::seconds(10));
@@ -590,13 +598,14 @@ class FERRY_API Executor {
     return std::pair{src, total};
   }
 
-  /// Sends a chunk of a map as one call.
+  /// Sends a chunk of a map as one call. Through the executor's link, never `this`: an imap
+  /// stream may outlive its executor, and its chunks then fail to send (BrokenProcessPool).
   template <class V>
   auto chunk_sender(detail::Target target, bool shared, bool keep) {
-    return [this, target = std::move(target), shared, keep](detail::MapChunk<V>& c) {
+    return [link = link_, target = std::move(target), shared, keep](detail::MapChunk<V>& c) {
       auto state = detail::make_state<V>(c.count);
-      submit_encoded(target, keep ? detail::Buffer(c.args) : std::move(c.args), c.count, state,
-                     SubmitOptions{}, shared ? detail::shared_args_flag : 0, c.first);
+      submit_linked(*link, target, keep ? detail::Buffer(c.args) : std::move(c.args), c.count,
+                    state, shared ? detail::shared_args_flag : 0, c.first);
       c.future = Future<V>(std::move(state));
     };
   }
@@ -755,6 +764,13 @@ class FERRY_API Executor {
     return MapStream<R, Unordered>(std::move(state));
   }
 
+  /// submit_encoded on the executor behind `link` while it lives; once it was destroyed, on the
+  /// executor get_reusable_executor replaced it with if that one still lives; else throws
+  /// BrokenProcessPool, as a submit after shutdown does.
+  static void submit_linked(detail::ExecutorLink& link, const detail::Target& target,
+                            detail::Buffer args, std::uint32_t items,
+                            std::shared_ptr<detail::StateBase> state, std::uint8_t frame_flags,
+                            std::size_t first_input);
   /// `first_input`: for a map chunk, the index of its first input (errors name their input).
   void submit_encoded(const detail::Target& target, detail::Buffer args, std::uint32_t items,
                       std::shared_ptr<detail::StateBase> state, const SubmitOptions& options,
@@ -775,6 +791,9 @@ class FERRY_API Executor {
 
   std::shared_ptr<detail::Pool> pool_;
   std::unique_ptr<detail::Succession> succession_;  // only for the reusable executor
+  /// What map chunks are sent through (chunk_sender): cut by ~Executor, so that an imap stream
+  /// that outlives this executor never reaches it.
+  std::shared_ptr<detail::ExecutorLink> link_;
 };
 
 /**

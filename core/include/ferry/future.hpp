@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include <ferry/detail/deadline.hpp>
 #include <ferry/detail/state.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/task_info.hpp>
@@ -55,6 +56,7 @@ class Future;
 namespace detail {
 template <class T>
 class FutureAwaiter;
+struct FutureAccess;
 
 template <class T>
 struct FutureValue {
@@ -98,15 +100,24 @@ class Future {
   /// Blocks until the future is ready.
   void wait() const { state().wait(); }
 
-  /// Blocks until ready or `timeout` passed; the returned status is true when ready.
+  /// Blocks until ready or `timeout` passed; the returned status is true when ready. Any
+  /// duration: one too long for the clock (`seconds::max()`, a `duration<double>` of +infinity)
+  /// waits as long as it takes, zero or less does not wait. @throws std::invalid_argument for a
+  /// NaN timeout.
   template <class Rep, class Period>
   WaitStatus wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return wait_until(detail::Clock::now() +
-                      std::chrono::ceil<detail::Clock::duration>(timeout));
+    return wait_until(detail::deadline_after(timeout));
   }
+  /// As wait_for, until a time point of std::chrono::steady_clock (in any unit: one past what the
+  /// clock's nanoseconds can hold waits as long as it takes).
   template <class Duration>
   WaitStatus wait_until(std::chrono::time_point<detail::Clock, Duration> deadline) const {
-    return WaitStatus(state().wait_until(deadline));
+    if constexpr (std::is_same_v<Duration, detail::Clock::duration>) {
+      return WaitStatus(state().wait_until(deadline));
+    } else {
+      return WaitStatus(state().wait_until(
+          detail::deadline_after(deadline.time_since_epoch(), detail::Clock::time_point{})));
+    }
   }
 
   /// True once the task ended (with a value or an error). Never blocks.
@@ -226,6 +237,7 @@ class Future {
 
  private:
   friend class detail::FutureAwaiter<T>;
+  friend struct detail::FutureAccess;
   detail::State<T>& state() const {
     if (!state_) throw std::future_error(std::future_errc::no_state);
     return *state_;
@@ -268,12 +280,12 @@ struct WaitSets {
 };
 
 namespace detail {
-/// Wakes a waiter on any of many futures.
-struct Notifier {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::size_t> completed;  // indices, in completion order
-  bool woken = false;                 // detail::MapRun::wake()
+/// The state behind a future, for ferry's own waits.
+struct FutureAccess {
+  template <class T>
+  static const std::shared_ptr<State<T>>& state(const Future<T>& f) noexcept {
+    return f.state_;
+  }
 };
 
 template <class T>
@@ -285,26 +297,58 @@ std::vector<Future<T>> distinct(const std::vector<Future<T>>& fs) {
   return out;
 }
 
-template <class T>
-std::shared_ptr<Notifier> watch(const std::vector<Future<T>>& fs) {
-  auto n = std::make_shared<Notifier>();
-  for (std::size_t i = 0; i < fs.size(); ++i) {
-    // The callback may run now, in this thread, if the future is already ready.
-    fs[i].then([n, i](const Future<T>&) {
-      {
-        std::lock_guard lock(n->mu);
-        n->completed.push_back(i);
+/// A notifier that every future of `fs` (valid ones) tells when it completes, future i with its
+/// index i (at once for those ready already), for as long as the Watch lives: its destructor
+/// takes the registrations back, so waiting again and again (ferry::wait polled with a short
+/// timeout) leaves nothing on the futures.
+class Watch {
+ public:
+  template <class T>
+  explicit Watch(const std::vector<Future<T>>& fs) : notifier_(std::make_shared<Notifier>()) {
+    states_.reserve(fs.size());
+    try {
+      for (std::size_t i = 0; i < fs.size(); ++i) {
+        states_.push_back(FutureAccess::state(fs[i]));
+        states_.back()->watch(notifier_, i);
       }
-      n->cv.notify_all();
-    });
+    } catch (...) {
+      unwatch_all();
+      throw;
+    }
   }
-  return n;
-}
+  ~Watch() { unwatch_all(); }
+  Watch(const Watch&) = delete;
+  Watch& operator=(const Watch&) = delete;
+  Watch(Watch&& other) noexcept
+      : states_(std::exchange(other.states_, {})), notifier_(std::move(other.notifier_)) {}
+  Watch& operator=(Watch&& other) noexcept {
+    if (this != &other) {
+      unwatch_all();
+      states_ = std::exchange(other.states_, {});
+      notifier_ = std::move(other.notifier_);
+    }
+    return *this;
+  }
+
+  Notifier& notifier() const noexcept { return *notifier_; }
+
+ private:
+  void unwatch_all() noexcept {
+    for (std::size_t i = 0; i < states_.size(); ++i) states_[i]->unwatch(notifier_, i);
+    states_.clear();
+  }
+
+  std::vector<std::shared_ptr<StateBase>> states_;  // states_[i] pushes i
+  std::shared_ptr<Notifier> notifier_;
+};
 }  // namespace detail
 
 /**
 @brief Waits on many futures, as concurrent.futures.wait: returns when `when` is satisfied or the
-timeout passed, with the futures split into done and not_done (duplicates counted once).
+timeout passed, with the futures split into done and not_done (duplicates counted once). A
+timeout too long for the clock (years, +infinity) is no timeout; zero or less only looks. Cheap
+to poll with a short timeout: nothing it registers on the futures outlives the call.
+@throws std::invalid_argument for a NaN timeout.
 @code
 auto [done, not_done] = ferry::wait(futures, ferry::Return::first_completed);
 @endcode
@@ -313,10 +357,8 @@ template <class T>
 WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::all_completed,
                  std::optional<std::chrono::duration<double>> timeout = std::nullopt) {
   auto fs = detail::distinct(futures);
-  const bool bounded = timeout.has_value();
-  const auto deadline =
-      bounded ? detail::Clock::now() + std::chrono::ceil<detail::Clock::duration>(*timeout)
-              : detail::Clock::time_point{};
+  const auto deadline = timeout ? detail::deadline_after(*timeout) : detail::Clock::time_point::max();
+  const bool bounded = deadline != detail::Clock::time_point::max();
   auto satisfied = [&] {
     std::size_t ready = 0;
     for (const auto& f : fs) {
@@ -329,14 +371,16 @@ WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::al
     return ready == fs.size();
   };
   if (!satisfied()) {
-    auto n = detail::watch(fs);
-    std::unique_lock lock(n->mu);
+    detail::Watch watch(fs);
+    auto& n = watch.notifier();
+    std::unique_lock lock(n.mu);
     while (!satisfied()) {
       if (bounded) {
-        if (n->cv.wait_until(lock, deadline) == std::cv_status::timeout && !satisfied()) break;
+        if (n.cv.wait_until(lock, deadline) == std::cv_status::timeout && !satisfied()) break;
       } else {
-        n->cv.wait(lock);
+        n.cv.wait(lock);
       }
+      n.completed.clear();  // only a wake-up here: satisfied() looks at the futures themselves
     }
   }
   WaitSets<T> out;
@@ -346,7 +390,9 @@ WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::al
 
 /**
 @brief Iterates over futures in the order they complete, as concurrent.futures.as_completed.
-Duplicates are yielded once. With a timeout, incrementing past the deadline throws TimeoutError.
+Duplicates are yielded once. With a timeout (counted from the call; one too long for the clock is
+none), incrementing past the deadline throws TimeoutError. What it registers on the futures is
+taken back when it is destroyed. @throws std::invalid_argument for a NaN timeout.
 @code
 for (ferry::Future<int> f : ferry::as_completed(futures)) use(f.get());
 @endcode
@@ -356,12 +402,10 @@ class AsCompleted {
  public:
   AsCompleted(const std::vector<Future<T>>& futures,
               std::optional<std::chrono::duration<double>> timeout)
-      : futures_(detail::distinct(futures)), notifier_(detail::watch(futures_)) {
-    if (timeout) {
-      bounded_ = true;
-      deadline_ = detail::Clock::now() + std::chrono::ceil<detail::Clock::duration>(*timeout);
-    }
-  }
+      : futures_(detail::distinct(futures)),
+        deadline_(timeout ? detail::deadline_after(*timeout) : detail::Clock::time_point::max()),
+        bounded_(deadline_ != detail::Clock::time_point::max()),
+        watch_(futures_) {}
 
   class iterator {
    public:
@@ -402,28 +446,28 @@ class AsCompleted {
  private:
   std::optional<Future<T>> next() {
     if (yielded_ == futures_.size()) return std::nullopt;
-    std::unique_lock lock(notifier_->mu);
-    while (notifier_->completed.empty()) {
+    auto& n = watch_.notifier();
+    std::unique_lock lock(n.mu);
+    while (n.completed.empty()) {
       if (bounded_) {
-        if (notifier_->cv.wait_until(lock, deadline_) == std::cv_status::timeout &&
-            notifier_->completed.empty())
+        if (n.cv.wait_until(lock, deadline_) == std::cv_status::timeout && n.completed.empty())
           throw TimeoutError("as_completed: " + std::to_string(futures_.size() - yielded_) +
                              " of " + std::to_string(futures_.size()) +
                              " futures were not ready before the timeout");
       } else {
-        notifier_->cv.wait(lock);
+        n.cv.wait(lock);
       }
     }
-    std::size_t i = notifier_->completed.front();
-    notifier_->completed.pop_front();
+    std::size_t i = n.completed.front();
+    n.completed.pop_front();
     ++yielded_;
     return futures_[i];
   }
 
   std::vector<Future<T>> futures_;
-  std::shared_ptr<detail::Notifier> notifier_;
-  bool bounded_ = false;
-  detail::Clock::time_point deadline_{};
+  detail::Clock::time_point deadline_;
+  bool bounded_;
+  detail::Watch watch_;  // after futures_: made from them
   std::size_t yielded_ = 0;
 };
 

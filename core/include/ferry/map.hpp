@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include <ferry/detail/deadline.hpp>
 #include <ferry/detail/progress.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/future.hpp>
@@ -34,9 +36,13 @@ namespace ferry {
 struct MapOptions {
   /// Inputs per message (and per worker call); 0 = chosen from the input size and pool size.
   std::size_t chunksize = 0;
-  /// The whole map's budget, from the call (imap: from the first increment); when it runs out,
-  /// what is left is cancelled (running chunks killed too with `kill_running`) and TimeoutError
-  /// is thrown. 0 = none.
+  /// The whole map's budget, counted from the call, as concurrent.futures' Executor.map: from
+  /// the call to map or map_outcomes, and for imap and imap_unordered from the call that returns
+  /// the stream (not from its first increment: time spent before iterating counts). When it runs
+  /// out, what is left is cancelled (running chunks killed too with `kill_running`) and
+  /// TimeoutError is thrown (by imap's increment that meets it, which ends the stream). 0 or less
+  /// = none; one too long for the clock (years, +infinity) = none. NaN is refused:
+  /// std::invalid_argument from the call.
   std::chrono::duration<double> timeout{0};
   /// Called in the calling thread as inputs finish: (done, total), total 0 when the input range
   /// does not know its size.
@@ -178,8 +184,11 @@ class MapRun {
         send_(std::move(send)),
         bar_(options.progress && ::isatty(STDERR_FILENO) == 1,
              total ? std::optional<std::size_t>(total) : std::nullopt, std::move(unit)) {
-    if (options_.timeout.count() > 0)
-      deadline_ = Clock::now() + std::chrono::ceil<Clock::duration>(options_.timeout);
+    // Counted from here, the call that makes the map (or the stream), as concurrent.futures does.
+    if (options_.timeout.count() > 0 || std::isnan(options_.timeout.count())) {
+      auto at = deadline_after(options_.timeout);  // NaN: std::invalid_argument
+      if (at != Clock::time_point::max()) deadline_ = at;
+    }
   }
   MapRun(const MapRun&) = delete;
   MapRun& operator=(const MapRun&) = delete;
@@ -200,6 +209,12 @@ class MapRun {
       }
       fill();
       if (flying_.empty()) {
+        if (send_error_) {
+          // What was sent before it has been handed back: now the chunk that could not be sent
+          // fails the map (imap: this increment), once.
+          bar_.clear();
+          std::rethrow_exception(std::exchange(send_error_, nullptr));
+        }
         if (exhausted_ || !later_) return finish();
         // Nothing out and the source has nothing yet: wait until it has.
         if (!wait_for([&] { return woken(); }, [&](Clock::time_point until) { wait_notifier(until); }))
@@ -301,7 +316,16 @@ class MapRun {
       later_ = p == Produced::later;
       if (p == Produced::end) exhausted_ = true;
       if (p != Produced::chunk) break;
-      launch(std::move(c));
+      try {
+        launch(std::move(c));
+      } catch (...) {
+        // The executor cannot take it (shut down, broken, or gone while an imap lives on): the
+        // chunks already out are handed back first, then next() throws this, in input order.
+        exhausted_ = true;
+        if (flying_.empty()) throw;
+        send_error_ = std::current_exception();
+        break;
+      }
     }
   }
 
@@ -323,14 +347,9 @@ class MapRun {
     send_(c);
     std::uint64_t seq = next_seq_++;
     if (!ordered_ || wakeable_) {
-      // Completion order: each chunk says when it is done.
-      c.future.then([n = notifier_, seq](const Future<V>&) {
-        {
-          std::lock_guard lock(n->mu);
-          n->completed.push_back(seq);
-        }
-        n->cv.notify_all();
-      });
+      // Completion order: each chunk says when it is done (held weakly: a chunk abandoned with
+      // the run keeps only an entry until it ends).
+      FutureAccess::state(c.future)->watch(notifier_, static_cast<std::size_t>(seq));
     }
     flying_.emplace(seq, std::move(c));
   }
@@ -387,6 +406,7 @@ class MapRun {
   Send send_;
   ProgressBar bar_;
   std::optional<Clock::time_point> deadline_;
+  std::exception_ptr send_error_;  // a chunk could not be sent: thrown once those out are back
   std::map<std::uint64_t, Chunk> flying_;  // by sequence: input order for the chunks produced
   std::uint64_t next_seq_ = 0;
   std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
@@ -404,7 +424,10 @@ class MapRun {
 completion order) return. An input range: iterate it once. Inputs are pulled and sent as the
 iteration goes, at most MapOptions::max_in_flight chunks ahead. An error of an input is thrown by
 the increment (or begin()) that reaches the chunk holding it (with chunksize 1: that very input),
-and ends the stream; leaving the stream early cancels the chunks not yet started.
+and ends the stream; so do a TimeoutError (MapOptions::timeout, counted from the call that made
+the stream) and the error of a chunk the executor could not take: the stream may outlive its
+executor, and once that is gone, the results sent before come back and the next increment throws
+BrokenProcessPool. Leaving the stream early cancels the chunks not yet started.
 */
 template <class R, bool Unordered>
 class MapStream {
@@ -421,7 +444,13 @@ class MapStream {
 
     void load() {
       for (;;) {
-        auto c = run->next();
+        std::optional<typename detail::MapRun<std::vector<R>>::Chunk> c;
+        try {
+          c = run->next();
+        } catch (...) {
+          done = true;  // a timeout, or the executor could not take a chunk: the stream ends
+          throw;
+        }
         if (!c) {
           done = true;
           return;

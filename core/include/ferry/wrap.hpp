@@ -46,7 +46,8 @@ first submission need not wait. Executor construction calls it too. Returns at o
 */
 FERRY_API void warm_up_wraps();
 
-/** @brief Waits until every started wrap build ended; true if all succeeded in time. */
+/** @brief Waits until every started wrap build ended; true if all succeeded in time. A timeout
+too long for the clock (+infinity) waits as long as it takes; NaN throws std::invalid_argument. */
 FERRY_API bool wait_for_wraps(std::chrono::duration<double> timeout = std::chrono::seconds(60));
 
 namespace detail {

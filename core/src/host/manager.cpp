@@ -467,9 +467,13 @@ std::vector<std::string> Manager::worker_args() const {
                                   p_.sandbox_tmp_ ? p_.sandbox_tmp_->path() : std::filesystem::path());
   args.insert(args.end(), contain.begin(), contain.end());
   if (p_.options_.idle_timeout.count() > 0) {
-    auto ms = std::max<long long>(
-        1, std::chrono::duration_cast<std::chrono::milliseconds>(p_.options_.idle_timeout).count());
-    args.insert(args.end(), {"--idle-timeout-ms", std::to_string(ms)});
+    // Saturated (a plain cast of +infinity or of a thousand years is garbage, here 1 ms): an idle
+    // time too long for the clock is no idle timeout at all.
+    const Clock::duration idle = clock_duration(p_.options_.idle_timeout);
+    if (idle != Clock::duration::max()) {
+      auto ms = std::max<long long>(1, std::chrono::duration_cast<std::chrono::milliseconds>(idle).count());
+      args.insert(args.end(), {"--idle-timeout-ms", std::to_string(ms)});
+    }
   }
   if (p_.options_.max_memory_growth > 0)
     args.insert(args.end(), {"--max-memory-growth", std::to_string(p_.options_.max_memory_growth)});

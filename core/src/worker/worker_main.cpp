@@ -227,7 +227,7 @@ class WorkerLoop {
   /// looking at the channel now and then for the agent's end.
   int next_ring_frame(Frame& f) {
     const bool idle_limit = config_.idle_timeout.count() > 0;
-    auto idle_until = std::chrono::steady_clock::now() + config_.idle_timeout;
+    const auto idle_until = deadline_after(config_.idle_timeout);  // saturating: never overflows
     for (;;) {
       if (reader_.next(f)) return -1;
       ssize_t n = reader_.fill([this](char* into, std::size_t k) { return static_cast<ssize_t>(in_->read(into, k)); });
@@ -285,12 +285,21 @@ class WorkerLoop {
         // wake-up is a pair of context switches on the very vCPU where the peer is reading our
         // result (the MPI agent: docs/benchmarks.md). poll's wait filters wake-ups by event.
         const bool idle_limit = config_.idle_timeout.count() > 0 && !reader_.partial();
+        // poll takes an int of milliseconds (24.8 days at most): a longer idle time is waited
+        // for in several polls, up to a deadline that saturates instead of overflowing.
+        const auto idle_until = idle_limit ? deadline_after(config_.idle_timeout) : Clock::time_point::max();
         pollfd p{config_.fd, POLLIN, 0};
-        int r;
-        do {
-          r = ::poll(&p, 1, idle_limit ? static_cast<int>(config_.idle_timeout.count()) : -1);
-        } while (r < 0 && errno == EINTR);
-        if (r == 0) return bye(protocol::ByeReason::idle_timeout);
+        for (;;) {
+          int wait_ms = -1;
+          if (idle_until != Clock::time_point::max()) {
+            auto left = std::chrono::ceil<std::chrono::milliseconds>(idle_until - Clock::now()).count();
+            if (left <= 0) return bye(protocol::ByeReason::idle_timeout);
+            wait_ms = static_cast<int>(std::min<long long>(left, INT_MAX));
+          }
+          int r = ::poll(&p, 1, wait_ms);
+          if (r > 0 || (r < 0 && errno != EINTR)) break;
+          // 0: a slice of a long idle time ended, or the idle time itself (the next turn says).
+        }
         n = reader_.fill(config_.fd, 0);
       }
       if (n == 0) return static_cast<int>(WorkerExit::host_gone);
@@ -657,7 +666,9 @@ int worker_main(int argc, char** argv) {
     ++i;
     if (a == "--fd") config.fd = static_cast<int>(v);
     else if (a == "--parent") config.parent = static_cast<int>(v);
-    else if (a == "--idle-timeout-ms") config.idle_timeout = std::chrono::milliseconds(v);
+    else if (a == "--idle-timeout-ms")
+      config.idle_timeout = std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(
+          std::min<unsigned long long>(v, static_cast<unsigned long long>(std::chrono::milliseconds::max().count()))));
     else if (a == "--max-memory-growth") config.max_memory_growth = v;
     else if (a == "--max-tasks") config.max_tasks = v;
     else if (a == "--spin-us") config.spin = std::chrono::microseconds(v);

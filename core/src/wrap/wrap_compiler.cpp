@@ -686,8 +686,8 @@ void warm_up_wraps() {
 }
 
 bool wait_for_wraps(std::chrono::duration<double> timeout) {
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  // Saturating: a timeout too long for the clock (years, +infinity) waits as long as it takes.
+  const auto deadline = detail::deadline_after(timeout);  // NaN: std::invalid_argument
   std::vector<std::shared_future<detail::WrapBuild>> all;
   {
     auto& b = detail::builds();
@@ -696,7 +696,8 @@ bool wait_for_wraps(std::chrono::duration<double> timeout) {
   }
   bool ok = true;
   for (auto& f : all) {
-    if (f.wait_until(deadline) != std::future_status::ready) return false;
+    if (deadline == detail::Clock::time_point::max()) f.wait();
+    else if (f.wait_until(deadline) != std::future_status::ready) return false;
     if (f.get().error) ok = false;
   }
   return ok;

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -22,13 +23,13 @@
 #include <ferry/detail/type_name.hpp>
 #include <ferry/errors.hpp>
 #include <ferry/detail/codec.hpp>
+#include <ferry/detail/deadline.hpp>
 #include <ferry/detail/export.hpp>
 #include <ferry/task_info.hpp>
 
 namespace ferry::detail {
 
 class StateBase;
-using Clock = std::chrono::steady_clock;
 
 /// The first input of a submission that is not a map chunk.
 inline constexpr std::size_t no_input = static_cast<std::size_t>(-1);
@@ -70,6 +71,23 @@ struct RunRecord {
     info.max_rss = static_cast<std::size_t>(max_rss);
     info.attempts = attempts;
     return info;
+  }
+};
+
+/// Wakes a thread waiting on many futures (ferry::wait, as_completed, the map engine): a state it
+/// watches (StateBase::watch) pushes the number the waiter gave it when it completes.
+struct Notifier {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::size_t> completed;  // the waiters' numbers, in completion order
+  bool woken = false;                 // detail::MapRun::wake()
+
+  void notify(std::size_t number) {
+    {
+      std::lock_guard lock(mu);
+      completed.push_back(number);
+    }
+    cv.notify_all();
   }
 };
 
@@ -149,6 +167,39 @@ class FERRY_API StateBase {
     cb();
   }
 
+  /// Tells `n` (pushes `number`) once the state is ready: now, in this thread, if it already is.
+  /// Cheaper than a then() callback (an entry in a vector, no state, no std::function) and undone
+  /// by unwatch(): a waiter that gives up (ferry::wait past its timeout, an as_completed
+  /// abandoned) leaves nothing behind, however often it polls. The notifier is held weakly: a
+  /// waiter gone without unwatch costs its entry only until the state completes.
+  void watch(const std::shared_ptr<Notifier>& n, std::size_t number) {
+    {
+      std::lock_guard lock(mu_);
+      if (!ready()) {
+        watchers_.push_back(Watcher{n, number});
+        return;
+      }
+    }
+    n->notify(number);
+  }
+  /// Forgets what watch(n, number) registered, if the state did not complete since.
+  void unwatch(const std::shared_ptr<Notifier>& n, std::size_t number) noexcept {
+    std::lock_guard lock(mu_);
+    for (auto it = watchers_.begin(); it != watchers_.end(); ++it) {
+      if (it->number == number && !it->notifier.owner_before(n) && !n.owner_before(it->notifier)) {
+        *it = std::move(watchers_.back());
+        watchers_.pop_back();
+        return;
+      }
+    }
+  }
+  /// How many callbacks and watchers wait for the state to complete (the tests' view that repeated
+  /// waits leave nothing behind).
+  std::size_t waiters() const {
+    std::lock_guard lock(mu_);
+    return callbacks_.size() + watchers_.size();
+  }
+
   /// Stores cb to run once the state is ready, in the thread that completes it, and returns true;
   /// returns false without storing it when the state is ready already (the caller goes on at once:
   /// a coroutine's await_suspend).
@@ -210,14 +261,23 @@ class FERRY_API StateBase {
   template <class F>
   bool complete(F&& fill) {
     std::vector<std::function<void()>> callbacks;
+    std::vector<Watcher> watchers;
     {
       std::lock_guard lock(mu_);
       if (ready()) return false;
       fill();
       done_.store(true, std::memory_order_release);
       callbacks.swap(callbacks_);
+      watchers.swap(watchers_);
     }
     cv_.notify_all();
+    for (auto& w : watchers) {
+      try {
+        if (auto n = w.notifier.lock()) n->notify(w.number);
+      } catch (...) {
+        // As for a callback below: the completing thread goes on (only an allocation can fail).
+      }
+    }
     for (auto& cb : callbacks) {
       try {
         cb();
@@ -255,6 +315,11 @@ class FERRY_API StateBase {
   bool cancelled_ = false;        // set with error_, published by done_
   RunRecord run_;                 // set with the result, published by done_
   std::vector<std::function<void()>> callbacks_;
+  struct Watcher {
+    std::weak_ptr<Notifier> notifier;
+    std::size_t number;
+  };
+  std::vector<Watcher> watchers_;  // watch(): waiters on many futures
   std::weak_ptr<StateOwner> owner_;
   std::uint64_t call_id_ = 0;
   std::string task_;
