@@ -983,7 +983,7 @@ std::vector<std::string> Containment::show_private_tmp(const std::string& dir, s
   }
   // By descriptor, opened in the new namespace (a bind mount's source must be one of its
   // mounts): `dir` itself usually lies under /tmp, hidden once /tmp is mounted over.
-  const int source = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  const int source = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (source < 0) {
     debug_log("worker: no private /tmp: %s: %s", dir.c_str(), std::strerror(errno));
     return {};
