@@ -541,6 +541,10 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     if (w.initialized) throw protocol::ProtocolError("initializer failure after the worker's initializer ran");
     if (head.call != 0) throw protocol::ProtocolError("initializer failure naming a call");
     broken_ = initializer_failed(decode_failure(r), {initializer_->display, initializer_->define, 1, w.pid});
+    // It exits now, and takes no more work meanwhile: calls another worker hands back before its
+    // exit is seen went to it, and failed as if it had run them (TerminatedWorkerError).
+    w.advance(WorkerSlot::Phase::leaving);
+    w.kill_at = std::min(w.kill_at, Clock::now() + bye_grace);
     // No respawn loop: the calls that cannot run now fail with the initializer's error.
     auto never_ran = dispatcher_.take_all(w.lane);
     for (auto& c : never_ran) finish_locked(c, done, broken_);
