@@ -879,6 +879,69 @@ TEST_CASE("Sandbox.tmp_var_tmp_and_dev_shm_are_its_private_directory") {
   check_pool_is_healthy(*ex);
 }
 
+/// Kills the pool's workers and waits until as many others replaced them.
+void replace_workers(ferry::Executor& ex) {
+  const std::vector<int> old = ex.worker_pids();
+  for (int pid : old) ::kill(pid, SIGKILL);
+  CHECK(support::wait_until([&] {
+    const std::vector<int> now = ex.worker_pids();
+    if (now.size() < old.size()) return false;
+    for (int pid : now)
+      if (std::find(old.begin(), old.end(), pid) != old.end()) return false;
+    return true;
+  }, 10s));
+}
+
+TEST_CASE("Sandbox.a_link_a_task_plants_in_its_tmp_gives_the_next_worker_nothing") {
+  // The private directory lies under the host's /tmp; shown at /tmp, its own path names an entry
+  // inside itself, which a task can make a link to anywhere: a rule made through that path gave
+  // the next worker write access there.
+  support::TempDir base("/tmp");
+  support::TempDir victim(FERRY_TEST_BINARY_DIR);
+  std::optional<ferry::Executor> ex;
+  {
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    ex.emplace(sandboxed());
+  }
+  fs::path private_dir;
+  for (const auto& entry : fs::directory_iterator(base.path)) private_dir = entry.path();
+  REQUIRE(!private_dir.empty());
+  if (value_of(ex->submit_with(hostile(), temp_dir)) != fs::canonical("/tmp").string()) {
+    MESSAGE("not checked: the workers do not show their directory at /tmp here");
+    return;
+  }
+  // Its own path, as the worker sees it now: /tmp/<base>/<private> inside the private directory.
+  const fs::path inside = fs::path("/tmp") / base.path.filename();
+  CHECK(value_of(ex->submit_with(hostile(), make_directory, inside.string())) == 0);
+  CHECK(value_of(ex->submit_with(hostile(), make_symlink, victim.path.string(),
+                                 (inside / private_dir.filename()).string())) == 0);
+  replace_workers(*ex);
+  auto e = failure_of<ferry::TaskError>(
+      ex->submit_with(hostile(), write_file, (victim.path / "planted").string(), std::string("x")));
+  if (e) CHECK(e->remote_message().find("Permission denied") != std::string::npos);
+  CHECK_FALSE(fs::exists(victim.path / "planted"));
+  check_pool_is_healthy(*ex);
+}
+
+TEST_CASE("Sandbox.a_write_path_a_task_replaces_with_a_link_gives_the_next_worker_nothing") {
+  // Sandbox::write names a directory and one inside it: the task may replace the inner one with
+  // a link, and the next worker's rule for it followed the link.
+  support::TempDir out(FERRY_TEST_BINARY_DIR);
+  support::TempDir victim(FERRY_TEST_BINARY_DIR);
+  fs::create_directory(out.path / "inner");
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.write = {out.path.string(), (out.path / "inner").string()};
+  ferry::Executor ex(contained({}, sandbox));
+  CHECK(value_of(ex.submit_with(hostile(), remove_directory, (out.path / "inner").string())) == 0);
+  CHECK(value_of(ex.submit_with(hostile(), make_symlink, victim.path.string(), (out.path / "inner").string())) == 0);
+  replace_workers(ex);
+  auto e = failure_of<ferry::TaskError>(
+      ex.submit_with(hostile(), write_file, (victim.path / "planted").string(), std::string("x")));
+  if (e) CHECK(e->remote_message().find("Permission denied") != std::string::npos);
+  CHECK_FALSE(fs::exists(victim.path / "planted"));
+  check_pool_is_healthy(ex);
+}
+
 TEST_CASE("Sandbox.private_tmp_reaches_no_shared_mount_of_the_host") {
   // Where / is a shared mount (systemd makes it so), a worker's copy of the namespace would pass
   // its mounts back unless it made its own private first. This machine shares none: a child of

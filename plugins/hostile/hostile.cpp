@@ -363,6 +363,14 @@ std::string temp_dir() {
   return dir ? dir : "";
 }
 
+int make_directory(std::string path) { return ::mkdir(path.c_str(), 0700) == 0 ? 0 : errno; }
+
+int remove_directory(std::string path) { return ::rmdir(path.c_str()) == 0 ? 0 : errno; }
+
+int make_symlink(std::string target, std::string path) {
+  return ::symlink(target.c_str(), path.c_str()) == 0 ? 0 : errno;
+}
+
 std::string tmpfile_round_trip(std::string text) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::tmpfile(), &std::fclose);
   if (!f) fail("tmpfile");
@@ -622,6 +630,9 @@ FERRY_TASK(spin_cpu);
 FERRY_TASK(write_bytes);
 FERRY_TASK(hostile_pid);
 FERRY_TASK(temp_dir);
+FERRY_TASK(make_directory);
+FERRY_TASK(remove_directory);
+FERRY_TASK(make_symlink);
 FERRY_TASK(tmpfile_round_trip);
 FERRY_TASK(posix_shm_round_trip);
 FERRY_TASK(sum_bytes);

@@ -62,6 +62,12 @@ FERRY_EXPORT std::uint64_t write_bytes(std::string path, std::uint64_t bytes);
 FERRY_EXPORT int hostile_pid();
 /// $TMPDIR in the worker, or "" when unset.
 FERRY_EXPORT std::string temp_dir();
+/// mkdir(path, 0700); returns 0, or errno.
+FERRY_EXPORT int make_directory(std::string path);
+/// rmdir(path); returns 0, or errno.
+FERRY_EXPORT int remove_directory(std::string path);
+/// Makes a symbolic link at `path` pointing to `target`; returns 0, or errno.
+FERRY_EXPORT int make_symlink(std::string target, std::string path);
 /// Writes `text` into a file from tmpfile() and reads it back (glibc makes it in /tmp whatever
 /// $TMPDIR says).
 FERRY_EXPORT std::string tmpfile_round_trip(std::string text);

@@ -100,12 +100,13 @@ struct detail::Succession {
 
 Executor::~Executor() {
   try {
-    {
-      // Streams still alive send nowhere from now on (or to this executor's replacement).
-      std::unique_lock lock(link_->mu);
-      link_->executor = nullptr;
-      link_->successor = replacement();
-    }
+    // Streams still alive send nowhere from now on (or to this executor's replacement). In a
+    // forked child without the lock (a thread of the parent may have held it; the child's own
+    // threads are its own, and none of them can be sending through a copy of the parent's).
+    std::unique_lock lock(link_->mu, std::defer_lock);
+    if (!pool_->forked()) lock.lock();
+    link_->executor = nullptr;
+    link_->successor = replacement();
     pool_->shutdown({.wait = true, .kill_workers = false});
   } catch (...) {
     // Destructors are noexcept; shutdown only throws on allocation failure.

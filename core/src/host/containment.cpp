@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -68,7 +69,7 @@ PrivateTempDir::PrivateTempDir(bool make) {
   if (!::mkdtemp(pattern.data()))  // mode 0700: the user's alone
     throw std::system_error(errno, std::generic_category(),
                             "ferry: cannot make the sandbox's private directory " + pattern);
-  path_ = pattern;
+  path_ = resolved_path(pattern);  // as the worker gets it: no link on the way (Landlock::allow)
 }
 
 PrivateTempDir::~PrivateTempDir() {
@@ -98,14 +99,15 @@ std::vector<std::string> loaded_libraries() {
   return out;
 }
 
-/// Absolute: what the sandbox allows must not depend on the directory anyone runs in.
-std::string absolute_text(const std::string& p) {
-  std::error_code ec;
-  fs::path a = fs::absolute(p, ec);
-  return ec ? p : a.lexically_normal().string();
-}
-
 }  // namespace
+
+std::string resolved_path(const std::string& p) {
+  std::error_code ec;
+  const fs::path a = fs::absolute(p, ec);
+  if (ec) return p;
+  const fs::path r = fs::weakly_canonical(a, ec);
+  return ec ? a.lexically_normal().string() : r.string();
+}
 
 std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, const Sandbox& sb) {
   std::vector<std::string> read;
@@ -113,12 +115,12 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
   for (const auto& d : PluginIndex::search_path(options.plugin_dirs)) read.push_back(d.string());
   if (auto cache = Config::read().cache_dir; !cache.empty()) read.push_back(cache.string());
   for (auto& lib : loaded_libraries()) read.push_back(std::move(lib));
-  for (auto& p : read) p = absolute_text(p);
+  for (auto& p : read) p = resolved_path(p);
   return read;
 }
 
 std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sb,
-                                          const fs::path& private_tmp) {
+                                          const fs::path& private_tmp, const std::vector<std::string>& read) {
   std::vector<std::string> args;
   const protocol::TaskLimits l = task_limits(options.limits);
   if (any_limit(l) || sb.enabled) {
@@ -130,12 +132,30 @@ std::vector<std::string> containment_args(const ExecutorOptions& options, const 
   if (!sb.enabled) return args;
   int flags = (sb.network ? 1 : 0) | (sb.exec ? 2 : 0) | (sb.best_effort ? 4 : 0);
   args.insert(args.end(), {"--sandbox", std::to_string(flags)});
-  for (const auto& p : sandbox_read_paths(options, sb)) args.insert(args.end(), {"--read", p});
+  std::vector<fs::path> writable;
+  for (const auto& p : sb.write) writable.push_back(p);
+  if (sb.write.empty() && !private_tmp.empty()) writable.push_back(private_tmp);
+  auto under_writable = [&](const fs::path& p) {
+    for (const auto& w : writable) {
+      auto [a, b] = std::mismatch(w.begin(), w.end(), p.begin(), p.end());
+      if (a == w.end()) return true;
+    }
+    return false;
+  };
+  for (const auto& p : read) args.insert(args.end(), {"--read", p});
+  // Libraries this process loaded since the pool was made: resolved now, so one a task could
+  // have replaced a directory of (under a writable path) is left out (the write rule covers it).
+  for (auto& lib : loaded_libraries()) {
+    if (std::find(read.begin(), read.end(), lib) != read.end() || under_writable(lib)) continue;
+    std::string r = resolved_path(lib);
+    if (std::find(read.begin(), read.end(), r) == read.end() && !under_writable(r))
+      args.insert(args.end(), {"--read", r});
+  }
   if (sb.write.empty()) {
     // The worker shows it at /tmp, /var/tmp and /dev/shm too where it hides nothing it reads.
     if (!private_tmp.empty()) args.insert(args.end(), {"--write", private_tmp.string(), "--private-tmp", "1"});
   } else {
-    for (const auto& p : sb.write) args.insert(args.end(), {"--write", absolute_text(p.string())});
+    for (const auto& p : sb.write) args.insert(args.end(), {"--write", p.string()});
   }
   return args;
 }

@@ -42,17 +42,26 @@ class PrivateTempDir {
   std::filesystem::path path_;
 };
 
+/// `p` absolute and with every link resolved (std::filesystem::weakly_canonical): the form in
+/// which a sandbox's paths reach its worker, resolved when the pool is made, before any task ran.
+/// The worker refuses a path with a link on the way (a task that can write a directory on it may
+/// have put one there since, to point the next worker's rule anywhere).
+std::string resolved_path(const std::string& p);
+
 /// What a sandboxed worker may read: Sandbox::read, the plugin directories, the FERRY_WRAP cache
 /// and every shared library loaded in this process now (so that a plugin the host loaded can be
-/// loaded by the worker); absolute and normal.
+/// loaded by the worker); resolved (resolved_path). The pool computes it once.
 std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, const Sandbox& sandbox);
 
 /// The containment part of ferry-worker's command line (worker/containment.hpp reads it): the
-/// executor's limits, and with a sandbox its flags and the paths it may read
-/// (sandbox_read_paths) and write (with `private_tmp`, "--private-tmp 1": the worker shows that
-/// directory at the shared temporary directories too, temp_dirs_to_hide). `sandbox` is the executor's, its paths made absolute once (Pool::sandbox_).
+/// executor's limits, and with a sandbox its flags and the paths it may read (`read`, from
+/// sandbox_read_paths, and the libraries loaded since, outside the writable paths) and write
+/// (with `private_tmp`, "--private-tmp 1": the worker shows that directory at the shared
+/// temporary directories too, temp_dirs_to_hide). `sandbox` is the executor's, its paths
+/// resolved once (Pool::sandbox_), as `private_tmp` is.
 std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sandbox,
-                                          const std::filesystem::path& private_tmp);
+                                          const std::filesystem::path& private_tmp,
+                                          const std::vector<std::string>& read);
 
 /// The error a task ends with when its worker reported `c` (a contained frame).
 std::exception_ptr contained_error(const protocol::Contained& c, const std::string& task, int pid);

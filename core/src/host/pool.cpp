@@ -18,6 +18,7 @@
 #include <ferry/ferry.hpp>
 
 #include "host/local_launcher.hpp"
+#include "platform/containment.hpp"
 #include "platform/config.hpp"
 #include "wire/shm.hpp"
 
@@ -115,10 +116,7 @@ Pool::Pool(ExecutorOptions options)
   // options_ keeps them as given (get_reusable_executor compares them).
   sandbox_ = options_.sandbox;
   for (auto* paths : {&sandbox_.read, &sandbox_.write})
-    for (auto& p : *paths) {
-      std::error_code ec;
-      if (auto a = std::filesystem::absolute(p, ec); !ec) p = a.lexically_normal();
-    }
+    for (auto& p : *paths) p = resolved_path(p.string());
   limits_ = task_limits(options_.limits);
   ExecutorOptions launch = options_;
   // A task that makes an executor of its own must not write this host's trace file from another
@@ -131,12 +129,17 @@ Pool::Pool(ExecutorOptions options)
     launch.env["TMPDIR"] = sandbox_tmp_->path().string();
   }
   if (options_.sandbox.enabled) {
+    sandbox_read_ = sandbox_read_paths(options_, sandbox_);
     // What a sandboxed task writes is the task's: never parsed by this unsandboxed host as a
     // module of a remote stack (a worker names the files of its stack itself).
     for (const auto& dir : sandbox_.write) never_symbolize_under(dir);
-    // The private directory by its own path: a worker that shows it at /tmp names a module
-    // there /tmp/..., which is the host's /tmp, a file no sandboxed task could have written.
-    if (sandbox_tmp_) never_symbolize_under(sandbox_tmp_->path().string());
+    // The private directory, by its own path and where the workers may show it (/tmp...: there
+    // a task names a module of its own by a path at which this host finds a file of anyone's).
+    // The workers decide with their own files added, so they show it at these or fewer.
+    if (sandbox_tmp_) {
+      never_symbolize_under(sandbox_tmp_->path().string());
+      for (const auto& dir : temp_dirs_to_hide(sandbox_read_)) never_symbolize_under(dir);
+    }
   }
   launcher_ = make_launcher(launch);
   if (!launcher_)
@@ -231,6 +234,10 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
 
 void Pool::fail_submission(StateBase& state, const Target& target, std::exception_ptr error) {
   state.attach({}, 0, target.name);
+  if (forked()) [[unlikely]] {
+    state.set_error(std::move(error));
+    return;
+  }
   {
     std::lock_guard lock(mu_);
     ++counts_.submitted;
@@ -256,7 +263,9 @@ std::size_t Pool::holding_places_locked() const {
 }
 
 void Pool::dispatch_locked() {
-  if (dispatcher_.queue_empty() || killed_) return;
+  // A broken pool runs nothing more from its queue: what comes back to it fails with the pool's
+  // error at the next maintenance (Manager::check_startup_locked), whatever worker is still up.
+  if (dispatcher_.queue_empty() || killed_ || broken_) return;
   auto& [open, sends, stale, touched] = scratch_;
   open.clear();
   stale.clear();
@@ -987,6 +996,7 @@ bool Pool::warm_up(Clock::duration timeout) {
 }
 
 std::size_t Pool::max_workers() const {
+  if (forked()) return max_workers_;  // no lock: a thread of the parent may have held it
   std::lock_guard lock(mu_);
   return max_workers_;
 }
@@ -1000,6 +1010,7 @@ std::vector<int> Pool::worker_pids() const {
 }
 
 bool Pool::is_shutdown() const {
+  if (forked()) return shutdown_;  // no lock: a thread of the parent may have held it
   std::lock_guard lock(mu_);
   return shutdown_;
 }

@@ -103,17 +103,18 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// Executor::stats(): counters under mu_ and a few atomics; no call or worker is walked.
   ExecutorStats stats() const;
 
+  /// In a child of fork(): the pool's threads are not there and its channels are the parent's.
+  /// The child's copy of the pool then refuses work, completes its futures with forked_error()
+  /// instead of reading the parent's workers' results, and shuts down without waiting (nor
+  /// locking: a thread of the parent may have held mu_ when it forked).
+  bool forked() const noexcept { return fork_generation() != fork_generation_; }
+
   // StateOwner
   void wait(StateBase& state, std::optional<Clock::time_point> deadline) override;
   bool cancel(StateBase& state, bool kill_running) override;
 
  private:
   friend class Manager;  // the slow paths, on the manager thread: host/manager.hpp
-  /// In a child of fork(): the pool's threads are not there and its channels are the parent's.
-  /// The child's copy of the pool then refuses work, completes its futures with forked_error()
-  /// instead of reading the parent's workers' results, and shuts down without waiting (nor
-  /// locking: a thread of the parent may have held mu_ when it forked).
-  bool forked() const noexcept { return fork_generation() != fork_generation_; }
   std::exception_ptr forked_error() const;
   const std::uint64_t fork_generation_ = fork_generation();
   const int owner_pid_ = static_cast<int>(::getpid());
@@ -182,7 +183,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::shared_ptr<Launcher> launcher_;
   protocol::TaskLimits limits_;                   // the executor's (ExecutorOptions::limits)
   std::unique_ptr<PrivateTempDir> sandbox_tmp_;  // a sandbox's writable directory, if it needs one
-  Sandbox sandbox_;  // options_.sandbox with its paths made absolute at construction
+  Sandbox sandbox_;  // options_.sandbox with its paths resolved at construction (resolved_path)
+  std::vector<std::string> sandbox_read_;  // sandbox_read_paths at construction
 
   Poller poller_;
 

@@ -22,6 +22,7 @@
 #include <linux/fs.h>
 #include <linux/fsverity.h>
 #include <linux/nsfs.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -397,9 +398,16 @@ class Landlock {
   std::uint64_t all() const { return landlock_fs_rights(abi_); }
 
   /// Allows `rights` beneath `path` (a directory) or on it (a file); a missing path is skipped.
-  void allow(const std::string& path, std::uint64_t rights) {
-    int target = ::open(path.c_str(), O_PATH | O_CLOEXEC);
-    if (target < 0) return;
+  /// `exact`: the host's paths (--read, --write), resolved by the host before any task ran, so a
+  /// link anywhere on the way now was put there since, by a task that could write a directory on
+  /// the way (a write path holding another, or the private directory shown at /tmp): it would
+  /// point this rule at whatever it liked for every later worker. Such a path gets no rule.
+  void allow(const std::string& path, std::uint64_t rights, bool exact = false) {
+    int target = exact ? open_without_links(path) : ::open(path.c_str(), O_PATH | O_CLOEXEC);
+    if (target < 0) {
+      if (errno == ELOOP) debug_log("worker: no landlock rule on %s: a link on the way", path.c_str());
+      return;
+    }
     struct stat st{};
     if (::fstat(target, &st) == 0 && !S_ISDIR(st.st_mode)) rights &= landlock_file_rights(abi_);
     LandlockPathBeneath rule{rights & all(), target};
@@ -410,6 +418,15 @@ class Landlock {
   bool restrict_self() { return ::syscall(SYS_landlock_restrict_self, fd_, 0) == 0; }
 
  private:
+  static int open_without_links(const std::string& path) {
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    const int fd = static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
+    if (fd >= 0 || errno != ENOSYS) return fd;
+    return ::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);  // before Linux 5.6: the last one
+  }
+
   int abi_;
   int fd_ = -1;
 };
@@ -892,9 +909,12 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   if (config.private_tmp && write.size() == 1) {
     std::vector<std::string> needed = config.read;
     needed.insert(needed.end(), own.begin(), own.end());
-    const std::vector<std::string> shown = show_private_tmp(write.front(), std::move(needed));
+    std::vector<std::string> shown = show_private_tmp(write.front(), std::move(needed));
     for (const auto& dir : shown) note("private " + dir);
-    write.insert(write.end(), shown.begin(), shown.end());
+    // Then its rule goes through the directories it is shown at (mount points no task can
+    // replace), never through its own path: under /tmp, that path now names an entry inside the
+    // private directory, which a task can make a link to anywhere for the next worker's rule.
+    if (!shown.empty()) write = std::move(shown);
   }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_text("PR_SET_NO_NEW_PRIVS");
 
@@ -928,10 +948,8 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
       // The worker's own /proc entry (its descriptors, statm): /proc/self resolves to it.
       ll.allow("/proc/" + std::to_string(::getpid()), read);
       for (const auto& p : own) ll.allow(p, read);
-      for (const auto& p : config.read) ll.allow(p, read);
-      // The private directory by its own path (hidden when it lay under /tmp: the rule is then
-      // made through the directories it is shown at, the same directory).
-      for (const auto& p : write) ll.allow(p, ll.all());
+      for (const auto& p : config.read) ll.allow(p, read, true);
+      for (const auto& p : write) ll.allow(p, ll.all(), true);
       if (!ll.restrict_self()) {
         if (missing(errno_text("landlock_restrict_self"))) return errno_text("landlock_restrict_self");
       } else {
