@@ -450,7 +450,8 @@ constexpr const char* always_denied[] = {
     "reboot",        "swapon",           "swapoff",           "acct",
     "quotactl",      "io_uring_setup",   "io_uring_enter",    "io_uring_register",
     "userfaultfd",   "name_to_handle_at", "open_by_handle_at", "syslog",
-    "fsopen",        "fsmount",          "move_mount",        "open_tree"};
+    "fsopen",        "fsmount",          "move_mount",        "open_tree",
+    "fsconfig",      "fspick",           "mount_setattr"};
 
 /// A system call by name, and its number where this libseccomp does not know the name (calls
 /// newer than it: numbered alike on every architecture since Linux 5.1), or -1.
