@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <doctest/doctest.h>
 
@@ -24,30 +25,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Runs `child` in a forked child, which exits with what it returns; its exit code, or -1 when it
-/// did not end within `deadline` (then it is killed).
+/// Runs `child` in a forked child that exits through std::exit (static destructors run: a
+/// reusable executor's among them); its exit code, or -1 when it hung.
 template <class F>
-int in_child(F&& child, std::chrono::milliseconds deadline = 20s) {
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int code = 100;
-    try {
-      code = child();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "child: %s\n", e.what());
-      code = 101;
-    }
-    std::exit(code);  // static destructors run: a reusable executor's among them
-  }
-  int status = -1;
-  if (!support::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, deadline)) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-    return -1;
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
+int in_child(F&& child) {
+  return support::exit_code_of_child(std::forward<F>(child), 20s, true);
 }
 
 bool says_fork(const ferry::BrokenProcessPool& e) {

@@ -950,33 +950,16 @@ TEST_CASE("Sandbox.private_tmp_reaches_no_shared_mount_of_the_host") {
     MESSAGE("not root: no mount namespace for the test to share its mounts in");
     return;
   }
-  pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_SHARED, nullptr) != 0) _exit(2);
+  const int code = support::exit_code_of_child([] {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_SHARED, nullptr) != 0) return 2;
     const std::multiset<std::string> before = mount_points();
-    int code = 0;
-    try {
-      ferry::Executor ex(sandboxed());
-      auto f = ex.submit_with(hostile(), tmpfile_round_trip, std::string("x"));
-      if (!f.wait_for(future_wait) || f.get() != "x") code = 3;
-      else if (mount_points() != before) code = 4;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s\n", e.what());
-      code = 5;
-    }
-    _exit(code);
-  }
-  int status = -1;
-  bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 60s);
-  if (!ended) {
-    ::kill(child, SIGKILL);
-    ::waitpid(child, &status, 0);
-  }
-  REQUIRE(ended);
-  REQUIRE(WIFEXITED(status));
-  CHECK_MESSAGE(WEXITSTATUS(status) == 0, "step " << WEXITSTATUS(status)
-                                                  << " failed (2: sharing the mounts, 3: the task, 4: a mount came back)");
+    ferry::Executor ex(sandboxed());
+    auto f = ex.submit_with(hostile(), tmpfile_round_trip, std::string("x"));
+    if (!f.wait_for(future_wait) || f.get() != "x") return 3;
+    return mount_points() != before ? 4 : 0;
+  }, 60s);
+  CHECK_MESSAGE(code == 0, "step " << code << " failed (2: sharing the mounts, 3: the task, 4: a mount came back, "
+                                           "101: an exception, -1: no end)");
 }
 
 TEST_CASE("Sandbox.tmp_stays_when_the_worker_reads_under_it") {
@@ -1613,30 +1596,12 @@ TEST_CASE("Unprivileged.an_ordinary_users_pool_is_contained") {
     return;
   }
   Listener listener;
-  pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    int code = 100;
-    try {
-      code = run_pool_as_nobody(listener.port);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "as nobody: %s\n", e.what());
-      code = 101;
-    }
-    _exit(code);
-  }
-  int status = -1;
-  bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 150s);
-  if (!ended) {
-    ::kill(child, SIGKILL);
-    ::waitpid(child, &status, 0);
-  }
-  REQUIRE(ended);
-  REQUIRE(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 77) {
+  const int code = support::exit_code_of_child([&] { return run_pool_as_nobody(listener.port); }, 150s);
+  REQUIRE(code >= 0);
+  if (code == 77) {
     MESSAGE("nobody cannot reach this build (a private directory): not tested here");
     return;
   }
-  CHECK_MESSAGE(WEXITSTATUS(status) == 0, "step " << WEXITSTATUS(status) << " failed (its stderr says why)");
+  CHECK_MESSAGE(code == 0, "step " << code << " failed (its stderr says why)");
   CHECK_FALSE(listener.accepted_within(0ms));
 }

@@ -6,14 +6,17 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +46,36 @@ inline bool wait_until(const std::function<bool()>& pred,
     std::this_thread::sleep_for(std::chrono::microseconds(200));  // polling interval, not a sync
   }
   return true;
+}
+
+/// Runs `child` in a forked child of the test, which exits with what it returns (101 when it
+/// throws, its message on stderr): through std::exit when `exit_handlers` (static destructors
+/// and atexit run), else _exit. Returns that exit code; -1 when it did not end within `deadline`
+/// (then it is killed), -2 when a signal ended it. Fails the test when fork fails. doctest's
+/// checks do not cross a fork: a child says what went wrong by its code.
+template <class F>
+int exit_code_of_child(F&& child, std::chrono::milliseconds deadline, bool exit_handlers = false) {
+  std::fflush(nullptr);  // nothing buffered is written twice
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    int code = 100;
+    try {
+      code = child();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      code = 101;
+    }
+    if (exit_handlers) std::exit(code);
+    _exit(code);
+  }
+  int status = -1;
+  if (!wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, deadline)) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
 }
 
 /// State letter of a process ('Z' zombie, 'R', 'S', ...), or 0 if it does not exist.
