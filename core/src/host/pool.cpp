@@ -659,16 +659,26 @@ RunRecord Pool::run_record(const Call& call, const WorkerSlot& w, const protocol
 
 namespace {
 
-/// The pools whose completions this thread is running, innermost last: a callback may shut one
-/// down (or destroy its executor), and must not wait for the very completions it runs inside.
-thread_local std::vector<const Pool*> completing;
-
+/// The pools whose completions this thread is running, as a chain through the callers' stack
+/// frames (innermost first): a callback may shut one down (or destroy its executor), and must not
+/// wait for the very completions it runs inside. Nothing allocated, no thread-exit destructor.
 struct Completing {
-  explicit Completing(const Pool* p) { completing.push_back(p); }
-  ~Completing() { completing.pop_back(); }
+  explicit Completing(const Pool* p) : pool(p), outer(innermost) { innermost = this; }
+  ~Completing() { innermost = outer; }
   Completing(const Completing&) = delete;
   Completing& operator=(const Completing&) = delete;
+
+  static bool running(const Pool* p) noexcept {
+    for (const Completing* c = innermost; c; c = c->outer)
+      if (c->pool == p) return true;
+    return false;
+  }
+
+  const Pool* pool;
+  Completing* outer;
+  static thread_local Completing* innermost;
 };
+thread_local Completing* Completing::innermost = nullptr;
 
 }  // namespace
 
@@ -947,9 +957,7 @@ void Pool::shutdown(const ShutdownOptions& options) {
   // From a callback (on the manager thread, or any thread completing this pool's calls: a get()
   // reads its own result, cancel() completes a queued call) the pool finishes in the background:
   // waiting there would wait for the completion that runs the callback.
-  if (!options.wait || manager_.on_this_thread() ||
-      std::find(completing.begin(), completing.end(), this) != completing.end())
-    return;
+  if (!options.wait || manager_.on_this_thread() || Completing::running(this)) return;
   std::unique_lock lock(mu_);
   changed_.wait(lock, [&] { return finished_; });
   lock.unlock();
