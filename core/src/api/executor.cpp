@@ -119,6 +119,9 @@ void Executor::submit_linked(detail::ExecutorLink& link, const detail::Target& t
                              std::size_t first_input) {
   std::shared_ptr<Executor> successor;
   {
+    // Held while the chunk is submitted: nothing under it may run a user's callback (one that
+    // destroyed the executor would wait for this lock on this thread). It holds today because the
+    // chunk's state gets its future, and so any callback, only after this returns.
     std::shared_lock lock(link.mu);
     if (link.executor) {
       link.executor->submit_encoded(target, std::move(args), items, std::move(state), SubmitOptions{},
