@@ -73,6 +73,8 @@ TEST_CASE("Fork.a_child_gets_an_error_not_the_parents_results") {
       if (!says_fork(e)) return 4;
     }
     if (!ex.is_broken()) return 5;
+    if (!ex.worker_pids().empty()) return 9;  // the parent's, not the child's
+    if (ex.stats().submitted < 2) return 10;  // a snapshot of the parent's counters
     if (pending.cancel()) return 6;
     try {
       ex.resize(2);

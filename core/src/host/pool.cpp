@@ -834,12 +834,12 @@ ExecutorStats Pool::stats() const {
   // in neither for a moment (ExecutorStats says so).
   s.completed = completed_.load(std::memory_order_acquire);
   {
-    std::lock_guard lock(failures_mu_);
+    const auto lock = lock_unless_forked(failures_mu_);
     s.failed = failed_;
     for (const auto& [type, failed] : failed_by_type_) s.failed_by_type[failed.name] += failed.count;
   }
   {
-    std::lock_guard lock(mu_);
+    const auto lock = lock_unless_forked(mu_);
     s.submitted = counts_.submitted;
     s.running = dispatcher_.busy_lanes();
     s.queued = dispatcher_.unfinished() - s.running;
@@ -1010,6 +1010,7 @@ std::size_t Pool::max_workers() const {
 }
 
 std::vector<int> Pool::worker_pids() const {
+  if (forked()) return {};  // they are the parent's workers, not this process's
   std::lock_guard lock(mu_);
   std::vector<int> out;
   for (const auto& [_, w] : workers_)
@@ -1027,6 +1028,11 @@ std::exception_ptr Pool::broken() const {
   if (forked()) return forked_error();
   std::lock_guard lock(mu_);
   return broken_;
+}
+
+std::unique_lock<std::mutex> Pool::lock_unless_forked(std::mutex& m) const {
+  // In a forked child nothing else of the pool runs, and a thread of the parent may have held it.
+  return forked() ? std::unique_lock<std::mutex>(m, std::defer_lock) : std::unique_lock<std::mutex>(m);
 }
 
 std::exception_ptr Pool::forked_error() const {

@@ -116,6 +116,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
  private:
   friend class Manager;  // the slow paths, on the manager thread: host/manager.hpp
   std::exception_ptr forked_error() const;
+  /// `m` locked, except in a forked child (a snapshot of the parent's state is read as it is).
+  std::unique_lock<std::mutex> lock_unless_forked(std::mutex& m) const;
   const std::uint64_t fork_generation_ = fork_generation();
   const int owner_pid_ = static_cast<int>(::getpid());
   using SlotPtr = std::shared_ptr<WorkerSlot>;
