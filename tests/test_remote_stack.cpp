@@ -396,6 +396,16 @@ TEST_CASE("RemoteStack.symbolize.reads_nothing_a_sandboxed_worker_could_write") 
   for (const auto& entry : fs::directory_iterator(base.path)) tmp = entry.path();
   REQUIRE(fs::is_directory(tmp));
   fs::copy_file(FERRY_TEST_CRASH_PLUGIN, tmp / "evil.so");
+  // Where the workers show that directory (/tmp), a task names a module of its own by a path at
+  // which this host finds a file of anyone's: not read either.
+  const fs::path shown =
+      ex->submit<std::string>(ferry::TaskRef{.library = FERRY_TEST_HOSTILE_PLUGIN, .name = "temp_dir"}).get();
+  if (shown == fs::canonical("/tmp")) {
+    support::TempDir host_tmp("/tmp");
+    fs::copy_file(FERRY_TEST_CRASH_PLUGIN, host_tmp.path / "planted.so");
+    CHECK_FALSE(contains(symbolize(crash_plugin_stack((host_tmp.path / "planted.so").string()), true),
+                         "throw_in_named_function"));
+  }
   std::string text = symbolize(crash_plugin_stack((tmp / "evil.so").string()), true);
   CAPTURE(text);
   CHECK_FALSE(contains(text, "throw_in_named_function"));
