@@ -3,6 +3,7 @@
 // (which then act as a task would), and ferry-worker's containment options. The hostile tasks
 // through an Executor are tests/test_sandbox.cpp's.
 #include <fcntl.h>
+#include <poll.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -644,11 +645,19 @@ void start_descendants(int report_fd, const char* exec = nullptr, Hide hide = Hi
   report(report_fd, child);
 }
 
-/// Reads the two pids start_descendants reported.
+/// Reads the two pids start_descendants reported, each within 20 s (a worker that never starts
+/// them fails the case here, rather than hanging it until ctest's timeout).
 std::array<pid_t, 2> read_descendants(int fd) {
   std::array<pid_t, 2> pids{};
-  REQUIRE(::read(fd, &pids[0], sizeof(pid_t)) == sizeof(pid_t));
-  REQUIRE(::read(fd, &pids[1], sizeof(pid_t)) == sizeof(pid_t));
+  for (pid_t& pid : pids) {
+    pollfd p{fd, POLLIN, 0};
+    int ready;
+    do {
+      ready = ::poll(&p, 1, 20000);
+    } while (ready < 0 && errno == EINTR);
+    REQUIRE_MESSAGE(ready == 1, "no descendant reported within 20 s");
+    REQUIRE(::read(fd, &pid, sizeof(pid_t)) == sizeof(pid_t));
+  }
   return pids;
 }
 
