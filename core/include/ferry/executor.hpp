@@ -151,7 +151,7 @@ struct ShutdownOptions {
 struct SubmitOptions {
   /// Wall-clock budget of the task once it is sent to a worker; when it expires, the worker is
   /// killed and the future fails with TimeoutError. 0 (or less) = none, and so is one too long
-  /// for the clock (a century and more, +infinity). NaN: submit throws std::invalid_argument.
+  /// for the clock (centuries, +infinity). NaN: submit throws std::invalid_argument.
   Duration deadline{0};
   /// Limits of this task: each non-zero field replaces the executor's (ExecutorOptions::limits).
   Limits limits;

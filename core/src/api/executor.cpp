@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -40,30 +39,6 @@ std::string current_exception_reason() {
 }
 }  // namespace detail
 
-namespace {
-/// What the pool's constructor does not refuse itself: a NaN idle time (it takes a negative one).
-ExecutorOptions checked(ExecutorOptions options) {
-  if (std::isnan(options.idle_timeout.count()))
-    throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be NaN");
-  return options;
-}
-
-/// A task's deadline as the pool takes it: the pool adds it to the moment the call starts to run,
-/// so one too long for the clock (a century and more, +infinity) is no deadline at all rather than
-/// a sum that overflows into the past. NaN is refused.
-SubmitOptions checked(const SubmitOptions& options) {
-  if (std::isnan(options.deadline.count()))
-    throw std::invalid_argument("ferry: SubmitOptions::deadline must not be NaN");
-  if (options.deadline.count() > 0 &&
-      detail::clock_duration(options.deadline) >= detail::Clock::duration::max() / 2) {
-    SubmitOptions none = options;
-    none.deadline = Duration(0);
-    return none;
-  }
-  return options;
-}
-}  // namespace
-
 /// An executor as its map chunks reach it (Executor::chunk_sender): an imap stream holds the link
 /// and may outlive the executor, whose destructor cuts it (under `mu`, so no chunk is being sent
 /// through it meanwhile) before shutting the pool down.
@@ -74,7 +49,7 @@ struct detail::ExecutorLink {
 };
 
 Executor::Executor(ExecutorOptions options)
-    : pool_(std::make_shared<detail::Pool>(checked(std::move(options)))),
+    : pool_(std::make_shared<detail::Pool>(std::move(options))),
       link_(std::make_shared<detail::ExecutorLink>()) {
   link_->executor = this;
   pool_->start();
@@ -137,9 +112,8 @@ void Executor::submit_linked(detail::ExecutorLink& link, const detail::Target& t
 
 void Executor::submit_encoded(const detail::Target& target, detail::Buffer args,
                               std::uint32_t items, std::shared_ptr<detail::StateBase> state,
-                              const SubmitOptions& given, std::uint8_t frame_flags,
+                              const SubmitOptions& options, std::uint8_t frame_flags,
                               std::size_t first_input) {
-  const SubmitOptions options = given.deadline.count() == 0 ? given : checked(given);
   if (!succession_) {
     pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags, first_input);
     return;
@@ -225,15 +199,8 @@ std::size_t Executor::default_chunksize(std::size_t total) const {
 void Executor::shutdown(ShutdownOptions options) { pool_->shutdown(options); }
 void Executor::resize(std::size_t max_workers) { pool_->resize(max_workers); }
 bool Executor::warm_up(Duration timeout) {
-  // The pool waits on a condition variable for a relative time, which must stay far from the
-  // clock's end: a long (or infinite) timeout is waited for in slices up to its deadline.
-  const auto deadline = detail::deadline_after(timeout);  // NaN: std::invalid_argument
-  constexpr detail::Clock::duration slice = std::chrono::hours(24);
-  for (;;) {
-    auto left = std::max(deadline - detail::Clock::now(), detail::Clock::duration::zero());
-    if (pool_->warm_up(std::min(left, slice))) return true;
-    if (detail::Clock::now() >= deadline) return false;
-  }
+  // Saturating: one too long for the clock waits as long as it takes; NaN std::invalid_argument.
+  return pool_->warm_up(detail::deadline_after(timeout));
 }
 std::size_t Executor::max_workers() const { return pool_->max_workers(); }
 const ExecutorOptions& Executor::options() const { return pool_->options(); }

@@ -136,11 +136,7 @@ std::vector<std::string> containment_args(const ExecutorOptions& options, const 
   for (const auto& p : sb.write) writable.push_back(p);
   if (sb.write.empty() && !private_tmp.empty()) writable.push_back(private_tmp);
   auto under_writable = [&](const fs::path& p) {
-    for (const auto& w : writable) {
-      auto [a, b] = std::mismatch(w.begin(), w.end(), p.begin(), p.end());
-      if (a == w.end()) return true;
-    }
-    return false;
+    return std::any_of(writable.begin(), writable.end(), [&](const fs::path& w) { return path_within(p, w); });
   };
   for (const auto& p : read) args.insert(args.end(), {"--read", p});
   // Libraries this process loaded since the pool was made: resolved now, so one a task could

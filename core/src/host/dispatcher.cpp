@@ -15,6 +15,8 @@ void mark_running(Call& call, bool running) noexcept {
 Clock::time_point Lane::deadline() const noexcept {
   const Call* c = running();
   if (!c || c->deadline.count() <= 0) return Clock::time_point::max();
+  // Saturating: a deadline past the clock's end (SubmitOptions::deadline of centuries) is none.
+  if (c->deadline >= Clock::time_point::max() - c->started) return Clock::time_point::max();
   return c->started + c->deadline;
 }
 

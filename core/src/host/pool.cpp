@@ -10,11 +10,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <set>
 #include <stdexcept>
 
+#include <ferry/detail/deadline.hpp>
 #include <ferry/ferry.hpp>
 
 #include "host/local_launcher.hpp"
@@ -107,6 +109,8 @@ Pool::Pool(ExecutorOptions options)
     : options_(std::move(options)), refs_(options_), dispatcher_(Config::read().pipeline_depth) {
   if (options_.idle_timeout.count() < 0)
     throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be negative");
+  if (std::isnan(options_.idle_timeout.count()))
+    throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be NaN");
   // Every FERRY_* variable, validated here: a malformed one stops the executor from starting.
   Config config = Config::read();
   config.validate();
@@ -181,6 +185,9 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
                   std::uint8_t frame_flags, std::size_t first_input) {
   if (forked()) [[unlikely]]
     std::rethrow_exception(forked_error());
+  // Saturating: one too long for the clock is none (Lane::deadline), NaN std::invalid_argument.
+  const Clock::duration deadline =
+      options.deadline.count() == 0 ? Clock::duration::zero() : clock_duration(options.deadline);
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
@@ -201,7 +208,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   call->flags = frame_flags;
   call->first_input = first_input;
   call->state = state;
-  call->deadline = std::chrono::duration_cast<Clock::duration>(options.deadline);
+  call->deadline = deadline;
   call->limits = merge_limits(limits_, options.limits);
   call->submitted_ns = system_now_ns();
   bool need_spawn = false;
@@ -986,7 +993,7 @@ void Pool::resize(std::size_t n) {
   poller_.wake();
 }
 
-bool Pool::warm_up(Clock::duration timeout) {
+bool Pool::warm_up(Clock::time_point deadline) {
   if (forked()) std::rethrow_exception(forked_error());
   {
     std::lock_guard lock(mu_);
@@ -996,11 +1003,16 @@ bool Pool::warm_up(Clock::duration timeout) {
   }
   poller_.wake();
   std::unique_lock lock(mu_);
-  return changed_.wait_for(lock, timeout, [&] {
+  auto all_up = [&] {
     auto up = std::count_if(workers_.begin(), workers_.end(), [](const auto& kv) { return kv.second->up(); });
     // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
     return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->capacity());
-  });
+  };
+  if (deadline == Clock::time_point::max()) {
+    changed_.wait(lock, all_up);
+    return true;
+  }
+  return changed_.wait_until(lock, deadline, all_up);
 }
 
 std::size_t Pool::max_workers() const {

@@ -92,7 +92,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void fail_submission(StateBase& state, const Target& target, std::exception_ptr error);
   void shutdown(const ShutdownOptions& options);
   void resize(std::size_t max_workers);
-  bool warm_up(Clock::duration timeout);
+  /// Until every worker said hello or `deadline` (time_point::max(): no deadline).
+  bool warm_up(Clock::time_point deadline);
 
   std::size_t max_workers() const;
   const ExecutorOptions& options() const noexcept { return options_; }

@@ -18,6 +18,8 @@
 #include <sstream>
 #include <string>
 
+#include "platform/paths.hpp"
+
 namespace ferry::detail {
 
 namespace {
@@ -124,11 +126,6 @@ std::string pids_cgroup_parent() {
 
 std::vector<std::string> temp_dirs_to_hide(const std::vector<std::string>& needed) {
   namespace fs = std::filesystem;
-  // One path at or under the other, component by component ("/tmpfoo" is not under "/tmp").
-  auto within = [](const fs::path& inner, const fs::path& outer) {
-    auto [o, i] = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
-    return o == outer.end();
-  };
   std::vector<fs::path> real;
   for (const auto& p : needed) {
     std::error_code ec;
@@ -143,7 +140,7 @@ std::vector<std::string> temp_dirs_to_hide(const std::vector<std::string>& neede
     if (std::find(out.begin(), out.end(), dir.string()) != out.end()) continue;  // a link to another
     bool clear = true;
     for (const auto& n : real)
-      if (within(n, dir) || within(dir, n)) clear = false;
+      if (path_within(n, dir) || path_within(dir, n)) clear = false;
     if (clear) out.push_back(dir.string());
   }
   return out;

@@ -13,6 +13,10 @@ namespace ferry::detail {
 /// The directory holding this libferry (canonical), or empty if the loader cannot say.
 std::filesystem::path library_directory();
 
+/// Whether `inner` is `outer` or lies under it, compared component by component as given
+/// (no link resolved): "/tmpfoo" is not under "/tmp". Not exported.
+bool path_within(const std::filesystem::path& inner, const std::filesystem::path& outer);
+
 /// Removes the directory `dir` and everything under it, never through a symbolic link: each
 /// directory is opened relative to its parent with O_NOFOLLOW and emptied with unlinkat, so a
 /// link put in place of a subdirectory while this runs (by a sandboxed task's descendant that
