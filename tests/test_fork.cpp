@@ -8,14 +8,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include <doctest/doctest.h>
+#include <ferry/when.hpp>
 
 #include "crash.hpp"
 #include "math.hpp"
@@ -105,4 +109,61 @@ TEST_CASE("Fork.a_childs_reusable_executor_is_its_own") {
   CHECK_MESSAGE(code == 0, "step " << code << " failed in the child (-1: it hung)");
   CHECK(parents->submit(square, 4).get() == 16);
   CHECK(ferry::get_reusable_executor(support::options(1)) == parents);
+}
+
+TEST_CASE("Fork.waiting_on_many_of_the_parents_futures_ends_in_a_child") {
+  // ferry::wait, as_completed, when_all, when_any and then() register on the futures and wait
+  // to be told: in a child nothing ever told them (only get() failed at once).
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.submit(square, 2).get() == 4);
+  std::vector<ferry::Future<int>> pending{ex.submit(busy_for, 1000), ex.submit(busy_for, 10)};
+  const int code = in_child([&]() -> int {
+    auto [done, not_done] = ferry::wait(pending);
+    if (done.size() != 2 || !not_done.empty()) return 1;
+    try {
+      done[0].get();
+      return 2;
+    } catch (const ferry::BrokenProcessPool& e) {
+      if (!says_fork(e)) return 3;
+    }
+    std::size_t yielded = 0;
+    for (auto& f : ferry::as_completed(pending)) yielded += f.exception() ? 1 : 0;
+    if (yielded != 2) return 4;
+    if (ferry::when_all(pending).get().size() != 2) return 5;
+    if (ferry::when_any(pending).get().index != 0) return 6;
+    bool called = false;
+    pending[1].then([&](const ferry::Future<int>&) { called = true; });
+    if (!called) return 7;
+    return 0;
+  });
+  CHECK_MESSAGE(code == 0, "step " << code << " failed in the child (-1: it hung)");
+  // The parent's calls are the parent's.
+  CHECK(pending[0].get() == 1000);
+  CHECK(pending[1].get() == 10);
+}
+
+TEST_CASE("Fork.a_child_gets_a_reusable_executor_while_a_parents_thread_makes_one") {
+  // A thread of the parent inside get_reusable_executor at the fork held its lock, for ever in
+  // the child. The thread makes one executor after another (options that differ), so that most
+  // forks find the lock held.
+  std::atomic<bool> stop{false};
+  std::thread churn([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      auto o = support::options(1);
+      o.idle_timeout = std::chrono::seconds(100 + i % 2);
+      ferry::get_reusable_executor(o);
+    }
+  });
+  int code = 0;
+  for (int round = 0; round < 20 && code == 0; ++round) {
+    code = support::exit_code_of_child(
+        [&]() -> int {
+          auto mine = ferry::get_reusable_executor(support::options(1));
+          return mine->submit(square, 8).get() == 64 ? 0 : 1;
+        },
+        10s);
+  }
+  stop = true;
+  churn.join();
+  CHECK_MESSAGE(code == 0, "the child failed (-1: it hung)");
 }

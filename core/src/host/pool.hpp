@@ -108,7 +108,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// The child's copy of the pool then refuses work, completes its futures with forked_error()
   /// instead of reading the parent's workers' results, and shuts down without waiting (nor
   /// locking: a thread of the parent may have held mu_ when it forked).
-  bool forked() const noexcept { return fork_generation() != fork_generation_; }
+  bool forked() const noexcept override { return fork_generation() != fork_generation_; }
 
   // StateOwner
   void wait(StateBase& state, std::optional<Clock::time_point> deadline) override;

@@ -99,6 +99,9 @@ class FERRY_API StateOwner {
   /// Returns when the state is ready or the deadline passed.
   virtual void wait(StateBase& state, std::optional<Clock::time_point> deadline) = 0;
   virtual bool cancel(StateBase& state, bool kill_running) = 0;
+  /// True in a child of fork(): the owner's calls complete in the parent, never here; wait()
+  /// then fails the state at once.
+  virtual bool forked() const noexcept = 0;
 };
 
 class FERRY_API StateBase {
@@ -157,6 +160,7 @@ class FERRY_API StateBase {
   /// Runs cb once the state is ready: now, in this thread, if it already is; otherwise in the
   /// thread that completes it. Callbacks must not block for long.
   void add_callback(std::function<void()> cb) {
+    fail_if_orphaned();
     {
       std::lock_guard lock(mu_);
       if (!ready()) {
@@ -173,6 +177,7 @@ class FERRY_API StateBase {
   /// abandoned) leaves nothing behind, however often it polls. The notifier is held weakly: a
   /// waiter gone without unwatch costs its entry only until the state completes.
   void watch(const std::shared_ptr<Notifier>& n, std::size_t number) {
+    fail_if_orphaned();
     {
       std::lock_guard lock(mu_);
       if (!ready()) {
@@ -204,6 +209,7 @@ class FERRY_API StateBase {
   /// returns false without storing it when the state is ready already (the caller goes on at once:
   /// a coroutine's await_suspend).
   bool add_callback_unless_ready(std::function<void()> cb) {
+    fail_if_orphaned();
     std::lock_guard lock(mu_);
     if (ready()) return false;
     callbacks_.push_back(std::move(cb));
@@ -290,6 +296,14 @@ class FERRY_API StateBase {
   }
 
  private:
+  /// A call submitted before the process forked completes in the parent; in the child nothing
+  /// would ever complete its state. Fails it there (the owner's wait() does) before a callback or
+  /// a watcher is registered on it: then(), when_all, ferry::wait, as_completed and co_await in a
+  /// child are told at once instead of waiting for ever.
+  void fail_if_orphaned() {
+    if (ready()) return;
+    if (auto owner = owner_.lock(); owner && owner->forked()) owner->wait(*this, std::nullopt);
+  }
   void withdraw_cancel() {
     std::lock_guard lock(mu_);
     --cancel_requests_;
