@@ -328,3 +328,33 @@ TEST_CASE("Lifecycle.many_threads_submit_map_and_resize") {
   for (auto& th : threads) th.join();
   CHECK(wrong == 0);
 }
+
+TEST_CASE("Lifecycle.a_pool_finishing_in_the_background_finishes_before_the_process_exits") {
+  // An executor destroyed inside a callback on its manager thread finishes in the background; the
+  // process exiting then must neither crash nor cut its work short: its trace ends whole.
+  support::TempDir dir;
+  const auto file = dir.path / "run.json";
+  const int code = support::exit_code_of_child(
+      [&]() -> int {
+        auto o = support::options(1);
+        o.trace = file;
+        auto ex = std::make_shared<ferry::Executor>(o);
+        auto slow = ex->submit(busy_for, 300);
+        auto* holder = new std::shared_ptr<ferry::Executor>(ex);
+        std::atomic<bool> gone{false};
+        ex->submit(square, 2).then([holder, &gone](const ferry::Future<int>&) {
+          delete holder;  // the last reference: ~Executor on the manager thread
+          gone = true;
+        });
+        ex.reset();
+        if (!support::wait_until([&] { return gone.load(); }, 10s)) return 1;
+        return 0;  // std::exit while the pool still runs busy_for
+      },
+      20s, true);
+  CHECK(code == 0);
+  std::ifstream in(file);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text.find("\"busy_for\"") != std::string::npos);  // its slice: the call ran to its end
+  CHECK(text.find("\"stats\"") != std::string::npos);
+  CHECK(text.rfind(']') != std::string::npos);
+}

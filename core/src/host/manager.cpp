@@ -102,8 +102,9 @@ Manager::~Manager() {
 
 void Manager::start(std::shared_ptr<Pool> pool) {
   thread_ = std::thread([this, pool = std::move(pool)]() mutable {
-    run();
+    const bool exit_waits = run();
     pool.reset();  // may destroy the pool, and this, here (see ~Manager)
+    if (exit_waits) Pool::exit_waits_for_one_less();
   });
 }
 
@@ -120,8 +121,9 @@ Manager::SlotPtr Manager::worker_by_serial(std::uint64_t serial) {
 
 // ---- the loop: events, then maintenance ----------------------------------------------------------
 
-void Manager::run() {
+bool Manager::run() {
   id_ = std::this_thread::get_id();
+  bool exit_waits = false;
   Poller::Event events[64];
   for (;;) {
     int n = p_.poller_.wait(events, 64, next_timeout_ms());
@@ -139,11 +141,15 @@ void Manager::run() {
     maintain(done);
     p_.complete(done);
     std::lock_guard lock(p_.mu_);
-    if (p_.finished_) break;
+    if (p_.finished_) {
+      exit_waits = p_.exit_waits_;
+      break;
+    }
   }
   // Every call has ended and every worker was reaped: the trace's last line is final.
   if (p_.trace_) p_.trace_->close(p_.stats());
   debug_log("manager: finished");
+  return exit_waits;
 }
 
 void Manager::on_readable(const SlotPtr& w) {

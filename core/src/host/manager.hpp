@@ -49,7 +49,8 @@ class Manager {
  private:
   using SlotPtr = std::shared_ptr<WorkerSlot>;
 
-  void run();
+  /// The loop; true when the process's exit waits for it (Pool::exit_waits_for_one_more).
+  bool run();
   // Events.
   void on_readable(const SlotPtr& w);
   void on_writable(const SlotPtr& w);

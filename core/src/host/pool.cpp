@@ -4,6 +4,7 @@
 #include "host/pool.hpp"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -687,7 +689,35 @@ struct Completing {
 };
 thread_local Completing* Completing::innermost = nullptr;
 
+/// Pools whose shutdown(wait) could not wait (it was called inside a completion: a callback
+/// destroying its executor) and whose manager thread has not finished yet. The process's exit
+/// waits for them as ~Executor would have: their calls complete and their trace ends whole.
+std::atomic<unsigned> finishing_in_background{0};
+
+void wait_for_background_pools() noexcept {
+  // exit() inside a callback: the pool it completes may be one of them, and could not finish.
+  if (Completing::innermost) return;
+  for (unsigned n = finishing_in_background.load(); n != 0; n = finishing_in_background.load())
+    finishing_in_background.wait(n);
+}
+
+/// A forked child has none of the parent's manager threads to wait for.
+void forget_background_pools() noexcept { finishing_in_background.store(0); }
+const int fork_handler_registered = ::pthread_atfork(nullptr, nullptr, &forget_background_pools);
+
 }  // namespace
+
+void Pool::exit_waits_for_one_more() {
+  (void)fork_handler_registered;
+  static const int registered = std::atexit(&wait_for_background_pools);
+  if (registered != 0) return;  // the exit cannot wait: nothing to count
+  finishing_in_background.fetch_add(1);
+}
+
+void Pool::exit_waits_for_one_less() noexcept {
+  finishing_in_background.fetch_sub(1);
+  finishing_in_background.notify_all();
+}
 
 void Pool::complete(Completions& done) {
   if (done.empty()) return;
@@ -964,7 +994,17 @@ void Pool::shutdown(const ShutdownOptions& options) {
   // From a callback (on the manager thread, or any thread completing this pool's calls: a get()
   // reads its own result, cancel() completes a queued call) the pool finishes in the background:
   // waiting there would wait for the completion that runs the callback.
-  if (!options.wait || manager_.on_this_thread() || Completing::running(this)) return;
+  if (!options.wait) return;
+  if (manager_.on_this_thread() || Completing::running(this)) {
+    std::lock_guard lock(mu_);
+    // Counted once, and only while the manager thread still has to read the mark (it does under
+    // mu_, when it sees finished_).
+    if (!finished_ && !exit_waits_) {
+      exit_waits_for_one_more();
+      exit_waits_ = true;
+    }
+    return;
+  }
   std::unique_lock lock(mu_);
   changed_.wait(lock, [&] { return finished_; });
   lock.unlock();

@@ -117,6 +117,10 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
  private:
   friend class Manager;  // the slow paths, on the manager thread: host/manager.hpp
   std::exception_ptr forked_error() const;
+  /// The process's exit waits for one more pool finishing in the background (its shutdown(wait)
+  /// could not wait), until its manager thread says exit_waits_for_one_less().
+  static void exit_waits_for_one_more();
+  static void exit_waits_for_one_less() noexcept;
   /// `m` locked, except in a forked child (a snapshot of the parent's state is read as it is).
   std::unique_lock<std::mutex> lock_unless_forked(std::mutex& m) const;
   const std::uint64_t fork_generation_ = fork_generation();
@@ -211,6 +215,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   bool shutdown_ = false;
   bool killed_ = false;
   bool finished_ = false;         // manager loop ended
+  bool exit_waits_ = false;       // shutdown(wait) inside a completion: see exit_waits_for_one_more
   bool cpu_ticking_ = false;      // the manager's next wake-up samples CPU time (Limits::cpu_time)
   unsigned startup_failures_ = 0; // consecutive workers that died before hello
   std::string last_spawn_error_;
