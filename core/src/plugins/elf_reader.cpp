@@ -4,14 +4,17 @@
 
 #include <elf.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ferry/task.hpp>
@@ -27,71 +30,33 @@ constexpr std::size_t max_records = 4096;
 /// The longest task name a record may hold (and its symbol, with the prefix).
 constexpr std::uint32_t max_task_name = 4096;
 
-/// A whole file, read-only: mapped when only this user or root can change it, else copied.
-/// Another user's file (a plugin directory's entries are read to say what a refused file holds)
-/// could be truncated while it is parsed, and a read past the end of a mapping is SIGBUS.
-class Mapping {
+/// A plugin file, open for reading: regular, and opened without waiting (a FIFO planted under a
+/// plugin's name must not block the open; it is then refused as not a regular file).
+class OpenFile {
  public:
-  /// Largest file copied: a plugin others can write is read only to be reported.
-  static constexpr std::size_t max_copied = std::size_t{256} << 20;
-
-  explicit Mapping(const std::filesystem::path& file) {
-    // O_NONBLOCK: a FIFO planted under a plugin's name must not block the open (it is then
-    // refused as not a regular file).
-    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
+  explicit OpenFile(const std::filesystem::path& file)
+      : fd_(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)) {
+    if (fd_ < 0) {
       int e = errno;
       throw ElfError(e == ENOENT ? ElfError::Kind::missing : ElfError::Kind::unreadable,
                      std::string(std::strerror(e)));
     }
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
       throw ElfError(ElfError::Kind::unreadable, "not a regular file");
     }
     size_ = static_cast<std::size_t>(st.st_size);
-    bool others_can_change = (st.st_uid != ::geteuid() && st.st_uid != 0) || (st.st_mode & (S_IWGRP | S_IWOTH));
-    if (size_ > 0 && others_can_change) {
-      if (size_ > max_copied) {
-        ::close(fd);
-        throw ElfError(ElfError::Kind::unreadable, "too large to inspect (another user can change it)");
-      }
-      copy_.resize(size_);
-      std::size_t got = 0;
-      while (got < size_) {
-        ssize_t n = ::pread(fd, copy_.data() + got, size_ - got, static_cast<off_t>(got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;  // truncated meanwhile: parse what was there
-        got += static_cast<std::size_t>(n);
-      }
-      copy_.resize(got);
-      size_ = got;
-      data_ = copy_.data();
-    } else if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) {
-        int e = errno;
-        ::close(fd);
-        throw ElfError(ElfError::Kind::unreadable, std::string("mmap: ") + std::strerror(e));
-      }
-      data_ = static_cast<const unsigned char*>(p);
-      mapped_ = true;
-    }
-    ::close(fd);
   }
-  ~Mapping() {
-    if (mapped_) ::munmap(const_cast<unsigned char*>(data_), size_);
-  }
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  const unsigned char* data() const { return data_; }
+  ~OpenFile() { ::close(fd_); }
+  OpenFile(const OpenFile&) = delete;
+  OpenFile& operator=(const OpenFile&) = delete;
+  int fd() const { return fd_; }
   std::size_t size() const { return size_; }
 
  private:
-  const unsigned char* data_ = nullptr;
+  int fd_;
   std::size_t size_ = 0;
-  bool mapped_ = false;
-  std::vector<unsigned char> copy_;
 };
 
 #if defined(__x86_64__)
@@ -115,20 +80,49 @@ std::string machine_name(std::uint16_t m) {
   return std::string(name) + " (ELF machine " + std::to_string(m) + ")";
 }
 
-/// Bounds-checked view of the file.
+/// Bounds-checked view of the file: bytes in memory, or a file read with pread as its parts are
+/// needed. A file is never mapped: one truncated while it is read (`cp` over a plugin a host is
+/// scanning, or another user's file named in a plugin directory) would make a read past the new
+/// end of a mapping SIGBUS; a short read is an ElfError instead.
 class Image {
  public:
-  Image(const unsigned char* data, std::size_t size) : data_(data), size_(size) {}
+  Image(const unsigned char* data, std::size_t size) : data_(data), in_memory_(true), size_(size) {}
+  Image(int fd, std::size_t size) : fd_(fd), size_(size) {}
 
   bool fits(std::uint64_t off, std::uint64_t len) const {
     return off <= size_ && len <= size_ - off;
   }
   template <class T>
   T read(std::uint64_t off) const {
-    if (!fits(off, sizeof(T))) throw ElfError(ElfError::Kind::truncated, "file is truncated");
     T v;
-    std::memcpy(&v, data_ + off, sizeof(T));
+    read_into(&v, off, sizeof(T));
     return v;
+  }
+  /// [off, off + len) as one string (a record's text: read once, not kept).
+  std::string copy(std::uint64_t off, std::uint64_t len) const {
+    std::string out(static_cast<std::size_t>(len), '\0');
+    read_into(out.data(), off, len);
+    return out;
+  }
+  /// [off, off + len) in memory for as long as the image lives (a table: read once, kept).
+  const unsigned char* table(std::uint64_t off, std::uint64_t len) const {
+    if (!fits(off, len)) throw ElfError(ElfError::Kind::truncated, "file is truncated");
+    if (in_memory_) return data_ + off;
+    if (len > max_table)
+      throw ElfError(ElfError::Kind::unreadable, "a table of " + std::to_string(len) +
+                                                     " bytes is larger than ferry reads (" +
+                                                     std::to_string(max_table) + ")");
+    auto [it, added] = tables_.try_emplace({off, len});
+    if (added) {
+      try {
+        it->second.resize(static_cast<std::size_t>(len));
+        read_into(it->second.data(), off, len);
+      } catch (...) {
+        tables_.erase(it);
+        throw;
+      }
+    }
+    return it->second.data();
   }
   /// The NUL-terminated string at `off` of a string table ([table_off, table_off + table_size)),
   /// or "" when it is not there, not terminated, or
@@ -136,22 +130,22 @@ class Image {
   /// an unbounded scan for each made reading it quadratic in its size.
   std::string_view str(std::uint64_t table_off, std::uint64_t table_size, std::uint64_t off) const {
     if (!fits(table_off, table_size) || off >= table_size) return {};
-    const char* begin = reinterpret_cast<const char*>(data_ + table_off + off);
+    const char* begin = reinterpret_cast<const char*>(table(table_off, table_size) + off);
     std::size_t max = static_cast<std::size_t>(std::min<std::uint64_t>(table_size - off, max_string + 1));
     std::size_t n = ::strnlen(begin, max);
     if (n == max) return {};  // unterminated, or too long
     return {begin, n};
   }
-  const unsigned char* at(std::uint64_t off) const { return data_ + off; }
 
   Elf64_Ehdr header() const {
-    if (size_ < EI_NIDENT || std::memcmp(data_, ELFMAG, SELFMAG) != 0)
-      throw ElfError(ElfError::Kind::not_elf, "not an ELF file");
-    if (data_[EI_CLASS] != ELFCLASS64 || data_[EI_DATA] != ELFDATA2LSB)
+    if (size_ < EI_NIDENT) throw ElfError(ElfError::Kind::not_elf, "not an ELF file");
+    const auto ident = read<std::array<unsigned char, EI_NIDENT>>(0);
+    if (std::memcmp(ident.data(), ELFMAG, SELFMAG) != 0) throw ElfError(ElfError::Kind::not_elf, "not an ELF file");
+    if (ident[EI_CLASS] != ELFCLASS64 || ident[EI_DATA] != ELFDATA2LSB)
       throw ElfError(ElfError::Kind::wrong_machine,
                      std::string("built for another machine: ") +
-                         (data_[EI_CLASS] == ELFCLASS32 ? "32-bit" : data_[EI_CLASS] == ELFCLASS64 ? "64-bit" : "unknown class") +
-                         (data_[EI_DATA] == ELFDATA2MSB ? " big-endian" : data_[EI_DATA] == ELFDATA2LSB ? " little-endian" : "") +
+                         (ident[EI_CLASS] == ELFCLASS32 ? "32-bit" : ident[EI_CLASS] == ELFCLASS64 ? "64-bit" : "unknown class") +
+                         (ident[EI_DATA] == ELFDATA2MSB ? " big-endian" : ident[EI_DATA] == ELFDATA2LSB ? " little-endian" : "") +
                          " ELF, this machine runs " + machine_name(this_machine) + " (64-bit little-endian)");
     if (size_ < sizeof(Elf64_Ehdr)) throw ElfError(ElfError::Kind::truncated, "file is truncated");
     auto eh = read<Elf64_Ehdr>(0);
@@ -167,7 +161,10 @@ class Image {
   }
   Elf64_Shdr section(const Elf64_Ehdr& eh, std::uint32_t i) const {
     if (i >= eh.e_shnum) throw ElfError(ElfError::Kind::truncated, "bad section index");
-    return read<Elf64_Shdr>(eh.e_shoff + std::uint64_t{i} * sizeof(Elf64_Shdr));
+    Elf64_Shdr sh;
+    std::memcpy(&sh, table(eh.e_shoff, std::uint64_t{eh.e_shnum} * sizeof(Elf64_Shdr)) + std::size_t{i} * sizeof(Elf64_Shdr),
+                sizeof sh);
+    return sh;
   }
   std::string_view section_name(const Elf64_Ehdr& eh, const Elf64_Shdr& sh) const {
     if (eh.e_shstrndx == SHN_UNDEF || eh.e_shstrndx >= eh.e_shnum) return {};
@@ -186,12 +183,16 @@ class Image {
       if (sh.sh_entsize != sizeof(Elf64_Sym) || !fits(sh.sh_offset, sh.sh_size))
         throw ElfError(ElfError::Kind::truncated, "symbol table lies beyond the end of the file");
       auto strtab = section(eh, sh.sh_link);
+      const bool names_fit = fits(strtab.sh_offset, strtab.sh_size);
+      const unsigned char* symbols = table(sh.sh_offset, sh.sh_size);
+      const unsigned char* names = names_fit ? table(strtab.sh_offset, strtab.sh_size) : nullptr;
       std::uint64_t count = sh.sh_size / sizeof(Elf64_Sym);
       for (std::uint64_t s = 0; s < count; ++s) {
-        auto sym = read<Elf64_Sym>(sh.sh_offset + s * sizeof(Elf64_Sym));
-        if (!prefix.empty() && (!fits(strtab.sh_offset, strtab.sh_size) || sym.st_name >= strtab.sh_size ||
+        Elf64_Sym sym;
+        std::memcpy(&sym, symbols + s * sizeof(Elf64_Sym), sizeof sym);
+        if (!prefix.empty() && (!names_fit || sym.st_name >= strtab.sh_size ||
                                 strtab.sh_size - sym.st_name < prefix.size() ||
-                                std::memcmp(data_ + strtab.sh_offset + sym.st_name, prefix.data(), prefix.size()) != 0))
+                                std::memcmp(names + sym.st_name, prefix.data(), prefix.size()) != 0))
           continue;
         f(sym, str(strtab.sh_offset, strtab.sh_size, sym.st_name));
       }
@@ -200,8 +201,30 @@ class Image {
   }
 
  private:
-  const unsigned char* data_;
+  /// The largest table read from a file (a symbol table, its names, the section headers).
+  static constexpr std::uint64_t max_table = std::uint64_t{256} << 20;
+
+  void read_into(void* out, std::uint64_t off, std::uint64_t len) const {
+    if (!fits(off, len)) throw ElfError(ElfError::Kind::truncated, "file is truncated");
+    if (in_memory_) {
+      if (len) std::memcpy(out, data_ + off, static_cast<std::size_t>(len));
+      return;
+    }
+    auto* p = static_cast<unsigned char*>(out);
+    for (std::uint64_t got = 0; got < len;) {
+      ssize_t n = ::pread(fd_, p + got, static_cast<std::size_t>(len - got), static_cast<off_t>(off + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw ElfError(ElfError::Kind::unreadable, std::string("read: ") + std::strerror(errno));
+      if (n == 0) throw ElfError(ElfError::Kind::truncated, "file was truncated while it was read");
+      got += static_cast<std::uint64_t>(n);
+    }
+  }
+
+  const unsigned char* data_ = nullptr;
+  int fd_ = -1;
+  bool in_memory_ = false;  // data_, else read from fd_
   std::size_t size_;
+  mutable std::map<std::pair<std::uint64_t, std::uint64_t>, std::vector<unsigned char>> tables_;
 };
 
 ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_Sym& sym,
@@ -248,9 +271,9 @@ ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_S
     r.problem = "record text is truncated";
     return r;
   }
-  const char* p = reinterpret_cast<const char*>(img.at(off + sizeof(TaskRecordHeader)));
-  r.name.assign(p, h.name_size);
-  r.signature.assign(p + h.name_size + 1, h.signature_size);
+  const std::string bytes = img.copy(off + sizeof(TaskRecordHeader), text);
+  r.name.assign(bytes.data(), h.name_size);
+  r.signature.assign(bytes.data() + h.name_size + 1, h.signature_size);
   if (r.name != expected) r.problem = "record name differs from its symbol";
   return r;
 }
@@ -291,15 +314,19 @@ std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data, std::si
 }
 
 std::vector<ElfTaskRecord> read_task_records(const std::filesystem::path& file) {
-  Mapping m(file);
-  return records_of(Image(m.data(), m.size()));
+  OpenFile f(file);
+  return read_task_records(f.fd(), f.size());
+}
+
+std::vector<ElfTaskRecord> read_task_records(int fd, std::size_t size) {
+  return records_of(Image(fd, size));
 }
 
 std::optional<std::string> function_symbol_at(const std::filesystem::path& file,
                                               std::uint64_t vaddr) {
   try {
-    Mapping m(file);
-    Image img(m.data(), m.size());
+    OpenFile f(file);
+    Image img(f.fd(), f.size());
     auto eh = img.header();
     std::optional<std::string> found;
     auto look = [&](const Elf64_Sym& sym, std::string_view name) {

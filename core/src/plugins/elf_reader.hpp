@@ -42,6 +42,10 @@ yields ElfError or a record with `problem` set, never a crash.
 */
 FERRY_INTERNAL_API std::vector<ElfTaskRecord> read_task_records(const std::filesystem::path& file);
 
+/// Same, from an open file believed to be `size` bytes long (read with pread, never mapped: a
+/// file that shrinks meanwhile gives ElfError, not SIGBUS).
+FERRY_INTERNAL_API std::vector<ElfTaskRecord> read_task_records(int fd, std::size_t size);
+
 /// Same, from bytes in memory (for the fuzzer and the tests).
 FERRY_INTERNAL_API std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data,
                                                                  std::size_t size);
