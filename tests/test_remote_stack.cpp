@@ -426,6 +426,26 @@ TEST_CASE("RemoteStack.symbolize.reads_nothing_a_sandboxed_worker_could_write") 
                  "throw_in_named_function(int)"));
 }
 
+TEST_CASE("RemoteStack.symbolize.reads_no_file_another_user_could_change") {
+  // libdwfl maps what it reads: another user's file, truncated while the host parses it, was a
+  // SIGBUS in the host, and its bytes could be made to attack the DWARF reader. A worker names
+  // the files of its stack itself, so a task can name anyone's.
+  namespace fs = std::filesystem;
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, dir.path / "mine.so");
+  CHECK(contains(symbolize(crash_plugin_stack((dir.path / "mine.so").string()), true), "throw_in_named_function"));
+  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, dir.path / "open.so");
+  fs::permissions(dir.path / "open.so", fs::perms::others_write, fs::perm_options::add);
+  CHECK_FALSE(contains(symbolize(crash_plugin_stack((dir.path / "open.so").string()), true),
+                       "throw_in_named_function"));
+  if (::geteuid() == 0) {  // only root can give a file away
+    fs::copy_file(FERRY_TEST_CRASH_PLUGIN, dir.path / "theirs.so");
+    REQUIRE(::chown((dir.path / "theirs.so").c_str(), 65534, 65534) == 0);
+    CHECK_FALSE(contains(symbolize(crash_plugin_stack((dir.path / "theirs.so").string()), true),
+                         "throw_in_named_function"));
+  }
+}
+
 TEST_CASE("RemoteStack.symbolize.reads_no_file_without_a_directory_entry") {
   // A task can write an ELF file into a memfd, which no sandbox rule covers, and name it through
   // /proc/PID/fd/N, or through a link to that: the host reads neither.

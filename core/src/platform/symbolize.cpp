@@ -5,6 +5,7 @@
 #include "platform/symbolize.hpp"
 
 #include "platform/fd.hpp"
+#include "platform/trust.hpp"
 
 #include <cxxabi.h>
 #include <dwarf.h>
@@ -331,6 +332,13 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       // file is then opened for reading through that descriptor, the same inode, and goes to
       // libdwfl, which closes it.
       if (through_proc(m.path)) continue;
+      // Only a file no other user could change (the trust check of what ferry loads): libdwfl
+      // maps it, so another user's file, truncated while it is parsed, would end the host with
+      // SIGBUS, and its contents could be crafted against the DWARF reader. The plugins a worker
+      // loads pass this check already (unless FERRY_ALLOW_UNSAFE_PLUGINS turned it off: their
+      // frames then have no names), as do the system's libraries; a task naming anyone's file
+      // gets a frame without a name.
+      if (!untrusted_reason(m.path).empty()) continue;
       Fd where(::open(m.path.c_str(), O_PATH | O_CLOEXEC));
       if (!where) continue;
       struct stat st {};
