@@ -457,13 +457,24 @@ TEST_CASE("Trust.a_lookup_judges_the_plugin_directory_as_ferry_list_does") {
   fs::create_directories(sticky);
   fs::permissions(sticky, fs::perms(01777), fs::perm_options::replace);
   install(FERRY_TEST_MATH_PLUGIN, sticky, "libmath.so");
-  ferry::PluginIndex index({sticky});
-  try {
-    index.find("square");
-    FAIL("found");
-  } catch (const ferry::PluginError& e) {
-    CHECK(contains(e.what(), "writable by group or others (mode 1777)"));
+  // Named directly, and through a link to it (the link made the sticky directory one on the way).
+  fs::create_symlink(sticky, t.root.path / "plugins");
+  for (const fs::path& dir : {sticky, t.root.path / "plugins"}) {
+    CAPTURE(dir);
+    ferry::PluginIndex index({dir});
+    try {
+      index.find("square");
+      FAIL("found");
+    } catch (const ferry::PluginError& e) {
+      CHECK(contains(e.what(), "writable by group or others (mode 1777)"));
+    }
+    CHECK_FALSE(trust_verdict(dir / "libmath.so", true));
   }
+  // A link as the file's own name leads elsewhere: its target's way is judged as any way is.
+  fs::create_directories(t.root.path / "mine");
+  fs::permissions(t.root.path / "mine", fs::perms(0755), fs::perm_options::replace);
+  fs::create_symlink(sticky / "libmath.so", t.root.path / "mine" / "libmath.so");
+  CHECK(trust_verdict(t.root.path / "mine" / "libmath.so", true));
 }
 
 TEST_CASE("Trust.a_refused_plugin_makes_no_trusted_one_ambiguous") {

@@ -206,6 +206,9 @@ TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
   bool judged_final = remaining.empty();
   if (auto why = judge("/", st, judged_final); !why.empty()) return {at, why};
   int links = 0;
+  // The final component as named was a link, followed: the directory that holds the file as
+  // named has been judged already, and the target's way is judged as any way is.
+  bool final_followed = false;
   while (!remaining.empty()) {
     std::string name = std::move(remaining.front());
     remaining.pop_front();
@@ -226,6 +229,7 @@ TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
                           ", neither this user (uid " + std::to_string(::geteuid()) +
                           ") nor root: its owner can point it elsewhere at any time"};
       if (++links > max_links) return {next, "one link too many (a loop of symbolic links?)"};
+      if (remaining.empty()) final_followed = true;
       char buf[PATH_MAX];
       ssize_t n = ::readlink(next.c_str(), buf, sizeof buf - 1);
       if (n < 0) return {next, std::string("unreadable (") + std::strerror(errno) + ")"};
@@ -235,7 +239,9 @@ TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
       continue;
     }
     bool final = remaining.empty();
-    const bool holds_the_file = directory_final && links == 0 && remaining.size() == 1;
+    // Links on the way to it do not change which directory that is (plugins -> /tmp/open names
+    // /tmp/open as the plugin directory).
+    const bool holds_the_file = directory_final && !final_followed && remaining.size() == 1;
     if (auto why = judge(next.c_str(), st, final || holds_the_file); !why.empty()) return {next, why};
     if (!final && !S_ISDIR(st.st_mode)) return {next, "not a directory"};
     judged_final = final;

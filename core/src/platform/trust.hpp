@@ -35,9 +35,10 @@ struct TrustVerdict {
   std::string why;           ///< "writable by group or others (mode 0777)", ...
   explicit operator bool() const noexcept { return why.empty(); }  ///< true: trusted
 };
-/// `directory_final`: the directory that holds the file (as named, before any link is followed)
-/// is judged as a final one too, not as one on the way (a sticky directory such as /tmp passes
-/// on the way, but whatever others add to a plugin directory would be taken as a plugin).
+/// `directory_final`: the directory that holds the file's name (wherever links on the way to it
+/// lead, but before a link that is the file's own name is followed) is judged as a final one
+/// too, not as one on the way (a sticky directory such as /tmp passes on the way, but whatever
+/// others add to a plugin directory would be taken as a plugin).
 FERRY_INTERNAL_API TrustVerdict trust_verdict(const std::filesystem::path& path, bool directory_final = false);
 
 /// Throws PluginError::unsafe (naming the offending component and why) unless `path` is trusted
