@@ -25,8 +25,10 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -38,6 +40,7 @@
 
 #include "commands.hpp"
 #include "json.hpp"
+#include "platform/config.hpp"
 
 namespace ferry::cli {
 
@@ -60,6 +63,13 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
                        "worker, at most 1024 lines)"))
       ->type_name("N")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  sub->add_option("--max-line-bytes", options.max_line_bytes,
+                  wrap("the longest input line taken (SIZE: 64K, 512M, ... as --memory; default: "
+                       "the largest message ferry takes, FERRY_MAX_FRAME_BYTES, 1G). A longer line "
+                       "is an error (exit status 2; an error line with --keep-going) and is never "
+                       "held in memory whole"))
+      ->type_name("SIZE")
+      ->transform(size_transform());
   sub->add_flag("--keep-going", options.keep_going,
                 wrap("a line that fails gets its {\"error\": {\"type\", \"message\", "
                      "\"stage\"}} object as its output line and the run goes on; exit status 1 "
@@ -118,31 +128,55 @@ struct Fd {
 };
 
 /// The lines of a descriptor, with their line numbers; tells whether the next line can be had
-/// without blocking.
+/// without blocking. A line longer than `max_line` bytes is never held: it is reported as too long
+/// as soon as that many bytes of it were read, and the rest of it is dropped as it comes.
 class Input {
  public:
-  explicit Input(int fd) : fd_(fd), cancel_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  Input(int fd, std::size_t max_line)
+      : fd_(fd), max_line_(max_line), cancel_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (cancel_.fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   }
 
-  enum class Got { line, would_block, end };
+  enum class Got { line, too_long, would_block, end };
 
-  /// The next line (blank ones too: each input line has its output line). With `wait`, blocks
-  /// until there is one (or the end, or cancel()); without, returns would_block when no whole
-  /// line is buffered and the descriptor has nothing to read.
+  /// The next line (blank ones too: each input line has its output line), or too_long with its
+  /// number (`line` empty). With `wait`, blocks until there is one (or the end, or cancel());
+  /// without, returns would_block when no whole line is buffered and the descriptor has nothing
+  /// to read.
   Got next(std::string& line, std::size_t& number, bool wait) {
     for (;;) {
       // The search resumes where the last one stopped: rescanning from the line's start after
       // every read made a line of n bytes cost n^2 / 64 KiB (100 MB: 21 s; 1 GB: hours).
-      auto nl = buffer_.find('\n', searched_);
-      if (nl != std::string::npos || (end_ && pos_ < buffer_.size())) {
+      auto nl = std::string_view(buffer_.data(), buffer_.size()).find('\n', searched_);
+      if (skipping_) {  // the rest of a line that was too long
+        if (nl == std::string::npos) {
+          buffer_.clear();
+          pos_ = searched_ = 0;
+        } else {
+          pos_ = searched_ = nl + 1;
+          skipping_ = false;
+          continue;
+        }
+      } else if ((nl == std::string::npos ? buffer_.size() : nl) - pos_ > max_line_) {
+        line.clear();
+        number = ++line_;
+        if (nl == std::string::npos) {
+          buffer_.clear();
+          pos_ = searched_ = 0;
+          skipping_ = true;
+        } else {
+          pos_ = searched_ = nl + 1;
+        }
+        return Got::too_long;
+      } else if (nl != std::string::npos || (end_ && pos_ < buffer_.size())) {
         std::size_t stop = nl == std::string::npos ? buffer_.size() : nl;
-        line.assign(buffer_, pos_, stop - pos_);
+        line.assign(buffer_.data() + pos_, stop - pos_);
         pos_ = searched_ = nl == std::string::npos ? buffer_.size() : nl + 1;
         number = ++line_;
         return Got::line;
+      } else {
+        searched_ = buffer_.size();
       }
-      searched_ = buffer_.size();
       if (end_) return Got::end;
       if (!readable(wait ? -1 : 0)) {
         if (!wait) return Got::would_block;
@@ -198,33 +232,63 @@ class Input {
 
  private:
   void fill() {
-    if (pos_ > 0 && pos_ >= buffer_.size() / 2) {
-      buffer_.erase(0, pos_);
-      searched_ -= pos_;
-      pos_ = 0;
-    }
     char chunk[65536];
     ssize_t n;
     do {
       n = ::read(fd_, chunk, sizeof chunk);
     } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-      buffer_.append(chunk, static_cast<std::size_t>(n));  // amortised linear, however long the line
-    } else {
+    if (n <= 0) {
       if (n < 0) error_ = errno;
       end_ = true;
+      return;
     }
+    const auto got = static_cast<std::size_t>(n);
+    // What precedes pos_ is gone: dropped when it is half the buffer (amortised linear), or
+    // before the buffer would grow.
+    if (pos_ > 0 && (pos_ >= buffer_.size() / 2 || buffer_.size() + got > buffer_.capacity())) {
+      buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(pos_));
+      searched_ -= pos_;
+      pos_ = 0;
+    }
+    // The buffer holds a part of one line (next() takes the whole ones first), at most max_line_
+    // bytes before it is refused, and one read. It grows by doubling, but once doubling comes
+    // near that ceiling it goes there at once: a line near the limit costs the limit and the
+    // buffer it outgrew (at most 2/3 of it), not twice the limit plus that. (A vector:
+    // std::string's reserve doubles whatever it is asked.)
+    if (const std::size_t need = buffer_.size() + got; need > buffer_.capacity()) {
+      const std::size_t ceiling = max_line_ > std::numeric_limits<std::size_t>::max() / 4
+                                      ? max_line_
+                                      : max_line_ + 1 + sizeof chunk;
+      std::size_t target = 2 * buffer_.capacity();
+      if (target > ceiling / 3 * 2) target = ceiling;
+      buffer_.reserve(std::max(need, target));
+    }
+    buffer_.insert(buffer_.end(), chunk, chunk + got);
   }
 
   int fd_;
+  const std::size_t max_line_;
   Fd cancel_;  ///< an eventfd: cancel() makes it readable
-  std::string buffer_;
+  std::vector<char> buffer_;
   std::size_t pos_ = 0;       ///< where the next line starts in buffer_
   std::size_t searched_ = 0;  ///< buffer_ holds no '\n' from pos_ up to here
   std::size_t line_ = 0;
   bool end_ = false;
+  bool skipping_ = false;     ///< dropping the rest of a line that was too long
   int error_ = 0;
 };
+
+/// A line read ahead, before the reading thread starts.
+struct AheadLine {
+  std::size_t number;
+  std::string text;
+  bool too_long = false;  ///< longer than --max-line-bytes: `text` is empty
+};
+
+/// Why a line was not read: it is longer than `max_line` bytes.
+std::string too_long_error(std::size_t max_line) {
+  return "longer than " + detail::format_size(max_line) + " (--max-line-bytes)";
+}
 
 /// A chunk of input lines: their numbers, and the argument lines of those that could be read.
 struct LineChunk {
@@ -255,9 +319,10 @@ class ChunkReader {
     std::optional<std::size_t> arity;
     std::string task;
     bool keep_going;
+    std::size_t max_line;
   };
 
-  ChunkReader(Input& input, std::deque<std::pair<std::size_t, std::string>> ahead, Setup setup)
+  ChunkReader(Input& input, std::deque<AheadLine> ahead, Setup setup)
       : input_(input), ahead_(std::move(ahead)), setup_(std::move(setup)) {}
   ChunkReader(const ChunkReader&) = delete;
   ChunkReader& operator=(const ChunkReader&) = delete;
@@ -324,10 +389,12 @@ class ChunkReader {
 
   Input::Got next_line(std::string& line, std::size_t& number, bool wait) {
     if (!ahead_.empty()) {
-      number = ahead_.front().first;
-      line = std::move(ahead_.front().second);
+      AheadLine& a = ahead_.front();
+      number = a.number;
+      line = std::move(a.text);
+      const bool too_long = a.too_long;
       ahead_.pop_front();
-      return Input::Got::line;
+      return too_long ? Input::Got::too_long : Input::Got::line;
     }
     return input_.next(line, number, wait);
   }
@@ -343,7 +410,9 @@ class ChunkReader {
       if (got == Input::Got::would_block) return true;
       if (got == Input::Got::end) return false;
       std::string error;
-      if (json::append_line_arguments(c.text, line, setup_.arity, setup_.task, error)) {
+      if (got == Input::Got::too_long) error = too_long_error(setup_.max_line);
+      if (got == Input::Got::line &&
+          json::append_line_arguments(c.text, line, setup_.arity, setup_.task, error)) {
         c.lines.push_back({number, {}});
         ++c.items;
       } else if (setup_.keep_going) {
@@ -358,7 +427,7 @@ class ChunkReader {
   }
 
   Input& input_;
-  std::deque<std::pair<std::size_t, std::string>> ahead_;
+  std::deque<AheadLine> ahead_;
   const Setup setup_;
   std::function<void()> wake_;
   std::thread thread_;
@@ -425,28 +494,44 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
     }
   }
   Stdio io = isolate_stdio(/*take_stdin=*/!from_file);
-  Input input(from_file ? file.fd : io.in);
   const std::optional<std::size_t> arity = signature_arity(info.signature);
   const std::size_t workers =
       options.workers ? options.workers : global.workers ? global.workers : cpu_count();
+  // A line is refused past the size of the largest message ferry takes, unless told otherwise.
+  const std::size_t max_line = options.max_line_bytes
+                                   ? options.max_line_bytes
+                                   : static_cast<std::size_t>(detail::Config::read().max_frame_bytes);
 
   // The total, for the progress bar and the default chunk size. A regular file (FILE, or stdin
   // redirected from one) is counted first; not a pipe, which the count would consume. Of a pipe,
   // without --chunksize, what is there is read ahead, up to every worker's four chunks of 1024
   // lines: if the input ends within that, its size is known.
+  std::optional<Input> input;
   std::optional<std::size_t> total;
-  std::deque<std::pair<std::size_t, std::string>> ahead;
-  struct stat st {};
-  if (::fstat(input.fd(), &st) == 0 && S_ISREG(st.st_mode)) {
-    total = input.count_and_rewind();
-  } else if (options.chunksize == 0) {
-    std::string line;
-    std::size_t number = 0;
-    Input::Got got = Input::Got::line;
-    while (ahead.size() < 4 * workers * 1024 &&
-           (got = input.next(line, number, /*wait=*/ahead.empty())) == Input::Got::line)
-      ahead.emplace_back(number, std::move(line));
-    if (got == Input::Got::end) total = ahead.size();
+  std::deque<AheadLine> ahead;
+  try {
+    input.emplace(from_file ? file.fd : io.in, max_line);
+    struct stat st {};
+    if (::fstat(input->fd(), &st) == 0 && S_ISREG(st.st_mode)) {
+      total = input->count_and_rewind();
+    } else if (options.chunksize == 0) {
+      std::string line;
+      std::size_t number = 0;
+      Input::Got got = Input::Got::line;
+      while (ahead.size() < 4 * workers * 1024) {
+        got = input->next(line, number, /*wait=*/ahead.empty());
+        if (got != Input::Got::line && got != Input::Got::too_long) break;
+        ahead.push_back({number, std::move(line), got == Input::Got::too_long});
+        // The rest of that line is the reading thread's to drop (under --keep-going): it may
+        // have no end (/dev/zero), and this thread cannot be cancelled.
+        if (got == Input::Got::too_long) break;
+      }
+      if (got == Input::Got::end) total = ahead.size();
+    }
+  } catch (const std::exception& e) {
+    // As in the reading thread: out of memory, most likely. A usage error, not an internal one.
+    print_error("map", std::string("reading the input failed: ") + e.what());
+    return exit_usage;
   }
   std::size_t chunksize = options.chunksize;
   if (chunksize == 0) {
@@ -458,9 +543,9 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
   try {
     Executor executor(executor_options(global, workers, options.containment, std::move(initializer)));
     const TaskRef ref{.library = info.library, .name = info.name};
-    ChunkReader reader(input, std::move(ahead),
+    ChunkReader reader(*input, std::move(ahead),
                        {.chunksize = chunksize, .capacity = max_in_flight, .arity = arity,
-                        .task = info.name, .keep_going = options.keep_going});
+                        .task = info.name, .keep_going = options.keep_going, .max_line = max_line});
 
     // The chunks handed to the engine and not yet written out, in input order; each MapChunk's
     // `first` is its sequence number (`base` is the front's).
@@ -584,8 +669,8 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       print_error("map", "cannot write the results: " + std::string(std::strerror(errno)));
       return exit_task_failed;
     }
-    if (input.error()) {
-      print_error("map", "cannot read the input: " + std::string(std::strerror(input.error())));
+    if (input->error()) {
+      print_error("map", "cannot read the input: " + std::string(std::strerror(input->error())));
       return exit_usage;
     }
     if (reader.input_error()) {

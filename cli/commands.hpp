@@ -18,6 +18,7 @@
 
 namespace CLI {
 class App;
+class Validator;
 }
 
 namespace ferry::cli {
@@ -85,6 +86,9 @@ std::string containment_options_help();
 /// Bytes of a SIZE: a whole number with an optional K, M, G or T suffix (powers of 1024; KiB,
 /// MiB, GiB and TiB too), at least 1. Sets `error` and returns nullopt otherwise.
 std::optional<std::size_t> parse_size(std::string_view text, std::string& error);
+/// A CLI11 transform that reads a SIZE (parse_size) and leaves its bytes for CLI11 to store; the
+/// error of parse_size is the usage error.
+CLI::Validator size_transform();
 /// Seconds of a DURATION: a whole number with an optional s, m or h suffix, at least 1 second.
 std::optional<long long> parse_duration(std::string_view text, std::string& error);
 
@@ -157,6 +161,7 @@ struct MapOptions {
   bool keep_going = false;
   bool no_progress = false;
   double timeout = 0;         ///< seconds for the whole map; 0 = none
+  std::size_t max_line_bytes = 0;  ///< the longest input line taken; 0 = FERRY_MAX_FRAME_BYTES
   ContainmentOptions containment;
 };
 CLI::App* setup_map(CLI::App& app, MapOptions& options);

@@ -180,6 +180,8 @@ std::optional<std::size_t> parse_size(std::string_view text, std::string& error)
   return static_cast<std::size_t>(*n << shift);
 }
 
+CLI::Validator size_transform() { return number_transform(parse_size); }
+
 std::optional<long long> parse_duration(std::string_view text, std::string& error) {
   static constexpr std::string_view what =
       "a duration: whole seconds, or a whole number with an s, m or h suffix, e.g. 90s, 2m";
@@ -220,7 +222,7 @@ void add_containment_options(CLI::App& sub, ContainmentOptions& options) {
         return std::string();
       },
       "");
-  const auto size = number_transform(parse_size);
+  const auto size = size_transform();
   const auto positive = number_transform([](std::string_view text, std::string& error) {
     std::string_view unit;
     auto n = split_number(text, unit, "a whole number", error);

@@ -3,12 +3,14 @@
 #include <doctest/doctest.h>
 
 #include <pty.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -593,6 +595,71 @@ TEST_CASE("Cli.map_reads_a_long_line_in_linear_time") {
   CHECK(large < 8 * small + 0.5);
 }
 
+namespace {
+/// Whether `pid` ends within `timeout`, and its exit status then (128 + signal); killed if not.
+std::optional<int> exit_within(pid_t pid, std::chrono::seconds timeout) {
+  int status = 0;
+  if (!support::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout)) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return std::nullopt;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+}  // namespace
+
+TEST_CASE("Cli.map.a_line_over_the_cap_is_a_typed_error") {
+  // No cap: a line was held whole however long it grew (/dev/zero: std::bad_alloc, "internal
+  // error", or the OOM killer). Now a line past --max-line-bytes is an input error naming it.
+  const std::string at_cap = "\"" + std::string(1022, 'x') + "\"";  // 1024 bytes: taken
+  const std::string input = at_cap + "\n\"" + std::string(300'000, 'y') + "\"\n\"z\"\n";
+  for (bool pipe : {false, true}) {
+    CAPTURE(pipe);
+    Result r = cli({"map", "--max-line-bytes", "1K", "view_size"}, input, pipe);
+    CHECK(r.status == 2);
+    CHECK(r.out == "1022\n");
+    CHECK_MESSAGE(r.err.find("line 2: longer than 1 KiB (--max-line-bytes)") != std::string::npos, r.err);
+
+    // Under --keep-going it is an error line, and the rest of it is not taken for more lines.
+    Result going = cli({"map", "--keep-going", "--max-line-bytes", "1K", "view_size"}, input, pipe);
+    CHECK(going.status == 1);
+    auto out = lines_of(going.out);
+    REQUIRE(out.size() == 3);
+    CHECK(out[0] == "1022");
+    CHECK(out[1].find("line 2: longer than 1 KiB (--max-line-bytes)") != std::string::npos);
+    CHECK(out[1].find("\"stage\":\"read_input\"") != std::string::npos);
+    CHECK(out[2] == "1");
+  }
+}
+
+TEST_CASE("Cli.map.the_line_cap_defaults_to_the_largest_message") {
+  Result r = cli(Call{.args = {"map", "view_size"},
+                      .input = "\"a\"\n\"" + std::string(100'000, 'b') + "\"\n",
+                      .env = {{"FERRY_MAX_FRAME_BYTES", "64K"}}});
+  CHECK(r.status == 2);
+  CHECK(r.out == "1\n");
+  CHECK_MESSAGE(r.err.find("line 2: longer than 64 KiB (--max-line-bytes)") != std::string::npos, r.err);
+}
+
+TEST_CASE("Cli.map.a_line_without_end_is_refused_while_it_is_read") {
+  // A line that never ends (a pipe that is never closed, /dev/zero) is refused once it is past
+  // the cap, not when it ends.
+  support::TempDir dir;
+  Child child = spawn(Call{.args = {"map", "view_size"}, .pipe = true, .env = {{"FERRY_MAX_FRAME_BYTES", "64K"}}},
+                      dir.path);
+  sigset_t pipe_signal, saved;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_signal, &saved);
+  write_all(child.stdin_fd, "\"" + std::string(1 << 20, 'x'));  // ferry may stop reading: EPIPE
+  const timespec now{};
+  ::sigtimedwait(&pipe_signal, nullptr, &now);  // the SIGPIPE of that EPIPE, if any, is taken
+  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  CHECK(exit_within(child.pid, std::chrono::seconds(60)) == 2);  // the pipe still open
+  ::close(child.stdin_fd);
+  CHECK(read_file(dir.path / "stderr").find("line 1: longer than 64 KiB") != std::string::npos);
+}
+
 // ---- info and cache ----------------------------------------------------------------------------
 
 TEST_CASE("Cli.info_shows_version_cpus_worker_and_paths") {
@@ -1028,7 +1095,8 @@ TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
                  "--best-effort", "--memory SIZE", "--cpu DURATION", "--open-files N",
                  "--processes N", "--file-size SIZE", "ResourceLimitError",
                  "SandboxViolationError", "--initializer TASK", "--initarg JSON"}},
-      {{"map"}, {"TASK", "FILE", "-j,--workers", "--chunksize", "--keep-going", "--no-progress",
+      {{"map"}, {"TASK", "FILE", "-j,--workers", "--chunksize", "--max-line-bytes SIZE",
+                 "--keep-going", "--no-progress",
                  "  1  a task failed", "  2  usage error", "  3  ", "  4  ", "--sandbox",
                  "--allow-network", "--allow-exec", "--read DIR", "--write DIR", "--best-effort",
                  "--memory SIZE", "--cpu DURATION", "--open-files N", "--processes N",
