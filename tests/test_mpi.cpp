@@ -158,6 +158,28 @@ TEST_CASE("Mpi.world.no_rank_left_fails_new_work_with_broken_pool") {
   CHECK(r.status == 0);  // ended by itself
 }
 
+namespace {
+
+/// Rank 1 is the hostile rank of `kind`, rank 2 an honest agent: the host refuses rank 1 and
+/// runs everything on rank 2 (tests/support/mpi_host.cpp, refused_rank). Returns how long after
+/// its hello the hostile rank was told to leave, in ms (-1 when it was not).
+long refused_after(const std::string& kind, std::map<std::string, std::string> env = {}) {
+  env.emplace("FERRY_MPI_TIMEOUT_MS", "3000");
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR,
+               ":", "-n", "1", FERRY_TEST_MPI_HOSTILE, "agent", kind, ":", "-n", "1", FERRY_TEST_MPI_AGENT},
+              env, std::chrono::seconds(90));
+  INFO(r.out);
+  CHECK(contains(r.out, "ok refused_rank"));
+  CHECK(contains(r.out, "hostile " + kind + ": told to leave (peer-lost)"));
+  CHECK(r.status == 0);
+  auto end = r.out.find(" ms after its hello");
+  if (end == std::string::npos) return -1;
+  auto at = r.out.rfind("told ", end);
+  return at == std::string::npos ? -1 : std::strtol(r.out.c_str() + at + std::strlen("told "), nullptr, 10);
+}
+
+}  // namespace
+
 TEST_CASE("Mpi.world.a_rank_that_breaks_the_protocol_is_refused_and_the_host_goes_on") {
   // Rank 1 is not a ferry agent of this version: what it sends cannot be read (its hello, a
   // library request, its report of a worker's end, a message of more than 2 GiB - 1 bytes, which
@@ -167,26 +189,45 @@ TEST_CASE("Mpi.world.a_rank_that_breaks_the_protocol_is_refused_and_the_host_goe
   // not wait for that rank: it is declared dead, told to leave, and the work runs on rank 2.
   for (const std::string kind : {"ready", "library", "exited", "unoffered", "huge", "stalled"}) {
     CAPTURE(kind);
-    Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR,
-                 ":", "-n", "1", FERRY_TEST_MPI_HOSTILE, "agent", kind, ":", "-n", "1", FERRY_TEST_MPI_AGENT},
-                {{"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(60));
-    INFO(r.out);
-    CHECK(contains(r.out, "ok refused_rank"));
     // Told to leave when refused, as a rank lost to the job (peer-lost: no MPI_Finalize).
-    CHECK(contains(r.out, "hostile " + kind + ": told to leave (peer-lost)"));
-    CHECK(r.status == 0);
+    long ms = refused_after(kind);
     if (kind == "stalled") {
       // Refused once nothing of its frame came for the peer timeout (3 s), not after the test's
       // 60 s (its held heartbeats used to keep it alive for good).
-      auto end = r.out.find(" ms after its hello");
-      REQUIRE(end != std::string::npos);
-      auto at = r.out.rfind("told ", end);
-      REQUIRE(at != std::string::npos);
-      long ms = std::strtol(r.out.c_str() + at + std::strlen("told "), nullptr, 10);
       CHECK(ms >= 3000);
       CHECK(ms < 15000);
     }
   }
+}
+
+TEST_CASE("Mpi.world.a_rank_that_holds_the_hub_up_is_refused_and_the_host_goes_on") {
+  // What one rank can make the hub hold or wait for is bounded: messages held behind a frame it
+  // never sends (count and bytes), the payload its frame heads announce (each was mapped at
+  // once), chunks that are dropped (they counted as signs of life), and the end of a worker it
+  // was told to stop (the pool waited for it for good).
+  SUBCASE("held") { CHECK(refused_after("held") < 2500); }
+  SUBCASE("vast") { CHECK(refused_after("vast") < 2500); }
+  SUBCASE("drip") {
+    long ms = refused_after("drip");
+    CHECK(ms >= 3000);  // the stall limit
+    CHECK(ms < 15000);
+  }
+  SUBCASE("deaf") { CHECK(refused_after("deaf") > 0); }
+}
+
+TEST_CASE("Mpi.world.a_rank_that_stops_in_the_middle_of_a_message_does_not_freeze_the_hub") {
+  // Over TCP a message's bytes past the eager limit move only while its sender calls MPI: the
+  // hub's blocking receive waited for the 4 MiB of a rank that stopped calling it for 20 s, sent
+  // no heartbeats meanwhile, and the honest agent left ("host is gone"). The hub receives
+  // without waiting; the frozen rank is refused when the message's bytes do not come within the
+  // stall limit and the time 4 MiB take at 1 MiB/s.
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR,
+               ":", "-n", "1", FERRY_TEST_MPI_HOSTILE, "agent", "frozen", ":", "-n", "1", FERRY_TEST_MPI_AGENT},
+              {{"FERRY_MPI_TIMEOUT_MS", "3000"}, {"OMPI_MCA_btl", "self,tcp"}}, std::chrono::seconds(90));
+  INFO(r.out);
+  CHECK(contains(r.out, "ok refused_rank"));
+  CHECK(contains(r.out, "hostile frozen: woke after 20 s"));
+  CHECK(r.status == 0);
 }
 
 TEST_CASE("Mpi.world.an_agent_refuses_a_result_its_worker_could_still_shrink") {

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -113,6 +114,7 @@ struct Child {
   // descriptor): it is killed after closed_channel_grace. The socket is not watched any more.
   std::optional<Clock::time_point> closed_at;
   bool killed = false;  // SIGKILL sent for that; its end is reported when it is reaped
+  bool reaped = false;  // its pid is free again (kill_child)
   // Frames to and from the worker go through shared-memory rings unless FERRY_MPI_RINGS=0; the
   // socket then carries descriptors, doorbells and the worker's end (wire/ring.hpp).
   ferry::detail::SharedRings rings;
@@ -266,7 +268,7 @@ class Agent {
     switch (tag) {
       case tag_start: start_child(unpack_strings(bytes.view())); break;
       case tag_stop:
-        if (child_) ::kill(child_->pid, SIGKILL);
+        if (child_) kill_child();
         break;
       case tag_frames: {
         auto payload = receiver_.take_payload();
@@ -374,9 +376,19 @@ class Agent {
     }
   }
 
+  /// SIGKILL to the worker through its pidfd: once it is reaped (pump_child relays what it left
+  /// in its ring after try_reap, and garbage there ends here) its pid may be another process's.
+  void kill_child() {
+    if (child_->pidfd) {
+      ::syscall(SYS_pidfd_send_signal, child_->pidfd.get(), SIGKILL, nullptr, 0);
+    } else if (!child_->reaped) {
+      ::kill(child_->pid, SIGKILL);
+    }
+  }
+
   void stop_child() {
     if (!child_) return;
-    ::kill(child_->pid, SIGKILL);
+    kill_child();
     ferry::detail::reap(child_->pid);
     child_.reset();
   }
@@ -414,7 +426,7 @@ class Agent {
       // Garbage from the worker: it is killed, its end reported with the reason.
       open = false;
       child_->why = std::string("its MPI agent stopped it: ") + e.what();
-      ::kill(child_->pid, SIGKILL);
+      kill_child();
       child_->killed = true;
     }
     moved = moved || !frames.empty();
@@ -448,13 +460,14 @@ class Agent {
       } else if (!ended && !child_->killed && now - *child_->closed_at >= closed_channel_grace) {
         if (child_->why.empty())
           child_->why = "its MPI agent stopped it: it closed its channel to the agent and went on running";
-        ::kill(child_->pid, SIGKILL);
+        kill_child();
         child_->killed = true;
       }
     } else if (look_at_end) {
       ended = ferry::detail::try_reap(child_->pid, st);
     }
     if (ended) {
+      child_->reaped = true;
       // Last frames it wrote before it died go first (with rings, also after its channel closed).
       for (int i = 0; i < 64; ++i) {
         bool more = false;

@@ -131,6 +131,7 @@ class Slot final : public ferry::LaunchedWorker {
   std::size_t agent = SIZE_MAX;  // in Hub::agents_, once an agent took it (relay lock)
   bool started = false;  // start sent to its agent
   bool stop_sent = false;
+  Clock::time_point told_to_stop{};  // the first tag_stop sent for it (hub thread), or none
   bool ended = false;
   std::mutex mu;
 
@@ -505,7 +506,9 @@ class Hub {
         a.ready = true;
         if (items.size() >= 2) {
           a.pid = std::atoi(items[0].c_str());
-          a.host = items[1];
+          // As the pool's own: a host name is at most 255 bytes (a rank's word repeated in
+          // every error about it).
+          a.host = items[1].substr(0, 255);
         }
         // The agent leaves once this arrives, when both ways between it and the host are
         // connected: nothing more between them needs the PMIx server.
@@ -652,6 +655,11 @@ class Hub {
         }
         continue;
       }
+      if (a.slot && a.slot->told_to_stop != Clock::time_point{} && now - a.slot->told_to_stop > stop_grace()) {
+        refuse(a, "did not report the end of its worker within " + ferry::detail::format_duration(stop_grace()) +
+                      " of being told to stop it");
+        continue;
+      }
       if (a.slot) start_if_ready(a);
     }
   }
@@ -667,7 +675,7 @@ class Hub {
       if (!a.alive || !a.slot) continue;
       Slot& s = *a.slot;
       if (s.kill_requested.load(std::memory_order_relaxed) && s.kill_requested.exchange(false))
-        sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+        send_stop(a);
       if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
     }
     for (;;) {
@@ -683,7 +691,9 @@ class Hub {
     for (MPI_Comm c : comms_) {
       int source = 0, tag = 0;
       Buffer bytes;
-      while (receiver_.next(c, source, tag, bytes)) {
+      // A pass takes at most max_messages_per_pass of a communicator: a rank that sends as fast
+      // as the hub reads must not keep it from maintain() (heartbeats, deadlines, refusals).
+      for (std::size_t taken = 0; taken < max_messages_per_pass && receiver_.next(c, source, tag, bytes); ++taken) {
         // A rank declared dead is not heard again (its late messages are received and dropped).
         if (Agent* a = agent_of(c, source); a && a->alive) handle(*a, tag, bytes);
         busy = busy || tag != tag_heartbeat;  // heartbeats start no spin window
@@ -745,7 +755,23 @@ class Hub {
   void stop_worker(Agent& a) {
     a.slot->stop_sent = true;
     unwatch(a);
+    send_stop(a);
+  }
+
+  /// Tells the agent to kill its worker. It answers with the worker's end (tag_exited); one that
+  /// does not within stop_grace() is refused (maintain): the pool learns of a killed worker's end
+  /// only from that answer, and a rank that heartbeats and ignores the stop held the worker's
+  /// calls, a task's deadline and the pool's shutdown for good.
+  void send_stop(Agent& a) {
+    // Before its start went out the agent has no worker to stop, nor an end to report.
+    if (a.slot->started && a.slot->told_to_stop == Clock::time_point{}) a.slot->told_to_stop = Clock::now();
     sender_.send(Buffer(), a.rank, tag_stop, a.comm);
+  }
+
+  /// How long an agent may take to report the end of a worker it was told to stop: the kill and
+  /// the reap, and a slow link's round trip.
+  static std::chrono::milliseconds stop_grace() {
+    return std::max<std::chrono::milliseconds>(2 * peer_timeout(), std::chrono::seconds(5));
   }
 
   /// The pool's frames for this agent's worker cannot be relayed (`e` says why): the worker ends
@@ -916,6 +942,7 @@ class Hub {
   std::string* handed_ = nullptr;  // and where its frames go (to_pool)
   // Frames up to this size skip the channel (larger ones are read there in place).
   static constexpr std::size_t handed_frame_bytes = ferry::detail::FrameReader::direct_threshold;
+  static constexpr std::size_t max_messages_per_pass = 4096;
   Pace pace_;
   std::vector<pollfd> fds_;
   std::vector<MPI_Comm> comms_;

@@ -428,28 +428,69 @@ bool Sender::progress() {
 // ---- Receiver ------------------------------------------------------------------------------
 
 namespace {
-/// Memory MPI may still write into when nothing waits for it any more: kept mapped for good.
-void leave_mapped(std::shared_ptr<SharedBytes> payload) {
+/// Memory MPI may still write into when nothing waits for it any more (a chunk's payload, a
+/// whole message's bytes): kept for good.
+void leave_for_mpi(std::shared_ptr<SharedBytes> payload, Buffer bytes) {
   static auto* kept = new std::vector<std::shared_ptr<SharedBytes>>();
+  static auto* kept_bytes = new std::vector<Buffer>();
   if (payload) kept->push_back(std::move(payload));
+  if (!bytes.empty()) kept_bytes->push_back(std::move(bytes));
 }
 }  // namespace
 
 Receiver::~Receiver() {
   for (auto& s : streams_)
     for (auto& in : s.queue)
-      if (!in.requests.empty()) leave_mapped(std::move(in.payload));
-  for (auto& in : abandoned_) leave_mapped(std::move(in.payload));
+      if (!in.requests.empty()) leave_for_mpi(std::move(in.payload), std::move(in.bytes));
+  for (auto& in : abandoned_) leave_for_mpi(std::move(in.payload), std::move(in.bytes));
 }
 
 std::size_t Receiver::arriving() const {
   std::size_t n = 0;
   for (const auto& s : streams_)
-    for (const auto& in : s.queue) n += in.chunked && !in.complete();
+    for (const auto& in : s.queue) n += !in.complete();
   return n;
 }
 
-Receiver::Incoming Receiver::start_frame(int source, Buffer head) {
+std::uint64_t Receiver::max_arriving_bytes() {
+  static const std::uint64_t bytes = [] {
+    long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return std::uint64_t{64} << 30;
+    return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+  }();
+  return bytes;
+}
+
+Receiver::Stream& Receiver::stream_of(MPI_Comm comm, int source) {
+  for (auto& s : streams_)
+    if (s.comm == comm && s.source == source) return s;
+  streams_.push_back(Stream{comm, source, {}});
+  return streams_.back();
+}
+
+void Receiver::hold(Stream& s, Incoming in) {
+  if (in.chunked) {
+    s.arriving_bytes += in.size;
+  } else {
+    s.held_bytes += in.held_bytes();
+    ++s.held;
+  }
+  s.queue.push_back(std::move(in));
+}
+
+Receiver::Incoming Receiver::pop_front(Stream& s) {
+  Incoming in = std::move(s.queue.front());
+  s.queue.pop_front();
+  if (in.chunked) {
+    s.arriving_bytes -= std::min(s.arriving_bytes, in.size);
+  } else {
+    s.held_bytes -= std::min(s.held_bytes, in.held_bytes());
+    s.held -= std::min<std::size_t>(s.held, 1);
+  }
+  return in;
+}
+
+Receiver::Incoming Receiver::start_frame(int source, Buffer head, std::uint64_t room, std::string& refused) {
   Incoming in;
   // The head: a shared-memory frame (header, fixed part, the payload's size), then the chunk size.
   try {
@@ -468,6 +509,13 @@ Receiver::Incoming Receiver::start_frame(int source, Buffer head) {
     ferry::detail::debug_log("mpi: dropped a frame head from rank %d: %s", source, e.what());
     return in;
   }
+  if (in.size > room) {
+    refused = "frames announcing " + ferry::detail::format_size(in.size) + " more while " +
+              ferry::detail::format_size(max_arriving_bytes() - room) +
+              " of theirs arrive, past this machine's memory (" +
+              ferry::detail::format_size(max_arriving_bytes()) + ")";
+    return in;
+  }
   in.chunked = true;
   in.tag = tag_frames;
   in.bytes = std::move(head);
@@ -482,12 +530,14 @@ Receiver::Incoming Receiver::start_frame(int source, Buffer head) {
 
 int Receiver::receive_chunk(Stream* stream, MPI_Message& message, int count) {
   auto n = static_cast<std::uint64_t>(count);
-  if (stream) stream->last_chunk = std::chrono::steady_clock::now();
+  // Only a chunk received into its frame is news of its source, and restarts its stall clock: a
+  // peer dripping chunks that are dropped (owed, of a lost frame, or of the wrong size) must not
+  // keep what waits behind them, or itself, alive.
   // Still owed by frames given up on (stalled): dropped, or it would land in a later frame.
   if (stream && stream->owed > 0) {
     stream->owed -= std::min(stream->owed, n);
     discard(message, count);
-    return tag_progress;
+    return tag_pending;
   }
   // The chunks of a source, in the order it sent them, fill its oldest frame still expecting some.
   Incoming* in = nullptr;
@@ -512,17 +562,23 @@ int Receiver::receive_chunk(Stream* stream, MPI_Message& message, int count) {
       if (MPI_Imrecv(into, count, MPI_BYTE, &message, &r) == MPI_SUCCESS) {
         in->requests.push_back(r);
         last_moved_ = std::chrono::steady_clock::now();
+        stream->last_chunk = last_moved_;
         return tag_pending;  // news once its bytes are here (next() tests it)
       }
       ferry::detail::debug_log("mpi: a chunk receive failed");
       in->draining = true;
-      return tag_progress;
+      return tag_pending;
     }
   }
   // Nothing to keep it for (a lost frame, a forgotten source, or not the size expected): dropped
-  // unread, into no memory of its size.
+  // unread, into no memory of its size. A chunk of the size its lost frame expects is its
+  // source's honest progress (the frame then ends as lost, not as stalled).
   discard(message, count);
-  if (in) in->matched = std::min(in->size, in->matched + n);
+  if (!in) return tag_pending;
+  const bool as_expected = n == std::min(in->chunk, in->size - in->matched);
+  in->matched = std::min(in->size, in->matched + n);
+  if (!as_expected) return tag_pending;
+  stream->last_chunk = std::chrono::steady_clock::now();
   return tag_progress;
 }
 
@@ -629,12 +685,69 @@ Buffer text(const std::string& s) {
 }
 }  // namespace
 
+void Receiver::deliver(MPI_Comm comm, int source, Incoming in, int& tag, Buffer& bytes) {
+  auto found = std::find_if(streams_.begin(), streams_.end(),
+                            [&](const Stream& s) { return s.comm == comm && s.source == source; });
+  Stream* stream = found == streams_.end() ? nullptr : &*found;
+  if (in.tag == tag_frame_head) {
+    // A source declared dead may still be sending: its frames are received and dropped (their
+    // chunks with them, as chunks of no frame), never kept as arriving.
+    if (std::find(forgotten_.begin(), forgotten_.end(), std::make_pair(comm, source)) != forgotten_.end()) {
+      tag = tag_pending;
+      return;
+    }
+    // Frames of one source arriving at once: an honest peer has at most its pipeline's (16
+    // calls) and a few results; more is a peer that opens frames without sending their bytes,
+    // each a memfd and a mapping here.
+    if (stream && stream->queue.size() >= max_frames_arriving) {
+      tag = tag_unreadable;
+      bytes = text("more than " + std::to_string(max_frames_arriving) + " frames of one source arriving at once");
+      return;
+    }
+    // A frame begun behind one still arriving is no news, nor a new start of its stall clock:
+    // a peer sending a head now and then must not keep a frame it never sends alive.
+    const bool behind = stream && stream->waiting();
+    std::string refused;
+    const std::uint64_t room = max_arriving_bytes() - std::min(max_arriving_bytes(), stream ? stream->arriving_bytes : 0);
+    Incoming frame = start_frame(source, std::move(in.bytes), room, refused);
+    if (!refused.empty()) {
+      tag = tag_unreadable;
+      bytes = text(refused);
+      return;
+    }
+    if (frame.chunked) {
+      last_moved_ = std::chrono::steady_clock::now();
+      Stream& s = stream_of(comm, source);
+      if (!behind) s.last_chunk = last_moved_;
+      hold(s, std::move(frame));
+    }
+    tag = behind ? tag_pending : tag_progress;
+    return;
+  }
+  if (in.tag == tag_heartbeat) {
+    // Never held behind a frame still arriving: it orders nothing, and says the source is alive
+    // while a large frame's bytes cross a slow link.
+    tag = tag_heartbeat;
+    return;
+  }
+  if (stream && !stream->queue.empty()) {
+    // Sent after a frame still arriving: it waits for it, and is no news of its source until it
+    // comes out (is_news).
+    hold(*stream, std::move(in));
+    tag = tag_pending;
+    return;
+  }
+  tag = in.tag;
+  bytes = std::move(in.bytes);
+}
+
 bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
   last_payload_.reset();
   if (!abandoned_.empty()) reap_abandoned();
   if (!discards_.empty()) reap_discards();
   const auto now = std::chrono::steady_clock::now();
-  // Sources with a frame arriving: the oldest message comes out once it is complete.
+  // Sources with a frame arriving (or a whole message still being received, or messages held
+  // behind one): the oldest message comes out once it is complete.
   for (std::size_t i = 0; i < streams_.size(); ++i) {
     Stream& s = streams_[i];
     if (s.comm != comm) continue;
@@ -648,11 +761,13 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
       // slow or shared link is no stall): the source began them and stopped sending their bytes
       // (or died). They are given up on, and what it sent after them comes out; the hub refuses
       // such a rank, an agent answers the task as lost. Without this, every later message of the
-      // source waited behind them for good.
+      // source waited behind them for good. A whole message whose bytes stopped coming is given
+      // up on the same way (MPI_Mrecv waited for them: a rank that sent 64 MiB over TCP and
+      // stopped calling MPI froze the hub's thread).
       ferry::detail::debug_log("mpi: no chunk from rank %d for %lld ms: its frames still arriving are dropped",
                                s.source, static_cast<long long>((stall_limit_ + s.chunk_time()).count()));
       for (auto& in : s.queue)
-        if (in.chunked && !in.complete()) in.stalled = in.draining = true;
+        if (!in.complete()) in.stalled = in.draining = true;
     }
     source = s.source;
     bytes.clear();
@@ -663,31 +778,53 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
     Incoming& front = s.queue.front();
     bool out = false;
     if (front.stalled) {
+      Incoming gone = pop_front(s);
       tag = tag_frame_stalled;
-      bytes = std::move(front.bytes);
-      s.owed += front.size - front.matched;
+      // A frame's head (an agent answers its task as lost); nothing of a whole message.
+      if (gone.chunked) bytes = std::move(gone.bytes);
+      s.owed += gone.size - gone.matched;
       // A matched receive cannot be cancelled: its memory stays until MPI is done with it.
-      if (!front.requests.empty()) abandoned_.push_back(std::move(front));
+      if (!gone.requests.empty()) abandoned_.push_back(std::move(gone));
       out = true;
+    } else if (front.complete() && front.late) {
+      // A whole message whose bytes came after it was matched: what it is decides now, in its
+      // place in the source's order. deliver() sees its source with nothing in front of it (a
+      // frame head begins its frame first in the queue); what came after it goes back behind.
+      Incoming in = pop_front(s);
+      std::deque<Incoming> after;
+      after.swap(s.queue);
+      s.held = 0;
+      s.held_bytes = 0;
+      s.arriving_bytes = 0;
+      if (in.draining) {
+        tag = tag_unreadable;
+        bytes = text("a message of tag " + std::to_string(in.tag) + " could not be received");
+      } else {
+        in.late = false;
+        deliver(comm, s.source, std::move(in), tag, bytes);  // finds this stream: streams_ keeps its place
+      }
+      for (auto& rest : after) hold(s, std::move(rest));
+      if (s.queue.empty() && s.owed == 0) streams_.erase(streams_.begin() + static_cast<std::ptrdiff_t>(i));
+      return true;
     } else if (front.complete()) {
-      tag = front.tag;
-      bytes = std::move(front.bytes);
-      if (front.chunked) {
-        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(now - front.began);
+      Incoming done = pop_front(s);
+      tag = done.tag;
+      bytes = std::move(done.bytes);
+      if (done.chunked) {
+        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(now - done.began);
         ferry::detail::debug_log("mpi: the frame of %s from rank %d %s after %lld ms",
-                                 ferry::detail::format_size(front.size).c_str(), s.source,
-                                 front.draining ? "is lost" : "is complete",
+                                 ferry::detail::format_size(done.size).c_str(), s.source,
+                                 done.draining ? "is lost" : "is complete",
                                  static_cast<long long>(took.count()));
-        if (front.draining) {
+        if (done.draining) {
           tag = tag_frame_lost;
         } else {
-          last_payload_ = std::move(front.payload);
+          last_payload_ = std::move(done.payload);
         }
       }
       out = true;
     }
     if (out) {
-      s.queue.pop_front();
       if (s.queue.empty() && s.owed == 0) streams_.erase(streams_.begin() + static_cast<std::ptrdiff_t>(i));
       return true;
     }
@@ -728,9 +865,20 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
     tag = receive_chunk(stream == streams_.end() ? nullptr : &*stream, message, count);
     return true;
   }
-  Buffer received;
+  // What one source may hold here while its messages wait or are received (max_held): past it,
+  // the message is dropped unread and the source refused.
+  if (stream != streams_.end() && st.MPI_TAG != tag_heartbeat &&
+      (stream->held + 1 > max_held || stream->held_bytes + static_cast<std::uint64_t>(count) > max_held_bytes)) {
+    discard(message, count);
+    tag = tag_unreadable;
+    bytes = text("more than " + std::to_string(max_held) + " messages or " +
+                 ferry::detail::format_size(max_held_bytes) + " of one source held behind a frame still arriving");
+    return true;
+  }
+  Incoming in;
+  in.tag = st.MPI_TAG;
   try {
-    received = Buffer(static_cast<std::size_t>(count));
+    in.bytes = Buffer(static_cast<std::size_t>(count));
   } catch (const std::exception& e) {
     discard(message, count);
     tag = tag_unreadable;
@@ -738,57 +886,31 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
                  " (tag " + std::to_string(st.MPI_TAG) + "): " + e.what());
     return true;
   }
-  if (MPI_Mrecv(received.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-    return false;
-  if (st.MPI_TAG == tag_frame_head) {
-    // A source declared dead may still be sending: its frames are received and dropped (their
-    // chunks with them, as chunks of no frame), never kept as arriving.
-    if (std::find(forgotten_.begin(), forgotten_.end(), std::make_pair(comm, source)) != forgotten_.end()) {
-      tag = tag_progress;
-      return true;
-    }
-    // Frames of one source arriving at once: an honest peer has at most its pipeline's (16
-    // calls) and a few results; more is a peer that opens frames without sending their bytes,
-    // each a memfd and a mapping here.
-    if (stream != streams_.end() && stream->queue.size() >= max_frames_arriving) {
-      tag = tag_unreadable;
-      bytes = text("more than " + std::to_string(max_frames_arriving) + " frames of one source arriving at once");
-      return true;
-    }
-    // A frame begun behind one still arriving is no news, nor a new start of its stall clock:
-    // a peer sending a head now and then must not keep a frame it never sends alive.
-    const bool behind = stream != streams_.end() && stream->waiting();
-    Incoming in = start_frame(source, std::move(received));
-    if (in.chunked) {
-      last_moved_ = std::chrono::steady_clock::now();
-      if (stream == streams_.end()) {
-        streams_.push_back(Stream{comm, source, {}});
-        stream = streams_.end() - 1;
-      }
-      if (!behind) stream->last_chunk = last_moved_;
-      stream->queue.push_back(std::move(in));
-    }
-    tag = behind ? tag_pending : tag_progress;
+  // Never a blocking receive: over TCP the bytes of a message past the eager limit move only
+  // while its sender calls MPI, and a rank that sends one and stops froze the hub's thread (its
+  // heartbeats, deadlines and every other rank with it) inside MPI_Mrecv.
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (MPI_Imrecv(in.bytes.data(), count, MPI_BYTE, &message, &request) != MPI_SUCCESS) return false;
+  int done = 0;
+  if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+    tag = tag_unreadable;
+    bytes = text("a message of tag " + std::to_string(in.tag) + " could not be received");
     return true;
   }
-  if (st.MPI_TAG == tag_heartbeat) {
-    // Never held behind a frame still arriving: it orders nothing, and says the source is alive
-    // while a large frame's bytes cross a slow link.
-    tag = tag_heartbeat;
+  if (done) {
+    deliver(comm, source, std::move(in), tag, bytes);
     return true;
   }
-  if (stream != streams_.end() && !stream->queue.empty()) {
-    // Sent after a frame still arriving: it waits for it, and is no news of its source until it
-    // comes out (is_news).
-    Incoming in;
-    in.tag = st.MPI_TAG;
-    in.bytes = std::move(received);
-    stream->queue.push_back(std::move(in));
-    tag = tag_pending;
-    return true;
-  }
-  tag = st.MPI_TAG;
-  bytes = std::move(received);
+  // Its bytes are still coming: it waits in its source's queue (and what the source sends next
+  // behind it), tested by the loop above, given up on like a frame whose chunks stopped.
+  in.late = true;
+  in.requests.push_back(request);
+  in.began = std::chrono::steady_clock::now();
+  last_moved_ = in.began;
+  Stream& s = stream_of(comm, source);
+  if (!s.waiting()) s.last_chunk = in.began;
+  hold(s, std::move(in));
+  tag = tag_pending;
   return true;
 }
 

@@ -324,7 +324,8 @@ class Sender {
 };
 
 /// Receives the messages of a communicator, reassembling chunked frames. Every message is taken
-/// with a matched probe (MPI_Improbe): a chunk is received without blocking (MPI_Imrecv) straight
+/// with a matched probe (MPI_Improbe) and received without blocking (MPI_Imrecv; one whose bytes
+/// are still coming waits in its source's order): a chunk goes straight
 /// into its place in a SharedBytes, the chunks of a source going to its oldest frame still
 /// expecting bytes (one source's messages are matched in the order it sent them). Whatever else
 /// a source sends while one of its frames is arriving is held until that frame is complete, so
@@ -352,8 +353,8 @@ class Receiver {
   /// messages held behind them are dropped; frames it starts later and their chunks are received
   /// and dropped.
   void forget(MPI_Comm comm, int source);
-  /// Chunked frames of sources not forgotten that are not complete yet (chunk receives of
-  /// forgotten ones that still run are abandoned(), not counted here).
+  /// Chunked frames and whole messages of sources not forgotten that are not complete yet
+  /// (receives of forgotten ones that still run are abandoned(), not counted here).
   std::size_t arriving() const;
   /// Whether a loop should keep looking rather than nap: a chunked frame is arriving (or a
   /// message is being received to be dropped), and a chunk of it was matched or completed within
@@ -381,6 +382,7 @@ class Receiver {
     int tag = 0;
     Buffer bytes;                          // a whole message, or the head of a chunked frame
     bool chunked = false;
+    bool late = false;  // a whole message whose receive had not completed when it was matched
     std::shared_ptr<SharedBytes> payload;  // where its chunks go
     std::uint64_t size = 0;                // of the payload
     std::uint64_t chunk = 0;               // the sender's chunk size
@@ -390,6 +392,8 @@ class Receiver {
     bool stalled = false;   // no chunk of its source for the stall limit: given up
     std::chrono::steady_clock::time_point began;
     bool complete() const { return matched == size && requests.empty(); }
+    /// Bytes it holds here: a whole message's (held, or still being received).
+    std::uint64_t held_bytes() const { return chunked ? 0 : bytes.size(); }
   };
   struct Stream {
     MPI_Comm comm;
@@ -399,9 +403,13 @@ class Receiver {
     // dropped, so that they do not land in a later frame of this source.
     std::uint64_t owed = 0;
     std::chrono::steady_clock::time_point last_chunk;  // a frame began, a chunk matched or completed
+    std::uint64_t held_bytes = 0;  // of the whole messages in queue (max_held_bytes)
+    std::size_t held = 0;          // how many (max_held)
+    std::uint64_t arriving_bytes = 0;  // payload sizes of its chunked frames in queue (max_arriving_bytes)
+    /// A frame whose chunks are still coming, or a whole message whose bytes are.
     bool waiting() const {
       for (const auto& in : queue)
-        if (in.chunked && !in.complete()) return true;
+        if (!in.complete()) return true;
       return false;
     }
     /// How long the largest chunk of its frames still arriving takes at 1 MiB/s: on top of the
@@ -410,15 +418,32 @@ class Receiver {
     /// the sender's word on its chunks must not stretch the limit.
     std::chrono::milliseconds chunk_time() const {
       std::uint64_t chunk = 0;
-      for (const auto& in : queue)
-        if (in.chunked && !in.complete())
-          chunk = std::max(chunk, std::min({in.chunk, in.size - in.matched, std::uint64_t{default_chunk_bytes}}));
+      for (const auto& in : queue) {
+        if (in.complete()) continue;
+        // A whole message still being received counts as one chunk of its size, up to 2 GiB:
+        // MPI says nothing of its progress before it is complete.
+        chunk = std::max(chunk, in.chunked ? std::min({in.chunk, in.size - in.matched, std::uint64_t{default_chunk_bytes}})
+                                           : in.held_bytes());
+      }
       return std::chrono::milliseconds(chunk * 1000 / (std::uint64_t{1} << 20));
     }
   };
-  Incoming start_frame(int source, Buffer head);
+  /// The frame a head announces, its payload allocated; not chunked when the head is not a
+  /// ferry peer's (dropped). `room`: the payload bytes its source may still have arriving; a
+  /// larger payload sets `refused` to why.
+  Incoming start_frame(int source, Buffer head, std::uint64_t room, std::string& refused);
+  /// What next() reports (tag, bytes) for a whole message of `source` received complete (`in`):
+  /// a frame head begins a frame; anything else comes out, or waits behind a frame of its source
+  /// still arriving.
+  void deliver(MPI_Comm comm, int source, Incoming in, int& tag, Buffer& bytes);
+  Stream& stream_of(MPI_Comm comm, int source);
+  /// Adds a message to its source's queue, counting what it holds.
+  static void hold(Stream& s, Incoming in);
+  /// Takes the front of a source's queue, uncounting it.
+  static Incoming pop_front(Stream& s);
   /// Receives a chunk of `count` bytes into its frame, or drops it; returns what next() reports:
-  /// tag_pending while its bytes are still coming, tag_progress when it was dropped.
+  /// tag_pending while its bytes are still coming (news once they are here) or when it was
+  /// dropped, tag_progress when it was dropped as the chunk its lost frame expected.
   int receive_chunk(Stream* stream, MPI_Message& message, int count);
   /// Receives a matched message of `size` bytes into a scratch MiB that nobody reads (see the
   /// definition for why never a truncated receive), without waiting for its bytes.
@@ -435,6 +460,15 @@ class Receiver {
   std::chrono::steady_clock::time_point last_moved_{};  // a chunk matched or completed
   std::chrono::milliseconds stall_limit_ = peer_timeout();
   static constexpr std::size_t max_frames_arriving = 256;
+  /// What one source may have held here behind a frame still arriving, or still being received
+  /// as whole messages: past either, it is refused (tag_unreadable). An honest peer holds its
+  /// pipeline's calls and results, each at most one inline frame.
+  static constexpr std::size_t max_held = 4096;
+  static constexpr std::uint64_t max_held_bytes = std::uint64_t{2} << 30;
+  /// The payload bytes one source's frames may announce while they arrive: the machine's
+  /// memory (a head maps its payload's size at once, charged to nothing until written: 105
+  /// heads of up to 64 TiB took the host's whole address space).
+  static std::uint64_t max_arriving_bytes();
   std::shared_ptr<SharedBytes> last_payload_;
 };
 

@@ -14,6 +14,18 @@
 //                (from 1 MiB of memory: a datatype that repeats one block with a stride of 0)
 //       stalled  a good hello, then the head of a frame of 1 MiB in chunks of 64 KiB, one chunk,
 //                and heartbeats only: the host must not count them as signs of life
+//       frozen   a good hello, then a message of 4 MiB, and no MPI call for 20 s (over TCP its
+//                bytes move only while the sender calls MPI), then it exits without a word: the
+//                host's hub must not wait for them (a blocking receive froze it, and the honest
+//                agent left)
+//       held     a good hello, the head of a frame it never sends, then 5,000 small messages,
+//                held behind it: refused at once past the host's cap, not after the stall limit
+//       vast     a good hello, then the head of a frame of 1 PiB: refused at once (the host
+//                mapped what a head announced)
+//       drip     a good hello, the head of a frame of 1 MiB, then a chunk of 1 byte every
+//                300 ms: chunks dropped are no sign of life (they kept the rank alive for good)
+//       deaf     a good hello, then no answer to a start nor to a stop: refused once the stop
+//                went unanswered for its grace (the host waited for the worker's end for good)
 //     then waits to be told to leave, and prints "hostile <kind>: told to leave (<body>)" (and
 //     how long after its hello); exits 3 if that does not come within 60 s, 1 if the host sent
 //     it a library's bytes.
@@ -29,6 +41,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "wire.hpp"
@@ -40,6 +53,7 @@ namespace proto = ferry::detail::protocol;
 using Clock = std::chrono::steady_clock;
 
 MPI_Request large_send = MPI_REQUEST_NULL;  // the huge message, moved along by next_message
+bool drip = false;                          // next_message sends a 1-byte chunk every 300 ms
 
 void send(const Buffer& b, int dest, int tag) {
   MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD);
@@ -56,7 +70,12 @@ Buffer garbage() {
 /// deadline.
 bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) {
   auto last_beat = Clock::time_point{};
+  auto last_drop = Clock::time_point{};
   while (Clock::now() < deadline) {
+    if (drip && Clock::now() - last_drop > std::chrono::milliseconds(300)) {
+      send(Buffer(1), peer, tag_frame_chunk);
+      last_drop = Clock::now();
+    }
     if (large_send != MPI_REQUEST_NULL) {
       int done = 0;
       MPI_Test(&large_send, &done, MPI_STATUS_IGNORE);
@@ -112,11 +131,31 @@ int agent(const std::string& kind) {
     if (kind == "library") send(pack_strings({}), 0, tag_lib_need);
     if (kind == "unoffered") send(pack_strings({std::string(64, 'a')}), 0, tag_lib_need);
     if (kind == "huge") send_huge(0, tag_frames);
-    if (kind == "stalled") {
-      Buffer head = proto::encode_shared_result(1, std::uint64_t{1} << 20);
+    auto send_head = [](std::uint64_t size) {
+      Buffer head = proto::encode_shared_result(1, size);
       proto::BodyWriter(head).u64(64 << 10);  // the chunk size
       send(head, 0, tag_frame_head);
+    };
+    if (kind == "stalled") {
+      send_head(std::uint64_t{1} << 20);
       send(Buffer(std::size_t{64} << 10), 0, tag_frame_chunk);  // the first of 16
+    }
+    if (kind == "frozen") {
+      static Buffer big(std::size_t{4} << 20);
+      MPI_Isend(big.data(), static_cast<int>(big.size()), MPI_BYTE, 0, tag_frames, MPI_COMM_WORLD, &large_send);
+      std::this_thread::sleep_for(std::chrono::seconds(20));  // calls no MPI: its bytes stay here
+      // Its TCP connection is not what MPI expects any more after so long: it leaves at once.
+      std::cout << "hostile frozen: woke after 20 s" << std::endl;
+      std::_Exit(0);
+    }
+    if (kind == "held") {
+      send_head(std::uint64_t{1} << 20);
+      for (int i = 0; i < 5000; ++i) send(pack_strings({}), 0, tag_lib_need);
+    }
+    if (kind == "vast") send_head(std::uint64_t{1} << 50);
+    if (kind == "drip") {
+      send_head(std::uint64_t{1} << 20);
+      drip = true;
     }
   }
   auto deadline = Clock::now() + std::chrono::seconds(60);
@@ -189,6 +228,7 @@ int main(int argc, char** argv) {
   std::string role = argc > 1 ? argv[1] : "";
   if (role == "agent" && argc == 3) return agent(argv[2]);
   if (role == "host" && argc == 2) return host();
-  std::cerr << "usage: mpi_hostile agent ready|library|exited|unoffered|huge|stalled | mpi_hostile host\n";
+  std::cerr << "usage: mpi_hostile agent ready|library|exited|unoffered|huge|stalled|frozen|held|vast|drip|deaf"
+               " | mpi_hostile host\n";
   return 2;
 }
