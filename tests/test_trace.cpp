@@ -571,8 +571,23 @@ TEST_CASE("Trace.refuses_a_symlink_at_the_path") {
   // Not a file.
   REQUIRE(::mkfifo((dir.path / "fifo.json").c_str(), 0600) == 0);
   refused(dir.path / "fifo.json", "not a regular file");
-  refused(dir.path / "no-such-dir" / "t.json", "cannot create");
+  refused(dir.path / "no-such-dir" / "t.json", "missing");
   CHECK(read_file(victim) == "precious");
+  if (::geteuid() == 0) {
+    // Another user's link on the way (as root can make one): the write went wherever it pointed.
+    fs::create_directories(dir.path / "elsewhere");
+    { std::ofstream(dir.path / "elsewhere" / "x.json") << "precious"; }
+    fs::create_symlink(dir.path / "elsewhere", dir.path / "theirs");
+    REQUIRE(::lchown((dir.path / "theirs").c_str(), 65534, 65534) == 0);
+    refused(dir.path / "theirs" / "x.json", "symbolic link owned by uid 65534");
+    CHECK(read_file(dir.path / "elsewhere" / "x.json") == "precious");
+  }
+  {
+    // A directory on the way others can write (not sticky): they could swap it for a link.
+    fs::create_directories(dir.path / "open");
+    fs::permissions(dir.path / "open", fs::perms(0777), fs::perm_options::replace);
+    refused(dir.path / "open" / "x.json", "writable by group or others");
+  }
 
   // A file of ours is truncated and written, mode untouched; a new one is private.
   const fs::path mine = dir.path / "mine.json";
@@ -643,7 +658,9 @@ TEST_CASE("Trace.unopenable_path_is_refused_at_construction") {
   const fs::path not_a_dir = dir.path / "not-a-dir";
   support::write_file(not_a_dir, "a file");
   const fs::path path = not_a_dir / "t.json";
-  const std::string message = "ferry: cannot create the trace file " + path.string() + ": " + std::strerror(ENOTDIR);
+  // Found on the way to it, before any open.
+  const std::string message = "ferry: refusing to write the trace to " + path.string() + ": " + not_a_dir.string() +
+                              " (on the way to " + path.string() + ") is not a directory";
   auto refused = [&](const ferry::ExecutorOptions& o) {
     try {
       ferry::Executor ex(o);

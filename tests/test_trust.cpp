@@ -510,3 +510,23 @@ TEST_CASE("Trust.ferry_list_and_ferry_run_give_the_same_verdict") {
   CHECK(run(env + "'" FERRY_TEST_CLI "' run --plugin-dir '" + t.open.string() + "' square 3", out) == 0);
   CHECK(contains(out, "9"));
 }
+
+TEST_CASE("Trust.private_directories_are_not_made_through_another_users_link") {
+  // FERRY_CACHE_DIR=/tmp/<their link>/sub/ferry: the directories were made wherever the link
+  // pointed, before the cache's own check refused them.
+  Tree t;
+  std::error_code ec;
+  CHECK(ferry::detail::create_private_directories(t.safe / "a" / "b", ec));
+  CHECK(fs::is_directory(t.safe / "a" / "b"));
+  CHECK((fs::status(t.safe / "a").permissions() & fs::perms::all) == fs::perms::owner_all);
+  CHECK_FALSE(ferry::detail::create_private_directories(t.open / "c", ec));  // others could swap it
+  CHECK_FALSE(fs::exists(t.open / "c"));
+  if (::geteuid() != 0) return;  // only root can make a link of another user's
+  fs::create_symlink(t.safe, t.root.path / "theirs");
+  REQUIRE(::lchown((t.root.path / "theirs").c_str(), 65534, 65534) == 0);
+  CHECK_FALSE(ferry::detail::create_private_directories(t.root.path / "theirs" / "sub" / "ferry", ec));
+  CHECK(ec == std::errc::permission_denied);
+  CHECK_FALSE(fs::exists(t.safe / "sub"));
+  CHECK(ferry::detail::untrusted_way_reason(t.root.path / "theirs" / "x") != "");
+  CHECK(ferry::detail::untrusted_way_reason(t.root.path / "x") == "");  // not made yet: fine
+}

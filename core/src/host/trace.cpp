@@ -20,6 +20,7 @@
 
 #include "platform/debug.hpp"
 #include "platform/format.hpp"
+#include "platform/trust.hpp"
 
 namespace ferry::detail {
 
@@ -75,10 +76,13 @@ void release_path(const std::string& key) {
 }
 
 /// Opens `p` for writing as the user asked, and nothing else: never through a symbolic link at
-/// `p` (one another user planted in /tmp would make us overwrite whatever it points to), only a
-/// regular file of this user with no other name. O_TRUNC is not used: a file is truncated only
-/// after it passed those checks.
+/// `p` (one another user planted in /tmp would make us overwrite whatever it points to), nor
+/// through another user's link or a directory another user could swap on the way to it
+/// (untrusted_way_reason: /tmp/their-link/x.json overwrote x.json wherever the link pointed),
+/// only a regular file of this user with no other name. O_TRUNC is not used: a file is
+/// truncated only after it passed those checks.
 Fd open_trace_file(const fs::path& p) {
+  if (std::string why = untrusted_way_reason(p); !why.empty()) refuse(p, why);
   int fd;
   do {
     fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0600);

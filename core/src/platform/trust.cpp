@@ -4,6 +4,8 @@
 // the link's owner, then its target's whole way), as ssh's StrictModes and secure_path checks do.
 #include "platform/trust.hpp"
 
+#include "platform/debug.hpp"
+
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -188,7 +190,10 @@ std::string missing(int error) {
 
 }  // namespace
 
-TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
+namespace {
+
+/// trust_verdict's walk; `way_only`: the final component is not judged (nor needed).
+TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
   if (path.empty()) return {path, "an empty path"};
   std::deque<std::string> remaining;
   if (path.is_relative()) {
@@ -217,6 +222,7 @@ TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
       continue;
     }
     fs::path next = at / name;
+    if (way_only && remaining.empty()) return {};
     if (::lstat(next.c_str(), &st) != 0) return {next, missing(errno)};
     if (S_ISLNK(st.st_mode)) {
       // The link's directory (`at`) was checked on the way here. The link itself must be ours or
@@ -247,7 +253,7 @@ TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
     judged_final = final;
     at = std::move(next);
   }
-  if (!judged_final) {
+  if (!judged_final && !way_only) {
     // The path ended in ".." (/tmp/x/..) or a link to "." or ".." (/tmp/dot -> .): where it
     // leads was only passed on the way, as a sticky directory may be; it is the final one.
     if (::lstat(at.c_str(), &st) != 0) return {at, missing(errno)};
@@ -256,12 +262,23 @@ TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
   return {};
 }
 
-std::string untrusted_reason(const fs::path& path) {
-  TrustVerdict v = trust_verdict(path);
+}  // namespace
+
+TrustVerdict trust_verdict(const fs::path& path, bool directory_final) {
+  return walk(path, directory_final, false);
+}
+
+namespace {
+std::string reason_of(const TrustVerdict& v, const fs::path& path) {
   if (v) return {};
   if (v.at == path) return path.string() + " is " + v.why;
   return v.at.string() + " (on the way to " + path.string() + ") is " + v.why;
 }
+}  // namespace
+
+std::string untrusted_reason(const fs::path& path) { return reason_of(trust_verdict(path), path); }
+
+std::string untrusted_way_reason(const fs::path& path) { return reason_of(walk(path, false, true), path); }
 
 std::string untrusted_reason_if_present(const fs::path& path) {
   struct stat st {};
@@ -283,9 +300,22 @@ void require_trusted(const fs::path& path, bool directory_final) {
 bool create_private_directories(const fs::path& dir, std::error_code& ec) {
   ec.clear();
   fs::path at;
+  bool way_checked = false;
   for (const auto& part : dir) {
     at /= part;
     if (part.empty() || part == "/" || part == "." || part == "..") continue;
+    struct stat st {};
+    if (::lstat(at.c_str(), &st) == 0) continue;
+    // The first directory to make: nothing is made through another user's link, nor in a
+    // directory another user could swap (what follows is ours, made here).
+    if (!way_checked) {
+      if (std::string why = untrusted_way_reason(at); !why.empty()) {
+        debug_log("not creating %s: %s", at.c_str(), why.c_str());
+        ec = std::make_error_code(std::errc::permission_denied);
+        return false;
+      }
+      way_checked = true;
+    }
     if (::mkdir(at.c_str(), 0700) == 0 || errno == EEXIST) continue;
     ec = std::error_code(errno, std::generic_category());
     return false;

@@ -28,6 +28,12 @@ FERRY_INTERNAL_API std::string untrusted_reason(const std::filesystem::path& pat
 /// sticky one open to others); the use then fails as missing. Otherwise the reason.
 FERRY_INTERNAL_API std::string untrusted_reason_if_present(const std::filesystem::path& path);
 
+/// As untrusted_reason for the way to `path` only: every directory and link on the way (its
+/// own directory judged as one on the way, so a sticky /tmp passes), not the final component,
+/// which need not exist. For a file ferry writes: no link of another user's, and no directory
+/// another user could swap, leads its write elsewhere.
+FERRY_INTERNAL_API std::string untrusted_way_reason(const std::filesystem::path& path);
+
 /// The component of `path` that failed the check, with `untrusted_reason`'s words; empty `at`
 /// when the path is trusted.
 struct TrustVerdict {
@@ -48,7 +54,8 @@ void require_trusted(const std::filesystem::path& path, bool directory_final = f
 /// Creates `dir` and every missing directory on its way with mode 0700, whatever the umask (with
 /// umask 002, create_directories would make them group-writable, and the trust check would then
 /// refuse what ferry itself created). Directories that exist are left as they are. False, with
-/// `ec` set, when one cannot be created.
+/// `ec` set, when one cannot be created, or when the way to the first one to make fails
+/// untrusted_way_reason (permission_denied: nothing is made through another user's link).
 FERRY_INTERNAL_API bool create_private_directories(const std::filesystem::path& dir, std::error_code& ec);
 
 /// FERRY_ALLOW_UNSAFE_PLUGINS is set (and not "0"): the user turned the check off.
