@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // `ferry map TASK [FILE]`: JSON Lines of arguments in, one JSON result line per input line out.
 //
-// The input is cut into chunks of at most --chunksize lines; each chunk travels as one message and
-// runs as one worker call (Executor::submit_json with `items` lines). The chunks go through
-// ferry's map engine, the one behind Executor::imap (detail::MapRun): at most 2 * workers + 2 are
-// in flight, so memory stays bounded however long the input is; results come back in input
+// The input is cut into chunks of at most --chunksize lines and --chunk-bytes of arguments; each
+// chunk travels as one message and runs as one worker call (Executor::submit_json with `items`
+// lines). The chunks go through ferry's map engine, the one behind Executor::imap
+// (detail::MapRun): at most 2 * workers + 2 are in flight, and what was read and not yet written
+// stays within as many chunks' bytes (ChunkReader), so memory stays bounded in lines and in bytes
+// however long the input and its lines are (a line: --max-line-bytes); results come back in input
 // order, a chunk as soon as it and every chunk before it have ended; --timeout and the progress
 // bar are the engine's MapOptions::timeout and MapOptions::progress.
 //
@@ -63,6 +65,13 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
                        "worker, at most 1024 lines)"))
       ->type_name("N")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  sub->add_option("--chunk-bytes", options.chunk_bytes,
+                  wrap("a chunk also closes once its lines hold SIZE bytes of arguments (SIZE as "
+                       "--memory; default 4M). Memory is bounded by it: what was read and not "
+                       "yet written out stays within 2 * workers + 2 such chunks, or one line per "
+                       "worker and one more when lines are longer"))
+      ->type_name("SIZE")
+      ->transform(size_transform());
   sub->add_option("--max-line-bytes", options.max_line_bytes,
                   wrap("the longest input line taken (SIZE: 64K, 512M, ... as --memory; default: "
                        "the largest message ferry takes, FERRY_MAX_FRAME_BYTES, 1G). A longer line "
@@ -278,6 +287,9 @@ class Input {
   int error_ = 0;
 };
 
+/// Bytes of arguments at which a chunk closes, whatever its number of lines (--chunk-bytes).
+constexpr std::size_t default_chunk_bytes = std::size_t{4} << 20;
+
 /// A line read ahead, before the reading thread starts.
 struct AheadLine {
   std::size_t number;
@@ -300,6 +312,7 @@ struct LineChunk {
   std::string text;       ///< the argument objects of the readable lines, one per line
   std::uint32_t items = 0;
   std::string kept;       ///< a copy of `text` for a rerun (--keep-going only)
+  std::size_t bytes = 0;  ///< what it holds until written out (ChunkReader's budget)
 
   std::size_t first() const { return lines.front().number; }
   std::size_t last() const { return lines.back().number; }
@@ -308,8 +321,11 @@ struct LineChunk {
 /**
 Reads the input in a thread of its own and cuts it into chunks of lines, so that the map's engine
 (ferry's MapRun, behind Executor::imap) never blocks on the input: a chunk is ready when it is
-full, or early when the input stalls (a slow producer still streams). At most `capacity` chunks
-wait to be taken; the engine bounds those sent.
+full (`chunksize` lines, or `chunk_bytes` of arguments), or early when the input stalls (a slow
+producer still streams). At most `capacity` chunks wait to be taken; the engine bounds those sent.
+Memory is bounded in bytes too: no chunk is read while the chunks read and not yet released
+(written out) hold `budget` bytes, unless at most `min_held` are (one per worker, so that lines
+longer than the budget allows still keep every worker busy).
 */
 class ChunkReader {
  public:
@@ -320,6 +336,9 @@ class ChunkReader {
     std::string task;
     bool keep_going;
     std::size_t max_line;
+    std::size_t chunk_bytes;
+    std::size_t budget;
+    std::size_t min_held;
   };
 
   ChunkReader(Input& input, std::deque<AheadLine> ahead, Setup setup)
@@ -356,6 +375,16 @@ class ChunkReader {
     return detail::Produced::chunk;
   }
 
+  /// A chunk taken was written out: its bytes no longer count against the budget.
+  void release(const LineChunk& c) {
+    {
+      std::lock_guard lock(mu_);
+      held_bytes_ -= c.bytes;
+      --held_;
+    }
+    space_.notify_one();
+  }
+
   /// Once the reading ended: the first line that could not be read, without --keep-going.
   const std::optional<std::string>& input_error() const { return input_error_; }
 
@@ -364,14 +393,27 @@ class ChunkReader {
     try {
       bool ended = false;
       while (!ended) {
+        {
+          // Room is made before a chunk is read, so that the one being read counts too.
+          std::unique_lock lock(mu_);
+          space_.wait(lock, [&] {
+            return cancelled_ || (ready_.size() < setup_.capacity &&
+                                  (held_bytes_ < setup_.budget || held_ <= setup_.min_held));
+          });
+          if (cancelled_) break;
+        }
         LineChunk c;
         ended = !read_chunk(c);
         if (c.lines.empty()) continue;
-        std::unique_lock lock(mu_);
-        space_.wait(lock, [&] { return ready_.size() < setup_.capacity || cancelled_; });
-        if (cancelled_) break;
-        ready_.push_back(std::move(c));
-        lock.unlock();
+        c.bytes = c.text.size() * (setup_.keep_going ? 2 : 1);  // and its copy, `kept`
+        for (const auto& line : c.lines) c.bytes += line.error.size();
+        {
+          std::lock_guard lock(mu_);
+          if (cancelled_) break;
+          held_bytes_ += c.bytes;
+          ++held_;
+          ready_.push_back(std::move(c));
+        }
         wake_();
       }
     } catch (const std::exception& e) {
@@ -405,7 +447,7 @@ class ChunkReader {
   bool read_chunk(LineChunk& c) {
     std::string line;
     std::size_t number = 0;
-    while (c.lines.size() < setup_.chunksize) {
+    while (c.lines.size() < setup_.chunksize && c.text.size() < setup_.chunk_bytes) {
       Input::Got got = next_line(line, number, /*wait=*/c.lines.empty());
       if (got == Input::Got::would_block) return true;
       if (got == Input::Got::end) return false;
@@ -434,6 +476,8 @@ class ChunkReader {
   std::mutex mu_;
   std::condition_variable space_;
   std::deque<LineChunk> ready_;
+  std::size_t held_ = 0;        ///< chunks read and not released: ready_, and those taken
+  std::size_t held_bytes_ = 0;  ///< their LineChunk::bytes
   bool ended_ = false;
   bool cancelled_ = false;
   // Written by the reading thread, read once it was joined (or ended_ was seen under mu_).
@@ -502,10 +546,20 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
                                    ? options.max_line_bytes
                                    : static_cast<std::size_t>(detail::Config::read().max_frame_bytes);
 
+  // Memory is bounded in bytes, not only in lines: a chunk closes at chunk_bytes of arguments,
+  // and what was read and not yet written out (chunks waiting, in flight, or done behind one that
+  // is not; a pipe's read-ahead) stays within `budget`, about as many chunks as may be in flight,
+  // or one chunk per worker and one more when lines are longer than that allows.
+  const std::size_t max_in_flight = 2 * workers + 2;
+  const std::size_t chunk_bytes = options.chunk_bytes ? options.chunk_bytes : default_chunk_bytes;
+  const std::size_t budget = chunk_bytes > std::numeric_limits<std::size_t>::max() / max_in_flight
+                                 ? std::numeric_limits<std::size_t>::max()
+                                 : chunk_bytes * max_in_flight;
+
   // The total, for the progress bar and the default chunk size. A regular file (FILE, or stdin
   // redirected from one) is counted first; not a pipe, which the count would consume. Of a pipe,
   // without --chunksize, what is there is read ahead, up to every worker's four chunks of 1024
-  // lines: if the input ends within that, its size is known.
+  // lines and the budget's bytes: if the input ends within that, its size is known.
   std::optional<Input> input;
   std::optional<std::size_t> total;
   std::deque<AheadLine> ahead;
@@ -518,9 +572,11 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       std::string line;
       std::size_t number = 0;
       Input::Got got = Input::Got::line;
-      while (ahead.size() < 4 * workers * 1024) {
+      std::size_t bytes = 0;
+      while (ahead.size() < 4 * workers * 1024 && bytes < budget) {
         got = input->next(line, number, /*wait=*/ahead.empty());
         if (got != Input::Got::line && got != Input::Got::too_long) break;
+        bytes += line.size();
         ahead.push_back({number, std::move(line), got == Input::Got::too_long});
         // The rest of that line is the reading thread's to drop (under --keep-going): it may
         // have no end (/dev/zero), and this thread cannot be cancelled.
@@ -538,14 +594,14 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
     chunksize = total ? std::clamp<std::size_t>((*total + 4 * workers - 1) / (4 * workers), 1, 1024)
                       : 1024;
   }
-  const std::size_t max_in_flight = 2 * workers + 2;
 
   try {
     Executor executor(executor_options(global, workers, options.containment, std::move(initializer)));
     const TaskRef ref{.library = info.library, .name = info.name};
     ChunkReader reader(*input, std::move(ahead),
                        {.chunksize = chunksize, .capacity = max_in_flight, .arity = arity,
-                        .task = info.name, .keep_going = options.keep_going, .max_line = max_line});
+                        .task = info.name, .keep_going = options.keep_going, .max_line = max_line,
+                        .chunk_bytes = chunk_bytes, .budget = budget, .min_held = workers});
 
     // The chunks handed to the engine and not yet written out, in input order; each MapChunk's
     // `first` is its sequence number (`base` is the front's).
@@ -661,6 +717,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       std::fwrite(out.data(), 1, out.size(), io.out);
       std::fflush(io.out);
       run.advance(c.lines.size());
+      reader.release(c);
       flight.pop_front();
       ++base;
     }

@@ -161,6 +161,7 @@ struct MapOptions {
   bool keep_going = false;
   bool no_progress = false;
   double timeout = 0;         ///< seconds for the whole map; 0 = none
+  std::size_t chunk_bytes = 0;     ///< bytes of arguments that close a chunk; 0 = 4 MiB
   std::size_t max_line_bytes = 0;  ///< the longest input line taken; 0 = FERRY_MAX_FRAME_BYTES
   ContainmentOptions containment;
 };

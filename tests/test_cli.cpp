@@ -2,6 +2,7 @@
 // The ferry command, run as a real program: every subcommand, its output and its exit codes.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <pty.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -26,6 +28,7 @@
 
 #include "support/child_process.hpp"
 #include "support/fixture.hpp"
+#include "support/trace_file.hpp"
 
 namespace {
 
@@ -660,6 +663,91 @@ TEST_CASE("Cli.map.a_line_without_end_is_refused_while_it_is_read") {
   CHECK(read_file(dir.path / "stderr").find("line 1: longer than 64 KiB") != std::string::npos);
 }
 
+namespace {
+/// The `items` of every call of `task` in the trace at `path`.
+std::vector<std::uint64_t> call_items(const fs::path& path, const char* task) {
+  const support::TraceFile trace = support::read_trace(path);
+  std::vector<std::uint64_t> out;
+  for (const auto* e : trace.named(task, "X")) out.push_back(support::arg_u64(*e, "items"));
+  return out;
+}
+
+/// `count` lines, each a JSON string of `bytes` bytes with its quotes.
+std::string string_lines(std::size_t count, std::size_t bytes) {
+  std::string line = "\"" + std::string(bytes - 2, 'x') + "\"\n", out;
+  for (std::size_t i = 0; i < count; ++i) out += line;
+  return out;
+}
+}  // namespace
+
+TEST_CASE("Cli.map.a_chunk_closes_at_its_byte_budget") {
+  // Chunks were bounded in lines only: 1024 lines of 1 MB made a chunk of 1 GB, and the chunks
+  // waiting and in flight ~20 GB. A chunk now also closes at --chunk-bytes of arguments (4 MiB).
+  support::TempDir dir;
+  auto items = [&](const std::string& input, std::vector<std::string> options) {
+    write_file(dir.path / "in.jsonl", input);
+    const fs::path trace = dir.path / "trace.json";
+    std::vector<std::string> args = {"map", "-j", "1", "--chunksize", "1024", "--trace", trace.string()};
+    args.insert(args.end(), options.begin(), options.end());
+    args.insert(args.end(), {"view_size", (dir.path / "in.jsonl").string()});
+    Result r = cli(args);
+    CHECK_MESSAGE(r.status == 0, r.err);
+    CHECK(lines_of(r.out).size() == static_cast<std::size_t>(std::count(input.begin(), input.end(), '\n')));
+    return call_items(trace, "view_size");
+  };
+  // {"value0":"x...x"}: 1013 bytes and a newline a line; 8 lines are 8112 bytes, the 9th passes 8K.
+  auto small = items(string_lines(200, 1002), {"--chunk-bytes", "8K"});
+  CAPTURE(small.size());
+  CHECK(small.size() >= 23);
+  for (auto n : small) CHECK(n <= 9);
+  CHECK(std::accumulate(small.begin(), small.end(), std::uint64_t{0}) == 200);
+  // The default: 4 lines of 1 MiB pass 4 MiB.
+  auto large = items(string_lines(12, 1 << 20), {});
+  CHECK(large == std::vector<std::uint64_t>{4, 4, 4});
+}
+
+TEST_CASE("Cli.map.a_pipe_is_read_ahead_within_the_byte_budget") {
+  // Of a pipe, up to four chunks of 1024 lines per worker were read ahead, whatever their size.
+  // Now the read-ahead stops at the byte budget (2 * workers + 2 chunks of --chunk-bytes: 16 KiB
+  // here): the total of this input, read ahead whole before, is then unknown, and the progress
+  // bar says "600 lines", not "600/600 lines". The pipe is full and closed before ferry starts.
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const std::string input = string_lines(600, 99);  // 60,000 bytes: within a pipe's 64 KiB
+  REQUIRE(write_all(fds[1], input));
+  ::close(fds[1]);
+  ::fcntl(fds[0], F_SETFD, 0);  // inherited: ferry reads it as /dev/fd/N
+  int master = -1, slave = -1;
+  winsize ws{};
+  ws.ws_row = 24;
+  ws.ws_col = 120;
+  REQUIRE(::openpty(&master, &slave, nullptr, nullptr, &ws) == 0);
+  support::TempDir io;
+  pid_t pid = spawn(Call{.args = {"map", "-j", "1", "--chunk-bytes", "4K", "view_size",
+                                  "/dev/fd/" + std::to_string(fds[0])},
+                         .stderr_fd = slave},
+                    io.path)
+                  .pid;
+  ::close(slave);
+  ::close(fds[0]);
+  std::string screen;
+  char buf[4096];
+  for (;;) {  // until ferry and its workers are gone (EIO)
+    ssize_t n = ::read(master, buf, sizeof buf);
+    if (n > 0) {
+      screen.append(buf, static_cast<std::size_t>(n));
+    } else if (!(n < 0 && errno == EINTR)) {
+      break;
+    }
+  }
+  ::close(master);
+  CHECK(wait_status(pid) == 0);
+  CHECK(lines_of(read_file(io.path / "stdout")).size() == 600);
+  CAPTURE(screen);
+  CHECK(screen.find("600 lines") != std::string::npos);
+  CHECK(screen.find("/600") == std::string::npos);
+}
+
 // ---- info and cache ----------------------------------------------------------------------------
 
 TEST_CASE("Cli.info_shows_version_cpus_worker_and_paths") {
@@ -1095,7 +1183,7 @@ TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
                  "--best-effort", "--memory SIZE", "--cpu DURATION", "--open-files N",
                  "--processes N", "--file-size SIZE", "ResourceLimitError",
                  "SandboxViolationError", "--initializer TASK", "--initarg JSON"}},
-      {{"map"}, {"TASK", "FILE", "-j,--workers", "--chunksize", "--max-line-bytes SIZE",
+      {{"map"}, {"TASK", "FILE", "-j,--workers", "--chunksize", "--chunk-bytes SIZE", "--max-line-bytes SIZE",
                  "--keep-going", "--no-progress",
                  "  1  a task failed", "  2  usage error", "  3  ", "  4  ", "--sandbox",
                  "--allow-network", "--allow-exec", "--read DIR", "--write DIR", "--best-effort",
