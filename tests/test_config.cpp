@@ -70,6 +70,27 @@ TEST_CASE("Config.without_home_the_cache_is_in_the_home_the_password_database_gi
   CHECK(Config::read().cache_dir == fs::path(pw->pw_dir) / ".cache" / "ferry");
 }
 
+TEST_CASE("Config.the_cache_directory_is_absolute") {
+  // Plugins built there are named by it: a relative name was judged in the host's current
+  // directory and loaded from whatever directory was current for a background build or a worker.
+  support::TempDir dir;
+  support::ScopedCwd cwd(dir.path);
+  {
+    support::ScopedEnv cache("FERRY_CACHE_DIR", "rel/cache");
+    CHECK(Config::read().cache_dir == fs::current_path() / "rel" / "cache");
+  }
+  support::ScopedEnv cache("FERRY_CACHE_DIR", "");
+  {
+    // XDG: a relative path in these variables is ignored.
+    support::ScopedEnv xdg("XDG_CACHE_HOME", "relative");
+    support::ScopedEnv home("HOME", "/somewhere");
+    CHECK(Config::read().cache_dir == fs::path("/somewhere/.cache/ferry"));
+  }
+  support::ScopedEnv xdg("XDG_CACHE_HOME", "");
+  support::ScopedEnv home("HOME", "relative-home");
+  CHECK(Config::read().cache_dir.is_absolute());
+}
+
 TEST_CASE("Config.sizes_take_binary_units") {
   CHECK(parse_size("1048576") == std::uint64_t{1} << 20);
   CHECK(parse_size("64K") == std::uint64_t{64} << 10);

@@ -208,6 +208,8 @@ TEST_CASE("Wrap.the_compilers_environment_adds_no_include_directory") {
                                   "OBJC_INCLUDE_PATH=/tmp", "OBJCPLUS_INCLUDE_PATH=/tmp", "LIBRARY_PATH=/tmp",
                                   "COMPILER_PATH=/tmp", "GCC_EXEC_PREFIX=/tmp/", "DEPENDENCIES_OUTPUT=/tmp/d",
                                   "SUNPRO_DEPENDENCIES=/tmp/d", "CCC_OVERRIDE_OPTIONS=+-I.", "LD_RUN_PATH=/tmp",
+                                  "CC_PRINT_HEADERS_FILE=/tmp/h", "CC_LOG_DIAGNOSTICS_FILE=/tmp/l",
+                                  "CC_PRINT_OPTIONS_FILE=/tmp/o", "CC_PRINT_PROC_STAT_FILE=/tmp/s",
                                   "HOME=/root", "CPATHX=kept", "LANG=C"};
   CHECK(ferry::detail::compiler_environment(env) ==
         std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C"});

@@ -195,11 +195,17 @@ Config Config::read() {
   if (auto v = get("FERRY_TRACE")) c.trace = *v;
   if (auto v = get("FERRY_CXX")) c.cxx = *v;
   if (auto v = get("FERRY_WRAP_FLAGS")) c.wrap_flags = split_words(*v);
+  // The cache directory is absolute: built plugins are named by it, and a relative name would be
+  // judged in this directory and loaded from whatever directory is current later (a background
+  // build, a worker). A relative $XDG_CACHE_HOME or $HOME is not used (XDG says to ignore one).
+  auto absolute = [](const std::string& dir) { return !dir.empty() && dir.front() == '/'; };
   if (auto v = get("FERRY_CACHE_DIR"); v && !v->empty()) {
-    c.cache_dir = *v;
-  } else if (auto x = get("XDG_CACHE_HOME"); x && !x->empty()) {
+    std::error_code ec;
+    fs::path dir = fs::absolute(*v, ec);
+    c.cache_dir = ec ? fs::path(*v) : dir.lexically_normal();
+  } else if (auto x = get("XDG_CACHE_HOME"); x && absolute(*x)) {
     c.cache_dir = fs::path(*x) / "ferry";
-  } else if (auto h = get("HOME"); h && !h->empty()) {
+  } else if (auto h = get("HOME"); h && absolute(*h)) {
     c.cache_dir = fs::path(*h) / ".cache" / "ferry";
   } else if (std::string home = home_of_this_user(); !home.empty()) {
     c.cache_dir = fs::path(home) / ".cache" / "ferry";

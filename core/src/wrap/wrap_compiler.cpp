@@ -535,7 +535,9 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
   static constexpr std::string_view dropped[] = {
       "CPATH", "C_INCLUDE_PATH", "CPLUS_INCLUDE_PATH", "OBJC_INCLUDE_PATH", "OBJCPLUS_INCLUDE_PATH",
       "LIBRARY_PATH", "COMPILER_PATH", "GCC_EXEC_PREFIX", "DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES",
-      "CCC_OVERRIDE_OPTIONS", "LD_RUN_PATH"};
+      "CCC_OVERRIDE_OPTIONS", "LD_RUN_PATH",
+      // clang writes files they name (as DEPENDENCIES_OUTPUT makes gcc do), through any link.
+      "CC_PRINT_HEADERS_FILE", "CC_LOG_DIAGNOSTICS_FILE", "CC_PRINT_OPTIONS_FILE", "CC_PRINT_PROC_STAT_FILE"};
   std::erase_if(env, [](const std::string& entry) {
     const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
     return std::find(std::begin(dropped), std::end(dropped), name) != std::end(dropped);
