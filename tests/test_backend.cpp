@@ -248,6 +248,24 @@ TEST_CASE("Backend.no_worker_to_start_fails_with_the_launchers_error") {
   CHECK(counters->refusals >= 1);
 }
 
+TEST_CASE("Backend.limits_are_refused_by_a_backend_other_than_local") {
+  // The host measures cpu_time from /proc by the worker's pid, which names some other local
+  // process for a worker elsewhere; the other limits need the local worker's containment. The
+  // executor's were refused; a task's own (SubmitOptions::limits) went through.
+  auto counters = std::make_shared<Counters>();
+  ferry::register_backend("test-limits", [counters](const ferry::ExecutorOptions&) {
+    return std::make_shared<TestLauncher>(counters, SIZE_MAX, 100);
+  });
+  auto o = options_for("test-limits", 1);
+  o.limits.cpu_time = std::chrono::seconds(10);
+  CHECK_THROWS_WITH_AS(ferry::Executor{o}, doctest::Contains("supported by the \"local\" backend only"),
+                       std::invalid_argument);
+  ferry::Executor ex(options_for("test-limits", 1));
+  CHECK_THROWS_WITH_AS(ex.submit_with(ferry::SubmitOptions{.limits = {.cpu_time = std::chrono::seconds(10)}}, square, 2),
+                       doctest::Contains("supported by the \"local\" backend only"), std::invalid_argument);
+  CHECK(ex.submit_with(ferry::SubmitOptions{.deadline = std::chrono::seconds(30)}, square, 3).get() == 9);
+}
+
 TEST_CASE("Backend.names_that_cannot_be_registered") {
   CHECK_THROWS_AS(ferry::register_backend("local", nullptr), std::invalid_argument);
   ferry::ExecutorOptions o = support::options(1);

@@ -190,6 +190,12 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   // Saturating: one too long for the clock is none (Lane::deadline), NaN std::invalid_argument.
   const Clock::duration deadline =
       options.deadline.count() == 0 ? Clock::duration::zero() : clock_duration(options.deadline);
+  // As ExecutorOptions::limits (check_containment): the host measures cpu_time from /proc, which
+  // knows no remote worker's pid (it sampled whatever local process had that number), and the
+  // other limits need the local worker's containment.
+  if (options_.backend != "local" && any_limit(task_limits(options.limits)))
+    throw std::invalid_argument("ferry: SubmitOptions::limits are supported by the \"local\" backend only, not by \"" +
+                                options_.backend + "\"");
   {
     std::lock_guard lock(mu_);
     if (shutdown_) throw BrokenProcessPool::shut_down();
