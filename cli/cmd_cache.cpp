@@ -146,7 +146,8 @@ fs::path cache_dir(const CacheOptions& options) {
 int list_cache(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) {
-    std::printf("%s: no cache directory (nothing cached)\n", dir.c_str());
+    // The directory may be named by $FERRY_CACHE_DIR or $XDG_CACHE_HOME: shown as text.
+    std::printf("%s: no cache directory (nothing cached)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
   auto files = ferry_files(dir, ec);
@@ -166,14 +167,10 @@ int list_cache(const fs::path& dir) {
   std::size_t width = 5;
   // File names and the generated sources' first lines are shown as text, escapes and all, a
   // newline too (it would fake a line of the listing); escaped before the columns are measured.
-  auto shown = [](std::string_view text) {
-    std::string out(4 * text.size(), '\0');
-    out.resize(detail::terminal_text_into(out.data(), out.size(), text, "\\x0a"));
-    return out;
-  };
+  auto shown = terminal_line;
   for (const auto* f : entries) width = std::max(width, shown(f->name).size());
   for (const auto* f : preludes) width = std::max(width, shown(f->name).size());
-  std::string out = "cache " + dir.string() + "\n";
+  std::string out = "cache " + terminal_line(dir.string()) + "\n";
   auto row = [&](const std::string& a, const std::string& b, const std::string& c,
                  const std::string& d) {
     std::string size = b.size() < 10 ? std::string(10 - b.size(), ' ') + b : b;
@@ -198,7 +195,6 @@ int list_cache(const fs::path& dir) {
   out += std::to_string(entries.size()) + (entries.size() == 1 ? " entry, " : " entries, ") +
          std::to_string(preludes.size()) + (preludes.size() == 1 ? " prelude; " : " preludes; ") +
          std::to_string(files.size()) + " ferry files, " + human_size(total) + "\n";
-  out = terminal_text(out);  // and the directory's name
   std::fwrite(out.data(), 1, out.size(), stdout);
   return exit_ok;
 }
@@ -206,7 +202,7 @@ int list_cache(const fs::path& dir) {
 int clear_cache(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) {
-    std::printf("%s: no cache directory (nothing to clear)\n", dir.c_str());
+    std::printf("%s: no cache directory (nothing to clear)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
   auto files = ferry_files(dir, ec);
@@ -226,7 +222,7 @@ int clear_cache(const fs::path& dir) {
       status = exit_task_failed;
     }
   }
-  std::printf("removed %zu files from %s, freed %s\n", removed, dir.c_str(),
+  std::printf("removed %zu files from %s, freed %s\n", removed, terminal_line(dir.string()).c_str(),
               human_size(freed).c_str());
   return status;
 }

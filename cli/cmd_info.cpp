@@ -110,11 +110,15 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       }
       w.EndObject();
       w.EndObject();
-      out.assign(buffer.GetString(), buffer.GetSize());
+      // Paths and flags come from the environment: RapidJSON escapes the controls below U+0020,
+      // printable() DEL, the C1 controls and bytes that are not UTF-8 (the JSON stays valid).
+      out = json::printable(std::string_view(buffer.GetString(), buffer.GetSize()));
       out += '\n';
     } else {
+      // Values come from the environment and the file system: shown as text, one line each.
       auto field = [&](const char* name, const std::string& value) {
-        out += std::string(name) + std::string(14 - std::string_view(name).size(), ' ') + value + "\n";
+        out += std::string(name) + std::string(14 - std::string_view(name).size(), ' ') +
+               terminal_line(value) + "\n";
       };
       field("version", ferry::version());
       field("cpu_count", std::to_string(cpus));
@@ -137,7 +141,7 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       field("wrap flags", flags);
       out += "containment\n";
       auto fact = [&](std::string_view name, const std::string& value) {
-        out += "  " + std::string(name) + std::string(19 - name.size(), ' ') + value + "\n";
+        out += "  " + std::string(name) + std::string(19 - name.size(), ' ') + terminal_line(value) + "\n";
       };
       auto yes = [](bool b) { return std::string(b ? "yes" : "no"); };
       fact("descendants", contain.descendants);

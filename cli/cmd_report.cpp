@@ -157,7 +157,9 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
     failed += task.failed;
     never_ran += task.never_ran;
   }
-  std::printf("%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n", output.c_str(),
+  // The name is the trace's (ferry report *.trace): shown as text.
+  std::printf("%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n",
+              terminal_line(output.string()).c_str(),
               summary.slices.size(), summary.tracks.size(), failed, never_ran);
   return exit_ok;
 }

@@ -129,6 +129,9 @@ void print_error(std::string_view command, std::string_view message);
 /// `text` safe to show on a terminal (platform/format.hpp): control characters but newline and
 /// tab, DEL, the C1 controls and malformed UTF-8 come out as \xNN; other UTF-8 as it is.
 using ferry::detail::terminal_text;
+/// terminal_text with a newline shown as \x0a too: a name or value on one line of the output (a
+/// file name or a variable holding a newline would fake a line of it).
+std::string terminal_line(std::string_view text);
 
 /// Number of parameters in a canonical signature such as "i32(i32,map<string,i64>)", or nullopt
 /// when the text cannot be read.

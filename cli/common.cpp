@@ -458,6 +458,12 @@ Failure describe(std::exception_ptr error) {
 }
 
 
+std::string terminal_line(std::string_view text) {
+  std::string out(4 * text.size(), '\0');  // \xNN for one byte at most
+  out.resize(detail::terminal_text_into(out.data(), out.size(), text, "\\x0a"));
+  return out;
+}
+
 void print_error(std::string_view command, std::string_view message) {
   std::string text = terminal_text(message);
   std::fprintf(stderr, "ferry %.*s: %s\n", static_cast<int>(command.size()), command.data(), text.c_str());

@@ -15,6 +15,8 @@
 //   4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable
 // No exception leaves main: every subcommand turns errors into one of these.
 #include <cstdio>
+#include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
@@ -33,6 +35,14 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.require_subcommand(1);
   app.set_version_flag("--version", "ferry " + std::string(ferry::version()));
+  // CLI11's messages quote what was given (`--memory VALUE`, an unknown option): shown as text.
+  // Set before the subcommands are made: they copy it.
+  app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
+    // CLI11's own message, its first line (e.what(), one line however many a value has) escaped.
+    const std::string simple = CLI::FailureMessage::simple(failed, e);
+    const std::size_t what = std::string_view(e.what()).size();
+    return terminal_line(simple.substr(0, what)) + terminal_text(simple.substr(what));
+  });
 
   GlobalOptions global;
   app.add_option("--plugin-dir", global.plugin_dirs,
@@ -78,7 +88,7 @@ int main(int argc, char** argv) {
     run.args = std::move(extras);
   } else if (!extras.empty()) {
     std::string all;
-    for (const auto& e : extras) all += " " + e;
+    for (const auto& e : extras) all += " " + terminal_line(e);
     std::fprintf(stderr, "ferry: unexpected arguments:%s\nRun with --help for more information.\n",
                  all.c_str());
     return exit_usage;

@@ -859,6 +859,89 @@ TEST_CASE("Cli.cache_list_and_clear_touch_only_ferry_files") {
   CHECK(empty.out.find("0 entries") != std::string::npos);
 }
 
+// ---- what reaches the terminal -----------------------------------------------------------------
+
+namespace {
+/// An escape sequence (retitle the window), a C1 CSI in UTF-8, and a newline that would fake a
+/// line of the output.
+const std::string hostile = "\x1b]0;owned\x07\xc2\x9b" "31m\nforged";
+/// `text` carries none of `hostile`'s controls, and shows them as \xNN.
+void check_shown_as_text(const std::string& text) {
+  CAPTURE(text);
+  CHECK(text.find('\x1b') == std::string::npos);
+  CHECK(text.find('\x07') == std::string::npos);
+  CHECK(text.find("\xc2\x9b") == std::string::npos);
+  CHECK(text.find("\nforged") == std::string::npos);
+  CHECK(text.find("\\x1b]0;owned\\x07\\xc2\\x9b31m\\x0aforged") != std::string::npos);
+}
+}  // namespace
+
+TEST_CASE("Cli.cache.the_directory_name_is_shown_as_text") {
+  // The directory ($FERRY_CACHE_DIR, $XDG_CACHE_HOME, --cache-dir) was printed as it was.
+  support::TempDir root;
+  const fs::path dir = root.path / ("cache" + hostile);
+  Result list = cli({"cache", "list", "--cache-dir", dir.string()});  // no such directory yet
+  CHECK(list.status == 0);
+  check_shown_as_text(list.out);
+  Result clear = cli({"cache", "clear", "--cache-dir", dir.string()});
+  CHECK(clear.status == 0);
+  check_shown_as_text(clear.out);
+
+  fs::create_directory(dir);
+  write_file(dir / "wrap-aa.so", "x");
+  list = cli({"cache", "list", "--cache-dir", dir.string()});
+  CHECK(list.status == 0);
+  check_shown_as_text(list.out);
+  clear = cli({"cache", "clear", "--cache-dir", dir.string()});
+  CHECK(clear.status == 0);
+  CHECK(clear.out.find("removed 1 files") != std::string::npos);
+  check_shown_as_text(clear.out);
+}
+
+TEST_CASE("Cli.report.the_output_name_is_shown_as_text") {
+  // `ferry report *.trace` printed the page's name, the trace's with .html, as it was.
+  support::TempDir dir;
+  const fs::path trace = dir.path / ("run" + hostile + ".trace");
+  REQUIRE(cli({"run", "--trace", trace.string(), "add", "1", "2"}).status == 0);
+  Result r = cli({"report", trace.string()});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(fs::exists(dir.path / ("run" + hostile + ".html")));
+  check_shown_as_text(r.out);
+}
+
+TEST_CASE("Cli.info.environment_values_are_shown_as_text") {
+  // Paths and flags from the environment reached the terminal as they were, in the text and in
+  // the JSON (RapidJSON escapes only what is below U+0020).
+  support::TempDir root;
+  const std::string cache = (root.path / ("cache" + hostile)).string();
+  const std::map<std::string, std::string> env = {{"FERRY_CACHE_DIR", cache},
+                                                  {"FERRY_WRAP_FLAGS", "-O1 " + hostile}};
+  Result text = cli(Call{.args = {"info"}, .env = env});
+  CHECK(text.status == 0);
+  check_shown_as_text(text.out);
+
+  Result json = cli(Call{.args = {"info", "--json"}, .env = env});
+  CHECK(json.status == 0);
+  CAPTURE(json.out);
+  CHECK(json.out.find("\xc2\x9b") == std::string::npos);
+  CHECK(json.out.find("\\u009b") != std::string::npos);
+  support::rj::Document doc;
+  doc.Parse(json.out.c_str(), json.out.size());
+  REQUIRE(!doc.HasParseError());
+  CHECK(std::string(doc["wrap"]["cache_dir"].GetString()) == cache);  // the same text, escaped
+}
+
+TEST_CASE("Cli.usage_errors_are_shown_as_text") {
+  // CLI11's messages quote the value given, and the unexpected arguments were printed as given.
+  Result size = cli({"run", "--memory", "1" + hostile, "add", "1", "2"});
+  CHECK(size.status == 2);
+  check_shown_as_text(size.err);
+  Result extra = cli({"info", "x" + hostile});
+  CHECK(extra.status == 2);
+  CHECK(extra.err.find("unexpected arguments") != std::string::npos);
+  check_shown_as_text(extra.err);
+}
+
 // ---- containment -------------------------------------------------------------------------------
 
 namespace {
