@@ -232,7 +232,8 @@ int clear_cache(const fs::path& dir) {
 int run_cache(const CacheOptions& options, const GlobalOptions& /*global*/) {
   try {
     fs::path dir = cache_dir(options);
-    return options.clear ? clear_cache(dir) : list_cache(dir);
+    return finish_output(options.clear ? "cache clear" : "cache list", stdout,
+                         options.clear ? clear_cache(dir) : list_cache(dir));
   } catch (...) {
     return report("cache", describe(std::current_exception()));
   }

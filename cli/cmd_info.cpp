@@ -154,7 +154,7 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       fact("root", yes(contain.root));
     }
     std::fwrite(out.data(), 1, out.size(), stdout);
-    return exit_ok;
+    return finish_output("info", stdout, exit_ok);
   } catch (...) {
     return report("info", describe(std::current_exception()));
   }

@@ -117,9 +117,9 @@ int run_list(const ListOptions& options, const GlobalOptions& global) {
     for (const auto& t : shown) row(t.name, t.signature, t.library);
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
-  std::fflush(stdout);
+  const int status = finish_output("list", stdout, exit_ok);
   for (const auto& s : skipped) print_error("list", "skipped " + s.path.string() + ": " + s.reason);
-  return exit_ok;
+  return status;
 }
 
 }  // namespace ferry::cli

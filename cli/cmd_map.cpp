@@ -722,10 +722,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       ++base;
     }
 
-    if (std::ferror(io.out)) {
-      print_error("map", "cannot write the results: " + std::string(std::strerror(errno)));
-      return exit_task_failed;
-    }
+    if (int status = finish_output("map", io.out, exit_ok); status != exit_ok) return status;
     if (input->error()) {
       print_error("map", "cannot read the input: " + std::string(std::strerror(input->error())));
       return exit_usage;

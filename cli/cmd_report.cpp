@@ -161,7 +161,7 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
   std::printf("%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n",
               terminal_line(output.string()).c_str(),
               summary.slices.size(), summary.tracks.size(), failed, never_ran);
-  return exit_ok;
+  return finish_output("report", stdout, exit_ok);
 }
 
 }  // namespace ferry::cli

@@ -93,8 +93,7 @@ int run_run(const RunOptions& options, const GlobalOptions& global) {
     if (options.raw) {
       if (result.empty() || result.back() != '\n') result += '\n';
       std::fwrite(result.data(), 1, result.size(), io.out);
-      std::fflush(io.out);
-      return exit_ok;
+      return finish_output("run", io.out, exit_ok);
     }
     rj::Document doc;
     std::string error;
@@ -106,9 +105,8 @@ int run_run(const RunOptions& options, const GlobalOptions& global) {
     if (auto it = doc.FindMember("value0"); it != doc.MemberEnd()) {
       std::string value = json::write(it->value) + "\n";
       std::fwrite(value.data(), 1, value.size(), io.out);
-      std::fflush(io.out);
     }
-    return exit_ok;
+    return finish_output("run", io.out, exit_ok);
   } catch (...) {
     return report("run", describe(std::current_exception()));
   }

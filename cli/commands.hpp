@@ -124,6 +124,10 @@ Failure describe(std::exception_ptr error);
 int report(std::string_view command, const Failure& failure);
 /// Prints the failure's remote stack on stderr, indented under "remote stack (worker):", if any.
 void print_remote_stack(const Failure& failure);
+/// The end of a subcommand's output: flushes `out` and checks that all written to it arrived (a
+/// full disk, /dev/full). If not, prints "ferry <command>: cannot write the output: <reason>" on
+/// stderr and returns exit_task_failed (or `status`, when that is a failure already); else `status`.
+int finish_output(std::string_view command, std::FILE* out, int status);
 /// Prints "ferry <command>: <message>" on stderr.
 void print_error(std::string_view command, std::string_view message);
 /// `text` safe to show on a terminal (platform/format.hpp): control characters but newline and

@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 #include <cstdio>
 #include <limits>
 #include <stdexcept>
@@ -462,6 +464,14 @@ std::string terminal_line(std::string_view text) {
   std::string out(4 * text.size(), '\0');  // \xNN for one byte at most
   out.resize(detail::terminal_text_into(out.data(), out.size(), text, "\\x0a"));
   return out;
+}
+
+int finish_output(std::string_view command, std::FILE* out, int status) {
+  // errno is fflush's when it fails, else (the error flag of an earlier write) still that write's.
+  if (std::fflush(out) == 0 && !std::ferror(out)) return status;
+  const int error = errno;
+  print_error(command, std::string("cannot write the output: ") + (error ? std::strerror(error) : "write error"));
+  return status == exit_ok ? exit_task_failed : status;
 }
 
 void print_error(std::string_view command, std::string_view message) {

@@ -942,6 +942,40 @@ TEST_CASE("Cli.usage_errors_are_shown_as_text") {
   check_shown_as_text(extra.err);
 }
 
+TEST_CASE("Cli.lost_output_is_an_error") {
+  // `ferry run add 40 2 > /dev/full`, list, info and cache exited 0: the failed write was never
+  // looked at. Every subcommand now checks its output at the end, as map and report did.
+  if (!fs::exists("/dev/full")) {
+    MESSAGE("skipped: no /dev/full");
+    return;
+  }
+  support::TempDir data;
+  write_file(data.path / "in.jsonl", "1\n2\n");
+  const fs::path trace = data.path / "run.trace";
+  REQUIRE(cli({"run", "--trace", trace.string(), "add", "1", "2"}).status == 0);
+  const std::vector<std::vector<std::string>> commands = {
+      {"run", "add", "40", "2"},
+      {"run", "--raw", "add", "40", "2"},
+      {"list"},
+      {"list", "--json"},
+      {"info"},
+      {"info", "--json"},
+      {"cache", "list", "--cache-dir", (data.path / "cache").string()},
+      {"cache", "clear", "--cache-dir", (data.path / "cache").string()},
+      {"map", "square", (data.path / "in.jsonl").string()},
+      {"report", trace.string(), "-o", (data.path / "run.html").string()},
+  };
+  for (const auto& args : commands) {
+    CAPTURE(args);
+    support::TempDir dir;
+    fs::create_symlink("/dev/full", dir.path / "stdout");  // spawn opens it for stdout: ENOSPC
+    Child child = spawn(Call{.args = args}, dir.path);
+    CHECK(wait_status(child.pid) == 1);
+    const std::string err = read_file(dir.path / "stderr");
+    CHECK_MESSAGE(err.find("cannot write the output: No space left on device") != std::string::npos, err);
+  }
+}
+
 // ---- containment -------------------------------------------------------------------------------
 
 namespace {
