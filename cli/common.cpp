@@ -328,7 +328,17 @@ std::optional<std::string> json_arguments(std::string_view command, std::string_
     const std::string& arg = args[i];
     rj::Document doc;
     std::string error;
-    if (!json::parse(arg, doc, error)) {
+    bool parsed = json::parse(arg, doc, error);
+    // An argument travels one level down, inside {"value0": ...}: one nested as deep as the
+    // worker reads was accepted here and refused there, its offset in the wrapped line.
+    if (const auto scan = detail::scan_json_text(arg, detail::max_json_depth - 1);
+        parsed && scan.problem == detail::JsonTextScan::Problem::too_deep) {
+      parsed = false;
+      error = "nested deeper than " + std::to_string(detail::max_json_depth - 1) +
+              " levels, the most an argument may be inside the task's arguments (at offset " +
+              std::to_string(scan.offset) + ")";
+    }
+    if (!parsed) {
       const bool arg_of_task = what == "argument";
       std::string hint = !arg.empty() && arg[0] == '-' && arg_of_task
                              ? " (an unknown option? options go before TASK; put -- before ARGs "

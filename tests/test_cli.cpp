@@ -494,6 +494,28 @@ TEST_CASE("Cli.run_refuses_json_nested_too_deep") {
   CHECK(inside.err.find("argument 2 is not valid JSON: nested deeper") != std::string::npos);
 }
 
+TEST_CASE("Cli.run.an_argument_as_deep_as_the_limit_is_refused_at_its_own_offset") {
+  // An argument travels inside {"value0": ...}, one level more: 512 levels passed ferry's check
+  // and the worker refused them, at an offset in the wrapped line (SerializationError).
+  auto nested = [](std::size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  Result r = cli({"run", "sum", nested(512)});
+  CHECK(r.status == 2);
+  CHECK_MESSAGE(r.err.find("argument 1 is not valid JSON: nested deeper than 511 levels") != std::string::npos,
+                r.err);
+  CHECK(r.err.find("(at offset 511)") != std::string::npos);
+  CHECK(r.err.find("SerializationError") == std::string::npos);
+  // 511 levels reach the task (which wants numbers, not arrays).
+  Result fits = cli({"run", "sum", nested(511)});
+  CHECK(fits.status == 2);
+  CHECK(fits.err.find("expected f64, found an array") != std::string::npos);
+  // An --initarg travels the same way.
+  Result init = cli({"run", "--initializer", "load_model", "--initarg", nested(512), "--initarg", "1",
+                     "predict", "1.0"});
+  CHECK(init.status == 2);
+  CHECK_MESSAGE(init.err.find("--initarg 1 is not valid JSON: nested deeper than 511 levels") != std::string::npos,
+                init.err);
+}
+
 TEST_CASE("Cli.map_refuses_json_nested_too_deep") {
   std::string deep = std::string(200'000, '[') + "\n";
   Result r = cli({"map", "square"}, "1\n" + deep + "3\n");
