@@ -572,6 +572,7 @@ TEST_CASE("Mpi.wire.a_running_send_keeps_loops_looking_until_its_peer_is_abandon
   s.send(std::move(b), 0, tag_frames, comm);
   CHECK_FALSE(s.progress());
   CHECK(s.sending() == 1);
+  CHECK(s.buffered() == big.size());  // what an agent counts before it reads its worker again
   auto now = std::chrono::steady_clock::now();
   CHECK(s.moving(now));
   CHECK_FALSE(s.moving(now + transfer_stall));  // nothing moved for that long: stalled
@@ -589,5 +590,6 @@ TEST_CASE("Mpi.wire.a_running_send_keeps_loops_looking_until_its_peer_is_abandon
   }
   CHECK(s.pending() == 0);
   CHECK(s.sending() == 0);
+  CHECK(s.buffered() == 0);
   CHECK(got == big);
 }

@@ -524,8 +524,10 @@ TEST_CASE("Trust.private_directories_are_not_made_through_another_users_link") {
   if (::geteuid() != 0) return;  // only root can make a link of another user's
   fs::create_symlink(t.safe, t.root.path / "theirs");
   REQUIRE(::lchown((t.root.path / "theirs").c_str(), 65534, 65534) == 0);
-  CHECK_FALSE(ferry::detail::create_private_directories(t.root.path / "theirs" / "sub" / "ferry", ec));
+  std::string why;
+  CHECK_FALSE(ferry::detail::create_private_directories(t.root.path / "theirs" / "sub" / "ferry", ec, &why));
   CHECK(ec == std::errc::permission_denied);
+  CHECK(contains(why, "a symbolic link owned by uid 65534"));
   CHECK_FALSE(fs::exists(t.safe / "sub"));
   CHECK(ferry::detail::untrusted_way_reason(t.root.path / "theirs" / "x") != "");
   CHECK(ferry::detail::untrusted_way_reason(t.root.path / "x") == "");  // not made yet: fine

@@ -53,8 +53,9 @@ namespace {
 fs::path shipped_cache_dir(std::string& why) {
   fs::path dir = ferry::detail::default_cache_dir() / "shipped";
   std::error_code ec;
-  if (!ferry::detail::create_private_directories(dir, ec)) {
-    why = "cannot create " + dir.string() + " (" + ec.message() + ")";
+  std::string unsafe;
+  if (!ferry::detail::create_private_directories(dir, ec, &unsafe)) {
+    why = unsafe.empty() ? "cannot create " + dir.string() + " (" + ec.message() + ")" : unsafe;
   } else if (!ferry::detail::unsafe_allowed_by_environment()) {
     why = ferry::detail::untrusted_reason(dir);
   }
@@ -447,7 +448,12 @@ class Agent {
   /// host's pool does with a local worker; its end is reported with the reason.
   bool pump_child(bool look_at_end) {
     bool moved = false;
-    bool open = relay_child(moved, look_at_end);
+    // Its frames wait in the ring (or the channel) while MPI has not sent what was read before:
+    // a worker writing faster than the link to the host carries them filled the agent's memory
+    // with sends (Sender::max_buffered). A full ring makes the worker wait; its end is still
+    // seen through its pidfd.
+    const bool hold_back = sender_.buffered() > Sender::max_buffered;
+    bool open = hold_back ? !child_->closed_at : relay_child(moved, look_at_end);
     if (!child_->to_worker.empty() && !flush_to_worker()) child_->to_worker.clear();
     ferry::detail::ExitStatus st;
     bool ended = false;

@@ -370,6 +370,7 @@ void Sender::post(std::unique_ptr<InFlight> s, const char* data, std::size_t siz
   if (rc != MPI_SUCCESS) return;
   s->comm = comm;
   s->dest = dest;
+  buffered_ += s->bytes.size();
   inflight_.push_back(std::move(s));
   last_moved_ = std::chrono::steady_clock::now();
 }
@@ -416,6 +417,7 @@ bool Sender::progress() {
         --abandoned_;
       else
         last_moved_ = std::chrono::steady_clock::now();
+      buffered_ -= std::min(buffered_, inflight_[i]->bytes.size());
       inflight_[i] = std::move(inflight_.back());
       inflight_.pop_back();
     } else {

@@ -289,6 +289,11 @@ class Sender {
   /// Frees completed sends; true when none is pending.
   bool progress();
   std::size_t pending() const { return inflight_.size(); }
+  /// Bytes of this process's memory held by sends still running (whole messages; a chunk is
+  /// sent from where its payload already is): what a relay that reads faster than MPI sends
+  /// piles up (an agent stops reading its worker past max_buffered).
+  std::size_t buffered() const { return buffered_; }
+  static constexpr std::size_t max_buffered = std::size_t{256} << 20;
   /// Sends still running to peers not abandoned.
   std::size_t sending() const { return inflight_.size() - abandoned_; }
   /// Whether a loop should keep looking (spinning) rather than nap: a send runs to a peer not
@@ -319,6 +324,7 @@ class Sender {
             MPI_Comm comm);
   std::vector<std::unique_ptr<InFlight>> inflight_;
   std::size_t abandoned_ = 0;  // of inflight_
+  std::size_t buffered_ = 0;   // bytes of inflight_
   std::chrono::steady_clock::time_point last_moved_{};  // a send posted or completed
   std::size_t chunk_bytes_ = default_chunk_bytes;
 };

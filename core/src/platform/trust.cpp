@@ -297,7 +297,7 @@ void require_trusted(const fs::path& path, bool directory_final) {
   if (!v) throw PluginError::unsafe(v.at.string(), v.why, path.string());
 }
 
-bool create_private_directories(const fs::path& dir, std::error_code& ec) {
+bool create_private_directories(const fs::path& dir, std::error_code& ec, std::string* why_not) {
   ec.clear();
   fs::path at;
   bool way_checked = false;
@@ -312,6 +312,7 @@ bool create_private_directories(const fs::path& dir, std::error_code& ec) {
       if (std::string why = untrusted_way_reason(at); !why.empty()) {
         debug_log("not creating %s: %s", at.c_str(), why.c_str());
         ec = std::make_error_code(std::errc::permission_denied);
+        if (why_not) *why_not = std::move(why);
         return false;
       }
       way_checked = true;

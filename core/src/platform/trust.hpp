@@ -55,8 +55,10 @@ void require_trusted(const std::filesystem::path& path, bool directory_final = f
 /// umask 002, create_directories would make them group-writable, and the trust check would then
 /// refuse what ferry itself created). Directories that exist are left as they are. False, with
 /// `ec` set, when one cannot be created, or when the way to the first one to make fails
-/// untrusted_way_reason (permission_denied: nothing is made through another user's link).
-FERRY_INTERNAL_API bool create_private_directories(const std::filesystem::path& dir, std::error_code& ec);
+/// untrusted_way_reason (permission_denied, and `why_not` set to that reason: nothing is made
+/// through another user's link).
+FERRY_INTERNAL_API bool create_private_directories(const std::filesystem::path& dir, std::error_code& ec,
+                                                   std::string* why_not = nullptr);
 
 /// FERRY_ALLOW_UNSAFE_PLUGINS is set (and not "0"): the user turned the check off.
 FERRY_INTERNAL_API bool unsafe_allowed_by_environment();

@@ -334,7 +334,11 @@ fs::path prepare_cache_dir(const WrapSite& site, const fs::path& dir) {
   // Created private in one step: create-then-chmod would let a concurrent build (every wrap of
   // an executor builds at once) find it open for a moment and refuse it. Missing parents are
   // made private too: under umask 002 they would be group-writable, and refused below.
-  create_private_directories(dir, ec);
+  std::string unsafe;
+  create_private_directories(dir, ec, &unsafe);
+  if (!unsafe.empty())
+    setup_failed(site, "the cache directory " + dir.string() + " is not created: " + unsafe +
+                           ". Set FERRY_CACHE_DIR to another directory");
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     setup_failed(site, "the cache directory " + dir.string() + " cannot be created" +
