@@ -16,6 +16,7 @@
 #include <ferry/ferry.hpp>
 
 #include "commands.hpp"
+#include "platform/trust.hpp"
 #include "report_html.hpp"
 #include "trace_reader.hpp"
 #include "trace_summary.hpp"
@@ -68,8 +69,14 @@ CLI::App* setup_report(CLI::App& app, ReportOptions& options) {
 namespace {
 
 /// Writes the page to a temporary file beside `output`, then renames it: a reader never sees a
-/// half-written report, and a failed run leaves the previous one.
+/// half-written report, and a failed run leaves the previous one. Never through another user's
+/// link on the way, nor into a directory another user could swap (untrusted_way_reason: the
+/// rename put the page over whatever file of that name the link's target held).
 bool write_file(const fs::path& output, const std::function<bool(std::FILE*)>& write, std::string& error) {
+  if (std::string why = ferry::detail::untrusted_way_reason(output); !why.empty()) {
+    error = "refusing to write there: " + why;
+    return false;
+  }
   fs::path dir = output.parent_path().empty() ? fs::path(".") : output.parent_path();
   std::string tmp = (dir / ("." + output.filename().string() + ".XXXXXX")).string();
   int fd = ::mkostemp(tmp.data(), O_CLOEXEC);

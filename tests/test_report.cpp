@@ -14,6 +14,7 @@
 // (tests/fuzz/trace_fuzz.hpp) and the reader's blocks.
 #include <doctest/doctest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -958,6 +959,21 @@ TEST_CASE("Report.writes_to_stdout_or_fails_with_status_1") {
     CHECK(full.status == 1);
     CHECK_MESSAGE(full.err.find("cannot write the report to stdout: No space left on device") != std::string::npos, full.err);
   }
+}
+
+TEST_CASE("Report.is_not_written_through_another_users_link") {
+  // `-o /tmp/<their link>/r.html`: the rename put the page over r.html wherever the link
+  // pointed (as root, anyone's).
+  if (::geteuid() != 0) return;  // only root can make a link of another user's
+  support::TempDir dir;
+  fs::create_directories(dir.path / "elsewhere");
+  { std::ofstream(dir.path / "elsewhere" / "r.html") << "precious"; }
+  fs::create_symlink(dir.path / "elsewhere", dir.path / "theirs");
+  REQUIRE(::lchown((dir.path / "theirs").c_str(), 65534, 65534) == 0);
+  Ran r = report({(data_dir / "basic.json").string(), "-o", (dir.path / "theirs" / "r.html").string()}, dir.path);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("a symbolic link owned by uid 65534") != std::string::npos, r.err);
+  CHECK(read_file(dir.path / "elsewhere" / "r.html") == "precious");
 }
 
 TEST_CASE("Report.the_page_is_private_like_the_trace") {
