@@ -198,6 +198,17 @@ TEST_CASE("HostileWorker.announced_size_alone_allocates_nothing") {
   CHECK(ex.submit(square, 2).get() == 4);
 }
 
+TEST_CASE("HostileWorker.crash_reports_without_end_are_a_protocol_error") {
+  // Reports of another process's crash are ignored (a task's forked child inherits the handler
+  // and the channel), but not without end: through the MPI hub, which relays them faster than
+  // the pool reads, they grew the hub's memory for good.
+  ferry::Executor ex(fake("crash_flood"));
+  CHECK(ex.submit(square, 3).get() == 9);
+  auto hurt = ex.submit(square, 1);
+  check_killed_for(hurt, "more than 1024 crash reports");
+  CHECK(ex.submit(square, 4).get() == 16);  // a new worker
+}
+
 TEST_CASE("HostileWorker.second_hello_is_a_protocol_error") {
   // A second hello was taken as the first: the running call was never answered, and each
   // hello's host name (1 MiB each in the review) stayed in the host for good.

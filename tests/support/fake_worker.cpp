@@ -22,6 +22,7 @@
 //   out_of_order    answers the next task (sent behind it) first, and never this one
 //   huge_times      answers with the largest times a result can carry (started, finished, CPU)
 //   claim_huge      announces a 768 MiB result, sends 1 MiB of it, and exits (code 1)
+//   crash_flood     sends 5,000 crash reports of another process (pid 1), then never answers
 //   ring_head       (with --rings 1, an MPI agent's worker) sets the head of its ring to the
 //                   agent far past what it wrote
 //   ring_tail       (with --rings 1) answers, then sets the tail of the ring from the agent far
@@ -54,6 +55,7 @@
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 #include "wire/ring.hpp"
+#include "wire/stack.hpp"
 
 namespace proto = ferry::detail::protocol;
 using ferry::detail::Buffer;
@@ -291,6 +293,12 @@ int main(int argc, char** argv) {
           proto::ResultStatus::init_failed));
     } else if (mode == "out_of_order") {
       held = call;
+    } else if (mode == "crash_flood") {
+      ferry::detail::Crashed c;
+      c.pid = 1;
+      c.signal = SIGSEGV;
+      for (int i = 0; i < 5000; ++i) send(ferry::detail::encode_crashed(c));
+      for (;;) ::pause();
     } else if (mode == "claim_huge") {
       // Within FERRY_MAX_FRAME_BYTES (1 GiB by default): the size alone is no protocol error.
       constexpr std::uint64_t claimed = std::uint64_t{768} << 20;

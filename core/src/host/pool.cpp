@@ -517,6 +517,12 @@ void Pool::handle_contained(WorkerSlot& w, const Frame& f) {
 
 void Pool::handle_crashed(WorkerSlot& w, const Frame& f) {
   Crashed c = decode_crashed(f.view());
+  // The worker's own crash says so once, and each process its task forks may crash once; past
+  // that many, a task writing the frame on its channel again and again (ignored as another
+  // process's, or taken as its own and overwritten) cost the host nothing locally, but through
+  // the MPI hub, which relays faster than the pool reads, it grew the hub's memory without end.
+  if (++w.crash_reports > max_crash_reports)
+    throw protocol::ProtocolError("more than " + std::to_string(max_crash_reports) + " crash reports");
   // A process the task forked inherits the handler and the channel: its crash is not the worker's.
   // (w.pid is the worker's pid as the host knows it; a remote worker's is its hello's.)
   if (w.pid > 0 && c.pid != static_cast<std::uint32_t>(w.pid)) {

@@ -120,6 +120,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// The process's exit waits for one more pool finishing in the background (its shutdown(wait)
   /// could not wait), until its manager thread says exit_waits_for_one_less().
   static void exit_waits_for_one_more();
+  /// Crashed frames one worker may send (handle_crashed): its own, and its task's children's.
+  static constexpr std::uint32_t max_crash_reports = 1024;
   static void exit_waits_for_one_less() noexcept;
   /// `m` locked, except in a forked child (a snapshot of the parent's state is read as it is).
   std::unique_lock<std::mutex> lock_unless_forked(std::mutex& m) const;

@@ -99,6 +99,7 @@ struct WorkerSlot {
   // Its crashed frame: the stack where it took `crash_signal` (TerminatedWorkerError::remote_stack).
   int crash_signal = 0;
   std::shared_ptr<const RemoteStack> crash_stack;
+  std::uint32_t crash_reports = 0;  // crashed frames read (Pool::max_crash_reports)
   protocol::TaskLimits sent_limits;  // the limits its next task runs under (args, limits frames)
   // CPU time of the running call, sampled by the manager (Limits::cpu_time): the call measured,
   // the worker's CPU ticks when it was first seen running, and when the next sample is due (one
