@@ -146,6 +146,14 @@ TEST_CASE("Fork.a_child_gets_a_reusable_executor_while_a_parents_thread_makes_on
   // A thread of the parent inside get_reusable_executor at the fork held its lock, for ever in
   // the child. The thread makes one executor after another (options that differ), so that most
   // forks find the lock held.
+#if defined(__SANITIZE_ADDRESS__)
+  // Not under AddressSanitizer: GCC 12's allocator has no fork handler, and a lock of it the
+  // parent's thread held at the fork leaves the child's first allocation in another thread
+  // waiting for good (seen with gdb: the child's manager thread in SizeClassAllocator64). glibc's
+  // malloc takes its locks around fork().
+  MESSAGE("skipped under AddressSanitizer (its allocator's locks are not fork-safe)");
+  return;
+#endif
   std::atomic<bool> stop{false};
   std::thread churn([&] {
     for (int i = 0; !stop.load(); ++i) {
