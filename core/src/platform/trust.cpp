@@ -4,8 +4,6 @@
 // the link's owner, then its target's whole way), as ssh's StrictModes and secure_path checks do.
 #include "platform/trust.hpp"
 
-#include "platform/debug.hpp"
-
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -310,7 +308,6 @@ bool create_private_directories(const fs::path& dir, std::error_code& ec, std::s
     // directory another user could swap (what follows is ours, made here).
     if (!way_checked) {
       if (std::string why = untrusted_way_reason(at); !why.empty()) {
-        debug_log("not creating %s: %s", at.c_str(), why.c_str());
         ec = std::make_error_code(std::errc::permission_denied);
         if (why_not) *why_not = std::move(why);
         return false;
