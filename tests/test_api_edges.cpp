@@ -100,6 +100,28 @@ TEST_CASE("Imap.a_stream_of_a_replaced_reusable_executor_goes_on_with_its_replac
   CHECK(next == 40);
 }
 
+TEST_CASE("Imap.a_stream_follows_every_replacement_of_a_reusable_executor") {
+  // It forwarded to the replacement it was first given only: once that one was replaced too and
+  // gone, the stream ended with BrokenProcessPool though a newer executor was there.
+  auto a = ferry::get_reusable_executor(support::options(1));
+  auto s = a->imap(square, std::views::iota(0, 40), {.chunksize = 1, .max_in_flight = 2});
+  auto it = s.begin();
+  REQUIRE(*it == 0);
+  for (const char* generation : {"b", "c"}) {
+    auto options = support::options(1);
+    options.env = {{"FERRY_TEST_EDGES", generation}};
+    auto next = ferry::get_reusable_executor(options);  // replaces the one before
+    REQUIRE(next.get() != a.get());
+    a = std::move(next);  // the one replaced is destroyed
+  }
+  int next = 1;
+  for (++it; it != s.end(); ++it) {
+    CHECK(*it == next * next);
+    ++next;
+  }
+  CHECK(next == 40);
+}
+
 // ---- 2. waits polled again and again ----------------------------------------------------------
 
 TEST_CASE("Futures.wait.polling_does_not_grow_memory") {

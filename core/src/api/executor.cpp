@@ -44,8 +44,11 @@ std::string current_exception_reason() {
 /// through it meanwhile) before shutting the pool down.
 struct detail::ExecutorLink {
   std::shared_mutex mu;
-  Executor* executor = nullptr;        // null once the executor is being destroyed
-  std::weak_ptr<Executor> successor;   // the one get_reusable_executor replaced it with, if any
+  Executor* executor = nullptr;  // null once the executor is being destroyed
+  // The link of the one get_reusable_executor replaced it with, if any: a stream follows the
+  // links to the executor that is there now, however many were replaced since (each link is a
+  // few words; an executor is not kept alive by it).
+  std::shared_ptr<ExecutorLink> next;
 };
 
 Executor::Executor(ExecutorOptions options)
@@ -81,7 +84,7 @@ Executor::~Executor() {
     std::unique_lock lock(link_->mu, std::defer_lock);
     if (!pool_->forked()) lock.lock();
     link_->executor = nullptr;
-    link_->successor = replacement();
+    if (auto r = replacement()) link_->next = r->link_;
     pool_->shutdown({.wait = true, .kill_workers = false});
   } catch (...) {
     // Destructors are noexcept; shutdown only throws on allocation failure.
@@ -92,22 +95,25 @@ void Executor::submit_linked(detail::ExecutorLink& link, const detail::Target& t
                              detail::Buffer args, std::uint32_t items,
                              std::shared_ptr<detail::StateBase> state, std::uint8_t frame_flags,
                              std::size_t first_input) {
-  std::shared_ptr<Executor> successor;
-  {
-    // Held while the chunk is submitted: nothing under it may run a user's callback (one that
-    // destroyed the executor would wait for this lock on this thread). It holds today because the
-    // chunk's state gets its future, and so any callback, only after this returns.
-    std::shared_lock lock(link.mu);
-    if (link.executor) {
-      link.executor->submit_encoded(target, std::move(args), items, std::move(state), SubmitOptions{},
-                                    frame_flags, first_input);
-      return;
+  std::shared_ptr<detail::ExecutorLink> held;  // the link looked at, past the stream's own
+  for (detail::ExecutorLink* at = &link; at;) {
+    std::shared_ptr<detail::ExecutorLink> next;
+    {
+      // Held while the chunk is submitted: nothing under it may run a user's callback (one that
+      // destroyed the executor would wait for this lock on this thread). It holds today because
+      // the chunk's state gets its future, and so any callback, only after this returns.
+      std::shared_lock lock(at->mu);
+      if (at->executor) {
+        at->executor->submit_encoded(target, std::move(args), items, std::move(state), SubmitOptions{},
+                                     frame_flags, first_input);
+        return;
+      }
+      next = at->next;
     }
-    successor = link.successor.lock();
+    held = std::move(next);  // after the lock: `at` may be the link `held` kept alive
+    at = held.get();
   }
-  if (!successor) throw BrokenProcessPool::shut_down();
-  successor->submit_encoded(target, std::move(args), items, std::move(state), SubmitOptions{},
-                            frame_flags, first_input);
+  throw BrokenProcessPool::shut_down();
 }
 
 void Executor::submit_encoded(const detail::Target& target, detail::Buffer args,
