@@ -82,44 +82,41 @@ TEST_CASE("Imap.a_stream_that_outlives_its_executor_ends_with_BrokenProcessPool"
   CHECK(it == s.end());  // the error ended the stream
 }
 
-TEST_CASE("Imap.a_stream_of_a_replaced_reusable_executor_goes_on_with_its_replacement") {
-  auto a = ferry::get_reusable_executor(support::options(1));
-  auto s = a->imap(square, std::views::iota(0, 40), {.chunksize = 1, .max_in_flight = 2});
+namespace {
+
+/// A stream of square over 0..39 from a reusable executor, which get_reusable_executor then
+/// replaces `replacements` times, each one replaced destroyed once replaced (its last handle
+/// dropped); the stream goes on. How many results it gave, in order.
+int results_across_replacements(int replacements) {
+  auto current = ferry::get_reusable_executor(support::options(1));
+  auto s = current->imap(square, std::views::iota(0, 40), {.chunksize = 1, .max_in_flight = 2});
   auto it = s.begin();
   REQUIRE(*it == 0);
-  auto options = support::options(1);
-  options.env = {{"FERRY_TEST_EDGES", "1"}};
-  auto b = ferry::get_reusable_executor(options);  // replaces a
-  REQUIRE(b.get() != a.get());
-  a.reset();  // a's last handle: a is destroyed, its stream is not
+  for (int generation = 1; generation <= replacements; ++generation) {
+    auto options = support::options(1);
+    options.env = {{"FERRY_TEST_EDGES", std::to_string(generation)}};
+    auto next = ferry::get_reusable_executor(options);  // replaces the current one
+    REQUIRE(next.get() != current.get());
+    current = std::move(next);  // the one replaced is destroyed, its stream is not
+  }
   int next = 1;
   for (++it; it != s.end(); ++it) {
     CHECK(*it == next * next);
     ++next;
   }
-  CHECK(next == 40);
+  return next;
+}
+
+}  // namespace
+
+TEST_CASE("Imap.a_stream_of_a_replaced_reusable_executor_goes_on_with_its_replacement") {
+  CHECK(results_across_replacements(1) == 40);
 }
 
 TEST_CASE("Imap.a_stream_follows_every_replacement_of_a_reusable_executor") {
   // It forwarded to the replacement it was first given only: once that one was replaced too and
   // gone, the stream ended with BrokenProcessPool though a newer executor was there.
-  auto a = ferry::get_reusable_executor(support::options(1));
-  auto s = a->imap(square, std::views::iota(0, 40), {.chunksize = 1, .max_in_flight = 2});
-  auto it = s.begin();
-  REQUIRE(*it == 0);
-  for (const char* generation : {"b", "c"}) {
-    auto options = support::options(1);
-    options.env = {{"FERRY_TEST_EDGES", generation}};
-    auto next = ferry::get_reusable_executor(options);  // replaces the one before
-    REQUIRE(next.get() != a.get());
-    a = std::move(next);  // the one replaced is destroyed
-  }
-  int next = 1;
-  for (++it; it != s.end(); ++it) {
-    CHECK(*it == next * next);
-    ++next;
-  }
-  CHECK(next == 40);
+  CHECK(results_across_replacements(2) == 40);
 }
 
 // ---- 2. waits polled again and again ----------------------------------------------------------

@@ -14,10 +14,11 @@
 //                (from 1 MiB of memory: a datatype that repeats one block with a stride of 0)
 //       stalled  a good hello, then the head of a frame of 1 MiB in chunks of 64 KiB, one chunk,
 //                and heartbeats only: the host must not count them as signs of life
-//       frozen   a good hello, then a message of 4 MiB, and no MPI call for 20 s (over TCP its
-//                bytes move only while the sender calls MPI), then it exits without a word: the
-//                host's hub must not wait for them (a blocking receive froze it, and the honest
-//                agent left)
+//       frozen   a good hello, then a message of 4 MiB, and no MPI call until the host (the
+//                ferry_test_mpi_host its launcher started beside it) has ended, at most 60 s
+//                (over TCP its bytes move only while the sender calls MPI), then it exits without
+//                a word: the host's hub must not wait for them (a blocking receive froze it, and
+//                the honest agent left)
 //       held     a good hello, the head of a frame it never sends, then 5,000 small messages,
 //                held behind it: refused at once past the host's cap, not after the stall limit
 //       vast     a good hello, then the head of a frame of 1 PiB: refused at once (the host
@@ -35,13 +36,18 @@
 //     read. The agent must ask for nothing, stay up, and answer the start as a worker that could
 //     not start; then it is told to leave. Prints "ok hostile host".
 #include <mpi.h>
+#include <poll.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "wire.hpp"
@@ -102,6 +108,38 @@ bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) 
   return false;
 }
 
+/// Waits, calling no MPI, until the host process of this job (a ferry_test_mpi_host started by
+/// the same launcher as this rank) has ended; false when it is not found or outlives `limit`.
+bool wait_for_host_end(std::chrono::seconds limit) {
+  const pid_t launcher = ::getppid();
+  pid_t host = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state = 0;
+    pid_t parent = 0;
+    rest >> state >> parent;
+    if (parent != launcher) continue;
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string argv0;
+    std::getline(cmdline, argv0, '\0');
+    if (std::filesystem::path(argv0).filename() == "ferry_test_mpi_host") host = std::stoi(pid);
+  }
+  if (host == 0) return false;
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, host, 0));
+  if (fd < 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  const bool ended = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(limit).count())) == 1;
+  ::close(fd);
+  return ended;
+}
+
 std::string strings_of(const Buffer& body) {
   std::string out;
   if (body.size() == 0) return out;
@@ -143,9 +181,11 @@ int agent(const std::string& kind) {
     if (kind == "frozen") {
       static Buffer big(std::size_t{4} << 20);
       MPI_Isend(big.data(), static_cast<int>(big.size()), MPI_BYTE, 0, tag_frames, MPI_COMM_WORLD, &large_send);
-      std::this_thread::sleep_for(std::chrono::seconds(20));  // calls no MPI: its bytes stay here
-      // Its TCP connection is not what MPI expects any more after so long: it leaves at once.
-      std::cout << "hostile frozen: woke after 20 s" << std::endl;
+      // Calls no MPI (its bytes stay here) until the host is gone; its TCP connection is not
+      // what MPI expects any more after that: it leaves at once.
+      std::cout << (wait_for_host_end(std::chrono::seconds(60)) ? "hostile frozen: left after the host ended"
+                                                                 : "hostile frozen: the host did not end")
+                << std::endl;
       std::_Exit(0);
     }
     if (kind == "held") {

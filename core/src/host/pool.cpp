@@ -193,7 +193,7 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   // As ExecutorOptions::limits (check_containment): the host measures cpu_time from /proc, which
   // knows no remote worker's pid (it sampled whatever local process had that number), and the
   // other limits need the local worker's containment.
-  if (options_.backend != "local" && any_limit(task_limits(options.limits)))
+  if (any_limit(task_limits(options.limits)) && options_.backend != "local")  // no string compare per submit
     throw std::invalid_argument("ferry: SubmitOptions::limits are supported by the \"local\" backend only, not by \"" +
                                 options_.backend + "\"");
   {
