@@ -185,31 +185,10 @@ unsigned long long start_time(pid_t pid) {
   return t;
 }
 
-/// pid -> parent pid, of every process.
-std::map<pid_t, pid_t> parents() {
-  std::map<pid_t, pid_t> out;
-  for (const auto& e : fs::directory_iterator("/proc", fs::directory_options::skip_permission_denied)) {
-    const std::string name = e.path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      continue;
-    std::ifstream stat(e.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state = 0;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    out[static_cast<pid_t>(std::stol(name))] = ppid;
-  }
-  return out;
-}
-
 /// Every process under `roots` (children, grandchildren, ...), not the roots themselves.
 std::vector<pid_t> descendants_of(const std::vector<int>& roots) {
   std::map<pid_t, std::vector<pid_t>> children;
-  for (auto [pid, ppid] : parents()) children[ppid].push_back(pid);
+  for (const auto& [pid, p] : support::processes()) children[p.parent].push_back(pid);
   std::vector<pid_t> out;
   std::vector<pid_t> pending(roots.begin(), roots.end());
   std::set<pid_t> seen(pending.begin(), pending.end());

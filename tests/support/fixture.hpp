@@ -23,6 +23,8 @@
 
 #include <ferry/ferry.hpp>
 
+#include "processes.hpp"
+
 namespace support {
 
 using namespace std::chrono_literals;
@@ -91,24 +93,8 @@ inline char process_state(pid_t pid) {
 /// Pids of this process's children, with their state.
 inline std::vector<std::pair<pid_t, char>> children() {
   std::vector<std::pair<pid_t, char>> out;
-  DIR* d = ::opendir("/proc");
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (!end || *end || pid <= 0) continue;
-    std::ifstream stat(std::string("/proc/") + e->d_name + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state;
-    long ppid;
-    rest >> state >> ppid;
-    if (ppid == ::getpid()) out.emplace_back(static_cast<pid_t>(pid), state);
-  }
-  ::closedir(d);
+  for (const auto& [pid, p] : processes())
+    if (p.parent == ::getpid()) out.emplace_back(pid, p.state);
   return out;
 }
 

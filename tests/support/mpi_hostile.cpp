@@ -46,10 +46,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "processes.hpp"
 #include "wire.hpp"
 
 namespace {
@@ -113,23 +113,12 @@ bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) 
 bool wait_for_host_end(std::chrono::seconds limit) {
   const pid_t launcher = ::getppid();
   pid_t host = 0;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string pid = entry.path().filename().string();
-    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    std::getline(stat, line);
-    auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state = 0;
-    pid_t parent = 0;
-    rest >> state >> parent;
-    if (parent != launcher) continue;
-    std::ifstream cmdline(entry.path() / "cmdline");
+  for (const auto& [pid, p] : support::processes()) {
+    if (p.parent != launcher) continue;
+    std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
     std::string argv0;
     std::getline(cmdline, argv0, '\0');
-    if (std::filesystem::path(argv0).filename() == "ferry_test_mpi_host") host = std::stoi(pid);
+    if (std::filesystem::path(argv0).filename() == "ferry_test_mpi_host") host = pid;
   }
   if (host == 0) return false;
   const int fd = static_cast<int>(::syscall(SYS_pidfd_open, host, 0));
