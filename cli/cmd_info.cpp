@@ -98,12 +98,15 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       str(contain.descendants);
       w.Key("processes");
       str(contain.processes);
+      w.Key("memory");
+      str(contain.memory);
       w.Key("landlock_abi");
       w.Int(contain.landlock_abi);
       for (auto [key, value] : {std::pair{"seccomp", contain.seccomp},
                                 {"user_namespaces", contain.user_namespaces},
                                 {"network_namespace", contain.network_namespace},
                                 {"pids_cgroup", contain.pids_cgroup},
+                                {"memory_cgroup", contain.memory_cgroup},
                                 {"root", contain.root}}) {
         w.Key(key);
         w.Bool(value);
@@ -146,11 +149,13 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       auto yes = [](bool b) { return std::string(b ? "yes" : "no"); };
       fact("descendants", contain.descendants);
       fact("processes limit", contain.processes);
+      fact("memory limit", contain.memory);
       fact("Landlock ABI", contain.landlock_abi > 0 ? std::to_string(contain.landlock_abi) : "none");
       fact("seccomp", yes(contain.seccomp));
       fact("user namespaces", yes(contain.user_namespaces));
       fact("network namespace", yes(contain.network_namespace));
       fact("pids cgroup", yes(contain.pids_cgroup));
+      fact("memory cgroup", yes(contain.memory_cgroup));
       fact("root", yes(contain.root));
     }
     std::fwrite(out.data(), 1, out.size(), stdout);

@@ -275,8 +275,9 @@ void add_containment_options(CLI::App& sub, ContainmentOptions& options) {
                                                    "without --sandbox there is none");
   });
   sub.add_option("--memory", limits.memory,
-                 wrap("private memory of a worker while a task runs: 512M, 2G, 1024K, 4GiB or "
-                      "bytes (K, M, G, T: powers of 1024)"))
+                 wrap("private memory of a worker while a task runs (with --sandbox, where a "
+                      "memory cgroup can be made, all its memory, shared too): 512M, 2G, 1024K, "
+                      "4GiB or bytes (K, M, G, T: powers of 1024)"))
       ->type_name("SIZE")
       ->transform(size);
   sub.add_option_function<long long>(

@@ -1213,11 +1213,13 @@ TEST_CASE("Cli.info.json_has_the_containment_keys") {
   CHECK(json.status == 0);
   const std::string keys[][2] = {{"descendants", "\"[^\"]+\""},
                                  {"processes", "\"[^\"]+\""},
+                                 {"memory", "\"[^\"]+\""},
                                  {"landlock_abi", "[0-9]+"},
                                  {"seccomp", "(true|false)"},
                                  {"user_namespaces", "(true|false)"},
                                  {"network_namespace", "(true|false)"},
                                  {"pids_cgroup", "(true|false)"},
+                                 {"memory_cgroup", "(true|false)"},
                                  {"root", "(true|false)"}};
   std::smatch section;
   REQUIRE_MESSAGE(std::regex_search(json.out, section, std::regex("\"containment\":\\{[^{}]*\\}")),
@@ -1230,8 +1232,9 @@ TEST_CASE("Cli.info.json_has_the_containment_keys") {
   // The text has the section, a line per fact.
   Result text = cli({"info"});
   CHECK(text.status == 0);
-  const std::string facts[] = {"descendants", "processes limit", "Landlock ABI", "seccomp",
-                               "user namespaces", "network namespace", "pids cgroup", "root"};
+  const std::string facts[] = {"descendants", "processes limit", "memory limit", "Landlock ABI",
+                               "seccomp", "user namespaces", "network namespace", "pids cgroup",
+                               "memory cgroup", "root"};
   auto lines = lines_of(text.out);
   auto start = std::find(lines.begin(), lines.end(), "containment");
   REQUIRE_MESSAGE(start != lines.end(), text.out);

@@ -1080,6 +1080,51 @@ TEST_CASE("Limits.memory_stops_an_allocation_with_ResourceLimitError") {
 #endif
 }
 
+TEST_CASE("Sandbox.memory_limit_counts_shared_memory_where_a_memory_cgroup_can_be_made") {
+#if FERRY_TEST_SHADOW_MEMORY
+  MESSAGE("skipped under a sanitizer (no memory limit there)");
+#else
+  if (!ferry::detail::containment_support().memory_cgroup) {
+    MESSAGE("skipped: no memory cgroup here (" << ferry::detail::containment_support().memory << ")");
+    return;
+  }
+  // RLIMIT_DATA counts private memory only: shared anonymous memory, a memfd and a System V
+  // segment went past it unseen. The sandbox's memory cgroup counts them all. Each task touches
+  // 1 GiB at most when the ceiling is missing.
+  ferry::Limits limits;
+  limits.memory = 128 * MiB;
+  ferry::Executor ex(contained(limits, sandbox_on()));
+  std::vector<int> ended;
+  for (int how : {0, 1, 2}) {
+    INFO("share_memory how " << how);
+    auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), share_memory, 1 * GiB, how));
+    if (e) {
+      check_limit_error(*e, "share_memory", "memory", 128 * MiB, "128 MiB");
+      CHECK(std::string(e->what()).find("memory cgroup") != std::string::npos);
+      ended.push_back(e->pid());
+    }
+  }
+  // Under the ceiling, shared memory works.
+  CHECK(value_of(ex.submit_with(hostile(), share_memory, 16 * MiB, 0)) == 16 * MiB);
+  // The ceiling's watcher is a thread of the worker: started under the seccomp filter (and
+  // Landlock) like the task's own, or a task could take it over and be outside its sandbox.
+  const std::string threads = value_of(ex.submit_with(hostile(), unfiltered_threads));
+  CHECK_MESSAGE(threads.rfind("0/", 0) == 0, "threads without the filter / all: " << threads);
+  CHECK(threads != "0/1");  // the watcher is there
+  check_pool_is_healthy(ex);
+  // The guardian of each worker that ended removed its memory cgroup (<own memory cgroup>/ferry/PID).
+  std::ifstream own("/proc/self/cgroup");
+  std::string parent;
+  for (std::string line; std::getline(own, line);)
+    if (auto at = line.find(":memory:"); at != std::string::npos) parent = "/sys/fs/cgroup/memory" + line.substr(at + 8);
+  REQUIRE_FALSE(parent.empty());
+  for (int pid : ended) {
+    const fs::path dir = fs::path(parent) / "ferry" / std::to_string(pid);
+    CHECK_MESSAGE(eventually([&] { return !fs::exists(dir); }, 10s), dir << " is still there");
+  }
+#endif
+}
+
 TEST_CASE("Limits.cpu_time_stops_a_spinning_task_with_ResourceLimitError") {
   ferry::Limits limits;
   set_seconds(limits.cpu_time, 1);

@@ -29,6 +29,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
@@ -223,6 +225,47 @@ std::uint64_t allocate(std::uint64_t bytes, bool touch) {
     escape(block.get());
   }
   return bytes;
+}
+
+std::uint64_t share_memory(std::uint64_t bytes, int how) {
+  const auto size = static_cast<std::size_t>(bytes);
+  void* at = MAP_FAILED;
+  if (how == 0) {
+    at = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  } else if (how == 1) {
+    int fd = static_cast<int>(::syscall(SYS_memfd_create, "share_memory", 0u));
+    if (fd < 0) fail("memfd_create");
+    if (::ftruncate(fd, static_cast<off_t>(size)) == 0)
+      at = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+  } else {
+    int id = ::shmget(IPC_PRIVATE, size, IPC_CREAT | 0600);
+    if (id < 0) fail("shmget");
+    at = ::shmat(id, nullptr, 0);
+    ::shmctl(id, IPC_RMID, nullptr);  // gone once detached
+    if (at == reinterpret_cast<void*>(-1)) at = MAP_FAILED;
+  }
+  if (at == MAP_FAILED) fail("mapping shared memory");
+  auto* p = static_cast<volatile char*>(at);
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  for (std::size_t i = 0; i < size; i += page) p[i] = 1;
+  if (how == 2) ::shmdt(at);
+  else ::munmap(at, size);
+  return bytes;
+}
+
+std::string unfiltered_threads() {
+  int all = 0, unfiltered = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream status(entry.path() / "status");
+    ++all;
+    bool filtered = false;
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("Seccomp:", 0) == 0) filtered = line.find('2') != std::string::npos;
+    if (!filtered) ++unfiltered;
+  }
+  return std::to_string(unfiltered) + "/" + std::to_string(all);
 }
 
 int leak_files(int n) {
@@ -620,6 +663,8 @@ FERRY_TASK(exec_shell);
 FERRY_TASK(fork_bomb);
 FERRY_TASK(fork_until_refused);
 FERRY_TASK(allocate);
+FERRY_TASK(share_memory);
+FERRY_TASK(unfiltered_threads);
 FERRY_TASK(leak_files);
 FERRY_TASK(setsid_grandchild);
 FERRY_TASK(hidden_grandchild);

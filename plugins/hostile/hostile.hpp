@@ -33,6 +33,13 @@ FERRY_EXPORT int fork_until_refused(int n);
 /// `new char[bytes]`; with `touch`, writes to every page (resident, not only reserved). The
 /// memory is freed before returning `bytes`. std::bad_alloc escapes as it is.
 FERRY_EXPORT std::uint64_t allocate(std::uint64_t bytes, bool touch);
+/// Maps `bytes` of shared memory and writes to every page: `how` 0 an anonymous MAP_SHARED
+/// mapping, 1 a memfd (closed once mapped), 2 a System V segment. Neither is counted by
+/// RLIMIT_DATA. Unmapped before returning `bytes`; a failed call throws.
+FERRY_EXPORT std::uint64_t share_memory(std::uint64_t bytes, int how);
+/// How many threads of this process are not under a seccomp filter (/proc/self/task/*/status),
+/// and how many there are: "unfiltered/all".
+FERRY_EXPORT std::string unfiltered_threads();
 /// Opens /dev/null `n` times, never closing (nor O_CLOEXEC); throws on the first failure
 /// (EMFILE), naming how many it had opened. Returns `n`.
 FERRY_EXPORT int leak_files(int n);

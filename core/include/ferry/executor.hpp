@@ -43,7 +43,9 @@ See README "Running untrusted code".
 */
 struct Limits {
   /// Bytes of private memory (heap, anonymous mappings: RLIMIT_DATA); shared-memory arguments do
-  /// not count. Enforced while the task runs: an allocation past it fails, and the task ends.
+  /// not count. Enforced while the task runs: an allocation past it fails, and the task ends. In
+  /// a sandbox where a memory cgroup can be made (root, cgroup v1), also a ceiling on all the
+  /// worker's memory, shared mappings included.
   std::size_t memory = 0;
   /// CPU time of one task, measured by the host (user + system time of the worker process).
   std::chrono::seconds cpu_time{0};

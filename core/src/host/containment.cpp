@@ -163,8 +163,13 @@ std::exception_ptr contained_error(const protocol::Contained& c, const std::stri
       ResourceLimitError(task, pid, protocol::contained_kind_name(c.kind), c.value, c.detail));
 }
 
-std::exception_ptr containment_death(int signal, const protocol::TaskLimits& limits, bool sandbox,
-                                     const std::string& task, int pid) {
+std::exception_ptr containment_death(int signal, int exit_code, const protocol::TaskLimits& limits,
+                                     bool sandbox, const std::string& task, int pid) {
+  if (signal == 0 && exit_code == static_cast<int>(protocol::WorkerExit::memory_ceiling) && sandbox &&
+      limits.memory)
+    return std::make_exception_ptr(ResourceLimitError(
+        task, pid, "memory", limits.memory,
+        "the worker's memory cgroup was full (the sandbox's ceiling counts shared memory too)"));
   if (signal == SIGXFSZ && limits.file_size)
     return std::make_exception_ptr(ResourceLimitError(task, pid, "file_size", limits.file_size,
                                                       "the worker died of SIGXFSZ"));

@@ -65,10 +65,11 @@ std::vector<std::string> containment_args(const ExecutorOptions& options, const 
 
 /// The error a task ends with when its worker reported `c` (a contained frame).
 std::exception_ptr contained_error(const protocol::Contained& c, const std::string& task, int pid);
-/// The error for a worker that died of `signal` without a contained frame, when the executor's
-/// containment explains it (SIGXFSZ with a file size limit, SIGSYS in a sandbox); else nullptr.
-std::exception_ptr containment_death(int signal, const protocol::TaskLimits& limits, bool sandbox,
-                                     const std::string& task, int pid);
+/// The error for a worker that died of `signal` or exited with `exit_code` without a contained
+/// frame, when the executor's containment explains it (SIGXFSZ with a file size limit, SIGSYS in a
+/// sandbox, WorkerExit::memory_ceiling with a memory limit in a sandbox); else nullptr.
+std::exception_ptr containment_death(int signal, int exit_code, const protocol::TaskLimits& limits,
+                                     bool sandbox, const std::string& task, int pid);
 
 /// CPU time (user + system) of process `pid` in clock ticks; UINT64_MAX when it cannot be read.
 std::uint64_t cpu_ticks(int pid);

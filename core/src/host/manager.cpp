@@ -219,7 +219,7 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   std::exception_ptr error = w.kill_error;
   // A limit or the sandbox explains the death: the task would hit it again, no retry.
   if (!error)
-    error = containment_death(st.signal, running.limits, p_.options_.sandbox.enabled,
+    error = containment_death(st.signal, st.exit_code, running.limits, p_.options_.sandbox.enabled,
                               running.ref->display, w.pid);
   if (!error && running.retries < p_.options_.max_retries_on_worker_death) {
     // Sent again: its one slice in a trace will be the attempt that ends it.

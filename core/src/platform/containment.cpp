@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -79,6 +80,7 @@ ContainmentSupport probe() {
   s.landlock_abi = landlock_abi();
   s.seccomp = seccomp_filters();
   s.pids_cgroup = pids_cgroup_writable(s.root);
+  s.memory_cgroup = s.root && !memory_cgroup_parent().empty();
   // Not a PID namespace, although one can be made: a process whose children go to another PID
   // namespace than its own cannot create threads (clone(CLONE_THREAD) fails with EINVAL), and
   // ferry-worker is the host's child, so it cannot be inside one itself (worker/containment.cpp).
@@ -88,37 +90,58 @@ ContainmentSupport probe() {
   s.processes = s.pids_cgroup                    ? "pids cgroup"
                 : (!s.root && s.user_namespaces) ? "RLIMIT_NPROC in a user namespace"
                                                  : "none";
+  s.memory = s.memory_cgroup ? "RLIMIT_DATA, and in a sandbox a memory cgroup"
+                             : "RLIMIT_DATA (private memory only)";
   return s;
 }
 
 }  // namespace
 
-std::string pids_cgroup_parent() {
-  // /proc/self/cgroup: "N:pids:/path" (v1; controllers are a comma list), "0::/path" (v2).
+namespace {
+
+/// This process's cgroups from /proc/self/cgroup: "N:pids:/path" (v1; controllers are a comma
+/// list), "0::/path" (v2). Paths without the trailing "/" of the root ("" for it).
+struct OwnCgroups {
+  std::optional<std::string> v1_pids, v1_memory, v2;
+};
+
+OwnCgroups own_cgroups() {
+  OwnCgroups own;
   std::ifstream in("/proc/self/cgroup");
-  std::string line, v1, v2;
-  bool has_v1 = false, has_v2 = false;
+  std::string line;
   while (std::getline(in, line)) {
     auto a = line.find(':'), b = line.find(':', a + 1);
     if (a == std::string::npos || b == std::string::npos) continue;
     std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
     std::string path = line.substr(b + 1);
     if (path == "/") path.clear();
-    if (controllers.find(",pids,") != std::string::npos) {
-      v1 = path;
-      has_v1 = true;
-    } else if (controllers == ",,") {
-      v2 = path;
-      has_v2 = true;
-    }
+    if (controllers.find(",pids,") != std::string::npos) own.v1_pids = path;
+    if (controllers.find(",memory,") != std::string::npos) own.v1_memory = path;
+    if (controllers == ",,") own.v2 = path;
   }
+  return own;
+}
+
+}  // namespace
+
+std::string memory_cgroup_parent() {
+  // v1 only: nested in this process's own memory cgroup, whose limits then count the workers too.
+  // (v2 would need the worker's one cgroup to take the memory controller as well: not built.)
+  OwnCgroups own = own_cgroups();
+  if (own.v1_memory && ::access(("/sys/fs/cgroup/memory" + *own.v1_memory).c_str(), W_OK) == 0)
+    return "/sys/fs/cgroup/memory" + *own.v1_memory;
+  return "";
+}
+
+std::string pids_cgroup_parent() {
+  OwnCgroups own = own_cgroups();
   // v1: nested in this process's own pids cgroup, whose limits then count the workers too.
-  if (has_v1 && ::access(("/sys/fs/cgroup/pids" + v1).c_str(), W_OK) == 0)
-    return "/sys/fs/cgroup/pids" + v1;
+  if (own.v1_pids && ::access(("/sys/fs/cgroup/pids" + *own.v1_pids).c_str(), W_OK) == 0)
+    return "/sys/fs/cgroup/pids" + *own.v1_pids;
   // v2: only from the root cgroup (a container's, with its cgroup namespace): elsewhere the
   // parent has processes of its own and cannot hand the pids controller down, and a worker moved
   // out of the host's cgroup would escape the host's memory and CPU limits.
-  if (has_v2 && v2.empty() && ::access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) == 0 &&
+  if (own.v2 && own.v2->empty() && ::access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) == 0 &&
       file_has_word("/sys/fs/cgroup/cgroup.controllers", "pids"))
     return "/sys/fs/cgroup";
   return "";

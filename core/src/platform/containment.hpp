@@ -19,16 +19,24 @@ struct ContainmentSupport {
   int landlock_abi = 0;            // 0: no Landlock
   bool seccomp = false;            // seccomp-bpf filters
   bool pids_cgroup = false;        // a pids cgroup can be made per worker (processes limit as root)
+  bool memory_cgroup = false;      // a memory cgroup can be made per worker (a sandbox's ceiling, root)
   /// How a worker's descendants end with it: "pids cgroup", "user namespace" or
   /// "subreaper and sweep".
   std::string descendants;
   /// How Limits::processes is enforced: "pids cgroup", "RLIMIT_NPROC in a user namespace", "none".
   std::string processes;
+  /// How Limits::memory is enforced: "RLIMIT_DATA, and in a sandbox a memory cgroup" or
+  /// "RLIMIT_DATA (private memory only)".
+  std::string memory;
 };
 
 /// Where a worker's pids cgroup goes (as root): the pids cgroup of this process (v1), or the
 /// root of a v2 hierarchy when this process is in it; "" when there is none. Not exported.
 std::string pids_cgroup_parent();
+
+/// Where a sandboxed worker's memory cgroup goes (as root): the memory cgroup of this process
+/// (cgroup v1); "" when there is none or it cannot be written. Not exported.
+std::string memory_cgroup_parent();
 
 /// Why a sandbox cannot be made with Landlock ABI `abi` (1 to 5): signal scoping came with ABI 6.
 /// Not exported (the worker and containment_missing).
