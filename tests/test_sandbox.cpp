@@ -1080,6 +1080,19 @@ TEST_CASE("Limits.memory_stops_an_allocation_with_ResourceLimitError") {
 #endif
 }
 
+TEST_CASE("Sandbox.every_thread_of_a_sandboxed_worker_is_under_its_filter") {
+#if FERRY_TEST_SHADOW_MEMORY
+  MESSAGE("skipped under a sanitizer (its own threads start before the sandbox)");
+#else
+  // The seccomp filter, Landlock and the dropped capabilities bind the thread that set them up and
+  // those it starts afterwards: a thread of the worker that ran before would be outside the
+  // sandbox, in the task's reach (the same memory).
+  ferry::Executor ex(sandboxed());
+  const std::string threads = value_of(ex.submit_with(hostile(), unfiltered_threads));
+  CHECK_MESSAGE(threads.rfind("0/", 0) == 0, "threads without the filter / all: " << threads);
+#endif
+}
+
 TEST_CASE("Sandbox.memory_limit_counts_shared_memory_where_a_memory_cgroup_can_be_made") {
 #if FERRY_TEST_SHADOW_MEMORY
   MESSAGE("skipped under a sanitizer (no memory limit there)");
