@@ -127,8 +127,12 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
     return exit_usage;
   }
 
+  // The summary keeps what the page can draw (and counts the rest): its memory does not grow with
+  // the trace's tracks, marks or texts.
+  trace::ReportLimits limits;
+  if (options.max_slices) limits.max_slices = options.max_slices;
   trace::ReadResult read;
-  trace::SummaryBuilder builder;
+  trace::SummaryBuilder builder(trace::summary_limits(limits));
   bool ok = trace::read_trace(
       trace_path, [&](const rj::Value& event, std::size_t line) { builder.add(event, line); }, read);
   if (!ok) {
@@ -137,8 +141,6 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
     return exit_usage;
   }
   trace::Summary summary = builder.finish();
-  trace::ReportLimits limits;
-  if (options.max_slices) limits.max_slices = options.max_slices;
   std::vector<trace::Note> notes = trace::report_notes(read, summary, limits);
   for (const auto& note : notes)
     if (note.bad) print_error("report", options.trace + ": " + note.text);
@@ -167,7 +169,7 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
   // The name is the trace's (ferry report *.trace): shown as text.
   std::printf("%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n",
               terminal_line(output.string()).c_str(),
-              summary.slices.size(), summary.tracks.size(), failed, never_ran);
+              summary.slices_total, summary.tracks_total, failed, never_ran);
   return finish_output("report", stdout, exit_ok);
 }
 

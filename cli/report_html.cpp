@@ -310,7 +310,7 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
   }
   w.EndArray();
   key(w, "tracks_total");
-  w.Uint64(s.tracks.size());
+  w.Uint64(s.tracks_total);
 
   // Slices: the first max_slices by start time among the drawn tracks.
   key(w, "slices");
@@ -334,7 +334,7 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
   }
   w.EndArray();
   key(w, "slices_total");
-  w.Uint64(s.slices.size());
+  w.Uint64(s.slices_total);
 
   key(w, "marks");
   w.StartArray();
@@ -358,10 +358,12 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
     number(w, f.ts);
     index(w, f.call);
     w.Uint(f.task);
-    if (f.track < 0) {
-      w.Null();
-    } else {
+    if (f.track >= 0) {
       string(w, s.tracks[static_cast<std::size_t>(f.track)].label);
+    } else if (f.track_label >= 0) {
+      string(w, s.strings.strings()[static_cast<std::size_t>(f.track_label)]);  // a track not kept
+    } else {
+      w.Null();
     }
     index(w, page.text_index(f.error));
     index(w, page.text_index(f.message));
@@ -369,7 +371,7 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
   }
   w.EndArray();
   key(w, "failures_total");
-  w.Uint64(s.failures.size());
+  w.Uint64(s.failures_total);
 
   key(w, "counters");
   w.StartObject();
@@ -474,15 +476,28 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
     notes.push_back({"The trace has no stats event: the stats below are computed from its events.", false});
   }
   std::vector<std::string> left_out;
-  if (summary.slices.size() > limits.max_slices)
-    left_out.push_back("the first " + count(limits.max_slices) + " of " + count(summary.slices.size()) +
+  if (summary.slices_total > limits.max_slices)
+    left_out.push_back("the first " + count(limits.max_slices) + " of " + count(summary.slices_total) +
                        " calls (by start time)");
-  if (summary.tracks.size() > limits.max_tracks)
-    left_out.push_back("the first " + count(limits.max_tracks) + " of " + count(summary.tracks.size()) +
+  if (summary.tracks_total > limits.max_tracks)
+    left_out.push_back("the first " + count(limits.max_tracks) + " of " + count(summary.tracks_total) +
                        " workers");
   if (!left_out.empty()) {
     notes.push_back({"The task stream draws " + left_out[0] + (left_out.size() > 1 ? " and " + left_out[1] : "") +
                          "; the tables count everything.",
+                     false});
+  }
+  if (summary.slices_partial || summary.marks_partial) {
+    // The summary keeps only what the page can draw: a lower worker number that came after the
+    // first calls or marks were chosen took the place of a worker whose ones had been kept.
+    notes.push_back({std::string("The task stream may miss some of the first ") +
+                         (summary.slices_partial ? summary.marks_partial ? "calls and marks" : "calls" : "marks") +
+                         " of the workers it draws: the trace named workers out of order after they were chosen.",
+                     false});
+  }
+  if (summary.busy_out_of_order != 0) {
+    notes.push_back({count(summary.busy_out_of_order) + " calls came more than " + std::to_string(busy_window) +
+                         " places out of start order on their worker: busy times may count their overlap twice.",
                      false});
   }
   return notes;

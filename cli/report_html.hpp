@@ -21,6 +21,15 @@ struct ReportLimits {
   std::size_t max_failures = 1'000;
 };
 
+/// The summary's limits that keep what a page of `limits` draws (and the other defaults).
+inline SummaryLimits summary_limits(const ReportLimits& limits, SummaryLimits base = {}) {
+  base.max_tracks = limits.max_tracks;
+  base.max_slices = limits.max_slices;
+  base.max_marks = limits.max_marks;
+  base.max_failures = limits.max_failures;
+  return base;
+}
+
 /// Something the reader of the report should know about the trace, shown at the top of the page.
 struct Note {
   std::string text;

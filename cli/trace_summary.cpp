@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -26,6 +28,15 @@ std::int32_t StringTable::intern(std::string_view s) {
   const auto index = static_cast<std::int32_t>(strings_.size());
   index_.emplace_hint(it, std::string(s), index);
   strings_.emplace_back(s);
+  return index;
+}
+
+std::int32_t StringTable::intern(std::string&& s) {
+  auto it = index_.lower_bound(s);
+  if (it != index_.end() && it->first == s) return it->second;
+  const auto index = static_cast<std::int32_t>(strings_.size());
+  index_.emplace_hint(it, s, index);
+  strings_.push_back(std::move(s));
   return index;
 }
 
@@ -174,13 +185,169 @@ struct CounterSample {
 
 // ---- reading -----------------------------------------------------------------------------------
 
+namespace {
+
+/// Strings of the records kept while reading, counted by reference: a record the caps leave out
+/// gives its strings back, so that only the strings of what may be drawn stay. Each is held once:
+/// the index's keys view the texts, which a deque never moves. Ordered, not hashed (see
+/// StringTable).
+class RefStrings {
+ public:
+  std::int32_t intern(std::string s) {
+    auto it = index_.lower_bound(s);
+    if (it != index_.end() && it->first == s) {
+      ++refs_[static_cast<std::size_t>(it->second)];
+      return it->second;
+    }
+    std::int32_t i;
+    if (!free_.empty()) {
+      i = free_.back();
+      free_.pop_back();
+      text_[static_cast<std::size_t>(i)] = std::move(s);
+      refs_[static_cast<std::size_t>(i)] = 1;
+    } else {
+      i = static_cast<std::int32_t>(text_.size());
+      text_.push_back(std::move(s));
+      refs_.push_back(1);
+    }
+    index_.emplace_hint(it, text_[static_cast<std::size_t>(i)], i);
+    return i;
+  }
+  void retain(std::int32_t i) {
+    if (i >= 0) ++refs_[static_cast<std::size_t>(i)];
+  }
+  /// Not after drop_index().
+  void release(std::int32_t i) {
+    if (i < 0) return;
+    const auto k = static_cast<std::size_t>(i);
+    if (--refs_[k] != 0) return;
+    index_.erase(index_.find(std::string_view(text_[k])));
+    std::string().swap(text_[k]);
+    free_.push_back(i);
+  }
+  const std::string& at(std::int32_t i) const { return text_[static_cast<std::size_t>(i)]; }
+  /// The text of `i`, moved out: the table is left for finish() to drop.
+  std::string take(std::int32_t i) { return std::move(text_[static_cast<std::size_t>(i)]); }
+  std::size_t size() const { return text_.size(); }
+  void drop_index() { decltype(index_)().swap(index_); }
+
+ private:
+  std::deque<std::string> text_;
+  std::vector<std::uint32_t> refs_;
+  std::vector<std::int32_t> free_;
+  std::map<std::string_view, std::int32_t> index_;
+};
+
+/// Where a kept record stands in the page's order: its time, then the order it was read in.
+struct Order {
+  double ts;
+  std::uint64_t seq;
+  bool operator<(const Order& o) const { return ts < o.ts || (ts == o.ts && seq < o.seq); }
+};
+
+struct KeptSlice {
+  Slice s;             ///< s.track unset until finish
+  std::int64_t tid;
+  std::uint64_t seq;
+  Order order() const { return {s.ts, seq}; }
+};
+
+struct KeptMark {
+  Mark m;
+  std::int64_t tid;
+  std::uint64_t seq;
+  Order order() const { return {m.ts, seq}; }
+};
+
+struct KeptFailure {
+  Failure f;            ///< f.track unset until finish
+  std::int64_t tid;     ///< of a failed slice; -1: a `call ended`
+  std::uint64_t seq;
+  /// The page's order: by time, `call ended` before failed slices, then as read.
+  bool operator<(const KeptFailure& o) const {
+    if (f.ts != o.f.ts) return f.ts < o.f.ts;
+    if ((tid >= 0) != (o.tid >= 0)) return tid < 0;
+    return seq < o.seq;
+  }
+};
+
+/// A slice waiting its turn in a track's busy-time window.
+struct BusySlice {
+  double ts, dur;
+  std::uint64_t seq;
+  Order order() const { return {ts, seq}; }
+};
+
+/// A kept track and what its busy time needs.
+struct TrackState {
+  Track t;
+  std::vector<BusySlice> window;  ///< by Order, at most busy_window
+  double until = -std::numeric_limits<double>::infinity();
+  bool applied = false;
+  Order last{};
+  double min_nonneg = -1, max_neg = 0;  ///< for Track::first_slice
+  bool any_neg = false;
+};
+
+/// The caps' reckoning for slices or marks: the smallest Order a cut left out. Every kept record
+/// before it is still there, so the first N are exact when at least N of the final tracks' records
+/// come before it.
+struct CutFloor {
+  bool cut = false;
+  Order floor{};
+  void left_out(const Order& o) {
+    if (!cut || o < floor) floor = o;
+    cut = true;
+  }
+};
+
+/// A per-name count that keeps only the `cap` smallest names: a table of rows in name order that
+/// stops at `cap` shows no other. A name left out can never come back: `cap` smaller ones stay.
+class SmallestNames {
+ public:
+  explicit SmallestNames(std::size_t cap = 500) : cap_(std::max<std::size_t>(cap, 1)) {}
+  void add(std::string_view name) {
+    auto it = counts_.lower_bound(name);
+    if (it != counts_.end() && it->first == name) {
+      ++it->second;
+      return;
+    }
+    if (counts_.size() >= cap_) {
+      auto last = std::prev(counts_.end());
+      if (!(name < last->first)) return;
+      if (it == last) it = counts_.end();
+      counts_.erase(last);
+    }
+    counts_.emplace_hint(it, std::string(name), 1);
+  }
+  const std::map<std::string, std::size_t, std::less<>>& counts() const { return counts_; }
+
+ private:
+  std::size_t cap_;
+  std::map<std::string, std::size_t, std::less<>> counts_;
+};
+
+std::string default_label(std::int64_t tid) {
+  return tid == 0 ? "pool (track 0)" : "track " + std::to_string(tid);
+}
+
+}  // namespace
+
 struct SummaryBuilder::State {
   SummaryLimits limits;
   Summary out;
+  std::uint64_t seq = 0;  ///< events read
   // Every map keyed by text of the trace is ordered, never hashed: libstdc++'s std::hash of a
   // string has collisions that hold for any seed, and n distinct colliding keys (task names, ids)
   // would take O(n²) to insert; here each lookup is O(log n) comparisons.
-  std::map<std::int64_t, std::uint32_t> track_of_tid;
+  std::map<std::int64_t, TrackState> tracks;  ///< the max_tracks lowest tids
+  /// Tids seen and not kept (left out, or replaced by a lower one): sorted, and new ones since,
+  /// merged in when there are as many; 8 bytes a tid, for Summary::tracks_total.
+  std::vector<std::int64_t> other_tids, other_new;
+  /// Labels of tracks not kept, for their failures: the last max_tracks named.
+  std::map<std::int64_t, std::pair<std::uint64_t, std::string>> other_labels;
+  std::map<std::uint64_t, std::int64_t> other_label_order;  ///< by when named: the oldest goes
+  std::uint64_t label_clock = 0;
   std::map<std::string, std::uint32_t, std::less<>> task_of_name;
   std::map<std::string, double, std::less<>> queue_begin;     ///< id → ts of its `b`
   std::map<std::string, double, std::less<>> wait_of_call;    ///< id → queue wait
@@ -189,20 +356,165 @@ struct SummaryBuilder::State {
   std::map<std::string, std::uint32_t, std::less<>> series_of_name;
   bool any_ts = false;
 
+  RefStrings strings;
+  std::vector<KeptSlice> slices;
+  std::vector<KeptMark> marks;
+  std::vector<KeptFailure> failures;
+  CutFloor slices_cut, marks_cut;
+  /// Every slice with a call, for its task's queue waits (matched in finish, as the last `e` of
+  /// its id says).
+  std::vector<std::pair<std::int64_t, std::uint32_t>> slice_calls;
+  // The computed stats, counted as read.
+  std::size_t completed = 0, failed = 0, never_ran = 0, started = 0, crashed = 0;
+  SmallestNames failed_by_type, exited_by_reason;
+
+  explicit State(const SummaryLimits& l)
+      : limits(l), failed_by_type(l.max_stat_rows), exited_by_reason(l.max_stat_rows) {}
+
   void skip(std::size_t line) {
     if (out.skipped++ == 0) out.first_skipped_line = line;
   }
 
-  std::uint32_t track(std::int64_t tid) {
-    auto [it, added] = track_of_tid.try_emplace(tid, static_cast<std::uint32_t>(out.tracks.size()));
-    if (added) {
-      Track t;
-      t.tid = tid;
-      t.label = tid == 0 ? "pool (track 0)" : "track " + std::to_string(tid);
-      out.tracks.push_back(std::move(t));
-    }
-    return it->second;
+  // ---- tracks ----
+
+  void other_tid(std::int64_t tid) {
+    if (std::binary_search(other_tids.begin(), other_tids.end(), tid)) return;
+    other_new.push_back(tid);
+    if (other_new.size() >= std::max<std::size_t>(other_tids.size(), 4096)) merge_other_tids();
   }
+  void merge_other_tids() {
+    std::sort(other_new.begin(), other_new.end());
+    std::vector<std::int64_t> merged;
+    merged.reserve(other_tids.size() + other_new.size());
+    std::set_union(other_tids.begin(), other_tids.end(), other_new.begin(), other_new.end(),
+                   std::back_inserter(merged));
+    merged.erase(std::unique(merged.begin(), merged.end()), merged.end());
+    other_tids = std::move(merged);
+    std::vector<std::int64_t>().swap(other_new);
+  }
+
+  void other_label(std::int64_t tid, std::string label) {
+    if (auto it = other_labels.find(tid); it != other_labels.end()) {
+      other_label_order.erase(it->second.first);
+      other_labels.erase(it);
+    }
+    const std::uint64_t at = ++label_clock;
+    other_labels.emplace(tid, std::make_pair(at, std::move(label)));
+    other_label_order.emplace(at, tid);
+    if (other_labels.size() > std::max<std::size_t>(limits.max_tracks, 1)) {
+      auto oldest = other_label_order.begin();
+      other_labels.erase(oldest->second);
+      other_label_order.erase(oldest);
+    }
+  }
+  std::string label_of_other(std::int64_t tid) const {
+    auto it = other_labels.find(tid);
+    return it != other_labels.end() ? it->second.second : default_label(tid);
+  }
+
+  /// The kept track of `tid`, or null when it is not among the max_tracks lowest (then counted).
+  TrackState* track(std::int64_t tid) {
+    if (auto it = tracks.find(tid); it != tracks.end()) return &it->second;
+    if (tracks.size() >= std::max<std::size_t>(limits.max_tracks, 1)) {
+      auto highest = std::prev(tracks.end());
+      if (tid > highest->first) {
+        other_tid(tid);
+        return nullptr;
+      }
+      // A lower tid: the highest is no longer drawn (and never will be: max_tracks lower ones
+      // stay). Its slices and marks leave at the next cut; its label stays for its failures.
+      other_tid(highest->first);
+      other_label(highest->first, std::move(highest->second.t.label));
+      tracks.erase(highest);
+    }
+    TrackState& st = tracks[tid];
+    st.t.tid = tid;
+    st.t.label = default_label(tid);
+    return &st;
+  }
+
+  bool kept(std::int64_t tid) const { return tracks.count(tid) != 0; }
+
+  static void apply_busy(TrackState& st, const BusySlice& b) {
+    // Busy time is the union of the slices: in start order, only what reaches past the previous
+    // end counts (a worker runs one call at a time, but a trace is not trusted to say so).
+    double end = b.ts + b.dur;
+    if (end > st.until) {
+      st.t.busy += end - std::max(b.ts, st.until);
+      st.until = end;
+    }
+    st.applied = true;
+    st.last = b.order();
+  }
+
+  void busy(TrackState& st, const BusySlice& b) {
+    if (st.applied && b.order() < st.last) {
+      ++out.busy_out_of_order;  // later than the window: counted as it comes
+      double end = b.ts + b.dur;
+      if (end > st.until) {
+        st.t.busy += end - std::max(b.ts, st.until);
+        st.until = end;
+      }
+      return;
+    }
+    auto at = std::upper_bound(st.window.begin(), st.window.end(), b,
+                               [](const BusySlice& x, const BusySlice& y) { return x.order() < y.order(); });
+    st.window.insert(at, b);
+    if (st.window.size() > busy_window) {
+      apply_busy(st, st.window.front());
+      st.window.erase(st.window.begin());
+    }
+  }
+
+  // ---- the caps ----
+
+  void release(const Slice& s) {
+    strings.release(s.error);
+    strings.release(s.message);
+    strings.release(s.first_input);
+  }
+  void release(const Mark& m) {
+    strings.release(m.reason);
+    strings.release(m.error);
+  }
+  void release(const Failure& f) {
+    strings.release(f.error);
+    strings.release(f.message);
+    strings.release(f.track_label);
+  }
+
+  /// Drops the records of tracks no longer kept, then all but the first `cap` (by Order).
+  template <class Kept>
+  void cut(std::vector<Kept>& v, std::size_t cap, CutFloor& floor) {
+    auto gone = std::partition(v.begin(), v.end(), [&](const Kept& k) { return kept(k.tid); });
+    for (auto it = gone; it != v.end(); ++it) release(record(*it));
+    v.erase(gone, v.end());
+    if (v.size() > cap) {
+      std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(cap), v.end(),
+                       [](const Kept& a, const Kept& b) { return a.order() < b.order(); });
+      for (auto it = v.begin() + static_cast<std::ptrdiff_t>(cap); it != v.end(); ++it) {
+        floor.left_out(it->order());
+        release(record(*it));
+      }
+      v.erase(v.begin() + static_cast<std::ptrdiff_t>(cap), v.end());
+    }
+  }
+  static const Slice& record(const KeptSlice& k) { return k.s; }
+  static const Mark& record(const KeptMark& k) { return k.m; }
+
+  void cut_failures() {
+    const std::size_t cap = std::max<std::size_t>(limits.max_failures, 1);
+    std::nth_element(failures.begin(), failures.begin() + static_cast<std::ptrdiff_t>(cap), failures.end());
+    for (auto it = failures.begin() + static_cast<std::ptrdiff_t>(cap); it != failures.end(); ++it) release(it->f);
+    failures.erase(failures.begin() + static_cast<std::ptrdiff_t>(cap), failures.end());
+  }
+  void add_failure(KeptFailure f) {
+    ++out.failures_total;
+    failures.push_back(std::move(f));
+    if (failures.size() >= 4 * std::max<std::size_t>(limits.max_failures, 1)) cut_failures();
+  }
+
+  // ---- events ----
 
   std::uint32_t task(std::string_view name) {
     std::string clean = clean_text(name, max_name);
@@ -211,18 +523,24 @@ struct SummaryBuilder::State {
     return it->second;
   }
 
-  std::int32_t text(const rj::Value* args, const char* name, std::size_t max) {
+  /// args[name] as text for display, or none when absent or null.
+  static std::optional<std::string> text(const rj::Value* args, const char* name, std::size_t max) {
     const rj::Value* v = args ? member(*args, name) : nullptr;
-    if (!v || v->IsNull()) return -1;
-    return out.strings.intern(display_text(*v, max));
+    if (!v || v->IsNull()) return std::nullopt;
+    return display_text(*v, max);
   }
+  std::int32_t keep(std::optional<std::string> s) { return s ? strings.intern(std::move(*s)) : -1; }
 
   void metadata(const rj::Value& e, std::string_view name, const rj::Value* args, std::size_t line) {
     if (name == "thread_name") {
       auto tid = integer_at(e, "tid");
       auto label = args ? string_at(*args, "name") : std::nullopt;
       if (!tid || !label) return skip(line);
-      out.tracks[track(*tid)].label = clean_text(*label, max_name);
+      if (TrackState* st = track(*tid)) {
+        st->t.label = clean_text(*label, max_name);
+      } else {
+        other_label(*tid, clean_text(*label, max_name));
+      }
     } else if (name == "process_name") {
       if (auto label = args ? string_at(*args, "name") : std::nullopt) out.process_name = clean_text(*label, max_name);
     } else if (name == "ferry" && args && args->IsObject()) {
@@ -250,14 +568,21 @@ struct SummaryBuilder::State {
     if (!ts) return skip(line);
     if (name == "call ended") {
       auto task_name = args ? string_at(*args, "task") : std::nullopt;
-      Failure f;
+      KeptFailure k{.f = {}, .tid = -1, .seq = seq};
+      Failure& f = k.f;
       f.ts = *ts;
       f.call = args ? integer_at(*args, "call").value_or(-1) : -1;
       f.task = task(task_name.value_or("(unnamed)"));
-      f.error = text(args, "error", max_name);
-      f.message = text(args, "message", max_message);
+      auto error = text(args, "error", max_name);
+      ++never_ran;
+      if (error) {
+        ++failed;
+        failed_by_type.add(*error);
+      }
+      f.error = keep(std::move(error));
+      f.message = keep(text(args, "message", max_message));
       ++out.tasks[f.task].never_ran;
-      out.failures.push_back(f);
+      add_failure(std::move(k));
       return;
     }
     Mark::Kind kind;
@@ -272,19 +597,29 @@ struct SummaryBuilder::State {
     }
     auto tid = integer_at(e, "tid");
     if (!tid) return skip(line);
-    Mark m{.kind = kind, .ts = *ts, .track = track(*tid), .reason = text(args, "reason", max_name),
-           .error = text(args, "error", max_name)};
-    Track& t = out.tracks[m.track];
+    ++out.marks_total;
+    auto reason = text(args, "reason", max_name);
+    if (kind == Mark::Kind::start) ++started;
+    if (kind == Mark::Kind::crash) ++crashed;
+    if (kind == Mark::Kind::exit) exited_by_reason.add(reason ? *reason : "(none)");
+    TrackState* st = track(*tid);
+    if (!st) return;  // not drawn: counted in the stats above
+    auto error = text(args, "error", max_name);
+    Track& t = st->t;
     if (kind == Mark::Kind::start) {
       if (t.start < 0) t.start = *ts;
     } else if (t.end_kind == Track::End::alive || *ts < t.end) {
       // The first end wins: a track's worker ends once.
       t.end = *ts;
       t.end_kind = kind == Mark::Kind::exit ? Track::End::exit : Track::End::crash;
-      t.end_reason = m.reason >= 0 ? out.strings.strings()[static_cast<std::size_t>(m.reason)] : "";
-      t.end_error = m.error >= 0 ? out.strings.strings()[static_cast<std::size_t>(m.error)] : "";
+      t.end_reason = reason.value_or("");
+      t.end_error = error.value_or("");
     }
-    out.marks.push_back(m);
+    marks.push_back({.m = {.kind = kind, .ts = *ts, .track = 0, .reason = keep(std::move(reason)),
+                           .error = keep(std::move(error))},
+                     .tid = *tid, .seq = seq});
+    if (marks.size() >= 2 * std::max<std::size_t>(limits.max_marks, 1))
+      cut(marks, std::max<std::size_t>(limits.max_marks, 1), marks_cut);
   }
 
   void slice(const rj::Value& e, std::optional<std::string_view> name, std::optional<double> ts,
@@ -292,22 +627,67 @@ struct SummaryBuilder::State {
     auto dur = number_at(e, "dur");
     auto tid = integer_at(e, "tid");
     if (!name || !ts || !dur || !tid || *dur < 0) return skip(line);
+    ++out.slices_total;
     Slice s;
     s.ts = *ts;
     s.dur = *dur;
-    s.track = track(*tid);
     s.task = task(*name);
+    std::optional<std::string> error;
     if (args) {
       s.call = integer_at(*args, "call").value_or(-1);
       if (auto items = integer_at(*args, "items"); items && *items >= 0) s.items = static_cast<std::uint64_t>(*items);
       s.arg_bytes = number_at(*args, "arg_bytes").value_or(-1);
       s.result_bytes = number_at(*args, "result_bytes").value_or(-1);
-      s.error = text(args, "error", max_name);
-      s.message = text(args, "message", max_message);
-      s.first_input = text(args, "first_input", max_name);
+      error = text(args, "error", max_name);
     }
     out.end = std::max(out.end, *ts + *dur);
-    out.slices.push_back(s);
+    TaskFigures& task = out.tasks[s.task];
+    ++task.calls;
+    task.items += s.items;
+    task.durations.push_back(s.dur);
+    if (s.call >= 0) slice_calls.emplace_back(s.call, s.task);
+    if (error) {
+      ++task.failed;
+      ++failed;
+      failed_by_type.add(*error);
+    } else {
+      ++completed;
+    }
+
+    TrackState* st = track(*tid);
+    if (st) {
+      Track& t = st->t;
+      ++t.slices;
+      if (error) ++t.failed;
+      // Track::first_slice as a walk in start order sets it: the first at or after 0, else the last.
+      if (*ts >= 0) {
+        if (st->min_nonneg < 0 || *ts < st->min_nonneg) st->min_nonneg = *ts;
+      } else if (!st->any_neg || *ts > st->max_neg) {
+        st->max_neg = *ts;
+        st->any_neg = true;
+      }
+      busy(*st, {*ts, *dur, seq});
+    }
+    std::int32_t message = -1;
+    if (st || error) message = keep(text(args, "message", max_message));
+    if (error) {
+      KeptFailure k{.f = {}, .tid = *tid, .seq = seq};
+      k.f.ts = s.ts;
+      k.f.call = s.call;
+      k.f.task = s.task;
+      k.f.error = strings.intern(*error);
+      k.f.message = message;
+      if (st) strings.retain(message);  // one reference for the failure, one for the slice
+      if (!st) k.f.track_label = strings.intern(label_of_other(*tid));
+      add_failure(std::move(k));
+    }
+    if (!st) return;
+    s.error = keep(std::move(error));
+    s.message = message;
+    s.first_input = keep(text(args, "first_input", max_name));
+    slices.push_back({.s = s, .tid = *tid, .seq = seq});
+    if (slices.size() >= 2 * std::max<std::size_t>(limits.max_slices, 1))
+      cut(slices, std::max<std::size_t>(limits.max_slices, 1), slices_cut);
   }
 
   void queue(const rj::Value& e, char ph, std::optional<double> ts, std::size_t line) {
@@ -343,14 +723,15 @@ struct SummaryBuilder::State {
   }
 };
 
-SummaryBuilder::SummaryBuilder(SummaryLimits limits) : state_(std::make_unique<State>()) {
+SummaryBuilder::SummaryBuilder(SummaryLimits limits) {
   limits.max_counter_points = std::max<std::size_t>(limits.max_counter_points, 1);
-  state_->limits = limits;
+  state_ = std::make_unique<State>(limits);
 }
 SummaryBuilder::~SummaryBuilder() = default;
 
 void SummaryBuilder::add(const rj::Value& event, std::size_t line) {
   State& s = *state_;
+  ++s.seq;
   auto ph = string_at(event, "ph");
   if (!ph || ph->size() != 1) return s.skip(line);
   auto name = string_at(event, "name");
@@ -428,121 +809,135 @@ void reduce_counters(Counters& c, std::vector<CounterSample>& samples, std::size
   c.points = std::move(reduced);
 }
 
-/// The stats of a trace without a `stats` event, from its events.
-void computed_stats(Summary& out, std::size_t queue_begins, std::size_t max_stat_rows) {
-  std::size_t completed = 0, failed = 0, never_ran = 0, started = 0, crashed = 0;
-  std::map<std::string, std::size_t> failed_by_type, exited_by_reason;
-  auto error_name = [&](std::int32_t e) { return out.strings.strings()[static_cast<std::size_t>(e)]; };
-  for (const Slice& s : out.slices) {
-    if (s.error < 0) {
-      ++completed;
-    } else {
-      ++failed;
-      ++failed_by_type[error_name(s.error)];
-    }
-  }
-  for (const Failure& f : out.failures) {
-    if (f.track >= 0) continue;  // a failed slice, counted above
-    ++never_ran;
-    if (f.error >= 0) {
-      ++failed;
-      ++failed_by_type[error_name(f.error)];
-    }
-  }
-  for (const Mark& m : out.marks) {
-    if (m.kind == Mark::Kind::start) ++started;
-    if (m.kind == Mark::Kind::crash) ++crashed;
-    if (m.kind == Mark::Kind::exit) ++exited_by_reason[m.reason >= 0 ? error_name(m.reason) : "(none)"];
-  }
-  auto row = [&](std::string name, std::size_t n) { out.stats.push_back({std::move(name), std::to_string(n)}); };
-  row("submitted", queue_begins);
-  row("completed", completed);
-  row("failed", failed);
-  // One row per error type and per exit reason: as many as a hostile trace has distinct names,
-  // so they stop at max_stat_rows (as flatten() does); the fixed rows always come.
-  for (const auto& [type, n] : failed_by_type) {
-    if (out.stats.size() >= max_stat_rows) break;
-    row("failed_by_type." + type, n);
-  }
-  row("never_ran", never_ran);
-  row("queued_at_end", out.queued_at_end);
-  row("workers_started", started);
-  row("workers_crashed", crashed);
-  for (const auto& [reason, n] : exited_by_reason) {
-    if (out.stats.size() >= max_stat_rows) break;
-    row("workers_exited." + reason, n);
-  }
-}
-
 }  // namespace
 
 Summary SummaryBuilder::finish() {
   State& s = *state_;
   Summary& out = s.out;
 
-  // Tracks by tid (the map is ordered), tasks by name; slices, marks and failures follow.
-  std::vector<std::uint32_t> track_order;
-  for (const auto& [tid, index] : s.track_of_tid) track_order.push_back(index);
-  std::vector<std::uint32_t> track_where = inverse(track_order);
+  // Tasks by name; slices and failures follow.
   std::vector<std::uint32_t> task_order(out.tasks.size());
   std::iota(task_order.begin(), task_order.end(), 0u);
   std::sort(task_order.begin(), task_order.end(),
             [&](std::uint32_t a, std::uint32_t b) { return out.tasks[a].name < out.tasks[b].name; });
   std::vector<std::uint32_t> task_where = inverse(task_order);
   {
-    std::vector<Track> tracks;
-    for (auto i : track_order) tracks.push_back(std::move(out.tracks[i]));
-    out.tracks = std::move(tracks);
     std::vector<TaskFigures> tasks;
     for (auto i : task_order) tasks.push_back(std::move(out.tasks[i]));
     out.tasks = std::move(tasks);
   }
-  for (Mark& m : out.marks) m.track = track_where[m.track];
-  for (Failure& f : out.failures) f.task = task_where[f.task];
 
-  std::stable_sort(out.slices.begin(), out.slices.end(), [](const Slice& a, const Slice& b) { return a.ts < b.ts; });
-  std::vector<double> busy_until(out.tracks.size(), -std::numeric_limits<double>::infinity());
-  for (Slice& sl : out.slices) {
-    sl.track = track_where[sl.track];
+  // Tracks by tid (the map is ordered): the kept ones, their busy windows walked to the end.
+  s.merge_other_tids();
+  out.tracks_total = s.tracks.size() + s.other_tids.size();
+  std::map<std::int64_t, std::uint32_t> track_index;
+  for (auto& [tid, st] : s.tracks) {
+    for (const BusySlice& b : st.window) State::apply_busy(st, b);
+    st.t.first_slice = st.min_nonneg >= 0 ? st.min_nonneg : st.any_neg ? st.max_neg : -1;
+    track_index.emplace(tid, static_cast<std::uint32_t>(out.tracks.size()));
+    out.tracks.push_back(std::move(st.t));
+  }
+
+  // The records of tracks no longer kept go, and give their strings back.
+  s.cut(s.slices, SIZE_MAX, s.slices_cut);
+  s.cut(s.marks, SIZE_MAX, s.marks_cut);
+
+  // The strings the kept records use, renumbered: each moved once into the summary's table (the
+  // strings are distinct), so that a text is not held twice over.
+  s.strings.drop_index();
+  std::vector<std::int32_t> renumbered(s.strings.size(), -1);
+  auto text = [&](std::int32_t& i) {
+    if (i < 0) return;
+    std::int32_t& to = renumbered[static_cast<std::size_t>(i)];
+    if (to < 0) to = out.strings.intern(s.strings.take(i));
+    i = to;
+  };
+  auto partial = [](auto& kept, const CutFloor& floor, std::size_t cap) {
+    std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.order() < b.order(); });
+    if (!floor.cut) return false;
+    std::size_t before = 0;
+    for (const auto& k : kept) before += k.order() < floor.floor;
+    return before < cap;
+  };
+  out.slices_partial = partial(s.slices, s.slices_cut, std::max<std::size_t>(s.limits.max_slices, 1));
+  for (KeptSlice& k : s.slices) {
+    Slice& sl = k.s;
+    sl.track = track_index.at(k.tid);
     sl.task = task_where[sl.task];
     if (sl.call >= 0) {
       if (auto it = s.wait_of_call.find(std::to_string(sl.call)); it != s.wait_of_call.end()) sl.wait = it->second;
     }
-    Track& t = out.tracks[sl.track];
-    if (t.first_slice < 0) t.first_slice = sl.ts;
-    ++t.slices;
-    // Busy time is the union of the slices: in start order, only what reaches past the previous
-    // end counts (a worker runs one call at a time, but a trace is not trusted to say so).
-    double end = sl.ts + sl.dur;
-    double& until = busy_until[sl.track];
-    if (end > until) {
-      t.busy += end - std::max(sl.ts, until);
-      until = end;
+    text(sl.error);
+    text(sl.message);
+    text(sl.first_input);
+    out.slices.push_back(sl);
+  }
+  std::vector<KeptSlice>().swap(s.slices);
+  out.marks_partial = partial(s.marks, s.marks_cut, std::max<std::size_t>(s.limits.max_marks, 1));
+  for (KeptMark& k : s.marks) {
+    k.m.track = track_index.at(k.tid);
+    text(k.m.reason);
+    text(k.m.error);
+    out.marks.push_back(k.m);
+  }
+  std::vector<KeptMark>().swap(s.marks);
+  std::sort(s.failures.begin(), s.failures.end());
+  for (KeptFailure& k : s.failures) {
+    Failure& f = k.f;
+    f.task = task_where[f.task];
+    if (k.tid >= 0 && f.track_label < 0) {
+      // A failed slice of a kept track, unless a lower tid took its place since: then its label.
+      if (auto it = track_index.find(k.tid); it != track_index.end()) {
+        f.track = it->second;
+      } else {
+        f.track_label = out.strings.intern(s.label_of_other(k.tid));
+        text(f.error);
+        text(f.message);
+        out.failures.push_back(f);
+        continue;
+      }
     }
-    TaskFigures& task = out.tasks[sl.task];
-    ++task.calls;
-    task.items += sl.items;
-    task.durations.push_back(sl.dur);
-    if (sl.wait >= 0) task.waits.push_back(sl.wait);
-    if (sl.error >= 0) {
-      ++task.failed;
-      ++t.failed;
-      out.failures.push_back({.ts = sl.ts, .call = sl.call, .task = sl.task,
-                              .track = static_cast<std::int64_t>(sl.track), .error = sl.error,
-                              .message = sl.message});
-    }
+    text(f.error);
+    text(f.message);
+    text(f.track_label);
+    out.failures.push_back(f);
+  }
+  std::vector<KeptFailure>().swap(s.failures);
+
+  // Queue waits: each slice's call, matched with the last `e` of its id.
+  for (const auto& [call, task] : s.slice_calls) {
+    if (auto it = s.wait_of_call.find(std::to_string(call)); it != s.wait_of_call.end())
+      out.tasks[task_where[task]].waits.push_back(it->second);
   }
   for (TaskFigures& task : out.tasks) {
     std::sort(task.durations.begin(), task.durations.end());
     std::sort(task.waits.begin(), task.waits.end());
   }
-  std::stable_sort(out.marks.begin(), out.marks.end(), [](const Mark& a, const Mark& b) { return a.ts < b.ts; });
-  std::stable_sort(out.failures.begin(), out.failures.end(),
-                   [](const Failure& a, const Failure& b) { return a.ts < b.ts; });
 
   out.queued_at_end = s.queue_begin.size();
   reduce_counters(out.counters, s.counter_samples, s.limits.max_counter_points);
-  if (!out.has_stats) computed_stats(out, s.queue_begins, s.limits.max_stat_rows);
+  if (!out.has_stats) {
+    // The stats of a trace without a `stats` event, from its events. One row per error type and
+    // per exit reason: as many as a hostile trace has distinct names, so they stop at
+    // max_stat_rows (as flatten() does); the fixed rows always come.
+    auto row = [&](std::string name, std::size_t n) { out.stats.push_back({std::move(name), std::to_string(n)}); };
+    const std::size_t max_stat_rows = s.limits.max_stat_rows;
+    row("submitted", s.queue_begins);
+    row("completed", s.completed);
+    row("failed", s.failed);
+    for (const auto& [type, n] : s.failed_by_type.counts()) {
+      if (out.stats.size() >= max_stat_rows) break;
+      row("failed_by_type." + type, n);
+    }
+    row("never_ran", s.never_ran);
+    row("queued_at_end", out.queued_at_end);
+    row("workers_started", s.started);
+    row("workers_crashed", s.crashed);
+    for (const auto& [reason, n] : s.exited_by_reason.counts()) {
+      if (out.stats.size() >= max_stat_rows) break;
+      row("workers_exited." + reason, n);
+    }
+  }
   return std::move(out);
 }
 

@@ -21,6 +21,7 @@ namespace ferry::cli::trace {
 class StringTable {
  public:
   std::int32_t intern(std::string_view s);
+  std::int32_t intern(std::string&& s);  ///< the same, moving `s` in when it is new
   const std::vector<std::string>& strings() const { return strings_; }
 
  private:
@@ -80,9 +81,12 @@ struct Failure {
   double ts = 0;
   std::int64_t call = -1;
   std::uint32_t task = 0;
-  std::int64_t track = -1;   ///< -1: never ran
+  std::int64_t track = -1;   ///< -1: never ran, or ran on a track not in Summary::tracks
   std::int32_t error = -1;
   std::int32_t message = -1;
+  /// A failed slice on a track not in Summary::tracks (past max_tracks): that track's label (a
+  /// StringTable index), as it was when the slice was read. -1 otherwise.
+  std::int32_t track_label = -1;
 };
 
 /// Per task name: the table row.
@@ -110,14 +114,26 @@ struct StatRow {
   std::string value;   ///< JSON text of the value
 };
 
-/// Everything the report shows.
+/// Everything the report shows. What the page can draw is kept (SummaryLimits::max_tracks and
+/// the others); everything read is counted.
 struct Summary {
   std::vector<std::pair<std::string, std::string>> meta;  ///< the `ferry` metadata, flattened; values are JSON text
   std::string process_name;
-  std::vector<Track> tracks;       ///< by tid
-  std::vector<Slice> slices;       ///< by start time
-  std::vector<Mark> marks;         ///< by time
-  std::vector<Failure> failures;   ///< by time
+  std::vector<Track> tracks;       ///< by tid: the max_tracks lowest tids
+  std::vector<Slice> slices;       ///< by start time: of those tracks, at least the first max_slices
+  std::vector<Mark> marks;         ///< by time: of those tracks, at least the first max_marks
+  std::vector<Failure> failures;   ///< by time: at least the first max_failures
+  std::size_t tracks_total = 0;    ///< distinct tids read
+  std::size_t slices_total = 0;    ///< `X` slices read
+  std::size_t marks_total = 0;     ///< worker start / exit / crash instants read
+  std::size_t failures_total = 0;  ///< failed slices and `call ended` instants read
+  /// A track with a lower tid came after calls (marks) of the tracks kept had been left out for
+  /// the cap: `slices` (`marks`) may miss some of the first ones of the tracks drawn.
+  bool slices_partial = false;
+  bool marks_partial = false;
+  /// Slices that came more than busy_window places out of start order on their track: those
+  /// tracks' busy time may count an overlap twice.
+  std::size_t busy_out_of_order = 0;
   std::vector<TaskFigures> tasks;  ///< by name
   StringTable strings;
   Counters counters;
@@ -152,7 +168,22 @@ struct SummaryLimits {
   /// Rows of the stats event and of the `ferry` header; computed stats: the rows per error type
   /// and per exit reason stop here (the 7 fixed rows always come).
   std::size_t max_stat_rows = 500;
+  /// What the page can draw (ReportLimits; `ferry report` gives the same numbers): only these are
+  /// kept, so that memory does not grow with the trace. Tracks: the max_tracks lowest tids (a
+  /// lower one replaces the highest). Slices and marks: those of the kept tracks, at most twice
+  /// the cap, cut to the first by (time, file order) when they reach that. Failures: at most 4x
+  /// the cap, cut to the first by time. Labels of tracks not kept: the last max_tracks named (for
+  /// the failures list).
+  std::size_t max_tracks = 2'000;
+  std::size_t max_slices = 200'000;
+  std::size_t max_marks = 100'000;
+  std::size_t max_failures = 1'000;
 };
+
+/// The slices of a track whose busy time is reckoned in start order are taken in a window of this
+/// many: one that comes later than that after a slice that started after it is counted as it
+/// comes (Summary::busy_out_of_order).
+inline constexpr std::size_t busy_window = 32;
 
 /// Builds a Summary from events handed over one at a time, then finish().
 class SummaryBuilder {

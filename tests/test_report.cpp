@@ -13,6 +13,7 @@
 // In-process (the reader, summary and page compiled in): the replay of the trace fuzzer's corpus
 // (tests/fuzz/trace_fuzz.hpp) and the reader's blocks.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -843,6 +844,223 @@ TEST_CASE("Report.tracks_marks_and_failures_past_their_caps_are_counted_not_draw
   CHECK(doc["failures"].Size() == 1000);
   CHECK(doc["failures_total"].GetUint64() == 1200);
   CHECK(any_contains(notes(doc), "The task stream draws the first 2,000 of 2,100 workers; the tables count everything."));
+}
+
+namespace {
+
+namespace trace = ferry::cli::trace;
+
+/// A summary of `text` (a trace) under `limits`, as `ferry report` makes it.
+trace::Summary summarize(const std::string& text, trace::SummaryLimits limits = {}) {
+  trace::SummaryBuilder builder(limits);
+  trace::ReadResult read;
+  REQUIRE(trace::read_trace_text(text, [&](const json::Value& e, std::size_t line) { builder.add(e, line); }, read));
+  return builder.finish();
+}
+
+/// The page's data of `summary` drawn under `limits`, parsed; its notes in `notes_out`.
+void page_of(const trace::Summary& summary, const trace::ReportLimits& limits, json::Document& doc) {
+  trace::ReadResult read;
+  read.closed = true;
+  const std::vector<trace::Note> notes = trace::report_notes(read, summary, limits);
+  char* buffer = nullptr;
+  std::size_t size = 0;
+  std::FILE* f = ::open_memstream(&buffer, &size);
+  REQUIRE(f != nullptr);
+  const bool ok = trace::write_report_html(f, "t.trace", "ferry test", summary, notes, limits);
+  REQUIRE(std::fclose(f) == 0);
+  const std::string page(buffer, size);
+  std::free(buffer);
+  REQUIRE(ok);
+  std::string error;
+  REQUIRE_MESSAGE(ferry::detail::parse_json(embedded_json(page), doc, error), error);
+}
+
+std::string trace_text(const std::vector<std::string>& events) {
+  std::string out = "[\n";
+  for (const auto& e : events) out += e + ",\n";
+  return out + "]\n";
+}
+
+}  // namespace
+
+TEST_CASE("Report.a_trace_of_many_distinct_tracks_keeps_only_what_the_page_draws") {
+  // The page draws the 2,000 lowest worker numbers (tracks by tid), their marks and calls, and
+  // lists the first 1,000 failures. The summary kept every track, mark and text of the trace until
+  // the page was written: a crafted trace cost 5-10 times its size. 6,000 workers here, each
+  // named (250 bytes), started and crashed (reasons of 250 bytes), with one call; every 1000th
+  // fails with a message of its own. Only the first 2,000 workers' records and texts stay; the
+  // totals still count all, and a failure of a worker not drawn is listed under its name.
+  const int n = 6000;
+  const std::string pad(240, 'p');
+  std::vector<std::string> events;
+  for (int tid = 1; tid <= n; ++tid) {
+    const std::string t = std::to_string(tid);
+    events.push_back(R"({"name":"thread_name","ph":"M","ts":0,"pid":1,"tid":)" + t + R"(,"args":{"name":"worker )" + t +
+                     " " + pad + "\"}}");
+    events.push_back(R"({"name":"worker start","ph":"i","s":"t","ts":)" + t + R"(,"pid":1,"tid":)" + t +
+                     R"(,"args":{"reason":"r)" + t + pad + "\"}}");
+    events.push_back(R"({"name":"add","cat":"task","ph":"X","ts":)" + t + R"(,"dur":1,"pid":1,"tid":)" + t +
+                     R"(,"args":{"call":)" + t +
+                     (tid % 1000 == 0 ? R"(,"error":"TaskError","message":"m)" + t + std::string(1000, 'm') + "\"" : "") +
+                     "}}");
+    events.push_back(R"({"name":"worker crash","ph":"i","s":"t","ts":)" + std::to_string(tid + 1) +
+                     R"(,"pid":1,"tid":)" + t + R"(,"args":{"reason":"c)" + t + pad + R"(","error":"e)" + t + pad +
+                     "\"}}");
+  }
+  const trace::Summary s = summarize(trace_text(events));
+  CHECK(s.tracks.size() == 2000);
+  CHECK(s.tracks.back().label == "worker 2000 " + pad);
+  CHECK(s.slices.size() == 2000);   // the calls of the tracks drawn
+  CHECK(s.marks.size() == 4000);    // their starts and crashes
+  // Their marks' reasons and errors (3 a worker), the error type and the 6 failures' messages.
+  CHECK(s.strings.strings().size() <= 3 * 2000 + 1 + 6 + 4);
+  std::size_t kept_bytes = 0;
+  for (const auto& text : s.strings.strings()) kept_bytes += text.size();
+  CHECK(kept_bytes < 2000 * 3 * 260 + 6 * 1100 + 4 * 300);
+
+  json::Document doc;
+  page_of(s, {}, doc);
+  CHECK(doc["tracks"].Size() == 2000);
+  CHECK(doc["tracks_total"].GetUint64() == n);
+  CHECK(doc["slices"].Size() == 2000);
+  CHECK(doc["slices_total"].GetUint64() == n);
+  CHECK(doc["marks"].Size() == 4000);
+  CHECK(task_row(doc, "add")["calls"].GetUint64() == n);
+  CHECK(task_row(doc, "add")["failed"].GetUint64() == n / 1000);
+  REQUIRE(doc["failures"].Size() == n / 1000);
+  CHECK(doc["failures_total"].GetUint64() == n / 1000);
+  for (std::size_t i = 0; i < doc["failures"].Size(); ++i) {
+    const auto& f = doc["failures"][static_cast<json::SizeType>(i)];
+    const std::string t = std::to_string(1000 * (i + 1));
+    CHECK(f[1].GetInt64() == 1000 * static_cast<std::int64_t>(i + 1));
+    CHECK(str(f[3]) == "worker " + t + " " + pad);  // drawn or not, under its name
+    CHECK(str(doc["strings"][f[5].GetUint()]) == "m" + t + std::string(1000, 'm'));
+  }
+  std::map<std::string, std::string> stats;
+  for (const auto& row : doc["stats"]["rows"].GetArray()) stats[str(row[0])] = json_text(row[1]);
+  CHECK(stats["workers_started"] == std::to_string(n));
+  CHECK(stats["workers_crashed"] == std::to_string(n));
+  CHECK(stats["failed_by_type.TaskError"] == std::to_string(n / 1000));
+  CHECK(stats["completed"] == std::to_string(n - n / 1000));
+  CHECK(any_contains(notes(doc), "The task stream draws the first 2,000 of 6,000 workers; the tables count everything."));
+}
+
+TEST_CASE("Report.what_a_capped_summary_keeps_draws_the_same_page_as_keeping_everything") {
+  // The summary keeps only what a page of the same caps can draw: the lowest tids (a lower one
+  // replaces the highest), of their calls and marks at most twice the cap, cut to the first by
+  // time. Random traces (tids in any order, times in any order, failures, queue waits) summarized
+  // under small caps draw the page the summary that keeps everything draws under those caps, but
+  // for the notes; when a cut was undone by a lower tid coming later, the page says it may miss
+  // some, and otherwise it is exact.
+  std::mt19937 random(7);
+  std::size_t partial = 0, exact = 0;
+  for (int round = 0; round < 300; ++round) {
+    CAPTURE(round);
+    const int tids = 2 + static_cast<int>(random() % 12);
+    std::vector<std::string> events;
+    const int n = 20 + static_cast<int>(random() % 200);
+    for (int i = 0; i < n; ++i) {
+      const std::string tid = std::to_string(random() % tids);
+      const std::string ts = std::to_string(random() % 100);
+      switch (random() % 5) {
+        case 0:
+        case 1:
+          events.push_back(R"({"name":"b","cat":"queue","ph":"b","id":)" + std::to_string(i) + R"(,"ts":)" + ts + "}");
+          events.push_back(R"({"name":"b","cat":"queue","ph":"e","id":)" + std::to_string(i) + R"(,"ts":)" +
+                           std::to_string(100 + random() % 5) + "}");
+          events.push_back(R"({"name":"t)" + std::to_string(random() % 3) + R"(","ph":"X","ts":)" + ts +
+                           R"(,"dur":)" + std::to_string(random() % 10) + R"(,"tid":)" + tid + R"(,"args":{"call":)" +
+                           std::to_string(i) + (random() % 4 == 0 ? R"(,"error":"E)" + std::to_string(random() % 3) +
+                                                                        R"(","message":"m)" + std::to_string(i) + "\""
+                                                                  : "") +
+                           "}}");
+          break;
+        case 2:
+          events.push_back(R"({"name":"worker start","ph":"i","ts":)" + ts + R"(,"tid":)" + tid +
+                           R"(,"args":{"reason":"r)" + std::to_string(i) + "\"}}");
+          break;
+        case 3:
+          events.push_back(std::string(R"({"name":")") + (random() % 2 ? "worker exit" : "worker crash") +
+                           R"(","ph":"i","ts":)" + ts + R"(,"tid":)" + tid + R"(,"args":{"reason":"x)" +
+                           std::to_string(random() % 4) + R"(","error":"y)" + std::to_string(i) + "\"}}");
+          break;
+        default:
+          events.push_back(R"({"name":"call ended","ph":"i","ts":)" + ts + R"(,"args":{"call":)" + std::to_string(i) +
+                           R"(,"task":"t1","error":"C","message":"n)" + std::to_string(i) + "\"}}");
+      }
+    }
+    const std::string text = trace_text(events);
+    const trace::ReportLimits limits{.max_slices = 1 + random() % 6, .max_tracks = 1 + random() % 4,
+                                     .max_marks = 1 + random() % 6, .max_failures = 1 + random() % 4};
+    const trace::Summary capped = summarize(text, trace::summary_limits(limits));
+    const trace::Summary full = summarize(text);
+    CHECK(capped.tracks.size() <= limits.max_tracks);
+    CHECK(capped.slices.size() < 2 * limits.max_slices);
+    CHECK(capped.marks.size() < 2 * limits.max_marks);
+    CHECK(capped.failures.size() < 4 * limits.max_failures);
+    json::Document a, b;
+    page_of(capped, limits, a);
+    page_of(full, limits, b);
+    a.RemoveMember("notes");
+    b.RemoveMember("notes");
+    if (capped.slices_partial || capped.marks_partial) {
+      ++partial;
+      json::Document with_notes;
+      page_of(capped, limits, with_notes);
+      CHECK(any_contains(notes(with_notes), "The task stream may miss some of the first"));
+      // All but the slices and marks (the cut may have taken some), the strings they number and
+      // the failures that refer to those numbers.
+      for (const char* member : {"slices", "marks", "strings", "failures"}) {
+        a.RemoveMember(member);
+        b.RemoveMember(member);
+      }
+    } else {
+      ++exact;
+    }
+    CHECK(json_text(a) == json_text(b));
+  }
+  CHECK(exact > 100);
+  CHECK(partial > 0);
+}
+
+TEST_CASE("Report.memory_of_a_trace_of_distinct_tracks_stays_a_fraction_of_its_size") {
+  // `ferry report` run on 40 MB of one-call workers, each its own tid (the review's crafted trace:
+  // 68 MB of distinct tracks took 710 MB). Now it keeps 2,000 tracks, and per call only its
+  // duration (for the percentiles) and per worker its number (8 bytes, for the total): its peak
+  // resident size, measured by getrusage(RUSAGE_CHILDREN) after it ends, stays under half the
+  // trace's size plus the program's own (it was about 9 times the size). Not under the sanitizers,
+  // whose shadow memory and quarantine are no measure of what the program keeps.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+  return;
+#endif
+#endif
+  support::TempDir dir;
+  const fs::path file = dir.path / "tracks.json";
+  {
+    std::ofstream out(file, std::ios::binary);
+    out << "[\n";
+    std::string line;
+    for (int tid = 1; tid <= 700'000; ++tid) {
+      const std::string t = std::to_string(tid);
+      line = R"({"ph":"X","name":"a","ts":)" + t + R"(,"dur":0,"tid":)" + t + "},\n";
+      out << line;
+    }
+    out << "]\n";
+  }
+  const auto size = fs::file_size(file);
+  REQUIRE(size > 35'000'000);
+  Ran r = report({file.string(), "-o", (dir.path / "t.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.out == (dir.path / "t.html").string() + ": 700000 calls on 700000 workers (0 failed, 0 never ran)\n");
+  rusage usage{};
+  REQUIRE(::getrusage(RUSAGE_CHILDREN, &usage) == 0);
+  const auto peak = static_cast<std::uintmax_t>(usage.ru_maxrss) * 1024;  // KiB on Linux
+  CHECK_MESSAGE(peak < size / 2 + (std::uintmax_t{32} << 20),
+                "peak " << peak / 1024 / 1024 << " MiB for a trace of " << size / 1024 / 1024 << " MiB");
 }
 
 TEST_CASE("Report.renders_every_task_in_headless_chromium") {
