@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Umbrella header: all of ferry's public API.
+// Umbrella header: all of libferry's public API (libferry-mpi's is <ferry/mpi.hpp>).
 #pragma once
 
 #define FERRY_VERSION_MAJOR 0
@@ -7,6 +7,7 @@
 #define FERRY_VERSION_PATCH 0
 #define FERRY_VERSION_STRING "0.1.0"
 
+#include <ferry/backend.hpp>
 #include <ferry/call.hpp>
 #include <ferry/detail/export.hpp>
 #include <ferry/errors.hpp>

@@ -16,8 +16,8 @@ namespace ferry {
 A *call* is one unit the pool sends to a worker: one `submit` (or `submit_json`, whatever its number
 of lines), or one chunk of a map (`map` of 1000 inputs with chunksize 100 is 10 calls; with
 chunksize 1, 1000). A call that its worker's death sends again (`max_retries_on_worker_death`)
-is still one call. Calls the pool never saw are not counted: a submission whose arguments could not
-be encoded fails in the submitting thread before it reaches the pool.
+is still one call. A submission whose arguments could not be encoded is counted too: submitted,
+and failed at once (its `SerializationError` in `failed_by_type`), though no worker saw it.
 
 Every submitted call is in exactly one of four places: `queued`, `running`, `completed`, `failed`.
 The fields are read one after another, not as one atomic snapshot: while calls complete, a call

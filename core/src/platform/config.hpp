@@ -18,8 +18,8 @@
 
 namespace ferry::detail {
 
-/// One FERRY_* variable: what it means and what ferry does without it (README and `ferry info`
-/// show this table).
+/// One FERRY_* variable: what it means and what ferry does without it (the README's table;
+/// Config.readme_lists_every_variable checks that it names each one).
 struct ConfigVariable {
   const char* name;
   const char* meaning;
@@ -53,7 +53,7 @@ struct FERRY_INTERNAL_API Config {
 
   /// Reads every variable now. Never throws: see problems.
   static Config read();
-  /// Throws std::invalid_argument naming the first malformed variable and what it accepts.
+  /// Throws std::invalid_argument naming every malformed variable and what it accepts.
   void validate() const;
 };
 

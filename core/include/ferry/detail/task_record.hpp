@@ -80,7 +80,7 @@ inline void deliver_results(InvokeContext& ctx) noexcept {
 using AddressFn = const void* (*)() noexcept;
 
 /// Fixed prefix of every exported record. The text (name, NUL, signature, NUL) follows it. All
-/// fields but the two pointers are plain bytes, so the manifest can be read from the file without
+/// fields but the three pointers are plain bytes, so the manifest can be read from the file without
 /// loading the library.
 struct TaskRecordHeader {
   char magic[8];
