@@ -94,12 +94,7 @@ int main(int argc, char** argv) {
   // The plugin directory, the first argument (the test gives the build's): where the initializer
   // "init_flag" and the tasks named by a string below are found, before $FERRY_PLUGIN_PATH.
   const std::filesystem::path plugins = argc > 1 ? argv[1] : "";
-  if (!plugins.empty()) {
-    options.plugin_dirs = {plugins};
-    // The test keeps FERRY_WRAP's cache in the build tree, as Sample.wrap does (the default is
-    // $FERRY_CACHE_DIR, else ~/.cache/ferry).
-    ferry::set_wrap_options({.cache_dir = plugins.parent_path() / "tests" / "wrap-cache"});
-  }
+  if (!plugins.empty()) options.plugin_dirs = {plugins};
   std::shared_ptr<ferry::Executor> executor = ferry::get_reusable_executor(options);
   std::cout << "initializer ran: " << executor->submit(initialized).get() << "\n";
   check(ferry::get_reusable_executor(options) == executor, "equal options reuse the executor");
