@@ -187,6 +187,20 @@ int exec_shell() {
 
 namespace {
 
+/// A forked child's life: pause() until killed. The safety net of hostile.hpp: SIGALRM's default
+/// action ends it in 30 s.
+[[noreturn]] void pause_in_child() {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGALRM, &dfl, nullptr);
+  sigset_t alrm;
+  sigemptyset(&alrm);
+  sigaddset(&alrm, SIGALRM);
+  ::sigprocmask(SIG_UNBLOCK, &alrm, nullptr);
+  ::alarm(30);
+  for (;;) ::pause();
+}
+
 /// Forks up to `n` pausing children; on a refused fork, throws or (`cope`) returns the count.
 int fork_children(int n, bool cope) {
   int forked = 0;
@@ -194,18 +208,7 @@ int fork_children(int n, bool cope) {
     pid_t pid = ::fork();
     if (pid < 0 && cope) break;
     if (pid < 0) fail("fork (after " + std::to_string(forked) + " children)");
-    if (pid == 0) {
-      // The safety net of hostile.hpp: SIGALRM's default action ends the child in 30 s.
-      struct sigaction dfl {};
-      dfl.sa_handler = SIG_DFL;
-      ::sigaction(SIGALRM, &dfl, nullptr);
-      sigset_t alrm;
-      sigemptyset(&alrm);
-      sigaddset(&alrm, SIGALRM);
-      ::sigprocmask(SIG_UNBLOCK, &alrm, nullptr);
-      ::alarm(30);
-      for (;;) ::pause();
-    }
+    if (pid == 0) pause_in_child();
   }
   return forked;
 }
@@ -230,6 +233,13 @@ std::uint64_t allocate(std::uint64_t bytes, bool touch) {
 std::uint64_t share_memory(std::uint64_t bytes, int how) {
   const auto size = static_cast<std::size_t>(bytes);
   void* at = MAP_FAILED;
+  pid_t child = -1;
+  if (how == 3) {
+    child = ::fork();
+    if (child < 0) fail("fork");
+    if (child == 0) pause_in_child();
+    how = 0;
+  }
   if (how == 0) {
     at = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   } else if (how == 1) {
@@ -251,8 +261,14 @@ std::uint64_t share_memory(std::uint64_t bytes, int how) {
   for (std::size_t i = 0; i < size; i += page) p[i] = 1;
   if (how == 2) ::shmdt(at);
   else ::munmap(at, size);
+  if (child > 0) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+  }
   return bytes;
 }
+
+std::string bytes_result(std::uint64_t bytes) { return std::string(static_cast<std::size_t>(bytes), 'r'); }
 
 std::string unfiltered_threads() {
   int all = 0, unfiltered = 0;
@@ -664,6 +680,7 @@ FERRY_TASK(fork_bomb);
 FERRY_TASK(fork_until_refused);
 FERRY_TASK(allocate);
 FERRY_TASK(share_memory);
+FERRY_TASK(bytes_result);
 FERRY_TASK(unfiltered_threads);
 FERRY_TASK(leak_files);
 FERRY_TASK(setsid_grandchild);

@@ -34,9 +34,12 @@ FERRY_EXPORT int fork_until_refused(int n);
 /// memory is freed before returning `bytes`. std::bad_alloc escapes as it is.
 FERRY_EXPORT std::uint64_t allocate(std::uint64_t bytes, bool touch);
 /// Maps `bytes` of shared memory and writes to every page: `how` 0 an anonymous MAP_SHARED
-/// mapping, 1 a memfd (closed once mapped), 2 a System V segment. Neither is counted by
-/// RLIMIT_DATA. Unmapped before returning `bytes`; a failed call throws.
+/// mapping, 1 a memfd (closed once mapped), 2 a System V segment, 3 as 0 after forking a child
+/// that pauses (killed and reaped before returning; the worker's pages are then copy-on-write).
+/// None is counted by RLIMIT_DATA. Unmapped before returning `bytes`; a failed call throws.
 FERRY_EXPORT std::uint64_t share_memory(std::uint64_t bytes, int how);
+/// A string of `bytes` bytes ('r'): a result large enough to travel in shared memory.
+FERRY_EXPORT std::string bytes_result(std::uint64_t bytes);
 /// How many threads of this process are not under a seccomp filter (/proc/self/task/*/status),
 /// and how many there are: "unfiltered/all".
 FERRY_EXPORT std::string unfiltered_threads();

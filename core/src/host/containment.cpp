@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -163,13 +164,8 @@ std::exception_ptr contained_error(const protocol::Contained& c, const std::stri
       ResourceLimitError(task, pid, protocol::contained_kind_name(c.kind), c.value, c.detail));
 }
 
-std::exception_ptr containment_death(int signal, int exit_code, const protocol::TaskLimits& limits,
-                                     bool sandbox, const std::string& task, int pid) {
-  if (signal == 0 && exit_code == static_cast<int>(protocol::WorkerExit::memory_ceiling) && sandbox &&
-      limits.memory)
-    return std::make_exception_ptr(ResourceLimitError(
-        task, pid, "memory", limits.memory,
-        "the worker's memory cgroup was full (the sandbox's ceiling counts shared memory too)"));
+std::exception_ptr containment_death(int signal, const protocol::TaskLimits& limits, bool sandbox,
+                                     const std::string& task, int pid) {
   if (signal == SIGXFSZ && limits.file_size)
     return std::make_exception_ptr(ResourceLimitError(task, pid, "file_size", limits.file_size,
                                                       "the worker died of SIGXFSZ"));
@@ -180,6 +176,39 @@ std::exception_ptr containment_death(int signal, int exit_code, const protocol::
     return std::make_exception_ptr(SandboxViolationError(
         task, pid, "unknown", "the worker died of SIGSYS before it could name the system call"));
   return nullptr;
+}
+
+MemoryCeilingWatch MemoryCeilingWatch::of(int pid) {
+  MemoryCeilingWatch w;
+  const std::string dir = memory_cgroup_of(pid);
+  if (dir.empty()) return w;
+  Fd control(::open((dir + "/memory.oom_control").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!control) return w;  // the worker made none (best effort)
+  Fd event(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  Fd registry(::open((dir + "/cgroup.event_control").c_str(), O_WRONLY | O_CLOEXEC));
+  if (!event || !registry) return w;
+  const std::string line = std::to_string(event.get()) + " " + std::to_string(control.get());
+  if (::write(registry.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+    debug_log("worker %d: its memory cgroup cannot be watched: %s", pid, std::strerror(errno));
+    return w;
+  }
+  w.event = std::move(event);
+  w.control = std::move(control);
+  return w;
+}
+
+bool MemoryCeilingWatch::reached() {
+  std::uint64_t count = 0;
+  while (::read(event.get(), &count, sizeof count) > 0) {
+  }
+  // "oom_kill_disable 1\nunder_oom 1\n...": read from outside the cgroup, which a reader inside
+  // could not (the kernel charges the read's buffer to it). Gone (the cgroup was removed, which
+  // notifies too): not out of memory.
+  char text[256];
+  ssize_t n = ::pread(control.get(), text, sizeof text - 1, 0);
+  if (n <= 0) return false;
+  text[n] = '\0';
+  return std::strstr(text, "under_oom 1") != nullptr;
 }
 
 std::uint64_t cpu_ticks(int pid) {

@@ -12,6 +12,7 @@
 
 #include <ferry/executor.hpp>
 
+#include "platform/fd.hpp"
 #include "wire/protocol.hpp"
 
 namespace ferry::detail {
@@ -65,11 +66,25 @@ std::vector<std::string> containment_args(const ExecutorOptions& options, const 
 
 /// The error a task ends with when its worker reported `c` (a contained frame).
 std::exception_ptr contained_error(const protocol::Contained& c, const std::string& task, int pid);
-/// The error for a worker that died of `signal` or exited with `exit_code` without a contained
-/// frame, when the executor's containment explains it (SIGXFSZ with a file size limit, SIGSYS in a
-/// sandbox, WorkerExit::memory_ceiling with a memory limit in a sandbox); else nullptr.
-std::exception_ptr containment_death(int signal, int exit_code, const protocol::TaskLimits& limits,
-                                     bool sandbox, const std::string& task, int pid);
+/// The error for a worker that died of `signal` without a contained frame, when the executor's
+/// containment explains it (SIGXFSZ with a file size limit, SIGSYS in a sandbox); else nullptr.
+std::exception_ptr containment_death(int signal, const protocol::TaskLimits& limits, bool sandbox,
+                                     const std::string& task, int pid);
+
+/// A sandboxed worker's memory ceiling, watched from the host (worker/containment.cpp makes the
+/// cgroup, memory_cgroup_of(pid), with the OOM killer off): the kernel's OOM notification for it,
+/// an eventfd registered through cgroup.event_control, and its memory.oom_control to tell a full
+/// cgroup from its removal (which notifies too). The watcher is outside the cgroup: inside, a
+/// thread stopped with the task at its first page fault (a forked task's copy-on-write stack).
+struct MemoryCeilingWatch {
+  Fd event;    // readable: look at the cgroup (reached())
+  Fd control;  // memory.oom_control, read at each notification
+  /// Watches worker `pid`'s cgroup; empty (`event` invalid) when it has none.
+  static MemoryCeilingWatch of(int pid);
+  /// After `event` was readable: consumes the notification; true when the cgroup is out of
+  /// memory (its task stopped at the ceiling).
+  bool reached();
+};
 
 /// CPU time (user + system) of process `pid` in clock ticks; UINT64_MAX when it cannot be read.
 std::uint64_t cpu_ticks(int pid);

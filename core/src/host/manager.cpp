@@ -134,6 +134,7 @@ bool Manager::run() {
         case Poller::Tag::read: on_readable(w); break;
         case Poller::Tag::write: on_writable(w); break;
         case Poller::Tag::exit: on_exit(w); break;
+        case Poller::Tag::memory: on_memory_ceiling(w); break;
         case Poller::Tag::wake: break;  // consumed by the poller
       }
     }
@@ -167,6 +168,20 @@ void Manager::on_writable(const SlotPtr& w) {
   p_.flush_locked(*w);
 }
 
+void Manager::on_memory_ceiling(const SlotPtr& w) {
+  std::lock_guard lock(p_.mu_);
+  if (!w->memory.event || !w->memory.reached() || !w->alive()) return;
+  // Its task (or what the task started) stopped at the sandbox's ceiling: the worker cannot go
+  // on, whether a call runs or not (a process a task left behind may be what filled it).
+  const Call* c = w->lane.running();
+  const std::uint64_t ceiling = p_.options_.limits.memory;
+  p_.kill_worker_locked(
+      *w, c ? std::make_exception_ptr(ResourceLimitError(
+                  c->ref->display, w->pid, "memory", ceiling,
+                  "the worker's memory cgroup was full (the sandbox's ceiling counts shared memory too)"))
+            : nullptr);
+}
+
 void Manager::on_exit(const SlotPtr& w) {
   Completions done;
   {
@@ -186,7 +201,8 @@ void Manager::on_exit(const SlotPtr& w) {
   {
     std::lock_guard lock(p_.mu_);
     w->advance(WorkerSlot::Phase::dead);
-    for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get()}) p_.poller_.remove(fd);
+    for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get(), w->memory.event.get()})
+      if (fd >= 0) p_.poller_.remove(fd);
     debug_log("worker %d exited: %s%s", w->pid, describe_exit(st).c_str(), w->bye ? " (announced)" : "");
     std::exception_ptr given = settle_dead_worker_locked(*w, st, ooms, done);
     count_end_locked(*w, st, given);
@@ -219,7 +235,7 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   std::exception_ptr error = w.kill_error;
   // A limit or the sandbox explains the death: the task would hit it again, no retry.
   if (!error)
-    error = containment_death(st.signal, st.exit_code, running.limits, p_.options_.sandbox.enabled,
+    error = containment_death(st.signal, running.limits, p_.options_.sandbox.enabled,
                               running.ref->display, w.pid);
   if (!error && running.retries < p_.options_.max_retries_on_worker_death) {
     // Sent again: its one slice in a trace will be the attempt that ends it.

@@ -55,6 +55,9 @@ class Manager {
   void on_readable(const SlotPtr& w);
   void on_writable(const SlotPtr& w);
   void on_exit(const SlotPtr& w);
+  /// A sandboxed worker's memory cgroup notified: out of memory, the worker is killed (its
+  /// running call ends with ResourceLimitError("memory")).
+  void on_memory_ceiling(const SlotPtr& w);
   /// What the running call of a dead worker gets, and what happens to the rest of its calls.
   /// Returns the error its running call got (nullptr: none, or sent again).
   std::exception_ptr settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,

@@ -15,8 +15,9 @@
 namespace ferry::detail {
 
 namespace {
+/// A registration's epoll data: the worker's serial, the tag in the low three bits.
 std::uint64_t key(std::uint64_t serial, Poller::Tag tag) {
-  return (serial << 2) | static_cast<std::uint64_t>(tag);
+  return (serial << 3) | static_cast<std::uint64_t>(tag);
 }
 }  // namespace
 
@@ -33,6 +34,7 @@ std::uint32_t Poller::events_of(Tag tag, bool on) {
     case Tag::write: return on ? (EPOLLOUT | EPOLLONESHOT) : EPOLLONESHOT;
     case Tag::wake:
     case Tag::exit: return EPOLLIN;
+    case Tag::memory: return EPOLLIN;
   }
   return EPOLLIN;
 }
@@ -72,14 +74,14 @@ int Poller::wait(Event* out, int max, int timeout_ms) {
   int stored = 0;
   for (int i = 0; i < n; ++i) {
     std::uint64_t k = events[i].data.u64;
-    auto tag = static_cast<Tag>(k & 3);
+    auto tag = static_cast<Tag>(k & 7);
     if (tag == Tag::wake) {
       std::uint64_t v;
       while (::read(wake_fd_.get(), &v, sizeof v) > 0) {
       }
       continue;
     }
-    out[stored++] = Event{k >> 2, tag};
+    out[stored++] = Event{k >> 3, tag};
   }
   return stored;
 }

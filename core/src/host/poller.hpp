@@ -16,6 +16,7 @@ class Poller {
     read = 1,   // a worker's channel is readable (EPOLLONESHOT: see ChannelLease)
     write = 2,  // a worker's channel has room again (armed only while its outbox is not empty)
     exit = 3,   // a worker has ended (its pidfd, or the launcher's exit descriptor)
+    memory = 4, // a sandboxed worker's memory cgroup notified (host/containment.hpp)
   };
   struct Event {
     std::uint64_t serial = 0;

@@ -460,6 +460,12 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   w.host = intern_host_name(std::move(h.host));
   w.advance(WorkerSlot::Phase::ready);
   if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now
+  // A sandbox's memory ceiling: the worker made its cgroup before its hello, and no task of it
+  // has run yet (a local worker: containment needs the local backend).
+  if (options_.sandbox.enabled && options_.limits.memory != 0 && containment_support().memory_cgroup) {
+    w.memory = MemoryCeilingWatch::of(w.pid);
+    if (w.memory.event) poller_.add(w.memory.event.get(), w.serial, Poller::Tag::memory);
+  }
   startup_failures_ = 0;
   w.reader.set_limit(max_frame_);
   changed_.notify_all();

@@ -13,6 +13,7 @@
 
 #include <ferry/backend.hpp>
 
+#include "host/containment.hpp"
 #include "host/dispatcher.hpp"
 #include "host/poller.hpp"
 #include "platform/fd.hpp"
@@ -71,6 +72,7 @@ struct WorkerSlot {
   Fd sock;      // host end of the channel, non-blocking; the read registration
   Fd sock_out;  // dup of sock: the write registration, armed only while the outbox is not empty
   Fd exit_fd;   // dup of the process's exit descriptor: the exit registration
+  MemoryCeilingWatch memory;  // a sandbox's memory cgroup, from the hello on: the memory registration
   Clock::time_point spawned{};
 
   // ---- reading side: whoever holds the channel lease (read_mu) ----

@@ -133,6 +133,11 @@ std::string memory_cgroup_parent() {
   return "";
 }
 
+std::string memory_cgroup_of(int pid) {
+  std::string parent = memory_cgroup_parent();
+  return parent.empty() ? parent : parent + "/ferry/" + std::to_string(pid);
+}
+
 std::string pids_cgroup_parent() {
   OwnCgroups own = own_cgroups();
   // v1: nested in this process's own pids cgroup, whose limits then count the workers too.

@@ -37,6 +37,9 @@ std::string pids_cgroup_parent();
 /// Where a sandboxed worker's memory cgroup goes (as root): the memory cgroup of this process
 /// (cgroup v1); "" when there is none or it cannot be written. Not exported.
 std::string memory_cgroup_parent();
+/// The memory cgroup a sandboxed worker of pid `pid` makes in memory_cgroup_parent() (its
+/// guardian removes it); "" without a parent.
+std::string memory_cgroup_of(int pid);
 
 /// Why a sandbox cannot be made with Landlock ABI `abi` (1 to 5): signal scoping came with ABI 6.
 /// Not exported (the worker and containment_missing).

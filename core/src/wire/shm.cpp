@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -183,9 +184,15 @@ std::size_t threshold_from_env() {
 // Read when libferry loads (before any thread of ours exists).
 const BlockAllocator allocator{threshold_from_env(), &allocate, &grow, &release, &populate, &write_at};
 
+std::atomic<bool> shared_blocks{true};
+
 }  // namespace
 
-const BlockAllocator* large_block_allocator() noexcept { return &allocator; }
+const BlockAllocator* large_block_allocator() noexcept {
+  return shared_blocks.load(std::memory_order_relaxed) ? &allocator : nullptr;
+}
+
+void use_shared_blocks(bool on) noexcept { shared_blocks.store(on, std::memory_order_relaxed); }
 
 void seal_for_peer(int fd) noexcept {
   (void)::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE);

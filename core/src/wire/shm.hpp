@@ -36,4 +36,9 @@ Fd read_only_for_peer(int fd);
 /// maps a peer's block, refuses one that is not a memfd sealed against shrinking.
 void seal_for_peer(int fd) noexcept;
 
+/// Whether large buffers go to shared memory (large_block_allocator() then returns nullptr, and
+/// every Buffer stays on the heap). Turned off for good by a worker whose memory cgroup would
+/// keep a result's pages charged while the host holds them; before any buffer is shared.
+void use_shared_blocks(bool on) noexcept;
+
 }  // namespace ferry::detail

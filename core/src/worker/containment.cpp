@@ -24,11 +24,9 @@
 #include <linux/nsfs.h>
 #include <linux/openat2.h>
 #include <poll.h>
-#include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -51,6 +49,7 @@
 
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
+#include "wire/shm.hpp"
 
 namespace ferry::detail {
 
@@ -327,9 +326,10 @@ bool sweep_user_namespace() {
     }
   }
   if (!memory_cgroup.empty()) {
-    // Its members are those of the pids cgroup just emptied (both hold the worker and all it
-    // started): gone once the last of them has been reaped.
-    for (std::int64_t end = now_ms() + 1000;
+    // Its members are the worker's descendants (those of the pids cgroup too, when there is
+    // one): a process stopped at the full cgroup ends with a SIGKILL as well.
+    empty_cgroup(memory_cgroup);
+    for (std::int64_t end = now_ms() + 5000;
          ::rmdir(memory_cgroup.c_str()) != 0 && errno == EBUSY && now_ms() < end;)
       pause_ms(2);
   }
@@ -713,73 +713,34 @@ std::string Containment::make_cgroup() {
 /// The worker's memory cgroup (a sandbox's memory ceiling, as root on cgroup v1): `limit` bytes for
 /// everything the worker and what it starts are charged, shared memory and memfds included,
 /// which RLIMIT_DATA does not count. With the OOM killer off in it, a task that fills it stops in
-/// its page fault instead of dying unexplained, and the worker's watcher, woken by the kernel's
-/// OOM notification on `oom_event_fd_`, ends the worker with WorkerExit::memory_ceiling.
-/// "" (and no ceiling) when it cannot be made.
+/// its page fault instead of dying unexplained; the host, outside the cgroup, is told by the
+/// kernel's OOM notification and kills the worker (host/containment.hpp, watch_memory_ceiling).
+/// "" on success, else why not (the directory is then removed).
 std::string Containment::make_memory_cgroup(std::uint64_t limit) {
   std::string parent = memory_cgroup_parent();
-  if (parent.empty()) return "";
+  if (parent.empty()) return "no memory cgroup to nest in";
   std::string base = parent + "/ferry";
-  if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return "";
-  std::string dir = base + "/" + std::to_string(::getpid());
+  if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return errno_text(("mkdir " + base).c_str());
+  std::string dir = memory_cgroup_of(::getpid());
   if (::mkdir(dir.c_str(), 0755) != 0) {
     // Left by an earlier process with this pid whose guardian could not remove it.
-    if (errno != EEXIST || ::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0) return "";
+    if (errno != EEXIST || ::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0)
+      return errno_text(("mkdir " + dir).c_str());
   }
   const std::string bytes = std::to_string(limit);
-  int event = ::eventfd(0, EFD_CLOEXEC);
-  int control = ::open((dir + "/memory.oom_control").c_str(), O_RDONLY | O_CLOEXEC);
-  bool ok = event >= 0 && control >= 0 && write_file(dir + "/memory.limit_in_bytes", bytes) &&
-            write_file(dir + "/memory.oom_control", "1") &&
-            write_file(dir + "/cgroup.event_control", std::to_string(event) + " " + std::to_string(control));
-  // With swap, memory and swap together (memsw exists only with swap accounting): without it the
-  // task's pages past the limit would go to swap instead.
+  // Swap: none for this cgroup's own reclaim, and where swap is accounted, memory and swap
+  // together; without either, the task's pages past the limit would go to swap instead.
+  bool ok = write_file(dir + "/memory.limit_in_bytes", bytes) && write_file(dir + "/memory.oom_control", "1") &&
+            write_file(dir + "/memory.swappiness", "0");
   if (ok && ::access((dir + "/memory.memsw.limit_in_bytes").c_str(), F_OK) == 0)
     ok = write_file(dir + "/memory.memsw.limit_in_bytes", bytes);
-  if (control >= 0) ::close(control);  // the registration holds what it needs
   if (!ok) {
-    if (event >= 0) ::close(event);
+    std::string why = errno_text(("setting up " + dir).c_str());
     ::rmdir(dir.c_str());
-    return "";
+    return why;
   }
-  oom_event_fd_ = event;
-  return dir;
-}
-
-namespace {
-
-int g_oom_event = -1;
-
-/// The memory watcher's thread: blocked on the OOM notification of the worker's memory cgroup.
-/// It cannot say more than its exit code: in a cgroup out of memory the kernel charges a socket's
-/// buffer too, and a write to the channel fails (ENOBUFS), as reading the cgroup's files does.
-void* watch_memory(void*) {
-  for (;;) {
-    std::uint64_t count = 0;
-    ssize_t n = ::read(g_oom_event, &count, sizeof count);
-    if (n < 0 && errno == EINTR) continue;
-    // The notification; or the descriptor was taken from the watcher (a task closed it):
-    // without the watcher, a full cgroup would stop the task for good.
-    _exit(n == static_cast<ssize_t>(sizeof count) ? static_cast<int>(protocol::WorkerExit::memory_ceiling)
-                                                   : static_cast<int>(protocol::WorkerExit::io_error));
-  }
-}
-
-}  // namespace
-
-bool Containment::start_memory_watcher() {
-  g_oom_event = oom_event_fd_;
-  // A small stack: a thread's stack is private writable memory, which RLIMIT_DATA counts.
-  pthread_attr_t attr;
-  if (::pthread_attr_init(&attr) != 0) return false;
-  ::pthread_attr_setstacksize(&attr, 64 * 1024);
-  ::pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t thread;
-  int rc = ::pthread_create(&thread, &attr, watch_memory, nullptr);
-  ::pthread_attr_destroy(&attr);
-  if (rc != 0) return false;
-  ::pthread_setname_np(thread, "ferry-memwatch");
-  return true;
+  memory_cgroup_ = dir;
+  return "";
 }
 
 bool Containment::join_cgroup(std::uint64_t ceiling) {
@@ -801,8 +762,7 @@ bool Containment::join_cgroup(std::uint64_t ceiling) {
   pids_max_fd_ = ::open((dir + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
   pids_events_fd_ = ::open((dir + "/pids.events").c_str(), O_RDONLY | O_CLOEXEC);
   if (!write_file(dir + "/cgroup.procs", std::to_string(::getpid()))) return false;
-  // The guardian is not in the cgroup; the memory watcher will be (started after the sandbox).
-  own_processes_ = own_threads() + (memory_cgroup_.empty() ? 0 : 1);
+  own_processes_ = own_threads();  // the guardian is not in the cgroup
   if (ceiling != 0 && !write_file(cgroup_ + "/pids.max", std::to_string(ceiling + static_cast<std::uint64_t>(own_processes_))))
     return false;
   return true;
@@ -867,13 +827,22 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
     ::setenv("FERRY_WORKER_TAG", tag_.c_str(), 1);
   }
   // A sandbox's memory limit is a ceiling on all the memory the worker is charged, not only the
-  // private memory RLIMIT_DATA counts: where a memory cgroup can be made (root, cgroup v1).
-  if (config.sandbox && config.limits.memory != 0 && memory_limit_works && root_)
-    memory_cgroup_ = make_memory_cgroup(config.limits.memory);
+  // private memory RLIMIT_DATA counts, where a memory cgroup can be made (root, cgroup v1; the
+  // host probed the same, and watches the cgroup). Not made: refused unless best effort.
+  if (config.sandbox && config.limits.memory != 0 && memory_limit_works && root_ &&
+      !memory_cgroup_parent().empty()) {
+    if (std::string why = make_memory_cgroup(config.limits.memory); !why.empty()) {
+      if (!config.best_effort) return "memory cgroup: " + why;
+      debug_log("worker: no memory cgroup: %s", why.c_str());
+    }
+  }
   if (std::string why = start_guardian(); !why.empty()) return why;
   if (!memory_cgroup_.empty()) {
     if (!write_file(memory_cgroup_ + "/cgroup.procs", std::to_string(::getpid())))
       return errno_text(("joining " + memory_cgroup_).c_str());
+    // Large results on the heap, sent through the channel: in a memfd, their pages would stay
+    // charged to this cgroup while the host holds the result (or keeps the block for reuse).
+    use_shared_blocks(false);
     note("memory cgroup " + memory_cgroup_);
   }
   if (!cgroup_.empty()) {
@@ -932,11 +901,6 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
     if (std::string why = build_sandbox(config); !why.empty()) return why;
     note(summary_);
   }
-  // Only now, a thread of its own: Landlock, the seccomp filter and the dropped capabilities
-  // bind the thread that set them up and those it starts afterwards, no thread that ran before.
-  // A task, in the same memory, could take over such a thread and be outside its sandbox.
-  if (!memory_cgroup_.empty() && !start_memory_watcher())
-    return errno_text("starting the memory watcher");
   summary_ = built;
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
   debug_log("worker: containment in %lld us: %s", static_cast<long long>(us.count()), summary_.c_str());

@@ -70,7 +70,6 @@ class FERRY_INTERNAL_API Containment {
   std::string make_cgroup();
   bool join_cgroup(std::uint64_t ceiling);
   std::string make_memory_cgroup(std::uint64_t limit);
-  bool start_memory_watcher();
   std::string start_guardian();
   std::string enter_user_namespace();
   std::string build_sandbox(const ContainmentConfig& config);
@@ -87,7 +86,6 @@ class FERRY_INTERNAL_API Containment {
   bool user_namespace_ = false;         // the worker made one (non-root): RLIMIT_NPROC binds in it
   std::string cgroup_;                  // the worker's pids cgroup, "" without one
   std::string memory_cgroup_;           // a sandbox's memory ceiling, "" without one
-  int oom_event_fd_ = -1;               // its OOM notification (an eventfd)
   // pids.max and pids.events of the cgroup the worker is in (with a ceiling: its "task" child),
   // and pids.events of the worker's cgroup over it (-1 without a ceiling).
   int pids_max_fd_ = -1, pids_events_fd_ = -1, ceiling_events_fd_ = -1;
