@@ -130,7 +130,7 @@ std::string cereal_json(const T& value) {
 /// `value` through ferry's JSON archive.
 template <class T>
 std::string ferry_json(const T& value) {
-  fd::json::StringBuffer out;
+  fd::JsonStringBuffer out;
   fd::JsonOutputArchive ar(out);
   ar(value);
   ar.finish();
@@ -140,7 +140,7 @@ std::string ferry_json(const T& value) {
 /// The value that `text` holds as "value0", through ferry's JSON archive.
 template <class T>
 T from_json(std::string_view text) {
-  fd::json::Document doc;
+  fd::JsonDocument doc;
   std::string error;
   if (!fd::parse_json(text, doc, error)) throw std::runtime_error(error);
   fd::JsonInputArchive ar(doc);
@@ -245,7 +245,7 @@ TEST_CASE("JsonArchive.differs_from_cereal_only_where_cereal_is_wrong") {
     CHECK(from_json<ferry::BytesView>(R"({"value0": "\u0000\u0001"})").size() == 2);
   }
   SUBCASE("nothing saved is an empty object") {
-    fd::json::StringBuffer out;
+    fd::JsonStringBuffer out;
     fd::JsonOutputArchive ar(out);
     ar.finish();
     CHECK(std::string(out.GetString()) == "{}");
@@ -292,7 +292,7 @@ TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
   CHECK(error_of(type_identity<int>{}, R"({"value0": ")" + std::string(100, 'x') + "\"}") ==
         R"(value0: expected i32, found the string ")" + std::string(40, 'x') + "\"...");
   CHECK(error_of(type_identity<int>{}, "[]") == "[0]: expected i32, found nothing (an empty array)");
-  CHECK_THROWS_WITH_AS(fd::JsonInputArchive(fd::json::Value(3)), "expected an object or an array at the top, found the number 3",
+  CHECK_THROWS_WITH_AS(fd::JsonInputArchive(fd::JsonValue(3)), "expected an object or an array at the top, found the number 3",
                        fd::JsonError);
 }
 

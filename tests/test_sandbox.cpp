@@ -1080,6 +1080,22 @@ TEST_CASE("Limits.memory_stops_an_allocation_with_ResourceLimitError") {
 #endif
 }
 
+TEST_CASE("Limits.memory_stops_a_large_json_result_with_ResourceLimitError") {
+#if FERRY_TEST_SHADOW_MEMORY
+  MESSAGE("skipped under a sanitizer (no memory limit there)");
+#else
+  // The JSON entry point writes its line with RapidJSON, whose allocator returned NULL past the
+  // limit and was written through: the worker died of SIGSEGV (TerminatedWorkerError).
+  ferry::Limits limits;
+  limits.memory = 128 * MiB;
+  ferry::Executor ex(contained(limits));
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_json("hostile:bytes_result", "{\"value0\": 20971520}"));
+  if (e) CHECK(e->limit() == "memory");
+  CHECK(value_of(ex.submit_json("hostile:bytes_result", "{\"value0\": 1048576}")).size() > 1048576);
+  check_pool_is_healthy(ex);
+#endif
+}
+
 TEST_CASE("Sandbox.every_thread_of_a_sandboxed_worker_is_under_its_filter") {
 #if FERRY_TEST_SHADOW_MEMORY
   MESSAGE("skipped under a sanitizer (its own threads start before the sandbox)");

@@ -139,7 +139,7 @@ inline void run_cli_lines(std::string_view text) {
       }
       if (out.empty() || out.back() != '\n' || out.find('\n') != out.size() - 1)
         broken("an argument line that is not one line", out);
-      detail::json::Document doc;
+      detail::JsonDocument doc;
       std::string parse_error;
       if (!detail::parse_json(std::string_view(out).substr(0, out.size() - 1), doc, parse_error))
         broken("an argument line that does not parse", out);

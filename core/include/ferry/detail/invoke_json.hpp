@@ -20,7 +20,7 @@ namespace ferry::detail {
 
 /// The arguments of a JSON call must be exactly {"value0": ..., "value<n-1>": ...}: the archive
 /// would read members by position and ignore extra ones.
-inline void check_json_arguments(const json::Value& args, std::size_t arity) {
+inline void check_json_arguments(const JsonValue& args, std::size_t arity) {
   if (!args.IsObject())
     throw JsonError({}, "arguments must be a JSON object {\"value0\": ...}, found " + describe_json(args));
   for (auto m = args.MemberBegin(); m != args.MemberEnd(); ++m) {
@@ -44,7 +44,7 @@ template <class Tuple, std::size_t... I>
 void read_json_arguments(std::string_view line, Tuple& args, std::index_sequence<I...>) {
   constexpr std::size_t arity = sizeof...(I);
   if (arity == 0 && line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // no arguments
-  json::Document doc;
+  JsonDocument doc;
   std::string error;
   if (!parse_json(line, doc, error)) throw JsonError({}, "arguments are not valid JSON: " + error);
   check_json_arguments(doc, arity);
@@ -75,7 +75,7 @@ void invoke_json(InvokeContext& ctx) noexcept {
   using R = typename Call::Result;
   try {
     std::string_view rest(ctx.args, static_cast<std::size_t>(ctx.args_size));
-    json::StringBuffer out;  // one line, written to ctx.result once it is whole
+    JsonStringBuffer out;  // one line, written to ctx.result once it is whole
     for (std::uint32_t item = 0; item < ctx.items; ++item) {
       auto nl = rest.find('\n');
       std::string_view line = rest.substr(0, nl);

@@ -60,6 +60,39 @@ namespace json = RAPIDJSON_NAMESPACE;
 
 namespace ferry::detail {
 
+/// RapidJSON's allocator, with std::bad_alloc where its CrtAllocator returns NULL: RapidJSON writes
+/// through what its allocator returns, so a JSON result past a memory limit crashed the worker
+/// (SIGSEGV in GenericStringBuffer::PutUnsafe) instead of failing as the limit it met.
+class JsonAllocator {
+ public:
+  static const bool kNeedFree = true;
+  void* Malloc(std::size_t size) {
+    if (size == 0) return nullptr;
+    void* p = std::malloc(size);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  void* Realloc(void* original, std::size_t, std::size_t size) {
+    if (size == 0) {
+      std::free(original);
+      return nullptr;
+    }
+    void* p = std::realloc(original, size);
+    if (!p) throw std::bad_alloc();  // `original` is still valid, and still its owner's
+    return p;
+  }
+  static void Free(void* p) noexcept { std::free(p); }
+  bool operator==(const JsonAllocator&) const noexcept { return true; }
+  bool operator!=(const JsonAllocator&) const noexcept { return false; }
+};
+/// The RapidJSON types of the JSON entry point (plugins) and its archives, on JsonAllocator.
+using JsonStringBuffer = json::GenericStringBuffer<json::UTF8<>, JsonAllocator>;
+template <class Buffer>
+using JsonWriterOf = json::Writer<Buffer, json::UTF8<>, json::UTF8<>, JsonAllocator>;
+using JsonWriter = JsonWriterOf<JsonStringBuffer>;
+using JsonDocument = json::GenericDocument<json::UTF8<>, json::MemoryPoolAllocator<JsonAllocator>, JsonAllocator>;
+using JsonValue = JsonDocument::ValueType;
+
 /// JSON nested deeper than this is refused before anything recursive (RapidJSON's parser, its
 /// writer, a Value's Accept) sees it: 512 levels are far more than arguments need, and cost a
 /// recursive parser well under 1 MiB of stack.
@@ -243,7 +276,8 @@ inline bool shortest_double_text(std::string_view token, bool tiny, std::string&
 /// Parses `text` as exactly one JSON value, with cereal's flags (full precision, NaN and Infinity),
 /// once scan_json_text found nothing RapidJSON mishandles. On failure returns false and sets
 /// `error`, e.g. "Invalid value. (at offset 0)" or "nested deeper than 512 levels (at offset 512)".
-inline bool parse_json(std::string_view text, json::Document& doc, std::string& error) {
+template <class Document>
+bool parse_json(std::string_view text, Document& doc, std::string& error) {
   JsonTextScan scan = scan_json_text(text);
   auto at = [&](std::size_t offset) { return " (at offset " + std::to_string(offset) + ")"; };
   switch (scan.problem) {
@@ -289,7 +323,8 @@ inline bool parse_json(std::string_view text, json::Document& doc, std::string& 
 }
 
 /// Appends `s` as a JSON string literal; "\u0000" and every other byte kept.
-inline void write_json_string(json::Writer<json::StringBuffer>& w, std::string_view s) {
+template <class Writer>
+void write_json_string(Writer& w, std::string_view s) {
   if (s.size() > std::numeric_limits<json::SizeType>::max())
     throw JsonError({}, "a string of " + std::to_string(s.size()) + " bytes is longer than JSON strings "
                         "can be here (4 GiB)");
@@ -298,9 +333,9 @@ inline void write_json_string(json::Writer<json::StringBuffer>& w, std::string_v
 
 /// `{"error": {"type", "message", "stage"}}`: the line of an item that failed, under keep-going
 /// (written by the worker; by the ferry command for a line it cannot read).
-inline void write_json_error(json::StringBuffer& out, std::string_view type, std::string_view message,
-                             std::string_view stage) {
-  json::Writer<json::StringBuffer> w(out);
+template <class Buffer>
+void write_json_error(Buffer& out, std::string_view type, std::string_view message, std::string_view stage) {
+  JsonWriterOf<Buffer> w(out);
   w.StartObject();
   w.Key("error");
   w.StartObject();
@@ -316,10 +351,11 @@ inline void write_json_error(json::StringBuffer& out, std::string_view type, std
 
 /// A JSON value as an error message shows it: `the string "abc"`, `the number 2.5`, `an object of
 /// 2 members`, `null`. Strings are cut after 40 bytes (at a UTF-8 character boundary).
-inline std::string describe_json(const json::Value& v) {
+template <class Value>
+std::string describe_json(const Value& v) {
   auto text = [](auto&& write) {
-    json::StringBuffer out;
-    json::Writer<json::StringBuffer> w(out);
+    JsonStringBuffer out;
+    JsonWriter w(out);
     write(w);
     return std::string(out.GetString(), out.GetSize());
   };
@@ -363,7 +399,7 @@ writes (see the file comment), into a RapidJSON StringBuffer. Call finish() afte
 class JsonOutputArchive : public cereal::OutputArchive<JsonOutputArchive>,
                           public cereal::traits::TextArchive {
  public:
-  explicit JsonOutputArchive(json::StringBuffer& out)
+  explicit JsonOutputArchive(JsonStringBuffer& out)
       : cereal::OutputArchive<JsonOutputArchive>(this), writer_(out) {
     levels_.push_back({Node::start_object, 0});
   }
@@ -446,7 +482,7 @@ class JsonOutputArchive : public cereal::OutputArchive<JsonOutputArchive>,
     Node node;
     std::uint32_t counter;  ///< the next unnamed value's number
   };
-  json::Writer<json::StringBuffer> writer_;
+  JsonWriter writer_;
   std::vector<Level> levels_;
   const char* next_name_ = nullptr;
 };
@@ -460,7 +496,7 @@ The document must outlive the archive; parse it with parse_json (which bounds it
 class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
                          public cereal::traits::TextArchive {
  public:
-  explicit JsonInputArchive(const json::Value& root)
+  explicit JsonInputArchive(const JsonValue& root)
       : cereal::InputArchive<JsonInputArchive>(this) {
     if (!root.IsObject() && !root.IsArray())
       throw JsonError({}, "expected an object or an array at the top, found " + describe_json(root));
@@ -473,7 +509,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
 
   /// Enters the next value, an object or array, to read its members (`expected`: its type label).
   void start_node(std::string_view expected) {
-    const json::Value& v = next(expected);
+    const JsonValue& v = next(expected);
     if (!v.IsObject() && !v.IsArray()) fail(expected, v);
     frames_.push_back(frame(v, expected));
   }
@@ -492,18 +528,18 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
   }
 
   void load_value(bool& b) {
-    const json::Value& v = next("bool");
+    const JsonValue& v = next("bool");
     if (!v.IsBool()) fail("bool", v);
     b = v.GetBool();
     advance();
   }
   void load_value(std::nullptr_t&) {
-    const json::Value& v = next("null");
+    const JsonValue& v = next("null");
     if (!v.IsNull()) fail("null", v);
     advance();
   }
   void load_value(std::string& s) {
-    const json::Value& v = next("string");
+    const JsonValue& v = next("string");
     if (!v.IsString()) fail("string", v);
     s.assign(v.GetString(), v.GetStringLength());
     advance();
@@ -514,7 +550,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
   void load_value(T& out) {
     static_assert(sizeof(T) <= 8, "ferry: integers wider than 64 bits cannot travel as JSON");
     constexpr std::string_view expected = json_type_label<T>();
-    const json::Value& v = next(expected);
+    const JsonValue& v = next(expected);
     // std::in_range would say this, but it does not take the character types.
     using Limits = std::numeric_limits<T>;
     if (v.IsInt64()) {
@@ -538,7 +574,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
     requires std::is_floating_point_v<T>
   void load_value(T& out) {
     constexpr std::string_view expected = json_type_label<T>();
-    const json::Value& v = next(expected);
+    const JsonValue& v = next(expected);
     if (v.IsNumber()) {
       double d = v.GetDouble();
       // Converting a finite double beyond the target's range is undefined behaviour.
@@ -560,23 +596,23 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
 
  private:
   struct Frame {
-    const json::Value* node;
+    const JsonValue* node;
     json::SizeType index;
     json::SizeType size;
     bool object;
     std::string_view expected;  ///< the type read from this node, for messages
   };
-  static Frame frame(const json::Value& v, std::string_view expected) {
+  static Frame frame(const JsonValue& v, std::string_view expected) {
     return {&v, 0, v.IsObject() ? v.MemberCount() : v.Size(), v.IsObject(), expected};
   }
 
   /// The value to read: the member an NVP names, else the next one in order.
-  const json::Value& next(std::string_view expected) {
+  const JsonValue& next(std::string_view expected) {
     Frame& f = frames_.back();
     if (const char* name = std::exchange(next_name_, nullptr)) {
       std::string_view wanted(name);
       auto name_at = [&](json::SizeType i) {
-        const json::Value& n = f.node->MemberBegin()[i].name;
+        const JsonValue& n = f.node->MemberBegin()[i].name;
         return std::string_view(n.GetString(), n.GetStringLength());
       };
       if (!f.object || f.index >= f.size || name_at(f.index) != wanted) {
@@ -612,7 +648,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
       const Frame& f = frames_[k];
       if (f.index >= f.size) break;
       if (f.object) {
-        const json::Value& n = f.node->MemberBegin()[f.index].name;
+        const JsonValue& n = f.node->MemberBegin()[f.index].name;
         std::string_view name(n.GetString(), n.GetStringLength());
         if (!out.empty()) out += '.';
         out += name;
@@ -623,7 +659,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
     return out;
   }
   /// Throws the error for value `v` (the current one) where `expected` was wanted.
-  [[noreturn]] void fail(std::string_view expected, const json::Value& v, std::string_view why = {}) const {
+  [[noreturn]] void fail(std::string_view expected, const JsonValue& v, std::string_view why = {}) const {
     std::string problem = "expected " + std::string(expected) + ", found " + describe_json(v);
     if (!why.empty()) problem += " (" + std::string(why) + ")";
     throw JsonError(path(frames_.size()), std::move(problem));
