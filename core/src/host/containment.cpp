@@ -182,16 +182,26 @@ MemoryCeilingWatch MemoryCeilingWatch::of(int pid) {
   MemoryCeilingWatch w;
   const std::string dir = memory_cgroup_of(pid);
   if (dir.empty()) return w;
-  Fd control(::open((dir + "/memory.oom_control").c_str(), O_RDONLY | O_CLOEXEC));
-  if (!control) return w;  // the worker made none (best effort)
-  Fd event(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  Fd registry(::open((dir + "/cgroup.event_control").c_str(), O_WRONLY | O_CLOEXEC));
-  if (!event || !registry) return w;
-  const std::string line = std::to_string(event.get()) + " " + std::to_string(control.get());
-  if (::write(registry.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
-    debug_log("worker %d: its memory cgroup cannot be watched: %s", pid, std::strerror(errno));
-    return w;
+  auto give_up = [&](const char* what) {
+    // The kernel's OOM killer stays on in it: a task that fills it is killed, not stopped.
+    debug_log("worker %d: its memory cgroup is not watched (%s: %s)", pid, what, std::strerror(errno));
+    return MemoryCeilingWatch{};
+  };
+  Fd control(::open((dir + "/memory.oom_control").c_str(), O_RDWR | O_CLOEXEC));
+  if (!control) {
+    if (errno == ENOENT) return w;  // the worker made none (best effort)
+    return give_up("memory.oom_control");
   }
+  Fd event(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!event) return give_up("eventfd");
+  Fd registry(::open((dir + "/cgroup.event_control").c_str(), O_WRONLY | O_CLOEXEC));
+  if (!registry) return give_up("cgroup.event_control");
+  const std::string line = std::to_string(event.get()) + " " + std::to_string(control.get());
+  if (::write(registry.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+    return give_up("registering");
+  // Watched now: a task that fills the cgroup stops there until this host kills its worker (with
+  // the OOM killer, the kernel would pick the victim and say nothing of why).
+  if (::pwrite(control.get(), "1", 1, 0) != 1) return give_up("turning the OOM killer off");
   w.event = std::move(event);
   w.control = std::move(control);
   return w;

@@ -460,8 +460,9 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   w.host = intern_host_name(std::move(h.host));
   w.advance(WorkerSlot::Phase::ready);
   if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now
-  // A sandbox's memory ceiling: the worker made its cgroup before its hello, and no task of it
-  // has run yet (a local worker: containment needs the local backend).
+  // A sandbox's memory ceiling: the worker made its cgroup before its hello (a local worker:
+  // containment needs the local backend). Its initializer may run already: until the watch is
+  // set, the kernel's OOM killer acts in the cgroup.
   if (options_.sandbox.enabled && options_.limits.memory != 0 && containment_support().memory_cgroup) {
     w.memory = MemoryCeilingWatch::of(w.pid);
     if (w.memory.event) poller_.add(w.memory.event.get(), w.serial, Poller::Tag::memory);

@@ -712,10 +712,12 @@ std::string Containment::make_cgroup() {
 
 /// The worker's memory cgroup (a sandbox's memory ceiling, as root on cgroup v1): `limit` bytes for
 /// everything the worker and what it starts are charged, shared memory and memfds included,
-/// which RLIMIT_DATA does not count. With the OOM killer off in it, a task that fills it stops in
-/// its page fault instead of dying unexplained; the host, outside the cgroup, is told by the
-/// kernel's OOM notification and kills the worker (host/containment.hpp, watch_memory_ceiling).
-/// "" on success, else why not (the directory is then removed).
+/// which RLIMIT_DATA does not count. The host, outside the cgroup, watches it after the hello
+/// (host/containment.hpp, MemoryCeilingWatch) and only then turns its OOM killer off: a task that
+/// fills it stops in its page fault and the host, told by the kernel, ends the call with
+/// ResourceLimitError. Until then (or if the host cannot watch it) the kernel's OOM killer acts,
+/// so a full cgroup never stops a worker that nobody watches. "" on success, else why not (the
+/// directory is then removed).
 std::string Containment::make_memory_cgroup(std::uint64_t limit) {
   std::string parent = memory_cgroup_parent();
   if (parent.empty()) return "no memory cgroup to nest in";
@@ -730,8 +732,7 @@ std::string Containment::make_memory_cgroup(std::uint64_t limit) {
   const std::string bytes = std::to_string(limit);
   // Swap: none for this cgroup's own reclaim, and where swap is accounted, memory and swap
   // together; without either, the task's pages past the limit would go to swap instead.
-  bool ok = write_file(dir + "/memory.limit_in_bytes", bytes) && write_file(dir + "/memory.oom_control", "1") &&
-            write_file(dir + "/memory.swappiness", "0");
+  bool ok = write_file(dir + "/memory.limit_in_bytes", bytes) && write_file(dir + "/memory.swappiness", "0");
   if (ok && ::access((dir + "/memory.memsw.limit_in_bytes").c_str(), F_OK) == 0)
     ok = write_file(dir + "/memory.memsw.limit_in_bytes", bytes);
   if (!ok) {
@@ -836,7 +837,12 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
       debug_log("worker: no memory cgroup: %s", why.c_str());
     }
   }
-  if (std::string why = start_guardian(); !why.empty()) return why;
+  if (std::string why = start_guardian(); !why.empty()) {
+    // Nobody would remove them.
+    if (!memory_cgroup_.empty()) ::rmdir(memory_cgroup_.c_str());
+    if (!cgroup_.empty()) ::rmdir(cgroup_.c_str());
+    return why;
+  }
   if (!memory_cgroup_.empty()) {
     if (!write_file(memory_cgroup_ + "/cgroup.procs", std::to_string(::getpid())))
       return errno_text(("joining " + memory_cgroup_).c_str());
