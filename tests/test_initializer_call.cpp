@@ -171,6 +171,20 @@ TEST_CASE("Initializer.a_failing_initializer_with_arguments_breaks_the_pool") {
   check_broken_by_its_initializer(ex, "the model needs a name");
 }
 
+TEST_CASE("Initializer.one_that_kills_its_worker_is_a_start_failure_not_a_respawn_loop") {
+  // segfault(1) as the initializer: every worker dies in it, before any call ran. It used to be
+  // the first call's TerminatedWorkerError, and an idle pool started hundreds of workers a second.
+  auto o = support::options(1);
+  o.initializer = ferry::Call(segfault, 1);
+  ferry::Executor ex(o);
+  auto f = ex.submit(busy_for, 0);
+  CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("while its initializer ran"), ferry::BrokenProcessPool);
+  // The pool stops starting workers until the next submission.
+  const std::size_t started = ex.stats().workers_started;
+  CHECK(started <= 4);
+  CHECK_FALSE(support::wait_until([&] { return ex.stats().workers_started > started; }, 1s));
+}
+
 TEST_CASE("Initializer.unencodable_arguments_and_arguments_without_a_task") {
   CHECK_THROWS_WITH_AS(ferry::Call("load_model", Unencodable{}), doctest::Contains("cannot encode this"),
                        ferry::SerializationError);

@@ -218,13 +218,19 @@ void Manager::on_exit(const SlotPtr& w) {
 
 std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
                                                       Completions& done) {
-  if (!w.greeted && !w.bye && !w.kill_error && !p_.shutdown_) {
+  // Ended by its initializer (a crash, an _exit, the kernel's OOM killer): no call of ours ran on
+  // it either. A failure of every worker's start, not of the first call it was given; and an
+  // idle pool respawned such workers without end (hundreds a second).
+  const bool in_initializer = p_.initializer_ && w.greeted && !w.initialized && !w.kill_sent;
+  if ((!w.greeted || in_initializer) && !w.bye && !w.kill_error && !p_.shutdown_) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     p_.dispatcher_.requeue(w.lane);
     ++p_.startup_failures_;
-    p_.last_spawn_error_ = w.describe(*p_.launcher_) + (w.violation.empty() ? " ended with " + describe_exit(st) +
-                                                                              " before its handshake"
-                                                                        : " " + w.violation);
+    p_.last_spawn_error_ =
+        w.describe(*p_.launcher_) +
+        (w.violation.empty() ? " ended with " + describe_exit(st) +
+                                   (in_initializer ? " while its initializer ran" : " before its handshake")
+                             : " " + w.violation);
     return nullptr;
   }
   if (w.bye || w.lane.idle()) {

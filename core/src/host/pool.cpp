@@ -467,7 +467,7 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
     w.memory = MemoryCeilingWatch::of(w.pid);
     if (w.memory.event) poller_.add(w.memory.event.get(), w.serial, Poller::Tag::memory);
   }
-  startup_failures_ = 0;
+  if (!initializer_) startup_failures_ = 0;  // else started once its initializer ran
   w.reader.set_limit(max_frame_);
   changed_.notify_all();
   if (trace_) {
@@ -596,6 +596,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     if (head.status != ResultStatus::ok || shared || !r.rest().empty())
       throw protocol::ProtocolError("a result for call 0 that is not an initializer's success");
     w.initialized = true;
+    startup_failures_ = 0;
     return;
   }
   if (initializer_ && !w.initialized) throw protocol::ProtocolError("a result before its initializer ran");
