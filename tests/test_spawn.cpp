@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -163,6 +164,26 @@ TEST_CASE("Spawn.channel_already_at_fd_3") {
   }
   CHECK(read_to_eof(host.get()) == "ok");
   CHECK(reap(p.pid).exit_code == 0);
+}
+
+TEST_CASE("Spawn.a_full_descriptor_table_is_said_as_such_not_as_an_old_kernel") {
+  // With every descriptor taken, the process starts (posix_spawn needs none here) and its pidfd
+  // cannot be had: EMFILE, which the launcher used to report as "Linux < 5.3".
+  const int code = support::exit_code_of_child(
+      [] {
+        rlimit few{64, 64};
+        if (::setrlimit(RLIMIT_NOFILE, &few) != 0) return 1;
+        while (::dup(0) >= 0 || errno == EINTR) {
+        }
+        if (errno != EMFILE) return 2;
+        SpawnedProcess p = spawn_process("/bin/true", {}, merged_environment({}), 0);
+        if (p.pid <= 0) return 3;
+        const bool said = !p.pidfd && p.pidfd_error == EMFILE;
+        ::waitpid(p.pid, nullptr, 0);
+        return said ? 0 : 4;
+      },
+      std::chrono::seconds(20));
+  CHECK(code == 0);
 }
 
 TEST_CASE("Spawn.no_other_descriptor_leaks") {

@@ -109,7 +109,8 @@ std::optional<Launcher::Launched> LocalLauncher::launch(const std::vector<std::s
     // Without pidfd (Linux < 5.3) deaths could not be told apart from a closed channel.
     ::kill(p.pid, SIGKILL);
     reap(p.pid);
-    why = "pidfd_open is not available (ferry needs Linux 5.3 or later)";
+    why = p.pidfd_error == ENOSYS ? "pidfd_open is not available (ferry needs Linux 5.3 or later)"
+                                  : std::string("pidfd_open: ") + std::strerror(p.pidfd_error);
     return std::nullopt;
   }
   return Launched{host.release(), std::make_shared<LocalWorker>(p.pid, std::move(p.pidfd))};

@@ -100,6 +100,7 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
   SpawnedProcess p;
   p.pid = pid;
   p.pidfd = Fd(pidfd_open(pid));
+  if (!p.pidfd) p.pidfd_error = errno;
   return p;
 }
 
