@@ -1096,6 +1096,29 @@ TEST_CASE("Limits.memory_stops_a_large_json_result_with_ResourceLimitError") {
 #endif
 }
 
+TEST_CASE("Sandbox.an_initializer_that_fills_the_memory_cgroup_is_a_start_failure") {
+#if FERRY_TEST_SHADOW_MEMORY
+  MESSAGE("skipped under a sanitizer (no memory limit there)");
+#else
+  if (!ferry::detail::containment_support().memory_cgroup) {
+    MESSAGE("skipped: no memory cgroup here");
+    return;
+  }
+  // Every worker's initializer maps and touches 1 GiB of shared memory under a ceiling of 128 MiB:
+  // the first call got ResourceLimitError for a task that never ran, and the pool went on
+  // starting workers for each call.
+  ferry::Limits limits;
+  limits.memory = 128 * MiB;
+  ferry::ExecutorOptions o = contained(limits, sandbox_on());
+  o.max_workers = 1;
+  o.initializer = ferry::Call(share_memory, std::uint64_t{1 * GiB}, 0);
+  ferry::Executor ex(o);
+  auto e = failure_of<ferry::BrokenProcessPool>(ex.submit_with(hostile(), hostile_pid));
+  if (e) CHECK_MESSAGE(std::string(e->what()).find("while its initializer ran") != std::string::npos, e->what());
+  CHECK(ex.stats().workers_started <= 4);
+#endif
+}
+
 TEST_CASE("Sandbox.every_thread_of_a_sandboxed_worker_is_under_its_filter") {
 #if FERRY_TEST_SHADOW_MEMORY
   MESSAGE("skipped under a sanitizer (its own threads start before the sandbox)");

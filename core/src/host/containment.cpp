@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 #include <system_error>
 
@@ -187,11 +188,18 @@ MemoryCeilingWatch MemoryCeilingWatch::of(int pid) {
     debug_log("worker %d: its memory cgroup is not watched (%s: %s)", pid, what, std::strerror(errno));
     return MemoryCeilingWatch{};
   };
+  // The worker's own: not a directory of that name an earlier worker of the same pid left behind
+  // (this one, best effort, may have made none).
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/cgroup", pid);
+  std::ifstream own(path);
+  bool member = false;
+  for (std::string line; std::getline(own, line);)
+    if (auto at = line.find(":memory:"); at != std::string::npos)
+      member = "/sys/fs/cgroup/memory" + line.substr(at + 8) == dir;
+  if (!member) return w;
   Fd control(::open((dir + "/memory.oom_control").c_str(), O_RDWR | O_CLOEXEC));
-  if (!control) {
-    if (errno == ENOENT) return w;  // the worker made none (best effort)
-    return give_up("memory.oom_control");
-  }
+  if (!control) return give_up("memory.oom_control");
   Fd event(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!event) return give_up("eventfd");
   Fd registry(::open((dir + "/cgroup.event_control").c_str(), O_WRONLY | O_CLOEXEC));
@@ -199,12 +207,15 @@ MemoryCeilingWatch MemoryCeilingWatch::of(int pid) {
   const std::string line = std::to_string(event.get()) + " " + std::to_string(control.get());
   if (::write(registry.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()))
     return give_up("registering");
-  // Watched now: a task that fills the cgroup stops there until this host kills its worker (with
-  // the OOM killer, the kernel would pick the victim and say nothing of why).
-  if (::pwrite(control.get(), "1", 1, 0) != 1) return give_up("turning the OOM killer off");
   w.event = std::move(event);
   w.control = std::move(control);
   return w;
+}
+
+bool MemoryCeilingWatch::stop_oom_killer() {
+  // A task that fills the cgroup now stops there until the host kills its worker (with the OOM
+  // killer, the kernel would pick the victim and say nothing of why).
+  return ::pwrite(control.get(), "1", 1, 0) == 1;
 }
 
 bool MemoryCeilingWatch::reached() {

@@ -72,15 +72,18 @@ std::exception_ptr containment_death(int signal, const protocol::TaskLimits& lim
                                      const std::string& task, int pid);
 
 /// A sandboxed worker's memory ceiling, watched from the host (worker/containment.cpp makes the
-/// cgroup, memory_cgroup_of(pid), with the OOM killer off): the kernel's OOM notification for it,
-/// an eventfd registered through cgroup.event_control, and its memory.oom_control to tell a full
-/// cgroup from its removal (which notifies too). The watcher is outside the cgroup: inside, a
-/// thread stopped with the task at its first page fault (a forked task's copy-on-write stack).
+/// cgroup, memory_cgroup_of(pid), and joins it): the kernel's OOM notification for it, an eventfd
+/// registered through cgroup.event_control, and its memory.oom_control to tell a full cgroup from
+/// its removal (which notifies too). The watcher is outside the cgroup: inside, a thread stopped
+/// with the task at its first page fault (a forked task's copy-on-write stack).
 struct MemoryCeilingWatch {
   Fd event;    // readable: look at the cgroup (reached())
   Fd control;  // memory.oom_control, read at each notification
-  /// Watches worker `pid`'s cgroup; empty (`event` invalid) when it has none.
+  /// Registers for worker `pid`'s cgroup; empty (`event` invalid) when it is in none of its own,
+  /// or the registration failed (logged). The kernel's OOM killer is still on in it.
   static MemoryCeilingWatch of(int pid);
+  /// Once `event` is polled: turns the cgroup's OOM killer off. False when it could not.
+  bool stop_oom_killer();
   /// After `event` was readable: consumes the notification; true when the cgroup is out of
   /// memory (its task stopped at the ceiling).
   bool reached();

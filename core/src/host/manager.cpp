@@ -173,6 +173,14 @@ void Manager::on_memory_ceiling(const SlotPtr& w) {
   if (!w->memory.event || !w->memory.reached() || !w->alive()) return;
   // Its task (or what the task started) stopped at the sandbox's ceiling: the worker cannot go
   // on, whether a call runs or not (a process a task left behind may be what filled it).
+  if (p_.initializer_ && !w->initialized) {
+    // Its initializer filled it: a start failure (settle_dead_worker_locked), as a crash there
+    // is, not the first call's error; a pool whose every worker does so gives up.
+    w->violation = "filled its memory cgroup (the sandbox's ceiling) while its initializer ran";
+    w->failed_start = true;
+    p_.kill_worker_locked(*w, nullptr);
+    return;
+  }
   const Call* c = w->lane.running();
   const std::uint64_t ceiling = p_.options_.limits.memory;
   p_.kill_worker_locked(
@@ -202,7 +210,7 @@ void Manager::on_exit(const SlotPtr& w) {
     std::lock_guard lock(p_.mu_);
     w->advance(WorkerSlot::Phase::dead);
     for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get(), w->memory.event.get()})
-      if (fd >= 0) p_.poller_.remove(fd);
+      p_.poller_.remove(fd);
     debug_log("worker %d exited: %s%s", w->pid, describe_exit(st).c_str(), w->bye ? " (announced)" : "");
     std::exception_ptr given = settle_dead_worker_locked(*w, st, ooms, done);
     count_end_locked(*w, st, given);
@@ -221,7 +229,7 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   // Ended by its initializer (a crash, an _exit, the kernel's OOM killer): no call of ours ran on
   // it either. A failure of every worker's start, not of the first call it was given; and an
   // idle pool respawned such workers without end (hundreds a second).
-  const bool in_initializer = p_.initializer_ && w.greeted && !w.initialized && !w.kill_sent;
+  const bool in_initializer = p_.initializer_ && w.greeted && !w.initialized && (!w.kill_sent || w.failed_start);
   if ((!w.greeted || in_initializer) && !w.bye && !w.kill_error && !p_.shutdown_) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     p_.dispatcher_.requeue(w.lane);
@@ -449,8 +457,10 @@ void Manager::stop_retired_locked(Clock::time_point now) {
 /// Gives up on starting workers after repeated failures, and fails what waits when no worker
 /// can run it (workers cannot be started; every rank of a backend is gone).
 void Manager::check_startup_locked(Clock::time_point, Completions& done) {
-  bool any_up = std::any_of(p_.workers_.begin(), p_.workers_.end(),
-                            [](const auto& kv) { return kv.second->greeted && kv.second->alive(); });
+  // Up: greeted, and with an initializer, past it (one still in it may yet fail as the others).
+  bool any_up = std::any_of(p_.workers_.begin(), p_.workers_.end(), [&](const auto& kv) {
+    return kv.second->greeted && kv.second->alive() && (!p_.initializer_ || kv.second->initialized);
+  });
   if (p_.startup_failures_ >= max_startup_failures) {
     if (!any_up) {
       p_.spawn_error_ = p_.launcher_->start_failure(p_.last_spawn_error_);

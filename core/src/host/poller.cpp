@@ -39,12 +39,13 @@ std::uint32_t Poller::events_of(Tag tag, bool on) {
   return EPOLLIN;
 }
 
-void Poller::add(int fd, std::uint64_t serial, Tag tag, bool armed) {
+bool Poller::add(int fd, std::uint64_t serial, Tag tag, bool armed) {
   epoll_event ev{};
   ev.events = events_of(tag, armed);
   ev.data.u64 = key(serial, tag);
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
-    debug_log("epoll_ctl ADD %d: %s", fd, std::strerror(errno));
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) == 0) return true;
+  debug_log("epoll_ctl ADD %d: %s", fd, std::strerror(errno));
+  return false;
 }
 
 bool Poller::arm(int fd, std::uint64_t serial, Tag tag, bool on) {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The manager's epoll set: every registration carries a worker serial and one of four tags.
+// The manager's epoll set: every registration carries a worker serial and one of five tags.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +27,8 @@ class Poller {
   Poller();
 
   /// Registers `fd` for worker `serial`. The channel's read and write registrations start
-  /// disarmed unless `armed`.
-  void add(int fd, std::uint64_t serial, Tag tag, bool armed = true);
+  /// disarmed unless `armed`. False (logged) when epoll refused it.
+  bool add(int fd, std::uint64_t serial, Tag tag, bool armed = true);
   /// Re-arms a one-shot read or write registration (`on`), or disarms it.
   bool arm(int fd, std::uint64_t serial, Tag tag, bool on);
   void remove(int fd);

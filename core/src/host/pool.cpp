@@ -465,7 +465,13 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   // set, the kernel's OOM killer acts in the cgroup.
   if (options_.sandbox.enabled && options_.limits.memory != 0 && containment_support().memory_cgroup) {
     w.memory = MemoryCeilingWatch::of(w.pid);
-    if (w.memory.event) poller_.add(w.memory.event.get(), w.serial, Poller::Tag::memory);
+    // The OOM killer goes off only once someone polls for the notification: else a full cgroup
+    // would stop its task for good.
+    if (w.memory.event && !(poller_.add(w.memory.event.get(), w.serial, Poller::Tag::memory) &&
+                            w.memory.stop_oom_killer())) {
+      poller_.remove(w.memory.event.get());
+      w.memory = MemoryCeilingWatch{};
+    }
   }
   if (!initializer_) startup_failures_ = 0;  // else started once its initializer ran
   w.reader.set_limit(max_frame_);

@@ -134,7 +134,8 @@ std::string memory_cgroup_parent() {
 }
 
 std::string memory_cgroup_of(int pid) {
-  std::string parent = memory_cgroup_parent();
+  // Read once: the host asks at every worker's hello, under its pool's lock.
+  static const std::string parent = memory_cgroup_parent();
   return parent.empty() ? parent : parent + "/ferry/" + std::to_string(pid);
 }
 

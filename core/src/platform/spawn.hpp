@@ -20,7 +20,7 @@ namespace ferry::detail {
 
 struct SpawnedProcess {
   pid_t pid = -1;
-  Fd pidfd;  // readable once the process exited; -1 on kernels without pidfd_open
+  Fd pidfd;  // readable once the process exited; -1 when pidfd_open failed (see pidfd_error)
   int pidfd_error = 0;  // why pidfd_open failed (ENOSYS: no such call; EMFILE: no descriptor left)
 };
 

@@ -60,7 +60,12 @@ char* map_fd(int fd, std::size_t capacity) {
   return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
 }
 
+/// Blocks smaller than this stay on the heap (set_shared_block_floor): allocate says so with
+/// nullptr, and Buffer grows on the heap instead.
+std::atomic<std::size_t> shared_floor{0};
+
 char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
+  if (n < shared_floor.load(std::memory_order_relaxed)) return nullptr;
   {
     auto& f = free_blocks();
     std::lock_guard lock(f.mu);
@@ -184,15 +189,11 @@ std::size_t threshold_from_env() {
 // Read when libferry loads (before any thread of ours exists).
 const BlockAllocator allocator{threshold_from_env(), &allocate, &grow, &release, &populate, &write_at};
 
-std::atomic<bool> shared_blocks{true};
-
 }  // namespace
 
-const BlockAllocator* large_block_allocator() noexcept {
-  return shared_blocks.load(std::memory_order_relaxed) ? &allocator : nullptr;
-}
+const BlockAllocator* large_block_allocator() noexcept { return &allocator; }
 
-void use_shared_blocks(bool on) noexcept { shared_blocks.store(on, std::memory_order_relaxed); }
+void set_shared_block_floor(std::size_t bytes) noexcept { shared_floor.store(bytes, std::memory_order_relaxed); }
 
 void seal_for_peer(int fd) noexcept {
   (void)::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE);

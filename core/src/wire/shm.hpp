@@ -36,9 +36,10 @@ Fd read_only_for_peer(int fd);
 /// maps a peer's block, refuses one that is not a memfd sealed against shrinking.
 void seal_for_peer(int fd) noexcept;
 
-/// Whether large buffers go to shared memory (large_block_allocator() then returns nullptr, and
-/// every Buffer stays on the heap). Turned off for good by a worker whose memory cgroup would
-/// keep a result's pages charged while the host holds them; before any buffer is shared.
-void use_shared_blocks(bool on) noexcept;
+/// Buffers smaller than `bytes` stay on the heap, however large (0: only FERRY_SHM_THRESHOLD
+/// decides). A worker with a memory cgroup sets it to about a frame's size: a result in a memfd
+/// stays charged to that cgroup while the host holds it, and one that fits no frame still needs
+/// shared memory to travel at all.
+void set_shared_block_floor(std::size_t bytes) noexcept;
 
 }  // namespace ferry::detail

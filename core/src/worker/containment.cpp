@@ -49,7 +49,6 @@
 
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
-#include "wire/shm.hpp"
 
 namespace ferry::detail {
 
@@ -846,9 +845,6 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   if (!memory_cgroup_.empty()) {
     if (!write_file(memory_cgroup_ + "/cgroup.procs", std::to_string(::getpid())))
       return errno_text(("joining " + memory_cgroup_).c_str());
-    // Large results on the heap, sent through the channel: in a memfd, their pages would stay
-    // charged to this cgroup while the host holds the result (or keeps the block for reuse).
-    use_shared_blocks(false);
     note("memory cgroup " + memory_cgroup_);
   }
   if (!cgroup_.empty()) {

@@ -62,6 +62,8 @@ class FERRY_INTERNAL_API Containment {
   void finish();
   /// The executor's limits (--limits): those of every task until a limits frame says otherwise.
   const protocol::TaskLimits& executor_limits() const { return executor_limits_; }
+  /// Whether the worker is in a memory cgroup of its own (a sandbox's memory ceiling).
+  bool memory_cgroup() const noexcept { return !memory_cgroup_.empty(); }
   /// What setup built ("pids cgroup, landlock ABI 7, seccomp, ..."), for FERRY_DEBUG and tests.
   const std::string& summary() const { return summary_; }
 

@@ -719,6 +719,10 @@ int worker_main(int argc, char** argv) {
     return static_cast<int>(WorkerExit::containment);
   }
   config.containment = &containment;
+  // Large results on the heap, sent through the channel, up to half a frame: in a memfd, their
+  // pages stay charged to the worker's memory cgroup while the host holds the result. Beyond
+  // that, only shared memory can carry them (the host refuses a frame past its limit).
+  if (containment.memory_cgroup()) set_shared_block_floor(static_cast<std::size_t>(config.max_frame_bytes / 2));
   // After the containment (whose guardian must not inherit it): a fatal signal sends a crashed
   // frame with the stack (TerminatedWorkerError::remote_stack).
   install_crash_reporter(config.fd, config.ring_out);
