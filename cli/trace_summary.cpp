@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// From trace events to what the report shows. Events are read once, in file order; everything that
-// needs the whole trace (sorting, matching queue waits to slices, busy time) happens in finish().
+// From trace events to what the report shows. Events are read once, in file order, and what they
+// add up to (totals, per-task figures, each kept track's busy time, the computed stats) is counted
+// as they come; finish() sorts what was kept, matches queue waits to slices, walks each track's
+// last busy-time window and reduces the counters.
 //
 // Lenient where the format (docs/trace-format.md) allows two readings, strict about nothing: an
 // event without the fields its kind needs is counted as skipped, never an error, since the file
@@ -22,22 +24,9 @@ namespace ferry::cli::trace {
 
 // ---- helpers -----------------------------------------------------------------------------------
 
-std::int32_t StringTable::intern(std::string_view s) {
-  auto it = index_.lower_bound(s);
-  if (it != index_.end() && it->first == s) return it->second;
-  const auto index = static_cast<std::int32_t>(strings_.size());
-  index_.emplace_hint(it, std::string(s), index);
-  strings_.emplace_back(s);
-  return index;
-}
-
-std::int32_t StringTable::intern(std::string&& s) {
-  auto it = index_.lower_bound(s);
-  if (it != index_.end() && it->first == s) return it->second;
-  const auto index = static_cast<std::int32_t>(strings_.size());
-  index_.emplace_hint(it, s, index);
+std::int32_t StringTable::add(std::string&& s) {
   strings_.push_back(std::move(s));
-  return index;
+  return static_cast<std::int32_t>(strings_.size() - 1);
 }
 
 double percentile(const std::vector<double>& sorted, double p) {
@@ -175,6 +164,20 @@ std::optional<std::string> id_key(const rj::Value& event) {
   return std::nullopt;
 }
 
+/// The call an id key names: the key as std::to_string writes an integer >= 0 (what a slice's
+/// args.call is looked up as), else none.
+std::optional<std::int64_t> call_of_id(std::string_view key) {
+  if (key.empty() || key.size() > 19 || (key.size() > 1 && key[0] == '0')) return std::nullopt;
+  std::int64_t n = 0;
+  for (char c : key) {
+    if (c < '0' || c > '9') return std::nullopt;
+    const int d = c - '0';
+    if (n > (std::numeric_limits<std::int64_t>::max() - d) / 10) return std::nullopt;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
 struct CounterSample {
   double ts;
   std::uint32_t series;
@@ -225,7 +228,6 @@ class RefStrings {
     std::string().swap(text_[k]);
     free_.push_back(i);
   }
-  const std::string& at(std::int32_t i) const { return text_[static_cast<std::size_t>(i)]; }
   /// The text of `i`, moved out: the table is left for finish() to drop.
   std::string take(std::int32_t i) { return std::move(text_[static_cast<std::size_t>(i)]); }
   std::size_t size() const { return text_.size(); }
@@ -261,12 +263,13 @@ struct KeptMark {
 
 struct KeptFailure {
   Failure f;            ///< f.track unset until finish
-  std::int64_t tid;     ///< of a failed slice; -1: a `call ended`
+  bool ended;           ///< a `call ended` (never ran); else a failed slice
+  std::int64_t tid;     ///< of a failed slice (any integer, negative too); unused for `call ended`
   std::uint64_t seq;
   /// The page's order: by time, `call ended` before failed slices, then as read.
   bool operator<(const KeptFailure& o) const {
     if (f.ts != o.f.ts) return f.ts < o.f.ts;
-    if ((tid >= 0) != (o.tid >= 0)) return tid < 0;
+    if (ended != o.ended) return ended;
     return seq < o.seq;
   }
 };
@@ -350,7 +353,10 @@ struct SummaryBuilder::State {
   std::uint64_t label_clock = 0;
   std::map<std::string, std::uint32_t, std::less<>> task_of_name;
   std::map<std::string, double, std::less<>> queue_begin;     ///< id → ts of its `b`
-  std::map<std::string, double, std::less<>> wait_of_call;    ///< id → queue wait
+  /// (call, queue wait) of each `e` matched with its `b`, as read: 16 bytes a call, sorted by call
+  /// in finish (the last `e` of an id wins). Only ids that name a call (a slice's args.call, an
+  /// integer >= 0) are kept: the others can match no slice.
+  std::vector<std::pair<std::int64_t, double>> wait_of_call;
   std::size_t queue_begins = 0;
   std::vector<CounterSample> counter_samples;
   std::map<std::string, std::uint32_t, std::less<>> series_of_name;
@@ -568,7 +574,7 @@ struct SummaryBuilder::State {
     if (!ts) return skip(line);
     if (name == "call ended") {
       auto task_name = args ? string_at(*args, "task") : std::nullopt;
-      KeptFailure k{.f = {}, .tid = -1, .seq = seq};
+      KeptFailure k{.f = {}, .ended = true, .tid = 0, .seq = seq};
       Failure& f = k.f;
       f.ts = *ts;
       f.call = args ? integer_at(*args, "call").value_or(-1) : -1;
@@ -597,7 +603,6 @@ struct SummaryBuilder::State {
     }
     auto tid = integer_at(e, "tid");
     if (!tid) return skip(line);
-    ++out.marks_total;
     auto reason = text(args, "reason", max_name);
     if (kind == Mark::Kind::start) ++started;
     if (kind == Mark::Kind::crash) ++crashed;
@@ -671,7 +676,7 @@ struct SummaryBuilder::State {
     std::int32_t message = -1;
     if (st || error) message = keep(text(args, "message", max_message));
     if (error) {
-      KeptFailure k{.f = {}, .tid = *tid, .seq = seq};
+      KeptFailure k{.f = {}, .ended = false, .tid = *tid, .seq = seq};
       k.f.ts = s.ts;
       k.f.call = s.call;
       k.f.task = s.task;
@@ -699,7 +704,7 @@ struct SummaryBuilder::State {
       ++queue_begins;
       queue_begin.insert_or_assign(std::move(*key), *ts);
     } else if (auto it = queue_begin.find(*key); it != queue_begin.end()) {
-      wait_of_call.insert_or_assign(std::move(*key), std::max(0.0, *ts - it->second));
+      if (auto call = call_of_id(*key)) wait_of_call.emplace_back(*call, std::max(0.0, *ts - it->second));
       queue_begin.erase(it);
     }
   }
@@ -842,15 +847,32 @@ Summary SummaryBuilder::finish() {
   s.cut(s.slices, SIZE_MAX, s.slices_cut);
   s.cut(s.marks, SIZE_MAX, s.marks_cut);
 
-  // The strings the kept records use, renumbered: each moved once into the summary's table (the
-  // strings are distinct), so that a text is not held twice over.
+  // Failed slices of a track kept when they were read that a lower tid replaced since: its label
+  // now (the one it had when replaced, or a later thread_name), interned with the other strings.
+  for (KeptFailure& k : s.failures) {
+    if (k.ended || k.f.track_label >= 0 || track_index.count(k.tid) != 0) continue;
+    k.f.track_label = s.strings.intern(s.label_of_other(k.tid));
+  }
+
+  // The strings the kept records use, renumbered: RefStrings holds each text once, and each is
+  // moved once into the summary's table, which so holds each once too.
   s.strings.drop_index();
   std::vector<std::int32_t> renumbered(s.strings.size(), -1);
   auto text = [&](std::int32_t& i) {
     if (i < 0) return;
     std::int32_t& to = renumbered[static_cast<std::size_t>(i)];
-    if (to < 0) to = out.strings.intern(s.strings.take(i));
+    if (to < 0) to = out.strings.add(s.strings.take(i));
     i = to;
+  };
+  // Queue waits by call; of an id's `e`s, the last read wins (the sort is stable).
+  std::stable_sort(s.wait_of_call.begin(), s.wait_of_call.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  auto wait_of = [&](std::int64_t call) -> std::optional<double> {
+    if (call < 0) return std::nullopt;
+    auto it = std::upper_bound(s.wait_of_call.begin(), s.wait_of_call.end(), call,
+                               [](std::int64_t c, const auto& w) { return c < w.first; });
+    if (it == s.wait_of_call.begin() || std::prev(it)->first != call) return std::nullopt;
+    return std::prev(it)->second;
   };
   auto partial = [](auto& kept, const CutFloor& floor, std::size_t cap) {
     std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.order() < b.order(); });
@@ -864,9 +886,7 @@ Summary SummaryBuilder::finish() {
     Slice& sl = k.s;
     sl.track = track_index.at(k.tid);
     sl.task = task_where[sl.task];
-    if (sl.call >= 0) {
-      if (auto it = s.wait_of_call.find(std::to_string(sl.call)); it != s.wait_of_call.end()) sl.wait = it->second;
-    }
+    if (auto wait = wait_of(sl.call)) sl.wait = *wait;
     text(sl.error);
     text(sl.message);
     text(sl.first_input);
@@ -885,18 +905,7 @@ Summary SummaryBuilder::finish() {
   for (KeptFailure& k : s.failures) {
     Failure& f = k.f;
     f.task = task_where[f.task];
-    if (k.tid >= 0 && f.track_label < 0) {
-      // A failed slice of a kept track, unless a lower tid took its place since: then its label.
-      if (auto it = track_index.find(k.tid); it != track_index.end()) {
-        f.track = it->second;
-      } else {
-        f.track_label = out.strings.intern(s.label_of_other(k.tid));
-        text(f.error);
-        text(f.message);
-        out.failures.push_back(f);
-        continue;
-      }
-    }
+    if (!k.ended && f.track_label < 0) f.track = track_index.at(k.tid);  // a failed slice of a kept track
     text(f.error);
     text(f.message);
     text(f.track_label);
@@ -906,8 +915,7 @@ Summary SummaryBuilder::finish() {
 
   // Queue waits: each slice's call, matched with the last `e` of its id.
   for (const auto& [call, task] : s.slice_calls) {
-    if (auto it = s.wait_of_call.find(std::to_string(call)); it != s.wait_of_call.end())
-      out.tasks[task_where[task]].waits.push_back(it->second);
+    if (auto wait = wait_of(call)) out.tasks[task_where[task]].waits.push_back(*wait);
   }
   for (TaskFigures& task : out.tasks) {
     std::sort(task.durations.begin(), task.durations.end());

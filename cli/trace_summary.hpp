@@ -17,20 +17,17 @@
 
 namespace ferry::cli::trace {
 
-/// Strings kept once: error types, messages, first inputs. Index -1 means none.
+/// The summary's strings (error types, messages, first inputs, labels of tracks not kept), each
+/// held once: SummaryBuilder hands each distinct text over once (it keeps them distinct while
+/// reading), so the table needs no index. Index -1 means none.
 class StringTable {
  public:
-  std::int32_t intern(std::string_view s);
-  std::int32_t intern(std::string&& s);  ///< the same, moving `s` in when it is new
+  /// Appends `s` (moved in, not copied) and returns its index.
+  std::int32_t add(std::string&& s);
   const std::vector<std::string>& strings() const { return strings_; }
 
  private:
   std::vector<std::string> strings_;
-  /// Ordered, not hashed: the strings come from the trace, and std::hash<std::string> (libstdc++'s
-  /// MurmurHash) has collisions that hold for every seed, so a crafted trace of distinct colliding
-  /// messages would make each insertion scan all the others (quadratic). A lookup here costs
-  /// O(log n) comparisons whatever the strings.
-  std::map<std::string, std::int32_t, std::less<>> index_;
 };
 
 /// A worker track (tid >= 1; tid 0 only when it holds slices).
@@ -85,7 +82,10 @@ struct Failure {
   std::int32_t error = -1;
   std::int32_t message = -1;
   /// A failed slice on a track not in Summary::tracks (past max_tracks): that track's label (a
-  /// StringTable index), as it was when the slice was read. -1 otherwise.
+  /// StringTable index); -1 otherwise, so that a failure with track and track_label both -1 is a
+  /// call that never ran. The label is the one the track had when the slice was read if the track
+  /// was not kept then, else (a lower tid took its place later) the one it had when the reading
+  /// ended; either comes from the last max_tracks tracks named while not kept, else "track N".
   std::int32_t track_label = -1;
 };
 
@@ -125,7 +125,6 @@ struct Summary {
   std::vector<Failure> failures;   ///< by time: at least the first max_failures
   std::size_t tracks_total = 0;    ///< distinct tids read
   std::size_t slices_total = 0;    ///< `X` slices read
-  std::size_t marks_total = 0;     ///< worker start / exit / crash instants read
   std::size_t failures_total = 0;  ///< failed slices and `call ended` instants read
   /// A track with a lower tid came after calls (marks) of the tracks kept had been left out for
   /// the cap: `slices` (`marks`) may miss some of the first ones of the tracks drawn.
@@ -159,8 +158,8 @@ inline constexpr std::size_t max_message_bytes = 2000;
 inline constexpr std::size_t max_id_bytes = 64;
 
 /// What a Summary keeps at most of what a trace can hold any number of. The defaults are what
-/// `ferry report` uses; the fuzzer (tests/fuzz/trace_fuzz.hpp) also uses small ones, so that an
-/// input of a few KB reaches each cap.
+/// `ferry report` uses; the fuzzer (tests/fuzz/trace_fuzz.hpp) also uses small ones (through
+/// summary_limits(), as `ferry report` does), so that an input of a few KB reaches each cap.
 struct SummaryLimits {
   /// Counter points kept; beyond, each of this many time buckets keeps its maxima (at least 1).
   std::size_t max_counter_points = 4000;
@@ -194,8 +193,9 @@ class SummaryBuilder {
   SummaryBuilder& operator=(const SummaryBuilder&) = delete;
 
   void add(const rj::Value& event, std::size_t line);
-  /// Sorts, matches queue waits to slices, computes utilisation and (without a `stats` event)
-  /// the stats.
+  /// Sorts what was kept, matches queue waits to slices, walks each track's last busy-time window
+  /// and reduces the counters; without a `stats` event, writes the stats rows from the counts
+  /// made while reading (busy time and the counts are reckoned as events are read, in add()).
   Summary finish();
 
  private:

@@ -946,13 +946,80 @@ TEST_CASE("Report.a_trace_of_many_distinct_tracks_keeps_only_what_the_page_draws
   CHECK(any_contains(notes(doc), "The task stream draws the first 2,000 of 6,000 workers; the tables count everything."));
 }
 
+TEST_CASE("Report.queue_waits_are_matched_by_call_number_whatever_the_id_form") {
+  // Waits are kept by call number (16 bytes a call): an id that is the call as a number, as a
+  // decimal string or as "0x..." hex matches it; of an id's several `e`, the last wins; an id that
+  // is no call's number ("007", "x", negative) matches none.
+  auto queued = [](const std::string& id, int b, int e) {
+    return std::vector<std::string>{R"({"name":"q","cat":"queue","ph":"b","ts":)" + std::to_string(b) + R"(,"id":)" + id + "}",
+                                    R"({"name":"q","cat":"queue","ph":"e","ts":)" + std::to_string(e) + R"(,"id":)" + id + "}"};
+  };
+  std::vector<std::string> events;
+  for (const auto& part : {queued("1", 0, 1), queued("\"2\"", 0, 2), queued("\"0x3\"", 0, 3), queued("4", 0, 4),
+                           queued("4", 10, 15), queued("\"005\"", 0, 5), queued("\"x\"", 0, 6), queued("-7", 0, 7)})
+    events.insert(events.end(), part.begin(), part.end());
+  for (int call : {1, 2, 3, 4, 5, 7})
+    events.push_back(R"({"name":"t","ph":"X","ts":20,"dur":1,"tid":1,"args":{"call":)" + std::to_string(call) + "}}");
+  const trace::Summary s = summarize(trace_text(events));
+  REQUIRE(s.slices.size() == 6);
+  std::map<std::int64_t, double> wait;
+  for (const trace::Slice& sl : s.slices) wait[sl.call] = sl.wait;
+  CHECK(wait == std::map<std::int64_t, double>{{1, 1}, {2, 2}, {3, 3}, {4, 5}, {5, -1}, {7, -1}});
+  REQUIRE(s.tasks.size() == 1);
+  CHECK(s.tasks[0].waits == std::vector<double>{1, 2, 3, 5});
+}
+
+TEST_CASE("Report.a_failed_call_on_a_negative_tid_ran_on_that_worker") {
+  // Any integer tid is a worker's track. A failed slice on tid -5 is a call that ran on it: it
+  // lists that worker and sorts after a `call ended` of the same time, whether its track is drawn,
+  // left out, or replaced later by a lower tid.
+  const std::string text = trace_text({
+      R"({"name":"thread_name","ph":"M","ts":0,"pid":1,"tid":-5,"args":{"name":"minus five"}})",
+      R"({"name":"thread_name","ph":"M","ts":0,"pid":1,"tid":-2,"args":{"name":"minus two"}})",
+      R"({"name":"t","ph":"X","ts":10,"dur":1,"pid":1,"tid":-5,"args":{"call":1,"error":"E","message":"m1"}})",
+      R"({"name":"t","ph":"X","ts":10,"dur":1,"pid":1,"tid":-2,"args":{"call":2,"error":"E","message":"m2"}})",
+      R"({"name":"call ended","ph":"i","s":"t","ts":10,"pid":1,"tid":0,"args":{"call":3,"task":"t","error":"C"}})",
+      R"({"name":"t","ph":"X","ts":11,"dur":1,"pid":1,"tid":-9,"args":{"call":4}})"});
+  for (const std::size_t max_tracks : {std::size_t{2'000}, std::size_t{1}}) {
+    CAPTURE(max_tracks);
+    // With one track: -5 is kept when its failure is read, then -9 replaces it; -2 is never kept.
+    const trace::ReportLimits limits{.max_tracks = max_tracks};
+    const trace::Summary s = summarize(text, trace::summary_limits(limits));
+    REQUIRE(s.failures.size() == 3);
+    CHECK(s.failures[0].call == 3);
+    CHECK(s.failures[0].track == -1);
+    CHECK(s.failures[0].track_label == -1);
+    auto worker = [&](const trace::Failure& f) {
+      if (f.track >= 0) return s.tracks[static_cast<std::size_t>(f.track)].label;
+      return f.track_label >= 0 ? s.strings.strings()[static_cast<std::size_t>(f.track_label)] : std::string("(none)");
+    };
+    CHECK(s.failures[1].call == 1);
+    CHECK(worker(s.failures[1]) == "minus five");
+    CHECK(s.failures[2].call == 2);
+    CHECK(worker(s.failures[2]) == "minus two");
+    if (max_tracks > 2) {
+      CHECK(s.failures[1].track >= 0);
+      CHECK(s.failures[2].track >= 0);
+    }
+    json::Document doc;
+    page_of(s, limits, doc);
+    const auto& failures = doc["failures"];
+    REQUIRE(failures.Size() == 3);
+    CHECK(failures[0][3].IsNull());
+    CHECK(str(failures[1][3]) == "minus five");
+    CHECK(str(failures[2][3]) == "minus two");
+    CHECK(task_row(doc, "t")["never_ran"].GetUint64() == 1);
+  }
+}
+
 TEST_CASE("Report.what_a_capped_summary_keeps_draws_the_same_page_as_keeping_everything") {
   // The summary keeps only what a page of the same caps can draw: the lowest tids (a lower one
   // replaces the highest), of their calls and marks at most twice the cap, cut to the first by
   // time. Random traces (tids in any order, times in any order, failures, queue waits) summarized
   // under small caps draw the page the summary that keeps everything draws under those caps, but
   // for the notes; when a cut was undone by a lower tid coming later, the page says it may miss
-  // some, and otherwise it is exact.
+  // some, and otherwise it is exact. Tids may be negative: the format does not forbid it, and a
+  // failed slice of one is still a call that ran on that worker.
   std::mt19937 random(7);
   std::size_t partial = 0, exact = 0;
   for (int round = 0; round < 300; ++round) {
@@ -961,7 +1028,7 @@ TEST_CASE("Report.what_a_capped_summary_keeps_draws_the_same_page_as_keeping_eve
     std::vector<std::string> events;
     const int n = 20 + static_cast<int>(random() % 200);
     for (int i = 0; i < n; ++i) {
-      const std::string tid = std::to_string(random() % tids);
+      const std::string tid = std::to_string(static_cast<int>(random() % tids) - 3);
       const std::string ts = std::to_string(random() % 100);
       switch (random() % 5) {
         case 0:

@@ -5,9 +5,11 @@
 // written into memory. A trace may come from anyone, so for any bytes:
 // - the reader gives events or an error with its line, in printable ASCII (it goes to a terminal),
 //   and the same whatever blocks the text arrives in (read_trace reads 1 MiB at a time);
-// - the summary's indices, orders and numbers are sound, and it keeps to its caps (counter points
-//   and series, stats rows, text lengths), with the default caps and with small ones that a few KB
-//   of input reach;
+// - the summary's indices, orders and numbers are sound, and it keeps to its caps (tracks, slices,
+//   marks, failures, counter points and series, stats rows, text lengths), with the default caps
+//   and with small ones that a few KB of input reach; under small caps it keeps what the default
+//   caps keep of the same trace that a page of those caps draws (the lowest tids, the first calls,
+//   marks and failures), and counts the same totals;
 // - the page is the template's markup with nothing but the data element changed; the data holds
 //   no '<', '>' or '&' (so no "</script" and no "<!--") and no control character (C0, DEL, C1:
 //   the page may be written to a terminal), is valid UTF-8 and JSON whose numbers are
@@ -184,7 +186,11 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
   check(!std::isnan(s.begin) && !std::isnan(s.end) && s.begin <= s.end, "the trace's span",
         std::to_string(s.begin) + " .. " + std::to_string(s.end));
 
-  // Tracks: by tid, each once; their counts add up.
+  // Tracks: by tid, each once, at most max_tracks (the lowest of tracks_total); their counts add up
+  // to the slices read on them, of which at least the first max_slices are kept (all of them when
+  // no cut was made), unless a lower tid came after a cut (slices_partial).
+  check(s.tracks.size() == std::min(s.tracks_total, std::max<std::size_t>(limits.max_tracks, 1)),
+        "tracks kept are not the max_tracks lowest of those read");
   std::size_t track_slices = 0, track_failed = 0;
   for (std::size_t i = 0; i < s.tracks.size(); ++i) {
     const trace::Track& t = s.tracks[i];
@@ -199,7 +205,14 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
     track_slices += t.slices;
     track_failed += t.failed;
   }
-  check(track_slices == s.slices.size(), "tracks' slices do not add up to the slices");
+  check(s.slices.size() <= track_slices && track_slices <= s.slices_total,
+        "tracks' slices are fewer than those kept or more than those read");
+  check(s.tracks.size() != s.tracks_total || track_slices == s.slices_total,
+        "with every track kept, tracks' slices do not add up to the slices read");
+  const std::size_t max_slices = std::max<std::size_t>(limits.max_slices, 1);
+  check(s.slices.size() < 2 * max_slices, "more slices than twice the cap", std::to_string(s.slices.size()));
+  check(s.slices_partial || s.slices.size() >= std::min(track_slices, max_slices),
+        "fewer slices of the kept tracks than the cap, without saying so");
 
   // Tasks: by name, each once; their counts add up.
   std::size_t task_calls = 0, task_failed = 0, task_never_ran = 0;
@@ -222,8 +235,9 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
     task_failed += t.failed;
     task_never_ran += t.never_ran;
   }
-  check(task_calls == s.slices.size(), "tasks' calls do not add up to the slices");
-  check(task_failed == track_failed, "tasks' and tracks' failures differ");
+  check(task_calls == s.slices_total, "tasks' calls do not add up to the slices read");
+  check(track_failed <= task_failed, "tracks' failures exceed the tasks'");
+  check(s.tracks.size() != s.tracks_total || task_failed == track_failed, "tasks' and tracks' failures differ");
 
   // Slices: by start; every index within its table.
   std::size_t failed_slices = 0;
@@ -238,8 +252,12 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
     check(std::isfinite(sl.arg_bytes) && std::isfinite(sl.result_bytes), "a slice's sizes");
     failed_slices += sl.error >= 0;
   }
-  check(failed_slices == task_failed, "failed slices and tasks' failures differ");
+  check(failed_slices <= track_failed, "more failed slices kept than the tracks' failures");
+  check(s.slices.size() != track_slices || failed_slices == track_failed,
+        "failed slices and the tracks' failures differ with every slice of theirs kept");
 
+  const std::size_t max_marks = std::max<std::size_t>(limits.max_marks, 1);
+  check(s.marks.size() < 2 * max_marks, "more marks than twice the cap", std::to_string(s.marks.size()));
   for (std::size_t i = 0; i < s.marks.size(); ++i) {
     const trace::Mark& m = s.marks[i];
     check(i == 0 || s.marks[i - 1].ts <= m.ts, "marks not in time order");
@@ -255,12 +273,23 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
     check(f.task < s.tasks.size(), "a failure's task out of range");
     check(f.track >= -1 && (f.track < 0 || static_cast<std::size_t>(f.track) < s.tracks.size()),
           "a failure's track out of range");
-    check(index_ok(f.error, n_strings) && index_ok(f.message, n_strings), "a failure's text out of range");
-    if (f.track < 0) ++never_ran;
+    check(index_ok(f.error, n_strings) && index_ok(f.message, n_strings) && index_ok(f.track_label, n_strings),
+          "a failure's text out of range");
+    check(f.track < 0 || f.track_label < 0, "a failure with both a kept track and a label");
+    // Never ran: neither a kept track nor the label of one not kept.
+    if (f.track < 0 && f.track_label < 0) ++never_ran;
     else ++failed_listed;
   }
-  check(never_ran == task_never_ran, "`call ended` failures and tasks' never-ran differ");
-  check(failed_listed == failed_slices, "failed slices and their failures differ");
+  // Failures: every failed slice and `call ended` counted; at least the first max_failures kept,
+  // at most four times that.
+  const std::size_t max_failures = std::max<std::size_t>(limits.max_failures, 1);
+  check(s.failures_total == task_failed + task_never_ran, "failures read are not the tasks' failed and never-ran");
+  check(s.failures.size() <= s.failures_total && s.failures.size() >= std::min(s.failures_total, max_failures) &&
+            s.failures.size() < 4 * max_failures,
+        "failures kept outside their cap", std::to_string(s.failures.size()));
+  check(never_ran <= task_never_ran && failed_listed <= task_failed, "more failures listed than read");
+  check(s.failures.size() != s.failures_total || (never_ran == task_never_ran && failed_listed == task_failed),
+        "with every failure kept, `call ended` and failed slices listed differ from the tasks'");
 
   // Counters: at most max_counter_series series, max_counter_points points of one value each.
   const trace::Counters& c = s.counters;
@@ -444,18 +473,94 @@ inline void check_page(const std::string& page, std::size_t input_size, const tr
       s.has_stats ? summary_limits.max_stat_rows : std::max<std::size_t>(summary_limits.max_stat_rows, 3) + 4;
   check(array(stats, "rows").Size() <= max_rows, "the page's stats rows past their cap");
   check(array(doc, "meta").Size() <= summary_limits.max_stat_rows, "the page's header rows past their cap");
-  check(doc.HasMember("slices_total") && doc["slices_total"].IsUint64() && doc["slices_total"].GetUint64() == s.slices.size(),
+  check(doc.HasMember("slices_total") && doc["slices_total"].IsUint64() && doc["slices_total"].GetUint64() == s.slices_total,
         "the page's slice total is not the summary's");
+  check(doc.HasMember("failures_total") && doc["failures_total"].IsUint64() &&
+            doc["failures_total"].GetUint64() == s.failures_total,
+        "the page's failure total is not the summary's");
+  check(doc.HasMember("tracks_total") && doc["tracks_total"].IsUint64() && doc["tracks_total"].GetUint64() == s.tracks_total,
+        "the page's track total is not the summary's");
+}
+
+inline std::string text_of(const trace::Summary& s, std::int32_t i) {
+  return i < 0 ? std::string("\x01none") : s.strings.strings()[static_cast<std::size_t>(i)];
+}
+
+inline bool same_slice(const trace::Summary& a, const trace::Slice& x, const trace::Summary& b, const trace::Slice& y) {
+  return x.ts == y.ts && x.dur == y.dur && x.wait == y.wait && x.arg_bytes == y.arg_bytes &&
+         x.result_bytes == y.result_bytes && x.call == y.call && x.items == y.items && x.track == y.track &&
+         x.task == y.task && text_of(a, x.error) == text_of(b, y.error) &&
+         text_of(a, x.message) == text_of(b, y.message) && text_of(a, x.first_input) == text_of(b, y.first_input);
+}
+
+inline bool same_mark(const trace::Summary& a, const trace::Mark& x, const trace::Summary& b, const trace::Mark& y) {
+  return x.kind == y.kind && x.ts == y.ts && x.track == y.track && text_of(a, x.reason) == text_of(b, y.reason) &&
+         text_of(a, x.error) == text_of(b, y.error);
+}
+
+/// `kept` (of the summary under small caps) against `all` (of the same trace under the default
+/// caps) restricted to the tracks `small` kept: a subsequence of it, whose first `cap` are its
+/// first `cap` unless `partial`.
+template <class Record, class Same>
+void check_kept_records(const trace::Summary& small, const std::vector<Record>& kept, const trace::Summary& full,
+                        const std::vector<Record>& all, std::size_t cap, bool partial, Same same, const char* what) {
+  std::vector<const Record*> drawn;
+  for (const Record& r : all)
+    if (r.track < small.tracks.size()) drawn.push_back(&r);
+  std::size_t j = 0;
+  for (std::size_t i = 0; i < kept.size(); ++i, ++j) {
+    while (j < drawn.size() && !same(small, kept[i], full, *drawn[j])) {
+      check(partial || i >= cap, what, "one of the first is not the default caps' first");
+      ++j;
+    }
+    check(j < drawn.size(), what, "one kept that the default caps do not have");
+  }
+  check(partial || kept.size() >= std::min(cap, drawn.size()), what, "fewer than the cap");
 }
 
 /// A summary under small caps against the same trace's under the default ones (which an input
-/// of at most 64 KB never reaches): the same calls, tracks and tasks; the first series, the first
+/// of at most 64 KB never reaches): the same totals and tasks; the lowest tids, as they are
+/// there; of their slices and marks, at least the first (but when slices_partial or marks_partial
+/// says otherwise) and none that are not there; the first failures; the first series, the first
 /// rows; and each kept series peaks where it did, however its points were reduced.
-inline void check_against_default(const trace::Summary& small, const trace::Summary& full) {
-  check(small.slices.size() == full.slices.size() && small.tracks.size() == full.tracks.size() &&
-            small.tasks.size() == full.tasks.size() && small.marks.size() == full.marks.size() &&
-            small.failures.size() == full.failures.size(),
-        "the summary's calls differ with its caps");
+inline void check_against_default(const trace::Summary& small, const trace::SummaryLimits& limits,
+                                  const trace::Summary& full) {
+  check(full.tracks.size() == full.tracks_total && full.slices.size() == full.slices_total &&
+            full.failures.size() == full.failures_total && !full.slices_partial && !full.marks_partial,
+        "the default caps reached");
+  check(small.slices_total == full.slices_total && small.tracks_total == full.tracks_total &&
+            small.failures_total == full.failures_total && small.skipped == full.skipped,
+        "the summary's totals differ with its caps");
+  check(small.tasks.size() == full.tasks.size(), "the summary's tasks differ with its caps");
+  for (std::size_t i = 0; i < small.tasks.size(); ++i) {
+    const trace::TaskFigures &a = small.tasks[i], &b = full.tasks[i];
+    check(a.name == b.name && a.calls == b.calls && a.items == b.items && a.failed == b.failed &&
+              a.never_ran == b.never_ran && a.durations == b.durations && a.waits == b.waits,
+          "a task's figures differ with the caps", a.name);
+  }
+  check(small.tracks.size() <= full.tracks.size(), "more tracks kept than read");
+  for (std::size_t i = 0; i < small.tracks.size(); ++i) {
+    const trace::Track &a = small.tracks[i], &b = full.tracks[i];
+    check(a.tid == b.tid && a.label == b.label && a.start == b.start && a.end == b.end && a.end_kind == b.end_kind &&
+              a.end_reason == b.end_reason && a.end_error == b.end_error && a.first_slice == b.first_slice &&
+              a.busy == b.busy && a.slices == b.slices && a.failed == b.failed,
+          "a kept track differs from the default caps' (or is not one of the lowest tids)", a.label);
+  }
+  check_kept_records(small, small.slices, full, full.slices, std::max<std::size_t>(limits.max_slices, 1),
+                     small.slices_partial, same_slice, "the slices kept");
+  check_kept_records(small, small.marks, full, full.marks, std::max<std::size_t>(limits.max_marks, 1),
+                     small.marks_partial, same_mark, "the marks kept");
+  const std::size_t first_failures = std::min(small.failures.size(), std::max<std::size_t>(limits.max_failures, 1));
+  for (std::size_t i = 0; i < first_failures; ++i) {
+    const trace::Failure &a = small.failures[i], &b = full.failures[i];
+    const bool ran_a = a.track >= 0 || a.track_label >= 0, ran_b = b.track >= 0 || b.track_label >= 0;
+    check(a.ts == b.ts && a.call == b.call && a.task == b.task && text_of(small, a.error) == text_of(full, b.error) &&
+              text_of(small, a.message) == text_of(full, b.message) && ran_a == ran_b,
+          "one of the first failures differs with the caps");
+    // Its worker: the same kept track, or one the small caps left out.
+    check(a.track >= 0 ? a.track == b.track : !ran_a || static_cast<std::size_t>(b.track) >= small.tracks.size(),
+          "a failure's worker differs with the caps");
+  }
   check(!full.counters.reduced, "counters reduced under the default caps");
   check(small.counters.names.size() <= full.counters.names.size() &&
             std::equal(small.counters.names.begin(), small.counters.names.end(), full.counters.names.begin()),
@@ -493,17 +598,24 @@ inline void check_against_default(const trace::Summary& small, const trace::Summ
   }
 }
 
-/// The caps `ferry report` uses, and small ones that a fuzz input of a few KB reaches.
+/// The caps `ferry report` uses, and small ones that a fuzz input of a few KB reaches: the
+/// summary's track, slice, mark and failure caps are the page's (summary_limits(), as `ferry
+/// report` sets them).
 struct Caps {
   trace::SummaryLimits summary;
   trace::ReportLimits report;
 };
+inline Caps caps_of(const trace::ReportLimits& report, const trace::SummaryLimits& base) {
+  return {trace::summary_limits(report, base), report};
+}
 inline const Caps caps[] = {
-    {{}, {}},
-    {{.max_counter_points = 3, .max_counter_series = 2, .max_stat_rows = 4},
-     {.max_slices = 2, .max_tracks = 2, .max_marks = 3, .max_failures = 2}},
-    {{.max_counter_points = 1, .max_counter_series = 1, .max_stat_rows = 1},
-     {.max_slices = 1, .max_tracks = 1, .max_marks = 1, .max_failures = 1}},
+    caps_of({}, {}),
+    caps_of({.max_slices = 2, .max_tracks = 2, .max_marks = 3, .max_failures = 2},
+            {.max_counter_points = 3, .max_counter_series = 2, .max_stat_rows = 4}),
+    caps_of({.max_slices = 1, .max_tracks = 1, .max_marks = 1, .max_failures = 1},
+            {.max_counter_points = 1, .max_counter_series = 1, .max_stat_rows = 1}),
+    caps_of({.max_slices = 3, .max_tracks = 3, .max_marks = 2, .max_failures = 3},
+            {.max_counter_points = 4000, .max_counter_series = 16, .max_stat_rows = 500}),
 };
 inline constexpr std::size_t n_caps = sizeof caps / sizeof caps[0];
 
@@ -534,7 +646,7 @@ inline void trace_one_input(std::string_view text) {
       const trace::Summary summary = builders[k]->finish();
       check_summary(summary, caps[k].summary);
       if (k == 0) full = summary;
-      else check_against_default(summary, full);
+      else check_against_default(summary, caps[k].summary, full);
       const std::vector<trace::Note> notes = trace::report_notes(whole.result, summary, caps[k].report);
       for (const trace::Note& n : notes) {
         check(!n.text.empty() && valid_utf8(n.text), "a note that is empty or not UTF-8", n.text);
