@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <stdexcept>
 #include <system_error>
 
@@ -190,14 +189,7 @@ MemoryCeilingWatch MemoryCeilingWatch::of(int pid) {
   };
   // The worker's own: not a directory of that name an earlier worker of the same pid left behind
   // (this one, best effort, may have made none).
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/cgroup", pid);
-  std::ifstream own(path);
-  bool member = false;
-  for (std::string line; std::getline(own, line);)
-    if (auto at = line.find(":memory:"); at != std::string::npos)
-      member = "/sys/fs/cgroup/memory" + line.substr(at + 8) == dir;
-  if (!member) return w;
+  if (memory_cgroup_of_process(pid) != dir) return w;
   Fd control(::open((dir + "/memory.oom_control").c_str(), O_RDWR | O_CLOEXEC));
   if (!control) return give_up("memory.oom_control");
   Fd event(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));

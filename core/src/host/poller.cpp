@@ -33,7 +33,7 @@ std::uint32_t Poller::events_of(Tag tag, bool on) {
     case Tag::read: return on ? (EPOLLIN | EPOLLRDHUP | EPOLLONESHOT) : EPOLLONESHOT;
     case Tag::write: return on ? (EPOLLOUT | EPOLLONESHOT) : EPOLLONESHOT;
     case Tag::wake:
-    case Tag::exit: return EPOLLIN;
+    case Tag::exit:
     case Tag::memory: return EPOLLIN;
   }
   return EPOLLIN;

@@ -99,15 +99,15 @@ ContainmentSupport probe() {
 
 namespace {
 
-/// This process's cgroups from /proc/self/cgroup: "N:pids:/path" (v1; controllers are a comma
+/// A process's cgroups from /proc/<pid>/cgroup: "N:pids:/path" (v1; controllers are a comma
 /// list), "0::/path" (v2). Paths without the trailing "/" of the root ("" for it).
 struct OwnCgroups {
   std::optional<std::string> v1_pids, v1_memory, v2;
 };
 
-OwnCgroups own_cgroups() {
+OwnCgroups own_cgroups(const std::string& file = "/proc/self/cgroup") {
   OwnCgroups own;
-  std::ifstream in("/proc/self/cgroup");
+  std::ifstream in(file);
   std::string line;
   while (std::getline(in, line)) {
     auto a = line.find(':'), b = line.find(':', a + 1);
@@ -131,6 +131,11 @@ std::string memory_cgroup_parent() {
   if (own.v1_memory && ::access(("/sys/fs/cgroup/memory" + *own.v1_memory).c_str(), W_OK) == 0)
     return "/sys/fs/cgroup/memory" + *own.v1_memory;
   return "";
+}
+
+std::string memory_cgroup_of_process(int pid) {
+  OwnCgroups of = own_cgroups("/proc/" + std::to_string(pid) + "/cgroup");
+  return of.v1_memory ? "/sys/fs/cgroup/memory" + *of.v1_memory : "";
 }
 
 std::string memory_cgroup_of(int pid) {

@@ -40,6 +40,8 @@ std::string memory_cgroup_parent();
 /// The memory cgroup a sandboxed worker of pid `pid` makes in memory_cgroup_parent() (its
 /// guardian removes it); "" without a parent.
 std::string memory_cgroup_of(int pid);
+/// The cgroup v1 memory directory process `pid` is in now; "" when it cannot be told.
+std::string memory_cgroup_of_process(int pid);
 
 /// Why a sandbox cannot be made with Landlock ABI `abi` (1 to 5): signal scoping came with ABI 6.
 /// Not exported (the worker and containment_missing).

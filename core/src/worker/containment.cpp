@@ -715,14 +715,11 @@ std::string Containment::make_cgroup() {
 /// (host/containment.hpp, MemoryCeilingWatch) and only then turns its OOM killer off: a task that
 /// fills it stops in its page fault and the host, told by the kernel, ends the call with
 /// ResourceLimitError. Until then (or if the host cannot watch it) the kernel's OOM killer acts,
-/// so a full cgroup never stops a worker that nobody watches. "" on success, else why not (the
-/// directory is then removed).
-std::string Containment::make_memory_cgroup(std::uint64_t limit) {
-  std::string parent = memory_cgroup_parent();
-  if (parent.empty()) return "no memory cgroup to nest in";
-  std::string base = parent + "/ferry";
+/// so a full cgroup never stops a worker that nobody watches. `dir` is memory_cgroup_of(own pid).
+/// "" on success, else why not (the directory is then removed).
+std::string Containment::make_memory_cgroup(const std::string& dir, std::uint64_t limit) {
+  const std::string base = directory_of(dir);  // <parent>/ferry, shared by the host's workers
   if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return errno_text(("mkdir " + base).c_str());
-  std::string dir = memory_cgroup_of(::getpid());
   if (::mkdir(dir.c_str(), 0755) != 0) {
     // Left by an earlier process with this pid whose guardian could not remove it.
     if (errno != EEXIST || ::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0)
@@ -829,9 +826,9 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   // A sandbox's memory limit is a ceiling on all the memory the worker is charged, not only the
   // private memory RLIMIT_DATA counts, where a memory cgroup can be made (root, cgroup v1; the
   // host probed the same, and watches the cgroup). Not made: refused unless best effort.
-  if (config.sandbox && config.limits.memory != 0 && memory_limit_works && root_ &&
-      !memory_cgroup_parent().empty()) {
-    if (std::string why = make_memory_cgroup(config.limits.memory); !why.empty()) {
+  if (config.sandbox && config.limits.memory != 0 && memory_limit_works && root_) {
+    const std::string dir = memory_cgroup_of(::getpid());  // "": no memory cgroup to nest in
+    if (std::string why = dir.empty() ? "" : make_memory_cgroup(dir, config.limits.memory); !why.empty()) {
       if (!config.best_effort) return "memory cgroup: " + why;
       debug_log("worker: no memory cgroup: %s", why.c_str());
     }

@@ -71,7 +71,7 @@ class FERRY_INTERNAL_API Containment {
   enum Resource { data, nofile, fsize, nproc, resources };
   std::string make_cgroup();
   bool join_cgroup(std::uint64_t ceiling);
-  std::string make_memory_cgroup(std::uint64_t limit);
+  std::string make_memory_cgroup(const std::string& dir, std::uint64_t limit);
   std::string start_guardian();
   std::string enter_user_namespace();
   std::string build_sandbox(const ContainmentConfig& config);
