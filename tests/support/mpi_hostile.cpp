@@ -65,6 +65,17 @@ void send(const Buffer& b, int dest, int tag) {
   MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD);
 }
 
+/// Sends `b` (which must outlive the send) without waiting for it. Once the host has refused
+/// this rank it may end before this rank, slowed on a loaded machine, has sent all it meant to:
+/// a blocking send with no shared-memory fragment left (the host no longer takes them), or queued
+/// behind such a send, never returns, this rank never reads its quit, and the launcher waits for
+/// it (a 90 s hang, once in ~6 runs beside another job).
+void post(const Buffer& b, int dest, int tag) {
+  MPI_Request r;
+  MPI_Isend(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD, &r);
+  MPI_Request_free(&r);
+}
+
 Buffer garbage() {
   Buffer b;
   const char bytes[] = "\xff\xff\xff\x7f" "not a count of strings";
@@ -79,7 +90,8 @@ bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) 
   auto last_drop = Clock::time_point{};
   while (Clock::now() < deadline) {
     if (drip && Clock::now() - last_drop > std::chrono::milliseconds(300)) {
-      send(Buffer(1), peer, tag_frame_chunk);
+      static const Buffer byte(1);
+      post(byte, peer, tag_frame_chunk);
       last_drop = Clock::now();
     }
     if (large_send != MPI_REQUEST_NULL) {
@@ -87,7 +99,8 @@ bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) 
       MPI_Test(&large_send, &done, MPI_STATUS_IGNORE);
     }
     if (Clock::now() - last_beat > std::chrono::milliseconds(250)) {
-      send(Buffer(), peer, tag_heartbeat);
+      static const Buffer nothing;
+      post(nothing, peer, tag_heartbeat);
       last_beat = Clock::now();
     }
     int flag = 0;
@@ -179,7 +192,8 @@ int agent(const std::string& kind) {
     }
     if (kind == "held") {
       send_head(std::uint64_t{1} << 20);
-      for (int i = 0; i < 5000; ++i) send(pack_strings({}), 0, tag_lib_need);
+      static const Buffer empty = pack_strings({});
+      for (int i = 0; i < 5000; ++i) post(empty, 0, tag_lib_need);
     }
     if (kind == "vast") send_head(std::uint64_t{1} << 50);
     if (kind == "drip") {
