@@ -31,6 +31,7 @@
 
 #include "platform/containment.hpp"
 #include "platform/paths.hpp"
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
 #include "wire/channel.hpp"
 #include "wire/protocol.hpp"
@@ -247,9 +248,100 @@ TEST_CASE("Containment.descendants.end_with_a_killed_worker") {
                             std::chrono::seconds(2)));
   if (ferry::detail::containment_support().pids_cgroup && std::filesystem::exists("/sys/fs/cgroup/pids")) {
     // ...and the guardian removed the worker's cgroup.
-    auto dir = "/sys/fs/cgroup/pids/ferry/" + std::to_string(worker_pid);
-    CHECK(support::wait_until([&] { return !std::filesystem::exists(dir); }, std::chrono::seconds(2)));
+    const std::string base = support::own_cgroup_v1("pids") + "/ferry";
+    CHECK(support::wait_until([&] { return support::worker_cgroups(base, worker_pid).empty(); }, std::chrono::seconds(2)));
   }
+}
+
+/// The guardian of worker `worker`: the ferry-guardian process whose descriptor 0 is a pidfd of
+/// it; 0 when there is none.
+pid_t guardian_of(pid_t worker) {
+  for (const auto& entry : support::processes()) {
+    const std::string proc = "/proc/" + std::to_string(entry.first);
+    if (support::read_file(proc + "/comm") != "ferry-guardian\n") continue;
+    if (support::read_file(proc + "/fdinfo/0").find("Pid:\t" + std::to_string(worker) + "\n") != std::string::npos)
+      return entry.first;
+  }
+  return 0;
+}
+
+TEST_CASE("Containment.descendants.a_guardian_at_work_spares_a_later_worker_of_the_same_pid") {
+  // A worker's cgroup was named by its pid alone: a guardian still emptying the cgroup of a worker
+  // that ended (stopped here, slow on a loaded machine) found a later worker given the same pid in
+  // it, and killed it. The kernel hands out a chosen pid next when told (ns_last_pid, as root).
+  if (!ferry::detail::containment_support().pids_cgroup || ::access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
+    MESSAGE("skipped: needs a pids cgroup per worker and ns_last_pid (root)");
+    return;
+  }
+  auto set_up_and_wait = [](int ready) {
+    return [ready](int channel) {
+      Containment c;
+      if (!c.setup({}, channel).empty()) return 1;
+      report(ready, ::getpid());
+      for (;;) ::pause();
+    };
+  };
+  int ready[2];
+  REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+  auto first = std::make_unique<Child>(set_up_and_wait(ready[1]));
+  pid_t said = 0;
+  REQUIRE(::read(ready[0], &said, sizeof said) == sizeof said);
+  const pid_t reused = first->pid;
+  pid_t guardian = 0;
+  REQUIRE(support::wait_until([&] { return (guardian = guardian_of(reused)) != 0; }, std::chrono::seconds(5)));
+  REQUIRE(::kill(guardian, SIGSTOP) == 0);
+  struct Resume {  // on a failed REQUIRE too
+    pid_t pid;
+    ~Resume() {
+      if (pid > 0) ::kill(pid, SIGCONT);
+    }
+  } resume{guardian};
+  REQUIRE(::kill(reused, SIGKILL) == 0);
+  CHECK(first->wait() == 128 + SIGKILL);  // reaped: its pid is free
+  first.reset();
+  // The next worker gets the same pid (another process may take it first: tried again).
+  std::unique_ptr<Child> second;
+  for (int attempt = 0; attempt < 50 && !second; ++attempt) {
+    std::ofstream("/proc/sys/kernel/ns_last_pid") << reused - 1 << std::flush;
+    second = std::make_unique<Child>(set_up_and_wait(ready[1]));
+    if (second->pid != reused) second.reset();
+  }
+  REQUIRE_MESSAGE(second, "pid " << reused << " was not given out again");
+  REQUIRE(::read(ready[0], &said, sizeof said) == sizeof said);  // its cgroup made and joined
+  ::close(ready[0]);
+  ::close(ready[1]);
+  // The first worker's guardian goes on, empties and removes that worker's cgroup, and ends.
+  REQUIRE(::kill(guardian, SIGCONT) == 0);
+  resume.pid = 0;
+  CHECK(support::wait_until([&] { return ended(guardian); }, std::chrono::seconds(10)));
+  CHECK_MESSAGE(!ended(second->pid), "the first worker's guardian killed the second");
+  CHECK(support::worker_cgroups(support::own_cgroup_v1("pids") + "/ferry", reused).size() == 1);  // the second's
+}
+
+TEST_CASE("Containment.descendants.a_new_worker_removes_the_empty_cgroups_of_workers_that_are_gone") {
+  // Named apart, cgroups a guardian could not remove are no longer taken over by a later worker of
+  // the same pid: the next worker removes those whose pid has no process (empty ones only).
+  const std::string base = support::own_cgroup_v1("pids") + "/ferry";
+  if (!ferry::detail::containment_support().pids_cgroup || !std::filesystem::is_directory(base)) {
+    MESSAGE("skipped: needs a pids cgroup per worker (root, cgroup v1)");
+    return;
+  }
+  pid_t gone = ::fork();
+  if (gone == 0) _exit(0);
+  REQUIRE(::waitpid(gone, nullptr, 0) == gone);
+  const std::string stale = base + "/" + std::to_string(gone) + ".0123456789abcdef";
+  const std::string live = base + "/" + std::to_string(::getpid()) + ".0123456789abcdef";
+  REQUIRE(::mkdir(stale.c_str(), 0755) == 0);
+  REQUIRE(::mkdir(live.c_str(), 0755) == 0);
+  Child worker([](int channel) {
+    Containment c;
+    return c.setup({}, channel).empty() ? 0 : 1;
+  });
+  CHECK(worker.wait() == 0);
+  CHECK_FALSE(std::filesystem::exists(stale));
+  CHECK(std::filesystem::exists(live));  // its pid has a process: perhaps its worker's
+  ::rmdir(stale.c_str());
+  ::rmdir(live.c_str());
 }
 
 TEST_CASE("Containment.descendants.guardian_is_not_a_child_and_threads_still_start") {

@@ -1168,15 +1168,14 @@ TEST_CASE("Sandbox.memory_limit_counts_shared_memory_where_a_memory_cgroup_can_b
   CHECK(value_of(ex.submit_with(hostile(), allocate, 90 * MiB, true)) == 90 * MiB);
   for (auto& f : held) CHECK(value_of(f).size() == 16 * MiB);
   check_pool_is_healthy(ex);
-  // The guardian of each worker that ended removed its memory cgroup (<own memory cgroup>/ferry/PID).
-  std::ifstream own("/proc/self/cgroup");
-  std::string parent;
-  for (std::string line; std::getline(own, line);)
-    if (auto at = line.find(":memory:"); at != std::string::npos) parent = "/sys/fs/cgroup/memory" + line.substr(at + 8);
+  // The guardian of each worker that ended removed its memory cgroup
+  // (<own memory cgroup>/ferry/<pid>.<start time>).
+  const std::string parent = support::own_cgroup_v1("memory");
   REQUIRE_FALSE(parent.empty());
   for (int pid : ended) {
-    const fs::path dir = fs::path(parent) / "ferry" / std::to_string(pid);
-    CHECK_MESSAGE(eventually([&] { return !fs::exists(dir); }, 10s), dir << " is still there");
+    const fs::path base = fs::path(parent) / "ferry";
+    CHECK_MESSAGE(eventually([&] { return support::worker_cgroups(base, pid).empty(); }, 10s),
+                  "a memory cgroup of worker " << pid << " is still in " << base);
   }
 #endif
 }

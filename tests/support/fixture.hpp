@@ -84,6 +84,31 @@ int exit_code_of_child(F&& child, std::chrono::milliseconds deadline, bool exit_
   return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
 }
 
+/// This process's cgroup v1 directory of `controller` ("pids", "memory"), where ferry makes its
+/// workers' cgroups (in its "ferry" directory); "" when there is none.
+inline std::string own_cgroup_v1(const std::string& controller) {
+  std::ifstream in("/proc/self/cgroup");
+  for (std::string line; std::getline(in, line);) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    if (("," + line.substr(a + 1, b - a - 1) + ",").find("," + controller + ",") == std::string::npos) continue;
+    std::string path = line.substr(b + 1);
+    return "/sys/fs/cgroup/" + controller + (path == "/" ? "" : path);
+  }
+  return "";
+}
+
+/// The cgroups in `base` (a cgroup's "ferry" directory) named for worker `pid`:
+/// "<pid>.<start time>" (worker/containment.cpp).
+inline std::vector<std::filesystem::path> worker_cgroups(const std::filesystem::path& base, int pid) {
+  std::vector<std::filesystem::path> out;
+  const std::string prefix = std::to_string(pid) + ".";
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(base, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().filename().string().rfind(prefix, 0) == 0) out.push_back(it->path());
+  return out;
+}
+
 /// State letter of a process ('Z' zombie, 'R', 'S', ...), or 0 if it does not exist.
 inline char process_state(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");

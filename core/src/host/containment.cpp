@@ -180,16 +180,16 @@ std::exception_ptr containment_death(int signal, const protocol::TaskLimits& lim
 
 MemoryCeilingWatch MemoryCeilingWatch::of(int pid) {
   MemoryCeilingWatch w;
-  const std::string dir = memory_cgroup_of(pid);
-  if (dir.empty()) return w;
+  const std::string base = memory_cgroups_base();
+  if (base.empty()) return w;
+  // The worker is in a memory cgroup of its own (best effort, it may have made none).
+  const std::string dir = memory_cgroup_of_process(pid);
+  if (!is_worker_cgroup(dir, base, pid)) return w;
   auto give_up = [&](const char* what) {
     // The kernel's OOM killer stays on in it: a task that fills it is killed, not stopped.
     debug_log("worker %d: its memory cgroup is not watched (%s: %s)", pid, what, std::strerror(errno));
     return MemoryCeilingWatch{};
   };
-  // The worker's own: not a directory of that name an earlier worker of the same pid left behind
-  // (this one, best effort, may have made none).
-  if (memory_cgroup_of_process(pid) != dir) return w;
   Fd control(::open((dir + "/memory.oom_control").c_str(), O_RDWR | O_CLOEXEC));
   if (!control) return give_up("memory.oom_control");
   Fd event(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));

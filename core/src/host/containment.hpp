@@ -72,7 +72,7 @@ std::exception_ptr containment_death(int signal, const protocol::TaskLimits& lim
                                      const std::string& task, int pid);
 
 /// A sandboxed worker's memory ceiling, watched from the host (worker/containment.cpp makes the
-/// cgroup, memory_cgroup_of(pid), and joins it): the kernel's OOM notification for it, an eventfd
+/// cgroup, <memory_cgroups_base()>/<pid>.<random>, and joins it): the kernel's OOM notification for it, an eventfd
 /// registered through cgroup.event_control, and its memory.oom_control to tell a full cgroup from
 /// its removal (which notifies too). The watcher is outside the cgroup: inside, a thread stopped
 /// with the task at its first page fault (a forked task's copy-on-write stack).

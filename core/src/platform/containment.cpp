@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -138,10 +139,41 @@ std::string memory_cgroup_of_process(int pid) {
   return of.v1_memory ? "/sys/fs/cgroup/memory" + *of.v1_memory : "";
 }
 
-std::string memory_cgroup_of(int pid) {
-  // Read once: the host asks at every worker's hello, under its pool's lock.
+std::string memory_cgroups_base() {
   static const std::string parent = memory_cgroup_parent();
-  return parent.empty() ? parent : parent + "/ferry/" + std::to_string(pid);
+  return parent.empty() ? parent : parent + "/ferry";
+}
+
+std::string new_worker_cgroup_name() {
+  unsigned char bytes[8];
+  if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) return "";
+  static const char digits[] = "0123456789abcdef";
+  std::string name = std::to_string(::getpid()) + ".";
+  for (unsigned char b : bytes) {
+    name += digits[b >> 4];
+    name += digits[b & 15];
+  }
+  return name;
+}
+
+bool is_worker_cgroup(const std::string& dir, const std::string& base, int pid) {
+  const std::string prefix = base + "/" + std::to_string(pid) + ".";
+  return !base.empty() && dir.size() > prefix.size() && dir.compare(0, prefix.size(), prefix) == 0 &&
+         dir.find('/', prefix.size()) == std::string::npos;
+}
+
+void remove_stale_worker_cgroups(const std::string& base) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::directory_iterator it(base, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const auto dot = name.find('.');
+    if (dot == std::string::npos || dot == 0 || name.find_first_not_of("0123456789") < dot)
+      continue;  // not a worker's (an older ferry named them by pid alone: left alone)
+    if (::access(("/proc/" + name.substr(0, dot)).c_str(), F_OK) == 0) continue;  // may be its worker's
+    ::rmdir((it->path() / "task").c_str());  // a processes ceiling's inner cgroup (pids)
+    ::rmdir(it->path().c_str());             // fails while it has processes
+  }
 }
 
 std::string pids_cgroup_parent() {

@@ -37,9 +37,20 @@ std::string pids_cgroup_parent();
 /// Where a sandboxed worker's memory cgroup goes (as root): the memory cgroup of this process
 /// (cgroup v1); "" when there is none or it cannot be written. Not exported.
 std::string memory_cgroup_parent();
-/// The memory cgroup a sandboxed worker of pid `pid` makes in memory_cgroup_parent() (its
-/// guardian removes it); "" without a parent.
-std::string memory_cgroup_of(int pid);
+/// Where sandboxed workers make their memory cgroups: memory_cgroup_parent()/ferry; "" without
+/// a parent. Read once (the host asks at every worker's hello, under its pool's lock).
+std::string memory_cgroups_base();
+/// A new name for a worker's own cgroups (pids, memory) in <parent>/ferry, and for its tag:
+/// "<pid>.<16 random hex digits>". Not the pid alone, nor the pid and its start time (which
+/// counts in ticks of 10 ms): a guardian still cleaning up after a worker that ended must never
+/// find a later worker given the same pid under the name it empties. "" when no random bytes.
+std::string new_worker_cgroup_name();
+/// Whether `dir` is one of worker `pid`'s cgroups in `base`: <base>/<pid>.<...>.
+bool is_worker_cgroup(const std::string& dir, const std::string& base, int pid);
+/// Removes the cgroups in `base` (<parent>/ferry) of workers whose pid has no process any more,
+/// when they are empty: left by a guardian that could not finish. One that still has processes
+/// (a guardian still at work empties it), or whose pid was given to another process since, stays.
+void remove_stale_worker_cgroups(const std::string& base);
 /// The cgroup v1 memory directory process `pid` is in now; "" when it cannot be told.
 std::string memory_cgroup_of_process(int pid);
 

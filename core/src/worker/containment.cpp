@@ -163,22 +163,6 @@ std::string directory_of(std::string path) {
   return slash == std::string::npos || slash == 0 ? std::string("/") : path.substr(0, slash);
 }
 
-/// Field 22 of /proc/self/stat: with the pid, names this process and no later one.
-std::string start_time() {
-  char buf[1024];
-  if (read_small("/proc/self/stat", buf, sizeof buf) <= 0) return "0";
-  const char* p = std::strrchr(buf, ')');
-  if (!p) return "0";
-  int field = 2;  // ')' ends field 2
-  for (; *p && field < 21; ++p)
-    if (*p == ' ') ++field;
-  // p is after the space that starts field 22
-  while (*p == ' ') ++p;
-  std::string value;
-  while (*p >= '0' && *p <= '9') value += *p++;
-  return value.empty() ? "0" : value;
-}
-
 // ---- the guardian ----------------------------------------------------------------------------
 
 std::int64_t now_ms() {
@@ -699,13 +683,12 @@ std::string Containment::make_cgroup() {
   if (v2 && !write_file(parent + "/cgroup.subtree_control", "+pids")) return "";
   if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return "";
   if (v2 && !write_file(base + "/cgroup.subtree_control", "+pids")) return "";
-  std::string dir = base + "/" + std::to_string(::getpid());
-  if (::mkdir(dir.c_str(), 0755) != 0) {
-    // Left by an earlier process with this pid whose guardian could not remove it.
-    if (errno != EEXIST) return "";
-    ::rmdir((dir + "/task").c_str());  // join_cgroup's, under a ceiling
-    if (::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0) return "";
-  }
+  // Not named by pid alone: a guardian still emptying the cgroup of an earlier worker with this
+  // pid must not find this one's under that name.
+  if (name_.empty()) return "";
+  remove_stale_worker_cgroups(base);
+  std::string dir = base + "/" + name_;
+  if (::mkdir(dir.c_str(), 0755) != 0) return "";
   return dir;
 }
 
@@ -715,16 +698,13 @@ std::string Containment::make_cgroup() {
 /// (host/containment.hpp, MemoryCeilingWatch) and only then turns its OOM killer off: a task that
 /// fills it stops in its page fault and the host, told by the kernel, ends the call with
 /// ResourceLimitError. Until then (or if the host cannot watch it) the kernel's OOM killer acts,
-/// so a full cgroup never stops a worker that nobody watches. `dir` is memory_cgroup_of(own pid).
+/// so a full cgroup never stops a worker that nobody watches. `dir` is in memory_cgroups_base().
 /// "" on success, else why not (the directory is then removed).
 std::string Containment::make_memory_cgroup(const std::string& dir, std::uint64_t limit) {
   const std::string base = directory_of(dir);  // <parent>/ferry, shared by the host's workers
   if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return errno_text(("mkdir " + base).c_str());
-  if (::mkdir(dir.c_str(), 0755) != 0) {
-    // Left by an earlier process with this pid whose guardian could not remove it.
-    if (errno != EEXIST || ::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0)
-      return errno_text(("mkdir " + dir).c_str());
-  }
+  remove_stale_worker_cgroups(base);
+  if (::mkdir(dir.c_str(), 0755) != 0) return errno_text(("mkdir " + dir).c_str());
   const std::string bytes = std::to_string(limit);
   // Swap: none for this cgroup's own reclaim, and where swap is accounted, memory and swap
   // together; without either, the task's pages past the limit would go to swap instead.
@@ -812,6 +792,7 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   // process can leave one); else, the worker is their subreaper, and the guardian sweeps those
   // whose environment holds the worker's tag (which /proc shows only for processes that exec'd:
   // the weakest of the three).
+  name_ = new_worker_cgroup_name();
   if (root_) cgroup_ = make_cgroup();
   if (cgroup_.empty() && !root_) {
     if (std::string why = enter_user_namespace(); !why.empty())
@@ -820,14 +801,15 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
       own_processes_ = own_threads() + 1;  // and its guardian, for RLIMIT_NPROC in the namespace
   }
   if (cgroup_.empty() && !user_namespace_) {
-    tag_ = std::to_string(::getpid()) + "." + start_time();
+    tag_ = name_.empty() ? std::to_string(::getpid()) : name_;  // names this process and no later one
     ::setenv("FERRY_WORKER_TAG", tag_.c_str(), 1);
   }
   // A sandbox's memory limit is a ceiling on all the memory the worker is charged, not only the
   // private memory RLIMIT_DATA counts, where a memory cgroup can be made (root, cgroup v1; the
   // host probed the same, and watches the cgroup). Not made: refused unless best effort.
   if (config.sandbox && config.limits.memory != 0 && memory_limit_works && root_) {
-    const std::string dir = memory_cgroup_of(::getpid());  // "": no memory cgroup to nest in
+    const std::string base = memory_cgroups_base();  // "": no memory cgroup to nest in
+    const std::string dir = base.empty() || name_.empty() ? "" : base + "/" + name_;
     if (std::string why = dir.empty() ? "" : make_memory_cgroup(dir, config.limits.memory); !why.empty()) {
       if (!config.best_effort) return "memory cgroup: " + why;
       debug_log("worker: no memory cgroup: %s", why.c_str());

@@ -95,6 +95,7 @@ class FERRY_INTERNAL_API Containment {
   int own_processes_ = 1;               // the worker's own threads (and guardian) a limit counts
   int channel_ = -1;
   std::string tag_;                     // FERRY_WORKER_TAG without a cgroup
+  std::string name_;                    // of its cgroups, and its tag: new_worker_cgroup_name()
   std::string summary_;
 };
 
