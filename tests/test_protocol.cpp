@@ -804,7 +804,8 @@ TEST_CASE("Protocol.worker_exit_name.names_every_exit_code") {
   CHECK(worker_exit_name(1) == nullptr);
   CHECK(std::string(worker_exit_name(69)).find("limits or sandbox") != std::string::npos);
   CHECK(std::string(worker_exit_name(70)).find("cannot set up") != std::string::npos);
-  CHECK(worker_exit_name(71) == nullptr);
+  CHECK(std::string(worker_exit_name(71)).find("memory cgroup was full") != std::string::npos);
+  CHECK(worker_exit_name(72) == nullptr);
 }
 
 // ---- regression corpus -----------------------------------------------------------------------

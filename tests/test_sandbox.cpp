@@ -140,7 +140,7 @@ std::optional<E> failure_of(const ferry::Future<T>& f) {
   } catch (const E& e) {
     return e;
   } catch (const std::exception& e) {
-    FAIL_CHECK("expected " << expected << ", got " << type_name(typeid(e)) << ": " << e.what());
+    FAIL_CHECK("expected " << expected << ", got " << type_name(typeid(e)) << ": " << std::string(e.what()));
   } catch (...) {
     FAIL_CHECK("expected " << expected << ", got something that is not a std::exception");
   }
@@ -1116,6 +1116,33 @@ TEST_CASE("Sandbox.an_initializer_that_fills_the_memory_cgroup_is_a_start_failur
   auto e = failure_of<ferry::BrokenProcessPool>(ex.submit_with(hostile(), hostile_pid));
   if (e) CHECK_MESSAGE(std::string(e->what()).find("while its initializer ran") != std::string::npos, e->what());
   CHECK(ex.stats().workers_started <= 4);
+#endif
+}
+
+TEST_CASE("Sandbox.memory_filled_in_a_system_call_ends_the_call_with_ResourceLimitError") {
+#if FERRY_TEST_SHADOW_MEMORY
+  MESSAGE("skipped under a sanitizer (no memory limit there)");
+#else
+  if (!ferry::detail::containment_support().memory_cgroup) {
+    MESSAGE("skipped: no memory cgroup here");
+    return;
+  }
+  // write() to a memfd is charged in the system call: at the ceiling it fails with ENOMEM, and the
+  // kernel sends no OOM notification. A task that copes and lets the memory go keeps its value; one
+  // that keeps it leaves the cgroup full, the worker's reply failed, and the call ended with
+  // TerminatedWorkerError ("exited with code 67") instead of the limit it met.
+  ferry::Limits limits;
+  limits.memory = 128 * MiB;
+  ferry::Executor ex(contained(limits, sandbox_on()));
+  const std::uint64_t written = value_of(ex.submit_with(hostile(), write_shared, std::uint64_t{1 * GiB}, false));
+  CHECK(written > 0);
+  CHECK(written < 128 * MiB);
+  for (int round = 0; round < 3; ++round) {
+    CAPTURE(round);
+    auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), write_shared, std::uint64_t{1 * GiB}, true));
+    if (e) check_limit_error(*e, "write_shared", "memory", 128 * MiB, "128 MiB");
+  }
+  check_pool_is_healthy(ex);
 #endif
 }
 

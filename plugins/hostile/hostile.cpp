@@ -268,6 +268,20 @@ std::uint64_t share_memory(std::uint64_t bytes, int how) {
   return bytes;
 }
 
+std::uint64_t write_shared(std::uint64_t bytes, bool keep) {
+  int fd = static_cast<int>(::syscall(SYS_memfd_create, "write_shared", 0u));
+  if (fd < 0) fail("memfd_create");
+  static const std::string block(std::size_t{1} << 20, 'w');
+  std::uint64_t written = 0;
+  while (written < bytes) {
+    ssize_t n = ::write(fd, block.data(), static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), bytes - written)));
+    if (n <= 0) break;
+    written += static_cast<std::uint64_t>(n);
+  }
+  if (!keep) ::close(fd);
+  return written;
+}
+
 std::string bytes_result(std::uint64_t bytes) { return std::string(static_cast<std::size_t>(bytes), 'r'); }
 
 std::string unfiltered_threads() {
@@ -680,6 +694,7 @@ FERRY_TASK(fork_bomb);
 FERRY_TASK(fork_until_refused);
 FERRY_TASK(allocate);
 FERRY_TASK(share_memory);
+FERRY_TASK(write_shared);
 FERRY_TASK(bytes_result);
 FERRY_TASK(unfiltered_threads);
 FERRY_TASK(leak_files);

@@ -38,6 +38,10 @@ FERRY_EXPORT std::uint64_t allocate(std::uint64_t bytes, bool touch);
 /// that pauses (killed and reaped before returning; the worker's pages are then copy-on-write).
 /// None is counted by RLIMIT_DATA. Unmapped before returning `bytes`; a failed call throws.
 FERRY_EXPORT std::uint64_t share_memory(std::uint64_t bytes, int how);
+/// Writes up to `bytes` into a memfd with write() (memory a cgroup charges in the system call,
+/// not in a page fault), keeps it open for good when `keep`, and returns how many were written
+/// (it stops at the first failed write: the task coped).
+FERRY_EXPORT std::uint64_t write_shared(std::uint64_t bytes, bool keep);
 /// A string of `bytes` bytes ('r'): a result large enough to travel in shared memory.
 FERRY_EXPORT std::string bytes_result(std::uint64_t bytes);
 /// How many threads of this process are not under a seccomp filter (/proc/self/task/*/status),

@@ -178,6 +178,14 @@ std::exception_ptr containment_death(int signal, const protocol::TaskLimits& lim
   return nullptr;
 }
 
+std::exception_ptr memory_ceiling_error(const std::string& task, int pid, std::uint64_t ceiling,
+                                        const std::string& how) {
+  return std::make_exception_ptr(ResourceLimitError(
+      task, pid, "memory", ceiling,
+      "the worker's memory cgroup was full (the sandbox's ceiling counts shared memory too)" +
+          (how.empty() ? how : "; " + how)));
+}
+
 MemoryCeilingWatch MemoryCeilingWatch::of(int pid) {
   MemoryCeilingWatch w;
   const std::string base = memory_cgroups_base();

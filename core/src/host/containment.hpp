@@ -71,6 +71,11 @@ std::exception_ptr contained_error(const protocol::Contained& c, const std::stri
 std::exception_ptr containment_death(int signal, const protocol::TaskLimits& limits, bool sandbox,
                                      const std::string& task, int pid);
 
+/// The error of a call whose worker's memory cgroup (the sandbox's memory ceiling, `ceiling`
+/// bytes) was full; `how` adds how that was told ("" for the kernel's notification).
+std::exception_ptr memory_ceiling_error(const std::string& task, int pid, std::uint64_t ceiling,
+                                        const std::string& how);
+
 /// A sandboxed worker's memory ceiling, watched from the host (worker/containment.cpp makes the
 /// cgroup, <memory_cgroups_base()>/<pid>.<random>, and joins it): the kernel's OOM notification for it, an eventfd
 /// registered through cgroup.event_control, and its memory.oom_control to tell a full cgroup from

@@ -183,11 +183,7 @@ void Manager::on_memory_ceiling(const SlotPtr& w) {
   }
   const Call* c = w->lane.running();
   const std::uint64_t ceiling = p_.options_.limits.memory;
-  p_.kill_worker_locked(
-      *w, c ? std::make_exception_ptr(ResourceLimitError(
-                  c->ref->display, w->pid, "memory", ceiling,
-                  "the worker's memory cgroup was full (the sandbox's ceiling counts shared memory too)"))
-            : nullptr);
+  p_.kill_worker_locked(*w, c ? memory_ceiling_error(c->ref->display, w->pid, ceiling, "") : nullptr);
 }
 
 void Manager::on_exit(const SlotPtr& w) {
@@ -251,6 +247,9 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   if (!error)
     error = containment_death(st.signal, running.limits, p_.options_.sandbox.enabled,
                               running.ref->display, w.pid);
+  if (!error && st.exit_code == static_cast<int>(protocol::WorkerExit::memory_ceiling))
+    error = memory_ceiling_error(running.ref->display, w.pid, p_.options_.limits.memory,
+                                 "its reply could not be written");
   if (!error && running.retries < p_.options_.max_retries_on_worker_death) {
     // Sent again: its one slice in a trace will be the attempt that ends it.
     ++running.retries;

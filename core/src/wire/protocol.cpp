@@ -58,6 +58,7 @@ const char* worker_exit_name(int code) noexcept {
     case WorkerExit::init_failed: return "ferry-worker: initializer failed";
     case WorkerExit::contained: return "ferry-worker: a task hit its limits or sandbox";
     case WorkerExit::containment: return "ferry-worker: cannot set up its limits or sandbox";
+    case WorkerExit::memory_ceiling: return "ferry-worker: its memory cgroup was full";
   }
   return nullptr;
 }

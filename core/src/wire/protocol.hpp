@@ -107,6 +107,7 @@ enum class WorkerExit : int {
   init_failed = 68,     // the initializer failed
   contained = 69,       // after a contained frame: a task hit a limit or its sandbox
   containment = 70,     // the containment asked for cannot be set up (the reason is on stderr)
+  memory_ceiling = 71,  // the channel failed with the worker's memory cgroup at its limit
 };
 /// "protocol error", "host gone", ... or nullptr for codes ferry-worker never uses.
 FERRY_INTERNAL_API const char* worker_exit_name(int code) noexcept;

@@ -717,7 +717,23 @@ std::string Containment::make_memory_cgroup(const std::string& dir, std::uint64_
     return why;
   }
   memory_cgroup_ = dir;
+  // Opened now: after Landlock the worker could not open them any more.
+  memory_failcnt_fd_[0] = ::open((dir + "/memory.failcnt").c_str(), O_RDONLY | O_CLOEXEC);
+  memory_failcnt_fd_[1] = ::open((dir + "/memory.memsw.failcnt").c_str(), O_RDONLY | O_CLOEXEC);
   return "";
+}
+
+bool Containment::memory_ceiling_met() const {
+  for (int fd : memory_failcnt_fd_) {
+    char buf[32];
+    ssize_t n = fd >= 0 ? ::pread(fd, buf, sizeof buf - 1, 0) : -1;
+    // The read needs a buffer the kernel charges to this cgroup: when it is full, ENOMEM.
+    if (n < 0 && errno == ENOMEM) return true;
+    if (n <= 0) continue;
+    buf[n] = '\0';
+    if (std::strtoull(buf, nullptr, 10) > 0) return true;
+  }
+  return false;
 }
 
 bool Containment::join_cgroup(std::uint64_t ceiling) {

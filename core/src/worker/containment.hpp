@@ -64,6 +64,13 @@ class FERRY_INTERNAL_API Containment {
   const protocol::TaskLimits& executor_limits() const { return executor_limits_; }
   /// Whether the worker is in a memory cgroup of its own (a sandbox's memory ceiling).
   bool memory_cgroup() const noexcept { return !memory_cgroup_.empty(); }
+  /// Whether that cgroup has met its limit: memory.failcnt or memory.memsw.failcnt is not 0, or
+  /// reading them fails with ENOMEM (the read's buffer is charged to the full cgroup). A charge
+  /// made in a system call (a write to a memfd or tmpfs, a socket's buffer: the channel's send
+  /// fails with ENOBUFS) fails there instead of stopping in a page fault, and the kernel sends no
+  /// OOM notification for it. When the channel then fails, this tells the host why
+  /// (WorkerExit::memory_ceiling).
+  bool memory_ceiling_met() const;
   /// What setup built ("pids cgroup, landlock ABI 7, seccomp, ..."), for FERRY_DEBUG and tests.
   const std::string& summary() const { return summary_; }
 
@@ -91,6 +98,7 @@ class FERRY_INTERNAL_API Containment {
   // pids.max and pids.events of the cgroup the worker is in (with a ceiling: its "task" child),
   // and pids.events of the worker's cgroup over it (-1 without a ceiling).
   int pids_max_fd_ = -1, pids_events_fd_ = -1, ceiling_events_fd_ = -1;
+  int memory_failcnt_fd_[2] = {-1, -1};  // memory.failcnt, memory.memsw.failcnt of memory_cgroup_
   std::uint64_t refusals_ = 0;          // "max" count of pids.events when the task began
   int own_processes_ = 1;               // the worker's own threads (and guardian) a limit counts
   int channel_ = -1;

@@ -727,6 +727,10 @@ int worker_main(int argc, char** argv) {
   // frame with the stack (TerminatedWorkerError::remote_stack).
   install_crash_reporter(config.fd, config.ring_out);
   int code = run_worker(config);
+  // The channel failed because the memory cgroup is full (a charge in a system call, which sends
+  // no notification): said by the exit code, since nothing more can be written.
+  if (code == static_cast<int>(WorkerExit::io_error) && containment.memory_ceiling_met())
+    code = static_cast<int>(WorkerExit::memory_ceiling);
   containment.finish();
   if (contain.sandbox) {
     // No exit handlers in a sandbox: what they would do may be denied there (LeakSanitizer's
