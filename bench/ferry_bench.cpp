@@ -81,7 +81,8 @@ const std::filesystem::path& bench_trace_path() {
 /// The executor options of every measured pool. `--contained` (FERRY_BENCH_CONTAINED=1, so that
 /// re-executed children agree) adds limits and a sandbox: what containment costs is the
 /// difference between a run with it and one without (bench/before_after.py puts them side by side).
-/// FERRY_BENCH_CONTAINED=limits or =sandbox adds only one of them, to tell their costs apart.
+/// FERRY_BENCH_CONTAINED=limits or =sandbox adds only one of them, to tell their costs apart, and
+/// =limit:<name>[,<name>...] (memory, cpu_time, open_files, processes, file_size) some alone.
 /// `--trace` (FERRY_BENCH_TRACE=1) makes every pool write a trace (ExecutorOptions::trace): what
 /// tracing costs, the same way.
 ferry::ExecutorOptions pool_options(std::size_t workers = pool_size) {
@@ -90,12 +91,22 @@ ferry::ExecutorOptions pool_options(std::size_t workers = pool_size) {
     o.trace = bench_trace_path();
   const char* c = std::getenv("FERRY_BENCH_CONTAINED");
   const std::string_view mode = c ? c : "";
-  if (mode == "1" || mode == "limits") {
-    o.limits = {.memory = std::size_t{4} << 30,
-                .cpu_time = std::chrono::seconds(600),
-                .open_files = 4096,
-                .processes = 256,
-                .file_size = std::size_t{4} << 30};
+  const ferry::Limits all{.memory = std::size_t{4} << 30,
+                          .cpu_time = std::chrono::seconds(600),
+                          .open_files = 4096,
+                          .processes = 256,
+                          .file_size = std::size_t{4} << 30};
+  if (mode == "1" || mode == "limits") o.limits = all;
+  // Some limits alone: limit:<name>[,<name>...] of memory, cpu_time, open_files, processes,
+  // file_size.
+  if (mode.rfind("limit:", 0) == 0) {
+    const std::string names = "," + std::string(mode.substr(6)) + ",";
+    auto has = [&](const char* name) { return names.find("," + std::string(name) + ",") != std::string::npos; };
+    if (has("memory")) o.limits.memory = all.memory;
+    if (has("cpu_time")) o.limits.cpu_time = all.cpu_time;
+    if (has("open_files")) o.limits.open_files = all.open_files;
+    if (has("processes")) o.limits.processes = all.processes;
+    if (has("file_size")) o.limits.file_size = all.file_size;
   }
   if (mode == "1" || mode == "sandbox") o.sandbox = {.enabled = true};
   return o;
