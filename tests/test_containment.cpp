@@ -269,8 +269,9 @@ TEST_CASE("Containment.descendants.a_guardian_at_work_spares_a_later_worker_of_t
   // A worker's cgroup was named by its pid alone: a guardian still emptying the cgroup of a worker
   // that ended (stopped here, slow on a loaded machine) found a later worker given the same pid in
   // it, and killed it. The kernel hands out a chosen pid next when told (ns_last_pid, as root).
-  if (!ferry::detail::containment_support().pids_cgroup || ::access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
-    MESSAGE("skipped: needs a pids cgroup per worker and ns_last_pid (root)");
+  if (!ferry::detail::containment_support().pids_cgroup || support::own_cgroup_v1("pids").empty() ||
+      ::access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
+    MESSAGE("skipped: needs a pids cgroup per worker (cgroup v1) and ns_last_pid (root)");
     return;
   }
   auto set_up_and_wait = [](int ready) {
@@ -320,19 +321,25 @@ TEST_CASE("Containment.descendants.a_guardian_at_work_spares_a_later_worker_of_t
 
 TEST_CASE("Containment.descendants.a_new_worker_removes_the_empty_cgroups_of_workers_that_are_gone") {
   // Named apart, cgroups a guardian could not remove are no longer taken over by a later worker of
-  // the same pid: the next worker removes those whose pid has no process (empty ones only).
-  const std::string base = support::own_cgroup_v1("pids") + "/ferry";
-  if (!ferry::detail::containment_support().pids_cgroup || !std::filesystem::is_directory(base)) {
+  // the same pid: the next worker removes those of its PID namespace whose pid has no process
+  // (empty ones only). In another PID namespace a pid names another process: left alone.
+  const std::string own = support::own_cgroup_v1("pids");
+  const std::string base = own + "/ferry";
+  if (!ferry::detail::containment_support().pids_cgroup || own.empty() || !std::filesystem::is_directory(base)) {
     MESSAGE("skipped: needs a pids cgroup per worker (root, cgroup v1)");
     return;
   }
   pid_t gone = ::fork();
   if (gone == 0) _exit(0);
   REQUIRE(::waitpid(gone, nullptr, 0) == gone);
-  const std::string stale = base + "/" + std::to_string(gone) + ".0123456789abcdef";
-  const std::string live = base + "/" + std::to_string(::getpid()) + ".0123456789abcdef";
+  const std::string ns = std::filesystem::read_symlink("/proc/self/ns/pid").string();  // pid:[N]
+  const std::string id = ns.substr(ns.find('[') + 1, ns.find(']') - ns.find('[') - 1);
+  const std::string stale = base + "/" + std::to_string(gone) + "." + id + ".0123456789abcdef";
+  const std::string live = base + "/" + std::to_string(::getpid()) + "." + id + ".0123456789abcdef";
+  const std::string other_namespace = base + "/" + std::to_string(gone) + ".1.0123456789abcdef";
   REQUIRE(::mkdir(stale.c_str(), 0755) == 0);
   REQUIRE(::mkdir(live.c_str(), 0755) == 0);
+  REQUIRE(::mkdir(other_namespace.c_str(), 0755) == 0);
   Child worker([](int channel) {
     Containment c;
     return c.setup({}, channel).empty() ? 0 : 1;
@@ -340,8 +347,8 @@ TEST_CASE("Containment.descendants.a_new_worker_removes_the_empty_cgroups_of_wor
   CHECK(worker.wait() == 0);
   CHECK_FALSE(std::filesystem::exists(stale));
   CHECK(std::filesystem::exists(live));  // its pid has a process: perhaps its worker's
-  ::rmdir(stale.c_str());
-  ::rmdir(live.c_str());
+  CHECK(std::filesystem::exists(other_namespace));
+  for (const auto& dir : {stale, live, other_namespace}) ::rmdir(dir.c_str());
 }
 
 TEST_CASE("Containment.descendants.guardian_is_not_a_child_and_threads_still_start") {

@@ -185,6 +185,18 @@ TEST_CASE("Errors.terminated_worker_names_task_pid_and_cause") {
     CHECK(e.exit_code() == 3);
     CHECK(std::string(e.what()).find("code 3") != std::string::npos);
   }
+  SUBCASE("exit code of a sandbox's full memory cgroup, without one") {
+    // 71 is what ferry-worker says when its memory cgroup was full; outside a sandbox with a
+    // memory limit it can only be the task's own exit (EX_OSERR), not a ResourceLimitError.
+    try {
+      ex.submit(exit_with, 71).get();
+      FAIL_CHECK("exit(71) returned a value");
+    } catch (const ferry::ResourceLimitError& e) {
+      FAIL_CHECK("taken for a limit: " << std::string(e.what()));
+    } catch (const ferry::TerminatedWorkerError& e) {
+      CHECK(e.exit_code() == 71);
+    }
+  }
   still_works(ex);
   CHECK(support::wait_until([&] { return ex.worker_pids().size() == 2; }));
   CHECK(support::wait_until([] { return support::zombies() == 0; }));

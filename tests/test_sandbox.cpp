@@ -1146,6 +1146,38 @@ TEST_CASE("Sandbox.memory_filled_in_a_system_call_ends_the_call_with_ResourceLim
 #endif
 }
 
+TEST_CASE("Sandbox.an_initializer_that_fills_the_memory_cgroup_in_a_system_call_does_not_hang_the_pool") {
+#if FERRY_TEST_SHADOW_MEMORY
+  MESSAGE("skipped under a sanitizer (no memory limit there)");
+#else
+  if (!ferry::detail::containment_support().memory_cgroup) {
+    MESSAGE("skipped: no memory cgroup here");
+    return;
+  }
+  // Its reply cannot be sent (ENOBUFS in the full cgroup); the worker must not wait for tasks the
+  // host never gives a worker whose initializer has not answered: it exits (71, its memory cgroup
+  // full), a start failure. (A reply that still fits leaves a worker whose first call meets the
+  // ceiling.) Here the worker's next read fails as well, so this passes without the exit after
+  // the failed reply too; that exit covers a channel that could still be read.
+  ferry::Limits limits;
+  limits.memory = 128 * MiB;
+  ferry::ExecutorOptions o = contained(limits, sandbox_on());
+  o.max_workers = 1;
+  o.initializer = ferry::Call(write_shared, std::uint64_t{1 * GiB}, true);
+  ferry::Executor ex(o);
+  auto f = ex.submit_with(hostile(), hostile_pid);
+  REQUIRE_MESSAGE(static_cast<bool>(f.wait_for(future_wait)), "the call did not end: the pool hung");
+  try {
+    f.get();
+    FAIL_CHECK("the call returned a value");
+  } catch (const ferry::BrokenProcessPool& e) {
+    CHECK_MESSAGE(std::string(e.what()).find("while its initializer ran") != std::string::npos, e.what());
+  } catch (const ferry::ResourceLimitError& e) {
+    CHECK(e.limit() == "memory");
+  }
+#endif
+}
+
 TEST_CASE("Sandbox.every_thread_of_a_sandboxed_worker_is_under_its_filter") {
 #if FERRY_TEST_SHADOW_MEMORY
   MESSAGE("skipped under a sanitizer (its own threads start before the sandbox)");
@@ -1196,7 +1228,7 @@ TEST_CASE("Sandbox.memory_limit_counts_shared_memory_where_a_memory_cgroup_can_b
   for (auto& f : held) CHECK(value_of(f).size() == 16 * MiB);
   check_pool_is_healthy(ex);
   // The guardian of each worker that ended removed its memory cgroup
-  // (<own memory cgroup>/ferry/<pid>.<start time>).
+  // (<own memory cgroup>/ferry/<pid>.<pid namespace>.<random>).
   const std::string parent = support::own_cgroup_v1("memory");
   REQUIRE_FALSE(parent.empty());
   for (int pid : ended) {

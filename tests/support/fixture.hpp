@@ -99,7 +99,7 @@ inline std::string own_cgroup_v1(const std::string& controller) {
 }
 
 /// The cgroups in `base` (a cgroup's "ferry" directory) named for worker `pid`:
-/// "<pid>.<start time>" (worker/containment.cpp).
+/// "<pid>.<pid namespace>.<random>" (platform/containment.hpp, new_worker_cgroup_name).
 inline std::vector<std::filesystem::path> worker_cgroups(const std::filesystem::path& base, int pid) {
   std::vector<std::filesystem::path> out;
   const std::string prefix = std::to_string(pid) + ".";

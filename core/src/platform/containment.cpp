@@ -14,6 +14,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <string_view>
+#include <cstdint>
+#include <ctime>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -144,16 +148,36 @@ std::string memory_cgroups_base() {
   return parent.empty() ? parent : parent + "/ferry";
 }
 
+namespace {
+
+/// This process's PID namespace, as the inode number /proc/self/ns/pid links to ("pid:[N]");
+/// "0" when it cannot be read.
+std::string pid_namespace_id() {
+  char link[64] = {};
+  ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof link - 1);
+  std::string_view v(link, n > 0 ? static_cast<std::size_t>(n) : 0);
+  auto open = v.find('['), close = v.find(']');
+  if (open == std::string_view::npos || close == std::string_view::npos || close <= open + 1) return "0";
+  return std::string(v.substr(open + 1, close - open - 1));
+}
+
+}  // namespace
+
 std::string new_worker_cgroup_name() {
   unsigned char bytes[8];
-  if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) return "";
-  static const char digits[] = "0123456789abcdef";
-  std::string name = std::to_string(::getpid()) + ".";
-  for (unsigned char b : bytes) {
-    name += digits[b >> 4];
-    name += digits[b & 15];
+  std::uint64_t unique = 0;
+  if (::getrandom(bytes, sizeof bytes, GRND_NONBLOCK) == static_cast<ssize_t>(sizeof bytes)) {
+    for (unsigned char b : bytes) unique = unique << 8 | b;
+  } else {
+    // No random bytes (a filter, an old kernel): the time since boot in ns, which two processes
+    // given the same pid one after the other cannot share.
+    timespec t{};
+    ::clock_gettime(CLOCK_BOOTTIME, &t);
+    unique = static_cast<std::uint64_t>(t.tv_sec) * 1000000000u + static_cast<std::uint64_t>(t.tv_nsec);
   }
-  return name;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(unique));
+  return std::to_string(::getpid()) + "." + pid_namespace_id() + "." + hex;
 }
 
 bool is_worker_cgroup(const std::string& dir, const std::string& base, int pid) {
@@ -164,13 +188,18 @@ bool is_worker_cgroup(const std::string& dir, const std::string& base, int pid) 
 
 void remove_stale_worker_cgroups(const std::string& base) {
   namespace fs = std::filesystem;
+  // Only those of this PID namespace: in another, a pid names another process, and a live
+  // worker's cgroup, still empty between its mkdir and the worker joining it, would go.
+  const std::string ns = "." + pid_namespace_id() + ".";
   std::error_code ec;
   for (fs::directory_iterator it(base, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     const auto dot = name.find('.');
-    if (dot == std::string::npos || dot == 0 || name.find_first_not_of("0123456789") < dot)
-      continue;  // not a worker's (an older ferry named them by pid alone: left alone)
-    if (::access(("/proc/" + name.substr(0, dot)).c_str(), F_OK) == 0) continue;  // may be its worker's
+    if (dot == std::string::npos || dot == 0 || name.find_first_not_of("0123456789") < dot ||
+        name.compare(dot, ns.size(), ns) != 0)
+      continue;  // not a worker's of this namespace (an older ferry named them by pid alone)
+    if (::access(("/proc/" + name.substr(0, dot)).c_str(), F_OK) == 0 || errno != ENOENT)
+      continue;  // its pid has a process: perhaps its worker
     ::rmdir((it->path() / "task").c_str());  // a processes ceiling's inner cgroup (pids)
     ::rmdir(it->path().c_str());             // fails while it has processes
   }

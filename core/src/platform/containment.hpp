@@ -41,15 +41,17 @@ std::string memory_cgroup_parent();
 /// a parent. Read once (the host asks at every worker's hello, under its pool's lock).
 std::string memory_cgroups_base();
 /// A new name for a worker's own cgroups (pids, memory) in <parent>/ferry, and for its tag:
-/// "<pid>.<16 random hex digits>". Not the pid alone, nor the pid and its start time (which
-/// counts in ticks of 10 ms): a guardian still cleaning up after a worker that ended must never
-/// find a later worker given the same pid under the name it empties. "" when no random bytes.
+/// "<pid>.<pid namespace inode>.<16 random hex digits>" (without random bytes, the time since
+/// boot in ns). Not the pid alone, nor the pid and its start time (which counts in ticks of
+/// 10 ms): a guardian still cleaning up after a worker that ended must never find a later worker
+/// given the same pid under the name it empties.
 std::string new_worker_cgroup_name();
 /// Whether `dir` is one of worker `pid`'s cgroups in `base`: <base>/<pid>.<...>.
 bool is_worker_cgroup(const std::string& dir, const std::string& base, int pid);
-/// Removes the cgroups in `base` (<parent>/ferry) of workers whose pid has no process any more,
-/// when they are empty: left by a guardian that could not finish. One that still has processes
-/// (a guardian still at work empties it), or whose pid was given to another process since, stays.
+/// Removes the cgroups in `base` (<parent>/ferry) of workers of this PID namespace whose pid has
+/// no process any more, when they are empty: left by a guardian that could not finish. One that
+/// still has processes (a guardian still at work empties it), whose pid was given to another
+/// process since, or of another PID namespace, stays.
 void remove_stale_worker_cgroups(const std::string& base);
 /// The cgroup v1 memory directory process `pid` is in now; "" when it cannot be told.
 std::string memory_cgroup_of_process(int pid);

@@ -163,6 +163,14 @@ std::string directory_of(std::string path) {
   return slash == std::string::npos || slash == 0 ? std::string("/") : path.substr(0, slash);
 }
 
+/// Whether two paths are the same directory (cgroup hierarchies mounted together show one
+/// directory under two names).
+bool same_directory(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return !a.empty() && !b.empty() && ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 &&
+         sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 // ---- the guardian ----------------------------------------------------------------------------
 
 std::int64_t now_ms() {
@@ -685,7 +693,6 @@ std::string Containment::make_cgroup() {
   if (v2 && !write_file(base + "/cgroup.subtree_control", "+pids")) return "";
   // Not named by pid alone: a guardian still emptying the cgroup of an earlier worker with this
   // pid must not find this one's under that name.
-  if (name_.empty()) return "";
   remove_stale_worker_cgroups(base);
   std::string dir = base + "/" + name_;
   if (::mkdir(dir.c_str(), 0755) != 0) return "";
@@ -704,7 +711,8 @@ std::string Containment::make_memory_cgroup(const std::string& dir, std::uint64_
   const std::string base = directory_of(dir);  // <parent>/ferry, shared by the host's workers
   if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return errno_text(("mkdir " + base).c_str());
   remove_stale_worker_cgroups(base);
-  if (::mkdir(dir.c_str(), 0755) != 0) return errno_text(("mkdir " + dir).c_str());
+  if (::mkdir(dir.c_str(), 0755) != 0 && !(errno == EEXIST && same_directory(dir, cgroup_)))
+    return errno_text(("mkdir " + dir).c_str());  // (memory and pids mounted together: made)
   const std::string bytes = std::to_string(limit);
   // Swap: none for this cgroup's own reclaim, and where swap is accounted, memory and swap
   // together; without either, the task's pages past the limit would go to swap instead.
@@ -713,7 +721,7 @@ std::string Containment::make_memory_cgroup(const std::string& dir, std::uint64_
     ok = write_file(dir + "/memory.memsw.limit_in_bytes", bytes);
   if (!ok) {
     std::string why = errno_text(("setting up " + dir).c_str());
-    ::rmdir(dir.c_str());
+    if (!same_directory(dir, cgroup_)) ::rmdir(dir.c_str());
     return why;
   }
   memory_cgroup_ = dir;
@@ -726,7 +734,8 @@ std::string Containment::make_memory_cgroup(const std::string& dir, std::uint64_
 bool Containment::memory_ceiling_met() const {
   for (int fd : memory_failcnt_fd_) {
     char buf[32];
-    ssize_t n = fd >= 0 ? ::pread(fd, buf, sizeof buf - 1, 0) : -1;
+    if (fd < 0) continue;
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
     // The read needs a buffer the kernel charges to this cgroup: when it is full, ENOMEM.
     if (n < 0 && errno == ENOMEM) return true;
     if (n <= 0) continue;
@@ -817,7 +826,7 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
       own_processes_ = own_threads() + 1;  // and its guardian, for RLIMIT_NPROC in the namespace
   }
   if (cgroup_.empty() && !user_namespace_) {
-    tag_ = name_.empty() ? std::to_string(::getpid()) : name_;  // names this process and no later one
+    tag_ = name_;  // names this process and no later one
     ::setenv("FERRY_WORKER_TAG", tag_.c_str(), 1);
   }
   // A sandbox's memory limit is a ceiling on all the memory the worker is charged, not only the
@@ -825,7 +834,7 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   // host probed the same, and watches the cgroup). Not made: refused unless best effort.
   if (config.sandbox && config.limits.memory != 0 && memory_limit_works && root_) {
     const std::string base = memory_cgroups_base();  // "": no memory cgroup to nest in
-    const std::string dir = base.empty() || name_.empty() ? "" : base + "/" + name_;
+    const std::string dir = base.empty() ? "" : base + "/" + name_;
     if (std::string why = dir.empty() ? "" : make_memory_cgroup(dir, config.limits.memory); !why.empty()) {
       if (!config.best_effort) return "memory cgroup: " + why;
       debug_log("worker: no memory cgroup: %s", why.c_str());

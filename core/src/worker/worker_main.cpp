@@ -138,6 +138,9 @@ class WorkerLoop {
     if (in_) reader_.set_descriptor_source(config_.fd);  // a shared payload's memfd
   }
 
+  /// errno of the send whose failure ended the loop with io_error (0 if none was recorded).
+  int send_errno() const noexcept { return send_errno_; }
+
   int run() {
     protocol::Hello hello{protocol::version, plugin_abi_version, static_cast<int>(::getpid()),
                           FERRY_VERSION_STRING, host_name()};
@@ -164,6 +167,7 @@ class WorkerLoop {
           case protocol::FrameType::init:
             if (!run_initializer(protocol::decode_init(f.view()), f.header.flags))
               return static_cast<int>(WorkerExit::init_failed);
+            if (init_reply_failed_) return static_cast<int>(WorkerExit::io_error);
             break;
           case protocol::FrameType::shutdown:
             return bye(protocol::ByeReason::shutdown);
@@ -369,11 +373,12 @@ class WorkerLoop {
     }
     InvokeContext ctx{args.data(), args.size(), items, 0, InvokeStatus::ok, flags, &rw, &ew};
     if (call) {
-      delivery_ = Delivery{*call, false, false};
+      delivery_ = Delivery{*call, false, false, 0};
       ctx.deliver = [](InvokeContext& c) noexcept {
         auto* self = static_cast<WorkerLoop*>(c.worker);
         self->delivery_.sent = true;
         self->delivery_.ok = self->send_result(self->delivery_.call);
+        if (!self->delivery_.ok) self->delivery_.error = errno;
       };
       ctx.worker = this;
     }
@@ -383,6 +388,7 @@ class WorkerLoop {
       // An entry point that returned without delivering (no item ran): send now.
       delivery_.sent = true;
       delivery_.ok = send_result(*call);
+      if (!delivery_.ok) delivery_.error = errno;
     }
     if (ctx.status == InvokeStatus::ok) return true;
     std::string_view e = error_.view();  // "<exception type>\0<what>"
@@ -427,7 +433,12 @@ class WorkerLoop {
       }
     }
     int io_error = static_cast<int>(WorkerExit::io_error);
-    if (!ok) return reply_failure(head.call, why) ? -1 : io_error;
+    if (!ok) {
+      if (reply_failure(head.call, why)) return -1;
+      send_errno_ = errno;
+      return io_error;
+    }
+    if (!delivery_.ok) send_errno_ = delivery_.error;
     return delivery_.ok ? -1 : io_error;
   }
 
@@ -483,7 +494,11 @@ class WorkerLoop {
     if (rec && invoke(rec, init.args, 1, frame_flags & protocol::flag_json, why)) {
       // Said before any task runs: an initializer failure the host receives after this is a
       // task's forgery (a task can write frames on the channel), never the initializer's.
-      (void)send(protocol::encode_result_head({0, protocol::ResultStatus::ok, {}}, 0));
+      if (!send(protocol::encode_result_head({0, protocol::ResultStatus::ok, {}}, 0))) {
+        // The host would wait for this reply for good (the worker is not "up" until it comes).
+        send_errno_ = errno;
+        init_reply_failed_ = true;
+      }
       return true;
     }
     // Tell the host why, then exit: a worker whose initializer failed must not run tasks.
@@ -526,6 +541,7 @@ class WorkerLoop {
     std::uint64_t call = 0;
     bool sent = false;
     bool ok = false;
+    int error = 0;  // errno of a failed send
   };
 
   /// Whether the tasks left so many descriptors open that the next task could starve (EMFILE in
@@ -548,6 +564,8 @@ class WorkerLoop {
 
   WorkerConfig config_;
   Delivery delivery_;
+  int send_errno_ = 0;              // errno of the send whose failure ends the loop (io_error)
+  bool init_reply_failed_ = false;  // the initializer ran, its reply could not be sent
   protocol::RunStats stats_;       // of the call running or just ended
   Usage usage_;                    // taken when the last call ended
   bool usage_fresh_ = false;       // nothing but the loop's bookkeeping ran since usage_
@@ -607,7 +625,14 @@ bool parse_limits(const char* s, protocol::TaskLimits& out) {
 
 int run_worker(const WorkerConfig& config) {
   WorkerLoop loop(config);
-  return loop.run();
+  int code = loop.run();
+  // The reply could not be sent for want of memory (ENOBUFS: a socket's buffer is charged too)
+  // and the memory cgroup met its limit: a charge in a system call (a write to a memfd or tmpfs)
+  // sends no notification, so the exit code says it, since nothing more can be written.
+  if (code == static_cast<int>(WorkerExit::io_error) && config.containment &&
+      (loop.send_errno() == ENOBUFS || loop.send_errno() == ENOMEM) && config.containment->memory_ceiling_met())
+    code = static_cast<int>(WorkerExit::memory_ceiling);
+  return code;
 }
 
 /// The rings' memfd, the first byte on the channel; "" or why not.
@@ -727,10 +752,6 @@ int worker_main(int argc, char** argv) {
   // frame with the stack (TerminatedWorkerError::remote_stack).
   install_crash_reporter(config.fd, config.ring_out);
   int code = run_worker(config);
-  // The channel failed because the memory cgroup is full (a charge in a system call, which sends
-  // no notification): said by the exit code, since nothing more can be written.
-  if (code == static_cast<int>(WorkerExit::io_error) && containment.memory_ceiling_met())
-    code = static_cast<int>(WorkerExit::memory_ceiling);
   containment.finish();
   if (contain.sandbox) {
     // No exit handlers in a sandbox: what they would do may be denied there (LeakSanitizer's
