@@ -1104,18 +1104,40 @@ TEST_CASE("Sandbox.an_initializer_that_fills_the_memory_cgroup_is_a_start_failur
     MESSAGE("skipped: no memory cgroup here");
     return;
   }
-  // Every worker's initializer maps and touches 1 GiB of shared memory under a ceiling of 128 MiB:
-  // the first call got ResourceLimitError for a task that never ran, and the pool went on
-  // starting workers for each call.
   ferry::Limits limits;
   limits.memory = 128 * MiB;
   ferry::ExecutorOptions o = contained(limits, sandbox_on());
   o.max_workers = 1;
-  o.initializer = ferry::Call(share_memory, std::uint64_t{1 * GiB}, 0);
-  ferry::Executor ex(o);
-  auto e = failure_of<ferry::BrokenProcessPool>(ex.submit_with(hostile(), hostile_pid));
-  if (e) CHECK_MESSAGE(std::string(e->what()).find("while its initializer ran") != std::string::npos, e->what());
-  CHECK(ex.stats().workers_started <= 4);
+  SUBCASE("in a page fault") {
+    // Every worker's initializer maps and touches 1 GiB of shared memory under a ceiling of
+    // 128 MiB: the first call got ResourceLimitError for a task that never ran, and the pool went
+    // on starting workers for each call.
+    o.initializer = ferry::Call(share_memory, std::uint64_t{1 * GiB}, 0);
+    ferry::Executor ex(o);
+    auto e = failure_of<ferry::BrokenProcessPool>(ex.submit_with(hostile(), hostile_pid));
+    if (e) CHECK_MESSAGE(std::string(e->what()).find("while its initializer ran") != std::string::npos, e->what());
+    CHECK(ex.stats().workers_started <= 4);
+  }
+  SUBCASE("in a system call") {
+    // A write to a memfd, kept: its reply cannot be sent (ENOBUFS in the full cgroup), and the
+    // worker must not wait for tasks the host never gives a worker whose initializer has not
+    // answered: it exits (71, its memory cgroup full), a start failure. (A reply that still fits
+    // leaves a worker whose first call meets the ceiling.) Here the worker's next read fails as
+    // well, so this passes without the exit after the failed reply too; that exit covers a
+    // channel that could still be read.
+    o.initializer = ferry::Call(write_shared, std::uint64_t{1 * GiB}, true);
+    ferry::Executor ex(o);
+    auto f = ex.submit_with(hostile(), hostile_pid);
+    REQUIRE_MESSAGE(static_cast<bool>(f.wait_for(future_wait)), "the call did not end: the pool hung");
+    try {
+      f.get();
+      FAIL_CHECK("the call returned a value");
+    } catch (const ferry::BrokenProcessPool& e) {
+      CHECK_MESSAGE(std::string(e.what()).find("while its initializer ran") != std::string::npos, e.what());
+    } catch (const ferry::ResourceLimitError& e) {
+      CHECK(e.limit() == "memory");
+    }
+  }
 #endif
 }
 
@@ -1143,38 +1165,6 @@ TEST_CASE("Sandbox.memory_filled_in_a_system_call_ends_the_call_with_ResourceLim
     if (e) check_limit_error(*e, "write_shared", "memory", 128 * MiB, "128 MiB");
   }
   check_pool_is_healthy(ex);
-#endif
-}
-
-TEST_CASE("Sandbox.an_initializer_that_fills_the_memory_cgroup_in_a_system_call_does_not_hang_the_pool") {
-#if FERRY_TEST_SHADOW_MEMORY
-  MESSAGE("skipped under a sanitizer (no memory limit there)");
-#else
-  if (!ferry::detail::containment_support().memory_cgroup) {
-    MESSAGE("skipped: no memory cgroup here");
-    return;
-  }
-  // Its reply cannot be sent (ENOBUFS in the full cgroup); the worker must not wait for tasks the
-  // host never gives a worker whose initializer has not answered: it exits (71, its memory cgroup
-  // full), a start failure. (A reply that still fits leaves a worker whose first call meets the
-  // ceiling.) Here the worker's next read fails as well, so this passes without the exit after
-  // the failed reply too; that exit covers a channel that could still be read.
-  ferry::Limits limits;
-  limits.memory = 128 * MiB;
-  ferry::ExecutorOptions o = contained(limits, sandbox_on());
-  o.max_workers = 1;
-  o.initializer = ferry::Call(write_shared, std::uint64_t{1 * GiB}, true);
-  ferry::Executor ex(o);
-  auto f = ex.submit_with(hostile(), hostile_pid);
-  REQUIRE_MESSAGE(static_cast<bool>(f.wait_for(future_wait)), "the call did not end: the pool hung");
-  try {
-    f.get();
-    FAIL_CHECK("the call returned a value");
-  } catch (const ferry::BrokenProcessPool& e) {
-    CHECK_MESSAGE(std::string(e.what()).find("while its initializer ran") != std::string::npos, e.what());
-  } catch (const ferry::ResourceLimitError& e) {
-    CHECK(e.limit() == "memory");
-  }
 #endif
 }
 

@@ -77,10 +77,11 @@ std::exception_ptr memory_ceiling_error(const std::string& task, int pid, std::u
                                         const std::string& how);
 
 /// A sandboxed worker's memory ceiling, watched from the host (worker/containment.cpp makes the
-/// cgroup, <memory_cgroups_base()>/<pid>.<random>, and joins it): the kernel's OOM notification for it, an eventfd
-/// registered through cgroup.event_control, and its memory.oom_control to tell a full cgroup from
-/// its removal (which notifies too). The watcher is outside the cgroup: inside, a thread stopped
-/// with the task at its first page fault (a forked task's copy-on-write stack).
+/// cgroup, <memory_cgroups_base()>/<pid>.<pid namespace>.<random>, and joins it): the kernel's
+/// OOM notification for it, an eventfd registered through cgroup.event_control, and its
+/// memory.oom_control to tell a full cgroup from its removal (which notifies too). The watcher is
+/// outside the cgroup: inside, a thread stopped with the task at its first page fault (a forked
+/// task's copy-on-write stack).
 struct MemoryCeilingWatch {
   Fd event;    // readable: look at the cgroup (reached())
   Fd control;  // memory.oom_control, read at each notification

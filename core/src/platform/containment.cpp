@@ -14,15 +14,15 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <string_view>
 #include <cstdint>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include "platform/paths.hpp"
 
