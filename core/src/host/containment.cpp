@@ -190,8 +190,11 @@ MemoryCeilingWatch MemoryCeilingWatch::of(int pid) {
   MemoryCeilingWatch w;
   const std::string base = memory_cgroups_base();
   if (base.empty()) return w;
-  // The worker is in a memory cgroup of its own (best effort, it may have made none).
-  const std::string dir = memory_cgroup_of_process(pid);
+  // The worker is in a memory cgroup of its own (best effort, it may have made none). With the
+  // memory and pids hierarchies mounted together and a processes ceiling, it is in that
+  // cgroup's "task" (join_cgroup), whose limit is the ceiling's: the cgroup itself is watched.
+  std::string dir = memory_cgroup_of_process(pid);
+  if (dir.size() > 5 && dir.compare(dir.size() - 5, 5, "/task") == 0) dir.resize(dir.size() - 5);
   if (!is_worker_cgroup(dir, base, pid)) return w;
   auto give_up = [&](const char* what) {
     // The kernel's OOM killer stays on in it: a task that fills it is killed, not stopped.

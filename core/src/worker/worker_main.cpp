@@ -206,7 +206,10 @@ class WorkerLoop {
           continue;
         }
         out_->wait_for_space(ring_look_ms);
-        if (agent_gone()) return false;
+        if (agent_gone()) {
+          errno = EPIPE;  // not what a doorbell left (ENOBUFS would read as a full memory cgroup)
+          return false;
+        }
       }
     }
     return true;
