@@ -349,6 +349,23 @@ ferry::Sandbox sandbox_on() {
   return s;
 }
 
+/// A sandbox's options with a memory ceiling of 128 MiB (a memory cgroup per worker); nullopt, and
+/// a message that the test is skipped, where no memory cgroup can be made.
+std::optional<ferry::ExecutorOptions> memory_ceiling_of_128_mib() {
+  if (FERRY_TEST_SHADOW_MEMORY) {
+    MESSAGE("skipped under a sanitizer (no memory limit there)");
+    return std::nullopt;
+  }
+  if (!ferry::detail::containment_support().memory_cgroup) {
+    MESSAGE("skipped: no memory cgroup here (" << ferry::detail::containment_support().memory << ")");
+    return std::nullopt;
+  }
+  ferry::Limits limits;
+  limits.memory = 128 * MiB;
+  return contained(limits, sandbox_on());
+}
+
+
 ferry::ExecutorOptions sandboxed() { return contained({}, sandbox_on()); }
 
 /// Waits until the pool has seen the death of each of `killed` (none is among its workers any
@@ -1097,16 +1114,9 @@ TEST_CASE("Limits.memory_stops_a_large_json_result_with_ResourceLimitError") {
 }
 
 TEST_CASE("Sandbox.an_initializer_that_fills_the_memory_cgroup_is_a_start_failure") {
-#if FERRY_TEST_SHADOW_MEMORY
-  MESSAGE("skipped under a sanitizer (no memory limit there)");
-#else
-  if (!ferry::detail::containment_support().memory_cgroup) {
-    MESSAGE("skipped: no memory cgroup here");
-    return;
-  }
-  ferry::Limits limits;
-  limits.memory = 128 * MiB;
-  ferry::ExecutorOptions o = contained(limits, sandbox_on());
+  auto options = memory_ceiling_of_128_mib();
+  if (!options) return;
+  ferry::ExecutorOptions o = *options;
   o.max_workers = 1;
   SUBCASE("in a page fault") {
     // Every worker's initializer maps and touches 1 GiB of shared memory under a ceiling of
@@ -1138,24 +1148,16 @@ TEST_CASE("Sandbox.an_initializer_that_fills_the_memory_cgroup_is_a_start_failur
       CHECK(e.limit() == "memory");
     }
   }
-#endif
 }
 
 TEST_CASE("Sandbox.memory_filled_in_a_system_call_ends_the_call_with_ResourceLimitError") {
-#if FERRY_TEST_SHADOW_MEMORY
-  MESSAGE("skipped under a sanitizer (no memory limit there)");
-#else
-  if (!ferry::detail::containment_support().memory_cgroup) {
-    MESSAGE("skipped: no memory cgroup here");
-    return;
-  }
+  auto options = memory_ceiling_of_128_mib();
+  if (!options) return;
   // write() to a memfd is charged in the system call: at the ceiling it fails with ENOMEM, and the
   // kernel sends no OOM notification. A task that copes and lets the memory go keeps its value; one
   // that keeps it leaves the cgroup full, the worker's reply failed, and the call ended with
   // TerminatedWorkerError ("exited with code 67") instead of the limit it met.
-  ferry::Limits limits;
-  limits.memory = 128 * MiB;
-  ferry::Executor ex(contained(limits, sandbox_on()));
+  ferry::Executor ex(*options);
   const std::uint64_t written = value_of(ex.submit_with(hostile(), write_shared, std::uint64_t{1 * GiB}, false));
   CHECK(written > 0);
   CHECK(written < 128 * MiB);
@@ -1165,7 +1167,6 @@ TEST_CASE("Sandbox.memory_filled_in_a_system_call_ends_the_call_with_ResourceLim
     if (e) check_limit_error(*e, "write_shared", "memory", 128 * MiB, "128 MiB");
   }
   check_pool_is_healthy(ex);
-#endif
 }
 
 TEST_CASE("Sandbox.every_thread_of_a_sandboxed_worker_is_under_its_filter") {
@@ -1182,20 +1183,13 @@ TEST_CASE("Sandbox.every_thread_of_a_sandboxed_worker_is_under_its_filter") {
 }
 
 TEST_CASE("Sandbox.memory_limit_counts_shared_memory_where_a_memory_cgroup_can_be_made") {
-#if FERRY_TEST_SHADOW_MEMORY
-  MESSAGE("skipped under a sanitizer (no memory limit there)");
-#else
-  if (!ferry::detail::containment_support().memory_cgroup) {
-    MESSAGE("skipped: no memory cgroup here (" << ferry::detail::containment_support().memory << ")");
-    return;
-  }
+  auto options = memory_ceiling_of_128_mib();
+  if (!options) return;
   // RLIMIT_DATA counts private memory only: shared anonymous memory, a memfd and a System V
   // segment went past it unseen. The sandbox's memory cgroup counts them all. Each task touches
   // 1 GiB at most when the ceiling is missing. The fourth forks first: a watcher inside the
   // cgroup stopped with the task at its first copy-on-write page, and the call never ended.
-  ferry::Limits limits;
-  limits.memory = 128 * MiB;
-  ferry::Executor ex(contained(limits, sandbox_on()));
+  ferry::Executor ex(*options);
   std::vector<int> ended;
   for (int how : {0, 1, 2, 3}) {
     INFO("share_memory how " << how);
@@ -1226,7 +1220,6 @@ TEST_CASE("Sandbox.memory_limit_counts_shared_memory_where_a_memory_cgroup_can_b
     CHECK_MESSAGE(eventually([&] { return support::worker_cgroups(base, pid).empty(); }, 10s),
                   "a memory cgroup of worker " << pid << " is still in " << base);
   }
-#endif
 }
 
 TEST_CASE("Limits.cpu_time_stops_a_spinning_task_with_ResourceLimitError") {
