@@ -129,6 +129,22 @@ TEST_CASE("Executor.env_reaches_the_workers") {
   CHECK(ex.submit(getenv_task, std::string("FERRY_TEST_VARIABLE")).get() == "from the host");
 }
 
+TEST_CASE("Executor.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_directories") {
+  // The worker's loader reads LD_LIBRARY_PATH: an empty element (a common ":$LD_LIBRARY_PATH"
+  // slip) or a relative one is the host's current directory when a worker starts, and a directory
+  // others can write loads their library into every worker. Those elements go.
+  support::TempDir open;
+  std::filesystem::permissions(open.path, std::filesystem::perms(01777), std::filesystem::perm_options::replace);
+  auto o = support::options(1);
+  o.env = {{"LD_LIBRARY_PATH", ":" + open.path.string() + ":/usr/lib:lib"}};
+  ferry::Executor ex(o);
+  CHECK(ex.submit(getenv_task, std::string("LD_LIBRARY_PATH")).get() == "/usr/lib");
+  // With unsafe plugins allowed, as the user asked.
+  o.allow_unsafe_plugins = true;
+  ferry::Executor unsafe(o);
+  CHECK(unsafe.submit(getenv_task, std::string("LD_LIBRARY_PATH")).get() == ":" + open.path.string() + ":/usr/lib:lib");
+}
+
 TEST_CASE("Executor.max_workers_zero_means_cpu_count") {
   auto o = support::options(0);
   ferry::Executor ex(o);

@@ -622,6 +622,35 @@ TEST_CASE("PluginIndex.find.refuses_unsafe_permissions") {
   }
 }
 
+TEST_CASE("PluginIndex.find.a_relative_directory_is_the_one_of_the_index_not_of_a_later_chdir") {
+  // A relative plugin directory was kept relative: the scan (in a directory another user can
+  // write, refused) stored its files by absolute path, and each lookup judged "plugins" against
+  // the current directory of the moment: after a chdir to a trusted tree with a directory of that
+  // name, find() returned the refused directory's library.
+  support::TempDir dir;
+  const fs::path theirs = dir.path / "a", mine = dir.path / "b";
+  fs::create_directories(theirs / "plugins");
+  fs::create_directories(mine / "plugins");
+  fs::permissions(theirs / "plugins", fs::perms(0777));
+  install(math_plugin, theirs / "plugins", "libmath.so");
+  install(math_plugin, mine / "plugins", "libmath.so");
+  struct Back {
+    fs::path to = fs::current_path();
+    ~Back() { fs::current_path(to); }
+  } back;
+  ScopedUnsetEnv no_override("FERRY_ALLOW_UNSAFE_PLUGINS");
+  fs::current_path(theirs);
+  PluginIndex index({"plugins"});
+  CHECK(contains(plugin_error([&] { index.find("square"); }), "writable by group or others"));
+  fs::current_path(mine);
+  try {
+    const TaskInfo found = index.find("square");
+    FAIL("found " << found.library << " after the chdir");
+  } catch (const PluginError& e) {
+    CHECK(contains(e.what(), "writable by group or others"));
+  }
+}
+
 TEST_CASE("PluginIndex.find.refuses_another_abi") {
   support::TempDir dir;
   auto bytes = read_bytes(math_plugin);

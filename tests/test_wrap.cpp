@@ -247,6 +247,10 @@ TEST_CASE("Wrap.the_compilers_PATH_holds_only_trusted_absolute_directories") {
   // Nothing left: the system's directories, never an empty PATH (gcc reads that as "./").
   CHECK(ferry::detail::compiler_environment({"PATH="}) == std::vector<std::string>{"PATH=/usr/bin:/bin"});
   CHECK(ferry::detail::compiler_environment({"PATH=.:bin"}) == std::vector<std::string>{"PATH=/usr/bin:/bin"});
+  // The same for the libraries the compiler's programs load; with none left, no variable.
+  CHECK(ferry::detail::compiler_environment({"LD_LIBRARY_PATH=:" + open.path.string() + ":/usr/lib:lib"}) ==
+        std::vector<std::string>{"LD_LIBRARY_PATH=/usr/lib"});
+  CHECK(ferry::detail::compiler_environment({"LD_LIBRARY_PATH=:.", "LANG=C"}) == std::vector<std::string>{"LANG=C"});
   // A private directory of this user's under a sticky one stays.
   fs::create_directories(open.path / "bin");
   fs::permissions(open.path / "bin", fs::perms(0755), fs::perm_options::replace);

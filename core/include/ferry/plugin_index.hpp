@@ -35,6 +35,8 @@ without a restart. Thread-safe.
 */
 class FERRY_API PluginIndex {
  public:
+  /// Relative `dirs` are taken against the current directory now, once: a later chdir does not
+  /// move them.
   explicit PluginIndex(std::vector<std::filesystem::path> dirs, PluginIndexOptions options = {});
 
   /// `dirs` followed by the entries of $FERRY_PLUGIN_PATH (colon-separated).

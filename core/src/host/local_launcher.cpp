@@ -73,6 +73,11 @@ LocalLauncher::LocalLauncher(const ExecutorOptions& options)
       env.emplace_back("GLIBC_TUNABLES", (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.hugetlb=1");
   }
   env_ = merged_environment(env);
+  // The worker's loader finds ferry's and the plugins' libraries through LD_LIBRARY_PATH: an
+  // empty or relative element is the host's current directory when the worker starts, and one
+  // another user can write loads their library into every worker (unless the user allowed
+  // unsafe plugins).
+  if (!allow_unsafe_) keep_trusted_search_path(env_, "LD_LIBRARY_PATH", "workers' environment");
 }
 
 std::exception_ptr LocalLauncher::start_failure(const std::string& why) const {

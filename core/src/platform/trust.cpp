@@ -21,12 +21,14 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include <ferry/errors.hpp>
 
 #include "platform/config.hpp"
+#include "platform/debug.hpp"
 
 namespace ferry::detail {
 
@@ -322,5 +324,31 @@ bool create_private_directories(const fs::path& dir, std::error_code& ec, std::s
 }
 
 bool unsafe_allowed_by_environment() { return Config::read().allow_unsafe_plugins; }
+
+void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
+                              std::string_view fallback) {
+  const std::string prefix = std::string(name) + "=";
+  for (auto it = env.begin(); it != env.end(); ++it) {
+    if (!it->starts_with(prefix)) continue;
+    std::string kept;
+    std::string_view rest = std::string_view(*it).substr(prefix.size());
+    for (;;) {
+      const std::size_t colon = rest.find(':');
+      const std::string dir(rest.substr(0, colon));
+      if (!dir.empty() && dir.front() == '/' && untrusted_reason(dir).empty())
+        kept += (kept.empty() ? "" : ":") + dir;
+      else
+        debug_log("%s: %s leaves out '%s'", who, prefix.substr(0, name.size()).c_str(), dir.c_str());
+      if (colon == std::string_view::npos) break;
+      rest.remove_prefix(colon + 1);
+    }
+    if (!kept.empty() || !fallback.empty()) {
+      *it = prefix + (kept.empty() ? std::string(fallback) : kept);
+    } else {
+      env.erase(it);
+    }
+    return;
+  }
+}
 
 }  // namespace ferry::detail

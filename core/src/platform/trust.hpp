@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <ferry/detail/export.hpp>
 
@@ -62,5 +64,13 @@ FERRY_INTERNAL_API bool create_private_directories(const std::filesystem::path& 
 
 /// FERRY_ALLOW_UNSAFE_PLUGINS is set (and not "0"): the user turned the check off.
 FERRY_INTERNAL_API bool unsafe_allowed_by_environment();
+
+/// In `env` (NAME=VALUE strings), keeps of the colon-separated search path `name` (PATH,
+/// LD_LIBRARY_PATH) only the absolute directories that pass the trust check: an empty or relative
+/// element is the current directory to the program that reads it, and one another user can write
+/// decides what it runs or loads. Each one left out is logged (FERRY_DEBUG) with `who`. When none
+/// is kept, the variable becomes `fallback`, or is removed when `fallback` is empty.
+FERRY_INTERNAL_API void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name,
+                                                 const char* who, std::string_view fallback = {});
 
 }  // namespace ferry::detail

@@ -36,8 +36,24 @@ std::string PluginIndex::file_version(const fs::path& path) {
          std::to_string(st.st_mtim.tv_nsec);
 }
 
+namespace {
+
+/// `dirs`, each made absolute against the current directory now: a relative one was judged at
+/// each lookup against whatever the current directory had become (a program that chdir'd to a
+/// tree of its own got the library a refused directory's scan had found).
+std::vector<fs::path> absolute_dirs(std::vector<fs::path> dirs) {
+  for (auto& d : dirs) {
+    std::error_code ec;
+    fs::path a = fs::absolute(d, ec);
+    if (!ec) d = std::move(a);
+  }
+  return dirs;
+}
+
+}  // namespace
+
 PluginIndex::PluginIndex(std::vector<fs::path> dirs, PluginIndexOptions options)
-    : dirs_(std::move(dirs)), options_(options) {
+    : dirs_(absolute_dirs(std::move(dirs))), options_(options) {
   if (detail::unsafe_allowed_by_environment()) options_.allow_unsafe = true;
 }
 

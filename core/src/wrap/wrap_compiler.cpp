@@ -546,26 +546,13 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
     const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
     return std::find(std::begin(dropped), std::end(dropped), name) != std::end(dropped);
   });
-  // gcc and collect2 run `as` and `ld` through PATH: an empty or relative element (the current
-  // directory) or one another user can write would run their assembler or linker on the host's
-  // behalf. Only absolute directories that pass the trust check stay; when none does, the
-  // system's own (an empty PATH is the current directory to gcc too).
-  for (std::string& entry : env) {
-    if (!entry.starts_with("PATH=")) continue;
-    std::string kept;
-    std::string_view rest = std::string_view(entry).substr(5);
-    for (;;) {
-      const std::size_t colon = rest.find(':');
-      const std::string dir(rest.substr(0, colon));
-      if (!dir.empty() && dir.front() == '/' && untrusted_reason(dir).empty())
-        kept += (kept.empty() ? "" : ":") + dir;
-      else
-        debug_log("wrap: the compiler's PATH leaves out '%s'", dir.c_str());
-      if (colon == std::string_view::npos) break;
-      rest.remove_prefix(colon + 1);
-    }
-    entry = "PATH=" + (kept.empty() ? std::string("/usr/bin:/bin") : kept);
-  }
+  // gcc and collect2 run `as` and `ld` through PATH, and the dynamic loader of each finds its
+  // libraries through LD_LIBRARY_PATH: an empty or relative element (the current directory) or
+  // one another user can write would run their assembler or linker, or load their library, on the
+  // host's behalf. Only absolute directories that pass the trust check stay; a PATH with none
+  // becomes the system's own (an empty PATH is the current directory to gcc too).
+  keep_trusted_search_path(env, "PATH", "wrap: the compiler's environment", "/usr/bin:/bin");
+  keep_trusted_search_path(env, "LD_LIBRARY_PATH", "wrap: the compiler's environment");
   return env;
 }
 
