@@ -5,6 +5,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include <ferry/task.hpp>
 
 #include "plugins/elf_reader.hpp"
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
 
 namespace {
@@ -184,12 +186,31 @@ TEST_CASE("PluginIndex.read_task_records.a_fifo_or_another_users_file_is_read_sa
     // Swapped in after the directory scan saw a regular file: opening it must not block.
     fs::path fifo = dir.path / "libfifo.so";
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // Nor opened at all (as a device, whose driver an open runs): a writer waiting for a reader
+    // of the FIFO is not let through.
+    std::atomic<bool> writer_through{false};
+    std::atomic<pid_t> writer_tid{0};
+    std::thread writer([&] {
+      writer_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      int fd = ::open(fifo.c_str(), O_WRONLY | O_CLOEXEC);  // waits for a reader
+      writer_through = true;
+      if (fd >= 0) ::close(fd);
+    });
+    // The writer waits in its open (openat, 257 on x86-64) before the read is tried.
+    REQUIRE(support::wait_until([&] {
+      return writer_tid != 0 && support::read_file("/proc/self/task/" + std::to_string(writer_tid.load()) +
+                                                   "/syscall").rfind(std::to_string(SYS_openat) + " ", 0) == 0;
+    }));
     try {
       ferry::detail::read_task_records(fifo);
       FAIL("read a FIFO");
     } catch (const ferry::detail::ElfError& e) {
       CHECK(contains(e.what(), "not a regular file"));
     }
+    CHECK_FALSE(support::wait_until([&] { return writer_through.load(); }, std::chrono::milliseconds(300)));
+    int reader = ::open(fifo.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // lets the writer go
+    writer.join();
+    if (reader >= 0) ::close(reader);
   }
   SUBCASE("a plugin another user can change reads the same") {
     // Only root can give a file away.

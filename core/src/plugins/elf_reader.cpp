@@ -30,12 +30,13 @@ constexpr std::size_t max_records = 4096;
 /// The longest task name a record may hold (and its symbol, with the prefix).
 constexpr std::uint32_t max_task_name = 4096;
 
-/// A plugin file, open for reading: regular, and opened without waiting (a FIFO planted under a
-/// plugin's name must not block the open; it is then refused as not a regular file).
+/// A plugin file, open for reading: regular, looked at first through an O_PATH descriptor, which
+/// opens nothing (a device swapped in under a plugin's name, in a directory another user writes,
+/// would run its driver when opened; a FIFO would block), then opened for reading through that
+/// descriptor, the same inode.
 class OpenFile {
  public:
-  explicit OpenFile(const std::filesystem::path& file)
-      : fd_(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)) {
+  explicit OpenFile(const std::filesystem::path& file) : fd_(::open(file.c_str(), O_PATH | O_CLOEXEC)) {
     if (fd_ < 0) {
       int e = errno;
       throw ElfError(e == ENOENT ? ElfError::Kind::missing : ElfError::Kind::unreadable,
@@ -46,6 +47,12 @@ class OpenFile {
       ::close(fd_);
       throw ElfError(ElfError::Kind::unreadable, "not a regular file");
     }
+    const std::string same = "/proc/self/fd/" + std::to_string(fd_);
+    int readable = ::open(same.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    const int e = errno;
+    ::close(fd_);
+    fd_ = readable;
+    if (fd_ < 0) throw ElfError(ElfError::Kind::unreadable, std::string(std::strerror(e)));
     size_ = static_cast<std::size_t>(st.st_size);
   }
   ~OpenFile() { ::close(fd_); }
