@@ -28,7 +28,6 @@
 #include <ferry/ferry.hpp>
 
 #include "host/pool.hpp"
-#include "platform/containment.hpp"
 #include "platform/format.hpp"
 #include "platform/signals.hpp"
 
@@ -248,10 +247,8 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   if (!error)
     error = containment_death(st.signal, running.limits, p_.options_.sandbox.enabled,
                               running.ref->display, w.pid);
-  // Only where a memory ceiling can be (as MemoryCeilingWatch is set up): elsewhere 71 is a
-  // task's own exit (EX_OSERR).
-  if (!error && st.exit_code == static_cast<int>(protocol::WorkerExit::memory_ceiling) &&
-      p_.options_.sandbox.enabled && p_.options_.limits.memory != 0 && containment_support().memory_cgroup)
+  // Only where a memory ceiling can be: elsewhere 71 is a task's own exit (EX_OSERR).
+  if (!error && st.exit_code == static_cast<int>(protocol::WorkerExit::memory_ceiling) && p_.memory_ceiling())
     error = memory_ceiling_error(running.ref->display, w.pid, p_.options_.limits.memory,
                                  "its reply could not be written");
   if (!error && running.retries < p_.options_.max_retries_on_worker_death) {

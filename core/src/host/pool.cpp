@@ -431,6 +431,10 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
   }
 }
 
+bool Pool::memory_ceiling() const {
+  return options_.sandbox.enabled && options_.limits.memory != 0 && containment_support().memory_cgroup;
+}
+
 void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   auto h = protocol::decode_hello(f.view());
   std::lock_guard lock(mu_);
@@ -463,7 +467,7 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   // A sandbox's memory ceiling: the worker made its cgroup before its hello (a local worker:
   // containment needs the local backend). Its initializer may run already: until the watch is
   // set, the kernel's OOM killer acts in the cgroup.
-  if (options_.sandbox.enabled && options_.limits.memory != 0 && containment_support().memory_cgroup) {
+  if (memory_ceiling()) {
     w.memory = MemoryCeilingWatch::of(w.pid);
     // The OOM killer goes off only once someone polls for the notification: else a full cgroup
     // would stop its task for good.

@@ -109,6 +109,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// instead of reading the parent's workers' results, and shuts down without waiting (nor
   /// locking: a thread of the parent may have held mu_ when it forked).
   bool forked() const noexcept override { return fork_generation() != fork_generation_; }
+  /// Whether its sandboxed workers each have a memory cgroup at the executor's memory limit (a
+  /// memory ceiling, design §15): a sandbox, a memory limit, and memory cgroups to be had here.
+  bool memory_ceiling() const;
 
   // StateOwner
   void wait(StateBase& state, std::optional<Clock::time_point> deadline) override;
