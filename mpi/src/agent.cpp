@@ -30,6 +30,7 @@
 #include "agent.hpp"
 #include "platform/config.hpp"
 #include "platform/trust.hpp"
+#include "plugins/load_dependencies.hpp"
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
 #include "wrap/wrap_compiler.hpp"
@@ -78,6 +79,8 @@ bool write_new_file(const fs::path& file, std::string_view bytes) {
 bool usable(const fs::path& file, const std::string& key) {
   if (!ferry::detail::unsafe_allowed_by_environment()) {
     std::string why = ferry::detail::untrusted_reason(file);
+    // What its own RUNPATH makes this node's loader read too.
+    if (why.empty()) why = ferry::detail::dependency_verdict(file).why;
     if (!why.empty()) {
       ferry::detail::debug_log("mpi agent: not using %s: %s", file.c_str(), why.c_str());
       return false;

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -314,7 +315,84 @@ std::vector<ElfTaskRecord> records_of(const Image& img) {
   return out;
 }
 
+/// The most entries read from a dynamic segment, and the most DT_NEEDED names kept (glibc's own
+/// libraries need a handful; a hostile file's are bounded).
+constexpr std::uint64_t max_dynamic_entries = 65536;
+constexpr std::size_t max_needed = 1024;
+
+ElfLoadNames load_names_of(const Image& img) {
+  auto eh = img.header();
+  if (eh.e_type != ET_DYN)
+    throw ElfError(ElfError::Kind::not_shared_library, "not a shared library");
+  if (eh.e_phnum != 0 && eh.e_phentsize != sizeof(Elf64_Phdr))
+    throw ElfError(ElfError::Kind::truncated, "unexpected program header size");
+  const std::uint64_t ph_size = std::uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr);
+  const unsigned char* ph = img.table(eh.e_phoff, ph_size);
+  std::vector<Elf64_Phdr> loads;
+  std::optional<Elf64_Phdr> dynamic;
+  for (std::uint32_t i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr p;
+    std::memcpy(&p, ph + std::size_t{i} * sizeof p, sizeof p);
+    if (p.p_type == PT_LOAD) loads.push_back(p);
+    if (p.p_type == PT_DYNAMIC && !dynamic) dynamic = p;
+  }
+  ElfLoadNames out;
+  if (!dynamic) return out;  // nothing to load (the loader fails on such a file itself)
+  // The loader reads the segment where it is mapped, at its address: the file offset of the
+  // loaded segment that holds that address (the same as p_offset in any file a linker wrote).
+  auto file_offset = [&](std::uint64_t vaddr, std::uint64_t size) -> std::optional<std::uint64_t> {
+    for (const auto& p : loads)
+      if (vaddr >= p.p_vaddr && vaddr - p.p_vaddr < p.p_filesz && size <= p.p_filesz - (vaddr - p.p_vaddr))
+        return p.p_offset + (vaddr - p.p_vaddr);
+    return std::nullopt;
+  };
+  const std::uint64_t count = std::min(dynamic->p_filesz / sizeof(Elf64_Dyn), max_dynamic_entries);
+  const std::uint64_t dyn_off =
+      file_offset(dynamic->p_vaddr, count * sizeof(Elf64_Dyn)).value_or(dynamic->p_offset);
+  const unsigned char* dyn = img.table(dyn_off, count * sizeof(Elf64_Dyn));
+  std::optional<std::uint64_t> strtab, strsz;
+  std::vector<std::pair<std::int64_t, std::uint64_t>> named;  // (tag, offset in the string table)
+  for (std::uint64_t i = 0; i < count; ++i) {
+    Elf64_Dyn d;
+    std::memcpy(&d, dyn + i * sizeof d, sizeof d);
+    if (d.d_tag == DT_NULL) break;
+    if (d.d_tag == DT_STRTAB) strtab = d.d_un.d_ptr;
+    if (d.d_tag == DT_STRSZ) strsz = d.d_un.d_val;
+    if (d.d_tag == DT_NEEDED || d.d_tag == DT_RPATH || d.d_tag == DT_RUNPATH) named.emplace_back(d.d_tag, d.d_un.d_val);
+  }
+  if (named.empty()) return out;
+  if (!strtab || !strsz) throw ElfError(ElfError::Kind::truncated, "dynamic segment without a string table");
+  // The string table's address, as a file offset: inside the file part of a loaded segment.
+  const std::optional<std::uint64_t> str_off = file_offset(*strtab, *strsz);
+  if (!str_off || !img.fits(*str_off, *strsz))
+    throw ElfError(ElfError::Kind::truncated, "the dynamic string table lies outside the file");
+  for (const auto& [tag, off] : named) {
+    std::string_view text = img.str(*str_off, *strsz, off);
+    // "" for a name that is not there, not terminated or too long: only a real "" is taken.
+    if (text.empty() && (off >= *strsz || img.read<char>(*str_off + off) != '\0'))
+      throw ElfError(ElfError::Kind::truncated, "a dynamic name is not a string of its string table");
+    if (tag == DT_NEEDED) {
+      if (out.needed.size() == max_needed)
+        throw ElfError(ElfError::Kind::truncated, "more than " + std::to_string(max_needed) + " needed libraries");
+      out.needed.emplace_back(text);
+    } else {
+      // As glibc: the last entry of a tag is the one it keeps.
+      (tag == DT_RPATH ? out.rpath : out.runpath) = std::string(text);
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+ElfLoadNames parse_load_names(const unsigned char* data, std::size_t size) {
+  return load_names_of(Image(data, size));
+}
+
+ElfLoadNames read_load_names(const std::filesystem::path& file) {
+  OpenFile f(file);
+  return load_names_of(Image(f.fd(), f.size()));
+}
 
 std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data, std::size_t size) {
   return records_of(Image(data, size));

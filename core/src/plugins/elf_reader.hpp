@@ -50,6 +50,25 @@ FERRY_INTERNAL_API std::vector<ElfTaskRecord> read_task_records(int fd, std::siz
 FERRY_INTERNAL_API std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data,
                                                                  std::size_t size);
 
+/// What the dynamic loader reads from a shared library to find the libraries it needs: the names
+/// of its DT_NEEDED entries and its DT_RPATH and DT_RUNPATH strings (absent: nullopt), as written
+/// (dynamic string tokens such as `$ORIGIN` not expanded).
+struct ElfLoadNames {
+  std::vector<std::string> needed;
+  std::optional<std::string> rpath, runpath;
+};
+
+/**
+The load names of a shared library, read as the loader reads them: from the PT_DYNAMIC segment
+of its program headers (not the section headers, which the loader never looks at), its strings
+from the DT_STRTAB found through the PT_LOAD segments. Bounded like read_task_records.
+@throws ElfError
+*/
+ElfLoadNames read_load_names(const std::filesystem::path& file);
+
+/// Same, from bytes in memory (for the fuzzer and the tests).
+ElfLoadNames parse_load_names(const unsigned char* data, std::size_t size);
+
 /// Name (demangled) of the function symbol covering `vaddr` (an address in the file's own address
 /// space) in .symtab or .dynsym, if the file has one.
 std::optional<std::string> function_symbol_at(const std::filesystem::path& file, std::uint64_t vaddr);

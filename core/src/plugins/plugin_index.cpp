@@ -14,6 +14,7 @@
 #include <ferry/task.hpp>
 
 #include "plugins/elf_reader.hpp"
+#include "plugins/load_dependencies.hpp"
 #include "platform/config.hpp"
 #include "platform/trust.hpp"
 
@@ -192,6 +193,7 @@ void PluginIndex::check_safe(const fs::path& path) {
     return;
   }
   detail::require_trusted(path);
+  detail::require_trusted_dependencies(path);
 }
 
 void PluginIndex::rescan_locked() {
@@ -243,6 +245,9 @@ void PluginIndex::rescan_locked() {
         e->refused = dir_refused;
       } else if (e->refused = detail::untrusted_reason(file); !e->refused.empty()) {
         skipped_.push_back({file, "refused: " + e->refused});
+      } else if (detail::TrustVerdict v = detail::dependency_verdict(file); !v) {
+        e->refused = v.why;
+        skipped_.push_back({file, "refused: " + e->refused});
       }
       next.push_back(std::move(e));
     }
@@ -281,7 +286,11 @@ TaskInfo PluginIndex::find(std::string_view name) {
     // both the link's directory and the target's way), and the directory itself as `ferry list`
     // judges it: a sticky one (as /tmp) may be on a path's way, but whatever others add to a
     // plugin directory is taken as a plugin.
-    if (!options_.allow_unsafe) detail::require_trusted(found_in->path, /*directory_final=*/true);
+    // What the plugin's own search path makes the loader read too (its RUNPATH, $ORIGIN).
+    if (!options_.allow_unsafe) {
+      detail::require_trusted(found_in->path, /*directory_final=*/true);
+      detail::require_trusted_dependencies(found->library);
+    }
     if (found->abi != detail::plugin_abi_version)
       throw PluginError::abi_mismatch(found->library.string(), found->name, found->abi,
                                       detail::plugin_abi_version);

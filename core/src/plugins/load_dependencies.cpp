@@ -1,0 +1,308 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// A plugin's own search path for its libraries, judged as the loader would walk it.
+#include "plugins/load_dependencies.hpp"
+
+#include <sys/auxv.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <ferry/errors.hpp>
+
+#include "plugins/elf_reader.hpp"
+
+namespace ferry::detail {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// The most libraries followed from one plugin, and the most values one search path element
+/// expands to (each `$LIB` or `$PLATFORM` in it multiplies them).
+constexpr std::size_t max_objects = 256;
+constexpr std::size_t max_expansions = 64;
+
+/// The values glibc's loader may give `$PLATFORM` (AT_PLATFORM, or a name its CPU detection
+/// picks on x86-64) and `$LIB` (Debian's multiarch directory; lib64 and lib elsewhere).
+std::vector<std::string> platform_values() {
+  std::vector<std::string> out;
+  if (const char* p = reinterpret_cast<const char*>(::getauxval(AT_PLATFORM)); p && *p) out.emplace_back(p);
+#if defined(__x86_64__)
+  for (const char* p : {"x86_64", "haswell", "xeon_phi"})
+    if (std::find(out.begin(), out.end(), p) == out.end()) out.emplace_back(p);
+#endif
+  return out;
+}
+std::vector<std::string> lib_values() {
+#if defined(__x86_64__)
+  return {"lib/x86_64-linux-gnu", "lib64", "lib"};
+#elif defined(__aarch64__)
+  return {"lib/aarch64-linux-gnu", "lib64", "lib"};
+#else
+  return {"lib64", "lib"};
+#endif
+}
+
+/// Names of the subdirectories the loader also tries in each directory of a search path, before
+/// the directory itself (LD_DEBUG=libs lists them: glibc-hwcaps/x86-64-v3, tls/x86_64/x86_64,
+/// x86_64...). Any of them may hold another of these (tls/haswell/x86_64): up to three deep.
+const std::vector<std::string>& capability_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out = platform_values();
+    for (const char* n : {"glibc-hwcaps", "tls", "avx512_1", "x86-64-v4", "x86-64-v3", "x86-64-v2"})
+      out.emplace_back(n);
+    return out;
+  }();
+  return names;
+}
+
+bool a_directory(const fs::path& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// Whether `name` at `at` is the dynamic string token `token` (`$NAME` or `${NAME}`, `at` just
+/// past the `$`), and how long it is then (0: it is not).
+std::size_t token_at(std::string_view text, std::size_t at, std::string_view token) {
+  if (at < text.size() && text[at] == '{') {
+    if (text.substr(at + 1, token.size()) == token && at + 1 + token.size() < text.size() &&
+        text[at + 1 + token.size()] == '}')
+      return token.size() + 2;
+    return 0;
+  }
+  if (text.substr(at, token.size()) != token) return 0;
+  const std::size_t end = at + token.size();
+  if (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '_')) return 0;
+  return token.size();
+}
+
+/// `text` with its dynamic string tokens replaced, once for each combination of their possible
+/// values (glibc leaves a `$` it does not know as it is).
+std::vector<std::string> expand_tokens(std::string_view text, const std::string& origin) {
+  std::vector<std::string> out{std::string()};
+  static const std::vector<std::string> platforms = platform_values(), libs = lib_values();
+  for (std::size_t i = 0; i < text.size();) {
+    const std::vector<std::string>* values = nullptr;
+    std::vector<std::string> origin_value;
+    std::size_t n = 0;
+    if (text[i] == '$') {
+      if ((n = token_at(text, i + 1, "ORIGIN")) != 0) {
+        origin_value = {origin};
+        values = &origin_value;
+      } else if ((n = token_at(text, i + 1, "PLATFORM")) != 0) {
+        values = &platforms;
+      } else if ((n = token_at(text, i + 1, "LIB")) != 0) {
+        values = &libs;
+      }
+    }
+    if (!values) {
+      for (auto& s : out) s += text[i];
+      ++i;
+      continue;
+    }
+    std::vector<std::string> next;
+    for (const auto& s : out)
+      for (const auto& v : *values)
+        if (next.size() < max_expansions) next.push_back(s + v);
+    out = std::move(next);
+    i += 1 + n;
+  }
+  return out;
+}
+
+/// Load names of a file, remembered per path and identity: a submission by name checks its
+/// plugin every time, and reading the file every time would cost more than the call.
+class NamesCache {
+ public:
+  /// nullopt: not an ELF file ferry can read (the loader says what it makes of it).
+  std::optional<ElfLoadNames> get(const fs::path& file) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) return std::nullopt;
+    const std::string id = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+                           std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+                           std::to_string(st.st_mtim.tv_nsec);
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = entries_.find(file.string()); it != entries_.end() && it->second.first == id)
+        return it->second.second;
+    }
+    std::optional<ElfLoadNames> names;
+    try {
+      names = read_load_names(file);
+    } catch (const ElfError&) {
+    }
+    std::lock_guard lock(mu_);
+    if (entries_.size() >= 512) entries_.clear();
+    entries_[file.string()] = {id, names};
+    return names;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::pair<std::string, std::optional<ElfLoadNames>>> entries_;
+};
+
+NamesCache& names_cache() {
+  static NamesCache* cache = new NamesCache;  // never destroyed: checks may run at exit
+  return *cache;
+}
+
+/// One walk from a plugin through the libraries it makes the loader read.
+class Walk {
+ public:
+  TrustVerdict run(const fs::path& library) {
+    std::error_code ec;
+    fs::path abs = fs::absolute(library, ec);
+    follow(ec ? library : abs, library.string(), {});
+    return verdict_;
+  }
+
+ private:
+  bool failed() const { return !verdict_; }
+  void fail(const fs::path& at, std::string why) {
+    if (!failed()) verdict_ = TrustVerdict{at, std::move(why)};
+  }
+
+  /// `object` (absolute, as the loader names it: its `$ORIGIN` is its directory), `who` for
+  /// messages, `inherited`: the DT_RPATH directories of the libraries that led to it.
+  void follow(const fs::path& object, const std::string& who, std::vector<fs::path> inherited) {
+    if (failed()) return;
+    if (++followed_ > max_objects) {
+      fail(object, "more than " + std::to_string(max_objects) +
+                       " libraries are found through the search paths of the plugin and its libraries (" + who +
+                       " is one too many to check)");
+      return;
+    }
+    auto names = names_cache().get(object);
+    if (!names) return;
+    const std::string origin = object.parent_path().string();
+    // Without a DT_RUNPATH, the loader searches the DT_RPATH of this object, then those of the
+    // objects that led to it; with one, that alone (and DT_RPATH is ignored).
+    std::vector<fs::path> search;
+    const char* what = names->runpath ? "RUNPATH" : "RPATH";
+    const std::optional<std::string>& path = names->runpath ? names->runpath : names->rpath;
+    if (path && !path->empty()) {
+      std::size_t start = 0;
+      for (;;) {
+        const std::size_t colon = path->find(':', start);
+        const std::string element = path->substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+        add_element(element, object, who, what, search);
+        if (failed() || colon == std::string::npos) break;
+        start = colon + 1;
+      }
+    }
+    if (failed()) return;
+    if (!names->runpath) search.insert(search.end(), inherited.begin(), inherited.end());
+    // Where the loader looks: each directory's capability subdirectories first, then itself.
+    std::vector<fs::path> places;
+    for (const auto& dir : search) {
+      add_capability_dirs(dir, who, 0, places);
+      places.push_back(dir);
+    }
+    if (failed()) return;
+    std::vector<fs::path> passed_on = names->runpath ? std::vector<fs::path>{} : search;
+    for (const auto& needed : names->needed) {
+      for (const auto& name : expand_tokens(needed, origin)) {
+        if (failed()) return;
+        if (name.empty()) continue;
+        if (name.find('/') != std::string::npos) {
+          if (name.front() != '/') {
+            fail(object, who + " needs " + name +
+                             ", a relative path, which the loader takes from the worker's current directory");
+            return;
+          }
+          library_found(name, who, needed, passed_on);
+          continue;
+        }
+        for (const auto& place : places) library_found(place / name, who, needed, passed_on);
+      }
+    }
+  }
+
+  void add_element(const std::string& element, const fs::path& object, const std::string& who,
+                   const char* what, std::vector<fs::path>& search) {
+    if (element.empty()) {
+      fail(object, who + "'s " + what + " has an empty element, which the loader takes as the worker's current directory");
+      return;
+    }
+    for (const auto& dir : expand_tokens(element, object.parent_path().string())) {
+      if (dir.empty()) continue;  // as glibc: an element that expands to nothing is skipped
+      if (dir.front() != '/') {
+        fail(object, who + "'s " + what + " element '" + element + "' is " + dir +
+                      ", a relative directory, which the loader takes from the worker's current directory");
+        return;
+      }
+      if (std::string why = untrusted_reason_if_present(dir); !why.empty()) {
+        fail(dir, why + "; the loader searches it for the libraries " + who + " needs (its " + what +
+                      " element '" + element + "')");
+        return;
+      }
+      search.emplace_back(dir);
+    }
+  }
+
+  void add_capability_dirs(const fs::path& dir, const std::string& who, int depth, std::vector<fs::path>& places) {
+    if (depth == 3) return;
+    for (const auto& name : capability_names()) {
+      if (failed()) return;
+      fs::path sub = dir / name;
+      if (!a_directory(sub)) continue;
+      if (std::string why = untrusted_reason(sub); !why.empty()) {
+        fail(sub, why + "; the loader searches it for the libraries " + who + " needs");
+        return;
+      }
+      add_capability_dirs(sub, who, depth + 1, places);
+      places.push_back(sub);
+    }
+  }
+
+  /// `file`, where the loader may find `needed`: if something is there, it must be trusted, and
+  /// is followed in turn.
+  void library_found(const fs::path& file, const std::string& who, const std::string& needed,
+                     const std::vector<fs::path>& inherited) {
+    if (failed()) return;
+    struct stat st {};
+    if (::lstat(file.c_str(), &st) != 0) {
+      if (errno != ENOENT && errno != ENOTDIR) {
+        fail(file, file.string() + " cannot be looked at (" + std::strerror(errno) + "); " + who + " needs " + needed);
+      } else if (needed.find('/') != std::string::npos) {
+        // Named by its path: missing is fine only where nobody else could create it. (In a
+        // search directory it is: those passed as final directories.)
+        if (std::string why = untrusted_reason_if_present(file); !why.empty()) fail(file, why + "; " + who + " needs it");
+      }
+      return;
+    }
+    if (std::string why = untrusted_reason(file); !why.empty()) {
+      fail(file, why + "; the loader may load it for " + who + ", which needs " + needed);
+      return;
+    }
+    if (!seen_.insert(file.string()).second) return;
+    follow(file, file.string() + " (needed by " + who + ")", inherited);
+  }
+
+  TrustVerdict verdict_;
+  std::size_t followed_ = 0;
+  std::set<std::string> seen_;
+};
+
+}  // namespace
+
+TrustVerdict dependency_verdict(const fs::path& library) { return Walk().run(library); }
+
+void require_trusted_dependencies(const fs::path& library) {
+  TrustVerdict v = dependency_verdict(library);
+  if (!v) throw PluginError::unsafe(library.string(), v.why);
+}
+
+}  // namespace ferry::detail

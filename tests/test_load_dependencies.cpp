@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What a plugin makes the loader read besides itself (core/src/plugins/load_dependencies.*): the
+// directories of its own DT_RUNPATH / DT_RPATH, and the libraries found there. The test plugins
+// (tests/plugins/search_path.cpp) need ferry_test_plain_library; each test writes the search path
+// it wants over a placeholder in a copy.
+#include <sys/auxv.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "plugins/load_dependencies.hpp"
+#include "support/fixture.hpp"
+
+namespace fs = std::filesystem;
+using ferry::detail::dependency_verdict;
+
+namespace {
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+const char* const plain_library_name = "libferry_test_plain_library.so";
+
+/// A private directory (0755 inside the 0700 TempDir), a sticky one open to all (as /tmp), and
+/// helpers to put the plugin and the library it needs in them.
+struct Place {
+  support::TempDir root;
+  fs::path mine = root.path / "mine";
+  fs::path sticky = root.path / "sticky";
+  Place() {
+    fs::create_directories(mine);
+    fs::create_directories(sticky);
+    fs::permissions(mine, fs::perms(0755), fs::perm_options::replace);
+    fs::permissions(sticky, fs::perms(01777), fs::perm_options::replace);
+  }
+  /// A copy of `plugin` in `dir` whose search path (RUNPATH or RPATH, as built) is `path`.
+  static fs::path plugin(const fs::path& dir, const std::string& path, const char* plugin = FERRY_TEST_RUNPATH_PLUGIN,
+                         const std::string& name = "libsearch.so") {
+    std::ifstream in(plugin, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string placeholder = FERRY_TEST_SEARCH_PATH_PLACEHOLDER;
+    const auto at = bytes.find(placeholder + '\0');
+    REQUIRE(at != std::string::npos);
+    REQUIRE(path.size() <= placeholder.size());
+    bytes.replace(at, placeholder.size(), path + std::string(placeholder.size() - path.size(), '\0'));
+    fs::path to = dir / name;
+    std::ofstream(to, std::ios::binary | std::ios::trunc) << bytes;
+    fs::permissions(to, fs::perms(0755), fs::perm_options::replace);
+    return to;
+  }
+  /// The library the plugin needs, copied into `dir`.
+  static fs::path library(const fs::path& dir, fs::perms mode = fs::perms(0755)) {
+    fs::path to = dir / plain_library_name;
+    fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, to, fs::copy_options::overwrite_existing);
+    fs::permissions(to, mode, fs::perm_options::replace);
+    return to;
+  }
+};
+
+/// dependency_verdict's sentence, "" when it passes.
+std::string why(const fs::path& plugin) { return dependency_verdict(plugin).why; }
+
+}  // namespace
+
+TEST_CASE("LoadDependencies.a_plugin_beside_its_library_in_a_private_directory_runs") {
+  support::ScopedEnv strict("FERRY_ALLOW_UNSAFE_PLUGINS", "0");
+  Place p;
+  Place::library(p.mine);
+  fs::path plugin = Place::plugin(p.mine, "$ORIGIN");
+  CHECK(why(plugin) == "");
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit<int>(ferry::TaskRef{.library = plugin, .name = "triple_elsewhere"}, 7).get() == 21);
+  auto o = support::options(1);
+  o.plugin_dirs = {p.mine};
+  ferry::Executor by_name(o);
+  CHECK(by_name.submit<int>("triple_elsewhere", 5).get() == 15);
+}
+
+TEST_CASE("LoadDependencies.origin_in_a_directory_others_can_add_to_is_refused") {
+  // A plugin of ours in a sticky shared directory passes the check of its own path (a sticky
+  // directory on the way is fine), but with RUNPATH $ORIGIN the loader looks in that directory
+  // for its libraries, where anyone can put one first.
+  support::ScopedEnv strict("FERRY_ALLOW_UNSAFE_PLUGINS", "0");
+  Place p;
+  Place::library(p.sticky);
+  fs::path plugin = Place::plugin(p.sticky, "$ORIGIN");
+  CHECK(ferry::detail::untrusted_reason(plugin) == "");
+  auto verdict = dependency_verdict(plugin);
+  CHECK(verdict.at == p.sticky);
+  CHECK(contains(verdict.why, "writable by group or others"));
+  CHECK(contains(verdict.why, "RUNPATH element '$ORIGIN'"));
+  CHECK_THROWS_WITH_AS(ferry::PluginIndex::check_safe(plugin), doctest::Contains("RUNPATH element '$ORIGIN'"),
+                       ferry::PluginError);
+  ferry::Executor ex(support::options(1));
+  CHECK_THROWS_WITH_AS(ex.submit<int>(ferry::TaskRef{.library = plugin, .name = "triple_elsewhere"}, 7).get(),
+                       doctest::Contains(p.sticky.c_str()), ferry::PluginError);
+  auto o = support::options(1);
+  o.allow_unsafe_plugins = true;
+  ferry::Executor allowed(o);
+  CHECK(allowed.submit<int>(ferry::TaskRef{.library = plugin, .name = "triple_elsewhere"}, 7).get() == 21);
+}
+
+TEST_CASE("LoadDependencies.an_index_refuses_a_plugin_whose_search_path_is_open") {
+  // The plugin directory is private; the plugin's RUNPATH names a shared one.
+  support::ScopedEnv strict("FERRY_ALLOW_UNSAFE_PLUGINS", "0");
+  Place p;
+  Place::library(p.sticky);
+  Place::plugin(p.mine, p.sticky.string());
+  ferry::PluginIndex index({p.mine});
+  CHECK_THROWS_WITH_AS(index.find("triple_elsewhere"), doctest::Contains("the loader searches it"),
+                       ferry::PluginError);
+  auto skipped = index.skipped();
+  REQUIRE(skipped.size() == 1);
+  CHECK(contains(skipped[0].reason, "refused"));
+  CHECK(contains(skipped[0].reason, p.sticky.string()));
+  ferry::PluginIndex allowed({p.mine}, ferry::PluginIndexOptions{.allow_unsafe = true});
+  CHECK(allowed.find("triple_elsewhere").name == "triple_elsewhere");
+}
+
+TEST_CASE("LoadDependencies.an_empty_or_relative_element_is_the_current_directory_and_refused") {
+  Place p;
+  Place::library(p.mine);
+  SUBCASE("relative") {
+    fs::path plugin = Place::plugin(p.mine, "deps");
+    CHECK(contains(why(plugin), "element 'deps' is deps, a relative directory"));
+  }
+  SUBCASE("a token glibc does not know is kept as it is") {
+    fs::path plugin = Place::plugin(p.mine, "$ORIGINAL/lib");
+    CHECK(contains(why(plugin), "a relative directory"));
+  }
+  SUBCASE("empty at the end") {
+    fs::path plugin = Place::plugin(p.mine, "$ORIGIN:");
+    CHECK(contains(why(plugin), "has an empty element"));
+  }
+  SUBCASE("empty in the middle") {
+    fs::path plugin = Place::plugin(p.mine, "$ORIGIN::/usr/lib");
+    CHECK(contains(why(plugin), "has an empty element"));
+  }
+  SUBCASE("a whole empty search path is none (glibc ignores it)") {
+    fs::path plugin = Place::plugin(p.mine, "");
+    CHECK(why(plugin) == "");
+  }
+}
+
+TEST_CASE("LoadDependencies.a_needed_library_others_can_write_is_refused") {
+  Place p;
+  fs::path library = Place::library(p.mine, fs::perms(0666));
+  fs::path plugin = Place::plugin(p.mine, "$ORIGIN");
+  auto verdict = dependency_verdict(plugin);
+  CHECK(verdict.at == library);
+  CHECK(contains(verdict.why, "writable by group or others"));
+  CHECK(contains(verdict.why, std::string("which needs ") + plain_library_name));
+  fs::permissions(library, fs::perms(0644), fs::perm_options::replace);
+  CHECK(why(plugin) == "");
+}
+
+TEST_CASE("LoadDependencies.capability_subdirectories_the_loader_tries_are_judged_too") {
+  // LD_DEBUG=libs shows the loader trying glibc-hwcaps/x86-64-v3/, tls/, x86_64/... in each
+  // directory of a search path before the directory itself.
+  Place p;
+  Place::library(p.mine);
+  fs::path plugin = Place::plugin(p.mine, "$ORIGIN");
+  const char* platform = reinterpret_cast<const char*>(::getauxval(AT_PLATFORM));
+  REQUIRE(platform);
+  for (const fs::path& sub : {fs::path("tls"), fs::path(platform), fs::path("tls") / platform}) {
+    CAPTURE(sub);
+    fs::create_directories(p.mine / sub);
+    fs::permissions(p.mine / sub, fs::perms(0777), fs::perm_options::replace);
+    auto verdict = dependency_verdict(plugin);
+    CHECK(verdict.at == p.mine / sub);
+    CHECK(contains(verdict.why, "the loader searches it"));
+    fs::permissions(p.mine / sub, fs::perms(0755), fs::perm_options::replace);
+    CHECK(why(plugin) == "");
+  }
+  // A library found in one is judged (and followed) as one found in the directory itself.
+  fs::path in_tls = Place::library(p.mine / "tls", fs::perms(0666));
+  CHECK(dependency_verdict(plugin).at == in_tls);
+}
+
+TEST_CASE("LoadDependencies.lib_and_platform_tokens_are_expanded") {
+  Place p;
+  Place::library(p.mine);
+  SUBCASE("$LIB: each directory glibc may give it") {
+    fs::path plugin = Place::plugin(p.mine, "$ORIGIN/$LIB");
+    CHECK(why(plugin) == "");  // missing, in a directory nobody else can add to
+    for (const char* lib : {"lib64", "lib/x86_64-linux-gnu", "lib"}) {
+      CAPTURE(lib);
+      fs::create_directories(p.mine / lib);
+      fs::permissions(p.mine / lib, fs::perms(0777), fs::perm_options::replace);
+      CHECK(contains(why(plugin), (p.mine / lib).string() + " is writable by group or others"));
+      fs::remove_all(p.mine / "lib");
+      fs::remove_all(p.mine / "lib64");
+    }
+    CHECK(why(plugin) == "");
+  }
+  SUBCASE("${PLATFORM}, braced") {
+    const char* platform = reinterpret_cast<const char*>(::getauxval(AT_PLATFORM));
+    REQUIRE(platform);
+    fs::path plugin = Place::plugin(p.mine, "${ORIGIN}/deps/${PLATFORM}");
+    fs::create_directories(p.mine / "deps" / platform);
+    fs::permissions(p.mine / "deps" / platform, fs::perms(0777), fs::perm_options::replace);
+    CHECK(dependency_verdict(plugin).at == p.mine / "deps" / platform);
+  }
+}
+
+TEST_CASE("LoadDependencies.a_missing_directory_passes_only_where_nobody_else_could_create_it") {
+  Place p;
+  Place::library(p.mine);
+  CHECK(why(Place::plugin(p.mine, (p.mine / "later").string())) == "");
+  CHECK(contains(why(Place::plugin(p.mine, (p.sticky / "later").string())), "another user could create it"));
+}
+
+TEST_CASE("LoadDependencies.rpath_is_judged_as_runpath") {
+  Place p;
+  Place::library(p.sticky);
+  fs::path plugin = Place::plugin(p.sticky, "$ORIGIN", FERRY_TEST_RPATH_PLUGIN);
+  auto verdict = dependency_verdict(plugin);
+  CHECK(verdict.at == p.sticky);
+  CHECK(contains(verdict.why, "RPATH element '$ORIGIN'"));
+  fs::path safe = Place::plugin(p.mine, "$ORIGIN", FERRY_TEST_RPATH_PLUGIN);
+  Place::library(p.mine);
+  CHECK(why(safe) == "");
+}
