@@ -560,3 +560,99 @@ TEST_CASE("Wrap.plugins_have_no_json_entry_point") {
     CHECK(std::string(e.what()).find("no JSON entry point") != std::string::npos);
   }
 }
+
+namespace {
+
+/// A directory others can write (0777; its name has a space, as the compiler's list of inputs
+/// then escapes it) and a private one (0755), each with a header that defines FERRY_TEST_K.
+struct HeaderDirs {
+  support::TempDir root;
+  fs::path open = root.path / "open dir";
+  fs::path mine = root.path / "my dir";
+  HeaderDirs() {
+    for (const auto& [dir, mode] : {std::pair{open, 0777}, std::pair{mine, 0755}}) {
+      fs::create_directories(dir);
+      fs::permissions(dir, fs::perms(mode), fs::perm_options::replace);
+      std::ofstream(dir / "k.hpp") << "#define FERRY_TEST_K 7\n";
+      fs::permissions(dir / "k.hpp", fs::perms(0644), fs::perm_options::replace);
+    }
+  }
+};
+
+/// set_wrap_options for the scope.
+struct WrapOptionsFor {
+  explicit WrapOptionsFor(ferry::WrapOptions o) { ferry::set_wrap_options(std::move(o)); }
+  ~WrapOptionsFor() { ferry::set_wrap_options({}); }
+};
+
+}  // namespace
+
+TEST_CASE("Wrap.a_header_another_user_could_change_is_refused") {
+  // The compiler lists every file it read (-MD); each must pass the trust check before the
+  // plugin is published. Named with -include, or found through -I: either way it is compiled
+  // into code the workers run.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  HeaderDirs dirs;
+  ferry::Executor ex(support::options(1));
+  {
+    WrapOptionsFor o({.flags = {"-include", (dirs.open / "k.hpp").string()}});
+    const std::string said = "refusing what the compiler read: " + dirs.open.string() + " (on the way to " +
+                             (dirs.open / "k.hpp").string() + ") is writable by group or others";
+    CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains(said.c_str()), ferry::UnresolvableTaskError);
+  }
+  {
+    WrapOptionsFor o({.flags = {"-I" + dirs.open.string()}, .includes = {"\"k.hpp\""}});
+    CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains("writable by group or others"),
+                         ferry::UnresolvableTaskError);
+  }
+  {
+    // The same header in a private directory is compiled in.
+    WrapOptionsFor o({.flags = {"-include", (dirs.mine / "k.hpp").string()}});
+    CHECK(ex.submit(plus_k, 1).get() == 8);
+  }
+  CHECK(entries(cache.path, ".d.tmp").empty());  // the lists are not left behind
+}
+
+TEST_CASE("Wrap.a_library_another_user_could_change_is_not_linked_in") {
+  // The linker lists what it read (--dependency-file): a library named in WrapOptions::libraries
+  // (or found through -L) in a directory others can write could be theirs.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  HeaderDirs dirs;
+  fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, dirs.open / "libplain.so");
+  ferry::Executor ex(support::options(1));
+  WrapOptionsFor o({.flags = {"-DFERRY_TEST_K=7"}, .libraries = {(dirs.open / "libplain.so").string()}});
+  const std::string said = "refusing what the compiler read: " + dirs.open.string() + " (on the way to " +
+                           (dirs.open / "libplain.so").string() + ") is writable by group or others";
+  CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains(said.c_str()),
+                       ferry::UnresolvableTaskError);
+}
+
+TEST_CASE("Wrap.a_flag_naming_a_program_or_plugin_others_could_change_is_refused") {
+  // The compiler runs programs from a -B directory, loads -fplugin= into itself, reads -specs=
+  // (which can change what it runs), runs -wrapper and a linker by path, and the linker loads
+  // -plugin: none of them is in the compiler's list of inputs, so each is judged before it runs.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  HeaderDirs dirs;
+  for (const char* name : {"p.so", "specs", "w", "ld"}) std::ofstream(dirs.open / name) << "\n";
+  const std::string open = dirs.open.string();
+  ferry::Executor ex(support::options(1));
+  ferry::wait_for_wraps(120s);  // the executor's warm-up builds
+  const unsigned before = ferry::detail::wrap_compilations();
+  for (const std::vector<std::string>& flags :
+       {std::vector<std::string>{"-B" + open + "/"}, {"-B", open}, {"-B" + open + "/x86_64-linux-gnu-"},
+        {"-fplugin=" + open + "/p.so"}, {"-specs=" + open + "/specs"}, {"-wrapper", open + "/w,-v"},
+        {"-fuse-ld=" + open + "/ld"}, {"--ld-path=" + open + "/ld"}, {"-Wl,-plugin," + open + "/p.so"},
+        {"-Wl,--plugin=" + open + "/p.so"}, {"-Xlinker", "-plugin", "-Xlinker", open + "/p.so"},
+        {"@" + open + "/specs"}}) {
+    CAPTURE(flags);
+    auto with_k = flags;
+    with_k.push_back("-DFERRY_TEST_K=7");
+    WrapOptionsFor o({.flags = with_k});
+    CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains("refusing a compiler flag"),
+                         ferry::UnresolvableTaskError);
+  }
+  CHECK(ferry::detail::wrap_compilations() == before);  // refused before the compiler ran
+}

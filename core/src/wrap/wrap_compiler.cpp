@@ -35,6 +35,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string_view>
 #include <thread>
@@ -143,6 +144,156 @@ std::string head_lines(const std::string& text, int lines = 25) {
     if (at != std::string::npos) ++at;
   }
   return at == std::string::npos ? text : text.substr(0, at) + "[...]\n";
+}
+
+// ---- what the compiler reads --------------------------------------------------------------------
+
+/// The prerequisites of the first rule of the dependency file gcc and clang write for -MD: every
+/// file the compiler read. A space or `#` in a name is escaped with a backslash, `$` doubled, and
+/// a line ends in a backslash when the rule goes on.
+std::vector<std::string> compiler_inputs(const std::string& text) {
+  std::vector<std::string> out;
+  std::string word;
+  bool target_done = false;
+  auto flush = [&] {
+    if (!word.empty() && target_done) out.push_back(word);
+    word.clear();
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const char next = i + 1 < text.size() ? text[i + 1] : '\0';
+    if (c == '\\' && next == '\n') {
+      flush();
+      ++i;
+    } else if (c == '\\' && (next == ' ' || next == '#')) {
+      word += next;
+      ++i;
+    } else if (c == '$' && next == '$') {
+      word += '$';
+      ++i;
+    } else if (c == ':' && !target_done && (next == ' ' || next == '\t' || next == '\n' || next == '\0')) {
+      word.clear();  // the target (the compiler's output)
+      target_done = true;
+    } else if (c == '\n') {
+      flush();
+      if (target_done) break;
+    } else if (c == ' ' || c == '\t') {
+      flush();
+    } else {
+      word += c;
+    }
+  }
+  flush();
+  return out;
+}
+
+/// The inputs GNU ld lists with --dependency-file=: `<output>:`, then each input on a line of its
+/// own after " \\\n  ", as it is (ld escapes nothing: a name may hold spaces), then an empty line
+/// and an empty rule per input, not read here.
+std::vector<std::string> linker_inputs(const std::string& text, const std::string& output) {
+  std::vector<std::string> out;
+  if (!text.starts_with(output + ":")) return out;
+  std::string_view rest = std::string_view(text).substr(output.size() + 1);
+  rest = rest.substr(0, rest.find("\n\n"));
+  static constexpr std::string_view separator = " \\\n  ";
+  for (std::size_t at = rest.find(separator); at != std::string_view::npos;) {
+    const std::size_t start = at + separator.size();
+    at = rest.find(separator, start);
+    std::string_view input = rest.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start);
+    if (input.ends_with('\n')) input.remove_suffix(1);
+    if (!input.empty()) out.emplace_back(input);
+  }
+  return out;
+}
+
+/// Why a file the compiler or linker read (`inputs`, from its list in `listed_in`) could have
+/// been written by another user: "" when every one passes the trust check. A file missing now
+/// passes only where nobody else could have created it (the compiler's own temporary object, in
+/// the private cache directory it is given as TMPDIR). A relative name is the current
+/// directory's (the compiler runs in the host's). An empty list is a reason too: it cannot be
+/// told what was read.
+std::string untrusted_input(const std::vector<std::string>& inputs, const fs::path& listed_in) {
+  if (inputs.empty()) return "the compiler listed nothing it read in " + listed_in.string();
+  std::set<std::string> seen;
+  for (const auto& input : inputs) {
+    if (!seen.insert(input).second) continue;
+    std::error_code ec;
+    fs::path path = fs::absolute(input, ec);
+    if (std::string why = untrusted_reason_if_present(ec ? fs::path(input) : path); !why.empty()) return why;
+  }
+  return {};
+}
+
+/// In a compiler's arguments, the paths it runs or loads code from, which no dependency list
+/// names: -B (programs: cc1plus, as, ld), -fplugin=, -specs=, -wrapper, a linker by path
+/// (-fuse-ld=/path, --ld-path=), a linker plugin (-Wl,-plugin,...) and @file (more options). Why the first of them
+/// could have been changed by another user: "" when none.
+std::string untrusted_flag_path(const std::vector<std::string>& args) {
+  auto check_file = [](const std::string& flag, const std::string& path) -> std::string {
+    if (path.find('/') == std::string::npos) return {};  // looked up by the compiler, in its own directories
+    std::error_code ec;
+    fs::path abs = fs::absolute(path, ec);
+    std::string why = untrusted_reason_if_present(ec ? fs::path(path) : abs);
+    return why.empty() ? why : "'" + flag + "': " + why;
+  };
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const std::string next = i + 1 < args.size() ? args[i + 1] : std::string();
+    std::string why;
+    if (a.starts_with("@")) {
+      why = check_file(a, a.substr(1));  // a file of more options
+    } else if (a == "-B") {
+      why = check_file(a + " " + next, next.ends_with('/') ? next : next + "/");
+    } else if (a.starts_with("-B")) {
+      // A prefix: a directory when it ends in '/', else the start of the programs' names.
+      std::string prefix = a.substr(2);
+      why = check_file(a, prefix.ends_with('/') ? prefix : fs::path(prefix).parent_path().string() + "/");
+    } else if (a.starts_with("-fplugin=")) {
+      why = check_file(a, a.substr(9));
+    } else if (a.starts_with("-specs=") || a.starts_with("--specs=")) {
+      why = check_file(a, a.substr(a.find('=') + 1));
+    } else if (a == "-specs" || a == "--specs") {
+      why = check_file(a + " " + next, next);
+    } else if (a == "-wrapper") {
+      why = check_file(a + " " + next, next.substr(0, next.find(',')));
+    } else if (a.starts_with("-fuse-ld=") || a.starts_with("--ld-path=")) {
+      why = check_file(a, a.substr(a.find('=') + 1));
+    } else if (a.starts_with("-Wl,") || a == "-Xlinker") {
+      std::vector<std::string> parts;
+      if (a == "-Xlinker") {
+        parts.push_back(next);
+        if (i + 3 < args.size() && args[i + 2] == "-Xlinker") parts.push_back(args[i + 3]);
+      } else {
+        std::stringstream in(a.substr(4));
+        for (std::string part; std::getline(in, part, ',');) parts.push_back(part);
+      }
+      for (std::size_t k = 0; k < parts.size() && why.empty(); ++k) {
+        if ((parts[k] == "-plugin" || parts[k] == "--plugin") && k + 1 < parts.size())
+          why = check_file(a, parts[k + 1]);
+        else if (parts[k].starts_with("-plugin=") || parts[k].starts_with("--plugin="))
+          why = check_file(a, parts[k].substr(parts[k].find('=') + 1));
+      }
+    }
+    if (!why.empty()) return why;
+  }
+  return {};
+}
+
+/// The arguments that make the compiler list what it reads into `compile_deps`, and the linker
+/// (when `link_deps` is not empty) into `link_deps`.
+std::vector<std::string> listing_flags(const fs::path& compile_deps, const fs::path& link_deps) {
+  std::vector<std::string> out = {"-MD", "-MF", compile_deps.string()};
+  if (!link_deps.empty()) out.push_back("-Wl,--dependency-file=" + link_deps.string());
+  return out;
+}
+
+/// `env` with TMPDIR set to `dir`: the compiler's temporary files (the object it hands the
+/// linker, listed as an input) go in the private cache directory, where a missing one is one
+/// nobody else could have created.
+std::vector<std::string> with_tmpdir(std::vector<std::string> env, const fs::path& dir) {
+  std::erase_if(env, [](const std::string& e) { return e.starts_with("TMPDIR="); });
+  env.push_back("TMPDIR=" + dir.string());
+  return env;
 }
 
 // ---- running the compiler ----------------------------------------------------------------------
@@ -324,6 +475,12 @@ Setup make_setup(const WrapSite& site) {
   s.flags = {"-std=c++20", "-fPIC", "-fvisibility=hidden", "-DBOOST_DLL_USE_STD_FS",
              "-DFERRY_DETAIL_NO_JSON_ENTRY", "-I" + s.include_dir.string()};
   for (const auto& f : s.options.flags) s.flags.push_back(f);
+  // What the compiler runs or loads because a flag names it (headers and libraries are judged
+  // from the compiler's and linker's own lists of what they read, after the build).
+  for (const auto* args : {&s.flags, &s.options.libraries})
+    if (std::string why = untrusted_flag_path(*args); !why.empty())
+      setup_failed(site, "refusing a compiler flag: " + why +
+                             " (FERRY_WRAP_FLAGS, WrapOptions::flags or ::libraries)");
   return s;
 }
 
@@ -422,13 +579,20 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   std::string tmp_header = header.string() + ".tmp." + unique_suffix();
   std::string tmp_pch = pch.string() + ".tmp." + unique_suffix();
   if (!write_file(tmp_header, "#pragma once\n#include <ferry/wrap_prelude.hpp>\n")) return {};
+  const fs::path deps = pch.string() + ".d.tmp." + unique_suffix();
   std::vector<std::string> argv = {s.compiler};
   argv.insert(argv.end(), s.flags.begin(), s.flags.end());
+  for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
   argv.insert(argv.end(), {"-x", "c++-header", tmp_header, "-o", tmp_pch});
-  RunResult r = run(argv, s.environment, dir / ("prelude-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300), {tmp_header, tmp_pch});
-  if (!r.ok) {
-    debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
+  RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("prelude-" + key + ".log." + unique_suffix()),
+                    std::chrono::seconds(300), {tmp_header, tmp_pch, deps});
+  // Every header it holds must be one only this user or root could have written: a wrap that
+  // uses it lists none of them.
+  std::string why = r.ok ? untrusted_input(compiler_inputs(read_file(deps, std::size_t{64} << 20)), deps) : std::string();
+  fs::remove(deps, ec);
+  if (!r.ok || !why.empty()) {
+    if (!r.ok) debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
+    else debug_log("wrap prelude not used: it read a file another user could change: %s", why.c_str());
     fs::remove(tmp_header, ec);
     fs::remove(tmp_pch, ec);
     return {};
@@ -447,6 +611,28 @@ std::optional<std::string> remembered_failure(const fs::path& err) {
   std::error_code ec;
   if (!fs::exists(err, ec) || !untrusted_reason(err).empty()) return std::nullopt;
   return read_file(err);
+}
+
+/// Whether the linker the compiler runs with these flags lists its inputs (GNU ld and gold since
+/// binutils 2.35: --dependency-file; its help says so), asked once per compiler and flags. Where
+/// it does not, what is linked in is not judged (design §11).
+bool linker_lists_inputs(const Setup& s, const fs::path& dir) {
+  static std::mutex mu;
+  static std::map<std::string, bool> known;
+  std::string key = s.compiler_identity;
+  for (const auto* v : {&s.flags, &s.options.libraries})
+    for (const auto& x : *v) key += "\n" + x;
+  std::lock_guard lock(mu);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  std::vector<std::string> argv = {s.compiler};
+  argv.insert(argv.end(), s.flags.begin(), s.flags.end());
+  argv.insert(argv.end(), s.options.libraries.begin(), s.options.libraries.end());
+  argv.push_back("-Wl,--help");
+  RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("linker-help.log." + unique_suffix()),
+                    std::chrono::seconds(60), {});
+  const bool lists = r.ok && r.output.find("--dependency-file") != std::string::npos;
+  if (!lists) debug_log("wrap: the linker of %s does not list its inputs: what it links in is not checked", s.compiler.c_str());
+  return known[key] = lists;
 }
 
 WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
@@ -479,8 +665,12 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     setup_failed(site, "cannot write " + cpp.string() + ". Set FERRY_CACHE_DIR to a writable directory");
 
   std::string tmp = so.string() + ".tmp." + unique_suffix();
+  // What the compiler and the linker read, listed by them: judged below, before it is published.
+  const fs::path compile_deps = so.string() + ".d.tmp." + unique_suffix();
+  const fs::path link_deps = linker_lists_inputs(s, dir) ? fs::path(so.string() + ".ld.d.tmp." + unique_suffix()) : fs::path();
   std::vector<std::string> argv = {s.compiler};
   argv.insert(argv.end(), s.flags.begin(), s.flags.end());
+  for (const auto& f : listing_flags(compile_deps, link_deps)) argv.push_back(f);
   if (!header.empty()) argv.insert(argv.end(), {"-include", header});
   // -z defs: a body that needs a symbol of the host's program fails here, with the linker's
   // words, instead of in the worker's loader.
@@ -488,9 +678,24 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   argv.insert(argv.end(), s.options.libraries.begin(), s.options.libraries.end());
   ++compilations;
   debug_log("wrap: compiling %s into %s", site.name, so.c_str());
-  RunResult r = run(argv, s.environment, dir / ("wrap-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300), {tmp});
+  std::vector<fs::path> outputs = {tmp, compile_deps};
+  if (!link_deps.empty()) outputs.push_back(link_deps);
+  RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("wrap-" + key + ".log." + unique_suffix()),
+                    std::chrono::seconds(300), outputs);
   std::error_code ec;
+  std::string untrusted;
+  if (r.ok) {
+    untrusted = untrusted_input(compiler_inputs(read_file(compile_deps, std::size_t{64} << 20)), compile_deps);
+    if (untrusted.empty() && !link_deps.empty())
+      untrusted = untrusted_input(linker_inputs(read_file(link_deps, std::size_t{64} << 20), tmp), link_deps);
+  }
+  fs::remove(compile_deps, ec);
+  if (!link_deps.empty()) fs::remove(link_deps, ec);
+  if (!untrusted.empty()) {
+    fs::remove(tmp, ec);
+    setup_failed(site, "refusing what the compiler read: " + untrusted +
+                           " (a header or library another user could have changed)");
+  }
   if (!r.started) {
     setup_failed(site, "cannot run the compiler '" + s.compiler + "': " +
                            std::strerror(r.spawn_errno) + ". Set FERRY_CXX to a C++20 compiler");
