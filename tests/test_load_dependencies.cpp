@@ -3,10 +3,13 @@
 // directories of its own DT_RUNPATH / DT_RPATH, and the libraries found there. The test plugins
 // (tests/plugins/search_path.cpp) need ferry_test_plain_library; each test writes the search path
 // it wants over a placeholder in a copy.
+#include <elf.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 
@@ -36,25 +39,33 @@ struct Place {
     fs::permissions(mine, fs::perms(0755), fs::perm_options::replace);
     fs::permissions(sticky, fs::perms(01777), fs::perm_options::replace);
   }
-  /// A copy of `plugin` in `dir` whose search path (RUNPATH or RPATH, as built) is `path`.
+  /// A copy of `plugin` in `dir` whose search path (RUNPATH or RPATH, as built) is `path`, and
+  /// whose auxiliary filter (the auxiliary plugin's) is `auxiliary`.
   static fs::path plugin(const fs::path& dir, const std::string& path, const char* plugin = FERRY_TEST_RUNPATH_PLUGIN,
-                         const std::string& name = "libsearch.so") {
+                         const std::string& name = "libsearch.so", const std::string& auxiliary = {}) {
     std::ifstream in(plugin, std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::string placeholder = FERRY_TEST_SEARCH_PATH_PLACEHOLDER;
-    const auto at = bytes.find(placeholder + '\0');
-    REQUIRE(at != std::string::npos);
-    REQUIRE(path.size() <= placeholder.size());
-    bytes.replace(at, placeholder.size(), path + std::string(placeholder.size() - path.size(), '\0'));
-    fs::path to = dir / name;
+    auto rewrite = [&bytes](const std::string& placeholder, const std::string& value) {
+      const auto at = bytes.find(placeholder + '\0');
+      REQUIRE(at != std::string::npos);
+      REQUIRE(value.size() <= placeholder.size());
+      bytes.replace(at, placeholder.size(), value + std::string(placeholder.size() - value.size(), '\0'));
+    };
+    rewrite(FERRY_TEST_SEARCH_PATH_PLACEHOLDER, path);
+    if (!auxiliary.empty()) rewrite(FERRY_TEST_AUXILIARY_PLACEHOLDER, auxiliary);
+    return write(dir / name, bytes);
+  }
+  static fs::path write(const fs::path& to, const std::string& bytes) {
     std::ofstream(to, std::ios::binary | std::ios::trunc) << bytes;
     fs::permissions(to, fs::perms(0755), fs::perm_options::replace);
     return to;
   }
-  /// The library the plugin needs, copied into `dir`.
-  static fs::path library(const fs::path& dir, fs::perms mode = fs::perms(0755)) {
-    fs::path to = dir / plain_library_name;
-    fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, to, fs::copy_options::overwrite_existing);
+  /// The library the plugin needs (or `from`, as `name`), copied into `dir`.
+  static fs::path library(const fs::path& dir, fs::perms mode = fs::perms(0755), const char* from = FERRY_TEST_PLAIN_LIBRARY,
+                          const std::string& name = plain_library_name) {
+    fs::create_directories(dir);
+    fs::path to = dir / name;
+    fs::copy_file(from, to, fs::copy_options::overwrite_existing);
     fs::permissions(to, mode, fs::perm_options::replace);
     return to;
   }
@@ -165,7 +176,8 @@ TEST_CASE("LoadDependencies.capability_subdirectories_the_loader_tries_are_judge
   fs::path plugin = Place::plugin(p.mine, "$ORIGIN");
   const char* platform = reinterpret_cast<const char*>(::getauxval(AT_PLATFORM));
   REQUIRE(platform);
-  for (const fs::path& sub : {fs::path("tls"), fs::path(platform), fs::path("tls") / platform}) {
+  for (const fs::path& sub : {fs::path("tls"), fs::path(platform), fs::path("tls") / platform, fs::path("haswell"),
+                              fs::path("glibc-hwcaps") / "x86-64-v3", fs::path("tls") / "haswell" / "avx512_1" / "x86_64"}) {
     CAPTURE(sub);
     fs::create_directories(p.mine / sub);
     fs::permissions(p.mine / sub, fs::perms(0777), fs::perm_options::replace);
@@ -178,6 +190,11 @@ TEST_CASE("LoadDependencies.capability_subdirectories_the_loader_tries_are_judge
   // A library found in one is judged (and followed) as one found in the directory itself.
   fs::path in_tls = Place::library(p.mine / "tls", fs::perms(0666));
   CHECK(dependency_verdict(plugin).at == in_tls);
+  fs::remove(in_tls);
+  // A link there whose target is missing: another user could make the target appear.
+  fs::remove_all(p.mine / "tls");
+  fs::create_directory_symlink(p.sticky / "later", p.mine / "tls");
+  CHECK(dependency_verdict(plugin).at == p.mine / "tls");
 }
 
 TEST_CASE("LoadDependencies.lib_and_platform_tokens_are_expanded") {
@@ -223,4 +240,142 @@ TEST_CASE("LoadDependencies.rpath_is_judged_as_runpath") {
   fs::path safe = Place::plugin(p.mine, "$ORIGIN", FERRY_TEST_RPATH_PLUGIN);
   Place::library(p.mine);
   CHECK(why(safe) == "");
+}
+
+TEST_CASE("LoadDependencies.an_element_that_expands_to_too_many_directories_is_refused") {
+  Place p;
+  // Three values of $PLATFORM on x86-64 (AT_PLATFORM, haswell, xeon_phi): 3^6 = 729 directories.
+  CHECK(contains(why(Place::plugin(p.mine, "/opt/$PLATFORM$PLATFORM$PLATFORM$PLATFORM$PLATFORM$PLATFORM")),
+                 "expands to more directories than ferry judges"));
+}
+
+TEST_CASE("LoadDependencies.a_plugin_path_the_loader_would_expand_is_refused") {
+  // dlopen expands $LIB, $PLATFORM and $ORIGIN in the name it is given: the path checked would
+  // not be the file loaded.
+  Place p;
+  fs::create_directories(p.mine / "$LIB");
+  fs::path plugin = Place::plugin(p.mine / "$LIB", "");
+  CHECK(contains(why(plugin), "which the loader expands"));
+  CHECK_THROWS_WITH_AS(ferry::PluginIndex::check_safe(plugin), doctest::Contains("which the loader expands"),
+                       ferry::PluginError);
+  fs::create_directories(p.mine / "$NOTATOKEN");
+  CHECK(why(Place::plugin(p.mine / "$NOTATOKEN", "")) == "");
+}
+
+TEST_CASE("LoadDependencies.filter_libraries_are_judged_as_needed_ones") {
+  // glibc loads a DT_AUXILIARY (or DT_FILTER) library with the plugin when it is there, found
+  // as a needed one is.
+  Place p;
+  Place::library(p.mine);
+  SUBCASE("named by a path where others can create it") {
+    fs::path plugin = Place::plugin(p.mine, "$ORIGIN", FERRY_TEST_AUXILIARY_PLUGIN, "libsearch.so",
+                                    (p.sticky / "libaux.so").string());
+    CHECK(contains(why(plugin), "another user could create it"));
+  }
+  SUBCASE("named by a path in a private directory") {
+    fs::path plugin = Place::plugin(p.mine, "$ORIGIN", FERRY_TEST_AUXILIARY_PLUGIN, "libsearch.so",
+                                    (p.mine / "libaux.so").string());
+    CHECK(why(plugin) == "");
+    fs::path aux = Place::library(p.mine, fs::perms(0666), FERRY_TEST_PLAIN_LIBRARY, "libaux.so");
+    CHECK(dependency_verdict(plugin).at == aux);
+  }
+  SUBCASE("named by its soname, found through the search path") {
+    fs::path plugin = Place::plugin(p.mine, "$ORIGIN", FERRY_TEST_AUXILIARY_PLUGIN, "libsearch.so", "libaux.so");
+    CHECK(why(plugin) == "");
+    fs::path aux = Place::library(p.mine, fs::perms(0666), FERRY_TEST_PLAIN_LIBRARY, "libaux.so");
+    CHECK(dependency_verdict(plugin).at == aux);
+  }
+}
+
+TEST_CASE("LoadDependencies.rpath_is_passed_on_to_the_libraries_it_finds") {
+  // Without a RUNPATH of its own, a library's needed libraries are also searched for in the
+  // DT_RPATH of the library that needed it: the plugin's RPATH finds the chain library, whose
+  // own need (the plain library) is found through that RPATH too.
+  Place p;
+  fs::path plugin = Place::plugin(p.mine, "$ORIGIN", FERRY_TEST_RPATH_CHAIN_PLUGIN);
+  Place::library(p.mine, fs::perms(0755), FERRY_TEST_CHAIN_LIBRARY, "libferry_test_chain_library.so");
+  fs::path plain = Place::library(p.mine, fs::perms(0755));
+  CHECK(why(plugin) == "");
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit<int>(ferry::TaskRef{.library = plugin, .name = "triple_twice_removed"}, 4).get() == 12);
+  fs::permissions(plain, fs::perms(0666), fs::perm_options::replace);
+  auto verdict = dependency_verdict(plugin);
+  CHECK(verdict.at == plain);
+  CHECK(contains(verdict.why, "the loader may load it for " + (p.mine / "libferry_test_chain_library.so").string()));
+}
+
+namespace {
+
+/// `bytes` of a shared library with `change` applied to its program headers and dynamic entries.
+std::string patched(std::string bytes, const std::function<void(std::vector<Elf64_Phdr>&, Elf64_Dyn*, std::size_t)>& change) {
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, bytes.data(), sizeof eh);
+  std::vector<Elf64_Phdr> ph(eh.e_phnum);
+  std::memcpy(ph.data(), bytes.data() + eh.e_phoff, ph.size() * sizeof(Elf64_Phdr));
+  auto dynamic = std::find_if(ph.begin(), ph.end(), [](const Elf64_Phdr& p) { return p.p_type == PT_DYNAMIC; });
+  REQUIRE(dynamic != ph.end());
+  auto* dyn = reinterpret_cast<Elf64_Dyn*>(bytes.data() + dynamic->p_offset);
+  change(ph, dyn, dynamic->p_filesz / sizeof(Elf64_Dyn));
+  std::memcpy(bytes.data() + eh.e_phoff, ph.data(), ph.size() * sizeof(Elf64_Phdr));
+  return bytes;
+}
+
+std::string file_bytes(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("LoadDependencies.the_dynamic_segment_is_read_as_the_loader_reads_it") {
+  // Each change leaves the file one the loader loads as before (it finds the same RUNPATH), and
+  // ferry must find it too: a reader that gave up on it, or read something else, let the plugin
+  // through (a review's reproductions, each loaded a planted library).
+  Place p;
+  Place::library(p.sticky);
+  const std::string original = file_bytes(Place::plugin(p.sticky, "$ORIGIN"));
+  SUBCASE("DT_STRSZ far too large: the loader never uses it") {
+    Place::write(p.sticky / "libsearch.so", patched(original, [](auto&, Elf64_Dyn* dyn, std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i)
+        if (dyn[i].d_tag == DT_STRSZ) dyn[i].d_un.d_val = std::uint64_t{1} << 40;
+    }));
+  }
+  SUBCASE("PT_DYNAMIC's file size too small: the loader reads up to DT_NULL") {
+    Place::write(p.sticky / "libsearch.so", patched(original, [](std::vector<Elf64_Phdr>& ph, Elf64_Dyn*, std::size_t) {
+      for (auto& h : ph)
+        if (h.p_type == PT_DYNAMIC) h.p_filesz = 8;
+    }));
+  }
+  SUBCASE("an empty PT_DYNAMIC before the real one: the loader skips it") {
+    Place::write(p.sticky / "libsearch.so", patched(original, [](std::vector<Elf64_Phdr>& ph, Elf64_Dyn*, std::size_t) {
+      // The PT_GNU_STACK header becomes an empty PT_DYNAMIC placed first.
+      auto stack = std::find_if(ph.begin(), ph.end(), [](const Elf64_Phdr& h) { return h.p_type == PT_GNU_STACK; });
+      REQUIRE(stack != ph.end());
+      stack->p_type = PT_DYNAMIC;
+      stack->p_filesz = 0;
+      std::rotate(ph.begin(), stack, stack + 1);
+    }));
+  }
+  SUBCASE("no section headers: the loader never reads them") {
+    std::string bytes = original;
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, bytes.data(), sizeof eh);
+    eh.e_shoff = std::uint64_t{1} << 40;
+    std::memcpy(bytes.data(), &eh, sizeof eh);
+    Place::write(p.sticky / "libsearch.so", bytes);
+  }
+  auto verdict = dependency_verdict(p.sticky / "libsearch.so");
+  CHECK(verdict.at == p.sticky);
+  CHECK(contains(verdict.why, "RUNPATH element '$ORIGIN'"));
+}
+
+TEST_CASE("LoadDependencies.a_file_the_loader_may_load_but_ferry_cannot_read_is_refused") {
+  Place p;
+  std::string bytes = file_bytes(Place::plugin(p.mine, "$ORIGIN"));
+  // Every DT_NEEDED names a string that runs off the end of the file's bytes.
+  Place::write(p.mine / "libsearch.so", patched(bytes, [&](auto&, Elf64_Dyn* dyn, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i)
+      if (dyn[i].d_tag == DT_STRTAB) dyn[i].d_un.d_ptr = std::uint64_t{1} << 40;
+  }));
+  CHECK(contains(why(p.mine / "libsearch.so"), "cannot be read as the loader reads it"));
 }

@@ -150,9 +150,9 @@ std::string acl_writers(const char* path, const struct stat& st) {
 }
 
 /// Why `st` (the `final` component, or a directory on the way, at `path`) is not trusted; ""
-/// when it is.
-std::string judge(const char* path, const struct stat& st, bool final) {
-  uid_t me = ::geteuid();
+/// when it is. `me`: the effective uid (asked once per walk: a system call each time it was
+/// asked per component was half of a lookup's cost).
+std::string judge(const char* path, const struct stat& st, bool final, uid_t me) {
   if (st.st_uid != me && st.st_uid != 0)
     return "owned by uid " + std::to_string(st.st_uid) + ", neither this user (uid " +
            std::to_string(me) + ") nor root";
@@ -206,10 +206,11 @@ TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
     push_front_components(remaining, path);
   }
   fs::path at = "/";
+  const uid_t me = ::geteuid();
   struct stat st {};
   if (::lstat("/", &st) != 0) return {at, missing(errno)};
   bool judged_final = remaining.empty();
-  if (auto why = judge("/", st, judged_final); !why.empty()) return {at, why};
+  if (auto why = judge("/", st, judged_final, me); !why.empty()) return {at, why};
   int links = 0;
   // The final component as named was a link, followed: the directory that holds the file as
   // named has been judged already, and the target's way is judged as any way is.
@@ -230,9 +231,9 @@ TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
       // its owner can point it elsewhere at any moment, after this check and before the path is
       // used. (A link's own mode bits mean nothing.) Then its target, from the start of the
       // target's own way.
-      if (st.st_uid != ::geteuid() && st.st_uid != 0)
+      if (st.st_uid != me && st.st_uid != 0)
         return {next, "a symbolic link owned by uid " + std::to_string(st.st_uid) +
-                          ", neither this user (uid " + std::to_string(::geteuid()) +
+                          ", neither this user (uid " + std::to_string(me) +
                           ") nor root: its owner can point it elsewhere at any time"};
       if (++links > max_links) return {next, "one link too many (a loop of symbolic links?)"};
       if (remaining.empty()) final_followed = true;
@@ -248,7 +249,7 @@ TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
     // Links on the way to it do not change which directory that is (plugins -> /tmp/open names
     // /tmp/open as the plugin directory).
     const bool holds_the_file = directory_final && !final_followed && remaining.size() == 1;
-    if (auto why = judge(next.c_str(), st, final || holds_the_file); !why.empty()) return {next, why};
+    if (auto why = judge(next.c_str(), st, final || holds_the_file, me); !why.empty()) return {next, why};
     if (!final && !S_ISDIR(st.st_mode)) return {next, "not a directory"};
     judged_final = final;
     at = std::move(next);
@@ -257,7 +258,7 @@ TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
     // The path ended in ".." (/tmp/x/..) or a link to "." or ".." (/tmp/dot -> .): where it
     // leads was only passed on the way, as a sticky directory may be; it is the final one.
     if (::lstat(at.c_str(), &st) != 0) return {at, missing(errno)};
-    if (auto why = judge(at.c_str(), st, true); !why.empty()) return {at, why};
+    if (auto why = judge(at.c_str(), st, true, me); !why.empty()) return {at, why};
   }
   return {};
 }

@@ -31,6 +31,16 @@ constexpr std::size_t max_records = 4096;
 /// The longest task name a record may hold (and its symbol, with the prefix).
 constexpr std::uint32_t max_task_name = 4096;
 
+}  // namespace
+
+std::string file_identity(const struct stat& st) {
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":" +
+         std::to_string(st.st_ctim.tv_sec) + "." + std::to_string(st.st_ctim.tv_nsec);
+}
+
+namespace {
+
 /// A plugin file, open for reading: regular, looked at first through an O_PATH descriptor, which
 /// opens nothing (a device swapped in under a plugin's name, in a directory another user writes,
 /// would run its driver when opened; a FIFO would block), then opened for reading through that
@@ -55,16 +65,19 @@ class OpenFile {
     fd_ = readable;
     if (fd_ < 0) throw ElfError(ElfError::Kind::unreadable, std::string(std::strerror(e)));
     size_ = static_cast<std::size_t>(st.st_size);
+    identity_ = file_identity(st);
   }
   ~OpenFile() { ::close(fd_); }
   OpenFile(const OpenFile&) = delete;
   OpenFile& operator=(const OpenFile&) = delete;
   int fd() const { return fd_; }
   std::size_t size() const { return size_; }
+  const std::string& identity() const { return identity_; }
 
  private:
   int fd_;
   std::size_t size_ = 0;
+  std::string identity_;
 };
 
 #if defined(__x86_64__)
@@ -97,6 +110,7 @@ class Image {
   Image(const unsigned char* data, std::size_t size) : data_(data), in_memory_(true), size_(size) {}
   Image(int fd, std::size_t size) : fd_(fd), size_(size) {}
 
+  std::size_t size() const { return size_; }
   bool fits(std::uint64_t off, std::uint64_t len) const {
     return off <= size_ && len <= size_ - off;
   }
@@ -316,68 +330,86 @@ std::vector<ElfTaskRecord> records_of(const Image& img) {
 }
 
 /// The most entries read from a dynamic segment, and the most DT_NEEDED names kept (glibc's own
-/// libraries need a handful; a hostile file's are bounded).
-constexpr std::uint64_t max_dynamic_entries = 65536;
-constexpr std::size_t max_needed = 1024;
+/// libraries need a handful; a hostile file's are bounded: past them, the file is an ElfError).
+constexpr std::uint64_t max_dynamic_entries = 1 << 20;
+constexpr std::size_t max_needed = 65536;
 
 ElfLoadNames load_names_of(const Image& img) {
-  auto eh = img.header();
-  if (eh.e_type != ET_DYN)
-    throw ElfError(ElfError::Kind::not_shared_library, "not a shared library");
-  if (eh.e_phnum != 0 && eh.e_phentsize != sizeof(Elf64_Phdr))
-    throw ElfError(ElfError::Kind::truncated, "unexpected program header size");
-  const std::uint64_t ph_size = std::uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr);
-  const unsigned char* ph = img.table(eh.e_phoff, ph_size);
+  // The ELF header as the loader checks it: never the section headers, which it does not read
+  // (Image::header refuses a file whose section headers lie outside it; the loader loads it).
+  if (img.size() < sizeof(Elf64_Ehdr)) throw ElfError(ElfError::Kind::not_elf, "not an ELF file (too short)");
+  const auto eh = img.read<Elf64_Ehdr>(0);
+  if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) throw ElfError(ElfError::Kind::not_elf, "not an ELF file");
+  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_machine != this_machine)
+    throw ElfError(ElfError::Kind::wrong_machine, "built for another machine");
+  if (eh.e_type != ET_DYN) throw ElfError(ElfError::Kind::not_shared_library, "not a shared library");
+  if (eh.e_phentsize != sizeof(Elf64_Phdr)) throw ElfError(ElfError::Kind::truncated, "unexpected program header size");
+  const unsigned char* ph = img.table(eh.e_phoff, std::uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr));
   std::vector<Elf64_Phdr> loads;
   std::optional<Elf64_Phdr> dynamic;
   for (std::uint32_t i = 0; i < eh.e_phnum; ++i) {
     Elf64_Phdr p;
     std::memcpy(&p, ph + std::size_t{i} * sizeof p, sizeof p);
     if (p.p_type == PT_LOAD) loads.push_back(p);
-    if (p.p_type == PT_DYNAMIC && !dynamic) dynamic = p;
+    // As glibc: the last one counts, skipping empty ones (a debuginfo file's).
+    if (p.p_type == PT_DYNAMIC && p.p_filesz != 0) dynamic = p;
   }
   ElfLoadNames out;
-  if (!dynamic) return out;  // nothing to load (the loader fails on such a file itself)
-  // The loader reads the segment where it is mapped, at its address: the file offset of the
-  // loaded segment that holds that address (the same as p_offset in any file a linker wrote).
-  auto file_offset = [&](std::uint64_t vaddr, std::uint64_t size) -> std::optional<std::uint64_t> {
+  // Without one glibc refuses the file: nothing of it is loaded.
+  if (!dynamic) return out;
+  // The loader reads what is mapped at an address: the file bytes of the loaded segment that holds
+  // it, then zeros up to its memory size. [file offset, bytes of file there) of `vaddr`.
+  auto mapped = [&](std::uint64_t vaddr) -> std::optional<std::pair<std::uint64_t, std::uint64_t>> {
     for (const auto& p : loads)
-      if (vaddr >= p.p_vaddr && vaddr - p.p_vaddr < p.p_filesz && size <= p.p_filesz - (vaddr - p.p_vaddr))
-        return p.p_offset + (vaddr - p.p_vaddr);
+      if (vaddr >= p.p_vaddr && vaddr - p.p_vaddr < p.p_memsz) {
+        const std::uint64_t into = vaddr - p.p_vaddr;
+        return std::pair{p.p_offset + into, into < p.p_filesz ? p.p_filesz - into : 0};
+      }
     return std::nullopt;
   };
-  const std::uint64_t count = std::min(dynamic->p_filesz / sizeof(Elf64_Dyn), max_dynamic_entries);
-  const std::uint64_t dyn_off =
-      file_offset(dynamic->p_vaddr, count * sizeof(Elf64_Dyn)).value_or(dynamic->p_offset);
-  const unsigned char* dyn = img.table(dyn_off, count * sizeof(Elf64_Dyn));
-  std::optional<std::uint64_t> strtab, strsz;
+  const auto dyn_at = mapped(dynamic->p_vaddr);
+  if (!dyn_at) throw ElfError(ElfError::Kind::truncated, "the dynamic segment is not in a loaded segment");
+  // Entries up to DT_NULL, as the loader reads them (past the segment's file bytes: zeros).
+  const std::uint64_t count = std::min(dyn_at->second / sizeof(Elf64_Dyn), max_dynamic_entries);
+  const unsigned char* dyn = img.table(dyn_at->first, count * sizeof(Elf64_Dyn));
+  std::optional<std::uint64_t> strtab;
   std::vector<std::pair<std::int64_t, std::uint64_t>> named;  // (tag, offset in the string table)
+  bool ended = count < max_dynamic_entries;
   for (std::uint64_t i = 0; i < count; ++i) {
     Elf64_Dyn d;
     std::memcpy(&d, dyn + i * sizeof d, sizeof d);
-    if (d.d_tag == DT_NULL) break;
-    if (d.d_tag == DT_STRTAB) strtab = d.d_un.d_ptr;
-    if (d.d_tag == DT_STRSZ) strsz = d.d_un.d_val;
-    if (d.d_tag == DT_NEEDED || d.d_tag == DT_RPATH || d.d_tag == DT_RUNPATH) named.emplace_back(d.d_tag, d.d_un.d_val);
+    if (d.d_tag == DT_NULL) {
+      ended = true;
+      break;
+    }
+    if (d.d_tag == DT_STRTAB) strtab = d.d_un.d_ptr;  // the last one, as glibc
+    // Filters (auxiliary or not) are loaded as the needed libraries are, found the same way.
+    if (d.d_tag == DT_NEEDED || d.d_tag == DT_AUXILIARY || d.d_tag == DT_FILTER || d.d_tag == DT_RPATH ||
+        d.d_tag == DT_RUNPATH)
+      named.emplace_back(d.d_tag, d.d_un.d_val);
   }
+  if (!ended) throw ElfError(ElfError::Kind::truncated, "more dynamic entries than ferry reads");
   if (named.empty()) return out;
-  if (!strtab || !strsz) throw ElfError(ElfError::Kind::truncated, "dynamic segment without a string table");
-  // The string table's address, as a file offset: inside the file part of a loaded segment.
-  const std::optional<std::uint64_t> str_off = file_offset(*strtab, *strsz);
-  if (!str_off || !img.fits(*str_off, *strsz))
-    throw ElfError(ElfError::Kind::truncated, "the dynamic string table lies outside the file");
+  if (!strtab) throw ElfError(ElfError::Kind::truncated, "dynamic segment without a string table");
   for (const auto& [tag, off] : named) {
-    std::string_view text = img.str(*str_off, *strsz, off);
-    // "" for a name that is not there, not terminated or too long: only a real "" is taken.
-    if (text.empty() && (off >= *strsz || img.read<char>(*str_off + off) != '\0'))
-      throw ElfError(ElfError::Kind::truncated, "a dynamic name is not a string of its string table");
-    if (tag == DT_NEEDED) {
+    // At the string table's address plus the offset (the loader never looks at DT_STRSZ).
+    if (off > UINT64_MAX - *strtab) throw ElfError(ElfError::Kind::truncated, "a dynamic name lies outside the file");
+    const auto at = mapped(*strtab + off);
+    if (!at) throw ElfError(ElfError::Kind::truncated, "a dynamic name lies outside the loaded segments");
+    std::string text;
+    if (at->second != 0) {
+      std::string_view found = img.str(at->first, at->second, 0);
+      // "" for a name that is not terminated in the file, or too long: only a real "" is taken.
+      if (found.empty() && img.read<char>(at->first) != '\0')
+        throw ElfError(ElfError::Kind::truncated, "a dynamic name is not a string ferry reads");
+      text = std::string(found);
+    }  // else in the zeros past the file's bytes: ""
+    if (tag == DT_RPATH || tag == DT_RUNPATH) {
+      (tag == DT_RPATH ? out.rpath : out.runpath) = std::move(text);  // the last one, as glibc
+    } else {
       if (out.needed.size() == max_needed)
         throw ElfError(ElfError::Kind::truncated, "more than " + std::to_string(max_needed) + " needed libraries");
-      out.needed.emplace_back(text);
-    } else {
-      // As glibc: the last entry of a tag is the one it keeps.
-      (tag == DT_RPATH ? out.rpath : out.runpath) = std::string(text);
+      out.needed.push_back(std::move(text));
     }
   }
   return out;
@@ -391,7 +423,9 @@ ElfLoadNames parse_load_names(const unsigned char* data, std::size_t size) {
 
 ElfLoadNames read_load_names(const std::filesystem::path& file) {
   OpenFile f(file);
-  return load_names_of(Image(f.fd(), f.size()));
+  ElfLoadNames names = load_names_of(Image(f.fd(), f.size()));
+  names.identity = f.identity();
+  return names;
 }
 
 std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data, std::size_t size) {

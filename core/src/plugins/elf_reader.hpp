@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+
 #include <ferry/detail/export.hpp>
 
 namespace ferry::detail {
@@ -50,24 +52,35 @@ FERRY_INTERNAL_API std::vector<ElfTaskRecord> read_task_records(int fd, std::siz
 FERRY_INTERNAL_API std::vector<ElfTaskRecord> parse_task_records(const unsigned char* data,
                                                                  std::size_t size);
 
-/// What the dynamic loader reads from a shared library to find the libraries it needs: the names
-/// of its DT_NEEDED entries and its DT_RPATH and DT_RUNPATH strings (absent: nullopt), as written
-/// (dynamic string tokens such as `$ORIGIN` not expanded).
+/// What the dynamic loader reads from a shared library to find the libraries it loads with it:
+/// the names of its DT_NEEDED, DT_AUXILIARY and DT_FILTER entries (filters are loaded and found as
+/// needed libraries are), in order, and its DT_RPATH and DT_RUNPATH strings (absent: nullopt), as
+/// written (dynamic string tokens such as `$ORIGIN` not expanded). `identity`: device, inode,
+/// size, modification and change times of the file read (fstat of the descriptor read).
 struct ElfLoadNames {
   std::vector<std::string> needed;
   std::optional<std::string> rpath, runpath;
+  std::string identity;
 };
 
 /**
-The load names of a shared library, read as the loader reads them: from the PT_DYNAMIC segment
-of its program headers (not the section headers, which the loader never looks at), its strings
-from the DT_STRTAB found through the PT_LOAD segments. Bounded like read_task_records.
+The load names of a shared library, read as glibc's loader reads them: the ELF header without the
+section headers (which it never reads); the last PT_DYNAMIC segment, at its address, up to
+DT_NULL; each string at DT_STRTAB's address plus its offset (DT_STRSZ is not used), through the
+PT_LOAD segments. A file without magic, of another class or machine, or not a shared library is
+an ElfError of that kind (the loader skips such a file when it searches); one it cannot read so,
+or that passes the reader's bounds (a million dynamic entries, 65,536 names, 64 KiB strings), is
+an ElfError too.
 @throws ElfError
 */
 ElfLoadNames read_load_names(const std::filesystem::path& file);
 
 /// Same, from bytes in memory (for the fuzzer and the tests).
 ElfLoadNames parse_load_names(const unsigned char* data, std::size_t size);
+
+/// "dev:ino:size:mtime:ctime" of a file: changes with whatever replaces or writes it (a write
+/// moves the change time, which no one can set back).
+std::string file_identity(const struct stat& st);
 
 /// Name (demangled) of the function symbol covering `vaddr` (an address in the file's own address
 /// space) in .symtab or .dynsym, if the file has one.

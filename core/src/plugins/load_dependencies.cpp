@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -28,10 +30,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// The most libraries followed from one plugin, and the most values one search path element
-/// expands to (each `$LIB` or `$PLATFORM` in it multiplies them).
-constexpr std::size_t max_objects = 256;
-constexpr std::size_t max_expansions = 64;
+/// The most libraries followed from one plugin (each counted once), and the most values one
+/// search path element expands to (each `$LIB` or `$PLATFORM` in it multiplies them): past
+/// either, refused rather than judged in part.
+constexpr std::size_t max_objects = 4096;
+constexpr std::size_t max_expansions = 256;
+/// How deep the loader's capability subdirectories go (tls/haswell/avx512_1/x86_64 is four).
+constexpr int max_capability_depth = 5;
 
 /// The values glibc's loader may give `$PLATFORM` (AT_PLATFORM, or a name its CPU detection
 /// picks on x86-64) and `$LIB` (Debian's multiarch directory; lib64 and lib elsewhere).
@@ -56,12 +61,13 @@ std::vector<std::string> lib_values() {
 
 /// Names of the subdirectories the loader also tries in each directory of a search path, before
 /// the directory itself (LD_DEBUG=libs lists them: glibc-hwcaps/x86-64-v3, tls/x86_64/x86_64,
-/// x86_64...). Any of them may hold another of these (tls/haswell/x86_64): up to three deep.
+/// x86_64...). Any of them may hold another of these (tls/haswell/avx512_1/x86_64): up to five
+/// deep.
 const std::vector<std::string>& capability_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out = platform_values();
-    for (const char* n : {"glibc-hwcaps", "tls", "avx512_1", "x86-64-v4", "x86-64-v3", "x86-64-v2"})
-      out.emplace_back(n);
+    for (const char* n : {"glibc-hwcaps", "tls", "avx512_1", "x86-64-v4", "x86-64-v3", "x86-64-v2", "x86_64"})
+      if (std::find(out.begin(), out.end(), n) == out.end()) out.emplace_back(n);
     return out;
   }();
   return names;
@@ -87,9 +93,18 @@ std::size_t token_at(std::string_view text, std::size_t at, std::string_view tok
   return token.size();
 }
 
+/// Whether `text` holds a dynamic string token glibc expands ($ORIGIN, $LIB, $PLATFORM, braced or
+/// not).
+bool has_token(std::string_view text) {
+  for (std::size_t at = text.find('$'); at != std::string_view::npos; at = text.find('$', at + 1))
+    for (std::string_view token : {"ORIGIN", "PLATFORM", "LIB"})
+      if (token_at(text, at + 1, token) != 0) return true;
+  return false;
+}
+
 /// `text` with its dynamic string tokens replaced, once for each combination of their possible
-/// values (glibc leaves a `$` it does not know as it is).
-std::vector<std::string> expand_tokens(std::string_view text, const std::string& origin) {
+/// values (glibc leaves a `$` it does not know as it is); nullopt past max_expansions of them.
+std::optional<std::vector<std::string>> expand_tokens(std::string_view text, const std::string& origin) {
   std::vector<std::string> out{std::string()};
   static const std::vector<std::string> platforms = platform_values(), libs = lib_values();
   for (std::size_t i = 0; i < text.size();) {
@@ -111,46 +126,58 @@ std::vector<std::string> expand_tokens(std::string_view text, const std::string&
       ++i;
       continue;
     }
+    if (out.size() * values->size() > max_expansions) return std::nullopt;
     std::vector<std::string> next;
     for (const auto& s : out)
-      for (const auto& v : *values)
-        if (next.size() < max_expansions) next.push_back(s + v);
+      for (const auto& v : *values) next.push_back(s + v);
     out = std::move(next);
     i += 1 + n;
   }
   return out;
 }
 
-/// Load names of a file, remembered per path and identity: a submission by name checks its
-/// plugin every time, and reading the file every time would cost more than the call.
+/// What reading a file's load names gave: its names; nothing to follow (not a file the loader
+/// would load: missing, unreadable, not ELF, another machine's); or `refused`, a file the loader
+/// may load that ferry cannot read as it does (then what it loads cannot be judged).
+struct LoadNames {
+  std::optional<ElfLoadNames> names;
+  std::string refused;
+};
+
+/// Load names of a file, remembered per path and identity (file_identity): a submission by name
+/// checks its plugin every time, and reading the file every time would cost more than the call.
+/// The identity stored is the one of the descriptor read, so a file replaced between the lookup
+/// and the read is read again next time.
 class NamesCache {
  public:
-  /// nullopt: not an ELF file ferry can read (the loader says what it makes of it).
-  std::optional<ElfLoadNames> get(const fs::path& file) {
+  LoadNames get(const fs::path& file) {
     struct stat st {};
-    if (::stat(file.c_str(), &st) != 0) return std::nullopt;
-    const std::string id = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
-                           std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
-                           std::to_string(st.st_mtim.tv_nsec);
+    if (::stat(file.c_str(), &st) != 0) return {};
+    const std::string id = file_identity(st);
     {
       std::lock_guard lock(mu_);
       if (auto it = entries_.find(file.string()); it != entries_.end() && it->second.first == id)
         return it->second.second;
     }
-    std::optional<ElfLoadNames> names;
+    LoadNames got;
+    std::string read_id = id;
     try {
-      names = read_load_names(file);
-    } catch (const ElfError&) {
+      got.names = read_load_names(file);
+      read_id = got.names->identity;
+    } catch (const ElfError& e) {
+      if (e.kind() == ElfError::Kind::truncated)
+        got.refused = file.string() + " cannot be read as the loader reads it (" + e.what() +
+                      "): what it loads cannot be judged";
     }
     std::lock_guard lock(mu_);
-    if (entries_.size() >= 512) entries_.clear();
-    entries_[file.string()] = {id, names};
-    return names;
+    if (entries_.size() >= 1024) entries_.clear();
+    entries_[file.string()] = {read_id, got};
+    return got;
   }
 
  private:
   std::mutex mu_;
-  std::map<std::string, std::pair<std::string, std::optional<ElfLoadNames>>> entries_;
+  std::map<std::string, std::pair<std::string, LoadNames>> entries_;
 };
 
 NamesCache& names_cache() {
@@ -158,40 +185,60 @@ NamesCache& names_cache() {
   return *cache;
 }
 
-/// One walk from a plugin through the libraries it makes the loader read.
+/// One walk from a plugin through the libraries it makes the loader read: a worklist, each
+/// library once (a deep chain of libraries recursed as deep).
 class Walk {
  public:
   TrustVerdict run(const fs::path& library) {
     std::error_code ec;
     fs::path abs = fs::absolute(library, ec);
-    follow(ec ? library : abs, library.string(), {});
+    if (ec) abs = library;
+    // dlopen expands these in the name it is given: the path checked would not be the one loaded.
+    if (has_token(abs.string())) {
+      fail(abs, abs.string() + " holds a $ORIGIN, $LIB or $PLATFORM, which the loader expands in the name of what it loads");
+      return verdict_;
+    }
+    seen_.insert(abs.string());
+    work_.push_back({abs, abs.string(), {}});
+    while (!work_.empty() && !failed()) {
+      Item item = std::move(work_.front());
+      work_.pop_front();
+      follow(item);
+    }
     return verdict_;
   }
 
  private:
+  /// A library to read: `object` (absolute, as the loader names it: its `$ORIGIN` is its
+  /// directory), `who` for messages, `inherited`: the DT_RPATH directories of the libraries
+  /// that led to it.
+  struct Item {
+    fs::path object;
+    std::string who;
+    std::vector<fs::path> inherited;
+  };
+
   bool failed() const { return !verdict_; }
   void fail(const fs::path& at, std::string why) {
     if (!failed()) verdict_ = TrustVerdict{at, std::move(why)};
   }
 
-  /// `object` (absolute, as the loader names it: its `$ORIGIN` is its directory), `who` for
-  /// messages, `inherited`: the DT_RPATH directories of the libraries that led to it.
-  void follow(const fs::path& object, const std::string& who, std::vector<fs::path> inherited) {
-    if (failed()) return;
-    if (++followed_ > max_objects) {
-      fail(object, "more than " + std::to_string(max_objects) +
-                       " libraries are found through the search paths of the plugin and its libraries (" + who +
-                       " is one too many to check)");
+  void follow(const Item& item) {
+    const fs::path& object = item.object;
+    const std::string& who = item.who;
+    LoadNames read = names_cache().get(object);
+    if (!read.refused.empty()) {
+      fail(object, read.refused);
       return;
     }
-    auto names = names_cache().get(object);
-    if (!names) return;
+    if (!read.names) return;
+    const ElfLoadNames& names = *read.names;
     const std::string origin = object.parent_path().string();
     // Without a DT_RUNPATH, the loader searches the DT_RPATH of this object, then those of the
     // objects that led to it; with one, that alone (and DT_RPATH is ignored).
     std::vector<fs::path> search;
-    const char* what = names->runpath ? "RUNPATH" : "RPATH";
-    const std::optional<std::string>& path = names->runpath ? names->runpath : names->rpath;
+    const char* what = names.runpath ? "RUNPATH" : "RPATH";
+    const std::optional<std::string>& path = names.runpath ? names.runpath : names.rpath;
     if (path && !path->empty()) {
       std::size_t start = 0;
       for (;;) {
@@ -203,7 +250,7 @@ class Walk {
       }
     }
     if (failed()) return;
-    if (!names->runpath) search.insert(search.end(), inherited.begin(), inherited.end());
+    if (!names.runpath) search.insert(search.end(), item.inherited.begin(), item.inherited.end());
     // Where the loader looks: each directory's capability subdirectories first, then itself.
     std::vector<fs::path> places;
     for (const auto& dir : search) {
@@ -211,9 +258,14 @@ class Walk {
       places.push_back(dir);
     }
     if (failed()) return;
-    std::vector<fs::path> passed_on = names->runpath ? std::vector<fs::path>{} : search;
-    for (const auto& needed : names->needed) {
-      for (const auto& name : expand_tokens(needed, origin)) {
+    const std::vector<fs::path> passed_on = names.runpath ? std::vector<fs::path>{} : search;
+    for (const auto& needed : names.needed) {
+      auto expanded = expand_tokens(needed, origin);
+      if (!expanded) {
+        fail(object, who + " needs " + needed + ", which expands to more names than ferry judges");
+        return;
+      }
+      for (const auto& name : *expanded) {
         if (failed()) return;
         if (name.empty()) continue;
         if (name.find('/') != std::string::npos) {
@@ -222,10 +274,10 @@ class Walk {
                              ", a relative path, which the loader takes from the worker's current directory");
             return;
           }
-          library_found(name, who, needed, passed_on);
+          library_found(name, object, needed, passed_on);
           continue;
         }
-        for (const auto& place : places) library_found(place / name, who, needed, passed_on);
+        for (const auto& place : places) library_found(place / name, object, needed, passed_on);
       }
     }
   }
@@ -236,11 +288,16 @@ class Walk {
       fail(object, who + "'s " + what + " has an empty element, which the loader takes as the worker's current directory");
       return;
     }
-    for (const auto& dir : expand_tokens(element, object.parent_path().string())) {
+    auto expanded = expand_tokens(element, object.parent_path().string());
+    if (!expanded) {
+      fail(object, who + "'s " + what + " element '" + element + "' expands to more directories than ferry judges");
+      return;
+    }
+    for (const auto& dir : *expanded) {
       if (dir.empty()) continue;  // as glibc: an element that expands to nothing is skipped
       if (dir.front() != '/') {
         fail(object, who + "'s " + what + " element '" + element + "' is " + dir +
-                      ", a relative directory, which the loader takes from the worker's current directory");
+                         ", a relative directory, which the loader takes from the worker's current directory");
         return;
       }
       if (std::string why = untrusted_reason_if_present(dir); !why.empty()) {
@@ -252,48 +309,60 @@ class Walk {
     }
   }
 
+  /// The capability subdirectories of `dir` the loader may try: whatever is there under one of
+  /// their names (a link too, even one whose target is missing: it may appear) must be trusted.
   void add_capability_dirs(const fs::path& dir, const std::string& who, int depth, std::vector<fs::path>& places) {
-    if (depth == 3) return;
+    if (depth == max_capability_depth) return;
     for (const auto& name : capability_names()) {
       if (failed()) return;
       fs::path sub = dir / name;
-      if (!a_directory(sub)) continue;
+      struct stat st {};
+      if (::lstat(sub.c_str(), &st) != 0) continue;
       if (std::string why = untrusted_reason(sub); !why.empty()) {
         fail(sub, why + "; the loader searches it for the libraries " + who + " needs");
         return;
       }
+      if (!a_directory(sub)) continue;
       add_capability_dirs(sub, who, depth + 1, places);
       places.push_back(sub);
     }
   }
 
-  /// `file`, where the loader may find `needed`: if something is there, it must be trusted, and
-  /// is followed in turn.
-  void library_found(const fs::path& file, const std::string& who, const std::string& needed,
+  /// `file`, where the loader may find `needed` for `parent`: if something is there, it must be
+  /// trusted, and is read in its turn.
+  void library_found(const fs::path& file, const fs::path& parent, const std::string& needed,
                      const std::vector<fs::path>& inherited) {
     if (failed()) return;
     struct stat st {};
     if (::lstat(file.c_str(), &st) != 0) {
       if (errno != ENOENT && errno != ENOTDIR) {
-        fail(file, file.string() + " cannot be looked at (" + std::strerror(errno) + "); " + who + " needs " + needed);
+        fail(file, file.string() + " cannot be looked at (" + std::strerror(errno) + "); " + parent.string() +
+                       " needs " + needed);
       } else if (needed.find('/') != std::string::npos) {
         // Named by its path: missing is fine only where nobody else could create it. (In a
         // search directory it is: those passed as final directories.)
-        if (std::string why = untrusted_reason_if_present(file); !why.empty()) fail(file, why + "; " + who + " needs it");
+        if (std::string why = untrusted_reason_if_present(file); !why.empty())
+          fail(file, why + "; " + parent.string() + " needs it");
       }
       return;
     }
     if (std::string why = untrusted_reason(file); !why.empty()) {
-      fail(file, why + "; the loader may load it for " + who + ", which needs " + needed);
+      fail(file, why + "; the loader may load it for " + parent.string() + ", which needs " + needed);
       return;
     }
     if (!seen_.insert(file.string()).second) return;
-    follow(file, file.string() + " (needed by " + who + ")", inherited);
+    if (seen_.size() > max_objects) {
+      fail(file, "more than " + std::to_string(max_objects) +
+                     " libraries are found through the search paths of the plugin and its libraries (" +
+                     file.string() + " is one too many to judge)");
+      return;
+    }
+    work_.push_back({file, file.string() + " (needed by " + parent.string() + ")", inherited});
   }
 
   TrustVerdict verdict_;
-  std::size_t followed_ = 0;
   std::set<std::string> seen_;
+  std::deque<Item> work_;
 };
 
 }  // namespace
@@ -301,8 +370,29 @@ class Walk {
 TrustVerdict dependency_verdict(const fs::path& library) { return Walk().run(library); }
 
 void require_trusted_dependencies(const fs::path& library) {
+  // A library that passed is not judged again for a second while it stays the same file: a lookup
+  // by name or a TaskRef is checked at every submission, and a walk through a search path costs
+  // tens of microseconds (through a system directory with DT_RPATH, milliseconds). Only this user
+  // or root can make what passed open to others; another user's change to the file itself (were
+  // it made writable) changes its identity, which is looked at every time.
+  using Clock = std::chrono::steady_clock;
+  static std::mutex mu;
+  static auto* passed = new std::map<std::string, std::pair<std::string, Clock::time_point>>;  // never destroyed
+  constexpr auto keep = std::chrono::seconds(1);
+  std::string id;
+  if (struct stat st {}; ::stat(library.c_str(), &st) == 0) id = file_identity(st);
+  if (!id.empty()) {
+    std::lock_guard lock(mu);
+    if (auto it = passed->find(library.string());
+        it != passed->end() && it->second.first == id && Clock::now() - it->second.second < keep)
+      return;
+  }
   TrustVerdict v = dependency_verdict(library);
   if (!v) throw PluginError::unsafe(library.string(), v.why);
+  if (id.empty()) return;
+  std::lock_guard lock(mu);
+  if (passed->size() >= 1024) passed->clear();
+  (*passed)[library.string()] = {id, Clock::now()};
 }
 
 }  // namespace ferry::detail
