@@ -145,6 +145,20 @@ TEST_CASE("Executor.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_direct
   CHECK(unsafe.submit(getenv_task, std::string("LD_LIBRARY_PATH")).get() == ":" + open.path.string() + ":/usr/lib:lib");
 }
 
+TEST_CASE("Executor.a_workers_LD_LIBRARY_PATH_leaves_out_a_directory_whose_capability_subdirectory_is_open") {
+  // The loader tries tls/, x86_64/, glibc-hwcaps/x86-64-v3/... in each directory before the
+  // directory itself: one of them open to others is as good as the directory being open.
+  support::TempDir mine, other;
+  std::filesystem::create_directories(mine.path / "tls");
+  std::filesystem::permissions(mine.path, std::filesystem::perms(0755), std::filesystem::perm_options::replace);
+  std::filesystem::permissions(mine.path / "tls", std::filesystem::perms(0777), std::filesystem::perm_options::replace);
+  std::filesystem::permissions(other.path, std::filesystem::perms(0755), std::filesystem::perm_options::replace);
+  auto o = support::options(1);
+  o.env = {{"LD_LIBRARY_PATH", mine.path.string() + ":" + other.path.string()}};
+  ferry::Executor ex(o);
+  CHECK(ex.submit(getenv_task, std::string("LD_LIBRARY_PATH")).get() == other.path.string());
+}
+
 TEST_CASE("Executor.max_workers_zero_means_cpu_count") {
   auto o = support::options(0);
   ferry::Executor ex(o);

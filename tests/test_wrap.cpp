@@ -656,3 +656,72 @@ TEST_CASE("Wrap.a_flag_naming_a_program_or_plugin_others_could_change_is_refused
   }
   CHECK(ferry::detail::wrap_compilations() == before);  // refused before the compiler ran
 }
+
+TEST_CASE("Wrap.a_precompiled_header_beside_a_users_header_is_never_used") {
+  // gcc takes `k.hpp.gch` in place of `k.hpp` for the first -include or #include before any
+  // token (clang for the first -include), and lists neither in -MD: a review's reproduction
+  // published a plugin built from another user's precompiled header. ferry's prelude is the
+  // first -include of every build now, so the header itself is read, listed and judged.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  support::TempDir root;
+  const fs::path mine = root.path / "mine", sub = mine / "sub";
+  fs::create_directories(sub);
+  fs::permissions(mine, fs::perms(0755), fs::perm_options::replace);
+  fs::permissions(sub, fs::perms(0777), fs::perm_options::replace);
+  std::ofstream(sub / "k.hpp") << "#define FERRY_TEST_K 7\n";
+  std::ofstream(root.path / "evil.hpp") << "#define FERRY_TEST_K 1000\n";
+  std::ofstream(root.path / "use.cpp") << "int use() { return FERRY_TEST_K; }\n";
+  // Built with the wraps' own flags (anyone can read them from ps).
+  const auto o = ferry::wrap_options();
+  std::string cxx = "'" + o.compiler.string() + "' -std=c++20 -fPIC -fvisibility=hidden -DBOOST_DLL_USE_STD_FS -DFERRY_DETAIL_NO_JSON_ENTRY";
+  for (const auto& f : o.flags) cxx += " '" + f + "'";
+  std::string out;
+  const std::string build = cxx + " -x c++-header '" + (root.path / "evil.hpp").string() + "' -o '" + (sub / "k.hpp.gch").string() + "' 2>&1";
+  REQUIRE(std::system(build.c_str()) == 0);
+  // The precondition: with that header first, the compiler takes the precompiled one.
+  const std::string probe = cxx + " -I'" + mine.string() + "' -include sub/k.hpp -H -fsyntax-only '" +
+                            (root.path / "use.cpp").string() + "' 2>&1 | grep -q '^! .*k.hpp.gch'";
+  if (std::system(probe.c_str()) != 0) {
+    MESSAGE("this compiler does not take the planted precompiled header: nothing to show");
+    return;
+  }
+  ferry::Executor ex(support::options(1));
+  ferry::wait_for_wraps(120s);
+  WrapOptionsFor w({.flags = {"-I" + mine.string(), "-include", "sub/k.hpp"}});
+  CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains("refusing what the compiler read"),
+                       ferry::UnresolvableTaskError);
+}
+
+TEST_CASE("Wrap.a_prelude_that_read_a_file_others_could_change_is_not_kept") {
+  // A wrap that uses the precompiled prelude lists none of the headers inside it: the prelude's
+  // own build is judged from its list, and not kept when it read such a file. Here `-I mine`
+  // puts a `numeric` others can write before the system's, which the prelude includes.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  support::TempDir root;
+  const fs::path mine = root.path / "mine";
+  fs::create_directories(mine);
+  fs::permissions(mine, fs::perms(0755), fs::perm_options::replace);
+  fs::path system_numeric;
+  for (const auto& e : fs::directory_iterator("/usr/include/c++"))
+    if (fs::exists(e.path() / "numeric")) system_numeric = e.path() / "numeric";
+  REQUIRE_FALSE(system_numeric.empty());
+  fs::copy_file(system_numeric, mine / "numeric");
+  fs::permissions(mine / "numeric", fs::perms(0666), fs::perm_options::replace);
+  auto preludes = [&] {
+    std::size_t n = 0;
+    for (const auto& e : fs::directory_iterator(cache.path)) {
+      const std::string name = e.path().filename().string();
+      n += name.starts_with("prelude-") && (name.ends_with(".gch") || name.ends_with(".pch"));
+    }
+    return n;
+  };
+  const std::size_t before = preludes();
+  WrapOptionsFor w({.flags = {"-I" + mine.string()}});
+  ferry::Executor ex(support::options(1));
+  CHECK_THROWS_WITH_AS(ex.submit(twice, 1, std::vector<int>{}).get(), doctest::Contains("refusing what the compiler read"),
+                       ferry::UnresolvableTaskError);
+  ferry::wait_for_wraps(120s);
+  CHECK(preludes() == before);
+}

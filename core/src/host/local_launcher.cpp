@@ -17,6 +17,7 @@
 #include "platform/paths.hpp"
 #include "platform/spawn.hpp"
 #include "platform/trust.hpp"
+#include "plugins/load_dependencies.hpp"
 
 namespace ferry::detail {
 
@@ -77,7 +78,8 @@ LocalLauncher::LocalLauncher(const ExecutorOptions& options)
   // empty or relative element is the host's current directory when the worker starts, and one
   // another user can write loads their library into every worker (unless the user allowed
   // unsafe plugins).
-  if (!allow_unsafe_) keep_trusted_search_path(env_, "LD_LIBRARY_PATH", "workers' environment");
+  if (!allow_unsafe_)
+    keep_trusted_search_path(env_, "LD_LIBRARY_PATH", "workers' environment", {}, untrusted_search_directory);
 }
 
 std::exception_ptr LocalLauncher::start_failure(const std::string& why) const {

@@ -49,7 +49,7 @@ int pidfd_open(pid_t pid) {
 
 SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
                              const std::vector<std::string>& env, int channel_fd,
-                             const std::filesystem::path& output) {
+                             const std::filesystem::path& output, const std::filesystem::path& cwd) {
   FileActions fa;
   SpawnAttr sa;
   constexpr int child_fd = 3;
@@ -59,11 +59,12 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
     int moved = ::fcntl(channel_fd, F_DUPFD_CLOEXEC, 10);
     if (moved < 0) throw std::system_error(errno, std::generic_category(), "dup channel");
     Fd guard(moved);
-    return spawn_process(exe, args, env, moved, output);
+    return spawn_process(exe, args, env, moved, output, cwd);
   }
   // A task must not read the host's input: stdin is /dev/null; stdout and stderr are shared, so
   // what a task prints shows up where the host's output goes (as with loky).
-  int rc = posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0);
+  int rc = cwd.empty() ? 0 : posix_spawn_file_actions_addchdir_np(&fa.fa, cwd.c_str());
+  if (rc == 0) rc = posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0);
   if (rc == 0 && !output.empty()) {
     rc = posix_spawn_file_actions_addopen(&fa.fa, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, 1, 2);

@@ -28,14 +28,17 @@ struct SpawnedProcess {
 Starts `exe` with `args` (argv[1..]) and exactly `env`: ferry's one way of starting a process
 (workers, MPI agents' workers, the FERRY_WRAP compiler). stdin is /dev/null; the descriptor
 `channel_fd` (if not -1) becomes fd 3; stdout and stderr are shared with this process, or both go
-to the file `output` (created 0600, truncated) when it is given; nothing else is open. Signal mask
-and dispositions are reset to defaults, so the host's own signal setup never leaks into children.
+to the file `output` (created 0600, truncated) when it is given; nothing else is open. It starts
+in `cwd` when one is given (before `output` is opened), else in this process's current directory.
+Signal mask and dispositions are reset to defaults, so the host's own signal setup never leaks
+into children.
 @throws std::system_error (errno of the failed exec or spawn, e.g. ENOENT, EACCES).
 */
 FERRY_INTERNAL_API SpawnedProcess spawn_process(const std::filesystem::path& exe,
                                                 const std::vector<std::string>& args,
                                                 const std::vector<std::string>& env, int channel_fd,
-                                                const std::filesystem::path& output = {});
+                                                const std::filesystem::path& output = {},
+                                                const std::filesystem::path& cwd = {});
 
 /// The environment of this process with `overrides` applied ("KEY=VALUE" strings).
 FERRY_INTERNAL_API std::vector<std::string> merged_environment(

@@ -327,7 +327,8 @@ bool create_private_directories(const fs::path& dir, std::error_code& ec, std::s
 bool unsafe_allowed_by_environment() { return Config::read().allow_unsafe_plugins; }
 
 void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
-                              std::string_view fallback) {
+                              std::string_view fallback, std::string (*judge)(const fs::path&)) {
+  if (!judge) judge = untrusted_reason;
   const std::string prefix = std::string(name) + "=";
   for (auto it = env.begin(); it != env.end(); ++it) {
     if (!it->starts_with(prefix)) continue;
@@ -336,7 +337,7 @@ void keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
     for (;;) {
       const std::size_t colon = rest.find(':');
       const std::string dir(rest.substr(0, colon));
-      if (!dir.empty() && dir.front() == '/' && untrusted_reason(dir).empty())
+      if (!dir.empty() && dir.front() == '/' && judge(dir).empty())
         kept += (kept.empty() ? "" : ":") + dir;
       else
         debug_log("%s: %s leaves out '%s'", who, prefix.substr(0, name.size()).c_str(), dir.c_str());

@@ -136,6 +136,24 @@ std::optional<std::vector<std::string>> expand_tokens(std::string_view text, con
   return out;
 }
 
+/// Adds to `places` the capability subdirectories of `dir` the loader may try (deepest first, as
+/// it tries them): whatever is there under one of their names (a link too, even one whose target
+/// is missing: it may appear) must be trusted, else the verdict names it.
+TrustVerdict capability_dirs(const fs::path& dir, const std::string& who, int depth, std::vector<fs::path>& places) {
+  if (depth == max_capability_depth) return {};
+  for (const auto& name : capability_names()) {
+    fs::path sub = dir / name;
+    struct stat st {};
+    if (::lstat(sub.c_str(), &st) != 0) continue;
+    if (std::string why = untrusted_reason(sub); !why.empty())
+      return {sub, why + "; the loader searches it for the libraries " + who + " needs"};
+    if (!a_directory(sub)) continue;
+    if (TrustVerdict v = capability_dirs(sub, who, depth + 1, places); !v) return v;
+    places.push_back(sub);
+  }
+  return {};
+}
+
 /// What reading a file's load names gave: its names; nothing to follow (not a file the loader
 /// would load: missing, unreadable, not ELF, another machine's); or `refused`, a file the loader
 /// may load that ferry cannot read as it does (then what it loads cannot be judged).
@@ -254,7 +272,7 @@ class Walk {
     // Where the loader looks: each directory's capability subdirectories first, then itself.
     std::vector<fs::path> places;
     for (const auto& dir : search) {
-      add_capability_dirs(dir, who, 0, places);
+      add_capability_dirs(dir, who, places);
       places.push_back(dir);
     }
     if (failed()) return;
@@ -309,23 +327,8 @@ class Walk {
     }
   }
 
-  /// The capability subdirectories of `dir` the loader may try: whatever is there under one of
-  /// their names (a link too, even one whose target is missing: it may appear) must be trusted.
-  void add_capability_dirs(const fs::path& dir, const std::string& who, int depth, std::vector<fs::path>& places) {
-    if (depth == max_capability_depth) return;
-    for (const auto& name : capability_names()) {
-      if (failed()) return;
-      fs::path sub = dir / name;
-      struct stat st {};
-      if (::lstat(sub.c_str(), &st) != 0) continue;
-      if (std::string why = untrusted_reason(sub); !why.empty()) {
-        fail(sub, why + "; the loader searches it for the libraries " + who + " needs");
-        return;
-      }
-      if (!a_directory(sub)) continue;
-      add_capability_dirs(sub, who, depth + 1, places);
-      places.push_back(sub);
-    }
+  void add_capability_dirs(const fs::path& dir, const std::string& who, std::vector<fs::path>& places) {
+    if (TrustVerdict v = capability_dirs(dir, who, 0, places); !v) fail(v.at, v.why);
   }
 
   /// `file`, where the loader may find `needed` for `parent`: if something is there, it must be
@@ -368,6 +371,12 @@ class Walk {
 }  // namespace
 
 TrustVerdict dependency_verdict(const fs::path& library) { return Walk().run(library); }
+
+std::string untrusted_search_directory(const fs::path& dir) {
+  if (std::string why = untrusted_reason(dir); !why.empty()) return why;
+  std::vector<fs::path> places;
+  return capability_dirs(dir, "a worker", 0, places).why;
+}
 
 void require_trusted_dependencies(const fs::path& library) {
   // A library that passed is not judged again for a second while it stays the same file: a lookup

@@ -35,6 +35,12 @@ trust checks run at every call.
 */
 FERRY_INTERNAL_API TrustVerdict dependency_verdict(const std::filesystem::path& library);
 
+/// Why a directory of the workers' (or the wrap compiler's) LD_LIBRARY_PATH could lead the
+/// loader to another user's library: the directory as a final one (untrusted_reason), then
+/// whatever is under the names of the capability subdirectories the loader tries in it, as for
+/// a plugin's search path. "" when trusted. Not exported.
+std::string untrusted_search_directory(const std::filesystem::path& dir);
+
 /// `why` is a whole sentence (it names the place, and the library that makes the loader go there).
 /// Throws PluginError::unsafe (for `library`, with that sentence) unless dependency_verdict(library)
 /// passes. A library that passed is not judged again for a second while its identity

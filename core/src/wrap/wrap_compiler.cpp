@@ -50,6 +50,8 @@
 #include "platform/hash.hpp"
 #include "platform/paths.hpp"
 #include "platform/trust.hpp"
+#include "plugins/load_dependencies.hpp"
+#include "wrap/compiler_inputs.hpp"
 #include "platform/debug.hpp"
 #include "platform/fd.hpp"
 #include "platform/spawn.hpp"
@@ -148,135 +150,20 @@ std::string head_lines(const std::string& text, int lines = 25) {
 
 // ---- what the compiler reads --------------------------------------------------------------------
 
-/// The prerequisites of the first rule of the dependency file gcc and clang write for -MD: every
-/// file the compiler read. A space or `#` in a name is escaped with a backslash, `$` doubled, and
-/// a line ends in a backslash when the rule goes on.
-std::vector<std::string> compiler_inputs(const std::string& text) {
-  std::vector<std::string> out;
-  std::string word;
-  bool target_done = false;
-  auto flush = [&] {
-    if (!word.empty() && target_done) out.push_back(word);
-    word.clear();
-  };
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    const char next = i + 1 < text.size() ? text[i + 1] : '\0';
-    if (c == '\\' && next == '\n') {
-      flush();
-      ++i;
-    } else if (c == '\\' && (next == ' ' || next == '#')) {
-      word += next;
-      ++i;
-    } else if (c == '$' && next == '$') {
-      word += '$';
-      ++i;
-    } else if (c == ':' && !target_done && (next == ' ' || next == '\t' || next == '\n' || next == '\0')) {
-      word.clear();  // the target (the compiler's output)
-      target_done = true;
-    } else if (c == '\n') {
-      flush();
-      if (target_done) break;
-    } else if (c == ' ' || c == '\t') {
-      flush();
-    } else {
-      word += c;
-    }
-  }
-  flush();
-  return out;
-}
-
-/// The inputs GNU ld lists with --dependency-file=: `<output>:`, then each input on a line of its
-/// own after " \\\n  ", as it is (ld escapes nothing: a name may hold spaces), then an empty line
-/// and an empty rule per input, not read here.
-std::vector<std::string> linker_inputs(const std::string& text, const std::string& output) {
-  std::vector<std::string> out;
-  if (!text.starts_with(output + ":")) return out;
-  std::string_view rest = std::string_view(text).substr(output.size() + 1);
-  rest = rest.substr(0, rest.find("\n\n"));
-  static constexpr std::string_view separator = " \\\n  ";
-  for (std::size_t at = rest.find(separator); at != std::string_view::npos;) {
-    const std::size_t start = at + separator.size();
-    at = rest.find(separator, start);
-    std::string_view input = rest.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start);
-    if (input.ends_with('\n')) input.remove_suffix(1);
-    if (!input.empty()) out.emplace_back(input);
-  }
-  return out;
-}
-
-/// Why a file the compiler or linker read (`inputs`, from its list in `listed_in`) could have
-/// been written by another user: "" when every one passes the trust check. A file missing now
-/// passes only where nobody else could have created it (the compiler's own temporary object, in
-/// the private cache directory it is given as TMPDIR). A relative name is the current
-/// directory's (the compiler runs in the host's). An empty list is a reason too: it cannot be
-/// told what was read.
-std::string untrusted_input(const std::vector<std::string>& inputs, const fs::path& listed_in) {
-  if (inputs.empty()) return "the compiler listed nothing it read in " + listed_in.string();
-  std::set<std::string> seen;
-  for (const auto& input : inputs) {
-    if (!seen.insert(input).second) continue;
-    std::error_code ec;
-    fs::path path = fs::absolute(input, ec);
-    if (std::string why = untrusted_reason_if_present(ec ? fs::path(input) : path); !why.empty()) return why;
-  }
-  return {};
-}
-
-/// In a compiler's arguments, the paths it runs or loads code from, which no dependency list
-/// names: -B (programs: cc1plus, as, ld), -fplugin=, -specs=, -wrapper, a linker by path
-/// (-fuse-ld=/path, --ld-path=), a linker plugin (-Wl,-plugin,...) and @file (more options). Why the first of them
-/// could have been changed by another user: "" when none.
-std::string untrusted_flag_path(const std::vector<std::string>& args) {
-  auto check_file = [](const std::string& flag, const std::string& path) -> std::string {
-    if (path.find('/') == std::string::npos) return {};  // looked up by the compiler, in its own directories
-    std::error_code ec;
-    fs::path abs = fs::absolute(path, ec);
-    std::string why = untrusted_reason_if_present(ec ? fs::path(path) : abs);
-    return why.empty() ? why : "'" + flag + "': " + why;
-  };
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    const std::string next = i + 1 < args.size() ? args[i + 1] : std::string();
-    std::string why;
-    if (a.starts_with("@")) {
-      why = check_file(a, a.substr(1));  // a file of more options
-    } else if (a == "-B") {
-      why = check_file(a + " " + next, next.ends_with('/') ? next : next + "/");
-    } else if (a.starts_with("-B")) {
-      // A prefix: a directory when it ends in '/', else the start of the programs' names.
-      std::string prefix = a.substr(2);
-      why = check_file(a, prefix.ends_with('/') ? prefix : fs::path(prefix).parent_path().string() + "/");
-    } else if (a.starts_with("-fplugin=")) {
-      why = check_file(a, a.substr(9));
-    } else if (a.starts_with("-specs=") || a.starts_with("--specs=")) {
-      why = check_file(a, a.substr(a.find('=') + 1));
-    } else if (a == "-specs" || a == "--specs") {
-      why = check_file(a + " " + next, next);
-    } else if (a == "-wrapper") {
-      why = check_file(a + " " + next, next.substr(0, next.find(',')));
-    } else if (a.starts_with("-fuse-ld=") || a.starts_with("--ld-path=")) {
-      why = check_file(a, a.substr(a.find('=') + 1));
-    } else if (a.starts_with("-Wl,") || a == "-Xlinker") {
-      std::vector<std::string> parts;
-      if (a == "-Xlinker") {
-        parts.push_back(next);
-        if (i + 3 < args.size() && args[i + 2] == "-Xlinker") parts.push_back(args[i + 3]);
-      } else {
-        std::stringstream in(a.substr(4));
-        for (std::string part; std::getline(in, part, ',');) parts.push_back(part);
-      }
-      for (std::size_t k = 0; k < parts.size() && why.empty(); ++k) {
-        if ((parts[k] == "-plugin" || parts[k] == "--plugin") && k + 1 < parts.size())
-          why = check_file(a, parts[k + 1]);
-        else if (parts[k].starts_with("-plugin=") || parts[k].starts_with("--plugin="))
-          why = check_file(a, parts[k].substr(parts[k].find('=') + 1));
-      }
-    }
-    if (!why.empty()) return why;
-  }
-  return {};
+/// Why what the compiler (`linker_output` nullopt) or the linker (writing `linker_output`) listed
+/// in `list` could have been written by another user: "" when all of it passes the trust check
+/// (untrusted_input; `scratch` is the private directory the compiler gets as TMPDIR). A list that
+/// cannot be read, is cut by the size bound or does not parse is a reason.
+std::string judged_list(const fs::path& list, const std::optional<std::string>& linker_output, const fs::path& cwd,
+                        const fs::path& scratch) {
+  constexpr std::size_t max_list = std::size_t{64} << 20;
+  const std::string text = read_file(list, max_list + 1);
+  const char* who = linker_output ? "the linker" : "the compiler";
+  if (text.size() > max_list) return std::string(who) + "'s list of what it read is larger than ferry reads";
+  auto inputs = linker_output ? linker_list_inputs(text, *linker_output) : compiler_list_inputs(text);
+  if (!inputs) return std::string(who) + "'s list of what it read (" + list.string() + ") cannot be parsed";
+  std::string why = untrusted_input(*inputs, cwd, scratch);
+  return why.empty() ? why : why + " (read by " + who + ")";
 }
 
 /// The arguments that make the compiler list what it reads into `compile_deps`, and the linker
@@ -341,7 +228,7 @@ void kill_running_compilers() noexcept {
 /// changing meanwhile.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
               const fs::path& log, std::chrono::seconds timeout,
-              const std::vector<fs::path>& outputs) {
+              const std::vector<fs::path>& outputs, const fs::path& cwd = {}) {
   static const bool hook = [] { return std::atexit(kill_running_compilers) == 0; }();
   (void)hook;
   RunResult r;
@@ -357,7 +244,7 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
     }
     try {
       child = spawn_process(argv[0], std::vector<std::string>(argv.begin() + 1, argv.end()), env,
-                            -1, log);
+                            -1, log, cwd);
     } catch (const std::system_error& e) {
       r.spawn_errno = e.code().value();
       return r;
@@ -429,6 +316,7 @@ struct Setup {
   bool clang = false;
   std::vector<std::string> flags;  // compile flags, all of them
   fs::path include_dir;
+  fs::path cwd;  // the current directory when the build was asked for: the compiler runs there
 };
 
 std::string where_of(const WrapSite& site) {
@@ -476,9 +364,12 @@ Setup make_setup(const WrapSite& site) {
              "-DFERRY_DETAIL_NO_JSON_ENTRY", "-I" + s.include_dir.string()};
   for (const auto& f : s.options.flags) s.flags.push_back(f);
   // What the compiler runs or loads because a flag names it (headers and libraries are judged
-  // from the compiler's and linker's own lists of what they read, after the build).
+  // from the compiler's and linker's own lists of what they read, after the build). Relative
+  // paths are the current directory's, where the compiler will run.
+  s.cwd = fs::current_path(ec);
+  if (ec) setup_failed(site, "the current directory cannot be read (" + ec.message() + ")");
   for (const auto* args : {&s.flags, &s.options.libraries})
-    if (std::string why = untrusted_flag_path(*args); !why.empty())
+    if (std::string why = untrusted_compiler_flag(*args, s.cwd); !why.empty())
       setup_failed(site, "refusing a compiler flag: " + why +
                              " (FERRY_WRAP_FLAGS, WrapOptions::flags or ::libraries)");
   return s;
@@ -580,15 +471,19 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   std::string tmp_pch = pch.string() + ".tmp." + unique_suffix();
   if (!write_file(tmp_header, "#pragma once\n#include <ferry/wrap_prelude.hpp>\n")) return {};
   const fs::path deps = pch.string() + ".d.tmp." + unique_suffix();
-  std::vector<std::string> argv = {s.compiler};
+  // ferry's prelude header is the first -include: after it (it has tokens), no precompiled
+  // header found beside a header of the user's -include flags can be used in its place (gcc
+  // takes one only before the first token, clang only for the first -include), and none is in
+  // the compiler's list of what it read.
+  std::vector<std::string> argv = {s.compiler, "-include", (s.include_dir / "ferry" / "wrap_prelude.hpp").string()};
   argv.insert(argv.end(), s.flags.begin(), s.flags.end());
   for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
   argv.insert(argv.end(), {"-x", "c++-header", tmp_header, "-o", tmp_pch});
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("prelude-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300), {tmp_header, tmp_pch, deps});
+                    std::chrono::seconds(300), {tmp_header, tmp_pch, deps}, s.cwd);
   // Every header it holds must be one only this user or root could have written: a wrap that
   // uses it lists none of them.
-  std::string why = r.ok ? untrusted_input(compiler_inputs(read_file(deps, std::size_t{64} << 20)), deps) : std::string();
+  std::string why = r.ok ? judged_list(deps, std::nullopt, s.cwd, dir) : std::string();
   fs::remove(deps, ec);
   if (!r.ok || !why.empty()) {
     if (!r.ok) debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
@@ -629,7 +524,7 @@ bool linker_lists_inputs(const Setup& s, const fs::path& dir) {
   argv.insert(argv.end(), s.options.libraries.begin(), s.options.libraries.end());
   argv.push_back("-Wl,--help");
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("linker-help.log." + unique_suffix()),
-                    std::chrono::seconds(60), {});
+                    std::chrono::seconds(60), {}, s.cwd);
   const bool lists = r.ok && r.output.find("--dependency-file") != std::string::npos;
   if (!lists) debug_log("wrap: the linker of %s does not list its inputs: what it links in is not checked", s.compiler.c_str());
   return known[key] = lists;
@@ -655,7 +550,6 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   std::string header = prelude(s, dir);
   std::ostringstream tu;
   tu << "// Generated by ferry for FERRY_WRAP(" << site.name << ") at " << where_of(site) << ".\n";
-  if (header.empty()) tu << "#include <ferry/wrap_prelude.hpp>\n";
   for (const auto& inc : s.options.includes) tu << "#include " << inc << "\n";
   tu << "#line " << site.line << " \"" << site.file << "\"\n"
      << site.source << "\n"
@@ -668,10 +562,12 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   // What the compiler and the linker read, listed by them: judged below, before it is published.
   const fs::path compile_deps = so.string() + ".d.tmp." + unique_suffix();
   const fs::path link_deps = linker_lists_inputs(s, dir) ? fs::path(so.string() + ".ld.d.tmp." + unique_suffix()) : fs::path();
-  std::vector<std::string> argv = {s.compiler};
+  // The prelude (precompiled, or ferry's header when there is none) is the first -include, as
+  // for the prelude's own build: no other precompiled header can be used after it.
+  std::vector<std::string> argv = {
+      s.compiler, "-include", header.empty() ? (s.include_dir / "ferry" / "wrap_prelude.hpp").string() : header};
   argv.insert(argv.end(), s.flags.begin(), s.flags.end());
   for (const auto& f : listing_flags(compile_deps, link_deps)) argv.push_back(f);
-  if (!header.empty()) argv.insert(argv.end(), {"-include", header});
   // -z defs: a body that needs a symbol of the host's program fails here, with the linker's
   // words, instead of in the worker's loader.
   argv.insert(argv.end(), {"-x", "c++", cpp.string(), "-x", "none", "-shared", "-Wl,-z,defs", "-o", tmp});
@@ -681,13 +577,12 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   std::vector<fs::path> outputs = {tmp, compile_deps};
   if (!link_deps.empty()) outputs.push_back(link_deps);
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("wrap-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300), outputs);
+                    std::chrono::seconds(300), outputs, s.cwd);
   std::error_code ec;
   std::string untrusted;
   if (r.ok) {
-    untrusted = untrusted_input(compiler_inputs(read_file(compile_deps, std::size_t{64} << 20)), compile_deps);
-    if (untrusted.empty() && !link_deps.empty())
-      untrusted = untrusted_input(linker_inputs(read_file(link_deps, std::size_t{64} << 20), tmp), link_deps);
+    untrusted = judged_list(compile_deps, std::nullopt, s.cwd, dir);
+    if (untrusted.empty() && !link_deps.empty()) untrusted = judged_list(link_deps, tmp, s.cwd, dir);
   }
   fs::remove(compile_deps, ec);
   if (!link_deps.empty()) fs::remove(link_deps, ec);
@@ -745,6 +640,8 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
       "CPATH", "C_INCLUDE_PATH", "CPLUS_INCLUDE_PATH", "OBJC_INCLUDE_PATH", "OBJCPLUS_INCLUDE_PATH",
       "LIBRARY_PATH", "COMPILER_PATH", "GCC_EXEC_PREFIX", "DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES",
       "CCC_OVERRIDE_OPTIONS", "LD_RUN_PATH",
+      // lto-wrapper runs $MAKE (-flto=auto): a program named by the environment, unjudged.
+      "MAKE", "MAKEFLAGS", "MFLAGS",
       // clang writes files they name (as DEPENDENCIES_OUTPUT makes gcc do), through any link.
       "CC_PRINT_HEADERS_FILE", "CC_LOG_DIAGNOSTICS_FILE", "CC_PRINT_OPTIONS_FILE", "CC_PRINT_PROC_STAT_FILE"};
   std::erase_if(env, [](const std::string& entry) {
@@ -757,7 +654,7 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
   // host's behalf. Only absolute directories that pass the trust check stay; a PATH with none
   // becomes the system's own (an empty PATH is the current directory to gcc too).
   keep_trusted_search_path(env, "PATH", "wrap: the compiler's environment", "/usr/bin:/bin");
-  keep_trusted_search_path(env, "LD_LIBRARY_PATH", "wrap: the compiler's environment");
+  keep_trusted_search_path(env, "LD_LIBRARY_PATH", "wrap: the compiler's environment", {}, untrusted_search_directory);
   return env;
 }
 

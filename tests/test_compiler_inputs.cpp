@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What the FERRY_WRAP compiler and linker read and run (core/src/wrap/compiler_inputs.*): their
+// lists of what they read, parsed as each tool writes them, and the flags judged before they run.
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include <doctest/doctest.h>
+
+#include "support/fixture.hpp"
+#include "wrap/compiler_inputs.hpp"
+
+namespace fs = std::filesystem;
+using ferry::detail::compiler_list_inputs;
+using ferry::detail::linker_list_inputs;
+using ferry::detail::untrusted_compiler_flag;
+using ferry::detail::untrusted_input;
+using Names = std::vector<std::string>;
+
+namespace {
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+/// Runs a shell command; true when it exits 0.
+bool shell(const std::string& command) {
+  int status = std::system((command + " >/dev/null 2>&1").c_str());
+  return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/// A private directory with one open to others (0777) in it.
+struct Dirs {
+  support::TempDir root;
+  fs::path open = root.path / "open";
+  Dirs() {
+    fs::create_directories(open);
+    fs::permissions(open, fs::perms(0777), fs::perm_options::replace);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("CompilerInputs.a_compiler_list_is_one_rule_with_its_escapes") {
+  CHECK(compiler_list_inputs("/c/wrap.so: /c/wrap.cpp /usr/include/stdc-predef.h \\\n /x/sp\\ ace/k.hpp /x/\\#h.hpp \\\n"
+                             " /x/$$d.hpp\n") ==
+        Names{"/c/wrap.cpp", "/usr/include/stdc-predef.h", "/x/sp ace/k.hpp", "/x/#h.hpp", "/x/$d.hpp"});
+  CHECK(compiler_list_inputs("a.o: a.cpp\n\n") == Names{"a.cpp"});
+  // A newline in a name ends the rule early: what follows is not whitespace.
+  CHECK_FALSE(compiler_list_inputs("a.o: /x/nl\ndir/k.hpp\n"));
+  // -MP's empty rules (or any second rule) are not a list ferry reads.
+  CHECK_FALSE(compiler_list_inputs("a.o: /x/k.hpp\n\n/x/k.hpp:\n"));
+  CHECK_FALSE(compiler_list_inputs("no target here\n"));
+  CHECK_FALSE(compiler_list_inputs(""));
+}
+
+TEST_CASE("CompilerInputs.a_linker_list_is_read_as_each_linker_writes_it") {
+  SUBCASE("GNU ld and gold: two spaces, nothing escaped") {
+    const std::string text = "/c/w.so: \\\n  /usr/lib/crti.o \\\n  /x/sp ace/lib.so\n\n/usr/lib/crti.o:\n\n/x/sp ace/lib.so:\n";
+    CHECK(linker_list_inputs(text, "/c/w.so") == Names{"/usr/lib/crti.o", "/x/sp ace/lib.so"});
+    CHECK_FALSE(linker_list_inputs(text, "/c/other.so"));
+  }
+  SUBCASE("lld: one space, escaped as gcc does") {
+    const std::string text = "/c/w.so: \\\n /usr/lib/crti.o \\\n /x/sp\\ ace/lib.so\n\n/usr/lib/crti.o:\n\n/x/sp\\ ace/lib.so:\n";
+    CHECK(linker_list_inputs(text, "/c/w.so") == Names{"/usr/lib/crti.o", "/x/sp ace/lib.so"});
+  }
+  SUBCASE("a name with a newline no longer matches the empty rules") {
+    const std::string text = "/c/w.so: \\\n  /x/nl\ndir.so\n\n/x/nl\ndir.so:\n";
+    CHECK_FALSE(linker_list_inputs(text, "/c/w.so"));
+  }
+  SUBCASE("cut short") {
+    CHECK_FALSE(linker_list_inputs("/c/w.so: \\\n  /usr/lib/crti.o \\\n  /x/lib.so\n\n/usr/lib/crti.o:\n", "/c/w.so"));
+  }
+  SUBCASE("as this machine's linkers write it") {
+    // A library in a directory whose name has a space: each linker's own list of a real link.
+    support::TempDir dir;
+    fs::path spaced = dir.path / "sp ace";
+    fs::create_directories(spaced);
+    fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, spaced / "libplain.so");
+    std::ofstream(dir.path / "x.cpp") << "int x() { return 1; }\n";
+    for (const char* linker : {"bfd", "gold", "lld"}) {
+      CAPTURE(linker);
+      const fs::path out = dir.path / (std::string("x-") + linker + ".so"), list = dir.path / (std::string(linker) + ".d");
+      if (!shell("c++ -fPIC -shared -fuse-ld=" + std::string(linker) + " -o '" + out.string() + "' '" +
+                 (dir.path / "x.cpp").string() + "' '" + (spaced / "libplain.so").string() +
+                 "' -Wl,--dependency-file='" + list.string() + "'")) {
+        MESSAGE("no " << linker << " linker with --dependency-file here");
+        continue;
+      }
+      auto inputs = linker_list_inputs(read_text(list), out.string());
+      REQUIRE(inputs);
+      CHECK(std::find(inputs->begin(), inputs->end(), (spaced / "libplain.so").string()) != inputs->end());
+    }
+  }
+}
+
+TEST_CASE("CompilerInputs.what_was_read_must_be_there_and_trusted") {
+  Dirs d;
+  support::TempDir scratch;
+  std::ofstream(d.open / "k.hpp") << "\n";
+  std::ofstream(d.root.path / "mine.hpp") << "\n";
+  CHECK(untrusted_input({"/usr/include/stdio.h", (d.root.path / "mine.hpp").string()}, "/", scratch.path) == "");
+  CHECK(contains(untrusted_input({(d.open / "k.hpp").string()}, "/", scratch.path), "writable by group or others"));
+  // Relative names are the compiler's current directory's.
+  CHECK(contains(untrusted_input({"open/k.hpp"}, d.root.path, scratch.path), "writable by group or others"));
+  // Missing: a misread list, unless it is the compiler's temporary object in its TMPDIR.
+  CHECK(contains(untrusted_input({(d.root.path / "gone.hpp").string()}, "/", scratch.path), "the list cannot be trusted"));
+  CHECK(untrusted_input({(scratch.path / "ccXXXX.o").string()}, "/", scratch.path) == "");
+  CHECK(untrusted_input({}, "/", scratch.path) != "");
+}
+
+TEST_CASE("CompilerInputs.flags_that_run_or_load_code_are_judged_or_refused") {
+  // The forms of a review's reproductions: each ran or loaded a file from a directory others
+  // can write, and a check that knew only some spellings let it through.
+  Dirs d;
+  const std::string open = d.open.string();
+  for (const char* name : {"p.so", "x.cfg", "prog", "opts", "my.specs"}) std::ofstream(d.open / name) << "\n";
+  const fs::path cwd = d.root.path;
+  for (const Names& flags : {
+           Names{"-B" + open + "/"}, {"-B", open}, {"-B" + open + "/x86_64-linux-gnu-"}, {"--prefix=" + open},
+           {"--prefix", open}, {"-fplugin=" + open + "/p.so"}, {"-fpass-plugin=" + open + "/p.so"},
+           {"-specs=" + open + "/my.specs"}, {"--specs=" + open + "/my.specs"}, {"-wrapper", open + "/prog,-v"},
+           {"-fuse-ld=" + open + "/ld"}, {"--ld-path=" + open + "/ld"},
+           {"-Wl,-plugin," + open + "/p.so"}, {"-Wl,--plugin=" + open + "/p.so"},
+           {"-Wl,-plugin", "-Wl," + open + "/p.so"}, {"-Xlinker", "-plugin", "-Wl," + open + "/p.so"},
+           {"--for-linker=-plugin", "--for-linker=" + open + "/p.so"}, {"-Xlinker", "-plugin", "-Xlinker", open + "/p.so"},
+           {"-I" + open}, {"-I", open}, {"-isystem", open}, {"-iquote" + open}, {"-idirafter", open},
+           {"--sysroot=" + open}, {"--gcc-toolchain=" + open}}) {
+    CAPTURE(flags);
+    CHECK(contains(untrusted_compiler_flag(flags, cwd), "writable by group or others"));
+  }
+  for (const Names& flags : {Names{"@" + open + "/opts"}, {"-Wl,@" + open + "/opts"}, {"-Xlinker", "@" + open + "/opts"},
+                             {"-Wa,@" + open + "/opts"}, {"-Xclang", "-load"}, {"--config", open + "/x.cfg"},
+                             {"--config=" + open + "/x.cfg"}, {"-iplugindir=" + open}, {"-fmodule-mapper=|" + open + "/prog"},
+                             {"-save-temps"}, {"-MD"}, {"-MMD"}, {"-Wp,-MD," + open + "/d"}, {"-Wl,--dependency-file=x"}}) {
+    CAPTURE(flags);
+    CHECK(contains(untrusted_compiler_flag(flags, cwd), "is refused"));
+  }
+  SUBCASE("bare names are the current directory's") {
+    for (const Names& flags : {Names{"-Bx"}, {"-specs=my.specs"}, {"-I."}, {"-Iinclude"}}) {
+      CAPTURE(flags);
+      CHECK(contains(untrusted_compiler_flag(flags, d.open), "writable by group or others"));
+    }
+  }
+  // Ordinary flags pass.
+  CHECK(untrusted_compiler_flag({"-O2", "-g", "-DK=7", "-I/usr/include", "-isystem", "/usr/include", "-fplugin=annobin",
+                                 "-fuse-ld=gold", "-Wl,-O1", "-Wl,-z,defs", "-B/usr/bin/", "-lm", "-pthread",
+                                 "-march=x86-64", "-Wall", "-std=c++20"},
+                                cwd) == "");
+}
