@@ -49,6 +49,7 @@ FERRY_ONLY = [
     ("FERRY_WRAP cold compile (first call, empty cache)", "ms", "wrap_cold_compile_ms"),
     ("FERRY_WRAP first submit, warm cache, over a registered task's", "µs", "wrap_first_submit_overhead_us"),
     ("FERRY_WRAP round trip over a registered task's", "µs", "wrap_submit_overhead_us"),
+    ("100k submits by name (\"square\"), then get all", "tasks/s", "submit_100k_by_name_tasks_per_s"),
 ]
 
 # ferry-only figures: a 2 GB argument, first and repeated submission in a fresh process (issue 10;

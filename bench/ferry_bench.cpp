@@ -7,6 +7,7 @@
 // line of stdout; a metric that could not be measured prints `"value": null` and the error in its
 // note, and the exit status is then 1. Timings use std::chrono::steady_clock. Speed is measured
 // here, never asserted: bench/compare.py puts these figures next to loky's from the same run.
+#include <dlfcn.h>
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -385,6 +386,35 @@ long long sum_of_squares(const std::vector<int>& in) {
   long long s = 0;
   for (int x : in) s += static_cast<long long>(x) * x;
   return s;
+}
+
+/// The same as bench_submit_all, by name ("square" of the bundled math plugin): the lookup and
+/// trust check of a name, which a submission by function does not pay.
+std::vector<Metric> bench_submit_by_name(const Options& o) {
+  const int n = o.quick ? 10'000 : 100'000;
+  auto inputs = make_inputs(n);
+  // The math plugin's directory, where the linked `square` comes from.
+  Dl_info info{};
+  check(::dladdr(reinterpret_cast<const void*>(&square), &info) != 0 && info.dli_fname, "the math plugin's path");
+  ferry::ExecutorOptions options = pool_options();
+  options.plugin_dirs = {std::filesystem::absolute(info.dli_fname).parent_path()};
+  ferry::Executor ex(options);
+  warm_pool(ex);
+  check(ex.submit<int>("square", 3).get() == 9, "square by name");
+  std::vector<ferry::Future<int>> futures;
+  futures.reserve(inputs.size());
+  auto t0 = bench_clock::now();
+  for (int x : inputs) futures.push_back(ex.submit<int>("square", x));
+  auto t_submitted = bench_clock::now();
+  long long sum = 0;
+  for (auto& f : futures) sum += f.get();
+  auto t1 = bench_clock::now();
+  check(sum == sum_of_squares(inputs), "sum of squares by name");
+  double s = ms_between(t0, t1) / 1000;
+  return {{"submit_100k_by_name_tasks_per_s", n / s, "tasks/s",
+           std::to_string(n) + " submit<int>(\"square\", i) one by one, then get() all; total " + fmt(s * 1000, 1) +
+               " ms, of which submitting " + fmt(ms_between(t0, t_submitted), 1) + " ms" +
+               (o.quick ? " (--quick: 10k tasks)" : "")}};
 }
 
 std::vector<Metric> bench_submit_all(const Options& o) {
@@ -1019,6 +1049,7 @@ std::vector<Group> all_groups() {
       {{"cold_start_ms"}, bench_cold_start},
       {{"roundtrip_us_median", "roundtrip_us_p90"}, bench_roundtrip},
       {{"submit_100k_tasks_per_s"}, bench_submit_all},
+      {{"submit_100k_by_name_tasks_per_s"}, bench_submit_by_name},
       {{"map_chunk1_tasks_per_s"}, [](const Options& o) { return bench_map(o, 1); }},
       {{"map_chunk1000_tasks_per_s"}, [](const Options& o) { return bench_map(o, 1000); }},
       {{"vector_1m_ms"}, bench_vector},

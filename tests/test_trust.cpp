@@ -532,3 +532,29 @@ TEST_CASE("Trust.private_directories_are_not_made_through_another_users_link") {
   CHECK(ferry::detail::untrusted_way_reason(t.root.path / "theirs" / "x") != "");
   CHECK(ferry::detail::untrusted_way_reason(t.root.path / "x") == "");  // not made yet: fine
 }
+
+TEST_CASE("Trust.a_plugin_opened_to_others_after_its_check_is_refused_within_a_second") {
+  // A name or TaskRef checked less than a second ago is taken as it resolved then while its file
+  // keeps its version (a submission by name paid a lookup and a trust walk each time); a plugin
+  // directory opened to others meanwhile is refused at the next check.
+  Tree t;
+  install(FERRY_TEST_MATH_PLUGIN, t.safe, "libmath.so");
+  support::ScopedEnv strict("FERRY_ALLOW_UNSAFE_PLUGINS", "0");
+  auto o = support::options(1);
+  o.plugin_dirs = {t.safe};
+  ferry::Executor ex(o);
+  CHECK(ex.submit<int>("square", 3).get() == 9);
+  CHECK(ex.submit<int>(ferry::TaskRef{.library = t.safe / "libmath.so", .name = "square"}, 4).get() == 16);
+  fs::permissions(t.safe, fs::perms(0777), fs::perm_options::replace);
+  auto refused = [&](auto target) {
+    try {
+      ex.submit<int>(target, 5).get();
+      return false;
+    } catch (const ferry::PluginError& e) {
+      return contains(e.what(), "writable by group or others");
+    }
+  };
+  CHECK(support::wait_until([&] { return refused(std::string("square")); }, std::chrono::seconds(5)));
+  CHECK(support::wait_until([&] { return refused(ferry::TaskRef{.library = t.safe / "libmath.so", .name = "square"}); },
+                            std::chrono::seconds(5)));
+}

@@ -46,7 +46,43 @@ std::shared_ptr<const RefEntry> TaskRefs::intern(protocol::RefKind kind, const s
   return e;
 }
 
+TaskRefs::RecentKey TaskRefs::recent_key(const Target& t) {
+  return {static_cast<int>(t.kind), t.library.string(), t.name, t.fingerprint, std::string(t.signature)};
+}
+
+std::shared_ptr<const RefEntry> TaskRefs::recent(const RecentKey& key) {
+  constexpr auto keep = std::chrono::seconds(1);
+  Recent r;
+  {
+    std::lock_guard lock(mu_);
+    auto it = recent_.find(key);
+    if (it == recent_.end() || std::chrono::steady_clock::now() - it->second.checked >= keep) return nullptr;
+    r = it->second;
+  }
+  // Outside the lock: a stat.
+  if (r.version.empty() || PluginIndex::file_version(r.library) != r.version) return nullptr;
+  return r.ref;
+}
+
+void TaskRefs::remember(RecentKey key, const std::shared_ptr<const RefEntry>& ref) {
+  if (ref->version.empty()) return;  // a library whose version is not tracked: checked every time
+  std::lock_guard lock(mu_);
+  if (recent_.size() >= 4096) recent_.clear();
+  recent_[std::move(key)] = Recent{ref, ref->define.library, ref->version, std::chrono::steady_clock::now()};
+}
+
 std::shared_ptr<const RefEntry> TaskRefs::resolve(const Target& t) {
+  if (t.kind == Target::Kind::name || t.kind == Target::Kind::ref) {
+    RecentKey key = recent_key(t);
+    if (auto ref = recent(key)) return ref;
+    auto ref = resolve_checked(t);
+    remember(std::move(key), ref);
+    return ref;
+  }
+  return resolve_checked(t);
+}
+
+std::shared_ptr<const RefEntry> TaskRefs::resolve_checked(const Target& t) {
   switch (t.kind) {
     case Target::Kind::function: {
       FunctionTask f = resolve_function(t.function);

@@ -4,6 +4,7 @@
 // once per distinct reference.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -30,12 +31,31 @@ class TaskRefs {
   std::shared_ptr<const RefEntry> resolve(const Target& target);
 
  private:
+  /// resolve() without the recent references: looked up and checked.
+  std::shared_ptr<const RefEntry> resolve_checked(const Target& target);
+
   /// `check`: the library is trust-checked (PluginIndex::check_safe) when its entry is made,
   /// once per executor and reference: the workers load it by path, later.
   std::shared_ptr<const RefEntry> intern(protocol::RefKind kind, const std::string& library,
                                          const std::string& name, std::uint64_t fingerprint,
                                          std::string_view signature, std::string display,
                                          std::string version = {}, bool check = false);
+
+  /// What a name or a TaskRef resolved to lately: a submission of the same one within a second
+  /// of its check, while the library's file keeps its version, takes it without a lookup or a
+  /// trust check (each costs several system calls per component of the path; a submission by
+  /// name was 7x slower than one by function). Only this user or root can open to others what
+  /// passed the check; a replaced or rewritten file has another version, looked at every time.
+  struct Recent {
+    std::shared_ptr<const RefEntry> ref;
+    std::string library;  // the file whose version is compared
+    std::string version;
+    std::chrono::steady_clock::time_point checked;
+  };
+  using RecentKey = std::tuple<int, std::string, std::string, std::uint64_t, std::string>;  // kind, library, name, fingerprint, signature
+  static RecentKey recent_key(const Target& t);
+  std::shared_ptr<const RefEntry> recent(const RecentKey& key);
+  void remember(RecentKey key, const std::shared_ptr<const RefEntry>& ref);
 
   bool allow_unsafe_;  // ExecutorOptions::allow_unsafe_plugins or FERRY_ALLOW_UNSAFE_PLUGINS
   PluginIndex index_;
@@ -44,6 +64,7 @@ class TaskRefs {
       entries_;
   std::uint32_t next_ref_ = 0;
   std::unordered_map<std::string, std::pair<std::string, std::uint64_t>> library_versions_;  // path → (version, generation)
+  std::map<RecentKey, Recent> recent_;
 };
 
 }  // namespace ferry::detail
