@@ -210,9 +210,12 @@ TEST_CASE("Wrap.the_compilers_environment_adds_no_include_directory") {
                                   "SUNPRO_DEPENDENCIES=/tmp/d", "CCC_OVERRIDE_OPTIONS=+-I.", "LD_RUN_PATH=/tmp",
                                   "CC_PRINT_HEADERS_FILE=/tmp/h", "CC_LOG_DIAGNOSTICS_FILE=/tmp/l",
                                   "CC_PRINT_OPTIONS_FILE=/tmp/o", "CC_PRINT_PROC_STAT_FILE=/tmp/s",
-                                  "HOME=/root", "CPATHX=kept", "LANG=C"};
+                                  "HOME=/root", "CPATHX=kept", "LANG=C", "MAKE=/tmp/make", "MAKEFLAGS=-j",
+                                  "CCACHE_PREFIX=/tmp/p", "CCACHE_DIR=/tmp/shared"};
+  // ccache's settings go too (CCACHE_PREFIX runs a program, a shared cache returns what others
+  // stored), and ccache only runs the compiler; lto-wrapper's $MAKE goes.
   CHECK(ferry::detail::compiler_environment(env) ==
-        std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C"});
+        std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C", "CCACHE_DISABLE=1"});
 }
 
 TEST_CASE("Wrap.the_shipped_prelude_is_readable_by_every_user") {
@@ -243,19 +246,19 @@ TEST_CASE("Wrap.the_compilers_PATH_holds_only_trusted_absolute_directories") {
   fs::permissions(open.path, fs::perms(01777), fs::perm_options::replace);
   const std::string path = "PATH=:/usr/bin:.:bin:" + open.path.string() + ":/no/such/dir:/bin";
   CHECK(ferry::detail::compiler_environment({path, "LANG=C"}) ==
-        std::vector<std::string>{"PATH=/usr/bin:/bin", "LANG=C"});
+        std::vector<std::string>{"PATH=/usr/bin:/bin", "LANG=C", "CCACHE_DISABLE=1"});
   // Nothing left: the system's directories, never an empty PATH (gcc reads that as "./").
-  CHECK(ferry::detail::compiler_environment({"PATH="}) == std::vector<std::string>{"PATH=/usr/bin:/bin"});
-  CHECK(ferry::detail::compiler_environment({"PATH=.:bin"}) == std::vector<std::string>{"PATH=/usr/bin:/bin"});
+  CHECK(ferry::detail::compiler_environment({"PATH="}) == std::vector<std::string>{"PATH=/usr/bin:/bin", "CCACHE_DISABLE=1"});
+  CHECK(ferry::detail::compiler_environment({"PATH=.:bin"}) == std::vector<std::string>{"PATH=/usr/bin:/bin", "CCACHE_DISABLE=1"});
   // The same for the libraries the compiler's programs load; with none left, no variable.
   CHECK(ferry::detail::compiler_environment({"LD_LIBRARY_PATH=:" + open.path.string() + ":/usr/lib:lib"}) ==
-        std::vector<std::string>{"LD_LIBRARY_PATH=/usr/lib"});
-  CHECK(ferry::detail::compiler_environment({"LD_LIBRARY_PATH=:.", "LANG=C"}) == std::vector<std::string>{"LANG=C"});
+        std::vector<std::string>{"LD_LIBRARY_PATH=/usr/lib", "CCACHE_DISABLE=1"});
+  CHECK(ferry::detail::compiler_environment({"LD_LIBRARY_PATH=:.", "LANG=C"}) == std::vector<std::string>{"LANG=C", "CCACHE_DISABLE=1"});
   // A private directory of this user's under a sticky one stays.
   fs::create_directories(open.path / "bin");
   fs::permissions(open.path / "bin", fs::perms(0755), fs::perm_options::replace);
   CHECK(ferry::detail::compiler_environment({"PATH=" + (open.path / "bin").string()}) ==
-        std::vector<std::string>{"PATH=" + (open.path / "bin").string()});
+        (std::vector<std::string>{"PATH=" + (open.path / "bin").string(), "CCACHE_DISABLE=1"}));
 }
 
 TEST_CASE("Wrap.many_threads_one_build") {

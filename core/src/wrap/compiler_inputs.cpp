@@ -3,6 +3,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <set>
@@ -121,13 +123,22 @@ std::optional<std::vector<std::string>> linker_list_inputs(const std::string& te
 
 std::string untrusted_input(const std::vector<std::string>& inputs, const fs::path& cwd, const fs::path& scratch) {
   if (inputs.empty()) return "the list of what was read is empty";
+  struct stat scratch_st {};
+  const bool have_scratch = ::stat(scratch.c_str(), &scratch_st) == 0;
   std::set<std::string> seen;
   for (const auto& input : inputs) {
     if (!seen.insert(input).second) continue;
-    const fs::path path = resolved(input, cwd).lexically_normal();
+    // As listed: not normalised (`link/..` is where the link leads, then up; the trust walk
+    // follows it so, as the compiler did).
+    const fs::path path = resolved(input, cwd);
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT && path.parent_path() == scratch.lexically_normal()) continue;  // a temporary
+      // A temporary of the compiler's, gone: its directory is the scratch one (the same inode,
+      // however either path is spelled).
+      struct stat dir {};
+      if (errno == ENOENT && have_scratch && path.has_filename() && ::stat(path.parent_path().c_str(), &dir) == 0 &&
+          dir.st_dev == scratch_st.st_dev && dir.st_ino == scratch_st.st_ino)
+        continue;
       return path.string() + " is listed as read but cannot be looked at (" + std::strerror(errno) +
              "): the list cannot be trusted";
     }
@@ -136,111 +147,150 @@ std::string untrusted_input(const std::vector<std::string>& inputs, const fs::pa
   return {};
 }
 
-std::string untrusted_compiler_flag(const std::vector<std::string>& args, const fs::path& cwd) {
+namespace {
+
+bool all_of_chars(std::string_view text, std::string_view allowed_extra) {
+  for (char c : text)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && allowed_extra.find(c) == std::string_view::npos) return false;
+  return true;
+}
+
+/// -f options with a value that ferry takes: none of them names a file that is read or a
+/// program that is run.
+constexpr std::string_view f_with_value[] = {
+    "visibility=", "sanitize=", "no-sanitize=", "sanitize-recover=", "no-sanitize-recover=", "lto=",
+    "fp-contract=", "excess-precision=", "cf-protection=", "diagnostics-color=", "message-length=",
+    "template-depth=", "constexpr-depth=", "constexpr-steps=", "constexpr-loop-limit=",
+    "constexpr-ops-limit=", "max-errors=", "debug-prefix-map=", "macro-prefix-map=", "file-prefix-map=",
+    "tls-model=", "abi-version=", "vect-cost-model=", "simd-cost-model=", "inline-limit=", "align-functions=",
+    "align-loops=", "align-jumps=", "align-labels=", "ffp-model=", "fp-model=", "openmp-version=",
+    "stack-clash-protection=", "zero-call-used-regs=", "trivial-auto-var-init=", "strict-flex-arrays=",
+    "math-errno=", "denormal-fp-math=", "ms-compatibility-version=", "opt-info="};
+
+/// -f options without a value that ferry refuses: they read compiled modules or precompiled
+/// headers that no list names.
+constexpr std::string_view f_refused[] = {"-fmodules", "-fmodules-ts", "-fmodule-header", "-fimplicit-modules",
+                                          "-fimplicit-module-maps", "-fbuiltin-module-map", "-fpch-preprocess",
+                                          "-fpch-deps", "-fprebuilt-implicit-modules", "-fmodules-search-all"};
+
+/// Linker options ferry takes in -Wl, -Xlinker and --for-linker, alone or with one value
+/// (`-z KEY`, `-rpath DIR`...).
+constexpr std::string_view linker_alone[] = {
+    "-O0", "-O1", "-O2", "-O3", "--as-needed", "--no-as-needed", "--gc-sections", "--no-gc-sections",
+    "--no-undefined", "-Bsymbolic", "-Bsymbolic-functions", "-Bstatic", "-Bdynamic", "--build-id",
+    "--enable-new-dtags", "--disable-new-dtags", "--strip-all", "--strip-debug", "-s", "-S", "--whole-archive",
+    "--no-whole-archive", "--start-group", "--end-group", "--push-state", "--pop-state", "--warn-common",
+    "--allow-shlib-undefined", "--no-allow-shlib-undefined", "-E", "--export-dynamic", "--icf=all", "--icf=none",
+    "--icf=safe"};
+constexpr std::string_view linker_valued[] = {"-z", "-rpath", "--exclude-libs", "--version-script", "-soname",
+                                              "--hash-style", "--build-id", "--compress-debug-sections"};
+/// The values `-z` may take.
+constexpr std::string_view z_keywords[] = {"defs", "nodefs", "now", "lazy", "relro", "norelro", "noexecstack",
+                                           "execstack", "text", "notext", "origin", "nodelete", "nodlopen",
+                                           "combreloc", "nocombreloc", "separate-code", "noseparate-code",
+                                           "muldefs", "global", "initfirst", "interpose"};
+
+template <std::size_t N>
+bool one_of(std::string_view s, const std::string_view (&list)[N]) {
+  return std::find(std::begin(list), std::end(list), s) != std::end(list);
+}
+
+}  // namespace
+
+std::string untrusted_compiler_flag(const std::vector<std::string>& args, const fs::path& cwd, bool allow_unknown) {
   auto judged = [&](const std::string& flag, const fs::path& path) -> std::string {
     std::string why = untrusted_reason_if_present(resolved(path, cwd));
     return why.empty() ? why : "'" + flag + "': " + why;
   };
-  auto refused = [](const std::string& flag, const char* because) { return "'" + flag + "' is refused: " + because; };
-  // A prefix of programs' names (and of a specs file's): a directory when it ends in '/' or
-  // names one (gcc adds the '/' then), else its directory (a bare name: the current directory).
-  auto prefix_dir = [&](const std::string& prefix) {
-    std::error_code ec;
-    if (prefix.ends_with('/') || fs::is_directory(resolved(prefix, cwd), ec)) return fs::path(prefix);
-    return fs::path(prefix).parent_path() / "";
+  auto unknown = [&](const std::string& flag) -> std::string {
+    if (allow_unknown) return {};
+    return "'" + flag +
+           "' is not among the flags FERRY_WRAP takes: what each of those can make the compiler or linker "
+           "read or run is judged, and nothing else is (FERRY_ALLOW_UNSAFE_PLUGINS=1 lets others through)";
   };
-  auto has_slash = [](const std::string& s) { return s.find('/') != std::string::npos; };
-  // The value of `-opt=value`, `-optvalue` or `-opt value` at args[i] (i moves past a separate
-  // value); nullopt when args[i] is not that option.
-  auto value = [&](std::size_t& i, std::string_view opt, bool joined) -> std::optional<std::string> {
+  // The value of `-opt value` or `-optvalue` at args[i] (i moves past a separate value);
+  // nullopt when args[i] is not that option.
+  auto value = [&](std::size_t& i, std::string_view opt) -> std::optional<std::string> {
     const std::string& a = args[i];
     if (a == opt) {
       if (i + 1 >= args.size()) return std::string();
       return args[++i];
     }
-    if (a.starts_with(std::string(opt) + "=")) return a.substr(opt.size() + 1);
-    if (joined && a.starts_with(opt) && a.size() > opt.size()) return a.substr(opt.size());
+    if (a.starts_with(opt) && a.size() > opt.size()) return a.substr(opt.size());
     return std::nullopt;
   };
   std::vector<std::pair<std::string, std::string>> linker;  // (flag it came from, argument)
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    const std::string_view v(a);
     std::string why;
-    if (a.starts_with("@")) return refused(a, "a response file (more options, unjudged)");
-    if (a == "-Xclang" || a.starts_with("-Xclang=")) return refused(a, "it reaches the compiler's internal options, which load code");
-    if (a.starts_with("--config")) return refused(a, "a configuration file (more options, unjudged)");
-    if (a.starts_with("-iplugindir")) return refused(a, "a directory of compiler plugins");
-    if (a.starts_with("-fmodule-mapper")) return refused(a, "a module mapper can run a program");
-    if (a.starts_with("-save-temps")) return refused(a, "intermediate files in a shared directory could be swapped");
-    if (a.starts_with("-M") || a.starts_with("--dependency-file") || a.starts_with("--write-dependencies") ||
-        a.starts_with("--user-dependencies"))
-      return refused(a, "ferry asks for the lists of what was read itself");
-    if (a.starts_with("-Wl,") || a.starts_with("-Wa,") || a.starts_with("-Wp,")) {
-      std::string_view list = std::string_view(a).substr(4);
+    std::optional<std::string> arg;
+    if ((arg = value(i, "-D")) || (arg = value(i, "-U")) || (arg = value(i, "-l"))) {
+      continue;  // macros; a library by name (found through the directories judged, read as listed)
+    } else if ((arg = value(i, "-include")) || (arg = value(i, "-imacros"))) {
+      continue;  // read and listed; ferry's prelude comes first, so no precompiled header replaces it
+    } else if (std::optional<std::string> dir; (dir = value(i, "-isystem")) || (dir = value(i, "-iquote")) ||
+                                               (dir = value(i, "-idirafter")) || (dir = value(i, "-I")) ||
+                                               (dir = value(i, "-L")) || (dir = value(i, "--sysroot="))) {
+      // Searched: judged as final directories (what others add there, a header or a precompiled
+      // header beside one, would be used).
+      why = judged(a + (a.size() <= 2 ? " " + *dir : ""), dir->empty() ? fs::path(".") : fs::path(*dir));
+    } else if (v.starts_with("-std=") || v == "-w" || v == "-pedantic" || v == "-pedantic-errors" ||
+               v == "-pthread" || v == "-pipe" || v == "-rdynamic" || v == "-s" || v == "-static-libstdc++" ||
+               v == "-static-libgcc" || v == "-shared-libgcc" || v == "-fopenmp" || v == "-v") {
+      continue;
+    } else if (v.starts_with("-O") && all_of_chars(v.substr(2), "")) {
+      continue;  // -O, -O2, -Os, -Ofast...
+    } else if (v.starts_with("-g") && all_of_chars(v.substr(2), "-")) {
+      continue;  // -g, -g3, -ggdb, -gdwarf-5...
+    } else if (v.starts_with("-W") && v.size() > 2 && all_of_chars(v.substr(2), "-_=+")) {
+      continue;  // warnings (not -Wl, -Wa, -Wp: those have a comma)
+    } else if (v.starts_with("-m") && v != "-mllvm" && all_of_chars(v.substr(2), "-_=.,+")) {
+      continue;  // the target machine
+    } else if (v.starts_with("-f") && all_of_chars(v.substr(2), "-_+") && !one_of(v, f_refused)) {
+      continue;  // on, off
+    } else if (v.starts_with("-f") && v.find('=') != std::string_view::npos &&
+               std::any_of(std::begin(f_with_value), std::end(f_with_value), [&](std::string_view p) {
+                 return v.substr(2).starts_with(p) || v.substr(2).starts_with("no-" + std::string(p));
+               })) {
+      continue;
+    } else if (v == "-fuse-ld=bfd" || v == "-fuse-ld=gold" || v == "-fuse-ld=lld" || v == "-fuse-ld=mold") {
+      continue;  // found on the trusted PATH
+    } else if (v.starts_with("-Wl,")) {
+      std::string_view list = v.substr(4);
       for (std::size_t start = 0;;) {
         const std::size_t comma = list.find(',', start);
-        std::string piece(list.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
-        if (piece.starts_with("@")) return refused(a, "a response file (more options, unjudged)");
-        if (a[2] == 'p' && (piece.starts_with("-M") || piece.starts_with("-include") || piece.starts_with("-imacros")))
-          return refused(a, "preprocessor options ferry does not judge");
-        if (a[2] == 'l') linker.emplace_back(a, piece);
+        linker.emplace_back(a, std::string(list.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start)));
         if (comma == std::string_view::npos) break;
         start = comma + 1;
       }
       continue;
-    }
-    if (a == "-Xlinker" || a == "-Xassembler" || a == "-Xpreprocessor" || a == "--for-linker" ||
-        a.starts_with("--for-linker=")) {
-      std::string piece = a.starts_with("--for-linker=") ? a.substr(13) : i + 1 < args.size() ? args[++i] : "";
-      if (piece.starts_with("@")) return refused(a + " " + piece, "a response file (more options, unjudged)");
-      if (a == "-Xpreprocessor") return refused(a + " " + piece, "preprocessor options ferry does not judge");
-      if (a != "-Xassembler") linker.emplace_back(a, piece);
+    } else if (v == "-Xlinker" || v == "--for-linker" || v.starts_with("--for-linker=")) {
+      linker.emplace_back(a, v.starts_with("--for-linker=") ? a.substr(13) : i + 1 < args.size() ? args[++i] : "");
       continue;
-    }
-    if (auto prefix = value(i, "-B", true)) {
-      why = judged("-B" + *prefix, prefix_dir(*prefix));
-    } else if (auto long_prefix = value(i, "--prefix", false)) {
-      why = judged("--prefix " + *long_prefix, prefix_dir(*long_prefix));
-    } else if (a.starts_with("-fplugin=") || a.starts_with("-fpass-plugin=")) {
-      const std::string path = a.substr(a.find('=') + 1);
-      if (has_slash(path)) why = judged(a, path);  // else in the compiler's own plugin directory
-    } else if (auto specs = value(i, "-specs", false)) {
-      why = judged("-specs=" + *specs, *specs);  // a bare name is looked for in the current directory first
-    } else if (auto long_specs = value(i, "--specs", false)) {
-      why = judged("--specs=" + *long_specs, *long_specs);
-    } else if (a == "-wrapper" && i + 1 < args.size()) {
-      ++i;
-      const std::string program = args[i].substr(0, args[i].find(','));
-      if (has_slash(program)) why = judged(a + " " + args[i], program);  // else on the trusted PATH
-    } else if (a.starts_with("-fuse-ld=")) {
-      if (has_slash(a.substr(9))) why = judged(a, a.substr(9));
-    } else if (auto ld = value(i, "--ld-path", false)) {
-      why = judged("--ld-path=" + *ld, *ld);
+    } else if (!v.starts_with("-") && (v.ends_with(".a") || v.ends_with(".so") || v.ends_with(".o") ||
+                                        v.find(".so.") != std::string_view::npos)) {
+      continue;  // an object or library to link: read and listed by the linker
     } else {
-      // Directories the compiler searches, judged as final ones: what others add there (a
-      // header, a precompiled header beside one) would be used.
-      for (auto [opt, joined] : {std::pair{"-I", true}, {"--include-directory", false}, {"-iquote", true},
-                                 {"-isystem", true}, {"-idirafter", true}, {"--sysroot", false},
-                                 {"-isysroot", true}, {"--gcc-toolchain", false}, {"-resource-dir", false}}) {
-        std::size_t j = i;
-        if (auto dir = value(j, opt, joined)) {
-          i = j;
-          why = judged(std::string(opt) + " " + *dir, dir->empty() ? fs::path(".") : fs::path(*dir));
-          break;
-        }
-      }
+      why = unknown(a);
     }
     if (!why.empty()) return why;
   }
   // The linker's own arguments, however they were split between -Wl, -Xlinker and --for-linker.
   for (std::size_t k = 0; k < linker.size(); ++k) {
     const auto& [flag, piece] = linker[k];
-    if (piece.starts_with("--dependency-file")) return refused(flag, "ferry asks for the linker's list itself");
-    std::optional<std::string> plugin;
-    if ((piece == "-plugin" || piece == "--plugin") && k + 1 < linker.size()) plugin = linker[k + 1].second;
-    if (piece.starts_with("-plugin=") || piece.starts_with("--plugin=")) plugin = piece.substr(piece.find('=') + 1);
-    if (plugin)
-      if (std::string why = judged(flag + " (a linker plugin)", *plugin); !why.empty()) return why;
+    if (one_of(piece, linker_alone)) continue;
+    const auto eq = piece.find('=');
+    const std::string name = piece.substr(0, eq);
+    if (!one_of(name, linker_valued) || (eq == std::string::npos && k + 1 >= linker.size())) {
+      if (std::string why = unknown(flag + " (" + piece + ")"); !why.empty()) return why;
+      continue;
+    }
+    const std::string given = eq == std::string::npos ? linker[++k].second : piece.substr(eq + 1);
+    if (name == "-z" && !one_of(given, z_keywords))
+      if (std::string why = unknown(flag + " (-z " + given + ")"); !why.empty()) return why;
+    // A version script is read and listed; a runpath is the wrap plugin's own, judged where it is
+    // submitted as any plugin's is; --exclude-libs takes names.
   }
   return {};
 }

@@ -43,20 +43,18 @@ FERRY_INTERNAL_API std::string untrusted_input(const std::vector<std::string>& i
 /**
 Why the compiler arguments `args` (flags or libraries, as WrapOptions holds them) could make the
 compiler or linker run, load or read something no list of its names, or that another user could
-have changed: "" when none. Relative paths are `cwd`'s; a bare name given to -B, --prefix or
--specs= is looked for there too.
-- Refused outright: response files (`@file`, anywhere: the compiler's, the linker's, the
-  assembler's, the preprocessor's), `-Xclang` (it reaches cc1 options that load code), clang's
-  `--config` files, `-iplugindir`, `-fmodule-mapper` (it can run a program), and the dependency
-  options `-M...` and `--dependency-file` (ferry writes those lists itself).
-- Judged: the programs' prefix (`-B`, `--prefix`), plugins (`-fplugin=`, `-fpass-plugin=`, a
-  linker's `-plugin`/`--plugin`, however its arguments are split between -Wl, -Xlinker and
-  --for-linker), `-specs=`, `-wrapper`, a linker by path (`-fuse-ld=/path`, `--ld-path=`), and
-  the include directories (`-I`, `-iquote`, `-isystem`, `-idirafter`, `--sysroot`, `-isysroot`)
-  as final directories: a precompiled header or a header another user adds to one would be
-  used although the compiler then read nothing there it lists.
+have changed: "" when none. An allowlist: macros (-D, -U), -include and -imacros (read and
+listed; ferry's prelude is the first -include, so no precompiled header replaces them), libraries
+by name (-l) or path (.a, .so, .o: read and listed), -std=, -O*, -g*, warnings (-W without a
+comma), machine options (-m, not -mllvm), -f options without a value (not those of modules and
+precompiled headers) and a list with one (-fvisibility=, -fsanitize=, -flto=...), -fuse-ld= by
+name, and linker options of a list (-O1, --as-needed, -z KEY, -rpath, --version-script...).
+Directories searched (-I, -isystem, -iquote, -idirafter, -L, --sysroot=) are judged as final ones:
+a precompiled header or a header another user adds to one would be used. Relative paths are
+`cwd`'s. Anything else (-B, -specs, -fplugin, -wrapper, @file, -Xclang, -Wp, -x, a source
+file...) is refused, unless `allow_unknown` (FERRY_ALLOW_UNSAFE_PLUGINS).
 */
 FERRY_INTERNAL_API std::string untrusted_compiler_flag(const std::vector<std::string>& args,
-                                                       const std::filesystem::path& cwd);
+                                                       const std::filesystem::path& cwd, bool allow_unknown = false);
 
 }  // namespace ferry::detail

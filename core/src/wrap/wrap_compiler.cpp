@@ -369,7 +369,7 @@ Setup make_setup(const WrapSite& site) {
   s.cwd = fs::current_path(ec);
   if (ec) setup_failed(site, "the current directory cannot be read (" + ec.message() + ")");
   for (const auto* args : {&s.flags, &s.options.libraries})
-    if (std::string why = untrusted_compiler_flag(*args, s.cwd); !why.empty())
+    if (std::string why = untrusted_compiler_flag(*args, s.cwd, unsafe_allowed_by_environment()); !why.empty())
       setup_failed(site, "refusing a compiler flag: " + why +
                              " (FERRY_WRAP_FLAGS, WrapOptions::flags or ::libraries)");
   return s;
@@ -646,8 +646,11 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
       "CC_PRINT_HEADERS_FILE", "CC_LOG_DIAGNOSTICS_FILE", "CC_PRINT_OPTIONS_FILE", "CC_PRINT_PROC_STAT_FILE"};
   std::erase_if(env, [](const std::string& entry) {
     const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
-    return std::find(std::begin(dropped), std::end(dropped), name) != std::end(dropped);
+    // ccache's own settings (CCACHE_PREFIX runs a program, a shared cache hands back what others
+    // stored): FERRY_CXX may be ccache, which then only runs the compiler (below).
+    return std::find(std::begin(dropped), std::end(dropped), name) != std::end(dropped) || name.starts_with("CCACHE_");
   });
+  env.push_back("CCACHE_DISABLE=1");
   // gcc and collect2 run `as` and `ld` through PATH, and the dynamic loader of each finds its
   // libraries through LD_LIBRARY_PATH: an empty or relative element (the current directory) or
   // one another user can write would run their assembler or linker, or load their library, on the
