@@ -161,7 +161,8 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
            {"--save-temps"}, {"-MD"}, {"-MMD"}, {"-Wl,--dependency-file=x"}, {"-include-pch", open + "/x.pch"},
            {"-ccc-install-dir", open}, {"--cuda-path=" + open}, {"-fmodules"}, {"-fmodules-cache-path=" + open},
            {"-mllvm", "-load=x"}, {"-x", "c++"}, {open + "/helper.cpp"}, {"-o", "x"}, {"-Wl,-T," + open + "/s.ld"},
-           {"-Wl,-z,foo"}}) {
+           {"-Wl,-z,foo"}, {"-include-pch", open + "/x.so"}, {"-include" + open + "/k.hpp"}, {"-mllvm=-load=x"},
+           {"-fopt-info=" + open + "/f"}}) {
     CAPTURE(flags);
     CHECK(contains(untrusted_compiler_flag(flags, cwd), "is not among the flags FERRY_WRAP takes"));
     // FERRY_ALLOW_UNSAFE_PLUGINS lets what the list does not know through.

@@ -165,7 +165,7 @@ constexpr std::string_view f_with_value[] = {
     "tls-model=", "abi-version=", "vect-cost-model=", "simd-cost-model=", "inline-limit=", "align-functions=",
     "align-loops=", "align-jumps=", "align-labels=", "ffp-model=", "fp-model=", "openmp-version=",
     "stack-clash-protection=", "zero-call-used-regs=", "trivial-auto-var-init=", "strict-flex-arrays=",
-    "math-errno=", "denormal-fp-math=", "ms-compatibility-version=", "opt-info="};
+    "math-errno=", "denormal-fp-math=", "ms-compatibility-version="};
 
 /// -f options without a value that ferry refuses: they read compiled modules or precompiled
 /// headers that no list names.
@@ -227,8 +227,11 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
     std::optional<std::string> arg;
     if ((arg = value(i, "-D")) || (arg = value(i, "-U")) || (arg = value(i, "-l"))) {
       continue;  // macros; a library by name (found through the directories judged, read as listed)
-    } else if ((arg = value(i, "-include")) || (arg = value(i, "-imacros"))) {
-      continue;  // read and listed; ferry's prelude comes first, so no precompiled header replaces it
+    } else if ((a == "-include" || a == "-imacros") && i + 1 < args.size()) {
+      // Read and listed; ferry's prelude comes first, so no precompiled header replaces it. Only
+      // with its file apart: "-includeX" would take "-include-pch" for "-include" "-pch".
+      ++i;
+      continue;
     } else if (std::optional<std::string> dir; (dir = value(i, "-isystem")) || (dir = value(i, "-iquote")) ||
                                                (dir = value(i, "-idirafter")) || (dir = value(i, "-I")) ||
                                                (dir = value(i, "-L")) || (dir = value(i, "--sysroot="))) {
@@ -245,7 +248,8 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
       continue;  // -g, -g3, -ggdb, -gdwarf-5...
     } else if (v.starts_with("-W") && v.size() > 2 && all_of_chars(v.substr(2), "-_=+")) {
       continue;  // warnings (not -Wl, -Wa, -Wp: those have a comma)
-    } else if (v.starts_with("-m") && v != "-mllvm" && all_of_chars(v.substr(2), "-_=.,+")) {
+    } else if (v.starts_with("-m") && !v.starts_with("-mllvm") && !v.starts_with("-mlink") &&
+               all_of_chars(v.substr(2), "-_=.,+")) {
       continue;  // the target machine
     } else if (v.starts_with("-f") && all_of_chars(v.substr(2), "-_+") && !one_of(v, f_refused)) {
       continue;  // on, off
