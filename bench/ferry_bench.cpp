@@ -388,54 +388,48 @@ long long sum_of_squares(const std::vector<int>& in) {
   return s;
 }
 
-/// The same as bench_submit_all, by name ("square" of the bundled math plugin): the lookup and
-/// trust check of a name, which a submission by function does not pay.
-std::vector<Metric> bench_submit_by_name(const Options& o) {
+/// `n` calls of square submitted one by one with `submit(ex, x)`, then all got: the metric
+/// `name`, described as `what`.
+template <class Submit>
+std::vector<Metric> submit_then_get_all(ferry::Executor& ex, const Options& o, const char* name, const std::string& what,
+                                        Submit submit) {
   const int n = o.quick ? 10'000 : 100'000;
   auto inputs = make_inputs(n);
+  warm_pool(ex);
+  std::vector<ferry::Future<int>> futures;
+  futures.reserve(inputs.size());
+  auto t0 = bench_clock::now();
+  for (int x : inputs) futures.push_back(submit(ex, x));
+  auto t_submitted = bench_clock::now();
+  long long sum = 0;
+  for (auto& f : futures) sum += f.get();
+  auto t1 = bench_clock::now();
+  check(sum == sum_of_squares(inputs), std::string("sum of squares, ") + name);
+  double s = ms_between(t0, t1) / 1000;
+  return {{name, n / s, "tasks/s",
+           std::to_string(n) + " " + what + " one by one, then get() all; total " + fmt(s * 1000, 1) +
+               " ms, of which submitting " + fmt(ms_between(t0, t_submitted), 1) + " ms" +
+               (o.quick ? " (--quick: 10k tasks)" : "")}};
+}
+
+std::vector<Metric> bench_submit_all(const Options& o) {
+  ferry::Executor ex(pool_options());
+  return submit_then_get_all(ex, o, "submit_100k_tasks_per_s", "submit(square, i)",
+                             [](ferry::Executor& e, int x) { return e.submit(square, x); });
+}
+
+/// The same by name ("square" of the math plugin): the lookup and trust check of a name, which a
+/// submission by function does not pay.
+std::vector<Metric> bench_submit_by_name(const Options& o) {
   // The math plugin's directory, where the linked `square` comes from.
   Dl_info info{};
   check(::dladdr(reinterpret_cast<const void*>(&square), &info) != 0 && info.dli_fname, "the math plugin's path");
   ferry::ExecutorOptions options = pool_options();
   options.plugin_dirs = {std::filesystem::absolute(info.dli_fname).parent_path()};
   ferry::Executor ex(options);
-  warm_pool(ex);
   check(ex.submit<int>("square", 3).get() == 9, "square by name");
-  std::vector<ferry::Future<int>> futures;
-  futures.reserve(inputs.size());
-  auto t0 = bench_clock::now();
-  for (int x : inputs) futures.push_back(ex.submit<int>("square", x));
-  auto t_submitted = bench_clock::now();
-  long long sum = 0;
-  for (auto& f : futures) sum += f.get();
-  auto t1 = bench_clock::now();
-  check(sum == sum_of_squares(inputs), "sum of squares by name");
-  double s = ms_between(t0, t1) / 1000;
-  return {{"submit_100k_by_name_tasks_per_s", n / s, "tasks/s",
-           std::to_string(n) + " submit<int>(\"square\", i) one by one, then get() all; total " + fmt(s * 1000, 1) +
-               " ms, of which submitting " + fmt(ms_between(t0, t_submitted), 1) + " ms" +
-               (o.quick ? " (--quick: 10k tasks)" : "")}};
-}
-
-std::vector<Metric> bench_submit_all(const Options& o) {
-  const int n = o.quick ? 10'000 : 100'000;
-  auto inputs = make_inputs(n);
-  ferry::Executor ex(pool_options());
-  warm_pool(ex);
-  std::vector<ferry::Future<int>> futures;
-  futures.reserve(inputs.size());
-  auto t0 = bench_clock::now();
-  for (int x : inputs) futures.push_back(ex.submit(square, x));
-  auto t_submitted = bench_clock::now();
-  long long sum = 0;
-  for (auto& f : futures) sum += f.get();
-  auto t1 = bench_clock::now();
-  check(sum == sum_of_squares(inputs), "sum of squares");
-  double s = ms_between(t0, t1) / 1000;
-  return {{"submit_100k_tasks_per_s", n / s, "tasks/s",
-           std::to_string(n) + " submit(square, i) one by one, then get() all; total " +
-               fmt(s * 1000, 1) + " ms, of which submitting " + fmt(ms_between(t0, t_submitted), 1) +
-               " ms" + (o.quick ? " (--quick: 10k tasks)" : "")}};
+  return submit_then_get_all(ex, o, "submit_100k_by_name_tasks_per_s", "submit<int>(\"square\", i)",
+                             [](ferry::Executor& e, int x) { return e.submit<int>("square", x); });
 }
 
 std::vector<Metric> bench_map(const Options& o, std::size_t chunksize) {
