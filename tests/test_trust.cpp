@@ -557,4 +557,9 @@ TEST_CASE("Trust.a_plugin_opened_to_others_after_its_check_is_refused_within_a_s
   CHECK(support::wait_until([&] { return refused(std::string("square")); }, std::chrono::seconds(5)));
   CHECK(support::wait_until([&] { return refused(ferry::TaskRef{.library = t.safe / "libmath.so", .name = "square"}); },
                             std::chrono::seconds(5)));
+  // The plugin file itself opened to others: refused at once (its change time moved).
+  fs::permissions(t.safe, fs::perms(0755), fs::perm_options::replace);
+  CHECK(support::wait_until([&] { return !refused(std::string("square")); }, std::chrono::seconds(5)));
+  fs::permissions(t.safe / "libmath.so", fs::perms(0777), fs::perm_options::replace);
+  CHECK(refused(std::string("square")));
 }

@@ -3,7 +3,10 @@
 
 #include <ferry/ferry.hpp>
 
+#include <sys/stat.h>
+
 #include "host/resolver.hpp"
+#include "plugins/elf_reader.hpp"
 #include "platform/trust.hpp"
 
 namespace ferry::detail {
@@ -50,6 +53,17 @@ TaskRefs::RecentKey TaskRefs::recent_key(const Target& t) {
   return {static_cast<int>(t.kind), t.library.string(), t.name, t.fingerprint, std::string(t.signature)};
 }
 
+namespace {
+
+/// file_identity of `path` (device, inode, size, modification and change times), "" when it
+/// cannot be looked at.
+std::string identity_of(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? file_identity(st) : std::string();
+}
+
+}  // namespace
+
 std::shared_ptr<const RefEntry> TaskRefs::recent(const RecentKey& key) {
   constexpr auto keep = std::chrono::seconds(1);
   Recent r;
@@ -59,16 +73,20 @@ std::shared_ptr<const RefEntry> TaskRefs::recent(const RecentKey& key) {
     if (it == recent_.end() || std::chrono::steady_clock::now() - it->second.checked >= keep) return nullptr;
     r = it->second;
   }
-  // Outside the lock: a stat.
-  if (r.version.empty() || PluginIndex::file_version(r.library) != r.version) return nullptr;
+  // Outside the lock: a stat. The change time moves with a chmod or chown of the file itself too.
+  if (r.identity.empty() || identity_of(r.library) != r.identity) return nullptr;
   return r.ref;
 }
 
 void TaskRefs::remember(RecentKey key, const std::shared_ptr<const RefEntry>& ref) {
   if (ref->version.empty()) return;  // a library whose version is not tracked: checked every time
+  // Only if the file is still the one the check resolved (its version, then, is a prefix of its
+  // identity now): one replaced in between is checked again at the next submission.
+  std::string identity = identity_of(ref->define.library);
+  if (!identity.starts_with(ref->version + ":")) return;
   std::lock_guard lock(mu_);
   if (recent_.size() >= 4096) recent_.clear();
-  recent_[std::move(key)] = Recent{ref, ref->define.library, ref->version, std::chrono::steady_clock::now()};
+  recent_[std::move(key)] = Recent{ref, ref->define.library, std::move(identity), std::chrono::steady_clock::now()};
 }
 
 std::shared_ptr<const RefEntry> TaskRefs::resolve(const Target& t) {

@@ -42,14 +42,15 @@ class TaskRefs {
                                          std::string version = {}, bool check = false);
 
   /// What a name or a TaskRef resolved to lately: a submission of the same one within a second
-  /// of its check, while the library's file keeps its version, takes it without a lookup or a
+  /// of its check, while the library's file keeps its identity, takes it without a lookup or a
   /// trust check (each costs several system calls per component of the path; a submission by
   /// name was 7x slower than one by function). Only this user or root can open to others what
-  /// passed the check; a replaced or rewritten file has another version, looked at every time.
+  /// passed the check; a replaced, rewritten, chmod-ed or chown-ed file has another identity
+  /// (file_identity: its change time moves), looked at every time.
   struct Recent {
     std::shared_ptr<const RefEntry> ref;
-    std::string library;  // the file whose version is compared
-    std::string version;
+    std::string library;   // the file whose identity is compared
+    std::string identity;  // file_identity when it was remembered (its version a prefix of it)
     std::chrono::steady_clock::time_point checked;
   };
   using RecentKey = std::tuple<int, std::string, std::string, std::uint64_t, std::string>;  // kind, library, name, fingerprint, signature
