@@ -162,7 +162,16 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
            {"-ccc-install-dir", open}, {"--cuda-path=" + open}, {"-fmodules"}, {"-fmodules-cache-path=" + open},
            {"-mllvm", "-load=x"}, {"-x", "c++"}, {open + "/helper.cpp"}, {"-o", "x"}, {"-Wl,-T," + open + "/s.ld"},
            {"-Wl,-z,foo"}, {"-include-pch", open + "/x.so"}, {"-include" + open + "/k.hpp"}, {"-mllvm=-load=x"},
-           {"-fopt-info=" + open + "/f"}}) {
+           {"-fopt-info=" + open + "/f"},
+           // The third review's: gcc reads -imacros before any -include, so a precompiled header
+           // beside it was used; a response file named like a library; a value taken across
+           // arguments (`--sysroot=` then a flag, `-Wl,-rpath` then another -Wl); a source file
+           // whose name holds ".so."; files of the current directory no list names.
+           {"-imacros", open + "/k.hpp"}, {"@" + open + "/opts.so"}, {"--sysroot=", "-fplugin=" + open + "/p.so"},
+           {"-Wl,-rpath", "x.so", "-Wl,--plugin=" + open + "/p.so"}, {"-Xlinker", "-rpath", "-lm", "-Xlinker", "x"},
+           {open + "/evil.so.cpp"}, {"/x.so.d/a.cpp"}, {"-fauto-profile"}, {"-fprofile-use"}, {"-fprofile-instr-use"},
+           {"-fsave-optimization-record"}, {"-gen-cdb-fragment-path", open}, {"-isystem-after", open}, {"-I=inc"},
+           {"-module-dependency-dir", open}, {"-D"}, {"-include", "-fplugin=x"}}) {
     CAPTURE(flags);
     CHECK(contains(untrusted_compiler_flag(flags, cwd), "is not among the flags FERRY_WRAP takes"));
     // FERRY_ALLOW_UNSAFE_PLUGINS lets what the list does not know through.
@@ -176,5 +185,19 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
                                  "-Wl,-O1", "-Wl,-z,defs", "-Wl,--as-needed", "-Wl,-rpath,/opt/lib", "-Xlinker",
                                  "--no-undefined", "-lm", "-L/usr/lib", "/usr/lib/x86_64-linux-gnu/libm.so.6",
                                  "-include", "/usr/include/stdio.h"},
+                                cwd) == "");
+  // Distributions' default flags (Debian's dpkg-buildflags, Fedora's and Arch's), and others a
+  // review found refused.
+  CHECK(untrusted_compiler_flag({"-g", "-O2", "-ffile-prefix-map=/build/x=.", "-fstack-protector-strong", "-Wformat",
+                                 "-Werror=format-security", "-Wdate-time", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro",
+                                 "-Wl,-z,now", "-Wp,-D_FORTIFY_SOURCE=3", "-Wp,-D_GLIBCXX_ASSERTIONS",
+                                 "-Wl,-O1,--sort-common,--as-needed", "-Wl,-z,pack-relative-relocs", "-fcf-protection",
+                                 "-fcf-protection=full", "-fno-plt", "-Wa,--noexecstack", "-static-libasan",
+                                 "-stdlib=libstdc++", "-fopenmp=libgomp", "-ftemplate-backtrace-limit=0",
+                                 "-fconcepts-diagnostics-depth=2", "-fbracket-depth=512", "-gz=zlib", "-Wl,-znow",
+                                 "-Wl,-z,max-page-size=0x1000", "-Wl,-z,ibt,-z,shstk", "-Wl,--threads=4",
+                                 "-Wl,--push-state,--as-needed,-lfoo,--pop-state", "-Wno-#pragma-messages",
+                                 "-Xlinker", "-rpath", "-Xlinker", "/opt/lib", "-l:libfoo.a", "-march=native",
+                                 "-D", "K=1", "-l", "m", "/usr/lib/x86_64-linux-gnu/libm.so.6"},
                                 cwd) == "");
 }

@@ -80,3 +80,22 @@ TEST_CASE("Plugins.unsafe_plugins_are_refused_unless_allowed") {
   ferry::Executor ex(o);
   CHECK(ex.submit<int>("plugin_version").get() == 1);
 }
+
+TEST_CASE("Plugins.a_relative_task_ref_is_the_current_directorys_at_each_submission") {
+  // A TaskRef's library is made absolute against the current directory of its submission: after a
+  // chdir, the same relative path is another file (it was taken as the first one's for a second).
+  support::TempDir a, b;
+  install(FERRY_TEST_VERSIONED_V1, a.path, "libversioned.so");
+  install(FERRY_TEST_VERSIONED_V2, b.path, "libversioned.so");
+  const fs::path before = fs::current_path();
+  struct Back {
+    fs::path to;
+    ~Back() { fs::current_path(to); }
+  } back{before};
+  ferry::Executor ex(support::options(1));
+  fs::current_path(a.path);
+  for (int i = 0; i < 3; ++i)
+    CHECK(ex.submit<int>(ferry::TaskRef{.library = "libversioned.so", .name = "plugin_version"}).get() == 1);
+  fs::current_path(b.path);
+  CHECK(ex.submit<int>(ferry::TaskRef{.library = "libversioned.so", .name = "plugin_version"}).get() == 2);
+}

@@ -210,7 +210,7 @@ TEST_CASE("Wrap.the_compilers_environment_adds_no_include_directory") {
                                   "SUNPRO_DEPENDENCIES=/tmp/d", "CCC_OVERRIDE_OPTIONS=+-I.", "LD_RUN_PATH=/tmp",
                                   "CC_PRINT_HEADERS_FILE=/tmp/h", "CC_LOG_DIAGNOSTICS_FILE=/tmp/l",
                                   "CC_PRINT_OPTIONS_FILE=/tmp/o", "CC_PRINT_PROC_STAT_FILE=/tmp/s",
-                                  "HOME=/root", "CPATHX=kept", "LANG=C", "MAKE=/tmp/make", "MAKEFLAGS=-j",
+                                  "HOME=/root", "CPATHX=kept", "LANG=C", "MAKE=/tmp/make", "MAKEFLAGS=-j", "MAKEFILES=/tmp/m", "GNUMAKEFLAGS=-j",
                                   "CCACHE_PREFIX=/tmp/p", "CCACHE_DIR=/tmp/shared"};
   // ccache's settings go too (CCACHE_PREFIX runs a program, a shared cache returns what others
   // stored), and ccache only runs the compiler; lto-wrapper's $MAKE goes.

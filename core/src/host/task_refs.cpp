@@ -49,11 +49,15 @@ std::shared_ptr<const RefEntry> TaskRefs::intern(protocol::RefKind kind, const s
   return e;
 }
 
-TaskRefs::RecentKey TaskRefs::recent_key(const Target& t) {
-  return {static_cast<int>(t.kind), t.library.string(), t.name, t.fingerprint, std::string(t.signature)};
-}
-
 namespace {
+
+/// A TaskRef's library as resolve_checked names it: absolute (a relative one is the current
+/// directory's now, and the key must change with it), lexically normal.
+fs::path absolute_library(const fs::path& library) {
+  std::error_code ec;
+  fs::path lib = fs::absolute(library, ec);
+  return (ec ? library : lib).lexically_normal();
+}
 
 /// file_identity of `path` (device, inode, size, modification and change times), "" when it
 /// cannot be looked at.
@@ -64,40 +68,50 @@ std::string identity_of(const std::string& path) {
 
 }  // namespace
 
-std::shared_ptr<const RefEntry> TaskRefs::recent(const RecentKey& key) {
+TaskRefs::RecentKey TaskRefs::recent_key(const Target& t) {
+  const std::string library = t.kind == Target::Kind::ref ? absolute_library(t.library).string() : std::string();
+  return {static_cast<int>(t.kind), library, t.name, t.fingerprint, std::string(t.signature)};
+}
+
+std::shared_ptr<const RefEntry> TaskRefs::recent(const RecentKey& key, std::string& library) {
   constexpr auto keep = std::chrono::seconds(1);
   Recent r;
   {
     std::lock_guard lock(mu_);
     auto it = recent_.find(key);
-    if (it == recent_.end() || std::chrono::steady_clock::now() - it->second.checked >= keep) return nullptr;
+    if (it == recent_.end()) return nullptr;
     r = it->second;
   }
+  library = r.library;
+  if (r.identity.empty() || std::chrono::steady_clock::now() - r.checked >= keep) return nullptr;
   // Outside the lock: a stat. The change time moves with a chmod or chown of the file itself too.
-  if (r.identity.empty() || identity_of(r.library) != r.identity) return nullptr;
+  if (identity_of(r.library) != r.identity) return nullptr;
   return r.ref;
 }
 
-void TaskRefs::remember(RecentKey key, const std::shared_ptr<const RefEntry>& ref) {
-  if (ref->version.empty()) return;  // a library whose version is not tracked: checked every time
-  // Only if the file is still the one the check resolved (its version, then, is a prefix of its
-  // identity now): one replaced in between is checked again at the next submission.
-  std::string identity = identity_of(ref->define.library);
-  if (!identity.starts_with(ref->version + ":")) return;
+void TaskRefs::remember(RecentKey key, const std::shared_ptr<const RefEntry>& ref, const std::string& library,
+                        const std::string& before) {
+  // Taken next time only if the file was, before the check began, the one it resolved (its
+  // version then a prefix of that identity): a file replaced, or chmod-ed, while it was checked
+  // is checked again. A name's library is known only once it was looked up: the entry then keeps
+  // it, and the next check stats it first.
+  const bool same = !ref->version.empty() && !before.empty() && library == ref->define.library &&
+                    before.starts_with(ref->version + ":");
   std::lock_guard lock(mu_);
   if (recent_.size() >= 4096) recent_.clear();
-  recent_[std::move(key)] = Recent{ref, ref->define.library, std::move(identity), std::chrono::steady_clock::now()};
+  recent_[std::move(key)] = Recent{ref, ref->define.library, same ? before : std::string(), std::chrono::steady_clock::now()};
 }
 
 std::shared_ptr<const RefEntry> TaskRefs::resolve(const Target& t) {
-  if (t.kind == Target::Kind::name || t.kind == Target::Kind::ref) {
-    RecentKey key = recent_key(t);
-    if (auto ref = recent(key)) return ref;
-    auto ref = resolve_checked(t);
-    remember(std::move(key), ref);
-    return ref;
-  }
-  return resolve_checked(t);
+  if (t.kind != Target::Kind::name && t.kind != Target::Kind::ref) return resolve_checked(t);
+  RecentKey key = recent_key(t);
+  std::string library;  // the file this key resolved to last, or the TaskRef's own
+  if (auto ref = recent(key, library)) return ref;
+  if (library.empty()) library = std::get<1>(key);
+  const std::string before = library.empty() ? std::string() : identity_of(library);
+  auto ref = resolve_checked(t);
+  remember(std::move(key), ref, library, before);
+  return ref;
 }
 
 std::shared_ptr<const RefEntry> TaskRefs::resolve_checked(const Target& t) {

@@ -46,17 +46,24 @@ class TaskRefs {
   /// trust check (each costs several system calls per component of the path; a submission by
   /// name was 7x slower than one by function). Only this user or root can open to others what
   /// passed the check; a replaced, rewritten, chmod-ed or chown-ed file has another identity
-  /// (file_identity: its change time moves), looked at every time.
+  /// (file_identity: its change time moves), looked at every time. What is not looked at within
+  /// the second: the plugin's directories and its libraries (a chmod of those by this user or
+  /// root is seen at the next check).
   struct Recent {
     std::shared_ptr<const RefEntry> ref;
     std::string library;   // the file whose identity is compared
     std::string identity;  // file_identity when it was remembered (its version a prefix of it)
     std::chrono::steady_clock::time_point checked;
   };
-  using RecentKey = std::tuple<int, std::string, std::string, std::uint64_t, std::string>;  // kind, library, name, fingerprint, signature
+  /// kind, absolute library (a TaskRef's; "" for a name), name, fingerprint, signature.
+  using RecentKey = std::tuple<int, std::string, std::string, std::uint64_t, std::string>;
   static RecentKey recent_key(const Target& t);
-  std::shared_ptr<const RefEntry> recent(const RecentKey& key);
-  void remember(RecentKey key, const std::shared_ptr<const RefEntry>& ref);
+  /// The reference `key` resolved to, if that can be taken now; else nullptr, with `library` the
+  /// file it resolved to last ("" if none).
+  std::shared_ptr<const RefEntry> recent(const RecentKey& key, std::string& library);
+  /// Remembers `ref` for `key`; `before` is the identity of `library` taken before the check.
+  void remember(RecentKey key, const std::shared_ptr<const RefEntry>& ref, const std::string& library,
+                const std::string& before);
 
   bool allow_unsafe_;  // ExecutorOptions::allow_unsafe_plugins or FERRY_ALLOW_UNSAFE_PLUGINS
   PluginIndex index_;

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <regex>
 #include <set>
 #include <string_view>
 
@@ -149,50 +150,91 @@ std::string untrusted_input(const std::vector<std::string>& inputs, const fs::pa
 
 namespace {
 
-bool all_of_chars(std::string_view text, std::string_view allowed_extra) {
-  for (char c : text)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && allowed_extra.find(c) == std::string_view::npos) return false;
-  return true;
-}
-
 /// -f options with a value that ferry takes: none of them names a file that is read or a
 /// program that is run.
 constexpr std::string_view f_with_value[] = {
-    "visibility=", "sanitize=", "no-sanitize=", "sanitize-recover=", "no-sanitize-recover=", "lto=",
-    "fp-contract=", "excess-precision=", "cf-protection=", "diagnostics-color=", "message-length=",
-    "template-depth=", "constexpr-depth=", "constexpr-steps=", "constexpr-loop-limit=",
-    "constexpr-ops-limit=", "max-errors=", "debug-prefix-map=", "macro-prefix-map=", "file-prefix-map=",
-    "tls-model=", "abi-version=", "vect-cost-model=", "simd-cost-model=", "inline-limit=", "align-functions=",
-    "align-loops=", "align-jumps=", "align-labels=", "ffp-model=", "fp-model=", "openmp-version=",
-    "stack-clash-protection=", "zero-call-used-regs=", "trivial-auto-var-init=", "strict-flex-arrays=",
-    "math-errno=", "denormal-fp-math=", "ms-compatibility-version="};
+    "visibility=", "sanitize=", "sanitize-recover=", "lto=", "fp-contract=", "excess-precision=", "cf-protection=",
+    "diagnostics-color=", "message-length=", "template-depth=", "template-backtrace-limit=",
+    "macro-backtrace-limit=", "concepts-diagnostics-depth=", "bracket-depth=", "constexpr-depth=",
+    "constexpr-steps=", "constexpr-loop-limit=", "constexpr-ops-limit=", "max-errors=", "debug-prefix-map=",
+    "macro-prefix-map=", "file-prefix-map=", "tls-model=", "abi-version=", "vect-cost-model=", "simd-cost-model=",
+    "inline-limit=", "align-functions=", "align-loops=", "align-jumps=", "align-labels=", "fp-model=",
+    "openmp=", "openmp-version=", "stack-clash-protection=", "zero-call-used-regs=", "trivial-auto-var-init=",
+    "strict-flex-arrays=", "math-errno=", "denormal-fp-math=", "ms-compatibility-version="};
 
-/// -f options without a value that ferry refuses: they read compiled modules or precompiled
-/// headers that no list names.
-constexpr std::string_view f_refused[] = {"-fmodules", "-fmodules-ts", "-fmodule-header", "-fimplicit-modules",
-                                          "-fimplicit-module-maps", "-fbuiltin-module-map", "-fpch-preprocess",
-                                          "-fpch-deps", "-fprebuilt-implicit-modules", "-fmodules-search-all"};
+/// -f switches (with or without no-) that ferry refuses: they read compiled modules, precompiled
+/// headers or profiles that no list names, load plugins, or write into the current directory.
+constexpr std::string_view f_refused[] = {"module", "implicit-module", "builtin-module-map", "pch-", "prebuilt-",
+                                          "profile", "auto-profile", "create-profile", "cs-profile",
+                                          "memory-profile", "save-optimization-record", "plugin", "pass-plugin",
+                                          "crash-diagnostics", "sanitize-ignorelist", "sanitize-blacklist",
+                                          "xray", "dump", "callgraph-info", "opt-info", "record-command-line"};
 
-/// Linker options ferry takes in -Wl, -Xlinker and --for-linker, alone or with one value
-/// (`-z KEY`, `-rpath DIR`...).
+/// Linker options ferry takes alone, and those with one value (`-z KEY`, `-rpath DIR`: in the same
+/// -Wl, argument, after `=`, or in the -Xlinker right after).
 constexpr std::string_view linker_alone[] = {
     "-O0", "-O1", "-O2", "-O3", "--as-needed", "--no-as-needed", "--gc-sections", "--no-gc-sections",
     "--no-undefined", "-Bsymbolic", "-Bsymbolic-functions", "-Bstatic", "-Bdynamic", "--build-id",
     "--enable-new-dtags", "--disable-new-dtags", "--strip-all", "--strip-debug", "-s", "-S", "--whole-archive",
     "--no-whole-archive", "--start-group", "--end-group", "--push-state", "--pop-state", "--warn-common",
-    "--allow-shlib-undefined", "--no-allow-shlib-undefined", "-E", "--export-dynamic", "--icf=all", "--icf=none",
-    "--icf=safe"};
+    "--allow-shlib-undefined", "--no-allow-shlib-undefined", "-E", "--export-dynamic", "--sort-common",
+    "--threads", "--no-threads", "--relax", "--no-relax"};
 constexpr std::string_view linker_valued[] = {"-z", "-rpath", "--exclude-libs", "--version-script", "-soname",
-                                              "--hash-style", "--build-id", "--compress-debug-sections"};
-/// The values `-z` may take.
-constexpr std::string_view z_keywords[] = {"defs", "nodefs", "now", "lazy", "relro", "norelro", "noexecstack",
-                                           "execstack", "text", "notext", "origin", "nodelete", "nodlopen",
-                                           "combreloc", "nocombreloc", "separate-code", "noseparate-code",
-                                           "muldefs", "global", "initfirst", "interpose"};
+                                              "--hash-style", "--build-id", "--compress-debug-sections",
+                                              "--threads", "--sort-section", "--icf", "--sort-common"};
+/// The values `-z` may take (`max-page-size=N` and the like: those names with a number).
+constexpr std::string_view z_keywords[] = {
+    "defs", "nodefs", "now", "lazy", "relro", "norelro", "noexecstack", "execstack", "text", "notext", "origin",
+    "nodelete", "nodlopen", "combreloc", "nocombreloc", "separate-code", "noseparate-code", "muldefs", "global",
+    "initfirst", "interpose", "pack-relative-relocs", "nopack-relative-relocs", "ibt", "shstk", "ibtplt"};
+constexpr std::string_view z_numbered[] = {"max-page-size=", "common-page-size=", "stack-size="};
 
 template <std::size_t N>
 bool one_of(std::string_view s, const std::string_view (&list)[N]) {
   return std::find(std::begin(list), std::end(list), s) != std::end(list);
+}
+
+bool matches(std::string_view s, const char* pattern) {
+  return std::regex_match(s.begin(), s.end(), std::regex(pattern));
+}
+
+/// Whether the linker option `piece` is one ferry takes; `next` is what follows it in the same
+/// argument (or the -Xlinker right after), taken as its value when it needs one (`used`).
+bool linker_piece_taken(std::string_view piece, const std::optional<std::string>& next, bool& used) {
+  used = false;
+  if (one_of(piece, linker_alone)) return true;
+  if (matches(piece, "-l[A-Za-z0-9_.+:-]+")) return true;  // a library by name: found and listed
+  auto z_taken = [](std::string_view key) {
+    return one_of(key, z_keywords) || std::any_of(std::begin(z_numbered), std::end(z_numbered), [&](std::string_view p) {
+             return key.starts_with(p) && matches(key.substr(p.size()), "(0x)?[0-9a-fA-F]+");
+           });
+  };
+  if (piece.starts_with("-z") && piece.size() > 2) return z_taken(piece.substr(2));  // -znow
+  const auto eq = piece.find('=');
+  const std::string_view name = piece.substr(0, eq);
+  if (!one_of(name, linker_valued)) return false;
+  std::string value;
+  if (eq != std::string_view::npos) {
+    value = std::string(piece.substr(eq + 1));
+  } else {
+    if (!next || next->starts_with("-")) return false;
+    value = *next;
+    used = true;
+  }
+  return name != "-z" || z_taken(value);
+  // A version script is read and listed; a runpath is the wrap plugin's own, judged where it is
+  // submitted as any plugin's is; --exclude-libs takes names.
+}
+
+/// `list` split at its commas.
+std::vector<std::string> pieces_of(std::string_view list) {
+  std::vector<std::string> out;
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = list.find(',', start);
+    out.emplace_back(list.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+    if (comma == std::string_view::npos) return out;
+    start = comma + 1;
+  }
 }
 
 }  // namespace
@@ -208,93 +250,118 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
            "' is not among the flags FERRY_WRAP takes: what each of those can make the compiler or linker "
            "read or run is judged, and nothing else is (FERRY_ALLOW_UNSAFE_PLUGINS=1 lets others through)";
   };
-  // The value of `-opt value` or `-optvalue` at args[i] (i moves past a separate value);
-  // nullopt when args[i] is not that option.
-  auto value = [&](std::size_t& i, std::string_view opt) -> std::optional<std::string> {
-    const std::string& a = args[i];
-    if (a == opt) {
-      if (i + 1 >= args.size()) return std::string();
-      return args[++i];
-    }
-    if (a.starts_with(opt) && a.size() > opt.size()) return a.substr(opt.size());
+  // A value given apart: never one that starts with '-', which the compiler takes for a flag.
+  auto separate = [&](std::size_t& i) -> std::optional<std::string> {
+    if (i + 1 < args.size() && !args[i + 1].starts_with("-")) return args[++i];
     return std::nullopt;
   };
-  std::vector<std::pair<std::string, std::string>> linker;  // (flag it came from, argument)
+  constexpr std::string_view alone[] = {
+      "-w", "-pedantic", "-pedantic-errors", "-pthread", "-pipe", "-rdynamic", "-s", "-static-libstdc++",
+      "-static-libgcc", "-shared-libgcc", "-static-libasan", "-static-libubsan", "-static-libtsan",
+      "-static-liblsan", "-fopenmp", "-v", "-fuse-ld=bfd", "-fuse-ld=gold", "-fuse-ld=lld", "-fuse-ld=mold"};
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     const std::string_view v(a);
     std::string why;
-    std::optional<std::string> arg;
-    if ((arg = value(i, "-D")) || (arg = value(i, "-U")) || (arg = value(i, "-l"))) {
-      continue;  // macros; a library by name (found through the directories judged, read as listed)
-    } else if ((a == "-include" || a == "-imacros") && i + 1 < args.size()) {
-      // Read and listed; ferry's prelude comes first, so no precompiled header replaces it. Only
-      // with its file apart: "-includeX" would take "-include-pch" for "-include" "-pch".
-      ++i;
+    if (v == "-D" || v == "-U" || v == "-l" || v == "-include") {
+      // A macro; a library by name (found through the directories judged, read as listed); a
+      // header read first (listed; ferry's prelude is the first -include, so no precompiled
+      // header stands in for it). Only with its value apart: "-includeX" would take
+      // "-include-pch" for "-include" "-pch".
+      if (!separate(i)) return unknown(a);
       continue;
-    } else if (std::optional<std::string> dir; (dir = value(i, "-isystem")) || (dir = value(i, "-iquote")) ||
-                                               (dir = value(i, "-idirafter")) || (dir = value(i, "-I")) ||
-                                               (dir = value(i, "-L")) || (dir = value(i, "--sysroot="))) {
+    }
+    if (matches(v, "-[DU][A-Za-z_].*") || matches(v, "-l[A-Za-z0-9_.+:-]+")) continue;
+    bool dir_option = false;
+    for (std::string_view opt : {"-isystem", "-iquote", "-idirafter", "-I", "-L"}) {
+      if (!v.starts_with(opt)) continue;
+      std::optional<std::string> dir;
+      if (v == opt) {
+        dir = separate(i);
+      } else if (const std::string_view rest = v.substr(opt.size()); !rest.starts_with("-") && !rest.starts_with("=")) {
+        dir = std::string(rest);  // not `-isystem-after`, nor a sysroot-relative `-I=`
+      }
+      if (!dir) return unknown(a);
       // Searched: judged as final directories (what others add there, a header or a precompiled
       // header beside one, would be used).
-      why = judged(a + (a.size() <= 2 ? " " + *dir : ""), dir->empty() ? fs::path(".") : fs::path(*dir));
-    } else if (v.starts_with("-std=") || v == "-w" || v == "-pedantic" || v == "-pedantic-errors" ||
-               v == "-pthread" || v == "-pipe" || v == "-rdynamic" || v == "-s" || v == "-static-libstdc++" ||
-               v == "-static-libgcc" || v == "-shared-libgcc" || v == "-fopenmp" || v == "-v") {
+      why = judged(v == opt ? a + " " + *dir : a, *dir);
+      dir_option = true;
+      break;
+    }
+    if (dir_option) {
+      if (!why.empty()) return why;
       continue;
-    } else if (v.starts_with("-O") && all_of_chars(v.substr(2), "")) {
-      continue;  // -O, -O2, -Os, -Ofast...
-    } else if (v.starts_with("-g") && all_of_chars(v.substr(2), "-")) {
-      continue;  // -g, -g3, -ggdb, -gdwarf-5...
-    } else if (v.starts_with("-W") && v.size() > 2 && all_of_chars(v.substr(2), "-_=+")) {
-      continue;  // warnings (not -Wl, -Wa, -Wp: those have a comma)
-    } else if (v.starts_with("-m") && !v.starts_with("-mllvm") && !v.starts_with("-mlink") &&
-               all_of_chars(v.substr(2), "-_=.,+")) {
+    }
+    if (v.starts_with("--sysroot=") && v.size() > 10 && v[10] != '-') {
+      if (std::string w = judged(a, a.substr(10)); !w.empty()) return w;
+      continue;
+    }
+    if (one_of(v, alone) || matches(v, "-std=[a-z0-9+]+") || v == "-stdlib=libc++" || v == "-stdlib=libstdc++" ||
+        matches(v, "-O([0-3sgz]|fast)?") ||
+        matches(v, "-g([0-3]|gdb[0-3]?|dwarf(-[2-5])?|split-dwarf|z(=(none|zlib|zlib-gnu|zstd))?|line-tables-only|"
+                   "(no-)?column-info|(no-)?pubnames|(no-)?record-switches|(no-)?strict-dwarf)?") ||
+        matches(v, "-W[A-Za-z0-9#_+=-]+")) {  // warnings: no comma (not -Wl, -Wa, -Wp)
+      continue;
+    }
+    if (matches(v, "-m(no-)?[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.,+-]+)?") && !v.starts_with("-mllvm") &&
+        !v.starts_with("-mlink") && !v.starts_with("-module")) {
       continue;  // the target machine
-    } else if (v.starts_with("-f") && all_of_chars(v.substr(2), "-_+") && !one_of(v, f_refused)) {
-      continue;  // on, off
-    } else if (v.starts_with("-f") && v.find('=') != std::string_view::npos &&
-               std::any_of(std::begin(f_with_value), std::end(f_with_value), [&](std::string_view p) {
-                 return v.substr(2).starts_with(p) || v.substr(2).starts_with("no-" + std::string(p));
-               })) {
+    }
+    if (v.starts_with("-f")) {
+      std::string_view name = v.substr(2);
+      if (name.starts_with("no-")) name.remove_prefix(3);
+      const bool refused = std::any_of(std::begin(f_refused), std::end(f_refused),
+                                       [&](std::string_view p) { return name.starts_with(p); });
+      if (!refused && matches(name, "[A-Za-z0-9_+-]+")) continue;  // a switch
+      if (!refused && std::any_of(std::begin(f_with_value), std::end(f_with_value),
+                                  [&](std::string_view p) { return name.starts_with(p); }))
+        continue;
+      return unknown(a);
+    }
+    if (v.starts_with("-Wp,") || v.starts_with("-Wa,")) {
+      // The preprocessor's macros (-Wp,-D_FORTIFY_SOURCE=2, as distributions pass them) and the
+      // assembler's --noexecstack: nothing else.
+      const bool preprocessor = v[2] == 'p';
+      for (const auto& piece : pieces_of(v.substr(4)))
+        if (preprocessor ? !matches(piece, "-[DU][A-Za-z_].*") : piece != "--noexecstack") return unknown(a);
       continue;
-    } else if (v == "-fuse-ld=bfd" || v == "-fuse-ld=gold" || v == "-fuse-ld=lld" || v == "-fuse-ld=mold") {
-      continue;  // found on the trusted PATH
-    } else if (v.starts_with("-Wl,")) {
-      std::string_view list = v.substr(4);
-      for (std::size_t start = 0;;) {
-        const std::size_t comma = list.find(',', start);
-        linker.emplace_back(a, std::string(list.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start)));
-        if (comma == std::string_view::npos) break;
-        start = comma + 1;
+    }
+    if (v.starts_with("-Wl,")) {
+      const std::vector<std::string> pieces = pieces_of(v.substr(4));
+      for (std::size_t k = 0; k < pieces.size(); ++k) {
+        bool used = false;
+        std::optional<std::string> next = k + 1 < pieces.size() ? std::optional<std::string>(pieces[k + 1]) : std::nullopt;
+        if (!linker_piece_taken(pieces[k], next, used)) {
+          if (std::string w = unknown(a + " (" + pieces[k] + ")"); !w.empty()) return w;
+        }
+        k += used;
       }
       continue;
-    } else if (v == "-Xlinker" || v == "--for-linker" || v.starts_with("--for-linker=")) {
-      linker.emplace_back(a, v.starts_with("--for-linker=") ? a.substr(13) : i + 1 < args.size() ? args[++i] : "");
+    }
+    if (v == "-Xlinker" || v == "--for-linker" || v.starts_with("--for-linker=")) {
+      std::string piece;
+      if (v.starts_with("--for-linker=")) {
+        piece = a.substr(13);
+      } else if (i + 1 < args.size()) {
+        piece = args[++i];
+      } else {
+        return unknown(a);
+      }
+      // A value only in the -Xlinker (or --for-linker) right after.
+      std::optional<std::string> next;
+      if (i + 2 < args.size() && args[i + 1] == "-Xlinker") next = args[i + 2];
+      else if (i + 1 < args.size() && args[i + 1].starts_with("--for-linker=")) next = args[i + 1].substr(13);
+      bool used = false;
+      if (!linker_piece_taken(piece, next, used)) {
+        if (std::string w = unknown(a + " " + piece); !w.empty()) return w;
+      }
+      if (used) i += args[i + 1] == "-Xlinker" ? 2 : 1;
       continue;
-    } else if (!v.starts_with("-") && (v.ends_with(".a") || v.ends_with(".so") || v.ends_with(".o") ||
-                                        v.find(".so.") != std::string_view::npos)) {
+    }
+    if (!v.starts_with("-") && !v.starts_with("@") && matches(v, ".*\\.(a|o|so)(\\.[0-9]+)*")) {
       continue;  // an object or library to link: read and listed by the linker
-    } else {
-      why = unknown(a);
     }
-    if (!why.empty()) return why;
-  }
-  // The linker's own arguments, however they were split between -Wl, -Xlinker and --for-linker.
-  for (std::size_t k = 0; k < linker.size(); ++k) {
-    const auto& [flag, piece] = linker[k];
-    if (one_of(piece, linker_alone)) continue;
-    const auto eq = piece.find('=');
-    const std::string name = piece.substr(0, eq);
-    if (!one_of(name, linker_valued) || (eq == std::string::npos && k + 1 >= linker.size())) {
-      if (std::string why = unknown(flag + " (" + piece + ")"); !why.empty()) return why;
-      continue;
-    }
-    const std::string given = eq == std::string::npos ? linker[++k].second : piece.substr(eq + 1);
-    if (name == "-z" && !one_of(given, z_keywords))
-      if (std::string why = unknown(flag + " (-z " + given + ")"); !why.empty()) return why;
-    // A version script is read and listed; a runpath is the wrap plugin's own, judged where it is
-    // submitted as any plugin's is; --exclude-libs takes names.
+    if (std::string w = unknown(a); !w.empty()) return w;
   }
   return {};
 }

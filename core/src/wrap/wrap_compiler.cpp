@@ -641,7 +641,7 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
       "LIBRARY_PATH", "COMPILER_PATH", "GCC_EXEC_PREFIX", "DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES",
       "CCC_OVERRIDE_OPTIONS", "LD_RUN_PATH",
       // lto-wrapper runs $MAKE (-flto=auto): a program named by the environment, unjudged.
-      "MAKE", "MAKEFLAGS", "MFLAGS",
+      "MAKE", "MAKEFLAGS", "MFLAGS", "MAKEFILES", "GNUMAKEFLAGS",
       // clang writes files they name (as DEPENDENCIES_OUTPUT makes gcc do), through any link.
       "CC_PRINT_HEADERS_FILE", "CC_LOG_DIAGNOSTICS_FILE", "CC_PRINT_OPTIONS_FILE", "CC_PRINT_PROC_STAT_FILE"};
   std::erase_if(env, [](const std::string& entry) {
