@@ -13,6 +13,7 @@
 #include "wrap/compiler_inputs.hpp"
 
 namespace fs = std::filesystem;
+using ferry::detail::compile_flags;
 using ferry::detail::compiler_list_inputs;
 using ferry::detail::linker_list_inputs;
 using ferry::detail::untrusted_compiler_flag;
@@ -127,6 +128,13 @@ TEST_CASE("CompilerInputs.what_was_read_must_be_there_and_trusted") {
   fs::create_directory_symlink(d.open / "inner", mine / "link");
   CHECK(contains(untrusted_input({(mine / "link" / ".." / "lib" / "libfoo.so").string()}, "/", scratch.path),
                  "writable by group or others"));
+  // Two temporaries: the compiler compiled a second source (taken from among the flags), whose
+  // headers its -MF list no longer holds.
+  CHECK(contains(untrusted_input({(scratch.path / "ccA.o").string(), (scratch.path / "ccB.o").string()}, "/", scratch.path),
+                 "more than the wrap's own source"));
+  // A thin archive: GNU ld and lld read its members, named inside it, without listing them.
+  std::ofstream(mine / "lib" / "libthin.a") << "!<thin>\n/tmp/open/evil.o/\n";
+  CHECK(contains(untrusted_input({(mine / "lib" / "libthin.a").string()}, "/", scratch.path), "thin archive"));
 }
 
 TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_judged") {
@@ -137,7 +145,7 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
   const std::string open = d.open.string();
   const fs::path cwd = d.root.path;
   for (const Names& flags : {Names{"-I" + open}, {"-I", open}, {"-isystem", open}, {"-isystem" + open}, {"-iquote", open},
-                             {"-idirafter", open}, {"-L" + open}, {"-L", open}, {"--sysroot=" + open}}) {
+                             {"-idirafter", open}, {"-L" + open}, {"-L", open}}) {
     CAPTURE(flags);
     CHECK(contains(untrusted_compiler_flag(flags, cwd), "writable by group or others"));
   }
@@ -171,7 +179,14 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
            {"-Wl,-rpath", "x.so", "-Wl,--plugin=" + open + "/p.so"}, {"-Xlinker", "-rpath", "-lm", "-Xlinker", "x"},
            {open + "/evil.so.cpp"}, {"/x.so.d/a.cpp"}, {"-fauto-profile"}, {"-fprofile-use"}, {"-fprofile-instr-use"},
            {"-fsave-optimization-record"}, {"-gen-cdb-fragment-path", open}, {"-isystem-after", open}, {"-I=inc"},
-           {"-module-dependency-dir", open}, {"-D"}, {"-include", "-fplugin=x"}}) {
+           {"-module-dependency-dir", open}, {"-D"}, {"-include", "-fplugin=x"},
+           // The fourth review's: a value apart, or a linker value, that starts with '@' is a file
+           // of more arguments to the compiler, collect2 and the linkers; -f switches that take the
+           // next argument; clang's .gcno written into the cwd; clang running tools from a sysroot.
+           {"-Wl,-rpath,@" + open + "/rsp"}, {"-Xlinker", "-rpath", "-Xlinker", "@" + open + "/rsp"},
+           {"-D", "@" + open + "/rsp"}, {"-include", "@" + open + "/rsp"}, {"-l", "@x"}, {"-isystem", "@x"},
+           {"-fdebug-compilation-dir", "x"}, {"-ftrapv-handler", "x"}, {"-filelist", "x"},
+           {"-fintrinsic-modules-path", "x"}, {"-ftest-coverage"}, {"--sysroot=" + open}, {"--sysroot=/"}}) {
     CAPTURE(flags);
     CHECK(contains(untrusted_compiler_flag(flags, cwd), "is not among the flags FERRY_WRAP takes"));
     // FERRY_ALLOW_UNSAFE_PLUGINS lets what the list does not know through.
@@ -198,6 +213,17 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
                                  "-Wl,-z,max-page-size=0x1000", "-Wl,-z,ibt,-z,shstk", "-Wl,--threads=4",
                                  "-Wl,--push-state,--as-needed,-lfoo,--pop-state", "-Wno-#pragma-messages",
                                  "-Xlinker", "-rpath", "-Xlinker", "/opt/lib", "-l:libfoo.a", "-march=native",
-                                 "-D", "K=1", "-l", "m", "/usr/lib/x86_64-linux-gnu/libm.so.6"},
+                                 "-D", "K=1", "-l", "m", "/usr/lib/x86_64-linux-gnu/libm.so.6",
+                                 "-grecord-gcc-switches", "-Wl,-export-dynamic", "-Wl,--gdb-index", "-Wl,--no-keep-memory",
+                                 "-Wl,--allow-multiple-definition", "--param=ssp-buffer-size=4", "-flto-partition=one"},
                                 cwd) == "");
+}
+
+TEST_CASE("CompilerInputs.the_prelude_is_precompiled_without_the_linkers_flags") {
+  // A header's compile given a library or -Wl ran a link, which failed for want of main: the
+  // prelude was never built for such flags, and every wrap compiled without it.
+  CHECK(compile_flags({"-O2", "-DX=1", "-Wl,-O1", "-lm", "-l", "z", "-L/opt/lib", "-L", "/opt/lib", "-Xlinker", "-z",
+                       "/opt/lib/libfoo.a", "/opt/lib/libbar.so.1", "-fuse-ld=gold", "-static-libstdc++",
+                       "-I/opt/include", "-include", "/opt/include/k.hpp", "--for-linker=-O1"}) ==
+        Names{"-O2", "-DX=1", "-I/opt/include", "-include", "/opt/include/k.hpp"});
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <regex>
 #include <set>
@@ -127,6 +128,7 @@ std::string untrusted_input(const std::vector<std::string>& inputs, const fs::pa
   struct stat scratch_st {};
   const bool have_scratch = ::stat(scratch.c_str(), &scratch_st) == 0;
   std::set<std::string> seen;
+  int temporaries = 0;
   for (const auto& input : inputs) {
     if (!seen.insert(input).second) continue;
     // As listed: not normalised (`link/..` is where the link leads, then up; the trust walk
@@ -135,15 +137,29 @@ std::string untrusted_input(const std::vector<std::string>& inputs, const fs::pa
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) {
       // A temporary of the compiler's, gone: its directory is the scratch one (the same inode,
-      // however either path is spelled).
+      // however either path is spelled). One: the wrap's own object; a second is a source file
+      // the compiler took from among the flags, whose headers no list kept (-MF holds the last
+      // compile's).
       struct stat dir {};
       if (errno == ENOENT && have_scratch && path.has_filename() && ::stat(path.parent_path().c_str(), &dir) == 0 &&
-          dir.st_dev == scratch_st.st_dev && dir.st_ino == scratch_st.st_ino)
+          dir.st_dev == scratch_st.st_dev && dir.st_ino == scratch_st.st_ino) {
+        if (++temporaries > 1) return "the compiler compiled more than the wrap's own source (" + path.string() + ")";
         continue;
+      }
       return path.string() + " is listed as read but cannot be looked at (" + std::strerror(errno) +
              "): the list cannot be trusted";
     }
     if (std::string why = untrusted_reason(path); !why.empty()) return why;
+    // A thin archive names its members by path, and GNU ld and lld read them without listing them.
+    if (S_ISREG(st.st_mode)) {
+      char magic[8] = {};
+      if (FILE* f = std::fopen(path.c_str(), "rb")) {
+        const std::size_t n = std::fread(magic, 1, sizeof magic, f);
+        std::fclose(f);
+        if (n == sizeof magic && std::memcmp(magic, "!<thin>\n", 8) == 0)
+          return path.string() + " is a thin archive: the linker reads its members without listing them";
+      }
+    }
   }
   return {};
 }
@@ -160,7 +176,7 @@ constexpr std::string_view f_with_value[] = {
     "macro-prefix-map=", "file-prefix-map=", "tls-model=", "abi-version=", "vect-cost-model=", "simd-cost-model=",
     "inline-limit=", "align-functions=", "align-loops=", "align-jumps=", "align-labels=", "fp-model=",
     "openmp=", "openmp-version=", "stack-clash-protection=", "zero-call-used-regs=", "trivial-auto-var-init=",
-    "strict-flex-arrays=", "math-errno=", "denormal-fp-math=", "ms-compatibility-version="};
+    "strict-flex-arrays=", "math-errno=", "denormal-fp-math=", "ms-compatibility-version=", "lto-partition="};
 
 /// -f switches (with or without no-) that ferry refuses: they read compiled modules, precompiled
 /// headers or profiles that no list names, load plugins, or write into the current directory.
@@ -168,7 +184,13 @@ constexpr std::string_view f_refused[] = {"module", "implicit-module", "builtin-
                                           "profile", "auto-profile", "create-profile", "cs-profile",
                                           "memory-profile", "save-optimization-record", "plugin", "pass-plugin",
                                           "crash-diagnostics", "sanitize-ignorelist", "sanitize-blacklist",
-                                          "xray", "dump", "callgraph-info", "opt-info", "record-command-line"};
+                                          "xray", "dump", "callgraph-info", "opt-info", "record-command-line",
+                                          // these take the next argument as their value (a path the
+                                          // allowlist took for a value of its own is then compiled)
+                                          "debug-compilation-dir", "trapv-handler", "ilelist",
+                                          "intrinsic-modules-path",
+                                          // clang writes <cwd>/<output>.gcno, following a link
+                                          "test-coverage", "coverage"};
 
 /// Linker options ferry takes alone, and those with one value (`-z KEY`, `-rpath DIR`: in the same
 /// -Wl, argument, after `=`, or in the -Xlinker right after).
@@ -177,8 +199,9 @@ constexpr std::string_view linker_alone[] = {
     "--no-undefined", "-Bsymbolic", "-Bsymbolic-functions", "-Bstatic", "-Bdynamic", "--build-id",
     "--enable-new-dtags", "--disable-new-dtags", "--strip-all", "--strip-debug", "-s", "-S", "--whole-archive",
     "--no-whole-archive", "--start-group", "--end-group", "--push-state", "--pop-state", "--warn-common",
-    "--allow-shlib-undefined", "--no-allow-shlib-undefined", "-E", "--export-dynamic", "--sort-common",
-    "--threads", "--no-threads", "--relax", "--no-relax"};
+    "--allow-shlib-undefined", "--no-allow-shlib-undefined", "-E", "--export-dynamic", "-export-dynamic",
+    "--sort-common", "--threads", "--no-threads", "--relax", "--no-relax", "--gdb-index", "--no-keep-memory",
+    "--allow-multiple-definition"};
 constexpr std::string_view linker_valued[] = {"-z", "-rpath", "--exclude-libs", "--version-script", "-soname",
                                               "--hash-style", "--build-id", "--compress-debug-sections",
                                               "--threads", "--sort-section", "--icf", "--sort-common"};
@@ -221,6 +244,9 @@ bool linker_piece_taken(std::string_view piece, const std::optional<std::string>
     value = *next;
     used = true;
   }
+  // A linker argument of its own that starts with '@' is a file of more arguments to collect2
+  // and the linkers (`-Wl,-rpath,@FILE`).
+  if (used && value.starts_with("@")) return false;
   return name != "-z" || z_taken(value);
   // A version script is read and listed; a runpath is the wrap plugin's own, judged where it is
   // submitted as any plugin's is; --exclude-libs takes names.
@@ -250,9 +276,10 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
            "' is not among the flags FERRY_WRAP takes: what each of those can make the compiler or linker "
            "read or run is judged, and nothing else is (FERRY_ALLOW_UNSAFE_PLUGINS=1 lets others through)";
   };
-  // A value given apart: never one that starts with '-', which the compiler takes for a flag.
+  // A value given apart: never one that starts with '-', which the compiler takes for a flag, nor
+  // with '@', which the compiler, collect2 and the linkers read as a file of more arguments.
   auto separate = [&](std::size_t& i) -> std::optional<std::string> {
-    if (i + 1 < args.size() && !args[i + 1].starts_with("-")) return args[++i];
+    if (i + 1 < args.size() && !args[i + 1].starts_with("-") && !args[i + 1].starts_with("@")) return args[++i];
     return std::nullopt;
   };
   constexpr std::string_view alone[] = {
@@ -292,15 +319,12 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
       if (!why.empty()) return why;
       continue;
     }
-    if (v.starts_with("--sysroot=") && v.size() > 10 && v[10] != '-') {
-      if (std::string w = judged(a, a.substr(10)); !w.empty()) return w;
-      continue;
-    }
     if (one_of(v, alone) || matches(v, "-std=[a-z0-9+]+") || v == "-stdlib=libc++" || v == "-stdlib=libstdc++" ||
         matches(v, "-O([0-3sgz]|fast)?") ||
         matches(v, "-g([0-3]|gdb[0-3]?|dwarf(-[2-5])?|split-dwarf|z(=(none|zlib|zlib-gnu|zstd))?|line-tables-only|"
-                   "(no-)?column-info|(no-)?pubnames|(no-)?record-switches|(no-)?strict-dwarf)?") ||
-        matches(v, "-W[A-Za-z0-9#_+=-]+")) {  // warnings: no comma (not -Wl, -Wa, -Wp)
+                   "(no-)?column-info|(no-)?pubnames|(no-)?record-gcc-switches|(no-)?record-command-line|(no-)?strict-dwarf)?") ||
+        matches(v, "-W[A-Za-z0-9#_+=-]+") ||  // warnings: no comma (not -Wl, -Wa, -Wp)
+        matches(v, "--param=[a-z0-9_-]+=[0-9]+")) {
       continue;
     }
     if (matches(v, "-m(no-)?[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.,+-]+)?") && !v.starts_with("-mllvm") &&
@@ -364,6 +388,25 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
     if (std::string w = unknown(a); !w.empty()) return w;
   }
   return {};
+}
+
+std::vector<std::string> compile_flags(const std::vector<std::string>& flags) {
+  constexpr std::string_view link_only[] = {"-rdynamic", "-s", "-static-libstdc++", "-static-libgcc", "-shared-libgcc",
+                                            "-static-libasan", "-static-libubsan", "-static-libtsan", "-static-liblsan"};
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < flags.size(); ++i) {
+    const std::string_view v(flags[i]);
+    if (v == "-Xlinker" || v == "--for-linker" || v == "-l" || v == "-L") {
+      ++i;  // and its value
+      continue;
+    }
+    if (v.starts_with("-Wl,") || v.starts_with("--for-linker=") || v.starts_with("-l") || v.starts_with("-L") ||
+        v.starts_with("-fuse-ld=") || one_of(v, link_only) ||
+        (!v.starts_with("-") && matches(v, ".*\\.(a|o|so)(\\.[0-9]+)*")))
+      continue;
+    out.push_back(flags[i]);
+  }
+  return out;
 }
 
 }  // namespace ferry::detail

@@ -33,9 +33,10 @@ FERRY_INTERNAL_API std::optional<std::vector<std::string>> linker_list_inputs(co
 /**
 Why one of `inputs` (listed by the compiler or linker) could have been written by another user:
 "" when every one passes the trust check. A relative name is `cwd`'s (the compiler runs there).
-Each must exist, but for those in `scratch` (the private directory the compiler gets as TMPDIR,
-where its temporary object is gone by the time of the check): a name that does not is a misread
-list. An empty list is a reason too.
+Each must exist, but for one in `scratch` (the private directory the compiler gets as TMPDIR,
+where its temporary object is gone by the time of the check; a second means the compiler compiled
+another source, whose list -MF did not keep): a name that does not is a misread list. A thin
+archive is a reason (its members are read unlisted), and so is an empty list.
 */
 FERRY_INTERNAL_API std::string untrusted_input(const std::vector<std::string>& inputs, const std::filesystem::path& cwd,
                             const std::filesystem::path& scratch);
@@ -43,18 +44,22 @@ FERRY_INTERNAL_API std::string untrusted_input(const std::vector<std::string>& i
 /**
 Why the compiler arguments `args` (flags or libraries, as WrapOptions holds them) could make the
 compiler or linker run, load or read something no list of its names, or that another user could
-have changed: "" when none. An allowlist: macros (-D, -U), -include and -imacros (read and
-listed; ferry's prelude is the first -include, so no precompiled header replaces them), libraries
-by name (-l) or path (.a, .so, .o: read and listed), -std=, -O*, -g*, warnings (-W without a
-comma), machine options (-m, not -mllvm), -f options without a value (not those of modules and
-precompiled headers) and a list with one (-fvisibility=, -fsanitize=, -flto=...), -fuse-ld= by
-name, and linker options of a list (-O1, --as-needed, -z KEY, -rpath, --version-script...).
-Directories searched (-I, -isystem, -iquote, -idirafter, -L, --sysroot=) are judged as final ones:
-a precompiled header or a header another user adds to one would be used. Relative paths are
-`cwd`'s. Anything else (-B, -specs, -fplugin, -wrapper, @file, -Xclang, -Wp, -x, a source
-file...) is refused, unless `allow_unknown` (FERRY_ALLOW_UNSAFE_PLUGINS).
+have changed: "" when none. An allowlist (docs/design.md §9 lists it): macros, -include with its
+file apart, libraries by name or path, -std=, -O*, -g forms, warnings, machine options, -f
+switches but those that read or write files or take the next argument, a list of -f options
+with a value, -fuse-ld= by name, and a list of linker options. A value given apart never starts
+with '-' or '@' (the compiler, collect2 and the linkers read `@FILE` as more arguments); a linker
+option's value comes from the same -Wl, argument or the -Xlinker right after. Directories
+searched (-I, -isystem, -iquote, -idirafter, -L) are judged as final ones, relative ones against
+`cwd`. Anything else (-B, -specs, -fplugin, -wrapper, @file, -Xclang, -imacros, --sysroot, -x,
+a source file...) is refused, unless `allow_unknown` (FERRY_ALLOW_UNSAFE_PLUGINS).
 */
 FERRY_INTERNAL_API std::string untrusted_compiler_flag(const std::vector<std::string>& args,
                                                        const std::filesystem::path& cwd, bool allow_unknown = false);
+
+/// `flags` without those only the linker uses (-Wl, -Xlinker, -l, -L, libraries by path,
+/// -fuse-ld=, -static-lib...): what the prelude is precompiled with (a header's compile given a
+/// library or -Wl, ran a link, which failed for want of main).
+FERRY_INTERNAL_API std::vector<std::string> compile_flags(const std::vector<std::string>& flags);
 
 }  // namespace ferry::detail

@@ -435,7 +435,7 @@ std::string prelude_key(const Setup& s) {
   ContentHasher h;
   h.field("prelude").field(s.compiler_identity).field(FERRY_VERSION_STRING)
       .field(std::to_string(plugin_abi_version)).field(headers_key(s.include_dir));
-  for (const auto& f : s.flags) h.field(f);
+  for (const auto& f : compile_flags(s.flags)) h.field(f);
   return h.hex();
 }
 
@@ -476,7 +476,7 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   // takes one only before the first token, clang only for the first -include), and none is in
   // the compiler's list of what it read.
   std::vector<std::string> argv = {s.compiler, "-include", (s.include_dir / "ferry" / "wrap_prelude.hpp").string()};
-  argv.insert(argv.end(), s.flags.begin(), s.flags.end());
+  for (const auto& f : compile_flags(s.flags)) argv.push_back(f);
   for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
   argv.insert(argv.end(), {"-x", "c++-header", tmp_header, "-o", tmp_pch});
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("prelude-" + key + ".log." + unique_suffix()),
