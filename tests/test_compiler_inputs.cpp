@@ -145,7 +145,8 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
   const std::string open = d.open.string();
   const fs::path cwd = d.root.path;
   for (const Names& flags : {Names{"-I" + open}, {"-I", open}, {"-isystem", open}, {"-isystem" + open}, {"-iquote", open},
-                             {"-idirafter", open}, {"-L" + open}, {"-L", open}}) {
+                             {"-idirafter", open}, {"-L" + open}, {"-L", open}, {"-include", open + "/k.hpp"},
+                             {open + "/libfoo.so"}, {open + "/x.o"}, {"-Wl,--version-script=" + open + "/v.map"}}) {
     CAPTURE(flags);
     CHECK(contains(untrusted_compiler_flag(flags, cwd), "writable by group or others"));
   }
@@ -169,7 +170,7 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
            {"--save-temps"}, {"-MD"}, {"-MMD"}, {"-Wl,--dependency-file=x"}, {"-include-pch", open + "/x.pch"},
            {"-ccc-install-dir", open}, {"--cuda-path=" + open}, {"-fmodules"}, {"-fmodules-cache-path=" + open},
            {"-mllvm", "-load=x"}, {"-x", "c++"}, {open + "/helper.cpp"}, {"-o", "x"}, {"-Wl,-T," + open + "/s.ld"},
-           {"-Wl,-z,foo"}, {"-include-pch", open + "/x.so"}, {"-include" + open + "/k.hpp"}, {"-mllvm=-load=x"},
+           {"-Wl,-z,foo"}, {"-include-pch", "/opt/x.so"}, {"-include" + open + "/k.hpp"}, {"-mllvm=-load=x"},
            {"-fopt-info=" + open + "/f"},
            // The third review's: gcc reads -imacros before any -include, so a precompiled header
            // beside it was used; a response file named like a library; a value taken across
@@ -186,7 +187,11 @@ TEST_CASE("CompilerInputs.flags_are_an_allowlist_and_searched_directories_are_ju
            {"-Wl,-rpath,@" + open + "/rsp"}, {"-Xlinker", "-rpath", "-Xlinker", "@" + open + "/rsp"},
            {"-D", "@" + open + "/rsp"}, {"-include", "@" + open + "/rsp"}, {"-l", "@x"}, {"-isystem", "@x"},
            {"-fdebug-compilation-dir", "x"}, {"-ftrapv-handler", "x"}, {"-filelist", "x"},
-           {"-fintrinsic-modules-path", "x"}, {"-ftest-coverage"}, {"--sysroot=" + open}, {"--sysroot=/"}}) {
+           {"-fintrinsic-modules-path", "x"}, {"-ftest-coverage"}, {"--sysroot=" + open}, {"--sysroot=/"},
+           // The fifth review's: lld lists `link/../x.o` resolved, not as it read it; clang writes
+           // <cwd>/<output>.dwo through a link; gold and lld take -library-path as a search path.
+           {"/opt/link/../lib/x.o"}, {"-l", "../x"}, {"-Wl,--version-script=/opt/link/../v.map"}, {"-gsplit-dwarf"},
+           {"-library-path", "/opt"}, {"-Wl,-library-path,/opt"}}) {
     CAPTURE(flags);
     CHECK(contains(untrusted_compiler_flag(flags, cwd), "is not among the flags FERRY_WRAP takes"));
     // FERRY_ALLOW_UNSAFE_PLUGINS lets what the list does not know through.

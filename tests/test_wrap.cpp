@@ -592,17 +592,26 @@ struct WrapOptionsFor {
 
 TEST_CASE("Wrap.a_header_another_user_could_change_is_refused") {
   // The compiler lists every file it read (-MD); each must pass the trust check before the
-  // plugin is published. Named with -include, or found through -I: either way it is compiled
-  // into code the workers run.
+  // plugin is published. Here the directory named by -I is private, and the header is found in a
+  // subdirectory of it that others can write: only the list shows it.
   FreshCache cache;
   CacheAt at(cache.path);
   HeaderDirs dirs;
+  fs::create_directories(dirs.mine / "sub");
+  fs::permissions(dirs.mine / "sub", fs::perms(0777), fs::perm_options::replace);
+  std::ofstream(dirs.mine / "sub" / "k.hpp") << "#define FERRY_TEST_K 7\n";
   ferry::Executor ex(support::options(1));
   {
-    WrapOptionsFor o({.flags = {"-include", (dirs.open / "k.hpp").string()}});
-    const std::string said = "refusing what the compiler read: " + dirs.open.string() + " (on the way to " +
-                             (dirs.open / "k.hpp").string() + ") is writable by group or others";
+    WrapOptionsFor o({.flags = {"-I" + dirs.mine.string()}, .includes = {"<sub/k.hpp>"}});
+    const std::string said = "refusing what the compiler read: " + (dirs.mine / "sub").string() + " (on the way to " +
+                             (dirs.mine / "sub" / "k.hpp").string() + ") is writable by group or others";
     CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains(said.c_str()), ferry::UnresolvableTaskError);
+  }
+  {
+    // Named by -include, or in a directory -I names: judged before the compiler runs too.
+    WrapOptionsFor o({.flags = {"-include", (dirs.open / "k.hpp").string()}});
+    CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains("writable by group or others"),
+                         ferry::UnresolvableTaskError);
   }
   {
     WrapOptionsFor o({.flags = {"-I" + dirs.open.string()}, .includes = {"\"k.hpp\""}});
@@ -618,17 +627,24 @@ TEST_CASE("Wrap.a_header_another_user_could_change_is_refused") {
 }
 
 TEST_CASE("Wrap.a_library_another_user_could_change_is_not_linked_in") {
-  // The linker lists what it read (--dependency-file): a library named in WrapOptions::libraries
-  // (or found through -L) in a directory others can write could be theirs.
+  // The linker lists what it read (--dependency-file): a library it finds through -l in a private
+  // -L directory, but which others can write, could be theirs. (A library named by path, or a -L
+  // directory others can write, is refused before the compiler runs.)
   FreshCache cache;
   CacheAt at(cache.path);
   HeaderDirs dirs;
-  fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, dirs.open / "libplain.so");
+  fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, dirs.mine / "libplain.so");
+  fs::permissions(dirs.mine / "libplain.so", fs::perms(0666), fs::perm_options::replace);
   ferry::Executor ex(support::options(1));
+  {
+    WrapOptionsFor o({.flags = {"-DFERRY_TEST_K=7"}, .libraries = {"-L" + dirs.mine.string(), "-lplain"}});
+    const std::string said = "refusing what the compiler read: " + (dirs.mine / "libplain.so").string() +
+                             " is writable by group or others";
+    CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains(said.c_str()), ferry::UnresolvableTaskError);
+  }
+  fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, dirs.open / "libplain.so");
   WrapOptionsFor o({.flags = {"-DFERRY_TEST_K=7"}, .libraries = {(dirs.open / "libplain.so").string()}});
-  const std::string said = "refusing what the compiler read: " + dirs.open.string() + " (on the way to " +
-                           (dirs.open / "libplain.so").string() + ") is writable by group or others";
-  CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains(said.c_str()),
+  CHECK_THROWS_WITH_AS(ex.submit(plus_k, 1).get(), doctest::Contains("refusing a compiler flag"),
                        ferry::UnresolvableTaskError);
 }
 

@@ -150,8 +150,9 @@ std::string untrusted_input(const std::vector<std::string>& inputs, const fs::pa
              "): the list cannot be trusted";
     }
     if (std::string why = untrusted_reason(path); !why.empty()) return why;
-    // A thin archive names its members by path, and GNU ld and lld read them without listing them.
-    if (S_ISREG(st.st_mode)) {
+    // A thin archive names its members by path, and GNU ld and lld read them without listing them
+    // (through a link to one too).
+    if (struct stat target {}; ::stat(path.c_str(), &target) == 0 && S_ISREG(target.st_mode)) {
       char magic[8] = {};
       if (FILE* f = std::fopen(path.c_str(), "rb")) {
         const std::size_t n = std::fread(magic, 1, sizeof magic, f);
@@ -212,6 +213,13 @@ constexpr std::string_view z_keywords[] = {
     "initfirst", "interpose", "pack-relative-relocs", "nopack-relative-relocs", "ibt", "shstk", "ibtplt"};
 constexpr std::string_view z_numbered[] = {"max-page-size=", "common-page-size=", "stack-size="};
 
+/// Whether `path` has a `..` component (lld lists such a path resolved, not as it read it).
+bool has_dot_dot(std::string_view path) {
+  for (const auto& part : fs::path(path))
+    if (part == "..") return true;
+  return false;
+}
+
 template <std::size_t N>
 bool one_of(std::string_view s, const std::string_view (&list)[N]) {
   return std::find(std::begin(list), std::end(list), s) != std::end(list);
@@ -226,7 +234,8 @@ bool matches(std::string_view s, const char* pattern) {
 bool linker_piece_taken(std::string_view piece, const std::optional<std::string>& next, bool& used) {
   used = false;
   if (one_of(piece, linker_alone)) return true;
-  if (matches(piece, "-l[A-Za-z0-9_.+:-]+")) return true;  // a library by name: found and listed
+  if (matches(piece, "-l[A-Za-z0-9_.+:-]+") && !piece.starts_with("-library") && piece.find("..") == std::string_view::npos)
+    return true;  // a library by name: found and listed
   auto z_taken = [](std::string_view key) {
     return one_of(key, z_keywords) || std::any_of(std::begin(z_numbered), std::end(z_numbered), [&](std::string_view p) {
              return key.starts_with(p) && matches(key.substr(p.size()), "(0x)?[0-9a-fA-F]+");
@@ -247,9 +256,19 @@ bool linker_piece_taken(std::string_view piece, const std::optional<std::string>
   // A linker argument of its own that starts with '@' is a file of more arguments to collect2
   // and the linkers (`-Wl,-rpath,@FILE`).
   if (used && value.starts_with("@")) return false;
-  return name != "-z" || z_taken(value);
-  // A version script is read and listed; a runpath is the wrap plugin's own, judged where it is
-  // submitted as any plugin's is; --exclude-libs takes names.
+  if (name == "-z") return z_taken(value);
+  // A version script is read and listed (and judged by the caller: its `..` refused here, as lld
+  // lists it resolved); a runpath is the wrap plugin's own, judged where it is submitted as any
+  // plugin's is; --exclude-libs takes names.
+  return name != "--version-script" || !has_dot_dot(value);
+}
+
+/// The file of a `--version-script` linker option (`piece`, its value in it or in `next`), if it
+/// is one.
+std::optional<std::string> version_script(std::string_view piece, const std::optional<std::string>& next) {
+  if (piece.starts_with("--version-script=")) return std::string(piece.substr(17));
+  if (piece == "--version-script" && next) return *next;
+  return std::nullopt;
 }
 
 /// `list` split at its commas.
@@ -293,12 +312,17 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
     if (v == "-D" || v == "-U" || v == "-l" || v == "-include") {
       // A macro; a library by name (found through the directories judged, read as listed); a
       // header read first (listed; ferry's prelude is the first -include, so no precompiled
-      // header stands in for it). Only with its value apart: "-includeX" would take
-      // "-include-pch" for "-include" "-pch".
-      if (!separate(i)) return unknown(a);
+      // header stands in for it, and judged now too). Only with its value apart: "-includeX"
+      // would take "-include-pch" for "-include" "-pch".
+      const auto value = separate(i);
+      if (!value || (v != "-D" && v != "-U" && has_dot_dot(*value))) return unknown(a + " " + value.value_or(""));
+      if (v == "-include")
+        if (std::string w = judged(a + " " + *value, *value); !w.empty()) return w;
       continue;
     }
-    if (matches(v, "-[DU][A-Za-z_].*") || matches(v, "-l[A-Za-z0-9_.+:-]+")) continue;
+    if (matches(v, "-[DU][A-Za-z_].*") || (matches(v, "-l[A-Za-z0-9_.+:-]+") && !v.starts_with("-library") &&
+                                           v.find("..") == std::string_view::npos))
+      continue;
     bool dir_option = false;
     for (std::string_view opt : {"-isystem", "-iquote", "-idirafter", "-I", "-L"}) {
       if (!v.starts_with(opt)) continue;
@@ -321,7 +345,7 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
     }
     if (one_of(v, alone) || matches(v, "-std=[a-z0-9+]+") || v == "-stdlib=libc++" || v == "-stdlib=libstdc++" ||
         matches(v, "-O([0-3sgz]|fast)?") ||
-        matches(v, "-g([0-3]|gdb[0-3]?|dwarf(-[2-5])?|split-dwarf|z(=(none|zlib|zlib-gnu|zstd))?|line-tables-only|"
+        matches(v, "-g([0-3]|gdb[0-3]?|dwarf(-[2-5])?|z(=(none|zlib|zlib-gnu|zstd))?|line-tables-only|"
                    "(no-)?column-info|(no-)?pubnames|(no-)?record-gcc-switches|(no-)?record-command-line|(no-)?strict-dwarf)?") ||
         matches(v, "-W[A-Za-z0-9#_+=-]+") ||  // warnings: no comma (not -Wl, -Wa, -Wp)
         matches(v, "--param=[a-z0-9_-]+=[0-9]+")) {
@@ -357,6 +381,8 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
         std::optional<std::string> next = k + 1 < pieces.size() ? std::optional<std::string>(pieces[k + 1]) : std::nullopt;
         if (!linker_piece_taken(pieces[k], next, used)) {
           if (std::string w = unknown(a + " (" + pieces[k] + ")"); !w.empty()) return w;
+        } else if (auto script = version_script(pieces[k], next)) {
+          if (std::string w = judged(a, *script); !w.empty()) return w;
         }
         k += used;
       }
@@ -378,12 +404,18 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
       bool used = false;
       if (!linker_piece_taken(piece, next, used)) {
         if (std::string w = unknown(a + " " + piece); !w.empty()) return w;
+      } else if (auto script = version_script(piece, next)) {
+        if (std::string w = judged(a + " " + piece, *script); !w.empty()) return w;
       }
       if (used) i += args[i + 1] == "-Xlinker" ? 2 : 1;
       continue;
     }
     if (!v.starts_with("-") && !v.starts_with("@") && matches(v, ".*\\.(a|o|so)(\\.[0-9]+)*")) {
-      continue;  // an object or library to link: read and listed by the linker
+      // An object or library to link: read and listed by the linker, and judged now as well (lld
+      // lists `link/../lib/x.o` as `lib/x.o`, which is not the file it read: no `..` either).
+      if (has_dot_dot(v)) return unknown(a);
+      if (std::string w = judged(a, a); !w.empty()) return w;
+      continue;
     }
     if (std::string w = unknown(a); !w.empty()) return w;
   }

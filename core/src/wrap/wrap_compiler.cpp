@@ -467,9 +467,18 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   if (fs::exists(pch, ec) && fs::exists(header, ec)) return header.string();
   FileLock file_lock(dir / ("prelude-" + key + ".lock"));
   if (fs::exists(pch, ec) && fs::exists(header, ec)) return header.string();
+  // The header goes in under its own name first (its content is always the same; renamed in, so
+  // a reader never sees it half written): clang records in a PCH the name of the header it was
+  // made from, and refused one whose header, made under a temporary name, had been renamed. A
+  // header without its PCH is merely slow.
   std::string tmp_header = header.string() + ".tmp." + unique_suffix();
   std::string tmp_pch = pch.string() + ".tmp." + unique_suffix();
   if (!write_file(tmp_header, "#pragma once\n#include <ferry/wrap_prelude.hpp>\n")) return {};
+  fs::rename(tmp_header, header, ec);
+  if (ec) {
+    fs::remove(tmp_header, ec);
+    return {};
+  }
   const fs::path deps = pch.string() + ".d.tmp." + unique_suffix();
   // ferry's prelude header is the first -include: after it (it has tokens), no precompiled
   // header found beside a header of the user's -include flags can be used in its place (gcc
@@ -478,9 +487,9 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   std::vector<std::string> argv = {s.compiler, "-include", (s.include_dir / "ferry" / "wrap_prelude.hpp").string()};
   for (const auto& f : compile_flags(s.flags)) argv.push_back(f);
   for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
-  argv.insert(argv.end(), {"-x", "c++-header", tmp_header, "-o", tmp_pch});
+  argv.insert(argv.end(), {"-x", "c++-header", header.string(), "-o", tmp_pch});
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("prelude-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300), {tmp_header, tmp_pch, deps}, s.cwd);
+                    std::chrono::seconds(300), {tmp_pch, deps}, s.cwd);
   // Every header it holds must be one only this user or root could have written: a wrap that
   // uses it lists none of them.
   std::string why = r.ok ? judged_list(deps, std::nullopt, s.cwd, dir) : std::string();
@@ -488,13 +497,10 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   if (!r.ok || !why.empty()) {
     if (!r.ok) debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
     else debug_log("wrap prelude not used: it read a file another user could change: %s", why.c_str());
-    fs::remove(tmp_header, ec);
     fs::remove(tmp_pch, ec);
     return {};
   }
   ::chmod(tmp_pch.c_str(), 0600);  // the compiler made it 0666 less the umask
-  // The header first: a header without its PCH is merely slow, a PCH without its header unused.
-  fs::rename(tmp_header, header, ec);
   fs::rename(tmp_pch, pch, ec);
   return header.string();
 }
@@ -508,24 +514,27 @@ std::optional<std::string> remembered_failure(const fs::path& err) {
   return read_file(err);
 }
 
-/// Whether the linker the compiler runs with these flags lists its inputs (GNU ld and gold since
-/// binutils 2.35: --dependency-file; its help says so), asked once per compiler and flags. Where
-/// it does not, what is linked in is not judged (design §11).
-bool linker_lists_inputs(const Setup& s, const fs::path& dir) {
+/// Whether the linker the compiler runs lists its inputs (GNU ld and gold since binutils 2.35,
+/// lld: --dependency-file; its help says so), asked once per compiler and -fuse-ld= choice, with
+/// no other flag of the user's (a version script the linker read while parsing its arguments,
+/// made to fail once, turned the checks off). nullopt: the probe itself failed, and the build is
+/// refused; false: this linker has no such list, and what it links in is not judged (design §11).
+std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir) {
   static std::mutex mu;
   static std::map<std::string, bool> known;
-  std::string key = s.compiler_identity;
+  std::vector<std::string> argv = {s.compiler};
   for (const auto* v : {&s.flags, &s.options.libraries})
-    for (const auto& x : *v) key += "\n" + x;
+    for (const auto& x : *v)
+      if (x.starts_with("-fuse-ld=")) argv.push_back(x);
+  argv.push_back("-Wl,--help");
+  std::string key = s.compiler_identity;
+  for (const auto& x : argv) key += "\n" + x;
   std::lock_guard lock(mu);
   if (auto it = known.find(key); it != known.end()) return it->second;
-  std::vector<std::string> argv = {s.compiler};
-  argv.insert(argv.end(), s.flags.begin(), s.flags.end());
-  argv.insert(argv.end(), s.options.libraries.begin(), s.options.libraries.end());
-  argv.push_back("-Wl,--help");
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("linker-help.log." + unique_suffix()),
                     std::chrono::seconds(60), {}, s.cwd);
-  const bool lists = r.ok && r.output.find("--dependency-file") != std::string::npos;
+  if (!r.ok) return std::nullopt;
+  const bool lists = r.output.find("--dependency-file") != std::string::npos;
   if (!lists) debug_log("wrap: the linker of %s does not list its inputs: what it links in is not checked", s.compiler.c_str());
   return known[key] = lists;
 }
@@ -561,7 +570,11 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   std::string tmp = so.string() + ".tmp." + unique_suffix();
   // What the compiler and the linker read, listed by them: judged below, before it is published.
   const fs::path compile_deps = so.string() + ".d.tmp." + unique_suffix();
-  const fs::path link_deps = linker_lists_inputs(s, dir) ? fs::path(so.string() + ".ld.d.tmp." + unique_suffix()) : fs::path();
+  const std::optional<bool> lists = linker_lists_inputs(s, dir);
+  if (!lists)
+    setup_failed(site, "cannot tell whether the linker lists what it reads: '" + s.compiler +
+                           " -Wl,--help' failed. Set FERRY_CXX to a working compiler");
+  const fs::path link_deps = *lists ? fs::path(so.string() + ".ld.d.tmp." + unique_suffix()) : fs::path();
   // The prelude (precompiled, or ferry's header when there is none) is the first -include, as
   // for the prelude's own build: no other precompiled header can be used after it.
   std::vector<std::string> argv = {
@@ -642,13 +655,19 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
       "CCC_OVERRIDE_OPTIONS", "LD_RUN_PATH",
       // lto-wrapper runs $MAKE (-flto=auto): a program named by the environment, unjudged.
       "MAKE", "MAKEFLAGS", "MFLAGS", "MAKEFILES", "GNUMAKEFLAGS",
+      // More options or files for the compiler's programs (GCC_COMPARE_DEBUG adds its value to
+      // cc1plus's options: -fplugin=... ran), catalogues and converters they load, and
+      // reproduction archives the linkers write.
+      "GCC_COMPARE_DEBUG", "GCC_EXTRA_DIAGNOSTIC_OUTPUT", "GCONV_PATH", "LOCPATH", "NLSPATH", "LLD_REPRODUCE",
+      "MOLD_REPRO",
       // clang writes files they name (as DEPENDENCIES_OUTPUT makes gcc do), through any link.
       "CC_PRINT_HEADERS_FILE", "CC_LOG_DIAGNOSTICS_FILE", "CC_PRINT_OPTIONS_FILE", "CC_PRINT_PROC_STAT_FILE"};
   std::erase_if(env, [](const std::string& entry) {
     const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
     // ccache's own settings (CCACHE_PREFIX runs a program, a shared cache hands back what others
     // stored): FERRY_CXX may be ccache, which then only runs the compiler (below).
-    return std::find(std::begin(dropped), std::end(dropped), name) != std::end(dropped) || name.starts_with("CCACHE_");
+    return std::find(std::begin(dropped), std::end(dropped), name) != std::end(dropped) || name.starts_with("CCACHE_") ||
+           name.starts_with("COLLECT_");
   });
   env.push_back("CCACHE_DISABLE=1");
   // gcc and collect2 run `as` and `ld` through PATH, and the dynamic loader of each finds its
