@@ -35,7 +35,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <string_view>
 #include <thread>
