@@ -15,6 +15,7 @@
 #include <doctest/doctest.h>
 
 #include "support/fixture.hpp"
+#include "platform/spawn.hpp"
 #include "wrap/wrap_compiler.hpp"
 
 using namespace std::chrono_literals;
@@ -743,4 +744,30 @@ TEST_CASE("Wrap.a_prelude_that_read_a_file_others_could_change_is_not_kept") {
                        ferry::UnresolvableTaskError);
   ferry::wait_for_wraps(120s);
   CHECK(preludes() == before);
+}
+
+TEST_CASE("Wrap.builds_and_reuses_its_prelude_with_clang") {
+  // clang records in a precompiled header the name of the header it was made from: the cache's
+  // prelude, built from a header under a temporary name then renamed, was refused, and with
+  // FERRY_CXX=clang++ every wrap failed ("could not find file ... referenced by AST file").
+  auto clang = ferry::detail::find_program("clang++");
+  if (!clang) {
+    MESSAGE("no clang++ here");
+    return;
+  }
+  support::TempDir root;
+  const fs::path cache = root.path / "cache";
+  CacheAt at(cache);
+  support::ScopedEnv cxx("FERRY_CXX", clang->string());
+  {
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(hypotenuse, 3.0, 4.0).get() == doctest::Approx(5.0));
+    ferry::wait_for_wraps(240s);
+  }
+  bool pch = false;
+  for (const auto& e : fs::directory_iterator(cache)) pch |= e.path().extension() == ".pch";
+  CHECK(pch);
+  // A later process's wraps use it (a fresh entry: another body, so compiled again).
+  ferry::Executor again(support::options(1));
+  CHECK(again.submit(twice, 4, std::vector<int>{}).get() == 8);
 }
