@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -379,29 +378,10 @@ std::string untrusted_search_directory(const fs::path& dir) {
 }
 
 void require_trusted_dependencies(const fs::path& library) {
-  // A library that passed is not judged again for a second while it stays the same file: a lookup
-  // by name or a TaskRef is checked at every submission, and a walk through a search path costs
-  // tens of microseconds (through a system directory with DT_RPATH, milliseconds). Only this user
-  // or root can make what passed open to others; another user's change to the file itself (were
-  // it made writable) changes its identity, which is looked at every time.
-  using Clock = std::chrono::steady_clock;
-  static std::mutex mu;
-  static auto* passed = new std::map<std::string, std::pair<std::string, Clock::time_point>>;  // never destroyed
-  constexpr auto keep = std::chrono::seconds(1);
-  std::string id;
-  if (struct stat st {}; ::stat(library.c_str(), &st) == 0) id = file_identity(st);
-  if (!id.empty()) {
-    std::lock_guard lock(mu);
-    if (auto it = passed->find(library.string());
-        it != passed->end() && it->second.first == id && Clock::now() - it->second.second < keep)
-      return;
-  }
+  // Every call walks (the names are remembered per file, the trust checks are not): at
+  // submission, TaskRefs::recent keeps what passed for a second already.
   TrustVerdict v = dependency_verdict(library);
   if (!v) throw PluginError::unsafe(library.string(), v.why);
-  if (id.empty()) return;
-  std::lock_guard lock(mu);
-  if (passed->size() >= 1024) passed->clear();
-  (*passed)[library.string()] = {id, Clock::now()};
 }
 
 }  // namespace ferry::detail

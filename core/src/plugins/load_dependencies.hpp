@@ -43,8 +43,7 @@ std::string untrusted_search_directory(const std::filesystem::path& dir);
 
 /// `why` is a whole sentence (it names the place, and the library that makes the loader go there).
 /// Throws PluginError::unsafe (for `library`, with that sentence) unless dependency_verdict(library)
-/// passes. A library that passed is not judged again for a second while its identity
-/// (file_identity) stays.
+/// passes.
 void require_trusted_dependencies(const std::filesystem::path& library);
 
 }  // namespace ferry::detail

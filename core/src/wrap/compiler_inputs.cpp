@@ -229,13 +229,26 @@ bool matches(std::string_view s, const char* pattern) {
   return std::regex_match(s.begin(), s.end(), std::regex(pattern));
 }
 
+/// `-Dname...` or `-Uname`: a macro, joined.
+bool macro_flag(std::string_view a) { return matches(a, "-[DU][A-Za-z_].*"); }
+
+/// `-lname` (or `-l:file`): a library by name, found through the directories judged and read as
+/// listed; not gold's and lld's `-library-path`, nor a name with `..` (lld lists it resolved).
+bool library_name_flag(std::string_view a) {
+  return matches(a, "-l[A-Za-z0-9_.+:-]+") && !a.starts_with("-library") && a.find("..") == std::string_view::npos;
+}
+
+/// A file to link (an object or library, `.a`, `.o`, `.so`, `.so.N`), named by its path.
+bool link_input(std::string_view a) {
+  return !a.starts_with("-") && !a.starts_with("@") && matches(a, ".*\\.(a|o|so)(\\.[0-9]+)*");
+}
+
 /// Whether the linker option `piece` is one ferry takes; `next` is what follows it in the same
 /// argument (or the -Xlinker right after), taken as its value when it needs one (`used`).
 bool linker_piece_taken(std::string_view piece, const std::optional<std::string>& next, bool& used) {
   used = false;
   if (one_of(piece, linker_alone)) return true;
-  if (matches(piece, "-l[A-Za-z0-9_.+:-]+") && !piece.starts_with("-library") && piece.find("..") == std::string_view::npos)
-    return true;  // a library by name: found and listed
+  if (library_name_flag(piece)) return true;
   auto z_taken = [](std::string_view key) {
     return one_of(key, z_keywords) || std::any_of(std::begin(z_numbered), std::end(z_numbered), [&](std::string_view p) {
              return key.starts_with(p) && matches(key.substr(p.size()), "(0x)?[0-9a-fA-F]+");
@@ -320,9 +333,7 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
         if (std::string w = judged(a + " " + *value, *value); !w.empty()) return w;
       continue;
     }
-    if (matches(v, "-[DU][A-Za-z_].*") || (matches(v, "-l[A-Za-z0-9_.+:-]+") && !v.starts_with("-library") &&
-                                           v.find("..") == std::string_view::npos))
-      continue;
+    if (macro_flag(v) || library_name_flag(v)) continue;
     bool dir_option = false;
     for (std::string_view opt : {"-isystem", "-iquote", "-idirafter", "-I", "-L"}) {
       if (!v.starts_with(opt)) continue;
@@ -371,7 +382,7 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
       // assembler's --noexecstack: nothing else.
       const bool preprocessor = v[2] == 'p';
       for (const auto& piece : pieces_of(v.substr(4)))
-        if (preprocessor ? !matches(piece, "-[DU][A-Za-z_].*") : piece != "--noexecstack") return unknown(a);
+        if (preprocessor ? !macro_flag(piece) : piece != "--noexecstack") return unknown(a);
       continue;
     }
     if (v.starts_with("-Wl,")) {
@@ -410,7 +421,7 @@ std::string untrusted_compiler_flag(const std::vector<std::string>& args, const 
       if (used) i += args[i + 1] == "-Xlinker" ? 2 : 1;
       continue;
     }
-    if (!v.starts_with("-") && !v.starts_with("@") && matches(v, ".*\\.(a|o|so)(\\.[0-9]+)*")) {
+    if (link_input(v)) {
       // An object or library to link: read and listed by the linker, and judged now as well (lld
       // lists `link/../lib/x.o` as `lib/x.o`, which is not the file it read: no `..` either).
       if (has_dot_dot(v)) return unknown(a);
@@ -434,7 +445,7 @@ std::vector<std::string> compile_flags(const std::vector<std::string>& flags) {
     }
     if (v.starts_with("-Wl,") || v.starts_with("--for-linker=") || v.starts_with("-l") || v.starts_with("-L") ||
         v.starts_with("-fuse-ld=") || one_of(v, link_only) ||
-        (!v.starts_with("-") && matches(v, ".*\\.(a|o|so)(\\.[0-9]+)*")))
+        link_input(v))
       continue;
     out.push_back(flags[i]);
   }
