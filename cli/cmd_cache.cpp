@@ -33,7 +33,9 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
                    "directory (wrap-<key>.so, with its .cpp, .sum and .lock), and precompiles "
                    "the prelude it includes (prelude-<key>.hpp.gch or .pch). A body the compiler "
                    "refused is remembered (wrap-<key>.err, the compiler's words): the same build "
-                   "fails at once until the body, flags or compiler change, or the cache is cleared.",
+                   "fails at once until the body, flags, compiler or a file the build read (a "
+                   "header, a library) change, or the cache is cleared. An entry is rebuilt "
+                   "when a file its build read changed.",
                    100) +
               "\n\n" + exit_codes_help("012", "a file could not be removed (clear)"));
 

@@ -232,3 +232,63 @@ TEST_CASE("CompilerInputs.the_prelude_is_precompiled_without_the_linkers_flags")
                        "-I/opt/include", "-include", "/opt/include/k.hpp", "--for-linker=-O1"}) ==
         Names{"-O2", "-DX=1", "-I/opt/include", "-include", "/opt/include/k.hpp"});
 }
+
+TEST_CASE("CompilerInputs.a_record_of_what_a_build_read_holds_while_its_bytes_do") {
+  using ferry::detail::changed_input;
+  using ferry::detail::format_input_record;
+  using ferry::detail::parse_input_record;
+  using ferry::detail::record_inputs;
+  support::TempDir root;
+  const fs::path cache = root.path / "cache", inc = root.path / "inc";
+  fs::create_directories(cache);
+  fs::create_directories(inc);
+  std::ofstream(inc / "k.hpp") << "#define K 10\n";
+  std::ofstream(root.path / "a b\nc.hpp") << "// any byte in a name\n";
+  const auto past = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  for (const char* name : {"inc/k.hpp", "a b\nc.hpp"}) fs::last_write_time(root.path / name, past);
+  const auto started = std::chrono::system_clock::now();
+  // Names in the cache directory (the wrap's source, its temporary object) are the key's own.
+  const Names listed = {(root.path / "a b\nc.hpp").string(), (cache / "wrap-x.cpp").string(), (cache / "cc1.o").string()};
+
+  SUBCASE("absolute names: no directory of their own, and read back as written") {
+    const auto record = record_inputs(listed, root.path, cache, started);
+    CHECK(record.cwd.empty());
+    REQUIRE(record.files.size() == 1);
+    CHECK(record.files[0].path == (root.path / "a b\nc.hpp").string());
+    CHECK(record.files[0].key.size() == 64);
+    std::string_view rest;
+    const std::string text = format_input_record(record) + "the compiler's words";
+    const auto back = parse_input_record(text, &rest);
+    REQUIRE(back);
+    CHECK(rest == "the compiler's words");
+    CHECK(format_input_record(*back) == format_input_record(record));
+    CHECK(changed_input(*back).empty());
+    // Cut, or an older cache's entry: not a record.
+    CHECK_FALSE(parse_input_record(text.substr(0, text.size() / 2)));
+    CHECK_FALSE(parse_input_record("0123abcd 12\n"));
+  }
+  SUBCASE("a relative name is the build directory's, and the record says so") {
+    const auto record = record_inputs({"inc/k.hpp"}, root.path, cache, started);
+    CHECK(record.cwd == root.path.string());
+    REQUIRE(record.files.size() == 1);
+    CHECK(record.files[0].path == (inc / "k.hpp").string());
+    CHECK(changed_input(record).empty());
+    // Touched with the same bytes: still as read.
+    fs::last_write_time(inc / "k.hpp", past + std::chrono::seconds(5));
+    CHECK(changed_input(record).empty());
+    // The same size, other bytes, another time (the same size and time is taken as unchanged,
+    // as make takes it).
+    std::ofstream(inc / "k.hpp") << "#define K 20\n";
+    fs::last_write_time(inc / "k.hpp", past + std::chrono::seconds(10));
+    CHECK(contains(changed_input(record), (inc / "k.hpp").string() + " changed"));
+    fs::remove(inc / "k.hpp");
+    CHECK(contains(changed_input(record), "is gone"));
+  }
+  SUBCASE("a file written while the build ran is recorded as changed") {
+    std::ofstream(inc / "k.hpp") << "#define K 30\n";  // modified now: after `started` less 100 ms
+    const auto record = record_inputs({(inc / "k.hpp").string()}, root.path, cache, started);
+    REQUIRE(record.files.size() == 1);
+    CHECK(record.files[0].key == "-");
+    CHECK(contains(changed_input(record), "changed while the build read it"));
+  }
+}

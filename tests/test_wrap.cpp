@@ -108,10 +108,11 @@ std::vector<fs::path> entries(const fs::path& dir, const std::string& suffix) {
   return out;
 }
 
-/// Runs a wrap host (another process) with this cache; returns its output.
+/// Runs a wrap host (another process) with this cache; returns its output. `prefix` is shell text
+/// before the host's environment (a `cd`, more variables).
 std::string run_wrap_host(const fs::path& cache, const char* host = FERRY_TEST_WRAP_HOST,
-                          const std::string& umask = "022") {
-  std::string cmd = "umask " + umask + "; FERRY_CACHE_DIR='" + cache.string() + "' '" + host + "' '" FERRY_TEST_WORKER "'";
+                          const std::string& umask = "022", const std::string& prefix = "") {
+  std::string cmd = "umask " + umask + "; " + prefix + " FERRY_CACHE_DIR='" + cache.string() + "' '" + host + "' '" FERRY_TEST_WORKER "'";
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p);
   char buf[4096];
@@ -441,6 +442,76 @@ TEST_CASE("Wrap.a_failed_build_is_remembered_not_recompiled") {
   std::string second = run_wrap_host(cache.path, FERRY_TEST_WRAP_FAIL_HOST);
   CHECK(second.rfind("error 0\n", 0) == 0);
   CHECK(second.substr(second.find('\n')) == first.substr(first.find('\n')));
+}
+
+namespace {
+
+/// Runs the wrap host whose wrap needs FERRY_TEST_HOST_ONLY_K, in `cwd`, with these wrap flags.
+std::string run_header_host(const fs::path& cache, const fs::path& cwd, const std::string& flags) {
+  return run_wrap_host(cache, FERRY_TEST_WRAP_FAIL_HOST, "022", "cd '" + cwd.string() + "' && FERRY_WRAP_FLAGS='" + flags + "'");
+}
+
+/// Writes a header defining FERRY_TEST_HOST_ONLY_K as `k` (or nothing with `k` empty), dated
+/// `age` ago: a header written just before a build is recorded as changed during it.
+void write_k_header(const fs::path& file, const std::string& k, std::chrono::seconds age) {
+  fs::create_directories(file.parent_path());
+  std::ofstream(file) << (k.empty() ? std::string("// no K here\n") : "#define FERRY_TEST_HOST_ONLY_K " + k + "\n");
+  fs::last_write_time(file, fs::file_time_type::clock::now() - age);
+}
+
+}  // namespace
+
+TEST_CASE("Wrap.a_header_that_changed_is_compiled_again") {
+  // The cache key covers the body, flags and compiler, not the headers the body includes: the
+  // entry remembers what its build read, and is used only while those files hold the same bytes.
+  FreshCache cache;
+  support::TempDir root;
+  const fs::path k = root.path / "k.hpp";
+  const std::string flags = "-include " + k.string();
+  write_k_header(k, "10", 60s);
+  CHECK(run_header_host(cache.path, root.path, flags) == "11 1\n");
+  CHECK(run_header_host(cache.path, root.path, flags) == "11 0\n");  // from the cache
+  write_k_header(k, "20", 50s);  // the same size, another time
+  CHECK(run_header_host(cache.path, root.path, flags) == "21 1\n");
+  CHECK(run_header_host(cache.path, root.path, flags) == "21 0\n");
+  fs::last_write_time(k, fs::file_time_type::clock::now());  // touched: the bytes decide
+  CHECK(run_header_host(cache.path, root.path, flags) == "21 0\n");
+  CHECK(entries(cache.path, ".so").size() == 1);  // one entry, rebuilt in place
+}
+
+TEST_CASE("Wrap.a_remembered_failure_is_compiled_again_once_a_header_it_read_changed") {
+  FreshCache cache;
+  support::TempDir root;
+  const fs::path k = root.path / "k.hpp";
+  const std::string flags = "-include " + k.string();
+  write_k_header(k, "", 60s);
+  std::string first = run_header_host(cache.path, root.path, flags);
+  CHECK(first.rfind("error 1\n", 0) == 0);
+  CHECK(run_header_host(cache.path, root.path, flags).rfind("error 0\n", 0) == 0);  // remembered
+  write_k_header(k, "3", 50s);  // fixed
+  CHECK(run_header_host(cache.path, root.path, flags) == "4 1\n");
+  CHECK(run_header_host(cache.path, root.path, flags) == "4 0\n");
+  CHECK(entries(cache.path, ".err").empty());  // the old failure is gone with its headers
+}
+
+TEST_CASE("Wrap.relative_flags_build_one_plugin_per_directory") {
+  // `-I inc` names another header in each directory: hosts in two directories must neither share
+  // one plugin nor rebuild each other's, whatever their order.
+  FreshCache cache;
+  support::TempDir root;
+  const fs::path a = root.path / "a", b = root.path / "b";
+  write_k_header(a / "inc" / "k.hpp", "100", 60s);
+  write_k_header(b / "inc" / "k.hpp", "200", 60s);
+  const std::string flags = "-Iinc -include inc/k.hpp";
+  CHECK(run_header_host(cache.path, a, flags) == "101 1\n");
+  CHECK(run_header_host(cache.path, b, flags) == "201 1\n");
+  CHECK(run_header_host(cache.path, a, flags) == "101 0\n");
+  CHECK(run_header_host(cache.path, b, flags) == "201 0\n");
+  CHECK(entries(cache.path, ".so").size() == 2);
+  // Absolute names are everyone's: a third directory takes the first entry.
+  const std::string absolute = "-include " + (a / "inc" / "k.hpp").string();
+  CHECK(run_header_host(cache.path, a, absolute) == "101 1\n");
+  CHECK(run_header_host(cache.path, b, absolute) == "101 0\n");
 }
 
 TEST_CASE("Wrap.background_builds_never_delay_exit") {

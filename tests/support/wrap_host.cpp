@@ -4,8 +4,10 @@
 //   wrap_host <worker> exit FILE  starts an executor (which starts the builds in the background),
 //                               waits (at most 60 s) until FILE exists (the test's compiler
 //                               writes it once it runs), and returns; prints "exiting"
-// Built twice: with FERRY_TEST_WRAP_FAIL, its only wrapped function does not compile, and
-//   wrap_fail_host <worker>     submits it; prints "error <compilations>", then the message
+// Built twice: with FERRY_TEST_WRAP_FAIL, its only wrapped function does not compile unless the
+// wrap flags (FERRY_WRAP_FLAGS) include a header that defines FERRY_TEST_HOST_ONLY_K, and
+//   wrap_fail_host <worker>     submits it; prints "error <compilations>", then the message, or
+//                               "<result of f(1)> <compilations>" when it compiled
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -48,8 +50,8 @@ int main(int argc, char** argv) {
     }
 #ifdef FERRY_TEST_WRAP_FAIL
     try {
-      ex.submit(wrapped_does_not_compile, 1).get();
-      std::cout << "compiled?" << std::endl;
+      const int r = ex.submit(wrapped_does_not_compile, 1).get();
+      std::cout << r << ' ' << ferry::detail::wrap_compilations() << std::endl;
     } catch (const ferry::UnresolvableTaskError& e) {
       std::cout << "error " << ferry::detail::wrap_compilations() << "\n" << e.what() << std::endl;
     }

@@ -7,11 +7,13 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <charconv>
 #include <cstring>
 #include <regex>
 #include <set>
 #include <string_view>
 
+#include "platform/hash.hpp"
 #include "platform/trust.hpp"
 
 namespace ferry::detail {
@@ -450,6 +452,109 @@ std::vector<std::string> compile_flags(const std::vector<std::string>& flags) {
     out.push_back(flags[i]);
   }
   return out;
+}
+
+// ---- what a build read, remembered with its cache entry -----------------------------------------
+
+namespace {
+
+std::int64_t mtime_ns(const struct stat& st) {
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+bool same_inode(const fs::path& dir, const struct stat& of) {
+  struct stat st {};
+  return ::stat(dir.c_str(), &st) == 0 && st.st_dev == of.st_dev && st.st_ino == of.st_ino;
+}
+
+constexpr std::string_view record_head = "ferry-wrap-inputs 1 ";
+constexpr std::size_t max_recorded_files = 100'000;
+constexpr std::size_t max_recorded_name = 4096;
+
+/// Reads a decimal number and the one space or newline after it.
+template <class T>
+bool number(std::string_view& text, T& out, char after) {
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  if (ec != std::errc() || end == text.data() || end == text.data() + text.size() || *end != after) return false;
+  text.remove_prefix(static_cast<std::size_t>(end - text.data()) + 1);
+  return true;
+}
+
+/// Reads "<length> <bytes>\n".
+bool name(std::string_view& text, std::string& out) {
+  std::size_t n = 0;
+  if (!number(text, n, ' ') || n > max_recorded_name || text.size() < n + 1 || text[n] != '\n') return false;
+  out.assign(text.substr(0, n));
+  text.remove_prefix(n + 1);
+  return true;
+}
+
+}  // namespace
+
+InputRecord record_inputs(const std::vector<std::string>& inputs, const fs::path& cwd, const fs::path& scratch,
+                          std::chrono::system_clock::time_point started) {
+  InputRecord out;
+  struct stat scratch_st {};
+  const bool have_scratch = ::stat(scratch.c_str(), &scratch_st) == 0;
+  const std::int64_t recent =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(started.time_since_epoch() - std::chrono::milliseconds(100)).count();
+  std::set<std::string> seen;
+  for (const auto& input : inputs) {
+    const fs::path path = resolved(input, cwd);
+    if (have_scratch && path.has_parent_path() && same_inode(path.parent_path(), scratch_st)) continue;
+    if (!seen.insert(path.string()).second) continue;
+    if (!fs::path(input).is_absolute()) out.cwd = cwd.string();
+    RecordedInput r{path.string(), 0, 0, "-"};
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) {
+      r.size = static_cast<std::uint64_t>(st.st_size);
+      r.mtime_ns = mtime_ns(st);
+      if (r.mtime_ns < recent) r.key = file_content_key(path).value_or("-");
+    }
+    out.files.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::string format_input_record(const InputRecord& record) {
+  std::string out = std::string(record_head) + std::to_string(record.files.size()) + "\n";
+  out += std::to_string(record.cwd.size()) + " " + record.cwd + "\n";
+  for (const auto& f : record.files)
+    out += std::to_string(f.size) + " " + std::to_string(f.mtime_ns) + " " + f.key + " " + std::to_string(f.path.size()) +
+           " " + f.path + "\n";
+  return out;
+}
+
+std::optional<InputRecord> parse_input_record(std::string_view text, std::string_view* rest) {
+  if (!text.starts_with(record_head)) return std::nullopt;
+  text.remove_prefix(record_head.size());
+  std::size_t count = 0;
+  InputRecord out;
+  if (!number(text, count, '\n') || count > max_recorded_files || !name(text, out.cwd)) return std::nullopt;
+  for (std::size_t i = 0; i < count; ++i) {
+    RecordedInput f;
+    if (!number(text, f.size, ' ') || !number(text, f.mtime_ns, ' ')) return std::nullopt;
+    const std::size_t space = text.find(' ');
+    if (space == std::string_view::npos || space == 0 || space > 128) return std::nullopt;
+    f.key.assign(text.substr(0, space));
+    text.remove_prefix(space + 1);
+    if (!name(text, f.path) || !fs::path(f.path).is_absolute()) return std::nullopt;
+    out.files.push_back(std::move(f));
+  }
+  if (rest) *rest = text;
+  return out;
+}
+
+std::string changed_input(const InputRecord& record) {
+  for (const auto& f : record.files) {
+    if (f.key == "-") return f.path + " changed while the build read it";
+    struct stat st {};
+    if (::stat(f.path.c_str(), &st) != 0) return f.path + " is gone (" + std::strerror(errno) + ")";
+    if (static_cast<std::uint64_t>(st.st_size) == f.size && mtime_ns(st) == f.mtime_ns) continue;
+    // Touched, checked out again, copied: the bytes decide.
+    if (file_content_key(f.path) != f.key) return f.path + " changed";
+  }
+  return {};
 }
 
 }  // namespace ferry::detail

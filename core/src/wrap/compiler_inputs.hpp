@@ -3,9 +3,12 @@
 // own lists of the files they read, and the flags that name what no list shows.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ferry/detail/export.hpp>
@@ -61,5 +64,42 @@ FERRY_INTERNAL_API std::string untrusted_compiler_flag(const std::vector<std::st
 /// -fuse-ld=, -static-lib...): what the prelude is precompiled with (a header's compile given a
 /// library or -Wl, ran a link, which failed for want of main).
 FERRY_INTERNAL_API std::vector<std::string> compile_flags(const std::vector<std::string>& flags);
+
+/// One file a wrap's build read, as its cache entry remembers it.
+struct RecordedInput {
+  std::string path;       ///< absolute (a listed relative name joined to the build's directory)
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::string key;        ///< file_content_key of its bytes; "-" when it changed during the build
+};
+
+/// What a wrap's build read (its compiler's and linker's lists): the cache entry is used, and a
+/// remembered failure repeated, only while every one of them holds the bytes it had then.
+struct InputRecord {
+  std::string cwd;  ///< the build's directory when a listed name was relative (the entry is that
+                    ///< directory's), else ""
+  std::vector<RecordedInput> files;
+};
+
+/**
+The record of `inputs` (as listed; relative names are `cwd`'s). Files in `scratch` (the private
+cache directory: the wrap's own source and temporaries, named by its key) are left out. A file
+modified at or after `started` less 100 ms (file times take a coarse clock), or that cannot be
+read, is recorded as changed: the next use builds again.
+*/
+FERRY_INTERNAL_API InputRecord record_inputs(const std::vector<std::string>& inputs, const std::filesystem::path& cwd,
+                                             const std::filesystem::path& scratch,
+                                             std::chrono::system_clock::time_point started);
+
+/// `record` as text, for a cache entry's .sum or .err file (names length-prefixed: any byte).
+FERRY_INTERNAL_API std::string format_input_record(const InputRecord& record);
+
+/// The record at the start of `text`, and in `rest` what follows it; nullopt when `text` does not
+/// start with a whole, well-formed record (an older cache's entry, a cut or edited file).
+FERRY_INTERNAL_API std::optional<InputRecord> parse_input_record(std::string_view text, std::string_view* rest = nullptr);
+
+/// "" when every file of `record` still holds the bytes it had (same size and modification time,
+/// or the same content key), else which changed and how.
+FERRY_INTERNAL_API std::string changed_input(const InputRecord& record);
 
 }  // namespace ferry::detail

@@ -2,15 +2,19 @@
 // FERRY_WRAP: compile a recorded function body into a cached plugin, once per cache key.
 //
 // Cache layout ($FERRY_CACHE_DIR, private 0700, trust-checked with its whole way):
-//   wrap-<key>.so    the plugin            wrap-<key>.sum   "<BLAKE2b of the .so> <size>"
-//   wrap-<key>.cpp   the translation unit  wrap-<key>.lock  flock: one build per entry
-//   wrap-<key>.err   the compiler's words when the body does not compile: the same key fails at
-//                    once next time, with the same UnresolvableTaskError, instead of recompiling
+//   wrap-<key>.so    the plugin            wrap-<key>.lock  flock: one build per entry
+//   wrap-<key>.sum   "<BLAKE2b of the .so> <size>", then the record of what its build read
+//   wrap-<key>.cpp   the translation unit
+//   wrap-<key>.err   the record of what a failed build read, then the compiler's words: the same
+//                    key fails at once next time, with the same UnresolvableTaskError, instead
+//                    of recompiling, while those files hold the same bytes
 //   prelude-<p>.hpp(.gch|.pch)             the precompiled prelude, per compiler, flags and headers
 // <key> is a BLAKE2b key over source, name, signature, compiler identity, flags, includes,
 // libraries, ferry's version/ABI and the prelude's key <p> (which covers the content of every
-// ferry header). An entry is published by rename after its .sum; an entry whose bytes no longer
-// match its .sum is rebuilt, never loaded.
+// ferry header); an entry whose build read names relative to another directory has a key of this
+// directory's own (key_in_directory). An entry is published by rename after its .sum; an entry
+// whose bytes no longer match its .sum, or one of whose recorded inputs changed, is rebuilt,
+// never loaded.
 //
 // Everything run, included or loaded here passes the one trust check (platform/trust.hpp): the
 // compiler, ferry's headers, a shipped precompiled prelude, the cache directory and its entries.
@@ -33,6 +37,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -149,20 +154,37 @@ std::string head_lines(const std::string& text, int lines = 25) {
 
 // ---- what the compiler reads --------------------------------------------------------------------
 
-/// Why what the compiler (`linker_output` nullopt) or the linker (writing `linker_output`) listed
-/// in `list` could have been written by another user: "" when all of it passes the trust check
-/// (untrusted_input; `scratch` is the private directory the compiler gets as TMPDIR). A list that
-/// cannot be read, is cut by the size bound or does not parse is a reason.
-std::string judged_list(const fs::path& list, const std::optional<std::string>& linker_output, const fs::path& cwd,
-                        const fs::path& scratch) {
+/// What the compiler (`linker_output` nullopt) or the linker (writing `linker_output`) listed in
+/// `list`; nullopt, with `why` said, when the list cannot be read, is cut by the size bound or does
+/// not parse.
+std::optional<std::vector<std::string>> listed_inputs(const fs::path& list, const std::optional<std::string>& linker_output,
+                                                      std::string& why) {
   constexpr std::size_t max_list = std::size_t{64} << 20;
   const std::string text = read_file(list, max_list + 1);
   const char* who = linker_output ? "the linker" : "the compiler";
-  if (text.size() > max_list) return std::string(who) + "'s list of what it read is larger than ferry reads";
-  auto inputs = linker_output ? linker_list_inputs(text, *linker_output) : compiler_list_inputs(text);
-  if (!inputs) return std::string(who) + "'s list of what it read (" + list.string() + ") cannot be parsed";
-  std::string why = untrusted_input(*inputs, cwd, scratch);
-  return why.empty() ? why : why + " (read by " + who + ")";
+  auto inputs = text.size() > max_list ? std::nullopt
+                : linker_output        ? linker_list_inputs(text, *linker_output)
+                                       : compiler_list_inputs(text);
+  if (!inputs)
+    why = std::string(who) + "'s list of what it read (" + list.string() + ") " +
+          (text.size() > max_list ? "is larger than ferry reads" : "cannot be parsed");
+  return inputs;
+}
+
+/// Why what the compiler (`linker_output` nullopt) or the linker (writing `linker_output`) listed
+/// in `list` could have been written by another user: "" when all of it passes the trust check
+/// (untrusted_input; `scratch` is the private directory the compiler gets as TMPDIR). A list that
+/// cannot be read, is cut by the size bound or does not parse is a reason. What it listed is added
+/// to `read`.
+std::string judged_list(const fs::path& list, const std::optional<std::string>& linker_output, const fs::path& cwd,
+                        const fs::path& scratch, std::vector<std::string>* read = nullptr) {
+  std::string why;
+  auto inputs = listed_inputs(list, linker_output, why);
+  if (!inputs) return why;
+  why = untrusted_input(*inputs, cwd, scratch);
+  if (!why.empty()) return why + " (read by " + (linker_output ? "the linker" : "the compiler") + ")";
+  if (read) read->insert(read->end(), inputs->begin(), inputs->end());
+  return {};
 }
 
 /// The arguments that make the compiler list what it reads into `compile_deps`, and the linker
@@ -405,6 +427,35 @@ fs::path prepare_cache_dir(const WrapSite& site, const fs::path& dir) {
   return dir;
 }
 
+/// Bound on an entry's .sum and .err (the record of what its build read, and a diagnostic).
+constexpr std::size_t max_record = std::size_t{16} << 20;
+
+/// The record of what an entry's build read: after the plugin's digest line in its .sum (`sum`),
+/// or before the diagnostic in its .err; `rest` is what follows it.
+std::optional<InputRecord> entry_record(const std::string& text, bool sum, std::string_view* rest = nullptr) {
+  std::string_view body = text;
+  if (sum) {
+    const std::size_t eol = body.find('\n');
+    if (eol == std::string_view::npos) return std::nullopt;
+    body.remove_prefix(eol + 1);
+  }
+  return parse_input_record(body, rest);
+}
+
+/// The entry a build in `cwd` uses for `key`: `key`'s own, unless its build or failure read
+/// files named relative to another directory (-I inc, -include k.hpp...); then one of `cwd`'s, so
+/// that hosts in two directories neither share nor take turns rebuilding one entry.
+std::string key_in_directory(const fs::path& dir, const std::string& key, const fs::path& cwd) {
+  for (const bool sum : {true, false}) {
+    const auto record = entry_record(read_file(dir / ("wrap-" + key + (sum ? ".sum" : ".err")), max_record), sum);
+    if (record && !record->cwd.empty() && record->cwd != cwd.string())
+      return ContentHasher().field("wrap in directory").field(key).field(cwd.string()).hex();
+  }
+  return key;
+}
+
+/// Whether the plugin `so` may be used: it passes the trust check, matches the digest its .sum
+/// (`sum`) recorded, and every file its build read holds the bytes it had then.
 bool entry_valid(const fs::path& so, const fs::path& sum) {
   std::error_code ec;
   if (!fs::exists(so, ec) || !fs::exists(sum, ec)) return false;
@@ -412,11 +463,16 @@ bool entry_valid(const fs::path& so, const fs::path& sum) {
     debug_log("wrap cache: %s: rebuilding", why.c_str());
     return false;
   }
+  const std::string text = read_file(sum, max_record + 1);
+  std::string_view rest;
+  const auto record = entry_record(text, true, &rest);
   auto digest = file_digest(so);
-  std::string recorded = read_file(sum);
-  while (!recorded.empty() && (recorded.back() == '\n' || recorded.back() == ' ')) recorded.pop_back();
-  if (!digest || *digest != recorded) {
+  if (!digest || text.substr(0, text.find('\n')) != *digest || !record || !rest.empty()) {
     debug_log("wrap cache: %s does not match its recorded hash: rebuilding", so.c_str());
+    return false;
+  }
+  if (std::string why = changed_input(*record); !why.empty()) {
+    debug_log("wrap cache: %s: rebuilding %s", why.c_str(), so.c_str());
     return false;
   }
   return true;
@@ -506,11 +562,20 @@ std::string prelude(const Setup& s, const fs::path& dir) {
 
 std::atomic<unsigned> compilations{0};
 
-/// A remembered compiler failure for this entry: its diagnostic, if there is one.
+/// A remembered compiler failure for this entry: its diagnostic, while every file the failed
+/// build read holds the bytes it had (a header fixed since is compiled again).
 std::optional<std::string> remembered_failure(const fs::path& err) {
   std::error_code ec;
   if (!fs::exists(err, ec) || !untrusted_reason(err).empty()) return std::nullopt;
-  return read_file(err);
+  const std::string text = read_file(err, max_record);
+  std::string_view said;
+  const auto record = entry_record(text, false, &said);
+  if (!record) return std::nullopt;  // an older cache's, or cut: compiled again
+  if (std::string why = changed_input(*record); !why.empty()) {
+    debug_log("wrap cache: %s: compiling %s again", why.c_str(), err.c_str());
+    return std::nullopt;
+  }
+  return std::string(said);
 }
 
 /// Whether the linker the compiler runs lists its inputs (GNU ld and gold since binutils 2.35,
@@ -538,19 +603,42 @@ std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir) {
   return known[key] = lists;
 }
 
-WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
+/// Whether the wrap's translation unit `cpp` fails to compile on its own (-fsyntax-only, with the
+/// flags the compiler gets): after a failed build whose linker wrote no list, whether the failure
+/// was the compiler's (remembered with what the compiler read) or an early one of the linker's
+/// (-lx not found: not remembered, as what it looked for is listed nowhere).
+bool compile_fails_alone(const Setup& s, const std::string& header, const fs::path& cpp, const fs::path& dir) {
+  std::vector<std::string> argv = {
+      s.compiler, "-include", header.empty() ? (s.include_dir / "ferry" / "wrap_prelude.hpp").string() : header};
+  for (auto& f : compile_flags(s.flags)) argv.push_back(std::move(f));
+  argv.insert(argv.end(), {"-fsyntax-only", "-x", "c++", cpp.string()});
+  RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("syntax.log." + unique_suffix()),
+                    std::chrono::seconds(300), {}, s.cwd);
+  return r.started && !r.ok && !r.interrupted;
+}
+
+WrapBuild build(const WrapSite& site, const Setup& s, const std::string& entry_key) {
   fs::path dir = prepare_cache_dir(site, s.options.cache_dir);
-  fs::path so = dir / ("wrap-" + key + ".so");
-  fs::path sum = dir / ("wrap-" + key + ".sum");
-  fs::path err = dir / ("wrap-" + key + ".err");
+  std::string key;
+  fs::path so, sum, err;
+  std::unique_ptr<FileLock> lock;
+  // An entry whose build read names relative to another directory is not this one's: its key
+  // is looked at again once the lock is held, since another process may have just published it.
+  for (int tries = 0; tries < 3 && !lock; ++tries) {
+    key = key_in_directory(dir, entry_key, s.cwd);
+    so = dir / ("wrap-" + key + ".so");
+    sum = dir / ("wrap-" + key + ".sum");
+    err = dir / ("wrap-" + key + ".err");
+    if (entry_valid(so, sum)) return WrapBuild{so.string(), site.name, nullptr};
+    if (auto said = remembered_failure(err))
+      throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
+    lock = std::make_unique<FileLock>(dir / ("wrap-" + key + ".lock"));
+    if (!lock->held())
+      setup_failed(site, "cannot lock " + (dir / ("wrap-" + key + ".lock")).string() + ": " +
+                             std::strerror(errno) + ". Set FERRY_CACHE_DIR to a writable directory");
+    if (key_in_directory(dir, entry_key, s.cwd) != key) lock.reset();
+  }
   WrapBuild out{so.string(), site.name, nullptr};
-  if (entry_valid(so, sum)) return out;
-  if (auto said = remembered_failure(err))
-    throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
-  FileLock lock(dir / ("wrap-" + key + ".lock"));
-  if (!lock.held())
-    setup_failed(site, "cannot lock " + (dir / ("wrap-" + key + ".lock")).string() + ": " +
-                           std::strerror(errno) + ". Set FERRY_CACHE_DIR to a writable directory");
   if (entry_valid(so, sum)) return out;  // another process built it while we waited
   if (auto said = remembered_failure(err))
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
@@ -588,13 +676,27 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   debug_log("wrap: compiling %s into %s", site.name, so.c_str());
   std::vector<fs::path> outputs = {tmp, compile_deps};
   if (!link_deps.empty()) outputs.push_back(link_deps);
+  const auto started = std::chrono::system_clock::now();
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("wrap-" + key + ".log." + unique_suffix()),
                     std::chrono::seconds(300), outputs, s.cwd);
   std::error_code ec;
   std::string untrusted;
+  std::vector<std::string> read;  // what the compiler and the linker listed
   if (r.ok) {
-    untrusted = judged_list(compile_deps, std::nullopt, s.cwd, dir);
-    if (untrusted.empty() && !link_deps.empty()) untrusted = judged_list(link_deps, tmp, s.cwd, dir);
+    untrusted = judged_list(compile_deps, std::nullopt, s.cwd, dir, &read);
+    if (untrusted.empty() && !link_deps.empty()) untrusted = judged_list(link_deps, tmp, s.cwd, dir, &read);
+  } else if (r.started && !r.interrupted) {
+    // A failure is remembered only with what it read; nothing when that cannot be told.
+    std::string why;
+    if (auto compiled = listed_inputs(compile_deps, std::nullopt, why)) {
+      std::optional<std::vector<std::string>> linked;
+      if (!link_deps.empty() && fs::exists(link_deps, ec)) linked = listed_inputs(link_deps, tmp, why);
+      else if (link_deps.empty() || compile_fails_alone(s, header, cpp, dir)) linked.emplace();
+      if (linked) {
+        read = std::move(*compiled);
+        read.insert(read.end(), linked->begin(), linked->end());
+      }
+    }
   }
   fs::remove(compile_deps, ec);
   if (!link_deps.empty()) fs::remove(link_deps, ec);
@@ -615,9 +717,13 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   if (!r.ok) {
     fs::remove(tmp, ec);
     std::string said = head_lines(r.output);
-    // Remembered: the same key (same source, compiler, flags, headers) fails at once next time.
-    std::string tmp_err = err.string() + ".tmp." + unique_suffix();
-    if (write_file(tmp_err, said)) fs::rename(tmp_err, err, ec);
+    // Remembered: the same key (same source, compiler, flags) fails at once next time, while
+    // every file the build read (headers, libraries) holds the same bytes.
+    if (!read.empty()) {
+      std::string tmp_err = err.string() + ".tmp." + unique_suffix();
+      if (write_file(tmp_err, format_input_record(record_inputs(read, s.cwd, dir, started)) + said))
+        fs::rename(tmp_err, err, ec);
+    }
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), said);
   }
   // The linker creates it 0777 less the umask: under umask 002, group-writable, which the
@@ -625,13 +731,15 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   ::chmod(tmp.c_str(), 0700);
   auto digest = file_digest(tmp);
   std::string tmp_sum = sum.string() + ".tmp." + unique_suffix();
-  if (!digest || !write_file(tmp_sum, *digest + "\n")) {
+  if (!digest ||
+      !write_file(tmp_sum, *digest + "\n" + format_input_record(record_inputs(read, s.cwd, dir, started)))) {
     fs::remove(tmp, ec);
     setup_failed(site, "cannot write into " + dir.string() + ". Set FERRY_CACHE_DIR to a writable directory");
   }
   fs::rename(tmp_sum, sum, ec);
   fs::rename(tmp, so, ec);
   if (ec) setup_failed(site, "cannot publish " + so.string() + ": " + ec.message());
+  fs::remove(err, ec);  // a failure with other headers or libraries: a later one writes its own
   return out;
 }
 
