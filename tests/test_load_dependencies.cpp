@@ -43,17 +43,9 @@ struct Place {
   /// whose auxiliary filter (the auxiliary plugin's) is `auxiliary`.
   static fs::path plugin(const fs::path& dir, const std::string& path, const char* plugin = FERRY_TEST_RUNPATH_PLUGIN,
                          const std::string& name = "libsearch.so", const std::string& auxiliary = {}) {
-    std::ifstream in(plugin, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto rewrite = [&bytes](const std::string& placeholder, const std::string& value) {
-      const auto at = bytes.find(placeholder + '\0');
-      REQUIRE(at != std::string::npos);
-      REQUIRE(value.size() <= placeholder.size());
-      bytes.replace(at, placeholder.size(), value + std::string(placeholder.size() - value.size(), '\0'));
-    };
-    rewrite(FERRY_TEST_SEARCH_PATH_PLACEHOLDER, path);
-    if (!auxiliary.empty()) rewrite(FERRY_TEST_AUXILIARY_PLACEHOLDER, auxiliary);
-    return write(dir / name, bytes);
+    std::vector<std::pair<std::string, std::string>> strings = {{FERRY_TEST_SEARCH_PATH_PLACEHOLDER, path}};
+    if (!auxiliary.empty()) strings.emplace_back(FERRY_TEST_AUXILIARY_PLACEHOLDER, auxiliary);
+    return support::copy_with_strings(plugin, dir / name, strings);
   }
   static fs::path write(const fs::path& to, const std::string& bytes) {
     std::ofstream(to, std::ios::binary | std::ios::trunc) << bytes;

@@ -477,6 +477,29 @@ TEST_CASE("Mpi.ship.nothing_is_written_into_a_cache_others_can_change") {
   CHECK(shipped(scratch / "cache").empty());
 }
 
+TEST_CASE("Mpi.ship.an_agent_judges_the_search_path_of_a_plugin_at_the_hosts_path") {
+  // On one node the host refuses such a plugin first: here the host allows unsafe plugins, so
+  // the agent's own check is what stops it. Its RUNPATH names a directory others can write,
+  // where the loader would take the library it needs (planted there or not).
+  fs::path scratch = scratch_dir("search_path");
+  const fs::path mine = scratch / "mine", open = scratch / "open";
+  for (const auto& dir : {mine, open}) {
+    fs::create_directories(dir);
+    fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, dir / fs::path(FERRY_TEST_PLAIN_LIBRARY).filename());
+  }
+  fs::permissions(open, fs::perms(0777), fs::perm_options::replace);
+  support::copy_with_strings(FERRY_TEST_RUNPATH_PLUGIN, mine / "libsearch.so",
+                             {{FERRY_TEST_SEARCH_PATH_PLACEHOLDER, mine.string()}});
+  support::copy_with_strings(FERRY_TEST_RUNPATH_PLUGIN, mine / "libopen.so",
+                             {{FERRY_TEST_SEARCH_PATH_PLACEHOLDER, open.string()}});
+  Run r = world("search_path", {scratch.string()},
+                {{"FERRY_CACHE_DIR", (scratch / "cache").string()}, {"FERRY_DEBUG", "1"}});
+  check_ok(r, "search_path");
+  CHECK(contains(r.out, "mpi agent: not using " + (mine / "libopen.so").string()));
+  CHECK(contains(r.out, "RUNPATH element '" + open.string() + "'"));
+  CHECK(shipped(scratch / "cache").empty());  // its copy would read the same directory
+}
+
 TEST_CASE("Mpi.world.trace_has_a_track_per_rank_named_by_rank_and_host") {
   fs::path scratch = scratch_dir("trace");
   check_ok(world("trace", {scratch.string()}), "trace");

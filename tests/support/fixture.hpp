@@ -15,10 +15,12 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <ferry/ferry.hpp>
@@ -168,6 +170,24 @@ struct TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
 };
+
+/// A copy of `from` at `to` (mode 0755) where each placeholder, a NUL-terminated string in the
+/// file, reads its value instead, padded with NULs (a test plugin's search path, say). Throws
+/// when a placeholder is missing or shorter than its value.
+inline std::filesystem::path copy_with_strings(const std::filesystem::path& from, const std::filesystem::path& to,
+                                               const std::vector<std::pair<std::string, std::string>>& strings) {
+  std::ifstream in(from, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& [placeholder, value] : strings) {
+    const auto at = bytes.find(placeholder + '\0');
+    if (at == std::string::npos || value.size() > placeholder.size())
+      throw std::runtime_error("copy_with_strings: no room for '" + value + "' in " + from.string());
+    bytes.replace(at, placeholder.size(), value + std::string(placeholder.size() - value.size(), '\0'));
+  }
+  std::ofstream(to, std::ios::binary | std::ios::trunc) << bytes;
+  std::filesystem::permissions(to, std::filesystem::perms(0755), std::filesystem::perm_options::replace);
+  return to;
+}
 
 /// Sets an environment variable for the scope.
 struct ScopedEnv {

@@ -49,6 +49,12 @@
 //                in its cache, never the host's path as it is; a function of this executable
 //                fails as one in the main program, its loader pointed at a path that says why,
 //                not at this executable
+//   search_path  the test plugin libsearch.so in <scratch dir>/mine twice: with its search path
+//                (RUNPATH) there, and with it in <scratch dir>/open, which others can write (the
+//                library it needs is in both). Only this rank allows unsafe plugins
+//                (FERRY_ALLOW_UNSAFE_PLUGINS=1 from here on), so only the agents judge them: the
+//                first runs, and the second is neither loaded at its path nor shipped (the copy
+//                would read that directory too): its call fails
 #include <signal.h>
 #include <unistd.h>
 
@@ -455,6 +461,18 @@ void trace(const std::string& plugin_dir, const std::string& scratch) {
   ex.shutdown();
 }
 
+void search_path(const std::string& scratch) {
+  ::setenv("FERRY_ALLOW_UNSAFE_PLUGINS", "1", 1);  // this rank's: the agents are past serve()
+  ferry::Executor ex(mpi_options(scratch + "/mine", 1));
+  const ferry::TaskRef private_search{.library = scratch + "/mine/libsearch.so", .name = "triple_elsewhere"};
+  EXPECT(ex.submit<int>(private_search, 7).get() == 21);
+  const ferry::TaskRef open_search{.library = scratch + "/mine/libopen.so", .name = "triple_elsewhere"};
+  auto e = expect_throw<ferry::Error>(__LINE__, [&] { ex.submit<int>(open_search, 7).get(); });
+  std::cout << "refused: " << e.what() << std::endl;
+  EXPECT(ex.submit<int>(private_search, 8).get() == 24);  // the rank goes on
+  ex.shutdown();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -494,6 +512,8 @@ int main(int argc, char** argv) {
       closed_channel(plugin_dir);
     } else if (scenario == "ship_checked" && argc == 4) {
       ship_checked(argv[3]);
+    } else if (scenario == "search_path" && argc == 4) {
+      search_path(argv[3]);
     } else {
       return 2;
     }
