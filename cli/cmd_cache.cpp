@@ -30,7 +30,9 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   sub->require_subcommand(1);
   sub->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   sub->footer(wrap("FERRY_WRAP compiles each wrapped function into a plugin of the cache "
-                   "directory (wrap-<key>.so, with its .cpp, .sum and .lock), and precompiles "
+                   "directory (wrap-<key>-<content>.so, with wrap-<key>.cpp, .sum and .lock; a "
+                   "build after a header changed adds a plugin, and executors still running may "
+                   "use the earlier one), and precompiles "
                    "the prelude it includes (prelude-<key>.hpp.gch or .pch). A body the compiler "
                    "refused is remembered (wrap-<key>.err, the compiler's words): the same build "
                    "fails at once until the body, flags, compiler or a file the build read (a "
@@ -183,8 +185,11 @@ int list_cache(const fs::path& dir) {
   if (!entries.empty()) {
     row("ENTRY", "SIZE", "DATE", "FUNCTION");
     for (const auto* f : entries) {
-      fs::path cpp = f->path;
-      cpp.replace_extension(".cpp");
+      // wrap-<key>.cpp, the source of wrap-<key>-<content>.so and of wrap-<key>.err.
+      std::string stem = f->path.stem().string();
+      if (const auto dash = stem.rfind('-'); ends_with(f->name, ".so") && dash != std::string::npos && dash > 5)
+        stem.resize(dash);
+      const fs::path cpp = f->path.parent_path() / (stem + ".cpp");
       bool failed = ends_with(f->name, ".err");
       row(shown(f->name), human_size(f->size), date(f->mtime),
           (failed ? "FAILED " : "") + shown(wrapped_function(cpp)));

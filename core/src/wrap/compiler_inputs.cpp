@@ -299,13 +299,18 @@ std::vector<std::string> pieces_of(std::string_view list) {
 
 }  // namespace
 
-std::string untrusted_compiler_flag(const std::vector<std::string>& args, const fs::path& cwd, bool allow_unknown) {
+std::string untrusted_compiler_flag(const std::vector<std::string>& args, const fs::path& cwd, bool allow_unknown,
+                                    bool* names_relative) {
   auto judged = [&](const std::string& flag, const fs::path& path) -> std::string {
+    if (names_relative && path.is_relative()) *names_relative = true;
     std::string why = untrusted_reason_if_present(resolved(path, cwd));
     return why.empty() ? why : "'" + flag + "': " + why;
   };
   auto unknown = [&](const std::string& flag) -> std::string {
-    if (allow_unknown) return {};
+    if (allow_unknown) {
+      if (names_relative) *names_relative = true;  // whatever it names, relative paths maybe
+      return {};
+    }
     return "'" + flag +
            "' is not among the flags FERRY_WRAP takes: what each of those can make the compiler or linker "
            "read or run is judged, and nothing else is (FERRY_ALLOW_UNSAFE_PLUGINS=1 lets others through)";
@@ -458,9 +463,7 @@ std::vector<std::string> compile_flags(const std::vector<std::string>& flags) {
 
 namespace {
 
-std::int64_t mtime_ns(const struct stat& st) {
-  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
-}
+std::int64_t nanoseconds(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
 
 bool same_inode(const fs::path& dir, const struct stat& of) {
   struct stat st {};
@@ -503,13 +506,16 @@ InputRecord record_inputs(const std::vector<std::string>& inputs, const fs::path
     const fs::path path = resolved(input, cwd);
     if (have_scratch && path.has_parent_path() && same_inode(path.parent_path(), scratch_st)) continue;
     if (!seen.insert(path.string()).second) continue;
-    if (!fs::path(input).is_absolute()) out.cwd = cwd.string();
-    RecordedInput r{path.string(), 0, 0, "-"};
+    RecordedInput r{path.string(), 0, 0, 0, "-"};
     struct stat st {};
     if (::stat(path.c_str(), &st) == 0) {
       r.size = static_cast<std::uint64_t>(st.st_size);
-      r.mtime_ns = mtime_ns(st);
-      if (r.mtime_ns < recent) r.key = file_content_key(path).value_or("-");
+      r.mtime_ns = nanoseconds(st.st_mtim);
+      r.ctime_ns = nanoseconds(st.st_ctim);
+      // Its status changes with every write, and no program sets it (a copy that keeps the
+      // modification time, an archive unpacked, `touch -d`): one from before the build started
+      // means the bytes hashed now are those the build read.
+      if (r.ctime_ns < recent) r.key = file_content_key(path).value_or("-");
     }
     out.files.push_back(std::move(r));
   }
@@ -518,10 +524,9 @@ InputRecord record_inputs(const std::vector<std::string>& inputs, const fs::path
 
 std::string format_input_record(const InputRecord& record) {
   std::string out = std::string(record_head) + std::to_string(record.files.size()) + "\n";
-  out += std::to_string(record.cwd.size()) + " " + record.cwd + "\n";
   for (const auto& f : record.files)
-    out += std::to_string(f.size) + " " + std::to_string(f.mtime_ns) + " " + f.key + " " + std::to_string(f.path.size()) +
-           " " + f.path + "\n";
+    out += std::to_string(f.size) + " " + std::to_string(f.mtime_ns) + " " + std::to_string(f.ctime_ns) + " " + f.key +
+           " " + std::to_string(f.path.size()) + " " + f.path + "\n";
   return out;
 }
 
@@ -530,10 +535,11 @@ std::optional<InputRecord> parse_input_record(std::string_view text, std::string
   text.remove_prefix(record_head.size());
   std::size_t count = 0;
   InputRecord out;
-  if (!number(text, count, '\n') || count > max_recorded_files || !name(text, out.cwd)) return std::nullopt;
+  if (!number(text, count, '\n') || count > max_recorded_files) return std::nullopt;
   for (std::size_t i = 0; i < count; ++i) {
     RecordedInput f;
-    if (!number(text, f.size, ' ') || !number(text, f.mtime_ns, ' ')) return std::nullopt;
+    if (!number(text, f.size, ' ') || !number(text, f.mtime_ns, ' ') || !number(text, f.ctime_ns, ' '))
+      return std::nullopt;
     const std::size_t space = text.find(' ');
     if (space == std::string_view::npos || space == 0 || space > 128) return std::nullopt;
     f.key.assign(text.substr(0, space));
@@ -550,7 +556,9 @@ std::string changed_input(const InputRecord& record) {
     if (f.key == "-") return f.path + " changed while the build read it";
     struct stat st {};
     if (::stat(f.path.c_str(), &st) != 0) return f.path + " is gone (" + std::strerror(errno) + ")";
-    if (static_cast<std::uint64_t>(st.st_size) == f.size && mtime_ns(st) == f.mtime_ns) continue;
+    if (static_cast<std::uint64_t>(st.st_size) == f.size && nanoseconds(st.st_mtim) == f.mtime_ns &&
+        nanoseconds(st.st_ctim) == f.ctime_ns)
+      continue;
     // Touched, checked out again, copied: the bytes decide.
     if (file_content_key(f.path) != f.key) return f.path + " changed";
   }

@@ -56,9 +56,12 @@ option's value comes from the same -Wl, argument or the -Xlinker right after. Di
 searched (-I, -isystem, -iquote, -idirafter, -L) are judged as final ones, relative ones against
 `cwd`. Anything else (-B, -specs, -fplugin, -wrapper, @file, -Xclang, -imacros, --sysroot, -x,
 a source file...) is refused, unless `allow_unknown` (FERRY_ALLOW_UNSAFE_PLUGINS).
+`*names_relative` is set when a flag names a file or directory by a relative path, or an unknown
+flag was let through (it may): what the build reads then depends on the current directory.
 */
 FERRY_INTERNAL_API std::string untrusted_compiler_flag(const std::vector<std::string>& args,
-                                                       const std::filesystem::path& cwd, bool allow_unknown = false);
+                                                       const std::filesystem::path& cwd, bool allow_unknown = false,
+                                                       bool* names_relative = nullptr);
 
 /// `flags` without those only the linker uses (-Wl, -Xlinker, -l, -L, libraries by path,
 /// -fuse-ld=, -static-lib...): what the prelude is precompiled with (a header's compile given a
@@ -70,22 +73,22 @@ struct RecordedInput {
   std::string path;       ///< absolute (a listed relative name joined to the build's directory)
   std::uint64_t size = 0;
   std::int64_t mtime_ns = 0;
-  std::string key;        ///< file_content_key of its bytes; "-" when it changed during the build
+  std::int64_t ctime_ns = 0;  ///< the status change time, which no program sets at will
+  std::string key;        ///< file_content_key of its bytes; "-" when it may have changed during the build
 };
 
 /// What a wrap's build read (its compiler's and linker's lists): the cache entry is used, and a
 /// remembered failure repeated, only while every one of them holds the bytes it had then.
 struct InputRecord {
-  std::string cwd;  ///< the build's directory when a listed name was relative (the entry is that
-                    ///< directory's), else ""
   std::vector<RecordedInput> files;
 };
 
 /**
 The record of `inputs` (as listed; relative names are `cwd`'s). Files in `scratch` (the private
 cache directory: the wrap's own source and temporaries, named by its key) are left out. A file
-modified at or after `started` less 100 ms (file times take a coarse clock), or that cannot be
-read, is recorded as changed: the next use builds again.
+whose status changed at or after `started` less 100 ms (file times take a coarse clock), or that
+cannot be read, is recorded as changed: its bytes now may not be those the build read, and the
+next use builds again.
 */
 FERRY_INTERNAL_API InputRecord record_inputs(const std::vector<std::string>& inputs, const std::filesystem::path& cwd,
                                              const std::filesystem::path& scratch,
@@ -98,8 +101,8 @@ FERRY_INTERNAL_API std::string format_input_record(const InputRecord& record);
 /// start with a whole, well-formed record (an older cache's entry, a cut or edited file).
 FERRY_INTERNAL_API std::optional<InputRecord> parse_input_record(std::string_view text, std::string_view* rest = nullptr);
 
-/// "" when every file of `record` still holds the bytes it had (same size and modification time,
-/// or the same content key), else which changed and how.
+/// "" when every file of `record` still holds the bytes it had (the same size, modification and
+/// status change times, or else the same content key), else which changed and how.
 FERRY_INTERNAL_API std::string changed_input(const InputRecord& record);
 
 }  // namespace ferry::detail

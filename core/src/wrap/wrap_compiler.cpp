@@ -2,7 +2,7 @@
 // FERRY_WRAP: compile a recorded function body into a cached plugin, once per cache key.
 //
 // Cache layout ($FERRY_CACHE_DIR, private 0700, trust-checked with its whole way):
-//   wrap-<key>.so    the plugin            wrap-<key>.lock  flock: one build per entry
+//   wrap-<key>-<h>.so  the plugin, <h> from its content  wrap-<key>.lock  flock: one build per entry
 //   wrap-<key>.sum   "<BLAKE2b of the .so> <size>", then the record of what its build read
 //   wrap-<key>.cpp   the translation unit
 //   wrap-<key>.err   the record of what a failed build read, then the compiler's words: the same
@@ -11,10 +11,10 @@
 //   prelude-<p>.hpp(.gch|.pch)             the precompiled prelude, per compiler, flags and headers
 // <key> is a BLAKE2b key over source, name, signature, compiler identity, flags, includes,
 // libraries, ferry's version/ABI and the prelude's key <p> (which covers the content of every
-// ferry header); an entry whose build read names relative to another directory has a key of this
-// directory's own (key_in_directory). An entry is published by rename after its .sum; an entry
-// whose bytes no longer match its .sum, or one of whose recorded inputs changed, is rebuilt,
-// never loaded.
+// ferry header), and the current directory when a flag names a relative path. The plugin is
+// wrap-<key>-<first 16 hex of its BLAKE2b>.so, renamed in before the .sum that names it; a plugin
+// whose bytes no longer match the .sum, or one of whose recorded inputs changed, is rebuilt, never
+// loaded.
 //
 // Everything run, included or loaded here passes the one trust check (platform/trust.hpp): the
 // compiler, ferry's headers, a shipped precompiled prelude, the cache directory and its entries.
@@ -338,6 +338,7 @@ struct Setup {
   std::vector<std::string> flags;  // compile flags, all of them
   fs::path include_dir;
   fs::path cwd;  // the current directory when the build was asked for: the compiler runs there
+  bool relative = false;  // a flag names a path relative to cwd: the entry is that directory's
 };
 
 std::string where_of(const WrapSite& site) {
@@ -390,7 +391,8 @@ Setup make_setup(const WrapSite& site) {
   s.cwd = fs::current_path(ec);
   if (ec) setup_failed(site, "the current directory cannot be read (" + ec.message() + ")");
   for (const auto* args : {&s.flags, &s.options.libraries})
-    if (std::string why = untrusted_compiler_flag(*args, s.cwd, unsafe_allowed_by_environment()); !why.empty())
+    if (std::string why = untrusted_compiler_flag(*args, s.cwd, unsafe_allowed_by_environment(), &s.relative);
+        !why.empty())
       setup_failed(site, "refusing a compiler flag: " + why +
                              " (FERRY_WRAP_FLAGS, WrapOptions::flags or ::libraries)");
   return s;
@@ -442,40 +444,44 @@ std::optional<InputRecord> entry_record(const std::string& text, bool sum, std::
   return parse_input_record(body, rest);
 }
 
-/// The entry a build in `cwd` uses for `key`: `key`'s own, unless its build or failure read
-/// files named relative to another directory (-I inc, -include k.hpp...); then one of `cwd`'s, so
-/// that hosts in two directories neither share nor take turns rebuilding one entry.
-std::string key_in_directory(const fs::path& dir, const std::string& key, const fs::path& cwd) {
-  for (const bool sum : {true, false}) {
-    const auto record = entry_record(read_file(dir / ("wrap-" + key + (sum ? ".sum" : ".err")), max_record), sum);
-    if (record && !record->cwd.empty() && record->cwd != cwd.string())
-      return ContentHasher().field("wrap in directory").field(key).field(cwd.string()).hex();
-  }
-  return key;
+/// The plugin of an entry with this digest ("<BLAKE2b> <size>"): named by its content too, so
+/// that a file a running executor's workers load is never replaced by other code (a rebuild after
+/// a header changed publishes another file).
+fs::path plugin_of(const fs::path& dir, const std::string& key, const std::string& digest) {
+  return dir / ("wrap-" + key + "-" + digest.substr(0, 16) + ".so");
 }
 
-/// Whether the plugin `so` may be used: it passes the trust check, matches the digest its .sum
-/// (`sum`) recorded, and every file its build read holds the bytes it had then.
-bool entry_valid(const fs::path& so, const fs::path& sum) {
+/// The plugin the entry's .sum (`sum`) names, if it may be used: it passes the trust check,
+/// matches the digest recorded, and every file its build read holds the bytes it had then.
+std::optional<fs::path> valid_entry(const fs::path& dir, const std::string& key, const fs::path& sum) {
   std::error_code ec;
-  if (!fs::exists(so, ec) || !fs::exists(sum, ec)) return false;
-  if (std::string why = untrusted_reason(so); !why.empty()) {
-    debug_log("wrap cache: %s: rebuilding", why.c_str());
-    return false;
-  }
+  if (!fs::exists(sum, ec)) return std::nullopt;
   const std::string text = read_file(sum, max_record + 1);
   std::string_view rest;
   const auto record = entry_record(text, true, &rest);
-  auto digest = file_digest(so);
-  if (!digest || text.substr(0, text.find('\n')) != *digest || !record || !rest.empty()) {
+  const std::string recorded = text.substr(0, text.find('\n'));
+  const bool named = recorded.size() > 16 && std::all_of(recorded.begin(), recorded.begin() + 16, [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  if (!record || !rest.empty() || !named) {
+    debug_log("wrap cache: %s cannot be read: rebuilding", sum.c_str());
+    return std::nullopt;
+  }
+  const fs::path so = plugin_of(dir, key, recorded);
+  if (!fs::exists(so, ec)) return std::nullopt;
+  if (std::string why = untrusted_reason(so); !why.empty()) {
+    debug_log("wrap cache: %s: rebuilding", why.c_str());
+    return std::nullopt;
+  }
+  if (file_digest(so) != recorded) {
     debug_log("wrap cache: %s does not match its recorded hash: rebuilding", so.c_str());
-    return false;
+    return std::nullopt;
   }
   if (std::string why = changed_input(*record); !why.empty()) {
     debug_log("wrap cache: %s: rebuilding %s", why.c_str(), so.c_str());
-    return false;
+    return std::nullopt;
   }
-  return true;
+  return so;
 }
 
 /// The precompiled prelude shipped with this libferry (made by ferry's build, and again at
@@ -485,12 +491,36 @@ fs::path shipped_prelude_dir() {
   return lib.empty() ? fs::path() : lib / FERRY_WRAP_PRELUDE_RELATIVE;
 }
 
+/// What the prelude is precompiled with: the flags but the linker's (compile_flags) and those that
+/// name the user's headers or where to look for them (-include, -I, -isystem, -iquote,
+/// -idirafter), then ferry's -I. The prelude holds ferry's, cereal's and the standard library's
+/// headers as ferry's build finds them and nothing of the user's: a header of theirs baked into
+/// it (an -include, one in an -I directory) would go on standing in for the file after an edit,
+/// and no wrap's list names what a precompiled header holds.
+std::vector<std::string> prelude_flags(const Setup& s) {
+  std::vector<std::string> out;
+  const std::vector<std::string> flags = compile_flags(s.flags);
+  for (std::size_t i = 0; i < flags.size(); ++i) {
+    const std::string_view v(flags[i]);
+    bool search = false;
+    for (std::string_view opt : {"-include", "-isystem", "-iquote", "-idirafter", "-I"}) {
+      if (!v.starts_with(opt)) continue;
+      search = true;
+      if (v == opt) ++i;  // and its value, apart
+      break;
+    }
+    if (!search) out.push_back(flags[i]);
+  }
+  out.push_back("-I" + s.include_dir.string());
+  return out;
+}
+
 /// The prelude's key: compiler, flags, ferry's version, ABI and the content of ferry's headers.
 std::string prelude_key(const Setup& s) {
   ContentHasher h;
   h.field("prelude").field(s.compiler_identity).field(FERRY_VERSION_STRING)
       .field(std::to_string(plugin_abi_version)).field(headers_key(s.include_dir));
-  for (const auto& f : compile_flags(s.flags)) h.field(f);
+  for (const auto& f : prelude_flags(s)) h.field(f);
   return h.hex();
 }
 
@@ -540,7 +570,7 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   // takes one only before the first token, clang only for the first -include), and none is in
   // the compiler's list of what it read.
   std::vector<std::string> argv = {s.compiler, "-include", (s.include_dir / "ferry" / "wrap_prelude.hpp").string()};
-  for (const auto& f : compile_flags(s.flags)) argv.push_back(f);
+  for (const auto& f : prelude_flags(s)) argv.push_back(f);
   for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
   argv.insert(argv.end(), {"-x", "c++-header", header.string(), "-o", tmp_pch});
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("prelude-" + key + ".log." + unique_suffix()),
@@ -617,29 +647,19 @@ bool compile_fails_alone(const Setup& s, const std::string& header, const fs::pa
   return r.started && !r.ok && !r.interrupted;
 }
 
-WrapBuild build(const WrapSite& site, const Setup& s, const std::string& entry_key) {
+WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   fs::path dir = prepare_cache_dir(site, s.options.cache_dir);
-  std::string key;
-  fs::path so, sum, err;
-  std::unique_ptr<FileLock> lock;
-  // An entry whose build read names relative to another directory is not this one's: its key
-  // is looked at again once the lock is held, since another process may have just published it.
-  for (int tries = 0; tries < 3 && !lock; ++tries) {
-    key = key_in_directory(dir, entry_key, s.cwd);
-    so = dir / ("wrap-" + key + ".so");
-    sum = dir / ("wrap-" + key + ".sum");
-    err = dir / ("wrap-" + key + ".err");
-    if (entry_valid(so, sum)) return WrapBuild{so.string(), site.name, nullptr};
-    if (auto said = remembered_failure(err))
-      throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
-    lock = std::make_unique<FileLock>(dir / ("wrap-" + key + ".lock"));
-    if (!lock->held())
-      setup_failed(site, "cannot lock " + (dir / ("wrap-" + key + ".lock")).string() + ": " +
-                             std::strerror(errno) + ". Set FERRY_CACHE_DIR to a writable directory");
-    if (key_in_directory(dir, entry_key, s.cwd) != key) lock.reset();
-  }
-  WrapBuild out{so.string(), site.name, nullptr};
-  if (entry_valid(so, sum)) return out;  // another process built it while we waited
+  fs::path sum = dir / ("wrap-" + key + ".sum");
+  fs::path err = dir / ("wrap-" + key + ".err");
+  if (auto so = valid_entry(dir, key, sum)) return WrapBuild{so->string(), site.name, nullptr};
+  if (auto said = remembered_failure(err))
+    throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
+  FileLock lock(dir / ("wrap-" + key + ".lock"));
+  if (!lock.held())
+    setup_failed(site, "cannot lock " + (dir / ("wrap-" + key + ".lock")).string() + ": " +
+                           std::strerror(errno) + ". Set FERRY_CACHE_DIR to a writable directory");
+  // Another process built it while we waited.
+  if (auto so = valid_entry(dir, key, sum)) return WrapBuild{so->string(), site.name, nullptr};
   if (auto said = remembered_failure(err))
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
 
@@ -654,14 +674,14 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& entry_k
   if (!write_file(cpp, tu.str()))
     setup_failed(site, "cannot write " + cpp.string() + ". Set FERRY_CACHE_DIR to a writable directory");
 
-  std::string tmp = so.string() + ".tmp." + unique_suffix();
+  const std::string tmp = (dir / ("wrap-" + key + ".so.tmp." + unique_suffix())).string();
   // What the compiler and the linker read, listed by them: judged below, before it is published.
-  const fs::path compile_deps = so.string() + ".d.tmp." + unique_suffix();
+  const fs::path compile_deps = tmp + ".d";
   const std::optional<bool> lists = linker_lists_inputs(s, dir);
   if (!lists)
     setup_failed(site, "cannot tell whether the linker lists what it reads: '" + s.compiler +
                            " -Wl,--help' failed. Set FERRY_CXX to a working compiler");
-  const fs::path link_deps = *lists ? fs::path(so.string() + ".ld.d.tmp." + unique_suffix()) : fs::path();
+  const fs::path link_deps = *lists ? fs::path(tmp + ".ld.d") : fs::path();
   // The prelude (precompiled, or ferry's header when there is none) is the first -include, as
   // for the prelude's own build: no other precompiled header can be used after it.
   std::vector<std::string> argv = {
@@ -673,7 +693,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& entry_k
   argv.insert(argv.end(), {"-x", "c++", cpp.string(), "-x", "none", "-shared", "-Wl,-z,defs", "-o", tmp});
   argv.insert(argv.end(), s.options.libraries.begin(), s.options.libraries.end());
   ++compilations;
-  debug_log("wrap: compiling %s into %s", site.name, so.c_str());
+  debug_log("wrap: compiling %s into %s", site.name, tmp.c_str());
   std::vector<fs::path> outputs = {tmp, compile_deps};
   if (!link_deps.empty()) outputs.push_back(link_deps);
   const auto started = std::chrono::system_clock::now();
@@ -686,17 +706,13 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& entry_k
     untrusted = judged_list(compile_deps, std::nullopt, s.cwd, dir, &read);
     if (untrusted.empty() && !link_deps.empty()) untrusted = judged_list(link_deps, tmp, s.cwd, dir, &read);
   } else if (r.started && !r.interrupted) {
-    // A failure is remembered only with what it read; nothing when that cannot be told.
+    // Remembered only when the source fails to compile on its own, with what the compiler read
+    // (gcc and clang list it after an error, not after a header they could not find): a link's
+    // failure may be fixed by a library that appears, which no list names (bfd and lld list
+    // nothing when one is not found, gold lists what it found).
     std::string why;
-    if (auto compiled = listed_inputs(compile_deps, std::nullopt, why)) {
-      std::optional<std::vector<std::string>> linked;
-      if (!link_deps.empty() && fs::exists(link_deps, ec)) linked = listed_inputs(link_deps, tmp, why);
-      else if (link_deps.empty() || compile_fails_alone(s, header, cpp, dir)) linked.emplace();
-      if (linked) {
-        read = std::move(*compiled);
-        read.insert(read.end(), linked->begin(), linked->end());
-      }
-    }
+    if (auto compiled = listed_inputs(compile_deps, std::nullopt, why); compiled && compile_fails_alone(s, header, cpp, dir))
+      read = std::move(*compiled);
   }
   fs::remove(compile_deps, ec);
   if (!link_deps.empty()) fs::remove(link_deps, ec);
@@ -734,13 +750,22 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& entry_k
   if (!digest ||
       !write_file(tmp_sum, *digest + "\n" + format_input_record(record_inputs(read, s.cwd, dir, started)))) {
     fs::remove(tmp, ec);
+    fs::remove(tmp_sum, ec);
     setup_failed(site, "cannot write into " + dir.string() + ". Set FERRY_CACHE_DIR to a writable directory");
   }
-  fs::rename(tmp_sum, sum, ec);
+  // The plugin first, under its content's name (no reader looks there before the .sum names it),
+  // then the .sum. An earlier build's plugin stays: executors may still start workers on it.
+  const fs::path so = plugin_of(dir, key, *digest);
   fs::rename(tmp, so, ec);
-  if (ec) setup_failed(site, "cannot publish " + so.string() + ": " + ec.message());
-  fs::remove(err, ec);  // a failure with other headers or libraries: a later one writes its own
-  return out;
+  if (!ec) fs::rename(tmp_sum, sum, ec);
+  if (ec) {
+    const std::string why = ec.message();
+    fs::remove(tmp, ec);
+    fs::remove(tmp_sum, ec);
+    setup_failed(site, "cannot publish " + so.string() + ": " + why);
+  }
+  fs::remove(err, ec);  // a failure with other headers: a later one writes its own
+  return WrapBuild{so.string(), site.name, nullptr};
 }
 
 struct Builds {
@@ -832,6 +857,8 @@ std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
       for (const auto& x : *v) h.field(x);
     }
     h.field(site.name).field(site.signature).field(site.source);
+    // `-Iinc`, `-include k.hpp`, `-Llib`...: each directory's own files, so its own entry.
+    if (setup.relative) h.field("in directory").field(setup.cwd.string());
     std::string entry = h.hex();
     std::string key = entry + "@" + setup.options.cache_dir.string();
     std::lock_guard lock(b.mu);
