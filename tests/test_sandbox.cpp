@@ -725,6 +725,21 @@ TEST_CASE("Sandbox.reading_outside_the_allowed_paths_fails_in_the_task_with_EACC
   check_pool_is_healthy(ex);
 }
 
+TEST_CASE("Sandbox.watching_a_directory_outside_the_allowed_paths_fails") {
+  // inotify reports the names made, opened and removed in a directory: outside the paths a task
+  // may read, what the user does there is not the task's to see.
+  support::TempDir outside(FERRY_TEST_BINARY_DIR);
+  ferry::Executor ex(sandboxed());
+  auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), watch_directory, outside.path.string()));
+  REQUIRE(e);
+  INFO("remote: " << e->remote_type() << ": " << e->remote_message());
+  CHECK(e->remote_message().find("inotify_add_watch") != std::string::npos);
+  // Not sandboxed, the same task watches it.
+  ferry::Executor plain(support::options(1));
+  CHECK(value_of(plain.submit_with(hostile(), watch_directory, outside.path.string())) >= 1);
+  check_pool_is_healthy(ex);
+}
+
 TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {
   // Another backend: containment is set up by the local launcher only.
   auto remote = sandboxed();

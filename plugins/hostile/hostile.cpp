@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -127,6 +128,20 @@ bool write_file(std::string path, std::string text) {
   }
   if (::close(fd) < 0) fail("close " + path);
   return true;
+}
+
+int watch_directory(std::string path) {
+  // What happens in a directory (names made, opened, removed), as inotify reports it.
+  int fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (fd < 0) fail("inotify_init1");
+  const int watch = ::inotify_add_watch(fd, path.c_str(), IN_ALL_EVENTS);
+  const int e = errno;
+  ::close(fd);
+  if (watch < 0) {
+    errno = e;
+    fail("inotify_add_watch " + path);
+  }
+  return watch;
 }
 
 std::string read_file(std::string path) {
@@ -689,6 +704,7 @@ FERRY_TASK(null_device_ioctl);
 FERRY_TASK(connect_loopback);
 FERRY_TASK(write_file);
 FERRY_TASK(read_file);
+FERRY_TASK(watch_directory);
 FERRY_TASK(exec_shell);
 FERRY_TASK(fork_bomb);
 FERRY_TASK(fork_until_refused);

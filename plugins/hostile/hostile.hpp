@@ -20,6 +20,8 @@ FERRY_EXPORT int connect_loopback(int port);
 FERRY_EXPORT bool write_file(std::string path, std::string text);
 /// The whole content of the file at `path`.
 FERRY_EXPORT std::string read_file(std::string path);
+/// inotify_add_watch on `path` (every event); its watch descriptor.
+FERRY_EXPORT int watch_directory(std::string path);
 /// Forks a child that runs /bin/sh -c "exit 7" (needs execve) and returns its exit code (7), or
 /// 128 + the signal that ended it.
 FERRY_EXPORT int exec_shell();

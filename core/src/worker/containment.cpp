@@ -551,6 +551,13 @@ std::string load_seccomp(bool network, bool exec) {
     deny("execveat");
   }
   for (const NamedCall& call : metadata_calls) rule(SCMP_ACT_ERRNO(EPERM), call);
+  // Watching a directory or file reports the names made, opened, read and removed there, and
+  // Landlock does not guard it: a task watched any directory its user may read (the home, ~/.ssh),
+  // outside the paths it may open. No filter can tell which path a watch names, so none is set:
+  // EACCES, as for a directory the user cannot read (and fanotify, EPERM, as without privilege).
+  rule(SCMP_ACT_ERRNO(EACCES), {"inotify_add_watch", -1});
+  rule(SCMP_ACT_ERRNO(EPERM), {"fanotify_init", -1});
+  rule(SCMP_ACT_ERRNO(EPERM), {"fanotify_mark", -1});
   for (unsigned long command : attribute_ioctls)
     rule(SCMP_ACT_ERRNO(EPERM), {"ioctl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, command)});
   // Nor a file made setuid or setgid from the start (open with O_CREAT, creat, mknod): planted in
