@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // `ferry cache list|clear`: the plugins FERRY_WRAP compiled, and their precompiled preludes.
 //
-// The cache layout is core/src/wrap_compiler.cpp's: wrap-<key>.so/.sum/.cpp/.lock (+ .log.* and
-// .tmp.* while building), wrap-<key>.err (a body the compiler refused, remembered) and
-// prelude-<key>.hpp(.gch|.pch|.lock). Only files named wrap-* and
+// The cache layout is core/src/wrap/wrap_compiler.cpp's: wrap-<key>-<content>.so, wrap-<key>.sum,
+// .cpp and .lock (+ .log.* and .tmp.* while building), wrap-<key>.err (a body the compiler
+// refused, remembered) and prelude-<key>.hpp(.gch|.pch|.inputs|.lock). Only files named wrap-* and
 // prelude-* are ferry's; clear leaves everything else in the directory alone.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -44,7 +44,7 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   CLI::App* list = sub->add_subcommand("list", "List the cached wrap plugins and preludes");
   list->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   list->callback([&options] { options.list = true; });
-  list->footer(wrap("Prints each cached wrap entry (wrap-<key>.so: size, date, the wrapped "
+  list->footer(wrap("Prints each cached wrap plugin (wrap-<key>-<content>.so: size, date, the wrapped "
                     "function and where it is defined, read from the first line of its .cpp; "
                     "wrap-<key>.err: a remembered failure, marked FAILED), "
                     "each precompiled prelude (size, date), then the number and total size of "

@@ -273,6 +273,16 @@ TEST_CASE("CompilerInputs.a_record_of_what_a_build_read_holds_while_its_bytes_do
   }
   SUBCASE("the same size, other bytes, its modification time put back") {
     const auto mtime = fs::last_write_time(inc / "k.hpp");
+    // Once the file system's clock has moved on (before Linux 6.13 a status change time has the
+    // coarse clock's tick, and a write in the same tick would keep it).
+    struct stat recorded {};
+    REQUIRE(::stat((inc / "k.hpp").c_str(), &recorded) == 0);
+    REQUIRE(support::wait_until([&] {
+      std::ofstream(root.path / "probe") << "x";
+      struct stat st {};
+      return ::stat((root.path / "probe").c_str(), &st) == 0 &&
+             (st.st_ctim.tv_sec != recorded.st_ctim.tv_sec || st.st_ctim.tv_nsec != recorded.st_ctim.tv_nsec);
+    }));
     std::ofstream(inc / "k.hpp") << "#define K 20\n";
     fs::last_write_time(inc / "k.hpp", mtime);  // as `cp -p` or `rsync -t` leave it
     CHECK(contains(changed_input(record), (inc / "k.hpp").string() + " changed"));
@@ -282,7 +292,11 @@ TEST_CASE("CompilerInputs.a_record_of_what_a_build_read_holds_while_its_bytes_do
     CHECK(contains(changed_input(record), "is gone"));
   }
   SUBCASE("a file whose status changed once the build had started is recorded as changed") {
-    const auto during = record_inputs({(inc / "k.hpp").string()}, root.path, cache, std::chrono::system_clock::now());
+    struct stat st {};
+    REQUIRE(::stat((inc / "k.hpp").c_str(), &st) == 0);
+    const auto changed = std::chrono::system_clock::time_point(std::chrono::seconds(st.st_ctim.tv_sec) +
+                                                               std::chrono::nanoseconds(st.st_ctim.tv_nsec));
+    const auto during = record_inputs({(inc / "k.hpp").string()}, root.path, cache, changed);
     REQUIRE(during.files.size() == 1);
     CHECK(during.files[0].key == "-");
     CHECK(contains(changed_input(during), "changed while the build read it"));

@@ -513,11 +513,23 @@ TEST_CASE("Wrap.a_remembered_failure_is_compiled_again_once_a_header_it_read_cha
   CHECK(entries(cache.path, ".err").empty());  // the old failure is gone with its headers
 }
 
-TEST_CASE("Wrap.a_failed_link_is_not_remembered") {
+TEST_CASE("Wrap.a_failed_link_is_remembered_only_when_every_library_was_found") {
   // A library that is not found is listed nowhere (bfd and lld write no list then, gold lists
-  // what it found): only a source that fails to compile on its own is remembered.
+  // what it found): such a failure is not remembered. One whose libraries were all found (a
+  // symbol only the host has) is, with what the linker read.
   FreshCache cache;
   support::TempDir root;
+  {
+    const fs::path k = root.path / "host_only" / "k.hpp";
+    fs::create_directories(k.parent_path());
+    std::ofstream(root.path / "host_only" / "decl.hpp") << "int ferry_test_host_only();\n";
+    write_k_header(k, "ferry_test_host_only()");  // after the other: both settled
+    const std::string flags = "-include " + (root.path / "host_only" / "decl.hpp").string() + " -include " + k.string();
+    const std::string first = run_header_host(cache.path, root.path, flags);
+    CHECK(first.rfind("error 1\n", 0) == 0);
+    CHECK(first.find("ferry_test_host_only") != std::string::npos);
+    CHECK(run_header_host(cache.path, root.path, flags).rfind("error 0\n", 0) == 0);  // remembered
+  }
   const fs::path k = root.path / "k.hpp", lib = root.path / "lib";
   write_k_header(k, "5");
   fs::create_directories(lib);
@@ -834,12 +846,10 @@ TEST_CASE("Wrap.a_precompiled_header_beside_a_users_header_is_never_used") {
                        ferry::UnresolvableTaskError);
 }
 
-TEST_CASE("Wrap.the_prelude_reads_none_of_the_users_headers_or_directories") {
-  // A wrap that uses the precompiled prelude lists none of the headers inside it, so the prelude
-  // is precompiled without the user's -include and -I flags (a header of theirs baked into it
-  // went on standing in for the file after an edit). Here `-I mine` puts a `numeric` others can
-  // write before the system's, which the prelude includes: it is not read, and the prelude is the
-  // one of the suite's flags.
+TEST_CASE("Wrap.a_prelude_that_read_a_file_others_could_change_is_not_kept") {
+  // A wrap that uses the precompiled prelude lists none of the headers inside it: the prelude's
+  // own build is judged from its list, and not kept when it read such a file. Here `-I mine`
+  // puts a `numeric` others can write before the system's, which the prelude includes.
   FreshCache cache;
   CacheAt at(cache.path);
   support::TempDir root;
@@ -852,7 +862,6 @@ TEST_CASE("Wrap.the_prelude_reads_none_of_the_users_headers_or_directories") {
   REQUIRE_FALSE(system_numeric.empty());
   fs::copy_file(system_numeric, mine / "numeric");
   fs::permissions(mine / "numeric", fs::perms(0666), fs::perm_options::replace);
-  std::ofstream(mine / "k.hpp") << "#define FERRY_TEST_K 7\n";
   auto preludes = [&] {
     std::size_t n = 0;
     for (const auto& e : fs::directory_iterator(cache.path)) {
@@ -862,11 +871,32 @@ TEST_CASE("Wrap.the_prelude_reads_none_of_the_users_headers_or_directories") {
     return n;
   };
   const std::size_t before = preludes();
-  WrapOptionsFor w({.flags = {"-I" + mine.string(), "-include", (mine / "k.hpp").string()}});
+  WrapOptionsFor w({.flags = {"-I" + mine.string()}});
   ferry::Executor ex(support::options(1));
-  CHECK(ex.submit(plus_k, 1).get() == 8);
+  CHECK_THROWS_WITH_AS(ex.submit(twice, 1, std::vector<int>{}).get(), doctest::Contains("refusing what the compiler read"),
+                       ferry::UnresolvableTaskError);
   ferry::wait_for_wraps(120s);
   CHECK(preludes() == before);
+}
+
+TEST_CASE("Wrap.a_header_the_prelude_read_that_changed_rebuilds_the_prelude_and_the_wrap") {
+  // gcc lists none of the files a precompiled header holds in a wrap's list: the prelude keeps
+  // its own record, checked before each use, and each wrap's record holds it too. Here `-I mine`
+  // puts a `numeric` before the system's (which the prelude includes) that defines the constant.
+  FreshCache cache;
+  support::TempDir root;
+  const fs::path mine = root.path / "mine";
+  fs::create_directories(mine);
+  fs::permissions(mine, fs::perms(0755), fs::perm_options::replace);
+  std::ofstream(mine / "numeric") << "#include_next <numeric>\n#include \"k.hpp\"\n";
+  auto numeric = [&](int k) { write_k_header(mine / "k.hpp", std::to_string(k)); };
+  numeric(10);
+  const std::string flags = "-I" + mine.string();
+  CHECK(run_header_host(cache.path, root.path, flags) == "11 1\n");
+  CHECK(run_header_host(cache.path, root.path, flags) == "11 0\n");
+  numeric(20);
+  CHECK(run_header_host(cache.path, root.path, flags) == "21 1\n");
+  CHECK(run_header_host(cache.path, root.path, flags) == "21 0\n");
 }
 
 TEST_CASE("Wrap.builds_and_reuses_its_prelude_with_clang") {

@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string_view>
 #include <thread>
@@ -491,27 +492,37 @@ fs::path shipped_prelude_dir() {
   return lib.empty() ? fs::path() : lib / FERRY_WRAP_PRELUDE_RELATIVE;
 }
 
-/// What the prelude is precompiled with: the flags but the linker's (compile_flags) and those that
-/// name the user's headers or where to look for them (-include, -I, -isystem, -iquote,
-/// -idirafter), then ferry's -I. The prelude holds ferry's, cereal's and the standard library's
-/// headers as ferry's build finds them and nothing of the user's: a header of theirs baked into
-/// it (an -include, one in an -I directory) would go on standing in for the file after an edit,
-/// and no wrap's list names what a precompiled header holds.
+/// What the prelude is precompiled with: the flags but the linker's (compile_flags), the user's
+/// -include (a header of theirs baked into the precompiled prelude went on standing in for the
+/// file after an edit: the wrap's -include of it then found its guard defined) and relative
+/// search directories (each wrap's own; the prelude is shared by directories). Absolute ones stay:
+/// cereal or a library's headers may be found only through them. What the prelude then reads
+/// is recorded and checked before each use (prelude_record), as a wrap's is.
 std::vector<std::string> prelude_flags(const Setup& s) {
   std::vector<std::string> out;
   const std::vector<std::string> flags = compile_flags(s.flags);
   for (std::size_t i = 0; i < flags.size(); ++i) {
     const std::string_view v(flags[i]);
-    bool search = false;
-    for (std::string_view opt : {"-include", "-isystem", "-iquote", "-idirafter", "-I"}) {
+    if (v == "-include") {
+      ++i;  // and its file
+      continue;
+    }
+    bool apart = false;
+    std::optional<std::string> dir;
+    for (std::string_view opt : {"-isystem", "-iquote", "-idirafter", "-I"}) {
       if (!v.starts_with(opt)) continue;
-      search = true;
-      if (v == opt) ++i;  // and its value, apart
+      apart = v == opt;
+      if (!apart) dir = std::string(v.substr(opt.size()));
+      else if (i + 1 < flags.size()) dir = flags[i + 1];
       break;
     }
-    if (!search) out.push_back(flags[i]);
+    if (dir && fs::path(*dir).is_relative()) {
+      i += apart;  // and its directory
+      continue;
+    }
+    out.push_back(flags[i]);
+    if (apart && dir) out.push_back(flags[++i]);
   }
-  out.push_back("-I" + s.include_dir.string());
   return out;
 }
 
@@ -524,9 +535,16 @@ std::string prelude_key(const Setup& s) {
   return h.hex();
 }
 
+/// The precompiled prelude a wrap compiles with.
+struct Prelude {
+  std::string header;  ///< "" when there is none (the wrap then compiles ferry's header itself)
+  InputRecord read;    ///< what the cache's prelude read (none for the shipped one): the wrap read
+                       ///< it too, though gcc lists none of a precompiled header's files
+};
+
 /// The precompiled prelude for these flags: the shipped one when it matches and is trusted, else
-/// built once in this cache; "" when it cannot be built (wraps then compile without it).
-std::string prelude(const Setup& s, const fs::path& dir) {
+/// built in this cache, again when a file it read changed; none when it cannot be built.
+Prelude prelude(const Setup& s, const fs::path& dir) {
   std::string key = prelude_key(s);
   std::string header_name = "prelude-" + key + ".hpp";
   std::string pch_name = header_name + (s.clang ? ".pch" : ".gch");
@@ -539,7 +557,7 @@ std::string prelude(const Setup& s, const fs::path& dir) {
       if (why.empty() && (::access((shipped / pch_name).c_str(), R_OK) != 0 ||
                           ::access((shipped / header_name).c_str(), R_OK) != 0))
         why = "not readable by this user";
-      if (why.empty()) return (shipped / header_name).string();
+      if (why.empty()) return {(shipped / header_name).string(), {}};
       debug_log("wrap prelude: not using the shipped one: %s", why.c_str());
     } else {
       debug_log("wrap prelude: none shipped for these flags in %s", shipped.c_str());
@@ -547,11 +565,22 @@ std::string prelude(const Setup& s, const fs::path& dir) {
   }
   fs::path header = dir / header_name;
   fs::path pch = dir / pch_name;
+  // Its record of what it read, written after the precompiled header it describes (a reader
+  // that sees a new record beside an old header would take it).
+  const fs::path record = dir / (header_name + ".inputs");
+  auto usable = [&]() -> std::optional<Prelude> {
+    if (!fs::exists(pch, ec) || !fs::exists(header, ec)) return std::nullopt;
+    auto read = parse_input_record(read_file(record, max_record));
+    std::string why = !read ? "no record of what it read" : changed_input(*read);
+    if (why.empty()) return Prelude{header.string(), std::move(*read)};
+    debug_log("wrap prelude %s: %s: built again", pch.c_str(), why.c_str());
+    return std::nullopt;
+  };
   static std::mutex mu;
   std::lock_guard lock(mu);
-  if (fs::exists(pch, ec) && fs::exists(header, ec)) return header.string();
+  if (auto p = usable()) return *p;
   FileLock file_lock(dir / ("prelude-" + key + ".lock"));
-  if (fs::exists(pch, ec) && fs::exists(header, ec)) return header.string();
+  if (auto p = usable()) return *p;
   // The header goes in under its own name first (its content is always the same; renamed in, so
   // a reader never sees it half written): clang records in a PCH the name of the header it was
   // made from, and refused one whose header, made under a temporary name, had been renamed. A
@@ -564,6 +593,7 @@ std::string prelude(const Setup& s, const fs::path& dir) {
     fs::remove(tmp_header, ec);
     return {};
   }
+  const auto started = std::chrono::system_clock::now();
   const fs::path deps = pch.string() + ".d.tmp." + unique_suffix();
   // ferry's prelude header is the first -include: after it (it has tokens), no precompiled
   // header found beside a header of the user's -include flags can be used in its place (gcc
@@ -577,7 +607,8 @@ std::string prelude(const Setup& s, const fs::path& dir) {
                     std::chrono::seconds(300), {tmp_pch, deps}, s.cwd);
   // Every header it holds must be one only this user or root could have written: a wrap that
   // uses it lists none of them.
-  std::string why = r.ok ? judged_list(deps, std::nullopt, s.cwd, dir) : std::string();
+  std::vector<std::string> listed;
+  std::string why = r.ok ? judged_list(deps, std::nullopt, s.cwd, dir, &listed) : std::string();
   fs::remove(deps, ec);
   if (!r.ok || !why.empty()) {
     if (!r.ok) debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
@@ -585,9 +616,17 @@ std::string prelude(const Setup& s, const fs::path& dir) {
     fs::remove(tmp_pch, ec);
     return {};
   }
+  Prelude out{header.string(), record_inputs(listed, s.cwd, dir, started)};
+  const std::string tmp_record = record.string() + ".tmp." + unique_suffix();
   ::chmod(tmp_pch.c_str(), 0600);  // the compiler made it 0666 less the umask
+  if (!write_file(tmp_record, format_input_record(out.read))) {
+    fs::remove(tmp_pch, ec);
+    return {};
+  }
   fs::rename(tmp_pch, pch, ec);
-  return header.string();
+  if (!ec) fs::rename(tmp_record, record, ec);
+  if (ec) fs::remove(tmp_record, ec);
+  return out;
 }
 
 std::atomic<unsigned> compilations{0};
@@ -647,6 +686,30 @@ bool compile_fails_alone(const Setup& s, const std::string& header, const fs::pa
   return r.started && !r.ok && !r.interrupted;
 }
 
+/// Whether every library `args` ask for by name (-lname, -l name, -l:file) is among what the
+/// linker listed.
+bool every_library_found(std::initializer_list<const std::vector<std::string>*> args, const std::vector<std::string>& linked) {
+  std::set<std::string> names;
+  for (const auto& l : linked) names.insert(fs::path(l).filename().string());
+  auto found = [&](const std::string& name) {
+    if (name.starts_with(":")) return names.count(name.substr(1)) > 0;
+    return names.count("lib" + name + ".so") > 0 || names.count("lib" + name + ".a") > 0;
+  };
+  for (const auto* v : args)
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      const std::string& a = (*v)[i];
+      if (a == "-l" && i + 1 < v->size() && !found((*v)[++i])) return false;
+      if (a.size() > 2 && a.starts_with("-l") && !found(a.substr(2))) return false;
+    }
+  return true;
+}
+
+/// A wrap's record with its prelude's: a precompiled header's files are the wrap's too.
+InputRecord with_prelude(InputRecord wrap, const Prelude& pre) {
+  wrap.files.insert(wrap.files.end(), pre.read.files.begin(), pre.read.files.end());
+  return wrap;
+}
+
 WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   fs::path dir = prepare_cache_dir(site, s.options.cache_dir);
   fs::path sum = dir / ("wrap-" + key + ".sum");
@@ -663,7 +726,8 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   if (auto said = remembered_failure(err))
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
 
-  std::string header = prelude(s, dir);
+  const Prelude pre = prelude(s, dir);
+  const std::string& header = pre.header;
   std::ostringstream tu;
   tu << "// Generated by ferry for FERRY_WRAP(" << site.name << ") at " << where_of(site) << ".\n";
   for (const auto& inc : s.options.includes) tu << "#include " << inc << "\n";
@@ -706,13 +770,22 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     untrusted = judged_list(compile_deps, std::nullopt, s.cwd, dir, &read);
     if (untrusted.empty() && !link_deps.empty()) untrusted = judged_list(link_deps, tmp, s.cwd, dir, &read);
   } else if (r.started && !r.interrupted) {
-    // Remembered only when the source fails to compile on its own, with what the compiler read
-    // (gcc and clang list it after an error, not after a header they could not find): a link's
-    // failure may be fixed by a library that appears, which no list names (bfd and lld list
-    // nothing when one is not found, gold lists what it found).
+    // A failure is remembered only with all it read (gcc and clang list it after an error, not
+    // after a header they could not find). A linker that wrote its list ran, so the source
+    // compiled: its failure (a symbol only the host has) is remembered when it found every
+    // library asked for by name; one that did not may be fixed by a library that appears, which
+    // no list names (bfd and lld write none then, gold lists what it found). With no list, the
+    // source alone tells a compile error (remembered) from such a link (not).
     std::string why;
-    if (auto compiled = listed_inputs(compile_deps, std::nullopt, why); compiled && compile_fails_alone(s, header, cpp, dir))
-      read = std::move(*compiled);
+    if (auto compiled = listed_inputs(compile_deps, std::nullopt, why)) {
+      std::optional<std::vector<std::string>> linked;
+      if (!link_deps.empty() && fs::exists(link_deps, ec)) linked = listed_inputs(link_deps, tmp, why);
+      if (linked ? every_library_found({&s.flags, &s.options.libraries}, *linked)
+                 : compile_fails_alone(s, header, cpp, dir)) {
+        read = std::move(*compiled);
+        if (linked) read.insert(read.end(), linked->begin(), linked->end());
+      }
+    }
   }
   fs::remove(compile_deps, ec);
   if (!link_deps.empty()) fs::remove(link_deps, ec);
@@ -737,7 +810,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     // every file the build read (headers, libraries) holds the same bytes.
     if (!read.empty()) {
       std::string tmp_err = err.string() + ".tmp." + unique_suffix();
-      if (write_file(tmp_err, format_input_record(record_inputs(read, s.cwd, dir, started)) + said))
+      if (write_file(tmp_err, format_input_record(with_prelude(record_inputs(read, s.cwd, dir, started), pre)) + said))
         fs::rename(tmp_err, err, ec);
     }
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), said);
@@ -748,7 +821,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   auto digest = file_digest(tmp);
   std::string tmp_sum = sum.string() + ".tmp." + unique_suffix();
   if (!digest ||
-      !write_file(tmp_sum, *digest + "\n" + format_input_record(record_inputs(read, s.cwd, dir, started)))) {
+      !write_file(tmp_sum, *digest + "\n" + format_input_record(with_prelude(record_inputs(read, s.cwd, dir, started), pre)))) {
     fs::remove(tmp, ec);
     fs::remove(tmp_sum, ec);
     setup_failed(site, "cannot write into " + dir.string() + ". Set FERRY_CACHE_DIR to a writable directory");
@@ -894,7 +967,7 @@ std::string precompile_prelude(const fs::path& dir) {
   WrapSite none{nullptr, "(prelude)", "", "", 0, "", 0};
   Setup setup = make_setup(none);
   fs::create_directories(dir);
-  std::string header = prelude(setup, dir);
+  std::string header = prelude(setup, dir).header;
   // Shipped for every user of this ferry (a cache's own prelude stays 0600): readable by all.
   if (!header.empty())
     for (const std::string& file : {header, header + (setup.clang ? ".pch" : ".gch")}) ::chmod(file.c_str(), 0644);
