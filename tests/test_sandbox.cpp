@@ -740,6 +740,26 @@ TEST_CASE("Sandbox.watching_a_directory_outside_the_allowed_paths_fails") {
   check_pool_is_healthy(ex);
 }
 
+TEST_CASE("Sandbox.a_task_finds_no_other_calls_arguments_in_its_shared_memory") {
+  // Large arguments travel in memfd blocks the host recycles, for the whole process: a sandboxed
+  // task mapped past its own arguments (mremap) and read an earlier call's, another executor's,
+  // and kept its mapping to read later ones.
+  constexpr std::size_t mib = std::size_t{1} << 20;
+  ferry::Executor plain(support::options(1));
+  auto boxed_options = sandboxed();
+  boxed_options.max_workers = 1;
+  ferry::Executor boxed(boxed_options);
+  // A block full of another call's bytes, free for reuse, larger than the next arguments.
+  CHECK(value_of(plain.submit_with(hostile(), sum_bytes, std::vector<char>(3 * mib, 'S'))) == 3 * mib * 'S');
+  CHECK(value_of(boxed.submit_with(hostile(), foreign_bytes_in_argument_block, std::vector<char>(2 * mib, 0),
+                                   std::uint64_t{3 * mib})) == 0);
+  // A block it kept mapped (larger than any free one: made for it) is never written again.
+  CHECK(value_of(boxed.submit_with(hostile(), keep_argument_block, std::vector<char>(4 * mib, 0))) >= 4 * mib);
+  for (int i = 0; i < 2; ++i)
+    CHECK(value_of(plain.submit_with(hostile(), sum_bytes, std::vector<char>(4 * mib, 'S'))) == 4 * mib * 'S');
+  CHECK(value_of(boxed.submit_with(hostile(), kept_block_foreign_bytes)) == 0);
+}
+
 TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {
   // Another backend: containment is set up by the local launcher only.
   auto remote = sandboxed();

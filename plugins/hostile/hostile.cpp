@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -35,6 +36,7 @@
 #include <memory>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 namespace {
 
@@ -497,6 +499,73 @@ std::uint64_t sum_bytes(std::vector<char> data) {
   return sum;
 }
 
+namespace {
+
+/// The mapping of this call's arguments in shared memory (a "ferry-buffer" memfd in
+/// /proc/self/maps) of at least `bytes` bytes: its start and length, or {nullptr, 0}.
+std::pair<char*, std::size_t> argument_mapping(std::size_t bytes) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("ferry-buffer") == std::string::npos) continue;
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2 && hi - lo >= bytes)
+      return {reinterpret_cast<char*>(lo), hi - lo};
+  }
+  return {nullptr, 0};
+}
+
+/// Bytes other than zero in [from, to) of `p`, page by page through a pipe: a page past the end
+/// of the file behind the mapping is an EFAULT there (and the count stops), not a SIGBUS.
+std::uint64_t nonzero_bytes(const char* p, std::size_t from, std::size_t to) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) fail("pipe2");
+  std::uint64_t found = 0;
+  char page[4096];
+  for (std::size_t at = 0; at < to; at += sizeof page) {
+    const std::size_t n = std::min(sizeof page, to - at);
+    if (::write(pipe_fds[1], p + at, n) != static_cast<ssize_t>(n)) break;  // past the file's end
+    if (::read(pipe_fds[0], page, n) != static_cast<ssize_t>(n)) break;
+    for (std::size_t i = 0; i < n; ++i) found += at + i >= from && page[i] != 0;
+  }
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+  return found;
+}
+
+char* g_kept_block = nullptr;
+std::size_t g_kept_length = 0;
+
+}  // namespace
+
+std::uint64_t foreign_bytes_in_argument_block(std::vector<char> zeros, std::uint64_t span) {
+  auto [start, length] = argument_mapping(zeros.size());
+  if (!start) fail("no mapping of the arguments");
+  // The same pages, mapped again and further: as far as the block goes.
+  void* again = ::mremap(start, 0, span, MREMAP_MAYMOVE);
+  if (again == MAP_FAILED) fail("mremap");
+  // Past the arguments (their length fields and the span are not zero; 64 bytes of slack).
+  const std::uint64_t found = nonzero_bytes(static_cast<char*>(again), zeros.size() + 64, span);
+  ::munmap(again, span);
+  (void)length;
+  return found;
+}
+
+std::uint64_t keep_argument_block(std::vector<char> zeros) {
+  auto [start, length] = argument_mapping(zeros.size());
+  if (!start) fail("no mapping of the arguments");
+  void* kept = ::mremap(start, 0, length, MREMAP_MAYMOVE);
+  if (kept == MAP_FAILED) fail("mremap");
+  g_kept_block = static_cast<char*>(kept);
+  g_kept_length = length;
+  return length;
+}
+
+std::uint64_t kept_block_foreign_bytes() {
+  if (!g_kept_block) fail("no block kept");
+  return nonzero_bytes(g_kept_block, 64, g_kept_length);
+}
+
 int close_channel_and_wait(int seconds) {
   // The worker names its channel on its command line: "--fd N" (NUL-separated arguments).
   std::string args = read_file("/proc/self/cmdline");
@@ -729,5 +798,8 @@ FERRY_TASK(make_symlink);
 FERRY_TASK(tmpfile_round_trip);
 FERRY_TASK(posix_shm_round_trip);
 FERRY_TASK(sum_bytes);
+FERRY_TASK(foreign_bytes_in_argument_block);
+FERRY_TASK(keep_argument_block);
+FERRY_TASK(kept_block_foreign_bytes);
 FERRY_TASK(close_channel_and_wait);
 FERRY_TASK(library_path);

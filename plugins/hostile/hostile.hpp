@@ -92,6 +92,14 @@ FERRY_EXPORT std::string tmpfile_round_trip(std::string text);
 FERRY_EXPORT std::string posix_shm_round_trip(std::string name, std::string text);
 /// The sum of the bytes (as unsigned char): large vectors travel through shared memory.
 FERRY_EXPORT std::uint64_t sum_bytes(std::vector<char> data);
+/// Bytes other than zero that task code finds in the shared-memory block of its arguments
+/// (`zeros`, all zero: large enough to travel in one), past them and up to `span` bytes from the
+/// block's start, mapping it again with mremap as far as the block goes.
+FERRY_EXPORT std::uint64_t foreign_bytes_in_argument_block(std::vector<char> zeros, std::uint64_t span);
+/// Keeps a mapping of its arguments' block (mremap) after the call; returns its length.
+FERRY_EXPORT std::uint64_t keep_argument_block(std::vector<char> zeros);
+/// Bytes other than zero in the block keep_argument_block kept (past its length field).
+FERRY_EXPORT std::uint64_t kept_block_foreign_bytes();
 /// Shuts down and closes the worker's channel (the descriptor after `--fd` in its command line),
 /// then sleeps `seconds` and returns it: a worker whose channel closed while it runs on. Its
 /// parent must not wait for its end (an MPI agent once did, for good).

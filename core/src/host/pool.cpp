@@ -310,7 +310,16 @@ void Pool::dispatch_locked() {
       // and the size; the worker maps them. The call keeps the memfd open until it completes.
       // The worker's task code can reach that descriptor: it gets a read-only one, of a block
       // it can neither shrink nor write (made once per call, kept for a re-dispatch).
-      if (!call.peer_args) call.peer_args = read_only_for_peer(call.args.fd());
+      if (call.peer_args) {
+      } else if (sandbox_.enabled) {
+        // Its task may map past its arguments and keep the mapping: a block with nothing of
+        // another call's beyond them, never written again here (arguments_for_sandboxed_peer).
+        bool copied = false;
+        call.peer_args = arguments_for_sandboxed_peer(call.args.fd(), call.args.data(), call.args.size(), copied);
+        if (!copied) call.args.give_away();
+      } else {
+        call.peer_args = read_only_for_peer(call.args.fd());
+      }
       head = protocol::encode_shared_task({call.id, call.ref->define.ref, call.items}, call.args.size(), call.flags);
       counts_.bytes_sent += head.size() + call.args.size();
       w.outbox.push(std::move(head), call.peer_args ? call.peer_args.get() : call.args.fd(), s.call);

@@ -208,6 +208,35 @@ Fd read_only_for_peer(int fd) {
   return Fd(::open(path, O_RDONLY | O_CLOEXEC));
 }
 
+Fd arguments_for_sandboxed_peer(int fd, char* data, std::size_t size, bool& copied) {
+  copied = false;
+  struct stat st {};
+  const auto end = ::fstat(fd, &st) == 0 ? static_cast<std::size_t>(st.st_size) : size;
+  // Punching zeroes the partial page after the arguments too (shmem).
+  if (end <= size || ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(size),
+                                 static_cast<off_t>(end - size)) == 0)
+    return read_only_for_peer(fd);
+  // Sealed against writes (F_SEAL_FUTURE_WRITE) when an earlier call sent it: a copy.
+  if (Fd copy(::memfd_create("ferry-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+      copy && ::ftruncate(copy.get(), static_cast<off_t>(size)) == 0) {
+    bool written = true;
+    for (std::size_t at = 0; written && at < size;) {
+      const ssize_t w = ::pwrite(copy.get(), data + at, std::min(size - at, std::size_t{1} << 30), static_cast<off_t>(at));
+      if (w > 0) at += static_cast<std::size_t>(w);
+      else written = w < 0 && errno == EINTR;
+    }
+    // No mapping of it exists: every write can be sealed, and the descriptor itself may travel.
+    if (written && ::fcntl(copy.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == 0) {
+      copied = true;
+      return copy;
+    }
+  }
+  // Out of memory for a copy: zeros written through our own mapping, which the seal leaves
+  // writable (the block is mapped whole here).
+  std::memset(data + size, 0, end - size);
+  return read_only_for_peer(fd);
+}
+
 void unmap_shared(char* data, std::size_t capacity, int fd) noexcept {
   if (data) ::munmap(data, capacity);
   if (fd >= 0) ::close(fd);
