@@ -760,6 +760,27 @@ TEST_CASE("Sandbox.a_task_finds_no_other_calls_arguments_in_its_shared_memory") 
   CHECK(value_of(boxed.submit_with(hostile(), kept_block_foreign_bytes)) == 0);
 }
 
+TEST_CASE("Sandbox.a_worker_gets_none_of_the_hosts_secrets_in_its_environment") {
+  // The host's environment holds the user's tokens and keys (a CI job's, a cloud tool's): a
+  // sandboxed worker gets what a process needs to run, ferry's settings and ExecutorOptions::env.
+  support::ScopedEnv secret("FERRY_TEST_LOOKALIKE_TOKEN", "not ferry's");
+  support::ScopedEnv token("GITHUB_TOKEN_OF_A_TEST", "ghp_secret");
+  support::ScopedEnv lang("LC_ALL", "C.UTF-8");
+  auto o = sandboxed();
+  o.env = {{"GIVEN_TO_IT", "yes"}};
+  ferry::Executor boxed(o);
+  auto value = [&](ferry::Executor& ex, const char* name) {
+    return value_of(ex.submit_with(hostile(), environment_variable, std::string(name)));
+  };
+  CHECK(value(boxed, "GITHUB_TOKEN_OF_A_TEST") == "(unset)");
+  CHECK(value(boxed, "GIVEN_TO_IT") == "yes");
+  CHECK(value(boxed, "LC_ALL") == "C.UTF-8");
+  CHECK(value(boxed, "PATH") != "(unset)");
+  CHECK(value(boxed, "FERRY_TEST_LOOKALIKE_TOKEN") == "not ferry's");  // ferry's own prefix stays
+  ferry::Executor plain(support::options(1));
+  CHECK(value(plain, "GITHUB_TOKEN_OF_A_TEST") == "ghp_secret");  // not sandboxed: all of it
+}
+
 TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {
   // Another backend: containment is set up by the local launcher only.
   auto remote = sandboxed();

@@ -499,6 +499,11 @@ std::uint64_t sum_bytes(std::vector<char> data) {
   return sum;
 }
 
+std::string environment_variable(std::string name) {
+  const char* value = std::getenv(name.c_str());
+  return value ? value : "(unset)";
+}
+
 namespace {
 
 /// The mapping of this call's arguments in shared memory (a "ferry-buffer" memfd in
@@ -798,6 +803,7 @@ FERRY_TASK(make_symlink);
 FERRY_TASK(tmpfile_round_trip);
 FERRY_TASK(posix_shm_round_trip);
 FERRY_TASK(sum_bytes);
+FERRY_TASK(environment_variable);
 FERRY_TASK(foreign_bytes_in_argument_block);
 FERRY_TASK(keep_argument_block);
 FERRY_TASK(kept_block_foreign_bytes);

@@ -92,6 +92,8 @@ FERRY_EXPORT std::string tmpfile_round_trip(std::string text);
 FERRY_EXPORT std::string posix_shm_round_trip(std::string name, std::string text);
 /// The sum of the bytes (as unsigned char): large vectors travel through shared memory.
 FERRY_EXPORT std::uint64_t sum_bytes(std::vector<char> data);
+/// The value of the environment variable `name` in the worker, or "(unset)".
+FERRY_EXPORT std::string environment_variable(std::string name);
 /// Bytes other than zero that task code finds in the shared-memory block of its arguments
 /// (`zeros`, all zero: large enough to travel in one), past them and up to `span` bytes from the
 /// block's start, mapping it again with mremap as far as the block goes.

@@ -6,9 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string_view>
 #include <system_error>
 
 #include <ferry/errors.hpp>
@@ -59,6 +62,24 @@ class LocalWorker final : public LaunchedWorker {
   Fd pidfd_;
 };
 
+/// A sandboxed worker's environment: what a process needs to run (the search paths, the user's
+/// name and home, language, time zone, terminal), what tunes libraries' threads and allocators and
+/// the sanitizers, and ferry's own settings; plus ExecutorOptions::env (`given`), as given.
+/// Nothing else of the host's: its environment holds the user's secrets (tokens, keys, passwords
+/// of CI jobs and cloud tools), every one readable by the task.
+std::vector<std::string> sandbox_environment(std::vector<std::string> env, const std::map<std::string, std::string>& given) {
+  static constexpr std::string_view names[] = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM",
+                                               "TMPDIR", "LD_LIBRARY_PATH", "GLIBC_TUNABLES"};
+  static constexpr std::string_view prefixes[] = {"LC_", "FERRY_", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_",
+                                                  "BLIS_", "TBB_", "MALLOC_", "ASAN_", "UBSAN_", "LSAN_", "TSAN_"};
+  std::erase_if(env, [&](const std::string& entry) {
+    const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
+    return !given.count(std::string(name)) && std::find(std::begin(names), std::end(names), name) == std::end(names) &&
+           std::none_of(std::begin(prefixes), std::end(prefixes), [&](std::string_view p) { return name.starts_with(p); });
+  });
+  return env;
+}
+
 }  // namespace
 
 LocalLauncher::LocalLauncher(const ExecutorOptions& options)
@@ -74,6 +95,7 @@ LocalLauncher::LocalLauncher(const ExecutorOptions& options)
       env.emplace_back("GLIBC_TUNABLES", (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.hugetlb=1");
   }
   env_ = merged_environment(env);
+  if (options.sandbox.enabled) env_ = sandbox_environment(std::move(env_), options.env);
   // The worker's loader finds ferry's and the plugins' libraries through LD_LIBRARY_PATH: an
   // empty or relative element is the host's current directory when the worker starts, and one
   // another user can write loads their library into every worker (unless the user allowed
