@@ -781,6 +781,28 @@ TEST_CASE("Sandbox.a_worker_gets_none_of_the_hosts_secrets_in_its_environment") 
   CHECK(value(plain, "GITHUB_TOKEN_OF_A_TEST") == "ghp_secret");  // not sandboxed: all of it
 }
 
+TEST_CASE("Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_interface") {
+  // A read lease delayed everyone who opened the file for writing; a flock on a wrap cache's
+  // lock file (the cache is readable) stopped every build of that entry; SIOCGIFCONF on the
+  // channel listed the host's network interfaces.
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  host_write(dir.path / "shared.txt", "read by the task");
+  host_write(dir.path / "wrap-x.lock", "");
+  fs::permissions(dir.path / "wrap-x.lock", fs::perms(0200), fs::perm_options::replace);  // as ferry makes it
+  auto o = sandboxed();
+  o.sandbox.read = {dir.path};
+  ferry::Executor boxed(o);
+  ferry::Executor plain(support::options(1));
+  const std::string shared = (dir.path / "shared.txt").string(), lock = (dir.path / "wrap-x.lock").string();
+  CHECK(value_of(boxed.submit_with(hostile(), lease_file, shared)) == EPERM);
+  CHECK(value_of(plain.submit_with(hostile(), lease_file, shared)) == 0);
+  auto e = failure_of<ferry::TaskError>(boxed.submit_with(hostile(), lock_file, lock));
+  if (e) CHECK(e->remote_message().find("Permission denied") != std::string::npos);
+  CHECK(value_of(boxed.submit_with(hostile(), lock_file, shared)) == 0);  // a file it may read: its own business
+  CHECK(value_of(boxed.submit_with(hostile(), channel_interface_count)) == -ENOTTY);
+  CHECK(value_of(plain.submit_with(hostile(), channel_interface_count)) >= 1);
+}
+
 TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {
   // Another backend: containment is set up by the local launcher only.
   auto remote = sandboxed();

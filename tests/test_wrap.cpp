@@ -173,6 +173,11 @@ TEST_CASE("Wrap.cache_is_private_and_reused") {
   CHECK((st.st_mode & 0777) == 0700);
   CHECK_FALSE(entries(cache.path, ".so").empty());
   CHECK_FALSE(entries(cache.path, ".sum").empty());
+  // Its lock files are write-only: a sandboxed task, which may read the cache, cannot open one to
+  // hold its lock (Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_interface).
+  const auto locks = entries(cache.path, ".lock");
+  CHECK_FALSE(locks.empty());
+  for (const auto& lock : locks) CHECK((fs::status(lock).permissions() & fs::perms::all) == fs::perms::owner_write);
   // Another process with the same cache compiles nothing.
   std::string first = run_wrap_host(cache.path);
   CHECK(first == "106 1\n");

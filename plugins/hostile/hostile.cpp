@@ -3,11 +3,13 @@
 #include "hostile.hpp"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -571,8 +573,10 @@ std::uint64_t kept_block_foreign_bytes() {
   return nonzero_bytes(g_kept_block, 64, g_kept_length);
 }
 
-int close_channel_and_wait(int seconds) {
-  // The worker names its channel on its command line: "--fd N" (NUL-separated arguments).
+namespace {
+
+/// The worker's channel to the host: its command line names it, "--fd N" (NUL-separated).
+int channel_descriptor() {
   std::string args = read_file("/proc/self/cmdline");
   int fd = -1;
   for (std::size_t at = 0; at < args.size();) {
@@ -581,7 +585,41 @@ int close_channel_and_wait(int seconds) {
     if (args.compare(at, end - at, "--fd") == 0 && end + 1 < args.size()) fd = std::atoi(args.c_str() + end + 1);
     at = end + 1;
   }
-  if (fd < 0) throw std::runtime_error("close_channel_and_wait: no --fd in the worker's command line");
+  if (fd < 0) throw std::runtime_error("no --fd in the worker's command line");
+  return fd;
+}
+
+}  // namespace
+
+int channel_interface_count() {
+  ifreq requests[16];
+  ifconf conf{};
+  conf.ifc_len = sizeof requests;
+  conf.ifc_req = requests;
+  if (::ioctl(channel_descriptor(), SIOCGIFCONF, &conf) != 0) return -errno;
+  return conf.ifc_len / static_cast<int>(sizeof(ifreq));
+}
+
+int lock_file(std::string path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("open " + path + " for reading");
+  const int rc = ::flock(fd, LOCK_EX | LOCK_NB);
+  const int e = errno;
+  ::close(fd);
+  return rc == 0 ? 0 : e;
+}
+
+int lease_file(std::string path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("open " + path + " for reading");
+  const int rc = ::fcntl(fd, F_SETLEASE, F_RDLCK);
+  const int e = errno;
+  ::close(fd);  // the lease goes with it
+  return rc == 0 ? 0 : e;
+}
+
+int close_channel_and_wait(int seconds) {
+  const int fd = channel_descriptor();
   ::shutdown(fd, SHUT_RDWR);  // its end for every copy of the descriptor, then this one
   ::close(fd);
   timespec left{seconds, 0};
@@ -803,6 +841,9 @@ FERRY_TASK(make_symlink);
 FERRY_TASK(tmpfile_round_trip);
 FERRY_TASK(posix_shm_round_trip);
 FERRY_TASK(sum_bytes);
+FERRY_TASK(channel_interface_count);
+FERRY_TASK(lock_file);
+FERRY_TASK(lease_file);
 FERRY_TASK(environment_variable);
 FERRY_TASK(foreign_bytes_in_argument_block);
 FERRY_TASK(keep_argument_block);

@@ -92,6 +92,13 @@ FERRY_EXPORT std::string tmpfile_round_trip(std::string text);
 FERRY_EXPORT std::string posix_shm_round_trip(std::string name, std::string text);
 /// The sum of the bytes (as unsigned char): large vectors travel through shared memory.
 FERRY_EXPORT std::uint64_t sum_bytes(std::vector<char> data);
+/// How many network interfaces SIOCGIFCONF lists on the worker's channel to the host (a socket of
+/// the host's network namespace), or -errno.
+FERRY_EXPORT int channel_interface_count();
+/// flock(LOCK_EX | LOCK_NB) on `path` opened read-only: 0, or the errno.
+FERRY_EXPORT int lock_file(std::string path);
+/// A read lease (fcntl F_SETLEASE) on `path` opened read-only: 0, or the errno.
+FERRY_EXPORT int lease_file(std::string path);
 /// The value of the environment variable `name` in the worker, or "(unset)".
 FERRY_EXPORT std::string environment_variable(std::string name);
 /// Bytes other than zero that task code finds in the shared-memory block of its arguments

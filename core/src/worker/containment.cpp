@@ -556,6 +556,14 @@ std::string load_seccomp(bool network, bool exec) {
   // outside the paths it may open. No filter can tell which path a watch names, so none is set:
   // EACCES, as for a directory the user cannot read (and fanotify, EPERM, as without privilege).
   rule(SCMP_ACT_ERRNO(EACCES), {"inotify_add_watch", -1});
+  // A lease on a file the task may read delays everyone who opens it for writing (up to
+  // lease-break-time, again and again): EPERM, as for a file one does not own.
+  rule(SCMP_ACT_ERRNO(EPERM), {"fcntl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, F_SETLEASE)});
+  // Socket ioctls (0x89xx: SIOCGIFCONF, SIOCGIFADDR...) answer for the namespace the socket was
+  // made in: on the channel, the host's, whose interfaces and addresses a worker without the
+  // network is not to learn. ENOTTY, as for a descriptor that is no socket.
+  if (!network)
+    rule(SCMP_ACT_ERRNO(ENOTTY), {"ioctl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits & ~0xfful, 0x8900)});
   rule(SCMP_ACT_ERRNO(EPERM), {"fanotify_init", -1});
   rule(SCMP_ACT_ERRNO(EPERM), {"fanotify_mark", -1});
   for (unsigned long command : attribute_ioctls)

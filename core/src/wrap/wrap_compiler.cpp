@@ -302,14 +302,19 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
   return r;
 }
 
-/// An exclusive flock on `file` for the scope (blocks until it is ours).
+/// An exclusive flock on `file` for the scope (blocks until it is ours). The file is write-only
+/// (0200): a sandboxed task may read the cache (its plugins are there) but neither opens it for
+/// writing (Landlock) nor, without read permission, for reading, so it cannot hold the lock that
+/// every build of the entry waits for.
 class FileLock {
  public:
   explicit FileLock(const fs::path& file)
-      : fd_(::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
-    if (fd_.get() >= 0)
-      while (::flock(fd_.get(), LOCK_EX) < 0 && errno == EINTR) {
-      }
+      : fd_(::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0200)) {
+    if (fd_.get() < 0) return;
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) == 0 && (st.st_mode & 07777) != 0200) (void)::fchmod(fd_.get(), 0200);
+    while (::flock(fd_.get(), LOCK_EX) < 0 && errno == EINTR) {
+    }
   }
   ~FileLock() {
     if (fd_.get() >= 0) ::flock(fd_.get(), LOCK_UN);
