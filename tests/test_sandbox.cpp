@@ -52,6 +52,7 @@
 // Only the hostile plugin is linked; math and crash tasks are submitted by name or TaskRef.
 #include "hostile.hpp"
 #include "platform/containment.hpp"
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
 
 // A sanitizer that maps terabytes of shadow memory (FERRY_SANITIZE=address or thread; the worker
@@ -801,6 +802,31 @@ TEST_CASE("Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_inte
   CHECK(value_of(boxed.submit_with(hostile(), lock_file, shared)) == 0);  // a file it may read: its own business
   CHECK(value_of(boxed.submit_with(hostile(), channel_interface_count)) == -ENOTTY);
   CHECK(value_of(plain.submit_with(hostile(), channel_interface_count)) >= 1);
+}
+
+TEST_CASE("Sandbox.a_task_cannot_truncate_or_overwrite_the_hosts_output") {
+  // A worker shared the host's stderr description: a task truncated the user's log file, or
+  // cleared O_APPEND and wrote over it. Its stdout and stderr are pipes now, copied by a relay.
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  const fs::path log = dir.path / "host.log";
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "IMPORTANT\n", 10) == 10);
+  const int saved = ::dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  ::dup2(fd, STDERR_FILENO);  // the workers' stderr
+  std::string done;
+  {
+    ferry::Executor boxed(sandboxed());
+    auto f = boxed.submit_with(hostile(), attack_output);
+    done = f.wait_for(future_wait) ? f.get() : "did not end";
+  }
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ::close(fd);
+  CHECK(done == "");
+  CHECK(support::wait_until([&] { return support::read_file(log).find("from the task") != std::string::npos; }));
+  CHECK(support::read_file(log).rfind("IMPORTANT\n", 0) == 0);
 }
 
 TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {

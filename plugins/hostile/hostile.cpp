@@ -501,6 +501,17 @@ std::uint64_t sum_bytes(std::vector<char> data) {
   return sum;
 }
 
+std::string attack_output() {
+  std::string done;
+  if (::ftruncate(STDERR_FILENO, 0) == 0) done += "truncated ";
+  const int flags = ::fcntl(STDERR_FILENO, F_GETFL);
+  if (flags >= 0 && ::fcntl(STDERR_FILENO, F_SETFL, flags & ~O_APPEND) == 0 && ::pwrite(STDERR_FILENO, "PWNED", 5, 0) == 5)
+    done += "overwritten ";
+  static constexpr char line[] = "from the task\n";
+  if (::write(STDERR_FILENO, line, sizeof line - 1) != static_cast<ssize_t>(sizeof line - 1)) done += "no output";
+  return done;
+}
+
 std::string environment_variable(std::string name) {
   const char* value = std::getenv(name.c_str());
   return value ? value : "(unset)";
@@ -845,6 +856,7 @@ FERRY_TASK(channel_interface_count);
 FERRY_TASK(lock_file);
 FERRY_TASK(lease_file);
 FERRY_TASK(environment_variable);
+FERRY_TASK(attack_output);
 FERRY_TASK(foreign_bytes_in_argument_block);
 FERRY_TASK(keep_argument_block);
 FERRY_TASK(kept_block_foreign_bytes);

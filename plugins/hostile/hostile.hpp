@@ -99,6 +99,9 @@ FERRY_EXPORT int channel_interface_count();
 FERRY_EXPORT int lock_file(std::string path);
 /// A read lease (fcntl F_SETLEASE) on `path` opened read-only: 0, or the errno.
 FERRY_EXPORT int lease_file(std::string path);
+/// Truncates its stderr, then clears O_APPEND and writes "PWNED" at offset 0 of it, then writes
+/// "from the task" there; says which of the first two worked ("truncated ", "overwritten ").
+FERRY_EXPORT std::string attack_output();
 /// The value of the environment variable `name` in the worker, or "(unset)".
 FERRY_EXPORT std::string environment_variable(std::string name);
 /// Bytes other than zero that task code finds in the shared-memory block of its arguments

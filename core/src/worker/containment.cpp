@@ -253,10 +253,10 @@ bool sweep_tagged(const std::string& needle) {
   return found;
 }
 
-/// SIGKILLs every other process of this user namespace or of one nested in it; true when it found
-/// one. No process can leave a user namespace, and only the worker's descendants (and this
-/// guardian) are in the worker's.
-bool sweep_user_namespace() {
+/// SIGKILLs every other process of this user namespace or of one nested in it but `spared` (the
+/// output relay); true when it found one. No process can leave a user namespace, and only the
+/// worker's descendants (and this guardian, and the relay) are in the worker's.
+bool sweep_user_namespace(pid_t spared) {
   struct stat own{};
   if (::stat("/proc/self/ns/user", &own) != 0) return false;
   DIR* proc = ::opendir("/proc");
@@ -266,7 +266,7 @@ bool sweep_user_namespace() {
   while (dirent* e = ::readdir(proc)) {
     if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
     pid_t pid = static_cast<pid_t>(std::atol(e->d_name));
-    if (pid == self) continue;
+    if (pid == self || pid == spared) continue;
     char path[300];
     std::snprintf(path, sizeof path, "/proc/%s/ns/user", e->d_name);
     int fd = ::open(path, O_RDONLY | O_CLOEXEC);  // fails for what is not ours to see
@@ -294,7 +294,7 @@ bool sweep_user_namespace() {
 /// The guardian's life: wait for the worker to end (pidfd at descriptor 0), then end what it
 /// left behind, and the cgroup.
 [[noreturn]] void guardian_main(const std::string& cgroup, const std::string& tag,
-                                bool user_namespace, const std::string& memory_cgroup) {
+                                bool user_namespace, const std::string& memory_cgroup, pid_t relay) {
   ::prctl(PR_SET_NAME, "ferry-guardian");
   // Out of the worker's session and process group: a ^C or a kill of the worker's group must not
   // end the guardian before it has cleaned up.
@@ -325,11 +325,50 @@ bool sweep_user_namespace() {
       pause_ms(2);
   }
   if (user_namespace) {
-    for (std::int64_t end = now_ms() + 1000; sweep_user_namespace() && now_ms() < end;) pause_ms(2);
+    for (std::int64_t end = now_ms() + 1000; sweep_user_namespace(relay) && now_ms() < end;) pause_ms(2);
   }
   if (!tag.empty()) {
     std::string needle = "FERRY_WORKER_TAG=" + tag;
     for (std::int64_t end = now_ms() + 1000; sweep_tagged(needle) && now_ms() < end;) pause_ms(2);
+  }
+  _exit(0);
+}
+
+/// Copies what arrives on descriptors 3 and 4 (a sandboxed worker's stdout and stderr pipes) to
+/// 1 and 2 (the host's stdout and stderr) until every writer of both is gone: the worker and its
+/// descendants, which the guardian ends. A task that shared the host's own descriptions could
+/// truncate the user's log file (ftruncate, or pwrite after clearing O_APPEND) or make a shared
+/// pipe non-blocking under the host; it holds only its end of a pipe now. What cannot be written
+/// (the reader gone) is read and dropped, so no writer waits for ever.
+[[noreturn]] void relay_main() {
+  ::prctl(PR_SET_NAME, "ferry-relay");
+  ::setsid();
+  ::signal(SIGHUP, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGPIPE, SIG_IGN);
+  pollfd p[2] = {{3, POLLIN, 0}, {4, POLLIN, 0}};
+  bool writable[2] = {true, true};
+  static char buffer[1 << 16];
+  while (p[0].fd >= 0 || p[1].fd >= 0) {
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (p[i].fd < 0 || p[i].revents == 0) continue;
+      const ssize_t n = ::read(p[i].fd, buffer, sizeof buffer);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) {
+        ::close(p[i].fd);
+        p[i].fd = -1;  // poll skips it
+        continue;
+      }
+      for (ssize_t at = 0; writable[i] && at < n;) {
+        const ssize_t w = ::write(i + 1, buffer + at, static_cast<std::size_t>(n - at));
+        if (w > 0) at += w;
+        else if (w < 0 && errno != EINTR) writable[i] = false;
+      }
+    }
   }
   _exit(0);
 }
@@ -785,15 +824,38 @@ bool Containment::join_cgroup(std::uint64_t ceiling) {
   return true;
 }
 
-std::string Containment::start_guardian() {
+std::string Containment::start_guardian(bool relay_output) {
   pid_t worker = ::getpid();
-  // W forks H, H forks the guardian G and exits: G is not the worker's child, so a task's
-  // wait(-1) never sees it, and G is not in the worker's cgroup (W joins it afterwards).
+  // A sandboxed worker's stdout and stderr become pipes, read by a relay (relay_main).
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (relay_output && (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)) {
+    const std::string why = errno_text("pipe2");
+    for (int fd : {out[0], out[1], err[0], err[1]})
+      if (fd >= 0) ::close(fd);
+    return why;
+  }
+  // W forks H, H forks the relay R and the guardian G and exits: neither is the worker's child,
+  // so a task's wait(-1) never sees them, and neither is in the worker's cgroup (W joins it
+  // afterwards).
   pid_t h = ::fork();
   if (h < 0) return errno_text("fork");
   if (h == 0) {
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, worker, 0));
     if (pidfd < 0) _exit(1);
+    pid_t r = 0;
+    if (relay_output) {
+      r = ::fork();
+      if (r < 0) _exit(1);
+      if (r == 0) {
+        // The host's stdout and stderr stay at 1 and 2; the pipes' read ends go to 3 and 4 (by
+        // way of descriptors above both, so neither move overwrites the other), nothing else.
+        const int from_out = ::fcntl(out[0], F_DUPFD, 10), from_err = ::fcntl(err[0], F_DUPFD, 10);
+        if (from_out < 0 || from_err < 0 || ::dup2(from_out, 3) < 0 || ::dup2(from_err, 4) < 0) _exit(1);
+        ::close(STDIN_FILENO);
+        ::syscall(SYS_close_range, 5u, ~0u, 0u);
+        relay_main();
+      }
+    }
     pid_t g = ::fork();
     if (g < 0) _exit(1);
     if (g == 0) {
@@ -801,14 +863,23 @@ std::string Containment::start_guardian() {
       // stdout or stderr (whoever reads them until EOF).
       if (::dup2(pidfd, 0) < 0) _exit(1);
       ::syscall(SYS_close_range, 1u, ~0u, 0u);
-      guardian_main(cgroup_, tag_, user_namespace_, memory_cgroup_);
+      guardian_main(cgroup_, tag_, user_namespace_, memory_cgroup_, r);
     }
     _exit(0);
   }
   int status = 0;
   while (::waitpid(h, &status, 0) < 0 && errno == EINTR) {
   }
+  bool relayed = false;
+  if (relay_output) {
+    // A terminal's output is line-buffered by stdio: on a pipe it would wait for a full buffer.
+    const bool terminal = ::isatty(STDOUT_FILENO);
+    relayed = ::dup2(out[1], STDOUT_FILENO) >= 0 && ::dup2(err[1], STDERR_FILENO) >= 0;
+    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+    if (relayed && terminal) std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "the guardian process could not start";
+  if (relay_output && !relayed) return errno_text("dup2 of the output pipes");
   return "";
 }
 
@@ -838,7 +909,8 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
     if (std::string why = enter_user_namespace(); !why.empty())
       debug_log("worker: no user namespace: %s", why.c_str());
     else
-      own_processes_ = own_threads() + 1;  // and its guardian, for RLIMIT_NPROC in the namespace
+      // and its guardian (and a sandbox's relay), for RLIMIT_NPROC in the namespace
+      own_processes_ = own_threads() + (config.sandbox ? 2 : 1);
   }
   if (cgroup_.empty() && !user_namespace_) {
     tag_ = name_;  // names this process and no later one
@@ -855,7 +927,7 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
       debug_log("worker: no memory cgroup: %s", why.c_str());
     }
   }
-  if (std::string why = start_guardian(); !why.empty()) {
+  if (std::string why = start_guardian(config.sandbox); !why.empty()) {
     // Nobody would remove them.
     if (!memory_cgroup_.empty()) ::rmdir(memory_cgroup_.c_str());
     if (!cgroup_.empty()) ::rmdir(cgroup_.c_str());
@@ -941,29 +1013,6 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
     }
     return true;
   };
-  // The host's terminal, shared on stdout and stderr, was opened read-write by the shell: a task
-  // could read the user's keystrokes from it. A write-only description of the same terminal
-  // (opened again through /proc/self/fd, before Landlock) takes each one's place.
-  // Only a terminal's own device (/dev/pts/N, /dev/ttyN): opening a pty's master (/dev/ptmx)
-  // again would make a new pty, where the output would go unseen. Without waiting (a serial
-  // line may wait for its carrier), then blocking again as before.
-  for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
-    const int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || (flags & O_ACCMODE) == O_WRONLY || !::isatty(fd)) continue;
-    const std::string same = "/proc/self/fd/" + std::to_string(fd);
-    char device[64] = {};
-    const ssize_t len = ::readlink(same.c_str(), device, sizeof device - 1);
-    const std::string_view name(device, len > 0 ? static_cast<std::size_t>(len) : 0);
-    if (!name.starts_with("/dev/pts/") && !name.starts_with("/dev/tty")) continue;
-    const int w = ::open(same.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-    if (w >= 0) ::fcntl(w, F_SETFL, flags & ~O_ACCMODE);  // O_NONBLOCK, O_APPEND as the shell's had them
-    if (w < 0 || ::dup2(w, fd) < 0) {
-      debug_log("worker: its terminal stays readable on descriptor %d: %s", fd, std::strerror(errno));
-    } else {
-      note("write-only terminal");
-    }
-    if (w >= 0) ::close(w);
-  }
   if (!config.network) {
     if (::unshare(CLONE_NEWNET) == 0) {
       note("network namespace");

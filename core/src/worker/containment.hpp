@@ -79,7 +79,8 @@ class FERRY_INTERNAL_API Containment {
   std::string make_cgroup();
   bool join_cgroup(std::uint64_t ceiling);
   std::string make_memory_cgroup(const std::string& dir, std::uint64_t limit);
-  std::string start_guardian();
+  /// The guardian, and with `relay_output` (a sandbox) the relay of stdout and stderr.
+  std::string start_guardian(bool relay_output);
   std::string enter_user_namespace();
   std::string build_sandbox(const ContainmentConfig& config);
   std::vector<std::string> show_private_tmp(const std::string& dir, std::vector<std::string> needed);
@@ -100,7 +101,7 @@ class FERRY_INTERNAL_API Containment {
   int pids_max_fd_ = -1, pids_events_fd_ = -1, ceiling_events_fd_ = -1;
   int memory_failcnt_fd_[2] = {-1, -1};  // memory.failcnt, memory.memsw.failcnt of memory_cgroup_
   std::uint64_t refusals_ = 0;          // "max" count of pids.events when the task began
-  int own_processes_ = 1;               // the worker's own threads (and guardian) a limit counts
+  int own_processes_ = 1;               // the worker's own threads (guardian, relay) a limit counts
   int channel_ = -1;
   std::string tag_;                     // FERRY_WORKER_TAG without a cgroup
   std::string name_;                    // of its cgroups, and its tag: new_worker_cgroup_name()
