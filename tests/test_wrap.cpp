@@ -14,6 +14,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
 #include "platform/spawn.hpp"
 #include "wrap/wrap_compiler.hpp"
@@ -472,11 +473,6 @@ void write_k_header(const fs::path& file, const std::string& k) {
   REQUIRE(support::wait_until([&] { return std::chrono::system_clock::now() > changed + 250ms; }));
 }
 
-std::string content_of(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 TEST_CASE("Wrap.a_header_that_changed_is_compiled_again") {
@@ -491,7 +487,7 @@ TEST_CASE("Wrap.a_header_that_changed_is_compiled_again") {
   CHECK(run_header_host(cache.path, root.path, flags) == "11 0\n");  // from the cache
   const auto first = entries(cache.path, ".so");
   REQUIRE(first.size() == 1);
-  const std::string first_bytes = content_of(first[0]);
+  const std::string first_bytes = support::read_file(first[0]);
   write_k_header(k, "20");  // the same size
   CHECK(run_header_host(cache.path, root.path, flags) == "21 1\n");
   CHECK(run_header_host(cache.path, root.path, flags) == "21 0\n");
@@ -500,7 +496,7 @@ TEST_CASE("Wrap.a_header_that_changed_is_compiled_again") {
   // The earlier plugin is still there as it was: an executor that started on it may start more
   // workers, which must not load other code.
   CHECK(entries(cache.path, ".so").size() == 2);
-  CHECK(content_of(first[0]) == first_bytes);
+  CHECK(support::read_file(first[0]) == first_bytes);
 }
 
 TEST_CASE("Wrap.a_remembered_failure_is_compiled_again_once_a_header_it_read_changed") {
@@ -641,6 +637,23 @@ TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
     ++runs;
   }
   CHECK(runs >= 1);
+}
+
+TEST_CASE("Wrap.a_compiler_that_is_sccache_or_distcc_is_refused") {
+  // They hand back objects from a cache others may fill, or compiled on another machine.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  support::TempDir bin;
+  for (const char* wrapper : {"sccache", "distcc"}) {
+    CAPTURE(wrapper);
+    const fs::path program = script(bin.path, wrapper, "exec g++ \"$@\"");
+    const fs::path cxx = bin.path / (std::string("g++-through-") + wrapper);
+    fs::create_symlink(program, cxx);
+    support::ScopedEnv use("FERRY_CXX", cxx.string());
+    ferry::Executor ex(support::options(1));
+    CHECK_THROWS_WITH_AS(ex.submit(twice, 1, std::vector<int>{}).get(), doctest::Contains(wrapper),
+                         ferry::UnresolvableTaskError);
+  }
 }
 
 TEST_CASE("Wrap.compiler_others_could_change_is_refused") {

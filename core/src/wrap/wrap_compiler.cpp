@@ -378,6 +378,14 @@ Setup make_setup(const WrapSite& site) {
   ::stat(real.c_str(), &st);
   s.compiler_identity = real.string() + " " + std::to_string(st.st_size) + " " +
                         std::to_string(st.st_mtim.tv_sec);
+  // Compiler wrappers that hand back objects from a cache others may fill (sccache's remote
+  // storage) or compile elsewhere (distcc, icecream): what they return was compiled by no program
+  // judged here. ccache is told to stay out instead (CCACHE_DISABLE, compiler_environment).
+  for (std::string_view wrapper : {"sccache", "distcc", "icecc", "icerun"})
+    if (real.filename() == wrapper)
+      setup_failed(site, "refusing to run the compiler: " + real.string() + " is " + std::string(wrapper) +
+                             ", whose objects may come from a cache or a machine ferry cannot judge. "
+                             "Set FERRY_CXX to the compiler itself");
   s.clang = real.filename().string().find("clang") != std::string::npos;
   s.include_dir = ferry_include_dir();
   if (s.include_dir.empty() || !fs::exists(s.include_dir / "ferry" / "task.hpp", ec))
