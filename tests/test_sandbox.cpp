@@ -766,7 +766,9 @@ TEST_CASE("Sandbox.a_worker_gets_none_of_the_hosts_secrets_in_its_environment") 
   // sandboxed worker gets what a process needs to run, ferry's settings and ExecutorOptions::env.
   support::ScopedEnv secret("FERRY_TEST_LOOKALIKE_TOKEN", "not ferry's");
   support::ScopedEnv token("GITHUB_TOKEN_OF_A_TEST", "ghp_secret");
+  support::ScopedEnv through_ssh("LC_TOKEN_OF_A_TEST", "ssh passes LC_* along");
   support::ScopedEnv lang("LC_ALL", "C.UTF-8");
+  support::ScopedEnv proxy("https_proxy", "http://proxy.invalid:3128");
   auto o = sandboxed();
   o.env = {{"GIVEN_TO_IT", "yes"}};
   ferry::Executor boxed(o);
@@ -777,7 +779,15 @@ TEST_CASE("Sandbox.a_worker_gets_none_of_the_hosts_secrets_in_its_environment") 
   CHECK(value(boxed, "GIVEN_TO_IT") == "yes");
   CHECK(value(boxed, "LC_ALL") == "C.UTF-8");
   CHECK(value(boxed, "PATH") != "(unset)");
-  CHECK(value(boxed, "FERRY_TEST_LOOKALIKE_TOKEN") == "not ferry's");  // ferry's own prefix stays
+  // Names, not prefixes: ferry's own variables, the locale's.
+  CHECK(value(boxed, "FERRY_TEST_LOOKALIKE_TOKEN") == "(unset)");
+  CHECK(value(boxed, "LC_TOKEN_OF_A_TEST") == "(unset)");
+  CHECK(value(boxed, "https_proxy") == "(unset)");  // no network: no proxy
+  auto with_network = sandboxed();
+  with_network.sandbox.network = true;
+  ferry::Executor online(with_network);
+  CHECK(value(online, "https_proxy") == "http://proxy.invalid:3128");
+  CHECK(value(online, "GITHUB_TOKEN_OF_A_TEST") == "(unset)");
   ferry::Executor plain(support::options(1));
   CHECK(value(plain, "GITHUB_TOKEN_OF_A_TEST") == "ghp_secret");  // not sandboxed: all of it
 }
@@ -798,7 +808,8 @@ TEST_CASE("Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_inte
   CHECK(value_of(boxed.submit_with(hostile(), lease_file, shared)) == EPERM);
   CHECK(value_of(plain.submit_with(hostile(), lease_file, shared)) == 0);
   auto e = failure_of<ferry::TaskError>(boxed.submit_with(hostile(), lock_file, lock));
-  if (e) CHECK(e->remote_message().find("Permission denied") != std::string::npos);
+  REQUIRE(e);
+  CHECK(e->remote_message().find("Permission denied") != std::string::npos);
   CHECK(value_of(boxed.submit_with(hostile(), lock_file, shared)) == 0);  // a file it may read: its own business
   CHECK(value_of(boxed.submit_with(hostile(), channel_interface_count)) == -ENOTTY);
   CHECK(value_of(plain.submit_with(hostile(), channel_interface_count)) >= 1);

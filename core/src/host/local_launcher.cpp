@@ -63,20 +63,37 @@ class LocalWorker final : public LaunchedWorker {
 };
 
 /// A sandboxed worker's environment: what a process needs to run (the search paths, the user's
-/// name and home, language, time zone, terminal), what tunes libraries' threads and allocators and
-/// the sanitizers, and ferry's own settings; plus ExecutorOptions::env (`given`), as given.
-/// Nothing else of the host's: its environment holds the user's secrets (tokens, keys, passwords
-/// of CI jobs and cloud tools), every one readable by the task.
-std::vector<std::string> sandbox_environment(std::vector<std::string> env, const std::map<std::string, std::string>& given) {
-  static constexpr std::string_view names[] = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM",
-                                               "TMPDIR", "LD_LIBRARY_PATH", "GLIBC_TUNABLES"};
-  static constexpr std::string_view prefixes[] = {"LC_", "FERRY_", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_",
-                                                  "BLIS_", "TBB_", "MALLOC_", "ASAN_", "UBSAN_", "LSAN_", "TSAN_"};
-  std::erase_if(env, [&](const std::string& entry) {
-    const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
-    return !given.count(std::string(name)) && std::find(std::begin(names), std::end(names), name) == std::end(names) &&
-           std::none_of(std::begin(prefixes), std::end(prefixes), [&](std::string_view p) { return name.starts_with(p); });
-  });
+/// name and home, language, time zone, terminal), what chooses its devices (GPUs, as a scheduler
+/// set them) and tunes libraries' threads and allocators and the sanitizers, ferry's own
+/// settings, and with the network its proxies and certificates; plus ExecutorOptions::env
+/// (`given`), as given. Nothing else of the host's: its environment holds the user's secrets
+/// (tokens, keys, passwords of CI jobs and cloud tools), every one readable by the task. Names
+/// are listed whole where a prefix would let anything through (ssh passes LC_* along, so
+/// `LC_MY_TOKEN` is a known way to carry one).
+std::vector<std::string> sandbox_environment(std::vector<std::string> env, const std::map<std::string, std::string>& given,
+                                             bool network) {
+  static constexpr std::string_view names[] = {
+      "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "LD_LIBRARY_PATH", "LD_PRELOAD",
+      "GLIBC_TUNABLES", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",
+      "LC_PAPER", "LC_NAME", "LC_ADDRESS", "LC_TELEPHONE", "LC_MEASUREMENT", "LC_IDENTIFICATION",
+      "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+      "GPU_DEVICE_ORDINAL", "ZE_AFFINITY_MASK", "LLVM_PROFILE_FILE", "GCOV_PREFIX", "GCOV_PREFIX_STRIP",
+      "FERRY_WORKER"};
+  static constexpr std::string_view network_names[] = {
+      "http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+      "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE"};
+  static constexpr std::string_view prefixes[] = {"OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "BLIS_", "TBB_",
+                                                  "MALLOC_", "ASAN_", "UBSAN_", "LSAN_", "TSAN_", "MSAN_", "HWASAN_"};
+  auto kept = [&](std::string_view name) {
+    if (given.count(std::string(name)) || std::find(std::begin(names), std::end(names), name) != std::end(names))
+      return true;
+    if (network && std::find(std::begin(network_names), std::end(network_names), name) != std::end(network_names))
+      return true;
+    for (const auto& v : config_variables())
+      if (name == v.name) return true;  // ferry's own settings, by name
+    return std::any_of(std::begin(prefixes), std::end(prefixes), [&](std::string_view p) { return name.starts_with(p); });
+  };
+  std::erase_if(env, [&](const std::string& entry) { return !kept(std::string_view(entry).substr(0, entry.find('='))); });
   return env;
 }
 
@@ -95,7 +112,7 @@ LocalLauncher::LocalLauncher(const ExecutorOptions& options)
       env.emplace_back("GLIBC_TUNABLES", (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.hugetlb=1");
   }
   env_ = merged_environment(env);
-  if (options.sandbox.enabled) env_ = sandbox_environment(std::move(env_), options.env);
+  if (options.sandbox.enabled) env_ = sandbox_environment(std::move(env_), options.env, options.sandbox.network);
   // The worker's loader finds ferry's and the plugins' libraries through LD_LIBRARY_PATH: an
   // empty or relative element is the host's current directory when the worker starts, and one
   // another user can write loads their library into every worker (unless the user allowed

@@ -315,8 +315,16 @@ void Pool::dispatch_locked() {
         // Its task may map past its arguments and keep the mapping: a block with nothing of
         // another call's beyond them, never written again here (arguments_for_sandboxed_peer).
         bool copied = false;
-        call.peer_args = arguments_for_sandboxed_peer(call.args.fd(), call.args.data(), call.args.size(), copied);
+        call.peer_args = arguments_for_sandboxed_peer(call.args.fd(), call.args.data(), call.args.size(),
+                                                      call.args.capacity(), copied);
         if (!copied) call.args.give_away();
+        // Kept mapped, each such block stays in memory (the host's cgroup's) as long as its
+        // worker: past a budget the worker is replaced after its calls.
+        w.shared_given += call.args.size();
+        if (w.shared_given > sandbox_shared_budget) {
+          w.retire(WorkerSlot::Retired::shared_memory);
+          wake = true;
+        }
       } else {
         call.peer_args = read_only_for_peer(call.args.fd());
       }

@@ -31,12 +31,14 @@ struct WorkerSlot {
     resize,         // the pool shrank (Executor::resize, or a worker past max_workers)
     plugin_update,  // a plugin it loaded changed on disk
     killed,         // kill_workers: its calls failed; reported as a shutdown
+    shared_memory,  // a sandboxed worker was given its budget of argument blocks (it may keep them)
   };
   /// The name a trace gives a stop ("shutdown", "resize", "plugin_update").
   static const char* stop_reason(Retired why) noexcept {
     switch (why) {
       case Retired::resize: return "resize";
       case Retired::plugin_update: return "plugin_update";
+      case Retired::shared_memory: return "shared_memory";
       case Retired::no:
       case Retired::shutdown:
       case Retired::killed: break;
@@ -103,6 +105,9 @@ struct WorkerSlot {
   int crash_signal = 0;
   std::shared_ptr<const RemoteStack> crash_stack;
   std::uint32_t crash_reports = 0;  // crashed frames read (Pool::max_crash_reports)
+  // Bytes of argument blocks given to it in a sandbox, which its task may keep mapped after the
+  // call (Pool::sandbox_shared_budget).
+  std::uint64_t shared_given = 0;
   protocol::TaskLimits sent_limits;  // the limits its next task runs under (args, limits frames)
   // CPU time of the running call, sampled by the manager (Limits::cpu_time): the call measured,
   // the worker's CPU ticks when it was first seen running, and when the next sample is due (one

@@ -208,7 +208,7 @@ Fd read_only_for_peer(int fd) {
   return Fd(::open(path, O_RDONLY | O_CLOEXEC));
 }
 
-Fd arguments_for_sandboxed_peer(int fd, char* data, std::size_t size, bool& copied) {
+Fd arguments_for_sandboxed_peer(int fd, char* data, std::size_t size, std::size_t capacity, bool& copied) {
   copied = false;
   struct stat st {};
   const auto end = ::fstat(fd, &st) == 0 ? static_cast<std::size_t>(st.st_size) : size;
@@ -232,8 +232,8 @@ Fd arguments_for_sandboxed_peer(int fd, char* data, std::size_t size, bool& copi
     }
   }
   // Out of memory for a copy: zeros written through our own mapping, which the seal leaves
-  // writable (the block is mapped whole here).
-  std::memset(data + size, 0, end - size);
+  // writable, as far as it goes (past it, only what a worker that grew the block put there).
+  std::memset(data + size, 0, std::min(end, capacity) - size);
   return read_only_for_peer(fd);
 }
 

@@ -31,7 +31,7 @@ FERRY_INTERNAL_API std::string shared_payload_problem(int fd, std::uint64_t size
 Fd read_only_for_peer(int fd);
 
 /// The descriptor a sandboxed worker gets for arguments in our block `fd` (`size` bytes, mapped
-/// here at `data`). Its task may map past the arguments (mremap) and keep its mapping after the
+/// here at `data` for `capacity` bytes). Its task may map past the arguments (mremap) and keep its mapping after the
 /// call, so it must find nothing of another call there, then or later: what lies beyond the
 /// arguments (an earlier use's bytes, when the block was recycled) is punched out, and the caller
 /// gives the block away (never recycled). A block sealed by an earlier send cannot be punched: a
@@ -39,7 +39,7 @@ Fd read_only_for_peer(int fd);
 /// so (the caller's block, which no worker saw, may then be recycled); with no memory for a copy,
 /// zeros are written through our mapping (the seal leaves it writable). Empty when the block
 /// cannot be reopened read-only (the caller then passes `fd` itself, sealed all the same).
-Fd arguments_for_sandboxed_peer(int fd, char* data, std::size_t size, bool& copied);
+Fd arguments_for_sandboxed_peer(int fd, char* data, std::size_t size, std::size_t capacity, bool& copied);
 
 /// Seals a block given away for good (a worker's result) against shrinking, growing and any
 /// write but through the mappings it has now (F_SEAL_FUTURE_WRITE: sealing F_SEAL_WRITE would

@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -294,7 +295,8 @@ bool sweep_user_namespace(pid_t spared) {
 /// The guardian's life: wait for the worker to end (pidfd at descriptor 0), then end what it
 /// left behind, and the cgroup.
 [[noreturn]] void guardian_main(const std::string& cgroup, const std::string& tag,
-                                bool user_namespace, const std::string& memory_cgroup, pid_t relay) {
+                                bool user_namespace, const std::string& memory_cgroup, pid_t relay,
+                                int relay_pidfd) {
   ::prctl(PR_SET_NAME, "ferry-guardian");
   // Out of the worker's session and process group: a ^C or a kill of the worker's group must not
   // end the guardian before it has cleaned up.
@@ -325,7 +327,12 @@ bool sweep_user_namespace(pid_t spared) {
       pause_ms(2);
   }
   if (user_namespace) {
-    for (std::int64_t end = now_ms() + 1000; sweep_user_namespace(relay) && now_ms() < end;) pause_ms(2);
+    // The relay is spared while it lives: once it is gone, a task's process may hold its pid.
+    auto spared = [&]() -> pid_t {
+      pollfd ended{relay_pidfd, POLLIN, 0};
+      return relay_pidfd >= 0 && ::poll(&ended, 1, 0) == 0 ? relay : 0;
+    };
+    for (std::int64_t end = now_ms() + 1000; sweep_user_namespace(spared()) && now_ms() < end;) pause_ms(2);
   }
   if (!tag.empty()) {
     std::string needle = "FERRY_WORKER_TAG=" + tag;
@@ -334,18 +341,44 @@ bool sweep_user_namespace(pid_t spared) {
   _exit(0);
 }
 
+/// Writes `n` bytes of `data` to `fd`, waiting while it is full (a non-blocking description of
+/// the host's); false when it takes no more (its reader gone, the file-size limit met).
+bool relay_write(int fd, const char* data, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w > 0) {
+      data += w;
+      n -= static_cast<std::size_t>(w);
+    } else if (w < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLOUT, 0};
+      (void)::poll(&p, 1, -1);
+    } else if (w == 0 || errno != EINTR) {
+      return false;
+    }
+  }
+  return true;
+}
+
 /// Copies what arrives on descriptors 3 and 4 (a sandboxed worker's stdout and stderr pipes) to
 /// 1 and 2 (the host's stdout and stderr) until every writer of both is gone: the worker and its
 /// descendants, which the guardian ends. A task that shared the host's own descriptions could
 /// truncate the user's log file (ftruncate, or pwrite after clearing O_APPEND) or make a shared
-/// pipe non-blocking under the host; it holds only its end of a pipe now. What cannot be written
-/// (the reader gone) is read and dropped, so no writer waits for ever.
-[[noreturn]] void relay_main() {
+/// pipe non-blocking under the host; it holds only its end of a pipe now. Each write is at most
+/// PIPE_BUF bytes, cut after a newline where there is one (a write to a pipe that size is whole:
+/// two workers' lines stay whole). `file_size`: the executor's limit, which a task's output met
+/// (SIGXFSZ) when it wrote the host's file itself. What cannot be written (the reader gone, the
+/// limit met) is read and dropped, so no writer waits for ever.
+[[noreturn]] void relay_main(std::uint64_t file_size) {
   ::prctl(PR_SET_NAME, "ferry-relay");
   ::setsid();
   ::signal(SIGHUP, SIG_IGN);
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead
+  if (file_size != 0) {
+    rlimit rl{static_cast<rlim_t>(file_size), static_cast<rlim_t>(file_size)};
+    ::setrlimit(RLIMIT_FSIZE, &rl);
+  }
   pollfd p[2] = {{3, POLLIN, 0}, {4, POLLIN, 0}};
   bool writable[2] = {true, true};
   static char buffer[1 << 16];
@@ -363,10 +396,12 @@ bool sweep_user_namespace(pid_t spared) {
         p[i].fd = -1;  // poll skips it
         continue;
       }
-      for (ssize_t at = 0; writable[i] && at < n;) {
-        const ssize_t w = ::write(i + 1, buffer + at, static_cast<std::size_t>(n - at));
-        if (w > 0) at += w;
-        else if (w < 0 && errno != EINTR) writable[i] = false;
+      for (std::size_t at = 0; writable[i] && at < static_cast<std::size_t>(n);) {
+        std::size_t piece = std::min<std::size_t>(PIPE_BUF, static_cast<std::size_t>(n) - at);
+        if (at + piece < static_cast<std::size_t>(n))
+          if (const void* nl = ::memrchr(buffer + at, '\n', piece)) piece = static_cast<const char*>(nl) - (buffer + at) + 1;
+        writable[i] = relay_write(i + 1, buffer + at, piece);
+        at += piece;
       }
     }
   }
@@ -824,46 +859,70 @@ bool Containment::join_cgroup(std::uint64_t ceiling) {
   return true;
 }
 
-std::string Containment::start_guardian(bool relay_output) {
+std::string Containment::start_guardian(bool relay_output, std::uint64_t file_size) {
   pid_t worker = ::getpid();
-  // A sandboxed worker's stdout and stderr become pipes, read by a relay (relay_main).
+  // A sandboxed worker's stdout and stderr become pipes, read by a relay (relay_main). Their ends
+  // are kept at 10 and above: with the host's stdout or stderr closed, pipe2 would hand out 1 or 2,
+  // and a relay holding a write end of its own pipe would never see its end.
   int out[2] = {-1, -1}, err[2] = {-1, -1};
-  if (relay_output && (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)) {
-    const std::string why = errno_text("pipe2");
+  auto close_pipes = [&] {
     for (int fd : {out[0], out[1], err[0], err[1]})
       if (fd >= 0) ::close(fd);
-    return why;
+  };
+  if (relay_output) {
+    for (int* ends : {out, err}) {
+      int made[2];
+      if (::pipe2(made, O_CLOEXEC) != 0) {
+        const std::string why = errno_text("pipe2");
+        close_pipes();
+        return why;
+      }
+      for (int k = 0; k < 2; ++k) {
+        ends[k] = ::fcntl(made[k], F_DUPFD_CLOEXEC, 10);
+        ::close(made[k]);
+      }
+      if (ends[0] < 0 || ends[1] < 0) {
+        const std::string why = errno_text("fcntl(F_DUPFD_CLOEXEC)");
+        close_pipes();
+        return why;
+      }
+    }
   }
   // W forks H, H forks the relay R and the guardian G and exits: neither is the worker's child,
   // so a task's wait(-1) never sees them, and neither is in the worker's cgroup (W joins it
   // afterwards).
   pid_t h = ::fork();
-  if (h < 0) return errno_text("fork");
+  if (h < 0) {
+    close_pipes();
+    return errno_text("fork");
+  }
   if (h == 0) {
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, worker, 0));
     if (pidfd < 0) _exit(1);
     pid_t r = 0;
+    int relay_pidfd = -1;
     if (relay_output) {
       r = ::fork();
       if (r < 0) _exit(1);
       if (r == 0) {
-        // The host's stdout and stderr stay at 1 and 2; the pipes' read ends go to 3 and 4 (by
-        // way of descriptors above both, so neither move overwrites the other), nothing else.
-        const int from_out = ::fcntl(out[0], F_DUPFD, 10), from_err = ::fcntl(err[0], F_DUPFD, 10);
-        if (from_out < 0 || from_err < 0 || ::dup2(from_out, 3) < 0 || ::dup2(from_err, 4) < 0) _exit(1);
+        // The host's stdout and stderr stay at 1 and 2; the pipes' read ends go to 3 and 4 (from
+        // 10 and above: neither move overwrites the other), nothing else stays open.
+        if (::dup2(out[0], 3) < 0 || ::dup2(err[0], 4) < 0) _exit(1);
         ::close(STDIN_FILENO);
         ::syscall(SYS_close_range, 5u, ~0u, 0u);
-        relay_main();
+        relay_main(file_size);
       }
+      relay_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, r, 0));
+      if (relay_pidfd < 0) _exit(1);
     }
     pid_t g = ::fork();
     if (g < 0) _exit(1);
     if (g == 0) {
       // Nothing of the worker's: not the channel (the host's EOF when the worker dies), not its
-      // stdout or stderr (whoever reads them until EOF).
-      if (::dup2(pidfd, 0) < 0) _exit(1);
-      ::syscall(SYS_close_range, 1u, ~0u, 0u);
-      guardian_main(cgroup_, tag_, user_namespace_, memory_cgroup_, r);
+      // stdout or stderr (whoever reads them until EOF). The relay's pidfd at 1.
+      if (::dup2(pidfd, 0) < 0 || (relay_pidfd >= 0 && ::dup2(relay_pidfd, 1) < 0)) _exit(1);
+      ::syscall(SYS_close_range, relay_pidfd >= 0 ? 2u : 1u, ~0u, 0u);
+      guardian_main(cgroup_, tag_, user_namespace_, memory_cgroup_, r, relay_pidfd >= 0 ? 1 : -1);
     }
     _exit(0);
   }
@@ -875,7 +934,7 @@ std::string Containment::start_guardian(bool relay_output) {
     // A terminal's output is line-buffered by stdio: on a pipe it would wait for a full buffer.
     const bool terminal = ::isatty(STDOUT_FILENO);
     relayed = ::dup2(out[1], STDOUT_FILENO) >= 0 && ::dup2(err[1], STDERR_FILENO) >= 0;
-    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+    close_pipes();
     if (relayed && terminal) std::setvbuf(stdout, nullptr, _IOLBF, 0);
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "the guardian process could not start";
@@ -927,7 +986,7 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
       debug_log("worker: no memory cgroup: %s", why.c_str());
     }
   }
-  if (std::string why = start_guardian(config.sandbox); !why.empty()) {
+  if (std::string why = start_guardian(config.sandbox, config.limits.file_size); !why.empty()) {
     // Nobody would remove them.
     if (!memory_cgroup_.empty()) ::rmdir(memory_cgroup_.c_str());
     if (!cgroup_.empty()) ::rmdir(cgroup_.c_str());

@@ -79,8 +79,9 @@ class FERRY_INTERNAL_API Containment {
   std::string make_cgroup();
   bool join_cgroup(std::uint64_t ceiling);
   std::string make_memory_cgroup(const std::string& dir, std::uint64_t limit);
-  /// The guardian, and with `relay_output` (a sandbox) the relay of stdout and stderr.
-  std::string start_guardian(bool relay_output);
+  /// The guardian, and with `relay_output` (a sandbox) the relay of stdout and stderr, which
+  /// writes at most `file_size` bytes into a file (0: no limit), as the task would have.
+  std::string start_guardian(bool relay_output, std::uint64_t file_size);
   std::string enter_user_namespace();
   std::string build_sandbox(const ContainmentConfig& config);
   std::vector<std::string> show_private_tmp(const std::string& dir, std::vector<std::string> needed);
