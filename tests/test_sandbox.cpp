@@ -840,6 +840,28 @@ TEST_CASE("Sandbox.a_task_cannot_truncate_or_overwrite_the_hosts_output") {
   CHECK(support::read_file(log).rfind("IMPORTANT\n", 0) == 0);
 }
 
+TEST_CASE("Sandbox.a_host_without_stdout_gives_its_workers_dev_null") {
+  // A worker started with stdout or stderr closed took its cgroup's pids.max there (its first
+  // open), and a task's printf wrote into it; in a sandbox, the output pipes' relay held a write
+  // end of its own pipe for good.
+  for (const bool sandbox : {false, true}) {
+    CAPTURE(sandbox);
+    const int code = support::exit_code_of_child(
+        [&] {
+          ::close(STDOUT_FILENO);
+          ::close(STDERR_FILENO);
+          ferry::Executor ex(sandbox ? sandboxed() : support::options(1));
+          auto out = ex.submit_with(hostile(), descriptor_target, 1);
+          auto err = ex.submit_with(hostile(), descriptor_target, 2);
+          if (!out.wait_for(future_wait) || !err.wait_for(future_wait)) return 3;
+          const std::string want = sandbox ? "pipe:" : "/dev/null";
+          return out.get().starts_with(want) && err.get().starts_with(want) ? 0 : 1;
+        },
+        std::chrono::milliseconds(60000));
+    CHECK(code == 0);
+  }
+}
+
 TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {
   // Another backend: containment is set up by the local launcher only.
   auto remote = sandboxed();

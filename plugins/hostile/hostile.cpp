@@ -501,6 +501,12 @@ std::uint64_t sum_bytes(std::vector<char> data) {
   return sum;
 }
 
+std::string descriptor_target(int fd) {
+  char target[4096];
+  const ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target, sizeof target - 1);
+  return n < 0 ? std::string("(closed)") : std::string(target, static_cast<std::size_t>(n));
+}
+
 std::string attack_output() {
   std::string done;
   if (::ftruncate(STDERR_FILENO, 0) == 0) done += "truncated ";
@@ -857,6 +863,7 @@ FERRY_TASK(lock_file);
 FERRY_TASK(lease_file);
 FERRY_TASK(environment_variable);
 FERRY_TASK(attack_output);
+FERRY_TASK(descriptor_target);
 FERRY_TASK(foreign_bytes_in_argument_block);
 FERRY_TASK(keep_argument_block);
 FERRY_TASK(kept_block_foreign_bytes);

@@ -102,6 +102,8 @@ FERRY_EXPORT int lease_file(std::string path);
 /// Truncates its stderr, then clears O_APPEND and writes "PWNED" at offset 0 of it, then writes
 /// "from the task" there; says which of the first two worked ("truncated ", "overwritten ").
 FERRY_EXPORT std::string attack_output();
+/// What descriptor `fd` of the worker is (readlink of /proc/self/fd/N), or "(closed)".
+FERRY_EXPORT std::string descriptor_target(int fd);
 /// The value of the environment variable `name` in the worker, or "(unset)".
 FERRY_EXPORT std::string environment_variable(std::string name);
 /// Bytes other than zero that task code finds in the shared-memory block of its arguments

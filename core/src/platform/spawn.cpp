@@ -70,6 +70,15 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
     if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, 1, 2);
   }
   if (rc == 0 && channel_fd >= 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
+  // A host started with stdout or stderr closed: the child's is /dev/null, not what the worker
+  // opens first there (its cgroup's pids.max took it, and a task's printf wrote into that), nor the
+  // channel when the socketpair took the place (after its move to 3 above). A descriptor of the
+  // host's that closes at exec (a socketpair's end there) is closed in the child too.
+  for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (rc == 0 && output.empty() && (fd == channel_fd || flags < 0 || (flags & FD_CLOEXEC)))
+      rc = posix_spawn_file_actions_addopen(&fa.fa, fd, "/dev/null", O_WRONLY, 0);
+  }
   // Everything else of ours (other workers' channels, the application's files, whether or not
   // they are close-on-exec) stays out: closefrom, not trust in O_CLOEXEC everywhere (libuv).
   if (rc == 0)
