@@ -35,6 +35,7 @@ struct Call {
   std::shared_ptr<const RefEntry> ref;
   Buffer args;
   Fd peer_args;  // what a worker gets of args in shared memory: read-only (read_only_for_peer)
+  std::uint64_t peer_bytes = 0;  // the size of that block, which a sandboxed task may map whole
   std::uint32_t items = 1;
   std::uint8_t flags = 0;  // task frame flags (JSON)
   std::size_t first_input = no_input;  // a map chunk's first input: its errors name their input

@@ -318,15 +318,19 @@ void Pool::dispatch_locked() {
         call.peer_args = arguments_for_sandboxed_peer(call.args.fd(), call.args.data(), call.args.size(),
                                                       call.args.capacity(), copied);
         if (!copied) call.args.give_away();
-        // Kept mapped, each such block stays in memory (the host's cgroup's) as long as its
-        // worker: past a budget the worker is replaced after its calls.
-        w.shared_given += call.args.size();
+        call.peer_bytes = copied ? call.args.size() : call.args.capacity();
+      } else {
+        call.peer_args = read_only_for_peer(call.args.fd());
+      }
+      if (sandbox_.enabled) {
+        // Kept mapped (whole: reading its holes makes pages), each block stays in memory, the
+        // host's cgroup's, as long as its worker: past a budget the worker is replaced after its
+        // calls. Counted at every send (a call sent again after a crash goes to another worker).
+        w.shared_given += call.peer_bytes;
         if (w.shared_given > sandbox_shared_budget) {
           w.retire(WorkerSlot::Retired::shared_memory);
           wake = true;
         }
-      } else {
-        call.peer_args = read_only_for_peer(call.args.fd());
       }
       head = protocol::encode_shared_task({call.id, call.ref->define.ref, call.items}, call.args.size(), call.flags);
       counts_.bytes_sent += head.size() + call.args.size();

@@ -33,7 +33,7 @@ struct WorkerSlot {
     killed,         // kill_workers: its calls failed; reported as a shutdown
     shared_memory,  // a sandboxed worker was given its budget of argument blocks (it may keep them)
   };
-  /// The name a trace gives a stop ("shutdown", "resize", "plugin_update").
+  /// The name a trace gives a stop ("shutdown", "resize", "plugin_update", "shared_memory").
   static const char* stop_reason(Retired why) noexcept {
     switch (why) {
       case Retired::resize: return "resize";

@@ -366,21 +366,21 @@ bool relay_write(int fd, const char* data, std::size_t n) {
 /// pipe non-blocking under the host; it holds only its end of a pipe now. Each write is at most
 /// PIPE_BUF bytes, cut after a newline where there is one (a write to a pipe that size is whole:
 /// two workers' lines stay whole). `file_size`: the executor's limit, which a task's output met
-/// (SIGXFSZ) when it wrote the host's file itself. What cannot be written (the reader gone, the
-/// limit met) is read and dropped, so no writer waits for ever.
+/// (SIGXFSZ) when it wrote the host's file itself: at most that many bytes go into a regular file
+/// through each stream (counted here: a log already longer than that still gets them). What
+/// cannot be written (the reader gone, the limit met) is read and dropped, so no writer waits for
+/// ever.
 [[noreturn]] void relay_main(std::uint64_t file_size) {
   ::prctl(PR_SET_NAME, "ferry-relay");
   ::setsid();
   ::signal(SIGHUP, SIG_IGN);
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
-  ::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead
-  if (file_size != 0) {
-    rlimit rl{static_cast<rlim_t>(file_size), static_cast<rlim_t>(file_size)};
-    ::setrlimit(RLIMIT_FSIZE, &rl);
-  }
   pollfd p[2] = {{3, POLLIN, 0}, {4, POLLIN, 0}};
   bool writable[2] = {true, true};
+  std::uint64_t room[2] = {UINT64_MAX, UINT64_MAX};
+  for (int i = 0; i < 2; ++i)
+    if (struct stat st {}; file_size != 0 && ::fstat(i + 1, &st) == 0 && S_ISREG(st.st_mode)) room[i] = file_size;
   static char buffer[1 << 16];
   while (p[0].fd >= 0 || p[1].fd >= 0) {
     if (::poll(p, 2, -1) < 0) {
@@ -400,7 +400,9 @@ bool relay_write(int fd, const char* data, std::size_t n) {
         std::size_t piece = std::min<std::size_t>(PIPE_BUF, static_cast<std::size_t>(n) - at);
         if (at + piece < static_cast<std::size_t>(n))
           if (const void* nl = ::memrchr(buffer + at, '\n', piece)) piece = static_cast<const char*>(nl) - (buffer + at) + 1;
-        writable[i] = relay_write(i + 1, buffer + at, piece);
+        piece = static_cast<std::size_t>(std::min<std::uint64_t>(piece, room[i]));
+        writable[i] = piece > 0 && relay_write(i + 1, buffer + at, piece);
+        if (room[i] != UINT64_MAX) room[i] -= piece;
         at += piece;
       }
     }
