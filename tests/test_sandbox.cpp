@@ -862,6 +862,44 @@ TEST_CASE("Sandbox.a_host_without_stdout_gives_its_workers_dev_null") {
   }
 }
 
+TEST_CASE("Sandbox.a_tasks_output_into_the_hosts_file_stops_at_its_file_size_limit") {
+  // The relay writes a worker's output into the host's file: at most Limits::file_size bytes, as
+  // when the task wrote there itself (SIGXFSZ then). Whole lines of a flood, the rest dropped.
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  const fs::path log = dir.path / "host.log";
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "IMPORTANT\n", 10) == 10);
+  const int saved = ::dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  ::dup2(fd, STDERR_FILENO);
+  std::uint64_t flooded = 0;
+  {
+    auto o = sandboxed();
+    o.limits.file_size = 4096;
+    ferry::Executor boxed(o);
+    auto f = boxed.submit_with(hostile(), flood_output, STDERR_FILENO, std::uint64_t{256} << 10);
+    flooded = f.wait_for(future_wait) ? f.get() : 0;
+  }
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ::close(fd);
+  CHECK(flooded == std::uint64_t{256} << 10);  // the task's writes all went through
+  // Once the relay is gone (no process writes to the file any more), the file is final.
+  auto writers = [&] {
+    std::size_t n = 0;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      std::error_code ec;
+      for (const char* out : {"/fd/1", "/fd/2"})
+        n += fs::read_symlink(e.path().string() + out, ec) == log;
+    }
+    return n;
+  };
+  CHECK(support::wait_until([&] { return writers() == 0; }));
+  CHECK(fs::file_size(log) == 10 + 4096);
+  CHECK(support::read_file(log).rfind("IMPORTANT\n", 0) == 0);
+}
+
 TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {
   // Another backend: containment is set up by the local launcher only.
   auto remote = sandboxed();

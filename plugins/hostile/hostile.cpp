@@ -501,6 +501,18 @@ std::uint64_t sum_bytes(std::vector<char> data) {
   return sum;
 }
 
+std::uint64_t flood_output(int fd, std::uint64_t bytes) {
+  std::string line(63, 'x');
+  line += '\n';
+  std::uint64_t written = 0;
+  while (written < bytes) {
+    const ssize_t w = ::write(fd, line.data(), line.size());
+    if (w <= 0) break;
+    written += static_cast<std::uint64_t>(w);
+  }
+  return written;
+}
+
 std::string descriptor_target(int fd) {
   char target[4096];
   const ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target, sizeof target - 1);
@@ -864,6 +876,7 @@ FERRY_TASK(lease_file);
 FERRY_TASK(environment_variable);
 FERRY_TASK(attack_output);
 FERRY_TASK(descriptor_target);
+FERRY_TASK(flood_output);
 FERRY_TASK(foreign_bytes_in_argument_block);
 FERRY_TASK(keep_argument_block);
 FERRY_TASK(kept_block_foreign_bytes);

@@ -104,6 +104,9 @@ FERRY_EXPORT int lease_file(std::string path);
 FERRY_EXPORT std::string attack_output();
 /// What descriptor `fd` of the worker is (readlink of /proc/self/fd/N), or "(closed)".
 FERRY_EXPORT std::string descriptor_target(int fd);
+/// Writes lines of 64 bytes to descriptor `fd` until `bytes` are written or a write fails; how
+/// many were written.
+FERRY_EXPORT std::uint64_t flood_output(int fd, std::uint64_t bytes);
 /// The value of the environment variable `name` in the worker, or "(unset)".
 FERRY_EXPORT std::string environment_variable(std::string name);
 /// Bytes other than zero that task code finds in the shared-memory block of its arguments
