@@ -239,8 +239,9 @@ void add_containment_options(CLI::App& sub, ContainmentOptions& options) {
       "--sandbox", sandbox.enabled,
       wrap("run the workers in a sandbox (seccomp, Landlock, namespaces): no network, no exec, "
            "files readable only where the task needs them and in --read, writable only in "
-           "--write (default: a private temporary directory, $TMPDIR). A denied system call "
-           "fails the task with SandboxViolationError"));
+           "--write (default: a private temporary directory, $TMPDIR), and only a list of the "
+           "shell's environment (README). A denied system call fails the task with "
+           "SandboxViolationError"));
   CLI::Option* relax[] = {
       sub.add_flag("--allow-network", sandbox.network, "with --sandbox: allow sockets"),
       sub.add_flag("--allow-exec", sandbox.exec, "with --sandbox: allow execve"),

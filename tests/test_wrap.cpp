@@ -537,13 +537,18 @@ TEST_CASE("Wrap.a_failed_link_is_remembered_only_when_every_library_was_found") 
   std::vector<std::string> linkers = {""};
   if (fs::exists("/usr/bin/ld.gold")) linkers.push_back("-fuse-ld=gold");
   for (const auto& linker : linkers) {
-    CAPTURE(linker);
-    const std::string name = "ferrymissing" + std::to_string(linker.size());
-    const std::string flags = "-include " + k.string() + " " + linker + " -L" + lib.string() + " -l" + name;
-    CHECK(run_header_host(cache.path, root.path, flags).rfind("error 1\n", 0) == 0);
-    CHECK(run_header_host(cache.path, root.path, flags).rfind("error 1\n", 0) == 0);  // tried again
-    fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, lib / ("lib" + name + ".so"));
-    CHECK(run_header_host(cache.path, root.path, flags) == "6 1\n");
+    for (const bool by_path : {false, true}) {
+      CAPTURE(linker);
+      CAPTURE(by_path);
+      const std::string name = "ferrymissing" + std::to_string(linker.size()) + (by_path ? "p" : "");
+      const fs::path file = lib / ("lib" + name + ".so");
+      const std::string flags = "-include " + k.string() + " " + linker + " -L" + lib.string() + " " +
+                                (by_path ? file.string() : "-l" + name);
+      CHECK(run_header_host(cache.path, root.path, flags).rfind("error 1\n", 0) == 0);
+      CHECK(run_header_host(cache.path, root.path, flags).rfind("error 1\n", 0) == 0);  // tried again
+      fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, file);
+      CHECK(run_header_host(cache.path, root.path, flags) == "6 1\n");
+    }
   }
 }
 

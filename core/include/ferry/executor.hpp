@@ -63,7 +63,9 @@ struct Limits {
 /**
 @brief A sandbox around every worker of an executor: seccomp-bpf, Landlock, namespaces,
 no_new_privs. Off unless `enabled`. A denied system call ends the task with SandboxViolationError;
-a file outside the allowed paths fails inside the task with EACCES.
+a file outside the allowed paths fails inside the task with EACCES. Its workers get a list of the
+host's environment (plus ExecutorOptions::env), and their stdout and stderr are pipes a relay
+copies to the host's.
 */
 struct Sandbox {
   bool enabled = false;
@@ -103,7 +105,8 @@ struct ExecutorOptions {
   /// `.initializer = "init_flag"`), or a task with its arguments (`ferry::Call(load_model,
   /// "resnet", 4)` or `ferry::Call("load_model", std::string("resnet"), 4)`). See <ferry/call.hpp>.
   Call initializer;
-  /// Extra environment variables for the workers (override the host's).
+  /// Extra environment variables for the workers (override the host's; in a sandbox the workers
+  /// get only a list of the host's variables, README "Running untrusted code", plus these).
   std::map<std::string, std::string> env;
   /// Directories searched by submit-by-name, before those in FERRY_PLUGIN_PATH.
   std::vector<std::filesystem::path> plugin_dirs;

@@ -63,7 +63,7 @@ struct ExecutorStats {
   /// went past its Limits: ResourceLimitError), "sandbox" (SandboxViolationError).
   std::map<std::string, std::size_t> recycled_by_reason;
   /// Workers told to exit: at shutdown, by resize(), to load a changed plugin, or in a sandbox once
-  /// given 4 GiB of argument blocks (which its tasks could keep mapped).
+  /// given more than 4 GiB of argument blocks (which its tasks could keep mapped).
   std::size_t workers_stopped = 0;
 
   /// Bytes of every frame written to the workers (tasks, task references, initializers,

@@ -62,7 +62,8 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
     return spawn_process(exe, args, env, moved, output, cwd);
   }
   // A task must not read the host's input: stdin is /dev/null; stdout and stderr are shared, so
-  // what a task prints shows up where the host's output goes (as with loky).
+  // what a task prints shows up where the host's output goes (as with loky; a sandboxed worker
+  // puts pipes in their place, copied there by a relay: worker/containment.cpp).
   int rc = cwd.empty() ? 0 : posix_spawn_file_actions_addchdir_np(&fa.fa, cwd.c_str());
   if (rc == 0) rc = posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0);
   if (rc == 0 && !output.empty()) {

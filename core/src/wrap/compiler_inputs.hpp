@@ -64,8 +64,9 @@ FERRY_INTERNAL_API std::string untrusted_compiler_flag(const std::vector<std::st
                                                        bool* names_relative = nullptr);
 
 /// `flags` without those only the linker uses (-Wl, -Xlinker, -l, -L, libraries by path,
-/// -fuse-ld=, -static-lib...): what the prelude is precompiled with (a header's compile given a
-/// library or -Wl, ran a link, which failed for want of main).
+/// -fuse-ld=, -static-lib...): the start of what the prelude is precompiled with (a header's
+/// compile given a library or -Wl, ran a link, which failed for want of main), which then also
+/// drops the user's -include and relative search directories (prelude_flags).
 FERRY_INTERNAL_API std::vector<std::string> compile_flags(const std::vector<std::string>& flags);
 
 /// One file a wrap's build read, as its cache entry remembers it.

@@ -9,6 +9,8 @@
 //                    key fails at once next time, with the same UnresolvableTaskError, instead
 //                    of recompiling, while those files hold the same bytes
 //   prelude-<p>.hpp(.gch|.pch)             the precompiled prelude, per compiler, flags and headers
+//   prelude-<p>.hpp.inputs, prelude-<p>.lock  what it read (checked before each use); its flock
+//   Lock files are 0200: a sandboxed task may read the cache, but cannot open one to hold it.
 // <key> is a BLAKE2b key over source, name, signature, compiler identity, flags, includes,
 // libraries, ferry's version/ABI and the prelude's key <p> (which covers the content of every
 // ferry header), and the current directory when a flag names a relative path. The plugin is
@@ -699,8 +701,9 @@ bool compile_fails_alone(const Setup& s, const std::string& header, const fs::pa
   return r.started && !r.ok && !r.interrupted;
 }
 
-/// Whether every library `args` ask for by name (-lname, -l name, -l:file) is among what the
-/// linker listed.
+/// Whether every library `args` ask for, by name (-lname, -l name, -l:file) or by path, is among
+/// what the linker listed (a name that is a flag's value apart, a header's say, is taken for a
+/// library too: at worst a failure is not remembered).
 bool every_library_found(std::initializer_list<const std::vector<std::string>*> args, const std::vector<std::string>& linked) {
   std::set<std::string> names;
   for (const auto& l : linked) names.insert(fs::path(l).filename().string());
@@ -708,11 +711,20 @@ bool every_library_found(std::initializer_list<const std::vector<std::string>*> 
     if (name.starts_with(":")) return names.count(name.substr(1)) > 0;
     return names.count("lib" + name + ".so") > 0 || names.count("lib" + name + ".a") > 0;
   };
+  static constexpr std::string_view with_value[] = {"-D", "-U", "-I", "-L", "-include", "-isystem", "-iquote",
+                                                    "-idirafter", "-Xlinker", "--for-linker"};
   for (const auto* v : args)
     for (std::size_t i = 0; i < v->size(); ++i) {
       const std::string& a = (*v)[i];
-      if (a == "-l" && i + 1 < v->size() && !found((*v)[++i])) return false;
-      if (a.size() > 2 && a.starts_with("-l") && !found(a.substr(2))) return false;
+      if (a == "-l") {
+        if (i + 1 < v->size() && !found((*v)[++i])) return false;
+      } else if (a.size() > 2 && a.starts_with("-l")) {
+        if (!found(a.substr(2))) return false;
+      } else if (std::find(std::begin(with_value), std::end(with_value), a) != std::end(with_value)) {
+        ++i;
+      } else if (!a.starts_with("-") && !names.count(fs::path(a).filename().string())) {
+        return false;  // a library or object by path
+      }
     }
   return true;
 }
