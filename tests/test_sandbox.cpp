@@ -815,26 +815,47 @@ TEST_CASE("Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_inte
   CHECK(value_of(plain.submit_with(hostile(), channel_interface_count)) >= 1);
 }
 
+namespace {
+
+/// This process's stderr, which workers inherit, pointed at `log` (which starts with
+/// "IMPORTANT\n") until restore() or the end of the scope.
+struct StderrInto {
+  int saved = -1;
+  explicit StderrInto(const fs::path& log) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, "IMPORTANT\n", 10) == 10);
+    saved = ::dup(STDERR_FILENO);
+    REQUIRE(saved >= 0);
+    ::dup2(fd, STDERR_FILENO);
+    ::close(fd);
+  }
+  void restore() {
+    if (saved < 0) return;
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+    saved = -1;
+  }
+  ~StderrInto() { restore(); }
+  StderrInto(const StderrInto&) = delete;
+  StderrInto& operator=(const StderrInto&) = delete;
+};
+
+}  // namespace
+
 TEST_CASE("Sandbox.a_task_cannot_truncate_or_overwrite_the_hosts_output") {
   // A worker shared the host's stderr description: a task truncated the user's log file, or
   // cleared O_APPEND and wrote over it. Its stdout and stderr are pipes now, copied by a relay.
   support::TempDir dir(FERRY_TEST_BINARY_DIR);
   const fs::path log = dir.path / "host.log";
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, "IMPORTANT\n", 10) == 10);
-  const int saved = ::dup(STDERR_FILENO);
-  REQUIRE(saved >= 0);
-  ::dup2(fd, STDERR_FILENO);  // the workers' stderr
+  StderrInto into(log);
   std::string done;
   {
     ferry::Executor boxed(sandboxed());
     auto f = boxed.submit_with(hostile(), attack_output);
     done = f.wait_for(future_wait) ? f.get() : "did not end";
   }
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-  ::close(fd);
+  into.restore();
   CHECK(done == "");
   CHECK(support::wait_until([&] { return support::read_file(log).find("from the task") != std::string::npos; }));
   CHECK(support::read_file(log).rfind("IMPORTANT\n", 0) == 0);
@@ -867,12 +888,7 @@ TEST_CASE("Sandbox.a_tasks_output_into_the_hosts_file_stops_at_its_file_size_lim
   // when the task wrote there itself (SIGXFSZ then). Whole lines of a flood, the rest dropped.
   support::TempDir dir(FERRY_TEST_BINARY_DIR);
   const fs::path log = dir.path / "host.log";
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, "IMPORTANT\n", 10) == 10);
-  const int saved = ::dup(STDERR_FILENO);
-  REQUIRE(saved >= 0);
-  ::dup2(fd, STDERR_FILENO);
+  StderrInto into(log);
   std::uint64_t flooded = 0;
   {
     auto o = sandboxed();
@@ -881,9 +897,7 @@ TEST_CASE("Sandbox.a_tasks_output_into_the_hosts_file_stops_at_its_file_size_lim
     auto f = boxed.submit_with(hostile(), flood_output, STDERR_FILENO, std::uint64_t{256} << 10);
     flooded = f.wait_for(future_wait) ? f.get() : 0;
   }
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-  ::close(fd);
+  into.restore();
   CHECK(flooded == std::uint64_t{256} << 10);  // the task's writes all went through
   // Once the relay is gone (no process writes to the file any more), the file is final.
   auto writers = [&] {
