@@ -879,12 +879,13 @@ std::string Containment::start_guardian(bool relay_output, std::uint64_t file_si
         close_pipes();
         return why;
       }
+      std::string why;
       for (int k = 0; k < 2; ++k) {
         ends[k] = ::fcntl(made[k], F_DUPFD_CLOEXEC, 10);
+        if (ends[k] < 0 && why.empty()) why = errno_text("fcntl(F_DUPFD_CLOEXEC)");  // before close sets errno
         ::close(made[k]);
       }
-      if (ends[0] < 0 || ends[1] < 0) {
-        const std::string why = errno_text("fcntl(F_DUPFD_CLOEXEC)");
+      if (!why.empty()) {
         close_pipes();
         return why;
       }
@@ -895,8 +896,9 @@ std::string Containment::start_guardian(bool relay_output, std::uint64_t file_si
   // afterwards).
   pid_t h = ::fork();
   if (h < 0) {
+    const std::string why = errno_text("fork");
     close_pipes();
-    return errno_text("fork");
+    return why;
   }
   if (h == 0) {
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, worker, 0));
