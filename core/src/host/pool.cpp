@@ -310,8 +310,7 @@ void Pool::dispatch_locked() {
       // and the size; the worker maps them. The call keeps the memfd open until it completes.
       // The worker's task code can reach that descriptor: it gets a read-only one, of a block
       // it can neither shrink nor write (made once per call, kept for a re-dispatch).
-      if (call.peer_args) {
-      } else if (sandbox_.enabled) {
+      if (!call.peer_args && sandbox_.enabled) {
         // Its task may map past its arguments and keep the mapping: a block with nothing of
         // another call's beyond them, never written again here (arguments_for_sandboxed_peer).
         bool copied = false;
@@ -319,7 +318,7 @@ void Pool::dispatch_locked() {
                                                       call.args.capacity(), copied);
         if (!copied) call.args.give_away();
         call.peer_bytes = copied ? call.args.size() : call.args.capacity();
-      } else {
+      } else if (!call.peer_args) {
         call.peer_args = read_only_for_peer(call.args.fd());
       }
       if (sandbox_.enabled) {

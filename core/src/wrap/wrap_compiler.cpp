@@ -512,7 +512,7 @@ fs::path shipped_prelude_dir() {
 /// file after an edit: the wrap's -include of it then found its guard defined) and relative
 /// search directories (each wrap's own; the prelude is shared by directories). Absolute ones stay:
 /// cereal or a library's headers may be found only through them. What the prelude then reads
-/// is recorded and checked before each use (prelude_record), as a wrap's is.
+/// is recorded and checked before each use (prelude()), as a wrap's is.
 std::vector<std::string> prelude_flags(const Setup& s) {
   std::vector<std::string> out;
   const std::vector<std::string> flags = compile_flags(s.flags);
@@ -548,6 +548,15 @@ std::string prelude_key(const Setup& s) {
       .field(std::to_string(plugin_abi_version)).field(headers_key(s.include_dir));
   for (const auto& f : prelude_flags(s)) h.field(f);
   return h.hex();
+}
+
+/// The compiler, then ferry's prelude as its first -include: the precompiled one (`header`), or
+/// ferry's header when there is none. After it (it has tokens), no precompiled header found beside
+/// a header of the user's -include flags can be used in its place (gcc takes one only before the
+/// first token, clang only for the first -include), and none is in the compiler's list of what
+/// it read.
+std::vector<std::string> compiler_and_prelude(const Setup& s, const std::string& header = {}) {
+  return {s.compiler, "-include", header.empty() ? (s.include_dir / "ferry" / "wrap_prelude.hpp").string() : header};
 }
 
 /// The precompiled prelude a wrap compiles with.
@@ -610,11 +619,7 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   }
   const auto started = std::chrono::system_clock::now();
   const fs::path deps = pch.string() + ".d.tmp." + unique_suffix();
-  // ferry's prelude header is the first -include: after it (it has tokens), no precompiled
-  // header found beside a header of the user's -include flags can be used in its place (gcc
-  // takes one only before the first token, clang only for the first -include), and none is in
-  // the compiler's list of what it read.
-  std::vector<std::string> argv = {s.compiler, "-include", (s.include_dir / "ferry" / "wrap_prelude.hpp").string()};
+  std::vector<std::string> argv = compiler_and_prelude(s);  // ferry's header, first
   for (const auto& f : prelude_flags(s)) argv.push_back(f);
   for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
   argv.insert(argv.end(), {"-x", "c++-header", header.string(), "-o", tmp_pch});
@@ -692,8 +697,7 @@ std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir) {
 /// was the compiler's (remembered with what the compiler read) or an early one of the linker's
 /// (-lx not found: not remembered, as what it looked for is listed nowhere).
 bool compile_fails_alone(const Setup& s, const std::string& header, const fs::path& cpp, const fs::path& dir) {
-  std::vector<std::string> argv = {
-      s.compiler, "-include", header.empty() ? (s.include_dir / "ferry" / "wrap_prelude.hpp").string() : header};
+  std::vector<std::string> argv = compiler_and_prelude(s, header);
   for (auto& f : compile_flags(s.flags)) argv.push_back(std::move(f));
   argv.insert(argv.end(), {"-fsyntax-only", "-x", "c++", cpp.string()});
   RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("syntax.log." + unique_suffix()),
@@ -771,10 +775,8 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     setup_failed(site, "cannot tell whether the linker lists what it reads: '" + s.compiler +
                            " -Wl,--help' failed. Set FERRY_CXX to a working compiler");
   const fs::path link_deps = *lists ? fs::path(tmp + ".ld.d") : fs::path();
-  // The prelude (precompiled, or ferry's header when there is none) is the first -include, as
-  // for the prelude's own build: no other precompiled header can be used after it.
-  std::vector<std::string> argv = {
-      s.compiler, "-include", header.empty() ? (s.include_dir / "ferry" / "wrap_prelude.hpp").string() : header};
+  // The prelude first, as for the prelude's own build.
+  std::vector<std::string> argv = compiler_and_prelude(s, header);
   argv.insert(argv.end(), s.flags.begin(), s.flags.end());
   for (const auto& f : listing_flags(compile_deps, link_deps)) argv.push_back(f);
   // -z defs: a body that needs a symbol of the host's program fails here, with the linker's
@@ -798,9 +800,9 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     // A failure is remembered only with all it read (gcc and clang list it after an error, not
     // after a header they could not find). A linker that wrote its list ran, so the source
     // compiled: its failure (a symbol only the host has) is remembered when it found every
-    // library asked for by name; one that did not may be fixed by a library that appears, which
-    // no list names (bfd and lld write none then, gold lists what it found). With no list, the
-    // source alone tells a compile error (remembered) from such a link (not).
+    // library asked for, by name or by path; one that did not may be fixed by a library that
+    // appears, which no list names (bfd and lld write none then, gold lists what it found). With
+    // no list, the source alone tells a compile error (remembered) from such a link (not).
     std::string why;
     if (auto compiled = listed_inputs(compile_deps, std::nullopt, why)) {
       std::optional<std::vector<std::string>> linked;
