@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // `ferry cache list|clear`: the plugins FERRY_WRAP compiled, and their precompiled preludes.
 //
-// The cache layout is core/src/wrap/wrap_compiler.cpp's: wrap-<key>-<content>.so, wrap-<key>.sum,
-// .cpp and .lock (+ .log.* and .tmp.* while building), wrap-<key>.err (a body the compiler
-// refused, remembered) and prelude-<key>.hpp(.gch|.pch|.inputs|.lock). Only files named wrap-* and
-// prelude-* are ferry's; clear leaves everything else in the directory alone.
+// The cache layout is core/src/wrap/wrap_compiler.cpp's: plugins/wrap-<key>-<content>.so (the one
+// directory a sandboxed worker may read), wrap-<key>.sum, .cpp and .lock (+ .log.* and .tmp.*
+// while building), wrap-<key>.err (a body the compiler refused, remembered) and
+// prelude-<key>.hpp(.gch|.pch|.inputs|.lock). Only files named wrap-* and prelude-* are ferry's;
+// clear leaves everything else in the directory alone.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <ferry/ferry.hpp>
 
 #include "commands.hpp"
+#include "wrap/wrap_compiler.hpp"
 
 namespace ferry::cli {
 
@@ -30,7 +32,7 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   sub->require_subcommand(1);
   sub->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   sub->footer(wrap("FERRY_WRAP compiles each wrapped function into a plugin of the cache "
-                   "directory (wrap-<key>-<content>.so, with wrap-<key>.cpp, .sum and .lock; a "
+                   "directory (plugins/wrap-<key>-<content>.so, with wrap-<key>.cpp, .sum and .lock; a "
                    "build after a header changed adds a plugin, and executors still running may "
                    "use the earlier one), and precompiles "
                    "the prelude it includes (prelude-<key>.hpp.gch or .pch). A body the compiler "
@@ -44,18 +46,19 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   CLI::App* list = sub->add_subcommand("list", "List the cached wrap plugins and preludes");
   list->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   list->callback([&options] { options.list = true; });
-  list->footer(wrap("Prints each cached wrap plugin (wrap-<key>-<content>.so: size, date, the wrapped "
+  list->footer(wrap("Prints each cached wrap plugin (plugins/wrap-<key>-<content>.so: size, date, the wrapped "
                     "function and where it is defined, read from the first line of its .cpp; "
                     "wrap-<key>.err: a remembered failure, marked FAILED), "
                     "each precompiled prelude (size, date), then the number and total size of "
-                    "ferry's files (wrap-*, prelude-*).",
+                    "ferry's files (wrap-*, prelude-*, plugins/wrap-*).",
                     100) +
                "\n\n" + exit_codes_help("02"));
 
   CLI::App* clear = sub->add_subcommand("clear", "Remove ferry's files from the cache");
   clear->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   clear->callback([&options] { options.clear = true; });
-  clear->footer(wrap("Removes the files named wrap-* and prelude-* from the cache directory, "
+  clear->footer(wrap("Removes the files named wrap-* and prelude-* from the cache directory and its "
+                     "plugins directory, "
                      "nothing else, and prints how much was freed. Wrapped functions are compiled "
                      "again when next submitted; do not clear while a program is compiling one.",
                      100) +
@@ -70,6 +73,7 @@ struct File {
   std::string name;
   std::uintmax_t size = 0;
   std::time_t mtime = 0;
+  bool plugin = false;  // in the plugin directory (wrap_plugin_dir)
 };
 
 bool ours(const std::string& name) {
@@ -91,6 +95,20 @@ std::vector<File> ferry_files(const fs::path& dir, std::error_code& ec) {
     if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) continue;
     out.push_back({it->path(), name, S_ISREG(st.st_mode) ? static_cast<std::uintmax_t>(st.st_size) : 0,
                    st.st_mtime});
+  }
+  std::sort(out.begin(), out.end(), [](const File& a, const File& b) { return a.name < b.name; });
+  return out;
+}
+
+/// ferry's files of the cache `dir` and of its plugin directory (a directory, not a link to one).
+std::vector<File> cache_files(const fs::path& dir, std::error_code& ec) {
+  auto out = ferry_files(dir, ec);
+  const fs::path plugins = ferry::detail::wrap_plugin_dir(dir);
+  struct stat st {};
+  if (ec || ::lstat(plugins.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return out;
+  for (auto& f : ferry_files(plugins, ec)) {
+    f.plugin = true;
+    out.push_back(std::move(f));
   }
   std::sort(out.begin(), out.end(), [](const File& a, const File& b) { return a.name < b.name; });
   return out;
@@ -154,7 +172,7 @@ int list_cache(const fs::path& dir) {
     std::printf("%s: no cache directory (nothing cached)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
-  auto files = ferry_files(dir, ec);
+  auto files = cache_files(dir, ec);
   if (ec) {
     print_error("cache list", "cannot read " + dir.string() + ": " + ec.message());
     return exit_usage;
@@ -163,7 +181,8 @@ int list_cache(const fs::path& dir) {
   std::uintmax_t total = 0;
   for (const auto& f : files) {
     total += f.size;
-    if (f.name.rfind("wrap-", 0) == 0 && (ends_with(f.name, ".so") || ends_with(f.name, ".err")))
+    // A plugin at the top is of an older ferry's layout: its file only.
+    if (f.name.rfind("wrap-", 0) == 0 && (f.plugin ? ends_with(f.name, ".so") : ends_with(f.name, ".err")))
       entries.push_back(&f);
     if (f.name.rfind("prelude-", 0) == 0 && (ends_with(f.name, ".gch") || ends_with(f.name, ".pch")))
       preludes.push_back(&f);
@@ -189,7 +208,7 @@ int list_cache(const fs::path& dir) {
       std::string stem = f->path.stem().string();
       if (const auto dash = stem.rfind('-'); ends_with(f->name, ".so") && dash != std::string::npos && dash > 5)
         stem.resize(dash);
-      const fs::path cpp = f->path.parent_path() / (stem + ".cpp");
+      const fs::path cpp = dir / (stem + ".cpp");
       bool failed = ends_with(f->name, ".err");
       row(shown(f->name), human_size(f->size), date(f->mtime),
           (failed ? "FAILED " : "") + shown(wrapped_function(cpp)));
@@ -212,7 +231,7 @@ int clear_cache(const fs::path& dir) {
     std::printf("%s: no cache directory (nothing to clear)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
-  auto files = ferry_files(dir, ec);
+  auto files = cache_files(dir, ec);
   if (ec) {
     print_error("cache clear", "cannot read " + dir.string() + ": " + ec.message());
     return exit_task_failed;

@@ -54,6 +54,7 @@
 #include "platform/containment.hpp"
 #include "support/child_process.hpp"
 #include "support/fixture.hpp"
+#include "wrap/wrap_compiler.hpp"
 
 // A sanitizer that maps terabytes of shadow memory (FERRY_SANITIZE=address or thread; the worker
 // and the plugins are built with it too): GCC says __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__,
@@ -794,7 +795,8 @@ TEST_CASE("Sandbox.a_worker_gets_none_of_the_hosts_secrets_in_its_environment") 
 
 TEST_CASE("Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_interface") {
   // A read lease delayed everyone who opened the file for writing; a flock on a wrap cache's
-  // lock file (the cache is readable) stopped every build of that entry; SIOCGIFCONF on the
+  // lock file (the cache was readable; Sandbox::read may name it) stopped every build of that
+  // entry; SIOCGIFCONF on the
   // channel listed the host's network interfaces.
   support::TempDir dir(FERRY_TEST_BINARY_DIR);
   host_write(dir.path / "shared.txt", "read by the task");
@@ -813,6 +815,34 @@ TEST_CASE("Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_inte
   CHECK(value_of(boxed.submit_with(hostile(), lock_file, shared)) == 0);  // a file it may read: its own business
   CHECK(value_of(boxed.submit_with(hostile(), channel_interface_count)) == -ENOTTY);
   CHECK(value_of(plain.submit_with(hostile(), channel_interface_count)) >= 1);
+}
+
+TEST_CASE("Sandbox.a_task_reads_the_wrap_caches_plugins_not_its_sources") {
+  // The whole FERRY_WRAP cache was readable: a task read the wrapped sources and build logs of
+  // the user's other programs. A worker reads only its plugin directory, made with the pool (a
+  // rule needs it to exist; an executor's wraps are built after its workers start).
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  const fs::path cache = dir.path / "cache";
+  fs::create_directory(cache);
+  fs::permissions(cache, fs::perms::owner_all, fs::perm_options::replace);
+  host_write(cache / "wrap-k.cpp", "the user's other program");
+  host_write(cache / "wrap-k.err", "its build log");
+  support::ScopedEnv at("FERRY_CACHE_DIR", cache.string());
+  ferry::Executor boxed(sandboxed());
+  const fs::path plugins = ferry::detail::wrap_plugin_dir(cache);
+  struct stat st {};
+  REQUIRE(::stat(plugins.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  host_write(plugins / "wrap-k-0011223344556677.so", "a plugin built later");
+  CHECK(value_of(boxed.submit_with(hostile(), read_file, (plugins / "wrap-k-0011223344556677.so").string())) ==
+        "a plugin built later");
+  for (const char* name : {"wrap-k.cpp", "wrap-k.err"}) {
+    auto e = failure_of<ferry::TaskError>(boxed.submit_with(hostile(), read_file, (cache / name).string()));
+    REQUIRE(e);
+    CHECK(e->remote_message().find("Permission denied") != std::string::npos);
+  }
+  ferry::Executor plain(support::options(1));
+  CHECK(value_of(plain.submit_with(hostile(), read_file, (cache / "wrap-k.cpp").string())) == "the user's other program");
 }
 
 namespace {

@@ -109,6 +109,9 @@ std::vector<fs::path> entries(const fs::path& dir, const std::string& suffix) {
   return out;
 }
 
+/// The cache's plugin directory, the one part of it a sandboxed worker reads.
+fs::path plugins_of(const fs::path& cache) { return ferry::detail::wrap_plugin_dir(cache); }
+
 /// Runs a wrap host (another process) with this cache; returns its output. `prefix` is shell text
 /// before the host's environment (a `cd`, more variables).
 std::string run_wrap_host(const fs::path& cache, const char* host = FERRY_TEST_WRAP_HOST,
@@ -148,7 +151,7 @@ TEST_CASE("Wrap.submit_and_map_like_a_registered_task") {
 }
 
 TEST_CASE("Wrap.runs_in_a_sandboxed_worker") {
-  // The sandbox lets a worker read the FERRY_WRAP cache (and nothing of this test's directory
+  // The sandbox lets a worker read the FERRY_WRAP cache's plugins (and nothing of this test's directory
   // besides): a wrapped function loads and runs there like a registered task.
   CacheAt at(shared_cache());
   auto options = support::options(1);
@@ -172,7 +175,7 @@ TEST_CASE("Wrap.cache_is_private_and_reused") {
   struct stat st {};
   REQUIRE(::stat(cache.path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0700);
-  CHECK_FALSE(entries(cache.path, ".so").empty());
+  CHECK_FALSE(entries(plugins_of(cache.path), ".so").empty());
   CHECK_FALSE(entries(cache.path, ".sum").empty());
   // Its lock files are write-only: a sandboxed task, which may read the cache, cannot open one to
   // hold its lock (Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_interface).
@@ -284,7 +287,7 @@ TEST_CASE("Wrap.many_threads_one_build") {
     CHECK(b.get().library == builds[0].get().library);
   }
   CHECK(ferry::detail::wrap_compilations() - before == 1);
-  CHECK(entries(cache.path, ".so").size() == 1);
+  CHECK(entries(plugins_of(cache.path), ".so").size() == 1);
   // And through an executor, from many threads at once.
   ferry::Executor ex(support::options(2));
   std::atomic<int> wrong{0};
@@ -308,7 +311,7 @@ TEST_CASE("Wrap.two_processes_race_to_one_build") {
   // Both get the result; exactly one of them compiled, the other waited and loaded it.
   std::set<std::string> outcomes = {a, b};
   CHECK(outcomes == std::set<std::string>{"106 0\n", "106 1\n"});
-  CHECK(entries(cache.path, ".so").size() == 1);
+  CHECK(entries(plugins_of(cache.path), ".so").size() == 1);
   for (const auto& e : fs::directory_iterator(cache.path))
     CHECK_MESSAGE(e.path().string().find(".tmp.") == std::string::npos, e.path());
 }
@@ -316,7 +319,7 @@ TEST_CASE("Wrap.two_processes_race_to_one_build") {
 TEST_CASE("Wrap.tampered_entry_is_rebuilt_not_loaded") {
   FreshCache cache;
   REQUIRE(run_wrap_host(cache.path) == "106 1\n");
-  auto so = entries(cache.path, ".so");
+  auto so = entries(plugins_of(cache.path), ".so");
   REQUIRE(so.size() == 1);
   {
     std::ofstream out(so[0], std::ios::binary | std::ios::app);
@@ -431,7 +434,7 @@ TEST_CASE("Wrap.warm_up_builds_ahead") {
   CacheAt at(cache.path);
   ferry::warm_up_wraps();
   CHECK(ferry::wait_for_wraps(120s) == false);  // two of the wraps above cannot build, on purpose
-  CHECK_FALSE(entries(cache.path, ".so").empty());
+  CHECK_FALSE(entries(plugins_of(cache.path), ".so").empty());
   unsigned before = ferry::detail::wrap_compilations();
   ferry::Executor ex(support::options(1));
   CHECK(ex.submit(call_counter).get() == 1);
@@ -485,7 +488,7 @@ TEST_CASE("Wrap.a_header_that_changed_is_compiled_again") {
   write_k_header(k, "10");
   CHECK(run_header_host(cache.path, root.path, flags) == "11 1\n");
   CHECK(run_header_host(cache.path, root.path, flags) == "11 0\n");  // from the cache
-  const auto first = entries(cache.path, ".so");
+  const auto first = entries(plugins_of(cache.path), ".so");
   REQUIRE(first.size() == 1);
   const std::string first_bytes = support::read_file(first[0]);
   write_k_header(k, "20");  // the same size
@@ -495,7 +498,7 @@ TEST_CASE("Wrap.a_header_that_changed_is_compiled_again") {
   CHECK(run_header_host(cache.path, root.path, flags) == "21 0\n");
   // The earlier plugin is still there as it was: an executor that started on it may start more
   // workers, which must not load other code.
-  CHECK(entries(cache.path, ".so").size() == 2);
+  CHECK(entries(plugins_of(cache.path), ".so").size() == 2);
   CHECK(support::read_file(first[0]) == first_bytes);
 }
 
@@ -565,7 +568,7 @@ TEST_CASE("Wrap.relative_flags_build_one_plugin_per_directory") {
   CHECK(run_header_host(cache.path, b, flags) == "201 1\n");
   CHECK(run_header_host(cache.path, a, flags) == "101 0\n");
   CHECK(run_header_host(cache.path, b, flags) == "201 0\n");
-  CHECK(entries(cache.path, ".so").size() == 2);
+  CHECK(entries(plugins_of(cache.path), ".so").size() == 2);
   // Absolute names are everyone's: another directory takes the same entry.
   const std::string absolute = "-include " + (a / "inc" / "k.hpp").string();
   CHECK(run_header_host(cache.path, a, absolute) == "101 1\n");
@@ -678,7 +681,7 @@ TEST_CASE("Wrap.compiler_others_could_change_is_refused") {
 TEST_CASE("Wrap.cache_keys_are_blake2b") {
   FreshCache cache;
   REQUIRE(run_wrap_host(cache.path) == "106 1\n");
-  auto so = entries(cache.path, ".so");
+  auto so = entries(plugins_of(cache.path), ".so");
   REQUIRE(so.size() == 1);
   std::string name = so[0].filename().string();  // wrap-<64 hex digits>-<16 of its content's>.so
   CHECK(name.size() == 5 + 64 + 1 + 16 + 3);
@@ -696,9 +699,9 @@ TEST_CASE("Wrap.plugins_have_no_json_entry_point") {
   ferry::Executor ex(support::options(1));
   REQUIRE(ex.submit(hypotenuse, 3.0, 4.0).get() == doctest::Approx(5.0));
   fs::path library;
-  for (const auto& so : entries(cache.path, ".so")) {
+  for (const auto& so : entries(plugins_of(cache.path), ".so")) {
     const std::string n = so.filename().string();  // wrap-<key>-<content>.so, from wrap-<key>.cpp
-    std::ifstream cpp(so.parent_path() / (n.substr(0, n.rfind('-')) + ".cpp"));
+    std::ifstream cpp(cache.path / (n.substr(0, n.rfind('-')) + ".cpp"));
     std::string first;
     std::getline(cpp, first);
     if (first.find("FERRY_WRAP(hypotenuse)") != std::string::npos) library = so;

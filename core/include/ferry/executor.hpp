@@ -74,7 +74,8 @@ struct Sandbox {
   bool network = false;
   /// Allow execve/execveat.
   bool exec = false;
-  /// Readable besides what the worker needs (system libraries, its plugins, the FERRY_WRAP cache).
+  /// Readable besides what the worker needs (system libraries, its plugins, the FERRY_WRAP cache's
+  /// plugins).
   std::vector<std::filesystem::path> read;
   /// Writable; empty: a private temporary directory made for the executor ($TMPDIR in the worker).
   std::vector<std::filesystem::path> write;

@@ -21,6 +21,8 @@
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
 #include "platform/paths.hpp"
+#include "platform/trust.hpp"
+#include "wrap/wrap_compiler.hpp"
 
 namespace ferry::detail {
 
@@ -114,7 +116,19 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
   std::vector<std::string> read;
   for (const auto& p : sb.read) read.push_back(p.string());
   for (const auto& d : PluginIndex::search_path(options.plugin_dirs)) read.push_back(d.string());
-  if (auto cache = Config::read().cache_dir; !cache.empty()) read.push_back(cache.string());
+  // Of the FERRY_WRAP cache only its plugins: its sources, build logs and records hold the user's
+  // other programs' code. Made now if missing: a rule needs the directory to exist, and the
+  // executor's wraps are built after its workers started.
+  if (auto cache = Config::read().cache_dir; !cache.empty()) {
+    const fs::path plugins = wrap_plugin_dir(cache);
+    std::error_code ec;
+    std::string unsafe;
+    if (create_private_directories(plugins, ec, &unsafe))
+      read.push_back(plugins.string());
+    else
+      debug_log("sandbox: no FERRY_WRAP plugins in the workers' sight: cannot make %s: %s", plugins.c_str(),
+                (unsafe.empty() ? ec.message() : unsafe).c_str());
+  }
   for (auto& lib : loaded_libraries()) read.push_back(std::move(lib));
   for (auto& p : read) p = resolved_path(p);
   return read;

@@ -2,7 +2,9 @@
 // FERRY_WRAP: compile a recorded function body into a cached plugin, once per cache key.
 //
 // Cache layout ($FERRY_CACHE_DIR, private 0700, trust-checked with its whole way):
-//   wrap-<key>-<h>.so  the plugin, <h> from its content  wrap-<key>.lock  flock: one build per entry
+//   plugins/wrap-<key>-<h>.so  the plugin, <h> from its content (plugins/, 0700: the one part of
+//                    the cache a sandboxed worker may read; wrap_plugin_dir)
+//   wrap-<key>.lock  flock: one build per entry
 //   wrap-<key>.sum   "<BLAKE2b of the .so> <size>", then the record of what its build read
 //   wrap-<key>.cpp   the translation unit
 //   wrap-<key>.err   the record of what a failed build read, then the compiler's words: the same
@@ -10,7 +12,7 @@
 //                    of recompiling, while those files hold the same bytes
 //   prelude-<p>.hpp(.gch|.pch)             the precompiled prelude, per compiler, flags and headers
 //   prelude-<p>.hpp.inputs, prelude-<p>.lock  what it read (checked before each use); its flock
-//   Lock files are 0200: a sandboxed task may read the cache, but cannot open one to hold it.
+//   Lock files are 0200: a task given the cache to read (Sandbox::read) cannot open one to hold it.
 // <key> is a BLAKE2b key over source, name, signature, compiler identity, flags, includes,
 // libraries, ferry's version/ABI and the prelude's key <p> (which covers the content of every
 // ferry header), and the current directory when a flag names a relative path. The plugin is
@@ -305,9 +307,9 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
 }
 
 /// An exclusive flock on `file` for the scope (blocks until it is ours). The file is write-only
-/// (0200): a sandboxed task may read the cache (its plugins are there) but neither opens it for
-/// writing (Landlock) nor, without read permission, for reading, so it cannot hold the lock that
-/// every build of the entry waits for.
+/// (0200): a sandboxed task given the cache to read (Sandbox::read; by default it reads only the
+/// plugins/ directory) neither opens it for writing (Landlock) nor, without read permission, for
+/// reading, so it cannot hold the lock that every build of the entry waits for.
 class FileLock {
  public:
   explicit FileLock(const fs::path& file)
@@ -464,7 +466,7 @@ std::optional<InputRecord> entry_record(const std::string& text, bool sum, std::
 /// that a file a running executor's workers load is never replaced by other code (a rebuild after
 /// a header changed publishes another file).
 fs::path plugin_of(const fs::path& dir, const std::string& key, const std::string& digest) {
-  return dir / ("wrap-" + key + "-" + digest.substr(0, 16) + ".so");
+  return wrap_plugin_dir(dir) / ("wrap-" + key + "-" + digest.substr(0, 16) + ".so");
 }
 
 /// The plugin the entry's .sum (`sum`) names, if it may be used: it passes the trust check,
@@ -855,6 +857,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   }
   // The plugin first, under its content's name (no reader looks there before the .sum names it),
   // then the .sum. An earlier build's plugin stays: executors may still start workers on it.
+  prepare_cache_dir(site, wrap_plugin_dir(dir));
   const fs::path so = plugin_of(dir, key, *digest);
   fs::rename(tmp, so, ec);
   if (!ec) fs::rename(tmp_sum, sum, ec);
@@ -914,6 +917,8 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
 
 
 fs::path default_cache_dir() { return Config::read().cache_dir; }
+
+fs::path wrap_plugin_dir(const fs::path& cache_dir) { return cache_dir / "plugins"; }
 
 bool register_wrap(const WrapSite& site) noexcept {
   try {

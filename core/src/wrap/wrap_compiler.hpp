@@ -46,6 +46,12 @@ FERRY_INTERNAL_API std::vector<std::string> compiler_environment(std::vector<std
 /// (FERRY_WRAP plugins; the MPI agents' shipped plugins below it).
 FERRY_INTERNAL_API std::filesystem::path default_cache_dir();
 
+/// Where a wrap cache keeps its plugins (wrap-<key>-<content>.so): a directory of plugins only,
+/// the one part of the cache a sandboxed worker may read. The generated sources, build logs and
+/// records of what builds read stay in `cache_dir` itself, out of a task's sight: they hold the
+/// user's other programs' code.
+FERRY_INTERNAL_API std::filesystem::path wrap_plugin_dir(const std::filesystem::path& cache_dir);
+
 /// Precompiles the prelude for the default compiler and flags into `dir` (ferry's build does this
 /// once, so that no user pays for it), readable by every user (0644); returns the header to
 /// -include, "" on failure. A shipped prelude this user cannot read is not used.
