@@ -85,6 +85,26 @@ TEST_CASE("Dispatcher.assign.spreads_calls_over_the_least_loaded_lanes_in_queue_
   CHECK(a.in_flight.front()->started == f.t0);
 }
 
+TEST_CASE("Dispatcher.assign.a_lane_gets_no_more_calls_than_its_worker_will_run") {
+  // max_tasks_per_child: the worker leaves after that many. A call queued behind them waited in a
+  // process that would not run it, beside a task that could read it (and answer for it).
+  Fixture f(8);
+  Lane a{.serial = 1, .calls_left = 1}, b{.serial = 2, .calls_left = 2};
+  for (int i = 0; i < 5; ++i) f.submit();
+  auto sends = f.assign({&a, &b});
+  REQUIRE(sends.size() == 3);
+  CHECK(ids(a.in_flight) == std::vector<std::uint64_t>{1});
+  CHECK(ids(b.in_flight) == std::vector<std::uint64_t>{2, 3});
+  CHECK(a.calls_left == 0);
+  CHECK(b.calls_left == 0);
+  CHECK(f.d.queued() == 2);  // for the workers that replace them
+  REQUIRE(f.d.answered(a, 1, f.t0) != nullptr);
+  CHECK(f.assign({&a, &b}).empty());
+  Lane c{.serial = 3};  // no bound
+  CHECK(f.assign({&c}).size() == 2);
+  CHECK(c.calls_left == UINT64_MAX);
+}
+
 TEST_CASE("Dispatcher.assign.defines_a_task_reference_once_per_lane") {
   Fixture f(8);
   Lane a{.serial = 1};

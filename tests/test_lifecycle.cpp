@@ -102,6 +102,20 @@ TEST_CASE("Lifecycle.max_tasks_per_child") {
   CHECK(std::set<int>(pids.begin(), pids.end()).size() == 3);
 }
 
+TEST_CASE("Lifecycle.max_tasks_per_child_holds_for_calls_submitted_at_once") {
+  // Calls queued at once are pipelined, but never beyond what a worker will run: each worker
+  // gets its two, none waits in one that leaves (Dispatcher's lane budget).
+  auto o = support::options(1);
+  o.max_tasks_per_child = 2;
+  ferry::Executor ex(o);
+  std::vector<ferry::Future<int>> futures;
+  for (int i = 0; i < 30; ++i) futures.push_back(ex.submit(worker_pid));
+  std::map<int, int> calls_per_worker;
+  for (auto& f : futures) ++calls_per_worker[f.get()];
+  CHECK(calls_per_worker.size() >= 15);
+  for (const auto& [pid, n] : calls_per_worker) CHECK_MESSAGE(n <= 2, pid);
+}
+
 TEST_CASE("Lifecycle.initializer_runs_in_every_new_worker") {
   auto o = support::options(2);
   o.initializer = "init_flag";

@@ -59,7 +59,7 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
         stale.push_back(lane);
         continue;
       }
-      if (lane->in_flight.size() >= limit) continue;
+      if (lane->in_flight.size() >= limit || lane->calls_left == 0) continue;
       if (!best || lane->in_flight.size() < best->in_flight.size()) best = lane;
     }
     if (!best) break;
@@ -81,6 +81,7 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
       ++busy_;
     }
     call->lane = best;
+    if (best->calls_left != UINT64_MAX) --best->calls_left;
     best->in_flight.push_back(call);
     sends.push_back(Send{best, std::move(call), define, running});
   }

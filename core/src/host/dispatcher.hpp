@@ -35,6 +35,11 @@ struct FERRY_INTERNAL_API Lane {
   std::vector<bool> announced;                     // task references already defined on it
   std::unordered_map<std::string, std::uint64_t> libraries;  // library → newest generation sent
   Clock::time_point last_result{};
+  /// Calls it may still be sent: ExecutorOptions::max_tasks_per_child (the worker leaves after
+  /// that many), so none waits in a worker that will not run it. Calls queued behind another
+  /// share that worker's process with it: a task may read them, answer for them, or leave
+  /// threads that do; with max_tasks_per_child = 1 no call ever waits behind another.
+  std::uint64_t calls_left = UINT64_MAX;
 
   bool idle() const noexcept { return in_flight.empty(); }
   /// The call the worker is running (the oldest unanswered one), or nullptr.

@@ -553,6 +553,7 @@ void Manager::register_worker(const SlotPtr& w) {
   w->serial = p_.next_serial_++;  // also its track in a trace: 1, 2, ... in start order
   ++p_.counts_.workers_started;
   w->lane.serial = w->serial;
+  if (p_.options_.max_tasks_per_child > 0) w->lane.calls_left = p_.options_.max_tasks_per_child;
   p_.poller_.add(w->sock.get(), w->serial, Poller::Tag::read);
   p_.poller_.add(w->sock_out.get(), w->serial, Poller::Tag::write, false);
   p_.poller_.add(w->exit_fd.get(), w->serial, Poller::Tag::exit);
