@@ -1452,6 +1452,28 @@ TEST_CASE("Limits.cpu_time_stops_a_spinning_task_with_ResourceLimitError") {
   check_pool_is_healthy(ex);
 }
 
+TEST_CASE("Limits.a_thread_a_task_leaves_spinning_ends_its_idle_worker") {
+  // cpu_time was measured only while a call ran: a task that returned at once and left a thread
+  // spinning used a CPU without bound while its worker idled (a review's used 4.6 s in 5 s). Its
+  // worker is held to that call's limit between calls, and retired past it.
+  ferry::Limits limits;
+  set_seconds(limits.cpu_time, 1);
+  auto o = contained(limits);
+  o.max_workers = 1;
+  ferry::Executor ex(o);
+  const int pid = value_of(ex.submit_with(hostile(), leave_spinning_thread, 60));
+  CHECK_MESSAGE(eventually(
+                    [&] {
+                      const std::vector<int> now = ex.worker_pids();
+                      return std::find(now.begin(), now.end(), pid) == now.end();
+                    },
+                    20s),
+                "worker " << pid << " still idles with a thread spinning");
+  CHECK(ex.stats().workers_stopped == 1);
+  CHECK(ex.stats().workers_crashed == 0);
+  CHECK(value_of(ex.submit_with(hostile(), hostile_pid)) != pid);  // a fresh worker, no call blamed
+}
+
 TEST_CASE("Limits.cpu_time_too_long_for_the_tick_count_is_no_limit") {
   // 2^62 s times 100 ticks a second wrapped to 0 ticks: the call was killed at its first sample.
   ferry::Executor ex(contained({.cpu_time = std::chrono::seconds(std::int64_t{1} << 62)}));

@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <cstdio>
@@ -38,6 +39,7 @@
 #include <memory>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 namespace {
@@ -448,6 +450,16 @@ int hostile_pid() {
   int pid = global_pid_or_minus_one();
   if (pid < 0) fail("readlink /proc/self");
   return pid;
+}
+
+int leave_spinning_thread(int seconds) {
+  std::thread([seconds] {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    volatile std::uint64_t x = 0;
+    while (std::chrono::steady_clock::now() < end)
+      for (int i = 0; i < 100000; ++i) x = x + static_cast<std::uint64_t>(i);
+  }).detach();
+  return hostile_pid();
 }
 
 std::string temp_dir() {
@@ -861,6 +873,7 @@ FERRY_TASK(ptrace_pid);
 FERRY_TASK(type_into_terminal);
 FERRY_TASK(read_descriptor);
 FERRY_TASK(spin_cpu);
+FERRY_TASK(leave_spinning_thread);
 FERRY_TASK(write_bytes);
 FERRY_TASK(hostile_pid);
 FERRY_TASK(temp_dir);

@@ -76,6 +76,9 @@ FERRY_EXPORT int spin_cpu(int seconds);
 FERRY_EXPORT std::uint64_t write_bytes(std::string path, std::uint64_t bytes);
 /// This worker's global pid (readlink("/proc/self")).
 FERRY_EXPORT int hostile_pid();
+/// Starts a detached thread that spins for `seconds` of wall time and returns at once: this
+/// worker's global pid.
+FERRY_EXPORT int leave_spinning_thread(int seconds);
 /// $TMPDIR in the worker, or "" when unset.
 FERRY_EXPORT std::string temp_dir();
 /// mkdir(path, 0700); returns 0, or errno.

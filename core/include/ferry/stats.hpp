@@ -62,8 +62,9 @@ struct ExecutorStats {
   /// open), "process_limit" (a task's process was refused at Limits::processes), "limit" (a task
   /// went past its Limits: ResourceLimitError), "sandbox" (SandboxViolationError).
   std::map<std::string, std::size_t> recycled_by_reason;
-  /// Workers told to exit: at shutdown, by resize(), to load a changed plugin, or in a sandbox once
-  /// given more than 4 GiB of argument blocks (which its tasks could keep mapped).
+  /// Workers told to exit: at shutdown, by resize(), to load a changed plugin, in a sandbox once
+  /// given more than 4 GiB of argument blocks (which its tasks could keep mapped), or once they
+  /// used their last call's Limits::cpu_time while idle (a thread the call left running).
   std::size_t workers_stopped = 0;
 
   /// Bytes of every frame written to the workers (tasks, task references, initializers,

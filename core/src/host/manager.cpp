@@ -348,6 +348,15 @@ void Manager::count_end_locked(WorkerSlot& w, const ExitStatus& st, const std::e
   p_.trace_counters_locked(t, ts);
 }
 
+namespace {
+/// The CPU time limit the worker is held to now, in seconds (0: none): its running call's, or
+/// while it idles in service, its last call's (Manager::enforce_cpu_time_locked).
+std::uint64_t cpu_limit_now(const WorkerSlot& w) {
+  if (const Call* c = w.lane.running()) return c->limits.cpu_seconds;
+  return w.phase < WorkerSlot::Phase::retiring ? w.idle_cpu_limit : 0;
+}
+}  // namespace
+
 int Manager::next_timeout_ms() {
   std::lock_guard lock(p_.mu_);
   auto now = Clock::now();
@@ -355,8 +364,9 @@ int Manager::next_timeout_ms() {
   p_.cpu_ticking_ = false;
   for (const auto& [_, w] : p_.workers_) {
     next = std::min({next, w->kill_at, w->lane.deadline()});
-    // A running call with a CPU time limit: its worker's CPU time is sampled every 100 ms.
-    if (const Call* c = w->lane.running(); c && c->limits.cpu_seconds && w->alive() && w->pid > 0) {
+    // A running call with a CPU time limit, or an idle worker whose last call had one: its
+    // worker's CPU time is sampled every 100 ms.
+    if (cpu_limit_now(*w) && w->alive() && w->pid > 0) {
       next = std::min(next, std::max(now, w->cpu_sample_at));
       p_.cpu_ticking_ = true;
     }
@@ -417,21 +427,33 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
 /// seen running, sampled once per cpu_sample_period. A call is measured from its first sample, so
 /// it may use up to one period more than its limit before the check, and up to one more before
 /// the kill; short calls come and go between samples without a read of /proc each.
+///
+/// Between calls, the worker is held to the limit of the last call it ran: a task that returned
+/// at once and left a thread spinning used a CPU without bound while its worker idled (found by a
+/// review). Past it, the worker is retired (Retired::idle_cpu; no call is blamed) and replaced
+/// when work comes. A thread left running while the next call runs counts against that call.
 void Manager::enforce_cpu_time_locked(WorkerSlot& w, Clock::time_point now) {
   const Call* c = w.lane.running();
-  if (!c || !c->limits.cpu_seconds || w.kill_error || w.pid <= 0) return;
+  const std::uint64_t limit = cpu_limit_now(w);
+  if (!limit || w.kill_error || w.pid <= 0) return;
   if (now < w.cpu_sample_at) return;
   w.cpu_sample_at = now + cpu_sample_period;
   std::uint64_t ticks = cpu_ticks(w.pid);
   if (ticks == UINT64_MAX) return;  // gone: its exit is reported
-  if (w.cpu_call != c->id) {
-    w.cpu_call = c->id;
+  if (const std::uint64_t measured = c ? c->id : WorkerSlot::cpu_idle; w.cpu_call != measured) {
+    w.cpu_call = measured;
     w.cpu_base = ticks;
     return;
   }
   // A limit past what the tick count can hold (centuries) is no limit: the product would wrap.
-  if (c->limits.cpu_seconds > UINT64_MAX / ticks_per_second()) return;
-  if (ticks - w.cpu_base <= c->limits.cpu_seconds * ticks_per_second()) return;
+  if (limit > UINT64_MAX / ticks_per_second()) return;
+  if (ticks - w.cpu_base <= limit * ticks_per_second()) return;
+  if (!c) {
+    debug_log("worker %d used %llu s of CPU time while idle, past its last call's cpu_time: retired", w.pid,
+              static_cast<unsigned long long>((ticks - w.cpu_base) / ticks_per_second()));
+    w.retire(WorkerSlot::Retired::idle_cpu);
+    return;
+  }
   p_.kill_worker_locked(w, std::make_exception_ptr(ResourceLimitError(
                                c->ref->display, w.pid, "cpu_time", c->limits.cpu_seconds,
                                "it used " + std::to_string((ticks - w.cpu_base) / ticks_per_second()) +

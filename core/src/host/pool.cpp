@@ -633,9 +633,12 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
   if (!call) throw protocol::ProtocolError("result for a call it is not running");
+  w.idle_cpu_limit = call->limits.cpu_seconds;  // what it may use until its next call
   if (const Call* next = w.lane.running();
       next && (next->deadline.count() > 0 || (next->limits.cpu_seconds && !cpu_ticking_))) {
     poller_.wake();  // the manager times the running call, or samples its CPU time
+  } else if (!next && w.idle_cpu_limit && !cpu_ticking_) {
+    poller_.wake();  // the manager samples its CPU time while it idles
   } else if (w.lane.idle() && w.phase == WorkerSlot::Phase::retiring) {
     poller_.wake();  // the manager tells it to exit now that it is idle
   }

@@ -32,13 +32,16 @@ struct WorkerSlot {
     plugin_update,  // a plugin it loaded changed on disk
     killed,         // kill_workers: its calls failed; reported as a shutdown
     shared_memory,  // a sandboxed worker was given its budget of argument blocks (it may keep them)
+    idle_cpu,       // it used its last call's cpu_time while idle (a thread that call left running)
   };
-  /// The name a trace gives a stop ("shutdown", "resize", "plugin_update", "shared_memory").
+  /// The name a trace gives a stop ("shutdown", "resize", "plugin_update", "shared_memory",
+  /// "idle_cpu").
   static const char* stop_reason(Retired why) noexcept {
     switch (why) {
       case Retired::resize: return "resize";
       case Retired::plugin_update: return "plugin_update";
       case Retired::shared_memory: return "shared_memory";
+      case Retired::idle_cpu: return "idle_cpu";
       case Retired::no:
       case Retired::shutdown:
       case Retired::killed: break;
@@ -113,9 +116,14 @@ struct WorkerSlot {
   // the worker's CPU ticks when it was first seen running, and when the next sample is due (one
   // per period, not one per pass of the manager: reading /proc for every task halved the rate of
   // short tasks).
+  // While it idles, the same for the CPU time limit of the last call it ran (0: none), against
+  // which what it uses between calls is measured (cpu_call is then cpu_idle): a thread that call
+  // left spinning used a CPU without bound while no call ran.
   std::uint64_t cpu_call = 0;
   std::uint64_t cpu_base = 0;
   Clock::time_point cpu_sample_at{};
+  std::uint64_t idle_cpu_limit = 0;
+  static constexpr std::uint64_t cpu_idle = UINT64_MAX;
 
   /// Gets new calls.
   bool accepts_work() const noexcept { return phase <= Phase::ready && channel_open; }
