@@ -100,12 +100,15 @@ std::vector<File> ferry_files(const fs::path& dir, std::error_code& ec) {
   return out;
 }
 
-/// ferry's files of the cache `dir` and of its plugin directory (a directory, not a link to one).
-std::vector<File> cache_files(const fs::path& dir, std::error_code& ec) {
+/// ferry's files of the cache `dir` and of its plugin directory (followed as the wrap cache
+/// does); `failed` names the directory that could not be read.
+std::vector<File> cache_files(const fs::path& dir, std::error_code& ec, fs::path& failed) {
+  failed = dir;
   auto out = ferry_files(dir, ec);
   const fs::path plugins = ferry::detail::wrap_plugin_dir(dir);
   struct stat st {};
-  if (ec || ::lstat(plugins.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return out;
+  if (ec || ::stat(plugins.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return out;
+  failed = plugins;
   for (auto& f : ferry_files(plugins, ec)) {
     f.plugin = true;
     out.push_back(std::move(f));
@@ -172,9 +175,10 @@ int list_cache(const fs::path& dir) {
     std::printf("%s: no cache directory (nothing cached)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
-  auto files = cache_files(dir, ec);
+  fs::path failed;
+  auto files = cache_files(dir, ec, failed);
   if (ec) {
-    print_error("cache list", "cannot read " + dir.string() + ": " + ec.message());
+    print_error("cache list", "cannot read " + failed.string() + ": " + ec.message());
     return exit_usage;
   }
   std::vector<const File*> entries, preludes;
@@ -209,9 +213,9 @@ int list_cache(const fs::path& dir) {
       if (const auto dash = stem.rfind('-'); ends_with(f->name, ".so") && dash != std::string::npos && dash > 5)
         stem.resize(dash);
       const fs::path cpp = dir / (stem + ".cpp");
-      bool failed = ends_with(f->name, ".err");
+      const bool remembered_failure = ends_with(f->name, ".err");
       row(shown(f->name), human_size(f->size), date(f->mtime),
-          (failed ? "FAILED " : "") + shown(wrapped_function(cpp)));
+          (remembered_failure ? "FAILED " : "") + shown(wrapped_function(cpp)));
     }
   }
   if (!preludes.empty()) {
@@ -231,9 +235,10 @@ int clear_cache(const fs::path& dir) {
     std::printf("%s: no cache directory (nothing to clear)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
-  auto files = cache_files(dir, ec);
+  fs::path failed;
+  auto files = cache_files(dir, ec, failed);
   if (ec) {
-    print_error("cache clear", "cannot read " + dir.string() + ": " + ec.message());
+    print_error("cache clear", "cannot read " + failed.string() + ": " + ec.message());
     return exit_task_failed;
   }
   std::uintmax_t freed = 0;

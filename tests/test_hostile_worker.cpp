@@ -173,6 +173,22 @@ TEST_CASE("HostileWorker.bye_over_a_running_call_is_no_respawn_loop") {
   CHECK(support::wait_until([] { return support::children().empty(); }));
 }
 
+TEST_CASE("HostileWorker.a_worker_that_stays_after_its_last_call_gives_up_its_place") {
+  // max_tasks_per_child: a worker that answered its last call but neither said bye nor exited (a
+  // task can answer for itself on fd 3, then block) held its place for good: nothing more was
+  // sent to it, nothing ended it, and the calls behind waited for ever.
+  ferry::ExecutorOptions o = fake("answer_then_stay");
+  o.max_tasks_per_child = 1;
+  ferry::Executor ex(o);
+  for (int i = 2; i < 5; ++i) {
+    auto f = ex.submit(square, i);
+    REQUIRE(f.wait_for(std::chrono::seconds(10)));
+    CHECK(f.get() == i * i);
+  }
+  ex.shutdown();
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+}
+
 TEST_CASE("HostileWorker.partial_frame_then_death_does_not_stall_the_manager") {
   // The worker wrote part of a frame and died while a process it forked kept the channel open:
   // the manager read EAGAIN (no EOF) and tried again, at 100 % CPU, until that process ended.

@@ -103,17 +103,27 @@ TEST_CASE("Lifecycle.max_tasks_per_child") {
 }
 
 TEST_CASE("Lifecycle.max_tasks_per_child_holds_for_calls_submitted_at_once") {
-  // Calls queued at once are pipelined, but never beyond what a worker will run: each worker
-  // gets its two, none waits in one that leaves (Dispatcher's lane budget).
+  // Calls queued at once are pipelined (8 deep here), but never beyond what a worker will run:
+  // each worker gets its two, none is sent to one that leaves (Dispatcher's lane budget). Calls
+  // sent past it waited there (beside a task that could read them) and were handed back at its
+  // bye: sent twice or more, which bytes_sent shows.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "8");
   auto o = support::options(1);
   o.max_tasks_per_child = 2;
-  ferry::Executor ex(o);
-  std::vector<ferry::Future<int>> futures;
-  for (int i = 0; i < 30; ++i) futures.push_back(ex.submit(worker_pid));
-  std::map<int, int> calls_per_worker;
-  for (auto& f : futures) ++calls_per_worker[f.get()];
-  CHECK(calls_per_worker.size() >= 15);
-  for (const auto& [pid, n] : calls_per_worker) CHECK_MESSAGE(n <= 2, pid);
+  auto run = [&](int calls) {
+    ferry::Executor ex(o);
+    std::vector<ferry::Future<int>> futures;
+    for (int i = 0; i < calls; ++i) futures.push_back(ex.submit(worker_pid));
+    std::map<int, int> calls_per_worker;
+    for (auto& f : futures) ++calls_per_worker[f.get()];
+    CHECK(calls_per_worker.size() == static_cast<std::size_t>(calls / 2));
+    for (const auto& [pid, n] : calls_per_worker) CHECK_MESSAGE(n == 2, pid);
+    CHECK(support::wait_until([&] { return ex.stats().recycled_by_reason["tasks"] == static_cast<std::size_t>(calls / 2); }));
+    CHECK(ex.stats().workers_crashed == 0);
+    return ex.stats().bytes_sent;  // its task reference and its two calls, per worker
+  };
+  const std::uint64_t one_worker = run(2);
+  CHECK(run(30) == 15 * one_worker);
 }
 
 TEST_CASE("Lifecycle.initializer_runs_in_every_new_worker") {

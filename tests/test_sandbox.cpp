@@ -855,10 +855,15 @@ struct StderrInto {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     REQUIRE(fd >= 0);
     REQUIRE(::write(fd, "IMPORTANT\n", 10) == 10);
+    point_at(fd);
+    ::close(fd);
+  }
+  /// Into descriptor `fd` (the caller's, left open).
+  explicit StderrInto(int fd) { point_at(fd); }
+  void point_at(int fd) {
     saved = ::dup(STDERR_FILENO);
     REQUIRE(saved >= 0);
     ::dup2(fd, STDERR_FILENO);
-    ::close(fd);
   }
   void restore() {
     if (saved < 0) return;
@@ -942,6 +947,48 @@ TEST_CASE("Sandbox.a_tasks_output_into_the_hosts_file_stops_at_its_file_size_lim
   CHECK(support::wait_until([&] { return writers() == 0; }));
   CHECK(fs::file_size(log) == 10 + 4096);
   CHECK(support::read_file(log).rfind("IMPORTANT\n", 0) == 0);
+}
+
+TEST_CASE("Sandbox.output_reaches_a_non_blocking_pipe_whole_and_in_whole_lines") {
+  // The host's stderr a pipe made non-blocking (by a program that polls it): the relays of two
+  // workers flooding it must wait while it is full (EAGAIN), not drop what follows, and write at
+  // most PIPE_BUF bytes at a time, cut after a newline, so that their lines do not interleave.
+  if (std::getenv("FERRY_DEBUG")) {
+    MESSAGE("skipped under FERRY_DEBUG (its log lines go to the same stderr)");
+    return;
+  }
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  REQUIRE(::fcntl(p[1], F_SETFL, ::fcntl(p[1], F_GETFL) | O_NONBLOCK) == 0);
+  constexpr std::uint64_t each = std::uint64_t{256} << 10;
+  std::string got;
+  std::vector<std::uint64_t> flooded;
+  {
+    StderrInto into(p[1]);
+    ::close(p[1]);
+    auto o = sandboxed();
+    ferry::Executor boxed(o);
+    std::vector<ferry::Future<std::uint64_t>> floods;
+    for (int i = 0; i < 2; ++i) floods.push_back(boxed.submit_with(hostile(), flood_output, STDERR_FILENO, each));
+    // Read while they write, until both floods are here or nothing more comes for 20 s.
+    char buf[4096];
+    for (;;) {
+      pollfd in{p[0], POLLIN, 0};
+      if (got.size() >= 2 * each || ::poll(&in, 1, 20'000) <= 0) break;
+      const ssize_t n = ::read(p[0], buf, sizeof buf);
+      if (n <= 0) break;
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    for (auto& f : floods) flooded.push_back(f.wait_for(future_wait) ? f.get() : 0);
+    into.restore();
+    ::close(p[0]);  // before the workers end: a relay left with a full pipe gets EPIPE, not a wait
+  }
+  CHECK(flooded == std::vector<std::uint64_t>{each, each});
+  CHECK(got.size() == 2 * each);
+  std::size_t broken = 0;
+  for (std::size_t at = 0; at < got.size(); at += 64)
+    broken += got.compare(at, 64, std::string(63, 'x') + "\n") != 0;
+  CHECK(broken == 0);
 }
 
 TEST_CASE("Sandbox.options_a_pool_cannot_honour_are_refused") {

@@ -177,8 +177,8 @@ TEST_CASE("Wrap.cache_is_private_and_reused") {
   CHECK((st.st_mode & 0777) == 0700);
   CHECK_FALSE(entries(plugins_of(cache.path), ".so").empty());
   CHECK_FALSE(entries(cache.path, ".sum").empty());
-  // Its lock files are write-only: a sandboxed task, which may read the cache, cannot open one to
-  // hold its lock (Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_interface).
+  // Its lock files are write-only: a sandboxed task given the cache to read (Sandbox::read; by
+  // default it reads only plugins/) cannot open one to hold its lock (Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_interface).
   const auto locks = entries(cache.path, ".lock");
   CHECK_FALSE(locks.empty());
   for (const auto& lock : locks) CHECK((fs::status(lock).permissions() & fs::perms::all) == fs::perms::owner_write);

@@ -76,7 +76,7 @@ c++ "$work/wrap_host.cpp" -o "$work/wrap_host" \
 mkdir -m 700 "$work/cache"
 out=$(FERRY_CACHE_DIR="$work/cache" "$work/wrap_host")
 [ "$out" = "42" ] || fail "wrap host printed '$out'"
-ls "$work/cache"/wrap-*.so > /dev/null 2>&1 || fail "no wrap plugin in the cache"
+ls "$work/cache"/plugins/wrap-*.so > /dev/null 2>&1 || fail "no wrap plugin in the cache"
 if ls "$work/cache"/prelude-* > /dev/null 2>&1; then
   fail "the installed precompiled prelude was not used: the cache built its own ($(ls "$work/cache"))"
 fi

@@ -235,6 +235,11 @@ int main(int argc, char** argv) {
       answer_shared(call, value, fd.get(), sizeof value);
       continue;
     }
+    if (mode == "answer_then_stay") {
+      // Its last call (max_tasks_per_child 1): answered, then neither a bye nor an exit.
+      answer_inline(call, value);
+      for (;;) ::pause();
+    }
     if (x != 1) {
       answer_inline(call, value);
       if (held && mode == "out_of_order") held.reset();  // answered after the one behind it

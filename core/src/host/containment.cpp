@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <link.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include <ferry/errors.hpp>
 #include <ferry/plugin_index.hpp>
+#include <ferry/wrap.hpp>
 
 #include "platform/config.hpp"
 #include "platform/containment.hpp"
@@ -118,16 +120,22 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
   for (const auto& d : PluginIndex::search_path(options.plugin_dirs)) read.push_back(d.string());
   // Of the FERRY_WRAP cache only its plugins: its sources, build logs and records hold the user's
   // other programs' code. Made now if missing: a rule needs the directory to exist, and the
-  // executor's wraps are built after its workers started.
-  if (auto cache = Config::read().cache_dir; !cache.empty()) {
-    const fs::path plugins = wrap_plugin_dir(cache);
+  // executor's wraps are built after its workers started. Only a directory the wrap cache would
+  // use itself (ours, private, on a trusted way), not whatever a link there names.
+  if (auto cache = wrap_options().cache_dir; !cache.empty()) {
+    const fs::path plugins = wrap_plugin_dir(fs::absolute(cache));
     std::error_code ec;
-    std::string unsafe;
-    if (create_private_directories(plugins, ec, &unsafe))
+    std::string why;
+    struct stat st {};
+    if (!create_private_directories(plugins, ec, &why) && why.empty()) why = ec.message();
+    if (why.empty() && (::lstat(plugins.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) ||
+                        st.st_uid != ::geteuid() || (st.st_mode & 077) != 0))
+      why = "not a private directory of this user's";
+    if (why.empty()) why = untrusted_reason(plugins);
+    if (why.empty())
       read.push_back(plugins.string());
     else
-      debug_log("sandbox: no FERRY_WRAP plugins in the workers' sight: cannot make %s: %s", plugins.c_str(),
-                (unsafe.empty() ? ec.message() : unsafe).c_str());
+      debug_log("sandbox: no FERRY_WRAP plugins in the workers' sight: %s: %s", plugins.c_str(), why.c_str());
   }
   for (auto& lib : loaded_libraries()) read.push_back(std::move(lib));
   for (auto& p : read) p = resolved_path(p);

@@ -430,8 +430,8 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
 ///
 /// Between calls, the worker is held to the limit of the last call it ran: a task that returned
 /// at once and left a thread spinning used a CPU without bound while its worker idled (found by a
-/// review). Past it, the worker is retired (Retired::idle_cpu; no call is blamed) and replaced
-/// when work comes. A thread left running while the next call runs counts against that call.
+/// review). Past it, the worker is retired (Retired::idle_cpu; no call is blamed) and replaced at
+/// once. A thread left running while the next call runs counts against that call.
 void Manager::enforce_cpu_time_locked(WorkerSlot& w, Clock::time_point now) {
   const Call* c = w.lane.running();
   const std::uint64_t limit = cpu_limit_now(w);

@@ -633,7 +633,18 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
   if (!call) throw protocol::ProtocolError("result for a call it is not running");
-  w.idle_cpu_limit = call->limits.cpu_seconds;  // what it may use until its next call
+  // What it may use until its next call, measured from the next sample: a call run between two
+  // samples is not charged to its idle time.
+  w.idle_cpu_limit = call->limits.cpu_seconds;
+  w.cpu_call = 0;
+  if (w.lane.calls_left == 0 && w.lane.idle()) {
+    // Its last call (max_tasks_per_child): its bye comes next, and its place goes to a new worker
+    // now. One that neither says it nor exits (a task that answered for itself, then blocked)
+    // held its place for good: nothing else would be sent to it, nor end it.
+    w.advance(WorkerSlot::Phase::leaving);
+    w.kill_at = std::min(w.kill_at, now + bye_grace);
+    poller_.wake();
+  }
   if (const Call* next = w.lane.running();
       next && (next->deadline.count() > 0 || (next->limits.cpu_seconds && !cpu_ticking_))) {
     poller_.wake();  // the manager times the running call, or samples its CPU time

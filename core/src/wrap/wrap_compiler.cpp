@@ -743,6 +743,7 @@ InputRecord with_prelude(InputRecord wrap, const Prelude& pre) {
 
 WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   fs::path dir = prepare_cache_dir(site, s.options.cache_dir);
+  prepare_cache_dir(site, wrap_plugin_dir(dir));
   fs::path sum = dir / ("wrap-" + key + ".sum");
   fs::path err = dir / ("wrap-" + key + ".err");
   if (auto so = valid_entry(dir, key, sum)) return WrapBuild{so->string(), site.name, nullptr};
@@ -857,7 +858,6 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   }
   // The plugin first, under its content's name (no reader looks there before the .sum names it),
   // then the .sum. An earlier build's plugin stays: executors may still start workers on it.
-  prepare_cache_dir(site, wrap_plugin_dir(dir));
   const fs::path so = plugin_of(dir, key, *digest);
   fs::rename(tmp, so, ec);
   if (!ec) fs::rename(tmp_sum, sum, ec);
