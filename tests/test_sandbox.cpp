@@ -762,6 +762,25 @@ TEST_CASE("Sandbox.a_task_finds_no_other_calls_arguments_in_its_shared_memory") 
   CHECK(value_of(boxed.submit_with(hostile(), kept_block_foreign_bytes)) == 0);
 }
 
+TEST_CASE("Sandbox.a_worker_given_its_budget_of_argument_blocks_is_replaced") {
+  // Its task may keep every argument block it was given mapped (memory charged to the host):
+  // past FERRY_SANDBOX_SHARED_BYTES of them (4 GiB by default, 8 MiB here) the worker is replaced
+  // after its calls, stop reason "shared_memory".
+  constexpr std::size_t mib = std::size_t{1} << 20;
+  support::ScopedEnv budget("FERRY_SANDBOX_SHARED_BYTES", "8M");
+  auto o = sandboxed();
+  o.max_workers = 1;
+  ferry::Executor boxed(o);
+  const int first = value_of(boxed.submit_with(hostile(), hostile_pid));
+  for (int i = 0; i < 2; ++i)  // 6 MiB given: within the budget
+    CHECK(value_of(boxed.submit_with(hostile(), sum_bytes, std::vector<char>(3 * mib, 1))) == 3 * mib);
+  CHECK(value_of(boxed.submit_with(hostile(), hostile_pid)) == first);
+  CHECK(value_of(boxed.submit_with(hostile(), sum_bytes, std::vector<char>(3 * mib, 1))) == 3 * mib);  // 9 MiB
+  CHECK(support::wait_until([&] { return boxed.stats().workers_stopped == 1; }, 10s));
+  CHECK(value_of(boxed.submit_with(hostile(), hostile_pid)) != first);
+  CHECK(boxed.stats().workers_crashed == 0);
+}
+
 TEST_CASE("Sandbox.a_worker_gets_none_of_the_hosts_secrets_in_its_environment") {
   // The host's environment holds the user's tokens and keys (a CI job's, a cloud tool's): a
   // sandboxed worker gets what a process needs to run, ferry's settings and ExecutorOptions::env.

@@ -162,6 +162,7 @@ Pool::Pool(ExecutorOptions options)
     throw std::invalid_argument("ferry: max_workers " + std::to_string(max_workers_) +
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
   max_frame_ = config.max_frame_bytes;
+  sandbox_shared_budget_ = config.sandbox_shared_bytes;
   worker_spin_ = config.worker_spin;
 
   if (!options_.initializer.empty()) {
@@ -326,7 +327,7 @@ void Pool::dispatch_locked() {
         // host's cgroup's, as long as its worker: past a budget the worker is replaced after its
         // calls. Counted at every send (a call sent again after a crash goes to another worker).
         w.shared_given += call.peer_bytes;
-        if (w.shared_given > sandbox_shared_budget) {
+        if (w.shared_given > sandbox_shared_budget_) {
           w.retire(WorkerSlot::Retired::shared_memory);
           wake = true;
         }

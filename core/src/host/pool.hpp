@@ -125,9 +125,6 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   static void exit_waits_for_one_more();
   /// Crashed frames one worker may send (handle_crashed): its own, and its task's children's.
   static constexpr std::uint32_t max_crash_reports = 1024;
-  /// Bytes of argument blocks a sandboxed worker is given before it is replaced (after its
-  /// calls): its task may keep every block mapped (arguments_for_sandboxed_peer).
-  static constexpr std::uint64_t sandbox_shared_budget = std::uint64_t{4} << 30;
   static void exit_waits_for_one_less() noexcept;
   /// `m` locked, except in a forked child (a snapshot of the parent's state is read as it is).
   std::unique_lock<std::mutex> lock_unless_forked(std::mutex& m) const;
@@ -194,6 +191,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   ExecutorOptions options_;
   TaskRefs refs_;
   std::uint64_t max_frame_;
+  // Bytes of argument blocks a sandboxed worker is given before it is replaced (after its calls):
+  // its task may keep every block mapped (arguments_for_sandboxed_peer). FERRY_SANDBOX_SHARED_BYTES.
+  std::uint64_t sandbox_shared_budget_ = 0;
   std::chrono::microseconds worker_spin_;
   std::shared_ptr<Launcher> launcher_;
   protocol::TaskLimits limits_;                   // the executor's (ExecutorOptions::limits)

@@ -109,7 +109,7 @@ struct WorkerSlot {
   std::shared_ptr<const RemoteStack> crash_stack;
   std::uint32_t crash_reports = 0;  // crashed frames read (Pool::max_crash_reports)
   // Bytes of argument blocks given to it in a sandbox, which its task may keep mapped after the
-  // call (Pool::sandbox_shared_budget).
+  // call (Pool::sandbox_shared_budget_, FERRY_SANDBOX_SHARED_BYTES).
   std::uint64_t shared_given = 0;
   protocol::TaskLimits sent_limits;  // the limits its next task runs under (args, limits frames)
   // CPU time of the running call, sampled by the manager (Limits::cpu_time): the call measured,

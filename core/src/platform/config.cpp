@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<ConfigVariable, 18> table = {{
+constexpr std::array<ConfigVariable, 19> table = {{
     {"FERRY_PLUGIN_PATH", "colon-separated plugin directories, after ExecutorOptions::plugin_dirs",
      "none"},
     {"FERRY_WORKER", "path of ferry-worker", "the one installed with libferry, then $PATH"},
@@ -30,6 +30,10 @@ constexpr std::array<ConfigVariable, 18> table = {{
      "1G"},
     {"FERRY_SHM_THRESHOLD",
      "bytes above which an argument or result travels through shared memory (K/M/G allowed)", "1M"},
+    {"FERRY_SANDBOX_SHARED_BYTES",
+     "bytes of shared-memory argument blocks a sandboxed worker is given before it is replaced "
+     "(its task may keep them mapped; K/M/G allowed)",
+     "4G"},
     {"FERRY_WORKER_SPIN_US",
      "microseconds a worker busy-polls for its next task after a result (0 to 1000000)", "50"},
     {"FERRY_PIPELINE_DEPTH", "tasks in flight per worker, 1 to 64", "adaptive, 1 to 8"},
@@ -160,6 +164,7 @@ Config Config::read() {
   Reader r(c);
   r.number("FERRY_MAX_FRAME_BYTES", c.max_frame_bytes, 64 * 1024, std::uint64_t{1} << 40, true);
   r.number("FERRY_SHM_THRESHOLD", c.shm_threshold, 1, std::uint64_t{1} << 40, true);
+  r.number("FERRY_SANDBOX_SHARED_BYTES", c.sandbox_shared_bytes, 1, std::uint64_t{1} << 50, true);
   std::uint64_t spin = static_cast<std::uint64_t>(c.worker_spin.count());
   r.number("FERRY_WORKER_SPIN_US", spin, 0, 1'000'000, false);
   c.worker_spin = std::chrono::microseconds(spin);

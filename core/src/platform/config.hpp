@@ -31,6 +31,7 @@ FERRY_INTERNAL_API std::span<const ConfigVariable> config_variables();
 struct FERRY_INTERNAL_API Config {
   std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;   // FERRY_MAX_FRAME_BYTES
   std::uint64_t shm_threshold = std::uint64_t{1} << 20;     // FERRY_SHM_THRESHOLD
+  std::uint64_t sandbox_shared_bytes = std::uint64_t{4} << 30;  // FERRY_SANDBOX_SHARED_BYTES
   std::chrono::microseconds worker_spin{50};                // FERRY_WORKER_SPIN_US
   std::size_t pipeline_depth = 0;                           // FERRY_PIPELINE_DEPTH; 0 = adaptive
   unsigned max_cpu_count = 0;                               // FERRY_MAX_CPU_COUNT; 0 = none
