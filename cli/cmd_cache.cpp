@@ -32,8 +32,8 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   sub->require_subcommand(1);
   sub->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   sub->footer(wrap("FERRY_WRAP compiles each wrapped function into a plugin of the cache "
-                   "directory (plugins/wrap-<key>-<content>.so, with wrap-<key>.cpp, .sum and .lock; a "
-                   "build after a header changed adds a plugin, and executors still running may "
+                   "directory (plugins/wrap-<key>-<content>.so, with wrap-<key>.cpp, .sum and "
+                   ".lock; a build after a header changed adds a plugin, and executors still running may "
                    "use the earlier one), and precompiles "
                    "the prelude it includes (prelude-<key>.hpp.gch or .pch). A body the compiler "
                    "refused is remembered (wrap-<key>.err, the compiler's words): the same build "
@@ -46,8 +46,8 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   CLI::App* list = sub->add_subcommand("list", "List the cached wrap plugins and preludes");
   list->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   list->callback([&options] { options.list = true; });
-  list->footer(wrap("Prints each cached wrap plugin (plugins/wrap-<key>-<content>.so: size, date, the wrapped "
-                    "function and where it is defined, read from the first line of its .cpp; "
+  list->footer(wrap("Prints each cached wrap plugin (plugins/wrap-<key>-<content>.so: size, date, "
+                    "the wrapped function and where it is defined, read from the first line of its .cpp; "
                     "wrap-<key>.err: a remembered failure, marked FAILED), "
                     "each precompiled prelude (size, date), then the number and total size of "
                     "ferry's files (wrap-*, prelude-*, plugins/wrap-*).",

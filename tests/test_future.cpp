@@ -98,6 +98,34 @@ TEST_CASE("Future.then") {
   }
 }
 
+TEST_CASE("Future.then.a_continuation_that_waits_for_an_unfinished_call_of_its_executor_fails") {
+  // It runs on the manager thread, which sends queued calls and reads results: a get() there of a
+  // call still queued stopped the executor for good, its destructor too.
+  ferry::Executor ex(support::options(1));
+  auto f1 = ex.submit(slow_identity, 1, 300);
+  auto f2 = ex.submit(slow_identity, 2, 300);
+  auto g = f1.then([&](int v) { return ex.submit(slow_identity, v, 1).get(); });
+  REQUIRE(g.wait_for(30s));
+  CHECK_THROWS_WITH_AS(g.get(), doctest::Contains("would wait for itself"), std::logic_error);
+  CHECK(f2.get() == 2);
+  CHECK(ex.submit(square, 3).get() == 9);
+}
+
+TEST_CASE("Future.then.a_continuation_finds_the_calls_of_its_batch_ready") {
+  // Results read together are completed together: every future of the batch is ready before a
+  // callback runs (one waiting for a later call of its batch waited for ever in the thread that
+  // was to complete it).
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "8");
+  ferry::Executor ex(support::options(1));
+  for (int i = 0; i < 20; ++i) {
+    auto f1 = ex.submit(slow_identity, 1, 5);
+    auto f2 = ex.submit(square, 2);  // runs right after f1: its result follows f1's
+    auto g = f1.then([f2](int v) { return v + f2.get(); });
+    REQUIRE(g.wait_for(30s));
+    CHECK(g.get() == 5);
+  }
+}
+
 TEST_CASE("Future.cancel") {
   ferry::Executor ex(support::options(1));
   REQUIRE(ex.warm_up(10s));

@@ -199,6 +199,70 @@ TEST_CASE("MapOptions.timeout_cancels_the_rest_with_TimeoutError") {
   CHECK(ex.submit(square, 4).get() == 16);
 }
 
+TEST_CASE("MapOptions.a_failure_waits_for_the_rest_no_longer_than_the_timeout") {
+  // After the first failure the rest is cancelled and what runs is waited for: past the map's
+  // timeout too, and without killing it whatever kill_running said (a task that never ended kept
+  // map from throwing for good).
+  ferry::Executor ex(support::options(2));
+  auto elapsed = [start = std::chrono::steady_clock::now()] { return std::chrono::steady_clock::now() - start; };
+  CHECK_THROWS_AS(ex.map(fail_or_busy, std::vector<int>{-1, 20'000}, {.chunksize = 1, .timeout = 1s, .kill_running = true}),
+                  ferry::TaskError);
+  CHECK(elapsed() < 10s);  // killed, not waited for
+  CHECK(ex.submit(square, 4).get() == 16);
+  const auto before = elapsed();
+  CHECK_THROWS_AS(ex.map(fail_or_busy, std::vector<int>{-1, 4'000}, {.chunksize = 1, .timeout = 1s}), ferry::TaskError);
+  CHECK(elapsed() - before < 3500ms);  // the timeout, not the 4 s task (which goes on)
+}
+
+TEST_CASE("Imap.a_result_that_cannot_be_decoded_ends_the_stream") {
+  // The stream went on after a result's load() threw: past the chunk's values (an out-of-bounds
+  // read) and skipping what followed.
+  ferry::Executor ex(support::options(2));
+  using crash::Action, crash::Stage;
+  std::vector<std::pair<int, int>> inputs(8, {static_cast<int>(Stage::host_decode), static_cast<int>(Action::none)});
+  inputs[3].second = static_cast<int>(Action::throw_error);
+  for (int unordered = 0; unordered < 2; ++unordered) {
+    CAPTURE(unordered);
+    std::size_t before_error = 0, after_error = 0;
+    bool failed = false;
+    auto count = [&](auto&& stream) {
+      for (auto it = stream.begin(); it != stream.end();) {
+        (failed ? after_error : before_error) += 1;
+        try {
+          ++it;
+        } catch (const ferry::SerializationError&) {
+          failed = true;
+        }
+      }
+    };
+    if (unordered) {
+      count(ex.imap_unordered(make_faulty, inputs, {.chunksize = 1}));
+    } else {
+      count(ex.imap(make_faulty, inputs, {.chunksize = 1}));
+    }
+    CHECK(failed);
+    CHECK(after_error == 0);
+    if (!unordered) CHECK(before_error == 3);
+  }
+}
+
+TEST_CASE("Imap.an_input_that_cannot_be_encoded_fails_after_the_inputs_before_it") {
+  // Its encoding error was thrown as soon as it was met, eight inputs ahead of the stream: the
+  // results of the inputs before it, sent and run, were lost.
+  ferry::Executor ex(support::options(2));
+  using crash::Action, crash::Stage;
+  std::vector<crash::Faulty> inputs;
+  for (int i = 0; i < 20; ++i) inputs.emplace_back(Stage::host_encode, Action::none, i);
+  inputs[13].action = Action::throw_error;
+  std::vector<int> got;
+  try {
+    for (int r : ex.imap(take_faulty, inputs, {.chunksize = 1, .max_in_flight = 8})) got.push_back(r);
+    FAIL("imap did not throw");
+  } catch (const ferry::SerializationError&) {
+  }
+  CHECK(got == iota_vector(13));
+}
+
 TEST_CASE("MapOptions.on_progress_reports_done_and_total") {
   ferry::Executor ex(support::options(2));
   std::vector<std::pair<std::size_t, std::size_t>> calls;

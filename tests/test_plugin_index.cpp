@@ -734,6 +734,15 @@ TEST_CASE("PluginIndex.find.unknown_task_lists_searched_directories") {
     PluginIndex index({});
     CHECK(contains(plugin_error([&] { index.find("square"); }), "FERRY_PLUGIN_PATH"));
   }
+  SUBCASE("one that cannot be read says why") {
+    // A host out of descriptors could read none, and the message only said that no plugin had
+    // the task.
+    const fs::path file = b.path / "not-a-directory";
+    std::ofstream(file) << "x";
+    PluginIndex index({a.path, file});
+    const std::string said = plugin_error([&] { index.find("square_of_nothing"); });
+    CHECK(contains(said, file.string() + " (cannot read directory: "));
+  }
 }
 
 TEST_CASE("PluginIndex.find.a_miss_suggests_close_names") {

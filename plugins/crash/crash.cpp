@@ -80,6 +80,11 @@ int busy_for(int ms) {
   return ms;
 }
 
+int fail_or_busy(int ms) {
+  if (ms < 0) throw std::runtime_error("fail_or_busy: failing at once");
+  return busy_for(ms);
+}
+
 int kill_pid(int pid, int sig) { return ::kill(pid, sig); }
 int kill_pids(const std::vector<int>& pids, int sig) {
   int n = 0;
@@ -238,6 +243,7 @@ FERRY_TASK(stack_overflow);
 FERRY_TASK(leak);
 FERRY_TASK(spin_forever);
 FERRY_TASK(busy_for);
+FERRY_TASK(fail_or_busy);
 FERRY_TASK(kill_pid);
 FERRY_TASK(kill_pids);
 FERRY_TASK(getenv_task);

@@ -109,6 +109,9 @@ FERRY_EXPORT int leak(int megabytes);
 FERRY_EXPORT int spin_forever(int x);
 /// Keeps this thread busy until it has used `ms` milliseconds of CPU time, then returns `ms`.
 FERRY_EXPORT int busy_for(int ms);
+/// ms < 0: throws std::runtime_error at once; else busy_for(ms) (a map with one quick failure
+/// and long inputs beside it).
+FERRY_EXPORT int fail_or_busy(int ms);
 /// Sends `sig` to process `pid` (a sibling worker), then returns.
 FERRY_EXPORT int kill_pid(int pid, int sig);
 /// Kills every pid of the list (in order), then returns the number killed.

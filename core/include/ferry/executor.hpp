@@ -276,8 +276,10 @@ class FERRY_API Executor {
   element: `fn(element..., extra...)`, encoded once per chunk, not once per element. Inputs
   travel in chunks of `options.chunksize` (one message and one worker call each). Blocks until
   all chunks end; the first failure in input order is rethrown (it names its input:
-  Error::input_index()) after the remaining chunks were cancelled or finished. MapOptions adds a
-  timeout, progress, a stop token and a bound on the chunks in flight.
+  Error::input_index()) after the remaining chunks were cancelled or finished (running ones killed
+  with MapOptions::kill_running; waited for at most until MapOptions::timeout). An input that
+  cannot be encoded fails the map in input order too. MapOptions adds a timeout, progress, a stop
+  token and a bound on the chunks in flight.
   @code
   auto packed = ex.map(compress, files, {.chunksize = 16}, 6);  // compress(file, 6) for each file
   @endcode
@@ -632,7 +634,7 @@ class FERRY_API Executor {
     if constexpr (std::is_void_v<R>) {
       while (auto c = run.next()) {
         if (auto e = c->future.exception()) {
-          run.cancel_all(false);
+          run.cancel_all();
           std::rethrow_exception(e);
         }
         run.advance(c->count);
@@ -664,7 +666,7 @@ class FERRY_API Executor {
       while (auto c = run.next()) {
         if (auto e = c->future.exception()) {
           // The first failure in input order, once the rest was cancelled or finished.
-          run.cancel_all(false);
+          run.cancel_all();
           std::rethrow_exception(e);
         }
         done.push_back(std::move(c->future));
@@ -673,7 +675,7 @@ class FERRY_API Executor {
           try {
             decode_done();
           } catch (...) {
-            run.cancel_all(false);  // as for a failed chunk: the rest is cancelled or finished
+            run.cancel_all();  // as for a failed chunk: the rest is cancelled or finished
             throw;
           }
         }

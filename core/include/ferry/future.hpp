@@ -190,7 +190,10 @@ class Future {
   `f` takes either the ready Future<T> (and may call get() on it) or the value T (then an error of
   this future skips `f` and passes on to the returned future). It runs in the thread that
   completes this future (often ferry's manager thread), or at once if already ready; it must not
-  block for long. An exception thrown by `f` fails the returned future.
+  block for long. An exception thrown by `f` fails the returned future. A get() or wait() (without
+  a deadline) in `f`, on the manager thread, of another call of the same executor that is not
+  finished throws std::logic_error rather than stop the executor (that thread would finish it);
+  the futures of one batch of results are all ready before any callback runs.
   @code
   auto g = ex->submit(square, 3).then([](int v) { return v + 1; });  // g.get() == 10
   @endcode

@@ -291,12 +291,19 @@ class MapRun {
     bar_.update(done_);
   }
 
-  /// Cancels every chunk out (killing running ones with `kill_running`) and waits until each has
-  /// ended.
-  void cancel_all(bool kill_running) {
+  /// After a failure: cancels every chunk out (killing running ones with MapOptions::kill_running)
+  /// and waits until each has ended, at most until the map's timeout (a task that never ends
+  /// kept the map from throwing its error: it waited for it whatever the timeout).
+  void cancel_all() {
     exhausted_ = true;
-    for (auto& [seq, c] : flying_) c.future.cancel(CancelOptions{.kill_running = kill_running});
-    for (auto& [seq, c] : flying_) c.future.wait();
+    for (auto& [seq, c] : flying_) c.future.cancel(CancelOptions{.kill_running = options_.kill_running});
+    for (auto& [seq, c] : flying_) {
+      if (!deadline_) {
+        c.future.wait();
+      } else if (!c.future.wait_until(*deadline_)) {
+        break;  // what still runs goes on (killed already with kill_running)
+      }
+    }
   }
 
   bool stopped() const noexcept { return stopped_; }
@@ -312,7 +319,18 @@ class MapRun {
   void fill() {
     while (!exhausted_ && flying_.size() < limit_ && !options_.stop.stop_requested()) {
       Chunk c;
-      Produced p = produce_(c);
+      Produced p;
+      try {
+        p = produce_(c);
+      } catch (...) {
+        // An input that cannot be encoded, or the input range's own error: thrown in input order
+        // too, once the chunks before it are handed back (it was thrown at once, and their
+        // results were lost).
+        exhausted_ = true;
+        if (flying_.empty()) throw;
+        send_error_ = std::current_exception();
+        break;
+      }
       later_ = p == Produced::later;
       if (p == Produced::end) exhausted_ = true;
       if (p != Produced::chunk) break;
@@ -406,7 +424,7 @@ class MapRun {
   Send send_;
   ProgressBar bar_;
   std::optional<Clock::time_point> deadline_;
-  std::exception_ptr send_error_;  // a chunk could not be sent: thrown once those out are back
+  std::exception_ptr send_error_;  // a chunk could not be made or sent: thrown once those out are back
   std::map<std::uint64_t, Chunk> flying_;  // by sequence: input order for the chunks produced
   std::uint64_t next_seq_ = 0;
   std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
@@ -424,7 +442,7 @@ class MapRun {
 completion order) return. An input range: iterate it once. Inputs are pulled and sent as the
 iteration goes, at most MapOptions::max_in_flight chunks ahead. An error of an input is thrown by
 the increment (or begin()) that reaches the chunk holding it (with chunksize 1: that very input),
-and ends the stream; so do a TimeoutError (MapOptions::timeout, counted from the call that made
+and ends the stream (so does a result that cannot be decoded, or an on_progress that throws); so do a TimeoutError (MapOptions::timeout, counted from the call that made
 the stream) and the error of a chunk the executor could not take: the stream may outlive its
 executor, and once that is gone, the results sent before come back and the next increment throws
 BrokenProcessPool. Leaving the stream early cancels the chunks not yet started.
@@ -459,10 +477,18 @@ class MapStream {
           done = true;
           std::rethrow_exception(e);
         }
-        values = c->future.get();
-        first = c->first;
-        pos = 0;
-        run->advance(c->count);
+        try {
+          values = c->future.get();
+          first = c->first;
+          pos = 0;
+          run->advance(c->count);
+        } catch (...) {
+          // A result a type's load() refused, or on_progress threw: the stream ends there (it
+          // went on past its values, and skipped the chunk).
+          done = true;
+          values.clear();
+          throw;
+        }
         if (!values.empty()) break;
       }
       set_current();

@@ -120,7 +120,9 @@ void Executor::submit_encoded(const detail::Target& target, detail::Buffer args,
                               std::uint32_t items, std::shared_ptr<detail::StateBase> state,
                               const SubmitOptions& options, std::uint8_t frame_flags,
                               std::size_t first_input) {
-  if (!succession_) {
+  // In a child of fork() the pool fails the call at once; a lock of the succession that a thread
+  // of the parent held when it forked is held for good here.
+  if (!succession_ || pool_->forked()) {
     pool_->submit(target, std::move(args), items, std::move(state), options, frame_flags, first_input);
     return;
   }
@@ -144,8 +146,11 @@ void Executor::hand_over(std::shared_ptr<Executor> next) {
   succession_->next = std::move(next);
   succession_->replaced.store(true, std::memory_order_release);
   // Wait for the submissions that did not see the flag: they are accepted by this pool, which
-  // then completes them in the background like any work pending at shutdown.
-  { std::unique_lock lock(succession_->mu); }
+  // then completes them in the background like any work pending at shutdown. (Not in a child of
+  // fork(): a parent's thread may have held the lock when it forked, for good here.)
+  if (!pool_->forked()) {
+    std::unique_lock lock(succession_->mu);
+  }
   pool_->shutdown({.wait = false, .kill_workers = false});
 }
 

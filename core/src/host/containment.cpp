@@ -3,9 +3,9 @@
 
 #include <fcntl.h>
 #include <link.h>
-#include <sys/stat.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>

@@ -50,8 +50,9 @@ class PrivateTempDir {
 std::string resolved_path(const std::string& p);
 
 /// What a sandboxed worker may read: Sandbox::read, the plugin directories, the FERRY_WRAP cache's
-/// plugins (wrap_plugin_dir, made if missing) and every shared library loaded in this process now (so that a plugin the host loaded can be
-/// loaded by the worker); resolved (resolved_path). The pool computes it once.
+/// plugins (wrap_plugin_dir, made if missing) and every shared library loaded in this process now
+/// (so that a plugin the host loaded can be loaded by the worker); resolved (resolved_path). The
+/// pool computes it once.
 std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, const Sandbox& sandbox);
 
 /// The containment part of ferry-worker's command line (worker/containment.hpp reads it): the

@@ -23,6 +23,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 
 #include <ferry/ferry.hpp>
@@ -546,6 +547,23 @@ std::vector<std::string> Manager::worker_args() const {
 void Manager::start_one(Completions& done) {
   std::string why;
   auto launched = p_.launcher_->launch(worker_args(), why);
+  Fd exit_fd, sock_out;
+  if (launched) {
+    // The poller's own descriptors for its end and its channel's writes: without them its death
+    // or its writability would go unseen (a host at its RLIMIT_NOFILE).
+    int error = 0;
+    exit_fd = Fd(::fcntl(launched->worker->exit_fd(), F_DUPFD_CLOEXEC, 0));
+    if (!exit_fd) error = errno;
+    sock_out = Fd(::fcntl(launched->channel, F_DUPFD_CLOEXEC, 0));
+    if (!sock_out && !error) error = errno;
+    if (error) {
+      why = std::string("the host has no descriptor left for a worker (") + std::strerror(error) +
+            "): raise RLIMIT_NOFILE (ulimit -n) or lower max_workers";
+      launched->worker->kill();
+      ::close(launched->channel);
+      launched.reset();
+    }
+  }
   if (!launched) {
     // Nothing can run without a worker: fail what waits, unless another worker is alive.
     std::lock_guard lock(p_.mu_);
@@ -563,12 +581,12 @@ void Manager::start_one(Completions& done) {
   w->pid = w->process->pid();
   w->sock = Fd(launched->channel);
   ::fcntl(w->sock.get(), F_SETFL, ::fcntl(w->sock.get(), F_GETFL) | O_NONBLOCK);
-  w->exit_fd = Fd(::fcntl(w->process->exit_fd(), F_DUPFD_CLOEXEC, 0));
+  w->exit_fd = std::move(exit_fd);
+  w->sock_out = std::move(sock_out);
   register_worker(w);
 }
 
 void Manager::register_worker(const SlotPtr& w) {
-  w->sock_out = Fd(::fcntl(w->sock.get(), F_DUPFD_CLOEXEC, 0));
   w->spawned = Clock::now();
   std::lock_guard lock(p_.mu_);
   w->sent_limits = p_.limits_;  // given on its command line

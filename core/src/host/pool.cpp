@@ -788,12 +788,17 @@ void Pool::complete(Completions& done) {
   if (done.empty()) return;
   Completing mark(this);
   count_outcomes(done);
-  for (auto& c : done) {
-    RunRecord* run = c.run.ran ? &c.run : nullptr;
-    if (c.error) {
-      c.state->set_error(c.error, run);
-    } else {
-      c.state->set_payload(std::move(c.payload), c.offset, run);
+  {
+    // Every state of the batch is set before any callback runs: one that waits for another call
+    // of the batch finds it done (it waited for ever in the thread that was to set it).
+    StateBase::Deferred later;
+    for (auto& c : done) {
+      RunRecord* run = c.run.ran ? &c.run : nullptr;
+      if (c.error) {
+        c.state->set_error(c.error, run, &later);
+      } else {
+        c.state->set_payload(std::move(c.payload), c.offset, run, &later);
+      }
     }
   }
   std::size_t n = done.size();
@@ -812,21 +817,32 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
     state.set_error(forked_error());
     return;
   }
+  // A callback or a then() continuation runs on the manager thread, which sends queued calls,
+  // reads results and handles dead workers: a wait there for a call it cannot finish itself
+  // stopped the whole executor for good (and its destructor with it). Told instead, unless the
+  // wait has a deadline (then it only ends without the result).
+  auto cannot_finish = [&] {
+    if (!deadline && !state.ready() && manager_.on_this_thread())
+      throw std::logic_error("ferry: a callback or then() continuation of this executor waits for its call '" +
+                             state.task() +
+                             "', which has not finished: the executor's own thread runs the callback, and would "
+                             "wait for itself. Chain the call with then(), or wait outside callbacks");
+  };
   SlotPtr w;
   double service_us;
   {
     std::lock_guard lock(mu_);
     auto call = dispatcher_.find(state.call_id());
-    if (!call || !call->lane) return;
+    if (!call || !call->lane) return cannot_finish();
     auto wit = workers_.find(call->lane->serial);
-    if (wit == workers_.end() || !wit->second->alive() || !wit->second->channel_open) return;
+    if (wit == workers_.end() || !wit->second->alive() || !wit->second->channel_open) return cannot_finish();
     w = wit->second;
     service_us = dispatcher_.service_us();
   }
   // Read our own result off the channel instead of waiting for the manager to do it and wake
   // us: on these VMs each cross-vCPU wake-up costs ~75 µs, the price of the whole round trip.
   auto lease = ChannelLease::for_waiter(*w, poller_);
-  if (!lease) return;  // someone else reads this channel; they will complete us
+  if (!lease) return cannot_finish();  // someone else reads this channel; they will complete us
   auto spin = std::chrono::microseconds(
       service_us < 500 ? static_cast<long>(std::min(3 * service_us, 300.0)) : 0);
   auto spin_until = Clock::now() + spin;
@@ -843,7 +859,8 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
       // call of this very worker).
       lease.release();
       complete(done);
-      if (state.ready() || !lease.retake()) return;
+      if (state.ready()) return;
+      if (!lease.retake()) return cannot_finish();
       continue;
     }
     if (!alive) break;
@@ -867,6 +884,7 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
   }
   lease.release();
   complete(done);
+  cannot_finish();  // its worker died: the manager would fail or retry the call
 }
 
 bool Pool::cancel(StateBase& state, bool kill_running) {
@@ -1107,6 +1125,13 @@ bool Pool::warm_up(Clock::time_point deadline) {
     idle_exited_ = 0;
   }
   poller_.wake();
+  if (manager_.on_this_thread()) {
+    // A callback: the thread that starts the workers is this one.
+    if (deadline == Clock::time_point::max())
+      throw std::logic_error("ferry: warm_up() without a timeout inside a callback or then() continuation of "
+                             "this executor would wait for itself: its own thread starts the workers");
+    return false;
+  }
   std::unique_lock lock(mu_);
   auto all_up = [&] {
     auto up = std::count_if(workers_.begin(), workers_.end(), [](const auto& kv) { return kv.second->up(); });

@@ -115,10 +115,9 @@ struct WorkerSlot {
   // CPU time of the running call, sampled by the manager (Limits::cpu_time): the call measured,
   // the worker's CPU ticks when it was first seen running, and when the next sample is due (one
   // per period, not one per pass of the manager: reading /proc for every task halved the rate of
-  // short tasks).
-  // While it idles, the same for the CPU time limit of the last call it ran (0: none), against
-  // which what it uses between calls is measured (cpu_call is then cpu_idle): a thread that call
-  // left spinning used a CPU without bound while no call ran.
+  // short tasks). While it idles, the same against the CPU time limit of the last call it ran
+  // (idle_cpu_limit, 0: none; cpu_call is then cpu_idle): a thread that call left spinning used a
+  // CPU without bound while no call ran.
   std::uint64_t cpu_call = 0;
   std::uint64_t cpu_base = 0;
   Clock::time_point cpu_sample_at{};

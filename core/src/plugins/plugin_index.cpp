@@ -296,8 +296,13 @@ TaskInfo PluginIndex::find(std::string_view name) {
                                       detail::plugin_abi_version);
     return *found;
   }
+  // A directory that could not be read says why (out of descriptors, it hid every plugin).
   std::string searched;
-  for (const auto& d : dirs_) searched += (searched.empty() ? "" : ", ") + d.string();
+  for (const auto& d : dirs_) {
+    searched += (searched.empty() ? "" : ", ") + d.string();
+    for (const auto& [path, why] : skipped_)
+      if (path == d && why.rfind("cannot read directory", 0) == 0) searched += " (" + why + ")";
+  }
   std::vector<const TaskInfo*> known;
   for (const auto& e : entries_)
     for (const auto& t : e->tasks) known.push_back(&t);

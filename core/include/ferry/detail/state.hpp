@@ -81,8 +81,14 @@ struct Notifier {
   std::condition_variable cv;
   std::deque<std::size_t> completed;  // the waiters' numbers, in completion order
   bool woken = false;                 // detail::MapRun::wake()
+  /// Called instead, in the completing thread, when set before the first watch (when_any).
+  std::function<void(std::size_t)> on_notify;
 
   void notify(std::size_t number) {
+    if (on_notify) {
+      on_notify(number);
+      return;
+    }
     {
       std::lock_guard lock(mu);
       completed.push_back(number);
@@ -113,22 +119,32 @@ class FERRY_API StateBase {
 
   bool ready() const noexcept { return done_.load(std::memory_order_acquire); }
 
+  /// The callbacks and watchers of states completed in one batch, run when it runs (or ends):
+  /// the pool sets every state of a batch first. A callback of one call that waited for another
+  /// of the same batch found it unset, in the very thread that was to set it, and waited for ever.
+  class Deferred;
+
   /// Completes with the worker's result bytes (those after `offset`); false if already completed.
-  /// `run`: how the call ran (Future::info()), when it reached a worker.
-  bool set_payload(Buffer payload, std::size_t offset = 0, RunRecord* run = nullptr) {
-    return complete([&] {
-      payload_ = std::move(payload);
-      offset_ = offset;
-      if (run) run_ = std::move(*run);
-    });
+  /// `run`: how the call ran (Future::info()), when it reached a worker. `later`: where its
+  /// callbacks and watchers go instead of running now.
+  bool set_payload(Buffer payload, std::size_t offset = 0, RunRecord* run = nullptr, Deferred* later = nullptr) {
+    return complete(
+        [&] {
+          payload_ = std::move(payload);
+          offset_ = offset;
+          if (run) run_ = std::move(*run);
+        },
+        later);
   }
   /// Completes with an error; false if already completed.
-  bool set_error(std::exception_ptr e, RunRecord* run = nullptr) {
-    return complete([&] {
-      error_ = std::move(e);
-      cancelled_ = cancel_requests_ > 0 && is_cancellation(error_);
-      if (run) run_ = std::move(*run);
-    });
+  bool set_error(std::exception_ptr e, RunRecord* run = nullptr, Deferred* later = nullptr) {
+    return complete(
+        [&] {
+          error_ = std::move(e);
+          cancelled_ = cancel_requests_ > 0 && is_cancellation(error_);
+          if (run) run_ = std::move(*run);
+        },
+        later);
   }
 
   /// True while the call is the one its worker runs (the pool marks it; see Future::running).
@@ -265,7 +281,7 @@ class FERRY_API StateBase {
 
  protected:
   template <class F>
-  bool complete(F&& fill) {
+  bool complete(F&& fill, Deferred* later = nullptr) {
     std::vector<std::function<void()>> callbacks;
     std::vector<Watcher> watchers;
     {
@@ -277,6 +293,24 @@ class FERRY_API StateBase {
       watchers.swap(watchers_);
     }
     cv_.notify_all();
+    if (later) {
+      defer(*later, watchers, callbacks);
+      return true;
+    }
+    run_callbacks(watchers, callbacks);
+    return true;
+  }
+
+  struct Watcher {
+    std::weak_ptr<Notifier> notifier;
+    std::size_t number;
+  };
+
+  /// Hands them to `later` (defined after Deferred).
+  static void defer(Deferred& later, std::vector<Watcher>& watchers,
+                    std::vector<std::function<void()>>& callbacks) noexcept;
+
+  static void run_callbacks(std::vector<Watcher>& watchers, std::vector<std::function<void()>>& callbacks) noexcept {
     for (auto& w : watchers) {
       try {
         if (auto n = w.notifier.lock()) n->notify(w.number);
@@ -292,7 +326,6 @@ class FERRY_API StateBase {
         // it, nor stop the other callbacks: as loky's Future._invoke_callbacks.
       }
     }
-    return true;
   }
 
  private:
@@ -329,16 +362,44 @@ class FERRY_API StateBase {
   bool cancelled_ = false;        // set with error_, published by done_
   RunRecord run_;                 // set with the result, published by done_
   std::vector<std::function<void()>> callbacks_;
-  struct Watcher {
-    std::weak_ptr<Notifier> notifier;
-    std::size_t number;
-  };
   std::vector<Watcher> watchers_;  // watch(): waiters on many futures
   std::weak_ptr<StateOwner> owner_;
   std::uint64_t call_id_ = 0;
   std::string task_;
   std::shared_ptr<const TaskInfo> identity_;
 };
+
+class StateBase::Deferred {
+ public:
+  Deferred() = default;
+  Deferred(const Deferred&) = delete;
+  Deferred& operator=(const Deferred&) = delete;
+  ~Deferred() { run(); }
+
+  /// Runs what the batch's states deferred, in their order (each state's watchers, then its
+  /// callbacks, as complete() does).
+  void run() noexcept {
+    for (auto& [watchers, callbacks] : held_) StateBase::run_callbacks(watchers, callbacks);
+    held_.clear();
+  }
+
+ private:
+  friend class StateBase;
+  void take(std::vector<Watcher>& watchers, std::vector<std::function<void()>>& callbacks) noexcept {
+    if (watchers.empty() && callbacks.empty()) return;
+    try {
+      held_.emplace_back(std::move(watchers), std::move(callbacks));
+    } catch (...) {
+      StateBase::run_callbacks(watchers, callbacks);  // no memory to hold them: now, not never
+    }
+  }
+  std::vector<std::pair<std::vector<Watcher>, std::vector<std::function<void()>>>> held_;
+};
+
+inline void StateBase::defer(Deferred& later, std::vector<Watcher>& watchers,
+                             std::vector<std::function<void()>>& callbacks) noexcept {
+  later.take(watchers, callbacks);
+}
 
 /// Tag of a state that only ever holds a local value (make_local_state).
 struct LocalState {};
