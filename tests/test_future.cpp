@@ -100,7 +100,9 @@ TEST_CASE("Future.then") {
 
 TEST_CASE("Future.then.a_continuation_that_waits_for_an_unfinished_call_of_its_executor_fails") {
   // It runs on the manager thread, which sends queued calls and reads results: a get() there of a
-  // call still queued stopped the executor for good, its destructor too.
+  // call still queued stopped the executor for good, its destructor too. (One call at a time per
+  // worker: a call pipelined to a worker is read by the waiting callback itself.)
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");
   ferry::Executor ex(support::options(1));
   auto f1 = ex.submit(slow_identity, 1, 300);
   auto f2 = ex.submit(slow_identity, 2, 300);
@@ -109,6 +111,22 @@ TEST_CASE("Future.then.a_continuation_that_waits_for_an_unfinished_call_of_its_e
   CHECK_THROWS_WITH_AS(g.get(), doctest::Contains("would wait for itself"), std::logic_error);
   CHECK(f2.get() == 2);
   CHECK(ex.submit(square, 3).get() == 9);
+}
+
+TEST_CASE("Future.then.a_continuation_may_wait_for_a_call_another_thread_reads") {
+  // The callback runs on the manager thread while this thread reads b's worker's channel in its
+  // get(): b is finished by this thread (an early version of the check above threw here).
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");
+  ferry::Executor ex(support::options(2));
+  REQUIRE(ex.warm_up(30s));
+  for (int i = 0; i < 10; ++i) {
+    auto b = ex.submit(slow_identity, 2, 100);
+    auto a = ex.submit(slow_identity, 1, 20);
+    auto c = a.then([b](int v) { return v + b.get(); });
+    CHECK(b.get() == 2);
+    REQUIRE(c.wait_for(30s));
+    CHECK(c.get() == 3);
+  }
 }
 
 TEST_CASE("Future.then.a_continuation_finds_the_calls_of_its_batch_ready") {

@@ -204,6 +204,7 @@ TEST_CASE("MapOptions.a_failure_waits_for_the_rest_no_longer_than_the_timeout") 
   // timeout too, and without killing it whatever kill_running said (a task that never ended kept
   // map from throwing for good).
   ferry::Executor ex(support::options(2));
+  REQUIRE(ex.warm_up(30s));  // the 1 s timeouts below are for the calls, not for starting workers
   auto elapsed = [start = std::chrono::steady_clock::now()] { return std::chrono::steady_clock::now() - start; };
   CHECK_THROWS_AS(ex.map(fail_or_busy, std::vector<int>{-1, 20'000}, {.chunksize = 1, .timeout = 1s, .kill_running = true}),
                   ferry::TaskError);

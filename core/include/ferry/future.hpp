@@ -191,8 +191,9 @@ class Future {
   this future skips `f` and passes on to the returned future). It runs in the thread that
   completes this future (often ferry's manager thread), or at once if already ready; it must not
   block for long. An exception thrown by `f` fails the returned future. A get() or wait() (without
-  a deadline) in `f`, on the manager thread, of another call of the same executor that is not
-  finished throws std::logic_error rather than stop the executor (that thread would finish it);
+  a deadline) in `f`, on the manager thread, of another call of the same executor that only that
+  thread could finish (still queued, or its worker dead) throws std::logic_error rather than stop
+  the executor;
   the futures of one batch of results are all ready before any callback runs.
   @code
   auto g = ex->submit(square, 3).then([](int v) { return v + 1; });  // g.get() == 10

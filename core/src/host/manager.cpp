@@ -560,8 +560,11 @@ void Manager::start_one(Completions& done) {
       why = std::string("the host has no descriptor left for a worker (") + std::strerror(error) +
             "): raise RLIMIT_NOFILE (ulimit -n) or lower max_workers";
       launched->worker->kill();
+      (void)launched->worker->status();  // reaped: no zombie per attempt
       ::close(launched->channel);
       launched.reset();
+      std::lock_guard lock(p_.mu_);
+      ++p_.startup_failures_;  // given up on as workers that die before their hello
     }
   }
   if (!launched) {

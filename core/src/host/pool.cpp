@@ -818,22 +818,31 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
     return;
   }
   // A callback or a then() continuation runs on the manager thread, which sends queued calls,
-  // reads results and handles dead workers: a wait there for a call it cannot finish itself
-  // stopped the whole executor for good (and its destructor with it). Told instead, unless the
-  // wait has a deadline (then it only ends without the result).
+  // reads results and handles dead workers: a wait there for a call only it could finish stopped
+  // the whole executor for good (and its destructor with it). Told instead (read_own_result),
+  // unless the wait has a deadline (then it only ends without the result). A call whose worker's
+  // channel another thread reads is finished by that thread, or read here once it lets go.
+  const bool on_manager = !deadline && manager_.on_this_thread();
+  while (!read_own_result(state, deadline, on_manager))
+    if (state.wait_until(Clock::now() + std::chrono::milliseconds(1))) return;
+}
+
+bool Pool::read_own_result(StateBase& state, std::optional<Clock::time_point> deadline, bool on_manager) {
   auto cannot_finish = [&] {
-    if (!deadline && !state.ready() && manager_.on_this_thread())
+    if (on_manager && !state.ready())
       throw std::logic_error("ferry: a callback or then() continuation of this executor waits for its call '" +
                              state.task() +
                              "', which has not finished: the executor's own thread runs the callback, and would "
                              "wait for itself. Chain the call with then(), or wait outside callbacks");
+    return true;
   };
   SlotPtr w;
   double service_us;
   {
     std::lock_guard lock(mu_);
     auto call = dispatcher_.find(state.call_id());
-    if (!call || !call->lane) return cannot_finish();
+    if (!call) return true;  // finished: the thread that took it completes it
+    if (!call->lane) return cannot_finish();
     auto wit = workers_.find(call->lane->serial);
     if (wit == workers_.end() || !wit->second->alive() || !wit->second->channel_open) return cannot_finish();
     w = wit->second;
@@ -842,7 +851,7 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
   // Read our own result off the channel instead of waiting for the manager to do it and wake
   // us: on these VMs each cross-vCPU wake-up costs ~75 µs, the price of the whole round trip.
   auto lease = ChannelLease::for_waiter(*w, poller_);
-  if (!lease) return cannot_finish();  // someone else reads this channel; they will complete us
+  if (!lease) return !on_manager;  // someone else reads this channel; they will complete us
   auto spin = std::chrono::microseconds(
       service_us < 500 ? static_cast<long>(std::min(3 * service_us, 300.0)) : 0);
   auto spin_until = Clock::now() + spin;
@@ -859,8 +868,8 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
       // call of this very worker).
       lease.release();
       complete(done);
-      if (state.ready()) return;
-      if (!lease.retake()) return cannot_finish();
+      if (state.ready()) return true;
+      if (!lease.retake()) return !on_manager;
       continue;
     }
     if (!alive) break;
@@ -884,7 +893,7 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
   }
   lease.release();
   complete(done);
-  cannot_finish();  // its worker died: the manager would fail or retry the call
+  return cannot_finish();  // its worker died: the manager would fail or retry the call
 }
 
 bool Pool::cancel(StateBase& state, bool kill_running) {
@@ -1125,19 +1134,19 @@ bool Pool::warm_up(Clock::time_point deadline) {
     idle_exited_ = 0;
   }
   poller_.wake();
-  if (manager_.on_this_thread()) {
-    // A callback: the thread that starts the workers is this one.
-    if (deadline == Clock::time_point::max())
-      throw std::logic_error("ferry: warm_up() without a timeout inside a callback or then() continuation of "
-                             "this executor would wait for itself: its own thread starts the workers");
-    return false;
-  }
   std::unique_lock lock(mu_);
   auto all_up = [&] {
     auto up = std::count_if(workers_.begin(), workers_.end(), [](const auto& kv) { return kv.second->up(); });
     // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
     return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->capacity());
   };
+  if (manager_.on_this_thread() && !all_up()) {
+    // A callback: the thread that starts the workers is this one.
+    if (deadline == Clock::time_point::max())
+      throw std::logic_error("ferry: warm_up() without a timeout inside a callback or then() continuation of "
+                             "this executor would wait for itself: its own thread starts the workers");
+    return false;
+  }
   if (deadline == Clock::time_point::max()) {
     changed_.wait(lock, all_up);
     return true;
