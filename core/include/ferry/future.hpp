@@ -193,8 +193,7 @@ class Future {
   block for long. An exception thrown by `f` fails the returned future. A get() or wait() (without
   a deadline) in `f`, on the manager thread, of another call of the same executor that only that
   thread could finish (still queued, or its worker dead) throws std::logic_error rather than stop
-  the executor;
-  the futures of one batch of results are all ready before any callback runs.
+  the executor; the futures of one batch of results are all ready before any callback runs.
   @code
   auto g = ex->submit(square, 3).then([](int v) { return v + 1; });  // g.get() == 10
   @endcode

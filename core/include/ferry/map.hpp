@@ -424,7 +424,7 @@ class MapRun {
   Send send_;
   ProgressBar bar_;
   std::optional<Clock::time_point> deadline_;
-  std::exception_ptr send_error_;  // a chunk could not be made or sent: thrown once those out are back
+  std::exception_ptr send_error_;  // a chunk not made or not sent: thrown once those out are back
   std::map<std::uint64_t, Chunk> flying_;  // by sequence: input order for the chunks produced
   std::uint64_t next_seq_ = 0;
   std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
@@ -442,8 +442,8 @@ class MapRun {
 completion order) return. An input range: iterate it once. Inputs are pulled and sent as the
 iteration goes, at most MapOptions::max_in_flight chunks ahead. An error of an input is thrown by
 the increment (or begin()) that reaches the chunk holding it (with chunksize 1: that very input),
-and ends the stream (so does a result that cannot be decoded, or an on_progress that throws); so do a TimeoutError (MapOptions::timeout, counted from the call that made
-the stream) and the error of a chunk the executor could not take: the stream may outlive its
+and ends the stream (so does a result that cannot be decoded, or an on_progress that throws); so
+do a TimeoutError (MapOptions::timeout, counted from the call that made the stream) and the error of a chunk the executor could not take: the stream may outlive its
 executor, and once that is gone, the results sent before come back and the next increment throws
 BrokenProcessPool. Leaving the stream early cancels the chunks not yet started.
 */

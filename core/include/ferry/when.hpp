@@ -125,6 +125,7 @@ Future<WhenAnyResult<T>> when_any(std::vector<Future<T>> futures) {
   // A watcher on each future (an entry in its list, as ferry::wait's), taken back from the others
   // once one decided: a then() on each, kept until each completed, made when_any in a loop over
   // the futures still pending quadratic in time and memory (1,500 futures: 225 MB).
+  //
   // Until one decides, Shared and the notifier hold each other (the futures hold the notifier
   // weakly); the one that decides lets go of the notifier, which goes once its caller (the
   // thread completing that future, or watch() here) is done with it, and Shared with it.
