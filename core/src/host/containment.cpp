@@ -5,7 +5,6 @@
 #include <link.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,7 +22,6 @@
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
 #include "platform/paths.hpp"
-#include "platform/trust.hpp"
 #include "wrap/wrap_compiler.hpp"
 
 namespace ferry::detail {
@@ -121,21 +119,13 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
   // Of the FERRY_WRAP cache only its plugins: its sources, build logs and records hold the user's
   // other programs' code. Made now if missing: a rule needs the directory to exist, and the
   // executor's wraps are built after its workers started. Only a directory the wrap cache would
-  // use itself (ours, private, on a trusted way), not whatever a link there names.
+  // use itself (ours, private, on a trusted way: the builds' own check).
   if (auto cache = wrap_options().cache_dir; !cache.empty()) {
     const fs::path plugins = wrap_plugin_dir(fs::absolute(cache));
-    std::error_code ec;
-    std::string why;
-    struct stat st {};
-    if (!create_private_directories(plugins, ec, &why) && why.empty()) why = ec.message();
-    if (why.empty() && (::lstat(plugins.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) ||
-                        st.st_uid != ::geteuid() || (st.st_mode & 077) != 0))
-      why = "not a private directory of this user's";
-    if (why.empty()) why = untrusted_reason(plugins);
-    if (why.empty())
+    if (std::string why = cache_dir_problem(plugins); why.empty())
       read.push_back(plugins.string());
     else
-      debug_log("sandbox: no FERRY_WRAP plugins in the workers' sight: %s: %s", plugins.c_str(), why.c_str());
+      debug_log("sandbox: no FERRY_WRAP plugins in the workers' sight: %s", why.c_str());
   }
   for (auto& lib : loaded_libraries()) read.push_back(std::move(lib));
   for (auto& p : read) p = resolved_path(p);

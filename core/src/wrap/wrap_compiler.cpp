@@ -416,34 +416,10 @@ Setup make_setup(const WrapSite& site) {
   return s;
 }
 
-/// The cache directory, created private (0700) if missing; refused if it is not ours and private
-/// or if its way is not trusted.
+/// The cache directory, created private (0700) if missing; refused (cache_dir_problem) if it is
+/// not ours and private or if its way is not trusted.
 fs::path prepare_cache_dir(const WrapSite& site, const fs::path& dir) {
-  std::error_code ec;
-  // Created private in one step: create-then-chmod would let a concurrent build (every wrap of
-  // an executor builds at once) find it open for a moment and refuse it. Missing parents are
-  // made private too: under umask 002 they would be group-writable, and refused below.
-  std::string unsafe;
-  create_private_directories(dir, ec, &unsafe);
-  if (!unsafe.empty())
-    setup_failed(site, "the cache directory " + dir.string() + " is not created: " + unsafe +
-                           ". Set FERRY_CACHE_DIR to another directory");
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    setup_failed(site, "the cache directory " + dir.string() + " cannot be created" +
-                           (ec ? " (" + ec.message() + ")" : std::string()) +
-                           ". Set FERRY_CACHE_DIR to a writable directory");
-  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
-    setup_failed(site, "the cache directory " + dir.string() +
-                           " is not private to this user (it must be owned by uid " +
-                           std::to_string(::geteuid()) + " with mode 0700). Fix it, or set "
-                           "FERRY_CACHE_DIR to another directory");
-  if (::access(dir.c_str(), W_OK) != 0)
-    setup_failed(site, "the cache directory " + dir.string() + " is not writable (" +
-                           std::strerror(errno) + "). Set FERRY_CACHE_DIR to a writable directory");
-  if (std::string why = untrusted_reason(dir); !why.empty())
-    setup_failed(site, "the cache directory is not private to this user: " + why +
-                           ". Fix it, or set FERRY_CACHE_DIR to another directory");
+  if (std::string why = cache_dir_problem(dir); !why.empty()) setup_failed(site, why);
   return dir;
 }
 
@@ -919,6 +895,32 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
 fs::path default_cache_dir() { return Config::read().cache_dir; }
 
 fs::path wrap_plugin_dir(const fs::path& cache_dir) { return cache_dir / "plugins"; }
+
+std::string cache_dir_problem(const fs::path& dir) {
+  std::error_code ec;
+  // Created private in one step: create-then-chmod would let a concurrent build (every wrap of
+  // an executor builds at once) find it open for a moment and refuse it. Missing parents are
+  // made private too: under umask 002 they would be group-writable, and refused below.
+  std::string unsafe;
+  create_private_directories(dir, ec, &unsafe);
+  if (!unsafe.empty())
+    return "the cache directory " + dir.string() + " is not created: " + unsafe +
+           ". Set FERRY_CACHE_DIR to another directory";
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return "the cache directory " + dir.string() + " cannot be created" +
+           (ec ? " (" + ec.message() + ")" : std::string()) + ". Set FERRY_CACHE_DIR to a writable directory";
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
+    return "the cache directory " + dir.string() + " is not private to this user (it must be owned by uid " +
+           std::to_string(::geteuid()) + " with mode 0700). Fix it, or set FERRY_CACHE_DIR to another directory";
+  if (::access(dir.c_str(), W_OK) != 0)
+    return "the cache directory " + dir.string() + " is not writable (" + std::strerror(errno) +
+           "). Set FERRY_CACHE_DIR to a writable directory";
+  if (std::string why = untrusted_reason(dir); !why.empty())
+    return "the cache directory is not private to this user: " + why +
+           ". Fix it, or set FERRY_CACHE_DIR to another directory";
+  return {};
+}
 
 bool register_wrap(const WrapSite& site) noexcept {
   try {

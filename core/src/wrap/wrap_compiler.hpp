@@ -52,6 +52,11 @@ FERRY_INTERNAL_API std::filesystem::path default_cache_dir();
 /// user's other programs' code.
 FERRY_INTERNAL_API std::filesystem::path wrap_plugin_dir(const std::filesystem::path& cache_dir);
 
+/// Makes `dir` (and any missing parent) private, 0700, if missing, and says why a wrap cache may
+/// not use it: not a directory, not this user's and private, not writable, or on a way others
+/// could change ("" when it may). Builds refuse such a directory; a sandbox gives no rule on it.
+std::string cache_dir_problem(const std::filesystem::path& dir);
+
 /// Precompiles the prelude for the default compiler and flags into `dir` (ferry's build does this
 /// once, so that no user pays for it), readable by every user (0644); returns the header to
 /// -include, "" on failure. A shipped prelude this user cannot read is not used.
