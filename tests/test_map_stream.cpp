@@ -231,8 +231,9 @@ TEST_CASE("Imap.a_result_that_cannot_be_decoded_ends_the_stream") {
         (failed ? after_error : before_error) += 1;
         try {
           ++it;
-        } catch (const ferry::SerializationError&) {
+        } catch (const ferry::SerializationError& e) {
           failed = true;
+          CHECK(e.input_index() == 3);
         }
       }
     };
@@ -244,6 +245,52 @@ TEST_CASE("Imap.a_result_that_cannot_be_decoded_ends_the_stream") {
     CHECK(failed);
     CHECK(after_error == 0);
     if (!unordered) CHECK(before_error == 3);
+  }
+}
+
+TEST_CASE("Map.a_result_that_cannot_be_decoded_names_its_input") {
+  // A result's load() that throws in the host names the input whose value it was reading.
+  ferry::Executor ex(support::options(2));
+  using crash::Action, crash::Stage;
+  std::vector<std::pair<int, int>> inputs(12, {static_cast<int>(Stage::host_decode), static_cast<int>(Action::none)});
+  inputs[6].second = static_cast<int>(Action::throw_error);
+  try {
+    ex.map(make_faulty, inputs, {.chunksize = 4});
+    FAIL("map did not throw");
+  } catch (const ferry::SerializationError& e) {
+    CHECK(e.stage() == ferry::SerializationStage::decode_result);
+    CHECK(e.input_index() == 6);
+    CHECK(e.input_count() == 1);
+    CHECK(contains(e.what(), "(input 6)"));
+  }
+}
+
+TEST_CASE("MapOutcomes.a_result_that_cannot_be_decoded_fails_its_input_only") {
+  // An undecodable value was thrown out of map_outcomes, which is to give every input its outcome.
+  ferry::Executor ex(support::options(2));
+  using crash::Action, crash::Stage;
+  std::vector<std::pair<int, int>> inputs(12, {static_cast<int>(Stage::host_decode), static_cast<int>(Action::none)});
+  inputs[6].second = static_cast<int>(Action::throw_error);
+  inputs[11].second = static_cast<int>(Action::throw_int);
+  for (std::size_t chunk : {1, 4}) {
+    CAPTURE(chunk);
+    auto out = ex.map_outcomes(make_faulty, inputs, {.chunksize = chunk});
+    REQUIRE(out.size() == inputs.size());
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      CAPTURE(i);
+      CHECK(out[i].index == i);
+      if (i == 6 || i == 11) {
+        REQUIRE_FALSE(out[i].ok());
+        try {
+          std::rethrow_exception(out[i].error());
+        } catch (const ferry::SerializationError& e) {
+          CHECK(e.input_index() == i);
+        }
+      } else {
+        REQUIRE(out[i].ok());
+        CHECK(out[i].value().stage == Stage::host_decode);
+      }
+    }
   }
 }
 

@@ -31,6 +31,9 @@ class FERRY_API Error : public std::runtime_error {
   std::optional<std::size_t> input_index() const noexcept {
     return input_count_ ? std::optional<std::size_t>(input_index_) : std::nullopt;
   }
+  /// How many inputs input_index() begins: 1 for an input's own error, more for a chunk's, 0
+  /// for none.
+  std::size_t input_count() const noexcept { return input_count_; }
   /// The message, with the input index when there is one.
   const char* what() const noexcept override;
 

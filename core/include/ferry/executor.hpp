@@ -611,7 +611,7 @@ class FERRY_API Executor {
   template <class V>
   auto chunk_sender(detail::Target target, bool shared, bool keep) {
     return [link = link_, target = std::move(target), shared, keep](detail::MapChunk<V>& c) {
-      auto state = detail::make_state<V>(c.count);
+      auto state = detail::make_state<V>(c.count, c.first);
       submit_linked(*link, target, keep ? detail::Buffer(c.args) : std::move(c.args), c.count,
                     state, shared ? detail::shared_args_flag : 0, c.first);
       c.future = Future<V>(std::move(state));
@@ -707,10 +707,16 @@ class FERRY_API Executor {
     auto take = [&](detail::MapChunk<std::vector<R>>& c) {
       std::exception_ptr e = c.future.exception();
       if (!e) {
-        auto values = c.future.get();
-        for (std::size_t i = 0; i < values.size(); ++i) out.emplace_back(c.first + i, std::move(values[i]));
-        run.advance(c.count);
-        return;
+        try {
+          auto values = c.future.get();
+          for (std::size_t i = 0; i < values.size(); ++i) out.emplace_back(c.first + i, std::move(values[i]));
+          run.advance(c.count);
+          return;
+        } catch (...) {
+          // A value that cannot be decoded fails its input as the task's error would (it names
+          // that input), or the whole chunk (bytes left over).
+          e = std::current_exception();
+        }
       }
       auto failed = detail::classify_chunk_failure(e, c.first, c.count);
       switch (failed.kind) {

@@ -142,7 +142,7 @@ struct ChunkFailed {
 inline ChunkFailed classify_chunk_failure(const std::exception_ptr& e, std::size_t first, std::size_t count) {
   auto one_input = [&](const Error& err) {
     auto i = err.input_index();
-    return i && *i >= first && *i < first + count ? ChunkFailed{ChunkFailure::input, *i}
+    return i && err.input_count() == 1 && *i >= first && *i < first + count ? ChunkFailed{ChunkFailure::input, *i}
                                                   : ChunkFailed{ChunkFailure::chunk};
   };
   try {

@@ -410,9 +410,10 @@ template <class T>
 class State final : public StateBase {
  public:
   /// A worker's result. `raw`: the payload is the result itself (JSON text), not a cereal
-  /// encoding (T = std::string).
-  explicit State(std::uint32_t chunk_items = 0, bool raw = false)
-      : items_(chunk_items), raw_(raw) {
+  /// encoding (T = std::string). `first_input`: a map chunk's first input, which its decoding
+  /// errors count from (Error::input_index).
+  explicit State(std::uint32_t chunk_items = 0, bool raw = false, std::size_t first_input = no_input)
+      : items_(chunk_items), raw_(raw), first_input_(first_input) {
     // Only this constructor names decode(), so only states of worker results instantiate it: a
     // local state may hold a type that cannot travel (when_all's vector of futures).
     if constexpr (!std::is_void_v<T>) decode_ = &State::decode;
@@ -447,6 +448,7 @@ class State final : public StateBase {
 
   std::uint32_t items_;
   bool raw_;
+  std::size_t first_input_ = no_input;
   std::optional<Local> local_;
   T (State::*decode_)() = nullptr;
 };
@@ -461,6 +463,12 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
   std::string_view bytes = payload();
   if constexpr (std::is_same_v<T, std::string>)
     if (raw_) return std::string(bytes);
+  // The input of a map chunk whose value was being read: its error names it, or the whole chunk's
+  // inputs when the values read leave bytes over (which one wrote them is not known).
+  std::size_t reading = 0, reading_count = items_;
+  auto name_input = [&](Error& e) {
+    if (first_input_ != no_input && !e.input_index()) e.set_input_index(first_input_ + reading, reading_count);
+  };
   try {
     if constexpr (IsVector<T>::value) {
       if (items_ == 0) return decode_value<T>(bytes);
@@ -481,11 +489,14 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
       ResultArchive<R> ar(is);
       T out;
       out.reserve(items_);
-      for (std::uint32_t i = 0; i < items_; ++i) {
+      reading_count = 1;
+      for (; reading < items_; ++reading) {
         R r{};
         ar(r);
         out.push_back(std::move(r));
       }
+      reading = 0;
+      reading_count = items_;
       if (reader.remaining() != 0)
         throw cereal::Exception("trailing bytes after the result: " +
                                 std::to_string(reader.remaining()));
@@ -493,21 +504,25 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
     } else {
       return decode_value<T>(bytes);
     }
-  } catch (const ferry::Error&) {
+  } catch (ferry::Error& e) {
+    name_input(e);
     throw;
   } catch (...) {
     // Anything a result type's load throws, `throw 0` included, is a SerializationError: get()
     // throws only ferry::Error (loky: a reducer's sys.exit() at result decoding).
-    throw SerializationError(SerializationStage::decode_result,
-                             std::string(TypeName<std::remove_cvref_t<T>>::value.view()),
-                             current_exception_reason(), task());
+    SerializationError e(SerializationStage::decode_result,
+                         std::string(TypeName<std::remove_cvref_t<T>>::value.view()),
+                         current_exception_reason(), task());
+    name_input(e);
+    throw e;
   }
 }
 
-/// The state of a worker's result (a map chunk of `chunk_items` values when not 0).
+/// The state of a worker's result (a map chunk of `chunk_items` values from input `first_input`
+/// when not 0).
 template <class T>
-std::shared_ptr<State<T>> make_state(std::uint32_t chunk_items = 0) {
-  return std::make_shared<State<T>>(chunk_items);
+std::shared_ptr<State<T>> make_state(std::uint32_t chunk_items = 0, std::size_t first_input = no_input) {
+  return std::make_shared<State<T>>(chunk_items, false, first_input);
 }
 /// The state of a value computed in the host (then(), when_all(), when_any()).
 template <class T>
