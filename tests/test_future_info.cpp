@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -215,11 +216,27 @@ TEST_CASE("Future.running.becomes_true_when_the_call_ahead_ends") {
 }
 
 TEST_CASE("Future.running.false_after_a_retry_puts_it_back_in_the_queue") {
+  // The worker that replaces the crashed one waits in its initializer while `hold` exists: the
+  // call, back in the queue or sent to that worker behind its initializer, is looked at before it
+  // runs again.
+  support::TempDir dir;
+  const auto hold = dir.path / "hold";
   auto o = support::options(1);
   o.max_retries_on_worker_death = 1;
+  o.initializer = ferry::Call(wait_while_exists, hold.string());
   ferry::Executor ex(o);
   REQUIRE(ex.warm_up(10s));
+  std::ofstream(hold).put('x');
+  struct Release {
+    std::filesystem::path file;
+    ~Release() { std::filesystem::remove(file); }  // whatever fails: ~Executor must not wait 60 s
+  } release{hold};
   auto f = ex.submit(segfault, 1);
-  CHECK_THROWS_AS(f.get(), ferry::TerminatedWorkerError);
+  REQUIRE(support::wait_until([&] { return ex.stats().workers_crashed == 1; }));
+  CHECK_FALSE(f.ready());
+  CHECK_FALSE(f.running());
+  std::filesystem::remove(hold);
+  CHECK_THROWS_AS(f.get(), ferry::TerminatedWorkerError);  // its retry crashed too
+  CHECK(ex.stats().workers_crashed == 2);
   CHECK_FALSE(f.running());
 }

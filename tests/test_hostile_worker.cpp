@@ -19,6 +19,7 @@
 #include "hostile_worker.hpp"
 #include "math.hpp"
 #include "support/fixture.hpp"
+#include "support/trace_file.hpp"
 
 namespace {
 
@@ -86,12 +87,19 @@ TEST_CASE("HostileWorker.truncated_argument_memfd_does_not_crash_the_host") {
   // reused, and encoding into it wrote past its new end.
   ferry::Executor ex(support::options(1));
   const std::vector<char> big(4 << 20, 1);
-  CHECK(ex.submit(attack_argument_memfds, big).get() == 0);  // nothing it tried worked
+  // The task returns the blocks it found << 32 | the attempts that worked: it must have found
+  // some (else "nothing worked" says nothing), and nothing it tried may work.
+  auto check_attack = [&](const std::vector<char>& data) {
+    const std::uint64_t r = ex.submit(attack_argument_memfds, data).get();
+    CHECK((r >> 32) > 0);                // blocks found
+    CHECK((r & 0xffffffffu) == 0);       // attempts that worked
+  };
+  check_attack(big);
   // Later large arguments reuse that block; they arrive whole and unaltered.
   for (char fill : {2, 3}) {
     std::vector<char> again(4 << 20, fill);
     CHECK(ex.submit(byte_sum, ferry::BytesView(again.data(), again.size())).get() == sum_of(again));
-    CHECK(ex.submit(attack_argument_memfds, again).get() == 0);
+    check_attack(again);
   }
 }
 
@@ -292,15 +300,31 @@ TEST_CASE("HostileWorker.initializer_failure_forged_by_a_first_task_breaks_only_
 
 TEST_CASE("HostileWorker.an_initializers_word_out_of_place_is_a_protocol_error") {
   // The word that the initializer ran comes once, before any result, from a worker given one.
-  for (auto [mode, reason] : {std::pair{"init_ack_again", "said twice"},
-                              std::pair{"no_init_ack", "before its initializer ran"}}) {
-    CAPTURE(mode);
-    ferry::ExecutorOptions o = fake(mode);
+  SUBCASE("said twice: the running call's worker broke the protocol") {
+    ferry::ExecutorOptions o = fake("init_ack_again");
     o.initializer = ferry::Call(noop);
     ferry::Executor ex(o);
-    if (std::string_view(mode) == "init_ack_again") CHECK(ex.submit(square, 2).get() == 4);
+    CHECK(ex.submit(square, 2).get() == 4);
     auto hurt = ex.submit(square, 1);
-    check_killed_for(hurt, reason);
+    check_killed_for(hurt, "said twice");
+    CHECK_FALSE(ex.is_broken());
+  }
+  SUBCASE("never said: its worker failed to start, no call ran") {
+    // A result before it: the worker never got past its initializer. A start failure, as an
+    // initializer that crashes is (every worker does it: the pool gives up starting them).
+    ferry::ExecutorOptions o = fake("no_init_ack");
+    o.initializer = ferry::Call(noop);
+    ferry::Executor ex(o);
+    auto hurt = ex.submit(square, 1);
+    REQUIRE(hurt.wait_for(std::chrono::seconds(10)));
+    try {
+      hurt.get();
+      FAIL("no error");
+    } catch (const ferry::BrokenProcessPool& e) {
+      CHECK_MESSAGE(std::string(e.what()).find("while its initializer ran (a result before its initializer ran)") !=
+                        std::string::npos,
+                    e.what());
+    }
     CHECK_FALSE(ex.is_broken());
   }
 }
@@ -336,4 +360,25 @@ TEST_CASE("HostileWorker.times_a_worker_reports_cannot_overflow_the_host") {
     CHECK(t <= limit);
   }
   CHECK(ex.submit(square, 5).get() == 25);
+  // The trace: each call's slice lies within the executor's life (ts from its start, in µs),
+  // whatever times its worker reported.
+  ex.shutdown();  // closes the trace: its stats line, then "]"
+  const support::TraceFile trace = support::read_trace(dir.path / "run.trace");
+  REQUIRE(trace.closed);
+  CHECK(trace.bad_lines == 0);
+  const auto stats = trace.named("stats");
+  REQUIRE(stats.size() == 1);
+  REQUIRE(support::has_arg(*stats[0], "uptime"));
+  const double uptime_us = (*stats[0])["args"]["uptime"].GetDouble() * 1e6;
+  const auto slices = trace.named("square", "X");
+  CHECK(slices.size() == 2);
+  for (const auto* slice : slices) {
+    REQUIRE(slice->HasMember("dur"));
+    const double ts = support::ts(*slice), dur = (*slice)["dur"].GetDouble();
+    CAPTURE(ts);
+    CAPTURE(dur);
+    CHECK(ts >= 0);
+    CHECK(dur >= 0);
+    CHECK(ts + dur <= uptime_us + 1000);  // 1 ms for the rounding of both
+  }
 }

@@ -236,6 +236,44 @@ TEST_CASE("Initializer.json_call_of_a_task_that_returns_a_value") {
   auto o = support::options(1);
   o.initializer = ferry::Call::json("square", R"({"value0": 3})");  // the math plugin's: i32(i32)
   ferry::Executor ex(o);
+  CHECK(ex.warm_up(30s));  // true only once the worker said its initializer ran
   CHECK(ex.submit(describe_model).get().loads == 0);
   CHECK_FALSE(ex.is_broken());
+}
+
+TEST_CASE("Initializer.a_calls_deadline_and_cpu_time_start_after_it") {
+  // Calls sent to a worker still in its initializer wait behind it: their clocks ran meanwhile,
+  // so a 1.5 s initializer failed a first call given a 500 ms deadline (TimeoutError) and charged
+  // its CPU time to a call limited to 1 s (ResourceLimitError).
+  auto o = support::options(1);
+  o.initializer = ferry::Call(busy_for, 1500);
+  ferry::Executor ex(o);
+  auto timed = ex.submit_with({.deadline = 500ms}, busy_for, 3);
+  auto limited = ex.submit_with({.limits = {.cpu_time = 1s}}, busy_for, 4);
+  CHECK_FALSE(timed.running());  // behind the initializer
+  CHECK(timed.get() == 3);
+  CHECK(limited.get() == 4);
+}
+
+TEST_CASE("Initializer.warm_up_waits_for_it_and_stops_waiting_when_it_fails") {
+  SUBCASE("it ran") {
+    auto o = support::options(2);
+    o.initializer = ferry::Call(busy_for, 700);
+    ferry::Executor ex(o);
+    const auto start = std::chrono::steady_clock::now();
+    REQUIRE(ex.warm_up(30s));
+    // 700 ms of CPU time each cannot take less than 700 ms.
+    CHECK(std::chrono::steady_clock::now() - start >= 700ms);
+    auto f = ex.submit_with({.deadline = 100ms}, busy_for, 5);
+    CHECK(f.get() == 5);
+  }
+  SUBCASE("it failed") {
+    auto o = support::options(1);
+    o.initializer = "init_throws";
+    ferry::Executor ex(o);
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_FALSE(ex.warm_up(60s));
+    CHECK(std::chrono::steady_clock::now() - start < 30s);  // not the whole timeout
+    CHECK(ex.is_broken());
+  }
 }

@@ -169,6 +169,13 @@ std::atomic<int> flag{0};
 void init_flag() { flag = 1; }
 int initialized() { return flag.load(); }
 void init_throws() { throw std::logic_error("initializer refuses to run"); }
+void wait_while_exists(const std::string& path) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (::access(path.c_str(), F_OK) == 0 && std::chrono::steady_clock::now() < deadline) {
+    timespec tick{0, 1'000'000};
+    ::nanosleep(&tick, nullptr);
+  }
+}
 
 // Outside any namespace and never inlined: remote stacks name them (tests/test_remote_stack.cpp).
 __attribute__((noinline)) int ferry_test_named_thrower(int x) {
@@ -256,6 +263,7 @@ FERRY_TASK(open_one_descriptor);
 FERRY_TASK(init_flag);
 FERRY_TASK(initialized);
 FERRY_TASK(init_throws);
+FERRY_TASK(wait_while_exists);
 FERRY_TASK(throw_in_named_function);
 FERRY_TASK(throw_in_inlined_function);
 FERRY_TASK(segfault_in_named_function);

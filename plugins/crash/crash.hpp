@@ -141,6 +141,9 @@ FERRY_EXPORT void init_flag();
 FERRY_EXPORT int initialized();
 /// An initializer that always throws.
 FERRY_EXPORT void init_throws();
+/// An initializer that waits (60 s at most) while a file exists at `path`: a test holds the
+/// workers started after it made the file.
+FERRY_EXPORT void wait_while_exists(const std::string& path);
 
 // ---- remote stacks (TaskError / TerminatedWorkerError::remote_stack) ----------------------------
 /// Throws std::invalid_argument from ferry_test_named_thrower, a function of its own (never inlined).

@@ -20,7 +20,9 @@ std::uint64_t attack(int fd) {
   return won;
 }
 
-std::uint64_t attack_all_in(const std::string& dir) {
+/// Attacks every shared-memory block in `dir` (a /proc/<pid>/fd): adds the blocks it found to
+/// `found`, and returns how many attempts worked.
+std::uint64_t attack_all_in(const std::string& dir, std::uint64_t& found) {
   std::uint64_t won = 0;
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
@@ -30,6 +32,7 @@ std::uint64_t attack_all_in(const std::string& dir) {
     char link[256] = {};
     if (::readlink(path.c_str(), link, sizeof link - 1) <= 0 || !std::strstr(link, "memfd:ferry-buffer"))
       continue;
+    ++found;
     if (dir == "/proc/self/fd") won += attack(std::atoi(e->d_name));
     int rw = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (rw >= 0) {
@@ -45,7 +48,10 @@ std::uint64_t attack_all_in(const std::string& dir) {
 
 std::uint64_t attack_argument_memfds(std::vector<char> data) {
   (void)data;  // large enough to travel in shared memory: that is the block attacked
-  return attack_all_in("/proc/self/fd") + attack_all_in("/proc/" + std::to_string(::getppid()) + "/fd");
+  std::uint64_t found = 0;
+  std::uint64_t won = attack_all_in("/proc/self/fd", found);
+  won += attack_all_in("/proc/" + std::to_string(::getppid()) + "/fd", found);
+  return found << 32 | won;
 }
 
 FERRY_TASK(attack_argument_memfds);

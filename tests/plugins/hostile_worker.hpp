@@ -11,5 +11,6 @@
 
 /// Tries to shrink and to write every shared-memory block of the host it can reach: the memfds
 /// of this worker (its arguments) and those of its parent (the host), each also reopened
-/// read-write through /proc. Returns how many attempts succeeded (0 when the blocks are safe).
+/// read-write through /proc. Returns the blocks it found << 32 | how many attempts succeeded
+/// (found > 0, and 0 attempts succeeded, when the blocks are safe).
 FERRY_EXPORT std::uint64_t attack_argument_memfds(std::vector<char> data);

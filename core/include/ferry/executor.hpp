@@ -410,9 +410,10 @@ class FERRY_API Executor {
   void resize(std::size_t max_workers);
 
   /// Starts every worker now and waits (up to `timeout`; one too long for the clock is no limit,
-  /// NaN throws std::invalid_argument) until all have said hello.
+  /// NaN throws std::invalid_argument) until all have said hello and run the initializer.
   /// @returns true when all workers are up (with the "mpi" backend: as many as the job has
-  /// ranks for, when that is fewer than max_workers).
+  /// ranks for, when that is fewer than max_workers); false at the timeout, or as soon as the
+  /// initializer failed (the executor is broken).
   bool warm_up(Duration timeout = std::chrono::seconds(10));
 
   /// These describe this executor's own pool, also once get_reusable_executor replaced it.

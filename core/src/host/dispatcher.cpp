@@ -6,11 +6,27 @@
 namespace ferry::detail {
 
 namespace {
-/// Future::running(): a call runs from when it is the front of its lane until it leaves the lane.
+/// Future::running(): a call runs from when it is the front of its lane, past its worker's
+/// initializer, until it leaves the lane.
 void mark_running(Call& call, bool running) noexcept {
   if (call.state) call.state->set_running(running);
 }
+
+/// The lane's front call starts running now.
+void start_front(Lane& lane, Clock::time_point now) noexcept {
+  Call& front = *lane.in_flight.front();
+  front.started = now;
+  mark_running(front, true);
+}
 }  // namespace
+
+template <class Change>
+void Dispatcher::recount(const Lane& lane, Change&& change) {
+  const bool before = lane.running() != nullptr;
+  change();
+  const bool after = lane.running() != nullptr;
+  if (before != after) after ? ++busy_ : --busy_;
+}
 
 Clock::time_point Lane::deadline() const noexcept {
   const Call* c = running();
@@ -74,15 +90,11 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
     if (best->announced.size() <= id) best->announced.resize(id + 1, false);
     bool define = !best->announced[id];
     best->announced[id] = true;
-    bool running = best->in_flight.empty();
-    if (running) {
-      call->started = now;
-      mark_running(*call, true);
-      ++busy_;
-    }
+    const bool running = best->in_flight.empty() && !best->initializing;
     call->lane = best;
     if (best->calls_left != UINT64_MAX) --best->calls_left;
-    best->in_flight.push_back(call);
+    recount(*best, [&] { best->in_flight.push_back(call); });
+    if (running) start_front(*best, now);
     sends.push_back(Send{best, std::move(call), define, running});
   }
 }
@@ -92,8 +104,11 @@ std::shared_ptr<Call> Dispatcher::answered(Lane& lane, std::uint64_t id, Clock::
   // the running one is never cancelled in the worker, only the running one, by killing it). A
   // result for a call behind it was taken, and restarted the running call's deadline.
   if (lane.in_flight.empty() || lane.in_flight.front()->id != id) return nullptr;
-  auto call = std::move(lane.in_flight.front());
-  lane.in_flight.pop_front();
+  std::shared_ptr<Call> call;
+  recount(lane, [&] {
+    call = std::move(lane.in_flight.front());
+    lane.in_flight.pop_front();
+  });
   call->lane = nullptr;
   // Service time: from when the call started running, or from the previous answer when it
   // was pipelined behind it (it then started the moment that one ended).
@@ -101,39 +116,47 @@ std::shared_ptr<Call> Dispatcher::answered(Lane& lane, std::uint64_t id, Clock::
   double us = std::chrono::duration<double, std::micro>(now - began).count();
   service_ema_us_ = 0.8 * service_ema_us_ + 0.2 * us;
   lane.last_result = now;
-  if (!lane.in_flight.empty()) {
-    lane.in_flight.front()->started = now;
-    mark_running(*lane.in_flight.front(), true);
-  } else {
-    --busy_;
-  }
+  if (!lane.in_flight.empty()) start_front(lane, now);
   return call;
 }
 
+void Dispatcher::initialized(Lane& lane, Clock::time_point now) {
+  if (!lane.initializing) return;
+  recount(lane, [&] { lane.initializing = false; });
+  // Its last answer is now: the service time of the first call counts from here.
+  lane.last_result = now;
+  if (!lane.in_flight.empty()) start_front(lane, now);
+}
+
 void Dispatcher::requeue(Lane& lane, std::size_t from) {
-  if (from == 0 && !lane.in_flight.empty()) --busy_;
-  for (std::size_t i = lane.in_flight.size(); i > from; --i) {
-    lane.in_flight[i - 1]->lane = nullptr;
-    mark_running(*lane.in_flight[i - 1], false);  // a dead worker's call, retried: queued again
-    queue_.push_front(std::move(lane.in_flight[i - 1]));
-  }
-  lane.in_flight.resize(std::min(from, lane.in_flight.size()));
+  const std::size_t keep = std::min(from, lane.in_flight.size());
+  recount(lane, [&] {
+    for (std::size_t i = lane.in_flight.size(); i > keep; --i) {
+      lane.in_flight[i - 1]->lane = nullptr;
+      mark_running(*lane.in_flight[i - 1], false);  // a dead worker's call, retried: queued again
+      queue_.push_front(std::move(lane.in_flight[i - 1]));
+    }
+    lane.in_flight.resize(keep);
+  });
 }
 
 std::shared_ptr<Call> Dispatcher::take_running(Lane& lane) {
   if (lane.in_flight.empty()) return nullptr;
-  auto call = std::move(lane.in_flight.front());
-  lane.in_flight.pop_front();
+  std::shared_ptr<Call> call;
+  recount(lane, [&] {
+    call = std::move(lane.in_flight.front());
+    lane.in_flight.pop_front();
+  });
   call->lane = nullptr;
-  if (lane.in_flight.empty()) --busy_;
   return call;
 }
 
 std::vector<std::shared_ptr<Call>> Dispatcher::take_all(Lane& lane) {
-  if (!lane.in_flight.empty()) --busy_;
-  std::vector<std::shared_ptr<Call>> out(std::make_move_iterator(lane.in_flight.begin()),
-                                         std::make_move_iterator(lane.in_flight.end()));
-  lane.in_flight.clear();
+  std::vector<std::shared_ptr<Call>> out;
+  recount(lane, [&] {
+    out.assign(std::make_move_iterator(lane.in_flight.begin()), std::make_move_iterator(lane.in_flight.end()));
+    lane.in_flight.clear();
+  });
   for (auto& c : out) c->lane = nullptr;
   return out;
 }

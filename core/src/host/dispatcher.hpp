@@ -40,10 +40,17 @@ struct FERRY_INTERNAL_API Lane {
   /// share that worker's process with it: a task may read them, answer for them, or leave
   /// threads that do; with max_tasks_per_child = 1 no call ever waits behind another.
   std::uint64_t calls_left = UINT64_MAX;
+  /// Its worker runs the executor's initializer (Dispatcher::initialized ends it): calls sent
+  /// meanwhile wait behind it, and none of them runs yet (no deadline, no CPU time counted,
+  /// Future::running() false).
+  bool initializing = false;
 
   bool idle() const noexcept { return in_flight.empty(); }
-  /// The call the worker is running (the oldest unanswered one), or nullptr.
-  const Call* running() const noexcept { return in_flight.empty() ? nullptr : in_flight.front().get(); }
+  /// The call the worker is running (the oldest unanswered one, once past its initializer), or
+  /// nullptr.
+  const Call* running() const noexcept {
+    return in_flight.empty() || initializing ? nullptr : in_flight.front().get();
+  }
   /// When the running call passes its deadline; time_point::max() when none.
   Clock::time_point deadline() const noexcept;
 };
@@ -67,7 +74,7 @@ class FERRY_INTERNAL_API Dispatcher {
   std::size_t queued() const noexcept { return queue_.size(); }
   /// Calls known and not forgotten.
   std::size_t unfinished() const noexcept { return calls_.size(); }
-  /// Lanes with a call in flight: each runs one call (the front), the others wait behind it.
+  /// Lanes running a call (their front; the others wait behind it).
   std::size_t busy_lanes() const noexcept { return busy_; }
 
   /// How many calls a worker holds at once now. Short calls: several, so that a worker never
@@ -78,7 +85,7 @@ class FERRY_INTERNAL_API Dispatcher {
   double service_us() const noexcept { return service_ema_us_; }
 
   /// One call given to a lane: the pool writes the frames. `define`: the lane has not seen the
-  /// call's task reference yet. `running`: the call is the lane's front (its deadline starts).
+  /// call's task reference yet. `running`: the call runs now (its deadline starts).
   struct Send {
     Lane* lane;
     std::shared_ptr<Call> call;
@@ -92,6 +99,9 @@ class FERRY_INTERNAL_API Dispatcher {
   /// version).
   void assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
               Clock::time_point now);
+
+  /// The worker of `lane` ran its initializer: the front call starts running now.
+  void initialized(Lane& lane, Clock::time_point now);
 
   /// The answer to call `id` arrived on `lane`: the call, out of the lane, or nullptr when it is
   /// not the lane's running call (a protocol error: answers come in send order). The lane's
@@ -117,7 +127,11 @@ class FERRY_INTERNAL_API Dispatcher {
   std::unordered_map<std::uint64_t, std::shared_ptr<Call>> calls_;  // every unfinished call
   std::size_t forced_depth_;
   std::size_t short_depth_ = 8;
-  std::size_t busy_ = 0;  // lanes whose in_flight is not empty (ExecutorStats::running)
+  /// Counts `lane` in busy_ as it is after `change` (it was counted as it was before).
+  template <class Change>
+  void recount(const Lane& lane, Change&& change);
+
+  std::size_t busy_ = 0;  // lanes whose running() is not null (ExecutorStats::running)
   // Recent per-call service time, which sizes the pipeline; unknown at first: assume long calls.
   double service_ema_us_ = 5000.0;
 };

@@ -177,9 +177,7 @@ void Manager::on_memory_ceiling(const SlotPtr& w) {
   if (p_.initializer_ && !w->initialized) {
     // Its initializer filled it: a start failure (settle_dead_worker_locked), as a crash there
     // is, not the first call's error; a pool whose every worker does so gives up.
-    w->violation = "filled its memory cgroup (the sandbox's ceiling) while its initializer ran";
-    w->failed_start = true;
-    p_.kill_worker_locked(*w, nullptr);
+    p_.fail_start_locked(*w, "filled its memory cgroup (the sandbox's ceiling) while its initializer ran");
     return;
   }
   const Call* c = w->lane.running();
@@ -602,6 +600,7 @@ void Manager::register_worker(const SlotPtr& w) {
   p_.poller_.add(w->exit_fd.get(), w->serial, Poller::Tag::exit);
   debug_log("spawned worker %d", w->pid);
   if (p_.initializer_) {
+    w->lane.initializing = true;  // until it says its initializer ran
     std::uint32_t ref = p_.initializer_->define.ref;
     w->lane.announced.resize(ref + 1, false);
     w->lane.announced[ref] = true;

@@ -547,10 +547,22 @@ void Pool::handle_contained(WorkerSlot& w, const Frame& f) {
   count_received_locked(f);
   debug_log("worker %d: contained: %s %s (%llu) %s", w.pid, protocol::contained_kind_name(c.kind),
             c.name.c_str(), static_cast<unsigned long long>(c.value), c.detail.c_str());
-  const Call* running = w.lane.running();
   // The worker exits after saying it; killing it too covers a frame written by a task's forked
   // child (which inherits the worker's handlers and channel) while the worker itself lives on.
+  if (w.lane.initializing) {
+    // Its initializer did it: a start failure, not the error of a call waiting behind it.
+    fail_start_locked(w, std::string("was stopped by the sandbox while its initializer ran: ") +
+                             protocol::contained_kind_name(c.kind) + " " + c.name);
+    return;
+  }
+  const Call* running = w.lane.running();
   kill_worker_locked(w, contained_error(c, running ? running->ref->display : std::string(), w.pid));
+}
+
+void Pool::fail_start_locked(WorkerSlot& w, std::string why) {
+  w.violation = std::move(why);
+  w.failed_start = true;
+  kill_worker_locked(w, nullptr);
 }
 
 void Pool::handle_crashed(WorkerSlot& w, const Frame& f) {
@@ -580,11 +592,15 @@ void Pool::handle_crashed(WorkerSlot& w, const Frame& f) {
 void Pool::reject_garbage(WorkerSlot& w, const char* what) {
   std::lock_guard lock(mu_);
   debug_log("worker %d: protocol error: %s", w.pid, what);
+  w.discarding = true;  // drop whatever else it sends until it is dead
+  if (w.lane.initializing) {
+    fail_start_locked(w, std::string("sent a malformed frame while its initializer ran (") + what + ")");
+    return;
+  }
   const Call* running = w.lane.running();
   kill_worker_locked(w, std::make_exception_ptr(TerminatedWorkerError(
                             running ? running->ref->display : std::string(), w.pid, SIGKILL, -1, false,
                             std::string("killed by ferry: it sent a malformed frame (") + what + ")")));
-  w.discarding = true;  // drop whatever else it sends until it is dead
 }
 
 void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
@@ -609,6 +625,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     if (w.initialized) throw protocol::ProtocolError("initializer failure after the worker's initializer ran");
     if (head.call != 0) throw protocol::ProtocolError("initializer failure naming a call");
     broken_ = initializer_failed(decode_failure(r), {initializer_->display, initializer_->define, 1, w.pid});
+    changed_.notify_all();  // warm_up
     // It exits now, and takes no more work meanwhile: calls another worker hands back before its
     // exit is seen went to it, and failed as if it had run them (TerminatedWorkerError).
     w.advance(WorkerSlot::Phase::leaving);
@@ -628,6 +645,10 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
       throw protocol::ProtocolError("a result for call 0 that is not an initializer's success");
     w.initialized = true;
     startup_failures_ = 0;
+    // The calls sent meanwhile start now: their deadlines and CPU time count from here.
+    dispatcher_.initialized(w.lane, Clock::now());
+    changed_.notify_all();  // warm_up
+    poller_.wake();         // the manager times the call that starts
     return;
   }
   if (initializer_ && !w.initialized) throw protocol::ProtocolError("a result before its initializer ran");
@@ -1136,11 +1157,15 @@ bool Pool::warm_up(Clock::time_point deadline) {
   poller_.wake();
   std::unique_lock lock(mu_);
   auto all_up = [&] {
-    auto up = std::count_if(workers_.begin(), workers_.end(), [](const auto& kv) { return kv.second->up(); });
+    // Up and past the initializer: ready to run a call.
+    auto up = std::count_if(workers_.begin(), workers_.end(),
+                            [](const auto& kv) { return kv.second->up() && !kv.second->lane.initializing; });
     // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
     return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->capacity());
   };
-  if (manager_.on_this_thread() && !all_up()) {
+  // An initializer that failed broke the pool: no worker will be up.
+  auto done = [&] { return broken_ || all_up(); };
+  if (manager_.on_this_thread() && !done()) {
     // A callback: the thread that starts the workers is this one.
     if (deadline == Clock::time_point::max())
       throw std::logic_error("ferry: warm_up() without a timeout inside a callback or then() continuation of "
@@ -1148,10 +1173,11 @@ bool Pool::warm_up(Clock::time_point deadline) {
     return false;
   }
   if (deadline == Clock::time_point::max()) {
-    changed_.wait(lock, all_up);
-    return true;
+    changed_.wait(lock, done);
+  } else {
+    changed_.wait_until(lock, deadline, done);
   }
-  return changed_.wait_until(lock, deadline, all_up);
+  return !broken_ && all_up();
 }
 
 std::size_t Pool::max_workers() const {

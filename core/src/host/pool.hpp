@@ -159,6 +159,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void handle_crashed(WorkerSlot& w, const Frame& f);
   /// Kills a worker that sent bytes that are not ferry frames; its running call says why.
   void reject_garbage(WorkerSlot& w, const char* what);
+  /// Kills a worker whose initializer did what ends a worker (`why`, completing "worker N ..."):
+  /// a start failure (Manager::settle_dead_worker_locked), not an error of the calls sent to it.
+  void fail_start_locked(WorkerSlot& w, std::string why);
   std::exception_ptr remote_error(const Call& call, const WorkerSlot& w, const Failure& why) const;
   /// How `call` ran on `w` (Future::info()): the worker's measurements, or where it sent none
   /// (it died, or an error result it did not write), the host's view of the call's start and end.
