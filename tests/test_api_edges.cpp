@@ -157,6 +157,7 @@ TEST_CASE("Futures.when_any.in_a_loop_leaves_nothing_on_the_others") {
   std::vector<ferry::Future<int>> pending = all.futures;
   for (int round = 0; round < 300; ++round) {
     auto any = ferry::when_any(pending);
+    REQUIRE(all.waiters() == pending.size());  // one watch on each pending future, until decided
     all.states[static_cast<std::size_t>(round)]->set_value(round);
     REQUIRE(any.ready());
     auto r = any.get();
@@ -173,6 +174,7 @@ TEST_CASE("Futures.as_completed.leaves_nothing_behind_once_destroyed") {
     auto range = ferry::as_completed(pending.futures, 1us);
     auto it = range.begin();
     REQUIRE(it->get() == 3);
+    if (round == 0) CHECK(pending.waiters() > 0);  // what the check below sees go
     CHECK_THROWS_AS(++it, ferry::TimeoutError);
   }
   CHECK(pending.waiters() == 0);

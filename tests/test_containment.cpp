@@ -443,7 +443,11 @@ TEST_CASE("Containment.limits.explain_failures_by_the_limit_in_force") {
 }
 
 TEST_CASE("Containment.limits.processes_refused_by_the_pids_cgroup") {
-  if (!ferry::detail::containment_support().pids_cgroup) return;
+  if (!ferry::detail::containment_support().pids_cgroup) {
+    MESSAGE("skipped: no pids cgroup can be made here (Limits::processes is enforced by "
+            << ferry::detail::containment_support().processes << ")");
+    return;
+  }
   Child worker([](int channel) {
     Containment c;
     if (!c.setup({}, channel).empty()) return 1;

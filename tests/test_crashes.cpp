@@ -3,6 +3,7 @@
 // Every fault fails only its own future; the pool keeps its size and reaps every child.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <fstream>
@@ -254,7 +255,9 @@ TEST_CASE("Crashes.external_kill_of_all_workers_at_once") {
   REQUIRE(ex.warm_up(10s));
   std::vector<ferry::Future<int>> fs;
   for (int i = 0; i < 20; ++i) fs.push_back(ex.submit(slow_identity, i, 20));
-  for (int pid : ex.worker_pids()) ::kill(pid, SIGKILL);
+  const auto killed = ex.worker_pids();
+  REQUIRE(killed.size() == 2);
+  for (int pid : killed) ::kill(pid, SIGKILL);
   int failed = 0;
   for (int i = 0; i < 20; ++i) {
     try {
@@ -264,8 +267,15 @@ TEST_CASE("Crashes.external_kill_of_all_workers_at_once") {
       ++failed;
     }
   }
+  // 400 ms of calls on two workers: each was running one when it was killed.
+  CHECK(failed >= 1);
   CHECK(failed <= 2);  // only the calls that were running
   check_recovered(ex, 2);
+  CHECK(support::wait_until([&] {
+    const auto live = ex.worker_pids();
+    return std::none_of(killed.begin(), killed.end(),
+                        [&](int pid) { return std::find(live.begin(), live.end(), pid) != live.end(); });
+  }));
 }
 
 TEST_CASE("Crashes.tasks_killing_their_siblings") {
@@ -278,15 +288,27 @@ TEST_CASE("Crashes.tasks_killing_their_siblings") {
     std::reverse(pids.begin(), pids.end());
     std::vector<ferry::Future<int>> fs;
     for (std::size_t i = 0; i < n; ++i) fs.push_back(ex.submit(kill_pids, pids, SIGKILL));
+    int failed = 0;
     for (auto& f : fs) {
       CHECK(f.wait_for(20s));
       try {
         f.get();
+        // A starting worker kills itself: only a call sent again to a replacement (it never
+        // started on the worker that died) can return.
+        REQUIRE(f.info());
+        CHECK(std::find(pids.begin(), pids.end(), f.info()->worker_pid) == pids.end());
       } catch (const ferry::TerminatedWorkerError& e) {
+        ++failed;
         CHECK(e.signal() == SIGKILL);
       }
     }
+    CHECK(failed >= 1);  // at least the call whose worker killed every one of them
     check_recovered(ex, n);
+    CHECK(support::wait_until([&] {
+      const auto live = ex.worker_pids();
+      return std::none_of(pids.begin(), pids.end(),
+                          [&](int pid) { return std::find(live.begin(), live.end(), pid) != live.end(); });
+    }));
   }
 }
 

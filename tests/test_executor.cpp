@@ -54,15 +54,24 @@ TEST_CASE("Executor.submit.many_tasks_all_correct") {
 TEST_CASE("Executor.submit.uses_every_worker") {
   for_pool_sizes([](ferry::Executor& ex, std::size_t n) {
     REQUIRE(ex.warm_up(10s));
-    CHECK(ex.worker_pids().size() == n);
-    // Slow tasks, as many as workers: each worker takes one, in parallel.
+    const auto live = ex.worker_pids();
+    REQUIRE(live.size() == n);
+    // Calls that hold their worker until the gate opens, as many as workers: `running` (one per
+    // busy worker: a worker runs one call at a time) reaches n only when each worker holds one,
+    // whatever the timing. Then each call names the worker that ran it.
+    support::TempDir gate;
     std::vector<ferry::Future<int>> fs;
-    for (std::size_t i = 0; i < n; ++i) fs.push_back(ex.submit(slow_identity, static_cast<int>(i), 200));
+    for (std::size_t i = 0; i < n; ++i) fs.push_back(ex.submit(gated_throw, static_cast<int>(i), gate.path.string()));
+    CHECK(support::wait_until([&] { return ex.stats().running == n; }, 10s));
+    std::ofstream(gate.path / "go") << "go";
     std::set<int> pids;
-    for (std::size_t i = 0; i < 4 * n; ++i) pids.insert(ex.submit(worker_pid).get());
-    for (auto& f : fs) f.get();
-    auto live = ex.worker_pids();
-    for (int pid : pids) CHECK(std::find(live.begin(), live.end(), pid) != live.end());
+    for (auto& f : fs) {
+      CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("gated"), ferry::TaskError);  // its way out
+      REQUIRE(f.info());
+      pids.insert(f.info()->worker_pid);
+    }
+    CHECK(pids.size() == n);
+    CHECK(pids == std::set<int>(live.begin(), live.end()));
   });
 }
 
@@ -318,7 +327,7 @@ struct HostProcess {
   int stdin_fd = -1;
   std::vector<int> workers;
 
-  explicit HostProcess(const char* mode) {
+  explicit HostProcess(const char* mode, const std::string& extra = {}) {
     int in[2], out[2];
     REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
     REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
@@ -328,7 +337,7 @@ struct HostProcess {
       ::dup2(in[0], 0);
       ::dup2(out[1], 1);
       ::execl(FERRY_TEST_HOST, FERRY_TEST_HOST, FERRY_TEST_WORKER, FERRY_TEST_PLUGIN_DIR, mode,
-              static_cast<char*>(nullptr));
+              extra.empty() ? static_cast<char*>(nullptr) : extra.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     ::close(in[0]);
@@ -365,11 +374,24 @@ TEST_CASE("Executor.workers_die_with_a_killed_host") {
 }
 
 TEST_CASE("Executor.static_executor_finishes_work_at_exit") {
-  HostProcess host("exit-busy");
+  // The host leaves main with a slow call on each worker and four record_run calls queued behind
+  // them (support/host_program.cpp): its static executor's destructor must run them all.
+  support::TempDir dir;
+  const auto record = dir.path / "runs";
+  HostProcess host("exit-busy", record.string());
   REQUIRE(host.workers.size() == 2);
   int status = 0;
   REQUIRE(::waitpid(host.pid, &status, 0) == host.pid);
   CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(WEXITSTATUS(status) == 0);  // 4: some work was over before main returned
   for (int w : host.workers) CHECK_FALSE(support::alive(w));
+  std::ifstream in(record);
+  std::multiset<int> ran;
+  std::string seen;
+  for (int id; in >> id;) {
+    ran.insert(id);
+    seen += std::to_string(id) + " ";
+  }
+  const std::multiset<int> each_once{1, 2, 3, 4};
+  CHECK_MESSAGE(ran == each_once, "ran: " << seen);
 }

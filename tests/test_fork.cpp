@@ -155,13 +155,17 @@ TEST_CASE("Fork.a_child_gets_a_reusable_executor_while_a_parents_thread_makes_on
   return;
 #endif
   std::atomic<bool> stop{false};
+  std::atomic<int> made{0};
   std::thread churn([&] {
     for (int i = 0; !stop.load(); ++i) {
       auto o = support::options(1);
       o.idle_timeout = std::chrono::seconds(100 + i % 2);
       ferry::get_reusable_executor(o);
+      made.fetch_add(1);
     }
   });
+  // The churn is under way before the first fork.
+  REQUIRE(support::wait_until([&] { return made.load() >= 2; }));
   int code = 0;
   for (int round = 0; round < 20 && code == 0; ++round) {
     code = support::exit_code_of_child(
@@ -174,4 +178,7 @@ TEST_CASE("Fork.a_child_gets_a_reusable_executor_while_a_parents_thread_makes_on
   stop = true;
   churn.join();
   CHECK_MESSAGE(code == 0, "the child failed (-1: it hung)");
+  // Executors were made all through the forks (one each time is the least for the lock to be
+  // held at some fork; that it was is likely, not certain).
+  CHECK(made.load() >= 20);
 }

@@ -196,6 +196,10 @@ TEST_CASE("MapOptions.timeout_cancels_the_rest_with_TimeoutError") {
   auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_AS(ex.map(slow_identity, slow, {.chunksize = 1, .timeout = 300ms}), ferry::TimeoutError);
   CHECK(std::chrono::steady_clock::now() - start < 5s);  // not the 2 s the map would take
+  // The rest was cancelled, not run (a map that ran everything completes 40).
+  const auto stats = ex.stats();
+  CHECK(stats.completed < 20);
+  CHECK(stats.failed_by_type.count("CancelledError") == 1);
   CHECK(ex.submit(square, 4).get() == 16);
 }
 

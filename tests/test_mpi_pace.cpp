@@ -37,7 +37,12 @@ TEST_CASE("MpiPace.naps_double_up_to_the_longest_nap_while_work_is_recent") {
     CHECK(pace.wait(nullptr, 0));  // napped
     want = std::min(want * 2, Pace::longest_nap);
     // A machine so loaded that these few milliseconds took quiet_after may already nap longer.
-    if (Clock::now() - start >= Pace::quiet_after) break;
+    if (Clock::now() - start >= Pace::quiet_after) {
+      MESSAGE("only " << i << " of 8 doublings checked: the machine took quiet_after ("
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(Pace::quiet_after).count()
+                      << " ms) for them, after which naps may be longer");
+      break;
+    }
     CHECK(pace.next_nap() == want);
   }
 }

@@ -131,7 +131,9 @@ TEST_CASE("RemoteStack.tasks_that_succeed_are_unchanged") {
   ferry::Executor ex(support::options(1));
   CHECK(ex.submit(throw_in_named_function, -5).get() == -4);
   // Throws caught inside the task: it still returns its value (the cost is in docs/benchmarks.md).
-  CHECK(ex.submit(throw_and_catch, 100).get() >= 0);
+  long long ns_per_throw = -1;
+  CHECK_NOTHROW(ns_per_throw = ex.submit(throw_and_catch, 100).get());
+  CHECK(ns_per_throw > 0);  // the 100 throws ran
   CHECK(ex.submit(throw_in_named_function, -1).get() == 0);
 }
 
@@ -405,6 +407,8 @@ TEST_CASE("RemoteStack.symbolize.reads_nothing_a_sandboxed_worker_could_write") 
     fs::copy_file(FERRY_TEST_CRASH_PLUGIN, host_tmp.path / "planted.so");
     CHECK_FALSE(contains(symbolize(crash_plugin_stack((host_tmp.path / "planted.so").string()), true),
                          "throw_in_named_function"));
+  } else {
+    MESSAGE("a module planted at the path the workers show as /tmp: skipped (they show " << shown.string() << ")");
   }
   std::string text = symbolize(crash_plugin_stack((tmp / "evil.so").string()), true);
   CAPTURE(text);
@@ -443,6 +447,8 @@ TEST_CASE("RemoteStack.symbolize.reads_no_file_another_user_could_change") {
     REQUIRE(::chown((dir.path / "theirs.so").c_str(), 65534, 65534) == 0);
     CHECK_FALSE(contains(symbolize(crash_plugin_stack((dir.path / "theirs.so").string()), true),
                          "throw_in_named_function"));
+  } else {
+    MESSAGE("another user's file: skipped (needs root to give one away)");
   }
 }
 

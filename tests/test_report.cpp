@@ -1099,9 +1099,11 @@ TEST_CASE("Report.memory_of_a_trace_of_distinct_tracks_stays_a_fraction_of_its_s
   // trace's size plus the program's own (it was about 9 times the size). Not under the sanitizers,
   // whose shadow memory and quarantine are no measure of what the program keeps.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under a sanitizer");
   return;
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+  MESSAGE("skipped under a sanitizer");
   return;
 #endif
 #endif
@@ -1243,13 +1245,18 @@ TEST_CASE("Report.writes_to_stdout_or_fails_with_status_1") {
                                     " -o - > /dev/full"}, dir.path);
     CHECK(full.status == 1);
     CHECK_MESSAGE(full.err.find("cannot write the report to stdout: No space left on device") != std::string::npos, full.err);
+  } else {
+    MESSAGE("a full disk: skipped (no /dev/full)");
   }
 }
 
 TEST_CASE("Report.is_not_written_through_another_users_link") {
   // `-o /tmp/<their link>/r.html`: the rename put the page over r.html wherever the link
   // pointed (as root, anyone's).
-  if (::geteuid() != 0) return;  // only root can make a link of another user's
+  if (::geteuid() != 0) {  // only root can make a link of another user's
+    MESSAGE("skipped: needs root to make another user's link");
+    return;
+  }
   support::TempDir dir;
   fs::create_directories(dir.path / "elsewhere");
   { std::ofstream(dir.path / "elsewhere" / "r.html") << "precious"; }

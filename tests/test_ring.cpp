@@ -131,12 +131,15 @@ TEST_CASE("Ring.a_sleeping_consumer_in_another_process_is_woken_by_a_write") {
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     char c = 0;
     while (in.read(&c, 1) == 0 && std::chrono::steady_clock::now() < until) in.wait_for_data(20000);
-    // Answer, then wait for room in a ring the parent filled (its read wakes this one).
+    // Answer, then wait for room in a ring the parent filled (its read wakes this one: a sleep
+    // that lasts the whole wait means no wake-up came, and fails).
     std::string fill(capacity, 'f');
     long n = out.write(fill.data(), fill.size());
+    const auto asleep = std::chrono::steady_clock::now();
     while (!out.has_room() && std::chrono::steady_clock::now() < until) out.wait_for_space(20000);
+    const bool woken = std::chrono::steady_clock::now() - asleep < std::chrono::seconds(10);
     long m = out.write(&c, 1);
-    ::_exit(c == 'w' && n == static_cast<long>(capacity) && m == 1 ? 0 : 1);
+    ::_exit(c == 'w' && n == static_cast<long>(capacity) && m == 1 && woken ? 0 : 1);
   }
   Ring to_child = rings.to_worker(), from_child = rings.to_agent();
   // The child says it sleeps before the write, so the write must wake it (else 20 s, a failure).

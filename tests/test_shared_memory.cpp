@@ -86,7 +86,7 @@ TEST_CASE("SharedMemory.large_arguments_at_every_size_around_the_threshold") {
   CHECK(ex.submit(sum, values).get() == doctest::Approx(1999999.0 * 2000000.0 / 2));
 }
 
-TEST_CASE("SharedMemory.bytes_view_arguments_arrive_without_a_copy") {
+TEST_CASE("SharedMemory.bytes_view_arguments_arrive_whole_at_every_size") {
   ferry::Executor ex(support::options(2));
   for (std::size_t n : {std::size_t{0}, std::size_t{100}, std::size_t{1} << 20, std::size_t{80'000'000}}) {
     CAPTURE(n);

@@ -204,7 +204,7 @@ TEST_CASE("Stats.bytes_over_shared_memory_are_counted") {
   CHECK(after.bytes_received - before.bytes_received < big + 4096);
 }
 
-TEST_CASE("Stats.cheap_enough_for_a_loop_while_work_runs") {
+TEST_CASE("Stats.read_in_a_loop_while_work_runs_counts_no_call_twice") {
   ferry::Executor ex(support::options(2));
   std::vector<int> in(20000);
   std::iota(in.begin(), in.end(), 0);

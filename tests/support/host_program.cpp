@@ -2,15 +2,22 @@
 // A host for tests that need one in another process: starts an executor, prints its workers'
 // pids on one line, then runs what argv[1] asks.
 //   host_program <worker> <plugin dir> wait         block until stdin closes (or it is killed)
-//   host_program <worker> <plugin dir> exit-busy    leave main while a task still runs
+//   host_program <worker> <plugin dir> exit-busy <record file>
+//                                                 leave main while a slow task still runs on
+//                                                 each worker, with record_run calls (the crash
+//                                                 plugin: each appends its id to <record file>)
+//                                                 queued behind them; exits 4 if one of those had
+//                                                 already run when main returned
 #include <unistd.h>
 
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include <ferry/ferry.hpp>
 
 int main(int argc, char** argv) {
-  if (argc != 4) return 2;
+  if (argc != 4 && argc != 5) return 2;
   ferry::ExecutorOptions o;
   o.max_workers = 2;
   o.worker_path = argv[1];
@@ -26,9 +33,18 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  if (mode == "exit-busy") {
-    auto f = ex.submit<int>("slow_identity", 7, 200);
-    return 0;  // the static executor's destructor waits for f
+  if (mode == "exit-busy" && argc == 5) {
+    const std::string record = argv[4];
+    // One slow call per worker, then the recorded calls behind them: none can run before main
+    // returns (unless a slow call is over by then, which exit code 4 tells).
+    std::vector<ferry::Future<int>> slow, recorded;
+    for (int i = 0; i < 2; ++i) slow.push_back(ex.submit<int>("slow_identity", 7, 500));
+    for (int id = 1; id <= 4; ++id) recorded.push_back(ex.submit<int>("record_run", record, id));
+    for (const auto& f : slow)
+      if (f.ready()) return 4;
+    for (const auto& f : recorded)
+      if (f.ready()) return 4;
+    return 0;  // the static executor's destructor waits for them
   }
   return 2;
 }
