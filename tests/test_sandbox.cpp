@@ -467,6 +467,23 @@ TEST_CASE("Sandbox.exec_is_denied_and_named") {
   check_pool_is_healthy(ex);
 }
 
+TEST_CASE("Sandbox.an_initializer_that_breaks_the_sandbox_is_a_start_failure") {
+  // Its violation was the error of the first call waiting behind it (a SandboxViolationError
+  // naming no task), and every call after it started another worker to fail the same way.
+  ferry::ExecutorOptions o = sandboxed();
+  o.max_workers = 1;
+  o.initializer = ferry::Call(exec_shell);
+  ferry::Executor ex(o);
+  auto e = failure_of<ferry::BrokenProcessPool>(ex.submit_with(hostile(), hostile_pid));
+  if (e) {
+    CHECK_MESSAGE(std::string(e->what()).find("was stopped by the sandbox while its initializer ran") !=
+                      std::string::npos,
+                  e->what());
+  }
+  // 3 start failures in a row, and the replacements started while the killed were reaped.
+  CHECK(ex.stats().workers_started <= 6);
+}
+
 TEST_CASE("Sandbox.ptrace_is_denied_and_named") {
   SUBCASE("a child process of the test") {
     PausedChild target;
