@@ -16,6 +16,7 @@
 
 #include "crash.hpp"
 #include "math.hpp"
+#include "support/child_process.hpp"
 #include "support/fixture.hpp"
 
 using namespace std::chrono_literals;
@@ -71,7 +72,18 @@ TEST_CASE("SharedMemory.a_payload_in_huge_pages_is_refused") {
 TEST_CASE("SharedMemory.threshold_reads_the_environment") {
   const auto* a = ferry::detail::large_block_allocator();
   REQUIRE(a != nullptr);
-  CHECK(a->threshold == std::size_t{1} << 20);  // the default; FERRY_SHM_THRESHOLD overrides it
+  CHECK(a->threshold == std::size_t{1} << 20);  // the default
+  // FERRY_SHM_THRESHOLD is read when libferry loads: a process started with it.
+  support::TempDir dir;
+  auto threshold_with = [&](const std::string& value) {
+    auto r = support::run({FERRY_TEST_HOST, FERRY_TEST_WORKER, FERRY_TEST_PLUGIN_DIR, "shm-threshold"}, dir.path,
+                          {.env = {{"FERRY_SHM_THRESHOLD", value}}});
+    CHECK_MESSAGE(r.status == 0, r.err);
+    auto lines = r.out.substr(r.out.find('\n') + 1);  // after the workers' pids
+    return lines.substr(0, lines.find('\n'));
+  };
+  CHECK(threshold_with("64K") == "65536");
+  CHECK(threshold_with("") == "1048576");  // unset: the default
 }
 
 TEST_CASE("SharedMemory.large_arguments_at_every_size_around_the_threshold") {

@@ -8,6 +8,9 @@
 //                                                 plugin: each appends its id to <record file>)
 //                                                 queued behind them; exits 4 if one of those had
 //                                                 already run when main returned
+//   host_program <worker> <plugin dir> shm-threshold
+//                                                 print libferry's shared-memory threshold (as
+//                                                 FERRY_SHM_THRESHOLD set it when it loaded)
 #include <unistd.h>
 
 #include <iostream>
@@ -27,6 +30,10 @@ int main(int argc, char** argv) {
   for (int pid : ex.worker_pids()) std::cout << pid << ' ';
   std::cout << std::endl;
   std::string mode = argv[3];
+  if (mode == "shm-threshold") {
+    std::cout << ferry::detail::large_block_allocator()->threshold << std::endl;
+    return 0;
+  }
   if (mode == "wait") {
     char c;
     while (::read(0, &c, 1) > 0) {
