@@ -39,6 +39,9 @@ constexpr auto shutdown_grace = std::chrono::seconds(5);
 constexpr unsigned max_startup_failures = 3;
 constexpr auto hello_timeout = std::chrono::seconds(10);
 constexpr auto cpu_sample_period = std::chrono::milliseconds(100);
+/// How long the pool waits to start a worker again after a start failed while others run (the
+/// host out of descriptors or processes), unless a worker ends first.
+constexpr auto start_retry_delay = std::chrono::seconds(1);
 
 std::string describe_exit(const ExitStatus& st) {
   if (!st.detail.empty()) return st.detail;
@@ -204,6 +207,7 @@ void Manager::on_exit(const SlotPtr& w) {
   {
     std::lock_guard lock(p_.mu_);
     w->advance(WorkerSlot::Phase::dead);
+    start_again_at_ = {};  // its descriptors are free: a worker may start now
     for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get(), w->memory.event.get()})
       p_.poller_.remove(fd);
     debug_log("worker %d exited: %s%s", w->pid, describe_exit(st).c_str(), w->bye ? " (announced)" : "");
@@ -371,6 +375,7 @@ int Manager::next_timeout_ms() {
     }
     if (w->awaiting_hello()) next = std::min(next, w->spawned + hello_timeout);
   }
+  if (start_again_at_ > now) next = std::min(next, start_again_at_);
   if (next == Clock::time_point::max()) return -1;
   if (next <= now) return 0;
   return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(next - now).count());
@@ -503,6 +508,7 @@ std::size_t Manager::workers_to_start_locked() const {
               std::any_of(p_.workers_.begin(), p_.workers_.end(), [](const auto& kv) { return !kv.second->lane.idle(); });
   // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes).
   if (p_.broken_ || p_.killed_ || !p_.started_ || (p_.shutdown_ && !busy)) return 0;
+  if (Clock::now() < start_again_at_) return 0;  // a start failed while other workers run
   std::size_t desired = busy ? p_.max_workers_ : p_.max_workers_ - std::min(p_.idle_exited_, p_.max_workers_);
   // A backend that lost nodes cannot run as many workers as asked.
   desired = std::min(desired, p_.launcher_->capacity());
@@ -512,7 +518,9 @@ std::size_t Manager::workers_to_start_locked() const {
 
 void Manager::start_workers(std::size_t n, Completions& done) {
   if (n == 0) return;
-  for (std::size_t i = 0; i < n; ++i) start_one(done);
+  // After a failure the others would fail the same way: they wait for start_again_at_.
+  for (std::size_t i = 0; i < n && start_one(done); ++i) {
+  }
   // Tasks go out right away, before the workers' hello: start-up overlaps their transfer. All
   // new workers are registered first, so that the queue is spread over all of them.
   std::lock_guard lock(p_.mu_);
@@ -542,7 +550,7 @@ std::vector<std::string> Manager::worker_args() const {
   return args;
 }
 
-void Manager::start_one(Completions& done) {
+bool Manager::start_one(Completions& done) {
   std::string why;
   auto launched = p_.launcher_->launch(worker_args(), why);
   Fd exit_fd, sock_out;
@@ -561,12 +569,14 @@ void Manager::start_one(Completions& done) {
       (void)launched->worker->status();  // reaped: no zombie per attempt
       ::close(launched->channel);
       launched.reset();
-      std::lock_guard lock(p_.mu_);
-      ++p_.startup_failures_;  // given up on as workers that die before their hello
     }
   }
   if (!launched) {
-    // Nothing can run without a worker: fail what waits, unless another worker is alive.
+    // Nothing can run without a worker: fail what waits, unless another worker is alive. With
+    // one, the pool runs on the workers it has (a host whose descriptor limit allows fewer than
+    // max_workers: these failures counted as workers dying before their hello, and the pool
+    // failed its queue while the workers it had started were on their way), and tries again
+    // later, or when a worker ends and gives back its descriptors.
     std::lock_guard lock(p_.mu_);
     p_.last_spawn_error_ = why;
     debug_log("starting a worker failed: %s", why.c_str());
@@ -574,8 +584,10 @@ void Manager::start_one(Completions& done) {
       p_.spawn_error_ = p_.launcher_->start_failure(why);
       p_.fail_queue_locked(p_.spawn_error_, done);
       p_.started_ = false;
+    } else {
+      start_again_at_ = Clock::now() + start_retry_delay;
     }
-    return;
+    return false;
   }
   auto w = std::make_shared<WorkerSlot>();
   w->process = std::move(launched->worker);
@@ -585,6 +597,7 @@ void Manager::start_one(Completions& done) {
   w->exit_fd = std::move(exit_fd);
   w->sock_out = std::move(sock_out);
   register_worker(w);
+  return true;
 }
 
 void Manager::register_worker(const SlotPtr& w) {

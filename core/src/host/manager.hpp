@@ -73,7 +73,8 @@ class Manager {
   void check_startup_locked(Clock::time_point now, Completions& done);
   std::size_t workers_to_start_locked() const;
   void start_workers(std::size_t n, Completions& done);
-  void start_one(Completions& done);
+  /// Starts one worker; false when it could not be started.
+  bool start_one(Completions& done);
   /// Adds a started worker to the pool: poller registrations, initializer, dispatch.
   void register_worker(const SlotPtr& w);
   std::vector<std::string> worker_args() const;
@@ -85,6 +86,8 @@ class Manager {
   std::atomic<std::thread::id> id_{};
   std::mutex join_mu_;
   OomCounts oom_seen_;  // the counters at the last worker death: a SIGKILL since is an OOM kill?
+  // No worker is started before then (a start failed while others ran); manager thread only.
+  Clock::time_point start_again_at_{};
 };
 
 }  // namespace ferry::detail
