@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // ExecutorOptions::initializer = ferry::Call(fn or name, args...): worker-local state set up once.
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -267,6 +269,16 @@ TEST_CASE("Initializer.warm_up_waits_for_it_and_stops_waiting_when_it_fails") {
     auto f = ex.submit_with({.deadline = 100ms}, busy_for, 5);
     CHECK(f.get() == 5);
   }
+  SUBCASE("it ended its worker") {
+    // A start failure (three in a row: the pool gives up starting workers), not a broken pool:
+    // warm_up waited for its whole timeout.
+    auto o = support::options(1);
+    o.initializer = ferry::Call(segfault, 1);
+    ferry::Executor ex(o);
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_FALSE(ex.warm_up(ferry::Duration(std::chrono::hours(1))));
+    CHECK(std::chrono::steady_clock::now() - start < 30s);
+  }
   SUBCASE("it failed") {
     auto o = support::options(1);
     o.initializer = "init_throws";
@@ -276,4 +288,36 @@ TEST_CASE("Initializer.warm_up_waits_for_it_and_stops_waiting_when_it_fails") {
     CHECK(std::chrono::steady_clock::now() - start < 30s);  // not the whole timeout
     CHECK(ex.is_broken());
   }
+}
+
+TEST_CASE("Initializer.a_call_behind_it_can_be_cancelled_by_killing_its_worker") {
+  // Its front call has not started, but only killing the worker takes it back: cancel with
+  // kill_running did nothing (the call was not the running one), so a map's stop or timeout
+  // waited for the initializer however long it took.
+  support::TempDir dir;
+  const auto hold = dir.path / "hold";
+  std::ofstream(hold).put('x');
+  struct Release {
+    std::filesystem::path file;
+    ~Release() { std::filesystem::remove(file); }
+  } release{hold};
+  auto o = support::options(1);
+  o.initializer = ferry::Call(wait_while_exists, hold.string());
+  ferry::Executor ex(o);
+  auto f = ex.submit(busy_for, 1);  // sent to the worker as it starts, behind its initializer
+  REQUIRE(support::wait_until([&] { return ex.worker_pids().size() == 1; }));
+  CHECK_FALSE(f.running());
+  CHECK(f.cancel({.kill_running = true}));
+  CHECK_THROWS_AS(f.get(), ferry::CancelledError);
+}
+
+TEST_CASE("Initializer.one_that_ends_its_worker_during_a_shutdown_is_still_a_start_failure") {
+  // The call behind it was blamed (TerminatedWorkerError, a retry charged) once the executor was
+  // shutting down.
+  auto o = support::options(1);
+  o.initializer = ferry::Call(segfault, 1);
+  ferry::Executor ex(o);
+  auto f = ex.submit(busy_for, 1);
+  ex.shutdown({.wait = false});
+  CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("while its initializer ran"), ferry::BrokenProcessPool);
 }

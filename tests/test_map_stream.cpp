@@ -298,6 +298,21 @@ TEST_CASE("MapOutcomes.a_result_that_cannot_be_decoded_fails_its_input_only") {
   }
 }
 
+TEST_CASE("MapOutcomes.what_on_progress_throws_ends_it") {
+  // A throw from on_progress was taken for the chunk's decoding error: its inputs were recorded
+  // a second time, as failed, and the map went on.
+  ferry::Executor ex(support::options(2));
+  bool thrown = false;
+  auto once = [&](std::size_t, std::size_t) {
+    if (!thrown) {
+      thrown = true;
+      throw std::runtime_error("enough");
+    }
+  };
+  CHECK_THROWS_WITH_AS(ex.map_outcomes(square, iota_vector(40), {.chunksize = 4, .on_progress = once}), "enough",
+                       std::runtime_error);
+}
+
 TEST_CASE("Imap.an_input_that_cannot_be_encoded_fails_after_the_inputs_before_it") {
   // Its encoding error was thrown as soon as it was met, eight inputs ahead of the stream: the
   // results of the inputs before it, sent and run, were lost.

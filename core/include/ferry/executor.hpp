@@ -708,15 +708,18 @@ class FERRY_API Executor {
     auto take = [&](detail::MapChunk<std::vector<R>>& c) {
       std::exception_ptr e = c.future.exception();
       if (!e) {
+        std::vector<R> values;
         try {
-          auto values = c.future.get();
-          for (std::size_t i = 0; i < values.size(); ++i) out.emplace_back(c.first + i, std::move(values[i]));
-          run.advance(c.count);
-          return;
+          values = c.future.get();
         } catch (...) {
           // A value that cannot be decoded fails its input as the task's error would (it names
           // that input), or the whole chunk (bytes left over).
           e = std::current_exception();
+        }
+        if (!e) {
+          for (std::size_t i = 0; i < values.size(); ++i) out.emplace_back(c.first + i, std::move(values[i]));
+          run.advance(c.count);  // on_progress: what it throws ends map_outcomes
+          return;
         }
       }
       auto failed = detail::classify_chunk_failure(e, c.first, c.count);

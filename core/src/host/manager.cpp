@@ -225,11 +225,14 @@ void Manager::on_exit(const SlotPtr& w) {
 
 std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
                                                       Completions& done) {
-  // Ended by its initializer (a crash, an _exit, the kernel's OOM killer): no call of ours ran on
-  // it either. A failure of every worker's start, not of the first call it was given; and an
-  // idle pool respawned such workers without end (hundreds a second).
-  const bool in_initializer = p_.initializer_ && w.greeted && !w.initialized && (!w.kill_sent || w.failed_start);
-  if ((!w.greeted || in_initializer) && !w.bye && !w.kill_error && !p_.shutdown_) {
+  // Ended while its initializer ran (a crash, an _exit, the kernel's OOM killer, or ferry killed
+  // it for what its initializer did: a full memory cgroup, the sandbox, a frame out of protocol,
+  // a closed channel), even during a shutdown: no call of ours ran on it. A failure of every
+  // worker's start, not of the first call it was given; and an idle pool respawned such workers
+  // without end (hundreds a second). Unless ferry killed it for its first call (cancelled, or
+  // bytes out of order that may be a task's, after a success not read yet): that call's error.
+  const bool in_initializer = p_.initializer_ && w.greeted && !w.initialized;
+  if (((!w.greeted && !p_.shutdown_) || in_initializer) && !w.bye && !w.kill_error) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     p_.dispatcher_.requeue(w.lane);
     ++p_.startup_failures_;
@@ -491,6 +494,7 @@ void Manager::check_startup_locked(Clock::time_point, Completions& done) {
     if (!any_up) {
       p_.spawn_error_ = p_.launcher_->start_failure(p_.last_spawn_error_);
       p_.started_ = false;  // no retry until the next submit
+      p_.changed_.notify_all();  // warm_up
     }
     p_.startup_failures_ = 0;
   }
@@ -584,6 +588,7 @@ bool Manager::start_one(Completions& done) {
       p_.spawn_error_ = p_.launcher_->start_failure(why);
       p_.fail_queue_locked(p_.spawn_error_, done);
       p_.started_ = false;
+      p_.changed_.notify_all();  // warm_up
     } else {
       start_again_at_ = Clock::now() + start_retry_delay;
     }

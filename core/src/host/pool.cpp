@@ -446,7 +446,7 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
       }
       if (w.discarding) return;  // it is being killed: nothing it sent after counts
     } catch (const protocol::ProtocolError& e) {
-      reject_garbage(w, e.what());
+      reject_garbage(w, e.what(), /*in_order=*/true);
       return;
     }
   }
@@ -562,6 +562,9 @@ void Pool::handle_contained(WorkerSlot& w, const Frame& f) {
 void Pool::fail_start_locked(WorkerSlot& w, std::string why) {
   w.violation = std::move(why);
   w.failed_start = true;
+  // An initializer's success still unread (a memory ceiling met just after it) must not start
+  // the calls of a worker given up as a start failure.
+  w.discarding = true;
   kill_worker_locked(w, nullptr);
 }
 
@@ -589,11 +592,14 @@ void Pool::handle_crashed(WorkerSlot& w, const Frame& f) {
   w.crash_stack = std::move(stack);
 }
 
-void Pool::reject_garbage(WorkerSlot& w, const char* what) {
+void Pool::reject_garbage(WorkerSlot& w, const char* what, bool in_order) {
   std::lock_guard lock(mu_);
   debug_log("worker %d: protocol error: %s", w.pid, what);
   w.discarding = true;  // drop whatever else it sends until it is dead
-  if (w.lane.initializing) {
+  // Only a frame read in order is known to come before the initializer's success: bytes a
+  // receive refused (descriptors no frame announced) may hold that success, glued to what a
+  // task sent after it, and the call waiting behind it is then the one to blame.
+  if (in_order && w.lane.initializing) {
     fail_start_locked(w, std::string("sent a malformed frame while its initializer ran (") + what + ")");
     return;
   }
@@ -934,7 +940,10 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
       WorkerSlot& w = *workers_.at(call->lane->serial);
       // A call queued behind another in the worker's pipeline cannot be taken back without
       // killing the innocent running one: only the running call can be stopped.
-      if (!kill_running || w.lane.running() != call.get()) return false;
+      // The front call of a worker still in its initializer has not started, but nothing takes
+      // it back short of killing that worker, which runs no other call.
+      const Call* front = w.lane.in_flight.empty() ? nullptr : w.lane.in_flight.front().get();
+      if (!kill_running || front != call.get()) return false;
       kill_worker_locked(w, std::make_exception_ptr(CancelledError(
                                 "task '" + call->ref->display + "' was cancelled while running: its worker " +
                                 std::to_string(w.pid) + " was killed")));
@@ -1084,6 +1093,7 @@ void Pool::shutdown(const ShutdownOptions& options) {
   {
     std::lock_guard lock(mu_);
     shutdown_ = true;
+    changed_.notify_all();  // warm_up
     if (options.kill_workers && !killed_) {
       killed_ = true;
       auto error = std::make_exception_ptr(CancelledError(
@@ -1094,9 +1104,11 @@ void Pool::shutdown(const ShutdownOptions& options) {
         auto calls = dispatcher_.take_all(w->lane);
         for (auto& c : calls) finish_locked(c, done, error);
         if (trace_ && !calls.empty()) {
-          // The first was running on the worker (its slice ends now); the rest never started.
-          trace_ran_locked(*calls.front(), *w, nullptr, 0, error, now);
-          trace_ended_locked({calls.begin() + 1, calls.end()}, error);
+          // The first was running on the worker (its slice ends now), unless the worker was
+          // still in its initializer; the rest never started.
+          const bool ran = !w->lane.initializing;
+          if (ran) trace_ran_locked(*calls.front(), *w, nullptr, 0, error, now);
+          trace_ended_locked({calls.begin() + (ran ? 1 : 0), calls.end()}, error);
         }
         kill_worker_locked(*w, nullptr);
       }
@@ -1143,6 +1155,7 @@ void Pool::resize(std::size_t n) {
     });
     for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire(WorkerSlot::Retired::resize);
   }
+  changed_.notify_all();  // warm_up counts up to max_workers
   poller_.wake();
 }
 
@@ -1163,8 +1176,9 @@ bool Pool::warm_up(Clock::time_point deadline) {
     // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
     return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->capacity());
   };
-  // An initializer that failed broke the pool: no worker will be up.
-  auto done = [&] { return broken_ || all_up(); };
+  // An initializer that failed broke the pool, starting workers failed (started_ false again:
+  // initializers that end their workers too) or the pool shut down: no more workers will be up.
+  auto done = [&] { return broken_ || shutdown_ || (spawn_error_ && !started_) || all_up(); };
   if (manager_.on_this_thread() && !done()) {
     // A callback: the thread that starts the workers is this one.
     if (deadline == Clock::time_point::max())
@@ -1177,7 +1191,7 @@ bool Pool::warm_up(Clock::time_point deadline) {
   } else {
     changed_.wait_until(lock, deadline, done);
   }
-  return !broken_ && all_up();
+  return !broken_ && !shutdown_ && all_up();
 }
 
 std::size_t Pool::max_workers() const {

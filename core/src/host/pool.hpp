@@ -158,7 +158,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// It took a fatal signal: the stack is kept for the TerminatedWorkerError its death brings.
   void handle_crashed(WorkerSlot& w, const Frame& f);
   /// Kills a worker that sent bytes that are not ferry frames; its running call says why.
-  void reject_garbage(WorkerSlot& w, const char* what);
+  /// `in_order`: the bad frame was read after every frame before it was handled (a frame before
+  /// the initializer's success makes it a start failure).
+  void reject_garbage(WorkerSlot& w, const char* what, bool in_order = false);
   /// Kills a worker whose initializer did what ends a worker (`why`, completing "worker N ..."):
   /// a start failure (Manager::settle_dead_worker_locked), not an error of the calls sent to it.
   void fail_start_locked(WorkerSlot& w, std::string why);

@@ -464,7 +464,8 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
   if constexpr (std::is_same_v<T, std::string>)
     if (raw_) return std::string(bytes);
   // The input of a map chunk whose value was being read: its error names it, or the whole chunk's
-  // inputs when the values read leave bytes over (which one wrote them is not known).
+  // inputs when the values read leave bytes over, or numbers do not fill the chunk's bytes (which
+  // one is at fault is not known).
   std::size_t reading = 0, reading_count = items_;
   auto name_input = [&](Error& e) {
     if (first_input_ != no_input && !e.input_index()) e.set_input_index(first_input_ + reading, reading_count);
@@ -476,13 +477,14 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
       using R = typename T::value_type;
       if constexpr (raw_arithmetic<R>) {
         // Numbers: the chunk is their bytes one after another (cereal writes each as it is in
-        // memory), copied at once. Any other size is read value by value below, which says
-        // what is wrong.
+        // memory), copied at once. Any other size is the whole chunk's fault.
         if (bytes.size() == std::size_t{items_} * sizeof(R)) {
           T out(items_);
           if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
           return out;
         }
+        throw cereal::Exception(std::to_string(items_) + " numbers of " + std::to_string(sizeof(R)) +
+                                " bytes in a chunk of " + std::to_string(bytes.size()) + " bytes");
       }
       MemoryReader reader(bytes.data(), bytes.size());
       std::istream is(&reader);
@@ -504,8 +506,12 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
     } else {
       return decode_value<T>(bytes);
     }
-  } catch (ferry::Error& e) {
-    name_input(e);
+  } catch (const SerializationError& e) {
+    // A copy is named: a load() may rethrow an error another future holds too.
+    SerializationError named(e);
+    name_input(named);
+    throw named;
+  } catch (const ferry::Error&) {
     throw;
   } catch (...) {
     // Anything a result type's load throws, `throw 0` included, is a SerializationError: get()
