@@ -660,7 +660,7 @@ TEST_CASE("Cli.map.a_line_over_the_cap_is_a_typed_error") {
 TEST_CASE("Cli.map.the_line_cap_defaults_to_the_largest_message") {
   Result r = cli(Call{.args = {"map", "view_size"},
                       .input = "\"a\"\n\"" + std::string(100'000, 'b') + "\"\n",
-                      .env = {{"FERRY_MAX_FRAME_BYTES", "64K"}}});
+                      .env = {{"FERRY_MAX_FRAME_BYTES", "64K"}, {"FERRY_SHM_THRESHOLD", "16K"}}});
   CHECK(r.status == 2);
   CHECK(r.out == "1\n");
   CHECK_MESSAGE(r.err.find("line 2: longer than 64 KiB (--max-line-bytes)") != std::string::npos, r.err);
@@ -670,7 +670,8 @@ TEST_CASE("Cli.map.a_line_without_end_is_refused_while_it_is_read") {
   // A line that never ends (a pipe that is never closed, /dev/zero) is refused once it is past
   // the cap, not when it ends.
   support::TempDir dir;
-  Child child = spawn(Call{.args = {"map", "view_size"}, .pipe = true, .env = {{"FERRY_MAX_FRAME_BYTES", "64K"}}},
+  Child child = spawn(Call{.args = {"map", "view_size"}, .pipe = true,
+                           .env = {{"FERRY_MAX_FRAME_BYTES", "64K"}, {"FERRY_SHM_THRESHOLD", "16K"}}},
                       dir.path);
   sigset_t pipe_signal, saved;
   sigemptyset(&pipe_signal);

@@ -52,6 +52,16 @@ TEST_CASE("Config.malformed_values_are_refused_at_executor_construction") {
       CHECK(what.find(std::string(row.name) + "='" + row.value + "'") != std::string::npos);
     }
   }
+  {
+    // Each value fine on its own, but a frame limit under the threshold: payloads between them
+    // fit neither (workers were killed for sending a 200 KiB result).
+    support::ScopedEnv frame("FERRY_MAX_FRAME_BYTES", "64K");
+    CHECK_THROWS_WITH_AS(ferry::Executor(support::options(1)),
+                         doctest::Contains("must be larger than FERRY_SHM_THRESHOLD"), std::invalid_argument);
+    support::ScopedEnv threshold("FERRY_SHM_THRESHOLD", "32K");
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit<int>("square", 5).get() == 25);
+  }
   // And good values start it.
   support::ScopedEnv frame("FERRY_MAX_FRAME_BYTES", "64M");
   support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "2");

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Worker lifecycle: idle timeout, recycling, initializer, resize, deadlines, cancelling running
 // work, and many threads at once.
+#include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -443,4 +445,96 @@ TEST_CASE("Lifecycle.a_host_short_of_descriptors_runs_on_the_workers_it_could_st
         60s);
     CHECK_MESSAGE(code == 0, "1: rlimit, 101: the map threw (see stderr), 2: a wrong result, 3: the worker count");
   }
+}
+
+TEST_CASE("Lifecycle.workers_that_fail_to_start_together_leave_the_one_on_its_way") {
+  // Workers started together under a limit only the first fits in (RLIMIT_NPROC: each worker
+  // forks its guardian): the others fail before their hello, three at once, and the pool gave up
+  // (BrokenProcessPool for everything) while the first was still on its way. Here a script
+  // stands in: the first to start runs ferry-worker 300 ms later, the others exit at once.
+  support::TempDir dir;
+  const auto script = dir.path / "worker.sh";
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\n"
+        << "if mkdir '" << (dir.path / "first").string() << "' 2>/dev/null; then\n"
+        << "  sleep 0.3\n"
+        << "  exec '" << FERRY_TEST_WORKER << "' \"$@\"\n"
+        << "fi\n"
+        << "exit 70\n";
+  }
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  auto o = support::options(4);
+  o.worker_path = script;
+  ferry::Executor ex(o);
+  std::vector<int> in(200);
+  std::iota(in.begin(), in.end(), 0);
+  auto out = ex.map(square, in, {.chunksize = 1});
+  REQUIRE(out.size() == in.size());
+  CHECK(out[199] == 199 * 199);
+  CHECK(ex.worker_pids().size() == 1);
+  const auto stats = ex.stats();
+  CHECK(stats.workers_crashed >= 3);  // the others, and their replacements, spaced out
+}
+
+TEST_CASE("Lifecycle.a_host_started_without_its_standard_descriptors_keeps_them_off_its_channels") {
+  // Started with 0, 1 and 2 closed (a daemon, `prog <&- >&- 2>&-`): the pool's own descriptors
+  // took them, what the program wrote to stderr went into a worker's channel (a protocol error),
+  // and the host died of SIGPIPE at its next write.
+  const int code = support::exit_code_of_child(
+      [] {
+        ::close(0);
+        ::close(1);
+        ::close(2);
+        ferry::Executor ex(support::options(2));
+        for (int round = 0; round < 5; ++round) {
+          if (ex.submit(square, round).get() != round * round) return 2;
+          static constexpr char line[] = "a warning the program prints\n";
+          if (::write(1, line, sizeof line - 1) < 0 || ::write(2, line, sizeof line - 1) < 0) return 3;
+        }
+        return 0;
+      },
+      30s);
+  CHECK_MESSAGE(code == 0, "-2: a signal (SIGPIPE), 101: a call failed, 2: a wrong result, 3: a write failed");
+}
+
+TEST_CASE("Lifecycle.a_relative_worker_path_is_taken_from_where_the_executor_was_made") {
+  // It was looked up at each start: after a chdir, the next worker (a respawn) could not start,
+  // or another program of that name ran.
+  const int code = support::exit_code_of_child(
+      [] {
+        const std::filesystem::path worker = FERRY_TEST_WORKER;
+        if (::chdir(worker.parent_path().parent_path().c_str()) != 0) return 1;
+        auto o = support::options(1);
+        o.worker_path = worker.parent_path().filename() / worker.filename();  // bin/ferry-worker
+        ferry::Executor ex(o);
+        if (ex.submit(square, 2).get() != 4) return 2;
+        if (::chdir("/") != 0) return 1;
+        ex.resize(2);  // a worker started after the chdir
+        if (!ex.warm_up(std::chrono::seconds(5))) return 3;
+        if (ex.submit(square, 3).get() != 9) return 4;
+        return 0;
+      },
+      30s);
+  CHECK_MESSAGE(code == 0, "3: the worker started after the chdir never came up");
+}
+
+TEST_CASE("Lifecycle.a_crash_is_named_when_the_program_reaps_its_children_itself") {
+  // With SIGCHLD ignored (or a waitpid(-1) handler) the worker's exit status is lost: the crash
+  // its handler reported (signal and stack) was dropped too.
+  const int code = support::exit_code_of_child(
+      [] {
+        ::signal(SIGCHLD, SIG_IGN);
+        ferry::Executor ex(support::options(1));
+        try {
+          ex.submit(segfault, 1).get();
+          return 2;
+        } catch (const ferry::TerminatedWorkerError& e) {
+          if (e.signal() != SIGSEGV) return 3;
+          if (e.remote_stack().empty()) return 4;
+        }
+        return ex.submit(square, 3).get() == 9 ? 0 : 5;
+      },
+      30s);
+  CHECK_MESSAGE(code == 0, "3: no signal, 4: no stack, 5: the pool did not go on");
 }

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "host/pool.hpp"
+#include "platform/fd.hpp"
 #include "wire/protocol.hpp"
 
 static_assert(ferry::detail::shared_args_flag == ferry::detail::protocol::flag_shared_args);
@@ -52,7 +53,7 @@ struct detail::ExecutorLink {
 };
 
 Executor::Executor(ExecutorOptions options)
-    : pool_(std::make_shared<detail::Pool>(std::move(options))),
+    : pool_((detail::keep_standard_descriptors_open(), std::make_shared<detail::Pool>(std::move(options)))),
       link_(std::make_shared<detail::ExecutorLink>()) {
   link_->executor = this;
   pool_->start();

@@ -31,8 +31,15 @@ namespace fs = std::filesystem;
 /// path is compiled in), then $PATH. Whichever is chosen must pass the trust check before it
 /// runs (LocalLauncher::launch).
 fs::path find_worker(const fs::path& configured) {
-  if (!configured.empty()) return configured;
-  if (auto env = Config::read().worker; !env.empty()) return env;
+  // A relative path is taken from the working directory now, once: a chdir later made every
+  // worker start after it (a respawn) fail, or run another program of that name.
+  auto from_here = [](const fs::path& p) {
+    std::error_code ec;
+    fs::path absolute = fs::absolute(p, ec);
+    return ec ? p : absolute;
+  };
+  if (!configured.empty()) return from_here(configured);
+  if (auto env = Config::read().worker; !env.empty()) return from_here(env);
   std::vector<fs::path> candidates;
   if (auto dir = library_directory(); !dir.empty()) candidates.push_back(dir / FERRY_WORKER_RELATIVE_PATH);
   if (auto on_path = find_program("ferry-worker")) candidates.push_back(*on_path);

@@ -236,6 +236,14 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     p_.dispatcher_.requeue(w.lane);
     ++p_.startup_failures_;
+    latest_failed_batch_ = std::max(latest_failed_batch_, w.start_batch);
+    // The next start waits 50 ms, then twice as long after each failure in a row (5 s at most):
+    // replacements started at once failed together while one worker was still on its way (a
+    // process limit the first worker fitted in), and the pool gave up before it said hello.
+    const unsigned n = std::min(++p_.start_failures_in_a_row_, 8u);
+    start_again_at_ = std::max(start_again_at_, Clock::now() + std::min<Clock::duration>(
+                                                                 std::chrono::milliseconds(50) * (1u << (n - 1)),
+                                                                 std::chrono::seconds(5)));
     p_.last_spawn_error_ =
         w.describe(*p_.launcher_) +
         (w.violation.empty() ? " ended with " + describe_exit(st) +
@@ -265,13 +273,18 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   }
   if (!error) {
     bool oom = st.signal == SIGKILL && ooms.grew_since(oom_seen_);
-    // The stack its crash handler sent, if it died of that very signal.
-    auto stack = st.signal != 0 && st.signal == w.crash_signal ? w.crash_stack : nullptr;
-    error = std::make_exception_ptr(TerminatedWorkerError(
-        running.ref->display, w.pid, st.signal, st.exit_code, oom,
-        w.violation.empty() ? "worker " + std::to_string(w.pid) + " ended with " + describe_exit(st)
-                            : "killed by ferry: " + w.violation,
-        std::move(stack)));
+    // The stack its crash handler sent, if it died of that very signal. When the status is not
+    // known (the program reaped the worker itself: SIGCHLD ignored, a waitpid(-1) handler), the
+    // signal its crash handler reported, with its stack.
+    const int signal = st.known ? st.signal : w.crash_signal;
+    auto stack = signal != 0 && signal == w.crash_signal ? w.crash_stack : nullptr;
+    std::string how = "worker " + std::to_string(w.pid) + " ended with " + describe_exit(st);
+    if (!st.known && w.crash_signal)
+      how += ", after its crash handler reported signal " + std::to_string(w.crash_signal) + " (" +
+             signal_name(w.crash_signal) + ")";
+    error = std::make_exception_ptr(TerminatedWorkerError(running.ref->display, w.pid, signal, st.exit_code, oom,
+                                                          w.violation.empty() ? how : "killed by ferry: " + w.violation,
+                                                          std::move(stack)));
   }
   // The rest never started: back to the front of the queue.
   p_.dispatcher_.requeue(w.lane, 1);
@@ -490,7 +503,16 @@ void Manager::check_startup_locked(Clock::time_point, Completions& done) {
   bool any_up = std::any_of(p_.workers_.begin(), p_.workers_.end(), [&](const auto& kv) {
     return kv.second->greeted && kv.second->alive() && (!p_.initializer_ || kv.second->initialized);
   });
-  if (p_.startup_failures_ >= max_startup_failures) {
+  // A worker started with those that failed (or before them) and still on its way may yet start:
+  // workers started together under a process limit that only the first fitted in failed at
+  // once, and the pool gave up before that one said hello. One started after them (their
+  // replacement) does not count: a respawn loop would never end.
+  bool on_its_way = std::any_of(p_.workers_.begin(), p_.workers_.end(), [&](const auto& kv) {
+    const WorkerSlot& w = *kv.second;
+    return w.alive() && !w.kill_sent && w.holds_place() && w.start_batch <= latest_failed_batch_ &&
+           (!w.greeted || (p_.initializer_ && !w.initialized));
+  });
+  if (p_.startup_failures_ >= max_startup_failures && (any_up || !on_its_way)) {
     if (!any_up) {
       p_.spawn_error_ = p_.launcher_->start_failure(p_.last_spawn_error_);
       p_.started_ = false;  // no retry until the next submit
@@ -522,6 +544,7 @@ std::size_t Manager::workers_to_start_locked() const {
 
 void Manager::start_workers(std::size_t n, Completions& done) {
   if (n == 0) return;
+  ++start_batch_;
   // After a failure the others would fail the same way: they wait for start_again_at_.
   for (std::size_t i = 0; i < n && start_one(done); ++i) {
   }
@@ -607,6 +630,7 @@ bool Manager::start_one(Completions& done) {
 
 void Manager::register_worker(const SlotPtr& w) {
   w->spawned = Clock::now();
+  w->start_batch = start_batch_;
   std::lock_guard lock(p_.mu_);
   w->sent_limits = p_.limits_;  // given on its command line
   w->serial = p_.next_serial_++;  // also its track in a trace: 1, 2, ... in start order

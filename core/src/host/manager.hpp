@@ -88,6 +88,11 @@ class Manager {
   OomCounts oom_seen_;  // the counters at the last worker death: a SIGKILL since is an OOM kill?
   // No worker is started before then (a start failed while others ran); manager thread only.
   Clock::time_point start_again_at_{};
+  // Workers started together count as one batch; the latest batch a start failure came from:
+  // a worker of that batch or an earlier one that is still on its way keeps the pool from
+  // giving up (check_startup_locked). Manager thread only.
+  std::uint64_t start_batch_ = 0;
+  std::uint64_t latest_failed_batch_ = 0;
 };
 
 }  // namespace ferry::detail

@@ -498,7 +498,7 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
       w.memory = MemoryCeilingWatch{};
     }
   }
-  if (!initializer_) startup_failures_ = 0;  // else started once its initializer ran
+  if (!initializer_) startup_failures_ = start_failures_in_a_row_ = 0;  // else once its initializer ran
   w.reader.set_limit(max_frame_);
   changed_.notify_all();
   if (trace_) {
@@ -650,7 +650,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     if (head.status != ResultStatus::ok || shared || !r.rest().empty())
       throw protocol::ProtocolError("a result for call 0 that is not an initializer's success");
     w.initialized = true;
-    startup_failures_ = 0;
+    startup_failures_ = start_failures_in_a_row_ = 0;
     // The calls sent meanwhile start now: their deadlines and CPU time count from here.
     dispatcher_.initialized(w.lane, Clock::now());
     changed_.notify_all();  // warm_up

@@ -235,6 +235,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   bool exit_waits_ = false;       // shutdown(wait) inside a completion: see exit_waits_for_one_more
   bool cpu_ticking_ = false;      // the manager's next wake-up samples CPU time (Limits::cpu_time)
   unsigned startup_failures_ = 0; // consecutive workers that died before hello
+  // The same, reset only by a worker's successful start (not by a submit, nor by the pool going
+  // on with other workers): how long the manager waits before starting the next one.
+  unsigned start_failures_in_a_row_ = 0;
   std::string last_spawn_error_;
   std::exception_ptr broken_;
   std::exception_ptr spawn_error_;  // workers cannot be started; cleared by the next submit

@@ -79,6 +79,7 @@ struct WorkerSlot {
   Fd exit_fd;   // dup of the process's exit descriptor: the exit registration
   MemoryCeilingWatch memory;  // a sandbox's memory cgroup, from the hello on: the memory registration
   Clock::time_point spawned{};
+  std::uint64_t start_batch = 0;  // the manager's pass that started it (Manager::start_batch_)
 
   // ---- reading side: whoever holds the channel lease (read_mu) ----
   std::mutex read_mu;

@@ -44,6 +44,13 @@ class Fd {
 /// then lingers in the background). Not exported: wire/channel.cpp is its only user.
 void close_in_background(int fd) noexcept;
 
+/// Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed. A host started with them
+/// closed gave them to the pool's own descriptors (its epoll, a worker's channel): what it then
+/// wrote to stderr (FERRY_DEBUG's log too) went into a worker's channel, which the worker took
+/// for a protocol error, and the host died of SIGPIPE at its next write. Called before an
+/// executor makes any descriptor.
+void keep_standard_descriptors_open() noexcept;
+
 /// Writes all of `bytes` to a blocking descriptor (EINTR retried); false on an error.
 inline bool write_all(int fd, std::string_view bytes) {
   for (std::size_t at = 0; at < bytes.size();) {
