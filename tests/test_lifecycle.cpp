@@ -2,6 +2,7 @@
 // Worker lifecycle: idle timeout, recycling, initializer, resize, deadlines, cancelling running
 // work, and many threads at once.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <doctest/doctest.h>
@@ -537,4 +539,46 @@ TEST_CASE("Lifecycle.a_crash_is_named_when_the_program_reaps_its_children_itself
       },
       30s);
   CHECK_MESSAGE(code == 0, "3: no signal, 4: no stack, 5: the pool did not go on");
+}
+
+namespace {
+/// Zombies whose parent is this process, named `comm`.
+int zombie_children_named(const std::string& comm) {
+  int found = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream in(e.path() / "stat");
+    std::string line;
+    if (!std::getline(in, line)) continue;
+    const auto open = line.find('('), close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    std::istringstream rest(line.substr(close + 1));
+    char state = 0;
+    long parent = 0;
+    rest >> state >> parent;
+    if (line.substr(open + 1, close - open - 1) == comm && state == 'Z' && parent == ::getpid()) ++found;
+  }
+  return found;
+}
+}  // namespace
+
+TEST_CASE("Lifecycle.a_host_that_reaps_orphans_is_left_no_zombie_per_worker") {
+  // A container's program is PID 1, and some programs are child subreapers: the guardian each
+  // worker detaches became their child when it ended, and was never reaped (one zombie per
+  // worker started; under a pids limit, the pool stopped starting workers).
+  const int code = support::exit_code_of_child(
+      [] {
+        if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return 1;
+        auto o = support::options(1);
+        o.max_tasks_per_child = 1;  // a new worker for every call
+        {
+          ferry::Executor ex(o);
+          for (int i = 0; i < 30; ++i)
+            if (ex.submit(square, i).get() != i * i) return 2;
+        }
+        const int zombies = zombie_children_named("ferry-guardian");
+        std::fprintf(stderr, "zombie guardians: %d\n", zombies);
+        return zombies <= 3 ? 0 : 3;  // those of the last workers, until another ends
+      },
+      60s);
+  CHECK_MESSAGE(code == 0, "3: zombies left, one per worker");
 }

@@ -31,6 +31,7 @@
 #include "host/pool.hpp"
 #include "platform/format.hpp"
 #include "platform/signals.hpp"
+#include "platform/spawn.hpp"
 
 namespace ferry::detail {
 
@@ -220,6 +221,10 @@ void Manager::on_exit(const SlotPtr& w) {
     p_.changed_.notify_all();
     p_.poller_.wake();
   }
+  // A host that is PID 1 (a container's program) or a subreaper inherits the helpers that ended
+  // with earlier workers: one zombie per worker started, until a pids limit stopped the pool.
+  // Those of this worker, which end after it, at the next worker's end or the pool's.
+  reap_orphaned_helpers();
   p_.complete(done);
 }
 

@@ -2,17 +2,20 @@
 // posix_spawn with a clean descriptor table and default signal state; reaping by pid.
 #include "platform/spawn.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <string_view>
@@ -143,6 +146,41 @@ ExitStatus decode(int status) {
   return s;
 }
 }  // namespace
+
+void reap_orphaned_helpers() noexcept {
+  int subreaper = 0;
+  const pid_t self = ::getpid();
+  if (self != 1 && (::prctl(PR_GET_CHILD_SUBREAPER, &subreaper) != 0 || subreaper == 0)) return;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return;
+  while (const dirent* e = ::readdir(proc)) {
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char stat[512];
+    const ssize_t n = ::read(fd, stat, sizeof stat - 1);
+    ::close(fd);
+    if (n <= 0) continue;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, the last ')' ends it.
+    const std::string_view line(stat, static_cast<std::size_t>(n));
+    const auto open_paren = line.find('('), close_paren = line.rfind(')');
+    if (open_paren == std::string_view::npos || close_paren == std::string_view::npos || close_paren < open_paren)
+      continue;
+    const std::string_view comm = line.substr(open_paren + 1, close_paren - open_paren - 1);
+    if (comm != "ferry-guardian" && comm != "ferry-relay") continue;
+    char state = 0;
+    long parent = 0;
+    if (std::sscanf(stat + close_paren + 1, " %c %ld", &state, &parent) != 2) continue;
+    if (state != 'Z' || parent != self) continue;
+    int status = 0;
+    ::waitpid(static_cast<pid_t>(pid), &status, WNOHANG);
+  }
+  ::closedir(proc);
+}
 
 bool try_reap(pid_t pid, ExitStatus& out) {
   int status = 0;

@@ -52,6 +52,12 @@ FERRY_INTERNAL_API bool try_reap(pid_t pid, ExitStatus& out);
 /// Blocks until `pid` exits and reaps it.
 FERRY_INTERNAL_API ExitStatus reap(pid_t pid);
 
+/// Reaps the ended helpers of ferry's workers (their guardian and output relay, which the worker
+/// detaches: orphans, they become this process's children when it is PID 1 of its namespace, a
+/// container's program without an init, or a child subreaper) that are this process's zombies.
+/// Nothing else of its children is touched. Does nothing unless this process is such a reaper.
+void reap_orphaned_helpers() noexcept;
+
 /// Whether `file` is a regular file this process may execute (a relative path is taken from the
 /// working directory, as posix_spawn takes it).
 FERRY_INTERNAL_API bool is_executable_file(const std::filesystem::path& file);
