@@ -715,7 +715,14 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       }
       if (shared_terminal) progress.clear();
       std::fwrite(out.data(), 1, out.size(), io.out);
-      std::fflush(io.out);
+      if (std::fflush(io.out) != 0 || std::ferror(io.out)) {
+        // A full disk, a closed stdout: what runs after this cannot be written either (it ran to
+        // the end of the input before saying so).
+        progress.clear();
+        const int status = finish_output("map", io.out, exit_ok);
+        executor.shutdown({.wait = false, .kill_workers = true});
+        return status;
+      }
       run.advance(c.lines.size());
       reader.release(c);
       flight.pop_front();

@@ -1008,6 +1008,27 @@ TEST_CASE("Cli.lost_output_is_an_error") {
   }
 }
 
+TEST_CASE("Cli.map.stops_at_its_first_lost_output") {
+  // It ran the whole input (an hour's map on a full disk) before saying the output was lost.
+  if (!fs::exists("/dev/full")) {
+    MESSAGE("skipped: no /dev/full");
+    return;
+  }
+  support::TempDir dir;
+  std::string input;
+  for (int i = 0; i < 40; ++i) input += "[" + std::to_string(i) + ", 150]\n";  // 6 s on one worker
+  write_file(dir.path / "in.jsonl", input);
+  fs::create_symlink("/dev/full", dir.path / "stdout");
+  const auto start = std::chrono::steady_clock::now();
+  Child child = spawn(Call{.args = {"map", "-j", "1", "--chunksize", "1", "--no-progress", "slow_identity",
+                                    (dir.path / "in.jsonl").string()}},
+                      dir.path);
+  CHECK(wait_status(child.pid) == 1);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
+  const std::string err = read_file(dir.path / "stderr");
+  CHECK_MESSAGE(err.find("cannot write the output: No space left on device") != std::string::npos, err);
+}
+
 // ---- containment -------------------------------------------------------------------------------
 
 namespace {
