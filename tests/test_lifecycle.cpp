@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Worker lifecycle: idle timeout, recycling, initializer, resize, deadlines, cancelling running
 // work, and many threads at once.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -581,4 +582,31 @@ TEST_CASE("Lifecycle.a_host_that_reaps_orphans_is_left_no_zombie_per_worker") {
       },
       60s);
   CHECK_MESSAGE(code == 0, "3: zombies left, one per worker");
+}
+
+TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_its_task_is_no_task") {
+  // The plugin of a function submitted could not be opened to find its task record (EMFILE):
+  // the submit failed with UnresolvableTaskError "is not a ferry task. Fix: register it with
+  // FERRY_TASK", about a function that is one.
+  const int code = support::exit_code_of_child(
+      [] {
+        ferry::Executor ex(support::options(1));
+        if (!ex.warm_up(std::chrono::seconds(10))) return 1;
+        std::vector<int> held;
+        for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+        std::string what;
+        try {
+          what = "returned " + std::to_string(ex.submit(add, 1, 2).get());
+        } catch (const ferry::PluginError& e) {
+          what = std::string("PluginError: ") + e.what();
+        } catch (const std::exception& e) {
+          what = std::string("other: ") + e.what();
+        }
+        for (int fd : held) ::close(fd);
+        std::fprintf(stderr, "%s\n", what.c_str());
+        if (what.find("PluginError: cannot tell whether function") != 0) return 2;
+        return ex.submit(add, 1, 2).get() == 3 ? 0 : 3;  // descriptors back: it is a task again
+      },
+      30s);
+  CHECK_MESSAGE(code == 0, "2: the error was not the host's (see stderr), 3: the next submit failed");
 }

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <ferry/errors.hpp>
 #include <ferry/task.hpp>
 
 #include "platform/trust.hpp"
@@ -74,12 +75,16 @@ std::string absolute(const std::string& p) {
 }
 
 /// The task of `library` whose record reports `address`, if any. The library is already loaded
-/// (we only ask objects found in this process), so reading its records runs no new code.
-std::optional<std::string> task_at(const std::string& library, const void* address) {
+/// (we only ask objects found in this process), so reading its records runs no new code. A file
+/// this process could not open for want of descriptors or memory is said in `unreadable`:
+/// whether the function is a task is not known then (it was called "not a ferry task", or a
+/// function of the main program, and cached as such).
+std::optional<std::string> task_at(const std::string& library, const void* address, std::string& unreadable) {
   std::vector<ElfTaskRecord> records;
   try {
     records = read_task_records(library);
-  } catch (const ElfError&) {
+  } catch (const ElfError& e) {
+    if (e.out_of_resources() && unreadable.empty()) unreadable = library + ": " + e.what();
     return std::nullopt;
   }
   if (records.empty()) return std::nullopt;
@@ -112,12 +117,24 @@ FunctionTask resolve_wrap(const WrapSite& site) {
   return t;
 }
 
+/// A function whose library this process could not read (`why`): unavailable, with a PluginError
+/// that says so (not cached: the next submit looks again).
+FunctionTask unreadable_library(FunctionTask t, const std::string& why) {
+  t.kind = FunctionTask::Kind::unavailable;
+  t.error = std::make_exception_ptr(PluginError(
+      "cannot tell whether function '" + (t.name.empty() ? std::string("(unnamed)") : t.name) +
+          "' is a ferry task: this process could not read " + why,
+      t.library, t.name, why));
+  return t;
+}
+
 FunctionTask resolve_uncached(const void* address) {
   FunctionTask t;
   auto obj = object_of(address);
   if (obj && !obj->path.empty()) {
     t.library = absolute(obj->path);
-    if (auto name = task_at(t.library, address)) {
+    std::string unreadable;
+    if (auto name = task_at(t.library, address, unreadable)) {
       t.kind = FunctionTask::Kind::plugin;
       t.name = *name;
       return t;
@@ -128,12 +145,14 @@ FunctionTask resolve_uncached(const void* address) {
     if (t.name.empty())
       if (auto s = function_symbol_at(t.library, reinterpret_cast<std::uintptr_t>(address) - obj->bias))
         t.name = *s;
+    if (!unreadable.empty()) return unreadable_library(std::move(t), unreadable);
     return t;
   }
   // In the main program. A non-PIE host sees a plugin function through its own PLT stub, whose
   // address the plugin's record reports too: look in every loaded plugin first.
+  std::string unreadable;
   for (const auto& lib : loaded_objects()) {
-    if (auto name = task_at(lib, address)) {
+    if (auto name = task_at(lib, address, unreadable)) {
       t.kind = FunctionTask::Kind::plugin;
       t.library = absolute(lib);
       t.name = *name;
@@ -145,6 +164,7 @@ FunctionTask resolve_uncached(const void* address) {
   std::uintptr_t bias = obj ? obj->bias : 0;
   if (auto s = function_symbol_at(t.library, reinterpret_cast<std::uintptr_t>(address) - bias))
     t.name = *s;
+  if (!unreadable.empty()) return unreadable_library(std::move(t), unreadable);
   return t;
 }
 

@@ -51,7 +51,7 @@ class OpenFile {
     if (fd_ < 0) {
       int e = errno;
       throw ElfError(e == ENOENT ? ElfError::Kind::missing : ElfError::Kind::unreadable,
-                     std::string(std::strerror(e)));
+                     std::string(std::strerror(e)), e);
     }
     struct stat st {};
     if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -63,7 +63,7 @@ class OpenFile {
     const int e = errno;
     ::close(fd_);
     fd_ = readable;
-    if (fd_ < 0) throw ElfError(ElfError::Kind::unreadable, std::string(std::strerror(e)));
+    if (fd_ < 0) throw ElfError(ElfError::Kind::unreadable, std::string(std::strerror(e)), e);
     size_ = static_cast<std::size_t>(st.st_size);
     identity_ = file_identity(st);
   }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <cerrno>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -19,11 +20,19 @@ namespace ferry::detail {
 class FERRY_INTERNAL_API ElfError : public std::runtime_error {
  public:
   enum class Kind { missing, unreadable, not_elf, wrong_machine, not_shared_library, truncated };
-  ElfError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  ElfError(Kind kind, const std::string& message, int error = 0)
+      : std::runtime_error(message), kind_(kind), error_(error) {}
   Kind kind() const noexcept { return kind_; }
+  /// The errno of an open that failed (missing, unreadable), else 0.
+  int error() const noexcept { return error_; }
+  /// This process ran out of something (descriptors, memory): the file says nothing then.
+  bool out_of_resources() const noexcept {
+    return error_ == EMFILE || error_ == ENFILE || error_ == ENOMEM;
+  }
 
  private:
   Kind kind_;
+  int error_ = 0;
 };
 
 /// A task record read from the file bytes.
