@@ -53,12 +53,15 @@ TEST_CASE("Config.malformed_values_are_refused_at_executor_construction") {
     }
   }
   {
-    // Each value fine on its own, but a frame limit under the threshold: payloads between them
-    // fit neither (workers were killed for sending a 200 KiB result).
+    // A frame limit fine on its own, but under the shared-memory threshold (1 MiB here, read
+    // when libferry loaded) and its heads: payloads between them fit neither (workers were
+    // killed for sending a 200 KiB result).
     support::ScopedEnv frame("FERRY_MAX_FRAME_BYTES", "64K");
     CHECK_THROWS_WITH_AS(ferry::Executor(support::options(1)),
-                         doctest::Contains("must be larger than FERRY_SHM_THRESHOLD"), std::invalid_argument);
-    support::ScopedEnv threshold("FERRY_SHM_THRESHOLD", "32K");
+                         doctest::Contains("must be at least FERRY_SHM_THRESHOLD (1048576"), std::invalid_argument);
+    support::ScopedEnv just_under("FERRY_MAX_FRAME_BYTES", "1031K");
+    CHECK_THROWS_AS(ferry::Executor(support::options(1)), std::invalid_argument);
+    support::ScopedEnv enough("FERRY_MAX_FRAME_BYTES", "1032K");  // 1 MiB + 8 KiB
     ferry::Executor ex(support::options(1));
     CHECK(ex.submit<int>("square", 5).get() == 25);
   }

