@@ -63,11 +63,15 @@ TEST_CASE("Lifecycle.memory_growth_recycles_after_the_task") {
   CHECK(pids.size() >= 2);
   // Every new worker replaced one recycled for its memory (none crashed): each worker seen but
   // the last was recycled, the last one too when the last call pushed it over.
-  const auto stats = ex.stats();
-  CHECK(stats.workers_crashed == 0);
-  const std::size_t recycled = stats.recycled_by_reason.count("memory") ? stats.recycled_by_reason.at("memory") : 0;
-  CHECK(recycled >= pids.size() - 1);
-  CHECK(recycled <= pids.size());
+  // A recycled worker's end is counted when it is reaped, which may come after its replacement
+  // answered: waited for.
+  auto recycled = [&] {
+    const auto stats = ex.stats();
+    return stats.recycled_by_reason.count("memory") ? stats.recycled_by_reason.at("memory") : std::size_t{0};
+  };
+  CHECK(support::wait_until([&] { return recycled() >= pids.size() - 1; }));
+  CHECK(recycled() <= pids.size());
+  CHECK(ex.stats().workers_crashed == 0);
 }
 
 TEST_CASE("Lifecycle.a_task_that_leaks_descriptors_does_not_poison_the_next") {
@@ -388,7 +392,7 @@ TEST_CASE("Lifecycle.a_pool_finishing_in_the_background_finishes_before_the_proc
         if (!ex->warm_up(10s)) return 3;
         // Two warm workers: busy_for runs on one, square on the other (the least loaded lane),
         // so the callback runs, and the process exits, while busy_for still runs.
-        auto slow = ex->submit(busy_for, 1000);
+        auto slow = ex->submit(busy_for, 3000);  // 3 s: the callback may be late on a loaded machine
         auto* holder = new std::shared_ptr<ferry::Executor>(ex);
         std::atomic<bool> gone{false};
         ex->submit(square, 2).then([holder, &gone](const ferry::Future<int>&) {
@@ -400,7 +404,7 @@ TEST_CASE("Lifecycle.a_pool_finishing_in_the_background_finishes_before_the_proc
         if (slow.ready()) return 2;  // busy_for already over: exit would prove nothing
         return 0;  // std::exit while the pool still runs busy_for
       },
-      20s, true);
+      30s, true);
   CHECK(code == 0);  // 2: busy_for ended before the exit (a machine too loaded to test this)
   const support::TraceFile trace = support::read_trace(file);
   CHECK(trace.closed);
@@ -411,7 +415,7 @@ TEST_CASE("Lifecycle.a_pool_finishing_in_the_background_finishes_before_the_proc
   REQUIRE(slices.size() == 1);
   CHECK_FALSE(support::has_arg(*slices[0], "error"));
   REQUIRE((*slices[0]).HasMember("dur"));
-  CHECK((*slices[0])["dur"].GetDouble() >= 1000e3);  // its 1 s of CPU time: at least 1 s of wall time
+  CHECK((*slices[0])["dur"].GetDouble() >= 3000e3);  // its 3 s of CPU time: at least 3 s of wall time
   // The stats line: both calls completed, none failed.
   const auto stats = trace.named("stats");
   REQUIRE(stats.size() == 1);

@@ -238,7 +238,8 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   // without end (hundreds a second). Unless ferry killed it for its first call (cancelled, or
   // bytes out of order that may be a task's, after a success not read yet): that call's error.
   const bool in_initializer = p_.initializer_ && w.greeted && !w.initialized;
-  if (((!w.greeted && !p_.shutdown_) || in_initializer) && !w.bye && !w.kill_error) {
+  // (Before its hello during a shutdown only if ferry did not kill it: shutdown(kill_workers).)
+  if (((!w.greeted && (!p_.shutdown_ || !w.kill_sent)) || in_initializer) && !w.bye && !w.kill_error) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     p_.dispatcher_.requeue(w.lane);
     ++p_.startup_failures_;
@@ -546,8 +547,11 @@ void Manager::check_startup_locked(Clock::time_point, Completions& done) {
 std::size_t Manager::workers_to_start_locked() const {
   bool busy = !p_.dispatcher_.queue_empty() ||
               std::any_of(p_.workers_.begin(), p_.workers_.end(), [](const auto& kv) { return !kv.second->lane.idle(); });
-  // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes).
-  if (p_.broken_ || p_.killed_ || !p_.started_ || (p_.shutdown_ && !busy)) return 0;
+  // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes),
+  // as long as some of it waits for one: a worker told to stop while another ran its call was
+  // replaced, and during a program's exit (an executor finishing in the background) the new one
+  // died before its hello, was replaced again, and so on, a core busy until the call ended.
+  if (p_.broken_ || p_.killed_ || !p_.started_ || (p_.shutdown_ && p_.dispatcher_.queue_empty())) return 0;
   if (Clock::now() < start_again_at_) return 0;  // a start failed while other workers run
   // Failures enough to give up, held back by a worker of their batch still on its way
   // (check_startup_locked): none is started meanwhile, so no replacement keeps that going.
