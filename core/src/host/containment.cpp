@@ -22,6 +22,7 @@
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
 #include "platform/paths.hpp"
+#include "platform/spawn.hpp"
 #include "wrap/wrap_compiler.hpp"
 
 namespace ferry::detail {
@@ -248,21 +249,12 @@ bool MemoryCeilingWatch::reached() {
 }
 
 std::uint64_t cpu_ticks(int pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return UINT64_MAX;
-  char buf[1024];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return UINT64_MAX;
-  buf[n] = '\0';
-  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-  const char* p = std::strrchr(buf, ')');
-  if (!p) return UINT64_MAX;
+  const auto st = read_proc_stat(pid);
+  if (!st) return UINT64_MAX;
   unsigned long long utime = 0, stime = 0;
-  // After ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
-  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+  // After the command name: state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+  // cmajflt utime(14) stime(15)
+  if (std::sscanf(st->fields.c_str(), " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
     return UINT64_MAX;
   return utime + stime;
 }

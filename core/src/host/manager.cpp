@@ -179,7 +179,7 @@ void Manager::on_memory_ceiling(const SlotPtr& w) {
   if (!w->memory.event || !w->memory.reached() || !w->alive()) return;
   // Its task (or what the task started) stopped at the sandbox's ceiling: the worker cannot go
   // on, whether a call runs or not (a process a task left behind may be what filled it).
-  if (p_.initializer_ && !w->initialized) {
+  if (w->lane.initializing) {
     // Its initializer filled it: a start failure (settle_dead_worker_locked), as a crash there
     // is, not the first call's error; a pool whose every worker does so gives up.
     p_.fail_start_locked(*w, "filled its memory cgroup (the sandbox's ceiling) while its initializer ran");
@@ -237,7 +237,7 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   // worker's start, not of the first call it was given; and an idle pool respawned such workers
   // without end (hundreds a second). Unless ferry killed it for its first call (cancelled, or
   // bytes out of order that may be a task's, after a success not read yet): that call's error.
-  const bool in_initializer = p_.initializer_ && w.greeted && !w.initialized;
+  const bool in_initializer = w.greeted && w.lane.initializing;
   // (Before its hello during a shutdown only if ferry did not kill it: shutdown(kill_workers).)
   if (((!w.greeted && (!p_.shutdown_ || !w.kill_sent)) || in_initializer) && !w.bye && !w.kill_error) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
@@ -515,7 +515,7 @@ void Manager::given_up_locked() {
 void Manager::check_startup_locked(Clock::time_point, Completions& done) {
   // Up: greeted, and with an initializer, past it (one still in it may yet fail as the others).
   bool any_up = std::any_of(p_.workers_.begin(), p_.workers_.end(), [&](const auto& kv) {
-    return kv.second->greeted && kv.second->alive() && (!p_.initializer_ || kv.second->initialized);
+    return kv.second->greeted && kv.second->alive() && !kv.second->lane.initializing;
   });
   // A worker started with those that failed (or before them) and still on its way may yet start:
   // workers started together under a process limit that only the first fitted in failed at
@@ -524,7 +524,7 @@ void Manager::check_startup_locked(Clock::time_point, Completions& done) {
   bool on_its_way = std::any_of(p_.workers_.begin(), p_.workers_.end(), [&](const auto& kv) {
     const WorkerSlot& w = *kv.second;
     return w.alive() && !w.kill_sent && w.holds_place() && w.start_batch <= latest_failed_batch_ &&
-           (!w.greeted || (p_.initializer_ && !w.initialized));
+           (!w.greeted || w.lane.initializing);
   });
   if (p_.startup_failures_ >= max_startup_failures && (any_up || !on_its_way)) {
     if (!any_up) {

@@ -641,7 +641,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     // for call 0) and exits when it fails: a failure after that, or naming a call, comes from a
     // task (which can write it on fd 3), and it used to break the whole executor. It breaks
     // only that worker's protocol.
-    if (w.initialized) throw protocol::ProtocolError("initializer failure after the worker's initializer ran");
+    if (!w.lane.initializing) throw protocol::ProtocolError("initializer failure after the worker's initializer ran");
     if (head.call != 0) throw protocol::ProtocolError("initializer failure naming a call");
     broken_ = initializer_failed(decode_failure(r), {initializer_->display, initializer_->define, 1, w.pid});
     changed_.notify_all();  // warm_up
@@ -659,10 +659,9 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   if (head.call == 0) {
     // Its initializer ran: said once, before any result, by a worker given one.
     if (!initializer_) throw protocol::ProtocolError("an initializer's success from a worker given none");
-    if (w.initialized) throw protocol::ProtocolError("an initializer's success said twice");
+    if (!w.lane.initializing) throw protocol::ProtocolError("an initializer's success said twice");
     if (head.status != ResultStatus::ok || shared || !r.rest().empty())
       throw protocol::ProtocolError("a result for call 0 that is not an initializer's success");
-    w.initialized = true;
     startup_failures_ = start_failures_in_a_row_ = 0;
     // The calls sent meanwhile start now: their deadlines and CPU time count from here.
     dispatcher_.initialized(w.lane, Clock::now());
@@ -670,7 +669,7 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     poller_.wake();         // the manager times the call that starts
     return;
   }
-  if (initializer_ && !w.initialized) throw protocol::ProtocolError("a result before its initializer ran");
+  if (w.lane.initializing) throw protocol::ProtocolError("a result before its initializer ran");
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
   if (!call) throw protocol::ProtocolError("result for a call it is not running");

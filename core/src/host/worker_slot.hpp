@@ -92,7 +92,6 @@ struct WorkerSlot {
   bool channel_open = true;   // false once the channel failed or reached EOF
   bool write_armed = false;
   bool kill_sent = false;     // SIGKILL (or the backend's kill) was sent
-  bool initialized = false;   // it said its initializer ran (no init_failed now)
   bool failed_start = false;  // killed by ferry for what its initializer did: a start failure
   std::optional<protocol::ByeReason> bye;
   // Why the pool retired it: a worker told to exit says bye "shutdown" whatever the reason, and

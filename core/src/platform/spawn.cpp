@@ -147,6 +147,24 @@ ExitStatus decode(int status) {
 }
 }  // namespace
 
+std::optional<ProcStat> read_proc_stat(long pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  char buf[1024];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0) return std::nullopt;
+  // "pid (comm) state ppid ...": the last ')' ends the command name.
+  const std::string_view line(buf, static_cast<std::size_t>(n));
+  const auto open_paren = line.find('('), close_paren = line.rfind(')');
+  if (open_paren == std::string_view::npos || close_paren == std::string_view::npos || close_paren < open_paren)
+    return std::nullopt;
+  return ProcStat{std::string(line.substr(open_paren + 1, close_paren - open_paren - 1)),
+                  std::string(line.substr(close_paren + 1))};
+}
+
 void reap_orphaned_helpers() noexcept {
   int subreaper = 0;
   const pid_t self = ::getpid();
@@ -157,24 +175,16 @@ void reap_orphaned_helpers() noexcept {
     char* end = nullptr;
     const long pid = std::strtol(e->d_name, &end, 10);
     if (pid <= 0 || *end != '\0') continue;
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    char stat[512];
-    const ssize_t n = ::read(fd, stat, sizeof stat - 1);
-    ::close(fd);
-    if (n <= 0) continue;
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, the last ')' ends it.
-    const std::string_view line(stat, static_cast<std::size_t>(n));
-    const auto open_paren = line.find('('), close_paren = line.rfind(')');
-    if (open_paren == std::string_view::npos || close_paren == std::string_view::npos || close_paren < open_paren)
-      continue;
-    const std::string_view comm = line.substr(open_paren + 1, close_paren - open_paren - 1);
-    if (comm != "ferry-guardian" && comm != "ferry-relay") continue;
+    std::optional<ProcStat> st;
+    try {
+      st = read_proc_stat(pid);
+    } catch (...) {  // std::bad_alloc: nothing reaped this time
+      break;
+    }
+    if (!st || (st->comm != "ferry-guardian" && st->comm != "ferry-relay")) continue;
     char state = 0;
     long parent = 0;
-    if (std::sscanf(stat + close_paren + 1, " %c %ld", &state, &parent) != 2) continue;
+    if (std::sscanf(st->fields.c_str(), " %c %ld", &state, &parent) != 2) continue;
     if (state != 'Z' || parent != self) continue;
     int status = 0;
     ::waitpid(static_cast<pid_t>(pid), &status, WNOHANG);

@@ -52,6 +52,15 @@ FERRY_INTERNAL_API bool try_reap(pid_t pid, ExitStatus& out);
 /// Blocks until `pid` exits and reaps it.
 FERRY_INTERNAL_API ExitStatus reap(pid_t pid);
 
+/// What /proc/<pid>/stat says of a process: its command name (field 2, which may hold spaces and
+/// parentheses) and the fields after it, from the state on ("S 1234 ..."). nullopt when it
+/// cannot be read.
+struct ProcStat {
+  std::string comm;
+  std::string fields;
+};
+std::optional<ProcStat> read_proc_stat(long pid);
+
 /// Reaps the ended helpers of ferry's workers (their guardian and output relay, which the worker
 /// detaches: orphans, they become this process's children when it is PID 1 of its namespace, a
 /// container's program without an init, or a child subreaper) that are this process's zombies.
