@@ -64,12 +64,14 @@ struct ContainmentOptions {
   std::string trace;  ///< --trace FILE; empty: none (FERRY_TRACE still applies)
   std::string initializer;            ///< --initializer TASK; empty: none
   std::vector<std::string> initargs;  ///< --initarg JSON, one per argument of TASK, in order
+  double initializer_timeout = 0;     ///< --initializer-timeout SECONDS; 0: none
 };
 /// Adds the containment options to `sub` (run, map), writing into `options`.
 void add_containment_options(CLI::App& sub, ContainmentOptions& options);
 /// Adds --trace FILE to `sub` (run, map), writing into `options.trace`.
 void add_trace_option(CLI::App& sub, ContainmentOptions& options);
-/// Adds --initializer TASK and --initarg JSON (repeatable) to `sub` (run, map).
+/// Adds --initializer TASK, --initarg JSON (repeatable) and --initializer-timeout SECONDS to
+/// `sub` (run, map).
 void add_initializer_options(CLI::App& sub, ContainmentOptions& options);
 /// `args` (one JSON text each) as the JSON line a task takes, {"value0": ..., "value1": ...}.
 /// A text that is not JSON prints "ferry <command>: <what> N is not valid JSON: ..." and gives

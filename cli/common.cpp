@@ -100,6 +100,7 @@ ExecutorOptions executor_options(const GlobalOptions& global, std::size_t worker
   o.sandbox = containment.sandbox;
   o.trace = containment.trace;
   o.initializer = std::move(initializer);
+  o.initializer_timeout = Duration(containment.initializer_timeout);
   return o;
 }
 
@@ -319,6 +320,12 @@ void add_initializer_options(CLI::App& sub, ContainmentOptions& options) {
                       "as ARGs are given to ferry run (repeatable; initargs=)"))
       ->type_name("JSON")
       ->allow_extra_args(false);
+  sub.add_option("--initializer-timeout", options.initializer_timeout,
+                 wrap("with --initializer: seconds it may run in a worker; past that the worker "
+                      "is killed and another started, and after 3 such workers in a row the "
+                      "tasks fail with BrokenProcessPool. Default: no limit"))
+      ->type_name("SECONDS")
+      ->check(CLI::PositiveNumber);
 }
 
 std::optional<std::string> json_arguments(std::string_view command, std::string_view what,
@@ -365,9 +372,15 @@ std::optional<std::string> json_arguments(std::string_view command, std::string_
 std::optional<Call> initializer_call(std::string_view command, const GlobalOptions& global,
                                      const ContainmentOptions& options) {
   if (options.initializer.empty()) {
-    if (options.initargs.empty()) return Call();
-    print_error(command, "--initarg needs --initializer: it is an argument of the initializer");
-    return std::nullopt;
+    if (!options.initargs.empty()) {
+      print_error(command, "--initarg needs --initializer: it is an argument of the initializer");
+      return std::nullopt;
+    }
+    if (options.initializer_timeout > 0) {
+      print_error(command, "--initializer-timeout needs --initializer: it limits the initializer");
+      return std::nullopt;
+    }
+    return Call();
   }
   auto line = json_arguments(command, "--initarg", options.initargs);
   if (!line) return std::nullopt;

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -1324,6 +1325,21 @@ TEST_CASE("Cli.run.initializer_errors") {
     CHECK(r.status == 2);
     CHECK_MESSAGE(r.err.find("--initarg needs --initializer") != std::string::npos, r.err);
   }
+  SUBCASE("--initializer-timeout without --initializer") {
+    Result r = cli({"run", "--initializer-timeout", "1", "predict", "1.0"});
+    CHECK(r.status == 2);
+    CHECK_MESSAGE(r.err.find("--initializer-timeout needs --initializer") != std::string::npos, r.err);
+  }
+  SUBCASE("an initializer past its --initializer-timeout: the pool could not start a worker") {
+    support::TempDir dir;
+    const auto hold = dir.path / "hold";
+    std::ofstream(hold).put('x');
+    Result r = cli({"run", "--initializer", "wait_while_exists", "--initarg", "\"" + hold.string() + "\"",
+                    "--initializer-timeout", "0.2", "busy_for", "1"});
+    std::filesystem::remove(hold);
+    CHECK(r.status == 4);
+    CHECK_MESSAGE(r.err.find("did not finish its initializer within 200 ms") != std::string::npos, r.err);
+  }
   SUBCASE("no such initializer") {
     Result r = cli({"map", "--initializer", "nope", "square"}, numbers(3));
     CHECK(r.status == 3);
@@ -1355,7 +1371,8 @@ TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
                  "--sandbox", "--allow-network", "--allow-exec", "--read DIR", "--write DIR",
                  "--best-effort", "--memory SIZE", "--cpu DURATION", "--open-files N",
                  "--processes N", "--file-size SIZE", "ResourceLimitError",
-                 "SandboxViolationError", "--initializer TASK", "--initarg JSON"}},
+                 "SandboxViolationError", "--initializer TASK", "--initarg JSON",
+                 "--initializer-timeout SECONDS"}},
       {{"map"}, {"TASK", "FILE", "-j,--workers", "--chunksize", "--chunk-bytes SIZE", "--max-line-bytes SIZE",
                  "--keep-going", "--no-progress",
                  "  1  a task failed", "  2  usage error", "  3  ", "  4  ", "--sandbox",

@@ -258,7 +258,10 @@ TEST_CASE("Executor.worker_binary_problems_give_BrokenProcessPool") {
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto f = ex.submit(square, 2);
     CHECK(f.wait_for(10s));
+    // Named, with where to set another one.
     CHECK_THROWS_WITH_AS(f.get(), doctest::Contains(o.worker_path.c_str()), ferry::BrokenProcessPool);
+    CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("Set ExecutorOptions::worker_path or FERRY_WORKER"),
+                         ferry::BrokenProcessPool);
   }
   CHECK(support::wait_until([] { return support::zombies() == 0; }));
 }

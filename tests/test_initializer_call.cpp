@@ -2,6 +2,7 @@
 // ExecutorOptions::initializer = ferry::Call(fn or name, args...): worker-local state set up once.
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -320,4 +321,66 @@ TEST_CASE("Initializer.one_that_ends_its_worker_during_a_shutdown_is_still_a_sta
   auto f = ex.submit(busy_for, 1);
   ex.shutdown({.wait = false});
   CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("while its initializer ran"), ferry::BrokenProcessPool);
+}
+
+TEST_CASE("Initializer.one_past_its_timeout_is_a_start_failure") {
+  // An initializer that never ends held the pool for good: the calls behind it have no deadline
+  // until it ends. With initializer_timeout its worker is killed as one whose initializer crashed.
+  support::TempDir dir;
+  const auto hold = dir.path / "hold";
+  std::ofstream(hold).put('x');
+  struct Release {
+    std::filesystem::path file;
+    ~Release() { std::filesystem::remove(file); }
+  } release{hold};
+  auto o = support::options(1);
+  o.initializer = ferry::Call(wait_while_exists, hold.string());
+  o.initializer_timeout = 300ms;
+  SUBCASE("every time: the pool gives up") {
+    ferry::Executor ex(o);
+    const auto start = std::chrono::steady_clock::now();
+    auto f = ex.submit_with({.deadline = 100ms}, busy_for, 1);
+    try {
+      f.get();
+      FAIL("no error");
+    } catch (const ferry::BrokenProcessPool& e) {
+      const std::string what = e.what();
+      CHECK_MESSAGE(what.find("did not finish its initializer within 300 ms") != std::string::npos, what);
+      // Not the worker program's fault: no advice to set another (it was given every time).
+      CHECK_MESSAGE(what.find("worker_path") == std::string::npos, what);
+    }
+    CHECK(std::chrono::steady_clock::now() - start < 30s);
+    CHECK(ex.stats().workers_started <= 4);
+    CHECK_FALSE(ex.is_broken());  // a start failure: the next submit tries again
+  }
+  SUBCASE("once: its calls run on the next worker") {
+    ferry::Executor ex(o);
+    auto f = ex.submit(busy_for, 7);
+    // The second worker is in its initializer (the first was killed 300 ms after its hello):
+    // this one's initializer ends when the file is gone.
+    REQUIRE(support::wait_until([&] { return ex.stats().workers_started >= 2; }));
+    std::filesystem::remove(hold);
+    CHECK(f.get() == 7);
+    CHECK(ex.stats().workers_started <= 3);
+  }
+  SUBCASE("an initializer that ends in time is not touched") {
+    o.initializer = ferry::Call(busy_for, 100);
+    o.initializer_timeout = 20s;
+    ferry::Executor ex(o);
+    CHECK(ex.submit(busy_for, 3).get() == 3);
+    CHECK(ex.stats().workers_started == 1);
+  }
+}
+
+TEST_CASE("Initializer.timeout_negative_or_nan_is_refused") {
+  auto o = support::options(1);
+  o.initializer_timeout = ferry::Duration(-1);
+  CHECK_THROWS_AS(ferry::Executor{o}, std::invalid_argument);
+  o.initializer_timeout = ferry::Duration(std::numeric_limits<double>::quiet_NaN());
+  CHECK_THROWS_AS(ferry::Executor{o}, std::invalid_argument);
+  // Too long for the clock: no limit.
+  o.initializer_timeout = ferry::Duration(std::numeric_limits<double>::infinity());
+  o.initializer = ferry::Call(busy_for, 1);
+  ferry::Executor ex(o);
+  CHECK(ex.submit(busy_for, 2).get() == 2);
 }

@@ -106,6 +106,13 @@ struct ExecutorOptions {
   /// `.initializer = "init_flag"`), or a task with its arguments (`ferry::Call(load_model,
   /// "resnet", 4)` or `ferry::Call("load_model", std::string("resnet"), 4)`). See <ferry/call.hpp>.
   Call initializer;
+  /// How long a worker's initializer may run, counted from the worker's hello. Past it the worker
+  /// is killed and counts as a start failure, as one whose initializer crashed: its calls go to
+  /// another worker, and after 3 in a row with no worker up they fail with BrokenProcessPool
+  /// ("did not finish its initializer within ..."). 0 = no limit (calls behind a hung initializer
+  /// then wait for it: their deadlines start when it ends), and so is one too long for the clock.
+  /// Negative or NaN: std::invalid_argument.
+  Duration initializer_timeout{0};
   /// Extra environment variables for the workers (override the host's; in a sandbox the workers
   /// get only a list of the host's variables, README "Running untrusted code", plus these).
   std::map<std::string, std::string> env;

@@ -278,9 +278,7 @@ BrokenProcessPool BrokenProcessPool::shut_down() {
 }
 BrokenProcessPool BrokenProcessPool::spawn_failed(const std::string& worker_path,
                                                   const std::string& why) {
-  return BrokenProcessPool("cannot start worker processes (" + worker_path + "): " + why +
-                           ". Set ExecutorOptions::worker_path or FERRY_WORKER to a ferry-worker "
-                           "executable");
+  return BrokenProcessPool("cannot start worker processes (" + worker_path + "): " + why);
 }
 
 }  // namespace ferry

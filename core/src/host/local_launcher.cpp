@@ -156,6 +156,10 @@ std::optional<Launcher::Launched> LocalLauncher::launch(const std::vector<std::s
     p = spawn_process(worker_path_, args, env_, child.get());
   } catch (const std::system_error& e) {
     why = e.code().message();
+    // The program itself (EAGAIN, ENOMEM: the machine's limits are the reason, not the path).
+    if (const int code = e.code().value();
+        code == ENOENT || code == EACCES || code == ENOEXEC || code == ENOTDIR || code == ELOOP || code == EISDIR)
+      why += worker_path_advice;
     return std::nullopt;
   }
   if (!p.pidfd) {

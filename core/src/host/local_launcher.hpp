@@ -16,6 +16,12 @@ namespace ferry::detail {
 /// ferry::default_worker_path).
 std::filesystem::path find_worker(const std::filesystem::path& configured);
 
+/// Appended to a reason a local worker could not start for when the program may be the wrong one
+/// (not found, not executable, not a ferry-worker, another version): not to a process limit's,
+/// a sandbox's or an initializer's.
+inline constexpr const char* worker_path_advice =
+    ". Set ExecutorOptions::worker_path or FERRY_WORKER to a ferry-worker executable";
+
 class LocalLauncher final : public Launcher {
  public:
   /// Reads the environment now, on the thread that builds the executor: workers are spawned

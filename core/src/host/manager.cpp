@@ -251,10 +251,14 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
     start_again_at_ = std::max(start_again_at_, Clock::now() + std::min<Clock::duration>(
                                                                  std::chrono::milliseconds(50) * (1u << (n - 1)),
                                                                  std::chrono::seconds(5)));
+    // A program that exits on its own before its hello may not be a ferry-worker at all
+    // (/bin/true); a signal there is more likely a limit of the machine's.
+    const bool program_at_fault = !in_initializer && st.known && st.signal == 0;
     p_.last_spawn_error_ =
         w.describe(*p_.launcher_) +
         (w.violation.empty() ? " ended with " + describe_exit(st) +
-                                   (in_initializer ? " while its initializer ran" : " before its handshake")
+                                   (in_initializer ? " while its initializer ran" : " before its handshake") +
+                                   (program_at_fault ? p_.worker_path_advice() : "")
                              : " " + w.violation);
     return nullptr;
   }
@@ -383,6 +387,13 @@ std::uint64_t cpu_limit_now(const WorkerSlot& w) {
 }
 }  // namespace
 
+namespace {
+/// Its initializer runs and may yet overrun its time: nothing else has ended it.
+bool initializer_may_overrun(const WorkerSlot& w) {
+  return w.lane.initializing && w.greeted && w.alive() && !w.kill_sent && !w.failed_start;
+}
+}  // namespace
+
 int Manager::next_timeout_ms() {
   std::lock_guard lock(p_.mu_);
   auto now = Clock::now();
@@ -397,6 +408,7 @@ int Manager::next_timeout_ms() {
       p_.cpu_ticking_ = true;
     }
     if (w->awaiting_hello()) next = std::min(next, w->spawned + hello_timeout);
+    if (initializer_may_overrun(*w)) next = std::min(next, w->initializer_due);
   }
   if (start_again_at_ > now) next = std::min(next, start_again_at_);
   if (next == Clock::time_point::max()) return -1;
@@ -441,9 +453,14 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
                                  detail::format_duration(c.deadline) + ": worker " +
                                  std::to_string(w->pid) + " was killed")));
     }
+    if (initializer_may_overrun(*w) && now >= w->initializer_due) {
+      p_.fail_start_locked(*w, "did not finish its initializer within " +
+                                   detail::format_duration(detail::clock_duration(p_.options_.initializer_timeout)));
+      continue;
+    }
     if (w->awaiting_hello() && now >= w->spawned + hello_timeout) {
       p_.last_spawn_error_ = w->describe(*p_.launcher_) + " did not complete its handshake within " +
-                          detail::format_duration(hello_timeout);
+                             detail::format_duration(hello_timeout) + p_.worker_path_advice();
       p_.signal_kill_locked(*w);
     }
   }

@@ -113,6 +113,10 @@ Pool::Pool(ExecutorOptions options)
     throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be negative");
   if (std::isnan(options_.idle_timeout.count()))
     throw std::invalid_argument("ferry: ExecutorOptions::idle_timeout must not be NaN");
+  if (options_.initializer_timeout.count() < 0)
+    throw std::invalid_argument("ferry: ExecutorOptions::initializer_timeout must not be negative");
+  if (std::isnan(options_.initializer_timeout.count()))
+    throw std::invalid_argument("ferry: ExecutorOptions::initializer_timeout must not be NaN");
   // Every FERRY_* variable, validated here: a malformed one stops the executor from starting.
   Config config = Config::read();
   config.validate();
@@ -469,6 +473,10 @@ bool Pool::memory_ceiling() const {
   return options_.sandbox.enabled && options_.limits.memory != 0 && containment_support().memory_cgroup;
 }
 
+const char* Pool::worker_path_advice() const noexcept {
+  return options_.backend == "local" ? detail::worker_path_advice : "";
+}
+
 void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   auto h = protocol::decode_hello(f.view());
   std::lock_guard lock(mu_);
@@ -481,7 +489,8 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
     // Said when its death is settled (a start-up failure), instead of "ended with SIGKILL".
     w.violation = "speaks protocol " + std::to_string(h.protocol) + "/ABI " + std::to_string(h.abi) +
                   " (ferry " + h.ferry_version + "), this host protocol " +
-                  std::to_string(protocol::version) + "/ABI " + std::to_string(plugin_abi_version);
+                  std::to_string(protocol::version) + "/ABI " + std::to_string(plugin_abi_version) +
+                  worker_path_advice();
     w.discarding = true;
     return;
   }
@@ -495,6 +504,10 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
     return;
   }
   w.greeted = true;
+  // Its initializer runs from now on (ExecutorOptions::initializer_timeout; saturated: one too
+  // long for the clock is none).
+  if (w.lane.initializing && options_.initializer_timeout.count() > 0)
+    w.initializer_due = detail::deadline_after(options_.initializer_timeout, Clock::now());
   w.host = intern_host_name(std::move(h.host));
   w.advance(WorkerSlot::Phase::ready);
   if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now

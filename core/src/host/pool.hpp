@@ -239,6 +239,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   // on with other workers): how long the manager waits before starting the next one.
   unsigned start_failures_in_a_row_ = 0;
   std::string last_spawn_error_;
+  /// What a start failure that may be the worker program's adds: where to set it (the local
+  /// backend; another one's workers are its own programs).
+  const char* worker_path_advice() const noexcept;
   std::exception_ptr broken_;
   std::exception_ptr spawn_error_;  // workers cannot be started; cleared by the next submit
 

@@ -100,6 +100,8 @@ struct WorkerSlot {
   Lane lane;
   Outbox outbox;
   Clock::time_point kill_at = Clock::time_point::max();  // killed if still alive then
+  // A start failure if its initializer still runs then (ExecutorOptions::initializer_timeout).
+  Clock::time_point initializer_due = Clock::time_point::max();
   std::exception_ptr kill_error;  // what its running call gets when ferry killed it
   // Why ferry killed it when its running call settles as for a crash (retried under
   // max_retries_on_worker_death): named in the TerminatedWorkerError the call gets at last.
