@@ -614,3 +614,67 @@ TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_its_task_is_no_task")
       30s);
   CHECK_MESSAGE(code == 0, "2: the error was not the host's (see stderr), 3: the next submit failed");
 }
+
+TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_no_plugin_provides_its_task") {
+  // A submit by name in a host that had no descriptor left answered PluginError "no plugin
+  // provides task", the plugin directory or each plugin's file being unreadable for the host's
+  // own want of descriptors. `spare` descriptors are left free: none (the directory cannot be
+  // opened) or one (the directory can, its plugins cannot).
+  for (int spare : {0, 1}) {
+    CAPTURE(spare);
+    const int code = support::exit_code_of_child(
+        [spare] {
+          ferry::Executor ex(support::options(1));
+          if (!ex.warm_up(std::chrono::seconds(10))) return 1;
+          std::vector<int> held;
+          for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+          for (int i = 0; i < spare && !held.empty(); ++i) {
+            ::close(held.back());
+            held.pop_back();
+          }
+          std::string what;
+          try {
+            what = "returned " + std::to_string(ex.submit<int>("square", 5).get());
+          } catch (const ferry::PluginError& e) {
+            what = std::string("PluginError: ") + e.what();
+          } catch (const std::exception& e) {
+            what = std::string("other: ") + e.what();
+          }
+          for (int fd : held) ::close(fd);
+          std::fprintf(stderr, "%s\n", what.c_str());
+          if (what.find("PluginError: cannot tell which plugin provides task 'square'") != 0) return 2;
+          if (what.find("Too many open files") == std::string::npos) return 3;
+          return ex.submit<int>("square", 5).get() == 25 ? 0 : 4;  // descriptors back: found
+        },
+        30s);
+    CHECK_MESSAGE(code == 0, "2, 3: the error was not the host's (see stderr), 4: the next submit failed");
+  }
+}
+
+TEST_CASE("Lifecycle.a_task_found_by_name_before_the_host_ran_out_of_descriptors_is_still_found") {
+  // What the index read before stays: a scan that could not read the directory or a plugin for
+  // the host's want of descriptors dropped every task found before.
+  const int code = support::exit_code_of_child(
+      [] {
+        ferry::Executor ex(support::options(1));
+        if (ex.submit<int>("square", 3).get() != 9) return 1;
+        std::vector<int> held;
+        for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+        std::string what;
+        try {
+          // A miss rescans the directory (which cannot be read now); square is still known.
+          try {
+            (void)ex.submit<int>("no_such_task_anywhere", 1);
+          } catch (const ferry::PluginError&) {
+          }
+          what = "returned " + std::to_string(ex.submit<int>("square", 5).get());
+        } catch (const std::exception& e) {
+          what = std::string("error: ") + e.what();
+        }
+        for (int fd : held) ::close(fd);
+        std::fprintf(stderr, "%s\n", what.c_str());
+        return what == "returned 25" ? 0 : 2;
+      },
+      30s);
+  CHECK_MESSAGE(code == 0, "2: square was not found with the descriptors all taken (see stderr)");
+}

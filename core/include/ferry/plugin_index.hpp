@@ -82,6 +82,8 @@ class FERRY_API PluginIndex {
   std::mutex mu_;
   std::vector<std::shared_ptr<Entry>> entries_;
   std::vector<SkippedFile> skipped_;
+  std::vector<SkippedFile> unreadable_dirs_;  // directories of the last scan that could not be read
+  std::string short_of_;  // what the last scan could not read for want of descriptors or memory
 };
 
 }  // namespace ferry

@@ -158,13 +158,26 @@ std::vector<std::string> close_names(const std::vector<const TaskInfo*>& known,
   return out;
 }
 
-}  // namespace
+/// This process ran out of something it needs to read a file or a directory: the file says
+/// nothing then, and what was read of it before still stands.
+bool short_of_resources(int error) { return error == EMFILE || error == ENFILE || error == ENOMEM; }
 
-std::vector<TaskInfo> PluginIndex::read_manifest(const fs::path& library) {
+/// The manifest of `library` (PluginIndex::read_manifest). When this process could not open it
+/// for want of descriptors or memory: empty, with the reason in `*short_of` if given, else a
+/// PluginError saying so (it was "not a shared library").
+std::vector<TaskInfo> manifest_of(const fs::path& library, std::string* short_of) {
   std::vector<detail::ElfTaskRecord> records;
   try {
     records = detail::read_task_records(library);
   } catch (const detail::ElfError& e) {
+    if (e.out_of_resources()) {
+      std::string why = "cannot read " + library.string() + ": " + e.what();
+      if (short_of) {
+        *short_of = std::move(why);
+        return {};
+      }
+      throw PluginError(why + " (this process is out of descriptors or memory)", library.string(), {}, e.what());
+    }
     if (e.kind() == detail::ElfError::Kind::missing)
       throw PluginError::file_missing(library.string(), {});
     if (e.kind() == detail::ElfError::Kind::wrong_machine)
@@ -183,6 +196,10 @@ std::vector<TaskInfo> PluginIndex::read_manifest(const fs::path& library) {
   return out;
 }
 
+}  // namespace
+
+std::vector<TaskInfo> PluginIndex::read_manifest(const fs::path& library) { return manifest_of(library, nullptr); }
+
 void PluginIndex::check_safe(const fs::path& path) {
   // A missing file is reported where it is used (the worker's loader), unless another user
   // could create it before then.
@@ -199,17 +216,38 @@ void PluginIndex::check_safe(const fs::path& path) {
 void PluginIndex::rescan_locked() {
   std::vector<std::shared_ptr<Entry>> next;
   skipped_.clear();
+  unreadable_dirs_.clear();
+  short_of_.clear();
+  // What the last scan found in `dir`, kept when this process cannot read it now for want of
+  // descriptors or memory: a host at its RLIMIT_NOFILE lost every task it had found, and was told
+  // no plugin provides them.
+  auto keep_previous = [&](const fs::path& dir, const fs::path* only) {
+    for (const auto& e : entries_)
+      if (e->path.parent_path() == dir && (!only || e->path == *only)) next.push_back(e);
+  };
   for (const auto& dir : dirs_) {
     std::error_code ec;
     fs::directory_iterator it(dir, ec), end;
     if (ec) {
       skipped_.push_back({dir, "cannot read directory: " + ec.message()});
+      unreadable_dirs_.push_back({dir, "cannot read directory: " + ec.message()});
+      if (short_of_resources(ec.value())) {
+        short_of_ = dir.string() + ": " + ec.message();
+        keep_previous(dir, nullptr);
+      }
       continue;
     }
     std::vector<fs::path> files;
     for (; it != end; it.increment(ec)) {
       if (ec) break;
       if (looks_like_library(it->path()) && it->is_regular_file(ec)) files.push_back(it->path());
+    }
+    if (ec && short_of_resources(ec.value())) {
+      // Read in part: what was found before stays (those listed again are read again below).
+      short_of_ = dir.string() + ": " + ec.message();
+      for (const auto& e : entries_)
+        if (e->path.parent_path() == dir && std::find(files.begin(), files.end(), e->path) == files.end())
+          next.push_back(e);
     }
     std::sort(files.begin(), files.end());
     // A directory others could write to is refused as a whole, and said once: whatever its
@@ -229,7 +267,14 @@ void PluginIndex::rescan_locked() {
           e = std::make_shared<Entry>();
           e->path = file;
           e->version = version;
-          e->tasks = read_manifest(file);
+          std::string short_of;
+          e->tasks = manifest_of(file, &short_of);
+          if (!short_of.empty()) {
+            skipped_.push_back({file, short_of});
+            short_of_ = std::move(short_of);
+            keep_previous(dir, &file);
+            continue;
+          }
           for (auto& t : e->tasks) t.version = version;
         } catch (const PluginError& err) {
           skipped_.push_back({file, err.what()});
@@ -296,12 +341,18 @@ TaskInfo PluginIndex::find(std::string_view name) {
                                       detail::plugin_abi_version);
     return *found;
   }
-  // A directory that could not be read says why (out of descriptors, it hid every plugin).
+  // Not found in what this process could read: the task may be in what it could not.
+  if (!short_of_.empty())
+    throw PluginError("cannot tell which plugin provides task " + std::string(1, '\'') + std::string(name) +
+                          "': this process could not read " + short_of_ +
+                          " (it is out of descriptors or memory: raise RLIMIT_NOFILE, ulimit -n)",
+                      {}, "ferry_task:" + std::string(task), short_of_);
+  // A directory that could not be read says why.
   std::string searched;
   for (const auto& d : dirs_) {
     searched += (searched.empty() ? "" : ", ") + d.string();
-    for (const auto& [path, why] : skipped_)
-      if (path == d && why.rfind("cannot read directory", 0) == 0) searched += " (" + why + ")";
+    for (const auto& [path, why] : unreadable_dirs_)
+      if (path == d) searched += " (" + why + ")";
   }
   std::vector<const TaskInfo*> known;
   for (const auto& e : entries_)
