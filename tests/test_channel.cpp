@@ -748,6 +748,43 @@ TEST_CASE("Channel.shared_frame_without_descriptor_is_rejected") {
   CHECK_THROWS_AS(reader.next(f), protocol::ProtocolError);
 }
 
+TEST_CASE("Channel.a_descriptor_dropped_for_want_of_room_here_fails_its_frame_only") {
+  // A reader at its RLIMIT_NOFILE: the kernel drops the memfd and cuts the control data
+  // (MSG_CTRUNC). That was "peer sent too many descriptors" (a protocol error: the peer was
+  // killed); the frame now says its descriptor was lost, and decoding it is ShortOfResources.
+  Pair s;
+  Memfd shared;
+  REQUIRE(send_all(s.a.get(), {shared_result_frame().view()}, shared.fd.get()));
+  Buffer plain = protocol::encode_bye(protocol::ByeReason::shutdown);
+  REQUIRE(send_all(s.a.get(), {plain.view()}));
+  FrameReader reader(protocol::default_max_frame);
+  std::vector<int> held;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+  ssize_t n = -1;
+  std::string error;
+  try {
+    n = reader.fill(s.b.get(), 0);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  for (int fd : held) ::close(fd);
+  CHECK_MESSAGE(error.empty(), error);
+  REQUIRE(n > 0);
+  Frame f;
+  REQUIRE(reader.next(f));
+  CHECK_FALSE(f.fd);
+  CHECK(f.fd_lost);
+  protocol::BodyReader r(f.view());
+  (void)protocol::decode_result_head(r);
+  CHECK_THROWS_WITH_AS(protocol::decode_shared_payload(r, f.fd.release(), f.fd_lost),
+                       doctest::Contains("could not be received: this process has no descriptor left"),
+                       protocol::ShortOfResources);
+  // What follows is read as usual.
+  while (!reader.next(f)) REQUIRE(reader.fill(s.b.get(), 0) > 0);
+  CHECK(f.header.type == protocol::FrameType::bye);
+  CHECK_FALSE(f.fd_lost);
+}
+
 TEST_CASE("Channel.outbox_sends_each_descriptor_once_with_its_piece") {
   Pair s;
   Memfd p1, p2;

@@ -227,3 +227,33 @@ TEST_CASE("SharedMemory.appends_of_every_size_read_back_through_the_mapping_and_
     CHECK(memfd_holds(r, 0, src.data(), r.size()));
   }
 }
+
+TEST_CASE("SharedMemory.a_host_out_of_descriptors_fails_only_the_large_result_it_cannot_receive") {
+  // The kernel drops a memfd the receiver has no room for (MSG_CTRUNC): the host took that for a
+  // worker sending too many descriptors, killed it "for a malformed frame" and blamed its call
+  // on it (TerminatedWorkerError, retried under max_retries_on_worker_death).
+  const int code = support::exit_code_of_child(
+      [] {
+        ferry::Executor ex(support::options(1));
+        if (ex.submit(make_bytes, 1).get().size() != 1) return 1;  // resolved, worker up
+        const auto pids = ex.worker_pids();
+        std::vector<int> held;
+        for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+        std::string what;
+        try {
+          what = "returned " + std::to_string(ex.submit(make_bytes, std::uint64_t{2} << 20).get().size());
+        } catch (const ferry::SerializationError& e) {
+          what = std::string("SerializationError: ") + e.what();
+        } catch (const std::exception& e) {
+          what = std::string("other: ") + e.what();
+        }
+        for (int fd : held) ::close(fd);
+        std::fprintf(stderr, "%s\n", what.c_str());
+        if (what.find("SerializationError: ") != 0 || what.find("the host could not receive the result") == std::string::npos)
+          return 2;
+        if (ex.submit(make_bytes, std::uint64_t{2} << 20).get().size() != std::size_t{2} << 20) return 3;
+        return ex.worker_pids() == pids ? 0 : 4;  // the worker did nothing wrong: still there
+      },
+      30s);
+  CHECK_MESSAGE(code == 0, "2: not the host's error (see stderr), 3: the next result failed, 4: the worker was replaced");
+}

@@ -639,9 +639,16 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   protocol::BodyReader r(f.view());
   auto head = protocol::decode_result_head(r);
   std::optional<Buffer> shared;
+  std::string not_received;  // why this process could not take the result it sent
   if (head.status == ResultStatus::ok && (f.header.flags & protocol::flag_shm)) {
     // A large result in the worker's memfd: the state maps it (read-only) and decodes in place.
-    shared = protocol::decode_shared_payload(r, f.fd.release());
+    try {
+      shared = protocol::decode_shared_payload(r, f.fd.release(), f.fd_lost);
+    } catch (const protocol::ShortOfResources& e) {
+      // The host's own want (descriptors, memory): the worker sent it right and goes on; that
+      // call fails. It was killed for "a malformed frame", and its call retried or blamed on it.
+      not_received = e.what();
+    }
   }
   // What the worker sent for this call: its result bytes, or its failure's.
   const std::uint64_t result_bytes = shared ? shared->size() : f.body.size() - protocol::result_head_size;
@@ -706,9 +713,16 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   } else if (w.lane.idle() && w.phase == WorkerSlot::Phase::retiring) {
     poller_.wake();  // the manager tells it to exit now that it is idle
   }
-  Completion& c = finish_locked(call, done);
+  std::exception_ptr lost;
+  if (!not_received.empty())
+    lost = std::make_exception_ptr(SerializationError(SerializationStage::decode_result, call->ref->define.signature,
+                                                      "the host could not receive the result: " + not_received,
+                                                      call->ref->display));
+  Completion& c = finish_locked(call, done, lost);
   c.run = run_record(*call, w, head.stats);
-  if (shared) {
+  if (lost) {
+    // Its error is set: no payload.
+  } else if (shared) {
     c.payload = std::move(*shared);
   } else if (head.status == ResultStatus::ok) {
     // The state takes the frame's own buffer: result bytes are never copied on the host.

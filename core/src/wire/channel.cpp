@@ -102,14 +102,25 @@ void close_channel(int fd) noexcept {
 
 ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
   bool truncated = false;
-  ssize_t r = receive_with_descriptors(fd, into, n, flags, [&](int received) { fds_.emplace_back(received); },
+  std::size_t came = 0;
+  ssize_t r = receive_with_descriptors(fd, into, n, flags,
+                                       [&](int received) {
+                                         fds_.push_back(Received{Fd(received)});
+                                         ++came;
+                                       },
                                        truncated);
   if (r < 0) return r;
   // Only a memfd was kept; anything else took its place empty, so that the frame it came with
   // fails as one whose payload was refused.
   if (fds_.size() > max_pending_fds)
     throw protocol::ProtocolError("peer sent descriptors no frame announces");
-  if (truncated) throw protocol::ProtocolError("peer sent too many descriptors");
+  if (truncated) {
+    // Cut with room to spare in the control buffer: the kernel could not install a descriptor
+    // here (this process at its RLIMIT_NOFILE) and dropped it and the rest of its message. The
+    // peer sends one with each frame that announces one: that frame's call fails.
+    if (came >= max_fds_per_message) throw protocol::ProtocolError("peer sent too many descriptors");
+    fds_.push_back(Received{Fd(), true});
+  }
   return r;
 }
 
@@ -120,15 +131,17 @@ ssize_t FrameReader::collect(int fd, int flags, std::size_t max) {
 
 void FrameReader::claim_fd(Frame& out) {
   out.fd.reset();
+  out.fd_lost = false;
   if (!(out.header.flags & protocol::flag_shm)) return;
   // Sent before the frame's bytes: on the socket by now, unless the peer did not send it (a
   // peer that keeps writing bytes without one is not read for ever).
   for (int i = 0; i < 64 && fds_.empty() && descriptor_source_ >= 0; ++i)
     if (collect(descriptor_source_, MSG_DONTWAIT) <= 0) break;
   if (fds_.empty()) throw protocol::ProtocolError("shared-payload frame without its descriptor");
-  out.fd = std::move(fds_.front());
+  out.fd = std::move(fds_.front().fd);
+  out.fd_lost = fds_.front().lost;
   fds_.pop_front();
-  if (!out.fd) throw protocol::ProtocolError("shared payload is not in a memfd");
+  if (!out.fd && !out.fd_lost) throw protocol::ProtocolError("shared payload is not in a memfd");
 }
 
 ssize_t FrameReader::fill(int fd, int flags) {

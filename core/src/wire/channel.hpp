@@ -28,6 +28,9 @@ struct Frame {
   protocol::FrameHeader header{};
   Buffer body;
   Fd fd;
+  // flag_shm: its memfd was dropped by the kernel, which had no room for it in this process
+  // (EMFILE, ENFILE): the peer did nothing wrong, the frame's call fails (ShortOfResources).
+  bool fd_lost = false;
   std::string_view view() const noexcept { return body.view(); }
 };
 
@@ -62,7 +65,7 @@ class FERRY_INTERNAL_API FrameReader {
   /// The oldest descriptor received and not claimed by a frame (empty if none).
   Fd take_descriptor() {
     if (fds_.empty()) return Fd();
-    Fd fd = std::move(fds_.front());
+    Fd fd = std::move(fds_.front().fd);
     fds_.pop_front();
     return fd;
   }
@@ -90,7 +93,11 @@ class FERRY_INTERNAL_API FrameReader {
   protocol::FrameHeader large_header_{};
   Buffer large_body_;
   std::size_t large_have_ = 0;
-  std::deque<Fd> fds_;  // received with the bytes, not yet claimed by a frame
+  struct Received {
+    Fd fd;              // empty: not a memfd (refused), or lost
+    bool lost = false;  // dropped by the kernel: no room for it in this process
+  };
+  std::deque<Received> fds_;  // received with the bytes, not yet claimed by a frame
   int descriptor_source_ = -1;
   ssize_t receive(int fd, char* into, std::size_t n, int flags);
   void claim_fd(Frame& out);

@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include "platform/format.hpp"
 
@@ -230,7 +232,7 @@ Buffer encode_shared_result(std::uint64_t call, std::uint64_t result_size, const
   return frame(FrameType::result, b, 0, flag_shm);
 }
 
-Buffer decode_shared_payload(BodyReader& r, int fd) {
+Buffer decode_shared_payload(BodyReader& r, int fd, bool fd_lost) {
   std::uint64_t size = 0;
   try {
     size = r.u64();
@@ -239,9 +241,20 @@ Buffer decode_shared_payload(BodyReader& r, int fd) {
     if (fd >= 0) ::close(fd);
     throw;
   }
+  if (fd_lost)
+    throw ShortOfResources("its " + std::to_string(size) +
+                           " bytes in shared memory could not be received: this process has no descriptor "
+                           "left for them (" + std::strerror(EMFILE) + ")");
   if (fd < 0) throw ProtocolError("shared-payload frame without its descriptor");
   try {
     return Buffer::map_shared(fd, size);
+  } catch (const std::system_error& e) {
+    // mmap: the address space, the map count or RLIMIT_AS of this process, not the peer's bytes.
+    if (e.code().value() == ENOMEM)
+      throw ShortOfResources("its " + std::to_string(size) +
+                             " bytes in shared memory could not be mapped: this process is out of memory "
+                             "or address space");
+    throw ProtocolError(e.what());
   } catch (const std::exception& e) {
     // A peer that announces more than it shared is as broken as one sending bad bytes.
     throw ProtocolError(e.what());

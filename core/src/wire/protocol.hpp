@@ -64,6 +64,14 @@ class FERRY_INTERNAL_API ProtocolError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Thrown when this side could not take what the peer sent as it should: no descriptor left for
+/// the memfd that came with a frame (the kernel dropped it), or no memory to map it. Not the
+/// peer's fault: only the call it came with fails.
+class FERRY_INTERNAL_API ShortOfResources : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 struct FrameHeader {
   FrameType type;
   std::uint8_t flags;
@@ -265,8 +273,9 @@ FERRY_INTERNAL_API Buffer encode_shared_result(std::uint64_t call, std::uint64_t
 /// After the head of a flag_shm frame: maps the payload of the frame's memfd `fd` (taken over,
 /// closed on failure) read-only. The body must end with its size. @throws ProtocolError, also
 /// when the memfd is smaller than announced, empty, not a memfd sealed against shrinking
-/// (Buffer::map_shared), or cannot be mapped.
-FERRY_INTERNAL_API Buffer decode_shared_payload(BodyReader& r, int fd);
+/// (Buffer::map_shared), or cannot be mapped; ShortOfResources when `fd_lost` (Frame::fd_lost)
+/// or this process has no memory to map it.
+FERRY_INTERNAL_API Buffer decode_shared_payload(BodyReader& r, int fd, bool fd_lost = false);
 FERRY_INTERNAL_API Buffer encode_bye(ByeReason reason);
 FERRY_INTERNAL_API ByeReason decode_bye(std::string_view body);
 /// A whole init frame: run reference `ref` with the encoded arguments `args` (with flag_json in

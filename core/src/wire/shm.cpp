@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <system_error>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -270,7 +271,7 @@ Buffer Buffer::map_shared(int fd, std::size_t size) {
   if (size == 0) throw std::runtime_error("shared payload of 0 bytes");
   if (std::string why = shared_payload_problem(fd, size); !why.empty()) throw std::runtime_error(why);
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
-  if (p == MAP_FAILED) throw std::runtime_error("cannot map a shared payload");
+  if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "cannot map a shared payload");
   // The mapping keeps the block: the descriptor goes now (a host holding 3000 large results
   // held 3000 descriptors, and reached its limit).
   Buffer b;

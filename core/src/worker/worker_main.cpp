@@ -420,8 +420,18 @@ class WorkerLoop {
         // Large arguments: mapped from the host's memfd (read-only) and decoded in place. The
         // result goes back before they are unmapped (it is sent before the arguments die); the
         // host may then reuse that memory, which nothing here reads any more.
-        Buffer args = protocol::decode_shared_payload(r, f.fd.release());
-        ok = invoke(rec, args.view(), head.items, f.header.flags, why, head.call);
+        Buffer args;
+        try {
+          args = protocol::decode_shared_payload(r, f.fd.release(), f.fd_lost);
+          ok = invoke(rec, args.view(), head.items, f.header.flags, why, head.call);
+        } catch (const protocol::ShortOfResources& e) {
+          // This worker's own want (a task left its descriptors open, or mapped its memory): the
+          // call's arguments fail to arrive, as arguments that cannot be decoded (a limit that
+          // explains it is reported below). It was an exit as for a malformed frame.
+          why = Failure::in_stage(InvokeStatus::decode_arguments_failed, 0, "ferry::detail::protocol::ShortOfResources",
+                                  std::string("the worker could not receive the arguments: ") + e.what(),
+                                  signature_of(rec));
+        }
       } else {
         ok = invoke(rec, r.rest(), head.items, f.header.flags, why, head.call);
       }
