@@ -274,14 +274,47 @@ void Trace::write_out(const std::string& bytes) {
   if (write_failed_) return;
   std::size_t done = 0;
   while (done < bytes.size()) {
-    ssize_t n = ::write(fd_.get(), bytes.data() + done, bytes.size() - done);
+    ssize_t n = ::pwrite(fd_.get(), bytes.data() + done, bytes.size() - done,
+                         static_cast<off_t>(written_ + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      write_failed_ = true;  // a full disk: the trace ends here, the pool goes on
-      debug_log("trace: writing %s failed: %s", path_.c_str(), n < 0 ? std::strerror(errno) : "no progress");
+      // A full disk, a quota, RLIMIT_FSIZE: the trace ends here, the pool goes on.
+      write_failed_ = true;
+      const int error = n < 0 ? errno : ENOSPC;
+      debug_log("trace: writing %s failed: %s", path_.c_str(), std::strerror(error));
+      end_after_failed_write(bytes, done, error);
       return;
     }
     done += static_cast<std::size_t>(n);
+  }
+  written_ += bytes.size();
+}
+
+void Trace::end_after_failed_write(const std::string& bytes, std::size_t done, int error) {
+  // A line cut in the middle made the whole file unreadable to the viewers, which load one that
+  // ends after whole lines (the closing `]` is optional). Cut back to the last whole line (freeing
+  // blocks always works), then say why the trace ends there, earlier still if that does not fit.
+  std::string tail;
+  tail.reserve(256);
+  Line(tail).raw("{\"ph\":\"i\",\"s\":\"g\",\"name\":\"trace truncated\",\"pid\":").num(pid_)
+      .raw(",\"tid\":0,\"ts\":").us(now()).raw(",\"args\":{\"error\":").str(std::strerror(error))
+      .raw("}}\n]\n");
+  std::size_t keep = done;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    // The whole lines among the first `keep` bytes (up to the last newline in them); on a retry,
+    // one line fewer.
+    const std::size_t from = attempt == 0 ? keep : keep - 1;
+    const std::size_t nl = from == 0 ? std::string::npos : bytes.rfind('\n', from - 1);
+    keep = nl == std::string::npos ? 0 : nl + 1;
+    const auto end = static_cast<off_t>(written_ + keep);
+    if (::ftruncate(fd_.get(), end) != 0) return;
+    ssize_t n;
+    do {
+      n = ::pwrite(fd_.get(), tail.data(), tail.size(), end);
+    } while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(tail.size())) return;
+    (void)::ftruncate(fd_.get(), end);  // no room for it here: whole lines at least
+    if (keep == 0) return;
   }
 }
 

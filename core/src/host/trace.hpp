@@ -150,6 +150,9 @@ class Trace {
   void truncate(std::int64_t ts);
   void run_writer();
   void write_out(const std::string& bytes);
+  /// After a write that stopped `done` bytes into `bytes` with `error`: cuts the file back to its
+  /// last whole line and ends it with `trace truncated` and `]` where they fit.
+  void end_after_failed_write(const std::string& bytes, std::size_t done, int error);
 
   std::filesystem::path path_;
   std::string registered_;  // the key of path_ among the paths this process writes
@@ -168,6 +171,7 @@ class Trace {
   bool closed_ = false;
   bool stop_ = false;
   bool write_failed_ = false;    // writer only
+  std::uint64_t written_ = 0;    // writer only: bytes in the file (whole lines)
   struct Counters {
     std::size_t queued = 0, running = 0, workers = 0;
     bool operator==(const Counters&) const = default;
