@@ -443,10 +443,13 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
     // A bad note is also printed to the terminal, and max_bytes is the trace's text (JSON, which
     // escapes only what is below 0x20): printable() turns DEL and every byte above 0x7F (C1
     // controls such as U+009B, CSI) into \xNN, as the reader's own messages do.
-    notes.push_back({"The trace was truncated: it reached its size cap" +
-                         (summary.truncated_max_bytes.empty()
-                              ? std::string()
-                              : " (max_bytes " + printable(summary.truncated_max_bytes, 60) + ")") +
+    notes.push_back({(summary.truncated_error.empty()
+                          ? "The trace was truncated: it reached its size cap" +
+                                (summary.truncated_max_bytes.empty()
+                                     ? std::string()
+                                     : " (max_bytes " + printable(summary.truncated_max_bytes, 60) + ")")
+                          : "The trace was truncated: a write of it failed (" +
+                                printable(summary.truncated_error, 220) + ")") +
                          ", and nothing after that point was recorded.",
                      true});
   }

@@ -569,6 +569,8 @@ struct SummaryBuilder::State {
       out.truncated = true;
       const rj::Value* max = args ? member(*args, "max_bytes") : nullptr;
       if (max) out.truncated_max_bytes = value_text(*max, 40);
+      // A write that failed: strerror's words, shown as they are (cleaned, cut).
+      if (auto error = args ? string_at(*args, "error") : std::nullopt) out.truncated_error = clean_text(*error, 200);
       return;
     }
     if (!ts) return skip(line);

@@ -142,6 +142,7 @@ struct Summary {
   std::vector<StatRow> stats;      ///< from the stats event, else computed from the events
   bool truncated = false;          ///< a `trace truncated` event
   std::string truncated_max_bytes; ///< its args.max_bytes (JSON text)
+  std::string truncated_error;     ///< its args.error (a string, cleaned): a write failed
   std::size_t queued_at_end = 0;   ///< `b` without its `e`
   std::size_t skipped = 0;         ///< events without the fields their kind needs
   std::size_t first_skipped_line = 0;

@@ -380,6 +380,11 @@ TEST_CASE("Report.the_truncation_note_prints_no_control_characters") {
   r = report({trace.string(), "-o", (dir.path / "t.html").string()}, dir.path);
   REQUIRE_MESSAGE(r.status == 0, r.err);
   CHECK(r.err.find("(max_bytes 16384)") != std::string::npos);
+  // A write that failed (a full file system) says so instead.
+  write_trace(trace, {R"({"name":"trace truncated","ph":"i","s":"g","ts":1,"pid":1,"tid":0,"args":{"error":"No space left on device"}})"});
+  r = report({trace.string(), "-o", (dir.path / "t.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK_MESSAGE(r.err.find("a write of it failed (No space left on device)") != std::string::npos, r.err);
 }
 
 TEST_CASE("Report.task_table_counts_and_percentiles") {
