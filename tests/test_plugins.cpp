@@ -3,6 +3,8 @@
 // refused plugins, and what workers do about a replaced plugin.
 #include <sys/stat.h>
 
+#include <csignal>
+#include <fstream>
 #include <set>
 
 #include <doctest/doctest.h>
@@ -98,4 +100,38 @@ TEST_CASE("Plugins.a_relative_task_ref_is_the_current_directorys_at_each_submiss
     CHECK(ex.submit<int>(ferry::TaskRef{.library = "libversioned.so", .name = "plugin_version"}).get() == 1);
   fs::current_path(b.path);
   CHECK(ex.submit<int>(ferry::TaskRef{.library = "libversioned.so", .name = "plugin_version"}).get() == 2);
+}
+
+TEST_CASE("Plugins.one_rewritten_in_place_while_loaded_is_named_in_the_crash") {
+  // `cp new.so plugins/libx.so` rewrites the file a worker has mapped: the worker dies of SIGBUS
+  // (the file's pages are gone) or runs the new bytes at the old offsets, and the error said only
+  // "SIGBUS". It says which plugin was rewritten and how to install one instead.
+  support::TempDir dir;
+  install(FERRY_TEST_CRASH_PLUGIN, dir.path, "libcrash.so");
+  const fs::path plugin = dir.path / "libcrash.so";
+  const fs::path hold = dir.path / "hold";
+  std::ofstream(hold).put('x');
+  ferry::Executor ex(options_for(dir.path));
+  // Loaded by the worker first, so that what follows runs in its mapping.
+  REQUIRE(ex.submit<int>(ferry::TaskRef{.library = plugin, .name = "initialized"}).get() == 0);
+  auto f = ex.submit<void>(ferry::TaskRef{.library = plugin, .name = "wait_while_exists"}, hold.string());
+  REQUIRE(support::wait_until([&] { return f.running(); }));
+  fs::resize_file(plugin, 0);  // in place, as cp's O_TRUNC: same file, no bytes
+  try {
+    f.get();
+    FAIL("the task returned");
+  } catch (const ferry::TerminatedWorkerError& e) {
+    CHECK(e.signal() == SIGBUS);
+    CHECK_MESSAGE(std::string(e.what()).find("its plugin " + plugin.string() + " was rewritten in place while loaded") !=
+                      std::string::npos,
+                  e.what());
+  }
+  // An ordinary crash says nothing of the kind.
+  auto crash = ex.submit<int>(ferry::TaskRef{.library = FERRY_TEST_CRASH_PLUGIN, .name = "segfault"}, 1);
+  try {
+    crash.get();
+    FAIL("segfault returned");
+  } catch (const ferry::TerminatedWorkerError& e) {
+    CHECK(std::string(e.what()).find("rewritten in place") == std::string::npos);
+  }
 }

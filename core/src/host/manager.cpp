@@ -54,6 +54,26 @@ std::string describe_exit(const ExitStatus& st) {
   return s;
 }
 
+/// When the library of a call whose worker crashed is the same file (device and inode) as when
+/// the call's task was resolved but with another size or modification time: it was rewritten in
+/// place (`cp` over it) while the worker had it mapped, which then read the new bytes, or past
+/// the file's new end (SIGBUS). Said with the crash; "" otherwise (a plugin replaced by a rename
+/// is another file: workers keep the old one, and are retired).
+std::string overwritten_plugin_note(const RefEntry& ref) {
+  if (ref.version.empty()) return {};
+  const std::string now = PluginIndex::file_version(ref.define.library);
+  auto file_of = [](const std::string& version) {  // "dev:ino:size:mtime": "dev:ino:"
+    const std::size_t dev = version.find(':');
+    const std::size_t ino = dev == std::string::npos ? dev : version.find(':', dev + 1);
+    return ino == std::string::npos ? std::string() : version.substr(0, ino + 1);
+  };
+  if (now.empty() || now == ref.version || file_of(now).empty() || file_of(now) != file_of(ref.version))
+    return {};
+  return "; its plugin " + ref.define.library +
+         " was rewritten in place while loaded (install a new version as a new file: install(1), or "
+         "copy then mv; cp over it breaks the workers that have it mapped)";
+}
+
 }  // namespace
 
 namespace {
@@ -293,6 +313,7 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
     if (!st.known && w.crash_signal)
       how += ", after its crash handler reported signal " + std::to_string(w.crash_signal) + " (" +
              signal_name(w.crash_signal) + ")";
+    if (signal == SIGBUS || signal == SIGSEGV || signal == SIGILL) how += overwritten_plugin_note(*running.ref);
     error = std::make_exception_ptr(TerminatedWorkerError(running.ref->display, w.pid, signal, st.exit_code, oom,
                                                           w.violation.empty() ? how : "killed by ferry: " + w.violation,
                                                           std::move(stack)));
