@@ -272,8 +272,12 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
                                                                  std::chrono::milliseconds(50) * (1u << (n - 1)),
                                                                  std::chrono::seconds(5)));
     // A program that exits on its own before its hello may not be a ferry-worker at all
-    // (/bin/true); a signal there is more likely a limit of the machine's.
-    const bool program_at_fault = !in_initializer && st.known && st.signal == 0;
+    // (/bin/true), or another version (a bad command line); a ferry-worker's own reason (it cannot
+    // set up its containment), or a signal, is more likely the machine's.
+    const bool program_at_fault =
+        !in_initializer && st.known && st.signal == 0 &&
+        (st.exit_code == static_cast<int>(protocol::WorkerExit::clean) ||
+         st.exit_code == static_cast<int>(protocol::WorkerExit::usage) || !protocol::worker_exit_name(st.exit_code));
     p_.last_spawn_error_ =
         w.describe(*p_.launcher_) +
         (w.violation.empty() ? " ended with " + describe_exit(st) +
