@@ -40,6 +40,8 @@ constexpr auto shutdown_grace = std::chrono::seconds(5);
 constexpr unsigned max_startup_failures = 3;
 constexpr auto hello_timeout = std::chrono::seconds(10);
 constexpr auto cpu_sample_period = std::chrono::milliseconds(100);
+/// How long one pass of the manager's loop starts workers before it reads their channels again.
+constexpr auto start_pass_budget = std::chrono::milliseconds(50);
 /// How long the pool waits to start a worker again after a start failed while others run (the
 /// host out of descriptors or processes), unless a worker ends first.
 constexpr auto start_retry_delay = std::chrono::seconds(1);
@@ -436,6 +438,7 @@ int Manager::next_timeout_ms() {
     if (initializer_may_overrun(*w)) next = std::min(next, w->initializer_due);
   }
   if (start_again_at_ > now) next = std::min(next, start_again_at_);
+  if (starting_more_) next = now;  // the rest of a start, after the events that came meanwhile
   if (next == Clock::time_point::max()) return -1;
   if (next <= now) return 0;
   return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(next - now).count());
@@ -484,9 +487,11 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
       continue;
     }
     if (w->awaiting_hello() && now >= w->spawned + hello_timeout) {
-      p_.last_spawn_error_ = w->describe(*p_.launcher_) + " did not complete its handshake within " +
-                             detail::format_duration(hello_timeout) + p_.worker_path_advice();
-      p_.signal_kill_locked(*w);
+      // A start failure whatever it sends now: a hello read after the kill (its death drains the
+      // channel) made it a worker that had run the calls handed to it, which were blamed on it
+      // (TerminatedWorkerError) instead of going back to the queue.
+      p_.fail_start_locked(*w, "did not complete its handshake within " + detail::format_duration(hello_timeout) +
+                                   p_.worker_path_advice());
     }
   }
 }
@@ -606,10 +611,22 @@ std::size_t Manager::workers_to_start_locked() const {
 }
 
 void Manager::start_workers(std::size_t n, Completions& done) {
-  if (n == 0) return;
-  ++start_batch_;
-  // After a failure the others would fail the same way: they wait for start_again_at_.
+  if (n == 0) {
+    starting_more_ = false;
+    return;
+  }
+  if (!starting_more_) ++start_batch_;
+  starting_more_ = false;
+  // After a failure the others would fail the same way: they wait for start_again_at_. A pass
+  // starts workers for at most start_pass_budget, then the loop reads what came meanwhile and
+  // comes back: starting 3,000 workers took 21 s here, during which no hello was read, and the
+  // hello timeout then killed every worker that had waited 10 s with its hello unread.
+  const auto until = Clock::now() + start_pass_budget;
   for (std::size_t i = 0; i < n && start_one(done); ++i) {
+    if (i + 1 < n && Clock::now() >= until) {
+      starting_more_ = true;
+      break;
+    }
   }
   // Tasks go out right away, before the workers' hello: start-up overlaps their transfer. All
   // new workers are registered first, so that the queue is spread over all of them.

@@ -95,6 +95,9 @@ class Manager {
   // giving up (check_startup_locked). Manager thread only.
   std::uint64_t start_batch_ = 0;
   std::uint64_t latest_failed_batch_ = 0;
+  // The last start_workers stopped at its time budget with workers still to start: the loop
+  // comes back at once (no wait), and the next pass goes on with the same batch.
+  bool starting_more_ = false;
 };
 
 }  // namespace ferry::detail
