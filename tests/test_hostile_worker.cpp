@@ -271,6 +271,23 @@ TEST_CASE("HostileWorker.another_protocol_is_named_in_the_error") {
   CHECK_MESSAGE(what.find("SIGKILL") == std::string::npos, what);
 }
 
+TEST_CASE("HostileWorker.garbage_before_the_hello_is_named_in_the_start_failure") {
+  // It was "ended with signal SIGKILL before its handshake", and with an initializer "sent a
+  // malformed frame while its initializer ran", which had not started.
+  std::string what = start_failure("garbage_first");
+  CHECK_MESSAGE(what.find("sent a malformed frame before its handshake") != std::string::npos, what);
+  ferry::ExecutorOptions o = fake("garbage_first");
+  o.initializer = ferry::Call(noop);
+  ferry::Executor ex(o);
+  try {
+    ex.submit(square, 2).get();
+    FAIL("the call ran");
+  } catch (const ferry::BrokenProcessPool& e) {
+    what = e.what();
+  }
+  CHECK_MESSAGE(what.find("sent a malformed frame before its handshake") != std::string::npos, what);
+}
+
 TEST_CASE("HostileWorker.late_initializer_failure_breaks_only_that_worker") {
   // An initializer failure was taken from any worker at any time: a task that wrote one after
   // its worker had answered calls made the executor broken for everyone (BrokenProcessPool).

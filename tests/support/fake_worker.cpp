@@ -202,6 +202,12 @@ int main(int argc, char** argv) {
   }
   if (const char* m = std::getenv("FERRY_FAKE_MODE")) mode = m;
   if (with_rings) map_rings();
+  if (mode == "garbage_first") {
+    // Bytes that are no frame header, before its hello.
+    const char junk[16] = {'n', 'o', 't', ' ', 'a', ' ', 'f', 'r', 'a', 'm', 'e', '!', '!', '!', '!', '!'};
+    (void)!::write(channel, junk, sizeof junk);
+    for (;;) ::pause();
+  }
   send(hello(mode == "long_host_name" ? std::string(300, 'h') : "fakehost",
              mode == "old_protocol" ? proto::version - 1 : proto::version));
   ferry::detail::FrameReader reader(proto::default_max_frame);

@@ -201,10 +201,11 @@ void Manager::on_memory_ceiling(const SlotPtr& w) {
   if (!w->memory.event || !w->memory.reached() || !w->alive()) return;
   // Its task (or what the task started) stopped at the sandbox's ceiling: the worker cannot go
   // on, whether a call runs or not (a process a task left behind may be what filled it).
-  if (w->lane.initializing) {
+  if (!w->greeted || w->lane.initializing) {
     // Its initializer filled it: a start failure (settle_dead_worker_locked), as a crash there
     // is, not the first call's error; a pool whose every worker does so gives up.
-    p_.fail_start_locked(*w, "filled its memory cgroup (the sandbox's ceiling) while its initializer ran");
+    p_.fail_start_locked(*w, std::string("filled its memory cgroup (the sandbox's ceiling) ") +
+                                 (w->greeted ? "while its initializer ran" : "before its handshake"));
     return;
   }
   const Call* c = w->lane.running();

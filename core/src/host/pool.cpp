@@ -575,9 +575,11 @@ void Pool::handle_contained(WorkerSlot& w, const Frame& f) {
             c.name.c_str(), static_cast<unsigned long long>(c.value), c.detail.c_str());
   // The worker exits after saying it; killing it too covers a frame written by a task's forked
   // child (which inherits the worker's handlers and channel) while the worker itself lives on.
-  if (w.lane.initializing) {
-    // Its initializer did it: a start failure, not the error of a call waiting behind it.
-    fail_start_locked(w, std::string("was stopped by the sandbox while its initializer ran: ") +
+  if (!w.greeted || w.lane.initializing) {
+    // Its start or its initializer did it: a start failure, not the error of a call waiting
+    // behind it.
+    fail_start_locked(w, std::string("was stopped by the sandbox ") +
+                             (w.greeted ? "while its initializer ran: " : "before its handshake: ") +
                              protocol::contained_kind_name(c.kind) + " " + c.name);
     return;
   }
@@ -625,8 +627,11 @@ void Pool::reject_garbage(WorkerSlot& w, const char* what, bool in_order) {
   // Only a frame read in order is known to come before the initializer's success: bytes a
   // receive refused (descriptors no frame announced) may hold that success, glued to what a
   // task sent after it, and the call waiting behind it is then the one to blame.
-  if (in_order && w.lane.initializing) {
-    fail_start_locked(w, std::string("sent a malformed frame while its initializer ran (") + what + ")");
+  if (in_order && (!w.greeted || w.lane.initializing)) {
+    // Before its hello: a start failure saying why (it was "ended with SIGKILL before its
+    // handshake", or "while its initializer ran" when the executor has one).
+    fail_start_locked(w, std::string("sent a malformed frame ") +
+                             (w.greeted ? "while its initializer ran (" : "before its handshake (") + what + ")");
     return;
   }
   const Call* running = w.lane.running();
