@@ -537,6 +537,10 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       return exit_usage;
     }
   }
+  if (!from_file && closed_stdio().in) {
+    print_error("map", "cannot read the input: standard input is closed (give FILE, or redirect it)");
+    return exit_usage;
+  }
   Stdio io = isolate_stdio(/*take_stdin=*/!from_file);
   const std::optional<std::size_t> arity = signature_arity(info.signature);
   const std::size_t workers =

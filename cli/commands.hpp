@@ -113,6 +113,21 @@ struct Stdio {
 };
 Stdio isolate_stdio(bool take_stdin);
 
+/// Which of descriptors 0, 1 and 2 the command was started without (`ferry map <&-`).
+struct ClosedStdio {
+  bool in = false;
+  bool out = false;
+  bool err = false;
+};
+/// Called first in main: each of descriptors 0, 1 and 2 that is closed gets /dev/null, not
+/// close-on-exec (workers inherit 0-2), so that no descriptor made later takes its number (the
+/// input reader's eventfd took 0 and `ferry map <&-` waited on it for ever; a worker's channel at
+/// 1 or 2 would get the output). stdin's is opened for writing only, so that a read of it fails
+/// with EBADF as it would have. Returns which were closed, kept for closed_stdio().
+const ClosedStdio& fill_closed_stdio() noexcept;
+/// What fill_closed_stdio() found.
+const ClosedStdio& closed_stdio() noexcept;
+
 /// An exception turned into what the user sees: exit status, type name, message.
 struct Failure {
   int code = exit_task_failed;

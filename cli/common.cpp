@@ -410,6 +410,30 @@ std::string containment_options_help() {
 
 namespace {
 
+ClosedStdio closed_at_start;
+
+}  // namespace
+
+const ClosedStdio& fill_closed_stdio() noexcept {
+  bool* closed[] = {&closed_at_start.in, &closed_at_start.out, &closed_at_start.err};
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    *closed[fd] = true;
+    // The lowest free descriptor: this one, as those below it are open now (no thread runs yet).
+    // Write-only: on stdin, a read fails with EBADF, as it did on the closed descriptor.
+    const int opened = ::open("/dev/null", O_WRONLY);
+    if (opened >= 0 && opened != fd) {
+      ::dup2(opened, fd);
+      ::close(opened);
+    }
+  }
+  return closed_at_start;
+}
+
+const ClosedStdio& closed_stdio() noexcept { return closed_at_start; }
+
+namespace {
+
 /// `fd` duplicated to a new close-on-exec descriptor above 2, or -1.
 int move_fd(int fd) { return ::fcntl(fd, F_DUPFD_CLOEXEC, 3); }
 

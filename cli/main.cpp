@@ -27,6 +27,7 @@ namespace ferry::cli {
 namespace {
 
 int main(int argc, char** argv) {
+  fill_closed_stdio();  // before anything opens a descriptor
   CLI::App app("ferry " + std::string(ferry::version()) +
                    ": run the tasks of shared-library plugins in a pool of ferry-worker processes.",
                "ferry");

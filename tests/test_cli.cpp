@@ -91,6 +91,32 @@ Result cli(std::vector<std::string> args, std::string input = {}, bool pipe = fa
   return cli(Call{.args = std::move(args), .input = std::move(input), .pipe = pipe});
 }
 
+/// The real `ferry` with `call`'s arguments, started by a shell that first applies `redirections`
+/// ("<&-": stdin closed, ">&-": stdout closed, "2>&-"). Killed with its process group after
+/// `limit` (a hang): status -1 then.
+Result cli_redirected(const Call& call, const std::string& redirections,
+                      std::chrono::seconds limit = std::chrono::seconds(60)) {
+  support::TempDir dir;
+  std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$@\" " + redirections, "sh"};
+  for (auto& a : argv_of(call)) argv.push_back(std::move(a));
+  support::ChildOptions options = options_of(call);
+  options.process_group = true;
+  Child child = support::spawn(argv, dir.path, options);
+  int status = 0;
+  const bool ended = support::wait_until(
+      [&] { return ::waitpid(child.pid, &status, WNOHANG) == child.pid; }, limit);
+  Result r;
+  if (ended) {
+    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  } else {
+    ::kill(-child.pid, SIGKILL);
+    wait_status(child.pid);
+  }
+  r.out = read_file(dir.path / "stdout");
+  r.err = read_file(dir.path / "stderr");
+  return r;
+}
+
 /// Numbers 1..n, one per line.
 std::string numbers(int n) {
   std::string s;
@@ -770,6 +796,30 @@ TEST_CASE("Cli.map.a_pipe_is_read_ahead_within_the_byte_budget") {
   CAPTURE(screen);
   CHECK(screen.find("600 lines") != std::string::npos);
   CHECK(screen.find("/600") == std::string::npos);
+}
+
+TEST_CASE("Cli.map.a_closed_stdin_is_an_input_error") {
+  // `ferry map square <&-` hung for ever: the input stayed descriptor 0, closed, and the input
+  // reader's eventfd took that free number, so the map waited on its own wake-up descriptor.
+  Result r = cli_redirected(Call{.args = {"map", "--no-progress", "square"}}, "<&-");
+  CHECK_MESSAGE(r.status == 2, r.err);
+  CHECK(r.out.empty());
+  CHECK_MESSAGE(r.err.find("ferry map: cannot read the input: standard input is closed") != std::string::npos,
+                r.err);
+  // With a FILE, or for run, which reads no input, a closed stdin does not matter.
+  support::TempDir dir;
+  write_file(dir.path / "in.jsonl", "1\n2\n");
+  Result file = cli_redirected(Call{.args = {"map", "square", (dir.path / "in.jsonl").string()}}, "<&-");
+  CHECK_MESSAGE(file.status == 0, file.err);
+  CHECK(file.out == "1\n4\n");
+  Result run = cli_redirected(Call{.args = {"run", "add", "1", "2"}}, "<&-");
+  CHECK_MESSAGE(run.status == 0, run.err);
+  CHECK(run.out == "3\n");
+  // Nor does a closed stderr: the results and the exit status are the same.
+  Result quiet = cli_redirected(Call{.args = {"map", "square", (dir.path / "in.jsonl").string()}}, "<&- 2>&-");
+  CHECK(quiet.status == 0);
+  CHECK(quiet.out == "1\n4\n");
+  CHECK(cli_redirected(Call{.args = {"run", "fail", "7"}}, "2>&-").status == 1);
 }
 
 // ---- info and cache ----------------------------------------------------------------------------
