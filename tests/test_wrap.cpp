@@ -615,6 +615,63 @@ TEST_CASE("Wrap.background_builds_never_delay_exit") {
     CHECK_MESSAGE(e.path().string().find(".tmp.") == std::string::npos, e.path());
 }
 
+namespace {
+
+/// What the build of a wrapped function of this file, with the options in effect now, ended with:
+/// "" when it built, else its error's message. Built alone: no executor, whose warm-up would build
+/// every other wrap of this file too.
+std::string build_error(const void* function) {
+  const auto* site = ferry::detail::find_wrap(function);
+  REQUIRE(site);
+  const ferry::detail::WrapBuild b = ferry::detail::wrap_build(*site).get();
+  if (!b.error) return {};
+  try {
+    std::rethrow_exception(b.error);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+/// Every file below `dir` whose name has `part` in it.
+std::vector<fs::path> files_named(const fs::path& dir, const std::string& part) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.path().filename().string().find(part) != std::string::npos) out.push_back(e.path());
+  return out;
+}
+
+/// Shell text for a fake compiler: answers the linker probe (-Wl,--help) as GNU ld does, fails
+/// the prelude's build, and runs `body` for the wrap's build.
+std::string fake_compiler(const std::string& body) {
+  return "case \"$*\" in *-Wl,--help*) echo '  --dependency-file=FILE'; exit 0;; *c++-header*) exit 1;; esac\n" + body;
+}
+
+}  // namespace
+
+TEST_CASE("Wrap.a_compiler_that_times_out_leaves_no_process") {
+  // A build that times out kills the compiler and every process it started (cc1plus went on
+  // running behind a killed driver, for ever on a blocked input, writing into the cache), and
+  // leaves none of their temporary files (ccXXXX.s, *.tmp.*) in the cache.
+  support::TempDir bin, cache;
+  const fs::path child_pid = bin.path / "child.pid";
+  const fs::path cxx = script(bin.path, "stuck-c++",
+                              fake_compiler("sleep 600 &\necho $! > '" + child_pid.string() +
+                                            "'\necho unfinished > \"$TMPDIR/ccSTUCK$$.s\"\nwait"));
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  support::ScopedEnv timeout("FERRY_WRAP_TIMEOUT", "1");
+  CacheAt at(cache.path / "c");
+  const std::string what = build_error(reinterpret_cast<const void*>(&twice));
+  CHECK(what.find("stopped before it finished") != std::string::npos);
+  REQUIRE(fs::exists(child_pid));
+  pid_t pid = 0;
+  std::ifstream(child_pid) >> pid;
+  REQUIRE(pid > 0);
+  CHECK_MESSAGE(support::wait_until([&] { return !support::alive(pid); }, 5000ms), "the compiler's child runs on");
+  if (support::alive(pid)) ::kill(pid, SIGKILL);
+  for (const char* part : {".tmp.", "scratch", "ccSTUCK"})
+    for (const auto& f : files_named(cache.path, part)) FAIL_CHECK("left in the cache: " << f);
+}
+
 TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
   // The compiler runs while the host holds worker channels and the application's files, some of
   // them not close-on-exec: it must see only its stdin (/dev/null) and its log as stdout/stderr.

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<ConfigVariable, 19> table = {{
+constexpr std::array<ConfigVariable, 20> table = {{
     {"FERRY_PLUGIN_PATH", "colon-separated plugin directories, after ExecutorOptions::plugin_dirs",
      "none"},
     {"FERRY_WORKER", "path of ferry-worker", "the one installed with libferry, then $PATH"},
@@ -42,6 +42,10 @@ constexpr std::array<ConfigVariable, 19> table = {{
      "$XDG_CACHE_HOME/ferry, else ~/.cache/ferry"},
     {"FERRY_CXX", "compiler for FERRY_WRAP", "the one ferry was built with"},
     {"FERRY_WRAP_FLAGS", "extra compile flags for FERRY_WRAP, space-separated", "none"},
+    {"FERRY_WRAP_TIMEOUT",
+     "seconds a FERRY_WRAP compiler run, or the wait for another build's lock, may take before it "
+     "is stopped and the wrap fails (1 to 86400)",
+     "300"},
     {"FERRY_MPI_TIMEOUT_MS",
      "MPI backend: silence after which a rank (or the host) is declared dead, 100 to 3600000",
      "3000"},
@@ -174,6 +178,9 @@ Config Config::read() {
   std::uint64_t timeout = static_cast<std::uint64_t>(c.mpi_timeout.count());
   r.number("FERRY_MPI_TIMEOUT_MS", timeout, 100, 3'600'000, false);
   c.mpi_timeout = std::chrono::milliseconds(timeout);
+  std::uint64_t wrap_timeout = static_cast<std::uint64_t>(c.wrap_timeout.count());
+  r.number("FERRY_WRAP_TIMEOUT", wrap_timeout, 1, 86'400, false);
+  c.wrap_timeout = std::chrono::seconds(wrap_timeout);
   std::uint64_t mpi_spin = static_cast<std::uint64_t>(c.mpi_spin.count());
   r.number("FERRY_MPI_SPIN_US", mpi_spin, 0, 1'000'000, false);
   c.mpi_spin = std::chrono::microseconds(mpi_spin);

@@ -52,7 +52,8 @@ int pidfd_open(pid_t pid) {
 
 SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
                              const std::vector<std::string>& env, int channel_fd,
-                             const std::filesystem::path& output, const std::filesystem::path& cwd) {
+                             const std::filesystem::path& output, const std::filesystem::path& cwd,
+                             int output_fd, bool own_group) {
   FileActions fa;
   SpawnAttr sa;
   constexpr int child_fd = 3;
@@ -62,7 +63,7 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
     int moved = ::fcntl(channel_fd, F_DUPFD_CLOEXEC, 10);
     if (moved < 0) throw std::system_error(errno, std::generic_category(), "dup channel");
     Fd guard(moved);
-    return spawn_process(exe, args, env, moved, output, cwd);
+    return spawn_process(exe, args, env, moved, output, cwd, output_fd, own_group);
   }
   // A task must not read the host's input: stdin is /dev/null; stdout and stderr are shared, so
   // what a task prints shows up where the host's output goes (as with loky; a sandboxed worker
@@ -72,6 +73,9 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
   if (rc == 0 && !output.empty()) {
     rc = posix_spawn_file_actions_addopen(&fa.fa, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, 1, 2);
+  } else if (rc == 0 && output_fd >= 0) {
+    rc = posix_spawn_file_actions_adddup2(&fa.fa, output_fd, 1);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, output_fd, 2);
   }
   if (rc == 0 && channel_fd >= 0) rc = posix_spawn_file_actions_adddup2(&fa.fa, channel_fd, child_fd);
   // A host started with stdout or stderr closed: the child's is /dev/null, not what the worker
@@ -80,7 +84,7 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
   // host's that closes at exec (a socketpair's end there) is closed in the child too.
   for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
     const int flags = ::fcntl(fd, F_GETFD);
-    if (rc == 0 && output.empty() && (fd == channel_fd || flags < 0 || (flags & FD_CLOEXEC)))
+    if (rc == 0 && output.empty() && output_fd < 0 && (fd == channel_fd || flags < 0 || (flags & FD_CLOEXEC)))
       rc = posix_spawn_file_actions_addopen(&fa.fa, fd, "/dev/null", O_WRONLY, 0);
   }
   // Everything else of ours (other workers' channels, the application's files, whether or not
@@ -94,7 +98,12 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
   sigfillset(&all);
   posix_spawnattr_setsigmask(&sa.attr, &none);
   posix_spawnattr_setsigdefault(&sa.attr, &all);
-  posix_spawnattr_setflags(&sa.attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  short spawn_flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (own_group) {
+    posix_spawnattr_setpgroup(&sa.attr, 0);
+    spawn_flags |= POSIX_SPAWN_SETPGROUP;
+  }
+  posix_spawnattr_setflags(&sa.attr, spawn_flags);
 
   std::string path = exe.string();
   std::vector<char*> argv;

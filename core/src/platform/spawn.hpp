@@ -30,6 +30,9 @@ Starts `exe` with `args` (argv[1..]) and exactly `env`: ferry's one way of start
 `channel_fd` (if not -1) becomes fd 3; stdout and stderr are shared with this process, or both go
 to the file `output` (created 0600, truncated) when it is given; nothing else is open. It starts
 in `cwd` when one is given (before `output` is opened), else in this process's current directory.
+With `output_fd` (not -1, and no `output`), stdout and stderr are that descriptor instead (a pipe's
+write end, say). With `own_group`, the process leads a process group of its own (pgid = its pid),
+so that it and every process it starts can be killed at once (kill(-pid, ...)).
 Signal mask and dispositions are reset to defaults, so the host's own signal setup never leaks
 into children.
 @throws std::system_error (errno of the failed exec or spawn, e.g. ENOENT, EACCES).
@@ -38,7 +41,8 @@ FERRY_INTERNAL_API SpawnedProcess spawn_process(const std::filesystem::path& exe
                                                 const std::vector<std::string>& args,
                                                 const std::vector<std::string>& env, int channel_fd,
                                                 const std::filesystem::path& output = {},
-                                                const std::filesystem::path& cwd = {});
+                                                const std::filesystem::path& cwd = {},
+                                                int output_fd = -1, bool own_group = false);
 
 /// The environment of this process with `overrides` applied ("KEY=VALUE" strings).
 FERRY_INTERNAL_API std::vector<std::string> merged_environment(

@@ -30,6 +30,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -192,6 +193,14 @@ std::string judged_list(const fs::path& list, const std::optional<std::string>& 
   return {};
 }
 
+/// Whether `file` (as listed; relative to `cwd`) lies directly in the directory `dir`.
+bool in_directory(const std::string& file, const fs::path& cwd, const fs::path& dir) {
+  const fs::path path = fs::path(file).is_absolute() ? fs::path(file) : cwd / file;
+  struct stat a {}, b {};
+  return path.has_parent_path() && ::stat(path.parent_path().c_str(), &a) == 0 && ::stat(dir.c_str(), &b) == 0 &&
+         a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 /// The arguments that make the compiler list what it reads into `compile_deps`, and the linker
 /// (when `link_deps` is not empty) into `link_deps`.
 std::vector<std::string> listing_flags(const fs::path& compile_deps, const fs::path& link_deps) {
@@ -211,6 +220,12 @@ std::vector<std::string> with_tmpdir(std::vector<std::string> env, const fs::pat
 
 // ---- running the compiler ----------------------------------------------------------------------
 
+std::string unique_suffix() {
+  static std::atomic<unsigned> counter{0};
+  return std::to_string(::getpid()) + "." + std::to_string(counter++);
+}
+
+
 struct RunResult {
   bool started = false;
   int spawn_errno = 0;
@@ -223,15 +238,36 @@ struct RunResult {
 /// never waits for them at exit (a program whose work took 0.13 s once took 6.4 s to exit,
 /// joining a build it no longer needed); at exit the compilers are killed and their temporary
 /// files removed. Never destroyed: detached threads may touch it while the process exits.
+/// Each compiler leads a process group of its own: killing the driver alone left cc1plus running
+/// (for ever on a blocked input), writing its ccXXXX.s and the output into the cache.
 struct Running {
+  struct Child {
+    std::vector<fs::path> files;  // temporary files it writes
+    fs::path scratch;             // its TMPDIR, removed with what is in it
+  };
   std::mutex mu;
   bool exiting = false;
   pid_t owner = ::getpid();  // a forked child that exits must not kill its parent's compilers
-  std::map<pid_t, std::vector<fs::path>> children;  // pid → temporary files it writes
+  std::map<pid_t, Child> children;
 };
 Running& running() {
   static auto* r = new Running;  // NOLINT: deliberately leaked, see above
   return *r;
+}
+
+/// Kills the compiler `pid` and every process of its group (it leads one: run). Its pid is not
+/// reaped yet, so the group's id cannot be another's.
+void kill_compiler(pid_t pid) noexcept {
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);  // in case it could not lead a group of its own
+}
+
+void remove_temporaries(const Running::Child& c) noexcept {
+  for (const auto& f : c.files) ::unlink(f.c_str());
+  if (!c.scratch.empty()) {
+    std::error_code ec;
+    fs::remove_all(c.scratch, ec);
+  }
 }
 
 void kill_running_compilers() noexcept {
@@ -240,21 +276,47 @@ void kill_running_compilers() noexcept {
                                       // child could find the mutex held by a parent's thread)
   std::lock_guard lock(r.mu);
   r.exiting = true;
-  for (const auto& [pid, files] : r.children) {
-    ::kill(pid, SIGKILL);
-    for (const auto& f : files) ::unlink(f.c_str());
+  for (const auto& [pid, child] : r.children) {
+    kill_compiler(pid);
+    remove_temporaries(child);
   }
 }
 
+/// The compile timeout (FERRY_WRAP_TIMEOUT): for each compiler run, and for the wait for another
+/// build's lock.
+std::chrono::seconds compile_timeout() { return Config::read().wrap_timeout; }
 
-/// Runs argv (argv[0] an absolute path) with exactly `env`, stdout and stderr in `log`, stdin
-/// from /dev/null and no other descriptor of ours (spawn_process: worker channels and the
-/// application's files stay out of the compiler); kills it after `timeout`. Builds run on
-/// background threads: they never read this process's environment, which the application may be
-/// changing meanwhile.
+/// A private directory of the cache for one compiler run's temporary files (its TMPDIR: gcc's
+/// ccXXXX.s and objects), removed with what is in it when the run is over, killed or not.
+class Scratch {
+ public:
+  explicit Scratch(const fs::path& dir) : path_(dir / ("wrap-scratch." + unique_suffix())) {
+    if (::mkdir(path_.c_str(), 0700) != 0) path_ = dir;  // then as before: the cache itself
+    else owned_ = true;
+  }
+  ~Scratch() {
+    std::error_code ec;
+    if (owned_) fs::remove_all(path_, ec);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  const fs::path& path() const { return path_; }
+  /// What to remove if the process exits while a compiler writes here.
+  fs::path owned() const { return owned_ ? path_ : fs::path(); }
+
+ private:
+  fs::path path_;
+  bool owned_ = false;
+};
+
+/// Runs argv (argv[0] an absolute path) with exactly `env` (TMPDIR then `scratch`), stdout and
+/// stderr in `log`, stdin from /dev/null and no other descriptor of ours (spawn_process: worker
+/// channels and the application's files stay out of the compiler), in a process group of its own;
+/// kills the group after `timeout`, and at exit. Builds run on background threads: they never
+/// read this process's environment, which the application may be changing meanwhile.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
               const fs::path& log, std::chrono::seconds timeout,
-              const std::vector<fs::path>& outputs, const fs::path& cwd = {}) {
+              const std::vector<fs::path>& outputs, const fs::path& cwd, const Scratch& scratch) {
   static const bool hook = [] { return std::atexit(kill_running_compilers) == 0; }();
   (void)hook;
   RunResult r;
@@ -269,14 +331,16 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
       return r;
     }
     try {
-      child = spawn_process(argv[0], std::vector<std::string>(argv.begin() + 1, argv.end()), env,
-                            -1, log, cwd);
+      child = spawn_process(argv[0], std::vector<std::string>(argv.begin() + 1, argv.end()),
+                            with_tmpdir(env, scratch.path()), -1, log, cwd, -1, true);
     } catch (const std::system_error& e) {
       r.spawn_errno = e.code().value();
       return r;
     }
-    compilers.children[child.pid] = outputs;
-    compilers.children[child.pid].push_back(log);
+    auto& registered = compilers.children[child.pid];
+    registered.files = outputs;
+    registered.files.push_back(log);
+    registered.scratch = scratch.owned();
   }
   r.started = true;
   if (child.pidfd) {
@@ -286,17 +350,24 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
       n = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(timeout).count()));
     } while (n < 0 && errno == EINTR);
     if (n == 0) {
-      ::kill(child.pid, SIGKILL);
+      kill_compiler(child.pid);
       r.interrupted = true;
     }
   }
-  ExitStatus status = reap(child.pid);
+  // Ended, but not reaped (its pid, the group's id, stays ours): whatever it started and left
+  // running (cc1plus behind a driver that was killed) goes with it.
+  siginfo_t info{};
+  int waited;
+  while ((waited = ::waitid(P_PID, static_cast<id_t>(child.pid), &info, WEXITED | WNOWAIT)) < 0 && errno == EINTR) {
+  }
   {
     auto& compilers = running();
     std::lock_guard lock(compilers.mu);
+    if (waited == 0) ::kill(-child.pid, SIGKILL);  // (not when the kernel reaped it: SIGCHLD ignored)
     compilers.children.erase(child.pid);
     if (compilers.exiting) r.interrupted = true;
   }
+  ExitStatus status = reap(child.pid);
   // An unknown status (the application ignores SIGCHLD, so the kernel reaped the compiler) is
   // judged by what the compiler left behind, as the callers check their outputs anyway.
   r.ok = !r.interrupted && (!status.known || (status.signal == 0 && status.exit_code == 0));
@@ -330,11 +401,6 @@ class FileLock {
  private:
   Fd fd_;
 };
-
-std::string unique_suffix() {
-  static std::atomic<unsigned> counter{0};
-  return std::to_string(::getpid()) + "." + std::to_string(counter++);
-}
 
 // ---- the builder -------------------------------------------------------------------------------
 
@@ -601,12 +667,13 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   for (const auto& f : prelude_flags(s)) argv.push_back(f);
   for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
   argv.insert(argv.end(), {"-x", "c++-header", header.string(), "-o", tmp_pch});
-  RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("prelude-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300), {tmp_pch, deps}, s.cwd);
+  const Scratch scratch(dir);
+  RunResult r = run(argv, s.environment, dir / ("prelude-" + key + ".log." + unique_suffix()),
+                    compile_timeout(), {tmp_pch, deps}, s.cwd, scratch);
   // Every header it holds must be one only this user or root could have written: a wrap that
   // uses it lists none of them.
   std::vector<std::string> listed;
-  std::string why = r.ok ? judged_list(deps, std::nullopt, s.cwd, dir, &listed) : std::string();
+  std::string why = r.ok ? judged_list(deps, std::nullopt, s.cwd, scratch.path(), &listed) : std::string();
   fs::remove(deps, ec);
   if (!r.ok || !why.empty()) {
     if (!r.ok) debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
@@ -662,8 +729,9 @@ std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir) {
   for (const auto& x : argv) key += "\n" + x;
   std::lock_guard lock(mu);
   if (auto it = known.find(key); it != known.end()) return it->second;
-  RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("linker-help.log." + unique_suffix()),
-                    std::chrono::seconds(60), {}, s.cwd);
+  const Scratch scratch(dir);
+  RunResult r = run(argv, s.environment, dir / ("linker-help.log." + unique_suffix()),
+                    std::min(compile_timeout(), std::chrono::seconds(60)), {}, s.cwd, scratch);
   if (!r.ok) return std::nullopt;
   const bool lists = r.output.find("--dependency-file") != std::string::npos;
   if (!lists) debug_log("wrap: the linker of %s does not list its inputs: what it links in is not checked", s.compiler.c_str());
@@ -678,8 +746,9 @@ bool compile_fails_alone(const Setup& s, const std::string& header, const fs::pa
   std::vector<std::string> argv = compiler_and_prelude(s, header);
   for (auto& f : compile_flags(s.flags)) argv.push_back(std::move(f));
   argv.insert(argv.end(), {"-fsyntax-only", "-x", "c++", cpp.string()});
-  RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("syntax.log." + unique_suffix()),
-                    std::chrono::seconds(300), {}, s.cwd);
+  const Scratch scratch(dir);
+  RunResult r = run(argv, s.environment, dir / ("syntax.log." + unique_suffix()),
+                    compile_timeout(), {}, s.cwd, scratch);
   return r.started && !r.ok && !r.interrupted;
 }
 
@@ -767,14 +836,16 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   std::vector<fs::path> outputs = {tmp, compile_deps};
   if (!link_deps.empty()) outputs.push_back(link_deps);
   const auto started = std::chrono::system_clock::now();
-  RunResult r = run(argv, with_tmpdir(s.environment, dir), dir / ("wrap-" + key + ".log." + unique_suffix()),
-                    std::chrono::seconds(300), outputs, s.cwd);
+  const Scratch scratch(dir);
+  const auto timeout = compile_timeout();
+  RunResult r = run(argv, s.environment, dir / ("wrap-" + key + ".log." + unique_suffix()),
+                    timeout, outputs, s.cwd, scratch);
   std::error_code ec;
   std::string untrusted;
   std::vector<std::string> read;  // what the compiler and the linker listed
   if (r.ok) {
-    untrusted = judged_list(compile_deps, std::nullopt, s.cwd, dir, &read);
-    if (untrusted.empty() && !link_deps.empty()) untrusted = judged_list(link_deps, tmp, s.cwd, dir, &read);
+    untrusted = judged_list(compile_deps, std::nullopt, s.cwd, scratch.path(), &read);
+    if (untrusted.empty() && !link_deps.empty()) untrusted = judged_list(link_deps, tmp, s.cwd, scratch.path(), &read);
   } else if (r.started && !r.interrupted) {
     // A failure is remembered only with all it read (gcc and clang list it after an error, not
     // after a header they could not find). A linker that wrote its list ran, so the source
@@ -795,6 +866,8 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   }
   fs::remove(compile_deps, ec);
   if (!link_deps.empty()) fs::remove(link_deps, ec);
+  // The compiler's temporaries (its object, listed by the linker) are not what the build read.
+  std::erase_if(read, [&](const std::string& f) { return in_directory(f, s.cwd, scratch.path()); });
   if (!untrusted.empty()) {
     fs::remove(tmp, ec);
     setup_failed(site, "refusing what the compiler read: " + untrusted +
@@ -806,8 +879,8 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   }
   if (r.interrupted) {
     fs::remove(tmp, ec);
-    setup_failed(site, "the compiler was stopped before it finished (it ran for 300 s, or the "
-                       "process is exiting)");
+    setup_failed(site, "the compiler was stopped before it finished (it ran for " +
+                           std::to_string(timeout.count()) + " s, FERRY_WRAP_TIMEOUT, or the process is exiting)");
   }
   if (!r.ok) {
     fs::remove(tmp, ec);
