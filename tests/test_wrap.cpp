@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <fstream>
@@ -661,7 +662,7 @@ TEST_CASE("Wrap.a_compiler_that_times_out_leaves_no_process") {
   support::ScopedEnv timeout("FERRY_WRAP_TIMEOUT", "1");
   CacheAt at(cache.path / "c");
   const std::string what = build_error(reinterpret_cast<const void*>(&twice));
-  CHECK(what.find("stopped before it finished") != std::string::npos);
+  CHECK(what.find("did not finish within 1 s") != std::string::npos);
   REQUIRE(fs::exists(child_pid));
   pid_t pid = 0;
   std::ifstream(child_pid) >> pid;
@@ -670,6 +671,38 @@ TEST_CASE("Wrap.a_compiler_that_times_out_leaves_no_process") {
   if (support::alive(pid)) ::kill(pid, SIGKILL);
   for (const char* part : {".tmp.", "scratch", "ccSTUCK"})
     for (const auto& f : files_named(cache.path, part)) FAIL_CHECK("left in the cache: " << f);
+}
+
+TEST_CASE("Wrap.a_hanging_compiler_costs_one_timeout") {
+  // A compiler that never finishes: the first wrap's build stops it after FERRY_WRAP_TIMEOUT,
+  // and every other build of the process fails at once with the same reason (each waited for the
+  // prelude's build, then for the linker probe's, one after the other: N x 300 s + 60 s), saying
+  // that the compiler did not finish, not that the linker's list could not be told.
+  support::TempDir bin, cache;
+  const fs::path calls = bin.path / "calls";
+  const fs::path cxx = script(bin.path, "hanging-c++", "echo \"$*\" >> '" + calls.string() + "'\nexec sleep 600");
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  support::ScopedEnv timeout("FERRY_WRAP_TIMEOUT", "1");
+  CacheAt at(cache.path / "c");
+  std::vector<std::shared_future<ferry::detail::WrapBuild>> builds;
+  for (const void* f : {reinterpret_cast<const void*>(&twice), reinterpret_cast<const void*>(&hypotenuse),
+                        reinterpret_cast<const void*>(&call_counter)})
+    builds.push_back(ferry::detail::wrap_build(*ferry::detail::find_wrap(f)));
+  for (auto& b : builds) {
+    REQUIRE(b.get().error);
+    try {
+      std::rethrow_exception(b.get().error);
+    } catch (const ferry::UnresolvableTaskError& e) {
+      const std::string what = e.what();
+      CAPTURE(what);
+      CHECK(what.find("did not finish within 1 s") != std::string::npos);
+      CHECK(what.find("FERRY_WRAP_TIMEOUT") != std::string::npos);
+      CHECK(what.find("cannot tell whether the linker") == std::string::npos);
+    }
+  }
+  const std::string ran = support::read_file(calls);
+  CAPTURE(ran);
+  CHECK(std::count(ran.begin(), ran.end(), '\n') == 1);  // one compiler run, one timeout
 }
 
 TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {

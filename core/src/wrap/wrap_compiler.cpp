@@ -231,6 +231,7 @@ struct RunResult {
   int spawn_errno = 0;
   bool ok = false;
   bool interrupted = false;  // killed: timed out, or the process is exiting
+  bool timed_out = false;    // killed: timed out
   std::string output;
 };
 
@@ -351,7 +352,7 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
     } while (n < 0 && errno == EINTR);
     if (n == 0) {
       kill_compiler(child.pid);
-      r.interrupted = true;
+      r.interrupted = r.timed_out = true;
     }
   }
   // Ended, but not reaped (its pid, the group's id, stays ours): whatever it started and left
@@ -608,7 +609,15 @@ struct Prelude {
   std::string header;  ///< "" when there is none (the wrap then compiles ferry's header itself)
   InputRecord read;    ///< what the cache's prelude read (none for the shipped one): the wrap read
                        ///< it too, though gcc lists none of a precompiled header's files
+  std::string hung;    ///< why the wrap fails at once: the compiler did not finish the prelude
+                       ///< within the timeout (and would hang on the wrap too)
 };
+
+/// "the compiler did not finish within N s": the message of a compiler run that timed out.
+std::string did_not_finish(const Setup& s, std::chrono::seconds timeout, const std::string& what) {
+  return "the compiler '" + s.compiler + "' did not finish within " + std::to_string(timeout.count()) + " s (" +
+         what + "; FERRY_WRAP_TIMEOUT sets the limit) and was stopped. Is FERRY_CXX a C++ compiler that works here?";
+}
 
 /// The precompiled prelude for these flags: the shipped one when it matches and is trusted, else
 /// built in this cache, again when a file it read changed; none when it cannot be built.
@@ -644,8 +653,13 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
     debug_log("wrap prelude %s: %s: built again", pch.c_str(), why.c_str());
     return std::nullopt;
   };
+  // A prelude that could not be built is not tried again by this process (for these compiler and
+  // flags): a compiler that hangs would cost every wrap, one after the other, its timeout.
   static std::mutex mu;
+  static std::map<std::string, Prelude> failed;
   std::lock_guard lock(mu);
+  const std::string failed_key = dir.string() + "\n" + key;
+  if (auto it = failed.find(failed_key); it != failed.end()) return it->second;
   if (auto p = usable()) return *p;
   FileLock file_lock(dir / ("prelude-" + key + ".lock"));
   if (auto p = usable()) return *p;
@@ -655,11 +669,11 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   // header without its PCH is merely slow.
   std::string tmp_header = header.string() + ".tmp." + unique_suffix();
   std::string tmp_pch = pch.string() + ".tmp." + unique_suffix();
-  if (!write_file(tmp_header, "#pragma once\n#include <ferry/wrap_prelude.hpp>\n")) return {};
+  if (!write_file(tmp_header, "#pragma once\n#include <ferry/wrap_prelude.hpp>\n")) return failed[failed_key] = {};
   fs::rename(tmp_header, header, ec);
   if (ec) {
     fs::remove(tmp_header, ec);
-    return {};
+    return failed[failed_key] = {};
   }
   const auto started = std::chrono::system_clock::now();
   const fs::path deps = pch.string() + ".d.tmp." + unique_suffix();
@@ -668,8 +682,9 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
   argv.insert(argv.end(), {"-x", "c++-header", header.string(), "-o", tmp_pch});
   const Scratch scratch(dir);
+  const auto timeout = compile_timeout();
   RunResult r = run(argv, s.environment, dir / ("prelude-" + key + ".log." + unique_suffix()),
-                    compile_timeout(), {tmp_pch, deps}, s.cwd, scratch);
+                    timeout, {tmp_pch, deps}, s.cwd, scratch);
   // Every header it holds must be one only this user or root could have written: a wrap that
   // uses it lists none of them.
   std::vector<std::string> listed;
@@ -679,7 +694,9 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
     if (!r.ok) debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
     else debug_log("wrap prelude not used: it read a file another user could change: %s", why.c_str());
     fs::remove(tmp_pch, ec);
-    return {};
+    Prelude none;
+    if (r.timed_out) none.hung = did_not_finish(s, timeout, "precompiling ferry's prelude");
+    return failed[failed_key] = none;
   }
   Prelude out{header.string(), record_inputs(listed, s.cwd, dir, started)};
   const std::string tmp_record = record.string() + ".tmp." + unique_suffix();
@@ -717,9 +734,11 @@ std::optional<std::string> remembered_failure(const fs::path& err) {
 /// no other flag of the user's (a version script the linker read while parsing its arguments,
 /// made to fail once, turned the checks off). nullopt: the probe itself failed, and the build is
 /// refused; false: this linker has no such list, and what it links in is not judged (design §11).
-std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir) {
+/// Remembered for the process, success or failure (a probe that hung would otherwise cost each
+/// wrap its timeout, one after the other); `why` says how it failed.
+std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir, std::string& why) {
   static std::mutex mu;
-  static std::map<std::string, bool> known;
+  static std::map<std::string, std::pair<std::optional<bool>, std::string>> known;
   std::vector<std::string> argv = {s.compiler};
   for (const auto* v : {&s.flags, &s.options.libraries})
     for (const auto& x : *v)
@@ -728,14 +747,27 @@ std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir) {
   std::string key = s.compiler_identity;
   for (const auto& x : argv) key += "\n" + x;
   std::lock_guard lock(mu);
-  if (auto it = known.find(key); it != known.end()) return it->second;
+  if (auto it = known.find(key); it != known.end()) {
+    why = it->second.second;
+    return it->second.first;
+  }
   const Scratch scratch(dir);
-  RunResult r = run(argv, s.environment, dir / ("linker-help.log." + unique_suffix()),
-                    std::min(compile_timeout(), std::chrono::seconds(60)), {}, s.cwd, scratch);
-  if (!r.ok) return std::nullopt;
+  const auto timeout = std::min(compile_timeout(), std::chrono::seconds(60));
+  RunResult r = run(argv, s.environment, dir / ("linker-help.log." + unique_suffix()), timeout, {}, s.cwd, scratch);
+  if (!r.ok) {
+    std::string command = "'" + s.compiler + " -Wl,--help'";
+    if (r.timed_out) why = did_not_finish(s, timeout, command + ", asking whether the linker lists what it reads");
+    else if (!r.started) why = "cannot run the compiler '" + s.compiler + "': " + std::strerror(r.spawn_errno);
+    else why = "cannot tell whether the linker lists what it reads: " + command + " failed" +
+               (r.output.empty() ? std::string() : ":\n" + head_lines(r.output, 10)) +
+               "Set FERRY_CXX to a working compiler";
+    if (!r.interrupted || r.timed_out) known[key] = {std::nullopt, why};  // (not a stop at exit)
+    return std::nullopt;
+  }
   const bool lists = r.output.find("--dependency-file") != std::string::npos;
   if (!lists) debug_log("wrap: the linker of %s does not list its inputs: what it links in is not checked", s.compiler.c_str());
-  return known[key] = lists;
+  known[key] = {lists, {}};
+  return lists;
 }
 
 /// Whether the wrap's translation unit `cpp` fails to compile on its own (-fsyntax-only, with the
@@ -804,6 +836,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
 
   const Prelude pre = prelude(s, dir);
+  if (!pre.hung.empty()) setup_failed(site, pre.hung);
   const std::string& header = pre.header;
   std::ostringstream tu;
   tu << "// Generated by ferry for FERRY_WRAP(" << site.name << ") at " << where_of(site) << ".\n";
@@ -818,10 +851,9 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   const std::string tmp = (dir / ("wrap-" + key + ".so.tmp." + unique_suffix())).string();
   // What the compiler and the linker read, listed by them: judged below, before it is published.
   const fs::path compile_deps = tmp + ".d";
-  const std::optional<bool> lists = linker_lists_inputs(s, dir);
-  if (!lists)
-    setup_failed(site, "cannot tell whether the linker lists what it reads: '" + s.compiler +
-                           " -Wl,--help' failed. Set FERRY_CXX to a working compiler");
+  std::string probe_failed;
+  const std::optional<bool> lists = linker_lists_inputs(s, dir, probe_failed);
+  if (!lists) setup_failed(site, probe_failed);
   const fs::path link_deps = *lists ? fs::path(tmp + ".ld.d") : fs::path();
   // The prelude first, as for the prelude's own build.
   std::vector<std::string> argv = compiler_and_prelude(s, header);
@@ -879,8 +911,8 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   }
   if (r.interrupted) {
     fs::remove(tmp, ec);
-    setup_failed(site, "the compiler was stopped before it finished (it ran for " +
-                           std::to_string(timeout.count()) + " s, FERRY_WRAP_TIMEOUT, or the process is exiting)");
+    setup_failed(site, r.timed_out ? did_not_finish(s, timeout, "compiling the wrap")
+                                   : "the compiler was stopped before it finished: the process is exiting");
   }
   if (!r.ok) {
     fs::remove(tmp, ec);
