@@ -705,6 +705,55 @@ TEST_CASE("Wrap.a_hanging_compiler_costs_one_timeout") {
   CHECK(std::count(ran.begin(), ran.end(), '\n') == 1);  // one compiler run, one timeout
 }
 
+TEST_CASE("Wrap.a_build_lock_held_by_a_stopped_process_fails_the_wrap_naming_it") {
+  // Another process holds the build lock and is stopped (^Z, a debugger): the wrap waits for it
+  // at most FERRY_WRAP_TIMEOUT, then fails naming the lock file (it waited in flock for ever,
+  // and so did every other process).
+  support::TempDir bin, cache;
+  const fs::path pid_file = bin.path / "compiler.pid";
+  const fs::path cxx = script(bin.path, "hanging-c++", "echo $$ > '" + pid_file.string() + "'\nexec sleep 600");
+  const fs::path dir = cache.path / "c";
+  // The other process: a wrap host whose build (its prelude's first) hangs in the compiler,
+  // holding the prelude's lock, with the default timeout.
+  const pid_t host = ::fork();
+  REQUIRE(host >= 0);
+  if (host == 0) {
+    ::setenv("FERRY_CXX", cxx.c_str(), 1);
+    ::setenv("FERRY_CACHE_DIR", dir.c_str(), 1);
+    ::unsetenv("FERRY_WRAP_TIMEOUT");
+    const std::string never = (bin.path / "never").string();
+    ::execl(FERRY_TEST_WRAP_HOST, FERRY_TEST_WRAP_HOST, FERRY_TEST_WORKER, "exit", never.c_str(), nullptr);
+    ::_exit(127);
+  }
+  pid_t compiler_pid = 0;
+  REQUIRE(support::wait_until([&] { return (std::ifstream(pid_file) >> compiler_pid) && compiler_pid > 0; }, 20000ms));
+  ::kill(host, SIGSTOP);
+  {
+    support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+    support::ScopedEnv timeout("FERRY_WRAP_TIMEOUT", "1");
+    CacheAt at(dir);
+    auto build = ferry::detail::wrap_build(*ferry::detail::find_wrap(reinterpret_cast<const void*>(&twice)));
+    const bool ended = build.wait_for(30s) == std::future_status::ready;
+    CHECK_MESSAGE(ended, "the build still waits for the lock");
+    if (ended) {
+      REQUIRE(build.get().error);
+      try {
+        std::rethrow_exception(build.get().error);
+      } catch (const ferry::UnresolvableTaskError& e) {
+        const std::string what = e.what();
+        CAPTURE(what);
+        CHECK(what.find("held the lock " + dir.string() + "/prelude-") != std::string::npos);
+        CHECK(what.find(".lock for 1 s") != std::string::npos);
+      }
+    }
+  }
+  ::kill(host, SIGKILL);
+  ::kill(-compiler_pid, SIGKILL);
+  ::kill(compiler_pid, SIGKILL);
+  int status = 0;
+  ::waitpid(host, &status, 0);
+}
+
 TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
   // The compiler runs while the host holds worker channels and the application's files, some of
   // them not close-on-exec: it must see only its stdin (/dev/null) and its log as stdout/stderr.

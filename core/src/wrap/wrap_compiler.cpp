@@ -378,29 +378,71 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
   return r;
 }
 
-/// An exclusive flock on `file` for the scope (blocks until it is ours). The file is write-only
-/// (0200): a sandboxed task given the cache to read (Sandbox::read; by default it reads only the
-/// plugins/ directory) neither opens it for writing (Landlock) nor, without read permission, for
-/// reading, so it cannot hold the lock that every build of the entry waits for.
+/// An exclusive flock on `file` for the scope, waited for at most `timeout` (a lock held by a
+/// stopped or hung process blocked every other build of the entry, silently, for ever). The file
+/// is write-only (0200): a sandboxed task given the cache to read (Sandbox::read; by default it
+/// reads only the plugins/ directory) neither opens it for writing (Landlock) nor, without read
+/// permission, for reading, so it cannot hold the lock that every build of the entry waits for.
 class FileLock {
  public:
-  explicit FileLock(const fs::path& file)
+  FileLock(const fs::path& file, std::chrono::seconds timeout)
       : fd_(::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0200)) {
-    if (fd_.get() < 0) return;
+    if (fd_.get() < 0) {
+      error_ = errno;
+      return;
+    }
     struct stat st {};
     if (::fstat(fd_.get(), &st) == 0 && (st.st_mode & 07777) != 0200) (void)::fchmod(fd_.get(), 0200);
-    while (::flock(fd_.get(), LOCK_EX) < 0 && errno == EINTR) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto nap = std::chrono::milliseconds(1);
+    for (bool said = false;;) {
+      if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
+        held_ = true;
+        return;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK) {
+        error_ = errno;
+        return;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) {
+        timed_out_ = true;
+        return;
+      }
+      if (!said) {
+        debug_log("wrap: waiting (at most %lld s) for the lock %s: another process is building the same entry",
+                  static_cast<long long>(timeout.count()), file.c_str());
+        said = true;
+      }
+      // Polled: flock has no timeout of its own (an alarm is the process's, and these waits run on
+      // background threads).
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(nap, deadline - now));
+      nap = std::min(nap * 2, std::chrono::milliseconds(100));
     }
   }
   ~FileLock() {
-    if (fd_.get() >= 0) ::flock(fd_.get(), LOCK_UN);
+    if (held_) ::flock(fd_.get(), LOCK_UN);
   }
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
-  bool held() const { return fd_.get() >= 0; }
+  bool held() const { return held_; }
+  /// Why it is not held: "" when it is.
+  std::string why_not(const fs::path& file, std::chrono::seconds timeout) const {
+    if (held_) return {};
+    if (timed_out_)
+      return "another process has held the lock " + file.string() + " for " + std::to_string(timeout.count()) +
+             " s without finishing its build of the same entry (FERRY_WRAP_TIMEOUT sets the wait): a stopped or "
+             "hung process? `fuser " + file.string() + "` names it";
+    return "cannot lock " + file.string() + ": " + std::strerror(error_) +
+           ". Set FERRY_CACHE_DIR to a writable directory";
+  }
 
  private:
   Fd fd_;
+  bool held_ = false;
+  bool timed_out_ = false;
+  int error_ = 0;
 };
 
 // ---- the builder -------------------------------------------------------------------------------
@@ -610,7 +652,8 @@ struct Prelude {
   InputRecord read;    ///< what the cache's prelude read (none for the shipped one): the wrap read
                        ///< it too, though gcc lists none of a precompiled header's files
   std::string hung;    ///< why the wrap fails at once: the compiler did not finish the prelude
-                       ///< within the timeout (and would hang on the wrap too)
+                       ///< within the timeout (and would hang on the wrap too), or another
+                       ///< process held its lock as long
 };
 
 /// "the compiler did not finish within N s": the message of a compiler run that timed out.
@@ -661,7 +704,14 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   const std::string failed_key = dir.string() + "\n" + key;
   if (auto it = failed.find(failed_key); it != failed.end()) return it->second;
   if (auto p = usable()) return *p;
-  FileLock file_lock(dir / ("prelude-" + key + ".lock"));
+  const fs::path lock_file = dir / ("prelude-" + key + ".lock");
+  const auto lock_timeout = compile_timeout();
+  FileLock file_lock(lock_file, lock_timeout);
+  if (!file_lock.held()) {
+    Prelude none;
+    none.hung = file_lock.why_not(lock_file, lock_timeout);
+    return failed[failed_key] = none;
+  }
   if (auto p = usable()) return *p;
   // The header goes in under its own name first (its content is always the same; renamed in, so
   // a reader never sees it half written): clang records in a PCH the name of the header it was
@@ -826,10 +876,10 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   if (auto so = valid_entry(dir, key, sum)) return WrapBuild{so->string(), site.name, nullptr};
   if (auto said = remembered_failure(err))
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
-  FileLock lock(dir / ("wrap-" + key + ".lock"));
-  if (!lock.held())
-    setup_failed(site, "cannot lock " + (dir / ("wrap-" + key + ".lock")).string() + ": " +
-                           std::strerror(errno) + ". Set FERRY_CACHE_DIR to a writable directory");
+  const fs::path lock_file = dir / ("wrap-" + key + ".lock");
+  const auto lock_timeout = compile_timeout();
+  FileLock lock(lock_file, lock_timeout);
+  if (!lock.held()) setup_failed(site, lock.why_not(lock_file, lock_timeout));
   // Another process built it while we waited.
   if (auto so = valid_entry(dir, key, sum)) return WrapBuild{so->string(), site.name, nullptr};
   if (auto said = remembered_failure(err))
