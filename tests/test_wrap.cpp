@@ -754,6 +754,24 @@ TEST_CASE("Wrap.a_build_lock_held_by_a_stopped_process_fails_the_wrap_naming_it"
   ::waitpid(host, &status, 0);
 }
 
+TEST_CASE("Wrap.a_full_cache_file_system_shows_the_compilers_words") {
+  // The compiler's output went to a log file in the cache: on a full file system it was lost
+  // ("Compiler said:" and nothing), with advice about the host's symbols that had nothing to do
+  // with it. The fake compiler cannot write a file either (RLIMIT_FSIZE 0, as a full disk: its
+  // writes fail), and says so on its stderr.
+  support::TempDir bin, cache;
+  const fs::path cxx = script(bin.path, "full-disk-c++",
+                              fake_compiler("trap '' XFSZ\nulimit -f 0\n"
+                                            "echo 'cc1plus: fatal error: writing ccFULL.s: No space left on device' >&2\nexit 1"));
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  CacheAt at(cache.path / "c");
+  const std::string what = build_error(reinterpret_cast<const void*>(&twice));
+  CAPTURE(what);
+  CHECK(what.find("could not be compiled into a plugin") != std::string::npos);
+  CHECK(what.find("No space left on device") != std::string::npos);
+  CHECK(what.find("must only use what it declares") == std::string::npos);
+}
+
 TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
   // The compiler runs while the host holds worker channels and the application's files, some of
   // them not close-on-exec: it must see only its stdin (/dev/null) and its log as stdout/stderr.

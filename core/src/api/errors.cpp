@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <string_view>
 
 #include "platform/format.hpp"
 #include "platform/signals.hpp"
@@ -154,10 +155,18 @@ UnresolvableTaskError UnresolvableTaskError::not_a_task(const std::string& funct
 UnresolvableTaskError UnresolvableTaskError::wrap_failed(const std::string& function,
                                                          const std::string& where,
                                                          const std::string& diagnostic) {
-  std::string m = "FERRY_WRAP(" + function + ") at " + where +
-                  " could not be compiled into a plugin: its body must only use what it declares "
-                  "or includes itself, not symbols of the main program. Compiler said:\n" +
-                  diagnostic;
+  // The advice only when the compiler or the linker points at a name the body does not have (a
+  // full disk, a flag the compiler refuses, -std=c++17 are not that, and it misled there).
+  static constexpr std::string_view missing_name[] = {
+      "was not declared", "has not been declared", "undeclared", "does not name a type", "unknown type name",
+      "is not a member of", "no member named", "undefined reference", "undefined symbol", "not declared in this scope"};
+  bool missing = false;
+  for (std::string_view said : missing_name) missing = missing || diagnostic.find(said) != std::string::npos;
+  std::string m = "FERRY_WRAP(" + function + ") at " + where + " could not be compiled into a plugin" +
+                  (missing ? ": its body must only use what it declares or includes itself, not symbols of "
+                             "the main program"
+                           : std::string()) +
+                  ". Compiler said:\n" + diagnostic;
   return UnresolvableTaskError(std::move(m), function, where, diagnostic);
 }
 

@@ -310,17 +310,48 @@ class Scratch {
   bool owned_ = false;
 };
 
+/// Bound on the compiler output kept (the rest is read and dropped: a compiler never blocks on it).
+constexpr std::size_t max_output = std::size_t{1} << 20;
+
+/// Reads what is there in `fd` into `out` (up to max_output); false at end of file or on an error.
+bool read_some(int fd, std::string& out) {
+  char buf[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      out.append(buf, std::min(static_cast<std::size_t>(n), max_output - std::min(max_output, out.size())));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+}
+
 /// Runs argv (argv[0] an absolute path) with exactly `env` (TMPDIR then `scratch`), stdout and
-/// stderr in `log`, stdin from /dev/null and no other descriptor of ours (spawn_process: worker
-/// channels and the application's files stay out of the compiler), in a process group of its own;
-/// kills the group after `timeout`, and at exit. Builds run on background threads: they never
-/// read this process's environment, which the application may be changing meanwhile.
+/// stderr into a pipe read here (not a log file in the cache: on a full file system the log was
+/// empty, and the compiler's "No space left on device" was lost), stdin from /dev/null and no other
+/// descriptor of ours (spawn_process: worker channels and the application's files stay out of the
+/// compiler), in a process group of its own; kills the group after `timeout`, and at exit. Builds
+/// run on background threads: they never read this process's environment, which the application
+/// may be changing meanwhile.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-              const fs::path& log, std::chrono::seconds timeout,
-              const std::vector<fs::path>& outputs, const fs::path& cwd, const Scratch& scratch) {
+              std::chrono::seconds timeout, const std::vector<fs::path>& outputs, const fs::path& cwd,
+              const Scratch& scratch) {
   static const bool hook = [] { return std::atexit(kill_running_compilers) == 0; }();
   (void)hook;
   RunResult r;
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC | O_NONBLOCK) != 0) {
+    r.spawn_errno = errno;
+    return r;
+  }
+  Fd out(ends[0]), in(ends[1]);
+  if (in.get() <= STDERR_FILENO) in.reset(::fcntl(in.get(), F_DUPFD_CLOEXEC, 3));  // (stdio closed)
+  // The compiler's end blocks (a compiler is not ready for EAGAIN on its stderr); ours does not.
+  if (!in || ::fcntl(in.get(), F_SETFL, 0) != 0) {
+    r.spawn_errno = errno;
+    return r;
+  }
   SpawnedProcess child;
   {
     // Spawned and registered under one lock: kill_running_compilers at exit either sees the
@@ -333,27 +364,34 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
     }
     try {
       child = spawn_process(argv[0], std::vector<std::string>(argv.begin() + 1, argv.end()),
-                            with_tmpdir(env, scratch.path()), -1, log, cwd, -1, true);
+                            with_tmpdir(env, scratch.path()), -1, {}, cwd, in.get(), true);
     } catch (const std::system_error& e) {
       r.spawn_errno = e.code().value();
       return r;
     }
     auto& registered = compilers.children[child.pid];
     registered.files = outputs;
-    registered.files.push_back(log);
     registered.scratch = scratch.owned();
   }
+  in.reset();
   r.started = true;
-  if (child.pidfd) {
-    pollfd p{child.pidfd.get(), POLLIN, 0};
-    int n;
-    do {
-      n = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(timeout).count()));
-    } while (n < 0 && errno == EINTR);
-    if (n == 0) {
+  // Its output until it ends (or, without a pidfd, until the output ends), at most `timeout`.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool open = true, ended = false;
+  while (!ended && (open || child.pidfd)) {
+    pollfd p[2] = {{open ? out.get() : -1, POLLIN, 0}, {child.pidfd.get(), POLLIN, 0}};
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
       kill_compiler(child.pid);
       r.interrupted = r.timed_out = true;
+      break;
     }
+    const int n = ::poll(p, child.pidfd ? 2 : 1, static_cast<int>(std::min<long long>(left.count(), 1 << 30)));
+    if (n < 0 && errno != EINTR) break;
+    if (n <= 0) continue;
+    if (p[0].revents) open = read_some(out.get(), r.output);
+    if (child.pidfd && p[1].revents) ended = true;
+    if (!child.pidfd && !open) ended = true;
   }
   // Ended, but not reaped (its pid, the group's id, stays ours): whatever it started and left
   // running (cc1plus behind a driver that was killed) goes with it.
@@ -369,12 +407,16 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
     if (compilers.exiting) r.interrupted = true;
   }
   ExitStatus status = reap(child.pid);
+  // The rest of its output: its group is gone, so the pipe's other end is closed (but by a process
+  // that left the group: waited for at most a second).
+  const auto drain_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (open && std::chrono::steady_clock::now() < drain_until) {
+    pollfd p{out.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0) open = read_some(out.get(), r.output);
+  }
   // An unknown status (the application ignores SIGCHLD, so the kernel reaped the compiler) is
   // judged by what the compiler left behind, as the callers check their outputs anyway.
   r.ok = !r.interrupted && (!status.known || (status.signal == 0 && status.exit_code == 0));
-  r.output = read_file(log);
-  std::error_code ec;
-  fs::remove(log, ec);
   return r;
 }
 
@@ -733,8 +775,7 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   argv.insert(argv.end(), {"-x", "c++-header", header.string(), "-o", tmp_pch});
   const Scratch scratch(dir);
   const auto timeout = compile_timeout();
-  RunResult r = run(argv, s.environment, dir / ("prelude-" + key + ".log." + unique_suffix()),
-                    timeout, {tmp_pch, deps}, s.cwd, scratch);
+  RunResult r = run(argv, s.environment, timeout, {tmp_pch, deps}, s.cwd, scratch);
   // Every header it holds must be one only this user or root could have written: a wrap that
   // uses it lists none of them.
   std::vector<std::string> listed;
@@ -803,7 +844,7 @@ std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir, std
   }
   const Scratch scratch(dir);
   const auto timeout = std::min(compile_timeout(), std::chrono::seconds(60));
-  RunResult r = run(argv, s.environment, dir / ("linker-help.log." + unique_suffix()), timeout, {}, s.cwd, scratch);
+  RunResult r = run(argv, s.environment, timeout, {}, s.cwd, scratch);
   if (!r.ok) {
     std::string command = "'" + s.compiler + " -Wl,--help'";
     if (r.timed_out) why = did_not_finish(s, timeout, command + ", asking whether the linker lists what it reads");
@@ -829,8 +870,7 @@ bool compile_fails_alone(const Setup& s, const std::string& header, const fs::pa
   for (auto& f : compile_flags(s.flags)) argv.push_back(std::move(f));
   argv.insert(argv.end(), {"-fsyntax-only", "-x", "c++", cpp.string()});
   const Scratch scratch(dir);
-  RunResult r = run(argv, s.environment, dir / ("syntax.log." + unique_suffix()),
-                    compile_timeout(), {}, s.cwd, scratch);
+  RunResult r = run(argv, s.environment, compile_timeout(), {}, s.cwd, scratch);
   return r.started && !r.ok && !r.interrupted;
 }
 
@@ -920,8 +960,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   const auto started = std::chrono::system_clock::now();
   const Scratch scratch(dir);
   const auto timeout = compile_timeout();
-  RunResult r = run(argv, s.environment, dir / ("wrap-" + key + ".log." + unique_suffix()),
-                    timeout, outputs, s.cwd, scratch);
+  RunResult r = run(argv, s.environment, timeout, outputs, s.cwd, scratch);
   std::error_code ec;
   std::string untrusted;
   std::vector<std::string> read;  // what the compiler and the linker listed
