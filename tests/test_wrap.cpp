@@ -772,6 +772,17 @@ TEST_CASE("Wrap.a_full_cache_file_system_shows_the_compilers_words") {
   CHECK(what.find("must only use what it declares") == std::string::npos);
 }
 
+TEST_CASE("Wrap.a_cached_wrap_is_used_when_the_current_directory_is_gone") {
+  // The current directory was removed under the host: a wrap already in the cache, whose flags
+  // name no relative path, is used (it failed: "the current directory cannot be read").
+  const std::string first = run_wrap_host(shared_cache());
+  REQUIRE((first == "106 1\n" || first == "106 0\n"));  // built now, or by an earlier test
+  support::TempDir gone;
+  const std::string there = "'" + gone.path.string() + "'";
+  CHECK(run_wrap_host(shared_cache(), FERRY_TEST_WRAP_HOST, "022", "cd " + there + " && rmdir " + there + " &&") ==
+        "106 0\n");
+}
+
 TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
   // The compiler runs while the host holds worker channels and the application's files, some of
   // them not close-on-exec: it must see only its stdin (/dev/null) and its log as stdout/stderr.

@@ -557,13 +557,21 @@ Setup make_setup(const WrapSite& site) {
   // What the compiler runs or loads because a flag names it (headers and libraries are judged
   // from the compiler's and linker's own lists of what they read, after the build). Relative
   // paths are the current directory's, where the compiler will run.
-  s.cwd = fs::current_path(ec);
-  if (ec) setup_failed(site, "the current directory cannot be read (" + ec.message() + ")");
-  for (const auto* args : {&s.flags, &s.options.libraries})
-    if (std::string why = untrusted_compiler_flag(*args, s.cwd, unsafe_allowed_by_environment(), &s.relative);
-        !why.empty())
+  // Needed only when a flag names a path relative to it: a wrap whose flags are all absolute
+  // builds, and is found in the cache, from a directory that was removed (the compiler then runs
+  // in it, as this process does).
+  std::error_code cwd_error;
+  s.cwd = fs::current_path(cwd_error);
+  for (const auto* args : {&s.flags, &s.options.libraries}) {
+    std::string why = untrusted_compiler_flag(*args, s.cwd, unsafe_allowed_by_environment(), &s.relative);
+    if (cwd_error && s.relative)
+      setup_failed(site, "the current directory cannot be read (" + cwd_error.message() +
+                             "), and a flag names a path relative to it (FERRY_WRAP_FLAGS, WrapOptions::flags "
+                             "or ::libraries): give it as an absolute path");
+    if (!why.empty())
       setup_failed(site, "refusing a compiler flag: " + why +
                              " (FERRY_WRAP_FLAGS, WrapOptions::flags or ::libraries)");
+  }
   return s;
 }
 
