@@ -122,8 +122,10 @@ struct ClosedStdio {
 /// Called first in main: each of descriptors 0, 1 and 2 that is closed gets /dev/null, not
 /// close-on-exec (workers inherit 0-2), so that no descriptor made later takes its number (the
 /// input reader's eventfd took 0 and `ferry map <&-` waited on it for ever; a worker's channel at
-/// 1 or 2 would get the output). stdin's is opened for writing only, so that a read of it fails
-/// with EBADF as it would have. Returns which were closed, kept for closed_stdio().
+/// 1 or 2 would get the output). stdin's is opened for writing only and stdout's for reading
+/// only, so that a read of the one and a write to the other fail with EBADF as they would have
+/// (`ferry run add 1 2 >&-` exits 1, "cannot write the output: Bad file descriptor"). Returns
+/// which were closed, kept for closed_stdio().
 const ClosedStdio& fill_closed_stdio() noexcept;
 /// What fill_closed_stdio() found.
 const ClosedStdio& closed_stdio() noexcept;
@@ -142,7 +144,7 @@ int report(std::string_view command, const Failure& failure);
 /// Prints the failure's remote stack on stderr, indented under "remote stack (worker):", if any.
 void print_remote_stack(const Failure& failure);
 /// The end of a subcommand's output: flushes `out` and checks that all written to it arrived (a
-/// full disk, /dev/full). If not, prints "ferry <command>: cannot write the output: <reason>" on
+/// full disk, /dev/full, a closed stdout). If not, prints "ferry <command>: cannot write the output: <reason>" on
 /// stderr and returns exit_task_failed (or `status`, when that is a failure already); else `status`.
 int finish_output(std::string_view command, std::FILE* out, int status);
 /// Prints "ferry <command>: <message>" on stderr.

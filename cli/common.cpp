@@ -420,8 +420,10 @@ const ClosedStdio& fill_closed_stdio() noexcept {
     if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
     *closed[fd] = true;
     // The lowest free descriptor: this one, as those below it are open now (no thread runs yet).
-    // Write-only: on stdin, a read fails with EBADF, as it did on the closed descriptor.
-    const int opened = ::open("/dev/null", O_WRONLY);
+    // Opened the other way: on stdin a read, on stdout a write fails with EBADF, as it did on the
+    // closed descriptor, so that a result is never lost in /dev/null with exit status 0. stderr's
+    // takes what is written (a task's messages, and ours, have nowhere to go).
+    const int opened = ::open("/dev/null", fd == STDOUT_FILENO ? O_RDONLY : O_WRONLY);
     if (opened >= 0 && opened != fd) {
       ::dup2(opened, fd);
       ::close(opened);
@@ -443,7 +445,11 @@ Stdio isolate_stdio(bool take_stdin) {
   Stdio s{stdout, take_stdin ? STDIN_FILENO : -1};
   std::fflush(stdout);
   if (int out = move_fd(STDOUT_FILENO); out >= 0) {
-    if (std::FILE* f = ::fdopen(out, "w"); f && ::dup2(STDERR_FILENO, STDOUT_FILENO) >= 0) {
+    std::FILE* f = ::fdopen(out, "w");
+    // A closed stdout is /dev/null read-only (fill_closed_stdio), which "w" refuses: read mode,
+    // where a write fails with EBADF, and the results are lost as an error (finish_output).
+    if (!f && closed_stdio().out) f = ::fdopen(out, "r");
+    if (f && ::dup2(STDERR_FILENO, STDOUT_FILENO) >= 0) {
       s.out = f;
     } else if (!f) {
       ::close(out);
@@ -518,7 +524,8 @@ std::string terminal_line(std::string_view text) {
 int finish_output(std::string_view command, std::FILE* out, int status) {
   // errno is fflush's when it fails, else (the error flag of an earlier write) still that write's.
   if (std::fflush(out) == 0 && !std::ferror(out)) return status;
-  const int error = errno;
+  // A closed stdout (fill_closed_stdio): EBADF, whatever ran since the write that failed.
+  const int error = closed_stdio().out ? EBADF : errno;
   print_error(command, std::string("cannot write the output: ") + (error ? std::strerror(error) : "write error"));
   return status == exit_ok ? exit_task_failed : status;
 }

@@ -1059,6 +1059,45 @@ TEST_CASE("Cli.lost_output_is_an_error") {
   }
 }
 
+TEST_CASE("Cli.a_closed_stdout_is_lost_output") {
+  // `ferry run add 1 2 >&-` exited 0, its result written to /dev/null (the executor puts it on
+  // a closed descriptor 1); list and map said "Bad file descriptor". Every subcommand that
+  // writes to stdout now fails as on a full disk, exit status 1.
+  support::TempDir data;
+  write_file(data.path / "in.jsonl", "1\n2\n");
+  const fs::path trace = data.path / "run.trace";
+  REQUIRE(cli({"run", "--trace", trace.string(), "add", "1", "2"}).status == 0);
+  const std::vector<std::vector<std::string>> commands = {
+      {"run", "add", "40", "2"},
+      {"run", "--raw", "add", "40", "2"},
+      {"list"},
+      {"list", "--json"},
+      {"info"},
+      {"info", "--json"},
+      {"cache", "list", "--cache-dir", (data.path / "cache").string()},
+      {"cache", "clear", "--cache-dir", (data.path / "cache").string()},
+      {"map", "square", (data.path / "in.jsonl").string()},
+      {"report", trace.string(), "-o", (data.path / "run.html").string()},
+  };
+  for (const auto& args : commands) {
+    CAPTURE(args);
+    Result r = cli_redirected(Call{.args = args}, ">&-");
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(r.err.find("cannot write the output: Bad file descriptor") != std::string::npos, r.err);
+  }
+  Result page = cli_redirected(Call{.args = {"report", trace.string(), "-o", "-"}}, ">&-");
+  CHECK(page.status == 1);
+  CHECK_MESSAGE(page.err.find("cannot write the report to stdout: Bad file descriptor") != std::string::npos,
+                page.err);
+  // A void task writes nothing: nothing is lost (as with a full disk).
+  Result noop = cli_redirected(Call{.args = {"run", "noop"}}, ">&-");
+  CHECK_MESSAGE(noop.status == 0, noop.err);
+  // A task's error still reaches stderr.
+  Result chatty = cli_redirected(Call{.args = {"run", "fail", "7"}}, ">&-");
+  CHECK(chatty.status == 1);
+  CHECK(chatty.err.find("TaskError") != std::string::npos);
+}
+
 TEST_CASE("Cli.map.stops_at_its_first_lost_output") {
   // It ran the whole input (an hour's map on a full disk) before saying the output was lost.
   if (!fs::exists("/dev/full")) {
