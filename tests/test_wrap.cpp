@@ -783,6 +783,43 @@ TEST_CASE("Wrap.a_cached_wrap_is_used_when_the_current_directory_is_gone") {
         "106 0\n");
 }
 
+TEST_CASE("Wrap.FERRY_CXX_is_a_program_and_its_arguments_and_flags_are_split_as_a_shell_does") {
+  // "ccache g++" and "g++ -O2" were refused as not found (design §9 says ccache works so), and
+  // FERRY_WRAP_FLAGS='-DMSG="a b"' was split at the space inside the quotes.
+  {
+    support::ScopedEnv flags("FERRY_WRAP_FLAGS", "-DA=1 -DMSG=\"a b\" '-DQ=\"x y\"'  -O1");
+    const auto o = ferry::wrap_options();
+    REQUIRE(o.flags.size() >= 4);
+    CHECK(std::vector<std::string>(o.flags.end() - 4, o.flags.end()) ==
+          std::vector<std::string>{"-DA=1", "-DMSG=a b", "-DQ=\"x y\"", "-O1"});
+  }
+  {
+    support::ScopedEnv flags("FERRY_WRAP_FLAGS", "-DMSG='a b");
+    CHECK_THROWS_WITH_AS(ferry::Executor(support::options(1)), doctest::Contains("a quote is not closed"),
+                         std::invalid_argument);
+  }
+  support::TempDir bin, cache;
+  const fs::path calls = bin.path / "calls";
+  // A ccache of its own (it runs nothing), recording how it is run.
+  const fs::path ccache = script(bin.path, "ccache",
+                                 "echo \"$*\" >> '" + calls.string() + "'\n" + fake_compiler("echo 'fake: no' >&2\nexit 1"));
+  support::ScopedEnv compiler("FERRY_CXX", ccache.string() + " g++ -DFROM_CXX=1");
+  CacheAt at(cache.path / "c");
+  const std::string what = build_error(reinterpret_cast<const void*>(&twice));
+  CAPTURE(what);
+  CHECK(what.find("fake: no") != std::string::npos);  // it ran, and failed
+  const std::string ran = support::read_file(calls);
+  CAPTURE(ran);
+  const auto g = ferry::detail::find_program("g++");
+  REQUIRE(g);
+  CHECK(ran.find(fs::absolute(*g).string() + " ") != std::string::npos);  // ccache's compiler, by its path
+  CHECK(ran.find(" -DFROM_CXX=1 ") != std::string::npos);
+  // Its flags are judged as FERRY_WRAP_FLAGS are.
+  support::ScopedEnv refused("FERRY_CXX", ccache.string() + " g++ -fplugin=/tmp/x.so");
+  CHECK(build_error(reinterpret_cast<const void*>(&twice)).find("refusing a compiler flag: '-fplugin=/tmp/x.so'") !=
+        std::string::npos);
+}
+
 TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
   // The compiler runs while the host holds worker channels and the application's files, some of
   // them not close-on-exec: it must see only its stdin (/dev/null) and its log as stdout/stderr.

@@ -40,8 +40,10 @@ constexpr std::array<ConfigVariable, 20> table = {{
     {"FERRY_PIPELINE_DEPTH", "tasks in flight per worker, 1 to 64", "adaptive, 1 to 8"},
     {"FERRY_CACHE_DIR", "FERRY_WRAP plugin cache (and the MPI agents' shipped plugins)",
      "$XDG_CACHE_HOME/ferry, else ~/.cache/ferry"},
-    {"FERRY_CXX", "compiler for FERRY_WRAP", "the one ferry was built with"},
-    {"FERRY_WRAP_FLAGS", "extra compile flags for FERRY_WRAP, space-separated", "none"},
+    {"FERRY_CXX", "compiler for FERRY_WRAP, then its flags ('g++ -O2', 'ccache g++'), split as FERRY_WRAP_FLAGS",
+     "the one ferry was built with"},
+    {"FERRY_WRAP_FLAGS", "extra compile flags for FERRY_WRAP, split into words as a shell splits them (quotes honoured)",
+     "none"},
     {"FERRY_WRAP_TIMEOUT",
      "seconds a FERRY_WRAP compiler run, or the wait for another build's lock, may take before it "
      "is stopped and the wrap fails (1 to 86400)",
@@ -137,14 +139,45 @@ std::string home_of_this_user() {
   return home == "/" ? std::string() : home;  // "/" as a home: no place for a cache of ours
 }
 
-std::vector<std::string> split_words(const std::string& s) {
+}  // namespace
+
+std::optional<std::vector<std::string>> split_shell_words(std::string_view text) {
   std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string w; in >> w;) out.push_back(std::move(w));
+  std::string word;
+  bool in_word = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == ' ' || c == '\t' || c == '\n') {
+      if (in_word) out.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\\') {
+      if (++i < text.size() && text[i] != '\n') word += text[i];
+    } else if (c == '\'') {
+      const std::size_t end = text.find('\'', i + 1);
+      if (end == std::string_view::npos) return std::nullopt;
+      word.append(text.substr(i + 1, end - i - 1));
+      i = end;
+    } else if (c == '"') {
+      for (++i;; ++i) {
+        if (i >= text.size()) return std::nullopt;
+        if (text[i] == '"') break;
+        if (text[i] == '\\' && i + 1 < text.size() && std::string_view("\\\"$`\n").find(text[i + 1]) != std::string_view::npos) {
+          if (text[++i] != '\n') word += text[i];
+        } else {
+          word += text[i];
+        }
+      }
+    } else {
+      word += c;
+    }
+  }
+  if (in_word) out.push_back(std::move(word));
   return out;
 }
-
-}  // namespace
 
 std::span<const ConfigVariable> config_variables() { return table; }
 
@@ -207,7 +240,15 @@ Config Config::read() {
   if (auto v = get("FERRY_MPI_WORKER")) c.mpi_worker = *v;
   if (auto v = get("FERRY_TRACE")) c.trace = *v;
   if (auto v = get("FERRY_CXX")) c.cxx = *v;
-  if (auto v = get("FERRY_WRAP_FLAGS")) c.wrap_flags = split_words(*v);
+  if (auto v = get("FERRY_WRAP_FLAGS")) {
+    if (auto words = split_shell_words(*v)) {
+      c.wrap_flags = std::move(*words);
+    } else {
+      c.problems.push_back("FERRY_WRAP_FLAGS='" + *v +
+                           "': a quote is not closed (the flags are split into words as a shell splits "
+                           "them: '-DMSG=\"a b\"' is one flag)");
+    }
+  }
   // The cache directory is absolute: built plugins are named by it, and a relative name would be
   // judged in this directory and loaded from whatever directory is current later (a background
   // build, a worker). A relative $XDG_CACHE_HOME or $HOME is not used (XDG says to ignore one).

@@ -492,7 +492,8 @@ class FileLock {
 /// Everything a build depends on, resolved once per build.
 struct Setup {
   WrapOptions options;
-  std::string compiler;          // absolute path
+  std::string compiler;          // absolute path of the compiler
+  std::vector<std::string> command;  // what runs it: the compiler, or ccache and the compiler
   std::vector<std::string> environment;  // of the thread that asked for the build
   std::string compiler_identity; // resolved path, size, mtime
   bool clang = false;
@@ -510,29 +511,21 @@ std::string where_of(const WrapSite& site) {
   throw UnresolvableTaskError::wrap_setup_failed(site.name, where_of(site), why);
 }
 
-Setup make_setup(const WrapSite& site) {
-  Setup s;
-  s.options = wrap_options();
-  s.compiler = s.options.compiler.string();
-  auto found = find_program(s.compiler);
+/// The program `name` (a path, or a name looked up in PATH), absolute, if it may run: found,
+/// trusted, and no wrapper whose objects come from a cache or machine ferry cannot judge.
+fs::path judged_program(const WrapSite& site, const std::string& name, const std::string& given) {
+  auto found = find_program(name);
   if (!found)
-    setup_failed(site, "no C++ compiler: tried '" + s.compiler +
-                           "' (not found or not executable). Set FERRY_CXX (or "
-                           "WrapOptions::compiler) to a C++20 compiler such as g++ or clang++");
-  // Absolute: a compiler found through a relative entry of PATH ("." or "bin") would be looked
-  // up again in whatever directory is current when a build thread runs it.
-  s.compiler = fs::absolute(*found).string();
+    setup_failed(site, "no C++ compiler: tried '" + name + "'" + (given != name ? " (of FERRY_CXX='" + given + "')" : "") +
+                           " (not found or not executable). Set FERRY_CXX (or "
+                           "WrapOptions::compiler) to a C++20 compiler such as g++ or clang++, "
+                           "optionally after ccache, with flags after it");
   // The compiler runs as the user, and what it reads it builds into code the workers load.
   if (std::string why = untrusted_reason(*found); !why.empty())
     setup_failed(site, "refusing to run the compiler: " + why +
                            ". Set FERRY_CXX to a compiler that only you or root can change");
-  s.environment = compiler_environment(merged_environment({}));
   std::error_code ec;
-  fs::path real = fs::canonical(*found, ec);
-  struct stat st {};
-  ::stat(real.c_str(), &st);
-  s.compiler_identity = real.string() + " " + std::to_string(st.st_size) + " " +
-                        std::to_string(st.st_mtim.tv_sec);
+  const fs::path real = fs::canonical(*found, ec);
   // Compiler wrappers that hand back objects from a cache others may fill (sccache's remote
   // storage) or compile elsewhere (distcc, icecream): what they return was compiled by no program
   // judged here. ccache is told to stay out instead (CCACHE_DISABLE, compiler_environment).
@@ -541,7 +534,46 @@ Setup make_setup(const WrapSite& site) {
       setup_failed(site, "refusing to run the compiler: " + real.string() + " is " + std::string(wrapper) +
                              ", whose objects may come from a cache or a machine ferry cannot judge. "
                              "Set FERRY_CXX to the compiler itself");
-  s.clang = real.filename().string().find("clang") != std::string::npos;
+  // Absolute: a compiler found through a relative entry of PATH ("." or "bin") would be looked
+  // up again in whatever directory is current when a build thread runs it.
+  return fs::absolute(*found);
+}
+
+/// "<resolved path> <size> <mtime>" of a program.
+std::string program_identity(const fs::path& program) {
+  std::error_code ec;
+  fs::path real = fs::canonical(program, ec);
+  struct stat st {};
+  ::stat(real.c_str(), &st);
+  return real.string() + " " + std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec);
+}
+
+Setup make_setup(const WrapSite& site) {
+  Setup s;
+  s.options = wrap_options();
+  // FERRY_CXX is a program, then its arguments, split as a shell splits words ("ccache g++",
+  // "g++ -O2"; a path with spaces that names a program is taken whole): ccache's first argument is
+  // the compiler it runs, judged as the program is, and the other arguments are flags, judged as
+  // FERRY_WRAP_FLAGS are.
+  const std::string given = s.options.compiler.string();
+  std::vector<std::string> words = {given};
+  if (!find_program(given))
+    if (auto split = split_shell_words(given); split && !split->empty()) words = std::move(*split);
+  const fs::path program = judged_program(site, words[0], given);
+  s.command = {program.string()};
+  s.compiler_identity = program_identity(program);
+  fs::path compiler = program;
+  std::size_t flags_from = 1;
+  std::error_code ec;
+  if (fs::canonical(program, ec).filename() == "ccache" && words.size() > 1 && !words[1].starts_with("-")) {
+    compiler = judged_program(site, words[1], given);
+    s.command.push_back(compiler.string());
+    s.compiler_identity += " " + program_identity(compiler);
+    flags_from = 2;
+  }
+  s.compiler = s.command.back();
+  s.environment = compiler_environment(merged_environment({}));
+  s.clang = fs::canonical(compiler, ec).filename().string().find("clang") != std::string::npos;
   s.include_dir = ferry_include_dir();
   if (s.include_dir.empty() || !fs::exists(s.include_dir / "ferry" / "task.hpp", ec))
     setup_failed(site, "ferry's headers are not where this libferry expects them (" +
@@ -554,6 +586,7 @@ Setup make_setup(const WrapSite& site) {
   s.flags = {"-std=c++20", "-fPIC", "-fvisibility=hidden", "-DBOOST_DLL_USE_STD_FS",
              "-DFERRY_DETAIL_NO_JSON_ENTRY", "-I" + s.include_dir.string()};
   for (const auto& f : s.options.flags) s.flags.push_back(f);
+  s.flags.insert(s.flags.end(), words.begin() + static_cast<std::ptrdiff_t>(flags_from), words.end());
   // What the compiler runs or loads because a flag names it (headers and libraries are judged
   // from the compiler's and linker's own lists of what they read, after the build). Relative
   // paths are the current directory's, where the compiler will run.
@@ -570,7 +603,8 @@ Setup make_setup(const WrapSite& site) {
                              "or ::libraries): give it as an absolute path");
     if (!why.empty())
       setup_failed(site, "refusing a compiler flag: " + why +
-                             " (FERRY_WRAP_FLAGS, WrapOptions::flags or ::libraries)");
+                             " (FERRY_CXX, FERRY_WRAP_FLAGS, WrapOptions::flags or ::libraries; words are split "
+                             "as a shell splits them: quote a flag with a space in it)");
   }
   return s;
 }
@@ -693,7 +727,9 @@ std::string prelude_key(const Setup& s) {
 /// first token, clang only for the first -include), and none is in the compiler's list of what
 /// it read.
 std::vector<std::string> compiler_and_prelude(const Setup& s, const std::string& header = {}) {
-  return {s.compiler, "-include", header.empty() ? (s.include_dir / "ferry" / "wrap_prelude.hpp").string() : header};
+  std::vector<std::string> out = s.command;
+  out.insert(out.end(), {"-include", header.empty() ? (s.include_dir / "ferry" / "wrap_prelude.hpp").string() : header});
+  return out;
 }
 
 /// The precompiled prelude a wrap compiles with.
@@ -838,7 +874,7 @@ std::optional<std::string> remembered_failure(const fs::path& err) {
 std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir, std::string& why) {
   static std::mutex mu;
   static std::map<std::string, std::pair<std::optional<bool>, std::string>> known;
-  std::vector<std::string> argv = {s.compiler};
+  std::vector<std::string> argv = s.command;
   for (const auto* v : {&s.flags, &s.options.libraries})
     for (const auto& x : *v)
       if (x.starts_with("-fuse-ld=")) argv.push_back(x);
