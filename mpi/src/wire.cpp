@@ -271,7 +271,7 @@ void FrameForwarder::take(std::span<const std::string_view> pieces, std::vector<
 void FrameForwarder::forward_ready(std::vector<OutFrame>& out, std::vector<Buffer>& back) {
   ferry::detail::Frame f;
   while (reader_.next(f)) {
-    if ((f.header.flags & proto::flag_shm) && f.fd) {
+    if ((f.header.flags & proto::flag_shm) && (f.fd || f.fd_lost)) {
       // A payload in a memfd cannot cross nodes: it is mapped and sent from there, in chunks.
       // The body's last 8 bytes are its size.
       if (f.body.size() < proto::shared_size_bytes)
@@ -280,6 +280,10 @@ void FrameForwarder::forward_ready(std::vector<OutFrame>& out, std::vector<Buffe
       std::uint64_t size = proto::BodyReader(f.view().substr(fixed)).u64();
       std::shared_ptr<SharedBytes> mapped;
       try {
+        // Dropped by the kernel: this process had no descriptor left for it (not the sender's
+        // fault; the frame's call fails, as one that cannot be mapped).
+        if (f.fd_lost) throw std::runtime_error(std::string("no descriptor left here to receive it (") +
+                                                std::strerror(EMFILE) + ")");
         mapped = SharedBytes::map(f.fd.release(), size);
       } catch (const std::exception& e) {
         std::string why = "cannot map its " + ferry::detail::format_size(size) + ": " + e.what();

@@ -262,7 +262,10 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   // bytes out of order that may be a task's, after a success not read yet): that call's error.
   const bool in_initializer = w.greeted && w.lane.initializing;
   // (Before its hello during a shutdown only if ferry did not kill it: shutdown(kill_workers).)
-  if (((!w.greeted && (!p_.shutdown_ || !w.kill_sent)) || in_initializer) && !w.bye && !w.kill_error) {
+  // And whatever ferry gave up as a start failure (fail_start_locked: its hello or initializer
+  // timed out, a malformed frame or the sandbox before its hello), during a shutdown too.
+  if (((!w.greeted && (!p_.shutdown_ || !w.kill_sent)) || in_initializer || w.failed_start) && !w.bye &&
+      !w.kill_error) {
     // Died before saying hello: nothing of ours ran on it. Retry elsewhere; give up after a few.
     p_.dispatcher_.requeue(w.lane);
     ++p_.startup_failures_;

@@ -480,6 +480,9 @@ const char* Pool::worker_path_advice() const noexcept {
 void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   auto h = protocol::decode_hello(f.view());
   std::lock_guard lock(mu_);
+  // Read by a waiting thread after the manager gave it up (its hello timeout): a start failure
+  // whatever it says now.
+  if (w.failed_start) return;
   // One per worker. A second one (a task can write it) used to be taken as the first: the
   // running call was left to hang, and each one's host name was kept for good.
   if (w.greeted) throw protocol::ProtocolError("a second hello");
@@ -506,8 +509,10 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
   w.greeted = true;
   // Its initializer runs from now on (ExecutorOptions::initializer_timeout; saturated: one too
   // long for the clock is none).
-  if (w.lane.initializing && options_.initializer_timeout.count() > 0)
+  if (w.lane.initializing && options_.initializer_timeout.count() > 0) {
     w.initializer_due = detail::deadline_after(options_.initializer_timeout, Clock::now());
+    poller_.wake();  // the manager times it (a waiting thread may have read this hello)
+  }
   w.host = intern_host_name(std::move(h.host));
   w.advance(WorkerSlot::Phase::ready);
   if (w.pid <= 0) w.pid = h.pid;  // a remote worker's pid is only known now
@@ -658,6 +663,9 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   // What the worker sent for this call: its result bytes, or its failure's.
   const std::uint64_t result_bytes = shared ? shared->size() : f.body.size() - protocol::result_head_size;
   std::lock_guard lock(mu_);
+  // Given up as a start failure (its initializer's time, say) while a waiting thread read this:
+  // its initializer's success must not start its calls, nor reset the pool's start failures.
+  if (w.failed_start) return;
   count_received_locked(f);
   if (shared) counts_.bytes_received += shared->size();
   if (head.status == ResultStatus::init_failed) {

@@ -308,6 +308,8 @@ void Trace::end_after_failed_write(const std::string& bytes, std::size_t done, i
     keep = nl == std::string::npos ? 0 : nl + 1;
     const auto end = static_cast<off_t>(written_ + keep);
     if (::ftruncate(fd_.get(), end) != 0) return;
+    // Nothing kept (the header's own write failed): the array opens first.
+    if (end == 0 && tail.front() != '[') tail.insert(0, "[\n");
     ssize_t n;
     do {
       n = ::pwrite(fd_.get(), tail.data(), tail.size(), end);

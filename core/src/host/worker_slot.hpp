@@ -4,6 +4,7 @@
 // holds the channel lease.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -84,7 +85,9 @@ struct WorkerSlot {
   // ---- reading side: whoever holds the channel lease (read_mu) ----
   std::mutex read_mu;
   FrameReader reader{protocol::max_control_frame};
-  bool discarding = false;  // malformed or contained frame: it is being killed, its bytes are dropped
+  // Malformed or contained frame, or a start failure: it is being killed, its bytes are dropped.
+  // Set under the pool's mutex by whoever finds out, read by the lease holder: atomic.
+  std::atomic<bool> discarding{false};
 
   // ---- under the pool's mutex ----
   Phase phase = Phase::starting;
@@ -130,7 +133,9 @@ struct WorkerSlot {
   bool accepts_work() const noexcept { return phase <= Phase::ready && channel_open; }
   /// Counts toward the pool's size: a worker whose channel just closed keeps its place until it
   /// is reaped (and replaced).
-  bool holds_place() const noexcept { return phase <= Phase::ready; }
+  /// A start failure holds its place until its death is settled (which sets the start backoff):
+  /// a replacement started at once went ahead of that backoff.
+  bool holds_place() const noexcept { return phase <= Phase::ready || (failed_start && alive()); }
   /// Started and in service.
   bool up() const noexcept { return greeted && phase <= Phase::ready; }
   bool alive() const noexcept { return phase != Phase::dead; }

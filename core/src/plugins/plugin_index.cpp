@@ -51,6 +51,13 @@ std::vector<fs::path> absolute_dirs(std::vector<fs::path> dirs) {
   return dirs;
 }
 
+/// A directory as one spelling: `/opt/plugins/` and `/opt/x/../plugins` are `/opt/plugins`.
+fs::path directory_key(const fs::path& dir) {
+  fs::path n = dir.lexically_normal();
+  if (!n.has_filename() && n.has_relative_path()) n = n.parent_path();
+  return n;
+}
+
 }  // namespace
 
 PluginIndex::PluginIndex(std::vector<fs::path> dirs, PluginIndexOptions options)
@@ -222,8 +229,9 @@ void PluginIndex::rescan_locked() {
   // descriptors or memory: a host at its RLIMIT_NOFILE lost every task it had found, and was told
   // no plugin provides them.
   auto keep_previous = [&](const fs::path& dir, const fs::path* only) {
+    const fs::path key = directory_key(dir);
     for (const auto& e : entries_)
-      if (e->path.parent_path() == dir && (!only || e->path == *only)) next.push_back(e);
+      if (directory_key(e->path.parent_path()) == key && (!only || e->path == *only)) next.push_back(e);
   };
   for (const auto& dir : dirs_) {
     std::error_code ec;
@@ -245,8 +253,10 @@ void PluginIndex::rescan_locked() {
     if (ec && short_of_resources(ec.value())) {
       // Read in part: what was found before stays (those listed again are read again below).
       short_of_ = dir.string() + ": " + ec.message();
+      const fs::path key = directory_key(dir);
       for (const auto& e : entries_)
-        if (e->path.parent_path() == dir && std::find(files.begin(), files.end(), e->path) == files.end())
+        if (directory_key(e->path.parent_path()) == key &&
+            std::find(files.begin(), files.end(), e->path) == files.end())
           next.push_back(e);
     }
     std::sort(files.begin(), files.end());

@@ -115,10 +115,12 @@ ssize_t FrameReader::receive(int fd, char* into, std::size_t n, int flags) {
   if (fds_.size() > max_pending_fds)
     throw protocol::ProtocolError("peer sent descriptors no frame announces");
   if (truncated) {
-    // Cut with room to spare in the control buffer: the kernel could not install a descriptor
-    // here (this process at its RLIMIT_NOFILE) and dropped it and the rest of its message. The
-    // peer sends one with each frame that announces one: that frame's call fails.
-    if (came >= max_fds_per_message) throw protocol::ProtocolError("peer sent too many descriptors");
+    // The control buffer holds what one message can carry (SCM_MAX_FD): cut, the kernel could
+    // not install a descriptor here (this process at its RLIMIT_NOFILE) and dropped it and the
+    // rest of its message. A ferry peer sends one descriptor per message, with the frame that
+    // announces it: that frame's call fails. One that sent several in a message (some taken
+    // here) cannot be paired with its frames any more.
+    if (came > 0) throw protocol::ProtocolError("peer sent several descriptors in one message");
     fds_.push_back(Received{Fd(), true});
   }
   return r;
