@@ -278,8 +278,12 @@ TEST_CASE("MapOutcomes.a_result_that_cannot_be_decoded_fails_its_input_only") {
   inputs[11].second = static_cast<int>(Action::throw_int);
   for (std::size_t chunk : {1, 4}) {
     CAPTURE(chunk);
+    const std::size_t calls_before = ex.stats().submitted;
     auto out = ex.map_outcomes(make_faulty, inputs, {.chunksize = chunk});
     REQUIRE(out.size() == inputs.size());
+    // Chunks of 4: inputs 4-7, with 6 undecodable, keep 4 and 5 and run 7 again; 8-11 keep 8-10.
+    // Every input before an undecodable one ran again (side effects twice): 6 calls.
+    CHECK(ex.stats().submitted - calls_before == (chunk == 1 ? 12 : 4));
     for (std::size_t i = 0; i < out.size(); ++i) {
       CAPTURE(i);
       CHECK(out[i].index == i);

@@ -714,6 +714,7 @@ class FERRY_API Executor {
     };
     auto take = [&](detail::MapChunk<std::vector<R>>& c) {
       std::exception_ptr e = c.future.exception();
+      bool undecodable = false;
       if (!e) {
         std::vector<R> values;
         try {
@@ -722,6 +723,7 @@ class FERRY_API Executor {
           // A value that cannot be decoded fails its input as the task's error would (it names
           // that input), or the whole chunk (bytes left over).
           e = std::current_exception();
+          undecodable = true;
         }
         if (!e) {
           for (std::size_t i = 0; i < values.size(); ++i) out.emplace_back(c.first + i, std::move(values[i]));
@@ -732,10 +734,22 @@ class FERRY_API Executor {
       auto failed = detail::classify_chunk_failure(e, c.first, c.count);
       switch (failed.kind) {
         case detail::ChunkFailure::input: {
-          // That input failed; the others of its chunk run again.
+          // That input failed; the others of its chunk run again. Unless its value was what could
+          // not be decoded: the values of those before it are here, and are kept (running them
+          // again ran their side effects twice); only those after it, whose bytes cannot be read,
+          // run again.
           auto k = static_cast<std::uint32_t>(failed.input - c.first);
+          std::uint32_t kept = 0;
+          if (undecodable) {
+            std::vector<R> before = detail::FutureAccess::state(c.future)->values_before_failure();
+            if (before.size() == k) {
+              for (std::uint32_t i = 0; i < k; ++i) out.emplace_back(c.first + i, std::move(before[i]));
+              kept = k;
+            }
+          }
+          if (kept) run.advance(kept);
           record(c.first + k, e);
-          if (k > 0) again(c.part(0, k));
+          if (k > kept) again(c.part(0, k));
           if (k + 1 < c.count) again(c.part(k + 1, c.count));
           return;
         }

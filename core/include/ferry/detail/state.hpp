@@ -433,6 +433,11 @@ class State final : public StateBase {
     }
   }
 
+  /// A map chunk's values read one after another until the one that cannot be decoded: those of
+  /// the inputs before it (map_outcomes keeps them instead of running those inputs again; the
+  /// bytes after a value that failed cannot be read). Empty when there is no such payload.
+  T values_before_failure() requires(!std::is_void_v<T>);
+
   template <class U = T>
   bool set_value(U&& v) requires(!std::is_void_v<T>) {
     return complete([&] { local_.emplace(std::forward<U>(v)); });
@@ -522,6 +527,33 @@ T State<T>::decode() requires(!std::is_void_v<T>) {
     name_input(e);
     throw e;
   }
+}
+
+template <class T>
+T State<T>::values_before_failure() requires(!std::is_void_v<T>) {
+  T out;
+  if constexpr (IsVector<T>::value) {
+    using R = typename T::value_type;
+    // Numbers fail as a whole chunk (their bytes do not add up): nothing to keep.
+    if constexpr (!raw_arithmetic<R>) {
+      wait();
+      if (error() || local_ || items_ == 0) return out;
+      std::string_view bytes = payload();
+      try {
+        MemoryReader reader(bytes.data(), bytes.size());
+        std::istream is(&reader);
+        ResultArchive<R> ar(is);
+        for (std::uint32_t i = 0; i < items_; ++i) {
+          R r{};
+          ar(r);
+          out.push_back(std::move(r));
+        }
+      } catch (...) {
+        // Where decode() failed too: what was read before is the answer.
+      }
+    }
+  }
+  return out;
 }
 
 /// The state of a worker's result (a map chunk of `chunk_items` values from input `first_input`
