@@ -820,6 +820,21 @@ TEST_CASE("Wrap.FERRY_CXX_is_a_program_and_its_arguments_and_flags_are_split_as_
         std::string::npos);
 }
 
+TEST_CASE("Wrap.a_compiler_that_produces_nothing_says_so") {
+  // FERRY_CXX=/bin/true: it exits 0 and writes nothing. That is not a refusal of what it read
+  // ("the compiler's list ... cannot be parsed (a header or library another user could have
+  // changed)"): there is no list, nor plugin.
+  support::TempDir cache;
+  const auto truth = ferry::detail::find_program("true");
+  REQUIRE(truth);
+  support::ScopedEnv compiler("FERRY_CXX", truth->string());
+  CacheAt at(cache.path / "c");
+  const std::string what = build_error(reinterpret_cast<const void*>(&twice));
+  CAPTURE(what);
+  CHECK(what.find("exited successfully but produced no plugin") != std::string::npos);
+  CHECK(what.find("refusing") == std::string::npos);
+}
+
 TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
   // The compiler runs while the host holds worker channels and the application's files, some of
   // them not close-on-exec: it must see only its stdin (/dev/null) and its log as stdout/stderr.

@@ -823,10 +823,12 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   // Every header it holds must be one only this user or root could have written: a wrap that
   // uses it lists none of them.
   std::vector<std::string> listed;
-  std::string why = r.ok ? judged_list(deps, std::nullopt, s.cwd, scratch.path(), &listed) : std::string();
+  const bool nothing = r.ok && (!fs::exists(tmp_pch, ec) || !fs::exists(deps, ec));
+  std::string why = r.ok && !nothing ? judged_list(deps, std::nullopt, s.cwd, scratch.path(), &listed) : std::string();
   fs::remove(deps, ec);
-  if (!r.ok || !why.empty()) {
+  if (!r.ok || nothing || !why.empty()) {
     if (!r.ok) debug_log("wrap prelude could not be precompiled:\n%s", r.output.c_str());
+    else if (nothing) debug_log("wrap prelude: the compiler produced no precompiled header or no list of what it read");
     else debug_log("wrap prelude not used: it read a file another user could change: %s", why.c_str());
     fs::remove(tmp_pch, ec);
     Prelude none;
@@ -1006,8 +1008,23 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   const auto timeout = compile_timeout();
   RunResult r = run(argv, s.environment, timeout, outputs, s.cwd, scratch);
   std::error_code ec;
-  std::string untrusted;
+  std::string untrusted, produced_nothing;
   std::vector<std::string> read;  // what the compiler and the linker listed
+  // A "compiler" that exits 0 and writes nothing (FERRY_CXX=/bin/true) is not a refusal of what
+  // it read: there is no list to judge.
+  if (r.ok && !fs::exists(tmp, ec))
+    produced_nothing = "the compiler '" + s.compiler + "' exited successfully but produced no plugin";
+  else if (r.ok && !fs::exists(compile_deps, ec))
+    produced_nothing = "the compiler '" + s.compiler + "' produced no dependency list (-MD -MF " +
+                       compile_deps.string() + ")";
+  else if (r.ok && !link_deps.empty() && !fs::exists(link_deps, ec))
+    produced_nothing = "the linker produced no dependency list (-Wl,--dependency-file=" + link_deps.string() +
+                       "), though its --help offers one";
+  if (!produced_nothing.empty()) {
+    for (const fs::path& f : {fs::path(tmp), compile_deps, link_deps})
+      if (!f.empty()) fs::remove(f, ec);
+    setup_failed(site, produced_nothing + ". Set FERRY_CXX to a C++20 compiler (g++ or clang++)");
+  }
   if (r.ok) {
     untrusted = judged_list(compile_deps, std::nullopt, s.cwd, scratch.path(), &read);
     if (untrusted.empty() && !link_deps.empty()) untrusted = judged_list(link_deps, tmp, s.cwd, scratch.path(), &read);
