@@ -98,14 +98,15 @@ int run_list(const ListOptions& options, const GlobalOptions& global) {
   if (options.json) {
     for (const auto& t : tasks) out += task_json(t) + "\n";
   } else {
-    // A plugin's names and its path are shown as text (terminal_text): an ELF can say anything.
+    // A plugin's names and its path are shown as text on one line each (terminal_line): an ELF
+    // can say anything, and a directory's name too, a newline that would make a row of its own.
     struct Shown {
       std::string name, signature, library;
     };
     std::vector<Shown> shown;
     std::size_t name_width = 4, signature_width = 9;
     for (const auto& t : tasks) {
-      shown.push_back({terminal_text(t.name), terminal_text(t.signature), terminal_text(t.library.string())});
+      shown.push_back({terminal_line(t.name), terminal_line(t.signature), terminal_line(t.library.string())});
       name_width = std::max(name_width, shown.back().name.size());
       signature_width = std::max(signature_width, shown.back().signature.size());
     }

@@ -531,7 +531,9 @@ int finish_output(std::string_view command, std::FILE* out, int status) {
 }
 
 void print_error(std::string_view command, std::string_view message) {
-  std::string text = terminal_text(message);
+  // One line, whatever it quotes (a task's name or message, a path, an argument): a newline in
+  // it would start a line that looks like ferry's own ("ferry run: TaskError: ...").
+  std::string text = terminal_line(message);
   std::fprintf(stderr, "ferry %.*s: %s\n", static_cast<int>(command.size()), command.data(), text.c_str());
   std::fflush(stderr);
 }

@@ -1025,6 +1025,55 @@ TEST_CASE("Cli.usage_errors_are_shown_as_text") {
   check_shown_as_text(extra.err);
 }
 
+TEST_CASE("Cli.errors_are_one_line_whatever_they_quote") {
+  // `ferry run "$(printf 'nosuch\nferry run: TaskError: forged')" 1` printed a second line of its
+  // own making: an error quoted a name, a path, an argument or a task's message with its newline.
+  // Each error is one line now, a newline in it \x0a (the remote stack follows on lines of its own).
+  const std::string forged = "nosuch\nferry run: TaskError: forged";
+  Result name = cli({"run", forged, "1"});
+  CHECK(name.status == 3);
+  CHECK_MESSAGE(name.err.find("'nosuch\\x0aferry run: TaskError: forged'") != std::string::npos, name.err);
+  CHECK(lines_of(name.err).size() == 1);
+  check_shown_as_text(cli({"run", "nosuch" + hostile, "1"}).err);
+
+  Result argument = cli({"run", "add", "1\nferry run: forged", "2"});  // JSON, then more
+  CHECK(argument.status == 2);
+  CHECK_MESSAGE(lines_of(argument.err).size() == 1, argument.err);
+  CHECK(argument.err.find("1\\x0aferry run: forged") != std::string::npos);
+
+  support::TempDir root;
+  // A task's message quoting its argument: the first line is the whole error.
+  std::string path_json = "\"";
+  for (char c : (root.path / ("none" + hostile) / "x").string())
+    path_json += c == '\x1b' ? "\\u001b" : c == '\x07' ? "\\u0007" : c == '\n' ? "\\n" : std::string(1, c);
+  Result task = cli({"run", "record_run", path_json + "\"", "1"});
+  CHECK(task.status == 1);
+  CHECK(task.err.find("TaskError") != std::string::npos);
+  check_shown_as_text(lines_of(task.err).at(0));
+  CHECK(task.err.find("\nforged") == std::string::npos);
+
+  const std::string missing = (root.path / ("none" + hostile)).string();
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"map", "square", missing}, {"list", missing}, {"report", missing}, {"run", "--initializer", "nosuch" + hostile, "add", "1", "2"}}) {
+    CAPTURE(args);
+    Result r = cli(args);
+    CHECK(r.status != 0);
+    CHECK(lines_of(r.err).size() == 1);
+    check_shown_as_text(r.err);
+  }
+
+  // The plugin column of `ferry list`, and the files it skips, on one line each.
+  const fs::path dir = root.path / ("plugins" + hostile);
+  fs::create_directory(dir);
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, dir / "libmath.so");
+  write_file(dir / "libjunk.so", "not an ELF file");
+  Result list = cli({"list", dir.string()});
+  CHECK(list.status == 0);
+  check_shown_as_text(list.out);
+  check_shown_as_text(list.err);
+  CHECK(lines_of(list.err).size() == 1);
+}
+
 TEST_CASE("Cli.lost_output_is_an_error") {
   // `ferry run add 40 2 > /dev/full`, list, info and cache exited 0: the failed write was never
   // looked at. Every subcommand now checks its output at the end, as map and report did.
