@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <ferry/backend.hpp>
@@ -55,6 +56,8 @@ class ChildWorker : public ferry::LaunchedWorker {
 struct Counters {
   std::atomic<int> launches{0};
   std::atomic<int> refusals{0};
+  // Each launch takes this long first: a slow machine's (or a remote backend's) start.
+  std::chrono::milliseconds launch_cost{0};
 };
 
 /// What a relaying backend's workers do with the pool's hooks (as the MPI backend's do).
@@ -109,6 +112,7 @@ class TestLauncher final : public ferry::Launcher {
       why = "the test's node budget is spent";
       return std::nullopt;
     }
+    if (counters_->launch_cost.count() > 0) std::this_thread::sleep_for(counters_->launch_cost);  // its cost
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     std::vector<std::string> argv = {FERRY_TEST_WORKER, "--fd", "3", "--parent", std::to_string(::getpid())};
@@ -170,6 +174,25 @@ TEST_CASE("Backend.a_registered_launcher_runs_the_pool_and_caps_its_size") {
   auto pids = ex.worker_pids();
   REQUIRE(pids.size() == 1);
   CHECK(ex.submit(worker_pid).get() == pids[0]);
+}
+
+TEST_CASE("Backend.a_pool_reads_its_workers_hellos_while_it_starts_the_rest") {
+  // The manager started every worker of a pool in one pass, reading nothing meanwhile: 3,000
+  // local workers took 21 s here, and the hello timeout (10 s from each start) then killed every
+  // worker whose hello sat unread, failing the calls handed to them (ferry map -j 3000 lost most
+  // of its input). It starts workers for a bounded time, then reads, then starts the rest. Here
+  // 40 launches of 20 ms each: 800 ms in one pass.
+  auto counters = std::make_shared<Counters>();
+  counters->launch_cost = std::chrono::milliseconds(20);
+  ferry::register_backend("test-slow", [counters](const ferry::ExecutorOptions&) {
+    return std::make_shared<TestLauncher>(counters, 100, 100);
+  });
+  ferry::Executor ex(options_for("test-slow", 40));
+  auto f = ex.submit(square, 3);  // busy: all 40 are wanted at once
+  REQUIRE(support::wait_until([&] { return !ex.worker_pids().empty(); }, std::chrono::seconds(60)));
+  CHECK(counters->launches < 40);
+  CHECK(f.get() == 9);
+  CHECK(support::wait_until([&] { return ex.worker_pids().size() == 40; }, std::chrono::seconds(60)));
 }
 
 TEST_CASE("Backend.a_death_is_reported_through_the_launchers_status_and_the_worker_replaced") {

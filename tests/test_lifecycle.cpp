@@ -684,16 +684,3 @@ TEST_CASE("Lifecycle.a_task_found_by_name_before_the_host_ran_out_of_descriptors
   CHECK_MESSAGE(code == 0, "2: square was not found with the descriptors all taken (see stderr)");
   }
 }
-
-TEST_CASE("Lifecycle.a_large_pool_reads_its_workers_hellos_while_it_starts_the_rest") {
-  // The manager started every worker of a pool in one pass, reading nothing meanwhile: 3,000
-  // workers took 21 s here, and the hello timeout (10 s from each start) then killed every
-  // worker whose hello sat unread, failing the calls handed to them (ferry map -j 3000 lost most
-  // of its input). It starts workers for a bounded time, then reads, then starts the rest.
-  ferry::Executor ex(support::options(200));
-  auto f = ex.submit(square, 3);  // busy: all 200 are wanted at once
-  REQUIRE(support::wait_until([&] { return !ex.worker_pids().empty(); }, 60s));
-  CHECK(ex.stats().workers_started < 200);
-  CHECK(f.get() == 9);
-  CHECK(support::wait_until([&] { return ex.worker_pids().size() == 200; }, 120s));
-}
