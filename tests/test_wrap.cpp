@@ -835,6 +835,20 @@ TEST_CASE("Wrap.a_compiler_that_produces_nothing_says_so") {
   CHECK(what.find("refusing") == std::string::npos);
 }
 
+TEST_CASE("Wrap.a_sanitizer_the_worker_cannot_run_is_refused") {
+  // -fsanitize=address was taken, and every call of the plugin killed its worker ("ASan runtime
+  // does not come first"): refused, saying why, unless ferry itself is built with it.
+#if !defined(__SANITIZE_ADDRESS__)
+  support::TempDir cache;
+  CacheAt at(cache.path / "c");
+  support::ScopedEnv flags("FERRY_WRAP_FLAGS", "-fsanitize=undefined,address");
+  const std::string what = build_error(reinterpret_cast<const void*>(&twice));
+  CAPTURE(what);
+  CHECK(what.find("refusing a compiler flag: '-fsanitize=undefined,address'") != std::string::npos);
+  CHECK(what.find("AddressSanitizer") != std::string::npos);
+#endif
+}
+
 TEST_CASE("Wrap.compiler_inherits_no_descriptor_of_the_host") {
   // The compiler runs while the host holds worker channels and the application's files, some of
   // them not close-on-exec: it must see only its stdin (/dev/null) and its log as stdout/stderr.

@@ -539,6 +539,47 @@ fs::path judged_program(const WrapSite& site, const std::string& name, const std
   return fs::absolute(*found);
 }
 
+/// Why a -fsanitize= flag among `args` makes a plugin ferry-worker cannot run: "" when none does.
+/// A runtime that must be the process's first library (ASan, HWASan, TSan, MSan) fails in a worker
+/// that did not start with it ("ASan runtime does not come first": every call killed its worker);
+/// taken when ferry itself is built with it. UBSan and the others load as a plugin's library.
+std::string unusable_sanitizer(const std::vector<std::string>& args) {
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr bool asan = true;
+#else
+  constexpr bool asan = false;
+#endif
+#if defined(__SANITIZE_THREAD__)
+  constexpr bool tsan = true;
+#else
+  constexpr bool tsan = false;
+#endif
+  struct Runtime {
+    std::string_view value, name;
+    bool ferry_has_it;
+  };
+  static constexpr Runtime runtimes[] = {{"address", "AddressSanitizer", asan},
+                                         {"kernel-address", "AddressSanitizer", asan},
+                                         {"hwaddress", "HWAddressSanitizer", false},
+                                         {"thread", "ThreadSanitizer", tsan},
+                                         {"memory", "MemorySanitizer", false}};
+  for (const auto& a : args) {
+    if (!a.starts_with("-fsanitize=")) continue;
+    std::string_view values = std::string_view(a).substr(std::strlen("-fsanitize="));
+    while (!values.empty()) {
+      const std::string_view v = values.substr(0, values.find(','));
+      values.remove_prefix(std::min(values.size(), v.size() + 1));
+      for (const auto& r : runtimes)
+        if (v == r.value && !r.ferry_has_it)
+          return "'" + a + "': a plugin built with " + std::string(r.name) +
+                 " runs only in a process started with its runtime, and ferry-worker is not built with it "
+                 "(every call would kill its worker). Build ferry itself with -fsanitize=" +
+                 std::string(r.value) + " to use it; -fsanitize=undefined works in any worker";
+    }
+  }
+  return {};
+}
+
 /// "<resolved path> <size> <mtime>" of a program.
 std::string program_identity(const fs::path& program) {
   std::error_code ec;
@@ -601,6 +642,7 @@ Setup make_setup(const WrapSite& site) {
       setup_failed(site, "the current directory cannot be read (" + cwd_error.message() +
                              "), and a flag names a path relative to it (FERRY_WRAP_FLAGS, WrapOptions::flags "
                              "or ::libraries): give it as an absolute path");
+    if (why.empty()) why = unusable_sanitizer(*args);
     if (!why.empty())
       setup_failed(site, "refusing a compiler flag: " + why +
                              " (FERRY_CXX, FERRY_WRAP_FLAGS, WrapOptions::flags or ::libraries; words are split "
