@@ -148,8 +148,9 @@ void print_remote_stack(const Failure& failure);
 /// full disk, /dev/full, a closed stdout). If not, prints "ferry <command>: cannot write the output: <reason>" on
 /// stderr and returns exit_task_failed (or `status`, when that is a failure already); else `status`.
 int finish_output(std::string_view command, std::FILE* out, int status);
-/// Prints "ferry <command>: <message>" on stderr, on one line: the message as terminal_line()
-/// shows it (a newline in a name or message it quotes is \x0a).
+/// Prints "ferry <command>: <message>" ("ferry: <message>" for an empty command) on stderr, on
+/// one line: the message as terminal_line() shows it (a newline in a name or message it quotes is
+/// \x0a).
 void print_error(std::string_view command, std::string_view message);
 /// `text` safe to show on a terminal (platform/format.hpp): control characters but newline and
 /// tab, DEL, the C1 controls and malformed UTF-8 come out as \xNN; other UTF-8 as it is.

@@ -15,6 +15,7 @@
 //   4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable
 // No exception leaves main: every subcommand turns errors into one of these.
 #include <cstdio>
+#include <iostream>
 #include <string>
 #include <string_view>
 
@@ -81,7 +82,16 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);  // prints help, the version, or the error and a hint
-    return code == 0 ? exit_ok : exit_usage;
+    if (code != 0) return exit_usage;
+    // The help or the version, on std::cout (stdout's buffer: synced with stdio). One that
+    // cannot be written (`ferry --help > /dev/full`, a closed stdout) is lost output, exit 1.
+    std::cout.flush();
+    std::string command;  // the subcommand whose help it is, "" for ferry's own
+    for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
+      sub = sub->get_subcommands().front();
+      command += (command.empty() ? "" : " ") + sub->get_name();
+    }
+    return finish_output(command, stdout, exit_ok);
   }
 
   std::vector<std::string> extras = app.remaining();

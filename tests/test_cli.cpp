@@ -1534,6 +1534,32 @@ TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
   }
 }
 
+TEST_CASE("Cli.help_that_cannot_be_written_is_lost_output") {
+  // `ferry --help > /dev/full` and `ferry map --help > /dev/full` exited 0: CLI11 prints the help
+  // on std::cout, and nothing looked at whether it arrived.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--help"}, "ferry: "},
+      {{"map", "--help"}, "ferry map: "},
+      {{"cache", "list", "--help"}, "ferry cache list: "},
+      {{"--version"}, "ferry: "},
+  };
+  for (const auto& [args, who] : cases) {
+    CAPTURE(args);
+    if (fs::exists("/dev/full")) {
+      support::TempDir dir;
+      fs::create_symlink("/dev/full", dir.path / "stdout");
+      Child child = spawn(Call{.args = args, .defaults = false}, dir.path);
+      CHECK(wait_status(child.pid) == 1);
+      const std::string err = read_file(dir.path / "stderr");
+      CHECK_MESSAGE(err.find(who + "cannot write the output: No space left on device") != std::string::npos, err);
+    }
+    Result closed = cli_redirected(Call{.args = args, .defaults = false}, ">&-");
+    CHECK(closed.status == 1);
+    CHECK_MESSAGE(closed.err.find(who + "cannot write the output: Bad file descriptor") != std::string::npos,
+                  closed.err);
+  }
+}
+
 TEST_CASE("Cli.version_and_usage_errors") {
   Result v = cli(Call{.args = {"--version"}, .defaults = false});
   CHECK(v.status == 0);
