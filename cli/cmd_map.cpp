@@ -87,9 +87,9 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
   sub->add_option("--timeout", options.timeout,
                   wrap("seconds the whole map may take; then the lines not done are cancelled "
                        "(running ones killed) and it ends with TimeoutError, exit status 1, after "
-                       "the results before them were written"))
+                       "the results before them were written; inf: no limit"))
       ->type_name("SECONDS")
-      ->check(CLI::PositiveNumber);
+      ->check(seconds_check());
   sub->add_flag("--no-progress", options.no_progress,
                 wrap("no progress bar. The bar (done/total lines, lines/s, ETA) is drawn on stderr "
                      "only when stderr is a terminal"));

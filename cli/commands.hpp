@@ -91,6 +91,14 @@ std::optional<std::size_t> parse_size(std::string_view text, std::string& error)
 /// A CLI11 transform that reads a SIZE (parse_size) and leaves its bytes for CLI11 to store; the
 /// error of parse_size is the usage error.
 CLI::Validator size_transform();
+/// Seconds of a timeout (--timeout, --initializer-timeout): a number more than 0, decimals and
+/// exponents too; inf, or one past what a double holds, is infinity: no limit (the library takes
+/// a timeout too long for its clock as none). Sets `error` and returns nullopt for NaN, 0, a
+/// negative number or text.
+std::optional<double> parse_seconds(std::string_view text, std::string& error);
+/// A CLI11 check that the value is parse_seconds' (CLI11's PositiveNumber refused inf with a range
+/// of 300 digits, and let NaN through).
+CLI::Validator seconds_check();
 /// Seconds of a DURATION: a whole number with an optional s, m or h suffix, at least 1 second.
 std::optional<long long> parse_duration(std::string_view text, std::string& error);
 

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cctype>
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <limits>
@@ -185,6 +187,33 @@ std::optional<std::size_t> parse_size(std::string_view text, std::string& error)
 
 CLI::Validator size_transform() { return number_transform(parse_size); }
 
+std::optional<double> parse_seconds(std::string_view text, std::string& error) {
+  // Read as CLI11 then stores it (strtold), so that what is checked is what is kept.
+  const std::string copy(text);
+  char* end = nullptr;
+  const long double n = copy.empty() ? 0 : std::strtold(copy.c_str(), &end);
+  if (copy.empty() || end != copy.c_str() + copy.size() || std::isnan(n)) {
+    error = "'" + copy + "' is not a number of seconds";
+    return std::nullopt;
+  }
+  if (!(n > 0)) {
+    error = "'" + copy + "' is not more than 0 seconds (for no limit, leave the option out)";
+    return std::nullopt;
+  }
+  // Past what a double holds (1e400, inf): infinity, which the library takes as no limit, as it
+  // takes one too long for its clock.
+  return static_cast<double>(n);
+}
+
+CLI::Validator seconds_check() {
+  return CLI::Validator(
+      [](std::string& value) {
+        std::string error;
+        return parse_seconds(value, error) ? std::string() : error;
+      },
+      "");
+}
+
 std::optional<long long> parse_duration(std::string_view text, std::string& error) {
   static constexpr std::string_view what =
       "a duration: whole seconds, or a whole number with an s, m or h suffix, e.g. 90s, 2m";
@@ -325,7 +354,7 @@ void add_initializer_options(CLI::App& sub, ContainmentOptions& options) {
                       "is killed and another started, and after 3 such workers in a row the "
                       "tasks fail with BrokenProcessPool. Default: no limit"))
       ->type_name("SECONDS")
-      ->check(CLI::PositiveNumber);
+      ->check(seconds_check());
 }
 
 std::optional<std::string> json_arguments(std::string_view command, std::string_view what,

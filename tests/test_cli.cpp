@@ -442,6 +442,34 @@ TEST_CASE("Cli.map_timeout_cancels_what_is_left") {
   CHECK(cli({"map", "--timeout", "0", "square"}, "1\n").status == 2);
 }
 
+TEST_CASE("Cli.map.an_infinite_timeout_is_none") {
+  // `--timeout inf` was refused with a range of 300 digits (CLI11's PositiveNumber), and NaN was
+  // let through to the library. A timeout too long for the clock is none, as MapOptions takes it.
+  for (const std::string t : {"inf", "infinity", "1e300", "1e400", "0.5e3"}) {
+    CAPTURE(t);
+    Result r = cli({"map", "--timeout", t, "square"}, "1\n2\n");
+    CHECK_MESSAGE(r.status == 0, r.err);
+    CHECK(r.out == "1\n4\n");
+  }
+  Result init = cli({"run", "--initializer", "load_model", "--initarg", "\"cli\"", "--initarg", "3",
+                     "--initializer-timeout", "inf", "predict", "3.0"});
+  CHECK_MESSAGE(init.status == 0, init.err);
+  CHECK(init.out == "5.5\n");
+  // NaN, 0, negatives and text stay usage errors, said in a line.
+  for (const std::string t : {"nan", "-nan", "0", "-1", "-inf", "soon", "1s"}) {
+    for (const std::string option : {"--timeout", "--initializer-timeout"}) {
+      CAPTURE(t);
+      CAPTURE(option);
+      Result r = option == "--timeout" ? cli({"map", option, t, "square"}, "1\n")
+                                       : cli({"run", "--initializer", "load_model", option, t, "predict", "3.0"});
+      CHECK(r.status == 2);
+      CHECK(r.out.empty());
+      CHECK_MESSAGE(r.err.find(option + ": '" + t + "' is not ") != std::string::npos, r.err);
+      CHECK_MESSAGE(r.err.size() < 200, r.err);
+    }
+  }
+}
+
 TEST_CASE("Cli.map_progress_bar_on_a_terminal") {
   support::TempDir dir;
   write_file(dir.path / "in.jsonl", numbers(3000));
