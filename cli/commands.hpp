@@ -147,14 +147,15 @@ struct Failure {
 };
 Failure describe(std::exception_ptr error);
 /// Prints "ferry <command>: <type>: <message>" on stderr (one line: print_error), then the remote
-/// stack when there is one
-/// ("remote stack (worker):" and its frames, indented), and returns the exit status.
+/// stack when there is one ("remote stack (worker):" and its frames, indented), and returns the
+/// exit status.
 int report(std::string_view command, const Failure& failure);
 /// Prints the failure's remote stack on stderr, indented under "remote stack (worker):", if any.
 void print_remote_stack(const Failure& failure);
 /// The end of a subcommand's output: flushes `out` and checks that all written to it arrived (a
-/// full disk, /dev/full, a closed stdout). If not, prints "ferry <command>: cannot write the output: <reason>" on
-/// stderr and returns exit_task_failed (or `status`, when that is a failure already); else `status`.
+/// full disk, /dev/full, a closed stdout). If not, prints "ferry <command>: cannot write the
+/// output: <reason>" on stderr and returns exit_task_failed (or `status`, when that is a failure
+/// already); else `status`.
 int finish_output(std::string_view command, std::FILE* out, int status);
 /// Prints "ferry <command>: <message>" ("ferry: <message>" for an empty command) on stderr, on
 /// one line: the message as terminal_line() shows it (a newline in a name or message it quotes is

@@ -563,8 +563,8 @@ void print_error(std::string_view command, std::string_view message) {
   // One line, whatever it quotes (a task's name or message, a path, an argument): a newline in
   // it would start a line that looks like ferry's own ("ferry run: TaskError: ...").
   std::string text = terminal_line(message);
-  std::fprintf(stderr, "ferry%s%.*s: %s\n", command.empty() ? "" : " ", static_cast<int>(command.size()),
-               command.data(), text.c_str());
+  std::fprintf(stderr, "ferry%s%.*s: %s\n", command.empty() ? "" : " ",
+               static_cast<int>(command.size()), command.data(), text.c_str());
   std::fflush(stderr);
 }
 

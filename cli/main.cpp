@@ -121,7 +121,8 @@ int main(int argc, char** argv) {
   try {
     return ferry::cli::main(argc, argv);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "ferry: internal error: %s\n", ferry::cli::terminal_line(e.what()).c_str());
+    const std::string what = ferry::cli::terminal_line(e.what());
+    std::fprintf(stderr, "ferry: internal error: %s\n", what.c_str());
   } catch (...) {
     std::fprintf(stderr, "ferry: internal error: unknown exception\n");
   }

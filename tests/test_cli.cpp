@@ -460,8 +460,9 @@ TEST_CASE("Cli.map.an_infinite_timeout_is_none") {
     for (const std::string option : {"--timeout", "--initializer-timeout"}) {
       CAPTURE(t);
       CAPTURE(option);
-      Result r = option == "--timeout" ? cli({"map", option, t, "square"}, "1\n")
-                                       : cli({"run", "--initializer", "load_model", option, t, "predict", "3.0"});
+      Result r = option == "--timeout"
+                     ? cli({"map", option, t, "square"}, "1\n")
+                     : cli({"run", "--initializer", "load_model", option, t, "predict", "3.0"});
       CHECK(r.status == 2);
       CHECK(r.out.empty());
       CHECK_MESSAGE(r.err.find(option + ": '" + t + "' is not ") != std::string::npos, r.err);
@@ -1082,7 +1083,10 @@ TEST_CASE("Cli.errors_are_one_line_whatever_they_quote") {
 
   const std::string missing = (root.path / ("none" + hostile)).string();
   for (const auto& args : std::vector<std::vector<std::string>>{
-           {"map", "square", missing}, {"list", missing}, {"report", missing}, {"run", "--initializer", "nosuch" + hostile, "add", "1", "2"}}) {
+           {"map", "square", missing},
+           {"list", missing},
+           {"report", missing},
+           {"run", "--initializer", "nosuch" + hostile, "add", "1", "2"}}) {
     CAPTURE(args);
     Result r = cli(args);
     CHECK(r.status != 0);
