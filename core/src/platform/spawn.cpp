@@ -53,7 +53,7 @@ int pidfd_open(pid_t pid) {
 SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector<std::string>& args,
                              const std::vector<std::string>& env, int channel_fd,
                              const std::filesystem::path& output, const std::filesystem::path& cwd,
-                             int output_fd, bool own_group) {
+                             int output_fd) {
   FileActions fa;
   SpawnAttr sa;
   constexpr int child_fd = 3;
@@ -63,7 +63,7 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
     int moved = ::fcntl(channel_fd, F_DUPFD_CLOEXEC, 10);
     if (moved < 0) throw std::system_error(errno, std::generic_category(), "dup channel");
     Fd guard(moved);
-    return spawn_process(exe, args, env, moved, output, cwd, output_fd, own_group);
+    return spawn_process(exe, args, env, moved, output, cwd, output_fd);
   }
   // A task must not read the host's input: stdin is /dev/null; stdout and stderr are shared, so
   // what a task prints shows up where the host's output goes (as with loky; a sandboxed worker
@@ -98,12 +98,7 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
   sigfillset(&all);
   posix_spawnattr_setsigmask(&sa.attr, &none);
   posix_spawnattr_setsigdefault(&sa.attr, &all);
-  short spawn_flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  if (own_group) {
-    posix_spawnattr_setpgroup(&sa.attr, 0);
-    spawn_flags |= POSIX_SPAWN_SETPGROUP;
-  }
-  posix_spawnattr_setflags(&sa.attr, spawn_flags);
+  posix_spawnattr_setflags(&sa.attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::string path = exe.string();
   std::vector<char*> argv;
@@ -172,6 +167,42 @@ std::optional<ProcStat> read_proc_stat(long pid) {
     return std::nullopt;
   return ProcStat{std::string(line.substr(open_paren + 1, close_paren - open_paren - 1)),
                   std::string(line.substr(close_paren + 1))};
+}
+
+void kill_process_tree(pid_t root) noexcept {
+  constexpr std::size_t max_processes = 4096;
+  pid_t found[max_processes];
+  std::size_t count = 0;
+  found[count++] = root;
+  for (std::size_t i = 0; i < count; ++i) {
+    ::kill(found[i], SIGSTOP);  // forks no more: its children are all there to read
+    char dir[64];
+    std::snprintf(dir, sizeof dir, "/proc/%d/task", static_cast<int>(found[i]));
+    DIR* tasks = ::opendir(dir);
+    if (!tasks) continue;
+    while (const dirent* t = ::readdir(tasks)) {
+      if (t->d_name[0] == '.') continue;
+      char file[384];
+      std::snprintf(file, sizeof file, "%s/%s/children", dir, t->d_name);
+      const int fd = ::open(file, O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      char text[4096];
+      const ssize_t n = ::read(fd, text, sizeof text - 1);
+      ::close(fd);
+      if (n <= 0) continue;
+      text[n] = '\0';
+      for (char* at = text; *at && count < max_processes;) {
+        char* end = nullptr;
+        const long pid = std::strtol(at, &end, 10);
+        if (end == at) break;
+        at = end;
+        if (pid > 0 && std::find(found, found + count, static_cast<pid_t>(pid)) == found + count)
+          found[count++] = static_cast<pid_t>(pid);
+      }
+    }
+    ::closedir(tasks);
+  }
+  for (std::size_t i = 0; i < count; ++i) ::kill(found[i], SIGKILL);
 }
 
 void reap_orphaned_helpers() noexcept {

@@ -31,8 +31,8 @@ Starts `exe` with `args` (argv[1..]) and exactly `env`: ferry's one way of start
 to the file `output` (created 0600, truncated) when it is given; nothing else is open. It starts
 in `cwd` when one is given (before `output` is opened), else in this process's current directory.
 With `output_fd` (not -1, and no `output`), stdout and stderr are that descriptor instead (a pipe's
-write end, say). With `own_group`, the process leads a process group of its own (pgid = its pid),
-so that it and every process it starts can be killed at once (kill(-pid, ...)).
+write end, say). It stays in this process's process group: a ^C at the terminal reaches it too
+(kill_process_tree ends it and what it started otherwise).
 Signal mask and dispositions are reset to defaults, so the host's own signal setup never leaks
 into children.
 @throws std::system_error (errno of the failed exec or spawn, e.g. ENOENT, EACCES).
@@ -42,7 +42,13 @@ FERRY_INTERNAL_API SpawnedProcess spawn_process(const std::filesystem::path& exe
                                                 const std::vector<std::string>& env, int channel_fd,
                                                 const std::filesystem::path& output = {},
                                                 const std::filesystem::path& cwd = {},
-                                                int output_fd = -1, bool own_group = false);
+                                                int output_fd = -1);
+
+/// Stops `root` and every process descending from it (SIGSTOP first, so that none forks
+/// meanwhile; found through /proc/PID/task/TID/children), then kills them all (SIGKILL): a
+/// compiler driver killed alone left its cc1plus running. `root` must be a child of this process
+/// not reaped yet (its pid cannot be another's). At most 4,096 processes.
+void kill_process_tree(pid_t root) noexcept;
 
 /// The environment of this process with `overrides` applied ("KEY=VALUE" strings).
 FERRY_INTERNAL_API std::vector<std::string> merged_environment(

@@ -239,8 +239,9 @@ struct RunResult {
 /// never waits for them at exit (a program whose work took 0.13 s once took 6.4 s to exit,
 /// joining a build it no longer needed); at exit the compilers are killed and their temporary
 /// files removed. Never destroyed: detached threads may touch it while the process exits.
-/// Each compiler leads a process group of its own: killing the driver alone left cc1plus running
-/// (for ever on a blocked input), writing its ccXXXX.s and the output into the cache.
+/// A compiler is killed with what it started (kill_process_tree): killing the driver alone left
+/// cc1plus running (for ever on a blocked input), writing its ccXXXX.s and the output into the
+/// cache. It stays in the application's process group, so a ^C at the terminal ends it as well.
 struct Running {
   struct Child {
     std::vector<fs::path> files;  // temporary files it writes
@@ -256,12 +257,9 @@ Running& running() {
   return *r;
 }
 
-/// Kills the compiler `pid` and every process of its group (it leads one: run). Its pid is not
-/// reaped yet, so the group's id cannot be another's.
-void kill_compiler(pid_t pid) noexcept {
-  ::kill(-pid, SIGKILL);
-  ::kill(pid, SIGKILL);  // in case it could not lead a group of its own
-}
+/// Kills the compiler `pid` and every process it started. Its pid is not reaped yet, so it
+/// cannot be another's.
+void kill_compiler(pid_t pid) noexcept { kill_process_tree(pid); }
 
 void remove_temporaries(const Running::Child& c) noexcept {
   for (const auto& f : c.files) ::unlink(f.c_str());
@@ -316,22 +314,26 @@ constexpr std::size_t max_output = std::size_t{1} << 20;
 /// Reads what is there in `fd` into `out` (up to max_output); false at end of file or on an error.
 bool read_some(int fd, std::string& out) {
   char buf[16384];
-  for (;;) {
+  // At most 16 reads: a compiler that writes without end keeps the pipe full, and the caller
+  // must get back to its deadline.
+  for (int reads = 0; reads < 16;) {
     const ssize_t n = ::read(fd, buf, sizeof buf);
     if (n > 0) {
       out.append(buf, std::min(static_cast<std::size_t>(n), max_output - std::min(max_output, out.size())));
+      ++reads;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   }
+  return true;  // more to read: still open
 }
 
 /// Runs argv (argv[0] an absolute path) with exactly `env` (TMPDIR then `scratch`), stdout and
 /// stderr into a pipe read here (not a log file in the cache: on a full file system the log was
 /// empty, and the compiler's "No space left on device" was lost), stdin from /dev/null and no other
 /// descriptor of ours (spawn_process: worker channels and the application's files stay out of the
-/// compiler), in a process group of its own; kills the group after `timeout`, and at exit. Builds
+/// compiler); kills it and what it started after `timeout`, and at exit. Builds
 /// run on background threads: they never read this process's environment, which the application
 /// may be changing meanwhile.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
@@ -364,7 +366,7 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
     }
     try {
       child = spawn_process(argv[0], std::vector<std::string>(argv.begin() + 1, argv.end()),
-                            with_tmpdir(env, scratch.path()), -1, {}, cwd, in.get(), true);
+                            with_tmpdir(env, scratch.path()), -1, {}, cwd, in.get());
     } catch (const std::system_error& e) {
       r.spawn_errno = e.code().value();
       return r;
@@ -387,28 +389,26 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
       break;
     }
     const int n = ::poll(p, child.pidfd ? 2 : 1, static_cast<int>(std::min<long long>(left.count(), 1 << 30)));
-    if (n < 0 && errno != EINTR) break;
+    if (n < 0 && errno != EINTR) {
+      kill_compiler(child.pid);  // not waited for without a bound below
+      r.interrupted = true;
+      break;
+    }
     if (n <= 0) continue;
     if (p[0].revents) open = read_some(out.get(), r.output);
     if (child.pidfd && p[1].revents) ended = true;
     if (!child.pidfd && !open) ended = true;
   }
-  // Ended, but not reaped (its pid, the group's id, stays ours): whatever it started and left
-  // running (cc1plus behind a driver that was killed) goes with it.
-  siginfo_t info{};
-  int waited;
-  while ((waited = ::waitid(P_PID, static_cast<id_t>(child.pid), &info, WEXITED | WNOWAIT)) < 0 && errno == EINTR) {
-  }
+  // Ended (or killed with what it started): no longer one the exit hook kills, then reaped.
   {
     auto& compilers = running();
     std::lock_guard lock(compilers.mu);
-    if (waited == 0) ::kill(-child.pid, SIGKILL);  // (not when the kernel reaped it: SIGCHLD ignored)
     compilers.children.erase(child.pid);
     if (compilers.exiting) r.interrupted = true;
   }
   ExitStatus status = reap(child.pid);
-  // The rest of its output: its group is gone, so the pipe's other end is closed (but by a process
-  // that left the group: waited for at most a second).
+  // The rest of its output: the pipe's other end is closed once what it started is gone too
+  // (waited for at most a second).
   const auto drain_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (open && std::chrono::steady_clock::now() < drain_until) {
     pollfd p{out.get(), POLLIN, 0};
@@ -469,6 +469,8 @@ class FileLock {
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
   bool held() const { return held_; }
+  /// Not held because another process held it all along (not for an error of the lock's own).
+  bool timed_out() const { return timed_out_; }
   /// Why it is not held: "" when it is.
   std::string why_not(const fs::path& file, std::chrono::seconds timeout) const {
     if (held_) return {};
@@ -833,13 +835,17 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   if (auto it = failed.find(failed_key); it != failed.end()) return it->second;
   if (auto p = usable()) return *p;
   const fs::path lock_file = dir / ("prelude-" + key + ".lock");
-  const auto lock_timeout = compile_timeout();
+  // Its holder compiles for at most one timeout.
+  const auto lock_timeout = 2 * compile_timeout();
   FileLock file_lock(lock_file, lock_timeout);
-  if (!file_lock.held()) {
+  if (!file_lock.held() && file_lock.timed_out()) {
     Prelude none;
     none.hung = file_lock.why_not(lock_file, lock_timeout);
     return failed[failed_key] = none;
   }
+  // A lock that cannot be taken at all (a file system without flock, no descriptor left for a
+  // moment): built without it, as the rename keeps readers from a half-written file anyway.
+  if (!file_lock.held()) debug_log("wrap: building the prelude without its lock: %s", file_lock.why_not(lock_file, lock_timeout).c_str());
   if (auto p = usable()) return *p;
   // The header goes in under its own name first (its content is always the same; renamed in, so
   // a reader never sees it half written): clang records in a PCH the name of the header it was
@@ -940,7 +946,9 @@ std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir, std
     else why = "cannot tell whether the linker lists what it reads: " + command + " failed" +
                (r.output.empty() ? std::string() : ":\n" + head_lines(r.output, 10)) +
                "Set FERRY_CXX to a working compiler";
-    if (!r.interrupted || r.timed_out) known[key] = {std::nullopt, why};  // (not a stop at exit)
+    // Not a stop at exit, nor a compiler this process could not start (out of descriptors or
+    // processes for a moment): the next wrap asks again.
+    if (r.started && (!r.interrupted || r.timed_out)) known[key] = {std::nullopt, why};
     return std::nullopt;
   }
   const bool lists = r.output.find("--dependency-file") != std::string::npos;
@@ -1005,9 +1013,13 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   if (auto said = remembered_failure(err))
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
   const fs::path lock_file = dir / ("wrap-" + key + ".lock");
-  const auto lock_timeout = compile_timeout();
+  // Its holder may wait for the prelude's lock and build the prelude, probe the linker, compile,
+  // and compile again alone: up to five timeouts of its own before it lets go.
+  const auto lock_timeout = 5 * compile_timeout();
   FileLock lock(lock_file, lock_timeout);
-  if (!lock.held()) setup_failed(site, lock.why_not(lock_file, lock_timeout));
+  if (!lock.held() && lock.timed_out()) setup_failed(site, lock.why_not(lock_file, lock_timeout));
+  // One that cannot be taken at all: built without it (the entry is renamed in whole).
+  if (!lock.held()) debug_log("wrap: building %s without its lock: %s", key.c_str(), lock.why_not(lock_file, lock_timeout).c_str());
   // Another process built it while we waited.
   if (auto so = valid_entry(dir, key, sum)) return WrapBuild{so->string(), site.name, nullptr};
   if (auto said = remembered_failure(err))
