@@ -58,8 +58,8 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
   clear->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   clear->callback([&options] { options.clear = true; });
   clear->footer(wrap("Removes the files named wrap-* and prelude-* from the cache directory and its "
-                     "plugins directory, "
-                     "nothing else, and prints how much was freed. Wrapped functions are compiled "
+                     "plugins directory, and the scratch directories (wrap-scratch.*) of builds "
+                     "whose program was killed, nothing else, and prints how much was freed. Wrapped functions are compiled "
                      "again when next submitted; do not clear while a program is compiling one.",
                      100) +
                 "\n\n" + exit_codes_help("012", "a file could not be removed"));
@@ -253,8 +253,31 @@ int clear_cache(const fs::path& dir) {
       status = exit_task_failed;
     }
   }
-  std::printf("removed %zu files from %s, freed %s\n", removed, terminal_line(dir.string()).c_str(),
-              human_size(freed).c_str());
+  // The private scratch directories of builds whose program was killed in the middle
+  // (wrap-scratch.<pid>.<n>: the compiler's TMPDIR, removed after every run otherwise).
+  std::vector<fs::path> scratch_dirs;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    struct stat st {};
+    if (it->path().filename().string().rfind("wrap-scratch.", 0) == 0 && ::lstat(it->path().c_str(), &st) == 0 &&
+        S_ISDIR(st.st_mode))
+      scratch_dirs.push_back(it->path());
+  }
+  std::size_t scratch = 0;
+  for (const auto& d : scratch_dirs) {
+    std::error_code rm;
+    fs::remove_all(d, rm);  // symbolic links inside are removed, not followed
+    if (rm) {
+      print_error("cache clear", "cannot remove " + d.string() + ": " + rm.message());
+      status = exit_task_failed;
+    } else {
+      ++scratch;
+    }
+  }
+  std::printf("removed %zu files%s from %s, freed %s\n", removed,
+              scratch ? (" and " + std::to_string(scratch) + (scratch == 1 ? " scratch directory" : " scratch directories"))
+                            .c_str()
+                      : "",
+              terminal_line(dir.string()).c_str(), human_size(freed).c_str());
   return status;
 }
 

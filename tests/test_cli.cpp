@@ -957,9 +957,12 @@ TEST_CASE("Cli.cache_list_and_clear_touch_only_ferry_files") {
   Result by_env = cli(Call{.args = {"cache", "list"}, .env = {{"FERRY_CACHE_DIR", d.string()}}});
   CHECK(by_env.out.find("wrap-0123abcd-00112233aabbccdd.so") != std::string::npos);
 
+  // A build whose program was killed leaves its compiler's scratch directory.
+  fs::create_directory(d / "wrap-scratch.12345.1");
+  write_file(d / "wrap-scratch.12345.1" / "ccAbCdEf.s", "asm");
   Result clear = cli(Call{.args = {"cache", "clear"}, .env = {{"FERRY_CACHE_DIR", d.string()}}});
   CHECK(clear.status == 0);
-  CHECK(clear.out.find("removed 7 files") != std::string::npos);
+  CHECK(clear.out.find("removed 7 files and 1 scratch directory") != std::string::npos);
   CHECK(clear.out.find("freed 7.9 KiB") != std::string::npos);  // 3000 + 77 + 6 + 13 + 5000 + 3 bytes
   std::vector<std::string> left;
   for (const auto& e : fs::recursive_directory_iterator(d)) left.push_back(fs::relative(e.path(), d).string());
@@ -1106,6 +1109,27 @@ TEST_CASE("Cli.errors_are_one_line_whatever_they_quote") {
   CHECK(lines_of(list.err).size() == 1);
 }
 
+namespace {
+/// Every subcommand that writes to stdout, with what they read made in `data` (an input, a trace).
+std::vector<std::vector<std::string>> writing_commands(const fs::path& data) {
+  write_file(data / "in.jsonl", "1\n2\n");
+  const fs::path trace = data / "run.trace";
+  REQUIRE(cli({"run", "--trace", trace.string(), "add", "1", "2"}).status == 0);
+  return {
+      {"run", "add", "40", "2"},
+      {"run", "--raw", "add", "40", "2"},
+      {"list"},
+      {"list", "--json"},
+      {"info"},
+      {"info", "--json"},
+      {"cache", "list", "--cache-dir", (data / "cache").string()},
+      {"cache", "clear", "--cache-dir", (data / "cache").string()},
+      {"map", "square", (data / "in.jsonl").string()},
+      {"report", trace.string(), "-o", (data / "run.html").string()},
+  };
+}
+}  // namespace
+
 TEST_CASE("Cli.lost_output_is_an_error") {
   // `ferry run add 40 2 > /dev/full`, list, info and cache exited 0: the failed write was never
   // looked at. Every subcommand now checks its output at the end, as map and report did.
@@ -1114,21 +1138,7 @@ TEST_CASE("Cli.lost_output_is_an_error") {
     return;
   }
   support::TempDir data;
-  write_file(data.path / "in.jsonl", "1\n2\n");
-  const fs::path trace = data.path / "run.trace";
-  REQUIRE(cli({"run", "--trace", trace.string(), "add", "1", "2"}).status == 0);
-  const std::vector<std::vector<std::string>> commands = {
-      {"run", "add", "40", "2"},
-      {"run", "--raw", "add", "40", "2"},
-      {"list"},
-      {"list", "--json"},
-      {"info"},
-      {"info", "--json"},
-      {"cache", "list", "--cache-dir", (data.path / "cache").string()},
-      {"cache", "clear", "--cache-dir", (data.path / "cache").string()},
-      {"map", "square", (data.path / "in.jsonl").string()},
-      {"report", trace.string(), "-o", (data.path / "run.html").string()},
-  };
+  const auto commands = writing_commands(data.path);
   for (const auto& args : commands) {
     CAPTURE(args);
     support::TempDir dir;
@@ -1145,28 +1155,14 @@ TEST_CASE("Cli.a_closed_stdout_is_lost_output") {
   // a closed descriptor 1); list and map said "Bad file descriptor". Every subcommand that
   // writes to stdout now fails as on a full disk, exit status 1.
   support::TempDir data;
-  write_file(data.path / "in.jsonl", "1\n2\n");
-  const fs::path trace = data.path / "run.trace";
-  REQUIRE(cli({"run", "--trace", trace.string(), "add", "1", "2"}).status == 0);
-  const std::vector<std::vector<std::string>> commands = {
-      {"run", "add", "40", "2"},
-      {"run", "--raw", "add", "40", "2"},
-      {"list"},
-      {"list", "--json"},
-      {"info"},
-      {"info", "--json"},
-      {"cache", "list", "--cache-dir", (data.path / "cache").string()},
-      {"cache", "clear", "--cache-dir", (data.path / "cache").string()},
-      {"map", "square", (data.path / "in.jsonl").string()},
-      {"report", trace.string(), "-o", (data.path / "run.html").string()},
-  };
+  const auto commands = writing_commands(data.path);
   for (const auto& args : commands) {
     CAPTURE(args);
     Result r = cli_redirected(Call{.args = args}, ">&-");
     CHECK(r.status == 1);
     CHECK_MESSAGE(r.err.find("cannot write the output: Bad file descriptor") != std::string::npos, r.err);
   }
-  Result page = cli_redirected(Call{.args = {"report", trace.string(), "-o", "-"}}, ">&-");
+  Result page = cli_redirected(Call{.args = {"report", (data.path / "run.trace").string(), "-o", "-"}}, ">&-");
   CHECK(page.status == 1);
   CHECK_MESSAGE(page.err.find("cannot write the report to stdout: Bad file descriptor") != std::string::npos,
                 page.err);
