@@ -758,8 +758,7 @@ TEST_CASE("Channel.a_descriptor_dropped_for_want_of_room_here_fails_its_frame_on
   Buffer plain = protocol::encode_bye(protocol::ByeReason::shutdown);
   REQUIRE(send_all(s.a.get(), {plain.view()}));
   FrameReader reader(protocol::default_max_frame);
-  std::vector<int> held;
-  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+  support::DescriptorsTaken held;
   ssize_t n = -1;
   std::string error;
   try {
@@ -767,7 +766,7 @@ TEST_CASE("Channel.a_descriptor_dropped_for_want_of_room_here_fails_its_frame_on
   } catch (const std::exception& e) {
     error = e.what();
   }
-  for (int fd : held) ::close(fd);
+  held.release();
   CHECK_MESSAGE(error.empty(), error);
   REQUIRE(n > 0);
   Frame f;

@@ -596,8 +596,7 @@ TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_its_task_is_no_task")
       [] {
         ferry::Executor ex(support::options(1));
         if (!ex.warm_up(std::chrono::seconds(10))) return 1;
-        std::vector<int> held;
-        for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+        support::DescriptorsTaken held;
         std::string what;
         try {
           what = "returned " + std::to_string(ex.submit(add, 1, 2).get());
@@ -606,7 +605,7 @@ TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_its_task_is_no_task")
         } catch (const std::exception& e) {
           what = std::string("other: ") + e.what();
         }
-        for (int fd : held) ::close(fd);
+        held.release();
         std::fprintf(stderr, "%s\n", what.c_str());
         if (what.find("PluginError: cannot tell whether function") != 0) return 2;
         return ex.submit(add, 1, 2).get() == 3 ? 0 : 3;  // descriptors back: it is a task again
@@ -626,12 +625,7 @@ TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_no_plugin_provides_it
         [spare] {
           ferry::Executor ex(support::options(1));
           if (!ex.warm_up(std::chrono::seconds(10))) return 1;
-          std::vector<int> held;
-          for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
-          for (int i = 0; i < spare && !held.empty(); ++i) {
-            ::close(held.back());
-            held.pop_back();
-          }
+          support::DescriptorsTaken held(spare);
           std::string what;
           try {
             what = "returned " + std::to_string(ex.submit<int>("square", 5).get());
@@ -640,7 +634,7 @@ TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_no_plugin_provides_it
           } catch (const std::exception& e) {
             what = std::string("other: ") + e.what();
           }
-          for (int fd : held) ::close(fd);
+          held.release();
           std::fprintf(stderr, "%s\n", what.c_str());
           if (what.find("PluginError: cannot tell which plugin provides task 'square'") != 0) return 2;
           if (what.find("Too many open files") == std::string::npos) return 3;
@@ -663,8 +657,7 @@ TEST_CASE("Lifecycle.a_task_found_by_name_before_the_host_ran_out_of_descriptors
         o.plugin_dirs = {std::string(FERRY_TEST_PLUGIN_DIR) + slash};
         ferry::Executor ex(o);
         if (ex.submit<int>("square", 3).get() != 9) return 1;
-        std::vector<int> held;
-        for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+        support::DescriptorsTaken held;
         std::string what;
         try {
           // A miss rescans the directory (which cannot be read now); square is still known.
@@ -676,7 +669,7 @@ TEST_CASE("Lifecycle.a_task_found_by_name_before_the_host_ran_out_of_descriptors
         } catch (const std::exception& e) {
           what = std::string("error: ") + e.what();
         }
-        for (int fd : held) ::close(fd);
+        held.release();
         std::fprintf(stderr, "%s\n", what.c_str());
         return what == "returned 25" ? 0 : 2;
       },

@@ -237,8 +237,7 @@ TEST_CASE("SharedMemory.a_host_out_of_descriptors_fails_only_the_large_result_it
         ferry::Executor ex(support::options(1));
         if (ex.submit(make_bytes, 1).get().size() != 1) return 1;  // resolved, worker up
         const auto pids = ex.worker_pids();
-        std::vector<int> held;
-        for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+        support::DescriptorsTaken held;
         std::string what;
         try {
           what = "returned " + std::to_string(ex.submit(make_bytes, std::uint64_t{2} << 20).get().size());
@@ -247,7 +246,7 @@ TEST_CASE("SharedMemory.a_host_out_of_descriptors_fails_only_the_large_result_it
         } catch (const std::exception& e) {
           what = std::string("other: ") + e.what();
         }
-        for (int fd : held) ::close(fd);
+        held.release();
         std::fprintf(stderr, "%s\n", what.c_str());
         if (what.find("SerializationError: ") != 0 || what.find("the host could not receive the result") == std::string::npos)
           return 2;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -54,6 +55,29 @@ inline bool wait_until(const std::function<bool()>& pred,
   }
   return true;
 }
+
+/// Every descriptor this process can still open, taken (on /dev/null) but `spare` of them, until
+/// release() or the scope's end: the process at its RLIMIT_NOFILE.
+class DescriptorsTaken {
+ public:
+  explicit DescriptorsTaken(int spare = 0) {
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fds_.push_back(fd);
+    for (int i = 0; i < spare && !fds_.empty(); ++i) {
+      ::close(fds_.back());
+      fds_.pop_back();
+    }
+  }
+  DescriptorsTaken(const DescriptorsTaken&) = delete;
+  DescriptorsTaken& operator=(const DescriptorsTaken&) = delete;
+  ~DescriptorsTaken() { release(); }
+  void release() {
+    for (int fd : fds_) ::close(fd);
+    fds_.clear();
+  }
+
+ private:
+  std::vector<int> fds_;
+};
 
 /// Runs `child` in a forked child of the test, which exits with what it returns (101 when it
 /// throws, its message on stderr): through std::exit when `exit_handlers` (static destructors
