@@ -196,7 +196,8 @@ std::optional<double> parse_seconds(std::string_view text, std::string& error) {
     error = "'" + copy + "' is not a number of seconds";
     return std::nullopt;
   }
-  if (!(n > 0)) {
+  // Checked as kept: 1e-400 is a long double above 0 but the double 0, which means no limit.
+  if (!(n > 0) || !(static_cast<double>(n) > 0)) {
     error = "'" + copy + "' is not more than 0 seconds (for no limit, leave the option out)";
     return std::nullopt;
   }

@@ -456,7 +456,7 @@ TEST_CASE("Cli.map.an_infinite_timeout_is_none") {
   CHECK_MESSAGE(init.status == 0, init.err);
   CHECK(init.out == "5.5\n");
   // NaN, 0, negatives and text stay usage errors, said in a line.
-  for (const std::string t : {"nan", "-nan", "0", "-1", "-inf", "soon", "1s"}) {
+  for (const std::string t : {"nan", "-nan", "0", "-1", "-inf", "soon", "1s", "1e-400"}) {
     for (const std::string option : {"--timeout", "--initializer-timeout"}) {
       CAPTURE(t);
       CAPTURE(option);

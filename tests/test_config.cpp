@@ -104,6 +104,21 @@ TEST_CASE("Config.the_cache_directory_is_absolute") {
   CHECK(Config::read().cache_dir.is_absolute());
 }
 
+TEST_CASE("Config.words_are_split_as_a_shell_splits_them") {
+  using ferry::detail::split_shell_words;
+  using Words = std::vector<std::string>;
+  CHECK(split_shell_words("g++ -O2") == Words{"g++", "-O2"});
+  CHECK(split_shell_words(R"(-DMSG="a b" -DQ='c "d"' e\ f)") == Words{"-DMSG=a b", "-DQ=c \"d\"", "e f"});
+  // A backslash-newline is nothing (it was an empty word, refused as a flag ''), a trailing
+  // backslash itself (it was dropped), as in sh.
+  CHECK(split_shell_words("a \\\n b") == Words{"a", "b"});
+  CHECK(split_shell_words("a\\\nb") == Words{"ab"});
+  CHECK(split_shell_words("-DX=a\\") == Words{"-DX=a\\"});
+  CHECK(split_shell_words("") == Words{});
+  CHECK_FALSE(split_shell_words("'open").has_value());
+  CHECK_FALSE(split_shell_words("\"open").has_value());
+}
+
 TEST_CASE("Config.sizes_take_binary_units") {
   CHECK(parse_size("1048576") == std::uint64_t{1} << 20);
   CHECK(parse_size("64K") == std::uint64_t{64} << 10);

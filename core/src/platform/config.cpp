@@ -153,10 +153,19 @@ std::optional<std::vector<std::string>> split_shell_words(std::string_view text)
       in_word = false;
       continue;
     }
-    in_word = true;
     if (c == '\\') {
-      if (++i < text.size() && text[i] != '\n') word += text[i];
-    } else if (c == '\'') {
+      if (i + 1 == text.size()) {
+        word += c;  // a trailing backslash is itself, as in sh
+      } else if (text[++i] != '\n') {
+        word += text[i];
+      } else {
+        continue;  // backslash-newline: nothing at all (no empty word)
+      }
+      in_word = true;
+      continue;
+    }
+    in_word = true;
+    if (c == '\'') {
       const std::size_t end = text.find('\'', i + 1);
       if (end == std::string_view::npos) return std::nullopt;
       word.append(text.substr(i + 1, end - i - 1));

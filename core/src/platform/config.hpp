@@ -61,9 +61,10 @@ struct FERRY_INTERNAL_API Config {
 
 /// `text` split into words as a POSIX shell splits them, with nothing expanded: blanks separate
 /// words, '...' quotes everything, "..." everything but \\ \" \$ \` escapes, and a backslash
-/// outside quotes escapes the next character. nullopt when a quote is not closed. FERRY_CXX and
-/// FERRY_WRAP_FLAGS are read so ('-DMSG="a b"' is the word -DMSG=a b, as in a shell).
-std::optional<std::vector<std::string>> split_shell_words(std::string_view text);
+/// outside quotes escapes the next character (a backslash-newline is nothing, a trailing backslash
+/// itself). nullopt when a quote is not closed. FERRY_CXX and FERRY_WRAP_FLAGS are read so
+/// ('-DMSG="a b"' is the word -DMSG=a b, as in a shell).
+FERRY_INTERNAL_API std::optional<std::vector<std::string>> split_shell_words(std::string_view text);
 
 /// A size in bytes as the table reads it: digits with an optional K, M or G (binary units),
 /// "64M", "1048576". nullopt for anything else (empty, negative, junk, overflow).
