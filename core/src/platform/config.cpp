@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The FERRY_* table and its parser.
 #include "platform/config.hpp"
+#include "platform/spawn.hpp"  // is_executable_file
 
 #include <pwd.h>
 #include <unistd.h>
@@ -248,7 +249,15 @@ Config Config::read() {
   if (auto v = get("FERRY_WORKER")) c.worker = *v;
   if (auto v = get("FERRY_MPI_WORKER")) c.mpi_worker = *v;
   if (auto v = get("FERRY_TRACE")) c.trace = *v;
-  if (auto v = get("FERRY_CXX")) c.cxx = *v;
+  if (auto v = get("FERRY_CXX")) {
+    c.cxx = *v;
+    // Split when the wrap starts (a value naming one program whole, a path with a space, is
+    // taken whole): an unclosed quote is malformed unless the value names such a program.
+    if (!split_shell_words(*v) && !is_executable_file(*v))
+      c.problems.push_back("FERRY_CXX='" + *v +
+                           "': a quote is not closed (a compiler and its flags are split into words as a shell "
+                           "splits them)");
+  }
   if (auto v = get("FERRY_WRAP_FLAGS")) {
     if (auto words = split_shell_words(*v)) {
       c.wrap_flags = std::move(*words);
