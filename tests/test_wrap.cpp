@@ -846,6 +846,17 @@ TEST_CASE("Wrap.a_sanitizer_the_worker_cannot_run_is_refused") {
   CAPTURE(what);
   CHECK(what.find("refusing a compiler flag: '-fsanitize=undefined,address'") != std::string::npos);
   CHECK(what.find("AddressSanitizer") != std::string::npos);
+  // Taken back by a later -fno-sanitize=, as the compiler takes it: not refused (the build goes
+  // on, to this fake compiler's own failure).
+  support::TempDir bin;
+  support::ScopedEnv compiler(
+      "FERRY_CXX", script(bin.path, "failing-c++", fake_compiler("echo 'the fake compiler fails' >&2\nexit 1")).string());
+  support::ScopedEnv back("FERRY_WRAP_FLAGS", "-fsanitize=address -fno-sanitize=address");
+  CacheAt elsewhere(cache.path / "d");
+  const std::string taken_back = build_error(reinterpret_cast<const void*>(&twice));
+  CAPTURE(taken_back);
+  CHECK(taken_back.find("refusing a compiler flag") == std::string::npos);
+  CHECK(taken_back.find("the fake compiler fails") != std::string::npos);
 #endif
 }
 

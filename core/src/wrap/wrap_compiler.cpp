@@ -546,15 +546,29 @@ fs::path judged_program(const WrapSite& site, const std::string& name, const std
 /// that did not start with it ("ASan runtime does not come first": every call killed its worker);
 /// taken when ferry itself is built with it. UBSan and the others load as a plugin's library.
 std::string unusable_sanitizer(const std::vector<std::string>& args) {
+  // GCC's macros; clang says so through __has_feature (older clang defines no macro).
+#if defined(__has_feature)
+  constexpr bool asan_feature = __has_feature(address_sanitizer);
+  constexpr bool tsan_feature = __has_feature(thread_sanitizer);
+  constexpr bool hwasan_feature = __has_feature(hwaddress_sanitizer);
+  constexpr bool msan_feature = __has_feature(memory_sanitizer);
+#else
+  constexpr bool asan_feature = false, tsan_feature = false, hwasan_feature = false, msan_feature = false;
+#endif
 #if defined(__SANITIZE_ADDRESS__)
   constexpr bool asan = true;
 #else
-  constexpr bool asan = false;
+  constexpr bool asan = asan_feature;
 #endif
 #if defined(__SANITIZE_THREAD__)
   constexpr bool tsan = true;
 #else
-  constexpr bool tsan = false;
+  constexpr bool tsan = tsan_feature;
+#endif
+#if defined(__SANITIZE_HWADDRESS__)
+  constexpr bool hwasan = true;
+#else
+  constexpr bool hwasan = hwasan_feature;
 #endif
   struct Runtime {
     std::string_view value, name;
@@ -562,23 +576,31 @@ std::string unusable_sanitizer(const std::vector<std::string>& args) {
   };
   static constexpr Runtime runtimes[] = {{"address", "AddressSanitizer", asan},
                                          {"kernel-address", "AddressSanitizer", asan},
-                                         {"hwaddress", "HWAddressSanitizer", false},
+                                         {"hwaddress", "HWAddressSanitizer", hwasan},
                                          {"thread", "ThreadSanitizer", tsan},
-                                         {"memory", "MemorySanitizer", false}};
+                                         {"memory", "MemorySanitizer", msan_feature}};
+  // In order, as the compiler takes them: a later -fno-sanitize= takes an earlier one back.
+  std::map<std::string_view, std::string> asked;  // runtime -> the flag that asked for it
   for (const auto& a : args) {
-    if (!a.starts_with("-fsanitize=")) continue;
-    std::string_view values = std::string_view(a).substr(std::strlen("-fsanitize="));
+    const bool on = a.starts_with("-fsanitize=");
+    if (!on && !a.starts_with("-fno-sanitize=")) continue;
+    std::string_view values = std::string_view(a).substr(a.find('=') + 1);
     while (!values.empty()) {
       const std::string_view v = values.substr(0, values.find(','));
       values.remove_prefix(std::min(values.size(), v.size() + 1));
-      for (const auto& r : runtimes)
-        if (v == r.value && !r.ferry_has_it)
-          return "'" + a + "': a plugin built with " + std::string(r.name) +
-                 " runs only in a process started with its runtime, and ferry-worker is not built with it "
-                 "(every call would kill its worker). Build ferry itself with -fsanitize=" +
-                 std::string(r.value) + " to use it; -fsanitize=undefined works in any worker";
+      for (const auto& r : runtimes) {
+        if (v != r.value && !(v == "all" && !on)) continue;
+        if (on) asked[r.value] = a;
+        else asked.erase(r.value);
+      }
     }
   }
+  for (const auto& r : runtimes)
+    if (auto it = asked.find(r.value); it != asked.end() && !r.ferry_has_it)
+      return "'" + it->second + "': a plugin built with " + std::string(r.name) +
+             " runs only in a process started with its runtime, and ferry-worker is not built with it "
+             "(every call would kill its worker). Build ferry itself with -fsanitize=" + std::string(r.value) +
+             " to use it; -fsanitize=undefined works in any worker";
   return {};
 }
 
