@@ -537,7 +537,11 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       return exit_usage;
     }
   }
-  if (!from_file && closed_stdio().in) {
+  // FILE may name it too (/dev/stdin, /proc/self/fd/0): then it is the /dev/null put in its place.
+  struct stat opened {}, in {};
+  const bool names_stdin = from_file && closed_stdio().in && ::fstat(file.fd, &opened) == 0 &&
+                           ::fstat(STDIN_FILENO, &in) == 0 && opened.st_dev == in.st_dev && opened.st_ino == in.st_ino;
+  if ((!from_file || names_stdin) && closed_stdio().in) {
     print_error("map", "cannot read the input: standard input is closed (give FILE, or redirect it)");
     return exit_usage;
   }

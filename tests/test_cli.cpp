@@ -835,6 +835,10 @@ TEST_CASE("Cli.map.a_closed_stdin_is_an_input_error") {
   CHECK(r.out.empty());
   CHECK_MESSAGE(r.err.find("ferry map: cannot read the input: standard input is closed") != std::string::npos,
                 r.err);
+  // Nor through a name of it (it read the /dev/null put in its place: no line, exit status 0).
+  Result named = cli_redirected(Call{.args = {"map", "--no-progress", "square", "/dev/stdin"}}, "<&-");
+  CHECK_MESSAGE(named.status == 2, named.err);
+  CHECK(named.err.find("standard input is closed") != std::string::npos);
   // With a FILE, or for run, which reads no input, a closed stdin does not matter.
   support::TempDir dir;
   write_file(dir.path / "in.jsonl", "1\n2\n");
