@@ -597,14 +597,7 @@ TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_its_task_is_no_task")
         ferry::Executor ex(support::options(1));
         if (!ex.warm_up(std::chrono::seconds(10))) return 1;
         support::DescriptorsTaken held;
-        std::string what;
-        try {
-          what = "returned " + std::to_string(ex.submit(add, 1, 2).get());
-        } catch (const ferry::PluginError& e) {
-          what = std::string("PluginError: ") + e.what();
-        } catch (const std::exception& e) {
-          what = std::string("other: ") + e.what();
-        }
+        const std::string what = support::outcome_of([&] { return ex.submit(add, 1, 2).get(); });
         held.release();
         std::fprintf(stderr, "%s\n", what.c_str());
         if (what.find("PluginError: cannot tell whether function") != 0) return 2;
@@ -626,14 +619,7 @@ TEST_CASE("Lifecycle.a_host_out_of_descriptors_is_not_told_no_plugin_provides_it
           ferry::Executor ex(support::options(1));
           if (!ex.warm_up(std::chrono::seconds(10))) return 1;
           support::DescriptorsTaken held(spare);
-          std::string what;
-          try {
-            what = "returned " + std::to_string(ex.submit<int>("square", 5).get());
-          } catch (const ferry::PluginError& e) {
-            what = std::string("PluginError: ") + e.what();
-          } catch (const std::exception& e) {
-            what = std::string("other: ") + e.what();
-          }
+          const std::string what = support::outcome_of([&] { return ex.submit<int>("square", 5).get(); });
           held.release();
           std::fprintf(stderr, "%s\n", what.c_str());
           if (what.find("PluginError: cannot tell which plugin provides task 'square'") != 0) return 2;
@@ -658,17 +644,9 @@ TEST_CASE("Lifecycle.a_task_found_by_name_before_the_host_ran_out_of_descriptors
         ferry::Executor ex(o);
         if (ex.submit<int>("square", 3).get() != 9) return 1;
         support::DescriptorsTaken held;
-        std::string what;
-        try {
-          // A miss rescans the directory (which cannot be read now); square is still known.
-          try {
-            (void)ex.submit<int>("no_such_task_anywhere", 1);
-          } catch (const ferry::PluginError&) {
-          }
-          what = "returned " + std::to_string(ex.submit<int>("square", 5).get());
-        } catch (const std::exception& e) {
-          what = std::string("error: ") + e.what();
-        }
+        // A miss rescans the directory (which cannot be read now); square is still known.
+        (void)support::outcome_of([&] { return ex.submit<int>("no_such_task_anywhere", 1).get(); });
+        const std::string what = support::outcome_of([&] { return ex.submit<int>("square", 5).get(); });
         held.release();
         std::fprintf(stderr, "%s\n", what.c_str());
         return what == "returned 25" ? 0 : 2;

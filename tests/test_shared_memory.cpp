@@ -238,14 +238,8 @@ TEST_CASE("SharedMemory.a_host_out_of_descriptors_fails_only_the_large_result_it
         if (ex.submit(make_bytes, 1).get().size() != 1) return 1;  // resolved, worker up
         const auto pids = ex.worker_pids();
         support::DescriptorsTaken held;
-        std::string what;
-        try {
-          what = "returned " + std::to_string(ex.submit(make_bytes, std::uint64_t{2} << 20).get().size());
-        } catch (const ferry::SerializationError& e) {
-          what = std::string("SerializationError: ") + e.what();
-        } catch (const std::exception& e) {
-          what = std::string("other: ") + e.what();
-        }
+        const std::string what =
+            support::outcome_of([&] { return ex.submit(make_bytes, std::uint64_t{2} << 20).get().size(); });
         held.release();
         std::fprintf(stderr, "%s\n", what.c_str());
         if (what.find("SerializationError: ") != 0 || what.find("the host could not receive the result") == std::string::npos)

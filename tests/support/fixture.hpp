@@ -56,6 +56,21 @@ inline bool wait_until(const std::function<bool()>& pred,
   return true;
 }
 
+/// What `f` gave, as one line: "returned <its number>", or the error it threw, as
+/// "PluginError: <what>", "SerializationError: <what>" or "other: <what>".
+template <class F>
+std::string outcome_of(F&& f) {
+  try {
+    return "returned " + std::to_string(f());
+  } catch (const ferry::PluginError& e) {
+    return std::string("PluginError: ") + e.what();
+  } catch (const ferry::SerializationError& e) {
+    return std::string("SerializationError: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other: ") + e.what();
+  }
+}
+
 /// Every descriptor this process can still open, taken (on /dev/null) but `spare` of them, until
 /// release() or the scope's end: the process at its RLIMIT_NOFILE.
 class DescriptorsTaken {

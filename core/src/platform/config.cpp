@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The FERRY_* table and its parser.
 #include "platform/config.hpp"
-#include "platform/spawn.hpp"  // is_executable_file
 
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -253,7 +253,9 @@ Config Config::read() {
     c.cxx = *v;
     // Split when the wrap starts (a value naming one program whole, a path with a space, is
     // taken whole): an unclosed quote is malformed unless the value names such a program.
-    if (!split_shell_words(*v) && !is_executable_file(*v))
+    struct stat st {};
+    const bool one_program = ::stat(v->c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(v->c_str(), X_OK) == 0;
+    if (!split_shell_words(*v) && !one_program)
       c.problems.push_back("FERRY_CXX='" + *v +
                            "': a quote is not closed (a compiler and its flags are split into words as a shell "
                            "splits them)");
