@@ -3,6 +3,7 @@
 // public headers and POSIX only, registered under a name, runs an executor's workers.
 #include <doctest/doctest.h>
 
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -16,7 +17,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <ferry/backend.hpp>
@@ -56,8 +56,10 @@ class ChildWorker : public ferry::LaunchedWorker {
 struct Counters {
   std::atomic<int> launches{0};
   std::atomic<int> refusals{0};
-  // Each launch takes this long first: a slow machine's (or a remote backend's) start.
-  std::chrono::milliseconds launch_cost{0};
+  // Each launch first waits until the worker launched before it has said hello on its channel: a
+  // start as slow as a worker's own, whatever the machine's speed (100 ms at most: the pool may
+  // have read that hello already).
+  bool after_previous_hello = false;
 };
 
 /// What a relaying backend's workers do with the pool's hooks (as the MPI backend's do).
@@ -112,7 +114,10 @@ class TestLauncher final : public ferry::Launcher {
       why = "the test's node budget is spent";
       return std::nullopt;
     }
-    if (counters_->launch_cost.count() > 0) std::this_thread::sleep_for(counters_->launch_cost);  // its cost
+    if (counters_->after_previous_hello && previous_channel_ >= 0) {
+      pollfd hello{previous_channel_, POLLIN, 0};  // the pool reads it later: only looked at here
+      ::poll(&hello, 1, 100);
+    }
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     std::vector<std::string> argv = {FERRY_TEST_WORKER, "--fd", "3", "--parent", std::to_string(::getpid())};
@@ -135,6 +140,7 @@ class TestLauncher final : public ferry::Launcher {
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     REQUIRE(pidfd >= 0);
     ++counters_->launches;
+    previous_channel_ = sv[0];
     if (relays_) return Launched{sv[0], std::make_shared<RelayingWorker>(pid, pidfd, sv[0], relays_)};
     return Launched{sv[0], std::make_shared<ChildWorker>(pid, pidfd)};
   }
@@ -149,6 +155,7 @@ class TestLauncher final : public ferry::Launcher {
   std::size_t capacity_;
   int budget_;
   std::shared_ptr<Relays> relays_;
+  int previous_channel_ = -1;  // the pool's end of the last worker's channel (the pool owns it)
 };
 
 ferry::ExecutorOptions options_for(const std::string& backend, std::size_t workers) {
@@ -181,9 +188,10 @@ TEST_CASE("Backend.a_pool_reads_its_workers_hellos_while_it_starts_the_rest") {
   // local workers took 21 s here, and the hello timeout (10 s from each start) then killed every
   // worker whose hello sat unread, failing the calls handed to them (ferry map -j 3000 lost most
   // of its input). It starts workers for a bounded time, then reads, then starts the rest. Here
-  // 40 launches of 20 ms each: 800 ms in one pass.
+  // each of 40 launches waits for the hello of the worker before it: in one pass, the pool read
+  // none of them until all 40 were started.
   auto counters = std::make_shared<Counters>();
-  counters->launch_cost = std::chrono::milliseconds(20);
+  counters->after_previous_hello = true;
   ferry::register_backend("test-slow", [counters](const ferry::ExecutorOptions&) {
     return std::make_shared<TestLauncher>(counters, 100, 100);
   });
