@@ -250,6 +250,29 @@ TEST_CASE("Crashes.external_kill_of_a_busy_worker") {
   }
 }
 
+// A ^C or a hang-up at the terminal reaches the whole process group: the program decides what it
+// means (it dies of it, and its workers with it, or it handles it), not its workers' calls.
+TEST_CASE("Crashes.an_interrupt_or_hang_up_leaves_the_workers_calls_running") {
+  for (int sig : {SIGINT, SIGHUP}) {
+    CAPTURE(sig);
+    ferry::Executor ex(support::options(1));
+    REQUIRE(ex.warm_up(10s));
+    support::TempDir dir;
+    const auto hold = dir.path / "hold";
+    std::ofstream(hold).put('x');
+    const auto before = ex.worker_pids();
+    auto busy = ex.submit(wait_while_exists, hold.string());
+    ::kill(before[0], sig);
+    std::filesystem::remove(hold);
+    CHECK_NOTHROW(busy.get());
+    // Delivered by now: the worker answers this call after it.
+    CHECK(ex.submit(add, 1, 2).get() == 3);
+    CHECK(ex.worker_pids() == before);
+    // A program a task starts still gets it (handled in the worker, not ignored).
+    if (sig == SIGINT) CHECK(ex.submit(interrupt_in_child).get() == SIGINT);
+  }
+}
+
 TEST_CASE("Crashes.external_kill_of_all_workers_at_once") {
   ferry::Executor ex(support::options(2));
   REQUIRE(ex.warm_up(10s));

@@ -237,6 +237,19 @@ int crash_in_child(int x) {
   return x;
 }
 
+int interrupt_in_child() {
+  pid_t child = ::fork();
+  if (child < 0) throw std::runtime_error("fork failed");
+  if (child == 0) {
+    ::execl("/bin/sh", "sh", "-c", "kill -INT $$; exit 7", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFSIGNALED(status) ? WTERMSIG(status) : 100 + WEXITSTATUS(status);
+}
+
 FERRY_TASK(take_faulty);
 FERRY_TASK(make_faulty);
 FERRY_TASK(throw_runtime_error);
@@ -270,3 +283,4 @@ FERRY_TASK(segfault_in_named_function);
 FERRY_TASK(throw_and_catch);
 FERRY_TASK(throw_after_caught);
 FERRY_TASK(crash_in_child);
+FERRY_TASK(interrupt_in_child);

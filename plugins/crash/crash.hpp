@@ -136,6 +136,9 @@ FERRY_EXPORT int open_one_descriptor(int x);
 /// Forks a child that dies of SIGSEGV (the worker's crash handler runs in it too), waits for it,
 /// and returns x: the worker and its channel must not notice.
 FERRY_EXPORT int crash_in_child(int x);
+/// Starts `/bin/sh`, which sends itself SIGINT and otherwise exits with 7: returns the signal
+/// that ended it, or 100 + its exit status (107: SIGINT was ignored in it).
+FERRY_EXPORT int interrupt_in_child();
 /// An initializer: sets a process-wide flag that `initialized` reports.
 FERRY_EXPORT void init_flag();
 FERRY_EXPORT int initialized();

@@ -601,6 +601,26 @@ class WorkerLoop {
   protocol::TaskLimits limits_;  // of the next task
 };
 
+void on_terminal_signal(int) {}
+
+/// A ^C or a hang-up at the terminal reaches every process of the host's process group, workers
+/// included. The host decides what it means: a program that handles it goes on with its calls
+/// running (it may cancel or shut down), one that does not dies of it and takes its workers with
+/// it (PR_SET_PDEATHSIG). So the worker catches them and does nothing. A handler, not SIG_IGN:
+/// an exec puts a handled signal back to its default, so a program a task starts still gets
+/// them (SIG_IGN would be inherited); SA_RESTART keeps most interrupted system calls going.
+void outlive_terminal_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_terminal_signal;
+  sa.sa_flags = SA_RESTART;
+  ::sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGHUP}) {
+    struct sigaction old {};
+    // Ignored when the worker started (nohup): left so.
+    if (::sigaction(sig, nullptr, &old) == 0 && old.sa_handler != SIG_IGN) ::sigaction(sig, &sa, nullptr);
+  }
+}
+
 bool parse_number(const char* s, unsigned long long& out) {
   if (!s || !*s) return false;
   char* end = nullptr;
@@ -764,6 +784,7 @@ int worker_main(int argc, char** argv) {
   // After the containment (whose guardian must not inherit it): a fatal signal sends a crashed
   // frame with the stack (TerminatedWorkerError::remote_stack).
   install_crash_reporter(config.fd, config.ring_out);
+  outlive_terminal_signals();
   int code = run_worker(config);
   containment.finish();
   if (contain.sandbox) {
