@@ -2,6 +2,8 @@
 // Future<T>: get, wait, wait_for, ready, cancel, then; ferry::wait and ferry::as_completed.
 #include <atomic>
 #include <future>
+#include <mutex>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -141,6 +143,99 @@ TEST_CASE("Future.then.a_continuation_finds_the_calls_of_its_batch_ready") {
     auto g = f1.then([f2](int v) { return v + f2.get(); });
     REQUIRE(g.wait_for(30s));
     CHECK(g.get() == 5);
+  }
+}
+
+namespace {
+constexpr int chain_links = 200'000;
+
+/// `links` continuations chained on `root` (f = f.then(...) in a loop), each counting its call:
+/// the last one's value is the number of links.
+ferry::Future<int> chain_on(const ferry::Future<int>& root, int links, std::atomic<int>& calls) {
+  // The first takes the future: a root that failed (cancelled) starts the count at 0 as well.
+  ferry::Future<int> f = root.then([&calls](const ferry::Future<int>&) {
+    ++calls;
+    return 1;
+  });
+  for (int i = 1; i < links; ++i)
+    f = f.then([&calls](int v) {
+      ++calls;
+      return v + 1;
+    });
+  return f;
+}
+}  // namespace
+
+TEST_CASE("Future.then.a_chain_of_200000_links_completes") {
+  // Each link's completion ran the next link's callbacks inside it: a chain of 50,000 overflowed
+  // the 8 MiB stack of the thread completing its first future. Queued behind the running callback
+  // instead (StateBase::Deferred), the chain runs in a loop, in order, each link once, whichever
+  // path of the pool completes its first future.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.warm_up(30s));
+  support::HeldFile held;
+  auto blocker = ex.submit(wait_while_exists, held.path.string());  // the worker, until released
+  std::atomic<int> calls{0};
+  std::mutex order_mu;
+  std::vector<int> order;
+  auto note = [&](int n) {
+    std::lock_guard lock(order_mu);
+    order.push_back(n);
+  };
+  SUBCASE("by the manager thread, with the callbacks of one future in their order") {
+    auto root = ex.submit(square, 3);  // queued behind the blocker
+    for (int n = 0; n < 3; ++n) root.then([&note, n](int) { note(n); });
+    auto last = chain_on(root, chain_links, calls);
+    root.then([&note](int) { note(3); });
+    REQUIRE_FALSE(root.ready());
+    held.release();
+    REQUIRE(last.wait_for(60s));
+    CHECK(last.get() == chain_links);
+    CHECK(order == std::vector<int>{0, 1, 2, 3});
+  }
+  SUBCASE("by cancel() in this thread") {
+    auto root = ex.submit(square, 3);
+    auto last = chain_on(root, chain_links, calls);
+    REQUIRE(root.cancel());
+    REQUIRE(last.ready());
+    CHECK(last.get() == chain_links);
+    held.release();
+  }
+  SUBCASE("by shutdown({.kill_workers = true})") {
+    auto root = ex.submit(square, 3);
+    auto last = chain_on(root, chain_links, calls);
+    ex.shutdown({.wait = true, .kill_workers = true});
+    REQUIRE(last.ready());
+    CHECK(last.get() == chain_links);
+  }
+  SUBCASE("by a callback of another executor, cancelling it") {
+    auto root = ex.submit(square, 3);
+    auto last = chain_on(root, chain_links, calls);
+    ferry::Executor other(support::options(1));
+    auto cancelled = other.submit(square, 2).then([root](int) { return root.cancel(); });
+    REQUIRE(cancelled.wait_for(60s));
+    CHECK(cancelled.get());
+    REQUIRE(last.ready());
+    CHECK(last.get() == chain_links);
+    held.release();
+  }
+  CHECK(calls == chain_links);
+}
+
+TEST_CASE("Future.then.a_continuation_may_wait_for_one_queued_behind_it") {
+  // A state completed inside a callback runs its callbacks once that callback returns; one that
+  // waits for a continuation of it (here: the one setting z, queued behind the one waiting) runs
+  // what its thread queued before it blocks, as each completion did at once before.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");
+  ferry::Executor ex(support::options(1));
+  for (int i = 0; i < 5; ++i) {
+    auto x = ex.submit(slow_identity, 1, 20);
+    auto y = x.then([](int v) { return v + 1; });
+    auto z = y.then([](int v) { return v * 10; });
+    auto w = x.then([z](int) { return z.get(); });
+    REQUIRE(w.wait_for(30s));
+    CHECK(w.get() == 20);
   }
 }
 

@@ -55,15 +55,6 @@ void check_each_worker_loaded(ferry::Executor& ex, const std::string& name, std:
   }
 }
 
-/// A file that exists until the scope ends (or remove() is called): wait_while_exists(path), as
-/// an initializer, holds its worker until then.
-struct HeldFile {
-  support::TempDir dir;
-  std::filesystem::path path = dir.path / "hold";
-  HeldFile() { std::ofstream(path).put('x'); }
-  ~HeldFile() { std::filesystem::remove(path); }
-};
-
 /// A task submitted to `ex`, whose initializer fails, ends with BrokenProcessPool saying `why`,
 /// and the pool is broken.
 void check_broken_by_its_initializer(ferry::Executor& ex, const std::string& why) {
@@ -304,7 +295,7 @@ TEST_CASE("Initializer.a_call_behind_it_can_be_cancelled_by_killing_its_worker")
   // Its front call has not started, but only killing the worker takes it back: cancel with
   // kill_running did nothing (the call was not the running one), so a map's stop or timeout
   // waited for the initializer however long it took.
-  HeldFile held;
+  support::HeldFile held;
   const auto& hold = held.path;
   auto o = support::options(1);
   o.initializer = ferry::Call(wait_while_exists, hold.string());
@@ -330,7 +321,7 @@ TEST_CASE("Initializer.one_that_ends_its_worker_during_a_shutdown_is_still_a_sta
 TEST_CASE("Initializer.one_past_its_timeout_is_a_start_failure") {
   // An initializer that never ends held the pool for good: the calls behind it have no deadline
   // until it ends. With initializer_timeout its worker is killed as one whose initializer crashed.
-  HeldFile held;
+  support::HeldFile held;
   const auto& hold = held.path;
   auto o = support::options(1);
   o.initializer = ferry::Call(wait_while_exists, hold.string());

@@ -210,6 +210,21 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
 };
 
+/// A file that exists until the scope ends or release() is called: the crash plugin's
+/// wait_while_exists(path), as a task or an initializer, holds its worker until then.
+struct HeldFile {
+  TempDir dir;
+  std::filesystem::path path = dir.path / "hold";
+  HeldFile() { std::ofstream(path).put('x'); }
+  ~HeldFile() { release(); }
+  HeldFile(const HeldFile&) = delete;
+  HeldFile& operator=(const HeldFile&) = delete;
+  void release() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+};
+
 /// A copy of `from` at `to` (mode 0755) where each placeholder, a NUL-terminated string in the
 /// file, reads its value instead, padded with NULs (a test plugin's search path, say). Throws
 /// when a placeholder is missing or shorter than its value.

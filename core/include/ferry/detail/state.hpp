@@ -119,10 +119,19 @@ class FERRY_API StateBase {
 
   bool ready() const noexcept { return done_.load(std::memory_order_acquire); }
 
-  /// The callbacks and watchers of states completed in one batch, run when it runs (or ends):
-  /// the pool sets every state of a batch first. A callback of one call that waited for another
-  /// of the same batch found it unset, in the very thread that was to set it, and waited for ever.
+  /// Callbacks and watchers of completed states, waiting for their turn in this thread: those of
+  /// one batch (the pool sets every state of a batch first: a callback of one call that waited
+  /// for another of the same batch found it unset, in the very thread that was to set it, and
+  /// waited for ever), and those of states completed inside a callback (see complete()).
   class Deferred;
+
+  /// What a thread is doing with completions (one per thread, in libferry: a program and
+  /// libferry see the same). `deferred`: the innermost Deferred running in this thread, where a
+  /// state completed inside one of its callbacks queues its own callbacks.
+  struct ThisThread {
+    Deferred* deferred = nullptr;
+  };
+  static ThisThread& this_thread() noexcept;
 
   /// Completes with the worker's result bytes (those after `offset`); false if already completed.
   /// `run`: how the call ran (Future::info()), when it reached a worker. `later`: where its
@@ -160,15 +169,19 @@ class FERRY_API StateBase {
 
   /// Blocks until ready; lets the owning executor help (read the result itself).
   void wait() {
-    if (ready()) return;
+    if (ready() || run_deferred_until_ready()) return;
     if (auto owner = owner_.lock()) owner->wait(*this, std::nullopt);
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return ready(); });
   }
   /// Blocks until ready or the deadline; true if ready.
   bool wait_until(Clock::time_point deadline) {
-    if (ready()) return true;
+    if (ready() || run_deferred_until_ready()) return true;
     if (auto owner = owner_.lock()) owner->wait(*this, deadline);
+    return block_until(deadline);
+  }
+  /// Blocks until ready or the deadline, on the state alone (nobody helped); true if ready.
+  bool block_until(Clock::time_point deadline) {
     std::unique_lock lock(mu_);
     return cv_.wait_until(lock, deadline, [&] { return ready(); });
   }
@@ -293,13 +306,28 @@ class FERRY_API StateBase {
       watchers.swap(watchers_);
     }
     cv_.notify_all();
+    if (watchers.empty() && callbacks.empty()) return true;
     if (later) {
       defer(*later, watchers, callbacks);
       return true;
     }
-    run_callbacks(watchers, callbacks);
+    // Inside a callback in this thread (a then() continuation setting its future, when_all's last
+    // arrival, when_any's notification): queued behind it, run by the completion that runs that
+    // callback, once it returns. Running them here nested one completion in the next: a chain of
+    // 50,000 then() overflowed the stack of the thread completing its first future.
+    if (Deferred* running = this_thread().deferred) {
+      defer(*running, watchers, callbacks);
+      return true;
+    }
+    run_outermost(watchers, callbacks);
     return true;
   }
+
+  /// Runs the callbacks that completions in this thread queued (Deferred), oldest first, until
+  /// this state is ready; true if it is. A wait inside a callback does so before it blocks: what
+  /// it waits for may be a continuation queued behind it (it would have run already when each
+  /// completion ran its callbacks at once, nested).
+  bool run_deferred_until_ready() noexcept;
 
   struct Watcher {
     std::weak_ptr<Notifier> notifier;
@@ -309,6 +337,9 @@ class FERRY_API StateBase {
   /// Hands them to `later` (defined after Deferred).
   static void defer(Deferred& later, std::vector<Watcher>& watchers,
                     std::vector<std::function<void()>>& callbacks) noexcept;
+  /// Runs them as the outermost completion in this thread: those that completions inside them
+  /// queue run after them, in order (defined after Deferred).
+  static void run_outermost(std::vector<Watcher>& watchers, std::vector<std::function<void()>>& callbacks) noexcept;
 
   static void run_callbacks(std::vector<Watcher>& watchers, std::vector<std::function<void()>>& callbacks) noexcept {
     for (auto& w : watchers) {
@@ -369,6 +400,16 @@ class FERRY_API StateBase {
   std::shared_ptr<const TaskInfo> identity_;
 };
 
+/// A queue of completed states' callbacks and watchers, run in order by one thread. Either a batch
+/// (Pool::complete sets every state of the results it read together, then runs their callbacks
+/// when its Deferred ends), or the queue of the outermost completion running in a thread
+/// (complete()). While it runs it is the thread's innermost: a state completed by one of its
+/// callbacks (a then() continuation's future) appends its own callbacks here, to run after the
+/// running one returns, instead of running them nested inside it. So a chain of continuations
+/// completes in a loop, at a constant stack depth, however long (it completed recursively and
+/// overflowed the stack from about 50,000 links). A batch run inside a callback (a cancel() or a
+/// get() there completes calls of a pool) is a queue of its own, run there: the pool's mark that
+/// a completion is under way (Completing) covers its callbacks.
 class StateBase::Deferred {
  public:
   Deferred() = default;
@@ -376,15 +417,24 @@ class StateBase::Deferred {
   Deferred& operator=(const Deferred&) = delete;
   ~Deferred() { run(); }
 
-  /// Runs what the batch's states deferred, in their order (each state's watchers, then its
-  /// callbacks, as complete() does).
+  /// Runs what was queued, in order (each state's watchers, then its callbacks, as complete()
+  /// did), and what they queue in turn, until nothing is left.
   void run() noexcept {
-    for (auto& [watchers, callbacks] : held_) StateBase::run_callbacks(watchers, callbacks);
-    held_.clear();
+    if (head_ == held_.size() || running_) return;
+    ThisThread& here = this_thread();
+    outer_ = here.deferred;
+    here.deferred = this;
+    running_ = true;
+    while (run_one()) {
+    }
+    running_ = false;
+    here.deferred = outer_;
   }
 
  private:
   friend class StateBase;
+  using Entry = std::pair<std::vector<Watcher>, std::vector<std::function<void()>>>;
+
   void take(std::vector<Watcher>& watchers, std::vector<std::function<void()>>& callbacks) noexcept {
     if (watchers.empty() && callbacks.empty()) return;
     try {
@@ -393,12 +443,57 @@ class StateBase::Deferred {
       StateBase::run_callbacks(watchers, callbacks);  // no memory to hold them: now, not never
     }
   }
-  std::vector<std::pair<std::vector<Watcher>, std::vector<std::function<void()>>>> held_;
+  /// Runs the oldest entry; false when none is left. Moved out first: running it may queue more
+  /// (the vector grows) or run the next entries itself (run_deferred_until_ready).
+  bool run_one() noexcept {
+    if (head_ == held_.size()) return false;
+    Entry e = std::move(held_[head_++]);
+    if (head_ == held_.size()) {
+      // Empty again: reused from the start, so that a chain (one entry queued as one runs) keeps
+      // one entry's room.
+      held_.clear();
+      head_ = 0;
+    }
+    StateBase::run_callbacks(e.first, e.second);
+    return true;
+  }
+
+  std::vector<Entry> held_;
+  std::size_t head_ = 0;        // held_[head_...] are still to run
+  bool running_ = false;
+  Deferred* outer_ = nullptr;   // the thread's innermost one before this one ran
 };
 
 inline void StateBase::defer(Deferred& later, std::vector<Watcher>& watchers,
                              std::vector<std::function<void()>>& callbacks) noexcept {
   later.take(watchers, callbacks);
+}
+
+inline void StateBase::run_outermost(std::vector<Watcher>& watchers,
+                                     std::vector<std::function<void()>>& callbacks) noexcept {
+  // Its own callbacks first, then what they queued: the queue costs an allocation only when a
+  // callback completes another state.
+  Deferred queue;
+  ThisThread& here = this_thread();
+  queue.outer_ = here.deferred;  // null: this is the outermost
+  here.deferred = &queue;
+  queue.running_ = true;
+  run_callbacks(watchers, callbacks);
+  while (queue.run_one()) {
+  }
+  queue.running_ = false;
+  here.deferred = queue.outer_;
+}
+
+inline bool StateBase::run_deferred_until_ready() noexcept {
+  // One entry at a time, from the innermost queue that has one: what an entry queues goes to the
+  // innermost, which is looked at again first.
+  while (!ready()) {
+    bool ran = false;
+    for (Deferred* d = this_thread().deferred; d && !ran; d = d->outer_) ran = d->run_one();
+    if (!ran) break;
+  }
+  return ready();
 }
 
 /// Tag of a state that only ever holds a local value (make_local_state).
