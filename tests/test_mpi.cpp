@@ -336,6 +336,12 @@ TEST_CASE("Mpi.world.arguments_and_results_over_2_GiB_travel_chunked_over_tcp") 
   check_ok(world("large", {}, {{"OMPI_MCA_btl", "self,tcp"}}), "large");
 }
 
+TEST_CASE("Mpi.world.results_above_the_eager_limit_from_two_ranks_at_once_over_tcp") {
+  // Over TCP (as across nodes) a rank's message above the eager limit is still being received
+  // when the next source's arrives: its buffer must stay where MPI writes it.
+  check_ok(world("many_results", {}, {{"OMPI_MCA_btl", "self,tcp"}}), "many_results");
+}
+
 /// The host SIGKILLs itself while a task runs on each of its 2 agents (over `btl`): the agents
 /// must give up on it, stop their workers and leave.
 void killed_host_case(const std::string& name, const std::string& btl) {

@@ -384,7 +384,14 @@ class Receiver {
   void set_stall_limit(std::chrono::milliseconds limit) { stall_limit_ = limit; }
 
  private:
+  /// Move-only: a receive may still be writing into `bytes` (a late whole message) or into
+  /// `payload`, so a copy (and freeing the original) must never happen. Moves keep the buffers.
   struct Incoming {
+    Incoming() = default;
+    Incoming(Incoming&&) noexcept = default;
+    Incoming& operator=(Incoming&&) noexcept = default;
+    Incoming(const Incoming&) = delete;
+    Incoming& operator=(const Incoming&) = delete;
     int tag = 0;
     Buffer bytes;                          // a whole message, or the head of a chunked frame
     bool chunked = false;
@@ -459,7 +466,11 @@ class Receiver {
   void reap_discards();
 
   Allocate allocate_;
-  std::vector<Stream> streams_;      // sources with a chunked frame arriving, or chunks owed
+  // Sources with a chunked frame arriving, or chunks owed. A deque: adding a source leaves the
+  // others where they are (a vector's growth copied them, deque<Incoming> having no noexcept
+  // move, and freed buffers that MPI was still receiving into: the host crashed over TCP), and
+  // references to them stay good while a loop over them adds one (next(), deliver()).
+  std::deque<Stream> streams_;
   std::vector<Incoming> abandoned_;  // forgotten or given up on, whose chunk receives still run
   std::vector<MPI_Request> discards_;  // receives of messages dropped unread, still running
   std::vector<std::pair<MPI_Comm, int>> forgotten_;  // their later frame heads open no stream

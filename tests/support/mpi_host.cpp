@@ -304,6 +304,24 @@ void host_killed(const std::string& plugin_dir, const std::string& scratch) {
 /// A byte that depends on its position, also across 64 KiB blocks: misplaced chunks show.
 char pattern_byte(std::uint64_t i) { return static_cast<char>(i * 7 + (i >> 16)); }
 
+/// Results above Open MPI's eager limit from both ranks at once, many in flight: each rank's
+/// stream of messages was kept in a vector whose growth copied the buffers that MPI was still
+/// receiving into (the host crashed in malloc over TCP).
+void many_results(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 2));
+  EXPECT(ex.warm_up());
+  for (int round = 0; round < 3; ++round) {
+    std::vector<ferry::Future<std::vector<char>>> results;
+    for (int i = 0; i < 40; ++i) results.push_back(ex.submit(make_bytes, std::uint64_t{300000} + i));
+    for (int i = 0; i < 40; ++i) {
+      std::vector<char> back = results[i].get();
+      EXPECT(back.size() == std::size_t{300000} + i);
+      EXPECT(std::all_of(back.begin(), back.end(), [](char c) { return c == 'x'; }));
+    }
+  }
+  ex.shutdown();
+}
+
 void large(const std::string& plugin_dir) {
   ferry::Executor ex(mpi_options(plugin_dir, 2));
   EXPECT(ex.warm_up());
@@ -490,6 +508,8 @@ int main(int argc, char** argv) {
       refused_rank(plugin_dir);
     } else if (scenario == "large") {
       large(plugin_dir);
+    } else if (scenario == "many_results") {
+      many_results(plugin_dir);
     } else if (scenario == "missing_agent") {
       missing_agent(plugin_dir);
     } else if (scenario == "spawn_refused") {
