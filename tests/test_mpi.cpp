@@ -342,6 +342,13 @@ TEST_CASE("Mpi.world.results_above_the_eager_limit_from_two_ranks_at_once_over_t
   check_ok(world("many_results", {}, {{"OMPI_MCA_btl", "self,tcp"}}), "many_results");
 }
 
+TEST_CASE("Mpi.world.the_job_survives_a_suspension_longer_than_the_heartbeat_deadline") {
+  // The scenario stops every process of the job but mpirun (host, agents, workers) for 4.5 s, with
+  // ranks declared dead after 3 s of silence (side_by_side): each side's clock ran on while it
+  // was stopped, and on resume the agents left (the host gone) and the host gave both ranks up.
+  check_ok(side_by_side("suspended", 2, {}, std::chrono::seconds(90)), "suspended");
+}
+
 /// The host SIGKILLs itself while a task runs on each of its 2 agents (over `btl`): the agents
 /// must give up on it, stop their workers and leave.
 void killed_host_case(const std::string& name, const std::string& btl) {

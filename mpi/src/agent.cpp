@@ -136,6 +136,13 @@ class Agent {
     last_heard_ = last_sent_ = Clock::now();
     for (;;) {
       auto now = Clock::now();
+      if (auto gap = loop_gap_.pass(now); gap != Clock::duration::zero()) {
+        // This rank was stopped (the job suspended) or its loop held up: not the host's silence.
+        last_heard_ = std::min(last_heard_ + gap, now);
+        receiver_.forgive(gap);
+        ferry::detail::debug_log("mpi agent: the loop did not run for %lld ms: not counted as the host's silence",
+                                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(gap).count()));
+      }
       if (now - last_sent_ >= heartbeat_period()) {
         sender_.send(Buffer(), host_, tag_heartbeat, comm_);
         last_sent_ = now;
@@ -633,6 +640,7 @@ class Agent {
   std::string cache_refused_;  // why nothing is written into the cache ("" when it is private)
   fs::path cache_ = shipped_cache_dir(cache_refused_);
   Clock::time_point last_heard_, last_sent_;
+  LoopGap loop_gap_;
   Pace pace_;
   FrameBatch batch_;
   // How often a spinning agent asks whether its worker ended though its channel is open.

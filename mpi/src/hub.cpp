@@ -644,17 +644,6 @@ class Hub {
         sender_.send(Buffer(), a.rank, tag_heartbeat, a.comm);
         a.last_sent = now;
       }
-      if (now - a.last_heard > peer_timeout()) {
-        // Messages held behind a frame of its that stopped arriving: it is alive, and broke the
-        // protocol (refused, told to leave). Else it said nothing at all: dead.
-        if (receiver_.holding(a.comm, a.rank)) {
-          refuse(a, stalled_frame_reason());
-        } else {
-          declare_dead(a, "stopped answering (no heartbeat for " +
-                              ferry::detail::format_duration(peer_timeout()) + ")");
-        }
-        continue;
-      }
       if (a.slot && a.slot->told_to_stop != Clock::time_point{} && now - a.slot->told_to_stop > stop_grace()) {
         refuse(a, "did not report the end of its worker within " + ferry::detail::format_duration(stop_grace()) +
                       " of being told to stop it");
@@ -662,6 +651,32 @@ class Hub {
       }
       if (a.slot) start_if_ready(a);
     }
+  }
+
+  /// The ranks silent for the peer timeout at `began` (when this pass of the hub's thread began),
+  /// judged after relay_pass() read what they sent: a stall of the hub's thread (a long spawn, a
+  /// busy machine) must not make it declare dead a rank whose heartbeats wait unread.
+  void judge_silence(Clock::time_point began) {
+    for (auto& a : agents_) {
+      if (!a.alive || began - a.last_heard <= peer_timeout()) continue;
+      // Messages held behind a frame of its that stopped arriving: it is alive, and broke the
+      // protocol (refused, told to leave). Else it said nothing at all: dead.
+      if (receiver_.holding(a.comm, a.rank)) {
+        refuse(a, stalled_frame_reason());
+      } else {
+        declare_dead(a, "stopped answering (no heartbeat for " + ferry::detail::format_duration(peer_timeout()) + ")");
+      }
+    }
+  }
+
+  /// The hub's thread did not run for `gap` (LoopGap: the job suspended, or the thread held up):
+  /// no rank was heard meanwhile, and none is held silent for it.
+  void forgive(Clock::duration gap, Clock::time_point now) {
+    for (auto& a : agents_)
+      if (a.alive) a.last_heard = std::min(a.last_heard + gap, now);
+    receiver_.forgive(gap);
+    ferry::detail::debug_log("mpi hub: the hub's thread did not run for %lld ms: not counted as the ranks' silence",
+                             static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(gap).count()));
   }
 
   /// One pass of the relay, under the relay lock: the pool's frames to the agents, the agents'
@@ -870,9 +885,12 @@ class Hub {
       Clock::time_point expected;
       {
         std::lock_guard relay(relay_mu_);
+        const auto began = Clock::now();
         try {
+          if (auto gap = loop_gap_.pass(began); gap != Clock::duration::zero()) forgive(gap, began);
           maintain();
           busy = relay_pass();
+          judge_silence(began);
         } catch (const std::exception& e) {
           // Out of memory, most likely (what an agent sends that the hub cannot read refuses that
           // agent, in handle()): the host must not end for it. The next pass tries again.
@@ -920,6 +938,7 @@ class Hub {
 
   std::mutex mu_;
   std::condition_variable started_cv_, stopped_cv_;
+  LoopGap loop_gap_;  // the hub's thread's passes (forgive)
   bool launched_ = false;
   bool quit_ = false;
   bool stopped_ = false;

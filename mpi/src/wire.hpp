@@ -84,6 +84,27 @@ inline constexpr const char* quit_peer_lost = "peer-lost";
 std::chrono::milliseconds heartbeat_period();
 std::chrono::milliseconds peer_timeout();
 
+/// Time during which this process's own loop did not run is no silence of its peers: a job
+/// suspended as a whole (scontrol suspend, SIGSTOP of every process, ^Z) stops the peers too,
+/// and on resume each side would otherwise find the other silent for the whole suspension and
+/// give it up (every rank lost, the pool broken for good). A loop calls pass() at the start of
+/// each pass; a gap since the previous one longer than heartbeat_period() (a normal pass, naps
+/// included, takes at most milliseconds) is returned, and the loop moves its peers' last-heard
+/// times (and its receives' stall clocks) forward by it. A peer stopped alone is still declared
+/// dead after the timeout: this loop kept running then, and forgave nothing.
+class LoopGap {
+ public:
+  std::chrono::steady_clock::duration pass(std::chrono::steady_clock::time_point now) {
+    std::chrono::steady_clock::duration gap{};
+    if (last_ != std::chrono::steady_clock::time_point{} && now - last_ > heartbeat_period()) gap = now - last_;
+    last_ = now;
+    return gap;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_{};
+};
+
 /// Open MPI's TCP transport writes to the socket of a peer that may have died, and a write to a
 /// closed socket raises SIGPIPE, which by default ends the process: a rank's death would take the
 /// process talking to it down too. Sets SIGPIPE to ignored when it is at its default (a handler
@@ -382,6 +403,11 @@ class Receiver {
   /// before it is given up (tag_frame_stalled). The peer timeout by default: a 64 MiB chunk
   /// arrives well within it.
   void set_stall_limit(std::chrono::milliseconds limit) { stall_limit_ = limit; }
+  /// The loop did not run for `gap` (LoopGap): no chunk could have been seen meanwhile, so the
+  /// frames arriving are not held stalled for it.
+  void forgive(std::chrono::steady_clock::duration gap) {
+    for (auto& s : streams_) s.last_chunk += gap;
+  }
 
  private:
   /// Move-only: a receive may still be writing into `bytes` (a late whole message) or into

@@ -18,6 +18,11 @@
 //                BrokenProcessPool saying MPI_Comm_spawn failed, rather than waiting for an agent
 //   host_killed  writes "<agent pid> <worker pid>" per worker to <scratch dir>/pids, then
 //                SIGKILLs itself: the agents must notice, stop their workers and leave
+//   suspended    every process of the job (but mpirun) is stopped (SIGSTOP) for 4.5 s, longer
+//                than the heartbeat deadline (FERRY_MPI_TIMEOUT_MS=3000), while a task runs on
+//                each rank, then continued (SIGCONT), as scontrol suspend/resume or ^Z and fg
+//                would: both tasks complete, both ranks serve the tasks that follow, and the
+//                workers are the same all along
 //   large        arguments and a result larger than one MPI message (2 GiB - 1) travel in chunks:
 //                bytes over several chunks come back in order (two at once, one per rank: the
 //                hub reassembles both), an argument of 2 GiB + 1 MiB is summed by a worker, a
@@ -56,6 +61,7 @@
 //                first runs, and the second is neither loaded at its path nor shipped (the copy
 //                would read that directory too): its call fails
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -301,6 +307,46 @@ void host_killed(const std::string& plugin_dir, const std::string& scratch) {
   ::kill(::getpid(), SIGKILL);
 }
 
+void suspended(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 2));
+  EXPECT(ex.warm_up());
+  auto workers = ex.worker_pids();
+  EXPECT(workers.size() == 2);
+  auto a = ex.submit(slow_identity, 1, 1'000);  // one running on each rank while the job is stopped
+  auto b = ex.submit(slow_identity, 2, 1'000);
+  // mpirun puts each rank in a process group of its own (its worker in its agent's): the groups
+  // of this rank and of both agents. A process outside them stops them all, this one included,
+  // and continues them after a fixed time: the length of the stop is the point (longer than the
+  // 3 s deadline), so the helper sleeps for it. Only async-signal-safe calls after fork().
+  std::vector<pid_t> groups = {::getpgrp()};
+  for (int w : workers) groups.push_back(::getpgid(parent_of(w)));
+  for (pid_t g : groups) EXPECT(g > 1);
+  const pid_t helper = ::fork();
+  EXPECT(helper >= 0);
+  if (helper == 0) {
+    ::setsid();
+    for (pid_t g : groups) ::kill(-g, SIGSTOP);
+    timespec stop{4, 500'000'000};
+    while (::nanosleep(&stop, &stop) != 0) {
+    }
+    for (pid_t g : groups) ::kill(-g, SIGCONT);
+    ::_exit(0);
+  }
+  int st = 0;
+  EXPECT(::waitpid(helper, &st, 0) == helper && WIFEXITED(st));  // returns once continued
+  EXPECT(a.get() == 1);
+  EXPECT(b.get() == 2);
+  // Both ranks still serve: two tasks at once run on both workers.
+  auto c = ex.submit(slow_identity, 3, 300);
+  auto d = ex.submit(slow_identity, 4, 300);
+  EXPECT(c.get() == 3);
+  EXPECT(d.get() == 4);
+  std::vector<int> in = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT(ex.map(square, in) == std::vector<int>({1, 4, 9, 16, 25, 36, 49, 64}));
+  EXPECT(ex.worker_pids() == workers);  // no rank was given up
+  ex.shutdown();
+}
+
 /// A byte that depends on its position, also across 64 KiB blocks: misplaced chunks show.
 char pattern_byte(std::uint64_t i) { return static_cast<char>(i * 7 + (i >> 16)); }
 
@@ -506,6 +552,8 @@ int main(int argc, char** argv) {
       killed_rank(plugin_dir, std::strtoul(argv[3], nullptr, 10));
     } else if (scenario == "refused_rank") {
       refused_rank(plugin_dir);
+    } else if (scenario == "suspended") {
+      suspended(plugin_dir);
     } else if (scenario == "large") {
       large(plugin_dir);
     } else if (scenario == "many_results") {
