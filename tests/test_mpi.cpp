@@ -405,6 +405,23 @@ TEST_CASE("Mpi.spawn.agent_named_without_a_directory_is_found_on_path") {
            "basics");
 }
 
+TEST_CASE("Mpi.spawn.agents_spawned_one_after_another_keep_hearing_the_host") {
+  // An agent that takes 1.5 s to start (a slow shared file system, a cold node): the hub spawned
+  // all three in one pass, blocked in each MPI_Comm_spawn, and the first agents heard nothing
+  // from it for longer than the 3 s deadline: they left, and their workers were lost.
+  fs::path scratch = scratch_dir("spawn_slow");
+  fs::path agent = scratch / "slow-agent";
+  {
+    std::ofstream out(agent);
+    out << "#!/bin/sh\nsleep 1.5\nexec " << FERRY_TEST_MPI_AGENT << " \"$@\"\n";
+  }
+  fs::permissions(agent, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                             fs::perms::others_read | fs::perms::others_exec);
+  Run r = run({FERRY_TEST_MPI_HOST, "spawn_slow", FERRY_TEST_PLUGIN_DIR},
+              {{"FERRY_MPI_WORKER", agent.string()}, {"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(90));
+  check_ok(r, "spawn_slow");
+}
+
 TEST_CASE("Mpi.spawn.killed_agent_is_replaced") {
   // A new agent is spawned for the lost worker: two workers again.
   Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "killed_rank", FERRY_TEST_PLUGIN_DIR, "2"},

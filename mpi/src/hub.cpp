@@ -340,8 +340,17 @@ class Hub {
       alive += a.alive;
       if (a.alive && !a.slot) ++free;
     }
-    // One spawn per agent: each gets a world of its own, so one's death touches no other.
-    for (std::size_t i = free; i < unassigned_.size() && !world_mode_; ++i) spawn_agent();
+    // One spawn per agent: each gets a world of its own, so one's death touches no other. At most
+    // one per pass: MPI_Comm_spawn blocks this thread until the agent is up (0.4 s here, seconds
+    // for an agent slow to start), and the agents already running must be sent their heartbeats
+    // and be read between spawns, or they take the host for gone and leave. The slots left wait
+    // for the next passes.
+    if (free < unassigned_.size() && !world_mode_) spawn_agent();
+    bool spawn_failed = false;
+    if (!world_mode_) {
+      std::lock_guard lock(mu_);
+      spawn_failed = !spawn_failure_.empty();
+    }
     std::deque<std::shared_ptr<Slot>> still;
     for (auto& s : unassigned_) {
       if (s->kill_requested) {
@@ -356,6 +365,8 @@ class Hub {
         // The pool asks for no more workers than there are ranks: one is about to be freed (its
         // worker is stopping). Wait for it.
         still.push_back(s);
+      } else if (!world_mode_ && !spawn_failed) {
+        still.push_back(s);  // its agent is spawned at a later pass
       } else {
         ExitStatus st;
         std::lock_guard lock(mu_);

@@ -23,6 +23,9 @@
 //                each rank, then continued (SIGCONT), as scontrol suspend/resume or ^Z and fg
 //                would: both tasks complete, both ranks serve the tasks that follow, and the
 //                workers are the same all along
+//   spawn_slow   (a singleton host, with FERRY_MPI_WORKER an agent that takes seconds to start)
+//                3 workers, each agent spawned while the ones before it wait: none leaves, the
+//                same 3 workers serve all along
 //   large        arguments and a result larger than one MPI message (2 GiB - 1) travel in chunks:
 //                bytes over several chunks come back in order (two at once, one per rank: the
 //                hub reassembles both), an argument of 2 GiB + 1 MiB is summed by a worker, a
@@ -347,6 +350,18 @@ void suspended(const std::string& plugin_dir) {
   ex.shutdown();
 }
 
+void spawn_slow(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 3));
+  EXPECT(ex.warm_up(std::chrono::seconds(60)));
+  auto workers = ex.worker_pids();
+  EXPECT(workers.size() == 3);
+  std::vector<int> in = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT(ex.map(square, in) == std::vector<int>({1, 4, 9, 16, 25, 36, 49, 64}));
+  EXPECT(ex.worker_pids() == workers);  // no agent left, none replaced
+  EXPECT(ex.stats().workers_started == 3);
+  ex.shutdown();
+}
+
 /// A byte that depends on its position, also across 64 KiB blocks: misplaced chunks show.
 char pattern_byte(std::uint64_t i) { return static_cast<char>(i * 7 + (i >> 16)); }
 
@@ -554,6 +569,8 @@ int main(int argc, char** argv) {
       refused_rank(plugin_dir);
     } else if (scenario == "suspended") {
       suspended(plugin_dir);
+    } else if (scenario == "spawn_slow") {
+      spawn_slow(plugin_dir);
     } else if (scenario == "large") {
       large(plugin_dir);
     } else if (scenario == "many_results") {
