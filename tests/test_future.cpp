@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Future<T>: get, wait, wait_for, ready, cancel, then; ferry::wait and ferry::as_completed.
 #include <atomic>
+#include <functional>
 #include <future>
 #include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -144,6 +147,163 @@ TEST_CASE("Future.then.a_continuation_finds_the_calls_of_its_batch_ready") {
     REQUIRE(g.wait_for(30s));
     CHECK(g.get() == 5);
   }
+}
+
+namespace {
+/// What a wait inside a callback gave: "value N", "timeout" (a status: not ready), or the error it
+/// threw, by kind: "logic_error: ...", "TimeoutError: ...", "other: ...".
+std::string outcome_of_wait(const std::function<int()>& wait) {
+  try {
+    const int v = wait();
+    return v < 0 ? std::string("timeout") : "value " + std::to_string(v);
+  } catch (const ferry::TimeoutError& e) {
+    return std::string("TimeoutError: ") + e.what();
+  } catch (const std::logic_error& e) {
+    return std::string("logic_error: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other: ") + e.what();
+  }
+}
+
+using WaitFor = std::function<int(const ferry::Future<int>&)>;
+
+/// Every way to wait for one future: its value, or -1 when a wait with a deadline ended without it.
+std::vector<std::pair<std::string, WaitFor>> ways_to_wait() {
+  using F = ferry::Future<int>;
+  return {
+      {"get", [](const F& f) { return f.get(); }},
+      {"wait_for", [](const F& f) { return f.wait_for(30s) ? f.get() : -1; }},
+      {"ferry::wait", [](const F& f) { return ferry::wait(std::vector{f}).done.at(0).get(); }},
+      {"ferry::wait first_completed",
+       [](const F& f) { return ferry::wait(std::vector{f}, ferry::Return::first_completed).done.at(0).get(); }},
+      {"ferry::wait with a timeout",
+       [](const F& f) {
+         auto sets = ferry::wait(std::vector{f}, ferry::Return::all_completed, 30s);
+         return sets.done.empty() ? -1 : sets.done[0].get();
+       }},
+      {"as_completed",
+       [](const F& f) {
+         int v = 0;
+         for (const auto& g : ferry::as_completed(std::vector{f})) v += g.get();
+         return v;
+       }},
+      {"as_completed with a timeout",
+       [](const F& f) {
+         int v = 0;
+         for (const auto& g : ferry::as_completed(std::vector{f}, 30s)) v += g.get();
+         return v;
+       }},
+      {"when_all", [](const F& f) { return ferry::when_all(std::vector{f}).get().at(0).get(); }},
+      {"when_all of a tuple", [](const F& f) { return std::get<1>(ferry::when_all(f, f).get()).get(); }},
+      {"when_all wait_for",
+       [](const F& f) {
+         auto all = ferry::when_all(std::vector{f});
+         return all.wait_for(30s) ? all.get().at(0).get() : -1;
+       }},
+      {"when_any",
+       [](const F& f) {
+         auto any = ferry::when_any(std::vector{f}).get();
+         return any.futures.at(any.index).get();
+       }},
+      {"then", [](const F& f) { return f.then([](int v) { return v; }).get(); }},
+  };
+}
+}  // namespace
+
+TEST_CASE("Future.then.a_continuation_may_wait_for_a_call_of_its_executor_with_any_waiting_helper") {
+  // The callback runs on the manager thread. get() there reads a call already sent to a worker
+  // itself; ferry::wait, as_completed and when_all/when_any(...).get() blocked the thread on a
+  // condition variable for good instead: the executor froze, its destructor too. They all read
+  // it now (StateBase::wait_helping).
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.warm_up(30s));
+  for (const auto& [name, wait_for] : ways_to_wait()) {
+    CAPTURE(name);
+    auto a = ex.submit(slow_identity, 1, 50);
+    auto b = ex.submit(slow_identity, 2, 50);  // queued behind a, sent when a's result is read
+    auto g = a.then([b, wait_for = wait_for](int) { return outcome_of_wait([&] { return wait_for(b); }); });
+    REQUIRE(g.wait_for(30s));
+    CHECK(g.get() == "value 2");
+  }
+}
+
+TEST_CASE("Future.then.a_continuation_waiting_for_a_queued_call_of_its_executor_is_told_at_once") {
+  // c waits in the host's queue behind b, which runs: only the manager thread, running the
+  // callback, would send it. A wait without a deadline throws the logic_error get() throws; one
+  // with a deadline ends at once as if it had passed (it stopped the executor until then); a map
+  // there ends the same ways.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.warm_up(30s));
+  auto ways = ways_to_wait();
+  ways.emplace_back("map", [&ex](const ferry::Future<int>&) { return ex.map(square, std::vector{1, 2, 3}).at(2); });
+  ways.emplace_back("map with a timeout", [&ex](const ferry::Future<int>&) {
+    return ex.map(square, std::vector{1, 2, 3}, {.timeout = 30s}).at(2);
+  });
+  ways.emplace_back("map_outcomes", [&ex](const ferry::Future<int>&) {
+    return ex.map_outcomes(square, std::vector{1, 2, 3}, {.chunksize = 1}).at(2).value();
+  });
+  ways.emplace_back("imap_unordered with a timeout", [&ex](const ferry::Future<int>&) {
+    int v = 0;
+    for (auto r : ex.imap_unordered(square, std::vector{1, 2, 3}, {.timeout = 30s})) v += r.value;
+    return v;
+  });
+  for (const auto& [name, wait_for] : ways) {
+    CAPTURE(name);
+    auto a = ex.submit(slow_identity, 1, 20);
+    auto b = ex.submit(slow_identity, 2, 200);  // sent when a's result is read: runs during the callback
+    auto c = ex.submit(square, 3);              // queued behind b
+    auto g = a.then([c, wait_for = wait_for](int) { return outcome_of_wait([&] { return wait_for(c); }); });
+    // Well before the waits' 30 s: they did not wait for their deadline.
+    REQUIRE(g.wait_for(20s));
+    const std::string got = g.get();
+    CAPTURE(got);
+    const bool bounded = name.find("timeout") != std::string::npos || name.find("wait_for") != std::string::npos;
+    const bool throws_at_timeout = name.find("as_completed") != std::string::npos || name.find("map") != std::string::npos;
+    if (!bounded) {
+      CHECK(got.rfind("logic_error: ", 0) == 0);
+      CHECK(got.find("would wait for itself") != std::string::npos);
+    } else if (throws_at_timeout) {
+      CHECK(got.rfind("TimeoutError: ", 0) == 0);
+    } else {
+      CHECK(got == "timeout");
+    }
+    CHECK(c.get() == 9);  // the executor goes on
+  }
+}
+
+TEST_CASE("Future.then.a_continuation_waiting_on_futures_of_two_executors_checks_each") {
+  // In a callback on ex's manager thread, a call of `other` is other's manager's to finish, even
+  // queued: it is waited for; ex's own queued call c is not: once nothing else is left, the
+  // waits are told (they blocked for good).
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");
+  ferry::Executor ex(support::options(1));
+  ferry::Executor other(support::options(1));
+  REQUIRE(ex.warm_up(30s));
+  REQUIRE(other.warm_up(30s));
+  auto running = other.submit(slow_identity, 4, 100);
+  auto q1 = other.submit(slow_identity, 5, 20);  // queued in other's host, behind `running`
+  auto q2 = other.submit(slow_identity, 6, 20);
+  auto a = ex.submit(slow_identity, 1, 20);
+  auto b = ex.submit(slow_identity, 2, 300);
+  auto c = ex.submit(square, 3);  // queued behind b
+  auto g = a.then([=](int) {
+    std::vector<std::string> out;
+    out.push_back(outcome_of_wait([&] { return ferry::when_all(std::vector{running, q1}).get().at(1).get(); }));
+    out.push_back(outcome_of_wait([&] {
+      return ferry::wait(std::vector{q2, c}, ferry::Return::first_completed).done.at(0).get();
+    }));
+    out.push_back(outcome_of_wait([&] { return ferry::wait(std::vector{q2, c}).done.size() == 2 ? 0 : -1; }));
+    return out;
+  });
+  REQUIRE(g.wait_for(30s));
+  const auto out = g.get();
+  REQUIRE(out.size() == 3);
+  CHECK(out[0] == "value 5");
+  CHECK(out[1] == "value 6");
+  CHECK(out[2].find("would wait for itself") != std::string::npos);
+  CHECK(c.get() == 9);
 }
 
 namespace {

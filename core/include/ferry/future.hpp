@@ -102,8 +102,9 @@ class Future {
 
   /// Blocks until ready or `timeout` passed; the returned status is true when ready. Any
   /// duration: one too long for the clock (`seconds::max()`, a `duration<double>` of +infinity)
-  /// waits as long as it takes, zero or less does not wait. @throws std::invalid_argument for a
-  /// NaN timeout.
+  /// waits as long as it takes, zero or less does not wait. In a callback on the executor's own
+  /// thread, for a call of that executor only that thread could finish, it returns a timeout at
+  /// once (see then()). @throws std::invalid_argument for a NaN timeout.
   template <class Rep, class Period>
   WaitStatus wait_for(std::chrono::duration<Rep, Period> timeout) const {
     return wait_until(detail::deadline_after(timeout));
@@ -190,10 +191,14 @@ class Future {
   `f` takes either the ready Future<T> (and may call get() on it) or the value T (then an error of
   this future skips `f` and passes on to the returned future). It runs in the thread that
   completes this future (often ferry's manager thread), or at once if already ready; it must not
-  block for long. An exception thrown by `f` fails the returned future. A get() or wait() (without
-  a deadline) in `f`, on the manager thread, of another call of the same executor that only that
-  thread could finish (still queued, or its worker dead) throws std::logic_error rather than stop
-  the executor; the futures of one batch of results are all ready before any callback runs.
+  block for long. An exception thrown by `f` fails the returned future. A wait in `f`, on the
+  manager thread, for another call of the same executor (get(), wait(), exception(), ferry::wait,
+  as_completed, when_all(...).get(), when_any(...).get(), map...) reads that call's result itself
+  when it is on a worker; when only that thread could finish it (still queued, or its worker
+  dead) a wait without a deadline throws std::logic_error rather than stop the executor, and one
+  with a deadline ends at once as if it had passed. The futures of one batch of results are all
+  ready before any callback runs; a future completed inside a callback runs its own callbacks
+  after that callback returns (a chain of then() of any length completes in a loop).
   @code
   auto g = ex->submit(square, 3).then([](int v) { return v + 1; });  // g.get() == 10
   @endcode
@@ -202,6 +207,7 @@ class Future {
   auto then(F&& f) const {
     using U = typename decltype(detail::continuation_result<std::decay_t<F>, T>())::type;
     auto next = detail::make_local_state<U>();
+    next->follow(state_);  // a wait for `next` on this executor's own thread helps this one
     Future<T> self = *this;
     state().add_callback([self, next, fn = std::forward<F>(f)]() mutable {
       try {
@@ -350,7 +356,10 @@ class Watch {
 @brief Waits on many futures, as concurrent.futures.wait: returns when `when` is satisfied or the
 timeout passed, with the futures split into done and not_done (duplicates counted once). A
 timeout too long for the clock (years, +infinity) is no timeout; zero or less only looks. Cheap
-to poll with a short timeout: nothing it registers on the futures outlives the call.
+to poll with a short timeout: nothing it registers on the futures outlives the call. In a
+callback on an executor's own thread it waits as Future::get does there (see Future::then):
+it reads the results of that executor's calls itself, and when `when` cannot be met but by calls
+only that thread could finish, it returns at once with a timeout, else throws std::logic_error.
 @throws std::invalid_argument for a NaN timeout.
 @code
 auto [done, not_done] = ferry::wait(futures, ferry::Return::first_completed);
@@ -376,14 +385,34 @@ WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::al
   if (!satisfied()) {
     detail::Watch watch(fs);
     auto& n = watch.notifier();
-    std::unique_lock lock(n.mu);
-    while (!satisfied()) {
-      if (bounded) {
-        if (n.cv.wait_until(lock, deadline) == std::cv_status::timeout && !satisfied()) break;
-      } else {
-        n.cv.wait(lock);
+    if (detail::StateBase::this_thread().runs_executor) {
+      // An executor's own thread (a callback): it may have to read the results itself, and must
+      // not block for a call only it could send or read (Future::then).
+      std::vector<detail::StateBase*> roots;
+      for (const auto& f : fs) roots.push_back(detail::FutureAccess::state(f).get());
+      detail::StateBase::wait_helping(
+          roots, satisfied,
+          [&](detail::Clock::time_point until) {
+            std::unique_lock lock(n.mu);
+            auto woken = [&] { return !n.completed.empty(); };
+            if (until == detail::Clock::time_point::max()) {
+              n.cv.wait(lock, woken);
+            } else {
+              n.cv.wait_until(lock, until, woken);
+            }
+            n.completed.clear();  // only a wake-up: satisfied() looks at the futures themselves
+          },
+          deadline, bounded);  // stuck (bounded): ends as at its deadline, which waiting could not meet
+    } else {
+      std::unique_lock lock(n.mu);
+      while (!satisfied()) {
+        if (bounded) {
+          if (n.cv.wait_until(lock, deadline) == std::cv_status::timeout && !satisfied()) break;
+        } else {
+          n.cv.wait(lock);
+        }
+        n.completed.clear();  // only a wake-up here: satisfied() looks at the futures themselves
       }
-      n.completed.clear();  // only a wake-up here: satisfied() looks at the futures themselves
     }
   }
   WaitSets<T> out;
@@ -395,7 +424,10 @@ WaitSets<T> wait(const std::vector<Future<T>>& futures, Return when = Return::al
 @brief Iterates over futures in the order they complete, as concurrent.futures.as_completed.
 Duplicates are yielded once. With a timeout (counted from the call; one too long for the clock is
 none), incrementing past the deadline throws TimeoutError. What it registers on the futures is
-taken back when it is destroyed. @throws std::invalid_argument for a NaN timeout.
+taken back when it is destroyed. In a callback on an executor's own thread it waits as
+Future::get does there (see Future::then); an increment that could only be met by calls that
+thread alone could finish throws std::logic_error, or, with a timeout, TimeoutError at once.
+@throws std::invalid_argument for a NaN timeout.
 @code
 for (ferry::Future<int> f : ferry::as_completed(futures)) use(f.get());
 @endcode
@@ -450,13 +482,33 @@ class AsCompleted {
   std::optional<Future<T>> next() {
     if (yielded_ == futures_.size()) return std::nullopt;
     auto& n = watch_.notifier();
+    if (detail::StateBase::this_thread().runs_executor) {
+      // An executor's own thread (a callback): see ferry::wait.
+      std::vector<detail::StateBase*> roots;
+      for (const auto& f : futures_) roots.push_back(detail::FutureAccess::state(f).get());
+      auto some = [&] {
+        std::lock_guard lock(n.mu);
+        return !n.completed.empty();
+      };
+      auto helped = detail::StateBase::wait_helping(
+          roots, some,
+          [&](detail::Clock::time_point until) {
+            std::unique_lock lock(n.mu);
+            auto some_now = [&] { return !n.completed.empty(); };
+            if (until == detail::Clock::time_point::max()) {
+              n.cv.wait(lock, some_now);
+            } else {
+              n.cv.wait_until(lock, until, some_now);
+            }
+          },
+          deadline_, bounded_);
+      if (helped != detail::StateBase::Helped::done) throw timed_out(helped == detail::StateBase::Helped::stuck);
+    }
     std::unique_lock lock(n.mu);
     while (n.completed.empty()) {
       if (bounded_) {
         if (n.cv.wait_until(lock, deadline_) == std::cv_status::timeout && n.completed.empty())
-          throw TimeoutError("as_completed: " + std::to_string(futures_.size() - yielded_) +
-                             " of " + std::to_string(futures_.size()) +
-                             " futures were not ready before the timeout");
+          throw timed_out();
       } else {
         n.cv.wait(lock);
       }
@@ -465,6 +517,15 @@ class AsCompleted {
     n.completed.pop_front();
     ++yielded_;
     return futures_[i];
+  }
+
+  /// `stuck`: before the deadline, which waiting could not meet (see Future::then).
+  TimeoutError timed_out(bool stuck = false) const {
+    return TimeoutError("as_completed: " + std::to_string(futures_.size() - yielded_) + " of " +
+                        std::to_string(futures_.size()) + " futures were not ready before the timeout" +
+                        (stuck ? std::string(" (they could not be: they are calls of the executor whose own thread "
+                                             "waits for them here, in a callback)")
+                               : std::string()));
   }
 
   std::vector<Future<T>> futures_;

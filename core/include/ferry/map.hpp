@@ -377,6 +377,9 @@ class MapRun {
   template <class Ready, class WaitUntil>
   bool wait_for(Ready ready, WaitUntil wait_until) {
     const bool watch_stop = options_.stop.stop_possible();
+    // A map in a callback on an executor's own thread (its manager): the chunks may be calls only
+    // this thread can read, or send (see Future::then): waited for as Future::get waits there.
+    const bool helping = StateBase::this_thread().runs_executor;
     while (!ready()) {
       if (watch_stop && options_.stop.stop_requested()) {
         stop();
@@ -387,6 +390,20 @@ class MapRun {
       auto until = Clock::time_point::max();
       if (watch_stop) until = now + std::chrono::milliseconds(20);
       if (deadline_) until = std::min(until, *deadline_);
+      if (helping) {
+        // In input order the head chunk is awaited; else any. Stuck with a timeout: it cannot be
+        // met, and ends the map now (without one, wait_helping throws std::logic_error).
+        std::vector<StateBase*> roots;
+        if (ordered_ && !wakeable_ && !flying_.empty()) {
+          roots.push_back(FutureAccess::state(flying_.begin()->second.future).get());
+        } else {
+          for (auto& [seq, c] : flying_) roots.push_back(FutureAccess::state(c.future).get());
+        }
+        if (StateBase::wait_helping(roots, ready, wait_until, until, deadline_.has_value()) ==
+            StateBase::Helped::stuck)
+          timeout();
+        continue;
+      }
       wait_until(until);
     }
     return true;

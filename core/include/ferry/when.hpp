@@ -32,6 +32,14 @@ template <class T>
 void require_valid(const Future<T>& f) {
   if (!f.valid()) throw std::future_error(std::future_errc::no_state);
 }
+/// The states a when_all's or when_any's future follows (StateBase::follow).
+template <class T>
+std::vector<std::weak_ptr<StateBase>> sources_of(const std::vector<Future<T>>& futures) {
+  std::vector<std::weak_ptr<StateBase>> out;
+  out.reserve(futures.size());
+  for (const auto& f : futures) out.emplace_back(FutureAccess::state(f));
+  return out;
+}
 }  // namespace detail
 
 /**
@@ -43,7 +51,8 @@ empty vector gives a future ready at once. Duplicates are allowed.
 
 Composed in the host (continuations on the futures; no worker and no thread involved): it becomes
 ready in the thread that completes the last of them (see Future::operator co_await). info() and
-running() of the returned future are empty/false; ask the elements.
+running() of the returned future are empty/false; ask the elements. Waiting for it in a callback
+on an executor's own thread waits as Future::get does there (see Future::then).
 @throws std::future_error (no_state) when a future is default-constructed.
 @code
 std::vector<ferry::Future<int>> fs;
@@ -55,6 +64,7 @@ template <class T>
 Future<std::vector<Future<T>>> when_all(std::vector<Future<T>> futures) {
   for (const auto& f : futures) detail::require_valid(f);
   auto out = detail::make_local_state<std::vector<Future<T>>>();
+  out->follow(detail::sources_of(futures));
   struct Shared {
     std::atomic<std::size_t> left;
     std::vector<Future<T>> futures;
@@ -83,6 +93,7 @@ Future<std::tuple<Future<T>...>> when_all(Future<T>... futures) {
   (detail::require_valid(futures), ...);
   using Tuple = std::tuple<Future<T>...>;
   auto out = detail::make_local_state<Tuple>();
+  out->follow(std::vector<std::weak_ptr<detail::StateBase>>{detail::FutureAccess::state(futures)...});
   struct Shared {
     std::atomic<std::size_t> left;
     Tuple futures;
@@ -118,6 +129,7 @@ template <class T>
 Future<WhenAnyResult<T>> when_any(std::vector<Future<T>> futures) {
   for (const auto& f : futures) detail::require_valid(f);
   auto out = detail::make_local_state<WhenAnyResult<T>>();
+  out->follow(detail::sources_of(futures));
   if (futures.empty()) {
     out->set_value(WhenAnyResult<T>{WhenAnyResult<T>::npos, {}});
     return Future<WhenAnyResult<T>>(std::move(out));

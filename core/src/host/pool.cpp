@@ -898,17 +898,35 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
   }
   // A callback or a then() continuation runs on the manager thread, which sends queued calls,
   // reads results and handles dead workers: a wait there for a call only it could finish stopped
-  // the whole executor for good (and its destructor with it). Told instead (read_own_result),
-  // unless the wait has a deadline (then it only ends without the result). A call whose worker's
-  // channel another thread reads is finished by that thread, or read here once it lets go.
-  const bool on_manager = !deadline && manager_.on_this_thread();
-  while (!read_own_result(state, deadline, on_manager))
-    if (state.wait_until(Clock::now() + std::chrono::milliseconds(1))) return;
+  // the whole executor for good (and its destructor with it). Told instead (read_own_result); a
+  // wait with a deadline returns at once (StateBase::wait_until then does not block either:
+  // progress() says never), where it stopped the executor until its deadline to no avail. A call
+  // whose worker's channel another thread reads is finished by that thread, or read here once it
+  // lets go.
+  const bool on_manager = manager_.on_this_thread();
+  while (!read_own_result(state, deadline, on_manager)) {
+    auto until = Clock::now() + std::chrono::milliseconds(1);
+    if (deadline) until = std::min(until, *deadline);
+    if (state.block_until(until)) return;
+    if (deadline && Clock::now() >= *deadline) return;
+  }
+}
+
+Progress Pool::progress(StateBase& state) {
+  if (forked()) return Progress::here;  // wait() fails it at once
+  if (!manager_.on_this_thread()) return Progress::elsewhere;
+  std::lock_guard lock(mu_);
+  auto call = dispatcher_.find(state.call_id());
+  if (!call) return Progress::elsewhere;  // finished: the thread that took it completes it
+  if (!call->lane) return Progress::never;  // queued: the manager sends it
+  auto wit = workers_.find(call->lane->serial);
+  if (wit == workers_.end() || !wit->second->alive() || !wit->second->channel_open) return Progress::never;
+  return Progress::here;  // read by wait() on this thread, or by the thread reading its channel
 }
 
 bool Pool::read_own_result(StateBase& state, std::optional<Clock::time_point> deadline, bool on_manager) {
   auto cannot_finish = [&] {
-    if (on_manager && !state.ready())
+    if (on_manager && !deadline && !state.ready())
       throw std::logic_error("ferry: a callback or then() continuation of this executor waits for its call '" +
                              state.task() +
                              "', which has not finished: the executor's own thread runs the callback, and would "

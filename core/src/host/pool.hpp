@@ -115,9 +115,11 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
 
   // StateOwner
   void wait(StateBase& state, std::optional<Clock::time_point> deadline) override;
+  Progress progress(StateBase& state) override;
   /// wait()'s work: reads the call's worker's channel until the state is ready (or the deadline).
   /// False when another thread reads that channel and `on_manager` (the caller looks again);
-  /// on_manager, throws std::logic_error when nothing but the manager could finish the call.
+  /// on_manager without a deadline, throws std::logic_error when nothing but the manager could
+  /// finish the call (with one, returns true at once).
   bool read_own_result(StateBase& state, std::optional<Clock::time_point> deadline, bool on_manager);
   bool cancel(StateBase& state, bool kill_running) override;
 

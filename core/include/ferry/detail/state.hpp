@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -97,13 +98,30 @@ struct Notifier {
   }
 };
 
+/// How the thread asking can count on a pending state to complete (StateOwner::progress).
+enum class Progress {
+  /// Another thread completes it (the executor's manager thread, or a thread reading its worker's
+  /// channel): blocking is safe.
+  elsewhere,
+  /// This thread is the executor's own (its manager thread, running a callback): nobody else reads
+  /// the call's worker for it, but this thread can, in StateOwner::wait.
+  here,
+  /// This thread is the executor's own, and only that thread's work could finish the call (still
+  /// queued, or its worker dead): it will not complete while this thread waits.
+  never,
+};
+
 /// The executor side of a pending state: helps a waiting thread (it may read the result off the
 /// worker's channel itself) and cancels. Held weakly: a state outlives its executor.
 class FERRY_API StateOwner {
  public:
   virtual ~StateOwner() = default;
-  /// Returns when the state is ready or the deadline passed.
+  /// Returns when the state is ready or the deadline passed, or, on the executor's own thread,
+  /// at once when nothing but that thread could finish the call (then, without a deadline, it
+  /// throws std::logic_error: the thread would wait for itself).
   virtual void wait(StateBase& state, std::optional<Clock::time_point> deadline) = 0;
+  /// How the calling thread can count on `state` to complete (see Progress).
+  virtual Progress progress(StateBase& state) = 0;
   virtual bool cancel(StateBase& state, bool kill_running) = 0;
   /// True in a child of fork(): the owner's calls complete in the parent, never here; wait()
   /// then fails the state at once.
@@ -130,8 +148,38 @@ class FERRY_API StateBase {
   /// state completed inside one of its callbacks queues its own callbacks.
   struct ThisThread {
     Deferred* deferred = nullptr;
+    /// The thread is an executor's own (its manager thread): a wait there may be for a call
+    /// only this thread could finish (see wait_helping).
+    bool runs_executor = false;
   };
   static ThisThread& this_thread() noexcept;
+
+  /// What wait_helping ended with.
+  enum class Helped {
+    done,     ///< `done()` holds
+    timeout,  ///< `until` passed
+    stuck,    ///< (bounded) nothing left but calls only this thread could finish
+  };
+  /// A wait, in this thread, until `done()` for the states `roots` (and, for local states, those
+  /// they follow: follow()), which may be of an executor whose own thread this is (its manager:
+  /// a callback waits). Blocking there waited for ever for a call only this thread would send or
+  /// read (ferry::wait, as_completed, when_all(...).get() in a then() callback). So it reads the
+  /// results of the calls this thread can read itself (StateOwner::wait, in slices when there is
+  /// more than one thing to watch), blocks (`block(until)`, which returns when something the
+  /// caller watches completed, or at `until`) only while what is left completes elsewhere, and
+  /// when nothing is left but calls only this thread could finish: returns `stuck` if `bounded`
+  /// (the caller has a deadline, which waiting could not meet), else throws the executor's
+  /// std::logic_error, as Future::get does there.
+  template <class Done, class Block>
+  static Helped wait_helping(const std::vector<StateBase*>& roots, Done&& done, Block&& block,
+                             Clock::time_point until, bool bounded);
+
+  /// A local state's sources, for a wait that must help them complete (wait_helping): then()'s
+  /// future follows the one it continues, when_all's and when_any's theirs. Set before the state
+  /// is shared. Held weakly: one gone has completed (a pending state is held by its executor or
+  /// by the callbacks that will complete it), and a long chain frees its links as it completes.
+  void follow(std::weak_ptr<StateBase> source) { follows_ = std::move(source); }
+  void follow(std::vector<std::weak_ptr<StateBase>> sources) { follows_many_ = std::move(sources); }
 
   /// Completes with the worker's result bytes (those after `offset`); false if already completed.
   /// `run`: how the call ran (Future::info()), when it reached a worker. `later`: where its
@@ -167,22 +215,43 @@ class FERRY_API StateBase {
     return run_.to_info(identity_.get());
   }
 
-  /// Blocks until ready; lets the owning executor help (read the result itself).
+  /// Blocks until ready; lets the owning executor help (read the result itself). On an
+  /// executor's own thread, throws std::logic_error rather than wait for a call of that executor
+  /// only this thread could finish (see wait_helping).
   void wait() {
     if (ready() || run_deferred_until_ready()) return;
-    if (auto owner = owner_.lock()) owner->wait(*this, std::nullopt);
+    if (auto owner = owner_.lock()) {
+      owner->wait(*this, std::nullopt);
+    } else if (follows() && this_thread().runs_executor) {
+      // then(), when_all, when_any: what completes this state may be this thread's to read.
+      wait_helping({this}, [&] { return ready(); }, [&](Clock::time_point until) { block_until(until); },
+                   Clock::time_point::max(), false);
+    }
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return ready(); });
   }
-  /// Blocks until ready or the deadline; true if ready.
+  /// Blocks until ready or the deadline; true if ready. On an executor's own thread, returns
+  /// false at once when what it waits for is a call of that executor only this thread could
+  /// finish: waiting to the deadline would only have stopped the executor until then.
   bool wait_until(Clock::time_point deadline) {
     if (ready() || run_deferred_until_ready()) return true;
-    if (auto owner = owner_.lock()) owner->wait(*this, deadline);
+    if (auto owner = owner_.lock()) {
+      owner->wait(*this, deadline);
+      if (!ready() && this_thread().runs_executor && owner->progress(*this) == Progress::never) return false;
+    } else if (follows() && this_thread().runs_executor) {
+      return wait_helping({this}, [&] { return ready(); },
+                          [&](Clock::time_point until) { block_until(until); }, deadline,
+                          true) == Helped::done;
+    }
     return block_until(deadline);
   }
   /// Blocks until ready or the deadline, on the state alone (nobody helped); true if ready.
   bool block_until(Clock::time_point deadline) {
     std::unique_lock lock(mu_);
+    if (deadline == Clock::time_point::max()) {  // no deadline: as wait() (no far time computed)
+      cv_.wait(lock, [&] { return ready(); });
+      return true;
+    }
     return cv_.wait_until(lock, deadline, [&] { return ready(); });
   }
 
@@ -328,6 +397,9 @@ class FERRY_API StateBase {
   /// it waits for may be a continuation queued behind it (it would have run already when each
   /// completion ran its callbacks at once, nested).
   bool run_deferred_until_ready() noexcept;
+  /// Runs the oldest callback entry this thread queued, from its innermost queue that has one;
+  /// false when there is none.
+  static bool run_one_deferred() noexcept;
 
   struct Watcher {
     std::weak_ptr<Notifier> notifier;
@@ -394,7 +466,11 @@ class FERRY_API StateBase {
   RunRecord run_;                 // set with the result, published by done_
   std::vector<std::function<void()>> callbacks_;
   std::vector<Watcher> watchers_;  // watch(): waiters on many futures
+  bool follows() const noexcept { return !follows_.expired() || !follows_many_.empty(); }
+
   std::weak_ptr<StateOwner> owner_;
+  std::weak_ptr<StateBase> follows_;                  // follow(): then()'s source
+  std::vector<std::weak_ptr<StateBase>> follows_many_;  // follow(): when_all's, when_any's
   std::uint64_t call_id_ = 0;
   std::string task_;
   std::shared_ptr<const TaskInfo> identity_;
@@ -485,15 +561,91 @@ inline void StateBase::run_outermost(std::vector<Watcher>& watchers,
   here.deferred = queue.outer_;
 }
 
+inline bool StateBase::run_one_deferred() noexcept {
+  // From the innermost queue that has one: what an entry queues goes to the innermost, which is
+  // looked at again first.
+  for (Deferred* d = this_thread().deferred; d; d = d->outer_)
+    if (d->run_one()) return true;
+  return false;
+}
+
 inline bool StateBase::run_deferred_until_ready() noexcept {
-  // One entry at a time, from the innermost queue that has one: what an entry queues goes to the
-  // innermost, which is looked at again first.
-  while (!ready()) {
-    bool ran = false;
-    for (Deferred* d = this_thread().deferred; d && !ran; d = d->outer_) ran = d->run_one();
-    if (!ran) break;
+  while (!ready() && run_one_deferred()) {
   }
   return ready();
+}
+
+template <class Done, class Block>
+StateBase::Helped StateBase::wait_helping(const std::vector<StateBase*>& roots, Done&& done, Block&& block,
+                                          Clock::time_point until, bool bounded) {
+  // A slice of reading one call's worker when other things are to be watched too.
+  constexpr auto slice = std::chrono::milliseconds(1);
+  // The roots are the caller's to keep alive; the states reached through them are kept in `path`.
+  using Leaf = std::pair<StateBase*, std::shared_ptr<StateOwner>>;
+  std::vector<Leaf> here, never;
+  std::vector<std::shared_ptr<StateBase>> path;
+  std::unordered_set<const StateBase*> seen;  // a future given twice, or reached by two ways
+  for (;;) {
+    while (!done() && run_one_deferred()) {
+    }
+    if (done()) return Helped::done;
+    // The pending calls behind the roots, and how each can complete. A state gone, a local state
+    // that follows nothing, and one whose sources are all ready complete elsewhere (or by this
+    // thread's queue, run above).
+    here.clear();
+    never.clear();
+    path.clear();
+    seen.clear();
+    std::size_t elsewhere = 0;
+    std::vector<StateBase*> todo(roots.begin(), roots.end());
+    while (!todo.empty()) {
+      StateBase* s = todo.back();
+      todo.pop_back();
+      if (s->ready() || !seen.insert(s).second) continue;
+      if (auto owner = s->owner_.lock()) {
+        switch (owner->progress(*s)) {
+          case Progress::here: here.emplace_back(s, std::move(owner)); break;
+          case Progress::never: never.emplace_back(s, std::move(owner)); break;
+          case Progress::elsewhere: ++elsewhere; break;
+        }
+        continue;
+      }
+      std::size_t before = todo.size();
+      if (auto source = s->follows_.lock()) {
+        todo.push_back(source.get());
+        path.push_back(std::move(source));
+      }
+      for (const auto& weak : s->follows_many_)
+        if (auto source = weak.lock()) {
+          todo.push_back(source.get());
+          path.push_back(std::move(source));
+        }
+      if (todo.size() == before) ++elsewhere;
+    }
+    if (here.empty() && never.empty()) {
+      // Nothing waits for this thread: a wait as anywhere else.
+      if (Clock::now() >= until) return Helped::timeout;
+      block(until);
+      continue;
+    }
+    if (here.empty() && elsewhere == 0) {
+      // Only calls this thread would have to send or read, while it waits: never.
+      if (bounded) return Helped::stuck;
+      never.front().second->wait(*never.front().first, std::nullopt);  // throws std::logic_error
+      continue;  // it moved meanwhile (another thread's wait sent it, or it ended)
+    }
+    if (Clock::now() >= until) return Helped::timeout;
+    if (here.empty()) {
+      block(until);  // what completes elsewhere may be enough (first_completed, when_any)
+      continue;
+    }
+    const bool alone = here.size() == 1 && elsewhere == 0;
+    for (auto& [state, owner] : here) {
+      const auto end = alone ? until : std::min(until, Clock::now() + slice);
+      owner->wait(*state, end == Clock::time_point::max() ? std::nullopt : std::optional(end));
+      if (done()) return Helped::done;
+    }
+  }
 }
 
 /// Tag of a state that only ever holds a local value (make_local_state).
