@@ -203,6 +203,44 @@ TEST_CASE("MapOptions.timeout_cancels_the_rest_with_TimeoutError") {
   CHECK(ex.submit(square, 4).get() == 16);
 }
 
+TEST_CASE("MapOptions.a_timeout_names_its_duration_and_what_became_of_the_chunks_out") {
+  // It read "within its timeout of 0.300000 s ... the rest was cancelled" while the chunks running
+  // (no kill_running) went on: the duration is spelt as every message spells one (§6), and each
+  // chunk out is named for what happened to it.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "1");  // a chunk on a worker is the running one
+  ferry::Executor ex(support::options(2));
+  REQUIRE(ex.warm_up(30s));
+  std::vector<std::pair<int, int>> slow;
+  for (int i = 0; i < 40; ++i) slow.emplace_back(i, 200);  // at 300 ms, the second pair runs
+  auto what = [&](bool kill_running) {
+    try {
+      ex.map(slow_identity, slow, {.chunksize = 1, .timeout = 300ms, .kill_running = kill_running});
+    } catch (const ferry::TimeoutError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no TimeoutError");
+  };
+  SUBCASE("running chunks left to finish") {
+    const std::string w = what(false);
+    CAPTURE(w);
+    CHECK(w.find("within its timeout of 300 ms: ") != std::string::npos);
+    CHECK(w.find(" of 40 inputs were done; of the chunks still out, ") != std::string::npos);
+    CHECK(w.find("not yet started and cancelled") != std::string::npos);
+    CHECK(w.find("already on a worker and left to finish (MapOptions::kill_running stops running chunks)") !=
+          std::string::npos);
+    CHECK(w.find("stopped") == std::string::npos);
+    CHECK(w.find("the rest was cancelled") == std::string::npos);
+  }
+  SUBCASE("running chunks stopped with kill_running") {
+    const std::string w = what(true);
+    CAPTURE(w);
+    CHECK(w.find("within its timeout of 300 ms: ") != std::string::npos);
+    CHECK(w.find("not yet started and cancelled") != std::string::npos);
+    CHECK(w.find("running and stopped (") != std::string::npos);
+  }
+  CHECK(ex.submit(square, 4).get() == 16);
+}
+
 TEST_CASE("MapOptions.a_failure_waits_for_the_rest_no_longer_than_the_timeout") {
   // After the first failure the rest is cancelled and what runs is waited for: past the map's
   // timeout too, and without killing it whatever kill_running said (a task that never ended kept

@@ -2,6 +2,7 @@
 // The whole ferry exception hierarchy, with named factories that keep the messages uniform.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -262,6 +263,13 @@ class FERRY_API CancelledError : public Error {
 class FERRY_API TimeoutError : public Error {
  public:
   using Error::Error;
+  /// MapOptions::timeout ran out: `inputs_done` of `inputs_total` (0: not known) inputs were done;
+  /// of the chunks still out, `cancelled` had not started (cancelled), `stopped` were running and
+  /// had their workers killed (MapOptions::kill_running), `left` were on a worker and go on to
+  /// their end. `kill_running`: whether the map asked to kill running chunks.
+  static TimeoutError map_timeout(std::chrono::nanoseconds timeout, std::size_t inputs_done,
+                                  std::size_t inputs_total, std::size_t cancelled, std::size_t stopped,
+                                  std::size_t left, bool kill_running);
 };
 
 }  // namespace ferry

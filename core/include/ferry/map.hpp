@@ -39,10 +39,11 @@ struct MapOptions {
   /// The whole map's budget, counted from the call, as concurrent.futures' Executor.map: from
   /// the call to map or map_outcomes, and for imap and imap_unordered from the call that returns
   /// the stream (not from its first increment: time spent before iterating counts). When it runs
-  /// out, what is left is cancelled (running chunks killed too with `kill_running`) and
-  /// TimeoutError is thrown (by imap's increment that meets it, which ends the stream). 0 or less
-  /// = none; one too long for the clock (years, +infinity) = none. NaN is refused:
-  /// std::invalid_argument from the call.
+  /// out, the chunks not yet started are cancelled (running chunks are killed too with
+  /// `kill_running`; without it they, and any queued behind them in a worker, run to their end)
+  /// and TimeoutError is thrown, saying which (by imap's increment that meets it, which ends the
+  /// stream). 0 or less = none; one too long for the clock (years, +infinity) = none. NaN is
+  /// refused: std::invalid_argument from the call.
   std::chrono::duration<double> timeout{0};
   /// Called in the calling thread as inputs finish: (done, total), total 0 when the input range
   /// does not know its size.
@@ -418,13 +419,22 @@ class MapRun {
 
   [[noreturn]] void timeout() {
     exhausted_ = true;
-    for (auto& [seq, c] : flying_)
-      c.future.cancel(CancelOptions{.kill_running = options_.kill_running});
+    // Counted as it goes, for a message that says what became of each chunk out: cancel() takes
+    // back a chunk still queued in the host; a running one only with kill_running (its worker is
+    // killed); one queued behind another in a worker's pipeline not at all.
+    std::size_t cancelled = 0, stopped = 0, left = 0;
+    for (auto& [seq, c] : flying_) {
+      if (c.future.ready()) continue;  // finished, not yet handed back
+      const bool was_running = c.future.running();
+      if (c.future.cancel(CancelOptions{.kill_running = options_.kill_running})) {
+        ++(was_running ? stopped : cancelled);
+      } else if (!c.future.ready()) {
+        ++left;
+      }
+    }
     bar_.clear();
-    throw TimeoutError("map did not finish within its timeout of " +
-                       std::to_string(options_.timeout.count()) + " s: " + std::to_string(done_) +
-                       (total_ ? " of " + std::to_string(total_) : std::string()) +
-                       " inputs were done; the rest was cancelled");
+    throw TimeoutError::map_timeout(std::chrono::round<std::chrono::nanoseconds>(options_.timeout), done_,
+                                    total_, cancelled, stopped, left, options_.kill_running);
   }
 
   std::optional<Chunk> finish() {

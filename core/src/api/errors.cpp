@@ -282,6 +282,30 @@ PluginError PluginError::unsafe(const std::string& path, const std::string& why,
                      path, {}, why);
 }
 
+TimeoutError TimeoutError::map_timeout(std::chrono::nanoseconds timeout, std::size_t inputs_done,
+                                       std::size_t inputs_total, std::size_t cancelled, std::size_t stopped,
+                                       std::size_t left, bool kill_running) {
+  // Each part says what happened to those chunks: "the rest was cancelled" was said of chunks
+  // left running (without kill_running nothing running is stopped, and a chunk queued in a
+  // worker's pipeline cannot be taken back).
+  auto were = [](std::size_t n) { return std::to_string(n) + (n == 1 ? " was" : " were"); };
+  std::vector<std::string> parts;
+  if (cancelled) parts.push_back(were(cancelled) + " not yet started and cancelled");
+  if (stopped)
+    parts.push_back(were(stopped) + " running and stopped (" + (stopped == 1 ? "its worker" : "their workers") +
+                    " killed)");
+  if (left)
+    parts.push_back(were(left) + " already on a worker and left to finish" +
+                    (kill_running ? "" : " (MapOptions::kill_running stops running chunks)"));
+  std::string out = "map did not finish within its timeout of " + detail::format_duration(timeout) + ": " +
+                    std::to_string(inputs_done) +
+                    (inputs_total ? " of " + std::to_string(inputs_total) : std::string()) + " inputs were done";
+  if (parts.empty()) return TimeoutError(out + "; no chunk was still out");
+  out += "; of the chunks still out, ";
+  for (std::size_t i = 0; i < parts.size(); ++i) out += (i ? ", " : "") + parts[i];
+  return TimeoutError(out);
+}
+
 BrokenProcessPool BrokenProcessPool::shut_down() {
   return BrokenProcessPool("cannot submit new tasks after shutdown");
 }
