@@ -2,7 +2,11 @@
 // Executor::map: ordered results, chunking, tuples, errors in input order.
 #include <list>
 #include <numeric>
+#include <ranges>
 #include <set>
+#include <sstream>
+#include <tuple>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -36,6 +40,37 @@ TEST_CASE("Map.any_input_range") {
   CHECK(ex.map(square, l) == std::vector<int>{9, 1, 4});
   std::set<int> s = {3, 1, 2};
   CHECK(ex.map(square, s, {.chunksize = 2}) == std::vector<int>{1, 4, 9});
+}
+
+TEST_CASE("Map.takes_views_that_cannot_be_iterated_as_const") {
+  // map and map_outcomes took `const Range&`: a view whose begin() is not const (views::filter
+  // and drop_while cache it, an istream view reads as it goes) did not compile (150 lines from
+  // executor.hpp), where imap took it. Lvalues, rvalues and const containers all work.
+  ferry::Executor ex(support::options(2));
+  auto is_even = [](int i) { return i % 2 == 0; };
+  auto evens = std::views::iota(0, 10) | std::views::filter(is_even);
+  const std::vector<int> squares{0, 4, 16, 36, 64};
+  CHECK(ex.map(square, evens) == squares);
+  CHECK(ex.map(square, evens, {.chunksize = 2}) == squares);  // iterated again: a forward view
+  CHECK(ex.map<int>("square", evens) == squares);
+  CHECK(ex.map(square, std::views::iota(0, 10) | std::views::filter(is_even)) == squares);
+  std::vector<int> values;
+  for (const auto& o : ex.map_outcomes(square, evens, {.chunksize = 3})) values.push_back(o.value());
+  CHECK(values == squares);
+  CHECK(ex.map_outcomes<int>("square", evens).size() == 5);
+  auto from_three = std::views::iota(0, 6) | std::views::drop_while([](int i) { return i < 3; });
+  CHECK(ex.map(square, from_three) == std::vector<int>{9, 16, 25});
+  std::istringstream text("1 2 3");
+  auto numbers = std::views::istream<int>(text);  // an input view: read once
+  CHECK(ex.map(square, numbers) == std::vector<int>{1, 4, 9});
+  std::vector<std::tuple<>> empties(3);
+  ex.map(noop, empties | std::views::filter([](const auto&) { return true; }));
+  // Containers are read where they are, not moved from.
+  std::vector<int> mine{1, 2};
+  CHECK(ex.map(square, mine) == std::vector<int>{1, 4});
+  CHECK(mine == std::vector<int>{1, 2});
+  const std::vector<int> fixed{3};
+  CHECK(ex.map(square, fixed) == std::vector<int>{9});
 }
 
 TEST_CASE("Map.tuples_for_several_parameters") {

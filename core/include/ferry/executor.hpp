@@ -286,13 +286,15 @@ class FERRY_API Executor {
   Error::input_index()) after the remaining chunks were cancelled or finished (running ones killed
   with MapOptions::kill_running; waited for at most until MapOptions::timeout). An input that
   cannot be encoded fails the map in input order too. MapOptions adds a timeout, progress, a stop
-  token and a bound on the chunks in flight.
+  token and a bound on the chunks in flight. `inputs` may be any input range, lvalue or rvalue,
+  also a view that cannot be iterated as const (views::filter, drop_while, an istream view): it
+  is iterated once, in the calling thread, before map returns.
   @code
   auto packed = ex.map(compress, files, {.chunksize = 16}, 6);  // compress(file, 6) for each file
   @endcode
   */
   template <class R, class... P, std::ranges::input_range Range, class... X>
-  auto map(R (*fn)(P...), const Range& inputs, MapOptions options = {}, X&&... extra) {
+  auto map(R (*fn)(P...), Range&& inputs, MapOptions options = {}, X&&... extra) {
     if constexpr (std::is_void_v<R>) {
       map_run<R, P...>(Mode::collect, function_target<R, P...>(fn), inputs, std::move(options),
                        std::forward<X>(extra)...);
@@ -304,7 +306,7 @@ class FERRY_API Executor {
   }
   /** @brief map over a task found by name in the plugin directories. */
   template <class R, std::ranges::input_range Range, class... X>
-  auto map(std::string_view task, const Range& inputs, MapOptions options = {}, X&&... extra) {
+  auto map(std::string_view task, Range&& inputs, MapOptions options = {}, X&&... extra) {
     return by_name<R, Range, X...>(task, [&]<class... W>(detail::Target t) {
       if constexpr (std::is_void_v<R>) {
         map_run<R, W...>(Mode::collect, std::move(t), inputs, std::move(options), std::forward<X>(extra)...);
@@ -368,9 +370,10 @@ class FERRY_API Executor {
   again; a worker that dies fails only the input it was running (its chunk's inputs run again one
   by one). An input that cannot be encoded gets its SerializationError. After a stop, inputs that
   did not run get CancelledError (of a range without a size, only those already pulled).
+  `inputs` as for map: any input range, also one that cannot be iterated as const.
   */
   template <class R, class... P, std::ranges::input_range Range, class... X>
-  std::vector<Outcome<R>> map_outcomes(R (*fn)(P...), const Range& inputs, MapOptions options = {},
+  std::vector<Outcome<R>> map_outcomes(R (*fn)(P...), Range&& inputs, MapOptions options = {},
                                        X&&... extra) {
     static_assert(!std::is_void_v<R>, "ferry: map_outcomes needs a task that returns a value");
     return map_run<R, P...>(Mode::outcomes, function_target<R, P...>(fn), inputs, std::move(options),
@@ -378,7 +381,7 @@ class FERRY_API Executor {
         .second;
   }
   template <class R, std::ranges::input_range Range, class... X>
-  std::vector<Outcome<R>> map_outcomes(std::string_view task, const Range& inputs, MapOptions options = {},
+  std::vector<Outcome<R>> map_outcomes(std::string_view task, Range&& inputs, MapOptions options = {},
                                        X&&... extra) {
     static_assert(!std::is_void_v<R>, "ferry: map_outcomes needs a task that returns a value");
     return by_name<R, Range, X...>(task, [&]<class... W>(detail::Target t) {
@@ -626,8 +629,10 @@ class FERRY_API Executor {
     };
   }
 
+  /// `inputs` is read where it is, as an lvalue (the map ends before the call returns): an rvalue
+  /// range is not moved into the source, a container not copied; a const one is iterated as const.
   template <class R, class... W, class Range, class... X>
-  auto map_run(Mode mode, detail::Target target, const Range& inputs, MapOptions options, X&&... extra) {
+  auto map_run(Mode mode, detail::Target target, Range& inputs, MapOptions options, X&&... extra) {
     constexpr std::size_t own = sizeof...(W) - sizeof...(X);
     using V = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
     const bool keep = mode == Mode::outcomes;
