@@ -10,6 +10,7 @@
 #include <numeric>
 #include <ranges>
 #include <set>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -370,6 +371,101 @@ TEST_CASE("Imap.an_input_that_cannot_be_encoded_fails_after_the_inputs_before_it
   } catch (const ferry::SerializationError&) {
   }
   CHECK(got == iota_vector(13));
+}
+
+namespace {
+struct BadRecord : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// 0..99 through a transform whose function throws BadRecord at `bad`: the input range's own error.
+auto throwing_at(int bad) {
+  return std::views::iota(0, 100) | std::views::transform([bad](int i) {
+           if (i == bad) throw BadRecord("bad record " + std::to_string(i));
+           return i;
+         });
+}
+
+std::vector<int> squares_below(int n) {
+  std::vector<int> v;
+  for (int i = 0; i < n; ++i) v.push_back(i * i);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("Map.an_error_of_the_input_range_itself_propagates_unchanged") {
+  // Reading an input (its iterator's dereference, here a transform's function) was inside the
+  // encoder's try: the range's own exception became a SerializationError "encoding the arguments
+  // in the host" (one thrown by the increment, a filter's predicate, passed unchanged). As
+  // Python's map raises what the iterable raised, it propagates as it was thrown, from map, imap
+  // and map_outcomes alike, once the chunks before it are back (the inputs read before it in its
+  // chunk are sent and run: imap yields them first), and nothing is left running.
+  ferry::Executor ex(support::options(2));
+  auto nothing_left = [&] {
+    const auto s = ex.stats();
+    return s.queued == 0 && s.running == 0;
+  };
+  SUBCASE("map") {
+    for (int bad : {0, 50, 55}) {
+      CAPTURE(bad);
+      CHECK_THROWS_WITH_AS(ex.map(square, throwing_at(bad), {.chunksize = 10}),
+                           ("bad record " + std::to_string(bad)).c_str(), BadRecord);
+      CHECK(nothing_left());
+    }
+  }
+  SUBCASE("imap: the results before it, then it") {
+    std::vector<int> got;
+    CHECK_THROWS_WITH_AS(
+        [&] {
+          for (int r : ex.imap(square, throwing_at(55), {.chunksize = 10})) got.push_back(r);
+        }(),
+        "bad record 55", BadRecord);
+    CHECK(got == squares_below(55));  // 50 to 54 too: read before it, in its chunk
+    CHECK(nothing_left());
+  }
+  SUBCASE("imap_unordered") {
+    std::set<std::size_t> indices;
+    CHECK_THROWS_AS(
+        [&] {
+          for (auto r : ex.imap_unordered(square, throwing_at(55), {.chunksize = 10})) indices.insert(r.index);
+        }(),
+        BadRecord);
+    CHECK(indices.size() == 55);
+    CHECK(nothing_left());
+  }
+  SUBCASE("map_outcomes: ends the call, as Python's map") {
+    // An input that cannot even be produced has no outcome: the call ends with its error.
+    CHECK_THROWS_WITH_AS(ex.map_outcomes(square, throwing_at(55), {.chunksize = 10}), "bad record 55", BadRecord);
+    CHECK(nothing_left());
+  }
+  SUBCASE("from the iterator's increment: a filter's predicate") {
+    auto filtered = std::views::iota(0, 100) | std::views::filter([](int i) {
+                      if (i == 55) throw BadRecord("bad record 55");
+                      return true;
+                    });
+    CHECK_THROWS_WITH_AS(ex.map(square, filtered, {.chunksize = 10}), "bad record 55", BadRecord);
+    CHECK_THROWS_WITH_AS(ex.map_outcomes(square, filtered, {.chunksize = 10}), "bad record 55", BadRecord);
+  }
+  SUBCASE("what the encoder throws is still a SerializationError") {
+    using crash::Action, crash::Stage;
+    auto faulty = std::views::iota(0, 20) | std::views::transform([](int i) {
+                    return crash::Faulty(Stage::host_encode, i == 13 ? Action::throw_error : Action::none, i);
+                  });
+    CHECK_THROWS_AS(ex.map(take_faulty, faulty, {.chunksize = 4}), ferry::SerializationError);
+    auto out = ex.map_outcomes(take_faulty, faulty, {.chunksize = 4});
+    CHECK(std::any_of(out.begin(), out.end(), [](const auto& o) {
+      return o.index == 13 && o.error() && [&] {
+        try {
+          std::rethrow_exception(o.error());
+        } catch (const ferry::SerializationError&) {
+          return true;
+        } catch (...) {
+          return false;
+        }
+      }();
+    }));
+  }
+  CHECK(ex.submit(square, 3).get() == 9);
 }
 
 TEST_CASE("MapOptions.on_progress_reports_done_and_total") {

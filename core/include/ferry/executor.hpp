@@ -2,9 +2,12 @@
 // ferry::Executor, its options, and get_reusable_executor.
 #pragma once
 
+#include <cxxabi.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -285,8 +288,10 @@ class FERRY_API Executor {
   all chunks end; the first failure in input order is rethrown (it names its input:
   Error::input_index()) after the remaining chunks were cancelled or finished (running ones killed
   with MapOptions::kill_running; waited for at most until MapOptions::timeout). An input that
-  cannot be encoded fails the map in input order too. MapOptions adds a timeout, progress, a stop
-  token and a bound on the chunks in flight. `inputs` may be any input range, lvalue or rvalue,
+  cannot be encoded fails the map in input order too (SerializationError); an exception the
+  input range itself throws (a transform's function, a filter's predicate) propagates unchanged,
+  in input order as well. MapOptions adds a timeout, progress, a stop token and a bound on the
+  chunks in flight. `inputs` may be any input range, lvalue or rvalue,
   also a view that cannot be iterated as const (views::filter, drop_while, an istream view): it
   is iterated once, in the calling thread, before map returns.
   @code
@@ -323,7 +328,8 @@ class FERRY_API Executor {
   `imap`, joblib's `return_as="generator"`). Inputs are pulled as the iteration goes (an unbounded
   `std::views::iota` works), at most MapOptions::max_in_flight chunks ahead (default: about two
   per worker), so memory stays bounded. An lvalue `inputs` must outlive the iteration; an rvalue
-  is kept by the range. An input's error is thrown by the increment that reaches its chunk.
+  is kept by the range. An input's error is thrown by the increment that reaches its chunk; one
+  the input range itself throws, unchanged, after the results of the inputs read before it.
   MapOptions::timeout counts from this call, not from the first increment. The range may outlive
   the executor: what was sent before it went still comes back, then the increment that would
   send more throws BrokenProcessPool (an executor get_reusable_executor replaced hands the
@@ -370,7 +376,9 @@ class FERRY_API Executor {
   again; a worker that dies fails only the input it was running (its chunk's inputs run again one
   by one). An input that cannot be encoded gets its SerializationError. After a stop, inputs that
   did not run get CancelledError (of a range without a size, only those already pulled).
-  `inputs` as for map: any input range, also one that cannot be iterated as const.
+  `inputs` as for map: any input range, also one that cannot be iterated as const. An exception
+  the input range itself throws ends the call, unchanged (as Python's map raises it: an input that
+  cannot be read has no outcome), once what was sent before it is back.
   */
   template <class R, class... P, std::ranges::input_range Range, class... X>
   std::vector<Outcome<R>> map_outcomes(R (*fn)(P...), Range&& inputs, MapOptions options = {},
@@ -518,6 +526,7 @@ class FERRY_API Executor {
     std::string name;
     detail::Buffer prefix;           // the shared trailing arguments, encoded once
     std::vector<std::pair<std::size_t, std::exception_ptr>> unencodable;  // keep going
+    std::exception_ptr input_error;  // the range's own, thrown by the produce() after its chunk
 
     static constexpr std::size_t params = sizeof...(W);
 
@@ -542,9 +551,21 @@ class FERRY_API Executor {
     }
 
     /// Encodes the next chunk; false when no input is left.
+    ///
+    /// Two kinds of error, told apart by where they are thrown. The input range's own (comparing,
+    /// dereferencing or incrementing its iterator: a transform's function, a filter's predicate,
+    /// a stream that fails) is the user's code failing, not ferry's: it propagates as it was
+    /// thrown, as Python's map raises what its iterable raised, from map, imap and map_outcomes
+    /// alike (an input that cannot be produced has no index to give an Outcome to, and the range
+    /// cannot be trusted past it). The inputs read before it in this chunk are sent first (their
+    /// results come back before the error, in input order), and the next call throws it. It was
+    /// inside the encoder's try when thrown by a dereference, and became a SerializationError
+    /// "encoding the arguments in the host". What the encoder throws is a SerializationError
+    /// naming the input: thrown at once by map and imap, kept for its Outcome by map_outcomes.
     template <std::size_t Own, class Chunk>
     bool produce(Chunk& c) {
-      while (it != end) {
+      if (input_error) std::rethrow_exception(std::exchange(input_error, nullptr));
+      for (;;) {
         detail::Encoder enc;
         enc.raw(prefix);
         if constexpr (Own == 1) {
@@ -556,29 +577,54 @@ class FERRY_API Executor {
         c.prefix = static_cast<std::uint32_t>(prefix.size());
         c.first = next;
         c.count = 0;
-        for (; it != end && c.count < chunk; ++it) {
-          const std::size_t at = enc.size();
-          try {
-            encode(enc, *it, std::make_index_sequence<Own>{});
-          } catch (...) {
-            // Anything thrown, not only a std::exception, as in submit_values.
-            SerializationError e(SerializationStage::encode_arguments, std::string(signature),
-                                 detail::current_exception_reason(), name);
-            e.set_input_index(next);
-            if (!keep) throw e;
-            enc.truncate(at);
-            unencodable.emplace_back(next++, std::make_exception_ptr(std::move(e)));
-            continue;
+        bool at_end = false;
+        std::exception_ptr unencodable_input;  // without keep going: thrown once out of the loop
+        try {
+          while (c.count < chunk) {
+            if (!(it != end)) {
+              at_end = true;
+              break;
+            }
+            {
+              decltype(auto) element = *it;
+              const std::size_t at = enc.size();
+              try {
+                encode(enc, element, std::make_index_sequence<Own>{});
+              } catch (...) {
+                // Anything thrown, not only a std::exception, as in submit_values.
+                SerializationError e(SerializationStage::encode_arguments, std::string(signature),
+                                     detail::current_exception_reason(), name);
+                e.set_input_index(next);
+                if (!keep) {
+                  unencodable_input = std::make_exception_ptr(std::move(e));
+                  break;
+                }
+                enc.truncate(at);
+                unencodable.emplace_back(next++, std::make_exception_ptr(std::move(e)));
+                ++it;
+                continue;
+              }
+            }
+            ++next;
+            ++c.count;
+            if (keep) c.ends.push_back(static_cast<std::uint32_t>(enc.size()));
+            ++it;
           }
-          ++next;
-          ++c.count;
-          if (keep) c.ends.push_back(static_cast<std::uint32_t>(enc.size()));
+        } catch (abi::__forced_unwind&) {
+          throw;  // a thread cancelled inside the range: its unwinding goes on
+        } catch (...) {
+          // The input range's own error (the encoder's is caught above).
+          if (c.count == 0) throw;
+          input_error = std::current_exception();
         }
-        if (c.count == 0) continue;  // every input of it was unencodable
+        if (unencodable_input) std::rethrow_exception(unencodable_input);
+        if (c.count == 0) {
+          if (at_end) return false;
+          continue;  // every input of it was unencodable
+        }
         c.args = enc.take();
         return true;
       }
-      return false;
     }
   };
 
