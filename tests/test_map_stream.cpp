@@ -153,6 +153,33 @@ TEST_CASE("MapOutcomes.keeps_going_and_reports_each_input") {
   }
 }
 
+TEST_CASE("MapOutcomes.an_input_that_cannot_be_encoded_leaves_the_others_their_own_values") {
+  // A chunk's values are its inputs first, first + 1, ...: an input that could not be encoded was
+  // left out of its chunk, and the inputs after it in that chunk took the indices before theirs
+  // (input 13 got 14's value, 16 had no outcome, 13 had two). One at a chunk's start shifted its
+  // chunk the same way.
+  ferry::Executor ex(support::options(2));
+  using crash::Action, crash::Stage;
+  std::vector<crash::Faulty> inputs;
+  for (int i = 0; i < 20; ++i)
+    inputs.emplace_back(Stage::host_encode, i == 8 || i == 13 ? Action::throw_error : Action::none, i);
+  for (std::size_t chunksize : {1, 3, 4, 20}) {
+    CAPTURE(chunksize);
+    auto out = ex.map_outcomes(take_faulty, inputs, {.chunksize = chunksize});
+    REQUIRE(out.size() == 20);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      CAPTURE(i);
+      CHECK(out[i].index == i);
+      if (i == 8 || i == 13) {
+        CHECK_THROWS_AS(out[i].value(), ferry::SerializationError);
+      } else {
+        CHECK(out[i].ok());
+        if (out[i].ok()) CHECK(out[i].value() == static_cast<int>(i));
+      }
+    }
+  }
+}
+
 TEST_CASE("MapOutcomes.a_worker_death_fails_only_its_input") {
   ferry::Executor ex(support::options(2));
   auto inputs = iota_vector(20);

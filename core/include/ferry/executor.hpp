@@ -599,9 +599,15 @@ class FERRY_API Executor {
                   unencodable_input = std::make_exception_ptr(std::move(e));
                   break;
                 }
+                // Its outcome is this error; the chunk's inputs stay consecutive (a chunk's values
+                // are its inputs first, first + 1...): it ends before this one, or, empty yet,
+                // starts after it. Left out of the middle of a chunk, it gave the inputs after it
+                // the indices before theirs.
                 enc.truncate(at);
                 unencodable.emplace_back(next++, std::make_exception_ptr(std::move(e)));
                 ++it;
+                if (c.count > 0) break;
+                c.first = next;
                 continue;
               }
             }
