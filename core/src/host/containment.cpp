@@ -21,6 +21,7 @@
 #include "platform/config.hpp"
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
+#include "platform/format.hpp"
 #include "platform/paths.hpp"
 #include "platform/spawn.hpp"
 #include "wrap/wrap_compiler.hpp"
@@ -78,10 +79,19 @@ PrivateTempDir::PrivateTempDir(bool make) {
 
 PrivateTempDir::~PrivateTempDir() {
   if (path_.empty()) return;
-  // A task's descendant may still be running (until its guardian ends it): never through a
-  // link it put in place of a directory (std::filesystem::remove_all checks, then opens).
+  // A task's descendant may still be running: the pool has waited for its workers, not for their
+  // guardians, which may still be ending what the tasks started. Never through a link it put in
+  // place of a directory (std::filesystem::remove_all checks, then opens).
   std::string why;
-  if (!remove_tree(path_, why)) debug_log("cannot remove all of %s: %s", path_.c_str(), why.c_str());
+  if (remove_tree(path_, why)) return;
+  // What is left takes the user's disk (a task could leave up to all of it), and no caller can be
+  // told from a destructor: the one thing libferry prints without FERRY_DEBUG, once per directory.
+  // The reason may name a task's file: shown as a terminal may show it, on one line.
+  const std::string what = path_.string() + " (" + why + ")";
+  std::string shown(4 * what.size(), '\0');  // \xNN at most per byte
+  shown.resize(terminal_text_into(shown.data(), shown.size(), what, "\\n"));
+  std::fprintf(stderr, "ferry: could not remove the sandbox's private directory %s; remove it by hand\n",
+               shown.c_str());
 }
 
 namespace {

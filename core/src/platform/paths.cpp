@@ -5,10 +5,14 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -26,71 +30,175 @@ std::filesystem::path library_directory() {
 
 namespace {
 
-constexpr int max_tree_depth = 256;
+/// Directories held open at once while a tree is removed: a directory found this deep is moved
+/// to the top of the tree and emptied from there, so any depth is removed with at most this many
+/// descriptors (and as many lists of names) in use.
+constexpr int max_open_depth = 16;
 
 /// Keeps the first reason something was left (those after it follow from it, mostly).
 void first_error(std::string& error, std::string what) {
   if (error.empty()) error = std::move(what);
 }
 
-/// Empties the directory open as `fd` (which it closes), `depth` levels below the top.
-bool empty_directory(int fd, int depth, std::string& error) {
-  DIR* d = ::fdopendir(fd);
+/// One removal: the top of the tree, open; what a pass did.
+struct Removal {
+  int top = -1;
+  std::string error;        // this pass's first reason
+  bool progress = false;    // something removed or moved up
+  bool moved_up = false;    // a directory moved to the top: another pass is needed
+  std::uint64_t names = 0;  // for the names of the directories moved up
+};
+
+/// Opens the directory `name` in `parent` (AT_FDCWD: a path) to read and change it, never
+/// through a link. A sandboxed task may make directories without read, write or search
+/// permission for their owner (mkdir's mode; it cannot chmod): ours are given them first, through
+/// an O_PATH descriptor (the very directory, whatever its name becomes). -1 (errno set) when it
+/// cannot.
+int open_directory(int parent, const char* name) {
+  int fd = ::openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st {};
+  if (fd < 0 && errno == EACCES) {
+    const int path = ::openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (path < 0) return -1;
+    char via[64];
+    std::snprintf(via, sizeof via, "/proc/self/fd/%d", path);
+    if (::fstat(path, &st) == 0 && st.st_uid == ::geteuid() && ::chmod(via, 0700) == 0)
+      fd = ::openat(path, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(path);
+    if (fd < 0) {
+      errno = EACCES;
+      return -1;
+    }
+  }
+  // Readable, but not writable or searchable by its owner (0500): its entries cannot be removed.
+  if (fd >= 0 && ::fstat(fd, &st) == 0 && (st.st_mode & S_IRWXU) != S_IRWXU && st.st_uid == ::geteuid())
+    ::fchmod(fd, S_IRWXU);
+  return fd;
+}
+
+/// The names in the directory open as `fd` but "." and "..".
+bool list_names(int fd, std::vector<std::string>& names, std::string& error) {
+  names.clear();
+  const int copy = ::dup(fd);  // closedir closes it, `fd` stays open
+  DIR* d = copy < 0 ? nullptr : ::fdopendir(copy);
   if (!d) {
-    first_error(error, std::string("fdopendir: ") + std::strerror(errno));
-    ::close(fd);
+    first_error(error, std::string("reading a directory: ") + std::strerror(errno));
+    if (copy >= 0) ::close(copy);
     return false;
   }
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
+  ::rewinddir(d);
+  while (dirent* e = ::readdir(d))
     if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+  ::closedir(d);
+  return true;
+}
+
+/// Moves the directory `name` in `parent` to the top of the tree, under a name of its own.
+bool move_to_top(Removal& r, int parent, const char* name) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::string to = ".ferry-removing-" + std::to_string(r.names++);
+    if (::renameat2(parent, name, r.top, to.c_str(), RENAME_NOREPLACE) == 0) return true;
+    // A file system without RENAME_NOREPLACE: the name is looked at first (what a task puts
+    // there meanwhile is in the tree anyway).
+    if (errno == EINVAL) {
+      if (::faccessat(r.top, to.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0) continue;  // taken
+      if (::renameat(parent, name, r.top, to.c_str()) == 0) return true;
+    }
+    if (errno != EEXIST && errno != ENOTEMPTY) return false;  // ENOENT: gone meanwhile (the caller looks)
   }
-  bool ok = true;
+  return false;
+}
+
+/// Empties the directory open as `fd` (which it closes), `depth` levels below the top.
+bool empty_directory(Removal& r, int fd, int depth) {
+  std::vector<std::string> names;
+  bool ok = list_names(fd, names, r.error);
   for (const std::string& name : names) {
-    if (::unlinkat(fd, name.c_str(), 0) == 0 || errno == ENOENT) continue;
+    if (::unlinkat(fd, name.c_str(), 0) == 0) {
+      r.progress = true;
+      continue;
+    }
+    if (errno == ENOENT) continue;
     if (errno != EISDIR && errno != EPERM) {
-      first_error(error, name + ": " + std::strerror(errno));
+      first_error(r.error, name + ": " + std::strerror(errno));
       ok = false;
       continue;
     }
-    if (depth >= max_tree_depth) {
-      first_error(error, "more than " + std::to_string(max_tree_depth) + " levels of directories");
-      ok = false;
+    if (depth >= max_open_depth) {
+      // Emptied from the top, in a later pass.
+      if (move_to_top(r, fd, name.c_str())) {
+        r.progress = r.moved_up = true;
+      } else if (errno != ENOENT) {
+        first_error(r.error, name + ": moving it up: " + std::strerror(errno));
+        ok = false;
+      }
       continue;
     }
-    int child = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const int child = open_directory(fd, name.c_str());
     if (child < 0) {
       // Replaced meanwhile (by a link, say): try it as a file once more.
       const int open_error = errno;
       if (::unlinkat(fd, name.c_str(), 0) == 0 || errno == ENOENT) continue;
-      first_error(error, name + ": " + std::strerror(open_error));
+      first_error(r.error, name + ": " + std::strerror(open_error));
       ok = false;
       continue;
     }
-    ok = empty_directory(child, depth + 1, error) && ok;
-    if (::unlinkat(fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-      first_error(error, name + ": " + std::strerror(errno));
+    ok = empty_directory(r, child, depth + 1) && ok;
+    if (::unlinkat(fd, name.c_str(), AT_REMOVEDIR) == 0) {
+      r.progress = true;
+    } else if (errno != ENOENT) {
+      first_error(r.error, name + ": " + std::strerror(errno));
       ok = false;
     }
   }
-  ::closedir(d);  // closes fd
+  ::close(fd);
   return ok;
 }
 
 }  // namespace
 
 bool remove_tree(const std::filesystem::path& dir, std::string& error) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
+  Removal r;
+  r.top = open_directory(AT_FDCWD, dir.c_str());
+  if (r.top < 0) {
     if (errno == ENOENT) return true;
     first_error(error, dir.string() + ": " + std::strerror(errno));
     return false;
   }
-  bool ok = empty_directory(fd, 1, error);
-  if (::rmdir(dir.c_str()) != 0) {
-    first_error(error, dir.string() + ": " + std::strerror(errno));
-    return false;
+  // Passes over the top until it is empty: each one removes what it finds, down to
+  // max_open_depth, and moves deeper directories up for the next one. A pass that removed and
+  // moved nothing ends it (what is left stays). A task's descendant may still be adding to the
+  // tree (until its guardian ends it); it cannot keep a pass from ending, and after a while the
+  // passes stop too.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool ok = false;
+  for (;;) {
+    r.error.clear();
+    r.progress = r.moved_up = false;
+    const int top = ::dup(r.top);
+    if (top < 0) {
+      r.error = std::string("dup: ") + std::strerror(errno);
+      break;
+    }
+    const bool emptied = empty_directory(r, top, 1);
+    if (emptied && !r.moved_up) {
+      if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) {
+        ok = true;
+        break;
+      }
+      if (errno != ENOTEMPTY && errno != EEXIST) {  // ENOTEMPTY: added to meanwhile
+        r.error = dir.string() + ": " + std::strerror(errno);
+        break;
+      }
+      r.progress = true;
+    }
+    if (!r.progress || std::chrono::steady_clock::now() >= give_up) {
+      if (r.error.empty()) r.error = "still being added to after 30 s";
+      break;
+    }
   }
+  ::close(r.top);
+  if (!ok) first_error(error, r.error);
   return ok;
 }
 

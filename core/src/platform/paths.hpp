@@ -20,8 +20,13 @@ bool path_within(const std::filesystem::path& inner, const std::filesystem::path
 /// Removes the directory `dir` and everything under it, never through a symbolic link: each
 /// directory is opened relative to its parent with O_NOFOLLOW and emptied with unlinkat, so a
 /// link put in place of a subdirectory while this runs (by a sandboxed task's descendant that
-/// outlived its worker) is removed itself, never followed into the user's files. At most 256
-/// levels deep. False, with `error` set, if anything was left.
+/// its guardian has not ended yet) is removed itself, never followed into the user's files. Any
+/// depth, with at most 16 directories open: one found 16 levels down is moved to the top of the
+/// tree (renameat2, RENAME_NOREPLACE) and emptied from there in a later pass over the top. A
+/// directory of ours without read, write or search permission for its owner (a task's mkdir can
+/// make one; it cannot chmod) is given them first. Gives up when a pass removes nothing, or after
+/// 30 s of passes (something still adding to the tree). False, with `error` set, if anything
+/// was left.
 FERRY_INTERNAL_API bool remove_tree(const std::filesystem::path& dir, std::string& error);
 
 }  // namespace ferry::detail
