@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -2081,4 +2082,176 @@ TEST_CASE("Unprivileged.an_ordinary_users_pool_is_contained") {
   }
   CHECK_MESSAGE(code == 0, "step " << code << " failed (its stderr says why)");
   CHECK_FALSE(listener.accepted_within(0ms));
+}
+
+// ---- Fork runners, without a cgroup ------------------------------------------------------------
+
+namespace {
+
+/// cgroup v1 directories of the test's own, beside its process's: pids (pids.max bounds what a
+/// hostile task forks, whatever the containment does), cpu (a quota) and freezer (ends whatever is
+/// left: frozen, nothing forks while it is killed). Made as root; ok() is false where one cannot
+/// be made (not root, cgroup v2 only). Their processes are ended and the directories removed at
+/// scope exit.
+class TestCgroups {
+ public:
+  explicit TestCgroups(const std::string& name) {
+    for (const char* controller : {"pids", "cpu", "freezer"}) {
+      const std::string own = support::own_cgroup_v1(controller);
+      const std::string dir = own.empty() ? "" : own + "/" + name;
+      if (dir.empty() || ::mkdir(dir.c_str(), 0755) != 0) {
+        ok_ = false;
+        continue;
+      }
+      made_.push_back(dir);
+      if (std::string(controller) == "pids") pids_ = dir;
+      if (std::string(controller) == "freezer") freezer_ = dir;
+    }
+  }
+  ~TestCgroups() {
+    end_all();
+    for (const std::string& dir : made_)  // EBUSY until the last zombie is reaped (by init now)
+      if (!support::wait_until([&] { return ::rmdir(dir.c_str()) == 0 || errno != EBUSY; }, 10s))
+        MESSAGE("left behind (busy): " << dir);
+  }
+  TestCgroups(const TestCgroups&) = delete;
+  TestCgroups& operator=(const TestCgroups&) = delete;
+
+  bool ok() const { return ok_; }
+  /// Writes `value` into `file` of the cgroup of `controller`.
+  bool set(const std::string& controller, const std::string& file, const std::string& value) const {
+    for (const std::string& dir : made_)
+      if (dir.find("/" + controller + "/") != std::string::npos) {
+        std::ofstream out(dir + "/" + file);
+        out << value;
+        out.flush();
+        return static_cast<bool>(out);
+      }
+    return false;
+  }
+  /// Moves process `pid` into all three.
+  bool join(pid_t pid) const {
+    for (const std::string& dir : made_) {
+      std::ofstream out(dir + "/cgroup.procs");
+      out << pid;
+      out.flush();
+      if (!out) return false;
+    }
+    return true;
+  }
+  /// Processes in them (zombies included: pids.current).
+  int processes() const { return static_cast<int>(pids_of(pids_).size()); }
+  /// Processes in them that are not zombies.
+  int live() const {
+    int n = 0;
+    for (pid_t pid : pids_of(pids_))
+      if (!gone(pid)) ++n;
+    return n;
+  }
+  /// Freezes them, SIGKILLs every process, thaws them (the processes then die; their parents
+  /// reap them).
+  void end_all() const {
+    if (freezer_.empty() || pids_of(freezer_).empty()) return;
+    const auto state = [&](const char* s) {
+      std::ofstream(freezer_ + "/freezer.state") << s;
+    };
+    state("FROZEN");
+    (void)support::wait_until([&] {
+      std::ifstream in(freezer_ + "/freezer.state");
+      std::string now;
+      return std::getline(in, now) && now == "FROZEN";
+    }, 5s);
+    for (pid_t pid : pids_of(freezer_)) ::kill(pid, SIGKILL);
+    state("THAWED");
+  }
+
+ private:
+  static std::vector<pid_t> pids_of(const std::string& dir) {
+    std::vector<pid_t> out;
+    std::ifstream in(dir + "/cgroup.procs");
+    for (pid_t pid; in >> pid;) out.push_back(pid);
+    return out;
+  }
+
+  bool ok_ = true;
+  std::vector<std::string> made_;
+  std::string pids_, freezer_;
+};
+
+/// In a forked child (root), the subreaper of what follows: forks a pool process that joins
+/// `cgroups`, becomes nobody, runs fork_runners(`runners`) in a sandboxed pool and ends the pool;
+/// then waits up to `within` for no process of the cgroups to be left (reaping the orphans that
+/// come to it), ends whatever is, and returns 0 when none was left, 10 when some were, 77 when
+/// nobody cannot reach this build, another code when a step failed. Says how long it took on
+/// stderr.
+int runners_after_the_pool(const TestCgroups& cgroups, int runners, std::chrono::milliseconds within) {
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return 1;
+  const pid_t pool = ::fork();
+  if (pool < 0) return 1;
+  if (pool == 0) {
+    const uid_t nobody = 65534;
+    if (!cgroups.join(::getpid())) _exit(2);
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+        ::setresuid(nobody, nobody, nobody) != 0)
+      _exit(2);
+    if (::access(FERRY_TEST_WORKER, X_OK) != 0 || ::access(FERRY_TEST_HOSTILE_PLUGIN, R_OK) != 0) _exit(77);
+    try {
+      auto options = contained({}, sandbox_on());
+      options.max_tasks_per_child = 1;
+      options.max_workers = 1;
+      ferry::Executor ex(options);
+      auto started = ex.submit_with(hostile(), fork_runners, runners);
+      if (!started.wait_for(future_wait) || started.get() != runners) _exit(3);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "the pool: %s\n", e.what());
+      _exit(4);
+    }  // the pool has ended: its workers have exited, their guardians sweep
+    _exit(0);
+  }
+  int status = -1;
+  const auto reap = [&] {
+    int st = 0;
+    for (pid_t p; (p = ::waitpid(-1, &st, WNOHANG)) > 0;)
+      if (p == pool) status = st;
+  };
+  if (!support::wait_until([&] { reap(); return status != -1; }, 60s)) return 5;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return WIFEXITED(status) ? WEXITSTATUS(status) : 6;
+  const auto ended = std::chrono::steady_clock::now();
+  const bool none_left = support::wait_until([&] { reap(); return cgroups.live() == 0; }, within);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - ended);
+  std::fprintf(stderr, "runners: %s %lld ms after the pool ended (%d processes still running)\n",
+               none_left ? "none left" : "some left", static_cast<long long>(ms.count()), cgroups.live());
+  cgroups.end_all();
+  (void)support::wait_until([&] { reap(); return cgroups.processes() == 0; }, 10s);
+  return none_left ? 0 : 10;
+}
+
+}  // namespace
+
+TEST_CASE("Unprivileged.fork_runners_end_with_the_pool_under_a_cpu_quota") {
+  // A task's runners (setsid, then fork and exit in a loop: a new pid every ~100 us) outlived an
+  // ordinary user's pool: the guardian's sweep read /proc's whole listing first and looked at each
+  // process after, by when each runner had gone and its child had a pid the listing did not hold,
+  // and gave up after 1 s. With the pool under a CPU quota (a container, a Slurm job) 30 of 30
+  // were still forking 40 s later. Here the pool runs as nobody (no pids cgroup: the user
+  // namespace's sweep) in cgroups of the test's own: 20 % of a core for the pool, its guardians
+  // and the runners together, at most 400 processes, and a freezer that ends what is left.
+  if (::geteuid() != 0) {
+    MESSAGE("not root: cannot make the cgroups (a CPU quota, a bound on processes) here");
+    return;
+  }
+  TestCgroups cgroups("ferry-test-runners-" + std::to_string(::getpid()));
+  if (!cgroups.ok() || !cgroups.set("pids", "pids.max", "1000") ||
+      !cgroups.set("cpu", "cpu.cfs_period_us", "100000") || !cgroups.set("cpu", "cpu.cfs_quota_us", "20000")) {
+    MESSAGE("skipped: needs cgroup v1 pids, cpu and freezer hierarchies");
+    return;
+  }
+  const int code = support::exit_code_of_child(
+      [&] { return runners_after_the_pool(cgroups, 30, descendants_end_within); }, 90s);
+  if (code == 77) {
+    MESSAGE("nobody cannot reach this build (a private directory): not tested here");
+    return;
+  }
+  CHECK_MESSAGE(code == 0, "code " << code << " (10: runners outlived the pool by "
+                                   << descendants_end_within.count() << " ms; its stderr says more)");
 }

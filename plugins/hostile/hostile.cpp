@@ -240,6 +240,26 @@ int fork_bomb(int n) { return fork_children(n, false); }
 
 int fork_until_refused(int n) { return fork_children(n, true); }
 
+int fork_runners(int n) {
+  timespec start{};
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  for (int i = 0; i < n; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) fail("fork (after " + std::to_string(i) + " runners)");
+    if (pid > 0) continue;
+    ::setsid();
+    for (;;) {
+      timespec now{};
+      ::clock_gettime(CLOCK_MONOTONIC, &now);
+      if (now.tv_sec - start.tv_sec >= 30) ::_exit(0);  // the safety net
+      const pid_t child = ::fork();
+      if (child > 0) ::_exit(0);
+      if (child < 0) ::usleep(1000);
+    }
+  }
+  return n;
+}
+
 std::uint64_t allocate(std::uint64_t bytes, bool touch) {
   std::unique_ptr<char[]> block(new char[static_cast<std::size_t>(bytes)]);
   escape(block.get());
@@ -861,6 +881,7 @@ FERRY_TASK(watch_directory);
 FERRY_TASK(exec_shell);
 FERRY_TASK(fork_bomb);
 FERRY_TASK(fork_until_refused);
+FERRY_TASK(fork_runners);
 FERRY_TASK(allocate);
 FERRY_TASK(share_memory);
 FERRY_TASK(write_shared);

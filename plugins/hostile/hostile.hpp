@@ -32,6 +32,11 @@ FERRY_EXPORT int exec_shell();
 FERRY_EXPORT int fork_bomb(int n);
 /// fork_bomb that copes: a refused fork ends the loop, and the task returns how many it forked.
 FERRY_EXPORT int fork_until_refused(int n);
+/// Starts `n` runners and returns `n`: each calls setsid(), then forks and exits in a loop, its
+/// newest child going on (a new pid every ~100 us, a fork past a processes limit tried again 1 ms
+/// later), never more than two processes at a time. A safety net: a runner ends by itself 30 s
+/// after it started, so a missing containment leaks it for 30 s instead of forever.
+FERRY_EXPORT int fork_runners(int n);
 /// `new char[bytes]`; with `touch`, writes to every page (resident, not only reserved). The
 /// memory is freed before returning `bytes`. std::bad_alloc escapes as it is.
 FERRY_EXPORT std::uint64_t allocate(std::uint64_t bytes, bool touch);

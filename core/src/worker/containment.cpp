@@ -21,7 +21,6 @@
 #include <linux/capability.h>
 #include <linux/fs.h>
 #include <linux/fsverity.h>
-#include <linux/nsfs.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <sched.h>
@@ -50,6 +49,7 @@
 
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
+#include "worker/sweep.hpp"
 
 namespace ferry::detail {
 
@@ -142,23 +142,6 @@ bool write_file(const std::string& path, std::string_view text) {
   return ok;
 }
 
-/// Up to `cap - 1` bytes of a file, NUL-terminated; -1 when it cannot be read.
-ssize_t read_small(const char* path, char* buf, std::size_t cap) {
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t total = 0;
-  for (;;) {
-    ssize_t n = ::read(fd, buf + total, cap - 1 - static_cast<std::size_t>(total));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    total += n;
-    if (static_cast<std::size_t>(total) >= cap - 1) break;
-  }
-  ::close(fd);
-  buf[total] = '\0';
-  return total;
-}
-
 std::string directory_of(std::string path) {
   auto slash = path.rfind('/');
   return slash == std::string::npos || slash == 0 ? std::string("/") : path.substr(0, slash);
@@ -226,71 +209,9 @@ void empty_cgroup(const std::string& dir) {
   }
 }
 
-/// SIGKILLs every process whose environment holds `needle` ("FERRY_WORKER_TAG=..."); true when
-/// it found one.
-bool sweep_tagged(const std::string& needle) {
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return false;
-  bool found = false;
-  static char env[1 << 16];
-  while (dirent* e = ::readdir(proc)) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    char path[300];
-    std::snprintf(path, sizeof path, "/proc/%s/environ", e->d_name);
-    ssize_t n = read_small(path, env, sizeof env);
-    if (n <= 0) continue;
-    // Entries are NUL-separated: compare each whole entry.
-    for (ssize_t i = 0; i < n;) {
-      std::size_t len = std::strlen(env + i);
-      if (std::string_view(env + i, len) == needle) {
-        ::kill(static_cast<pid_t>(std::atol(e->d_name)), SIGKILL);
-        found = true;
-        break;
-      }
-      i += static_cast<ssize_t>(len) + 1;
-    }
-  }
-  ::closedir(proc);
-  return found;
-}
-
-/// SIGKILLs every other process of this user namespace or of one nested in it but `spared` (the
-/// output relay); true when it found one. No process can leave a user namespace, and only the
-/// worker's descendants (and this guardian, and the relay) are in the worker's.
-bool sweep_user_namespace(pid_t spared) {
-  struct stat own{};
-  if (::stat("/proc/self/ns/user", &own) != 0) return false;
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return false;
-  bool found = false;
-  pid_t self = ::getpid();
-  while (dirent* e = ::readdir(proc)) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    pid_t pid = static_cast<pid_t>(std::atol(e->d_name));
-    if (pid == self || pid == spared) continue;
-    char path[300];
-    std::snprintf(path, sizeof path, "/proc/%s/ns/user", e->d_name);
-    int fd = ::open(path, O_RDONLY | O_CLOEXEC);  // fails for what is not ours to see
-    bool ours = false;
-    for (int depth = 0; fd >= 0 && depth < 33; ++depth) {
-      struct stat st{};
-      if (::fstat(fd, &st) == 0 && st.st_ino == own.st_ino && st.st_dev == own.st_dev) {
-        ours = true;
-        break;
-      }
-      int parent = ::ioctl(fd, NS_GET_PARENT);  // EPERM once outside ours
-      ::close(fd);
-      fd = parent;
-    }
-    if (fd >= 0) ::close(fd);
-    if (ours) {
-      ::kill(pid, SIGKILL);
-      found = true;
-    }
-  }
-  ::closedir(proc);
-  return found;
-}
+/// How long the guardian's sweep may go on finding processes to end (worker/sweep.hpp): it stops
+/// earlier, after two rounds that found none left to end.
+constexpr std::int64_t sweep_limit_ms = 30000;
 
 /// The guardian's life: wait for the worker to end (pidfd at descriptor 0), then end what it
 /// left behind, and the cgroup.
@@ -326,17 +247,25 @@ bool sweep_user_namespace(pid_t spared) {
          ::rmdir(memory_cgroup.c_str()) != 0 && errno == EBUSY && now_ms() < end;)
       pause_ms(2);
   }
+  // Without a cgroup: every process of the worker's user namespace (no process can leave one;
+  // only the worker's descendants, this guardian and the relay are in it), else every process
+  // whose environment carries the worker's tag. The relay is spared while it lives: once it is
+  // gone, a task's process may hold its pid.
+  const auto relay_alive = [&] {
+    pollfd ended{relay_pidfd, POLLIN, 0};
+    return relay_pidfd >= 0 && ::poll(&ended, 1, 0) == 0;
+  };
   if (user_namespace) {
-    // The relay is spared while it lives: once it is gone, a task's process may hold its pid.
-    auto spared = [&]() -> pid_t {
-      pollfd ended{relay_pidfd, POLLIN, 0};
-      return relay_pidfd >= 0 && ::poll(&ended, 1, 0) == 0 ? relay : 0;
-    };
-    for (std::int64_t end = now_ms() + 1000; sweep_user_namespace(spared()) && now_ms() < end;) pause_ms(2);
+    struct stat own{};
+    if (::stat("/proc/self/ns/user", &own) == 0) {
+      sweep_descendants([&](pid_t pid, int pidfd) { return in_user_namespace(pid, pidfd, own.st_dev, own.st_ino); },
+                        relay, relay_alive, sweep_limit_ms);
+    }
   }
   if (!tag.empty()) {
-    std::string needle = "FERRY_WORKER_TAG=" + tag;
-    for (std::int64_t end = now_ms() + 1000; sweep_tagged(needle) && now_ms() < end;) pause_ms(2);
+    const std::string needle = "FERRY_WORKER_TAG=" + tag;
+    sweep_descendants([&](pid_t pid, int pidfd) { return environment_holds(pid, pidfd, needle.c_str()); },
+                      relay, relay_alive, sweep_limit_ms);
   }
   _exit(0);
 }
