@@ -380,6 +380,30 @@ TEST_CASE("Mpi.world.killed_host_over_tcp_makes_agents_stop_their_workers_and_le
   killed_host_case("host_killed_tcp", "self,tcp");
 }
 
+namespace {
+
+/// What srun adds for a task of its step (PMI-2's wire, Slurm's task ids), and what a user sets
+/// on a node and for the job: the worker_environment scenario reads them in a worker.
+const std::map<std::string, std::string> rank_and_user_variables = {
+    {"PMI_RANK", "1"},          {"PMI_SIZE", "3"},       {"PMI_FD", "9"},
+    {"SLURM_PROCID", "1"},      {"SLURM_LOCALID", "1"},  {"SLURM_JOB_NAME", "kept"},
+    {"FERRY_TEST_NODE_SETTING", "kept"}};
+
+}  // namespace
+
+TEST_CASE("Mpi.world.a_worker_is_no_rank_of_the_job") {
+  // An agent's worker inherited the agent's identity in the job (OMPI_COMM_WORLD_RANK,
+  // PMIX_RANK, the PMIx server's address...): a task or a library reading them took itself for
+  // that rank, and an MPI_Init in the worker tried to join the job as that rank, and failed.
+  check_ok(world("worker_environment", {}, rank_and_user_variables), "worker_environment");
+}
+
+TEST_CASE("Mpi.spawn.a_worker_is_no_rank_of_the_job") {
+  // The same under spawned agents (a singleton host): each agent is rank 0 of a job of its own.
+  check_ok(run({FERRY_TEST_MPI_HOST, "worker_environment", FERRY_TEST_PLUGIN_DIR}, rank_and_user_variables),
+           "worker_environment");
+}
+
 TEST_CASE("Mpi.spawn.workers_started_with_comm_spawn") {
   check_ok(run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR}, {}), "basics");
 }

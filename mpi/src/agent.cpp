@@ -22,7 +22,9 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include <ferry/ferry.hpp>
 #include <ferry/mpi.hpp>
@@ -94,6 +96,47 @@ bool usable(const fs::path& file, const std::string& key) {
 /// this path) reaches the host.
 std::string unloadable(const std::string& why, const std::string& name) {
   return "/(not shipped: " + why + ")/" + name;
+}
+
+/// Whether the environment variable `name` makes a process a rank of this MPI job: the agent's
+/// own place in it, or the way into the job's runtime. A worker inherited them all from its
+/// agent: a task (or a library choosing a GPU or a seed by rank) took itself for that rank, and
+/// an MPI_Init in the worker tried to join the job as the agent's rank and failed ("getting local
+/// rank failed"); without them it starts a job of its own (a singleton). These are what Open
+/// MPI 4.1's launcher (ORTE, schizo/ompi) and its PMIx server set for each process they start,
+/// and what a PMI-1/PMI-2 launcher (srun --mpi=pmi2) does: the rank's identity (its rank, local
+/// rank, the job's size and layout, its session directory, its command line), the server's
+/// address and the client's credentials (every PMIX_ variable but PMIx's own MCA settings), and
+/// the settings that forbid a process to start alone (ess=^singleton, pmix=^...). Slurm's task
+/// ids (SLURM_PROCID, SLURM_LOCALID, SLURM_TASK_PID) too: libraries pick a GPU or a global rank
+/// by them. What describes the job and the node (SLURM_JOB_ID, SLURM_CPUS_ON_NODE, the nodes)
+/// is true of the worker too and stays, as do the user's settings (OMPI_MCA_btl...).
+bool names_a_rank(std::string_view name) {
+  static constexpr std::string_view prefixes[] = {"PMIX_", "PMI_", "OMPI_COMM_WORLD_", "OMPI_WORLD_"};
+  static constexpr std::string_view names[] = {
+      "OMPI_UNIVERSE_SIZE", "OMPI_NUM_APP_CTX", "OMPI_FIRST_RANKS", "OMPI_APP_CTX_NUM_PROCS",
+      "OMPI_FILE_LOCATION", "OMPI_ARGV", "OMPI_COMMAND", "OMPI_MCA_ess", "OMPI_MCA_ess_base_jobid",
+      "OMPI_MCA_ess_base_vpid", "OMPI_MCA_pmix", "OMPI_MCA_orte_ess_name", "OMPI_MCA_orte_ess_num_procs",
+      "OMPI_MCA_orte_ess_node_rank", "OMPI_MCA_orte_hnp_uri", "OMPI_MCA_orte_local_daemon_uri",
+      "OMPI_MCA_orte_launch", "OMPI_MCA_orte_app_num", "OMPI_MCA_orte_num_nodes", "OMPI_MCA_orte_num_restarts",
+      "OMPI_MCA_orte_do_not_barrier", "OMPI_MCA_orte_precondition_transports",
+      "OMPI_MCA_orte_jobfam_session_dir", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_TASK_PID"};
+  if (name.starts_with("PMIX_MCA_")) return false;  // PMIx's settings, not its connection
+  return std::any_of(std::begin(prefixes), std::end(prefixes), [&](std::string_view p) { return name.starts_with(p); }) ||
+         std::find(std::begin(names), std::end(names), name) != std::end(names);
+}
+
+/// The worker's environment: this agent's, without what makes it a rank of the job
+/// (names_a_rank), with what the host gave (ExecutorOptions::env, FERRY_WORKER) on top: a
+/// variable the user gives by name is theirs to give.
+std::vector<std::string> worker_environment(const std::vector<std::pair<std::string, std::string>>& given) {
+  std::vector<std::string> env = ferry::detail::merged_environment(given);
+  std::erase_if(env, [&](const std::string& entry) {
+    const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
+    return names_a_rank(name) &&
+           std::none_of(given.begin(), given.end(), [&](const auto& kv) { return kv.first == name; });
+  });
+  return env;
 }
 
 /// How long a worker that closed its channel may go on running before its agent kills it: as
@@ -364,8 +407,7 @@ class Agent {
           return;
         }
       }
-      auto p = ferry::detail::spawn_process(worker, args,
-                                            ferry::detail::merged_environment(env), theirs.get());
+      auto p = ferry::detail::spawn_process(worker, args, worker_environment(env), theirs.get());
       child_.emplace();
       child_->pid = p.pid;
       child_->pidfd = std::move(p.pidfd);

@@ -63,6 +63,10 @@
 //                (FERRY_ALLOW_UNSAFE_PLUGINS=1 from here on), so only the agents judge them: the
 //                first runs, and the second is neither loaded at its path nor shipped (the copy
 //                would read that directory too): its call fails
+//   worker_environment  a task reads the variables that make a process a rank of the job
+//                (Open MPI's, PMIx's and PMI's, Slurm's task ids): its agent has them, its worker
+//                none; a user's settings, the job's description and what ExecutorOptions::env
+//                gives stay
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -540,6 +544,43 @@ void trace(const std::string& plugin_dir, const std::string& scratch) {
   ex.shutdown();
 }
 
+/// The environment a process was started with (/proc/PID/environ), as "\nNAME=value\n..." so
+/// that "\nNAME=" finds a variable.
+std::string start_environment(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+  std::string all = "\n", entry;
+  while (std::getline(in, entry, '\0')) all += entry + "\n";
+  return all;
+}
+
+void worker_environment(const std::string& plugin_dir) {
+  auto o = mpi_options(plugin_dir, 1);
+  o.env = {{"PMIX_RANK", "chosen by the host"}};
+  ferry::Executor ex(o);
+  EXPECT(ex.warm_up());
+  auto getenv_in_worker = [&](const std::string& name) { return ex.submit(getenv_task, name).get(); };
+  // What its launcher gave the agent (test_mpi adds PMI's and Slurm's task variables to the job's
+  // environment, as srun would): the rank's identity and the way to its job's runtime.
+  const std::string agent = start_environment(parent_of(ex.worker_pids().at(0)));
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_NAMESPACE", "PMIX_SERVER_URI2"})
+    if (agent.find(std::string("\n") + name + "=") == std::string::npos) fail(__LINE__, std::string("the agent has no ") + name);
+  for (const char* name :
+       {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "OMPI_COMM_WORLD_NODE_RANK", "OMPI_UNIVERSE_SIZE", "OMPI_FILE_LOCATION", "OMPI_MCA_ess", "OMPI_MCA_ess_base_jobid",
+        "OMPI_MCA_ess_base_vpid", "OMPI_MCA_pmix", "OMPI_MCA_orte_hnp_uri", "OMPI_MCA_orte_local_daemon_uri",
+        "OMPI_MCA_orte_ess_num_procs", "OMPI_MCA_orte_launch", "PMIX_NAMESPACE", "PMIX_ID", "PMIX_SERVER_URI2",
+        "PMIX_SERVER_URI21", "PMIX_SERVER_URI3", "PMIX_SERVER_URI4", "PMIX_SERVER_URI41", "PMIX_SERVER_TMPDIR",
+        "PMIX_SECURITY_MODE", "PMI_RANK", "PMI_SIZE", "PMI_FD", "SLURM_PROCID", "SLURM_LOCALID"}) {
+    const std::string value = getenv_in_worker(name);
+    if (!value.empty()) fail(__LINE__, std::string("the worker has ") + name + "=" + value);
+  }
+  EXPECT(getenv_in_worker("PMIX_RANK") == "chosen by the host");      // ExecutorOptions::env
+  EXPECT(getenv_in_worker("OMPI_MCA_btl") == std::getenv("OMPI_MCA_btl"));  // the user's settings
+  EXPECT(getenv_in_worker("FERRY_TEST_NODE_SETTING") == "kept");
+  EXPECT(getenv_in_worker("SLURM_JOB_NAME") == "kept");  // the job's description
+  ex.shutdown();
+}
+
 void search_path(const std::string& scratch) {
   ::setenv("FERRY_ALLOW_UNSAFE_PLUGINS", "1", 1);  // this rank's: the agents are past serve()
   ferry::Executor ex(mpi_options(scratch + "/mine", 1));
@@ -597,6 +638,8 @@ int main(int argc, char** argv) {
       closed_channel(plugin_dir);
     } else if (scenario == "ship_checked" && argc == 4) {
       ship_checked(argv[3]);
+    } else if (scenario == "worker_environment") {
+      worker_environment(plugin_dir);
     } else if (scenario == "search_path" && argc == 4) {
       search_path(argv[3]);
     } else {
