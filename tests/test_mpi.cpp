@@ -418,6 +418,20 @@ TEST_CASE("Mpi.spawn.missing_agent_program_is_a_clear_error") {
            "missing_agent");
 }
 
+TEST_CASE("Mpi.world.a_worker_that_cannot_start_is_an_error_naming_its_rank_node_and_path") {
+  // The agent's error said only that the worker ended with exit code 127 (or not even why it
+  // refused one): in a job of many nodes, nobody could tell where ferry-worker was missing.
+  fs::path scratch = scratch_dir("missing_worker");
+  fs::path not_executable = scratch / "ferry-worker";
+  std::ofstream(not_executable) << "not a program\n";
+  fs::permissions(not_executable, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  for (const fs::path& worker : {scratch / "no-such-worker", not_executable}) {
+    CAPTURE(worker);
+    Run r = world("missing_worker", {}, {{"FERRY_WORKER", worker.string()}});
+    check_ok(r, "missing_worker");
+  }
+}
+
 TEST_CASE("Mpi.spawn.agent_named_without_a_directory_is_found_on_path") {
   // FERRY_MPI_WORKER=ferry-mpi-worker: looked up on PATH, checked and spawned as the file found
   // (it was checked as a file of the current directory, and refused as missing).

@@ -23,6 +23,7 @@
 #include <optional>
 #include <set>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -391,18 +392,23 @@ class Agent {
     }
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-      report_exit(-1, 0, 127);
+      report_exit(-1, 0, 127, std::string("cannot make its channel: socketpair: ") + std::strerror(errno));
       return;
     }
     Fd mine(sv[0]), theirs(sv[1]);
+    fs::path worker;
+    // Every worker it could not start is reported with why and the path it tried (pid -1): the
+    // host adds this rank and its node, which the user of a job of many nodes needs to know.
     try {
       ferry::detail::SharedRings rings;
       if (use_rings) rings = ferry::detail::SharedRings::create();
-      fs::path worker = ferry::default_worker_path();
+      worker = ferry::default_worker_path();
       for (const auto& [k, v] : env)
         if (k == "FERRY_WORKER") worker = v;  // the host's ExecutorOptions::worker_path
       if (!ferry::detail::unsafe_allowed_by_environment()) {
-        if (std::string why = ferry::detail::untrusted_reason(worker); !why.empty()) {
+        // As the local backend: a missing one is posix_spawn's ENOENT below, said as a path to
+        // fix (unless another user could create it meanwhile).
+        if (std::string why = ferry::detail::untrusted_reason_if_present(worker); !why.empty()) {
           report_exit(-1, 0, 127, "refusing to run " + worker.string() + ": " + why);
           return;
         }
@@ -424,8 +430,20 @@ class Agent {
         child_->rings.drop_descriptor();  // the mapping stays; nothing can open the memfd again
       }
       ::fcntl(child_->sock.get(), F_SETFL, ::fcntl(child_->sock.get(), F_GETFL) | O_NONBLOCK);
-    } catch (const std::exception&) {
-      report_exit(-1, 0, 127);
+    } catch (const std::system_error& e) {
+      // posix_spawn's failures that say the path is wrong (missing, not executable, not a
+      // program), as the local backend judges them; others (no memory, no process left) are
+      // this node's limits, said as they are.
+      const int code = e.code().value();
+      const bool wrong_path = code == ENOENT || code == EACCES || code == ENOEXEC || code == ENOTDIR ||
+                              code == ELOOP || code == EISDIR;
+      report_exit(-1, 0, 127,
+                  "cannot run " + worker.string() + ": " +
+                      (wrong_path ? e.code().message() + "; set ExecutorOptions::worker_path or FERRY_WORKER to "
+                                                         "a ferry-worker of that node"
+                                  : std::string(e.what())));
+    } catch (const std::exception& e) {
+      report_exit(-1, 0, 127, "cannot run " + worker.string() + ": " + e.what());
     }
   }
 

@@ -543,6 +543,11 @@ class Hub {
             st.exit_code = std::atoi(items[2].c_str());
           }
           if (items.size() >= 4) st.detail = items[3];
+          // Not started at all (pid -1): said with where, since the reason (a ferry-worker
+          // missing at the path it tried) is that node's.
+          if (!items.empty() && items[0] == "-1")
+            st.detail = "no process (" + where(a) + ": " +
+                        (st.detail.empty() ? std::string("its agent could not start it") : st.detail) + ")";
           a.slot->finish(st);
           unwatch(a);
           a.slot.reset();  // the agent can host a new worker
@@ -576,6 +581,13 @@ class Hub {
     if (!a.slot->to_pool.flush(a.slot->channel.get())) a.slot->to_pool.clear();
   }
 
+  /// "MPI rank R on HOST (agent pid P)": an agent as errors about it name it (what it has said
+  /// of itself so far).
+  static std::string where(const Agent& a) {
+    return "MPI rank " + std::to_string(a.rank) + (a.host.empty() ? "" : " on " + a.host) +
+           (a.pid ? " (agent pid " + std::to_string(a.pid) + ")" : "");
+  }
+
   void declare_dead(Agent& a, const std::string& why) {
     if (!a.alive) return;
     a.alive = false;
@@ -587,8 +599,7 @@ class Hub {
     }
     if (a.slot) {
       ExitStatus st;
-      st.detail = "MPI rank " + std::to_string(a.rank) + (a.host.empty() ? "" : " on " + a.host) +
-                  (a.pid ? " (agent pid " + std::to_string(a.pid) + ")" : "") + " " + why;
+      st.detail = where(a) + " " + why;
       a.slot->finish(st);
       unwatch(a);
       a.slot.reset();

@@ -14,6 +14,8 @@
 //                with BrokenProcessPool instead of waiting for a rank that will never come
 //   missing_agent  (run with FERRY_MPI_WORKER naming no file) work fails with BrokenProcessPool
 //                naming the agent, at once rather than never
+//   missing_worker  (run with FERRY_WORKER naming no file, or a file that cannot be run) work
+//                fails with BrokenProcessPool naming the rank, its node and the path it tried
 //   spawn_refused  (run as one rank under srun, whose PMIx server does not spawn) work fails with
 //                BrokenProcessPool saying MPI_Comm_spawn failed, rather than waiting for an agent
 //   host_killed  writes "<agent pid> <worker pid>" per worker to <scratch dir>/pids, then
@@ -292,6 +294,21 @@ void missing_agent(const std::string& plugin_dir) {
   auto e = expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { f.get(); });
   EXPECT(std::string(e.what()).find("FERRY_MPI_WORKER") != std::string::npos);
   std::cout << "missing agent: " << e.what() << std::endl;
+}
+
+void missing_worker(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  auto f = ex.submit(square, 3);
+  EXPECT(f.wait_for(std::chrono::seconds(30)));
+  auto e = expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { f.get(); });
+  std::cout << "missing worker: " << e.what() << std::endl;
+  const std::string what = e.what();
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  // Rank 1 or 2 of the job of 3; on one machine, the agents' node is this one.
+  EXPECT(what.find(std::string("MPI rank 1 on ") + host) != std::string::npos ||
+         what.find(std::string("MPI rank 2 on ") + host) != std::string::npos);
+  EXPECT(what.find(std::getenv("FERRY_WORKER")) != std::string::npos);
 }
 
 void spawn_refused(const std::string& plugin_dir) {
@@ -618,6 +635,8 @@ int main(int argc, char** argv) {
       many_results(plugin_dir);
     } else if (scenario == "missing_agent") {
       missing_agent(plugin_dir);
+    } else if (scenario == "missing_worker") {
+      missing_worker(plugin_dir);
     } else if (scenario == "spawn_refused") {
       spawn_refused(plugin_dir);
     } else if (scenario == "last_rank_killed") {
