@@ -114,7 +114,8 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       w.EndObject();
       w.EndObject();
       // Paths and flags come from the environment: RapidJSON escapes the controls below U+0020,
-      // printable() DEL, the C1 controls and bytes that are not UTF-8 (the JSON stays valid).
+      // printable() DEL, the C1 and bidirectional controls and bytes that are not UTF-8 (the JSON
+      // stays valid).
       out = json::printable(std::string_view(buffer.GetString(), buffer.GetSize()));
       out += '\n';
     } else {

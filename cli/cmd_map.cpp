@@ -656,8 +656,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
     bool any_failed = false;
     auto stop = [&](const std::string& where, const Failure& failure) {
       progress.clear();
-      print_error("map", where + ": " + failure.type + ": " + failure.message);
-      print_remote_stack(failure);
+      report("map", failure, where);
       executor.shutdown({.wait = false, .kill_workers = true});
       return failure.code;
     };

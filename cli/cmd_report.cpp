@@ -112,6 +112,22 @@ bool write_file(const fs::path& output, const std::function<bool(std::FILE*)>& w
   return ok;
 }
 
+/// "FILE: message" for an error or note of the trace: the file's name as terminal_line() shows
+/// it, the message as it is but for what terminal_line() escapes, as long as it escapes no
+/// backslash: what the message quotes of the trace is escaped already (trace::printable: other
+/// bytes than printable ASCII, the backslash too, as \xNN), and a second pass would double its
+/// escapes ("\\x7fELF").
+std::string trace_message(std::string_view file, std::string_view message) {
+  std::string shown = terminal_line(file) + ": ";
+  for (std::size_t at = 0;;) {
+    const std::size_t backslash = message.find('\\', at);
+    shown += terminal_line(message.substr(at, backslash - at));
+    if (backslash == std::string_view::npos) return shown;
+    shown += '\\';
+    at = backslash + 1;
+  }
+}
+
 }  // namespace
 
 int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
@@ -136,14 +152,14 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
   bool ok = trace::read_trace(
       trace_path, [&](const rj::Value& event, std::size_t line) { builder.add(event, line); }, read);
   if (!ok) {
-    print_error("report", options.trace + (read.error_line ? ":" + std::to_string(read.error_line) : "") +
-                              ": " + read.error);
+    print_shown_error("report", trace_message(options.trace + (read.error_line ? ":" + std::to_string(read.error_line) : ""),
+                                              read.error));
     return exit_usage;
   }
   trace::Summary summary = builder.finish();
   std::vector<trace::Note> notes = trace::report_notes(read, summary, limits);
   for (const auto& note : notes)
-    if (note.bad) print_error("report", options.trace + ": " + note.text);
+    if (note.bad) print_shown_error("report", trace_message(options.trace, note.text));
 
   auto write = [&](std::FILE* f) {
     return trace::write_report_html(f, trace_path.filename().string(), "ferry " + std::string(ferry::version()),

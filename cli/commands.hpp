@@ -144,12 +144,19 @@ struct Failure {
   std::string type;     ///< "TaskError", "PluginError", ...
   std::string message;  ///< what()
   std::string remote_stack;  ///< TaskError / TerminatedWorkerError::remote_stack(), "" if none
+  /// The task's own message (TaskError::remote_message()) inside `message`: from `own_at`,
+  /// `own_size` bytes (0: none). report() shows its lines as lines; the rest of the message,
+  /// which quotes names, stays on one line.
+  std::size_t own_at = 0, own_size = 0;
 };
 Failure describe(std::exception_ptr error);
-/// Prints "ferry <command>: <type>: <message>" on stderr (one line: print_error), then the remote
-/// stack when there is one ("remote stack (worker):" and its frames, indented), and returns the
-/// exit status.
-int report(std::string_view command, const Failure& failure);
+/// Prints "ferry <command>: <type>: <message>" on stderr ("ferry <command>: <where>: <type>:
+/// <message>" when `where` is given, e.g. "lines 3-5"), then the remote stack when there is one
+/// ("remote stack (worker):" and its frames, indented), and returns the exit status. The message
+/// is shown as terminal_line() shows text, but for the task's own message (Failure::own_at): its
+/// lines after the first follow on lines of their own, each indented by four spaces, so that
+/// none can pass for a line of ferry's.
+int report(std::string_view command, const Failure& failure, std::string_view where = {});
 /// Prints the failure's remote stack on stderr, indented under "remote stack (worker):", if any.
 void print_remote_stack(const Failure& failure);
 /// The end of a subcommand's output: flushes `out` and checks that all written to it arrived (a
@@ -161,8 +168,12 @@ int finish_output(std::string_view command, std::FILE* out, int status);
 /// one line: the message as terminal_line() shows it (a newline in a name or message it quotes is
 /// \x0a).
 void print_error(std::string_view command, std::string_view message);
+/// Prints "ferry <command>: <shown>" on stderr, `shown` being terminal text already (built with
+/// terminal_line(): print_error with parts escaped their own way).
+void print_shown_error(std::string_view command, std::string_view shown);
 /// `text` safe to show on a terminal (platform/format.hpp): control characters but newline and
-/// tab, DEL, the C1 controls and malformed UTF-8 come out as \xNN; other UTF-8 as it is.
+/// tab, DEL, the C1 and bidirectional controls and malformed UTF-8 come out as \xNN, a backslash
+/// as \\; other UTF-8 as it is.
 using ferry::detail::terminal_text;
 /// terminal_text with a newline shown as \x0a too: a name or value on one line of the output (a
 /// file name or a variable holding a newline would fake a line of it).

@@ -511,7 +511,16 @@ Failure describe(std::exception_ptr error) {
   try {
     std::rethrow_exception(error);
   } catch (const TaskError& e) {
-    return {exit_task_failed, "TaskError", e.what(), e.remote_stack()};
+    Failure f{exit_task_failed, "TaskError", e.what(), e.remote_stack()};
+    // what() ends with the task's message, then " (input N)" or " (inputs N to M)" in a map.
+    const std::string& own = e.remote_message();
+    const std::size_t end = e.input_index() ? f.message.rfind(" (input") : f.message.size();
+    if (end != std::string::npos && end >= own.size() &&
+        std::string_view(f.message).substr(end - own.size(), own.size()) == own) {
+      f.own_at = end - own.size();
+      f.own_size = own.size();
+    }
+    return f;
   } catch (const ResourceLimitError& e) {  // before TerminatedWorkerError, its base
     return {exit_task_failed, "ResourceLimitError", e.what()};
   } catch (const SandboxViolationError& e) {  // likewise
@@ -545,11 +554,7 @@ Failure describe(std::exception_ptr error) {
 }
 
 
-std::string terminal_line(std::string_view text) {
-  std::string out(4 * text.size(), '\0');  // \xNN for one byte at most
-  out.resize(detail::terminal_text_into(out.data(), out.size(), text, "\\x0a"));
-  return out;
-}
+std::string terminal_line(std::string_view text) { return terminal_text(text, "\\x0a"); }
 
 int finish_output(std::string_view command, std::FILE* out, int status) {
   // errno is fflush's when it fails, else (the error flag of an earlier write) still that write's.
@@ -560,13 +565,17 @@ int finish_output(std::string_view command, std::FILE* out, int status) {
   return status == exit_ok ? exit_task_failed : status;
 }
 
+void print_shown_error(std::string_view command, std::string_view shown) {
+  std::fprintf(stderr, "ferry%s%.*s: %.*s\n", command.empty() ? "" : " ",
+               static_cast<int>(command.size()), command.data(), static_cast<int>(shown.size()),
+               shown.data());
+  std::fflush(stderr);
+}
+
 void print_error(std::string_view command, std::string_view message) {
   // One line, whatever it quotes (a task's name or message, a path, an argument): a newline in
   // it would start a line that looks like ferry's own ("ferry run: TaskError: ...").
-  std::string text = terminal_line(message);
-  std::fprintf(stderr, "ferry%s%.*s: %s\n", command.empty() ? "" : " ",
-               static_cast<int>(command.size()), command.data(), text.c_str());
-  std::fflush(stderr);
+  print_shown_error(command, terminal_line(message));
 }
 
 void print_remote_stack(const Failure& failure) {
@@ -582,8 +591,18 @@ void print_remote_stack(const Failure& failure) {
   std::fflush(stderr);
 }
 
-int report(std::string_view command, const Failure& failure) {
-  print_error(command, failure.type + ": " + failure.message);
+int report(std::string_view command, const Failure& failure, std::string_view where) {
+  std::string head = where.empty() ? std::string() : std::string(where) + ": ";
+  head += failure.type + ": ";
+  const std::string_view message(failure.message);
+  std::string_view own = message.substr(failure.own_at, failure.own_size);
+  // A message of several lines (a parser's list of problems, a wrapped exception) is shown as
+  // lines, not as one line with \x0a in each break; a line break at its end shows nothing.
+  // Every line after the first is indented: only ferry's own lines start at the margin.
+  while (own.ends_with('\n')) own.remove_suffix(1);
+  print_shown_error(command, terminal_line(head + std::string(message.substr(0, failure.own_at))) +
+                           terminal_text(own, "\n    ") +
+                           terminal_line(message.substr(failure.own_at + failure.own_size)));
   print_remote_stack(failure);
   return failure.code;
 }

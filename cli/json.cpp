@@ -20,10 +20,12 @@ bool parse(std::string_view text, rj::Document& doc, std::string& error) {
 
 
 /// JSON text made safe to print on a terminal, and valid UTF-8: RapidJSON escapes only the
-/// characters below U+0020, so DEL and the C1 controls (U+0080 to U+009F: U+009B is a CSI that
-/// starts an escape sequence) are escaped here, and a byte that is not part of a well-formed
-/// UTF-8 character (a raw 0x9B is CSI to an 8-bit terminal) becomes U+FFFD. Outside strings JSON
-/// text is ASCII without controls, so every byte this changes is inside a string.
+/// characters below U+0020, so DEL and what detail::escaped_on_terminal lists (the C1 controls,
+/// U+0080 to U+009F: U+009B is a CSI that starts an escape sequence; the bidirectional controls,
+/// which show the text after them in another order; the line and paragraph separators) are
+/// escaped here, and a byte that is not part of a well-formed UTF-8 character (a raw 0x9B is CSI
+/// to an 8-bit terminal) becomes U+FFFD. Outside strings JSON text is ASCII without controls, so
+/// every byte this changes is inside a string.
 std::string printable(std::string_view text) {
   std::string out;
   out.reserve(text.size());
@@ -35,8 +37,10 @@ std::string printable(std::string_view text) {
       continue;
     }
     const auto c = static_cast<unsigned char>(text[i]);
-    const unsigned code = n == 1 ? c : n == 2 && c == 0xC2 ? static_cast<unsigned char>(text[i + 1]) : 0;
-    if (code == 0x7F || (code >= 0x80 && code <= 0x9F)) {  // DEL, or C1 (C2 80..C2 9F)
+    if (c == 0x7F || detail::escaped_on_terminal(text, i, n)) {
+      // Two or three bytes here (U+0080..U+2069): the code point from their low bits.
+      unsigned code = n == 1 ? c : n == 2 ? c & 0x1Fu : c & 0x0Fu;
+      for (std::size_t k = 1; k < n; ++k) code = code << 6 | (static_cast<unsigned char>(text[i + k]) & 0x3Fu);
       char escaped[8];
       std::snprintf(escaped, sizeof escaped, "\\u%04x", code);
       out += escaped;

@@ -28,9 +28,10 @@ std::string write(const rj::Value& value);
 
 /// `s` as a JSON string literal.
 std::string quote(std::string_view s);
-/// JSON text made safe to print on a terminal and valid UTF-8: DEL and the C1 controls escaped
-/// (`\u007f`, `\u0080`..`\u009f`), a byte that is not part of a UTF-8 character `\ufffd`
-/// (write and quote do this already).
+/// JSON text made safe to print on a terminal and valid UTF-8: DEL, the C1 controls, the
+/// bidirectional controls and the line and paragraph separators escaped (`\u007f`,
+/// `\u0080`..`\u009f`, `\u202e`, ...: detail::escaped_on_terminal), a byte that is not part of a
+/// UTF-8 character `\ufffd` (write and quote do this already).
 std::string printable(std::string_view text);
 
 /// Appends `{"value0":v0,"value1":v1,...}` for the elements of `array` to `out` (one line).

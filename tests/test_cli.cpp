@@ -1064,7 +1064,8 @@ TEST_CASE("Cli.usage_errors_are_shown_as_text") {
 TEST_CASE("Cli.errors_are_one_line_whatever_they_quote") {
   // `ferry run "$(printf 'nosuch\nferry run: TaskError: forged')" 1` printed a second line of its
   // own making: an error quoted a name, a path, an argument or a task's message with its newline.
-  // Each error is one line now, a newline in it \x0a (the remote stack follows on lines of its own).
+  // Each error is one line now, a newline in it \x0a (the remote stack follows on lines of its own),
+  // but for the task's own message, whose lines follow indented (next test).
   const std::string forged = "nosuch\nferry run: TaskError: forged";
   Result name = cli({"run", forged, "1"});
   CHECK(name.status == 3);
@@ -1078,15 +1079,16 @@ TEST_CASE("Cli.errors_are_one_line_whatever_they_quote") {
   CHECK(argument.err.find("1\\x0aferry run: forged") != std::string::npos);
 
   support::TempDir root;
-  // A task's message quoting its argument: the first line is the whole error.
+  // A task's message quoting its argument: its lines are the task's, indented under the error.
   std::string path_json = "\"";
   for (char c : (root.path / ("none" + hostile) / "x").string())
     path_json += c == '\x1b' ? "\\u001b" : c == '\x07' ? "\\u0007" : c == '\n' ? "\\n" : std::string(1, c);
   Result task = cli({"run", "record_run", path_json + "\"", "1"});
   CHECK(task.status == 1);
   CHECK(task.err.find("TaskError") != std::string::npos);
-  check_shown_as_text(lines_of(task.err).at(0));
+  CHECK(task.err.find("\\x1b]0;owned\\x07\\xc2\\x9b31m\n    forged") != std::string::npos);
   CHECK(task.err.find("\nforged") == std::string::npos);
+  CHECK(task.err.find('\x1b') == std::string::npos);
 
   const std::string missing = (root.path / ("none" + hostile)).string();
   for (const auto& args : std::vector<std::vector<std::string>>{
@@ -1111,6 +1113,68 @@ TEST_CASE("Cli.errors_are_one_line_whatever_they_quote") {
   check_shown_as_text(list.out);
   check_shown_as_text(list.err);
   CHECK(lines_of(list.err).size() == 1);
+}
+
+TEST_CASE("Cli.a_tasks_message_of_several_lines_is_shown_as_lines") {
+  // A task's message of several lines (a parser's list of problems) was one line with \x0a at
+  // each break. Its lines follow the error line now, each indented so that none passes for a line
+  // of ferry's own; a break at its end shows nothing; other controls stay escaped. In JSON
+  // (map --keep-going) the message is JSON's string, on the one line of its object.
+  support::TempDir root;
+  // record_run's message quotes the path it could not open.
+  const std::string missing = (root.path / "none").string() + "/a";
+  auto argument = [&](std::string_view forged) {
+    return "\"" + missing + "\\nferry " + std::string(forged) + ": TaskError: forged\\n\\tb\\u001b[2J\\n\"";
+  };
+  Result run = cli({"run", "record_run", argument("run"), "1"});
+  CHECK(run.status == 1);
+  auto lines = lines_of(run.err);
+  REQUIRE_MESSAGE(lines.size() >= 4, run.err);
+  CHECK(lines[0].starts_with("ferry run: TaskError: task 'record_run' raised std::runtime_error in worker "));
+  CHECK(lines[0].ends_with("cannot open " + missing));
+  CHECK(lines[1] == "    ferry run: TaskError: forged");
+  CHECK(lines[2] == "    \tb\\x1b[2J");
+  CHECK(lines[3] == "remote stack (worker):");
+
+  Result map = cli({"map", "record_run"}, "[" + argument("map") + ", 1]\n");
+  CHECK(map.status == 1);
+  lines = lines_of(map.err);
+  REQUIRE_MESSAGE(lines.size() >= 4, map.err);
+  CHECK(lines[0].starts_with("ferry map: line 1: TaskError: task 'record_run' raised "));
+  CHECK(lines[0].ends_with("cannot open " + missing));
+  CHECK(lines[1] == "    ferry map: TaskError: forged");
+  CHECK(lines[2] == "    \tb\\x1b[2J");
+  CHECK(lines[3] == "remote stack (worker):");
+
+  Result keep_going = cli({"map", "--keep-going", "record_run"}, "[" + argument("map") + ", 1]\n");
+  CHECK(keep_going.status == 1);
+  CHECK(keep_going.out == "{\"error\":{\"type\":\"std::runtime_error\",\"message\":\"record_run: cannot open " +
+                              missing + "\\nferry map: TaskError: forged\\n\\tb\\u001B[2J\\n\",\"stage\":\"task\"}}\n");
+}
+
+TEST_CASE("Cli.names_show_backslashes_and_bidirectional_controls_escaped") {
+  // A backslash in a name was shown as itself, so a name could spell "\x0a" and pass for one
+  // holding a newline; a bidirectional control (U+202E, U+2066) was shown as it is and made the
+  // terminal show what follows it reversed or moved.
+  const std::string name = "nosuch\\x0a\xe2\x80\xae" "gnp.exe\xe2\x81\xa6";
+  Result r = cli({"run", name, "1"});
+  CHECK(r.status == 3);
+  CHECK_MESSAGE(r.err.find("'nosuch\\\\x0a\\xe2\\x80\\xaegnp.exe\\xe2\\x81\\xa6'") != std::string::npos, r.err);
+  CHECK(r.err.find("\xe2\x80\xae") == std::string::npos);
+
+  support::TempDir root;
+  const fs::path dir = root.path / ("plugins\\x1b\xe2\x80\xae");
+  fs::create_directory(dir);
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, dir / "libmath.so");
+  Result list = cli({"list", dir.string()});
+  CHECK(list.status == 0);
+  CHECK_MESSAGE(list.out.find("plugins\\\\x1b\\xe2\\x80\\xae/libmath.so") != std::string::npos, list.out);
+  CHECK(list.out.find("\xe2\x80\xae") == std::string::npos);
+  // As JSON (list --json, a result) they are JSON escapes: the text is the same, its look safe.
+  Result json = cli({"list", "--json", dir.string()});
+  CHECK_MESSAGE(json.out.find("plugins\\\\x1b\\u202e/libmath.so") != std::string::npos, json.out);
+  CHECK(cli({"run", "greet", "\"\xe2\x80\xae\xe2\x81\xa9\xe2\x80\xa8\\\\\""}).out ==
+        "\"hello, \\u202e\\u2069\\u2028\\\\\"\n");
 }
 
 namespace {

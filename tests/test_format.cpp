@@ -104,3 +104,31 @@ TEST_CASE("Format.utf8_length.well_formed_sequences_and_every_kind_of_bad_one") 
   CHECK(utf8_length("\xE2\x28\xA1"sv, 0) == 0);
   CHECK(utf8_length("\xF0\x90\x80\x28"sv, 0) == 0);
 }
+
+TEST_CASE("Format.terminal_text.escapes_backslashes_and_bidirectional_controls") {
+  using ferry::detail::terminal_text;
+  // A backslash was shown as itself, so text could spell "\x0a" and pass for an escaped newline;
+  // a bidirectional control (U+202E, U+2066) was shown as it is and reordered what followed it.
+  CHECK(terminal_text("a\\x0ab") == "a\\\\x0ab");
+  CHECK(terminal_text("\\") == "\\\\");
+  CHECK(terminal_text("name\xe2\x80\xae" "txt.exe") == "name\\xe2\\x80\\xaetxt.exe");
+  for (const char* bidi : {"\xd8\x9c", "\xe2\x80\x8e", "\xe2\x80\x8f", "\xe2\x80\xaa", "\xe2\x80\xab",
+                           "\xe2\x80\xac", "\xe2\x80\xad", "\xe2\x80\xae", "\xe2\x81\xa6", "\xe2\x81\xa7",
+                           "\xe2\x81\xa8", "\xe2\x81\xa9", "\xe2\x80\xa8", "\xe2\x80\xa9"}) {
+    CAPTURE(bidi);
+    const std::string shown = terminal_text(bidi);
+    CHECK(shown.find(bidi) == std::string::npos);
+    CHECK(shown.size() == 4 * std::string_view(bidi).size());
+    CHECK(shown.starts_with("\\x"));
+  }
+  // Their neighbours are text: an en dash, a zero-width joiner (emoji), U+202F, U+2065, U+206A.
+  for (const char* text : {"\xe2\x80\x93", "\xe2\x80\x8d", "\xe2\x80\xaf", "\xe2\x81\xa5", "\xe2\x81\xaa", "\xd8\x9b"}) {
+    CAPTURE(text);
+    CHECK(terminal_text(text) == text);
+  }
+  // A newline as asked: kept, or shown as given (an indented continuation line, an escape).
+  CHECK(terminal_text("one\ntwo") == "one\ntwo");
+  CHECK(terminal_text("one\ntwo", "\n    ") == "one\n    two");
+  CHECK(terminal_text("\n\n\n", "\n      ") == "\n      \n      \n      ");  // longer than 4 a byte
+  CHECK(terminal_text("a\nb", "\\x0a") == "a\\x0ab");
+}

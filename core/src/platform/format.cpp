@@ -2,6 +2,7 @@
 // Durations and sizes as ferry's messages print them (see format.hpp).
 #include "platform/format.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <iterator>
@@ -111,6 +112,17 @@ std::size_t utf8_length(std::string_view s, std::size_t i) noexcept {
   return n;
 }
 
+bool escaped_on_terminal(std::string_view s, std::size_t i, std::size_t n) noexcept {
+  // The bidirectional controls are Unicode's Bidi_Control property: shown as they are, they
+  // display a name or a message in another order than its bytes ("Trojan Source").
+  if (n < 2 || i + n > s.size()) return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data() + i);
+  if (n == 2) return (p[0] == 0xC2 && p[1] < 0xA0) || (p[0] == 0xD8 && p[1] == 0x9C);
+  if (n != 3 || p[0] != 0xE2) return false;
+  if (p[1] == 0x80) return p[2] == 0x8E || p[2] == 0x8F || (p[2] >= 0xA8 && p[2] <= 0xAE);
+  return p[1] == 0x81 && p[2] >= 0xA6 && p[2] <= 0xA9;
+}
+
 std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text,
                                std::string_view newline, std::size_t* used) noexcept {
   std::size_t at = 0, i = 0;
@@ -121,17 +133,23 @@ std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text
     return true;
   };
   while (i < text.size()) {
-    const auto c = static_cast<unsigned char>(text[i]);
+    const auto* bytes = reinterpret_cast<const unsigned char*>(text.data() + i);
+    const unsigned char c = bytes[0];
     std::size_t n = utf8_length(text, i);
-    const bool c1 = n == 2 && c == 0xC2 && static_cast<unsigned char>(text[i + 1]) < 0xA0;
     bool ok;
     if (c == '\n') {
       ok = put(newline.data(), newline.size());
-    } else if (n == 0 || c1 || (n == 1 && ((c < 0x20 && c != '\t') || c == 0x7F))) {
-      char hex[5];
-      std::snprintf(hex, sizeof hex, "\\x%02x", c);
-      ok = put(hex, 4);
-      n = 1;  // a malformed or C1 sequence: its bytes one by one
+    } else if (c == '\\') {
+      ok = put("\\\\", 2);
+    } else if (n == 0 || (n == 1 && ((c < 0x20 && c != '\t') || c == 0x7F)) || escaped_on_terminal(text, i, n)) {
+      // Each byte as \xNN, a whole character or none (a malformed sequence: its bytes one by one).
+      if (n == 0) n = 1;
+      ok = at + 4 * n <= cap;
+      for (std::size_t k = 0; ok && k < n; ++k) {
+        char hex[5];
+        std::snprintf(hex, sizeof hex, "\\x%02x", bytes[k]);
+        put(hex, 4);
+      }
     } else {
       ok = put(text.data() + i, n);
     }
@@ -142,9 +160,10 @@ std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text
   return at;
 }
 
-std::string terminal_text(std::string_view text) {
-  std::string out(4 * text.size(), '\0');  // \xNN at most per byte
-  out.resize(terminal_text_into(out.data(), out.size(), text, "\n"));
+std::string terminal_text(std::string_view text, std::string_view newline) {
+  // \xNN at most per byte, or `newline` for one.
+  std::string out(std::max<std::size_t>(4, newline.size()) * text.size(), '\0');
+  out.resize(terminal_text_into(out.data(), out.size(), text, newline));
   return out;
 }
 

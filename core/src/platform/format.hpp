@@ -30,16 +30,23 @@ FERRY_INTERNAL_API std::string format_size(std::uint64_t bytes);
 /// surrogates, nothing past U+10FFFF), or 0 when there is none. i < s.size().
 FERRY_INTERNAL_API std::size_t utf8_length(std::string_view s, std::size_t i) noexcept;
 
+/// Whether the well-formed UTF-8 character of `n` bytes at s[i] (utf8_length) must not reach a
+/// terminal as it is although it is no C0 control: a C1 control (U+0080..U+009F: U+009B is a
+/// CSI), a bidirectional control (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069: it
+/// reorders what follows it on screen) or the line or paragraph separator (U+2028, U+2029).
+FERRY_INTERNAL_API bool escaped_on_terminal(std::string_view s, std::size_t i, std::size_t n) noexcept;
+
 /// `text` as a terminal may show it: what a task, a worker or a file name says may carry escape
 /// sequences (retitle the window, rewrite what was printed, or with TIOCSTI-like replies type
-/// into the shell). Control characters but tab, DEL, the C1 controls (U+0080..U+009F: U+009B is
-/// a CSI) and bytes not part of a well-formed UTF-8 character come out as \xNN; a newline as
+/// into the shell). Control characters but tab, DEL, the characters of escaped_on_terminal and
+/// bytes not part of a well-formed UTF-8 character come out as \xNN, one per byte; a backslash
+/// as \\, so that text cannot pass for an escape ("\x0a" typed is "\\x0a" shown); a newline as
 /// `newline`; other UTF-8 as it is. At most `cap` bytes go into `out` (never part of a piece);
 /// returns how many, and sets `*used` (if given) to the bytes of `text` shown. Allocates
 /// nothing: an interposed open() calls it (debug_line_into).
 FERRY_INTERNAL_API std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text,
                                                   std::string_view newline, std::size_t* used = nullptr) noexcept;
-/// terminal_text_into into a string, newlines kept.
-FERRY_INTERNAL_API std::string terminal_text(std::string_view text);
+/// terminal_text_into into a string, a newline shown as `newline` (kept by default).
+FERRY_INTERNAL_API std::string terminal_text(std::string_view text, std::string_view newline = "\n");
 
 }  // namespace ferry::detail
