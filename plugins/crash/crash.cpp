@@ -85,6 +85,12 @@ int fail_or_busy(int ms) {
   return busy_for(ms);
 }
 
+int value_after_hold(int x, const std::string& path) {
+  if (x < 0) throw std::runtime_error("value_after_hold: failing at once");
+  wait_while_exists(path);
+  return x;
+}
+
 int kill_pid(int pid, int sig) { return ::kill(pid, sig); }
 int kill_pids(const std::vector<int>& pids, int sig) {
   int n = 0;
@@ -264,6 +270,7 @@ FERRY_TASK(leak);
 FERRY_TASK(spin_forever);
 FERRY_TASK(busy_for);
 FERRY_TASK(fail_or_busy);
+FERRY_TASK(value_after_hold);
 FERRY_TASK(kill_pid);
 FERRY_TASK(kill_pids);
 FERRY_TASK(getenv_task);

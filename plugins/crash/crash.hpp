@@ -112,6 +112,9 @@ FERRY_EXPORT int busy_for(int ms);
 /// ms < 0: throws std::runtime_error at once; else busy_for(ms) (a map with one quick failure
 /// and long inputs beside it).
 FERRY_EXPORT int fail_or_busy(int ms);
+/// x < 0: throws std::runtime_error at once. Else waits (60 s at most) while a file exists at
+/// `path`, then returns x (a map whose inputs the test holds and releases).
+FERRY_EXPORT int value_after_hold(int x, const std::string& path);
 /// Sends `sig` to process `pid` (a sibling worker), then returns.
 FERRY_EXPORT int kill_pid(int pid, int sig);
 /// Kills every pid of the list (in order), then returns the number killed.

@@ -285,9 +285,11 @@ class FERRY_API Executor {
   pair of the leading arguments. `extra...` are constant trailing arguments, the same for every
   element: `fn(element..., extra...)`, encoded once per chunk, not once per element. Inputs
   travel in chunks of `options.chunksize` (one message and one worker call each). Blocks until
-  all chunks end; the first failure in input order is rethrown (it names its input:
-  Error::input_index()) after the remaining chunks were cancelled or finished (running ones killed
-  with MapOptions::kill_running; waited for at most until MapOptions::timeout). An input that
+  all chunks end, or until the first failure in input order is known with every input before it
+  done: that one is rethrown (it names its input: Error::input_index()) at once, as
+  concurrent.futures' Executor.map raises it; the chunks not yet started are cancelled, running
+  ones end in the background and their results are dropped (they are stopped with
+  MapOptions::kill_running). An input that
   cannot be encoded fails the map in input order too (SerializationError); an exception the
   input range itself throws (a transform's function, a filter's predicate) propagates unchanged,
   in input order as well. MapOptions adds a timeout, progress, a stop token and a bound on the
@@ -730,7 +732,8 @@ class FERRY_API Executor {
       };
       while (auto c = run.next()) {
         if (auto e = c->future.exception()) {
-          // The first failure in input order, once the rest was cancelled or finished.
+          // The first failure in input order, every input before it done: thrown now, what is
+          // still out cancelled (what runs is not waited for).
           run.cancel_all();
           std::rethrow_exception(e);
         }
@@ -740,7 +743,7 @@ class FERRY_API Executor {
           try {
             decode_done();
           } catch (...) {
-            run.cancel_all();  // as for a failed chunk: the rest is cancelled or finished
+            run.cancel_all();  // as for a failed chunk: the rest is cancelled
             throw;
           }
         }

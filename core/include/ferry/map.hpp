@@ -292,19 +292,14 @@ class MapRun {
     bar_.update(done_);
   }
 
-  /// After a failure: cancels every chunk out (killing running ones with MapOptions::kill_running)
-  /// and waits until each has ended, at most until the map's timeout (a task that never ends
-  /// kept the map from throwing its error: it waited for it whatever the timeout).
+  /// After a failure: cancels every chunk out that has not started (and stops running ones with
+  /// MapOptions::kill_running), and returns without waiting for them, as concurrent.futures'
+  /// Executor.map cancels its pending futures and raises. What still runs ends in the pool in the
+  /// background; its result goes with its future, which this run drops. map waited here for the
+  /// running chunks (until its timeout): a long one held the failure back for its whole length.
   void cancel_all() {
     exhausted_ = true;
     for (auto& [seq, c] : flying_) c.future.cancel(CancelOptions{.kill_running = options_.kill_running});
-    for (auto& [seq, c] : flying_) {
-      if (!deadline_) {
-        c.future.wait();
-      } else if (!c.future.wait_until(*deadline_)) {
-        break;  // what still runs goes on (killed already with kill_running)
-      }
-    }
   }
 
   bool stopped() const noexcept { return stopped_; }
@@ -412,9 +407,7 @@ class MapRun {
 
   void stop() {
     stopped_ = true;
-    exhausted_ = true;
-    for (auto& [seq, c] : flying_)
-      c.future.cancel(CancelOptions{.kill_running = options_.kill_running});
+    cancel_all();
   }
 
   [[noreturn]] void timeout() {
