@@ -432,9 +432,11 @@ std::vector<Metric> bench_submit_by_name(const Options& o) {
                              [](ferry::Executor& e, int x) { return e.submit<int>("square", x); });
 }
 
-std::vector<Metric> bench_map(const Options& o, std::size_t chunksize) {
-  const int n = o.quick && chunksize == 1 ? 10'000 : 100'000;
-  const int runs = chunksize == 1 ? 1 : (o.quick ? 3 : 5);
+/// Tasks per second of `runs` passes of `pass(ex, inputs)` over `n` short inputs on one warm pool
+/// of 2. What a pass returns is checked once its time is taken: `sum_of(result)` must be the sum
+/// of the inputs' squares.
+template <class Pass, class SumOf>
+std::vector<double> rates_of_passes(int n, int runs, const std::string& what, Pass pass, SumOf sum_of) {
   auto inputs = make_inputs(n);
   const long long expect = sum_of_squares(inputs);
   ferry::Executor ex(pool_options());
@@ -442,18 +444,78 @@ std::vector<Metric> bench_map(const Options& o, std::size_t chunksize) {
   std::vector<double> rates;
   for (int r = 0; r < runs; ++r) {
     auto t0 = bench_clock::now();
-    std::vector<int> out = ex.map(square, inputs, {.chunksize = chunksize});
+    auto result = pass(ex, inputs);
     auto t1 = bench_clock::now();
-    check(out.size() == inputs.size(), "map size");
-    check(std::accumulate(out.begin(), out.end(), 0LL) == expect, "map sum");
+    check(sum_of(result, inputs.size()) == expect, what + " sum");
     rates.push_back(n / (ms_between(t0, t1) / 1000));
   }
+  return rates;
+}
+
+std::vector<Metric> bench_map(const Options& o, std::size_t chunksize) {
+  const int n = o.quick && chunksize == 1 ? 10'000 : 100'000;
+  const int runs = chunksize == 1 ? 1 : (o.quick ? 3 : 5);
+  auto rates = rates_of_passes(
+      n, runs, "map",
+      [&](ferry::Executor& ex, const std::vector<int>& inputs) {
+        return ex.map(square, inputs, {.chunksize = chunksize});
+      },
+      [](const std::vector<int>& out, std::size_t size) {
+        check(out.size() == size, "map size");
+        return std::accumulate(out.begin(), out.end(), 0LL);
+      });
   std::string name = chunksize == 1 ? "map_chunk1_tasks_per_s" : "map_chunk1000_tasks_per_s";
   std::string note = "map(square, " + std::to_string(n) + " ints, chunksize " +
                      std::to_string(chunksize) + ")";
   note += runs > 1 ? ", median over runs; " + spread(rates, 0) : ", one run";
   if (o.quick && chunksize == 1) note += " (--quick: 10k inputs)";
   return {{name, median(rates), "tasks/s", note}};
+}
+
+/// imap over `n` short inputs without a chunksize, consumed to the end: what the default chunks
+/// cost when tasks are short (its first chunks hold one input each, then grow to map's size).
+std::vector<Metric> bench_imap_default(const Options& o, int n, const std::string& name) {
+  auto rates = rates_of_passes(
+      n, o.quick ? 3 : 5, "imap",
+      [](ferry::Executor& ex, const std::vector<int>& inputs) {
+        std::pair<long long, std::size_t> sum_and_count{0, 0};
+        for (int v : ex.imap(square, inputs)) {
+          sum_and_count.first += v;
+          ++sum_and_count.second;
+        }
+        return sum_and_count;
+      },
+      [](const std::pair<long long, std::size_t>& got, std::size_t size) {
+        check(got.second == size, "imap size");
+        return got.first;
+      });
+  return {{name, median(rates), "tasks/s",
+           "imap(square, " + std::to_string(n) + " ints), default chunksize, consumed to the end, median over runs; " +
+               spread(rates, 0)}};
+}
+
+/// How soon imap's first result comes when tasks are slow: 200 inputs of 5 ms (slow_identity) on
+/// a pool of 2, default chunksize, from the call to the first value.
+std::vector<Metric> bench_imap_first_result(const Options& o) {
+  const int runs = o.quick ? 3 : 7;
+  std::vector<std::pair<int, int>> inputs;
+  for (int i = 0; i < 200; ++i) inputs.emplace_back(i, 5);
+  ferry::Executor ex(pool_options());
+  warm_pool(ex);
+  std::vector<double> ms;
+  for (int r = 0; r < runs; ++r) {
+    auto t0 = bench_clock::now();
+    auto stream = ex.imap(slow_identity, inputs);
+    auto it = stream.begin();
+    auto t1 = bench_clock::now();
+    check(it != stream.end() && *it == 0, "imap's first result");
+    ms.push_back(ms_between(t0, t1));
+    for (++it; it != stream.end(); ++it) {
+    }  // the rest too: the next run starts on idle workers
+  }
+  return {{"imap_first_result_ms", median(ms), "ms",
+           "imap(slow_identity, 200 inputs of 5 ms), default chunksize: the call to the first value, median; " +
+               spread(ms)}};
 }
 
 // ---- large arguments --------------------------------------------------------------------------
@@ -1046,6 +1108,11 @@ std::vector<Group> all_groups() {
       {{"submit_100k_by_name_tasks_per_s"}, bench_submit_by_name},
       {{"map_chunk1_tasks_per_s"}, [](const Options& o) { return bench_map(o, 1); }},
       {{"map_chunk1000_tasks_per_s"}, [](const Options& o) { return bench_map(o, 1000); }},
+      {{"imap_default_tasks_per_s"},
+       [](const Options& o) { return bench_imap_default(o, 100'000, "imap_default_tasks_per_s"); }},
+      {{"imap_default_10k_tasks_per_s"},
+       [](const Options& o) { return bench_imap_default(o, 10'000, "imap_default_10k_tasks_per_s"); }},
+      {{"imap_first_result_ms"}, bench_imap_first_result},
       {{"vector_1m_ms"}, bench_vector},
       {{"bytes_8mb_ms"},
        [](const Options& o) { return bench_bytes(mb8, "bytes_8mb_ms", o.quick ? 3 : 10, false); }},

@@ -76,6 +76,41 @@ TEST_CASE("Imap.by_name") {
   CHECK(got == std::vector<int>{1, 4, 9});
 }
 
+TEST_CASE("Imap.the_first_result_comes_after_one_input_not_a_chunk") {
+  // imap's default chunk was map's (about four per worker): over 64 inputs on 2 workers, the
+  // first result waited for inputs 0 to 7 together. Each input here but the first is held by a
+  // file of its own: the first result comes while they all are (Python's imap sends chunks of
+  // one). Later chunks grow toward map's size: 1000 short inputs still travel in few calls.
+  ferry::Executor ex(support::options(2));
+  support::TempDir dir;  // removed (the inputs released) before the executor waits for its workers
+  std::vector<std::pair<int, std::string>> inputs;
+  for (int i = 0; i < 64; ++i) {
+    const auto hold = dir.path / ("hold-" + std::to_string(i));
+    if (i > 0) std::ofstream(hold).put('x');
+    inputs.emplace_back(i, hold.string());
+  }
+  // Without the fix, the first increment would wait for input 1's release: it times out instead.
+  auto stream = ex.imap(value_after_hold, inputs, {.timeout = 15s});
+  auto it = stream.begin();
+  REQUIRE(it != stream.end());
+  CHECK(*it == 0);
+  CHECK(ex.stats().completed == 1);  // the chunk of input 0 alone; the rest is held
+  for (int i = 1; i < 64; ++i) std::filesystem::remove(inputs[static_cast<std::size_t>(i)].second);
+  std::vector<int> got{*it};
+  for (++it; it != stream.end(); ++it) got.push_back(*it);
+  CHECK(got == iota_vector(64));
+
+  const auto before = ex.stats().completed;
+  const auto many = iota_vector(1000);
+  std::vector<int> squares;
+  for (int r : ex.imap(square, many)) squares.push_back(r);
+  REQUIRE(squares.size() == 1000);
+  CHECK(squares[999] == 999 * 999);
+  // map's rule gives 8 chunks of 125; the ramp's rounds of 1, 4, 16 and 64 inputs add about one
+  // chunk per worker each.
+  CHECK(ex.stats().completed - before <= 8 + 2 * 4);
+}
+
 TEST_CASE("ImapUnordered.yields_every_input_once_with_its_index") {
   ferry::Executor ex(support::options(2));
   auto inputs = iota_vector(300);

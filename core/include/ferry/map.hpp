@@ -34,7 +34,11 @@ namespace ferry {
 
 /** @brief Options of Executor::map, imap, imap_unordered and map_outcomes. */
 struct MapOptions {
-  /// Inputs per message (and per worker call); 0 = chosen from the input size and pool size.
+  /// Inputs per message (and per worker call), as given; 0 = chosen: about four chunks per
+  /// worker (from the input size and the pool size) for map and map_outcomes; imap and
+  /// imap_unordered start with one input per chunk (one such chunk per worker) and make each
+  /// round of chunks four times larger up to map's size, so that their first results come after
+  /// one input's time rather than a chunk's.
   std::size_t chunksize = 0;
   /// The whole map's budget, counted from the call, as concurrent.futures' Executor.map: from
   /// the call to map or map_outcomes, and for imap and imap_unordered from the call that returns
