@@ -380,6 +380,12 @@ TEST_CASE("Mpi.world.killed_host_over_tcp_makes_agents_stop_their_workers_and_le
   killed_host_case("host_killed_tcp", "self,tcp");
 }
 
+TEST_CASE("Mpi.world.a_second_executor_while_the_first_holds_every_rank_fails_at_once") {
+  // It got no rank, waited for handshakes that never came, and failed only after three 10 s
+  // handshake timeouts, saying nothing of why.
+  check_ok(world("second_executor"), "second_executor");
+}
+
 namespace {
 
 /// What srun adds for a task of its step (PMI-2's wire, Slurm's task ids), and what a user sets

@@ -94,7 +94,8 @@ bool take_from_pool(Slot& s, std::span<const std::string_view> pieces);
 /// A pool worker served by an agent: the hub's end of the pool's channel, and how it ended.
 class Slot final : public ferry::LaunchedWorker {
  public:
-  explicit Slot(int hub_wake) : hub_wake_(hub_wake), exit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  Slot(int hub_wake, std::uint64_t executor)
+      : owner(executor), hub_wake_(hub_wake), exit_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
   int pid() const override { return 0; }  // on another node: its hello tells it
   // Set when an agent takes it, before its worker starts: known by the time the hello arrives.
   int rank() const override { return rank_.load(std::memory_order_acquire); }
@@ -122,6 +123,14 @@ class Slot final : public ferry::LaunchedWorker {
     signal_event(exit_.get());
   }
 
+  /// Whether its worker is on its way out, so that its rank will be free (hub thread): told to
+  /// stop, or sent the pool's shutdown frame (its executor shuts down, or shrinks).
+  bool leaving() const {
+    return shutdown_sent || stop_sent || told_to_stop != Clock::time_point{} ||
+           kill_requested.load(std::memory_order_relaxed);
+  }
+
+  const std::uint64_t owner;  // the executor it belongs to (Launcher::owner_)
   Fd channel;  // hub's end
   FrameForwarder from_pool;
   ferry::detail::Outbox to_pool;
@@ -133,6 +142,7 @@ class Slot final : public ferry::LaunchedWorker {
   bool stop_sent = false;
   Clock::time_point told_to_stop{};  // the first tag_stop sent for it (hub thread), or none
   bool ended = false;
+  bool shutdown_sent = false;  // the pool's shutdown frame went to its worker (hub thread)
   std::mutex mu;
 
  private:
@@ -200,16 +210,17 @@ class Hub {
     return world_mode_ ? alive_agents_ : SIZE_MAX;
   }
 
+  /// A worker for the executor `owner` (Launcher::owner_).
   std::optional<ferry::Launcher::Launched> launch(
       const std::vector<std::string>& args,
-      const std::vector<std::pair<std::string, std::string>>& env, std::string& why) {
+      const std::vector<std::pair<std::string, std::string>>& env, std::uint64_t owner, std::string& why) {
     ensure_started();
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
       why = std::string("socketpair: ") + std::strerror(errno);
       return std::nullopt;
     }
-    auto slot = std::make_shared<Slot>(wake_.get());
+    auto slot = std::make_shared<Slot>(wake_.get(), owner);
     slot->channel = Fd(sv[1]);
     ::fcntl(sv[1], F_SETFL, ::fcntl(sv[1], F_GETFL) | O_NONBLOCK);
     slot->args = args;
@@ -326,6 +337,19 @@ class Hub {
     return nullptr;
   }
 
+  /// Whether a rank of the job will be free for `s` (world mode, every rank taken): one runs a
+  /// worker of its own executor (the pool asks for no more workers than there are ranks, so it
+  /// replaces one that is leaving: recycled after max_tasks_per_child, or stopping) or a worker
+  /// on its way out. Ranks that another executor's workers hold are freed only when that
+  /// executor lets them go: a second executor's worker waited for one, the pool gave it up at
+  /// its handshake timeout (10 s), and after three the second executor's work failed, 30 s on,
+  /// saying nothing of why.
+  bool rank_will_free_up(const Slot& s) const {
+    return std::any_of(agents_.begin(), agents_.end(), [&](const Agent& a) {
+      return a.alive && a.slot && (a.slot->owner == s.owner || a.slot->leaving());
+    });
+  }
+
   void assign_waiting() {
     {
       std::lock_guard lock(mu_);
@@ -361,10 +385,13 @@ class Hub {
         a->slot = s;
         s->agent = a->index;
         s->set_rank(a->rank);
+      } else if (world_mode_ && alive > 0 && rank_will_free_up(*s)) {
+        still.push_back(s);  // wait for it
       } else if (world_mode_ && alive > 0) {
-        // The pool asks for no more workers than there are ranks: one is about to be freed (its
-        // worker is stopping). Wait for it.
-        still.push_back(s);
+        ExitStatus st;
+        st.detail = "no MPI rank (every rank of this job runs a worker of another executor of this process: "
+                    "shut that executor down first; a job serves one executor at a time)";
+        s->finish(st);
       } else if (!world_mode_ && !spawn_failed) {
         still.push_back(s);  // its agent is spawned at a later pass
       } else {
@@ -772,6 +799,7 @@ class Hub {
     bool busy = !answers_.empty() || !frames_.empty();
     for (auto& b : answers_) s.to_pool.push(std::move(b));  // tasks that could not be relayed
     for (auto& f : frames_) {
+      if (f.type() == proto::FrameType::shutdown) s.shutdown_sent = true;  // its rank will be free
       if (f.type() == proto::FrameType::define) {
         batch_.flush(sender_, a.rank, a.comm);  // the offer goes before the define
         offer_library(a, f);
@@ -1006,7 +1034,7 @@ class Launcher final : public ferry::Launcher {
     if (!options.worker_path.empty()) env_.emplace_back("FERRY_WORKER", options.worker_path.string());
   }
   std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) override {
-    return Hub::instance().launch(args, env_, why);
+    return Hub::instance().launch(args, env_, owner_, why);
   }
   std::size_t capacity() const override { return Hub::instance().capacity(); }
   std::string program() const override { return "ferry-worker on an MPI rank"; }
@@ -1024,6 +1052,9 @@ class Launcher final : public ferry::Launcher {
 
  private:
   std::vector<std::pair<std::string, std::string>> env_;
+  // Tells its workers from another executor's in the hub (one launcher per executor).
+  const std::uint64_t owner_ = next_owner.fetch_add(1, std::memory_order_relaxed);
+  static inline std::atomic<std::uint64_t> next_owner{1};
 };
 
 void relay_in_waiter(Slot& waiting, std::string& frames) { Hub::instance().relay_in_waiter(waiting, frames); }

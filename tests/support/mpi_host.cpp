@@ -65,6 +65,10 @@
 //                (FERRY_ALLOW_UNSAFE_PLUGINS=1 from here on), so only the agents judge them: the
 //                first runs, and the second is neither loaded at its path nor shipped (the copy
 //                would read that directory too): its call fails
+//   second_executor  a second executor made while the first holds every rank of the job fails
+//                its work at once with BrokenProcessPool saying why (it waited for handshakes
+//                that never came, 30 s), the first goes on, and once the first is shut down the
+//                second runs on the ranks it freed
 //   worker_environment  a task reads the variables that make a process a rank of the job
 //                (Open MPI's, PMIx's and PMI's, Slurm's task ids): its agent has them, its worker
 //                none; a user's settings, the job's description and what ExecutorOptions::env
@@ -561,6 +565,24 @@ void trace(const std::string& plugin_dir, const std::string& scratch) {
   ex.shutdown();
 }
 
+void second_executor(const std::string& plugin_dir) {
+  ferry::Executor first(mpi_options(plugin_dir, 2));
+  EXPECT(first.warm_up());
+  ferry::Executor second(mpi_options(plugin_dir, 1));
+  auto started = Clock::now();
+  auto f = second.submit(square, 3);
+  EXPECT(f.wait_for(std::chrono::seconds(60)));
+  auto e = expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { f.get(); });
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  std::cout << "second executor failed after " << took.count() << " ms: " << e.what() << std::endl;
+  EXPECT(std::string(e.what()).find("another executor of this process") != std::string::npos);
+  EXPECT(took < std::chrono::seconds(8));  // not one handshake timeout (10 s), let alone three
+  EXPECT(first.submit(square, 4).get() == 16);  // the first goes on
+  first.shutdown();
+  EXPECT(second.submit(square, 5).get() == 25);  // on a rank the first freed
+  second.shutdown();
+}
+
 /// The environment a process was started with (/proc/PID/environ), as "\nNAME=value\n..." so
 /// that "\nNAME=" finds a variable.
 std::string start_environment(int pid) {
@@ -657,6 +679,8 @@ int main(int argc, char** argv) {
       closed_channel(plugin_dir);
     } else if (scenario == "ship_checked" && argc == 4) {
       ship_checked(argv[3]);
+    } else if (scenario == "second_executor") {
+      second_executor(plugin_dir);
     } else if (scenario == "worker_environment") {
       worker_environment(plugin_dir);
     } else if (scenario == "search_path" && argc == 4) {
