@@ -400,11 +400,11 @@ class Agent {
     // Every worker it could not start is reported with why and the path it tried (pid -1): the
     // host adds this rank and its node, which the user of a job of many nodes needs to know.
     try {
-      ferry::detail::SharedRings rings;
-      if (use_rings) rings = ferry::detail::SharedRings::create();
       worker = ferry::default_worker_path();
       for (const auto& [k, v] : env)
         if (k == "FERRY_WORKER") worker = v;  // the host's ExecutorOptions::worker_path
+      ferry::detail::SharedRings rings;
+      if (use_rings) rings = ferry::detail::SharedRings::create();
       if (!ferry::detail::unsafe_allowed_by_environment()) {
         // As the local backend: a missing one is posix_spawn's ENOENT below, said as a path to
         // fix (unless another user could create it meanwhile).
