@@ -30,6 +30,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <system_error>
 #include <thread>
@@ -182,6 +183,12 @@ class Input {
         line.assign(buffer_.data() + pos_, stop - pos_);
         pos_ = searched_ = nl == std::string::npos ? buffer_.size() : nl + 1;
         number = ++line_;
+        // A long line's buffer, all read now, is given back: kept, it held a copy of the line
+        // (pages written stay the process's) while the line was converted and run.
+        if (pos_ == buffer_.size() && buffer_.capacity() > release_above) {
+          std::vector<char>().swap(buffer_);
+          pos_ = searched_ = 0;
+        }
         return Got::line;
       } else {
         searched_ = buffer_.size();
@@ -274,6 +281,9 @@ class Input {
     }
     buffer_.insert(buffer_.end(), chunk, chunk + got);
   }
+
+  /// A buffer larger than this is freed once all it holds was read (a long line's).
+  static constexpr std::size_t release_above = std::size_t{1} << 20;
 
   int fd_;
   const std::size_t max_line_;
@@ -484,29 +494,30 @@ class ChunkReader {
   std::optional<std::string> input_error_;
 };
 
-std::vector<std::string_view> split_lines(std::string_view s) {
-  std::vector<std::string_view> out;
-  while (!s.empty()) {
-    auto nl = s.find('\n');
-    out.push_back(s.substr(0, nl));
-    s.remove_prefix(nl == std::string_view::npos ? s.size() : nl + 1);
+/// The lines of `s`, as spans of it (append_result reads them in place).
+std::vector<std::span<char>> split_lines(std::string& s) {
+  std::vector<std::span<char>> out;
+  for (std::size_t at = 0; at < s.size();) {
+    const std::size_t nl = std::min(s.find('\n', at), s.size());
+    out.emplace_back(s.data() + at, nl - at);
+    at = nl + 1;
   }
   return out;
 }
 
-/// A worker's result line as the output line: the result value, null for void, or the error
-/// object as is. Sets `failed` for an error object.
-std::string output_line(std::string_view result, bool& failed) {
-  rj::Document doc;
+/// A worker's result line as the output line, appended to `out`: the result value, null for void,
+/// or the error object as is (then sets `failed`). Read as it is written, without a document of
+/// it (json::append_result): a result about as large as its line costs about its size.
+void append_output_line(std::string& out, std::span<char> result, bool& failed) {
+  json::Outcome outcome{};
   std::string error;
-  if (!json::parse(result, doc, error) || !doc.IsObject())
-    throw std::runtime_error("the worker's result line is not a JSON object: " + std::string(result));
-  if (auto it = doc.FindMember("error"); it != doc.MemberEnd()) {
-    failed = true;
-    return json::write(doc);
-  }
-  auto it = doc.FindMember("value0");
-  return it == doc.MemberEnd() ? std::string("null") : json::write(it->value);
+  // A hostile line may be megabytes long: its start only is quoted, as it was before it was read
+  // (in place).
+  const std::string head = std::string(result.data(), std::min<std::size_t>(result.size(), 80)) +
+                           (result.size() > 80 ? "..." : "");
+  if (!json::append_result(out, result, outcome, error))
+    throw std::runtime_error("the worker's result line is not a JSON object (" + error + "): " + head);
+  if (outcome == json::Outcome::error) failed = true;
 }
 
 std::string lines_text(const LineChunk& c) {
@@ -664,11 +675,15 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
     progress.update(0, true);
     while (auto chunk = run.next()) {
       LineChunk& c = flight.front();
-      std::vector<std::string> results;  // one per readable line of the chunk
+      // One per readable line of the chunk: in the chunk's result text, or (lines run again, or
+      // given an error) in `owned`, whose strings stay where they are as it grows.
+      std::vector<std::span<char>> results;
+      std::string text;
+      std::deque<std::string> owned;
       if (c.items) {
         try {
-          std::string text = chunk->future.get();
-          for (auto l : split_lines(text)) results.emplace_back(l);
+          text = chunk->future.get();
+          results = split_lines(text);
           if (results.size() != c.items)
             throw std::runtime_error("the worker returned " + std::to_string(results.size()) +
                                      " result lines for " + std::to_string(c.items));
@@ -683,21 +698,21 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
           results.clear();
           auto failed = detail::classify_chunk_failure(std::current_exception(), 0, c.items);
           if (failed.kind != detail::ChunkFailure::worker || c.items == 1) {
-            results.assign(c.items, json::error_line("ferry::" + failure.type, failure.message, "task"));
+            results.assign(c.items, owned.emplace_back(json::error_line("ferry::" + failure.type, failure.message, "task")));
             c.kept.clear();
           }
           std::vector<Future<std::string>> singles;
           for (auto l : split_lines(c.kept))
-            singles.push_back(executor.submit_json(ref, std::string(l), 1, true));
+            singles.push_back(executor.submit_json(ref, std::string(l.data(), l.size()), 1, true));
           for (auto& f : singles) {
             try {
               std::string r = f.get();
               while (!r.empty() && r.back() == '\n') r.pop_back();
-              results.push_back(std::move(r));
+              results.push_back(owned.emplace_back(std::move(r)));
             } catch (...) {
               Failure one = describe(std::current_exception());
               if (one.code == exit_lookup || one.code == exit_pool) return stop(lines_text(c), one);
-              results.push_back(json::error_line("ferry::" + one.type, one.message, "task"));
+              results.push_back(owned.emplace_back(json::error_line("ferry::" + one.type, one.message, "task")));
             }
           }
         }
@@ -712,7 +727,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
         } else {
           bool failed = false;
           try {
-            out += output_line(results[next++], failed);
+            append_output_line(out, results[next++], failed);
           } catch (...) {
             return stop("line " + std::to_string(line.number), describe(std::current_exception()));
           }

@@ -360,17 +360,16 @@ void add_initializer_options(CLI::App& sub, ContainmentOptions& options) {
 
 std::optional<std::string> json_arguments(std::string_view command, std::string_view what,
                                           const std::vector<std::string>& args) {
-  rj::StringBuffer buffer;
-  rj::Writer<rj::StringBuffer> line(buffer);
-  line.StartObject();
+  // Each argument written again as it is read (json::append_value): no document of it is made.
+  std::string line = "{";
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
-    rj::Document doc;
     std::string error;
-    bool parsed = json::parse(arg, doc, error);
+    line += (i > 0 ? ",\"value" : "\"value") + std::to_string(i) + "\":";
+    bool parsed = json::append_value(line, arg, error);
     // An argument travels one level down, inside {"value0": ...}: one nested as deep as the
     // worker reads was accepted here and refused there, its offset in the wrapped line.
-    if (const auto scan = detail::scan_json_text(arg, detail::max_json_depth - 1);
+    if (const auto scan = detail::scan_json_text(arg, detail::max_json_depth - 1, [](const auto&) {});
         parsed && scan.problem == detail::JsonTextScan::Problem::too_deep) {
       parsed = false;
       error = "nested deeper than " + std::to_string(detail::max_json_depth - 1) +
@@ -391,12 +390,9 @@ std::optional<std::string> json_arguments(std::string_view command, std::string_
                                error + ": " + shown + hint);
       return std::nullopt;
     }
-    std::string key = "value" + std::to_string(i);
-    line.Key(key.c_str(), static_cast<rj::SizeType>(key.size()));
-    doc.Accept(line);
   }
-  line.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  line += '}';
+  return line;
 }
 
 std::optional<Call> initializer_call(std::string_view command, const GlobalOptions& global,

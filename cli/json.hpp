@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -34,22 +35,34 @@ std::string quote(std::string_view s);
 /// UTF-8 character `\ufffd` (write and quote do this already).
 std::string printable(std::string_view text);
 
-/// Appends `{"value0":v0,"value1":v1,...}` for the elements of `array` to `out` (one line).
-void append_arguments(std::string& out, const rj::Value& array);
+/// Rewrites `text` from `from` on as printable() would, in place: nothing is copied when
+/// nothing needs escaping.
+void make_printable(std::string& text, std::size_t from);
 
-/// Appends `{"value0":...,"value1":...}` for an object of argument members to `out`, members in
-/// index order: the worker reads them by name, but sorted they read as fast as they can.
-/// Returns the number of arguments, or nullopt with `error` when a member is not named value0,
-/// value1, ... without gaps.
-std::optional<std::size_t> append_argument_object(std::string& out, const rj::Value& object,
-                                                  std::string& error);
+/// Appends `text`, one JSON value, to `out` as compact JSON (as parse then write, with parse's
+/// checks and errors, but without a document: about the value's own size in memory). On failure
+/// `out` is as it was.
+bool append_value(std::string& out, std::string_view text, std::string& error);
+
+/// What a worker's result line holds: a "value0" member, none ({} of a void task), an "error" one.
+enum class Outcome { value, none, error };
+
+/// Appends what `ferry` prints of a worker's result line `result`, and says which `outcome` it
+/// was: its "value0" member's value, `null` when there is none, or the whole line when it has an
+/// "error" member; compact and printable (printable()), read without a document (about its own
+/// size in memory: `result` is read in place, and left changed). False with `error` (and `out` as
+/// it was) when `result` is not one JSON object.
+bool append_result(std::string& out, std::span<char> result, Outcome& outcome, std::string& error);
 
 /// One input line of `ferry map` as the argument object of task `task` (of `arity` parameters,
 /// when known), appended to `out` with its '\n'. The line is an array of the arguments, an object
 /// already in argument form, or the one argument of a one-parameter task. Returns false with
 /// `error` for a blank line (which would break the line-for-line alignment of the output), a line
-/// that is not JSON, or arguments that do not fit.
-bool append_line_arguments(std::string& out, std::string_view line, std::optional<std::size_t> arity,
+/// that is not JSON, or arguments that do not fit (`out` then as it was). The line is read once,
+/// in place (it is left changed: its strings unescaped where they were), and written as it is
+/// read: no document of it is made (a document of an array of small numbers is about ten times
+/// its text), and the output is about the line's size.
+bool append_line_arguments(std::string& out, std::span<char> line, std::optional<std::size_t> arity,
                            std::string_view task, std::string& error);
 
 /// An error object line as the worker writes it for --keep-going.

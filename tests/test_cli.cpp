@@ -1126,25 +1126,19 @@ TEST_CASE("Cli.a_tasks_message_of_several_lines_is_shown_as_lines") {
   auto argument = [&](std::string_view forged) {
     return "\"" + missing + "\\nferry " + std::string(forged) + ": TaskError: forged\\n\\tb\\u001b[2J\\n\"";
   };
-  Result run = cli({"run", "record_run", argument("run"), "1"});
-  CHECK(run.status == 1);
-  auto lines = lines_of(run.err);
-  REQUIRE_MESSAGE(lines.size() >= 4, run.err);
-  CHECK(lines[0].starts_with("ferry run: TaskError: task 'record_run' raised std::runtime_error in worker "));
-  CHECK(lines[0].ends_with("cannot open " + missing));
-  CHECK(lines[1] == "    ferry run: TaskError: forged");
-  CHECK(lines[2] == "    \tb\\x1b[2J");
-  CHECK(lines[3] == "remote stack (worker):");
-
-  Result map = cli({"map", "record_run"}, "[" + argument("map") + ", 1]\n");
-  CHECK(map.status == 1);
-  lines = lines_of(map.err);
-  REQUIRE_MESSAGE(lines.size() >= 4, map.err);
-  CHECK(lines[0].starts_with("ferry map: line 1: TaskError: task 'record_run' raised "));
-  CHECK(lines[0].ends_with("cannot open " + missing));
-  CHECK(lines[1] == "    ferry map: TaskError: forged");
-  CHECK(lines[2] == "    \tb\\x1b[2J");
-  CHECK(lines[3] == "remote stack (worker):");
+  // The error line, the message's other lines indented, then the remote stack.
+  auto check_shown = [&](const Result& r, const std::string& first, const std::string& forged) {
+    CHECK(r.status == 1);
+    auto lines = lines_of(r.err);
+    REQUIRE_MESSAGE(lines.size() >= 4, r.err);
+    CHECK(lines[0].starts_with(first + "TaskError: task 'record_run' raised std::runtime_error in worker "));
+    CHECK(lines[0].ends_with("cannot open " + missing));
+    CHECK(lines[1] == "    ferry " + forged + ": TaskError: forged");
+    CHECK(lines[2] == "    \tb\\x1b[2J");
+    CHECK(lines[3] == "remote stack (worker):");
+  };
+  check_shown(cli({"run", "record_run", argument("run"), "1"}), "ferry run: ", "run");
+  check_shown(cli({"map", "record_run"}, "[" + argument("map") + ", 1]\n"), "ferry map: line 1: ", "map");
 
   Result keep_going = cli({"map", "--keep-going", "record_run"}, "[" + argument("map") + ", 1]\n");
   CHECK(keep_going.status == 1);

@@ -383,6 +383,41 @@ TEST_CASE("JsonArchive.parse_guards_against_what_rapidjson_gets_wrong") {
   }
 }
 
+TEST_CASE("JsonArchive.numbers_are_written_again_as_the_scan_finds_them") {
+  // They were listed first, 24 bytes each: a line of "0e1," (4 bytes a number) cost six times
+  // its size before it was parsed. Each is written again into one copy as the scan finds it.
+  std::string many = "[0e1";
+  for (int i = 0; i < 100000; ++i) many += ",0e1";
+  many += "]";
+  std::string_view text = many;
+  std::string fixed, error;
+  REQUIRE(fd::prepare_json_text(text, fixed, error));
+  CHECK(text.data() == fixed.data());
+  CHECK(fixed.size() == many.size());
+  fd::json::Document doc;
+  REQUIRE(fd::parse_json(many, doc, error));
+  CHECK(doc.Size() == 100001);
+  CHECK(doc[100000].GetDouble() == 0.0);
+  // Text with nothing to write again is parsed where it is.
+  std::string_view plain = "[1, 2.5]";
+  fixed.clear();
+  REQUIRE(fd::prepare_json_text(plain, fixed, error));
+  CHECK(fixed.empty());
+  CHECK(plain == "[1, 2.5]");
+  // The first number that cannot be written again is the error, unless the scan found worse
+  // further on (the order of checks is as it was).
+  fixed.clear();
+  const std::string two = "[0e1, 1" + std::string(400, '0') + ", 1" + std::string(400, '0') + "]";
+  std::string_view two_bad = two;
+  CHECK_FALSE(fd::prepare_json_text(two_bad, fixed, error));
+  CHECK(error == "Number too big to be stored in double. (at offset 6)");
+  const std::string deep = "[1" + std::string(400, '0') + ", " + std::string(fd::max_json_depth, '[');
+  std::string_view bad_then_deep = deep;
+  fixed.clear();
+  CHECK_FALSE(fd::prepare_json_text(bad_then_deep, fixed, error));
+  CHECK(error == "nested deeper than 512 levels (at offset " + std::to_string(403 + fd::max_json_depth) + ")");
+}
+
 TEST_CASE("JsonArchive.replays_the_fuzz_corpus") {
   // Seeds and any input the fuzzer ever crashed on (tests/data/fuzz/json/crash-*): each must go
   // through the worker's and the CLI's JSON code without a crash or a broken invariant.

@@ -124,6 +124,122 @@ void run_task(std::string_view text, std::uint32_t items) {
   }
 }
 
+/// What the ferry command's conversion of a line must write, made the slow way: a document of the
+/// line, written again (a document's Accept makes the calls the streaming conversion makes as it
+/// reads), with the same checks and errors in the same order. The command made this document
+/// itself until it cost ten times the line (cli::json::append_line_arguments).
+inline bool document_line_arguments(std::string& out, std::string_view line, std::optional<std::size_t> arity,
+                                    std::string_view task, std::string& error) {
+  namespace rj = detail::json;
+  if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
+    error = "blank line: each input line gives one output line (for a task without parameters, "
+            "write [])";
+    return false;
+  }
+  rj::Document doc;
+  if (!detail::parse_json(line, doc, error)) {
+    error = "not valid JSON: " + error;
+    return false;
+  }
+  auto takes = [&] {
+    return "task '" + std::string(task) + "' takes " + std::to_string(*arity) +
+           (*arity == 1 ? " argument" : " arguments");
+  };
+  rj::StringBuffer buffer;
+  rj::Writer<rj::StringBuffer> writer(buffer);
+  writer.StartObject();
+  auto key = [&](std::size_t i) {
+    const std::string name = "value" + std::to_string(i);
+    writer.Key(name.c_str(), static_cast<rj::SizeType>(name.size()));
+  };
+  if (doc.IsArray()) {
+    if (arity && doc.Size() != *arity) {
+      error = takes() + ", the line has " + std::to_string(doc.Size()) +
+              (*arity == 1 ? " (wrap an array argument in an array: [[1, 2]])" : "");
+      return false;
+    }
+    for (rj::SizeType i = 0; i < doc.Size(); ++i) {
+      key(i);
+      doc[i].Accept(writer);
+    }
+  } else if (doc.IsObject()) {
+    std::vector<const rj::Value*> values(doc.MemberCount(), nullptr);
+    // By index: clang in C++20 finds RapidJSON's iterator comparisons ambiguous.
+    for (rj::SizeType k = 0; k < doc.MemberCount(); ++k) {
+      const auto& m = *(doc.MemberBegin() + k);
+      std::string_view name(m.name.GetString(), m.name.GetStringLength());
+      bool ok = name.size() > 5 && name.size() <= 12 && name.substr(0, 5) == "value" &&
+                name.find_first_not_of("0123456789", 5) == std::string_view::npos &&
+                (name.size() == 6 || name[5] != '0');
+      std::size_t index = ok ? std::stoul(std::string(name.substr(5))) : 0;
+      if (!ok || index >= values.size() || values[index]) {
+        error = "an object line holds the arguments as \"value0\", \"value1\", ... (each once, no "
+                "gaps); found " + cli::json::quote(name) + ". For an object argument, put it in an array: [{...}]";
+        return false;
+      }
+      values[index] = &m.value;
+    }
+    if (arity && values.size() != *arity) {
+      error = takes() + ", the line has " + std::to_string(values.size());
+      return false;
+    }
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      key(i);
+      values[i]->Accept(writer);
+    }
+  } else {
+    if (arity && *arity != 1) {
+      error = takes() + ": give them as an array [a, b, ...]";
+      return false;
+    }
+    key(0);
+    doc.Accept(writer);
+  }
+  writer.EndObject();
+  out.append(buffer.GetString(), buffer.GetSize());
+  out += '\n';
+  return true;
+}
+
+/// What the ferry command must print of a worker's result line, made the slow way (a document):
+/// the "value0" member's value, null without one, the whole object with an "error" member.
+inline std::optional<std::string> document_result(std::string_view result, cli::json::Outcome& outcome) {
+  detail::json::Document doc;
+  std::string error;
+  if (!detail::parse_json(result, doc, error) || !doc.IsObject()) return std::nullopt;
+  if (doc.HasMember("error")) {
+    outcome = cli::json::Outcome::error;
+    return cli::json::write(doc);
+  }
+  if (!doc.HasMember("value0")) {
+    outcome = cli::json::Outcome::none;
+    return std::string("null");
+  }
+  outcome = cli::json::Outcome::value;
+  return cli::json::write(doc["value0"]);  // the first member of that name
+}
+
+/// The streaming conversions of the ferry command give what a document of the text gives: the
+/// same output, or the same error (and `out` as it was). `text` is read as an argument line for
+/// `arity` and as a result line.
+inline void check_cli_against_documents(std::string_view text, std::optional<std::size_t> arity) {
+  std::string out = "kept\n", error, expected_out = "kept\n", expected_error, copy(text);
+  const bool ok = cli::json::append_line_arguments(out, copy, arity, "task", error);
+  const bool expected = document_line_arguments(expected_out, text, arity, "task", expected_error);
+  if (ok != expected || out != expected_out || (!ok && error != expected_error))
+    broken("a line converted otherwise than through a document",
+           std::string(text) + " -> " + out + error + " / " + expected_out + expected_error);
+
+  cli::json::Outcome outcome{}, expected_outcome{};
+  std::string shown = "kept";
+  copy = text;
+  const bool read = cli::json::append_result(shown, copy, outcome, error);
+  const std::optional<std::string> reference = document_result(text, expected_outcome);
+  if (read != reference.has_value() || (read && (shown != "kept" + *reference || outcome != expected_outcome)) ||
+      (!read && shown != "kept"))
+    broken("a result line shown otherwise than through a document", std::string(text) + " -> " + shown);
+}
+
 /// The ferry command's conversion of each line, for tasks of unknown, 0, 1 and 2 parameters: an
 /// argument line it produces must pass the worker's argument check, and run.
 inline void run_cli_lines(std::string_view text) {
@@ -132,8 +248,9 @@ inline void run_cli_lines(std::string_view text) {
     std::string_view line = text.substr(0, nl);
     for (std::optional<std::size_t> arity : {std::optional<std::size_t>(), std::optional<std::size_t>(0),
                                              std::optional<std::size_t>(1), std::optional<std::size_t>(2)}) {
-      std::string out, error;
-      if (!cli::json::append_line_arguments(out, line, arity, "task", error)) {
+      check_cli_against_documents(line, arity);
+      std::string out, error, copy(line);  // read in place
+      if (!cli::json::append_line_arguments(out, copy, arity, "task", error)) {
         if (error.empty()) broken("a refused line without a reason", line);
         continue;
       }

@@ -136,12 +136,14 @@ struct JsonTextScan {
 ///   be 7): any byte above 0x7F outside strings is refused;
 /// - NaN or Infinity followed by a fraction or an exponent ("NaNe0": a failed internal assertion;
 ///   "NaN.5" reads as 0.5);
-/// - numbers its full-precision strtod gets wrong, listed in `numbers_to_rewrite`: a zero
+/// - numbers its full-precision strtod gets wrong, each given to `number` in text order (a
+///   JsonTextScan::Number; the overload without it lists them in `numbers_to_rewrite`): a zero
 ///   significand with an exponent or a long fraction ("0.000000000000000000000000" reads as
 ///   -2.19e-193: __builtin_clzll(0)); significant digits that start 18446744073709551615 and go
 ///   on with 5 to 9 (its rounding overflows the 64-bit significand to 0: the same); magnitudes
 ///   beyond 10^±300 ("0.<400 zeros>1" reads its table of powers of ten out of bounds: SIGSEGV).
-inline JsonTextScan scan_json_text(std::string_view text, std::size_t limit = max_json_depth) {
+template <class OnNumber>
+JsonTextScan scan_json_text(std::string_view text, std::size_t limit, OnNumber&& number) {
   JsonTextScan scan;
   std::size_t depth = 0;
   const char* const begin = text.data();
@@ -241,12 +243,19 @@ inline JsonTextScan scan_json_text(std::string_view text, std::size_t limit = ma
         // Integers beyond 64 bits go through the same strtod.
         long long magnitude = 0;
         if ((!plain || int_part.size() > 19) && misread(int_part, frac_part, exponent, magnitude))
-          scan.numbers_to_rewrite.push_back(
-              {static_cast<std::size_t>(p - begin), static_cast<std::size_t>(q - begin), magnitude < 0});
+          number(JsonTextScan::Number{static_cast<std::size_t>(p - begin), static_cast<std::size_t>(q - begin),
+                                      magnitude < 0});
       }
       while (p + 1 < end && token_char(p[1])) ++p;  // the rest of the token is no new token
     }
   }
+  return scan;
+}
+
+inline JsonTextScan scan_json_text(std::string_view text, std::size_t limit = max_json_depth) {
+  std::vector<JsonTextScan::Number> numbers;
+  JsonTextScan scan = scan_json_text(text, limit, [&](const JsonTextScan::Number& n) { numbers.push_back(n); });
+  scan.numbers_to_rewrite = std::move(numbers);
   return scan;
 }
 
@@ -273,13 +282,32 @@ inline bool shortest_double_text(std::string_view token, bool tiny, std::string&
   return true;
 }
 
-/// Parses `text` as exactly one JSON value, with cereal's flags (full precision, NaN and Infinity),
-/// once scan_json_text found nothing RapidJSON mishandles. On failure returns false and sets
-/// `error`, e.g. "Invalid value. (at offset 0)" or "nested deeper than 512 levels (at offset 512)".
-template <class Document>
-bool parse_json(std::string_view text, Document& doc, std::string& error) {
-  JsonTextScan scan = scan_json_text(text);
+/// `text` made ready for RapidJSON's parser with cereal's flags (full precision, NaN and
+/// Infinity): false with `error` when scan_json_text finds what it cannot be given, else `text`
+/// is what to parse, in `fixed` when a number had to be written again (`fixed` is left empty
+/// otherwise). Errors read like RapidJSON's own, with the offset: "nested deeper than 512 levels
+/// (at offset 512)". Numbers are written again as the scan finds them, not listed first: a line
+/// of "0e1," costs its own size, not 24 bytes a number.
+inline bool prepare_json_text(std::string_view& text, std::string& fixed, std::string& error) {
   auto at = [&](std::size_t offset) { return " (at offset " + std::to_string(offset) + ")"; };
+  const std::string_view original = text;
+  std::string number, number_error;  // the first number that cannot be written again
+  JsonTextScan scan = scan_json_text(text, max_json_depth, [&](const JsonTextScan::Number& n) {
+    if (!number_error.empty()) return;
+    const auto [from, to, tiny] = n;
+    if (fixed.empty()) fixed.assign(original);
+    // Written again in place, then spaces: the same length, so that error offsets still point
+    // into `text`. The shortest text of a double is never longer than a token that spells it.
+    if (!shortest_double_text(original.substr(from, to - from), tiny, number)) {
+      number_error = "Number too big to be stored in double." + at(from);
+    } else if (number.size() > to - from) {
+      number_error = "a number that cannot be read exactly" + at(from);
+    } else {
+      fixed.replace(from, number.size(), number);
+      std::fill(fixed.begin() + static_cast<std::ptrdiff_t>(from + number.size()),
+                fixed.begin() + static_cast<std::ptrdiff_t>(to), ' ');
+    }
+  });
   switch (scan.problem) {
     case JsonTextScan::Problem::none: break;
     case JsonTextScan::Problem::nul_byte:
@@ -295,30 +323,26 @@ bool parse_json(std::string_view text, Document& doc, std::string& error) {
       error = "NaN or Infinity followed by more digits" + at(scan.offset);
       return false;
   }
-  std::string fixed;  // rare: only when a number must be written again
-  if (!scan.numbers_to_rewrite.empty()) {
-    fixed.assign(text);
-    for (auto [from, to, tiny] : scan.numbers_to_rewrite) {
-      // Written again in place, then spaces: the same length, so that error offsets still point
-      // into `text`. The shortest text of a double is never longer than a token that spells it.
-      std::string number;
-      if (!shortest_double_text(text.substr(from, to - from), tiny, number)) {
-        error = "Number too big to be stored in double." + at(from);
-        return false;
-      }
-      if (number.size() > to - from) {
-        error = "a number that cannot be read exactly" + at(from);
-        return false;
-      }
-      fixed.replace(from, number.size(), number);
-      std::fill(fixed.begin() + static_cast<std::ptrdiff_t>(from + number.size()),
-                fixed.begin() + static_cast<std::ptrdiff_t>(to), ' ');
-    }
-    text = fixed;
+  if (!number_error.empty()) {
+    error = std::move(number_error);
+    return false;
   }
+  if (!fixed.empty()) text = fixed;
+  return true;
+}
+
+/// Parses `text` as exactly one JSON value, with cereal's flags (full precision, NaN and Infinity),
+/// once scan_json_text found nothing RapidJSON mishandles (prepare_json_text). On failure returns
+/// false and sets `error`, e.g. "Invalid value. (at offset 0)" or "nested deeper than 512 levels
+/// (at offset 512)".
+template <class Document>
+bool parse_json(std::string_view text, Document& doc, std::string& error) {
+  std::string fixed;  // rare: only when a number must be written again
+  if (!prepare_json_text(text, fixed, error)) return false;
   doc.Parse(text.data(), text.size());
   if (!doc.HasParseError()) return true;
-  error = std::string(json::GetParseError_En(doc.GetParseError())) + at(doc.GetErrorOffset());
+  error = std::string(json::GetParseError_En(doc.GetParseError())) + " (at offset " +
+          std::to_string(doc.GetErrorOffset()) + ")";
   return false;
 }
 
