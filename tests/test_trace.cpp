@@ -591,7 +591,7 @@ TEST_CASE("Trace.refuses_a_symlink_at_the_path") {
     refused(dir.path / "open" / "x.json", "writable by group or others");
   }
 
-  // A file of ours is truncated and written, mode untouched; a new one is private.
+  // A file of ours is truncated and written; a new one is private.
   const fs::path mine = dir.path / "mine.json";
   { std::ofstream(mine) << std::string(100000, 'x'); }
   { ferry::Executor ex(traced(mine, 1)); }
@@ -600,6 +600,27 @@ TEST_CASE("Trace.refuses_a_symlink_at_the_path") {
   struct stat st {};
   REQUIRE(::stat((dir.path / "new.json").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
+}
+
+TEST_CASE("Trace.an_existing_file_is_made_private") {
+  // The trace holds task names and messages: a file of ours written over is mode 0600 like a new
+  // one, whatever it was (it kept its mode: a world-readable and writable file stayed so, a
+  // setuid one stayed setuid).
+  support::TempDir dir;
+  for (const mode_t mode : {mode_t{0666}, mode_t{04755}, mode_t{0200}}) {
+    CAPTURE(mode);
+    const fs::path file = dir.path / ("existing-" + std::to_string(mode) + ".json");
+    support::write_file(file, "old content");
+    REQUIRE(::chmod(file.c_str(), mode) == 0);
+    {
+      ferry::Executor ex(traced(file, 1));
+      CHECK(ex.submit(square, 3).get() == 9);
+    }
+    struct stat st {};
+    REQUIRE(::stat(file.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0600);
+    check_closed(read_trace(file));
+  }
 }
 
 TEST_CASE("Trace.kill_workers_shutdown_still_ends_the_file") {

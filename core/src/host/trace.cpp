@@ -80,7 +80,7 @@ void release_path(const std::string& key) {
 /// through another user's link or a directory another user could swap on the way to it
 /// (untrusted_way_reason: /tmp/their-link/x.json overwrote x.json wherever the link pointed),
 /// only a regular file of this user with no other name. O_TRUNC is not used: a file is
-/// truncated only after it passed those checks.
+/// truncated only after it passed those checks (and was made mode 0600).
 Fd open_trace_file(const fs::path& p) {
   if (std::string why = untrusted_way_reason(p); !why.empty()) refuse(p, why);
   int fd;
@@ -106,6 +106,10 @@ Fd open_trace_file(const fs::path& p) {
     refuse(p, "it belongs to another user (uid " + std::to_string(st.st_uid) + ")");
   if (st.st_nlink > 1) refuse(p, "it has other hard links (writing it would change their content)");
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  // The trace holds task names and messages: an existing file written over is made private as a
+  // new one is (it kept its mode: a file of mode 0666 stayed readable and writable by anyone, a
+  // setuid one stayed setuid). On the descriptor, before anything is written to it.
+  if (::fchmod(fd, 0600) != 0) refuse(p, std::string("fchmod: ") + std::strerror(errno));
   if (::ftruncate(fd, 0) != 0) refuse(p, std::string("ftruncate: ") + std::strerror(errno));
   return f;
 }

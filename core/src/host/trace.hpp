@@ -46,7 +46,8 @@ class Trace {
   };
 
   /**
-  Creates `path` (mode 0600; an existing file of this user is truncated) and writes the header.
+  Creates `path` (mode 0600; an existing file of this user is made 0600 and truncated) and writes
+  the header.
   Refuses, with std::invalid_argument naming the path and why, a symbolic link at `path` (never
   followed, not even a dangling one: O_NOFOLLOW), anything but a regular file (a FIFO, a device),
   a file owned by another user, and a file with other hard links (it would write into another
