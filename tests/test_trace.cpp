@@ -23,6 +23,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "crash.hpp"
@@ -862,6 +863,63 @@ TEST_CASE("Trace.two_executors_on_one_path_write_two_files") {
   // Once both are closed, the path is free again.
   { ferry::Executor c(traced(file, 1)); }
   CHECK_FALSE(fs::exists(dir.path / "both.3.json"));
+}
+
+TEST_CASE("Trace.two_processes_on_one_path_write_two_files") {
+  // Another process writing the path (FERRY_TRACE set for two programs run at once) is seen as
+  // another executor of this one is: this process writes both.2.json, and never truncates or
+  // writes the other's file (both wrote one file, mixed and mostly invalid). Its executors then
+  // number on from there: the next writes both.3.json.
+  support::TempDir dir;
+  const fs::path file = dir.path / "both.json";
+  int opened[2], go[2];
+  REQUIRE(::pipe2(opened, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+  // Waits for a byte on `fd` for up to 30 s.
+  auto byte_from = [](int fd) {
+    pollfd p{fd, POLLIN, 0};
+    char c;
+    return ::poll(&p, 1, 30000) == 1 && ::read(fd, &c, 1) == 1;
+  };
+  int child_code = -3;
+  std::thread other([&] {
+    child_code = support::exit_code_of_child(
+        [&] {
+          ferry::Executor ex(traced(file, 1));
+          if (::write(opened[1], "o", 1) != 1) return 2;
+          if (!byte_from(go[0])) return 3;  // both run their calls at once
+          for (int i = 0; i < 200; ++i)
+            if (ex.submit(square, i).get() != i * i) return 4;
+          return 0;
+        },
+        60s);
+  });
+  const bool child_opened = byte_from(opened[0]);
+  {
+    ferry::Executor a(traced(file, 1));
+    ferry::Executor b(traced(file, 1));
+    CHECK(::write(go[1], "g", 1) == 1);
+    for (int i = 0; i < 200; ++i) {
+      CHECK(a.submit(square, i).get() == i * i);
+      CHECK(b.submit(square, i).get() == i * i);
+    }
+  }
+  other.join();
+  for (int fd : {opened[0], opened[1], go[0], go[1]}) ::close(fd);
+  REQUIRE(child_opened);
+  CHECK(child_code == 0);
+  const auto pid_of = [](const TraceFile& t) { return (*t.events.at(0))["pid"].GetInt64(); };
+  TraceFile child_trace = read_trace(file);
+  check_closed(child_trace);
+  CHECK(child_trace.named("square", "X").size() == 200);
+  for (const std::string name : {"both.2.json", "both.3.json"}) {
+    CAPTURE(name);
+    TraceFile t = read_trace(dir.path / name);
+    check_closed(t);
+    CHECK(t.named("square", "X").size() == 200);
+    CHECK(pid_of(t) == ::getpid());
+  }
+  CHECK(pid_of(child_trace) != ::getpid());
 }
 
 TEST_CASE("Trace.reusable_executor_compares_the_trace_options") {

@@ -3,6 +3,7 @@
 #include "host/trace.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,7 +43,8 @@ constexpr std::size_t max_message = 1024;
 constexpr std::int64_t counters_period_ns = 1'000'000;
 
 /// The paths this process's executors are writing: a second executor given the same path writes a
-/// numbered sibling instead of interleaving its lines with the first's.
+/// numbered sibling instead of interleaving its lines with the first's. (Another process's
+/// executors are known by the lock on the file: open_trace_file.)
 std::mutex paths_mu;
 std::set<std::string>& open_paths() {
   static auto* paths = new std::set<std::string>;  // never freed: executors may close during exit
@@ -55,15 +57,27 @@ std::string path_key(const fs::path& p) {
   return (ec ? p : abs).lexically_normal().string();
 }
 
-/// Claims `wanted`, or its first free sibling "stem.N.ext"; returns the path and its key.
-std::pair<fs::path, std::string> claim_path(const fs::path& wanted) {
+/// The `n`th name of a trace asked for at `wanted`: `wanted` itself for 1, then "stem.N.ext".
+fs::path numbered_path(const fs::path& wanted, unsigned n) {
+  if (n == 1) return wanted;
+  return wanted.parent_path() / (wanted.stem().string() + "." + std::to_string(n) + wanted.extension().string());
+}
+
+struct Claim {
+  unsigned number;
+  fs::path path;
+  std::string key;
+};
+
+/// Claims the first name of `wanted`, from its `from`th on (numbered_path), that no executor of
+/// this process writes.
+Claim claim_path(const fs::path& wanted, unsigned from) {
   std::lock_guard lock(paths_mu);
-  fs::path p = wanted;
-  for (unsigned n = 2; open_paths().count(path_key(p)); ++n)
-    p = wanted.parent_path() / (wanted.stem().string() + "." + std::to_string(n) + wanted.extension().string());
-  std::string key = path_key(p);
-  open_paths().insert(key);
-  return {p, key};
+  for (unsigned n = from;; ++n) {
+    fs::path p = numbered_path(wanted, n);
+    std::string key = path_key(p);
+    if (open_paths().insert(key).second) return {n, std::move(p), std::move(key)};
+  }
 }
 
 void release_path(const std::string& key) {
@@ -80,7 +94,8 @@ void release_path(const std::string& key) {
 /// through another user's link or a directory another user could swap on the way to it
 /// (untrusted_way_reason: /tmp/their-link/x.json overwrote x.json wherever the link pointed),
 /// only a regular file of this user with no other name. O_TRUNC is not used: a file is
-/// truncated only after it passed those checks (and was made mode 0600).
+/// truncated only after it passed those checks, was locked and was made mode 0600. An empty Fd
+/// when another process writes the file: it holds the lock.
 Fd open_trace_file(const fs::path& p) {
   if (std::string why = untrusted_way_reason(p); !why.empty()) refuse(p, why);
   int fd;
@@ -105,6 +120,19 @@ Fd open_trace_file(const fs::path& p) {
   if (st.st_uid != ::geteuid())
     refuse(p, "it belongs to another user (uid " + std::to_string(st.st_uid) + ")");
   if (st.st_nlink > 1) refuse(p, "it has other hard links (writing it would change their content)");
+  // An executor of another process may be writing this file (FERRY_TRACE set for two programs
+  // run at once): both wrote one file, truncating and overwriting each other's lines. Each writer
+  // holds an exclusive lock on its file for its life, taken before the file is changed in any
+  // way, so a file locked already is left as it is and the caller takes the next name. Where
+  // the file system has no locks (ENOLCK, EINVAL), the file is written as before.
+  int locked;
+  do {
+    locked = ::flock(fd, LOCK_EX | LOCK_NB);
+  } while (locked != 0 && errno == EINTR);
+  if (locked != 0) {
+    if (errno == EWOULDBLOCK) return Fd();
+    debug_log("trace: cannot lock %s (%s): written without a lock", p.c_str(), std::strerror(errno));
+  }
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   // The trace holds task names and messages: an existing file written over is made private as a
   // new one is (it kept its mode: a file of mode 0666 stayed readable and writable by anyone, a
@@ -230,14 +258,22 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
   if (max_bytes < min_max_bytes)
     throw std::invalid_argument("ferry: ExecutorOptions::trace_max_bytes must be at least " +
                                 std::to_string(min_max_bytes) + " bytes");
-  auto [p, key] = claim_path(path);
-  path_ = std::move(p);
-  registered_ = std::move(key);
-  try {
-    fd_ = open_trace_file(path_);
-  } catch (...) {
-    release_path(registered_);
-    throw;
+  // The first name no executor of this process writes, and no other process has locked.
+  for (unsigned from = 1;;) {
+    Claim claim = claim_path(path, from);
+    try {
+      fd_ = open_trace_file(claim.path);
+    } catch (...) {
+      release_path(claim.key);
+      throw;
+    }
+    if (fd_) {
+      path_ = std::move(claim.path);
+      registered_ = std::move(claim.key);
+      break;
+    }
+    release_path(claim.key);
+    from = claim.number + 1;
   }
   if (path_ != path) debug_log("trace: %s is being written by another executor; writing %s", path.c_str(), path_.c_str());
   const std::int64_t unix_us = start_unix_ns_ / 1000;
