@@ -87,9 +87,7 @@ PrivateTempDir::~PrivateTempDir() {
   // What is left takes the user's disk (a task could leave up to all of it), and no caller can be
   // told from a destructor: the one thing libferry prints without FERRY_DEBUG, once per directory.
   // The reason may name a task's file: shown as a terminal may show it, on one line.
-  const std::string what = path_.string() + " (" + why + ")";
-  std::string shown(4 * what.size(), '\0');  // \xNN at most per byte
-  shown.resize(terminal_text_into(shown.data(), shown.size(), what, "\\n"));
+  const std::string shown = terminal_text(path_.string() + " (" + why + ")", "\\n");
   std::fprintf(stderr, "ferry: could not remove the sandbox's private directory %s; remove it by hand\n",
                shown.c_str());
 }
