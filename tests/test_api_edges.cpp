@@ -203,6 +203,11 @@ TEST_CASE("Deadline.saturates_instead_of_overflowing") {
   CHECK(deadline_after(250ms, from) == from + 250ms);
   CHECK(deadline_after(std::chrono::duration<double>(0.5), from) == from + 500ms);
   CHECK(deadline_after(std::chrono::duration<double, std::nano>(1.5), from) == from + 2ns);
+  // Seconds in binary floating point, off by less than a millionth of a tick: not rounded up.
+  CHECK(deadline_after(std::chrono::duration<double>(1e-9), from) == from + 1ns);
+  CHECK(deadline_after(std::chrono::duration<double>(0.1), from) == from + 100ms);
+  CHECK(deadline_after(std::chrono::duration<double>(1e-3), from) == from + 1ms);
+  CHECK(deadline_after(std::chrono::duration<float>(0.3f), from) > from + 300ms);  // 0.300000012 s
   CHECK(deadline_after(std::chrono::duration<std::int64_t, std::pico>(1), from) == from + 1ns);
   CHECK(deadline_after(std::chrono::duration<std::int64_t, std::pico>::max(), from) ==
         from + std::chrono::ceil<Clock::duration>(std::chrono::duration<std::int64_t, std::pico>::max()));

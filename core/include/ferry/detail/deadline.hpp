@@ -32,6 +32,14 @@ Clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout, Clo
   if (!(wanted.count() > 0)) return from;
   const Exact room(Clock::time_point::max() - from);
   if (wanted >= room) return Clock::time_point::max();
+  if constexpr (std::is_floating_point_v<Rep>) {
+    // A decimal count of seconds is rarely exact in binary: 1e-9 is 1.0000000000000000622 ns, and
+    // rounded up it became 2 ns (a deadline of 1 ns said "2 ns"). Within a millionth of a tick of a
+    // whole tick, it is that tick.
+    const long double whole = std::round(wanted.count());
+    if (std::fabs(wanted.count() - whole) <= 1e-6L)
+      return from + Clock::duration(static_cast<Clock::rep>(whole));
+  }
   return from + std::chrono::ceil<Clock::duration>(wanted);
 }
 
