@@ -127,7 +127,13 @@ class Future {
   /**
   @brief Cancels the task: true if it had not started (it will never run), or, with
   `kill_running`, if it was running and its worker was killed. The future then fails with
-  CancelledError. False when it already finished.
+  CancelledError, always: a result that was on its way when the worker was killed is dropped.
+  False when it already finished, or what ends it was already decided (its result was read, its
+  deadline or a limit is killing its worker), even if the future is not ready yet: then no worker
+  is killed for it and the future ends with that outcome. False too for a running task without
+  `kill_running`, and for one waiting behind another in its worker's pipeline. True again,
+  whatever the options, for a future a cancel() already succeeded on (as concurrent.futures'
+  Future.cancel for a cancelled future).
   */
   bool cancel(CancelOptions options = {}) const { return state().cancel(options.kill_running); }
 

@@ -542,6 +542,9 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
 void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
   auto reason = protocol::decode_bye(f.view());
   std::lock_guard lock(mu_);
+  // Killed meanwhile (its running call cancelled): the calls it holds settle with its death; a
+  // bye must not send the cancelled one to run elsewhere.
+  if (w.discarding) return;
   count_received_locked(f);
   debug_log("worker %d: bye (%s)", w.pid, protocol::bye_reason_name(reason));
   // ferry-worker says bye between calls, before it reads another task (after a result, or when
@@ -665,7 +668,9 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   std::lock_guard lock(mu_);
   // Given up as a start failure (its initializer's time, say) while a waiting thread read this:
   // its initializer's success must not start its calls, nor reset the pool's start failures.
-  if (w.failed_start) return;
+  // Or its running call was cancelled meanwhile (Pool::cancel): the result is dropped, the call
+  // ends as cancelled when the worker's death is settled.
+  if (w.failed_start || w.discarding) return;
   count_received_locked(f);
   if (shared) counts_.bytes_received += shared->size();
   if (head.status == ResultStatus::init_failed) {
@@ -998,10 +1003,17 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
   Completions done;
   {
     std::lock_guard lock(mu_);
+    // Another cancel() agreed while this one waited for the lock: the call ends with its
+    // CancelledError (a queued one is no longer found).
+    if (state.cancel_agreed()) return true;
     auto call = dispatcher_.find(state.call_id());
+    // Finished: whoever took its outcome (the manager or a thread waiting in get() reading its
+    // result, its worker's death settled, a shutdown that kills) did so under this lock, and
+    // completes the state with it.
     if (!call) return false;
     if (!call->lane) {
       if (!dispatcher_.unqueue(call)) return false;
+      state.agree_cancel();
       auto error = std::make_exception_ptr(
           CancelledError("task '" + call->ref->display + "' was cancelled before it started"));
       finish_locked(call, done, error);
@@ -1014,6 +1026,16 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
       // it back short of killing that worker, which runs no other call.
       const Call* front = w.lane.in_flight.empty() ? nullptr : w.lane.in_flight.front().get();
       if (!kill_running || front != call.get()) return false;
+      // Its worker is being killed already for what the call did (its deadline, a limit, a
+      // malformed frame): the call ends with that error, not as cancelled.
+      if (w.kill_error) return false;
+      state.agree_cancel();
+      // Nothing the worker sends from now on counts, this call's result included: it may be in
+      // the socket already, or read by a thread (the manager, or one waiting in get()) that has
+      // not handed it over yet (handle_result looks under this lock). Taken, it ended a call
+      // cancel() had said true for with its value, and the worker was killed for nothing. The
+      // call ends when the worker's death is settled, with kill_error.
+      w.discarding = true;
       kill_worker_locked(w, std::make_exception_ptr(CancelledError(
                                 "task '" + call->ref->display + "' was cancelled while running: its worker " +
                                 std::to_string(w.pid) + " was killed")));

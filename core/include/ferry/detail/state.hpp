@@ -198,7 +198,6 @@ class FERRY_API StateBase {
     return complete(
         [&] {
           error_ = std::move(e);
-          cancelled_ = cancel_requests_ > 0 && is_cancellation(error_);
           if (run) run_ = std::move(*run);
         },
         later);
@@ -314,36 +313,30 @@ class FERRY_API StateBase {
     return true;
   }
 
-  /// Asks the owner to cancel; true if it did (the state then ends with CancelledError).
+  /// Asks the owner to cancel; true if it did, now or before (the state then ends with
+  /// CancelledError), false if it would not (the call runs, or its result was taken already).
   ///
-  /// How a state knows it was cancelled (for wait's first_exception, which, as concurrent.futures,
-  /// skips cancelled futures): a cancel() call marks it as asked to cancel before asking the
-  /// owner, and keeps the mark only if the owner agreed. A completion with CancelledError while
-  /// the mark is on is that cancellation (the owner completes a queued call inside the call, a
-  /// killed running one later); the type only tells it from a result or a deadline that won a
-  /// race with it. shutdown({.kill_workers = true}) also fails work with CancelledError, but
-  /// nobody cancelled those futures: they are failures, as loky's ShutdownExecutorError is one.
+  /// The owner decides under its own lock, where it also decides what ends the call: it marks the
+  /// state (agree_cancel) before anything can complete it, and from then on whatever ends the call
+  /// ends it with CancelledError (a result on its way is dropped). So a true answer and the
+  /// future's end never disagree, and a future asked again after it agreed says true, as
+  /// concurrent.futures' Future.cancel does for a cancelled future. shutdown({.kill_workers =
+  /// true}) also fails work with CancelledError, but nobody cancelled those futures: they are
+  /// failures, as loky's ShutdownExecutorError is one.
   bool cancel(bool kill_running) {
+    if (cancel_agreed()) return true;
     if (ready()) return false;
     auto owner = owner_.lock();
     if (!owner) return false;
-    {
-      std::lock_guard lock(mu_);
-      ++cancel_requests_;
-    }
-    bool agreed = false;
-    try {
-      agreed = owner->cancel(*this, kill_running);
-    } catch (...) {
-      withdraw_cancel();
-      throw;
-    }
-    if (!agreed) withdraw_cancel();
-    return agreed;
+    return owner->cancel(*this, kill_running);
   }
+  /// The owner's, under its lock, when it agrees to cancel, before it completes the state.
+  void agree_cancel() noexcept { cancel_agreed_.store(true, std::memory_order_release); }
+  /// True once the owner agreed to cancel (the state ends, or ended, with CancelledError).
+  bool cancel_agreed() const noexcept { return cancel_agreed_.load(std::memory_order_acquire); }
 
   /// True once ready() and ended by a cancel() (see cancel): not by another failure.
-  bool cancelled() const noexcept { return ready() && cancelled_; }
+  bool cancelled() const noexcept { return ready() && cancel_agreed(); }
 
   /// Called by the executor before the state is shared. `identity`: the task reference's fields
   /// for info() (taken here, on the submitting thread, which holds that reference already).
@@ -440,29 +433,14 @@ class FERRY_API StateBase {
     if (ready()) return;
     if (auto owner = owner_.lock(); owner && owner->forked()) owner->wait(*this, std::nullopt);
   }
-  void withdraw_cancel() {
-    std::lock_guard lock(mu_);
-    --cancel_requests_;
-  }
-  static bool is_cancellation(const std::exception_ptr& e) noexcept {
-    try {
-      std::rethrow_exception(e);
-    } catch (const CancelledError&) {
-      return true;
-    } catch (...) {
-      return false;
-    }
-  }
-
   std::atomic<bool> done_{false};
   std::atomic<bool> running_{false};
+  std::atomic<bool> cancel_agreed_{false};  // agree_cancel(): set before the state completes
   mutable std::mutex mu_;
   std::condition_variable cv_;
   Buffer payload_;
   std::size_t offset_ = 0;
   std::exception_ptr error_;
-  unsigned cancel_requests_ = 0;  // under mu_: cancel() calls in progress or agreed to
-  bool cancelled_ = false;        // set with error_, published by done_
   RunRecord run_;                 // set with the result, published by done_
   std::vector<std::function<void()>> callbacks_;
   std::vector<Watcher> watchers_;  // watch(): waiters on many futures
