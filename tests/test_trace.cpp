@@ -676,8 +676,8 @@ TEST_CASE("Trace.kill_workers_shutdown_still_ends_the_file") {
 
 TEST_CASE("Trace.unopenable_path_is_refused_at_construction") {
   // The trace's directory cannot exist (its name is a regular file's): the executor is not made
-  // (std::invalid_argument from its constructor, with the path and the system's reason), from
-  // the option as from FERRY_TRACE, and the path is not left claimed.
+  // (std::invalid_argument from its constructor, with the path and the system's reason), and
+  // the path is not left claimed. (From FERRY_TRACE it is made, without a trace: the next test.)
   support::TempDir dir;
   const fs::path not_a_dir = dir.path / "not-a-dir";
   support::write_file(not_a_dir, "a file");
@@ -694,10 +694,6 @@ TEST_CASE("Trace.unopenable_path_is_refused_at_construction") {
     }
   };
   refused(traced(path, 1));
-  {
-    support::ScopedEnv env("FERRY_TRACE", path.string());
-    refused(support::options(1));
-  }
   CHECK(read_file(not_a_dir) == "a file");
 #ifdef FERRY_TEST_CLI
   Run r = ferry_cli({"run", "--trace", path.string(), "add", "1", "2"}, dir.path);
@@ -715,6 +711,77 @@ TEST_CASE("Trace.unopenable_path_is_refused_at_construction") {
   }
   check_closed(read_trace(path));
   CHECK_FALSE(fs::exists(not_a_dir / "t.2.json"));
+}
+
+namespace {
+/// What this process writes on stderr (its descriptor 2) in the scope, read by text().
+class StderrCapture {
+ public:
+  explicit StderrCapture(const fs::path& file) : file_(file) {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(saved_ >= 0);
+    REQUIRE(fd >= 0);
+    ::dup2(fd, 2);
+    ::close(fd);
+  }
+  ~StderrCapture() { restore(); }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+  std::string text() {
+    restore();
+    return read_file(file_);
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  fs::path file_;
+  int saved_ = -1;
+};
+}  // namespace
+
+TEST_CASE("Trace.unwritable_FERRY_TRACE_warns_and_runs_without_a_trace") {
+  // FERRY_TRACE traces a program without touching its code: a path it cannot write made every
+  // executor's constructor throw, ending a program that never asked for a trace. Now the executor
+  // runs without a trace, and stderr says why once (per path, however many executors); an
+  // ExecutorOptions::trace that cannot be written is still refused (the test above).
+  support::TempDir dir;
+  const fs::path not_a_dir = dir.path / "not-a-dir";
+  support::write_file(not_a_dir, "a file");
+  const fs::path path = not_a_dir / "t.json";
+  support::ScopedEnv env("FERRY_TRACE", path.string());
+  std::string said;
+  {
+    StderrCapture capture(dir.path / "stderr");
+    for (int i = 0; i < 2; ++i) {
+      ferry::Executor ex(support::options(1));
+      CHECK(ex.submit(square, 3).get() == 9);
+    }
+    said = capture.text();
+  }
+  INFO(said);
+  CHECK(said == "ferry: FERRY_TRACE is ignored: refusing to write the trace to " + path.string() + ": " +
+                    not_a_dir.string() + " (on the way to " + path.string() +
+                    ") is not a directory (the program runs without a trace)\n");
+  CHECK(read_file(not_a_dir) == "a file");
+  // A trace_max_bytes too small is the program's own mistake: refused as ever.
+  auto o = support::options(1);
+  o.trace_max_bytes = 1000;
+  CHECK_THROWS_AS(ferry::Executor{o}, std::invalid_argument);
+#ifdef FERRY_TEST_CLI
+  // The command runs too: FERRY_TRACE is not its --trace.
+  Run r = ferry_cli({"run", "add", "1", "2"}, dir.path);
+  CHECK(r.status == 0);
+  CHECK(r.out == "3\n");
+  CHECK_MESSAGE(r.err.find("FERRY_TRACE is ignored") != std::string::npos, r.err);
+#endif
 }
 
 namespace {

@@ -188,10 +188,14 @@ Pool::Pool(ExecutorOptions options)
     initializer_frame_ = protocol::encode_init(initializer_->define.ref, options_.initializer.arguments(),
                                                options_.initializer.is_json() ? protocol::flag_json : 0);
   }
-  // Last: options refused above leave no trace file behind (nor truncate one).
-  const fs::path& trace = options_.trace.empty() ? config.trace : options_.trace;
-  if (!trace.empty())
-    trace_ = std::make_unique<Trace>(trace, options_.trace_max_bytes, Trace::Header{options_.backend, max_workers_});
+  // Last: options refused above leave no trace file behind (nor truncate one). A trace file the
+  // program names that cannot be written is an error; one FERRY_TRACE names is said on stderr and
+  // left out.
+  const Trace::Header header{options_.backend, max_workers_};
+  if (!options_.trace.empty())
+    trace_ = std::make_unique<Trace>(options_.trace, options_.trace_max_bytes, header);
+  else if (!config.trace.empty())
+    trace_ = Trace::from_environment(config.trace, options_.trace_max_bytes, header);
 }
 
 Pool::~Pool() = default;

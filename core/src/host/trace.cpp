@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -83,6 +84,12 @@ Claim claim_path(const fs::path& wanted, unsigned from) {
 void release_path(const std::string& key) {
   std::lock_guard lock(paths_mu);
   open_paths().erase(key);
+}
+
+void check_max_bytes(std::uint64_t max_bytes) {
+  if (max_bytes < Trace::min_max_bytes)
+    throw std::invalid_argument("ferry: ExecutorOptions::trace_max_bytes must be at least " +
+                                std::to_string(Trace::min_max_bytes) + " bytes");
 }
 
 [[noreturn]] void refuse(const fs::path& p, const std::string& why) {
@@ -255,9 +262,7 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
       start_unix_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count()),
       max_bytes_(max_bytes) {
-  if (max_bytes < min_max_bytes)
-    throw std::invalid_argument("ferry: ExecutorOptions::trace_max_bytes must be at least " +
-                                std::to_string(min_max_bytes) + " bytes");
+  check_max_bytes(max_bytes);
   // The first name no executor of this process writes, and no other process has locked.
   for (unsigned from = 1;;) {
     Claim claim = claim_path(path, from);
@@ -294,6 +299,28 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
     b->clear();               // the capacity stays
   }
   writer_ = std::thread([this] { run_writer(); });
+}
+
+std::unique_ptr<Trace> Trace::from_environment(const fs::path& path, std::uint64_t max_bytes,
+                                               const Header& header) {
+  check_max_bytes(max_bytes);
+  try {
+    return std::make_unique<Trace>(path, max_bytes, header);
+  } catch (const std::invalid_argument& e) {
+    // Once per path: a program may make an executor a call (get_reusable_executor with new
+    // options, a library's own pool), and one line says it all.
+    static auto* warned = new std::set<std::string>;  // never freed, as open_paths()
+    {
+      std::lock_guard lock(paths_mu);
+      if (!warned->insert(path.string()).second) return nullptr;
+    }
+    std::string_view why = e.what();
+    if (why.rfind("ferry: ", 0) == 0) why.remove_prefix(7);
+    // The path is the user's, but may hold anything: shown as a terminal may show it, on one line.
+    const std::string shown = terminal_text(std::string("FERRY_TRACE is ignored: ") + std::string(why), "\\n");
+    std::fprintf(stderr, "ferry: %s (the program runs without a trace)\n", shown.c_str());
+    return nullptr;
+  }
 }
 
 Trace::~Trace() {

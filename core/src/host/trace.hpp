@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -56,6 +57,16 @@ class Trace {
   trace's life: that is how another process's executor sees it is being written.
   */
   Trace(const std::filesystem::path& path, std::uint64_t max_bytes, const Header& header);
+  /**
+  The trace FERRY_TRACE asks for: as the constructor, but a path it refuses or cannot create is
+  no error. FERRY_TRACE traces a program without touching its code, and a program that never
+  asked for a trace must not fail for it (every executor's constructor threw, ending such a
+  program in std::terminate): why is said on stderr, once per path, and the executor runs
+  without a trace (null).
+  @throws std::invalid_argument for a `max_bytes` under min_max_bytes (the program's option).
+  */
+  static std::unique_ptr<Trace> from_environment(const std::filesystem::path& path, std::uint64_t max_bytes,
+                                                 const Header& header);
   /// Flushes what is buffered (the file then ends without its closing line, as after a crash),
   /// unless close() ran.
   ~Trace();

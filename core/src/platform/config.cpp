@@ -68,7 +68,7 @@ constexpr std::array<ConfigVariable, 20> table = {{
      "0"},
     {"FERRY_TRACE",
      "trace file every executor writes (Chrome Trace Event JSON for Perfetto), unless "
-     "ExecutorOptions::trace names one",
+     "ExecutorOptions::trace names one; one it cannot write is said on stderr and left out",
      "none (no trace)"},
 }};
 
