@@ -51,7 +51,8 @@ CLI::App* setup_report(CLI::App& app, ReportOptions& options) {
            100) +
       "\n\n" +
       wrap("A trace from a host that crashed or was killed is read as far as it goes: the closing "
-           "']' may be missing and an incomplete last line is dropped (the page says so). The "
+           "']' may be missing and an incomplete last line is dropped (the page says so); a line "
+           "cut short anywhere else is an error that names it. The "
            "page is safe to open for a trace of an untrusted run: what the trace says is only "
            "ever shown as text, and the page's Content-Security-Policy lets only its own script "
            "run.",

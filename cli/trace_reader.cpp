@@ -7,6 +7,14 @@
 // over bytes that tracks strings and nesting, so it finds where each object ends in one pass,
 // refuses nesting beyond detail::max_json_depth before any parser recurses, and keeps in memory
 // only the object being read.
+//
+// Why it also follows JSON's grammar (keys, colons, commas, values): ferry writes one event a
+// line, so a line cut short in the middle of the file (a host that crashed while writing, a copy
+// cut short) leaves an event open, and counting brackets alone took in the lines after it as
+// more of that event: the rest of the file became one "incomplete last event", dropped. A string
+// cannot hold a line break, and the next line's '{' cannot continue an object where a key is due;
+// so an event found broken after a line break inside it ends where its first line does, and what
+// follows is read again as the trace.
 #include "trace_reader.hpp"
 
 #include <fcntl.h>
@@ -18,6 +26,7 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 namespace ferry::cli::trace {
 
@@ -55,24 +64,17 @@ class Splitter {
   bool feed(std::string_view block) {
     buffer_.append(block);
     if (quote_) return quote_ready(false);
-    for (; pos_ < buffer_.size(); ++pos_) {
-      const char c = buffer_[pos_];
-      if (state_ == State::event) {
-        if (!event_byte(c)) return false;
-      } else if (space(c)) {
-        // between tokens
-      } else if (!token(c)) {
-        return false;
-      } else if (quote_) {
-        return true;  // the error waits for the bytes it quotes: nothing more is read or erased
-      }
-      if (c == '\n') ++line_;
-    }
+    if (!scan()) return false;
+    if (quote_) return true;  // the error waits for the bytes it quotes: nothing more is read or erased
     // Keep only the event being read: what lies before it has been handed on.
     std::size_t keep_from = state_ == State::event ? event_start_ : pos_;
     buffer_.erase(0, keep_from);
     pos_ -= keep_from;
-    if (state_ == State::event) event_start_ = 0;
+    offset_ += keep_from;
+    if (state_ == State::event) {
+      event_start_ = 0;
+      if (event_newline_ != no_newline) event_newline_ -= keep_from;
+    }
     return true;
   }
 
@@ -81,6 +83,13 @@ class Splitter {
     if (quote_) return quote_ready(true);
     if (state_ == State::before) {
       return fail(1, "not a trace file: it is empty, and a trace starts with '['");
+    }
+    if (state_ == State::event && event_newline_ != no_newline) {
+      // Still open at the end, over more than one line: as ferry writes them, cut where its first
+      // line ends; the lines after it may only end the file (',', ']').
+      cut_at_first_newline();
+      if (!scan()) return stopped_after_close();
+      if (quote_) return quote_ready(true);
     }
     if (state_ == State::event) {
       drop(event_line_, buffer_.size() - event_start_, "incomplete");
@@ -99,7 +108,13 @@ class Splitter {
     std::size_t line = 0;
     std::size_t bytes = 0;
     std::string why;
+    std::size_t cut_at = 0;  ///< non-zero: the event's line ended inside it, at this offset in the file
   };
+
+  /// Where JSON's grammar is inside an event: what the next token may be.
+  enum class Expect { key_or_close, key, colon, value_or_close, value, comma_or_close };
+
+  static constexpr std::size_t no_newline = static_cast<std::size_t>(-1);
 
   /// An error that quotes the file from the byte at fault: `head`, the quote, `tail`.
   struct Quote {
@@ -122,8 +137,13 @@ class Splitter {
       return false;
     }
     // between events. An object that did not parse is an error once anything follows it: only
-    // the last line of the file can be a partial one.
-    if (unparsed_ && c != ',') {
+    // the last line of the file can be a partial one. After a line cut short, the closing ']'
+    // may follow: what was cut was the last event.
+    if (unparsed_ && unparsed_->cut_at != 0 && c != ',' && c != ']') {
+      return fail(unparsed_->line, "an event cut short at byte offset " + std::to_string(unparsed_->cut_at) +
+                                       " (where its line ends), followed by more of the trace");
+    }
+    if (unparsed_ && unparsed_->cut_at == 0 && c != ',') {
       return fail(unparsed_->line, "an event that is not valid JSON (" + unparsed_->why +
                                        "), followed by more of the trace");
     }
@@ -137,8 +157,12 @@ class Splitter {
       state_ = State::event;
       event_start_ = pos_;
       event_line_ = line_;
+      event_newline_ = no_newline;
       depth_ = 1;
-      in_string_ = escaped_ = false;
+      in_string_ = escaped_ = in_scalar_ = false;
+      grammar_ = true;
+      objects_.assign(1, true);
+      expect_ = Expect::key_or_close;
       return true;
     }
     return fail_quoting("expected an event object ('{') or the closing ']', found \"", "\"");
@@ -148,6 +172,21 @@ class Splitter {
   bool event_byte(char c) {
     if (pos_ - event_start_ >= max_event_bytes)
       return fail(event_line_, "an event larger than " + std::to_string(max_event_bytes >> 20) + " MiB");
+    if (c == '\n' && event_newline_ == no_newline) event_newline_ = pos_;
+    if (in_string_ && c == '\n') {
+      // A string cannot hold a line break (nor can a backslash escape one): the line was cut.
+      cut_at_first_newline();
+      return true;
+    }
+    if (!in_string_ && grammar_ && !follows_grammar(c)) {
+      // Broken on a later line than it started: its line was cut, and that line is more of the
+      // trace. Broken on its own line, it is left to the parser, as any event that is not JSON.
+      if (event_newline_ != no_newline && event_newline_ < pos_) {
+        cut_at_first_newline();
+        return true;
+      }
+      grammar_ = false;
+    }
     if (in_string_) {
       if (escaped_) {
         escaped_ = false;
@@ -169,6 +208,83 @@ class Splitter {
         state_ = State::between;
         complete(std::string_view(buffer_).substr(event_start_, pos_ + 1 - event_start_));
       }
+    }
+    return true;
+  }
+
+  /// Whether `c`, outside a string, can come next in the event (its structure only: what a
+  /// string, number or literal holds is the parser's to judge).
+  bool follows_grammar(char c) {
+    const bool scalar = !space(c) && c != '{' && c != '}' && c != '[' && c != ']' && c != ':' && c != ',' && c != '"';
+    const bool continues_scalar = scalar && in_scalar_;
+    in_scalar_ = scalar;
+    if (continues_scalar || space(c)) return true;
+    const bool value_due = expect_ == Expect::value || expect_ == Expect::value_or_close;
+    switch (c) {
+      case '"':
+        if (expect_ == Expect::key || expect_ == Expect::key_or_close) {
+          expect_ = Expect::colon;
+          return true;
+        }
+        if (!value_due) return false;
+        expect_ = Expect::comma_or_close;
+        return true;
+      case ':':
+        if (expect_ != Expect::colon) return false;
+        expect_ = Expect::value;
+        return true;
+      case ',':
+        if (expect_ != Expect::comma_or_close) return false;
+        expect_ = objects_.back() ? Expect::key : Expect::value;
+        return true;
+      case '{':
+      case '[':
+        if (!value_due) return false;
+        objects_.push_back(c == '{');
+        expect_ = c == '{' ? Expect::key_or_close : Expect::value_or_close;
+        return true;
+      case '}':
+      case ']': {
+        const bool object = c == '}';
+        if (objects_.empty() || objects_.back() != object) return false;
+        if (expect_ != Expect::comma_or_close && expect_ != (object ? Expect::key_or_close : Expect::value_or_close))
+          return false;
+        objects_.pop_back();
+        expect_ = Expect::comma_or_close;
+        return true;
+      }
+      default:  // the first byte of a number or a literal
+        if (!value_due) return false;
+        expect_ = Expect::comma_or_close;
+        return true;
+    }
+  }
+
+  /// The event being read is cut short where its first line ends: it is dropped if nothing but
+  /// the end of the file follows, and the bytes after that line break are read again as the trace.
+  void cut_at_first_newline() {
+    unparsed_ = Unparsed{event_line_, event_newline_ - event_start_, "incomplete", offset_ + event_newline_};
+    state_ = State::between;
+    line_ = event_line_;
+    pos_ = event_newline_;  // scan() counts this line break and goes on after it
+  }
+
+  /// Reads buffer_ from pos_ on. False once the file is known not to be a trace, or once the
+  /// text after ']' starts; true with quote_ set when an error waits for the bytes it quotes.
+  bool scan() {
+    for (; pos_ < buffer_.size(); ++pos_) {
+      const char c = buffer_[pos_];
+      if (state_ == State::event) {
+        if (!event_byte(c)) return false;
+      } else if (space(c)) {
+        // between tokens
+      } else if (!token(c)) {
+        return false;
+      } else if (quote_) {
+        return true;
+      }
+      // buffer_[pos_], not c: an event cut short moves pos_ back to the line break that cut it.
+      if (buffer_[pos_] == '\n') ++line_;
     }
     return true;
   }
@@ -218,9 +334,15 @@ class Splitter {
   std::size_t line_ = 1;
   std::size_t event_start_ = 0;
   std::size_t event_line_ = 0;
+  std::size_t event_newline_ = no_newline;  ///< the event's first line break, in buffer_
+  std::size_t offset_ = 0;                  ///< of buffer_'s first byte in the file
   std::size_t depth_ = 0;
   bool in_string_ = false;
   bool escaped_ = false;
+  bool in_scalar_ = false;                  ///< the last byte was part of a number or literal
+  bool grammar_ = true;                     ///< no byte of the event has broken its grammar yet
+  Expect expect_ = Expect::key_or_close;
+  std::vector<bool> objects_;               ///< the open containers: true for an object
   std::optional<Unparsed> unparsed_;
   std::optional<Quote> quote_;
 };

@@ -40,8 +40,13 @@ writes them, but any whitespace is accepted), then an optional ']'. A trailing c
 ']' and an incomplete last event (a killed host) are accepted: the last event is dropped and
 `result` says so. Anything else that is not a trace fails with `result.error` and
 `result.error_line`: a file that does not start with '[', an element that is not an object, an
-object that does not parse followed by more events, nesting deeper than detail::max_json_depth,
-an event of more than max_event_bytes.
+object that does not parse followed by more events, an event whose line ends inside it followed
+by more of the trace (a line cut short in the middle: the error says the byte offset where it
+ends), nesting deeper than detail::max_json_depth, an event of more than max_event_bytes.
+An event may span lines (any whitespace is accepted) as long as it is valid JSON; one found
+broken after a line break inside it (a string that holds a line break, a byte that JSON's
+grammar does not allow there, the end of the file) is taken as ferry's one-line event cut short
+where its first line ends.
 Only a regular file is read: a FIFO, a device, a directory or a socket is refused (`result.error`
 says which, `result.error_line` is 0) without a read, and opening does not wait (O_NONBLOCK): a FIFO
 at `path` with no writer would otherwise block forever.
