@@ -336,6 +336,15 @@ TEST_CASE("Mpi.world.arguments_and_results_over_2_GiB_travel_chunked_over_tcp") 
   check_ok(world("large", {}, {{"OMPI_MCA_btl", "self,tcp"}}), "large");
 }
 
+TEST_CASE("Mpi.world.heartbeats_go_on_while_a_frame_over_2_GiB_arrives") {
+  // Over shared memory each 64 MiB chunk is copied inside the receive that matches it, and one
+  // pass of a loop took every chunk there was: 2 GiB took the agent's pass 3.5 s and the hub's
+  // 2.9 s here, with no heartbeat sent meanwhile, so with a 1.5 s deadline the host declared the
+  // receiving agent dead (and on a loaded machine the 10 s of the other tests passed too: the
+  // agents left in the middle of the result, and the host's reads of it failed with EFAULT).
+  check_ok(world("large", {}, {{"FERRY_MPI_TIMEOUT_MS", "1500"}}), "large");
+}
+
 TEST_CASE("Mpi.world.results_above_the_eager_limit_from_two_ranks_at_once_over_tcp") {
   // Over TCP (as across nodes) a rank's message above the eager limit is still being received
   // when the next source's arrives: its buffer must stay where MPI writes it.

@@ -238,7 +238,9 @@ class Agent {
   std::optional<int> pass(Clock::time_point now, bool& busy) {
     int source = 0, tag = 0;
     Buffer bytes;
-    while (receiver_.next(comm_, source, tag, bytes)) {
+    // For at most receive_budget: the heartbeat goes out between passes (run()).
+    const auto budget_ends = Clock::now() + receive_budget;
+    while (Clock::now() < budget_ends && receiver_.next(comm_, source, tag, bytes)) {
       // A heartbeat is no sign of work to come: it must not start a spin window (idle, one
       // every 250 ms cost 0.2 % of a core in spinning).
       busy = busy || tag != tag_heartbeat;

@@ -752,12 +752,17 @@ class Hub {
     for (auto& a : agents_)
       if (a.alive && std::find(comms_.begin(), comms_.end(), a.comm) == comms_.end())
         comms_.push_back(a.comm);
+    const auto budget_ends = Clock::now() + receive_budget;
     for (MPI_Comm c : comms_) {
       int source = 0, tag = 0;
       Buffer bytes;
-      // A pass takes at most max_messages_per_pass of a communicator: a rank that sends as fast
-      // as the hub reads must not keep it from maintain() (heartbeats, deadlines, refusals).
-      for (std::size_t taken = 0; taken < max_messages_per_pass && receiver_.next(c, source, tag, bytes); ++taken) {
+      // A pass takes at most max_messages_per_pass of a communicator, and after the first for at
+      // most receive_budget in all: a rank that sends as fast as the hub reads, or chunks each
+      // copied as it is received, must not keep it from maintain() (heartbeats, deadlines,
+      // refusals).
+      for (std::size_t taken = 0; taken < max_messages_per_pass && (taken == 0 || Clock::now() < budget_ends) &&
+                                  receiver_.next(c, source, tag, bytes);
+           ++taken) {
         // A rank declared dead is not heard again (its late messages are received and dropped).
         if (Agent* a = agent_of(c, source); a && a->alive) handle(*a, tag, bytes);
         busy = busy || tag != tag_heartbeat;  // heartbeats start no spin window
@@ -765,6 +770,11 @@ class Hub {
         // for its next pass, or the hub's thread.
         if (for_waiter && tag == tag_frames) return true;
       }
+      // Stopped by the budget, messages may be left: the heartbeats waiting behind them are
+      // taken now, or a rank would seem silent while another streams chunks.
+      if (Clock::now() >= budget_ends)
+        for (std::size_t taken = 0; taken < max_messages_per_pass && receiver_.next_heartbeat(c, source); ++taken)
+          if (Agent* a = agent_of(c, source); a && a->alive) a->last_heard = Clock::now();
     }
     sender_.progress();
     // Bytes still moving (a large frame either way): keep looking, or TCP moves them one socket

@@ -747,6 +747,23 @@ void Receiver::deliver(MPI_Comm comm, int source, Incoming in, int& tag, Buffer&
   bytes = std::move(in.bytes);
 }
 
+bool Receiver::next_heartbeat(MPI_Comm comm, int& source) {
+  int flag = 0;
+  MPI_Message message = MPI_MESSAGE_NULL;
+  MPI_Status st;
+  if (MPI_Improbe(MPI_ANY_SOURCE, tag_heartbeat, comm, &flag, &message, &st) != MPI_SUCCESS || !flag)
+    return false;
+  source = st.MPI_SOURCE;
+  MPI_Count size = -1;
+  MPI_Get_elements_x(&st, MPI_BYTE, &size);
+  if (size == 0) {
+    MPI_Mrecv(nullptr, 0, MPI_BYTE, &message, MPI_STATUS_IGNORE);
+  } else {
+    discard(message, size);
+  }
+  return true;
+}
+
 bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
   last_payload_.reset();
   if (!abandoned_.empty()) reap_abandoned();

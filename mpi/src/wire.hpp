@@ -299,6 +299,14 @@ std::string lost_reason(const std::string& where);
 /// at 64 MB/s or more; a peer that stopped reading costs at most this much spinning.
 constexpr std::chrono::seconds transfer_stall{1};
 
+/// How long one pass of the hub's or an agent's loop goes on taking messages (at least one of
+/// each communicator): heartbeats go out between passes, and over shared memory a chunk's 64 MiB
+/// are copied inside the receive that matches it. Taking every message there was, one pass took
+/// all 33 chunks of a 2 GiB frame (2.9 s at the hub, 3.5 s at an agent, here; over 10 s on a
+/// loaded machine) with no heartbeat sent meanwhile, and the peer took the silent side for gone:
+/// the host declared the receiving agent dead, or the agents left in the middle of a result.
+constexpr std::chrono::milliseconds receive_budget{100};
+
 /// Non-blocking sends whose buffers live until MPI is done with them.
 class Sender {
  public:
@@ -374,6 +382,10 @@ class Receiver {
   /// is no memory for, is received into scratch memory and dropped, and reported as
   /// tag_unreadable: no size a peer sends makes this throw.
   bool next(MPI_Comm comm, int& source, int& tag, Buffer& bytes);
+  /// A heartbeat of `comm` taken ahead of the other messages (MPI matches by tag): a pass that
+  /// stops at its receive_budget while one source streams chunks must still hear the others.
+  /// False when there is none. One with bytes (no ferry peer sends that) is dropped unread.
+  bool next_heartbeat(MPI_Comm comm, int& source);
   /// The payload of the chunked frame next() returned last; null for any other message.
   std::shared_ptr<SharedBytes> take_payload() { return std::move(last_payload_); }
   /// Stops receiving for `source` of `comm` (declared dead): frames still arriving and the
