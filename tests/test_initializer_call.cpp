@@ -245,8 +245,8 @@ TEST_CASE("Initializer.json_call_of_a_task_that_returns_a_value") {
 }
 
 TEST_CASE("Initializer.a_calls_deadline_and_cpu_time_start_after_it") {
-  // Calls sent to a worker still in its initializer wait behind it: their clocks ran meanwhile,
-  // so a 1.5 s initializer failed a first call given a 500 ms deadline (TimeoutError) and charged
+  // Calls submitted while the initializer runs wait for it: their clocks ran meanwhile (they
+  // were written to the worker behind it), so a 1.5 s initializer failed a first call given a 500 ms deadline (TimeoutError) and charged
   // its CPU time to a call limited to 1 s (ResourceLimitError).
   auto o = support::options(1);
   o.initializer = ferry::Call(busy_for, 1500);
@@ -291,20 +291,26 @@ TEST_CASE("Initializer.warm_up_waits_for_it_and_stops_waiting_when_it_fails") {
   }
 }
 
-TEST_CASE("Initializer.a_call_behind_it_can_be_cancelled_by_killing_its_worker") {
-  // Its front call has not started, but only killing the worker takes it back: cancel with
-  // kill_running did nothing (the call was not the running one), so a map's stop or timeout
-  // waited for the initializer however long it took.
+TEST_CASE("Initializer.a_call_waiting_for_it_is_cancelled_without_a_kill") {
+  // A call submitted while the initializer runs waits in the pool's queue: cancel() takes it
+  // back. It was written to the worker behind the initializer, and only killing that worker
+  // (cancel with kill_running) took it back, so a map's stop or timeout killed workers that had
+  // not run a call.
   support::HeldFile held;
   const auto& hold = held.path;
   auto o = support::options(1);
   o.initializer = ferry::Call(wait_while_exists, hold.string());
   ferry::Executor ex(o);
-  auto f = ex.submit(busy_for, 1);  // sent to the worker as it starts, behind its initializer
+  auto f = ex.submit(busy_for, 1);
   REQUIRE(support::wait_until([&] { return ex.worker_pids().size() == 1; }));
+  const int pid = ex.worker_pids().front();
   CHECK_FALSE(f.running());
-  CHECK(f.cancel({.kill_running = true}));
-  CHECK_THROWS_AS(f.get(), ferry::CancelledError);
+  CHECK(f.cancel());
+  CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("before it started"), ferry::CancelledError);
+  held.release();
+  CHECK(ex.submit(busy_for, 2).get() == 2);
+  CHECK(ex.worker_pids() == std::vector<int>{pid});
+  CHECK(ex.stats().workers_crashed == 0);
 }
 
 TEST_CASE("Initializer.one_that_ends_its_worker_during_a_shutdown_is_still_a_start_failure") {

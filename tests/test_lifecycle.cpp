@@ -273,6 +273,59 @@ TEST_CASE("Lifecycle.deadline_counts_from_the_start_of_the_call") {
   CHECK(second.get() == 2);
 }
 
+TEST_CASE("Lifecycle.a_call_waits_for_its_worker_to_start_before_its_deadline_counts") {
+  // Calls were written to a worker before its hello, and their deadline, running() and cancel()
+  // counted from that write: a 200 ms deadline failed a quick call given to a worker that took
+  // longer to start (TimeoutError), and a call waiting for it could not be cancelled. Here a
+  // script stands in for a slow start: it runs ferry-worker once the file is gone, and not
+  // before 600 ms.
+  support::HeldFile held;
+  const auto script = held.dir.path / "worker.sh";
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\nsleep 0.6\nwhile [ -e '" << held.path.string() << "' ]; do sleep 0.01; done\nexec '"
+        << FERRY_TEST_WORKER << "' \"$@\"\n";
+  }
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  auto o = support::options(1);
+  o.worker_path = script;
+  ferry::Executor ex(o);
+  auto timed = ex.submit_with({.deadline = 200ms}, square, 3);
+  auto other = ex.submit(square, 4);
+  REQUIRE(support::wait_until([&] { return ex.stats().workers_alive == 1; }));
+  CHECK_FALSE(timed.running());
+  CHECK(other.cancel());  // waiting for a worker: taken back without killing one
+  held.release();
+  CHECK(timed.get() == 9);
+  CHECK_THROWS_WITH_AS(other.get(), doctest::Contains("before it started"), ferry::CancelledError);
+  const auto s = ex.stats();
+  CHECK(s.workers_started == 1);
+  CHECK(s.workers_crashed == 0);
+}
+
+TEST_CASE("Lifecycle.a_result_raced_by_its_deadline_does_not_hand_the_kill_to_the_next_call") {
+  // A call killed for its deadline whose result the worker wrote just then: the result was
+  // taken (the call had a value), and the TimeoutError went to the call behind it in the
+  // worker's pipeline, which was running when the death was settled and had not overrun
+  // anything. Each timed call sleeps as long as its deadline, with a quick one behind it.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "2");
+  ferry::Executor ex(support::options(1));
+  REQUIRE(ex.warm_up(10s));
+  int timed_out = 0;
+  for (int i = 0; i < 150; ++i) {
+    auto timed = ex.submit_with({.deadline = 20ms}, slow_identity, i, 20);
+    auto innocent = ex.submit(square, i);
+    try {
+      const int value = timed.get();
+      CHECK(value == i);
+    } catch (const ferry::TimeoutError&) {
+      ++timed_out;
+    }
+    CHECK_NOTHROW(CHECK(innocent.get() == i * i));
+  }
+  MESSAGE(timed_out << " of 150 timed calls timed out");
+}
+
 TEST_CASE("Lifecycle.cancel_a_running_task_kills_its_worker") {
   ferry::Executor ex(support::options(2));
   REQUIRE(ex.warm_up(10s));

@@ -18,7 +18,7 @@
 //   old_protocol    (at start) says hello speaking the protocol before this one
 //   init_failed     answers with an initializer failure
 //   init_ack_again  says again that its initializer ran, instead of answering
-//   no_init_ack     (at start) never says its initializer ran, and answers every task
+//   no_init_ack     (at start) never says its initializer ran, and sends a result for call 1
 //   out_of_order    answers the next task (sent behind it) first, and never this one
 //   huge_times      answers with the largest times a result can carry (started, finished, CPU)
 //   claim_huge      announces a 768 MiB result, sends 1 MiB of it, and exits (code 1)
@@ -225,7 +225,12 @@ int main(int argc, char** argv) {
     }
     if (f.header.type == proto::FrameType::init) {
       // As ferry-worker says its initializer ran (an initializer that does nothing here).
-      if (mode != "no_init_ack") send(proto::encode_result_head({0, proto::ResultStatus::ok, {}}, 0));
+      if (mode != "no_init_ack") {
+        send(proto::encode_result_head({0, proto::ResultStatus::ok, {}}, 0));
+      } else {
+        // A result it was given no call for (none comes before the initializer's word).
+        answer_inline(1, 1);
+      }
       continue;
     }
     if (f.header.type != proto::FrameType::task) continue;  // define, limits

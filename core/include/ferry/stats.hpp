@@ -35,8 +35,8 @@ struct ExecutorStats {
   /// Calls handed to the pool (see above: one per submit, one per map chunk), including those it
   /// failed at once (an unknown task).
   std::size_t submitted = 0;
-  /// Calls waiting to run: in the pool's queue, or sent to a worker behind the call it runs or
-  /// behind its initializer.
+  /// Calls waiting to run: in the pool's queue (those waiting for a worker to start or to run
+  /// its initializer included), or sent to a worker behind the call it runs.
   std::size_t queued = 0;
   /// Calls running now: the call each busy worker is running (Future::running() is true).
   std::size_t running = 0;

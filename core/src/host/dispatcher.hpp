@@ -40,9 +40,9 @@ struct FERRY_INTERNAL_API Lane {
   /// share that worker's process with it: a task may read them, answer for them, or leave
   /// threads that do; with max_tasks_per_child = 1 no call ever waits behind another.
   std::uint64_t calls_left = UINT64_MAX;
-  /// Its worker runs the executor's initializer (Dispatcher::initialized ends it): calls sent
-  /// meanwhile wait behind it, and none of them runs yet (no deadline, no CPU time counted,
-  /// Future::running() false).
+  /// Its worker runs the executor's initializer (Dispatcher::initialized ends it). The pool
+  /// gives such a lane no call (WorkerSlot::takes_calls); one given to it would wait behind the
+  /// initializer without running (no deadline, no CPU time counted, Future::running() false).
   bool initializing = false;
 
   bool idle() const noexcept { return in_flight.empty(); }

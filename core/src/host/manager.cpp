@@ -199,6 +199,15 @@ void Manager::on_writable(const SlotPtr& w) {
 }
 
 void Manager::on_memory_ceiling(const SlotPtr& w) {
+  // What the worker wrote before its cgroup filled is read first (its tasks are stopped at the
+  // ceiling and write nothing more): a call it answered is not the one blamed, the next is.
+  // Unless a waiting thread reads the channel: it takes what is there.
+  if (auto lease = ChannelLease::after_event(*w, p_.poller_)) {
+    Completions done;
+    p_.read_available(*w, done);
+    lease.release();
+    p_.complete(done);
+  }
   std::lock_guard lock(p_.mu_);
   if (!w->memory.event || !w->memory.reached() || !w->alive()) return;
   // Its task (or what the task started) stopped at the sandbox's ceiling: the worker cannot go

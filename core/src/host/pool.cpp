@@ -308,7 +308,7 @@ void Pool::dispatch_locked() {
   stale.clear();
   touched.clear();
   for (auto& [_, w] : workers_)
-    if (w->accepts_work()) open.push_back(&w->lane);
+    if (w->takes_calls()) open.push_back(&w->lane);
   dispatcher_.assign(open, sends, stale, Clock::now());
   bool wake = false;
   for (Lane* lane : stale) {
@@ -541,6 +541,7 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
     Trace::Batch t(*trace_);
     t.worker_start(w.serial, w.pid, *w.host, w.process->rank(), ts);
   }
+  if (!w.lane.initializing) dispatch_locked();  // its first calls (WorkerSlot::takes_calls)
 }
 
 void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
@@ -705,10 +706,9 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     if (head.status != ResultStatus::ok || shared || !r.rest().empty())
       throw protocol::ProtocolError("a result for call 0 that is not an initializer's success");
     startup_failures_ = start_failures_in_a_row_ = 0;
-    // The calls sent meanwhile start now: their deadlines and CPU time count from here.
     dispatcher_.initialized(w.lane, Clock::now());
+    dispatch_locked();  // its first calls: they waited in the queue (WorkerSlot::takes_calls)
     changed_.notify_all();  // warm_up
-    poller_.wake();         // the manager times the call that starts
     return;
   }
   if (w.lane.initializing) throw protocol::ProtocolError("a result before its initializer ran");
@@ -1025,9 +1025,8 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
     } else {
       WorkerSlot& w = *workers_.at(call->lane->serial);
       // A call queued behind another in the worker's pipeline cannot be taken back without
-      // killing the innocent running one: only the running call can be stopped.
-      // The front call of a worker still in its initializer has not started, but nothing takes
-      // it back short of killing that worker, which runs no other call.
+      // killing the innocent running one: only the running call can be stopped. (A worker gets
+      // calls once started and past its initializer: its front call runs.)
       const Call* front = w.lane.in_flight.empty() ? nullptr : w.lane.in_flight.front().get();
       if (!kill_running || front != call.get()) return false;
       // Its worker is being killed already for what the call did (its deadline, a limit, a
@@ -1161,6 +1160,11 @@ void Pool::trace_ended_locked(const std::vector<std::shared_ptr<Call>>& calls, c
 
 void Pool::kill_worker_locked(WorkerSlot& w, std::exception_ptr error_for_running_call) {
   if (!w.alive()) return;
+  // A kill that blames the running call (its deadline, a limit, the sandbox, a cancel): nothing
+  // the worker sends from now on counts. A result read after the decision was taken, and the
+  // error then went to the call the worker ran when its death was settled: the next of its
+  // pipeline, which had not done it. That call goes back to the queue instead.
+  if (error_for_running_call) w.discarding = true;
   if (!w.kill_error) w.kill_error = std::move(error_for_running_call);
   w.retire(WorkerSlot::Retired::killed);
   debug_log("killing worker %d", w.pid);

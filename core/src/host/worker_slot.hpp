@@ -53,7 +53,7 @@ struct WorkerSlot {
   /// Where a worker is in its life; it only moves forward. A worker may be retired before its
   /// hello (the pool shrank while it started): `greeted` records the hello apart from the phase.
   enum class Phase : std::uint8_t {
-    starting,  // launched, no hello yet; already gets work (start-up overlaps the transfer)
+    starting,  // launched, no hello yet; gets no call until it said hello and ran its initializer
     ready,     // said hello
     retiring,  // takes no new work; told to shut down once idle
     stopping,  // told to shut down; killed if still alive at kill_at
@@ -129,8 +129,13 @@ struct WorkerSlot {
   std::uint64_t idle_cpu_limit = 0;
   static constexpr std::uint64_t cpu_idle = UINT64_MAX;
 
-  /// Gets new calls.
+  /// In service: not retired, its channel open (resize counts these).
   bool accepts_work() const noexcept { return phase <= Phase::ready && channel_open; }
+  /// Gets new calls: in service, past its hello and its initializer. A call written to a worker
+  /// still starting counted its deadline, CPU time and running() from the write (a deadline
+  /// shorter than a start failed the call, and the next one on a replacement), and only killing
+  /// the worker took it back; queued, it can be cancelled.
+  bool takes_calls() const noexcept { return accepts_work() && greeted && !lane.initializing; }
   /// Counts toward the pool's size: a worker whose channel just closed keeps its place until it
   /// is reaped (and replaced).
   /// A start failure holds its place until its death is settled (which sets the start backoff):
