@@ -220,6 +220,32 @@ TEST_CASE("Executor.shutdown.kill_workers_ends_every_future_quickly") {
   CHECK(support::children().empty());
 }
 
+TEST_CASE("Executor.shutdown.cancel_futures_cancels_what_has_not_started") {
+  // Python's shutdown(cancel_futures=True): the calls not started end cancelled, the running
+  // one finishes, and the wait is for it only.
+  support::HeldFile held;
+  ferry::Executor ex(support::options(1));
+  auto running = ex.submit(value_after_hold, 7, held.path.string());
+  std::vector<ferry::Future<int>> waiting;
+  for (int i = 0; i < 5; ++i) waiting.push_back(ex.submit(square, i));
+  REQUIRE(support::wait_until([&] { return running.running(); }));
+  ex.shutdown({.wait = false, .cancel_futures = true});
+  for (auto& f : waiting) {
+    REQUIRE(f.ready());
+    CHECK(f.cancelled());
+    CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("cancel_futures"), ferry::CancelledError);
+  }
+  CHECK_FALSE(running.ready());
+  CHECK_FALSE(running.cancelled());
+  held.release();
+  CHECK(running.get() == 7);
+  auto s = ex.stats();
+  CHECK(s.completed == 1);
+  CHECK(s.failed == 5);
+  CHECK(s.workers_crashed == 0);
+  CHECK_THROWS_AS(ex.submit(square, 1), ferry::BrokenProcessPool);
+}
+
 TEST_CASE("Executor.shutdown.is_idempotent_and_submit_after_throws") {
   ferry::Executor ex(support::options(1));
   CHECK(ex.submit(square, 2).get() == 4);

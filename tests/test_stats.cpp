@@ -136,11 +136,31 @@ TEST_CASE("Stats.workers_started_crashed_and_stopped") {
   // Each crashed worker is replaced.
   REQUIRE(support::wait_until([&] { return ex.stats().workers_started == 4 && ex.stats().workers_alive == 2; }));
   CHECK(ex.stats().workers_crashed == 2);
+  CHECK(ex.stats().workers_killed == 0);
   ex.shutdown();
   auto s = ex.stats();
   CHECK(s.workers_alive == 0);
   CHECK(s.workers_stopped == 2);  // told to exit at shutdown
   CHECK(s.workers_recycled == 0);
+  check_balanced(s);
+}
+
+TEST_CASE("Stats.workers_killed_as_asked_are_told_apart_from_crashes") {
+  // A deadline, a kill-cancel and shutdown(kill_workers) end workers ferry was asked to end:
+  // counted in workers_crashed (nothing said goodbye) and in workers_killed, which no crash is.
+  ferry::Executor ex(support::options(1));
+  CHECK_THROWS_AS(ex.submit_with({.deadline = 50ms}, spin_forever, 1).get(), ferry::TimeoutError);
+  auto spinning = ex.submit(spin_forever, 2);
+  REQUIRE(support::wait_until([&] { return spinning.running(); }));
+  REQUIRE(spinning.cancel({.kill_running = true}));
+  CHECK_THROWS_AS(spinning.get(), ferry::CancelledError);
+  CHECK_THROWS_AS(ex.submit(segfault, 1).get(), ferry::TerminatedWorkerError);
+  auto last = ex.submit(spin_forever, 3);
+  REQUIRE(support::wait_until([&] { return last.running(); }));
+  ex.shutdown({.wait = true, .kill_workers = true});
+  auto s = ex.stats();
+  CHECK(s.workers_crashed == 4);
+  CHECK(s.workers_killed == 3);
   check_balanced(s);
 }
 

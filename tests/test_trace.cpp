@@ -366,6 +366,7 @@ TEST_CASE("Trace.worker_crash_is_an_instant_with_its_reason") {
   const auto* stats = stats_event(t);
   REQUIRE(stats);
   CHECK(arg_u64(*stats, "workers_crashed") == 3);
+  CHECK(arg_u64(*stats, "workers_killed") == 1);  // the deadline's
   CHECK(arg_u64(*stats, "workers_started") == 4);
 }
 
@@ -672,6 +673,7 @@ TEST_CASE("Trace.kill_workers_shutdown_still_ends_the_file") {
   CHECK((*stats)["args"]["failed_by_type"]["CancelledError"].GetUint64() == 3);
   CHECK(arg_u64(*stats, "workers_alive") == 0);
   CHECK(arg_u64(*stats, "workers_crashed") == 2);
+  CHECK(arg_u64(*stats, "workers_killed") == 2);
 }
 
 TEST_CASE("Trace.unopenable_path_is_refused_at_construction") {

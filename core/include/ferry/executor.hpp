@@ -161,6 +161,10 @@ struct ShutdownOptions {
   bool wait = true;
   /// Fail every pending future with CancelledError now and SIGKILL the workers.
   bool kill_workers = false;
+  /// Cancel every call that has not started (Python's `shutdown(cancel_futures=True)`): their
+  /// futures end with CancelledError and say cancelled(); running calls, and those a worker
+  /// holds behind its running call, still finish.
+  bool cancel_futures = false;
 };
 
 /** @brief Per-submission options (Executor::submit_with). */

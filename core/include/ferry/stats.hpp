@@ -56,6 +56,11 @@ struct ExecutorStats {
   /// (a deadline, `cancel({.kill_running = true})`, `shutdown({.kill_workers = true})`, a
   /// malformed frame), a lost MPI rank, or a death before their handshake.
   std::size_t workers_crashed = 0;
+  /// Of `workers_crashed`, those ferry killed because it was asked to: a call past its deadline
+  /// (TimeoutError), `cancel({.kill_running = true})`, `shutdown({.kill_workers = true})`.
+  /// `workers_crashed - workers_killed` are the workers that ended on their own or broke the
+  /// protocol.
+  std::size_t workers_killed = 0;
   /// Workers that ended so that a fresh one could replace them, or because they were idle.
   std::size_t workers_recycled = 0;
   /// `workers_recycled` by reason: "idle" (ExecutorOptions::idle_timeout), "memory"

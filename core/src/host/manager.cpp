@@ -407,6 +407,7 @@ void Manager::count_end_locked(WorkerSlot& w, const ExitStatus& st, const std::e
     ++counts.workers_stopped;
   } else {
     ++counts.workers_crashed;
+    if (w.killed_as_asked) ++counts.workers_killed;
   }
   if (!p_.trace_) return;
   const std::int64_t ts = p_.trace_->now();
@@ -491,6 +492,7 @@ void Manager::enforce_timers_locked(Clock::time_point now) {
     enforce_cpu_time_locked(*w, now);
     if (!w->kill_error && now >= w->lane.deadline()) {
       const Call& c = *w->lane.running();
+      w->killed_as_asked = true;
       p_.kill_worker_locked(*w, std::make_exception_ptr(TimeoutError(
                                  "task '" + c.ref->display + "' exceeded its deadline of " +
                                  detail::format_duration(c.deadline) + ": worker " +

@@ -1039,6 +1039,7 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
       // cancel() had said true for with its value, and the worker was killed for nothing. The
       // call ends when the worker's death is settled, with kill_error.
       w.discarding = true;
+      w.killed_as_asked = true;
       kill_worker_locked(w, std::make_exception_ptr(CancelledError(
                                 "task '" + call->ref->display + "' was cancelled while running: its worker " +
                                 std::to_string(w.pid) + " was killed")));
@@ -1100,6 +1101,7 @@ ExecutorStats Pool::stats() const {
     s.workers_alive = counts_.workers_alive();
     s.workers_started = counts_.workers_started;
     s.workers_crashed = counts_.workers_crashed;
+    s.workers_killed = counts_.workers_killed;
     s.workers_recycled = counts_.workers_recycled;
     s.recycled_by_reason = counts_.recycled_by_reason;
     s.workers_stopped = counts_.workers_stopped;
@@ -1194,6 +1196,19 @@ void Pool::shutdown(const ShutdownOptions& options) {
     std::lock_guard lock(mu_);
     shutdown_ = true;
     changed_.notify_all();  // warm_up
+    if (options.cancel_futures && !killed_) {
+      // Only the queue: a call written to a worker behind its running one cannot be taken back
+      // (Pool::cancel), and runs.
+      auto calls = dispatcher_.take_queue();
+      for (auto& c : calls) {
+        if (c->state) c->state->agree_cancel();
+        auto error = std::make_exception_ptr(CancelledError(
+            "task '" + c->ref->display + "' was cancelled before it started: the executor was shut down with "
+                                         "cancel_futures=true"));
+        finish_locked(c, done, error);
+        if (trace_) trace_ended_locked({c}, error);
+      }
+    }
     if (options.kill_workers && !killed_) {
       killed_ = true;
       auto error = std::make_exception_ptr(CancelledError(
@@ -1210,6 +1225,7 @@ void Pool::shutdown(const ShutdownOptions& options) {
           if (ran) trace_ran_locked(*calls.front(), *w, nullptr, 0, error, now);
           trace_ended_locked({calls.begin() + (ran ? 1 : 0), calls.end()}, error);
         }
+        if (w->alive()) w->killed_as_asked = true;
         kill_worker_locked(*w, nullptr);
       }
     }

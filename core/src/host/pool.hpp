@@ -252,7 +252,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   struct Counts {  // under mu_
     std::size_t submitted = 0;
     // Every started worker ends once, as one of crashed, recycled or stopped (count_end_locked).
-    std::size_t workers_started = 0, workers_crashed = 0, workers_recycled = 0, workers_stopped = 0;
+    std::size_t workers_started = 0, workers_crashed = 0, workers_killed = 0, workers_recycled = 0, workers_stopped = 0;
     std::size_t workers_alive() const noexcept {
       return workers_started - workers_crashed - workers_recycled - workers_stopped;
     }

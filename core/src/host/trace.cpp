@@ -567,7 +567,8 @@ void Trace::close(const ExecutorStats& s) {
       first = false;
     }
     l.raw("},\"workers_alive\":").num(s.workers_alive).raw(",\"workers_started\":").num(s.workers_started)
-        .raw(",\"workers_crashed\":").num(s.workers_crashed).raw(",\"workers_recycled\":").num(s.workers_recycled)
+        .raw(",\"workers_crashed\":").num(s.workers_crashed).raw(",\"workers_killed\":").num(s.workers_killed)
+        .raw(",\"workers_recycled\":").num(s.workers_recycled)
         .raw(",\"recycled_by_reason\":{");
     first = true;
     for (const auto& [reason, n] : s.recycled_by_reason) {

@@ -96,6 +96,9 @@ struct WorkerSlot {
   bool write_armed = false;
   bool kill_sent = false;     // SIGKILL (or the backend's kill) was sent
   bool failed_start = false;  // killed by ferry for what its initializer did: a start failure
+  // Killed as asked: its call's deadline, cancel({.kill_running}), shutdown({.kill_workers})
+  // (ExecutorStats::workers_killed).
+  bool killed_as_asked = false;
   std::optional<protocol::ByeReason> bye;
   // Why the pool retired it: a worker told to exit says bye "shutdown" whatever the reason, and
   // its exit is reported with this one (stop_reason()).
