@@ -20,6 +20,7 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -831,10 +832,12 @@ TEST_CASE("Trace.write_failure_ends_the_file_and_the_pool_goes_on") {
   ferry::ExecutorStats stats;
   int failed_writes = 0;
   bool failed = false;
+  std::string said;
   {
     ferry::Executor ex(traced(file, 2));
     REQUIRE(ex.warm_up());  // both workers up before the limit, so neither inherits it
     {
+      StderrCapture capture(dir.path / "stderr");
       FileSizeLimit full(limit);
       out = ex.map(square, in, {.chunksize = 1});  // some 500 bytes of trace a call: past the limit
       // The writer met the limit (within its flush period of 100 ms)...
@@ -844,9 +847,12 @@ TEST_CASE("Trace.write_failure_ends_the_file_and_the_pool_goes_on") {
       ex.shutdown();
       stats = ex.stats();
       failed_writes = file_size_signals.load();
+      said = capture.text();
     }
   }
   REQUIRE(failed);
+  CHECK(said == "ferry: writing the trace " + file.string() + " failed: " + std::strerror(EFBIG) +
+                    " (the trace ends there; the program goes on)\n");
   std::vector<int> expected(in.size());
   std::transform(in.begin(), in.end(), expected.begin(), [](int x) { return x * x; });
   CHECK(out == expected);
@@ -866,6 +872,37 @@ TEST_CASE("Trace.write_failure_ends_the_file_and_the_pool_goes_on") {
   REQUIRE(truncated.size() == 1);
   CHECK(arg_str(*truncated[0], "error") == std::strerror(EFBIG));
   CHECK(str(*t.events.back(), "name") == "trace truncated");
+}
+
+TEST_CASE("Trace.a_first_write_that_fails_is_said_on_stderr") {
+  // No room even for the header (a full disk; here a file-size limit of 0): the file stays empty,
+  // which no viewer opens, and nothing said why. The program still runs.
+  support::TempDir dir;
+  const fs::path file = dir.path / "empty.json";
+  // Stderr into a pipe: the limit holds for a file it would go to as well.
+  int ends[2];
+  REQUIRE(::pipe2(ends, O_CLOEXEC | O_NONBLOCK) == 0);
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  REQUIRE(saved >= 0);
+  ::dup2(ends[1], 2);
+  std::optional<ferry::Executor> ex;
+  {
+    FileSizeLimit full(0);
+    ex.emplace(traced(file, 1));  // its workers start at the first call, without the limit
+  }
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::close(ends[1]);
+  std::string said(4096, '\0');
+  const ssize_t n = ::read(ends[0], said.data(), said.size());
+  ::close(ends[0]);
+  said.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  CHECK(ex->submit(square, 5).get() == 25);
+  ex.reset();
+  CHECK(said == "ferry: writing the trace " + file.string() + " failed: " + std::strerror(EFBIG) +
+                    " (the trace ends there; the program goes on)\n");
+  CHECK(fs::file_size(file) == 0);
 }
 
 TEST_CASE("Trace.strings_are_escaped_and_valid_utf8") {

@@ -348,7 +348,11 @@ void Trace::write_out(const std::string& bytes) {
       // A full disk, a quota, RLIMIT_FSIZE: the trace ends here, the pool goes on.
       write_failed_ = true;
       const int error = n < 0 ? errno : ENOSPC;
-      debug_log("trace: writing %s failed: %s", path_.c_str(), std::strerror(error));
+      // Said once on stderr too: a first write that fails left an empty file (no room even for
+      // the `trace truncated` line) and nothing said why.
+      const std::string shown = terminal_text("writing the trace " + path_.string() + " failed: " +
+                                              std::strerror(error), "\\n");
+      std::fprintf(stderr, "ferry: %s (the trace ends there; the program goes on)\n", shown.c_str());
       end_after_failed_write(bytes, done, error);
       return;
     }
