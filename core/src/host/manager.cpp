@@ -645,8 +645,8 @@ void Manager::start_workers(std::size_t n, Completions& done) {
       break;
     }
   }
-  // Tasks go out right away, before the workers' hello: start-up overlaps their transfer. All
-  // new workers are registered first, so that the queue is spread over all of them.
+  // The new workers get calls at their hello (WorkerSlot::takes_calls); what the queue holds
+  // meanwhile goes to the workers already up.
   std::lock_guard lock(p_.mu_);
   p_.dispatch_locked();
 }
