@@ -3,6 +3,7 @@
 // size around the threshold, both ways, after a crash, and without leaking descriptors.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -249,4 +250,47 @@ TEST_CASE("SharedMemory.a_host_out_of_descriptors_fails_only_the_large_result_it
       },
       30s);
   CHECK_MESSAGE(code == 0, "2: not the host's error (see stderr), 3: the next result failed, 4: the worker was replaced");
+}
+
+TEST_CASE("SharedMemory.calls_queued_with_large_arguments_leave_descriptors_for_their_results") {
+  // Each queued call's arguments in shared memory held a memfd: a program that submitted more
+  // large calls than its descriptor limit had room for took every descriptor, and each large
+  // result then came back to a host that could not receive it (SerializationError for nearly all
+  // of them). A memfd is now made only while it leaves a reserve free: past it, arguments stay
+  // on the heap and go through the socket.
+  const int code = support::exit_code_of_child(
+      [] {
+        const std::size_t size = (std::size_t{1} << 20) + 4096;  // over FERRY_SHM_THRESHOLD both ways
+        rlimit limit{};
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+        limit.rlim_cur = static_cast<rlim_t>(support::open_fds() + 120);
+        if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 1;
+        ferry::Executor ex(support::options(2));
+        const std::vector<char> big = pattern(size);
+        std::vector<ferry::Future<std::vector<char>>> calls;
+        for (int i = 0; i < 200; ++i) calls.push_back(ex.submit(echo_bytes, big));
+        int lost = 0;
+        for (auto& call : calls) {
+          const std::string what = support::outcome_of([&] { return call.get() == big ? 1 : 0; });
+          if (what != "returned 1" && lost++ == 0) std::fprintf(stderr, "%s\n", what.c_str());
+        }
+        return lost == 0 ? 0 : 2;
+      },
+      60s);
+  CHECK_MESSAGE(code == 0, "2: some results were lost (the first one's error is on stderr)");
+}
+
+TEST_CASE("SharedMemory.blocks_kept_for_reuse_hold_few_descriptors") {
+  // A burst of concurrent large calls left every block it used in the reuse cache (up to 512 MiB
+  // of them), each holding a descriptor for the rest of the process's life: 400 calls of 1 MiB
+  // kept 90 descriptors, which the program's own files then lacked. At most 64 are kept.
+  const std::size_t before = support::open_fds();
+  {
+    ferry::Executor ex(support::options(2));
+    const std::vector<char> big = pattern((std::size_t{1} << 20) + 4096);
+    std::vector<ferry::Future<std::size_t>> calls;
+    for (int i = 0; i < 400; ++i) calls.push_back(ex.submit(byte_count, big));
+    for (auto& call : calls) CHECK(call.get() == big.size());
+  }
+  CHECK(support::open_fds() <= before + 64);
 }

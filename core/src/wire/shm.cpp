@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -30,10 +31,29 @@ namespace ferry::detail {
 namespace {
 
 constexpr std::size_t page = 4096;
-/// Free blocks kept for reuse, at most this many bytes in all.
+/// Free blocks kept for reuse, at most this many bytes in all, and this many blocks: each holds a
+/// descriptor (a burst of 400 concurrent calls of 1 MiB left 90 of them open for good).
 constexpr std::size_t cache_limit = std::size_t{512} << 20;
+constexpr std::size_t cache_blocks = 64;
 
 std::size_t round_pages(std::size_t n) { return (n + page - 1) / page * page; }
+
+/// Blocks of at least this many bytes are made whatever descriptor_scarce says: on the heap they
+/// would not fit a frame (half of FERRY_MAX_FRAME_BYTES; set when libferry loads, below).
+std::size_t shared_only_bytes = std::size_t{512} << 20;
+
+/// Whether descriptor `fd` lies in the last quarter of RLIMIT_NOFILE (at least 64 numbers): it is
+/// the lowest free one when just made, so fewer than that are left. Every block holds one
+/// descriptor while its call waits, and a program that queued more large calls than its limit
+/// had room for took them all: each large result then came back to a host that could not receive
+/// it. A memfd there is not made for a buffer that fits a frame (it stays on the heap and goes
+/// through the socket), nor is a block there kept for reuse.
+bool descriptor_scarce(int fd) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return false;
+  const rlim_t reserve = std::max<rlim_t>(64, limit.rlim_cur / 4);
+  return static_cast<rlim_t>(fd) + reserve >= limit.rlim_cur;
+}
 
 struct Block {
   char* data;
@@ -86,7 +106,7 @@ char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
   std::size_t cap = round_pages(n);
   int memfd = ::memfd_create("ferry-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd < 0) return nullptr;
-  if (::ftruncate(memfd, static_cast<off_t>(cap)) != 0) {
+  if ((cap < shared_only_bytes && descriptor_scarce(memfd)) || ::ftruncate(memfd, static_cast<off_t>(cap)) != 0) {
     ::close(memfd);
     return nullptr;
   }
@@ -171,7 +191,7 @@ void release(char* data, std::size_t capacity, int fd, bool given_away) {
   if (!given_away) {
     auto& f = free_blocks();
     std::lock_guard lock(f.mu);
-    if (f.bytes + capacity <= cache_limit) {
+    if (f.bytes + capacity <= cache_limit && f.blocks.size() < cache_blocks && !descriptor_scarce(fd)) {
       f.blocks.push_back({data, capacity, fd});
       f.bytes += capacity;
       return;
@@ -184,7 +204,9 @@ void release(char* data, std::size_t capacity, int fd, bool given_away) {
 /// FERRY_SHM_THRESHOLD through the one table of FERRY_* variables (platform/config): a malformed
 /// value is refused when an executor is made; here it keeps the default.
 std::size_t threshold_from_env() {
-  return static_cast<std::size_t>(Config::read().shm_threshold);
+  const Config config = Config::read();
+  shared_only_bytes = static_cast<std::size_t>(config.max_frame_bytes / 2);
+  return static_cast<std::size_t>(config.shm_threshold);
 }
 
 // Read when libferry loads (before any thread of ours exists).
