@@ -333,6 +333,11 @@ TEST_CASE("Lifecycle.cancel_a_running_task_kills_its_worker") {
   auto other = ex.submit(slow_identity, 3, 100);
   CHECK_FALSE(f.cancel());  // running: not without kill_running
   CHECK(f.cancel({.kill_running = true}));
+  // Ended at once, as concurrent.futures' future is when cancel() says true (it waited for the
+  // worker's death to be settled).
+  CHECK(f.ready());
+  CHECK(f.cancelled());
+  CHECK_FALSE(f.running());
   CHECK_THROWS_WITH_AS(f.get(), doctest::Contains("cancelled while running"), ferry::CancelledError);
   CHECK(other.get() == 3);
   CHECK(support::wait_until([&] { return ex.worker_pids().size() == 2; }));

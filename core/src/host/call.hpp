@@ -47,6 +47,9 @@ struct Call {
   std::int64_t submitted_ns = 0;  // system_clock at submit (Future::info())
   Clock::time_point queued_at{};  // steady clock at submit, taken only when tracing
   Lane* lane = nullptr;         // the worker pipeline it was sent to, while in flight
+  /// Its state was completed before the call left its lane: a kill-cancel ends the future at
+  /// once (cancelled(), ready()), and the worker's death, settled later, completes nothing more.
+  bool completed = false;
 };
 
 /// A completed state and what completes it; run with no lock held (completions run callbacks).

@@ -342,7 +342,11 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   // The rest never started: back to the front of the queue.
   p_.dispatcher_.requeue(w.lane, 1);
   auto call = p_.dispatcher_.take_running(w.lane);
-  p_.finish_locked(call, done, error).run = p_.run_record(*call, w, {});
+  if (call->completed) {
+    p_.dispatcher_.forget(*call);  // a kill-cancel ended its future already
+  } else {
+    p_.finish_locked(call, done, error).run = p_.run_record(*call, w, {});
+  }
   if (p_.trace_) p_.trace_ran_locked(*call, w, nullptr, 0, error, Clock::now());
   return error;
 }

@@ -774,8 +774,12 @@ void name_inputs(const std::exception_ptr& error, std::size_t first, std::size_t
 
 Completion& Pool::finish_locked(const std::shared_ptr<Call>& call, Completions& done, std::exception_ptr error) {
   dispatcher_.forget(*call);
-  if (error && call->first_input != no_input) name_inputs(error, call->first_input, call->items);
-  done.push_back(Completion{call->state, Buffer(), 0, std::move(error)});
+  return completion_locked(*call, done, std::move(error));
+}
+
+Completion& Pool::completion_locked(Call& call, Completions& done, std::exception_ptr error) {
+  if (error && call.first_input != no_input) name_inputs(error, call.first_input, call.items);
+  done.push_back(Completion{call.state, Buffer(), 0, std::move(error)});
   return done.back();
 }
 
@@ -1036,14 +1040,18 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
       // Nothing the worker sends from now on counts, this call's result included: it may be in
       // the socket already, or read by a thread (the manager, or one waiting in get()) that has
       // not handed it over yet (handle_result looks under this lock). Taken, it ended a call
-      // cancel() had said true for with its value, and the worker was killed for nothing. The
-      // call ends when the worker's death is settled, with kill_error.
+      // cancel() had said true for with its value, and the worker was killed for nothing.
       w.discarding = true;
       w.killed_as_asked = true;
       kill_worker_locked(w, std::make_exception_ptr(CancelledError(
                                 "task '" + call->ref->display + "' was cancelled while running: its worker " +
                                 std::to_string(w.pid) + " was killed")));
-      return true;
+      // The future ends now, as concurrent.futures' does when cancel() says true: it waited for
+      // the worker's death to be settled (cancelled() and ready() false, running() true for a
+      // while after the true answer). The call stays in its lane until then, which settles the
+      // worker's other calls and the trace's slice, and completes nothing more.
+      completion_locked(*call, done, w.kill_error).run = run_record(*call, w, {});
+      call->completed = true;
     }
   }
   complete(done);
@@ -1217,7 +1225,13 @@ void Pool::shutdown(const ShutdownOptions& options) {
       const auto now = Clock::now();
       for (auto& [_, w] : workers_) {
         auto calls = dispatcher_.take_all(w->lane);
-        for (auto& c : calls) finish_locked(c, done, error);
+        for (auto& c : calls) {
+          if (c->completed) {
+            dispatcher_.forget(*c);  // kill-cancelled: its future ended with that
+          } else {
+            finish_locked(c, done, error);
+          }
+        }
         if (trace_ && !calls.empty()) {
           // The first was running on the worker (its slice ends now), unless the worker was
           // still in its initializer; the rest never started.

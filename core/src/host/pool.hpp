@@ -174,6 +174,8 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// payload the caller puts into the completion.
   Completion& finish_locked(const std::shared_ptr<Call>& call, Completions& done,
                             std::exception_ptr error = nullptr);
+  /// The completion of `call`'s state alone (the dispatcher still knows the call).
+  Completion& completion_locked(Call& call, Completions& done, std::exception_ptr error);
   void complete(Completions& done);
 
   // ---- stats and trace (pool.cpp) ----
