@@ -48,7 +48,9 @@ struct ExecutorStats {
   /// "CancelledError", "TimeoutError", "ResourceLimitError", "PluginError", ...
   std::map<std::string, std::size_t> failed_by_type;
 
-  /// Worker processes started and not yet ended (starting ones included).
+  /// Worker processes started and not yet ended (starting ones included). A worker being
+  /// killed and its replacement both count until the first is reaped: for a moment one more
+  /// than max_workers.
   std::size_t workers_alive = 0;
   /// Worker processes started, replacements included.
   std::size_t workers_started = 0;
