@@ -2,6 +2,7 @@
 // FERRY_WRAP: main-program functions compiled into cached plugins; the cache (private, shared by
 // threads and processes, tamper-checked); build errors; options.
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -775,6 +776,45 @@ TEST_CASE("Wrap.a_full_cache_file_system_shows_the_compilers_words") {
   CHECK(what.find("could not be compiled into a plugin") != std::string::npos);
   CHECK(what.find("No space left on device") != std::string::npos);
   CHECK(what.find("must only use what it declares") == std::string::npos);
+}
+
+TEST_CASE("Wrap.a_full_cache_file_system_is_named_as_the_reason_not_another_user") {
+  // GNU ld exits 0 when its dependency list cannot be written whole: on a cache file system
+  // with 288 KiB (of a wrap's 300) the wrap failed as "refusing what the compiler read: the
+  // linker's list ... cannot be parsed (a header or library another user could have changed)".
+  // The fake compiler writes a plugin and a list cut short, fills the file system and exits 0.
+  if (::geteuid() != 0) {
+    MESSAGE("needs root to mount a small file system: skipped");
+    return;
+  }
+  support::TempDir bin, small;
+  REQUIRE(::mount("none", small.path.c_str(), "tmpfs", 0, "size=1m,mode=0700") == 0);
+  struct Unmount {
+    const fs::path& at;
+    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
+  } unmount{small.path};
+  const fs::path cxx = script(bin.path, "cut-list-c++",
+                              fake_compiler("for a; do case \"$prev\" in -o) out=$a;; -MF) list=$a;; esac; prev=$a\n"
+                                            "case \"$a\" in -Wl,--dependency-file=*) linked=${a#*=};; esac; done\n"
+                                            "echo plugin > \"$out\"\n: > \"$linked\"\nprintf '%s: /usr/incl\\\\' \"$out\" > \"$list\"\n"
+                                            "cat /dev/zero > '" + (small.path / "filler").string() + "' 2>/dev/null\nexit 0"));
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  CacheAt at(small.path / "c");
+  const std::string what = build_error(reinterpret_cast<const void*>(&twice));
+  CAPTURE(what);
+  CHECK(what.find(" is full (") != std::string::npos);
+  CHECK(what.find("another user") == std::string::npos);
+  // Full from the start: the wrap's source cannot be written, and the error says why (it said
+  // "Set FERRY_CACHE_DIR to a writable directory" of the directory it had just written into).
+  {
+    std::ofstream rest(small.path / "rest", std::ios::binary);
+    const std::string page(4096, '\0');
+    while (rest.write(page.data(), static_cast<std::streamsize>(page.size())) && rest.flush()) {
+    }
+  }
+  const std::string full = build_error(reinterpret_cast<const void*>(&hypotenuse));
+  CAPTURE(full);
+  CHECK(full.find("No space left on device") != std::string::npos);
 }
 
 TEST_CASE("Wrap.a_cached_wrap_is_used_when_the_current_directory_is_gone") {

@@ -30,6 +30,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -143,9 +144,36 @@ std::string read_file(const fs::path& file, std::size_t max = 1 << 20) {
 
 /// Writes `file` (in the private cache directory) with mode 0600 whatever the umask: an entry
 /// that the umask left group-writable would fail the trust check, and be rebuilt every time.
+/// False with errno set when it cannot be written whole.
 bool write_file(const fs::path& file, const std::string& content) {
-  Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-  return fd && ::fchmod(fd.get(), 0600) == 0 && write_all(fd.get(), content);
+  int error = 0;
+  {
+    Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (fd && ::fchmod(fd.get(), 0600) == 0 && write_all(fd.get(), content)) return true;
+    error = errno;
+  }
+  errno = error;
+  return false;
+}
+
+/// What the user is told when `file` of the cache cannot be written (errno `error`): the reason,
+/// and a fix that fits it (a full disk is not an unwritable directory).
+std::string cannot_write(const fs::path& file, int error) {
+  const bool full = error == ENOSPC || error == EDQUOT;
+  return "cannot write " + file.string() + ": " + std::strerror(error) +
+         (full ? ". Free space there, or set FERRY_CACHE_DIR to another directory"
+               : ". Set FERRY_CACHE_DIR to a writable directory");
+}
+
+/// Why the file system of `dir` counts as full (under 1 MiB free), or "": a compiler or linker
+/// that could not write its list of what it read whole may still exit 0 (GNU ld does), and the
+/// list cut short was refused as though another user had written it.
+std::string full_file_system(const fs::path& dir) {
+  struct statvfs st {};
+  if (::statvfs(dir.c_str(), &st) != 0) return {};
+  const std::uint64_t free_bytes = std::uint64_t{st.f_bavail} * st.f_frsize;
+  if (free_bytes >= (std::uint64_t{1} << 20)) return {};
+  return "the file system of " + dir.string() + " is full (" + std::to_string(free_bytes) + " bytes free)";
 }
 
 /// First lines of a compiler's output.
@@ -1057,8 +1085,12 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
      << site.source << "\n"
      << "FERRY_TASK_AS(" << site.name << ", \"" << site.name << "\");\n";
   fs::path cpp = dir / ("wrap-" + key + ".cpp");
-  if (!write_file(cpp, tu.str()))
-    setup_failed(site, "cannot write " + cpp.string() + ". Set FERRY_CACHE_DIR to a writable directory");
+  if (!write_file(cpp, tu.str())) {
+    const int error = errno;
+    std::error_code ignored;
+    fs::remove(cpp, ignored);
+    setup_failed(site, cannot_write(cpp, error));
+  }
 
   const std::string tmp = (dir / ("wrap-" + key + ".so.tmp." + unique_suffix())).string();
   // What the compiler and the linker read, listed by them: judged below, before it is published.
@@ -1127,7 +1159,11 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   // The compiler's temporaries (its object, listed by the linker) are not what the build read.
   std::erase_if(read, [&](const std::string& f) { return in_directory(f, s.cwd, scratch.path()); });
   if (!untrusted.empty()) {
+    const std::string full = full_file_system(dir);
     fs::remove(tmp, ec);
+    if (!full.empty())
+      setup_failed(site, full + ": what the compiler and the linker listed as read may be cut short (" + untrusted +
+                             "). Free space there, or set FERRY_CACHE_DIR to another directory");
     setup_failed(site, "refusing what the compiler read: " + untrusted +
                            " (a header or library another user could have changed)");
   }
@@ -1149,6 +1185,8 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
       std::string tmp_err = err.string() + ".tmp." + unique_suffix();
       if (write_file(tmp_err, format_input_record(with_prelude(record_inputs(read, s.cwd, dir, started), pre)) + said))
         fs::rename(tmp_err, err, ec);
+      else
+        fs::remove(tmp_err, ec);  // not remembered (a full disk): nothing half written stays
     }
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), said);
   }
@@ -1159,9 +1197,11 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   std::string tmp_sum = sum.string() + ".tmp." + unique_suffix();
   if (!digest ||
       !write_file(tmp_sum, *digest + "\n" + format_input_record(with_prelude(record_inputs(read, s.cwd, dir, started), pre)))) {
+    const int error = digest ? errno : 0;
     fs::remove(tmp, ec);
     fs::remove(tmp_sum, ec);
-    setup_failed(site, "cannot write into " + dir.string() + ". Set FERRY_CACHE_DIR to a writable directory");
+    setup_failed(site, error ? cannot_write(tmp_sum, error)
+                             : "cannot read back " + tmp + ". Set FERRY_CACHE_DIR to a writable directory");
   }
   // The plugin first, under its content's name (no reader looks there before the .sum names it),
   // then the .sum. An earlier build's plugin stays: executors may still start workers on it.
