@@ -1245,3 +1245,25 @@ TEST_CASE("Wrap.builds_and_reuses_its_prelude_with_clang") {
   ferry::Executor again(support::options(1));
   CHECK(again.submit(twice, 4, std::vector<int>{}).get() == 8);
 }
+
+TEST_CASE("Wrap.a_relative_cache_directory_is_the_one_of_the_current_directory_at_each_use") {
+  // set_wrap_options({.cache_dir = "relative"}) kept the plugin's path relative: after a chdir the
+  // host looked for it under the new directory ("plugin relative/plugins/wrap-....so does not
+  // exist"), and would have loaded whatever file of that name it found there, never checked
+  // against the entry's hash. It is made absolute when the options are read, as
+  // FERRY_CACHE_DIR is.
+  support::TempDir first, second;
+  fs::permissions(first.path, fs::perms::owner_all, fs::perm_options::replace);
+  fs::permissions(second.path, fs::perms::owner_all, fs::perm_options::replace);
+  WrapOptionsFor relative({.cache_dir = "wrap-cache"});
+  {
+    support::ScopedCwd in(first.path);
+    CHECK(ferry::wrap_options().cache_dir == first.path / "wrap-cache");
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(hypotenuse, 3.0, 4.0).get() == 5.0);
+  }
+  support::ScopedCwd in(second.path);
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(hypotenuse, 6.0, 8.0).get() == 10.0);
+  CHECK(fs::exists(second.path / "wrap-cache"));
+}

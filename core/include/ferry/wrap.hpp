@@ -31,7 +31,8 @@ struct WrapOptions {
   std::vector<std::string> includes;
   /// Link inputs: {"-lm", "-L/opt/mylib/lib", "-lmylib", "/path/libdep.so"}.
   std::vector<std::string> libraries;
-  /// Where built plugins are cached; empty = the default above.
+  /// Where built plugins are cached; empty = the default above. A relative path is taken against
+  /// the current directory whenever the options are read, as FERRY_CACHE_DIR is.
   std::filesystem::path cache_dir;
 };
 

@@ -1400,7 +1400,15 @@ WrapOptions wrap_options() {
   flags.insert(flags.end(), o.flags.begin(), o.flags.end());
   flags.insert(flags.end(), config.wrap_flags.begin(), config.wrap_flags.end());
   o.flags = std::move(flags);
-  if (o.cache_dir.empty()) o.cache_dir = config.cache_dir;
+  if (o.cache_dir.empty()) {
+    o.cache_dir = config.cache_dir;
+  } else if (std::error_code ec; o.cache_dir.is_relative()) {
+    // Against the current directory now, as FERRY_CACHE_DIR is: a relative plugin path was
+    // looked for under whatever directory the host was in at a later use (after a chdir, "does
+    // not exist", or another file of that name, never checked against the entry's hash).
+    std::filesystem::path dir = std::filesystem::absolute(o.cache_dir, ec);
+    if (!ec) o.cache_dir = dir.lexically_normal();
+  }
   return o;
 }
 
