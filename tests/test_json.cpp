@@ -13,6 +13,7 @@
 
 #include "math.hpp"
 #include "support/fixture.hpp"
+#include "support/sanitizer.hpp"
 
 TEST_CASE("Json.submit_runs_any_task") {
   ferry::Executor ex(support::options(2));
@@ -130,6 +131,31 @@ TEST_CASE("Json.nesting_deeper_than_the_limit_is_a_serialization_error") {
   CHECK_THROWS_WITH_AS(ex.submit_json("square", ok_depth).get(), doctest::Contains("expected i32"),
                        ferry::SerializationError);
   CHECK(ex.submit_json("square", R"({"value0": 5})").get() == "{\"value0\":25}\n");
+}
+
+TEST_CASE("Json.a_large_argument_is_decoded_where_its_line_lies") {
+#if FERRY_TEST_SHADOW_MEMORY
+  MESSAGE("skipped under a sanitizer (no memory limit there)");
+#else
+  // The worker parsed a call's line into a document first: 16 bytes a value and its parser's
+  // stack as much again, so that a line of small numbers took about nine times its size (an
+  // 80 MB line, 727 MiB). Read where it lies, a 32 MB line fits in a worker of 128 MiB with its
+  // 8 MB vector; through a document it needed about 300 MB.
+  ferry::ExecutorOptions o = support::options(1);
+  o.limits.memory = std::size_t{128} << 20;
+  ferry::Executor ex(o);
+  constexpr std::size_t values = std::size_t{8} << 20;
+  std::string line = "{\"value0\": [120";
+  line.reserve(values * 4 + 16);
+  for (std::size_t i = 1; i < values; ++i) line += ",120";
+  line += "]}";
+  CHECK(ex.submit_json("byte_count", line).get() == "{\"value0\":" + std::to_string(values) + "}\n");
+  // Its errors are a document's: the last value is wrong, and said to be.
+  line.replace(line.size() - 5, 3, "1.5");
+  const std::string error = "at value0[" + std::to_string(values - 1) + "]: expected char, found the number 1.5 (not an integer)";
+  CHECK_THROWS_WITH_AS(ex.submit_json("byte_count", line).get(), doctest::Contains(error.c_str()),
+                       ferry::SerializationError);
+#endif
 }
 
 TEST_CASE("Json.strings_keep_nul_characters") {

@@ -137,15 +137,32 @@ std::string ferry_json(const T& value) {
   return std::string(out.GetString(), out.GetSize());
 }
 
-/// The value that `text` holds as "value0", through ferry's JSON archive.
+/// The value that `text` holds as "value0", through ferry's JSON archive over the text (the
+/// worker's), which must fail as the archive over a document of it does, with the same message.
 template <class T>
 T from_json(std::string_view text) {
-  fd::JsonDocument doc;
-  std::string error;
-  if (!fd::parse_json(text, doc, error)) throw std::runtime_error(error);
-  fd::JsonInputArchive ar(doc);
+  std::string fixed, error;
+  std::string_view checked = text;
+  if (!fd::check_json_text(checked, fixed, error)) throw std::runtime_error(error);
+  std::string document_error;
+  try {
+    fd::JsonDocument doc;
+    REQUIRE(fd::parse_json(text, doc, error));
+    fd::JsonInputArchive ar(doc);
+    T value{};
+    ar(value);
+  } catch (const fd::JsonError& e) {
+    document_error = e.what();
+  }
+  fd::JsonTextInputArchive ar(checked);
   T value{};
-  ar(value);
+  try {
+    ar(value);
+  } catch (const fd::JsonError& e) {
+    CHECK(e.what() == document_error);
+    throw;
+  }
+  CHECK(document_error.empty());
   return value;
 }
 
@@ -293,6 +310,8 @@ TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
         R"(value0: expected i32, found the string ")" + std::string(40, 'x') + "\"...");
   CHECK(error_of(type_identity<int>{}, "[]") == "[0]: expected i32, found nothing (an empty array)");
   CHECK_THROWS_WITH_AS(fd::JsonInputArchive(fd::JsonValue(3)), "expected an object or an array at the top, found the number 3",
+                       fd::JsonError);
+  CHECK_THROWS_WITH_AS(fd::JsonTextInputArchive(" 3"), "expected an object or an array at the top, found the number 3",
                        fd::JsonError);
 }
 

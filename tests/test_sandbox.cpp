@@ -55,21 +55,8 @@
 #include "platform/containment.hpp"
 #include "support/child_process.hpp"
 #include "support/fixture.hpp"
+#include "support/sanitizer.hpp"
 #include "wrap/wrap_compiler.hpp"
-
-// A sanitizer that maps terabytes of shadow memory (FERRY_SANITIZE=address or thread; the worker
-// and the plugins are built with it too): GCC says __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__,
-// clang __has_feature.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define FERRY_TEST_SHADOW_MEMORY 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define FERRY_TEST_SHADOW_MEMORY 1
-#endif
-#endif
-#ifndef FERRY_TEST_SHADOW_MEMORY
-#define FERRY_TEST_SHADOW_MEMORY 0
-#endif
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;

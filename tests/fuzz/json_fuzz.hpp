@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // One input of the JSON fuzzer (fuzz_json.cpp; test_json_archive replays the corpus): bytes
 // through the code the worker runs for submit_json and `ferry run/map` (the JSON entry point:
-// argument check, decoding into representative parameter types, encoding the result), and through
-// the ferry command's line → argument-object conversion. Anything but an error reported the
-// documented way (a status, an error line, `false` with a message) aborts.
+// argument check, decoding into representative parameter types (as a document of the line would
+// give them), encoding the result), and through the ferry command's line → argument-object
+// conversion. Anything but an error reported the documented way (a status, an error line, `false`
+// with a message) aborts.
 #pragma once
 
 #include <array>
@@ -16,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <typeinfo>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -106,10 +108,57 @@ inline std::size_t check_output(std::string_view out) {
   return lines;
 }
 
+/// What the worker's decoding of a line of arguments must give, made the slow way: a document of
+/// the line, checked and read by JsonInputArchive (the worker did this until it cost ten times
+/// the line; detail::read_json_arguments reads the text where it lies).
+template <class Tuple, std::size_t... I>
+void document_json_arguments(std::string_view line, Tuple& args, std::index_sequence<I...> arguments) {
+  constexpr std::size_t arity = sizeof...(I);
+  if (arity == 0 && line.find_first_not_of(" \t\r") == std::string_view::npos) return;
+  detail::JsonDocument doc;
+  std::string error;
+  if (!detail::parse_json(line, doc, error)) throw detail::JsonError({}, "arguments are not valid JSON: " + error);
+  detail::check_json_arguments(doc, arity);
+  detail::JsonInputArchive ar(doc);
+  detail::read_json_argument_values(ar, args, arguments);
+}
+
+/// Fn's arguments read from `line` as the worker reads them and through a document: the same
+/// values (written as JSON), or the same exception with the same message.
+template <auto Fn>
+void check_arguments_against_document(std::string_view line) {
+  using Task = detail::TaskCall<Fn>;
+  auto outcome = [&](auto read) {
+    typename Task::Args args;
+    try {
+      read(args);
+      detail::JsonStringBuffer out;
+      detail::JsonOutputArchive ar(out);
+      ar(args);
+      ar.finish();
+      return std::string(out.GetString(), out.GetSize());
+    } catch (const std::exception& e) {
+      return std::string(typeid(e).name()) + ": " + e.what();
+    }
+  };
+  const auto sequence = std::make_index_sequence<Task::arity>{};
+  const std::string text = outcome([&](auto& args) { detail::read_json_arguments(line, args, sequence); });
+  const std::string document = outcome([&](auto& args) { document_json_arguments(line, args, sequence); });
+  if (text != document)
+    broken("arguments read otherwise than through a document", std::string(line) + " -> " + text + " / " + document);
+}
+
 /// `text` as the lines of one call to Fn, one by one and as a chunk with keep-going; for a
-/// task of one parameter, a result must read back as the same result.
+/// task of one parameter, a result must read back as the same result. Each line's arguments
+/// read as through a document.
 template <auto Fn>
 void run_task(std::string_view text, std::uint32_t items) {
+  std::string_view rest = text;
+  for (std::uint32_t item = 0; item < items; ++item) {
+    const auto nl = rest.find('\n');
+    check_arguments_against_document<Fn>(rest.substr(0, nl));
+    rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+  }
   Call chunk = invoke<Fn>(text, items, /*keep_going=*/true);
   if (chunk.status != detail::InvokeStatus::ok) broken("a keep-going chunk failed as a whole", text);
   if (check_output(chunk.out) != items) broken("a keep-going chunk lost lines", chunk.out);

@@ -19,36 +19,50 @@
 namespace ferry::detail {
 
 /// The arguments of a JSON call must be exactly {"value0": ..., "value<n-1>": ...}: the archive
-/// would read members by position and ignore extra ones.
-inline void check_json_arguments(const JsonValue& args, std::size_t arity) {
-  if (!args.IsObject())
-    throw JsonError({}, "arguments must be a JSON object {\"value0\": ...}, found " + describe_json(args));
-  for (auto m = args.MemberBegin(); m != args.MemberEnd(); ++m) {
-    std::string_view key(m->name.GetString(), m->name.GetStringLength());
+/// would read members by position and ignore extra ones. `each_name(name)` calls `name` with each
+/// member's name in order: the first that names no argument is the error, then their number.
+template <class EachName>
+void check_json_argument_names(std::size_t arity, EachName&& each_name) {
+  std::size_t given = 0;
+  each_name([&](std::string_view key) {
     bool known = false;
     for (std::size_t i = 0; i < arity && !known; ++i) known = key == "value" + std::to_string(i);
     if (!known)
       throw JsonError({}, "unexpected argument \"" + std::string(key) + "\": the task takes " +
                               std::to_string(arity) + " (value0..value" +
                               std::to_string(arity == 0 ? 0 : arity - 1) + ")");
-  }
-  if (args.MemberCount() != arity)
-    throw JsonError({}, "the task takes " + std::to_string(arity) + " arguments, " +
-                            std::to_string(args.MemberCount()) + " given");
+    ++given;
+  });
+  if (given != arity)
+    throw JsonError({}, "the task takes " + std::to_string(arity) + " arguments, " + std::to_string(given) +
+                            " given");
+}
+inline std::string json_arguments_not_an_object(const std::string& found) {
+  return "arguments must be a JSON object {\"value0\": ...}, found " + found;
+}
+/// check_json_argument_names on a document.
+inline void check_json_arguments(const JsonValue& args, std::size_t arity) {
+  if (!args.IsObject()) throw JsonError({}, json_arguments_not_an_object(describe_json(args)));
+  check_json_argument_names(arity, [&](auto&& name) {
+    for (auto m = args.MemberBegin(); m != args.MemberEnd(); ++m)
+      name(std::string_view(m->name.GetString(), m->name.GetStringLength()));
+  });
+}
+/// check_json_argument_names on a text check_json_text accepted.
+inline void check_json_arguments(std::string_view text, std::size_t arity) {
+  JsonText json(text);
+  const std::size_t top = json.skip_space(0);
+  if (json.at(top) != '{') throw JsonError({}, json_arguments_not_an_object(json.describe(top)));
+  std::string scratch;
+  check_json_argument_names(arity, [&](auto&& name) {
+    for (std::size_t p = json.first(top); !json.closes(p); p = json.after(p, true)) name(json.name(p, scratch));
+  });
 }
 
-/// Decodes one line of arguments into `args`: parsed once (its nesting bounded before RapidJSON's
-/// recursive parser runs), checked, then read by name. A value that does not fit names its
-/// argument, the parameter's type and what was found.
-template <class Tuple, std::size_t... I>
-void read_json_arguments(std::string_view line, Tuple& args, std::index_sequence<I...>) {
-  constexpr std::size_t arity = sizeof...(I);
-  if (arity == 0 && line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // no arguments
-  JsonDocument doc;
-  std::string error;
-  if (!parse_json(line, doc, error)) throw JsonError({}, "arguments are not valid JSON: " + error);
-  check_json_arguments(doc, arity);
-  JsonInputArchive ar(doc);
+/// Reads the checked arguments by name from `ar`, a JSON input archive. A value that does not fit
+/// names its argument, the parameter's type and what was found.
+template <class Archive, class Tuple, std::size_t... I>
+void read_json_argument_values(Archive& ar, Tuple& args, std::index_sequence<I...>) {
   [[maybe_unused]] auto read = [&]<std::size_t N>(std::integral_constant<std::size_t, N>) {
     const std::string name = "value" + std::to_string(N);
     try {
@@ -63,6 +77,21 @@ void read_json_arguments(std::string_view line, Tuple& args, std::index_sequence
     }
   };
   (read(std::integral_constant<std::size_t, I>{}), ...);
+}
+
+/// Decodes one line of arguments into `args`: checked once (its nesting bounded before RapidJSON's
+/// recursive parser runs, then parsed without a document), its members checked, then read by name
+/// where the line lies (JsonTextInputArchive). A document cost about ten times a line of small
+/// numbers; this holds the line (and a copy of it only when a number had to be written again).
+template <class Tuple, std::size_t... I>
+void read_json_arguments(std::string_view line, Tuple& args, std::index_sequence<I...> arguments) {
+  constexpr std::size_t arity = sizeof...(I);
+  if (arity == 0 && line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // no arguments
+  std::string fixed, error;
+  if (!check_json_text(line, fixed, error)) throw JsonError({}, "arguments are not valid JSON: " + error);
+  check_json_arguments(line, arity);
+  JsonTextInputArchive ar(line);
+  read_json_argument_values(ar, args, arguments);
 }
 
 /// The JSON entry point: each item is one line holding a JSON object {"value0": arg0, ...}; each

@@ -331,6 +331,11 @@ inline bool prepare_json_text(std::string_view& text, std::string& fixed, std::s
   return true;
 }
 
+/// RapidJSON's parse error as ferry's messages give it: "Invalid value. (at offset 0)".
+inline std::string json_parse_error(json::ParseErrorCode code, std::size_t offset) {
+  return std::string(json::GetParseError_En(code)) + " (at offset " + std::to_string(offset) + ")";
+}
+
 /// Parses `text` as exactly one JSON value, with cereal's flags (full precision, NaN and Infinity),
 /// once scan_json_text found nothing RapidJSON mishandles (prepare_json_text). On failure returns
 /// false and sets `error`, e.g. "Invalid value. (at offset 0)" or "nested deeper than 512 levels
@@ -341,8 +346,7 @@ bool parse_json(std::string_view text, Document& doc, std::string& error) {
   if (!prepare_json_text(text, fixed, error)) return false;
   doc.Parse(text.data(), text.size());
   if (!doc.HasParseError()) return true;
-  error = std::string(json::GetParseError_En(doc.GetParseError())) + " (at offset " +
-          std::to_string(doc.GetErrorOffset()) + ")";
+  error = json_parse_error(doc.GetParseError(), doc.GetErrorOffset());
   return false;
 }
 
@@ -373,6 +377,13 @@ void write_json_error(Buffer& out, std::string_view type, std::string_view messa
   w.EndObject();
 }
 
+/// An array or object as an error message shows it: `an empty array`, `an object of 2 members`.
+inline std::string describe_json_container(bool array, std::size_t size) {
+  if (size == 0) return array ? "an empty array" : "an empty object";
+  return std::string(array ? "an array of " : "an object of ") + std::to_string(size) +
+         (array ? " element" : " member") + (size == 1 ? "" : "s");
+}
+
 /// A JSON value as an error message shows it: `the string "abc"`, `the number 2.5`, `an object of
 /// 2 members`, `null`. Strings are cut after 40 bytes (at a UTF-8 character boundary).
 template <class Value>
@@ -382,9 +393,6 @@ std::string describe_json(const Value& v) {
     JsonWriter w(out);
     write(w);
     return std::string(out.GetString(), out.GetSize());
-  };
-  auto count = [](json::SizeType n, const char* what) {
-    return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
   };
   switch (v.GetType()) {
     case json::kNullType: return "null";
@@ -402,10 +410,8 @@ std::string describe_json(const Value& v) {
       }
       return "the string " + text([&](auto& w) { write_json_string(w, s); }) + (cut ? "..." : "");
     }
-    case json::kArrayType:
-      return v.Empty() ? "an empty array" : "an array of " + count(v.Size(), "element");
-    case json::kObjectType:
-      return v.MemberCount() == 0 ? "an empty object" : "an object of " + count(v.MemberCount(), "member");
+    case json::kArrayType: return describe_json_container(true, v.Size());
+    case json::kObjectType: return describe_json_container(false, v.MemberCount());
   }
   return "a JSON value";
 }
@@ -415,6 +421,300 @@ template <class T>
 constexpr std::string_view json_type_label() {
   return TypeName<std::remove_cv_t<T>>::value.view();
 }
+
+/// The label of a scalar type in error messages (json_type_label, and "null").
+template <class T>
+constexpr std::string_view json_scalar_label() {
+  if constexpr (std::is_same_v<T, std::nullptr_t>) {
+    return "null";
+  } else {
+    return json_type_label<T>();
+  }
+}
+
+/// The rules both input archives read scalars by: `v` into `out`, or false with `why` empty (a
+/// value of another type) or saying what is wrong ("out of its range", "not an integer").
+inline bool json_to(const JsonValue& v, bool& out, std::string_view&) {
+  if (!v.IsBool()) return false;
+  out = v.GetBool();
+  return true;
+}
+inline bool json_to(const JsonValue& v, std::nullptr_t&, std::string_view&) { return v.IsNull(); }
+/// Integers must be JSON integers within the type's range, whatever its spelling.
+template <class T>
+  requires(std::is_integral_v<T> && !std::is_same_v<T, bool>)
+bool json_to(const JsonValue& v, T& out, std::string_view& why) {
+  static_assert(sizeof(T) <= 8, "ferry: integers wider than 64 bits cannot travel as JSON");
+  // std::in_range would say this, but it does not take the character types.
+  using Limits = std::numeric_limits<T>;
+  if (v.IsInt64()) {
+    std::int64_t x = v.GetInt64();
+    bool fits = std::is_signed_v<T> ? x >= static_cast<std::int64_t>(Limits::min()) &&
+                                          x <= static_cast<std::int64_t>(Limits::max())
+                                    : x >= 0 && static_cast<std::uint64_t>(x) <=
+                                                    static_cast<std::uint64_t>(Limits::max());
+    if (!fits) return why = "out of its range", false;
+    out = static_cast<T>(x);
+  } else if (v.IsUint64()) {
+    std::uint64_t x = v.GetUint64();
+    if (x > static_cast<std::uint64_t>(Limits::max())) return why = "out of its range", false;
+    out = static_cast<T>(x);
+  } else {
+    if (v.IsNumber()) why = "not an integer";
+    return false;
+  }
+  return true;
+}
+template <class T>
+  requires std::is_floating_point_v<T>
+bool json_to(const JsonValue& v, T& out, std::string_view& why) {
+  if (v.IsNumber()) {
+    double d = v.GetDouble();
+    // Converting a finite double beyond the target's range is undefined behaviour.
+    if (std::isfinite(d) && std::fabs(d) > static_cast<double>(std::numeric_limits<T>::max()))
+      return why = "out of its range", false;
+    out = static_cast<T>(d);
+  } else if (std::is_same_v<T, long double> && v.IsString()) {
+    // What save_value(long double) writes.
+    std::string s(v.GetString(), v.GetStringLength());
+    char* end = nullptr;
+    long double d = std::strtold(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size()) return why = "not a number", false;
+    out = static_cast<T>(d);
+  } else {
+    return false;
+  }
+  return true;
+}
+/// What an input archive throws where the node it reads (`where` its path, `node` as
+/// describe_json shows it) has no value to read: no member of the NVP's name `wanted`, or none
+/// left (at member or element `index`).
+inline JsonError json_no_member(const std::string& where, std::string_view wanted, std::string_view expected,
+                                const std::string& node) {
+  return JsonError(where.empty() ? std::string(wanted) : where + "." + std::string(wanted),
+                   "expected " + std::string(expected) + ", found nothing (no member \"" + std::string(wanted) +
+                       "\" in " + node + ")");
+}
+inline JsonError json_none_left(std::string where, bool object, std::size_t index, std::string_view expected,
+                                const std::string& node) {
+  std::string what = "expected " + std::string(expected);
+  if (object) {
+    what += " as its member " + std::to_string(index + 1);
+  } else {
+    where += "[" + std::to_string(index) + "]";
+  }
+  return JsonError(std::move(where), what + ", found nothing (" + node + ")");
+}
+/// The problem of a value that does not fit: "expected i32, found the string \"7\"".
+inline std::string json_mismatch(std::string_view expected, const std::string& found, std::string_view why) {
+  std::string problem = "expected " + std::string(expected) + ", found " + found;
+  if (!why.empty()) problem += " (" + std::string(why) + ")";
+  return problem;
+}
+
+/**
+@brief RapidJSON's in-situ input over a JSON text that stays as it is. The reader's in-situ string
+parsing hands each unescaped character to Put: appended to `out` when it is set (a string goes
+from the text to where it is wanted, with no copy on the parser's stack), else only counted.
+Past the end, Peek and Take give '\0' as MemoryStream's do, so that errors and their offsets are
+a document's.
+*/
+struct JsonTextStream {
+  using Ch = char;
+  const char* src;
+  const char* head;
+  const char* tail;
+  std::string* out = nullptr;
+  std::size_t put = 0;
+  Ch Peek() const { return src == tail ? '\0' : *src; }
+  Ch Take() { return src == tail ? '\0' : *src++; }
+  std::size_t Tell() const { return static_cast<std::size_t>(src - head); }
+  Ch* PutBegin() {
+    put = 0;
+    if (out) out->clear();
+    return nullptr;  // the handler takes the string from `out`
+  }
+  void Put(Ch c) {
+    ++put;
+    if (out) out->push_back(c);
+  }
+  std::size_t PutEnd(Ch*) { return put; }  // with the '\0' Put last
+  void Flush() {}
+};
+/// The RapidJSON reader of JsonTextStream, on JsonAllocator, with cereal's flags in place.
+using JsonTextReader = json::GenericReader<json::UTF8<>, json::UTF8<>, JsonAllocator>;
+inline constexpr unsigned json_text_flags = json::kParseDefaultFlags | json::kParseInsituFlag;
+
+/// parse_json's checks without its document: `text` (in `fixed` when a number had to be written
+/// again) is exactly one JSON value, or false with parse_json's error at the same offset. The
+/// parse costs the nesting's recursion and nothing a value.
+inline bool check_json_text(std::string_view& text, std::string& fixed, std::string& error) {
+  if (!prepare_json_text(text, fixed, error)) return false;
+  JsonTextStream in{text.data(), text.data(), text.data() + text.size()};
+  json::BaseReaderHandler<json::UTF8<>> nothing;
+  JsonTextReader reader;
+  const json::ParseResult result = reader.Parse<json_text_flags>(in, nothing);
+  if (result) return true;
+  error = json_parse_error(result.Code(), result.Offset());
+  return false;
+}
+
+/**
+@brief Positions in a JSON text that check_json_text accepted, read where it lies: values are
+skipped by their brackets and quotes (nothing is checked again), scalars and names are read by
+RapidJSON's reader one at a time, exactly as it read them into a document. A position is the
+offset of a value's first byte, or of an object member's name; past the last member, of the
+closing bracket.
+*/
+class JsonText {
+ public:
+  explicit JsonText(std::string_view text) : text_(text) {}
+
+  char at(std::size_t p) const noexcept { return p < text_.size() ? text_[p] : '\0'; }
+  bool opens(std::size_t p) const noexcept { return at(p) == '{' || at(p) == '['; }
+  bool closes(std::size_t p) const noexcept { return at(p) == '}' || at(p) == ']'; }
+  std::size_t skip_space(std::size_t p) const noexcept {
+    while (p < text_.size() && (text_[p] == ' ' || text_[p] == '\t' || text_[p] == '\n' || text_[p] == '\r')) ++p;
+    return p;
+  }
+  /// The first member of the object or array that opens at `open`, or its closing bracket.
+  std::size_t first(std::size_t open) const noexcept { return skip_space(open + 1); }
+  /// The member after the one at `member`, or the closing bracket.
+  std::size_t after(std::size_t member, bool object) const noexcept {
+    return after_value(skip_value(object ? value_of(member) : member));
+  }
+  /// Where the next member (or the closing bracket) is, from just past a value.
+  std::size_t after_value(std::size_t end) const noexcept {
+    std::size_t p = skip_space(end);
+    return at(p) == ',' ? skip_space(p + 1) : p;
+  }
+  /// The value of the object member whose name is at `name`.
+  std::size_t value_of(std::size_t name) const noexcept {
+    return skip_space(skip_space(skip_string(name)) + 1);  // past the ':'
+  }
+  /// Just past the value at `p`.
+  std::size_t skip_value(std::size_t p) const noexcept {
+    if (at(p) == '"') return skip_string(p);
+    if (opens(p)) {
+      std::size_t depth = 0;
+      for (;; ++p) {
+        const char c = text_[p];
+        if (c == '"') {
+          p = skip_string(p) - 1;
+        } else if (c == '[' || c == '{') {
+          ++depth;
+        } else if ((c == ']' || c == '}') && --depth == 0) {
+          return p + 1;
+        }
+      }
+    }
+    while (p < text_.size() && token_char(text_[p])) ++p;  // a number, true, false, null, NaN...
+    return p;
+  }
+  /// Just past the string that starts at `p`: past the first quote after an even run of
+  /// backslashes (as scan_json_text finds it).
+  std::size_t skip_string(std::size_t p) const noexcept {
+    const char* const begin = text_.data();
+    const char* q = begin + p;
+    for (;;) {
+      q = static_cast<const char*>(std::memchr(q + 1, '"', text_.size() - static_cast<std::size_t>(q + 1 - begin)));
+      std::size_t backslashes = 0;
+      while (q[-1 - static_cast<std::ptrdiff_t>(backslashes)] == '\\') ++backslashes;
+      if (backslashes % 2 == 0) return static_cast<std::size_t>(q - begin) + 1;
+    }
+  }
+  /// The number of members of the object or array that opens at `open`.
+  std::size_t count(std::size_t open) const noexcept {
+    const bool object = at(open) == '{';
+    std::size_t n = 0;
+    for (std::size_t p = first(open); !closes(p); p = after(p, object)) ++n;
+    return n;
+  }
+
+  /// The scalar at `p` as a document holds it (a string's characters go to `string`, which
+  /// `value` then refers to); returns the offset just past it.
+  std::size_t scalar(std::size_t p, JsonValue& value, std::string& string) {
+    // Two shortcuts that give what the reader gives: a string without escapes is its bytes (the
+    // text was checked: no control characters; UTF-8 is not validated either way), and an
+    // integer of up to 18 digits, whatever its event, has the flags of the same int64.
+    if (at(p) == '"') {
+      const std::size_t end = skip_string(p);
+      const std::string_view raw = text_.substr(p + 1, end - p - 2);
+      if (raw.find('\\') == std::string_view::npos) {
+        string.assign(raw);
+        value.SetString(json::StringRef(string.data(), static_cast<json::SizeType>(string.size())));
+        return end;
+      }
+      string.reserve(raw.size() + 1);  // what Put appends, at most, and its '\0'
+    } else {
+      const char* const digits = text_.data() + p + (at(p) == '-' ? 1 : 0);
+      const char* const end = text_.data() + text_.size();
+      const char* q = digits;
+      while (q < end && q - digits < 19 && *q >= '0' && *q <= '9') ++q;
+      std::int64_t integer = 0;
+      if (q > digits && q - digits <= 18 && (q == end || (*q != '.' && *q != 'e' && *q != 'E' && !(*q >= '0' && *q <= '9'))) &&
+          std::from_chars(text_.data() + p, q, integer).ptr == q) {
+        value.SetInt64(integer);
+        return static_cast<std::size_t>(q - text_.data());
+      }
+    }
+    JsonTextStream in{text_.data() + p, text_.data(), text_.data() + text_.size(), &string};
+    ScalarHandler handler{value, string};
+    reader_.Parse<json_text_flags | json::kParseStopWhenDoneFlag>(in, handler);
+    return in.Tell();
+  }
+  /// The name of the member at `name`, unescaped: a view of the text, or of `scratch` when it
+  /// has escapes.
+  std::string_view name(std::size_t name, std::string& scratch) {
+    const std::size_t end = skip_string(name);
+    std::string_view raw = text_.substr(name + 1, end - name - 2);
+    if (raw.find('\\') == std::string_view::npos) return raw;
+    JsonValue ignored;
+    scalar(name, ignored, scratch);
+    return scratch;
+  }
+  /// The value at `p` as error messages show it (describe_json).
+  std::string describe(std::size_t p) {
+    if (opens(p)) return describe_json_container(at(p) == '[', count(p));
+    JsonValue value;
+    std::string string;
+    scalar(p, value, string);
+    return describe_json(value);
+  }
+
+ private:
+  static bool token_char(char c) noexcept {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '+' ||
+           c == '-';
+  }
+  /// Makes the value of one scalar event as a document's handler makes it.
+  struct ScalarHandler {
+    JsonValue& value;
+    std::string& string;
+    bool Null() { return value.SetNull(), true; }
+    bool Bool(bool b) { return value.SetBool(b), true; }
+    bool Int(int i) { return value.SetInt(i), true; }
+    bool Uint(unsigned u) { return value.SetUint(u), true; }
+    bool Int64(std::int64_t i) { return value.SetInt64(i), true; }
+    bool Uint64(std::uint64_t u) { return value.SetUint64(u), true; }
+    bool Double(double d) { return value.SetDouble(d), true; }
+    bool RawNumber(const char*, json::SizeType, bool) { return false; }  // kParseNumbersAsStringsFlag only
+    bool String(const char*, json::SizeType length, bool) {
+      string.resize(length);  // drops the '\0' Put last
+      value.SetString(json::StringRef(string.data(), length));
+      return true;
+    }
+    // Scalars only: the archive enters objects and arrays itself.
+    bool StartObject() { return false; }
+    bool Key(const char*, json::SizeType, bool) { return false; }
+    bool EndObject(json::SizeType) { return false; }
+    bool StartArray() { return false; }
+    bool EndArray(json::SizeType) { return false; }
+  };
+
+  std::string_view text_;
+  JsonTextReader reader_;
+};
 
 /**
 @brief Writes values as compact JSON, one document, in the shapes cereal's JSONOutputArchive
@@ -551,70 +851,19 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
     size = f.size;
   }
 
-  void load_value(bool& b) {
-    const JsonValue& v = next("bool");
-    if (!v.IsBool()) fail("bool", v);
-    b = v.GetBool();
-    advance();
-  }
-  void load_value(std::nullptr_t&) {
-    const JsonValue& v = next("null");
-    if (!v.IsNull()) fail("null", v);
-    advance();
-  }
   void load_value(std::string& s) {
     const JsonValue& v = next("string");
     if (!v.IsString()) fail("string", v);
     s.assign(v.GetString(), v.GetStringLength());
     advance();
   }
-  /// Integers must be JSON integers within the type's range, whatever its spelling.
+  /// Every other scalar: by json_to's rules.
   template <class T>
-    requires(std::is_integral_v<T> && !std::is_same_v<T, bool>)
   void load_value(T& out) {
-    static_assert(sizeof(T) <= 8, "ferry: integers wider than 64 bits cannot travel as JSON");
-    constexpr std::string_view expected = json_type_label<T>();
+    constexpr std::string_view expected = json_scalar_label<T>();
     const JsonValue& v = next(expected);
-    // std::in_range would say this, but it does not take the character types.
-    using Limits = std::numeric_limits<T>;
-    if (v.IsInt64()) {
-      std::int64_t x = v.GetInt64();
-      bool fits = std::is_signed_v<T> ? x >= static_cast<std::int64_t>(Limits::min()) &&
-                                            x <= static_cast<std::int64_t>(Limits::max())
-                                      : x >= 0 && static_cast<std::uint64_t>(x) <=
-                                                      static_cast<std::uint64_t>(Limits::max());
-      if (!fits) fail(expected, v, "out of its range");
-      out = static_cast<T>(x);
-    } else if (v.IsUint64()) {
-      std::uint64_t x = v.GetUint64();
-      if (x > static_cast<std::uint64_t>(Limits::max())) fail(expected, v, "out of its range");
-      out = static_cast<T>(x);
-    } else {
-      fail(expected, v, v.IsNumber() ? "not an integer" : "");
-    }
-    advance();
-  }
-  template <class T>
-    requires std::is_floating_point_v<T>
-  void load_value(T& out) {
-    constexpr std::string_view expected = json_type_label<T>();
-    const JsonValue& v = next(expected);
-    if (v.IsNumber()) {
-      double d = v.GetDouble();
-      // Converting a finite double beyond the target's range is undefined behaviour.
-      if (std::isfinite(d) && std::fabs(d) > static_cast<double>(std::numeric_limits<T>::max()))
-        fail(expected, v, "out of its range");
-      out = static_cast<T>(d);
-    } else if (std::is_same_v<T, long double> && v.IsString()) {
-      // What save_value(long double) writes.
-      std::string s(v.GetString(), v.GetStringLength());
-      char* end = nullptr;
-      long double d = std::strtold(s.c_str(), &end);
-      if (s.empty() || end != s.c_str() + s.size()) fail(expected, v, "not a number");
-      out = static_cast<T>(d);
-    } else {
-      fail(expected, v);
-    }
+    std::string_view why;
+    if (!json_to(v, out, why)) fail(expected, v, why);
     advance();
   }
 
@@ -642,25 +891,13 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
       if (!f.object || f.index >= f.size || name_at(f.index) != wanted) {
         json::SizeType i = 0;
         while (f.object && i < f.size && name_at(i) != wanted) ++i;
-        if (!f.object || i == f.size) {
-          std::string where = path(frames_.size() - 1);
-          throw JsonError(where.empty() ? std::string(wanted) : where + "." + std::string(wanted),
-                          "expected " + std::string(expected) + ", found nothing (no member \"" +
-                              std::string(wanted) + "\" in " + describe_json(*f.node) + ")");
-        }
+        if (!f.object || i == f.size)
+          throw json_no_member(path(frames_.size() - 1), wanted, expected, describe_json(*f.node));
         f.index = i;
       }
     }
-    if (f.index >= f.size) {
-      std::string where = path(frames_.size() - 1);
-      std::string what = "expected " + std::string(expected);
-      if (f.object) {
-        what += " as its member " + std::to_string(f.index + 1);
-      } else {
-        where += "[" + std::to_string(f.index) + "]";
-      }
-      throw JsonError(std::move(where), what + ", found nothing (" + describe_json(*f.node) + ")");
-    }
+    if (f.index >= f.size)
+      throw json_none_left(path(frames_.size() - 1), f.object, f.index, expected, describe_json(*f.node));
     return f.object ? f.node->MemberBegin()[f.index].value : (*f.node)[f.index];
   }
   void advance() noexcept { ++frames_.back().index; }
@@ -684,12 +921,147 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
   }
   /// Throws the error for value `v` (the current one) where `expected` was wanted.
   [[noreturn]] void fail(std::string_view expected, const JsonValue& v, std::string_view why = {}) const {
-    std::string problem = "expected " + std::string(expected) + ", found " + describe_json(v);
-    if (!why.empty()) problem += " (" + std::string(why) + ")";
-    throw JsonError(path(frames_.size()), std::move(problem));
+    throw JsonError(path(frames_.size()), json_mismatch(expected, describe_json(v), why));
   }
 
   std::vector<Frame> frames_;
+  const char* next_name_ = nullptr;
+};
+
+
+/**
+@brief JsonInputArchive over JSON text instead of a document: the same shapes, the same errors
+with the same paths, read where the text lies. A document costs 16 bytes a value and its
+parser's stack as much again (an 80 MB line of small numbers took 727 MiB in the worker); this
+archive holds a frame per open object or array and, while a string is read, nothing but the
+string it is read into. The text must be what check_json_text accepted, and outlive the archive.
+
+Objects and arrays are not indexed: an array's size is counted when it is read (load_size), an
+NVP not at the next member is searched from the object's first member, and a node not read to its
+end is skipped to it. Each costs a pass over that object or array, so that a value is passed over
+once for each object or array around it that a type reads, a few times at most for the types
+arguments have; a recursive type read from text nested hundreds of levels deep costs as many
+passes (the nesting is bounded: max_json_depth).
+*/
+class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
+                             public cereal::traits::TextArchive {
+ public:
+  explicit JsonTextInputArchive(std::string_view text)
+      : cereal::InputArchive<JsonTextInputArchive>(this), text_(text) {
+    const std::size_t top = text_.skip_space(0);
+    if (!text_.opens(top))
+      throw JsonError({}, "expected an object or an array at the top, found " + text_.describe(top));
+    frames_.push_back(frame(top, "the top"));
+  }
+  JsonTextInputArchive(const JsonTextInputArchive&) = delete;
+  JsonTextInputArchive& operator=(const JsonTextInputArchive&) = delete;
+
+  // The verbs of JsonInputArchive, for the same prologue, epilogue and load functions.
+
+  void start_node(std::string_view expected) {
+    const std::size_t v = next(expected);
+    if (!text_.opens(v)) fail(expected, v);
+    frames_.push_back(frame(v, expected));
+  }
+  void finish_node() {
+    const Frame done = frames_.back();
+    frames_.pop_back();
+    // Read to its closing bracket, it ends there; else (members left unread, or read by name
+    // out of order) it is skipped from its start.
+    advance(text_.closes(done.at) ? done.at + 1 : text_.skip_value(done.open));
+  }
+  void set_next_name(const char* name) noexcept { next_name_ = name; }
+  void load_size(cereal::size_type& size) {
+    const Frame& f = frames_.back();
+    if (f.object)  // reported at the node itself
+      throw JsonError(path(frames_.size() - 1), "expected " + std::string(f.expected) +
+                                                    " (a JSON array), found " + text_.describe(f.open));
+    size = text_.count(f.open);
+  }
+
+  void load_value(std::string& s) {
+    const std::size_t v = next("string");
+    if (text_.at(v) != '"') fail("string", v);
+    JsonValue value;
+    advance(text_.scalar(v, value, s));  // unescaped straight into `s`
+  }
+  template <class T>
+  void load_value(T& out) {
+    constexpr std::string_view expected = json_scalar_label<T>();
+    const std::size_t v = next(expected);
+    if (text_.opens(v)) fail(expected, v);
+    JsonValue value;
+    const std::size_t end = text_.scalar(v, value, scratch_);
+    std::string_view why;
+    if (!json_to(value, out, why))
+      throw JsonError(path(frames_.size()), json_mismatch(expected, describe_json(value), why));
+    advance(end);
+  }
+
+ private:
+  struct Frame {
+    std::size_t open;   ///< where the object or array starts
+    std::size_t at;     ///< the member to read next (its name in an object), or the closing bracket
+    std::size_t index;  ///< that member's number
+    bool object;
+    std::string_view expected;  ///< the type read from this node, for messages
+  };
+  Frame frame(std::size_t open, std::string_view expected) const {
+    return {open, text_.first(open), 0, text_.at(open) == '{', expected};
+  }
+
+  /// Where the value to read is: the member an NVP names, else the next one in order.
+  std::size_t next(std::string_view expected) {
+    Frame& f = frames_.back();
+    if (const char* name = std::exchange(next_name_, nullptr)) {
+      std::string_view wanted(name);
+      if (!f.object || text_.closes(f.at) || text_.name(f.at, scratch_) != wanted) {
+        // The first member of that name, as a document's FindMember.
+        std::size_t i = 0, p = text_.first(f.open);
+        while (f.object && !text_.closes(p) && text_.name(p, scratch_) != wanted) {
+          p = text_.after(p, true);
+          ++i;
+        }
+        if (!f.object || text_.closes(p))
+          throw json_no_member(path(frames_.size() - 1), wanted, expected, text_.describe(f.open));
+        f.at = p;
+        f.index = i;
+      }
+    }
+    if (text_.closes(f.at))
+      throw json_none_left(path(frames_.size() - 1), f.object, f.index, expected, text_.describe(f.open));
+    return f.object ? text_.value_of(f.at) : f.at;
+  }
+  /// The current member was read, and its value ends at `end`.
+  void advance(std::size_t end) noexcept {
+    Frame& f = frames_.back();
+    f.at = text_.after_value(end);
+    ++f.index;
+  }
+
+  /// The path of the value each of the first `depth` frames is at ("value0[2].x").
+  std::string path(std::size_t depth) {
+    std::string out, name;
+    for (std::size_t k = 0; k < depth && k < frames_.size(); ++k) {
+      const Frame& f = frames_[k];
+      if (text_.closes(f.at)) break;
+      if (f.object) {
+        if (!out.empty()) out += '.';
+        out += text_.name(f.at, name);
+      } else {
+        out += "[" + std::to_string(f.index) + "]";
+      }
+    }
+    return out;
+  }
+  /// Throws the error for the value at `v` (the current one) where `expected` was wanted.
+  [[noreturn]] void fail(std::string_view expected, std::size_t v) {
+    throw JsonError(path(frames_.size()), json_mismatch(expected, text_.describe(v), {}));
+  }
+
+  JsonText text_;
+  std::vector<Frame> frames_;
+  std::string scratch_;  ///< names with escapes, and strings read where no string is wanted
   const char* next_name_ = nullptr;
 };
 
@@ -699,7 +1071,16 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
 // save_minimal/load_minimal pairs are matched across them.
 CEREAL_REGISTER_ARCHIVE(ferry::detail::JsonOutputArchive)
 CEREAL_REGISTER_ARCHIVE(ferry::detail::JsonInputArchive)
+CEREAL_REGISTER_ARCHIVE(ferry::detail::JsonTextInputArchive)
 CEREAL_SETUP_ARCHIVE_TRAITS(ferry::detail::JsonInputArchive, ferry::detail::JsonOutputArchive)
+// The text archive reads what JsonOutputArchive writes too (the macro would name a second input
+// archive for it, which cereal's traits do not ask for).
+namespace cereal::traits::detail {
+template <>
+struct get_output_from_input<ferry::detail::JsonTextInputArchive> {
+  using type = ferry::detail::JsonOutputArchive;
+};
+}  // namespace cereal::traits::detail
 
 namespace ferry::detail {
 
@@ -727,8 +1108,11 @@ concept JsonNode = !is_json_scalar_v<T> && !is_json_wrapper_v<T> &&
                    !HasMinimal<T, Archive>::value;
 template <class T>
 concept JsonOutputNode = JsonNode<T, JsonOutputArchive, cereal::traits::has_minimal_output_serialization>;
-template <class T>
-concept JsonInputNode = JsonNode<T, JsonInputArchive, cereal::traits::has_minimal_input_serialization>;
+/// The two input archives, which the same functions below read with.
+template <class A>
+concept JsonReadingArchive = std::is_same_v<A, JsonInputArchive> || std::is_same_v<A, JsonTextInputArchive>;
+template <class T, class A>
+concept JsonInputNode = JsonReadingArchive<A> && JsonNode<T, A, cereal::traits::has_minimal_input_serialization>;
 
 // cereal calls prologue(ar, value) before and epilogue(ar, value) after each value; these
 // overloads are more specialised than cereal's do-nothing defaults, which wrappers keep.
@@ -740,12 +1124,14 @@ template <JsonOutputNode T>
 void epilogue(JsonOutputArchive& ar, const T&) {
   ar.finish_node();
 }
-template <JsonInputNode T>
-void prologue(JsonInputArchive& ar, const T&) {
+template <class A, class T>
+  requires JsonInputNode<T, A>
+void prologue(A& ar, const T&) {
   ar.start_node(json_type_label<T>());
 }
-template <JsonInputNode T>
-void epilogue(JsonInputArchive& ar, const T&) {
+template <class A, class T>
+  requires JsonInputNode<T, A>
+void epilogue(A& ar, const T&) {
   ar.finish_node();
 }
 // A scalar is named (in an object) when it is written; read, it needs nothing first.
@@ -767,8 +1153,8 @@ void save(JsonOutputArchive& ar, const cereal::NameValuePair<T>& nvp) {
   ar.set_next_name(nvp.name);
   ar(nvp.value);
 }
-template <class T>
-void load(JsonInputArchive& ar, cereal::NameValuePair<T>& nvp) {
+template <JsonReadingArchive A, class T>
+void load(A& ar, cereal::NameValuePair<T>& nvp) {
   ar.set_next_name(nvp.name);
   ar(nvp.value);
 }
@@ -777,17 +1163,17 @@ template <class T>
 void save(JsonOutputArchive& ar, const T& v) {
   ar.save_value(v);
 }
-template <class T>
+template <JsonReadingArchive A, class T>
   requires std::is_arithmetic_v<T>
-void load(JsonInputArchive& ar, T& v) {
+void load(A& ar, T& v) {
   ar.load_value(v);
 }
 template <class Traits, class Alloc>
 void save(JsonOutputArchive& ar, const std::basic_string<char, Traits, Alloc>& s) {
   ar.save_value(std::string_view(s.data(), s.size()));
 }
-template <class Traits, class Alloc>
-void load(JsonInputArchive& ar, std::basic_string<char, Traits, Alloc>& s) {
+template <JsonReadingArchive A, class Traits, class Alloc>
+void load(A& ar, std::basic_string<char, Traits, Alloc>& s) {
   if constexpr (std::is_same_v<std::basic_string<char, Traits, Alloc>, std::string>) {
     ar.load_value(s);
   } else {
@@ -797,11 +1183,14 @@ void load(JsonInputArchive& ar, std::basic_string<char, Traits, Alloc>& s) {
   }
 }
 inline void save(JsonOutputArchive& ar, const std::nullptr_t& n) { ar.save_value(n); }
-inline void load(JsonInputArchive& ar, std::nullptr_t& n) { ar.load_value(n); }
+template <JsonReadingArchive A>
+void load(A& ar, std::nullptr_t& n) {
+  ar.load_value(n);
+}
 template <class T>
 void save(JsonOutputArchive&, const cereal::SizeTag<T>&) {}
-template <class T>
-void load(JsonInputArchive& ar, cereal::SizeTag<T>& tag) {
+template <JsonReadingArchive A, class T>
+void load(A& ar, cereal::SizeTag<T>& tag) {
   cereal::size_type n = 0;
   ar.load_size(n);
   tag.size = static_cast<std::remove_reference_t<T>>(n);
