@@ -77,6 +77,7 @@ class Manager {
   void start_workers(std::size_t n, Completions& done);
   /// Starts one worker; false when it could not be started.
   bool start_one(Completions& done);
+  bool queue_waits_for_a_hello() const;
   /// Adds a started worker to the pool: poller registrations, initializer, dispatch.
   void register_worker(const SlotPtr& w);
   std::vector<std::string> worker_args() const;
