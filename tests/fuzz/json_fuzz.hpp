@@ -56,6 +56,14 @@ inline std::tuple<float, char, std::optional<std::uint16_t>, Mode> echo_tuple(
     std::tuple<float, char, std::optional<std::uint16_t>, Mode> t) {
   return t;
 }
+/// The scalar types no other task reads alone: each integer width at its limits, long double (a
+/// string of its digits), null.
+inline std::tuple<bool, signed char, unsigned char, std::int16_t, std::uint32_t, std::int64_t, long double,
+                  std::nullptr_t>
+echo_scalars(std::tuple<bool, signed char, unsigned char, std::int16_t, std::uint32_t, std::int64_t, long double,
+                        std::nullptr_t> t) {
+  return t;
+}
 inline std::map<std::string, std::vector<double>> echo_map(std::map<std::string, std::vector<double>> m) {
   return m;
 }
@@ -336,6 +344,7 @@ inline void json_one_input(std::string_view text) {
   run_task<&echo_record>(text, items);
   run_task<&echo_variants>(text, items);
   run_task<&echo_tuple>(text, items);
+  run_task<&echo_scalars>(text, items);
   run_task<&echo_map>(text, items);
   run_task<&two>(text, items);
   run_task<&nothing>(text, items);
