@@ -70,6 +70,39 @@ TEST_CASE("SharedMemory.a_payload_in_huge_pages_is_refused") {
   }
 }
 
+TEST_CASE("SharedMemory.a_mapped_buffer_written_to_becomes_a_buffer_of_its_own") {
+  // A read-only mapping of a peer's memfd (a large result): an append, a resize or a copy assigned
+  // into it freed the mapping with delete[] and wrote into read-only pages.
+  auto mapped = [] {
+    int fd = ::memfd_create("peer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    REQUIRE(fd >= 0);
+    const std::string bytes(5000, 'p');
+    REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+    REQUIRE(::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) == 0);
+    return ferry::detail::Buffer::map_shared(fd, bytes.size());
+  };
+  {
+    auto b = mapped();
+    b.append("xyz", 3);
+    CHECK(b.size() == 5003);
+    CHECK(b.view().substr(4998) == "ppxyz");
+    CHECK(b.fd() == -1);
+  }
+  {
+    auto b = mapped();
+    ferry::detail::Buffer other;
+    other.append("other", 5);
+    b = other;
+    CHECK(b.view() == "other");
+  }
+  {
+    auto b = mapped();
+    b.resize(6000);
+    CHECK(b.size() == 6000);
+    CHECK(b.view().substr(0, 3) == "ppp");
+  }
+}
+
 TEST_CASE("SharedMemory.threshold_reads_the_environment") {
   const auto* a = ferry::detail::large_block_allocator();
   REQUIRE(a != nullptr);

@@ -55,7 +55,7 @@ class Buffer {
   Buffer& operator=(const Buffer& o) {
     if (this != &o) {
       size_ = 0;
-      append(o.data(), o.size());
+      append(o.data(), o.size());  // a mapped buffer becomes one of ours first (grow_to)
     }
     return *this;
   }
@@ -149,6 +149,15 @@ class Buffer {
   /// `n` for a jump (one 2 GB value must not reserve 3 GB). With `populate`, a block in shared
   /// memory gets the pages of [size(), n) at once.
   void grow_to(std::size_t n, bool populate) {
+    if (kind_ == Kind::mapped) {
+      // A peer's read-only memory: its bytes move to a buffer of ours, and the mapping goes
+      // (an append or a copy assigned into it freed the mapping with delete[] and wrote past it).
+      Buffer own;
+      own.reserve(std::max(n, size_));
+      own.append(data_, size_);
+      *this = std::move(own);
+      return;
+    }
     if (n <= capacity_) return;
     std::size_t cap = std::max(n, capacity_ ? capacity_ + capacity_ / 2 + 64 : std::size_t{256});
     const BlockAllocator* shared = shared_allocator();
