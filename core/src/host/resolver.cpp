@@ -90,14 +90,16 @@ std::optional<std::string> task_at(const std::string& library, const void* addre
   if (records.empty()) return std::nullopt;
   void* handle = ::dlopen(library.c_str(), RTLD_LAZY | RTLD_NOLOAD);
   if (!handle) return std::nullopt;
+  // A function registered under several names (FERRY_TASK(square) and FERRY_TASK_AS(square,
+  // "math.square")) is sent as the shortest of them, the first in byte order among equals: the
+  // first record in the symbol table was taken, and that order changed with the build (an ASan
+  // build of the same plugin sent "math.square").
   std::optional<std::string> found;
   for (const auto& r : records) {
     if (!r.problem.empty() || r.abi != plugin_abi_version) continue;
+    if (found && (r.name.size() > found->size() || (r.name.size() == found->size() && r.name >= *found))) continue;
     auto* rec = static_cast<const TaskRecordHeader*>(::dlsym(handle, r.symbol.c_str()));
-    if (rec && rec->address && rec->address() == address) {
-      found = r.name;
-      break;
-    }
+    if (rec && rec->address && rec->address() == address) found = r.name;
   }
   ::dlclose(handle);
   return found;
