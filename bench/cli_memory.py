@@ -6,7 +6,7 @@ command; twenty-seventh: 746 MB in the worker, which decoded the arguments throu
 
 Cases, each one process with -j 1:
   map-bytes   `ferry map byte_count`: one line [[120,120,...]] (a std::vector<char> argument);
-  map-string  `ferry map greet`: one line "xxx..." (a std::string argument; the result as long);
+  map-string  `ferry map greet`: one line of x characters (a std::string argument; the result as long);
   map-echo    `ferry map echo_bytes`: one line [[120,...]], and a result line as long;
   run-result  `ferry run make_bytes N`: a result [120,120,...] of SIZE MB (an argument of
               `ferry run` is at most 128 KiB: the kernel's limit on one argument of a command).

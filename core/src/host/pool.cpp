@@ -1037,11 +1037,11 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
       // malformed frame): the call ends with that error, not as cancelled.
       if (w.kill_error) return false;
       state.agree_cancel();
-      // Nothing the worker sends from now on counts, this call's result included: it may be in
-      // the socket already, or read by a thread (the manager, or one waiting in get()) that has
-      // not handed it over yet (handle_result looks under this lock). Taken, it ended a call
-      // cancel() had said true for with its value, and the worker was killed for nothing.
-      w.discarding = true;
+      // Nothing the worker sends from now on counts (kill_worker_locked marks it discarding),
+      // this call's result included: it may be in the socket already, or read by a thread (the
+      // manager, or one waiting in get()) that has not handed it over yet (handle_result looks
+      // under this lock). Taken, it ended a call cancel() had said true for with its value, and
+      // the worker was killed for nothing.
       w.killed_as_asked = true;
       kill_worker_locked(w, std::make_exception_ptr(CancelledError(
                                 "task '" + call->ref->display + "' was cancelled while running: its worker " +
