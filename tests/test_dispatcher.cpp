@@ -105,6 +105,25 @@ TEST_CASE("Dispatcher.assign.a_lane_gets_no_more_calls_than_its_worker_will_run"
   CHECK(c.calls_left == UINT64_MAX);
 }
 
+TEST_CASE("Dispatcher.assign.without_pipelining_a_lane_gets_one_call") {
+  // The pool has a worker on its way: a call waits for it rather than behind a running call.
+  Fixture f(8);
+  Lane a{.serial = 1}, b{.serial = 2};
+  for (int i = 0; i < 4; ++i) f.submit();
+  std::vector<Dispatcher::Send> sends;
+  std::vector<Lane*> stale;
+  f.d.assign(std::vector<Lane*>{&a, &b}, sends, stale, f.t0, false);
+  CHECK(sends.size() == 2);
+  CHECK(ids(a.in_flight) == std::vector<std::uint64_t>{1});
+  CHECK(ids(b.in_flight) == std::vector<std::uint64_t>{2});
+  CHECK(f.d.queued() == 2);
+  f.d.assign(std::vector<Lane*>{&a, &b}, sends, stale, f.t0, false);
+  CHECK(sends.empty());  // both busy
+  f.d.assign(std::vector<Lane*>{&a, &b}, sends, stale, f.t0);
+  CHECK(sends.size() == 2);  // the pool is whole again: behind the running calls
+  CHECK(f.d.queued() == 0);
+}
+
 TEST_CASE("Dispatcher.assign.defines_a_task_reference_once_per_lane") {
   Fixture f(8);
   Lane a{.serial = 1};

@@ -303,6 +303,39 @@ TEST_CASE("Lifecycle.a_call_waits_for_its_worker_to_start_before_its_deadline_co
   CHECK(s.workers_crashed == 0);
 }
 
+TEST_CASE("Lifecycle.a_call_waits_for_a_starting_worker_rather_than_behind_a_running_call") {
+  // A pool of 2 whose second worker was still starting: the first one, busy with a long call,
+  // took a quick call into its pipeline (the service time of short calls before had set the
+  // depth to 8), and that call waited for the long one instead of running on the second worker
+  // once it was up (Sample.map_and_wait under CI load: "first done: 1"). Here the first start
+  // runs ferry-worker at once; every later one waits until the file is gone.
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "4");
+  support::HeldFile second_start;
+  support::HeldFile long_call;
+  const auto script = second_start.dir.path / "worker.sh";
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\nif ! mkdir '" << (second_start.dir.path / "first").string() << "' 2>/dev/null; then\n"
+        << "  while [ -e '" << second_start.path.string() << "' ]; do sleep 0.01; done\nfi\nexec '"
+        << FERRY_TEST_WORKER << "' \"$@\"\n";
+  }
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  auto o = support::options(2);
+  o.worker_path = script;
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 2).get() == 4);
+  auto slow = ex.submit(value_after_hold, 1, long_call.path.string());
+  REQUIRE(support::wait_until([&] { return slow.running(); }));
+  auto quick = ex.submit(square, 5);
+  second_start.release();
+  const bool quick_first = support::wait_until([&] { return quick.ready(); });
+  CHECK(quick_first);
+  CHECK_FALSE(slow.ready());
+  long_call.release();
+  CHECK(slow.get() == 1);
+  CHECK(quick.get() == 25);
+}
+
 TEST_CASE("Lifecycle.a_result_raced_by_its_deadline_does_not_hand_the_kill_to_the_next_call") {
   // A call killed for its deadline whose result the worker wrote just then: the result was
   // taken (the call had a value), and the TimeoutError went to the call behind it in the

@@ -63,9 +63,9 @@ bool Dispatcher::can_run(const Lane& lane, const Call& call) {
 }
 
 void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
-                        Clock::time_point now) {
+                        Clock::time_point now, bool pipeline) {
   sends.clear();
-  const std::size_t limit = depth();
+  const std::size_t limit = pipeline ? depth() : 1;
   while (!queue_.empty()) {
     const Call& next = *queue_.front();
     Lane* best = nullptr;

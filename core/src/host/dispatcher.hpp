@@ -96,9 +96,10 @@ class FERRY_INTERNAL_API Dispatcher {
   /// each, and lists them in `sends` (cleared first; the caller keeps the vectors, so that the
   /// hot path allocates nothing). A lane that has an older version of a call's library loaded
   /// gets nothing and is listed in `stale` (the pool retires it: a fresh worker loads the new
-  /// version).
+  /// version). `pipeline` false: one call per lane, whatever depth() says (the pool has a worker
+  /// on its way, and a call waits for it rather than behind another call).
   void assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
-              Clock::time_point now);
+              Clock::time_point now, bool pipeline = true);
 
   /// The worker of `lane` ran its initializer: the front call starts running now.
   void initialized(Lane& lane, Clock::time_point now);

@@ -309,7 +309,12 @@ void Pool::dispatch_locked() {
   touched.clear();
   for (auto& [_, w] : workers_)
     if (w->takes_calls()) open.push_back(&w->lane);
-  dispatcher_.assign(open, sends, stale, Clock::now());
+  // A call goes into a busy worker's pipeline only when every worker the pool is to have takes
+  // calls. While one is starting (a cold start, a replacement), a call waits here for a worker to
+  // free up or to start: pipelined, a quick call waited behind a long one while the new worker
+  // stood idle (Sample.map_and_wait under load). Short calls cost a round trip each meanwhile.
+  const bool full = open.size() >= std::min(max_workers_, launcher_->capacity());
+  dispatcher_.assign(open, sends, stale, Clock::now(), full);
   bool wake = false;
   for (Lane* lane : stale) {
     // It runs another version of a plugin: retired (after its calls); a fresh worker replaces
