@@ -1326,38 +1326,48 @@ std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
   }
   std::shared_future<WrapBuild> f;
   try {
+    // What reads this process's state (environment, current directory, options) runs here; the
+    // rest runs on the build's thread: hashing ferry's headers into the entry's key took about
+    // 2 ms of every first Executor's construction in a program with a FERRY_WRAP function
+    // (warm_up_wraps), before its first call could go out.
     Setup setup = make_setup(site);
-    ContentHasher h;
-    h.field("wrap").field(FERRY_VERSION_STRING).field(std::to_string(plugin_abi_version))
-        .field(setup.compiler_identity).field(prelude_key(setup));
-    for (const auto* v : {&setup.flags, &setup.options.includes, &setup.options.libraries}) {
-      h.field(std::to_string(v->size()));
-      for (const auto& x : *v) h.field(x);
+    auto promise = std::make_shared<std::promise<WrapBuild>>();
+    f = promise->get_future().share();
+    {
+      std::lock_guard lock(b.mu);
+      if (auto it = b.by_options.find(fast); it != b.by_options.end()) return it->second;
+      b.by_options.emplace(fast, f);
     }
-    h.field(site.name).field(site.signature).field(site.source);
-    // `-Iinc`, `-include k.hpp`, `-Llib`...: each directory's own files, so its own entry.
-    if (setup.relative) h.field("in directory").field(setup.cwd.string());
-    std::string entry = h.hex();
-    std::string key = entry + "@" + setup.options.cache_dir.string();
-    std::lock_guard lock(b.mu);
-    if (auto it = b.by_key.find(key); it != b.by_key.end()) {
-      f = it->second;
-    } else {
-      // A detached thread, not std::async: the future of std::async joins its thread when the
-      // last copy dies, and the registry's copies die at exit, so every process that started a
-      // build (each executor starts all of them) would wait for the compiler before exiting.
-      auto promise = std::make_shared<std::promise<WrapBuild>>();
-      f = promise->get_future().share();
-      b.by_key.emplace(key, f);
-      std::thread([copy = WrapSite(site), setup, entry, promise] {
-        try {
-          promise->set_value(build(copy, setup, entry));
-        } catch (...) {
-          promise->set_value(WrapBuild{{}, copy.name, std::current_exception()});
+    // A detached thread, not std::async: the future of std::async joins its thread when the
+    // last copy dies, and the registry's copies die at exit, so every process that started a
+    // build (each executor starts all of them) would wait for the compiler before exiting.
+    std::thread([copy = WrapSite(site), setup = std::move(setup), promise, f] {
+      try {
+        ContentHasher h;
+        h.field("wrap").field(FERRY_VERSION_STRING).field(std::to_string(plugin_abi_version))
+            .field(setup.compiler_identity).field(prelude_key(setup));
+        for (const auto* v : {&setup.flags, &setup.options.includes, &setup.options.libraries}) {
+          h.field(std::to_string(v->size()));
+          for (const auto& x : *v) h.field(x);
         }
-      }).detach();
-    }
-    b.by_options.emplace(fast, f);
+        h.field(copy.name).field(copy.signature).field(copy.source);
+        // `-Iinc`, `-include k.hpp`, `-Llib`...: each directory's own files, so its own entry.
+        if (setup.relative) h.field("in directory").field(setup.cwd.string());
+        const std::string entry = h.hex();
+        const std::string key = entry + "@" + setup.options.cache_dir.string();
+        std::shared_future<WrapBuild> same;  // the build of this entry that other options started
+        {
+          auto& all = builds();
+          std::lock_guard lock(all.mu);
+          if (auto it = all.by_key.find(key); it != all.by_key.end()) same = it->second;
+          else all.by_key.emplace(key, f);
+        }
+        if (same.valid()) promise->set_value(same.get());
+        else promise->set_value(build(copy, setup, entry));
+      } catch (...) {
+        promise->set_value(WrapBuild{{}, copy.name, std::current_exception()});
+      }
+    }).detach();
   } catch (...) {
     std::promise<WrapBuild> failed;
     failed.set_value(WrapBuild{{}, site.name, std::current_exception()});
@@ -1429,7 +1439,8 @@ bool wait_for_wraps(std::chrono::duration<double> timeout) {
   {
     auto& b = detail::builds();
     std::lock_guard lock(b.mu);
-    for (const auto& [_, f] : b.by_key) all.push_back(f);
+    // By options: a build's thread files it by its cache entry only once it hashed its inputs.
+    for (const auto& [_, f] : b.by_options) all.push_back(f);
   }
   bool ok = true;
   for (auto& f : all) {
