@@ -165,3 +165,26 @@ TEST_CASE("ReusableExecutor.many_threads_varying_options") {
   CHECK(wrong == 0);
   CHECK(failed == 0);
 }
+
+TEST_CASE("ReusableExecutor.a_shutdown_from_another_thread_never_fails_the_call") {
+  // A thread shuts the shared executor down between get_reusable_executor's check that it is
+  // usable and its resize: the call threw BrokenProcessPool ("cannot submit new tasks after
+  // shutdown") instead of replacing it, as it does one found shut down (loky replaces it too).
+  std::atomic<bool> stop{false};
+  std::thread closer([&] {
+    while (!stop) ferry::get_reusable_executor(support::options(1))->shutdown({.wait = false});
+  });
+  std::string failure;
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  for (int round = 0; failure.empty() && std::chrono::steady_clock::now() < deadline; ++round) {
+    try {
+      ferry::get_reusable_executor(support::options(1 + round % 2));
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  stop = true;
+  closer.join();
+  CHECK_MESSAGE(failure.empty(), failure);
+  CHECK(ferry::get_reusable_executor(support::options(2))->submit(square, 8).get() == 64);
+}

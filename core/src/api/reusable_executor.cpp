@@ -44,8 +44,14 @@ std::shared_ptr<Executor> get_reusable_executor(const ExecutorOptions& options) 
   std::lock_guard lock(reusable_mu);
   if (reusable && !reusable->is_shutdown() && !reusable->is_broken() && compatible(reusable->options(), options)) {
     std::size_t want = options.max_workers ? options.max_workers : cpu_count();
-    if (want != reusable->max_workers()) reusable->resize(want);
-    return reusable;
+    try {
+      if (want != reusable->max_workers()) reusable->resize(want);
+      return reusable;
+    } catch (const BrokenProcessPool&) {
+      // A thread holding the executor shut it down since the check above (shutdown takes the
+      // pool's lock, not this one): replaced below, as one found shut down is. (A max_workers
+      // past the limit still throws std::invalid_argument, as the constructor would.)
+    }
   }
   // The replacement exists before the old one stops: threads still holding the old one submit
   // to it from the moment it is linked (loky 3.5), and bad options leave the old one untouched.
