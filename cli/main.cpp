@@ -18,6 +18,8 @@
 #include <iostream>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
@@ -26,6 +28,26 @@
 
 namespace ferry::cli {
 namespace {
+
+/// After a failed parse, the word given where a subcommand was required and none matched
+/// ("ferry lsit", "ferry cache lsit"), as "<command>: unknown subcommand 'WORD' (its subcommands)";
+/// "" when that is not what failed. CLI11 takes such a word as an extra (run's ARGs need extras)
+/// and said only "A subcommand is required", as if none had been given.
+std::pair<std::string, std::string> unknown_subcommand(const CLI::App& app) {
+  const CLI::App* at = &app;
+  std::string command;
+  while (!at->get_subcommands().empty()) {
+    at = at->get_subcommands().front();
+    command += (command.empty() ? "" : " ") + at->get_name();
+  }
+  if (at->get_require_subcommand_min() == 0) return {};
+  const std::vector<std::string> extras = app.remaining(/*recurse=*/true);
+  if (extras.empty() || extras.front().empty() || extras.front().front() == '-') return {};
+  std::string names;
+  for (const CLI::App* sub : at->get_subcommands([](const CLI::App*) { return true; }))
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  return {command, "unknown subcommand '" + extras.front() + "' (" + names + ")"};
+}
 
 int main(int argc, char** argv) {
   fill_closed_stdio();  // before anything opens a descriptor
@@ -81,6 +103,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (auto [command, message] = unknown_subcommand(app); !message.empty()) {
+      print_error(command, message);
+      std::fprintf(stderr, "Run with --help for more information.\n");
+      return exit_usage;
+    }
     int code = app.exit(e);  // prints help, the version, or the error and a hint
     if (code != 0) return exit_usage;
     // The help or the version, on std::cout (stdout's buffer: synced with stdio). One that

@@ -1664,3 +1664,20 @@ TEST_CASE("Cli.version_and_usage_errors") {
   CHECK(unknown.status == 2);
   CHECK(unknown.err.find("--bogus") != std::string::npos);
 }
+
+TEST_CASE("Cli.an_unknown_subcommand_is_named") {
+  // `ferry lsit` said only "A subcommand is required", as if none had been given.
+  Result top = cli(Call{.args = {"lsit"}, .defaults = false});
+  CHECK(top.status == 2);
+  CHECK_MESSAGE(top.err.find("ferry: unknown subcommand 'lsit' (list, run, map, info, cache, report)") !=
+                    std::string::npos,
+                top.err);
+  Result cache = cli(Call{.args = {"cache", "lsit"}, .defaults = false});
+  CHECK(cache.status == 2);
+  CHECK_MESSAGE(cache.err.find("ferry cache: unknown subcommand 'lsit' (list, clear)") != std::string::npos,
+                cache.err);
+  // Still the plain message when none was given.
+  Result none = cli(Call{.args = {"cache"}, .defaults = false});
+  CHECK(none.status == 2);
+  CHECK(none.err.find("A subcommand is required") != std::string::npos);
+}
