@@ -164,6 +164,33 @@ TEST_CASE("Stats.workers_killed_as_asked_are_told_apart_from_crashes") {
   check_balanced(s);
 }
 
+TEST_CASE("Stats.a_kill_cancelled_call_is_not_running_while_its_worker_dies") {
+  // A kill-cancel ends the future at once, but the call stays in its worker's lane until the
+  // death is settled (on the manager thread): stats() counted it as running meanwhile. Here the
+  // manager thread is held in a callback, so the death cannot be settled before stats() reads.
+  ferry::Executor ex(support::options(2));
+  REQUIRE(ex.warm_up(10s));
+  support::HeldFile held;
+  auto hold = ex.submit(value_after_hold, 1, held.path.string());
+  REQUIRE(support::wait_until([&] { return hold.running(); }));
+  std::atomic<bool> in_callback{false}, release{false};
+  auto quick = ex.submit(square, 2).then([&](int v) {
+    in_callback = true;
+    support::wait_until([&] { return release.load(); }, 30s);
+    return v;
+  });
+  REQUIRE(support::wait_until([&] { return in_callback.load(); }));
+  REQUIRE(hold.cancel({.kill_running = true}));
+  const auto s = ex.stats();
+  CHECK(s.running == 0);
+  CHECK(s.queued == 0);
+  check_balanced(s);  // counted as failed (CancelledError) already: not running as well
+  release = true;
+  CHECK(quick.get() == 4);
+  CHECK_THROWS_AS(hold.get(), ferry::CancelledError);
+  check_balanced(ex.stats());
+}
+
 TEST_CASE("Stats.recycled_workers_by_reason") {
   SUBCASE("tasks") {
     auto o = support::options(1);

@@ -343,7 +343,7 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
   p_.dispatcher_.requeue(w.lane, 1);
   auto call = p_.dispatcher_.take_running(w.lane);
   if (call->completed) {
-    p_.dispatcher_.forget(*call);  // a kill-cancel ended its future already
+    p_.forget_ended_locked(*call);  // a kill-cancel ended its future already
   } else {
     p_.finish_locked(call, done, error).run = p_.run_record(*call, w, {});
   }

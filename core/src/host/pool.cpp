@@ -1057,6 +1057,7 @@ bool Pool::cancel(StateBase& state, bool kill_running) {
       // worker's other calls and the trace's slice, and completes nothing more.
       completion_locked(*call, done, w.kill_error).run = run_record(*call, w, {});
       call->completed = true;
+      ++ended_in_lanes_;
     }
   }
   complete(done);
@@ -1109,8 +1110,10 @@ ExecutorStats Pool::stats() const {
   {
     const auto lock = lock_unless_forked(mu_);
     s.submitted = counts_.submitted;
-    s.running = dispatcher_.busy_lanes();
-    s.queued = dispatcher_.unfinished() - s.running;
+    // A kill-cancelled call is in its lane until its worker's death is settled: counted as
+    // failed already, neither running nor queued.
+    s.running = running_locked();
+    s.queued = dispatcher_.unfinished() - dispatcher_.busy_lanes();
     s.workers_alive = counts_.workers_alive();
     s.workers_started = counts_.workers_started;
     s.workers_crashed = counts_.workers_crashed;
@@ -1126,8 +1129,7 @@ ExecutorStats Pool::stats() const {
 }
 
 void Pool::trace_counters_locked(Trace::Batch& t, std::int64_t ts) const {
-  const std::size_t running = dispatcher_.busy_lanes();
-  t.counters(dispatcher_.unfinished() - running, running, counts_.workers_alive(), ts);
+  t.counters(dispatcher_.unfinished() - dispatcher_.busy_lanes(), running_locked(), counts_.workers_alive(), ts);
 }
 
 void Pool::trace_ran_locked(const Call& call, const WorkerSlot& w, const protocol::RunStats* stats,
@@ -1232,7 +1234,7 @@ void Pool::shutdown(const ShutdownOptions& options) {
         auto calls = dispatcher_.take_all(w->lane);
         for (auto& c : calls) {
           if (c->completed) {
-            dispatcher_.forget(*c);  // kill-cancelled: its future ended with that
+            forget_ended_locked(*c);  // kill-cancelled: its future ended with that
           } else {
             finish_locked(c, done, error);
           }

@@ -193,6 +193,13 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// Calls that never ran on a worker ended with `error`.
   void trace_ended_locked(const std::vector<std::shared_ptr<Call>>& calls, const std::exception_ptr& error);
   void trace_counters_locked(Trace::Batch& t, std::int64_t ts) const;
+  /// Calls running now: the busy lanes' fronts, but for those a kill-cancel ended.
+  std::size_t running_locked() const noexcept { return dispatcher_.busy_lanes() - ended_in_lanes_; }
+  /// A kill-cancelled call leaves its lane (its worker's death settled, or a shutdown that kills).
+  void forget_ended_locked(const Call& call) {
+    dispatcher_.forget(call);
+    --ended_in_lanes_;
+  }
 
   // ---- workers and control (pool.cpp) ----
   void fail_queue_locked(std::exception_ptr error, Completions& done);
@@ -229,6 +236,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   std::vector<std::string_view> offered_;  // flush_locked: an outbox offered to its backend
   std::size_t max_workers_;
   std::size_t outstanding_ = 0;  // calls submitted and not yet completed
+  // Kill-cancelled calls still in their lane: their futures ended (counted as failed), their
+  // worker's death is not settled yet. Not running (stats, trace counters).
+  std::size_t ended_in_lanes_ = 0;
   std::uint64_t next_call_ = 1;
   std::uint64_t next_serial_ = 1;
   bool started_ = false;          // first submit or warm_up happened
