@@ -1575,6 +1575,51 @@ TEST_CASE("Limits.a_thread_a_task_leaves_spinning_ends_its_idle_worker") {
   CHECK(value_of(ex.submit_with(hostile(), hostile_pid)) != pid);  // a fresh worker, no call blamed
 }
 
+/// Skips (true, with a message) where a worker's descendants' CPU time cannot be measured: only a
+/// worker with a cgroup of its own (root) has it counted.
+bool children_cpu_time_unmeasured() {
+  if (ferry::detail::containment_support().root) return false;
+  MESSAGE("skipped: not root (a task's child processes count against cpu_time only in the worker's cgroup)");
+  return true;
+}
+
+TEST_CASE("Limits.cpu_time_counts_the_child_processes_a_task_waits_for") {
+  // The worker's own CPU time was the measure: a task that forked children to spin and waited
+  // for them used no CPU of its own, and ran for as long as it liked under a cpu_time of 1 s.
+  if (children_cpu_time_unmeasured()) return;
+  ferry::Limits limits;
+  set_seconds(limits.cpu_time, 1);
+  limits.processes = 16;
+  ferry::Executor ex(contained(limits, sandbox_on()));
+  const ferry::TaskRef spin_in_children{.library = FERRY_TEST_CRASH_PLUGIN, .name = "spin_in_children"};
+  // Each child ends itself after 20 s: a missing limit returns their pids then.
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with<std::vector<int>>(hostile(), spin_in_children, 2, 20, true));
+  if (e) check_limit_error(*e, "spin_in_children", "cpu_time", 1, "1 s of CPU time");
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.cpu_time_counts_the_child_processes_a_task_leaves_running") {
+  // Children left spinning when the task returned ran on while their worker idled: the idle
+  // worker is held to its last call's cpu_time, children included, and retired past it (its
+  // guardian then ends them).
+  if (children_cpu_time_unmeasured()) return;
+  ferry::Limits limits;
+  set_seconds(limits.cpu_time, 1);
+  limits.processes = 16;
+  auto o = contained(limits, sandbox_on());
+  o.max_workers = 1;
+  ferry::Executor ex(o);
+  const ferry::TaskRef spin_in_children{.library = FERRY_TEST_CRASH_PLUGIN, .name = "spin_in_children"};
+  KillLeftovers leftovers;
+  const std::vector<int> children = value_of(ex.submit_with<std::vector<int>>(hostile(), spin_in_children, 2, 30, false));
+  leftovers.add(std::vector<pid_t>(children.begin(), children.end()));
+  REQUIRE(children.size() == 2);
+  CHECK_MESSAGE(eventually([&] { return all_gone(std::vector<pid_t>(children.begin(), children.end())); }, 15s),
+                "the children the task left spinning still run");
+  CHECK(ex.stats().workers_crashed == 0);
+  CHECK(ex.submit<int>("math:square", 12).get() == 144);
+}
+
 TEST_CASE("Limits.cpu_time_too_long_for_the_tick_count_is_no_limit") {
   // 2^62 s times 100 ticks a second wrapped to 0 ticks: the call was killed at its first sample.
   ferry::Executor ex(contained({.cpu_time = std::chrono::seconds(std::int64_t{1} << 62)}));

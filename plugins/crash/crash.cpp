@@ -243,6 +243,26 @@ int crash_in_child(int x) {
   return x;
 }
 
+std::vector<int> spin_in_children(int n, int seconds, bool wait) {
+  std::vector<int> children;
+  for (int i = 0; i < n; ++i) {
+    pid_t child = ::fork();
+    if (child < 0) throw std::runtime_error("fork failed");
+    if (child == 0) {
+      ::setsid();
+      ::alarm(static_cast<unsigned>(seconds));
+      volatile unsigned v = 0;
+      for (;;) v = v + 1;
+    }
+    children.push_back(child);
+  }
+  if (wait)
+    for (int child : children)
+      while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
+      }
+  return children;
+}
+
 int interrupt_in_child() {
   pid_t child = ::fork();
   if (child < 0) throw std::runtime_error("fork failed");
@@ -291,3 +311,4 @@ FERRY_TASK(throw_and_catch);
 FERRY_TASK(throw_after_caught);
 FERRY_TASK(crash_in_child);
 FERRY_TASK(interrupt_in_child);
+FERRY_TASK(spin_in_children);

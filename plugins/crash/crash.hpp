@@ -139,6 +139,10 @@ FERRY_EXPORT int open_one_descriptor(int x);
 /// Forks a child that dies of SIGSEGV (the worker's crash handler runs in it too), waits for it,
 /// and returns x: the worker and its channel must not notice.
 FERRY_EXPORT int crash_in_child(int x);
+/// Forks `n` children that each leave the worker's session (setsid) and spin; returns their pids.
+/// With `wait`, the task then waits for them, using no CPU of its own. A safety net: each child
+/// ends after `seconds` of wall time (SIGALRM), so a missing cpu_time limit leaks them that long.
+FERRY_EXPORT std::vector<int> spin_in_children(int n, int seconds, bool wait);
 /// Starts `/bin/sh`, which sends itself SIGINT and otherwise exits with 7: returns the signal
 /// that ended it, or 100 + its exit status (107: SIGINT was ignored in it).
 FERRY_EXPORT int interrupt_in_child();

@@ -257,6 +257,9 @@ bool MemoryCeilingWatch::reached() {
 }
 
 std::uint64_t cpu_ticks(int pid) {
+  // Where the worker has a cgroup of its own (root), the CPU time of everything in it: a task's
+  // child processes too, those that ended and those it left running when it returned.
+  if (const auto ns = worker_cgroup_cpu_ns(pid)) return *ns / (1000000000u / ticks_per_second());
   const auto st = read_proc_stat(pid);
   if (!st) return UINT64_MAX;
   unsigned long long utime = 0, stime = 0;

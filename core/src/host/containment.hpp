@@ -96,7 +96,9 @@ struct MemoryCeilingWatch {
   bool reached();
 };
 
-/// CPU time (user + system) of process `pid` in clock ticks; UINT64_MAX when it cannot be read.
+/// CPU time (user + system) of worker `pid` in clock ticks: where it has a cgroup of its own (root),
+/// of everything in that cgroup (its descendants too, ended or not: worker_cgroup_cpu_ns), else
+/// of the process alone; UINT64_MAX when it cannot be read.
 std::uint64_t cpu_ticks(int pid);
 /// Clock ticks per second.
 std::uint64_t ticks_per_second();

@@ -16,6 +16,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -107,7 +109,7 @@ namespace {
 /// A process's cgroups from /proc/<pid>/cgroup: "N:pids:/path" (v1; controllers are a comma
 /// list), "0::/path" (v2). Paths without the trailing "/" of the root ("" for it).
 struct OwnCgroups {
-  std::optional<std::string> v1_pids, v1_memory, v2;
+  std::optional<std::string> v1_pids, v1_memory, v1_cpuacct, v2;
 };
 
 OwnCgroups own_cgroups(const std::string& file = "/proc/self/cgroup") {
@@ -122,6 +124,7 @@ OwnCgroups own_cgroups(const std::string& file = "/proc/self/cgroup") {
     if (path == "/") path.clear();
     if (controllers.find(",pids,") != std::string::npos) own.v1_pids = path;
     if (controllers.find(",memory,") != std::string::npos) own.v1_memory = path;
+    if (controllers.find(",cpuacct,") != std::string::npos) own.v1_cpuacct = path;
     if (controllers == ",,") own.v2 = path;
   }
   return own;
@@ -141,6 +144,73 @@ std::string memory_cgroup_parent() {
 std::string memory_cgroup_of_process(int pid) {
   OwnCgroups of = own_cgroups("/proc/" + std::to_string(pid) + "/cgroup");
   return of.v1_memory ? "/sys/fs/cgroup/memory" + *of.v1_memory : "";
+}
+
+namespace {
+
+/// Where the v1 hierarchy with cpuacct is mounted: alone, or with cpu (either order); "" when
+/// none is.
+const std::string& cpuacct_mount() {
+  static const std::string mount = [] {
+    for (const char* dir : {"/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpuacct,cpu"})
+      if (::access((std::string(dir) + "/cpuacct.usage").c_str(), F_OK) == 0) return std::string(dir);
+    return std::string();
+  }();
+  return mount;
+}
+
+/// The first bytes of a small file, NUL-terminated; false when it cannot be read.
+bool read_text(const std::string& path, char* buf, std::size_t cap) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t n = ::read(fd, buf, cap - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  return true;
+}
+
+/// Whether `path` (of /proc/<pid>/cgroup) is `pid`'s own worker cgroup, ".../ferry/<pid>.<...>",
+/// or with `inner` its "task" cgroup inside it too; the worker cgroup's path, else "".
+std::string worker_cgroup_path(const std::string& path, int pid, bool inner) {
+  std::string dir = path;
+  if (inner && dir.size() > 5 && dir.compare(dir.size() - 5, 5, "/task") == 0) dir.resize(dir.size() - 5);
+  const auto slash = dir.rfind('/');
+  if (slash == std::string::npos) return "";
+  return is_worker_cgroup(dir, dir.substr(0, slash), pid) && slash >= 6 && dir.compare(slash - 6, 6, "/ferry") == 0
+             ? dir
+             : "";
+}
+
+}  // namespace
+
+std::string cpuacct_cgroup_parent() {
+  OwnCgroups own = own_cgroups();
+  const std::string& mount = cpuacct_mount();
+  if (own.v1_cpuacct && !mount.empty() && ::access((mount + *own.v1_cpuacct).c_str(), W_OK) == 0)
+    return mount + *own.v1_cpuacct;
+  return "";
+}
+
+std::optional<std::uint64_t> worker_cgroup_cpu_ns(int pid) {
+  OwnCgroups of = own_cgroups("/proc/" + std::to_string(pid) + "/cgroup");
+  char text[512];
+  if (of.v1_cpuacct && !cpuacct_mount().empty()) {
+    if (const std::string dir = worker_cgroup_path(*of.v1_cpuacct, pid, false); !dir.empty()) {
+      if (read_text(cpuacct_mount() + dir + "/cpuacct.usage", text, sizeof text))
+        return std::strtoull(text, nullptr, 10);
+    }
+  }
+  // v2: every cgroup counts its CPU time (cpu.stat), the worker's pids cgroup among them (the
+  // worker may be in its "task" cgroup: the one above counts both).
+  if (of.v2) {
+    if (const std::string dir = worker_cgroup_path(*of.v2, pid, true); !dir.empty()) {
+      if (read_text("/sys/fs/cgroup" + dir + "/cpu.stat", text, sizeof text))
+        if (const char* usage = std::strstr(text, "usage_usec "))
+          return std::strtoull(usage + 11, nullptr, 10) * 1000;
+    }
+  }
+  return std::nullopt;
 }
 
 std::string memory_cgroups_base() {

@@ -4,6 +4,8 @@
 // cannot build (unless best effort); `ferry info` prints the same facts.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,13 @@ std::string memory_cgroup_parent();
 /// Where sandboxed workers make their memory cgroups: memory_cgroup_parent()/ferry; "" without
 /// a parent. Read once (the host asks at every worker's hello, under its pool's lock).
 std::string memory_cgroups_base();
+/// Where a worker's cpuacct cgroup goes (as root, cgroup v1): the cpuacct cgroup of this process
+/// (mounted alone or with cpu); "" when there is none or it cannot be written. Not exported.
+std::string cpuacct_cgroup_parent();
+/// The CPU time (ns) that process `pid`'s own worker cgroup has counted: its cpuacct cgroup's
+/// cpuacct.usage (v1), or its pids cgroup's cpu.stat (v2). The worker's and every descendant's,
+/// those that have ended included. nullopt when `pid` is in no cgroup of its own.
+std::optional<std::uint64_t> worker_cgroup_cpu_ns(int pid);
 /// A new name for a worker's own cgroups (pids, memory) in <parent>/ferry, and for its tag:
 /// "<pid>.<pid namespace inode>.<16 random hex digits>" (without random bytes, the time since
 /// boot in ns). Not the pid alone, nor the pid and its start time (which counts in ticks of

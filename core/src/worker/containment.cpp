@@ -216,8 +216,8 @@ constexpr std::int64_t sweep_limit_ms = 30000;
 /// The guardian's life: wait for the worker to end (pidfd at descriptor 0), then end what it
 /// left behind, and the cgroup.
 [[noreturn]] void guardian_main(const std::string& cgroup, const std::string& tag,
-                                bool user_namespace, const std::string& memory_cgroup, pid_t relay,
-                                int relay_pidfd) {
+                                bool user_namespace, const std::string& memory_cgroup,
+                                const std::string& cpu_cgroup, pid_t relay, int relay_pidfd) {
   ::prctl(PR_SET_NAME, "ferry-guardian");
   // Out of the worker's session and process group: a ^C or a kill of the worker's group must not
   // end the guardian before it has cleaned up.
@@ -245,6 +245,12 @@ constexpr std::int64_t sweep_limit_ms = 30000;
     empty_cgroup(memory_cgroup);
     for (std::int64_t end = now_ms() + 5000;
          ::rmdir(memory_cgroup.c_str()) != 0 && errno == EBUSY && now_ms() < end;)
+      pause_ms(2);
+  }
+  if (!cpu_cgroup.empty()) {
+    // The same processes as the pids cgroup's, ended above (members still there: ended now).
+    empty_cgroup(cpu_cgroup);
+    for (std::int64_t end = now_ms() + 1000; ::rmdir(cpu_cgroup.c_str()) != 0 && errno == EBUSY && now_ms() < end;)
       pause_ms(2);
   }
   // Without a cgroup: every process of the worker's user namespace (no process can leave one;
@@ -719,6 +725,17 @@ std::string Containment::make_cgroup() {
   return dir;
 }
 
+std::string Containment::make_cpu_cgroup() {
+  const std::string parent = cpuacct_cgroup_parent();
+  if (parent.empty()) return "";
+  const std::string base = parent + "/ferry";
+  if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) return "";
+  remove_stale_worker_cgroups(base);
+  const std::string dir = base + "/" + name_;
+  if (::mkdir(dir.c_str(), 0755) != 0) return "";
+  return dir;
+}
+
 /// The worker's memory cgroup (a sandbox's memory ceiling, as root on cgroup v1): `limit` bytes for
 /// everything the worker and what it starts are charged, shared memory and memfds included,
 /// which RLIMIT_DATA does not count. The host, outside the cgroup, watches it after the hello
@@ -855,7 +872,7 @@ std::string Containment::start_guardian(bool relay_output, std::uint64_t file_si
       // stdout or stderr (whoever reads them until EOF). The relay's pidfd at 1.
       if (::dup2(pidfd, 0) < 0 || (relay_pidfd >= 0 && ::dup2(relay_pidfd, 1) < 0)) _exit(1);
       ::syscall(SYS_close_range, relay_pidfd >= 0 ? 2u : 1u, ~0u, 0u);
-      guardian_main(cgroup_, tag_, user_namespace_, memory_cgroup_, r, relay_pidfd >= 0 ? 1 : -1);
+      guardian_main(cgroup_, tag_, user_namespace_, memory_cgroup_, cpu_cgroup_, r, relay_pidfd >= 0 ? 1 : -1);
     }
     _exit(0);
   }
@@ -919,11 +936,23 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
       debug_log("worker: no memory cgroup: %s", why.c_str());
     }
   }
+  // As root, a cpuacct cgroup of its own: the host measures cpu_time there, the CPU time of the
+  // worker and of every process it started (a task's children spun for as long as the pool
+  // lived, its worker idle, under a cpu_time of 1 s), those that ended included.
+  if (root_) cpu_cgroup_ = make_cpu_cgroup();
   if (std::string why = start_guardian(config.sandbox, config.limits.file_size); !why.empty()) {
     // Nobody would remove them.
+    if (!cpu_cgroup_.empty()) ::rmdir(cpu_cgroup_.c_str());
     if (!memory_cgroup_.empty()) ::rmdir(memory_cgroup_.c_str());
     if (!cgroup_.empty()) ::rmdir(cgroup_.c_str());
     return why;
+  }
+  if (!cpu_cgroup_.empty()) {
+    // Not joined: the host measures the worker alone, as without one (the guardian removes it).
+    if (write_file(cpu_cgroup_ + "/cgroup.procs", std::to_string(::getpid())))
+      note("cpuacct cgroup " + cpu_cgroup_);
+    else
+      debug_log("worker: not in %s: %s", cpu_cgroup_.c_str(), std::strerror(errno));
   }
   if (!memory_cgroup_.empty()) {
     if (!write_file(memory_cgroup_ + "/cgroup.procs", std::to_string(::getpid())))

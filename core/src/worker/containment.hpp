@@ -79,6 +79,10 @@ class FERRY_INTERNAL_API Containment {
   std::string make_cgroup();
   bool join_cgroup(std::uint64_t ceiling);
   std::string make_memory_cgroup(const std::string& dir, std::uint64_t limit);
+  /// As root on cgroup v1: the worker's cpuacct cgroup, <cpuacct_cgroup_parent()>/ferry/<name_>,
+  /// where the host measures cpu_time (worker_cgroup_cpu_ns); "" when it cannot be made (the host
+  /// then measures the worker alone). On cgroup v2 its pids cgroup counts CPU time itself.
+  std::string make_cpu_cgroup();
   /// The guardian, and with `relay_output` (a sandbox) the relay of stdout and stderr, which
   /// writes at most `file_size` bytes into a file (0: no limit), as the task would have.
   std::string start_guardian(bool relay_output, std::uint64_t file_size);
@@ -97,6 +101,7 @@ class FERRY_INTERNAL_API Containment {
   bool user_namespace_ = false;         // the worker made one (non-root): RLIMIT_NPROC binds in it
   std::string cgroup_;                  // the worker's pids cgroup, "" without one
   std::string memory_cgroup_;           // a sandbox's memory ceiling, "" without one
+  std::string cpu_cgroup_;              // where cpu_time is measured (root, v1), "" without one
   // pids.max and pids.events of the cgroup the worker is in (with a ceiling: its "task" child),
   // and pids.events of the worker's cgroup over it (-1 without a ceiling).
   int pids_max_fd_ = -1, pids_events_fd_ = -1, ceiling_events_fd_ = -1;
