@@ -554,6 +554,41 @@ TEST_CASE("Sandbox.another_process_limits_and_priority_are_out_of_reach") {
   check_pool_is_healthy(ex);
 }
 
+/// RLIMIT_RTPRIO and RLIMIT_NICE raised in this process (root) for as long as it lives, as a
+/// desktop gives its audio group: false when they cannot be.
+struct PriorityLimitsRaised {
+  rlimit rtprio{}, nice{};
+  bool raised = false;
+  PriorityLimitsRaised() {
+    ::getrlimit(RLIMIT_RTPRIO, &rtprio);
+    ::getrlimit(RLIMIT_NICE, &nice);
+    const rlimit high{20, 20};
+    raised = ::setrlimit(RLIMIT_RTPRIO, &high) == 0 && ::setrlimit(RLIMIT_NICE, &high) == 0;
+  }
+  ~PriorityLimitsRaised() {
+    ::setrlimit(RLIMIT_RTPRIO, &rtprio);
+    ::setrlimit(RLIMIT_NICE, &nice);
+  }
+};
+
+TEST_CASE("Sandbox.a_task_cannot_raise_its_own_scheduling_priority") {
+  // A host allowed real-time priorities (RLIMIT_RTPRIO) passed them on to its sandboxed workers:
+  // a task made itself SCHED_FIFO, ahead of every ordinary process of the machine on its CPU,
+  // or took a nice value below the user's other processes (RLIMIT_NICE).
+  PriorityLimitsRaised limits;
+  if (!limits.raised) {
+    MESSAGE("skipped: RLIMIT_RTPRIO and RLIMIT_NICE cannot be raised here");
+    return;
+  }
+  ferry::Executor ex(sandboxed());
+  const ferry::TaskRef raise_own_priority{.library = FERRY_TEST_CRASH_PLUGIN, .name = "raise_own_priority"};
+  CHECK(value_of(ex.submit_with<int>(hostile(), raise_own_priority, 0)) == EPERM);
+  CHECK(value_of(ex.submit_with<int>(hostile(), raise_own_priority, 1)) == EACCES);
+  // Not in a sandbox: a task has its user's rights.
+  ferry::Executor plain(contained());
+  CHECK(value_of(plain.submit_with<int>(hostile(), raise_own_priority, 0)) == 0);
+}
+
 TEST_CASE("Sandbox.clone_makes_no_namespace_and_no_child_of_the_host") {
   // unshare and setns were trapped, clone with CLONE_NEWUSER (and the other CLONE_NEW* flags)
   // was not; with CLONE_PARENT the child was the host's (a zombie it never reaps, outside the

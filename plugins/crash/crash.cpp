@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -263,6 +264,22 @@ std::vector<int> spin_in_children(int n, int seconds, bool wait) {
   return children;
 }
 
+int raise_own_priority(int how) {
+  if (how == 0) {
+    sched_param fifo{};
+    fifo.sched_priority = 1;
+    if (::sched_setscheduler(0, SCHED_FIFO, &fifo) != 0) return errno;
+    sched_param other{};
+    ::sched_setscheduler(0, SCHED_OTHER, &other);
+    return 0;
+  }
+  errno = 0;
+  const int nice = ::getpriority(PRIO_PROCESS, 0);
+  if (::setpriority(PRIO_PROCESS, 0, nice - 1) != 0) return errno;
+  ::setpriority(PRIO_PROCESS, 0, nice);
+  return 0;
+}
+
 int interrupt_in_child() {
   pid_t child = ::fork();
   if (child < 0) throw std::runtime_error("fork failed");
@@ -312,3 +329,4 @@ FERRY_TASK(throw_after_caught);
 FERRY_TASK(crash_in_child);
 FERRY_TASK(interrupt_in_child);
 FERRY_TASK(spin_in_children);
+FERRY_TASK(raise_own_priority);

@@ -143,6 +143,9 @@ FERRY_EXPORT int crash_in_child(int x);
 /// With `wait`, the task then waits for them, using no CPU of its own. A safety net: each child
 /// ends after `seconds` of wall time (SIGALRM), so a missing cpu_time limit leaks them that long.
 FERRY_EXPORT std::vector<int> spin_in_children(int n, int seconds, bool wait);
+/// Raises this process's scheduling priority, then puts it back: `how` 0 makes it SCHED_FIFO
+/// (priority 1), 1 lowers its nice value by one. Returns errno, 0 when it went through.
+FERRY_EXPORT int raise_own_priority(int how);
 /// Starts `/bin/sh`, which sends itself SIGINT and otherwise exits with 7: returns the signal
 /// that ended it, or 100 + its exit status (107: SIGINT was ignored in it).
 FERRY_EXPORT int interrupt_in_child();

@@ -1003,6 +1003,14 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
         soft_[r] = rl.rlim_cur;
       }
     }
+    // No real-time scheduling and no nice value below the host's: a host allowed them
+    // (RLIMIT_RTPRIO, RLIMIT_NICE, as desktops give their audio group) passed them on, and a task
+    // made itself SCHED_FIFO, ahead of every ordinary process of the machine on its CPU. The
+    // capabilities that would bypass these are dropped with the sandbox, and no task can raise
+    // a hard limit again.
+    const rlimit none{0, 0};
+    ::setrlimit(RLIMIT_RTPRIO, &none);
+    ::setrlimit(RLIMIT_NICE, &none);
   }
   struct sigaction sa{};
   sa.sa_handler = on_sigxfsz;
