@@ -57,8 +57,10 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
       ->required();
   sub->add_option("FILE", options.file, "JSON Lines input; default or -: stdin")->type_name("");
   sub->add_option("-j,--workers", options.workers,
-                  "worker processes (default: the global -j; 0 or absent: cpu_count() = " +
-                      std::to_string(cpu_count()) + ")")
+                  wrap("worker processes (default: the global -j; 0 or absent: cpu_count() = " +
+                       std::to_string(cpu_count()) +
+                       "); no more than the input has chunks, when its lines are counted (a "
+                       "file, or a pipe that ends within what is read ahead)"))
       ->type_name("N")
       ->check(CLI::Range(std::size_t{0}, std::size_t{4096}));
   sub->add_option("--chunksize", options.chunksize,
@@ -614,8 +616,13 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
                       : 1024;
   }
 
+  // No more workers than chunks, when the number of lines is known: `-j 8` (or cpu_count()
+  // without -j) of two lines started 8 workers, each loading the plugin, for two calls.
+  const std::size_t pool_size =
+      total ? std::clamp<std::size_t>((*total + chunksize - 1) / chunksize, 1, workers) : workers;
+
   try {
-    Executor executor(executor_options(global, workers, options.containment, std::move(initializer)));
+    Executor executor(executor_options(global, pool_size, options.containment, std::move(initializer)));
     const TaskRef ref{.library = info.library, .name = info.name};
     ChunkReader reader(*input, std::move(ahead),
                        {.chunksize = chunksize, .capacity = max_in_flight, .arity = arity,

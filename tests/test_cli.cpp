@@ -1681,3 +1681,28 @@ TEST_CASE("Cli.an_unknown_subcommand_is_named") {
   CHECK(none.status == 2);
   CHECK(none.err.find("A subcommand is required") != std::string::npos);
 }
+
+TEST_CASE("Cli.map.starts_no_more_workers_than_chunks") {
+  // `ferry map -j 8` of two lines started 8 workers (cpu_count() of them without -j: 128 for one
+  // line on a large machine), each loading the plugin, for 2 calls.
+  support::TempDir dir;
+  write_file(dir.path / "in.jsonl", "1\n2\n");
+  auto started = [&](std::vector<std::string> options, bool pipe = false) {
+    const fs::path trace = dir.path / "trace.json";
+    std::vector<std::string> args = {"map", "-j", "8", "--no-progress", "--trace", trace.string()};
+    args.insert(args.end(), options.begin(), options.end());
+    args.push_back("square");
+    if (!pipe) args.push_back((dir.path / "in.jsonl").string());
+    Result r = cli(args, pipe ? "1\n2\n" : "", pipe);
+    CHECK_MESSAGE(r.status == 0, r.err);
+    CHECK(r.out == "1\n4\n");
+    const support::TraceFile file = support::read_trace(trace);
+    const auto stats = file.named("stats");
+    REQUIRE(stats.size() == 1);
+    return support::arg_u64(*stats.front(), "workers_started");
+  };
+  CHECK(started({}) == 2);                    // a line a chunk
+  CHECK(started({"--chunksize", "2"}) == 1);  // one chunk
+  // Of a pipe, the lines are counted when the input ends within what is read ahead.
+  CHECK(started({}, /*pipe=*/true) == 2);
+}
