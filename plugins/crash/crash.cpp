@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -280,6 +281,12 @@ int raise_own_priority(int how) {
   return 0;
 }
 
+int hold_inotify_instances(int n) {
+  int opened = 0;
+  while (opened < n && ::inotify_init1(IN_CLOEXEC) >= 0) ++opened;
+  return opened;
+}
+
 int interrupt_in_child() {
   pid_t child = ::fork();
   if (child < 0) throw std::runtime_error("fork failed");
@@ -330,3 +337,4 @@ FERRY_TASK(crash_in_child);
 FERRY_TASK(interrupt_in_child);
 FERRY_TASK(spin_in_children);
 FERRY_TASK(raise_own_priority);
+FERRY_TASK(hold_inotify_instances);

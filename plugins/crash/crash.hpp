@@ -146,6 +146,9 @@ FERRY_EXPORT std::vector<int> spin_in_children(int n, int seconds, bool wait);
 /// Raises this process's scheduling priority, then puts it back: `how` 0 makes it SCHED_FIFO
 /// (priority 1), 1 lowers its nice value by one. Returns errno, 0 when it went through.
 FERRY_EXPORT int raise_own_priority(int how);
+/// Opens up to `n` inotify instances and keeps them open for the worker's life; returns how many
+/// it opened (it stops at the first refusal).
+FERRY_EXPORT int hold_inotify_instances(int n);
 /// Starts `/bin/sh`, which sends itself SIGINT and otherwise exits with 7: returns the signal
 /// that ended it, or 100 + its exit status (107: SIGINT was ignored in it).
 FERRY_EXPORT int interrupt_in_child();

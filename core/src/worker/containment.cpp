@@ -567,6 +567,11 @@ std::string load_seccomp(bool network, bool exec) {
   // outside the paths it may open. No filter can tell which path a watch names, so none is set:
   // EACCES, as for a directory the user cannot read (and fanotify, EPERM, as without privilege).
   rule(SCMP_ACT_ERRNO(EACCES), {"inotify_add_watch", -1});
+  // Nor an instance, useless without a watch: a user has 128 in all (max_user_instances), and a
+  // task that held them left every other process of its user (of root: systemd, udev) without
+  // one while its worker lived. EMFILE, as when that limit is met.
+  rule(SCMP_ACT_ERRNO(EMFILE), {"inotify_init", -1});
+  rule(SCMP_ACT_ERRNO(EMFILE), {"inotify_init1", -1});
   // A lease on a file the task may read delays everyone who opens it for writing (up to
   // lease-break-time, again and again): EPERM, as for a file one does not own.
   rule(SCMP_ACT_ERRNO(EPERM), {"fcntl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, F_SETLEASE)});
