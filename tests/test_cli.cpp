@@ -1706,3 +1706,14 @@ TEST_CASE("Cli.map.starts_no_more_workers_than_chunks") {
   // Of a pipe, the lines are counted when the input ends within what is read ahead.
   CHECK(started({}, /*pipe=*/true) == 2);
 }
+
+TEST_CASE("Cli.nan_and_infinity_are_written_and_read_as_cereal_writes_them") {
+  // Not JSON (RFC 8259 has no such numbers) but cereal's archive and Python's json module: the
+  // README says so, for users of strict parsers.
+  Result inf = cli({"run", "sum", "[1e308, 1e308]"});
+  CHECK(inf.status == 0);
+  CHECK(inf.out == "Infinity\n");
+  Result nan = cli({"map", "--no-progress", "sum"}, "[[Infinity, -Infinity]]\n[[-Infinity]]\n");
+  CHECK(nan.status == 0);
+  CHECK(nan.out == "NaN\n-Infinity\n");
+}
