@@ -395,6 +395,12 @@ TEST_CASE("Mpi.world.a_second_executor_while_the_first_holds_every_rank_fails_at
   check_ok(world("second_executor"), "second_executor");
 }
 
+TEST_CASE("Mpi.world.a_second_executor_gets_the_ranks_of_one_shut_down_without_waiting") {
+  // The first's workers still ran their calls, so their ranks were not marked as leaving: the
+  // second executor's worker was refused at once, and its work failed with BrokenProcessPool.
+  check_ok(world("second_executor_after_a_shutdown_without_waiting"), "second_executor_after_a_shutdown_without_waiting");
+}
+
 namespace {
 
 /// What srun adds for a task of its step (PMI-2's wire, Slurm's task ids), and what a user sets

@@ -36,6 +36,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <mutex>
 #include <span>
 #include <string_view>
@@ -210,6 +211,12 @@ class Hub {
     return world_mode_ ? alive_agents_ : SIZE_MAX;
   }
 
+  /// Executor `owner` shut down (any thread): its workers' ranks will free up.
+  void owner_leaving(std::uint64_t owner) {
+    std::lock_guard lock(mu_);
+    owners_leaving_.insert(owner);
+  }
+
   /// A worker for the executor `owner` (Launcher::owner_).
   std::optional<ferry::Launcher::Launched> launch(
       const std::vector<std::string>& args,
@@ -344,19 +351,33 @@ class Hub {
   /// executor lets them go: a second executor's worker waited for one, the pool gave it up at
   /// its handshake timeout (10 s), and after three the second executor's work failed, 30 s on,
   /// saying nothing of why.
-  bool rank_will_free_up(const Slot& s) const {
+  /// An executor that shut down without waiting (shutdown(wait=false), or replaced by
+  /// get_reusable_executor) frees its ranks too: its workers leave as their calls end. Before it
+  /// sent them its shutdown frame (after those calls), a new executor's worker was refused at once.
+  bool rank_will_free_up(const Slot& s, const std::set<std::uint64_t>& owners_leaving) const {
     return std::any_of(agents_.begin(), agents_.end(), [&](const Agent& a) {
-      return a.alive && a.slot && (a.slot->owner == s.owner || a.slot->leaving());
+      return a.alive && a.slot &&
+             (a.slot->owner == s.owner || a.slot->leaving() || owners_leaving.count(a.slot->owner));
     });
   }
 
+
   void assign_waiting() {
+    std::set<std::uint64_t> owners_leaving;
     {
       std::lock_guard lock(mu_);
       while (!waiting_.empty()) {
         unassigned_.push_back(std::move(waiting_.front()));
         waiting_.pop_front();
       }
+      // Executors shut down that hold no rank and wait for none are forgotten: at most as many
+      // entries as executors with a worker on a rank.
+      std::erase_if(owners_leaving_, [&](std::uint64_t owner) {
+        auto holds = [&](const std::shared_ptr<Slot>& s) { return s && s->owner == owner; };
+        return std::none_of(agents_.begin(), agents_.end(), [&](const Agent& a) { return holds(a.slot); }) &&
+               std::none_of(unassigned_.begin(), unassigned_.end(), holds);
+      });
+      owners_leaving = owners_leaving_;
     }
     if (unassigned_.empty()) return;
     std::size_t free = 0, alive = 0;
@@ -385,7 +406,7 @@ class Hub {
         a->slot = s;
         s->agent = a->index;
         s->set_rank(a->rank);
-      } else if (world_mode_ && alive > 0 && rank_will_free_up(*s)) {
+      } else if (world_mode_ && alive > 0 && rank_will_free_up(*s, owners_leaving)) {
         still.push_back(s);  // wait for it
       } else if (world_mode_ && alive > 0) {
         ExitStatus st;
@@ -1032,6 +1053,7 @@ class Hub {
   FrameBatch batch_;
   std::vector<Agent> agents_;
   std::deque<std::shared_ptr<Slot>> unassigned_;  // launched, waiting for a free rank
+  std::set<std::uint64_t> owners_leaving_;        // executors shut down (mu_; owner_leaving)
   Sender sender_;
   Receiver receiver_;
   std::map<std::string, std::pair<std::string, std::string>> keys_;  // path → (stamp, key)
@@ -1059,6 +1081,7 @@ class Launcher final : public ferry::Launcher {
   /// ranks on 2 vCPUs, 32 made the rate swing 26-76 k tasks/s from run to run (a rank that waits
   /// for the CPU holds 32 calls), 16 held 65-75 k.
   std::size_t short_call_depth() const override { return 16; }
+  void shutting_down() override { Hub::instance().owner_leaving(owner_); }
 
  private:
   std::vector<std::pair<std::string, std::string>> env_;

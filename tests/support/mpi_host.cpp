@@ -69,6 +69,10 @@
 //                its work at once with BrokenProcessPool saying why (it waited for handshakes
 //                that never came, 30 s), the first goes on, and once the first is shut down the
 //                second runs on the ranks it freed
+//   second_executor_after_a_shutdown_without_waiting  the first executor's two workers each run a
+//                call held by a file when it is shut down without waiting (as get_reusable_executor
+//                replaces one): a second executor made then gets its ranks as those calls end (its
+//                worker was refused at once, and its work failed with BrokenProcessPool)
 //   worker_environment  a task reads the variables that make a process a rank of the job
 //                (Open MPI's, PMIx's and PMI's, Slurm's task ids): its agent has them, its worker
 //                none; a user's settings, the job's description and what ExecutorOptions::env
@@ -81,6 +85,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <numeric>
@@ -583,6 +588,31 @@ void second_executor(const std::string& plugin_dir) {
   second.shutdown();
 }
 
+void second_executor_after_a_shutdown_without_waiting(const std::string& plugin_dir) {
+  const std::string hold =
+      (std::filesystem::temp_directory_path() / ("ferry-mpi-hold-" + std::to_string(::getpid()))).string();
+  std::ofstream(hold).put('x');
+  auto first = std::make_unique<ferry::Executor>(mpi_options(plugin_dir, 2));
+  EXPECT(first->warm_up());
+  auto a = first->submit(value_after_hold, 1, hold);
+  auto b = first->submit(value_after_hold, 2, hold);
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  while (!(a.running() && b.running()) && Clock::now() < until) std::this_thread::yield();
+  EXPECT(a.running() && b.running());
+  first->shutdown({.wait = false});
+  ferry::Executor second(mpi_options(plugin_dir, 1));
+  auto f = second.submit(square, 3);
+  // Refused, it failed within a few hundred ms (three start failures 50 and 100 ms apart); it
+  // waits for a rank now, and none is free while the first's calls run.
+  EXPECT(!f.wait_for(std::chrono::seconds(3)));
+  ::unlink(hold.c_str());  // the first's calls end, and its workers leave
+  EXPECT(a.get() == 1);
+  EXPECT(b.get() == 2);
+  EXPECT(f.get() == 9);
+  second.shutdown();
+  first.reset();
+}
+
 /// The environment a process was started with (/proc/PID/environ), as "\nNAME=value\n..." so
 /// that "\nNAME=" finds a variable.
 std::string start_environment(int pid) {
@@ -681,6 +711,8 @@ int main(int argc, char** argv) {
       ship_checked(argv[3]);
     } else if (scenario == "second_executor") {
       second_executor(plugin_dir);
+    } else if (scenario == "second_executor_after_a_shutdown_without_waiting") {
+      second_executor_after_a_shutdown_without_waiting(plugin_dir);
     } else if (scenario == "worker_environment") {
       worker_environment(plugin_dir);
     } else if (scenario == "search_path" && argc == 4) {

@@ -103,6 +103,10 @@ class Launcher {
   /// cross relays (ferry::mpi: the hub, MPI, a node agent) needs more. FERRY_PIPELINE_DEPTH,
   /// when set, overrides it.
   virtual std::size_t short_call_depth() const { return 8; }
+  /// The executor shut down (any way, each time it is asked to): its workers leave as their calls
+  /// end. A backend whose places are shared with other executors (ferry::mpi: the ranks of a job)
+  /// may have another executor's new worker wait for one of them rather than fail at once.
+  virtual void shutting_down() {}
 };
 
 using LauncherFactory = std::function<std::shared_ptr<Launcher>(const ExecutorOptions&)>;

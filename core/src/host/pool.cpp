@@ -1206,6 +1206,7 @@ bool Pool::finished_locked() const {
 void Pool::shutdown(const ShutdownOptions& options) {
   // A forked child's copy: nothing of it runs here to wait for, and its workers are the parent's.
   if (forked()) return;
+  launcher_->shutting_down();  // with no lock of the pool held: it may take the backend's own
   Completions done;
   {
     std::lock_guard lock(mu_);
