@@ -63,16 +63,20 @@ std::string task_json(const TaskInfo& t) {
 }  // namespace
 
 int run_list(const ListOptions& options, const GlobalOptions& global) {
+  // A directory named on the command line (DIR, or --plugin-dir when no DIR is given) must be
+  // one: a typo listed an empty table with exit status 0. $FERRY_PLUGIN_PATH is a search path,
+  // whose entries that cannot be read are skipped and said, as run and map skip them.
+  const std::vector<std::string>& named = options.dirs.empty() ? global.plugin_dirs : options.dirs;
+  for (const auto& d : named) {
+    std::error_code ec;
+    if (!fs::is_directory(d, ec)) {
+      print_error("list", "not a directory: " + d);
+      return exit_usage;
+    }
+  }
   std::vector<fs::path> dirs;
   if (!options.dirs.empty()) {
-    for (const auto& d : options.dirs) {
-      std::error_code ec;
-      if (!fs::is_directory(d, ec)) {
-        print_error("list", "not a directory: " + d);
-        return exit_usage;
-      }
-      dirs.emplace_back(d);
-    }
+    dirs.assign(options.dirs.begin(), options.dirs.end());
   } else {
     dirs = plugin_path(global);
   }

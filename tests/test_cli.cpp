@@ -1717,3 +1717,20 @@ TEST_CASE("Cli.nan_and_infinity_are_written_and_read_as_cereal_writes_them") {
   CHECK(nan.status == 0);
   CHECK(nan.out == "NaN\n-Infinity\n");
 }
+
+TEST_CASE("Cli.list.a_plugin_dir_that_is_no_directory_is_a_usage_error") {
+  // As `ferry list DIR` says: `--plugin-dir` with a typo listed an empty table, exit status 0.
+  support::TempDir dir;
+  Result missing = cli(Call{.args = {"--plugin-dir", (dir.path / "nope").string(), "list"}, .defaults = false});
+  CHECK(missing.status == 2);
+  CHECK_MESSAGE(missing.err.find("ferry list: not a directory: " + (dir.path / "nope").string()) != std::string::npos,
+                missing.err);
+  CHECK(missing.out.empty());
+  // $FERRY_PLUGIN_PATH is a search path: a missing entry there is skipped and said, as before.
+  Result path = cli(Call{.args = {"list"},
+                         .env = {{"FERRY_PLUGIN_PATH", (dir.path / "nope").string() + ":" + FERRY_TEST_PLUGIN_DIR}},
+                         .defaults = false});
+  CHECK(path.status == 0);
+  CHECK(path.out.find("square") != std::string::npos);
+  CHECK(path.err.find("skipped") != std::string::npos);
+}
