@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -870,6 +871,29 @@ TEST_CASE("Sandbox.a_task_takes_none_of_its_users_inotify_instances") {
   // Not sandboxed, the same task opens some (and its user's other processes may run short).
   ferry::Executor plain(support::options(1));
   CHECK(value_of(plain.submit_with<int>(hostile(), hold, 1)) == 1);
+}
+
+TEST_CASE("Sandbox.a_task_takes_none_of_the_machines_aio_events") {
+  // Linux AIO contexts come from one pool for the whole machine (fs.aio-max-nr, 65536 events by
+  // default): a task that set up one that size left every other process of the machine without
+  // (io_setup failed with EAGAIN) while its worker lived.
+  std::ifstream pool("/proc/sys/fs/aio-max-nr");
+  long events = 0;
+  if (!(pool >> events) || events <= 0) {
+    MESSAGE("skipped: no fs.aio-max-nr here");
+    return;
+  }
+  const ferry::TaskRef hold{.library = FERRY_TEST_CRASH_PLUGIN, .name = "hold_aio_events"};
+  ferry::Executor ex(sandboxed());
+  CHECK(value_of(ex.submit_with<int>(hostile(), hold, events)) == ENOSYS);
+  unsigned long context = 0;
+  const bool made = ::syscall(SYS_io_setup, 1, &context) == 0;
+  const int why = errno;
+  CHECK_MESSAGE(made, "the test could not set up an AIO context: " << std::string(std::strerror(why)));
+  if (made) ::syscall(SYS_io_destroy, context);
+  // Not sandboxed, the same task sets one up.
+  ferry::Executor plain(support::options(1));
+  CHECK(value_of(plain.submit_with<int>(hostile(), hold, 1L)) == 0);
 }
 
 TEST_CASE("Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_interface") {

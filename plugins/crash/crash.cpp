@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -287,6 +288,11 @@ int hold_inotify_instances(int n) {
   return opened;
 }
 
+int hold_aio_events(long events) {
+  unsigned long context = 0;
+  return ::syscall(SYS_io_setup, events, &context) == 0 ? 0 : errno;
+}
+
 int interrupt_in_child() {
   pid_t child = ::fork();
   if (child < 0) throw std::runtime_error("fork failed");
@@ -338,3 +344,4 @@ FERRY_TASK(interrupt_in_child);
 FERRY_TASK(spin_in_children);
 FERRY_TASK(raise_own_priority);
 FERRY_TASK(hold_inotify_instances);
+FERRY_TASK(hold_aio_events);

@@ -572,6 +572,11 @@ std::string load_seccomp(bool network, bool exec) {
   // one while its worker lived. EMFILE, as when that limit is met.
   rule(SCMP_ACT_ERRNO(EMFILE), {"inotify_init", -1});
   rule(SCMP_ACT_ERRNO(EMFILE), {"inotify_init1", -1});
+  // Linux AIO contexts come from one pool for the whole machine (fs.aio-max-nr): a task that set
+  // up one of 65536 events left every other process without (io_setup: EAGAIN) while its worker
+  // lived. ENOSYS, as on a kernel built without AIO (libaio's users fall back; glibc's POSIX AIO
+  // uses threads). io_uring is trapped above.
+  rule(SCMP_ACT_ERRNO(ENOSYS), {"io_setup", -1});
   // A lease on a file the task may read delays everyone who opens it for writing (up to
   // lease-break-time, again and again): EPERM, as for a file one does not own.
   rule(SCMP_ACT_ERRNO(EPERM), {"fcntl", -1}, {SCMP_A1(SCMP_CMP_MASKED_EQ, int_bits, F_SETLEASE)});
