@@ -896,6 +896,24 @@ TEST_CASE("Sandbox.a_task_takes_none_of_the_machines_aio_events") {
   CHECK(value_of(plain.submit_with<int>(hostile(), hold, 1L)) == 0);
 }
 
+TEST_CASE("Sandbox.a_task_takes_at_most_a_quarter_of_its_users_pending_signals") {
+  // A user's pending signals (each POSIX timer holds one) are counted for the user as a whole,
+  // against the RLIMIT_SIGPENDING of the process that asks: a task that took them all (96,000
+  // timers here) left every other process of its user (as root, every daemon) unable to make a
+  // timer or queue a real-time signal while its worker lived. (POSIX message queues, counted so
+  // too, cannot be opened in a sandbox: Landlock guards their file system.)
+  const ferry::TaskRef timers{.library = FERRY_TEST_CRASH_PLUGIN, .name = "hold_timers"};
+  ferry::Executor ex(sandboxed());
+  CHECK(value_of(ex.submit_with<int>(hostile(), timers, 1000000)) > 0);
+  sigevent event{};
+  event.sigev_notify = SIGEV_NONE;
+  timer_t timer{};
+  const bool made = ::timer_create(CLOCK_MONOTONIC, &event, &timer) == 0;
+  const int why = errno;
+  CHECK_MESSAGE(made, "the test could not make a timer: " << std::string(std::strerror(why)));
+  if (made) ::timer_delete(timer);
+}
+
 TEST_CASE("Sandbox.a_task_holds_no_lease_nor_the_caches_locks_and_learns_no_interface") {
   // A read lease delayed everyone who opened the file for writing; a flock on a wrap cache's
   // lock file (the cache was readable; Sandbox::read may name it) stopped every build of that

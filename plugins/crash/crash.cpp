@@ -293,6 +293,15 @@ int hold_aio_events(long events) {
   return ::syscall(SYS_io_setup, events, &context) == 0 ? 0 : errno;
 }
 
+int hold_timers(int n) {
+  int made = 0;
+  sigevent event{};
+  event.sigev_notify = SIGEV_SIGNAL;
+  event.sigev_signo = SIGRTMIN;
+  for (timer_t timer{}; made < n && ::timer_create(CLOCK_MONOTONIC, &event, &timer) == 0;) ++made;
+  return made;
+}
+
 int interrupt_in_child() {
   pid_t child = ::fork();
   if (child < 0) throw std::runtime_error("fork failed");
@@ -345,3 +354,4 @@ FERRY_TASK(spin_in_children);
 FERRY_TASK(raise_own_priority);
 FERRY_TASK(hold_inotify_instances);
 FERRY_TASK(hold_aio_events);
+FERRY_TASK(hold_timers);

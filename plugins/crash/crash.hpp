@@ -152,6 +152,9 @@ FERRY_EXPORT int hold_inotify_instances(int n);
 /// Sets up a Linux AIO context of `events` events (io_setup) and keeps it for the worker's life;
 /// returns errno, 0 when it was made.
 FERRY_EXPORT int hold_aio_events(long events);
+/// Creates up to `n` POSIX timers (each holds one of its user's pending signals) and keeps them
+/// for the worker's life; returns how many it made (it stops at the first refusal).
+FERRY_EXPORT int hold_timers(int n);
 /// Starts `/bin/sh`, which sends itself SIGINT and otherwise exits with 7: returns the signal
 /// that ended it, or 100 + its exit status (107: SIGINT was ignored in it).
 FERRY_EXPORT int interrupt_in_child();

@@ -1021,6 +1021,15 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
     const rlimit none{0, 0};
     ::setrlimit(RLIMIT_RTPRIO, &none);
     ::setrlimit(RLIMIT_NICE, &none);
+    // A user's pending signals (each POSIX timer holds one) are counted for the user as a whole,
+    // against the limit of the process that asks: a task made 96,000 timers, and no other process
+    // of its user (as root, every daemon) could make one or queue a real-time signal while its
+    // worker lived. A quarter of the host's limit: the executor's workers together stop there.
+    if (rlimit pending{}; ::getrlimit(RLIMIT_SIGPENDING, &pending) == 0) {
+      const rlim_t share = pending.rlim_max == RLIM_INFINITY ? 4096 : pending.rlim_max / 4;
+      const rlimit lower{std::min(pending.rlim_cur, share), share};
+      ::setrlimit(RLIMIT_SIGPENDING, &lower);
+    }
   }
   struct sigaction sa{};
   sa.sa_handler = on_sigxfsz;
