@@ -587,6 +587,32 @@ TEST_CASE("Containment.sandbox.files_outside_the_allowed_paths_are_eacces") {
   std::filesystem::remove_all(other);
 }
 
+namespace {
+
+/// What a sandboxed child that makes the denied `call` says on its channel, after `checks` (whose
+/// non-zero return is the child's exit instead); REQUIREs a contained frame of a system call, and
+/// the child's exit for it.
+proto::Contained denied_in_a_sandbox(const std::function<void()>& call,
+                                     const std::function<int()>& checks = [] { return 0; }) {
+  Child worker([&](int channel) {
+    Containment c;
+    ContainmentConfig config;
+    config.sandbox = true;
+    if (!c.setup(config, channel).empty()) return 1;
+    if (const int failed = checks()) return failed;
+    call();
+    return 3;
+  });
+  auto f = worker.frame();
+  REQUIRE(f.header.type == proto::FrameType::contained);
+  auto c = proto::decode_contained(f.view());
+  CHECK(c.kind == proto::ContainedKind::syscall);
+  CHECK(worker.wait() == static_cast<int>(proto::WorkerExit::contained));
+  return c;
+}
+
+}  // namespace
+
 TEST_CASE("Containment.sandbox.denied_calls_are_named_on_the_channel") {
   struct Case {
     const char* name;
@@ -601,26 +627,16 @@ TEST_CASE("Containment.sandbox.denied_calls_are_named_on_the_channel") {
   for (const auto& k : cases) {
     const std::string name = k.name;
     CAPTURE(name);
-    Child worker([&](int channel) {
-      Containment c;
-      ContainmentConfig config;
-      config.sandbox = true;
-      if (!c.setup(config, channel).empty()) return 1;
+    const auto c = denied_in_a_sandbox(k.call, [] {
       // Allowed: a socketpair reaches nothing outside.
       int sv[2];
       if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 2;
       // A UNIX socket is refused, not a violation: glibc's getpwuid tries nscd through one.
       if (::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) >= 0 || errno != EACCES) return 4;
       if (::getpwuid(::getuid()) == nullptr) return 5;
-      k.call();
-      return 3;
+      return 0;
     });
-    auto f = worker.frame();
-    REQUIRE(f.header.type == proto::FrameType::contained);
-    auto c = proto::decode_contained(f.view());
-    CHECK(c.kind == proto::ContainedKind::syscall);
     CHECK(c.name == k.name);
-    CHECK(worker.wait() == static_cast<int>(proto::WorkerExit::contained));
   }
 }
 
@@ -650,21 +666,9 @@ TEST_CASE("Containment.sandbox.other_abis_io_uring_and_another_process_memory_ar
   for (const auto& k : cases) {
     const long number = k.number;
     CAPTURE(number);
-    Child worker([&](int channel) {
-      Containment c;
-      ContainmentConfig config;
-      config.sandbox = true;
-      if (!c.setup(config, channel).empty()) return 1;
-      k.call();
-      return 3;
-    });
-    auto f = worker.frame();
-    REQUIRE(f.header.type == proto::FrameType::contained);
-    auto c = proto::decode_contained(f.view());
-    CHECK(c.kind == proto::ContainedKind::syscall);
+    const auto c = denied_in_a_sandbox(k.call);
     CHECK(c.value == static_cast<std::uint64_t>(k.number));
     if (*k.name) CHECK(c.name == k.name);
-    CHECK(worker.wait() == static_cast<int>(proto::WorkerExit::contained));
   }
 }
 
