@@ -36,8 +36,8 @@
 #include <array>
 #include <cstdint>
 #include <map>
-#include <set>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string_view>
 #include <thread>

@@ -1327,9 +1327,9 @@ std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
   std::shared_future<WrapBuild> f;
   try {
     // What reads this process's state (environment, current directory, options) runs here; the
-    // rest runs on the build's thread: hashing ferry's headers into the entry's key took about
-    // 2 ms of every first Executor's construction in a program with a FERRY_WRAP function
-    // (warm_up_wraps), before its first call could go out.
+    // rest runs on the build's thread: hashing ferry's headers into the entry's key took 2-3 ms
+    // of every first Executor's constructor in a program with a FERRY_WRAP function
+    // (warm_up_wraps, which is to return at once), more where the headers are not cached.
     Setup setup = make_setup(site);
     auto promise = std::make_shared<std::promise<WrapBuild>>();
     f = promise->get_future().share();
