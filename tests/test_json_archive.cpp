@@ -3,7 +3,9 @@
 // whole strings, 64-bit integers as numbers, the nesting limit, typed errors; and the replay of
 // the JSON fuzz corpus.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <bitset>
 #include <cmath>
 #include <chrono>
@@ -12,10 +14,12 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
@@ -29,6 +33,8 @@
 #include <ferry/task.hpp>
 
 #include "fuzz/json_fuzz.hpp"
+#include "support/fixture.hpp"
+#include "support/sanitizer.hpp"
 
 namespace {
 
@@ -451,4 +457,288 @@ TEST_CASE("JsonArchive.replays_the_fuzz_corpus") {
     ++replayed;
   }
   CHECK(replayed >= 5);
+}
+
+// ---- The text archive's table of container ends ----
+
+namespace {
+
+struct Tree {  // recursive, its members by name
+  int value = 0;
+  std::vector<Tree> children;
+  template <class A>
+  void serialize(A& ar) {
+    ar(CEREAL_NVP(value), CEREAL_NVP(children));
+  }
+};
+struct Nest {  // recursive, an array of itself: [[...]]
+  std::vector<Nest> inner;
+  template <class A>
+  void serialize(A& ar) {
+    ar(inner);
+  }
+};
+struct Expr {  // recursive through a variant: {"v": {"index": 2, "data": [...]}}
+  std::variant<long long, std::string, std::vector<Expr>> v;
+  template <class A>
+  void serialize(A& ar) {
+    ar(CEREAL_NVP(v));
+  }
+};
+
+/// The table thresholds the text archive is tried with: every container held (0 to 2), a few
+/// bytes, the default, and no table at all.
+const std::size_t own_bytes_tried[] = {0, 1, 2, 3, 5, 8, 13, 40, fd::json_end_table_own_bytes,
+                                       fd::JsonText::no_end_table};
+
+/// `text` read as a T by the text archive with each table threshold, and through a document:
+/// the same value (written again), or the same error.
+template <class T>
+void reads_as_through_a_document(std::string_view text) {
+  std::string fixed, error;
+  std::string_view checked = text;
+  REQUIRE_MESSAGE(fd::check_json_text(checked, fixed, error), error);
+  auto outcome = [&](auto read) {
+    T value{};
+    try {
+      read(value);
+      return ferry_json(value);
+    } catch (const fd::JsonError& e) {
+      return std::string("error: ") + e.what();
+    }
+  };
+  fd::JsonDocument doc;
+  REQUIRE(fd::parse_json(text, doc, error));
+  const std::string expected = outcome([&](T& value) {
+    fd::JsonInputArchive ar(doc);
+    ar(value);
+  });
+  for (std::size_t own_bytes : own_bytes_tried) {
+    CAPTURE(own_bytes);
+    const std::string got = outcome([&](T& value) {
+      fd::JsonTextInputArchive ar(checked, own_bytes);
+      ar(value);
+    });
+    CHECK_MESSAGE(got == expected, "text: " << got.substr(0, 300) << "\ndocument: " << expected.substr(0, 300));
+  }
+}
+
+/// Where each object or array of `text` opens, in text order (strings skipped).
+std::vector<std::size_t> container_openings(std::string_view text) {
+  fd::JsonText json(text, fd::JsonText::no_end_table);
+  std::vector<std::size_t> opens;
+  for (std::size_t p = 0; p < text.size(); ++p) {
+    if (text[p] == '"') {
+      p = json.skip_string(p) - 1;
+    } else if (text[p] == '[' || text[p] == '{') {
+      opens.push_back(p);
+    }
+  }
+  return opens;
+}
+
+/// Every object or array of `text`, skipped with each table threshold (first in text order, then
+/// from the last), ends where a scan of its brackets ends it; the table holds at most one
+/// container for each `own_bytes` bytes of the text.
+void every_container_ends_where_its_brackets_do(std::string_view text) {
+  std::string fixed, error;
+  std::string_view checked = text;
+  REQUIRE_MESSAGE(fd::check_json_text(checked, fixed, error), error);
+  const std::vector<std::size_t> opens = container_openings(text);
+  fd::JsonText scan(text, fd::JsonText::no_end_table);
+  std::vector<std::size_t> ends;
+  for (std::size_t p : opens) ends.push_back(scan.skip_value(p));
+  for (std::size_t own_bytes : own_bytes_tried) {
+    for (bool backwards : {false, true}) {
+      CAPTURE(own_bytes);
+      CAPTURE(backwards);
+      fd::JsonText json(text, own_bytes);
+      std::size_t wrong = 0, first_wrong = 0;
+      for (std::size_t k = 0; k < opens.size(); ++k) {
+        const std::size_t i = backwards ? opens.size() - 1 - k : k;
+        if (json.skip_value(opens[i]) != ends[i] && wrong++ == 0) first_wrong = opens[i];
+      }
+      CHECK_MESSAGE(wrong == 0, wrong << " containers end elsewhere, the first opening at " << first_wrong);
+      if (own_bytes != fd::JsonText::no_end_table)
+        CHECK(json.end_table_size() <= text.size() / std::max<std::size_t>(own_bytes, 2) + 1);
+    }
+  }
+}
+
+/// A Tree's text, `depth` levels, with pseudo-random siblings, members in either order, members
+/// no type reads (strings with brackets, quotes and backslashes, nested arrays and objects) and
+/// spaces: the same text for the same seed.
+std::string tree_text(std::minstd_rand& random, int depth) {
+  auto chance = [&](int percent) { return static_cast<int>(random() % 100) < percent; };
+  auto space = [&] { return chance(20) ? std::string(" \n\t\r").substr(random() % 4, 1 + random() % 2) : ""; };
+  auto junk = [&] {
+    static const char* const shapes[] = {R"("]}[{\"")", R"("\\")", R"([[], {"]": "["}, [[1, "x"]]])",
+                                         R"({"a": {"b": [{"c": "}\\\""}]}})", "[1.5e3, -0, true, null]"};
+    return std::string(shapes[random() % std::size(shapes)]);
+  };
+  std::function<std::string(int)> node = [&](int level) -> std::string {
+    std::vector<std::string> members = {"\"value\":" + space() + std::to_string(random() % 1000)};
+    std::string children = "[" + space();
+    const int count = level <= 0 ? 0 : 1 + static_cast<int>(random() % 2);  // the first goes on down
+    for (int i = 0; i < count; ++i) children += (i ? "," + space() : "") + node(level - 1 - (i > 0 ? depth : 0));
+    members.push_back("\"children\":" + space() + children + "]");
+    if (chance(30)) members.push_back("\"extra\":" + space() + junk());
+    if (chance(50)) std::swap(members[0], members[1]);
+    if (members.size() == 3 && chance(50)) std::swap(members[1], members[2]);
+    std::string out = "{" + space();
+    for (std::size_t i = 0; i < members.size(); ++i) out += (i ? "," + space() : "") + members[i];
+    return out + space() + "}";
+  };
+  return node(depth);
+}
+
+}  // namespace
+
+TEST_CASE("JsonArchive.end_table.a_recursive_type_over_deep_text_reads_as_through_a_document") {
+  // What the table is for: each level counted or skipped by the level above it. The spine goes
+  // `depth` levels down; siblings stay shallow, members come in either order, with extra ones.
+  std::minstd_rand random(7);
+  for (int depth : {0, 1, 5, 40, 200}) {
+    CAPTURE(depth);
+    const std::string tree = tree_text(random, depth);
+    reads_as_through_a_document<Tree>("{\"value0\":" + tree + "}");
+    every_container_ends_where_its_brackets_do(tree);
+  }
+  // Nested as deep as the check lets a line be: 511 levels of [[...]] inside the top's array.
+  std::string deepest = "[" + std::string(fd::max_json_depth - 1, '[') + std::string(fd::max_json_depth - 1, ']') + "]";
+  reads_as_through_a_document<Nest>(deepest);
+  every_container_ends_where_its_brackets_do(deepest);
+  // Wide at the bottom of a deep spine: the review's shape (a long line 250 levels deep).
+  std::string wide = "{\"value0\":";
+  for (int i = 0; i < 250; ++i) wide += "{\"children\":[";
+  for (int i = 0; i < 2000; ++i) wide += (i ? "," : "") + std::string(R"({"value":1,"children":[]})");
+  for (int i = 0; i < 250; ++i) wide += "],\"value\":2}";
+  wide += "}";
+  reads_as_through_a_document<Tree>(wide);
+  // Through a variant, its members in either order.
+  std::string expr = R"({"value0": {"v": {"index": 2, "data": [{"v": {"data": [)";
+  for (int i = 0; i < 60; ++i) expr += R"({"v": {"index": 2, "data": [{"v": {"data": "s]", "index": 1}}, )";
+  expr += R"({"v": {"index": 0, "data": 5}})";
+  for (int i = 0; i < 60; ++i) expr += "]}}";
+  expr += R"(], "index": 2}}]}}})";
+  reads_as_through_a_document<Expr>(expr);
+  every_container_ends_where_its_brackets_do(expr);
+}
+
+TEST_CASE("JsonArchive.end_table.errors_deep_inside_are_the_documents") {
+  // A value of the wrong type, a member missing, a size where an object is: found 150 levels
+  // down, after the table made the levels above it, with the document's path and words.
+  std::string head, tail;
+  for (int i = 0; i < 150; ++i) {
+    head += R"({"children": [{"value": 1, "children": []}, )";
+    tail += R"(], "value": 1})";
+  }
+  for (const char* bottom : {R"({"value": "seven", "children": []})", R"({"children": []})", R"({"value": 1, "children": {}})",
+                             R"({"value": 1, "children": [[]]})", "[]"}) {
+    CAPTURE(bottom);
+    reads_as_through_a_document<Tree>("{\"value0\":" + head + bottom + tail + "}");
+  }
+  // Too deep for the check: refused before any archive or table, at the same offset as ever.
+  std::string text = "{\"value0\":" + std::string(fd::max_json_depth, '[') + std::string(fd::max_json_depth, ']') + "}";
+  std::string_view checked = text;
+  std::string fixed, error;
+  CHECK_FALSE(fd::check_json_text(checked, fixed, error));
+  CHECK(error == "nested deeper than 512 levels (at offset " + std::to_string(10 + fd::max_json_depth - 1) + ")");
+}
+
+TEST_CASE("JsonArchive.end_table.holds_a_container_of_exactly_its_own_bytes_and_no_more_than_the_cap") {
+  // Rows of exactly 128 bytes, ["xx...x"]: each held at 128, none at 129 (only the whole, whose
+  // own bytes are all of it). Skipping one row makes the table of every row.
+  auto rows = [](std::size_t count, std::size_t row_bytes) {
+    const std::string row = "[\"" + std::string(row_bytes - 4, 'x') + "\"]";
+    std::string text = "[";
+    for (std::size_t i = 0; i < count; ++i) text += (i ? "," : "") + row;
+    return text + "]";
+  };
+  const std::string text = rows(200, 128);
+  struct Case {
+    std::size_t own_bytes, held_after_a_row, held;
+  };
+  for (auto [own_bytes, held_after_a_row, held] : {Case{128, 201, 201}, {129, 1, 1}, {127, 201, 201}, {4000, 0, 1}}) {
+    CAPTURE(own_bytes);
+    fd::JsonText json(text, own_bytes);
+    CHECK(json.skip_value(1) == 129);
+    CHECK(json.end_table_size() == held_after_a_row);  // at 4000, found within a quarter of it: no table
+    CHECK(json.count(0) == 200);
+    CHECK(json.skip_value(0) == text.size());
+    CHECK(json.end_table_size() == held);
+    CHECK(json.end_table_size() <= text.size() / own_bytes + 1);
+  }
+  // At the cap: every row held with its own bytes and no more, the whole just over the line.
+  const std::string full = rows(1000, 128);
+  fd::JsonText json(full, 128);
+  CHECK(json.skip_value(0) == full.size());
+  CHECK(json.end_table_size() == 1001);
+  CHECK(json.end_table_size() <= full.size() / 128);
+  // Nested containers of few bytes each are held once they add up: one each 128 bytes of
+  // [[[...]]], not one each level.
+  const std::string chain = std::string(500, '[') + std::string(500, ']');
+  fd::JsonText nested(chain, 128);
+  CHECK(nested.skip_value(0) == chain.size());
+  CHECK(nested.end_table_size() == chain.size() / 128);
+  every_container_ends_where_its_brackets_do(chain);
+  // Short containers alone make no table.
+  const std::string short_ones = R"([[1, 2], {"a": [3]}, ")" + std::string(40, '[') + "\"]";
+  fd::JsonText small(short_ones, 128);
+  CHECK(small.skip_value(1) == 7);
+  CHECK(small.skip_value(9) == 19);
+  CHECK(small.skip_value(0) == short_ones.size());  // longer than 32 bytes: the table is made, and holds nothing
+  CHECK(small.end_table_size() == 0);
+}
+
+TEST_CASE("JsonArchive.end_table.strings_brackets_and_escapes_at_every_offset") {
+  // Hostile text for the scans and the table: strings of brackets and escaped quotes that end a
+  // byte before, at, or after where a scan stops to look in the table; held containers that open
+  // inside the bytes first scanned; left-out containers around held ones.
+  for (std::size_t pad = 0; pad < 40; ++pad) {
+    CAPTURE(pad);
+    const std::string filler(pad, ' ');
+    const std::string text = "[" + filler + R"("[\"]{\\",)" + filler + R"([{"k]": [[], "\\\\\"]"]}, )" +
+                             std::string(pad % 7 + 1, '[') + std::string(pad % 7 + 1, ']') + "], " + filler +
+                             R"({"a": [)" + std::string(pad, '[') + std::string(pad, ']') + R"(], "}": "{"}])";
+    every_container_ends_where_its_brackets_do(text);
+  }
+  std::minstd_rand random(11);
+  for (int i = 0; i < 20; ++i) every_container_ends_where_its_brackets_do(tree_text(random, 30));
+}
+
+TEST_CASE("JsonArchive.end_table.a_table_that_cannot_be_allocated_leaves_the_scans") {
+  // The table is allocated at its most (text / 128 entries); where that fails (RLIMIT_DATA, a
+  // memory limit), containers are scanned whole as without a table, and nothing is thrown.
+  if (FERRY_TEST_SHADOW_MEMORY) {
+    MESSAGE("skipped: no RLIMIT_DATA under a sanitizer's shadow memory");
+    return;
+  }
+  const std::size_t rows = 1 << 17;  // 16 MiB of 128-byte rows (and commas): a table of 2 MiB
+  const std::string row = "[\"" + std::string(124, 'x') + "\"],";
+  std::string text(rows * row.size() + 1, ' ');
+  text[0] = '[';
+  for (std::size_t i = 0; i < rows; ++i) text.replace(1 + i * row.size(), row.size(), row);
+  text.back() = ']';  // for the last row's comma
+  const int code = support::exit_code_of_child(
+      [&] {
+        std::ifstream status("/proc/self/status");
+        std::size_t data_kib = 0;
+        for (std::string line; std::getline(status, line);)
+          if (line.starts_with("VmData:")) data_kib = std::stoul(line.substr(7));
+        if (data_kib == 0) return 2;
+        const rlimit limit{(data_kib + 512) * 1024, (data_kib + 512) * 1024};
+        if (::setrlimit(RLIMIT_DATA, &limit) != 0) return 3;
+        fd::JsonText json(text, 128);
+        if (json.skip_value(1) != 129 || json.skip_value(0) != text.size()) return 4;
+        if (json.count(0) != rows) return 5;
+        return json.end_table_size() == 0 ? 0 : 6;  // 6: the table fit after all
+      },
+      std::chrono::milliseconds(30000));
+  CHECK(code == 0);
+  // The control, after the child (a large block freed here would have moved malloc's threshold
+  // for mapping a block of its own): allocated, the table holds every row.
+  fd::JsonText json(text, 128);
+  CHECK(json.skip_value(1) == 129);
+  CHECK(json.end_table_size() == rows + 1);
 }

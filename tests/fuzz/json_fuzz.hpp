@@ -40,6 +40,16 @@ struct Record {
   }
 };
 enum class Mode : std::int8_t { off = 0, on = 1 };
+/// A recursive type: the text archive reads each level's children counted and skipped by the
+/// levels above it, over its table of container ends.
+struct Tree {
+  int value = 0;
+  std::vector<Tree> children;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(CEREAL_NVP(value), CEREAL_NVP(children));
+  }
+};
 
 // Tasks of one parameter return it: their result line, read back as arguments, must give the
 // same line again.
@@ -48,6 +58,7 @@ inline unsigned long long echo_u64(unsigned long long x) { return x; }
 inline std::string echo_text(const std::string& s) { return s; }
 inline std::string echo_bytes(ferry::BytesView b) { return std::string(b.view()); }
 inline Record echo_record(Record r) { return r; }
+inline Tree echo_tree(Tree t) { return t; }
 inline std::vector<std::variant<long long, std::string, bool>> echo_variants(
     std::vector<std::variant<long long, std::string, bool>> v) {
   return v;
@@ -342,6 +353,7 @@ inline void json_one_input(std::string_view text) {
   run_task<&echo_text>(text, items);
   run_task<&echo_bytes>(text, items);
   run_task<&echo_record>(text, items);
+  run_task<&echo_tree>(text, items);
   run_task<&echo_variants>(text, items);
   run_task<&echo_tuple>(text, items);
   run_task<&echo_scalars>(text, items);

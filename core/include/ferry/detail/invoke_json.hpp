@@ -48,9 +48,10 @@ inline void check_json_arguments(const JsonValue& args, std::size_t arity) {
       name(std::string_view(m->name.GetString(), m->name.GetStringLength()));
   });
 }
-/// check_json_argument_names on a text check_json_text accepted.
+/// check_json_argument_names on a text check_json_text accepted. Each value is skipped once: no
+/// table of ends for it.
 inline void check_json_arguments(std::string_view text, std::size_t arity) {
-  JsonText json(text);
+  JsonText json(text, JsonText::no_end_table);
   const std::size_t top = json.skip_space(0);
   if (json.at(top) != '{') throw JsonError({}, json_arguments_not_an_object(json.describe(top)));
   std::string scratch;

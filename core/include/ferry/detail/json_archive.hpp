@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -559,16 +560,38 @@ inline bool check_json_text(std::string_view& text, std::string& fixed, std::str
   return false;
 }
 
+/// A JsonText's table of container ends holds an object or array when at least this many of its
+/// bytes are its own, not inside a container the table holds: at most one entry (16 bytes) for
+/// each 128 bytes of the text, and a container left out has fewer bytes of its own to scan.
+inline constexpr std::size_t json_end_table_own_bytes = 128;
+
 /**
 @brief Positions in a JSON text that check_json_text accepted, read where it lies: values are
 skipped by their brackets and quotes (nothing is checked again), scalars and names are read by
 RapidJSON's reader one at a time, exactly as it read them into a document. A position is the
 offset of a value's first byte, or of an object member's name; past the last member, of the
 closing bracket.
+
+A recursive type reads a container inside others once for each of them it counts (load_size)
+or skips: scanned each time, text nested 250 levels deep would be read 250 times (design §18).
+So an object or array is skipped by its brackets only when it ends within `own_bytes` / 4 bytes
+(32), else by a table of ends, made in one pass over the whole text the first time a container
+is longer. It holds each object or array with at least `own_bytes` (json_end_table_own_bytes)
+bytes of its own, not inside a container it holds: one held is skipped by a lookup; one left
+out is scanned over fewer than `own_bytes` bytes of its own, jumping over those held in it. The
+table is allocated once at its most, text / `own_bytes` entries of 16 bytes (an eighth of the
+text); where that cannot be allocated, containers are scanned whole, as without it.
 */
 class JsonText {
  public:
-  explicit JsonText(std::string_view text) : text_(text) {}
+  /// A container with `own_bytes` bytes of its own is held in the table of ends; no_end_table:
+  /// no table, every container is scanned whole where it is skipped (for a text whose values
+  /// are skipped once).
+  explicit JsonText(std::string_view text, std::size_t own_bytes = json_end_table_own_bytes)
+      : text_(text),
+        own_bytes_(own_bytes),
+        end_table_(own_bytes == no_end_table ? EndTable::unavailable : EndTable::not_made) {}
+  static constexpr std::size_t no_end_table = std::numeric_limits<std::size_t>::max();
 
   char at(std::size_t p) const noexcept { return p < text_.size() ? text_[p] : '\0'; }
   bool opens(std::size_t p) const noexcept { return at(p) == '{' || at(p) == '['; }
@@ -580,7 +603,7 @@ class JsonText {
   /// The first member of the object or array that opens at `open`, or its closing bracket.
   std::size_t first(std::size_t open) const noexcept { return skip_space(open + 1); }
   /// The member after the one at `member`, or the closing bracket.
-  std::size_t after(std::size_t member, bool object) const noexcept {
+  std::size_t after(std::size_t member, bool object) noexcept {
     return after_value(skip_value(object ? value_of(member) : member));
   }
   /// Where the next member (or the closing bracket) is, from just past a value.
@@ -593,21 +616,9 @@ class JsonText {
     return skip_space(skip_space(skip_string(name)) + 1);  // past the ':'
   }
   /// Just past the value at `p`.
-  std::size_t skip_value(std::size_t p) const noexcept {
+  std::size_t skip_value(std::size_t p) noexcept {
     if (at(p) == '"') return skip_string(p);
-    if (opens(p)) {
-      std::size_t depth = 0;
-      for (;; ++p) {
-        const char c = text_[p];
-        if (c == '"') {
-          p = skip_string(p) - 1;
-        } else if (c == '[' || c == '{') {
-          ++depth;
-        } else if ((c == ']' || c == '}') && --depth == 0) {
-          return p + 1;
-        }
-      }
-    }
+    if (opens(p)) return skip_container(p);
     while (p < text_.size() && token_char(text_[p])) ++p;  // a number, true, false, null, NaN...
     return p;
   }
@@ -624,7 +635,7 @@ class JsonText {
     }
   }
   /// The number of members of the object or array that opens at `open`.
-  std::size_t count(std::size_t open) const noexcept {
+  std::size_t count(std::size_t open) noexcept {
     const bool object = at(open) == '{';
     std::size_t n = 0;
     for (std::size_t p = first(open); !closes(p); p = after(p, object)) ++n;
@@ -681,8 +692,98 @@ class JsonText {
     scalar(p, value, string);
     return describe_json(value);
   }
+  /// The containers the table of ends holds (none before a container longer than `own_bytes`
+  /// is skipped, nor when it could not be allocated).
+  std::size_t end_table_size() const noexcept { return ends_.size(); }
 
  private:
+  /// An object or array the table holds: its opening bracket, and just past its closing one.
+  struct End {
+    std::size_t open, end;
+  };
+  enum class EndTable : unsigned char { not_made, made, unavailable };
+
+  /// Just past the object or array that opens at `open`.
+  std::size_t skip_container(std::size_t open) noexcept {
+    std::size_t depth = 0;
+    // Steps over the byte at `p` (over a string that starts there): true on the closing bracket.
+    auto closes_at = [&](std::size_t& p) {
+      const char c = text_[p];
+      if (c == '"') {
+        p = skip_string(p) - 1;
+      } else if (c == '[' || c == '{') {
+        ++depth;
+      } else if ((c == ']' || c == '}') && --depth == 0) {
+        return true;
+      }
+      return false;
+    };
+    // Most containers skipped are short: found by their brackets, without the table.
+    std::size_t p = open;
+    for (const std::size_t bound = open + std::min(own_bytes_ / 4, text_.size() - open); p < bound; ++p)
+      if (closes_at(p)) return p + 1;
+    if (end_table_ == EndTable::not_made) make_end_table();
+    auto next = ends_.end();  // the first container held that opens at `p` or after
+    if (end_table_ == EndTable::made) {
+      next = std::lower_bound(ends_.begin(), ends_.end(), open, by_open);
+      if (next != ends_.end() && next->open == open) return next->end;
+      if (next != ends_.end() && next->open < p) {  // one held began in what was scanned: again, over it
+        p = open;
+        depth = 0;
+      }
+    }
+    // Fewer than own_bytes_ bytes of its own: the rest by its brackets, over those held in it.
+    for (; p < text_.size(); ++p) {
+      if (next != ends_.end() && next->open == p) {
+        p = next->end - 1;
+        next = std::lower_bound(next + 1, ends_.end(), next->end, by_open);
+      } else if (closes_at(p)) {
+        return p + 1;
+      }
+    }
+    return text_.size();  // never in a checked text
+  }
+  static bool by_open(const End& e, std::size_t at) noexcept { return e.open < at; }
+  /// The table of ends, in one pass over the whole text: a container closing with at least
+  /// own_bytes_ bytes not covered by those held inside it is held, and then covers all its bytes.
+  void make_end_table() noexcept {
+    struct Open {
+      std::size_t at;
+      std::size_t covered;  ///< its bytes inside containers the table holds
+    };
+    end_table_ = EndTable::unavailable;
+    try {
+      // Allocated once, at the most it can hold: each container held has own_bytes_ bytes that
+      // are no other held container's own, and a container is at least 2 bytes.
+      ends_.reserve(text_.size() / std::max<std::size_t>(own_bytes_, 2) + 1);
+      std::vector<Open> opened;
+      opened.reserve(max_json_depth + 1);  // the text was checked
+      for (std::size_t p = 0; p < text_.size(); ++p) {
+        const char c = text_[p];
+        if (c == '"') {
+          p = skip_string(p) - 1;
+        } else if (c == '[' || c == '{') {
+          opened.push_back({p, 0});
+        } else if ((c == ']' || c == '}') && !opened.empty()) {
+          const Open o = opened.back();
+          opened.pop_back();
+          const std::size_t span = p + 1 - o.at;
+          std::size_t covered = o.covered;
+          if (span - o.covered >= own_bytes_) {
+            ends_.push_back({o.at, p + 1});
+            covered = span;
+          }
+          if (!opened.empty()) opened.back().covered += covered;
+        }
+      }
+      // Held as they close, found by where they open.
+      std::sort(ends_.begin(), ends_.end(), [](const End& a, const End& b) { return a.open < b.open; });
+      end_table_ = EndTable::made;
+    } catch (const std::bad_alloc&) {
+      std::vector<End>().swap(ends_);  // scanned whole, as without a table
+    }
+  }
+
   static bool token_char(char c) noexcept {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '+' ||
            c == '-';
@@ -713,6 +814,9 @@ class JsonText {
   };
 
   std::string_view text_;
+  std::size_t own_bytes_;
+  std::vector<End> ends_;  ///< by `open`
+  EndTable end_table_;
   JsonTextReader reader_;
 };
 
@@ -936,18 +1040,17 @@ parser's stack as much again (an 80 MB line of small numbers took 727 MiB in the
 archive holds a frame per open object or array and, while a string is read, nothing but the
 string it is read into. The text must be what check_json_text accepted, and outlive the archive.
 
-Objects and arrays are not indexed: an array's size is counted when it is read (load_size), an
-NVP not at the next member is searched from the object's first member, and a node not read to its
-end is skipped to it. Each costs a pass over that object or array, so that a value is passed over
-once for each object or array around it that a type reads, a few times at most for the types
-arguments have; a recursive type read from text nested hundreds of levels deep costs as many
-passes (the nesting is bounded: max_json_depth).
+An array's size is counted when it is read (load_size), an NVP not at the next member is searched
+from the object's first member, and a node not read to its end is skipped to it: each steps over
+the members of that object or array, and over a member that is an object or array by JsonText's
+table of its end (`own_bytes`: JsonText's), not by a pass over it. A recursive type read from
+text nested hundreds of levels deep costs about one pass, not one a level.
 */
 class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
                              public cereal::traits::TextArchive {
  public:
-  explicit JsonTextInputArchive(std::string_view text)
-      : cereal::InputArchive<JsonTextInputArchive>(this), text_(text) {
+  explicit JsonTextInputArchive(std::string_view text, std::size_t own_bytes = json_end_table_own_bytes)
+      : cereal::InputArchive<JsonTextInputArchive>(this), text_(text, own_bytes) {
     const std::size_t top = text_.skip_space(0);
     if (!text_.opens(top))
       throw JsonError({}, "expected an object or an array at the top, found " + text_.describe(top));
