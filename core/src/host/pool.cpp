@@ -313,7 +313,9 @@ void Pool::dispatch_locked() {
   // calls. While one is starting (a cold start, a replacement), a call waits here for a worker to
   // free up or to start: pipelined, a quick call waited behind a long one while the new worker
   // stood idle (Sample.map_and_wait under load). Short calls cost a round trip each meanwhile.
-  const bool full = open.size() >= std::min(max_workers_, launcher_->capacity());
+  // The backend's capacity only when short of max_workers: for MPI it takes the hub's lock, and
+  // a pool whose workers are all up dispatches at every result.
+  const bool full = open.size() >= max_workers_ || open.size() >= launcher_->capacity();
   dispatcher_.assign(open, sends, stale, Clock::now(), full);
   bool wake = false;
   for (Lane* lane : stale) {
