@@ -401,6 +401,13 @@ TEST_CASE("Mpi.world.a_second_executor_gets_the_ranks_of_one_shut_down_without_w
   check_ok(world("second_executor_after_a_shutdown_without_waiting"), "second_executor_after_a_shutdown_without_waiting");
 }
 
+TEST_CASE("Mpi.world.a_second_executor_given_some_ranks_asks_for_no_more") {
+  // The hub's capacity counted every live rank for every executor: the second asked for a worker
+  // the first's held rank could not give, which waited for it until the handshake timeout gave it
+  // up and was asked for again; warm_up() waited for it to its timeout.
+  check_ok(world("second_executor_given_some_ranks"), "second_executor_given_some_ranks");
+}
+
 namespace {
 
 /// What srun adds for a task of its step (PMI-2's wire, Slurm's task ids), and what a user sets

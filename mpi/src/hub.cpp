@@ -113,6 +113,10 @@ class Slot final : public ferry::LaunchedWorker {
   void relay_and_hand_over(std::string& frames) override { relay_in_waiter(*this, frames); }
   bool send(std::span<const std::string_view> pieces) override { return take_from_pool(*this, pieces); }
   void relay_stopped() override { waiter_stopped(); }
+  bool has_ended() {
+    std::lock_guard lock(mu);
+    return ended;
+  }
   /// Records the end once; wakes the pool.
   void finish(ExitStatus st) {
     {
@@ -209,6 +213,28 @@ class Hub {
     ensure_started();
     std::lock_guard lock(mu_);
     return world_mode_ ? alive_agents_ : SIZE_MAX;
+  }
+
+  /// How many workers executor `owner` can have now: in world mode the ranks alive but those
+  /// another executor's workers hold (not on their way out); at least one while a rank lives, so
+  /// that a worker asked for when every rank is held is refused saying so (assign_waiting).
+  /// Counting every live rank for every executor, a second executor given some ranks asked for
+  /// workers the first's ranks could not give: each waited for a rank until the pool's handshake
+  /// timeout gave it up and was asked for again, and warm_up() waited for them to its timeout.
+  std::size_t available(std::uint64_t owner) {
+    ensure_started();
+    std::lock_guard lock(mu_);
+    if (!world_mode_) return SIZE_MAX;
+    if (alive_agents_ == 0) return 0;
+    std::size_t held = 0;
+    for (const auto& h : holders_) {
+      if (h.owner == owner || h.leaving || owners_leaving_.count(h.owner)) continue;
+      // Ended since the hub last looked: its rank is free (its pool may ask before the hub's
+      // thread notes it).
+      auto slot = h.slot.lock();
+      if (slot && !slot->has_ended()) ++held;
+    }
+    return std::max<std::size_t>(1, alive_agents_ - std::min(held, alive_agents_));
   }
 
   /// Executor `owner` shut down (any thread): its workers' ranks will free up.
@@ -425,6 +451,16 @@ class Hub {
       }
     }
     unassigned_.swap(still);
+  }
+
+  /// The workers on ranks, as available() reads them (hub thread, after assignments): whose they
+  /// are and whether they are leaving (what only the hub's thread reads).
+  void note_holders() {
+    holders_spare_.clear();
+    for (const auto& a : agents_)
+      if (a.alive && a.slot) holders_spare_.push_back({a.slot, a.slot->owner, a.slot->leaving()});
+    std::lock_guard lock(mu_);
+    holders_.swap(holders_spare_);
   }
 
   void start_if_ready(Agent& a) {
@@ -707,6 +743,7 @@ class Hub {
   /// messages, heartbeats, deadlines.
   void maintain() {
     assign_waiting();
+    note_holders();
     auto now = Clock::now();
     for (auto& a : agents_) {
       if (!a.alive) continue;
@@ -1054,6 +1091,13 @@ class Hub {
   std::vector<Agent> agents_;
   std::deque<std::shared_ptr<Slot>> unassigned_;  // launched, waiting for a free rank
   std::set<std::uint64_t> owners_leaving_;        // executors shut down (mu_; owner_leaving)
+  struct Holder {
+    std::weak_ptr<Slot> slot;
+    std::uint64_t owner = 0;
+    bool leaving = false;
+  };
+  std::vector<Holder> holders_;        // the workers on ranks (mu_; note_holders)
+  std::vector<Holder> holders_spare_;  // the hub's thread's next holders_
   Sender sender_;
   Receiver receiver_;
   std::map<std::string, std::pair<std::string, std::string>> keys_;  // path → (stamp, key)
@@ -1069,6 +1113,7 @@ class Launcher final : public ferry::Launcher {
     return Hub::instance().launch(args, env_, owner_, why);
   }
   std::size_t capacity() const override { return Hub::instance().capacity(); }
+  std::size_t available() const override { return Hub::instance().available(owner_); }
   std::string program() const override { return "ferry-worker on an MPI rank"; }
   std::exception_ptr start_failure(const std::string& why) const override {
     return std::make_exception_ptr(

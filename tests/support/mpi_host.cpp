@@ -73,6 +73,10 @@
 //                call held by a file when it is shut down without waiting (as get_reusable_executor
 //                replaces one): a second executor made then gets its ranks as those calls end (its
 //                worker was refused at once, and its work failed with BrokenProcessPool)
+//   second_executor_given_some_ranks  a second executor of default size made while the first
+//                holds one of the two ranks: warm_up() is done with the one rank left (it waited
+//                for a worker it could not have until its timeout) and a map runs on it; once the
+//                first is shut down, it runs two calls at once
 //   worker_environment  a task reads the variables that make a process a rank of the job
 //                (Open MPI's, PMIx's and PMI's, Slurm's task ids): its agent has them, its worker
 //                none; a user's settings, the job's description and what ExecutorOptions::env
@@ -613,6 +617,38 @@ void second_executor_after_a_shutdown_without_waiting(const std::string& plugin_
   first.reset();
 }
 
+void second_executor_given_some_ranks(const std::string& plugin_dir) {
+  auto first = std::make_unique<ferry::Executor>(mpi_options(plugin_dir, 1));
+  EXPECT(first->warm_up());
+  ferry::Executor second(mpi_options(plugin_dir, 0));  // as many as the job has ranks: two
+  auto started = Clock::now();
+  EXPECT(second.warm_up(std::chrono::seconds(30)));
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  std::cout << "second executor warmed up in " << took.count() << " ms" << std::endl;
+  EXPECT(took < std::chrono::seconds(8));  // not a handshake timeout (10 s)
+  std::vector<int> in(40);
+  std::iota(in.begin(), in.end(), 0);
+  auto out = second.map(square, in);
+  for (int i = 0; i < 40; ++i) EXPECT(out[static_cast<std::size_t>(i)] == i * i);
+  auto s = second.stats();
+  EXPECT(s.workers_started == 1);  // none asked for and given up
+  EXPECT(first->submit(square, 4).get() == 16);  // the first goes on
+  first->shutdown();
+  first.reset();
+  const std::string hold =
+      (std::filesystem::temp_directory_path() / ("ferry-mpi-hold-" + std::to_string(::getpid()))).string();
+  std::ofstream(hold).put('x');
+  auto a = second.submit(value_after_hold, 1, hold);
+  auto b = second.submit(value_after_hold, 2, hold);
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  while (!(a.running() && b.running()) && Clock::now() < until) std::this_thread::yield();
+  EXPECT(a.running() && b.running());  // on both ranks
+  ::unlink(hold.c_str());
+  EXPECT(a.get() == 1);
+  EXPECT(b.get() == 2);
+  second.shutdown();
+}
+
 /// The environment a process was started with (/proc/PID/environ), as "\nNAME=value\n..." so
 /// that "\nNAME=" finds a variable.
 std::string start_environment(int pid) {
@@ -711,6 +747,8 @@ int main(int argc, char** argv) {
       ship_checked(argv[3]);
     } else if (scenario == "second_executor") {
       second_executor(plugin_dir);
+    } else if (scenario == "second_executor_given_some_ranks") {
+      second_executor_given_some_ranks(plugin_dir);
     } else if (scenario == "second_executor_after_a_shutdown_without_waiting") {
       second_executor_after_a_shutdown_without_waiting(plugin_dir);
     } else if (scenario == "worker_environment") {

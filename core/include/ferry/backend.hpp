@@ -93,6 +93,11 @@ class Launcher {
   virtual std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) = 0;
   /// Most workers it can run now (SIZE_MAX: no limit); may shrink (remote ranks die).
   virtual std::size_t capacity() const = 0;
+  /// Of capacity(), how many workers this launcher's executor can have now: fewer when it shares
+  /// its places with other executors that hold some (an MPI job's ranks running another
+  /// executor's workers). The pool starts no more than that, and counts itself full at that many.
+  /// capacity() by default.
+  virtual std::size_t available() const { return capacity(); }
   /// What it runs, for messages: "ferry-worker /usr/bin/ferry-worker".
   virtual std::string program() const = 0;
   /// The BrokenProcessPool that fails waiting calls when no worker can be started.

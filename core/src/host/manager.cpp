@@ -625,8 +625,9 @@ std::size_t Manager::workers_to_start_locked() const {
   // (check_startup_locked): none is started meanwhile, so no replacement keeps that going.
   if (p_.startup_failures_ >= max_startup_failures) return 0;
   std::size_t desired = busy ? p_.max_workers_ : p_.max_workers_ - std::min(p_.idle_exited_, p_.max_workers_);
-  // A backend that lost nodes cannot run as many workers as asked.
-  desired = std::min(desired, p_.launcher_->capacity());
+  // A backend that lost nodes, or whose places other executors hold, cannot run as many workers
+  // as asked.
+  desired = std::min(desired, p_.launcher_->available());
   std::size_t active = p_.holding_places_locked();
   return active < desired ? desired - active : 0;
 }

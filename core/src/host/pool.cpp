@@ -313,9 +313,9 @@ void Pool::dispatch_locked() {
   // calls. While one is starting (a cold start, a replacement), a call waits here for a worker to
   // free up or to start: pipelined, a quick call waited behind a long one while the new worker
   // stood idle (Sample.map_and_wait under load). Short calls cost a round trip each meanwhile.
-  // The backend's capacity only when short of max_workers: for MPI it takes the hub's lock, and
+  // The backend's places only when short of max_workers: for MPI it takes the hub's lock, and
   // a pool whose workers are all up dispatches at every result.
-  const bool full = open.size() >= max_workers_ || open.size() >= launcher_->capacity();
+  const bool full = open.size() >= max_workers_ || open.size() >= launcher_->available();
   dispatcher_.assign(open, sends, stale, Clock::now(), full);
   bool wake = false;
   for (Lane* lane : stale) {
@@ -1313,8 +1313,9 @@ bool Pool::warm_up(Clock::time_point deadline) {
     // Up and past the initializer: ready to run a call.
     auto up = std::count_if(workers_.begin(), workers_.end(),
                             [](const auto& kv) { return kv.second->up() && !kv.second->lane.initializing; });
-    // A remote backend may have fewer places than max_workers (an MPI job that lost a rank).
-    return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->capacity());
+    // A remote backend may have fewer places than max_workers (an MPI job that lost a rank, or
+    // whose other ranks another executor holds).
+    return static_cast<std::size_t>(up) >= std::min(max_workers_, launcher_->available());
   };
   // An initializer that failed broke the pool, starting workers failed (started_ false again:
   // initializers that end their workers too) or the pool shut down: no more workers will be up.
