@@ -6,6 +6,12 @@ include(CMakePackageConfigHelpers)
 
 set(FERRY_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
 
+# Directories the install creates are 0755 whatever the installer's umask: they followed it, so
+# that under 002 or 000 bin/, lib/ and include/ were group- or world-writable (another user could
+# replace ferry-worker or libferry, and the trust check refused ferry's own files).
+set(CMAKE_INSTALL_DEFAULT_DIRECTORY_PERMISSIONS
+  OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+
 # Installed executables find libferry next to them, without LD_LIBRARY_PATH. The build tree has
 # the same layout (bin/, lib/, libexec/ferry/), so each is built with its install RUNPATH already:
 # a build RUNPATH that CMake rewrites at install ends in ':' (room for the rewrite), an empty
@@ -69,6 +75,9 @@ configure_file(cmake/ferry.pc.in ${PROJECT_BINARY_DIR}/ferry.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/ferry.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT devel)
 
 # The FERRY_WRAP prelude, precompiled for the installed headers, so that no user pays for it.
+# Its directory is made here, with the permissions above (ferry_wrap_prelude would make it
+# following the umask).
+install(DIRECTORY DESTINATION ${CMAKE_INSTALL_DATADIR}/ferry/wrap-prelude COMPONENT runtime)
 install(CODE "
   if(NOT \"\$ENV{DESTDIR}\" STREQUAL \"\")
     message(STATUS \"DESTDIR set: the FERRY_WRAP prelude will be precompiled on first use\")

@@ -14,7 +14,12 @@ prefix=$(mktemp -d "${TMPDIR:-/tmp}/ferry-prefix-XXXXXX")
 trap 'rm -rf "$prefix"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-cmake --install "$build" --prefix "$prefix" > "$work/install.log"
+# Under umask 000: what the install creates must not depend on the installer's umask. Under 002
+# (Debian's default for users) or 000 it made bin/, lib/, include/... group- or world-writable, so
+# that another user could replace ferry-worker or libferry (and ferry then refused its own files).
+(umask 0000 && cmake --install "$build" --prefix "$prefix") > "$work/install.log"
+writable=$(find "$prefix" -mindepth 1 ! -type l -perm /022 -printf '%m %p\n')
+[ -z "$writable" ] || fail "installed files writable by group or others: $writable"
 for f in bin/ferry bin/ferry-worker include/ferry/ferry.hpp lib/cmake/ferry/ferryConfig.cmake \
          lib/cmake/ferry/FerryPlugin.cmake lib/pkgconfig/ferry.pc; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
