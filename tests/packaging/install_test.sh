@@ -118,4 +118,25 @@ CPP
         timeout 120 "$work/mpi/mpi_host" "$work/ext" 2>&1) || fail "mpi host: $out"
   grep -qx "18" <<< "$out" || fail "mpi host printed '$out'"
 fi
-echo "install, find_package, pkg-config, ferry run: all good"
+# The prefix moved as a whole (a relocated package, a copy): ferry finds its worker, pkg-config its
+# flags and FERRY_WRAP its headers from where they are now (RUNPATHs from $ORIGIN, ferry.pc from
+# its own place). The shipped prelude is not used there (it was made for the headers' old place,
+# which its key names): a cache makes its own.
+moved=$(mktemp -d "${TMPDIR:-/tmp}/ferry-moved-XXXXXX")
+trap 'rm -rf "$prefix" "$moved"' EXIT
+mv "$prefix" "$moved/ferry"
+out=$("$moved/ferry/bin/ferry" run --plugin-dir "$work/ext" triple 14)
+[ "$out" = "42" ] || fail "moved: ferry run triple 14 printed '$out'"
+"$moved/ferry/bin/ferry" info | grep -qxF "worker        $moved/ferry/bin/ferry-worker" ||
+  fail "moved: ferry info names another worker: $("$moved/ferry/bin/ferry" info | grep '^worker')"
+for host in pc_host wrap_host; do
+  # shellcheck disable=SC2046
+  c++ "$work/$host.cpp" -o "$work/moved_$host" \
+      $(PKG_CONFIG_PATH="$moved/ferry/lib/pkgconfig" pkg-config --cflags --libs ferry)
+done
+out=$("$work/moved_pc_host" "$work/ext")
+[ "$out" = "15" ] || fail "moved: pkg-config host printed '$out'"
+mkdir -m 700 "$work/moved_cache"
+out=$(FERRY_CACHE_DIR="$work/moved_cache" "$work/moved_wrap_host")
+[ "$out" = "42" ] || fail "moved: wrap host printed '$out'"
+echo "install, find_package, pkg-config, ferry run, a moved prefix: all good"
