@@ -105,18 +105,7 @@ std::filesystem::path temp_dir() {
   return templ;
 }
 
-/// In a forked child: as root, become nobody (65534), as an ordinary user's worker runs; already
-/// another user, nothing to do. False when it could not.
-bool become_another_user() {
-  if (::geteuid() != 0) return true;
-  const uid_t nobody = 65534;
-  if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
-      ::setresuid(nobody, nobody, nobody) != 0)
-    return false;
-  // An ordinary user's processes are dumpable; the change of credentials made this one not.
-  ::prctl(PR_SET_DUMPABLE, 1);
-  return true;
-}
+using support::become_another_user;
 
 /// In a child running a task: five forks of children that pause, which are then killed and
 /// reaped. How many were forked, and how many refused with EAGAIN (a processes limit).

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -573,6 +574,93 @@ TEST_CASE("PluginIndex.skipped.reports_unreadable_directories") {
   REQUIRE(skipped.size() == 1);
   CHECK(skipped[0].path == missing);
   CHECK(contains(skipped[0].reason, "cannot read directory"));
+}
+
+TEST_CASE("PluginIndex.skipped.an_unreadable_plugin_is_said_unreadable") {
+  // A plugin its user cannot read was "not a shared library: Permission denied", and a lookup of
+  // its task said only that no plugin provides it. Root reads every file: as root, a child that
+  // becomes nobody reads nobody's file of mode 0.
+  support::TempDir dir;
+  install(math_plugin, dir.path, "libmath.so");
+  const fs::path secret = install(seed_plugin, dir.path, "libseed.so");
+  REQUIRE(::chmod(secret.c_str(), 0) == 0);
+  if (::geteuid() == 0)
+    for (const fs::path& p : {dir.path, dir.path / "libmath.so", secret})
+      REQUIRE(::chown(p.c_str(), 65534, 65534) == 0);
+  const int code = support::exit_code_of_child(
+      [&] {
+        if (!support::become_another_user()) return 90;
+        int failed = 0;
+        auto check = [&](bool ok, const std::string& what, const std::string& said) {
+          if (!ok) std::fprintf(stderr, "%s, said: %s\n", what.c_str(), said.c_str());
+          failed += ok ? 0 : 1;
+        };
+        PluginIndex index({dir.path});
+        const auto tasks = index.tasks();
+        check(by_name(tasks, "add") != nullptr, "the readable plugin beside it is not listed", "");
+        std::string reason = "(not skipped)";
+        for (const auto& s : index.skipped())
+          if (s.path == secret) reason = s.reason;
+        check(contains(reason, "cannot read " + secret.string() + ": Permission denied") &&
+                  !contains(reason, "not a shared library"),
+              "the skipped reason does not say it cannot be read", reason);
+        std::string lookup = "(no PluginError)";
+        try {
+          index.find("func_async");
+        } catch (const PluginError& e) {
+          lookup = e.what();
+        }
+        check(contains(lookup, "no plugin provides task 'func_async'") &&
+                  contains(lookup, "cannot read " + secret.string() + ": Permission denied"),
+              "a missed lookup does not name the plugin it could not read", lookup);
+        std::string direct = "(no PluginError)";
+        try {
+          PluginIndex::read_manifest(secret);
+        } catch (const PluginError& e) {
+          direct = e.what();
+        }
+        check(contains(direct, "cannot read " + secret.string() + ": Permission denied"),
+              "read_manifest does not say it cannot read the file", direct);
+        return failed;
+      },
+      std::chrono::seconds(30));
+  CHECK_MESSAGE(code == 0, "child exit code " << code << " (its stderr says which check failed)");
+}
+
+TEST_CASE("PluginIndex.skipped.a_link_to_nothing_or_a_fifo_under_a_plugins_name_is_said") {
+  // A link to a plugin not built yet, a loop of links, a FIFO or a device named like a plugin
+  // were passed over in silence: `ferry list` showed nothing of them, and a lookup of the task
+  // the user expected there said only that no plugin provides it.
+  support::TempDir dir;
+  install(math_plugin, dir.path, "libmath.so");
+  const fs::path dangling = dir.path / "libnot_built.so";
+  fs::create_symlink(dir.path / "build" / "libnot_built.so", dangling);
+  const fs::path loop = dir.path / "libloop.so";
+  fs::create_symlink(loop.filename(), loop);
+  const fs::path fifo = dir.path / "libfifo.so";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const fs::path device = dir.path / "libnull.so";
+  fs::create_symlink("/dev/null", device);
+  fs::create_directory(dir.path / "libsubdir.so");  // a directory is no file: not said
+
+  PluginIndex index({dir.path});
+  CHECK(by_name(index.tasks(), "add"));
+  const auto skipped = index.skipped();
+  auto reason = [&](const fs::path& p) -> std::string {
+    for (const auto& s : skipped)
+      if (s.path == p) return s.reason;
+    return "(not skipped)";
+  };
+  CHECK(skipped.size() == 4);
+  CHECK(reason(dangling) == "cannot read " + dangling.string() + ": a symbolic link to " +
+                                (dir.path / "build" / "libnot_built.so").string() + ", which does not exist");
+  CHECK(contains(reason(loop), "cannot read " + loop.string() + ": Too many levels of symbolic links"));
+  CHECK(reason(fifo) == "cannot read " + fifo.string() + ": not a regular file (a FIFO)");
+  CHECK(reason(device) == "cannot read " + device.string() + ": not a regular file (a character device)");
+  CHECK(reason(dir.path / "libsubdir.so") == "(not skipped)");
+  const std::string said = plugin_error([&] { index.find("not_built_task"); });
+  CHECK(contains(said, "no plugin provides task 'not_built_task'"));
+  CHECK(contains(said, dangling.string() + ": a symbolic link to "));
 }
 
 TEST_CASE("PluginIndex.tasks.lists_every_task_of_every_plugin") {

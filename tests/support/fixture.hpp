@@ -5,7 +5,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -123,6 +125,20 @@ int exit_code_of_child(F&& child, std::chrono::milliseconds deadline, bool exit_
     return -1;
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
+}
+
+/// In a forked child: as root, become nobody (65534), as an ordinary user's process runs (root
+/// reads every file, so what an unreadable file does needs another user); already another user,
+/// nothing to do. False when it could not.
+inline bool become_another_user() {
+  if (::geteuid() != 0) return true;
+  const uid_t nobody = 65534;
+  if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+      ::setresuid(nobody, nobody, nobody) != 0)
+    return false;
+  // An ordinary user's processes are dumpable; the change of credentials made this one not.
+  ::prctl(PR_SET_DUMPABLE, 1);
+  return true;
 }
 
 /// This process's cgroup v1 directory of `controller` ("pids", "memory"), where ferry makes its

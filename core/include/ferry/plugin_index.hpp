@@ -83,6 +83,7 @@ class FERRY_API PluginIndex {
   std::vector<std::shared_ptr<Entry>> entries_;
   std::vector<SkippedFile> skipped_;
   std::vector<SkippedFile> unreadable_dirs_;  // directories of the last scan that could not be read
+  std::vector<SkippedFile> unreadable_files_;  // files under plugins' names it could not read
   std::string short_of_;  // what the last scan could not read for want of descriptors or memory
 };
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -165,18 +166,60 @@ std::vector<std::string> close_names(const std::vector<const TaskInfo*>& known,
   return out;
 }
 
+/// Why a directory entry under a plugin's name (not a regular file, or a symbolic link to none)
+/// cannot be read as one; "" for a directory (a build may keep one under such a name: it is no
+/// file, and not said) and for an entry gone since the listing. `stat` opens nothing: a FIFO or
+/// a device is never opened.
+std::string not_a_plugin_file(const fs::path& entry) {
+  struct stat st {};
+  if (::stat(entry.c_str(), &st) != 0) {
+    const int error = errno;
+    if (error != ENOENT) return std::strerror(error);
+    std::error_code ec;
+    const fs::path target = fs::read_symlink(entry, ec);
+    if (ec) return {};
+    struct stat link {};
+    const fs::path seen = target.is_absolute() ? target : entry.parent_path() / target;
+    return "a symbolic link to " + target.string() +
+           (::lstat(seen.c_str(), &link) != 0 ? ", which does not exist" : ", which leads to no file");
+  }
+  switch (st.st_mode & S_IFMT) {
+    case S_IFDIR: return {};
+    case S_IFIFO: return "not a regular file (a FIFO)";
+    case S_IFSOCK: return "not a regular file (a socket)";
+    case S_IFCHR: return "not a regular file (a character device)";
+    case S_IFBLK: return "not a regular file (a block device)";
+    default: return "not a regular file";
+  }
+}
+
 /// This process ran out of something it needs to read a file or a directory: the file says
 /// nothing then, and what was read of it before still stands.
 bool short_of_resources(int error) { return error == EMFILE || error == ENFILE || error == ENOMEM; }
 
+/// "cannot read PATH: WHY", said of a plugin file that could not be read.
+std::string cannot_read(const fs::path& file, const std::string& why) {
+  return "cannot read " + file.string() + ": " + why;
+}
+
 /// The manifest of `library` (PluginIndex::read_manifest). When this process could not open it
 /// for want of descriptors or memory: empty, with the reason in `*short_of` if given, else a
-/// PluginError saying so (it was "not a shared library").
-std::vector<TaskInfo> manifest_of(const fs::path& library, std::string* short_of) {
+/// PluginError saying so (it was "not a shared library"). When it could not open it for another
+/// reason (no permission: `e.error()` is open's errno): empty, with the reason in `*unreadable`
+/// if given, else a PluginError "cannot read" (it was "not a shared library: Permission denied",
+/// as if the bytes were wrong).
+std::vector<TaskInfo> manifest_of(const fs::path& library, std::string* short_of, std::string* unreadable) {
   std::vector<detail::ElfTaskRecord> records;
   try {
     records = detail::read_task_records(library);
   } catch (const detail::ElfError& e) {
+    if (e.kind() == detail::ElfError::Kind::unreadable && e.error() != 0 && !e.out_of_resources()) {
+      if (unreadable) {
+        *unreadable = cannot_read(library, e.what());
+        return {};
+      }
+      throw PluginError(cannot_read(library, e.what()), library.string(), {}, e.what());
+    }
     if (e.out_of_resources()) {
       std::string why = "cannot read " + library.string() + ": " + e.what();
       if (short_of) {
@@ -205,7 +248,9 @@ std::vector<TaskInfo> manifest_of(const fs::path& library, std::string* short_of
 
 }  // namespace
 
-std::vector<TaskInfo> PluginIndex::read_manifest(const fs::path& library) { return manifest_of(library, nullptr); }
+std::vector<TaskInfo> PluginIndex::read_manifest(const fs::path& library) {
+  return manifest_of(library, nullptr, nullptr);
+}
 
 void PluginIndex::check_safe(const fs::path& path) {
   // A missing file is reported where it is used (the worker's loader), unless another user
@@ -224,6 +269,7 @@ void PluginIndex::rescan_locked() {
   std::vector<std::shared_ptr<Entry>> next;
   skipped_.clear();
   unreadable_dirs_.clear();
+  unreadable_files_.clear();
   short_of_.clear();
   // What the last scan found in `dir`, kept when this process cannot read it now for want of
   // descriptors or memory: a host at its RLIMIT_NOFILE lost every task it had found, and was told
@@ -248,7 +294,18 @@ void PluginIndex::rescan_locked() {
     std::vector<fs::path> files;
     for (; it != end; it.increment(ec)) {
       if (ec) break;
-      if (looks_like_library(it->path()) && it->is_regular_file(ec)) files.push_back(it->path());
+      if (!looks_like_library(it->path())) continue;
+      // The loop's own error code stays the listing's: a link to nothing is said, not an error of
+      // the directory.
+      std::error_code type_error;
+      if (it->is_regular_file(type_error)) {
+        files.push_back(it->path());
+      } else if (std::string why = not_a_plugin_file(it->path()); !why.empty()) {
+        // A link to a plugin not built yet, a FIFO or a device under a plugin's name was passed
+        // over in silence, and a lookup of the task expected there said only that none has it.
+        skipped_.push_back({it->path(), cannot_read(it->path(), why)});
+        unreadable_files_.push_back(skipped_.back());
+      }
     }
     if (ec && short_of_resources(ec.value())) {
       // Read in part: what was found before stays (those listed again are read again below).
@@ -277,8 +334,13 @@ void PluginIndex::rescan_locked() {
           e = std::make_shared<Entry>();
           e->path = file;
           e->version = version;
-          std::string short_of;
-          e->tasks = manifest_of(file, &short_of);
+          std::string short_of, unreadable;
+          e->tasks = manifest_of(file, &short_of, &unreadable);
+          if (!unreadable.empty()) {
+            skipped_.push_back({file, unreadable});
+            unreadable_files_.push_back(skipped_.back());
+            continue;
+          }
           if (!short_of.empty()) {
             skipped_.push_back({file, short_of});
             short_of_ = std::move(short_of);
@@ -357,12 +419,22 @@ TaskInfo PluginIndex::find(std::string_view name) {
                           "': this process could not read " + short_of_ +
                           " (it is out of descriptors or memory: raise RLIMIT_NOFILE, ulimit -n)",
                       {}, "ferry_task:" + std::string(task), short_of_);
-  // A directory that could not be read says why.
+  // A directory that could not be read says why, and so do the files under plugins' names in it
+  // (a few: the task may be in one of them).
   std::string searched;
   for (const auto& d : dirs_) {
     searched += (searched.empty() ? "" : ", ") + d.string();
     for (const auto& [path, why] : unreadable_dirs_)
       if (path == d) searched += " (" + why + ")";
+    std::vector<std::string> files;
+    for (const auto& [path, why] : unreadable_files_)
+      if (directory_key(path.parent_path()) == directory_key(d)) files.push_back(why);
+    if (files.empty()) continue;
+    constexpr std::size_t named = 3;
+    std::string said;
+    for (std::size_t i = 0; i < files.size() && i < named; ++i) said += (i == 0 ? "" : "; ") + files[i];
+    if (files.size() > named) said += "; and " + std::to_string(files.size() - named) + " more files it could not read";
+    searched += " (" + said + ")";
   }
   std::vector<const TaskInfo*> known;
   for (const auto& e : entries_)
