@@ -1315,8 +1315,11 @@ TEST_CASE("Sandbox.a_link_a_task_plants_in_its_tmp_gives_the_next_worker_nothing
   // Its own path, as the worker sees it now: /tmp/<base>/<private> inside the private directory.
   const fs::path inside = fs::path("/tmp") / base.path.filename();
   CHECK(value_of(ex->submit_with(hostile(), make_directory, inside.string())) == 0);
+  // A task can make no link there now (Landlock), but one with Landlock missing can (best
+  // effort): the test plants it where the task would have, for the rule's own defence.
   CHECK(value_of(ex->submit_with(hostile(), make_symlink, victim.path.string(),
-                                 (inside / private_dir.filename()).string())) == 0);
+                                 (inside / private_dir.filename()).string())) == EACCES);
+  fs::create_directory_symlink(victim.path, private_dir / base.path.filename() / private_dir.filename());
   replace_workers(*ex);
   auto e = failure_of<ferry::TaskError>(
       ex->submit_with(hostile(), write_file, (victim.path / "planted").string(), std::string("x")));
@@ -1335,13 +1338,40 @@ TEST_CASE("Sandbox.a_write_path_a_task_replaces_with_a_link_gives_the_next_worke
   sandbox.write = {out.path.string(), (out.path / "inner").string()};
   ferry::Executor ex(contained({}, sandbox));
   CHECK(value_of(ex.submit_with(hostile(), remove_directory, (out.path / "inner").string())) == 0);
-  CHECK(value_of(ex.submit_with(hostile(), make_symlink, victim.path.string(), (out.path / "inner").string())) == 0);
+  // Planted by the test where the task would have, as above.
+  CHECK(value_of(ex.submit_with(hostile(), make_symlink, victim.path.string(), (out.path / "inner").string())) == EACCES);
+  fs::create_directory_symlink(victim.path, out.path / "inner");
   replace_workers(ex);
   auto e = failure_of<ferry::TaskError>(
       ex.submit_with(hostile(), write_file, (victim.path / "planted").string(), std::string("x")));
   if (e) CHECK(e->remote_message().find("Permission denied") != std::string::npos);
   CHECK_FALSE(fs::exists(victim.path / "planted"));
   check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.a_task_makes_no_link_fifo_or_device_in_its_write_directories") {
+  // A link a task left in Sandbox::write reached, through the host that read or wrote the file
+  // afterwards, any file of the user (a host truncating its output file truncated the one the
+  // link named); a FIFO blocked that host's open for good.
+  support::TempDir out(FERRY_TEST_BINARY_DIR);
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.write = {out.path.string()};
+  ferry::Executor ex(contained({}, sandbox));
+  CHECK(value_of(ex.submit_with(hostile(), make_symlink, std::string("/etc/passwd"), (out.path / "link").string())) == EACCES);
+  CHECK(value_of(ex.submit_with(hostile(), make_node, (out.path / "fifo").string(), 'f')) == EACCES);
+  CHECK(value_of(ex.submit_with(hostile(), make_node, (out.path / "socket").string(), 's')) == EACCES);
+  CHECK(value_of(ex.submit_with(hostile(), make_node, (out.path / "device").string(), 'c')) == EACCES);
+  CHECK(fs::is_empty(out.path));
+  // Files and directories it makes as before.
+  CHECK(value_of(ex.submit_with(hostile(), make_directory, (out.path / "dir").string())) == 0);
+  CHECK(value_of(ex.submit_with(hostile(), write_file, (out.path / "dir" / "file").string(), std::string("x"))));
+  CHECK(support::read_file(out.path / "dir" / "file") == "x");
+  // Nor in the private directory shown at /tmp.
+  ferry::Executor tmp(sandboxed());
+  const std::string dir = value_of(tmp.submit_with(hostile(), temp_dir));
+  CHECK(value_of(tmp.submit_with(hostile(), make_symlink, std::string("/etc/passwd"), dir + "/link")) == EACCES);
+  CHECK(value_of(tmp.submit_with(hostile(), make_node, dir + "/fifo", 'f')) == EACCES);
+  CHECK(value_of(tmp.submit_with(hostile(), tmpfile_round_trip, std::string("y"))) == "y");
 }
 
 TEST_CASE("Sandbox.private_tmp_reaches_no_shared_mount_of_the_host") {

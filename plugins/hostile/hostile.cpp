@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -495,6 +496,18 @@ int make_symlink(std::string target, std::string path) {
   return ::symlink(target.c_str(), path.c_str()) == 0 ? 0 : errno;
 }
 
+int make_node(std::string path, char kind) {
+  mode_t type = 0;
+  dev_t device = 0;
+  switch (kind) {
+    case 'f': type = S_IFIFO; break;
+    case 's': type = S_IFSOCK; break;
+    case 'c': type = S_IFCHR, device = ::makedev(1, 3); break;
+    default: throw std::invalid_argument(std::string("make_node: no kind ") + kind);
+  }
+  return ::mknod(path.c_str(), type | 0600, device) == 0 ? 0 : errno;
+}
+
 std::string tmpfile_round_trip(std::string text) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::tmpfile(), &std::fclose);
   if (!f) fail("tmpfile");
@@ -901,6 +914,7 @@ FERRY_TASK(temp_dir);
 FERRY_TASK(make_directory);
 FERRY_TASK(remove_directory);
 FERRY_TASK(make_symlink);
+FERRY_TASK(make_node);
 FERRY_TASK(tmpfile_round_trip);
 FERRY_TASK(posix_shm_round_trip);
 FERRY_TASK(sum_bytes);

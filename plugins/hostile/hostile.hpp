@@ -92,6 +92,9 @@ FERRY_EXPORT int make_directory(std::string path);
 FERRY_EXPORT int remove_directory(std::string path);
 /// Makes a symbolic link at `path` pointing to `target`; returns 0, or errno.
 FERRY_EXPORT int make_symlink(std::string target, std::string path);
+/// mknod of a FIFO ('f'), a socket ('s') or a character device ('c', /dev/null's numbers) at
+/// `path`: 0, or the errno.
+FERRY_EXPORT int make_node(std::string path, char kind);
 /// Writes `text` into a file from tmpfile() and reads it back (glibc makes it in /tmp whatever
 /// $TMPDIR says).
 FERRY_EXPORT std::string tmpfile_round_trip(std::string text);

@@ -349,7 +349,15 @@ bool relay_write(int fd, const char* data, std::size_t n) {
 
 constexpr std::uint64_t ll_execute = 1ull << 0, ll_write_file = 1ull << 1,
                         ll_read_file = 1ull << 2, ll_read_dir = 1ull << 3,
+                        ll_make_char = 1ull << 6, ll_make_sock = 1ull << 9, ll_make_fifo = 1ull << 10,
+                        ll_make_block = 1ull << 11, ll_make_sym = 1ull << 12,
                         ll_truncate = 1ull << 14, ll_ioctl_dev = 1ull << 15;
+/// What a task may not make even where it writes: what it left there reached, through the program
+/// that read or wrote the file afterwards, beyond what the sandbox lets it touch. A link named
+/// any file of the user (a host truncating its output truncated the link's target); a FIFO
+/// blocked the host's open for good; a device node (root) opened a driver. UNIX sockets are denied
+/// by the filter anyway.
+constexpr std::uint64_t ll_make_special = ll_make_char | ll_make_sock | ll_make_fifo | ll_make_block | ll_make_sym;
 constexpr std::uint64_t ll_net_bind_tcp = 1ull << 0, ll_net_connect_tcp = 1ull << 1;
 constexpr std::uint64_t ll_scope_abstract_unix = 1ull << 0, ll_scope_signal = 1ull << 1;
 
@@ -1128,7 +1136,7 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
       ll.allow("/proc/" + std::to_string(::getpid()), read);
       for (const auto& p : own) ll.allow(p, read);
       for (const auto& p : config.read) ll.allow(p, read, true);
-      for (const auto& p : write) ll.allow(p, ll.all(), true);
+      for (const auto& p : write) ll.allow(p, ll.all() & ~ll_make_special, true);
       if (!ll.restrict_self()) {
         if (missing(errno_text("landlock_restrict_self"))) return errno_text("landlock_restrict_self");
       } else {
