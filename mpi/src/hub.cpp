@@ -113,6 +113,7 @@ class Slot final : public ferry::LaunchedWorker {
   void relay_and_hand_over(std::string& frames) override { relay_in_waiter(*this, frames); }
   bool send(std::span<const std::string_view> pieces) override { return take_from_pool(*this, pieces); }
   void relay_stopped() override { waiter_stopped(); }
+  /// Whether finish() ran (any thread).
   bool has_ended() {
     std::lock_guard lock(mu);
     return ended;
