@@ -73,6 +73,11 @@ int run_list(const ListOptions& options, const GlobalOptions& global) {
       print_error("list", "not a directory: " + d);
       return exit_usage;
     }
+    // Nor one this user cannot read: its empty table, exit status 0, read as "no plugins there".
+    if (fs::directory_iterator listing(d, ec); ec) {
+      print_error("list", "cannot read directory " + d + ": " + ec.message());
+      return exit_usage;
+    }
   }
   std::vector<fs::path> dirs;
   if (!options.dirs.empty()) {

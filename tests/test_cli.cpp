@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -1733,4 +1734,33 @@ TEST_CASE("Cli.list.a_plugin_dir_that_is_no_directory_is_a_usage_error") {
   CHECK(path.status == 0);
   CHECK(path.out.find("square") != std::string::npos);
   CHECK(path.err.find("skipped") != std::string::npos);
+}
+
+TEST_CASE("Cli.list.a_plugin_dir_that_cannot_be_read_is_an_error") {
+  // `ferry list DIR` of a directory its user cannot read printed an empty table with exit status
+  // 0 (a script took it for a directory without plugins). Root reads every directory: as root,
+  // a child becomes nobody, and the directory is root's, mode 0700.
+  support::TempDir dir;        // nobody's: the child writes ferry's output there
+  support::TempDir forbidden;  // root's (or, not as root, made unreadable)
+  if (::geteuid() == 0) {
+    REQUIRE(::chown(dir.path.c_str(), 65534, 65534) == 0);
+  } else {
+    REQUIRE(::chmod(forbidden.path.c_str(), 0) == 0);
+  }
+  const int code = support::exit_code_of_child(
+      [&] {
+        if (!support::become_another_user()) return 90;
+        if (::access(FERRY_TEST_CLI, X_OK) != 0) return 77;
+        Result r = support::run({FERRY_TEST_CLI, "list", forbidden.path.string()}, dir.path, options_of(Call{}));
+        const std::string said = "ferry list: cannot read directory " + forbidden.path.string() + ": Permission denied";
+        if (r.status == 2 && r.out.empty() && r.err.find(said) != std::string::npos) return 0;
+        std::fprintf(stderr, "status %d, stdout: %s, stderr: %s\n", r.status, r.out.c_str(), r.err.c_str());
+        return 1;
+      },
+      std::chrono::seconds(60));
+  if (code == 77) {
+    MESSAGE("nobody cannot run this build's ferry here (a private directory): not tested here");
+    return;
+  }
+  CHECK_MESSAGE(code == 0, "child exit code " << code << " (its stderr says why)");
 }
