@@ -40,11 +40,15 @@ function(ferry_add_plugin name)
   if(ARG_OUTPUT_DIRECTORY)
     set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIRECTORY})
   endif()
-  if(TARGET ferry::plugin)
-    target_link_libraries(${target} PUBLIC ferry::plugin)
-  else()
-    target_link_libraries(${target} PUBLIC ferry_plugin_api)
+  # find_package(ferry)'s targets are seen only in the directory that called it and below: from a
+  # sibling directory the plugin linked the bare name ferry_plugin_api, and its build failed on
+  # <ferry/task.hpp> not found, saying nothing of why.
+  if(NOT TARGET ferry::plugin)
+    message(FATAL_ERROR "ferry_add_plugin(${name}): the target ferry::plugin is not visible in "
+      "${CMAKE_CURRENT_SOURCE_DIR}: call find_package(ferry) in this directory or one above it "
+      "(its targets are seen only there)")
   endif()
+  target_link_libraries(${target} PUBLIC ferry::plugin)
   if(ARG_LINK_LIBRARIES)
     target_link_libraries(${target} PRIVATE ${ARG_LINK_LIBRARIES})
   endif()

@@ -41,6 +41,21 @@ cmake --build "$work/ext" -j2 > "$work/build.log"
 bash "$src/tests/packaging/runpath_check.sh" "$work/ext" > "$work/runpaths-ext.log" 2>&1 ||
   fail "$(cat "$work/runpaths-ext.log")"
 
+# ferry_add_plugin where find_package(ferry)'s targets cannot be seen (a sibling directory): a
+# configure error that says so, not a build that fails on <ferry/task.hpp> not found.
+mkdir -p "$work/sibling_src/found" "$work/sibling_src/plugin"
+printf 'cmake_minimum_required(VERSION 3.20)\nproject(sibling LANGUAGES CXX)\nadd_subdirectory(found)\nadd_subdirectory(plugin)\n' \
+  > "$work/sibling_src/CMakeLists.txt"
+echo 'find_package(ferry 0.1 REQUIRED)' > "$work/sibling_src/found/CMakeLists.txt"
+echo 'ferry_add_plugin(sibling SOURCES sibling.cpp)' > "$work/sibling_src/plugin/CMakeLists.txt"
+touch "$work/sibling_src/plugin/sibling.cpp"
+if cmake -S "$work/sibling_src" -B "$work/sibling" -DCMAKE_PREFIX_PATH="$prefix" > "$work/sibling.log" 2>&1; then
+  fail "ferry_add_plugin without ferry::plugin in sight configured (see $work/sibling.log)"
+fi
+# (CMake wraps the message's lines)
+tr -s ' \n' '  ' < "$work/sibling.log" | grep -q 'call find_package(ferry) in this directory or one above it' ||
+  fail "ferry_add_plugin without ferry::plugin in sight: $(cat "$work/sibling.log")"
+
 out=$("$prefix/bin/ferry" run --plugin-dir "$work/ext" triple 14)
 [ "$out" = "42" ] || fail "ferry run triple 14 printed '$out'"
 out=$("$prefix/bin/ferry" run --plugin-dir "$work/ext" shout '"ferry"')
