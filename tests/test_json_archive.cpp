@@ -283,6 +283,29 @@ TEST_CASE("JsonArchive.reads_members_by_name_in_any_order_and_ignores_extra_ones
   CHECK(from_json<Point>(R"({"value0": [1, 2]})") == Point{1, 2});
 }
 
+TEST_CASE("JsonArchive.unnamed_fields_are_read_by_the_names_they_are_written_with") {
+  // ar(x, y) writes {"value0": x, "value1": y}; given back in another order, they were read in
+  // order: value0 = 2, value1 = 1, a wrong value and no error.
+  CHECK(from_json<Point>(R"({"value0": {"value1": 2, "value0": 1}})") == Point{1, 2});
+  CHECK(from_json<Point>(R"({"value0": {"value1": 2, "z": 9, "value0": 1}})") == Point{1, 2});
+  CHECK(from_json<std::vector<Point>>(R"({"value0": [{"value1": 4, "value0": 3}]})") == std::vector<Point>{{3, 4}});
+  // An object that names one of them must name each: "a" is not value0.
+  CHECK_THROWS_WITH_AS(from_json<Point>(R"({"value0": {"a": 1, "value1": 2}})"),
+                       R"(value0.value0: expected f64, found nothing (no member "value0" in an object of 2 members))",
+                       fd::JsonError);
+  // Without such names, in order, as cereal reads them.
+  CHECK(from_json<Point>(R"({"value0": {"y": 1, "x": 2}})") == Point{1, 2});
+}
+
+TEST_CASE("JsonArchive.an_array_with_more_elements_than_its_type_reads_is_an_error") {
+  // [1, 2, 3, 4] was a std::array<int, 3> of the first three, the 4 dropped with no error.
+  CHECK_THROWS_WITH_AS((from_json<std::array<int, 3>>(R"({"value0": [1, 2, 3, 4]})")),
+                       "value0: expected array<i32,3>, found an array of 4 elements (it holds 3 elements)", fd::JsonError);
+  CHECK_THROWS_WITH_AS(from_json<std::vector<Point>>(R"({"value0": [[1, 2, 3]]})"),
+                       "value0[0]: expected {anonymous}::Point, found an array of 3 elements (it holds 2 elements)", fd::JsonError);
+  CHECK((from_json<std::array<int, 3>>(R"({"value0": [1, 2, 3]})")) == std::array<int, 3>{1, 2, 3});
+}
+
 TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
   auto error_of = [](auto type_tag, std::string_view text) {
     try {

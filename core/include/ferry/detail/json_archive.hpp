@@ -506,6 +506,21 @@ inline JsonError json_none_left(std::string where, bool object, std::size_t inde
   }
   return JsonError(std::move(where), what + ", found nothing (" + node + ")");
 }
+/// Whether `name` is one an unnamed value is written under: "value" and its number among the
+/// unnamed values of its object.
+inline bool json_unnamed_value_name(std::string_view name) noexcept {
+  constexpr std::string_view prefix = "value";
+  if (!name.starts_with(prefix) || name.size() == prefix.size()) return false;
+  return std::all_of(name.begin() + prefix.size(), name.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+/// What an input archive throws where an array holds more elements than the type read from it
+/// (`where` its path, `node` as describe_json shows it): an extra element is input lost, never
+/// ignored (a std::array<int, 3> read the first three of [1, 2, 3, 4]).
+inline JsonError json_elements_left(std::string where, std::string_view expected, const std::string& node,
+                                    std::size_t read) {
+  return JsonError(std::move(where), "expected " + std::string(expected) + ", found " + node + " (it holds " +
+                                         std::to_string(read) + (read == 1 ? " element)" : " elements)"));
+}
 /// The problem of a value that does not fit: "expected i32, found the string \"7\"".
 inline std::string json_mismatch(std::string_view expected, const std::string& found, std::string_view why) {
   std::string problem = "expected " + std::string(expected) + ", found " + found;
@@ -942,6 +957,9 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
     frames_.push_back(frame(v, expected));
   }
   void finish_node() {
+    const Frame& done = frames_.back();
+    if (!done.object && done.index < done.size)
+      throw json_elements_left(path(frames_.size() - 1), done.expected, describe_json(*done.node), done.index);
     frames_.pop_back();
     ++frames_.back().index;
   }
@@ -978,20 +996,35 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
     json::SizeType size;
     bool object;
     std::string_view expected;  ///< the type read from this node, for messages
+    json::SizeType unnamed = 0;  ///< unnamed values read from this object so far
+    signed char by_name = -1;    ///< whether its unnamed values are read by name (-1: not known yet)
   };
   static Frame frame(const JsonValue& v, std::string_view expected) {
     return {&v, 0, v.IsObject() ? v.MemberCount() : v.Size(), v.IsObject(), expected};
   }
 
-  /// The value to read: the member an NVP names, else the next one in order.
+  /// The value to read: the member an NVP names, else the next one in order. An unnamed value of
+  /// an object was written as "value<k>" (k: its number among the object's unnamed values): in an
+  /// object with a member of such a name, it is read by that name, wherever it is
+  /// ({"value1": 2, "value0": 1} was read as value0 = 2, value1 = 1); in one without, in order,
+  /// as cereal reads them ({"x": 1, "y": 2}).
   const JsonValue& next(std::string_view expected) {
     Frame& f = frames_.back();
-    if (const char* name = std::exchange(next_name_, nullptr)) {
+    auto name_at = [&](json::SizeType i) {
+      const JsonValue& n = f.node->MemberBegin()[i].name;
+      return std::string_view(n.GetString(), n.GetStringLength());
+    };
+    const char* name = std::exchange(next_name_, nullptr);
+    if (!name && f.object) {
+      if (f.by_name < 0) {
+        f.by_name = 0;
+        for (json::SizeType i = 0; i < f.size && !f.by_name; ++i) f.by_name = json_unnamed_value_name(name_at(i));
+      }
+      unnamed_name_ = "value" + std::to_string(f.unnamed++);
+      if (f.by_name) name = unnamed_name_.c_str();
+    }
+    if (name) {
       std::string_view wanted(name);
-      auto name_at = [&](json::SizeType i) {
-        const JsonValue& n = f.node->MemberBegin()[i].name;
-        return std::string_view(n.GetString(), n.GetStringLength());
-      };
       if (!f.object || f.index >= f.size || name_at(f.index) != wanted) {
         json::SizeType i = 0;
         while (f.object && i < f.size && name_at(i) != wanted) ++i;
@@ -1030,6 +1063,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
 
   std::vector<Frame> frames_;
   const char* next_name_ = nullptr;
+  std::string unnamed_name_;  ///< "value<k>" of the unnamed value being read from an object
 };
 
 
@@ -1068,6 +1102,8 @@ class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
   }
   void finish_node() {
     const Frame done = frames_.back();
+    if (!done.object && !text_.closes(done.at))
+      throw json_elements_left(path(frames_.size() - 1), done.expected, text_.describe(done.open), done.index);
     frames_.pop_back();
     // Read to its closing bracket, it ends there; else (members left unread, or read by name
     // out of order) it is skipped from its start.
@@ -1108,15 +1144,29 @@ class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
     std::size_t index;  ///< that member's number
     bool object;
     std::string_view expected;  ///< the type read from this node, for messages
+    std::size_t unnamed = 0;    ///< unnamed values read from this object so far
+    signed char by_name = -1;   ///< whether its unnamed values are read by name (-1: not known yet)
   };
   Frame frame(std::size_t open, std::string_view expected) const {
     return {open, text_.first(open), 0, text_.at(open) == '{', expected};
   }
 
-  /// Where the value to read is: the member an NVP names, else the next one in order.
+  /// Where the value to read is: the member an NVP names, else the next one in order; an
+  /// unnamed value of an object by its name "value<k>" when the object has a member of such a
+  /// name (JsonInputArchive::next says why).
   std::size_t next(std::string_view expected) {
     Frame& f = frames_.back();
-    if (const char* name = std::exchange(next_name_, nullptr)) {
+    const char* name = std::exchange(next_name_, nullptr);
+    if (!name && f.object) {
+      if (f.by_name < 0) {
+        f.by_name = 0;
+        for (std::size_t p = text_.first(f.open); !text_.closes(p) && !f.by_name; p = text_.after(p, true))
+          f.by_name = json_unnamed_value_name(text_.name(p, scratch_));
+      }
+      unnamed_name_ = "value" + std::to_string(f.unnamed++);
+      if (f.by_name) name = unnamed_name_.c_str();
+    }
+    if (name) {
       std::string_view wanted(name);
       if (!f.object || text_.closes(f.at) || text_.name(f.at, scratch_) != wanted) {
         // The first member of that name, as a document's FindMember.
@@ -1166,6 +1216,7 @@ class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
   std::vector<Frame> frames_;
   std::string scratch_;  ///< names with escapes, and strings read where no string is wanted
   const char* next_name_ = nullptr;
+  std::string unnamed_name_;  ///< "value<k>" of the unnamed value being read from an object
 };
 
 }  // namespace ferry::detail
