@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <ferry/detail/codec.hpp>
+#include <ferry/detail/invoke.hpp>
 #include <ferry/detail/type_name.hpp>
 #include <ferry/serialization.hpp>
 
@@ -206,6 +207,33 @@ TEST_CASE("Serialization.encode_values.writes_values_in_sequence") {
   CHECK(b.view().substr(12, 5) == "seven");
   CHECK(ferry::detail::decode_value<std::tuple<int, std::string, double>>(b.view()) ==
         std::make_tuple(7, std::string("seven"), 7.5));
+}
+
+namespace {
+int counted_calls = 0;
+int count_call(int x) {
+  ++counted_calls;
+  return x;
+}
+}  // namespace
+
+TEST_CASE("Serialization.invoke.arguments_with_bytes_left_over_fail_before_the_task_runs") {
+  // What a host sends when its struct of the task's name has a field more (same name, same
+  // fingerprint): the task read its part, ran with it, and only then did the call fail.
+  Buffer b;
+  ferry::detail::encode_values(b, 7, 8);
+  std::stringbuf result, error;
+  ferry::detail::InvokeContext ctx{};
+  ctx.args = b.data();
+  ctx.args_size = b.size();
+  ctx.items = 1;
+  ctx.result = &result;
+  ctx.error = &error;
+  counted_calls = 0;
+  ferry::detail::invoke<&count_call>(ctx);
+  CHECK(ctx.status == ferry::detail::InvokeStatus::decode_arguments_failed);
+  CHECK(error.str().find("4 trailing bytes") != std::string::npos);
+  CHECK(counted_calls == 0);
 }
 
 TEST_CASE("Serialization.decode_value.refuses_bad_bytes") {

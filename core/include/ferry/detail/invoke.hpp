@@ -143,6 +143,12 @@ void invoke(InvokeContext& ctx) noexcept {
       } else if constexpr (Call::arity > 0) {
         std::apply([&](auto&... a) { iar(a...); }, args);
       }
+      // Checked before the call: bytes left over mean the host's types are not the task's (a
+      // struct of the same name built another way has the same fingerprint), and a task given
+      // the values read so far ran with them, its side effects done, before the error.
+      if (item + 1 == ctx.items && in.remaining() != 0)
+        throw cereal::Exception("arguments carry " + std::to_string(in.remaining()) +
+                                " trailing bytes: the host's argument types do not match the task");
       ctx.status = InvokeStatus::task_threw;
       if constexpr (std::is_void_v<R>) {
         if (shared) Call::call(args, tail, own);
@@ -152,14 +158,7 @@ void invoke(InvokeContext& ctx) noexcept {
         ctx.status = InvokeStatus::encode_result_failed;
         oar(r);
       }
-      if (item + 1 == ctx.items) {
-        if (in.remaining() != 0) {
-          ctx.status = InvokeStatus::decode_arguments_failed;
-          throw cereal::Exception("arguments carry " + std::to_string(in.remaining()) +
-                                  " trailing bytes: the host's argument types do not match the task");
-        }
-        deliver_results(ctx);  // before `args` is destroyed
-      }
+      if (item + 1 == ctx.items) deliver_results(ctx);  // before `args` is destroyed
     }
     ctx.status = InvokeStatus::ok;
   } catch (...) {
