@@ -904,6 +904,25 @@ TEST_CASE("Cli.info_finds_the_wrap_compiler_on_path_as_wrap_does") {
   CHECK_MESSAGE(not_found, missing.out);
 }
 
+TEST_CASE("Cli.info.finds_a_compiler_given_with_its_arguments") {
+  // FERRY_CXX may be a program and its arguments ('g++ -O2', 'ccache g++'), and FERRY_WRAP runs
+  // its first word: `ferry info` looked the whole value up as one program name and said
+  // "(not found)" of a compiler that wraps use.
+  support::TempDir dir;
+  const fs::path compiler = dir.path / "ferry-test-cxx";
+  write_file(compiler, "#!/bin/sh\n");
+  fs::permissions(compiler, fs::perms(0755), fs::perm_options::replace);
+  const std::string path = dir.path.string() + ":" + std::getenv("PATH");
+  Result r = cli(Call{.args = {"info"}, .env = {{"FERRY_CXX", "ferry-test-cxx -O2"}, {"PATH", path}}});
+  CHECK(r.status == 0);
+  std::string line;
+  for (const auto& l : lines_of(r.out))
+    if (l.rfind("wrap compiler", 0) == 0) line = l;
+  CHECK_MESSAGE(line.find("ferry-test-cxx -O2  (" + compiler.string() + ")") != std::string::npos, r.out);
+  Result json = cli(Call{.args = {"info", "--json"}, .env = {{"FERRY_CXX", "ferry-test-cxx -O2"}, {"PATH", path}}});
+  CHECK_MESSAGE(json.out.find("\"compiler_path\":\"" + compiler.string() + "\"") != std::string::npos, json.out);
+}
+
 TEST_CASE("Cli.cache_list_reads_no_fifo_and_prints_no_escapes") {
   // The cache directory named may be anyone's: a FIFO for a generated source hung `cache list`
   // (opened and read without end), and a first line carrying an escape sequence reached the
