@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <cstdio>
+#include <exception>
 #include <limits>
 #include <stdexcept>
+#include <string_view>
 #include <system_error>
 
 #include <CLI/CLI.hpp>
@@ -503,19 +505,26 @@ TaskInfo find_task(const GlobalOptions& global, std::string_view name) {
   return index.find(name);
 }
 
+namespace {
+
+/// Where `own` (a task's message) ends `message` at `end`: Failure::own_at and own_size.
+void mark_own_message(Failure& f, const std::string& own, std::size_t end) {
+  if (end != std::string::npos && end >= own.size() &&
+      std::string_view(f.message).substr(end - own.size(), own.size()) == own) {
+    f.own_at = end - own.size();
+    f.own_size = own.size();
+  }
+}
+
+}  // namespace
+
 Failure describe(std::exception_ptr error) {
   try {
     std::rethrow_exception(error);
   } catch (const TaskError& e) {
     Failure f{exit_task_failed, "TaskError", e.what(), e.remote_stack()};
     // what() ends with the task's message, then " (input N)" or " (inputs N to M)" in a map.
-    const std::string& own = e.remote_message();
-    const std::size_t end = e.input_index() ? f.message.rfind(" (input") : f.message.size();
-    if (end != std::string::npos && end >= own.size() &&
-        std::string_view(f.message).substr(end - own.size(), own.size()) == own) {
-      f.own_at = end - own.size();
-      f.own_size = own.size();
-    }
+    mark_own_message(f, e.remote_message(), e.input_index() ? f.message.rfind(" (input") : f.message.size());
     return f;
   } catch (const ResourceLimitError& e) {  // before TerminatedWorkerError, its base
     return {exit_task_failed, "ResourceLimitError", e.what()};
@@ -533,7 +542,19 @@ Failure describe(std::exception_ptr error) {
   } catch (const UnresolvableTaskError& e) {
     return {exit_lookup, "UnresolvableTaskError", e.what()};
   } catch (const BrokenProcessPool& e) {
-    return {exit_pool, "BrokenProcessPool", e.what()};
+    Failure f{exit_pool, "BrokenProcessPool", e.what()};
+    // An initializer that threw: its TaskError is the cause (nested), whose message ends this
+    // one, shown with its lines as a task's is, and whose stack is shown.
+    if (const auto* nested = dynamic_cast<const std::nested_exception*>(&e); nested && nested->nested_ptr()) {
+      try {
+        std::rethrow_exception(nested->nested_ptr());
+      } catch (const TaskError& cause) {
+        f.remote_stack = cause.remote_stack();
+        mark_own_message(f, cause.remote_message(), f.message.size());
+      } catch (...) {
+      }
+    }
+    return f;
   } catch (const CancelledError& e) {
     return {exit_task_failed, "CancelledError", e.what()};
   } catch (const TimeoutError& e) {

@@ -1166,6 +1166,24 @@ TEST_CASE("Cli.a_tasks_message_of_several_lines_is_shown_as_lines") {
                               missing + "\\nferry map: TaskError: forged\\n\\tb\\u001B[2J\\n\",\"stage\":\"task\"}}\n");
 }
 
+TEST_CASE("Cli.an_initializers_message_of_several_lines_is_shown_as_lines") {
+  // It reached the command inside BrokenProcessPool's message only, shown on one line with \x0a
+  // at each break and without the initializer's remote stack. The pool's error has the
+  // initializer's TaskError as its cause (nested) now: shown as a task's message is.
+  support::TempDir root;
+  const std::string missing = (root.path / "none").string() + "/a";
+  Result r = cli({"run", "--initializer", "record_run", "--initarg",
+                  "\"" + missing + "\\nferry run: forged\\n\\tb\\u001b[2J\"", "--initarg", "1", "add", "1", "2"});
+  CHECK(r.status == 4);
+  auto lines = lines_of(r.err);
+  REQUIRE_MESSAGE(lines.size() >= 4, r.err);
+  CHECK(lines[0].starts_with("ferry run: BrokenProcessPool: initializer 'record_run' failed in worker "));
+  CHECK(lines[0].ends_with("cannot open " + missing));
+  CHECK(lines[1] == "    ferry run: forged");
+  CHECK(lines[2] == "    \tb\\x1b[2J");
+  CHECK(lines[3] == "remote stack (worker):");
+}
+
 TEST_CASE("Cli.names_show_backslashes_and_bidirectional_controls_escaped") {
   // A backslash in a name was shown as itself, so a name could spell "\x0a" and pass for one
   // holding a newline; a bidirectional control (U+202E, U+2066) was shown as it is and made the

@@ -685,6 +685,34 @@ TEST_CASE("Protocol.failure.to_exception_builds_the_documented_error") {
     has(missing, "initializer 'math:cube' failed in worker 4242: ");
     has(missing, "/opt/plugins/libgone.so");
   }
+  SUBCASE("its cause is the initializer's own error, nested") {
+    // The message was all the pool's error had of it: a caller could not reach the initializer's
+    // message as it was thrown (its lines), its type or its remote stack.
+    auto cause = [](const std::exception_ptr& broken) -> std::exception_ptr {
+      try {
+        std::rethrow_exception(broken);
+      } catch (const ferry::BrokenProcessPool& e) {
+        try {
+          std::rethrow_if_nested(e);
+        } catch (...) {
+          return std::current_exception();
+        }
+      }
+      return nullptr;
+    };
+    Failure threw = of(FailureKind::task_threw);
+    threw.message = "two\nlines";
+    try {
+      std::rethrow_exception(cause(initializer_failed(threw, one)));
+    } catch (const ferry::TaskError& t) {
+      CHECK(t.remote_message() == "two\nlines");
+      CHECK(t.remote_type() == threw.exception_type);
+    } catch (...) {
+      FAIL("the cause is no TaskError");
+    }
+    has(message_of<ferry::PluginError>(cause(initializer_failed(of(FailureKind::library_missing), one))),
+        "/opt/plugins/libgone.so");
+  }
 }
 
 TEST_CASE("Protocol.failure.stages_map_one_to_one") {

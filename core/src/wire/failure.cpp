@@ -2,6 +2,7 @@
 // The failure codec: worker-side factories and encoding, host-side decoding and to_exception.
 #include "wire/failure.hpp"
 
+#include <exception>
 #include <memory>
 #include <utility>
 
@@ -161,21 +162,33 @@ std::exception_ptr to_exception(const Failure& f, const FailureContext& c) {
                                        std::to_string(static_cast<int>(f.kind))));
 }
 
+namespace {
+
+/// The pool's error, with the initializer's own as its cause: std::rethrow_if_nested gives it
+/// (its message as thrown, its type, its remote stack), which the message can only quote.
+class InitializerFailed final : public BrokenProcessPool, public std::nested_exception {
+ public:
+  using BrokenProcessPool::BrokenProcessPool;
+};
+
+}  // namespace
+
 std::exception_ptr initializer_failed(const Failure& f, const FailureContext& c) {
+  const std::exception_ptr cause = to_exception(f, c);
   std::string why;
   if (is_call_stage(f.kind)) {
     why = f.exception_type + ": " + f.message;
-  } else {
-    // It never ran: say why as a submit of it would (the PluginError's own message).
-    try {
-      std::rethrow_exception(to_exception(f, c));
-    } catch (const std::exception& e) {
-      why = e.what();
-    }
   }
-  return std::make_exception_ptr(BrokenProcessPool("initializer '" + std::string(c.task) +
-                                                   "' failed in worker " + std::to_string(c.pid) +
-                                                   ": " + why));
+  try {
+    std::rethrow_exception(cause);
+  } catch (const std::exception& e) {
+    // It never ran: say why as a submit of it would (the PluginError's own message).
+    if (why.empty()) why = e.what();
+    // Made here, where the cause is the exception being handled: nested_exception keeps it.
+    return std::make_exception_ptr(InitializerFailed("initializer '" + std::string(c.task) +
+                                                     "' failed in worker " + std::to_string(c.pid) +
+                                                     ": " + why));
+  }
 }
 
 }  // namespace ferry::detail
