@@ -154,4 +154,13 @@ out=$("$work/moved_pc_host" "$work/ext")
 mkdir -m 700 "$work/moved_cache"
 out=$(FERRY_CACHE_DIR="$work/moved_cache" "$work/moved_wrap_host")
 [ "$out" = "42" ] || fail "moved: wrap host printed '$out'"
+ls "$work/moved_cache"/prelude-* > /dev/null 2>&1 || fail "moved: the old place's prelude was used"
+# README's way to make it again there (also for a DESTDIR install): then no cache makes its own.
+(cd "$moved/ferry" && libexec/ferry/ferry_wrap_prelude share/ferry/wrap-prelude) > /dev/null
+mkdir -m 700 "$work/moved_cache2"
+out=$(FERRY_CACHE_DIR="$work/moved_cache2" "$work/moved_wrap_host")
+[ "$out" = "42" ] || fail "moved, prelude made again: wrap host printed '$out'"
+if ls "$work/moved_cache2"/prelude-* > /dev/null 2>&1; then
+  fail "moved: the prelude made again in the prefix was not used ($(ls "$work/moved_cache2"))"
+fi
 echo "install, find_package, pkg-config, ferry run, a moved prefix: all good"
