@@ -80,7 +80,9 @@ install(FILES ${PROJECT_BINARY_DIR}/ferry.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}
 install(DIRECTORY DESTINATION ${CMAKE_INSTALL_DATADIR}/ferry/wrap-prelude COMPONENT runtime)
 install(CODE "
   if(NOT \"\$ENV{DESTDIR}\" STREQUAL \"\")
-    message(STATUS \"DESTDIR set: the FERRY_WRAP prelude will be precompiled on first use\")
+    message(STATUS \"DESTDIR set: the FERRY_WRAP prelude is not precompiled (each user's wrap cache makes its own); \"
+                   \"once installed, run ${CMAKE_INSTALL_LIBEXECDIR}/ferry/ferry_wrap_prelude ${CMAKE_INSTALL_DATADIR}/ferry/wrap-prelude \"
+                   \"from the prefix to make it for every user\")
   else()
     message(STATUS \"Precompiling the FERRY_WRAP prelude\")
     execute_process(
