@@ -88,5 +88,13 @@ install(CODE "
     execute_process(
       COMMAND \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBEXECDIR}/ferry/ferry_wrap_prelude\"
               \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DATADIR}/ferry/wrap-prelude\"
-      RESULT_VARIABLE _rc OUTPUT_QUIET)
+      RESULT_VARIABLE _rc OUTPUT_VARIABLE _header)
+    # It prints the precompiled header's path, and nothing when it could not make one (it said why
+    # on stderr, one line among the install's).
+    if(NOT _rc EQUAL 0 OR _header STREQUAL \"\")
+      message(WARNING \"The FERRY_WRAP prelude was not precompiled (see the line above): each \"
+                      \"user's wrap cache will make its own on its first wrap. Once the cause is \"
+                      \"fixed, run ${CMAKE_INSTALL_LIBEXECDIR}/ferry/ferry_wrap_prelude \"
+                      \"${CMAKE_INSTALL_DATADIR}/ferry/wrap-prelude from the prefix.\")
+    endif()
   endif()" COMPONENT runtime)

@@ -25,6 +25,16 @@ for f in bin/ferry bin/ferry-worker include/ferry/ferry.hpp lib/cmake/ferry/ferr
   [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
 ls "$prefix"/lib/libferry.so* > /dev/null || fail "libferry not installed"
+# An install whose prelude cannot be precompiled (no compiler) says so as a CMake warning, not
+# only in a line of ferry_wrap_prelude's among the install's.
+bad_prefix=$(mktemp -d "${TMPDIR:-/tmp}/ferry-noprelude-XXXXXX")
+rc=0
+FERRY_CXX=/nonexistent/c++ cmake --install "$build" --prefix "$bad_prefix" > "$work/install-noprelude.log" 2>&1 || rc=$?
+rm -rf "$bad_prefix"
+[ "$rc" -eq 0 ] || fail "install without a compiler failed: $(cat "$work/install-noprelude.log")"
+grep -q 'CMake Warning' "$work/install-noprelude.log" ||
+  fail "no warning from an install whose prelude was not precompiled: $(tail -5 "$work/install-noprelude.log")"
+
 # No installed file may name the build directory: an installed ferry must never execute, include
 # or load anything from where it was built (that directory may be gone, or someone else's).
 if grep -rlF "$build" "$prefix" > "$work/leaks.txt"; then
