@@ -306,6 +306,20 @@ TEST_CASE("JsonArchive.an_array_with_more_elements_than_its_type_reads_is_an_err
   CHECK((from_json<std::array<int, 3>>(R"({"value0": [1, 2, 3]})")) == std::array<int, 3>{1, 2, 3});
 }
 
+TEST_CASE("JsonArchive.a_map_given_a_key_twice_is_an_error") {
+  // cereal's load kept the first value and dropped the second, with no error: {1: 2}.
+  CHECK_THROWS_WITH_AS((from_json<std::map<int, int>>(R"({"value0": [{"key": 1, "value": 2}, {"key": 1, "value": 3}]})")),
+                       "value0: expected map<i32,i32> (each key once), found the key of [1] given before it",
+                       fd::JsonError);
+  CHECK_THROWS_WITH_AS((from_json<std::vector<std::unordered_map<std::string, int>>>(
+                           R"({"value0": [[], [{"key": "k", "value": 1}, {"key": "j", "value": 2}, {"key": "k", "value": 3}]]})")),
+                       "value0[1]: expected unordered_map<string,i32> (each key once), found the key of [2] given before it",
+                       fd::JsonError);
+  CHECK((from_json<std::map<int, int>>(R"({"value0": [{"key": 1, "value": 2}, {"key": 3, "value": 4}]})")) ==
+        std::map<int, int>{{1, 2}, {3, 4}});
+  CHECK((from_json<std::multimap<int, int>>(R"({"value0": [{"key": 1, "value": 2}, {"key": 1, "value": 3}]})")).size() == 2);
+}
+
 TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
   auto error_of = [](auto type_tag, std::string_view text) {
     try {

@@ -972,6 +972,8 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
                                                     " (a JSON array), found " + describe_json(*f.node));
     size = f.size;
   }
+  /// The path of the node being read ("value0.table"), for errors its load functions find.
+  std::string node_path() const { return path(frames_.size() - 1); }
 
   void load_value(std::string& s) {
     const JsonValue& v = next("string");
@@ -1117,6 +1119,8 @@ class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
                                                     " (a JSON array), found " + text_.describe(f.open));
     size = text_.count(f.open);
   }
+  /// The path of the node being read ("value0.table"), for errors its load functions find.
+  std::string node_path() { return path(frames_.size() - 1); }
 
   void load_value(std::string& s) {
     const std::size_t v = next("string");
@@ -1348,6 +1352,32 @@ void load(A& ar, cereal::SizeTag<T>& tag) {
   cereal::size_type n = 0;
   ar.load_size(n);
   tag.size = static_cast<std::remove_reference_t<T>>(n);
+}
+
+/// A map with unique keys whose JSON gives a key twice is an error: cereal's load keeps the first
+/// and drops the second's value ([{"key": 1, "value": 2}, {"key": 1, "value": 3}] was {1: 2}).
+template <class A, class Map>
+void load_unique_keys(A& ar, Map& map) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  map.clear();
+  for (cereal::size_type i = 0; i < n; ++i) {
+    typename Map::key_type key{};
+    typename Map::mapped_type value{};
+    ar(cereal::make_map_item(key, value));
+    if (!map.emplace(std::move(key), std::move(value)).second)
+      throw JsonError(ar.node_path(), "expected " + std::string(json_type_label<Map>()) +
+                                          " (each key once), found the key of [" + std::to_string(i) +
+                                          "] given before it");
+  }
+}
+template <JsonReadingArchive A, class K, class V, class C, class Al>
+void load(A& ar, std::map<K, V, C, Al>& map) {
+  load_unique_keys(ar, map);
+}
+template <JsonReadingArchive A, class K, class V, class H, class E, class Al>
+void load(A& ar, std::unordered_map<K, V, H, E, Al>& map) {
+  load_unique_keys(ar, map);
 }
 
 }  // namespace ferry::detail
