@@ -190,6 +190,23 @@ struct Target {
   std::filesystem::path library;
   std::string_view signature;
   std::uint64_t fingerprint = 0;
+
+  // Made by these, not by designated initialisers, which name some members only: GCC before 14
+  // warns of the others with -Wextra (-Wmissing-field-initializers) in every program that submits.
+  /// A task by name ("task" or "plugin:task").
+  static Target by_name(std::string task) {
+    Target t;
+    t.name = std::move(task);
+    return t;
+  }
+  /// A task of the plugin at `library` (TaskRef).
+  static Target by_ref(std::string task, std::filesystem::path library) {
+    Target t;
+    t.kind = Kind::ref;
+    t.name = std::move(task);
+    t.library = std::move(library);
+    return t;
+  }
 };
 
 template <class Tuple>
@@ -258,26 +275,17 @@ class FERRY_API Executor {
     static_assert((std::is_constructible_v<std::remove_cvref_t<P>, A&&> && ...),
                   "ferry: an argument of submit cannot be converted to the matching parameter "
                   "type of the task");
-    detail::require_task_types<R (*)(P...)>();
-    using Sig = detail::Signature<R, P...>;
-    detail::Target target{.kind = detail::Target::Kind::function,
-                          .function = reinterpret_cast<const void*>(fn),
-                          .signature = Sig::text.view(),
-                          .fingerprint = Sig::fingerprint};
-    return submit_values<R, std::remove_cvref_t<P>...>(options, std::move(target),
-                                                       std::forward<A>(args)...);
+    return submit_values<R, std::remove_cvref_t<P>...>(options, function_target(fn), std::forward<A>(args)...);
   }
   template <class R, class... A>
   Future<R> submit_with(const SubmitOptions& options, std::string_view task, A&&... args) {
-    return submit_named<R, A...>(options, detail::Target{.kind = detail::Target::Kind::name,
-                                                         .name = std::string(task)},
-                                 std::forward<A>(args)...);
+    return submit_named<R, A...>(options, detail::Target::by_name(std::string(task)), std::forward<A>(args)...);
   }
   template <class R, class... A>
   Future<R> submit_with(const SubmitOptions& options, const TaskRef& ref, A&&... args) {
     return submit_named<R, A...>(
         options,
-        detail::Target{.kind = detail::Target::Kind::ref, .name = ref.name, .library = ref.library},
+        detail::Target::by_ref(ref.name, ref.library),
         std::forward<A>(args)...);
   }
 
@@ -495,17 +503,19 @@ class FERRY_API Executor {
   static detail::Target function_target(R (*fn)(P...)) {
     detail::require_task_types<R (*)(P...)>();
     using Sig = detail::Signature<R, P...>;
-    return detail::Target{.kind = detail::Target::Kind::function,
-                          .function = reinterpret_cast<const void*>(fn),
-                          .signature = Sig::text.view(),
-                          .fingerprint = Sig::fingerprint};
+    detail::Target t;
+    t.kind = detail::Target::Kind::function;
+    t.function = reinterpret_cast<const void*>(fn);
+    t.signature = Sig::text.view();
+    t.fingerprint = Sig::fingerprint;
+    return t;
   }
 
   /// A by-name map: the parameter types are the elements' (a tuple's members) and the extras'.
   template <class R, class Range, class... X, class F>
   static auto by_name(std::string_view task, F&& f) {
     using E = std::ranges::range_value_t<Range>;
-    detail::Target target{.kind = detail::Target::Kind::name, .name = std::string(task)};
+    detail::Target target = detail::Target::by_name(std::string(task));
     auto with = [&]<class... W>(std::type_identity<std::tuple<W...>>) {
       using Sig = detail::Signature<R, W...>;
       target.signature = Sig::text.view();

@@ -179,14 +179,14 @@ Future<std::string> Executor::submit_json_to(detail::Target target, std::string 
 
 Future<std::string> Executor::submit_json(std::string_view task, std::string lines,
                                           std::uint32_t items, bool keep_going) {
-  return submit_json_to(detail::Target{.kind = detail::Target::Kind::name, .name = std::string(task)},
+  return submit_json_to(detail::Target::by_name(std::string(task)),
                         std::move(lines), items, keep_going);
 }
 
 Future<std::string> Executor::submit_json(const TaskRef& ref, std::string lines,
                                           std::uint32_t items, bool keep_going) {
   return submit_json_to(
-      detail::Target{.kind = detail::Target::Kind::ref, .name = ref.name, .library = ref.library},
+      detail::Target::by_ref(ref.name, ref.library),
       std::move(lines), items, keep_going);
 }
 
