@@ -320,6 +320,14 @@ TEST_CASE("JsonArchive.a_map_given_a_key_twice_is_an_error") {
   CHECK((from_json<std::multimap<int, int>>(R"({"value0": [{"key": 1, "value": 2}, {"key": 1, "value": 3}]})")).size() == 2);
 }
 
+TEST_CASE("JsonArchive.a_number_that_rounds_to_a_floats_largest_value_is_that_value") {
+  // The shortest text of FLT_MAX is a little past it as a double: it was "out of its range".
+  CHECK(from_json<float>(R"({"value0": 3.4028235e38})") == std::numeric_limits<float>::max());
+  CHECK(from_json<float>(R"({"value0": -3.4028235e38})") == -std::numeric_limits<float>::max());
+  CHECK_THROWS_WITH_AS(from_json<float>(R"({"value0": 3.4028236e38})"),
+                       "value0: expected f32, found the number 3.4028236e38 (out of its range)", fd::JsonError);
+}
+
 TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
   auto error_of = [](auto type_tag, std::string_view text) {
     try {

@@ -471,9 +471,15 @@ template <class T>
 bool json_to(const JsonValue& v, T& out, std::string_view& why) {
   if (v.IsNumber()) {
     double d = v.GetDouble();
-    // Converting a finite double beyond the target's range is undefined behaviour.
-    if (std::isfinite(d) && std::fabs(d) > static_cast<double>(std::numeric_limits<T>::max()))
-      return why = "out of its range", false;
+    // Converting a finite double beyond the target's range is undefined behaviour. Less than half
+    // a step past the largest value rounds to it, as the compiler reads a literal: 3.4028235e38,
+    // the shortest text of FLT_MAX, was refused for a float.
+    constexpr T largest = std::numeric_limits<T>::max();
+    if (std::isfinite(d) && std::fabs(d) > static_cast<double>(largest)) {
+      const double half_step = (static_cast<double>(largest) - static_cast<double>(std::nextafter(largest, T(0)))) / 2;
+      if (std::fabs(d) - static_cast<double>(largest) >= half_step) return why = "out of its range", false;
+      d = std::copysign(static_cast<double>(largest), d);
+    }
     out = static_cast<T>(d);
   } else if (std::is_same_v<T, long double> && v.IsString()) {
     // What save_value(long double) writes.
