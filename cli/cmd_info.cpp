@@ -7,7 +7,6 @@
 
 #include "commands.hpp"
 #include "json.hpp"
-#include "platform/config.hpp"
 #include "platform/containment.hpp"
 #include "platform/spawn.hpp"
 
@@ -40,12 +39,9 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
     const bool worker_ok = detail::is_executable_file(worker);
     const std::vector<fs::path> dirs = plugin_path(global);
     const WrapOptions wrap = wrap_options();
-    // Resolved as FERRY_WRAP resolves it (wrap_compiler.cpp's make_setup): the whole value when it
-    // names a program, else its first word ('g++ -O2', 'ccache g++': a program and its arguments).
-    auto compiler = detail::find_program(wrap.compiler);
-    if (!compiler)
-      if (auto words = detail::split_shell_words(wrap.compiler.string()); words && !words->empty())
-        compiler = detail::find_program(words->front());
+    // Resolved as FERRY_WRAP resolves it (wrap_compiler.cpp's make_setup): the program of a value
+    // that may carry arguments ('g++ -O2', 'ccache g++').
+    const auto compiler = detail::find_program(detail::command_words(wrap.compiler.string()).front());
     const unsigned cpus = cpu_count();
     const detail::ContainmentSupport& contain = detail::containment_support();
     std::error_code ec;

@@ -21,6 +21,8 @@
 #include <string_view>
 #include <system_error>
 
+#include "platform/config.hpp"
+
 extern char** environ;
 
 namespace ferry::detail {
@@ -275,6 +277,12 @@ std::optional<std::filesystem::path> find_program(const std::filesystem::path& p
     rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
   }
   return std::nullopt;
+}
+
+std::vector<std::string> command_words(const std::string& given) {
+  if (!find_program(given))
+    if (auto split = split_shell_words(given); split && !split->empty()) return std::move(*split);
+  return {given};
 }
 
 namespace {

@@ -84,6 +84,10 @@ FERRY_INTERNAL_API bool is_executable_file(const std::filesystem::path& file);
 /// of that name in $PATH. nullopt when there is none. ferry's only $PATH search.
 FERRY_INTERNAL_API std::optional<std::filesystem::path> find_program(
     const std::filesystem::path& program);
+/// A program and its arguments given as one setting (FERRY_CXX: "ccache g++", "g++ -O2"): the
+/// whole value when it names a program (a path with spaces), else its words as a shell splits
+/// them (split_shell_words); the whole value, alone, when it cannot be split. Never empty.
+FERRY_INTERNAL_API std::vector<std::string> command_words(const std::string& given);
 
 /// How many times this process's line has forked since libferry was loaded: 0 in the process
 /// that loaded it, one more in each child of a fork() (a pthread_atfork handler; a child made by

@@ -223,7 +223,7 @@ std::vector<TaskInfo> manifest_of(const fs::path& library, std::string* short_of
       throw PluginError(cannot_read(library, e.what()), library.string(), {}, e.what());
     }
     if (e.out_of_resources()) {
-      std::string why = "cannot read " + library.string() + ": " + e.what();
+      std::string why = cannot_read(library, e.what());
       if (short_of) {
         *short_of = std::move(why);
         return {};
@@ -431,9 +431,10 @@ TaskInfo PluginIndex::find(std::string_view name) {
     searched += (searched.empty() ? "" : ", ") + d.string();
     for (const auto& [path, why] : unreadable_dirs_)
       if (path == d) searched += " (" + why + ")";
+    const fs::path key = directory_key(d);
     std::vector<std::string> files;
     for (const auto& [path, why] : unreadable_files_)
-      if (directory_key(path.parent_path()) == directory_key(d)) files.push_back(why);
+      if (directory_key(path.parent_path()) == key) files.push_back(why);
     if (files.empty()) continue;
     constexpr std::size_t named = 3;
     std::string said;

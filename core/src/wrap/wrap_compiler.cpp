@@ -649,9 +649,7 @@ Setup make_setup(const WrapSite& site) {
   // the compiler it runs, judged as the program is, and the other arguments are flags, judged as
   // FERRY_WRAP_FLAGS are.
   const std::string given = s.options.compiler.string();
-  std::vector<std::string> words = {given};
-  if (!find_program(given))
-    if (auto split = split_shell_words(given); split && !split->empty()) words = std::move(*split);
+  const std::vector<std::string> words = command_words(given);
   const fs::path program = judged_program(site, words[0], given);
   s.command = {program.string()};
   s.compiler_identity = program_identity(program);
