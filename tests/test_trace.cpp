@@ -929,6 +929,71 @@ TEST_CASE("Trace.strings_are_escaped_and_valid_utf8") {
   CHECK(shown.find("-\xc3\xa9t\xc3\xa9") != std::string::npos);  // good UTF-8 kept
 }
 
+TEST_CASE("Trace.task_names_are_cut_at_4_KiB") {
+  // A name submitted that is no task may be anything (a service's request): written whole three
+  // times, a 17 MiB one made an event that `ferry report` refuses, and with it the whole trace.
+  support::TempDir dir;
+  const fs::path file = dir.path / "long.json";
+  const std::string name = "no_such_task_" + std::string(20000, 'n');
+  {
+    ferry::Executor ex(traced(file, 1));
+    CHECK_THROWS_AS(ex.submit<int>(name, 1).get(), ferry::PluginError);
+    CHECK(ex.submit(square, 3).get() == 9);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  auto ended = t.named("call ended", "i");
+  REQUIRE(ended.size() == 1);
+  const std::string shown = arg_str(*ended[0], "task");
+  CHECK(shown == name.substr(0, 4096) + "...");
+  std::size_t cut = 0;
+  for (const char* phase : {"b", "e"}) {
+    for (const auto* e : t.phase(phase)) {
+      if (str(*e, "name") == "square") continue;
+      CHECK(str(*e, "name") == shown);
+      ++cut;
+    }
+  }
+  CHECK(cut == 2);
+  CHECK(t.named("square", "X").size() == 1);  // a real task's name as it is
+}
+
+TEST_CASE("Trace.a_file_the_program_has_open_is_refused_and_left_as_it_was") {
+  // Its input, its output, its log: `ferry map --trace in.jsonl task in.jsonl` emptied the input
+  // it had opened and mapped nothing.
+  support::TempDir dir;
+  const fs::path file = dir.path / "in.jsonl";
+  { std::ofstream(file) << "1\n2\n"; }
+  fs::permissions(file, fs::perms(0644));
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  std::string what;
+  try {
+    ferry::Executor ex(traced(file, 1));
+  } catch (const std::invalid_argument& e) {
+    what = e.what();
+  }
+  CHECK(what == "ferry: refusing to write the trace to " + file.string() + ": this program has it open already "
+                "(descriptor " + std::to_string(fd) + "): writing the trace would destroy it");
+  CHECK(read_file(file) == "1\n2\n");
+  struct stat st {};
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0644);  // not even made private
+  {
+    // From FERRY_TRACE: said on stderr, and the program runs without a trace.
+    support::ScopedEnv env("FERRY_TRACE", file.string());
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(square, 4).get() == 16);
+  }
+  CHECK(read_file(file) == "1\n2\n");
+  ::close(fd);
+  {
+    ferry::Executor ex(traced(file, 1));  // closed: written over, as any file of the user's
+    CHECK(ex.submit(square, 5).get() == 25);
+  }
+  check_closed(read_trace(file));
+}
+
 TEST_CASE("Trace.FERRY_TRACE_and_the_option_which_wins") {
   support::TempDir dir;
   const fs::path from_env = dir.path / "env.json", from_option = dir.path / "option.json";
@@ -1071,5 +1136,22 @@ TEST_CASE("Trace.cli_run_and_map_write_a_trace") {
   CHECK(refused.status == 2);
   CHECK(refused.err.find("symbolic link") != std::string::npos);
   CHECK_FALSE(fs::exists(dir.path / "elsewhere"));
+}
+
+TEST_CASE("Trace.cli_refuses_a_trace_over_its_own_input_or_output") {
+  support::TempDir dir;
+  const fs::path in = dir.path / "in.jsonl";
+  { std::ofstream(in) << "1\n2\n3\n"; }
+  // The input, given again as the trace by a slip of the keyboard: it was emptied, and the map
+  // wrote nothing with status 0.
+  Run m = ferry_cli({"map", "--trace", in.string(), "square", in.string()}, dir.path);
+  CHECK(m.status == 2);
+  CHECK(m.err.find("this program has it open already") != std::string::npos);
+  CHECK(read_file(in) == "1\n2\n3\n");
+  // Its standard output (support::run sends it to the file "stdout"): the trace and the results
+  // were written into one file. (The command keeps its results' stdout on another descriptor.)
+  Run r = ferry_cli({"run", "--trace", (dir.path / "stdout").string(), "add", "40", "2"}, dir.path);
+  CHECK(r.status == 2);
+  CHECK(r.err.find("this program has it open already") != std::string::npos);
 }
 #endif

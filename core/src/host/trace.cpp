@@ -2,6 +2,7 @@
 // The trace file: safe creation, the lines of docs/trace-format.md, the writer thread.
 #include "host/trace.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <set>
 #include <stdexcept>
 #include <typeinfo>
+#include <vector>
 
 #include <ferry/detail/invoke.hpp>
 
@@ -41,6 +43,11 @@ constexpr std::size_t buffer_bytes = 2 * flush_bytes;
 constexpr std::uint64_t closing_reserve = 4096;
 /// A message longer than this is cut (a task's what() may be megabytes).
 constexpr std::size_t max_message = 1024;
+/// A task name longer than this is cut: no task has one (a plugin's record holds at most 4,096
+/// bytes), but a name submitted that is no task may be anything, say one a service took from a
+/// request. Written whole, three times (queue begin, end, `call ended`), a 17 MiB name made an
+/// event past what `ferry report` reads (16 MiB): the whole trace was refused.
+constexpr std::size_t max_task_name = 4096;
 constexpr std::int64_t counters_period_ns = 1'000'000;
 
 /// The paths this process's executors are writing: a second executor given the same path writes a
@@ -96,6 +103,35 @@ void check_max_bytes(std::uint64_t max_bytes) {
   throw std::invalid_argument("ferry: refusing to write the trace to " + p.string() + ": " + why);
 }
 
+/// How this process has the file `st` describes open, other than as `self`: "its standard output",
+/// "descriptor 7"; "" when it does not. Every descriptor from /proc/self/fd, or the standard three
+/// where /proc is not mounted.
+std::string opened_elsewhere(int self, const struct stat& st) {
+  auto same = [&](int fd) {
+    struct stat other {};
+    return fd != self && ::fstat(fd, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino;
+  };
+  auto name = [](int fd) {
+    static constexpr const char* standard[] = {"its standard input", "its standard output", "its standard error"};
+    return fd >= 0 && fd <= 2 ? std::string(standard[fd]) : "descriptor " + std::to_string(fd);
+  };
+  std::vector<int> fds;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(dir)) {
+      int fd = -1;
+      const char* end = e->d_name + std::strlen(e->d_name);
+      if (std::from_chars(e->d_name, end, fd).ptr == end && fd != ::dirfd(dir)) fds.push_back(fd);
+    }
+    ::closedir(dir);
+  } else {
+    fds = {0, 1, 2};
+  }
+  std::sort(fds.begin(), fds.end());  // the standard ones first: the likeliest, and named
+  for (int fd : fds)
+    if (same(fd)) return name(fd);
+  return "";
+}
+
 /// Opens `p` for writing as the user asked, and nothing else: never through a symbolic link at
 /// `p` (one another user planted in /tmp would make us overwrite whatever it points to), nor
 /// through another user's link or a directory another user could swap on the way to it
@@ -140,6 +176,12 @@ Fd open_trace_file(const fs::path& p) {
     if (errno == EWOULDBLOCK) return Fd();
     debug_log("trace: cannot lock %s (%s): written without a lock", p.c_str(), std::strerror(errno));
   }
+  // No trace of this process holds it (they hold its lock): a file the program has open for its own
+  // use is its input, its output or its log. `ferry map --trace in.jsonl task in.jsonl` emptied
+  // the input it had just opened and mapped nothing, with status 0; `--trace out.jsonl ... >
+  // out.jsonl` mixed the trace into the results.
+  if (std::string use = opened_elsewhere(fd, st); !use.empty())
+    refuse(p, "this program has it open already (" + use + "): writing the trace would destroy it");
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   // The trace holds task names and messages: an existing file written over is made private as a
   // new one is (it kept its mode: a file of mode 0666 stayed readable and writable by anyone, a
@@ -448,7 +490,7 @@ void Trace::Batch::emit(std::int64_t ts, Format&& format) {
 
 void Trace::Batch::queue_begin(const CallRef& call, std::int64_t ts) {
   emit(ts, [&] {
-    Line(t_.pending_).raw("{\"ph\":\"b\",\"cat\":\"queue\",\"name\":").str(call.task)
+    Line(t_.pending_).raw("{\"ph\":\"b\",\"cat\":\"queue\",\"name\":").str(call.task, max_task_name)
         .raw(",\"id\":").num(call.id).raw(",\"pid\":").num(t_.pid_)
         .raw(",\"tid\":0,\"ts\":").us(ts).raw(",\"args\":{\"call\":").num(call.id).raw("}},\n");
   });
@@ -458,9 +500,9 @@ void Trace::Batch::slice(const CallRef& call, const Slice& s, const ErrorText* e
   const std::int64_t ts = s.end;
   emit(ts, [&] {
     Line l(t_.pending_);
-    l.raw("{\"ph\":\"e\",\"cat\":\"queue\",\"name\":").str(call.task).raw(",\"id\":").num(call.id)
+    l.raw("{\"ph\":\"e\",\"cat\":\"queue\",\"name\":").str(call.task, max_task_name).raw(",\"id\":").num(call.id)
         .raw(",\"pid\":").num(t_.pid_).raw(",\"tid\":0,\"ts\":").us(s.start).raw("},\n");
-    l.raw("{\"ph\":\"X\",\"cat\":\"task\",\"name\":").str(call.task).raw(",\"pid\":").num(t_.pid_)
+    l.raw("{\"ph\":\"X\",\"cat\":\"task\",\"name\":").str(call.task, max_task_name).raw(",\"pid\":").num(t_.pid_)
         .raw(",\"tid\":").num(s.tid).raw(",\"ts\":").us(s.start).raw(",\"dur\":").us(s.end - s.start)
         .raw(",\"args\":{\"call\":").num(call.id).raw(",\"items\":").num(s.items);
     if (s.first_input != SIZE_MAX) l.raw(",\"first_input\":").num(s.first_input);
@@ -473,11 +515,11 @@ void Trace::Batch::slice(const CallRef& call, const Slice& s, const ErrorText* e
 void Trace::Batch::call_ended(const CallRef& call, const ErrorText& error, std::int64_t ts) {
   emit(ts, [&] {
     Line l(t_.pending_);
-    l.raw("{\"ph\":\"e\",\"cat\":\"queue\",\"name\":").str(call.task).raw(",\"id\":").num(call.id)
+    l.raw("{\"ph\":\"e\",\"cat\":\"queue\",\"name\":").str(call.task, max_task_name).raw(",\"id\":").num(call.id)
         .raw(",\"pid\":").num(t_.pid_).raw(",\"tid\":0,\"ts\":").us(ts).raw("},\n");
     l.raw("{\"ph\":\"i\",\"s\":\"t\",\"name\":\"call ended\",\"pid\":").num(t_.pid_)
         .raw(",\"tid\":0,\"ts\":").us(ts).raw(",\"args\":{\"call\":").num(call.id)
-        .raw(",\"task\":").str(call.task).raw(",\"error\":").str(error.type)
+        .raw(",\"task\":").str(call.task, max_task_name).raw(",\"error\":").str(error.type)
         .raw(",\"message\":").str(error.message, max_message).raw("}},\n");
   });
 }
