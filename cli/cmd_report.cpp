@@ -79,7 +79,11 @@ bool write_file(const fs::path& output, const std::function<bool(std::FILE*)>& w
     return false;
   }
   fs::path dir = output.parent_path().empty() ? fs::path(".") : output.parent_path();
-  std::string tmp = (dir / ("." + output.filename().string() + ".XXXXXX")).string();
+  // Named after the page, as far as a name may be long (255 bytes on the usual file systems): a
+  // page named near that length failed with "cannot create a file in DIR: File name too long",
+  // and so did the default for a trace named so.
+  constexpr std::size_t max_kept = 200;
+  std::string tmp = (dir / ("." + output.filename().string().substr(0, max_kept) + ".XXXXXX")).string();
   int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
   if (fd < 0) {
     error = "cannot create a file in " + dir.string() + ": " + std::strerror(errno);

@@ -1333,6 +1333,23 @@ TEST_CASE("Report.writes_to_stdout_or_fails_with_status_1") {
   }
 }
 
+TEST_CASE("Report.a_page_with_a_long_name_is_written") {
+  // Its temporary file, "." + the name + ".XXXXXX", went past the 255 bytes a name may have:
+  // "cannot create a file in DIR: File name too long", for -o and for the default beside the trace.
+  support::TempDir dir;
+  const std::string stem(245, 'r');
+  Ran r = report({(data_dir / "basic.json").string(), "-o", (dir.path / (stem + ".html")).string()}, dir.path);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(read_file(dir.path / (stem + ".html")).rfind("<!DOCTYPE html>", 0) == 0);
+  fs::copy_file(data_dir / "basic.json", dir.path / (stem + ".json"));
+  r = report({(dir.path / (stem + ".json")).string()}, dir.path);
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(fs::exists(dir.path / (stem + ".html")));
+  std::size_t entries = 0;
+  for (const auto& e : fs::directory_iterator(dir.path)) entries += e.path().filename().string().front() == '.';
+  CHECK(entries == 0);  // no temporary file left
+}
+
 TEST_CASE("Report.is_not_written_through_another_users_link") {
   // `-o /tmp/<their link>/r.html`: the rename put the page over r.html wherever the link
   // pointed (as root, anyone's).
