@@ -929,6 +929,25 @@ TEST_CASE("Trace.strings_are_escaped_and_valid_utf8") {
   CHECK(shown.find("-\xc3\xa9t\xc3\xa9") != std::string::npos);  // good UTF-8 kept
 }
 
+TEST_CASE("Trace.counters_keep_the_end_of_a_burst_of_submissions") {
+  // Twenty calls submitted within a millisecond: the first was written (queued 1), the other
+  // nineteen held back, and the next counters were those after the first result, so the queue
+  // never showed more than 19 calls waiting, nor the 20 that were.
+  support::TempDir dir;
+  const fs::path file = dir.path / "burst.json";
+  {
+    ferry::Executor ex(traced(file, 1));
+    std::vector<ferry::Future<int>> calls;
+    for (int i = 0; i < 20; ++i) calls.push_back(ex.submit(slow_identity, i, 5));
+    for (auto& c : calls) c.get();
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  std::uint64_t peak = 0;
+  for (const auto* c : t.named("pool", "C")) peak = std::max(peak, arg_u64(*c, "queued") + arg_u64(*c, "running"));
+  CHECK(peak == 20);
+}
+
 TEST_CASE("Trace.task_names_are_cut_at_4_KiB") {
   // A name submitted that is no task may be anything (a service's request): written whole three
   // times, a 17 MiB one made an event that `ferry report` refuses, and with it the whole trace.

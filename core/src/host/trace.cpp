@@ -581,15 +581,24 @@ void Trace::Batch::worker_crash(std::uint64_t tid, std::string_view reason, std:
 
 void Trace::Batch::counters(std::size_t queued, std::size_t running, std::size_t workers, std::int64_t ts) {
   if (t_.closed_ || t_.truncated_) return;
+  auto write = [&](const Counters& c, std::int64_t at) {
+    emit(at, [&] {
+      Line(t_.pending_).raw("{\"ph\":\"C\",\"name\":\"pool\",\"pid\":").num(t_.pid_)
+          .raw(",\"tid\":0,\"ts\":").us(at).raw(",\"args\":{\"queued\":").num(c.queued)
+          .raw(",\"running\":").num(c.running).raw(",\"workers\":").num(c.workers).raw("}},\n");
+    });
+    t_.written_counters_ = c;
+    t_.counters_at_ = at;
+  };
+  // A change held back goes out first, at its own time, once its period is over: the last of a
+  // burst is the burst's end (twenty calls submitted within a millisecond: queued 1 was written,
+  // then nothing until the first result, and the queue never showed the twenty).
+  if (t_.latest_counters_ != t_.written_counters_ && ts - t_.counters_at_ >= counters_period_ns)
+    write(t_.latest_counters_, std::max(t_.latest_at_, t_.counters_at_));
   t_.latest_counters_ = {queued, running, workers};
+  t_.latest_at_ = ts;
   if (t_.latest_counters_ == t_.written_counters_ || ts - t_.counters_at_ < counters_period_ns) return;
-  emit(ts, [&] {
-    Line(t_.pending_).raw("{\"ph\":\"C\",\"name\":\"pool\",\"pid\":").num(t_.pid_)
-        .raw(",\"tid\":0,\"ts\":").us(ts).raw(",\"args\":{\"queued\":").num(queued)
-        .raw(",\"running\":").num(running).raw(",\"workers\":").num(workers).raw("}},\n");
-  });
-  t_.written_counters_ = t_.latest_counters_;
-  t_.counters_at_ = ts;
+  write(t_.latest_counters_, ts);
 }
 
 void Trace::close(const ExecutorStats& s) {
@@ -597,7 +606,7 @@ void Trace::close(const ExecutorStats& s) {
     const std::int64_t ts = now();
     Batch b(*this);
     if (closed_) return;
-    // The counters' last change, if the once-per-millisecond rule held it back.
+    // The counters' last change, at its own time, if the once-per-millisecond rule held it back.
     counters_at_ = INT64_MIN / 2;
     b.counters(latest_counters_.queued, latest_counters_.running, latest_counters_.workers, ts);
     closed_ = true;

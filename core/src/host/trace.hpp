@@ -140,7 +140,7 @@ class Trace {
     /// A worker died; `error`: the error type its running call got ("" when it ran none).
     void worker_crash(std::uint64_t tid, std::string_view reason, std::string_view error, std::int64_t ts);
     /// The `pool` counters, when they changed, at most once per millisecond (a change inside the
-    /// millisecond is written by a later call, or by close()).
+    /// millisecond is written, at its own time, by a later call, or by close()).
     void counters(std::size_t queued, std::size_t running, std::size_t workers, std::int64_t ts);
 
    private:
@@ -192,6 +192,7 @@ class Trace {
   };
   Counters written_counters_;     // the last written
   Counters latest_counters_;      // the last reported
+  std::int64_t latest_at_ = 0;    // when they were
   std::int64_t counters_at_ = INT64_MIN / 2;  // when the last were written
   std::thread writer_;
 };
