@@ -1112,6 +1112,44 @@ TEST_CASE("Trace.two_processes_on_one_path_write_two_files") {
   CHECK(pid_of(child_trace) != ::getpid());
 }
 
+TEST_CASE("Trace.a_child_of_fork_does_not_keep_the_file_locked") {
+  // The child inherited the trace's descriptor, and with it the file's lock, for its whole life:
+  // with a long-lived child (a daemon, a pre-fork server), every later executor and run given
+  // the path wrote NAME.2.EXT, though nothing wrote NAME any more.
+  support::TempDir dir;
+  const fs::path file = dir.path / "forked.json";
+  int hold[2];
+  REQUIRE(::pipe2(hold, O_CLOEXEC) == 0);
+  pid_t child = -1;
+  {
+    ferry::Executor ex(traced(file, 1));
+    CHECK(ex.submit(square, 2).get() == 4);
+    child = ::fork();
+    if (child == 0) {
+      // Async-signal-safe calls only: this process has one thread of the parent's many.
+      char c;
+      ::close(hold[1]);
+      while (::read(hold[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      ::_exit(0);
+    }
+    REQUIRE(child > 0);
+  }
+  check_closed(read_trace(file));
+  {
+    ferry::Executor again(traced(file, 1));  // the child is still there
+    CHECK(again.submit(square, 3).get() == 9);
+  }
+  ::close(hold[1]);
+  ::close(hold[0]);
+  int status = 0;
+  CHECK(::waitpid(child, &status, 0) == child);
+  CHECK_FALSE(fs::exists(dir.path / "forked.2.json"));
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  CHECK(t.named("square", "X").size() == 1);
+}
+
 TEST_CASE("Trace.reusable_executor_compares_the_trace_options") {
   support::TempDir dir;
   auto a = ferry::get_reusable_executor(traced(dir.path / "a.json", 1));

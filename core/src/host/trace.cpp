@@ -4,16 +4,19 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -91,6 +94,38 @@ Claim claim_path(const fs::path& wanted, unsigned from) {
 void release_path(const std::string& key) {
   std::lock_guard lock(paths_mu);
   open_paths().erase(key);
+}
+
+/// The descriptors of the traces being written, plus one (0: a free slot), for a child of fork()
+/// to close: it inherits them, and with them each file's lock (the lock is the open file's, not
+/// the process's), which it held for its whole life. A program that forked a long-lived child
+/// (a daemon, a pre-fork server) without exec made every later run given the same path write
+/// `NAME.2.EXT`, though nothing wrote NAME any more. The child cannot write them anyway: the
+/// writer thread is the parent's. Lock-free, as the handler runs in the child after fork(): a
+/// slot is cleared before its descriptor is closed, so a slot always names an open trace.
+/// Traces past the slots (64 at once) are left to the child, as before.
+std::atomic<int> fork_closed[64];
+
+void close_traces_in_child() noexcept {
+  for (auto& slot : fork_closed) {
+    const int v = slot.exchange(0, std::memory_order_relaxed);
+    if (v != 0) ::close(v - 1);
+  }
+}
+const int trace_fork_handler = ::pthread_atfork(nullptr, nullptr, &close_traces_in_child);
+
+/// A slot of fork_closed for `fd`, or -1 when all are taken.
+int hold_for_fork(int fd) noexcept {
+  for (std::size_t i = 0; i < std::size(fork_closed); ++i) {
+    int free = 0;
+    if (fork_closed[i].compare_exchange_strong(free, fd + 1, std::memory_order_relaxed)) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void release_for_fork(int& slot) noexcept {
+  if (slot >= 0) fork_closed[static_cast<std::size_t>(slot)].store(0, std::memory_order_relaxed);
+  slot = -1;
 }
 
 void check_max_bytes(std::uint64_t max_bytes) {
@@ -341,6 +376,9 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
     b->clear();               // the capacity stays
   }
   writer_ = std::thread([this] { run_writer(); });
+  // Last: a constructor that throws leaves no slot naming a descriptor it closed.
+  (void)trace_fork_handler;
+  fork_slot_ = hold_for_fork(fd_.get());
 }
 
 std::unique_ptr<Trace> Trace::from_environment(const fs::path& path, std::uint64_t max_bytes,
@@ -374,6 +412,7 @@ Trace::~Trace() {
     wake_.notify_one();
     writer_.join();
   }
+  release_for_fork(fork_slot_);
   release_path(registered_);
 }
 
@@ -637,6 +676,7 @@ void Trace::close(const ExecutorStats& s) {
   }
   wake_.notify_one();
   writer_.join();
+  release_for_fork(fork_slot_);  // before the descriptor's number may be given to another file
   fd_.reset();
 }
 

@@ -171,6 +171,7 @@ class Trace {
   std::filesystem::path path_;
   std::string registered_;  // the key of path_ among the paths this process writes
   Fd fd_;
+  int fork_slot_ = -1;  // where a child of fork() finds fd_ to close (trace.cpp: fork_closed)
   const pid_t pid_;
   const Clock::time_point start_;
   const std::int64_t start_unix_ns_;  // the system clock when start_ was read
