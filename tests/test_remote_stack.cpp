@@ -240,6 +240,19 @@ TEST_CASE("RemoteStack.wire.selects_whole_modules_of_the_addresses") {
   CHECK_FALSE(parse_maps_line("not a maps line", m));
 }
 
+TEST_CASE("RemoteStack.wire.a_maps_line_cut_short_is_left_out") {
+  // The crash handler reads /proc/self/maps into a buffer of fixed size: a longer map ends in a
+  // line cut short, whose path may be the start of another file's, symbolized in its place.
+  const std::string maps =
+      "7f0000000000-7f0000001000 r-xp 00000000 08:01 22 /opt/plugins/libp.so\n"
+      "7f2000000000-7f2000001000 r-xp 00000000 08:01 23 /opt/plugins/libq.so.1";  // of libq.so.12
+  std::uint64_t pcs[] = {0x7f0000000100, 0x7f2000000100};
+  char out[1024];
+  std::size_t n = select_modules(maps.data(), maps.size(), pcs, 2, out, sizeof out);
+  CHECK(std::string(out, n) == "7f0000000000-7f0000001000 r-xp 00000000 08:01 22 /opt/plugins/libp.so\n");
+  CHECK(select_modules(maps.data(), maps.find('\n'), pcs, 2, out, sizeof out) == 0);  // no whole line
+}
+
 TEST_CASE("RemoteStack.wire.failure_stack_round_trips") {
   Failure f = Failure::in_stage(InvokeStatus::task_threw, 0, "std::runtime_error", "x", "i32(i32)");
   f.stack.pcs = {0x7f0000001234, 0x55d0c0001100};

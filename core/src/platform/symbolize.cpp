@@ -92,7 +92,11 @@ bool parse_maps_line(std::string_view s, MapsLine& out) noexcept {
 
 std::size_t select_modules(const char* maps, std::size_t size, const std::uint64_t* pcs,
                            std::size_t count, char* out, std::size_t cap) noexcept {
+  // A last line without its newline was cut short (the crash handler reads the maps into a
+  // buffer of fixed size): its path may be the start of another file's ("/opt/libx.so.1" of
+  // "/opt/libx.so.12"), which would then be symbolized in its place. Left out.
   std::string_view text(maps, size);
+  text = text.substr(0, text.rfind('\n') + 1);
   std::size_t written = 0;
   // A module is a run of consecutive lines of one file; it is kept whole, or not at all.
   std::size_t group_begin = 0, group_end = 0;
@@ -121,7 +125,6 @@ std::size_t select_modules(const char* maps, std::size_t size, const std::uint64
       group_hit = false;
     }
     group_end = next;
-    // A last line without its newline is kept without one: the reader splits on '\n' anyway.
     if (!path.empty() && holds_any(m, pcs, count)) group_hit = true;
     at = next;
   }

@@ -40,8 +40,9 @@ FERRY_INTERNAL_API bool parse_maps_line(std::string_view line, MapsLine& out) no
 
 /// The modules of the `count` addresses in `pcs`: of the maps text `maps` (lines separated by
 /// '\n'), the lines of every file-backed module that holds one of them, written to `out` (capacity
-/// `cap`) until it is full; a module that does not fit is left out whole. Returns the bytes
-/// written. Async-signal-safe (no allocation), for the crash handler.
+/// `cap`) until it is full; a module that does not fit is left out whole, and so is a last line
+/// without its newline (cut short: `maps` filled its buffer). Returns the bytes written.
+/// Async-signal-safe (no allocation), for the crash handler.
 FERRY_INTERNAL_API std::size_t select_modules(const char* maps, std::size_t size, const std::uint64_t* pcs,
                                               std::size_t count, char* out, std::size_t cap) noexcept;
 
