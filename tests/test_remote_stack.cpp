@@ -11,12 +11,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "crash.hpp"
 #include "platform/symbolize.hpp"
@@ -498,4 +501,122 @@ TEST_CASE("RemoteStack.symbolize.reads_no_file_without_a_directory_entry") {
   ::close(saved);
   ::close(log);
   CHECK_FALSE(contains(as_stdin, "throw_in_named_function"));
+}
+
+// ---- many failures, long stacks, long names ---------------------------------------------------------
+
+TEST_CASE("RemoteStack.a_failure_repeated_shares_one_stack") {
+  // A map over many failing items made one stack per failure: a few KiB of module map each
+  // (100,000 failures held hundreds of MB), and each symbolized again when shown (~0.1 s each).
+  // The same failure in the same worker is now one stack, symbolized once.
+  ferry::Executor ex(support::options(1));
+  auto first = caught<ferry::TaskError>([&] { ex.submit(throw_in_named_function, 3).get(); });
+  auto again = caught<ferry::TaskError>([&] { ex.submit(throw_in_named_function, 4).get(); });
+  REQUIRE_FALSE(first.remote_stack().empty());
+  CHECK(&first.remote_stack() == &again.remote_stack());
+  auto outcomes = ex.map_outcomes(throw_in_named_function, std::vector<int>(200, 5), {.chunksize = 50});
+  std::set<const std::string*> stacks;
+  for (const auto& o : outcomes) {
+    REQUIRE_FALSE(o.ok());
+    try {
+      std::rethrow_exception(o.error());
+    } catch (const ferry::TaskError& e) {
+      stacks.insert(&e.remote_stack());
+    }
+  }
+  CHECK(stacks.size() <= 2);  // one per way into the task (a call, a chunk), not one per item
+  CHECK(contains(**stacks.begin(), "throw_in_named_function(int)"));
+
+  // Stacks of other addresses in the same modules share their module map.
+  RawStack a = crash_plugin_stack("/x/libp.so"), b = a;
+  b.pcs.push_back(b.pcs[0] + 1);
+  auto sa = RemoteStack::make(a, false), sb = RemoteStack::make(b, false), sc = RemoteStack::make(a, true);
+  CHECK(sa != sb);
+  CHECK(sa != sc);  // exact_first is part of what a stack is
+  CHECK(sa == RemoteStack::make(a, false));
+  CHECK(sa->maps() == sb->maps());
+  CHECK(*sa->maps() == a.maps);
+}
+
+TEST_CASE("RemoteStack.symbolize.a_recursion_is_said_once_then_counted") {
+  // A stack overflow's stack is 64 times the same frame: shown once, then counted, and said to be
+  // cut (only the innermost 64 addresses travel).
+  RawStack s = crash_plugin_stack(std::filesystem::canonical(FERRY_TEST_CRASH_PLUGIN).string());
+  const std::uint64_t call = s.pcs[0] + 1;  // as a return address: the lookup is of the byte before
+  s.pcs.assign(max_stack_frames, call);
+  std::string text = symbolize(s, false);
+  CAPTURE(text);
+  CHECK(first_frame(text).rfind("#0  throw_in_named_function(int)", 0) == 0);
+  CHECK(contains(text, "\n    ... the frame above again, 63 more times (#1 to #63)\n"));
+  CHECK(contains(text, "\n    ... the frames below were not recorded (a stack keeps its 64 innermost)"));
+  CHECK(std::count(text.begin(), text.end(), '\n') == 2);
+  // A frame seen twice is simply shown twice; the numbering goes on after a summed-up run.
+  s.pcs = {call, call, 0x10, call, call, call, 0x20};
+  text = symbolize(s, false);
+  CAPTURE(text);
+  CHECK(contains(text, "\n#1  throw_in_named_function(int)"));
+  CHECK(contains(text, "\n#2  ?? (0x10, no module)\n#3  throw_in_named_function(int)"));
+  CHECK(contains(text, "\n    ... the frame above again, 2 more times (#4 to #5)\n#6  ?? (0x20, no module)"));
+  CHECK_FALSE(contains(text, "not recorded"));
+}
+
+TEST_CASE("RemoteStack.stack_overflow_is_short_and_says_it_was_cut") {
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (see terminated_worker_on_abort_and_stack_overflow)");
+  return;
+#endif
+  ferry::Executor ex(support::options(1));
+  auto e = caught<ferry::TerminatedWorkerError>([&] { ex.submit(stack_overflow, 1 << 20).get(); });
+  const std::string& stack = e.remote_stack();
+  CAPTURE(stack);
+  CHECK(contains(first_frame(stack), "recurse(int)"));
+  CHECK(contains(stack, " more times (#"));
+  CHECK(contains(stack, "not recorded"));
+  CHECK(std::count(stack.begin(), stack.end(), '\n') < 8);
+}
+
+namespace {
+
+// A function whose demangled name is about 100 KB (its mangled name stays short: substitutions).
+template <class A, class B>
+struct Pair {};
+template <int N>
+struct Nested {
+  using type = Pair<typename Nested<N - 1>::type, typename Nested<N - 1>::type>;
+};
+template <>
+struct Nested<0> {
+  using type = Pair<int, long>;
+};
+template <class T>
+__attribute__((noinline)) int long_named(T) {
+  return 1;
+}
+using LongType = Nested<12>::type;
+
+/// This test program's maps lines and the address of long_named<LongType>.
+RawStack long_named_stack() {
+  namespace fs = std::filesystem;
+  const std::string self = fs::canonical("/proc/self/exe").string();
+  std::ifstream maps("/proc/self/maps");
+  RawStack s;
+  for (std::string line; std::getline(maps, line);)
+    if (line.size() > self.size() && line.compare(line.size() - self.size(), self.size(), self) == 0)
+      s.maps += line + "\n";
+  int (*fn)(LongType) = &long_named<LongType>;
+  s.pcs = {reinterpret_cast<std::uint64_t>(fn)};
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("RemoteStack.symbolize.long_names_are_cut") {
+  // A module's symbol table can hold names of any length: each frame shows at most
+  // max_frame_name bytes of a name, and says how much it left out.
+  CHECK(long_named(LongType{}) == 1);
+  std::string text = symbolize(long_named_stack(), true);
+  CAPTURE(text.substr(0, 200));
+  CHECK(first_frame(text).rfind("#0  int (anonymous namespace)::long_named<(anonymous namespace)::Pair<", 0) == 0);
+  CHECK(contains(text, " bytes more)"));
+  CHECK(text.size() < 2 * max_frame_name + 1024);
 }

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace ferry::detail {
@@ -182,6 +183,17 @@ std::string hex_text(std::uint64_t v) {
 std::string_view base_name(std::string_view path) {
   auto slash = path.rfind('/');
   return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+/// `text` as a frame shows it: at most max_frame_name bytes (cut at a UTF-8 character's start),
+/// saying how much was left out.
+std::string shown(std::string text) {
+  if (text.size() <= max_frame_name) return text;
+  std::size_t n = max_frame_name;
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  const std::size_t cut = text.size() - n;
+  text.resize(n);
+  return text + "... (" + std::to_string(cut) + " bytes more)";
 }
 
 /// The name of a function's DIE: its linkage name demangled (the whole signature, as the symbol
@@ -355,14 +367,31 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
     dwfl_report_end(dwfl.get(), nullptr, nullptr);
   }
 
+  // Each address is a group of lines: the calls inlined there, then the function it is in. A
+  // group equal to the one before it (a recursion, a stack overflow's 64 frames of one function)
+  // is said once, then counted.
   std::string out;
   std::size_t frame = 0;  // an inlined call is a frame of its own
-  auto add_frame = [&](const std::string& function, const std::string& where, const std::string& module) {
-    out += "#" + std::to_string(frame) + (frame < 10 ? "  " : " ") + (function.empty() ? "??" : function);
-    if (!where.empty()) out += " at " + where;
-    out += " (" + module + ")\n";
+  std::vector<std::string> group, previous;
+  std::size_t repeats = 0;  // of `previous`, not shown yet
+  auto add_line = [&](const std::string& text) {
+    out += "#" + std::to_string(frame) + (frame < 10 ? "  " : " ") + text + "\n";
     ++frame;
   };
+  auto flush_repeats = [&] {
+    if (repeats == 1) {
+      for (const std::string& line : previous) add_line(line);
+    } else if (repeats > 1) {
+      const std::size_t first = frame;
+      frame += repeats * previous.size();
+      out += "    ... " +
+             (previous.size() == 1 ? std::string("the frame above") : "the " + std::to_string(previous.size()) + " frames above") +
+             " again, " + std::to_string(repeats) + " more times (#" + std::to_string(first) + " to #" +
+             std::to_string(frame - 1) + ")\n";
+    }
+    repeats = 0;
+  };
+  bool reached_entry = false;
   for (std::size_t i = 0; i < stack.pcs.size(); ++i) {
     const std::uint64_t pc = stack.pcs[i];
     // A return address is the instruction after the call: look up the call itself.
@@ -375,33 +404,109 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       const char* path = dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, nullptr, nullptr);
       GElf_Off offset = 0;
       GElf_Sym sym{};
-      function = demangled(dwfl_module_addrinfo(mod, at, &offset, &sym, nullptr, nullptr, nullptr));
+      function = shown(demangled(dwfl_module_addrinfo(mod, at, &offset, &sym, nullptr, nullptr, nullptr)));
       if (Dwfl_Line* line = dwfl_module_getsrc(mod, at)) {
         int lineno = 0;
         if (const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr);
             file && lineno > 0)
-          where = std::string(file) + ":" + std::to_string(lineno);
+          where = shown(file) + ":" + std::to_string(lineno);
       }
-      module = std::string(base_name(path ? path : "")) + (function.empty() ? "+" + hex_text(pc - start) : "");
+      module = shown(std::string(base_name(path ? path : ""))) + (function.empty() ? "+" + hex_text(pc - start) : "");
       inlined = inlined_at(mod, at);
     } else {
       module = hex_text(pc) + ", no module";
     }
+    group.clear();
+    auto add_frame = [&](const std::string& name, const std::string& place, const std::string& in) {
+      std::string line = name.empty() ? "??" : name;
+      if (!place.empty()) line += " at " + place;
+      group.push_back(line + " (" + in + ")");
+    };
     // The innermost inlined call holds the address's file:line; each caller, the call site of
     // the call inside it.
     for (Inlined& call : inlined) {
-      add_frame(call.function, where, module + ", inlined");
-      where = std::move(call.call_site);
+      add_frame(shown(std::move(call.function)), where, module + ", inlined");
+      where = shown(std::move(call.call_site));
     }
     add_frame(function, where, module);
+    if (!previous.empty() && group == previous) {
+      ++repeats;
+    } else {
+      flush_repeats();
+      for (const std::string& line : group) add_line(line);
+      previous.swap(group);
+    }
     if (is_entry_point(function) && i + 1 < stack.pcs.size()) {
+      flush_repeats();
       std::size_t rest = stack.pcs.size() - i - 1;
       out += "    ... " + std::to_string(rest) + (rest == 1 ? " frame" : " frames") + " of the worker loop\n";
+      reached_entry = true;
       break;
     }
   }
+  flush_repeats();
+  // A stack keeps its innermost max_stack_frames addresses: a deep one (a stack overflow) was cut.
+  if (!reached_entry && stack.pcs.size() >= max_stack_frames)
+    out += "    ... the frames below were not recorded (a stack keeps its " + std::to_string(max_stack_frames) +
+           " innermost)\n";
   if (!out.empty() && out.back() == '\n') out.pop_back();
   return out;
+}
+
+namespace {
+
+/// Live values by hash, each found again while something holds it: what make() shares. Never
+/// destroyed (an error may be made, or outlive, the static destructors at exit).
+template <class T>
+class Shared {
+ public:
+  /// The live value equal to the one `make` would build (`equal`), else `make()`'s, kept.
+  template <class Equal, class Make>
+  std::shared_ptr<const T> get(std::size_t hash, const Equal& equal, const Make& make) {
+    std::lock_guard lock(mu_);
+    auto [begin, end] = live_.equal_range(hash);
+    for (auto it = begin; it != end; ++it)
+      if (std::shared_ptr<const T> p = it->second.lock(); p && equal(*p)) return p;
+    std::shared_ptr<const T> p = make();
+    // Entries of values gone are swept when the table has doubled since the last sweep: as many
+    // entries as live values, give or take a factor of two.
+    if (live_.size() >= sweep_at_) {
+      std::erase_if(live_, [](const auto& entry) { return entry.second.expired(); });
+      sweep_at_ = std::max<std::size_t>(64, 2 * live_.size());
+    }
+    live_.emplace(hash, p);
+    return p;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_multimap<std::size_t, std::weak_ptr<const T>> live_;
+  std::size_t sweep_at_ = 64;
+};
+
+std::size_t hash_of(const std::vector<std::uint64_t>& pcs, const std::string& maps, bool exact_first) {
+  const std::string_view bytes(reinterpret_cast<const char*>(pcs.data()), pcs.size() * sizeof pcs[0]);
+  return std::hash<std::string_view>{}(bytes) ^ (std::hash<std::string>{}(maps) * 31) ^ exact_first;
+}
+
+}  // namespace
+
+RemoteStack::RemoteStack(RawStack raw, bool exact_first) : pcs_(std::move(raw.pcs)), exact_first_(exact_first) {
+  static auto* maps = new Shared<std::string>;
+  auto text = std::make_shared<std::string>(std::move(raw.maps));
+  maps_ = maps->get(
+      std::hash<std::string>{}(*text), [&](const std::string& m) { return m == *text; },
+      [&] { return std::shared_ptr<const std::string>(std::move(text)); });
+}
+
+std::shared_ptr<const RemoteStack> RemoteStack::make(RawStack raw, bool exact_first) {
+  static auto* stacks = new Shared<RemoteStack>;
+  return stacks->get(
+      hash_of(raw.pcs, raw.maps, exact_first),
+      [&](const RemoteStack& s) {
+        return !s.ready_ && s.exact_first_ == exact_first && s.pcs_ == raw.pcs && *s.maps_ == raw.maps;
+      },
+      [&] { return std::make_shared<const RemoteStack>(std::move(raw), exact_first); });
 }
 
 const std::string& RemoteStack::text() const noexcept {
@@ -409,7 +514,7 @@ const std::string& RemoteStack::text() const noexcept {
   try {
     std::call_once(once_, [this] {
       try {
-        text_ = symbolize(raw_, exact_first_);
+        text_ = symbolize(RawStack{pcs_, maps_ ? *maps_ : std::string()}, exact_first_);
       } catch (const std::exception& e) {
         text_ = std::string("(the remote stack could not be symbolized: ") + e.what() + ")";
       }

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -62,17 +63,30 @@ FERRY_INTERNAL_API void never_symbolize_under(const std::string& dir);
 /// module that cannot be read leaves its frames unnamed. "" for an empty stack.
 FERRY_INTERNAL_API std::string symbolize(const RawStack& stack, bool exact_first);
 
+/// Bytes shown of a frame's function name, and of its file name: the rest is cut, the text says
+/// how much. A module's symbol table can hold names of any length (a template's demangled name
+/// runs to megabytes), and a stack has up to 64 addresses of 17 frames each.
+inline constexpr std::size_t max_frame_name = 4096;
+
 /// What TaskError and TerminatedWorkerError hold: the raw stack, symbolized the first time it is
 /// asked for (~0.1 s: a failure nobody looks at costs nothing), or a ready text.
 class FERRY_INTERNAL_API RemoteStack {
  public:
-  RemoteStack(RawStack raw, bool exact_first) : raw_(std::move(raw)), exact_first_(exact_first) {}
+  RemoteStack(RawStack raw, bool exact_first);
   explicit RemoteStack(std::string text) : text_(std::move(text)), ready_(true) {}
+  /// The stack of a failure, shared with every live one equal to it (same addresses, same
+  /// modules: a task that fails the same way in the same worker again and again), whose text is
+  /// then made once; a stack with other addresses shares the module map of an equal one. A map
+  /// over 100,000 failing items held 100,000 copies of a few KiB of maps lines.
+  static std::shared_ptr<const RemoteStack> make(RawStack raw, bool exact_first);
   /// Thread-safe; never throws (a failure to symbolize is said in the text).
   const std::string& text() const noexcept;
+  /// The module map's text, as shared (make): equal maps are one string.
+  const std::string* maps() const noexcept { return maps_.get(); }
 
  private:
-  RawStack raw_;
+  std::vector<std::uint64_t> pcs_;
+  std::shared_ptr<const std::string> maps_;
   bool exact_first_ = false;
   mutable std::once_flag once_;
   mutable std::string text_;

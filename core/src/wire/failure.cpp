@@ -127,7 +127,7 @@ std::exception_ptr to_exception(const Failure& f, const FailureContext& c) {
     case FailureKind::task_threw:
       return std::make_exception_ptr(TaskError(
           task + item, f.exception_type, f.message, c.pid,
-          f.stack.empty() ? nullptr : std::make_shared<const RemoteStack>(f.stack, false)));
+          f.stack.empty() ? nullptr : RemoteStack::make(f.stack, false)));
     case FailureKind::decode_arguments:
     case FailureKind::encode_result:
       return std::make_exception_ptr(SerializationError(*serialization_stage_of(f.kind), f.signature,

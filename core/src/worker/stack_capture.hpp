@@ -10,11 +10,12 @@
 
 #include <ferry/detail/export.hpp>
 
-#include "platform/symbolize.hpp"
-
 namespace ferry::detail {
 
 class Ring;
+// Declared only: ferry-worker's __cxa_throw (workers/throw_hook.cpp) includes this header, and
+// <memory>, which platform/symbolize.hpp needs, declares __cxa_throw otherwise than it does.
+struct RawStack;  // platform/symbolize.hpp
 
 /// Records the stack of a throw in this thread (the last one wins): its type, and the return
 /// addresses from `thrower` (the throwing function's call of __cxa_throw) outwards. Called by
