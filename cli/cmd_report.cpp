@@ -154,8 +154,25 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
   if (options.max_slices) limits.max_slices = options.max_slices;
   trace::ReadResult read;
   trace::SummaryBuilder builder(trace::summary_limits(limits));
+  // Events without a phase ("ph") are in no trace's format: a file of nothing else is some other
+  // JSON array of objects (the wrong file given), not a trace with a few odd events.
+  std::size_t events = 0, without_phase = 0, first_without_phase = 0;
   bool ok = trace::read_trace(
-      trace_path, [&](const rj::Value& event, std::size_t line) { builder.add(event, line); }, read);
+      trace_path,
+      [&](const rj::Value& event, std::size_t line) {
+        ++events;
+        if (!event.IsObject() || !event.HasMember("ph")) {
+          if (without_phase++ == 0) first_without_phase = line;
+        }
+        builder.add(event, line);
+      },
+      read);
+  if (ok && events != 0 && without_phase == events) {
+    read.error_line = first_without_phase;
+    read.error = "not a trace file: none of its " + std::to_string(events) +
+                 " objects has a \"ph\" (an event's phase in the Chrome Trace Event format)";
+    ok = false;
+  }
   if (!ok) {
     print_shown_error("report", trace_message(options.trace + (read.error_line ? ":" + std::to_string(read.error_line) : ""),
                                               read.error));

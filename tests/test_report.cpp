@@ -261,6 +261,7 @@ TEST_CASE("Report.refuses_a_file_that_is_not_a_trace") {
     std::string message;  ///< expected on stderr
   };
   std::ofstream(dir.path / "empty.json").close();
+  std::ofstream(dir.path / "objects.json") << "[\n{\"id\": 1, \"name\": \"x\"},\n{\"id\": 2}\n]\n";
   // One event past the reader's bound (16 MiB): refused, not read into memory whole.
   std::ofstream(dir.path / "huge.json") << "[\n{\"ph\":\"i\",\"name\":\"" << std::string(17u << 20, 'a')
                                         << "\"}\n]\n";
@@ -271,6 +272,10 @@ TEST_CASE("Report.refuses_a_file_that_is_not_a_trace") {
       {(dir.path / "empty.json").string(), "empty.json:1: not a trace file: it is empty"},
       {(dir.path / "huge.json").string(), "huge.json:2: an event larger than 16 MiB"},
       {(dir.path / "missing.json").string(), "missing.json: No such file or directory"},
+      // Some other JSON array of objects (the wrong file): it made an empty page, status 0.
+      {(dir.path / "objects.json").string(),
+       "objects.json:2: not a trace file: none of its 2 objects has a \"ph\" (an event's phase in the "
+       "Chrome Trace Event format)"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.file);
