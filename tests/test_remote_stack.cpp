@@ -130,6 +130,24 @@ TEST_CASE("RemoteStack.task_error_is_the_last_throw_not_a_caught_one") {
   CHECK(first_frame(i.remote_stack()).rfind("#0  throw_int(int)", 0) == 0);
 }
 
+TEST_CASE("RemoteStack.inlined_calls_inside_inlined_calls_are_each_a_frame") {
+  // vector::at, inlined into the task, inlines _M_range_check, which throws: three frames, each
+  // at its own line. Only the innermost inlined call was shown, and the task's frame then had
+  // the line of the call inside at() (stl_vector.h), not its own.
+  ferry::Executor ex(support::options(1));
+  auto e = caught<ferry::TaskError>([&] { ex.submit(throw_after_caught, 0).get(); });
+  const std::string& stack = e.remote_stack();
+  CAPTURE(stack);
+#ifdef FERRY_TEST_DEBUG_INFO
+  CHECK(contains(stack, "std::vector<int, std::allocator<int> >::at(unsigned long)"));
+  const std::string task = first_frame_outside_std(stack);
+  CHECK(contains(task, "throw_after_caught(int) at "));
+  CHECK(contains(task, "crash.cpp:"));
+#else
+  MESSAGE("needs the crash plugin's debug information");
+#endif
+}
+
 TEST_CASE("RemoteStack.tasks_that_succeed_are_unchanged") {
   ferry::Executor ex(support::options(1));
   CHECK(ex.submit(throw_in_named_function, -5).get() == -4);

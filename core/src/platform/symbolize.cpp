@@ -230,6 +230,16 @@ std::vector<Inlined> inlined_at(Dwfl_Module* mod, Dwarf_Addr at) {
   Dwarf_Die* scopes = nullptr;
   int n = dwarf_getscopes(cu, at - bias, &scopes);
   if (n <= 0) return out;
+  // dwarf_getscopes goes on from an inlined call into its abstract definition (the inlined
+  // function's own scopes, ending in its DW_TAG_subprogram), not into the function it was
+  // inlined in: asked again from the innermost scope's own DIE, dwarf_getscopes_die gives the
+  // scopes that hold it, each call inlined in another included (as eu-addr2line -i does). Only
+  // the innermost call was found before, and the next frame took its call site for its own line.
+  Dwarf_Die innermost = scopes[0];
+  std::free(scopes);
+  scopes = nullptr;
+  n = dwarf_getscopes_die(&innermost, &scopes);
+  if (n <= 0) return out;
   std::unique_ptr<Dwarf_Die, decltype(&std::free)> keep(scopes, &std::free);
   Dwarf_Files* files = nullptr;
   std::size_t file_count = 0;
@@ -429,6 +439,13 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       where = shown(std::move(call.call_site));
     }
     add_frame(function, where, module);
+    if (is_entry_point(function)) {
+      // ferry's own calls inlined into the entry point (TaskCall::call) sit between the task's
+      // frames and the entry point, which already names the task: left out.
+      std::erase_if(group, [&](const std::string& line) {
+        return line.rfind("ferry::detail::", 0) == 0 && line != group.back();
+      });
+    }
     if (!previous.empty() && group == previous) {
       ++repeats;
     } else {
