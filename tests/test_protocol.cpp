@@ -263,7 +263,8 @@ TEST_CASE("Protocol.define.round_trips") {
   d.library = "/opt/plugins/libmath.so";
   d.name = "math.square";
   d.fingerprint = 0xFEEDFACECAFEBEEFull;
-  d.signature = "i32(i32)";
+  d.signature = "f64(geo::Point)";
+  d.layout = "geo::Point{x:f64,y:f64}";
   SUBCASE("plugin") { d.kind = RefKind::plugin; }
   SUBCASE("main program") { d.kind = RefKind::main_program; }
   auto [head, body] = split_frame(encode_define(d));
@@ -275,6 +276,7 @@ TEST_CASE("Protocol.define.round_trips") {
   CHECK(got.name == d.name);
   CHECK(got.fingerprint == d.fingerprint);
   CHECK(got.signature == d.signature);
+  CHECK(got.layout == d.layout);
 }
 
 TEST_CASE("Protocol.define.rejects_bad_ref_kind") {
@@ -659,6 +661,15 @@ TEST_CASE("Protocol.failure.to_exception_builds_the_documented_error") {
     auto sig = message_of<ferry::PluginError>(to_exception(of(FailureKind::signature_mismatch), one));
     has(sig, "f64(f64)");  // the plugin's
     has(sig, "i32(i32)");  // the host's, from its own reference
+    // Signatures alike, layouts not: the plugin's layout in the failure, the host's in its reference.
+    Define point = ref;
+    point.layout = "geo::Point{y:f64,x:f64}";
+    auto layout = message_of<ferry::PluginError>(to_exception(
+        Failure::signature_mismatch("/opt/plugins/libgeo.so", "f64(geo::Point)", "geo::Point{x:f64,y:f64}"),
+        {"geo:norm", point, 1, 4242}));
+    has(layout, "geo::Point{x:f64,y:f64}");
+    has(layout, "geo::Point{y:f64,x:f64}");
+    has(layout, "f64(geo::Point)");
   }
   SUBCASE("a main-program function is unresolvable") {
     // The executable as the host's own reference names it (an MPI agent points its worker at a

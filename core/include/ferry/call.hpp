@@ -95,6 +95,7 @@ class Call {
     function_ = reinterpret_cast<const void*>(fn);
     signature_ = Sig::text.view();
     fingerprint_ = Sig::fingerprint;
+    layout_ = detail::LayoutOf<R (*)(P...)>::fn;
     encode<std::remove_cvref_t<P>...>(std::forward<A>(args)...);
   }
 
@@ -149,6 +150,7 @@ class Call {
       throw std::invalid_argument("ferry::Call::json: the arguments must be one line of JSON");
     signature_ = "(JSON arguments)";
     fingerprint_ = 0;  // the worker's JSON decoding checks the types
+    layout_ = nullptr;
     args_ = std::move(arguments);
     json_ = true;
   }
@@ -158,6 +160,7 @@ class Call {
     using Sig = detail::Signature<void, W...>;
     signature_ = Sig::text.view();
     fingerprint_ = Sig::fingerprint;
+    layout_ = &detail::signature_layout<void, W...>;
     encode<W...>(std::forward<A>(args)...);
   }
 
@@ -181,6 +184,7 @@ class Call {
   std::filesystem::path library_;
   std::string_view signature_;  // static text of detail::Signature
   std::uint64_t fingerprint_ = 0;
+  detail::LayoutFn layout_ = nullptr;  // detail::signature_layout of the signature
   std::string args_;
   bool json_ = false;
 };

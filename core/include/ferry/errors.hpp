@@ -229,6 +229,11 @@ class FERRY_API PluginError : public Error {
   static PluginError signature_mismatch(const std::string& path, const std::string& task,
                                         const std::string& plugin_signature,
                                         const std::string& submitted_signature);
+  /// The signatures agree, but a user type in it is defined otherwise in the plugin than in the
+  /// host: the layouts say what each side's types serialize ("geo::Point{x:f64,y:f64}").
+  static PluginError layout_mismatch(const std::string& path, const std::string& task,
+                                     const std::string& signature, const std::string& plugin_layout,
+                                     const std::string& host_layout);
   static PluginError abi_mismatch(const std::string& path, const std::string& task,
                                   unsigned plugin_abi, unsigned ferry_abi);
   /// `path` (a plugin, or a directory or link target on the way to `plugin`) is not trusted:

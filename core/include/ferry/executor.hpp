@@ -24,6 +24,7 @@
 #include <ferry/detail/args.hpp>  // wire_t, as_param
 #include <ferry/detail/codec.hpp>
 #include <ferry/detail/export.hpp>
+#include <ferry/detail/layout.hpp>
 #include <ferry/detail/state.hpp>
 #include <ferry/detail/type_name.hpp>
 #include <ferry/errors.hpp>
@@ -190,6 +191,7 @@ struct Target {
   std::filesystem::path library;
   std::string_view signature;
   std::uint64_t fingerprint = 0;
+  LayoutFn layout = nullptr;  ///< the signature's layout (detail/layout.hpp); none for JSON
 
   // Made by these, not by designated initialisers, which name some members only: GCC before 14
   // warns of the others with -Wextra (-Wmissing-field-initializers) in every program that submits.
@@ -474,6 +476,7 @@ class FERRY_API Executor {
     using Sig = detail::Signature<R, detail::wire_t<A>...>;
     target.signature = Sig::text.view();
     target.fingerprint = Sig::fingerprint;
+    target.layout = &detail::signature_layout<R, detail::wire_t<A>...>;
     return submit_values<R, detail::wire_t<A>...>(options, std::move(target),
                                                   std::forward<A>(args)...);
   }
@@ -508,6 +511,7 @@ class FERRY_API Executor {
     t.function = reinterpret_cast<const void*>(fn);
     t.signature = Sig::text.view();
     t.fingerprint = Sig::fingerprint;
+    t.layout = detail::LayoutOf<R (*)(P...)>::fn;
     return t;
   }
 
@@ -520,6 +524,7 @@ class FERRY_API Executor {
       using Sig = detail::Signature<R, W...>;
       target.signature = Sig::text.view();
       target.fingerprint = Sig::fingerprint;
+      target.layout = &detail::signature_layout<R, W...>;
       return f.template operator()<W...>(std::move(target));
     };
     if constexpr (detail::TupleSize<E>::value > 0) {

@@ -266,6 +266,15 @@ PluginError PluginError::signature_mismatch(const std::string& path, const std::
                          plugin_signature + ", but was submitted as " + submitted_signature,
                      path, "ferry_task:" + task, {});
 }
+PluginError PluginError::layout_mismatch(const std::string& path, const std::string& task,
+                                         const std::string& signature, const std::string& plugin_layout,
+                                         const std::string& host_layout) {
+  return PluginError("task " + quoted(task) + " of " + path + " (" + signature +
+                         ") defines its types otherwise than the host: the plugin's serialize " +
+                         plugin_layout + ", the host's " + (host_layout.empty() ? "(no user type)" : host_layout) +
+                         "; build both from the same definitions",
+                     path, "ferry_task:" + task, {});
+}
 PluginError PluginError::abi_mismatch(const std::string& path, const std::string& task,
                                       unsigned plugin_abi, unsigned ferry_abi) {
   return PluginError("plugin " + path + " (task " + quoted(task) + ") was built for ferry plugin ABI " +

@@ -79,6 +79,7 @@ struct CallAccess {
     t.library = c.library_;
     t.signature = c.signature_;
     t.fingerprint = c.fingerprint_;
+    t.layout = c.layout_;
     return t;
   }
 };

@@ -19,14 +19,20 @@ TaskRefs::TaskRefs(const ExecutorOptions& options)
 
 std::shared_ptr<const RefEntry> TaskRefs::intern(protocol::RefKind kind, const std::string& library,
                                                  const std::string& name, std::uint64_t fingerprint,
-                                                 std::string_view signature, std::string display,
+                                                 std::string_view signature, LayoutFn layout,
+                                                 std::string display,
                                                  std::string version, bool check) {
+  // Made outside the lock: it runs the user types' constructors and serialize functions (once
+  // per signature and process). Only where the worker checks the types against the fingerprint,
+  // not for JSON arguments.
+  const char* layout_text = fingerprint != 0 && layout ? layout() : "";
   std::lock_guard lock(mu_);
   auto key = std::make_tuple(static_cast<int>(kind), library, name, fingerprint, version);
   if (auto it = entries_.find(key); it != entries_.end()) return it->second;
   if (check && !allow_unsafe_) PluginIndex::check_safe(library);
   auto e = std::make_shared<RefEntry>();
-  e->define = protocol::Define{next_ref_++, kind, library, name, fingerprint, std::string(signature)};
+  e->define = protocol::Define{next_ref_++, kind, library, name, fingerprint, std::string(signature),
+                               layout_text};
   e->frame = protocol::encode_define(e->define);
   e->display = std::move(display);
   if (!version.empty()) {
@@ -124,7 +130,7 @@ std::shared_ptr<const RefEntry> TaskRefs::resolve_checked(const Target& t) {
           // checked like a plugin found by name, once (another user who can replace the file
           // would run code in every later worker).
           return intern(protocol::RefKind::plugin, f.library, f.name, t.fingerprint,
-                            t.signature, f.name, {}, /*check=*/true);
+                            t.signature, t.layout, f.name, {}, /*check=*/true);
         case FunctionTask::Kind::main_program:
           // Sent anyway: the worker really tries to load the executable, and its loader's
           // message becomes the UnresolvableTaskError (DESIGN §1). Only a path nobody else can
@@ -132,7 +138,7 @@ std::shared_ptr<const RefEntry> TaskRefs::resolve_checked(const Target& t) {
           return intern(protocol::RefKind::main_program,
                         allow_unsafe_ ? f.library : main_program_to_load(f.library),
                             f.name.empty() ? "(unnamed function)" : f.name, t.fingerprint,
-                            t.signature, f.name.empty() ? "(unnamed function)" : f.name);
+                            t.signature, t.layout, f.name.empty() ? "(unnamed function)" : f.name);
         case FunctionTask::Kind::foreign:
           throw UnresolvableTaskError::not_a_task(f.name, f.library);
         case FunctionTask::Kind::unavailable:
@@ -147,7 +153,7 @@ std::shared_ptr<const RefEntry> TaskRefs::resolve_checked(const Target& t) {
         throw PluginError::signature_mismatch(info.library.string(), info.name, info.signature,
                                               std::string(t.signature));
       return intern(protocol::RefKind::plugin, info.library.string(), info.name,
-                        t.fingerprint, t.signature, t.name, info.version);
+                        t.fingerprint, t.signature, t.layout, t.name, info.version);
     }
     case Target::Kind::ref: {
       std::error_code ec;
@@ -156,7 +162,7 @@ std::shared_ptr<const RefEntry> TaskRefs::resolve_checked(const Target& t) {
       lib = lib.lexically_normal();
       if (!allow_unsafe_) PluginIndex::check_safe(lib);
       return intern(protocol::RefKind::plugin, lib.string(), t.name, t.fingerprint,
-                        t.signature, t.name, PluginIndex::file_version(lib));
+                        t.signature, t.layout, t.name, PluginIndex::file_version(lib));
     }
   }
   throw std::logic_error("unreachable");

@@ -38,7 +38,7 @@ class TaskRefs {
   /// once per executor and reference: the workers load it by path, later.
   std::shared_ptr<const RefEntry> intern(protocol::RefKind kind, const std::string& library,
                                          const std::string& name, std::uint64_t fingerprint,
-                                         std::string_view signature, std::string display,
+                                         std::string_view signature, LayoutFn layout, std::string display,
                                          std::string version = {}, bool check = false);
 
   /// What a name or a TaskRef resolved to lately: a submission of the same one within a second

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -288,12 +289,15 @@ ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_S
                 std::to_string(max_signature) + ") may be";
     return r;
   }
+  // A record of ABI 3 or before has no `layout`: its text follows 56 bytes of header. Read so,
+  // it is listed with its name and signature, and refused as built for another ABI.
+  const std::uint64_t head = h.abi < 4 ? offsetof(TaskRecordHeader, layout) : sizeof(TaskRecordHeader);
   std::uint64_t text = std::uint64_t{h.name_size} + h.signature_size + 2;
-  if (text > sym.st_size - sizeof(TaskRecordHeader)) {
+  if (text > sym.st_size - head) {
     r.problem = "record text is truncated";
     return r;
   }
-  const std::string bytes = img.copy(off + sizeof(TaskRecordHeader), text);
+  const std::string bytes = img.copy(off + head, text);
   r.name.assign(bytes.data(), h.name_size);
   r.signature.assign(bytes.data() + h.name_size + 1, h.signature_size);
   if (r.name != expected) r.problem = "record name differs from its symbol";

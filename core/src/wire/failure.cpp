@@ -53,8 +53,9 @@ Failure Failure::abi_mismatch(std::string library, std::uint32_t plugin_abi) {
   f.plugin_abi = plugin_abi;
   return f;
 }
-Failure Failure::signature_mismatch(std::string library, std::string plugin_signature) {
-  Failure f = resolution(FailureKind::signature_mismatch, std::move(library));
+Failure Failure::signature_mismatch(std::string library, std::string plugin_signature,
+                                   std::string plugin_layout) {
+  Failure f = resolution(FailureKind::signature_mismatch, std::move(library), std::move(plugin_layout));
   f.signature = std::move(plugin_signature);
   return f;
 }
@@ -145,6 +146,9 @@ std::exception_ptr to_exception(const Failure& f, const FailureContext& c) {
       return std::make_exception_ptr(
           PluginError::abi_mismatch(f.library, name, f.plugin_abi, plugin_abi_version));
     case FailureKind::signature_mismatch:
+      if (!f.message.empty())
+        return std::make_exception_ptr(
+            PluginError::layout_mismatch(f.library, name, f.signature, f.message, c.ref.layout));
       return std::make_exception_ptr(
           PluginError::signature_mismatch(f.library, name, f.signature, c.ref.signature));
     case FailureKind::main_program:

@@ -38,7 +38,8 @@ enum class FailureKind : std::uint8_t {
   symbol_missing = 6,      // library; message: the loader's
   not_a_plugin = 7,        // library; message: what its symbol is instead
   abi_mismatch = 8,        // library; plugin_abi: the plugin's ABI version
-  signature_mismatch = 9,  // library; signature: the plugin's (the host knows its own)
+  signature_mismatch = 9,  // library; signature: the plugin's (the host knows its own); message:
+                           // the plugin's layout when only the layouts differ
   main_program = 10,       // library: the host's executable; message: the loader's
   no_json_entry = 11,      // library: a plugin built without the JSON entry point (FERRY_WRAP)
 };
@@ -65,7 +66,8 @@ struct FERRY_INTERNAL_API Failure {
   static Failure symbol_missing(std::string library, std::string loader_message);
   static Failure not_a_plugin(std::string library, std::string why);
   static Failure abi_mismatch(std::string library, std::uint32_t plugin_abi);
-  static Failure signature_mismatch(std::string library, std::string plugin_signature);
+  static Failure signature_mismatch(std::string library, std::string plugin_signature,
+                                    std::string plugin_layout = {});
   static Failure main_program(std::string executable, std::string loader_message);
   static Failure no_json_entry(std::string library);
 };

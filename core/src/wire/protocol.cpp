@@ -138,7 +138,8 @@ Buffer encode_define(const Define& d) {
       .str(d.library)
       .str(d.name)
       .u64(d.fingerprint)
-      .str(d.signature);
+      .str(d.signature)
+      .str(d.layout);
   return frame(FrameType::define, b);
 }
 Define decode_define(std::string_view body) {
@@ -153,6 +154,7 @@ Define decode_define(std::string_view body) {
   d.name = r.str();
   d.fingerprint = r.u64();
   d.signature = r.str();
+  d.layout = r.str();
   r.expect_end();
   return d;
 }

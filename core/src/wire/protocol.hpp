@@ -26,7 +26,8 @@ namespace ferry::detail::protocol {
 /// 5: an init frame may carry flag_json: its arguments are a JSON line (ferry::Call::json).
 /// 6: a worker says its initializer ran (an ok result for call 0, with nothing more) before it
 ///    runs any task: an initializer failure after that is a task's forgery.
-inline constexpr std::uint32_t version = 6;
+/// 7: a define carries the layout of the signature's user types (detail/layout.hpp).
+inline constexpr std::uint32_t version = 7;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
 /// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.
@@ -138,6 +139,7 @@ struct Define {
   std::string name;      // task name, or the function's name for a main-program function
   std::uint64_t fingerprint = 0;
   std::string signature;  // the host's expected signature text (for messages)
+  std::string layout;     // what its user types serialize, as the host defines them (detail/layout.hpp)
 };
 
 /// What a contained frame reports. The limits' values are those of ferry::Limits' fields.

@@ -355,6 +355,16 @@ class WorkerLoop {
       why = Failure::signature_mismatch(d.library, signature_of(rec));
       return nullptr;
     }
+    // The same signature text, but a user type in it defined otherwise (named alike, fields
+    // reordered or changed): its values would be read as wrong ones.
+    if (d.fingerprint != 0) {
+      std::string_view plugin_layout = rec->layout ? rec->layout() : "";
+      if (plugin_layout != d.layout) {
+        why = Failure::signature_mismatch(d.library, signature_of(rec),
+                                          plugin_layout.empty() ? "(no user type)" : std::string(plugin_layout));
+        return nullptr;
+      }
+    }
     ref.record = rec;
     return rec;
   }

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include <ferry/detail/invoke.hpp>
+#include <ferry/detail/layout.hpp>
 #include <ferry/detail/task_record.hpp>
 #include <ferry/detail/type_name.hpp>
 #include <ferry/serialization.hpp>
@@ -65,6 +66,7 @@ struct TaskRecordFor {
     r.header.invoke_json = &invoke_json<Fn>;
 #endif
     r.header.address = &function_address<Fn>;
+    r.header.layout = LayoutOf<decltype(Fn)>::fn;
     std::size_t at = 0;
     for (char c : Name.view()) r.text[at++] = c;
     r.text[at++] = '\0';

@@ -12,8 +12,8 @@
 namespace ferry::detail {
 
 /// Bumped whenever the record layout or the invoke contract below changes (2: InvokeContext::deliver;
-/// 3: shared trailing arguments, invoke_shared_shift).
-inline constexpr std::uint32_t plugin_abi_version = 3;
+/// 3: shared trailing arguments, invoke_shared_shift; 4: TaskRecordHeader::layout).
+inline constexpr std::uint32_t plugin_abi_version = 4;
 inline constexpr std::string_view task_symbol_prefix = "ferry_task:";
 inline constexpr std::string_view task_section = "ferry_tasks";
 inline constexpr char task_record_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'T', 'K', '\0'};
@@ -78,6 +78,8 @@ inline void deliver_results(InvokeContext& ctx) noexcept {
   }
 }
 using AddressFn = const void* (*)() noexcept;
+/// Returns the layout text of the task's signature (detail/layout.hpp): "" when it has no user type.
+using LayoutFn = const char* (*)() noexcept;
 
 /// Fixed prefix of every exported record. The text (name, NUL, signature, NUL) follows it. All
 /// fields but the three pointers are plain bytes, so the manifest can be read from the file without
@@ -92,8 +94,9 @@ struct TaskRecordHeader {
   InvokeFn invoke;       ///< arguments and results in cereal's binary archive
   InvokeFn invoke_json;  ///< the same, one JSON object per item and line (cereal's JSON archive)
   AddressFn address;     ///< returns the task function's address (host-side lookup by function)
+  LayoutFn layout;       ///< what the signature's user types serialize, as the plugin defines them
 };
-static_assert(sizeof(TaskRecordHeader) == 56);
+static_assert(sizeof(TaskRecordHeader) == 64);
 
 template <std::size_t TextSize>
 struct TaskRecord {

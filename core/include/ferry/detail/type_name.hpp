@@ -91,10 +91,14 @@ constexpr std::string_view pretty_type_name() {
   return p.substr(begin, end - begin);
 }
 
+// Each specialisation below names a type ferry knows; its `parts` are the types its name is made
+// of (a vector's element, a map's key and value), which detail/layout.hpp looks through for user
+// types. The primary template is a user type's: named by the compiler, marked `user`.
 template <class T, class = void>
 struct TypeName {
   static constexpr std::string_view pretty = pretty_type_name<T>();
   static constexpr auto value = FixedString<pretty.size()>(pretty);
+  static constexpr bool user = true;
 };
 
 template <class... Ts>
@@ -144,16 +148,19 @@ struct TypeName<std::basic_string<char, std::char_traits<char>, A>> {
   template <class T, class... Rest>                                        \
   struct TypeName<tmpl<T, Rest...>> {                                      \
     static constexpr auto value = label "<" + TypeName<T>::value + ">";    \
+    using parts = std::tuple<T>;                                           \
   };
 #define FERRY_DETAIL_NAME_SINGLE(tmpl, label)                              \
   template <class T>                                                       \
   struct TypeName<tmpl<T>> {                                               \
     static constexpr auto value = label "<" + TypeName<T>::value + ">";    \
+    using parts = std::tuple<T>;                                           \
   };
 #define FERRY_DETAIL_NAME_2(tmpl, label)                                                        \
   template <class K, class V, class... Rest>                                                    \
   struct TypeName<tmpl<K, V, Rest...>> {                                                        \
     static constexpr auto value = label "<" + TypeName<K>::value + "," + TypeName<V>::value + ">"; \
+    using parts = std::tuple<K, V>;                                                             \
   };
 FERRY_DETAIL_NAME_1(std::vector, "vector")
 FERRY_DETAIL_NAME_1(std::deque, "deque")
@@ -173,18 +180,22 @@ FERRY_DETAIL_NAME_2(std::unordered_map, "unordered_map")
 template <class A, class B>
 struct TypeName<std::pair<A, B>> {
   static constexpr auto value = "pair<" + TypeName<A>::value + "," + TypeName<B>::value + ">";
+  using parts = std::tuple<A, B>;
 };
 template <class... Ts>
 struct TypeName<std::tuple<Ts...>> {
   static constexpr auto value = "tuple<" + join_type_names<Ts...>() + ">";
+  using parts = std::tuple<Ts...>;
 };
 template <class... Ts>
 struct TypeName<std::variant<Ts...>> {
   static constexpr auto value = "variant<" + join_type_names<Ts...>() + ">";
+  using parts = std::tuple<Ts...>;
 };
 template <class T, std::size_t N>
 struct TypeName<std::array<T, N>> {
   static constexpr auto value = "array<" + TypeName<T>::value + "," + decimal<N>() + ">";
+  using parts = std::tuple<T>;
 };
 
 /// Canonical signature text of a task, e.g. "f64(vector<f64>)": parameters are decayed, because a
