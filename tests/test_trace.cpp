@@ -516,6 +516,41 @@ TEST_CASE("Trace.crashed_host_leaves_a_loadable_file") {
   CHECK_FALSE(d.HasParseError());
 }
 
+TEST_CASE("Trace.exit_writes_out_what_the_writer_held") {
+  // The writer gathers lines for up to 100 ms: a program that called exit() with an executor not
+  // destroyed (left to the end, or shut down with wait = false) lost them, and a short run's trace
+  // held its header and no call. A host of its own, forked as in crashed_host_leaves_a_loadable_file.
+  support::TempDir dir;
+  const fs::path file = dir.path / "exited.json";
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int code = 3;
+    try {
+      auto* ex = new ferry::Executor(traced(file, 1));  // never destroyed
+      if (ex->submit(square, 7).get() == 49) code = 0;
+      ex->shutdown({.wait = false});
+    } catch (...) {
+    }
+    std::exit(code);
+  }
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+  REQUIRE(pidfd >= 0);
+  pollfd p{pidfd, POLLIN, 0};
+  const int ready = ::poll(&p, 1, 50000);
+  ::close(pidfd);
+  if (ready <= 0) ::kill(child, SIGKILL);
+  int st = 0;
+  ::waitpid(child, &st, 0);
+  REQUIRE(ready > 0);
+  REQUIRE(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  TraceFile t = read_trace(file);
+  check_well_formed(t);
+  CHECK(t.named("square", "X").size() == 1);
+  CHECK(t.named("square", "b").size() == 1);
+}
+
 TEST_CASE("Trace.cap_writes_trace_truncated") {
   support::TempDir dir;
   const fs::path file = dir.path / "capped.json";

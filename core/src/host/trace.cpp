@@ -106,12 +106,7 @@ void release_path(const std::string& key) {
 /// Traces past the slots (64 at once) are left to the child, as before.
 std::atomic<int> fork_closed[64];
 
-void close_traces_in_child() noexcept {
-  for (auto& slot : fork_closed) {
-    const int v = slot.exchange(0, std::memory_order_relaxed);
-    if (v != 0) ::close(v - 1);
-  }
-}
+void close_traces_in_child() noexcept;
 const int trace_fork_handler = ::pthread_atfork(nullptr, nullptr, &close_traces_in_child);
 
 /// A slot of fork_closed for `fd`, or -1 when all are taken.
@@ -126,6 +121,45 @@ int hold_for_fork(int fd) noexcept {
 void release_for_fork(int& slot) noexcept {
   if (slot >= 0) fork_closed[static_cast<std::size_t>(slot)].store(0, std::memory_order_relaxed);
   slot = -1;
+}
+
+/// The traces of this process, for exit() to write out what they hold: the writer gathers lines
+/// for up to 100 ms, and a program that called exit() (std::exit anywhere, main returning while
+/// an executor was left undestroyed, or shut down with wait = false) lost them all: a short run
+/// left its header and no call. Written as a killed host's file, without the closing line (the
+/// pool may still be running). A child of fork() starts with none: the table is the parent's,
+/// and so may be its lock (held by a thread the child does not have).
+struct LiveTraces {
+  std::mutex mu;
+  std::set<Trace*> traces;
+};
+std::atomic<LiveTraces*> live_traces{nullptr};
+
+void write_out_traces_at_exit() {
+  LiveTraces* live = live_traces.load(std::memory_order_acquire);
+  if (!live) return;
+  std::lock_guard lock(live->mu);
+  for (Trace* t : live->traces) t->write_out_now();
+}
+
+void close_traces_in_child() noexcept {
+  for (auto& slot : fork_closed) {
+    const int v = slot.exchange(0, std::memory_order_relaxed);
+    if (v != 0) ::close(v - 1);
+  }
+  live_traces.store(nullptr, std::memory_order_release);  // the parent's (left as it is)
+}
+
+/// The table this process's traces join (made at the first, with the exit handler).
+LiveTraces* live_table() {
+  static const int at_exit = std::atexit(&write_out_traces_at_exit);
+  (void)at_exit;
+  LiveTraces* live = live_traces.load(std::memory_order_acquire);
+  if (live) return live;
+  auto* made = new LiveTraces;  // never freed: exit() reads it after the statics' destructors may have run
+  if (live_traces.compare_exchange_strong(live, made, std::memory_order_acq_rel)) return made;
+  delete made;
+  return live;
 }
 
 void check_max_bytes(std::uint64_t max_bytes) {
@@ -376,9 +410,34 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
     b->clear();               // the capacity stays
   }
   writer_ = std::thread([this] { run_writer(); });
-  // Last: a constructor that throws leaves no slot naming a descriptor it closed.
+  // Last: a constructor that throws leaves no slot naming a descriptor it closed, nor a trace in
+  // the table.
   (void)trace_fork_handler;
   fork_slot_ = hold_for_fork(fd_.get());
+  LiveTraces* live = live_table();
+  std::lock_guard lock(live->mu);
+  live->traces.insert(this);
+  live_ = live;
+}
+
+void Trace::leave_live_table() noexcept {
+  auto* live = static_cast<LiveTraces*>(live_);
+  live_ = nullptr;
+  // Not in a child of fork(): the table and its lock are the parent's.
+  if (!live || live != live_traces.load(std::memory_order_acquire)) return;
+  std::lock_guard lock(live->mu);
+  live->traces.erase(this);
+}
+
+void Trace::write_out_now() {
+  std::lock_guard io(io_mu_);
+  std::string out;
+  {
+    std::lock_guard lock(mu_);
+    out = pending_;  // a copy: pending_ keeps its buffer
+    pending_.clear();
+  }
+  write_out(out);
 }
 
 std::unique_ptr<Trace> Trace::from_environment(const fs::path& path, std::uint64_t max_bytes,
@@ -412,6 +471,7 @@ Trace::~Trace() {
     wake_.notify_one();
     writer_.join();
   }
+  leave_live_table();
   release_for_fork(fork_slot_);
   release_path(registered_);
 }
@@ -480,10 +540,17 @@ void Trace::run_writer() {
     // Gather what comes in the next period: one write for many events, and the threads that
     // emit them wake nobody but this thread, at most once a period.
     if (!stop_) wake_.wait_for(lock, flush_period, [&] { return stop_ || pending_.size() >= flush_bytes; });
-    out.swap(pending_);
-    const bool last = stop_;
+    // io_mu_ before mu_, as write_out_now takes them: the lines go out in the order they came.
     lock.unlock();
-    write_out(out);
+    bool last;
+    {
+      std::lock_guard io(io_mu_);
+      lock.lock();
+      out.swap(pending_);
+      last = stop_;
+      lock.unlock();
+      write_out(out);
+    }
     out.clear();
     lock.lock();
     if (last && pending_.empty()) return;
@@ -676,6 +743,7 @@ void Trace::close(const ExecutorStats& s) {
   }
   wake_.notify_one();
   writer_.join();
+  leave_live_table();
   release_for_fork(fork_slot_);  // before the descriptor's number may be given to another file
   fd_.reset();
 }

@@ -156,6 +156,9 @@ class Trace {
   /// Later events are dropped. Idempotent.
   void close(const ExecutorStats& stats);
 
+  /// Writes what the writer has not yet, now (at exit(): what it gathers would be lost).
+  void write_out_now();
+
  private:
   /// Counts `bytes` more into the file if they fit under the cap, keeping room for the closing
   /// lines; false when they do not.
@@ -172,11 +175,15 @@ class Trace {
   std::string registered_;  // the key of path_ among the paths this process writes
   Fd fd_;
   int fork_slot_ = -1;  // where a child of fork() finds fd_ to close (trace.cpp: fork_closed)
+  void* live_ = nullptr;  // the table of traces exit() writes out (trace.cpp: LiveTraces)
+  /// Leaves that table: before fd_ is closed.
+  void leave_live_table() noexcept;
   const pid_t pid_;
   const Clock::time_point start_;
   const std::int64_t start_unix_ns_;  // the system clock when start_ was read
   const std::uint64_t max_bytes_;
 
+  std::mutex io_mu_;              // held while lines are taken from pending_ and written; before mu_
   std::mutex mu_;
   std::condition_variable wake_;
   std::string pending_;          // whole lines, not yet written
