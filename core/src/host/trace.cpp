@@ -405,19 +405,28 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
   // Written now, before any event: a host that dies at once still leaves a trace that loads.
   write_out(head);
   accepted_ = head.size();
-  for (std::string* b : {&pending_, &spare_}) {
-    b->resize(buffer_bytes);  // zero-filled: every page faulted in now, not under an event
-    b->clear();               // the capacity stays
-  }
-  writer_ = std::thread([this] { run_writer(); });
-  // Last: a constructor that throws leaves no slot naming a descriptor it closed, nor a trace in
-  // the table.
+  // A constructor that throws from here (no memory, no thread) leaves no slot naming the
+  // descriptor it closes, no trace in the table, and its path free for the next executor.
   (void)trace_fork_handler;
   fork_slot_ = hold_for_fork(fd_.get());
-  LiveTraces* live = live_table();
-  std::lock_guard lock(live->mu);
-  live->traces.insert(this);
-  live_ = live;
+  try {
+    for (std::string* b : {&pending_, &spare_}) {
+      b->resize(buffer_bytes);  // zero-filled: every page faulted in now, not under an event
+      b->clear();               // the capacity stays
+    }
+    LiveTraces* live = live_table();
+    {
+      std::lock_guard lock(live->mu);
+      live->traces.insert(this);
+    }
+    live_ = live;
+    writer_ = std::thread([this] { run_writer(); });
+  } catch (...) {
+    leave_live_table();
+    release_for_fork(fork_slot_);
+    release_path(registered_);
+    throw;
+  }
 }
 
 void Trace::leave_live_table() noexcept {
