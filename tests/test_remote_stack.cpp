@@ -638,3 +638,45 @@ TEST_CASE("RemoteStack.symbolize.long_names_are_cut") {
   CHECK(contains(text, " bytes more)"));
   CHECK(text.size() < 2 * max_frame_name + 1024);
 }
+
+namespace {
+
+/// `s` as a worker that loaded the same modules `delta` bytes higher would send it.
+RawStack shifted(const RawStack& s, std::uint64_t delta) {
+  RawStack out;
+  std::istringstream lines(s.maps);
+  for (std::string line; std::getline(lines, line);) {
+    MapsLine m;
+    REQUIRE(parse_maps_line(line, m));
+    std::ostringstream moved;
+    moved << std::hex << m.start + delta << '-' << m.end + delta << line.substr(line.find(' ')) << '\n';
+    out.maps += moved.str();
+  }
+  for (std::uint64_t pc : s.pcs) out.pcs.push_back(pc + delta);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("RemoteStack.symbolize.an_address_looked_up_once_is_not_looked_up_again") {
+  // A crash loop: each new worker has its libraries elsewhere, and the same addresses in them.
+  // libdw read a module's symbol table and debug information again for each stack (~65 ms):
+  // `ferry map --keep-going` over lines that crash spent 90 % of its time there.
+  namespace fs = std::filesystem;
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  const fs::path plugin = dir.path / "plugin.so";
+  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, plugin);
+  const RawStack s = crash_plugin_stack(plugin.string());
+  const std::string first = symbolize(s, true);
+  REQUIRE(contains(first, "throw_in_named_function(int)"));
+  const std::size_t lookups = symbolize_lookups();
+  CHECK(symbolize(shifted(s, 0x100000000), true) == first);
+  CHECK(symbolize(s, true) == first);
+  CHECK(symbolize_lookups() == lookups);
+  // Another file at that path: looked up in it, never taken from what the old one said.
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, plugin, fs::copy_options::overwrite_existing);
+  const std::string replaced = symbolize(s, true);
+  CAPTURE(replaced);
+  CHECK_FALSE(contains(replaced, "throw_in_named_function"));
+  CHECK(symbolize_lookups() > lookups);
+}

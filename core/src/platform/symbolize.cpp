@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -321,7 +322,76 @@ bool through_proc(const std::string& path) {
   return p == "/proc" || p.rfind("/proc/", 0) == 0;
 }
 
+/// What one address of a module says: its function, file:line, and the calls inlined there.
+struct Looked {
+  std::string function;
+  std::string where;
+  std::vector<Inlined> inlined;
+};
+
+/// The lookups done through libdw (symbolize_lookups()).
+std::atomic<std::size_t> g_lookups{0};
+
+/// Looked-up addresses by file (as the host found it: device, inode, size, modification time) and
+/// offset from the module's start: a worker that crashes again at the same place has its libraries
+/// elsewhere (each process its own random layout), yet the same lookups. libdw's first lookup in
+/// a module reads its symbol table and debug information again in each new Dwfl (~65 ms a stack
+/// here): a crash loop under `ferry map --keep-going`, whose errors are each described, took
+/// 74 ms a failing line, 7 of it without symbolizing. Bounded: emptied when full.
+class LookupMemo {
+ public:
+  static std::string key(const struct stat& st, std::uint64_t offset) {
+    const std::uint64_t fields[] = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                                    static_cast<std::uint64_t>(st.st_size),
+                                    static_cast<std::uint64_t>(st.st_mtim.tv_sec),
+                                    static_cast<std::uint64_t>(st.st_mtim.tv_nsec), offset};
+    return std::string(reinterpret_cast<const char*>(fields), sizeof fields);
+  }
+  bool find(const std::string& key, Looked& out) {
+    std::lock_guard lock(mu_);
+    auto it = memo_.find(key);
+    if (it == memo_.end()) return false;
+    out = it->second;
+    return true;
+  }
+  void keep(std::string key, const Looked& looked) {
+    std::lock_guard lock(mu_);
+    if (memo_.size() >= 4096) memo_.clear();
+    memo_.emplace(std::move(key), looked);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, Looked> memo_;
+};
+
+LookupMemo& lookup_memo() {
+  static auto* memo = new LookupMemo;  // never destroyed: a stack may be shown during exit
+  return *memo;
+}
+
+Looked look_up(Dwfl_Module* mod, Dwarf_Addr at) {
+  g_lookups.fetch_add(1, std::memory_order_relaxed);
+  Looked l;
+  GElf_Off offset = 0;
+  GElf_Sym sym{};
+  l.function = shown(demangled(dwfl_module_addrinfo(mod, at, &offset, &sym, nullptr, nullptr, nullptr)));
+  if (Dwfl_Line* line = dwfl_module_getsrc(mod, at)) {
+    int lineno = 0;
+    if (const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr); file && lineno > 0)
+      l.where = shown(file) + ":" + std::to_string(lineno);
+  }
+  l.inlined = inlined_at(mod, at);
+  for (Inlined& call : l.inlined) {
+    call.function = shown(std::move(call.function));
+    call.call_site = shown(std::move(call.call_site));
+  }
+  return l;
+}
+
 }  // namespace
+
+std::size_t symbolize_lookups() noexcept { return g_lookups.load(std::memory_order_relaxed); }
 
 void never_symbolize_under(const std::string& text) {
   const std::filesystem::path dir(text);
@@ -348,6 +418,7 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       .debuginfo_path = &debuginfo_path,
   };
   std::unique_ptr<Dwfl, DwflDeleter> dwfl(dwfl_begin(&callbacks));
+  std::unordered_map<Dwfl_Module*, struct stat> files;  // what each module was read from
   if (dwfl) {
     dwfl_report_begin(dwfl.get());
     for (const Module& m : modules_of(stack.maps)) {
@@ -372,7 +443,10 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       const std::string same = "/proc/self/fd/" + std::to_string(where.get());
       int fd = ::open(same.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
       if (fd < 0) continue;
-      if (!dwfl_report_elf(dwfl.get(), m.path.c_str(), m.path.c_str(), fd, m.base, false)) ::close(fd);
+      if (Dwfl_Module* mod = dwfl_report_elf(dwfl.get(), m.path.c_str(), m.path.c_str(), fd, m.base, false))
+        files.emplace(mod, st);
+      else
+        ::close(fd);
     }
     dwfl_report_end(dwfl.get(), nullptr, nullptr);
   }
@@ -412,17 +486,17 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
     if (mod) {
       Dwarf_Addr start = 0;
       const char* path = dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, nullptr, nullptr);
-      GElf_Off offset = 0;
-      GElf_Sym sym{};
-      function = shown(demangled(dwfl_module_addrinfo(mod, at, &offset, &sym, nullptr, nullptr, nullptr)));
-      if (Dwfl_Line* line = dwfl_module_getsrc(mod, at)) {
-        int lineno = 0;
-        if (const char* file = dwfl_lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr);
-            file && lineno > 0)
-          where = shown(file) + ":" + std::to_string(lineno);
+      Looked looked;
+      auto file = files.find(mod);
+      const std::string key = file == files.end() ? std::string() : LookupMemo::key(file->second, at - start);
+      if (key.empty() || !lookup_memo().find(key, looked)) {
+        looked = look_up(mod, at);
+        if (!key.empty()) lookup_memo().keep(key, looked);
       }
+      function = std::move(looked.function);
+      where = std::move(looked.where);
+      inlined = std::move(looked.inlined);
       module = shown(std::string(base_name(path ? path : ""))) + (function.empty() ? "+" + hex_text(pc - start) : "");
-      inlined = inlined_at(mod, at);
     } else {
       module = hex_text(pc) + ", no module";
     }
@@ -435,8 +509,8 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
     // The innermost inlined call holds the address's file:line; each caller, the call site of
     // the call inside it.
     for (Inlined& call : inlined) {
-      add_frame(shown(std::move(call.function)), where, module + ", inlined");
-      where = shown(std::move(call.call_site));
+      add_frame(call.function, where, module + ", inlined");
+      where = std::move(call.call_site);
     }
     add_frame(function, where, module);
     if (is_entry_point(function)) {

@@ -63,6 +63,10 @@ FERRY_INTERNAL_API void never_symbolize_under(const std::string& dir);
 /// module that cannot be read leaves its frames unnamed. "" for an empty stack.
 FERRY_INTERNAL_API std::string symbolize(const RawStack& stack, bool exact_first);
 
+/// Addresses looked up through libdw so far in this process. An address of a module file looked
+/// up before (the same file, at the same offset from the module's start) is taken from a memo.
+FERRY_INTERNAL_API std::size_t symbolize_lookups() noexcept;
+
 /// Bytes shown of a frame's function name, and of its file name: the rest is cut, the text says
 /// how much. A module's symbol table can hold names of any length (a template's demangled name
 /// runs to megabytes), and a stack has up to 64 addresses of 17 frames each.
