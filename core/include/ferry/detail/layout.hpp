@@ -88,9 +88,7 @@ class LayoutWriter {
         if (p.id == id) return;
       if (queue_.size() < max_types) queue_.push_back({id, &describe_user_type<T>});
     } else if constexpr (requires { typename TypeName<T>::parts; }) {
-      [this]<class... P>(std::type_identity<std::tuple<P...>>) {
-        (note<std::remove_cv_t<P>>(), ...);
-      }(std::type_identity<typename TypeName<T>::parts>{});
+      note_parts(std::type_identity<typename TypeName<T>::parts>{});
     }
   }
 
@@ -110,6 +108,11 @@ class LayoutWriter {
   std::string& text() noexcept { return text_; }
 
  private:
+  template <class... P>
+  void note_parts(std::type_identity<std::tuple<P...>>) {
+    (note<std::remove_cv_t<P>>(), ...);
+  }
+
   template <class T>
   static constexpr char tag = 0;
   struct Pending {
