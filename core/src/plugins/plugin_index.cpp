@@ -293,7 +293,7 @@ void PluginIndex::rescan_locked() {
       skipped_.push_back({dir, "cannot read directory: " + ec.message()});
       unreadable_dirs_.push_back({dir, "cannot read directory: " + ec.message()});
       if (short_of_resources(ec.value())) {
-        short_of_ = dir.string() + ": " + ec.message();
+        short_of_ = cannot_read(dir, ec.message());
         keep_previous(dir, nullptr);
       }
       continue;
@@ -316,7 +316,7 @@ void PluginIndex::rescan_locked() {
     }
     if (ec && short_of_resources(ec.value())) {
       // Read in part: what was found before stays (those listed again are read again below).
-      short_of_ = dir.string() + ": " + ec.message();
+      short_of_ = cannot_read(dir, ec.message());
       const fs::path key = directory_key(dir);
       std::unordered_set<std::string> listed;
       for (const auto& f : files) listed.insert(f.native());
@@ -421,8 +421,8 @@ TaskInfo PluginIndex::find(std::string_view name) {
   // Not found in what this process could read: the task may be in what it could not.
   if (!short_of_.empty())
     throw PluginError("cannot tell which plugin provides task " + std::string(1, '\'') + std::string(name) +
-                          "': this process could not read " + short_of_ +
-                          " (it is out of descriptors or memory: raise RLIMIT_NOFILE, ulimit -n)",
+                          "': " + short_of_ +
+                          " (this process is out of descriptors or memory: raise RLIMIT_NOFILE, ulimit -n)",
                       {}, "ferry_task:" + std::string(task), short_of_);
   // A directory that could not be read says why, and so do the files under plugins' names in it
   // (a few: the task may be in one of them).
