@@ -576,9 +576,16 @@ TEST_CASE("RemoteStack.symbolize.a_recursion_is_said_once_then_counted") {
   CHECK(contains(text, "\n#2  ?? (0x10, no module)\n#3  throw_in_named_function(int)"));
   CHECK(contains(text, "\n    ... the frame above again, 2 more times (#4 to #5)\n#6  ?? (0x20, no module)"));
   CHECK_FALSE(contains(text, "not recorded"));
+  // A crash's stack deeper than 64 addresses: its innermost, the gap, its outermost.
+  s.pcs = {call, call, call, stack_gap, 8000, call, 0x20};
+  text = symbolize(s, false);
+  CAPTURE(text);
+  CHECK(contains(text, "\n    ... the frame above again, 2 more times (#1 to #2)\n    ... 8000 frames not recorded\n"
+                       "#3  throw_in_named_function(int)"));
+  CHECK(contains(text, "\n#4  ?? (0x20, no module)"));
 }
 
-TEST_CASE("RemoteStack.stack_overflow_is_short_and_says_it_was_cut") {
+TEST_CASE("RemoteStack.stack_overflow_shows_both_ends_of_its_stack") {
 #if defined(__SANITIZE_THREAD__)
   MESSAGE("skipped under ThreadSanitizer (see terminated_worker_on_abort_and_stack_overflow)");
   return;
@@ -589,8 +596,12 @@ TEST_CASE("RemoteStack.stack_overflow_is_short_and_says_it_was_cut") {
   CAPTURE(stack);
   CHECK(contains(first_frame(stack), "recurse(int)"));
   CHECK(contains(stack, " more times (#"));
-  CHECK(contains(stack, "not recorded"));
-  CHECK(std::count(stack.begin(), stack.end(), '\n') < 8);
+  CHECK(std::count(stack.begin(), stack.end(), '\n') < 16);
+  // Its innermost frames, then how many were left out, then its outermost: where the task began
+  // the recursion (the task itself was not recorded: a stack keeps 64 addresses).
+  CHECK(contains(stack, " frames not recorded\n"));
+  CHECK(contains(stack.substr(stack.find(" frames not recorded")), "stack_overflow(int)"));
+  CHECK(contains(stack, "of the worker loop"));
 }
 
 namespace {

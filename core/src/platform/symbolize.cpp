@@ -475,9 +475,18 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
     }
     repeats = 0;
   };
-  bool reached_entry = false;
+  bool reached_entry = false, gap = false;
   for (std::size_t i = 0; i < stack.pcs.size(); ++i) {
     const std::uint64_t pc = stack.pcs[i];
+    if (pc == stack_gap && i > 0 && i + 1 < stack.pcs.size()) {
+      // A stack deeper than travels: its innermost frames, then its outermost.
+      flush_repeats();
+      previous.clear();
+      const std::uint64_t left_out = stack.pcs[++i];
+      out += "    ... " + std::to_string(left_out) + (left_out == 1 ? " frame" : " frames") + " not recorded\n";
+      gap = true;
+      continue;
+    }
     // A return address is the instruction after the call: look up the call itself.
     const std::uint64_t at = (i == 0 && exact_first) || pc == 0 ? pc : pc - 1;
     Dwfl_Module* mod = dwfl ? dwfl_addrmodule(dwfl.get(), at) : nullptr;
@@ -537,7 +546,7 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
   }
   flush_repeats();
   // A stack keeps its innermost max_stack_frames addresses: a deep one (a stack overflow) was cut.
-  if (!reached_entry && stack.pcs.size() >= max_stack_frames)
+  if (!reached_entry && !gap && stack.pcs.size() >= max_stack_frames)
     out += "    ... the frames below were not recorded (a stack keeps its " + std::to_string(max_stack_frames) +
            " innermost)\n";
   if (!out.empty() && out.back() == '\n') out.pop_back();

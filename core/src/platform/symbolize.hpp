@@ -19,6 +19,10 @@ namespace ferry::detail {
 
 /// Addresses kept of a stack: deeper frames are dropped (the task's own frames come first).
 inline constexpr std::size_t max_stack_frames = 64;
+/// In a stack's addresses: the next one is the number of frames left out there (a crash's stack
+/// deeper than max_stack_frames keeps its innermost and its outermost frames). No frame has
+/// address 0: unwinding stops there.
+inline constexpr std::uint64_t stack_gap = 0;
 /// Bytes of maps lines kept with a stack: a module that does not fit is left unnamed.
 inline constexpr std::size_t max_stack_maps = 16 * 1024;
 

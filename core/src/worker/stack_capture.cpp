@@ -18,6 +18,8 @@
 #include <cstring>
 #include <string>
 
+#include <unwind.h>
+
 #include <boost/stacktrace/safe_dump_to.hpp>
 
 #include <ferry/detail/invoke.hpp>
@@ -77,6 +79,27 @@ std::string read_maps() {
 // ---- crashes -----------------------------------------------------------------------------------
 // Everything the handler touches is static: it must not allocate. The big buffers are in .bss:
 // no memory is used until a crash writes them.
+
+/// The crash handler's walk of the stack: its first frames, and a ring of its last ones, so that
+/// a stack deeper than max_stack_frames (a stack overflow) still shows where it began.
+constexpr std::size_t outer_frames = 14;
+struct Walk {
+  NativeFrame* first;
+  std::size_t first_cap;
+  std::size_t total = 0;  // frames seen
+  NativeFrame last[outer_frames];
+};
+
+_Unwind_Reason_Code walk_step(_Unwind_Context* context, void* arg) {
+  auto* w = static_cast<Walk*>(arg);
+  const auto ip = reinterpret_cast<NativeFrame>(_Unwind_GetIP(context));
+  if (!ip) return _URC_END_OF_STACK;
+  if (w->total < w->first_cap) w->first[w->total] = ip;
+  w->last[w->total % outer_frames] = ip;
+  ++w->total;
+  // Bounded: a corrupt stack could chain without end (an 8 MiB stack of 32-byte frames is 262,144).
+  return w->total < (1u << 22) ? _URC_NO_REASON : _URC_END_OF_STACK;
+}
 
 int g_channel = -1;
 Ring* g_ring = nullptr;  // the frame goes there when set (the channel then carries the doorbell)
@@ -143,15 +166,29 @@ void on_crash(int sig, siginfo_t* info, void* context) {
     for (;;) ::pause();
   }
   const int saved_errno = errno;
-  std::size_t n = boost::stacktrace::safe_dump_to(0, g_frames, sizeof g_frames);
-  if (n > 0) --n;  // the terminating null frame
+  // _Unwind_Backtrace, as safe_dump_to, but seeing the whole stack: its last frames are kept too.
+  static Walk walk;
+  walk = Walk{g_frames, sizeof g_frames / sizeof g_frames[0], 0, {}};
+  _Unwind_Backtrace(&walk_step, &walk);
+  const std::size_t n = walk.total < walk.first_cap ? walk.total : walk.first_cap;
   const void* pc = interrupted_pc(context);
   // The stack starts at the interrupted instruction: the handler's frames and the kernel's
   // trampoline are dropped. If unwinding did not cross the signal frame, that address alone.
   std::size_t count = 0;
-  bool found = false;
-  for (std::size_t i = 0; i < n; ++i) found = found || g_frames[i] == pc;
-  if (found) {
+  std::size_t at = n;
+  for (std::size_t i = 0; i < n && at == n; ++i)
+    if (g_frames[i] == pc) at = i;
+  if (at < n && walk.total - at > max_stack_frames) {
+    // Deeper than a stack travels: its innermost frames, the gap (stack_gap and the number of
+    // frames left out), then its outermost, where the task called what overflowed.
+    const std::size_t inner = max_stack_frames - 2 - outer_frames;
+    count = keep_from(g_frames, at + inner < n ? at + inner : n, pc, g_pcs);
+    const std::size_t left_out = walk.total - at - count - outer_frames;
+    g_pcs[count++] = stack_gap;
+    g_pcs[count++] = left_out;
+    for (std::size_t k = walk.total - outer_frames; k < walk.total; ++k)
+      g_pcs[count++] = reinterpret_cast<std::uintptr_t>(walk.last[k % outer_frames]);
+  } else if (at < n) {
     count = keep_from(g_frames, n, pc, g_pcs);
   } else if (pc) {
     g_pcs[count++] = reinterpret_cast<std::uintptr_t>(pc);
