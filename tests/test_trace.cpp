@@ -983,6 +983,22 @@ TEST_CASE("Trace.counters_keep_the_end_of_a_burst_of_submissions") {
   CHECK(peak == 20);
 }
 
+TEST_CASE("Trace.a_worker_is_counted_when_it_says_hello") {
+  // The pool's counters were written only with a call's events: a worker that started and ran
+  // nothing was never counted, and the report's workers line rose at the first result.
+  support::TempDir dir;
+  const fs::path file = dir.path / "idle.json";
+  {
+    ferry::Executor ex(traced(file, 1));
+    REQUIRE(ex.warm_up(std::chrono::seconds(30)));
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  std::uint64_t workers = 0;
+  for (const auto* c : t.named("pool", "C")) workers = std::max(workers, arg_u64(*c, "workers"));
+  CHECK(workers == 1);
+}
+
 TEST_CASE("Trace.task_names_are_cut_at_4_KiB") {
   // A name submitted that is no task may be anything (a service's request): written whole three
   // times, a 17 MiB one made an event that `ferry report` refuses, and with it the whole trace.
@@ -1153,22 +1169,34 @@ TEST_CASE("Trace.a_child_of_fork_does_not_keep_the_file_locked") {
   // the path wrote NAME.2.EXT, though nothing wrote NAME any more.
   support::TempDir dir;
   const fs::path file = dir.path / "forked.json";
-  int hold[2];
+  int hold[2], ready[2];
   REQUIRE(::pipe2(hold, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
   pid_t child = -1;
   {
     ferry::Executor ex(traced(file, 1));
     CHECK(ex.submit(square, 2).get() == 4);
     child = ::fork();
     if (child == 0) {
-      // Async-signal-safe calls only: this process has one thread of the parent's many.
-      char c;
+      // Async-signal-safe calls only: this process has one thread of the parent's many. The
+      // fork handlers have run by now: say so (until then the child holds the descriptor, as
+      // any child of fork() does, and the parent must not go on before it ran).
+      char c = 1;
       ::close(hold[1]);
+      while (::write(ready[1], &c, 1) < 0 && errno == EINTR) {
+      }
       while (::read(hold[0], &c, 1) < 0 && errno == EINTR) {
       }
       ::_exit(0);
     }
     REQUIRE(child > 0);
+    ::close(ready[1]);
+    char c = 0;
+    ssize_t n;
+    while ((n = ::read(ready[0], &c, 1)) < 0 && errno == EINTR) {
+    }
+    ::close(ready[0]);
+    REQUIRE(n == 1);
   }
   check_closed(read_trace(file));
   {

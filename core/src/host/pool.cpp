@@ -548,6 +548,7 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
     const std::int64_t ts = trace_->now();
     Trace::Batch t(*trace_);
     t.worker_start(w.serial, w.pid, *w.host, w.process->rank(), ts);
+    trace_counters_locked(t, ts);  // its worker counted now, not at the next call's event
   }
   if (!w.lane.initializing) dispatch_locked();  // its first calls (WorkerSlot::takes_calls)
 }
