@@ -583,6 +583,13 @@ TEST_CASE("RemoteStack.symbolize.a_recursion_is_said_once_then_counted") {
   CHECK(contains(text, "\n    ... the frame above again, 2 more times (#1 to #2)\n    ... 8000 frames not recorded\n"
                        "#3  throw_in_named_function(int)"));
   CHECK(contains(text, "\n#4  ?? (0x20, no module)"));
+  // A worker's word: gaps anywhere, of any size, are only text.
+  s.pcs.assign(max_stack_frames, stack_gap);
+  s.pcs[2] = ~std::uint64_t{0};  // the count of the gap at [1] (a first address is a frame)
+  text = symbolize(s, false);
+  CAPTURE(text);
+  CHECK(contains(text, "... 18446744073709551615 frames not recorded"));
+  CHECK(std::count(text.begin(), text.end(), '\n') < 64);
 }
 
 TEST_CASE("RemoteStack.stack_overflow_shows_both_ends_of_its_stack") {
