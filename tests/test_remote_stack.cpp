@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -697,4 +698,27 @@ TEST_CASE("RemoteStack.symbolize.an_address_looked_up_once_is_not_looked_up_agai
   CAPTURE(replaced);
   CHECK_FALSE(contains(replaced, "throw_in_named_function"));
   CHECK(symbolize_lookups() > lookups);
+}
+
+TEST_CASE("RemoteStack.a_stripped_plugin_still_leaves_out_the_worker_loop") {
+  // A plugin without a symbol table: its frames are unnamed, the entry point too, so the worker
+  // loop below it was shown frame by frame. It is summed up as before, at the loop's own frame.
+  namespace fs = std::filesystem;
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  const fs::path stripped = dir.path / "libstripped.so";
+  const std::string command = "strip --strip-all -o '" + stripped.string() + "' '" FERRY_TEST_CRASH_PLUGIN "' 2>/dev/null";
+  if (std::system(command.c_str()) != 0) {
+    MESSAGE("no strip(1) here: skipped");
+    return;
+  }
+  ferry::Executor ex(support::options(1));
+  auto e = caught<ferry::TaskError>([&] {
+    ex.submit<int>(ferry::TaskRef{.library = stripped.string(), .name = "throw_in_named_function"}, 3).get();
+  });
+  const std::string& stack = e.remote_stack();
+  CAPTURE(stack);
+  CHECK(contains(stack, "(libstripped.so+0x"));
+  CHECK(contains(stack, "of the worker loop"));
+  CHECK_FALSE(contains(stack, "WorkerLoop"));
+  CHECK_FALSE(contains(stack, "worker_main"));
 }

@@ -269,6 +269,13 @@ bool is_entry_point(std::string_view function) {
          function.find("ferry::detail::invoke_json<") != std::string_view::npos;
 }
 
+/// Whether a frame is ferry-worker's loop, which calls the entry point: where the frames below a
+/// task end when the entry point has no name (a plugin stripped of its symbol table).
+bool is_worker_loop(std::string_view function) {
+  return function.rfind("ferry::detail::(anonymous namespace)::WorkerLoop::", 0) == 0 ||
+         function.rfind("ferry::detail::run_worker(", 0) == 0 || function.rfind("ferry::detail::worker_main(", 0) == 0;
+}
+
 struct DwflDeleter {
   void operator()(Dwfl* d) const { dwfl_end(d); }
 };
@@ -508,6 +515,13 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       module = shown(std::string(base_name(path ? path : ""))) + (function.empty() ? "+" + hex_text(pc - start) : "");
     } else {
       module = hex_text(pc) + ", no module";
+    }
+    if (frame > 0 && is_worker_loop(function)) {
+      flush_repeats();
+      const std::size_t rest = stack.pcs.size() - i;
+      out += "    ... " + std::to_string(rest) + (rest == 1 ? " frame" : " frames") + " of the worker loop\n";
+      reached_entry = true;
+      break;
     }
     group.clear();
     auto add_frame = [&](const std::string& name, const std::string& place, const std::string& in) {
