@@ -70,6 +70,24 @@ constexpr bool is_layout_user_type() {
   }
 }
 
+/// True when T's name is the same whoever compiled it: ferry's own names (`f64`, `vector<...>`)
+/// of parts that are, a user type's or an enum's qualified name. Not a library type that ferry
+/// names by the compiler's spelling (`std::chrono::duration<long int, ...>` to g++, `<long, ...>`
+/// to clang; `std::unique_ptr<T>`): a layout writes such a member as `_`, not compared, so that a
+/// plugin built by another compiler than the host's still matches.
+template <class T>
+constexpr bool has_portable_name() {
+  if constexpr (requires { TypeName<T>::user; }) {
+    return !std::is_class_v<T> || is_layout_user_type<T>();
+  } else if constexpr (requires { typename TypeName<T>::parts; }) {
+    return []<class... P>(std::type_identity<std::tuple<P...>>) {
+      return (has_portable_name<std::remove_cv_t<P>>() && ...);
+    }(std::type_identity<typename TypeName<T>::parts>{});
+  } else {
+    return true;
+  }
+}
+
 /// Collects the user types reachable from some types and writes each one's members, in the order
 /// met (each once: a type that holds a vector of itself is written once).
 class LayoutWriter {
@@ -157,11 +175,15 @@ class cereal::FerryLayoutArchive {
     return *this;
   }
 
-  /// A member of type T, as the signature would name it.
+  /// A member of type T, as the signature would name it (`_` for a library type whose name
+  /// depends on the compiler: ferry::detail::has_portable_name).
   template <class T>
   void member() {
     using M = std::remove_cvref_t<T>;
-    w_.text() += TypeName<M>::value.view();
+    if constexpr (ferry::detail::has_portable_name<M>())
+      w_.text() += TypeName<M>::value.view();
+    else
+      w_.text() += '_';
     w_.note<M>();
   }
 
