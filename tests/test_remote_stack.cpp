@@ -499,7 +499,9 @@ TEST_CASE("RemoteStack.symbolize.reads_no_file_without_a_directory_entry") {
     REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
   }
   const std::string through_proc = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd);
-  support::TempDir dir;
+  // Not under /tmp: after a sandboxed pool in this process (reads_nothing_a_sandboxed_worker_could_write,
+  // when the binary runs all its tests), no module under the directory its workers see as /tmp is read.
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
   fs::create_symlink(through_proc, dir.path / "link.so");
   for (const std::string& path : {through_proc, "/proc/self/fd/" + std::to_string(fd), (dir.path / "link.so").string()}) {
     CAPTURE(path);
