@@ -5,6 +5,8 @@
 // worker took a fatal signal, written from the signal handler without allocating).
 //
 // Stack, little-endian:  u32 count · count × u64 address · str maps
+//   (a crash's stack deeper than max_stack_frames: its innermost addresses, stack_gap and the
+//   number of frames left out, then its outermost; platform/symbolize.hpp)
 // Crashed frame body:    u32 pid · u32 signal · u64 fault address · stack
 #pragma once
 
