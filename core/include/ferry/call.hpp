@@ -140,7 +140,12 @@ class Call {
   bool is_json() const noexcept { return json_; }
 
   /// Same task (function, name or library and name, signature) and the same encoded arguments.
-  bool operator==(const Call&) const = default;
+  bool operator==(const Call& o) const {
+    // Not layout_: the signature decides it, and its address is one per shared object where
+    // the instantiation is hidden.
+    return kind_ == o.kind_ && function_ == o.function_ && name_ == o.name_ && library_ == o.library_ &&
+           signature_ == o.signature_ && fingerprint_ == o.fingerprint_ && args_ == o.args_ && json_ == o.json_;
+  }
 
  private:
   friend struct detail::CallAccess;
