@@ -192,6 +192,20 @@ Run ferry_cli(std::vector<std::string> args, const fs::path& dir) {
 }
 #endif
 
+/// The wait status of `child` (a host of its own, forked) once it ended; -1 when it still ran
+/// after 50 s, and was killed.
+int status_of_child(pid_t child) {
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+  REQUIRE(pidfd >= 0);
+  pollfd p{pidfd, POLLIN, 0};
+  const int ready = ::poll(&p, 1, 50000);
+  ::close(pidfd);
+  if (ready <= 0) ::kill(child, SIGKILL);
+  int st = 0;
+  ::waitpid(child, &st, 0);
+  return ready > 0 ? st : -1;
+}
+
 }  // namespace
 
 TEST_CASE("Trace.off_writes_nothing") {
@@ -489,15 +503,8 @@ TEST_CASE("Trace.crashed_host_leaves_a_loadable_file") {
     }
     ::_exit(3);
   }
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
-  REQUIRE(pidfd >= 0);
-  pollfd p{pidfd, POLLIN, 0};
-  const int ready = ::poll(&p, 1, 50000);
-  ::close(pidfd);
-  if (ready <= 0) ::kill(child, SIGKILL);
-  int st = 0;
-  ::waitpid(child, &st, 0);
-  REQUIRE(ready > 0);
+  const int st = status_of_child(child);
+  REQUIRE(st != -1);
   REQUIRE(WIFSIGNALED(st));
   CHECK(WTERMSIG(st) == SIGKILL);
 
@@ -534,15 +541,8 @@ TEST_CASE("Trace.exit_writes_out_what_the_writer_held") {
     }
     std::exit(code);
   }
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
-  REQUIRE(pidfd >= 0);
-  pollfd p{pidfd, POLLIN, 0};
-  const int ready = ::poll(&p, 1, 50000);
-  ::close(pidfd);
-  if (ready <= 0) ::kill(child, SIGKILL);
-  int st = 0;
-  ::waitpid(child, &st, 0);
-  REQUIRE(ready > 0);
+  const int st = status_of_child(child);
+  REQUIRE(st != -1);
   REQUIRE(WIFEXITED(st));
   CHECK(WEXITSTATUS(st) == 0);
   TraceFile t = read_trace(file);
