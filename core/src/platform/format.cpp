@@ -87,6 +87,15 @@ std::string format_size(std::uint64_t bytes) {
   return text + unit + " (" + std::to_string(bytes) + " bytes)";
 }
 
+std::string cut_text(std::string text, std::size_t limit) {
+  if (text.size() <= limit) return text;
+  std::size_t n = limit;
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  const std::size_t cut = text.size() - n;
+  text.resize(n);
+  return text + "... (" + std::to_string(cut) + " bytes more)";
+}
+
 std::size_t utf8_length(std::string_view s, std::size_t i) noexcept {
   auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
   const unsigned char c = at(0);

@@ -26,6 +26,10 @@ FERRY_INTERNAL_API std::string format_duration(std::chrono::nanoseconds d);
 /// "1.2 MiB (1300000 bytes)". Approximations round down ("1.9 GiB", never "2 GiB", for 2 GiB - 1).
 FERRY_INTERNAL_API std::string format_size(std::uint64_t bytes);
 
+/// `text` cut to at most `limit` bytes (at a UTF-8 character's start), followed by how much was
+/// left out: "... (N bytes more)". Unchanged when it fits.
+FERRY_INTERNAL_API std::string cut_text(std::string text, std::size_t limit);
+
 /// Length of the well-formed UTF-8 sequence at s[i] (Unicode's table 3-7: no overlong forms, no
 /// surrogates, nothing past U+10FFFF), or 0 when there is none. i < s.size().
 FERRY_INTERNAL_API std::size_t utf8_length(std::string_view s, std::size_t i) noexcept;

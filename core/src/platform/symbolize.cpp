@@ -5,6 +5,7 @@
 #include "platform/symbolize.hpp"
 
 #include "platform/fd.hpp"
+#include "platform/format.hpp"
 #include "platform/trust.hpp"
 
 #include <cxxabi.h>
@@ -188,14 +189,7 @@ std::string_view base_name(std::string_view path) {
 
 /// `text` as a frame shows it: at most max_frame_name bytes (cut at a UTF-8 character's start),
 /// saying how much was left out.
-std::string shown(std::string text) {
-  if (text.size() <= max_frame_name) return text;
-  std::size_t n = max_frame_name;
-  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-  const std::size_t cut = text.size() - n;
-  text.resize(n);
-  return text + "... (" + std::to_string(cut) + " bytes more)";
-}
+std::string shown(std::string text) { return cut_text(std::move(text), max_frame_name); }
 
 /// The name of a function's DIE: its linkage name demangled (the whole signature, as the symbol
 /// table gives for frames that were not inlined), else (none, or one this demangler cannot read,

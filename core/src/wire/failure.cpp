@@ -6,6 +6,7 @@
 #include <memory>
 #include <utility>
 
+#include "platform/format.hpp"
 #include "platform/symbolize.hpp"
 
 namespace ferry::detail {
@@ -84,22 +85,8 @@ Buffer encode_failure(std::uint64_t call, const Failure& f, protocol::ResultStat
 
 // ---- host side ----------------------------------------------------------------------------------
 
-namespace {
-
-/// A failure's text as the host keeps it: at most `limit` bytes (cut at a UTF-8 character's
-/// start), saying how much was left out. The worker's word, copied into what() and the error's
-/// fields: a frame of 1 GiB of message cost the host a few GiB.
-std::string at_most(std::string text, std::size_t limit) {
-  if (text.size() <= limit) return text;
-  std::size_t n = limit;
-  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-  const std::size_t cut = text.size() - n;
-  text.resize(n);
-  return text + "... (" + std::to_string(cut) + " bytes more)";
-}
-
-}  // namespace
-
+// A failure's text is kept as cut_text cuts it: the worker's word, copied into what() and the
+// error's fields (a frame of 1 GiB of message cost the host a few GiB).
 Failure decode_failure(protocol::BodyReader& r) {
   Failure f;
   std::uint8_t kind = r.u8();
@@ -108,10 +95,10 @@ Failure decode_failure(protocol::BodyReader& r) {
   f.kind = static_cast<FailureKind>(kind);
   f.item = r.u32();
   f.plugin_abi = r.u32();
-  f.exception_type = at_most(r.str(), max_failure_name);
-  f.message = at_most(r.str(), max_failure_message);
-  f.library = at_most(r.str(), max_failure_name);
-  f.signature = at_most(r.str(), max_failure_name);
+  f.exception_type = cut_text(r.str(), max_failure_name);
+  f.message = cut_text(r.str(), max_failure_message);
+  f.library = cut_text(r.str(), max_failure_name);
+  f.signature = cut_text(r.str(), max_failure_name);
   f.stack = decode_stack(r);
   r.expect_end();
   return f;
