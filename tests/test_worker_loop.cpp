@@ -80,9 +80,12 @@ struct InProcessWorker {
   bool try_send(const Buffer& b, std::string_view payload = {}) {
     return ferry::detail::send_all(host, {b.view(), payload});
   }
+  /// `layout`: the signature's (detail/layout.hpp), which the worker compares with the plugin's
+  /// for a signature of user types.
   void define(std::uint32_t ref, const std::string& library, const std::string& name,
-              std::uint64_t fingerprint, proto::RefKind kind = proto::RefKind::plugin) {
-    send(proto::encode_define({ref, kind, library, name, fingerprint, "host-signature"}));
+              std::uint64_t fingerprint, proto::RefKind kind = proto::RefKind::plugin,
+              std::string layout = {}) {
+    send(proto::encode_define({ref, kind, library, name, fingerprint, "host-signature", std::move(layout)}));
   }
   template <class... A>
   void task(std::uint64_t call, std::uint32_t ref, std::uint32_t items, const A&... args) {
@@ -358,7 +361,8 @@ TEST_CASE("WorkerLoop.the_initializer_gets_its_arguments") {
   w.define(0, FERRY_TEST_MODEL_PLUGIN, "load_model",
            ferry::detail::Signature<void, std::string, int>::fingerprint);
   w.define(1, FERRY_TEST_MODEL_PLUGIN, "describe_model",
-           ferry::detail::Signature<model::Description>::fingerprint);
+           ferry::detail::Signature<model::Description>::fingerprint, proto::RefKind::plugin,
+           ferry::detail::signature_layout<model::Description>());
   Buffer args;
   ferry::detail::encode_values(args, std::string("in-process"), 5);
   w.send(proto::encode_init(0, args.view()));

@@ -28,7 +28,7 @@ FERRY_INTERNAL_API std::string format_size(std::uint64_t bytes);
 
 /// `text` cut to at most `limit` bytes (at a UTF-8 character's start), followed by how much was
 /// left out: "... (N bytes more)". Unchanged when it fits.
-FERRY_INTERNAL_API std::string cut_text(std::string text, std::size_t limit);
+std::string cut_text(std::string text, std::size_t limit);
 
 /// Length of the well-formed UTF-8 sequence at s[i] (Unicode's table 3-7: no overlong forms, no
 /// surrogates, nothing past U+10FFFF), or 0 when there is none. i < s.size().
