@@ -782,6 +782,39 @@ TEST_CASE("PluginIndex.find.refuses_another_abi") {
   CHECK(contains(msg, "rebuild the plugin"));
 }
 
+TEST_CASE("PluginIndex.read_manifest.reads_a_record_of_abi_3_and_find_refuses_it") {
+  // Before ABI 4 a record's header had no `layout` (56 bytes, not 64), so its text came 8 bytes
+  // earlier: this plugin's records made so. Read with the new header, their names were misread
+  // ("record name differs from its symbol") and the plugin was not said to be of another ABI.
+  support::TempDir dir;
+  auto bytes = read_bytes(math_plugin);
+  const std::string magic(ferry::detail::task_record_magic, 8);
+  const auto old_head = offsetof(ferry::detail::TaskRecordHeader, layout);
+  std::size_t made = 0;
+  for (auto it = bytes.begin();
+       (it = std::search(it, bytes.end(), magic.begin(), magic.end())) != bytes.end(); it += 8) {
+    ferry::detail::TaskRecordHeader h;
+    std::memcpy(&h, &*it, sizeof h);
+    const std::uint32_t abi = 3;
+    std::memcpy(&*(it + 8), &abi, 4);
+    const std::size_t text = h.name_size + h.signature_size + 2;
+    std::memmove(&*(it + old_head), &*(it + sizeof h), text);
+    ++made;
+  }
+  REQUIRE(made > 0);
+  write_bytes(dir.path / "libmath.so", bytes.data(), bytes.size(), fs::perms(0755));
+  auto tasks = PluginIndex::read_manifest(dir.path / "libmath.so");
+  REQUIRE(tasks.size() == made);
+  auto square = std::find_if(tasks.begin(), tasks.end(), [](const ferry::TaskInfo& t) { return t.name == "square"; });
+  REQUIRE(square != tasks.end());
+  CHECK(square->signature == "i32(i32)");
+  CHECK(square->abi == 3);
+  PluginIndex index({dir.path});
+  std::string msg = plugin_error([&] { index.find("square"); });
+  CHECK(contains(msg, "ABI 3"));
+  CHECK(contains(msg, "rebuild the plugin"));
+}
+
 TEST_CASE("PluginIndex.search_path.appends_FERRY_PLUGIN_PATH") {
   using Paths = std::vector<fs::path>;
   SUBCASE("entries in order, empty ones ignored") {

@@ -476,7 +476,14 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
     }
     repeats = 0;
   };
+  auto frames = [](std::uint64_t n) { return std::to_string(n) + (n == 1 ? " frame" : " frames"); };
   bool reached_entry = false, gap = false;
+  // The `rest` addresses from here on are ferry-worker's loop, which called the task: counted.
+  auto end_at_worker_loop = [&](std::size_t rest) {
+    flush_repeats();
+    out += "    ... " + frames(rest) + " of the worker loop\n";
+    reached_entry = true;
+  };
   for (std::size_t i = 0; i < stack.pcs.size(); ++i) {
     const std::uint64_t pc = stack.pcs[i];
     if (pc == stack_gap && i > 0 && i + 1 < stack.pcs.size()) {
@@ -484,7 +491,7 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       flush_repeats();
       previous.clear();
       const std::uint64_t left_out = stack.pcs[++i];
-      out += "    ... " + std::to_string(left_out) + (left_out == 1 ? " frame" : " frames") + " not recorded\n";
+      out += "    ... " + frames(left_out) + " not recorded\n";
       gap = true;
       continue;
     }
@@ -511,10 +518,7 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       module = hex_text(pc) + ", no module";
     }
     if (frame > 0 && is_worker_loop(function)) {
-      flush_repeats();
-      const std::size_t rest = stack.pcs.size() - i;
-      out += "    ... " + std::to_string(rest) + (rest == 1 ? " frame" : " frames") + " of the worker loop\n";
-      reached_entry = true;
+      end_at_worker_loop(stack.pcs.size() - i);
       break;
     }
     group.clear();
@@ -545,10 +549,7 @@ std::string symbolize(const RawStack& stack, bool exact_first) {
       previous.swap(group);
     }
     if (is_entry_point(function) && i + 1 < stack.pcs.size()) {
-      flush_repeats();
-      std::size_t rest = stack.pcs.size() - i - 1;
-      out += "    ... " + std::to_string(rest) + (rest == 1 ? " frame" : " frames") + " of the worker loop\n";
-      reached_entry = true;
+      end_at_worker_loop(stack.pcs.size() - i - 1);
       break;
     }
   }
