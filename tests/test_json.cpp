@@ -73,6 +73,9 @@ TEST_CASE("Json.errors_without_keep_going") {
                          doctest::Contains("unexpected argument \"value1\""), ferry::SerializationError);
     CHECK_THROWS_WITH_AS(ex.submit_json("add", R"({"value0": 3})").get(),
                          doctest::Contains("takes 2 arguments, 1 given"), ferry::SerializationError);
+    // Was "takes 2 arguments, 3 given", and for one taking three, the second value0 unread.
+    CHECK_THROWS_WITH_AS(ex.submit_json("add", R"({"value0": 3, "value1": 4, "value0": 5})").get(),
+                         doctest::Contains("argument \"value0\" is given twice"), ferry::SerializationError);
   }
   SUBCASE("unknown task") {
     CHECK_THROWS_AS(ex.submit_json("no_such_task", "{}").get(), ferry::PluginError);

@@ -320,6 +320,48 @@ TEST_CASE("JsonArchive.a_map_given_a_key_twice_is_an_error") {
   CHECK((from_json<std::multimap<int, int>>(R"({"value0": [{"key": 1, "value": 2}, {"key": 1, "value": 3}]})")).size() == 2);
 }
 
+TEST_CASE("JsonArchive.an_object_that_names_a_member_twice_is_an_error") {
+  // Which of the two counted depended on where it was: {"value1": 4, "value0": 3, "value1": 40}
+  // was read as {3, 40} (the one at its place), {"value0": 3, "value1": 4, "value0": 30} as
+  // {3, 4} (the first), and Python's json keeps the last.
+  CHECK_THROWS_WITH_AS(from_json<Point>(R"({"value0": {"value1": 4, "value0": 3, "value1": 40}})"),
+                       R"(value0: expected {anonymous}::Point (each member named once), found an object that names "value1" twice)",
+                       fd::JsonError);
+  CHECK_THROWS_WITH_AS(from_json<Point>(R"({"value0": {"value0": 3, "value1": 4, "value0": 30}})"),
+                       R"(value0: expected {anonymous}::Point (each member named once), found an object that names "value0" twice)",
+                       fd::JsonError);
+  // Read in order, the second was ignored as an extra member.
+  CHECK_THROWS_WITH_AS(from_json<Point>(R"({"value0": {"x": 3, "y": 4, "x": 5}})"),
+                       R"(value0: expected {anonymous}::Point (each member named once), found an object that names "x" twice)",
+                       fd::JsonError);
+  // An escape spells the same name; past eight members the names are sorted to be compared;
+  // names are cut as strings are in messages. (The top object's names are the arguments', which
+  // read_json_arguments checks: Json.errors_without_keep_going.)
+  CHECK_THROWS_WITH_AS(from_json<Point>(R"({"value0": {"\u0078": 3, "y": 4, "x": 5}})"),
+                       R"(value0: expected {anonymous}::Point (each member named once), found an object that names "x" twice)",
+                       fd::JsonError);
+  std::string many = R"({"value0": {)";
+  for (int i = 0; i < 20; ++i) many += "\"m" + std::to_string(i) + "\": 1, ";
+  CHECK_THROWS_WITH_AS(from_json<Point>(many + R"("m7": 2}})"),
+                       R"(value0: expected {anonymous}::Point (each member named once), found an object that names "m7" twice)",
+                       fd::JsonError);
+  CHECK(from_json<Point>(many + R"("m20": 2}})") == Point{1, 1});
+  // Read to its end by its names in order, an object costs no pass over its names: a repeat
+  // could only be read twice by name, and a second read of one name is a search.
+  CHECK(from_json<Named>(R"({"value0": {"name": "x", "points": [], "weight": {"nullopt": true}}})") == Named{"x", {}, {}});
+  CHECK_THROWS_WITH_AS(from_json<Named>(R"({"value0": {"name": "x", "points": [], "weight": {"nullopt": true}, "name": "y"}})"),
+                       R"(value0: expected {anonymous}::Named (each member named once), found an object that names "name" twice)",
+                       fd::JsonError);
+  const std::string long_name(100, 'n');
+  const std::string cut = R"(value0: expected {anonymous}::Point (each member named once), found an object that names ")" +
+                          std::string(40, 'n') + R"("... twice)";
+  CHECK_THROWS_WITH_AS(from_json<Point>(R"({"value0": {")" + long_name + R"(": 1, ")" + long_name + R"(": 2}})"),
+                       cut.c_str(), fd::JsonError);
+  // The same name in two objects is no repeat.
+  CHECK(from_json<std::vector<Point>>(R"({"value0": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]})") ==
+        std::vector<Point>{{1, 2}, {3, 4}});
+}
+
 TEST_CASE("JsonArchive.a_number_that_rounds_to_a_floats_largest_value_is_that_value") {
   // The shortest text of FLT_MAX is a little past it as a double: it was "out of its range".
   CHECK(from_json<float>(R"({"value0": 3.4028235e38})") == std::numeric_limits<float>::max());
@@ -343,6 +385,13 @@ TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
         "value0: expected u8, found the number 256 (out of its range)");
   CHECK(error_of(type_identity<unsigned>{}, R"({"value0": -1})") ==
         "value0: expected u32, found the number -1 (out of its range)");
+  // Whole numbers past 64 bits are read as doubles: they were "not an integer".
+  CHECK(error_of(type_identity<std::uint64_t>{}, R"({"value0": 18446744073709551616})") ==
+        "value0: expected u64, found the number 18446744073709553000.0 (out of its range)");
+  CHECK(error_of(type_identity<std::int64_t>{}, R"({"value0": -9223372036854775809})") ==
+        "value0: expected i64, found the number -9223372036854776000.0 (out of its range)");
+  CHECK(error_of(type_identity<std::int64_t>{}, R"({"value0": 2.5})") ==
+        "value0: expected i64, found the number 2.5 (not an integer)");
   CHECK(error_of(type_identity<float>{}, R"({"value0": 1e300})") ==
         "value0: expected f32, found the number 1e300 (out of its range)");
   CHECK(error_of(type_identity<bool>{}, R"({"value0": 1})") == "value0: expected bool, found the number 1");

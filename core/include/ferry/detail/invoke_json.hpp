@@ -12,6 +12,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <ferry/detail/invoke.hpp>
 #include <ferry/detail/json_archive.hpp>
@@ -24,13 +25,17 @@ namespace ferry::detail {
 template <class EachName>
 void check_json_argument_names(std::size_t arity, EachName&& each_name) {
   std::size_t given = 0;
+  std::vector<bool> seen(arity);
   each_name([&](std::string_view key) {
-    bool known = false;
-    for (std::size_t i = 0; i < arity && !known; ++i) known = key == "value" + std::to_string(i);
-    if (!known)
+    std::size_t i = 0;
+    while (i < arity && key != "value" + std::to_string(i)) ++i;
+    if (i == arity)
       throw JsonError({}, "unexpected argument \"" + std::string(key) + "\": the task takes " +
                               std::to_string(arity) + " (value0..value" +
                               std::to_string(arity == 0 ? 0 : arity - 1) + ")");
+    // Which of two would count depends on the reader (json_name_given_twice).
+    if (seen[i]) throw JsonError({}, "argument \"" + std::string(key) + "\" is given twice");
+    seen[i] = true;
     ++given;
   });
   if (given != arity)

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <new>
 #include <sstream>
@@ -461,7 +462,12 @@ bool json_to(const JsonValue& v, T& out, std::string_view& why) {
     if (x > static_cast<std::uint64_t>(Limits::max())) return why = "out of its range", false;
     out = static_cast<T>(x);
   } else {
-    if (v.IsNumber()) why = "not an integer";
+    // A whole number past 64 bits (18446744073709551616) is read as a double.
+    if (v.IsNumber())
+      why = std::isfinite(v.GetDouble()) && v.GetDouble() == std::trunc(v.GetDouble()) &&
+                    std::fabs(v.GetDouble()) >= 0x1p63
+                ? "out of its range"
+                : "not an integer";
     return false;
   }
   return true;
@@ -518,6 +524,31 @@ inline bool json_unnamed_value_name(std::string_view name) noexcept {
   constexpr std::string_view prefix = "value";
   if (!name.starts_with(prefix) || name.size() == prefix.size()) return false;
   return std::all_of(name.begin() + prefix.size(), name.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+/// An object read as a type must name each member once: readers disagree on which of two members
+/// of one name counts (a lookup by name took the first, a read in order the one at its place, and
+/// Python's json keeps the last), so a text could mean one thing to the program that checked it
+/// and another to the task. `names` holds the object's member names, in any order (it is sorted);
+/// the result is one that it holds twice, or nullptr.
+inline const std::string_view* json_name_given_twice(std::vector<std::string_view>& names) {
+  if (names.size() <= 8) {  // a type's few members: no sort
+    for (std::size_t i = 1; i < names.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (names[i] == names[j]) return &names[i];
+    return nullptr;
+  }
+  std::sort(names.begin(), names.end());
+  auto twice = std::adjacent_find(names.begin(), names.end());
+  return twice == names.end() ? nullptr : &*twice;
+}
+/// What an input archive throws for an object (`where` its path) that names `name` twice.
+inline JsonError json_member_twice(std::string where, std::string_view expected, std::string_view name) {
+  JsonValue v;  // shown as describe_json shows a string: "x", cut after 40 bytes
+  v.SetString(json::StringRef(name.data(), static_cast<json::SizeType>(name.size())));
+  std::string shown = describe_json(v);
+  shown.erase(0, std::string_view("the string ").size());
+  return JsonError(std::move(where), "expected " + std::string(expected) +
+                                         " (each member named once), found an object that names " + shown + " twice");
 }
 /// What an input archive throws where an array holds more elements than the type read from it
 /// (`where` its path, `node` as describe_json shows it): an extra element is input lost, never
@@ -966,6 +997,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
     const Frame& done = frames_.back();
     if (!done.object && done.index < done.size)
       throw json_elements_left(path(frames_.size() - 1), done.expected, describe_json(*done.node), done.index);
+    if (done.object && !(done.index == done.size && done.names_seen)) check_member_names();
     frames_.pop_back();
     ++frames_.back().index;
   }
@@ -1006,9 +1038,25 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
     std::string_view expected;  ///< the type read from this node, for messages
     json::SizeType unnamed = 0;  ///< unnamed values read from this object so far
     signed char by_name = -1;    ///< whether its unnamed values are read by name (-1: not known yet)
+    /// Each value read from this object so far was the member where reading stood, of the name
+    /// asked for: read to its end, the object names each member once (no check_member_names).
+    bool names_seen = true;
   };
   static Frame frame(const JsonValue& v, std::string_view expected) {
     return {&v, 0, v.IsObject() ? v.MemberCount() : v.Size(), v.IsObject(), expected};
+  }
+  /// Refuses the object being finished when it names a member twice (json_name_given_twice).
+  /// Called where its members were not all read, each by its name where reading stood: an object
+  /// read in order by its names costs no pass over them. The top object is not checked: its
+  /// names are the arguments', which check_json_arguments checks.
+  void check_member_names() {
+    const Frame& f = frames_.back();
+    if (f.size < 2) return;
+    names_.clear();
+    for (auto m = f.node->MemberBegin(); m != f.node->MemberEnd(); ++m)
+      names_.emplace_back(m->name.GetString(), m->name.GetStringLength());
+    if (const std::string_view* twice = json_name_given_twice(names_))
+      throw json_member_twice(path(frames_.size() - 1), f.expected, *twice);
   }
 
   /// The value to read: the member an NVP names, else the next one in order. An unnamed value of
@@ -1030,6 +1078,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
       }
       unnamed_name_ = "value" + std::to_string(f.unnamed++);
       if (f.by_name) name = unnamed_name_.c_str();
+      if (!name) f.names_seen = false;  // read where it stands, whatever its name
     }
     if (name) {
       std::string_view wanted(name);
@@ -1039,6 +1088,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
         if (!f.object || i == f.size)
           throw json_no_member(path(frames_.size() - 1), wanted, expected, describe_json(*f.node));
         f.index = i;
+        f.names_seen = false;
       }
     }
     if (f.index >= f.size)
@@ -1072,6 +1122,7 @@ class JsonInputArchive : public cereal::InputArchive<JsonInputArchive>,
   std::vector<Frame> frames_;
   const char* next_name_ = nullptr;
   std::string unnamed_name_;  ///< "value<k>" of the unnamed value being read from an object
+  std::vector<std::string_view> names_;  ///< check_member_names's, kept for its capacity
 };
 
 
@@ -1112,6 +1163,7 @@ class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
     const Frame done = frames_.back();
     if (!done.object && !text_.closes(done.at))
       throw json_elements_left(path(frames_.size() - 1), done.expected, text_.describe(done.open), done.index);
+    if (done.object && !(text_.closes(done.at) && done.names_seen)) check_member_names();
     frames_.pop_back();
     // Read to its closing bracket, it ends there; else (members left unread, or read by name
     // out of order) it is skipped from its start.
@@ -1156,9 +1208,24 @@ class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
     std::string_view expected;  ///< the type read from this node, for messages
     std::size_t unnamed = 0;    ///< unnamed values read from this object so far
     signed char by_name = -1;   ///< whether its unnamed values are read by name (-1: not known yet)
+    bool names_seen = true;     ///< as JsonInputArchive::Frame's
   };
   Frame frame(std::size_t open, std::string_view expected) const {
     return {open, text_.first(open), 0, text_.at(open) == '{', expected};
+  }
+  /// As JsonInputArchive::check_member_names. A name with escapes is kept in `escaped_names_`,
+  /// the others are views of the text.
+  void check_member_names() {
+    const Frame& f = frames_.back();
+    names_.clear();
+    escaped_names_.clear();
+    for (std::size_t p = text_.first(f.open); !text_.closes(p); p = text_.after(p, true)) {
+      std::string_view name = text_.name(p, scratch_);
+      if (!name.empty() && name.data() == scratch_.data()) name = escaped_names_.emplace_back(name);
+      names_.push_back(name);
+    }
+    if (const std::string_view* twice = json_name_given_twice(names_))
+      throw json_member_twice(path(frames_.size() - 1), f.expected, *twice);
   }
 
   /// Where the value to read is: the member an NVP names, else the next one in order; an
@@ -1175,10 +1242,12 @@ class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
       }
       unnamed_name_ = "value" + std::to_string(f.unnamed++);
       if (f.by_name) name = unnamed_name_.c_str();
+      if (!name) f.names_seen = false;  // read where it stands, whatever its name
     }
     if (name) {
       std::string_view wanted(name);
       if (!f.object || text_.closes(f.at) || text_.name(f.at, scratch_) != wanted) {
+        f.names_seen = false;
         // The first member of that name, as a document's FindMember.
         std::size_t i = 0, p = text_.first(f.open);
         while (f.object && !text_.closes(p) && text_.name(p, scratch_) != wanted) {
@@ -1227,6 +1296,8 @@ class JsonTextInputArchive : public cereal::InputArchive<JsonTextInputArchive>,
   std::string scratch_;  ///< names with escapes, and strings read where no string is wanted
   const char* next_name_ = nullptr;
   std::string unnamed_name_;  ///< "value<k>" of the unnamed value being read from an object
+  std::vector<std::string_view> names_;   ///< check_member_names's, kept for their capacity
+  std::deque<std::string> escaped_names_;
 };
 
 }  // namespace ferry::detail
