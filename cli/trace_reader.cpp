@@ -82,6 +82,10 @@ class Splitter {
   bool finish() {
     if (quote_) return quote_ready(true);
     if (state_ == State::before) {
+      if (bom_ == bom.size())
+        return fail(1, "not a trace file: it holds nothing but a byte order mark, and a trace starts with '['");
+      if (bom_ > 0)
+        return fail(1, "not a trace file: it is \"" + printable(bom.substr(0, bom_)) + "\", and a trace starts with '['");
       return fail(1, "not a trace file: it is empty, and a trace starts with '['");
     }
     if (state_ == State::event && event_newline_ != no_newline) {
@@ -269,11 +273,36 @@ class Splitter {
     pos_ = event_newline_;  // scan() counts this line break and goes on after it
   }
 
+  /// Whether the byte at pos_ belongs to a byte order mark at the file's very start, which is
+  /// skipped: a trace an editor saved as "UTF-8 with BOM" was refused as not starting with '['.
+  /// A file that starts with part of one only is no trace: true, with `failed` set once
+  /// result_.error is (or with quote_ set while the error waits for the bytes it quotes).
+  bool byte_order_mark(char c, bool& failed) {
+    if (state_ != State::before || bom_ == bom.size() || offset_ + pos_ != bom_) return false;
+    if (c == bom[bom_]) {
+      ++bom_;
+      return true;
+    }
+    if (bom_ == 0) return false;
+    // EF BB then anything else: no text of a trace, and no BOM either. Quoted from the file's
+    // first byte, whichever block the mark's bytes came in.
+    failed = !fail_quoting("not a trace file: it starts with \"" + printable(bom.substr(0, bom_)),
+                           "\" where a trace starts with '['");
+    if (!failed) bom_ = bom.size();  // the quote waits for its bytes: this byte is not seen again
+    return true;
+  }
+
   /// Reads buffer_ from pos_ on. False once the file is known not to be a trace, or once the
   /// text after ']' starts; true with quote_ set when an error waits for the bytes it quotes.
   bool scan() {
     for (; pos_ < buffer_.size(); ++pos_) {
       const char c = buffer_[pos_];
+      bool failed = false;
+      if (byte_order_mark(c, failed)) {
+        if (failed) return false;
+        if (quote_) return true;
+        continue;
+      }
       if (state_ == State::event) {
         if (!event_byte(c)) return false;
       } else if (space(c)) {
@@ -326,8 +355,12 @@ class Splitter {
     return false;
   }
 
+  /// UTF-8's byte order mark (U+FEFF), which a trace may start with.
+  static constexpr std::string_view bom = "\xEF\xBB\xBF";
+
   const EventSink& sink_;
   ReadResult& result_;
+  std::size_t bom_ = 0;  ///< bytes of a byte order mark read at the file's start
   std::string buffer_;
   std::size_t pos_ = 0;
   State state_ = State::before;

@@ -36,7 +36,8 @@ using EventSink = std::function<void(const rj::Value& event, std::size_t line)>;
 
 /**
 @brief Reads `path` as a trace: a '[' then JSON objects separated by commas (one per line as ferry
-writes them, but any whitespace is accepted), then an optional ']'. A trailing comma, a missing
+writes them, but any whitespace is accepted), then an optional ']'. A UTF-8 byte order mark at the
+file's very start (an editor's "UTF-8 with BOM") is skipped; part of one is not. A trailing comma, a missing
 ']' and an incomplete last event (a killed host) are accepted: the last event is dropped and
 `result` says so. Anything else that is not a trace fails with `result.error` and
 `result.error_line`: a file that does not start with '[', an element that is not an object, an

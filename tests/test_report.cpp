@@ -297,6 +297,51 @@ TEST_CASE("Report.refuses_a_file_that_is_not_a_trace") {
   CHECK(r.err.find("would overwrite the trace") != std::string::npos);
 }
 
+TEST_CASE("Report.reads_a_trace_saved_with_a_byte_order_mark") {
+  // An editor's "UTF-8 with BOM" puts EF BB BF before the '[': the report refused the trace as
+  // not starting with '['. The mark is skipped there, and only there; part of one is no trace.
+  support::TempDir dir;
+  const std::string bom = "\xEF\xBB\xBF";
+  support::write_file(dir.path / "bom.json", bom + read_file(data_dir / "basic.json"));
+  Ran r = report({(dir.path / "bom.json").string(), "-o", (dir.path / "r.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  json::Document doc;
+  page_data(dir.path / "r.html", doc);
+  CHECK(doc["slices_total"].GetUint64() == 20);  // as basic.json's own
+  CHECK(str(doc["stats"]["source"]) == "trace");
+
+  // In memory, in blocks of any size: the same events, or the same error.
+  namespace trace = ferry::cli::trace;
+  struct Case {
+    std::string text;
+    std::size_t events;  ///< read, when it is a trace
+    std::string error;   ///< else
+  };
+  const std::vector<Case> cases = {
+      {bom + "[\n{\"ph\":\"i\",\"ts\":1},\n{\"ph\":\"i\",\"ts\":2}\n]\n", 2, ""},
+      {bom + "  [{\"ph\":\"i\"}]", 1, ""},
+      {bom, 0, "not a trace file: it holds nothing but a byte order mark, and a trace starts with '['"},
+      {"\xEF\xBB", 0, "not a trace file: it is \"\\xef\\xbb\", and a trace starts with '['"},
+      {"\xEF\xBB[{\"ph\":\"i\"}]", 0, "not a trace file: it starts with \"\\xef\\xbb[{\"ph\":\"i\"}]\" where a trace starts with '['"},
+      // Not at the start: not a mark, and no trace.
+      {" " + bom + "[]", 0, "not a trace file: it starts with \"\\xef\\xbb\\xbf[]\" where a trace starts with '['"},
+      {bom + bom + "[]", 0, "not a trace file: it starts with \"\\xef\\xbb\\xbf[]\" where a trace starts with '['"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.text);
+    for (std::size_t block = 1; block <= c.text.size() + 1; ++block) {
+      CAPTURE(block);
+      trace::ReadResult result;
+      std::size_t events = 0;
+      const bool ok = trace::read_trace_text(c.text, [&](const auto&, std::size_t) { ++events; }, result, block);
+      CHECK(ok == c.error.empty());
+      CHECK(result.error == c.error);
+      CHECK(events == c.events);
+      if (ok) CHECK(result.closed);
+    }
+  }
+}
+
 TEST_CASE("Report.a_line_cut_short_in_the_middle_is_an_error_with_its_line_and_offset") {
   // Found by an exploratory run: a trace with one line cut short in the middle (a host that
   // crashed while writing it, a copy cut short) lost everything after that line, exit 0: the
