@@ -1082,6 +1082,46 @@ TEST_CASE("Trace.FERRY_TRACE_and_the_option_which_wins") {
   CHECK_FALSE(fs::exists(from_env));
 }
 
+TEST_CASE("Trace.FERRY_TRACE_gives_each_later_executor_its_own_file") {
+  // A program that makes one executor after another (one per test, per request) kept only the
+  // last one's trace: each wrote FERRY_TRACE's path over. Each takes the next name, as a second
+  // executor writing it at once does: seq.json, seq.2.json, seq.3.json...
+  support::TempDir dir;
+  const fs::path file = dir.path / "seq.json";
+  support::ScopedEnv env("FERRY_TRACE", file.string());
+  const auto calls_in = [](const fs::path& p) {
+    TraceFile t = read_trace(p);
+    check_closed(t);
+    return t.named("square", "X").size();
+  };
+  for (int n = 1; n <= 3; ++n) {
+    ferry::Executor ex(support::options(1));
+    for (int i = 0; i < n; ++i) CHECK(ex.submit(square, i).get() == i * i);
+  }
+  CHECK(calls_in(file) == 1);
+  CHECK(calls_in(dir.path / "seq.2.json") == 2);
+  CHECK(calls_in(dir.path / "seq.3.json") == 3);
+  // Two at once, then one more: each its own name still, none taken again.
+  {
+    ferry::Executor a(support::options(1));
+    ferry::Executor b(support::options(1));
+    CHECK(a.submit(square, 4).get() == 16);
+  }
+  { ferry::Executor c(support::options(1)); }
+  CHECK(calls_in(dir.path / "seq.4.json") == 1);
+  CHECK(calls_in(dir.path / "seq.5.json") == 0);
+  CHECK(calls_in(dir.path / "seq.6.json") == 0);
+  CHECK_FALSE(fs::exists(dir.path / "seq.7.json"));
+  // A path the program names is its choice: the next executor given it writes it over, as before.
+  const fs::path named = dir.path / "named.json";
+  for (int n = 1; n <= 2; ++n) {
+    ferry::Executor ex(traced(named, 1));
+    for (int i = 0; i < n; ++i) CHECK(ex.submit(square, i).get() == i * i);
+  }
+  CHECK(calls_in(named) == 2);
+  CHECK_FALSE(fs::exists(dir.path / "named.2.json"));
+}
+
 TEST_CASE("Trace.workers_do_not_inherit_FERRY_TRACE") {
   // An executor a task makes would otherwise write the host's file from another process.
   support::TempDir dir;

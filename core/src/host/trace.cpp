@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -94,6 +95,13 @@ Claim claim_path(const fs::path& wanted, unsigned from) {
 void release_path(const std::string& key) {
   std::lock_guard lock(paths_mu);
   open_paths().erase(key);
+}
+
+/// For each FERRY_TRACE path (by path_key), the number of the next name its traces may take
+/// (numbered_path): one past the highest any of them took. Under paths_mu.
+std::map<std::string, unsigned>& environment_numbers() {
+  static auto* numbers = new std::map<std::string, unsigned>;  // never freed, as open_paths()
+  return *numbers;
 }
 
 /// The descriptors of the traces being written, plus one (0: a free slot), for a child of fork()
@@ -367,7 +375,7 @@ std::string Trace::error_type_name(std::type_index type) {
   return name;
 }
 
-Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header)
+Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header, unsigned first)
     : pid_(::getpid()),
       start_(Clock::now()),
       start_unix_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -375,7 +383,7 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
       max_bytes_(max_bytes) {
   check_max_bytes(max_bytes);
   // The first name no executor of this process writes, and no other process has locked.
-  for (unsigned from = 1;;) {
+  for (unsigned from = std::max(first, 1u);;) {
     Claim claim = claim_path(path, from);
     try {
       fd_ = open_trace_file(claim.path);
@@ -384,6 +392,7 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
       throw;
     }
     if (fd_) {
+      number_ = claim.number;
       path_ = std::move(claim.path);
       registered_ = std::move(claim.key);
       break;
@@ -452,8 +461,22 @@ void Trace::write_out_now() {
 std::unique_ptr<Trace> Trace::from_environment(const fs::path& path, std::uint64_t max_bytes,
                                                const Header& header) {
   check_max_bytes(max_bytes);
+  const std::string key = path_key(path);
+  unsigned first = 1;
+  {
+    std::lock_guard lock(paths_mu);
+    if (auto it = environment_numbers().find(key); it != environment_numbers().end()) first = it->second;
+  }
   try {
-    return std::make_unique<Trace>(path, max_bytes, header);
+    auto trace = std::make_unique<Trace>(path, max_bytes, header, first);
+    // The next one takes the next name, whether this one is still open or not: executors made
+    // one after another each wrote the path over (two at once already took two names).
+    {
+      std::lock_guard lock(paths_mu);
+      unsigned& next = environment_numbers()[key];
+      next = std::max(next, trace->number_ + 1);
+    }
+    return trace;
   } catch (const std::invalid_argument& e) {
     // Once per path: a program may make an executor a call (get_reusable_executor with new
     // options, a library's own pool), and one line says it all.

@@ -56,14 +56,18 @@ class Trace {
   its output: it would be destroyed). When another executor, of this process or another, is writing `path`, this
   one writes `stem.2.ext` (then .3, ...) instead: see path(). The file is locked (flock) for the
   trace's life: that is how another process's executor sees it is being written.
+  `first`: the first of those names tried (1: `path` itself).
   */
-  Trace(const std::filesystem::path& path, std::uint64_t max_bytes, const Header& header);
+  Trace(const std::filesystem::path& path, std::uint64_t max_bytes, const Header& header, unsigned first = 1);
   /**
   The trace FERRY_TRACE asks for: as the constructor, but a path it refuses or cannot create is
   no error. FERRY_TRACE traces a program without touching its code, and a program that never
   asked for a trace must not fail for it (every executor's constructor threw, ending such a
   program in std::terminate): why is said on stderr, once per path, and the executor runs
   without a trace (null).
+  Each trace of this process from one FERRY_TRACE path takes a name none before it took, open or
+  closed: `path`, then `stem.2.ext`, `stem.3.ext`... A program that made one executor after another
+  (one per test, per request) kept only the last one's trace, each written over the one before.
   @throws std::invalid_argument for a `max_bytes` under min_max_bytes (the program's option).
   */
   static std::unique_ptr<Trace> from_environment(const std::filesystem::path& path, std::uint64_t max_bytes,
@@ -172,6 +176,7 @@ class Trace {
   void end_after_failed_write(const std::string& bytes, std::size_t done, int error);
 
   std::filesystem::path path_;
+  unsigned number_ = 1;     // path_ is the number_th name of the path asked for (1: that path)
   std::string registered_;  // the key of path_ among the paths this process writes
   Fd fd_;
   int fork_slot_ = -1;  // where a child of fork() finds fd_ to close (trace.cpp: fork_closed)
