@@ -143,7 +143,11 @@ struct Failure {
   int code = exit_task_failed;
   std::string type;     ///< "TaskError", "PluginError", ...
   std::string message;  ///< what()
-  std::string remote_stack;  ///< TaskError / TerminatedWorkerError::remote_stack(), "" if none
+  /// The error whose remote_stack() print_remote_stack() shows (a TaskError, a
+  /// TerminatedWorkerError, or the TaskError of an initializer that broke the pool); null if none.
+  /// Kept, not asked: a stack is symbolized when first asked for (~65 ms for each module's first),
+  /// and map --keep-going describes every failing line but prints no stack.
+  std::exception_ptr stack_of;
   /// The task's own message (TaskError::remote_message()) inside `message`: from `own_at`,
   /// `own_size` bytes (0: none). report() shows its lines as lines; the rest of the message,
   /// which quotes names, stays on one line.
@@ -157,6 +161,9 @@ Failure describe(std::exception_ptr error);
 /// lines after the first follow on lines of their own, each indented by four spaces, so that
 /// none can pass for a line of ferry's.
 int report(std::string_view command, const Failure& failure, std::string_view where = {});
+/// The failure's remote stack (TaskError / TerminatedWorkerError::remote_stack()), "" if none:
+/// symbolized by this call if nothing asked for it before.
+std::string remote_stack(const Failure& failure);
 /// Prints the failure's remote stack on stderr, indented under "remote stack (worker):", if any.
 void print_remote_stack(const Failure& failure);
 /// The end of a subcommand's output: flushes `out` and checks that all written to it arrived (a

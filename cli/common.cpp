@@ -522,7 +522,7 @@ Failure describe(std::exception_ptr error) {
   try {
     std::rethrow_exception(error);
   } catch (const TaskError& e) {
-    Failure f{exit_task_failed, "TaskError", e.what(), e.remote_stack()};
+    Failure f{exit_task_failed, "TaskError", e.what(), error};
     // what() ends with the task's message, then " (input N)" or " (inputs N to M)" in a map.
     mark_own_message(f, e.remote_message(), e.input_index() ? f.message.rfind(" (input") : f.message.size());
     return f;
@@ -531,7 +531,7 @@ Failure describe(std::exception_ptr error) {
   } catch (const SandboxViolationError& e) {  // likewise
     return {exit_task_failed, "SandboxViolationError", e.what()};
   } catch (const TerminatedWorkerError& e) {
-    return {exit_task_failed, "TerminatedWorkerError", e.what(), e.remote_stack()};
+    return {exit_task_failed, "TerminatedWorkerError", e.what(), error};
   } catch (const SerializationError& e) {
     // Arguments the worker cannot decode into the task's parameters are the caller's mistake.
     bool arguments = e.stage() == SerializationStage::decode_arguments ||
@@ -549,7 +549,7 @@ Failure describe(std::exception_ptr error) {
       try {
         std::rethrow_exception(nested->nested_ptr());
       } catch (const TaskError& cause) {
-        f.remote_stack = cause.remote_stack();
+        f.stack_of = nested->nested_ptr();
         mark_own_message(f, cause.remote_message(), f.message.size());
       } catch (...) {
       }
@@ -595,12 +595,27 @@ void print_error(std::string_view command, std::string_view message) {
   print_shown_error(command, terminal_line(message));
 }
 
+std::string remote_stack(const Failure& failure) {
+  if (!failure.stack_of) return {};
+  try {
+    std::rethrow_exception(failure.stack_of);
+  } catch (const TaskError& e) {
+    return e.remote_stack();
+  } catch (const TerminatedWorkerError& e) {
+    return e.remote_stack();
+  } catch (...) {
+  }
+  return {};
+}
+
 void print_remote_stack(const Failure& failure) {
-  if (failure.remote_stack.empty()) return;
+  // Symbolized here, not in describe(): only a stack that is shown costs its modules' reads.
+  const std::string stack = remote_stack(failure);
+  if (stack.empty()) return;
   // Always, like Python's traceback of an uncaught exception: the user needs it to find the bug,
   // and stderr is not the results' stream.
   std::string text = "remote stack (worker):\n  ";
-  for (char c : terminal_text(failure.remote_stack)) {
+  for (char c : terminal_text(stack)) {
     text += c;
     if (c == '\n') text += "  ";
   }
