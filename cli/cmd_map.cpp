@@ -3,10 +3,11 @@
 //
 // The input is cut into chunks of at most --chunksize lines and --chunk-bytes of arguments; each
 // chunk travels as one message and runs as one worker call (Executor::submit_json with `items`
-// lines). The chunks go through ferry's map engine, the one behind Executor::imap
-// (detail::MapRun): at most 2 * workers + 2 are in flight, and what was read and not yet written
-// stays within as many chunks' bytes (ChunkReader), so memory stays bounded in lines and in bytes
-// however long the input and its lines are (a line: --max-line-bytes); results come back in input
+// lines, and the index of its first line as a chunk of Executor::map has one: send_lines). The
+// chunks go through ferry's map engine, the one behind Executor::imap (detail::MapRun): at most
+// 2 * workers + 2 are in flight, and what was read and not yet written stays within as many
+// chunks' bytes (ChunkReader), so memory stays bounded in lines and in bytes however long the
+// input and its lines are (a line: --max-line-bytes); results come back in input
 // order, a chunk as soon as it and every chunk before it have ended; --timeout and the progress
 // bar are the engine's MapOptions::timeout and MapOptions::progress.
 //
@@ -41,6 +42,7 @@
 #include <ferry/detail/progress.hpp>
 #include <ferry/detail/state.hpp>
 
+#include "api/json_chunk.hpp"
 #include "commands.hpp"
 #include "json.hpp"
 #include "platform/config.hpp"
@@ -522,9 +524,44 @@ void append_output_line(std::string& out, std::span<char> result, bool& failed) 
   if (outcome == json::Outcome::error) failed = true;
 }
 
-std::string lines_text(const LineChunk& c) {
-  return c.first() == c.last() ? "line " + std::to_string(c.first())
-                               : "lines " + std::to_string(c.first()) + "-" + std::to_string(c.last());
+std::string lines_text(std::size_t first, std::size_t last) {
+  return first == last ? "line " + std::to_string(first)
+                       : "lines " + std::to_string(first) + "-" + std::to_string(last);
+}
+
+std::string lines_text(const LineChunk& c) { return lines_text(c.first(), c.last()); }
+
+/// Sends `text`, the argument lines of the inputs from line `first` on (`items` of them, each
+/// line's number one past the one before) or, when `first` is 0, of lines not all consecutive
+/// (a chunk that left out an unreadable line, --keep-going). Consecutive ones go with their first
+/// input's index (line number - 1), as a chunk of Executor::map goes: the trace's slice shows
+/// where the chunk starts (`first_input`), and the error names its line (describe_lines).
+Future<std::string> send_lines(Executor& executor, const TaskRef& ref, std::string text, std::uint32_t items,
+                               bool keep_going, std::size_t first) {
+  if (first == 0) return executor.submit_json(ref, std::move(text), items, keep_going);
+  return detail::submit_json_chunk(executor, ref, std::move(text), items, keep_going, first - 1);
+}
+
+/// describe() of what lines sent by send_lines threw. An error that names its input (" (input N)"
+/// or " (inputs N to M)" at the end of its message, counted from 0 as Executor::map's) is said
+/// by the line it names: `where` becomes "line N+1" ("lines N+1-M+1"), and the message loses
+/// that end (the error line of an output line needs no other number than its own).
+Failure describe_lines(const std::exception_ptr& error, std::string& where) {
+  Failure f = describe(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    if (const auto index = e.input_index()) {
+      const std::string_view full = e.what(), plain = e.std::runtime_error::what();
+      const std::string_view suffix = full.substr(std::min(plain.size(), full.size()));
+      if (std::string_view(f.message).ends_with(suffix) &&
+          f.message.size() - suffix.size() >= f.own_at + f.own_size)
+        f.message.resize(f.message.size() - suffix.size());
+      where = lines_text(*index + 1, *index + e.input_count());
+    }
+  } catch (...) {
+  }
+  return f;
 }
 
 }  // namespace
@@ -657,7 +694,9 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
             return;
           }
           if (options.keep_going) lines.kept = lines.text;
-          c.future = executor.submit_json(ref, std::move(lines.text), lines.items, options.keep_going);
+          const bool consecutive = lines.items == lines.lines.size();
+          c.future = send_lines(executor, ref, std::move(lines.text), lines.items, options.keep_going,
+                                consecutive ? lines.first() : 0);
         },
         "lines");
     run.set_wakeable();
@@ -695,9 +734,10 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
             throw std::runtime_error("the worker returned " + std::to_string(results.size()) +
                                      " result lines for " + std::to_string(c.items));
         } catch (...) {
-          Failure failure = describe(std::current_exception());
+          std::string where = lines_text(c);
+          Failure failure = describe_lines(std::current_exception(), where);
           bool fatal = failure.code == exit_lookup || failure.code == exit_pool;
-          if (!options.keep_going || fatal) return stop(lines_text(c), failure);
+          if (!options.keep_going || fatal) return stop(where, failure);
           // The keep-going policy of map_outcomes. A failing line is an error object already
           // (the worker keeps going), so what fails here is the chunk: its worker died, and its
           // lines run again one by one so that only the line at fault gets an error; or the
@@ -708,17 +748,24 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
             results.assign(c.items, owned.emplace_back(json::error_line("ferry::" + failure.type, failure.message, "task")));
             c.kept.clear();
           }
+          // Each with its own line's number: the readable lines of the chunk, in order.
           std::vector<Future<std::string>> singles;
-          for (auto l : split_lines(c.kept))
-            singles.push_back(executor.submit_json(ref, std::string(l.data(), l.size()), 1, true));
+          std::vector<std::size_t> numbers;
+          for (const auto& line : c.lines)
+            if (line.error.empty()) numbers.push_back(line.number);
+          for (auto l : split_lines(c.kept)) {
+            const std::size_t number = singles.size() < numbers.size() ? numbers[singles.size()] : 0;
+            singles.push_back(send_lines(executor, ref, std::string(l.data(), l.size()), 1, true, number));
+          }
           for (auto& f : singles) {
             try {
               std::string r = f.get();
               while (!r.empty() && r.back() == '\n') r.pop_back();
               results.push_back(owned.emplace_back(std::move(r)));
             } catch (...) {
-              Failure one = describe(std::current_exception());
-              if (one.code == exit_lookup || one.code == exit_pool) return stop(lines_text(c), one);
+              std::string one_where = lines_text(c);
+              Failure one = describe_lines(std::current_exception(), one_where);
+              if (one.code == exit_lookup || one.code == exit_pool) return stop(one_where, one);
               results.push_back(owned.emplace_back(json::error_line("ferry::" + one.type, one.message, "task")));
             }
           }

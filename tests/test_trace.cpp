@@ -1298,6 +1298,74 @@ TEST_CASE("Trace.cli_run_and_map_write_a_trace") {
   CHECK_FALSE(fs::exists(dir.path / "elsewhere"));
 }
 
+TEST_CASE("Trace.cli_map_chunks_carry_their_first_input") {
+  // `ferry map`'s chunks went through submit_json, which carries no first input: its trace (and
+  // report) could not say where a chunk starts, though a chunk of Executor::map says it. The
+  // index of the chunk's first line (its number - 1), as Executor::map's of its first input.
+  support::TempDir dir;
+  const auto firsts = [](const TraceFile& t, const std::string& task) {
+    std::multiset<std::pair<std::uint64_t, std::uint64_t>> out;  // (first_input, items); -1: none
+    for (const auto* x : t.named(task, "X"))
+      out.emplace(has_arg(*x, "first_input") ? arg_u64(*x, "first_input") : UINT64_MAX, arg_u64(*x, "items"));
+    return out;
+  };
+  using Set = std::multiset<std::pair<std::uint64_t, std::uint64_t>>;
+  { std::ofstream(dir.path / "in.jsonl") << "1\n2\n3\n4\n5\n6\n7\n"; }
+  const fs::path trace = dir.path / "map.json";
+  Run m = ferry_cli({"map", "-j", "2", "--chunksize", "3", "--no-progress", "--trace", trace.string(), "square",
+                     (dir.path / "in.jsonl").string()},
+                    dir.path);
+  INFO(m.err);
+  CHECK(m.status == 0);
+  CHECK(m.out == "1\n4\n9\n16\n25\n36\n49\n");
+  TraceFile t = read_trace(trace);
+  check_closed(t);
+  CHECK(firsts(t, "square") == Set{{0, 3}, {3, 3}, {6, 1}});
+
+  // --keep-going: a chunk that left out an unreadable line holds inputs that do not follow one
+  // another, and has none; the next chunk has its own.
+  { std::ofstream(dir.path / "gap.jsonl") << "1\n2\nnope\n4\n5\n6\n"; }
+  const fs::path gap_trace = dir.path / "gap.json";
+  Run g = ferry_cli({"map", "-j", "1", "--chunksize", "3", "--keep-going", "--no-progress", "--trace",
+                     gap_trace.string(), "square", (dir.path / "gap.jsonl").string()},
+                    dir.path);
+  INFO(g.err);
+  CHECK(g.status == 1);
+  CHECK(firsts(read_trace(gap_trace), "square") == Set{{UINT64_MAX, 2}, {3, 3}});
+
+#if !defined(__SANITIZE_THREAD__)  // a worker that segfaults: see Cli.map_keep_going_reruns_a_crashed_chunk_line_by_line
+  // A chunk whose worker died runs again line by line: each line with its own first input.
+  { std::ofstream(dir.path / "crash.jsonl") << "[1, 3]\n[2, 3]\n[3, 3]\n[4, 3]\n"; }
+  const fs::path crash_trace = dir.path / "crash.json";
+  Run c = ferry_cli({"map", "-j", "1", "--chunksize", "4", "--keep-going", "--no-progress", "--trace",
+                     crash_trace.string(), "segfault_if", (dir.path / "crash.jsonl").string()},
+                    dir.path);
+  INFO(c.err);
+  CHECK(c.status == 1);
+  CHECK(c.out.rfind("1\n2\n{\"error\":", 0) == 0);
+  CHECK(c.out.find("\n4\n") != std::string::npos);
+  CHECK(firsts(read_trace(crash_trace), "segfault_if") == Set{{0, 4}, {0, 1}, {1, 1}, {2, 1}, {3, 1}});
+#endif
+}
+
+TEST_CASE("Trace.cli_map_names_the_line_of_a_failed_input") {
+  // With its first input, a chunk's error names the input at fault, counted from 0 as a map's:
+  // `ferry map` says it as the line it is. Before, the line was the chunk's lines and the task
+  // was named "checked_isqrt (item 2 of its map chunk)".
+  support::TempDir dir;
+  { std::ofstream(dir.path / "in.jsonl") << "1\n4\n-1\n9\n"; }
+  Run m = ferry_cli({"map", "-j", "1", "--chunksize", "4", "--no-progress", "checked_isqrt",
+                     (dir.path / "in.jsonl").string()},
+                    dir.path);
+  CHECK(m.status == 1);
+  CHECK(m.out.empty());
+  CHECK_MESSAGE(m.err.rfind("ferry map: line 3: TaskError: task 'checked_isqrt' raised std::domain_error in worker ", 0) == 0,
+                m.err);
+  CHECK_MESSAGE(m.err.find(": negative: -1\n") != std::string::npos, m.err);
+  CHECK(m.err.find("(input") == std::string::npos);
+  CHECK(m.err.find("map chunk") == std::string::npos);
+}
+
 TEST_CASE("Trace.cli_refuses_a_trace_over_its_own_input_or_output") {
   support::TempDir dir;
   const fs::path in = dir.path / "in.jsonl";

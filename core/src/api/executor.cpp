@@ -12,7 +12,9 @@
 #include <shared_mutex>
 #include <sstream>
 #include <thread>
+#include <utility>
 
+#include "api/json_chunk.hpp"
 #include "host/pool.hpp"
 #include "platform/fd.hpp"
 #include "wire/protocol.hpp"
@@ -165,16 +167,34 @@ std::shared_ptr<Executor> Executor::replacement() const {
   return next;
 }
 
+namespace {
+/// The first input of the JSON chunk detail::submit_json_chunk submits on this thread: it calls
+/// submit_json, whose submit_json_to takes it (no_input otherwise). The public header gives
+/// submit_json no such parameter.
+thread_local std::size_t json_chunk_first_input = detail::no_input;
+}  // namespace
+
 Future<std::string> Executor::submit_json_to(detail::Target target, std::string lines,
                                              std::uint32_t items, bool keep_going) {
+  const std::size_t first_input = std::exchange(json_chunk_first_input, detail::no_input);
   target.signature = "(JSON arguments)";
   target.fingerprint = 0;  // the worker's JSON decoding checks the types
   auto state = std::make_shared<detail::State<std::string>>(0, /*raw=*/true);
   detail::Buffer args;
   args.append(lines.data(), lines.size());
   std::uint8_t flags = detail::protocol::flag_json | (keep_going ? detail::protocol::flag_keep_going : 0);
-  submit_encoded(target, std::move(args), std::max<std::uint32_t>(items, 1), state, SubmitOptions{}, flags);
+  submit_encoded(target, std::move(args), std::max<std::uint32_t>(items, 1), state, SubmitOptions{}, flags,
+                 first_input);
   return Future<std::string>(std::move(state));
+}
+
+Future<std::string> detail::submit_json_chunk(Executor& executor, const TaskRef& task, std::string lines,
+                                              std::uint32_t items, bool keep_going, std::size_t first_input) {
+  json_chunk_first_input = first_input;
+  struct Reset {
+    ~Reset() { json_chunk_first_input = detail::no_input; }  // also when submit_json threw first
+  } reset;
+  return executor.submit_json(task, std::move(lines), items, keep_going);
 }
 
 Future<std::string> Executor::submit_json(std::string_view task, std::string lines,
