@@ -31,15 +31,20 @@ bool parse(std::string_view text, rj::Document& doc, std::string& error) {
 /// U+0080 to U+009F: U+009B is a CSI that starts an escape sequence; the bidirectional controls,
 /// which show the text after them in another order; the line and paragraph separators) are
 /// escaped here, and a byte that is not part of a well-formed UTF-8 character (a raw 0x9B is CSI
-/// to an 8-bit terminal) becomes U+FFFD. Outside strings JSON text is ASCII without controls, so
-/// every byte this changes is inside a string.
+/// to an 8-bit terminal) is written \udcXX, XX its value (0x80 to 0xFF: ASCII is always UTF-8).
+/// That is Python's surrogateescape (os.fsdecode): a path or a string of any bytes comes back
+/// whole, json.loads(line) then .encode("utf-8", "surrogateescape"); U+FFFD, as it was, lost
+/// them. Valid UTF-8 never holds a surrogate, so no text is read back as another. Outside strings
+/// JSON text is ASCII without controls, so every byte this changes is inside a string.
 std::string printable(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size();) {
     const std::size_t n = detail::utf8_length(text, i);
     if (n == 0) {
-      out += "\\ufffd";
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\udc%02x", static_cast<unsigned char>(text[i]));
+      out += escaped;
       ++i;
       continue;
     }
@@ -494,7 +499,9 @@ bool append_line_arguments(std::string& out, std::span<char> text, std::optional
 std::string error_line(std::string_view type, std::string_view message, std::string_view stage) {
   rj::StringBuffer buffer;
   detail::write_json_error(buffer, type, message, stage);
-  return std::string(buffer.GetString(), buffer.GetSize());
+  // Printable as every other line: ferry map writes a line it could not read as this error
+  // straight out, and its message quotes a task's name, which the plugin's file says.
+  return printable(std::string_view(buffer.GetString(), buffer.GetSize()));
 }
 
 }  // namespace ferry::cli::json

@@ -32,7 +32,8 @@ std::string quote(std::string_view s);
 /// JSON text made safe to print on a terminal and valid UTF-8: DEL, the C1 controls, the
 /// bidirectional controls and the line and paragraph separators escaped (`\u007f`,
 /// `\u0080`..`\u009f`, `\u202e`, ...: detail::escaped_on_terminal), a byte that is not part of a
-/// UTF-8 character `\ufffd` (write and quote do this already).
+/// UTF-8 character `\udcXX` (XX its value, 80 to ff: Python's surrogateescape, which gives the
+/// bytes back) (write and quote do this already).
 std::string printable(std::string_view text);
 
 /// Rewrites `text` from `from` on as printable() would, in place: nothing is copied when
@@ -65,7 +66,8 @@ bool append_result(std::string& out, std::span<char> result, Outcome& outcome, s
 bool append_line_arguments(std::string& out, std::span<char> line, std::optional<std::size_t> arity,
                            std::string_view task, std::string& error);
 
-/// An error object line as the worker writes it for --keep-going.
+/// An error object line as the worker writes it for --keep-going, printable() (its message quotes
+/// names).
 std::string error_line(std::string_view type, std::string_view message, std::string_view stage);
 
 }  // namespace ferry::cli::json

@@ -157,6 +157,26 @@ TEST_CASE("Cli.list_json_prints_one_object_per_task") {
   CHECK(r.out.find(R"x({"name":"square","signature":"i32(i32)","plugin":"math")x") != std::string::npos);
 }
 
+TEST_CASE("Cli.list_json_writes_a_path_that_is_no_utf8_as_its_bytes") {
+  // A directory's or a file's name may be any bytes: written U+FFFD, the path could not be found
+  // again from the JSON. Each byte that is no UTF-8 is \udcXX now (Python's surrogateescape:
+  // json.loads, then os.fsencode, gives the path back); the table shows it as \xNN.
+  support::TempDir dir;
+  const fs::path plugins = dir.path / "plug\xff\xfe";
+  fs::create_directory(plugins);
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, plugins / "lib\x80math.so");
+  Result r = cli({"list", "--json", plugins.string()});
+  CHECK(r.status == 0);
+  CAPTURE(r.out);
+  CHECK(r.out.find("\"library\":\"" + (dir.path / "plug\\udcff\\udcfe" / "lib\\udc80math.so").string() + "\"") !=
+        std::string::npos);
+  CHECK(r.out.find_first_of("\x80\xfe\xff") == std::string::npos);
+
+  Result table = cli({"list", plugins.string()});
+  CHECK(table.status == 0);
+  CHECK(table.out.find("plug\\xff\\xfe/lib\\x80math.so") != std::string::npos);
+}
+
 TEST_CASE("Cli.list_reports_skipped_files_on_stderr") {
   support::TempDir dir;
   write_file(dir.path / "libnotaplugin.so", "not an ELF file");
@@ -190,8 +210,9 @@ TEST_CASE("Cli.run_prints_no_terminal_controls") {
   // controls (U+009B is a CSI) and bytes that are no UTF-8 (0x9B is a CSI to an 8-bit terminal)
   // reached the terminal as they were. Escaped now, the line valid JSON in UTF-8.
   CHECK(cli({"run", "greet", "\"\\u009b2J\\u007f\""}).out == "\"hello, \\u009b2J\\u007f\"\n");
-  CHECK(cli({"run", "greet", "\"\x9b" "2J \xc3\xa9\xe2\x82\xac\""}).out == "\"hello, \\ufffd2J \xc3\xa9\xe2\x82\xac\"\n");
-  CHECK(cli({"run", "greet", "\"\xc0\xaf\xed\xa0\x80\""}).out == "\"hello, \\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"\n");
+  // A byte that is no UTF-8 is \udcXX (Python's surrogateescape): the bytes can be read back.
+  CHECK(cli({"run", "greet", "\"\x9b" "2J \xc3\xa9\xe2\x82\xac\""}).out == "\"hello, \\udc9b2J \xc3\xa9\xe2\x82\xac\"\n");
+  CHECK(cli({"run", "greet", "\"\xc0\xaf\xed\xa0\x80\""}).out == "\"hello, \\udcc0\\udcaf\\udced\\udca0\\udc80\"\n");
 }
 
 TEST_CASE("Cli.run_void_task_and_raw") {

@@ -118,9 +118,9 @@ TEST_CASE("CliJson.a_result_line_is_shown_as_its_value") {
   CHECK(outcome == json::Outcome::error);
   // The first "value0" of the object itself, not one inside it.
   CHECK(result_of("{\"x\":{\"value0\":1},\"value0\":2,\"value0\":3}") == "2");
-  // Printable: the controls a terminal acts on are escaped, a byte that is no UTF-8 is U+FFFD.
+  // Printable: the controls a terminal acts on are escaped, a byte that is no UTF-8 is \udcXX.
   CHECK(result_of("{\"value0\":\"\\u009b2J \xc2\x9b \xe2\x80\xae \x9b \xc3\xa9 \\u007f\"}") ==
-        "\"\\u009b2J \\u009b \\u202e \\ufffd \xc3\xa9 \\u007f\"");
+        "\"\\u009b2J \\u009b \\u202e \\udc9b \xc3\xa9 \\u007f\"");
   CHECK(result_of("[1]") == "error: another value");
   CHECK(result_of("{\"value0\":1") == "error: Missing a comma or '}' after an object member. (at offset 11)");
   CHECK(result_of("{\"value0\":" + deepest + "}").starts_with("error: nested deeper than 512 levels"));
@@ -143,5 +143,75 @@ TEST_CASE("CliJson.printable_rewrites_in_place_only_what_needs_it") {
   json::make_printable(text, 7);  // from after the raw 0x9B: it stays
   CHECK(text == "keep \x9b {\"a\":\"\xc3\xa9\"}");
   json::make_printable(text, 0);
-  CHECK(text == "keep \\ufffd {\"a\":\"\xc3\xa9\"}");
+  CHECK(text == "keep \\udc9b {\"a\":\"\xc3\xa9\"}");
+}
+
+namespace {
+
+/// The bytes of JSON string `quoted` (its quotes included) as Python's json.loads then
+/// .encode("utf-8", "surrogateescape") gives them: \udc80 to \udcff are the bytes 0x80 to 0xFF.
+/// Enough of JSON's escapes for what printable() writes; "?" for one it does not.
+std::string surrogateescape_decoded(std::string_view quoted) {
+  REQUIRE(quoted.size() >= 2);
+  REQUIRE(quoted.front() == '"');
+  REQUIRE(quoted.back() == '"');
+  std::string out;
+  for (std::size_t i = 1; i + 1 < quoted.size(); ++i) {
+    if (quoted[i] != '\\') {
+      out += quoted[i];
+      continue;
+    }
+    const char e = quoted[++i];
+    if (e == 'u') {
+      const unsigned code = static_cast<unsigned>(std::stoul(std::string(quoted.substr(i + 1, 4)), nullptr, 16));
+      i += 4;
+      if (code >= 0xDC80 && code <= 0xDCFF) {
+        out += static_cast<char>(code - 0xDC00);
+      } else if (code < 0x80) {
+        out += static_cast<char>(code);
+      } else if (code < 0x800) {
+        out += static_cast<char>(0xC0 | code >> 6);
+        out += static_cast<char>(0x80 | (code & 0x3F));
+      } else {
+        out += static_cast<char>(0xE0 | code >> 12);
+        out += static_cast<char>(0x80 | (code >> 6 & 0x3F));
+        out += static_cast<char>(0x80 | (code & 0x3F));
+      }
+    } else {
+      static constexpr std::string_view from = "bfnrt\"\\/", to = "\b\f\n\r\t\"\\/";
+      out += from.find(e) == std::string_view::npos ? '?' : to[from.find(e)];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("CliJson.bytes_that_are_no_utf8_are_written_so_that_they_can_be_read_back") {
+  // A path (a plugin directory's, a file's) or a task's string may hold any bytes but '\0'. They
+  // were written U+FFFD, and what they were was lost: written \udcXX now, Python's
+  // surrogateescape (os.fsdecode), which json.loads and JSON.parse take.
+  std::string every;
+  for (int b = 1; b < 256; ++b) every += static_cast<char>(b);
+  const std::string samples[] = {
+      every,
+      "dir\xff\xfe/lib\x80.so",
+      "\xc0\xaf \xed\xa0\x80 \xe2\x82",  // overlong, a surrogate's bytes, a character cut short
+      "\xf4\x90\x80\x80 \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",  // past U+10FFFF; then UTF-8
+      "\\udcff \\ufffd",  // text that reads like an escape: its backslash is escaped
+  };
+  for (const std::string& bytes : samples) {
+    CAPTURE(bytes);
+    const std::string quoted = json::quote(bytes);
+    CAPTURE(quoted);
+    CHECK(surrogateescape_decoded(quoted) == bytes);
+    for (char c : quoted) CHECK(static_cast<unsigned char>(c) >= 0x20);  // no control; UTF-8 as it was
+  }
+  CHECK(json::quote("a\xff\xc3\xa9") == "\"a\\udcff\xc3\xa9\"");
+  CHECK(json::printable("\x80\xff") == "\\udc80\\udcff");
+  // The error line ferry map writes for a line it cannot read quotes the task's name, which the
+  // plugin's file gives: printable too (it was written out as RapidJSON wrote it, raw bytes and all).
+  CHECK(json::error_line("BadInput", "task 'x\xff\xc2\x9b' takes 2 arguments", "read_input") ==
+        "{\"error\":{\"type\":\"BadInput\",\"message\":\"task 'x\\udcff\\u009b' takes 2 arguments\","
+        "\"stage\":\"read_input\"}}");
 }
