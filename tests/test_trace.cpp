@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1059,6 +1060,44 @@ TEST_CASE("Trace.a_file_the_program_has_open_is_refused_and_left_as_it_was") {
   ::close(fd);
   {
     ferry::Executor ex(traced(file, 1));  // closed: written over, as any file of the user's
+    CHECK(ex.submit(square, 5).get() == 25);
+  }
+  check_closed(read_trace(file));
+}
+
+TEST_CASE("Trace.a_file_the_program_has_mapped_is_refused_and_left_as_it_was") {
+  // A library the program loaded (libferry.so of a build tree, FERRY_TRACE set to it by a slip)
+  // holds no descriptor: it was emptied, lost on disk, and the program died of SIGBUS at its next
+  // page of it. A file mapped by hand, its descriptor closed, stands for it.
+  support::TempDir dir;
+  const fs::path file = dir.path / "libmapped.so";
+  const std::string content(8192, 'x');
+  support::write_file(file, content);
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  void* map = ::mmap(nullptr, content.size(), PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  REQUIRE(map != MAP_FAILED);
+  std::string what;
+  try {
+    ferry::Executor ex(traced(file, 1));
+  } catch (const std::invalid_argument& e) {
+    what = e.what();
+  }
+  CHECK(what == "ferry: refusing to write the trace to " + file.string() +
+                    ": this program has it mapped (a library it loaded, or a file it maps): writing the trace "
+                    "would destroy it");
+  {
+    support::ScopedEnv env("FERRY_TRACE", file.string());
+    ferry::Executor ex(support::options(1));  // said on stderr; no trace
+    CHECK(ex.submit(square, 4).get() == 16);
+  }
+  REQUIRE(read_file(file) == content);  // else reading the mapping below would raise SIGBUS
+  CHECK(static_cast<const char*>(map)[content.size() - 1] == 'x');
+  ::munmap(map, content.size());
+  // Unmapped, it is a file like any other.
+  {
+    ferry::Executor ex(traced(file, 1));
     CHECK(ex.submit(square, 5).get() == 25);
   }
   check_closed(read_trace(file));

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -209,6 +210,30 @@ std::string opened_elsewhere(int self, const struct stat& st) {
   return "";
 }
 
+/// Whether this process has the file `st` describes mapped (/proc/self/maps: its device and
+/// inode): a library it loaded (libferry.so of a build tree, a plugin), or a file it mapped for
+/// its own use, that no descriptor holds any more. False where /proc is not mounted.
+bool mapped_here(const struct stat& st) {
+  std::FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (!maps) return false;
+  // "address perms offset MAJOR:MINOR inode path": the device in hex, the inode in decimal.
+  char line[4096 + 256];
+  bool found = false;
+  bool line_start = true;
+  while (!found && std::fgets(line, sizeof line, maps)) {
+    const bool whole = std::strchr(line, '\n') != nullptr;
+    if (line_start) {
+      unsigned dev_major = 0, dev_minor = 0;
+      unsigned long long inode = 0;
+      if (std::sscanf(line, "%*s %*s %*s %x:%x %llu", &dev_major, &dev_minor, &inode) == 3 && inode != 0)
+        found = inode == st.st_ino && dev_major == major(st.st_dev) && dev_minor == minor(st.st_dev);
+    }
+    line_start = whole;  // a path longer than the buffer: the rest of its line is skipped
+  }
+  std::fclose(maps);
+  return found;
+}
+
 /// Opens `p` for writing as the user asked, and nothing else: never through a symbolic link at
 /// `p` (one another user planted in /tmp would make us overwrite whatever it points to), nor
 /// through another user's link or a directory another user could swap on the way to it
@@ -259,6 +284,11 @@ Fd open_trace_file(const fs::path& p) {
   // out.jsonl` mixed the trace into the results.
   if (std::string use = opened_elsewhere(fd, st); !use.empty())
     refuse(p, "this program has it open already (" + use + "): writing the trace would destroy it");
+  // Mapped, with no descriptor left: a library the program loaded. Emptied, it was lost on disk
+  // and the program died of SIGBUS at its next page of it (`FERRY_TRACE=build/lib/libferry.so`).
+  if (mapped_here(st))
+    refuse(p, "this program has it mapped (a library it loaded, or a file it maps): writing the trace "
+              "would destroy it");
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   // The trace holds task names and messages: an existing file written over is made private as a
   // new one is (it kept its mode: a file of mode 0666 stayed readable and writable by anyone, a

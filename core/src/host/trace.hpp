@@ -52,8 +52,8 @@ class Trace {
   Refuses, with std::invalid_argument naming the path and why, a symbolic link at `path` (never
   followed, not even a dangling one: O_NOFOLLOW), anything but a regular file (a FIFO, a device),
   a file owned by another user, a file with other hard links (it would write into another
-  name's content), and a file this process has open already, but for another trace (its input,
-  its output: it would be destroyed). When another executor, of this process or another, is writing `path`, this
+  name's content), a file this process has open already, but for another trace (its input,
+  its output: it would be destroyed), and one it has mapped (a library it loaded). When another executor, of this process or another, is writing `path`, this
   one writes `stem.2.ext` (then .3, ...) instead: see path(). The file is locked (flock) for the
   trace's life: that is how another process's executor sees it is being written.
   `first`: the first of those names tried (1: `path` itself).
