@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <initializer_list>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
@@ -50,15 +52,17 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
                     "the wrapped function and where it is defined, read from the first line of its .cpp; "
                     "wrap-<key>.err: a remembered failure, marked FAILED), "
                     "each precompiled prelude (size, date), then the number and total size of "
-                    "ferry's files (wrap-*, prelude-*, plugins/wrap-*).",
+                    "ferry's files (wrap-<key>*, prelude-<key>*, plugins/wrap-<key>*; <key> a content "
+                    "key, hex digits).",
                     100) +
                "\n\n" + exit_codes_help("02"));
 
   CLI::App* clear = sub->add_subcommand("clear", "Remove ferry's files from the cache");
   clear->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
   clear->callback([&options] { options.clear = true; });
-  clear->footer(wrap("Removes the files named wrap-* and prelude-* from the cache directory and its "
-                     "plugins directory, and the scratch directories (wrap-scratch.*) of builds "
+  clear->footer(wrap("Removes ferry's files, named wrap-<key>* and prelude-<key>* (<key> a content key "
+                     "of at least 16 hex digits: not a wrap-notes.txt of yours), from the cache directory "
+                     "and its plugins directory, and the scratch directories (wrap-scratch.*) of builds "
                      "whose program was killed, nothing else, and prints how much was freed. Wrapped functions are compiled "
                      "again when next submitted; do not clear while a program is compiling one.",
                      100) +
@@ -76,8 +80,18 @@ struct File {
   bool plugin = false;  // in the plugin directory (wrap_plugin_dir)
 };
 
+/// A name the wrap cache gives its files: wrap- or prelude-, a content key (64 hex digits; 32 in
+/// older layouts), then '.', '-' or the end. Not every wrap-* and prelude-*: `ferry cache clear
+/// --cache-dir .` removed a user's wrap-up.md and prelude-to-chapter-2.txt.
 bool ours(const std::string& name) {
-  return name.rfind("wrap-", 0) == 0 || name.rfind("prelude-", 0) == 0;
+  static constexpr std::size_t min_key_digits = 16;
+  for (const std::string_view prefix : {std::string_view("wrap-"), std::string_view("prelude-")}) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    std::size_t end = prefix.size();
+    while (end < name.size() && ((name[end] >= '0' && name[end] <= '9') || (name[end] >= 'a' && name[end] <= 'f'))) ++end;
+    return end - prefix.size() >= min_key_digits && (end == name.size() || name[end] == '.' || name[end] == '-');
+  }
+  return false;
 }
 
 bool ends_with(const std::string& s, std::string_view suffix) {
