@@ -430,7 +430,9 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
     release_path(claim.key);
     from = claim.number + 1;
   }
-  if (path_ != path) debug_log("trace: %s is being written by another executor; writing %s", path.c_str(), path_.c_str());
+  if (path_ != path)
+    debug_log("trace: %s is taken (another executor is writing it, or an earlier one of FERRY_TRACE wrote it); "
+              "writing %s", path.c_str(), path_.c_str());
   const std::int64_t unix_us = start_unix_ns_ / 1000;
   std::string head;
   Line l(head);
