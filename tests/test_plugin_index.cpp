@@ -4,22 +4,26 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -526,6 +530,177 @@ TEST_CASE("PluginIndex.find.rescans_on_miss") {
     CHECK(t.plugin == "seed");
     CHECK(index.find("square").plugin == "math");  // still there
   }
+}
+
+// ---- what a scan remembers --------------------------------------------------------------------
+
+namespace {
+
+/// The names of the files of a directory opened or read since the last call, as the kernel tells
+/// them (inotify): what the index reads, seen from outside it. A `stat` is neither.
+class ReadsIn {
+ public:
+  explicit ReadsIn(const fs::path& dir) : fd_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
+    REQUIRE(fd_ >= 0);
+    REQUIRE(::inotify_add_watch(fd_, dir.c_str(), IN_OPEN | IN_ACCESS) >= 0);
+  }
+  ~ReadsIn() { ::close(fd_); }
+  ReadsIn(const ReadsIn&) = delete;
+  ReadsIn& operator=(const ReadsIn&) = delete;
+  std::set<std::string> names() {
+    std::set<std::string> out;
+    alignas(inotify_event) char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      for (char* p = buf; p < buf + n;) {
+        const auto* ev = reinterpret_cast<const inotify_event*>(p);
+        REQUIRE((ev->mask & IN_Q_OVERFLOW) == 0);
+        if (ev->len > 0) out.insert(ev->name);
+        p += sizeof(inotify_event) + ev->len;
+      }
+    }
+    return out;
+  }
+
+ private:
+  int fd_;
+};
+
+std::int64_t realtime_ns() {
+  struct timespec t {};
+  ::clock_gettime(CLOCK_REALTIME, &t);
+  return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
+std::int64_t ctime_ns(const fs::path& file) {
+  struct stat st {};
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  return static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
+}
+
+/// The index remembers what it read of a file only once the file's change time is 2 s behind its
+/// scan (a coarse clock could stamp a later write with the same time): waits until `files` are.
+void wait_until_settled(const std::vector<fs::path>& files) {
+  constexpr std::int64_t settled = 2'200'000'000;
+  REQUIRE(support::wait_until(
+      [&] {
+        const std::int64_t now = realtime_ns();
+        return std::all_of(files.begin(), files.end(),
+                           [&](const fs::path& f) { return now - ctime_ns(f) > settled; });
+      },
+      std::chrono::milliseconds(10000)));
+}
+
+}  // namespace
+
+TEST_CASE("PluginIndex.scan.an_unchanged_file_that_is_no_plugin_is_not_read_again") {
+  // A lookup that misses rescans; each file that is no plugin was read again at every scan
+  // (20,000 libraries beside the plugins: 1 s a miss). Its verdict is kept with its identity.
+  support::TempDir dir;
+  install(math_plugin, dir.path, "libmath.so");
+  const fs::path plain = install(plain_library, dir.path, "libplain.so");  // a library, no plugin
+  const fs::path text = dir.path / "libtext.so";
+  write_text(text, "not a library\n");
+  wait_until_settled({plain, text});
+  PluginIndex index({dir.path});
+  ReadsIn reads(dir.path);
+  CHECK(contains(plugin_error([&] { index.find("nosuch"); }), "no plugin provides task 'nosuch'"));
+  const auto first = reads.names();
+  CHECK(first.count("libplain.so") == 1);  // the watch sees the index read them
+  CHECK(first.count("libtext.so") == 1);
+  const auto skipped = index.skipped();
+  CHECK(contains(plugin_error([&] { index.find("nosuch"); }), "no plugin provides task 'nosuch'"));
+  const auto second = reads.names();
+  CHECK(second.count("libplain.so") == 0);
+  CHECK(second.count("libtext.so") == 0);
+  // Still said, as before.
+  const auto again = index.skipped();
+  REQUIRE(again.size() == skipped.size());
+  for (std::size_t i = 0; i < again.size(); ++i) {
+    CHECK(again[i].path == skipped[i].path);
+    CHECK(again[i].reason == skipped[i].reason);
+  }
+  CHECK(contains(skipped.at(0).reason + skipped.at(1).reason, "not a ferry plugin"));
+  CHECK(index.find("square").plugin == "math");
+}
+
+TEST_CASE("PluginIndex.scan.a_file_that_was_no_plugin_is_read_again_when_it_changes") {
+  // Each file below keeps its size and modification time (which its owner may set) as it
+  // becomes a plugin: one written in place (same inode: only its change time moves), one renamed
+  // over, a link pointed at another file. Each is found at the next lookup.
+  support::TempDir dir;
+  const auto plugin_bytes = read_bytes(math_plugin);
+  auto broken = plugin_bytes;
+  broken[1] = 'X';  // no ELF magic: "not a shared library", as many bytes as the plugin
+  const fs::path in_place = dir.path / "libinplace.so";
+  const fs::path renamed = dir.path / "librenamed.so";
+  const fs::path linked = dir.path / "liblinked.so";
+  const fs::path elsewhere = dir.path / "elsewhere";
+  write_bytes(in_place, broken.data(), broken.size(), fs::perms(0755));
+  write_bytes(renamed, broken.data(), broken.size(), fs::perms(0755));
+  fs::create_directory(elsewhere);
+  fs::permissions(elsewhere, fs::perms(0755));
+  write_bytes(elsewhere / "old.so", broken.data(), broken.size(), fs::perms(0755));
+  install(math_plugin, elsewhere, "new.so");
+  fs::create_symlink("elsewhere/old.so", linked);
+  wait_until_settled({in_place, renamed, elsewhere / "old.so"});
+
+  PluginIndex index({dir.path});
+  CHECK(contains(plugin_error([&] { index.find("square"); }), "no plugin provides task 'square'"));
+  CHECK(index.skipped().size() == 3);
+
+  struct stat before {}, after {};
+  REQUIRE(::stat(in_place.c_str(), &before) == 0);
+  const struct timespec times[2] = {before.st_atim, before.st_mtim};
+  {
+    const int fd = ::open(in_place.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::pwrite(fd, plugin_bytes.data(), plugin_bytes.size(), 0) ==
+          static_cast<ssize_t>(plugin_bytes.size()));
+    ::close(fd);
+  }
+  REQUIRE(::utimensat(AT_FDCWD, in_place.c_str(), times, 0) == 0);
+  REQUIRE(::stat(in_place.c_str(), &after) == 0);
+  REQUIRE(after.st_ino == before.st_ino);
+  REQUIRE(after.st_size == before.st_size);
+  REQUIRE(after.st_mtim.tv_sec == before.st_mtim.tv_sec);
+  REQUIRE(after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+
+  const fs::path fresh = dir.path / "renamed.new";  // no library's name: not listed
+  write_bytes(fresh, plugin_bytes.data(), plugin_bytes.size(), fs::perms(0755));
+  REQUIRE(::stat(renamed.c_str(), &before) == 0);
+  const struct timespec renamed_times[2] = {before.st_atim, before.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, fresh.c_str(), renamed_times, 0) == 0);
+  fs::rename(fresh, renamed);
+
+  fs::create_symlink("elsewhere/new.so", dir.path / "linked.new");
+  fs::rename(dir.path / "linked.new", linked);
+
+  CHECK(index.find("inplace:square").plugin == "inplace");
+  CHECK(index.find("renamed:square").plugin == "renamed");
+  CHECK(index.find("new:square").plugin == "new");  // a plugin is named by the file a link leads to
+  CHECK(index.skipped().empty());
+}
+
+TEST_CASE("PluginIndex.scan.a_file_changed_less_than_two_seconds_before_a_scan_is_read_again") {
+  // A coarse clock (a jiffy; a second on some file systems) stamps a write made just after the
+  // read with the change time the read saw: what was read of a file changed so recently is not
+  // kept (this machine's ext4 stamps each change anew, so the race itself is not shown here).
+  support::TempDir dir;
+  const fs::path text = dir.path / "libtext.so";
+  write_text(text, "not a library\n");
+  PluginIndex index({dir.path});
+  ReadsIn reads(dir.path);
+  CHECK(contains(plugin_error([&] { index.find("nosuch"); }), "no plugin provides task 'nosuch'"));
+  CHECK(reads.names().count("libtext.so") == 1);
+  CHECK(contains(plugin_error([&] { index.find("nosuch"); }), "no plugin provides task 'nosuch'"));
+  const auto second = reads.names();
+  if (realtime_ns() - ctime_ns(text) >= 2'000'000'000) {
+    MESSAGE("the scans came more than 2 s after the file was written: nothing to show");
+    return;
+  }
+  CHECK(second.count("libtext.so") == 1);
 }
 
 TEST_CASE("PluginIndex.skipped.lists_bad_files_with_a_reason") {

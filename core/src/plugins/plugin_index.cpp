@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -25,19 +27,47 @@ namespace ferry {
 
 namespace fs = std::filesystem;
 
+/// A file of the last scan: a plugin (its tasks), or a file that is no plugin (`not_plugin`: the
+/// verdict, which its bytes alone decide). Either is read again only when its identity changes.
 struct PluginIndex::Entry {
-  fs::path path;        // as found in its directory (perhaps a symbolic link)
-  std::string version;  // file_version() when it was read
+  fs::path path;         // as found in its directory (perhaps a symbolic link)
+  std::string version;   // file_version() when it was read
+  std::string identity;  // detail::file_identity() of a `stat` made before it was read
+  /// Its change time was older than the scan by more than a file system's timestamps may lag
+  /// (`settle_time_ns`) when it was read: a later change moves it. Otherwise it is read again.
+  bool settled = false;
   std::vector<TaskInfo> tasks;
-  std::string refused;  // why the trust check refuses it ("" = trusted, or the check is off)
+  std::string not_plugin;  // why it is no plugin (what skipped() says); "" for a plugin
+  std::string refused;     // why the trust check refuses it ("" = trusted, or the check is off)
 };
+
+namespace {
+
+/// "dev:ino:size:mtime_ns", the identity PluginIndex::file_version documents.
+std::string version_of(const struct stat& st) {
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
+}
+
+/// How far behind a scan's start a file's change time must be for what was read of it to be
+/// remembered. A write sets the change time from a clock that may be coarse: a jiffy, or a whole
+/// second or two on some file systems (ext4 with small inodes, FAT, some NFS servers). A file
+/// written again within the same tick after it was read keeps its change time (and size, and a
+/// forged mtime); one whose change time is this much older than the read cannot be written so.
+/// (git's "racily clean" index entries are the same problem.)
+constexpr std::int64_t settle_time_ns = 2'000'000'000;
+
+std::int64_t nanoseconds(const struct timespec& t) {
+  return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
+}  // namespace
 
 std::string PluginIndex::file_version(const fs::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return {};
-  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
-         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec);
+  return version_of(st);
 }
 
 namespace {
@@ -210,11 +240,22 @@ std::string cannot_read(const fs::path& file, const std::string& why) {
 /// reason (no permission: `e.error()` is open's errno): empty, with the reason in `*unreadable`
 /// if given, else a PluginError "cannot read" (it was "not a shared library: Permission denied",
 /// as if the bytes were wrong).
-std::vector<TaskInfo> manifest_of(const fs::path& library, std::string* short_of, std::string* unreadable) {
+///
+/// `*by_content` (if given) is set when the PluginError thrown is a verdict of the file's bytes
+/// alone (not ELF, another machine's, not a shared library, truncated, no task record): the
+/// same bytes would give it again. Not for an open or a read that failed (permissions, which
+/// the directories on the way and this process's credentials decide too; an I/O error).
+std::vector<TaskInfo> manifest_of(const fs::path& library, std::string* short_of, std::string* unreadable,
+                                  bool* by_content = nullptr) {
   std::vector<detail::ElfTaskRecord> records;
+  if (by_content) *by_content = false;
   try {
     records = detail::read_task_records(library);
   } catch (const detail::ElfError& e) {
+    using Kind = detail::ElfError::Kind;
+    if (by_content)
+      *by_content = e.kind() == Kind::not_elf || e.kind() == Kind::wrong_machine ||
+                    e.kind() == Kind::not_shared_library || e.kind() == Kind::truncated;
     if (e.kind() == detail::ElfError::Kind::unreadable && e.error() != 0 && !e.out_of_resources()) {
       if (unreadable) {
         *unreadable = cannot_read(library, e.what());
@@ -236,15 +277,21 @@ std::vector<TaskInfo> manifest_of(const fs::path& library, std::string* short_of
       throw PluginError::wrong_machine(library.string(), e.what());
     throw PluginError::not_shared_library(library.string(), e.what());
   }
-  std::error_code ec;
-  fs::path abs = fs::weakly_canonical(library, ec);
-  if (ec) abs = fs::absolute(library);
   std::vector<TaskInfo> out;
+  fs::path abs;  // made for a plugin only: a path's links are read one component at a time
   for (const auto& r : records) {
     if (!r.problem.empty()) continue;
+    if (abs.empty()) {
+      std::error_code ec;
+      abs = fs::weakly_canonical(library, ec);
+      if (ec) abs = fs::absolute(library);
+    }
     out.push_back(TaskInfo{r.name, r.signature, r.fingerprint, r.abi, abs, plugin_name(abs)});
   }
-  if (out.empty()) throw PluginError::not_ferry_plugin(library.string());
+  if (out.empty()) {
+    if (by_content) *by_content = true;
+    throw PluginError::not_ferry_plugin(library.string());
+  }
   return out;
 }
 
@@ -276,16 +323,28 @@ void PluginIndex::rescan_locked() {
   // What the last scan found in `dir`, kept when this process cannot read it now for want of
   // descriptors or memory: a host at its RLIMIT_NOFILE lost every task it had found, and was told
   // no plugin provides them.
-  auto keep_previous = [&](const fs::path& dir, const fs::path* only) {
-    const fs::path key = directory_key(dir);
-    for (const auto& e : entries_)
-      if (directory_key(e->path.parent_path()) == key && (!only || e->path == *only)) next.push_back(e);
-  };
   // The last scan's entries by path. Each file was compared with every entry: with 3,000 plugins
-  // beside 20,000 other libraries a scan took 10 s (a lookup that misses scans twice).
+  // beside 20,000 other libraries a scan took 10 s (a lookup that misses scans twice). Entries
+  // of files this scan does not list are forgotten with it: the memory is the last listing's.
   std::unordered_map<std::string, std::shared_ptr<Entry>> previous;
   previous.reserve(entries_.size());
   for (const auto& e : entries_) previous.emplace(e->path.native(), e);
+  auto keep_previous = [&](const fs::path& dir, const fs::path* only) {
+    if (only) {
+      // One file's entry, by path: going through every entry for each file a host out of
+      // descriptors could not open made such a scan quadratic in the directory.
+      if (auto it = previous.find(only->native()); it != previous.end()) next.push_back(it->second);
+      return;
+    }
+    const fs::path key = directory_key(dir);
+    for (const auto& e : entries_)
+      if (directory_key(e->path.parent_path()) == key) next.push_back(e);
+  };
+  // The scan's start by the clock change times are stamped with: a file changed less than
+  // `settle_time_ns` before it is read again at the next scan.
+  struct timespec now {};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const std::int64_t started = nanoseconds(now);
   for (const auto& dir : dirs_) {
     std::error_code ec;
     fs::directory_iterator it(dir, ec), end;
@@ -323,44 +382,70 @@ void PluginIndex::rescan_locked() {
       for (const auto& e : entries_)
         if (directory_key(e->path.parent_path()) == key && !listed.count(e->path.native())) next.push_back(e);
     }
-    std::sort(files.begin(), files.end());
+    // In the order of their names (paths of one directory): path's own comparison, component by
+    // component, was a tenth of a scan of 20,000 files.
+    std::sort(files.begin(), files.end(),
+              [](const fs::path& a, const fs::path& b) { return a.native() < b.native(); });
     // A directory others could write to is refused as a whole, and said once: whatever its
     // files' own modes, someone else decides what is in it.
     std::string dir_refused = options_.allow_unsafe ? std::string() : detail::untrusted_reason(dir);
     if (!dir_refused.empty()) skipped_.push_back({dir, "refused: " + dir_refused});
     for (const auto& file : files) {
-      std::string version = file_version(file);
+      // Its identity before it is read: whatever changes it after this moves the identity (a
+      // rename-over or a new file gives another inode, a write or a chmod the change time, which
+      // only the clock sets), so what is read may be newer than the identity, never older.
+      struct stat st {};
+      const bool stated = ::stat(file.c_str(), &st) == 0;
+      const std::string version = stated ? version_of(st) : std::string();
+      const std::string identity = stated ? detail::file_identity(st) : std::string();
       auto same = previous.find(file.native());
       std::shared_ptr<Entry> e;
-      if (same != previous.end() && same->second->version == version) {
+      if (same != previous.end() && same->second->settled && !identity.empty() &&
+          same->second->identity == identity) {
         e = same->second;
       } else {
+        e = std::make_shared<Entry>();
+        e->path = file;
+        e->version = version;
+        e->identity = identity;
+        e->settled = stated && nanoseconds(st.st_ctim) <= started - settle_time_ns;
+        std::string short_of, unreadable;
+        bool by_content = false;
         try {
-          e = std::make_shared<Entry>();
-          e->path = file;
-          e->version = version;
-          std::string short_of, unreadable;
-          e->tasks = manifest_of(file, &short_of, &unreadable);
-          if (!unreadable.empty()) {
-            skipped_.push_back({file, unreadable});
-            unreadable_files_.push_back(skipped_.back());
-            continue;
-          }
-          if (!short_of.empty()) {
-            skipped_.push_back({file, short_of});
-            short_of_ = std::move(short_of);
-            keep_previous(dir, &file);
-            continue;
-          }
-          for (auto& t : e->tasks) t.version = version;
+          e->tasks = manifest_of(file, &short_of, &unreadable, &by_content);
         } catch (const PluginError& err) {
-          skipped_.push_back({file, err.what()});
+          // Bytes that make no plugin are remembered with the file's identity: 20,000 other
+          // libraries beside the plugins were read again at every lookup that missed (1 s each).
+          // What a failed open or read says (permissions, I/O) is not: it is tried again.
+          if (!by_content || !stated) {
+            skipped_.push_back({file, err.what()});
+            continue;
+          }
+          e->not_plugin = err.what();
+        }
+        if (!unreadable.empty()) {
+          skipped_.push_back({file, unreadable});
+          unreadable_files_.push_back(skipped_.back());
           continue;
         }
+        if (!short_of.empty()) {
+          skipped_.push_back({file, short_of});
+          short_of_ = std::move(short_of);
+          keep_previous(dir, &file);
+          continue;
+        }
+        for (auto& t : e->tasks) t.version = version;
       }
-      // Judged at every scan (a chmod does not change the file's identity): `ferry list` and a
-      // lookup see the same verdict. Reading a manifest runs none of the plugin's code, so a
-      // refused plugin is still indexed, to be named when someone asks for its tasks.
+      if (!e->not_plugin.empty()) {
+        // No tasks to offer or refuse: no trust check, as when it was read.
+        skipped_.push_back({file, e->not_plugin});
+        next.push_back(std::move(e));
+        continue;
+      }
+      // Judged at every scan (the file's identity says nothing of its directories, its links'
+      // or its owner's group): `ferry list` and a lookup see the same verdict. Reading a
+      // manifest runs none of the plugin's code, so a refused plugin is still indexed, to be
+      // named when someone asks for its tasks.
       if (options_.allow_unsafe) {
         e->refused.clear();
       } else if (!dir_refused.empty()) {
