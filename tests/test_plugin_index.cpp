@@ -703,6 +703,56 @@ TEST_CASE("PluginIndex.scan.a_file_changed_less_than_two_seconds_before_a_scan_i
   CHECK(second.count("libtext.so") == 1);
 }
 
+TEST_CASE("PluginIndex.find.a_hit_whose_link_now_leads_to_another_file_is_read_again") {
+  // `ln -sf math-2.so libmath.so` with math-1.so kept: a hit compared the old target with
+  // itself, unchanged, and gave it until a lookup missed.
+  support::TempDir dir;
+  const fs::path plugins = dir.path / "plugins";
+  const fs::path store = dir.path / "store";
+  for (const auto& d : {plugins, store}) {
+    fs::create_directory(d);
+    fs::permissions(d, fs::perms(0755));
+  }
+  install(math_plugin, store, "math-1.so");
+  install(math_plugin, store, "math-2.so");
+  fs::create_symlink(store / "math-1.so", plugins / "libmath.so");
+  PluginIndex index({plugins});
+  CHECK(index.find("square").library == fs::canonical(store / "math-1.so"));
+  fs::create_symlink(store / "math-2.so", plugins / "link.new");
+  fs::rename(plugins / "link.new", plugins / "libmath.so");
+  CHECK(index.find("square").library == fs::canonical(store / "math-2.so"));
+}
+
+TEST_CASE("PluginIndex.find.a_hit_on_a_plugin_written_in_place_with_its_size_and_mtime_is_read_again") {
+  // A hit compared the file's version (device, inode, size, mtime): a plugin written in place
+  // with its size and modification time kept (its owner may set it) was taken as it was read.
+  support::TempDir dir;
+  const fs::path lib = install(math_plugin, dir.path, "libmath.so");
+  PluginIndex index({dir.path});
+  CHECK(index.find("square").plugin == "math");
+  struct stat before {}, after {};
+  REQUIRE(::stat(lib.c_str(), &before) == 0);
+  // Past a coarse clock's tick (a jiffy), so that the write below gets another change time.
+  REQUIRE(support::wait_until([&] { return realtime_ns() - ctime_ns(lib) > 20'000'000; }));
+  auto broken = read_bytes(math_plugin);
+  broken[1] = 'X';  // no ELF magic
+  {
+    const int fd = ::open(lib.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::pwrite(fd, broken.data(), broken.size(), 0) == static_cast<ssize_t>(broken.size()));
+    ::close(fd);
+  }
+  const struct timespec times[2] = {before.st_atim, before.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, lib.c_str(), times, 0) == 0);
+  REQUIRE(::stat(lib.c_str(), &after) == 0);
+  REQUIRE(PluginIndex::file_version(lib) == std::to_string(before.st_dev) + ":" +
+                                                std::to_string(before.st_ino) + ":" +
+                                                std::to_string(before.st_size) + ":" +
+                                                std::to_string(before.st_mtim.tv_sec) + "." +
+                                                std::to_string(before.st_mtim.tv_nsec));
+  CHECK(contains(plugin_error([&] { index.find("square"); }), "no plugin provides task 'square'"));
+}
+
 TEST_CASE("PluginIndex.skipped.lists_bad_files_with_a_reason") {
   support::TempDir dir;
   install(math_plugin, dir.path, "libmath.so");

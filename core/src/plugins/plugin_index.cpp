@@ -58,6 +58,12 @@ std::string version_of(const struct stat& st) {
 /// (git's "racily clean" index entries are the same problem.)
 constexpr std::int64_t settle_time_ns = 2'000'000'000;
 
+/// detail::file_identity of `path` (links followed), "" when it cannot be had.
+std::string identity_of(const fs::path& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? detail::file_identity(st) : std::string();
+}
+
 std::int64_t nanoseconds(const struct timespec& t) {
   return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
 }
@@ -487,8 +493,11 @@ TaskInfo PluginIndex::find(std::string_view name) {
       if (found) break;
     }
     if (!found) continue;
-    // A plugin replaced since it was read: read it again (new work uses the new version).
-    if (attempt == 0 && file_version(found->library) != found->version) continue;
+    // A plugin replaced since it was read: read it again (new work uses the new version). Its
+    // identity through the path the scan found, as the scan compares it: the library's own path
+    // missed a link of the directory pointed at another file (the old one kept, `ln -sf`), and
+    // the version (no change time) a plugin written in place with its size and mtime kept.
+    if (attempt == 0 && identity_of(found_in->path) != found_in->identity) continue;
     // Checked again now, along the path as found in the directory (through a symbolic link,
     // both the link's directory and the target's way), and the directory itself as `ferry list`
     // judges it: a sticky one (as /tmp) may be on a path's way, but whatever others add to a
