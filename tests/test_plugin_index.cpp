@@ -745,6 +745,10 @@ TEST_CASE("PluginIndex.find.a_hit_on_a_plugin_written_in_place_with_its_size_and
   const struct timespec times[2] = {before.st_atim, before.st_mtim};
   REQUIRE(::utimensat(AT_FDCWD, lib.c_str(), times, 0) == 0);
   REQUIRE(::stat(lib.c_str(), &after) == 0);
+  if (after.st_ctim.tv_sec == before.st_ctim.tv_sec && after.st_ctim.tv_nsec == before.st_ctim.tv_nsec) {
+    MESSAGE("this file system stamped the write with the change time before it: nothing to show");
+    return;
+  }
   REQUIRE(PluginIndex::file_version(lib) == std::to_string(before.st_dev) + ":" +
                                                 std::to_string(before.st_ino) + ":" +
                                                 std::to_string(before.st_size) + ":" +
