@@ -121,6 +121,13 @@ struct Stdio {
 };
 Stdio isolate_stdio(bool take_stdin);
 
+/// For `ferry map` reading `file` ("" or "-": stdin): the message to refuse it with when that input
+/// is the very regular file stdout writes to (`ferry map TASK in.jsonl >> in.jsonl`: it read its
+/// own results back as input lines and never ended, the file growing until the disk was full);
+/// nullopt otherwise, and when either cannot be looked at (the map then says why it cannot read).
+/// Call before isolate_stdio().
+std::optional<std::string> input_is_output(const std::string& file);
+
 /// Which of descriptors 0, 1 and 2 the command was started without (`ferry map <&-`).
 struct ClosedStdio {
   bool in = false;

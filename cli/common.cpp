@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // What every subcommand shares: exit codes, the plugin path, executor options, error reports.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -494,6 +495,20 @@ Stdio isolate_stdio(bool take_stdin) {
     }
   }
   return s;
+}
+
+std::optional<std::string> input_is_output(const std::string& file) {
+  // As cat refuses "input file is output file". Only a regular file: a terminal or a pipe may be
+  // both ends (<> /dev/tty) without one reading what the other wrote.
+  const bool from_stdin = file.empty() || file == "-";
+  struct stat in {}, out {};
+  if ((from_stdin ? ::fstat(STDIN_FILENO, &in) : ::stat(file.c_str(), &in)) != 0 ||
+      ::fstat(STDOUT_FILENO, &out) != 0)
+    return std::nullopt;
+  if (!S_ISREG(in.st_mode) || in.st_dev != out.st_dev || in.st_ino != out.st_ino) return std::nullopt;
+  return (from_stdin ? std::string("the input (stdin)") : "the input file " + file) +
+         " is also the output (stdout): its results would be read back as input lines, without "
+         "end; write them to another file";
 }
 
 TaskInfo find_task(const GlobalOptions& global, std::string_view name) {

@@ -877,6 +877,33 @@ TEST_CASE("Cli.map.a_closed_stdin_is_an_input_error") {
   CHECK(cli_redirected(Call{.args = {"run", "fail", "7"}}, "2>&-").status == 1);
 }
 
+TEST_CASE("Cli.map.refuses_an_input_that_is_its_output") {
+  // `ferry map square in.jsonl >> in.jsonl` read its own results back as input lines: over
+  // 300,000 lines it never ended (51 million lines after 30 s, until the disk is full); over these
+  // 2,000 it wrote results into its input. Refused, as cat refuses it, whether the file is FILE or
+  // stdin, and left as it was.
+  support::TempDir dir;
+  const fs::path in = dir.path / "in.jsonl";
+  const std::string lines = numbers(2000);
+  write_file(in, lines);
+  const std::string quoted = "'" + in.string() + "'";
+  for (const auto& [args, redirections] :
+       {std::pair<std::vector<std::string>, std::string>{{"map", "--no-progress", "square", in.string()}, ">>" + quoted},
+        {{"map", "--no-progress", "square"}, "<" + quoted + " >>" + quoted},
+        {{"map", "--no-progress", "square", "-"}, "<>" + quoted + " >&0"}}) {
+    CAPTURE(redirections);
+    Result r = cli_redirected(Call{.args = args}, redirections, std::chrono::seconds(10));
+    CHECK(r.status == 2);
+    CHECK(r.err.find("is also the output (stdout)") != std::string::npos);
+    CHECK(read_file(in) == lines);
+  }
+  // Another file, and a pipe, are not refused.
+  Result other = cli_redirected(Call{.args = {"map", "--no-progress", "square", in.string()}},
+                                ">>'" + (dir.path / "out.jsonl").string() + "'");
+  CHECK(other.status == 0);
+  CHECK(lines_of(read_file(dir.path / "out.jsonl")).size() == 2000);
+}
+
 // ---- info and cache ----------------------------------------------------------------------------
 
 TEST_CASE("Cli.info_shows_version_cpus_worker_and_paths") {
