@@ -1722,7 +1722,7 @@ TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
       {{"info"}, {"--json", "containment", "Landlock", "Exit status"}},
       {{"cache"}, {"--cache-dir", "list", "clear", "Exit status"}},
       {{"cache", "list"}, {"--cache-dir", "Exit status"}},
-      {{"cache", "clear"}, {"--cache-dir", "wrap-*", "Exit status"}},
+      {{"cache", "clear"}, {"--cache-dir", "wrap-<key>*", "Exit status"}},
   };
   for (const auto& [command, expected] : cases) {
     std::vector<std::string> args = command;
