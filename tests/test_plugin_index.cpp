@@ -471,6 +471,38 @@ TEST_CASE("PluginIndex.read_manifest.a_record_claiming_a_huge_name_is_left_out")
   CHECK(PluginIndex::read_manifest(file).size() + 1 == PluginIndex::read_manifest(math_plugin).size());
 }
 
+TEST_CASE("PluginIndex.read_manifest.a_file_claiming_tables_larger_than_a_plugin_has_is_not_read") {
+  // Sparse, a few MiB on disk, its symbol table and names claiming 32 MiB each: a scan read them
+  // whole (up to 256 MiB a table: 2.8 s and 528 MB for one such file, at every scan it changed
+  // for, in any directory on the plugin path, refused ones too).
+  support::TempDir dir;
+  auto bytes = read_bytes(math_plugin);
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, bytes.data(), sizeof eh);
+  const std::uint64_t size = bytes.size(), claimed = std::uint64_t{32} << 20;
+  bool patched = false;
+  for (std::size_t i = 0; i < eh.e_shnum; ++i) {
+    Elf64_Shdr sh;
+    std::memcpy(&sh, bytes.data() + eh.e_shoff + i * sizeof sh, sizeof sh);
+    if (sh.sh_type != SHT_DYNSYM) continue;
+    Elf64_Shdr names;
+    std::memcpy(&names, bytes.data() + eh.e_shoff + sh.sh_link * sizeof names, sizeof names);
+    sh.sh_offset = size;
+    sh.sh_size = claimed;
+    names.sh_offset = size + claimed;
+    names.sh_size = claimed;
+    std::memcpy(bytes.data() + eh.e_shoff + i * sizeof sh, &sh, sizeof sh);
+    std::memcpy(bytes.data() + eh.e_shoff + sh.sh_link * sizeof names, &names, sizeof names);
+    patched = true;
+  }
+  REQUIRE(patched);
+  const fs::path file = dir.path / "libhuge.so";
+  write_bytes(file, bytes.data(), bytes.size(), fs::perms(0755));
+  fs::resize_file(file, size + 2 * claimed);
+  const std::string msg = plugin_error([&] { PluginIndex::read_manifest(file); });
+  CHECK(contains(msg, "a table of 33554432 bytes is larger than ferry reads"));
+}
+
 // ---- the index -------------------------------------------------------------------------------
 
 TEST_CASE("PluginIndex.find.finds_a_task") {
