@@ -567,6 +567,10 @@ Failure describe_lines(const std::exception_ptr& error, std::string& where) {
 }  // namespace
 
 int run_map(const MapOptions& options, const GlobalOptions& global) {
+  if (auto refused = input_is_output(options.file)) {  // `ferry map TASK in.jsonl >> in.jsonl`
+    print_error("map", *refused);
+    return exit_usage;
+  }
   TaskInfo info;
   Call initializer;
   try {

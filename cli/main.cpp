@@ -134,13 +134,7 @@ int main(int argc, char** argv) {
 
   if (list_cmd->parsed()) return run_list(list, global);
   if (run_cmd->parsed()) return run_run(run, global);
-  if (map_cmd->parsed()) {
-    if (auto refused = input_is_output(map.file)) {
-      print_error("map", *refused);
-      return exit_usage;
-    }
-    return run_map(map, global);
-  }
+  if (map_cmd->parsed()) return run_map(map, global);
   if (info_cmd->parsed()) return run_info(info, global);
   if (cache_cmd->parsed()) return run_cache(cache, global);
   if (report_cmd->parsed()) return run_report(report, global);
