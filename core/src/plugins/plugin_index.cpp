@@ -27,12 +27,40 @@ namespace ferry {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+/// A file's identity: device, inode, size, modification and change times (as
+/// detail::file_identity spells them), kept as numbers: a scan compares one per file.
+struct Identity {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  struct timespec mtime {}, ctime {};
+  bool known = false;  // a `stat` gave it
+
+  static Identity of(const struct stat& st) {
+    return {st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim, true};
+  }
+  /// Of `path`, links followed; unknown when it cannot be had.
+  static Identity of(const fs::path& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? of(st) : Identity{};
+  }
+  /// The same file, unchanged; never for an identity unknown.
+  bool same_as(const Identity& o) const {
+    return known && o.known && dev == o.dev && ino == o.ino && size == o.size &&
+           mtime.tv_sec == o.mtime.tv_sec && mtime.tv_nsec == o.mtime.tv_nsec &&
+           ctime.tv_sec == o.ctime.tv_sec && ctime.tv_nsec == o.ctime.tv_nsec;
+  }
+};
+
+}  // namespace
+
 /// A file of the last scan: a plugin (its tasks), or a file that is no plugin (`not_plugin`: the
 /// verdict, which its bytes alone decide). Either is read again only when its identity changes.
 struct PluginIndex::Entry {
-  fs::path path;         // as found in its directory (perhaps a symbolic link)
-  std::string version;   // file_version() when it was read
-  std::string identity;  // detail::file_identity() of a `stat` made before it was read
+  fs::path path;      // as found in its directory (perhaps a symbolic link)
+  Identity identity;  // from a `stat` made before it was read
   /// Its change time was older than the scan by more than a file system's timestamps may lag
   /// (`settle_time_ns`) when it was read: a later change moves it. Otherwise it is read again.
   bool settled = false;
@@ -57,12 +85,6 @@ std::string version_of(const struct stat& st) {
 /// forged mtime); one whose change time is this much older than the read cannot be written so.
 /// (git's "racily clean" index entries are the same problem.)
 constexpr std::int64_t settle_time_ns = 2'000'000'000;
-
-/// detail::file_identity of `path` (links followed), "" when it cannot be had.
-std::string identity_of(const fs::path& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? detail::file_identity(st) : std::string();
-}
 
 std::int64_t nanoseconds(const struct timespec& t) {
   return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
@@ -402,17 +424,14 @@ void PluginIndex::rescan_locked() {
       // only the clock sets), so what is read may be newer than the identity, never older.
       struct stat st {};
       const bool stated = ::stat(file.c_str(), &st) == 0;
-      const std::string version = stated ? version_of(st) : std::string();
-      const std::string identity = stated ? detail::file_identity(st) : std::string();
+      const Identity identity = stated ? Identity::of(st) : Identity{};
       auto same = previous.find(file.native());
       std::shared_ptr<Entry> e;
-      if (same != previous.end() && same->second->settled && !identity.empty() &&
-          same->second->identity == identity) {
+      if (same != previous.end() && same->second->settled && same->second->identity.same_as(identity)) {
         e = same->second;
       } else {
         e = std::make_shared<Entry>();
         e->path = file;
-        e->version = version;
         e->identity = identity;
         e->settled = stated && nanoseconds(st.st_ctim) <= started - settle_time_ns;
         std::string short_of, unreadable;
@@ -440,6 +459,7 @@ void PluginIndex::rescan_locked() {
           keep_previous(dir, &file);
           continue;
         }
+        const std::string version = stated ? version_of(st) : std::string();
         for (auto& t : e->tasks) t.version = version;
       }
       if (!e->not_plugin.empty()) {
@@ -497,7 +517,7 @@ TaskInfo PluginIndex::find(std::string_view name) {
     // identity through the path the scan found, as the scan compares it: the library's own path
     // missed a link of the directory pointed at another file (the old one kept, `ln -sf`), and
     // the version (no change time) a plugin written in place with its size and mtime kept.
-    if (attempt == 0 && identity_of(found_in->path) != found_in->identity) continue;
+    if (attempt == 0 && !Identity::of(found_in->path).same_as(found_in->identity)) continue;
     // Checked again now, along the path as found in the directory (through a symbolic link,
     // both the link's directory and the target's way), and the directory itself as `ferry list`
     // judges it: a sticky one (as /tmp) may be on a path's way, but whatever others add to a
