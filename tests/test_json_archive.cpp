@@ -392,6 +392,14 @@ TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
         "value0: expected i64, found the number -9223372036854776000.0 (out of its range)");
   CHECK(error_of(type_identity<std::int64_t>{}, R"({"value0": 2.5})") ==
         "value0: expected i64, found the number 2.5 (not an integer)");
+  // A whole number written as a double that an integer of 64 bits could hold is no more an
+  // integer than 1e2 is: it is not "out of its range" (1e19 and 1.8e19 fit a u64; it said so).
+  CHECK(error_of(type_identity<std::uint64_t>{}, R"({"value0": 1e19})") ==
+        "value0: expected u64, found the number 10000000000000000000.0 (not an integer)");
+  CHECK(error_of(type_identity<std::uint64_t>{}, R"({"value0": 18000000000000000000.0})") ==
+        "value0: expected u64, found the number 18000000000000000000.0 (not an integer)");
+  CHECK(error_of(type_identity<std::int64_t>{}, R"({"value0": 1e2})") ==
+        "value0: expected i64, found the number 100.0 (not an integer)");
   CHECK(error_of(type_identity<float>{}, R"({"value0": 1e300})") ==
         "value0: expected f32, found the number 1e300 (out of its range)");
   CHECK(error_of(type_identity<bool>{}, R"({"value0": 1})") == "value0: expected bool, found the number 1");

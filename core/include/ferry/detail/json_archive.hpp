@@ -462,12 +462,14 @@ bool json_to(const JsonValue& v, T& out, std::string_view& why) {
     if (x > static_cast<std::uint64_t>(Limits::max())) return why = "out of its range", false;
     out = static_cast<T>(x);
   } else {
-    // A whole number past 64 bits (18446744073709551616) is read as a double.
-    if (v.IsNumber())
-      why = std::isfinite(v.GetDouble()) && v.GetDouble() == std::trunc(v.GetDouble()) &&
-                    std::fabs(v.GetDouble()) >= 0x1p63
-                ? "out of its range"
-                : "not an integer";
+    // A whole number past 64 bits (18446744073709551616, -9223372036854775809: it rounds to
+    // -2^63) is read as a double. One an integer of 64 bits holds (1e19 for a u64) was written
+    // as a double, as 1e2 was: it is not an integer.
+    if (v.IsNumber()) {
+      const double d = v.GetDouble();
+      why = std::isfinite(d) && d == std::trunc(d) && (d >= 0x1p64 || d <= -0x1p63) ? "out of its range"
+                                                                                     : "not an integer";
+    }
     return false;
   }
   return true;
