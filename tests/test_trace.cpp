@@ -3,10 +3,13 @@
 // without following a link, from the library, FERRY_TRACE and `ferry run/map --trace`.
 #include <doctest/doctest.h>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1101,6 +1104,53 @@ TEST_CASE("Trace.a_file_the_program_has_mapped_is_refused_and_left_as_it_was") {
     CHECK(ex.submit(square, 5).get() == 25);
   }
   check_closed(read_trace(file));
+}
+
+TEST_CASE("Trace.a_library_the_program_loaded_is_refused_where_proc_is_not_mounted") {
+  // The mapped-file check read /proc/self/maps only: where /proc is not mounted (a chroot, a
+  // container without it) or its device differs from stat's, a library the program loaded was
+  // emptied as a trace and the program died of SIGBUS at its next page of it. A child of its own,
+  // in a mount namespace of its own where /proc is an empty tmpfs, loads a copy of a plugin.
+  support::TempDir dir;
+  const fs::path lib = dir.path / "libloaded.so";
+  fs::copy_file(FERRY_TEST_SEED_PLUGIN, lib);
+  const std::string content = read_file(lib);
+  constexpr int refused = 0, not_refused = 1, other = 2, no_namespace = 3;
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Root may make a mount namespace; anyone else, where allowed, with a user namespace that
+    // maps them to root in it (files keep their owner: the trace's owner check still passes).
+    const uid_t uid = ::geteuid();
+    const gid_t gid = ::getegid();
+    if (::unshare(CLONE_NEWNS) != 0) {
+      if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) ::_exit(no_namespace);
+      support::write_file("/proc/self/setgroups", "deny");
+      support::write_file("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1");
+      support::write_file("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1");
+    }
+    // Private first: nothing mounted here may reach the namespace the tests run in.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("none", "/proc", "tmpfs", 0, nullptr) != 0 || fs::exists("/proc/self/maps"))
+      ::_exit(no_namespace);
+    if (!::dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL)) ::_exit(other);
+    try {
+      ferry::Executor ex(traced(lib, 1));
+    } catch (const std::invalid_argument& e) {
+      ::_exit(std::string(e.what()).find("this program has it mapped") != std::string::npos ? refused : other);
+    } catch (...) {
+    }
+    ::_exit(not_refused);  // the copy written over: it may not even get here
+  }
+  const int st = status_of_child(child);
+  REQUIRE(st != -1);
+  if (WIFEXITED(st) && WEXITSTATUS(st) == no_namespace) {
+    MESSAGE("no mount namespace for this user: not tested");
+    return;
+  }
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == refused);
+  CHECK(read_file(lib) == content);
 }
 
 TEST_CASE("Trace.FERRY_TRACE_and_the_option_which_wins") {

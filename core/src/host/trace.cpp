@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -210,10 +211,34 @@ std::string opened_elsewhere(int self, const struct stat& st) {
   return "";
 }
 
-/// Whether this process has the file `st` describes mapped (/proc/self/maps: its device and
-/// inode): a library it loaded (libferry.so of a build tree, a plugin), or a file it mapped for
-/// its own use, that no descriptor holds any more. False where /proc is not mounted.
+/// Whether `st` is the file of an object the dynamic loader loaded (the program's libraries and
+/// plugins), by stat of the name each was loaded by: /proc/self/maps shows them too, but not
+/// where /proc is not mounted (a chroot, a container), and it gives the superblock's device where
+/// stat may give another (btrfs gives each subvolume a device of its own). A name that now names
+/// another file (a library replaced by a rename) is not the one loaded, and is not matched.
+bool loaded_here(const struct stat& st) {
+  struct Search {
+    const struct stat& file;
+    bool found = false;
+  } search{st};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) {
+        auto& s = *static_cast<Search*>(data);
+        struct stat loaded {};
+        if (info->dlpi_name && info->dlpi_name[0] != '\0' && ::stat(info->dlpi_name, &loaded) == 0 &&
+            loaded.st_dev == s.file.st_dev && loaded.st_ino == s.file.st_ino)
+          s.found = true;
+        return s.found ? 1 : 0;
+      },
+      &search);
+  return search.found;
+}
+
+/// Whether this process has the file `st` describes mapped: a library it loaded (libferry.so of
+/// a build tree, a plugin; loaded_here), or a file it mapped for its own use, that no descriptor
+/// holds any more (/proc/self/maps: its device and inode; not seen where /proc is not mounted).
 bool mapped_here(const struct stat& st) {
+  if (loaded_here(st)) return true;
   std::FILE* maps = std::fopen("/proc/self/maps", "re");
   if (!maps) return false;
   // "address perms offset MAJOR:MINOR inode path": the device in hex, the inode in decimal.
