@@ -139,8 +139,16 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
   const fs::path trace_path = options.trace;
   fs::path output = options.output;
   if (output.empty()) {
+    // TRACE with .html for its extension; a number is no extension: FERRY_TRACE=DIR/trace names
+    // its files trace, trace.2, trace.3..., each of which gets a page of its own.
     output = trace_path;
-    output.replace_extension(".html");
+    const std::string extension = output.extension().string();
+    const bool numbered = extension.size() > 1 && extension.find_first_not_of("0123456789", 1) == std::string::npos;
+    if (numbered) {
+      output += ".html";
+    } else {
+      output.replace_extension(".html");
+    }
   }
   std::error_code ec;
   if (output != "-" && fs::equivalent(trace_path, output, ec)) {

@@ -1121,6 +1121,26 @@ TEST_CASE("Cli.report.the_output_name_is_shown_as_text") {
   check_shown_as_text(r.out);
 }
 
+TEST_CASE("Cli.report.a_numbered_trace_without_extension_gets_a_page_of_its_own") {
+  // FERRY_TRACE=DIR/trace names an executor's files trace, trace.2, trace.3...: the page of
+  // trace.2 was trace.html (".2" taken for the extension), over the page of trace.
+  support::TempDir dir;
+  const fs::path first = dir.path / "trace", second = dir.path / "trace.2";
+  REQUIRE(cli({"run", "--trace", first.string(), "add", "1", "2"}).status == 0);
+  REQUIRE(cli({"run", "--trace", second.string(), "add", "3", "4"}).status == 0);
+  Result r = cli({"report", first.string()});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  r = cli({"report", second.string()});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(fs::exists(dir.path / "trace.html"));
+  CHECK(fs::exists(dir.path / "trace.2.html"));
+  // A numbered trace with an extension keeps its number: run.2.json gives run.2.html.
+  REQUIRE(cli({"run", "--trace", (dir.path / "run.2.json").string(), "add", "1", "2"}).status == 0);
+  r = cli({"report", (dir.path / "run.2.json").string()});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(fs::exists(dir.path / "run.2.html"));
+}
+
 TEST_CASE("Cli.info.environment_values_are_shown_as_text") {
   // Paths and flags from the environment reached the terminal as they were, in the text and in
   // the JSON (RapidJSON escapes only what is below U+0020).
