@@ -129,6 +129,16 @@ TEST_CASE("Errors.plugin_errors") {
     auto e = caught<ferry::PluginError>([&] { ex.submit<int>("no_such_task", 1).get(); });
     CHECK(std::string(e.what()).find(FERRY_TEST_PLUGIN_DIR) != std::string::npos);
   }
+  SUBCASE("a name no task has, of 100 KB, is cut in the message") {
+    // `ferry run <100 KB name>` printed a 100 KB error line: a name submitted may be anything.
+    const std::string name(100'000, 'n');
+    auto e = caught<ferry::PluginError>([&] { ex.submit<int>(name, 1).get(); });
+    const std::string what = e.what();
+    CHECK(what.size() < 5'000);
+    CHECK(what.find("(95904 bytes more)") != std::string::npos);
+    CHECK(what.find(FERRY_TEST_PLUGIN_DIR) != std::string::npos);
+    CHECK(e.symbol() == "ferry_task:" + name);  // whole where a program reads it
+  }
   SUBCASE("signature mismatch by name, found in the host") {
     auto e = caught<ferry::PluginError>([&] { ex.submit<double>("square", 7).get(); });
     std::string what = e.what();

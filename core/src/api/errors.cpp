@@ -14,7 +14,9 @@
 namespace ferry {
 
 namespace {
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
+/// A task's name in a message, cut at 4 KiB as the trace cuts it: a name submitted may be
+/// anything (`ferry run` of a 100 KB name printed it whole); error accessors keep it whole.
+std::string quoted(const std::string& s) { return "'" + detail::cut_text(s, 4096) + "'"; }
 std::string or_unknown(const std::string& s) { return s.empty() ? "(unknown)" : s; }
 
 const std::string& stack_text(const std::shared_ptr<const detail::RemoteStack>& stack) noexcept {
