@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Times a PluginIndex's lookups that miss in one process: the first (which scans twice when the
 // index is empty), then each later one (one rescan each). docs/benchmarks.md, "A lookup that
-// misses in a large plugin directory", has the directories and the command that builds it:
-//   g++ -std=c++20 -O2 -Icore/include bench/plugin_misses.cpp -Lbuild/default/lib -lferry
-//       -Wl,-rpath,"$PWD/build/default/lib" -o plugin_misses   (one line)
-//   ./plugin_misses DIR [MISSES]
+// misses in a large plugin directory", has the directories and the commands:
+//   cmake --build --preset default --target ferry_plugin_misses   (FERRY_BUILD_BENCH=ON)
+//   build/default/bin/ferry-plugin-misses DIR [MISSES]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
