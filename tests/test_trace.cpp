@@ -1211,6 +1211,50 @@ TEST_CASE("Trace.FERRY_TRACE_gives_each_later_executor_its_own_file") {
   CHECK_FALSE(fs::exists(dir.path / "named.2.json"));
 }
 
+TEST_CASE("Trace.a_numbered_name_that_is_refused_is_passed_over") {
+  // A numbered name is ferry's choice: one that is refused (another user's seq.2.json in /tmp; a
+  // link stands for it) made every later FERRY_TRACE executor of the process try it again and run
+  // without a trace, and a second executor given the path as its option throw. The next name is
+  // taken instead, and the link's target is left as it was.
+  support::TempDir dir;
+  const fs::path target = dir.path / "target.txt";
+  support::write_file(target, "keep");
+  const auto calls_in = [](const fs::path& p) {
+    TraceFile t = read_trace(p);
+    check_closed(t);
+    return t.named("square", "X").size();
+  };
+  {
+    const fs::path file = dir.path / "seq.json";
+    fs::create_symlink(target, dir.path / "seq.2.json");
+    support::ScopedEnv env("FERRY_TRACE", file.string());
+    for (int n = 1; n <= 3; ++n) {
+      ferry::Executor ex(support::options(1));
+      for (int i = 0; i < n; ++i) CHECK(ex.submit(square, i).get() == i * i);
+    }
+    CHECK(calls_in(file) == 1);
+    CHECK(calls_in(dir.path / "seq.3.json") == 2);
+    CHECK(calls_in(dir.path / "seq.4.json") == 3);
+  }
+  {
+    const fs::path named = dir.path / "named.json";
+    fs::create_symlink(target, dir.path / "named.2.json");
+    std::optional<ferry::Executor> a, b;
+    a.emplace(traced(named, 1));
+    CHECK_NOTHROW(b.emplace(traced(named, 1)));
+    if (b) CHECK(b->submit(square, 3).get() == 9);
+    a.reset();
+    b.reset();
+    CHECK(calls_in(named) == 0);
+    CHECK(calls_in(dir.path / "named.3.json") == 1);
+  }
+  CHECK(read_file(target) == "keep");
+  // The path the program names is still refused, not passed over.
+  fs::create_symlink(target, dir.path / "link.json");
+  CHECK_THROWS_AS(ferry::Executor(traced(dir.path / "link.json", 1)), std::invalid_argument);
+  CHECK_FALSE(fs::exists(dir.path / "link.2.json"));
+}
+
 TEST_CASE("Trace.workers_do_not_inherit_FERRY_TRACE") {
   // An executor a task makes would otherwise write the host's file from another process.
   support::TempDir dir;

@@ -437,11 +437,24 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
                          std::chrono::system_clock::now().time_since_epoch()).count()),
       max_bytes_(max_bytes) {
   check_max_bytes(max_bytes);
-  // The first name no executor of this process writes, and no other process has locked.
+  // The first name no executor of this process writes, and no other process has locked. A
+  // numbered name is ferry's choice, not the program's: one that is refused (another user's
+  // NAME.3.EXT in /tmp, a link there, a file the program has open) is passed over as a locked one
+  // is. It ended the trace: from FERRY_TRACE, every later executor of the process tried that
+  // name again and ran without one; from the option, a second executor given the path threw.
+  // At most max_refused in all, for a directory where every name is refused.
+  constexpr unsigned max_refused = 16;
+  unsigned refused = 0;
   for (unsigned from = std::max(first, 1u);;) {
     Claim claim = claim_path(path, from);
     try {
       fd_ = open_trace_file(claim.path);
+    } catch (const std::invalid_argument& e) {
+      release_path(claim.key);
+      if (claim.number == 1 || ++refused >= max_refused) throw;
+      debug_log("trace: %s (the next name is tried)", e.what());
+      from = claim.number + 1;
+      continue;
     } catch (...) {
       release_path(claim.key);
       throw;
@@ -456,8 +469,8 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
     from = claim.number + 1;
   }
   if (path_ != path)
-    debug_log("trace: %s is taken (another executor is writing it, or an earlier one of FERRY_TRACE wrote it); "
-              "writing %s", path.c_str(), path_.c_str());
+    debug_log("trace: %s is taken (another executor is writing it, or an earlier one of FERRY_TRACE wrote it, "
+              "or a name before this one was refused); writing %s", path.c_str(), path_.c_str());
   const std::int64_t unix_us = start_unix_ns_ / 1000;
   std::string head;
   Line l(head);
