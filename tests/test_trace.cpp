@@ -826,6 +826,25 @@ TEST_CASE("Trace.unwritable_FERRY_TRACE_warns_and_runs_without_a_trace") {
 #endif
 }
 
+TEST_CASE("Trace.a_refused_FERRY_TRACE_path_is_not_passed_over_by_later_executors") {
+  // The process claims FERRY_TRACE's numbers as it claims names: a refusal of the path itself
+  // (here a link) gives the number back, so the next executor is refused there too, not written
+  // at NAME.2.EXT: the path named is the user's, and a refusal of it ends the trace.
+  support::TempDir dir;
+  const fs::path path = dir.path / "t.json";
+  fs::create_symlink(dir.path / "elsewhere.json", path);
+  support::ScopedEnv env("FERRY_TRACE", path.string());
+  {
+    StderrCapture capture(dir.path / "stderr");
+    for (int i = 0; i < 2; ++i) {
+      ferry::Executor ex(support::options(1));
+      CHECK(ex.submit(square, 3).get() == 9);
+    }
+  }
+  CHECK_FALSE(fs::exists(dir.path / "t.2.json"));
+  CHECK_FALSE(fs::exists(dir.path / "elsewhere.json"));
+}
+
 namespace {
 std::atomic<int> file_size_signals{0};
 void count_file_size_signal(int) { file_size_signals.fetch_add(1, std::memory_order_relaxed); }

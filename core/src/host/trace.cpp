@@ -83,15 +83,33 @@ struct Claim {
   std::string key;
 };
 
+std::map<std::string, unsigned>& environment_numbers();
+
 /// Claims the first name of `wanted`, from its `from`th on (numbered_path), that no executor of
-/// this process writes.
-Claim claim_path(const fs::path& wanted, unsigned from) {
+/// this process writes. `process_numbers` (FERRY_TRACE): from the path's next number on, which
+/// the claim then moves past itself, under the same lock: read apart from the claim, another
+/// thread's executor made and destroyed between the two had its file written over.
+Claim claim_path(const fs::path& wanted, unsigned from, bool process_numbers) {
   std::lock_guard lock(paths_mu);
+  unsigned* next = process_numbers ? &environment_numbers()[path_key(wanted)] : nullptr;
+  if (next) from = std::max(from, *next);
   for (unsigned n = from;; ++n) {
     fs::path p = numbered_path(wanted, n);
     std::string key = path_key(p);
-    if (open_paths().insert(key).second) return {n, std::move(p), std::move(key)};
+    if (open_paths().insert(key).second) {
+      if (next) *next = std::max(*next, n + 1);
+      return {n, std::move(p), std::move(key)};
+    }
   }
+}
+
+/// The path itself (number 1) was refused: the next executor of FERRY_TRACE tries it again, not
+/// NAME.2.EXT (the path named is the user's; a refusal of it ends the trace), unless another
+/// claim moved past 2 meanwhile.
+void unclaim_first_number(const fs::path& wanted) {
+  std::lock_guard lock(paths_mu);
+  if (auto it = environment_numbers().find(path_key(wanted)); it != environment_numbers().end() && it->second == 2)
+    it->second = 1;
 }
 
 void release_path(const std::string& key) {
@@ -100,7 +118,7 @@ void release_path(const std::string& key) {
 }
 
 /// For each FERRY_TRACE path (by path_key), the number of the next name its traces may take
-/// (numbered_path): one past the highest any of them took. Under paths_mu.
+/// (numbered_path): one past the highest any of them claimed. Under paths_mu.
 std::map<std::string, unsigned>& environment_numbers() {
   static auto* numbers = new std::map<std::string, unsigned>;  // never freed, as open_paths()
   return *numbers;
@@ -430,7 +448,7 @@ std::string Trace::error_type_name(std::type_index type) {
   return name;
 }
 
-Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header, unsigned first)
+Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header, bool process_numbers)
     : pid_(::getpid()),
       start_(Clock::now()),
       start_unix_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -445,12 +463,13 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
   // At most max_refused in all, for a directory where every name is refused.
   constexpr unsigned max_refused = 16;
   unsigned refused = 0;
-  for (unsigned from = std::max(first, 1u);;) {
-    Claim claim = claim_path(path, from);
+  for (unsigned from = 1;;) {
+    Claim claim = claim_path(path, from, process_numbers);
     try {
       fd_ = open_trace_file(claim.path);
     } catch (const std::invalid_argument& e) {
       release_path(claim.key);
+      if (claim.number == 1 && process_numbers) unclaim_first_number(path);
       if (claim.number == 1 || ++refused >= max_refused) throw;
       debug_log("trace: %s (the next name is tried)", e.what());
       from = claim.number + 1;
@@ -460,7 +479,6 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
       throw;
     }
     if (fd_) {
-      number_ = claim.number;
       path_ = std::move(claim.path);
       registered_ = std::move(claim.key);
       break;
@@ -531,22 +549,10 @@ void Trace::write_out_now() {
 std::unique_ptr<Trace> Trace::from_environment(const fs::path& path, std::uint64_t max_bytes,
                                                const Header& header) {
   check_max_bytes(max_bytes);
-  const std::string key = path_key(path);
-  unsigned first = 1;
-  {
-    std::lock_guard lock(paths_mu);
-    if (auto it = environment_numbers().find(key); it != environment_numbers().end()) first = it->second;
-  }
   try {
-    auto trace = std::make_unique<Trace>(path, max_bytes, header, first);
     // The next one takes the next name, whether this one is still open or not: executors made
     // one after another each wrote the path over (two at once already took two names).
-    {
-      std::lock_guard lock(paths_mu);
-      unsigned& next = environment_numbers()[key];
-      next = std::max(next, trace->number_ + 1);
-    }
-    return trace;
+    return std::make_unique<Trace>(path, max_bytes, header, /*process_numbers=*/true);
   } catch (const std::invalid_argument& e) {
     // Once per path: a program may make an executor a call (get_reusable_executor with new
     // options, a library's own pool), and one line says it all.

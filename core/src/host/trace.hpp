@@ -56,9 +56,11 @@ class Trace {
   its output: it would be destroyed), and one it has mapped (a library it loaded). When another executor, of this process or another, is writing `path`, this
   one writes `stem.2.ext` (then .3, ...) instead: see path(). The file is locked (flock) for the
   trace's life: that is how another process's executor sees it is being written.
-  `first`: the first of those names tried (1: `path` itself).
+  `process_numbers` (from_environment): each name the process's traces of `path` claim moves
+  the first name the next one tries past it, in the same step (except `path` itself, refused).
   */
-  Trace(const std::filesystem::path& path, std::uint64_t max_bytes, const Header& header, unsigned first = 1);
+  Trace(const std::filesystem::path& path, std::uint64_t max_bytes, const Header& header,
+        bool process_numbers = false);
   /**
   The trace FERRY_TRACE asks for: as the constructor, but a path it refuses or cannot create is
   no error. FERRY_TRACE traces a program without touching its code, and a program that never
@@ -176,7 +178,6 @@ class Trace {
   void end_after_failed_write(const std::string& bytes, std::size_t done, int error);
 
   std::filesystem::path path_;
-  unsigned number_ = 1;     // path_ is the number_th name of the path asked for (1: that path)
   std::string registered_;  // the key of path_ among the paths this process writes
   Fd fd_;
   int fork_slot_ = -1;  // where a child of fork() finds fd_ to close (trace.cpp: fork_closed)
