@@ -479,26 +479,39 @@ TEST_CASE("Lifecycle.a_pool_finishing_in_the_background_finishes_before_the_proc
   static std::string hold;  // the slow call runs while this file exists; an exit handler removes it
   hold = (dir.path / "hold").string();
   std::ofstream(hold) << "hold";
+  const std::string hold_quick = (dir.path / "hold-quick").string();
+  std::ofstream(hold_quick) << "hold";
   const int code = support::exit_code_of_child(
       [&]() -> int {
+        // A failure ends both calls first: the exit would otherwise wait for the slow one.
+        auto give_up = [&](int why) {
+          std::filesystem::remove(hold);
+          std::filesystem::remove(hold_quick);
+          return why;
+        };
         auto o = support::options(2);
         o.trace = file;
         auto ex = std::make_shared<ferry::Executor>(o);
-        if (!ex->warm_up(10s)) return 3;
-        // The slow call runs on one warm worker before square is submitted, so square goes to the
-        // other (the least loaded lane): the callback runs, and the process exits, while the slow
-        // call still runs. (A call of fixed length could end first on a loaded machine.)
+        if (!ex->warm_up(10s)) return give_up(3);
+        // The slow call runs on one warm worker before the quick one (wait_while_exists) is
+        // submitted, so that one goes to the other (the least loaded lane): the callback runs, and the process exits,
+        // while the slow call still runs. (A call of fixed length could end first on a loaded
+        // machine.)
         auto slow = ex->submit(value_after_hold, 7, hold);
-        if (!support::wait_until([&] { return ex->stats().running == 1; }, 10s)) return 4;
+        if (!support::wait_until([&] { return ex->stats().running == 1; }, 10s)) return give_up(4);
         auto* holder = new std::shared_ptr<ferry::Executor>(ex);
         std::atomic<bool> gone{false};
-        ex->submit(square, 2).then([holder, &gone](const ferry::Future<int>&) {
+        // Held until its callback is attached and `ex` let go: a call already over when then()
+        // is called runs the callback on this thread, where the last reference is then `ex`'s,
+        // and ~Executor here waits for the slow call (the child hung until killed).
+        ex->submit(wait_while_exists, hold_quick).then([holder, &gone](const ferry::Future<void>&) {
           delete holder;  // the last reference: ~Executor on the manager thread
           gone = true;
         });
         ex.reset();
-        if (!support::wait_until([&] { return gone.load(); }, 10s)) return 1;
-        if (slow.ready()) return 2;
+        std::filesystem::remove(hold_quick);
+        if (!support::wait_until([&] { return gone.load(); }, 10s)) return give_up(1);
+        if (slow.ready()) return give_up(2);
         // Registered after the pool's own exit handling, so it runs first: the slow call ends
         // only once the process is exiting.
         std::atexit([] { std::filesystem::remove(hold); });
