@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -30,6 +31,7 @@
 
 #include "platform/debug.hpp"
 #include "platform/format.hpp"
+#include "platform/symbolize.hpp"
 #include "platform/trust.hpp"
 
 namespace ferry::detail {
@@ -257,24 +259,14 @@ bool loaded_here(const struct stat& st) {
 /// holds any more (/proc/self/maps: its device and inode; not seen where /proc is not mounted).
 bool mapped_here(const struct stat& st) {
   if (loaded_here(st)) return true;
-  std::FILE* maps = std::fopen("/proc/self/maps", "re");
-  if (!maps) return false;
-  // "address perms offset MAJOR:MINOR inode path": the device in hex, the inode in decimal.
-  char line[4096 + 256];
-  bool found = false;
-  bool line_start = true;
-  while (!found && std::fgets(line, sizeof line, maps)) {
-    const bool whole = std::strchr(line, '\n') != nullptr;
-    if (line_start) {
-      unsigned dev_major = 0, dev_minor = 0;
-      unsigned long long inode = 0;
-      if (std::sscanf(line, "%*s %*s %*s %x:%x %llu", &dev_major, &dev_minor, &inode) == 3 && inode != 0)
-        found = inode == st.st_ino && dev_major == major(st.st_dev) && dev_minor == minor(st.st_dev);
-    }
-    line_start = whole;  // a path longer than the buffer: the rest of its line is skipped
-  }
-  std::fclose(maps);
-  return found;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  MapsLine m;
+  while (std::getline(maps, line))
+    if (parse_maps_line(line, m) && m.inode != 0 && m.inode == st.st_ino && m.dev_major == major(st.st_dev) &&
+        m.dev_minor == minor(st.st_dev))
+      return true;
+  return false;
 }
 
 /// Opens `p` for writing as the user asked, and nothing else: never through a symbolic link at

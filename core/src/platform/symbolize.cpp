@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -72,18 +73,17 @@ bool holds_any(const MapsLine& m, const std::uint64_t* pcs, std::size_t count) n
 bool parse_maps_line(std::string_view s, MapsLine& out) noexcept {
   // 7f2c1a000000-7f2c1a022000 r--p 00000000 08:01 1234567      /usr/lib/x86_64-linux-gnu/libc.so.6
   std::size_t i = 0;
-  std::uint64_t dev_major, dev_minor;
   if (!hex(s, i, out.start) || !expect(s, i, '-') || !hex(s, i, out.end) || !expect(s, i, ' '))
     return false;
   if (out.start >= out.end || s.size() < i + 5) return false;
   for (int k = 0; k < 4; ++k, ++i)
     if (s[i] == '\0' || !std::strchr("rwxps-", s[i])) return false;
   if (!expect(s, i, ' ') || !hex(s, i, out.offset) || !expect(s, i, ' ')) return false;
-  if (!hex(s, i, dev_major) || !expect(s, i, ':') || !hex(s, i, dev_minor) || !expect(s, i, ' '))
+  if (!hex(s, i, out.dev_major) || !expect(s, i, ':') || !hex(s, i, out.dev_minor) || !expect(s, i, ' '))
     return false;
   std::size_t digits = i;
   while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
-  if (i == digits) return false;
+  if (i == digits || std::from_chars(s.data() + digits, s.data() + i, out.inode).ptr != s.data() + i) return false;
   if (i == s.size()) {
     out.path = {};
     return true;

@@ -37,6 +37,7 @@ struct RawStack {
 /// One line of /proc/<pid>/maps, as far as symbolizing needs it.
 struct MapsLine {
   std::uint64_t start = 0, end = 0, offset = 0;
+  std::uint64_t dev_major = 0, dev_minor = 0, inode = 0;  // the file's (inode 0: none)
   std::string_view path;  // "" for an anonymous mapping, "[stack]", ...
 };
 /// Parses "start-end perms offset dev inode [path]" (no newline). False when the line is not in

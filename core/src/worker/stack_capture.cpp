@@ -206,11 +206,11 @@ void on_crash(int sig, siginfo_t* info, void* context) {
   } else if (size > 0 && g_ring) {
     // Lock-free: memcpy and atomics. Room is made by the agent, which reads while its worker
     // works; waited for a bounded time (yielding: the agent may share this vCPU).
-    std::size_t at = 0;
-    for (int tries = 0; at < size && tries < 100000; ++tries) {
-      long wrote = g_ring->write(g_frame + at, size - at);
+    std::size_t sent = 0;
+    for (int tries = 0; sent < size && tries < 100000; ++tries) {
+      long wrote = g_ring->write(g_frame + sent, size - sent);
       if (wrote < 0) break;
-      at += static_cast<std::size_t>(wrote);
+      sent += static_cast<std::size_t>(wrote);
       if (wrote == 0) ::sched_yield();
     }
     if (g_ring->consumer_waits() && g_channel >= 0) {
