@@ -22,6 +22,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <new>
 #include <set>
 #include <stdexcept>
 #include <typeinfo>
@@ -58,13 +59,22 @@ constexpr std::size_t max_message = 1024;
 constexpr std::size_t max_task_name = 4096;
 constexpr std::int64_t counters_period_ns = 1'000'000;
 
-/// The paths this process's executors are writing: a second executor given the same path writes a
-/// numbered sibling instead of interleaving its lines with the first's. (Another process's
-/// executors are known by the lock on the file: open_trace_file.)
+/// What this process's traces share, under paths_mu: the paths its executors are writing (a second
+/// executor given the same path writes a numbered sibling instead of interleaving its lines with
+/// the first's; another process's executors are known by the lock on the file: open_trace_file),
+/// for each FERRY_TRACE path (by path_key) the number of the next name its traces may take
+/// (numbered_path: one past the highest any of them claimed), and the FERRY_TRACE paths already
+/// said to be refused. Never freed: executors may close during exit. A child of fork() whose
+/// parent had a thread in here at the fork gets new ones (start_path_tables_in_child).
+struct PathTables {
+  std::set<std::string> open;
+  std::map<std::string, unsigned> numbers;
+  std::set<std::string> warned;
+};
 std::mutex paths_mu;
-std::set<std::string>& open_paths() {
-  static auto* paths = new std::set<std::string>;  // never freed: executors may close during exit
-  return *paths;
+PathTables& path_tables() {
+  static auto* tables = new PathTables;
+  return *tables;
 }
 
 std::string path_key(const fs::path& p) {
@@ -85,20 +95,18 @@ struct Claim {
   std::string key;
 };
 
-std::map<std::string, unsigned>& environment_numbers();
-
 /// Claims the first name of `wanted`, from its `from`th on (numbered_path), that no executor of
 /// this process writes. `process_numbers` (FERRY_TRACE): from the path's next number on, which
 /// the claim then moves past itself, under the same lock: read apart from the claim, another
 /// thread's executor made and destroyed between the two had its file written over.
 Claim claim_path(const fs::path& wanted, unsigned from, bool process_numbers) {
   std::lock_guard lock(paths_mu);
-  unsigned* next = process_numbers ? &environment_numbers()[path_key(wanted)] : nullptr;
+  unsigned* next = process_numbers ? &path_tables().numbers[path_key(wanted)] : nullptr;
   if (next) from = std::max(from, *next);
   for (unsigned n = from;; ++n) {
     fs::path p = numbered_path(wanted, n);
     std::string key = path_key(p);
-    if (open_paths().insert(key).second) {
+    if (path_tables().open.insert(key).second) {
       if (next) *next = std::max(*next, n + 1);
       return {n, std::move(p), std::move(key)};
     }
@@ -110,20 +118,26 @@ Claim claim_path(const fs::path& wanted, unsigned from, bool process_numbers) {
 /// claim moved past 2 meanwhile.
 void unclaim_first_number(const fs::path& wanted) {
   std::lock_guard lock(paths_mu);
-  if (auto it = environment_numbers().find(path_key(wanted)); it != environment_numbers().end() && it->second == 2)
-    it->second = 1;
+  auto& numbers = path_tables().numbers;
+  if (auto it = numbers.find(path_key(wanted)); it != numbers.end() && it->second == 2) it->second = 1;
 }
 
 void release_path(const std::string& key) {
   std::lock_guard lock(paths_mu);
-  open_paths().erase(key);
+  path_tables().open.erase(key);
 }
 
-/// For each FERRY_TRACE path (by path_key), the number of the next name its traces may take
-/// (numbered_path): one past the highest any of them claimed. Under paths_mu.
-std::map<std::string, unsigned>& environment_numbers() {
-  static auto* numbers = new std::map<std::string, unsigned>;  // never freed, as open_paths()
-  return *numbers;
+/// In a child of fork(): a thread of the parent may have been in claim_path or release_path. It
+/// is not here to release the lock (the child's first executor with a trace waited for it for
+/// good), and the table it was changing may be half-written: both start afresh. A free lock means
+/// nothing was being changed: the tables stay, and the child goes on from its parent's numbers.
+void start_path_tables_in_child() noexcept {
+  if (paths_mu.try_lock()) {
+    paths_mu.unlock();
+    return;
+  }
+  new (&paths_mu) std::mutex;
+  new (&path_tables()) PathTables;  // the old nodes are left, not freed (no allocation here)
 }
 
 /// The descriptors of the traces being written, plus one (0: a free slot), for a child of fork()
@@ -178,6 +192,7 @@ void close_traces_in_child() noexcept {
     if (v != 0) ::close(v - 1);
   }
   live_traces.store(nullptr, std::memory_order_release);  // the parent's (left as it is)
+  start_path_tables_in_child();
 }
 
 /// The table this process's traces join (made at the first, with the exit handler).
@@ -548,10 +563,9 @@ std::unique_ptr<Trace> Trace::from_environment(const fs::path& path, std::uint64
   } catch (const std::invalid_argument& e) {
     // Once per path: a program may make an executor a call (get_reusable_executor with new
     // options, a library's own pool), and one line says it all.
-    static auto* warned = new std::set<std::string>;  // never freed, as open_paths()
     {
       std::lock_guard lock(paths_mu);
-      if (!warned->insert(path.string()).second) return nullptr;
+      if (!path_tables().warned.insert(path.string()).second) return nullptr;
     }
     std::string_view why = e.what();
     if (why.rfind("ferry: ", 0) == 0) why.remove_prefix(7);
