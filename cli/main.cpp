@@ -17,7 +17,6 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -29,24 +28,32 @@
 namespace ferry::cli {
 namespace {
 
+/// The subcommands given, as "cache list" ("" for ferry itself): the name every message of the
+/// command starts with, "ferry cache list: ...". After a failed parse, the subcommands parsed up
+/// to the error (CLI11 records a subcommand before it parses the words after it).
+std::string command_of(const CLI::App& app) {
+  std::string command;
+  for (const CLI::App* at = &app; !at->get_subcommands().empty();) {
+    at = at->get_subcommands().front();
+    command += (command.empty() ? "" : " ") + at->get_name();
+  }
+  return command;
+}
+
 /// After a failed parse, the word given where a subcommand was required and none matched
 /// ("ferry lsit", "ferry cache lsit"), as "<command>: unknown subcommand 'WORD' (its subcommands)";
 /// "" when that is not what failed. CLI11 takes such a word as an extra (run's ARGs need extras)
 /// and said only "A subcommand is required", as if none had been given.
 std::pair<std::string, std::string> unknown_subcommand(const CLI::App& app) {
   const CLI::App* at = &app;
-  std::string command;
-  while (!at->get_subcommands().empty()) {
-    at = at->get_subcommands().front();
-    command += (command.empty() ? "" : " ") + at->get_name();
-  }
+  while (!at->get_subcommands().empty()) at = at->get_subcommands().front();
   if (at->get_require_subcommand_min() == 0) return {};
   const std::vector<std::string> extras = app.remaining(/*recurse=*/true);
   if (extras.empty() || extras.front().empty() || extras.front().front() == '-') return {};
   std::string names;
   for (const CLI::App* sub : at->get_subcommands([](const CLI::App*) { return true; }))
     names += (names.empty() ? "" : ", ") + sub->get_name();
-  return {command, "unknown subcommand '" + extras.front() + "' (" + names + ")"};
+  return {command_of(app), "unknown subcommand '" + extras.front() + "' (" + names + ")"};
 }
 
 int main(int argc, char** argv) {
@@ -59,14 +66,6 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.require_subcommand(1);
   app.set_version_flag("--version", "ferry " + std::string(ferry::version()));
-  // CLI11's messages quote what was given (`--memory VALUE`, an unknown option): shown as text.
-  // Set before the subcommands are made: they copy it.
-  app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
-    // CLI11's own message, its first line (e.what(), one line however many a value has) escaped.
-    const std::string simple = CLI::FailureMessage::simple(failed, e);
-    const std::size_t what = std::string_view(e.what()).size();
-    return terminal_line(simple.substr(0, what)) + terminal_text(simple.substr(what));
-  });
 
   GlobalOptions global;
   app.add_option("--plugin-dir", global.plugin_dirs,
@@ -108,17 +107,19 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "Run with --help for more information.\n");
       return exit_usage;
     }
-    int code = app.exit(e);  // prints help, the version, or the error and a hint
-    if (code != 0) return exit_usage;
-    // The help or the version, on std::cout (stdout's buffer: synced with stdio). One that
-    // cannot be written (`ferry --help > /dev/full`, a closed stdout) is lost output, exit 1.
-    std::cout.flush();
-    std::string command;  // the subcommand whose help it is, "" for ferry's own
-    for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
-      sub = sub->get_subcommands().front();
-      command += (command.empty() ? "" : " ") + sub->get_name();
+    if (e.get_exit_code() != 0) {
+      // CLI11's own message (an option it refuses, a missing argument), prefixed as every other
+      // message of the command is ("ferry run: TASK is required"), and shown as text: it quotes
+      // what was given (`--memory VALUE`). app.exit(e) printed it bare, whatever the subcommand.
+      print_error(command_of(app), e.what());
+      std::fprintf(stderr, "Run with --help for more information.\n");
+      return exit_usage;
     }
-    return finish_output(command, stdout, exit_ok);
+    app.exit(e);  // the help or the version, on std::cout (stdout's buffer: synced with stdio)
+    // One that cannot be written (`ferry --help > /dev/full`, a closed stdout) is lost output,
+    // exit 1, said by the subcommand whose help it is ("" for ferry's own).
+    std::cout.flush();
+    return finish_output(command_of(app), stdout, exit_ok);
   }
 
   std::vector<std::string> extras = app.remaining();
@@ -126,9 +127,9 @@ int main(int argc, char** argv) {
     run.args = std::move(extras);
   } else if (!extras.empty()) {
     std::string all;
-    for (const auto& e : extras) all += " " + terminal_line(e);
-    std::fprintf(stderr, "ferry: unexpected arguments:%s\nRun with --help for more information.\n",
-                 all.c_str());
+    for (const auto& e : extras) all += " " + e;
+    print_error(command_of(app), "unexpected arguments:" + all);
+    std::fprintf(stderr, "Run with --help for more information.\n");
     return exit_usage;
   }
 

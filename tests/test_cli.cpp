@@ -1813,6 +1813,36 @@ TEST_CASE("Cli.an_unknown_subcommand_is_named") {
   CHECK(none.err.find("A subcommand is required") != std::string::npos);
 }
 
+TEST_CASE("Cli.usage_errors_name_their_command") {
+  // CLI11's own usage errors (an option it refuses, a missing argument) were printed as CLI11
+  // words them, "TASK is required", "--memory: 'abc' is not a size...", and arguments nobody
+  // takes as "ferry: unexpected arguments" whichever subcommand they were given to: every other
+  // message of the command starts "ferry <command>: ".
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"run"}, "ferry run: TASK is required"},
+      {{"map"}, "ferry map: TASK is required"},
+      {{"report"}, "ferry report: TRACE is required"},
+      {{"run", "--memory", "abc", "add", "1", "2"}, "ferry run: --memory: 'abc' is not a size"},
+      {{"run", "--memory"}, "ferry run: --memory: 1 required SIZE missing"},
+      {{"map", "--chunksize", "0", "square"}, "ferry map: --chunksize: Value 0 not in range 1 to "},
+      {{"report", "--max-slices", "0", "t.json"}, "ferry report: --max-slices: Value 0 not in range"},
+      {{"list", "--bogus"}, "ferry list: unexpected arguments: --bogus"},
+      {{"info", "extra"}, "ferry info: unexpected arguments: extra"},
+      {{"cache", "list", "--bogus"}, "ferry cache list: unexpected arguments: --bogus"},
+      {{"cache"}, "ferry cache: A subcommand is required"},
+      {{}, "ferry: A subcommand is required"},
+  };
+  for (const auto& [args, first] : cases) {
+    CAPTURE(args);
+    Result r = cli(Call{.args = args});
+    CHECK(r.status == 2);
+    const std::vector<std::string> lines = lines_of(r.err);
+    REQUIRE(lines.size() == 2);
+    CHECK_MESSAGE(lines[0].starts_with(first), lines[0]);
+    CHECK(lines[1] == "Run with --help for more information.");
+  }
+}
+
 TEST_CASE("Cli.map.starts_no_more_workers_than_chunks") {
   // `ferry map -j 8` of two lines started 8 workers (cpu_count() of them without -j: 128 for one
   // line on a large machine), each loading the plugin, for 2 calls.
