@@ -7,11 +7,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include <doctest/doctest.h>
 
@@ -326,4 +328,47 @@ TEST_CASE("SharedMemory.blocks_kept_for_reuse_hold_few_descriptors") {
     for (auto& call : calls) CHECK(call.get() == big.size());
   }
   CHECK(support::open_fds() <= before + 64);
+}
+
+TEST_CASE("SharedMemory.a_block_is_sealed_against_shrinking_before_it_has_a_size") {
+  // A block was given its size, then sealed against shrinking: a task that had opened it through
+  // /proc/<host>/fd in between (every block of the host is there, as it is made) could truncate
+  // it, and the host's first write into the mapping made just after was a SIGBUS. A thread of
+  // this process plays that task, cutting every memfd it finds unsealed, while blocks are made.
+  const int code = support::exit_code_of_child(
+      [] {
+        using ferry::detail::Buffer;
+        {
+          // The reuse cache full of smaller blocks: each buffer below is a block made anew.
+          std::vector<Buffer> kept(64);
+          for (auto& b : kept) b.resize((std::size_t{1} << 20) + 4096);
+        }
+        std::atomic<bool> stop{false};
+        std::thread cutter([&] {
+          int hot = -1;  // where a fresh block was seen last: the next one is made there too
+          auto cut = [&](int fd) {
+            if (::fcntl(fd, F_GET_SEALS) == 0) {
+              (void)::ftruncate(fd, 0);
+              hot = fd;
+            }
+          };
+          while (!stop.load(std::memory_order_relaxed)) {
+            for (int fd = 3; fd < 256; ++fd) cut(fd);
+            for (int i = 0; hot >= 0 && i < 1000; ++i) cut(hot);
+          }
+        });
+        const std::size_t size = std::size_t{2} << 20;
+        int wrong = 0;
+        for (const auto until = std::chrono::steady_clock::now() + 4s; std::chrono::steady_clock::now() < until;) {
+          Buffer b(size);
+          b.data()[0] = 1;
+          b.data()[size - 1] = 2;  // a SIGBUS here when the block was cut
+          if (b.fd() < 0) ++wrong;
+        }
+        stop = true;
+        cutter.join();
+        return wrong == 0 ? 0 : 2;
+      },
+      60s);
+  CHECK_MESSAGE(code == 0, "-2: killed by a signal (a block cut under its mapping: SIGBUS); 2: not in shared memory");
 }

@@ -106,14 +106,17 @@ char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
   std::size_t cap = round_pages(n);
   int memfd = ::memfd_create("ferry-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd < 0) return nullptr;
-  if ((cap < shared_only_bytes && descriptor_scarce(memfd)) || ::ftruncate(memfd, static_cast<off_t>(cap)) != 0) {
-    ::close(memfd);
-    return nullptr;
-  }
   // Never shrunk, by anyone: a task that truncated the block it was given (or found through
   // /proc/<host>/fd) made the host's next memcpy into it (reused, or still mapped) a SIGBUS.
   // The host only ever grows a block; the seal costs one call per block made, none per use.
-  (void)::fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK);
+  // Sealed before it is given its size: sized first, a task that opened it through /proc in
+  // between could still cut it, and the first write through the mapping made next was a SIGBUS.
+  // One that grows it meanwhile makes the ftruncate below a shrink, refused: the heap it is.
+  if ((cap < shared_only_bytes && descriptor_scarce(memfd)) || ::fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0 ||
+      ::ftruncate(memfd, static_cast<off_t>(cap)) != 0) {
+    ::close(memfd);
+    return nullptr;
+  }
   char* data = map_fd(memfd, cap);
   if (!data) {
     ::close(memfd);
