@@ -372,3 +372,19 @@ TEST_CASE("SharedMemory.a_block_is_sealed_against_shrinking_before_it_has_a_size
       60s);
   CHECK_MESSAGE(code == 0, "-2: killed by a signal (a block cut under its mapping: SIGBUS); 2: not in shared memory");
 }
+
+TEST_CASE("SharedMemory.a_block_left_by_a_failed_chunk_does_not_carry_the_next_result") {
+  // A map chunk whose first result went into shared memory (1 MiB) and whose second item threw
+  // left that block as the worker's result buffer: the next call's result was written into it
+  // and sent in it, and the empty one of a void task was a shared payload of 0 bytes, which the
+  // host refuses: the worker was killed "for a malformed frame" and the call failed with it.
+  ferry::Executor ex(support::options(1));
+  const std::vector<std::uint64_t> sizes = {(std::uint64_t{1} << 20) - 8, std::uint64_t{1} << 62};
+  CHECK_THROWS_AS(ex.map(make_bytes, sizes, {.chunksize = 2}), ferry::TaskError);  // bad_alloc
+  const auto pids = ex.worker_pids();
+  CHECK(support::outcome_of([&] {
+          ex.submit(noop).get();
+          return 0;
+        }) == "returned 0");
+  CHECK(ex.worker_pids() == pids);
+}

@@ -374,6 +374,11 @@ class WorkerLoop {
   /// destroyed (`sent` then says whether sending worked); without, nothing is sent.
   bool invoke(const TaskRecordHeader* rec, std::string_view args, std::uint32_t items,
               std::uint8_t frame_flags, Failure& why, std::optional<std::uint64_t> call = std::nullopt) {
+    // A block left by a call whose result was never sent (a chunk that failed after its first
+    // results went into shared memory) is not this call's: kept, it carried the next result,
+    // and a void task's empty one went as a shared payload of 0 bytes, which the host refuses
+    // (the worker was killed for a malformed frame). Released, it waits in the block cache.
+    if (result_.fd() >= 0) result_ = Buffer();
     result_.clear();
     error_.clear();
     BufferWriter rw(result_), ew(error_);
