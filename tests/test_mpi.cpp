@@ -158,6 +158,36 @@ TEST_CASE("Mpi.world.no_rank_left_fails_new_work_with_broken_pool") {
   CHECK(r.status == 0);  // ended by itself
 }
 
+TEST_CASE("Mpi.world.agents_wait_for_a_host_that_makes_its_executor_late") {
+  // The host works for 5 s before it makes its executor, past the 3 s heartbeat deadline. The
+  // hub started with the first executor: the agents, up since the job began, heard nothing for
+  // the deadline and left, and every call failed with BrokenProcessPool ("every remote rank of
+  // the job has died"). serve() starts it at rank 0 now. One program, and agents beside it.
+  SUBCASE("one program") { check_ok(world("late_executor", {}, {{"FERRY_MPI_TIMEOUT_MS", "3000"}}), "late_executor"); }
+  SUBCASE("agents beside it") { check_ok(side_by_side("late_executor", 2), "late_executor"); }
+}
+
+TEST_CASE("Mpi.agent.without_a_host_says_so_and_leaves") {
+  // ferry-mpi-worker run alone (an MPI singleton) or as rank 0 of its job is in the host's place:
+  // it took its own hello and heartbeats for a host's and served nobody for good (alone it never
+  // ended; with mpirun -n 2 the other rank left after the deadline, saying nothing, and rank 0
+  // stayed). It says why and leaves at once; the other rank says it heard from no host.
+  SUBCASE("alone") {
+    Run r = run({FERRY_TEST_MPI_AGENT}, {}, std::chrono::seconds(60));
+    INFO(r.out);
+    CHECK(r.status == 64);
+    CHECK(contains(r.out, "no ferry host to serve: this process is rank 0 of a job of 1"));
+  }
+  SUBCASE("every rank") {
+    Run r = run({FERRY_TEST_MPIEXEC, "-n", "2", FERRY_TEST_MPI_AGENT}, {{"FERRY_MPI_TIMEOUT_MS", "3000"}},
+                std::chrono::seconds(60));
+    INFO(r.out);
+    CHECK(r.status >= 0);  // ended by itself (-1: killed at the deadline; mpirun under recovery exits 0)
+    CHECK(contains(r.out, "no ferry host to serve: this process is rank 0 of a job of 2"));
+    CHECK(contains(r.out, "no ferry host answered within"));
+  }
+}
+
 namespace {
 
 /// Rank 1 is the hostile rank of `kind`, rank 2 an honest agent: the host refuses rank 1 and

@@ -35,6 +35,7 @@
 #include "platform/trust.hpp"
 #include "plugins/load_dependencies.hpp"
 #include "platform/debug.hpp"
+#include "platform/format.hpp"
 #include "platform/spawn.hpp"
 #include "wrap/wrap_compiler.hpp"
 #include "pace.hpp"
@@ -245,7 +246,10 @@ class Agent {
       // every 250 ms cost 0.2 % of a core in spinning).
       busy = busy || tag != tag_heartbeat;
       if (source != host_) continue;
-      if (is_news(tag)) last_heard_ = Clock::now();
+      if (is_news(tag)) {
+        last_heard_ = Clock::now();
+        heard_from_host_ = true;
+      }
       if (tag == tag_quit) return quit(bytes);
       handle(tag, bytes);
     }
@@ -255,6 +259,7 @@ class Agent {
     if (now - last_heard_ > peer_timeout()) {
       stop_child();
       may_finalize_ = false;
+      say_host_gone();
       return static_cast<int>(proto::WorkerExit::host_gone);
     }
     if (gave_work_) {
@@ -281,6 +286,25 @@ class Agent {
     // one socket buffer per nap.
     busy |= sender_.moving(now) || receiver_.receiving(now);
     return std::nullopt;
+  }
+
+  /// Why this rank leaves without being told, on its standard error (mpirun and srun show it;
+  /// the exit status alone, 65, said nothing): the host went silent, or never spoke at all, which
+  /// is a job whose rank 0 is no ferry host, or a host that has not started ferry's MPI backend.
+  void say_host_gone() const {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    const std::string limit = ferry::detail::format_duration(peer_timeout());
+    if (heard_from_host_) {
+      std::fprintf(stderr, "ferry-mpi-worker (pid %d on %s): the ferry host stopped answering (nothing for %s): "
+                   "its worker stopped, leaving\n", static_cast<int>(::getpid()), name, limit.c_str());
+    } else {
+      std::fprintf(stderr, "ferry-mpi-worker (pid %d on %s): no ferry host answered within %s (FERRY_MPI_TIMEOUT_MS): "
+                   "rank 0 of the job must be a program that starts ferry's MPI backend (ferry::mpi::serve() "
+                   "first thing in main(), or an Executor with backend \"mpi\"), as in "
+                   "mpirun -n 1 ./host : -n N ferry-mpi-worker; leaving\n",
+                   static_cast<int>(::getpid()), name, limit.c_str());
+    }
   }
 
   /// The host says leave: the worker is stopped, pending sends get 2 s.
@@ -702,6 +726,7 @@ class Agent {
   std::string cache_refused_;  // why nothing is written into the cache ("" when it is private)
   fs::path cache_ = shipped_cache_dir(cache_refused_);
   Clock::time_point last_heard_, last_sent_;
+  bool heard_from_host_ = false;  // anything from the host yet (say_host_gone)
   LoopGap loop_gap_;
   Pace pace_;
   FrameBatch batch_;
@@ -727,6 +752,24 @@ constexpr std::chrono::seconds finalize_limit{10};
 int run_agent(MPI_Comm comm, int host_rank, bool finalize) {
   ignore_sigpipe();  // a dead host is noticed by heartbeat, not by a signal
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+  // Started by mpirun as rank 0, or run alone (an MPI singleton, rank 0 of 1): the host's place
+  // is its own. It sent its hello and heartbeats to itself, took them for the host's, and served
+  // nobody for good (alone: a process that never ended; as rank 0 of mpirun -n N ferry-mpi-worker,
+  // the other ranks left after the timeout, exit status 65, and this one stayed).
+  int inter = 0, me = -1, size = 0;
+  if (MPI_Comm_test_inter(comm, &inter) == MPI_SUCCESS && !inter && MPI_Comm_rank(comm, &me) == MPI_SUCCESS &&
+      me == host_rank) {
+    MPI_Comm_size(comm, &size);
+    std::fprintf(stderr,
+                 "ferry-mpi-worker: no ferry host to serve: this process is rank %d of a job of %d, the host's "
+                 "place. It is started beside a host program (mpirun -n 1 ./host : -n N ferry-mpi-worker), "
+                 "or by one (spawned, FERRY_MPI_WORKER); it does nothing alone\n",
+                 me, size);
+    std::fflush(nullptr);
+    // No MPI_Finalize: in a job of N its fence would wait for agents that wait for a host.
+    if (finalize) ::_exit(static_cast<int>(proto::WorkerExit::usage));
+    return static_cast<int>(proto::WorkerExit::usage);
+  }
   int code = 0;
   bool may_finalize = false, detached = false;
   {
@@ -776,6 +819,16 @@ void serve(int& argc, char**& argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   if (size > 1 && rank != 0) std::exit(detail::run_agent(MPI_COMM_WORLD, 0, true));
+  // Rank 0 of a job of N: the agents take the host for gone after FERRY_MPI_TIMEOUT_MS without a
+  // word from it, counted from their start. The hub used to start with the first executor, so a
+  // host that did anything longer first (reading its input) lost every rank, and its work failed
+  // with BrokenProcessPool ("every remote rank of the job has died"). Its thread starts now, and
+  // heartbeats from here on; only where MPI may be called from it while the program calls MPI too.
+  if (size > 1) {
+    int provided = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&provided);
+    if (provided == MPI_THREAD_MULTIPLE) detail::start_hub();
+  }
 }
 
 }  // namespace ferry::mpi

@@ -14,4 +14,8 @@ namespace ferry::mpi::detail {
 /// that takes over 10 s ends it too.
 FERRY_INTERNAL_API int run_agent(MPI_Comm comm, int host_rank, bool finalize);
 
+/// Starts the host's hub (hub.cpp) now rather than with the first executor: serve() at rank 0 of
+/// a job of N, so that the agents hear from their host from the start.
+void start_hub();
+
 }  // namespace ferry::mpi::detail

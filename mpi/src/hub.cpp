@@ -51,6 +51,7 @@
 #include "platform/trust.hpp"
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
+#include "agent.hpp"
 #include "pace.hpp"
 #include "wire.hpp"
 
@@ -207,6 +208,10 @@ class Hub {
     signal_event(wake_.get());
     stopped_cv_.wait_for(lock, limit, [&] { return stopped_; });
   }
+
+  /// Starts the hub's thread (MPI initialised, heartbeats to the agents of a job of N) if it has
+  /// not started. Later launches use it.
+  void start() { ensure_started(); }
 
   /// How many workers can run: in world mode (the other ranks of this job are the agents) the
   /// agents still alive; in spawn mode (a job of one, agents spawned as needed) no limit.
@@ -1143,6 +1148,9 @@ bool take_from_pool(Slot& s, std::span<const std::string_view> pieces) {
 void waiter_stopped() { Hub::instance().waiter_stopped(); }
 
 }  // namespace
+
+void start_hub() { Hub::instance().start(); }
+
 }  // namespace ferry::mpi::detail
 
 namespace ferry::mpi {

@@ -77,6 +77,10 @@
 //                holds one of the two ranks: warm_up() is done with the one rank left (it waited
 //                for a worker it could not have until its timeout) and a map runs on it; once the
 //                first is shut down, it runs two calls at once
+//   late_executor  (a job of N, FERRY_MPI_TIMEOUT_MS=3000) the host works for 5 s, longer than
+//                the heartbeat deadline, before it makes its executor, as a program reading its
+//                input would: the agents wait for it (they took the host for gone and left, and
+//                every call failed with BrokenProcessPool), and both ranks run its calls
 //   worker_environment  a task reads the variables that make a process a rank of the job
 //                (Open MPI's, PMIx's and PMI's, Slurm's task ids): its agent has them, its worker
 //                none; a user's settings, the job's description and what ExecutorOptions::env
@@ -298,6 +302,18 @@ void last_rank_killed(const std::string& plugin_dir) {
   auto e = expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { later.get(); });
   EXPECT(std::string(e.what()).find("every remote rank of the job has died") != std::string::npos);
   ex.shutdown({.wait = false, .kill_workers = true});
+}
+
+void late_executor(const std::string& plugin_dir) {
+  // The program's own work before it needs workers: not synchronisation, the case itself.
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  ferry::Executor ex(mpi_options(plugin_dir, 2));
+  EXPECT(ex.warm_up());
+  EXPECT(ex.worker_pids().size() == 2);
+  std::vector<ferry::Future<int>> calls;
+  for (int i = 0; i < 20; ++i) calls.push_back(ex.submit(square, i));
+  for (int i = 0; i < 20; ++i) EXPECT(calls[static_cast<std::size_t>(i)].get() == i * i);
+  ex.shutdown();
 }
 
 void missing_agent(const std::string& plugin_dir) {
@@ -721,6 +737,8 @@ int main(int argc, char** argv) {
       large(plugin_dir);
     } else if (scenario == "many_results") {
       many_results(plugin_dir);
+    } else if (scenario == "late_executor") {
+      late_executor(plugin_dir);
     } else if (scenario == "missing_agent") {
       missing_agent(plugin_dir);
     } else if (scenario == "missing_worker") {

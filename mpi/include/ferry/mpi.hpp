@@ -23,6 +23,11 @@ FERRY_API void enable();
 /**
 @brief For `mpirun -n N host`: every rank but 0 runs a node agent here and exits with its status
 when the host is done; rank 0 returns and goes on as the host. Call first thing in main().
+
+In a job of N, rank 0 starts ferry's MPI hub here (when MPI runs with MPI_THREAD_MULTIPLE, as
+when serve() initialised it), so that the agents hear from their host from the start: they take
+a host silent for FERRY_MPI_TIMEOUT_MS for gone, and the host may work for longer than that
+before it makes its first executor.
 */
 FERRY_API void serve(int& argc, char**& argv);
 
