@@ -2,13 +2,19 @@
 // Large arguments and results travel through shared memory (memfd + SCM_RIGHTS): correct at every
 // size around the threshold, both ways, after a crash, and without leaking descriptors.
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
@@ -43,6 +49,29 @@ bool memfd_holds(const ferry::detail::Buffer& b, std::size_t offset, const char*
     n -= static_cast<std::size_t>(r);
   }
   return true;
+}
+
+/// Makes memfd_create fail with EPERM in this process and every process it starts, as a
+/// container's seccomp profile can: no shared memory to be had. False where it cannot.
+bool refuse_memfd_create() {
+#if defined(__x86_64__)
+  constexpr std::uint32_t arch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+  constexpr std::uint32_t arch = AUDIT_ARCH_AARCH64;
+#else
+  return false;
+#endif
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_memfd_create, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0;
 }
 
 /// Bytes of memory the memfd holds (pages allocated), not its size.
@@ -387,4 +416,35 @@ TEST_CASE("SharedMemory.a_block_left_by_a_failed_chunk_does_not_carry_the_next_r
           return 0;
         }) == "returned 0");
   CHECK(ex.worker_pids() == pids);
+}
+
+TEST_CASE("SharedMemory.without_shared_memory_a_payload_larger_than_a_frame_fails_only_its_call") {
+  // Where no memfd can be made (a seccomp profile refuses memfd_create), large arguments and
+  // results stay on the heap and go through the socket. One larger than FERRY_MAX_FRAME_BYTES
+  // was sent all the same: the worker took it for a malformed frame and exited (arguments), or
+  // the host killed it for one (a result), and the call failed with TerminatedWorkerError, blamed
+  // on a worker that did nothing wrong (and retried, under max_retries_on_worker_death).
+  const int code = support::exit_code_of_child(
+      [] {
+        support::ScopedEnv frame("FERRY_MAX_FRAME_BYTES", "4M");
+        if (!refuse_memfd_create()) return 0;  // nothing to show here
+        if (::memfd_create("probe", MFD_CLOEXEC) >= 0) return 1;
+        ferry::Executor ex(support::options(1));
+        const std::size_t fits = std::size_t{3} << 20, too_large = std::size_t{5} << 20;
+        if (ex.submit(byte_count, pattern(fits)).get() != fits) return 2;  // through the socket
+        if (ex.submit(make_bytes, fits).get().size() != fits) return 2;
+        const auto pids = ex.worker_pids();
+        const std::string args = support::outcome_of([&] { return ex.submit(byte_count, pattern(too_large)).get(); });
+        const std::string result = support::outcome_of([&] { return ex.submit(make_bytes, too_large).get().size(); });
+        std::fprintf(stderr, "arguments: %s\nresult: %s\n", args.c_str(), result.c_str());
+        for (const std::string& what : {args, result})
+          if (what.find("SerializationError: ") != 0 || what.find("FERRY_MAX_FRAME_BYTES") == std::string::npos ||
+              what.find("memfd_create") == std::string::npos)
+            return 3;
+        if (ex.submit(byte_count, pattern(fits)).get() != fits) return 4;
+        return ex.worker_pids() == pids ? 0 : 5;
+      },
+      60s);
+  CHECK_MESSAGE(code == 0, "1: memfd_create not refused; 2, 4: a call under a frame failed; 3: not a SerializationError "
+                           "naming the frame limit and memfd_create (see stderr); 5: the worker was replaced");
 }

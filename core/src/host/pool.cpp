@@ -24,6 +24,7 @@
 #include "host/local_launcher.hpp"
 #include "platform/containment.hpp"
 #include "platform/config.hpp"
+#include "platform/format.hpp"
 #include "wire/shm.hpp"
 
 namespace ferry::detail {
@@ -230,6 +231,21 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   } catch (const Error&) {
     // Resolution failures belong to this future only; the pool stays healthy.
     fail_submission(*state, target, std::current_exception());
+    return;
+  }
+  if (args.fd() < 0 && args.size() > max_frame_ - protocol::task_head_size && options_.backend == "local") {
+    // Arguments that got no shared memory (memfd_create refused by a seccomp profile, no
+    // descriptor left) stay on the heap and go through the socket, in one frame: larger than
+    // that, the worker took them for a malformed frame and exited, and the call failed with
+    // TerminatedWorkerError, blamed on a worker that did nothing wrong. (An MPI hub reads frames
+    // with a limit of its own.)
+    fail_submission(*state, target,
+                    std::make_exception_ptr(SerializationError(
+                        SerializationStage::encode_arguments, ref->define.signature,
+                        "arguments of " + format_size(args.size()) + " do not fit a frame (FERRY_MAX_FRAME_BYTES " +
+                            format_size(max_frame_) + ") and no shared memory could be had for them (" +
+                            why_no_shared_block() + ")",
+                        ref->display)));
     return;
   }
   auto call = std::make_shared<Call>();

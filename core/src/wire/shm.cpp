@@ -85,8 +85,21 @@ char* map_fd(int fd, std::size_t capacity) {
 /// nullptr, and Buffer grows on the heap instead.
 std::atomic<std::size_t> shared_floor{0};
 
+/// Why this thread's last block could not be made: the call that failed and its errno, or a
+/// null step when it was made (why_no_shared_block).
+thread_local const char* refused_step = nullptr;
+thread_local int refused_errno = 0;
+
+char* refused(const char* step, int error, int memfd = -1) {
+  refused_step = step;
+  refused_errno = error;
+  if (memfd >= 0) ::close(memfd);
+  return nullptr;
+}
+
 char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
   if (n < shared_floor.load(std::memory_order_relaxed)) return nullptr;
+  refused_step = nullptr;
   {
     auto& f = free_blocks();
     std::lock_guard lock(f.mu);
@@ -105,23 +118,19 @@ char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
   }
   std::size_t cap = round_pages(n);
   int memfd = ::memfd_create("ferry-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (memfd < 0) return nullptr;
+  if (memfd < 0) return refused("memfd_create", errno);
   // Never shrunk, by anyone: a task that truncated the block it was given (or found through
   // /proc/<host>/fd) made the host's next memcpy into it (reused, or still mapped) a SIGBUS.
   // The host only ever grows a block; the seal costs one call per block made, none per use.
   // Sealed before it is given its size: sized first, a task that opened it through /proc in
   // between could still cut it, and the first write through the mapping made next was a SIGBUS.
   // One that grows it meanwhile makes the ftruncate below a shrink, refused: the heap it is.
-  if ((cap < shared_only_bytes && descriptor_scarce(memfd)) || ::fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0 ||
-      ::ftruncate(memfd, static_cast<off_t>(cap)) != 0) {
-    ::close(memfd);
-    return nullptr;
-  }
+  if (cap < shared_only_bytes && descriptor_scarce(memfd))
+    return refused("descriptors (a quarter of RLIMIT_NOFILE is kept free for results)", EMFILE, memfd);
+  if (::fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) return refused("sealing it", errno, memfd);
+  if (::ftruncate(memfd, static_cast<off_t>(cap)) != 0) return refused("ftruncate", errno, memfd);
   char* data = map_fd(memfd, cap);
-  if (!data) {
-    ::close(memfd);
-    return nullptr;
-  }
+  if (!data) return refused("mmap", errno, memfd);
   capacity = cap;
   fd = memfd;
   return data;
@@ -218,6 +227,11 @@ const BlockAllocator allocator{threshold_from_env(), &allocate, &grow, &release,
 }  // namespace
 
 const BlockAllocator* large_block_allocator() noexcept { return &allocator; }
+
+std::string why_no_shared_block() {
+  if (!refused_step) return "no reason known";
+  return std::string(refused_step) + ": " + std::strerror(refused_errno);
+}
 
 void set_shared_block_floor(std::size_t bytes) noexcept { shared_floor.store(bytes, std::memory_order_relaxed); }
 

@@ -47,6 +47,12 @@ Fd arguments_for_sandboxed_peer(int fd, char* data, std::size_t size, std::size_
 /// maps a peer's block, refuses one that is not a memfd sealed against shrinking.
 void seal_for_peer(int fd) noexcept;
 
+/// Why the last shared block this thread asked for could not be made ("memfd_create: Operation
+/// not permitted"), or "no reason known" when it was. A buffer that gets none stays on the heap and goes through
+/// the socket, which carries no more than a frame (FERRY_MAX_FRAME_BYTES): a sender checks that
+/// before sending, so that the call fails with this reason, not its peer with a malformed frame.
+std::string why_no_shared_block();
+
 /// Buffers smaller than `bytes` stay on the heap, however large (0: only FERRY_SHM_THRESHOLD
 /// decides). A worker with a memory cgroup sets it to about a frame's size: a result in a memfd
 /// stays charged to that cgroup while the host holds it, and one that fits no frame still needs

@@ -33,6 +33,7 @@
 #include "wire/channel.hpp"
 #include "plugins/library_cache.hpp"
 #include "platform/debug.hpp"
+#include "platform/format.hpp"
 #include "wire/failure.hpp"
 #include "wire/protocol.hpp"
 #include "wire/ring.hpp"
@@ -408,6 +409,11 @@ class WorkerLoop {
       delivery_.ok = send_result(*call);
       if (!delivery_.ok) delivery_.error = errno;
     }
+    if (ctx.status == InvokeStatus::ok && call && !delivery_.too_large.empty()) {
+      why = Failure::in_stage(InvokeStatus::encode_result_failed, items - 1, "std::length_error",
+                              std::move(delivery_.too_large), signature_of(rec));
+      return false;
+    }
     if (ctx.status == InvokeStatus::ok) return true;
     std::string_view e = error_.view();  // "<exception type>\0<what>"
     auto nul = e.find('\0');
@@ -508,6 +514,15 @@ class WorkerLoop {
       result_ = Buffer();
       return ok;
     }
+    if (result_.size() > config_.max_frame_bytes - protocol::result_head_size) {
+      // No shared memory was to be had for it (memfd_create refused by a seccomp profile, no
+      // descriptor left): through the socket, in one frame, it is too large. Sent all the same,
+      // the host killed this worker for a malformed frame; invoke() fails the call instead.
+      delivery_.too_large = "a result of " + format_size(result_.size()) + " does not fit a frame (FERRY_MAX_FRAME_BYTES " +
+                            format_size(config_.max_frame_bytes) + ") and no shared memory could be had for it (" +
+                            why_no_shared_block() + ")";
+      return true;
+    }
     Buffer out = protocol::encode_result_head({call, protocol::ResultStatus::ok, stats_}, result_.size());
     return send(out, result_.view());
   }
@@ -570,6 +585,7 @@ class WorkerLoop {
     bool sent = false;
     bool ok = false;
     int error = 0;  // errno of a failed send
+    std::string too_large;  // why the result was not sent: it fits no frame (send_result)
   };
 
   /// Whether the tasks left so many descriptors open that the next task could starve (EMFILE in
