@@ -173,7 +173,19 @@ int main(int argc, char** argv) {
   check(imap_total == 285, "imap with a timeout");
   check(executor->submit_with({.deadline = 5s}, square, 7).get() == 49, "submit_with a deadline");
 
-  // Parallel(return_as="generator_unordered")(delayed(square)(x) for x in xs)
+  // Parallel(return_as="generator")(delayed(square)(x) for x in xs): lazily, in input order
+  std::vector<int> in_order;
+  for (int v : executor->imap(square, xs)) in_order.push_back(v);
+  check(in_order == squares, "imap as joblib's generator");
+  // Parallel(return_as="generator_unordered")(delayed(square)(x) for x in xs): as they complete
+  int unordered_total = 0;
+  for (const ferry::Indexed<int>& r : executor->imap_unordered(square, xs)) {
+    check(r.value == static_cast<int>(r.index * r.index), "imap_unordered gives each result with its input's index");
+    unordered_total += r.value;
+  }
+  check(unordered_total == 285, "imap_unordered as joblib's generator_unordered");
+
+  // for f in as_completed(fs): f.result() (concurrent.futures, no timeout)
   std::vector<ferry::Future<int>> futures;
   for (int x : xs) futures.push_back(executor->submit(square, x));
   int total = 0;
@@ -342,14 +354,17 @@ int main(int argc, char** argv) {
     ferry::Executor ex({.max_workers = 1});
     std::vector<ferry::Future<int>> pending;
     for (int x : xs) pending.push_back(ex.submit(square, x));
-    // ex.shutdown(cancel_futures=True) (3.9): cancel the futures you hold, then shut down; those
-    // still queued in the host are cancelled, the others complete
-    for (auto& p : pending) p.cancel();
-    ex.shutdown();
+    // ex.shutdown(cancel_futures=True) (3.9): the calls not started yet are cancelled, running
+    // ones (and those a worker holds behind its running call) complete
+    ex.shutdown({.cancel_futures = true});
+    int cancelled_now = 0;
     for (int x : xs) {
       const ferry::Future<int>& p = pending[static_cast<std::size_t>(x)];
-      check(p.cancelled() || p.get() == x * x, "cancel, then shutdown");
+      check(p.ready(), "every future is done after shutdown(cancel_futures=True)");
+      if (p.cancelled()) ++cancelled_now;
+      else check(p.get() == x * x, "a call not cancelled by shutdown(cancel_futures=True) completes");
     }
+    std::cout << "cancel_futures: " << cancelled_now << " of " << xs.size() << " cancelled before they started\n";
   }
 
   // executor.shutdown(wait=True)
