@@ -577,7 +577,11 @@ Failure describe(std::exception_ptr error) {
   } catch (const Error& e) {
     return {exit_task_failed, "Error", e.what()};
   } catch (const std::invalid_argument& e) {
-    return {exit_usage, "invalid argument", e.what()};
+    // libferry's say "ferry: ..." (they stand alone in a host's output); here the command's own
+    // prefix is there already: "ferry map: invalid argument: refusing to write the trace ...".
+    std::string_view what = e.what();
+    if (what.starts_with("ferry: ")) what.remove_prefix(7);
+    return {exit_usage, "invalid argument", std::string(what)};
   } catch (const std::exception& e) {
     return {exit_task_failed, "error", e.what()};
   } catch (...) {

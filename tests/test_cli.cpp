@@ -904,6 +904,21 @@ TEST_CASE("Cli.map.refuses_an_input_that_is_its_output") {
   CHECK(lines_of(read_file(dir.path / "out.jsonl")).size() == 2000);
 }
 
+TEST_CASE("Cli.a_librarys_invalid_argument_says_ferry_once") {
+  // libferry's std::invalid_argument messages start "ferry: ", and the command printed them after
+  // its own prefix: "ferry map: invalid argument: ferry: refusing to write the trace to ...".
+  support::TempDir dir;
+  const fs::path in = dir.path / "in.jsonl";
+  write_file(in, "1\n2\n");
+  Result trace = cli({"map", "--no-progress", "--trace", in.string(), "square", in.string()});
+  CHECK(trace.status == 2);
+  CHECK_MESSAGE(trace.err.starts_with("ferry map: invalid argument: refusing to write the trace to "), trace.err);
+  Result env = cli(Call{.args = {"run", "add", "1", "2"}, .env = {{"FERRY_PIPELINE_DEPTH", "65"}}});
+  CHECK(env.status == 2);
+  CHECK_MESSAGE(env.err.starts_with("ferry run: invalid argument: malformed environment: FERRY_PIPELINE_DEPTH='65'"),
+                env.err);
+}
+
 // ---- info and cache ----------------------------------------------------------------------------
 
 TEST_CASE("Cli.info_shows_version_cpus_worker_and_paths") {
