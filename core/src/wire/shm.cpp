@@ -304,11 +304,33 @@ std::string shared_payload_problem(int fd, std::uint64_t size) {
   return {};
 }
 
+/// Shared payloads smaller than this are copied out of their memfd, larger ones mapped.
+constexpr std::size_t copied_below = std::size_t{1} << 20;
+
 Buffer Buffer::map_shared(int fd, std::size_t size) {
   Fd owned(fd);
   // Nothing travels in shared memory below FERRY_SHM_THRESHOLD (at least 1 byte).
   if (size == 0) throw std::runtime_error("shared payload of 0 bytes");
   if (std::string why = shared_payload_problem(fd, size); !why.empty()) throw std::runtime_error(why);
+  if (size < copied_below) {
+    // Copied, not mapped: each mapping is an area of its own, kept as long as its result. With
+    // FERRY_SHM_THRESHOLD set low, a host holding 65,530 results (vm.max_map_count) could map
+    // no more of them, and its own large mallocs and thread stacks failed too. A copy of less
+    // than 1 MiB costs about what mapping, populating and unmapping it does.
+    Buffer b;
+    try {
+      b.data_ = new char[size];
+    } catch (const std::bad_alloc&) {
+      throw std::system_error(ENOMEM, std::generic_category(), "cannot copy a shared payload");
+    }
+    b.size_ = b.capacity_ = size;
+    for (std::size_t at = 0; at < size;) {
+      const ssize_t r = ::pread(fd, b.data_ + at, size - at, static_cast<off_t>(at));
+      if (r > 0) at += static_cast<std::size_t>(r);
+      else if (r == 0 || errno != EINTR) throw std::runtime_error("shared payload cannot be read");
+    }
+    return b;
+  }
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "cannot map a shared payload");
   // The mapping keeps the block: the descriptor goes now (a host holding 3000 large results
