@@ -593,3 +593,30 @@ TEST_CASE("Mpi.wire.a_running_send_keeps_loops_looking_until_its_peer_is_abandon
   CHECK(s.buffered() == 0);
   CHECK(got == big);
 }
+
+TEST_CASE("Mpi.wire.a_receiver_that_hears_one_source_drops_the_others_unread") {
+  // An agent hears its host alone. It took every rank's messages and ignored other sources'
+  // once whole: another rank of the job sending it frame heads and chunks had it allocate their
+  // payloads (up to the machine's memory; 0.5 GB in a minute by hand). Here this process is
+  // rank 0 of a job of its own and hears rank 1: everything it sends itself is another's.
+  MPI_Comm comm = self();
+  Sender s;
+  s.set_chunk_bytes(4096);
+  static int allocations = 0;
+  Receiver r([](std::size_t n) {
+    ++allocations;
+    return SharedBytes::create(n);
+  });
+  r.only_from(1);
+  s.send(chunked_task(7, pattern(20'000, 3)), 0, tag_frames, comm);  // a head, then 5 chunks
+  s.send(OutFrame{task_frame(8, "whole"), {}, {}}, 0, tag_frames, comm);
+  auto got = receive(r, s, comm, 7, 200'000);
+  CHECK(allocations == 0);
+  CHECK(r.arriving() == 0);
+  REQUIRE(got.size() == 7);
+  for (const auto& m : got) {
+    CHECK(m.tag == tag_unreadable);
+    CHECK(m.bytes.find("from rank 0, which this process does not hear") != std::string::npos);
+    CHECK_FALSE(m.payload);
+  }
+}

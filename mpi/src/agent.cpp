@@ -172,7 +172,7 @@ struct Child {
 
 class Agent {
  public:
-  Agent(MPI_Comm comm, int host) : comm_(comm), host_(host) {}
+  Agent(MPI_Comm comm, int host) : comm_(comm), host_(host) { receiver_.only_from(host); }
 
   int run() {
     char name[256] = {};

@@ -860,10 +860,23 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
   int flag = 0;
   MPI_Message message = MPI_MESSAGE_NULL;
   MPI_Status st;
-  if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &message, &st) != MPI_SUCCESS || !flag)
+  // The source heard alone first (only_from): another's messages never take its place in a pass.
+  if (only_from_ != MPI_ANY_SOURCE && MPI_Improbe(only_from_, MPI_ANY_TAG, comm, &flag, &message, &st) != MPI_SUCCESS)
+    flag = 0;
+  if (!flag && (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &message, &st) != MPI_SUCCESS || !flag))
     return false;
   source = st.MPI_SOURCE;
   bytes.clear();
+  if (only_from_ != MPI_ANY_SOURCE && source != only_from_) {
+    // Not read, nor taken for a frame or a chunk: dropped into scratch memory whatever its size.
+    MPI_Count size = -1;
+    MPI_Get_elements_x(&st, MPI_BYTE, &size);
+    discard(message, size);
+    tag = tag_unreadable;
+    bytes = text("a message of tag " + std::to_string(st.MPI_TAG) + " from rank " + std::to_string(source) +
+                 ", which this process does not hear");
+    return true;
+  }
   auto stream = std::find_if(streams_.begin(), streams_.end(),
                              [&](const Stream& s) { return s.comm == comm && s.source == source; });
   int count = 0;

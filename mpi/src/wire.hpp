@@ -386,6 +386,13 @@ class Receiver {
   /// stops at its receive_budget while one source streams chunks must still hear the others.
   /// False when there is none. One with bytes (no ferry peer sends that) is dropped unread.
   bool next_heartbeat(MPI_Comm comm, int& source);
+  /// Hears `source` of every communicator alone: what another source sends is taken after it
+  /// (never ahead of it) and dropped unread, into scratch memory (discard), reported as
+  /// tag_unreadable with that source. An agent hears only its host: it received every rank's
+  /// messages and ignored other sources' once they were whole, so another rank of the job that
+  /// sent it frame heads and chunks had it allocate their payloads (up to the machine's memory,
+  /// Receiver::max_arriving_bytes), and a flood of them took its passes ahead of its host's.
+  void only_from(int source) { only_from_ = source; }
   /// The payload of the chunked frame next() returned last; null for any other message.
   std::shared_ptr<SharedBytes> take_payload() { return std::move(last_payload_); }
   /// Stops receiving for `source` of `comm` (declared dead): frames still arriving and the
@@ -514,6 +521,7 @@ class Receiver {
   std::vector<std::pair<MPI_Comm, int>> forgotten_;  // their later frame heads open no stream
   std::chrono::steady_clock::time_point last_moved_{};  // a chunk matched or completed
   std::chrono::milliseconds stall_limit_ = peer_timeout();
+  int only_from_ = MPI_ANY_SOURCE;  // only_from
   static constexpr std::size_t max_frames_arriving = 256;
   /// What one source may have held here behind a frame still arriving, or still being received
   /// as whole messages: past either, it is refused (tag_unreadable). An honest peer holds its
