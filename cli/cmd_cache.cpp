@@ -43,7 +43,7 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
                    "header, a library) change, or the cache is cleared. An entry is rebuilt "
                    "when a file its build read changed.",
                    100) +
-              "\n\n" + exit_codes_help("012", "a file could not be removed (clear)"));
+              "\n\n" + exit_codes_help("012", "a file could not be removed (clear), or the output could not be written"));
 
   CLI::App* list = sub->add_subcommand("list", "List the cached wrap plugins and preludes");
   list->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
@@ -55,7 +55,7 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
                     "ferry's files (wrap-<key>*, prelude-<key>*, plugins/wrap-<key>*; <key> a content "
                     "key, hex digits).",
                     100) +
-               "\n\n" + exit_codes_help("02"));
+               "\n\n" + exit_codes_help("012", "the output could not be written"));
 
   CLI::App* clear = sub->add_subcommand("clear", "Remove ferry's files from the cache");
   clear->add_option("--cache-dir", options.cache_dir, cache_dir_help)->type_name("DIR");
@@ -66,7 +66,7 @@ CLI::App* setup_cache(CLI::App& app, CacheOptions& options) {
                      "whose program was killed, nothing else, and prints how much was freed. Wrapped functions are compiled "
                      "again when next submitted; do not clear while a program is compiling one.",
                      100) +
-                "\n\n" + exit_codes_help("012", "a file could not be removed"));
+                "\n\n" + exit_codes_help("012", "a file could not be removed, or the output could not be written"));
   return sub;
 }
 

@@ -29,7 +29,7 @@ CLI::App* setup_info(CLI::App& app, InfoOptions& options) {
                    "ABI (0 in the JSON: none), seccomp, user namespaces, a network namespace, a "
                    "pids cgroup, and whether ferry runs as root.",
                    100) +
-              "\n\n" + global_options_help() + "\n" + exit_codes_help("02"));
+              "\n\n" + global_options_help() + "\n" + exit_codes_help("012", "the output could not be written"));
   return sub;
 }
 

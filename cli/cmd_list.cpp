@@ -29,7 +29,7 @@ CLI::App* setup_list(CLI::App& app, ListOptions& options) {
                    "from the files: no plugin is loaded. Files of the directories that are not "
                    "usable plugins are reported on stderr, one line each with the reason.",
                    100) +
-              "\n\n" + global_options_help() + "\n" + exit_codes_help("02"));
+              "\n\n" + global_options_help() + "\n" + exit_codes_help("012", "the output could not be written"));
   return sub;
 }
 

@@ -29,8 +29,8 @@ namespace ferry::cli {
 std::string exit_codes_help(std::string_view which, std::string_view one) {
   static constexpr const char* lines[] = {
       "  0  success\n",
-      "  1  a task failed, also past a limit or its sandbox (with map --keep-going: some line "
-      "failed)\n",
+      "  1  a task failed, also past a limit or its sandbox (with map --keep-going: some line\n"
+      "     failed), or the output could not be written\n",
       "  2  usage error: bad options or arguments, bad JSON, arguments that do not fit the task\n",
       "  3  plugin or task lookup error (PluginError): no such task, ambiguous name, unsafe plugin\n",
       "  4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable, or\n"

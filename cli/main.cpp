@@ -6,7 +6,8 @@
 //   0  success
 //   1  a task failed (TaskError, TerminatedWorkerError, ResourceLimitError, SandboxViolationError,
 //      ...); with map --keep-going: some line failed; with cache clear: a file could not be removed;
-//      with report: the report could not be written
+//      with report: the report could not be written; any subcommand (--help and --version too):
+//      its output could not be written (finish_output)
 //   2  usage error: bad options or arguments, an ARG or input line that is not JSON, arguments
 //      that do not fit the task (wrong count, or SerializationError while decoding them), a trace
 //      that cannot be read or is not a trace
@@ -97,7 +98,11 @@ int main(int argc, char** argv) {
   // After the subcommands (they copy this setting when created): run's ARGs fall through to
   // here unparsed, and so would anything else nobody takes, which is refused below.
   app.allow_extras();
-  app.footer("Run `ferry SUBCOMMAND --help` for the options of each.\n\n" + exit_codes_help());
+  app.footer("Run `ferry SUBCOMMAND --help` for the options of each.\n\n" +
+             exit_codes_help("01234",
+                             "a task failed, also past a limit or its sandbox (with map --keep-going: some line\n"
+                             "     failed); the output could not be written; cache clear could not remove a file;\n"
+                             "     report could not write the page"));
 
   try {
     app.parse(argc, argv);

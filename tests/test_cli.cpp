@@ -1739,9 +1739,11 @@ TEST_CASE("Cli.run.initializer_errors") {
 TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
   const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> cases = {
       {{}, {"--plugin-dir", "-j,--workers", "--worker", "--version", "list", "run", "map", "info",
-            "cache", "  3  plugin or task lookup error", "  4  the pool could not run"}},
-      {{"list"}, {"DIR", "--json", "Exit status"}},
-      {{"run"}, {"TASK", "ARG", "--raw", "  1  a task failed", "  2  usage error", "  3  ", "  4  ",
+            "cache", "  3  plugin or task lookup error", "  4  the pool could not run",
+            "the output could not be written", "cache clear could not remove a file",
+            "report could not write the page"}},
+      {{"list"}, {"DIR", "--json", "Exit status", "  1  the output could not be written"}},
+      {{"run"}, {"TASK", "ARG", "--raw", "  1  a task failed", "or the output could not be written", "  2  usage error", "  3  ", "  4  ",
                  "--sandbox", "--allow-network", "--allow-exec", "--read DIR", "--write DIR",
                  "--best-effort", "--memory SIZE", "--cpu DURATION", "--open-files N",
                  "--processes N", "--file-size SIZE", "ResourceLimitError",
@@ -1754,10 +1756,12 @@ TEST_CASE("Cli.help_of_each_subcommand_is_complete") {
                  "--memory SIZE", "--cpu DURATION", "--open-files N", "--processes N",
                  "--file-size SIZE", "ResourceLimitError", "SandboxViolationError",
                  "--initializer TASK", "--initarg JSON"}},
-      {{"info"}, {"--json", "containment", "Landlock", "Exit status"}},
+      {{"info"}, {"--json", "containment", "Landlock", "Exit status", "  1  the output could not be written"}},
       {{"cache"}, {"--cache-dir", "list", "clear", "Exit status"}},
-      {{"cache", "list"}, {"--cache-dir", "Exit status"}},
-      {{"cache", "clear"}, {"--cache-dir", "wrap-<key>*", "Exit status"}},
+      {{"cache", "list"}, {"--cache-dir", "Exit status", "  1  the output could not be written"}},
+      {{"cache", "clear"}, {"--cache-dir", "wrap-<key>*", "Exit status",
+                            "  1  a file could not be removed, or the output could not be written"}},
+      {{"report"}, {"TRACE", "--output", "--max-slices", "  1  the report could not be written"}},
   };
   for (const auto& [command, expected] : cases) {
     std::vector<std::string> args = command;
