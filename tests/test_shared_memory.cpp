@@ -493,3 +493,29 @@ TEST_CASE("SharedMemory.small_shared_payloads_held_take_no_mapping_each") {
   REQUIRE(held.size() == count);
   CHECK(held[count - 1].view() == std::string(16, 'a' + (count - 1) % 26));
 }
+
+TEST_CASE("SharedMemory.initializer_arguments_larger_than_a_frame_are_refused_at_construction") {
+  // An initializer's arguments travel inside its init frame, never in shared memory: past
+  // FERRY_MAX_FRAME_BYTES (weights of 1.5 GB given to a load_model initializer) every worker took
+  // the frame for a malformed one and exited, and the executor broke with "ended with exit code 66
+  // (ferry-worker: protocol error) while its initializer ran". Refused when the executor is made,
+  // saying why.
+  support::ScopedEnv frame("FERRY_MAX_FRAME_BYTES", "4M");
+  ferry::ExecutorOptions o = support::options(1);
+  o.initializer = ferry::Call(wait_while_exists, std::string(std::size_t{5} << 20, 'p'));
+  std::string what;
+  try {
+    ferry::Executor ex(o);
+    what = "made; a call " + support::outcome_of([&] { return ex.submit(square, 3).get(); });
+  } catch (const std::invalid_argument& e) {
+    what = e.what();
+  } catch (const std::exception& e) {
+    what = std::string("other: ") + e.what();
+  }
+  CHECK_MESSAGE(what.find("initializer") != std::string::npos, what);
+  CHECK_MESSAGE(what.find("FERRY_MAX_FRAME_BYTES") != std::string::npos, what);
+  // Under the limit, as before.
+  o.initializer = ferry::Call(wait_while_exists, std::string(std::size_t{3} << 20, 'p'));
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 3).get() == 9);
+}

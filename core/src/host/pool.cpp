@@ -189,6 +189,16 @@ Pool::Pool(ExecutorOptions options)
     initializer_ = refs_.resolve(CallAccess::target(options_.initializer));
     initializer_frame_ = protocol::encode_init(initializer_->define.ref, options_.initializer.arguments(),
                                                options_.initializer.is_json() ? protocol::flag_json : 0);
+    // They travel inside the init frame, never in shared memory: past the frame limit every
+    // worker took it for a malformed frame and exited, and the pool broke with "protocol error
+    // while its initializer ran".
+    if (initializer_frame_.size() - protocol::header_size > max_frame_ && options_.backend == "local")
+      throw std::invalid_argument("ferry: the initializer's arguments take " +
+                                  format_size(options_.initializer.arguments().size()) +
+                                  ", more than a frame holds (FERRY_MAX_FRAME_BYTES " + format_size(max_frame_) +
+                                  "): they go to each worker in the message that starts it, never in shared "
+                                  "memory; give it what a worker can load itself (a path), or raise "
+                                  "FERRY_MAX_FRAME_BYTES");
   }
   // Last: options refused above leave no trace file behind (nor truncate one). A trace file the
   // program names that cannot be written is an error; one FERRY_TRACE names is said on stderr and
