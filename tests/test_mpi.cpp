@@ -188,6 +188,19 @@ TEST_CASE("Mpi.agent.without_a_host_says_so_and_leaves") {
   }
 }
 
+TEST_CASE("Mpi.agent.a_malformed_environment_on_a_rank_is_refused_saying_why") {
+  // FERRY_MPI_RINGS=2 on rank 1 only: the host refuses such a value in its own environment, and
+  // the agent used its default in its place, saying nothing. It says why it cannot serve, the
+  // host refuses that rank with the reason, and the work runs on the other rank.
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR,
+               ":", "-n", "1", "env", "FERRY_MPI_RINGS=2", FERRY_TEST_MPI_AGENT, ":", "-n", "1", FERRY_TEST_MPI_AGENT},
+              {{"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(90));
+  INFO(r.out);
+  CHECK(contains(r.out, "ok refused_rank"));
+  CHECK(contains(r.out, "cannot serve: ferry: malformed environment: FERRY_MPI_RINGS='2': not 0 or 1"));
+  CHECK(r.status == 0);
+}
+
 namespace {
 
 /// Rank 1 is the hostile rank of `kind`, rank 2 an honest agent: the host refuses rank 1 and

@@ -177,7 +177,19 @@ class Agent {
   int run() {
     char name[256] = {};
     ::gethostname(name, sizeof name - 1);
-    sender_.send(pack_strings({std::to_string(::getpid()), name}), host_, tag_ready, comm_);
+    std::vector<std::string> hello = {std::to_string(::getpid()), name};
+    // A malformed FERRY_* variable here (FERRY_MPI_TIMEOUT_MS=30s): the host refuses it in its own
+    // environment, and this rank used the defaults in its place, saying nothing. It says so, and
+    // the host refuses this rank with that reason (a third item of its hello); then it is told to
+    // leave.
+    try {
+      ferry::detail::Config::read().validate();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ferry-mpi-worker (pid %d on %s): cannot serve: %s\n", static_cast<int>(::getpid()), name,
+                   e.what());
+      hello.push_back(e.what());
+    }
+    sender_.send(pack_strings(hello), host_, tag_ready, comm_);
     last_heard_ = last_sent_ = Clock::now();
     for (;;) {
       auto now = Clock::now();

@@ -604,7 +604,6 @@ class Hub {
         break;
       case tag_ready: {
         auto items = unpack_strings(bytes.view());
-        a.ready = true;
         if (items.size() >= 2) {
           a.pid = std::atoi(items[0].c_str());
           // As the pool's own: a host name is at most 255 bytes (a rank's word repeated in
@@ -614,6 +613,13 @@ class Hub {
         // The agent leaves once this arrives, when both ways between it and the host are
         // connected: nothing more between them needs the PMIx server.
         if (detach_) sender_.send(Buffer(), a.rank, tag_detach, a.comm);
+        // Why it cannot serve (its FERRY_* environment is malformed): refused with that reason,
+        // which its worker's calls and the pool's errors then carry; given no worker.
+        if (items.size() >= 3 && !items[2].empty()) {
+          refuse(a, "cannot serve: " + items[2].substr(0, 4096));
+          break;
+        }
+        a.ready = true;
         break;
       }
       case tag_frames:
