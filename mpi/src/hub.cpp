@@ -1163,7 +1163,14 @@ namespace ferry::mpi {
 
 void enable() {
   // Before the hub initialises MPI: settings without which a dead rank hangs or ends the host.
-  detail::prepare_mpi_environment();
+  // Once MPI runs they are read already, and serve() may have started the hub's thread (rank 0
+  // of a job of N), which a setenv here would race with: only SIGPIPE then.
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (initialised)
+    detail::ignore_sigpipe();
+  else
+    detail::prepare_mpi_environment();
   ferry::register_backend("mpi", [](const ExecutorOptions& options) {
     return std::make_shared<detail::Launcher>(options);
   });
