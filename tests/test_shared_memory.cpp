@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -518,4 +519,48 @@ TEST_CASE("SharedMemory.initializer_arguments_larger_than_a_frame_are_refused_at
   o.initializer = ferry::Call(wait_while_exists, std::string(std::size_t{3} << 20, 'p'));
   ferry::Executor ex(o);
   CHECK(ex.submit(square, 3).get() == 9);
+}
+
+TEST_CASE("SharedMemory.a_forked_child_does_not_take_its_parents_blocks") {
+  // The blocks kept for reuse are shared mappings of memfds: a child of fork() inherited them
+  // with the cache, and its next buffer took the very block the parent's next buffer took too.
+  // A child that made an executor of its own (supported: Fork.*) wrote its arguments into the
+  // parent's in flight, and the other way round. Here the child fills its buffer, then the
+  // parent fills its own: the child must still read its own bytes.
+  using ferry::detail::Buffer;
+  const std::size_t size = std::size_t{2} << 20;
+  {
+    Buffer kept(size);  // a block for the cache
+    std::memset(kept.data(), 'k', size);
+  }
+  int child_wrote[2], parent_wrote[2];
+  REQUIRE(::pipe(child_wrote) == 0);
+  REQUIRE(::pipe(parent_wrote) == 0);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    support::leak_check_off = true;
+    int code = 0;
+    {
+      Buffer mine(size);
+      std::memset(mine.data(), 'c', size);
+      char go = 0;
+      if (::write(child_wrote[1], "c", 1) != 1 || ::read(parent_wrote[0], &go, 1) != 1) code = 2;
+      else if (mine.data()[0] != 'c' || mine.data()[size - 1] != 'c') code = 1;  // the parent's bytes
+    }
+    _exit(code);
+  }
+  char go = 0;
+  REQUIRE(::read(child_wrote[0], &go, 1) == 1);
+  Buffer mine(size);
+  std::memset(mine.data(), 'p', size);
+  REQUIRE(::write(parent_wrote[1], "p", 1) == 1);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  for (int fd : {child_wrote[0], child_wrote[1], parent_wrote[0], parent_wrote[1]}) ::close(fd);
+  CHECK_MESSAGE(WIFEXITED(status), "the child died of signal " << WTERMSIG(status));
+  CHECK_MESSAGE(WEXITSTATUS(status) == 0, "1: the child's buffer held the parent's bytes");
+  CHECK(mine.data()[0] == 'p');
+  CHECK(mine.data()[size - 1] == 'p');
 }

@@ -3,6 +3,7 @@
 // the channel (SCM_RIGHTS), recycled when they come back free, so that large arguments are encoded
 // straight into memory the worker maps and their pages are touched once, not once per call.
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -66,10 +67,33 @@ struct FreeBlocks {
   std::vector<Block> blocks;
   std::size_t bytes = 0;
 };
-FreeBlocks& free_blocks() {
-  static auto* f = new FreeBlocks();  // outlives static destruction: buffers may die late
-  return *f;
+FreeBlocks*& free_blocks_slot() {
+  static FreeBlocks* f = new FreeBlocks();  // outlives static destruction: buffers may die late
+  return f;
 }
+FreeBlocks& free_blocks() { return *free_blocks_slot(); }
+
+/// In a child of fork(): the blocks kept for reuse are shared mappings of the parent's memfds,
+/// so a buffer of the child and the parent's next buffer took the same block, one memory, each
+/// writing over the other's arguments (a child may make an executor of its own). The child
+/// drops them: unmapped and closed when the cache's lock is free; when a thread of the parent
+/// held it at the fork (the list may be half-changed), left as they are, with a cache anew.
+void forget_blocks_in_child() noexcept {
+  FreeBlocks& f = free_blocks();
+  if (!f.mu.try_lock()) {
+    free_blocks_slot() = new FreeBlocks();
+    return;
+  }
+  for (const Block& b : f.blocks) {
+    ::munmap(b.data, b.capacity);
+    ::close(b.fd);
+  }
+  f.blocks.clear();
+  f.bytes = 0;
+  f.mu.unlock();
+}
+/// Registered when libferry is loaded, before any block is made.
+const int fork_handler_registered = ::pthread_atfork(nullptr, nullptr, &forget_blocks_in_child);
 
 // No MAP_POPULATE (issue 10): populating a 2.2 GB block had the kernel zero all of it (and the
 // 29 % more that geometric growth reserved) before the encoder overwrote it, and on these VMs a
