@@ -165,6 +165,9 @@ int main(int argc, char** argv) {
   // list(executor.map(add, [1, 3], [2, 4])): one range of tuples or pairs, not one per parameter
   std::vector<int> sums = executor->map(add, std::vector<std::pair<int, int>>{{1, 2}, {3, 4}});
   std::cout << "map: " << squares.back() << ", " << sums.back() << "\n";
+  // list(executor.map(functools.partial(add, b=100), xs)): constant trailing arguments
+  std::vector<int> plus_100 = executor->map(add, xs, {}, 100);
+  check(plus_100.front() == 100 && plus_100.back() == 109, "map with a constant extra argument");
 
   // executor.map(square, xs, timeout=5), and for imap; per task (no Python equivalent), a deadline
   check(executor->map(square, xs, {.timeout = 5s}) == squares, "map with a timeout");
