@@ -483,6 +483,15 @@ TEST_CASE("Mpi.spawn.singleton_host") {
   check_ok(run({FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR}, {}), "basics");
 }
 
+TEST_CASE("Mpi.spawn.a_host_program_named_as_the_agent_serves_as_one") {
+  // FERRY_MPI_WORKER names the host program itself, which calls serve() first thing: spawned, it
+  // is an agent of its parent. It went on as a host of its own and spawned agents of its own
+  // (itself again), each spawning theirs (49 processes within 4 s), and the work failed.
+  check_ok(run({FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR}, {{"FERRY_MPI_WORKER", FERRY_TEST_MPI_HOST}},
+               std::chrono::seconds(60)),
+           "basics");
+}
+
 TEST_CASE("Mpi.spawn.missing_agent_program_is_a_clear_error") {
   check_ok(run({FERRY_TEST_MPI_HOST, "missing_agent", FERRY_TEST_PLUGIN_DIR},
                {{"FERRY_MPI_WORKER", (fs::path(FERRY_TEST_BINARY_DIR) / "no-such-agent").string()}}),

@@ -827,6 +827,13 @@ void serve(int& argc, char**& argv) {
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     detail::ferry_initialised_mpi() = true;  // rank 0's hub finalises it at exit
   }
+  // Spawned by a host (FERRY_MPI_WORKER names this program): an agent of that host, as
+  // ferry-mpi-worker would be. It went on as a host of its own, which spawned agents of its own
+  // (this program again), each spawning theirs: 49 processes within 4 s here, and the first
+  // host's work failed.
+  MPI_Comm parent = MPI_COMM_NULL;
+  MPI_Comm_get_parent(&parent);
+  if (parent != MPI_COMM_NULL) std::exit(detail::run_agent(parent, 0, true));
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);

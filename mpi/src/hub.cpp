@@ -321,6 +321,14 @@ class Hub {
       world_mode_ = size > 1;
       if (world_mode_ && rank != 0)
         init_error_ = "ferry's MPI host must be rank 0 (the other ranks serve: ferry::mpi::serve)";
+      // A host spawned by another MPI process (FERRY_MPI_WORKER naming a program that does not
+      // call serve()) spawns no agents: each would be that program again, spawning its own.
+      MPI_Comm parent = MPI_COMM_NULL;
+      MPI_Comm_get_parent(&parent);
+      if (!world_mode_ && parent != MPI_COMM_NULL)
+        init_error_ = "this process was started by MPI_Comm_spawn (is FERRY_MPI_WORKER a program of yours? it must "
+                      "name ferry-mpi-worker, or a program that calls ferry::mpi::serve() first thing in main()): "
+                      "a ferry host spawned by another MPI process spawns no agents of its own";
       if (world_mode_) {
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
         for (int r = 1; r < size; ++r) agents_.push_back(Agent{MPI_COMM_WORLD, r, agents_.size()});
