@@ -23,6 +23,7 @@ FERRY_API void enable();
 /**
 @brief For `mpirun -n N host`: every rank but 0 runs a node agent here and exits with its status
 when the host is done; rank 0 returns and goes on as the host. Call first thing in main().
+A process spawned by a ferry host (FERRY_MPI_WORKER naming this program) is an agent of it too.
 
 In a job of N, rank 0 starts ferry's MPI hub here (when MPI runs with MPI_THREAD_MULTIPLE, as
 when serve() initialised it), so that the agents hear from their host from the start: they take
