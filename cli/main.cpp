@@ -116,7 +116,14 @@ int main(int argc, char** argv) {
       // CLI11's own message (an option it refuses, a missing argument), prefixed as every other
       // message of the command is ("ferry run: TASK is required"), and shown as text: it quotes
       // what was given (`--memory VALUE`). app.exit(e) printed it bare, whatever the subcommand.
-      print_error(command_of(app), e.what());
+      // With what nobody took ("ferry --bogus" said only that a subcommand is required).
+      std::string message = e.what();
+      std::string extras;
+      // run's ARGs are extras too, once its TASK was given.
+      if (!run_cmd->parsed() || run_cmd->get_option("TASK")->count() == 0)
+        for (const std::string& extra : app.remaining(/*recurse=*/true)) extras += " " + extra;
+      if (!extras.empty()) message += "; unexpected arguments:" + extras;
+      print_error(command_of(app), message);
       std::fprintf(stderr, "Run with --help for more information.\n");
       return exit_usage;
     }

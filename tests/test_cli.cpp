@@ -1850,7 +1850,16 @@ TEST_CASE("Cli.usage_errors_name_their_command") {
       {{"cache", "list", "--bogus"}, "ferry cache list: unexpected arguments: --bogus"},
       {{"cache"}, "ferry cache: A subcommand is required"},
       {{}, "ferry: A subcommand is required"},
+      // What nobody took is named too: it was dropped without a word ("ferry --bogus" said only
+      // that a subcommand is required).
+      {{"--bogus"}, "ferry: A subcommand is required; unexpected arguments: --bogus"},
+      {{"cache", "--bogus"}, "ferry cache: A subcommand is required; unexpected arguments: --bogus"},
+      {{"run", "--bogus"}, "ferry run: TASK is required; unexpected arguments: --bogus"},
   };
+  // run's ARGs are no unexpected arguments.
+  Result with_args = cli({"run", "--memory", "abc", "add", "1", "2"});
+  CHECK(with_args.status == 2);
+  CHECK_MESSAGE(with_args.err.find("unexpected") == std::string::npos, with_args.err);
   for (const auto& [args, first] : cases) {
     CAPTURE(args);
     Result r = cli(Call{.args = args});
