@@ -564,3 +564,26 @@ TEST_CASE("SharedMemory.a_forked_child_does_not_take_its_parents_blocks") {
   CHECK(mine.data()[0] == 'p');
   CHECK(mine.data()[size - 1] == 'p');
 }
+
+TEST_CASE("SharedMemory.a_frame_limit_set_after_loading_still_sends_what_exceeds_it_in_shared_memory") {
+  // With descriptors scarce (the last quarter of RLIMIT_NOFILE), a buffer stays on the heap
+  // unless it would not fit a frame: that size was half of FERRY_MAX_FRAME_BYTES as read when
+  // libferry loaded. A program that set the variable later (setenv before making its executor)
+  // had arguments larger than its frames kept on the heap, and their calls failed.
+  const int code = support::exit_code_of_child(
+      [] {
+        support::ScopedEnv frame("FERRY_MAX_FRAME_BYTES", "4M");
+        ferry::Executor ex(support::options(1));
+        if (ex.submit(byte_count, pattern(16)).get() != 16) return 1;  // the worker is up
+        rlimit limit{};
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+        limit.rlim_cur = static_cast<rlim_t>(support::open_fds() + 30);  // each new one scarce
+        if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 1;
+        const std::size_t size = std::size_t{5} << 20;
+        const std::string what = support::outcome_of([&] { return ex.submit(byte_count, pattern(size)).get(); });
+        std::fprintf(stderr, "%s\n", what.c_str());
+        return what == "returned " + std::to_string(size) ? 0 : 2;
+      },
+      60s);
+  CHECK_MESSAGE(code == 0, "2: the call failed (stderr says how)");
+}

@@ -181,6 +181,7 @@ Pool::Pool(ExecutorOptions options)
                                   ", as read when libferry loaded) + 8 KiB: payloads under the threshold "
                                   "travel inside a frame");
   }
+  note_frame_limit(max_frame_);  // buffers too large for its frames get shared memory however scarce
   sandbox_shared_budget_ = config.sandbox_shared_bytes;
   worker_spin_ = config.worker_spin;
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <system_error>
 #include <cstdio>
 #include <cstdlib>
@@ -40,8 +41,9 @@ constexpr std::size_t cache_blocks = 64;
 std::size_t round_pages(std::size_t n) { return (n + page - 1) / page * page; }
 
 /// Blocks of at least this many bytes are made whatever descriptor_scarce says: on the heap they
-/// would not fit a frame (half of FERRY_MAX_FRAME_BYTES; set when libferry loads, below).
-std::size_t shared_only_bytes = std::size_t{512} << 20;
+/// would not fit a frame (half of FERRY_MAX_FRAME_BYTES; set when libferry loads, below, and
+/// lowered by each pool made with a smaller limit: note_frame_limit).
+std::atomic<std::size_t> shared_only_bytes{std::size_t{512} << 20};
 
 /// Whether descriptor `fd` lies in the last quarter of RLIMIT_NOFILE (at least 64 numbers): it is
 /// the lowest free one when just made, so fewer than that are left. Every block holds one
@@ -149,7 +151,7 @@ char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
   // Sealed before it is given its size: sized first, a task that opened it through /proc in
   // between could still cut it, and the first write through the mapping made next was a SIGBUS.
   // One that grows it meanwhile makes the ftruncate below a shrink, refused: the heap it is.
-  if (cap < shared_only_bytes && descriptor_scarce(memfd))
+  if (cap < shared_only_bytes.load(std::memory_order_relaxed) && descriptor_scarce(memfd))
     return refused("descriptors (a quarter of RLIMIT_NOFILE is kept free for results)", EMFILE, memfd);
   if (::fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) return refused("sealing it", errno, memfd);
   if (::ftruncate(memfd, static_cast<off_t>(cap)) != 0) return refused("ftruncate", errno, memfd);
@@ -241,7 +243,7 @@ void release(char* data, std::size_t capacity, int fd, bool given_away) {
 /// value is refused when an executor is made; here it keeps the default.
 std::size_t threshold_from_env() {
   const Config config = Config::read();
-  shared_only_bytes = static_cast<std::size_t>(config.max_frame_bytes / 2);
+  shared_only_bytes.store(static_cast<std::size_t>(config.max_frame_bytes / 2), std::memory_order_relaxed);
   return static_cast<std::size_t>(config.shm_threshold);
 }
 
@@ -251,6 +253,13 @@ const BlockAllocator allocator{threshold_from_env(), &allocate, &grow, &release,
 }  // namespace
 
 const BlockAllocator* large_block_allocator() noexcept { return &allocator; }
+
+void note_frame_limit(std::uint64_t max_frame_bytes) noexcept {
+  const auto half = static_cast<std::size_t>(std::min<std::uint64_t>(max_frame_bytes / 2, SIZE_MAX));
+  std::size_t now = shared_only_bytes.load(std::memory_order_relaxed);
+  while (half < now && !shared_only_bytes.compare_exchange_weak(now, half, std::memory_order_relaxed)) {
+  }
+}
 
 std::string why_no_shared_block() {
   if (!refused_step) return "no reason known";

@@ -53,6 +53,11 @@ void seal_for_peer(int fd) noexcept;
 /// before sending, so that the call fails with this reason, not its peer with a malformed frame.
 std::string why_no_shared_block();
 
+/// A pool's frame limit (FERRY_MAX_FRAME_BYTES as read when it was made, which may be later than
+/// libferry's loading): buffers of half of it or more get shared memory even when descriptors
+/// are scarce, as on the heap they could not be sent. The smallest limit noted holds.
+void note_frame_limit(std::uint64_t max_frame_bytes) noexcept;
+
 /// Buffers smaller than `bytes` stay on the heap, however large (0: only FERRY_SHM_THRESHOLD
 /// decides). A worker with a memory cgroup sets it to about a frame's size: a result in a memfd
 /// stays charged to that cgroup while the host holds it, and one that fits no frame still needs
