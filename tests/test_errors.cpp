@@ -156,6 +156,49 @@ TEST_CASE("Errors.plugin_errors") {
   still_works(ex);
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool memory_limit_applies = false;  // sanitizer builds leave RLIMIT_DATA unset
+#else
+constexpr bool memory_limit_applies = true;
+#endif
+
+TEST_CASE("Errors.a_plugin_that_cannot_load_under_the_memory_limit_names_the_limit") {
+  // `ferry run --memory 1M add 1 2` said only "...libmath.so: failed to map segment from shared
+  // object": nothing named the limit the worker loaded the plugin under.
+  if (!memory_limit_applies) return;
+  auto options = support::options(1);
+  options.limits.memory = 1u << 20;
+  ferry::Executor ex(options);
+  auto e = caught<ferry::PluginError>([&] {
+    ex.submit<int>(ferry::TaskRef{.library = FERRY_TEST_MATH_PLUGIN, .name = "square"}, 3).get();
+  });
+  const std::string what = e.what();
+  CHECK(e.path() == FERRY_TEST_MATH_PLUGIN);
+  CHECK(what.find("memory limit of 1 MiB was in force while it loaded") != std::string::npos);
+  CHECK(e.loader_message().find("memory limit of 1 MiB") != std::string::npos);
+}
+
+TEST_CASE("Errors.a_plugin_load_failure_blames_no_memory_limit_without_one_or_a_memory_cause") {
+  SUBCASE("no limit") {
+    ferry::Executor ex(support::options(1));
+    auto e = caught<ferry::PluginError>([&] {
+      ex.submit<int>(ferry::TaskRef{.library = FERRY_TEST_UNLOADABLE_PLUGIN, .name = "needs_missing"}, 1).get();
+    });
+    CHECK(std::string(e.what()).find("memory limit") == std::string::npos);
+  }
+  SUBCASE("a limit, and an undefined symbol") {
+    auto options = support::options(1);
+    options.limits.memory = std::size_t{1} << 30;
+    ferry::Executor ex(options);
+    auto e = caught<ferry::PluginError>([&] {
+      ex.submit<int>(ferry::TaskRef{.library = FERRY_TEST_UNLOADABLE_PLUGIN, .name = "needs_missing"}, 1).get();
+    });
+    CHECK(e.loader_message().find("undefined symbol") != std::string::npos);
+    CHECK(std::string(e.what()).find("memory limit") == std::string::npos);
+    still_works(ex);
+  }
+}
+
 TEST_CASE("Errors.main_program_function_is_unresolvable") {
   ferry::Executor ex(support::options(1));
   auto f = ex.submit(local_triple, 2);

@@ -2,14 +2,22 @@
 // Worker-side plugin loading with Boost.DLL.
 #include "plugins/library_cache.hpp"
 
+#include <sys/resource.h>
+
 #include <boost/dll/shared_library.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <vector>
 #include <filesystem>
 #include <system_error>
+
+#include "platform/format.hpp"
 
 namespace ferry::detail {
 
@@ -21,6 +29,31 @@ std::vector<std::unique_ptr<boost::dll::shared_library>>& loaded_forever() {
   return *all;
 }
 std::mutex loaded_mu;
+
+/// What to add to the loader's message when a memory limit may be why it failed: the worker's
+/// RLIMIT_DATA (ferry::Limits::memory, set before the hello and kept between tasks) is in force
+/// while a plugin loads, and the loader then says only "failed to map segment from shared
+/// object" (its private, writable segments count against the limit), which names no limit.
+/// Said only when a limit is in force and the loader's words are about mapping or allocating
+/// memory: a missing dependency or an undefined symbol is never the limit's doing.
+std::string memory_limit_note(const std::string& loader_message) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_DATA, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return "";
+  std::string lower = loader_message;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  // glibc's words when a mapping or an allocation is refused (phrases, not words: the message
+  // holds paths, which may say "map" or "memory" themselves).
+  static constexpr std::string_view phrases[] = {
+      "failed to map segment", "cannot map", "cannot allocate", "cannot change memory protections",
+      "out of memory"};
+  const bool about_memory = std::any_of(std::begin(phrases), std::end(phrases), [&](std::string_view p) {
+    return lower.find(p) != std::string::npos;
+  });
+  if (!about_memory) return "";
+  return " (the worker's memory limit of " + format_size(rl.rlim_cur) +
+         " was in force while it loaded the plugin: loading may need more)";
+}
 }  // namespace
 
 LibraryCache::LibraryCache() = default;
@@ -58,6 +91,7 @@ boost::dll::shared_library* LibraryCache::load(const std::string& path, Failure&
         msg.pop_back();
       }
     }
+    msg += memory_limit_note(msg);
     why = Failure::library_unloadable(path, msg);
     return nullptr;
   }
