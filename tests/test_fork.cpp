@@ -61,6 +61,10 @@ TEST_CASE("Fork.a_child_exits_without_waiting_for_the_parents_executors") {
 }
 
 TEST_CASE("Fork.a_child_gets_an_error_not_the_parents_results") {
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (it cannot start threads in a child of a multithreaded fork: the child dies, exit 66)");
+  return;
+#endif
   ferry::Executor ex(support::options(1));
   REQUIRE(ex.submit(square, 2).get() == 4);  // a worker is up
   auto pending = ex.submit(busy_for, 300);   // its result is the parent's
@@ -100,6 +104,10 @@ TEST_CASE("Fork.a_child_gets_an_error_not_the_parents_results") {
 }
 
 TEST_CASE("Fork.a_childs_reusable_executor_is_its_own") {
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (it cannot start threads in a child of a multithreaded fork: the child dies, exit 66)");
+  return;
+#endif
   auto parents = ferry::get_reusable_executor(support::options(1));
   REQUIRE(parents->submit(square, 3).get() == 9);
   const int code = in_child([&]() -> int {
@@ -148,6 +156,10 @@ TEST_CASE("Fork.a_child_gets_a_reusable_executor_while_a_parents_thread_makes_on
   // A thread of the parent inside get_reusable_executor at the fork held its lock, for ever in
   // the child. The thread makes one executor after another (options that differ), so that most
   // forks find the lock held.
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (it cannot start threads in a child of a multithreaded fork: the child dies, exit 66)");
+  return;
+#endif
 #if defined(__SANITIZE_ADDRESS__)
   // Not under AddressSanitizer: GCC 12's allocator has no fork handler, and a lock of it the
   // parent's thread held at the fork leaves the child's first allocation in another thread
@@ -191,6 +203,10 @@ TEST_CASE("Fork.a_child_makes_a_traced_executor_while_a_parents_thread_claims_a_
   // good. The thread's path is long (its name is made absolute and normal twice under the lock)
   // and in a directory that does not exist (refused after the claim, outside the lock), so most
   // forks find the lock held.
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (it cannot start threads in a child of a multithreaded fork: the child dies, exit 66)");
+  return;
+#endif
 #if defined(__SANITIZE_ADDRESS__)
   MESSAGE("skipped under AddressSanitizer (its allocator's locks are not fork-safe)");
   return;

@@ -2224,6 +2224,10 @@ int run_pool_as_nobody(int port) {
 }  // namespace
 
 TEST_CASE("Unprivileged.an_ordinary_users_pool_is_contained") {
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (its process is multithreaded even in a child of fork(), so unshare(CLONE_NEWUSER) fails with EINVAL and an ordinary user gets no user namespace)");
+  return;
+#endif
   if (::geteuid() != 0) {
     MESSAGE("not root: every other case here runs as an ordinary user");
     return;
@@ -2391,6 +2395,10 @@ TEST_CASE("Unprivileged.fork_runners_end_with_the_pool_under_a_cpu_quota") {
   // were still forking 40 s later. Here the pool runs as nobody (no pids cgroup: the user
   // namespace's sweep) in cgroups of the test's own: 20 % of a core for the pool, its guardians
   // and the runners together, at most 400 processes, and a freezer that ends what is left.
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (its process is multithreaded even in a child of fork(), so unshare(CLONE_NEWUSER) fails with EINVAL and an ordinary user gets no user namespace)");
+  return;
+#endif
   if (::geteuid() != 0) {
     MESSAGE("not root: cannot make the cgroups (a CPU quota, a bound on processes) here");
     return;
