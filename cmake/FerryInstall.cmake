@@ -4,13 +4,89 @@
 # ferry::mpi) and ferry.pc.
 include(CMakePackageConfigHelpers)
 
-set(FERRY_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
-
 # Directories the install creates are 0755 whatever the installer's umask: they followed it, so
 # that under 002 or 000 bin/, lib/ and include/ were group- or world-writable (another user could
-# replace ferry-worker or libferry, and the trust check refused ferry's own files).
+# replace ferry-worker or libferry, and the trust check refused ferry's own files), and under 077
+# (root's on some systems) they and the prefix were 0700, so that no other user could use the
+# install. CMAKE_INSTALL_DEFAULT_DIRECTORY_PERMISSIONS alone does not do it: CMake passes it to
+# mkdir, which takes the umask away from it. So the first rule of each component makes the
+# directories its files go to, every missing one on their way (the prefix, and above it, included;
+# under DESTDIR too, where a package takes their modes from), and sets each it made to 0755. One
+# that was there before is left as it is (a prefix of /usr/local must not change /usr/local/lib),
+# but ferry's own (lib/cmake/ferry, libexec/ferry, share/ferry...), which an earlier install under
+# another umask may have left otherwise, are set to 0755 too. (install(DIRECTORY) sets the
+# directories it copies itself: include/ferry/detail.) A new install destination goes in the lists
+# below: tests/packaging/install_test.sh installs under umask 077 and names any directory not 0755;
+# the default permissions stay for one forgotten there (right under the usual umask 022 at least).
 set(CMAKE_INSTALL_DEFAULT_DIRECTORY_PERMISSIONS
   OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+set(FERRY_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
+#   _ferry_install_directories(<component> SHARED <dir>... OWN <dir>...)
+# <dir>: relative to the prefix, or absolute, as install(DESTINATION) takes it. Call it before any
+# other install rule of the component: rules run in the order they were made.
+function(_ferry_install_directories component)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "SHARED;OWN")
+  set(code "")
+  foreach(kind IN ITEMS SHARED OWN)
+    string(APPEND code "set(_ferry_${kind}")
+    foreach(dir IN LISTS arg_${kind})
+      string(APPEND code " [==[${dir}]==]")
+    endforeach()
+    string(APPEND code ")\n")
+  endforeach()
+  string(APPEND code [[
+set(_ferry_0755 OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+set(_ferry_own_full "")
+foreach(_ferry_kind IN ITEMS SHARED OWN)
+  foreach(_ferry_dir IN LISTS _ferry_${_ferry_kind})
+    if(NOT IS_ABSOLUTE "${_ferry_dir}")
+      set(_ferry_dir "${CMAKE_INSTALL_PREFIX}/${_ferry_dir}")
+    endif()
+    # Where file(INSTALL) puts it: DESTDIR in front; a relative one is from the current directory,
+    # which is CMAKE_CURRENT_SOURCE_DIR here. Not made canonical: '..' after a symbolic link is
+    # where the link leads, as for mkdir.
+    set(_ferry_dir "$ENV{DESTDIR}${_ferry_dir}")
+    if(NOT IS_ABSOLUTE "${_ferry_dir}")
+      set(_ferry_dir "${CMAKE_CURRENT_SOURCE_DIR}/${_ferry_dir}")
+    endif()
+    if(_ferry_kind STREQUAL "OWN")
+      list(APPEND _ferry_own_full "${_ferry_dir}")
+    endif()
+    # The missing directories on its way, outermost first.
+    set(_ferry_missing "")
+    set(_ferry_at "${_ferry_dir}")
+    while(NOT EXISTS "${_ferry_at}" AND NOT IS_SYMLINK "${_ferry_at}")
+      list(PREPEND _ferry_missing "${_ferry_at}")
+      get_filename_component(_ferry_up "${_ferry_at}" DIRECTORY)
+      if(_ferry_up STREQUAL _ferry_at OR _ferry_up STREQUAL "")
+        break()
+      endif()
+      set(_ferry_at "${_ferry_up}")
+    endwhile()
+    foreach(_ferry_at IN LISTS _ferry_missing)
+      # Looked at again just before: only what this install makes is set.
+      if(NOT EXISTS "${_ferry_at}" AND NOT IS_SYMLINK "${_ferry_at}")
+        file(MAKE_DIRECTORY "${_ferry_at}")
+        file(CHMOD "${_ferry_at}" DIRECTORY_PERMISSIONS ${_ferry_0755})
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+foreach(_ferry_dir IN LISTS _ferry_own_full)
+  if(IS_DIRECTORY "${_ferry_dir}" AND NOT IS_SYMLINK "${_ferry_dir}")
+    file(CHMOD "${_ferry_dir}" DIRECTORY_PERMISSIONS ${_ferry_0755})
+  endif()
+endforeach()
+]])
+  install(CODE "${code}" COMPONENT ${component})
+endfunction()
+_ferry_install_directories(runtime
+  SHARED ${CMAKE_INSTALL_BINDIR} ${CMAKE_INSTALL_LIBDIR}
+  OWN ${CMAKE_INSTALL_LIBEXECDIR}/ferry ${CMAKE_INSTALL_DATADIR}/ferry
+      ${CMAKE_INSTALL_DATADIR}/ferry/wrap-prelude)
+_ferry_install_directories(devel
+  SHARED ${CMAKE_INSTALL_INCLUDEDIR} ${CMAKE_INSTALL_LIBDIR}/pkgconfig
+  OWN ${CMAKE_INSTALL_INCLUDEDIR}/ferry ${FERRY_INSTALL_CMAKEDIR})
 
 # Installed executables find libferry next to them, without LD_LIBRARY_PATH. The build tree has
 # the same layout (bin/, lib/, libexec/ferry/), so each is built with its install RUNPATH already:
@@ -75,9 +151,8 @@ configure_file(cmake/ferry.pc.in ${PROJECT_BINARY_DIR}/ferry.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/ferry.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT devel)
 
 # The FERRY_WRAP prelude, precompiled for the installed headers, so that no user pays for it.
-# Its directory is made here, with the permissions above (ferry_wrap_prelude would make it
-# following the umask).
-install(DIRECTORY DESTINATION ${CMAKE_INSTALL_DATADIR}/ferry/wrap-prelude COMPONENT runtime)
+# Its directory was made by the runtime component's first rule, 0755 (ferry_wrap_prelude would
+# make it following the umask).
 install(CODE "
   if(NOT \"\$ENV{DESTDIR}\" STREQUAL \"\")
     message(STATUS \"DESTDIR set: the FERRY_WRAP prelude is not precompiled (each user's wrap cache makes its own); \"

@@ -10,16 +10,63 @@ unset FERRY_WORKER FERRY_PLUGIN_PATH FERRY_CACHE_DIR FERRY_CXX FERRY_WRAP_FLAGS
 rm -rf "$work" && mkdir -p "$work"
 # The prefix lies outside the build tree: every installed file is searched for the build
 # directory's path below, which a prefix inside it would name by itself.
-prefix=$(mktemp -d "${TMPDIR:-/tmp}/ferry-prefix-XXXXXX")
-trap 'rm -rf "$prefix"' EXIT
+root=$(mktemp -d "${TMPDIR:-/tmp}/ferry-prefix-XXXXXX")  # 0700, made before the installs
+trap 'rm -rf "$root"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# Under umask 000: what the install creates must not depend on the installer's umask. Under 002
-# (Debian's default for users) or 000 it made bin/, lib/, include/... group- or world-writable, so
-# that another user could replace ferry-worker or libferry (and ferry then refused its own files).
-(umask 0000 && cmake --install "$build" --prefix "$prefix") > "$work/install.log"
-writable=$(find "$prefix" -mindepth 1 ! -type l -perm /022 -printf '%m %p\n')
-[ -z "$writable" ] || fail "installed files writable by group or others: $writable"
+# What README promises of an install whatever the umask: directories 0755, files 0644 or 0755
+# (ferry_wrap_prelude's record of what the prelude read and its lock stay the installer's: 0600
+# and 0200). Prints each directory or file under $1 that is otherwise, but those named after it,
+# which existed before the install and are not ferry's: those it must leave as they were.
+wrong_modes() {
+  local top=$1 mode type path keep
+  shift
+  find "$top" -printf '%m %y %p\n' | while read -r mode type path; do
+    for keep in "$@"; do [ "$path" = "$keep" ] && continue 2; done
+    case "$type:$mode:$path" in
+      d:755:* | f:644:* | f:755:* | l:*) ;;
+      f:600:*/wrap-prelude/prelude-*.hpp.inputs | f:200:*/wrap-prelude/prelude-*.lock) ;;
+      *) echo "$mode $path" ;;
+    esac
+  done
+}
+
+# Under umask 077 (root's, on some systems), into a prefix whose parents do not exist either:
+# every directory the install makes, the prefix and the ones above it included, is 0755, or other
+# users cannot use what root installed (mkdir took CMAKE_INSTALL_DEFAULT_DIRECTORY_PERMISSIONS
+# less the umask: bin/, lib/, lib/cmake/, libexec/, include/, share/ and the prefix were 0700).
+# The tests below use this install.
+prefix=$root/new/opt/ferry
+(umask 077 && cmake --install "$build" --prefix "$prefix") > "$work/install.log"
+wrong=$(wrong_modes "$root/new")
+[ -z "$wrong" ] || fail "installed under umask 077, not the modes README promises:"$'\n'"$wrong"
+[ "$(stat -c %a "$root")" = 700 ] || fail "the install changed the mode of $root, which it did not make"
+
+# Under umask 000, into a prefix that exists, as /usr/local does: what the install makes must not
+# be writable by group or others (under 002 or 000 bin/, lib/, include/... were, so that another
+# user could replace ferry-worker or libferry, and ferry then refused its own files). Directories
+# that were there before and are not ferry's keep their modes (a prefix of /usr/local must not
+# change /usr/local/lib); ferry's own, left by an earlier install, are made 0755.
+existing=$root/local
+mkdir -m 0750 "$existing" "$existing/lib" && mkdir -m 0700 "$existing/share"
+mkdir -m 0775 "$existing/share/ferry"
+(umask 0000 && cmake --install "$build" --prefix "$existing") > "$work/install-umask000.log"
+wrong=$(wrong_modes "$existing" "$existing" "$existing/lib" "$existing/share")
+[ -z "$wrong" ] || fail "installed under umask 000, not the modes README promises:"$'\n'"$wrong"
+for d in "$existing:750" "$existing/lib:750" "$existing/share:700"; do
+  [ "$(stat -c %a "${d%:*}")" = "${d##*:}" ] || fail "the install changed the mode of ${d%:*}, which it did not make"
+done
+
+# Staged (DESTDIR, as packagers do) under umask 077: the same modes in the staging tree, the
+# directories above the prefix in it included (a package records them), and nothing made outside.
+stage=$root/stage
+staged_prefix=/ferry-install-test-$$/opt/ferry
+(umask 077 && DESTDIR=$stage cmake --install "$build" --prefix "$staged_prefix") > "$work/install-destdir.log"
+[ ! -e "${staged_prefix%/opt/ferry}" ] || fail "a DESTDIR install made ${staged_prefix%/opt/ferry}"
+[ -x "$stage$staged_prefix/bin/ferry-worker" ] || fail "the DESTDIR install put no ferry-worker in $stage"
+wrong=$(wrong_modes "$stage")
+[ -z "$wrong" ] || fail "staged under umask 077, not the modes README promises:"$'\n'"$wrong"
+
 for f in bin/ferry bin/ferry-worker include/ferry/ferry.hpp lib/cmake/ferry/ferryConfig.cmake \
          lib/cmake/ferry/FerryPlugin.cmake lib/pkgconfig/ferry.pc; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
@@ -171,7 +218,7 @@ fi
 # its own place). The shipped prelude is not used there (it was made for the headers' old place,
 # which its key names): a cache makes its own.
 moved=$(mktemp -d "${TMPDIR:-/tmp}/ferry-moved-XXXXXX")
-trap 'rm -rf "$prefix" "$moved"' EXIT
+trap 'rm -rf "$root" "$moved"' EXIT
 mv "$prefix" "$moved/ferry"
 out=$("$moved/ferry/bin/ferry" run --plugin-dir "$work/ext" triple 14)
 [ "$out" = "42" ] || fail "moved: ferry run triple 14 printed '$out'"
