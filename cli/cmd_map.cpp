@@ -741,7 +741,8 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
           std::string where = lines_text(c);
           Failure failure = describe_lines(std::current_exception(), where);
           bool fatal = failure.code == exit_lookup || failure.code == exit_pool;
-          if (!options.keep_going || fatal) return stop(where, failure);
+          // A pool that cannot run (its initializer failed, no worker starts) is no line's doing.
+          if (!options.keep_going || fatal) return stop(failure.code == exit_pool ? std::string() : where, failure);
           // The keep-going policy of map_outcomes. A failing line is an error object already
           // (the worker keeps going), so what fails here is the chunk: its worker died, and its
           // lines run again one by one so that only the line at fault gets an error; or the
@@ -769,7 +770,8 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
             } catch (...) {
               std::string one_where = lines_text(c);
               Failure one = describe_lines(std::current_exception(), one_where);
-              if (one.code == exit_lookup || one.code == exit_pool) return stop(one_where, one);
+              if (one.code == exit_lookup || one.code == exit_pool)
+                return stop(one.code == exit_pool ? std::string() : one_where, one);
               results.push_back(owned.emplace_back(json::error_line("ferry::" + one.type, one.message, "task")));
             }
           }

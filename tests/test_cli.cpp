@@ -1730,6 +1730,8 @@ TEST_CASE("Cli.run.initializer_errors") {
                    numbers(3));
     CHECK(r.status == 4);
     CHECK_MESSAGE(r.err.find("the model needs a name") != std::string::npos, r.err);
+    // The pool's failure, not the first line's: "ferry map: line 1: BrokenProcessPool" blamed it.
+    CHECK_MESSAGE(r.err.starts_with("ferry map: BrokenProcessPool: "), r.err);
     CHECK(r.out.empty());
   }
 }
