@@ -3,8 +3,12 @@
 // work, and many threads at once.
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,12 +23,16 @@
 
 #include <doctest/doctest.h>
 
+#include <ferry/backend.hpp>
+
 #include "crash.hpp"
 #include "math.hpp"
 #include "support/fixture.hpp"
 #include "support/trace_file.hpp"
 
 using namespace std::chrono_literals;
+
+extern char** environ;
 
 namespace {
 std::map<int, int> run_counts(const std::string& path) {
@@ -766,4 +774,100 @@ TEST_CASE("Lifecycle.a_task_found_by_name_before_the_host_ran_out_of_descriptors
       30s);
   CHECK_MESSAGE(code == 0, "2: square was not found with the descriptors all taken (see stderr)");
   }
+}
+
+namespace {
+
+/// A backend of one place, as an MPI job of one agent rank: its worker is ferry-worker on this
+/// machine, and once that worker has gone the place has gone with it (capacity 0), its end told
+/// in the backend's words, as ferry::mpi tells a rank's.
+class OnePlaceLauncher final : public ferry::Launcher {
+ public:
+  class Worker final : public ferry::LaunchedWorker {
+   public:
+    Worker(pid_t pid, int pidfd, std::shared_ptr<std::atomic<std::size_t>> places)
+        : pid_(pid), pidfd_(pidfd), places_(std::move(places)) {}
+    ~Worker() override { ::close(pidfd_); }
+    int pid() const override { return pid_; }
+    int exit_fd() const override { return pidfd_; }
+    void kill() override { ::kill(pid_, SIGKILL); }
+    ferry::WorkerExit status() override {
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+      *places_ = 0;  // its rank has gone with it
+      ferry::WorkerExit e;
+      e.known = true;
+      e.signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+      e.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+      e.detail = "rank 1 on node-a stopped answering (no heartbeat for 3 s)";
+      return e;
+    }
+
+   private:
+    pid_t pid_;
+    int pidfd_;
+    std::shared_ptr<std::atomic<std::size_t>> places_;
+  };
+
+  explicit OnePlaceLauncher(std::shared_ptr<std::atomic<std::size_t>> places) : places_(std::move(places)) {}
+  std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) override {
+    if (*places_ == 0) {
+      why = "no place left";
+      return std::nullopt;
+    }
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    std::vector<std::string> argv = {FERRY_TEST_WORKER, "--fd", "3", "--parent", std::to_string(::getpid())};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    ::posix_spawn_file_actions_init(&fa);
+    ::posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    pid_t pid = -1;
+    int rc = ::posix_spawn(&pid, FERRY_TEST_WORKER, &fa, nullptr, cargv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&fa);
+    ::close(sv[1]);
+    if (rc != 0) {
+      ::close(sv[0]);
+      why = "posix_spawn failed";
+      return std::nullopt;
+    }
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    REQUIRE(pidfd >= 0);
+    return Launched{sv[0], std::make_shared<Worker>(pid, pidfd, places_)};
+  }
+  std::size_t capacity() const override { return *places_; }
+  std::string program() const override { return "ferry-worker (one-place backend)"; }
+  std::exception_ptr start_failure(const std::string& why) const override {
+    return std::make_exception_ptr(ferry::BrokenProcessPool("one-place backend: " + why));
+  }
+
+ private:
+  std::shared_ptr<std::atomic<std::size_t>> places_;
+};
+
+}  // namespace
+
+TEST_CASE("Lifecycle.when_no_place_is_left_the_error_names_the_last_one_lost_and_why") {
+  // ferry::mpi's job whose last rank died failed the queue with "every remote rank of the job has
+  // died" alone: which rank, and why (it stopped answering, it refused to serve), only the agents'
+  // stderr said. The pool keeps the last loss in the backend's words and says it.
+  auto places = std::make_shared<std::atomic<std::size_t>>(1);
+  ferry::register_backend("test-one-place", [places](const ferry::ExecutorOptions&) {
+    return std::make_shared<OnePlaceLauncher>(places);
+  });
+  auto o = support::options(1);
+  o.backend = "test-one-place";
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 3).get() == 9);
+  const auto pids = ex.worker_pids();
+  REQUIRE(pids.size() == 1);
+  REQUIRE(::kill(pids[0], SIGKILL) == 0);
+  REQUIRE(support::wait_until([&] { return ex.stats().workers_alive == 0 && *places == 0; }, 30s));
+  CHECK_THROWS_WITH_AS(ex.submit(square, 2).get(),
+                       doctest::Contains("every remote rank of the job has died; the last lost: rank 1 on node-a "
+                                         "stopped answering (no heartbeat for 3 s)"),
+                       ferry::BrokenProcessPool);
 }

@@ -56,6 +56,14 @@ std::string describe_exit(const ExitStatus& st) {
   return s;
 }
 
+/// Why a worker that did not say bye is gone, for the error that fails the queue when no place
+/// is left (Manager::last_loss_): the backend's own words when it gave them (they name the
+/// rank), else the program, its pid and how it ended.
+std::string lost_worker_reason(const WorkerSlot& w, const ExitStatus& st, const Launcher& launcher) {
+  if (!st.detail.empty()) return st.detail;
+  return w.describe(launcher) + (w.violation.empty() ? " ended with " + describe_exit(st) : " " + w.violation);
+}
+
 /// When the library of a call whose worker crashed is the same file (device and inode) as when
 /// the call's task was resolved but with another size or modification time: it was rewritten in
 /// place (`cp` over it) while the worker had it mapped, which then read the new bytes, or past
@@ -247,6 +255,7 @@ void Manager::on_exit(const SlotPtr& w) {
     for (int fd : {w->sock.get(), w->sock_out.get(), w->exit_fd.get(), w->memory.event.get()})
       p_.poller_.remove(fd);
     debug_log("worker %d exited: %s%s", w->pid, describe_exit(st).c_str(), w->bye ? " (announced)" : "");
+    if (!w->bye) last_loss_ = lost_worker_reason(*w, st, *p_.launcher_);
     std::exception_ptr given = settle_dead_worker_locked(*w, st, ooms, done);
     count_end_locked(*w, st, given);
     oom_seen_ = ooms;
@@ -604,7 +613,9 @@ void Manager::check_startup_locked(Clock::time_point, Completions& done) {
     p_.startup_failures_ = 0;
   }
   if (p_.launcher_->capacity() == 0 && p_.holding_places_locked() == 0 && !p_.dispatcher_.queue_empty())
-    p_.fail_queue_locked(p_.launcher_->start_failure("every remote rank of the job has died"), done);
+    p_.fail_queue_locked(p_.launcher_->start_failure("every remote rank of the job has died" +
+                                                     (last_loss_.empty() ? std::string() : "; the last lost: " + last_loss_)),
+                         done);
   // Once workers cannot be started, calls coming back from dying half-started workers fail too.
   if (p_.spawn_error_ && !any_up) p_.fail_queue_locked(p_.spawn_error_, done);
   // A broken pool starts no worker: calls that come back to the queue after it broke (from a
@@ -718,6 +729,7 @@ bool Manager::start_one(Completions& done) {
     // later, or when a worker ends and gives back its descriptors.
     std::lock_guard lock(p_.mu_);
     p_.last_spawn_error_ = why;
+    last_loss_ = why;
     debug_log("starting a worker failed: %s", why.c_str());
     if (p_.holding_places_locked() == 0) {
       p_.spawn_error_ = p_.launcher_->start_failure(why);

@@ -99,6 +99,12 @@ class Manager {
   // The last start_workers stopped at its time budget with workers still to start: the loop
   // comes back at once (no wait), and the next pass goes on with the same batch.
   bool starting_more_ = false;
+  // Why the pool last lost a worker or a place: a death the worker did not announce (in the
+  // backend's words when it gave some: "MPI rank 2 on node7 (agent pid P) stopped answering"), or
+  // a launch the backend refused. The error that fails the queue once no place is left carries
+  // it: "every remote rank of the job has died" alone named no rank and no reason, which only
+  // the agents' stderr showed. Manager thread only.
+  std::string last_loss_;
 };
 
 }  // namespace ferry::detail
