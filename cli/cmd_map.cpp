@@ -64,12 +64,12 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
                        "); no more than the input has chunks, when its lines are counted (a "
                        "file, or a pipe that ends within what is read ahead)"))
       ->type_name("N")
-      ->check(CLI::Range(std::size_t{0}, std::size_t{4096}));
+      ->check(whole_number_in(0, 4096));
   sub->add_option("--chunksize", options.chunksize,
                   wrap("input lines per message and worker call (default: about 4 chunks per "
                        "worker, at most 1024 lines)"))
       ->type_name("N")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+      ->check(whole_number_in(1, std::size_t{1} << 20));
   sub->add_option("--chunk-bytes", options.chunk_bytes,
                   wrap("a chunk also closes once its lines hold SIZE bytes of arguments (SIZE as "
                        "--memory; default 4M). Memory is bounded by it: what was read and not "

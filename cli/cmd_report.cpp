@@ -39,7 +39,7 @@ CLI::App* setup_report(CLI::App& app, ReportOptions& options) {
                   wrap("draw at most N calls in the task stream, the first by start time (the "
                        "tables count all of them)"))
       ->type_name("N")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000'000}));
+      ->check(whole_number_in(1, 100'000'000));
   sub->footer(
       wrap("Reads a trace (docs/trace-format.md) and writes one HTML page that needs nothing "
            "else: no network, no external file. It shows the task stream (one row per worker, "

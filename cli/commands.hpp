@@ -91,6 +91,9 @@ std::optional<std::size_t> parse_size(std::string_view text, std::string& error)
 /// A CLI11 transform that reads a SIZE (parse_size) and leaves its bytes for CLI11 to store; the
 /// error of parse_size is the usage error.
 CLI::Validator size_transform();
+/// A CLI11 check that the value is a whole number from `lo` to `hi` (-j, --chunksize...):
+/// CLI11's Range said "Value x not in range 0 to 4096" of text that is no number at all.
+CLI::Validator whole_number_in(std::size_t lo, std::size_t hi);
 /// Seconds of a timeout (--timeout, --initializer-timeout): a number more than 0, decimals and
 /// exponents too; inf, or one past what a double holds, is infinity: no limit (the library takes
 /// a timeout too long for its clock as none). Sets `error` and returns nullopt for NaN, 0, a

@@ -190,6 +190,22 @@ std::optional<std::size_t> parse_size(std::string_view text, std::string& error)
 
 CLI::Validator size_transform() { return number_transform(parse_size); }
 
+CLI::Validator whole_number_in(std::size_t lo, std::size_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& value) {
+        const std::string range = std::to_string(lo) + " to " + std::to_string(hi);
+        std::size_t n = 0;
+        const char* end = value.data() + value.size();
+        auto [stop, ec] = std::from_chars(value.data(), end, n);
+        if (stop == value.data() || stop != end)
+          return "'" + value + "' is not a whole number (" + range + ")";
+        if (ec == std::errc::result_out_of_range || n < lo || n > hi)
+          return "'" + value + "' is not in the range " + range;
+        return std::string();
+      },
+      "");
+}
+
 std::optional<double> parse_seconds(std::string_view text, std::string& error) {
   // Read as CLI11 then stores it (strtold), so that what is checked is what is kept.
   const std::string copy(text);

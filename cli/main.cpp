@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   app.add_option("-j,--workers", global.workers,
                  "worker processes for map; 0 or absent: cpu_count() = " + std::to_string(cpu_count()))
       ->type_name("N")
-      ->check(CLI::Range(std::size_t{0}, std::size_t{4096}));
+      ->check(whole_number_in(0, 4096));
   app.add_option("--worker", global.worker,
                  wrap("the ferry-worker executable (default: $FERRY_WORKER, else the one "
                       "installed with libferry; see ferry info)"))
