@@ -178,6 +178,25 @@ TEST_CASE("Errors.a_plugin_that_cannot_load_under_the_memory_limit_names_the_lim
   CHECK(e.loader_message().find("memory limit of 1 MiB") != std::string::npos);
 }
 
+TEST_CASE("Errors.a_plugin_loads_under_the_limits_of_the_task_it_is_loaded_for") {
+  // The worker loaded a task's plugin before it applied the task's own limits: under the limits
+  // of its previous task (the executor's for its first), so a task given 1 GiB failed to load
+  // its plugin under the executor's 1 MiB, and one given 1 MiB loaded its plugin without limit.
+  if (!memory_limit_applies) return;
+  const ferry::TaskRef square_ref{.library = FERRY_TEST_MATH_PLUGIN, .name = "square"};
+  {
+    auto options = support::options(1);
+    options.limits.memory = 1u << 20;
+    ferry::Executor ex(options);
+    CHECK(ex.submit_with<int>({.limits = {.memory = std::size_t{1} << 30}}, square_ref, 3).get() == 9);
+  }
+  {
+    ferry::Executor ex(support::options(1));
+    auto e = caught<ferry::PluginError>([&] { ex.submit_with<int>({.limits = {.memory = 1u << 20}}, square_ref, 3).get(); });
+    CHECK(std::string(e.what()).find("memory limit of 1 MiB was in force while it loaded") != std::string::npos);
+  }
+}
+
 TEST_CASE("Errors.a_plugin_load_failure_blames_no_memory_limit_without_one_or_a_memory_cause") {
   SUBCASE("no limit") {
     ferry::Executor ex(support::options(1));

@@ -433,10 +433,13 @@ class WorkerLoop {
     auto it = refs_.find(head.ref);
     if (it == refs_.end()) throw protocol::ProtocolError("task uses an undefined reference");
     Failure why;
+    // The task's limits before its plugin is resolved: a plugin loaded for it (and its static
+    // initialisers) is the task's, and was loaded under the limits of the task before (a task
+    // given 1 GiB could not load its plugin under the executor's 1 MiB).
+    if (config_.containment) config_.containment->begin_task(limits_);
     const TaskRecordHeader* rec = resolve_entry(it->second, f.header.flags, why);
     bool ok = false;
     if (rec) {
-      if (config_.containment) config_.containment->begin_task(limits_);
       if (f.header.flags & protocol::flag_shm) {
         // Large arguments: mapped from the host's memfd (read-only) and decoded in place. The
         // result goes back before they are unmapped (it is sent before the arguments die); the
