@@ -201,6 +201,18 @@ TEST_CASE("Mpi.agent.a_malformed_environment_on_a_rank_is_refused_saying_why") {
   CHECK(r.status == 0);
 }
 
+TEST_CASE("Mpi.world.no_rank_left_names_the_last_ranks_reason") {
+  // Every agent refuses to serve (FERRY_MPI_TIMEOUT_MS='30s' is malformed): the work failed with
+  // "every remote rank of the job has died" and nothing more, the reason only on the agents'
+  // stderr (the ranks were refused before they were given a worker, so no pool heard of them).
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR, ":", "-n",
+               "2", "env", "FERRY_MPI_TIMEOUT_MS=30s", FERRY_TEST_MPI_AGENT},
+              {}, std::chrono::seconds(90));
+  INFO(r.out);
+  CHECK(contains(r.out, "every remote rank of the job has died; the last rank lost: MPI rank "));
+  CHECK(contains(r.out, "FERRY_MPI_TIMEOUT_MS='30s': not a whole number"));
+}
+
 namespace {
 
 /// Rank 1 is the hostile rank of `kind`, rank 2 an honest agent: the host refuses rank 1 and

@@ -221,6 +221,12 @@ class Hub {
     return world_mode_ ? alive_agents_ : SIZE_MAX;
   }
 
+  /// The last rank declared dead and why ("" when none has been).
+  std::string last_death() {
+    std::lock_guard lock(mu_);
+    return last_death_;
+  }
+
   /// How many workers executor `owner` can have now: in world mode the ranks alive but those
   /// another executor's workers hold (not on their way out); at least one while a rank lives, so
   /// that a worker asked for when every rank is held is refused saying so (assign_waiting).
@@ -459,7 +465,8 @@ class Hub {
         ExitStatus st;
         std::lock_guard lock(mu_);
         st.detail = !spawn_failure_.empty() ? spawn_failure_
-                    : world_mode_           ? "every MPI rank of the job has died"
+                    : world_mode_           ? "every MPI rank of the job has died" +
+                                        (last_death_.empty() ? std::string() : "; the last: " + last_death_)
                                             : "no MPI rank is free to run another worker";
         s->finish(st);
       }
@@ -700,6 +707,7 @@ class Hub {
     {
       std::lock_guard lock(mu_);
       if (world_mode_ && alive_agents_ > 0) --alive_agents_;
+      last_death_ = where(a) + " " + why;
     }
     if (a.slot) {
       ExitStatus st;
@@ -1087,6 +1095,10 @@ class Hub {
   std::string init_error_;
   std::string spawn_failure_;
   std::size_t alive_agents_ = 0;
+  // The last rank declared dead, and why ("MPI rank 2 on node7 (agent pid P) cannot serve: ..."),
+  // for the error that fails the pools' queues once no rank is left: a rank refused before it was
+  // given a worker reached no pool, and its reason only its own stderr showed. Under mu_.
+  std::string last_death_;
   std::deque<std::shared_ptr<Slot>> waiting_;
   Fd wake_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};  // launch(), Slot::kill() and stop() end a nap
   std::atomic<bool> waiters_relay_{false};  // MPI may be called from the pool's threads (set before they run)
@@ -1136,8 +1148,13 @@ class Launcher final : public ferry::Launcher {
   std::size_t available() const override { return Hub::instance().available(owner_); }
   std::string program() const override { return "ferry-worker on an MPI rank"; }
   std::exception_ptr start_failure(const std::string& why) const override {
-    return std::make_exception_ptr(
-        BrokenProcessPool("cannot start worker processes (backend \"mpi\"): " + why));
+    // The last rank the hub lost, unless the pool's reason already says it (a rank that held a
+    // worker: the pool heard its end): a rank refused before it was given a worker, or one that
+    // died between workers, reached no pool.
+    const std::string last = Hub::instance().last_death();
+    const bool said = last.empty() || why.find(last) != std::string::npos;
+    return std::make_exception_ptr(BrokenProcessPool("cannot start worker processes (backend \"mpi\"): " + why +
+                                                     (said ? std::string() : "; the last rank lost: " + last)));
   }
   /// A result crosses the agent, MPI and the hub before the host sees it (a round trip of about
   /// 30-60 µs on the test machine against 15-20 µs for a local worker): with 8 short calls in
