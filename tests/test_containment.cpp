@@ -939,6 +939,10 @@ std::array<pid_t, 2> read_descendants(int fd) {
 }  // namespace
 
 TEST_CASE("Containment.unprivileged.descendants_end_with_a_killed_worker") {
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (its process is multithreaded even in a child of fork(), so unshare(CLONE_NEWUSER) fails with EINVAL and an ordinary user gets no user namespace)");
+  return;
+#endif
   for (Hide hide : {Hide::no, Hide::prctl, Hide::prctl_high_bits}) {
     // The task's child tries to make itself undumpable, which would keep /proc/PID/ns/user
     // from other processes of its user.
@@ -974,6 +978,10 @@ TEST_CASE("Containment.unprivileged.descendants_end_with_a_killed_worker") {
 }
 
 TEST_CASE("Containment.unprivileged.processes_limit_holds_in_the_user_namespace") {
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (its process is multithreaded even in a child of fork(), so unshare(CLONE_NEWUSER) fails with EINVAL and an ordinary user gets no user namespace)");
+  return;
+#endif
   Child worker([](int channel) {
     if (!become_another_user()) return 1;
     Containment c;
@@ -1000,6 +1008,10 @@ TEST_CASE("Containment.unprivileged.processes_limit_holds_in_the_user_namespace"
 }
 
 TEST_CASE("Containment.unprivileged.sandbox_builds_its_network_namespace") {
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (its process is multithreaded even in a child of fork(), so unshare(CLONE_NEWUSER) fails with EINVAL and an ordinary user gets no user namespace)");
+  return;
+#endif
   auto dir = temp_dir();
   std::filesystem::permissions(dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
                                         std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
