@@ -816,6 +816,29 @@ int run_agent(MPI_Comm comm, int host_rank, bool finalize) {
 
 }  // namespace ferry::mpi::detail
 
+namespace ferry::mpi::detail {
+
+bool spawned_by_a_ferry_host() {
+  std::FILE* f = std::fopen("/proc/self/cmdline", "re");
+  if (!f) return false;
+  std::string all;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) all.append(buf, n);
+  std::fclose(f);
+  // NUL-separated arguments; the program's name (the first) is not one of them.
+  std::size_t at = all.find('\0');
+  while (at != std::string::npos && at + 1 < all.size()) {
+    const std::size_t end = all.find('\0', at + 1);
+    if (std::string_view(all).substr(at + 1, end == std::string::npos ? std::string::npos : end - at - 1) ==
+        spawned_agent_argument)
+      return true;
+    at = end;
+  }
+  return false;
+}
+
+}  // namespace ferry::mpi::detail
+
 namespace ferry::mpi {
 
 void serve(int& argc, char**& argv) {
@@ -827,13 +850,14 @@ void serve(int& argc, char**& argv) {
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     detail::ferry_initialised_mpi() = true;  // rank 0's hub finalises it at exit
   }
-  // Spawned by a host (FERRY_MPI_WORKER names this program): an agent of that host, as
-  // ferry-mpi-worker would be. It went on as a host of its own, which spawned agents of its own
-  // (this program again), each spawning theirs: 49 processes within 4 s here, and the first
-  // host's work failed.
+  // Spawned by a ferry host (FERRY_MPI_WORKER names this program; the hub marks its spawns with
+  // spawned_agent_argument): an agent of that host, as ferry-mpi-worker would be. It went on as a
+  // host of its own, which spawned agents of its own (this program again), each spawning theirs:
+  // 49 processes within 4 s here, and the first host's work failed. A program some other MPI
+  // program spawned goes on as a host.
   MPI_Comm parent = MPI_COMM_NULL;
   MPI_Comm_get_parent(&parent);
-  if (parent != MPI_COMM_NULL) std::exit(detail::run_agent(parent, 0, true));
+  if (parent != MPI_COMM_NULL && detail::spawned_by_a_ferry_host()) std::exit(detail::run_agent(parent, 0, true));
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);

@@ -18,4 +18,12 @@ FERRY_INTERNAL_API int run_agent(MPI_Comm comm, int host_rank, bool finalize);
 /// a job of N, so that the agents hear from their host from the start.
 void start_hub();
 
+/// The argument a hub gives the agents it spawns (MPI_Comm_spawn), so that a program it spawned
+/// can tell that from being spawned by some other MPI program: only then does serve() make it an
+/// agent, and its own hub refuse spawn mode (FERRY_MPI_WORKER naming a host program).
+inline constexpr const char* spawned_agent_argument = "--ferry-mpi-agent";
+
+/// Whether this process was started with spawned_agent_argument (read from /proc/self/cmdline).
+bool spawned_by_a_ferry_host();
+
 }  // namespace ferry::mpi::detail

@@ -327,11 +327,11 @@ class Hub {
       world_mode_ = size > 1;
       if (world_mode_ && rank != 0)
         init_error_ = "ferry's MPI host must be rank 0 (the other ranks serve: ferry::mpi::serve)";
-      // A host spawned by another MPI process (FERRY_MPI_WORKER naming a program that does not
+      // A host spawned as a ferry host's agent (FERRY_MPI_WORKER naming a program that does not
       // call serve()) spawns no agents: each would be that program again, spawning its own.
       MPI_Comm parent = MPI_COMM_NULL;
       MPI_Comm_get_parent(&parent);
-      if (!world_mode_ && parent != MPI_COMM_NULL)
+      if (!world_mode_ && parent != MPI_COMM_NULL && spawned_by_a_ferry_host())
         init_error_ = "this process was started by MPI_Comm_spawn (is FERRY_MPI_WORKER a program of yours? it must "
                       "name ferry-mpi-worker, or a program that calls ferry::mpi::serve() first thing in main()): "
                       "a ferry host spawned by another MPI process spawns no agents of its own";
@@ -371,7 +371,8 @@ class Hub {
     MPI_Info info;
     MPI_Info_create(&info);
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
-    int rc = MPI_Comm_spawn(path.c_str(), MPI_ARGV_NULL, 1, info, 0, MPI_COMM_SELF, &inter, &error);
+    char* spawn_argv[] = {const_cast<char*>(spawned_agent_argument), nullptr};
+    int rc = MPI_Comm_spawn(path.c_str(), spawn_argv, 1, info, 0, MPI_COMM_SELF, &inter, &error);
     MPI_Info_free(&info);
     if (rc != MPI_SUCCESS || error != MPI_SUCCESS) {
       std::lock_guard lock(mu_);
@@ -465,8 +466,7 @@ class Hub {
         ExitStatus st;
         std::lock_guard lock(mu_);
         st.detail = !spawn_failure_.empty() ? spawn_failure_
-                    : world_mode_           ? "every MPI rank of the job has died" +
-                                        (last_death_.empty() ? std::string() : "; the last: " + last_death_)
+                    : world_mode_           ? "every MPI rank of the job has died"
                                             : "no MPI rank is free to run another worker";
         s->finish(st);
       }
@@ -1151,7 +1151,8 @@ class Launcher final : public ferry::Launcher {
     // The last rank the hub lost, unless the pool's reason already says it (a rank that held a
     // worker: the pool heard its end): a rank refused before it was given a worker, or one that
     // died between workers, reached no pool.
-    const std::string last = Hub::instance().last_death();
+    // Only once no rank is left: an older loss named in another failure pointed at the wrong rank.
+    const std::string last = Hub::instance().capacity() == 0 ? Hub::instance().last_death() : std::string();
     const bool said = last.empty() || why.find(last) != std::string::npos;
     return std::make_exception_ptr(BrokenProcessPool("cannot start worker processes (backend \"mpi\"): " + why +
                                                      (said ? std::string() : "; the last rank lost: " + last)));
