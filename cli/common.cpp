@@ -203,7 +203,7 @@ CLI::Validator whole_number_in(std::size_t lo, std::size_t hi) {
           return "'" + value + "' is not in the range " + range;
         return std::string();
       },
-      "");
+      "[" + std::to_string(lo) + " - " + std::to_string(hi) + "]");
 }
 
 std::optional<double> parse_seconds(std::string_view text, std::string& error) {

@@ -165,7 +165,10 @@ constexpr bool memory_limit_applies = true;
 TEST_CASE("Errors.a_plugin_that_cannot_load_under_the_memory_limit_names_the_limit") {
   // `ferry run --memory 1M add 1 2` said only "...libmath.so: failed to map segment from shared
   // object": nothing named the limit the worker loaded the plugin under.
-  if (!memory_limit_applies) return;
+  if (!memory_limit_applies) {
+    MESSAGE("skipped: sanitizer builds leave RLIMIT_DATA unset");
+    return;
+  }
   auto options = support::options(1);
   options.limits.memory = 1u << 20;
   ferry::Executor ex(options);
@@ -182,7 +185,10 @@ TEST_CASE("Errors.a_plugin_loads_under_the_limits_of_the_task_it_is_loaded_for")
   // The worker loaded a task's plugin before it applied the task's own limits: under the limits
   // of its previous task (the executor's for its first), so a task given 1 GiB failed to load
   // its plugin under the executor's 1 MiB, and one given 1 MiB loaded its plugin without limit.
-  if (!memory_limit_applies) return;
+  if (!memory_limit_applies) {
+    MESSAGE("skipped: sanitizer builds leave RLIMIT_DATA unset");
+    return;
+  }
   const ferry::TaskRef square_ref{.library = FERRY_TEST_MATH_PLUGIN, .name = "square"};
   {
     auto options = support::options(1);

@@ -181,7 +181,6 @@ Pool::Pool(ExecutorOptions options)
                                   ", as read when libferry loaded) + 8 KiB: payloads under the threshold "
                                   "travel inside a frame");
   }
-  note_frame_limit(max_frame_);  // buffers too large for its frames get shared memory however scarce
   sandbox_shared_budget_ = config.sandbox_shared_bytes;
   worker_spin_ = config.worker_spin;
 
@@ -209,6 +208,9 @@ Pool::Pool(ExecutorOptions options)
     trace_ = std::make_unique<Trace>(options_.trace, options_.trace_max_bytes, header);
   else if (!config.trace.empty())
     trace_ = Trace::from_environment(config.trace, options_.trace_max_bytes, header);
+  // Last, once nothing can refuse the pool: buffers too large for its frames get shared memory
+  // however scarce descriptors are (process-wide, the smallest limit holds).
+  note_frame_limit(max_frame_);
 }
 
 Pool::~Pool() = default;

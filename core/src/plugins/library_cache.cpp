@@ -50,7 +50,8 @@ std::string memory_limit_note(const std::string& loader_message) {
   const bool about_memory = std::any_of(std::begin(phrases), std::end(phrases), [&](std::string_view p) {
     return lower.find(p) != std::string::npos;
   });
-  if (!about_memory) return "";
+  // "cannot allocate memory in static TLS block" is the loader's own table, no limit's doing.
+  if (!about_memory || lower.find("static tls") != std::string::npos) return "";
   return " (the worker's memory limit of " + format_size(rl.rlim_cur) +
          " was in force while it loaded the plugin: loading may need more)";
 }

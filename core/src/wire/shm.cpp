@@ -124,8 +124,8 @@ char* refused(const char* step, int error, int memfd = -1) {
 }
 
 char* allocate(std::size_t n, std::size_t& capacity, int& fd) {
-  if (n < shared_floor.load(std::memory_order_relaxed)) return nullptr;
   refused_step = nullptr;
+  if (n < shared_floor.load(std::memory_order_relaxed)) return refused("under this process's floor for shared blocks", 0);
   {
     auto& f = free_blocks();
     std::lock_guard lock(f.mu);
@@ -263,6 +263,7 @@ void note_frame_limit(std::uint64_t max_frame_bytes) noexcept {
 
 std::string why_no_shared_block() {
   if (!refused_step) return "no reason known";
+  if (refused_errno == 0) return refused_step;
   return std::string(refused_step) + ": " + std::strerror(refused_errno);
 }
 
