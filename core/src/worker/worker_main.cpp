@@ -409,9 +409,14 @@ class WorkerLoop {
       delivery_.ok = send_result(*call);
       if (!delivery_.ok) delivery_.error = errno;
     }
-    if (ctx.status == InvokeStatus::ok && call && !delivery_.too_large.empty()) {
+    if (ctx.status == InvokeStatus::ok && call && delivery_.too_large != 0) {
+      // Worded here, not in send_result: that runs inside the entry point's noexcept delivery,
+      // where an allocation that fails would end the worker.
       why = Failure::in_stage(InvokeStatus::encode_result_failed, items - 1, "std::length_error",
-                              std::move(delivery_.too_large), signature_of(rec));
+                              "a result of " + format_size(delivery_.too_large) + " does not fit a frame (FERRY_MAX_FRAME_BYTES " +
+                                  format_size(config_.max_frame_bytes) + ") and no shared memory could be had for it (" +
+                                  why_no_shared_block() + ")",
+                              signature_of(rec));
       return false;
     }
     if (ctx.status == InvokeStatus::ok) return true;
@@ -521,9 +526,7 @@ class WorkerLoop {
       // No shared memory was to be had for it (memfd_create refused by a seccomp profile, no
       // descriptor left): through the socket, in one frame, it is too large. Sent all the same,
       // the host killed this worker for a malformed frame; invoke() fails the call instead.
-      delivery_.too_large = "a result of " + format_size(result_.size()) + " does not fit a frame (FERRY_MAX_FRAME_BYTES " +
-                            format_size(config_.max_frame_bytes) + ") and no shared memory could be had for it (" +
-                            why_no_shared_block() + ")";
+      delivery_.too_large = result_.size();
       return true;
     }
     Buffer out = protocol::encode_result_head({call, protocol::ResultStatus::ok, stats_}, result_.size());
@@ -588,7 +591,7 @@ class WorkerLoop {
     bool sent = false;
     bool ok = false;
     int error = 0;  // errno of a failed send
-    std::string too_large;  // why the result was not sent: it fits no frame (send_result)
+    std::size_t too_large = 0;  // bytes of a result not sent because it fits no frame (send_result)
   };
 
   /// Whether the tasks left so many descriptors open that the next task could starve (EMFILE in
