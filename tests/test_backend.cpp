@@ -25,6 +25,7 @@
 #include "crash.hpp"
 #include "math.hpp"
 #include "support/fixture.hpp"
+#include "support/worker_spawn.hpp"
 
 extern char** environ;
 
@@ -118,31 +119,12 @@ class TestLauncher final : public ferry::Launcher {
       pollfd hello{previous_channel_, POLLIN, 0};  // the pool reads it later: only looked at here
       ::poll(&hello, 1, 100);
     }
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    std::vector<std::string> argv = {FERRY_TEST_WORKER, "--fd", "3", "--parent", std::to_string(::getpid())};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    ::posix_spawn_file_actions_init(&fa);
-    ::posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec
-    pid_t pid = -1;
-    int rc = ::posix_spawn(&pid, FERRY_TEST_WORKER, &fa, nullptr, cargv.data(), environ);
-    ::posix_spawn_file_actions_destroy(&fa);
-    ::close(sv[1]);
-    if (rc != 0) {
-      ::close(sv[0]);
-      why = "posix_spawn failed";
-      return std::nullopt;
-    }
-    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    REQUIRE(pidfd >= 0);
+    auto w = support::spawn_worker(FERRY_TEST_WORKER, args, why);
+    if (!w) return std::nullopt;
     ++counters_->launches;
-    previous_channel_ = sv[0];
-    if (relays_) return Launched{sv[0], std::make_shared<RelayingWorker>(pid, pidfd, sv[0], relays_)};
-    return Launched{sv[0], std::make_shared<ChildWorker>(pid, pidfd)};
+    previous_channel_ = w->channel;
+    if (relays_) return Launched{w->channel, std::make_shared<RelayingWorker>(w->pid, w->pidfd, w->channel, relays_)};
+    return Launched{w->channel, std::make_shared<ChildWorker>(w->pid, w->pidfd)};
   }
   std::size_t capacity() const override { return capacity_; }
   std::string program() const override { return "ferry-worker (test backend)"; }

@@ -28,6 +28,7 @@
 #include "crash.hpp"
 #include "math.hpp"
 #include "support/fixture.hpp"
+#include "support/worker_spawn.hpp"
 #include "support/trace_file.hpp"
 
 using namespace std::chrono_literals;
@@ -815,28 +816,9 @@ class OnePlaceLauncher final : public ferry::Launcher {
       why = "no place left";
       return std::nullopt;
     }
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    std::vector<std::string> argv = {FERRY_TEST_WORKER, "--fd", "3", "--parent", std::to_string(::getpid())};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    ::posix_spawn_file_actions_init(&fa);
-    ::posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
-    pid_t pid = -1;
-    int rc = ::posix_spawn(&pid, FERRY_TEST_WORKER, &fa, nullptr, cargv.data(), environ);
-    ::posix_spawn_file_actions_destroy(&fa);
-    ::close(sv[1]);
-    if (rc != 0) {
-      ::close(sv[0]);
-      why = "posix_spawn failed";
-      return std::nullopt;
-    }
-    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    REQUIRE(pidfd >= 0);
-    return Launched{sv[0], std::make_shared<Worker>(pid, pidfd, places_)};
+    auto w = support::spawn_worker(FERRY_TEST_WORKER, args, why);
+    if (!w) return std::nullopt;
+    return Launched{w->channel, std::make_shared<Worker>(w->pid, w->pidfd, places_)};
   }
   std::size_t capacity() const override { return *places_; }
   std::string program() const override { return "ferry-worker (one-place backend)"; }
