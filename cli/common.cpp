@@ -574,6 +574,10 @@ Failure describe(std::exception_ptr error) {
     return {exit_lookup, "UnresolvableTaskError", e.what()};
   } catch (const BrokenProcessPool& e) {
     Failure f{exit_pool, "BrokenProcessPool", e.what()};
+    // libferry's advice names the library's option; here the command's is the one to give.
+    static constexpr std::string_view library_advice = "Set ExecutorOptions::worker_path or FERRY_WORKER";
+    if (auto at = f.message.find(library_advice); at != std::string::npos)
+      f.message.replace(at, library_advice.size(), "Give --worker PATH or set FERRY_WORKER");
     // An initializer that threw: its TaskError is the cause (nested), whose message ends this
     // one, shown with its lines as a task's is, and whose stack is shown.
     if (const auto* nested = dynamic_cast<const std::nested_exception*>(&e); nested && nested->nested_ptr()) {

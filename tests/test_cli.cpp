@@ -1834,6 +1834,17 @@ TEST_CASE("Cli.an_unknown_subcommand_is_named") {
   CHECK(none.err.find("A subcommand is required") != std::string::npos);
 }
 
+TEST_CASE("Cli.a_worker_that_cannot_start_names_the_option_to_give") {
+  // The library's advice named ExecutorOptions::worker_path, which a shell user has no way to set.
+  Result r = cli(Call{.args = {"--plugin-dir", FERRY_TEST_PLUGIN_DIR, "--worker", "/nonexistent/ferry-worker", "run",
+                                "add", "1", "2"},
+                      .defaults = false});
+  CHECK(r.status == 4);
+  CHECK_MESSAGE(r.err.find("Give --worker PATH or set FERRY_WORKER to a ferry-worker executable") != std::string::npos,
+                r.err);
+  CHECK(r.err.find("ExecutorOptions") == std::string::npos);
+}
+
 TEST_CASE("Cli.usage_errors_name_their_command") {
   // CLI11's own usage errors (an option it refuses, a missing argument) were printed as CLI11
   // words them, "TASK is required", "--memory: 'abc' is not a size...", and arguments nobody
