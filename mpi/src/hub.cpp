@@ -1155,7 +1155,7 @@ class Launcher final : public ferry::Launcher {
     const std::string last = Hub::instance().capacity() == 0 ? Hub::instance().last_death() : std::string();
     const bool said = last.empty() || why.find(last) != std::string::npos;
     return std::make_exception_ptr(BrokenProcessPool("cannot start worker processes (backend \"mpi\"): " + why +
-                                                     (said ? std::string() : "; the last rank lost: " + last)));
+                                                     (said ? std::string() : "; the last lost: " + last)));
   }
   /// A result crosses the agent, MPI and the hub before the host sees it (a round trip of about
   /// 30-60 µs on the test machine against 15-20 µs for a local worker): with 8 short calls in
