@@ -305,8 +305,13 @@ void last_rank_killed(const std::string& plugin_dir) {
 }
 
 void late_executor(const std::string& plugin_dir) {
-  // The program's own work before it needs workers: not synchronisation, the case itself.
-  std::this_thread::sleep_for(std::chrono::seconds(5));
+  // The program's own work before it needs workers, for longer than the agents wait for a silent
+  // host (their FERRY_MPI_TIMEOUT_MS, which the test sets, plus 2 s): not synchronisation, the
+  // case itself. Nothing the host could wait on says that time has passed on the agents' side.
+  const char* timeout = std::getenv("FERRY_MPI_TIMEOUT_MS");
+  const long timeout_ms = timeout ? std::strtol(timeout, nullptr, 10) : 0;
+  EXPECT(timeout_ms > 0 && timeout_ms <= 10'000);  // the test gives one, short
+  std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms + 2000));
   ferry::Executor ex(mpi_options(plugin_dir, 2));
   EXPECT(ex.warm_up());
   EXPECT(ex.worker_pids().size() == 2);
