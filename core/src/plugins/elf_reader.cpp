@@ -34,10 +34,15 @@ constexpr std::uint32_t max_task_name = 4096;
 
 }  // namespace
 
-std::string file_identity(const struct stat& st) {
+std::string file_version(const struct stat& st) {
   return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
          std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":" +
          std::to_string(st.st_ctim.tv_sec) + "." + std::to_string(st.st_ctim.tv_nsec);
+}
+
+std::string file_identity(const struct stat& st) {
+  return file_version(st) + ":" + std::to_string(st.st_mode) + ":" + std::to_string(st.st_uid) + ":" +
+         std::to_string(st.st_gid);
 }
 
 namespace {

@@ -87,8 +87,16 @@ ElfLoadNames read_load_names(const std::filesystem::path& file);
 /// Same, from bytes in memory (for the fuzzer and the tests).
 ElfLoadNames parse_load_names(const unsigned char* data, std::size_t size);
 
-/// "dev:ino:size:mtime:ctime" of a file: changes with whatever replaces or writes it (a write
-/// moves the change time, which no one can set back).
+/// "dev:ino:size:mtime:ctime" of a file (times as sec.nsec): changes with whatever replaces or
+/// writes it (a write moves the change time, which no one can set back, also when the writer
+/// keeps the size and sets the modification time back). PluginIndex::file_version and
+/// TaskInfo::version: the pool's generation of a library moves with it. A chmod, chown or new
+/// hard link moves the change time too.
+std::string file_version(const struct stat& st);
+
+/// file_version followed by ":mode:uid:gid": what the trust check judged of the file itself,
+/// compared as such (a chmod in the same tick of a coarse clock as the check leaves the change
+/// time). Its file_version is a prefix of it (TaskRefs::remember relies on that).
 std::string file_identity(const struct stat& st);
 
 /// Name (demangled) of the function symbol covering `vaddr` (an address in the file's own address

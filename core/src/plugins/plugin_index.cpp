@@ -71,13 +71,6 @@ struct PluginIndex::Entry {
 
 namespace {
 
-/// "dev:ino:size:mtime_ns", the identity PluginIndex::file_version documents.
-std::string version_of(const struct stat& st) {
-  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
-         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec);
-}
-
 /// How far behind a scan's start a file's change time must be for what was read of it to be
 /// remembered. A write sets the change time from a clock that may be coarse: a jiffy, or a whole
 /// second or two on some file systems (ext4 with small inodes, FAT, some NFS servers). A file
@@ -95,7 +88,7 @@ std::int64_t nanoseconds(const struct timespec& t) {
 std::string PluginIndex::file_version(const fs::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return {};
-  return version_of(st);
+  return detail::file_version(st);
 }
 
 namespace {
@@ -459,7 +452,7 @@ void PluginIndex::rescan_locked() {
           keep_previous(dir, &file);
           continue;
         }
-        const std::string version = stated ? version_of(st) : std::string();
+        const std::string version = stated ? detail::file_version(st) : std::string();
         for (auto& t : e->tasks) t.version = version;
       }
       if (!e->not_plugin.empty()) {
@@ -515,8 +508,7 @@ TaskInfo PluginIndex::find(std::string_view name) {
     if (!found) continue;
     // A plugin replaced since it was read: read it again (new work uses the new version). Its
     // identity through the path the scan found, as the scan compares it: the library's own path
-    // missed a link of the directory pointed at another file (the old one kept, `ln -sf`), and
-    // the version (no change time) a plugin written in place with its size and mtime kept.
+    // missed a link of the directory pointed at another file (the old one kept, `ln -sf`).
     if (attempt == 0 && !Identity::of(found_in->path).same_as(found_in->identity)) continue;
     // Checked again now, along the path as found in the directory (through a symbolic link,
     // both the link's directory and the target's way), and the directory itself as `ferry list`
