@@ -256,6 +256,42 @@ TEST_CASE("Mpi.world.a_rank_that_breaks_the_protocol_is_refused_and_the_host_goe
   }
 }
 
+TEST_CASE("Mpi.world.an_agent_of_another_mpi_protocol_is_refused_naming_both_versions") {
+  // The hello carried no version: an agent of another ferry was served until the first message
+  // one side could not read, and the error named neither version. The only agent of the job is
+  // the hostile rank (a hello of MPI protocol 0, or the hello of an agent before versions): it is
+  // refused at its hello, told to leave, and the work fails saying why.
+  for (const std::string kind : {"version", "unversioned"}) {
+    CAPTURE(kind);
+    Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR, ":", "-n",
+                 "1", FERRY_TEST_MPI_HOSTILE, "agent", kind},
+                {{"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(60));
+    INFO(r.out);
+    CHECK(contains(r.out, "hostile " + kind + ": told to leave (peer-lost)"));
+    const std::string ours = "this host MPI protocol 1 (ferry ";
+    if (kind == "version")
+      CHECK(contains(r.out, "MPI rank 1 on hostile (agent pid 12345) speaks MPI protocol 0 (ferry 0.0.1), " + ours));
+    else
+      CHECK(contains(r.out, "MPI rank 1 on hostile (agent pid 12345) says no MPI protocol version (a "
+                            "ferry-mpi-worker older than MPI protocol 1), " + ours));
+    CHECK(contains(r.out, "every rank must run the ferry-mpi-worker of the host's ferry version"));
+  }
+}
+
+TEST_CASE("Mpi.agent.a_host_of_another_mpi_protocol_is_not_served_and_the_agent_says_why") {
+  // Rank 0 welcomes the agent as a host of MPI protocol 0 (ferry 0.0.1), then asks for a worker:
+  // the agent's hello carries its versions, it says on stderr why it cannot serve, answers the
+  // start as a worker that could not start naming both versions, and leaves when told.
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOSTILE, "host", "version", ":", "-n", "1",
+               FERRY_TEST_MPI_AGENT},
+              {}, std::chrono::seconds(60));
+  INFO(r.out);
+  CHECK(contains(r.out, "ok hostile host version"));
+  CHECK(contains(r.out, "cannot serve this host: the host speaks MPI protocol 0 (ferry 0.0.1), this agent MPI "
+                        "protocol 1 (ferry "));
+  CHECK(r.status >= 0);  // ended by itself
+}
+
 TEST_CASE("Mpi.world.a_rank_that_holds_the_hub_up_is_refused_and_the_host_goes_on") {
   // What one rank can make the hub hold or wait for is bounded: messages held behind a frame it
   // never sends (count and bytes), the payload its frame heads announce (each was mapped at

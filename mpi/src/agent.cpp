@@ -177,7 +177,10 @@ class Agent {
   int run() {
     char name[256] = {};
     ::gethostname(name, sizeof name - 1);
-    std::vector<std::string> hello = {std::to_string(::getpid()), name};
+    // Its versions at places every version keeps (HelloItem): a host of another MPI protocol
+    // refuses this rank naming both, before anything it could not read.
+    std::vector<std::string> hello = {std::to_string(::getpid()), name, "", FERRY_VERSION_STRING,
+                                      std::to_string(mpi_protocol_version)};
     // A malformed FERRY_* variable here (FERRY_MPI_TIMEOUT_MS=30s): the host refuses it in its own
     // environment, and this rank used the defaults in its place, saying nothing. It says so, and
     // the host refuses this rank with that reason (a third item of its hello); then it is told to
@@ -187,7 +190,7 @@ class Agent {
     } catch (const std::exception& e) {
       std::fprintf(stderr, "ferry-mpi-worker (pid %d on %s): cannot serve: %s\n", static_cast<int>(::getpid()), name,
                    e.what());
-      hello.push_back(e.what());
+      hello[hello_cannot_serve] = e.what();
     }
     sender_.send(pack_strings(hello), host_, tag_ready, comm_);
     last_heard_ = last_sent_ = Clock::now();
@@ -268,6 +271,13 @@ class Agent {
     // The host's silence is judged after its messages were read, against the time this pass
     // began: a frame of the host's whose bytes stopped for as long has just been given up
     // (tag_frame_stalled, same limit), and what it sent after that frame came out and counted.
+    // A host of another MPI protocol that did not tell this rank to leave (one that checks
+    // versions refuses it at its hello, and says quit at once): it leaves after the peer timeout
+    // rather than stay in the job for good, answering each start with why (handle_message).
+    if (!mismatch_.empty() && now - mismatch_at_ > peer_timeout()) {
+      may_finalize_ = false;
+      return static_cast<int>(proto::WorkerExit::protocol_error);
+    }
     if (now - last_heard_ > peer_timeout()) {
       stop_child();
       may_finalize_ = false;
@@ -340,7 +350,7 @@ class Agent {
       may_finalize_ = false;
       return static_cast<int>(proto::WorkerExit::host_gone);
     }
-    return 0;
+    return mismatch_.empty() ? 0 : static_cast<int>(proto::WorkerExit::protocol_error);
   }
 
   /// A message from the host. One the agent cannot read (a host of another ferry version, or a
@@ -359,7 +369,19 @@ class Agent {
 
   void handle_message(int tag, Buffer& bytes) {
     switch (tag) {
-      case tag_start: start_child(unpack_strings(bytes.view())); break;
+      case tag_welcome: welcomed(unpack_strings(bytes.view())); break;
+      case tag_start:
+        // A host that sent no welcome first is of a ferry before MPI protocol 1.
+        if (!welcomed_)
+          cannot_serve("the host said no MPI protocol version (a ferry host older than MPI protocol 1), this agent " +
+                       describe_protocol(std::to_string(mpi_protocol_version), FERRY_VERSION_STRING));
+        // Not served: its pool hears why, as of a worker that could not start here.
+        if (!mismatch_.empty()) {
+          report_exit(-1, 0, 127, mismatch_);
+          break;
+        }
+        start_child(unpack_strings(bytes.view()));
+        break;
       case tag_stop:
         if (child_) kill_child();
         break;
@@ -396,6 +418,28 @@ class Agent {
         break;
       default: break;
     }
+  }
+
+  /// The host's versions (tag_welcome, its answer to the hello): one of another MPI protocol is
+  /// not served.
+  void welcomed(const std::vector<std::string>& items) {
+    welcomed_ = true;
+    const std::string theirs = items.size() >= 2 ? items[1] : std::string("?");
+    if (theirs == std::to_string(mpi_protocol_version)) return;
+    cannot_serve("the host speaks " + describe_protocol(theirs, items.empty() ? "?" : items[0]) + ", this agent " +
+                 describe_protocol(std::to_string(mpi_protocol_version), FERRY_VERSION_STRING));
+  }
+
+  /// This rank cannot serve its host (`why`: their versions differ): said once on stderr; starts
+  /// are answered with it, and the rank leaves when told to, or after the peer timeout.
+  void cannot_serve(const std::string& why) {
+    if (!mismatch_.empty()) return;
+    mismatch_ = why + ": every rank must run the ferry-mpi-worker of the host's ferry version";
+    mismatch_at_ = Clock::now();
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    std::fprintf(stderr, "ferry-mpi-worker (pid %d on %s): cannot serve this host: %s; leaving\n",
+                 static_cast<int>(::getpid()), name, mismatch_.c_str());
   }
 
   /// Arguments that did not arrive whole: their task is answered with an error.
@@ -739,6 +783,9 @@ class Agent {
   fs::path cache_ = shipped_cache_dir(cache_refused_);
   Clock::time_point last_heard_, last_sent_;
   bool heard_from_host_ = false;  // anything from the host yet (say_host_gone)
+  bool welcomed_ = false;         // the host's versions arrived (tag_welcome)
+  std::string mismatch_;          // why this rank cannot serve its host (cannot_serve), or ""
+  Clock::time_point mismatch_at_{};
   LoopGap loop_gap_;
   Pace pace_;
   FrameBatch batch_;

@@ -625,13 +625,24 @@ class Hub {
           // every error about it).
           a.host = items[1].substr(0, 255);
         }
+        // The host's versions, first: an agent of another MPI protocol says why it cannot serve
+        // on its own stderr, and answers a start with it (a host that does not refuse it).
+        sender_.send(pack_strings({FERRY_VERSION_STRING, std::to_string(mpi_protocol_version)}), a.rank, tag_welcome,
+                     a.comm);
         // The agent leaves once this arrives, when both ways between it and the host are
         // connected: nothing more between them needs the PMIx server.
         if (detach_) sender_.send(Buffer(), a.rank, tag_detach, a.comm);
+        // An agent of another MPI protocol, refused naming both versions (what else it says may
+        // mean something else in its version): it used to be served until the first message one
+        // side could not read, which named neither version.
+        if (std::string why = protocol_mismatch(items); !why.empty()) {
+          refuse(a, why);
+          break;
+        }
         // Why it cannot serve (its FERRY_* environment is malformed): refused with that reason,
         // which its worker's calls and the pool's errors then carry; given no worker.
-        if (items.size() >= 3 && !items[2].empty()) {
-          refuse(a, "cannot serve: " + items[2].substr(0, 4096));
+        if (!items[hello_cannot_serve].empty()) {
+          refuse(a, "cannot serve: " + items[hello_cannot_serve].substr(0, 4096));
           break;
         }
         a.ready = true;
@@ -673,6 +684,21 @@ class Hub {
       default:
         break;
     }
+  }
+
+  /// Why an agent whose hello is `items` cannot serve this host, in the words of the local
+  /// backend's refusal of a worker of another protocol ("speaks protocol 7/ABI 3 (ferry 0.1.0),
+  /// this host protocol 8/ABI 3"), or "" when it speaks this host's MPI protocol. Its ferry
+  /// version alone differing is no reason: the protocol says what the two sides can read.
+  static std::string protocol_mismatch(const std::vector<std::string>& items) {
+    const std::string ours = describe_protocol(std::to_string(mpi_protocol_version), FERRY_VERSION_STRING);
+    const std::string advice = ": every rank must run the ferry-mpi-worker of the host's ferry version";
+    if (items.size() < hello_items)
+      return "says no MPI protocol version (a ferry-mpi-worker older than MPI protocol 1), this host " + ours + advice;
+    if (items[hello_protocol] != std::to_string(mpi_protocol_version))
+      return "speaks " + describe_protocol(items[hello_protocol], items[hello_ferry_version]) + ", this host " + ours +
+             advice;
+    return {};
   }
 
   /// A frame from the agent, for its worker's pool: with its payload's memfd when it came in

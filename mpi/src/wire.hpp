@@ -46,13 +46,16 @@ enum Tag : int {
   tag_stop = 4,       // hub → agent: kill it
   tag_exited = 5,     // agent → hub: it ended {pid, signal, exit code, why or ""}
   tag_quit = 6,       // hub → agent: leave; {quit_peer_lost} when a rank of the job died
-  tag_ready = 7,      // agent → hub: up {pid, host name}
+  tag_ready = 7,      // agent → hub: its hello {pid, host name, why it cannot serve or "",
+                      // ferry version, MPI protocol} (hello_items: the places every version keeps)
   tag_lib_offer = 8,  // hub → agent: {path, content key}: the library the next frames need
   tag_lib_need = 9,   // agent → hub: {content key}: send its bytes
   tag_lib_data = 10,  // hub → agent: {content key, bytes}
   tag_frame_head = 11,   // both ways: a frame whose payload follows in chunks (see Sender)
   tag_frame_chunk = 12,  // both ways: the next chunk of that payload
   tag_detach = 13,       // hub → agent: leave Slurm's PMIx server now (see leave_pmix_server)
+  tag_welcome = 14,      // hub → agent: {ferry version, MPI protocol}, the answer to every hello,
+                         // before anything else the hub sends it but heartbeats
   // Never sent (MPI tags are not negative): what Receiver::next reports besides messages.
   tag_progress = -1,    // a chunk arrived, or a frame began: the source is alive; nothing to
                         // handle
@@ -74,6 +77,31 @@ enum Tag : int {
 /// Nor does a message that could not be read, or a frame given up on.
 inline bool is_news(int tag) {
   return tag != tag_pending && tag != tag_unreadable && tag != tag_frame_stalled;
+}
+
+/// The version of what the hub and the agents say to each other (these tags and their bodies):
+/// raised whenever a message changes, so that a host and an agent of two ferry builds that would
+/// not understand each other tell it at the hello, naming both versions, rather than at the first
+/// message one of them cannot read. Before it (ferry 0.1.0 until the thirty-second session) the
+/// hello carried no version: an agent sends one since MPI protocol 1.
+inline constexpr int mpi_protocol_version = 1;
+
+/// Where the items of a hello (tag_ready) are: every version keeps these five places, so that any
+/// two versions can tell each other apart (an older agent's hello has two or three items).
+enum HelloItem : std::size_t {
+  hello_pid = 0,
+  hello_host = 1,
+  hello_cannot_serve = 2,  // why the agent cannot serve (its FERRY_* environment), or ""
+  hello_ferry_version = 3,
+  hello_protocol = 4,
+  hello_items = 5,
+};
+
+/// "MPI protocol P (ferry V)": how a hello or a welcome names its side's versions. What a peer
+/// sent is cut to 64 bytes (it is repeated in errors).
+inline std::string describe_protocol(std::string_view protocol, std::string_view ferry_version) {
+  return "MPI protocol " + std::string(protocol.substr(0, 64)) + " (ferry " +
+         std::string(ferry_version.substr(0, 64)) + ")";
 }
 
 /// In a quit message: the host lost a rank of the job (the agent must not call MPI_Finalize).

@@ -5,6 +5,9 @@
 // the test expects.
 //   mpi_hostile agent <kind>   beside a ferry host (rank 0), in place of a ferry-mpi-worker:
 //       ready    its hello cannot be read
+//       unversioned  the hello of a ferry-mpi-worker before MPI protocol 1 (a pid and a host name,
+//                no versions): refused at its hello, naming this host's versions
+//       version  a hello of MPI protocol 0 (ferry 0.0.1): refused at its hello, naming both
 //       library  a good hello, then a request for a library that names none
 //       exited   a good hello, then, when told to start a worker, an exit report that cannot be
 //                read
@@ -31,10 +34,13 @@
 //     how long after its hello); exits 3 if that does not come within 60 s, 1 if the host sent
 //     it a library's bytes.
 //   mpi_hostile host           as rank 0 of `mpirun -n 1 mpi_hostile host : -n 1 ferry-mpi-worker`:
-//     offers the agent a library whose content key climbs out of its cache ("../../escape"),
+//     welcomes the agent as a host of its MPI protocol, offers it a library whose content key climbs out of its cache ("../../escape"),
 //     then that library's bytes, a body that cannot be read, and a start message that cannot be
 //     read. The agent must ask for nothing, stay up, and answer the start as a worker that could
 //     not start; then it is told to leave. Prints "ok hostile host".
+//   mpi_hostile host version   the same, a host of MPI protocol 0 (ferry 0.0.1): the agent's hello
+//     must carry its versions, and it must answer a start as a worker that could not start,
+//     naming both versions; then it is told to leave. Prints "ok hostile host version".
 #include <mpi.h>
 #include <poll.h>
 #include <sched.h>
@@ -162,10 +168,15 @@ void send_huge(int dest, int tag) {
 }
 
 int agent(const std::string& kind) {
-  auto hello = pack_strings({"12345", "hostile"});
+  // A hello of this MPI protocol, from a ferry version of its own.
+  auto hello = pack_strings({"12345", "hostile", "", "hostile", std::to_string(mpi_protocol_version)});
   auto began = Clock::now();
   if (kind == "ready") {
     send(garbage(), 0, tag_ready);
+  } else if (kind == "unversioned") {
+    send(pack_strings({"12345", "hostile"}), 0, tag_ready);
+  } else if (kind == "version") {
+    send(pack_strings({"12345", "hostile", "", "0.0.1", "0"}), 0, tag_ready);
   } else {
     send(hello, 0, tag_ready);
     if (kind == "library") send(pack_strings({}), 0, tag_lib_need);
@@ -221,6 +232,51 @@ int agent(const std::string& kind) {
   return 3;
 }
 
+/// An agent's answer to a start it must refuse: pid -1, and a reason containing `why`.
+bool refused_start(const Buffer& body, const std::string& why) {
+  auto items = unpack_strings(body.view());
+  std::cout << "the agent answered the start: " << strings_of(body) << std::endl;
+  if (items.size() != 4 || items[0] != "-1" || items[3].find(why) == std::string::npos) {
+    std::cout << "FAILED: not the answer to a start it could not serve (" << why << ")" << std::endl;
+    return false;
+  }
+  return true;
+}
+
+/// A host of MPI protocol 0 (ferry 0.0.1): the agent must not serve it, and must say why.
+int host_of_another_version() {
+  auto deadline = Clock::now() + std::chrono::seconds(60);
+  int tag = 0;
+  Buffer body;
+  if (!next_message(1, tag, body, deadline) || tag != tag_ready) {
+    std::cout << "FAILED: no hello from the agent" << std::endl;
+    return 1;
+  }
+  auto hello = unpack_strings(body.view());
+  std::cout << "the agent's hello: " << strings_of(body) << std::endl;
+  if (hello.size() < 5 || hello[4] != std::to_string(mpi_protocol_version) || hello[3].empty()) {
+    std::cout << "FAILED: the agent's hello carries no versions" << std::endl;
+    return 1;
+  }
+  send(pack_strings({"0.0.1", "0"}), 1, tag_welcome);
+  send(pack_strings({"0"}), 1, tag_start);
+  bool answered = false;
+  while (!answered && next_message(1, tag, body, deadline)) {
+    if (tag != tag_exited) continue;
+    if (!refused_start(body, "the host speaks MPI protocol 0 (ferry 0.0.1), this agent MPI protocol " +
+                                 std::to_string(mpi_protocol_version)))
+      return 1;
+    answered = true;
+  }
+  if (!answered) {
+    std::cout << "FAILED: the agent did not answer the start" << std::endl;
+    return 1;
+  }
+  send(pack_strings({quit_peer_lost}), 1, tag_quit);
+  std::cout << "ok hostile host version" << std::endl;
+  return 0;  // without MPI_Finalize, as after a refused rank (peer-lost)
+}
+
 int host() {
   auto deadline = Clock::now() + std::chrono::seconds(60);
   int tag = 0;
@@ -229,6 +285,7 @@ int host() {
     std::cout << "FAILED: no hello from the agent" << std::endl;
     return 1;
   }
+  send(pack_strings({"hostile", std::to_string(mpi_protocol_version)}), 1, tag_welcome);
   send(pack_strings({"/nonexistent/libescape.so", "../../escape"}), 1, tag_lib_offer);
   send(pack_strings({"../../escape", "\x7f" "ELF not really"}), 1, tag_lib_data);
   send(garbage(), 1, tag_lib_data);
@@ -243,12 +300,7 @@ int host() {
       return 1;
     }
     if (tag == tag_exited) {
-      auto items = unpack_strings(body.view());
-      std::cout << "the agent answered the start: " << strings_of(body) << std::endl;
-      if (items.size() != 4 || items[3].find("could not be read") == std::string::npos) {
-        std::cout << "FAILED: not the answer to a start it could not read" << std::endl;
-        return 1;
-      }
+      if (!refused_start(body, "could not be read")) return 1;
       answered = true;
     }
   }
@@ -271,7 +323,8 @@ int main(int argc, char** argv) {
   std::string role = argc > 1 ? argv[1] : "";
   if (role == "agent" && argc == 3) return agent(argv[2]);
   if (role == "host" && argc == 2) return host();
-  std::cerr << "usage: mpi_hostile agent ready|library|exited|unoffered|huge|stalled|frozen|held|vast|drip|deaf"
-               " | mpi_hostile host\n";
+  if (role == "host" && argc == 3 && std::string(argv[2]) == "version") return host_of_another_version();
+  std::cerr << "usage: mpi_hostile agent ready|unversioned|version|library|exited|unoffered|huge|stalled|frozen|"
+               "held|vast|drip|deaf | mpi_hostile host [version]\n";
   return 2;
 }
