@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "crash.hpp"
+#include "host/trace.hpp"
 #include "math.hpp"
 #include "support/child_process.hpp"
 #include "support/fixture.hpp"
@@ -1277,6 +1278,185 @@ TEST_CASE("Trace.a_numbered_name_that_is_refused_is_passed_over") {
   fs::create_symlink(target, dir.path / "link.json");
   CHECK_THROWS_AS(ferry::Executor(traced(dir.path / "link.json", 1)), std::invalid_argument);
   CHECK_FALSE(fs::exists(dir.path / "link.2.json"));
+}
+
+namespace {
+/// How many files FERRY_TRACE's path gives a process.
+constexpr unsigned kept_files = ferry::detail::Trace::default_files;
+
+/// The `k`th name of FERRY_TRACE=`file`: `file` itself, then stem.K.ext.
+fs::path nth_name(const fs::path& file, unsigned k) {
+  if (k == 1) return file;
+  return file.parent_path() / (file.stem().string() + "." + std::to_string(k) + file.extension().string());
+}
+
+/// The header's `ferry` event of a trace.
+const support::rj::Value& ferry_header(const TraceFile& t) {
+  auto h = t.named("ferry", "M");
+  REQUIRE(h.size() == 1);
+  return *h.front();
+}
+}  // namespace
+
+TEST_CASE("Trace.FERRY_TRACE_keeps_the_last_files_and_writes_over_the_oldest") {
+  // A service that makes an executor per request filled the disk: each took a new name, up to
+  // trace_max_bytes each, without end. The process keeps kept_files of them, then writes over the
+  // oldest, emptied first (the first here was much longer than the one written over it), as a log
+  // is rotated: the last executors' traces are kept. Said once on stderr.
+  support::TempDir dir;
+  const fs::path file = dir.path / "rot.json";
+  support::ScopedEnv env("FERRY_TRACE", file.string());
+  const unsigned n = kept_files;
+  std::string said;
+  {
+    StderrCapture capture(dir.path / "stderr");
+    {
+      ferry::Executor ex(support::options(1));
+      for (int i = 0; i < 40; ++i) CHECK(ex.submit(square, i).get() == i * i);
+    }
+    for (unsigned k = 2; k <= n + 3; ++k) {
+      ferry::Executor ex(support::options(1));
+      CHECK(ex.submit(square, 2).get() == 4);
+    }
+    said = capture.text();
+  }
+  CHECK_FALSE(fs::exists(nth_name(file, n + 1)));
+  std::set<std::uint64_t> runs;
+  for (unsigned k = 1; k <= n; ++k) {
+    CAPTURE(k);
+    TraceFile t = read_trace(nth_name(file, k));
+    check_closed(t);
+    // The names wrap round; `sequence` tells the order: the first three hold the last three.
+    CHECK(arg_u64(ferry_header(t), "sequence") == (k <= 3 ? n + k : k));
+    CHECK(t.named("square", "X").size() == 1);
+    CHECK(t.named("process_name", "M").size() == 1);
+    CHECK((*t.events.at(0))["pid"].GetInt64() == ::getpid());
+    runs.insert(arg_u64(ferry_header(t), "run_started_unix_us"));
+  }
+  // One run wrote them all: the files of another are told apart by it (and by `pid`).
+  CHECK(runs.size() == 1);
+  CHECK(said == "ferry: FERRY_TRACE has made its " + std::to_string(n) +
+                    " files (FERRY_TRACE_FILES): each executor's trace now writes over the oldest of them, "
+                    "starting with " + file.string() + " (the last " + std::to_string(n) + " traces are kept)\n");
+}
+
+TEST_CASE("Trace.FERRY_TRACE_does_not_write_over_the_file_of_an_executor_still_running") {
+  // The oldest file is passed over while its executor runs, and when every file is being written
+  // the next executor runs without a trace (said once), rather than take a file beyond the bound.
+  support::TempDir dir;
+  const fs::path file = dir.path / "live.json";
+  support::ScopedEnv env("FERRY_TRACE", file.string());
+  const unsigned n = kept_files;
+  std::optional<ferry::Executor> first;
+  first.emplace(support::options(1));
+  CHECK(first->submit(square, 1).get() == 1);
+  for (unsigned k = 2; k <= n + 1; ++k) {
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(square, 2).get() == 4);
+  }
+  CHECK(arg_u64(ferry_header(read_trace(nth_name(file, 2))), "sequence") == n + 1);
+  std::string said;
+  {
+    std::vector<std::unique_ptr<ferry::Executor>> running;
+    for (unsigned k = 1; k < n; ++k) running.push_back(std::make_unique<ferry::Executor>(support::options(1)));
+    StderrCapture capture(dir.path / "stderr");
+    for (int i = 0; i < 2; ++i) {
+      ferry::Executor untraced(support::options(1));
+      CHECK(untraced.submit(square, 3).get() == 9);
+    }
+    said = capture.text();
+  }
+  CHECK(said == "ferry: FERRY_TRACE is ignored for an executor: all " + std::to_string(n) +
+                    " of its files (FERRY_TRACE_FILES) are in use: executors of this program still running are "
+                    "writing them (that executor runs without a trace)\n");
+  CHECK_FALSE(fs::exists(nth_name(file, n + 1)));
+  CHECK(first->submit(square, 5).get() == 25);
+  first.reset();
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  CHECK(arg_u64(ferry_header(t), "sequence") == 1);
+  CHECK(t.named("square", "X").size() == 2);
+}
+
+TEST_CASE("Trace.FERRY_TRACE_writes_over_only_the_files_it_wrote") {
+  // A file is written over only if it is still the one this process wrote: never through a link
+  // planted at its name (in a shared directory), nor a file put in its place, nor one written
+  // since (another process's trace); none is created again. Each is left as it is and no longer
+  // counted: the next executor takes a new name.
+  support::TempDir dir;
+  const fs::path file = dir.path / "own.json", target = dir.path / "target.txt";
+  support::write_file(target, "keep");
+  support::ScopedEnv env("FERRY_TRACE", file.string());
+  const unsigned n = kept_files;
+  for (unsigned k = 1; k <= n; ++k) ferry::Executor ex(support::options(1));
+  fs::remove(nth_name(file, 1));
+  fs::create_symlink(target, nth_name(file, 1));
+  support::write_file(dir.path / "other", "another file\n");
+  fs::rename(dir.path / "other", nth_name(file, 2));
+  const std::string in_place = "[\n{\"ph\":\"M\",\"name\":\"another\"},\n";
+  {
+    std::fstream f(nth_name(file, 3), std::ios::in | std::ios::out | std::ios::binary);
+    f << in_place;
+  }
+  const std::string third = read_file(nth_name(file, 3));
+  fs::remove(nth_name(file, 4));
+  for (int i = 0; i < 5; ++i) {
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(square, i).get() == i * i);
+  }
+  CHECK(read_file(target) == "keep");
+  CHECK(fs::is_symlink(nth_name(file, 1)));
+  CHECK(read_file(nth_name(file, 2)) == "another file\n");
+  CHECK(read_file(nth_name(file, 3)) == third);
+  CHECK(third.rfind(in_place, 0) == 0);
+  CHECK_FALSE(fs::exists(nth_name(file, 4)));
+  for (unsigned k = n + 1; k <= n + 4; ++k) {
+    CAPTURE(k);
+    TraceFile t = read_trace(nth_name(file, k));
+    check_closed(t);
+    CHECK(arg_u64(ferry_header(t), "sequence") == k);
+  }
+  // Then the oldest that is still its own.
+  TraceFile fifth = read_trace(nth_name(file, 5));
+  check_closed(fifth);
+  CHECK(arg_u64(ferry_header(fifth), "sequence") == n + 5);
+  CHECK_FALSE(fs::exists(nth_name(file, n + 5)));
+}
+
+TEST_CASE("Trace.a_child_of_fork_does_not_write_over_its_parents_FERRY_TRACE_files") {
+  // The child of fork() inherits its parent's table of files: it took the parent's oldest,
+  // closed, for one of its own and wrote it over. It counts its own, from none, on new names.
+#if defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under ThreadSanitizer (it cannot start threads in a child of a multithreaded fork: the child dies, exit 66)");
+  return;
+#endif
+  support::TempDir dir;
+  const fs::path file = dir.path / "fork.json";
+  support::ScopedEnv env("FERRY_TRACE", file.string());
+  const unsigned n = kept_files;
+  for (unsigned k = 1; k <= n; ++k) {
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(square, 2).get() == 4);
+  }
+  const std::string parents_oldest = read_file(file);
+  const int code = support::exit_code_of_child(
+      [&] {
+        ferry::Executor ex(support::options(1));
+        return ex.submit(square, 3).get() == 9 ? 0 : 1;
+      },
+      30s);
+  CHECK(code == 0);
+  CHECK(read_file(file) == parents_oldest);
+  TraceFile child = read_trace(nth_name(file, n + 1));
+  check_closed(child);
+  CHECK((*child.events.at(0))["pid"].GetInt64() != ::getpid());
+  CHECK(arg_u64(ferry_header(child), "sequence") == 1);
+  // The parent goes on with its own.
+  { ferry::Executor ex(support::options(1)); }
+  TraceFile parent = read_trace(file);
+  check_closed(parent);
+  CHECK((*parent.events.at(0))["pid"].GetInt64() == ::getpid());
+  CHECK(arg_u64(ferry_header(parent), "sequence") == n + 1);
 }
 
 TEST_CASE("Trace.workers_do_not_inherit_FERRY_TRACE") {

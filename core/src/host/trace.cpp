@@ -18,14 +18,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <memory>
 #include <new>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include <ferry/detail/invoke.hpp>
@@ -59,16 +62,38 @@ constexpr std::size_t max_message = 1024;
 constexpr std::size_t max_task_name = 4096;
 constexpr std::int64_t counters_period_ns = 1'000'000;
 
+/// The files one FERRY_TRACE path gave this process (Trace::from_environment), oldest first: the
+/// names it claimed, and once a trace started there, the file (device, inode) and the header it
+/// wrote, by which a file written over later is known to be still its own (reopen_own_file).
+struct NumberedFiles {
+  struct File {
+    unsigned number = 0;
+    fs::path path;
+    std::string key;
+    bool started = false;  // dev, ino and header are the file's (else: being opened)
+    dev_t dev = 0;
+    ino_t ino = 0;
+    std::string header;
+  };
+  unsigned next = 1;            // the first number no trace of this process claimed
+  pid_t pid = 0;                // the process `files` are of: a child of fork() has none yet
+  std::deque<File> files;       // at most the `files` asked for; oldest first
+  std::uint64_t started = 0;    // traces started from this path: the `sequence` of the last
+  std::int64_t run_started_unix_us = 0;  // when the first of them started
+  bool said_full = false, said_busy = false;
+};
+
 /// What this process's traces share, under paths_mu: the paths its executors are writing (a second
 /// executor given the same path writes a numbered sibling instead of interleaving its lines with
 /// the first's; another process's executors are known by the lock on the file: open_trace_file),
-/// for each FERRY_TRACE path (by path_key) the number of the next name its traces may take
-/// (numbered_path: one past the highest any of them claimed), and the FERRY_TRACE paths already
-/// said to be refused. Never freed: executors may close during exit. A child of fork() whose
-/// parent had a thread in here at the fork gets new ones (start_path_tables_in_child).
+/// for each FERRY_TRACE path (by path_key) the files it gave this process (NumberedFiles), and the
+/// FERRY_TRACE paths already said to be refused. Never freed: executors may close during exit. A
+/// child of fork() whose parent had a thread in here at the fork gets new ones
+/// (start_path_tables_in_child); one that keeps its parent's starts its own files at its first
+/// claim (claim_numbered).
 struct PathTables {
   std::set<std::string> open;
-  std::map<std::string, unsigned> numbers;
+  std::map<std::string, NumberedFiles> numbered;
   std::set<std::string> warned;
 };
 std::mutex paths_mu;
@@ -96,30 +121,120 @@ struct Claim {
 };
 
 /// Claims the first name of `wanted`, from its `from`th on (numbered_path), that no executor of
-/// this process writes. `process_numbers` (FERRY_TRACE): from the path's next number on, which
-/// the claim then moves past itself, under the same lock: read apart from the claim, another
-/// thread's executor made and destroyed between the two had its file written over.
-Claim claim_path(const fs::path& wanted, unsigned from, bool process_numbers) {
+/// this process writes: the rule of a path the program names (ExecutorOptions::trace).
+Claim claim_path(const fs::path& wanted, unsigned from) {
   std::lock_guard lock(paths_mu);
-  unsigned* next = process_numbers ? &path_tables().numbers[path_key(wanted)] : nullptr;
-  if (next) from = std::max(from, *next);
   for (unsigned n = from;; ++n) {
     fs::path p = numbered_path(wanted, n);
     std::string key = path_key(p);
-    if (path_tables().open.insert(key).second) {
-      if (next) *next = std::max(*next, n + 1);
-      return {n, std::move(p), std::move(key)};
+    if (path_tables().open.insert(key).second) return {n, std::move(p), std::move(key)};
+  }
+}
+
+/// The files of `wanted_key` in this process; those of the parent, in a child of fork(), are
+/// forgotten (they are not the child's to write over), but for the next number, which goes on
+/// from the parent's (the two would otherwise take the same names).
+NumberedFiles& numbered_files(const std::string& wanted_key) {
+  NumberedFiles& f = path_tables().numbered[wanted_key];
+  if (f.pid != ::getpid()) {
+    f.pid = ::getpid();
+    f.files.clear();
+    f.started = 0;
+    f.run_started_unix_us = 0;
+    f.said_full = f.said_busy = false;
+  }
+  return f;
+}
+
+/// A name for a trace of FERRY_TRACE's path `wanted` (Trace::from_environment): while the process
+/// has fewer than `files` of them, the first name from the path's next number on that no executor
+/// of this process writes (the number then moves past it, in the same step: read apart from the
+/// claim, another thread's executor made and destroyed between the two had its file written
+/// over), counted at once among the files; then the oldest of its files no executor of this
+/// process writes, but for those in `passed` (the caller found them in use): `reuse` set. None
+/// when every file is in use.
+struct NumberedClaim {
+  Claim claim;
+  bool reuse = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  std::string header;
+};
+std::optional<NumberedClaim> claim_numbered(const fs::path& wanted, const std::string& wanted_key, unsigned files,
+                                            const std::set<unsigned>& passed) {
+  std::lock_guard lock(paths_mu);
+  PathTables& tables = path_tables();
+  NumberedFiles& mine = numbered_files(wanted_key);
+  if (mine.files.size() >= files) {
+    for (const auto& f : mine.files) {
+      if (!f.started || passed.count(f.number) || !tables.open.insert(f.key).second) continue;
+      return NumberedClaim{{f.number, f.path, f.key}, true, f.dev, f.ino, f.header};
     }
+    return std::nullopt;
+  }
+  for (unsigned n = std::max(mine.next, 1u);; ++n) {
+    fs::path p = numbered_path(wanted, n);
+    std::string key = path_key(p);
+    if (!tables.open.insert(key).second) continue;
+    mine.next = std::max(mine.next, n + 1);
+    mine.files.push_back({n, p, key});
+    return NumberedClaim{{n, std::move(p), std::move(key)}};
+  }
+}
+
+/// The file numbered `number` is not one of `wanted_key`'s any more (its name was refused or is
+/// another process's; or the file is no longer the one this process wrote).
+void forget_numbered(const std::string& wanted_key, unsigned number) {
+  std::lock_guard lock(paths_mu);
+  auto& files = numbered_files(wanted_key).files;
+  std::erase_if(files, [&](const NumberedFiles::File& f) { return f.number == number; });
+}
+
+/// A trace starts in the file numbered `number` (`st`): it becomes the newest. Its `sequence` and
+/// the run's start; `first_reuse`: it is the first written over.
+struct Started {
+  std::uint64_t sequence = 0;
+  std::int64_t run_started_unix_us = 0;
+  bool first_reuse = false;
+};
+Started start_numbered(const std::string& wanted_key, unsigned number, const struct stat& st, bool reuse,
+                       std::int64_t started_unix_us) {
+  std::lock_guard lock(paths_mu);
+  NumberedFiles& mine = numbered_files(wanted_key);
+  auto it = std::find_if(mine.files.begin(), mine.files.end(),
+                         [&](const NumberedFiles::File& f) { return f.number == number; });
+  if (it != mine.files.end()) {
+    NumberedFiles::File f = std::move(*it);
+    mine.files.erase(it);
+    f.started = false;  // until its header is recorded (record_numbered_header)
+    f.dev = st.st_dev;
+    f.ino = st.st_ino;
+    mine.files.push_back(std::move(f));
+  }
+  if (mine.started++ == 0) mine.run_started_unix_us = started_unix_us;
+  Started s{mine.started, mine.run_started_unix_us, reuse && !mine.said_full};
+  if (reuse) mine.said_full = true;
+  return s;
+}
+
+/// The header written at the start of the file numbered `number`: from now on it may be written
+/// over (once no executor writes it) if it still begins so.
+void record_numbered_header(const std::string& wanted_key, unsigned number, const std::string& header) {
+  std::lock_guard lock(paths_mu);
+  for (auto& f : numbered_files(wanted_key).files) {
+    if (f.number != number) continue;
+    f.header = header;
+    f.started = true;
   }
 }
 
 /// The path itself (number 1) was refused: the next executor of FERRY_TRACE tries it again, not
 /// NAME.2.EXT (the path named is the user's; a refusal of it ends the trace), unless another
 /// claim moved past 2 meanwhile.
-void unclaim_first_number(const fs::path& wanted) {
+void unclaim_first_number(const std::string& wanted_key) {
   std::lock_guard lock(paths_mu);
-  auto& numbers = path_tables().numbers;
-  if (auto it = numbers.find(path_key(wanted)); it != numbers.end() && it->second == 2) it->second = 1;
+  auto& numbered = path_tables().numbered;
+  if (auto it = numbered.find(wanted_key); it != numbered.end() && it->second.next == 2) it->second.next = 1;
 }
 
 void release_path(const std::string& key) {
@@ -348,6 +463,50 @@ Fd open_trace_file(const fs::path& p) {
   return f;
 }
 
+/// What reopen_own_file found.
+enum class Reopened {
+  yes,   // the file this process wrote, emptied, locked and private: write it
+  busy,  // it is, but in use for now (another process's lock; the program has it open or mapped)
+  gone,  // it is no longer that file (removed, replaced, a link, written by another process)
+};
+
+/// Opens again, to write a new trace over it, a file this process wrote a trace to: only if it is
+/// still that file, the same device and inode, reached without a link (O_NOFOLLOW; the way to
+/// it checked as open_trace_file checks it; never created: O_CREAT is not given), a regular file
+/// of this user with one name, beginning with the `header` this process wrote (the inode alone
+/// does not tell: another process, or a child of fork(), may have written it since, in place), and
+/// then as open_trace_file opens one: locked, not open or mapped by the program, made 0600, and
+/// emptied before anything is written to it.
+Reopened reopen_own_file(const fs::path& p, dev_t dev, ino_t ino, const std::string& header, Fd& out) {
+  if (!untrusted_way_reason(p).empty()) return Reopened::gone;
+  int fd;
+  do {
+    fd = ::open(p.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return Reopened::gone;
+  Fd f(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != dev || st.st_ino != ino ||
+      st.st_uid != ::geteuid() || st.st_nlink != 1)
+    return Reopened::gone;
+  int locked;
+  do {
+    locked = ::flock(fd, LOCK_EX | LOCK_NB);
+  } while (locked != 0 && errno == EINTR);
+  if (locked != 0 && errno == EWOULDBLOCK) return Reopened::busy;
+  std::string head(header.size(), '\0');
+  ssize_t n;
+  do {
+    n = ::pread(fd, head.data(), head.size(), 0);
+  } while (n < 0 && errno == EINTR);
+  if (header.empty() || n != static_cast<ssize_t>(header.size()) || head != header) return Reopened::gone;
+  if (!opened_elsewhere(fd, st).empty() || mapped_here(st)) return Reopened::busy;
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, 0) != 0) return Reopened::gone;
+  out = std::move(f);
+  return Reopened::yes;
+}
+
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "";
@@ -455,28 +614,33 @@ std::string Trace::error_type_name(std::type_index type) {
   return name;
 }
 
-Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header, bool process_numbers)
-    : pid_(::getpid()),
-      start_(Clock::now()),
-      start_unix_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::system_clock::now().time_since_epoch()).count()),
-      max_bytes_(max_bytes) {
-  check_max_bytes(max_bytes);
-  // The first name no executor of this process writes, and no other process has locked. A
-  // numbered name is ferry's choice, not the program's: one that is refused (another user's
-  // NAME.3.EXT in /tmp, a link there, a file the program has open) is passed over as a locked one
-  // is. It ended the trace: from FERRY_TRACE, every later executor of the process tried that
-  // name again and ran without one; from the option, a second executor given the path threw.
-  // At most max_refused in all, for a directory where every name is refused.
-  constexpr unsigned max_refused = 16;
+namespace {
+
+/// A file opened for a trace, and the name it was claimed by.
+struct Opened {
+  Fd fd;
+  Claim claim;
+  bool reused = false;
+};
+
+// A numbered name is ferry's choice, not the program's: one that is refused (another user's
+// NAME.3.EXT in /tmp, a link there, a file the program has open) is passed over as a locked one
+// is. It ended the trace: from FERRY_TRACE, every later executor of the process tried that name
+// again and ran without one; from the option, a second executor given the path threw. At most
+// max_refused in all, for a directory where every name is refused.
+constexpr unsigned max_refused = 16;
+
+/// The first name of `path` (the program's: ExecutorOptions::trace) no executor of this process
+/// writes, and no other process has locked.
+Opened open_named(const fs::path& path) {
   unsigned refused = 0;
   for (unsigned from = 1;;) {
-    Claim claim = claim_path(path, from, process_numbers);
+    Claim claim = claim_path(path, from);
+    Fd fd;
     try {
-      fd_ = open_trace_file(claim.path);
+      fd = open_trace_file(claim.path);
     } catch (const std::invalid_argument& e) {
       release_path(claim.key);
-      if (claim.number == 1 && process_numbers) unclaim_first_number(path);
       if (claim.number == 1 || ++refused >= max_refused) throw;
       debug_log("trace: %s (the next name is tried)", e.what());
       from = claim.number + 1;
@@ -485,18 +649,90 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
       release_path(claim.key);
       throw;
     }
-    if (fd_) {
-      path_ = std::move(claim.path);
-      registered_ = std::move(claim.key);
-      break;
-    }
+    if (fd) return {std::move(fd), std::move(claim)};
     release_path(claim.key);
     from = claim.number + 1;
   }
+}
+
+/// The file of FERRY_TRACE's `path` this trace writes (claim_numbered): a new name while the
+/// process has fewer than `files`, else the oldest of them it may write over.
+Opened open_numbered(const fs::path& path, const std::string& wanted_key, unsigned files) {
+  unsigned refused = 0;
+  std::set<unsigned> passed;  // files of this process in use elsewhere for now
+  for (;;) {
+    std::optional<NumberedClaim> c = claim_numbered(path, wanted_key, files, passed);
+    if (!c) throw Trace::NoFreeFile("all " + std::to_string(files) +
+                                   " of its files (FERRY_TRACE_FILES) are in use: executors of this program "
+                                   "still running are writing them");
+    Claim& claim = c->claim;
+    Fd fd;
+    if (c->reuse) {
+      const Reopened r = reopen_own_file(claim.path, c->dev, c->ino, c->header, fd);
+      if (r == Reopened::yes) return {std::move(fd), std::move(claim), true};
+      release_path(claim.key);
+      if (r == Reopened::busy) {
+        passed.insert(claim.number);
+      } else {
+        // Not this process's file any more: it is no longer counted, and a new name is taken.
+        debug_log("trace: %s is no longer the file this process wrote: it is left as it is", claim.path.c_str());
+        forget_numbered(wanted_key, claim.number);
+      }
+      continue;
+    }
+    try {
+      fd = open_trace_file(claim.path);
+    } catch (const std::invalid_argument& e) {
+      forget_numbered(wanted_key, claim.number);
+      release_path(claim.key);
+      if (claim.number == 1) unclaim_first_number(wanted_key);
+      if (claim.number == 1 || ++refused >= max_refused) throw;
+      debug_log("trace: %s (the next name is tried)", e.what());
+      continue;
+    } catch (...) {
+      forget_numbered(wanted_key, claim.number);
+      release_path(claim.key);
+      throw;
+    }
+    if (fd) return {std::move(fd), std::move(claim)};
+    // Another process is writing it: its file, not one of this process's.
+    forget_numbered(wanted_key, claim.number);
+    release_path(claim.key);
+  }
+}
+
+}  // namespace
+
+Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header, unsigned files)
+    : pid_(::getpid()),
+      start_(Clock::now()),
+      start_unix_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count()),
+      max_bytes_(max_bytes) {
+  check_max_bytes(max_bytes);
+  const std::string wanted_key = files > 0 ? path_key(path) : std::string();
+  Opened opened = files > 0 ? open_numbered(path, wanted_key, files) : open_named(path);
+  fd_ = std::move(opened.fd);
+  path_ = std::move(opened.claim.path);
+  registered_ = std::move(opened.claim.key);
+  const unsigned number = opened.claim.number;
   if (path_ != path)
     debug_log("trace: %s is taken (another executor is writing it, or an earlier one of FERRY_TRACE wrote it, "
               "or a name before this one was refused); writing %s", path.c_str(), path_.c_str());
   const std::int64_t unix_us = start_unix_ns_ / 1000;
+  Started numbered;
+  if (files > 0) {
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) st = {};
+    numbered = start_numbered(wanted_key, number, st, opened.reused, unix_us);
+  }
+  if (numbered.first_reuse) {
+    // Once per path: from now on every executor writes over a file, and one line says it.
+    const std::string shown = terminal_text(
+        "FERRY_TRACE has made its " + std::to_string(files) + " files (FERRY_TRACE_FILES): each executor's " +
+        "trace now writes over the oldest of them, starting with " + path_.string(), "\\n");
+    std::fprintf(stderr, "ferry: %s (the last %u traces are kept)\n", shown.c_str(), files);
+  }
   std::string head;
   Line l(head);
   l.raw("[\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":").num(pid_)
@@ -505,9 +741,15 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
       .raw(",\"tid\":0,\"ts\":0,\"args\":{\"version\":1,\"started_unix_us\":").num(unix_us)
       .raw(",\"backend\":").str(header.backend)
       .raw(",\"max_workers\":").num(header.max_workers)
-      .raw(",\"host\":").str(host_name()).raw("}},\n");
+      .raw(",\"host\":").str(host_name());
+  // FERRY_TRACE's files: which run of the program wrote this one, and in what order (the names
+  // wrap round; a later run writes over the first names and leaves the others).
+  if (files > 0)
+    l.raw(",\"sequence\":").num(numbered.sequence).raw(",\"run_started_unix_us\":").num(numbered.run_started_unix_us);
+  l.raw("}},\n");
   // Written now, before any event: a host that dies at once still leaves a trace that loads.
   write_out(head);
+  if (files > 0) record_numbered_header(wanted_key, number, head);
   accepted_ = head.size();
   // A constructor that throws from here (no memory, no thread) leaves no slot naming the
   // descriptor it closes, no trace in the table, and its path free for the next executor.
@@ -554,12 +796,24 @@ void Trace::write_out_now() {
 }
 
 std::unique_ptr<Trace> Trace::from_environment(const fs::path& path, std::uint64_t max_bytes,
-                                               const Header& header) {
+                                               const Header& header, unsigned files) {
   check_max_bytes(max_bytes);
+  files = std::max(files, 1u);
   try {
     // The next one takes the next name, whether this one is still open or not: executors made
-    // one after another each wrote the path over (two at once already took two names).
-    return std::make_unique<Trace>(path, max_bytes, header, /*process_numbers=*/true);
+    // one after another each wrote the path over (two at once already took two names). Up to
+    // `files` names: then the oldest is written over.
+    return std::make_unique<Trace>(path, max_bytes, header, files);
+  } catch (const NoFreeFile& e) {
+    {
+      std::lock_guard lock(paths_mu);
+      NumberedFiles& mine = numbered_files(path_key(path));
+      if (std::exchange(mine.said_busy, true)) return nullptr;
+    }
+    const std::string shown = terminal_text("FERRY_TRACE is ignored for an executor: " + std::string(e.what()),
+                                            "\\n");
+    std::fprintf(stderr, "ferry: %s (that executor runs without a trace)\n", shown.c_str());
+    return nullptr;
   } catch (const std::invalid_argument& e) {
     // Once per path: a program may make an executor a call (get_reusable_executor with new
     // options, a library's own pool), and one line says it all.

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -39,6 +40,9 @@ class Trace {
 
   /// The smallest size cap (ExecutorOptions::trace_max_bytes) accepted.
   static constexpr std::uint64_t min_max_bytes = 16 * 1024;
+  /// How many files FERRY_TRACE's path gives a process by default (from_environment): the last
+  /// this many executors' traces are kept, at most this many times trace_max_bytes on disk.
+  static constexpr unsigned default_files = 16;
 
   /// What the trace is of: the header's `ferry` metadata event.
   struct Header {
@@ -56,11 +60,16 @@ class Trace {
   its output: it would be destroyed), and one it has mapped (a library it loaded). When another executor, of this process or another, is writing `path`, this
   one writes `stem.2.ext` (then .3, ...) instead: see path(). The file is locked (flock) for the
   trace's life: that is how another process's executor sees it is being written.
-  `process_numbers` (from_environment): each name the process's traces of `path` claim moves
-  the first name the next one tries past it, in the same step (except `path` itself, refused).
+  `files` > 0 (from_environment): the numbering of FERRY_TRACE, which keeps at most `files` files
+  of this process: see from_environment. 0: the rule of a path the program names.
+  @throws NoFreeFile when `files` > 0 and executors of this process are writing all its files.
   */
   Trace(const std::filesystem::path& path, std::uint64_t max_bytes, const Header& header,
-        bool process_numbers = false);
+        unsigned files = 0);
+  /// Every file FERRY_TRACE's numbering may write is being written (or used) by this process.
+  struct NoFreeFile : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
   /**
   The trace FERRY_TRACE asks for: as the constructor, but a path it refuses or cannot create is
   no error. FERRY_TRACE traces a program without touching its code, and a program that never
@@ -68,12 +77,21 @@ class Trace {
   program in std::terminate): why is said on stderr, once per path, and the executor runs
   without a trace (null).
   Each trace of this process from one FERRY_TRACE path takes a name none before it took, open or
-  closed: `path`, then `stem.2.ext`, `stem.3.ext`... A program that made one executor after another
-  (one per test, per request) kept only the last one's trace, each written over the one before.
+  closed: `path`, then `stem.2.ext`, `stem.3.ext`... (a program that made one executor after
+  another, one per test, per request, kept only the last one's trace, each written over the one
+  before), until the process has `files` of them: then each next trace writes over the oldest
+  of them that no executor is writing, emptied first, as a log is rotated, so that the last
+  `files` traces are kept and the disk used is bounded (a service making an executor per request
+  filled it). A file is written over only if it is still the one this process wrote: the same
+  file (device and inode, never through a link) beginning with the header this process wrote
+  there; one that is not (removed, replaced, written by another process, a child of fork()
+  included) is no longer counted, and a new name is taken instead. Said once on stderr when the
+  first file is written over, and when all `files` are being written (that executor runs without
+  a trace). A child of fork() counts its own files from none.
   @throws std::invalid_argument for a `max_bytes` under min_max_bytes (the program's option).
   */
   static std::unique_ptr<Trace> from_environment(const std::filesystem::path& path, std::uint64_t max_bytes,
-                                                 const Header& header);
+                                                 const Header& header, unsigned files = default_files);
   /// Flushes what is buffered (the file then ends without its closing line, as after a crash),
   /// unless close() ran.
   ~Trace();
