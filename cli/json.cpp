@@ -64,13 +64,6 @@ std::string printable(std::string_view text) {
   return out;
 }
 
-std::string write(const rj::Value& value) {
-  rj::StringBuffer buffer;
-  rj::Writer<rj::StringBuffer> writer(buffer);
-  value.Accept(writer);
-  return printable(std::string_view(buffer.GetString(), buffer.GetSize()));
-}
-
 std::string quote(std::string_view s) {
   rj::StringBuffer buffer;
   rj::Writer<rj::StringBuffer> writer(buffer);
@@ -185,7 +178,7 @@ class Transcoder {
  private:
   template <unsigned flags, class Stream>
   bool parse(Stream& in, std::string& error) {
-    rj::GenericReader<rj::UTF8<>, rj::UTF8<>, detail::JsonAllocator> reader;
+    detail::JsonTextReader reader;  // \udc80 to \udcff are bytes, as printable() writes them
     const rj::ParseResult result = reader.Parse<flags>(in, self());
     if (result) return true;
     error = std::string(rj::GetParseError_En(result.Code())) + " (at offset " + std::to_string(result.Offset()) + ")";

@@ -24,8 +24,9 @@ namespace ferry::cli::json {
 /// the offset, e.g. "Invalid value. (at offset 0)", or "nested deeper than 512 levels (at offset 512)".
 bool parse(std::string_view text, rj::Document& doc, std::string& error);
 
-/// `value` as compact JSON (one line).
-std::string write(const rj::Value& value);
+/// `value` (a value of any RapidJSON document) as compact JSON (one line), printable().
+template <class Value>
+std::string write(const Value& value);
 
 /// `s` as a JSON string literal.
 std::string quote(std::string_view s);
@@ -69,5 +70,13 @@ bool append_line_arguments(std::string& out, std::span<char> line, std::optional
 /// An error object line as the worker writes it for --keep-going, printable() (its message quotes
 /// names).
 std::string error_line(std::string_view type, std::string_view message, std::string_view stage);
+
+template <class Value>
+std::string write(const Value& value) {
+  rj::StringBuffer buffer;
+  rj::Writer<rj::StringBuffer> writer(buffer);
+  value.Accept(writer);
+  return printable(std::string_view(buffer.GetString(), buffer.GetSize()));
+}
 
 }  // namespace ferry::cli::json

@@ -215,6 +215,17 @@ TEST_CASE("Cli.run_prints_no_terminal_controls") {
   CHECK(cli({"run", "greet", "\"\xc0\xaf\xed\xa0\x80\""}).out == "\"hello, \\udcc0\\udcaf\\udced\\udca0\\udc80\"\n");
 }
 
+TEST_CASE("Cli.a_byte_printed_as_a_surrogate_escape_reads_back_as_that_byte") {
+  // \udcXX on input was the lone surrogate's three bytes (ED B3 BF for \udcff), so a line the
+  // command printed, given to it again, handed the task other bytes than those it stood for.
+  const Result once = cli({"run", "greet", "\"\x9b\xff\""});
+  CHECK(once.out == "\"hello, \\udc9b\\udcff\"\n");
+  CHECK(cli({"map", "greet"}, once.out).out == "\"hello, hello, \\udc9b\\udcff\"\n");
+  CHECK(cli({"run", "greet", "\"\\udcff\""}).out == "\"hello, \\udcff\"\n");
+  // Other lone low surrogates keep their three bytes, which are not UTF-8 either.
+  CHECK(cli({"run", "greet", "\"\\udc7f\""}).out == "\"hello, \\udced\\udcb1\\udcbf\"\n");
+}
+
 TEST_CASE("Cli.run_void_task_and_raw") {
   Result r = cli({"run", "noop"});
   CHECK(r.status == 0);

@@ -370,6 +370,35 @@ TEST_CASE("JsonArchive.a_number_that_rounds_to_a_floats_largest_value_is_that_va
                        "value0: expected f32, found the number 3.4028236e38 (out of its range)", fd::JsonError);
 }
 
+TEST_CASE("JsonArchive.a_surrogate_escape_of_a_byte_is_that_byte") {
+  // The ferry command writes a byte that is not UTF-8 as \udcXX (Python's surrogateescape); read
+  // back, it was the lone surrogate's three bytes (\udcff: ED B3 BF), so a line of `ferry map`'s
+  // output given to it again handed the task other bytes than those it printed.
+  auto both = [](std::string_view text) {
+    fd::JsonDocument doc;
+    std::string error;
+    REQUIRE(fd::parse_json(text, doc, error));
+    fd::JsonInputArchive from_document(doc);
+    std::vector<std::string> by_document;
+    from_document(by_document);
+    const auto by_text = from_json<std::vector<std::string>>(text);
+    CHECK(by_text == by_document);
+    return by_text;
+  };
+  CHECK(both(R"({"value0": ["a\udc80\udcFFb", "\udcff"]})") == std::vector<std::string>{"a\x80\xff" "b", "\xff"});
+  // Only \udc80 to \udcff are bytes: other lone low surrogates, surrogate pairs, the text's own
+  // bytes (however ill-formed) and an escaped backslash before "udcff" stay as they were.
+  CHECK(both(R"({"value0": ["\udc7f\udd00"]})").at(0) == "\xed\xb1\xbf\xed\xb4\x80");
+  CHECK(both(R"({"value0": ["\ud83d\ude00"]})").at(0) == "\xf0\x9f\x98\x80");
+  CHECK(both("{\"value0\": [\"\xed\xb3\xbf\xff\"]}").at(0) == "\xed\xb3\xbf\xff");
+  CHECK(both(R"({"value0": ["\\udcff"]})").at(0) == "\\udcff");
+  // A member's name is read the same way: "\udcff" finds the member named by that byte.
+  fd::JsonDocument doc;
+  std::string error;
+  REQUIRE(fd::parse_json(R"({"k\udcff": 1})", doc, error));
+  CHECK(doc.HasMember("k\xff"));
+}
+
 TEST_CASE("JsonArchive.errors_say_where_what_was_expected_and_what_was_found") {
   auto error_of = [](auto type_tag, std::string_view text) {
     try {

@@ -204,7 +204,7 @@ inline bool document_line_arguments(std::string& out, std::string_view line, std
             "write [])";
     return false;
   }
-  rj::Document doc;
+  rj::GenericDocument<detail::JsonUtf8> doc;  // \udc80 to \udcff are bytes, as the command reads them
   if (!detail::parse_json(line, doc, error)) {
     error = "not valid JSON: " + error;
     return false;
@@ -231,7 +231,7 @@ inline bool document_line_arguments(std::string& out, std::string_view line, std
       doc[i].Accept(writer);
     }
   } else if (doc.IsObject()) {
-    std::vector<const rj::Value*> values(doc.MemberCount(), nullptr);
+    std::vector<const decltype(doc)::ValueType*> values(doc.MemberCount(), nullptr);
     // By index: clang in C++20 finds RapidJSON's iterator comparisons ambiguous.
     for (rj::SizeType k = 0; k < doc.MemberCount(); ++k) {
       const auto& m = *(doc.MemberBegin() + k);
@@ -272,7 +272,7 @@ inline bool document_line_arguments(std::string& out, std::string_view line, std
 /// What the ferry command must print of a worker's result line, made the slow way (a document):
 /// the "value0" member's value, null without one, the whole object with an "error" member.
 inline std::optional<std::string> document_result(std::string_view result, cli::json::Outcome& outcome) {
-  detail::json::Document doc;
+  detail::json::GenericDocument<detail::JsonUtf8> doc;
   std::string error;
   if (!detail::parse_json(result, doc, error) || !doc.IsObject()) return std::nullopt;
   if (doc.HasMember("error")) {

@@ -87,12 +87,39 @@ class JsonAllocator {
   bool operator==(const JsonAllocator&) const noexcept { return true; }
   bool operator!=(const JsonAllocator&) const noexcept { return false; }
 };
+/**
+@brief UTF-8 as RapidJSON's reader writes it, but for the escapes `\udc80` to `\udcff`, which are
+the bytes 0x80 to 0xFF: Python's surrogateescape, as the ferry command writes a byte that is not
+part of UTF-8 (cli::json::printable). Read as RapidJSON reads them, a lone low surrogate's three
+bytes (ED B2 80 to ED B3 BF), `ferry map`'s output given to it again handed a task those bytes
+instead of the one it printed. A reader that has this as both its source and target encoding
+copies the text's own bytes as they are (RapidJSON's Transcoder of an encoding to itself), so
+only the escapes change; the other lone low surrogates (`\udc00` to `\udc7f`, `\udd00`...) keep
+their three bytes, as Python refuses them.
+*/
+struct JsonUtf8 : json::UTF8<> {
+  template <typename OutputStream>
+  static void Encode(OutputStream& os, unsigned codepoint) {
+    if (codepoint >= 0xDC80 && codepoint <= 0xDCFF)
+      os.Put(static_cast<char>(codepoint - 0xDC00));
+    else
+      json::UTF8<>::Encode(os, codepoint);
+  }
+  template <typename OutputStream>
+  static void EncodeUnsafe(OutputStream& os, unsigned codepoint) {
+    if (codepoint >= 0xDC80 && codepoint <= 0xDCFF)
+      json::PutUnsafe(os, static_cast<char>(codepoint - 0xDC00));
+    else
+      json::UTF8<>::EncodeUnsafe(os, codepoint);
+  }
+};
+
 /// The RapidJSON types of the JSON entry point (plugins) and its archives, on JsonAllocator.
 using JsonStringBuffer = json::GenericStringBuffer<json::UTF8<>, JsonAllocator>;
 template <class Buffer>
 using JsonWriterOf = json::Writer<Buffer, json::UTF8<>, json::UTF8<>, JsonAllocator>;
 using JsonWriter = JsonWriterOf<JsonStringBuffer>;
-using JsonDocument = json::GenericDocument<json::UTF8<>, json::MemoryPoolAllocator<JsonAllocator>, JsonAllocator>;
+using JsonDocument = json::GenericDocument<JsonUtf8, json::MemoryPoolAllocator<JsonAllocator>, JsonAllocator>;
 using JsonValue = JsonDocument::ValueType;
 
 /// JSON nested deeper than this is refused before anything recursive (RapidJSON's parser, its
@@ -346,7 +373,12 @@ template <class Document>
 bool parse_json(std::string_view text, Document& doc, std::string& error) {
   std::string fixed;  // rare: only when a number must be written again
   if (!prepare_json_text(text, fixed, error)) return false;
-  doc.Parse(text.data(), text.size());
+  // Document::Parse, but with RapidJSON's stream for UTF-8 text in memory whatever the document's
+  // encoding (JsonUtf8's would be its generic stream, which reads a byte ahead: every error's
+  // offset one past the text reader's).
+  json::MemoryStream memory(text.data(), text.size());
+  json::EncodedInputStream<json::UTF8<>, json::MemoryStream> in(memory);
+  doc.template ParseStream<json::kParseDefaultFlags, typename Document::EncodingType>(in);
   if (!doc.HasParseError()) return true;
   error = json_parse_error(doc.GetParseError(), doc.GetErrorOffset());
   return false;
@@ -597,7 +629,7 @@ struct JsonTextStream {
   void Flush() {}
 };
 /// The RapidJSON reader of JsonTextStream, on JsonAllocator, with cereal's flags in place.
-using JsonTextReader = json::GenericReader<json::UTF8<>, json::UTF8<>, JsonAllocator>;
+using JsonTextReader = json::GenericReader<JsonUtf8, JsonUtf8, JsonAllocator>;
 inline constexpr unsigned json_text_flags = json::kParseDefaultFlags | json::kParseInsituFlag;
 
 /// parse_json's checks without its document: `text` (in `fixed` when a number had to be written
