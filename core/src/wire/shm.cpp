@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -69,21 +70,27 @@ struct FreeBlocks {
   std::vector<Block> blocks;
   std::size_t bytes = 0;
 };
-FreeBlocks*& free_blocks_slot() {
-  static FreeBlocks* f = new FreeBlocks();  // outlives static destruction: buffers may die late
-  return f;
-}
-FreeBlocks& free_blocks() { return *free_blocks_slot(); }
+/// The blocks kept for reuse. Constant-initialized, so no guard of a function-local static (a
+/// child forked while a thread of the parent was inside its first initialisation waited on that
+/// guard for good), and never destroyed: buffers may die after the statics' destructors ran.
+union KeptBlocks {
+  FreeBlocks cache;
+  constexpr KeptBlocks() : cache() {}
+  ~KeptBlocks() {}
+};
+constinit KeptBlocks kept_blocks;
+FreeBlocks& free_blocks() { return kept_blocks.cache; }
 
 /// In a child of fork(): the blocks kept for reuse are shared mappings of the parent's memfds,
 /// so a buffer of the child and the parent's next buffer took the same block, one memory, each
 /// writing over the other's arguments (a child may make an executor of its own). The child
 /// drops them: unmapped and closed when the cache's lock is free; when a thread of the parent
-/// held it at the fork (the list may be half-changed), left as they are, with a cache anew.
+/// held it at the fork (the list may be half-changed), left mapped, the cache made anew in
+/// place (no other thread is left in the child to hold or read it; nothing is allocated).
 void forget_blocks_in_child() noexcept {
   FreeBlocks& f = free_blocks();
   if (!f.mu.try_lock()) {
-    free_blocks_slot() = new FreeBlocks();
+    new (&kept_blocks.cache) FreeBlocks();  // the old list's memory is left, as its blocks
     return;
   }
   for (const Block& b : f.blocks) {
