@@ -12,8 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <span>
 #include <unordered_map>
-#include <unordered_set>
 
 #include <ferry/errors.hpp>
 #include <ferry/task.hpp>
@@ -30,16 +30,21 @@ namespace fs = std::filesystem;
 namespace {
 
 /// A file's identity: device, inode, size, modification and change times (as
-/// detail::file_identity spells them), kept as numbers: a scan compares one per file.
+/// detail::file_version spells them), kept as numbers: a scan compares one per file. 56 bytes:
+/// one is kept for every library file of the directories, plugin or not.
 struct Identity {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  off_t size = 0;
-  struct timespec mtime {}, ctime {};
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  std::int64_t size = 0;
+  std::int64_t mtime_sec = 0, ctime_sec = 0;
+  std::uint32_t mtime_nsec = 0, ctime_nsec = 0;
   bool known = false;  // a `stat` gave it
 
   static Identity of(const struct stat& st) {
-    return {st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim, true};
+    return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+            static_cast<std::int64_t>(st.st_size), static_cast<std::int64_t>(st.st_mtim.tv_sec),
+            static_cast<std::int64_t>(st.st_ctim.tv_sec), static_cast<std::uint32_t>(st.st_mtim.tv_nsec),
+            static_cast<std::uint32_t>(st.st_ctim.tv_nsec), true};
   }
   /// Of `path`, links followed; unknown when it cannot be had.
   static Identity of(const fs::path& path) {
@@ -48,25 +53,58 @@ struct Identity {
   }
   /// The same file, unchanged; never for an identity unknown.
   bool same_as(const Identity& o) const {
-    return known && o.known && dev == o.dev && ino == o.ino && size == o.size &&
-           mtime.tv_sec == o.mtime.tv_sec && mtime.tv_nsec == o.mtime.tv_nsec &&
-           ctime.tv_sec == o.ctime.tv_sec && ctime.tv_nsec == o.ctime.tv_nsec;
+    return known && o.known && dev == o.dev && ino == o.ino && size == o.size && mtime_sec == o.mtime_sec &&
+           mtime_nsec == o.mtime_nsec && ctime_sec == o.ctime_sec && ctime_nsec == o.ctime_nsec;
   }
 };
 
-}  // namespace
-
-/// A file of the last scan: a plugin (its tasks), or a file that is no plugin (`not_plugin`: the
-/// verdict, which its bytes alone decide). Either is read again only when its identity changes.
-struct PluginIndex::Entry {
+/// A plugin file of the last scan: its tasks, read again only when its identity changes.
+struct PluginFile {
   fs::path path;      // as found in its directory (perhaps a symbolic link)
   Identity identity;  // from a `stat` made before it was read
   /// Its change time was older than the scan by more than a file system's timestamps may lag
   /// (`settle_time_ns`) when it was read: a later change moves it. Otherwise it is read again.
   bool settled = false;
   std::vector<TaskInfo> tasks;
-  std::string not_plugin;  // why it is no plugin (what skipped() says); "" for a plugin
-  std::string refused;     // why the trust check refuses it ("" = trusted, or the check is off)
+  std::string refused;  // why the trust check refuses it ("" = trusted, or the check is off)
+};
+
+/// A file of the last scan whose bytes make no plugin (not ELF, another machine's, not a shared
+/// library, truncated, no task record): its name, identity and verdict, all a later scan needs to
+/// pass it over while its identity stays: 96 bytes (and its name's, past 15 characters). It was a
+/// whole entry with its path, an empty task list and its message twice (there and in the skipped
+/// list): a process that indexed 20,000 other libraries peaked at 43 MB, 14 MB now
+/// (bench/plugin_misses.cpp).
+struct OtherFile {
+  std::string name;  // in its directory
+  Identity identity;
+  std::uint32_t verdict = 0;  // in Entry::verdicts: the message without the file's path before it
+  bool settled = false;       // as PluginFile::settled
+  bool path_first = true;     // the message began with the file's path (they all do)
+};
+
+/// A line of skipped() about a file of a directory, other than a verdict of OtherFile.
+struct SkippedLine {
+  std::string name;
+  SkippedFile line;
+};
+
+}  // namespace
+
+/// One directory of the search path as the last scan found it (entries_ has one per dirs_, in
+/// their order). Its files are in the order of their names.
+struct PluginIndex::Entry {
+  std::vector<PluginFile> plugins;
+  std::vector<OtherFile> others;
+  /// What the verdicts of `others` say after the file's path: most are the same few messages.
+  std::vector<std::string> verdicts;
+  /// What skipped() says of this directory first (its listing: links to nothing, FIFOs; that it
+  /// is refused), then of its files other than `others` (merged with theirs by name).
+  std::vector<SkippedFile> head;
+  std::vector<SkippedLine> lines;
+  /// Kept from an earlier scan when this one could not read the directory: its files are not
+  /// listed as skipped again.
+  bool kept = false;
 };
 
 namespace {
@@ -335,50 +373,70 @@ void PluginIndex::check_safe(const fs::path& path) {
   detail::require_trusted_dependencies(path);
 }
 
+namespace {
+
+/// The name of a file of a directory listing (`dir / name`): what follows its last '/'.
+std::string_view file_name(const fs::path& file) {
+  std::string_view p = file.native();
+  const auto slash = p.rfind('/');
+  return slash == std::string_view::npos ? p : p.substr(slash + 1);
+}
+
+std::string_view name_of(const PluginFile& f) { return file_name(f.path); }
+std::string_view name_of(const OtherFile& f) { return f.name; }
+
+/// The record of `name` in `files` (sorted by name) at or after `*from`, which moves past what
+/// is smaller: a scan goes through the names in order, so through the last scan's records once.
+template <class File>
+File* record_of(std::vector<File>& files, std::size_t* from, std::string_view name) {
+  while (*from < files.size() && name_of(files[*from]) < name) ++*from;
+  return *from < files.size() && name_of(files[*from]) == name ? &files[*from] : nullptr;
+}
+
+}  // namespace
+
 void PluginIndex::rescan_locked() {
-  std::vector<std::shared_ptr<Entry>> next;
-  skipped_.clear();
+  skipped_.clear();  // what skipped() says is built from the entries
   unreadable_dirs_.clear();
   unreadable_files_.clear();
   short_of_.clear();
-  // What the last scan found in `dir`, kept when this process cannot read it now for want of
-  // descriptors or memory: a host at its RLIMIT_NOFILE lost every task it had found, and was told
-  // no plugin provides them.
-  // The last scan's entries by path. Each file was compared with every entry: with 3,000 plugins
-  // beside 20,000 other libraries a scan took 10 s (a lookup that misses scans twice). Entries
-  // of files this scan does not list are forgotten with it: the memory is the last listing's.
-  std::unordered_map<std::string, std::shared_ptr<Entry>> previous;
-  previous.reserve(entries_.size());
-  for (const auto& e : entries_) previous.emplace(e->path.native(), e);
-  auto keep_previous = [&](const fs::path& dir, const fs::path* only) {
-    if (only) {
-      // One file's entry, by path: going through every entry for each file a host out of
-      // descriptors could not open made such a scan quadratic in the directory.
-      if (auto it = previous.find(only->native()); it != previous.end()) next.push_back(it->second);
-      return;
-    }
-    const fs::path key = directory_key(dir);
-    for (const auto& e : entries_)
-      if (directory_key(e->path.parent_path()) == key) next.push_back(e);
-  };
   // The scan's start by the clock change times are stamped with: a file changed less than
   // `settle_time_ns` before it is read again at the next scan.
   struct timespec now {};
   ::clock_gettime(CLOCK_REALTIME, &now);
   const std::int64_t started = nanoseconds(now);
-  for (const auto& dir : dirs_) {
+  std::vector<std::shared_ptr<Entry>> next;
+  next.reserve(dirs_.size());
+  for (std::size_t d = 0; d < dirs_.size(); ++d) {
+    const fs::path& dir = dirs_[d];
+    // What the last scan found in this directory: each file is looked up there by name (both are
+    // in the order of the names), and what is kept is moved over. Files this scan does not list
+    // are forgotten with it: the memory is the last listing's.
+    Entry* previous = d < entries_.size() ? entries_[d].get() : nullptr;
+    auto entry = std::make_shared<Entry>();
+    // What the last scan found, kept when this process cannot read the directory now for want
+    // of descriptors or memory: a host at its RLIMIT_NOFILE lost every task it had found, and
+    // was told no plugin provides them.
+    auto keep_all = [&] {
+      if (!previous) return;
+      entry->plugins = std::move(previous->plugins);
+      entry->others = std::move(previous->others);
+      entry->verdicts = std::move(previous->verdicts);
+      entry->kept = true;
+    };
     std::error_code ec;
     fs::directory_iterator it(dir, ec), end;
     if (ec) {
-      skipped_.push_back({dir, "cannot read directory: " + ec.message()});
-      unreadable_dirs_.push_back({dir, "cannot read directory: " + ec.message()});
+      entry->head.push_back({dir, "cannot read directory: " + ec.message()});
+      unreadable_dirs_.push_back(entry->head.back());
       if (short_of_resources(ec.value())) {
         short_of_ = cannot_read(dir, ec.message());
-        keep_previous(dir, nullptr);
+        keep_all();
       }
+      next.push_back(std::move(entry));
       continue;
     }
-    std::vector<fs::path> files;
+    std::vector<std::string> names;
     for (; it != end; it.increment(ec)) {
       if (ec) break;
       if (!looks_like_library(it->path())) continue;
@@ -386,97 +444,146 @@ void PluginIndex::rescan_locked() {
       // the directory.
       std::error_code type_error;
       if (it->is_regular_file(type_error)) {
-        files.push_back(it->path());
+        names.emplace_back(file_name(it->path()));
       } else if (std::string why = not_a_plugin_file(it->path()); !why.empty()) {
         // A link to a plugin not built yet, a FIFO or a device under a plugin's name was passed
         // over in silence, and a lookup of the task expected there said only that none has it.
-        skipped_.push_back({it->path(), cannot_read(it->path(), why)});
-        unreadable_files_.push_back(skipped_.back());
+        entry->head.push_back({it->path(), cannot_read(it->path(), why)});
+        unreadable_files_.push_back(entry->head.back());
       }
     }
-    if (ec && short_of_resources(ec.value())) {
-      // Read in part: what was found before stays (those listed again are read again below).
-      short_of_ = cannot_read(dir, ec.message());
-      const fs::path key = directory_key(dir);
-      std::unordered_set<std::string> listed;
-      for (const auto& f : files) listed.insert(f.native());
-      for (const auto& e : entries_)
-        if (directory_key(e->path.parent_path()) == key && !listed.count(e->path.native())) next.push_back(e);
-    }
-    // In the order of their names (paths of one directory): path's own comparison, component by
-    // component, was a tenth of a scan of 20,000 files.
-    std::sort(files.begin(), files.end(),
-              [](const fs::path& a, const fs::path& b) { return a.native() < b.native(); });
+    // Read in part: what was found before stays (those listed again are read again below).
+    const bool partial = ec && short_of_resources(ec.value());
+    if (partial) short_of_ = cannot_read(dir, ec.message());
+    // In the order of their names' bytes: path's own comparison, component by component, was a
+    // tenth of a scan of 20,000 files.
+    std::sort(names.begin(), names.end());
     // A directory others could write to is refused as a whole, and said once: whatever its
     // files' own modes, someone else decides what is in it.
     std::string dir_refused = options_.allow_unsafe ? std::string() : detail::untrusted_reason(dir);
-    if (!dir_refused.empty()) skipped_.push_back({dir, "refused: " + dir_refused});
-    for (const auto& file : files) {
+    if (!dir_refused.empty()) entry->head.push_back({dir, "refused: " + dir_refused});
+    // The verdicts' texts: those of the last scan, their numbers kept, and any new ones.
+    std::unordered_map<std::string, std::uint32_t> verdict_numbers;
+    if (previous) {
+      entry->verdicts = std::move(previous->verdicts);
+      for (std::uint32_t v = 0; v < entry->verdicts.size(); ++v) verdict_numbers.emplace(entry->verdicts[v], v);
+    }
+    auto verdict_number = [&](std::string text) {
+      auto [at, added] = verdict_numbers.emplace(std::move(text), static_cast<std::uint32_t>(entry->verdicts.size()));
+      if (added) entry->verdicts.push_back(at->first);
+      return at->second;
+    };
+    std::vector<PluginFile> no_plugins;
+    std::vector<OtherFile> no_others;
+    std::vector<PluginFile>& old_plugins = previous ? previous->plugins : no_plugins;
+    std::vector<OtherFile>& old_others = previous ? previous->others : no_others;
+    std::size_t next_old_plugin = 0, next_old_other = 0;
+    // At most one record per name: the vector grows no more (growing by doubling held up to
+    // three times the records while it was copied, with the last scan's).
+    entry->others.reserve(names.size());
+    for (const auto& name : names) {
+      const fs::path file = dir / name;
       // Its identity before it is read: whatever changes it after this moves the identity (a
       // rename-over or a new file gives another inode, a write or a chmod the change time, which
       // only the clock sets), so what is read may be newer than the identity, never older.
       struct stat st {};
       const bool stated = ::stat(file.c_str(), &st) == 0;
       const Identity identity = stated ? Identity::of(st) : Identity{};
-      auto same = previous.find(file.native());
-      std::shared_ptr<Entry> e;
-      if (same != previous.end() && same->second->settled && same->second->identity.same_as(identity)) {
-        e = same->second;
+      PluginFile* old_plugin = record_of(old_plugins, &next_old_plugin, name);
+      OtherFile* old_other = record_of(old_others, &next_old_other, name);
+      if (old_other && old_other->settled && old_other->identity.same_as(identity)) {
+        entry->others.push_back(std::move(*old_other));  // no tasks to offer or refuse: no trust check
+        continue;
+      }
+      PluginFile plugin;
+      if (old_plugin && old_plugin->settled && old_plugin->identity.same_as(identity)) {
+        plugin = std::move(*old_plugin);
       } else {
-        e = std::make_shared<Entry>();
-        e->path = file;
-        e->identity = identity;
-        e->settled = stated && nanoseconds(st.st_ctim) <= started - settle_time_ns;
+        plugin.path = file;
+        plugin.identity = identity;
+        plugin.settled = stated && nanoseconds(st.st_ctim) <= started - settle_time_ns;
         std::string short_of, unreadable;
         bool by_content = false;
         try {
-          e->tasks = manifest_of(file, &short_of, &unreadable, &by_content);
+          plugin.tasks = manifest_of(file, &short_of, &unreadable, &by_content);
         } catch (const PluginError& err) {
           // Bytes that make no plugin are remembered with the file's identity: 20,000 other
           // libraries beside the plugins were read again at every lookup that missed (1 s each).
           // What a failed open or read says (permissions, I/O) is not: it is tried again.
           if (!by_content || !stated) {
-            skipped_.push_back({file, err.what()});
+            entry->lines.push_back({name, {file, err.what()}});
             continue;
           }
-          e->not_plugin = err.what();
+          // The message less the path before it, which the file's name gives back (skipped()).
+          std::string_view text = err.what();
+          const bool path_first = text.starts_with(file.native());
+          if (path_first) text.remove_prefix(file.native().size());
+          entry->others.push_back(OtherFile{name, identity, verdict_number(std::string(text)), plugin.settled, path_first});
+          continue;
         }
         if (!unreadable.empty()) {
-          skipped_.push_back({file, unreadable});
-          unreadable_files_.push_back(skipped_.back());
+          entry->lines.push_back({name, {file, unreadable}});
+          unreadable_files_.push_back(entry->lines.back().line);
           continue;
         }
         if (!short_of.empty()) {
-          skipped_.push_back({file, short_of});
+          // What was read of it before stands.
+          entry->lines.push_back({name, {file, short_of}});
           short_of_ = std::move(short_of);
-          keep_previous(dir, &file);
+          if (old_plugin) entry->plugins.push_back(std::move(*old_plugin));
+          if (old_other) entry->others.push_back(std::move(*old_other));
           continue;
         }
         const std::string version = stated ? detail::file_version(st) : std::string();
-        for (auto& t : e->tasks) t.version = version;
-      }
-      if (!e->not_plugin.empty()) {
-        // No tasks to offer or refuse: no trust check, as when it was read.
-        skipped_.push_back({file, e->not_plugin});
-        next.push_back(std::move(e));
-        continue;
+        for (auto& t : plugin.tasks) t.version = version;
       }
       // Judged at every scan (the file's identity says nothing of its directories, its links'
       // or its owner's group): `ferry list` and a lookup see the same verdict. Reading a
       // manifest runs none of the plugin's code, so a refused plugin is still indexed, to be
       // named when someone asks for its tasks.
       if (options_.allow_unsafe) {
-        e->refused.clear();
+        plugin.refused.clear();
       } else if (!dir_refused.empty()) {
-        e->refused = dir_refused;
-      } else if (e->refused = detail::untrusted_reason(file); !e->refused.empty()) {
-        skipped_.push_back({file, "refused: " + e->refused});
+        plugin.refused = dir_refused;
+      } else if (plugin.refused = detail::untrusted_reason(file); !plugin.refused.empty()) {
+        entry->lines.push_back({name, {file, "refused: " + plugin.refused}});
       } else if (detail::TrustVerdict v = detail::dependency_verdict(file); !v) {
-        e->refused = v.why;
-        skipped_.push_back({file, "refused: " + e->refused});
+        plugin.refused = v.why;
+        entry->lines.push_back({name, {file, "refused: " + plugin.refused}});
       }
-      next.push_back(std::move(e));
+      entry->plugins.push_back(std::move(plugin));
     }
+    if (partial) {
+      // The files of the last scan this one did not list (the name of one moved over is empty).
+      for (auto& p : old_plugins)
+        if (!p.path.empty() && !std::binary_search(names.begin(), names.end(), name_of(p)))
+          entry->plugins.push_back(std::move(p));
+      for (auto& o : old_others)
+        if (!o.name.empty() && !std::binary_search(names.begin(), names.end(), o.name))
+          entry->others.push_back(std::move(o));
+      auto by_name = [](const auto& a, const auto& b) { return name_of(a) < name_of(b); };
+      std::sort(entry->plugins.begin(), entry->plugins.end(), by_name);
+      std::sort(entry->others.begin(), entry->others.end(), by_name);
+    }
+    // Verdicts no file has any more are dropped (each is one of a few messages, but a truncated
+    // file's names its offsets).
+    std::vector<std::uint32_t> renumbered(entry->verdicts.size(), UINT32_MAX);
+    std::vector<std::string> used;
+    for (auto& o : entry->others) {
+      std::uint32_t& n = renumbered[o.verdict];
+      if (n == UINT32_MAX) {
+        n = static_cast<std::uint32_t>(used.size());
+        used.push_back(std::move(entry->verdicts[o.verdict]));
+      }
+      o.verdict = n;
+    }
+    entry->verdicts = std::move(used);
+    if (entry->others.capacity() > entry->others.size() + entry->others.size() / 8 + 64) entry->others.shrink_to_fit();
+    // The last scan's records of this directory, moved from or forgotten: freed before the next
+    // directory's are made.
+    old_plugins = {};
+    old_others = {};
+    next.push_back(std::move(entry));
   }
   entries_ = std::move(next);
 }
@@ -491,16 +598,18 @@ TaskInfo PluginIndex::find(std::string_view name) {
     // (a denial of service by anyone who can drop a file in a shared directory) nor is taken
     // when a trusted one has the task; alone, it is named in the refusal.
     const TaskInfo* found = nullptr;
-    const Entry* found_in = nullptr;
+    const PluginFile* found_in = nullptr;
     for (bool refused : {false, true}) {
-      for (const auto& e : entries_) {
-        if (e->refused.empty() == refused) continue;
-        for (const auto& t : e->tasks) {
-          if (t.name != task || (!plugin.empty() && t.plugin != plugin)) continue;
-          if (found && found->library != t.library)
-            throw PluginError::ambiguous(task, found->library.string(), t.library.string());
-          found = &t;
-          found_in = e.get();
+      for (const auto& dir : entries_) {
+        for (const auto& e : dir->plugins) {
+          if (e.refused.empty() == refused) continue;
+          for (const auto& t : e.tasks) {
+            if (t.name != task || (!plugin.empty() && t.plugin != plugin)) continue;
+            if (found && found->library != t.library)
+              throw PluginError::ambiguous(task, found->library.string(), t.library.string());
+            found = &t;
+            found_in = &e;
+          }
         }
       }
       if (found) break;
@@ -549,8 +658,9 @@ TaskInfo PluginIndex::find(std::string_view name) {
     searched += " (" + said + ")";
   }
   std::vector<const TaskInfo*> known;
-  for (const auto& e : entries_)
-    for (const auto& t : e->tasks) known.push_back(&t);
+  for (const auto& dir : entries_)
+    for (const auto& e : dir->plugins)
+      for (const auto& t : e.tasks) known.push_back(&t);
   throw PluginError::task_not_found(std::string(name), searched, close_names(known, plugin, task));
 }
 
@@ -558,14 +668,31 @@ std::vector<TaskInfo> PluginIndex::tasks() {
   std::lock_guard lock(mu_);
   rescan_locked();
   std::vector<TaskInfo> out;
-  for (const auto& e : entries_)
-    if (e->refused.empty()) out.insert(out.end(), e->tasks.begin(), e->tasks.end());
+  for (const auto& dir : entries_)
+    for (const auto& e : dir->plugins)
+      if (e.refused.empty()) out.insert(out.end(), e.tasks.begin(), e.tasks.end());
   return out;
 }
 
 std::vector<SkippedFile> PluginIndex::skipped() {
   std::lock_guard lock(mu_);
-  return skipped_;
+  // Made now, not kept: each file that is no plugin would hold its path and message a second
+  // time. In the order of the scan: each directory's own lines, then its files' by name.
+  std::vector<SkippedFile> out;
+  for (std::size_t d = 0; d < entries_.size(); ++d) {
+    const Entry& e = *entries_[d];
+    out.insert(out.end(), e.head.begin(), e.head.end());
+    auto line = e.lines.begin();
+    const std::span<const OtherFile> others = e.kept ? std::span<const OtherFile>() : std::span(e.others);
+    for (const OtherFile& o : others) {
+      for (; line != e.lines.end() && line->name < o.name; ++line) out.push_back(line->line);
+      fs::path file = dirs_[d] / o.name;
+      std::string why = o.path_first ? file.native() + e.verdicts[o.verdict] : e.verdicts[o.verdict];
+      out.push_back({std::move(file), std::move(why)});
+    }
+    for (; line != e.lines.end(); ++line) out.push_back(line->line);
+  }
+  return out;
 }
 
 }  // namespace ferry
