@@ -1423,6 +1423,47 @@ TEST_CASE("Trace.FERRY_TRACE_writes_over_only_the_files_it_wrote") {
   CHECK_FALSE(fs::exists(nth_name(file, n + 5)));
 }
 
+TEST_CASE("Trace.FERRY_TRACE_keeps_its_bound_on_a_full_disk") {
+  // A file whose header could not be written (a full disk; here a file-size limit of 0) no longer
+  // began with the header the process had written, and was taken for another's: each later
+  // executor left it and took a new name, without bound, while the disk stayed full.
+  support::TempDir dir;
+  const fs::path file = dir.path / "full.json";
+  support::ScopedEnv env("FERRY_TRACE", file.string());
+  const unsigned n = kept_files;
+  // Stderr into a pipe: the limit holds for a file it would go to as well.
+  int ends[2];
+  REQUIRE(::pipe2(ends, O_CLOEXEC | O_NONBLOCK) == 0);
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  REQUIRE(saved >= 0);
+  ::dup2(ends[1], 2);
+  {
+    FileSizeLimit full(0);
+    for (unsigned k = 1; k <= n + 3; ++k) ferry::Executor ex(support::options(1));  // no call: no worker
+  }
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::close(ends[1]);
+  std::string said;
+  char buf[4096];
+  for (ssize_t got; (got = ::read(ends[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<std::size_t>(got));
+  ::close(ends[0]);
+  INFO(said);
+  for (unsigned k = 1; k <= n; ++k) CHECK(fs::exists(nth_name(file, k)));
+  CHECK_FALSE(fs::exists(nth_name(file, n + 1)));
+  CHECK(said.find("FERRY_TRACE has made its " + std::to_string(n) + " files") != std::string::npos);
+  // Once there is room again, the oldest is written over with a whole trace.
+  {
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(square, 4).get() == 16);
+  }
+  TraceFile t = read_trace(nth_name(file, 4));
+  check_closed(t);
+  CHECK(arg_u64(ferry_header(t), "sequence") == n + 4);
+}
+
 TEST_CASE("Trace.a_child_of_fork_does_not_write_over_its_parents_FERRY_TRACE_files") {
   // The child of fork() inherits its parent's table of files: it took the parent's oldest,
   // closed, for one of its own and wrote it over. It counts its own, from none, on new names.

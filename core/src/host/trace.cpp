@@ -74,6 +74,7 @@ struct NumberedFiles {
     dev_t dev = 0;
     ino_t ino = 0;
     std::string header;
+    off_t failed_size = -1;  // the header's write failed (a full disk): the size it left instead
   };
   unsigned next = 1;            // the first number no trace of this process claimed
   pid_t pid = 0;                // the process `files` are of: a child of fork() has none yet
@@ -159,6 +160,7 @@ struct NumberedClaim {
   dev_t dev = 0;
   ino_t ino = 0;
   std::string header;
+  off_t failed_size = -1;
 };
 std::optional<NumberedClaim> claim_numbered(const fs::path& wanted, const std::string& wanted_key, unsigned files,
                                             const std::set<unsigned>& passed) {
@@ -168,7 +170,7 @@ std::optional<NumberedClaim> claim_numbered(const fs::path& wanted, const std::s
   if (mine.files.size() >= files) {
     for (const auto& f : mine.files) {
       if (!f.started || passed.count(f.number) || !tables.open.insert(f.key).second) continue;
-      return NumberedClaim{{f.number, f.path, f.key}, true, f.dev, f.ino, f.header};
+      return NumberedClaim{{f.number, f.path, f.key}, true, f.dev, f.ino, f.header, f.failed_size};
     }
     return std::nullopt;
   }
@@ -218,12 +220,17 @@ Started start_numbered(const std::string& wanted_key, unsigned number, const str
 }
 
 /// The header written at the start of the file numbered `number`: from now on it may be written
-/// over (once no executor writes it) if it still begins so.
-void record_numbered_header(const std::string& wanted_key, unsigned number, const std::string& header) {
+/// over (once no executor writes it) if it still begins so. `failed_size` >= 0: the header's write
+/// failed, and left the file that long (nothing more is written to it): written over if it still
+/// is (it holds no trace; compared by its header, it was passed over and a new name taken each
+/// time, without bound, while the disk stayed full).
+void record_numbered_header(const std::string& wanted_key, unsigned number, const std::string& header,
+                            off_t failed_size) {
   std::lock_guard lock(paths_mu);
   for (auto& f : numbered_files(wanted_key).files) {
     if (f.number != number) continue;
-    f.header = header;
+    f.header = failed_size < 0 ? header : std::string();
+    f.failed_size = failed_size;
     f.started = true;
   }
 }
@@ -476,8 +483,10 @@ enum class Reopened {
 /// of this user with one name, beginning with the `header` this process wrote (the inode alone
 /// does not tell: another process, or a child of fork(), may have written it since, in place), and
 /// then as open_trace_file opens one: locked, not open or mapped by the program, made 0600, and
-/// emptied before anything is written to it.
-Reopened reopen_own_file(const fs::path& p, dev_t dev, ino_t ino, const std::string& header, Fd& out) {
+/// emptied before anything is written to it. `failed_size` >= 0: the header's write failed; the
+/// file must still be that long (a file no longer than that holds no trace of anyone's).
+Reopened reopen_own_file(const fs::path& p, dev_t dev, ino_t ino, const std::string& header, off_t failed_size,
+                         Fd& out) {
   if (!untrusted_way_reason(p).empty()) return Reopened::gone;
   int fd;
   do {
@@ -494,12 +503,16 @@ Reopened reopen_own_file(const fs::path& p, dev_t dev, ino_t ino, const std::str
     locked = ::flock(fd, LOCK_EX | LOCK_NB);
   } while (locked != 0 && errno == EINTR);
   if (locked != 0 && errno == EWOULDBLOCK) return Reopened::busy;
-  std::string head(header.size(), '\0');
-  ssize_t n;
-  do {
-    n = ::pread(fd, head.data(), head.size(), 0);
-  } while (n < 0 && errno == EINTR);
-  if (header.empty() || n != static_cast<ssize_t>(header.size()) || head != header) return Reopened::gone;
+  if (failed_size >= 0) {
+    if (st.st_size != failed_size) return Reopened::gone;
+  } else {
+    std::string head(header.size(), '\0');
+    ssize_t n;
+    do {
+      n = ::pread(fd, head.data(), head.size(), 0);
+    } while (n < 0 && errno == EINTR);
+    if (header.empty() || n != static_cast<ssize_t>(header.size()) || head != header) return Reopened::gone;
+  }
   if (!opened_elsewhere(fd, st).empty() || mapped_here(st)) return Reopened::busy;
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, 0) != 0) return Reopened::gone;
@@ -668,7 +681,7 @@ Opened open_numbered(const fs::path& path, const std::string& wanted_key, unsign
     Claim& claim = c->claim;
     Fd fd;
     if (c->reuse) {
-      const Reopened r = reopen_own_file(claim.path, c->dev, c->ino, c->header, fd);
+      const Reopened r = reopen_own_file(claim.path, c->dev, c->ino, c->header, c->failed_size, fd);
       if (r == Reopened::yes) return {std::move(fd), std::move(claim), true};
       release_path(claim.key);
       if (r == Reopened::busy) {
@@ -749,7 +762,11 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
   l.raw("}},\n");
   // Written now, before any event: a host that dies at once still leaves a trace that loads.
   write_out(head);
-  if (files > 0) record_numbered_header(wanted_key, number, head);
+  if (files > 0) {
+    struct stat st {};
+    const off_t failed_size = !write_failed_ ? -1 : ::fstat(fd_.get(), &st) == 0 ? st.st_size : 0;
+    record_numbered_header(wanted_key, number, head, failed_size);
+  }
   accepted_ = head.size();
   // A constructor that throws from here (no memory, no thread) leaves no slot naming the
   // descriptor it closes, no trace in the table, and its path free for the next executor.
