@@ -278,6 +278,20 @@ TEST_CASE("Mpi.world.an_agent_of_another_mpi_protocol_is_refused_naming_both_ver
   }
 }
 
+TEST_CASE("Mpi.world.shutdown_does_not_wait_for_a_rank_that_never_says_hello") {
+  // Rank 1 joins the job and says nothing (no hello, no heartbeat), as a rank stuck before its
+  // hello would; the peer timeout is 20 s. The hub gave it a worker all the same, which never
+  // started: the pool gave it up at its handshake timeout (10 s), and shutdown waited for its end
+  // until the rank was declared dead. The host's shutdown returns within 10 s, and the job ends.
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "silent_rank", FERRY_TEST_PLUGIN_DIR, ":", "-n",
+               "1", FERRY_TEST_MPI_HOSTILE, "agent", "silent", ":", "-n", "1", FERRY_TEST_MPI_AGENT},
+              {{"FERRY_MPI_TIMEOUT_MS", "20000"}}, std::chrono::seconds(90));
+  INFO(r.out);
+  CHECK(contains(r.out, "ok silent_rank"));
+  CHECK(contains(r.out, "hostile silent: told to leave"));
+  CHECK(r.status == 0);
+}
+
 TEST_CASE("Mpi.agent.a_host_of_another_mpi_protocol_is_not_served_and_the_agent_says_why") {
   // Rank 0 welcomes the agent as a host of MPI protocol 0 (ferry 0.0.1), then asks for a worker:
   // the agent's hello carries its versions, it says on stderr why it cannot serve, answers the
@@ -305,6 +319,13 @@ TEST_CASE("Mpi.world.a_rank_that_holds_the_hub_up_is_refused_and_the_host_goes_o
     CHECK(ms < 15000);
   }
   SUBCASE("deaf") { CHECK(refused_after("deaf") > 0); }
+  // A rank that only heartbeats and never says hello stayed in the job for good (a worker the
+  // hub gave it never started): refused once no hello came for the peer timeout (3 s).
+  SUBCASE("nohello") {
+    long ms = refused_after("nohello");
+    CHECK(ms >= 3000);
+    CHECK(ms < 15000);
+  }
 }
 
 TEST_CASE("Mpi.world.a_rank_that_stops_in_the_middle_of_a_message_does_not_freeze_the_hub") {

@@ -13,7 +13,9 @@
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--version") == 0) {
-      std::cout << "ferry-mpi-worker " << ferry::version() << "\n";
+      // As ferry-worker says its protocol: what a host of another build must speak to be served.
+      std::cout << "ferry-mpi-worker " << ferry::version() << " (MPI protocol "
+                << ferry::mpi::detail::mpi_protocol_version << ")\n";
       return 0;
     }
   ferry::mpi::detail::prepare_mpi_environment();

@@ -385,9 +385,13 @@ class Hub {
     spawn_failure_.clear();
   }
 
+  /// A rank that said hello and runs no worker. One that has not said hello yet gets none: a
+  /// rank that joined the job and never said it was given a worker all the same, which never
+  /// started; the pool gave it up at its handshake timeout (10 s), and its shutdown waited for
+  /// that worker's end until the rank was declared dead at the peer timeout.
   Agent* free_agent() {
     for (auto& a : agents_)
-      if (a.alive && !a.slot) return &a;
+      if (a.alive && a.ready && !a.slot) return &a;
     return nullptr;
   }
 
@@ -401,8 +405,11 @@ class Hub {
   /// An executor that shut down without waiting (shutdown(wait=false), or replaced by
   /// get_reusable_executor) frees its ranks too: its workers leave as their calls end. Before it
   /// sent them its shutdown frame (after those calls), a new executor's worker was refused at once.
+  /// A rank that has not said hello yet will be free once it does (or is refused, at the peer
+  /// timeout at the latest: judge_silence).
   bool rank_will_free_up(const Slot& s, const std::set<std::uint64_t>& owners_leaving) const {
     return std::any_of(agents_.begin(), agents_.end(), [&](const Agent& a) {
+      if (a.alive && !a.ready && !a.slot) return true;
       return a.alive && a.slot &&
              (a.slot->owner == s.owner || a.slot->leaving() || owners_leaving.count(a.slot->owner));
     });
@@ -465,9 +472,12 @@ class Hub {
       } else {
         ExitStatus st;
         std::lock_guard lock(mu_);
-        st.detail = !spawn_failure_.empty() ? spawn_failure_
-                    : world_mode_           ? "every MPI rank of the job has died"
-                                            : "no MPI rank is free to run another worker";
+        // In a job of N, the last rank's reason, as its pool would have heard it had this worker
+        // been given to that rank: a rank refused at its hello gets no worker (free_agent).
+        st.detail = !spawn_failure_.empty()        ? spawn_failure_
+                    : world_mode_ && !last_death_.empty() ? last_death_
+                    : world_mode_                  ? "every MPI rank of the job has died"
+                                                   : "no MPI rank is free to run another worker";
         s->finish(st);
       }
     }
@@ -606,8 +616,10 @@ class Hub {
   }
 
   void handle_message(Agent& a, int tag, Buffer& bytes) {
-    // A message held behind a frame that never completes is no sign of life (is_news).
-    if (is_news(tag)) a.last_heard = Clock::now();
+    // A message held behind a frame that never completes is no sign of life (is_news), nor is
+    // anything before the hello (an agent's first message): a rank that only heartbeats would
+    // stay in the job for good, neither serving nor refused.
+    if (is_news(tag) && (a.ready || tag == tag_ready)) a.last_heard = Clock::now();
     switch (tag) {
       case tag_unreadable:
         // What no ferry agent sends (over 2 GiB, too many frames at once), or what the host had
@@ -824,6 +836,11 @@ class Hub {
       // protocol (refused, told to leave). Else it said nothing at all: dead.
       if (receiver_.holding(a.comm, a.rank)) {
         refuse(a, stalled_frame_reason());
+      } else if (!a.ready) {
+        // No hello: not a ferry-mpi-worker, or one stuck before it. Told to leave, in case it
+        // hears (one that sent nothing at all was declared dead here before).
+        refuse(a, "said no hello within the peer timeout (" + ferry::detail::format_duration(peer_timeout()) +
+                      "; FERRY_MPI_TIMEOUT_MS): is it a ferry-mpi-worker?");
       } else {
         declare_dead(a, "stopped answering (no heartbeat for " + ferry::detail::format_duration(peer_timeout()) + ")");
       }
@@ -886,7 +903,7 @@ class Hub {
       // taken now, or a rank would seem silent while another streams chunks.
       if (Clock::now() >= budget_ends)
         for (std::size_t taken = 0; taken < max_messages_per_pass && receiver_.next_heartbeat(c, source); ++taken)
-          if (Agent* a = agent_of(c, source); a && a->alive) a->last_heard = Clock::now();
+          if (Agent* a = agent_of(c, source); a && a->alive && a->ready) a->last_heard = Clock::now();
     }
     sender_.progress();
     // Bytes still moving (a large frame either way): keep looking, or TCP moves them one socket

@@ -37,6 +37,10 @@
 //   refused_rank (beside one tests/support/mpi_hostile.cpp agent rank and one ferry-mpi-worker)
 //                the host refuses the rank that breaks the protocol instead of ending: every
 //                task completes on the other rank, and the pool settles on that one worker
+//   silent_rank  (beside one tests/support/mpi_hostile.cpp rank that never says hello, and one
+//                ferry-mpi-worker) every task runs on the other rank, and shutdown() returns
+//                within half the peer timeout (FERRY_MPI_TIMEOUT_MS): the silent rank runs none
+//                of the executor's workers, and nothing waits for it
 //   ship_refused the same plugin task, with a cache directory others can write
 //                (FERRY_CACHE_DIR): nothing is written there, and the task fails with a
 //                PluginError saying it was not shipped and why
@@ -95,6 +99,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <numeric>
 #include <sstream>
@@ -288,6 +293,26 @@ void refused_rank(const std::string& plugin_dir) {
   EXPECT(ex.worker_pids().size() == 1);
   std::vector<int> in = {1, 2, 3, 4, 5, 6, 7, 8};
   EXPECT(ex.map(square, in) == std::vector<int>({1, 4, 9, 16, 25, 36, 49, 64}));
+}
+
+void silent_rank(const std::string& plugin_dir) {
+  const char* timeout = std::getenv("FERRY_MPI_TIMEOUT_MS");
+  const long timeout_ms = timeout ? std::strtol(timeout, nullptr, 10) : 0;
+  EXPECT(timeout_ms >= 10'000);  // the test gives one longer than the handshake timeout
+  ferry::Executor ex(mpi_options(plugin_dir, 2));
+  std::vector<ferry::Future<int>> futures;
+  for (int i = 0; i < 20; ++i) futures.push_back(ex.submit(square, i));
+  for (int i = 0; i < 20; ++i) EXPECT(futures[static_cast<std::size_t>(i)].get() == i * i);
+  // The silent rank has no calls: shutting down must not wait for it to say hello, nor for it to
+  // be declared dead at the peer timeout.
+  const auto began = Clock::now();
+  auto shutdown = std::async(std::launch::async, [&] { ex.shutdown(); });
+  const bool in_time = shutdown.wait_for(std::chrono::milliseconds(timeout_ms / 2)) == std::future_status::ready;
+  shutdown.wait();
+  std::cout << "shutdown took "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began).count() << " ms"
+            << std::endl;
+  EXPECT(in_time);
 }
 
 void last_rank_killed(const std::string& plugin_dir) {
@@ -734,6 +759,8 @@ int main(int argc, char** argv) {
       killed_rank(plugin_dir, std::strtoul(argv[3], nullptr, 10));
     } else if (scenario == "refused_rank") {
       refused_rank(plugin_dir);
+    } else if (scenario == "silent_rank") {
+      silent_rank(plugin_dir);
     } else if (scenario == "suspended") {
       suspended(plugin_dir);
     } else if (scenario == "spawn_slow") {

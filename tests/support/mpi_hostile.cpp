@@ -8,6 +8,10 @@
 //       unversioned  the hello of a ferry-mpi-worker before MPI protocol 1 (a pid and a host name,
 //                no versions): refused at its hello, naming this host's versions
 //       version  a hello of MPI protocol 0 (ferry 0.0.1): refused at its hello, naming both
+//       silent   no hello and no heartbeat: it reads what the host sends until told to leave
+//                (and calls MPI_Finalize if the quit says no rank was lost), as a rank stuck
+//                before its hello would; the host must not wait for it to shut its executor down
+//       nohello  heartbeats, and never a hello: refused at once (a hello is an agent's first word)
 //       library  a good hello, then a request for a library that names none
 //       exited   a good hello, then, when told to start a worker, an exit report that cannot be
 //                read
@@ -167,7 +171,32 @@ void send_huge(int dest, int tag) {
   MPI_Type_free(&mib);
 }
 
+/// The silent kind: sends nothing; reads the host's messages until its quit.
+int silent(Clock::time_point deadline) {
+  while (Clock::now() < deadline) {
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+    if (!flag) {
+      ::sched_yield();
+      continue;
+    }
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    Buffer body(static_cast<std::size_t>(count));
+    MPI_Recv(body.data(), count, MPI_BYTE, 0, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    if (st.MPI_TAG != tag_quit) continue;
+    std::cout << "hostile silent: told to leave (" << strings_of(body) << ")" << std::endl;
+    // A quit that says no rank was lost: the host calls MPI_Finalize, whose fence needs this rank.
+    if (body.size() == 0) MPI_Finalize();
+    return 0;
+  }
+  std::cout << "hostile silent: never told to leave" << std::endl;
+  return 3;
+}
+
 int agent(const std::string& kind) {
+  if (kind == "silent") return silent(Clock::now() + std::chrono::seconds(60));
   // A hello of this MPI protocol, from a ferry version of its own.
   auto hello = pack_strings({"12345", "hostile", "", "hostile", std::to_string(mpi_protocol_version)});
   auto began = Clock::now();
@@ -177,6 +206,8 @@ int agent(const std::string& kind) {
     send(pack_strings({"12345", "hostile"}), 0, tag_ready);
   } else if (kind == "version") {
     send(pack_strings({"12345", "hostile", "", "0.0.1", "0"}), 0, tag_ready);
+  } else if (kind == "nohello") {
+    // Only the heartbeats of next_message.
   } else {
     send(hello, 0, tag_ready);
     if (kind == "library") send(pack_strings({}), 0, tag_lib_need);
@@ -324,7 +355,7 @@ int main(int argc, char** argv) {
   if (role == "agent" && argc == 3) return agent(argv[2]);
   if (role == "host" && argc == 2) return host();
   if (role == "host" && argc == 3 && std::string(argv[2]) == "version") return host_of_another_version();
-  std::cerr << "usage: mpi_hostile agent ready|unversioned|version|library|exited|unoffered|huge|stalled|frozen|"
+  std::cerr << "usage: mpi_hostile agent ready|unversioned|version|silent|nohello|library|exited|unoffered|huge|stalled|frozen|"
                "held|vast|drip|deaf | mpi_hostile host [version]\n";
   return 2;
 }
