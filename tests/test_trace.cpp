@@ -1464,6 +1464,29 @@ TEST_CASE("Trace.FERRY_TRACE_keeps_its_bound_on_a_full_disk") {
   CHECK(arg_u64(ferry_header(t), "sequence") == n + 4);
 }
 
+TEST_CASE("Trace.FERRY_TRACE_FILES_sets_how_many_files_are_kept") {
+  support::TempDir dir;
+  const fs::path file = dir.path / "few.json";
+  support::ScopedEnv env("FERRY_TRACE", file.string());
+  support::ScopedEnv files("FERRY_TRACE_FILES", "2");
+  std::string said;
+  {
+    StderrCapture capture(dir.path / "stderr");
+    for (int i = 1; i <= 3; ++i) {
+      ferry::Executor ex(support::options(1));
+      CHECK(ex.submit(square, i).get() == i * i);
+    }
+    said = capture.text();
+  }
+  CHECK(arg_u64(ferry_header(read_trace(file)), "sequence") == 3);
+  CHECK(arg_u64(ferry_header(read_trace(nth_name(file, 2))), "sequence") == 2);
+  CHECK_FALSE(fs::exists(nth_name(file, 3)));
+  CHECK(said.find("FERRY_TRACE has made its 2 files") != std::string::npos);
+  // Out of its range: refused as every malformed FERRY_* variable is.
+  support::ScopedEnv none("FERRY_TRACE_FILES", "0");
+  CHECK_THROWS_AS(ferry::Executor(support::options(1)), std::invalid_argument);
+}
+
 TEST_CASE("Trace.a_child_of_fork_does_not_write_over_its_parents_FERRY_TRACE_files") {
   // The child of fork() inherits its parent's table of files: it took the parent's oldest,
   // closed, for one of its own and wrote it over. It counts its own, from none, on new names.

@@ -207,7 +207,7 @@ Pool::Pool(ExecutorOptions options)
   if (!options_.trace.empty())
     trace_ = std::make_unique<Trace>(options_.trace, options_.trace_max_bytes, header);
   else if (!config.trace.empty())
-    trace_ = Trace::from_environment(config.trace, options_.trace_max_bytes, header);
+    trace_ = Trace::from_environment(config.trace, options_.trace_max_bytes, header, config.trace_files);
   // Last, once nothing can refuse the pool: buffers too large for its frames get shared memory
   // however scarce descriptors are (process-wide, the smallest limit holds).
   note_frame_limit(max_frame_);

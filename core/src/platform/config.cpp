@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<ConfigVariable, 20> table = {{
+constexpr std::array<ConfigVariable, 21> table = {{
     {"FERRY_PLUGIN_PATH", "colon-separated plugin directories, after ExecutorOptions::plugin_dirs",
      "none"},
     {"FERRY_WORKER", "path of ferry-worker", "the one installed with libferry, then $PATH"},
@@ -70,6 +70,10 @@ constexpr std::array<ConfigVariable, 20> table = {{
      "trace file every executor writes (Chrome Trace Event JSON for Perfetto), unless "
      "ExecutorOptions::trace names one; one it cannot write is said on stderr and left out",
      "none (no trace)"},
+    {"FERRY_TRACE_FILES",
+     "how many files FERRY_TRACE gives a process (1 to 10000): then each executor's trace writes over "
+     "the oldest of them that no executor is writing (the last ones are kept)",
+     "16"},
 }};
 
 std::optional<std::string> get(const char* name) {
@@ -218,6 +222,7 @@ Config Config::read() {
   c.worker_spin = std::chrono::microseconds(spin);
   r.number("FERRY_PIPELINE_DEPTH", c.pipeline_depth, 1, 64, false);
   r.number("FERRY_MAX_CPU_COUNT", c.max_cpu_count, 1, 1u << 20, false);
+  r.number("FERRY_TRACE_FILES", c.trace_files, 1, 10'000, false);
   std::uint64_t timeout = static_cast<std::uint64_t>(c.mpi_timeout.count());
   r.number("FERRY_MPI_TIMEOUT_MS", timeout, 100, 3'600'000, false);
   c.mpi_timeout = std::chrono::milliseconds(timeout);

@@ -49,6 +49,7 @@ struct FERRY_INTERNAL_API Config {
   bool mpi_rings = true;                                    // FERRY_MPI_RINGS
   std::filesystem::path mpi_worker;                         // FERRY_MPI_WORKER
   std::filesystem::path trace;                              // FERRY_TRACE; empty = no trace
+  unsigned trace_files = 16;                                // FERRY_TRACE_FILES (Trace::default_files)
 
   /// "FERRY_X='value': why" for each malformed variable (those keep their defaults above).
   std::vector<std::string> problems;
