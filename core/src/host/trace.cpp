@@ -98,8 +98,16 @@ struct PathTables {
   std::set<std::string> warned;
 };
 std::mutex paths_mu;
+/// Made at the first claim, by whichever thread gets there (an atomic, not a function-local
+/// static: a child of fork() whose parent had a thread inside a static's first initialisation
+/// waited on its guard for good). Never freed: executors may close during exit.
+std::atomic<PathTables*> path_tables_made{nullptr};
 PathTables& path_tables() {
-  static auto* tables = new PathTables;
+  PathTables* tables = path_tables_made.load(std::memory_order_acquire);
+  if (tables) return *tables;
+  auto* made = new PathTables;
+  if (path_tables_made.compare_exchange_strong(tables, made, std::memory_order_acq_rel)) return *made;
+  delete made;
   return *tables;
 }
 
@@ -259,7 +267,8 @@ void start_path_tables_in_child() noexcept {
     return;
   }
   new (&paths_mu) std::mutex;
-  new (&path_tables()) PathTables;  // the old nodes are left, not freed (no allocation here)
+  if (PathTables* tables = path_tables_made.load(std::memory_order_relaxed))
+    new (tables) PathTables;  // the old nodes are left, not freed (no allocation here)
 }
 
 /// The descriptors of the traces being written, plus one (0: a free slot), for a child of fork()
@@ -318,9 +327,9 @@ void close_traces_in_child() noexcept {
 }
 
 /// The table this process's traces join (made at the first, with the exit handler).
+std::atomic<bool> exit_handler_registered{false};  // not a static's guard, which a fork() could leave held
 LiveTraces* live_table() {
-  static const int at_exit = std::atexit(&write_out_traces_at_exit);
-  (void)at_exit;
+  if (!exit_handler_registered.exchange(true, std::memory_order_acq_rel)) std::atexit(&write_out_traces_at_exit);
   LiveTraces* live = live_traces.load(std::memory_order_acquire);
   if (live) return live;
   auto* made = new LiveTraces;  // never freed: exit() reads it after the statics' destructors may have run
