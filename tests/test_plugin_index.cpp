@@ -860,6 +860,35 @@ TEST_CASE("PluginIndex.skipped.lists_bad_files_with_a_reason") {
   CHECK(index.tasks().size() == PluginIndex::read_manifest(math_plugin).size());
 }
 
+TEST_CASE("PluginIndex.skipped.remembered_files_are_said_in_the_order_of_their_names") {
+  // A file that is no plugin is kept as its name and verdict, and its line made when skipped() is
+  // asked, among the lines kept as such (a refused plugin's): in the order of the names, as the
+  // scan that read them said them, and in the same words.
+  support::TempDir dir;
+  write_text(dir.path / "liba.so", "not a library\n");
+  const fs::path refused = install(math_plugin, dir.path, "libb.so");
+  fs::permissions(refused, fs::perms(0666));
+  const fs::path plain = install(plain_library, dir.path, "libc.so");
+  write_text(dir.path / "libd.so", "not a library either\n");
+  wait_until_settled({dir.path / "liba.so", refused, plain, dir.path / "libd.so"});
+  PluginIndex index({dir.path});
+  CHECK(contains(plugin_error([&] { index.find("nosuch"); }), "no plugin provides task 'nosuch'"));
+  const auto first = index.skipped();
+  CHECK(contains(plugin_error([&] { index.find("nosuch"); }), "no plugin provides task 'nosuch'"));
+  const auto second = index.skipped();
+  REQUIRE(first.size() == 4);
+  REQUIRE(second.size() == 4);
+  const char* names[] = {"liba.so", "libb.so", "libc.so", "libd.so"};
+  for (std::size_t i = 0; i < 4; ++i) {
+    CHECK(first[i].path == dir.path / names[i]);
+    CHECK(second[i].path == first[i].path);
+    CHECK(second[i].reason == first[i].reason);
+  }
+  CHECK(first[0].reason == (dir.path / "liba.so").string() + " is not a shared library: not an ELF file");
+  CHECK(contains(first[1].reason, "refused: "));
+  CHECK(contains(first[2].reason, "is not a ferry plugin"));
+}
+
 TEST_CASE("PluginIndex.skipped.reports_unreadable_directories") {
   support::TempDir dir;
   install(math_plugin, dir.path, "libmath.so");
