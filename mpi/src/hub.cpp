@@ -150,6 +150,7 @@ class Slot final : public ferry::LaunchedWorker {
   Clock::time_point told_to_stop{};  // the first tag_stop sent for it (hub thread), or none
   bool ended = false;
   bool shutdown_sent = false;  // the pool's shutdown frame went to its worker (hub thread)
+  bool heard = false;  // a frame of its worker came (its first is its hello; to_pool, hub thread)
   std::mutex mu;
 
  private:
@@ -717,6 +718,7 @@ class Hub {
   /// chunks (a shared-memory frame, as a local worker sends a large result).
   void to_pool(Agent& a, Buffer frame, std::shared_ptr<SharedBytes> payload) {
     if (!a.slot || a.slot->ended || frame.empty()) return;
+    a.slot->heard = true;
     int fd = payload ? payload->fd() : -1;
     // Relayed by the pool's thread that waits for this worker: handed to it (it reads them as the
     // next frames on the channel, before reading the channel again), when the pool has read all
@@ -969,6 +971,11 @@ class Hub {
   void send_stop(Agent& a) {
     // Before its start went out the agent has no worker to stop, nor an end to report.
     if (a.slot->started && a.slot->told_to_stop == Clock::time_point{}) a.slot->told_to_stop = Clock::now();
+    // A worker that never said hello has no calls: its pool need not wait for the agent's report
+    // (a shutdown waited the stop grace for a rank that ignored the start and the stop). Its end
+    // is settled now, with no detail (the pool's own reason stands: its handshake timeout); the
+    // rank stays taken until the agent reports the end, or is refused after the grace.
+    if (a.slot->started && !a.slot->heard) a.slot->finish(ExitStatus{});
     sender_.send(Buffer(), a.rank, tag_stop, a.comm);
   }
 

@@ -37,10 +37,10 @@
 //   refused_rank (beside one tests/support/mpi_hostile.cpp agent rank and one ferry-mpi-worker)
 //                the host refuses the rank that breaks the protocol instead of ending: every
 //                task completes on the other rank, and the pool settles on that one worker
-//   silent_rank  (beside one tests/support/mpi_hostile.cpp rank that never says hello, and one
-//                ferry-mpi-worker) every task runs on the other rank, and shutdown() returns
-//                within half the peer timeout (FERRY_MPI_TIMEOUT_MS): the silent rank runs none
-//                of the executor's workers, and nothing waits for it
+//   silent_rank  (beside one tests/support/mpi_hostile.cpp rank that never says hello, or whose
+//                worker never does, and one ferry-mpi-worker) every task runs on the other rank,
+//                and shutdown() returns within half the peer timeout (FERRY_MPI_TIMEOUT_MS): the
+//                silent rank runs none of the executor's calls, and nothing waits for it
 //   ship_refused the same plugin task, with a cache directory others can write
 //                (FERRY_CACHE_DIR): nothing is written there, and the task fails with a
 //                PluginError saying it was not shipped and why

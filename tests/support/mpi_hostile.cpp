@@ -33,7 +33,9 @@
 //       drip     a good hello, the head of a frame of 1 MiB, then a chunk of 1 byte every
 //                300 ms: chunks dropped are no sign of life (they kept the rank alive for good)
 //       deaf     a good hello, then no answer to a start nor to a stop: refused once the stop
-//                went unanswered for its grace (the host waited for the worker's end for good)
+//                went unanswered for its grace (the host waited for the worker's end for good);
+//                its executor's shutdown must not wait for that grace (the worker never said
+//                hello: it has no calls)
 //     then waits to be told to leave, and prints "hostile <kind>: told to leave (<body>)" (and
 //     how long after its hello); exits 3 if that does not come within 60 s, 1 if the host sent
 //     it a library's bytes.
@@ -256,7 +258,11 @@ int agent(const std::string& kind) {
       auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began);
       std::cout << "hostile " << kind << ": told to leave (" << strings_of(body) << ")" << std::endl;
       std::cout << "hostile " << kind << ": told " << took.count() << " ms after its hello" << std::endl;
-      return 0;  // without MPI_Finalize: the host declared this rank dead, and will not call it
+      // A quit that says no rank was lost (the host leaves before it refused this rank): the host
+      // calls MPI_Finalize, whose fence needs this rank. Else the host declared it dead, and
+      // calls none.
+      if (body.size() == 0) MPI_Finalize();
+      return 0;
     }
   }
   std::cout << "hostile " << kind << ": never told to leave" << std::endl;
