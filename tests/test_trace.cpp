@@ -1368,7 +1368,8 @@ TEST_CASE("Trace.FERRY_TRACE_does_not_write_over_the_file_of_an_executor_still_r
   }
   CHECK(said == "ferry: FERRY_TRACE is ignored for an executor: all " + std::to_string(n) +
                     " of its files (FERRY_TRACE_FILES) are in use: executors of this program still running are "
-                    "writing them (that executor runs without a trace)\n");
+                    "writing them (or the program has them open, or they could not be opened for now) (that "
+                    "executor runs without a trace)\n");
   CHECK_FALSE(fs::exists(nth_name(file, n + 1)));
   CHECK(first->submit(square, 5).get() == 25);
   first.reset();
@@ -1400,27 +1401,72 @@ TEST_CASE("Trace.FERRY_TRACE_writes_over_only_the_files_it_wrote") {
   }
   const std::string third = read_file(nth_name(file, 3));
   fs::remove(nth_name(file, 4));
-  for (int i = 0; i < 5; ++i) {
+  // A second name given to the fifth: writing over it would change a file of another name.
+  fs::create_hard_link(nth_name(file, 5), dir.path / "second-name");
+  const std::string fifth_before = read_file(nth_name(file, 5));
+  for (int i = 0; i < 6; ++i) {
     ferry::Executor ex(support::options(1));
     CHECK(ex.submit(square, i).get() == i * i);
   }
   CHECK(read_file(target) == "keep");
+  CHECK(read_file(nth_name(file, 5)) == fifth_before);
   CHECK(fs::is_symlink(nth_name(file, 1)));
   CHECK(read_file(nth_name(file, 2)) == "another file\n");
   CHECK(read_file(nth_name(file, 3)) == third);
   CHECK(third.rfind(in_place, 0) == 0);
   CHECK_FALSE(fs::exists(nth_name(file, 4)));
-  for (unsigned k = n + 1; k <= n + 4; ++k) {
+  for (unsigned k = n + 1; k <= n + 5; ++k) {
     CAPTURE(k);
     TraceFile t = read_trace(nth_name(file, k));
     check_closed(t);
     CHECK(arg_u64(ferry_header(t), "sequence") == k);
   }
   // Then the oldest that is still its own.
-  TraceFile fifth = read_trace(nth_name(file, 5));
-  check_closed(fifth);
-  CHECK(arg_u64(ferry_header(fifth), "sequence") == n + 5);
-  CHECK_FALSE(fs::exists(nth_name(file, n + 5)));
+  TraceFile sixth = read_trace(nth_name(file, 6));
+  check_closed(sixth);
+  CHECK(arg_u64(ferry_header(sixth), "sequence") == n + 6);
+  CHECK_FALSE(fs::exists(nth_name(file, n + 6)));
+}
+
+TEST_CASE("Trace.FERRY_TRACE_keeps_a_file_it_could_not_open_for_now") {
+  // A file to write over that could not be opened for want of descriptors was taken for one no
+  // longer the process's: forgotten, left on disk uncounted, and the next executor took a new
+  // name past the bound. It is in use for now: passed over, and written over later.
+  support::TempDir dir;
+  const fs::path file = dir.path / "scarce.json";
+  support::ScopedEnv env("FERRY_TRACE", file.string());
+  const unsigned n = kept_files;
+  for (unsigned k = 1; k <= n; ++k) ferry::Executor ex(support::options(1));
+  const ferry::detail::Trace::Header header{"local", 1};
+  std::string said;
+  {
+    StderrCapture capture(dir.path / "stderr");
+    struct rlimit saved {};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    const int lowest_free = ::dup(0);
+    REQUIRE(lowest_free >= 0);
+    ::close(lowest_free);
+    struct rlimit none = saved;
+    none.rlim_cur = static_cast<rlim_t>(lowest_free);  // no open() succeeds
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &none) == 0);
+    std::unique_ptr<ferry::detail::Trace> t;
+    try {
+      t = ferry::detail::Trace::from_environment(file, ferry::ExecutorOptions{}.trace_max_bytes, header, n);
+    } catch (...) {
+    }
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    CHECK_FALSE(t);
+    said = capture.text();
+  }
+  CHECK(said.find("are in use") != std::string::npos);
+  {
+    ferry::Executor ex(support::options(1));
+    CHECK(ex.submit(square, 3).get() == 9);
+  }
+  CHECK_FALSE(fs::exists(nth_name(file, n + 1)));
+  TraceFile first = read_trace(file);
+  check_closed(first);
+  CHECK(arg_u64(ferry_header(first), "sequence") == n + 1);
 }
 
 TEST_CASE("Trace.FERRY_TRACE_keeps_its_bound_on_a_full_disk") {

@@ -175,6 +175,15 @@ std::optional<NumberedClaim> claim_numbered(const fs::path& wanted, const std::s
   std::lock_guard lock(paths_mu);
   PathTables& tables = path_tables();
   NumberedFiles& mine = numbered_files(wanted_key);
+  // FERRY_TRACE_FILES lowered while the program runs: the oldest files past the new count that
+  // no executor writes are no longer counted (left on disk as they are), so that the last `files`
+  // traces are those kept, as said.
+  for (auto it = mine.files.begin(); mine.files.size() > files && it != mine.files.end();) {
+    if (it->started && !tables.open.count(it->key))
+      it = mine.files.erase(it);
+    else
+      ++it;
+  }
   if (mine.files.size() >= files) {
     for (const auto& f : mine.files) {
       if (!f.started || passed.count(f.number) || !tables.open.insert(f.key).second) continue;
@@ -482,7 +491,8 @@ Fd open_trace_file(const fs::path& p) {
 /// What reopen_own_file found.
 enum class Reopened {
   yes,   // the file this process wrote, emptied, locked and private: write it
-  busy,  // it is, but in use for now (another process's lock; the program has it open or mapped)
+  busy,  // it is, but in use for now (another process's lock; the program has it open or mapped;
+         // no descriptor or memory to open or read it)
   gone,  // it is no longer that file (removed, replaced, a link, written by another process)
 };
 
@@ -501,30 +511,47 @@ Reopened reopen_own_file(const fs::path& p, dev_t dev, ino_t ino, const std::str
   do {
     fd = ::open(p.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
   } while (fd < 0 && errno == EINTR);
-  if (fd < 0) return Reopened::gone;
+  if (fd < 0) {
+    // Gone only when the name shows it is no longer the file (removed, a link or a directory put
+    // there, made unwritable by its owner); a want of descriptors or memory is for now: forgotten,
+    // the file stayed on disk uncounted and a new name was taken past the bound.
+    const int e = errno;
+    return e == ENOENT || e == ELOOP || e == ENOTDIR || e == EISDIR || e == ENXIO || e == EACCES || e == EPERM ||
+                   e == EROFS
+               ? Reopened::gone
+               : Reopened::busy;
+  }
   Fd f(fd);
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != dev || st.st_ino != ino ||
-      st.st_uid != ::geteuid() || st.st_nlink != 1)
-    return Reopened::gone;
-  int locked;
-  do {
-    locked = ::flock(fd, LOCK_EX | LOCK_NB);
-  } while (locked != 0 && errno == EINTR);
-  if (locked != 0 && errno == EWOULDBLOCK) return Reopened::busy;
-  if (failed_size >= 0) {
-    if (st.st_size != failed_size) return Reopened::gone;
-  } else {
+  // Still the file this process wrote: its identity, one name, and what it begins with (or, when
+  // the header's write failed, its size). Asked before the lock too: a file another process has
+  // taken over and is writing is not this process's (it held the rotation as "in use" for as
+  // long as that process ran), and again once locked (it may have been written until then).
+  auto still_ours = [&]() -> std::optional<Reopened> {
+    if (::fstat(fd, &st) != 0) return Reopened::busy;
+    if (!S_ISREG(st.st_mode) || st.st_dev != dev || st.st_ino != ino || st.st_uid != ::geteuid() ||
+        st.st_nlink != 1)
+      return Reopened::gone;
+    if (failed_size >= 0) return st.st_size == failed_size ? std::nullopt : std::optional(Reopened::gone);
     std::string head(header.size(), '\0');
     ssize_t n;
     do {
       n = ::pread(fd, head.data(), head.size(), 0);
     } while (n < 0 && errno == EINTR);
+    if (n < 0) return Reopened::busy;
     if (header.empty() || n != static_cast<ssize_t>(header.size()) || head != header) return Reopened::gone;
-  }
+    return std::nullopt;
+  };
+  if (auto r = still_ours()) return *r;
+  int locked;
+  do {
+    locked = ::flock(fd, LOCK_EX | LOCK_NB);
+  } while (locked != 0 && errno == EINTR);
+  if (locked != 0) return Reopened::busy;
+  if (auto r = still_ours()) return *r;
   if (!opened_elsewhere(fd, st).empty() || mapped_here(st)) return Reopened::busy;
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, 0) != 0) return Reopened::gone;
+  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, 0) != 0) return Reopened::busy;
   out = std::move(f);
   return Reopened::yes;
 }
@@ -686,7 +713,8 @@ Opened open_numbered(const fs::path& path, const std::string& wanted_key, unsign
     std::optional<NumberedClaim> c = claim_numbered(path, wanted_key, files, passed);
     if (!c) throw Trace::NoFreeFile("all " + std::to_string(files) +
                                    " of its files (FERRY_TRACE_FILES) are in use: executors of this program "
-                                   "still running are writing them");
+                                   "still running are writing them (or the program has them open, or they could "
+                                   "not be opened for now)");
     Claim& claim = c->claim;
     Fd fd;
     if (c->reuse) {
@@ -738,45 +766,53 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
   path_ = std::move(opened.claim.path);
   registered_ = std::move(opened.claim.key);
   const unsigned number = opened.claim.number;
-  if (path_ != path)
-    debug_log("trace: %s is taken (another executor is writing it, or an earlier one of FERRY_TRACE wrote it, "
-              "or a name before this one was refused); writing %s", path.c_str(), path_.c_str());
-  const std::int64_t unix_us = start_unix_ns_ / 1000;
-  Started numbered;
-  if (files > 0) {
-    struct stat st {};
-    if (::fstat(fd_.get(), &st) != 0) st = {};
-    numbered = start_numbered(wanted_key, number, st, opened.reused, unix_us);
+  // Until the header is recorded, a throw (no memory) would leave the name claimed for good and
+  // the file counted but never written over: the name is given back, the file no longer counted.
+  try {
+    if (path_ != path)
+      debug_log("trace: %s is taken (another executor is writing it, or an earlier one of FERRY_TRACE wrote it, "
+                "or a name before this one was refused); writing %s", path.c_str(), path_.c_str());
+    const std::int64_t unix_us = start_unix_ns_ / 1000;
+    Started numbered;
+    if (files > 0) {
+      struct stat st {};
+      if (::fstat(fd_.get(), &st) != 0) st = {};
+      numbered = start_numbered(wanted_key, number, st, opened.reused, unix_us);
+    }
+    if (numbered.first_reuse) {
+      // Once per path: from now on every executor writes over a file, and one line says it.
+      const std::string shown = terminal_text(
+          "FERRY_TRACE has made its " + std::to_string(files) + " files (FERRY_TRACE_FILES): each executor's " +
+          "trace now writes over the oldest of them, starting with " + path_.string(), "\\n");
+      std::fprintf(stderr, "ferry: %s (the last %u traces are kept)\n", shown.c_str(), files);
+    }
+    std::string head;
+    Line l(head);
+    l.raw("[\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":").num(pid_)
+        .raw(",\"tid\":0,\"ts\":0,\"args\":{\"name\":\"ferry executor\"}},\n");
+    l.raw("{\"ph\":\"M\",\"name\":\"ferry\",\"pid\":").num(pid_)
+        .raw(",\"tid\":0,\"ts\":0,\"args\":{\"version\":1,\"started_unix_us\":").num(unix_us)
+        .raw(",\"backend\":").str(header.backend)
+        .raw(",\"max_workers\":").num(header.max_workers)
+        .raw(",\"host\":").str(host_name());
+    // FERRY_TRACE's files: which run of the program wrote this one, and in what order (the names
+    // wrap round; a later run writes over the first names and leaves the others).
+    if (files > 0)
+      l.raw(",\"sequence\":").num(numbered.sequence).raw(",\"run_started_unix_us\":").num(numbered.run_started_unix_us);
+    l.raw("}},\n");
+    // Written now, before any event: a host that dies at once still leaves a trace that loads.
+    write_out(head);
+    if (files > 0) {
+      struct stat st {};
+      const off_t failed_size = !write_failed_ ? -1 : ::fstat(fd_.get(), &st) == 0 ? st.st_size : 0;
+      record_numbered_header(wanted_key, number, head, failed_size);
+    }
+    accepted_ = head.size();
+  } catch (...) {
+    release_path(registered_);
+    if (files > 0) forget_numbered(wanted_key, number);
+    throw;
   }
-  if (numbered.first_reuse) {
-    // Once per path: from now on every executor writes over a file, and one line says it.
-    const std::string shown = terminal_text(
-        "FERRY_TRACE has made its " + std::to_string(files) + " files (FERRY_TRACE_FILES): each executor's " +
-        "trace now writes over the oldest of them, starting with " + path_.string(), "\\n");
-    std::fprintf(stderr, "ferry: %s (the last %u traces are kept)\n", shown.c_str(), files);
-  }
-  std::string head;
-  Line l(head);
-  l.raw("[\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":").num(pid_)
-      .raw(",\"tid\":0,\"ts\":0,\"args\":{\"name\":\"ferry executor\"}},\n");
-  l.raw("{\"ph\":\"M\",\"name\":\"ferry\",\"pid\":").num(pid_)
-      .raw(",\"tid\":0,\"ts\":0,\"args\":{\"version\":1,\"started_unix_us\":").num(unix_us)
-      .raw(",\"backend\":").str(header.backend)
-      .raw(",\"max_workers\":").num(header.max_workers)
-      .raw(",\"host\":").str(host_name());
-  // FERRY_TRACE's files: which run of the program wrote this one, and in what order (the names
-  // wrap round; a later run writes over the first names and leaves the others).
-  if (files > 0)
-    l.raw(",\"sequence\":").num(numbered.sequence).raw(",\"run_started_unix_us\":").num(numbered.run_started_unix_us);
-  l.raw("}},\n");
-  // Written now, before any event: a host that dies at once still leaves a trace that loads.
-  write_out(head);
-  if (files > 0) {
-    struct stat st {};
-    const off_t failed_size = !write_failed_ ? -1 : ::fstat(fd_.get(), &st) == 0 ? st.st_size : 0;
-    record_numbered_header(wanted_key, number, head, failed_size);
-  }
-  accepted_ = head.size();
   // A constructor that throws from here (no memory, no thread) leaves no slot naming the
   // descriptor it closes, no trace in the table, and its path free for the next executor.
   (void)trace_fork_handler;

@@ -28,13 +28,14 @@
 #include <thread>
 #include <typeindex>
 
+#include <ferry/detail/export.hpp>
 #include <ferry/stats.hpp>
 
 #include "platform/fd.hpp"
 
 namespace ferry::detail {
 
-class Trace {
+class FERRY_INTERNAL_API Trace {
  public:
   using Clock = std::chrono::steady_clock;
 
