@@ -69,8 +69,9 @@ class FERRY_API PluginIndex {
   /// file passes (it is reported where it is used).
   static void check_safe(const std::filesystem::path& path);
 
-  /// Identity of a file as it is now ("dev:ino:size:mtime_ns"), "" if it cannot be read. A plugin
-  /// replaced on disk gets a new one.
+  /// Identity of a file as it is now ("dev:ino:size:mtime:ctime", times as sec.nsec), "" if it
+  /// cannot be read. A plugin replaced on disk, or written in place, gets a new one (so does a
+  /// chmod, chown or new hard link of it: they move its ctime).
   static std::string file_version(const std::filesystem::path& path);
 
  private:
@@ -81,7 +82,6 @@ class FERRY_API PluginIndex {
   PluginIndexOptions options_;
   std::mutex mu_;
   std::vector<std::shared_ptr<Entry>> entries_;
-  std::vector<SkippedFile> skipped_;
   std::vector<SkippedFile> unreadable_dirs_;  // directories of the last scan that could not be read
   std::vector<SkippedFile> unreadable_files_;  // files under plugins' names it could not read
   std::string short_of_;  // what the last scan could not read for want of descriptors or memory

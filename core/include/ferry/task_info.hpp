@@ -33,7 +33,7 @@ struct TaskInfo {
   std::uint32_t abi = 0;           ///< ferry plugin ABI the plugin was built against
   std::filesystem::path library;   ///< absolute path of the plugin
   std::string plugin;              ///< plugin name: file name without "lib" and ".so"
-  std::string version;             ///< identity of the file read (device, inode, size, mtime)
+  std::string version;             ///< identity of the file read (device, inode, size, mtime, ctime)
 
   // ---- one run (Future::info()) ----------------------------------------------------------------
   /// The worker process that ran the call (its pid on its own node with the "mpi" backend).

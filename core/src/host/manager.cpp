@@ -65,7 +65,7 @@ std::string lost_worker_reason(const WorkerSlot& w, const ExitStatus& st, const 
 }
 
 /// When the library of a call whose worker crashed is the same file (device and inode) as when
-/// the call's task was resolved but with another size or modification time: it was rewritten in
+/// the call's task was resolved but with another size, modification or change time: it was rewritten in
 /// place (`cp` over it) while the worker had it mapped, which then read the new bytes, or past
 /// the file's new end (SIGBUS). Said with the crash; "" otherwise (a plugin replaced by a rename
 /// is another file: workers keep the old one, and are retired).

@@ -396,7 +396,6 @@ File* record_of(std::vector<File>& files, std::size_t* from, std::string_view na
 }  // namespace
 
 void PluginIndex::rescan_locked() {
-  skipped_.clear();  // what skipped() says is built from the entries
   unreadable_dirs_.clear();
   unreadable_files_.clear();
   short_of_.clear();
