@@ -404,6 +404,17 @@ void PluginIndex::rescan_locked() {
   struct timespec now {};
   ::clock_gettime(CLOCK_REALTIME, &now);
   const std::int64_t started = nanoseconds(now);
+  // The scan moves the last scan's records over as it goes: one cut short by an exception (no
+  // memory for a large ELF's table) left them half moved, and the next scan read verdict numbers
+  // past the end of their texts (heap corruption). Cut short, the index forgets everything, and
+  // its next use reads every directory again.
+  struct ForgetUnlessDone {
+    std::vector<std::shared_ptr<Entry>>& entries;
+    bool done = false;
+    ~ForgetUnlessDone() {
+      if (!done) entries.clear();
+    }
+  } forget{entries_};
   std::vector<std::shared_ptr<Entry>> next;
   next.reserve(dirs_.size());
   for (std::size_t d = 0; d < dirs_.size(); ++d) {
@@ -585,6 +596,7 @@ void PluginIndex::rescan_locked() {
     next.push_back(std::move(entry));
   }
   entries_ = std::move(next);
+  forget.done = true;
 }
 
 TaskInfo PluginIndex::find(std::string_view name) {
