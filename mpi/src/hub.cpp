@@ -536,10 +536,11 @@ class Hub {
   }
 
   std::string key_of(const std::string& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return {};
-    std::string stamp = std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
-                        std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+    // The identity the pool's generations use, ctime included: keyed by inode, size and mtime, a
+    // plugin written in place with its size and mtime kept was retired on the host and offered
+    // again to no agent, whose fresh workers loaded the old bytes from its cache.
+    std::string stamp = PluginIndex::file_version(path);
+    if (stamp.empty()) return {};
     auto& known = keys_[path];
     if (known.first != stamp) known = {stamp, content_key(path)};
     return known.second;
@@ -616,6 +617,20 @@ class Hub {
     sender_.abandon(a.comm, a.rank);  // a rank that breaks the protocol may not read it either
   }
 
+  /// A rank refused at its hello holds no worker (free_agent gives none before a hello). In spawn
+  /// mode it was spawned for a worker waiting now: that worker fails with the reason, which its
+  /// pool then gives as a start failure (and paces its next try); it waited for the next spawn,
+  /// refused the same way, until the pool's handshake timeout, which named neither version.
+  void refuse_at_hello(Agent& a, const std::string& why) {
+    const std::string said = where(a) + " " + why;
+    refuse(a, why);
+    if (world_mode_ || unassigned_.empty()) return;
+    ExitStatus st;
+    st.detail = said;
+    unassigned_.front()->finish(st);
+    unassigned_.pop_front();
+  }
+
   void handle_message(Agent& a, int tag, Buffer& bytes) {
     // A message held behind a frame that never completes is no sign of life (is_news), nor is
     // anything before the hello (an agent's first message): a rank that only heartbeats would
@@ -649,13 +664,13 @@ class Hub {
         // mean something else in its version): it used to be served until the first message one
         // side could not read, which named neither version.
         if (std::string why = protocol_mismatch(items); !why.empty()) {
-          refuse(a, why);
+          refuse_at_hello(a, why);
           break;
         }
         // Why it cannot serve (its FERRY_* environment is malformed): refused with that reason,
         // which its worker's calls and the pool's errors then carry; given no worker.
         if (!items[hello_cannot_serve].empty()) {
-          refuse(a, "cannot serve: " + items[hello_cannot_serve].substr(0, 4096));
+          refuse_at_hello(a, "cannot serve: " + items[hello_cannot_serve].substr(0, 4096));
           break;
         }
         a.ready = true;
