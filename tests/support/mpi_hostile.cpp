@@ -11,7 +11,8 @@
 //       silent   no hello and no heartbeat: it reads what the host sends until told to leave
 //                (and calls MPI_Finalize if the quit says no rank was lost), as a rank stuck
 //                before its hello would; the host must not wait for it to shut its executor down
-//       nohello  heartbeats, and never a hello: refused at once (a hello is an agent's first word)
+//       nohello  heartbeats, and never a hello: refused at the peer timeout (a hello is an agent's
+//                first word; heartbeats before it are no sign of life)
 //       library  a good hello, then a request for a library that names none
 //       exited   a good hello, then, when told to start a worker, an exit report that cannot be
 //                read
