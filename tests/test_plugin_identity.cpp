@@ -59,7 +59,7 @@ void past_change_time(const fs::path& file) {
 /// Whether a thread of process `pid` is inside nanosleep (the crash plugin's wait_while_exists,
 /// past its task's symbol lookup, which reads the file's symbol table: zeros written before it
 /// made the call a PluginError, "has no task symbol", instead of the crash).
-bool in_nanosleep(int pid) {
+bool blocked_in_the_tasks_wait(int pid) {
   std::error_code ec;
   for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
     std::ifstream in(t.path() / "syscall");
@@ -151,7 +151,7 @@ TEST_CASE("Plugins.rewritten_in_place_with_size_and_mtime_kept_while_loaded_is_n
   REQUIRE(support::wait_until([&] {
     if (!f.running()) return false;
     for (int pid : ex.worker_pids())
-      if (in_nanosleep(pid)) return true;
+      if (blocked_in_the_tasks_wait(pid)) return true;
     return false;
   }));
   // The worker's loop returns from each nanosleep into the plugin's code: zeros there now.
