@@ -889,6 +889,51 @@ TEST_CASE("PluginIndex.skipped.remembered_files_are_said_in_the_order_of_their_n
   CHECK(contains(first[2].reason, "is not a ferry plugin"));
 }
 
+TEST_CASE("PluginIndex.skipped.a_file_this_process_could_not_read_for_want_of_descriptors_is_said_once") {
+  // A file that is no plugin, changed since the last scan, read again by a host with no
+  // descriptor to spare: its last verdict is kept (it may be read again later), but skipped()
+  // said it twice, "cannot read ...: Too many open files" and the old verdict, as if this scan
+  // had read both. It says what this scan saw, once.
+  support::TempDir dir;
+  install(math_plugin, dir.path, "libmath.so");
+  const fs::path text = dir.path / "libtext.so";
+  write_text(text, "not a library\n");
+  PluginIndex index({dir.path});
+  CHECK(contains(plugin_error([&] { index.find("nosuch"); }), "no plugin provides task 'nosuch'"));
+  auto lines_of = [](const std::vector<ferry::SkippedFile>& skipped, const fs::path& file) {
+    std::vector<std::string> out;
+    for (const auto& s : skipped)
+      if (s.path == file) out.push_back(s.reason);
+    return out;
+  };
+  REQUIRE(lines_of(index.skipped(), text).size() == 1);
+  std::ofstream(text, std::ios::app) << "still not a library\n";  // another identity: read again
+  std::string missed;
+  std::vector<ferry::SkippedFile> skipped;
+  {
+    // One descriptor spare: the directory is listed, the file cannot be opened.
+    support::DescriptorsTaken held(1);
+    try {
+      index.find("nosuch");
+    } catch (const PluginError& e) {
+      missed = e.what();
+    }
+    skipped = index.skipped();
+  }
+  CHECK(contains(missed, "cannot tell which plugin provides task 'nosuch'"));
+  const auto said = lines_of(skipped, text);
+  std::string all_said;
+  for (const auto& why : said) all_said += why + "\n";
+  CAPTURE(all_said);
+  CHECK(said.size() == 1);
+  if (!said.empty()) CHECK(said.front() == "cannot read " + text.string() + ": Too many open files");
+  // Descriptors back: the file is read again, and said with its verdict, once.
+  CHECK(contains(plugin_error([&] { index.find("nosuch"); }), "no plugin provides task 'nosuch'"));
+  const auto again = lines_of(index.skipped(), text);
+  REQUIRE(again.size() == 1);
+  CHECK(contains(again.front(), "not a shared library"));
+}
+
 TEST_CASE("PluginIndex.skipped.reports_unreadable_directories") {
   support::TempDir dir;
   install(math_plugin, dir.path, "libmath.so");

@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The plugin index when an allocation fails part way through a scan: a binary of its own, as it
-// replaces the global operator new to make the Nth allocation throw.
+// The plugin index when an allocation fails part way through a scan, or a directory's listing
+// does: a binary of its own, as it replaces the global operator new to make the Nth allocation
+// throw, and readdir to fail after N entries.
 #include <doctest/doctest.h>
 
+#include <dirent.h>
+#include <dlfcn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -16,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <new>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,6 +45,32 @@ void* operator new(std::size_t size) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+/// >= 0: readdir gives this many more entries, then fails once with EMFILE (a listing cut short
+/// by this process's want of descriptors, as getdents may be by its want of memory); otherwise it
+/// is libc's. The scans of these tests run on the test's thread.
+int entries_before_failure = -1;
+/// When set: the names readdir gave.
+std::vector<std::string>* names_listed = nullptr;
+
+}  // namespace
+
+// libstdc++'s directory_iterator reads its directory with readdir: this one, the executable's.
+extern "C" struct dirent* readdir(DIR* dir) {
+  using Readdir = struct dirent* (*)(DIR*);
+  static const auto real = reinterpret_cast<Readdir>(::dlsym(RTLD_NEXT, "readdir"));
+  if (entries_before_failure == 0) {
+    entries_before_failure = -1;
+    errno = EMFILE;
+    return nullptr;
+  }
+  if (entries_before_failure > 0) --entries_before_failure;
+  struct dirent* entry = real(dir);
+  if (entry && names_listed) names_listed->push_back(entry->d_name);
+  return entry;
+}
 
 namespace {
 
@@ -139,4 +171,61 @@ TEST_CASE("PluginIndex.scan.a_scan_cut_short_by_a_failed_allocation_leaves_the_i
   CHECK(cut_short > 0);
   MESSAGE(cut_short << " scans cut short by a failed allocation, " << in_the_library
                     << " ended by the standard library's own noexcept");
+}
+
+TEST_CASE("PluginIndex.skipped.a_listing_cut_short_says_only_what_it_listed") {
+  // A directory whose listing ends part way for this process's want of descriptors or memory:
+  // what the last scan found of the files it did not list is kept (their tasks are still found),
+  // but skipped() said their old verdicts as if this scan had seen them, and nothing of the
+  // listing cut short. It says the directory was listed in part, and each file it listed once.
+  support::TempDir dir;
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, dir.path / "libmath.so");
+  fs::permissions(dir.path / "libmath.so", fs::perms(0755));
+  const std::vector<std::string> texts = {"liba.so", "libb.so", "libc.so", "libd.so", "libe.so", "libf.so"};
+  for (const auto& t : texts) write_text(dir.path / t, "not a library\n");
+  ferry::PluginIndex index({dir.path});
+  CHECK(index.find("add").signature == "i32(i32,i32)");
+  REQUIRE(index.skipped().size() == texts.size());
+
+  // Nine entries with "." and "..": four given, so at least three of the files are not listed.
+  std::vector<std::string> listed;
+  names_listed = &listed;
+  entries_before_failure = 4;
+  std::string missed = "(no PluginError)";
+  try {
+    index.find("nosuch");
+  } catch (const ferry::PluginError& e) {
+    missed = e.what();
+  }
+  names_listed = nullptr;
+  entries_before_failure = -1;
+  CHECK(missed.find("cannot tell which plugin provides task 'nosuch'") != std::string::npos);
+  CHECK(missed.find("Too many open files") != std::string::npos);
+  const auto unlisted_text = std::count_if(texts.begin(), texts.end(), [&](const std::string& t) {
+    return std::find(listed.begin(), listed.end(), t) == listed.end();
+  });
+  REQUIRE(unlisted_text > 0);
+
+  const auto skipped = index.skipped();
+  std::string all_said;
+  for (const auto& s : skipped) all_said += s.path.string() + ": " + s.reason + "\n";
+  CAPTURE(all_said);
+  REQUIRE(!skipped.empty());
+  CHECK(skipped[0].path == dir.path);
+  CHECK(skipped[0].reason.find("cannot read directory: Too many open files (its listing was cut short") == 0);
+  std::set<fs::path> said;
+  for (std::size_t i = 1; i < skipped.size(); ++i) {
+    const std::string name = skipped[i].path.filename().string();
+    CAPTURE(name);
+    CHECK(said.insert(skipped[i].path).second);                                // once
+    CHECK(std::find(listed.begin(), listed.end(), name) != listed.end());  // and listed
+  }
+  // What it did not list is kept: the plugin's task is found whether the plugin was listed or not.
+  CHECK(index.find("add").signature == "i32(i32,i32)");
+  // Listed whole again: each file said once, with its verdict.
+  try {
+    index.find("nosuch");
+  } catch (const ferry::PluginError&) {
+  }
+  CHECK(index.skipped().size() == texts.size());
 }

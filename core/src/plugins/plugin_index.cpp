@@ -81,7 +81,15 @@ struct OtherFile {
   std::uint32_t verdict = 0;  // in Entry::verdicts: the message without the file's path before it
   bool settled = false;       // as PluginFile::settled
   bool path_first = true;     // the message began with the file's path (they all do)
+  /// This scan listed the file and found it unchanged or read it: skipped() says its verdict.
+  /// False for a record kept from an earlier scan that this one did not see (its listing cut
+  /// short before the name, or the file could not be read for want of descriptors or memory):
+  /// kept, not said (skipped() said both "cannot read" and the old verdict of such a file, or the
+  /// old verdict of a file no longer listed, as if this scan had seen them). In the padding.
+  bool seen = true;
 };
+
+static_assert(sizeof(std::string) != 32 || sizeof(OtherFile) == 96, "an OtherFile is kept per file: keep it 96 bytes");
 
 /// A line of skipped() about a file of a directory, other than a verdict of OtherFile.
 struct SkippedLine {
@@ -464,7 +472,12 @@ void PluginIndex::rescan_locked() {
     }
     // Read in part: what was found before stays (those listed again are read again below).
     const bool partial = ec && short_of_resources(ec.value());
-    if (partial) short_of_ = cannot_read(dir, ec.message());
+    if (partial) {
+      short_of_ = cannot_read(dir, ec.message());
+      entry->head.push_back({dir, "cannot read directory: " + ec.message() +
+                                      " (its listing was cut short: the files it did not list are kept as the "
+                                      "last scan found them, and not said here)"});
+    }
     // In the order of their names' bytes: path's own comparison, component by component, was a
     // tenth of a scan of 20,000 files.
     std::sort(names.begin(), names.end());
@@ -502,6 +515,7 @@ void PluginIndex::rescan_locked() {
       PluginFile* old_plugin = record_of(old_plugins, &next_old_plugin, name);
       OtherFile* old_other = record_of(old_others, &next_old_other, name);
       if (old_other && old_other->settled && old_other->identity.same_as(identity)) {
+        old_other->seen = true;
         entry->others.push_back(std::move(*old_other));  // no tasks to offer or refuse: no trust check
         continue;
       }
@@ -537,11 +551,15 @@ void PluginIndex::rescan_locked() {
           continue;
         }
         if (!short_of.empty()) {
-          // What was read of it before stands.
+          // What was read of it before stands, but this scan says only what it saw: that it
+          // cannot read the file (its old verdict is kept unsaid).
           entry->lines.push_back({name, {file, short_of}});
           short_of_ = std::move(short_of);
           if (old_plugin) entry->plugins.push_back(std::move(*old_plugin));
-          if (old_other) entry->others.push_back(std::move(*old_other));
+          if (old_other) {
+            old_other->seen = false;
+            entry->others.push_back(std::move(*old_other));
+          }
           continue;
         }
         const std::string version = stated ? detail::file_version(st) : std::string();
@@ -564,13 +582,16 @@ void PluginIndex::rescan_locked() {
       entry->plugins.push_back(std::move(plugin));
     }
     if (partial) {
-      // The files of the last scan this one did not list (the name of one moved over is empty).
+      // The files of the last scan this one did not list (the name of one moved over is empty):
+      // kept for lookups, not said by skipped(), which says the listing was cut short instead.
       for (auto& p : old_plugins)
         if (!p.path.empty() && !std::binary_search(names.begin(), names.end(), name_of(p)))
           entry->plugins.push_back(std::move(p));
       for (auto& o : old_others)
-        if (!o.name.empty() && !std::binary_search(names.begin(), names.end(), o.name))
+        if (!o.name.empty() && !std::binary_search(names.begin(), names.end(), o.name)) {
+          o.seen = false;
           entry->others.push_back(std::move(o));
+        }
       auto by_name = [](const auto& a, const auto& b) { return name_of(a) < name_of(b); };
       std::sort(entry->plugins.begin(), entry->plugins.end(), by_name);
       std::sort(entry->others.begin(), entry->others.end(), by_name);
@@ -696,6 +717,7 @@ std::vector<SkippedFile> PluginIndex::skipped() {
     auto line = e.lines.begin();
     const std::span<const OtherFile> others = e.kept ? std::span<const OtherFile>() : std::span(e.others);
     for (const OtherFile& o : others) {
+      if (!o.seen) continue;
       for (; line != e.lines.end() && line->name < o.name; ++line) out.push_back(line->line);
       fs::path file = dirs_[d] / o.name;
       std::string why = o.path_first ? file.native() + e.verdicts[o.verdict] : e.verdicts[o.verdict];
