@@ -285,6 +285,10 @@ TEST_CASE("Mpi.world.shutdown_does_not_wait_for_a_rank_that_never_says_hello") {
   // dead (20 s). deaf: rank 1 says hello and ignores the start and the stop, so its worker never
   // says hello; shutdown waited for the stop's grace (twice the peer timeout). Either way the
   // host's shutdown returns within 10 s, and the job ends.
+  // Leaving MPI neither: such a rank may be stuck, and joins no MPI_Finalize (these stay out of
+  // it until the host has ended). It counted as alive, so the host sent it a plain quit and
+  // waited in MPI_Finalize's fence for ferry::mpi::finalize()'s 10 s; now it counts as lost (told
+  // peer-lost, as every rank then), nobody finalises, and finalize() returns within 5 s.
   for (const std::string kind : {"silent", "deaf"}) {
     CAPTURE(kind);
     Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "silent_rank", FERRY_TEST_PLUGIN_DIR, ":", "-n",
@@ -292,7 +296,7 @@ TEST_CASE("Mpi.world.shutdown_does_not_wait_for_a_rank_that_never_says_hello") {
                 {{"FERRY_MPI_TIMEOUT_MS", "20000"}}, std::chrono::seconds(90));
     INFO(r.out);
     CHECK(contains(r.out, "ok silent_rank"));
-    CHECK(contains(r.out, "hostile " + kind + ": told to leave"));
+    CHECK(contains(r.out, "hostile " + kind + ": told to leave (peer-lost)"));
     CHECK(r.status == 0);
   }
 }
@@ -615,6 +619,47 @@ TEST_CASE("Mpi.spawn.agents_spawned_one_after_another_keep_hearing_the_host") {
   check_ok(r, "spawn_slow");
 }
 
+namespace {
+
+/// An agent program for FERRY_MPI_WORKER: a shell script running `line` (its arguments are "$@").
+fs::path agent_script(const std::string& name, const std::string& line) {
+  fs::path agent = scratch_dir(name) / "agent";
+  std::ofstream(agent) << "#!/bin/sh\n" << line << "\n";
+  fs::permissions(agent, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                             fs::perms::others_read | fs::perms::others_exec);
+  return agent;
+}
+
+}  // namespace
+
+TEST_CASE("Mpi.spawn.an_agent_refused_at_its_hello_fails_its_worker_with_the_reason") {
+  // A spawned agent refused at its hello gets no worker: the worker it was spawned for waited for
+  // the next spawn, refused the same way, until the pool's handshake timeout (10 s, three times),
+  // and the work failed saying only that the handshake did not come. It fails that worker with
+  // the rank's reason, which the pool's error carries.
+  struct Case {
+    std::string name, line, reason;
+  };
+  for (const Case& c :
+       {Case{"another MPI protocol", std::string("exec ") + FERRY_TEST_MPI_HOSTILE + " agent version",
+             "MPI rank 0 on hostile (agent pid 12345) speaks MPI protocol 0 (ferry 0.0.1), this host MPI protocol 1"},
+        Case{"a malformed environment", std::string("exec env FERRY_MPI_RINGS=2 ") + FERRY_TEST_MPI_AGENT + " \"$@\"",
+             "cannot serve: ferry: malformed environment: FERRY_MPI_RINGS='2': not 0 or 1"}}) {
+    CAPTURE(c.name);
+    fs::path agent = agent_script("refused_spawn", c.line);
+    Run r = run({FERRY_TEST_MPI_HOST, "refused_spawn", FERRY_TEST_PLUGIN_DIR},
+                {{"FERRY_MPI_WORKER", agent.string()}, {"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(90));
+    INFO(r.out);
+    CHECK(contains(r.out, "ok refused_spawn"));
+    // The pool's error, one line: its start failures carry the reason.
+    const auto at = r.out.find("refused: ");
+    REQUIRE(at != std::string::npos);
+    const std::string error = r.out.substr(at, r.out.find('\n', at) - at);
+    CHECK(contains(error, "cannot start worker processes (backend \"mpi\")"));
+    CHECK(contains(error, c.reason));
+  }
+}
+
 TEST_CASE("Mpi.spawn.killed_agent_is_replaced") {
   // A new agent is spawned for the lost worker: two workers again.
   Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "killed_rank", FERRY_TEST_PLUGIN_DIR, "2"},
@@ -680,6 +725,28 @@ TEST_CASE("Mpi.ship.every_path_to_a_library_loads_the_checked_copy_never_the_hos
   CHECK(r.status == 0);
   CHECK(contains(r.out, "ok ship_checked"));
   CHECK(shipped(scratch / "cache").size() == 1);
+}
+
+TEST_CASE("Mpi.ship.a_plugin_rewritten_in_place_with_size_and_mtime_kept_is_shipped_again") {
+  // The hub keyed a library's content by inode, size and mtime: written in place with those kept
+  // (new bytes of the same length, the mtime set back), the host retired the workers that had it
+  // but offered the agents the old content key, and their new workers loaded the old bytes from
+  // the cache. Keyed by the pool's file identity (its change time), the new content is offered.
+  fs::path scratch = scratch_dir("ship_rewritten");
+  fs::create_directories(scratch / "plugins");
+  std::string v1 = support::read_file(FERRY_TEST_VERSIONED_V1), v2 = support::read_file(FERRY_TEST_VERSIONED_V2);
+  // One length (zeros after an ELF file's last section are not read).
+  const std::size_t size = std::max(v1.size(), v2.size());
+  v1.resize(size, '\0');
+  v2.resize(size, '\0');
+  std::ofstream(scratch / "plugins" / "libversioned.so", std::ios::binary) << v1;
+  std::ofstream(scratch / "v2", std::ios::binary) << v2;
+  fs::permissions(scratch / "plugins" / "libversioned.so", fs::perms(0755), fs::perm_options::replace);
+  Run r = world("ship_rewritten", {scratch.string()},
+                {{"FERRY_MPI_SHIP", "always"}, {"FERRY_CACHE_DIR", (scratch / "cache").string()}});
+  check_ok(r, "ship_rewritten");
+  if (contains(r.out, "nothing to show")) MESSAGE("this file system gave the write the change time before it");
+  else CHECK(shipped(scratch / "cache").size() == 2);  // both versions, each by its content
 }
 
 TEST_CASE("Mpi.ship.nothing_is_written_into_a_cache_others_can_change") {

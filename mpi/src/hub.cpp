@@ -787,6 +787,19 @@ class Hub {
       s->finish(st);
     }
     unassigned_.clear();
+    // A rank that never said hello, or one told to stop a worker that never said hello (its end
+    // settled without the agent's report: send_stop), may be stuck: MPI_Finalize's fence would
+    // wait for it, the host up to stop()'s limit (10 s), the other agents up to their watchdog's.
+    // It counts as lost, as the peer timeout or the stop grace would have made it had the
+    // executor's shutdown waited for them: told to leave with peer-lost, as every other rank
+    // then, and nobody finalises.
+    for (auto& a : agents_) {
+      if (!a.alive) continue;
+      if (!a.ready)
+        refuse(a, "had said no hello when the host left");
+      else if (a.slot && !a.slot->heard && a.slot->told_to_stop != Clock::time_point{})
+        refuse(a, "had not reported the end of a worker that never said hello when the host left");
+    }
     bool all_alive = std::all_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; });
     for (auto& a : agents_) {
       if (!a.alive) continue;

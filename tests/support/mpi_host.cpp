@@ -40,7 +40,19 @@
 //   silent_rank  (beside one tests/support/mpi_hostile.cpp rank that never says hello, or whose
 //                worker never does, and one ferry-mpi-worker) every task runs on the other rank,
 //                and shutdown() returns within half the peer timeout (FERRY_MPI_TIMEOUT_MS): the
-//                silent rank runs none of the executor's calls, and nothing waits for it
+//                silent rank runs none of the executor's calls, and nothing waits for it; then
+//                ferry::mpi::finalize() returns within 5 s (that rank joins no MPI_Finalize, whose
+//                fence the host waited in for finalize's 10 s)
+//   refused_spawn  (a singleton host, FERRY_MPI_WORKER a script running an agent the hub refuses
+//                at its hello: another MPI protocol, or a malformed environment) the work fails
+//                with BrokenProcessPool, printed as "refused: <what>", which must say the rank's
+//                reason (it waited for agents spawned again and again until the handshake
+//                timeout, and said only that)
+//   ship_rewritten  (FERRY_MPI_SHIP=always, FERRY_CACHE_DIR) the versioned plugin
+//                <scratch dir>/plugins/libversioned.so answers 1; <scratch dir>/v2 (the same
+//                length) is written over it in place and its mtime set back: new calls answer 2
+//                (the hub offered the agents the old content key, and they loaded the old bytes
+//                from their cache)
 //   ship_refused the same plugin task, with a cache directory others can write
 //                (FERRY_CACHE_DIR): nothing is written there, and the task fails with a
 //                PluginError saying it was not shipped and why
@@ -89,18 +101,23 @@
 //                (Open MPI's, PMIx's and PMI's, Slurm's task ids): its agent has them, its worker
 //                none; a user's settings, the job's description and what ExecutorOptions::env
 //                gives stay
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <iterator>
 #include <numeric>
 #include <sstream>
 #include <string>
@@ -313,6 +330,70 @@ void silent_rank(const std::string& plugin_dir) {
             << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began).count() << " ms"
             << std::endl;
   EXPECT(in_time);
+  // Nor does leaving MPI: the silent rank joins no MPI_Finalize (tests/support/mpi_hostile.cpp),
+  // whose fence the host waited in for finalize()'s 10 s; it counts as lost now, and nobody
+  // finalises. At most the 2 s given to the quit messages.
+  const auto leaving = Clock::now();
+  ferry::mpi::finalize();
+  const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - leaving).count();
+  std::cout << "finalize took " << left_ms << " ms" << std::endl;
+  EXPECT(left_ms < 5000);
+}
+
+void refused_spawn(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  auto f = ex.submit(square, 3);
+  EXPECT(f.wait_for(std::chrono::seconds(60)));
+  auto e = expect_throw<ferry::BrokenProcessPool>(__LINE__, [&] { f.get(); });
+  std::cout << "refused: " << e.what() << std::endl;
+}
+
+/// Writes `bytes` over `file` in place (the same inode, no truncation), then sets its access and
+/// modification times back to `before`'s: only its change time says it was written.
+void write_in_place_keeping_mtime(const std::string& file, const std::string& bytes, const struct stat& before) {
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  EXPECT(fd >= 0);
+  EXPECT(::pwrite(fd, bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size()));
+  ::close(fd);
+  const struct timespec kept[2] = {before.st_atim, before.st_mtim};
+  EXPECT(::utimensat(AT_FDCWD, file.c_str(), kept, 0) == 0);
+}
+
+std::int64_t ns(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+
+void ship_rewritten(const std::string& scratch) {
+  const std::string plugin = scratch + "/plugins/libversioned.so";
+  std::string v2;
+  {
+    std::ifstream in(scratch + "/v2", std::ios::binary);
+    v2.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ferry::Executor ex(mpi_options(scratch + "/plugins", 1));
+  EXPECT(ex.submit<int>("plugin_version").get() == 1);
+  struct stat before {};
+  EXPECT(::stat(plugin.c_str(), &before) == 0);
+  EXPECT(static_cast<std::size_t>(before.st_size) == v2.size());
+  // Past the file's change time by a coarse clock's tick, so that the write gets another.
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    struct timespec now {};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    if (ns(now) - ns(before.st_ctim) > 20'000'000) break;
+    EXPECT(Clock::now() < deadline);
+    std::this_thread::yield();
+  }
+  write_in_place_keeping_mtime(plugin, v2, before);
+  struct stat after {};
+  EXPECT(::stat(plugin.c_str(), &after) == 0);
+  EXPECT(after.st_ino == before.st_ino && after.st_size == before.st_size && ns(after.st_mtim) == ns(before.st_mtim));
+  if (ns(after.st_ctim) == ns(before.st_ctim)) {
+    std::cout << "this file system stamped the write with the change time before it: nothing to show" << std::endl;
+    return;
+  }
+  // The pool retires the worker that has version 1 (the file's identity moved with its change
+  // time); its next worker is offered the new content.
+  for (int i = 0; i < 4; ++i) EXPECT(ex.submit<int>("plugin_version").get() == 2);
+  ex.shutdown();
 }
 
 void last_rank_killed(const std::string& plugin_dir) {
@@ -759,6 +840,10 @@ int main(int argc, char** argv) {
       killed_rank(plugin_dir, std::strtoul(argv[3], nullptr, 10));
     } else if (scenario == "refused_rank") {
       refused_rank(plugin_dir);
+    } else if (scenario == "refused_spawn") {
+      refused_spawn(plugin_dir);
+    } else if (scenario == "ship_rewritten" && argc == 4) {
+      ship_rewritten(argv[3]);
     } else if (scenario == "silent_rank") {
       silent_rank(plugin_dir);
     } else if (scenario == "suspended") {

@@ -8,9 +8,11 @@
 //       unversioned  the hello of a ferry-mpi-worker before MPI protocol 1 (a pid and a host name,
 //                no versions): refused at its hello, naming this host's versions
 //       version  a hello of MPI protocol 0 (ferry 0.0.1): refused at its hello, naming both
-//       silent   no hello and no heartbeat: it reads what the host sends until told to leave
-//                (and calls MPI_Finalize if the quit says no rank was lost), as a rank stuck
-//                before its hello would; the host must not wait for it to shut its executor down
+//       silent   no hello and no heartbeat: it reads what the host sends until told to leave,
+//                as a rank stuck before its hello would; the host must not wait for it to shut
+//                its executor down, nor in MPI_Finalize: told to leave with a quit that says no
+//                rank was lost, it joins no MPI_Finalize (stays until the host has ended, as a
+//                stuck rank would), so the host's would wait for it
 //       nohello  heartbeats, and never a hello: refused at the peer timeout (a hello is an agent's
 //                first word; heartbeats before it are no sign of life)
 //       library  a good hello, then a request for a library that names none
@@ -36,10 +38,11 @@
 //       deaf     a good hello, then no answer to a start nor to a stop: refused once the stop
 //                went unanswered for its grace (the host waited for the worker's end for good);
 //                its executor's shutdown must not wait for that grace (the worker never said
-//                hello: it has no calls)
+//                hello: it has no calls), nor the host's MPI_Finalize for this rank (as silent)
 //     then waits to be told to leave, and prints "hostile <kind>: told to leave (<body>)" (and
 //     how long after its hello); exits 3 if that does not come within 60 s, 1 if the host sent
-//     it a library's bytes.
+//     it a library's bytes. Spawned by a ferry host (FERRY_MPI_WORKER naming a script that runs
+//     `mpi_hostile agent <kind>`), it speaks to its parent instead of rank 0 of its job.
 //   mpi_hostile host           as rank 0 of `mpirun -n 1 mpi_hostile host : -n 1 ferry-mpi-worker`:
 //     welcomes the agent as a host of its MPI protocol, offers it a library whose content key climbs out of its cache ("../../escape"),
 //     then that library's bytes, a body that cannot be read, and a start message that cannot be
@@ -71,11 +74,12 @@ using namespace ferry::mpi::detail;
 namespace proto = ferry::detail::protocol;
 using Clock = std::chrono::steady_clock;
 
+MPI_Comm host_comm = MPI_COMM_WORLD;  // the host is rank 0 of it: the job's, or the parent's (spawned)
 MPI_Request large_send = MPI_REQUEST_NULL;  // the huge message, moved along by next_message
 bool drip = false;                          // next_message sends a 1-byte chunk every 300 ms
 
 void send(const Buffer& b, int dest, int tag) {
-  MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD);
+  MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, host_comm);
 }
 
 /// Sends `b` (which must outlive the send) without waiting for it. Once the host has refused
@@ -85,7 +89,7 @@ void send(const Buffer& b, int dest, int tag) {
 /// it (a 90 s hang, once in ~6 runs beside another job).
 void post(const Buffer& b, int dest, int tag) {
   MPI_Request r;
-  MPI_Isend(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD, &r);
+  MPI_Isend(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, host_comm, &r);
   MPI_Request_free(&r);
 }
 
@@ -118,7 +122,7 @@ bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) 
     }
     int flag = 0;
     MPI_Status st;
-    MPI_Iprobe(peer, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+    MPI_Iprobe(peer, MPI_ANY_TAG, host_comm, &flag, &st);
     if (!flag) {
       ::sched_yield();  // MPI gives no descriptor to wait on: poll it, yielding the CPU
       continue;
@@ -126,7 +130,7 @@ bool next_message(int peer, int& tag, Buffer& body, Clock::time_point deadline) 
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     body = Buffer(static_cast<std::size_t>(count));
-    MPI_Recv(body.data(), count, MPI_BYTE, peer, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    MPI_Recv(body.data(), count, MPI_BYTE, peer, st.MPI_TAG, host_comm, MPI_STATUS_IGNORE);
     if (st.MPI_TAG == tag_heartbeat) continue;
     tag = st.MPI_TAG;
     return true;
@@ -169,9 +173,20 @@ void send_huge(int dest, int tag) {
   MPI_Type_contiguous(1 << 20, MPI_BYTE, &mib);
   MPI_Type_create_hvector(3 * 1024 + 1, 1, 0, mib, &many);
   MPI_Type_commit(&many);
-  MPI_Isend(block.data(), 1, many, dest, tag, MPI_COMM_WORLD, &large_send);
+  MPI_Isend(block.data(), 1, many, dest, tag, host_comm, &large_send);
   MPI_Type_free(&many);  // MPI keeps what the send needs
   MPI_Type_free(&mib);
+}
+
+/// A quit that says no rank was lost: the host calls MPI_Finalize, whose fence needs this rank. A
+/// rank really stuck would never join it: this one stays out of it until the host has ended (the
+/// host's MPI_Finalize waited up to ferry::mpi::finalize's 10 s), then leaves.
+[[noreturn]] void stay_stuck(const std::string& kind) {
+  std::cout << "hostile " << kind << ": joins no MPI_Finalize" << std::endl;
+  std::cout << (wait_for_host_end(std::chrono::seconds(60)) ? "hostile " + kind + ": left after the host ended"
+                                                             : "hostile " + kind + ": the host did not end")
+            << std::endl;
+  std::_Exit(0);
 }
 
 /// The silent kind: sends nothing; reads the host's messages until its quit.
@@ -179,7 +194,7 @@ int silent(Clock::time_point deadline) {
   while (Clock::now() < deadline) {
     int flag = 0;
     MPI_Status st;
-    MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+    MPI_Iprobe(0, MPI_ANY_TAG, host_comm, &flag, &st);
     if (!flag) {
       ::sched_yield();
       continue;
@@ -187,11 +202,10 @@ int silent(Clock::time_point deadline) {
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     Buffer body(static_cast<std::size_t>(count));
-    MPI_Recv(body.data(), count, MPI_BYTE, 0, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    MPI_Recv(body.data(), count, MPI_BYTE, 0, st.MPI_TAG, host_comm, MPI_STATUS_IGNORE);
     if (st.MPI_TAG != tag_quit) continue;
     std::cout << "hostile silent: told to leave (" << strings_of(body) << ")" << std::endl;
-    // A quit that says no rank was lost: the host calls MPI_Finalize, whose fence needs this rank.
-    if (body.size() == 0) MPI_Finalize();
+    if (body.size() == 0) stay_stuck("silent");
     return 0;
   }
   std::cout << "hostile silent: never told to leave" << std::endl;
@@ -227,7 +241,7 @@ int agent(const std::string& kind) {
     }
     if (kind == "frozen") {
       static Buffer big(std::size_t{4} << 20);
-      MPI_Isend(big.data(), static_cast<int>(big.size()), MPI_BYTE, 0, tag_frames, MPI_COMM_WORLD, &large_send);
+      MPI_Isend(big.data(), static_cast<int>(big.size()), MPI_BYTE, 0, tag_frames, host_comm, &large_send);
       // Calls no MPI (its bytes stay here) until the host is gone; its TCP connection is not
       // what MPI expects any more after that: it leaves at once.
       std::cout << (wait_for_host_end(std::chrono::seconds(60)) ? "hostile frozen: left after the host ended"
@@ -260,8 +274,9 @@ int agent(const std::string& kind) {
       std::cout << "hostile " << kind << ": told to leave (" << strings_of(body) << ")" << std::endl;
       std::cout << "hostile " << kind << ": told " << took.count() << " ms after its hello" << std::endl;
       // A quit that says no rank was lost (the host leaves before it refused this rank): the host
-      // calls MPI_Finalize, whose fence needs this rank. Else the host declared it dead, and
-      // calls none.
+      // calls MPI_Finalize, whose fence needs this rank (deaf, as a stuck rank, joins none). Else
+      // the host declared it dead, and calls none.
+      if (body.size() == 0 && kind == "deaf") stay_stuck(kind);
       if (body.size() == 0) MPI_Finalize();
       return 0;
     }
@@ -358,6 +373,13 @@ int main(int argc, char** argv) {
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  // Spawned by a ferry host: its parent is the host.
+  MPI_Comm parent = MPI_COMM_NULL;
+  MPI_Comm_get_parent(&parent);
+  if (parent != MPI_COMM_NULL) {
+    host_comm = parent;
+    MPI_Comm_set_errhandler(host_comm, MPI_ERRORS_RETURN);
+  }
   std::string role = argc > 1 ? argv[1] : "";
   if (role == "agent" && argc == 3) return agent(argv[2]);
   if (role == "host" && argc == 2) return host();
