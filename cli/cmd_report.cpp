@@ -19,6 +19,7 @@
 #include "platform/trust.hpp"
 #include "report_html.hpp"
 #include "trace_reader.hpp"
+#include "trace_run.hpp"
 #include "trace_summary.hpp"
 
 namespace ferry::cli {
@@ -56,6 +57,12 @@ CLI::App* setup_report(CLI::App& app, ReportOptions& options) {
            "page is safe to open for a trace of an untrusted run: what the trace says is only "
            "ever shown as text, and the page's Content-Security-Policy lets only its own script "
            "run.",
+           100) +
+      "\n\n" +
+      wrap("For a file of FERRY_TRACE (NAME.EXT, NAME.2.EXT...), the page names the run of the "
+           "program it is of (process, host, start), the files of that run beside it in their "
+           "order, and the files of its names that an earlier run left (only the trace owner's "
+           "files, not links, are read: their first 16 KB).",
            100) +
       "\n\nExamples:\n"
       "  ferry map --trace run.trace square in.jsonl > out.jsonl\n"
@@ -188,6 +195,8 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
   }
   trace::Summary summary = builder.finish();
   std::vector<trace::Note> notes = trace::report_notes(read, summary, limits);
+  // A file of FERRY_TRACE: which run it is of, and which files beside it are of other runs.
+  if (std::optional<std::string> run = trace::run_note(trace_path)) notes.insert(notes.begin(), {*run, false});
   for (const auto& note : notes)
     if (note.bad) print_shown_error("report", trace_message(options.trace, note.text));
 

@@ -1429,6 +1429,108 @@ TEST_CASE("Report.the_page_is_private_like_the_trace") {
   CHECK((fs::status(out).permissions() & fs::perms::all) == fs::perms(0600));
 }
 
+namespace ferry_trace_files {
+
+/// A FERRY_TRACE file's first lines as host/trace.cpp writes them, then one call and the ']'.
+void write_run_file(const fs::path& path, long pid, const std::string& host, unsigned long sequence,
+                    long long run_started_unix_us) {
+  std::ofstream(path) << "[\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":" << pid
+                      << ",\"tid\":0,\"ts\":0,\"args\":{\"name\":\"ferry executor\"}},\n"
+                      << "{\"ph\":\"M\",\"name\":\"ferry\",\"pid\":" << pid
+                      << ",\"tid\":0,\"ts\":0,\"args\":{\"version\":1,\"started_unix_us\":" << run_started_unix_us
+                      << ",\"backend\":\"local\",\"max_workers\":1,\"host\":\"" << host
+                      << "\",\"sequence\":" << sequence << ",\"run_started_unix_us\":" << run_started_unix_us
+                      << "}},\n{\"ph\":\"X\",\"name\":\"add\",\"pid\":" << pid
+                      << ",\"tid\":1,\"ts\":10,\"dur\":5,\"args\":{\"call\":1}}\n]\n";
+}
+
+/// The note of the page of `trace` that starts "A file of FERRY_TRACE", or "" when it has none.
+std::string run_note_of(const fs::path& trace, const fs::path& dir) {
+  Ran r = report({trace.string(), "-o", (dir / "page.html").string()}, dir);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  json::Document doc;
+  page_data(dir / "page.html", doc);
+  for (const std::string& n : notes(doc))
+    if (n.rfind("A file of FERRY_TRACE", 0) == 0) return n;
+  return "";
+}
+
+}  // namespace ferry_trace_files
+
+TEST_CASE("Report.a_ferry_trace_file_names_its_run_and_the_files_beside_it_of_other_runs") {
+  // A later run of the program writes over FERRY_TRACE's first names and leaves the others: the
+  // page of one of them said nothing of which run it was of, nor that its neighbours were older.
+  using namespace ferry_trace_files;
+  support::TempDir dir;
+  const fs::path traces = dir.path / "traces";
+  fs::create_directories(traces);
+  const long long run = 1'796'000'000'000'000, earlier = run - 3'600'000'000;
+  // This run (process 100 on "node1"): its 4th trace wrapped round onto t.json.
+  write_run_file(traces / "t.json", 100, "node1", 4, run);
+  write_run_file(traces / "t.2.json", 100, "node1", 2, run);
+  write_run_file(traces / "t.3.json", 100, "node1", 3, run);
+  // An earlier run's files beside them: the same pid on another host, and another pid.
+  write_run_file(traces / "t.4.json", 100, "node2", 4, earlier);
+  write_run_file(traces / "t.10.json", 77, "node1", 10, earlier);
+  // Not FERRY_TRACE's names, or not files it writes: never named, never read through or waited on.
+  write_run_file(traces / "t.05.json", 100, "node1", 5, run);
+  write_run_file(traces / "u.2.json", 100, "node1", 6, run);
+  write_run_file(dir.path / "elsewhere.json", 100, "node1", 7, run);
+  fs::create_symlink(dir.path / "elsewhere.json", traces / "t.7.json");
+  REQUIRE(::mkfifo((traces / "t.8.json").c_str(), 0600) == 0);
+  { std::ofstream(traces / "t.9.json") << "[\n{\"ph\":\"M\",\"name\":\"ferry\",\"pid\":100,\"args\":{\"version\":1}},\n]\n"; }
+  // Another user's file in the directory (as in /tmp) claiming to be of this run: not counted.
+  const bool as_root = ::geteuid() == 0;
+  if (as_root) {
+    write_run_file(traces / "t.11.json", 100, "node1", 11, run);
+    REQUIRE(::chown((traces / "t.11.json").c_str(), 65534, 65534) == 0);
+  } else {
+    MESSAGE("another user's file: not tried (needs root to make one)");
+  }
+
+  const std::string note = run_note_of(traces / "t.2.json", dir.path);
+  CHECK_MESSAGE(note.find("A file of FERRY_TRACE: trace 2 of the run of process 100 on node1 that started "
+                          "2026-11-30 00:53:20 UTC.") == 0, note);
+  CHECK_MESSAGE(note.find("The files of that run beside it, by sequence: t.2.json (2), t.3.json (3), t.json (4).") !=
+                    std::string::npos, note);
+  CHECK_MESSAGE(note.find("2 files of its names are of 2 other runs (the latest started 2026-11-29 23:53:20 UTC), "
+                          "not of this one: t.4.json, t.10.json") != std::string::npos, note);
+  for (const char* never : {"t.05.json", "u.2.json", "t.7.json", "t.8.json", "t.9.json", "t.11.json", "(5)", "(6)",
+                            "(7)", "(11)"})
+    CHECK_MESSAGE(note.find(never) == std::string::npos, never << " in: " << note);
+  // The name given may be any of them; the name without a number too.
+  CHECK(run_note_of(traces / "t.json", dir.path).find("trace 4 of the run of process 100") != std::string::npos);
+  CHECK(run_note_of(traces / "t.10.json", dir.path).find("trace 10 of the run of process 77 on node1") !=
+        std::string::npos);
+}
+
+TEST_CASE("Report.a_trace_of_a_path_the_program_named_has_no_run_note") {
+  // ExecutorOptions::trace and --trace write no sequence: nothing is said of runs.
+  using namespace ferry_trace_files;
+  support::TempDir dir;
+  CHECK(run_note_of(data_dir / "basic.json", dir.path).empty());
+}
+
+TEST_CASE("Report.the_run_note_reads_what_ferry_writes") {
+  // FERRY_TRACE's header as the writer makes it, from two runs of `ferry run` with the same path:
+  // the second run's t.json, with a hand-made t.2.json of the first run's header left beside it.
+  using namespace ferry_trace_files;
+  support::TempDir dir;
+  const std::map<std::string, std::string> env{
+      {"FERRY_TRACE", (dir.path / "t.json").string()},
+      {"FERRY_PLUGIN_PATH", fs::path(FERRY_TEST_MATH_PLUGIN).parent_path().string()}};
+  Ran first = run({FERRY_TEST_CLI, "run", "add", "1", "2"}, dir.path, env);
+  REQUIRE_MESSAGE(first.status == 0, first.err);
+  fs::rename(dir.path / "t.json", dir.path / "t.2.json");
+  Ran second = run({FERRY_TEST_CLI, "run", "add", "1", "2"}, dir.path, env);
+  REQUIRE_MESSAGE(second.status == 0, second.err);
+  const std::string note = run_note_of(dir.path / "t.json", dir.path);
+  CHECK_MESSAGE(note.find("A file of FERRY_TRACE: trace 1 of the run of process ") == 0, note);
+  CHECK_MESSAGE(note.find("No other file of that run is beside it. 1 file of its names is of another run") !=
+                    std::string::npos, note);
+  CHECK_MESSAGE(note.find("not of this one: t.2.json") != std::string::npos, note);
+}
+
 TEST_CASE("Report.replays_the_fuzz_corpus") {
   // The fuzzer's seeds and every input it ever failed on (tests/data/fuzz/trace/crash-*), and the
   // traces of data/trace/: each must go through the reader, the summary and the page without a

@@ -78,9 +78,11 @@
                 ["workers", count(data.tracks_total)]].concat(data.meta);
     rows.forEach(function (r) {
       var d = el("div"), value = typeof r[1] === "string" ? r[1] : JSON.stringify(r[1]);
-      if (r[0] === "started_unix_us" && typeof r[1] === "number" && isFinite(new Date(r[1] / 1000).getTime()))
+      // The header's times (started_unix_us, and run_started_unix_us of FERRY_TRACE's files) as dates.
+      var time = /^(|run_)started_unix_us$/.test(r[0]);
+      if (time && typeof r[1] === "number" && isFinite(new Date(r[1] / 1000).getTime()))
         value = new Date(r[1] / 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
-      d.appendChild(el("dt", null, r[0] === "started_unix_us" ? "started" : r[0]));
+      d.appendChild(el("dt", null, time ? r[0].replace(/_unix_us$/, "").replace("_", " ") : r[0]));
       d.appendChild(el("dd", null, value));
       meta.appendChild(d);
     });
