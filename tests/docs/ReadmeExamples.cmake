@@ -174,5 +174,13 @@ function(ferry_readme_check file errors_out)
       string(APPEND errors "${where}: ${kind} takes no options ('${options}')\n")
     endif()
   endforeach()
+  # A fence indented into a list item is not read as an example: say so rather than pass it over.
+  file(READ "${file}" text)
+  string(REGEX MATCHALL "\n[ \t]+```[ \t]*(cpp|c\\+\\+|cxx)[ \t]*\n" indented "\n${text}")
+  list(LENGTH indented n)
+  if(n GREATER 0)
+    string(APPEND errors "${page}: ${n} C++ block(s) with an indented fence: the test suite reads "
+      "only fences at the start of a line\n")
+  endif()
   set(${errors_out} "${errors}" PARENT_SCOPE)
 endfunction()
