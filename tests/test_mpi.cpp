@@ -412,6 +412,22 @@ TEST_CASE("Mpi.world.an_agent_stops_a_worker_that_closes_its_channel_and_goes_on
   }
 }
 
+TEST_CASE("Mpi.world.an_agent_is_not_held_by_a_worker_that_writes_half_a_frame_and_hangs") {
+  // The agent reads its worker's frames without waiting: a worker that wrote part of a frame and
+  // hangs holds its call (until the call's deadline, here 4 s), as a hung local worker does, and
+  // not its agent, which heartbeats meanwhile (a rank silent for the 3 s peer timeout would fail
+  // the call as one that stopped answering), kills it when told, and serves the next calls.
+  // Through the rings, and through the socket alone.
+  for (const std::string rings : {"1", "0"}) {
+    CAPTURE(rings);
+    check_ok(side_by_side("partial_hang", 1, {}, std::chrono::seconds(60),
+                          {{"FERRY_WORKER", FERRY_TEST_FAKE_WORKER},
+                           {"FERRY_FAKE_MODE", "partial_hang"},
+                           {"FERRY_MPI_RINGS", rings}}),
+             "partial_hang");
+  }
+}
+
 TEST_CASE("Mpi.world.an_agent_stops_a_worker_that_corrupts_their_rings") {
   // The rings' indices live in memory the worker (and its tasks) can write: one pushed past what
   // was written makes the agent stop the worker and report why; it never reads or writes outside

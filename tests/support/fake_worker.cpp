@@ -13,6 +13,8 @@
 //                   three memfds and, last, such a socket (one more than a 4-slot buffer holds)
 //   bye_running     says bye (max_tasks) instead of answering, then never answers nor exits
 //   partial_die     forks a child that keeps the channel open, writes part of a frame, dies
+//   partial_hang    writes part of its result frame (20 bytes of the head), then neither the
+//                   rest nor anything else, and does not exit
 //   hello_again     sends a second hello instead of answering
 //   long_host_name  (at start) says hello with a host name of 300 bytes
 //   old_protocol    (at start) says hello speaking the protocol before this one
@@ -298,6 +300,12 @@ int main(int argc, char** argv) {
       Buffer head = proto::encode_result_head({call, proto::ResultStatus::ok, {}}, sizeof value);
       if (::write(channel, head.data(), 20) != 20) return 3;
       std::_Exit(1);
+    } else if (mode == "partial_hang") {
+      Buffer head = proto::encode_result_head({call, proto::ResultStatus::ok, {}}, sizeof value);
+      Buffer part;
+      part.append(head.data(), 20);
+      if (!send(part)) return 3;
+      for (;;) ::pause();
     } else if (mode == "hello_again") {
       send(hello("fakehost"));
     } else if (mode == "init_ack_again") {

@@ -63,6 +63,11 @@
 //   hostile_ring (with FERRY_WORKER the fake worker, FERRY_FAKE_MODE=ring_head or ring_tail) a
 //                worker that corrupts an index of its shared-memory rings is stopped by its agent;
 //                the call fails with TerminatedWorkerError saying why, and the next ones run
+//   partial_hang  (with FERRY_WORKER the fake worker, FERRY_FAKE_MODE=partial_hang, one agent,
+//                FERRY_MPI_TIMEOUT_MS=3000) square(1)'s worker writes part of its result frame and
+//                hangs: the call fails at its deadline (4 s, past the peer timeout) with
+//                TimeoutError, not as a rank that stopped answering (its agent must not wait for
+//                the rest of the frame), and the rank runs the next calls on a new worker
 //   trace        tasks, a map and a failure with ExecutorOptions::trace = <scratch dir>/trace.json
 //                (test_mpi reads the file: a track per rank, named by rank and host)
 //   closed_channel  a task closes its worker's channel and sleeps for 30 s: its agent must not
@@ -639,6 +644,17 @@ void hostile_ring(const std::string& plugin_dir) {
   EXPECT(ex.submit(square, 4).get() == 16);
 }
 
+void partial_hang(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  EXPECT(ex.submit(square, 2).get() == 4);
+  auto e = expect_throw<ferry::TimeoutError>(
+      __LINE__, [&] { ex.submit_with({.deadline = std::chrono::seconds(4)}, square, 1).get(); });
+  std::cout << "timed out: " << e.what() << std::endl;
+  EXPECT(ex.submit(square, 3).get() == 9);
+  EXPECT(ex.submit(square, 4).get() == 16);
+  ex.shutdown();
+}
+
 void closed_channel(const std::string& plugin_dir) {
   ferry::Executor ex(mpi_options(plugin_dir, 1));
   EXPECT(ex.submit(square, 2).get() == 4);
@@ -876,6 +892,8 @@ int main(int argc, char** argv) {
       ship_refused(argv[3]);
     } else if (scenario == "trace" && argc == 4) {
       trace(plugin_dir, argv[3]);
+    } else if (scenario == "partial_hang") {
+      partial_hang(plugin_dir);
     } else if (scenario == "closed_channel") {
       closed_channel(plugin_dir);
     } else if (scenario == "ship_checked" && argc == 4) {
