@@ -1104,6 +1104,83 @@ TEST_CASE("PluginIndex.find.refuses_unsafe_permissions") {
   }
 }
 
+TEST_CASE("PluginIndex.scan.a_way_made_unsafe_between_two_scans_is_refused_at_the_next") {
+  // A scan walks each plugin directory's way once and each plugin on from there: a way opened to
+  // others after one scan is judged again at the next (nothing of a walk is kept across scans).
+  ScopedUnsetEnv no_override("FERRY_ALLOW_UNSAFE_PLUGINS");
+  support::TempDir top;
+  const fs::path way = top.path / "way";
+  const fs::path dir = way / "plugins";
+  fs::create_directories(dir);
+  fs::permissions(way, fs::perms(0755));
+  fs::permissions(dir, fs::perms(0755));
+  install(math_plugin, dir, "libmath.so");
+  install(seed_plugin, dir, "libseed.so");
+  PluginIndex index({dir});
+  CHECK(by_name(index.tasks(), "add"));
+  CHECK(index.skipped().empty());
+  for (const fs::path& opened : {way, dir}) {
+    CAPTURE(opened);
+    fs::permissions(opened, fs::perms(0777));
+    const auto tasks = index.tasks();
+    fs::permissions(opened, fs::perms(0755));
+    CHECK(tasks.empty());
+    const auto skipped = index.skipped();
+    REQUIRE(!skipped.empty());
+    CHECK(skipped[0].path == dir);
+    CHECK(contains(skipped[0].reason, "refused: " + fs::canonical(opened).string()));
+    CHECK(contains(skipped[0].reason, "writable by group or others"));
+    CHECK(by_name(index.tasks(), "add"));  // closed again: trusted at the next scan
+    CHECK(index.skipped().empty());
+  }
+}
+
+TEST_CASE("PluginIndex.scan.a_link_in_a_trusted_directory_is_walked_to_its_target") {
+  // A plugin's walk goes on from its directory's: a link there is still followed by hand, its
+  // owner judged and its target's whole way walked, whether the target is elsewhere (an absolute
+  // link, a relative one through "..") or beside it.
+  ScopedUnsetEnv no_override("FERRY_ALLOW_UNSAFE_PLUGINS");
+  support::TempDir top;
+  const fs::path dir = top.path / "plugins";
+  const fs::path open = top.path / "open";
+  const fs::path kept = top.path / "kept";
+  for (const fs::path& d : {dir, open, kept}) fs::create_directory(d);
+  fs::permissions(dir, fs::perms(0755));
+  fs::permissions(open, fs::perms(0777));
+  fs::permissions(kept, fs::perms(0755));
+  install(math_plugin, open, "libm.so");
+  install(seed_plugin, kept, "libs.so");
+  fs::create_symlink(open / "libm.so", dir / "libabsolute.so");
+  fs::create_symlink("../open/libm.so", dir / "librelative.so");
+  fs::create_symlink("../kept/libs.so", dir / "libtrusted.so");
+  PluginIndex index({dir});
+  auto reason = [&](const std::vector<ferry::SkippedFile>& skipped, const fs::path& p) -> std::string {
+    for (const auto& s : skipped)
+      if (s.path == p) return s.reason;
+    return "(not skipped)";
+  };
+  for (int scan = 0; scan < 2; ++scan) {  // the first reads the files, the second keeps them
+    CAPTURE(scan);
+    const auto tasks = index.tasks();
+    CHECK(by_name(tasks, "func_async"));  // the link to a trusted plugin
+    CHECK(!by_name(tasks, "add"));
+    const auto skipped = index.skipped();
+    for (const char* name : {"libabsolute.so", "librelative.so"}) {
+      CAPTURE(name);
+      const std::string why = reason(skipped, dir / name);
+      CHECK(contains(why, "refused: " + fs::canonical(open).string() + " (on the way to " + (dir / name).string() +
+                              ") is writable by group or others"));
+    }
+    CHECK(reason(skipped, dir / "libtrusted.so") == "(not skipped)");
+  }
+  if (::geteuid() == 0) {
+    // A link of another user's, in a directory of ours: its owner could point it elsewhere.
+    REQUIRE(::lchown((dir / "libtrusted.so").c_str(), 65534, 65534) == 0);
+    CHECK(!by_name(index.tasks(), "func_async"));
+    CHECK(contains(reason(index.skipped(), dir / "libtrusted.so"), "a symbolic link owned by uid 65534"));
+  }
+}
+
 TEST_CASE("PluginIndex.find.a_relative_directory_is_the_one_of_the_index_not_of_a_later_chdir") {
   // A relative plugin directory was kept relative: the scan (in a directory another user can
   // write, refused) stored its files by absolute path, and each lookup judged "plugins" against

@@ -57,6 +57,32 @@ std::vector<std::string>* names_listed = nullptr;
 
 }  // namespace
 
+namespace {
+
+/// When set: the next readlink of a path whose last component is `name` first makes `dir` open
+/// to others (0777): a way changed by its owner while a scan judges a directory's files.
+struct OpenOnReadlink {
+  std::string name;
+  std::string dir;
+};
+OpenOnReadlink* open_on_readlink = nullptr;
+
+}  // namespace
+
+// The trust walk reads links with readlink: this one, the executable's.
+extern "C" ssize_t readlink(const char* path, char* buf, size_t size) {
+  using Readlink = ssize_t (*)(const char*, char*, size_t);
+  static const auto real = reinterpret_cast<Readlink>(::dlsym(RTLD_NEXT, "readlink"));
+  if (OpenOnReadlink* o = open_on_readlink) {
+    const std::string_view p(path);
+    if (p.size() > o->name.size() && p.ends_with("/" + o->name)) {
+      open_on_readlink = nullptr;
+      ::chmod(o->dir.c_str(), 0777);
+    }
+  }
+  return real(path, buf, size);
+}
+
 // libstdc++'s directory_iterator reads its directory with readdir: this one, the executable's.
 extern "C" struct dirent* readdir(DIR* dir) {
   using Readdir = struct dirent* (*)(DIR*);
@@ -228,4 +254,49 @@ TEST_CASE("PluginIndex.skipped.a_listing_cut_short_says_only_what_it_listed") {
   } catch (const ferry::PluginError&) {
   }
   CHECK(index.skipped().size() == texts.size());
+}
+
+TEST_CASE("PluginIndex.scan.a_way_changed_while_a_directory_is_judged_is_seen_before_its_plugins_are_offered") {
+  // A scan walks a plugin directory's way once and each plugin's on from the directory. Its way
+  // opened to others while the files are judged (here: as the last one, a link, is read) is
+  // seen when the way is walked again after them: every plugin judged before is judged again,
+  // walked whole. A plugin judged on from the directory before the change, or a link whose
+  // target's way does not pass through the directory's, would have been offered.
+  support::TempDir top;
+  const fs::path way = top.path / "way";
+  const fs::path dir = way / "plugins";
+  const fs::path kept = top.path / "kept";
+  fs::create_directories(dir);
+  fs::create_directory(kept);
+  for (const fs::path& d : {way, dir, kept}) fs::permissions(d, fs::perms(0755));
+  fs::copy_file(FERRY_TEST_MATH_PLUGIN, dir / "liba.so");
+  fs::permissions(dir / "liba.so", fs::perms(0755));
+  fs::copy_file(FERRY_TEST_SEED_PLUGIN, kept / "libs.so");
+  fs::permissions(kept / "libs.so", fs::perms(0755));
+  fs::create_symlink("../../kept/libs.so", dir / "libzz.so");  // judged last; its target is out of the way
+  ferry::PluginIndex index({dir});
+  const auto has = [](const std::vector<ferry::TaskInfo>& tasks, const std::string& name) {
+    return std::any_of(tasks.begin(), tasks.end(), [&](const ferry::TaskInfo& t) { return t.name == name; });
+  };
+  const auto trusted = index.tasks();
+  CHECK(has(trusted, "add"));
+  CHECK(has(trusted, "func_async"));
+
+  OpenOnReadlink change{"libzz.so", way.string()};
+  open_on_readlink = &change;
+  const auto tasks = index.tasks();
+  open_on_readlink = nullptr;
+  struct stat st {};
+  REQUIRE(::stat(way.c_str(), &st) == 0);
+  fs::permissions(way, fs::perms(0755));
+  REQUIRE((st.st_mode & 0777) == 0777);  // the change was made during the scan
+  CHECK(!has(tasks, "add"));
+  CHECK(!has(tasks, "func_async"));
+  const auto skipped = index.skipped();
+  std::string all_said;
+  for (const auto& s : skipped) all_said += s.path.string() + ": " + s.reason + "\n";
+  CAPTURE(all_said);
+  REQUIRE(skipped.size() == 2);
+  for (const auto& s : skipped) CHECK(s.reason.find("refused: " + fs::canonical(way).string() + " (on the way") == 0);
+  CHECK(has(index.tasks(), "add"));  // closed again
 }

@@ -192,26 +192,29 @@ std::string missing(int error) {
 
 namespace {
 
-/// trust_verdict's walk; `way_only`: the final component is not judged (nor needed).
-TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
-  if (path.empty()) return {path, "an empty path"};
-  std::deque<std::string> remaining;
-  if (path.is_relative()) {
-    std::error_code ec;
-    fs::path cwd = fs::current_path(ec);
-    if (ec) return {path, "relative to a current directory that cannot be read (" + ec.message() + ")"};
-    push_front_components(remaining, path);
-    push_front_components(remaining, cwd);
-  } else {
-    push_front_components(remaining, path);
-  }
+using Seen = ComponentSeen;
+
+Seen seen_of(const struct stat& st) {
+  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino), st.st_uid, st.st_gid,
+          st.st_mode};
+}
+
+/// Where a walk is: `at` (a path without links: each was followed by hand), the links followed
+/// so far, and, when `seen` is given, what it saw of each component on the way.
+struct WalkState {
   fs::path at = "/";
-  const uid_t me = ::geteuid();
-  struct stat st {};
-  if (::lstat("/", &st) != 0) return {at, missing(errno)};
-  bool judged_final = remaining.empty();
-  if (auto why = judge("/", st, judged_final, me); !why.empty()) return {at, why};
   int links = 0;
+  std::vector<Seen>* seen = nullptr;
+};
+
+/// The walk from `state` through `remaining` (components: no "" or "."): each is looked at with
+/// `lstat` and judged, links followed by hand. `judged_final`: `state.at` was judged as a final
+/// component (a walk that ends there judges it so otherwise).
+TrustVerdict walk_on(WalkState& state, std::deque<std::string> remaining, bool judged_final, bool directory_final,
+                     bool way_only, uid_t me) {
+  fs::path& at = state.at;
+  int& links = state.links;
+  struct stat st {};
   // The final component as named was a link, followed: the directory that holds the file as
   // named has been judged already, and the target's way is judged as any way is.
   bool final_followed = false;
@@ -225,6 +228,7 @@ TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
     fs::path next = at / name;
     if (way_only && remaining.empty()) return {};
     if (::lstat(next.c_str(), &st) != 0) return {next, missing(errno)};
+    if (state.seen) state.seen->push_back(seen_of(st));
     if (S_ISLNK(st.st_mode)) {
       // The link's directory (`at`) was checked on the way here. The link itself must be ours or
       // root's: in a sticky directory (as /tmp) another user's link cannot be replaced by us, but
@@ -258,9 +262,40 @@ TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
     // The path ended in ".." (/tmp/x/..) or a link to "." or ".." (/tmp/dot -> .): where it
     // leads was only passed on the way, as a sticky directory may be; it is the final one.
     if (::lstat(at.c_str(), &st) != 0) return {at, missing(errno)};
+    if (state.seen) state.seen->push_back(seen_of(st));
     if (auto why = judge(at.c_str(), st, true, me); !why.empty()) return {at, why};
   }
   return {};
+}
+
+/// trust_verdict's walk of `path` from `/` (from the current directory's own way for a relative
+/// one); `way_only`: the final component is not judged (nor needed). `state` is where it ended.
+TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only, WalkState& state) {
+  if (path.empty()) return {path, "an empty path"};
+  std::deque<std::string> remaining;
+  if (path.is_relative()) {
+    std::error_code ec;
+    fs::path cwd = fs::current_path(ec);
+    if (ec) return {path, "relative to a current directory that cannot be read (" + ec.message() + ")"};
+    push_front_components(remaining, path);
+    push_front_components(remaining, cwd);
+  } else {
+    push_front_components(remaining, path);
+  }
+  state.at = "/";
+  state.links = 0;
+  const uid_t me = ::geteuid();
+  struct stat st {};
+  if (::lstat("/", &st) != 0) return {state.at, missing(errno)};
+  if (state.seen) state.seen->push_back(seen_of(st));
+  const bool judged_final = remaining.empty();
+  if (auto why = judge("/", st, judged_final, me); !why.empty()) return {state.at, why};
+  return walk_on(state, std::move(remaining), judged_final, directory_final, way_only, me);
+}
+
+TrustVerdict walk(const fs::path& path, bool directory_final, bool way_only) {
+  WalkState state;
+  return walk(path, directory_final, way_only, state);
 }
 
 }  // namespace
@@ -278,6 +313,42 @@ std::string reason_of(const TrustVerdict& v, const fs::path& path) {
 }  // namespace
 
 std::string untrusted_reason(const fs::path& path) { return reason_of(trust_verdict(path), path); }
+
+DirectoryTrust::DirectoryTrust(fs::path dir) : dir_(std::move(dir)) {
+  WalkState state;
+  state.seen = &way_;
+  const TrustVerdict v = walk(dir_, false, false, state);
+  reason_ = reason_of(v, dir_);
+  // Its files' walks resume at `at` only when it is a directory that passed: a walk that
+  // failed or ended at another file leaves them to walk from `/` as ever.
+  if (v && !way_.empty() && S_ISDIR(way_.back().mode)) {
+    at_ = std::move(state.at);
+    links_ = state.links;
+  }
+}
+
+std::string DirectoryTrust::untrusted_reason_of(std::string_view name) const {
+  const fs::path file = dir_ / name;
+  if (at_.empty() || name.empty() || name == "." || name == ".." || name.find('/') != std::string_view::npos)
+    return untrusted_reason(file);
+  // dir_ / name walked from `/` passes through what the directory's walk passed (its last
+  // component judged on the way now, which passing as a final one implies) to at_, with
+  // links_ links followed: the walk goes on from there, as it would have.
+  WalkState state;
+  state.at = at_;
+  state.links = links_;
+  const TrustVerdict v = walk_on(state, {std::string(name)}, false, false, false, ::geteuid());
+  return reason_of(v, file);
+}
+
+bool DirectoryTrust::still_holds() const {
+  if (at_.empty()) return false;
+  std::vector<ComponentSeen> again;
+  WalkState state;
+  state.seen = &again;
+  const TrustVerdict v = walk(dir_, false, false, state);
+  return v && state.at == at_ && state.links == links_ && again == way_;
+}
 
 std::string untrusted_way_reason(const fs::path& path) { return reason_of(walk(path, false, true), path); }
 

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <optional>
 #include <span>
 #include <unordered_map>
 
@@ -483,8 +484,21 @@ void PluginIndex::rescan_locked() {
     std::sort(names.begin(), names.end());
     // A directory others could write to is refused as a whole, and said once: whatever its
     // files' own modes, someone else decides what is in it.
-    std::string dir_refused = options_.allow_unsafe ? std::string() : detail::untrusted_reason(dir);
+    // Its way is walked once: each plugin's walk goes on from the directory (3,000 plugins walked
+    // the same way from `/` at every scan), and the way is checked again after its files.
+    std::optional<detail::DirectoryTrust> dir_trust;
+    if (!options_.allow_unsafe) dir_trust.emplace(dir);
+    std::string dir_refused = dir_trust ? dir_trust->reason() : std::string();
     if (!dir_refused.empty()) entry->head.push_back({dir, "refused: " + dir_refused});
+    // Why a plugin of the directory is refused ("" when trusted): its path (through the directory
+    // walked once, or `whole` from `/`), then what its own search path makes the loader read.
+    auto refusal_of = [&](const fs::path& file, std::string_view name, bool whole) {
+      std::string why = whole ? detail::untrusted_reason(file) : dir_trust->untrusted_reason_of(name);
+      if (why.empty())
+        if (detail::TrustVerdict v = detail::dependency_verdict(file); !v) why = std::move(v.why);
+      return why;
+    };
+    std::vector<std::size_t> judged;  // plugins this scan judged through the directory's walk
     // The verdicts' texts: those of the last scan, their numbers kept, and any new ones.
     std::unordered_map<std::string, std::uint32_t> verdict_numbers;
     if (previous) {
@@ -573,13 +587,25 @@ void PluginIndex::rescan_locked() {
         plugin.refused.clear();
       } else if (!dir_refused.empty()) {
         plugin.refused = dir_refused;
-      } else if (plugin.refused = detail::untrusted_reason(file); !plugin.refused.empty()) {
-        entry->lines.push_back({name, {file, "refused: " + plugin.refused}});
-      } else if (detail::TrustVerdict v = detail::dependency_verdict(file); !v) {
-        plugin.refused = v.why;
-        entry->lines.push_back({name, {file, "refused: " + plugin.refused}});
+      } else {
+        plugin.refused = refusal_of(file, name, false);
+        if (!plugin.refused.empty()) entry->lines.push_back({name, {file, "refused: " + plugin.refused}});
+        judged.push_back(entry->plugins.size());
       }
       entry->plugins.push_back(std::move(plugin));
+    }
+    if (!judged.empty() && !dir_trust->still_holds()) {
+      // The directory's way changed while its files were judged (by this user or root: nobody
+      // else can change what passed): each is judged again, walked whole from `/`, and its line
+      // said anew. (Every "refused: " line of a file is one of these.)
+      std::erase_if(entry->lines, [](const SkippedLine& l) { return l.line.reason.starts_with("refused: "); });
+      for (std::size_t i : judged) {
+        PluginFile& p = entry->plugins[i];
+        p.refused = refusal_of(p.path, name_of(p), true);
+        if (!p.refused.empty()) entry->lines.push_back({std::string(name_of(p)), {p.path, "refused: " + p.refused}});
+      }
+      std::stable_sort(entry->lines.begin(), entry->lines.end(),
+                       [](const SkippedLine& a, const SkippedLine& b) { return a.name < b.name; });
     }
     if (partial) {
       // The files of the last scan this one did not list (the name of one moved over is empty):
