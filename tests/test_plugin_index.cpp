@@ -1181,6 +1181,53 @@ TEST_CASE("PluginIndex.scan.a_link_in_a_trusted_directory_is_walked_to_its_targe
   }
 }
 
+TEST_CASE("PluginIndex.check_safe.a_plugin_read_by_a_host_out_of_descriptors_is_not_passed_unjudged") {
+  // What a plugin makes the loader read is judged from its load names, kept per file identity.
+  // A host out of descriptors could not read them: that was taken as a file the loader skips (no
+  // names), remembered, and the plugin passed, then and at every later check while its identity
+  // stayed, whatever its search path. Here a DT_NEEDED entry of a copy of the math plugin is
+  // made a DT_RUNPATH of the same string ("libm.so.6"): a relative search directory, refused.
+  support::TempDir dir;
+  const fs::path lib = install(math_plugin, dir.path, "libpatched.so");
+  {
+    auto bytes = read_bytes(lib);
+    REQUIRE(bytes.size() > sizeof(Elf64_Ehdr));
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, bytes.data(), sizeof eh);
+    bool patched = false;
+    for (unsigned i = 0; i < eh.e_phnum && !patched; ++i) {
+      Elf64_Phdr ph;
+      std::memcpy(&ph, bytes.data() + eh.e_phoff + i * sizeof ph, sizeof ph);
+      if (ph.p_type != PT_DYNAMIC) continue;
+      for (std::size_t at = ph.p_offset; at + sizeof(Elf64_Dyn) <= ph.p_offset + ph.p_filesz; at += sizeof(Elf64_Dyn)) {
+        Elf64_Dyn d;
+        std::memcpy(&d, bytes.data() + at, sizeof d);
+        if (d.d_tag != DT_NEEDED) continue;
+        d.d_tag = DT_RUNPATH;
+        std::memcpy(bytes.data() + at, &d, sizeof d);
+        patched = true;
+        break;
+      }
+    }
+    REQUIRE(patched);
+    write_bytes(lib, bytes.data(), bytes.size(), fs::perms(0755));
+  }
+  std::string short_of = "(passed)";
+  {
+    support::DescriptorsTaken held;
+    try {
+      PluginIndex::check_safe(lib);
+    } catch (const PluginError& e) {
+      short_of = e.what();
+    }
+  }
+  CHECK(contains(short_of, "cannot be read now"));
+  CHECK(contains(short_of, "out of descriptors or memory"));
+  // Descriptors back: read and judged.
+  const std::string judged = plugin_error([&] { PluginIndex::check_safe(lib); });
+  CHECK(contains(judged, "a relative directory"));
+}
+
 TEST_CASE("PluginIndex.find.a_relative_directory_is_the_one_of_the_index_not_of_a_later_chdir") {
   // A relative plugin directory was kept relative: the scan (in a directory another user can
   // write, refused) stored its files by absolute path, and each lookup judged "plugins" against

@@ -182,6 +182,13 @@ class NamesCache {
       got.names = read_load_names(file);
       read_id = got.names->identity;
     } catch (const ElfError& e) {
+      // This process's own want (EMFILE, ENFILE, ENOMEM) says nothing of the file, which a
+      // worker's loader reads: it cannot be judged now, and is not remembered. It was taken as a
+      // file the loader would skip, and remembered so: a plugin whose search path is refused
+      // passed every later check while its identity stayed.
+      if (e.out_of_resources())
+        return {std::nullopt, file.string() + " cannot be read now (" + e.what() +
+                                  ": this process is out of descriptors or memory): what it loads cannot be judged"};
       if (e.kind() == ElfError::Kind::truncated)
         got.refused = file.string() + " cannot be read as the loader reads it (" + e.what() +
                       "): what it loads cannot be judged";
