@@ -226,9 +226,9 @@ TEST_CASE("Wrap.the_compilers_environment_adds_no_include_directory") {
                                   "HOME=/root", "CPATHX=kept", "LANG=C", "MAKE=/tmp/make", "MAKEFLAGS=-j", "MAKEFILES=/tmp/m", "GNUMAKEFLAGS=-j",
                                   "CCACHE_PREFIX=/tmp/p", "CCACHE_DIR=/tmp/shared"};
   // ccache's settings go too (CCACHE_PREFIX runs a program, a shared cache returns what others
-  // stored), and ccache only runs the compiler; lto-wrapper's $MAKE goes.
+  // stored), and ccache reads no configuration file (it is not run: its compiler is); lto-wrapper's $MAKE goes.
   CHECK(ferry::detail::compiler_environment(env) ==
-        std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C", "CCACHE_DISABLE=1"});
+        std::vector<std::string>{"PATH=/usr/bin", "HOME=/root", "CPATHX=kept", "LANG=C", "CCACHE_DISABLE=1", "CCACHE_CONFIGPATH=/dev/null"});
 }
 
 TEST_CASE("Wrap.the_shipped_prelude_is_readable_by_every_user") {
@@ -259,19 +259,19 @@ TEST_CASE("Wrap.the_compilers_PATH_holds_only_trusted_absolute_directories") {
   fs::permissions(open.path, fs::perms(01777), fs::perm_options::replace);
   const std::string path = "PATH=:/usr/bin:.:bin:" + open.path.string() + ":/no/such/dir:/bin";
   CHECK(ferry::detail::compiler_environment({path, "LANG=C"}) ==
-        std::vector<std::string>{"PATH=/usr/bin:/bin", "LANG=C", "CCACHE_DISABLE=1"});
+        std::vector<std::string>{"PATH=/usr/bin:/bin", "LANG=C", "CCACHE_DISABLE=1", "CCACHE_CONFIGPATH=/dev/null"});
   // Nothing left: the system's directories, never an empty PATH (gcc reads that as "./").
-  CHECK(ferry::detail::compiler_environment({"PATH="}) == std::vector<std::string>{"PATH=/usr/bin:/bin", "CCACHE_DISABLE=1"});
-  CHECK(ferry::detail::compiler_environment({"PATH=.:bin"}) == std::vector<std::string>{"PATH=/usr/bin:/bin", "CCACHE_DISABLE=1"});
+  CHECK(ferry::detail::compiler_environment({"PATH="}) == std::vector<std::string>{"PATH=/usr/bin:/bin", "CCACHE_DISABLE=1", "CCACHE_CONFIGPATH=/dev/null"});
+  CHECK(ferry::detail::compiler_environment({"PATH=.:bin"}) == std::vector<std::string>{"PATH=/usr/bin:/bin", "CCACHE_DISABLE=1", "CCACHE_CONFIGPATH=/dev/null"});
   // The same for the libraries the compiler's programs load; with none left, no variable.
   CHECK(ferry::detail::compiler_environment({"LD_LIBRARY_PATH=:" + open.path.string() + ":/usr/lib:lib"}) ==
-        std::vector<std::string>{"LD_LIBRARY_PATH=/usr/lib", "CCACHE_DISABLE=1"});
-  CHECK(ferry::detail::compiler_environment({"LD_LIBRARY_PATH=:.", "LANG=C"}) == std::vector<std::string>{"LANG=C", "CCACHE_DISABLE=1"});
+        std::vector<std::string>{"LD_LIBRARY_PATH=/usr/lib", "CCACHE_DISABLE=1", "CCACHE_CONFIGPATH=/dev/null"});
+  CHECK(ferry::detail::compiler_environment({"LD_LIBRARY_PATH=:.", "LANG=C"}) == std::vector<std::string>{"LANG=C", "CCACHE_DISABLE=1", "CCACHE_CONFIGPATH=/dev/null"});
   // A private directory of this user's under a sticky one stays.
   fs::create_directories(open.path / "bin");
   fs::permissions(open.path / "bin", fs::perms(0755), fs::perm_options::replace);
   CHECK(ferry::detail::compiler_environment({"PATH=" + (open.path / "bin").string()}) ==
-        (std::vector<std::string>{"PATH=" + (open.path / "bin").string(), "CCACHE_DISABLE=1"}));
+        (std::vector<std::string>{"PATH=" + (open.path / "bin").string(), "CCACHE_DISABLE=1", "CCACHE_CONFIGPATH=/dev/null"}));
 }
 
 TEST_CASE("Wrap.many_threads_one_build") {
@@ -844,25 +844,72 @@ TEST_CASE("Wrap.FERRY_CXX_is_a_program_and_its_arguments_and_flags_are_split_as_
                          std::invalid_argument);
   }
   support::TempDir bin, cache;
-  const fs::path calls = bin.path / "calls";
-  // A ccache of its own (it runs nothing), recording how it is run.
-  const fs::path ccache = script(bin.path, "ccache",
-                                 "echo \"$*\" >> '" + calls.string() + "'\n" + fake_compiler("echo 'fake: no' >&2\nexit 1"));
-  support::ScopedEnv compiler("FERRY_CXX", ccache.string() + " g++ -DFROM_CXX=1");
+  const fs::path calls = bin.path / "calls", ccache_calls = bin.path / "ccache-calls";
+  // A ccache of its own, recording whether it is run (it must not be: its compiler runs instead),
+  // and a compiler that records how it is run, then fails.
+  const fs::path ccache = script(bin.path, "ccache", "echo \"$*\" >> '" + ccache_calls.string() + "'\nexit 1");
+  const fs::path cxx = script(bin.path, "fake-c++",
+                              "echo \"$*\" >> '" + calls.string() + "'\n" + fake_compiler("echo 'fake: no' >&2\nexit 1"));
+  support::ScopedEnv compiler("FERRY_CXX", ccache.string() + " " + cxx.string() + " -DFROM_CXX=1");
   CacheAt at(cache.path / "c");
   const std::string what = build_error(reinterpret_cast<const void*>(&twice));
   CAPTURE(what);
   CHECK(what.find("fake: no") != std::string::npos);  // it ran, and failed
   const std::string ran = support::read_file(calls);
   CAPTURE(ran);
-  const auto g = ferry::detail::find_program("g++");
-  REQUIRE(g);
-  CHECK(ran.find(fs::absolute(*g).string() + " ") != std::string::npos);  // ccache's compiler, by its path
   CHECK(ran.find(" -DFROM_CXX=1 ") != std::string::npos);
+  CHECK_FALSE(fs::exists(ccache_calls));
   // Its flags are judged as FERRY_WRAP_FLAGS are.
   support::ScopedEnv refused("FERRY_CXX", ccache.string() + " g++ -fplugin=/tmp/x.so");
   CHECK(build_error(reinterpret_cast<const void*>(&twice)).find("refusing a compiler flag: '-fplugin=/tmp/x.so'") !=
         std::string::npos);
+}
+
+TEST_CASE("Wrap.ccache_is_never_run_and_its_configuration_file_runs_nothing") {
+  // Disabled, ccache still read its configuration file ($XDG_CONFIG_HOME or $HOME/.config): with
+  // HOME=/tmp, another user's ccache.conf saying `prefix_command = their script` ran that script
+  // as the host's user, with the wrap's compile as its arguments (found by an audit, as two users).
+  // ferry now runs ccache's compiler itself: the one after it, or the one a masquerade link
+  // (/usr/lib/ccache/g++ -> ccache) stands for.
+  support::TempDir bin, masquerade, home, cache;
+  const fs::path calls = bin.path / "calls", prefix_ran = home.path / "prefix-ran";
+  const fs::path cxx = script(bin.path, "fake-c++",
+                              "echo \"$*\" >> '" + calls.string() + "'\n" + fake_compiler("echo 'fake: no' >&2\nexit 1"));
+  const fs::path prefix = script(home.path, "prefix", "echo ran >> '" + prefix_ran.string() + "'\nexec \"$@\"");
+  fs::create_directories(home.path / "config" / "ccache");
+  std::ofstream(home.path / "config" / "ccache" / "ccache.conf") << "prefix_command = " << prefix.string() << "\n";
+  support::ScopedEnv config_home("XDG_CONFIG_HOME", (home.path / "config").string());
+  support::ScopedEnv home_dir("HOME", home.path.string());
+  CacheAt at(cache.path / "c");
+  const auto real_ccache = ferry::detail::find_program("ccache");
+  if (real_ccache) {
+    support::ScopedEnv compiler("FERRY_CXX", real_ccache->string() + " " + cxx.string() + " -DPART=1");
+    CHECK(build_error(reinterpret_cast<const void*>(&twice)).find("fake: no") != std::string::npos);
+    CHECK_FALSE(fs::exists(prefix_ran));
+    CHECK(fs::exists(calls));
+  } else {
+    MESSAGE("Debian's ccache is not installed: its configuration file is not tried");
+  }
+  // A masquerade link: the program of its name after it on PATH runs, not ccache.
+  fs::remove(calls);
+  const fs::path ccache = script(bin.path, "ccache", "echo ccache >> '" + prefix_ran.string() + "'\nexit 1");
+  fs::create_symlink(ccache, masquerade.path / "fake-c++");
+  const char* path = std::getenv("PATH");
+  support::ScopedEnv search("PATH", masquerade.path.string() + ":" + bin.path.string() + ":" + (path ? path : ""));
+  // (Flags of their own: a build that failed is not tried again with the same compiler and flags.)
+  for (const std::string& given : {std::string("fake-c++ -DPART=2"), (masquerade.path / "fake-c++").string() + " -DPART=3"}) {
+    CAPTURE(given);
+    support::ScopedEnv compiler("FERRY_CXX", given);
+    CHECK(build_error(reinterpret_cast<const void*>(&twice)).find("fake: no") != std::string::npos);
+    CHECK_FALSE(fs::exists(prefix_ran));
+    CHECK(fs::exists(calls));
+    fs::remove(calls);
+  }
+  // ccache with no compiler after it, nor one behind it: said so.
+  support::ScopedEnv alone("FERRY_CXX", ccache.string());
+  CHECK(build_error(reinterpret_cast<const void*>(&twice)).find("is ccache with no compiler after it") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(prefix_ran));
 }
 
 TEST_CASE("Wrap.a_compiler_that_produces_nothing_says_so") {

@@ -523,7 +523,7 @@ class FileLock {
 struct Setup {
   WrapOptions options;
   std::string compiler;          // absolute path of the compiler
-  std::vector<std::string> command;  // what runs it: the compiler, or ccache and the compiler
+  std::vector<std::string> command;  // what runs it: the compiler (never ccache: make_setup)
   std::vector<std::string> environment;  // of the thread that asked for the build
   std::string compiler_identity; // resolved path, size, mtime
   bool clang = false;
@@ -558,7 +558,7 @@ fs::path judged_program(const WrapSite& site, const std::string& name, const std
   const fs::path real = fs::canonical(*found, ec);
   // Compiler wrappers that hand back objects from a cache others may fill (sccache's remote
   // storage) or compile elsewhere (distcc, icecream): what they return was compiled by no program
-  // judged here. ccache is told to stay out instead (CCACHE_DISABLE, compiler_environment).
+  // judged here. ccache is not run: its compiler is (make_setup).
   for (std::string_view wrapper : {"sccache", "distcc", "icecc", "icerun"})
     if (real.filename() == wrapper)
       setup_failed(site, "refusing to run the compiler: " + real.string() + " is " + std::string(wrapper) +
@@ -567,6 +567,22 @@ fs::path judged_program(const WrapSite& site, const std::string& name, const std
   // Absolute: a compiler found through a relative entry of PATH ("." or "bin") would be looked
   // up again in whatever directory is current when a build thread runs it.
   return fs::absolute(*found);
+}
+
+/// The program named `name` that a ccache masquerade link of that name runs: the first on PATH
+/// that is not ccache (as ccache finds it, skipping itself).
+std::optional<fs::path> program_behind_ccache(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  for (std::string_view rest = path ? path : ""; !rest.empty();) {
+    const auto colon = rest.find(':');
+    const std::string_view dir = rest.substr(0, colon);
+    rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
+    if (dir.empty()) continue;
+    const auto found = find_program(fs::path(dir) / name);
+    std::error_code ec;
+    if (found && fs::canonical(*found, ec).filename() != "ccache" && !ec) return found;
+  }
+  return std::nullopt;
 }
 
 /// Why a -fsanitize= flag among `args` makes a plugin ferry-worker cannot run: "" when none does.
@@ -650,18 +666,34 @@ Setup make_setup(const WrapSite& site) {
   // FERRY_WRAP_FLAGS are.
   const std::string given = s.options.compiler.string();
   const std::vector<std::string> words = command_words(given);
-  const fs::path program = judged_program(site, words[0], given);
-  s.command = {program.string()};
-  s.compiler_identity = program_identity(program);
-  fs::path compiler = program;
+  fs::path compiler = judged_program(site, words[0], given);
   std::size_t flags_from = 1;
   std::error_code ec;
-  if (fs::canonical(program, ec).filename() == "ccache" && words.size() > 1 && !words[1].starts_with("-")) {
-    compiler = judged_program(site, words[1], given);
-    s.command.push_back(compiler.string());
-    s.compiler_identity += " " + program_identity(compiler);
+  // ccache is never run: disabled (it would hand back objects of a cache others may fill) it still
+  // reads its configuration file from $HOME or $XDG_CONFIG_HOME, whose prefix_command or compiler
+  // runs a program of that file's choosing (HOME=/tmp: another user's). Its compiler runs instead:
+  // the next word ("ccache g++"), or, for a masquerade link (/usr/lib/ccache/g++ -> ccache), the
+  // program of the link's name that ccache would have found after itself on PATH.
+  const auto is_ccache = [&ec](const fs::path& p) { return fs::canonical(p, ec).filename() == "ccache"; };
+  std::string named = words[0];
+  if (is_ccache(compiler) && words.size() > 1 && !words[1].starts_with("-")) {
+    named = words[1];
+    compiler = judged_program(site, named, given);
     flags_from = 2;
   }
+  if (is_ccache(compiler)) {
+    const std::string name = fs::path(named).filename().string();
+    std::optional<fs::path> behind = name == "ccache" ? std::nullopt : program_behind_ccache(name);
+    if (!behind)
+      setup_failed(site, "FERRY_CXX='" + given + "' is ccache" +
+                             (name == "ccache" ? std::string(" with no compiler after it")
+                                               : ", and no '" + name + "' that is not ccache is on PATH") +
+                             ": ferry runs the compiler itself (ccache is not used). Set FERRY_CXX to the compiler, "
+                             "such as g++ or clang++");
+    compiler = judged_program(site, behind->string(), given);
+  }
+  s.command = {compiler.string()};
+  s.compiler_identity = program_identity(compiler);
   s.compiler = s.command.back();
   s.environment = compiler_environment(merged_environment({}));
   s.clang = fs::canonical(compiler, ec).filename().string().find("clang") != std::string::npos;
@@ -1245,11 +1277,14 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
   std::erase_if(env, [](const std::string& entry) {
     const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
     // ccache's own settings (CCACHE_PREFIX runs a program, a shared cache hands back what others
-    // stored): FERRY_CXX may be ccache, which then only runs the compiler (below).
+    // stored), should a compiler script run it.
     return std::find(std::begin(dropped), std::end(dropped), name) != std::end(dropped) || name.starts_with("CCACHE_") ||
            name.starts_with("COLLECT_");
   });
+  // Not run (make_setup runs ccache's compiler instead); should the compiler be a script that runs
+  // it, it stays out of its cache, and reads no configuration file of $HOME's.
   env.push_back("CCACHE_DISABLE=1");
+  env.push_back("CCACHE_CONFIGPATH=/dev/null");
   // gcc and collect2 run `as` and `ld` through PATH, and the dynamic loader of each finds its
   // libraries through LD_LIBRARY_PATH: an empty or relative element (the current directory) or
   // one another user can write would run their assembler or linker, or load their library, on the
