@@ -20,6 +20,8 @@
 #include <ferry/ferry.hpp>
 
 #include "commands.hpp"
+#include "platform/paths.hpp"
+#include "platform/trust.hpp"
 #include "wrap/wrap_compiler.hpp"
 
 namespace ferry::cli {
@@ -249,6 +251,14 @@ int clear_cache(const fs::path& dir) {
     std::printf("%s: no cache directory (nothing to clear)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
+  // Only a directory ferry would use (FERRY_WRAP refuses the others): in one another user owns or
+  // can write (HOME=/tmp), what is removed could be swapped under the removal for a link into the
+  // user's own files.
+  if (std::string why = ferry::detail::untrusted_reason(dir); !why.empty()) {
+    print_error("cache clear", "refusing to clear " + dir.string() + ": " + why +
+                                   " (FERRY_WRAP does not use it either)");
+    return exit_task_failed;
+  }
   fs::path failed;
   auto files = cache_files(dir, ec, failed);
   if (ec) {
@@ -278,10 +288,10 @@ int clear_cache(const fs::path& dir) {
   }
   std::size_t scratch = 0;
   for (const auto& d : scratch_dirs) {
-    std::error_code rm;
-    fs::remove_all(d, rm);  // symbolic links inside are removed, not followed
-    if (rm) {
-      print_error("cache clear", "cannot remove " + d.string() + ": " + rm.message());
+    // Never through a link, also one put in place of a directory while it is emptied.
+    std::string why;
+    if (!ferry::detail::remove_tree(d, why)) {
+      print_error("cache clear", "cannot remove " + d.string() + ": " + why);
       status = exit_task_failed;
     } else {
       ++scratch;

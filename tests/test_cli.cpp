@@ -1097,6 +1097,30 @@ TEST_CASE("Cli.cache_clear_leaves_a_users_files_named_like_ferrys") {
   CHECK(left == expected);
 }
 
+TEST_CASE("Cli.cache_clear_refuses_a_directory_another_user_can_change") {
+  // HOME=/tmp: the default cache is another user's directory, in which a scratch directory being
+  // emptied could be swapped for a link into the user's files. FERRY_WRAP does not use such a
+  // directory; `ferry cache clear` removed from it all the same (an audit).
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: needs root to make another user's directory");
+    return;
+  }
+  support::TempDir top;
+  const fs::path d = top.path / "theirs";
+  fs::create_directory(d);
+  const std::string key(64, 'e');
+  write_file(d / ("wrap-" + key + ".cpp"), "x");
+  fs::create_directory(d / "wrap-scratch.1.1");
+  write_file(d / "wrap-scratch.1.1" / "ccAbCdEf.s", "asm");
+  REQUIRE(::chown(d.c_str(), 65534, 65534) == 0);
+  fs::permissions(d, fs::perms(0777), fs::perm_options::replace);
+  Result clear = cli({"cache", "clear", "--cache-dir", d.string()});
+  CHECK(clear.status == 1);
+  CHECK_MESSAGE(clear.err.find("ferry cache clear: refusing to clear " + d.string() + ": ") == 0, clear.err);
+  CHECK(fs::exists(d / ("wrap-" + key + ".cpp")));
+  CHECK(fs::exists(d / "wrap-scratch.1.1" / "ccAbCdEf.s"));
+}
+
 // ---- what reaches the terminal -----------------------------------------------------------------
 
 namespace {
