@@ -54,8 +54,6 @@ void past_change_time(const fs::path& file) {
   }));
 }
 
-/// Whether the write left `file`'s size, mtime and inode as in `before` and moved its change time
-/// (a file system with a coarse clock may stamp it with the same: nothing to show then).
 /// Whether a thread of process `pid` is inside nanosleep (the crash plugin's wait_while_exists,
 /// past its task's symbol lookup, which reads the file's symbol table: zeros written before it
 /// made the call a PluginError, "has no task symbol", instead of the crash).
@@ -69,6 +67,8 @@ bool blocked_in_the_tasks_wait(int pid) {
   return false;
 }
 
+/// Whether the write left `file`'s size, mtime and inode as in `before` and moved its change time
+/// (a file system with a coarse clock may stamp it with the same: nothing to show then).
 bool only_the_change_time_moved(const fs::path& file, const struct stat& before) {
   struct stat after {};
   REQUIRE(::stat(file.c_str(), &after) == 0);
@@ -168,6 +168,47 @@ TEST_CASE("Plugins.rewritten_in_place_with_size_and_mtime_kept_while_loaded_is_n
       return;
     }
     CHECK_MESSAGE(std::string(e.what()).find("its plugin " + plugin.string() + " was rewritten in place while loaded") !=
+                      std::string::npos,
+                  e.what());
+  }
+}
+
+TEST_CASE("Plugins.a_chmod_of_a_loaded_plugin_is_not_called_a_rewrite_alone_in_the_crash") {
+  // A chmod, chown or new hard link moves the change time as a write that keeps the size and mtime
+  // does: a worker that crashed after its plugin was chmod-ed was said to have had its plugin
+  // "rewritten in place", which it was not.
+  support::TempDir dir;
+  const fs::path plugin = dir.path / "libcrash.so";
+  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, plugin);
+  fs::permissions(plugin, fs::perms(0755), fs::perm_options::replace);
+  const fs::path hold = dir.path / "hold";
+  std::ofstream(hold).put('x');
+  ferry::Executor ex(options_for(dir.path));
+  REQUIRE(ex.submit<int>(ferry::TaskRef{.library = plugin, .name = "initialized"}).get() == 0);
+  struct stat before {};
+  REQUIRE(::stat(plugin.c_str(), &before) == 0);
+  past_change_time(plugin);
+  auto f = ex.submit<void>(ferry::TaskRef{.library = plugin, .name = "wait_while_exists"}, hold.string());
+  int worker = -1;
+  REQUIRE(support::wait_until([&] {
+    if (!f.running()) return false;
+    for (int pid : ex.worker_pids())
+      if (blocked_in_the_tasks_wait(pid)) worker = pid;
+    return worker > 0;
+  }));
+  fs::permissions(plugin, fs::perms(0750), fs::perm_options::replace);
+  const bool moved = only_the_change_time_moved(plugin, before);
+  REQUIRE(::kill(worker, SIGSEGV) == 0);  // the crash the note is given to
+  try {
+    f.get();
+    FAIL("the task returned");
+  } catch (const ferry::TerminatedWorkerError& e) {
+    if (!moved) {
+      MESSAGE("this file system stamped the chmod with the change time before it: nothing to show");
+      return;
+    }
+    CHECK_MESSAGE(std::string(e.what()).find("its plugin " + plugin.string() +
+                                             " was rewritten in place while loaded, or only its attributes changed") !=
                       std::string::npos,
                   e.what());
   }

@@ -79,6 +79,15 @@ std::string overwritten_plugin_note(const RefEntry& ref) {
   };
   if (now.empty() || now == ref.version || file_of(now).empty() || file_of(now) != file_of(ref.version))
     return {};
+  // "...:size:mtime:ctime": with the size and modification time kept, only the change time moved,
+  // which a chmod, chown or new hard link does as well as a write that kept both.
+  auto without_ctime = [](const std::string& version) { return version.substr(0, version.rfind(':')); };
+  const bool attributes_only = without_ctime(now) == without_ctime(ref.version);
+  if (attributes_only)
+    return "; its plugin " + ref.define.library +
+           " was rewritten in place while loaded, or only its attributes changed (same size and "
+           "modification time, another change time: a chmod, chown or new hard link does that too); if "
+           "it was rewritten, install a new version as a new file: install(1), or copy then mv";
   return "; its plugin " + ref.define.library +
          " was rewritten in place while loaded (install a new version as a new file: install(1), or "
          "copy then mv; cp over it breaks the workers that have it mapped)";
