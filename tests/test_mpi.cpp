@@ -570,6 +570,42 @@ TEST_CASE("Mpi.spawn.a_worker_is_no_rank_of_the_job") {
            "worker_environment");
 }
 
+namespace {
+
+/// For the library_path scenario: `open`, a directory others can write (sticky, as /tmp), and
+/// `mine`, whose tls/ (a directory the loader tries first) others can write. The job's
+/// LD_LIBRARY_PATH, which the agents inherit, puts an empty element and `open` first.
+std::map<std::string, std::string> library_path_job(const fs::path& scratch, bool unsafe) {
+  fs::create_directories(scratch / "open");
+  fs::create_directories(scratch / "mine" / "tls");
+  fs::permissions(scratch / "open", fs::perms(01777), fs::perm_options::replace);
+  fs::permissions(scratch / "mine", fs::perms(0755), fs::perm_options::replace);
+  fs::permissions(scratch / "mine" / "tls", fs::perms(0777), fs::perm_options::replace);
+  std::map<std::string, std::string> env = {{"LD_LIBRARY_PATH", ":" + (scratch / "open").string() + ":/usr/lib"}};
+  if (unsafe) env.emplace("FERRY_ALLOW_UNSAFE_PLUGINS", "1");
+  return env;
+}
+
+}  // namespace
+
+TEST_CASE("Mpi.world.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_directories") {
+  // The agent passed its workers LD_LIBRARY_PATH as it was, its own and ExecutorOptions::env's:
+  // an empty element (the directory the worker starts in) or another user's directory loaded
+  // their library into every worker, where a local worker's keeps trusted directories only.
+  fs::path scratch = scratch_dir("library_path");
+  check_ok(world("library_path", {scratch.string(), "filtered"}, library_path_job(scratch, false)), "library_path");
+  // With unsafe plugins allowed (in the agents' environment), as it was.
+  check_ok(world("library_path", {scratch.string(), "as_given"}, library_path_job(scratch, true)), "library_path");
+}
+
+TEST_CASE("Mpi.spawn.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_directories") {
+  // The same under a spawned agent (a singleton host), the audit's case.
+  fs::path scratch = scratch_dir("library_path_spawn");
+  check_ok(run({FERRY_TEST_MPI_HOST, "library_path", FERRY_TEST_PLUGIN_DIR, scratch.string(), "filtered"},
+               library_path_job(scratch, false)),
+           "library_path");
+}
+
 TEST_CASE("Mpi.spawn.workers_started_with_comm_spawn") {
   check_ok(run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR}, {}), "basics");
 }

@@ -130,7 +130,12 @@ bool names_a_rank(std::string_view name) {
 
 /// The worker's environment: this agent's, without what makes it a rank of the job
 /// (names_a_rank), with what the host gave (ExecutorOptions::env, FERRY_WORKER) on top: a
-/// variable the user gives by name is theirs to give.
+/// variable the user gives by name is theirs to give. Its LD_LIBRARY_PATH (the agent's, or the
+/// one the host gave) keeps only the directories the local backend keeps for its workers
+/// (LocalLauncher): an empty or relative element is the directory the worker starts in, and one
+/// another user can write (or whose capability subdirectories they can) loads their library
+/// into every worker; with unsafe plugins allowed (this agent's FERRY_ALLOW_UNSAFE_PLUGINS, as
+/// its other checks), it is kept as it is.
 std::vector<std::string> worker_environment(const std::vector<std::pair<std::string, std::string>>& given) {
   std::vector<std::string> env = ferry::detail::merged_environment(given);
   std::erase_if(env, [&](const std::string& entry) {
@@ -138,6 +143,9 @@ std::vector<std::string> worker_environment(const std::vector<std::pair<std::str
     return names_a_rank(name) &&
            std::none_of(given.begin(), given.end(), [&](const auto& kv) { return kv.first == name; });
   });
+  if (!ferry::detail::unsafe_allowed_by_environment())
+    ferry::detail::keep_trusted_search_path(env, "LD_LIBRARY_PATH", "mpi agent: workers' environment", {},
+                                            ferry::detail::untrusted_search_directory);
   return env;
 }
 

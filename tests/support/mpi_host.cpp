@@ -106,6 +106,10 @@
 //                (Open MPI's, PMIx's and PMI's, Slurm's task ids): its agent has them, its worker
 //                none; a user's settings, the job's description and what ExecutorOptions::env
 //                gives stay
+//   library_path <scratch dir> filtered|as_given  a task reads its LD_LIBRARY_PATH, the agent's
+//                (the job's) and then ExecutorOptions::env's: filtered, it holds only trusted
+//                absolute directories (as a local worker's); as_given (FERRY_ALLOW_UNSAFE_PLUGINS=1
+//                in the job), it is as it was
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -841,6 +845,56 @@ void search_path(const std::string& scratch) {
   ex.shutdown();
 }
 
+/// The elements of a colon-separated search path, empty ones included.
+std::vector<std::string> path_elements(const std::string& value) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t colon = value.find(':', start);
+    out.push_back(value.substr(start, colon - start));
+    if (colon == std::string::npos) return out;
+    start = colon + 1;
+  }
+}
+
+/// A worker's LD_LIBRARY_PATH, from the agent's own (the job's: `scratch`/open, a directory others
+/// can write, after an empty element) and from ExecutorOptions::env (the same, `scratch`/mine,
+/// whose tls/ others can write, and a relative "lib"). `filtered`: what the local backend keeps,
+/// /usr/lib and what the launcher put before it, nothing empty, relative or open; else
+/// (FERRY_ALLOW_UNSAFE_PLUGINS=1 in the job) each as it was.
+void library_path(const std::string& plugin_dir, const std::string& scratch, bool filtered) {
+  const std::string open = scratch + "/open", mine = scratch + "/mine";
+  auto check = [&](const std::string& value, int line) {
+    std::cout << "a worker's LD_LIBRARY_PATH: '" << value << "'" << std::endl;
+    const auto elements = path_elements(value);
+    if (std::find(elements.begin(), elements.end(), "/usr/lib") == elements.end()) fail(line, "no /usr/lib");
+    for (const auto& e : elements)
+      if (e.empty() || e.front() != '/' || e == open || e == mine) fail(line, "the worker has '" + e + "'");
+  };
+  {
+    ferry::Executor ex(mpi_options(plugin_dir, 1));
+    const std::string inherited = ex.submit(getenv_task, std::string("LD_LIBRARY_PATH")).get();
+    if (filtered) {
+      check(inherited, __LINE__);
+    } else {
+      EXPECT(inherited.find(":" + open + ":/usr/lib") != std::string::npos);
+    }
+    ex.shutdown();
+  }
+  auto o = mpi_options(plugin_dir, 1);
+  const std::string given = ":" + open + ":" + mine + ":/usr/lib:lib";
+  o.env = {{"LD_LIBRARY_PATH", given}};
+  ferry::Executor ex(o);
+  const std::string value = ex.submit(getenv_task, std::string("LD_LIBRARY_PATH")).get();
+  if (filtered) {
+    check(value, __LINE__);
+    EXPECT(value == "/usr/lib");  // as given, nothing of the agent's
+  } else {
+    EXPECT(value == given);
+  }
+  ex.shutdown();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -908,6 +962,8 @@ int main(int argc, char** argv) {
       worker_environment(plugin_dir);
     } else if (scenario == "search_path" && argc == 4) {
       search_path(argv[3]);
+    } else if (scenario == "library_path" && argc == 5) {
+      library_path(plugin_dir, argv[3], std::string(argv[4]) == "filtered");
     } else {
       return 2;
     }

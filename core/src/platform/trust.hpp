@@ -109,10 +109,10 @@ FERRY_INTERNAL_API bool unsafe_allowed_by_environment();
 /// decides what it runs or loads. Each one left out is logged (FERRY_DEBUG) with `who`. When none
 /// is kept, the variable becomes `fallback`, or is removed when `fallback` is empty. `judge`
 /// says why a directory is not trusted (default untrusted_reason; for LD_LIBRARY_PATH,
-/// untrusted_search_directory, which judges the loader's capability subdirectories too). Not
-/// exported.
-void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
-                              std::string_view fallback = {},
-                              std::string (*judge)(const std::filesystem::path&) = nullptr);
+/// untrusted_search_directory, which judges the loader's capability subdirectories too). The
+/// local launcher, the wrap compiler and the MPI agent (its workers' environment) call it.
+FERRY_INTERNAL_API void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
+                                                 std::string_view fallback = {},
+                                                 std::string (*judge)(const std::filesystem::path&) = nullptr);
 
 }  // namespace ferry::detail

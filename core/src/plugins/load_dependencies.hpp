@@ -38,8 +38,9 @@ FERRY_INTERNAL_API TrustVerdict dependency_verdict(const std::filesystem::path& 
 /// Why a directory of the workers' (or the wrap compiler's) LD_LIBRARY_PATH could lead the
 /// loader to another user's library: the directory as a final one (untrusted_reason), then
 /// whatever is under the names of the capability subdirectories the loader tries in it, as for
-/// a plugin's search path. "" when trusted. Not exported.
-std::string untrusted_search_directory(const std::filesystem::path& dir);
+/// a plugin's search path. "" when trusted. The local launcher, the wrap compiler and the MPI
+/// agent (its workers' LD_LIBRARY_PATH) judge with it.
+FERRY_INTERNAL_API std::string untrusted_search_directory(const std::filesystem::path& dir);
 
 /// `why` is a whole sentence (it names the place, and the library that makes the loader go there).
 /// Throws PluginError::unsafe (for `library`, with that sentence) unless dependency_verdict(library)
