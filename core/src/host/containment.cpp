@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "platform/format.hpp"
 #include "platform/paths.hpp"
 #include "platform/spawn.hpp"
+#include "platform/trust.hpp"
 #include "wrap/wrap_compiler.hpp"
 
 namespace ferry::detail {
@@ -67,26 +69,95 @@ void check_containment(const ExecutorOptions& options) {
                 "the kernel offers; `ferry info` shows it)");
 }
 
+namespace {
+
+constexpr const char* private_dir_pattern = "ferry-sandbox-XXXXXX";
+
+/// Where the private directory is made: $TMPDIR when no other user could swap what is made there
+/// (untrusted_way_reason: the base and every directory on its way ours or root's, and not
+/// writable by others unless sticky, no other user's link), else /tmp, if it passes itself.
+fs::path private_dir_base() {
+  const fs::path tmp = "/tmp";
+  const char* env = std::getenv("TMPDIR");
+  if (env && *env) {
+    const fs::path base = env;
+    std::string why = untrusted_way_reason(base / private_dir_pattern);
+    if (why.empty()) return base;
+    // Another user could rename the directory away and put one of theirs at its name before a
+    // worker opens it: the tasks' files in their hands. The user's TMPDIR asked for a place, not
+    // for that: the shared /tmp instead, and a worker checks the directory anyway.
+    debug_log("sandbox: the private directory is made in /tmp, not under $TMPDIR: %s", why.c_str());
+  }
+  if (std::string why = untrusted_way_reason(tmp / private_dir_pattern); !why.empty())
+    throw Error("ferry: cannot make the sandbox's private directory: neither $TMPDIR nor /tmp is a "
+                "place no other user can change (" + why + "); set TMPDIR to a directory of yours, "
+                "or give Sandbox::write");
+  return tmp;
+}
+
+/// The directory `path` opened without following a link as its last component: its identity
+/// when it is a directory of this user's, of mode 0700; else nothing, and `why` says what it is.
+bool private_dir_identity(const fs::path& path, std::uint64_t& dev, std::uint64_t& ino, std::string& why) {
+  const int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    why = std::strerror(errno);
+    return false;
+  }
+  struct stat st{};
+  const bool seen = ::fstat(fd, &st) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!seen) {
+    why = std::strerror(err);
+    return false;
+  }
+  if (st.st_uid != ::geteuid() || (st.st_mode & 07777) != 0700) {
+    char text[96];
+    std::snprintf(text, sizeof text, "owned by uid %u, mode %04o", static_cast<unsigned>(st.st_uid),
+                  static_cast<unsigned>(st.st_mode & 07777));
+    why = text;
+    return false;
+  }
+  dev = st.st_dev;
+  ino = st.st_ino;
+  return true;
+}
+
+}  // namespace
+
 PrivateTempDir::PrivateTempDir(bool make) {
   if (!make) return;
-  const char* base = std::getenv("TMPDIR");
-  std::string pattern = std::string(base && *base ? base : "/tmp") + "/ferry-sandbox-XXXXXX";
+  std::string pattern = (private_dir_base() / private_dir_pattern).string();
   if (!::mkdtemp(pattern.data()))  // mode 0700: the user's alone
     throw std::system_error(errno, std::generic_category(),
                             "ferry: cannot make the sandbox's private directory " + pattern);
+  std::string why;
+  if (!private_dir_identity(pattern, dev_, ino_, why))  // not ours to remove, whatever it is
+    throw Error("ferry: the sandbox's private directory " + pattern + " is not as it was made (" + why +
+                "); left as it is");
   path_ = resolved_path(pattern);  // as the worker gets it: no link on the way (Landlock::allow)
 }
 
 PrivateTempDir::~PrivateTempDir() {
   if (path_.empty()) return;
+  // Only the directory this object made: one put at its name since (the way is the user's and
+  // root's alone, so only they could) holds someone else's files.
+  std::uint64_t dev = 0, ino = 0;
+  std::string why;
+  if (!private_dir_identity(path_, dev, ino, why) || dev != dev_ || ino != ino_) {
+    if (why.empty()) why = "another directory";
+    const std::string shown = terminal_text(path_.string() + " (" + why + ")", "\\n");
+    std::fprintf(stderr, "ferry: the sandbox's private directory %s is not the one ferry made; left as it is\n",
+                 shown.c_str());
+    return;
+  }
   // A task's descendant may still be running: the pool has waited for its workers, not for their
   // guardians, which may still be ending what the tasks started. Never through a link it put in
   // place of a directory (std::filesystem::remove_all checks, then opens).
-  std::string why;
   if (remove_tree(path_, why)) return;
   // What is left takes the user's disk (a task could leave up to all of it), and no caller can be
-  // told from a destructor: the one thing libferry prints without FERRY_DEBUG, once per directory.
-  // The reason may name a task's file: shown as a terminal may show it, on one line.
+  // told from a destructor: printed without FERRY_DEBUG (as a directory left as it is above), once
+  // per directory. The reason may name a task's file: shown as a terminal may show it, on one line.
   const std::string shown = terminal_text(path_.string() + " (" + why + ")", "\\n");
   std::fprintf(stderr, "ferry: could not remove the sandbox's private directory %s; remove it by hand\n",
                shown.c_str());

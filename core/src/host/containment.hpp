@@ -29,18 +29,26 @@ bool any_limit(const protocol::TaskLimits& l);
 void check_containment(const ExecutorOptions& options);
 
 /// A sandboxed executor's writable directory when Sandbox::write is empty: made 0700 under
-/// $TMPDIR (or /tmp), removed with everything in it when the object dies.
+/// $TMPDIR, or under /tmp when another user could change what is made under $TMPDIR
+/// (untrusted_way_reason of the place: a directory of theirs, one writable by others and not
+/// sticky, their link on the way; FERRY_DEBUG says so); ferry::Error when /tmp fails that check
+/// too. Removed with everything in it when the object dies, if it is still the directory made
+/// (same device and inode, ours, 0700); else left as it is, and said on stderr. A worker checks
+/// it too before it uses it (worker/containment.hpp).
 class PrivateTempDir {
  public:
   PrivateTempDir() = default;
   explicit PrivateTempDir(bool make);
-  PrivateTempDir(PrivateTempDir&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+  PrivateTempDir(PrivateTempDir&& o) noexcept : path_(std::move(o.path_)), dev_(o.dev_), ino_(o.ino_) {
+    o.path_.clear();
+  }
   PrivateTempDir& operator=(PrivateTempDir&&) = delete;
   ~PrivateTempDir();
   const std::filesystem::path& path() const noexcept { return path_; }
 
  private:
   std::filesystem::path path_;
+  std::uint64_t dev_ = 0, ino_ = 0;  // of the directory made
 };
 
 /// `p` absolute and with every link resolved (std::filesystem::weakly_canonical): the form in

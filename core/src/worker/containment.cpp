@@ -1056,6 +1056,40 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   return "";
 }
 
+namespace {
+
+/// The executor's private directory (--private-tmp), opened without following a link on the way
+/// (the host resolved its path): "" when it is a directory of this user's of mode 0700, as the
+/// host made it, and `seen` is its identity; else why it is refused. The place it is made in is
+/// one no other user can change (host/containment.cpp), but a directory someone put at its name
+/// since (theirs, or one open to others) would hand them the tasks' files, or the tasks theirs.
+std::string check_private_dir(const std::string& dir, struct stat& seen) {
+  open_how how{};
+  how.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, dir.c_str(), &how, sizeof how));
+  if (fd < 0 && errno == ENOSYS) fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const std::string what = "the sandbox's private directory " + dir;
+  if (fd < 0) return errno_text(what.c_str());
+  const bool ok = ::fstat(fd, &seen) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!ok) {
+    errno = err;
+    return errno_text(what.c_str());
+  }
+  if (seen.st_uid != ::geteuid() || (seen.st_mode & 07777) != 0700) {
+    char text[160];
+    std::snprintf(text, sizeof text, " is not the one ferry made (owned by uid %u, mode %04o; ferry "
+                  "made it uid %u's, mode 0700): refused", static_cast<unsigned>(seen.st_uid),
+                  static_cast<unsigned>(seen.st_mode & 07777), static_cast<unsigned>(::geteuid()));
+    return what + text;
+  }
+  return "";
+}
+
+}  // namespace
+
 std::string Containment::build_sandbox(const ContainmentConfig& config) {
   std::string built;
   auto note = [&](const std::string& what) {
@@ -1094,9 +1128,14 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
     own.push_back(directory_of(info.dli_fname));
   std::vector<std::string> write = config.write;
   if (config.private_tmp && write.size() == 1) {
+    // Checked first, best effort or not: this is not a kernel feature missing.
+    struct stat made{};
+    if (std::string why = check_private_dir(write.front(), made); !why.empty()) return why;
     std::vector<std::string> needed = config.read;
     needed.insert(needed.end(), own.begin(), own.end());
-    std::vector<std::string> shown = show_private_tmp(write.front(), std::move(needed));
+    std::string refused;
+    std::vector<std::string> shown = show_private_tmp(write.front(), made, std::move(needed), refused);
+    if (!refused.empty()) return refused;
     for (const auto& dir : shown) note("private " + dir);
     // Then its rule goes through the directories it is shown at (mount points no task can
     // replace), never through its own path: under /tmp, that path now names an entry inside the
@@ -1167,7 +1206,8 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   return "";
 }
 
-std::vector<std::string> Containment::show_private_tmp(const std::string& dir, std::vector<std::string> needed) {
+std::vector<std::string> Containment::show_private_tmp(const std::string& dir, const struct stat& made,
+                                                       std::vector<std::string> needed, std::string& refused) {
   // glibc's tmpfile() writes in /tmp whatever $TMPDIR says, POSIX shared memory and semaphores
   // live in /dev/shm, and much code names /tmp itself: in a sandbox these failed with EACCES. In a
   // mount namespace of the worker's own, the executor's private directory is shown there (where
@@ -1191,6 +1231,13 @@ std::vector<std::string> Containment::show_private_tmp(const std::string& dir, s
   const int source = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (source < 0) {
     debug_log("worker: no private /tmp: %s: %s", dir.c_str(), std::strerror(errno));
+    return {};
+  }
+  // The directory checked before (check_private_dir), not one put at its name since.
+  struct stat st{};
+  if (::fstat(source, &st) != 0 || st.st_dev != made.st_dev || st.st_ino != made.st_ino) {
+    ::close(source);
+    refused = "the sandbox's private directory " + dir + " was replaced while the worker started: refused";
     return {};
   }
   const std::string from = "/proc/self/fd/" + std::to_string(source);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <optional>
 #include <string>
@@ -26,7 +27,9 @@ namespace ferry::detail {
 ///   --read PATH, --write PATH   (repeatable; the host adds plugin directories, the FERRY_WRAP
 ///                                cache, the libraries it has loaded and Sandbox::read/write)
 ///   --private-tmp 1   (the one --write PATH is the executor's private directory: shown at /tmp,
-///                      /var/tmp and /dev/shm too, in a mount namespace of the worker's own)
+///                      /var/tmp and /dev/shm too, in a mount namespace of the worker's own;
+///                      refused, the worker not started, unless it is a directory of this
+///                      user's of mode 0700 reached through no link)
 struct ContainmentConfig {
   protocol::TaskLimits limits;
   bool sandbox = false;
@@ -88,7 +91,10 @@ class FERRY_INTERNAL_API Containment {
   std::string start_guardian(bool relay_output, std::uint64_t file_size);
   std::string enter_user_namespace();
   std::string build_sandbox(const ContainmentConfig& config);
-  std::vector<std::string> show_private_tmp(const std::string& dir, std::vector<std::string> needed);
+  /// `made`: the directory as check_private_dir saw it; one found at its name now that is not it
+  /// is refused (`refused` says why, nothing is shown).
+  std::vector<std::string> show_private_tmp(const std::string& dir, const struct stat& made,
+                                            std::vector<std::string> needed, std::string& refused);
   void set_soft(Resource r, std::uint64_t value);
   void set_processes(std::uint64_t value);
   std::uint64_t cgroup_refusals() const;
