@@ -591,7 +591,8 @@ std::map<std::string, std::string> library_path_job(const fs::path& scratch, boo
 TEST_CASE("Mpi.world.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_directories") {
   // The agent passed its workers LD_LIBRARY_PATH as it was, its own and ExecutorOptions::env's:
   // an empty element (the directory the worker starts in) or another user's directory loaded
-  // their library into every worker, where a local worker's keeps trusted directories only.
+  // their library into every worker, where a local worker's keeps trusted directories only. An
+  // executor with allow_unsafe_plugins gets it as given, as a local one (the agents were not told).
   fs::path scratch = scratch_dir("library_path");
   check_ok(world("library_path", {scratch.string(), "filtered"}, library_path_job(scratch, false)), "library_path");
   // With unsafe plugins allowed (in the agents' environment), as it was.

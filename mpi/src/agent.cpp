@@ -134,16 +134,17 @@ bool names_a_rank(std::string_view name) {
 /// one the host gave) keeps only the directories the local backend keeps for its workers
 /// (LocalLauncher): an empty or relative element is the directory the worker starts in, and one
 /// another user can write (or whose capability subdirectories they can) loads their library
-/// into every worker; with unsafe plugins allowed (this agent's FERRY_ALLOW_UNSAFE_PLUGINS, as
-/// its other checks), it is kept as it is.
-std::vector<std::string> worker_environment(const std::vector<std::pair<std::string, std::string>>& given) {
+/// into every worker; with unsafe plugins allowed (`allow_unsafe`: by the executor, or by this
+/// agent's FERRY_ALLOW_UNSAFE_PLUGINS), it is kept as it is.
+std::vector<std::string> worker_environment(const std::vector<std::pair<std::string, std::string>>& given,
+                                            bool allow_unsafe) {
   std::vector<std::string> env = ferry::detail::merged_environment(given);
   std::erase_if(env, [&](const std::string& entry) {
     const std::string_view name = std::string_view(entry).substr(0, entry.find('='));
     return names_a_rank(name) &&
            std::none_of(given.begin(), given.end(), [&](const auto& kv) { return kv.first == name; });
   });
-  if (!ferry::detail::unsafe_allowed_by_environment())
+  if (!allow_unsafe)
     ferry::detail::keep_trusted_search_path(env, "LD_LIBRARY_PATH", "mpi agent: workers' environment", {},
                                             ferry::detail::untrusted_search_directory);
   return env;
@@ -466,6 +467,7 @@ class Agent {
     std::vector<std::string> args = {"--fd", "3", "--parent", std::to_string(::getpid())};
     if (use_rings) args.insert(args.end(), {"--rings", "1"});
     std::vector<std::pair<std::string, std::string>> env;
+    bool allow_unsafe = ferry::detail::unsafe_allowed_by_environment();
     for (std::size_t i = 1; i < items.size(); ++i) {
       if (i <= nargs) {
         args.push_back(items[i]);
@@ -478,6 +480,8 @@ class Agent {
         if (i > 1 && items[i - 1] == "--spin-us") args.back() = "0";
       } else if (auto eq = items[i].find('='); eq != std::string::npos) {
         env.emplace_back(items[i].substr(0, eq), items[i].substr(eq + 1));
+      } else if (items[i] == start_allow_unsafe) {
+        allow_unsafe = true;  // the executor's choice, as its local launcher's
       }
     }
     int sv[2];
@@ -495,7 +499,7 @@ class Agent {
         if (k == "FERRY_WORKER") worker = v;  // the host's ExecutorOptions::worker_path
       ferry::detail::SharedRings rings;
       if (use_rings) rings = ferry::detail::SharedRings::create();
-      if (!ferry::detail::unsafe_allowed_by_environment()) {
+      if (!allow_unsafe) {
         // As the local backend: a missing one is posix_spawn's ENOENT below, said as a path to
         // fix (unless another user could create it meanwhile).
         if (std::string why = ferry::detail::untrusted_reason_if_present(worker); !why.empty()) {
@@ -503,7 +507,7 @@ class Agent {
           return;
         }
       }
-      auto p = ferry::detail::spawn_process(worker, args, worker_environment(env), theirs.get());
+      auto p = ferry::detail::spawn_process(worker, args, worker_environment(env, allow_unsafe), theirs.get());
       child_.emplace();
       child_->pid = p.pid;
       child_->pidfd = std::move(p.pidfd);

@@ -143,6 +143,7 @@ class Slot final : public ferry::LaunchedWorker {
   ferry::detail::Outbox to_pool;
   std::vector<std::string> args;
   std::vector<std::pair<std::string, std::string>> env;
+  bool allow_unsafe = false;  // its executor allows unsafe plugins (start_allow_unsafe)
   std::atomic<bool> kill_requested{false};
   std::size_t agent = SIZE_MAX;  // in Hub::agents_, once an agent took it (relay lock)
   bool started = false;  // start sent to its agent
@@ -259,7 +260,8 @@ class Hub {
   /// A worker for the executor `owner` (Launcher::owner_).
   std::optional<ferry::Launcher::Launched> launch(
       const std::vector<std::string>& args,
-      const std::vector<std::pair<std::string, std::string>>& env, std::uint64_t owner, std::string& why) {
+      const std::vector<std::pair<std::string, std::string>>& env, bool allow_unsafe, std::uint64_t owner,
+      std::string& why) {
     ensure_started();
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -271,6 +273,7 @@ class Hub {
     ::fcntl(sv[1], F_SETFL, ::fcntl(sv[1], F_GETFL) | O_NONBLOCK);
     slot->args = args;
     slot->env = env;
+    slot->allow_unsafe = allow_unsafe;
     {
       std::lock_guard lock(mu_);
       if (!init_error_.empty()) {
@@ -501,6 +504,7 @@ class Hub {
     std::vector<std::string> items = {std::to_string(s.args.size())};
     items.insert(items.end(), s.args.begin(), s.args.end());
     for (const auto& [k, v] : s.env) items.push_back(k + "=" + v);
+    if (s.allow_unsafe) items.emplace_back(start_allow_unsafe);
     sender_.send(pack_strings(items), a.rank, tag_start, a.comm);
     s.started = true;
     epoll_event ev{};
@@ -1215,12 +1219,15 @@ class Hub {
 
 class Launcher final : public ferry::Launcher {
  public:
-  explicit Launcher(const ExecutorOptions& options) : env_(options.env.begin(), options.env.end()) {
+  explicit Launcher(const ExecutorOptions& options)
+      : env_(options.env.begin(), options.env.end()),
+        // As LocalLauncher decides: its agents' checks of the worker they start follow it.
+        allow_unsafe_(options.allow_unsafe_plugins || ferry::detail::unsafe_allowed_by_environment()) {
     // The agent starts ferry-worker itself: the one configured here, if any.
     if (!options.worker_path.empty()) env_.emplace_back("FERRY_WORKER", options.worker_path.string());
   }
   std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) override {
-    return Hub::instance().launch(args, env_, owner_, why);
+    return Hub::instance().launch(args, env_, allow_unsafe_, owner_, why);
   }
   std::size_t capacity() const override { return Hub::instance().capacity(); }
   std::size_t available() const override { return Hub::instance().available(owner_); }
@@ -1246,6 +1253,7 @@ class Launcher final : public ferry::Launcher {
 
  private:
   std::vector<std::pair<std::string, std::string>> env_;
+  bool allow_unsafe_;
   // Tells its workers from another executor's in the hub (one launcher per executor).
   const std::uint64_t owner_ = next_owner.fetch_add(1, std::memory_order_relaxed);
   static inline std::atomic<std::uint64_t> next_owner{1};

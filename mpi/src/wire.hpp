@@ -42,7 +42,8 @@ using ferry::detail::Buffer;
 enum Tag : int {
   tag_frames = 1,     // both ways: whole ferry frames
   tag_heartbeat = 2,  // both ways, every heartbeat period
-  tag_start = 3,      // hub → agent: start a ferry-worker (args and env)
+  tag_start = 3,      // hub → agent: start a ferry-worker {arg count, args, NAME=value...,
+                      // start_allow_unsafe if the executor allows unsafe plugins}
   tag_stop = 4,       // hub → agent: kill it
   tag_exited = 5,     // agent → hub: it ended {pid, signal, exit code, why or ""}
   tag_quit = 6,       // hub → agent: leave; {quit_peer_lost} when a rank of the job died
@@ -103,6 +104,12 @@ inline std::string describe_protocol(std::string_view protocol, std::string_view
   return "MPI protocol " + std::string(protocol.substr(0, 64)) + " (ferry " +
          std::string(ferry_version.substr(0, 64)) + ")";
 }
+
+/// In a start message, after the environment (an item without '=', which no variable is): the
+/// executor allows unsafe plugins (ExecutorOptions::allow_unsafe_plugins, or the host's
+/// FERRY_ALLOW_UNSAFE_PLUGINS), as a local launcher would for its workers; the agent's own
+/// FERRY_ALLOW_UNSAFE_PLUGINS allows them too.
+inline constexpr std::string_view start_allow_unsafe = "allow-unsafe-plugins";
 
 /// In a quit message: the host lost a rank of the job (the agent must not call MPI_Finalize).
 inline constexpr const char* quit_peer_lost = "peer-lost";

@@ -109,7 +109,8 @@
 //   library_path <scratch dir> filtered|as_given  a task reads its LD_LIBRARY_PATH, the agent's
 //                (the job's) and then ExecutorOptions::env's: filtered, it holds only trusted
 //                absolute directories (as a local worker's); as_given (FERRY_ALLOW_UNSAFE_PLUGINS=1
-//                in the job), it is as it was
+//                in the job), it is as it was; then an executor with allow_unsafe_plugins gets
+//                ExecutorOptions::env's as it was
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -861,7 +862,8 @@ std::vector<std::string> path_elements(const std::string& value) {
 /// can write, after an empty element) and from ExecutorOptions::env (the same, `scratch`/mine,
 /// whose tls/ others can write, and a relative "lib"). `filtered`: what the local backend keeps,
 /// /usr/lib and what the launcher put before it, nothing empty, relative or open; else
-/// (FERRY_ALLOW_UNSAFE_PLUGINS=1 in the job) each as it was.
+/// (FERRY_ALLOW_UNSAFE_PLUGINS=1 in the job) each as it was. Then an executor with
+/// allow_unsafe_plugins gets ExecutorOptions::env's as it was, either way.
 void library_path(const std::string& plugin_dir, const std::string& scratch, bool filtered) {
   const std::string open = scratch + "/open", mine = scratch + "/mine";
   auto check = [&](const std::string& value, int line) {
@@ -893,6 +895,12 @@ void library_path(const std::string& plugin_dir, const std::string& scratch, boo
     EXPECT(value == given);
   }
   ex.shutdown();
+  // An executor that allows unsafe plugins gets it as given, as a local one does, whatever the
+  // agents' environment says.
+  o.allow_unsafe_plugins = true;
+  ferry::Executor unsafe(o);
+  EXPECT(unsafe.submit(getenv_task, std::string("LD_LIBRARY_PATH")).get() == given);
+  unsafe.shutdown();
 }
 
 }  // namespace
