@@ -140,9 +140,12 @@ TEST_CASE("SandboxTmpdir.a_tmpdir_of_ours_or_a_sticky_one_is_used") {
 }
 
 TEST_CASE("SandboxTmpdir.a_swapped_private_directory_is_refused_by_the_workers_and_left_as_it_is") {
-  // The swap is made by the test between the first worker's start and its replacement's; as root
-  // the directory put in place is nobody's, else it is the test's own, open to others (0777).
+  // The swap is made by the test between the first worker's start and its replacement's.
   const bool root = ::geteuid() == 0;
+  mode_t mode = 0777;
+  bool another_user = false;
+  SUBCASE("another user's (as root), or open to others") { another_user = root; }
+  SUBCASE("ours, 0700: only its device and inode tell") { mode = 0700; }
   support::TempDir base;
   std::optional<ferry::Executor> ex;
   make_with_tmpdir(ex, base.path, 1);
@@ -151,7 +154,7 @@ TEST_CASE("SandboxTmpdir.a_swapped_private_directory_is_refused_by_the_workers_a
   const fs::path dir = made.front();
   // Where the tasks see it (/tmp, shown there, or its own path).
   const std::string seen = value_of(ex->submit_with(hostile(), temp_dir));
-  swap_directory(dir, base.path / "moved-away", 0777, root);
+  swap_directory(dir, base.path / "moved-away", mode, another_user);
   const std::vector<int> old = ex->worker_pids();
   for (int pid : old) ::kill(pid, SIGKILL);
   // Until the pool has seen the death: a call submitted before then may go to the dead worker.
@@ -178,8 +181,7 @@ TEST_CASE("SandboxTmpdir.a_swapped_private_directory_is_refused_by_the_workers_a
 }
 
 TEST_CASE("SandboxTmpdir.teardown_removes_only_the_directory_it_made") {
-  // A directory of ours, 0700, put at the name: the workers cannot tell it (they are not given
-  // the directory's identity), the teardown can.
+  // A directory of ours, 0700, put at the name after the workers started: the teardown leaves it.
   support::TempDir base;
   std::optional<ferry::Executor> ex;
   make_with_tmpdir(ex, base.path, 1);

@@ -1058,6 +1058,10 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
 
 namespace {
 
+// expect_private_dir's: set once, before setup, in the worker's main thread.
+bool g_private_dir_known = false;
+std::uint64_t g_private_dir_dev = 0, g_private_dir_ino = 0;
+
 /// The executor's private directory (--private-tmp), opened without following a link on the way
 /// (the host resolved its path): "" when it is a directory of this user's of mode 0700, as the
 /// host made it, and `seen` is its identity; else why it is refused. The place it is made in is
@@ -1085,10 +1089,18 @@ std::string check_private_dir(const std::string& dir, struct stat& seen) {
                   static_cast<unsigned>(seen.st_mode & 07777), static_cast<unsigned>(::geteuid()));
     return what + text;
   }
+  if (g_private_dir_known && (seen.st_dev != g_private_dir_dev || seen.st_ino != g_private_dir_ino))
+    return what + " is not the one ferry made (another directory at its name): refused";
   return "";
 }
 
 }  // namespace
+
+void Containment::expect_private_dir(std::uint64_t dev, std::uint64_t ino) {
+  g_private_dir_known = true;
+  g_private_dir_dev = dev;
+  g_private_dir_ino = ino;
+}
 
 std::string Containment::build_sandbox(const ContainmentConfig& config) {
   std::string built;

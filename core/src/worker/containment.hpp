@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,7 +30,8 @@ namespace ferry::detail {
 ///   --private-tmp 1   (the one --write PATH is the executor's private directory: shown at /tmp,
 ///                      /var/tmp and /dev/shm too, in a mount namespace of the worker's own;
 ///                      refused, the worker not started, unless it is a directory of this
-///                      user's of mode 0700 reached through no link)
+///                      user's of mode 0700 reached through no link, and the one the host made:
+///                      expect_private_dir)
 struct ContainmentConfig {
   protocol::TaskLimits limits;
   bool sandbox = false;
@@ -50,6 +52,10 @@ class FERRY_INTERNAL_API Containment {
   /// their subreaper meanwhile).
   /// "" on success; else why it could not (the worker exits with WorkerExit::containment).
   std::string setup(const ContainmentConfig& config, int channel_fd);
+  /// The private directory's device and inode as the host made it (ferry-worker's
+  /// --private-tmp-id DEV:INO, taken by its main() before worker_main parses the rest): setup
+  /// then refuses any other directory at that path, as it refuses one not the user's or not 0700.
+  static void expect_private_dir(std::uint64_t dev, std::uint64_t ino);
   /// Before each task: the limits of this task (the executor's, or a limits frame's).
   void begin_task(const protocol::TaskLimits& limits);
   /// After a task that failed: a limit that explains the failure (bad_alloc with a memory limit,
