@@ -347,6 +347,21 @@ TEST_CASE("Crashes.bad_bytes_from_a_worker") {
   }
 }
 
+TEST_CASE("Crashes.a_frame_past_twice_the_memory_limit_is_malformed") {
+  // A task under limits.memory announced a result frame of hundreds of MiB (under the 1 GiB
+  // FERRY_MAX_FRAME_BYTES) and fed it slowly: the host buffered it all, outside every limit, and
+  // the call waited for the rest. A worker's frames are now kept to twice its memory limit.
+  auto o = support::options(1);
+  o.limits.memory = 64 << 20;
+  ferry::Executor ex(o);
+  auto f = ex.submit(corrupt_channel, 3);  // 256 MiB announced, 48 bytes sent
+  REQUIRE_MESSAGE(f.wait_for(std::chrono::seconds(30)), "the host still waits for the rest of the frame");
+  auto [what, message] = outcome([&] { f.get(); });
+  CHECK(what == Expect::terminated);
+  CHECK_MESSAGE(message.find("malformed frame") != std::string::npos, message);
+  check_recovered(ex, 1);
+}
+
 TEST_CASE("Crashes.oom_kill_is_named") {
   // Needs a memory cgroup to confine the host to (cgroup v1 here, as on this machine's kind).
   const char* base = "/sys/fs/cgroup/memory";

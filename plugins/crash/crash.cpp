@@ -113,13 +113,14 @@ std::string getenv_task(const std::string& name) {
 int corrupt_channel(int kind) {
   unsigned char junk[64];
   for (unsigned i = 0; i < sizeof junk; ++i) junk[i] = static_cast<unsigned char>(i * 37 + 11);
-  if (kind == 1 || kind == 2) {
-    // A well-formed header (magic 0xFE77, little endian) with a bad type or a huge size.
+  if (kind == 1 || kind == 2 || kind == 3) {
+    // A well-formed header (magic 0xFE77, little endian) with a bad type or a huge size (3: 256 MiB,
+    // under FERRY_MAX_FRAME_BYTES, past twice a 64 MiB memory limit).
     std::memset(junk, 0, 16);
     junk[0] = 0x77;
     junk[1] = 0xFE;
-    junk[2] = kind == 1 ? 4 : 200;  // result frame, or no such type
-    unsigned long long size = kind == 1 ? (1ull << 40) : 8;
+    junk[2] = kind == 2 ? 200 : 4;  // result frame, or no such type
+    unsigned long long size = kind == 1 ? (1ull << 40) : kind == 3 ? (256ull << 20) : 8;
     std::memcpy(junk + 8, &size, 8);
   }
   ssize_t n = ::write(3, junk, sizeof junk);

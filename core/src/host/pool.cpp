@@ -180,6 +180,13 @@ Pool::Pool(ExecutorOptions options)
                                   " must be at least FERRY_SHM_THRESHOLD (" + std::to_string(threshold) +
                                   ", as read when libferry loaded) + 8 KiB: payloads under the threshold "
                                   "travel inside a frame");
+    // A worker with a memory limit cannot hold a frame much past it (what it sends inline is on its
+    // heap, under RLIMIT_DATA; more goes in shared memory): its frames are kept to twice the
+    // limit. A hostile task announced a result frame of 900 MiB and sent the same MiB again and
+    // again, costing the host 900 MiB a worker, whatever limits.memory said (an audit). The
+    // workers are told this limit (worker_args), so that theirs is the same.
+    if (const std::uint64_t memory = options_.limits.memory; memory != 0 && memory < max_frame_)
+      max_frame_ = std::min<std::uint64_t>(max_frame_, std::max<std::uint64_t>(threshold, 2 * memory) + frame_heads);
   }
   sandbox_shared_budget_ = config.sandbox_shared_bytes;
   worker_spin_ = config.worker_spin;
