@@ -56,7 +56,7 @@ T value_of(const ferry::Future<T>& f) {
   try {
     return f.get();
   } catch (const std::exception& e) {
-    FAIL("the task failed: " << e.what());
+    FAIL("the task failed: " << std::string(e.what()));
   }
   return T{};
 }
@@ -191,4 +191,24 @@ TEST_CASE("SandboxTmpdir.teardown_removes_only_the_directory_it_made") {
   swap_directory(made.front(), base.path / "moved-away", 0700, false);
   ex.reset();
   CHECK(support::read_file(made.front() / "planted") == "from mallory");
+}
+
+TEST_CASE("SandboxTmpdir.the_private_directory_not_shown_at_tmp_is_writable_through_its_checked_descriptor") {
+  // Reading `/` keeps every shared temporary directory visible (temp_dirs_to_hide): the private
+  // directory is then shown nowhere, and its Landlock rule is made on the descriptor the worker
+  // checked.
+  ferry::ExecutorOptions o = sandboxed(1);
+  o.sandbox.read = {"/"};
+  support::TempDir base;
+  std::optional<ferry::Executor> ex;
+  {
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    ex.emplace(o);
+  }
+  const std::vector<fs::path> made = private_dirs_in(base.path);
+  REQUIRE(made.size() == 1);
+  const std::string seen = value_of(ex->submit_with(hostile(), temp_dir));
+  CHECK(fs::path(seen) == fs::canonical(made.front()));
+  CHECK(value_of(ex->submit_with(hostile(), write_file, seen + "/out", std::string("written"))));
+  CHECK(support::read_file(made.front() / "out") == "written");
 }

@@ -49,6 +49,7 @@
 
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
+#include "platform/fd.hpp"
 #include "worker/sweep.hpp"
 
 namespace ferry::detail {
@@ -427,12 +428,16 @@ class Landlock {
       if (errno == ELOOP) debug_log("worker: no landlock rule on %s: a link on the way", path.c_str());
       return;
     }
+    allow_opened(target, rights, path);
+    ::close(target);
+  }
+  /// As allow, on what `target` (a descriptor, left open) names; `path` names it in the log.
+  void allow_opened(int target, std::uint64_t rights, const std::string& path) {
     struct stat st{};
     if (::fstat(target, &st) == 0 && !S_ISDIR(st.st_mode)) rights &= landlock_file_rights(abi_);
     LandlockPathBeneath rule{rights & all(), target};
     if (::syscall(SYS_landlock_add_rule, fd_, 1 /* PATH_BENEATH */, &rule, 0) != 0)
       debug_log("worker: landlock rule on %s: %s", path.c_str(), std::strerror(errno));
-    ::close(target);
   }
   bool restrict_self() { return ::syscall(SYS_landlock_restrict_self, fd_, 0) == 0; }
 
@@ -1064,10 +1069,12 @@ std::uint64_t g_private_dir_dev = 0, g_private_dir_ino = 0;
 
 /// The executor's private directory (--private-tmp), opened without following a link on the way
 /// (the host resolved its path): "" when it is a directory of this user's of mode 0700, as the
-/// host made it, and `seen` is its identity; else why it is refused. The place it is made in is
-/// one no other user can change (host/containment.cpp), but a directory someone put at its name
-/// since (theirs, or one open to others) would hand them the tasks' files, or the tasks theirs.
-std::string check_private_dir(const std::string& dir, struct stat& seen) {
+/// host made it (the same device and inode, when the host said: expect_private_dir), and `seen`
+/// is its identity and `opened` an O_PATH descriptor of it; else why it is refused. The place it
+/// is made in is one no other user can change (host/containment.cpp), but a directory someone
+/// put at its name since (theirs, or one open to others) would hand them the tasks' files, or
+/// the tasks theirs.
+std::string check_private_dir(const std::string& dir, struct stat& seen, Fd& opened) {
   open_how how{};
   how.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
   how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
@@ -1075,13 +1082,8 @@ std::string check_private_dir(const std::string& dir, struct stat& seen) {
   if (fd < 0 && errno == ENOSYS) fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   const std::string what = "the sandbox's private directory " + dir;
   if (fd < 0) return errno_text(what.c_str());
-  const bool ok = ::fstat(fd, &seen) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!ok) {
-    errno = err;
-    return errno_text(what.c_str());
-  }
+  opened = Fd(fd);
+  if (::fstat(fd, &seen) != 0) return errno_text(what.c_str());
   if (seen.st_uid != ::geteuid() || (seen.st_mode & 07777) != 0700) {
     char text[160];
     std::snprintf(text, sizeof text, " is not the one ferry made (owned by uid %u, mode %04o; ferry "
@@ -1139,10 +1141,11 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   if (::dladdr(reinterpret_cast<void*>(&libferry_anchor), &info) != 0 && info.dli_fname)
     own.push_back(directory_of(info.dli_fname));
   std::vector<std::string> write = config.write;
+  Fd private_dir;  // the private directory checked, while it is its own rule's (not shown)
   if (config.private_tmp && write.size() == 1) {
     // Checked first, best effort or not: this is not a kernel feature missing.
     struct stat made{};
-    if (std::string why = check_private_dir(write.front(), made); !why.empty()) return why;
+    if (std::string why = check_private_dir(write.front(), made, private_dir); !why.empty()) return why;
     std::vector<std::string> needed = config.read;
     needed.insert(needed.end(), own.begin(), own.end());
     std::string refused;
@@ -1152,7 +1155,10 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
     // Then its rule goes through the directories it is shown at (mount points no task can
     // replace), never through its own path: under /tmp, that path now names an entry inside the
     // private directory, which a task can make a link to anywhere for the next worker's rule.
-    if (!shown.empty()) write = std::move(shown);
+    if (!shown.empty()) {
+      write = std::move(shown);
+      private_dir = Fd();
+    }
   }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_text("PR_SET_NO_NEW_PRIVS");
 
@@ -1187,7 +1193,13 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
       ll.allow("/proc/" + std::to_string(::getpid()), read);
       for (const auto& p : own) ll.allow(p, read);
       for (const auto& p : config.read) ll.allow(p, read, true);
-      for (const auto& p : write) ll.allow(p, ll.all() & ~ll_make_special, true);
+      if (private_dir) {
+        // The private directory not shown: the one checked, by its descriptor (its path could
+        // name another directory by now).
+        ll.allow_opened(private_dir.get(), ll.all() & ~ll_make_special, write.front());
+      } else {
+        for (const auto& p : write) ll.allow(p, ll.all() & ~ll_make_special, true);
+      }
       if (!ll.restrict_self()) {
         if (missing(errno_text("landlock_restrict_self"))) return errno_text("landlock_restrict_self");
       } else {
