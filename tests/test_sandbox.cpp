@@ -27,6 +27,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <linux/netlink.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -605,6 +606,34 @@ TEST_CASE("Sandbox.clone_makes_no_namespace_and_no_child_of_the_host") {
   CHECK(value_of(ex.submit_with(hostile(), clone_with_flags, 0)) == 0);  // a plain fork
   CHECK(value_of(ex.submit_with(hostile(), clone3_child)) == ENOSYS);
   CHECK(value_of(ex.submit_with(hostile(), fork_until_refused, 3)) == 3);  // fork falls back
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Sandbox.the_network_allows_ip_and_netlink_routing_sockets_only") {
+  // `network` trapped only UNIX sockets' absence: every other family was allowed, AF_VSOCK to
+  // the hypervisor (it answered), and AF_ALG, AF_TIPC, AF_RDS... where the kernel has them (an
+  // audit). IP and netlink's routing protocol (name lookups) are what `network` means.
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.network = true;
+  ferry::Executor ex(contained({}, sandbox));
+  CHECK(value_of(ex.submit_with(hostile(), socket_of_family, static_cast<long long>(AF_INET), static_cast<int>(SOCK_STREAM), 0)) == 0);
+  const int v6 = value_of(ex.submit_with(hostile(), socket_of_family, static_cast<long long>(AF_INET6), static_cast<int>(SOCK_DGRAM), 0));
+  CHECK((v6 == 0 || v6 == EAFNOSUPPORT));
+  CHECK(value_of(ex.submit_with(hostile(), socket_of_family, static_cast<long long>(AF_NETLINK), static_cast<int>(SOCK_RAW),
+                                static_cast<int>(NETLINK_ROUTE))) == 0);
+  struct Denied {
+    long long family;
+    int type, protocol;
+  };
+  for (const Denied d : {Denied{AF_VSOCK, SOCK_STREAM, 0}, Denied{AF_PACKET, SOCK_DGRAM, 0}, Denied{AF_ALG, SOCK_SEQPACKET, 0},
+                         Denied{AF_NETLINK, SOCK_RAW, NETLINK_KOBJECT_UEVENT}, Denied{AF_MAX, SOCK_STREAM, 0},
+                         Denied{1000, SOCK_STREAM, 0}, Denied{AF_INET | (1LL << 32), SOCK_STREAM, 0}}) {
+    CAPTURE(d.family);
+    CAPTURE(d.protocol);
+    auto e = failure_of<ferry::SandboxViolationError>(
+        ex.submit_with(hostile(), socket_of_family, d.family, d.type, d.protocol));
+    if (e) check_violation(*e, "socket_of_family", "socket");
+  }
   check_pool_is_healthy(ex);
 }
 

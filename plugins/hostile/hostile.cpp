@@ -753,6 +753,14 @@ int unix_socket(bool high_bits) {
   return 0;
 }
 
+int socket_of_family(long long family, int type, int protocol) {
+  // Any family, as the kernel reads it (an int: high bits too), with any protocol.
+  const int fd = static_cast<int>(::syscall(SYS_socket, static_cast<unsigned long>(family), type | SOCK_CLOEXEC, protocol));
+  if (fd < 0) return errno;
+  ::close(fd);
+  return 0;
+}
+
 int unix_socket_pair(int type) {
   int fds[2];
   if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) != 0) return errno;
@@ -882,6 +890,7 @@ FERRY_TASK(clone_with_flags);
 FERRY_TASK(clone3_child);
 FERRY_TASK(unix_socket);
 FERRY_TASK(unix_socket_pair);
+FERRY_TASK(socket_of_family);
 FERRY_TASK(change_metadata);
 FERRY_TASK(find_shared_segment);
 FERRY_TASK(create_with_mode);

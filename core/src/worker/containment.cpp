@@ -31,6 +31,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <linux/netlink.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -564,6 +565,18 @@ std::string load_seccomp(bool network, bool exec) {
   // The family is an int: the EACCES rule looks at the low 32 bits only (AF_UNIX with high bits
   // set is a UNIX socket to the kernel); the trap compares all 64 and so fails closed.
   if (!network) rule(SCMP_ACT_TRAP, {"socket", -1}, {SCMP_A0(SCMP_CMP_NE, AF_UNIX)});
+  // With the network: IP and netlink's routing protocol (what name lookups use), no other family.
+  // VSOCK reached the hypervisor, and AF_ALG, AF_TIPC, AF_RDS and the like are as much kernel
+  // surface as bpf or io_uring (an audit). A family past what this build knows, or with high bits
+  // set (all 64 compared), is a violation (AF_UNIX so is refused by the rule above).
+  if (network) {
+    rule(SCMP_ACT_TRAP, {"socket", -1}, {SCMP_A0(SCMP_CMP_GE, AF_MAX)});
+    for (int family = 0; family < AF_MAX; ++family)
+      if (family != AF_UNIX && family != AF_INET && family != AF_INET6 && family != AF_NETLINK)
+        rule(SCMP_ACT_TRAP, {"socket", -1}, {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(family))});
+    rule(SCMP_ACT_TRAP, {"socket", -1},
+         {SCMP_A0(SCMP_CMP_EQ, AF_NETLINK), SCMP_A2(SCMP_CMP_NE, NETLINK_ROUTE)});
+  }
   rule(SCMP_ACT_ERRNO(EACCES), {"socket", -1}, {SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, AF_UNIX)});
   // The type's low four bits, other than SOCK_STREAM and SOCK_SEQPACKET: SOCK_RAW is a datagram
   // pair to AF_UNIX too.
