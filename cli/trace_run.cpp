@@ -62,12 +62,13 @@ const rj::Value* member(const rj::Value& object, const char* name) {
 
 }  // namespace
 
-std::optional<RunHeader> read_run_header(const fs::path& path, bool follow) {
+std::optional<RunHeader> read_run_header(const fs::path& path, bool follow, std::optional<unsigned> owner) {
   // Never waits: a FIFO put at a trace's name is opened without a writer and refused, as is any
   // file that is not regular.
   ferry::detail::Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (follow ? 0 : O_NOFOLLOW)));
   struct stat st {};
   if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  if (owner && st.st_uid != *owner) return std::nullopt;  // another user's file: not read
   std::string text(run_header_bytes, '\0');
   std::size_t got = 0;
   while (got < text.size()) {
@@ -126,7 +127,7 @@ std::vector<fs::path> run_file_names(const fs::path& trace) {
 }
 
 std::optional<std::string> run_note(const fs::path& trace) {
-  const std::optional<RunHeader> own = read_run_header(trace, true);
+  const std::optional<RunHeader> own = read_run_header(trace, true, std::nullopt);
   if (!own) return std::nullopt;
   std::vector<fs::path> names = run_file_names(trace);
   const bool more = names.size() > max_run_files;
@@ -139,8 +140,8 @@ std::optional<std::string> run_note(const fs::path& trace) {
   for (const fs::path& p : names) {
     if (p.filename() == trace.filename()) continue;
     // Beside the trace, only files ferry could have written: never through a link.
-    const std::optional<RunHeader> h = read_run_header(p, false);
-    if (!h || h->owner != own->owner) continue;
+    const std::optional<RunHeader> h = read_run_header(p, false, own->owner);
+    if (!h) continue;
     if (h->same_run(*own)) {
       this_run.emplace_back(h->sequence, p.filename().string());
     } else {

@@ -35,8 +35,10 @@ inline constexpr std::size_t max_run_files = 10'000;
 /// The run header of the file at `path`, read from its first run_header_bytes: none when it is not
 /// a regular file that can be opened at once (a FIFO, a device, a link when `follow` is false), or
 /// has no `ferry` header with a `sequence` (a trace of ExecutorOptions::trace or `--trace`, or no
-/// trace). Reads nothing else of the file.
-std::optional<RunHeader> read_run_header(const std::filesystem::path& path, bool follow);
+/// trace), or is not `owner`'s when one is given (then nothing of it is read). Reads nothing
+/// else of the file.
+std::optional<RunHeader> read_run_header(const std::filesystem::path& path, bool follow,
+                                         std::optional<unsigned> owner);
 
 /// The names FERRY_TRACE gives the files of `trace`'s path, found in its directory: for
 /// DIR/NAME.EXT or DIR/NAME.N.EXT, DIR/NAME.EXT and every DIR/NAME.M.EXT (M from 2, written

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -133,32 +134,48 @@ TEST_CASE("Plugins.rewritten_in_place_with_size_and_mtime_kept_is_used_by_new_wo
   CHECK(support::wait_until([&] { return ex.worker_pids().size() == 2; }));
 }
 
+/// A copy of the crash plugin in a directory of its own, loaded by a one-worker executor whose
+/// worker is blocked in the plugin's wait_while_exists (until `hold` goes): `before` is the file as
+/// it was, its change time in the past, when the task started.
+struct BlockedInThePlugin {
+  support::TempDir dir;
+  fs::path plugin = dir.path / "libcrash.so";
+  fs::path hold = dir.path / "hold";
+  std::optional<ferry::Executor> ex;
+  std::optional<ferry::Future<void>> f;
+  struct stat before {};
+  int worker = -1;
+
+  BlockedInThePlugin() {
+    fs::copy_file(FERRY_TEST_CRASH_PLUGIN, plugin);
+    fs::permissions(plugin, fs::perms(0755), fs::perm_options::replace);
+    std::ofstream(hold).put('x');
+    ex.emplace(options_for(dir.path));
+    REQUIRE(ex->submit<int>(ferry::TaskRef{.library = plugin, .name = "initialized"}).get() == 0);
+    REQUIRE(::stat(plugin.c_str(), &before) == 0);
+    past_change_time(plugin);
+    f = ex->submit<void>(ferry::TaskRef{.library = plugin, .name = "wait_while_exists"}, hold.string());
+    REQUIRE(support::wait_until([&] {
+      if (!f->running()) return false;
+      for (int pid : ex->worker_pids())
+        if (blocked_in_the_tasks_wait(pid)) worker = pid;
+      return worker > 0;
+    }));
+  }
+};
+
 TEST_CASE("Plugins.rewritten_in_place_with_size_and_mtime_kept_while_loaded_is_named_in_the_crash") {
   // The crash note compared the version (no change time) of the file then and now: zeros written
   // over the code a worker runs, the length and mtime kept, killed it with no word of the file.
-  support::TempDir dir;
-  const fs::path plugin = dir.path / "libcrash.so";
-  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, plugin);
-  fs::permissions(plugin, fs::perms(0755));
-  const fs::path hold = dir.path / "hold";
-  std::ofstream(hold).put('x');
-  ferry::Executor ex(options_for(dir.path));
-  REQUIRE(ex.submit<int>(ferry::TaskRef{.library = plugin, .name = "initialized"}).get() == 0);
-  struct stat before {};
-  REQUIRE(::stat(plugin.c_str(), &before) == 0);
-  past_change_time(plugin);
-  auto f = ex.submit<void>(ferry::TaskRef{.library = plugin, .name = "wait_while_exists"}, hold.string());
-  REQUIRE(support::wait_until([&] {
-    if (!f.running()) return false;
-    for (int pid : ex.worker_pids())
-      if (blocked_in_the_tasks_wait(pid)) return true;
-    return false;
-  }));
+  BlockedInThePlugin b;
+  const fs::path& plugin = b.plugin;
+  const struct stat& before = b.before;
+  ferry::Future<void>& f = *b.f;
   // The worker's loop returns from each nanosleep into the plugin's code: zeros there now.
   write_in_place_keeping_mtime(plugin, std::vector<char>(static_cast<std::size_t>(before.st_size), 0), before);
   const bool moved = only_the_change_time_moved(plugin, before);
   // Should the worker live on, the task ends rather than the test's time.
-  if (!f.wait_for(20s)) fs::remove(hold);
+  if (!f.wait_for(20s)) fs::remove(b.hold);
   try {
     f.get();
     FAIL("the task returned");
@@ -177,28 +194,12 @@ TEST_CASE("Plugins.a_chmod_of_a_loaded_plugin_is_not_called_a_rewrite_alone_in_t
   // A chmod, chown or new hard link moves the change time as a write that keeps the size and mtime
   // does: a worker that crashed after its plugin was chmod-ed was said to have had its plugin
   // "rewritten in place", which it was not.
-  support::TempDir dir;
-  const fs::path plugin = dir.path / "libcrash.so";
-  fs::copy_file(FERRY_TEST_CRASH_PLUGIN, plugin);
-  fs::permissions(plugin, fs::perms(0755), fs::perm_options::replace);
-  const fs::path hold = dir.path / "hold";
-  std::ofstream(hold).put('x');
-  ferry::Executor ex(options_for(dir.path));
-  REQUIRE(ex.submit<int>(ferry::TaskRef{.library = plugin, .name = "initialized"}).get() == 0);
-  struct stat before {};
-  REQUIRE(::stat(plugin.c_str(), &before) == 0);
-  past_change_time(plugin);
-  auto f = ex.submit<void>(ferry::TaskRef{.library = plugin, .name = "wait_while_exists"}, hold.string());
-  int worker = -1;
-  REQUIRE(support::wait_until([&] {
-    if (!f.running()) return false;
-    for (int pid : ex.worker_pids())
-      if (blocked_in_the_tasks_wait(pid)) worker = pid;
-    return worker > 0;
-  }));
+  BlockedInThePlugin b;
+  const fs::path& plugin = b.plugin;
+  ferry::Future<void>& f = *b.f;
   fs::permissions(plugin, fs::perms(0750), fs::perm_options::replace);
-  const bool moved = only_the_change_time_moved(plugin, before);
-  REQUIRE(::kill(worker, SIGSEGV) == 0);  // the crash the note is given to
+  const bool moved = only_the_change_time_moved(plugin, b.before);
+  REQUIRE(::kill(b.worker, SIGSEGV) == 0);  // the crash the note is given to
   try {
     f.get();
     FAIL("the task returned");

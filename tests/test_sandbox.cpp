@@ -635,6 +635,23 @@ TEST_CASE("Sandbox.the_network_allows_ip_and_netlink_routing_sockets_only") {
     if (e) check_violation(*e, "socket_of_family", "socket");
   }
   check_pool_is_healthy(ex);
+  // Nor a pair of another family than AF_UNIX, network or not: making one runs the family's code
+  // (TIPC makes working pairs; a review).
+  for (bool network : {true, false}) {
+    CAPTURE(network);
+    sandbox.network = network;
+    ferry::Executor pairs(contained({}, sandbox));
+    for (long long family : {static_cast<long long>(AF_VSOCK), static_cast<long long>(AF_TIPC),
+                             static_cast<long long>(AF_INET), AF_UNIX | (1LL << 32)}) {
+      CAPTURE(family);
+      auto e = failure_of<ferry::SandboxViolationError>(
+          pairs.submit_with(hostile(), socket_pair_of_family, family, static_cast<int>(SOCK_STREAM)));
+      if (e) check_violation(*e, "socket_pair_of_family", "socketpair");
+    }
+    CHECK(value_of(pairs.submit_with(hostile(), socket_pair_of_family, static_cast<long long>(AF_UNIX),
+                                     static_cast<int>(SOCK_STREAM))) == 0);
+    check_pool_is_healthy(pairs);
+  }
 }
 
 TEST_CASE("Sandbox.unix_sockets_fail_with_EACCES_and_the_network_allowed_too") {

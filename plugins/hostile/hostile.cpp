@@ -761,6 +761,14 @@ int socket_of_family(long long family, int type, int protocol) {
   return 0;
 }
 
+int socket_pair_of_family(long long family, int type) {
+  int fds[2];
+  if (::syscall(SYS_socketpair, static_cast<unsigned long>(family), type | SOCK_CLOEXEC, 0, fds) != 0) return errno;
+  ::close(fds[0]);
+  ::close(fds[1]);
+  return 0;
+}
+
 int unix_socket_pair(int type) {
   int fds[2];
   if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) != 0) return errno;
@@ -891,6 +899,7 @@ FERRY_TASK(clone3_child);
 FERRY_TASK(unix_socket);
 FERRY_TASK(unix_socket_pair);
 FERRY_TASK(socket_of_family);
+FERRY_TASK(socket_pair_of_family);
 FERRY_TASK(change_metadata);
 FERRY_TASK(find_shared_segment);
 FERRY_TASK(create_with_mode);

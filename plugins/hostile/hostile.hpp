@@ -159,6 +159,8 @@ FERRY_EXPORT int unix_socket(bool high_bits);
 FERRY_EXPORT int unix_socket_pair(int type);
 /// socket(`family` as 64 bits, `type`, `protocol`), closed again; returns errno, 0 when made.
 FERRY_EXPORT int socket_of_family(long long family, int type, int protocol);
+/// socketpair(`family` as 64 bits, `type`), closed again; returns errno, 0 when made.
+FERRY_EXPORT int socket_pair_of_family(long long family, int type);
 /// Changes the metadata of the file at `path` with call `how`: 0 chmod(`mode`), 1 fchmod(`mode`)
 /// of it opened read-only, 2 fchmodat2(`mode`) (raw), 3 utimensat (now), 4 setxattr
 /// ("user.ferry"), 5 setxattrat (raw), 6 chown (to this user); returns errno, 0 when it went

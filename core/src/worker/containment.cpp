@@ -578,6 +578,9 @@ std::string load_seccomp(bool network, bool exec) {
          {SCMP_A0(SCMP_CMP_EQ, AF_NETLINK), SCMP_A2(SCMP_CMP_NE, NETLINK_ROUTE)});
   }
   rule(SCMP_ACT_ERRNO(EACCES), {"socket", -1}, {SCMP_A0(SCMP_CMP_MASKED_EQ, int_bits, AF_UNIX)});
+  // A socketpair of any family but AF_UNIX, network or not: creating one loads the family's module
+  // and runs its code, as socket() does (TIPC makes working pairs); all 64 bits compared.
+  rule(SCMP_ACT_TRAP, {"socketpair", -1}, {SCMP_A0(SCMP_CMP_NE, AF_UNIX)});
   // The type's low four bits, other than SOCK_STREAM and SOCK_SEQPACKET: SOCK_RAW is a datagram
   // pair to AF_UNIX too.
   for (unsigned long type = 0; type < 16; ++type)
@@ -1092,7 +1095,10 @@ std::string check_private_dir(const std::string& dir, struct stat& seen, Fd& ope
   how.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
   how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
   int fd = static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, dir.c_str(), &how, sizeof how));
-  if (fd < 0 && errno == ENOSYS) fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  // A kernel without openat2, or a container's seccomp profile older than it (EPERM) or that
+  // answers otherwise: the last component without links; the device and inode then tell.
+  if (fd < 0 && (errno == ENOSYS || errno == EPERM || errno == EINVAL || errno == E2BIG))
+    fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   const std::string what = "the sandbox's private directory " + dir;
   if (fd < 0) return errno_text(what.c_str());
   opened = Fd(fd);
