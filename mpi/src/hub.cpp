@@ -796,7 +796,24 @@ class Hub {
     // wait for it, the host up to stop()'s limit (10 s), the other agents up to their watchdog's.
     // It counts as lost, as the peer timeout or the stop grace would have made it had the
     // executor's shutdown waited for them: told to leave with peer-lost, as every other rank
-    // then, and nobody finalises.
+    // then, and nobody finalises. Not before their messages had a moment to come: a hello still
+    // on its way (an executor made and shut down at once) or the end of a worker stopped before
+    // its hello (an ordinary shutdown soon after a start) made an honest rank lost, and the job
+    // ended without MPI_Finalize (a review). Up to 2 s for them, looking all along.
+    auto outstanding = [this] {
+      return std::any_of(agents_.begin(), agents_.end(), [](const Agent& a) {
+        return a.alive && (!a.ready || (a.slot && !a.slot->heard && a.slot->told_to_stop != Clock::time_point{}));
+      });
+    };
+    for (const auto until = Clock::now() + std::chrono::seconds(2); outstanding() && Clock::now() < until;) {
+      bool busy = false;
+      try {
+        busy = relay_pass();
+      } catch (const std::exception& e) {
+        ferry::detail::debug_log("mpi hub: a pass while leaving failed: %s", e.what());
+      }
+      if (!busy) nap(false, std::chrono::microseconds(1000));
+    }
     for (auto& a : agents_) {
       if (!a.alive) continue;
       if (!a.ready)
