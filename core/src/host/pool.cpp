@@ -185,8 +185,11 @@ Pool::Pool(ExecutorOptions options)
     // limit. A hostile task announced a result frame of 900 MiB and sent the same MiB again and
     // again, costing the host 900 MiB a worker, whatever limits.memory said (an audit). The
     // workers are told this limit (worker_args), so that theirs is the same.
-    if (const std::uint64_t memory = options_.limits.memory; memory != 0 && memory < max_frame_)
-      max_frame_ = std::min<std::uint64_t>(max_frame_, std::max<std::uint64_t>(threshold, 2 * memory) + frame_heads);
+    if (const std::uint64_t memory = options_.limits.memory; memory != 0 && memory < max_frame_) {
+      const std::uint64_t capped = std::max<std::uint64_t>(threshold, 2 * memory) + frame_heads;
+      frame_limited_by_memory_ = capped < max_frame_;
+      max_frame_ = std::min(max_frame_, capped);
+    }
   }
   sandbox_shared_budget_ = config.sandbox_shared_bytes;
   worker_spin_ = config.worker_spin;
@@ -202,10 +205,10 @@ Pool::Pool(ExecutorOptions options)
     if (initializer_frame_.size() - protocol::header_size > max_frame_ && options_.backend == "local")
       throw std::invalid_argument("ferry: the initializer's arguments take " +
                                   format_size(options_.initializer.arguments().size()) +
-                                  ", more than a frame holds (FERRY_MAX_FRAME_BYTES " + format_size(max_frame_) +
+                                  ", more than a frame holds (" + frame_limit_text() +
                                   "): they go to each worker in the message that starts it, never in shared "
-                                  "memory; give it what a worker can load itself (a path), or raise "
-                                  "FERRY_MAX_FRAME_BYTES");
+                                  "memory; give it what a worker can load itself (a path), or raise " +
+                                  (frame_limited_by_memory_ ? "limits.memory" : "FERRY_MAX_FRAME_BYTES"));
   }
   // Last: options refused above leave no trace file behind (nor truncate one). A trace file the
   // program names that cannot be written is an error; one FERRY_TRACE names is said on stderr and
@@ -262,8 +265,8 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
     fail_submission(*state, target,
                     std::make_exception_ptr(SerializationError(
                         SerializationStage::encode_arguments, ref->define.signature,
-                        "arguments of " + format_size(args.size()) + " do not fit a frame (FERRY_MAX_FRAME_BYTES " +
-                            format_size(max_frame_) + ") and no shared memory could be had for them (" +
+                        "arguments of " + format_size(args.size()) + " do not fit a frame (" + frame_limit_text() +
+                            ") and no shared memory could be had for them (" +
                             why_no_shared_block() + ")",
                         ref->display)));
     return;
@@ -587,6 +590,11 @@ void Pool::handle_hello(WorkerSlot& w, const Frame& f) {
     trace_counters_locked(t, ts);  // its worker counted now, not at the next call's event
   }
   if (!w.lane.initializing) dispatch_locked();  // its first calls (WorkerSlot::takes_calls)
+}
+
+std::string Pool::frame_limit_text() const {
+  return frame_limited_by_memory_ ? format_size(max_frame_) + ": twice limits.memory"
+                                  : "FERRY_MAX_FRAME_BYTES " + format_size(max_frame_);
 }
 
 void Pool::handle_bye(WorkerSlot& w, const Frame& f) {

@@ -211,6 +211,10 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   ExecutorOptions options_;
   TaskRefs refs_;
   std::uint64_t max_frame_;
+  bool frame_limited_by_memory_ = false;  // max_frame_ is twice limits.memory, not FERRY_MAX_FRAME_BYTES
+  /// The frame limit as an error message names it: "FERRY_MAX_FRAME_BYTES 1 GiB", or for a
+  /// memory-limited executor "128 MiB: twice limits.memory".
+  std::string frame_limit_text() const;
   // Bytes of argument blocks a sandboxed worker is given before it is replaced (after its calls):
   // its task may keep every block mapped (arguments_for_sandboxed_peer). FERRY_SANDBOX_SHARED_BYTES.
   std::uint64_t sandbox_shared_budget_ = 0;
