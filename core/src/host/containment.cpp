@@ -12,8 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <stdexcept>
 #include <system_error>
 
@@ -125,16 +123,6 @@ bool private_dir_identity(const fs::path& path, std::uint64_t& dev, std::uint64_
   return true;
 }
 
-/// The identity of each PrivateTempDir alive, by path: containment_args passes it to the workers.
-struct MadeDirs {
-  std::mutex lock;
-  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> identity;
-};
-MadeDirs& made_dirs() {
-  static MadeDirs* dirs = new MadeDirs;  // never destroyed: a static executor's may die after it
-  return *dirs;
-}
-
 }  // namespace
 
 PrivateTempDir::PrivateTempDir(bool make) {
@@ -148,18 +136,10 @@ PrivateTempDir::PrivateTempDir(bool make) {
     throw Error("ferry: the sandbox's private directory " + pattern + " is not as it was made (" + why +
                 "); left as it is");
   path_ = resolved_path(pattern);  // as the worker gets it: no link on the way (Landlock::allow)
-  MadeDirs& made = made_dirs();
-  std::lock_guard<std::mutex> hold(made.lock);
-  made.identity[path_.string()] = {dev_, ino_};
 }
 
 PrivateTempDir::~PrivateTempDir() {
   if (path_.empty()) return;
-  {
-    MadeDirs& made = made_dirs();
-    std::lock_guard<std::mutex> hold(made.lock);
-    made.identity.erase(path_.string());
-  }
   // Only the directory this object made: one put at its name since (the way is the user's and
   // root's alone, so only they could) holds someone else's files.
   std::uint64_t dev = 0, ino = 0;
@@ -233,7 +213,7 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
 }
 
 std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sb,
-                                          const fs::path& private_tmp, const std::vector<std::string>& read) {
+                                          const PrivateTempDir* private_tmp, const std::vector<std::string>& read) {
   std::vector<std::string> args;
   const protocol::TaskLimits l = task_limits(options.limits);
   if (any_limit(l) || sb.enabled) {
@@ -247,7 +227,7 @@ std::vector<std::string> containment_args(const ExecutorOptions& options, const 
   args.insert(args.end(), {"--sandbox", std::to_string(flags)});
   std::vector<fs::path> writable;
   for (const auto& p : sb.write) writable.push_back(p);
-  if (sb.write.empty() && !private_tmp.empty()) writable.push_back(private_tmp);
+  if (sb.write.empty() && private_tmp && !private_tmp->path().empty()) writable.push_back(private_tmp->path());
   auto under_writable = [&](const fs::path& p) {
     return std::any_of(writable.begin(), writable.end(), [&](const fs::path& w) { return path_within(p, w); });
   };
@@ -262,14 +242,10 @@ std::vector<std::string> containment_args(const ExecutorOptions& options, const 
   }
   if (sb.write.empty()) {
     // The worker shows it at /tmp, /var/tmp and /dev/shm too where it hides nothing it reads.
-    if (!private_tmp.empty()) {
-      args.insert(args.end(), {"--write", private_tmp.string(), "--private-tmp", "1"});
-      // Its identity, so that the worker refuses any other directory put at its name.
-      MadeDirs& made = made_dirs();
-      std::lock_guard<std::mutex> hold(made.lock);
-      if (auto it = made.identity.find(private_tmp.string()); it != made.identity.end())
-        args.insert(args.end(), {"--private-tmp-id", std::to_string(it->second.first) + ":" +
-                                                         std::to_string(it->second.second)});
+    if (private_tmp && !private_tmp->path().empty()) {
+      // With its identity, so that the worker refuses any other directory put at its name.
+      args.insert(args.end(), {"--write", private_tmp->path().string(), "--private-tmp", "1", "--private-tmp-id",
+                               std::to_string(private_tmp->dev()) + ":" + std::to_string(private_tmp->ino())});
     }
   } else {
     for (const auto& p : sb.write) args.insert(args.end(), {"--write", p.string()});

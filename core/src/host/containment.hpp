@@ -45,6 +45,9 @@ class PrivateTempDir {
   PrivateTempDir& operator=(PrivateTempDir&&) = delete;
   ~PrivateTempDir();
   const std::filesystem::path& path() const noexcept { return path_; }
+  /// The device and inode of the directory made (ferry-worker's --private-tmp-id).
+  std::uint64_t dev() const noexcept { return dev_; }
+  std::uint64_t ino() const noexcept { return ino_; }
 
  private:
   std::filesystem::path path_;
@@ -66,11 +69,12 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
 /// The containment part of ferry-worker's command line (worker/containment.hpp reads it): the
 /// executor's limits, and with a sandbox its flags and the paths it may read (`read`, from
 /// sandbox_read_paths, and the libraries loaded since, outside the writable paths) and write
-/// (with `private_tmp`, "--private-tmp 1": the worker shows that directory at the shared
-/// temporary directories too, temp_dirs_to_hide). `sandbox` is the executor's, its paths
+/// (with `private_tmp`, "--private-tmp 1" and its "--private-tmp-id DEV:INO": the worker shows
+/// that directory at the shared temporary directories too, temp_dirs_to_hide, and refuses any
+/// other directory at its name). `sandbox` is the executor's, its paths
 /// resolved once (Pool::sandbox_), as `private_tmp` is.
 std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sandbox,
-                                          const std::filesystem::path& private_tmp,
+                                          const PrivateTempDir* private_tmp,
                                           const std::vector<std::string>& read);
 
 /// The error a task ends with when its worker reported `c` (a contained frame).

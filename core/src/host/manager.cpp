@@ -689,8 +689,7 @@ void Manager::start_workers(std::size_t n, Completions& done) {
 std::vector<std::string> Manager::worker_args() const {
   std::vector<std::string> args = {"--spin-us", std::to_string(p_.worker_spin_.count()),
                                    "--max-frame-bytes", std::to_string(p_.max_frame_)};
-  auto contain = containment_args(p_.options_, p_.sandbox_,
-                                  p_.sandbox_tmp_ ? p_.sandbox_tmp_->path() : std::filesystem::path(),
+  auto contain = containment_args(p_.options_, p_.sandbox_, p_.sandbox_tmp_.get(),
                                   p_.sandbox_read_);
   args.insert(args.end(), contain.begin(), contain.end());
   if (p_.options_.idle_timeout.count() > 0) {

@@ -1079,18 +1079,16 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
 
 namespace {
 
-// expect_private_dir's: set once, before setup, in the worker's main thread.
-bool g_private_dir_known = false;
-std::uint64_t g_private_dir_dev = 0, g_private_dir_ino = 0;
-
 /// The executor's private directory (--private-tmp), opened without following a link on the way
 /// (the host resolved its path): "" when it is a directory of this user's of mode 0700, as the
-/// host made it (the same device and inode, when the host said: expect_private_dir), and `seen`
+/// host made it (the same device and inode as `made_as`, when the host said), and `seen`
 /// is its identity and `opened` an O_PATH descriptor of it; else why it is refused. The place it
 /// is made in is one no other user can change (host/containment.cpp), but a directory someone
 /// put at its name since (theirs, or one open to others) would hand them the tasks' files, or
 /// the tasks theirs.
-std::string check_private_dir(const std::string& dir, struct stat& seen, Fd& opened) {
+std::string check_private_dir(const std::string& dir,
+                              const std::optional<std::pair<std::uint64_t, std::uint64_t>>& made_as,
+                              struct stat& seen, Fd& opened) {
   open_how how{};
   how.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
   how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
@@ -1110,18 +1108,12 @@ std::string check_private_dir(const std::string& dir, struct stat& seen, Fd& ope
                   static_cast<unsigned>(seen.st_mode & 07777), static_cast<unsigned>(::geteuid()));
     return what + text;
   }
-  if (g_private_dir_known && (seen.st_dev != g_private_dir_dev || seen.st_ino != g_private_dir_ino))
+  if (made_as && (seen.st_dev != made_as->first || seen.st_ino != made_as->second))
     return what + " is not the one ferry made (another directory at its name): refused";
   return "";
 }
 
 }  // namespace
-
-void Containment::expect_private_dir(std::uint64_t dev, std::uint64_t ino) {
-  g_private_dir_known = true;
-  g_private_dir_dev = dev;
-  g_private_dir_ino = ino;
-}
 
 std::string Containment::build_sandbox(const ContainmentConfig& config) {
   std::string built;
@@ -1164,7 +1156,7 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   if (config.private_tmp && write.size() == 1) {
     // Checked first, best effort or not: this is not a kernel feature missing.
     struct stat made{};
-    if (std::string why = check_private_dir(write.front(), made, private_dir); !why.empty()) return why;
+    if (std::string why = check_private_dir(write.front(), config.private_tmp_id, made, private_dir); !why.empty()) return why;
     std::vector<std::string> needed = config.read;
     needed.insert(needed.end(), own.begin(), own.end());
     std::string refused;

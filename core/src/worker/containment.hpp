@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,8 +31,9 @@ namespace ferry::detail {
 ///   --private-tmp 1   (the one --write PATH is the executor's private directory: shown at /tmp,
 ///                      /var/tmp and /dev/shm too, in a mount namespace of the worker's own;
 ///                      refused, the worker not started, unless it is a directory of this
-///                      user's of mode 0700 reached through no link, and the one the host made:
-///                      expect_private_dir)
+///                      user's of mode 0700 reached through no link)
+///   --private-tmp-id DEV:INO   (that directory's device and inode as the host made it: any other
+///                               directory at its name is refused too)
 struct ContainmentConfig {
   protocol::TaskLimits limits;
   bool sandbox = false;
@@ -39,6 +41,7 @@ struct ContainmentConfig {
   bool exec = false;
   bool best_effort = false;
   bool private_tmp = false;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> private_tmp_id;  // device, inode
   std::vector<std::string> read;
   std::vector<std::string> write;
 };
@@ -52,10 +55,6 @@ class FERRY_INTERNAL_API Containment {
   /// their subreaper meanwhile).
   /// "" on success; else why it could not (the worker exits with WorkerExit::containment).
   std::string setup(const ContainmentConfig& config, int channel_fd);
-  /// The private directory's device and inode as the host made it (ferry-worker's
-  /// --private-tmp-id DEV:INO, taken by its main() before worker_main parses the rest): setup
-  /// then refuses any other directory at that path, as it refuses one not the user's or not 0700.
-  static void expect_private_dir(std::uint64_t dev, std::uint64_t ino);
   /// Before each task: the limits of this task (the executor's, or a limits frame's).
   void begin_task(const protocol::TaskLimits& limits);
   /// After a task that failed: a limit that explains the failure (bad_alloc with a memory limit,

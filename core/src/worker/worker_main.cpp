@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cinttypes>
 #include <climits>
 #include <csignal>
 #include <cstdio>
@@ -671,6 +672,7 @@ constexpr const char* usage_text =
     "                    [--max-tasks N] [--spin-us US] [--max-frame-bytes BYTES] [--rings 0|1]\n"
     "                    [--limits MEMORY,CPU_SECONDS,OPEN_FILES,PROCESSES,FILE_SIZE]\n"
     "                    [--sandbox FLAGS] [--read PATH]... [--write PATH]... [--private-tmp 0|1]\n"
+    "                    [--private-tmp-id DEV:INO]\n"
     "       ferry-worker --version\n"
     "Runs ferry tasks sent by a host over the socket at descriptor N (default 3). Started by\n"
     "libferry; not meant to be run by hand. --sandbox FLAGS: 1 network allowed, 2 exec allowed,\n"
@@ -743,6 +745,18 @@ int worker_main(int argc, char** argv) {
         return static_cast<int>(WorkerExit::usage);
       }
       (a == "--read" ? contain.read : contain.write).emplace_back(argv[++i]);
+      continue;
+    }
+    if (a == "--private-tmp-id") {  // DEV:INO
+      std::uint64_t dev = 0, ino = 0;
+      int end = 0;
+      if (i + 1 >= argc || std::sscanf(argv[i + 1], "%" SCNu64 ":%" SCNu64 "%n", &dev, &ino, &end) != 2 ||
+          argv[i + 1][end] != '\0') {
+        std::fputs(usage_text, stderr);
+        return static_cast<int>(WorkerExit::usage);
+      }
+      contain.private_tmp_id.emplace(dev, ino);
+      ++i;
       continue;
     }
     if (a == "--limits") {
