@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // `ferry info`: version, CPUs, the worker, the plugin path and the FERRY_WRAP setup.
 #include <cstdio>
+#include <cstdlib>
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
 
 #include "commands.hpp"
+#include "host/containment.hpp"
 #include "json.hpp"
 #include "platform/containment.hpp"
 #include "platform/spawn.hpp"
@@ -27,7 +29,9 @@ CLI::App* setup_info(CLI::App& app, InfoOptions& options) {
                    "offers to contain workers (run and map --sandbox, --memory, ...): how a "
                    "worker's descendants end with it, how --processes is enforced, the Landlock "
                    "ABI (0 in the JSON: none), seccomp, user namespaces, a network namespace, a "
-                   "pids cgroup, and whether ferry runs as root.",
+                   "pids cgroup, whether ferry runs as root, and where a sandbox without --write makes "
+                   "its private directory ($TMPDIR, or /tmp when another user could change what is "
+                   "made under $TMPDIR, saying why).",
                    100) +
               "\n\n" + global_options_help() + "\n" + exit_codes_help("012", "the output could not be written"));
   return sub;
@@ -44,6 +48,8 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
     const auto compiler = detail::find_program(detail::command_words(wrap.compiler.string()).front());
     const unsigned cpus = cpu_count();
     const detail::ContainmentSupport& contain = detail::containment_support();
+    const detail::PrivateDirPlace place = detail::private_dir_place();
+    const char* tmpdir = std::getenv("TMPDIR");
     std::error_code ec;
 
     std::string out;
@@ -113,6 +119,20 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
         w.Bool(value);
       }
       w.EndObject();
+      // Where a sandbox without --write makes its private directory, and why not under $TMPDIR.
+      w.Key("private_directory");
+      w.StartObject();
+      for (auto [key, value] : {std::pair{"base", place.base.string()},
+                                {"tmpdir_refused", place.tmpdir_refused},
+                                {"error", place.error}}) {
+        w.Key(key);
+        if (value.empty()) {
+          w.Null();
+        } else {
+          str(value);
+        }
+      }
+      w.EndObject();
       w.EndObject();
       // Paths and flags come from the environment: RapidJSON escapes the controls below U+0020,
       // printable() DEL, the C1 and bidirectional controls and bytes that are not UTF-8 (the JSON
@@ -159,6 +179,11 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
       fact("pids cgroup", yes(contain.pids_cgroup));
       fact("memory cgroup", yes(contain.memory_cgroup));
       fact("root", yes(contain.root));
+      // Where a sandbox without --write makes its private directory, and why not under $TMPDIR.
+      std::string dir = place.base.empty() ? "none: " + place.error : place.base.string();
+      if (!place.tmpdir_refused.empty())
+        dir += "  (not $TMPDIR " + std::string(tmpdir ? tmpdir : "") + ": " + place.tmpdir_refused + ")";
+      fact("private directory", dir);
     }
     std::fwrite(out.data(), 1, out.size(), stdout);
     return finish_output("info", stdout, exit_ok);

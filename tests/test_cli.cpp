@@ -1685,6 +1685,38 @@ TEST_CASE("Cli.info.json_has_the_containment_keys") {
                   f);
 }
 
+TEST_CASE("Cli.info.names_where_the_private_directory_is_made_and_why_not_under_TMPDIR") {
+  // A $TMPDIR another user could change is passed over for /tmp (the sandbox's private directory
+  // could be swapped there): said only under FERRY_DEBUG before, so a user whose TMPDIR was not
+  // taken could not tell why.
+  support::TempDir own, open;
+  fs::permissions(own.path, fs::perms(0700), fs::perm_options::replace);
+  fs::permissions(open.path, fs::perms(0777), fs::perm_options::replace);  // not sticky
+  auto line_of = [](const Result& r) {
+    for (const auto& l : lines_of(r.out))
+      if (l.rfind("  private directory ", 0) == 0) return l;
+    return std::string();
+  };
+  Result taken = cli(Call{.args = {"info"}, .env = {{"TMPDIR", own.path.string()}}});
+  CHECK(taken.status == 0);
+  CHECK_MESSAGE(line_of(taken) == "  private directory  " + own.path.string(), taken.out);
+  Result passed_over = cli(Call{.args = {"info"}, .env = {{"TMPDIR", open.path.string()}}});
+  const std::string line = line_of(passed_over);
+  CHECK_MESSAGE(line.rfind("  private directory  /tmp  (not $TMPDIR " + open.path.string() + ": ", 0) == 0,
+                passed_over.out);
+  CHECK_MESSAGE(line.find("writable") != std::string::npos, line);
+
+  Result json = cli(Call{.args = {"info", "--json"}, .env = {{"TMPDIR", open.path.string()}}});
+  CHECK(json.status == 0);
+  CHECK_MESSAGE(std::regex_search(json.out, std::regex("\"private_directory\":\\{\"base\":\"/tmp\","
+                                                       "\"tmpdir_refused\":\"[^\"]+\",\"error\":null\\}")),
+                json.out);
+  Result own_json = cli(Call{.args = {"info", "--json"}, .env = {{"TMPDIR", own.path.string()}}});
+  CHECK_MESSAGE(own_json.out.find("\"private_directory\":{\"base\":\"" + own.path.string() +
+                                  "\",\"tmpdir_refused\":null,\"error\":null}") != std::string::npos,
+                own_json.out);
+}
+
 // ---- --initializer -----------------------------------------------------------------------------
 
 TEST_CASE("Cli.run.initializer_sets_up_the_workers_state") {

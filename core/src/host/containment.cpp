@@ -73,26 +73,40 @@ namespace {
 
 constexpr const char* private_dir_pattern = "ferry-sandbox-XXXXXX";
 
-/// Where the private directory is made: $TMPDIR when no other user could swap what is made there
-/// (untrusted_way_reason: the base and every directory on its way ours or root's, and not
-/// writable by others unless sticky, no other user's link), else /tmp, if it passes itself.
-fs::path private_dir_base() {
+}  // namespace
+
+PrivateDirPlace private_dir_place() {
+  PrivateDirPlace place;
   const fs::path tmp = "/tmp";
   const char* env = std::getenv("TMPDIR");
   if (env && *env) {
     const fs::path base = env;
-    std::string why = untrusted_way_reason(base / private_dir_pattern);
-    if (why.empty()) return base;
+    place.tmpdir_refused = untrusted_way_reason(base / private_dir_pattern);
+    if (place.tmpdir_refused.empty()) {
+      place.base = base;
+      return place;
+    }
     // Another user could rename the directory away and put one of theirs at its name before a
     // worker opens it: the tasks' files in their hands. The user's TMPDIR asked for a place, not
     // for that: the shared /tmp instead, and a worker checks the directory anyway.
-    debug_log("sandbox: the private directory is made in /tmp, not under $TMPDIR: %s", why.c_str());
   }
-  if (std::string why = untrusted_way_reason(tmp / private_dir_pattern); !why.empty())
+  place.error = untrusted_way_reason(tmp / private_dir_pattern);
+  if (place.error.empty()) place.base = tmp;
+  return place;
+}
+
+namespace {
+
+/// Where the private directory is made (private_dir_place), or ferry::Error.
+fs::path private_dir_base() {
+  const PrivateDirPlace place = private_dir_place();
+  if (!place.tmpdir_refused.empty() && !place.base.empty())
+    debug_log("sandbox: the private directory is made in /tmp, not under $TMPDIR: %s", place.tmpdir_refused.c_str());
+  if (place.base.empty())
     throw Error("ferry: cannot make the sandbox's private directory: neither $TMPDIR nor /tmp is a "
-                "place no other user can change (" + why + "); set TMPDIR to a directory of yours, "
+                "place no other user can change (" + place.error + "); set TMPDIR to a directory of yours, "
                 "or give Sandbox::write");
-  return tmp;
+  return place.base;
 }
 
 /// The directory `path` opened without following a link as its last component: its identity

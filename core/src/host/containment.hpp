@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <ferry/detail/export.hpp>
 #include <ferry/executor.hpp>
 
 #include "platform/fd.hpp"
@@ -27,6 +28,19 @@ bool any_limit(const protocol::TaskLimits& l);
 /// build (unless Sandbox::best_effort), or containment asked of a backend other than "local".
 /// @throws ferry::Error or std::invalid_argument.
 void check_containment(const ExecutorOptions& options);
+
+/// Where a sandboxed executor without Sandbox::write makes its private directory (PrivateTempDir):
+/// `base` is $TMPDIR when no other user could change what is made under it (untrusted_way_reason
+/// of the place: a directory of theirs, one writable by others and not sticky, their link on the
+/// way), else /tmp; `tmpdir_refused` says why $TMPDIR was passed over (empty when it was not set
+/// or was taken). When /tmp fails that check too, `base` is empty and `error` says why (the
+/// executor then refuses to start). For PrivateTempDir and `ferry info`.
+struct PrivateDirPlace {
+  std::filesystem::path base;
+  std::string tmpdir_refused;
+  std::string error;
+};
+FERRY_INTERNAL_API PrivateDirPlace private_dir_place();
 
 /// A sandboxed executor's writable directory when Sandbox::write is empty: made 0700 under
 /// $TMPDIR, or under /tmp when another user could change what is made under $TMPDIR
