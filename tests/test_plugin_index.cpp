@@ -451,6 +451,36 @@ TEST_CASE("PluginIndex.read_manifest.corrupted_records_are_left_out") {
                       [](const auto& r) { return r.problem == "record has a bad magic"; }) == 1);
 }
 
+TEST_CASE("PluginIndex.read_manifest.a_record_whose_name_is_no_task_name_is_left_out") {
+  // FERRY_TASK refuses such a name at compile time, but a record made by hand was read with any
+  // bytes: `ferry list` showed an escape sequence's effect, or two rows that both read "square"
+  // (one with U+200B in it), and `ferry run` ran the look-alike. "greet" becomes "gr<ESC>et" and
+  // "gr\u00e9t" everywhere in the file (its symbol too, which the name must match).
+  const std::string name = "greet";
+  for (const std::string& bad : {std::string("gr\x1b" "et"), std::string("gr\xc3\xa9t")}) {
+    CAPTURE(bad);
+    REQUIRE(bad.size() == name.size());
+    support::TempDir dir;
+    auto bytes = read_bytes(math_plugin);
+    std::size_t replaced = 0;
+    for (auto it = bytes.begin(); (it = std::search(it, bytes.end(), name.begin(), name.end())) != bytes.end(); ++replaced)
+      it = std::copy(bad.begin(), bad.end(), it);
+    REQUIRE(replaced >= 2);  // the symbol and the record at least
+    fs::path file = dir.path / "libmath.so";
+    write_bytes(file, bytes.data(), bytes.size(), fs::perms(0755));
+    auto tasks = PluginIndex::read_manifest(file);
+    CHECK(tasks.size() + 1 == PluginIndex::read_manifest(math_plugin).size());
+    CHECK(std::none_of(tasks.begin(), tasks.end(), [&](const auto& t) { return t.name == bad; }));
+    auto records = ferry::detail::read_task_records(file);
+    CHECK(std::count_if(records.begin(), records.end(), [](const auto& r) {
+            return r.problem.rfind("record name is not a task name", 0) == 0;
+          }) == 1);
+  }
+  static_assert(ferry::detail::valid_task_name("math::norm") && ferry::detail::valid_task_name("math.square"));
+  static_assert(!ferry::detail::valid_task_name("a:b") && !ferry::detail::valid_task_name("squ\u200bare") &&
+                !ferry::detail::valid_task_name("gr\xc3\xa9t") && !ferry::detail::valid_task_name(""));
+}
+
 TEST_CASE("PluginIndex.read_manifest.a_record_claiming_a_huge_name_is_left_out") {
   // A record's name and signature are copied for every symbol that points at it, and a hostile
   // file's symbols can all point at one: their sizes are bounded (4 KiB of name, 16 KiB of

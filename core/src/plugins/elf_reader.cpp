@@ -307,7 +307,13 @@ ElfTaskRecord parse_record(const Image& img, const Elf64_Ehdr& eh, const Elf64_S
   const std::string bytes = img.copy(off + head, text);
   r.name.assign(bytes.data(), h.name_size);
   r.signature.assign(bytes.data() + h.name_size + 1, h.signature_size);
-  if (r.name != expected) r.problem = "record name differs from its symbol";
+  if (!valid_task_name(r.name)) {
+    // Made by hand, past FERRY_TASK's check: escape sequences, a newline, or an invisible or
+    // look-alike character that lists as another task's name (`squ<U+200B>are`).
+    r.problem = "record name is not a task name (printable ASCII without spaces, quotes, backslashes or single colons)";
+  } else if (r.name != expected) {
+    r.problem = "record name differs from its symbol";
+  }
   return r;
 }
 

@@ -25,15 +25,7 @@ namespace ferry::detail {
 inline void ferry_task_name_must_be_nonempty_printable_without_spaces_quotes_backslashes_or_single_colons() {}
 
 constexpr bool check_task_name(std::string_view n) {
-  bool ok = !n.empty();
-  for (std::size_t i = 0; i < n.size(); ++i) {
-    char c = n[i];
-    if (c <= ' ' || c == '"' || c == '\\' || c == 127) ok = false;
-    if (c == ':') {
-      bool pair = (i + 1 < n.size() && n[i + 1] == ':') || (i > 0 && n[i - 1] == ':');
-      if (!pair) ok = false;
-    }
-  }
+  const bool ok = valid_task_name(n);
   if (!ok) ferry_task_name_must_be_nonempty_printable_without_spaces_quotes_backslashes_or_single_colons();
   return ok;
 }

@@ -18,6 +18,20 @@ inline constexpr std::string_view task_symbol_prefix = "ferry_task:";
 inline constexpr std::string_view task_section = "ferry_tasks";
 inline constexpr char task_record_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'T', 'K', '\0'};
 
+/// Whether `n` may name a task: not empty, printable ASCII without spaces, quotes or backslashes,
+/// a colon only in "::". FERRY_TASK checks it at compile time, a plugin's reader in every record
+/// (a record made by hand could name a task with escape sequences, invisible or look-alike
+/// characters). Judged by unsigned byte: no character past ASCII, whatever char's sign.
+constexpr bool valid_task_name(std::string_view n) noexcept {
+  if (n.empty()) return false;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    const auto c = static_cast<unsigned char>(n[i]);
+    if (c <= ' ' || c >= 127 || c == '"' || c == '\\') return false;
+    if (c == ':' && !((i + 1 < n.size() && n[i + 1] == ':') || (i > 0 && n[i - 1] == ':'))) return false;
+  }
+  return true;
+}
+
 enum class InvokeStatus : std::uint32_t {
   ok = 0,
   decode_arguments_failed = 1,
