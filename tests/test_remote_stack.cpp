@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -407,6 +408,33 @@ RawStack crash_plugin_stack(const std::string& as) {
 }
 
 }  // namespace
+
+TEST_CASE("RemoteStack.symbolize.a_plugins_names_are_shown_as_text_one_frame_a_line") {
+  // A plugin's symbol and debug names are its author's bytes: a function named with an escape
+  // sequence and a newline made a host that printed remote_stack() retitle its terminal, and
+  // showed a line of the plugin's making as a frame of its own (`#1  ... (libc.so.6)`).
+  namespace fs = std::filesystem;
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  const std::string name = "throw_in_named_function";
+  const std::string evil = "throw\x1b]0;owned\x07\nforged!";
+  REQUIRE(evil.size() == name.size());
+  std::ifstream in(FERRY_TEST_CRASH_PLUGIN, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::size_t replaced = 0;
+  for (std::size_t at = 0; (at = bytes.find(name, at)) != std::string::npos; at += evil.size(), ++replaced)
+    bytes.replace(at, name.size(), evil);
+  REQUIRE(replaced > 0);
+  const fs::path copy = dir.path / "lib\x1b[2Jcopy.so";
+  std::ofstream(copy, std::ios::binary) << bytes;
+  const std::string text = symbolize(crash_plugin_stack(copy.string()), true);
+  CAPTURE(text);
+  CHECK(text.find('\x1b') == std::string::npos);
+  CHECK(text.find('\x07') == std::string::npos);
+  CHECK(contains(text, "throw\\x1b]0;owned\\x07\\x0aforged!"));
+  CHECK(contains(text, "lib\\x1b[2Jcopy.so"));
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) CHECK_MESSAGE(line.rfind("forged", 0) != 0, line);
+}
 
 TEST_CASE("RemoteStack.symbolize.reads_nothing_a_sandboxed_worker_could_write") {
   // A sandboxed task writes only in its pool's writable directories; a worker names the files of

@@ -189,7 +189,10 @@ std::string_view base_name(std::string_view path) {
 
 /// `text` as a frame shows it: at most max_frame_name bytes (cut at a UTF-8 character's start),
 /// saying how much was left out.
-std::string shown(std::string text) { return cut_text(std::move(text), max_frame_name); }
+/// A name or path read from a module (a plugin's symbol table, its debug information, where the
+/// worker said it was mapped): cut, and with its controls as \xNN and a newline as \x0a, so that
+/// a frame is one line and a plugin's names cannot send escape sequences to a terminal.
+std::string shown(std::string text) { return message_text(cut_text(std::move(text), max_frame_name), "\\x0a"); }
 
 /// The name of a function's DIE: its linkage name demangled (the whole signature, as the symbol
 /// table gives for frames that were not inlined), else (none, or one this demangler cannot read,
