@@ -538,11 +538,15 @@ TaskInfo find_task(const GlobalOptions& global, std::string_view name) {
 
 namespace {
 
-/// Where `own` (a task's message) ends `message` at `end`: Failure::own_at and own_size.
+/// Where a task's message `own` ends `message` at `end`, as what() shows it (message_text):
+/// Failure::own_at and own_size, the message there as the task sent it (report() shows it, as
+/// it shows the rest, escaped once).
 void mark_own_message(Failure& f, const std::string& own, std::size_t end) {
-  if (end != std::string::npos && end >= own.size() &&
-      std::string_view(f.message).substr(end - own.size(), own.size()) == own) {
-    f.own_at = end - own.size();
+  const std::string shown = detail::message_text(own);
+  if (end != std::string::npos && end >= shown.size() &&
+      std::string_view(f.message).substr(end - shown.size(), shown.size()) == shown) {
+    f.own_at = end - shown.size();
+    f.message.replace(f.own_at, shown.size(), own);
     f.own_size = own.size();
   }
 }

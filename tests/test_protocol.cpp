@@ -696,6 +696,43 @@ TEST_CASE("Protocol.failure.to_exception_builds_the_documented_error") {
     has(missing, "initializer 'math:cube' failed in worker 4242: ");
     has(missing, "/opt/plugins/libgone.so");
   }
+  SUBCASE("what a worker says reaches what() as text, and the task's bytes stay in the error") {
+    // A hostile task's exception type and message, or a worker's loader message, went into
+    // what() as sent: a host printing it sent the escape sequences (a window title, OSC 52's
+    // clipboard write) to its terminal or log.
+    const std::string esc = "\x1b]52;c;eA==\x07\xc2\x9b" "2J\xe2\x80\xae";
+    const std::string shown = "\\x1b]52;c;eA==\\x07\\xc2\\x9b2J\\xe2\\x80\\xae";
+    auto no_controls = [](const std::string& what) {
+      CAPTURE(what);
+      CHECK(what.find('\x1b') == std::string::npos);
+      CHECK(what.find('\x07') == std::string::npos);
+      CHECK(what.find("\xc2\x9b") == std::string::npos);
+      CHECK(what.find("\xe2\x80\xae") == std::string::npos);
+    };
+    Failure threw = of(FailureKind::task_threw);
+    threw.exception_type = "Evil" + esc;
+    threw.message = "two" + esc + "\nlines C:\\dir";
+    try {
+      std::rethrow_exception(to_exception(threw, one));
+    } catch (const ferry::TaskError& t) {
+      no_controls(t.what());
+      has(t.what(), "raised Evil" + shown + " in worker 4242: two" + shown + "\nlines C:\\dir");
+      CHECK(t.remote_type() == threw.exception_type);  // the bytes as the task sent them
+      CHECK(t.remote_message() == threw.message);
+    }
+    Failure loader = of(FailureKind::library_unloadable);
+    loader.message = "undefined symbol: frob" + esc;
+    loader.library = "/opt/plugins/lib" + esc + ".so";
+    no_controls(message_of<ferry::PluginError>(to_exception(loader, one)));
+    has(message_of<ferry::PluginError>(to_exception(loader, one)), "frob" + shown);
+    no_controls(message_of<ferry::BrokenProcessPool>(initializer_failed(threw, one)));
+    Failure stage = of(FailureKind::decode_arguments);
+    stage.exception_type += esc;
+    no_controls(message_of<ferry::SerializationError>(to_exception(stage, one)));
+    no_controls(ferry::ResourceLimitError("t", 1, "memory", 1 << 20, "std::bad_alloc: " + esc).what());
+    no_controls(ferry::SandboxViolationError("t", 1, "socket" + esc, esc).what());
+    no_controls(ferry::TerminatedWorkerError("t", 1, 9, -1, false, "rank 2 on node" + esc).what());
+  }
   SUBCASE("its cause is the initializer's own error, nested") {
     // The message was all the pool's error had of it: a caller could not reach the initializer's
     // message as it was thrown (its lines), its type or its remote stack.

@@ -40,8 +40,10 @@ void Error::set_input_index(std::size_t index, std::size_t count) {
 
 TaskError::TaskError(std::string task, std::string remote_type, std::string remote_message, int pid,
                      std::shared_ptr<const detail::RemoteStack> remote_stack)
-    : Error("task " + quoted(task) + " raised " + remote_type + " in worker " + std::to_string(pid) +
-            ": " + remote_message),
+    // What a task raised is its own text: shown as message_text (no escape sequence reaches a
+    // terminal or log that prints what()); remote_type() and remote_message() keep its bytes.
+    : Error("task " + quoted(task) + " raised " + detail::message_text(remote_type) + " in worker " +
+            std::to_string(pid) + ": " + detail::message_text(remote_message)),
       task_(std::move(task)),
       remote_type_(std::move(remote_type)),
       remote_message_(std::move(remote_message)),
@@ -69,7 +71,7 @@ std::string terminated_message(const std::string& task, int pid, int sig, int co
   if (oom)
     m += "; most likely by the kernel's OOM killer (an OOM kill was counted as it died): the "
          "task needs more memory than the machine or its cgroup allows";
-  if (!detail.empty()) m += " [" + detail + "]";
+  if (!detail.empty()) m += " [" + detail::message_text(detail) + "]";  // a backend's or rank's words
   return m;
 }
 }  // namespace
@@ -98,7 +100,7 @@ std::string limit_text(const std::string& limit, unsigned long long value) {
   return std::to_string(value);
 }
 std::string with_detail(std::string m, const std::string& detail) {
-  if (!detail.empty()) m += " (" + detail + ")";
+  if (!detail.empty()) m += " (" + detail::message_text(detail) + ")";  // the task's exception
   return m + "; the worker was replaced";
 }
 }  // namespace
@@ -118,7 +120,7 @@ SandboxViolationError::SandboxViolationError(std::string task, int pid, std::str
                                              std::string detail)
     : TerminatedWorkerError(Explained{},
                             with_detail("task " + quoted(or_unknown(task)) + " made a system call " +
-                                            "its sandbox denies: " + operation + " (worker " +
+                                            "its sandbox denies: " + detail::message_text(operation) + " (worker " +
                                             std::to_string(pid) + ")",
                                         detail),
                             task, pid),

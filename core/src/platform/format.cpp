@@ -133,7 +133,7 @@ bool escaped_on_terminal(std::string_view s, std::size_t i, std::size_t n) noexc
 }
 
 std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text,
-                               std::string_view newline, std::size_t* used) noexcept {
+                               std::string_view newline, std::size_t* used, bool escape_backslash) noexcept {
   std::size_t at = 0, i = 0;
   auto put = [&](const char* p, std::size_t n) {
     if (at + n > cap) return false;
@@ -148,7 +148,7 @@ std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text
     bool ok;
     if (c == '\n') {
       ok = put(newline.data(), newline.size());
-    } else if (c == '\\') {
+    } else if (c == '\\' && escape_backslash) {
       ok = put("\\\\", 2);
     } else if (n == 0 || (n == 1 && ((c < 0x20 && c != '\t') || c == 0x7F)) || escaped_on_terminal(text, i, n)) {
       // Each byte as \xNN, a whole character or none (a malformed sequence: its bytes one by one).
@@ -173,6 +173,12 @@ std::string terminal_text(std::string_view text, std::string_view newline) {
   // \xNN at most per byte, or `newline` for one.
   std::string out(std::max<std::size_t>(4, newline.size()) * text.size(), '\0');
   out.resize(terminal_text_into(out.data(), out.size(), text, newline));
+  return out;
+}
+
+std::string message_text(std::string_view text, std::string_view newline) {
+  std::string out(std::max<std::size_t>(4, newline.size()) * text.size(), '\0');
+  out.resize(terminal_text_into(out.data(), out.size(), text, newline, nullptr, false));
   return out;
 }
 

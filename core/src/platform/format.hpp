@@ -44,13 +44,21 @@ FERRY_INTERNAL_API bool escaped_on_terminal(std::string_view s, std::size_t i, s
 /// sequences (retitle the window, rewrite what was printed, or with TIOCSTI-like replies type
 /// into the shell). Control characters but tab, DEL, the characters of escaped_on_terminal and
 /// bytes not part of a well-formed UTF-8 character come out as \xNN, one per byte; a backslash
-/// as \\, so that text cannot pass for an escape ("\x0a" typed is "\\x0a" shown); a newline as
+/// as \\ (unless not `escape_backslash`), so that text cannot pass for an escape ("\x0a" typed
+/// is "\\x0a" shown); a newline as
 /// `newline`; other UTF-8 as it is. At most `cap` bytes go into `out` (never part of a piece);
 /// returns how many, and sets `*used` (if given) to the bytes of `text` shown. Allocates
 /// nothing: an interposed open() calls it (debug_line_into).
 FERRY_INTERNAL_API std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text,
-                                                  std::string_view newline, std::size_t* used = nullptr) noexcept;
+                                                  std::string_view newline, std::size_t* used = nullptr,
+                                                  bool escape_backslash = true) noexcept;
 /// terminal_text_into into a string, a newline shown as `newline` (kept by default).
 FERRY_INTERNAL_API std::string terminal_text(std::string_view text, std::string_view newline = "\n");
+/// What a worker or task said, as an error's what() carries it: terminal_text, but a backslash
+/// and a newline as they are (a message of several lines stays so; what() is for reading, the
+/// exact bytes are the error's remote_message(), remote_type(), detail). A task cannot make a
+/// host that prints what() send escape sequences to its terminal or log.
+/// (A newline as `newline` when given: "\\x0a" keeps a text on one line.)
+FERRY_INTERNAL_API std::string message_text(std::string_view text, std::string_view newline = "\n");
 
 }  // namespace ferry::detail

@@ -104,7 +104,19 @@ Failure decode_failure(protocol::BodyReader& r) {
   return f;
 }
 
-std::exception_ptr to_exception(const Failure& f, const FailureContext& c) {
+namespace {
+/// `f` with what the worker said as an error's what() carries it (message_text): a loader's
+/// message, a type, names. A task's own exception is the exception: TaskError keeps its bytes.
+Failure shown_failure(const Failure& f) {
+  Failure s = f;
+  for (std::string* text : {&s.exception_type, &s.message, &s.library, &s.signature}) *text = message_text(*text);
+  return s;
+}
+}  // namespace
+
+std::exception_ptr to_exception(const Failure& given, const FailureContext& c) {
+  Failure shown;
+  const Failure& f = given.kind == FailureKind::task_threw ? given : (shown = shown_failure(given));
   const std::string task(c.task);
   const std::string& name = c.ref.name;
   const std::string symbol = std::string(task_symbol_prefix) + name;
@@ -168,7 +180,7 @@ std::exception_ptr initializer_failed(const Failure& f, const FailureContext& c)
   const std::exception_ptr cause = to_exception(f, c);
   std::string why;
   if (is_call_stage(f.kind)) {
-    why = f.exception_type + ": " + f.message;
+    why = message_text(f.exception_type) + ": " + message_text(f.message);
   }
   try {
     std::rethrow_exception(cause);
