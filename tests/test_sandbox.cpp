@@ -1833,6 +1833,135 @@ TEST_CASE("Limits.processes_in_a_sandbox_hold_when_a_task_writes_its_cgroup") {
   check_pool_is_healthy(ex);
 }
 
+TEST_CASE("Limits.a_tasks_own_processes_limit_in_a_sandbox_holds_when_it_writes_its_cgroup") {
+  // A task's own processes limit (SubmitOptions::limits) was written into the pids.max the
+  // worker kept open for it, and the task (the same process) wrote "max" there: 20 forks of 20
+  // under its own limit of 5, the executor having none. In a sandbox the worker now closes that
+  // descriptor once it wrote a task's own limit; the task tries every way to it it can name.
+  if (ferry::detail::containment_support().processes != "pids cgroup") {
+    MESSAGE("skipped: processes are limited by " << ferry::detail::containment_support().processes
+                                                 << " here, not by a pids cgroup");
+    return;
+  }
+  ferry::Executor ex(contained({}, sandbox_on()));
+  REQUIRE(ex.warm_up(30s));
+  const std::vector<int> before = ex.worker_pids();
+  KillLeftovers leftovers;
+  ferry::Limits own;
+  own.processes = 5;
+  const int forked = value_of(ex.submit_with(hostile(own), loosen_pids_max_and_fork, 20));
+  leftovers.add(descendants_of(before));
+  CHECK(forked >= 1);
+  CHECK(forked <= 5);
+  // A call with the executor's limits (no processes limit) is not held to the task's.
+  CHECK(value_of(ex.submit_with(hostile(), fork_until_refused, 10)) == 10);
+  leftovers.add(descendants_of(ex.worker_pids()));
+  check_pool_is_healthy(ex);
+}
+
+TEST_CASE("Limits.a_tasks_own_memory_limit_in_a_sandbox_holds_when_it_raises_its_soft_limit") {
+#if FERRY_TEST_SHADOW_MEMORY
+  MESSAGE("skipped under a sanitizer (no memory limit there)");
+#else
+  // A task's own memory limit was a soft RLIMIT_DATA under the executor's hard one (here none):
+  // the task raised it back with setrlimit and allocated 512 MiB under its own limit of 64 MiB.
+  // In a sandbox it is the hard limit too.
+  ferry::Executor ex(contained({}, sandbox_on()));
+  ferry::Limits own;
+  own.memory = 64 * MiB;
+  auto e = failure_of<ferry::ResourceLimitError>(
+      ex.submit_with(hostile(own), raise_memory_limit_and_allocate, 512 * MiB));
+  if (e) check_limit_error(*e, "raise_memory_limit_and_allocate", "memory", 64 * MiB, "64 MiB");
+  // A call with the executor's limits (none) is not held to the task's.
+  CHECK(value_of(ex.submit_with(hostile(), allocate, 256 * MiB, true)) == 256 * MiB);
+  check_pool_is_healthy(ex);
+#endif
+}
+
+/// The pid of the worker that ran `f` (Future::info()), after its value was checked.
+template <class T>
+int worker_of(const ferry::Future<T>& f) {
+  REQUIRE(f.info());
+  return f.info()->worker_pid;
+}
+
+TEST_CASE("Limits.a_sandboxed_worker_lowered_to_a_tasks_own_limits_runs_no_call_above_them") {
+  // In a sandbox a task's own limits are its worker's hard limits from then on: no later call can
+  // raise them. A call with higher limits (the executor's, or a higher own) must run on another
+  // worker, with its own; one with the same limits may stay (a batch costs no worker start each).
+  // One worker, so that every call would meet the lowered one; calls sent one by one, then
+  // pipelined (the choice is made when a call is sent, behind others).
+  auto options = contained({}, sandbox_on());
+  options.max_workers = 1;
+  SUBCASE("open_files") {
+    ferry::Executor ex(options);
+    ferry::Limits own;
+    own.open_files = 64;
+    auto a = ex.submit_with(hostile(own), leak_files, 8);
+    CHECK(value_of(a) == 8);
+    auto b = ex.submit_with(hostile(own), leak_files, 8);
+    CHECK(value_of(b) == 8);
+    CHECK(worker_of(b) == worker_of(a));
+    // A higher limit of its own, then the executor's (none: the worker's as it started), each
+    // on a worker that can give it (the tasks leave their descriptors open).
+    ferry::Limits higher;
+    higher.open_files = 400;
+    auto c = ex.submit_with(hostile(higher), leak_files, 100);
+    CHECK(value_of(c) == 100);
+    CHECK(worker_of(c) != worker_of(a));
+    auto d = ex.submit_with(hostile(), leak_files, 500);
+    CHECK(value_of(d) == 500);
+    CHECK(worker_of(d) != worker_of(c));
+    // A lower one holds on a worker that held a higher one.
+    ferry::Limits lower;
+    lower.open_files = 32;
+    auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(lower), leak_files, 100));
+    if (e) CHECK(e->value() == 32);
+    CHECK(eventually([&] { return ex.worker_pids().size() == 1; }, 10s));
+    CHECK(ex.stats().workers_crashed == 0);
+  }
+#if !FERRY_TEST_SHADOW_MEMORY
+  SUBCASE("memory") {
+    ferry::Executor ex(options);
+    ferry::Limits own;
+    own.memory = 64 * MiB;
+    auto a = ex.submit_with(hostile(own), allocate, 16 * MiB, true);
+    CHECK(value_of(a) == 16 * MiB);
+    auto b = ex.submit_with(hostile(own), allocate, 16 * MiB, true);
+    CHECK(value_of(b) == 16 * MiB);
+    CHECK(worker_of(b) == worker_of(a));
+    auto c = ex.submit_with(hostile(), allocate, 256 * MiB, true);
+    CHECK(value_of(c) == 256 * MiB);
+    CHECK(worker_of(c) != worker_of(a));
+    ferry::Limits lower, higher;
+    lower.memory = 32 * MiB;
+    higher.memory = 192 * MiB;
+    CHECK(value_of(ex.submit_with(hostile(lower), allocate, 8 * MiB, true)) == 8 * MiB);
+    CHECK(value_of(ex.submit_with(hostile(higher), allocate, 96 * MiB, true)) == 96 * MiB);
+    CHECK(eventually([&] { return ex.worker_pids().size() == 1; }, 10s));
+    CHECK(ex.stats().workers_crashed == 0);
+  }
+  SUBCASE("memory, pipelined") {
+    // Four calls in flight per worker: each is sent behind the others.
+    support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "4");
+    ferry::Executor ex(options);
+    ferry::Limits own;
+    own.memory = 64 * MiB;
+    // Alternating: every call with its own limits, none lost.
+    std::vector<ferry::Future<std::uint64_t>> mixed;
+    for (int i = 0; i < 8; ++i)
+      mixed.push_back(i % 2 == 0 ? ex.submit_with(hostile(own), allocate, 16 * MiB, true)
+                                 : ex.submit_with(hostile(), allocate, 128 * MiB, true));
+    for (int i = 0; i < 8; ++i) CHECK(value_of(mixed[i]) == (i % 2 == 0 ? 16 * MiB : 128 * MiB));
+    // And the lowered limit holds for its own calls.
+    auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(own), allocate, 128 * MiB, true));
+    if (e) CHECK(e->value() == 64 * MiB);
+    CHECK(eventually([&] { return ex.worker_pids().size() == 1; }, 10s));
+    CHECK(ex.stats().workers_crashed == 0);
+  }
+#endif
+}
+
 TEST_CASE("Limits.processes_a_task_that_copes_keeps_its_value_and_its_worker_is_replaced") {
   // A task whose fork is refused at the limit and that goes on (returns normally) keeps its
   // value; its worker then leaves (what the task left running would count against the next

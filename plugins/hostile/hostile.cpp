@@ -823,6 +823,67 @@ int raise_pids_max_and_fork(int n) {
   return fork_until_refused(n);
 }
 
+int loosen_pids_max_and_fork(int n) {
+  auto write_max = [](const std::string& path) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)!::pwrite(fd, "max", 3, 0);
+    ::close(fd);
+  };
+  auto ends_with = [](const std::string& text, const std::string& tail) {
+    return text.size() >= tail.size() && text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  for (int fd = 0; fd < 1024; ++fd) {
+    char link[512];
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t len = ::readlink(self.c_str(), link, sizeof link - 1);
+    if (len <= 0) continue;
+    const std::string target(link, static_cast<std::size_t>(len));
+    if (ends_with(target, "/pids.max")) {
+      (void)!::pwrite(fd, "max", 3, 0);
+      write_max(self);
+    } else if (ends_with(target, "/pids.events")) {
+      write_max(target.substr(0, target.size() - 6) + "max");  // ".../pids." + "max"
+    }
+  }
+  // Its cgroup by path: "N:pids:/path" on v1, "0::/path" on v2.
+  std::ifstream cgroups("/proc/self/cgroup");
+  for (std::string line; std::getline(cgroups, line);) {
+    const auto colon = line.find(':'), second = line.find(':', colon + 1);
+    if (colon == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = line.substr(colon + 1, second - colon - 1);
+    const std::string path = line.substr(second + 1);
+    const std::string dir = controllers == "pids" ? "/sys/fs/cgroup/pids" + path
+                            : controllers.empty()  ? "/sys/fs/cgroup" + path
+                                                   : "";
+    if (dir.empty()) continue;
+    write_max(dir + "/pids.max");
+    // Or out of it: into the cgroup above, and the root one.
+    for (const std::string& above : {dir.substr(0, dir.rfind('/')), std::string("/sys/fs/cgroup/pids")}) {
+      const int fd = ::open((above + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      const std::string pid = std::to_string(::getpid());
+      (void)!::write(fd, pid.data(), pid.size());
+      ::close(fd);
+    }
+  }
+  rlimit nproc{};
+  if (::getrlimit(RLIMIT_NPROC, &nproc) == 0) {
+    nproc.rlim_cur = nproc.rlim_max;
+    ::setrlimit(RLIMIT_NPROC, &nproc);
+  }
+  return fork_until_refused(n);
+}
+
+std::uint64_t raise_memory_limit_and_allocate(std::uint64_t bytes) {
+  rlimit data{};
+  if (::getrlimit(RLIMIT_DATA, &data) == 0) {
+    data.rlim_cur = data.rlim_max;
+    ::setrlimit(RLIMIT_DATA, &data);
+  }
+  return allocate(bytes, true);
+}
+
 int create_with_mode(std::string path, int mode, int how) {
   long rc = -1;
   switch (how) {
@@ -904,6 +965,8 @@ FERRY_TASK(change_metadata);
 FERRY_TASK(find_shared_segment);
 FERRY_TASK(create_with_mode);
 FERRY_TASK(raise_pids_max_and_fork);
+FERRY_TASK(loosen_pids_max_and_fork);
+FERRY_TASK(raise_memory_limit_and_allocate);
 FERRY_TASK(null_device_ioctl);
 FERRY_TASK(connect_loopback);
 FERRY_TASK(write_file);

@@ -169,6 +169,17 @@ FERRY_EXPORT int change_metadata(std::string path, int how, int mode);
 /// Writes "max" into the pids.max of a pids cgroup through a descriptor the worker holds (as
 /// root, with a processes limit), then fork_until_refused(`n`). Throws when there is none.
 FERRY_EXPORT int raise_pids_max_and_fork(int n);
+/// What a task tries to loosen its own processes limit: writes "max" into every pids.max it can
+/// reach (a descriptor of the worker's whose link ends in /pids.max, through that descriptor and
+/// reopened by its /proc/self/fd link; the pids.max beside any other cgroup file the worker holds
+/// open; its cgroup's by path, from /proc/self/cgroup), tries to move itself into the cgroup
+/// above and the root one, raises its soft RLIMIT_NPROC to the hard one, then
+/// fork_until_refused(`n`). Returns how many it forked; never throws for a way that
+/// failed.
+FERRY_EXPORT int loosen_pids_max_and_fork(int n);
+/// Raises its soft RLIMIT_DATA to the hard one (what a task may do to its own limits), then
+/// allocate(`bytes`, true).
+FERRY_EXPORT std::uint64_t raise_memory_limit_and_allocate(std::uint64_t bytes);
 /// Creates the file at `path` with `mode` by call `how`: 0 open(O_CREAT|O_EXCL), 1 mknod, 2
 /// openat2 (raw); returns errno, 0 when made.
 FERRY_EXPORT int create_with_mode(std::string path, int mode, int how);

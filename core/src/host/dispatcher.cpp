@@ -62,6 +62,31 @@ bool Dispatcher::can_run(const Lane& lane, const Call& call) {
   return it == lane.libraries.end() || it->second >= ref.generation;
 }
 
+namespace {
+/// A limit `want` holds exactly on a worker whose hard limit is `have` (0: none on either side).
+bool fits_under(std::uint64_t want, std::uint64_t have) noexcept {
+  return have == 0 || (want != 0 && want <= have);
+}
+}  // namespace
+
+bool Dispatcher::fits(const Lane& lane, const protocol::TaskLimits& limits) const noexcept {
+  if (!hardening_) return true;
+  const protocol::TaskLimits& have = lane.lowered ? *lane.lowered : executor_;
+  if (!fits_under(limits.memory, have.memory) || !fits_under(limits.open_files, have.open_files) ||
+      !fits_under(limits.file_size, have.file_size))
+    return false;
+  // cpu_time is the host's measure, per call: any fits.
+  if (have.processes != executor_.processes) return limits.processes == have.processes;
+  return fits_under(limits.processes, have.processes);
+}
+
+bool Dispatcher::lowers(const Lane& lane, const protocol::TaskLimits& limits) const noexcept {
+  if (!hardening_) return false;
+  const protocol::TaskLimits& have = lane.lowered ? *lane.lowered : executor_;
+  return limits.memory != have.memory || limits.open_files != have.open_files ||
+         limits.file_size != have.file_size || limits.processes != have.processes;
+}
+
 void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
                         Clock::time_point now, bool pipeline) {
   sends.clear();
@@ -75,10 +100,35 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
         stale.push_back(lane);
         continue;
       }
-      if (lane->in_flight.size() >= limit || lane->calls_left == 0) continue;
-      if (!best || lane->in_flight.size() < best->in_flight.size()) best = lane;
+      if (lane->in_flight.size() >= limit || lane->calls_left == 0 || !fits(*lane, next.limits)) continue;
+      // The least loaded; among those, one that keeps its limits (a worker lowered for this
+      // call cannot take a later call with higher ones).
+      if (!best || lane->in_flight.size() < best->in_flight.size() ||
+          (lane->in_flight.size() == best->in_flight.size() && hardening_ && lowers(*best, next.limits) &&
+           !lowers(*lane, next.limits)))
+        best = lane;
     }
-    if (!best) break;
+    if (!best) {
+      // No lane with room fits its limits. Lanes it never will fit are retired, and fresh
+      // workers take the call: every one when no lane fits it; else, when calls are long, the
+      // idle ones (it would wait for a busy lane that fits while they idle). With short calls
+      // the call waits: a sandboxed worker's start (~4 ms here) costs more than the wait, and a
+      // lowered worker still serves calls of its limits (bench/own_limits.cpp: 2 workers,
+      // alternating limits submitted at once, retiring idle lanes at once started 33 workers
+      // for 200 calls). Not while the pool is short of its size (`pipeline` false): a worker on
+      // its way, at the executor's limits, fits every call.
+      if (hardening_ && pipeline) {
+        auto usable = [&](const Lane* lane) { return std::find(stale.begin(), stale.end(), lane) == stale.end(); };
+        const bool some_fits =
+            std::any_of(open.begin(), open.end(), [&](Lane* lane) { return usable(lane) && fits(*lane, next.limits); });
+        for (Lane* lane : open)
+          if (usable(lane) && !fits(*lane, next.limits) && (!some_fits || (lane->idle() && depth() == 1))) {
+            lane->limits_too_low = true;
+            stale.push_back(lane);
+          }
+      }
+      break;
+    }
     auto call = std::move(queue_.front());
     queue_.pop_front();
     const RefEntry& ref = *call->ref;
@@ -92,6 +142,9 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
     best->announced[id] = true;
     const bool running = best->in_flight.empty() && !best->initializing;
     call->lane = best;
+    // From this call on its worker holds the call's limits as hard limits (what fits a lane
+    // is decided here, at send time: calls are pipelined behind others).
+    if (hardening_ && lowers(*best, call->limits)) best->lowered = call->limits;
     if (best->calls_left != UINT64_MAX) --best->calls_left;
     recount(*best, [&] { best->in_flight.push_back(call); });
     if (running) start_front(*best, now);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -44,6 +45,14 @@ struct FERRY_INTERNAL_API Lane {
   /// gives such a lane no call (WorkerSlot::takes_calls); one given to it would wait behind the
   /// initializer without running (no deadline, no CPU time counted, Future::running() false).
   bool initializing = false;
+  /// In a sandbox, the limits its worker was lowered to by the calls sent to it: a call's own
+  /// limits (SubmitOptions::limits) become the worker's hard limits, which neither that task nor
+  /// a later call can raise (Dispatcher::harden_limits). nullopt: the executor's, as it started.
+  std::optional<protocol::TaskLimits> lowered;
+  /// Set by Dispatcher::assign with the lane listed in `stale`: it cannot run the queue's front
+  /// call with that call's limits (they are above what it was lowered to), rather than another
+  /// version of a plugin.
+  bool limits_too_low = false;
 
   bool idle() const noexcept { return in_flight.empty(); }
   /// The call the worker is running (the oldest unanswered one, once past its initializer), or
@@ -59,6 +68,24 @@ class FERRY_INTERNAL_API Dispatcher {
  public:
   /// `forced_depth`: FERRY_PIPELINE_DEPTH, 0 = adapt to the service time.
   explicit Dispatcher(std::size_t forced_depth = 0) : forced_depth_(forced_depth) {}
+
+  /// A sandboxed pool: a call's limits are its worker's hard limits from the call on, which no
+  /// later call can raise (worker/containment.cpp, Containment::begin_task). A lane then gets only
+  /// calls whose limits fit under what it was lowered to (`fits`), preferring one that needs no
+  /// lowering; when none with room fits the call at the queue's front, the lanes it does not fit
+  /// (all of them when no lane fits it, else the idle ones while calls are long) are listed in `stale` with
+  /// limits_too_low (the pool retires them, after their calls, and fresh workers, at the
+  /// executor's limits, take it). `executor`: the executor's limits, those
+  /// of a fresh worker; every call's are at most these (Pool::submit).
+  void harden_limits(const protocol::TaskLimits& executor) noexcept {
+    hardening_ = true;
+    executor_ = executor;
+  }
+  /// Whether `lane`'s worker can run a call with `limits`, each exactly as asked: always without
+  /// harden_limits. With it: memory, open_files and file_size at most what the worker was lowered
+  /// to (0, none, fits only under none); processes too while the worker holds the executor's, and
+  /// once lowered exactly that value (its pids.max is written once and closed).
+  bool fits(const Lane& lane, const protocol::TaskLimits& limits) const noexcept;
 
   /// How many short calls a lane holds (the backend's Launcher::short_call_depth), 1 to 64.
   void set_short_depth(std::size_t n) noexcept { short_depth_ = std::clamp<std::size_t>(n, 1, 64); }
@@ -123,6 +150,10 @@ class FERRY_INTERNAL_API Dispatcher {
 
  private:
   static bool can_run(const Lane& lane, const Call& call);
+  /// Whether sending a call with `limits` to `lane` lowers its worker's limits.
+  bool lowers(const Lane& lane, const protocol::TaskLimits& limits) const noexcept;
+  bool hardening_ = false;
+  protocol::TaskLimits executor_;
 
   std::deque<std::shared_ptr<Call>> queue_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Call>> calls_;  // every unfinished call

@@ -130,6 +130,9 @@ Pool::Pool(ExecutorOptions options)
   for (auto* paths : {&sandbox_.read, &sandbox_.write})
     for (auto& p : *paths) p = resolved_path(p.string());
   limits_ = task_limits(options_.limits);
+  // In a sandbox a call's own limits become its worker's hard limits: the dispatcher sends a
+  // worker only calls that fit under what it was lowered to.
+  if (options_.sandbox.enabled) dispatcher_.harden_limits(limits_);
   ExecutorOptions launch = options_;
   // A task that makes an executor of its own must not write this host's trace file from another
   // process (truncating it, interleaving lines): workers get FERRY_TRACE empty (off), unless the
@@ -280,6 +283,17 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
   call->state = state;
   call->deadline = deadline;
   call->limits = merge_limits(limits_, options.limits);
+  if (sandbox_.enabled) {
+    // In a sandbox the executor's limits are hard: a task's own may only be lower (the worker
+    // could not apply a higher one, and one above every worker's would fit none of them).
+    auto at_most = [](std::uint64_t& own, std::uint64_t executor) {
+      if (executor != 0 && own > executor) own = executor;
+    };
+    at_most(call->limits.memory, limits_.memory);
+    at_most(call->limits.open_files, limits_.open_files);
+    at_most(call->limits.processes, limits_.processes);
+    at_most(call->limits.file_size, limits_.file_size);
+  }
   call->submitted_ns = system_now_ns();
   bool need_spawn = false;
   {
@@ -360,8 +374,11 @@ void Pool::dispatch_locked() {
   bool wake = false;
   for (Lane* lane : stale) {
     // It runs another version of a plugin: retired (after its calls); a fresh worker replaces
-    // it and loads the new version.
-    workers_.at(lane->serial)->retire(WorkerSlot::Retired::plugin_update);
+    // it and loads the new version. Or, in a sandbox, it was lowered to a call's own limits and
+    // the call waiting has higher ones, which it can never give (Dispatcher::harden_limits): a
+    // fresh worker, at the executor's limits, takes that call.
+    workers_.at(lane->serial)
+        ->retire(lane->limits_too_low ? WorkerSlot::Retired::lowered_limits : WorkerSlot::Retired::plugin_update);
     wake = true;
   }
   for (auto& s : sends) {

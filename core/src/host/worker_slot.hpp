@@ -34,15 +34,17 @@ struct WorkerSlot {
     killed,         // kill_workers: its calls failed; reported as a shutdown
     shared_memory,  // a sandboxed worker was given its budget of argument blocks (it may keep them)
     idle_cpu,       // it used its last call's cpu_time while idle (a thread that call left running)
+    lowered_limits, // a sandboxed worker lowered to a call's own limits, and a call waits with higher ones
   };
   /// The name a trace gives a stop ("shutdown", "resize", "plugin_update", "shared_memory",
-  /// "idle_cpu").
+  /// "idle_cpu", "lowered_limits").
   static const char* stop_reason(Retired why) noexcept {
     switch (why) {
       case Retired::resize: return "resize";
       case Retired::plugin_update: return "plugin_update";
       case Retired::shared_memory: return "shared_memory";
       case Retired::idle_cpu: return "idle_cpu";
+      case Retired::lowered_limits: return "lowered_limits";
       case Retired::no:
       case Retired::shutdown:
       case Retired::killed: break;

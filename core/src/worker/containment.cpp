@@ -940,7 +940,9 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   for (int r = 0; r < resources; ++r) {
     ::getrlimit(resource_of(r), &start_[r]);
     soft_[r] = start_[r].rlim_cur;
+    hard_[r] = start_[r].rlim_max;
   }
+  harden_ = config.sandbox;
   std::string built;
   auto note = [&](const std::string& what) {
     if (!built.empty()) built += ", ";
@@ -1040,6 +1042,7 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
       if (::setrlimit(resource_of(r), &rl) == 0) {
         start_[r] = rl;
         soft_[r] = rl.rlim_cur;
+        hard_[r] = rl.rlim_max;
       }
     }
     // No real-time scheduling and no nice value below the host's: a host allowed them
@@ -1289,13 +1292,24 @@ std::vector<std::string> Containment::show_private_tmp(const std::string& dir, c
 
 // ---- per task --------------------------------------------------------------------------------
 
-void Containment::set_soft(Resource r, std::uint64_t value) {
-  rlim_t hard = start_[r].rlim_max;
+void Containment::set_limit(Resource r, std::uint64_t value) {
+  const rlim_t hard = hard_[r];
   rlim_t want = value == 0 ? start_[r].rlim_cur : static_cast<rlim_t>(value);
   if (hard != RLIM_INFINITY && want > hard) want = hard;
-  if (want == soft_[r]) return;
-  rlimit rl{want, hard};
-  if (::setrlimit(resource_of(r), &rl) == 0) soft_[r] = want;
+  // In a sandbox a task's own limit is its hard limit too: a soft one alone, the task raised it
+  // back up to the hard one (the executor's) with setrlimit and allocated past its own. Lowering
+  // a hard limit cannot be undone (raising one needs CAP_SYS_RESOURCE, dropped with the sandbox):
+  // the host sends this worker no call with a higher limit afterwards (Dispatcher::fits).
+  const rlim_t new_hard = harden_ && value != 0 ? want : hard;
+  if (want == soft_[r] && new_hard == hard) return;
+  rlimit rl{want, new_hard};
+  if (::setrlimit(resource_of(r), &rl) == 0) {
+    soft_[r] = want;
+    hard_[r] = new_hard;
+  } else {
+    debug_log("worker: setrlimit(%d, %llu/%llu): %s", resource_of(r), static_cast<unsigned long long>(want),
+              static_cast<unsigned long long>(new_hard), std::strerror(errno));
+  }
 }
 
 void Containment::set_processes(std::uint64_t value) {
@@ -1306,8 +1320,20 @@ void Containment::set_processes(std::uint64_t value) {
                        : std::snprintf(text, sizeof text, "%llu",
                                        static_cast<unsigned long long>(value + own_processes_));
     ::pwrite(pids_max_fd_, text, static_cast<std::size_t>(n), 0);
+    // In a sandbox a task's own limit is final: the task runs in this process, and wrote "max"
+    // through the descriptor kept open (found by /proc/self/fd), forking past its own limit.
+    // Closed, nothing of the task's reaches the file: Landlock refuses cgroupfs by path, also
+    // through /proc/self/fd's links, and the worker can never write it again (the host sends it
+    // only calls of the same processes limit: Dispatcher::fits).
+    if (harden_ && value != executor_limits_.processes) {
+      ::close(pids_max_fd_);
+      pids_max_fd_ = -1;
+    }
   } else if (user_namespace_) {
-    set_soft(nproc, value == 0 ? 0 : value + own_processes_);
+    set_limit(nproc, value == 0 ? 0 : value + own_processes_);
+  } else if (!cgroup_.empty() && value != current_.processes) {
+    debug_log("worker: pids.max closed: the processes limit %llu cannot be set",
+              static_cast<unsigned long long>(value));
   }
 }
 
@@ -1331,10 +1357,10 @@ void Containment::begin_task(const protocol::TaskLimits& limits) {
   // The cgroup's refusal count needs no fresh read either: check_after_task read it after the
   // task before, and a worker that found it grown has gone.
   if (limits == current_) return;
-  set_soft(data, memory_limit_works ? limits.memory : 0);
-  set_soft(nofile, limits.open_files);
+  set_limit(data, memory_limit_works ? limits.memory : 0);
+  set_limit(nofile, limits.open_files);
   g_file_size_limit = limits.file_size;
-  set_soft(fsize, limits.file_size);
+  set_limit(fsize, limits.file_size);
   if (limits.processes != current_.processes) set_processes(limits.processes);
   if (limits.processes != 0 && pids_events_fd_ >= 0) refusals_ = cgroup_refusals();
   current_ = limits;

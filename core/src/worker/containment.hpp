@@ -55,7 +55,13 @@ class FERRY_INTERNAL_API Containment {
   /// their subreaper meanwhile).
   /// "" on success; else why it could not (the worker exits with WorkerExit::containment).
   std::string setup(const ContainmentConfig& config, int channel_fd);
-  /// Before each task: the limits of this task (the executor's, or a limits frame's).
+  /// Before each task: the limits of this task (the executor's, or a limits frame's). In a
+  /// sandbox a task's own limits (below the executor's) are made hard limits: RLIMIT_DATA,
+  /// RLIMIT_NOFILE, RLIMIT_FSIZE (and RLIMIT_NPROC in the user namespace) with their hard values
+  /// lowered, and pids.max written and its descriptor closed. No task, and no later call, can
+  /// raise them again: the host sends this worker only calls whose limits fit under them
+  /// (Dispatcher::harden_limits); a lower memory, open_files or file_size lowers them further,
+  /// and a processes limit, once lowered, is final.
   void begin_task(const protocol::TaskLimits& limits);
   /// After a task that failed: a limit that explains the failure (bad_alloc with a memory limit,
   /// a full descriptor table, a refused fork at the processes limit), else nullopt.
@@ -100,7 +106,9 @@ class FERRY_INTERNAL_API Containment {
   /// is refused (`refused` says why, nothing is shown).
   std::vector<std::string> show_private_tmp(const std::string& dir, const struct stat& made,
                                             std::vector<std::string> needed, std::string& refused);
-  void set_soft(Resource r, std::uint64_t value);
+  /// The soft limit `value` (0: as the worker started); in a sandbox a value that is not 0 is the
+  /// hard limit too.
+  void set_limit(Resource r, std::uint64_t value);
   void set_processes(std::uint64_t value);
   std::uint64_t cgroup_refusals() const;
 
@@ -108,13 +116,16 @@ class FERRY_INTERNAL_API Containment {
   protocol::TaskLimits current_;        // what the last begin_task applied
   rlimit start_[resources]{};           // as the worker started (0 = back to these)
   rlim_t soft_[resources]{};            // the soft limits in force
+  rlim_t hard_[resources]{};            // the hard limits in force (lowered by a task's own, in a sandbox)
+  bool harden_ = false;                 // a sandbox: a task's own limits are hard limits
   bool root_ = false;
   bool user_namespace_ = false;         // the worker made one (non-root): RLIMIT_NPROC binds in it
   std::string cgroup_;                  // the worker's pids cgroup, "" without one
   std::string memory_cgroup_;           // a sandbox's memory ceiling, "" without one
   std::string cpu_cgroup_;              // where cpu_time is measured (root, v1), "" without one
   // pids.max and pids.events of the cgroup the worker is in (with a ceiling: its "task" child),
-  // and pids.events of the worker's cgroup over it (-1 without a ceiling).
+  // and pids.events of the worker's cgroup over it (-1 without a ceiling). In a sandbox pids.max
+  // is closed once a task's own processes limit is written (-1 then: the task could write it).
   int pids_max_fd_ = -1, pids_events_fd_ = -1, ceiling_events_fd_ = -1;
   int memory_failcnt_fd_[2] = {-1, -1};  // memory.failcnt, memory.memsw.failcnt of memory_cgroup_
   std::uint64_t refusals_ = 0;          // "max" count of pids.events when the task began
