@@ -993,6 +993,34 @@ TEST_CASE("Trace.strings_are_escaped_and_valid_utf8") {
   CHECK(shown.find("-\xc3\xa9t\xc3\xa9") != std::string::npos);  // good UTF-8 kept
 }
 
+TEST_CASE("Trace.strings_hold_no_raw_terminal_controls") {
+  // `cat` or `tail -f` of a trace shows its strings on a terminal: DEL, a C1 control (U+009B is
+  // a CSI), the bidirectional controls and the line and paragraph separators are written as
+  // \uXXXX, the text the same once parsed.
+  support::TempDir dir;
+  const fs::path file = dir.path / "controls.json";
+  const std::string name = "del\x7f csi\xc2\x9b osc\xc2\x9d alm\xd8\x9c lrm\xe2\x80\x8e rlo\xe2\x80\xae "
+                           "ls\xe2\x80\xa8 ps\xe2\x80\xa9 fsi\xe2\x81\xa8 pdi\xe2\x81\xa9 \xc2\xa0\xc3\xa9";
+  {
+    ferry::Executor ex(traced(file, 1));
+    CHECK_THROWS_AS(ex.submit<int>(name, 1).get(), ferry::PluginError);
+  }
+  TraceFile t = read_trace(file);
+  check_closed(t);
+  for (const std::string raw : {"\x7f", "\xc2\x9b", "\xc2\x9d", "\xd8\x9c", "\xe2\x80\x8e", "\xe2\x80\xae",
+                                "\xe2\x80\xa8", "\xe2\x80\xa9", "\xe2\x81\xa8", "\xe2\x81\xa9"})
+    CHECK(t.text.find(raw) == std::string::npos);
+  for (const char* escaped : {"del\\u007f", "csi\\u009b", "osc\\u009d", "alm\\u061c", "lrm\\u200e", "rlo\\u202e",
+                              "ls\\u2028", "ps\\u2029", "fsi\\u2068", "pdi\\u2069"})
+    CHECK(t.text.find(escaped) != std::string::npos);
+  support::rj::Document d;
+  d.Parse<support::rj::kParseValidateEncodingFlag>(t.text.c_str(), t.text.size());
+  CHECK_FALSE(d.HasParseError());
+  auto ended = t.named("call ended", "i");
+  REQUIRE(ended.size() == 1);
+  CHECK(arg_str(*ended[0], "task") == name);  // the same text, and U+00A0 and U+00E9 as they were
+}
+
 TEST_CASE("Trace.counters_keep_the_end_of_a_burst_of_submissions") {
   // Twenty calls submitted within a millisecond: the first was written (queued 1), the other
   // nineteen held back, and the next counters were those after the first result, so the queue

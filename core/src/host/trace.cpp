@@ -563,7 +563,9 @@ std::string host_name() {
 }
 
 /// Appends one event's JSON to a string: numbers through to_chars, strings escaped (and any byte
-/// that is not UTF-8 replaced, so that every viewer's parser takes the line).
+/// that is not UTF-8 replaced, so that every viewer's parser takes the line; DEL, the C1 and
+/// bidirectional controls and U+2028/U+2029 written \uXXXX, so that the file shown on a terminal
+/// does nothing to it).
 class Line {
  public:
   explicit Line(std::string& out) : out_(out) {}
@@ -611,13 +613,24 @@ class Line {
         case '\r': out_ += "\\r"; ++i; continue;
         default: break;
       }
-      if (c < 0x20) {
+      if (c < 0x20 || c == 0x7F) {
         static constexpr char hex[] = "0123456789abcdef";
         char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
         out_.append(u, 6);
         ++i;
       } else if (std::size_t n = utf8_length(s, i)) {
-        out_.append(s.substr(i, n));
+        if (escaped_on_terminal(s, i, n)) {
+          // A C1 control, a bidirectional control, U+2028 or U+2029 as \uXXXX: the same text
+          // once parsed, but `cat` or `tail -f` of the file sends no escape sequence nor reordering
+          // to a terminal (as the ferry command's JSON, json::printable).
+          unsigned code = n == 2 ? c & 0x1Fu : c & 0x0Fu;
+          for (std::size_t k = 1; k < n; ++k) code = code << 6 | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
+          static constexpr char hex[] = "0123456789abcdef";
+          char u[6] = {'\\', 'u', hex[code >> 12 & 15], hex[code >> 8 & 15], hex[code >> 4 & 15], hex[code & 15]};
+          out_.append(u, 6);
+        } else {
+          out_.append(s.substr(i, n));
+        }
         i += n;
       } else {
         out_ += "\\ufffd";
@@ -629,7 +642,7 @@ class Line {
   }
 
  private:
-  static bool plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
+  static bool plain(unsigned char c) { return c >= 0x20 && c < 0x7F && c != '"' && c != '\\'; }
   std::string& out_;
 };
 
