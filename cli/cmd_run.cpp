@@ -44,7 +44,9 @@ CLI::App* setup_run(CLI::App& app, RunOptions& options) {
   sub->validate_positionals();
   sub->add_flag("--raw", options.raw,
                 wrap("print the worker's result line as is ({\"value0\": RESULT}, or {} for a "
-                     "void task) instead of the result value"));
+                     "void task) instead of the result value: one JSON object, compact, its "
+                     "strings' terminal controls escaped (\\u009b, \\u202e, ...) as in every "
+                     "line ferry prints"));
   add_containment_options(*sub, options.containment);
   add_trace_option(*sub, options.containment);
   add_initializer_options(*sub, options.containment);
@@ -90,19 +92,32 @@ int run_run(const RunOptions& options, const GlobalOptions& global) {
     Executor executor(executor_options(global, 1, options.containment, std::move(*initializer)));
     std::string result =
         executor.submit_json(TaskRef{.library = info.library, .name = info.name}, std::move(*line)).get();
-    if (options.raw) {
-      if (result.empty() || result.back() != '\n') result += '\n';
-      std::fwrite(result.data(), 1, result.size(), io.out);
-      return finish_output("run", io.out, exit_ok);
-    }
     std::string error, value;
     json::Outcome outcome{};
     while (!result.empty() && (result.back() == '\n' || result.back() == '\r')) result.pop_back();
-    // Read as it is written out, without a document of it (json::append_result): a result of
-    // 80 MB took 730 MB here.
     // A hostile result may be megabytes long: its start only is quoted, as it was before it was
     // read (in place).
     const std::string head = result.size() > 80 ? result.substr(0, 80) + "..." : result;
+    if (options.raw) {
+      // The line as the worker wrote it, but only if it is one JSON object, and printable: any
+      // plugin's code can write its own result line, and an escape sequence or a carriage return
+      // after the object ({"value0":1}\x1b]52;...\rfake) went to the terminal as it was, as did a
+      // string's C1 or bidirectional controls. Written again compact (json::append_value: the
+      // worker's own line is compact already, so it is the same text), which also leaves no
+      // whitespace of the worker's choosing (a carriage return) between its tokens.
+      if (!json::append_value(value, result, error) || value.empty() || value.front() != '{') {
+        print_error("run", "the worker's result is not a JSON object (" + (error.empty() ? "another value" : error) +
+                               "): " + head);
+        return exit_task_failed;
+      }
+      result = std::string();  // its memory, before the line is made printable
+      json::make_printable(value, 0);
+      value += '\n';
+      std::fwrite(value.data(), 1, value.size(), io.out);
+      return finish_output("run", io.out, exit_ok);
+    }
+    // Read as it is written out, without a document of it (json::append_result): a result of
+    // 80 MB took 730 MB here.
     if (!json::append_result(value, result, outcome, error)) {
       print_error("run", "the worker's result is not a JSON object (" + error + "): " + head);
       return exit_task_failed;

@@ -2034,3 +2034,36 @@ TEST_CASE("Cli.list.a_plugin_dir_that_cannot_be_read_is_an_error") {
   }
   CHECK_MESSAGE(code == 0, "child exit code " << code << " (its stderr says why)");
 }
+
+TEST_CASE("Cli.run_raw_prints_one_printable_json_object") {
+  // --raw printed the worker's result line unchecked: a plugin's entry point writes its own line,
+  // and what followed the object (an OSC 52 that sets the clipboard, a carriage return and text
+  // over the line) reached the terminal; a plain task's string printed its C1 and bidirectional
+  // controls and DEL raw. The line is one JSON object now, printable as every line ferry prints.
+  Result r = cli({"run", "--raw", "greet", "\"\\u009d\\u202e\\u007f\""});
+  CHECK(r.status == 0);
+  CHECK(r.out == "{\"value0\":\"hello, \\u009d\\u202e\\u007f\"}\n");
+  auto raw_task = [](const std::string& task) {
+    return cli(Call{.args = {"--plugin-dir", FERRY_TEST_RAW_RESULT_DIR, "--worker", FERRY_TEST_WORKER, "run", "--raw", task},
+                    .defaults = false});
+  };
+  // Text after the object: refused, quoted escaped on stderr, nothing on stdout.
+  Result trailing = raw_task("trailing_escape");
+  CHECK(trailing.status == 1);
+  CHECK(trailing.out.empty());
+  CHECK_MESSAGE(trailing.err.find("ferry run: the worker's result is not a JSON object (") != std::string::npos, trailing.err);
+  CHECK_MESSAGE(trailing.err.find("\\x1b]52;c;") != std::string::npos, trailing.err);
+  CHECK(trailing.err.find('\x1b') == std::string::npos);
+  CHECK(trailing.err.find('\x07') == std::string::npos);
+  CHECK(trailing.err.find('\r') == std::string::npos);
+  // A JSON value that is no object: refused too.
+  Result array = raw_task("array_line");
+  CHECK(array.status == 1);
+  CHECK(array.out.empty());
+  CHECK_MESSAGE(array.err.find("the worker's result is not a JSON object (another value): [1,2]") != std::string::npos,
+                array.err);
+  // An object with a carriage return between its tokens: printed compact, without it.
+  Result spaced = raw_task("spaced_line");
+  CHECK_MESSAGE(spaced.status == 0, spaced.err);
+  CHECK(spaced.out == "{\"value0\":\"x\"}\n");
+}
