@@ -6,8 +6,9 @@
 // for "</script" (and "<!--" with "<script"): every '<' of the JSON is written \u003c, so nothing
 // taken from the trace can end that element or start markup, and JSON.parse reads the same text
 // back. '>' and '&' are escaped too, so that the text is inert in any HTML context.
-// DEL and the C1 controls are escaped as well (\u007f, \u0080...\u009f): `-o -` writes the page
-// to stdout, maybe a terminal, which would act on them.
+// DEL, the C1 controls, the bidirectional controls and the line and paragraph separators are
+// escaped as well (\u007f, \u0080...\u009f, \u202e, \u2028...): `-o -` writes the page to stdout,
+// maybe a terminal, which would act on them or show ferry's own text reordered.
 #include "report_html.hpp"
 
 #include <algorithm>
@@ -54,13 +55,17 @@ class Output {
   bool ok_ = true;
 };
 
-/// A RapidJSON output stream onto Output that escapes, as \u00XX, characters that occur only inside
+/// A RapidJSON output stream onto Output that escapes, as \uXXXX, characters that occur only inside
 /// strings in JSON text (where the escape is the same character, so JSON.parse reads the same text):
 /// - '<', '>' and '&': no text of the trace can end the data element or start markup;
 /// - DEL (0x7F) and the C1 controls U+0080 to U+009F (UTF-8 C2 80 to C2 9F; U+009B is CSI), so that
 ///   the page, written with -o - to a terminal, holds no byte a terminal acts on (RapidJSON escapes
-///   the C0 controls itself).
-/// A C2 byte is held back until the next one says whether it starts a C1 control.
+///   the C0 controls itself);
+/// - the bidirectional controls (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) and
+///   the line and paragraph separators (U+2028, U+2029): detail::escaped_on_terminal's list, which
+///   a terminal shows reordered or as a line break.
+/// A lead byte that may start one of them (C2, D8, E2) is held back, with what follows it, until
+/// the character is known.
 class HtmlSafeJsonStream {
  public:
   using Ch = char;
@@ -71,39 +76,64 @@ class HtmlSafeJsonStream {
 
   void Put(char c) {
     const auto u = static_cast<unsigned char>(c);
-    if (held_c2_) {
-      held_c2_ = false;
-      if (u >= 0x80 && u <= 0x9F) {
-        escape(u);
-        return;
+    if (held_n_ == 0) {
+      switch (u) {
+        case '<':
+        case '>':
+        case '&':
+        case 0x7F: escape(u); break;
+        case 0xC2:
+        case 0xD8:
+        case 0xE2: held_[held_n_++] = u; break;
+        default: out_.put(c);
       }
-      out_.put('\xC2');  // not a C1 control: the C2 as it was, then this byte as any other
+      return;
     }
-    switch (u) {
-      case '<':
-      case '>':
-      case '&':
-      case 0x7F: escape(u); break;
-      case 0xC2: held_c2_ = true; break;
-      default: out_.put(c);
+    held_[held_n_++] = u;
+    const unsigned lead = held_[0];
+    if (held_n_ == 2) {
+      if (lead == 0xC2 && u >= 0x80 && u <= 0x9F) return done(u);                      // C1
+      if (lead == 0xD8 && u == 0x9C) return done(0x061C);                              // ALM
+      if (lead == 0xE2 && (u == 0x80 || u == 0x81)) return;                            // maybe: one more
+      return give_back();
     }
+    const unsigned code = (lead & 0x0Fu) << 12 | (held_[1] & 0x3Fu) << 6 | (u & 0x3Fu);
+    const bool bidi = code == 0x200E || code == 0x200F || (code >= 0x2028 && code <= 0x202E) ||
+                      (code >= 0x2066 && code <= 0x2069);
+    if (bidi) return done(code);
+    give_back();
   }
-  /// RapidJSON calls it when the value is complete; a C2 still held (not in valid JSON of UTF-8
-  /// text, which never ends in a lead byte) goes out as it was.
+  /// RapidJSON calls it when the value is complete; bytes still held (not in valid JSON of UTF-8
+  /// text, which never ends inside a character) go out as they were.
   void Flush() {
-    if (held_c2_) out_.put('\xC2');
-    held_c2_ = false;
+    for (unsigned i = 0; i < held_n_; ++i) out_.put(static_cast<char>(held_[i]));
+    held_n_ = 0;
   }
 
  private:
-  void escape(unsigned char u) {
+  void escape(unsigned code) {
     static constexpr char hex[] = "0123456789abcdef";
-    const char text[] = {'\\', 'u', '0', '0', hex[u >> 4], hex[u & 15]};
+    const char text[] = {'\\', 'u', hex[code >> 12 & 15], hex[code >> 8 & 15], hex[code >> 4 & 15], hex[code & 15]};
     out_.raw(std::string_view(text, sizeof text));
+  }
+  void done(unsigned code) {
+    held_n_ = 0;
+    escape(code);
+  }
+  /// The held lead byte was not one of those characters: it goes out as it was, and the bytes
+  /// after it are read again (one of them may start a character to escape).
+  void give_back() {
+    const unsigned n = held_n_;
+    unsigned char rest[3];
+    for (unsigned i = 1; i < n; ++i) rest[i] = held_[i];
+    held_n_ = 0;
+    out_.put(static_cast<char>(held_[0]));
+    for (unsigned i = 1; i < n; ++i) Put(static_cast<char>(rest[i]));
   }
 
   Output& out_;
-  bool held_c2_ = false;
+  unsigned char held_[3] = {};
+  unsigned held_n_ = 0;
 };
 
 using Writer = rj::Writer<HtmlSafeJsonStream>;
@@ -169,6 +199,8 @@ struct Selection {
   std::vector<const Failure*> failures;
   std::vector<std::int32_t> string_index;  ///< Summary's string index → the page's; -1: not used
   std::vector<const std::string*> strings;
+  std::vector<std::int64_t> task_index;  ///< Summary's task index → the page's; -1: not listed
+  std::vector<const TaskFigures*> tasks;  ///< listed, in the Summary's order (by name)
 
   Selection(const Summary& s, const ReportLimits& limits) : tracks(std::min(s.tracks.size(), limits.max_tracks)) {
     string_index.assign(s.strings.strings().size(), -1);
@@ -199,9 +231,24 @@ struct Selection {
       use(f.error);
       use(f.message);
     }
+    // The tasks: the first max_tasks, and every one a slice drawn or a failure listed names.
+    std::vector<bool> keep(s.tasks.size());
+    for (std::size_t i = 0; i < std::min(s.tasks.size(), limits.max_tasks); ++i) keep[i] = true;
+    for (const Slice* sl : slices)
+      if (sl->task < keep.size()) keep[sl->task] = true;
+    for (const Failure* f : failures)
+      if (f->task < keep.size()) keep[f->task] = true;
+    task_index.assign(s.tasks.size(), -1);
+    for (std::size_t i = 0; i < s.tasks.size(); ++i) {
+      if (!keep[i]) continue;
+      task_index[i] = static_cast<std::int64_t>(tasks.size());
+      tasks.push_back(&s.tasks[i]);
+    }
   }
 
   std::int64_t text_index(std::int32_t i) const { return i < 0 ? -1 : string_index[static_cast<std::size_t>(i)]; }
+  /// The page's index of the Summary's task `i` (always listed when a slice or failure names it).
+  std::int64_t task(std::size_t i) const { return i < task_index.size() ? task_index[i] : -1; }
 };
 
 void write_data(Writer& w, std::string_view file, std::string_view generator, const Summary& s,
@@ -244,7 +291,8 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
 
   key(w, "tasks");
   w.StartArray();
-  for (const TaskFigures& t : s.tasks) {
+  for (const TaskFigures* task : page.tasks) {
+    const TaskFigures& t = *task;
     w.StartObject();
     key(w, "name");
     string(w, t.name);
@@ -271,6 +319,8 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
     w.EndObject();
   }
   w.EndArray();
+  key(w, "tasks_total");
+  w.Uint64(s.tasks.size());
 
   key(w, "tracks");
   w.StartArray();
@@ -321,7 +371,7 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
     number(w, sl.ts);
     number(w, sl.dur);
     w.Uint(sl.track);
-    w.Uint(sl.task);
+    index(w, page.task(sl.task));
     index(w, sl.call);
     w.Uint64(sl.items);
     maybe(w, sl.wait);
@@ -357,7 +407,7 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
     w.StartArray();
     number(w, f.ts);
     index(w, f.call);
-    w.Uint(f.task);
+    index(w, page.task(f.task));
     if (f.track >= 0) {
       string(w, s.tracks[static_cast<std::size_t>(f.track)].label);
     } else if (f.track_label >= 0) {
@@ -435,6 +485,17 @@ std::string count(std::size_t n) {
   return out;
 }
 
+/// printable() of a text clean_text() cut, maybe quoted as a JSON string after that: its mark of
+/// the cut, "…" (and the closing quote after it), stays as it is (printable() showed it as
+/// \xe2\x80\xa6).
+std::string shown(std::string_view text, std::size_t max) {
+  for (std::string_view end : {std::string_view("\xE2\x80\xA6"), std::string_view("\xE2\x80\xA6\"")}) {
+    if (text.size() >= end.size() && text.substr(text.size() - end.size()) == end)
+      return printable(text.substr(0, text.size() - end.size()), max) + std::string(end);
+  }
+  return printable(text, max);
+}
+
 }  // namespace
 
 std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, const ReportLimits& limits) {
@@ -447,9 +508,9 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
                           ? "The trace was truncated: it reached its size cap" +
                                 (summary.truncated_max_bytes.empty()
                                      ? std::string()
-                                     : " (max_bytes " + printable(summary.truncated_max_bytes, 60) + ")")
+                                     : " (max_bytes " + shown(summary.truncated_max_bytes, 60) + ")")
                           : "The trace was truncated: a write of it failed (" +
-                                printable(summary.truncated_error, 220) + ")") +
+                                shown(summary.truncated_error, 220) + ")") +
                          ", and nothing after that point was recorded.",
                      true});
   }
@@ -488,6 +549,12 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
   if (!left_out.empty()) {
     notes.push_back({"The task stream draws " + left_out[0] + (left_out.size() > 1 ? " and " + left_out[1] : "") +
                          "; the tables count everything.",
+                     false});
+  }
+  if (const Selection page(summary, limits); page.tasks.size() < summary.tasks.size()) {
+    notes.push_back({"The tasks table lists " + count(page.tasks.size()) + " of " + count(summary.tasks.size()) +
+                         " task names: the first " + count(limits.max_tasks) +
+                         " by name, and those of the calls drawn and the failures listed.",
                      false});
   }
   if (summary.slices_partial || summary.marks_partial) {

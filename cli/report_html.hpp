@@ -19,6 +19,9 @@ struct ReportLimits {
   std::size_t max_tracks = 2'000;
   std::size_t max_marks = 100'000;
   std::size_t max_failures = 1'000;
+  /// Task names listed: the first max_tasks by name, and those of the calls drawn and the failures
+  /// listed (300,000 names made a page of 128 MB that Chromium took 57 s to show; it lists 2,000).
+  std::size_t max_tasks = 2'000;
 };
 
 /// The summary's limits that keep what a page of `limits` draws (and the other defaults).
@@ -42,8 +45,9 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
 /**
 @brief Writes the report page to `out`: the template with the figures of `summary` embedded as
 JSON in which every '<', '>' and '&' is escaped (\u003c...), so that no text from the trace can
-close the script element or start markup, and so are DEL and the C1 controls (\u007f,
-\u0080...\u009f), so that the page written to a terminal holds no control character.
+close the script element or start markup, and so are DEL, the C1 controls, the bidirectional
+controls and the line and paragraph separators (\u007f, \u0080...\u009f, \u202e, \u2028...), so
+that the page written to a terminal holds no control character.
 `file` (the trace's name) and `generator` (what wrote the page: "ferry VERSION") head the page.
 @return false when writing failed (errno set by stdio).
 */

@@ -1548,3 +1548,151 @@ TEST_CASE("Report.replays_the_fuzz_corpus") {
   }
   CHECK(replayed >= 9);
 }
+
+namespace {
+
+/// Whether `text` holds a bidirectional control (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066
+/// to U+2069) or (when `separators`) the line or paragraph separator (U+2028, U+2029) as it is.
+bool has_bidi_or_separator(const std::string& text, bool separators = true) {
+  for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+    const auto a = static_cast<unsigned char>(text[i]), b = static_cast<unsigned char>(text[i + 1]);
+    if (a == 0xD8 && b == 0x9C) return true;
+    if (a != 0xE2 || i + 2 >= text.size()) continue;
+    const auto c = static_cast<unsigned char>(text[i + 2]);
+    if (b == 0x80 && (c == 0x8E || c == 0x8F || (c >= (separators ? 0xA8 : 0xAA) && c <= 0xAE))) return true;
+    if (b == 0x81 && c >= 0xA6 && c <= 0xA9) return true;
+  }
+  return false;
+}
+
+/// Debian's chromium or chromium-browser, or "" when neither is installed.
+std::string chromium_path() {
+  support::TempDir which_dir;
+  for (const char* candidate : {"chromium", "chromium-browser"}) {
+    Ran which = run({"sh", "-c", std::string("command -v ") + candidate}, which_dir.path);
+    if (which.status == 0) return which.out.substr(0, which.out.find('\n'));
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("Report.bidirectional_controls_are_escaped_in_the_page_and_shown_as_text") {
+  // A right-to-left override in a trace's process name or crash reason showed the report's own
+  // text after it reversed ("worker crash" read "hsarc rekrow"), and `-o -` sent it to a terminal
+  // as it was. The page's data holds them as \uXXXX (as the line and paragraph separators), which
+  // JSON.parse reads back the same, and the script shows each as the text "\u202e".
+  support::TempDir dir;
+  const std::string rlo = "\xE2\x80\xAE", rli = "\xE2\x81\xA7", rlm = "\xE2\x80\x8F", alm = "\xD8\x9C",
+                    ls = "\xE2\x80\xA8", ps = "\xE2\x80\xA9";
+  const std::string process = "ferry executor" + rlo, label = rli + "worker 42", name = "sq" + rlm + "uare",
+                    reason = rlo + "LIGIS lengis", message = "line" + ls + "para" + ps + "alm" + alm;
+  const fs::path trace = dir.path / "bidi.json";
+  write_trace(trace, {
+      R"({"name":"process_name","ph":"M","ts":0,"pid":1,"tid":0,"args":{"name":)" + quoted(process) + "}}",
+      R"({"name":"thread_name","ph":"M","ts":0,"pid":1,"tid":1,"args":{"name":)" + quoted(label) + "}}",
+      R"({"name":"worker start","ph":"i","s":"t","ts":1,"pid":1,"tid":1,"args":{"pid":42,"host":"h"}})",
+      R"({"name":)" + quoted(name) + R"(,"cat":"task","ph":"X","ts":2,"dur":5,"pid":1,"tid":1,)" +
+          R"("args":{"call":1,"items":1,"error":"TaskError","message":)" + quoted(message) + "}}",
+      R"({"name":"worker crash","ph":"i","s":"t","ts":9,"pid":1,"tid":1,"args":{"reason":)" + quoted(reason) +
+          R"(,"error":"TerminatedWorkerError"}})",
+  });
+  REQUIRE(has_bidi_or_separator(read_file(trace)));
+  const fs::path page = dir.path / "bidi.html";
+  Ran to_file = report({trace.string(), "-o", page.string()}, dir.path);
+  REQUIRE_MESSAGE(to_file.status == 0, to_file.err);
+  Ran to_stdout = report({trace.string(), "-o", "-"}, dir.path);
+  REQUIRE_MESSAGE(to_stdout.status == 0, to_stdout.err);
+  const std::string file_page = read_file(page);
+  const std::string& stdout_page = to_stdout.out;
+  for (const std::string* html : {&file_page, &stdout_page}) {
+    CAPTURE(html == &file_page ? "to a file" : "to stdout");
+    CHECK(!has_bidi_or_separator(*html));  // the whole page, template included
+    const std::string data = embedded_json(*html);
+    for (const char* escape : {"\\u202e", "\\u2067", "\\u200f", "\\u061c", "\\u2028", "\\u2029"})
+      CHECK_MESSAGE(data.find(escape) != std::string::npos, escape);
+    json::Document doc;
+    std::string error;
+    REQUIRE_MESSAGE(ferry::detail::parse_json(data, doc, error), error);
+    CHECK(str(doc["process"]) == process);
+    CHECK(str(doc["tracks"][0]["label"]) == label);
+    CHECK(str(doc["tasks"][0]["name"]) == name);
+    REQUIRE(doc["failures"].Size() == 1);
+    CHECK(str(doc["strings"][doc["failures"][0][5].GetUint()]) == message);
+  }
+  CHECK(!has_bidi_or_separator(to_file.err + to_stdout.err));
+
+  // In the browser, each bidirectional control is the text "\u202e" (the script's own doing:
+  // JSON.parse gives the character back).
+  const std::string chromium = chromium_path();
+  REQUIRE_MESSAGE(!chromium.empty(), "chromium is not installed: `make test` installs it (make report-deps)");
+  Ran dom = run({chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--user-data-dir=" + (dir.path / "profile").string(), "--virtual-time-budget=5000",
+                 "--window-size=1400,1000", "--dump-dom", "file://" + page.string()},
+                dir.path, {{"HOME", dir.path.string()}});
+  REQUIRE_MESSAGE(dom.status == 0, dom.err);
+  const std::string& d = dom.out;
+  REQUIRE_MESSAGE(d.find("data-rendered=\"1\"") != std::string::npos, "the page's script did not finish:\n" << d.substr(0, 3000));
+  CHECK(d.compare(d.find("<pre id=\"errors\">"), 23, "<pre id=\"errors\"></pre>") == 0);
+  CHECK(!has_bidi_or_separator(d, /*separators=*/false));  // a separator in a message is a line break there
+  CHECK(d.find("ferry executor\\u202e") != std::string::npos);  // the subtitle
+  CHECK(d.find("\\u2067worker 42") != std::string::npos);       // the worker's row
+  CHECK(d.find("sq\\u200fuare") != std::string::npos);          // the task's row
+  CHECK(d.find("\\u202eLIGIS lengis") != std::string::npos);    // the worker's end
+}
+
+TEST_CASE("Report.the_page_lists_the_first_task_names_and_those_it_draws") {
+  // The page listed every task name of the trace (the script shows 2,000 rows and 40 legend
+  // entries): 300,000 names made a page of 128 MB that Chromium took 57 s to show. It lists the
+  // first max_tasks by name, and every task a drawn call or a listed failure names, and says how
+  // many it left out. 50 names here, 5 listed: t00..t04, the tasks of the 3 calls drawn (the
+  // first by start time: t40, t41, t42) and of the one failure (t47, a call that never ran).
+  std::vector<std::string> events;
+  for (int i = 0; i < 50; ++i) {
+    char task[8];
+    std::snprintf(task, sizeof task, "t%02d", i);
+    const int ts = i >= 40 && i <= 42 ? i - 40 : 100 + i;
+    if (i == 47) {
+      events.push_back(R"({"name":"call ended","ph":"i","ts":500,"args":{"call":47,"task":"t47","error":"CancelledError","message":"m"}})");
+      continue;
+    }
+    events.push_back(std::string(R"({"name":")") + task + R"(","cat":"task","ph":"X","ts":)" + std::to_string(ts) +
+                     R"(,"dur":1,"pid":1,"tid":1,"args":{"call":)" + std::to_string(i) + "}}");
+  }
+  const trace::Summary s = summarize(trace_text(events));
+  REQUIRE(s.tasks.size() == 50);
+  const trace::ReportLimits limits{.max_slices = 3, .max_failures = 10, .max_tasks = 5};
+  json::Document doc;
+  page_of(s, limits, doc);
+  std::vector<std::string> names;
+  for (const auto& t : doc["tasks"].GetArray()) names.push_back(str(t["name"]));
+  CHECK(names == std::vector<std::string>{"t00", "t01", "t02", "t03", "t04", "t40", "t41", "t42", "t47"});
+  CHECK(doc["tasks_total"].GetUint64() == 50);
+  // The slices and failures name their tasks by the page's numbers.
+  REQUIRE(doc["slices"].Size() == 3);
+  for (std::size_t i = 0; i < 3; ++i)
+    CHECK(str(doc["tasks"][doc["slices"][i][3].GetUint()]["name"]) == "t4" + std::to_string(i));
+  REQUIRE(doc["failures"].Size() == 1);
+  CHECK(str(doc["tasks"][doc["failures"][0][2].GetUint()]["name"]) == "t47");
+  CHECK(any_contains(notes(doc), "The tasks table lists 9 of 50 task names: the first 5 by name, and those of "
+                                 "the calls drawn and the failures listed."));
+  // Under the default limits, all 50.
+  json::Document all;
+  page_of(s, {}, all);
+  CHECK(all["tasks"].Size() == 50);
+  CHECK(!any_contains(notes(all), "The tasks table lists"));
+}
+
+TEST_CASE("Report.a_cut_max_bytes_shows_its_ellipsis") {
+  // The truncation note quoted max_bytes through printable(), which showed the "…" of a text cut
+  // at 40 bytes as \xe2\x80\xa6.
+  support::TempDir dir;
+  const fs::path trace = dir.path / "truncated.json";
+  write_trace(trace, {R"({"name":"trace truncated","ph":"i","s":"g","ts":1,"pid":1,"tid":0,"args":{"max_bytes":")" +
+                      std::string(100, 'x') + "\"}}"});
+  Ran r = report({trace.string(), "-o", (dir.path / "t.html").string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK_MESSAGE(r.err.find("(max_bytes \"xxx") != std::string::npos, r.err);
+  CHECK_MESSAGE(r.err.find("xxx\xE2\x80\xA6\")") != std::string::npos, r.err);
+  CHECK(r.err.find("\\xe2\\x80\\xa6") == std::string::npos);
+}

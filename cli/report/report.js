@@ -8,6 +8,7 @@
 //   file, generator, process, meta: [[name, value]], notes: [[text, "bad"|"warn"]], begin, end (µs)
 //   strings: texts the arrays below refer to by index (errors, messages, reasons, first inputs)
 //   tasks: [{name, calls, items, failed, never_ran, p50, p90, max, wait_n, wait_p50, wait_max}]
+//     (the first ones by name and those the slices and failures refer to), tasks_total: all of them
 //   tracks: [{tid, label, start, end, end_kind, reason, error, busy, life_begin, life_end, slices, failed}]
 //   slices: [[ts, dur, track, task, call, items, wait, arg_bytes, result_bytes, error, message, first_input]]
 //   marks: [[ts, track, kind ("start" | "exit" | "crash"), reason, error]]
@@ -18,7 +19,16 @@
 (function () {
   "use strict";
 
-  var data = JSON.parse(document.getElementById("trace-data").textContent);
+  // Every string of the data with its bidirectional controls shown as text ("\u202e"): shown as
+  // they are, they reorder what follows them, ferry's own words included ("worker crash" read
+  // backwards, a task name that looks like another).
+  var BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function visible(s) {
+    return s.replace(BIDI, function (c) { return "\\u" + ("000" + c.charCodeAt(0).toString(16)).slice(-4); });
+  }
+  var data = JSON.parse(document.getElementById("trace-data").textContent, function (k, v) {
+    return typeof v === "string" ? visible(v) : v;
+  });
   var SVG = "http://www.w3.org/2000/svg";
   var ROW = 26, AXIS = 26, PAD = 12;
   // A trace with very many task names (a hostile one) must not freeze the page.
@@ -105,8 +115,9 @@
       item.appendChild(el("span", { "class": "name" }, t.name));
       box.appendChild(item);
     });
-    if (data.tasks.length > MAX_LEGEND)
-      box.appendChild(el("span", { "class": "legend-item" }, "… and " + count(data.tasks.length - MAX_LEGEND) + " more tasks"));
+    var legendTotal = Math.max(data.tasks_total || 0, data.tasks.length);
+    if (legendTotal > MAX_LEGEND)
+      box.appendChild(el("span", { "class": "legend-item" }, "… and " + count(legendTotal - MAX_LEGEND) + " more tasks"));
     var marks = [["failed call", "failed"], ["worker start", "start"], ["worker exit", "exit"],
                  ["worker crash", "crash"]];
     marks.forEach(function (m) {
@@ -363,9 +374,10 @@
     });
     table("tasks", ["task", "calls", "items", "p50", "p90", "max", "queue wait p50", "queue wait max",
                     "failed", "never ran"], rows);
-    if (data.tasks.length > MAX_TASK_ROWS)
-      document.getElementById("tasks").after(el("p", { "class": "hint" }, "The first " + count(MAX_TASK_ROWS) + " of " +
-                                                 count(data.tasks.length) + " tasks by name."));
+    var total = Math.max(data.tasks_total || 0, data.tasks.length);
+    if (rows.length < total)
+      document.getElementById("tasks").after(el("p", { "class": "hint" }, "Listed: " + count(rows.length) + " of " +
+                                                 count(total) + " tasks, by name (the first ones, and those of the calls drawn and the failures listed)."));
   }
 
   function workers() {
