@@ -38,6 +38,8 @@
 #include "wire/channel.hpp"
 #include "wire/protocol.hpp"
 #include "worker/containment.hpp"
+// Last: its Call is shadowed by a template parameter alias of the worker headers (-Wshadow).
+#include "host/dispatcher.hpp"
 
 namespace proto = ferry::detail::protocol;
 using ferry::detail::Containment;
@@ -526,6 +528,95 @@ TEST_CASE("Containment.limits.explain_failures_by_the_limit_in_force") {
     return rl.rlim_cur == RLIM_INFINITY ? 0 : 9;
   });
   CHECK(worker.wait() == 0);
+}
+
+namespace {
+
+/// A call with `limits`, queued in `d` (Dispatcher::assign reads its reference and limits).
+std::shared_ptr<ferry::detail::Call> queue_call(ferry::detail::Dispatcher& d, std::uint64_t id,
+                                                const proto::TaskLimits& limits) {
+  static const auto ref = std::make_shared<ferry::detail::RefEntry>();
+  auto c = std::make_shared<ferry::detail::Call>();
+  c->id = id;
+  c->ref = ref;
+  c->limits = limits;
+  d.submit(c);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("Containment.lowered_limits.a_sandboxed_lane_takes_only_calls_that_fit_under_them") {
+  // In a sandbox a call's own limits are its worker's hard limits from then on: the dispatcher
+  // gives that worker no call with higher ones, and retires it when such a call waits for it.
+  using ferry::detail::Dispatcher;
+  using ferry::detail::Lane;
+  const proto::TaskLimits executor{.open_files = 4096};
+  const proto::TaskLimits own{.open_files = 64};
+  const proto::TaskLimits lower{.open_files = 32};
+  std::vector<Dispatcher::Send> sends;
+  std::vector<Lane*> stale;
+  const auto now = ferry::detail::Clock::now();
+
+  Dispatcher d(4);
+  d.harden_limits(executor);
+  Lane a{.serial = 1}, b{.serial = 2};
+  auto c1 = queue_call(d, 1, own);
+  d.assign(std::vector<Lane*>{&a}, sends, stale, now);
+  REQUIRE(sends.size() == 1);
+  CHECK(a.lowered == own);  // at send time
+  // The same limits, and lower ones, fit (each call with its own); then no higher one.
+  CHECK(d.fits(a, own));
+  CHECK(d.fits(a, lower));
+  CHECK_FALSE(d.fits(a, executor));
+  CHECK(d.fits(b, executor));
+  // Both idle: a call with a's limits goes to a, which needs no lowering for it.
+  (void)d.answered(a, c1->id, now);
+  queue_call(d, 2, own);
+  d.assign(std::vector<Lane*>{&b, &a}, sends, stale, now);
+  REQUIRE(sends.size() == 1);
+  CHECK(sends[0].lane == &a);
+  CHECK_FALSE(b.lowered.has_value());
+  // A call with the executor's limits: b takes it; a is not retired for it.
+  queue_call(d, 3, executor);
+  d.assign(std::vector<Lane*>{&a, &b}, sends, stale, now);
+  REQUIRE(sends.size() == 1);
+  CHECK(sends[0].lane == &b);
+  CHECK(stale.empty());
+  // Only a, then: retired (limits_too_low), the call stays queued for a fresh worker.
+  queue_call(d, 4, executor);
+  d.assign(std::vector<Lane*>{&a}, sends, stale, now);
+  CHECK(sends.empty());
+  REQUIRE(stale.size() == 1);
+  CHECK(stale[0] == &a);
+  CHECK(a.limits_too_low);
+  CHECK(d.queued() == 1);
+  // Not while a worker is on its way (pipeline false): it fits every call.
+  Lane c{.serial = 3, .lowered = own};
+  stale.clear();
+  d.assign(std::vector<Lane*>{&c}, sends, stale, now, false);
+  CHECK(stale.empty());
+  CHECK(sends.empty());
+  // A fresh lane takes it.
+  Lane fresh{.serial = 4};
+  d.assign(std::vector<Lane*>{&fresh}, sends, stale, now);
+  REQUIRE(sends.size() == 1);
+  CHECK(sends[0].lane == &fresh);
+
+  // processes: once lowered (pids.max written and closed), only the same value.
+  Dispatcher p(4);
+  p.harden_limits(proto::TaskLimits{.processes = 64});
+  Lane l{.serial = 5};
+  CHECK(p.fits(l, proto::TaskLimits{.processes = 8}));
+  l.lowered = proto::TaskLimits{.processes = 8};
+  CHECK(p.fits(l, proto::TaskLimits{.processes = 8}));
+  CHECK_FALSE(p.fits(l, proto::TaskLimits{.processes = 4}));
+  CHECK_FALSE(p.fits(l, proto::TaskLimits{.processes = 64}));
+
+  // Without a sandbox (no harden_limits) every call fits every lane: limits there are soft.
+  Dispatcher open_pool(4);
+  Lane m{.serial = 6, .lowered = own};
+  CHECK(open_pool.fits(m, executor));
 }
 
 TEST_CASE("Containment.limits.processes_refused_by_the_pids_cgroup") {
