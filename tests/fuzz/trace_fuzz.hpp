@@ -434,7 +434,10 @@ inline void check_page(const std::string& page, std::size_t input_size, const tr
   };
   const json::Value& counters = object("counters");
   const json::Value& stats = object("stats");
-  check(tasks.Size() == s.tasks.size(), "the page's tasks are not the summary's");
+  // The first max_tasks names, and those of the slices drawn and failures listed past them.
+  check(tasks.Size() >= std::min(s.tasks.size(), limits.max_tasks) &&
+            tasks.Size() <= std::min(s.tasks.size(), limits.max_tasks + slices.Size() + failures.Size()),
+        "the page's tasks past their cap");
   check(tracks.Size() == std::min(s.tracks.size(), limits.max_tracks), "the page's tracks past their cap");
   check(slices.Size() <= limits.max_slices, "the page's slices past their cap");
   check(marks.Size() <= limits.max_marks, "the page's marks past their cap");
@@ -610,7 +613,7 @@ inline Caps caps_of(const trace::ReportLimits& report, const trace::SummaryLimit
 }
 inline const Caps caps[] = {
     caps_of({}, {}),
-    caps_of({.max_slices = 2, .max_tracks = 2, .max_marks = 3, .max_failures = 2},
+    caps_of({.max_slices = 2, .max_tracks = 2, .max_marks = 3, .max_failures = 2, .max_tasks = 2},
             {.max_counter_points = 3, .max_counter_series = 2, .max_stat_rows = 4}),
     caps_of({.max_slices = 1, .max_tracks = 1, .max_marks = 1, .max_failures = 1},
             {.max_counter_points = 1, .max_counter_series = 1, .max_stat_rows = 1}),
