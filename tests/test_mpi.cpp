@@ -600,11 +600,45 @@ TEST_CASE("Mpi.world.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_direc
 }
 
 TEST_CASE("Mpi.spawn.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_directories") {
-  // The same under a spawned agent (a singleton host), the audit's case.
+  // The same under a spawned agent (a singleton host), the audit's case. The agent itself was
+  // started with the host's LD_LIBRARY_PATH as it was (its launcher's, the singleton's orted's,
+  // is the host's): its loader read the empty element and `open` first, and loaded the copy of
+  // libferry.so.0 put there (as the host did). The hub gives it what a worker keeps.
   fs::path scratch = scratch_dir("library_path_spawn");
-  check_ok(run({FERRY_TEST_MPI_HOST, "library_path", FERRY_TEST_PLUGIN_DIR, scratch.string(), "filtered"},
-               library_path_job(scratch, false)),
+  auto env = library_path_job(scratch, false);
+  const fs::path libferry = fs::canonical(fs::path(FERRY_TEST_MPI_AGENT).parent_path() / ".." / "lib" / "libferry.so.0");
+  fs::copy_file(libferry, scratch / "open" / "libferry.so.0");
+  check_ok(run({FERRY_TEST_MPI_HOST, "library_path", FERRY_TEST_PLUGIN_DIR, scratch.string(), "spawned"}, env),
            "library_path");
+}
+
+TEST_CASE("Mpi.world.an_agent_that_loaded_a_library_another_user_could_plant_does_not_serve") {
+  // Started by the job's launcher beside the host (mpirun -n 1 host : -n 1 ferry-mpi-worker),
+  // the agent has the job's LD_LIBRARY_PATH, which ferry does not choose, and its loader read it
+  // before main(): with `shared` (others can write it, and replace what is in it: not sticky)
+  // first, it loaded the copy of libferry.so.0 there, and served. It refuses to serve, saying
+  // which library and why; the host refuses that rank with the reason and the work runs on the
+  // other agent, whose LD_LIBRARY_PATH is the job's. FERRY_ALLOW_UNSAFE_PLUGINS=1 on that rank
+  // lets it serve. (A file of ours in a sticky directory such as /tmp is one nobody else could
+  // have planted or changed: the check judges the files loaded, not the search path.)
+  fs::path scratch = scratch_dir("library_path_agent");
+  fs::create_directories(scratch / "shared");
+  fs::permissions(scratch / "shared", fs::perms(0777), fs::perm_options::replace);
+  const fs::path libferry = fs::canonical(fs::path(FERRY_TEST_MPI_AGENT).parent_path() / ".." / "lib" / "libferry.so.0");
+  fs::copy_file(libferry, scratch / "shared" / "libferry.so.0");
+  const std::string planted = "LD_LIBRARY_PATH=" + (scratch / "shared").string() + ":/usr/lib";
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_rank", FERRY_TEST_PLUGIN_DIR, ":", "-n",
+               "1", "env", planted, FERRY_TEST_MPI_AGENT, ":", "-n", "1", FERRY_TEST_MPI_AGENT},
+              {{"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(90));
+  INFO(r.out);
+  CHECK(contains(r.out, "ok refused_rank"));
+  CHECK(contains(r.out, "cannot serve: it loaded " + (scratch / "shared" / "libferry.so.0").string() +
+                            ", which another user could have planted"));
+  CHECK(r.status == 0);
+  Run allowed = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "basics", FERRY_TEST_PLUGIN_DIR, ":", "-n",
+                     "2", "env", planted, "FERRY_ALLOW_UNSAFE_PLUGINS=1", FERRY_TEST_MPI_AGENT},
+                    {{"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(90));
+  check_ok(allowed, "basics");
 }
 
 TEST_CASE("Mpi.spawn.workers_started_with_comm_spawn") {

@@ -4,6 +4,7 @@
 // ended (so a crash is reported exactly, and fast), keeps shipped plugins in a private cache
 // checked by content, and leaves when the host stops answering.
 #include <fcntl.h>
+#include <link.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -150,6 +151,40 @@ std::vector<std::string> worker_environment(const std::vector<std::pair<std::str
   return env;
 }
 
+/// Why this process must not serve: a library it loaded (at its start, or since: MPI_Init's
+/// components and what they need) is a file another user could have planted or changed (the
+/// trust check refuses it: it, or a directory on its way, is theirs or writable by others), as
+/// one found through an LD_LIBRARY_PATH element such as another user's directory, or an empty or
+/// relative element while the working directory is one; "" when every one passes (a file of ours
+/// in a sticky directory passes: nobody else could have put it there). A spawned agent is given
+/// a filtered LD_LIBRARY_PATH (hub.cpp, agent_search_path), but an agent that the job's own
+/// launcher starts (mpirun -n 1 host : -n N ferry-mpi-worker, srun) has the job's, which ferry
+/// does not choose, and its loader has read it before main(): too late to keep such a library
+/// out, so the rank refuses to serve (its hello says why) rather than run the host's workers from
+/// a process another user may have entered. The objects are those the loader lists
+/// (dl_iterate_phdr); a name without '/' (the vDSO) is no file.
+std::string untrusted_loaded_library() {
+  std::vector<std::string> names;
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* out) {
+        if (info->dlpi_name && std::strchr(info->dlpi_name, '/'))
+          static_cast<std::vector<std::string>*>(out)->emplace_back(info->dlpi_name);
+        return 0;
+      },
+      &names);
+  for (const auto& name : names) {
+    std::error_code ec;
+    const fs::path file = fs::absolute(name, ec);
+    std::string why = ec ? "its path cannot be made absolute" : ferry::detail::untrusted_reason(file);
+    if (why.empty()) continue;
+    const char* search = std::getenv("LD_LIBRARY_PATH");
+    return "it loaded " + name + ", which another user could have planted: " + why +
+           " (its LD_LIBRARY_PATH is '" + (search ? search : "") +
+           "': start the job with only trusted absolute directories there, or set FERRY_ALLOW_UNSAFE_PLUGINS=1)";
+  }
+  return {};
+}
+
 /// How long a worker that closed its channel may go on running before its agent kills it: as
 /// long as the host's own pool gives a local worker in that case (core/src/host/pool.cpp).
 constexpr std::chrono::seconds closed_channel_grace{1};
@@ -200,6 +235,13 @@ class Agent {
       std::fprintf(stderr, "ferry-mpi-worker (pid %d on %s): cannot serve: %s\n", static_cast<int>(::getpid()), name,
                    e.what());
       hello[hello_cannot_serve] = e.what();
+    }
+    if (hello[hello_cannot_serve].empty() && !ferry::detail::unsafe_allowed_by_environment()) {
+      if (std::string why = untrusted_loaded_library(); !why.empty()) {
+        std::fprintf(stderr, "ferry-mpi-worker (pid %d on %s): cannot serve: %s\n", static_cast<int>(::getpid()),
+                     name, why.c_str());
+        hello[hello_cannot_serve] = why;
+      }
     }
     sender_.send(pack_strings(hello), host_, tag_ready, comm_);
     last_heard_ = last_sent_ = Clock::now();

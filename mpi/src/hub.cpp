@@ -51,6 +51,7 @@
 #include "platform/trust.hpp"
 #include "platform/debug.hpp"
 #include "platform/spawn.hpp"
+#include "plugins/load_dependencies.hpp"
 #include "agent.hpp"
 #include "pace.hpp"
 #include "wire.hpp"
@@ -191,6 +192,31 @@ fs::path agent_path() {
     if (fs::is_regular_file(candidate, ec)) return fs::weakly_canonical(candidate, ec);
   }
   return "ferry-mpi-worker";
+}
+
+/// The MPI_Info key of MPI_Comm_spawn whose value ("NAME=value" lines) Open MPI puts into the
+/// spawned processes' environment over their launcher's: "env" in Open MPI 4, which Open MPI 5
+/// still reads but calls deprecated (saying so at each spawn) for "PMIX_ENVAR".
+#if defined(OMPI_MAJOR_VERSION) && OMPI_MAJOR_VERSION >= 5
+constexpr const char* agent_environment_key = "PMIX_ENVAR";
+#else
+constexpr const char* agent_environment_key = "env";
+#endif
+
+/// The LD_LIBRARY_PATH a spawned agent gets ("LD_LIBRARY_PATH=..." for agent_environment_key), or
+/// "" to leave it as its launcher has it: this process's, with only what a worker's keeps
+/// (keep_trusted_search_path with untrusted_search_directory, as the agent's worker_environment
+/// and the local launcher), empty when nothing is kept (glibc reads no directory from an empty
+/// value; the key can set a variable, not remove it). Unsafe plugins allowed by this process's
+/// environment (FERRY_ALLOW_UNSAFE_PLUGINS), or no LD_LIBRARY_PATH here: left as it is. An agent
+/// serves any executor's workers, so an executor's allow_unsafe_plugins does not decide it.
+std::string agent_search_path() {
+  const char* value = std::getenv("LD_LIBRARY_PATH");
+  if (!value || ferry::detail::unsafe_allowed_by_environment()) return {};
+  std::vector<std::string> env = {std::string("LD_LIBRARY_PATH=") + value};
+  ferry::detail::keep_trusted_search_path(env, "LD_LIBRARY_PATH", "mpi hub: a spawned agent's environment", {},
+                                          ferry::detail::untrusted_search_directory);
+  return env.empty() ? std::string("LD_LIBRARY_PATH=") : env.front();
 }
 
 class Hub {
@@ -374,6 +400,12 @@ class Hub {
     }
     MPI_Info info;
     MPI_Info_create(&info);
+    // The agent's own loader reads the LD_LIBRARY_PATH its launcher (mpirun, or the singleton's
+    // orted, started with this process's environment) gives it: an empty or relative element (the
+    // directory it starts in, this process's) or a directory another user can write loaded their
+    // library into the agent, as our user. It gets what its workers keep (agent_search_path).
+    const std::string agent_env = agent_search_path();
+    if (!agent_env.empty()) MPI_Info_set(info, agent_environment_key, agent_env.c_str());
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
     char* spawn_argv[] = {const_cast<char*>(spawned_agent_argument), nullptr};
     int rc = MPI_Comm_spawn(path.c_str(), spawn_argv, 1, info, 0, MPI_COMM_SELF, &inter, &error);

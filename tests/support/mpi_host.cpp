@@ -106,11 +106,13 @@
 //                (Open MPI's, PMIx's and PMI's, Slurm's task ids): its agent has them, its worker
 //                none; a user's settings, the job's description and what ExecutorOptions::env
 //                gives stay
-//   library_path <scratch dir> filtered|as_given  a task reads its LD_LIBRARY_PATH, the agent's
-//                (the job's) and then ExecutorOptions::env's: filtered, it holds only trusted
-//                absolute directories (as a local worker's); as_given (FERRY_ALLOW_UNSAFE_PLUGINS=1
-//                in the job), it is as it was; then an executor with allow_unsafe_plugins gets
-//                ExecutorOptions::env's as it was
+//   library_path <scratch dir> filtered|as_given|spawned  a task reads its LD_LIBRARY_PATH, the
+//                agent's (the job's) and then ExecutorOptions::env's: filtered, it holds only
+//                trusted absolute directories (as a local worker's); as_given
+//                (FERRY_ALLOW_UNSAFE_PLUGINS=1 in the job), it is as it was; then an executor with
+//                allow_unsafe_plugins gets ExecutorOptions::env's as it was. spawned (a singleton
+//                host): filtered, and the spawned agent's own LD_LIBRARY_PATH holds only trusted
+//                absolute directories and it mapped no file of <scratch dir>/open
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -864,14 +866,14 @@ std::vector<std::string> path_elements(const std::string& value) {
 /// /usr/lib and what the launcher put before it, nothing empty, relative or open; else
 /// (FERRY_ALLOW_UNSAFE_PLUGINS=1 in the job) each as it was. Then an executor with
 /// allow_unsafe_plugins gets ExecutorOptions::env's as it was, either way.
-void library_path(const std::string& plugin_dir, const std::string& scratch, bool filtered) {
+void library_path(const std::string& plugin_dir, const std::string& scratch, bool filtered, bool spawned) {
   const std::string open = scratch + "/open", mine = scratch + "/mine";
-  auto check = [&](const std::string& value, int line) {
-    std::cout << "a worker's LD_LIBRARY_PATH: '" << value << "'" << std::endl;
+  auto check = [&](const std::string& value, int line, const char* whose = "worker") {
+    std::cout << "a " << whose << "'s LD_LIBRARY_PATH: '" << value << "'" << std::endl;
     const auto elements = path_elements(value);
     if (std::find(elements.begin(), elements.end(), "/usr/lib") == elements.end()) fail(line, "no /usr/lib");
     for (const auto& e : elements)
-      if (e.empty() || e.front() != '/' || e == open || e == mine) fail(line, "the worker has '" + e + "'");
+      if (e.empty() || e.front() != '/' || e == open || e == mine) fail(line, std::string("the ") + whose + " has '" + e + "'");
   };
   {
     ferry::Executor ex(mpi_options(plugin_dir, 1));
@@ -880,6 +882,20 @@ void library_path(const std::string& plugin_dir, const std::string& scratch, boo
       check(inherited, __LINE__);
     } else {
       EXPECT(inherited.find(":" + open + ":/usr/lib") != std::string::npos);
+    }
+    if (spawned) {
+      // The agent itself (spawned: its environment is its launcher's, this process's, but for
+      // what the hub sets): its loader had only trusted absolute directories, and loaded nothing
+      // from `open` (test_mpi put a copy of libferry.so.0 there, which this process loaded).
+      const int agent = parent_of(ex.worker_pids().at(0));
+      const std::string env = start_environment(agent);
+      const auto at = env.find("\nLD_LIBRARY_PATH=");
+      EXPECT(at != std::string::npos);
+      const auto from = at + std::string("\nLD_LIBRARY_PATH=").size();
+      check(env.substr(from, env.find('\n', from) - from), __LINE__, "spawned agent");
+      std::ifstream maps("/proc/" + std::to_string(agent) + "/maps");
+      for (std::string line; std::getline(maps, line);)
+        if (line.find(open + "/") != std::string::npos) fail(__LINE__, "the spawned agent mapped " + line);
     }
     ex.shutdown();
   }
@@ -971,7 +987,7 @@ int main(int argc, char** argv) {
     } else if (scenario == "search_path" && argc == 4) {
       search_path(argv[3]);
     } else if (scenario == "library_path" && argc == 5) {
-      library_path(plugin_dir, argv[3], std::string(argv[4]) == "filtered");
+      library_path(plugin_dir, argv[3], std::string(argv[4]) != "as_given", std::string(argv[4]) == "spawned");
     } else {
       return 2;
     }
