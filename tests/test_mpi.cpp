@@ -301,6 +301,28 @@ TEST_CASE("Mpi.world.shutdown_does_not_wait_for_a_rank_that_never_says_hello") {
   }
 }
 
+TEST_CASE("Mpi.world.a_slow_honest_rank_is_not_counted_lost_when_the_host_leaves") {
+  // At ferry::mpi::finalize() the hub counts as lost a rank that said no hello, or did not report
+  // the end of a worker stopped before its hello (it may be stuck, and would hold MPI_Finalize's
+  // fence), and tells every rank peer-lost. It did so at once: a hello still on its way, or the
+  // end of a worker stopped just before (a shutdown soon after a start), made an honest rank
+  // lost, and nobody finalised. It waits up to 2 s for them now. late_hello says hello and
+  // late_end reports its worker's end only once the host has stopped heartbeating (it is
+  // leaving): both must be told a plain quit.
+  const fs::path scratch = scratch_dir("late_leave");
+  Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "late_leave", FERRY_TEST_PLUGIN_DIR, ":", "-n",
+               "1", FERRY_TEST_MPI_HOSTILE, "agent", "late_hello", ":", "-n", "1", FERRY_TEST_MPI_HOSTILE, "agent",
+               "late_end"},
+              {{"FERRY_MPI_TIMEOUT_MS", "20000"}, {"FERRY_TEST_MPI_STARTED", (scratch / "started").string()}},
+              std::chrono::seconds(90));
+  INFO(r.out);
+  CHECK(contains(r.out, "ok late_leave"));
+  CHECK(contains(r.out, "hostile late_end: reported its worker's end"));
+  CHECK(contains(r.out, "hostile late_hello: told to leave ()"));
+  CHECK(contains(r.out, "hostile late_end: told to leave ()"));
+  CHECK(r.status == 0);
+}
+
 TEST_CASE("Mpi.agent.a_host_of_another_mpi_protocol_is_not_served_and_the_agent_says_why") {
   // Rank 0 welcomes the agent as a host of MPI protocol 0 (ferry 0.0.1), then asks for a worker:
   // the agent's hello carries its versions, it says on stderr why it cannot serve, answers the

@@ -43,6 +43,13 @@
 //                silent rank runs none of the executor's calls, and nothing waits for it; then
 //                ferry::mpi::finalize() returns within 5 s (that rank joins no MPI_Finalize, whose
 //                fence the host waited in for finalize's 10 s)
+//   late_leave   (beside the tests/support/mpi_hostile.cpp ranks late_hello and late_end, honest
+//                but slow; FERRY_TEST_MPI_STARTED names a file late_end creates when its start
+//                comes, late_hello that name with ".heard" when it has heard the host) a worker
+//                asked for, its start on late_end's rank, both files there, a shutdown at once
+//                and ferry::mpi::finalize(): the host waits for late_hello's hello and late_end's
+//                report of its worker's end, which come only once it is leaving, and tells both a
+//                plain quit (peer-lost, when it counted them lost)
 //   refused_spawn  (a singleton host, FERRY_MPI_WORKER a script running an agent the hub refuses
 //                at its hello: another MPI protocol, or a malformed environment) the work fails
 //                with BrokenProcessPool, printed as "refused: <what>", which must say the rank's
@@ -350,6 +357,28 @@ void silent_rank(const std::string& plugin_dir) {
   const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - leaving).count();
   std::cout << "finalize took " << left_ms << " ms" << std::endl;
   EXPECT(left_ms < 5000);
+}
+
+/// Beside the hostile ranks late_hello (its hello comes only once the host is leaving) and
+/// late_end (it reports the end of a worker stopped before its hello only then): a worker asked
+/// for, its start on late_end's rank, then a shutdown and ferry::mpi::finalize() at once. Both
+/// ranks are honest, only slow: the host must wait for them (up to 2 s) and tell them a plain
+/// quit, not count them lost (test_mpi reads what they were told).
+void late_leave(const std::string& plugin_dir) {
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  auto f = ex.submit(square, 3);
+  // late_end creates it when the start reaches it (test_mpi names a file of a fresh directory),
+  // late_hello the same name with ".heard" when the host's first heartbeat reaches it.
+  const char* started = std::getenv("FERRY_TEST_MPI_STARTED");
+  EXPECT(started != nullptr);
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  const std::string heard = std::string(started) + ".heard";  // late_hello heard the host
+  while (!(std::filesystem::exists(started) && std::filesystem::exists(heard)) && Clock::now() < until)
+    std::this_thread::yield();
+  EXPECT(std::filesystem::exists(started));
+  EXPECT(std::filesystem::exists(heard));
+  ex.shutdown({.wait = false, .kill_workers = true});
+  ferry::mpi::finalize();
 }
 
 void refused_spawn(const std::string& plugin_dir) {
@@ -940,6 +969,8 @@ int main(int argc, char** argv) {
       ship_rewritten(argv[3]);
     } else if (scenario == "silent_rank") {
       silent_rank(plugin_dir);
+    } else if (scenario == "late_leave") {
+      late_leave(plugin_dir);
     } else if (scenario == "suspended") {
       suspended(plugin_dir);
     } else if (scenario == "spawn_slow") {

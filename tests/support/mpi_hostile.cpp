@@ -39,6 +39,16 @@
 //                went unanswered for its grace (the host waited for the worker's end for good);
 //                its executor's shutdown must not wait for that grace (the worker never said
 //                hello: it has no calls), nor the host's MPI_Finalize for this rank (as silent)
+//       late_hello  honest but slow: its hello only once the host, heard once (it creates the
+//                file $FERRY_TEST_MPI_STARTED.heard then), has stopped heartbeating (three periods
+//                without a message, 750 ms: the host is leaving, ferry::mpi::finalize), as a
+//                hello still on its way when an executor is made and shut down at once; the host
+//                must wait for it (up to 2 s) rather than count this rank as lost
+//       late_end  honest but slow: a good hello, and when told to stop the worker it was told to
+//                start (and did not: it never says hello), the report of its end only once the
+//                host has stopped heartbeating, as after an ordinary shutdown soon after a start;
+//                it creates the file $FERRY_TEST_MPI_STARTED when the start comes (the host
+//                waits for it before it shuts down)
 //     then waits to be told to leave, and prints "hostile <kind>: told to leave (<body>)" (and
 //     how long after its hello); exits 3 if that does not come within 60 s, 1 if the host sent
 //     it a library's bytes. Spawned by a ferry host (FERRY_MPI_WORKER naming a script that runs
@@ -178,6 +188,53 @@ void send_huge(int dest, int tag) {
   MPI_Type_free(&mib);
 }
 
+/// The file $FERRY_TEST_MPI_STARTED names, with `suffix`, created (the late kinds say where they
+/// are; the host waits for it).
+void say_where(const char* suffix) {
+  const char* started = std::getenv("FERRY_TEST_MPI_STARTED");
+  std::ofstream(std::string(started ? started : "late") + suffix).put('x');
+}
+
+/// For the late kinds: heartbeats to the host and reads what it sends until it has sent nothing
+/// for three heartbeat periods (750 ms: it is leaving, its hub's thread heartbeats no more), or
+/// until a quit (true, in `quit`: it did not wait for this rank). The silence counts from `heard`
+/// (the host's last message), or from its first heartbeat when none came yet: a host slow to
+/// start (a loaded machine) is not one leaving. With `first`, creates that file with ".heard"
+/// when the first heartbeat comes. False at the deadline.
+bool until_the_host_leaves(Buffer& quit, bool& quitted, Clock::time_point deadline,
+                           Clock::time_point heard = Clock::time_point::max(), bool first = false) {
+  auto last_heard = heard, last_beat = Clock::time_point{};
+  quitted = false;
+  while (Clock::now() < deadline) {
+    if (Clock::now() - last_beat > std::chrono::milliseconds(250)) {
+      static const Buffer nothing;
+      post(nothing, 0, tag_heartbeat);
+      last_beat = Clock::now();
+    }
+    if (last_heard != Clock::time_point::max() && Clock::now() - last_heard > std::chrono::milliseconds(750))
+      return true;
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(0, MPI_ANY_TAG, host_comm, &flag, &st);
+    if (!flag) {
+      ::sched_yield();
+      continue;
+    }
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    Buffer body(static_cast<std::size_t>(count));
+    MPI_Recv(body.data(), count, MPI_BYTE, 0, st.MPI_TAG, host_comm, MPI_STATUS_IGNORE);
+    if (st.MPI_TAG == tag_heartbeat && first && last_heard == Clock::time_point::max()) say_where(".heard");
+    if (st.MPI_TAG == tag_heartbeat) last_heard = Clock::now();
+    if (st.MPI_TAG == tag_quit) {
+      quit = std::move(body);
+      quitted = true;
+      return true;
+    }
+  }
+  return false;
+}
+
 /// A quit that says no rank was lost: the host calls MPI_Finalize, whose fence needs this rank. A
 /// rank really stuck would never join it: this one stays out of it until the host has ended (the
 /// host's MPI_Finalize waited up to ferry::mpi::finalize's 10 s), then leaves.
@@ -225,6 +282,18 @@ int agent(const std::string& kind) {
     send(pack_strings({"12345", "hostile", "", "0.0.1", "0"}), 0, tag_ready);
   } else if (kind == "nohello") {
     // Only the heartbeats of next_message.
+  } else if (kind == "late_hello") {
+    Buffer quit;
+    bool quitted = false;
+    if (!until_the_host_leaves(quit, quitted, Clock::now() + std::chrono::seconds(60), Clock::time_point::max(), true)) {
+      std::cout << "hostile late_hello: the host never left" << std::endl;
+      return 3;
+    }
+    if (quitted) {
+      std::cout << "hostile late_hello: told to leave (" << strings_of(quit) << ") before its hello" << std::endl;
+      return 0;  // peer-lost: no MPI_Finalize
+    }
+    send(hello, 0, tag_ready);
   } else {
     send(hello, 0, tag_ready);
     if (kind == "library") send(pack_strings({}), 0, tag_lib_need);
@@ -265,6 +334,21 @@ int agent(const std::string& kind) {
   Buffer body;
   while (next_message(0, tag, body, deadline)) {
     if (tag == tag_start && kind == "exited") send(garbage(), 0, tag_exited);
+    if (tag == tag_start && kind == "late_end") say_where("");
+    if (tag == tag_stop && kind == "late_end") {
+      Buffer quit;
+      bool quitted = false;
+      if (!until_the_host_leaves(quit, quitted, deadline, Clock::now())) break;
+      if (quitted) {
+        tag = tag_quit;
+        body = std::move(quit);
+      } else {
+        // The end of a worker killed before its hello (as an agent reports it).
+        send(pack_strings({"12346", "9", "0", ""}), 0, tag_exited);
+        std::cout << "hostile late_end: reported its worker's end" << std::endl;
+        continue;
+      }
+    }
     if (tag == tag_lib_data) {
       std::cout << "hostile " << kind << ": FAILED: the host sent the bytes of a library it did not offer" << std::endl;
       return 1;
@@ -385,6 +469,6 @@ int main(int argc, char** argv) {
   if (role == "host" && argc == 2) return host();
   if (role == "host" && argc == 3 && std::string(argv[2]) == "version") return host_of_another_version();
   std::cerr << "usage: mpi_hostile agent ready|unversioned|version|silent|nohello|library|exited|unoffered|huge|stalled|frozen|"
-               "held|vast|drip|deaf | mpi_hostile host [version]\n";
+               "held|vast|drip|deaf|late_hello|late_end | mpi_hostile host [version]\n";
   return 2;
 }
