@@ -1962,6 +1962,27 @@ TEST_CASE("Limits.a_sandboxed_worker_lowered_to_a_tasks_own_limits_runs_no_call_
 #endif
 }
 
+TEST_CASE("Limits.calls_that_wait_for_a_worker_above_a_lowered_one_complete_at_shutdown") {
+  // Calls with the executor's limits queued behind calls that lowered the only worker wait for a
+  // fresh one; a shutdown that waits still runs them all, and with max_tasks_per_child each
+  // worker's last call is still its own.
+  auto options = contained({}, sandbox_on());
+  options.max_workers = 1;
+  SUBCASE("plain") {}
+  SUBCASE("max_tasks_per_child") { options.max_tasks_per_child = 3; }
+  ferry::Executor ex(options);
+  ferry::Limits own;
+  own.open_files = 64;
+  std::vector<ferry::Future<int>> fs;
+  for (int i = 0; i < 6; ++i)
+    // (Those with their own limit open nothing: a worker lowered after a call that left its 100
+    // descriptors open would refuse a new one.)
+    fs.push_back(i % 3 == 2 ? ex.submit_with(hostile(), leak_files, 100) : ex.submit_with(hostile(own), leak_files, 0));
+  ex.shutdown({.wait = true});
+  for (int i = 0; i < 6; ++i) CHECK(value_of(fs[static_cast<std::size_t>(i)]) == (i % 3 == 2 ? 100 : 0));
+  CHECK(ex.stats().workers_crashed == 0);
+}
+
 TEST_CASE("Limits.processes_a_task_that_copes_keeps_its_value_and_its_worker_is_replaced") {
   // A task whose fork is refused at the limit and that goes on (returns normally) keeps its
   // value; its worker then leaves (what the task left running would count against the next
