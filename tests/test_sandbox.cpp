@@ -113,7 +113,7 @@ T value_of(const ferry::Future<T>& f) {
   try {
     return f.get();
   } catch (const std::exception& e) {
-    FAIL("the task failed: " << type_name(typeid(e)) << ": " << e.what());
+    FAIL("the task failed: " << type_name(typeid(e)) << ": " << std::string(e.what()));
   }
   throw std::logic_error("unreachable");
 }
