@@ -632,6 +632,16 @@ TEST_CASE("Mpi.spawn.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_direc
   fs::copy_file(libferry, scratch / "open" / "libferry.so.0");
   check_ok(run({FERRY_TEST_MPI_HOST, "library_path", FERRY_TEST_PLUGIN_DIR, scratch.string(), "spawned"}, env),
            "library_path");
+  // Nothing of the host's kept (the host sets its own to ':open' before its executor), under
+  // mpirun --prefix (Open MPI's own installation): Open MPI puts <prefix>/lib and a colon before
+  // the value the hub gives, and the empty value given then became '<prefix>/lib:', whose empty
+  // element is the agent's working directory. It gives /dev/null.
+  const fs::path prefix = fs::canonical(FERRY_TEST_MPIEXEC).parent_path().parent_path();
+  env["FERRY_TEST_HOST_LD_LIBRARY_PATH"] = ":" + (scratch / "open").string();
+  check_ok(run({FERRY_TEST_MPIEXEC, "--prefix", prefix.string(), "-n", "1", FERRY_TEST_MPI_HOST, "library_path",
+                FERRY_TEST_PLUGIN_DIR, scratch.string(), "spawned"},
+               env),
+           "library_path");
 }
 
 TEST_CASE("Mpi.world.an_agent_that_loaded_a_library_another_user_could_plant_does_not_serve") {

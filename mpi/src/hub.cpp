@@ -206,17 +206,21 @@ constexpr const char* agent_environment_key = "env";
 /// The LD_LIBRARY_PATH a spawned agent gets ("LD_LIBRARY_PATH=..." for agent_environment_key), or
 /// "" to leave it as its launcher has it: this process's, with only what a worker's keeps
 /// (keep_trusted_search_path with untrusted_search_directory, as the agent's worker_environment
-/// and the local launcher), empty when nothing is kept (glibc reads no directory from an empty
-/// value; the key can set a variable, not remove it). Unsafe plugins allowed by this process's
-/// environment (FERRY_ALLOW_UNSAFE_PLUGINS), or no LD_LIBRARY_PATH here: left as it is. An agent
-/// serves any executor's workers, so an executor's allow_unsafe_plugins does not decide it.
+/// and the local launcher). When nothing is kept, /dev/null, which names no directory and never
+/// will: the key can set a variable, not remove it, and an empty value was no better, since
+/// mpirun --prefix P (or an Open MPI built to act so by default) puts P/lib before the value
+/// with a colon, and P/lib: ends in an empty element, the agent's working directory. The agent's
+/// filter of its workers' search path leaves /dev/null out (others can write it). Unsafe plugins
+/// allowed by this process's environment (FERRY_ALLOW_UNSAFE_PLUGINS), or no LD_LIBRARY_PATH
+/// here: left as it is. An agent serves any executor's workers, so an executor's
+/// allow_unsafe_plugins does not decide it.
 std::string agent_search_path() {
   const char* value = std::getenv("LD_LIBRARY_PATH");
   if (!value || ferry::detail::unsafe_allowed_by_environment()) return {};
   std::vector<std::string> env = {std::string("LD_LIBRARY_PATH=") + value};
-  ferry::detail::keep_trusted_search_path(env, "LD_LIBRARY_PATH", "mpi hub: a spawned agent's environment", {},
-                                          ferry::detail::untrusted_search_directory);
-  return env.empty() ? std::string("LD_LIBRARY_PATH=") : env.front();
+  ferry::detail::keep_trusted_search_path(env, "LD_LIBRARY_PATH", "mpi hub: a spawned agent's environment",
+                                          "/dev/null", ferry::detail::untrusted_search_directory);
+  return env.front();
 }
 
 class Hub {

@@ -897,10 +897,18 @@ std::vector<std::string> path_elements(const std::string& value) {
 /// allow_unsafe_plugins gets ExecutorOptions::env's as it was, either way.
 void library_path(const std::string& plugin_dir, const std::string& scratch, bool filtered, bool spawned) {
   const std::string open = scratch + "/open", mine = scratch + "/mine";
+  // What the hub reads for a spawned agent's LD_LIBRARY_PATH is this process's environment when
+  // it spawns: FERRY_TEST_HOST_LD_LIBRARY_PATH puts one there of which nothing is kept (the job's,
+  // which mpirun --prefix gave <prefix>/lib, stays the launcher's). /usr/lib is required where it
+  // is named.
+  if (const char* host = std::getenv("FERRY_TEST_HOST_LD_LIBRARY_PATH")) ::setenv("LD_LIBRARY_PATH", host, 1);
+  const char* job = std::getenv("LD_LIBRARY_PATH");
+  const auto job_elements = path_elements(job ? job : "");
+  const bool usr_lib = std::find(job_elements.begin(), job_elements.end(), "/usr/lib") != job_elements.end();
   auto check = [&](const std::string& value, int line, const char* whose = "worker") {
     std::cout << "a " << whose << "'s LD_LIBRARY_PATH: '" << value << "'" << std::endl;
     const auto elements = path_elements(value);
-    if (std::find(elements.begin(), elements.end(), "/usr/lib") == elements.end()) fail(line, "no /usr/lib");
+    if (usr_lib && std::find(elements.begin(), elements.end(), "/usr/lib") == elements.end()) fail(line, "no /usr/lib");
     for (const auto& e : elements)
       if (e.empty() || e.front() != '/' || e == open || e == mine) fail(line, std::string("the ") + whose + " has '" + e + "'");
   };
