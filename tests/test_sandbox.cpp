@@ -1722,6 +1722,19 @@ TEST_CASE("Limits.cpu_time_stops_a_spinning_task_with_ResourceLimitError") {
   check_pool_is_healthy(ex);
 }
 
+TEST_CASE("Limits.a_tasks_own_cpu_time_in_a_sandbox_is_at_most_the_executors") {
+  // In a sandbox a task's own limits may only be lower than the executor's: its own cpu_time of
+  // 30 s was honoured past the executor's 1 s.
+  ferry::Limits limits;
+  set_seconds(limits.cpu_time, 1);
+  ferry::Executor ex(contained(limits, sandbox_on()));
+  ferry::Limits own;
+  set_seconds(own.cpu_time, 30);
+  auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(own), spin_cpu, 5));
+  if (e) check_limit_error(*e, "spin_cpu", "cpu_time", 1, "1 s of CPU time");
+  check_pool_is_healthy(ex);
+}
+
 TEST_CASE("Limits.a_thread_a_task_leaves_spinning_ends_its_idle_worker") {
   // cpu_time was measured only while a call ran: a task that returned at once and left a thread
   // spinning used a CPU without bound while its worker idled (a review's used 4.6 s in 5 s). Its

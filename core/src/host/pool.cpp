@@ -293,6 +293,9 @@ void Pool::submit(const Target& target, Buffer args, std::uint32_t items,
     at_most(call->limits.open_files, limits_.open_files);
     at_most(call->limits.processes, limits_.processes);
     at_most(call->limits.file_size, limits_.file_size);
+    // The host's measure, per call: nothing to lower in the worker, but the executor's is a
+    // ceiling in a sandbox too (a task's own 30 s ran past the executor's 1 s).
+    at_most(call->limits.cpu_seconds, limits_.cpu_seconds);
   }
   call->submitted_ns = system_now_ns();
   bool need_spawn = false;
