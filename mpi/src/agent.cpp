@@ -177,10 +177,12 @@ std::string untrusted_loaded_library() {
     const fs::path file = fs::absolute(name, ec);
     std::string why = ec ? "its path cannot be made absolute" : ferry::detail::untrusted_reason(file);
     if (why.empty()) continue;
+    // What named it to the loader, most likely (a RUNPATH's is the trust check's word above).
     const char* search = std::getenv("LD_LIBRARY_PATH");
-    return "it loaded " + name + ", which another user could have planted: " + why +
-           " (its LD_LIBRARY_PATH is '" + (search ? search : "") +
-           "': start the job with only trusted absolute directories there, or set FERRY_ALLOW_UNSAFE_PLUGINS=1)";
+    const char* preload = std::getenv("LD_PRELOAD");
+    return "it loaded " + name + ", which another user could have planted: " + why + " (its LD_LIBRARY_PATH is '" +
+           (search ? search : "") + "'" + (preload ? std::string(", its LD_PRELOAD '") + preload + "'" : std::string()) +
+           ": start the job with only trusted absolute directories there, or set FERRY_ALLOW_UNSAFE_PLUGINS=1)";
   }
   return {};
 }
