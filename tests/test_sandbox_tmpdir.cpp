@@ -169,7 +169,10 @@ TEST_CASE("SandboxTmpdir.a_swapped_private_directory_is_refused_by_the_workers_a
     const std::string got = f.get();
     FAIL_CHECK("a task read the planted file: " << got);
   } catch (const ferry::BrokenProcessPool& e) {
-    MESSAGE(std::string(e.what()));
+    // Why, not only the worker's exit status (its reason was on its stderr alone).
+    CHECK_MESSAGE(std::string(e.what()).find("the sandbox's private directory " + dir.string()) != std::string::npos,
+                  e.what());
+    CHECK_MESSAGE(std::string(e.what()).find("is not the one ferry made") != std::string::npos, e.what());
   } catch (const std::exception& e) {
     FAIL_CHECK("expected BrokenProcessPool (no worker could start): " << typeid(e).name() << ": " << std::string(e.what()));
   }
@@ -178,6 +181,47 @@ TEST_CASE("SandboxTmpdir.a_swapped_private_directory_is_refused_by_the_workers_a
   // the name ferry removes).
   CHECK(support::read_file(dir / "planted") == "from mallory");
   CHECK(fs::is_directory(base.path / "moved-away"));
+}
+
+TEST_CASE("SandboxTmpdir.a_private_directory_its_user_made_readable_is_still_used_and_removed") {
+  // The user may chmod the directory (a task cannot: chmod fails in a sandbox): 0750 or 0755 is
+  // still no one else's to write. It was refused unless exactly 0700, and every new worker then
+  // failed to start. Writable by others it is refused.
+  support::TempDir base;
+  std::optional<ferry::Executor> ex;
+  make_with_tmpdir(ex, base.path, 1);
+  const std::vector<fs::path> made = private_dirs_in(base.path);
+  REQUIRE(made.size() == 1);
+  CHECK_FALSE(value_of(ex->submit_with(hostile(), temp_dir)).empty());  // its first worker started
+  REQUIRE(::chmod(made.front().c_str(), 0755) == 0);
+  auto restart = [&](ferry::Executor& e) {
+    const std::vector<int> old = e.worker_pids();
+    for (int pid : old) ::kill(pid, SIGKILL);
+    REQUIRE(support::wait_until([&] {
+      for (int pid : e.worker_pids())
+        if (std::find(old.begin(), old.end(), pid) != old.end()) return false;
+      return true;
+    }, 10s));
+  };
+  restart(*ex);
+  CHECK(value_of(ex->submit_with(hostile(), tmpfile_round_trip, std::string("kept"))) == "kept");
+  ex.reset();
+  CHECK_FALSE(fs::exists(made.front()));
+
+  std::optional<ferry::Executor> open;
+  make_with_tmpdir(open, base.path, 1);
+  const std::vector<fs::path> made2 = private_dirs_in(base.path);
+  REQUIRE(made2.size() == 1);
+  CHECK_FALSE(value_of(open->submit_with(hostile(), temp_dir)).empty());
+  REQUIRE(::chmod(made2.front().c_str(), 0777) == 0);
+  restart(*open);
+  auto f = open->submit_with(hostile(), temp_dir);
+  REQUIRE(static_cast<bool>(f.wait_for(future_wait)));
+  CHECK_THROWS_AS(f.get(), ferry::BrokenProcessPool);
+  open.reset();
+  CHECK(fs::exists(made2.front()));  // not the one made any more: left as it is
+  ::chmod(made2.front().c_str(), 0700);
+  fs::remove_all(made2.front());
 }
 
 TEST_CASE("SandboxTmpdir.teardown_removes_only_the_directory_it_made") {

@@ -110,7 +110,8 @@ fs::path private_dir_base() {
 }
 
 /// The directory `path` opened without following a link as its last component: its identity
-/// when it is a directory of this user's, of mode 0700; else nothing, and `why` says what it is.
+/// when it is a directory of this user's that no one else can write (made 0700; the user may
+/// chmod it, a sandboxed task cannot); else nothing, and `why` says what it is.
 bool private_dir_identity(const fs::path& path, std::uint64_t& dev, std::uint64_t& ino, std::string& why) {
   const int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
@@ -125,7 +126,7 @@ bool private_dir_identity(const fs::path& path, std::uint64_t& dev, std::uint64_
     why = std::strerror(err);
     return false;
   }
-  if (st.st_uid != ::geteuid() || (st.st_mode & 07777) != 0700) {
+  if (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) {
     char text[96];
     std::snprintf(text, sizeof text, "owned by uid %u, mode %04o", static_cast<unsigned>(st.st_uid),
                   static_cast<unsigned>(st.st_mode & 07777));
@@ -152,19 +153,25 @@ PrivateTempDir::PrivateTempDir(bool make) {
   path_ = resolved_path(pattern);  // as the worker gets it: no link on the way (Landlock::allow)
 }
 
+std::string PrivateTempDir::changed() const {
+  if (path_.empty()) return "";
+  std::uint64_t dev = 0, ino = 0;
+  std::string why;
+  if (private_dir_identity(path_, dev, ino, why) && dev == dev_ && ino == ino_) return "";
+  return path_.string() + " (" + (why.empty() ? std::string("another directory") : why) + ")";
+}
+
 PrivateTempDir::~PrivateTempDir() {
   if (path_.empty()) return;
   // Only the directory this object made: one put at its name since (the way is the user's and
   // root's alone, so only they could) holds someone else's files.
-  std::uint64_t dev = 0, ino = 0;
-  std::string why;
-  if (!private_dir_identity(path_, dev, ino, why) || dev != dev_ || ino != ino_) {
-    if (why.empty()) why = "another directory";
-    const std::string shown = terminal_text(path_.string() + " (" + why + ")", "\\n");
+  if (const std::string why = changed(); !why.empty()) {
+    const std::string shown = terminal_text(why, "\\n");
     std::fprintf(stderr, "ferry: the sandbox's private directory %s is not the one ferry made; left as it is\n",
                  shown.c_str());
     return;
   }
+  std::string why;
   // A task's descendant may still be running: the pool has waited for its workers, not for their
   // guardians, which may still be ending what the tasks started. Never through a link it put in
   // place of a directory (std::filesystem::remove_all checks, then opens).

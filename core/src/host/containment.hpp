@@ -47,7 +47,7 @@ FERRY_INTERNAL_API PrivateDirPlace private_dir_place();
 /// (untrusted_way_reason of the place: a directory of theirs, one writable by others and not
 /// sticky, their link on the way; FERRY_DEBUG says so); ferry::Error when /tmp fails that check
 /// too. Removed with everything in it when the object dies, if it is still the directory made
-/// (same device and inode, ours, 0700); else left as it is, and said on stderr. A worker checks
+/// (changed()); else left as it is, and said on stderr. A worker checks
 /// it too before it uses it (worker/containment.hpp).
 class PrivateTempDir {
  public:
@@ -59,6 +59,11 @@ class PrivateTempDir {
   PrivateTempDir& operator=(PrivateTempDir&&) = delete;
   ~PrivateTempDir();
   const std::filesystem::path& path() const noexcept { return path_; }
+  /// "" while the directory at path() is the one made (same device and inode, ours, writable by
+  /// no one else); else the path and what is there instead ("(owned by uid 65534, mode 0777)",
+  /// "(another directory)", "(No such file or directory)"): a worker refuses it (exit 70), and
+  /// the pool's start failure says why.
+  std::string changed() const;
   /// The device and inode of the directory made (ferry-worker's --private-tmp-id).
   std::uint64_t dev() const noexcept { return dev_; }
   std::uint64_t ino() const noexcept { return ino_; }

@@ -281,6 +281,16 @@ void Manager::on_exit(const SlotPtr& w) {
   reap_orphaned_helpers();
 }
 
+std::string Manager::containment_reason(const ExitStatus& st) const {
+  if (!st.known || st.signal != 0 || st.exit_code != static_cast<int>(protocol::WorkerExit::containment)) return "";
+  // The one reason the host can see for itself: the sandbox's private directory is not the one
+  // it made (another at its name: every worker refuses it). Else the worker said why on stderr.
+  if (p_.sandbox_tmp_)
+    if (const std::string why = p_.sandbox_tmp_->changed(); !why.empty())
+      return ": the sandbox's private directory " + why + " is not the one ferry made";
+  return " (ferry-worker said why on its stderr)";
+}
+
 std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
                                                       Completions& done) {
   // Ended while its initializer ran (a crash, an _exit, the kernel's OOM killer, or ferry killed
@@ -317,7 +327,7 @@ std::exception_ptr Manager::settle_dead_worker_locked(WorkerSlot& w, const ExitS
         w.describe(*p_.launcher_) +
         (w.violation.empty() ? " ended with " + describe_exit(st) +
                                    (in_initializer ? " while its initializer ran" : " before its handshake") +
-                                   (program_at_fault ? p_.worker_path_advice() : "")
+                                   (program_at_fault ? p_.worker_path_advice() : containment_reason(st))
                              : " " + w.violation);
     return nullptr;
   }

@@ -62,6 +62,10 @@ class Manager {
   /// Returns the error its running call got (nullptr: none, or sent again).
   std::exception_ptr settle_dead_worker_locked(WorkerSlot& w, const ExitStatus& st, const OomCounts& ooms,
                                                Completions& done);
+  /// For a worker that exited "cannot set up its containment" before its hello (70): ": the
+  /// sandbox's private directory ... is not the one ferry made" when the host sees that, else
+  /// where the worker said why; "" for any other end.
+  std::string containment_reason(const ExitStatus& st) const;
   /// Counts how a worker ended (ExecutorStats), and writes it in the trace: `given` is what its
   /// running call got.
   void count_end_locked(WorkerSlot& w, const ExitStatus& st, const std::exception_ptr& given);

@@ -1083,8 +1083,9 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
 namespace {
 
 /// The executor's private directory (--private-tmp), opened without following a link on the way
-/// (the host resolved its path): "" when it is a directory of this user's of mode 0700, as the
-/// host made it (the same device and inode as `made_as`, when the host said), and `seen`
+/// (the host resolved its path): "" when it is a directory of this user's that no one else can
+/// write (made 0700: the user may chmod it since, a task cannot), as the host made it (the same
+/// device and inode as `made_as`, when the host said), and `seen`
 /// is its identity and `opened` an O_PATH descriptor of it; else why it is refused. The place it
 /// is made in is one no other user can change (host/containment.cpp), but a directory someone
 /// put at its name since (theirs, or one open to others) would hand them the tasks' files, or
@@ -1104,10 +1105,10 @@ std::string check_private_dir(const std::string& dir,
   if (fd < 0) return errno_text(what.c_str());
   opened = Fd(fd);
   if (::fstat(fd, &seen) != 0) return errno_text(what.c_str());
-  if (seen.st_uid != ::geteuid() || (seen.st_mode & 07777) != 0700) {
-    char text[160];
+  if (seen.st_uid != ::geteuid() || (seen.st_mode & 022) != 0) {
+    char text[192];
     std::snprintf(text, sizeof text, " is not the one ferry made (owned by uid %u, mode %04o; ferry "
-                  "made it uid %u's, mode 0700): refused", static_cast<unsigned>(seen.st_uid),
+                  "made it uid %u's, writable by no one else): refused", static_cast<unsigned>(seen.st_uid),
                   static_cast<unsigned>(seen.st_mode & 07777), static_cast<unsigned>(::geteuid()));
     return what + text;
   }
