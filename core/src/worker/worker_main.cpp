@@ -414,8 +414,10 @@ class WorkerLoop {
       // Worded here, not in send_result: that runs inside the entry point's noexcept delivery,
       // where an allocation that fails would end the worker.
       why = Failure::in_stage(InvokeStatus::encode_result_failed, items - 1, "std::length_error",
-                              "a result of " + format_size(delivery_.too_large) + " does not fit a frame (FERRY_MAX_FRAME_BYTES " +
-                                  format_size(config_.max_frame_bytes) + ") and no shared memory could be had for it (" +
+                              "a result of " + format_size(delivery_.too_large) + " does not fit a frame (" +
+                                  format_size(config_.max_frame_bytes) +
+                                  ": FERRY_MAX_FRAME_BYTES, or twice the executor's limits.memory when it is set) and no "
+                                  "shared memory could be had for it (" +
                                   why_no_shared_block() + ")",
                               signature_of(rec));
       return false;
