@@ -558,6 +558,12 @@ Failure describe(std::exception_ptr error) {
     std::rethrow_exception(error);
   } catch (const TaskError& e) {
     Failure f{exit_task_failed, "TaskError", e.what(), error};
+    // what() shows the task's type as message_text does: put back as sent, so that the line,
+    // escaped as a whole when printed, shows a hostile type's escapes once, not twice.
+    const std::string type = detail::message_text(e.remote_type());
+    if (type != e.remote_type())
+      if (const auto at = f.message.find(" raised " + type + " in worker "); at != std::string::npos)
+        f.message.replace(at + 8, type.size(), e.remote_type());
     // what() ends with the task's message, then " (input N)" or " (inputs N to M)" in a map.
     mark_own_message(f, e.remote_message(), e.input_index() ? f.message.rfind(" (input") : f.message.size());
     return f;

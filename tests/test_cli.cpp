@@ -2067,3 +2067,15 @@ TEST_CASE("Cli.run_raw_prints_one_printable_json_object") {
   CHECK_MESSAGE(spaced.status == 0, spaced.err);
   CHECK(spaced.out == "{\"value0\":\"x\"}\n");
 }
+
+TEST_CASE("Cli.run.a_hostile_exception_type_is_escaped_once") {
+  // TaskError::what() shows a task's type and message as text (\x1b); the command escapes what it
+  // prints: a hostile type showed as \\x1b. Type and message are put back as sent, then escaped
+  // once; a backslash in the message is \\ as always, its lines indented.
+  Result r = cli(Call{.args = {"--plugin-dir", FERRY_TEST_RAW_RESULT_DIR, "--worker", FERRY_TEST_WORKER, "run", "hostile_type"},
+                      .defaults = false});
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("raised Evil\\x1b]0;owned\\x07 in worker ") != std::string::npos, r.err);
+  CHECK_MESSAGE(r.err.find(": two\\\\lines\n    second") != std::string::npos, r.err);
+  CHECK(r.err.find('\x1b') == std::string::npos);
+}

@@ -4,6 +4,7 @@
 //   trailing_escape  {"value0":1} followed by an OSC 52 (clipboard), an OSC 0 (title) and "\rfake"
 //   array_line       [1,2], a JSON value that is no object
 //   spaced_line      {"value0":\r"x"}: an object with a carriage return between its tokens
+//   hostile_type     fails as if it threw an exception whose type names an escape sequence
 // Each takes no argument and says its signature is i32().
 #include <cstdint>
 #include <ios>
@@ -23,6 +24,15 @@ void write_line(InvokeContext& c) noexcept {
     c.result->sputc('\n');
   }
   deliver_results(c);
+}
+
+/// Fails as a task that threw an exception of type `Type` with message `Message` would.
+template <const std::string_view& Type, const std::string_view& Message>
+void throw_as(InvokeContext& c) noexcept {
+  c.error->sputn(Type.data(), static_cast<std::streamsize>(Type.size()));
+  c.error->sputc('\0');
+  c.error->sputn(Message.data(), static_cast<std::streamsize>(Message.size()));
+  c.status = InvokeStatus::task_threw;
 }
 
 const void* no_address() noexcept { return nullptr; }
@@ -57,6 +67,8 @@ constexpr TaskRecord<N> record(std::string_view name, InvokeFn invoke) {
 constexpr std::string_view trailing_escape_text = "{\"value0\":1}\x1b]52;c;cHduZWQ=\x07\x1b]0;pwned\x07\rfake";
 constexpr std::string_view array_line_text = "[1,2]";
 constexpr std::string_view spaced_line_text = "{\"value0\":\r\"x\"}";
+constexpr std::string_view hostile_type_name = "Evil\x1b]0;owned\x07";
+constexpr std::string_view hostile_type_message = "two\\lines\nsecond";
 
 }  // namespace
 
@@ -68,3 +80,6 @@ constexpr std::string_view spaced_line_text = "{\"value0\":\r\"x\"}";
 FERRY_TEST_RAW_TASK(trailing_escape)
 FERRY_TEST_RAW_TASK(array_line)
 FERRY_TEST_RAW_TASK(spaced_line)
+extern __attribute__((visibility("default"), used, section("ferry_tasks"))) constinit const
+    ferry::detail::TaskRecord<text_size("hostile_type")> hostile_type_record __asm__("\"ferry_task:hostile_type\"") =
+        record<text_size("hostile_type")>("hostile_type", &throw_as<hostile_type_name, hostile_type_message>);
