@@ -664,7 +664,9 @@ void print_remote_stack(const Failure& failure) {
   // Always, like Python's traceback of an uncaught exception: the user needs it to find the bug,
   // and stderr is not the results' stream.
   std::string text = "remote stack (worker):\n  ";
-  for (char c : terminal_text(stack)) {
+  // Shown already (symbolize: a plugin's names as message_text, one frame a line): message_text
+  // again leaves that as it is (a task's \x1b is not \\x1b here) and still stops any control.
+  for (char c : detail::message_text(stack)) {
     text += c;
     if (c == '\n') text += "  ";
   }

@@ -603,11 +603,43 @@ TEST_CASE("Containment.lowered_limits.a_sandboxed_lane_takes_only_calls_that_fit
   REQUIRE(sends.size() == 1);
   CHECK(sends[0].lane == &fresh);
 
+  // A call that fits only a busy lane while a lowered one idles: not pipelined behind the busy
+  // one (for good behind a call that hangs; an unsandboxed pool runs it on the idle one), the
+  // idle lane is retired and the call waits for the first free lane.
+  {
+    Dispatcher e(4);
+    e.harden_limits(executor);
+    Lane lowered{.serial = 10, .lowered = own}, busy{.serial = 11};
+    queue_call(e, 20, executor);
+    e.assign(std::vector<Lane*>{&busy}, sends, stale, now);
+    REQUIRE(sends.size() == 1);
+    REQUIRE_FALSE(busy.idle());
+    stale.clear();
+    queue_call(e, 21, executor);
+    e.assign(std::vector<Lane*>{&lowered, &busy}, sends, stale, now);
+    CHECK(sends.empty());
+    REQUIRE(stale.size() == 1);
+    CHECK(stale[0] == &lowered);
+    CHECK(lowered.limits_too_low);
+    CHECK(busy.in_flight.size() == 1);
+    CHECK(e.queued() == 1);
+    stale.clear();
+  }
+
   // processes: once lowered (pids.max written and closed), only the same value.
   Dispatcher p(4);
   p.harden_limits(proto::TaskLimits{.processes = 64});
   Lane l{.serial = 5};
   CHECK(p.fits(l, proto::TaskLimits{.processes = 8}));
+  // Lowered only on a lane no call was sent to: an earlier call could keep a copy of pids.max's
+  // descriptor (dup, a child) and write "max" for the lowered one.
+  Lane ran{.serial = 7};
+  queue_call(p, 30, proto::TaskLimits{.processes = 64});
+  p.assign(std::vector<Lane*>{&ran}, sends, stale, now);
+  REQUIRE(sends.size() == 1);
+  CHECK(ran.used);
+  CHECK_FALSE(p.fits(ran, proto::TaskLimits{.processes = 8}));
+  CHECK(p.fits(ran, proto::TaskLimits{.processes = 64}));
   l.lowered = proto::TaskLimits{.processes = 8};
   CHECK(p.fits(l, proto::TaskLimits{.processes = 8}));
   CHECK_FALSE(p.fits(l, proto::TaskLimits{.processes = 4}));

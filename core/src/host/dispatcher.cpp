@@ -77,6 +77,10 @@ bool Dispatcher::fits(const Lane& lane, const protocol::TaskLimits& limits) cons
     return false;
   // cpu_time is the host's measure, per call: any fits.
   if (have.processes != executor_.processes) return limits.processes == have.processes;
+  // Lowering processes closes the worker's pids.max descriptor, but an earlier call on it could
+  // have kept a copy (dup, or a child that inherited it) to write "max" for a later one: only a
+  // worker no call ran on yet is lowered so.
+  if (limits.processes != have.processes && lane.used) return false;
   return fits_under(limits.processes, have.processes);
 }
 
@@ -107,6 +111,21 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
           (lane->in_flight.size() == best->in_flight.size() && hardening_ && lowers(*best, next.limits) &&
            !lowers(*lane, next.limits)))
         best = lane;
+    }
+    if (best && hardening_ && pipeline && !best->idle()) {
+      // Every lane that fits is busy, and one that does not fit idles: the call would wait
+      // behind a busy one (for good behind a call that hangs) where an unsandboxed pool runs it
+      // at once. That idle lane is retired; the pool, short of its size, then holds the call for
+      // the first free lane, a fresh worker or the busy one.
+      const auto idle_unfit = std::find_if(open.begin(), open.end(), [&](Lane* lane) {
+        return lane->idle() && !lane->initializing && lane->calls_left != 0 && !fits(*lane, next.limits) &&
+               std::find(stale.begin(), stale.end(), lane) == stale.end();
+      });
+      if (idle_unfit != open.end()) {
+        (*idle_unfit)->limits_too_low = true;
+        stale.push_back(*idle_unfit);
+        break;
+      }
     }
     if (!best) {
       // No lane with room fits its limits. Lanes it never will fit are retired, and fresh
@@ -145,6 +164,7 @@ void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, s
     // From this call on its worker holds the call's limits as hard limits (what fits a lane
     // is decided here, at send time: calls are pipelined behind others).
     if (hardening_ && lowers(*best, call->limits)) best->lowered = call->limits;
+    best->used = true;
     if (best->calls_left != UINT64_MAX) --best->calls_left;
     recount(*best, [&] { best->in_flight.push_back(call); });
     if (running) start_front(*best, now);

@@ -53,6 +53,9 @@ struct FERRY_INTERNAL_API Lane {
   /// call with that call's limits (they are above what it was lowered to), rather than another
   /// version of a plugin.
   bool limits_too_low = false;
+  /// A call was sent to it (Dispatcher::fits: only a worker no call ran on is lowered to a
+  /// task's own processes limit).
+  bool used = false;
 
   bool idle() const noexcept { return in_flight.empty(); }
   /// The call the worker is running (the oldest unanswered one, once past its initializer), or
@@ -83,8 +86,9 @@ class FERRY_INTERNAL_API Dispatcher {
   }
   /// Whether `lane`'s worker can run a call with `limits`, each exactly as asked: always without
   /// harden_limits. With it: memory, open_files and file_size at most what the worker was lowered
-  /// to (0, none, fits only under none); processes too while the worker holds the executor's, and
-  /// once lowered exactly that value (its pids.max is written once and closed).
+  /// to (0, none, fits only under none); processes too while the worker holds the executor's (a
+  /// lower one only on a lane no call was sent to), and once lowered exactly that value (its
+  /// pids.max is written once and closed).
   bool fits(const Lane& lane, const protocol::TaskLimits& limits) const noexcept;
 
   /// How many short calls a lane holds (the backend's Launcher::short_call_depth), 1 to 64.

@@ -1293,6 +1293,17 @@ std::vector<std::string> Containment::show_private_tmp(const std::string& dir, c
 
 // ---- per task --------------------------------------------------------------------------------
 
+namespace {
+/// In a sandbox the host takes a worker for one lowered to a task's own limits once it sent the
+/// task: a limit that could not be set is no reason to run the task above it. The worker ends
+/// (its call fails with TerminatedWorkerError, exit 70: "cannot set up its limits or sandbox").
+[[noreturn]] void cannot_hold_own_limit(const std::string& what) {
+  std::fprintf(stderr, "ferry-worker: containment: cannot hold a task's own limit: %s\n", what.c_str());
+  std::fflush(stderr);
+  ::_exit(static_cast<int>(protocol::WorkerExit::containment));
+}
+}  // namespace
+
 void Containment::set_limit(Resource r, std::uint64_t value) {
   const rlim_t hard = hard_[r];
   rlim_t want = value == 0 ? start_[r].rlim_cur : static_cast<rlim_t>(value);
@@ -1308,8 +1319,10 @@ void Containment::set_limit(Resource r, std::uint64_t value) {
     soft_[r] = want;
     hard_[r] = new_hard;
   } else {
-    debug_log("worker: setrlimit(%d, %llu/%llu): %s", resource_of(r), static_cast<unsigned long long>(want),
-              static_cast<unsigned long long>(new_hard), std::strerror(errno));
+    const std::string why = "setrlimit(" + std::to_string(resource_of(r)) + ", " + std::to_string(want) + "/" +
+                            std::to_string(new_hard) + "): " + std::strerror(errno);
+    if (harden_ && value != 0) cannot_hold_own_limit(why);  // fail closed (no test can make it fail)
+    debug_log("worker: %s", why.c_str());
   }
 }
 
@@ -1320,7 +1333,8 @@ void Containment::set_processes(std::uint64_t value) {
     int n = value == 0 ? std::snprintf(text, sizeof text, "max")
                        : std::snprintf(text, sizeof text, "%llu",
                                        static_cast<unsigned long long>(value + own_processes_));
-    ::pwrite(pids_max_fd_, text, static_cast<std::size_t>(n), 0);
+    if (::pwrite(pids_max_fd_, text, static_cast<std::size_t>(n), 0) != n && harden_)
+      cannot_hold_own_limit(std::string("writing pids.max: ") + std::strerror(errno));
     // In a sandbox a task's own limit is final: the task runs in this process, and wrote "max"
     // through the descriptor kept open (found by /proc/self/fd), forking past its own limit.
     // Closed, nothing of the task's reaches the file: Landlock refuses cgroupfs by path, also
@@ -1333,6 +1347,8 @@ void Containment::set_processes(std::uint64_t value) {
   } else if (user_namespace_) {
     set_limit(nproc, value == 0 ? 0 : value + own_processes_);
   } else if (!cgroup_.empty() && value != current_.processes) {
+    // Closed after a task's own limit: the host sends no other value (Dispatcher::fits).
+    if (harden_) cannot_hold_own_limit("pids.max is closed, and " + std::to_string(value) + " is another limit");
     debug_log("worker: pids.max closed: the processes limit %llu cannot be set",
               static_cast<unsigned long long>(value));
   }
