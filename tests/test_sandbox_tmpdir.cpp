@@ -96,6 +96,18 @@ void swap_directory(const fs::path& dir, const fs::path& moved_to, mode_t mode, 
   REQUIRE(::chmod(dir.c_str(), mode) == 0);
 }
 
+/// Kills `ex`'s workers, and waits until the pool has seen their deaths: a call submitted before
+/// then may go to a dead worker. Its next workers start checking the private directory anew.
+void kill_workers_and_wait(ferry::Executor& ex) {
+  const std::vector<int> old = ex.worker_pids();
+  for (int pid : old) ::kill(pid, SIGKILL);
+  REQUIRE(support::wait_until([&] {
+    for (int pid : ex.worker_pids())
+      if (std::find(old.begin(), old.end(), pid) != old.end()) return false;
+    return true;
+  }, 10s));
+}
+
 }  // namespace
 
 TEST_CASE("SandboxTmpdir.a_tmpdir_others_could_swap_in_is_not_used") {
@@ -155,14 +167,7 @@ TEST_CASE("SandboxTmpdir.a_swapped_private_directory_is_refused_by_the_workers_a
   // Where the tasks see it (/tmp, shown there, or its own path).
   const std::string seen = value_of(ex->submit_with(hostile(), temp_dir));
   swap_directory(dir, base.path / "moved-away", mode, another_user);
-  const std::vector<int> old = ex->worker_pids();
-  for (int pid : old) ::kill(pid, SIGKILL);
-  // Until the pool has seen the death: a call submitted before then may go to the dead worker.
-  REQUIRE(support::wait_until([&] {
-    for (int pid : ex->worker_pids())
-      if (std::find(old.begin(), old.end(), pid) != old.end()) return false;
-    return true;
-  }, 10s));
+  kill_workers_and_wait(*ex);
   auto f = ex->submit_with(hostile(), read_file, seen + "/planted");
   REQUIRE_MESSAGE(static_cast<bool>(f.wait_for(future_wait)), "the call did not end");
   try {
@@ -194,16 +199,7 @@ TEST_CASE("SandboxTmpdir.a_private_directory_its_user_made_readable_is_still_use
   REQUIRE(made.size() == 1);
   CHECK_FALSE(value_of(ex->submit_with(hostile(), temp_dir)).empty());  // its first worker started
   REQUIRE(::chmod(made.front().c_str(), 0755) == 0);
-  auto restart = [&](ferry::Executor& e) {
-    const std::vector<int> old = e.worker_pids();
-    for (int pid : old) ::kill(pid, SIGKILL);
-    REQUIRE(support::wait_until([&] {
-      for (int pid : e.worker_pids())
-        if (std::find(old.begin(), old.end(), pid) != old.end()) return false;
-      return true;
-    }, 10s));
-  };
-  restart(*ex);
+  kill_workers_and_wait(*ex);
   CHECK(value_of(ex->submit_with(hostile(), tmpfile_round_trip, std::string("kept"))) == "kept");
   ex.reset();
   CHECK_FALSE(fs::exists(made.front()));
@@ -214,7 +210,7 @@ TEST_CASE("SandboxTmpdir.a_private_directory_its_user_made_readable_is_still_use
   REQUIRE(made2.size() == 1);
   CHECK_FALSE(value_of(open->submit_with(hostile(), temp_dir)).empty());
   REQUIRE(::chmod(made2.front().c_str(), 0777) == 0);
-  restart(*open);
+  kill_workers_and_wait(*open);
   auto f = open->submit_with(hostile(), temp_dir);
   REQUIRE(static_cast<bool>(f.wait_for(future_wait)));
   CHECK_THROWS_AS(f.get(), ferry::BrokenProcessPool);

@@ -195,6 +195,21 @@ void say_where(const char* suffix) {
   std::ofstream(std::string(started ? started : "late") + suffix).put('x');
 }
 
+/// The host's next message into `st` and `body`, if one is there; else yields the CPU, false.
+bool receive_from_host(MPI_Status& st, Buffer& body) {
+  int flag = 0;
+  MPI_Iprobe(0, MPI_ANY_TAG, host_comm, &flag, &st);
+  if (!flag) {
+    ::sched_yield();
+    return false;
+  }
+  int count = 0;
+  MPI_Get_count(&st, MPI_BYTE, &count);
+  body = Buffer(static_cast<std::size_t>(count));
+  MPI_Recv(body.data(), count, MPI_BYTE, 0, st.MPI_TAG, host_comm, MPI_STATUS_IGNORE);
+  return true;
+}
+
 /// For the late kinds: heartbeats to the host and reads what it sends until it has sent nothing
 /// for three heartbeat periods (750 ms: it is leaving, its hub's thread heartbeats no more), or
 /// until a quit (true, in `quit`: it did not wait for this rank). The silence counts from `heard`
@@ -213,17 +228,9 @@ bool until_the_host_leaves(Buffer& quit, bool& quitted, Clock::time_point deadli
     }
     if (last_heard != Clock::time_point::max() && Clock::now() - last_heard > std::chrono::milliseconds(750))
       return true;
-    int flag = 0;
     MPI_Status st;
-    MPI_Iprobe(0, MPI_ANY_TAG, host_comm, &flag, &st);
-    if (!flag) {
-      ::sched_yield();
-      continue;
-    }
-    int count = 0;
-    MPI_Get_count(&st, MPI_BYTE, &count);
-    Buffer body(static_cast<std::size_t>(count));
-    MPI_Recv(body.data(), count, MPI_BYTE, 0, st.MPI_TAG, host_comm, MPI_STATUS_IGNORE);
+    Buffer body;
+    if (!receive_from_host(st, body)) continue;
     if (st.MPI_TAG == tag_heartbeat && first && last_heard == Clock::time_point::max()) say_where(".heard");
     if (st.MPI_TAG == tag_heartbeat) last_heard = Clock::now();
     if (st.MPI_TAG == tag_quit) {
@@ -249,17 +256,9 @@ bool until_the_host_leaves(Buffer& quit, bool& quitted, Clock::time_point deadli
 /// The silent kind: sends nothing; reads the host's messages until its quit.
 int silent(Clock::time_point deadline) {
   while (Clock::now() < deadline) {
-    int flag = 0;
     MPI_Status st;
-    MPI_Iprobe(0, MPI_ANY_TAG, host_comm, &flag, &st);
-    if (!flag) {
-      ::sched_yield();
-      continue;
-    }
-    int count = 0;
-    MPI_Get_count(&st, MPI_BYTE, &count);
-    Buffer body(static_cast<std::size_t>(count));
-    MPI_Recv(body.data(), count, MPI_BYTE, 0, st.MPI_TAG, host_comm, MPI_STATUS_IGNORE);
+    Buffer body;
+    if (!receive_from_host(st, body)) continue;
     if (st.MPI_TAG != tag_quit) continue;
     std::cout << "hostile silent: told to leave (" << strings_of(body) << ")" << std::endl;
     if (body.size() == 0) stay_stuck("silent");
