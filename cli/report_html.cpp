@@ -16,6 +16,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "platform/format.hpp"
 #include "report_assets.hpp"
 
 namespace ferry::cli::trace {
@@ -91,16 +92,19 @@ class HtmlSafeJsonStream {
     }
     held_[held_n_++] = u;
     const unsigned lead = held_[0];
+    // The list is escaped_on_terminal's, asked of the bytes held when they are one well-formed
+    // character (a C1 control or U+061C in two; after E2 80 or E2 81, a third byte may make a
+    // bidirectional control or U+2028/U+2029).
+    const std::string_view held(reinterpret_cast<const char*>(held_), held_n_);
+    auto escaped = [&] { return detail::utf8_length(held, 0) == held_n_ && detail::escaped_on_terminal(held, 0, held_n_); };
     if (held_n_ == 2) {
-      if (lead == 0xC2 && u >= 0x80 && u <= 0x9F) return done(u);                      // C1
-      if (lead == 0xD8 && u == 0x9C) return done(0x061C);                              // ALM
-      if (lead == 0xE2 && (u == 0x80 || u == 0x81)) return;                            // maybe: one more
+      if (escaped())
+        return done((lead & 0x1Fu) << 6 | (u & 0x3Fu));
+      if (lead == 0xE2 && (u == 0x80 || u == 0x81)) return;  // maybe: one more
       return give_back();
     }
-    const unsigned code = (lead & 0x0Fu) << 12 | (held_[1] & 0x3Fu) << 6 | (u & 0x3Fu);
-    const bool bidi = code == 0x200E || code == 0x200F || (code >= 0x2028 && code <= 0x202E) ||
-                      (code >= 0x2066 && code <= 0x2069);
-    if (bidi) return done(code);
+    if (escaped())
+      return done((lead & 0x0Fu) << 12 | (held_[1] & 0x3Fu) << 6 | (u & 0x3Fu));
     give_back();
   }
   /// RapidJSON calls it when the value is complete; bytes still held (not in valid JSON of UTF-8
