@@ -75,6 +75,15 @@ void make_with_tmpdir(std::optional<ferry::Executor>& ex, const fs::path& base, 
   ex.emplace(sandboxed(workers));
 }
 
+/// A sandboxed executor of one worker made with TMPDIR = `base`, and the one private directory
+/// it made there.
+fs::path make_one_private_dir(std::optional<ferry::Executor>& ex, const fs::path& base) {
+  make_with_tmpdir(ex, base, 1);
+  const std::vector<fs::path> made = private_dirs_in(base);
+  REQUIRE(made.size() == 1);
+  return made.front();
+}
+
 void write(const fs::path& file, const std::string& text) {
   std::FILE* f = std::fopen(file.c_str(), "w");
   REQUIRE(f != nullptr);
@@ -160,10 +169,7 @@ TEST_CASE("SandboxTmpdir.a_swapped_private_directory_is_refused_by_the_workers_a
   SUBCASE("ours, 0700: only its device and inode tell") { mode = 0700; }
   support::TempDir base;
   std::optional<ferry::Executor> ex;
-  make_with_tmpdir(ex, base.path, 1);
-  const std::vector<fs::path> made = private_dirs_in(base.path);
-  REQUIRE(made.size() == 1);
-  const fs::path dir = made.front();
+  const fs::path dir = make_one_private_dir(ex, base.path);
   // Where the tasks see it (/tmp, shown there, or its own path).
   const std::string seen = value_of(ex->submit_with(hostile(), temp_dir));
   swap_directory(dir, base.path / "moved-away", mode, another_user);
@@ -194,43 +200,37 @@ TEST_CASE("SandboxTmpdir.a_private_directory_its_user_made_readable_is_still_use
   // failed to start. Writable by others it is refused.
   support::TempDir base;
   std::optional<ferry::Executor> ex;
-  make_with_tmpdir(ex, base.path, 1);
-  const std::vector<fs::path> made = private_dirs_in(base.path);
-  REQUIRE(made.size() == 1);
+  const fs::path made = make_one_private_dir(ex, base.path);
   CHECK_FALSE(value_of(ex->submit_with(hostile(), temp_dir)).empty());  // its first worker started
-  REQUIRE(::chmod(made.front().c_str(), 0755) == 0);
+  REQUIRE(::chmod(made.c_str(), 0755) == 0);
   kill_workers_and_wait(*ex);
   CHECK(value_of(ex->submit_with(hostile(), tmpfile_round_trip, std::string("kept"))) == "kept");
   ex.reset();
-  CHECK_FALSE(fs::exists(made.front()));
+  CHECK_FALSE(fs::exists(made));
 
   std::optional<ferry::Executor> open;
-  make_with_tmpdir(open, base.path, 1);
-  const std::vector<fs::path> made2 = private_dirs_in(base.path);
-  REQUIRE(made2.size() == 1);
+  const fs::path made2 = make_one_private_dir(open, base.path);
   CHECK_FALSE(value_of(open->submit_with(hostile(), temp_dir)).empty());
-  REQUIRE(::chmod(made2.front().c_str(), 0777) == 0);
+  REQUIRE(::chmod(made2.c_str(), 0777) == 0);
   kill_workers_and_wait(*open);
   auto f = open->submit_with(hostile(), temp_dir);
   REQUIRE(static_cast<bool>(f.wait_for(future_wait)));
   CHECK_THROWS_AS(f.get(), ferry::BrokenProcessPool);
   open.reset();
-  CHECK(fs::exists(made2.front()));  // not the one made any more: left as it is
-  ::chmod(made2.front().c_str(), 0700);
-  fs::remove_all(made2.front());
+  CHECK(fs::exists(made2));  // not the one made any more: left as it is
+  ::chmod(made2.c_str(), 0700);
+  fs::remove_all(made2);
 }
 
 TEST_CASE("SandboxTmpdir.teardown_removes_only_the_directory_it_made") {
   // A directory of ours, 0700, put at the name after the workers started: the teardown leaves it.
   support::TempDir base;
   std::optional<ferry::Executor> ex;
-  make_with_tmpdir(ex, base.path, 1);
-  const std::vector<fs::path> made = private_dirs_in(base.path);
-  REQUIRE(made.size() == 1);
+  const fs::path made = make_one_private_dir(ex, base.path);
   CHECK(value_of(ex->submit_with(hostile(), tmpfile_round_trip, std::string("kept"))) == "kept");
-  swap_directory(made.front(), base.path / "moved-away", 0700, false);
+  swap_directory(made, base.path / "moved-away", 0700, false);
   ex.reset();
-  CHECK(support::read_file(made.front() / "planted") == "from mallory");
+  CHECK(support::read_file(made / "planted") == "from mallory");
 }
 
 TEST_CASE("SandboxTmpdir.the_private_directory_not_shown_at_tmp_is_writable_through_its_checked_descriptor") {
