@@ -132,3 +132,86 @@ TEST_CASE("Format.terminal_text.escapes_backslashes_and_bidirectional_controls")
   CHECK(terminal_text("\n\n\n", "\n      ") == "\n      \n      \n      ");  // longer than 4 a byte
   CHECK(terminal_text("a\nb", "\\x0a") == "a\\x0ab");
 }
+
+namespace {
+
+/// terminal_output_into over `in` fed in pieces cut at each of `cuts` (a relay's reads), then
+/// ended: what a terminal is sent.
+std::string output_shown(std::string_view in, std::initializer_list<std::size_t> cuts = {}) {
+  using ferry::detail::terminal_output_into;
+  std::string out, pending;
+  std::size_t from = 0;
+  auto feed = [&](std::string_view piece, bool end) {
+    pending += piece;
+    std::string shown(4 * pending.size(), '\0');
+    std::size_t used = 0;
+    shown.resize(terminal_output_into(shown.data(), pending, end, &used));
+    CHECK(used + ferry::detail::terminal_sequence_max >= pending.size());
+    out += shown;
+    pending.erase(0, used);
+  };
+  for (std::size_t cut : cuts) {
+    feed(in.substr(from, cut - from), false);
+    from = cut;
+  }
+  feed(in.substr(from), true);
+  CHECK(pending.empty());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Format.terminal_output.keeps_text_lines_colours_and_progress_bars") {
+  using namespace std::string_view_literals;
+  for (std::string_view text : {"plain text\n"sv, "tab\there\r\n"sv, "back\bspace"sv, "a\\x1b stays\n"sv,
+                                "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\n"sv, "\x1b[31mred\x1b[0m\n"sv,
+                                "\x1b[1;38;5;208mbold orange\x1b[m"sv, "\x1b[38:2:10:20:30mtrue colour\x1b[39m"sv,
+                                "\r\x1b[K 42%"sv, "\r\x1b[2K 43%"sv, "\x1b[0K\x1b[1K"sv}) {
+    CAPTURE(text);
+    CHECK(output_shown(text) == text);
+  }
+}
+
+TEST_CASE("Format.terminal_output.escapes_what_would_drive_the_terminal") {
+  // OSC 52 (the clipboard), OSC 8 (a link), a title, a cursor move, a query (its answer is typed
+  // into the shell), a mode switch, DCS, 8-bit CSI, BEL, DEL, bidirectional controls, bad bytes.
+  CHECK(output_shown("\x1b]52;c;cm0gLXJmIH4K\x07") == "\\x1b]52;c;cm0gLXJmIH4K\\x07");
+  CHECK(output_shown("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\") == "\\x1b]8;;http://x\\x1b\\link\\x1b]8;;\\x1b\\");
+  CHECK(output_shown("\x1b[2J\x1b[H") == "\\x1b[2J\\x1b[H");
+  CHECK(output_shown("\x1b[6n\x1b[21t") == "\\x1b[6n\\x1b[21t");
+  CHECK(output_shown("\x1b[?1049h") == "\\x1b[?1049h");
+  CHECK(output_shown("\x1b[3K") == "\\x1b[3K");
+  CHECK(output_shown("\x1bP$q\x1b\\") == "\\x1bP$q\\x1b\\");
+  CHECK(output_shown("\xc2\x9b" "31m") == "\\xc2\\x9b31m");
+  CHECK(output_shown("\x9b" "6n") == "\\x9b6n");
+  CHECK(output_shown("bell\a\x7f") == "bell\\x07\\x7f");
+  CHECK(output_shown("file\xe2\x80\xae" "txt.exe") == "file\\xe2\\x80\\xaetxt.exe");
+  CHECK(output_shown(std::string_view("nul\0", 4)) == "nul\\x00");
+  // A colour sequence longer than the longest kept is not one: its ESC is escaped.
+  const std::string long_sgr = "\x1b[" + std::string(40, '1') + "m";
+  CHECK(output_shown(long_sgr) == "\\x1b[" + std::string(40, '1') + "m");
+}
+
+TEST_CASE("Format.terminal_output.a_sequence_or_character_cut_between_reads_is_judged_whole") {
+  // A relay reads what it gets: a colour or a character cut in two must not be escaped as two
+  // halves, nor an OSC pass because its ESC ended one read.
+  const std::string colour = "ab\x1b[31mred\x1b[0m\n";
+  for (std::size_t cut = 1; cut < colour.size(); ++cut) {
+    CAPTURE(cut);
+    CHECK(output_shown(colour, {cut}) == colour);
+  }
+  const std::string euro = "price \xe2\x82\xac\n";
+  for (std::size_t cut = 1; cut < euro.size(); ++cut) {
+    CAPTURE(cut);
+    CHECK(output_shown(euro, {cut}) == euro);
+  }
+  const std::string osc = "x\x1b]52;c;AAAA\x07";
+  for (std::size_t cut = 1; cut < osc.size(); ++cut) {
+    CAPTURE(cut);
+    CHECK(output_shown(osc, {cut}) == "x\\x1b]52;c;AAAA\\x07");
+  }
+  // At the end of the stream what is held is shown escaped: nothing waits for ever.
+  CHECK(output_shown("\x1b") == "\\x1b");
+  CHECK(output_shown("\x1b[31") == "\\x1b[31");
+  CHECK(output_shown("\xe2\x82") == "\\xe2\\x82");
+}

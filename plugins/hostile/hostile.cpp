@@ -558,6 +558,14 @@ std::uint64_t flood_output(int fd, std::uint64_t bytes) {
   return written;
 }
 
+std::uint64_t write_text(int fd, std::string text, std::uint64_t cut) {
+  cut = std::min<std::uint64_t>(cut, text.size());
+  std::uint64_t written = 0;
+  if (write_all(fd, text.data(), cut)) written = cut;
+  if (written == cut && write_all(fd, text.data() + cut, text.size() - cut)) written = text.size();
+  return written;
+}
+
 std::string descriptor_target(int fd) {
   char target[4096];
   const ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target, sizeof target - 1);
@@ -1006,6 +1014,7 @@ FERRY_TASK(environment_variable);
 FERRY_TASK(attack_output);
 FERRY_TASK(descriptor_target);
 FERRY_TASK(flood_output);
+FERRY_TASK(write_text);
 FERRY_TASK(foreign_bytes_in_argument_block);
 FERRY_TASK(keep_argument_block);
 FERRY_TASK(kept_block_foreign_bytes);

@@ -118,6 +118,9 @@ FERRY_EXPORT std::string descriptor_target(int fd);
 /// Writes lines of 64 bytes to descriptor `fd` until `bytes` are written or a write fails; how
 /// many were written.
 FERRY_EXPORT std::uint64_t flood_output(int fd, std::uint64_t bytes);
+/// Writes `text` to descriptor `fd` in two writes, cut at byte `cut` (a character or an escape
+/// sequence cut between two reads of a relay); the bytes written.
+FERRY_EXPORT std::uint64_t write_text(int fd, std::string text, std::uint64_t cut);
 /// The value of the environment variable `name` in the worker, or "(unset)".
 FERRY_EXPORT std::string environment_variable(std::string name);
 /// Bytes other than zero that task code finds in the shared-memory block of its arguments

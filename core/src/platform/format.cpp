@@ -169,6 +169,83 @@ std::size_t terminal_text_into(char* out, std::size_t cap, std::string_view text
   return at;
 }
 
+namespace {
+
+/// The length of a kept CSI sequence (SGR or EL) at in[i] (an ESC), 0 when there is none, or
+/// SIZE_MAX when `in` ends before it could be told.
+std::size_t kept_sequence(std::string_view in, std::size_t i) noexcept {
+  std::size_t j = i + 1;
+  if (j == in.size()) return SIZE_MAX;
+  if (in[j] != '[') return 0;
+  for (++j; j < in.size() && j - i < terminal_sequence_max; ++j) {
+    const char c = in[j];
+    if (c == 'm') return j + 1 - i;
+    if (c == 'K') return (j == i + 2 || (j == i + 3 && in[i + 2] >= '0' && in[i + 2] <= '2')) ? j + 1 - i : 0;
+    if (!((c >= '0' && c <= '9') || c == ';' || c == ':')) return 0;
+  }
+  return j == in.size() && j - i < terminal_sequence_max ? SIZE_MAX : 0;
+}
+
+/// Whether in[i..] is the start of a UTF-8 character that the end of `in` cut: a lead byte
+/// whose continuation bytes so far are all there is (utf8_length says whether it is whole).
+bool cut_character(std::string_view in, std::size_t i) noexcept {
+  const auto c = static_cast<unsigned char>(in[i]);
+  const std::size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (n == 0 || i + n <= in.size()) return false;
+  for (std::size_t k = i + 1; k < in.size(); ++k)
+    if ((static_cast<unsigned char>(in[k]) & 0xC0) != 0x80) return false;
+  return true;
+}
+
+}  // namespace
+
+std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::size_t* used) noexcept {
+  std::size_t at = 0, i = 0;
+  auto escape = [&](std::size_t n) {
+    for (std::size_t k = 0; k < n; ++k) {
+      static constexpr char hex[] = "0123456789abcdef";
+      const auto b = static_cast<unsigned char>(in[i + k]);
+      out[at++] = '\\';
+      out[at++] = 'x';
+      out[at++] = hex[b >> 4];
+      out[at++] = hex[b & 15];
+    }
+  };
+  auto copy = [&](std::size_t n) {
+    std::memcpy(out + at, in.data() + i, n);
+    at += n;
+  };
+  while (i < in.size()) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    std::size_t n = 1;
+    if (c == 0x1B) {
+      const std::size_t kept = kept_sequence(in, i);
+      if (kept == SIZE_MAX && !end) break;  // told by the bytes to come
+      if (kept != 0 && kept != SIZE_MAX) {
+        n = kept;
+        copy(n);
+      } else {
+        escape(1);
+      }
+    } else if (c < 0x20 || c == 0x7F) {
+      if (c == '\n' || c == '\t' || c == '\r' || c == '\b') copy(1); else escape(1);
+    } else if (c < 0x80) {
+      copy(1);
+    } else if (n = utf8_length(in, i); n == 0) {
+      if (!end && cut_character(in, i)) break;
+      n = 1;
+      escape(1);
+    } else if (escaped_on_terminal(in, i, n)) {
+      escape(n);
+    } else {
+      copy(n);
+    }
+    i += n;
+  }
+  if (used) *used = i;
+  return at;
+}
+
 std::string terminal_text(std::string_view text, std::string_view newline) {
   // \xNN at most per byte, or `newline` for one.
   std::string out(std::max<std::size_t>(4, newline.size()) * text.size(), '\0');

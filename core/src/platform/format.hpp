@@ -54,6 +54,24 @@ FERRY_INTERNAL_API std::size_t terminal_text_into(char* out, std::size_t cap, st
                                                   bool escape_backslash = true) noexcept;
 /// terminal_text_into into a string, a newline shown as `newline` (kept by default).
 FERRY_INTERNAL_API std::string terminal_text(std::string_view text, std::string_view newline = "\n");
+/// A program's output on its way to a terminal (a sandbox's relay copies a task's stdout and
+/// stderr so when the host's are terminals): what a task prints cannot drive the terminal (OSC 52
+/// writes the user's clipboard, OSC 8 makes links, others retitle the window, query it or
+/// rewrite the screen), yet its lines, colours and progress bars show. Kept as they are: text
+/// (well-formed UTF-8 but the characters of escaped_on_terminal, backslashes included), newline,
+/// tab, carriage return and backspace, and two kinds of CSI sequence of at most
+/// `terminal_sequence_max` bytes: SGR (ESC [ digits, ';' or ':' m: colours and styles) and EL
+/// (ESC [ 0, 1 or 2 K: erasing the line). Any other control byte, a malformed byte and a
+/// character of escaped_on_terminal come out as \xNN, one per byte, an ESC that starts no kept
+/// sequence among them (what followed it shows as text). Writes at most 4 x `in.size()` bytes to
+/// `out` and returns how many. Unless `end`, a character or kept sequence cut by the end of `in`
+/// is left for the next call with the bytes that follow: `*used` is set to the bytes of `in`
+/// consumed (at least `in.size()` - `terminal_sequence_max`). Allocates nothing (a relay runs it
+/// in a child forked from a worker).
+inline constexpr std::size_t terminal_sequence_max = 32;
+FERRY_INTERNAL_API std::size_t terminal_output_into(char* out, std::string_view in, bool end,
+                                                    std::size_t* used) noexcept;
+
 /// What a worker or task said, as an error's what() carries it: terminal_text, but a backslash
 /// and a newline as they are (a message of several lines stays so; what() is for reading, the
 /// exact bytes are the error's remote_message(), remote_type(), detail). A task cannot make a

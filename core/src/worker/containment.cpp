@@ -51,6 +51,7 @@
 #include "platform/containment.hpp"
 #include "platform/debug.hpp"
 #include "platform/fd.hpp"
+#include "platform/format.hpp"
 #include "worker/sweep.hpp"
 
 namespace ferry::detail {
@@ -306,7 +307,8 @@ bool relay_write(int fd, const char* data, std::size_t n) {
 /// (SIGXFSZ) when it wrote the host's file itself: at most that many bytes go into a regular file
 /// through each stream (counted here: a log already longer than that still gets them). What
 /// cannot be written (the reader gone, the limit met) is read and dropped, so no writer waits for
-/// ever.
+/// ever. To a terminal, a task's output is shown by terminal_output_into: its escape sequences
+/// would otherwise reach the user's terminal (OSC 52 writes the clipboard), colours excepted.
 [[noreturn]] void relay_main(std::uint64_t file_size) {
   ::prctl(PR_SET_NAME, "ferry-relay");
   ::setsid();
@@ -316,9 +318,29 @@ bool relay_write(int fd, const char* data, std::size_t n) {
   pollfd p[2] = {{3, POLLIN, 0}, {4, POLLIN, 0}};
   bool writable[2] = {true, true};
   std::uint64_t room[2] = {UINT64_MAX, UINT64_MAX};
-  for (int i = 0; i < 2; ++i)
+  bool terminal[2] = {false, false};
+  for (int i = 0; i < 2; ++i) {
     if (struct stat st {}; file_size != 0 && ::fstat(i + 1, &st) == 0 && S_ISREG(st.st_mode)) room[i] = file_size;
-  static char buffer[1 << 16];
+    terminal[i] = ::isatty(i + 1) == 1;
+  }
+  // To a terminal, what a task prints goes through terminal_output_into (its controls escaped);
+  // the bytes of a character or sequence cut by a read wait in held[i] for the next one.
+  constexpr std::size_t read_size = 1 << 16;
+  static char buffer[terminal_sequence_max + read_size];
+  static char shown[4 * sizeof buffer];
+  char held[2][terminal_sequence_max];
+  std::size_t held_size[2] = {0, 0};
+  auto pass = [&](int i, const char* data, std::size_t size) {
+    for (std::size_t at = 0; writable[i] && at < size;) {
+      std::size_t piece = std::min<std::size_t>(PIPE_BUF, size - at);
+      if (at + piece < size)
+        if (const void* nl = ::memrchr(data + at, '\n', piece)) piece = static_cast<const char*>(nl) - (data + at) + 1;
+      piece = static_cast<std::size_t>(std::min<std::uint64_t>(piece, room[i]));
+      writable[i] = piece > 0 && relay_write(i + 1, data + at, piece);
+      if (room[i] != UINT64_MAX) room[i] -= piece;
+      at += piece;
+    }
+  };
   while (p[0].fd >= 0 || p[1].fd >= 0) {
     if (::poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
@@ -326,21 +348,21 @@ bool relay_write(int fd, const char* data, std::size_t n) {
     }
     for (int i = 0; i < 2; ++i) {
       if (p[i].fd < 0 || p[i].revents == 0) continue;
-      const ssize_t n = ::read(p[i].fd, buffer, sizeof buffer);
+      std::memcpy(buffer, held[i], held_size[i]);
+      const ssize_t n = ::read(p[i].fd, buffer + held_size[i], read_size);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      const std::size_t size = held_size[i] + static_cast<std::size_t>(std::max<ssize_t>(n, 0));
+      if (!terminal[i]) {
+        pass(i, buffer, size);
+      } else {
+        std::size_t used = 0;
+        pass(i, shown, terminal_output_into(shown, std::string_view(buffer, size), n <= 0, &used));
+        held_size[i] = size - used;
+        std::memcpy(held[i], buffer + used, held_size[i]);
+      }
       if (n <= 0) {
         ::close(p[i].fd);
         p[i].fd = -1;  // poll skips it
-        continue;
-      }
-      for (std::size_t at = 0; writable[i] && at < static_cast<std::size_t>(n);) {
-        std::size_t piece = std::min<std::size_t>(PIPE_BUF, static_cast<std::size_t>(n) - at);
-        if (at + piece < static_cast<std::size_t>(n))
-          if (const void* nl = ::memrchr(buffer + at, '\n', piece)) piece = static_cast<const char*>(nl) - (buffer + at) + 1;
-        piece = static_cast<std::size_t>(std::min<std::uint64_t>(piece, room[i]));
-        writable[i] = piece > 0 && relay_write(i + 1, buffer + at, piece);
-        if (room[i] != UINT64_MAX) room[i] -= piece;
-        at += piece;
       }
     }
   }

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What a sandboxed task prints, on its way to the host's terminal: the relay that copies a
+// sandboxed worker's stdout and stderr shows its escape sequences escaped (OSC 52 wrote the
+// user's clipboard, a query's answer was typed into the shell), colours and progress bars kept;
+// into a file or a pipe the bytes go as the task wrote them.
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "hostile.hpp"
+#include "support/child_process.hpp"
+#include "support/fixture.hpp"
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr auto future_wait = 60s;
+
+ferry::ExecutorOptions sandboxed() {
+  ferry::ExecutorOptions o = support::options(1);
+  o.sandbox.enabled = true;
+  return o;
+}
+
+/// The host's stderr on `fd` until the scope ends (or restore()).
+struct StderrOn {
+  int saved = ::dup(STDERR_FILENO);
+  explicit StderrOn(int fd) {
+    REQUIRE(saved >= 0);
+    REQUIRE(::dup2(fd, STDERR_FILENO) == STDERR_FILENO);
+  }
+  void restore() {
+    if (saved < 0) return;
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+    saved = -1;
+  }
+  ~StderrOn() { restore(); }
+  StderrOn(const StderrOn&) = delete;
+  StderrOn& operator=(const StderrOn&) = delete;
+};
+
+/// Runs write_text(2, text, cut) in a sandboxed pool of one worker, then ends the pool: the
+/// bytes the task wrote (all of them, or the test fails).
+void print_from_a_sandboxed_task(const std::string& text, std::uint64_t cut) {
+  std::uint64_t written = 0;
+  {
+    ferry::Executor boxed(sandboxed());
+    ferry::SubmitOptions o;
+    o.deadline = 30s;
+    auto f = boxed.submit_with(o, write_text, STDERR_FILENO, text, cut);
+    REQUIRE(static_cast<bool>(f.wait_for(future_wait)));
+    written = f.get();
+  }
+  CHECK(written == text.size());
+}
+
+// OSC 52 sets the clipboard to "rm -rf ~"; ESC [ 6 n asks the terminal for its cursor (the
+// answer arrives as typed input); the colour and the line erase are kept. Cut inside the OSC's
+// introducer, so that the relay's first read ends with a lone ESC.
+const std::string printed = "\x1b[32mok\x1b[0m \x1b]52;c;cm0gLXJmIH4K\x07 \x1b[6n\r\x1b[Kdone\n";
+const std::size_t cut_at = printed.find("\x1b]") + 1;
+
+}  // namespace
+
+TEST_CASE("SandboxOutput.escape_sequences_reach_the_hosts_terminal_escaped") {
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  int terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(terminal >= 0);
+  REQUIRE(::fcntl(master, F_SETFL, ::fcntl(master, F_GETFL) | O_NONBLOCK) == 0);
+  std::string seen;
+  {
+    StderrOn on(terminal);
+    print_from_a_sandboxed_task(printed, cut_at);
+    on.restore();
+    // The relay may still be writing when the pool has ended: read until the last line is in.
+    CHECK(support::wait_until([&] {
+      char buffer[4096];
+      for (ssize_t n; (n = ::read(master, buffer, sizeof buffer)) > 0;) seen.append(buffer, static_cast<std::size_t>(n));
+      return seen.find("done") != std::string::npos;
+    }));
+  }
+  ::close(terminal);
+  ::close(master);
+  CAPTURE(seen);
+  CHECK(seen.find("\x1b]") == std::string::npos);
+  CHECK(seen.find("\x1b[6n") == std::string::npos);
+  CHECK(seen.find("\\x1b]52;c;cm0gLXJmIH4K\\x07") != std::string::npos);
+  CHECK(seen.find("\\x1b[6n") != std::string::npos);
+  CHECK(seen.find("\x1b[32mok\x1b[0m") != std::string::npos);
+  CHECK(seen.find("\x1b[Kdone") != std::string::npos);
+}
+
+TEST_CASE("SandboxOutput.into_a_file_the_bytes_go_as_the_task_wrote_them") {
+  // Not a terminal: a log keeps what the program wrote (a user asked for its output there).
+  support::TempDir dir(FERRY_TEST_BINARY_DIR);
+  const fs::path log = dir.path / "host.log";
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  {
+    StderrOn on(fd);
+    print_from_a_sandboxed_task(printed, cut_at);
+  }
+  ::close(fd);
+  CHECK(support::wait_until([&] { return support::read_file(log).find(printed) != std::string::npos; }));
+}
