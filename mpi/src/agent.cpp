@@ -131,12 +131,14 @@ bool names_a_rank(std::string_view name) {
 
 /// The worker's environment: this agent's, without what makes it a rank of the job
 /// (names_a_rank), with what the host gave (ExecutorOptions::env, FERRY_WORKER) on top: a
-/// variable the user gives by name is theirs to give. Its LD_LIBRARY_PATH (the agent's, or the
-/// one the host gave) keeps only the directories the local backend keeps for its workers
-/// (LocalLauncher): an empty or relative element is the directory the worker starts in, and one
-/// another user can write (or whose capability subdirectories they can) loads their library
-/// into every worker; with unsafe plugins allowed (`allow_unsafe`: by the executor, or by this
-/// agent's FERRY_ALLOW_UNSAFE_PLUGINS), it is kept as it is.
+/// variable the user gives by name is theirs to give. What its loader and glibc load code from
+/// (LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT, GCONV_PATH: the agent's, or those the host gave) keeps
+/// only what the local backend keeps for its workers (LocalLauncher,
+/// keep_trusted_loader_environment): an empty or relative element is the directory the worker
+/// starts in, and a file or directory another user can write (or whose capability
+/// subdirectories they can) loads their code into every worker; with unsafe plugins allowed
+/// (`allow_unsafe`: by the executor, or by this agent's FERRY_ALLOW_UNSAFE_PLUGINS), each is
+/// kept as it is.
 std::vector<std::string> worker_environment(const std::vector<std::pair<std::string, std::string>>& given,
                                             bool allow_unsafe) {
   std::vector<std::string> env = ferry::detail::merged_environment(given);
@@ -146,8 +148,8 @@ std::vector<std::string> worker_environment(const std::vector<std::pair<std::str
            std::none_of(given.begin(), given.end(), [&](const auto& kv) { return kv.first == name; });
   });
   if (!allow_unsafe)
-    ferry::detail::keep_trusted_search_path(env, "LD_LIBRARY_PATH", "mpi agent: workers' environment", {},
-                                            ferry::detail::untrusted_search_directory);
+    ferry::detail::keep_trusted_loader_environment(env, "mpi agent: workers' environment",
+                                                   ferry::detail::untrusted_search_directory);
   return env;
 }
 
@@ -157,9 +159,9 @@ std::vector<std::string> worker_environment(const std::vector<std::pair<std::str
 /// one found through an LD_LIBRARY_PATH element such as another user's directory, or an empty or
 /// relative element while the working directory is one; "" when every one passes (a file of ours
 /// in a sticky directory passes: nobody else could have put it there). A spawned agent is given
-/// a filtered LD_LIBRARY_PATH (hub.cpp, agent_search_path), but an agent that the job's own
-/// launcher starts (mpirun -n 1 host : -n N ferry-mpi-worker, srun) has the job's, which ferry
-/// does not choose, and its loader has read it before main(): too late to keep such a library
+/// a filtered LD_LIBRARY_PATH and LD_PRELOAD (hub.cpp, agent_loader_environment), but an agent
+/// that the job's own launcher starts (mpirun -n 1 host : -n N ferry-mpi-worker, srun) has the
+/// job's, which ferry does not choose, and its loader has read it before main(): too late to keep such a library
 /// out, so the rank refuses to serve (its hello says why) rather than run the host's workers from
 /// a process another user may have entered. The objects are those the loader lists
 /// (dl_iterate_phdr); a name without '/' (the vDSO) is no file.

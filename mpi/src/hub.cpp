@@ -203,24 +203,33 @@ constexpr const char* agent_environment_key = "PMIX_ENVAR";
 constexpr const char* agent_environment_key = "env";
 #endif
 
-/// The LD_LIBRARY_PATH a spawned agent gets ("LD_LIBRARY_PATH=..." for agent_environment_key), or
-/// "" to leave it as its launcher has it: this process's, with only what a worker's keeps
-/// (keep_trusted_search_path with untrusted_search_directory, as the agent's worker_environment
-/// and the local launcher). When nothing is kept, /dev/null, which names no directory and never
-/// will: the key can set a variable, not remove it, and an empty value was no better, since
-/// mpirun --prefix P (or an Open MPI built to act so by default) puts P/lib before the value
-/// with a colon, and P/lib: ends in an empty element, the agent's working directory. The agent's
-/// filter of its workers' search path leaves /dev/null out (others can write it). Unsafe plugins
-/// allowed by this process's environment (FERRY_ALLOW_UNSAFE_PLUGINS), or no LD_LIBRARY_PATH
-/// here: left as it is. An agent serves any executor's workers, so an executor's
-/// allow_unsafe_plugins does not decide it.
-std::string agent_search_path() {
-  const char* value = std::getenv("LD_LIBRARY_PATH");
-  if (!value || ferry::detail::unsafe_allowed_by_environment()) return {};
-  std::vector<std::string> env = {std::string("LD_LIBRARY_PATH=") + value};
-  ferry::detail::keep_trusted_search_path(env, "LD_LIBRARY_PATH", "mpi hub: a spawned agent's environment",
-                                          "/dev/null", ferry::detail::untrusted_search_directory);
-  return env.front();
+/// What a spawned agent's loader and glibc load code from ("NAME=value" lines for
+/// agent_environment_key), or "" to leave its environment as its launcher has it: this
+/// process's LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT, GCONV_PATH and LD_ORIGIN_PATH, with only
+/// what a worker's keeps (keep_trusted_loader_environment with untrusted_search_directory, as
+/// the agent's worker_environment and the local launcher). The key can set a variable, not
+/// remove it: one of which nothing is kept is set to what loads nothing. For LD_LIBRARY_PATH
+/// (and LD_ORIGIN_PATH, a directory too) that is /dev/null, which names no directory and never
+/// will: an empty value was no better, since mpirun --prefix P (or an Open MPI built to act so by
+/// default) puts P/lib before the value with a colon, and P/lib: ends in an empty element, the
+/// agent's working directory (the agent's filter of its workers' search path leaves /dev/null
+/// out: others can write it). For LD_PRELOAD, LD_AUDIT and GCONV_PATH it is the empty value,
+/// which glibc reads as no entry (/dev/null would be a file to preload, refused with an error at
+/// every start). Unsafe plugins allowed by this process's environment
+/// (FERRY_ALLOW_UNSAFE_PLUGINS), or none of them here: left as they are. An agent serves any
+/// executor's workers, so an executor's allow_unsafe_plugins does not decide it.
+std::string agent_loader_environment() {
+  if (ferry::detail::unsafe_allowed_by_environment()) return {};
+  std::vector<std::string> env = ferry::detail::merged_environment({});
+  std::string lines;
+  for (const std::string& name : ferry::detail::keep_trusted_loader_environment(
+           env, "mpi hub: a spawned agent's environment", ferry::detail::untrusted_search_directory)) {
+    const std::string prefix = name + "=";
+    const auto kept = std::find_if(env.begin(), env.end(), [&](const std::string& e) { return e.starts_with(prefix); });
+    const bool directory = name == "LD_LIBRARY_PATH" || name == "LD_ORIGIN_PATH";
+    lines += (lines.empty() ? "" : "\n") + (kept != env.end() ? *kept : prefix + (directory ? "/dev/null" : ""));
+  }
+  return lines;
 }
 
 class Hub {
@@ -404,11 +413,12 @@ class Hub {
     }
     MPI_Info info;
     MPI_Info_create(&info);
-    // The agent's own loader reads the LD_LIBRARY_PATH its launcher (mpirun, or the singleton's
-    // orted, started with this process's environment) gives it: an empty or relative element (the
-    // directory it starts in, this process's) or a directory another user can write loaded their
-    // library into the agent, as our user. It gets what its workers keep (agent_search_path).
-    const std::string agent_env = agent_search_path();
+    // The agent's own loader reads the LD_LIBRARY_PATH and LD_PRELOAD its launcher (mpirun, or
+    // the singleton's orted, started with this process's environment) gives it: an empty or
+    // relative element (the directory it starts in, this process's) or a file or directory
+    // another user can write loaded their library into the agent, as our user. It gets what its
+    // workers keep (agent_loader_environment).
+    const std::string agent_env = agent_loader_environment();
     if (!agent_env.empty()) MPI_Info_set(info, agent_environment_key, agent_env.c_str());
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
     char* spawn_argv[] = {const_cast<char*>(spawned_agent_argument), nullptr};

@@ -80,8 +80,10 @@ class LocalWorker final : public LaunchedWorker {
 std::vector<std::string> sandbox_environment(std::vector<std::string> env, const std::map<std::string, std::string>& given,
                                              bool network) {
   static constexpr std::string_view names[] = {
-      "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "LD_LIBRARY_PATH", "LD_PRELOAD",
-      "GLIBC_TUNABLES", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",
+      "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
+      // What the loader and glibc load code from: judged after this (keep_trusted_loader_environment,
+      // in the launcher), as without a sandbox; LD_ORIGIN_PATH, which it never keeps, is not here.
+      "LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GCONV_PATH", "GLIBC_TUNABLES", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",
       "LC_PAPER", "LC_NAME", "LC_ADDRESS", "LC_TELEPHONE", "LC_MEASUREMENT", "LC_IDENTIFICATION",
       "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
       "GPU_DEVICE_ORDINAL", "ZE_AFFINITY_MASK", "LLVM_PROFILE_FILE", "GCOV_PREFIX", "GCOV_PREFIX_STRIP",
@@ -120,12 +122,12 @@ LocalLauncher::LocalLauncher(const ExecutorOptions& options)
   }
   env_ = merged_environment(env);
   if (options.sandbox.enabled) env_ = sandbox_environment(std::move(env_), options.env, options.sandbox.network);
-  // The worker's loader finds ferry's and the plugins' libraries through LD_LIBRARY_PATH: an
-  // empty or relative element is the host's current directory when the worker starts, and one
-  // another user can write loads their library into every worker (unless the user allowed
-  // unsafe plugins).
-  if (!allow_unsafe_)
-    keep_trusted_search_path(env_, "LD_LIBRARY_PATH", "workers' environment", {}, untrusted_search_directory);
+  // The worker's loader finds ferry's and the plugins' libraries through LD_LIBRARY_PATH, and
+  // loads what LD_PRELOAD and LD_AUDIT name before main(); glibc loads iconv modules from
+  // GCONV_PATH: an empty or relative element is the host's current directory when the worker
+  // starts, and a file or directory another user can write loads their code into every worker
+  // (unless the user allowed unsafe plugins).
+  if (!allow_unsafe_) keep_trusted_loader_environment(env_, "workers' environment", untrusted_search_directory);
 }
 
 std::exception_ptr LocalLauncher::start_failure(const std::string& why) const {

@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -397,31 +398,99 @@ bool create_private_directories(const fs::path& dir, std::error_code& ec, std::s
 
 bool unsafe_allowed_by_environment() { return Config::read().allow_unsafe_plugins; }
 
+namespace {
+
+/// The one filter of a list in an environment variable: of `name`'s entries in `env` (split at
+/// any of `separators`), keeps those `reason` passes ("" for one to keep), joined with ':', and
+/// logs each left out with why. An empty entry is skipped without a word when `skip_empty` (the
+/// program reading it skips it too), else judged. When none is kept, the variable becomes
+/// `fallback`, or is removed when `fallback` is empty. Returns whether `env` held the variable.
+template <class Reason>
+bool keep_entries(std::vector<std::string>& env, std::string_view name, std::string_view separators, bool skip_empty,
+                  const char* who, std::string_view fallback, Reason&& reason) {
+  const std::string prefix = std::string(name) + "=";
+  const auto it = std::find_if(env.begin(), env.end(), [&](const std::string& e) { return e.starts_with(prefix); });
+  if (it == env.end()) return false;
+  std::string kept;
+  std::string_view rest = std::string_view(*it).substr(prefix.size());
+  for (;;) {
+    const std::size_t end = rest.find_first_of(separators);
+    const std::string entry(rest.substr(0, end));
+    if (!entry.empty() || !skip_empty) {
+      if (const std::string why = reason(entry); why.empty())
+        kept += (kept.empty() ? "" : ":") + entry;
+      else
+        debug_log("%s: %s leaves out '%s': %s", who, std::string(name).c_str(), entry.c_str(), why.c_str());
+    }
+    if (end == std::string_view::npos) break;
+    rest.remove_prefix(end + 1);
+  }
+  if (!kept.empty() || !fallback.empty()) {
+    *it = prefix + (kept.empty() ? std::string(fallback) : kept);
+  } else {
+    env.erase(it);
+  }
+  return true;
+}
+
+/// What a relative path in the environment is: whatever the directory a program starts in (or
+/// is in when it reads the variable) holds under that name.
+constexpr const char* relative_reason = "it is not absolute (the directory the program is in decides what it names)";
+
+/// Why the loader must not be given `entry` of LD_PRELOAD's or LD_AUDIT's list; "" when it may.
+std::string library_entry_reason(const std::string& entry) {
+  // A name: looked for where every library the program needs is (keep_trusted_loader_environment).
+  if (entry.find('/') == std::string::npos) return {};
+  if (entry.front() != '/') return relative_reason;
+  // The loader expands these in a path (as in a RUNPATH), to a place the check did not see.
+  if (entry.find('$') != std::string::npos)
+    return "it holds a token the loader expands ($ORIGIN, $LIB, $PLATFORM): the file judged would not be the one loaded";
+  return untrusted_reason_if_present(entry);
+}
+
+/// Why `dir` of GCONV_PATH must not be read; "" when it may. glibc reads the configuration file
+/// gconv-modules there and those in gconv-modules.d (2.34 and later), which name the modules
+/// iconv_open loads (by a path of their own, or beside them): the directory, that file and that
+/// directory must be ones nobody else can change.
+std::string gconv_directory_reason(const std::string& dir) {
+  if (dir.empty() || dir.front() != '/') return relative_reason;
+  if (std::string why = untrusted_reason(dir); !why.empty()) return why;
+  if (std::string why = untrusted_reason_if_present(fs::path(dir) / "gconv-modules"); !why.empty()) return why;
+  return untrusted_reason_if_present(fs::path(dir) / "gconv-modules.d");
+}
+
+}  // namespace
+
 void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
                               std::string_view fallback, std::string (*judge)(const fs::path&)) {
   if (!judge) judge = untrusted_reason;
-  const std::string prefix = std::string(name) + "=";
-  for (auto it = env.begin(); it != env.end(); ++it) {
-    if (!it->starts_with(prefix)) continue;
-    std::string kept;
-    std::string_view rest = std::string_view(*it).substr(prefix.size());
-    for (;;) {
-      const std::size_t colon = rest.find(':');
-      const std::string dir(rest.substr(0, colon));
-      if (!dir.empty() && dir.front() == '/' && judge(dir).empty())
-        kept += (kept.empty() ? "" : ":") + dir;
-      else
-        debug_log("%s: %s leaves out '%s'", who, prefix.substr(0, name.size()).c_str(), dir.c_str());
-      if (colon == std::string_view::npos) break;
-      rest.remove_prefix(colon + 1);
-    }
-    if (!kept.empty() || !fallback.empty()) {
-      *it = prefix + (kept.empty() ? std::string(fallback) : kept);
-    } else {
-      env.erase(it);
-    }
-    return;
-  }
+  keep_entries(env, name, ":", false, who, fallback, [&](const std::string& dir) -> std::string {
+    if (dir.empty()) return "an empty element is the current directory";
+    if (dir.front() != '/') return relative_reason;
+    return judge(dir);
+  });
+}
+
+std::vector<std::string> keep_trusted_loader_environment(std::vector<std::string>& env, const char* who,
+                                                         std::string (*search_directory)(const fs::path&)) {
+  std::vector<std::string> held;
+  auto judged = [&](const char* name, bool present) {
+    if (present) held.emplace_back(name);
+  };
+  const bool search_path = std::any_of(env.begin(), env.end(), [](const std::string& e) { return e.starts_with("LD_LIBRARY_PATH="); });
+  keep_trusted_search_path(env, "LD_LIBRARY_PATH", who, {}, search_directory);
+  judged("LD_LIBRARY_PATH", search_path);
+  // glibc's rtld splits LD_PRELOAD at spaces and colons, LD_AUDIT at colons only.
+  judged("LD_PRELOAD", keep_entries(env, "LD_PRELOAD", " :", true, who, {}, library_entry_reason));
+  judged("LD_AUDIT", keep_entries(env, "LD_AUDIT", ":", true, who, {}, library_entry_reason));
+  judged("GCONV_PATH", keep_entries(env, "GCONV_PATH", ":", true, who, {}, gconv_directory_reason));
+  // The whole value is one directory (glibc does not split it).
+  judged("LD_ORIGIN_PATH", keep_entries(env, "LD_ORIGIN_PATH", "", false, who, {}, [](const std::string&) {
+           return std::string("the loader would take it for the program's own directory ($ORIGIN, where "
+                              "/proc/self/exe cannot be read), and load from the places the program's RUNPATH "
+                              "names from there, which are not judged");
+         }));
+  return held;
 }
 
 }  // namespace ferry::detail

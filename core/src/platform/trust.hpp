@@ -115,4 +115,33 @@ FERRY_INTERNAL_API void keep_trusted_search_path(std::vector<std::string>& env, 
                                                  std::string_view fallback = {},
                                                  std::string (*judge)(const std::filesystem::path&) = nullptr);
 
+/// In `env` (NAME=VALUE strings), keeps of what the dynamic loader and glibc read from the
+/// environment to load code only what no other user could have planted (the project's rule for
+/// every file ferry executes, includes or loads), as keep_trusted_search_path does for PATH:
+///  - LD_LIBRARY_PATH: keep_trusted_search_path with `search_directory` (the platform layer
+///    cannot name untrusted_search_directory, which judges the loader's capability
+///    subdirectories too: every caller passes it);
+///  - LD_PRELOAD (entries split at spaces and colons, as glibc's rtld does) and LD_AUDIT (at
+///    colons): an entry with a '/' is a file, kept when absolute, free of a token the loader
+///    expands ($ORIGIN, $LIB, $PLATFORM: the file judged would not be the one loaded) and
+///    passing untrusted_reason_if_present (a missing one only where nobody else could create
+///    it: the loader then says it is missing and goes on); an entry without '/' is a name the
+///    loader looks for where it looks for every library the program needs (the LD_LIBRARY_PATH
+///    kept here, the program's own RUNPATH, the system's cache and directories): kept, judged
+///    as those are;
+///  - GCONV_PATH (directories of iconv modules, which iconv_open loads from the configuration
+///    files there): an absolute directory that passes as a final one, its gconv-modules.d too;
+///  - LD_ORIGIN_PATH (the loader's $ORIGIN of the program where /proc/self/exe cannot be read:
+///    the directories the program's RUNPATH names from there are not judged): never kept.
+/// An empty entry (which glibc skips) goes silently; each other entry left out is logged
+/// (FERRY_DEBUG) with `who`, the variable and why. A variable of which nothing is kept is
+/// removed. Returns the names of those variables `env` held (kept, changed or removed), for a
+/// caller that can only set variables (the MPI hub). The local launcher, the wrap compiler, the
+/// MPI hub (a spawned agent's environment) and agent (its workers') call it; only LD_* and
+/// GCONV_PATH of glibc's list of variables a setuid program ignores (unsecvars.h) load code, the
+/// others write files the user names for the loader's debugging (LD_DEBUG_OUTPUT, LD_PROFILE),
+/// read data (LOCPATH, NLSPATH, TZDIR, HOSTALIASES...) or change no file read (LD_BIND_NOW...).
+FERRY_INTERNAL_API std::vector<std::string> keep_trusted_loader_environment(
+    std::vector<std::string>& env, const char* who, std::string (*search_directory)(const std::filesystem::path&));
+
 }  // namespace ferry::detail

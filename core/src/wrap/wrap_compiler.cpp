@@ -1286,12 +1286,14 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
   env.push_back("CCACHE_DISABLE=1");
   env.push_back("CCACHE_CONFIGPATH=/dev/null");
   // gcc and collect2 run `as` and `ld` through PATH, and the dynamic loader of each finds its
-  // libraries through LD_LIBRARY_PATH: an empty or relative element (the current directory) or
-  // one another user can write would run their assembler or linker, or load their library, on the
-  // host's behalf. Only absolute directories that pass the trust check stay; a PATH with none
-  // becomes the system's own (an empty PATH is the current directory to gcc too).
+  // libraries through LD_LIBRARY_PATH and loads what LD_PRELOAD and LD_AUDIT name: an empty or
+  // relative element (the current directory) or one another user can write would run their
+  // assembler or linker, or load their library, on the host's behalf. Only absolute directories
+  // (and files) that pass the trust check stay; a PATH with none becomes the system's own (an
+  // empty PATH is the current directory to gcc too). Unsafe plugins allowed or not: the compiler
+  // is judged either way (judged_program).
   keep_trusted_search_path(env, "PATH", "wrap: the compiler's environment", "/usr/bin:/bin");
-  keep_trusted_search_path(env, "LD_LIBRARY_PATH", "wrap: the compiler's environment", {}, untrusted_search_directory);
+  keep_trusted_loader_environment(env, "wrap: the compiler's environment", untrusted_search_directory);
   return env;
 }
 

@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What the dynamic loader and glibc load code from by the environment (LD_PRELOAD, LD_AUDIT,
+// GCONV_PATH, LD_ORIGIN_PATH), reaching the workers and the wrap compiler: only what no other
+// user could have planted (keep_trusted_loader_environment, platform/trust.*).
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "crash.hpp"
+#include "platform/containment.hpp"
+#include "platform/trust.hpp"
+#include "plugins/load_dependencies.hpp"
+#include "support/fixture.hpp"
+#include "wrap/wrap_compiler.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// Places for the loader's files: `open`, a directory others can write and replace files in
+/// (0777, not sticky), and `mine`, one only we can (0755); each holds a copy of a plain shared
+/// library and a directory of iconv modules. `mine_open_d` is ours, but its gconv-modules.d
+/// (which glibc reads too) is open to others.
+struct LoaderPlaces {
+  support::TempDir open_dir, mine_dir, mine_open_d_dir;
+  fs::path open = open_dir.path, mine = mine_dir.path, mine_open_d = mine_open_d_dir.path;
+  fs::path open_library = open / "libplain.so", mine_library = mine / "libplain.so";
+  LoaderPlaces() {
+    fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, open_library);
+    fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, mine_library);
+    fs::create_directories(mine_open_d / "gconv-modules.d");
+    fs::permissions(open, fs::perms(0777), fs::perm_options::replace);
+    fs::permissions(mine, fs::perms(0755), fs::perm_options::replace);
+    fs::permissions(mine_open_d, fs::perms(0755), fs::perm_options::replace);
+    fs::permissions(mine_open_d / "gconv-modules.d", fs::perms(0777), fs::perm_options::replace);
+  }
+  /// Each variable with what must go (relative, another user's, a token the loader expands) and
+  /// what must stay (ours, absolute; a bare name, looked for where every needed library is).
+  std::map<std::string, std::string> given() const {
+    return {{"LD_PRELOAD", open_library.string() + " " + mine_library.string() + ":libm.so.6:lib/libplain.so:" +
+                               (mine / "$LIB" / "libplain.so").string()},
+            {"LD_AUDIT", ":" + open_library.string() + ":" + mine_library.string() + ":libplain.so"},
+            {"GCONV_PATH", open.string() + ":" + mine_open_d.string() + "::gconv:" + mine.string()},
+            {"LD_ORIGIN_PATH", mine.string()}};
+  }
+  std::string kept_preload() const { return mine_library.string() + ":libm.so.6"; }
+  std::string kept_audit() const { return mine_library.string() + ":libplain.so"; }
+  std::string kept_gconv() const { return mine.string(); }
+};
+
+std::string value_in(ferry::Executor& ex, const char* name) { return ex.submit(getenv_task, std::string(name)).get(); }
+
+/// What worker `pid` has mapped from `dir` (its /proc maps lines naming a file there).
+std::vector<std::string> mapped_from(int pid, const fs::path& dir) {
+  std::vector<std::string> lines;
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  for (std::string line; std::getline(maps, line);)
+    if (line.find(dir.string() + "/") != std::string::npos) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("LoaderEnv.a_workers_LD_PRELOAD_holds_only_libraries_nobody_else_could_plant") {
+  // A worker's loader loads what LD_PRELOAD names before main(): a copy of a library in a
+  // directory others can write (they could have replaced it) was loaded into every worker, as
+  // was one named relative to the host's current directory.
+  LoaderPlaces places;
+  auto o = support::options(1);
+  o.env = {{"LD_PRELOAD", places.given().at("LD_PRELOAD")}};
+  ferry::Executor ex(o);
+  CHECK(value_in(ex, "LD_PRELOAD") == places.kept_preload());
+  const int worker = ex.worker_pids().at(0);
+  CHECK(mapped_from(worker, places.open).empty());
+  CHECK(mapped_from(worker, places.mine).size() > 0);  // the trusted one is loaded
+}
+
+TEST_CASE("LoaderEnv.the_hosts_own_LD_PRELOAD_reaches_a_worker_judged") {
+  // The host's environment is what most workers get: its LD_PRELOAD reached them unfiltered.
+  LoaderPlaces places;
+  support::ScopedEnv preload("LD_PRELOAD", places.open_library.string() + ":" + places.mine_library.string());
+  ferry::Executor ex(support::options(1));
+  CHECK(value_in(ex, "LD_PRELOAD") == places.mine_library.string());
+  CHECK(mapped_from(ex.worker_pids().at(0), places.open).empty());
+  // Nothing kept: none at all, not an empty one.
+  support::ScopedEnv only_open("LD_PRELOAD", places.open_library.string());
+  ferry::Executor none(support::options(1));
+  CHECK(value_in(none, "LD_PRELOAD") == "");
+}
+
+TEST_CASE("LoaderEnv.a_workers_LD_AUDIT_GCONV_PATH_and_LD_ORIGIN_PATH_hold_only_what_nobody_else_could_plant") {
+  // LD_AUDIT names libraries the loader loads before the program (as LD_PRELOAD); GCONV_PATH
+  // names directories whose configuration files name the iconv modules iconv_open loads;
+  // LD_ORIGIN_PATH is the program's $ORIGIN where /proc/self/exe cannot be read.
+  LoaderPlaces places;
+  auto o = support::options(1);
+  const auto given = places.given();
+  o.env = {given.begin(), given.end()};
+  o.env.erase("LD_PRELOAD");
+  ferry::Executor ex(o);
+  CHECK(value_in(ex, "LD_AUDIT") == places.kept_audit());
+  CHECK(value_in(ex, "GCONV_PATH") == places.kept_gconv());
+  CHECK(value_in(ex, "LD_ORIGIN_PATH") == "");
+}
+
+TEST_CASE("LoaderEnv.a_sandboxed_worker_gets_the_loaders_variables_judged") {
+  // A sandbox keeps what a process needs to run, the loader's variables among them: judged as
+  // without a sandbox.
+  if (!ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty())
+    return;  // no sandbox here: Sandbox.* say why
+  LoaderPlaces places;
+  auto o = support::options(1);
+  o.sandbox.enabled = true;
+  support::ScopedEnv audit("LD_AUDIT", places.given().at("LD_AUDIT"));
+  support::ScopedEnv gconv("GCONV_PATH", places.given().at("GCONV_PATH"));
+  support::ScopedEnv preload("LD_PRELOAD", places.open_library.string() + ":" + places.mine_library.string());
+  ferry::Executor ex(o);
+  CHECK(value_in(ex, "LD_PRELOAD") == places.mine_library.string());
+  CHECK(value_in(ex, "LD_AUDIT") == places.kept_audit());
+  CHECK(value_in(ex, "GCONV_PATH") == places.kept_gconv());
+}
+
+TEST_CASE("LoaderEnv.allow_unsafe_plugins_keeps_the_loaders_variables_as_given") {
+  LoaderPlaces places;
+  const auto given = places.given();
+  auto o = support::options(1);
+  o.env = {given.begin(), given.end()};
+  o.env.erase("LD_AUDIT");  // a plain library is no audit module: the loader would say so on stderr
+  o.allow_unsafe_plugins = true;
+  ferry::Executor unsafe(o);
+  CHECK(value_in(unsafe, "LD_PRELOAD") == given.at("LD_PRELOAD"));
+  CHECK(value_in(unsafe, "GCONV_PATH") == given.at("GCONV_PATH"));
+  CHECK(value_in(unsafe, "LD_ORIGIN_PATH") == given.at("LD_ORIGIN_PATH"));
+  CHECK(mapped_from(unsafe.worker_pids().at(0), places.open).size() > 0);  // as the user asked
+  // By the environment (FERRY_ALLOW_UNSAFE_PLUGINS=1) too.
+  support::ScopedEnv allowed("FERRY_ALLOW_UNSAFE_PLUGINS", "1");
+  o.allow_unsafe_plugins = false;
+  o.env = {{"LD_AUDIT", given.at("LD_AUDIT")}};
+  ferry::Executor by_environment(o);
+  CHECK(value_in(by_environment, "LD_AUDIT") == given.at("LD_AUDIT"));
+}
+
+TEST_CASE("LoaderEnv.the_wrap_compilers_environment_holds_only_what_nobody_else_could_plant") {
+  // gcc, cc1plus, as and ld each start with the compiler's environment: their loader loaded
+  // what LD_PRELOAD and LD_AUDIT named, on the host's behalf (GCONV_PATH is dropped whole there).
+  LoaderPlaces places;
+  const auto given = places.given();
+  std::vector<std::string> env;
+  for (const auto& [name, value] : given) env.push_back(name + "=" + value);
+  const auto kept = ferry::detail::compiler_environment(env);
+  auto value_of = [&](const std::string& name) -> std::string {
+    for (const auto& e : kept)
+      if (e.starts_with(name + "=")) return e.substr(name.size() + 1);
+    return "(unset)";
+  };
+  CHECK(value_of("LD_PRELOAD") == places.kept_preload());
+  CHECK(value_of("LD_AUDIT") == places.kept_audit());
+  CHECK(value_of("GCONV_PATH") == "(unset)");
+  CHECK(value_of("LD_ORIGIN_PATH") == "(unset)");
+}
+
+TEST_CASE("LoaderEnv.keep_trusted_loader_environment_names_the_variables_it_judged") {
+  // The MPI hub can only set a spawned agent's variables, not remove them: it sets each one the
+  // host had, removed ones to what loads nothing.
+  LoaderPlaces places;
+  std::vector<std::string> env = {"LD_PRELOAD=" + places.open_library.string(), "PATH=/usr/bin",
+                                  "GCONV_PATH=" + places.mine.string()};
+  const auto judged =
+      ferry::detail::keep_trusted_loader_environment(env, "test", ferry::detail::untrusted_search_directory);
+  CHECK(judged == std::vector<std::string>{"LD_PRELOAD", "GCONV_PATH"});
+  CHECK(env == std::vector<std::string>{"PATH=/usr/bin", "GCONV_PATH=" + places.mine.string()});
+}
