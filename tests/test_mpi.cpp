@@ -644,6 +644,41 @@ TEST_CASE("Mpi.spawn.a_workers_LD_LIBRARY_PATH_holds_only_trusted_absolute_direc
            "library_path");
 }
 
+namespace {
+
+/// For the loader_environment scenario: `open` (others can write it, and replace what is in it:
+/// not sticky) and `mine`, each with a copy of the plain library.
+fs::path loader_places(const std::string& name) {
+  fs::path scratch = scratch_dir(name);
+  for (const char* dir : {"open", "mine"}) {
+    fs::create_directories(scratch / dir);
+    fs::copy_file(FERRY_TEST_PLAIN_LIBRARY, scratch / dir / "libplain.so");
+  }
+  fs::permissions(scratch / "open", fs::perms(0777), fs::perm_options::replace);
+  fs::permissions(scratch / "mine", fs::perms(0755), fs::perm_options::replace);
+  return scratch;
+}
+
+}  // namespace
+
+TEST_CASE("Mpi.world.a_workers_LD_PRELOAD_and_GCONV_PATH_hold_only_what_nobody_else_could_plant") {
+  // The agent passed its workers LD_PRELOAD and GCONV_PATH as given: a library in a directory
+  // others can write was loaded into every worker. Judged as a local worker's (LoaderEnv.*).
+  fs::path scratch = loader_places("loader_environment");
+  check_ok(world("loader_environment", {scratch.string(), "world"}), "loader_environment");
+}
+
+TEST_CASE("Mpi.spawn.an_agent_starts_with_only_the_hosts_LD_PRELOAD_and_GCONV_PATH_nobody_else_could_plant") {
+  // A spawned agent's launcher (the singleton's orted) has the host's environment: its loader
+  // preloaded the library in `open`, before the agent's own check of what it loaded (which
+  // refuses to serve, but after that library's load-time code ran). The hub sets what is kept.
+  fs::path scratch = loader_places("loader_environment_spawn");
+  const std::string preload = (scratch / "open" / "libplain.so").string() + ":" + (scratch / "mine" / "libplain.so").string();
+  check_ok(run({FERRY_TEST_MPI_HOST, "loader_environment", FERRY_TEST_PLUGIN_DIR, scratch.string(), "spawned"},
+               {{"LD_PRELOAD", preload}, {"GCONV_PATH", (scratch / "open").string()}}),
+           "loader_environment");
+}
+
 TEST_CASE("Mpi.world.an_agent_that_loaded_a_library_another_user_could_plant_does_not_serve") {
   // Started by the job's launcher beside the host (mpirun -n 1 host : -n 1 ferry-mpi-worker),
   // the agent has the job's LD_LIBRARY_PATH, which ferry does not choose, and its loader read it

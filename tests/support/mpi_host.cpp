@@ -120,6 +120,13 @@
 //                allow_unsafe_plugins gets ExecutorOptions::env's as it was. spawned (a singleton
 //                host): filtered, and the spawned agent's own LD_LIBRARY_PATH holds only trusted
 //                absolute directories and it mapped no file of <scratch dir>/open
+//   loader_environment <scratch dir> world|spawned  what the loader and glibc load code from
+//                (LD_PRELOAD, GCONV_PATH) naming <scratch dir>/open (others can write it) and
+//                <scratch dir>/mine (theirs alone), each holding libplain.so: world, given by
+//                ExecutorOptions::env, a worker keeps mine alone, and with allow_unsafe_plugins
+//                both; spawned (a singleton host), in this process's environment (LD_PRELOAD
+//                open's then mine's, GCONV_PATH open), the spawned agent starts with mine alone
+//                (and GCONV_PATH empty), maps nothing of open, and so does its worker
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -956,6 +963,46 @@ void library_path(const std::string& plugin_dir, const std::string& scratch, boo
   unsafe.shutdown();
 }
 
+/// The loader_environment scenario (see the list at the top).
+void loader_environment(const std::string& plugin_dir, const std::string& scratch, bool spawned) {
+  const std::string open = scratch + "/open", mine = scratch + "/mine";
+  const std::string preload = open + "/libplain.so:" + mine + "/libplain.so";
+  auto mapped_open = [&](int pid) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    for (std::string line; std::getline(maps, line);)
+      if (line.find(open + "/") != std::string::npos) return true;
+    return false;
+  };
+  auto o = mpi_options(plugin_dir, 1);
+  // Spawned, test_mpi starts this process with LD_PRELOAD=`preload` and GCONV_PATH=`open`: its
+  // launcher (the singleton's orted, started when MPI is) has them, and so its agents.
+  const char* own = std::getenv("LD_PRELOAD");
+  if (spawned) EXPECT(own && own == preload);
+  if (!spawned) o.env = {{"LD_PRELOAD", preload}, {"GCONV_PATH", open + ":" + mine}};
+  {
+    ferry::Executor ex(o);
+    EXPECT(ex.submit(getenv_task, std::string("LD_PRELOAD")).get() == mine + "/libplain.so");
+    EXPECT(ex.submit(getenv_task, std::string("GCONV_PATH")).get() == (spawned ? "" : mine));
+    const int worker = ex.worker_pids().at(0);
+    EXPECT(!mapped_open(worker));
+    if (spawned) {
+      const int agent = parent_of(worker);
+      const std::string env = start_environment(agent);
+      EXPECT(env.find("\nLD_PRELOAD=" + mine + "/libplain.so\n") != std::string::npos);
+      EXPECT(env.find("\nGCONV_PATH=\n") != std::string::npos);  // set, to no entry: the key cannot remove it
+      EXPECT(!mapped_open(agent));
+    }
+    ex.shutdown();
+  }
+  if (spawned) return;
+  // An executor that allows unsafe plugins gets them as given, as a local one does.
+  o.allow_unsafe_plugins = true;
+  ferry::Executor unsafe(o);
+  EXPECT(unsafe.submit(getenv_task, std::string("LD_PRELOAD")).get() == preload);
+  EXPECT(mapped_open(unsafe.worker_pids().at(0)));
+  unsafe.shutdown();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1027,6 +1074,8 @@ int main(int argc, char** argv) {
       search_path(argv[3]);
     } else if (scenario == "library_path" && argc == 5) {
       library_path(plugin_dir, argv[3], std::string(argv[4]) != "as_given", std::string(argv[4]) == "spawned");
+    } else if (scenario == "loader_environment" && argc == 5) {
+      loader_environment(plugin_dir, argv[3], std::string(argv[4]) == "spawned");
     } else {
       return 2;
     }
