@@ -583,8 +583,14 @@ TEST_CASE("Containment.lowered_limits.a_sandboxed_lane_takes_only_calls_that_fit
   REQUIRE(sends.size() == 1);
   CHECK(sends[0].lane == &b);
   CHECK(stale.empty());
-  // Only a, then: retired (limits_too_low), the call stays queued for a fresh worker.
+  // Only a, then: the call waits for it to idle (a lane retired busy leaves after its calls, for
+  // good behind one that hangs), then it is retired (limits_too_low), the call stays queued for
+  // a fresh worker.
   queue_call(d, 4, executor);
+  d.assign(std::vector<Lane*>{&a}, sends, stale, now);
+  CHECK(sends.empty());
+  CHECK(stale.empty());
+  REQUIRE(d.answered(a, 2, now) != nullptr);
   d.assign(std::vector<Lane*>{&a}, sends, stale, now);
   CHECK(sends.empty());
   REQUIRE(stale.size() == 1);
@@ -649,6 +655,107 @@ TEST_CASE("Containment.lowered_limits.a_sandboxed_lane_takes_only_calls_that_fit
   Dispatcher open_pool(4);
   Lane m{.serial = 6, .lowered = own};
   CHECK(open_pool.fits(m, executor));
+}
+
+TEST_CASE("Containment.lowered_limits.a_call_no_lane_fits_retires_one_lane_not_all") {
+  // A burst of calls with their own limits lowered every lane: a call with the executor's then
+  // retired them all, and the pool restarted whole for it. One lane is retired, an idle one, and
+  // none more while its replacement comes (pipeline false); when none idles, the first to idle.
+  using ferry::detail::Dispatcher;
+  using ferry::detail::Lane;
+  const proto::TaskLimits executor{.open_files = 4096};
+  const proto::TaskLimits own{.open_files = 64};
+  std::vector<Dispatcher::Send> sends;
+  std::vector<Lane*> stale;
+  const auto now = ferry::detail::Clock::now();
+  {
+    Dispatcher d(4);
+    d.harden_limits(executor);
+    Lane a{.serial = 1, .lowered = own}, b{.serial = 2, .lowered = own}, c{.serial = 3, .lowered = own};
+    queue_call(d, 1, executor);
+    d.assign(std::vector<Lane*>{&a, &b, &c}, sends, stale, now);
+    CHECK(sends.empty());
+    REQUIRE(stale.size() == 1);
+    CHECK(stale[0]->limits_too_low);
+    CHECK(d.queued() == 1);
+    // Its replacement on its way: nothing more.
+    stale.clear();
+    d.assign(std::vector<Lane*>{&b, &c}, sends, stale, now, false);
+    CHECK(stale.empty());
+    CHECK_FALSE(b.limits_too_low);
+    CHECK_FALSE(c.limits_too_low);
+  }
+  {
+    // Both lanes busy with calls of their own limits: none retired until one idles.
+    Dispatcher d(4);
+    d.harden_limits(executor);
+    Lane a{.serial = 1}, b{.serial = 2};
+    queue_call(d, 1, own);
+    queue_call(d, 2, own);
+    d.assign(std::vector<Lane*>{&a, &b}, sends, stale, now);
+    REQUIRE(sends.size() == 2);
+    CHECK(sends[0].lane != sends[1].lane);  // an idle lane before one that keeps its limits
+    REQUIRE(a.lowered == own);
+    REQUIRE(b.lowered == own);
+    queue_call(d, 3, executor);
+    d.assign(std::vector<Lane*>{&a, &b}, sends, stale, now);
+    CHECK(sends.empty());
+    CHECK(stale.empty());
+    REQUIRE(d.answered(b, b.in_flight.front()->id, now) != nullptr);
+    d.assign(std::vector<Lane*>{&a, &b}, sends, stale, now);
+    REQUIRE(stale.size() == 1);
+    CHECK(stale[0] == &b);
+    CHECK_FALSE(a.limits_too_low);
+  }
+}
+
+TEST_CASE("Containment.lowered_limits.lanes_a_waiting_call_does_not_fit_serve_the_calls_behind_it") {
+  // A call with the executor's limits waits for the one lane that fits it (busy); the lane
+  // lowered to other calls' own limits idled meanwhile, and was retired (a worker start each
+  // time, 24-30 for 200 alternating calls on 2 workers). It runs the calls behind that fit it;
+  // once none is left it is retired, so that the waiting call never waits for good behind a
+  // call that hangs while it idles.
+  using ferry::detail::Dispatcher;
+  using ferry::detail::Lane;
+  const proto::TaskLimits executor{.open_files = 4096};
+  const proto::TaskLimits own{.open_files = 64};
+  std::vector<Dispatcher::Send> sends;
+  std::vector<Lane*> stale;
+  const auto now = ferry::detail::Clock::now();
+  Dispatcher d(1);  // long calls: one per lane
+  d.harden_limits(executor);
+  Lane low{.serial = 1, .lowered = own}, busy{.serial = 2};
+  auto running = queue_call(d, 1, executor);
+  d.assign(std::vector<Lane*>{&busy}, sends, stale, now);
+  REQUIRE(sends.size() == 1);
+  auto waiting = queue_call(d, 2, executor);
+  auto behind1 = queue_call(d, 3, own);
+  auto behind2 = queue_call(d, 4, own);
+  d.assign(std::vector<Lane*>{&low, &busy}, sends, stale, now);
+  CHECK(stale.empty());
+  REQUIRE(sends.size() == 1);
+  CHECK(sends[0].call == behind1);
+  CHECK(sends[0].lane == &low);
+  CHECK(d.queued() == 2);
+  REQUIRE(d.answered(low, behind1->id, now) != nullptr);
+  d.assign(std::vector<Lane*>{&low, &busy}, sends, stale, now);
+  CHECK(stale.empty());
+  REQUIRE(sends.size() == 1);
+  CHECK(sends[0].call == behind2);
+  // Nothing behind fits it any more: retired, the waiting call holds for the first free lane.
+  REQUIRE(d.answered(low, behind2->id, now) != nullptr);
+  d.assign(std::vector<Lane*>{&low, &busy}, sends, stale, now);
+  CHECK(sends.empty());
+  REQUIRE(stale.size() == 1);
+  CHECK(stale[0] == &low);
+  CHECK(low.limits_too_low);
+  // The busy lane frees up first: the waiting call goes before any call behind it.
+  queue_call(d, 5, executor);
+  REQUIRE(d.answered(busy, running->id, now) != nullptr);
+  stale.clear();
+  d.assign(std::vector<Lane*>{&busy}, sends, stale, now, false);
+  REQUIRE(sends.size() == 1);
+  CHECK(sends[0].call == waiting);
 }
 
 TEST_CASE("Containment.limits.processes_refused_by_the_pids_cgroup") {

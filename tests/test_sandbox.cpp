@@ -1996,6 +1996,81 @@ TEST_CASE("Limits.calls_that_wait_for_a_worker_above_a_lowered_one_complete_at_s
   CHECK(ex.stats().workers_crashed == 0);
 }
 
+/// A sandboxed pool of two workers, both up, whose first worker runs a call of `first` limits
+/// that the test holds (a FIFO: read_file blocks until the test opens its other end) while the
+/// second runs one of `second`; both have returned when it returns. Each worker is then lowered
+/// to those limits where they are a call's own.
+struct TwoLoweredWorkers {
+  support::TempDir dir;
+  fs::path fifo = dir.path / "fifo";
+  std::unique_ptr<ferry::Executor> ex;
+  TwoLoweredWorkers(const ferry::Limits& first, const ferry::Limits& second) {
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    ferry::Sandbox sandbox = sandbox_on();
+    sandbox.read = {dir.path.string()};
+    ex = std::make_unique<ferry::Executor>(contained({}, sandbox));
+    REQUIRE(ex->warm_up(30s));
+    auto held = ex->submit_with(hostile(first), read_file, fifo.string());
+    int write_fd = -1;
+    REQUIRE_MESSAGE(eventually(
+                        [&] {
+                          write_fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+                          return write_fd >= 0;
+                        },
+                        30s),
+                    "the held call did not start");
+    auto other = ex->submit_with(hostile(second), hostile_pid);
+    const bool other_ended = static_cast<bool>(other.wait_for(future_wait));
+    (void)!::write(write_fd, "released", 8);
+    ::close(write_fd);
+    REQUIRE(other_ended);
+    CHECK(value_of(held) == "released");
+    CHECK(worker_of(held) != worker_of(other));
+    REQUIRE(ex->stats().workers_started == 2);
+  }
+};
+
+TEST_CASE("Limits.a_call_that_fits_no_lowered_worker_replaces_one_not_every_one") {
+  // A burst of calls with their own limits lowered both workers of a sandboxed pool: a call with
+  // the executor's limits then retired both, and the pool restarted whole for one call. One
+  // worker is replaced; the other, still lowered, is kept for calls of its limits.
+  ferry::Limits own;
+  own.open_files = 64;
+  TwoLoweredWorkers pool(own, own);
+  ferry::Executor& ex = *pool.ex;
+  auto call = ex.submit_with(hostile(), hostile_pid);
+  const int ran_on = value_of(call);
+  CHECK(ran_on == worker_of(call));
+  REQUIRE(ex.warm_up(30s));
+  // Every worker retired has ended (and is counted): two left, the lowered one and a fresh one.
+  REQUIRE(eventually([&] { return ex.stats().workers_alive == 2; }, 10s));
+  const ferry::ExecutorStats stats = ex.stats();
+  CHECK(stats.workers_started == 3);
+  CHECK(stats.workers_stopped == 1);
+  CHECK(stats.workers_crashed == 0);
+}
+
+TEST_CASE("Limits.shrinking_a_sandboxed_pool_retires_the_worker_lowered_to_a_tasks_own_limits_first") {
+  // resize() retired the least busy worker, whichever it was: with one lowered to a call's own
+  // limits and one not, both idle, it kept the lowered one, and the next call with the executor's
+  // limits retired it and started another. The lowered one goes; that call runs at once.
+  ferry::Limits own;
+  own.open_files = 64;
+  TwoLoweredWorkers pool({}, own);  // the first worker keeps the executor's limits
+  ferry::Executor& ex = *pool.ex;
+  const std::vector<int> before = ex.worker_pids();
+  ex.resize(1);
+  auto call = ex.submit_with(hostile(), hostile_pid);
+  const int ran_on = value_of(call);
+  CHECK(ran_on == worker_of(call));
+  CHECK(std::find(before.begin(), before.end(), worker_of(call)) != before.end());
+  REQUIRE(eventually([&] { return ex.stats().workers_alive == 1; }, 10s));
+  const ferry::ExecutorStats stats = ex.stats();
+  CHECK(stats.workers_started == 2);
+  CHECK(stats.workers_stopped == 1);
+  CHECK(stats.workers_crashed == 0);
+}
+
 TEST_CASE("Limits.processes_a_task_that_copes_keeps_its_value_and_its_worker_is_replaced") {
   // A task whose fork is refused at the limit and that goes on (returns normally) keeps its
   // value; its worker then leaves (what the task left running would count against the next

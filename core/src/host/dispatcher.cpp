@@ -91,84 +91,148 @@ bool Dispatcher::lowers(const Lane& lane, const protocol::TaskLimits& limits) co
          limits.file_size != have.file_size || limits.processes != have.processes;
 }
 
+bool Dispatcher::better(const Lane& lane, const Lane& than, const protocol::TaskLimits& limits) const noexcept {
+  // An idle lane first: the call runs at once rather than behind another. Then, in a sandbox, one
+  // that keeps its limits (a worker lowered for this call cannot take a later call with higher
+  // ones: a busy lane at the executor's limits is not lowered while another that fits the call
+  // without lowering has room; an idle one is, rather than have the call wait). Then the least
+  // loaded.
+  if (lane.idle() != than.idle()) return lane.idle();
+  if (hardening_) {
+    const bool lowers_lane = lowers(lane, limits), lowers_than = lowers(than, limits);
+    if (lowers_lane != lowers_than) return !lowers_lane;
+  }
+  return lane.in_flight.size() < than.in_flight.size();
+}
+
+Lane* Dispatcher::idle_unfit(std::span<Lane* const> open, const std::vector<Lane*>& stale,
+                             const protocol::TaskLimits& limits) const noexcept {
+  for (Lane* lane : open)
+    if (lane->idle() && !lane->initializing && lane->calls_left != 0 && !fits(*lane, limits) &&
+        std::find(stale.begin(), stale.end(), lane) == stale.end())
+      return lane;
+  return nullptr;
+}
+
+Lane* Dispatcher::choose(std::span<Lane* const> open, std::vector<Lane*>& stale, const Call& call,
+                         std::size_t limit, const Call* reserved_for) const {
+  Lane* best = nullptr;
+  for (Lane* lane : open) {
+    if (std::find(stale.begin(), stale.end(), lane) != stale.end()) continue;
+    if (!can_run(*lane, call)) {
+      // The queue's front: the lane is listed (retired). A call behind it just does not go there.
+      if (!reserved_for) stale.push_back(lane);
+      continue;
+    }
+    if (reserved_for && fits(*lane, reserved_for->limits)) continue;
+    if (lane->in_flight.size() >= limit || lane->calls_left == 0 || !fits(*lane, call.limits)) continue;
+    if (!best || better(*lane, *best, call.limits)) best = lane;
+  }
+  return best;
+}
+
+void Dispatcher::give(Lane& lane, std::shared_ptr<Call> call, std::vector<Send>& sends, Clock::time_point now) {
+  const RefEntry& ref = *call->ref;
+  if (!ref.version.empty()) {
+    auto& generation = lane.libraries[ref.define.library];
+    generation = std::max(generation, ref.generation);
+  }
+  std::uint32_t id = ref.define.ref;
+  if (lane.announced.size() <= id) lane.announced.resize(id + 1, false);
+  bool define = !lane.announced[id];
+  lane.announced[id] = true;
+  const bool running = lane.in_flight.empty() && !lane.initializing;
+  call->lane = &lane;
+  // From this call on its worker holds the call's limits as hard limits (what fits a lane is
+  // decided here, at send time: calls are pipelined behind others).
+  if (hardening_ && lowers(lane, call->limits)) lane.lowered = call->limits;
+  lane.used = true;
+  if (lane.calls_left != UINT64_MAX) --lane.calls_left;
+  recount(lane, [&] { lane.in_flight.push_back(call); });
+  if (running) start_front(lane, now);
+  sends.push_back(Send{&lane, std::move(call), define, running});
+}
+
+void Dispatcher::serve_behind(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
+                              Clock::time_point now, std::size_t limit) {
+  const Call& front = *queue_.front();
+  std::size_t looked = 0;
+  for (auto it = std::next(queue_.begin()); it != queue_.end() && looked < behind_window; ++looked) {
+    Lane* lane = choose(open, stale, **it, limit, &front);
+    if (!lane) {
+      ++it;
+      continue;
+    }
+    auto call = std::move(*it);
+    it = queue_.erase(it);
+    give(*lane, std::move(call), sends, now);
+  }
+}
+
 void Dispatcher::assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
                         Clock::time_point now, bool pipeline) {
   sends.clear();
   const std::size_t limit = pipeline ? depth() : 1;
   while (!queue_.empty()) {
     const Call& next = *queue_.front();
-    Lane* best = nullptr;
-    for (Lane* lane : open) {
-      if (std::find(stale.begin(), stale.end(), lane) != stale.end()) continue;
-      if (!can_run(*lane, next)) {
-        stale.push_back(lane);
-        continue;
+    Lane* best = choose(open, stale, next, limit);
+    if (hardening_ && (!best || !best->idle())) {
+      // In a sandbox, the call at the front waits: in the queue, or behind a busy lane's calls.
+      bool fits_some = false, unfit_some = false;
+      for (const Lane* lane : open) {
+        if (std::find(stale.begin(), stale.end(), lane) != stale.end()) continue;
+        if (fits(*lane, next.limits))
+          fits_some = true;
+        else
+          unfit_some = true;
       }
-      if (lane->in_flight.size() >= limit || lane->calls_left == 0 || !fits(*lane, next.limits)) continue;
-      // The least loaded; among those, one that keeps its limits (a worker lowered for this
-      // call cannot take a later call with higher ones).
-      if (!best || lane->in_flight.size() < best->in_flight.size() ||
-          (lane->in_flight.size() == best->in_flight.size() && hardening_ && lowers(*best, next.limits) &&
-           !lowers(*lane, next.limits)))
-        best = lane;
-    }
-    if (best && hardening_ && pipeline && !best->idle()) {
-      // Every lane that fits is busy, and one that does not fit idles: the call would wait
-      // behind a busy one (for good behind a call that hangs) where an unsandboxed pool runs it
-      // at once. That idle lane is retired; the pool, short of its size, then holds the call for
-      // the first free lane, a fresh worker or the busy one.
-      const auto idle_unfit = std::find_if(open.begin(), open.end(), [&](Lane* lane) {
-        return lane->idle() && !lane->initializing && lane->calls_left != 0 && !fits(*lane, next.limits) &&
-               std::find(stale.begin(), stale.end(), lane) == stale.end();
-      });
-      if (idle_unfit != open.end()) {
-        (*idle_unfit)->limits_too_low = true;
-        stale.push_back(*idle_unfit);
+      if (!fits_some) {
+        // While the pool is short of its size (`pipeline` false) a fresh worker is on its way:
+        // it fits every call, and the lanes serve the calls behind meanwhile.
+        if (!pipeline) {
+          if (unfit_some) serve_behind(open, sends, stale, now, limit);
+          break;
+        }
+        // Else no lane will ever fit it (each was lowered below its limits): one is retired, and
+        // a fresh worker, at the executor's limits, takes it; the pool, short of its size until
+        // then, retires nothing more. An idle one, stopped at once. When none idles the call
+        // waits for the first that does (each answer comes back here), and no call behind it is
+        // sent meanwhile, so that one will: a lane retired busy leaves after
+        // its calls, and behind one that hangs the pool would stay short for good, nothing more
+        // retired and nothing started, while the other lanes idle. Retiring every lane the call
+        // did not fit restarted the whole pool for one call with the executor's limits after a
+        // burst of calls with their own had lowered every lane.
+        if (Lane* idle = idle_unfit(open, stale, next.limits)) {
+          idle->limits_too_low = true;
+          stale.push_back(idle);
+        }
         break;
       }
-    }
-    if (!best) {
-      // No lane with room fits its limits. Lanes it never will fit are retired, and fresh
-      // workers take the call: every one when no lane fits it; else, when calls are long, the
-      // idle ones (it would wait for a busy lane that fits while they idle). With short calls
-      // the call waits: a sandboxed worker's start (~4 ms here) costs more than the wait, and a
-      // lowered worker still serves calls of its limits (bench/own_limits.cpp: 2 workers,
-      // alternating limits submitted at once, retiring idle lanes at once started 33 workers
-      // for 200 calls). Not while the pool is short of its size (`pipeline` false): a worker on
-      // its way, at the executor's limits, fits every call.
-      if (hardening_ && pipeline) {
-        auto usable = [&](const Lane* lane) { return std::find(stale.begin(), stale.end(), lane) == stale.end(); };
-        const bool some_fits =
-            std::any_of(open.begin(), open.end(), [&](Lane* lane) { return usable(lane) && fits(*lane, next.limits); });
-        for (Lane* lane : open)
-          if (usable(lane) && !fits(*lane, next.limits) && (!some_fits || (lane->idle() && depth() == 1))) {
-            lane->limits_too_low = true;
-            stale.push_back(lane);
+      if (unfit_some) {
+        // A lane that does not fit it serves the calls behind it that fit, rather than idle:
+        // the call waits only for lanes it fits (a fresh worker on its way, a busy lane) and
+        // takes the first of them that frees up, before any call behind it.
+        serve_behind(open, sends, stale, now, limit);
+        // A lane it does not fit that still idles (no call near the front fits it either) is
+        // retired, one per call, and the pool, short of its size until its replacement is up,
+        // holds the call for the first free lane that fits, the fresh worker or a busy one. Not
+        // waiting behind the busy lane, which could be for good behind a call that hangs (where
+        // an unsandboxed pool runs it at once on the idle worker). Retiring an idle lane
+        // whenever a call waited, rather than give it the calls behind (bench/own_limits.cpp:
+        // 2 workers, alternating limits submitted at once), started 24-34 workers for 200 calls.
+        if (pipeline) {
+          if (Lane* idle = idle_unfit(open, stale, next.limits)) {
+            idle->limits_too_low = true;
+            stale.push_back(idle);
+            break;
           }
+        }
       }
-      break;
     }
+    if (!best) break;
     auto call = std::move(queue_.front());
     queue_.pop_front();
-    const RefEntry& ref = *call->ref;
-    if (!ref.version.empty()) {
-      auto& generation = best->libraries[ref.define.library];
-      generation = std::max(generation, ref.generation);
-    }
-    std::uint32_t id = ref.define.ref;
-    if (best->announced.size() <= id) best->announced.resize(id + 1, false);
-    bool define = !best->announced[id];
-    best->announced[id] = true;
-    const bool running = best->in_flight.empty() && !best->initializing;
-    call->lane = best;
-    // From this call on its worker holds the call's limits as hard limits (what fits a lane
-    // is decided here, at send time: calls are pipelined behind others).
-    if (hardening_ && lowers(*best, call->limits)) best->lowered = call->limits;
-    best->used = true;
-    if (best->calls_left != UINT64_MAX) --best->calls_left;
-    recount(*best, [&] { best->in_flight.push_back(call); });
-    if (running) start_front(*best, now);
-    sends.push_back(Send{best, std::move(call), define, running});
+    give(*best, std::move(call), sends, now);
   }
 }
 

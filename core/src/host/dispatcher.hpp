@@ -74,12 +74,14 @@ class FERRY_INTERNAL_API Dispatcher {
 
   /// A sandboxed pool: a call's limits are its worker's hard limits from the call on, which no
   /// later call can raise (worker/containment.cpp, Containment::begin_task). A lane then gets only
-  /// calls whose limits fit under what it was lowered to (`fits`), preferring one that needs no
-  /// lowering; when none with room fits the call at the queue's front, the lanes it does not fit
-  /// (all of them when no lane fits it, else the idle ones while calls are long) are listed in `stale` with
-  /// limits_too_low (the pool retires them, after their calls, and fresh workers, at the
-  /// executor's limits, take it). `executor`: the executor's limits, those
-  /// of a fresh worker; every call's are at most these (Pool::submit).
+  /// calls whose limits fit under what it was lowered to (`fits`), preferring an idle lane, then
+  /// one that needs no lowering. While the call at the queue's front waits for a lane it fits, the
+  /// lanes it does not fit serve the calls behind it that fit them (assign); one of them that
+  /// still idles is listed in `stale` with limits_too_low (the pool retires it and a fresh
+  /// worker, at the executor's limits, comes), one per pass, and only while the pool has its
+  /// size (`pipeline`); when no lane fits the front call, an idle lane is so listed, or, none
+  /// idling, the first to idle. `executor`: the executor's limits, those of a fresh worker;
+  /// every call's are at most these (Pool::submit).
   void harden_limits(const protocol::TaskLimits& executor) noexcept {
     hardening_ = true;
     executor_ = executor;
@@ -125,9 +127,10 @@ class FERRY_INTERNAL_API Dispatcher {
   };
   /// Gives queued calls, in queue order, to the least loaded of `open` lanes, at most depth()
   /// each, and lists them in `sends` (cleared first; the caller keeps the vectors, so that the
-  /// hot path allocates nothing). A lane that has an older version of a call's library loaded
-  /// gets nothing and is listed in `stale` (the pool retires it: a fresh worker loads the new
-  /// version). `pipeline` false: one call per lane, whatever depth() says (the pool has a worker
+  /// hot path allocates nothing). In a sandbox, calls behind a front call that waits may go
+  /// first to lanes that front call does not fit (harden_limits). A lane that has an older
+  /// version of a call's library loaded gets nothing and is listed in `stale` (the pool retires
+  /// it: a fresh worker loads the new version). `pipeline` false: one call per lane, whatever depth() says (the pool has a worker
   /// on its way, and a call waits for it rather than behind another call).
   void assign(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
               Clock::time_point now, bool pipeline = true);
@@ -156,6 +159,27 @@ class FERRY_INTERNAL_API Dispatcher {
   static bool can_run(const Lane& lane, const Call& call);
   /// Whether sending a call with `limits` to `lane` lowers its worker's limits.
   bool lowers(const Lane& lane, const protocol::TaskLimits& limits) const noexcept;
+  /// Whether `lane` is a better choice than `than` for a call with `limits` (both fit it, both
+  /// have room): an idle one, then one that keeps its limits, then the least loaded.
+  bool better(const Lane& lane, const Lane& than, const protocol::TaskLimits& limits) const noexcept;
+  /// An idle lane of `open`, not in `stale`, that cannot run a call with `limits` and takes calls
+  /// (past its initializer, calls left), or nullptr.
+  Lane* idle_unfit(std::span<Lane* const> open, const std::vector<Lane*>& stale,
+                   const protocol::TaskLimits& limits) const noexcept;
+  /// The lane of `open` that `call` goes to (it fits, has room below `limit` and calls left), or
+  /// nullptr. A lane that has an older version of its plugin is listed in `stale`. With
+  /// `reserved_for` (the queue's front call, waiting): only a lane that front call does not fit.
+  Lane* choose(std::span<Lane* const> open, std::vector<Lane*>& stale, const Call& call, std::size_t limit,
+               const Call* reserved_for = nullptr) const;
+  /// `call` is sent to `lane` now (listed in `sends`).
+  void give(Lane& lane, std::shared_ptr<Call> call, std::vector<Send>& sends, Clock::time_point now);
+  /// In a sandbox, while the queue's front call waits for a lane it fits: calls behind it (at
+  /// most behind_window of them) go to the lanes it does not fit, each to one that fits it.
+  void serve_behind(std::span<Lane* const> open, std::vector<Send>& sends, std::vector<Lane*>& stale,
+                    Clock::time_point now, std::size_t limit);
+  /// How far behind the front serve_behind looks: each dispatch pass while the front waits pays
+  /// for it, and a queue of a million calls none of which fits must not cost a million checks.
+  static constexpr std::size_t behind_window = 64;
   bool hardening_ = false;
   protocol::TaskLimits executor_;
 

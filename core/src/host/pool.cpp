@@ -1355,8 +1355,12 @@ void Pool::resize(std::size_t n) {
   for (auto& [_, w] : workers_)
     if (w->accepts_work()) active.push_back(w.get());
   if (active.size() > n) {
-    // Retire the least busy; their in-flight calls finish first, then they are told to exit.
-    std::sort(active.begin(), active.end(), [](WorkerSlot* a, WorkerSlot* b) {
+    // Retire the least busy; their in-flight calls finish first, then they are told to exit. In
+    // a sandbox, those lowered to a call's own limits before any other (Lane::lowered: they can
+    // take no call above them, where the workers kept take every call): keeping one, the next
+    // call with the executor's limits retired it and started another.
+    std::stable_sort(active.begin(), active.end(), [](WorkerSlot* a, WorkerSlot* b) {
+      if (a->lane.lowered.has_value() != b->lane.lowered.has_value()) return a->lane.lowered.has_value();
       return a->lane.in_flight.size() < b->lane.in_flight.size();
     });
     for (std::size_t i = 0; i < active.size() - n; ++i) active[i]->retire(WorkerSlot::Retired::resize);
