@@ -110,10 +110,10 @@ FERRY_INTERNAL_API bool unsafe_allowed_by_environment();
 /// is kept, the variable becomes `fallback`, or is removed when `fallback` is empty. `judge`
 /// says why a directory is not trusted (default untrusted_reason; for LD_LIBRARY_PATH,
 /// untrusted_search_directory, which judges the loader's capability subdirectories too). The
-/// local launcher, the wrap compiler and the MPI agent (its workers' environment) call it.
-FERRY_INTERNAL_API void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
-                                                 std::string_view fallback = {},
-                                                 std::string (*judge)(const std::filesystem::path&) = nullptr);
+/// wrap compiler (its PATH) and keep_trusted_loader_environment (LD_LIBRARY_PATH) call it; not
+/// exported (other modules call keep_trusted_loader_environment).
+void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
+                              std::string_view fallback = {}, std::string (*judge)(const std::filesystem::path&) = nullptr);
 
 /// In `env` (NAME=VALUE strings), keeps of what the dynamic loader and glibc read from the
 /// environment to load code only what no other user could have planted (the project's rule for
