@@ -7,6 +7,8 @@
 //   same own       every call with the same own limits (lowered once, then kept)
 //   alternating    own limits and the executor's in turn, each call waited for
 //   alternating, submitted at once   the same, every call submitted before the first is waited for
+//   bursts, submitted at once        nine calls with their own limits, then one with the
+//                                    executor's, and again, every call submitted at once
 // Command (docs/benchmarks.md):
 //   cmake --build --preset default --target ferry_own_limits   (FERRY_BUILD_BENCH=ON)
 //   build/default/bin/ferry-own-limits [CALLS] [WORKERS]
@@ -22,11 +24,11 @@
 
 namespace {
 
-enum class Mix { executors, same_own, alternating };
+enum class Mix { executors, same_own, alternating, bursts };
 
 ferry::SubmitOptions options_for(Mix mix, int i) {
   ferry::SubmitOptions o;
-  if (mix == Mix::same_own || (mix == Mix::alternating && i % 2 == 0)) {
+  if (mix == Mix::same_own || (mix == Mix::alternating && i % 2 == 0) || (mix == Mix::bursts && i % 10 != 9)) {
     o.limits.memory = std::size_t{1} << 30;
     o.limits.open_files = 1024;
   }
@@ -72,6 +74,7 @@ int main(int argc, char** argv) try {
   run_case("same own", Mix::same_own, false, calls, workers);
   run_case("alternating", Mix::alternating, false, calls, workers);
   run_case("alternating, submitted at once", Mix::alternating, true, calls, workers);
+  run_case("bursts, submitted at once", Mix::bursts, true, calls, workers);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "ferry-own-limits: %s\n", e.what());
