@@ -461,25 +461,39 @@ std::string gconv_directory_reason(const std::string& dir) {
 
 }  // namespace
 
-void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
+bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
                               std::string_view fallback, std::string (*judge)(const fs::path&)) {
   if (!judge) judge = untrusted_reason;
-  keep_entries(env, name, ":", false, who, fallback, [&](const std::string& dir) -> std::string {
+  return keep_entries(env, name, ":", false, who, fallback, [&](const std::string& dir) -> std::string {
     if (dir.empty()) return "an empty element is the current directory";
     if (dir.front() != '/') return relative_reason;
     return judge(dir);
   });
 }
 
+// glibc's list of the variables a setuid program ignores (sysdeps/generic/unsecvars.h), one by
+// one, for a process of the user's own that ferry starts:
+//  - judged here, they load code: LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT, GCONV_PATH (iconv
+//    modules); LD_ORIGIN_PATH decides the directories a RUNPATH with $ORIGIN names: never kept.
+//  - left as they are, no code is loaded from what they name:
+//    LD_DEBUG, LD_SHOW_AUXV (print to stderr), LD_DYNAMIC_WEAK, LD_USE_LOAD_BIAS, LD_BIND_NOW
+//    (how symbols bind), LD_HWCAP_MASK and GLIBC_TUNABLES (which capability subdirectory of a
+//    search directory is tried: each is judged with its directory, untrusted_search_directory;
+//    malloc and cpu settings);
+//    LD_DEBUG_OUTPUT, LD_PROFILE and LD_PROFILE_OUTPUT, MALLOC_TRACE: files written for the
+//    debugging the user turns on (the loader opens its own with O_NOFOLLOW; MALLOC_TRACE needs
+//    libc_malloc_debug.so preloaded, which LD_PRELOAD's judge sees);
+//    LOCPATH, NLSPATH, TZDIR (locales, message catalogues, time zones), HOSTALIASES,
+//    LOCALDOMAIN, RES_OPTIONS, RESOLV_HOST_CONF (the resolver's): data the user chose;
+//    GETCONF_DIR: read by the getconf program alone, which ferry never runs; NIS_PATH: NIS+,
+//    gone from glibc; TMPDIR: where temporary files go (a sandbox sets its own).
 std::vector<std::string> keep_trusted_loader_environment(std::vector<std::string>& env, const char* who,
                                                          std::string (*search_directory)(const fs::path&)) {
   std::vector<std::string> held;
   auto judged = [&](const char* name, bool present) {
     if (present) held.emplace_back(name);
   };
-  const bool search_path = std::any_of(env.begin(), env.end(), [](const std::string& e) { return e.starts_with("LD_LIBRARY_PATH="); });
-  keep_trusted_search_path(env, "LD_LIBRARY_PATH", who, {}, search_directory);
-  judged("LD_LIBRARY_PATH", search_path);
+  judged("LD_LIBRARY_PATH", keep_trusted_search_path(env, "LD_LIBRARY_PATH", who, {}, search_directory));
   // glibc's rtld splits LD_PRELOAD at spaces and colons, LD_AUDIT at colons only.
   judged("LD_PRELOAD", keep_entries(env, "LD_PRELOAD", " :", true, who, {}, library_entry_reason));
   judged("LD_AUDIT", keep_entries(env, "LD_AUDIT", ":", true, who, {}, library_entry_reason));

@@ -111,8 +111,8 @@ FERRY_INTERNAL_API bool unsafe_allowed_by_environment();
 /// says why a directory is not trusted (default untrusted_reason; for LD_LIBRARY_PATH,
 /// untrusted_search_directory, which judges the loader's capability subdirectories too). The
 /// wrap compiler (its PATH) and keep_trusted_loader_environment (LD_LIBRARY_PATH) call it; not
-/// exported (other modules call keep_trusted_loader_environment).
-void keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
+/// exported (other modules call keep_trusted_loader_environment). Returns whether `env` held it.
+bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
                               std::string_view fallback = {}, std::string (*judge)(const std::filesystem::path&) = nullptr);
 
 /// In `env` (NAME=VALUE strings), keeps of what the dynamic loader and glibc read from the
@@ -137,10 +137,9 @@ void keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
 /// (FERRY_DEBUG) with `who`, the variable and why. A variable of which nothing is kept is
 /// removed. Returns the names of those variables `env` held (kept, changed or removed), for a
 /// caller that can only set variables (the MPI hub). The local launcher, the wrap compiler, the
-/// MPI hub (a spawned agent's environment) and agent (its workers') call it; only LD_* and
-/// GCONV_PATH of glibc's list of variables a setuid program ignores (unsecvars.h) load code, the
-/// others write files the user names for the loader's debugging (LD_DEBUG_OUTPUT, LD_PROFILE),
-/// read data (LOCPATH, NLSPATH, TZDIR, HOSTALIASES...) or change no file read (LD_BIND_NOW...).
+/// MPI hub (a spawned agent's environment) and agent (its workers') call it. The other variables
+/// of glibc's list of those a setuid program ignores (unsecvars.h) load no code: each is named,
+/// with why, where it is defined (trust.cpp).
 FERRY_INTERNAL_API std::vector<std::string> keep_trusted_loader_environment(
     std::vector<std::string>& env, const char* who, std::string (*search_directory)(const std::filesystem::path&));
 
