@@ -481,8 +481,9 @@ bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
 //    search directory is tried: each is judged with its directory, untrusted_search_directory;
 //    malloc and cpu settings);
 //    LD_DEBUG_OUTPUT, LD_PROFILE and LD_PROFILE_OUTPUT, MALLOC_TRACE: files written for the
-//    debugging the user turns on (the loader opens its own with O_NOFOLLOW; MALLOC_TRACE needs
-//    libc_malloc_debug.so preloaded, which LD_PRELOAD's judge sees);
+//    debugging the user turns on (LD_DEBUG_OUTPUT's file is opened with O_NOFOLLOW, the way
+//    to it not judged; MALLOC_TRACE needs libc_malloc_debug.so preloaded, which LD_PRELOAD's
+//    judge sees);
 //    LOCPATH, NLSPATH, TZDIR (locales, message catalogues, time zones), HOSTALIASES,
 //    LOCALDOMAIN, RES_OPTIONS, RESOLV_HOST_CONF (the resolver's): data the user chose;
 //    GETCONF_DIR: read by the getconf program alone, which ferry never runs; NIS_PATH: NIS+,
