@@ -165,6 +165,24 @@ TEST_CASE("LoaderEnv.the_wrap_compilers_environment_holds_only_what_nobody_else_
   CHECK(value_of("LD_ORIGIN_PATH") == "(unset)");
 }
 
+TEST_CASE("LoaderEnv.a_preloaded_library_whose_own_search_path_others_can_write_is_left_out") {
+  // A library of ours, in a directory of ours, whose RUNPATH names a directory others can write:
+  // the loader looks there first for the library it needs, and loads theirs (as for a plugin,
+  // dependency_verdict). One whose RUNPATH is its own directory is kept.
+  LoaderPlaces places;
+  auto copy_with_runpath = [](const fs::path& to, const fs::path& runpath) {
+    return support::copy_with_strings(FERRY_TEST_RUNPATH_PLUGIN, to,
+                                      {{FERRY_TEST_SEARCH_PATH_PLACEHOLDER, runpath.string()}});
+  };
+  const fs::path led_astray = copy_with_runpath(places.mine / "libled_astray.so", places.open);
+  const fs::path at_home = copy_with_runpath(places.mine / "libat_home.so", places.mine);
+  std::vector<std::string> env = {"LD_PRELOAD=" + led_astray.string() + ":" + at_home.string(),
+                                  "LD_AUDIT=" + led_astray.string()};
+  ferry::detail::keep_trusted_loader_environment(env, "test", ferry::detail::untrusted_search_directory,
+                                                 ferry::detail::dependency_verdict);
+  CHECK(env == std::vector<std::string>{"LD_PRELOAD=" + at_home.string()});
+}
+
 TEST_CASE("LoaderEnv.keep_trusted_loader_environment_names_the_variables_it_judged") {
   // The MPI hub can only set a spawned agent's variables, not remove them: it sets each one the
   // host had, removed ones to what loads nothing.
@@ -172,7 +190,8 @@ TEST_CASE("LoaderEnv.keep_trusted_loader_environment_names_the_variables_it_judg
   std::vector<std::string> env = {"LD_PRELOAD=" + places.open_library.string(), "PATH=/usr/bin",
                                   "GCONV_PATH=" + places.mine.string()};
   const auto judged =
-      ferry::detail::keep_trusted_loader_environment(env, "test", ferry::detail::untrusted_search_directory);
+      ferry::detail::keep_trusted_loader_environment(env, "test", ferry::detail::untrusted_search_directory,
+                                                     ferry::detail::dependency_verdict);
   CHECK(judged == std::vector<std::string>{"LD_PRELOAD", "GCONV_PATH"});
   CHECK(env == std::vector<std::string>{"PATH=/usr/bin", "GCONV_PATH=" + places.mine.string()});
 }

@@ -149,7 +149,8 @@ std::vector<std::string> worker_environment(const std::vector<std::pair<std::str
   });
   if (!allow_unsafe)
     ferry::detail::keep_trusted_loader_environment(env, "mpi agent: workers' environment",
-                                                   ferry::detail::untrusted_search_directory);
+                                                   ferry::detail::untrusted_search_directory,
+                                                   ferry::detail::dependency_verdict);
   return env;
 }
 

@@ -206,8 +206,8 @@ constexpr const char* agent_environment_key = "env";
 /// What a spawned agent's loader and glibc load code from ("NAME=value" lines for
 /// agent_environment_key), or "" to leave its environment as its launcher has it: this
 /// process's LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT, GCONV_PATH and LD_ORIGIN_PATH, with only
-/// what a worker's keeps (keep_trusted_loader_environment with untrusted_search_directory, as
-/// the agent's worker_environment and the local launcher). The key can set a variable, not
+/// what a worker's keeps (keep_trusted_loader_environment with untrusted_search_directory and
+/// dependency_verdict, as the agent's worker_environment and the local launcher). The key can set a variable, not
 /// remove it: one of which nothing is kept is set to what loads nothing. For LD_LIBRARY_PATH
 /// (and LD_ORIGIN_PATH, a directory too) that is /dev/null, which names no directory and never
 /// will: an empty value was no better, since mpirun --prefix P (or an Open MPI built to act so by
@@ -223,7 +223,8 @@ std::string agent_loader_environment() {
   std::vector<std::string> env = ferry::detail::merged_environment({});
   std::string lines;
   for (const std::string& name : ferry::detail::keep_trusted_loader_environment(
-           env, "mpi hub: a spawned agent's environment", ferry::detail::untrusted_search_directory)) {
+           env, "mpi hub: a spawned agent's environment", ferry::detail::untrusted_search_directory,
+           ferry::detail::dependency_verdict)) {
     const std::string prefix = name + "=";
     const auto kept = std::find_if(env.begin(), env.end(), [&](const std::string& e) { return e.starts_with(prefix); });
     const bool directory = name == "LD_LIBRARY_PATH" || name == "LD_ORIGIN_PATH";

@@ -127,7 +127,7 @@ LocalLauncher::LocalLauncher(const ExecutorOptions& options)
   // GCONV_PATH: an empty or relative element is the host's current directory when the worker
   // starts, and a file or directory another user can write loads their code into every worker
   // (unless the user allowed unsafe plugins).
-  if (!allow_unsafe_) keep_trusted_loader_environment(env_, "workers' environment", untrusted_search_directory);
+  if (!allow_unsafe_) keep_trusted_loader_environment(env_, "workers' environment", untrusted_search_directory, dependency_verdict);
 }
 
 std::exception_ptr LocalLauncher::start_failure(const std::string& why) const {

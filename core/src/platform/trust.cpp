@@ -438,14 +438,18 @@ bool keep_entries(std::vector<std::string>& env, std::string_view name, std::str
 constexpr const char* relative_reason = "it is not absolute (the directory the program is in decides what it names)";
 
 /// Why the loader must not be given `entry` of LD_PRELOAD's or LD_AUDIT's list; "" when it may.
-std::string library_entry_reason(const std::string& entry) {
+/// `library` judges what a present file's own search path makes the loader read.
+std::string library_entry_reason(const std::string& entry, TrustVerdict (*library)(const fs::path&)) {
   // A name: looked for where every library the program needs is (keep_trusted_loader_environment).
   if (entry.find('/') == std::string::npos) return {};
   if (entry.front() != '/') return relative_reason;
   // The loader expands these in a path (as in a RUNPATH), to a place the check did not see.
   if (entry.find('$') != std::string::npos)
     return "it holds a token the loader expands ($ORIGIN, $LIB, $PLATFORM): the file judged would not be the one loaded";
-  return untrusted_reason_if_present(entry);
+  if (std::string why = untrusted_reason_if_present(entry); !why.empty()) return why;
+  struct stat st {};
+  if (::lstat(entry.c_str(), &st) != 0) return {};  // missing where nobody else can create it
+  return library(entry).why;
 }
 
 /// Why `dir` of GCONV_PATH must not be read; "" when it may. glibc reads the configuration file
@@ -489,15 +493,17 @@ bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
 //    GETCONF_DIR: read by the getconf program alone, which ferry never runs; NIS_PATH: NIS+,
 //    gone from glibc; TMPDIR: where temporary files go (a sandbox sets its own).
 std::vector<std::string> keep_trusted_loader_environment(std::vector<std::string>& env, const char* who,
-                                                         std::string (*search_directory)(const fs::path&)) {
+                                                         std::string (*search_directory)(const fs::path&),
+                                                         TrustVerdict (*library)(const fs::path&)) {
   std::vector<std::string> held;
   auto judged = [&](const char* name, bool present) {
     if (present) held.emplace_back(name);
   };
   judged("LD_LIBRARY_PATH", keep_trusted_search_path(env, "LD_LIBRARY_PATH", who, {}, search_directory));
   // glibc's rtld splits LD_PRELOAD at spaces and colons, LD_AUDIT at colons only.
-  judged("LD_PRELOAD", keep_entries(env, "LD_PRELOAD", " :", true, who, {}, library_entry_reason));
-  judged("LD_AUDIT", keep_entries(env, "LD_AUDIT", ":", true, who, {}, library_entry_reason));
+  const auto library_reason = [&](const std::string& entry) { return library_entry_reason(entry, library); };
+  judged("LD_PRELOAD", keep_entries(env, "LD_PRELOAD", " :", true, who, {}, library_reason));
+  judged("LD_AUDIT", keep_entries(env, "LD_AUDIT", ":", true, who, {}, library_reason));
   judged("GCONV_PATH", keep_entries(env, "GCONV_PATH", ":", true, who, {}, gconv_directory_reason));
   // The whole value is one directory (glibc does not split it).
   judged("LD_ORIGIN_PATH", keep_entries(env, "LD_ORIGIN_PATH", "", false, who, {}, [](const std::string&) {

@@ -125,7 +125,9 @@ bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
 ///    colons): an entry with a '/' is a file, kept when absolute, free of a token the loader
 ///    expands ($ORIGIN, $LIB, $PLATFORM: the file judged would not be the one loaded) and
 ///    passing untrusted_reason_if_present (a missing one only where nobody else could create
-///    it: the loader then says it is missing and goes on); an entry without '/' is a name the
+///    it: the loader then says it is missing and goes on), and, present, `library` (what its own
+///    RUNPATH makes the loader read: dependency_verdict, which every caller passes, as for a
+///    plugin); an entry without '/' is a name the
 ///    loader looks for where it looks for every library the program needs (the LD_LIBRARY_PATH
 ///    kept here, the program's own RUNPATH, the system's cache and directories): kept, judged
 ///    as those are;
@@ -141,6 +143,7 @@ bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
 /// of glibc's list of those a setuid program ignores (unsecvars.h) load no code: each is named,
 /// with why, where it is defined (trust.cpp).
 FERRY_INTERNAL_API std::vector<std::string> keep_trusted_loader_environment(
-    std::vector<std::string>& env, const char* who, std::string (*search_directory)(const std::filesystem::path&));
+    std::vector<std::string>& env, const char* who, std::string (*search_directory)(const std::filesystem::path&),
+    TrustVerdict (*library)(const std::filesystem::path&));
 
 }  // namespace ferry::detail

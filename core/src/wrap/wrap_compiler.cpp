@@ -1293,7 +1293,8 @@ std::vector<std::string> compiler_environment(std::vector<std::string> env) {
   // empty PATH is the current directory to gcc too). Unsafe plugins allowed or not: the compiler
   // is judged either way (judged_program).
   keep_trusted_search_path(env, "PATH", "wrap: the compiler's environment", "/usr/bin:/bin");
-  keep_trusted_loader_environment(env, "wrap: the compiler's environment", untrusted_search_directory);
+  keep_trusted_loader_environment(env, "wrap: the compiler's environment", untrusted_search_directory,
+                                  dependency_verdict);
   return env;
 }
 
