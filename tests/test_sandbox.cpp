@@ -2071,6 +2071,43 @@ TEST_CASE("Limits.shrinking_a_sandboxed_pool_retires_the_worker_lowered_to_a_tas
   CHECK(stats.workers_crashed == 0);
 }
 
+TEST_CASE("Limits.a_call_waiting_for_a_busy_worker_runs_on_a_fresh_one_while_a_lowered_one_idles") {
+  // A sandboxed worker lowered to a call's own limits idles, the other is busy (held until the
+  // end): a call with the executor's limits must not wait behind the busy one (for good behind a
+  // call that hangs; an unsandboxed pool would run it on the idle worker). No call queued behind
+  // it fits the lowered one: that one is replaced, and the fresh worker runs the waiting call
+  // (3825fd7, kept when a waiting call stopped retiring every lane it does not fit).
+  support::TempDir dir;
+  const fs::path fifo = dir.path / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  ferry::Sandbox sandbox = sandbox_on();
+  sandbox.read = {dir.path.string()};
+  ferry::Executor ex(contained({}, sandbox));
+  REQUIRE(ex.warm_up(30s));
+  ferry::Limits own;
+  own.open_files = 64;
+  auto lowering = ex.submit_with(hostile(own), hostile_pid);
+  const int lowered = value_of(lowering);
+  auto held = ex.submit_with(hostile(), read_file, fifo.string());
+  int write_fd = -1;
+  REQUIRE_MESSAGE(eventually(
+                      [&] {
+                        write_fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+                        return write_fd >= 0;
+                      },
+                      30s),
+                  "the held call did not start");
+  auto waiting = ex.submit_with(hostile(), hostile_pid);
+  const int ran_waiting = value_of(waiting);
+  CHECK_FALSE(held.ready());  // it did not wait for the held call
+  (void)!::write(write_fd, "released", 8);
+  ::close(write_fd);
+  CHECK(value_of(held) == "released");
+  CHECK(ran_waiting != lowered);
+  CHECK(ran_waiting != worker_of(held));
+  CHECK(ex.stats().workers_started == 3);
+}
+
 TEST_CASE("Limits.processes_a_task_that_copes_keeps_its_value_and_its_worker_is_replaced") {
   // A task whose fork is refused at the limit and that goes on (returns normally) keeps its
   // value; its worker then leaves (what the task left running would count against the next
