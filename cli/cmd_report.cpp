@@ -193,8 +193,9 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
                                               read.error));
     return exit_usage;
   }
-  trace::Summary summary = builder.finish();
-  std::vector<trace::Note> notes = trace::report_notes(read, summary, limits);
+  const trace::Summary summary = builder.finish();
+  const trace::Page page(summary, limits);
+  std::vector<trace::Note> notes = trace::report_notes(read, page);
   // A file of FERRY_TRACE: which run it is of, and which files beside it are of other runs.
   if (std::optional<std::string> run = trace::run_note(trace_path)) notes.insert(notes.begin(), {*run, false});
   for (const auto& note : notes)
@@ -202,7 +203,7 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
 
   auto write = [&](std::FILE* f) {
     return trace::write_report_html(f, trace_path.filename().string(), "ferry " + std::string(ferry::version()),
-                                    summary, notes, limits);
+                                    page, notes);
   };
   if (output == "-") {
     if (!write(stdout) || std::fflush(stdout) != 0) {
@@ -216,15 +217,20 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
     print_error("report", "cannot write " + output.string() + ": " + error);
     return exit_task_failed;
   }
-  std::size_t failed = 0, never_ran = 0;
+  std::size_t failed = summary.other_tasks.failed, never_ran = summary.other_tasks.never_ran;
   for (const auto& task : summary.tasks) {
     failed += task.failed;
     never_ran += task.never_ran;
   }
   // The name is the trace's (ferry report *.trace): shown as text.
-  std::printf("%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n",
-              terminal_line(output.string()).c_str(),
-              summary.slices_total, summary.tracks_total, failed, never_ran);
+  const std::string shown = terminal_line(output.string());
+  std::printf("%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n", shown.c_str(), summary.slices_total,
+              summary.tracks_total, failed, never_ran);
+  if (page.other_tasks) {
+    // The summary keeps the figures of the first task names only: the others are one row.
+    std::printf("%s: task names past the first %zu by name folded into one row (%zu calls, %zu never ran)\n",
+                shown.c_str(), page.tasks.size(), page.other_tasks->calls, page.other_tasks->never_ran);
+  }
   return finish_output("report", stdout, exit_ok);
 }
 

@@ -6,9 +6,12 @@
 // for "</script" (and "<!--" with "<script"): every '<' of the JSON is written \u003c, so nothing
 // taken from the trace can end that element or start markup, and JSON.parse reads the same text
 // back. '>' and '&' are escaped too, so that the text is inert in any HTML context.
-// DEL, the C1 controls, the bidirectional controls and the line and paragraph separators are
-// escaped as well (\u007f, \u0080...\u009f, \u202e, \u2028...): `-o -` writes the page to stdout,
-// maybe a terminal, which would act on them or show ferry's own text reordered.
+// DEL is escaped as well (\u007f), and the characters detail::escaped_on_terminal lists (the C1
+// controls, the bidirectional controls, the line and paragraph separators) are written as text,
+// \\u202e in the JSON, which JSON.parse reads as the six characters \u202e: `-o -` writes the page
+// to stdout, maybe a terminal, which would act on them or show ferry's own text reordered, and
+// the browser would show the report's own words reordered by a trace's text. So the script needs
+// no list of its own: no string it is given holds one of them.
 #include "report_html.hpp"
 
 #include <algorithm>
@@ -56,15 +59,17 @@ class Output {
   bool ok_ = true;
 };
 
-/// A RapidJSON output stream onto Output that escapes, as \uXXXX, characters that occur only inside
-/// strings in JSON text (where the escape is the same character, so JSON.parse reads the same text):
-/// - '<', '>' and '&': no text of the trace can end the data element or start markup;
-/// - DEL (0x7F) and the C1 controls U+0080 to U+009F (UTF-8 C2 80 to C2 9F; U+009B is CSI), so that
-///   the page, written with -o - to a terminal, holds no byte a terminal acts on (RapidJSON escapes
-///   the C0 controls itself);
-/// - the bidirectional controls (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) and
-///   the line and paragraph separators (U+2028, U+2029): detail::escaped_on_terminal's list, which
-///   a terminal shows reordered or as a line break.
+/// A RapidJSON output stream onto Output for characters that occur only inside strings in JSON
+/// text:
+/// - '<', '>' and '&' as \uXXXX (the same character to JSON.parse): no text of the trace can end
+///   the data element or start markup;
+/// - DEL (0x7F) as \u007f, so that the page, written with -o - to a terminal, holds no byte a
+///   terminal acts on (RapidJSON escapes the C0 controls itself);
+/// - what detail::escaped_on_terminal lists (the C1 controls U+0080 to U+009F, UTF-8 C2 80 to C2
+///   9F, U+009B being CSI; the bidirectional controls U+061C, U+200E, U+200F, U+202A to U+202E,
+///   U+2066 to U+2069; the line and paragraph separators U+2028, U+2029) as the text \uXXXX (an
+///   escaped backslash, then uXXXX): a terminal acts on them or shows the text after them
+///   reordered, and so would the page, where the script shows each as that text.
 /// A lead byte that may start one of them (C2, D8, E2) is held back, with what follows it, until
 /// the character is known.
 class HtmlSafeJsonStream {
@@ -120,9 +125,12 @@ class HtmlSafeJsonStream {
     const char text[] = {'\\', 'u', hex[code >> 12 & 15], hex[code >> 8 & 15], hex[code >> 4 & 15], hex[code & 15]};
     out_.raw(std::string_view(text, sizeof text));
   }
+  /// One of escaped_on_terminal's characters, as the text \uXXXX.
   void done(unsigned code) {
     held_n_ = 0;
-    escape(code);
+    static constexpr char hex[] = "0123456789abcdef";
+    const char text[] = {'\\', '\\', 'u', hex[code >> 12 & 15], hex[code >> 8 & 15], hex[code >> 4 & 15], hex[code & 15]};
+    out_.raw(std::string_view(text, sizeof text));
   }
   /// The held lead byte was not one of those characters: it goes out as it was, and the bytes
   /// after it are read again (one of them may start a character to escape).
@@ -170,8 +178,18 @@ void index(Writer& w, std::int64_t i) {
   }
 }
 
-/// A value already written as JSON text by the summary (always valid JSON).
+/// A value already written as JSON text by the summary (always valid JSON). A string is written
+/// again from its text: json::quote wrote the characters escaped_on_terminal lists as JSON escapes
+/// (\u202e), which the page writes as text (\\u202e) instead.
 void json_text(Writer& w, const std::string& text) {
+  if (!text.empty() && text.front() == '"') {
+    rj::Document doc;
+    std::string error;
+    if (json::parse(text, doc, error) && doc.IsString()) {
+      w.String(doc.GetString(), doc.GetStringLength());
+      return;
+    }
+  }
   w.RawValue(text.data(), text.size(), rj::kStringType);
 }
 
@@ -193,71 +211,188 @@ const char* end_name(Track::End e) {
   return "";
 }
 
-/// What the page gets of a Summary: the slices and marks it draws, the failures it lists, and the
-/// strings those refer to (renumbered), so that a trace of a million failed calls does not put a
-/// million messages into the page.
-struct Selection {
-  std::size_t tracks = 0;
-  std::vector<const Slice*> slices;
-  std::vector<const Mark*> marks;
-  std::vector<const Failure*> failures;
-  std::vector<std::int32_t> string_index;  ///< Summary's string index → the page's; -1: not used
-  std::vector<const std::string*> strings;
-  std::vector<std::int64_t> task_index;  ///< Summary's task index → the page's; -1: not listed
-  std::vector<const TaskFigures*> tasks;  ///< listed, in the Summary's order (by name)
+/// The bytes `text` takes in the page's JSON (HtmlSafeJsonStream after RapidJSON's writer), quotes
+/// included: what max_text_bytes counts.
+std::size_t json_bytes(std::string_view text) {
+  std::size_t n = 2;
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      n += c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x7F ? 6 : c == '"' || c == '\\' ? 2 : 1;
+      ++i;
+      continue;
+    }
+    const std::size_t len = detail::utf8_length(text, i);
+    if (len == 0) {  // not in a Summary's text (clean_text), but counted as it would be written
+      ++n;
+      ++i;
+      continue;
+    }
+    n += detail::escaped_on_terminal(text, i, len) ? 7 : len;
+    i += len;
+  }
+  return n;
+}
 
-  Selection(const Summary& s, const ReportLimits& limits) : tracks(std::min(s.tracks.size(), limits.max_tracks)) {
-    string_index.assign(s.strings.strings().size(), -1);
-    auto use = [&](std::int32_t i) {
-      if (i >= 0 && string_index[static_cast<std::size_t>(i)] < 0) {
-        string_index[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(strings.size());
-        strings.push_back(&s.strings.strings()[static_cast<std::size_t>(i)]);
-      }
-    };
-    for (const Slice& sl : s.slices) {
-      if (slices.size() == limits.max_slices) break;
-      if (sl.track >= tracks) continue;
-      slices.push_back(&sl);
-      use(sl.error);
-      use(sl.message);
-      use(sl.first_input);
-    }
-    for (const Mark& m : s.marks) {
-      if (marks.size() == limits.max_marks) break;
-      if (m.track >= tracks) continue;
-      marks.push_back(&m);
-      use(m.reason);
-      use(m.error);
-    }
-    for (const Failure& f : s.failures) {
-      if (failures.size() == limits.max_failures) break;
-      failures.push_back(&f);
-      use(f.error);
-      use(f.message);
-    }
-    // The tasks: the first max_tasks, and every one a slice drawn or a failure listed names.
-    std::vector<bool> keep(s.tasks.size());
-    for (std::size_t i = 0; i < std::min(s.tasks.size(), limits.max_tasks); ++i) keep[i] = true;
-    for (const Slice* sl : slices)
-      if (sl->task < keep.size()) keep[sl->task] = true;
-    for (const Failure* f : failures)
-      if (f->task < keep.size()) keep[f->task] = true;
-    task_index.assign(s.tasks.size(), -1);
-    for (std::size_t i = 0; i < s.tasks.size(); ++i) {
-      if (!keep[i]) continue;
-      task_index[i] = static_cast<std::int64_t>(tasks.size());
-      tasks.push_back(&s.tasks[i]);
-    }
+}  // namespace
+
+Page::Page(const Summary& s, const ReportLimits& l)
+    : summary(s), limits(l), tracks(std::min(s.tracks.size(), l.max_tracks)) {
+  for (const Slice& sl : s.slices) {
+    if (slices.size() == limits.max_slices) break;
+    if (sl.track < tracks) slices.push_back(&sl);
+  }
+  for (const Mark& m : s.marks) {
+    if (marks.size() == limits.max_marks) break;
+    if (m.track < tracks) marks.push_back(&m);
+  }
+  for (const Failure& f : s.failures) {
+    if (failures.size() == limits.max_failures) break;
+    failures.push_back(&f);
   }
 
-  std::int64_t text_index(std::int32_t i) const { return i < 0 ? -1 : string_index[static_cast<std::size_t>(i)]; }
-  /// The page's index of the Summary's task `i` (always listed when a slice or failure names it).
-  std::int64_t task(std::size_t i) const { return i < task_index.size() ? task_index[i] : -1; }
-};
+  // The tasks: the first max_tasks rows by name; the others, the Summary's and its rows past
+  // those, together in one row.
+  const std::size_t listed = std::min(s.tasks.size(), limits.max_tasks);
+  for (std::size_t i = 0; i < listed; ++i) tasks.push_back(&s.tasks[i]);
+  if (listed < s.tasks.size()) {
+    merged_others_ = s.other_tasks;
+    for (std::size_t i = listed; i < s.tasks.size(); ++i) {
+      const TaskFigures& t = s.tasks[i];
+      merged_others_.calls += t.calls;
+      merged_others_.items += t.items;
+      merged_others_.failed += t.failed;
+      merged_others_.never_ran += t.never_ran;
+      merged_others_.durations.insert(merged_others_.durations.end(), t.durations.begin(), t.durations.end());
+      merged_others_.waits.insert(merged_others_.waits.end(), t.waits.begin(), t.waits.end());
+    }
+    std::sort(merged_others_.durations.begin(), merged_others_.durations.end());
+    std::sort(merged_others_.waits.begin(), merged_others_.waits.end());
+    other_tasks = &merged_others_;
+  } else if (s.tasks_folded()) {
+    other_tasks = &s.other_tasks;
+  }
 
-void write_data(Writer& w, std::string_view file, std::string_view generator, const Summary& s,
-                const std::vector<Note>& notes, const ReportLimits& limits) {
-  const Selection page(s, limits);
+  // The texts. Those of the failures listed are all on the page (max_failures bounds them); those
+  // of the marks, then of the calls drawn, in the page's order, while they fit in max_text_bytes
+  // (each text counted once, however many refer to it).
+  const auto& texts = s.strings.strings();
+  enum Fate : std::uint8_t { unused, shown, left_out };
+  std::vector<Fate> fate(texts.size(), unused);
+  for (const Failure* f : failures)
+    for (std::int32_t i : {f->error, f->message, f->task_name})
+      if (i >= 0) fate[static_cast<std::size_t>(i)] = shown;
+  std::size_t spent = 0;
+  auto fits = [&](std::int32_t i) {
+    if (i < 0) return true;
+    Fate& at = fate[static_cast<std::size_t>(i)];
+    if (at == unused) {
+      const std::size_t bytes = json_bytes(texts[static_cast<std::size_t>(i)]);
+      at = bytes <= limits.max_text_bytes - std::min(spent, limits.max_text_bytes) ? shown : left_out;
+      if (at == shown) spent += bytes;
+    }
+    return at == shown;
+  };
+  for (const Mark* m : marks) {
+    const bool reason = fits(m->reason), error = fits(m->error);
+    texts_left_out_marks += !(reason && error);
+  }
+  for (const Slice* sl : slices) {
+    const bool error = fits(sl->error), message = fits(sl->message), first_input = fits(sl->first_input);
+    texts_left_out_slices += !(error && message && first_input);
+  }
+
+  // Numbered in the order the page's rows refer to them.
+  string_index_.assign(texts.size(), -1);
+  auto add = [&](const std::string* text) {
+    strings.push_back(text);
+    return static_cast<std::int32_t>(strings.size() - 1);
+  };
+  auto use = [&](std::int32_t i) {
+    if (i < 0) return;
+    std::int32_t& to = string_index_[static_cast<std::size_t>(i)];
+    if (to >= 0) return;
+    if (fate[static_cast<std::size_t>(i)] != left_out) {
+      to = add(&texts[static_cast<std::size_t>(i)]);
+      return;
+    }
+    if (left_out_index_ < 0) {
+      left_out_text_ = "(left out: the page holds " + detail::format_size(limits.max_text_bytes) +
+                       " of the texts of the calls and marks it draws)";
+      left_out_index_ = add(&left_out_text_);
+    }
+    to = left_out_index_;
+  };
+  for (const Slice* sl : slices) {
+    use(sl->error);
+    use(sl->message);
+    use(sl->first_input);
+  }
+  for (const Mark* m : marks) {
+    use(m->reason);
+    use(m->error);
+  }
+  task_name_index_.assign(s.tasks.size() - listed, -1);
+  for (const Failure* f : failures) {
+    use(f->error);
+    use(f->message);
+    if (f->task == other_task) {
+      use(f->task_name);
+    } else if (f->task >= listed && f->task < s.tasks.size()) {
+      std::int32_t& to = task_name_index_[f->task - listed];
+      if (to < 0) to = add(&s.tasks[f->task].name);
+    }
+  }
+}
+
+std::int64_t Page::text(std::int32_t i) const { return i < 0 ? -1 : string_index_[static_cast<std::size_t>(i)]; }
+
+std::int64_t Page::task(std::uint32_t i) const {
+  return i < tasks.size() ? static_cast<std::int64_t>(i) : other_tasks ? static_cast<std::int64_t>(tasks.size()) : -1;
+}
+
+std::int64_t Page::failure_task_name(const Failure& f) const {
+  if (f.task == other_task) return text(f.task_name);
+  if (f.task < tasks.size() || f.task >= summary.tasks.size()) return -1;
+  return task_name_index_[f.task - tasks.size()];
+}
+
+namespace {
+
+void write_task(Writer& w, const TaskFigures& t, bool other) {
+  w.StartObject();
+  key(w, "name");
+  string(w, t.name);
+  if (other) {
+    key(w, "other");
+    w.Bool(true);
+  }
+  key(w, "calls");
+  w.Uint64(t.calls);
+  key(w, "items");
+  w.Uint64(t.items);
+  key(w, "failed");
+  w.Uint64(t.failed);
+  key(w, "never_ran");
+  w.Uint64(t.never_ran);
+  key(w, "p50");
+  number(w, percentile(t.durations, 0.5));
+  key(w, "p90");
+  number(w, percentile(t.durations, 0.9));
+  key(w, "max");
+  number(w, t.durations.empty() ? 0 : t.durations.back());
+  key(w, "wait_n");
+  w.Uint64(t.waits.size());
+  key(w, "wait_p50");
+  number(w, percentile(t.waits, 0.5));
+  key(w, "wait_max");
+  number(w, t.waits.empty() ? 0 : t.waits.back());
+  w.EndObject();
+}
+
+void write_data(Writer& w, std::string_view file, std::string_view generator, const Page& page,
+                const std::vector<Note>& notes) {
+  const Summary& s = page.summary;
   const std::size_t tracks_drawn = page.tracks;
   w.StartObject();
   key(w, "file");
@@ -295,36 +430,9 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
 
   key(w, "tasks");
   w.StartArray();
-  for (const TaskFigures* task : page.tasks) {
-    const TaskFigures& t = *task;
-    w.StartObject();
-    key(w, "name");
-    string(w, t.name);
-    key(w, "calls");
-    w.Uint64(t.calls);
-    key(w, "items");
-    w.Uint64(t.items);
-    key(w, "failed");
-    w.Uint64(t.failed);
-    key(w, "never_ran");
-    w.Uint64(t.never_ran);
-    key(w, "p50");
-    number(w, percentile(t.durations, 0.5));
-    key(w, "p90");
-    number(w, percentile(t.durations, 0.9));
-    key(w, "max");
-    number(w, t.durations.empty() ? 0 : t.durations.back());
-    key(w, "wait_n");
-    w.Uint64(t.waits.size());
-    key(w, "wait_p50");
-    number(w, percentile(t.waits, 0.5));
-    key(w, "wait_max");
-    number(w, t.waits.empty() ? 0 : t.waits.back());
-    w.EndObject();
-  }
+  for (const TaskFigures* task : page.tasks) write_task(w, *task, false);
+  if (page.other_tasks) write_task(w, *page.other_tasks, true);
   w.EndArray();
-  key(w, "tasks_total");
-  w.Uint64(s.tasks.size());
 
   key(w, "tracks");
   w.StartArray();
@@ -381,9 +489,9 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
     maybe(w, sl.wait);
     maybe(w, sl.arg_bytes);
     maybe(w, sl.result_bytes);
-    index(w, page.text_index(sl.error));
-    index(w, page.text_index(sl.message));
-    index(w, page.text_index(sl.first_input));
+    index(w, page.text(sl.error));
+    index(w, page.text(sl.message));
+    index(w, page.text(sl.first_input));
     w.EndArray();
   }
   w.EndArray();
@@ -398,8 +506,8 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
     number(w, m.ts);
     w.Uint(m.track);
     string(w, kind_name(m.kind));
-    index(w, page.text_index(m.reason));
-    index(w, page.text_index(m.error));
+    index(w, page.text(m.reason));
+    index(w, page.text(m.error));
     w.EndArray();
   }
   w.EndArray();
@@ -419,8 +527,9 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
     } else {
       w.Null();
     }
-    index(w, page.text_index(f.error));
-    index(w, page.text_index(f.message));
+    index(w, page.text(f.error));
+    index(w, page.text(f.message));
+    index(w, page.failure_task_name(f));
     w.EndArray();
   }
   w.EndArray();
@@ -502,7 +611,9 @@ std::string shown(std::string_view text, std::size_t max) {
 
 }  // namespace
 
-std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, const ReportLimits& limits) {
+std::vector<Note> report_notes(const ReadResult& read, const Page& page) {
+  const Summary& summary = page.summary;
+  const ReportLimits& limits = page.limits;
   std::vector<Note> notes;
   if (summary.truncated) {
     // A bad note is also printed to the terminal, and max_bytes is the trace's text (JSON, which
@@ -555,10 +666,22 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
                          "; the tables count everything.",
                      false});
   }
-  if (const Selection page(summary, limits); page.tasks.size() < summary.tasks.size()) {
-    notes.push_back({"The tasks table lists " + count(page.tasks.size()) + " of " + count(summary.tasks.size()) +
-                         " task names: the first " + count(limits.max_tasks) +
-                         " by name, and those of the calls drawn and the failures listed.",
+  if (page.other_tasks) {
+    const TaskFigures& other = *page.other_tasks;
+    notes.push_back({"Task names past the first " + count(page.tasks.size()) +
+                         " by name are folded into one row of the tasks table, \"other task names\": " +
+                         count(other.calls) + (other.calls == 1 ? " call" : " calls") +
+                         (other.never_ran ? " and " + count(other.never_ran) + " that never ran" : std::string()) +
+                         " (a failure listed still names its task).",
+                     false});
+  }
+  if (page.texts_left_out_slices + page.texts_left_out_marks != 0) {
+    std::string what = page.texts_left_out_slices ? count(page.texts_left_out_slices) + " calls" : std::string();
+    if (page.texts_left_out_marks)
+      what += (what.empty() ? "" : " and ") + count(page.texts_left_out_marks) + " worker marks";
+    notes.push_back({"The texts (errors, messages, first inputs, reasons) of " + what +
+                         " drawn are left out: the page holds " + detail::format_size(limits.max_text_bytes) +
+                         " of them, the first by time (a failure listed keeps its texts).",
                      false});
   }
   if (summary.slices_partial || summary.marks_partial) {
@@ -577,19 +700,19 @@ std::vector<Note> report_notes(const ReadResult& read, const Summary& summary, c
   return notes;
 }
 
-bool write_report_html(std::FILE* file, std::string_view trace_file, std::string_view generator,
-                       const Summary& summary, const std::vector<Note>& notes, const ReportLimits& limits) {
+bool write_report_html(std::FILE* file, std::string_view trace_file, std::string_view generator, const Page& page,
+                       const std::vector<Note>& notes) {
   Output out(file);
   const std::string page_nonce = nonce();
-  std::string_view page = assets::report_html;
+  std::string_view html = assets::report_html;
   // The template's placeholders, each a name between double braces, in order of appearance.
   for (;;) {
-    auto open = page.find("{{");
+    auto open = html.find("{{");
     if (open == std::string_view::npos) break;
-    auto close = page.find("}}", open);
+    auto close = html.find("}}", open);
     if (close == std::string_view::npos) break;
-    out.raw(page.substr(0, open));
-    std::string_view name = page.substr(open + 2, close - open - 2);
+    out.raw(html.substr(0, open));
+    std::string_view name = html.substr(open + 2, close - open - 2);
     if (name == "nonce") {
       out.raw(page_nonce);
     } else if (name == "style") {
@@ -600,13 +723,13 @@ bool write_report_html(std::FILE* file, std::string_view trace_file, std::string
       HtmlSafeJsonStream stream(out);
       Writer writer(stream);
       writer.SetMaxDecimalPlaces(3);  // times in µs: nanoseconds are enough
-      write_data(writer, trace_file, generator, summary, notes, limits);
+      write_data(writer, trace_file, generator, page, notes);
     } else {
       throw std::logic_error("cli/report/report.html: unknown placeholder {{" + std::string(name) + "}}");
     }
-    page.remove_prefix(close + 2);
+    html.remove_prefix(close + 2);
   }
-  out.raw(page);
+  out.raw(html);
   return out.flush();
 }
 

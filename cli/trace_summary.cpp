@@ -15,7 +15,6 @@
 #include <iterator>
 #include <limits>
 #include <map>
-#include <numeric>
 #include <optional>
 
 #include "platform/format.hpp"
@@ -248,8 +247,9 @@ struct Order {
 };
 
 struct KeptSlice {
-  Slice s;             ///< s.track unset until finish
+  Slice s;             ///< s.track and s.task unset until finish
   std::int64_t tid;
+  std::uint64_t task;  ///< TaskId
   std::uint64_t seq;
   Order order() const { return {s.ts, seq}; }
 };
@@ -262,7 +262,8 @@ struct KeptMark {
 };
 
 struct KeptFailure {
-  Failure f;            ///< f.track unset until finish
+  Failure f;            ///< f.track and f.task unset until finish; f.task_name always set
+  std::uint64_t task;   ///< TaskId
   bool ended;           ///< a `call ended` (never ran); else a failed slice
   std::int64_t tid;     ///< of a failed slice (any integer, negative too); unused for `call ended`
   std::uint64_t seq;
@@ -330,6 +331,67 @@ class SmallestNames {
   std::map<std::string, std::size_t, std::less<>> counts_;
 };
 
+/// A task name's number while reading: each name counted on its own gets the next one when it
+/// enters the table (1, 2, ...); 0 is the names counted together (Summary::other_tasks). A name
+/// that leaves the table leaves its number with it: records that hold it are of other_tasks.
+using TaskId = std::uint64_t;
+
+/// The figures of the `max` smallest task names, by name, and of the others together: a name
+/// past them when the table is full, or the largest one when a smaller name comes, is added to
+/// the others and can never come back (max smaller names stay).
+class TaskTable {
+ public:
+  explicit TaskTable(std::size_t max) : max_(std::max<std::size_t>(max, 1)) {}
+  struct Ref {
+    TaskId id;
+    TaskFigures* figures;
+  };
+  /// The row of `name` (cleaned already), made when the name is new and among the smallest.
+  Ref find(std::string&& name) {
+    auto it = rows_.lower_bound(name);
+    if (it != rows_.end() && it->first == name) return {it->second.id, &it->second.figures};
+    if (rows_.size() >= max_) {
+      auto largest = std::prev(rows_.end());
+      if (!(name < largest->first)) return {0, &others_};
+      fold(largest->second.figures);
+      if (it == largest) it = rows_.end();
+      rows_.erase(largest);
+    }
+    it = rows_.emplace_hint(it, std::move(name), Row{next_id_++, {}});
+    it->second.figures.name = it->first;
+    return {it->second.id, &it->second.figures};
+  }
+  /// Moves the rows out, by name, and gives each kept TaskId its index among them.
+  std::vector<TaskFigures> take(std::map<TaskId, std::uint32_t>& index) {
+    std::vector<TaskFigures> out;
+    out.reserve(rows_.size());
+    for (auto& [name, row] : rows_) {
+      index.emplace(row.id, static_cast<std::uint32_t>(out.size()));
+      out.push_back(std::move(row.figures));
+    }
+    decltype(rows_)().swap(rows_);
+    return out;
+  }
+  TaskFigures& others() { return others_; }
+
+ private:
+  struct Row {
+    TaskId id;
+    TaskFigures figures;
+  };
+  void fold(TaskFigures& t) {
+    others_.calls += t.calls;
+    others_.items += t.items;
+    others_.failed += t.failed;
+    others_.never_ran += t.never_ran;
+    others_.durations.insert(others_.durations.end(), t.durations.begin(), t.durations.end());
+  }
+  std::size_t max_;
+  TaskId next_id_ = 1;
+  std::map<std::string, Row, std::less<>> rows_;
+  TaskFigures others_;
+};
+
 std::string default_label(std::int64_t tid) {
   return tid == 0 ? "pool (track 0)" : "track " + std::to_string(tid);
 }
@@ -351,7 +413,7 @@ struct SummaryBuilder::State {
   std::map<std::int64_t, std::pair<std::uint64_t, std::string>> other_labels;
   std::map<std::uint64_t, std::int64_t> other_label_order;  ///< by when named: the oldest goes
   std::uint64_t label_clock = 0;
-  std::map<std::string, std::uint32_t, std::less<>> task_of_name;
+  TaskTable tasks;
   std::map<std::string, double, std::less<>> queue_begin;     ///< id → ts of its `b`
   /// (call, queue wait) of each `e` matched with its `b`, as read: 16 bytes a call, sorted by call
   /// in finish (the last `e` of an id wins). Only ids that name a call (a slice's args.call, an
@@ -369,13 +431,13 @@ struct SummaryBuilder::State {
   CutFloor slices_cut, marks_cut;
   /// Every slice with a call, for its task's queue waits (matched in finish, as the last `e` of
   /// its id says).
-  std::vector<std::pair<std::int64_t, std::uint32_t>> slice_calls;
+  std::vector<std::pair<std::int64_t, TaskId>> slice_calls;
   // The computed stats, counted as read.
   std::size_t completed = 0, failed = 0, never_ran = 0, started = 0, crashed = 0;
   SmallestNames failed_by_type, exited_by_reason;
 
   explicit State(const SummaryLimits& l)
-      : limits(l), failed_by_type(l.max_stat_rows), exited_by_reason(l.max_stat_rows) {}
+      : limits(l), tasks(l.max_tasks), failed_by_type(l.max_stat_rows), exited_by_reason(l.max_stat_rows) {}
 
   void skip(std::size_t line) {
     if (out.skipped++ == 0) out.first_skipped_line = line;
@@ -487,6 +549,7 @@ struct SummaryBuilder::State {
     strings.release(f.error);
     strings.release(f.message);
     strings.release(f.track_label);
+    strings.release(f.task_name);
   }
 
   /// Drops the records of tracks no longer kept, then all but the first `cap` (by Order).
@@ -522,12 +585,7 @@ struct SummaryBuilder::State {
 
   // ---- events ----
 
-  std::uint32_t task(std::string_view name) {
-    std::string clean = clean_text(name, max_name);
-    auto [it, added] = task_of_name.try_emplace(clean, static_cast<std::uint32_t>(out.tasks.size()));
-    if (added) out.tasks.push_back(TaskFigures{.name = std::move(clean)});
-    return it->second;
-  }
+  TaskTable::Ref task(std::string_view name) { return tasks.find(clean_text(name, max_name)); }
 
   /// args[name] as text for display, or none when absent or null.
   static std::optional<std::string> text(const rj::Value* args, const char* name, std::size_t max) {
@@ -576,11 +634,12 @@ struct SummaryBuilder::State {
     if (!ts) return skip(line);
     if (name == "call ended") {
       auto task_name = args ? string_at(*args, "task") : std::nullopt;
-      KeptFailure k{.f = {}, .ended = true, .tid = 0, .seq = seq};
+      const TaskTable::Ref t = task(task_name.value_or("(unnamed)"));
+      KeptFailure k{.f = {}, .task = t.id, .ended = true, .tid = 0, .seq = seq};
       Failure& f = k.f;
       f.ts = *ts;
       f.call = args ? integer_at(*args, "call").value_or(-1) : -1;
-      f.task = task(task_name.value_or("(unnamed)"));
+      f.task_name = strings.intern(clean_text(task_name.value_or("(unnamed)"), max_name));
       auto error = text(args, "error", max_name);
       ++never_ran;
       if (error) {
@@ -589,7 +648,7 @@ struct SummaryBuilder::State {
       }
       f.error = keep(std::move(error));
       f.message = keep(text(args, "message", max_message));
-      ++out.tasks[f.task].never_ran;
+      ++t.figures->never_ran;
       add_failure(std::move(k));
       return;
     }
@@ -638,7 +697,7 @@ struct SummaryBuilder::State {
     Slice s;
     s.ts = *ts;
     s.dur = *dur;
-    s.task = task(*name);
+    const TaskTable::Ref row = task(*name);
     std::optional<std::string> error;
     if (args) {
       s.call = integer_at(*args, "call").value_or(-1);
@@ -648,11 +707,11 @@ struct SummaryBuilder::State {
       error = text(args, "error", max_name);
     }
     out.end = std::max(out.end, *ts + *dur);
-    TaskFigures& task = out.tasks[s.task];
+    TaskFigures& task = *row.figures;
     ++task.calls;
     task.items += s.items;
     task.durations.push_back(s.dur);
-    if (s.call >= 0) slice_calls.emplace_back(s.call, s.task);
+    if (s.call >= 0) slice_calls.emplace_back(s.call, row.id);
     if (error) {
       ++task.failed;
       ++failed;
@@ -678,10 +737,10 @@ struct SummaryBuilder::State {
     std::int32_t message = -1;
     if (st || error) message = keep(text(args, "message", max_message));
     if (error) {
-      KeptFailure k{.f = {}, .ended = false, .tid = *tid, .seq = seq};
+      KeptFailure k{.f = {}, .task = row.id, .ended = false, .tid = *tid, .seq = seq};
       k.f.ts = s.ts;
       k.f.call = s.call;
-      k.f.task = s.task;
+      k.f.task_name = strings.intern(task.name.empty() ? clean_text(*name, max_name) : task.name);
       k.f.error = strings.intern(*error);
       k.f.message = message;
       if (st) strings.retain(message);  // one reference for the failure, one for the slice
@@ -692,7 +751,7 @@ struct SummaryBuilder::State {
     s.error = keep(std::move(error));
     s.message = message;
     s.first_input = keep(text(args, "first_input", max_name));
-    slices.push_back({.s = s, .tid = *tid, .seq = seq});
+    slices.push_back({.s = s, .tid = *tid, .task = row.id, .seq = seq});
     if (slices.size() >= 2 * std::max<std::size_t>(limits.max_slices, 1))
       cut(slices, std::max<std::size_t>(limits.max_slices, 1), slices_cut);
   }
@@ -770,13 +829,6 @@ void SummaryBuilder::add(const rj::Value& event, std::size_t line) {
 
 namespace {
 
-/// `order[new] = old` → `where[old] = new`.
-std::vector<std::uint32_t> inverse(const std::vector<std::uint32_t>& order) {
-  std::vector<std::uint32_t> where(order.size());
-  for (std::uint32_t i = 0; i < order.size(); ++i) where[order[i]] = i;
-  return where;
-}
-
 void reduce_counters(Counters& c, std::vector<CounterSample>& samples, std::size_t max_counter_points) {
   std::stable_sort(samples.begin(), samples.end(),
                    [](const CounterSample& a, const CounterSample& b) { return a.ts < b.ts; });
@@ -822,17 +874,19 @@ Summary SummaryBuilder::finish() {
   State& s = *state_;
   Summary& out = s.out;
 
-  // Tasks by name; slices and failures follow.
-  std::vector<std::uint32_t> task_order(out.tasks.size());
-  std::iota(task_order.begin(), task_order.end(), 0u);
-  std::sort(task_order.begin(), task_order.end(),
-            [&](std::uint32_t a, std::uint32_t b) { return out.tasks[a].name < out.tasks[b].name; });
-  std::vector<std::uint32_t> task_where = inverse(task_order);
-  {
-    std::vector<TaskFigures> tasks;
-    for (auto i : task_order) tasks.push_back(std::move(out.tasks[i]));
-    out.tasks = std::move(tasks);
-  }
+  // Tasks by name (the table is ordered), each kept name's number to its row; the others
+  // together.
+  std::map<TaskId, std::uint32_t> task_row;
+  out.tasks = s.tasks.take(task_row);
+  out.other_tasks = std::move(s.tasks.others());
+  auto task_where = [&](TaskId id) {
+    auto it = task_row.find(id);
+    return it == task_row.end() ? other_task : it->second;
+  };
+  auto figures_of = [&](TaskId id) -> TaskFigures& {
+    const std::uint32_t row = task_where(id);
+    return row == other_task ? out.other_tasks : out.tasks[row];
+  };
 
   // Tracks by tid (the map is ordered): the kept ones, their busy windows walked to the end.
   s.merge_other_tids();
@@ -887,7 +941,7 @@ Summary SummaryBuilder::finish() {
   for (KeptSlice& k : s.slices) {
     Slice& sl = k.s;
     sl.track = track_index.at(k.tid);
-    sl.task = task_where[sl.task];
+    sl.task = task_where(k.task);
     if (auto wait = wait_of(sl.call)) sl.wait = *wait;
     text(sl.error);
     text(sl.message);
@@ -906,7 +960,12 @@ Summary SummaryBuilder::finish() {
   std::sort(s.failures.begin(), s.failures.end());
   for (KeptFailure& k : s.failures) {
     Failure& f = k.f;
-    f.task = task_where[f.task];
+    f.task = task_where(k.task);
+    if (f.task == other_task) {
+      text(f.task_name);
+    } else {
+      f.task_name = -1;  // its row names it
+    }
     if (!k.ended && f.track_label < 0) f.track = track_index.at(k.tid);  // a failed slice of a kept track
     text(f.error);
     text(f.message);
@@ -917,12 +976,14 @@ Summary SummaryBuilder::finish() {
 
   // Queue waits: each slice's call, matched with the last `e` of its id.
   for (const auto& [call, task] : s.slice_calls) {
-    if (auto wait = wait_of(call)) out.tasks[task_where[task]].waits.push_back(*wait);
+    if (auto wait = wait_of(call)) figures_of(task).waits.push_back(*wait);
   }
-  for (TaskFigures& task : out.tasks) {
+  auto sort_figures = [](TaskFigures& task) {
     std::sort(task.durations.begin(), task.durations.end());
     std::sort(task.waits.begin(), task.waits.end());
-  }
+  };
+  for (TaskFigures& task : out.tasks) sort_figures(task);
+  sort_figures(out.other_tasks);
 
   out.queued_at_end = s.queue_begin.size();
   reduce_counters(out.counters, s.counter_samples, s.limits.max_counter_points);

@@ -17,7 +17,8 @@
 
 namespace ferry::cli::trace {
 
-/// The summary's strings (error types, messages, first inputs, labels of tracks not kept), each
+/// The summary's strings (error types, messages, first inputs, labels of tracks not kept, the
+/// task names of failures whose task is folded into Summary::other_tasks), each
 /// held once: SummaryBuilder hands each distinct text over once (it keeps them distinct while
 /// reading), so the table needs no index. Index -1 means none.
 class StringTable {
@@ -58,7 +59,7 @@ struct Slice {
   std::int64_t call = -1;          ///< -1: absent
   std::uint64_t items = 1;
   std::uint32_t track = 0;         ///< index into Summary::tracks
-  std::uint32_t task = 0;          ///< index into Summary::tasks
+  std::uint32_t task = 0;          ///< index into Summary::tasks, or other_task
   std::int32_t error = -1;         ///< StringTable indices
   std::int32_t message = -1;
   std::int32_t first_input = -1;
@@ -73,11 +74,16 @@ struct Mark {
   std::int32_t error = -1;
 };
 
+/// Slice::task and Failure::task of a call whose task name is not among Summary::tasks (past
+/// SummaryLimits::max_tasks): it is counted in Summary::other_tasks.
+inline constexpr std::uint32_t other_task = 0xFFFF'FFFF;
+
 /// A call that ended without reaching a worker (`call ended`), or a failed slice.
 struct Failure {
   double ts = 0;
   std::int64_t call = -1;
-  std::uint32_t task = 0;
+  std::uint32_t task = 0;    ///< index into Summary::tasks, or other_task
+  std::int32_t task_name = -1;  ///< when task is other_task: its name (a StringTable index)
   std::int64_t track = -1;   ///< -1: never ran, or ran on a track not in Summary::tracks
   std::int32_t error = -1;
   std::int32_t message = -1;
@@ -133,7 +139,12 @@ struct Summary {
   /// Slices that came more than busy_window places out of start order on their track: those
   /// tracks' busy time may count an overlap twice.
   std::size_t busy_out_of_order = 0;
-  std::vector<TaskFigures> tasks;  ///< by name
+  std::vector<TaskFigures> tasks;  ///< by name: the max_tasks smallest names read
+  /// The calls of the other task names, counted together (name empty); none when there were at
+  /// most max_tasks names. A name left out is never counted on its own again: its figures so far
+  /// are added here, as are its later calls.
+  TaskFigures other_tasks;
+  bool tasks_folded() const { return other_tasks.calls + other_tasks.never_ran != 0; }
   StringTable strings;
   Counters counters;
   double begin = 0;                ///< the earliest ts (0 when there is no event)
@@ -178,6 +189,10 @@ struct SummaryLimits {
   std::size_t max_slices = 200'000;
   std::size_t max_marks = 100'000;
   std::size_t max_failures = 1'000;
+  /// Task names counted on their own: the max_tasks smallest (the tasks table is in name order);
+  /// the calls of the others are counted together (Summary::other_tasks). 300,000 distinct names
+  /// of 212 bytes held 282 MB.
+  std::size_t max_tasks = 2'000;
 };
 
 /// The slices of a track whose busy time is reckoned in start order are taken in a window of this

@@ -626,15 +626,18 @@ TEST_CASE("Report.hostile_names_are_text_not_markup") {
 
 TEST_CASE("Report.the_page_holds_no_del_or_c1_control_even_on_stdout") {
   // `-o -` writes the page to stdout, maybe a terminal: DEL and the C1 controls (U+009B is CSI)
-  // from the trace's texts were written as they were. They are JSON escapes now (\u007f,
-  // \u0080...\u009f), which JSON.parse reads back as the same characters; other characters whose
-  // UTF-8 has C2 or 0x80-0x9F (U+00A0, U+00A3, U+00C2) stay as they are.
+  // from the trace's texts were written as they were. DEL is a JSON escape now (\u007f), which
+  // JSON.parse reads back as the same character, and each C1 control the text \u0080...\u009f
+  // (\\u009b in the JSON), as the bidirectional controls: the script shows it so; other characters
+  // whose UTF-8 has C2 or 0x80-0x9F (U+00A0, U+00A3, U+00C2) stay as they are.
   support::TempDir dir;
   const std::string controls = "del \x7f csi \xC2\x9B nel \xC2\x85 first \xC2\x80 last \xC2\x9F";
   const std::string others = " nbsp \xC2\xA0 pound \xC2\xA3 a-circumflex \xC3\x82 ellipsis \xE2\x80\xA6 end \xC2";
   const std::string message = controls + others;  // ends in a lone C2: made U+FFFD by the summary
-  const std::string kept = controls + others.substr(0, others.size() - 1) + "\xEF\xBF\xBD";
+  const std::string kept =
+      "del \x7f csi \\u009b nel \\u0085 first \\u0080 last \\u009f" + others.substr(0, others.size() - 1) + "\xEF\xBF\xBD";
   const std::string name = "task\x7f\xC2\x9B", label = "worker\xC2\x9B[2J", odd = "value\x7f\xC2\x9B";
+  const std::string name_shown = "task\x7f\\u009b", label_shown = "worker\\u009b[2J", odd_shown = "value\x7f\\u009b";
   const fs::path trace = dir.path / "controls.json";
   write_trace(trace, {
       R"({"name":"ferry","ph":"M","ts":0,"pid":1,"tid":0,"args":{"host":)" + quoted(odd) + "}}",
@@ -657,22 +660,22 @@ TEST_CASE("Report.the_page_holds_no_del_or_c1_control_even_on_stdout") {
     REQUIRE(page->rfind("<!DOCTYPE html>", 0) == 0);
     CHECK(!has_del_or_c1(*page));  // the whole page, template included
     const std::string data = embedded_json(*page);
-    for (const char* escape : {"\\u007f", "\\u009b", "\\u0085", "\\u0080", "\\u009f"})
+    for (const char* escape : {"\\u007f", "\\\\u009b", "\\\\u0085", "\\\\u0080", "\\\\u009f"})
       CHECK_MESSAGE(data.find(escape) != std::string::npos, escape);
     CHECK(data.find("\xC2\xA0 pound \xC2\xA3 a-circumflex \xC3\x82") != std::string::npos);
-    // The data reads back to the same texts.
+    // The data reads back to the same texts, each C1 control as its text.
     json::Document doc;
     std::string error;
     REQUIRE_MESSAGE(ferry::detail::parse_json(data, doc, error), error);
     REQUIRE(doc["failures"].Size() == 1);
     CHECK(str(doc["strings"][doc["failures"][0][5].GetUint()]) == kept);
-    CHECK(str(doc["tasks"][0]["name"]) == name);
-    CHECK(str(doc["tracks"][0]["label"]) == label);
-    CHECK(str(doc["failures"][0][3]) == label);
+    CHECK(str(doc["tasks"][0]["name"]) == name_shown);
+    CHECK(str(doc["tracks"][0]["label"]) == label_shown);
+    CHECK(str(doc["failures"][0][3]) == label_shown);
     REQUIRE(doc["stats"]["rows"].Size() == 2);
-    CHECK(str(doc["stats"]["rows"][1][1]) == odd);  // a value kept as JSON text
+    CHECK(str(doc["stats"]["rows"][1][1]) == odd_shown);  // a value kept as JSON text
     REQUIRE(doc["meta"].Size() == 1);
-    CHECK(str(doc["meta"][0][1]) == odd);
+    CHECK(str(doc["meta"][0][1]) == odd_shown);
   }
   // The same page either way, but for its nonce.
   const std::regex nonce("[0-9a-f]{32}");
@@ -995,18 +998,19 @@ trace::Summary summarize(const std::string& text, trace::SummaryLimits limits = 
 void page_of(const trace::Summary& summary, const trace::ReportLimits& limits, json::Document& doc) {
   trace::ReadResult read;
   read.closed = true;
-  const std::vector<trace::Note> notes = trace::report_notes(read, summary, limits);
+  const trace::Page page(summary, limits);
+  const std::vector<trace::Note> notes = trace::report_notes(read, page);
   char* buffer = nullptr;
   std::size_t size = 0;
   std::FILE* f = ::open_memstream(&buffer, &size);
   REQUIRE(f != nullptr);
-  const bool ok = trace::write_report_html(f, "t.trace", "ferry test", summary, notes, limits);
+  const bool ok = trace::write_report_html(f, "t.trace", "ferry test", page, notes);
   REQUIRE(std::fclose(f) == 0);
-  const std::string page(buffer, size);
+  const std::string html(buffer, size);
   std::free(buffer);
   REQUIRE(ok);
   std::string error;
-  REQUIRE_MESSAGE(ferry::detail::parse_json(embedded_json(page), doc, error), error);
+  REQUIRE_MESSAGE(ferry::detail::parse_json(embedded_json(html), doc, error), error);
 }
 
 std::string trace_text(const std::vector<std::string>& events) {
@@ -1293,12 +1297,23 @@ TEST_CASE("Report.renders_every_task_in_headless_chromium") {
     REQUIRE(m.out == "1\n4\n9\n16\n25\n36\n");
   }
 
+  // 2,010 calls of as many task names: the tasks table lists 2,000, then "other task names",
+  // whose calls are drawn in its colour.
+  const fs::path names = run_dir.path / "names.trace";
+  {
+    std::vector<std::string> events;
+    for (int i = 0; i < 2010; ++i)
+      events.push_back(R"({"name":"task )" + std::to_string(10000 + i) + R"(","cat":"task","ph":"X","ts":)" +
+                       std::to_string(10 * i) + R"(,"dur":5,"pid":1,"tid":1,"args":{"call":)" + std::to_string(i) + "}}");
+    write_trace(names, events);
+  }
+
   struct Case {
     std::string trace;
     std::size_t slices, failed, starts, exits, crashes;
   };
   for (const Case& c : {Case{"basic.json", 20, 2, 3, 2, 1}, Case{"hostile.json", 3, 1, 2, 0, 1},
-                        Case{known.string(), 6, 0, 2, 2, 0}}) {
+                        Case{known.string(), 6, 0, 2, 2, 0}, Case{names.string(), 2010, 0, 0, 0, 0}}) {
     CAPTURE(c.trace);
     support::TempDir dir;
     const fs::path page = dir.path / "report.html";
@@ -1338,9 +1353,19 @@ TEST_CASE("Report.renders_every_task_in_headless_chromium") {
       CHECK(d.find("&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;") != std::string::npos);
       CHECK(d.find("rank 1 @ node-a (pid 777)") != std::string::npos);
     }
+    if (c.trace == names.string()) {
+      CHECK(count(d, "data-task=\"(one of the other task names)\"") == 10);
+      CHECK(d.find("<span class=\"other\">other task names</span>") != std::string::npos);  // the tasks table's row
+      CHECK(d.find("Listed: the first 2,000 task names by name") != std::string::npos);
+    } else {
+      CHECK(d.find("other task names</span>") == std::string::npos);
+    }
 
     // The screenshot, kept in the build directory as the test's artefact.
-    const std::string suffix = c.trace == "basic.json" ? "" : c.trace == "hostile.json" ? "-hostile" : "-known-run";
+    const std::string suffix = c.trace == "basic.json"     ? ""
+                               : c.trace == "hostile.json" ? "-hostile"
+                               : c.trace == names.string() ? "-many-names"
+                                                           : "-known-run";
     const fs::path png = fs::path(FERRY_TEST_BINARY_DIR) / ("report-test" + suffix + ".png");
     fs::remove(png);
     std::vector<std::string> shot = browser;
@@ -1580,8 +1605,10 @@ std::string chromium_path() {
 TEST_CASE("Report.bidirectional_controls_are_escaped_in_the_page_and_shown_as_text") {
   // A right-to-left override in a trace's process name or crash reason showed the report's own
   // text after it reversed ("worker crash" read "hsarc rekrow"), and `-o -` sent it to a terminal
-  // as it was. The page's data holds them as \uXXXX (as the line and paragraph separators), which
-  // JSON.parse reads back the same, and the script shows each as the text "\u202e".
+  // as it was. The page's data holds each character detail::escaped_on_terminal lists (these, the
+  // line and paragraph separators, the C1 controls) as the text \uXXXX (\\u202e in the JSON), so
+  // that the script shows each as that text without a list of its own (it had one, a second copy
+  // of the terminal's, which knew the bidirectional controls only).
   support::TempDir dir;
   const std::string rlo = "\xE2\x80\xAE", rli = "\xE2\x81\xA7", rlm = "\xE2\x80\x8F", alm = "\xD8\x9C",
                     ls = "\xE2\x80\xA8", ps = "\xE2\x80\xA9";
@@ -1614,16 +1641,20 @@ TEST_CASE("Report.bidirectional_controls_are_escaped_in_the_page_and_shown_as_te
     json::Document doc;
     std::string error;
     REQUIRE_MESSAGE(ferry::detail::parse_json(data, doc, error), error);
-    CHECK(str(doc["process"]) == process);
-    CHECK(str(doc["tracks"][0]["label"]) == label);
-    CHECK(str(doc["tasks"][0]["name"]) == name);
+    CHECK(str(doc["process"]) == "ferry executor\\u202e");
+    CHECK(str(doc["tracks"][0]["label"]) == "\\u2067worker 42");
+    CHECK(str(doc["tasks"][0]["name"]) == "sq\\u200fuare");
     REQUIRE(doc["failures"].Size() == 1);
-    CHECK(str(doc["strings"][doc["failures"][0][5].GetUint()]) == message);
+    CHECK(str(doc["strings"][doc["failures"][0][5].GetUint()]) == "line\\u2028para\\u2029alm\\u061c");
+    CHECK(!has_bidi_or_separator(json_text(doc)));  // what JSON.parse gives the script
   }
   CHECK(!has_bidi_or_separator(to_file.err + to_stdout.err));
+  // The script has no list of them of its own.
+  const std::string_view script = ferry::cli::assets::report_js;
+  for (const char* escape : {"\\u061", "\\u200", "\\u202", "\\u206", "\\u00"})
+    CHECK_MESSAGE(script.find(escape) == std::string_view::npos, escape);
 
-  // In the browser, each bidirectional control is the text "\u202e" (the script's own doing:
-  // JSON.parse gives the character back).
+  // In the browser, each is the text "\u202e".
   const std::string chromium = chromium_path();
   REQUIRE_MESSAGE(!chromium.empty(), "chromium is not installed: `make test` installs it (make report-deps)");
   Ran dom = run({chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -1634,53 +1665,200 @@ TEST_CASE("Report.bidirectional_controls_are_escaped_in_the_page_and_shown_as_te
   const std::string& d = dom.out;
   REQUIRE_MESSAGE(d.find("data-rendered=\"1\"") != std::string::npos, "the page's script did not finish:\n" << d.substr(0, 3000));
   CHECK(d.compare(d.find("<pre id=\"errors\">"), 23, "<pre id=\"errors\"></pre>") == 0);
-  CHECK(!has_bidi_or_separator(d, /*separators=*/false));  // a separator in a message is a line break there
+  CHECK(!has_bidi_or_separator(d));
   CHECK(d.find("ferry executor\\u202e") != std::string::npos);  // the subtitle
   CHECK(d.find("\\u2067worker 42") != std::string::npos);       // the worker's row
   CHECK(d.find("sq\\u200fuare") != std::string::npos);          // the task's row
   CHECK(d.find("\\u202eLIGIS lengis") != std::string::npos);    // the worker's end
 }
 
-TEST_CASE("Report.the_page_lists_the_first_task_names_and_those_it_draws") {
-  // The page listed every task name of the trace (the script shows 2,000 rows and 40 legend
-  // entries): 300,000 names made a page of 128 MB that Chromium took 57 s to show. It lists the
-  // first max_tasks by name, and every task a drawn call or a listed failure names, and says how
-  // many it left out. 50 names here, 5 listed: t00..t04, the tasks of the 3 calls drawn (the
-  // first by start time: t40, t41, t42) and of the one failure (t47, a call that never ran).
+TEST_CASE("Report.task_names_past_the_first_are_folded_into_one_row") {
+  // The summary kept a row (its name, its durations) of every task name, and the page listed the
+  // first max_tasks names plus the name of every call it drew: 300,000 names of 212 bytes held
+  // 282 MB, and 200,000 calls of as many names made a page of 80 MB. Now the summary counts the
+  // max_tasks smallest names on their own and the others together; the page lists those rows, then
+  // "other task names", and a failure listed of a folded name still names it. 50 names here (t00
+  // to t49, calls at times that do not follow the names), 5 kept: t00..t04.
   std::vector<std::string> events;
-  for (int i = 0; i < 50; ++i) {
+  for (int i = 49; i >= 0; --i) {
     char task[8];
     std::snprintf(task, sizeof task, "t%02d", i);
-    const int ts = i >= 40 && i <= 42 ? i - 40 : 100 + i;
+    const int ts = (i * 7) % 50;
     if (i == 47) {
       events.push_back(R"({"name":"call ended","ph":"i","ts":500,"args":{"call":47,"task":"t47","error":"CancelledError","message":"m"}})");
       continue;
     }
     events.push_back(std::string(R"({"name":")") + task + R"(","cat":"task","ph":"X","ts":)" + std::to_string(ts) +
-                     R"(,"dur":1,"pid":1,"tid":1,"args":{"call":)" + std::to_string(i) + "}}");
+                     R"(,"dur":)" + std::to_string(i + 1) + R"(,"pid":1,"tid":1,"args":{"call":)" + std::to_string(i) +
+                     (i == 45 ? R"(,"error":"TaskError","message":"no")" : "") + "}}");
+    events.push_back(R"({"name":"q","cat":"queue","ph":"b","id":)" + std::to_string(i) + R"(,"ts":0})");
+    events.push_back(R"({"name":"q","cat":"queue","ph":"e","id":)" + std::to_string(i) + R"(,"ts":)" +
+                     std::to_string(ts) + "}");
   }
-  const trace::Summary s = summarize(trace_text(events));
-  REQUIRE(s.tasks.size() == 50);
-  const trace::ReportLimits limits{.max_slices = 3, .max_failures = 10, .max_tasks = 5};
+  const trace::ReportLimits limits{.max_failures = 10, .max_tasks = 5};
+  const trace::Summary s = summarize(trace_text(events), trace::summary_limits(limits));
+  std::vector<std::string> kept;
+  for (const auto& t : s.tasks) kept.push_back(t.name);
+  CHECK(kept == std::vector<std::string>{"t00", "t01", "t02", "t03", "t04"});
+  CHECK(s.tasks[3].durations == std::vector<double>{4});
+  CHECK(s.tasks[3].waits == std::vector<double>{21});
+  REQUIRE(s.tasks_folded());
+  CHECK(s.other_tasks.name.empty());
+  CHECK(s.other_tasks.calls == 44);  // t05..t49 but t47, which never ran
+  CHECK(s.other_tasks.never_ran == 1);
+  CHECK(s.other_tasks.failed == 1);
+  CHECK(s.other_tasks.durations.size() == 44);
+  CHECK(s.other_tasks.durations.front() == 6);
+  CHECK(s.other_tasks.durations.back() == 50);
+  CHECK(s.other_tasks.waits.size() == 44);
+  for (const trace::Slice& sl : s.slices) CHECK((sl.task < 5 || sl.task == trace::other_task));
+  // The failures keep the names of their folded tasks.
+  REQUIRE(s.failures.size() == 2);
+  for (const trace::Failure& f : s.failures) {
+    REQUIRE(f.task == trace::other_task);
+    REQUIRE(f.task_name >= 0);
+  }
+  CHECK(s.strings.strings()[static_cast<std::size_t>(s.failures[0].task_name)] == "t45");
+  CHECK(s.strings.strings()[static_cast<std::size_t>(s.failures[1].task_name)] == "t47");
+
   json::Document doc;
   page_of(s, limits, doc);
   std::vector<std::string> names;
-  for (const auto& t : doc["tasks"].GetArray()) names.push_back(str(t["name"]));
-  CHECK(names == std::vector<std::string>{"t00", "t01", "t02", "t03", "t04", "t40", "t41", "t42", "t47"});
-  CHECK(doc["tasks_total"].GetUint64() == 50);
-  // The slices and failures name their tasks by the page's numbers.
-  REQUIRE(doc["slices"].Size() == 3);
-  for (std::size_t i = 0; i < 3; ++i)
-    CHECK(str(doc["tasks"][doc["slices"][i][3].GetUint()]["name"]) == "t4" + std::to_string(i));
-  REQUIRE(doc["failures"].Size() == 1);
-  CHECK(str(doc["tasks"][doc["failures"][0][2].GetUint()]["name"]) == "t47");
-  CHECK(any_contains(notes(doc), "The tasks table lists 9 of 50 task names: the first 5 by name, and those of "
-                                 "the calls drawn and the failures listed."));
-  // Under the default limits, all 50.
+  for (const auto& t : doc["tasks"].GetArray()) names.push_back(t.HasMember("other") ? "(other)" : str(t["name"]));
+  CHECK(names == std::vector<std::string>{"t00", "t01", "t02", "t03", "t04", "(other)"});
+  CHECK(doc["tasks"][5]["calls"].GetUint64() == 44);
+  CHECK(doc["tasks"][5]["never_ran"].GetUint64() == 1);
+  CHECK(!doc.HasMember("tasks_total"));
+  // A call of a folded name is drawn in the other row; a failure listed names its task.
+  for (const auto& sl : doc["slices"].GetArray()) CHECK(sl[3].GetUint() <= 5);
+  REQUIRE(doc["failures"].Size() == 2);
+  for (const auto& f : doc["failures"].GetArray()) CHECK(f[2].GetUint() == 5);
+  CHECK(str(doc["strings"][doc["failures"][0][6].GetUint()]) == "t45");
+  CHECK(str(doc["strings"][doc["failures"][1][6].GetUint()]) == "t47");
+  CHECK(any_contains(notes(doc), "Task names past the first 5 by name are folded into one row of the tasks table, "
+                                 "\"other task names\": 44 calls and 1 that never ran"));
+
+  // Under the default limits, all 50, and no note.
+  const trace::Summary all = summarize(trace_text(events));
+  CHECK(all.tasks.size() == 50);
+  CHECK(!all.tasks_folded());
+  json::Document whole;
+  page_of(all, {}, whole);
+  CHECK(whole["tasks"].Size() == 50);
+  for (const auto& f : whole["failures"].GetArray()) CHECK(f[6].IsNull());
+  CHECK(!any_contains(notes(whole), "folded"));
+  // A page of fewer rows than its summary folds the rest in the same way.
+  json::Document fewer;
+  page_of(all, limits, fewer);
+  CHECK(json_text(fewer["tasks"]) == json_text(doc["tasks"]));
+  CHECK(json_text(fewer["failures"]) == json_text(doc["failures"]));
+}
+
+TEST_CASE("Report.the_page_of_many_task_names_is_small_and_the_summary_too") {
+  // 200,000 calls of as many task names of 212 bytes, on 8 workers: the page listed each name
+  // (80 MB) and `ferry report` peaked at 204 MB. Now the first 2,000 names are listed and the
+  // others folded into one row, which `ferry report` says: a page of 13 MB, about 70 MB of memory.
+  // Bounds, not timings: the page's bytes and the peak resident size (getrusage of the child).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under a sanitizer");
+  return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+  MESSAGE("skipped under a sanitizer");
+  return;
+#endif
+#endif
+  support::TempDir dir;
+  const fs::path file = dir.path / "names.json";
+  {
+    std::ofstream out(file, std::ios::binary);
+    out << "[\n";
+    char name[16];
+    const std::string tail(199, 'n');
+    for (int i = 0; i < 200'000; ++i) {
+      std::snprintf(name, sizeof name, "task_%07d_", i);
+      out << R"({"name":")" << name << tail << R"(","cat":"task","ph":"X","ts":)" << 5 * i
+          << R"(,"dur":3,"pid":1,"tid":)" << 1 + i % 8 << R"(,"args":{"call":)" << i << "}},\n";
+    }
+    out << "]\n";
+  }
+  const auto size = fs::file_size(file);
+  REQUIRE(size > 60'000'000);
+  const fs::path page = dir.path / "names.html";
+  Ran r = report({file.string(), "-o", page.string()}, dir.path);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.out == page.string() + ": 200000 calls on 8 workers (0 failed, 0 never ran)\n" + page.string() +
+                     ": task names past the first 2000 by name folded into one row (198000 calls, 0 never ran)\n");
+  CHECK_MESSAGE(fs::file_size(page) < 16'000'000, "a page of " << fs::file_size(page) << " bytes");
+  rusage usage{};
+  REQUIRE(::getrusage(RUSAGE_CHILDREN, &usage) == 0);
+  const auto peak = static_cast<std::uintmax_t>(usage.ru_maxrss) * 1024;  // KiB on Linux
+  CHECK_MESSAGE(peak < size + (std::uintmax_t{32} << 20),
+                "peak " << peak / 1024 / 1024 << " MiB for a trace of " << size / 1024 / 1024 << " MiB");
+  json::Document doc;
+  page_data(page, doc);
+  CHECK(doc["tasks"].Size() == 2001);
+  CHECK(doc["tasks"][2000].HasMember("other"));
+  CHECK(doc["slices"].Size() == 200'000);
+}
+
+TEST_CASE("Report.the_texts_of_the_calls_and_marks_drawn_stop_at_max_text_bytes") {
+  // 100,000 failed calls of distinct 1.9 KB messages made a page of 197 MB: every call drawn put
+  // its message (and first input) into the page. The texts of the calls and marks drawn now stop
+  // at ReportLimits::max_text_bytes (16 MiB), the first by time; past it a call is drawn with the
+  // text "(left out: ...)", and the page says how many. A failure listed keeps its texts.
+  std::vector<std::string> events;
+  for (int i = 0; i < 400; ++i) {
+    const std::string n = std::to_string(i);
+    events.push_back(R"({"name":"square","cat":"task","ph":"X","ts":)" + std::to_string(1000 + i) +
+                     R"(,"dur":1,"pid":1,"tid":1,"args":{"call":)" + n + R"(,"first_input":)" + n +
+                     R"(,"error":"TaskError","message":"call )" + n + " " + std::string(480, 'm') + "\"}}");
+    if (i < 100)
+      events.push_back(R"({"name":"worker crash","ph":"i","s":"t","ts":)" + n + R"(,"pid":1,"tid":2,"args":{"reason":"r)" +
+                       n + std::string(280, 'x') + "\"}}");
+  }
+  const trace::Summary s = summarize(trace_text(events));
+  const trace::ReportLimits limits{.max_failures = 3, .max_text_bytes = 48 * 1024};
+  json::Document doc;
+  page_of(s, limits, doc);
+  REQUIRE(doc["slices"].Size() == 400);
+  REQUIRE(doc["marks"].Size() == 100);
+  std::size_t text_bytes = 0;
+  for (const auto& t : doc["strings"].GetArray()) text_bytes += t.GetStringLength() + 2;
+  // The marks' reasons first (100 of 284 bytes), then the calls' messages and first inputs, the
+  // first by time; the 3 failures listed (the first calls) add theirs outside the budget.
+  CHECK(text_bytes < 48 * 1024 + 3 * 520 + 200);
+  CHECK(text_bytes > 48 * 1024 - 600);
+  const std::string left_out = "(left out: the page holds 48 KiB of the texts of the calls and marks it draws)";
+  std::size_t calls_left_out = 0, calls_with_message = 0;
+  for (const auto& sl : doc["slices"].GetArray()) {
+    REQUIRE(sl[9].IsUint());  // failed, whatever was left out
+    const std::string message = str(doc["strings"][sl[10].GetUint()]);
+    if (message == left_out) {
+      ++calls_left_out;
+    } else {
+      CHECK_MESSAGE(message.starts_with("call "), message);
+      ++calls_with_message;
+    }
+  }
+  CHECK(calls_with_message > 40);
+  CHECK(calls_left_out > 300);
+  CHECK(calls_left_out + calls_with_message == 400);
+  // The failures listed keep theirs.
+  REQUIRE(doc["failures"].Size() == 3);
+  for (const auto& f : doc["failures"].GetArray()) CHECK(str(doc["strings"][f[5].GetUint()]).starts_with("call "));
+  CHECK(any_contains(notes(doc), "The texts (errors, messages, first inputs, reasons) of " +
+                                     std::to_string(calls_left_out) + " calls drawn are left out: the page holds "
+                                     "48 KiB of them"));
+  // Under the default limits, everything (400 messages of 490 bytes).
   json::Document all;
   page_of(s, {}, all);
-  CHECK(all["tasks"].Size() == 50);
-  CHECK(!any_contains(notes(all), "The tasks table lists"));
+  CHECK(!any_contains(notes(all), "are left out"));
+  for (const auto& sl : all["slices"].GetArray()) CHECK(str(all["strings"][sl[10].GetUint()]).starts_with("call "));
+  // Marks are counted too: with room for none of their reasons, each is left out.
+  json::Document none;
+  page_of(s, {.max_failures = 3, .max_text_bytes = 0}, none);
+  CHECK(any_contains(notes(none), " calls and 100 worker marks drawn are left out"));
 }
 
 TEST_CASE("Report.a_cut_max_bytes_shows_its_ellipsis") {

@@ -2,33 +2,27 @@
 //
 // The data came from a trace file that may be hostile, so it is only ever text: every string
 // reaches the page through textContent, setAttribute or a <title>'s text, never through markup
-// (no innerHTML anywhere in this file).
+// (no innerHTML anywhere in this file). Its strings hold no C1, bidirectional or line-separator
+// control: cli/report_html.cpp writes each as text, a backslash, "u" and its four hex digits (the
+// terminal's list, detail::escaped_on_terminal), so that none reorders the report's own words.
 //
 // The data (written by cli/report_html.cpp; -1 or null for "absent"):
 //   file, generator, process, meta: [[name, value]], notes: [[text, "bad"|"warn"]], begin, end (µs)
 //   strings: texts the arrays below refer to by index (errors, messages, reasons, first inputs)
 //   tasks: [{name, calls, items, failed, never_ran, p50, p90, max, wait_n, wait_p50, wait_max}]
-//     (the first ones by name and those the slices and failures refer to), tasks_total: all of them
+//     (the first ones by name; then, with other: true and no name, the other task names together)
 //   tracks: [{tid, label, start, end, end_kind, reason, error, busy, life_begin, life_end, slices, failed}]
 //   slices: [[ts, dur, track, task, call, items, wait, arg_bytes, result_bytes, error, message, first_input]]
 //   marks: [[ts, track, kind ("start" | "exit" | "crash"), reason, error]]
-//   failures: [[ts, call, task, worker label (null: never ran), error, message]]
+//   failures: [[ts, call, task, worker label (null: never ran), error, message, task name (a text:
+//     when its task has no row of its own, null otherwise)]]
 //   counters: {names, points: [[ts, value...]], events, reduced}
 //   stats: {source: "trace" | "computed", rows: [[name, value]]}
 //   slices_total, tracks_total, failures_total: how many there were before the caps
 (function () {
   "use strict";
 
-  // Every string of the data with its bidirectional controls shown as text ("\u202e"): shown as
-  // they are, they reorder what follows them, ferry's own words included ("worker crash" read
-  // backwards, a task name that looks like another).
-  var BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-  function visible(s) {
-    return s.replace(BIDI, function (c) { return "\\u" + ("000" + c.charCodeAt(0).toString(16)).slice(-4); });
-  }
-  var data = JSON.parse(document.getElementById("trace-data").textContent, function (k, v) {
-    return typeof v === "string" ? visible(v) : v;
-  });
+  var data = JSON.parse(document.getElementById("trace-data").textContent);
   var SVG = "http://www.w3.org/2000/svg";
   var ROW = 26, AXIS = 26, PAD = 12;
   // A trace with very many task names (a hostile one) must not freeze the page.
@@ -71,7 +65,11 @@
   // same program); after the palette, hues spread by the golden angle.
   var PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#72b7b2", "#eeca3b", "#9d755d",
                  "#ff9da6", "#79706e", "#bab0ac", "#83bcb6", "#d67195"];
+  var OTHER = "(one of the other task names)";
+  function other(task) { return data.tasks[task].other === true; }
+  function taskName(task) { return other(task) ? OTHER : data.tasks[task].name; }
   function colour(task) {
+    if (other(task)) return "#9aa1ad";
     if (task < PALETTE.length) return PALETTE[task];
     return "hsl(" + Math.round((task * 137.508) % 360) + ", 55%, 58%)";
   }
@@ -107,7 +105,8 @@
 
   function legend() {
     var box = document.getElementById("legend");
-    data.tasks.slice(0, MAX_LEGEND).forEach(function (t, i) {
+    var named = data.tasks.filter(function (t) { return !t.other; });
+    named.slice(0, MAX_LEGEND).forEach(function (t, i) {
       var item = el("span", { "class": "legend-item", "data-legend-task": t.name });
       var sw = el("span", { "class": "swatch" });
       sw.style.background = colour(i);
@@ -115,9 +114,16 @@
       item.appendChild(el("span", { "class": "name" }, t.name));
       box.appendChild(item);
     });
-    var legendTotal = Math.max(data.tasks_total || 0, data.tasks.length);
-    if (legendTotal > MAX_LEGEND)
-      box.appendChild(el("span", { "class": "legend-item" }, "… and " + count(legendTotal - MAX_LEGEND) + " more tasks"));
+    if (named.length > MAX_LEGEND)
+      box.appendChild(el("span", { "class": "legend-item" }, "… and " + count(named.length - MAX_LEGEND) + " more tasks"));
+    if (named.length < data.tasks.length) {
+      var item = el("span", { "class": "legend-item" });
+      var sw = el("span", { "class": "swatch" });
+      sw.style.background = colour(data.tasks.length - 1);
+      item.appendChild(sw);
+      item.appendChild(el("span", { "class": "name" }, "other task names"));
+      box.appendChild(item);
+    }
     var marks = [["failed call", "failed"], ["worker start", "start"], ["worker exit", "exit"],
                  ["worker crash", "crash"]];
     marks.forEach(function (m) {
@@ -220,7 +226,7 @@
       var y = AXIS + sl[2] * ROW + 4;
       var attrs = { x: x(sl[0]), y: y, width: Math.max(1, sl[1] * scale), height: ROW - 8,
                     fill: colour(sl[3]), "class": "slice", "data-index": i, "data-call": sl[4],
-                    "data-task": data.tasks[sl[3]].name };
+                    "data-task": taskName(sl[3]) };
       if (present(sl[9])) {
         attrs["class"] = "slice failed";
         attrs["data-error"] = str(sl[9]);
@@ -264,7 +270,7 @@
     var index = target && target.getAttribute ? target.getAttribute("data-index") : null;
     if (index === null) { tip.hidden = true; return; }
     var sl = data.slices[Number(index)];
-    var lines = [data.tasks[sl[3]].name,
+    var lines = [taskName(sl[3]),
                  "call " + sl[4] + (sl[5] !== 1 ? " · " + count(sl[5]) + " items" : "") +
                    (str(sl[11]) ? " · first input " + str(sl[11]) : ""),
                  data.tracks[sl[2]].label,
@@ -361,12 +367,16 @@
   }
 
   function tasks() {
-    var rows = data.tasks.slice(0, MAX_TASK_ROWS).map(function (t, i) {
+    // The rows of names (at most MAX_TASK_ROWS), then the row of the other names together.
+    var shown = [];
+    data.tasks.forEach(function (t, i) { if (t.other || i < MAX_TASK_ROWS) shown.push(i); });
+    var rows = shown.map(function (i) {
+      var t = data.tasks[i];
       var name = el("td", { "class": "task" });
       var sw = el("span", { "class": "swatch" });
       sw.style.background = colour(i);
       name.appendChild(sw);
-      name.appendChild(el("span", null, t.name));
+      name.appendChild(el("span", t.other ? { "class": "other" } : null, t.other ? "other task names" : t.name));
       var failed = el("td", { "class": t.failed ? "failed" : "" }, count(t.failed));
       return row([name, count(t.calls), count(t.items), duration(t.p50), duration(t.p90), duration(t.max),
                   t.wait_n ? duration(t.wait_p50) : "", t.wait_n ? duration(t.wait_max) : "", failed,
@@ -374,10 +384,13 @@
     });
     table("tasks", ["task", "calls", "items", "p50", "p90", "max", "queue wait p50", "queue wait max",
                     "failed", "never ran"], rows);
-    var total = Math.max(data.tasks_total || 0, data.tasks.length);
-    if (rows.length < total)
-      document.getElementById("tasks").after(el("p", { "class": "hint" }, "Listed: " + count(rows.length) + " of " +
-                                                 count(total) + " tasks, by name (the first ones, and those of the calls drawn and the failures listed)."));
+    var named = data.tasks.filter(function (t) { return !t.other; }).length;
+    if (named < data.tasks.length)
+      document.getElementById("tasks").after(el("p", { "class": "hint" }, "Listed: the first " + count(named) +
+                                                 " task names by name; the calls of the others are counted together in the last row."));
+    else if (named > MAX_TASK_ROWS)
+      document.getElementById("tasks").after(el("p", { "class": "hint" }, "Listed: the first " + count(MAX_TASK_ROWS) +
+                                                 " of " + count(named) + " task names, by name."));
   }
 
   function workers() {
@@ -416,7 +429,7 @@
       return;
     }
     table("failures", ["at", "call", ["task", "text"], ["worker", "text"], ["error", "text"], ["message", "text"]], data.failures.map(function (f) {
-      return row([duration(f[0] - data.begin), present(f[1]) ? String(f[1]) : "", el("td", { "class": "text" }, data.tasks[f[2]].name),
+      return row([duration(f[0] - data.begin), present(f[1]) ? String(f[1]) : "", el("td", { "class": "text" }, present(f[6]) ? str(f[6]) : taskName(f[2])),
                   el("td", { "class": "text" }, f[3] === null ? "never ran" : f[3]),
                   el("td", { "class": "text failed" }, str(f[4])), el("td", { "class": "text" }, str(f[5]))]);
     }));

@@ -6,15 +6,15 @@
 // - the reader gives events or an error with its line, in printable ASCII (it goes to a terminal),
 //   and the same whatever blocks the text arrives in (read_trace reads 1 MiB at a time);
 // - the summary's indices, orders and numbers are sound, and it keeps to its caps (tracks, slices,
-//   marks, failures, counter points and series, stats rows, text lengths), with the default caps
+//   marks, failures, task names, counter points and series, stats rows, text lengths), with the default caps
 //   and with small ones that a few KB of input reach; under small caps it keeps what the default
 //   caps keep of the same trace that a page of those caps draws (the lowest tids, the first calls,
-//   marks and failures), and counts the same totals;
+//   marks and failures, the first task names, the others together), and counts the same totals;
 // - the page is the template's markup with nothing but the data element changed; the data holds
 //   no '<', '>' or '&' (so no "</script" and no "<!--") and no control character (C0, DEL, C1:
 //   the page may be written to a terminal), is valid UTF-8 and JSON whose numbers are
-//   all finite (JSON.parse takes no NaN), and keeps to the page's caps (ReportLimits) and to a size
-//   linear in the input's.
+//   all finite (JSON.parse takes no NaN), and keeps to the page's caps (ReportLimits: its texts
+//   to max_text_bytes but those of the failures listed) and to a size linear in the input's.
 // Anything else (a broken invariant, an exception, a sanitizer report) aborts.
 #pragma once
 
@@ -214,12 +214,20 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
   check(s.slices_partial || s.slices.size() >= std::min(track_slices, max_slices),
         "fewer slices of the kept tracks than the cap, without saying so");
 
-  // Tasks: by name, each once; their counts add up.
+  // Tasks: by name, each once, at most max_tasks, the others together (without a name); their
+  // counts add up.
+  check(s.tasks.size() <= std::max<std::size_t>(limits.max_tasks, 1), "more task rows than the cap",
+        std::to_string(s.tasks.size()));
+  check(s.other_tasks.name.empty(), "the other tasks' row has a name", s.other_tasks.name);
+  check(!s.tasks_folded() || s.tasks.size() == std::max<std::size_t>(limits.max_tasks, 1),
+        "task names folded before the table was full");
   std::size_t task_calls = 0, task_failed = 0, task_never_ran = 0;
-  for (std::size_t i = 0; i < s.tasks.size(); ++i) {
-    const trace::TaskFigures& t = s.tasks[i];
-    check(i == 0 || s.tasks[i - 1].name < t.name, "tasks not in name order, or a name twice", t.name);
-    check_text(t.name, trace::max_name_bytes, "a task name");
+  for (std::size_t i = 0; i <= s.tasks.size(); ++i) {
+    const trace::TaskFigures& t = i < s.tasks.size() ? s.tasks[i] : s.other_tasks;
+    if (i < s.tasks.size()) {
+      check(i == 0 || s.tasks[i - 1].name < t.name, "tasks not in name order, or a name twice", t.name);
+      check_text(t.name, trace::max_name_bytes, "a task name");
+    }
     check(t.durations.size() == t.calls, "a task's durations are not one per call", t.name);
     check(t.waits.size() <= t.calls && t.failed <= t.calls, "a task's waits or failures exceed its calls", t.name);
     check(std::is_sorted(t.durations.begin(), t.durations.end()) && std::is_sorted(t.waits.begin(), t.waits.end()),
@@ -245,7 +253,8 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
     const trace::Slice& sl = s.slices[i];
     check(i == 0 || s.slices[i - 1].ts <= sl.ts, "slices not in start order");
     check(std::isfinite(sl.ts) && std::isfinite(sl.dur) && sl.dur >= 0, "a slice's time");
-    check(sl.track < s.tracks.size() && sl.task < s.tasks.size(), "a slice's track or task out of range");
+    check(sl.track < s.tracks.size() && (sl.task < s.tasks.size() || (sl.task == trace::other_task && s.tasks_folded())),
+          "a slice's track or task out of range");
     check(index_ok(sl.error, n_strings) && index_ok(sl.message, n_strings) && index_ok(sl.first_input, n_strings),
           "a slice's text out of range");
     check(sl.wait == -1 || (!std::isnan(sl.wait) && sl.wait >= 0), "a slice's wait", std::to_string(sl.wait));
@@ -270,7 +279,10 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
     const trace::Failure& f = s.failures[i];
     check(i == 0 || s.failures[i - 1].ts <= f.ts, "failures not in time order");
     check(std::isfinite(f.ts), "a failure's time");
-    check(f.task < s.tasks.size(), "a failure's task out of range");
+    check(f.task < s.tasks.size() || (f.task == trace::other_task && s.tasks_folded()), "a failure's task out of range");
+    check(f.task == trace::other_task ? f.task_name >= 0 && static_cast<std::size_t>(f.task_name) < n_strings
+                                      : f.task_name == -1,
+          "a failure of a folded task without its name, or of a listed one with it");
     check(f.track >= -1 && (f.track < 0 || static_cast<std::size_t>(f.track) < s.tracks.size()),
           "a failure's track out of range");
     check(index_ok(f.error, n_strings) && index_ok(f.message, n_strings) && index_ok(f.track_label, n_strings),
@@ -331,18 +343,17 @@ inline void check_summary(const trace::Summary& s, const trace::SummaryLimits& l
 // ---- the page ----------------------------------------------------------------------------------
 
 /// The page written into memory.
-inline std::string render(const trace::Summary& s, const std::vector<trace::Note>& notes,
-                          const trace::ReportLimits& limits) {
+inline std::string render(const trace::Page& page, const std::vector<trace::Note>& notes) {
   char* buffer = nullptr;
   std::size_t size = 0;
   std::FILE* f = ::open_memstream(&buffer, &size);
   check(f != nullptr, "open_memstream");
-  bool ok = trace::write_report_html(f, "fuzz.trace", "ferry fuzz", s, notes, limits);
+  bool ok = trace::write_report_html(f, "fuzz.trace", "ferry fuzz", page, notes);
   check(std::fclose(f) == 0, "closing the memory stream");
-  std::string page(buffer, size);
+  std::string html(buffer, size);
   std::free(buffer);
   check(ok, "writing the page into memory failed");
-  return page;
+  return html;
 }
 
 /// The template with its placeholders filled as write_report_html fills them, `data` aside.
@@ -434,19 +445,32 @@ inline void check_page(const std::string& page, std::size_t input_size, const tr
   };
   const json::Value& counters = object("counters");
   const json::Value& stats = object("stats");
-  // The first max_tasks names, and those of the slices drawn and failures listed past them.
-  check(tasks.Size() >= std::min(s.tasks.size(), limits.max_tasks) &&
-            tasks.Size() <= std::min(s.tasks.size(), limits.max_tasks + slices.Size() + failures.Size()),
-        "the page's tasks past their cap");
+  // The first max_tasks names, then the others together.
+  const bool folded = s.tasks_folded() || s.tasks.size() > limits.max_tasks;
+  check(tasks.Size() == std::min(s.tasks.size(), limits.max_tasks) + folded, "the page's tasks past their cap");
+  for (unsigned i = 0; i < tasks.Size(); ++i) {
+    const bool other = tasks[i].IsObject() && tasks[i].HasMember("other");
+    check(other == (folded && i + 1 == tasks.Size()), "the other tasks' row is not the page's last task row");
+  }
   check(tracks.Size() == std::min(s.tracks.size(), limits.max_tracks), "the page's tracks past their cap");
   check(slices.Size() <= limits.max_slices, "the page's slices past their cap");
   check(marks.Size() <= limits.max_marks, "the page's marks past their cap");
   check(failures.Size() <= std::min(limits.max_failures, s.failures.size()), "the page's failures past their cap");
-  check(strings.Size() <= 3 * slices.Size() + 2 * marks.Size() + 2 * failures.Size(),
+  check(strings.Size() <= 3 * slices.Size() + 2 * marks.Size() + 3 * failures.Size() + 1,
         "the page's strings are more than its rows use");
   for (const auto& text : strings.GetArray()) {
     check(text.IsString(), "a page string that is not a string");
     check_text(std::string_view(text.GetString(), text.GetStringLength()), trace::max_message_bytes, "a page string");
+  }
+  // Bounded whatever the trace holds: the texts are those of the failures listed, and of the calls
+  // and marks drawn as many as max_text_bytes holds (with "(left out ...)"), each at most 7 bytes
+  // of JSON a byte (\\u202e for 3), task names the first max_tasks.
+  {
+    std::size_t text_bytes = 0;
+    for (const auto& text : strings.GetArray()) text_bytes += text.GetStringLength();
+    const std::size_t per_failure = 7 * (2 * (trace::max_message_bytes + 3) + trace::max_name_bytes + 3);
+    check(text_bytes <= limits.max_text_bytes + 200 + failures.Size() * per_failure,
+          "the page's texts past max_text_bytes", std::to_string(text_bytes));
   }
   for (const auto& sl : slices.GetArray()) {
     check(sl.IsArray() && sl.Size() == 12, "a page slice of the wrong shape");
@@ -461,8 +485,11 @@ inline void check_page(const std::string& page, std::size_t input_size, const tr
     page_index(m[4], strings.Size(), "a page mark's text out of range");
   }
   for (const auto& f : failures.GetArray()) {
-    check(f.IsArray() && f.Size() == 6, "a page failure of the wrong shape");
-    page_index(f[2], tasks.Size(), "a page failure's task out of range");
+    check(f.IsArray() && f.Size() == 7, "a page failure of the wrong shape");
+    const std::int64_t task = page_index(f[2], tasks.Size(), "a page failure's task out of range");
+    const std::int64_t name = page_index(f[6], strings.Size(), "a page failure's task name out of range");
+    check(task >= 0 && (name >= 0) == tasks[static_cast<unsigned>(task)].HasMember("other"),
+          "a page failure of the other tasks without its name, or of a listed one with it");
     page_index(f[4], strings.Size(), "a page failure's text out of range");
     page_index(f[5], strings.Size(), "a page failure's text out of range");
   }
@@ -489,10 +516,24 @@ inline std::string text_of(const trace::Summary& s, std::int32_t i) {
   return i < 0 ? std::string("\x01none") : s.strings.strings()[static_cast<std::size_t>(i)];
 }
 
+/// The name of a Summary's task `task` (its row's, or `name`, a text, for a folded one: "\x01other"
+/// for a slice's, which has none).
+inline std::string task_of(const trace::Summary& s, std::uint32_t task, std::int32_t name) {
+  if (task < s.tasks.size()) return s.tasks[task].name;
+  return name >= 0 ? s.strings.strings()[static_cast<std::size_t>(name)] : std::string("\x01other");
+}
+
+/// Whether a slice of `a` (under small caps) and one of `b` (the same trace under the default
+/// ones, whose rows begin with a's) are of one task: the same row, or both past a's rows.
+inline bool same_task(const trace::Summary& a, std::uint32_t x, const trace::Summary& b, std::uint32_t y) {
+  if (x < a.tasks.size()) return y < b.tasks.size() && a.tasks[x].name == b.tasks[y].name;
+  return x == trace::other_task && (y == trace::other_task || y >= a.tasks.size());
+}
+
 inline bool same_slice(const trace::Summary& a, const trace::Slice& x, const trace::Summary& b, const trace::Slice& y) {
   return x.ts == y.ts && x.dur == y.dur && x.wait == y.wait && x.arg_bytes == y.arg_bytes &&
          x.result_bytes == y.result_bytes && x.call == y.call && x.items == y.items && x.track == y.track &&
-         x.task == y.task && text_of(a, x.error) == text_of(b, y.error) &&
+         same_task(a, x.task, b, y.task) && text_of(a, x.error) == text_of(b, y.error) &&
          text_of(a, x.message) == text_of(b, y.message) && text_of(a, x.first_input) == text_of(b, y.first_input);
 }
 
@@ -534,13 +575,31 @@ inline void check_against_default(const trace::Summary& small, const trace::Summ
   check(small.slices_total == full.slices_total && small.tracks_total == full.tracks_total &&
             small.failures_total == full.failures_total && small.skipped == full.skipped,
         "the summary's totals differ with its caps");
-  check(small.tasks.size() == full.tasks.size(), "the summary's tasks differ with its caps");
-  for (std::size_t i = 0; i < small.tasks.size(); ++i) {
-    const trace::TaskFigures &a = small.tasks[i], &b = full.tasks[i];
+  // Tasks: the first names by name, as they are there; the others together.
+  check(!full.tasks_folded() && small.tasks.size() <= full.tasks.size(), "the summary's tasks differ with its caps");
+  trace::TaskFigures others;
+  for (std::size_t i = 0; i < full.tasks.size(); ++i) {
+    const trace::TaskFigures& b = full.tasks[i];
+    if (i >= small.tasks.size()) {
+      others.calls += b.calls;
+      others.items += b.items;
+      others.failed += b.failed;
+      others.never_ran += b.never_ran;
+      others.durations.insert(others.durations.end(), b.durations.begin(), b.durations.end());
+      others.waits.insert(others.waits.end(), b.waits.begin(), b.waits.end());
+      continue;
+    }
+    const trace::TaskFigures& a = small.tasks[i];
     check(a.name == b.name && a.calls == b.calls && a.items == b.items && a.failed == b.failed &&
               a.never_ran == b.never_ran && a.durations == b.durations && a.waits == b.waits,
           "a task's figures differ with the caps", a.name);
   }
+  std::sort(others.durations.begin(), others.durations.end());
+  std::sort(others.waits.begin(), others.waits.end());
+  const trace::TaskFigures& folded = small.other_tasks;
+  check(folded.calls == others.calls && folded.items == others.items && folded.failed == others.failed &&
+            folded.never_ran == others.never_ran && folded.durations == others.durations && folded.waits == others.waits,
+        "the other tasks' figures are not those of the names past the first");
   check(small.tracks.size() <= full.tracks.size(), "more tracks kept than read");
   for (std::size_t i = 0; i < small.tracks.size(); ++i) {
     const trace::Track &a = small.tracks[i], &b = full.tracks[i];
@@ -557,7 +616,8 @@ inline void check_against_default(const trace::Summary& small, const trace::Summ
   for (std::size_t i = 0; i < first_failures; ++i) {
     const trace::Failure &a = small.failures[i], &b = full.failures[i];
     const bool ran_a = a.track >= 0 || a.track_label >= 0, ran_b = b.track >= 0 || b.track_label >= 0;
-    check(a.ts == b.ts && a.call == b.call && a.task == b.task && text_of(small, a.error) == text_of(full, b.error) &&
+    check(a.ts == b.ts && a.call == b.call && task_of(small, a.task, a.task_name) == task_of(full, b.task, b.task_name) &&
+              text_of(small, a.error) == text_of(full, b.error) &&
               text_of(small, a.message) == text_of(full, b.message) && ran_a == ran_b,
           "one of the first failures differs with the caps");
     // Its worker: the same kept track, or one the small caps left out.
@@ -613,9 +673,9 @@ inline Caps caps_of(const trace::ReportLimits& report, const trace::SummaryLimit
 }
 inline const Caps caps[] = {
     caps_of({}, {}),
-    caps_of({.max_slices = 2, .max_tracks = 2, .max_marks = 3, .max_failures = 2, .max_tasks = 2},
+    caps_of({.max_slices = 2, .max_tracks = 2, .max_marks = 3, .max_failures = 2, .max_tasks = 2, .max_text_bytes = 40},
             {.max_counter_points = 3, .max_counter_series = 2, .max_stat_rows = 4}),
-    caps_of({.max_slices = 1, .max_tracks = 1, .max_marks = 1, .max_failures = 1},
+    caps_of({.max_slices = 1, .max_tracks = 1, .max_marks = 1, .max_failures = 1, .max_tasks = 1, .max_text_bytes = 0},
             {.max_counter_points = 1, .max_counter_series = 1, .max_stat_rows = 1}),
     caps_of({.max_slices = 3, .max_tracks = 3, .max_marks = 2, .max_failures = 3},
             {.max_counter_points = 4000, .max_counter_series = 16, .max_stat_rows = 500}),
@@ -650,12 +710,13 @@ inline void trace_one_input(std::string_view text) {
       check_summary(summary, caps[k].summary);
       if (k == 0) full = summary;
       else check_against_default(summary, caps[k].summary, full);
-      const std::vector<trace::Note> notes = trace::report_notes(whole.result, summary, caps[k].report);
+      const trace::Page selection(summary, caps[k].report);
+      const std::vector<trace::Note> notes = trace::report_notes(whole.result, selection);
       for (const trace::Note& n : notes) {
         check(!n.text.empty() && valid_utf8(n.text), "a note that is empty or not UTF-8", n.text);
         check(one_line(n.text), "a note with a control character (notes are printed as lines)", n.text);
       }
-      const std::string page = render(summary, notes, caps[k].report);
+      const std::string page = render(selection, notes);
       check_page(page, text.size(), summary, caps[k].summary, caps[k].report);
     }
   } catch (const std::exception& e) {
