@@ -162,9 +162,9 @@ std::vector<std::string> worker_environment(const std::vector<std::pair<std::str
 /// in a sticky directory passes: nobody else could have put it there). A spawned agent is given
 /// a filtered LD_LIBRARY_PATH and LD_PRELOAD (hub.cpp, agent_loader_environment), but an agent
 /// that the job's own launcher starts (mpirun -n 1 host : -n N ferry-mpi-worker, srun) has the
-/// job's, which ferry does not choose, and its loader has read it before main(): too late to keep such a library
-/// out, so the rank refuses to serve (its hello says why) rather than run the host's workers from
-/// a process another user may have entered. The objects are those the loader lists
+/// job's, which ferry does not choose, and its loader has read it before main(): too late to
+/// keep such a library out, so the rank refuses to serve (its hello says why) rather than run
+/// the host's workers from a process another user may have entered. The objects are those the loader lists
 /// (dl_iterate_phdr); a name without '/' (the vDSO) is no file.
 std::string untrusted_loaded_library() {
   std::vector<std::string> names;

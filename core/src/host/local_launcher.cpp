@@ -83,7 +83,8 @@ std::vector<std::string> sandbox_environment(std::vector<std::string> env, const
       "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
       // What the loader and glibc load code from: judged after this (keep_trusted_loader_environment,
       // in the launcher), as without a sandbox; LD_ORIGIN_PATH, which it never keeps, is not here.
-      "LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GCONV_PATH", "GLIBC_TUNABLES", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",
+      "LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GCONV_PATH",
+      "GLIBC_TUNABLES", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",
       "LC_PAPER", "LC_NAME", "LC_ADDRESS", "LC_TELEPHONE", "LC_MEASUREMENT", "LC_IDENTIFICATION",
       "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
       "GPU_DEVICE_ORDINAL", "ZE_AFFINITY_MASK", "LLVM_PROFILE_FILE", "GCOV_PREFIX", "GCOV_PREFIX_STRIP",
@@ -127,7 +128,8 @@ LocalLauncher::LocalLauncher(const ExecutorOptions& options)
   // GCONV_PATH: an empty or relative element is the host's current directory when the worker
   // starts, and a file or directory another user can write loads their code into every worker
   // (unless the user allowed unsafe plugins).
-  if (!allow_unsafe_) keep_trusted_loader_environment(env_, "workers' environment", untrusted_search_directory, dependency_verdict);
+  if (!allow_unsafe_)
+    keep_trusted_loader_environment(env_, "workers' environment", untrusted_search_directory, dependency_verdict);
 }
 
 std::exception_ptr LocalLauncher::start_failure(const std::string& why) const {

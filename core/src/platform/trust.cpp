@@ -445,7 +445,8 @@ std::string library_entry_reason(const std::string& entry, TrustVerdict (*librar
   if (entry.front() != '/') return relative_reason;
   // The loader expands these in a path (as in a RUNPATH), to a place the check did not see.
   if (entry.find('$') != std::string::npos)
-    return "it holds a token the loader expands ($ORIGIN, $LIB, $PLATFORM): the file judged would not be the one loaded";
+    return "it holds a token the loader expands ($ORIGIN, $LIB, $PLATFORM): the file judged would not be the one "
+           "loaded";
   if (std::string why = untrusted_reason_if_present(entry); !why.empty()) return why;
   struct stat st {};
   if (::lstat(entry.c_str(), &st) != 0) return {};  // missing where nobody else can create it

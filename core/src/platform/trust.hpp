@@ -113,7 +113,8 @@ FERRY_INTERNAL_API bool unsafe_allowed_by_environment();
 /// wrap compiler (its PATH) and keep_trusted_loader_environment (LD_LIBRARY_PATH) call it; not
 /// exported (other modules call keep_trusted_loader_environment). Returns whether `env` held it.
 bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
-                              std::string_view fallback = {}, std::string (*judge)(const std::filesystem::path&) = nullptr);
+                              std::string_view fallback = {},
+                              std::string (*judge)(const std::filesystem::path&) = nullptr);
 
 /// In `env` (NAME=VALUE strings), keeps of what the dynamic loader and glibc read from the
 /// environment to load code only what no other user could have planted (the project's rule for
