@@ -784,6 +784,60 @@ TEST_CASE("Containment.limits.processes_refused_by_the_pids_cgroup") {
   CHECK(worker.wait() == 0);
 }
 
+TEST_CASE("Containment.lowered_limits.code_run_before_a_tasks_own_processes_limit_cannot_raise_it") {
+  // A sandboxed worker kept its pids.max open for a task's own processes limit, and closed it
+  // once written: code that ran in the worker before (the executor's initializer, an earlier
+  // call) could keep a copy (dup) and write "max" for a later task (20 forks under an own limit
+  // of 5 after an initializer that kept one). The guardian writes pids.max now, lower only; the
+  // worker holds no descriptor of it, and asking the guardian for more is refused.
+  if (!ferry::detail::containment_support().pids_cgroup) {
+    MESSAGE("skipped: no pids cgroup can be made here (Limits::processes is enforced by "
+            << ferry::detail::containment_support().processes << ")");
+    return;
+  }
+  std::uint64_t ceiling = 0;
+  SUBCASE("the executor without a processes limit") {}
+  SUBCASE("the executor with one (a ceiling above the worker's cgroup)") { ceiling = 64; }
+  Child worker([&](int channel) {
+    Containment c;
+    ContainmentConfig config;
+    config.sandbox = true;
+    config.limits.processes = ceiling;
+    if (!c.setup(config, channel).empty()) return 1;
+    c.begin_task(config.limits);
+    // Before the task with its own limit: a copy of every pids.max this process holds.
+    std::vector<int> copies;
+    for (int fd = 0; fd < 1024; ++fd) {
+      char link[512];
+      const std::string self = "/proc/self/fd/" + std::to_string(fd);
+      const ssize_t len = ::readlink(self.c_str(), link, sizeof link - 1);
+      const std::string target(link, len > 0 ? static_cast<std::size_t>(len) : 0);
+      if (target.size() >= 9 && target.compare(target.size() - 9, 9, "/pids.max") == 0)
+        copies.push_back(::fcntl(fd, F_DUPFD_CLOEXEC, 900));
+    }
+    proto::TaskLimits own;
+    own.processes = 2;
+    c.begin_task(own);
+    // The task: "max" through every copy, and asked of whatever listens on this process's
+    // packet sockets (the guardian's requests among them).
+    for (int fd : copies) (void)!::pwrite(fd, "max", 3, 0);
+    for (int fd = 0; fd < 1024; ++fd) {
+      int type = 0;
+      socklen_t size = sizeof type;
+      if (fd == channel || ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) != 0 || type != SOCK_SEQPACKET)
+        continue;
+      const std::uint64_t unlimited = UINT64_MAX;
+      std::int32_t answer = 0;
+      if (::send(fd, &unlimited, sizeof unlimited, MSG_NOSIGNAL) == sizeof unlimited)
+        (void)!::recv(fd, &answer, sizeof answer, 0);
+    }
+    auto [forked, refused] = fork_five();
+    if (tsan ? forked == 0 || forked > 2 : forked != 2) return 10 + forked;
+    return copies.empty() ? 0 : 20;
+  });
+  CHECK(worker.wait() == 0);
+}
+
 TEST_CASE("Containment.sandbox.files_outside_the_allowed_paths_are_eacces") {
   auto allowed = temp_dir();
   auto other = temp_dir();

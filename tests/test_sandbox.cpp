@@ -1827,7 +1827,8 @@ TEST_CASE("Limits.processes_in_a_sandbox_hold_when_a_task_writes_its_cgroup") {
   // As root the worker keeps its pids cgroup's pids.max open to set each task's limit, and the
   // task (the same process) wrote "max" through that descriptor: 20 forks of 20 under a limit of
   // 5. In a sandbox the executor's limit is a ceiling on the cgroup above, which nothing in the
-  // worker holds open.
+  // worker holds open, and the cgroup's own pids.max is written by the guardian (a task's own
+  // limit): the task finds no descriptor to write.
   if (ferry::detail::containment_support().processes != "pids cgroup") {
     MESSAGE("skipped: processes are limited by " << ferry::detail::containment_support().processes
                                                  << " here, not by a pids cgroup");
@@ -1839,8 +1840,12 @@ TEST_CASE("Limits.processes_in_a_sandbox_hold_when_a_task_writes_its_cgroup") {
   REQUIRE(ex.warm_up(30s));
   const std::vector<int> before = ex.worker_pids();
   KillLeftovers leftovers;
-  int forked = value_of(ex.submit_with(hostile(), raise_pids_max_and_fork, 20));
+  auto e = failure_of<ferry::TaskError>(ex.submit_with(hostile(), raise_pids_max_and_fork, 20));
   leftovers.add(descendants_of(before));
+  if (e) CHECK_MESSAGE(e->remote_message().find("no writable pids.max") != std::string::npos, e->what());
+  // And what a task forks is still held by the ceiling.
+  const int forked = value_of(ex.submit_with(hostile(), fork_until_refused, 20));
+  leftovers.add(descendants_of(ex.worker_pids()));
   CHECK(forked >= 1);
   CHECK(forked <= 5);
   check_pool_is_healthy(ex);

@@ -216,11 +216,34 @@ void empty_cgroup(const std::string& dir) {
 /// earlier, after two rounds that found none left to end.
 constexpr std::int64_t sweep_limit_ms = 30000;
 
+/// A sandboxed worker's request to the guardian: the value to write into its pids.max (a task's
+/// own processes limit plus the worker's own; pids_unlimited: "max"). The answer: 0, or errno.
+constexpr std::uint64_t pids_unlimited = UINT64_MAX;
+
+/// Writes `value` into the pids.max of the cgroup the worker is in (`cgroup`, or its "task"
+/// child under a ceiling) for the worker, if it is at most what was written before (`written`):
+/// the worker's descriptor is the task's too, so a request may come from a task, which may only
+/// lower its limit. 0, or errno.
+int write_pids_max_for_worker(const std::string& cgroup, std::uint64_t value, std::uint64_t& written) {
+  if (value > written) return EPERM;
+  const std::string dir = ::access((cgroup + "/task").c_str(), F_OK) == 0 ? cgroup + "/task" : cgroup;
+  const std::string text = value == pids_unlimited ? "max" : std::to_string(value);
+  const int fd = ::open((dir + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  const int e = errno;
+  ::close(fd);
+  if (!ok) return e == 0 ? EIO : e;
+  written = value;
+  return 0;
+}
+
 /// The guardian's life: wait for the worker to end (pidfd at descriptor 0), then end what it
-/// left behind, and the cgroup.
+/// left behind, and the cgroup. Meanwhile, with `requests` (a sandbox with a pids cgroup), it
+/// writes the worker's pids.max as asked, lower only (write_pids_max_for_worker).
 [[noreturn]] void guardian_main(const std::string& cgroup, const std::string& tag,
                                 bool user_namespace, const std::string& memory_cgroup,
-                                const std::string& cpu_cgroup, pid_t relay, int relay_pidfd) {
+                                const std::string& cpu_cgroup, pid_t relay, int relay_pidfd, int requests) {
   ::prctl(PR_SET_NAME, "ferry-guardian");
   // Out of the worker's session and process group: a ^C or a kill of the worker's group must not
   // end the guardian before it has cleaned up.
@@ -228,8 +251,25 @@ constexpr std::int64_t sweep_limit_ms = 30000;
   ::signal(SIGHUP, SIG_IGN);
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
-  pollfd p{0, POLLIN, 0};
-  while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+  std::uint64_t written = pids_unlimited;  // a new cgroup's pids.max
+  pollfd p[2] = {{0, POLLIN, 0}, {requests, POLLIN, 0}};
+  for (;;) {
+    if (::poll(p, requests >= 0 ? 2 : 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (p[0].revents != 0) break;  // the worker ended
+    if (requests < 0 || p[1].revents == 0) continue;
+    std::uint64_t value = 0;
+    const ssize_t n = ::recv(requests, &value, sizeof value, 0);
+    if (n == sizeof value) {
+      const std::int32_t answer = write_pids_max_for_worker(cgroup, value, written);
+      (void)::send(requests, &answer, sizeof answer, MSG_NOSIGNAL);
+    } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+      ::close(requests);  // the worker closed it (or it broke): nothing more to write
+      requests = -1;
+      p[1].fd = -1;
+    }
   }
   if (!cgroup.empty()) {
     // The worker's cgroup, and the one inside it where the worker went under a ceiling
@@ -859,7 +899,8 @@ bool Containment::join_cgroup(std::uint64_t ceiling) {
     // those above: both files are read.
     ceiling_events_fd_ = ::open((cgroup_ + "/pids.events").c_str(), O_RDONLY | O_CLOEXEC);
   }
-  pids_max_fd_ = ::open((dir + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
+  // In a sandbox the guardian writes it (start_guardian): no descriptor of it here to copy.
+  if (guardian_requests_ < 0) pids_max_fd_ = ::open((dir + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
   pids_events_fd_ = ::open((dir + "/pids.events").c_str(), O_RDONLY | O_CLOEXEC);
   if (!write_file(dir + "/cgroup.procs", std::to_string(::getpid()))) return false;
   own_processes_ = own_threads();  // the guardian is not in the cgroup
@@ -898,6 +939,36 @@ std::string Containment::start_guardian(bool relay_output, std::uint64_t file_si
       }
     }
   }
+  // In a sandbox with a pids cgroup, the guardian writes the worker's pids.max for a task's own
+  // processes limit (set_processes): a descriptor of it kept in the worker was the task's too,
+  // and code that ran in the worker before the limit was lowered (an earlier call, the
+  // executor's initializer) could keep a copy and write "max" for a later call (20 forks under
+  // an own limit of 5). Asked over this pair (its ends at 10 and above, like the pipes'); it
+  // writes lower values only, so a task that asks too can only lower its own limit.
+  int requests[2] = {-1, -1};
+  if (harden_ && !cgroup_.empty()) {
+    int made[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, made) != 0) {
+      const std::string why = errno_text("socketpair");
+      close_pipes();
+      return why;
+    }
+    for (int k = 0; k < 2; ++k) {
+      requests[k] = ::fcntl(made[k], F_DUPFD_CLOEXEC, 10);
+      ::close(made[k]);
+    }
+    if (requests[0] < 0 || requests[1] < 0) {
+      const std::string why = errno_text("fcntl(F_DUPFD_CLOEXEC)");
+      for (int fd : requests)
+        if (fd >= 0) ::close(fd);
+      close_pipes();
+      return why;
+    }
+  }
+  auto close_requests = [&](int k) {
+    if (requests[k] >= 0) ::close(requests[k]);
+    requests[k] = -1;
+  };
   // W forks H, H forks the relay R and the guardian G and exits: neither is the worker's child,
   // so a task's wait(-1) never sees them, and neither is in the worker's cgroup (W joins it
   // afterwards).
@@ -905,6 +976,8 @@ std::string Containment::start_guardian(bool relay_output, std::uint64_t file_si
   if (h < 0) {
     const std::string why = errno_text("fork");
     close_pipes();
+    close_requests(0);
+    close_requests(1);
     return why;
   }
   if (h == 0) {
@@ -930,16 +1003,23 @@ std::string Containment::start_guardian(bool relay_output, std::uint64_t file_si
     if (g < 0) _exit(1);
     if (g == 0) {
       // Nothing of the worker's: not the channel (the host's EOF when the worker dies), not its
-      // stdout or stderr (whoever reads them until EOF). The relay's pidfd at 1.
+      // stdout or stderr (whoever reads them until EOF). The relay's pidfd at 1, the requests'
+      // end after it.
+      const int at = relay_pidfd >= 0 ? 2 : 1;
       if (::dup2(pidfd, 0) < 0 || (relay_pidfd >= 0 && ::dup2(relay_pidfd, 1) < 0)) _exit(1);
-      ::syscall(SYS_close_range, relay_pidfd >= 0 ? 2u : 1u, ~0u, 0u);
-      guardian_main(cgroup_, tag_, user_namespace_, memory_cgroup_, cpu_cgroup_, r, relay_pidfd >= 0 ? 1 : -1);
+      if (requests[1] >= 0 && ::dup2(requests[1], at) < 0) _exit(1);
+      ::syscall(SYS_close_range, static_cast<unsigned>(requests[1] >= 0 ? at + 1 : at), ~0u, 0u);
+      guardian_main(cgroup_, tag_, user_namespace_, memory_cgroup_, cpu_cgroup_, r, relay_pidfd >= 0 ? 1 : -1,
+                    requests[1] >= 0 ? at : -1);
     }
     _exit(0);
   }
   int status = 0;
   while (::waitpid(h, &status, 0) < 0 && errno == EINTR) {
   }
+  // The guardian's end is the guardian's alone: here a task could read the requests.
+  close_requests(1);
+  guardian_requests_ = requests[0];
   bool relayed = false;
   if (relay_output) {
     // A terminal's output is line-buffered by stdio: on a pipe it would wait for a full buffer.
@@ -1349,6 +1429,22 @@ void Containment::set_limit(Resource r, std::uint64_t value) {
 }
 
 void Containment::set_processes(std::uint64_t value) {
+  if (guardian_requests_ >= 0) {
+    // A sandbox: the guardian writes it, lower only (start_guardian). Nothing here to copy.
+    const std::uint64_t asked = value == 0 ? pids_unlimited : value + static_cast<std::uint64_t>(own_processes_);
+    std::int32_t answer = EIO;
+    ssize_t n = -1;
+    // No SIGPIPE if the guardian has gone: the limit is then not written, and the worker ends.
+    if (::send(guardian_requests_, &asked, sizeof asked, MSG_NOSIGNAL) == sizeof asked) {
+      do {
+        n = ::recv(guardian_requests_, &answer, sizeof answer, 0);
+      } while (n < 0 && errno == EINTR);
+    }
+    if (n != sizeof answer || answer != 0)
+      cannot_hold_own_limit(std::string("the guardian did not write pids.max: ") +
+                            (n != sizeof answer ? "no answer" : std::strerror(answer)));
+    return;
+  }
   if (pids_max_fd_ >= 0) {
     // The worker's own processes count too: the limit is on what the task starts.
     char text[32];

@@ -58,7 +58,7 @@ class FERRY_INTERNAL_API Containment {
   /// Before each task: the limits of this task (the executor's, or a limits frame's). In a
   /// sandbox a task's own limits (below the executor's) are made hard limits: RLIMIT_DATA,
   /// RLIMIT_NOFILE, RLIMIT_FSIZE (and RLIMIT_NPROC in the user namespace) with their hard values
-  /// lowered, and pids.max written and its descriptor closed. No task, and no later call, can
+  /// lowered, and pids.max written by the guardian, lower only. No task, and no later call, can
   /// raise them again: the host sends this worker only calls whose limits fit under them
   /// (Dispatcher::harden_limits); a lower memory, open_files or file_size lowers them further,
   /// and a processes limit, once lowered, is final.
@@ -125,8 +125,12 @@ class FERRY_INTERNAL_API Containment {
   std::string cpu_cgroup_;              // where cpu_time is measured (root, v1), "" without one
   // pids.max and pids.events of the cgroup the worker is in (with a ceiling: its "task" child),
   // and pids.events of the worker's cgroup over it (-1 without a ceiling). In a sandbox pids.max
-  // is closed once a task's own processes limit is written (-1 then: the task could write it).
+  // is never open here (the guardian writes it: guardian_requests_); were it, it would be closed
+  // once a task's own processes limit is written (-1 then: the task could write it).
   int pids_max_fd_ = -1, pids_events_fd_ = -1, ceiling_events_fd_ = -1;
+  // In a sandbox with a pids cgroup: the socket on which the guardian is asked to write pids.max
+  // (start_guardian), which then is never open here (pids_max_fd_ -1).
+  int guardian_requests_ = -1;
   int memory_failcnt_fd_[2] = {-1, -1};  // memory.failcnt, memory.memsw.failcnt of memory_cgroup_
   std::uint64_t refusals_ = 0;          // "max" count of pids.events when the task began
   int own_processes_ = 1;               // the worker's own threads (guardian, relay) a limit counts
