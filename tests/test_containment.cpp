@@ -101,11 +101,6 @@ bool ended(pid_t pid) {
   return s == 0 || s == 'Z' || s == 'X';
 }
 
-std::filesystem::path temp_dir() {
-  std::string templ = (std::filesystem::temp_directory_path() / "ferry-containment-XXXXXX").string();
-  REQUIRE(::mkdtemp(templ.data()) != nullptr);
-  return templ;
-}
 
 using support::become_another_user;
 
@@ -460,7 +455,9 @@ TEST_CASE("Containment.descendants.guardian_is_not_a_child_and_threads_still_sta
 }
 
 TEST_CASE("Containment.limits.file_size_past_its_limit_is_reported") {
-  auto dir = temp_dir();
+  support::TempDir made_dir;
+  REQUIRE(std::filesystem::is_directory(made_dir.path));
+  const auto dir = made_dir.path;
   Child worker([&](int channel) {
     Containment c;
     ContainmentConfig config;
@@ -839,8 +836,10 @@ TEST_CASE("Containment.lowered_limits.code_run_before_a_tasks_own_processes_limi
 }
 
 TEST_CASE("Containment.sandbox.files_outside_the_allowed_paths_are_eacces") {
-  auto allowed = temp_dir();
-  auto other = temp_dir();
+  support::TempDir made_allowed, made_other;
+  REQUIRE(std::filesystem::is_directory(made_allowed.path));
+  REQUIRE(std::filesystem::is_directory(made_other.path));
+  const auto allowed = made_allowed.path, other = made_other.path;
   std::ofstream(other / "secret") << "no";
   Child worker([&](int channel) {
     Containment c;
@@ -1096,7 +1095,9 @@ TEST_CASE("Containment.worker_program.parses_its_options") {
   CHECK(run_worker_program({"--limits", "1,2,3"}, nullptr) == static_cast<int>(proto::WorkerExit::usage));
   CHECK(run_worker_program({"--limits", "1,2,3,4,x"}, nullptr) == static_cast<int>(proto::WorkerExit::usage));
   CHECK(run_worker_program({"--read"}, nullptr) == static_cast<int>(proto::WorkerExit::usage));
-  auto dir = temp_dir();
+  support::TempDir made_dir;
+  REQUIRE(std::filesystem::is_directory(made_dir.path));
+  const auto dir = made_dir.path;
   // Sandboxed, limited: it says hello, then exits cleanly when the host closes the channel.
   int code = run_worker_program({"--limits", "1073741824,5,256,16,1048576", "--sandbox", "0", "--read",
                                  FERRY_TEST_PLUGIN_DIR, "--write", dir.string(), "--read", "/nonexistent"},
@@ -1296,7 +1297,9 @@ TEST_CASE("Containment.unprivileged.sandbox_builds_its_network_namespace") {
   MESSAGE("skipped under ThreadSanitizer (its process is multithreaded even in a child of fork(), so unshare(CLONE_NEWUSER) fails with EINVAL and an ordinary user gets no user namespace)");
   return;
 #endif
-  auto dir = temp_dir();
+  support::TempDir made_dir;
+  REQUIRE(std::filesystem::is_directory(made_dir.path));
+  const auto dir = made_dir.path;
   std::filesystem::permissions(dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
                                         std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
                                         std::filesystem::perms::others_exec);
