@@ -137,15 +137,18 @@ namespace {
 
 /// terminal_output_into over `in` fed in pieces cut at each of `cuts` (a relay's reads), then
 /// ended: what a terminal is sent.
-std::string output_shown(std::string_view in, std::initializer_list<std::size_t> cuts = {}) {
+std::string output_shown(std::string_view in, std::initializer_list<std::size_t> cuts = {},
+                         bool ascii_only = false) {
   using ferry::detail::terminal_output_into;
   std::string out, pending;
   std::size_t from = 0;
+  ferry::detail::TerminalOutput state;
+  state.ascii_only = ascii_only;
   auto feed = [&](std::string_view piece, bool end) {
     pending += piece;
-    std::string shown(4 * pending.size(), '\0');
+    std::string shown(5 * pending.size() + 4, '\0');
     std::size_t used = 0;
-    shown.resize(terminal_output_into(shown.data(), pending, end, &used));
+    shown.resize(terminal_output_into(shown.data(), pending, end, &used, state));
     CHECK(used + ferry::detail::terminal_sequence_max >= pending.size());
     out += shown;
     pending.erase(0, used);
@@ -165,11 +168,49 @@ TEST_CASE("Format.terminal_output.keeps_text_lines_colours_and_progress_bars") {
   using namespace std::string_view_literals;
   for (std::string_view text : {"plain text\n"sv, "tab\there\r\n"sv, "back\bspace"sv, "a\\x1b stays\n"sv,
                                 "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\n"sv, "\x1b[31mred\x1b[0m\n"sv,
-                                "\x1b[1;38;5;208mbold orange\x1b[m"sv, "\x1b[38:2:10:20:30mtrue colour\x1b[39m"sv,
+                                "\x1b[1;38;5;208mbold orange\x1b[m"sv, "\x1b[38:2:10:20:30mtrue colour\x1b[0m"sv,
                                 "\r\x1b[K 42%"sv, "\r\x1b[2K 43%"sv, "\x1b[0K\x1b[1K"sv}) {
     CAPTURE(text);
     CHECK(output_shown(text) == text);
   }
+}
+
+TEST_CASE("Format.terminal_output.colours_end_with_their_line") {
+  // A task's colours outlived its output: black on black, or concealed (SGR 8), hid the host's
+  // next message and the user's prompt. A reset before the next newline, and at the end.
+  CHECK(output_shown("\x1b[8mhidden\nshown\n") == "\x1b[8mhidden\x1b[0m\nshown\n");
+  CHECK(output_shown("\x1b[30;40mblack") == "\x1b[30;40mblack\x1b[0m");
+  CHECK(output_shown("\x1b[31mred\x1b[m\n") == "\x1b[31mred\x1b[m\n");  // reset already
+  // Cut between reads, the state carries over.
+  CHECK(output_shown("\x1b[31mred\nplain\n", {4, 9}) == "\x1b[31mred\x1b[0m\nplain\n");
+}
+
+TEST_CASE("Format.terminal_output.a_terminal_not_in_utf8_gets_no_byte_past_ascii") {
+  // U+201D is E2 80 9D: to a terminal in an 8-bit character set, 0x9D is OSC (and 0x9B CSI,
+  // 0x9C ST): "\u201d52;c;...\u201c" wrote the clipboard.
+  CHECK(output_shown("\xe2\x80\x9d" "52;c;aGk=\xe2\x80\x9c", {}, true) == "\\xe2\\x80\\x9d52;c;aGk=\\xe2\\x80\\x9c");
+  CHECK(output_shown("caf\xc3\xa9\n", {}, true) == "caf\\xc3\\xa9\n");
+  CHECK(output_shown("caf\xc3\xa9\n") == "caf\xc3\xa9\n");  // UTF-8: as it is
+}
+
+TEST_CASE("Format.terminal_output.a_write_is_not_cut_inside_a_kept_sequence_or_character") {
+  // Two workers' relays write to one terminal: an ESC ending one write and "[6n" (text to its
+  // own relay) at the start of another's made a cursor query whose answer is typed input.
+  using ferry::detail::terminal_cut;
+  const std::string text = std::string(4095, 'x') + "\x1b[0mtail";
+  CHECK(terminal_cut(text, 4096) == 4095);
+  CHECK(terminal_cut(text, 4098) == 4095);  // ESC [ 0 before the cut, m after
+  CHECK(terminal_cut(text, 4099) == 4099);  // after the sequence's end
+  const std::string colour = std::string(4090, 'x') + "\x1b[38;5;208mtail";
+  CHECK(terminal_cut(colour, 4096) == 4090);
+  const std::string euro = std::string(4095, 'x') + "\xe2\x82\xac";
+  CHECK(terminal_cut(euro, 4096) == 4095);
+  CHECK(terminal_cut(euro, 4097) == 4095);
+  CHECK(terminal_cut(euro, 4098) == 4098);
+  CHECK(terminal_cut("short", 4096) == 5);
+  // An escaped ESC is text: "\x1b[6n" shown as backslash, x, 1, b can be cut anywhere.
+  const std::string escaped = std::string(4094, 'x') + "\\x1b[6n";
+  CHECK(terminal_cut(escaped, 4096) == 4096);
 }
 
 TEST_CASE("Format.terminal_output.escapes_what_would_drive_the_terminal") {

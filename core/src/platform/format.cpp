@@ -199,7 +199,9 @@ bool cut_character(std::string_view in, std::size_t i) noexcept {
 
 }  // namespace
 
-std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::size_t* used) noexcept {
+std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::size_t* used,
+                                 TerminalOutput& state) noexcept {
+  static constexpr std::string_view reset = "\x1b[0m";
   std::size_t at = 0, i = 0;
   auto escape = [&](std::size_t n) {
     for (std::size_t k = 0; k < n; ++k) {
@@ -211,8 +213,8 @@ std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::
       out[at++] = hex[b & 15];
     }
   };
-  auto copy = [&](std::size_t n) {
-    std::memcpy(out + at, in.data() + i, n);
+  auto copy = [&](const char* p, std::size_t n) {
+    std::memcpy(out + at, p, n);
     at += n;
   };
   while (i < in.size()) {
@@ -223,27 +225,52 @@ std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::
       if (kept == SIZE_MAX && !end) break;  // told by the bytes to come
       if (kept != 0 && kept != SIZE_MAX) {
         n = kept;
-        copy(n);
+        copy(in.data() + i, n);
+        if (in[i + n - 1] == 'm') state.coloured = !(n == 3 || (n == 4 && in[i + 2] == '0'));
       } else {
         escape(1);
       }
+    } else if (c == '\n') {
+      if (state.coloured) copy(reset.data(), reset.size());
+      state.coloured = false;
+      copy("\n", 1);
     } else if (c < 0x20 || c == 0x7F) {
-      if (c == '\n' || c == '\t' || c == '\r' || c == '\b') copy(1); else escape(1);
+      if (c == '\t' || c == '\r' || c == '\b') copy(in.data() + i, 1); else escape(1);
     } else if (c < 0x80) {
-      copy(1);
+      copy(in.data() + i, 1);
     } else if (n = utf8_length(in, i); n == 0) {
       if (!end && cut_character(in, i)) break;
       n = 1;
       escape(1);
-    } else if (escaped_on_terminal(in, i, n)) {
+    } else if (state.ascii_only || escaped_on_terminal(in, i, n)) {
       escape(n);
     } else {
-      copy(n);
+      copy(in.data() + i, n);
     }
     i += n;
   }
+  if (end && i == in.size() && state.coloured) {
+    copy(reset.data(), reset.size());
+    state.coloured = false;
+  }
   if (used) *used = i;
   return at;
+}
+
+std::size_t terminal_cut(std::string_view shown, std::size_t at_most) noexcept {
+  if (at_most >= shown.size()) return shown.size();
+  std::size_t cut = at_most;
+  // A kept sequence is the only ESC in shown text: one that starts in the last bytes before the
+  // cut and has not ended by it moves the cut before it.
+  const std::size_t from = cut > terminal_sequence_max ? cut - terminal_sequence_max : 0;
+  for (std::size_t k = cut; k-- > from;) {
+    if (shown[k] != 0x1B) continue;
+    if (shown.substr(k, cut - k).find_first_of("mK") == std::string_view::npos) cut = k;
+    break;
+  }
+  // Nor a character: back over continuation bytes to its first.
+  while (cut > 0 && (static_cast<unsigned char>(shown[cut]) & 0xC0) == 0x80) --cut;
+  return cut;
 }
 
 std::string terminal_text(std::string_view text, std::string_view newline) {

@@ -58,19 +58,32 @@ FERRY_INTERNAL_API std::string terminal_text(std::string_view text, std::string_
 /// stderr so when the host's are terminals): what a task prints cannot drive the terminal (OSC 52
 /// writes the user's clipboard, OSC 8 makes links, others retitle the window, query it or
 /// rewrite the screen), yet its lines, colours and progress bars show. Kept as they are: text
-/// (well-formed UTF-8 but the characters of escaped_on_terminal, backslashes included), newline,
-/// tab, carriage return and backspace, and two kinds of CSI sequence of at most
-/// `terminal_sequence_max` bytes: SGR (ESC [ digits, ';' or ':' m: colours and styles) and EL
-/// (ESC [ 0, 1 or 2 K: erasing the line). Any other control byte, a malformed byte and a
-/// character of escaped_on_terminal come out as \xNN, one per byte, an ESC that starts no kept
-/// sequence among them (what followed it shows as text). Writes at most 4 x `in.size()` bytes to
-/// `out` and returns how many. Unless `end`, a character or kept sequence cut by the end of `in`
-/// is left for the next call with the bytes that follow: `*used` is set to the bytes of `in`
-/// consumed (at least `in.size()` - `terminal_sequence_max`). Allocates nothing (a relay runs it
-/// in a child forked from a worker).
+/// (well-formed UTF-8 but the characters of escaped_on_terminal, backslashes included; with
+/// `ascii_only`, for a terminal that is not in UTF-8, no byte past ASCII: U+201D is E2 80 9D, and
+/// 0x9D is OSC to an 8-bit terminal), newline, tab, carriage return and backspace, and two kinds
+/// of CSI sequence of at most `terminal_sequence_max` bytes: SGR (ESC [ digits, ';' or ':' m:
+/// colours and styles) and EL (ESC [ 0, 1 or 2 K: erasing the line). Any other control byte, a
+/// malformed byte and a character of escaped_on_terminal come out as \xNN, one per byte, an ESC
+/// that starts no kept sequence among them (what followed it shows as text). After an SGR other
+/// than a reset, the next newline, and the end, are preceded by ESC [ 0 m: a task's colours (black
+/// on black, concealed) do not outlive its line and hide what the host prints next.
+struct TerminalOutput {
+  bool ascii_only = false;  // escape every byte past ASCII
+  bool coloured = false;    // an SGR passed since the last reset (kept from call to call)
+};
 inline constexpr std::size_t terminal_sequence_max = 32;
-FERRY_INTERNAL_API std::size_t terminal_output_into(char* out, std::string_view in, bool end,
-                                                    std::size_t* used) noexcept;
+/// Writes `in` shown for a terminal to `out`: at most 5 x `in.size()` + 4 bytes; returns how
+/// many. Unless `end`, a character or kept sequence cut by the end of `in` is left for the next
+/// call with the bytes that follow: `*used` is set to the bytes of `in` consumed (at least
+/// `in.size()` - `terminal_sequence_max`). Allocates nothing (a relay runs it in a child forked
+/// from a worker).
+FERRY_INTERNAL_API std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::size_t* used,
+                                                    TerminalOutput& state) noexcept;
+/// Where to cut `shown` (terminal_output_into's output) at or before `at_most` so that no kept
+/// sequence or UTF-8 character is split between two writes: another writer's bytes between them
+/// (a second worker's relay on the same terminal) would complete an ESC left at the end of the
+/// first, "[6n" being text to its own filter. At least `at_most` - `terminal_sequence_max`.
+FERRY_INTERNAL_API std::size_t terminal_cut(std::string_view shown, std::size_t at_most) noexcept;
 
 /// What a worker or task said, as an error's what() carries it: terminal_text, but a backslash
 /// and a newline as they are (a message of several lines stays so; what() is for reading, the

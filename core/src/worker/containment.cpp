@@ -42,6 +42,7 @@
 #include <climits>
 #include <chrono>
 #include <cstdio>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -337,6 +338,31 @@ bool relay_write(int fd, const char* data, std::size_t n) {
   return true;
 }
 
+/// Whether the locale the environment names (LC_ALL, else LC_CTYPE, else LANG, as setlocale
+/// reads them) is UTF-8: a terminal in another (8-bit) one reads bytes 0x80 to 0x9F of UTF-8
+/// text as C1 controls (0x9B is CSI). "C", "POSIX", unset or no codeset ("en_US": Latin-1) are
+/// not UTF-8.
+bool utf8_locale() {
+  const char* name = nullptr;
+  for (const char* v : {"LC_ALL", "LC_CTYPE", "LANG"})
+    if (const char* value = std::getenv(v); value && *value) {
+      name = value;
+      break;
+    }
+  if (!name) return false;
+  const char* dot = std::strchr(name, '.');
+  if (!dot) return false;
+  // "UTF-8", "utf8", "UTF_8"... compared without allocating (the relay is a forked child).
+  static constexpr char utf8[] = "utf8";
+  std::size_t matched = 0;
+  for (const char* p = dot + 1; *p && *p != '@'; ++p) {
+    if (*p == '-' || *p == '_') continue;
+    if (matched == 4 || std::tolower(static_cast<unsigned char>(*p)) != utf8[matched]) return false;
+    ++matched;
+  }
+  return matched == 4;
+}
+
 /// Copies what arrives on descriptors 3 and 4 (a sandboxed worker's stdout and stderr pipes) to
 /// 1 and 2 (the host's stdout and stderr) until every writer of both is gone: the worker and its
 /// descendants, which the guardian ends. A task that shared the host's own descriptions could
@@ -348,7 +374,8 @@ bool relay_write(int fd, const char* data, std::size_t n) {
 /// through each stream (counted here: a log already longer than that still gets them). What
 /// cannot be written (the reader gone, the limit met) is read and dropped, so no writer waits for
 /// ever. To a terminal, a task's output is shown by terminal_output_into: its escape sequences
-/// would otherwise reach the user's terminal (OSC 52 writes the clipboard), colours excepted.
+/// would otherwise reach the user's terminal (OSC 52 writes the clipboard), colours excepted; a
+/// write to a terminal is never cut inside a kept sequence or a character (terminal_cut).
 [[noreturn]] void relay_main(std::uint64_t file_size) {
   ::prctl(PR_SET_NAME, "ferry-relay");
   ::setsid();
@@ -359,22 +386,28 @@ bool relay_write(int fd, const char* data, std::size_t n) {
   bool writable[2] = {true, true};
   std::uint64_t room[2] = {UINT64_MAX, UINT64_MAX};
   bool terminal[2] = {false, false};
+  TerminalOutput shown_as[2];
   for (int i = 0; i < 2; ++i) {
     if (struct stat st {}; file_size != 0 && ::fstat(i + 1, &st) == 0 && S_ISREG(st.st_mode)) room[i] = file_size;
     terminal[i] = ::isatty(i + 1) == 1;
+    shown_as[i].ascii_only = !utf8_locale();
   }
   // To a terminal, what a task prints goes through terminal_output_into (its controls escaped);
   // the bytes of a character or sequence cut by a read wait in held[i] for the next one.
   constexpr std::size_t read_size = 1 << 16;
   static char buffer[terminal_sequence_max + read_size];
-  static char shown[4 * sizeof buffer];
+  static char shown[5 * sizeof buffer + 4];
   char held[2][terminal_sequence_max];
   std::size_t held_size[2] = {0, 0};
   auto pass = [&](int i, const char* data, std::size_t size) {
     for (std::size_t at = 0; writable[i] && at < size;) {
       std::size_t piece = std::min<std::size_t>(PIPE_BUF, size - at);
-      if (at + piece < size)
-        if (const void* nl = ::memrchr(data + at, '\n', piece)) piece = static_cast<const char*>(nl) - (data + at) + 1;
+      if (at + piece < size) {
+        if (const void* nl = ::memrchr(data + at, '\n', piece))
+          piece = static_cast<const char*>(nl) - (data + at) + 1;
+        else if (terminal[i])  // not inside a kept sequence another relay's bytes could complete
+          piece = terminal_cut(std::string_view(data + at, size - at), piece);
+      }
       piece = static_cast<std::size_t>(std::min<std::uint64_t>(piece, room[i]));
       writable[i] = piece > 0 && relay_write(i + 1, data + at, piece);
       if (room[i] != UINT64_MAX) room[i] -= piece;
@@ -396,7 +429,7 @@ bool relay_write(int fd, const char* data, std::size_t n) {
         pass(i, buffer, size);
       } else {
         std::size_t used = 0;
-        pass(i, shown, terminal_output_into(shown, std::string_view(buffer, size), n <= 0, &used));
+        pass(i, shown, terminal_output_into(shown, std::string_view(buffer, size), n <= 0, &used, shown_as[i]));
         held_size[i] = size - used;
         std::memcpy(held[i], buffer + used, held_size[i]);
       }
