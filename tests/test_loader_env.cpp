@@ -111,7 +111,7 @@ TEST_CASE("LoaderEnv.a_workers_LD_AUDIT_GCONV_PATH_and_LD_ORIGIN_PATH_hold_only_
 
 TEST_CASE("LoaderEnv.a_sandboxed_worker_gets_the_loaders_variables_judged") {
   // A sandbox keeps what a process needs to run, the loader's variables among them: judged as
-  // without a sandbox.
+  // without a sandbox (but GCONV_PATH, which it drops).
   if (!ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty())
     return;  // no sandbox here: Sandbox.* say why
   LoaderPlaces places;
@@ -123,7 +123,7 @@ TEST_CASE("LoaderEnv.a_sandboxed_worker_gets_the_loaders_variables_judged") {
   ferry::Executor ex(o);
   CHECK(value_in(ex, "LD_PRELOAD") == places.mine_library.string());
   CHECK(value_in(ex, "LD_AUDIT") == places.kept_audit());
-  CHECK(value_in(ex, "GCONV_PATH") == places.kept_gconv());
+  CHECK(value_in(ex, "GCONV_PATH") == "");  // never in a sandbox (LoaderEnv.a_sandboxed_worker_gets_no_GCONV_PATH)
 }
 
 TEST_CASE("LoaderEnv.allow_unsafe_plugins_keeps_the_loaders_variables_as_given") {
@@ -194,4 +194,100 @@ TEST_CASE("LoaderEnv.keep_trusted_loader_environment_names_the_variables_it_judg
                                                      ferry::detail::dependency_verdict);
   CHECK(judged == std::vector<std::string>{"LD_PRELOAD", "GCONV_PATH"});
   CHECK(env == std::vector<std::string>{"PATH=/usr/bin", "GCONV_PATH=" + places.mine.string()});
+}
+
+namespace {
+
+/// `name`'s value in `env`, or "(unset)".
+std::string value_of(const std::vector<std::string>& env, const std::string& name) {
+  for (const auto& e : env)
+    if (e.starts_with(name + "=")) return e.substr(name.size() + 1);
+  return "(unset)";
+}
+
+/// Makes `dir` and what is missing on its way below `mine`, each 0755 whatever the umask.
+void make_mine(const fs::path& mine, const fs::path& dir) {
+  fs::create_directories(dir);
+  for (fs::path at = dir; at != mine && at.has_relative_path(); at = at.parent_path())
+    fs::permissions(at, fs::perms(0755), fs::perm_options::replace);
+}
+
+std::vector<std::string> judged(std::vector<std::string> env) {
+  ferry::detail::keep_trusted_loader_environment(env, "test", ferry::detail::untrusted_search_directory,
+                                                 ferry::detail::dependency_verdict);
+  return env;
+}
+
+}  // namespace
+
+TEST_CASE("LoaderEnv.an_entry_holding_a_control_character_is_left_out") {
+  // A missing file in a directory of ours is one nobody else can create, so kept: with a newline
+  // in its name, the MPI hub's "NAME=value" lines for a spawned agent (one MPI_Info value) got a
+  // line of their own, setting LD_PRELOAD to the open library, never judged. Any variable, any
+  // caller: the wrap compiler's PATH too.
+  LoaderPlaces places;
+  make_mine(places.mine, places.mine / "lib\r");
+  make_mine(places.mine, places.mine / "bin\x1b");
+  const std::string injected = "\nLD_PRELOAD=" + places.open_library.string();
+  const auto env = judged({"LD_PRELOAD=" + (places.mine / "x.so").string() + injected + ":" + places.mine_library.string(),
+                           "LD_AUDIT=" + (places.mine / "a.so").string() + "\tb",
+                           "LD_LIBRARY_PATH=" + (places.mine / "lib\r").string() + ":" + places.mine.string()});
+  CHECK(value_of(env, "LD_PRELOAD") == places.mine_library.string());
+  CHECK(value_of(env, "LD_AUDIT") == "(unset)");
+  CHECK(value_of(env, "LD_LIBRARY_PATH") == places.mine.string());
+  const auto compiler = ferry::detail::compiler_environment({"PATH=" + (places.mine / "bin\x1b").string() + ":/usr/bin"});
+  CHECK(value_of(compiler, "PATH") == "/usr/bin");
+}
+
+TEST_CASE("LoaderEnv.LD_LIBRARY_PATH_is_split_where_the_loader_splits_it_and_its_tokens_are_refused") {
+  // glibc's rtld splits LD_LIBRARY_PATH at ';' as well as ':', and expands $ORIGIN, $LIB and
+  // $PLATFORM in it. "mine/x;open" named as one directory (which exists, ours: made here) passed
+  // whole, and the loader then searched mine/x and open; "mine/$LIB" was judged as a directory
+  // of that name, the loader searched mine/lib (or lib64, lib/<multiarch>).
+  LoaderPlaces places;
+  const fs::path split = places.mine / ("x;" + places.open.string());
+  make_mine(places.mine, split);
+  make_mine(places.mine, places.mine / "$LIB");
+  const std::string split_one = (places.mine / "x").string() + ";" + places.open.string();
+  REQUIRE(split.string() == split_one);
+  const auto env = judged({"LD_LIBRARY_PATH=" + split_one + ":" + (places.mine / "$LIB").string() + ":" +
+                           places.mine.string()});
+  CHECK(value_of(env, "LD_LIBRARY_PATH") == places.mine.string());
+  // PATH is split at ':' alone (execvp), each directory as written: the same directory is kept.
+  const auto compiler = ferry::detail::compiler_environment({"PATH=" + split_one + ":/usr/bin"});
+  CHECK(value_of(compiler, "PATH") == split_one + ":/usr/bin");
+}
+
+TEST_CASE("LoaderEnv.a_GCONV_PATH_directory_with_a_conf_file_others_can_write_is_left_out") {
+  // glibc reads every *.conf file of gconv-modules.d: one others can write lets them add a
+  // module line, which iconv_open then loads. The directory, gconv-modules and gconv-modules.d
+  // were judged, not those files.
+  LoaderPlaces places;
+  make_mine(places.mine, places.mine / "gconv-modules.d");
+  std::ofstream(places.mine / "gconv-modules.d" / "extra.conf") << "# nothing\n";
+  std::ofstream(places.mine / "gconv-modules.d" / "notes.txt") << "not read by glibc\n";
+  fs::permissions(places.mine / "gconv-modules.d" / "extra.conf", fs::perms(0644), fs::perm_options::replace);
+  fs::permissions(places.mine / "gconv-modules.d" / "notes.txt", fs::perms(0666), fs::perm_options::replace);
+  CHECK(value_of(judged({"GCONV_PATH=" + places.mine.string()}), "GCONV_PATH") == places.mine.string());
+  fs::permissions(places.mine / "gconv-modules.d" / "extra.conf", fs::perms(0666), fs::perm_options::replace);
+  CHECK(value_of(judged({"GCONV_PATH=" + places.mine.string()}), "GCONV_PATH") == "(unset)");
+}
+
+TEST_CASE("LoaderEnv.a_sandboxed_worker_gets_no_GCONV_PATH") {
+  // glibc reads GCONV_PATH at iconv_open, in the worker's own mount namespace, where /tmp,
+  // /var/tmp and /dev/shm are the sandbox's private directory that tasks write: a directory
+  // judged on the host's /tmp (as `mine` here) is read from that one. Dropped, given or not;
+  // LD_AUDIT stays (the loader reads it at exec, before the worker enters its namespace).
+  if (!ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty())
+    return;  // no sandbox here: Sandbox.* say why
+  LoaderPlaces places;
+  support::ScopedEnv gconv("GCONV_PATH", places.mine.string());
+  auto o = support::options(1);
+  o.sandbox.enabled = true;
+  ferry::Executor ex(o);
+  CHECK(value_in(ex, "GCONV_PATH") == "");
+  o.env = {{"GCONV_PATH", places.mine.string()}, {"LD_AUDIT", places.mine_library.string()}};
+  ferry::Executor given(o);
+  CHECK(value_in(given, "GCONV_PATH") == "");
+  CHECK(value_in(given, "LD_AUDIT") == places.mine_library.string());
 }

@@ -76,14 +76,19 @@ class LocalWorker final : public LaunchedWorker {
 /// (`given`), as given. Nothing else of the host's: its environment holds the user's secrets
 /// (tokens, keys, passwords of CI jobs and cloud tools), every one readable by the task. Names
 /// are listed whole where a prefix would let anything through (ssh passes LC_* along, so
-/// `LC_MY_TOKEN` is a known way to carry one).
+/// `LC_MY_TOKEN` is a known way to carry one). GCONV_PATH never, not even given: glibc reads it at
+/// iconv_open, in the worker's own mount namespace, where /tmp, /var/tmp and /dev/shm are the
+/// sandbox's private directory that tasks write, so a directory judged on the host's real /tmp
+/// is read from that one (LD_PRELOAD and LD_AUDIT are read by the loader at exec, before the
+/// worker enters it).
 std::vector<std::string> sandbox_environment(std::vector<std::string> env, const std::map<std::string, std::string>& given,
                                              bool network) {
   static constexpr std::string_view names[] = {
       "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
-      // What the loader and glibc load code from: judged after this (keep_trusted_loader_environment,
-      // in the launcher), as without a sandbox; LD_ORIGIN_PATH, which it never keeps, is not here.
-      "LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "GCONV_PATH",
+      // What the loader loads code from: judged after this (keep_trusted_loader_environment, in
+      // the launcher), as without a sandbox; LD_ORIGIN_PATH, which it never keeps, and GCONV_PATH
+      // (above) are not here.
+      "LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT",
       "GLIBC_TUNABLES", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",
       "LC_PAPER", "LC_NAME", "LC_ADDRESS", "LC_TELEPHONE", "LC_MEASUREMENT", "LC_IDENTIFICATION",
       "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
@@ -95,6 +100,7 @@ std::vector<std::string> sandbox_environment(std::vector<std::string> env, const
   static constexpr std::string_view prefixes[] = {"OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "BLIS_", "TBB_",
                                                   "MALLOC_", "ASAN_", "UBSAN_", "LSAN_", "TSAN_", "MSAN_", "HWASAN_"};
   auto kept = [&](std::string_view name) {
+    if (name == "GCONV_PATH") return false;
     if (given.count(std::string(name)) || std::find(std::begin(names), std::end(names), name) != std::end(names))
       return true;
     if (network && std::find(std::begin(network_names), std::end(network_names), name) != std::end(network_names))

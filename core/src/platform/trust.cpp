@@ -400,10 +400,42 @@ bool unsafe_allowed_by_environment() { return Config::read().allow_unsafe_plugin
 
 namespace {
 
+/// Why an entry holding a control character is left out, whatever the variable: the MPI hub
+/// gives a spawned agent what is kept as "NAME=value" lines of one MPI_Info value, where a newline
+/// in a kept entry (a missing file nobody else can create: /home/me/x.so<newline>LD_PRELOAD=/open/x.so)
+/// began a line of its own, setting the variable to what was never judged. No path of a library,
+/// search directory or program needs one.
+constexpr const char* control_reason = "it holds a control character (a newline would begin a line of its own "
+                                       "where the kept value is written as lines)";
+
+bool holds_control_character(std::string_view entry) {
+  return std::any_of(entry.begin(), entry.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+/// `entry` for the log: its control characters as \xNN.
+std::string shown(std::string_view entry) {
+  std::string out;
+  for (const char c : entry) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7f) {
+      out += c;
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      out += hex;
+    }
+  }
+  return out;
+}
+
 /// The one filter of a list in an environment variable: of `name`'s entries in `env` (split at
 /// any of `separators`), keeps those `reason` passes ("" for one to keep), joined with ':', and
-/// logs each left out with why. An empty entry is skipped without a word when `skip_empty` (the
-/// program reading it skips it too), else judged. When none is kept, the variable becomes
+/// logs each left out with why. An entry holding a control character is left out before
+/// `reason` is asked (control_reason). An empty entry is skipped without a word when `skip_empty`
+/// (the program reading it skips it too), else judged. When none is kept, the variable becomes
 /// `fallback`, or is removed when `fallback` is empty. Returns whether `env` held the variable.
 template <class Reason>
 bool keep_entries(std::vector<std::string>& env, std::string_view name, std::string_view separators, bool skip_empty,
@@ -417,10 +449,10 @@ bool keep_entries(std::vector<std::string>& env, std::string_view name, std::str
     const std::size_t end = rest.find_first_of(separators);
     const std::string entry(rest.substr(0, end));
     if (!entry.empty() || !skip_empty) {
-      if (const std::string why = reason(entry); why.empty())
+      if (const std::string why = holds_control_character(entry) ? control_reason : reason(entry); why.empty())
         kept += (kept.empty() ? "" : ":") + entry;
       else
-        debug_log("%s: %s leaves out '%s': %s", who, std::string(name).c_str(), entry.c_str(), why.c_str());
+        debug_log("%s: %s leaves out '%s': %s", who, std::string(name).c_str(), shown(entry).c_str(), why.c_str());
     }
     if (end == std::string_view::npos) break;
     rest.remove_prefix(end + 1);
@@ -454,14 +486,34 @@ std::string library_entry_reason(const std::string& entry, TrustVerdict (*librar
 }
 
 /// Why `dir` of GCONV_PATH must not be read; "" when it may. glibc reads the configuration file
-/// gconv-modules there and those in gconv-modules.d (2.34 and later), which name the modules
-/// iconv_open loads (by a path of their own, or beside them): the directory, that file and that
-/// directory must be ones nobody else can change.
+/// gconv-modules there and, in gconv-modules.d (2.34 and later), every file whose name ends in
+/// ".conf"; they name the modules iconv_open loads (by a path of their own, or beside them): the
+/// directory, that file, that directory and each of those files must be ones nobody else can
+/// change (a .conf file writable by others let them add a module line).
 std::string gconv_directory_reason(const std::string& dir) {
   if (dir.empty() || dir.front() != '/') return relative_reason;
   if (std::string why = untrusted_reason(dir); !why.empty()) return why;
   if (std::string why = untrusted_reason_if_present(fs::path(dir) / "gconv-modules"); !why.empty()) return why;
-  return untrusted_reason_if_present(fs::path(dir) / "gconv-modules.d");
+  const fs::path conf_dir = fs::path(dir) / "gconv-modules.d";
+  if (std::string why = untrusted_reason_if_present(conf_dir); !why.empty()) return why;
+  struct stat st {};
+  if (::stat(conf_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return {};  // glibc reads none there
+  std::error_code ec;
+  for (fs::directory_iterator it(conf_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= 5 || !name.ends_with(".conf")) continue;  // glibc reads only these
+    if (std::string why = untrusted_reason(it->path()); !why.empty()) return why;
+  }
+  if (ec) return conf_dir.string() + " cannot be listed (" + ec.message() + "): its .conf files cannot be judged";
+  return {};
+}
+
+/// Why `dir` of a search path must not be searched; "" when it may: it must be absolute (an empty
+/// or relative one is the directory the program is in) and pass `judge`.
+std::string search_directory_reason(const std::string& dir, std::string (*judge)(const fs::path&)) {
+  if (dir.empty()) return "an empty element is the current directory";
+  if (dir.front() != '/') return relative_reason;
+  return judge(dir);
 }
 
 }  // namespace
@@ -469,11 +521,9 @@ std::string gconv_directory_reason(const std::string& dir) {
 bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
                               std::string_view fallback, std::string (*judge)(const fs::path&)) {
   if (!judge) judge = untrusted_reason;
-  return keep_entries(env, name, ":", false, who, fallback, [&](const std::string& dir) -> std::string {
-    if (dir.empty()) return "an empty element is the current directory";
-    if (dir.front() != '/') return relative_reason;
-    return judge(dir);
-  });
+  // execvp splits PATH at ':' alone and takes each directory as it is written.
+  return keep_entries(env, name, ":", false, who, fallback,
+                      [&](const std::string& dir) { return search_directory_reason(dir, judge); });
 }
 
 // glibc's list of the variables a setuid program ignores (sysdeps/generic/unsecvars.h), one by
@@ -500,7 +550,14 @@ std::vector<std::string> keep_trusted_loader_environment(std::vector<std::string
   auto judged = [&](const char* name, bool present) {
     if (present) held.emplace_back(name);
   };
-  judged("LD_LIBRARY_PATH", keep_trusted_search_path(env, "LD_LIBRARY_PATH", who, {}, search_directory));
+  // glibc's rtld splits LD_LIBRARY_PATH at ':' and ';' (2.36, checked with LD_DEBUG=libs), and
+  // expands $ORIGIN, $LIB and $PLATFORM in it: a directory holding a '$' is not the one judged.
+  judged("LD_LIBRARY_PATH", keep_entries(env, "LD_LIBRARY_PATH", ":;", false, who, {}, [&](const std::string& dir) {
+           if (dir.find('$') != std::string::npos)
+             return std::string("it holds a token the loader expands ($ORIGIN, $LIB, $PLATFORM): the directory "
+                                "judged would not be the one searched");
+           return search_directory_reason(dir, search_directory ? search_directory : untrusted_reason);
+         }));
   // glibc's rtld splits LD_PRELOAD at spaces and colons, LD_AUDIT at colons only.
   const auto library_reason = [&](const std::string& entry) { return library_entry_reason(entry, library); };
   judged("LD_PRELOAD", keep_entries(env, "LD_PRELOAD", " :", true, who, {}, library_reason));

@@ -103,15 +103,15 @@ FERRY_INTERNAL_API bool create_private_directories(const std::filesystem::path& 
 /// FERRY_ALLOW_UNSAFE_PLUGINS is set (and not "0"): the user turned the check off.
 FERRY_INTERNAL_API bool unsafe_allowed_by_environment();
 
-/// In `env` (NAME=VALUE strings), keeps of the colon-separated search path `name` (PATH,
-/// LD_LIBRARY_PATH) only the absolute directories that pass the trust check: an empty or relative
-/// element is the current directory to the program that reads it, and one another user can write
-/// decides what it runs or loads. Each one left out is logged (FERRY_DEBUG) with `who`. When none
-/// is kept, the variable becomes `fallback`, or is removed when `fallback` is empty. `judge`
-/// says why a directory is not trusted (default untrusted_reason; for LD_LIBRARY_PATH,
-/// untrusted_search_directory, which judges the loader's capability subdirectories too). The
-/// wrap compiler (its PATH) and keep_trusted_loader_environment (LD_LIBRARY_PATH) call it; not
-/// exported (other modules call keep_trusted_loader_environment). Returns whether `env` held it.
+/// In `env` (NAME=VALUE strings), keeps of the colon-separated search path `name` (PATH, as
+/// execvp reads it: split at ':' alone, each directory as written) only the absolute directories
+/// that pass the trust check: an empty or relative element is the current directory to the
+/// program that reads it, and one another user can write decides what it runs. An element
+/// holding a control character is left out too. Each one left out is logged (FERRY_DEBUG) with
+/// `who`. When none is kept, the variable becomes `fallback`, or is removed when `fallback` is
+/// empty. `judge` says why a directory is not trusted (default untrusted_reason). The wrap
+/// compiler (its PATH) calls it; LD_LIBRARY_PATH, which the loader splits at ';' too and expands
+/// tokens in, is keep_trusted_loader_environment's. Not exported. Returns whether `env` held it.
 bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view name, const char* who,
                               std::string_view fallback = {},
                               std::string (*judge)(const std::filesystem::path&) = nullptr);
@@ -119,9 +119,10 @@ bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
 /// In `env` (NAME=VALUE strings), keeps of what the dynamic loader and glibc read from the
 /// environment to load code only what no other user could have planted (the project's rule for
 /// every file ferry executes, includes or loads), as keep_trusted_search_path does for PATH:
-///  - LD_LIBRARY_PATH: keep_trusted_search_path with `search_directory` (the platform layer
-///    cannot name untrusted_search_directory, which judges the loader's capability
-///    subdirectories too: every caller passes it);
+///  - LD_LIBRARY_PATH (split at ':' and ';', as glibc's rtld does): absolute directories free of
+///    '$' (the loader expands $ORIGIN, $LIB, $PLATFORM there) that pass `search_directory` (the
+///    platform layer cannot name untrusted_search_directory, which judges the loader's
+///    capability subdirectories too: every caller passes it);
 ///  - LD_PRELOAD (entries split at spaces and colons, as glibc's rtld does) and LD_AUDIT (at
 ///    colons): an entry with a '/' is a file, kept when absolute, free of a token the loader
 ///    expands ($ORIGIN, $LIB, $PLATFORM: the file judged would not be the one loaded) and
@@ -133,10 +134,12 @@ bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
 ///    kept here, the program's own RUNPATH, the system's cache and directories): kept, judged
 ///    as those are;
 ///  - GCONV_PATH (directories of iconv modules, which iconv_open loads from the configuration
-///    files there): an absolute directory that passes as a final one, its gconv-modules.d too;
+///    files there): an absolute directory that passes as a final one, with its gconv-modules,
+///    its gconv-modules.d and every *.conf file in that;
 ///  - LD_ORIGIN_PATH (the loader's $ORIGIN of the program where /proc/self/exe cannot be read:
 ///    the directories the program's RUNPATH names from there are not judged): never kept.
-/// An empty entry (which glibc skips) goes silently; each other entry left out is logged
+/// An entry holding a control character is left out, whatever the variable (the MPI hub writes
+/// what is kept as lines). An empty entry (which glibc skips) goes silently; each other entry left out is logged
 /// (FERRY_DEBUG) with `who`, the variable and why. A variable of which nothing is kept is
 /// removed. Returns the names of those variables `env` held (kept, changed or removed), for a
 /// caller that can only set variables (the MPI hub). The local launcher, the wrap compiler, the
