@@ -671,11 +671,28 @@ TEST_CASE("Mpi.world.a_workers_LD_PRELOAD_and_GCONV_PATH_hold_only_what_nobody_e
 TEST_CASE("Mpi.spawn.an_agent_starts_with_only_the_hosts_LD_PRELOAD_and_GCONV_PATH_nobody_else_could_plant") {
   // A spawned agent's launcher (the singleton's orted) has the host's environment: its loader
   // preloaded the library in `open`, before the agent's own check of what it loaded (which
-  // refuses to serve, but after that library's load-time code ran). The hub sets what is kept.
+  // refuses to serve, but after that library's load-time code ran). The hub set what it kept,
+  // judged on the host's node; the agent may run on another, where a missing file that is safe
+  // here may be one others can create. The agent now gets none (LD_PRELOAD, LD_AUDIT, GCONV_PATH
+  // empty), and its worker the host's, judged by the agent.
   fs::path scratch = loader_places("loader_environment_spawn");
   const std::string preload = (scratch / "open" / "libplain.so").string() + ":" + (scratch / "mine" / "libplain.so").string();
   check_ok(run({FERRY_TEST_MPI_HOST, "loader_environment", FERRY_TEST_PLUGIN_DIR, scratch.string(), "spawned"},
                {{"LD_PRELOAD", preload}, {"GCONV_PATH", (scratch / "open").string()}}),
+           "loader_environment");
+}
+
+TEST_CASE("Mpi.spawn.an_agent_spawned_after_the_host_unset_its_loader_variables_gets_none_of_its_launchers") {
+  // The hub gave a spawned agent a line only for a variable the host held at the spawn; the
+  // launcher keeps the environment of MPI's start, so after the host unset LD_PRELOAD (as a
+  // preloaded tool does) the agent got the launcher's, unjudged. Every variable has a line now.
+  fs::path scratch = loader_places("loader_environment_unset");
+  const std::string preload = (scratch / "open" / "libplain.so").string() + ":" + (scratch / "mine" / "libplain.so").string();
+  check_ok(run({FERRY_TEST_MPI_HOST, "loader_environment", FERRY_TEST_PLUGIN_DIR, scratch.string(), "spawned_unset"},
+               {{"LD_PRELOAD", preload},
+                {"GCONV_PATH", (scratch / "open").string()},
+                {"LD_LIBRARY_PATH", (scratch / "open").string()},
+                {"LD_ORIGIN_PATH", (scratch / "mine").string()}}),
            "loader_environment");
 }
 

@@ -132,7 +132,9 @@ bool names_a_rank(std::string_view name) {
 /// The worker's environment: this agent's, without what makes it a rank of the job
 /// (names_a_rank), with what the host gave (ExecutorOptions::env, FERRY_WORKER) on top: a
 /// variable the user gives by name is theirs to give. What its loader and glibc load code from
-/// (LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT, GCONV_PATH: the agent's, or those the host gave) keeps
+/// (LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT, GCONV_PATH: the agent's, or those the host gave; a
+/// spawned agent's own LD_PRELOAD, LD_AUDIT and GCONV_PATH are empty, and the host sends its
+/// values with each start, judged here, on this node, as given ones) keeps
 /// only what the local backend keeps for its workers (LocalLauncher,
 /// keep_trusted_loader_environment): an empty or relative element is the directory the worker
 /// starts in, and a file or directory another user can write (or whose capability
@@ -160,7 +162,7 @@ std::vector<std::string> worker_environment(const std::vector<std::pair<std::str
 /// one found through an LD_LIBRARY_PATH element such as another user's directory, or an empty or
 /// relative element while the working directory is one; "" when every one passes (a file of ours
 /// in a sticky directory passes: nobody else could have put it there). A spawned agent is given
-/// a filtered LD_LIBRARY_PATH and LD_PRELOAD (hub.cpp, agent_loader_environment), but an agent
+/// a filtered LD_LIBRARY_PATH and no LD_PRELOAD (hub.cpp, agent_loader_environment), but an agent
 /// that the job's own launcher starts (mpirun -n 1 host : -n N ferry-mpi-worker, srun) has the
 /// job's, which ferry does not choose, and its loader has read it before main(): too late to
 /// keep such a library out, so the rank refuses to serve (its hello says why) rather than run

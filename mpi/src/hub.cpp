@@ -144,6 +144,9 @@ class Slot final : public ferry::LaunchedWorker {
   ferry::detail::Outbox to_pool;
   std::vector<std::string> args;
   std::vector<std::pair<std::string, std::string>> env;
+  // The host's LD_PRELOAD, LD_AUDIT and GCONV_PATH when its executor was made (those env does not
+  // name): sent in spawn mode only, where the agent's own are empty (agent_loader_environment).
+  std::vector<std::pair<std::string, std::string>> host_loader;
   bool allow_unsafe = false;  // its executor allows unsafe plugins (start_allow_unsafe)
   std::atomic<bool> kill_requested{false};
   std::size_t agent = SIZE_MAX;  // in Hub::agents_, once an agent took it (relay lock)
@@ -204,34 +207,46 @@ constexpr const char* agent_environment_key = "env";
 #endif
 
 /// What a spawned agent's loader and glibc load code from ("NAME=value" lines for
-/// agent_environment_key), or "" to leave its environment as its launcher has it: this
-/// process's LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT, GCONV_PATH and LD_ORIGIN_PATH, with only
-/// what a worker's keeps (keep_trusted_loader_environment with untrusted_search_directory and
-/// dependency_verdict, as the agent's worker_environment and the local launcher). The key can set a variable, not
-/// remove it: one of which nothing is kept is set to what loads nothing. For LD_LIBRARY_PATH
-/// (and LD_ORIGIN_PATH, a directory too) that is /dev/null, which names no directory and never
-/// will: an empty value was no better, since mpirun --prefix P (or an Open MPI built to act so by
-/// default) puts P/lib before the value with a colon, and P/lib: ends in an empty element, the
-/// agent's working directory (the agent's filter of its workers' search path leaves /dev/null
-/// out: others can write it). For LD_PRELOAD, LD_AUDIT and GCONV_PATH it is the empty value,
-/// which glibc reads as no entry (/dev/null would be a file to preload, refused with an error at
-/// every start). Unsafe plugins allowed by this process's environment
-/// (FERRY_ALLOW_UNSAFE_PLUGINS), or none of them here: left as they are. An agent serves any
-/// executor's workers, so an executor's allow_unsafe_plugins does not decide it.
+/// agent_environment_key), or "" to leave its environment as its launcher has it. Every one of
+/// LD_LIBRARY_PATH, LD_PRELOAD, LD_AUDIT, GCONV_PATH and LD_ORIGIN_PATH has a line, whether this
+/// process holds it now or not: the launcher (the singleton's orted, or mpirun) keeps the
+/// environment of MPI's start, so a variable this process unset since (a preloaded tool removes
+/// itself from LD_PRELOAD) reached the agent as the launcher had it, unjudged. The key can set a
+/// variable, not remove it:
+///  - LD_LIBRARY_PATH: what a worker's keeps (keep_trusted_loader_environment with
+///    untrusted_search_directory, as the agent's worker_environment and the local launcher), or
+///    /dev/null when nothing is kept or this process has none, which names no directory and never
+///    will: an empty value was no better, since mpirun --prefix P (or an Open MPI built to act so
+///    by default) puts P/lib before the value with a colon, and P/lib: ends in an empty element,
+///    the agent's working directory (the agent's filter of its workers' search path leaves
+///    /dev/null out: others can write it). The agent may need it (MPI's own libraries); its
+///    directories are judged here, on this node, and what the agent loaded is judged again on
+///    its own (untrusted_loaded_library);
+///  - LD_ORIGIN_PATH: /dev/null (never kept; a directory, so not empty: $ORIGIN would be "");
+///  - LD_PRELOAD, LD_AUDIT and GCONV_PATH: empty, which glibc reads as no entry (/dev/null would
+///    be a file to preload, refused with an error at every start). The agent needs none of them,
+///    and the files they name were judged on this node while the agent may run on another (a
+///    missing file nobody else can create here, under a directory of ours in /tmp, may be one
+///    another user can create there). Its workers get this process's values from the start
+///    message (Slot::host_loader), judged by the agent on its node (worker_environment).
+/// Unsafe plugins allowed by this process's environment (FERRY_ALLOW_UNSAFE_PLUGINS): left as
+/// they are. An agent serves any executor's workers, so an executor's allow_unsafe_plugins does
+/// not decide it.
 std::string agent_loader_environment() {
   if (ferry::detail::unsafe_allowed_by_environment()) return {};
   std::vector<std::string> env = ferry::detail::merged_environment({});
-  std::string lines;
-  for (const std::string& name : ferry::detail::keep_trusted_loader_environment(
-           env, "mpi hub: a spawned agent's environment", ferry::detail::untrusted_search_directory,
-           ferry::detail::dependency_verdict)) {
-    const std::string prefix = name + "=";
-    const auto kept = std::find_if(env.begin(), env.end(), [&](const std::string& e) { return e.starts_with(prefix); });
-    const bool directory = name == "LD_LIBRARY_PATH" || name == "LD_ORIGIN_PATH";
-    lines += (lines.empty() ? "" : "\n") + (kept != env.end() ? *kept : prefix + (directory ? "/dev/null" : ""));
-  }
-  return lines;
+  std::erase_if(env, [](const std::string& e) { return !e.starts_with("LD_LIBRARY_PATH="); });
+  ferry::detail::keep_trusted_loader_environment(env, "mpi hub: a spawned agent's environment",
+                                                 ferry::detail::untrusted_search_directory,
+                                                 ferry::detail::dependency_verdict);
+  // Kept entries hold no control character (keep_trusted_loader_environment): one line each.
+  return (env.empty() ? std::string("LD_LIBRARY_PATH=/dev/null") : env.front()) +
+         "\nLD_ORIGIN_PATH=/dev/null\nLD_PRELOAD=\nLD_AUDIT=\nGCONV_PATH=";
 }
+
+/// The variables whose values a spawned agent's workers get from the host (the start message,
+/// judged by the agent), where the agent's own are set empty (agent_loader_environment).
+constexpr const char* host_loader_variables[] = {"LD_PRELOAD", "LD_AUDIT", "GCONV_PATH"};
 
 class Hub {
  public:
@@ -300,7 +315,8 @@ class Hub {
   /// A worker for the executor `owner` (Launcher::owner_).
   std::optional<ferry::Launcher::Launched> launch(
       const std::vector<std::string>& args,
-      const std::vector<std::pair<std::string, std::string>>& env, bool allow_unsafe, std::uint64_t owner,
+      const std::vector<std::pair<std::string, std::string>>& env,
+      const std::vector<std::pair<std::string, std::string>>& host_loader, bool allow_unsafe, std::uint64_t owner,
       std::string& why) {
     ensure_started();
     int sv[2];
@@ -313,6 +329,7 @@ class Hub {
     ::fcntl(sv[1], F_SETFL, ::fcntl(sv[1], F_GETFL) | O_NONBLOCK);
     slot->args = args;
     slot->env = env;
+    slot->host_loader = host_loader;
     slot->allow_unsafe = allow_unsafe;
     {
       std::lock_guard lock(mu_);
@@ -551,6 +568,10 @@ class Hub {
     std::vector<std::string> items = {std::to_string(s.args.size())};
     items.insert(items.end(), s.args.begin(), s.args.end());
     for (const auto& [k, v] : s.env) items.push_back(k + "=" + v);
+    // A spawned agent's own are empty: its worker gets the host's, judged by the agent on its
+    // node as if given. In world mode the agents have the job's, as the host does.
+    if (!world_mode_)
+      for (const auto& [k, v] : s.host_loader) items.push_back(k + "=" + v);
     if (s.allow_unsafe) items.emplace_back(start_allow_unsafe);
     sender_.send(pack_strings(items), a.rank, tag_start, a.comm);
     s.started = true;
@@ -1289,9 +1310,13 @@ class Launcher final : public ferry::Launcher {
         allow_unsafe_(options.allow_unsafe_plugins || ferry::detail::unsafe_allowed_by_environment()) {
     // The agent starts ferry-worker itself: the one configured here, if any.
     if (!options.worker_path.empty()) env_.emplace_back("FERRY_WORKER", options.worker_path.string());
+    // As a local launcher takes them, when the executor is made (Slot::host_loader).
+    for (const char* name : host_loader_variables)
+      if (const char* value = std::getenv(name); value && !options.env.count(name))
+        host_loader_.emplace_back(name, value);
   }
   std::optional<Launched> launch(const std::vector<std::string>& args, std::string& why) override {
-    return Hub::instance().launch(args, env_, allow_unsafe_, owner_, why);
+    return Hub::instance().launch(args, env_, host_loader_, allow_unsafe_, owner_, why);
   }
   std::size_t capacity() const override { return Hub::instance().capacity(); }
   std::size_t available() const override { return Hub::instance().available(owner_); }
@@ -1317,6 +1342,7 @@ class Launcher final : public ferry::Launcher {
 
  private:
   std::vector<std::pair<std::string, std::string>> env_;
+  std::vector<std::pair<std::string, std::string>> host_loader_;
   bool allow_unsafe_;
   // Tells its workers from another executor's in the hub (one launcher per executor).
   const std::uint64_t owner_ = next_owner.fetch_add(1, std::memory_order_relaxed);

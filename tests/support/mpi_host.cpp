@@ -120,13 +120,19 @@
 //                allow_unsafe_plugins gets ExecutorOptions::env's as it was. spawned (a singleton
 //                host): filtered, and the spawned agent's own LD_LIBRARY_PATH holds only trusted
 //                absolute directories and it mapped no file of <scratch dir>/open
-//   loader_environment <scratch dir> world|spawned  what the loader and glibc load code from
-//                (LD_PRELOAD, GCONV_PATH) naming <scratch dir>/open (others can write it) and
-//                <scratch dir>/mine (theirs alone), each holding libplain.so: world, given by
+//   loader_environment <scratch dir> world|spawned|spawned_unset  what the loader and glibc load
+//                code from (LD_PRELOAD, GCONV_PATH) naming <scratch dir>/open (others can write it)
+//                and <scratch dir>/mine (theirs alone), each holding libplain.so: world, given by
 //                ExecutorOptions::env, a worker keeps mine alone, and with allow_unsafe_plugins
 //                both; spawned (a singleton host), in this process's environment (LD_PRELOAD
-//                open's then mine's, GCONV_PATH open), the spawned agent starts with mine alone
-//                (and GCONV_PATH empty), maps nothing of open, and so does its worker
+//                open's then mine's, GCONV_PATH open), the spawned agent starts with LD_PRELOAD,
+//                LD_AUDIT and GCONV_PATH empty (judged here, on the host's node, they may not hold
+//                on the agent's) and maps nothing of either; its worker gets mine's, judged by the
+//                agent, and maps nothing of open; spawned_unset, as spawned, then (its launcher
+//                started with LD_PRELOAD, GCONV_PATH, LD_LIBRARY_PATH=open and LD_ORIGIN_PATH=mine)
+//                this process unsets them all and a second agent is spawned: it starts with none
+//                of the launcher's (LD_LIBRARY_PATH and LD_ORIGIN_PATH /dev/null), and so does its
+//                worker
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -964,15 +970,16 @@ void library_path(const std::string& plugin_dir, const std::string& scratch, boo
 }
 
 /// The loader_environment scenario (see the list at the top).
-void loader_environment(const std::string& plugin_dir, const std::string& scratch, bool spawned) {
+void loader_environment(const std::string& plugin_dir, const std::string& scratch, bool spawned, bool unset) {
   const std::string open = scratch + "/open", mine = scratch + "/mine";
   const std::string preload = open + "/libplain.so:" + mine + "/libplain.so";
-  auto mapped_open = [&](int pid) {
+  auto mapped_from = [&](int pid, const std::string& dir) {
     std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
     for (std::string line; std::getline(maps, line);)
-      if (line.find(open + "/") != std::string::npos) return true;
+      if (line.find(dir + "/") != std::string::npos) return true;
     return false;
   };
+  auto mapped_open = [&](int pid) { return mapped_from(pid, open); };
   auto o = mpi_options(plugin_dir, 1);
   // Spawned, test_mpi starts this process with LD_PRELOAD=`preload` and GCONV_PATH=`open`: its
   // launcher (the singleton's orted, started when MPI is) has them, and so its agents.
@@ -985,12 +992,39 @@ void loader_environment(const std::string& plugin_dir, const std::string& scratc
     EXPECT(ex.submit(getenv_task, std::string("GCONV_PATH")).get() == (spawned ? "" : mine));
     const int worker = ex.worker_pids().at(0);
     EXPECT(!mapped_open(worker));
+    EXPECT(mapped_from(worker, mine));  // the judged preload reached it
     if (spawned) {
+      // The agent preloads nothing: what the host's LD_PRELOAD names was judged on the host's
+      // node, and the agent may run on another. Its worker got the host's from the start
+      // message, judged by the agent (on its own node).
       const int agent = parent_of(worker);
       const std::string env = start_environment(agent);
-      EXPECT(env.find("\nLD_PRELOAD=" + mine + "/libplain.so\n") != std::string::npos);
-      EXPECT(env.find("\nGCONV_PATH=\n") != std::string::npos);  // set, to no entry: the key cannot remove it
+      std::cout << "the spawned agent's environment:" << env << std::endl;
+      for (const char* set_empty : {"\nLD_PRELOAD=\n", "\nLD_AUDIT=\n", "\nGCONV_PATH=\n"})
+        EXPECT(env.find(set_empty) != std::string::npos);  // set, to no entry: the key cannot remove it
+      EXPECT(env.find("\nLD_ORIGIN_PATH=/dev/null\n") != std::string::npos);
       EXPECT(!mapped_open(agent));
+      EXPECT(!mapped_from(agent, mine));
+      if (unset) {
+        // Preloaded tools remove themselves from LD_PRELOAD after they start: the launcher (the
+        // singleton's orted, started with MPI) keeps what this process had then. An agent
+        // spawned now (this executor's one is busy) gets none of it.
+        for (const char* name : {"LD_PRELOAD", "GCONV_PATH", "LD_LIBRARY_PATH", "LD_ORIGIN_PATH"}) ::unsetenv(name);
+        ferry::Executor after(mpi_options(plugin_dir, 1));
+        EXPECT(after.submit(getenv_task, std::string("LD_PRELOAD")).get() == "");
+        EXPECT(after.submit(getenv_task, std::string("GCONV_PATH")).get() == "");
+        const int second = after.worker_pids().at(0);
+        const int second_agent = parent_of(second);
+        EXPECT(second_agent != agent);
+        const std::string second_env = start_environment(second_agent);
+        std::cout << "the second agent's environment:" << second_env << std::endl;
+        for (const char* line : {"\nLD_PRELOAD=\n", "\nLD_AUDIT=\n", "\nGCONV_PATH=\n", "\nLD_LIBRARY_PATH=/dev/null\n",
+                                 "\nLD_ORIGIN_PATH=/dev/null\n"})
+          if (second_env.find(line) == std::string::npos) fail(__LINE__, std::string("the second agent has no") + line);
+        EXPECT(!mapped_open(second_agent) && !mapped_open(second));
+        EXPECT(!mapped_from(second_agent, mine) && !mapped_from(second, mine));
+        after.shutdown();
+      }
     }
     ex.shutdown();
   }
@@ -1075,7 +1109,8 @@ int main(int argc, char** argv) {
     } else if (scenario == "library_path" && argc == 5) {
       library_path(plugin_dir, argv[3], std::string(argv[4]) != "as_given", std::string(argv[4]) == "spawned");
     } else if (scenario == "loader_environment" && argc == 5) {
-      loader_environment(plugin_dir, argv[3], std::string(argv[4]) == "spawned");
+      loader_environment(plugin_dir, argv[3], std::string(argv[4]).starts_with("spawned"),
+                         std::string(argv[4]) == "spawned_unset");
     } else {
       return 2;
     }
