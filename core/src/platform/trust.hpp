@@ -139,11 +139,11 @@ bool keep_trusted_search_path(std::vector<std::string>& env, std::string_view na
 ///  - LD_ORIGIN_PATH (the loader's $ORIGIN of the program where /proc/self/exe cannot be read:
 ///    the directories the program's RUNPATH names from there are not judged): never kept.
 /// An entry holding a control character is left out, whatever the variable (the MPI hub writes
-/// what is kept as lines). An empty entry (which glibc skips) goes silently; each other entry left out is logged
-/// (FERRY_DEBUG) with `who`, the variable and why. A variable of which nothing is kept is
-/// removed. Returns the names of those variables `env` held (kept, changed or removed), for a
-/// caller that can only set variables (the MPI hub). The local launcher, the wrap compiler, the
-/// MPI hub (a spawned agent's environment) and agent (its workers') call it. The other variables
+/// what is kept as lines). An empty entry (which glibc skips) goes silently; each other entry
+/// left out is logged (FERRY_DEBUG) with `who`, the variable and why. A variable of which nothing
+/// is kept is removed. Returns the names of those variables `env` held (kept, changed or
+/// removed). The local launcher, the wrap compiler, the MPI hub (a spawned agent's
+/// LD_LIBRARY_PATH; it sets every variable, held or not) and agent (its workers') call it. The other variables
 /// of glibc's list of those a setuid program ignores (unsecvars.h) load no code: each is named,
 /// with why, where it is defined (trust.cpp).
 FERRY_INTERNAL_API std::vector<std::string> keep_trusted_loader_environment(
