@@ -999,7 +999,6 @@ void loader_environment(const std::string& plugin_dir, const std::string& scratc
       // message, judged by the agent (on its own node).
       const int agent = parent_of(worker);
       const std::string env = start_environment(agent);
-      std::cout << "the spawned agent's environment:" << env << std::endl;
       for (const char* set_empty : {"\nLD_PRELOAD=\n", "\nLD_AUDIT=\n", "\nGCONV_PATH=\n"})
         EXPECT(env.find(set_empty) != std::string::npos);  // set, to no entry: the key cannot remove it
       EXPECT(env.find("\nLD_ORIGIN_PATH=/dev/null\n") != std::string::npos);
@@ -1017,7 +1016,6 @@ void loader_environment(const std::string& plugin_dir, const std::string& scratc
         const int second_agent = parent_of(second);
         EXPECT(second_agent != agent);
         const std::string second_env = start_environment(second_agent);
-        std::cout << "the second agent's environment:" << second_env << std::endl;
         for (const char* line : {"\nLD_PRELOAD=\n", "\nLD_AUDIT=\n", "\nGCONV_PATH=\n", "\nLD_LIBRARY_PATH=/dev/null\n",
                                  "\nLD_ORIGIN_PATH=/dev/null\n"})
           if (second_env.find(line) == std::string::npos) fail(__LINE__, std::string("the second agent has no") + line);
