@@ -8,11 +8,20 @@
 // An audit reproduced the swap with two users: with TMPDIR a directory of the attacker's (0777),
 // they renamed the victim's new directory away and put theirs at its name; the victim's tasks
 // read their file, and the victim's teardown emptied their directory.
+//
+// A soak audit found the directory left for good, with what the tasks wrote, by every host that
+// ended without destroying its executor (exit() with one alive, SIGKILL, abort): exit() now
+// removes it, and the next sandboxed executor in the same place sweeps what a dead host left,
+// never a live pool's (each holds a lock on its own), nor anything not ferry's.
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <typeinfo>
 #include <cstdio>
@@ -251,4 +260,277 @@ TEST_CASE("SandboxTmpdir.the_private_directory_not_shown_at_tmp_is_writable_thro
   CHECK(fs::path(seen) == fs::canonical(made.front()));
   CHECK(value_of(ex->submit_with(hostile(), write_file, seen + "/out", std::string("written"))));
   CHECK(support::read_file(made.front() / "out") == "written");
+}
+
+namespace {
+
+/// A file `name` written by a task into the private directory of `ex` (where the task sees it).
+bool task_writes(ferry::Executor& ex, const std::string& name, const std::string& text) {
+  const std::string seen = ex.submit_with(hostile(), temp_dir).get();
+  return ex.submit_with(hostile(), write_file, seen + "/" + name, text).get();
+}
+
+/// A child's exit code for what went wrong in it before it ended as asked.
+int check_in_child(bool ok, int code) { return ok ? 0 : code; }
+
+/// Waits until `fd` has a byte to read (or its writer is gone); false when `deadline` passed.
+bool readable_within(int fd, std::chrono::milliseconds deadline) {
+  pollfd p{fd, POLLIN, 0};
+  int n;
+  do {
+    n = ::poll(&p, 1, static_cast<int>(deadline.count()));
+  } while (n < 0 && errno == EINTR);
+  return n == 1;
+}
+
+}  // namespace
+
+TEST_CASE("SandboxTmpdir.a_host_that_calls_exit_with_a_live_executor_leaves_no_private_directory") {
+  // std::exit() runs no destructor of what lives on the stack: the directory was left for good.
+  support::TempDir base;
+  bool reusable = false, quick = false;
+  SUBCASE("an executor on main's stack") {}
+  SUBCASE("a get_reusable_executor() handle in a local") { reusable = true; }
+  SUBCASE("std::quick_exit") { quick = true; }
+  const int code = support::exit_code_of_child([&] {
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    std::shared_ptr<ferry::Executor> shared;
+    std::optional<ferry::Executor> local;
+    if (reusable) {
+      shared = ferry::get_reusable_executor(sandboxed(1));
+    } else {
+      local.emplace(sandboxed(1));
+    }
+    ferry::Executor& ex = reusable ? *shared : *local;
+    if (private_dirs_in(base.path).size() != 1) return 2;
+    if (!task_writes(ex, "left", "by a task")) return 3;
+    if (quick) std::quick_exit(0);
+    std::exit(0);
+  }, 60s);
+  CHECK(code == 0);
+  CHECK(private_dirs_in(base.path).empty());
+}
+
+TEST_CASE("SandboxTmpdir.a_forked_child_never_removes_its_parents_private_directory") {
+  // The child has a copy of the parent's executor (and of the exit handler's table): neither its
+  // exit nor its copy's destruction may take the directory the parent's workers use.
+  support::TempDir base;
+  std::optional<ferry::Executor> ex;
+  const fs::path dir = make_one_private_dir(ex, base.path);
+  REQUIRE(value_of(ex->submit_with(hostile(), tmpfile_round_trip, std::string("kept"))) == "kept");
+  bool destroy = false;
+  SUBCASE("the child exits") {}
+  SUBCASE("the child destroys its copy, then exits") { destroy = true; }
+  CHECK(support::exit_code_of_child([&] {
+          if (destroy) ex.reset();
+          return 0;
+        }, 20s, true) == 0);
+  CHECK(fs::is_directory(dir));
+  CHECK(value_of(ex->submit_with(hostile(), tmpfile_round_trip, std::string("still"))) == "still");
+}
+
+TEST_CASE("SandboxTmpdir.a_killed_hosts_private_directory_is_removed_by_the_next_sandboxed_executor_there") {
+  support::TempDir base, outside;
+  write(outside.path / "kept", "the user's");
+  const int code = support::exit_code_of_child([&] {
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    ferry::Executor ex(sandboxed(1));
+    if (!task_writes(ex, "left", "by a task")) return 3;
+    ::kill(::getpid(), SIGKILL);
+    return 4;
+  }, 60s);
+  REQUIRE(code == -2);  // killed: no handler ran
+  const std::vector<fs::path> left = private_dirs_in(base.path);
+  REQUIRE(left.size() == 1);
+  CHECK(support::read_file(left.front() / "left") == "by a task");
+  // A link in it (as a task's descendant could have put there without a sandbox's rules) is
+  // removed, never followed.
+  fs::create_directory_symlink(outside.path, left.front() / "link");
+  std::optional<ferry::Executor> next;
+  make_with_tmpdir(next, base.path, 1);
+  const std::vector<fs::path> now = private_dirs_in(base.path);
+  CHECK(now.size() == 1);  // the new one's
+  CHECK_FALSE(fs::exists(fs::symlink_status(left.front())));
+  CHECK(support::read_file(outside.path / "kept") == "the user's");
+  CHECK(value_of(next->submit_with(hostile(), tmpfile_round_trip, std::string("kept"))) == "kept");
+}
+
+TEST_CASE("SandboxTmpdir.a_live_pools_private_directory_is_never_swept") {
+  support::TempDir base;
+  SUBCASE("another executor of this process") {
+    std::optional<ferry::Executor> first, second;
+    const fs::path dir = make_one_private_dir(first, base.path);
+    REQUIRE(task_writes(*first, "mine", "first"));
+    make_with_tmpdir(second, base.path, 1);
+    CHECK(private_dirs_in(base.path).size() == 2);
+    CHECK(support::read_file(dir / "mine") == "first");
+    CHECK(value_of(first->submit_with(hostile(), read_file, value_of(first->submit_with(hostile(), temp_dir)) +
+                                                                 "/mine")) == "first");
+  }
+  SUBCASE("an executor of another process") {
+    int ready[2], go[2];
+    REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int code = 100;
+      try {
+        support::ScopedEnv env("TMPDIR", base.path.string());
+        ferry::Executor ex(sandboxed(1));
+        code = check_in_child(task_writes(ex, "theirs", "other process"), 3);
+        char c = 'r';
+        if (code == 0 && ::write(ready[1], &c, 1) != 1) code = 4;
+        if (code == 0 && ::read(go[0], &c, 1) != 1) code = 5;  // the parent swept meanwhile
+        const std::string seen = ex.submit_with(hostile(), temp_dir).get();
+        if (code == 0 && ex.submit_with(hostile(), read_file, seen + "/theirs").get() != "other process") code = 6;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child: %s\n", e.what());
+        code = 101;
+      }
+      support::leak_check_off = true;
+      _exit(code);
+    }
+    ::close(ready[1]);
+    ::close(go[0]);
+    CHECK(readable_within(ready[0], 60s));
+    std::optional<ferry::Executor> here;
+    make_with_tmpdir(here, base.path, 1);
+    CHECK(private_dirs_in(base.path).size() == 2);
+    char c = 'g';
+    CHECK(::write(go[1], &c, 1) == 1);
+    ::close(go[1]);
+    ::close(ready[0]);
+    int status = 0;
+    REQUIRE(support::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 60s));
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+}
+
+TEST_CASE("SandboxTmpdir.a_dead_hosts_forked_child_does_not_keep_its_directory_from_the_sweep") {
+  // A child of fork() shares its parent's open files, and with them the lock: a daemon the host
+  // forked kept a killed host's directory locked, so never swept, for as long as it lived.
+  support::TempDir base;
+  int hold[2], told[2];
+  REQUIRE(::pipe2(hold, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(told, O_CLOEXEC) == 0);
+  const int code = support::exit_code_of_child([&] {
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    ferry::Executor ex(sandboxed(1));
+    if (!task_writes(ex, "left", "by a task")) return 3;
+    const pid_t daemon = ::fork();
+    if (daemon < 0) return 4;
+    if (daemon == 0) {
+      ::close(hold[1]);
+      ::close(told[1]);
+      char c;
+      while (::read(hold[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      _exit(0);
+    }
+    if (::write(told[1], &daemon, sizeof daemon) != sizeof daemon) return 5;
+    ::kill(::getpid(), SIGKILL);
+    return 6;
+  }, 60s);
+  ::close(hold[0]);
+  ::close(told[1]);
+  pid_t daemon = -1;
+  CHECK(::read(told[0], &daemon, sizeof daemon) == sizeof daemon);
+  ::close(told[0]);
+  CHECK(code == -2);
+  const std::vector<fs::path> left = private_dirs_in(base.path);
+  CHECK(left.size() == 1);
+  {
+    std::optional<ferry::Executor> next;
+    make_with_tmpdir(next, base.path, 1);
+    for (const auto& dir : left) CHECK_FALSE(fs::exists(fs::symlink_status(dir)));
+  }
+  ::close(hold[1]);  // the daemon ends
+  if (daemon > 0) ::waitpid(daemon, nullptr, 0);  // where this test is its subreaper; else ECHILD
+}
+
+TEST_CASE("SandboxTmpdir.a_sweep_leaves_what_is_not_a_dead_hosts_private_directory_of_ours") {
+  support::TempDir base, outside;
+  write(outside.path / "kept", "the user's");
+  REQUIRE(::chmod(outside.path.c_str(), 0700) == 0);
+  std::vector<fs::path> others;
+  auto dir_with_file = [&](const std::string& name, mode_t mode) {
+    const fs::path d = base.path / name;
+    fs::create_directory(d);
+    write(d / "kept", "not ferry's");
+    REQUIRE(::chmod(d.c_str(), mode) == 0);
+    others.push_back(d);
+    return d;
+  };
+  // A link of the name, to a directory of ours that looks like one (0700, unlocked).
+  fs::create_directory_symlink(outside.path, base.path / "ferry-sandbox-AAAAAA-locked");
+  others.push_back(base.path / "ferry-sandbox-AAAAAA-locked");
+  write(base.path / "ferry-sandbox-BBBBBB-locked", "a file");  // not a directory
+  others.push_back(base.path / "ferry-sandbox-BBBBBB-locked");
+  dir_with_file("ferry-sandbox-CCCCCC-locked", 0755);  // not as ferry makes them
+  dir_with_file("ferry-sandbox-DDDDDD", 0700);         // an older ferry's, which held no lock
+  dir_with_file(".ferry-sandbox-EEEEEE", 0700);        // being made (not locked yet)
+  dir_with_file("ferry-sandbox-FFFFFF-lockedx", 0700); // another name
+  if (::geteuid() == 0) {
+    const fs::path theirs = dir_with_file("ferry-sandbox-GGGGGG-locked", 0700);  // another user's
+    REQUIRE(::chown((theirs / "kept").c_str(), nobody, nobody) == 0);
+    REQUIRE(::chown(theirs.c_str(), nobody, nobody) == 0);
+  }
+  std::optional<ferry::Executor> ex;
+  make_with_tmpdir(ex, base.path, 1);
+  for (const auto& p : others) CHECK_MESSAGE(fs::exists(fs::symlink_status(p)), p);
+  for (const auto& p : others)
+    if (fs::is_directory(fs::symlink_status(p))) CHECK_MESSAGE(support::read_file(p / "kept") == "not ferry's", p);
+  CHECK(support::read_file(outside.path / "kept") == "the user's");
+  ex.reset();
+  for (const auto& p : others)  // the executor removed only its own
+    CHECK_MESSAGE(fs::exists(fs::symlink_status(p)), p);
+}
+
+TEST_CASE("SandboxTmpdir.exit_removes_the_directory_only_after_the_calls_it_waits_for") {
+  // A pool shut down from a callback finishes in the background, and exit() waits for its calls
+  // (Pool::exit_waits_for_one_more). The directory's exit handler, registered at the first
+  // sandboxed pool, ran before that wait whenever a pool had been shut down so earlier: the
+  // calls still queued found their directory gone. (Run alone, as ctest runs each case: the
+  // handlers are registered once per process.)
+  support::TempDir base;
+  int told[2];
+  REQUIRE(::pipe2(told, O_CLOEXEC) == 0);
+  const int code = support::exit_code_of_child([&] {
+    std::atomic<bool> plain_shut{false}, shut{false};
+    ferry::Executor plain(support::options(1));
+    plain.submit_with(hostile(), hostile_pid).then([&](ferry::Future<int>) {
+      plain.shutdown();  // from a callback: in the background, and exit() waits for it
+      plain_shut = true;
+    });
+    if (!support::wait_until([&] { return plain_shut.load(); }, 30s)) return 2;
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    ferry::Executor ex(sandboxed(1));
+    auto first = ex.submit_with(hostile(), hostile_pid);
+    ex.submit_with(hostile(), spin_cpu, 1);  // still running when exit() is called
+    ex.submit_with(hostile(), tmpfile_round_trip, std::string("kept")).then([&](ferry::Future<std::string> f) {
+      char c = 'e';
+      try {
+        c = f.get() == "kept" ? 'y' : 'n';
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child: %s\n", e.what());
+      }
+      (void)::write(told[1], &c, 1);
+    });
+    first.then([&](ferry::Future<int>) {
+      ex.shutdown();
+      shut = true;
+    });
+    if (!support::wait_until([&] { return shut.load(); }, 30s)) return 3;
+    std::exit(0);
+  }, 60s);
+  ::close(told[1]);
+  CHECK(code == 0);
+  char c = 0;
+  CHECK(::read(told[0], &c, 1) == 1);
+  ::close(told[0]);
+  CHECK(c == 'y');  // the last call had its directory
+  CHECK(private_dirs_in(base.path).empty());  // and it went after
 }

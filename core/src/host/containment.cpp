@@ -1,19 +1,26 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "host/containment.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <link.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <system_error>
+#include <tuple>
 
 #include <ferry/errors.hpp>
 #include <ferry/plugin_index.hpp>
@@ -140,32 +147,47 @@ bool private_dir_identity(const fs::path& path, std::uint64_t& dev, std::uint64_
 
 }  // namespace
 
-PrivateTempDir::PrivateTempDir(bool make) {
-  if (!make) return;
-  std::string pattern = (private_dir_base() / private_dir_pattern).string();
-  if (!::mkdtemp(pattern.data()))  // mode 0700: the user's alone
-    throw std::system_error(errno, std::generic_category(),
-                            "ferry: cannot make the sandbox's private directory " + pattern);
-  std::string why;
-  if (!private_dir_identity(pattern, dev_, ino_, why))  // not ours to remove, whatever it is
-    throw Error("ferry: the sandbox's private directory " + pattern + " is not as it was made (" + why +
-                "); left as it is");
-  path_ = resolved_path(pattern);  // as the worker gets it: no link on the way (Landlock::allow)
+struct PrivateTempDir::Live {
+  fs::path path;
+  std::uint64_t dev = 0, ino = 0;
+  pid_t pid = 0;         // the process that made it: a child of fork() has a copy of this
+  bool claimed = false;  // by the exit handler, which removes it (under LiveDirs::mu)
+  int fork_slot = -1;    // of fork_closed, for its lock
+};
+
+namespace {
+
+constexpr const char* making_pattern = ".ferry-sandbox-XXXXXX";  // never swept: not yet locked
+constexpr std::string_view made_prefix = "ferry-sandbox-";
+constexpr std::string_view made_suffix = "-locked";
+
+/// The name a directory made as .ferry-sandbox-XXXXXX gets once locked: ferry-sandbox-XXXXXX-locked.
+/// Older ferry made ferry-sandbox-XXXXXX and held no lock: a live one of theirs looks like a dead
+/// host's, so their shape is never swept.
+bool is_locked_dir_name(std::string_view name) {
+  if (name.size() != made_prefix.size() + 6 + made_suffix.size()) return false;
+  if (name.substr(0, made_prefix.size()) != made_prefix) return false;
+  if (name.substr(made_prefix.size() + 6) != made_suffix) return false;
+  const std::string_view random = name.substr(made_prefix.size(), 6);
+  return std::all_of(random.begin(), random.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  });
 }
 
-std::string PrivateTempDir::changed() const {
-  if (path_.empty()) return "";
+/// Why the directory at `path` is not the one made (`dev`, `ino`), "" when it is.
+std::string changed_dir(const fs::path& path, std::uint64_t made_dev, std::uint64_t made_ino) {
   std::uint64_t dev = 0, ino = 0;
   std::string why;
-  if (private_dir_identity(path_, dev, ino, why) && dev == dev_ && ino == ino_) return "";
-  return path_.string() + " (" + (why.empty() ? std::string("another directory") : why) + ")";
+  if (private_dir_identity(path, dev, ino, why) && dev == made_dev && ino == made_ino) return "";
+  return path.string() + " (" + (why.empty() ? std::string("another directory") : why) + ")";
 }
 
-PrivateTempDir::~PrivateTempDir() {
-  if (path_.empty()) return;
+/// Removes the directory made at `path`, if it is still the one made; says on stderr what it
+/// could not (no caller can be told: a destructor, exit).
+void remove_made_dir(const fs::path& path, std::uint64_t dev, std::uint64_t ino) {
   // Only the directory this object made: one put at its name since (the way is the user's and
   // root's alone, so only they could) holds someone else's files.
-  if (const std::string why = changed(); !why.empty()) {
+  if (const std::string why = changed_dir(path, dev, ino); !why.empty()) {
     const std::string shown = terminal_text(why, "\\n");
     std::fprintf(stderr, "ferry: the sandbox's private directory %s is not the one ferry made; left as it is\n",
                  shown.c_str());
@@ -173,15 +195,277 @@ PrivateTempDir::~PrivateTempDir() {
   }
   std::string why;
   // A task's descendant may still be running: the pool has waited for its workers, not for their
-  // guardians, which may still be ending what the tasks started. Never through a link it put in
-  // place of a directory (std::filesystem::remove_all checks, then opens).
-  if (remove_tree(path_, why)) return;
+  // guardians, which may still be ending what the tasks started (at exit, the workers too). Never
+  // through a link it put in place of a directory (std::filesystem::remove_all checks, then opens).
+  if (remove_tree(path, why)) return;
   // What is left takes the user's disk (a task could leave up to all of it), and no caller can be
-  // told from a destructor: printed without FERRY_DEBUG (as a directory left as it is above), once
-  // per directory. The reason may name a task's file: shown as a terminal may show it, on one line.
-  const std::string shown = terminal_text(path_.string() + " (" + why + ")", "\\n");
+  // told: printed without FERRY_DEBUG (as a directory left as it is above), once per directory.
+  // The reason may name a task's file: shown as a terminal may show it, on one line.
+  const std::string shown = terminal_text(path.string() + " (" + why + ")", "\\n");
   std::fprintf(stderr, "ferry: could not remove the sandbox's private directory %s; remove it by hand\n",
                shown.c_str());
+}
+
+/// The private directories this process made and has not removed, for exit() to remove: a host
+/// that ends by exit() (std::exit anywhere, or main returning) with an executor left alive (on
+/// main's stack, a get_reusable_executor() handle in a local) never runs its destructors, and
+/// left the directory, with what its tasks wrote, for good. Never freed: exit() reads it after
+/// the statics' destructors may have run. A child of fork() starts with none (the table is the
+/// parent's, and so may be its lock, held by a thread the child does not have).
+struct LiveDirs {
+  std::mutex mu;
+  std::set<PrivateTempDir::Live*> dirs;
+};
+std::atomic<LiveDirs*> live_dirs{nullptr};
+
+/// The locks' descriptors plus one (0: a free slot), for a child of fork() to close: it would
+/// hold its parent's lock for its own life (the lock is the open file's), and a daemon the host
+/// forked kept a killed host's directory from ever being swept. Lock-free, as in trace.cpp.
+/// Past 64 live directories at once, a child keeps the others' locks (left as they were).
+std::atomic<int> fork_closed[64];
+
+int hold_for_fork(int fd) noexcept {
+  for (std::size_t i = 0; i < std::size(fork_closed); ++i) {
+    int free = 0;
+    if (fork_closed[i].compare_exchange_strong(free, fd + 1, std::memory_order_relaxed)) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void release_for_fork(int slot) noexcept {
+  if (slot >= 0) fork_closed[static_cast<std::size_t>(slot)].store(0, std::memory_order_relaxed);
+}
+
+void forget_private_dirs_in_child() noexcept {
+  for (auto& slot : fork_closed) {
+    const int v = slot.exchange(0, std::memory_order_relaxed);
+    if (v != 0) ::close(v - 1);
+  }
+  live_dirs.store(nullptr, std::memory_order_release);  // the parent's (left as it is)
+}
+const int private_dir_fork_handler = ::pthread_atfork(nullptr, nullptr, &forget_private_dirs_in_child);
+
+/// At exit() and quick_exit(): removes this process's live private directories. Each is claimed
+/// under the table's lock, then removed without it: a destructor running in another thread
+/// meanwhile either took its directory out of the table first (and removes it itself; exit does
+/// not wait for it) or finds it claimed (and leaves it). The workers may still be running (they
+/// end when this process does): a task writing meanwhile can keep remove_tree at it (30 s at
+/// most); what is left is swept by the next pool there, since the lock goes with this process.
+void remove_private_dirs_at_exit() {
+  LiveDirs* live = live_dirs.load(std::memory_order_acquire);
+  if (!live) return;
+  std::vector<std::tuple<fs::path, std::uint64_t, std::uint64_t>> mine;
+  {
+    std::lock_guard lock(live->mu);
+    const pid_t self = ::getpid();
+    for (PrivateTempDir::Live* d : live->dirs) {
+      if (d->claimed || d->pid != self) continue;  // a child of fork() never removes its parent's
+      d->claimed = true;
+      mine.emplace_back(d->path, d->dev, d->ino);
+    }
+  }
+  for (const auto& [path, dev, ino] : mine) remove_made_dir(path, dev, ino);
+}
+
+/// Registered when libferry is loaded, before anything of the program's: exit() runs them after
+/// every other handler and the destructor of every static made since (a static executor's, the
+/// reusable executor's, which remove their directories themselves), and after the handler that
+/// waits for the pools shut down from a callback (Pool::exit_waits_for_one_more), whose calls
+/// may still be running and writing in their directories. Registered at the first sandboxed pool
+/// instead, it ran before that wait whenever a pool had been shut down so earlier.
+bool register_exit_handlers() noexcept {
+  std::atexit(&remove_private_dirs_at_exit);
+  std::at_quick_exit(&remove_private_dirs_at_exit);
+  return true;
+}
+const bool exit_handlers_registered = register_exit_handlers();
+
+LiveDirs* live_table() {
+  (void)private_dir_fork_handler;
+  (void)exit_handlers_registered;
+  LiveDirs* live = live_dirs.load(std::memory_order_acquire);
+  if (live) return live;
+  auto* made = new LiveDirs;
+  if (live_dirs.compare_exchange_strong(live, made, std::memory_order_acq_rel)) return made;
+  delete made;
+  return live;
+}
+
+/// Renames `from` to `to` unless `to` exists (errno EEXIST).
+int rename_unless_taken(const char* from, const char* to) {
+  if (::renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL) return -1;
+  // A file system without RENAME_NOREPLACE: looked at first (rename would replace an empty
+  // directory; only another ferry could make one of this shape meanwhile, from a name of its
+  // own that mkdtemp made unique).
+  if (::faccessat(AT_FDCWD, to, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+    errno = EEXIST;
+    return -1;
+  }
+  return ::renameat(AT_FDCWD, from, AT_FDCWD, to);
+}
+
+}  // namespace
+
+PrivateTempDir::PrivateTempDir(bool make) {
+  if (!make) return;
+  const fs::path base = private_dir_base();
+  // Made under a name no sweep takes, locked, and only then given its name: a sweep in another
+  // process never sees it unlocked. A host killed in between leaves an empty .ferry-sandbox-*.
+  std::string made;
+  for (int attempt = 0;; ++attempt) {
+    std::string making = (base / making_pattern).string();
+    if (!::mkdtemp(making.data()))  // mode 0700: the user's alone
+      throw std::system_error(errno, std::generic_category(),
+                              "ferry: cannot make the sandbox's private directory " + making);
+    Fd dir(::open(making.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st{};
+    if (!dir || ::fstat(dir.get(), &st) != 0 || st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) {
+      std::string why;
+      std::uint64_t dev = 0, ino = 0;
+      private_dir_identity(making, dev, ino, why);
+      throw Error("ferry: the sandbox's private directory " + making + " is not as it was made (" +
+                  (why.empty() ? std::string("another directory") : why) + "); left as it is");
+    }
+    const std::string random = making.substr(making.size() - 6);
+    std::string name = std::string(made_prefix) + random + std::string(made_suffix);
+    if (::flock(dir.get(), LOCK_SH) != 0) {
+      // No locks on this file system (NFS without them, say): the name older ferry gave, which
+      // no sweep takes; left for good if this host never reaches its destructor or exit().
+      debug_log("sandbox: no lock on the private directory (%s): not swept if this host is killed",
+                std::strerror(errno));
+      name = std::string(made_prefix) + random;
+      dir.reset();
+    }
+    const fs::path named = base / name;
+    if (rename_unless_taken(making.c_str(), named.c_str()) == 0) {
+      lock_ = std::move(dir);
+      dev_ = st.st_dev;
+      ino_ = st.st_ino;
+      made = named.string();
+      break;
+    }
+    const int err = errno;
+    ::rmdir(making.c_str());
+    if (err != EEXIST || attempt >= 100)
+      throw std::system_error(err, std::generic_category(),
+                              "ferry: cannot name the sandbox's private directory " + named.string());
+  }
+  path_ = resolved_path(made);  // as the worker gets it: no link on the way (Landlock::allow)
+  try {
+    auto live = std::make_unique<Live>();
+    live->path = path_;
+    live->dev = dev_;
+    live->ino = ino_;
+    live->pid = ::getpid();
+    LiveDirs* table = live_table();
+    {
+      std::lock_guard lock(table->mu);
+      table->dirs.insert(live.get());
+    }
+    if (lock_) live->fork_slot = hold_for_fork(lock_.get());
+    live_ = std::move(live);
+  } catch (...) {
+    std::string why;
+    remove_tree(path_, why);  // no destructor runs: the constructor did not finish
+    throw;
+  }
+  // What hosts killed before left here: with this one locked, no sweep of ours takes it.
+  if (lock_) {
+    try {
+      sweep_stale_private_dirs(base);
+    } catch (const std::exception& e) {  // the pool starts anyway
+      debug_log("sandbox: sweeping %s: %s", base.c_str(), e.what());
+    }
+  }
+}
+
+PrivateTempDir::PrivateTempDir(PrivateTempDir&& o) noexcept
+    : path_(std::move(o.path_)), dev_(o.dev_), ino_(o.ino_), lock_(std::move(o.lock_)), live_(std::move(o.live_)) {
+  o.path_.clear();
+}
+
+std::string PrivateTempDir::changed() const {
+  if (path_.empty()) return "";
+  return changed_dir(path_, dev_, ino_);
+}
+
+PrivateTempDir::~PrivateTempDir() {
+  if (path_.empty()) return;
+  if (live_ && live_->pid != ::getpid()) {
+    // A child of fork(): the directory is its parent's, which may still use it. Its lock's
+    // descriptor was closed at the fork (forget_private_dirs_in_child) or is the parent's copy:
+    // its number may be another file's now, never closed here. The table was the parent's.
+    (void)lock_.release();
+    (void)live_.release();
+    return;
+  }
+  if (live_) {
+    bool claimed = false;
+    if (LiveDirs* table = live_dirs.load(std::memory_order_acquire)) {
+      std::lock_guard lock(table->mu);
+      table->dirs.erase(live_.get());
+      claimed = live_->claimed;
+    }
+    if (claimed) {
+      // exit() is under way and removes it (maybe in another thread now): kept locked till the end.
+      (void)lock_.release();
+      return;
+    }
+  }
+  remove_made_dir(path_, dev_, ino_);
+  // Unlocked only now: a sweep never takes a directory still being removed. The slot is cleared
+  // first, so that a child forked meanwhile never closes a number given to another file since.
+  if (live_) release_for_fork(live_->fork_slot);
+  lock_.reset();
+}
+
+std::size_t sweep_stale_private_dirs(const fs::path& base) {
+  Fd dir(::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return 0;
+  std::vector<std::string> names;
+  try {
+    const int copy = ::dup(dir.get());  // closedir closes it
+    DIR* d = copy < 0 ? nullptr : ::fdopendir(copy);
+    if (!d) {
+      if (copy >= 0) ::close(copy);
+      return 0;
+    }
+    while (dirent* e = ::readdir(d))
+      if (is_locked_dir_name(e->d_name)) names.emplace_back(e->d_name);
+    ::closedir(d);
+  } catch (const std::bad_alloc&) {
+    return 0;
+  }
+  std::size_t removed = 0;
+  const uid_t self = ::geteuid();
+  for (const std::string& name : names) {
+    // Not through a link (another user's, in a shared /tmp, could point anywhere), nor a FIFO
+    // (O_DIRECTORY refuses it before it could block).
+    Fd fd(::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd) continue;
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != self || (st.st_mode & 07777) != 0700)
+      continue;  // not as ferry makes them: not ours to remove
+    // Held by a live pool, in any process or PID namespace (or no locks here): left.
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+    // Ours now. Still at its name? Another sweep may have removed it between our open and our
+    // lock (the inode we locked is then gone), and a new pool may have the name since.
+    struct stat locked{}, at_name{};
+    if (::fstat(fd.get(), &locked) != 0 || locked.st_nlink == 0) continue;
+    if (::fstatat(dir.get(), name.c_str(), &at_name, AT_SYMLINK_NOFOLLOW) != 0 || at_name.st_dev != st.st_dev ||
+        at_name.st_ino != st.st_ino)
+      continue;
+    std::string why;
+    const fs::path path = base / name;
+    if (remove_tree(path, why)) {
+      ++removed;
+      debug_log("sandbox: removed %s, a private directory its host left when it died", path.c_str());
+    } else {
+      debug_log("sandbox: could not remove %s, a private directory its host left: %s", path.c_str(), why.c_str());
+    }
+  }
+  return removed;
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,13 +50,19 @@ FERRY_INTERNAL_API PrivateDirPlace private_dir_place();
 /// too. Removed with everything in it when the object dies, if it is still the directory made
 /// (changed()); else left as it is, and said on stderr. A worker checks
 /// it too before it uses it (worker/containment.hpp).
+///
+/// A host that ends without destroying it: exit() (or quick_exit()) removes every one this
+/// process made and still has (an exit handler; never in a child of fork(), whose copies are the
+/// parent's). What nothing in the host can handle (SIGKILL, abort, a power loss) the next one
+/// made in the same place removes: each holds a flock on its directory for its life, taken
+/// before the directory has its name (made as `.ferry-sandbox-XXXXXX`, locked, then renamed to
+/// `ferry-sandbox-XXXXXX-locked`); a directory of that name, this user's, mode 0700, not a link,
+/// that no process holds locked is a dead host's (sweep_stale_private_dirs).
 class PrivateTempDir {
  public:
   PrivateTempDir() = default;
   explicit PrivateTempDir(bool make);
-  PrivateTempDir(PrivateTempDir&& o) noexcept : path_(std::move(o.path_)), dev_(o.dev_), ino_(o.ino_) {
-    o.path_.clear();
-  }
+  PrivateTempDir(PrivateTempDir&& o) noexcept;
   PrivateTempDir& operator=(PrivateTempDir&&) = delete;
   ~PrivateTempDir();
   const std::filesystem::path& path() const noexcept { return path_; }
@@ -68,10 +75,22 @@ class PrivateTempDir {
   std::uint64_t dev() const noexcept { return dev_; }
   std::uint64_t ino() const noexcept { return ino_; }
 
+  struct Live;  // its entry in the process's table of live directories (for exit)
+
  private:
   std::filesystem::path path_;
   std::uint64_t dev_ = 0, ino_ = 0;  // of the directory made
+  Fd lock_;                          // the directory, flocked (LOCK_SH) while it lives; O_CLOEXEC
+  std::unique_ptr<Live> live_;
 };
+
+/// Removes the private directories in `base` that their hosts left when they died without
+/// removing them (SIGKILL, abort...): each one named `ferry-sandbox-XXXXXX-locked` that is a
+/// directory (not a link), this user's, mode 0700, and that no process holds locked (LOCK_EX |
+/// LOCK_NB succeeds), with remove_tree. Never a live pool's, of any process or PID namespace (its
+/// lock), nor one of an older ferry (named `ferry-sandbox-XXXXXX`, which held no lock). Returns
+/// how many it removed. PrivateTempDir calls it once its own directory is made and locked.
+std::size_t sweep_stale_private_dirs(const std::filesystem::path& base);
 
 /// `p` absolute and with every link resolved (std::filesystem::weakly_canonical): the form in
 /// which a sandbox's paths reach its worker, resolved when the pool is made, before any task ran.
