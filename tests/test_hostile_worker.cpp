@@ -181,6 +181,61 @@ TEST_CASE("HostileWorker.bye_over_a_running_call_is_no_respawn_loop") {
   CHECK(support::wait_until([] { return support::children().empty(); }));
 }
 
+TEST_CASE("HostileWorker.an_idle_bye_crossed_by_a_call_hands_nothing_back") {
+  // A worker's idle time ran out just as the host sent it a call (a loaded host took longer than
+  // the idle time from the worker's hello to its first call): the bye handed the call back, the
+  // worker's answer was a result for a call it was not running, and the third such bye over the
+  // same call failed it ("said bye instead of answering its running call"): 5 healthy calls in
+  // 12,000 at a 1 ms idle timeout. The fake says that bye before every answer, in order: the
+  // call is answered by the worker it was sent to, which is then told to exit. Whether the bye
+  // is honest or a task's, nothing runs twice and one worker is started per call at most.
+  ferry::ExecutorOptions o = fake("idle_crossed");
+  ferry::Executor ex(o);
+  constexpr int calls = 4;
+  for (int i = 0; i < calls; ++i) {
+    auto f = ex.submit(square, 1);
+    REQUIRE(f.wait_for(std::chrono::seconds(10)));
+    CHECK(f.get() == 1);
+  }
+  // Told to exit once its call was answered: no worker stays, none was killed or lost.
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+  CHECK(support::wait_until([&] {
+    auto s = ex.stats();
+    auto idle = s.recycled_by_reason.find("idle");
+    return idle != s.recycled_by_reason.end() && idle->second == static_cast<std::size_t>(calls);
+  }));
+  const ferry::ExecutorStats s = ex.stats();
+  CHECK(s.workers_started == static_cast<std::size_t>(calls));
+  CHECK(s.workers_crashed == 0);
+  CHECK(s.workers_stopped == 0);
+  CHECK(s.failed == 0);
+  // Calls in flight behind the one that crossed the bye are answered by that worker too.
+  std::vector<ferry::Future<int>> fs;
+  for (int i = 0; i < 6; ++i) fs.push_back(ex.submit(square, i == 0 ? 1 : i));
+  for (int i = 0; i < 6; ++i) {
+    REQUIRE(fs[static_cast<std::size_t>(i)].wait_for(std::chrono::seconds(10)));
+    CHECK(fs[static_cast<std::size_t>(i)].get() == (i == 0 ? 1 : i * i));
+  }
+  CHECK(ex.stats().workers_crashed == 0);
+  ex.shutdown();
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+}
+
+TEST_CASE("HostileWorker.a_death_after_an_idle_bye_settles_the_running_call_as_a_crash") {
+  // A worker that said its idle time was up runs the calls that crossed the bye: if it dies
+  // then, its running call ran on it (a task can write the bye, then crash its worker), and is
+  // retried and failed as for any crash, not handed to worker after worker for nothing.
+  ferry::ExecutorOptions o = fake("idle_then_die");
+  o.max_retries_on_worker_death = 1;
+  ferry::Executor ex(o);
+  auto hurt = ex.submit(square, 1);
+  check_killed_for(hurt, "exit code 1", std::chrono::seconds(30));
+  CHECK(ex.stats().workers_started == 2);  // the call's worker, and its retry's
+  CHECK(ex.submit(square, 3).get() == 9);
+  ex.shutdown();
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+}
+
 TEST_CASE("HostileWorker.a_worker_that_stays_after_its_last_call_gives_up_its_place") {
   // max_tasks_per_child: a worker that answered its last call but neither said bye nor exited (a
   // task can answer for itself on fd 3, then block) held its place for good: nothing more was

@@ -12,6 +12,9 @@
 //   shm_five        answers in a sealed memfd sent with four more descriptors in the same message,
 //                   three memfds and, last, such a socket (one more than a 4-slot buffer holds)
 //   bye_running     says bye (max_tasks) instead of answering, then never answers nor exits
+//   idle_crossed    says bye (idle_timeout) before it answers, as ferry-worker whose idle time
+//                   ran out just as the host sent the task (every task whose argument is 1)
+//   idle_then_die   says bye (idle_timeout) over the task, then exits (code 1) without answering
 //   partial_die     forks a child that keeps the channel open, writes part of a frame, dies
 //   partial_hang    writes part of its result frame (20 bytes of the head), then neither the
 //                   rest nor anything else, and does not exit
@@ -287,6 +290,12 @@ int main(int argc, char** argv) {
     } else if (mode == "shm_empty") {
       Fd fd = memfd(F_SEAL_SHRINK | F_SEAL_GROW);
       answer_shared(call, value, fd.get(), 0);
+    } else if (mode == "idle_crossed") {
+      send(proto::encode_bye(proto::ByeReason::idle_timeout));
+      answer_inline(call, value);
+    } else if (mode == "idle_then_die") {
+      send(proto::encode_bye(proto::ByeReason::idle_timeout));
+      std::_Exit(1);
     } else if (mode == "bye_running") {
       send(proto::encode_bye(proto::ByeReason::max_tasks));
       for (;;) ::pause();

@@ -428,6 +428,9 @@ void Manager::count_end_locked(WorkerSlot& w, const ExitStatus& st, const std::e
   const char* stopped = nullptr;
   if (w.bye) {
     recycled = recycle_reason(*w.bye);
+    // It said its idle time was up, and exited when told to (or recycled itself after a call
+    // that crossed that bye, for that reason).
+    if (!recycled && w.said_idle) recycled = "idle";
     if (!recycled) stopped = WorkerSlot::stop_reason(w.retired_for);
   } else {
     recycled = contained_reason(given);
@@ -643,8 +646,11 @@ void Manager::check_startup_locked(Clock::time_point, Completions& done) {
 }
 
 std::size_t Manager::workers_to_start_locked() const {
+  // A worker that said its idle time was up runs the calls that crossed that bye itself: they
+  // need no replacement (one started for them idled, and at the next call there were two).
   bool busy = !p_.dispatcher_.queue_empty() ||
-              std::any_of(p_.workers_.begin(), p_.workers_.end(), [](const auto& kv) { return !kv.second->lane.idle(); });
+              std::any_of(p_.workers_.begin(), p_.workers_.end(),
+                          [](const auto& kv) { return !kv.second->lane.idle() && !kv.second->said_idle; });
   // After shutdown, work already submitted still gets workers (shutdown(wait=false) completes),
   // as long as some of it waits for one: a worker told to stop while another ran its call was
   // replaced, and during a program's exit (an executor finishing in the background) the new one

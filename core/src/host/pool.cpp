@@ -625,12 +625,27 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
   if (w.discarding) return;
   count_received_locked(f);
   debug_log("worker %d: bye (%s)", w.pid, protocol::bye_reason_name(reason));
-  // ferry-worker says bye between calls, before it reads another task (after a result, or when
-  // idle), so what is in flight was never read and runs elsewhere. Not a protocol error: a call
-  // sent just before the bye crossed it (recycling after a result while the next call was on its
-  // way; an idle timeout racing a send). But the host cannot see what was read, and a worker that
-  // says bye over its running call again and again (a task can write the frame on fd 3) made one
-  // submit start 1523 workers in 5 s (review). The third bye over the same call: that worker is
+  if (reason == protocol::ByeReason::idle_timeout && w.greeted && !w.lane.initializing) {
+    // Its idle time is up, and it says so without leaving (protocol 8): it gets no more calls,
+    // runs those sent before this was read (they crossed the bye: the host sent a call after
+    // the worker's hello, or its last result, later than its idle time) and is told to exit once
+    // they are answered (Manager::stop_retired_locked), as a worker retired by a resize. Nothing
+    // is handed back, so an honest bye loses no call and a forged one (a task can write the
+    // frame) only retires its worker once that task returns: no call runs twice, no worker is
+    // started for it. Its calls in flight are its own: a death settles them as a crash.
+    if (w.said_idle) return;  // said once by ferry-worker: another is a task's
+    w.said_idle = true;
+    if (w.accepts_work()) ++idle_exited_;  // its place: not filled again until work comes
+    w.retire(WorkerSlot::Retired::idle);
+    poller_.wake();  // stop_retired_locked tells it to exit if it runs nothing
+    return;
+  }
+  // Any other bye ends the worker: ferry-worker says it between calls, before it reads another
+  // task (after a result, or told to shut down), so what is in flight was never read and runs
+  // elsewhere. Not a protocol error: a call sent just before the bye crossed it (recycling after
+  // a result while the next call was on its way). But the host cannot see what was read, and a
+  // worker that says bye over its running call again and again (a task can write the frame on
+  // fd 3) made one submit start 1523 workers in 5 s (review). The third bye over the same call: that worker is
   // taken to have run it and died, and the call settles as for a crash (retries count).
   if (!w.lane.idle() && ++w.lane.in_flight.front()->handed_back > max_handed_back) {
     w.violation = "it said bye instead of answering its running call, which " +
@@ -640,7 +655,7 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
     return;
   }
   w.advance(WorkerSlot::Phase::leaving);
-  w.bye = reason;
+  w.bye = reason;  // after an idle one (said_idle): its answer to the shutdown, or a recycling
   // It exits now; one that does not (its task wrote the bye) is not waited for forever.
   w.kill_at = std::min(w.kill_at, Clock::now() + bye_grace);
   if (reason == protocol::ByeReason::idle_timeout) ++idle_exited_;

@@ -35,6 +35,7 @@ struct WorkerSlot {
     shared_memory,  // a sandboxed worker was given its budget of argument blocks (it may keep them)
     idle_cpu,       // it used its last call's cpu_time while idle (a thread that call left running)
     lowered_limits, // a sandboxed worker lowered to a call's own limits, and a call waits with higher ones
+    idle,           // it said bye(idle_timeout) (said_idle): counted and traced as recycled "idle"
   };
   /// The name a trace gives a stop ("shutdown", "resize", "plugin_update", "shared_memory",
   /// "idle_cpu", "lowered_limits").
@@ -45,6 +46,7 @@ struct WorkerSlot {
       case Retired::shared_memory: return "shared_memory";
       case Retired::idle_cpu: return "idle_cpu";
       case Retired::lowered_limits: return "lowered_limits";
+      case Retired::idle: return "idle";
       case Retired::no:
       case Retired::shutdown:
       case Retired::killed: break;
@@ -59,7 +61,8 @@ struct WorkerSlot {
     ready,     // said hello
     retiring,  // takes no new work; told to shut down once idle
     stopping,  // told to shut down; killed if still alive at kill_at
-    leaving,   // said bye: it exits cleanly, nothing more comes from it
+    leaving,   // said bye: it exits cleanly, nothing more comes from it (an idle bye does not
+               // end it: it is retired, and runs what it was sent before; said_idle)
     dead,      // reaped; being removed
   };
 
@@ -101,7 +104,13 @@ struct WorkerSlot {
   // Killed as asked: its call's deadline, cancel({.kill_running}), shutdown({.kill_workers})
   // (ExecutorStats::workers_killed).
   bool killed_as_asked = false;
+  // A bye that ends it: it exits now, and what it was sent and has not answered was never read.
   std::optional<protocol::ByeReason> bye;
+  // It said bye(idle_timeout): retired (Retired::idle), it runs and answers the calls sent before
+  // that bye was read, and is told to exit once they are answered; its exit is recycled "idle"
+  // (its bye then is the answer, "shutdown"). Its calls in flight are its own, as a running
+  // worker's: nothing handed back, and a death settles them as a crash (Pool::handle_bye).
+  bool said_idle = false;
   // Why the pool retired it: a worker told to exit says bye "shutdown" whatever the reason, and
   // its exit is reported with this one (stop_reason()).
   Retired retired_for = Retired::no;

@@ -27,7 +27,9 @@ namespace ferry::detail::protocol {
 /// 6: a worker says its initializer ran (an ok result for call 0, with nothing more) before it
 ///    runs any task: an initializer failure after that is a task's forgery.
 /// 7: a define carries the layout of the signature's user types (detail/layout.hpp).
-inline constexpr std::uint32_t version = 7;
+/// 8: a bye for the idle timeout does not end the worker: it runs the tasks sent before the host
+///    read it, and exits when told to (shutdown, answered with a bye) or at the channel's end.
+inline constexpr std::uint32_t version = 8;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
 /// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.

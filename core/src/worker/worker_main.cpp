@@ -4,6 +4,8 @@
 // A result is written before the next task starts, so when a worker dies the host knows exactly
 // which task was running (the oldest unanswered one) and that the ones after it never started.
 // Clean exits (shutdown, idle timeout, recycling) are always announced with a bye frame.
+// An idle timeout is said, not acted on: the worker goes on reading, runs the tasks the host had
+// sent before it read the bye, and exits when the host tells it to (shutdown) or goes (EOF).
 #include "worker/worker_main.hpp"
 
 #include <dirent.h>
@@ -247,9 +249,12 @@ class WorkerLoop {
       }
       usage_fresh_ = false;  // waiting: what this thread spends now is no call's
       int ms = ring_look_ms;
-      if (idle_limit && !reader_.partial()) {
+      if (idle_limit && !said_idle_ && !reader_.partial()) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(idle_until - std::chrono::steady_clock::now());
-        if (left.count() <= 0) return bye(protocol::ByeReason::idle_timeout);
+        if (left.count() <= 0) {
+          say_idle();
+          continue;
+        }
         ms = static_cast<int>(std::min<long long>(ms, left.count() + 1));
       }
       in_->wait_for_data(ms);
@@ -260,6 +265,18 @@ class WorkerLoop {
   int bye(protocol::ByeReason reason) {
     send(protocol::encode_bye(reason));
     return static_cast<int>(WorkerExit::clean);
+  }
+
+  /// Its idle time is up: says so once, and goes on reading without an idle limit. The host may
+  /// have sent a task before it read the bye (it sent it after this worker's hello, or its last
+  /// result, and a loaded host can take longer than the idle time): that task is run and answered
+  /// as any other. The host sends no more, and once this worker's calls are answered, tells it to
+  /// shut down. Leaving at once handed such a task back to the host, which cannot tell an honest
+  /// bye over a call from a task's forgery of one, and a call crossed by three such byes failed
+  /// (Pool::handle_bye, max_handed_back).
+  void say_idle() {
+    said_idle_ = true;
+    send(protocol::encode_bye(protocol::ByeReason::idle_timeout));  // failed: the host is gone (EOF next)
   }
 
   /// -1 with a frame in `f`, or an exit code.
@@ -293,16 +310,20 @@ class WorkerLoop {
         // what this worker wrote (write space), finds nothing and sleeps again. That spurious
         // wake-up is a pair of context switches on the very vCPU where the peer is reading our
         // result (the MPI agent: docs/benchmarks.md). poll's wait filters wake-ups by event.
-        const bool idle_limit = config_.idle_timeout.count() > 0 && !reader_.partial();
+        const bool idle_limit = config_.idle_timeout.count() > 0 && !said_idle_ && !reader_.partial();
         // poll takes an int of milliseconds (24.8 days at most): a longer idle time is waited
         // for in several polls, up to a deadline that saturates instead of overflowing.
-        const auto idle_until = idle_limit ? deadline_after(config_.idle_timeout) : Clock::time_point::max();
+        auto idle_until = idle_limit ? deadline_after(config_.idle_timeout) : Clock::time_point::max();
         pollfd p{config_.fd, POLLIN, 0};
         for (;;) {
           int wait_ms = -1;
           if (idle_until != Clock::time_point::max()) {
             auto left = std::chrono::ceil<std::chrono::milliseconds>(idle_until - Clock::now()).count();
-            if (left <= 0) return bye(protocol::ByeReason::idle_timeout);
+            if (left <= 0) {
+              say_idle();
+              idle_until = Clock::time_point::max();  // waits on, for a task or the host's word
+              continue;
+            }
             wait_ms = static_cast<int>(std::min<long long>(left, INT_MAX));
           }
           int r = ::poll(&p, 1, wait_ms);
@@ -619,6 +640,7 @@ class WorkerLoop {
   Delivery delivery_;
   int send_errno_ = 0;              // errno of the send whose failure ends the loop (io_error)
   bool init_reply_failed_ = false;  // the initializer ran, its reply could not be sent
+  bool said_idle_ = false;  // said bye(idle_timeout): waits without an idle limit (say_idle)
   protocol::RunStats stats_;       // of the call running or just ended
   Usage usage_;                    // taken when the last call ended
   bool usage_fresh_ = false;       // nothing but the loop's bookkeeping ran since usage_
