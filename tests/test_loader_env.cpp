@@ -291,3 +291,29 @@ TEST_CASE("LoaderEnv.a_sandboxed_worker_gets_no_GCONV_PATH") {
   CHECK(value_in(given, "GCONV_PATH") == "");
   CHECK(value_in(given, "LD_AUDIT") == places.mine_library.string());
 }
+
+TEST_CASE("LoaderEnv.a_sandboxed_workers_LD_LIBRARY_PATH_holds_no_directory_a_task_can_write") {
+  // A directory of ours under /tmp passes the trust check on the host, but a sandboxed worker
+  // sees its private directory at /tmp, which tasks write: one call could leave libdep.so there,
+  // and the loader, which searches LD_LIBRARY_PATH at every dlopen before a plugin's RUNPATH,
+  // would give it to a later plugin. So could a directory of Sandbox::write.
+  if (!ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty())
+    return;  // no sandbox here: Sandbox.* say why
+  support::TempDir in_tmp("/tmp"), elsewhere(FERRY_TEST_BINARY_DIR), written(FERRY_TEST_BINARY_DIR);
+  auto o = support::options(1);
+  o.sandbox.enabled = true;
+  o.env = {{"LD_LIBRARY_PATH", in_tmp.path.string() + ":" + elsewhere.path.string()}};
+  {
+    ferry::Executor ex(o);
+    CHECK(value_in(ex, "LD_LIBRARY_PATH") == elsewhere.path.string());
+  }
+  o.sandbox.write = {written.path};
+  o.env = {{"LD_LIBRARY_PATH", written.path.string() + ";" + elsewhere.path.string()}};
+  ferry::Executor with_write(o);
+  CHECK(value_in(with_write, "LD_LIBRARY_PATH") == elsewhere.path.string());
+  // Without a sandbox both are the user's, and kept.
+  auto plain = support::options(1);
+  plain.env = {{"LD_LIBRARY_PATH", in_tmp.path.string() + ":" + elsewhere.path.string()}};
+  ferry::Executor unsandboxed(plain);
+  CHECK(value_in(unsandboxed, "LD_LIBRARY_PATH") == in_tmp.path.string() + ":" + elsewhere.path.string());
+}

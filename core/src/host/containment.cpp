@@ -517,6 +517,28 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
   return read;
 }
 
+std::string search_path_outside(std::string_view search_path, const std::vector<std::string>& task_writable) {
+  std::string kept;
+  for (;;) {
+    const std::size_t end = search_path.find_first_of(":;");
+    const std::string entry(search_path.substr(0, end));
+    std::error_code ec;
+    const fs::path real = entry.empty() ? fs::path() : fs::weakly_canonical(entry, ec);
+    const bool writable = !entry.empty() && std::any_of(task_writable.begin(), task_writable.end(), [&](const std::string& w) {
+      std::error_code wec;
+      const fs::path dir = fs::weakly_canonical(w, wec);
+      return path_within(ec ? fs::path(entry).lexically_normal() : real, wec ? fs::path(w).lexically_normal() : dir);
+    });
+    if (writable)
+      debug_log("sandbox: LD_LIBRARY_PATH leaves out '%s': a task can write there", entry.c_str());
+    else if (!entry.empty())
+      kept += (kept.empty() ? "" : ":") + entry;
+    if (end == std::string_view::npos) break;
+    search_path.remove_prefix(end + 1);
+  }
+  return kept;
+}
+
 std::vector<std::string> containment_args(const ExecutorOptions& options, const Sandbox& sb,
                                           const PrivateTempDir* private_tmp, const std::vector<std::string>& read) {
   std::vector<std::string> args;

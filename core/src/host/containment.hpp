@@ -104,6 +104,13 @@ std::string resolved_path(const std::string& p);
 /// pool computes it once.
 std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, const Sandbox& sandbox);
 
+/// `search_path` (LD_LIBRARY_PATH's value, split at ':' and ';' as the loader splits it) without
+/// the entries at or under one of `task_writable` (a sandbox's write paths, its private
+/// directory and the places it is shown at): the loader searches it at every dlopen in the
+/// worker, before a plugin's RUNPATH, so a library one call put there would be loaded by a later
+/// plugin's. Each entry left out is logged under FERRY_DEBUG.
+std::string search_path_outside(std::string_view search_path, const std::vector<std::string>& task_writable);
+
 /// The containment part of ferry-worker's command line (worker/containment.hpp reads it): the
 /// executor's limits, and with a sandbox its flags and the paths it may read (`read`, from
 /// sandbox_read_paths, and the libraries loaded since, outside the writable paths) and write

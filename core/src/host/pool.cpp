@@ -151,10 +151,24 @@ Pool::Pool(ExecutorOptions options)
     // The private directory, by its own path and where the workers may show it (/tmp...: there
     // a task names a module of its own by a path at which this host finds a file of anyone's).
     // The workers decide with their own files added, so they show it at these or fewer.
+    std::vector<std::string> task_writable;
+    for (const auto& dir : sandbox_.write) task_writable.push_back(dir.string());
     if (sandbox_tmp_) {
       never_symbolize_under(sandbox_tmp_->path().string());
-      for (const auto& dir : temp_dirs_to_hide(sandbox_read_)) never_symbolize_under(dir);
+      task_writable.push_back(sandbox_tmp_->path().string());
+      for (const auto& dir : temp_dirs_to_hide(sandbox_read_)) {
+        never_symbolize_under(dir);
+        task_writable.push_back(dir);
+      }
     }
+    // The loader searches LD_LIBRARY_PATH at every dlopen in a worker, before a plugin's RUNPATH:
+    // none of it may be where a task writes (a library one call left there would be a later
+    // plugin's dependency). The launcher then judges what is left as ever.
+    const auto given = options_.env.find("LD_LIBRARY_PATH");
+    const char* inherited = std::getenv("LD_LIBRARY_PATH");
+    if (given != options_.env.end() || inherited)
+      launch.env["LD_LIBRARY_PATH"] =
+          search_path_outside(given != options_.env.end() ? given->second : inherited, task_writable);
   }
   launcher_ = make_launcher(launch);
   if (!launcher_)
