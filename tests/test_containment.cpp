@@ -823,16 +823,72 @@ TEST_CASE("Containment.lowered_limits.code_run_before_a_tasks_own_processes_limi
       socklen_t size = sizeof type;
       if (fd == channel || ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) != 0 || type != SOCK_SEQPACKET)
         continue;
-      const std::uint64_t unlimited = UINT64_MAX;
-      std::int32_t answer = 0;
-      if (::send(fd, &unlimited, sizeof unlimited, MSG_NOSIGNAL) == sizeof unlimited)
-        (void)!::recv(fd, &answer, sizeof answer, 0);
+      // The guardian's request: {value, sequence}; its answer {code, sequence} (16 bytes each).
+      const std::uint64_t unlimited[2] = {UINT64_MAX, 1};
+      std::uint64_t answer[2] = {};
+      if (::send(fd, unlimited, sizeof unlimited, MSG_NOSIGNAL) == sizeof unlimited)
+        (void)!::recv(fd, answer, sizeof answer, 0);
     }
     auto [forked, refused] = fork_five();
     if (tsan ? forked == 0 || forked > 2 : forked != 2) return 10 + forked;
     return copies.empty() ? 0 : 20;
   });
   CHECK(worker.wait() == 0);
+}
+
+TEST_CASE("Containment.lowered_limits.a_task_that_floods_the_guardian_cannot_keep_its_children_alive") {
+  // A task's child inherited the worker's end of the guardian's socket and sent requests without
+  // reading the answers: the guardian blocked in send() for good, never saw the worker end, and
+  // what the task started outlived the worker, the executor and the host. It answers without
+  // waiting now, and stops serving a peer that does not read.
+  if (!ferry::detail::containment_support().pids_cgroup) {
+    MESSAGE("skipped: no pids cgroup can be made here");
+    return;
+  }
+  int report[2];
+  REQUIRE(::pipe2(report, O_CLOEXEC) == 0);
+  Child worker([&](int channel) {
+    Containment c;
+    ContainmentConfig config;
+    config.sandbox = true;
+    if (!c.setup(config, channel).empty()) return 1;
+    c.begin_task(config.limits);
+    int requests = -1;
+    for (int fd = 0; fd < 1024; ++fd) {
+      int type = 0;
+      socklen_t size = sizeof type;
+      if (fd != channel && ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0 && type == SOCK_SEQPACKET)
+        requests = fd;
+    }
+    if (requests < 0) return 2;
+    const pid_t child = ::fork();
+    if (child == 0) {
+      // Requests until the guardian takes no more: its end closed (now), or its queue full while
+      // it waits for us to read (before); then say who we are and stay.
+      const std::uint64_t request[2] = {UINT64_MAX, 0};
+      for (int quiet = 0; quiet < 3;) {
+        if (::send(requests, request, sizeof request, MSG_DONTWAIT | MSG_NOSIGNAL) == sizeof request) continue;
+        if (errno != EAGAIN) break;
+        pollfd p{requests, POLLOUT, 0};
+        if (::poll(&p, 1, 200) == 0) ++quiet;
+      }
+      const pid_t me[2] = {::getpid(), ::getpid()};  // one for the worker, one for the test
+      (void)!::write(report[1], me, sizeof me);
+      for (;;) ::pause();
+    }
+    pid_t reported = 0;
+    ::close(report[1]);
+    return ::read(report[0], &reported, sizeof reported) == sizeof reported ? 0 : 3;
+  });
+  ::close(report[1]);
+  pid_t child = 0;
+  REQUIRE(::read(report[0], &child, sizeof child) == sizeof child);
+  ::close(report[0]);
+  CHECK(worker.wait() == 0);
+  // The worker has ended: its guardian ends what the task left, the flooding child among them.
+  CHECK_MESSAGE(support::wait_until([&] { return ended(child); }, std::chrono::milliseconds(10000)),
+                "the task's child " << child << " outlived its worker");
+  if (!ended(child)) ::kill(child, SIGKILL);
 }
 
 TEST_CASE("Containment.sandbox.files_outside_the_allowed_paths_are_eacces") {

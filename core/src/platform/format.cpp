@@ -203,7 +203,16 @@ std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::
                                  TerminalOutput& state) noexcept {
   static constexpr std::string_view reset = "\x1b[0m";
   std::size_t at = 0, i = 0;
+  // The colours in force, restored before this call's first byte (the last call ended with a
+  // reset so that nothing between two writes takes them).
+  auto resume = [&] {
+    if (at == 0 && state.coloured) {
+      std::memcpy(out, state.sgr, state.sgr_size);
+      at = state.sgr_size;
+    }
+  };
   auto escape = [&](std::size_t n) {
+    resume();
     for (std::size_t k = 0; k < n; ++k) {
       static constexpr char hex[] = "0123456789abcdef";
       const auto b = static_cast<unsigned char>(in[i + k]);
@@ -214,6 +223,7 @@ std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::
     }
   };
   auto copy = [&](const char* p, std::size_t n) {
+    resume();
     std::memcpy(out + at, p, n);
     at += n;
   };
@@ -226,13 +236,23 @@ std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::
       if (kept != 0 && kept != SIZE_MAX) {
         n = kept;
         copy(in.data() + i, n);
-        if (in[i + n - 1] == 'm') state.coloured = !(n == 3 || (n == 4 && in[i + 2] == '0'));
+        if (in[i + n - 1] == 'm') {
+          state.coloured = !(n == 3 || (n == 4 && in[i + 2] == '0'));
+          if (!state.coloured) {
+            state.sgr_size = 0;
+          } else {
+            if (state.sgr_size + n > terminal_sgr_max) state.sgr_size = 0;  // the last alone
+            std::memcpy(state.sgr + state.sgr_size, in.data() + i, n);
+            state.sgr_size += n;
+          }
+        }
       } else {
         escape(1);
       }
     } else if (c == '\n') {
       if (state.coloured) copy(reset.data(), reset.size());
       state.coloured = false;
+      state.sgr_size = 0;
       copy("\n", 1);
     } else if (c < 0x20 || c == 0x7F) {
       if (c == '\t' || c == '\r' || c == '\b') copy(in.data() + i, 1); else escape(1);
@@ -249,9 +269,14 @@ std::size_t terminal_output_into(char* out, std::string_view in, bool end, std::
     }
     i += n;
   }
-  if (end && i == in.size() && state.coloured) {
-    copy(reset.data(), reset.size());
+  // Each call's output ends in the default colours; the stream's end forgets them.
+  if (state.coloured && at > 0) {
+    std::memcpy(out + at, reset.data(), reset.size());
+    at += reset.size();
+  }
+  if (end && i == in.size()) {
     state.coloured = false;
+    state.sgr_size = 0;
   }
   if (used) *used = i;
   return at;

@@ -65,15 +65,20 @@ FERRY_INTERNAL_API std::string terminal_text(std::string_view text, std::string_
 /// colours and styles) and EL (ESC [ 0, 1 or 2 K: erasing the line). Any other control byte, a
 /// malformed byte and a character of escaped_on_terminal come out as \xNN, one per byte, an ESC
 /// that starts no kept sequence among them (what followed it shows as text). After an SGR other
-/// than a reset, the next newline, and the end, are preceded by ESC [ 0 m: a task's colours (black
-/// on black, concealed) do not outlive its line and hide what the host prints next.
+/// than a reset, the next newline and the end of each call's output are preceded by ESC [ 0 m,
+/// and the next call's output begins with the SGRs still in force: a task's colours (black on
+/// black, concealed) hide nothing the host or another worker prints between two of its writes,
+/// nor the user's prompt after it.
+inline constexpr std::size_t terminal_sequence_max = 32;
+inline constexpr std::size_t terminal_sgr_max = 64;  // the SGRs in force that are kept
 struct TerminalOutput {
   bool ascii_only = false;  // escape every byte past ASCII
   bool coloured = false;    // an SGR passed since the last reset (kept from call to call)
+  char sgr[terminal_sgr_max] = {};  // the SGRs since then (the last alone when they do not fit)
+  std::size_t sgr_size = 0;
 };
-inline constexpr std::size_t terminal_sequence_max = 32;
-/// Writes `in` shown for a terminal to `out`: at most 5 x `in.size()` + 4 bytes; returns how
-/// many. Unless `end`, a character or kept sequence cut by the end of `in` is left for the next
+/// Writes `in` shown for a terminal to `out`: at most 5 x `in.size()` + `terminal_sgr_max` + 4
+/// bytes; returns how many. Unless `end`, a character or kept sequence cut by the end of `in` is left for the next
 /// call with the bytes that follow: `*used` is set to the bytes of `in` consumed (at least
 /// `in.size()` - `terminal_sequence_max`). Allocates nothing (a relay runs it in a child forked
 /// from a worker).

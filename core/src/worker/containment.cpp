@@ -239,6 +239,18 @@ int write_pids_max_for_worker(const std::string& cgroup, std::uint64_t value, st
   return 0;
 }
 
+/// A request to the guardian for the worker's pids.max, and its answer (0 or an errno), matched by
+/// `sequence`: a task holding the worker's end may send requests too, and leave their answers
+/// for the worker to find.
+struct PidsRequest {
+  std::uint64_t value;
+  std::uint64_t sequence;
+};
+struct PidsAnswer {
+  std::int32_t code;
+  std::uint64_t sequence;
+};
+
 /// The guardian's life: wait for the worker to end (pidfd at descriptor 0), then end what it
 /// left behind, and the cgroup. Meanwhile, with `requests` (a sandbox with a pids cgroup), it
 /// writes the worker's pids.max as asked, lower only (write_pids_max_for_worker).
@@ -261,13 +273,19 @@ int write_pids_max_for_worker(const std::string& cgroup, std::uint64_t value, st
     }
     if (p[0].revents != 0) break;  // the worker ended
     if (requests < 0 || p[1].revents == 0) continue;
-    std::uint64_t value = 0;
-    const ssize_t n = ::recv(requests, &value, sizeof value, 0);
-    if (n == sizeof value) {
-      const std::int32_t answer = write_pids_max_for_worker(cgroup, value, written);
-      (void)::send(requests, &answer, sizeof answer, MSG_NOSIGNAL);
-    } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
-      ::close(requests);  // the worker closed it (or it broke): nothing more to write
+    PidsRequest request{};
+    const ssize_t n = ::recv(requests, &request, sizeof request, MSG_DONTWAIT);
+    bool stop = n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN);
+    if (n == sizeof request) {
+      const PidsAnswer answer{write_pids_max_for_worker(cgroup, request.value, written), request.sequence};
+      // Never waits: a peer that does not read its answers (a task's child flooding requests,
+      // the worker's end inherited) would block the guardian in send() for good, and with it the
+      // end of whatever the task started. Such a peer is no worker waiting for an answer: the
+      // guardian stops serving (the worker's next request fails, and it exits 70).
+      stop = ::send(requests, &answer, sizeof answer, MSG_NOSIGNAL | MSG_DONTWAIT) != sizeof answer;
+    }
+    if (stop) {
+      ::close(requests);  // the worker closed it, it broke, or its answers go unread
       requests = -1;
       p[1].fd = -1;
     }
@@ -396,7 +414,7 @@ bool utf8_locale() {
   // the bytes of a character or sequence cut by a read wait in held[i] for the next one.
   constexpr std::size_t read_size = 1 << 16;
   static char buffer[terminal_sequence_max + read_size];
-  static char shown[5 * sizeof buffer + 4];
+  static char shown[5 * sizeof buffer + terminal_sgr_max + 4];
   char held[2][terminal_sequence_max];
   std::size_t held_size[2] = {0, 0};
   auto pass = [&](int i, const char* data, std::size_t size) {
@@ -409,7 +427,17 @@ bool utf8_locale() {
           piece = terminal_cut(std::string_view(data + at, size - at), piece);
       }
       piece = static_cast<std::size_t>(std::min<std::uint64_t>(piece, room[i]));
-      writable[i] = piece > 0 && relay_write(i + 1, data + at, piece);
+      if (terminal[i] && piece > 0) {
+        // Each write to a terminal begins with CAN, which ends any sequence left open before it
+        // (another relay's write that the kernel cut short on a non-blocking terminal, where
+        // terminal_cut cannot choose the cut): an ESC there and "[6n" here made a query.
+        char with_can[PIPE_BUF + 1];
+        with_can[0] = '\x18';
+        std::memcpy(with_can + 1, data + at, piece);
+        writable[i] = relay_write(i + 1, with_can, piece + 1);
+      } else {
+        writable[i] = piece > 0 && relay_write(i + 1, data + at, piece);
+      }
       if (room[i] != UINT64_MAX) room[i] -= piece;
       at += piece;
     }
@@ -1464,18 +1492,30 @@ void Containment::set_limit(Resource r, std::uint64_t value) {
 void Containment::set_processes(std::uint64_t value) {
   if (guardian_requests_ >= 0) {
     // A sandbox: the guardian writes it, lower only (start_guardian). Nothing here to copy.
-    const std::uint64_t asked = value == 0 ? pids_unlimited : value + static_cast<std::uint64_t>(own_processes_);
-    std::int32_t answer = EIO;
-    ssize_t n = -1;
+    const PidsRequest request{value == 0 ? pids_unlimited : value + static_cast<std::uint64_t>(own_processes_),
+                              ++pids_requests_};
+    // Answers to a task's own requests may wait on the socket: only ours counts (its sequence),
+    // and within a deadline (a task's thread may read ours first, or the guardian may be gone).
+    PidsAnswer answer{EIO, 0};
+    bool answered = false;
     // No SIGPIPE if the guardian has gone: the limit is then not written, and the worker ends.
-    if (::send(guardian_requests_, &asked, sizeof asked, MSG_NOSIGNAL) == sizeof asked) {
-      do {
-        n = ::recv(guardian_requests_, &answer, sizeof answer, 0);
-      } while (n < 0 && errno == EINTR);
+    if (::send(guardian_requests_, &request, sizeof request, MSG_NOSIGNAL) == sizeof request) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!answered) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        pollfd p{guardian_requests_, POLLIN, 0};
+        const int ready = left.count() > 0 ? ::poll(&p, 1, static_cast<int>(left.count())) : 0;
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) break;
+        const ssize_t n = ::recv(guardian_requests_, &answer, sizeof answer, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n != sizeof answer) break;  // the guardian gone
+        answered = answer.sequence == request.sequence;
+      }
     }
-    if (n != sizeof answer || answer != 0)
+    if (!answered || answer.code != 0)
       cannot_hold_own_limit(std::string("the guardian did not write pids.max: ") +
-                            (n != sizeof answer ? "no answer" : std::strerror(answer)));
+                            (!answered ? "no answer" : std::strerror(answer.code)));
     return;
   }
   if (pids_max_fd_ >= 0) {

@@ -131,6 +131,7 @@ class FERRY_INTERNAL_API Containment {
   // In a sandbox with a pids cgroup: the socket on which the guardian is asked to write pids.max
   // (start_guardian), which then is never open here (pids_max_fd_ -1).
   int guardian_requests_ = -1;
+  std::uint64_t pids_requests_ = 0;  // the sequence of the last request to the guardian
   int memory_failcnt_fd_[2] = {-1, -1};  // memory.failcnt, memory.memsw.failcnt of memory_cgroup_
   std::uint64_t refusals_ = 0;          // "max" count of pids.events when the task began
   int own_processes_ = 1;               // the worker's own threads (guardian, relay) a limit counts
