@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -160,6 +161,33 @@ namespace {
 constexpr const char* making_pattern = ".ferry-sandbox-XXXXXX";  // never swept: not yet locked
 constexpr std::string_view made_prefix = "ferry-sandbox-";
 constexpr std::string_view made_suffix = "-locked";
+
+/// Whether the file system of `fd` may be shared with other machines (NFS, SMB, Lustre, 9p,
+/// Ceph, GPFS, FUSE...): a lock taken there may be local to each machine (NFS mounted with local
+/// locks, Lustre's localflock), so a sweep on another machine would take a live pool's directory
+/// for a dead host's. Such a directory is not locked, and such a place is not swept.
+bool shared_between_machines(int fd) {
+  struct statfs fs_info {};
+  if (::fstatfs(fd, &fs_info) != 0) return true;
+  switch (static_cast<unsigned long>(fs_info.f_type)) {
+    case 0x6969UL:      // NFS
+    case 0x517BUL:      // SMB
+    case 0xFE534D42UL:  // SMB2
+    case 0xFF534D42UL:  // CIFS
+    case 0x0BD00BD0UL:  // Lustre
+    case 0x01021997UL:  // 9p
+    case 0x65735546UL:  // FUSE
+    case 0x00C36400UL:  // Ceph
+    case 0x01161970UL:  // GFS2
+    case 0x7461636FUL:  // OCFS2
+    case 0x5346414FUL:  // AFS
+    case 0x47504653UL:  // GPFS
+    case 0x19830326UL:  // BeeGFS
+      return true;
+    default:
+      return false;
+  }
+}
 
 /// The name a directory made as .ferry-sandbox-XXXXXX gets once locked: ferry-sandbox-XXXXXX-locked.
 /// Older ferry made ferry-sandbox-XXXXXX and held no lock: a live one of theirs looks like a dead
@@ -329,9 +357,10 @@ PrivateTempDir::PrivateTempDir(bool make) {
     }
     const std::string random = making.substr(making.size() - 6);
     std::string name = std::string(made_prefix) + random + std::string(made_suffix);
-    if (::flock(dir.get(), LOCK_SH) != 0) {
-      // No locks on this file system (NFS without them, say): the name older ferry gave, which
-      // no sweep takes; left for good if this host never reaches its destructor or exit().
+    if (shared_between_machines(dir.get()) || ::flock(dir.get(), LOCK_SH) != 0) {
+      // No locks on this file system (NFS without them, say), or locks that another machine
+      // sharing it would not see (NFS with local locks, Lustre's localflock): the name older
+      // ferry gave, which no sweep takes; left for good if this host never reaches its destructor or exit().
       debug_log("sandbox: no lock on the private directory (%s): not swept if this host is killed",
                 std::strerror(errno));
       name = std::string(made_prefix) + random;
@@ -422,7 +451,7 @@ PrivateTempDir::~PrivateTempDir() {
 
 std::size_t sweep_stale_private_dirs(const fs::path& base) {
   Fd dir(::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir) return 0;
+  if (!dir || shared_between_machines(dir.get())) return 0;
   std::vector<std::string> names;
   try {
     const int copy = ::dup(dir.get());  // closedir closes it

@@ -77,9 +77,9 @@ bool Dispatcher::fits(const Lane& lane, const protocol::TaskLimits& limits) cons
     return false;
   // cpu_time is the host's measure, per call: any fits.
   if (have.processes != executor_.processes) return limits.processes == have.processes;
-  // Lowering processes closes the worker's pids.max descriptor, but an earlier call on it could
-  // have kept a copy (dup, or a child that inherited it) to write "max" for a later one: only a
-  // worker no call ran on yet is lowered so.
+  // Only a worker no call ran on yet is lowered so: whatever an earlier call left running would
+  // count against the lowered limit. (Its guardian writes pids.max, lower only: no copy of a
+  // descriptor can raise it again.)
   if (limits.processes != have.processes && lane.used) return false;
   return fits_under(limits.processes, have.processes);
 }
