@@ -221,6 +221,23 @@ TEST_CASE("HostileWorker.an_idle_bye_crossed_by_a_call_hands_nothing_back") {
   CHECK(support::wait_until([] { return support::children().empty(); }));
 }
 
+TEST_CASE("HostileWorker.a_forged_idle_bye_does_not_take_its_worker_out_of_the_pools_size") {
+  // A task wrote bye(idle_timeout) on the channel and ran on: its worker, retired, no longer
+  // counted, and the next queued call got a new one, whose task did the same (20 calls ran at
+  // once on a pool of 2). It holds its place while it runs what crossed the bye.
+  ferry::ExecutorOptions o = fake("idle_running");
+  o.max_workers = 2;
+  ferry::Executor ex(o);
+  std::vector<ferry::Future<int>> held;
+  for (int i = 0; i < 6; ++i) held.push_back(ex.submit(square, i));
+  CHECK(support::wait_until([&] { return ex.stats().workers_started >= 2; }));
+  // Wait for a third worker as long as a replacement takes to start many times over: none comes.
+  CHECK_FALSE(support::wait_until([&] { return ex.stats().workers_started > 2; }, std::chrono::milliseconds(3000)));
+  CHECK(support::children().size() <= 2);
+  ex.shutdown({.wait = true, .kill_workers = true});
+  CHECK(support::wait_until([] { return support::children().empty(); }));
+}
+
 TEST_CASE("HostileWorker.a_death_after_an_idle_bye_settles_the_running_call_as_a_crash") {
   // A worker that said its idle time was up runs the calls that crossed the bye: if it dies
   // then, its running call ran on it (a task can write the bye, then crash its worker), and is

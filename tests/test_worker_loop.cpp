@@ -297,7 +297,7 @@ void idle_bye_then_the_task_that_crossed_it(InProcessWorker& w) {
   CHECK(proto::decode_bye(f.view()) == proto::ByeReason::idle_timeout);
   w.define(0, FERRY_TEST_MATH_PLUGIN, "square", square_fp);
   w.task(1, 0, 1, 6);
-  auto [head, rest] = w.result();  // it left at its bye: the task went back to the host
+  auto [head, rest] = w.result();  // run and answered after the bye, by the worker that said it
   CHECK(head.call == 1);
   CHECK(head.status == proto::ResultStatus::ok);
   CHECK(ferry::detail::decode_value<int>(rest) == 36);

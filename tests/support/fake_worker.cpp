@@ -15,6 +15,8 @@
 //   idle_crossed    says bye (idle_timeout) before it answers, as ferry-worker whose idle time
 //                   ran out just as the host sent the task (every task whose argument is 1)
 //   idle_then_die   says bye (idle_timeout) over the task, then exits (code 1) without answering
+//   idle_running    says bye (idle_timeout) over the task, then neither answers nor exits (a task
+//                   that wrote that bye and runs on)
 //   partial_die     forks a child that keeps the channel open, writes part of a frame, dies
 //   partial_hang    writes part of its result frame (20 bytes of the head), then neither the
 //                   rest nor anything else, and does not exit
@@ -296,6 +298,9 @@ int main(int argc, char** argv) {
     } else if (mode == "idle_then_die") {
       send(proto::encode_bye(proto::ByeReason::idle_timeout));
       std::_Exit(1);
+    } else if (mode == "idle_running") {
+      send(proto::encode_bye(proto::ByeReason::idle_timeout));
+      for (;;) ::pause();
     } else if (mode == "bye_running") {
       send(proto::encode_bye(proto::ByeReason::max_tasks));
       for (;;) ::pause();

@@ -154,7 +154,12 @@ struct WorkerSlot {
   /// is reaped (and replaced).
   /// A start failure holds its place until its death is settled (which sets the start backoff):
   /// a replacement started at once went ahead of that backoff.
-  bool holds_place() const noexcept { return phase <= Phase::ready || (failed_start && alive()); }
+  /// One that said its idle bye holds it while it runs the calls that crossed the bye: a task
+  /// can write that bye and run on, and each such call took a worker out of the count (20 calls
+  /// ran at once on a pool of 2).
+  bool holds_place() const noexcept {
+    return phase <= Phase::ready || (failed_start && alive()) || (said_idle && alive() && !lane.idle());
+  }
   /// Started and in service.
   bool up() const noexcept { return greeted && phase <= Phase::ready; }
   bool alive() const noexcept { return phase != Phase::dead; }
