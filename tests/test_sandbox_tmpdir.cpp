@@ -128,6 +128,18 @@ void kill_workers_and_wait(ferry::Executor& ex) {
 
 }  // namespace
 
+namespace {
+/// Whether `dir` was made to be swept (named "...-locked", its pool holding a lock): not on a
+/// file system other machines may share, or one ferry does not know as local, where no
+/// directory is locked nor swept (said in a MESSAGE, the test then ends).
+bool locked_for_the_sweep(const fs::path& dir) {
+  const std::string name = dir.filename().string();
+  if (name.size() > 7 && name.compare(name.size() - 7, 7, "-locked") == 0) return true;
+  MESSAGE("not checked: " << dir.parent_path() << " is on a file system where ferry locks and sweeps nothing");
+  return false;
+}
+}  // namespace
+
 TEST_CASE("SandboxTmpdir.a_tmpdir_others_could_swap_in_is_not_used") {
   support::TempDir base;
   const bool root = ::geteuid() == 0;
@@ -343,6 +355,7 @@ TEST_CASE("SandboxTmpdir.a_killed_hosts_private_directory_is_removed_by_the_next
   const std::vector<fs::path> left = private_dirs_in(base.path);
   REQUIRE(left.size() == 1);
   CHECK(support::read_file(left.front() / "left") == "by a task");
+  if (!locked_for_the_sweep(left.front())) return;
   // A link in it (as a task's descendant could have put there without a sandbox's rules) is
   // removed, never followed.
   fs::create_directory_symlink(outside.path, left.front() / "link");
@@ -442,7 +455,7 @@ TEST_CASE("SandboxTmpdir.a_dead_hosts_forked_child_does_not_keep_its_directory_f
   CHECK(code == -2);
   const std::vector<fs::path> left = private_dirs_in(base.path);
   CHECK(left.size() == 1);
-  {
+  if (std::all_of(left.begin(), left.end(), locked_for_the_sweep)) {
     std::optional<ferry::Executor> next;
     make_with_tmpdir(next, base.path, 1);
     for (const auto& dir : left) CHECK_FALSE(fs::exists(fs::symlink_status(dir)));

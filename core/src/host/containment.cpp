@@ -162,36 +162,32 @@ constexpr const char* making_pattern = ".ferry-sandbox-XXXXXX";  // never swept:
 constexpr std::string_view made_prefix = "ferry-sandbox-";
 constexpr std::string_view made_suffix = "-locked";
 
-/// Whether the file system of `fd` may be shared with other machines (NFS, SMB, Lustre, 9p,
-/// Ceph, GPFS, FUSE...): a lock taken there may be local to each machine (NFS mounted with local
-/// locks, Lustre's localflock), so a sweep on another machine would take a live pool's directory
-/// for a dead host's. Such a directory is not locked, and such a place is not swept.
+/// Whether the file system of `fd` may be shared with other machines: a lock taken there may be
+/// local to each machine (NFS mounted with local locks, Lustre's localflock), so a sweep on
+/// another machine would take a live pool's directory for a dead host's. Only the local file
+/// systems a temporary directory is found on are taken as unshared (an unknown one, NFS, SMB,
+/// Lustre, 9p, FUSE, Ceph, AFS, GPFS... is not locked, and such a place is not swept).
 bool shared_between_machines(int fd) {
   struct statfs fs_info {};
   if (::fstatfs(fd, &fs_info) != 0) return true;
   switch (static_cast<unsigned long>(fs_info.f_type)) {
-    case 0x6969UL:      // NFS
-    case 0x517BUL:      // SMB
-    case 0xFE534D42UL:  // SMB2
-    case 0xFF534D42UL:  // CIFS
-    case 0x0BD00BD0UL:  // Lustre
-    case 0x01021997UL:  // 9p
-    case 0x65735546UL:  // FUSE
-    case 0x00C36400UL:  // Ceph
-    case 0x01161970UL:  // GFS2
-    case 0x7461636FUL:  // OCFS2
-    case 0x5346414FUL:  // AFS
-    case 0x47504653UL:  // GPFS
-    case 0x19830326UL:  // BeeGFS
-      return true;
-    default:
+    case 0x01021994UL:  // tmpfs
+    case 0x858458F6UL:  // ramfs
+    case 0x0000EF53UL:  // ext2, ext3, ext4
+    case 0x58465342UL:  // XFS
+    case 0x9123683EUL:  // Btrfs
+    case 0x2FC12FC1UL:  // ZFS
+    case 0xF2F52010UL:  // F2FS
+    case 0x794C7630UL:  // overlay (a container's root)
+    case 0xCA451A4EUL:  // bcachefs
+    case 0x3153464AUL:  // JFS
+    case 0x52654973UL:  // ReiserFS
       return false;
+    default:
+      return true;
   }
 }
 
-/// The name a directory made as .ferry-sandbox-XXXXXX gets once locked: ferry-sandbox-XXXXXX-locked.
-/// Older ferry made ferry-sandbox-XXXXXX and held no lock: a live one of theirs looks like a dead
-/// host's, so their shape is never swept.
 bool is_locked_dir_name(std::string_view name) {
   if (name.size() != made_prefix.size() + 6 + made_suffix.size()) return false;
   if (name.substr(0, made_prefix.size()) != made_prefix) return false;
@@ -357,12 +353,13 @@ PrivateTempDir::PrivateTempDir(bool make) {
     }
     const std::string random = making.substr(making.size() - 6);
     std::string name = std::string(made_prefix) + random + std::string(made_suffix);
-    if (shared_between_machines(dir.get()) || ::flock(dir.get(), LOCK_SH) != 0) {
+    const bool shared = shared_between_machines(dir.get());
+    if (shared || ::flock(dir.get(), LOCK_SH) != 0) {
       // No locks on this file system (NFS without them, say), or locks that another machine
       // sharing it would not see (NFS with local locks, Lustre's localflock): the name older
       // ferry gave, which no sweep takes; left for good if this host never reaches its destructor or exit().
       debug_log("sandbox: no lock on the private directory (%s): not swept if this host is killed",
-                std::strerror(errno));
+                shared ? "a file system other machines may share" : std::strerror(errno));
       name = std::string(made_prefix) + random;
       dir.reset();
     }

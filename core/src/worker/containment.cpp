@@ -277,7 +277,9 @@ struct PidsAnswer {
     const ssize_t n = ::recv(requests, &request, sizeof request, MSG_DONTWAIT);
     bool stop = n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN);
     if (n == sizeof request) {
-      const PidsAnswer answer{write_pids_max_for_worker(cgroup, request.value, written), request.sequence};
+      PidsAnswer answer{};  // its padding too: no byte of the guardian's stack goes out
+      answer.code = write_pids_max_for_worker(cgroup, request.value, written);
+      answer.sequence = request.sequence;
       // Never waits: a peer that does not read its answers (a task's child flooding requests,
       // the worker's end inherited) would block the guardian in send() for good, and with it the
       // end of whatever the task started. Such a peer is no worker waiting for an answer: the
@@ -346,6 +348,30 @@ bool relay_write(int fd, const char* data, std::size_t n) {
     if (w > 0) {
       data += w;
       n -= static_cast<std::size_t>(w);
+    } else if (w < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLOUT, 0};
+      (void)::poll(&p, 1, -1);
+    } else if (w == 0 || errno != EINTR) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// relay_write to a terminal: every write() begins with CAN, a retry after a partial one too,
+/// which ends any sequence left open before it (another relay's write that the kernel cut short
+/// on a non-blocking terminal, where terminal_cut cannot choose the cut: an ESC there and "[6n"
+/// here made a query). At most PIPE_BUF bytes.
+bool relay_write_to_terminal(int fd, const char* data, std::size_t n) {
+  char with_can[PIPE_BUF + 1];
+  while (n > 0) {
+    with_can[0] = '\x18';
+    std::memcpy(with_can + 1, data, n);
+    const ssize_t w = ::write(fd, with_can, n + 1);
+    if (w > 0) {
+      const auto done = static_cast<std::size_t>(w) - 1;
+      data += done;
+      n -= done;
     } else if (w < 0 && errno == EAGAIN) {
       pollfd p{fd, POLLOUT, 0};
       (void)::poll(&p, 1, -1);
@@ -428,13 +454,7 @@ bool utf8_locale() {
       }
       piece = static_cast<std::size_t>(std::min<std::uint64_t>(piece, room[i]));
       if (terminal[i] && piece > 0) {
-        // Each write to a terminal begins with CAN, which ends any sequence left open before it
-        // (another relay's write that the kernel cut short on a non-blocking terminal, where
-        // terminal_cut cannot choose the cut): an ESC there and "[6n" here made a query.
-        char with_can[PIPE_BUF + 1];
-        with_can[0] = '\x18';
-        std::memcpy(with_can + 1, data + at, piece);
-        writable[i] = relay_write(i + 1, with_can, piece + 1);
+        writable[i] = relay_write_to_terminal(i + 1, data + at, piece);
       } else {
         writable[i] = piece > 0 && relay_write(i + 1, data + at, piece);
       }
@@ -456,10 +476,21 @@ bool utf8_locale() {
       if (!terminal[i]) {
         pass(i, buffer, size);
       } else {
-        std::size_t used = 0;
-        pass(i, shown, terminal_output_into(shown, std::string_view(buffer, size), n <= 0, &used, shown_as[i]));
-        held_size[i] = size - used;
-        std::memcpy(held[i], buffer + used, held_size[i]);
+        // In slices whose output fits one write: each write ends in the default colours (what
+        // another worker or the host prints between two writes is not in the task's colours).
+        constexpr std::size_t slice = (PIPE_BUF - terminal_sgr_max - 8) / 5;
+        std::size_t from = 0;
+        for (;;) {
+          const std::size_t part = std::min(slice, size - from);
+          const bool last = from + part == size;
+          std::size_t used = 0;
+          pass(i, shown,
+               terminal_output_into(shown, std::string_view(buffer + from, part), last && n <= 0, &used, shown_as[i]));
+          from += used;
+          if (last) break;
+        }
+        held_size[i] = size - from;
+        std::memcpy(held[i], buffer + from, held_size[i]);
       }
       if (n <= 0) {
         ::close(p[i].fd);
