@@ -341,35 +341,22 @@ struct PidsAnswer {
 }
 
 /// Writes `n` bytes of `data` to `fd`, waiting while it is full (a non-blocking description of
-/// the host's); false when it takes no more (its reader gone, the file-size limit met).
-bool relay_write(int fd, const char* data, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, data, n);
-    if (w > 0) {
-      data += w;
-      n -= static_cast<std::size_t>(w);
-    } else if (w < 0 && errno == EAGAIN) {
-      pollfd p{fd, POLLOUT, 0};
-      (void)::poll(&p, 1, -1);
-    } else if (w == 0 || errno != EINTR) {
-      return false;
-    }
-  }
-  return true;
-}
-
-/// relay_write to a terminal: every write() begins with CAN, a retry after a partial one too,
-/// which ends any sequence left open before it (another relay's write that the kernel cut short
-/// on a non-blocking terminal, where terminal_cut cannot choose the cut: an ESC there and "[6n"
-/// here made a query). At most PIPE_BUF bytes.
-bool relay_write_to_terminal(int fd, const char* data, std::size_t n) {
+/// the host's); false when it takes no more (its reader gone, the file-size limit met). To a
+/// `terminal` (at most PIPE_BUF bytes), every write() begins with CAN, a retry after a partial
+/// one too, which ends any sequence left open before it (another relay's write that the kernel
+/// cut short on a non-blocking terminal, where terminal_cut cannot choose the cut: an ESC there
+/// and "[6n" here made a query).
+bool relay_write(int fd, const char* data, std::size_t n, bool terminal = false) {
   char with_can[PIPE_BUF + 1];
+  const std::size_t can = terminal ? 1 : 0;
   while (n > 0) {
-    with_can[0] = '\x18';
-    std::memcpy(with_can + 1, data, n);
-    const ssize_t w = ::write(fd, with_can, n + 1);
+    if (terminal) {
+      with_can[0] = '\x18';
+      std::memcpy(with_can + 1, data, n);
+    }
+    const ssize_t w = ::write(fd, terminal ? with_can : data, n + can);
     if (w > 0) {
-      const auto done = static_cast<std::size_t>(w) - 1;
+      const auto done = static_cast<std::size_t>(w) - std::min(can, static_cast<std::size_t>(w));
       data += done;
       n -= done;
     } else if (w < 0 && errno == EAGAIN) {
@@ -453,11 +440,7 @@ bool utf8_locale() {
           piece = terminal_cut(std::string_view(data + at, size - at), piece);
       }
       piece = static_cast<std::size_t>(std::min<std::uint64_t>(piece, room[i]));
-      if (terminal[i] && piece > 0) {
-        writable[i] = relay_write_to_terminal(i + 1, data + at, piece);
-      } else {
-        writable[i] = piece > 0 && relay_write(i + 1, data + at, piece);
-      }
+      writable[i] = piece > 0 && relay_write(i + 1, data + at, piece, terminal[i]);
       if (room[i] != UINT64_MAX) room[i] -= piece;
       at += piece;
     }
