@@ -66,6 +66,19 @@ struct LoaderPlaces {
   std::string kept_gconv() const { return mine.string(); }
 };
 
+/// Under a sanitizer a worker given LD_AUDIT ends with exit 127 before its hello: the cases that
+/// give it are skipped there (said in a MESSAGE).
+bool audit_runs_here() {
+  if (!FERRY_TEST_SHADOW_MEMORY) return true;
+  MESSAGE("skipped under a sanitizer: a worker given LD_AUDIT ends with exit 127 before its hello there");
+  return false;
+}
+
+/// Whether a sandbox can be made here (Sandbox.* say why not).
+bool sandbox_runs_here() {
+  return ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty();
+}
+
 std::string value_in(ferry::Executor& ex, const char* name) { return ex.submit(getenv_task, std::string(name)).get(); }
 
 /// What worker `pid` has mapped from `dir` (its /proc maps lines naming a file there).
@@ -107,10 +120,7 @@ TEST_CASE("LoaderEnv.the_hosts_own_LD_PRELOAD_reaches_a_worker_judged") {
 }
 
 TEST_CASE("LoaderEnv.a_workers_LD_AUDIT_GCONV_PATH_and_LD_ORIGIN_PATH_hold_only_what_nobody_else_could_plant") {
-  if (FERRY_TEST_SHADOW_MEMORY) {
-    MESSAGE("skipped under a sanitizer: a worker given LD_AUDIT ends with exit 127 before its hello there");
-    return;
-  }
+  if (!audit_runs_here()) return;
   // LD_AUDIT names libraries the loader loads before the program (as LD_PRELOAD); GCONV_PATH
   // names directories whose configuration files name the iconv modules iconv_open loads;
   // LD_ORIGIN_PATH is the program's $ORIGIN where /proc/self/exe cannot be read.
@@ -126,14 +136,10 @@ TEST_CASE("LoaderEnv.a_workers_LD_AUDIT_GCONV_PATH_and_LD_ORIGIN_PATH_hold_only_
 }
 
 TEST_CASE("LoaderEnv.a_sandboxed_worker_gets_the_loaders_variables_judged") {
-  if (FERRY_TEST_SHADOW_MEMORY) {
-    MESSAGE("skipped under a sanitizer: a worker given LD_AUDIT ends with exit 127 before its hello there");
-    return;
-  }
+  if (!audit_runs_here()) return;
   // A sandbox keeps what a process needs to run, the loader's variables among them: judged as
   // without a sandbox (but GCONV_PATH, which it drops).
-  if (!ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty())
-    return;  // no sandbox here: Sandbox.* say why
+  if (!sandbox_runs_here()) return;
   LoaderPlaces places;
   auto o = support::options(1);
   o.sandbox.enabled = true;
@@ -147,10 +153,7 @@ TEST_CASE("LoaderEnv.a_sandboxed_worker_gets_the_loaders_variables_judged") {
 }
 
 TEST_CASE("LoaderEnv.allow_unsafe_plugins_keeps_the_loaders_variables_as_given") {
-  if (FERRY_TEST_SHADOW_MEMORY) {
-    MESSAGE("skipped under a sanitizer: a worker given LD_AUDIT ends with exit 127 before its hello there");
-    return;
-  }
+  if (!audit_runs_here()) return;
   LoaderPlaces places;
   const auto given = places.given();
   auto o = support::options(1);
@@ -298,16 +301,12 @@ TEST_CASE("LoaderEnv.a_GCONV_PATH_directory_with_a_conf_file_others_can_write_is
 }
 
 TEST_CASE("LoaderEnv.a_sandboxed_worker_gets_no_GCONV_PATH") {
-  if (FERRY_TEST_SHADOW_MEMORY) {
-    MESSAGE("skipped under a sanitizer: a worker given LD_AUDIT ends with exit 127 before its hello there");
-    return;
-  }
+  if (!audit_runs_here()) return;
   // glibc reads GCONV_PATH at iconv_open, in the worker's own mount namespace, where /tmp,
   // /var/tmp and /dev/shm are the sandbox's private directory that tasks write: a directory
   // judged on the host's /tmp (as `mine` here) is read from that one. Dropped, given or not;
   // LD_AUDIT stays (the loader reads it at exec, before the worker enters its namespace).
-  if (!ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty())
-    return;  // no sandbox here: Sandbox.* say why
+  if (!sandbox_runs_here()) return;
   LoaderPlaces places;
   support::ScopedEnv gconv("GCONV_PATH", places.mine.string());
   auto o = support::options(1);
@@ -325,8 +324,7 @@ TEST_CASE("LoaderEnv.a_sandboxed_workers_LD_LIBRARY_PATH_holds_no_directory_a_ta
   // sees its private directory at /tmp, which tasks write: one call could leave libdep.so there,
   // and the loader, which searches LD_LIBRARY_PATH at every dlopen before a plugin's RUNPATH,
   // would give it to a later plugin. So could a directory of Sandbox::write.
-  if (!ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty())
-    return;  // no sandbox here: Sandbox.* say why
+  if (!sandbox_runs_here()) return;
   support::TempDir in_tmp("/tmp"), elsewhere(FERRY_TEST_BINARY_DIR), written(FERRY_TEST_BINARY_DIR);
   auto o = support::options(1);
   o.sandbox.enabled = true;
