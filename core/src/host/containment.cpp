@@ -544,21 +544,19 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
 }
 
 std::string search_path_outside(std::string_view search_path, const std::vector<std::string>& task_writable) {
+  std::vector<fs::path> writable;  // resolved once, as each entry is (resolved_path)
+  for (const auto& w : task_writable) writable.emplace_back(resolved_path(w));
   std::string kept;
   for (;;) {
     const std::size_t end = search_path.find_first_of(":;");
     const std::string entry(search_path.substr(0, end));
-    std::error_code ec;
-    const fs::path real = entry.empty() ? fs::path() : fs::weakly_canonical(entry, ec);
-    const bool writable = !entry.empty() && std::any_of(task_writable.begin(), task_writable.end(), [&](const std::string& w) {
-      std::error_code wec;
-      const fs::path dir = fs::weakly_canonical(w, wec);
-      return path_within(ec ? fs::path(entry).lexically_normal() : real, wec ? fs::path(w).lexically_normal() : dir);
-    });
-    if (writable)
-      debug_log("sandbox: LD_LIBRARY_PATH leaves out '%s': a task can write there", entry.c_str());
-    else if (!entry.empty())
-      kept += (kept.empty() ? "" : ":") + entry;
+    if (!entry.empty()) {
+      const fs::path real = resolved_path(entry);
+      if (std::any_of(writable.begin(), writable.end(), [&](const fs::path& w) { return path_within(real, w); }))
+        debug_log("sandbox: LD_LIBRARY_PATH leaves out '%s': a task can write there", entry.c_str());
+      else
+        kept += (kept.empty() ? "" : ":") + entry;
+    }
     if (end == std::string_view::npos) break;
     search_path.remove_prefix(end + 1);
   }
