@@ -258,6 +258,13 @@ int main(int argc, char** argv) {
       answer_inline(call, value);
       for (;;) ::pause();
     }
+    if (mode == "recycle_each") {
+      // As ferry-worker recycling after every call (max_memory_growth): its answer, then its
+      // bye, and it exits; what the host sent meanwhile was never read.
+      answer_inline(call, value);
+      send(proto::encode_bye(proto::ByeReason::memory_growth));
+      return 0;
+    }
     if (x != 1) {
       answer_inline(call, value);
       if (held && mode == "out_of_order") held.reset();  // answered after the one behind it

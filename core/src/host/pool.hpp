@@ -154,7 +154,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void take_relayed(WorkerSlot& w, std::string& frames, Completions& done);
   void handle_hello(WorkerSlot& w, const Frame& f);
   void handle_result(WorkerSlot& w, Frame& f, Completions& done);
-  void handle_bye(WorkerSlot& w, const Frame& f);
+  void handle_bye(WorkerSlot& w, const Frame& f, bool after_answer);
   /// The running task hit a limit or its sandbox: it fails with that, the worker is replaced.
   void handle_contained(WorkerSlot& w, const Frame& f);
   /// It took a fatal signal: the stack is kept for the TerminatedWorkerError its death brings.
