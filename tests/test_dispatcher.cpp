@@ -344,3 +344,40 @@ TEST_CASE("Dispatcher.busy_lanes_counts_the_lanes_running_a_call") {
   CHECK(f.d.busy_lanes() == 0);
   CHECK(f.d.unfinished() == f.d.queued());
 }
+
+TEST_CASE("Dispatcher.assign.retires_the_lowered_lane_the_calls_behind_have_no_use_for") {
+  // Sandboxed, both workers lowered by calls with their own limits, both idle: the front call,
+  // at the executor's limits, fits neither, so one is retired. The first in order was, though the
+  // call right behind fits only that one: it then waited for a worker of its own as well.
+  constexpr std::uint64_t mib = 1 << 20;
+  Fixture f;
+  f.d.harden_limits({.memory = 1024 * mib});
+  Lane a{.serial = 1}, b{.serial = 2};
+  a.lowered = protocol::TaskLimits{.memory = 100 * mib};
+  b.lowered = protocol::TaskLimits{.memory = 50 * mib};
+  a.used = b.used = true;
+  f.submit()->limits = {.memory = 1024 * mib};
+  f.submit()->limits = {.memory = 80 * mib};  // fits a only
+  std::vector<Dispatcher::Send> sends;
+  std::vector<Lane*> stale;
+  std::vector<Lane*> open{&a, &b};
+  f.d.assign(open, sends, stale, f.t0);
+  CHECK(sends.empty());  // the front waits for the fresh worker; nothing passes it
+  REQUIRE(stale.size() == 1);
+  CHECK(stale[0] == &b);
+  CHECK(b.limits_too_low);
+  CHECK_FALSE(a.limits_too_low);
+  // Lanes none of the calls behind fits either way: the first in order, as before.
+  Fixture g;
+  g.d.harden_limits({.memory = 1024 * mib});
+  Lane c{.serial = 3}, d{.serial = 4};
+  c.lowered = d.lowered = protocol::TaskLimits{.memory = 50 * mib};
+  c.used = d.used = true;
+  g.submit()->limits = {.memory = 1024 * mib};
+  g.submit()->limits = {.memory = 80 * mib};
+  stale.clear();
+  open = {&c, &d};
+  g.d.assign(open, sends, stale, g.t0);
+  REQUIRE(stale.size() == 1);
+  CHECK(stale[0] == &c);
+}

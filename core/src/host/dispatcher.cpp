@@ -107,11 +107,26 @@ bool Dispatcher::better(const Lane& lane, const Lane& than, const protocol::Task
 
 Lane* Dispatcher::idle_unfit(std::span<Lane* const> open, const std::vector<Lane*>& stale,
                              const protocol::TaskLimits& limits) const noexcept {
-  for (Lane* lane : open)
-    if (lane->idle() && !lane->initializing && lane->calls_left != 0 && !fits(*lane, limits) &&
-        std::find(stale.begin(), stale.end(), lane) == stale.end())
-      return lane;
-  return nullptr;
+  // The lane retired is one the calls right behind have no use for, when there is one: retiring
+  // the first in order could take the only lane lowered to what they ask, and the next of them
+  // then waited for a fresh worker too.
+  Lane* first = nullptr;
+  for (Lane* lane : open) {
+    if (!lane->idle() || lane->initializing || lane->calls_left == 0 || fits(*lane, limits) ||
+        std::find(stale.begin(), stale.end(), lane) != stale.end())
+      continue;
+    if (!fits_behind(*lane)) return lane;
+    if (!first) first = lane;
+  }
+  return first;
+}
+
+bool Dispatcher::fits_behind(const Lane& lane) const noexcept {
+  if (queue_.empty()) return false;
+  std::size_t looked = 0;
+  for (auto it = std::next(queue_.begin()); it != queue_.end() && looked < behind_window; ++it, ++looked)
+    if (fits(lane, (*it)->limits)) return true;
+  return false;
 }
 
 Lane* Dispatcher::choose(std::span<Lane* const> open, std::vector<Lane*>& stale, const Call& call,

@@ -163,9 +163,12 @@ class FERRY_INTERNAL_API Dispatcher {
   /// have room): an idle one, then one that keeps its limits, then the least loaded.
   bool better(const Lane& lane, const Lane& than, const protocol::TaskLimits& limits) const noexcept;
   /// An idle lane of `open`, not in `stale`, that cannot run a call with `limits` and takes calls
-  /// (past its initializer, calls left), or nullptr.
+  /// (past its initializer, calls left), or nullptr: the first that none of the calls behind the
+  /// queue's front fits either (fits_behind), else the first.
   Lane* idle_unfit(std::span<Lane* const> open, const std::vector<Lane*>& stale,
                    const protocol::TaskLimits& limits) const noexcept;
+  /// Whether one of the calls behind the queue's front (at most behind_window) fits `lane`.
+  bool fits_behind(const Lane& lane) const noexcept;
   /// The lane of `open` that `call` goes to (it fits, has room below `limit` and calls left), or
   /// nullptr. A lane that has an older version of its plugin is listed in `stale`. With
   /// `reserved_for` (the queue's front call, waiting): only a lane that front call does not fit.
