@@ -50,30 +50,26 @@ struct StderrOn {
   StderrOn& operator=(const StderrOn&) = delete;
 };
 
-/// Runs write_text(2, text, cut) in a sandboxed pool of one worker, then ends the pool: the
+/// Runs write_text(2, text, cut) in a sandboxed pool of one worker (`o`), then ends the pool: the
 /// bytes the task wrote (all of them, or the test fails).
-void print_from_a_sandboxed_task(const std::string& text, std::uint64_t cut) {
+void print_from_a_sandboxed_task(const std::string& text, std::uint64_t cut,
+                                 const ferry::ExecutorOptions& o = sandboxed()) {
   std::uint64_t written = 0;
   {
-    ferry::Executor boxed(sandboxed());
-    ferry::SubmitOptions o;
-    o.deadline = 30s;
-    auto f = boxed.submit_with(o, write_text, STDERR_FILENO, text, cut);
+    ferry::Executor boxed(o);
+    ferry::SubmitOptions so;
+    so.deadline = 30s;
+    auto f = boxed.submit_with(so, write_text, STDERR_FILENO, text, cut);
     REQUIRE(static_cast<bool>(f.wait_for(future_wait)));
     written = f.get();
   }
   CHECK(written == text.size());
 }
 
-// OSC 52 sets the clipboard to "rm -rf ~"; ESC [ 6 n asks the terminal for its cursor (the
-// answer arrives as typed input); the colour and the line erase are kept. Cut inside the OSC's
-// introducer, so that the relay's first read ends with a lone ESC.
-const std::string printed = "\x1b[32mok\x1b[0m \x1b]52;c;cm0gLXJmIH4K\x07 \x1b[6n\r\x1b[Kdone\n";
-const std::size_t cut_at = printed.find("\x1b]") + 1;
-
-}  // namespace
-
-TEST_CASE("SandboxOutput.escape_sequences_reach_the_hosts_terminal_escaped") {
+/// What reaches a terminal that is the host's stderr when a sandboxed task prints `text` (ending
+/// in "done\n"), cut in two writes at `cut`.
+std::string seen_on_a_terminal(const std::string& text, std::uint64_t cut,
+                               const ferry::ExecutorOptions& o = sandboxed()) {
   int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
   REQUIRE(master >= 0);
   REQUIRE(::grantpt(master) == 0);
@@ -84,7 +80,7 @@ TEST_CASE("SandboxOutput.escape_sequences_reach_the_hosts_terminal_escaped") {
   std::string seen;
   {
     StderrOn on(terminal);
-    print_from_a_sandboxed_task(printed, cut_at);
+    print_from_a_sandboxed_task(text, cut, o);
     on.restore();
     // The relay may still be writing when the pool has ended: read until the last line is in.
     CHECK(support::wait_until([&] {
@@ -95,6 +91,25 @@ TEST_CASE("SandboxOutput.escape_sequences_reach_the_hosts_terminal_escaped") {
   }
   ::close(terminal);
   ::close(master);
+  return seen;
+}
+
+// OSC 52 sets the clipboard to "rm -rf ~"; ESC [ 6 n asks the terminal for its cursor (the
+// answer arrives as typed input); the colour and the line erase are kept. Cut inside the OSC's
+// introducer, so that the relay's first read ends with a lone ESC.
+const std::string printed = "\x1b[32mok\x1b[0m \x1b]52;c;cm0gLXJmIH4K\x07 \x1b[6n\r\x1b[Kdone\n";
+const std::size_t cut_at = printed.find("\x1b]") + 1;
+
+/// `seen` without the CAN the relay writes before each write (ending any sequence left open).
+std::string shown_text(std::string seen) {
+  std::erase(seen, '\x18');
+  return seen;
+}
+
+}  // namespace
+
+TEST_CASE("SandboxOutput.escape_sequences_reach_the_hosts_terminal_escaped") {
+  const std::string seen = seen_on_a_terminal(printed, cut_at);
   CAPTURE(seen);
   CHECK(seen.find("\x1b]") == std::string::npos);
   CHECK(seen.find("\x1b[6n") == std::string::npos);
@@ -102,6 +117,32 @@ TEST_CASE("SandboxOutput.escape_sequences_reach_the_hosts_terminal_escaped") {
   CHECK(seen.find("\\x1b[6n") != std::string::npos);
   CHECK(seen.find("\x1b[32mok\x1b[0m") != std::string::npos);
   CHECK(seen.find("\x1b[Kdone") != std::string::npos);
+}
+
+TEST_CASE("SandboxOutput.bytes_past_ascii_follow_the_hosts_locale_not_the_tasks") {
+  // The relay took the worker's environment for the terminal's: ExecutorOptions::env naming a
+  // UTF-8 locale let U+009B (C2 9B) through to a host terminal in an 8-bit locale, where 0x9B is
+  // CSI. The host's locale decides; the task's only names what the task itself uses.
+  const std::string text = "caf\xc3\xa9 \xc2\x9b" "6n done\n";
+  {
+    support::ScopedEnv host_all("LC_ALL", "C");
+    ferry::ExecutorOptions o = sandboxed();
+    o.env["LC_ALL"] = "C.UTF-8";
+    const std::string seen = shown_text(seen_on_a_terminal(text, text.size(), o));
+    CAPTURE(seen);
+    CHECK(seen.find("\xc2\x9b") == std::string::npos);
+    CHECK(seen.find("caf\\xc3\\xa9 \\xc2\\x9b6n") != std::string::npos);
+  }
+  {
+    support::ScopedEnv host_all("LC_ALL", "C.UTF-8");
+    ferry::ExecutorOptions o = sandboxed();
+    o.env["LC_ALL"] = "C";
+    const std::string seen = shown_text(seen_on_a_terminal(text, text.size(), o));
+    CAPTURE(seen);
+    // A terminal in UTF-8: the letter is shown; U+009B, a C1 control, is escaped all the same.
+    CHECK(seen.find("caf\xc3\xa9") != std::string::npos);
+    CHECK(seen.find("\xc2\x9b") == std::string::npos);
+  }
 }
 
 TEST_CASE("SandboxOutput.into_a_file_the_bytes_go_as_the_task_wrote_them") {

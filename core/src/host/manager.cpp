@@ -708,6 +708,9 @@ std::vector<std::string> Manager::worker_args() const {
   auto contain = containment_args(p_.options_, p_.sandbox_, p_.sandbox_tmp_.get(),
                                   p_.sandbox_read_);
   args.insert(args.end(), contain.begin(), contain.end());
+  // A sandboxed worker's output reaches the host's terminal through its relay: the host's locale
+  // says whether that terminal takes UTF-8, whatever ExecutorOptions::env gives the task.
+  if (p_.options_.sandbox.enabled) args.insert(args.end(), {"--terminal-utf8", utf8_locale() ? "1" : "0"});
   if (p_.options_.idle_timeout.count() > 0) {
     // Saturated (a plain cast of +infinity or of a thousand years is garbage, here 1 ms): an idle
     // time too long for the clock is no idle timeout at all.

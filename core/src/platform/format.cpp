@@ -3,7 +3,9 @@
 #include "platform/format.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 
@@ -309,6 +311,27 @@ std::string message_text(std::string_view text, std::string_view newline) {
   std::string out(std::max<std::size_t>(4, newline.size()) * text.size(), '\0');
   out.resize(terminal_text_into(out.data(), out.size(), text, newline, nullptr, false));
   return out;
+}
+
+bool utf8_locale() noexcept {
+  const char* name = nullptr;
+  for (const char* v : {"LC_ALL", "LC_CTYPE", "LANG"})
+    if (const char* value = std::getenv(v); value && *value) {
+      name = value;
+      break;
+    }
+  if (!name) return false;
+  const char* dot = std::strchr(name, '.');
+  if (!dot) return false;
+  // "UTF-8", "utf8", "UTF_8"... compared without allocating (a relay is a forked child).
+  static constexpr char utf8[] = "utf8";
+  std::size_t matched = 0;
+  for (const char* p = dot + 1; *p && *p != '@'; ++p) {
+    if (*p == '-' || *p == '_') continue;
+    if (matched == 4 || std::tolower(static_cast<unsigned char>(*p)) != utf8[matched]) return false;
+    ++matched;
+  }
+  return matched == 4;
 }
 
 }  // namespace ferry::detail

@@ -89,6 +89,11 @@ FERRY_INTERNAL_API std::size_t terminal_output_into(char* out, std::string_view 
 /// (a second worker's relay on the same terminal) would complete an ESC left at the end of the
 /// first, "[6n" being text to its own filter. At least `at_most` - `terminal_sequence_max`.
 FERRY_INTERNAL_API std::size_t terminal_cut(std::string_view shown, std::size_t at_most) noexcept;
+/// Whether the locale this process's environment names (LC_ALL, else LC_CTYPE, else LANG, as
+/// setlocale reads them) is UTF-8, as a terminal it writes to is taken to be: one in another
+/// (8-bit) locale reads bytes 0x80 to 0x9F of UTF-8 text as C1 controls (0x9B is CSI). "C",
+/// "POSIX", unset or no codeset ("en_US": Latin-1) are not UTF-8. Allocates nothing.
+FERRY_INTERNAL_API bool utf8_locale() noexcept;
 
 /// What a worker or task said, as an error's what() carries it: terminal_text, but a backslash
 /// and a newline as they are (a message of several lines stays so; what() is for reading, the

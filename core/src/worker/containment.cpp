@@ -369,31 +369,6 @@ bool relay_write(int fd, const char* data, std::size_t n, bool terminal = false)
   return true;
 }
 
-/// Whether the locale the environment names (LC_ALL, else LC_CTYPE, else LANG, as setlocale
-/// reads them) is UTF-8: a terminal in another (8-bit) one reads bytes 0x80 to 0x9F of UTF-8
-/// text as C1 controls (0x9B is CSI). "C", "POSIX", unset or no codeset ("en_US": Latin-1) are
-/// not UTF-8.
-bool utf8_locale() {
-  const char* name = nullptr;
-  for (const char* v : {"LC_ALL", "LC_CTYPE", "LANG"})
-    if (const char* value = std::getenv(v); value && *value) {
-      name = value;
-      break;
-    }
-  if (!name) return false;
-  const char* dot = std::strchr(name, '.');
-  if (!dot) return false;
-  // "UTF-8", "utf8", "UTF_8"... compared without allocating (the relay is a forked child).
-  static constexpr char utf8[] = "utf8";
-  std::size_t matched = 0;
-  for (const char* p = dot + 1; *p && *p != '@'; ++p) {
-    if (*p == '-' || *p == '_') continue;
-    if (matched == 4 || std::tolower(static_cast<unsigned char>(*p)) != utf8[matched]) return false;
-    ++matched;
-  }
-  return matched == 4;
-}
-
 /// Copies what arrives on descriptors 3 and 4 (a sandboxed worker's stdout and stderr pipes) to
 /// 1 and 2 (the host's stdout and stderr) until every writer of both is gone: the worker and its
 /// descendants, which the guardian ends. A task that shared the host's own descriptions could
@@ -405,9 +380,10 @@ bool utf8_locale() {
 /// through each stream (counted here: a log already longer than that still gets them). What
 /// cannot be written (the reader gone, the limit met) is read and dropped, so no writer waits for
 /// ever. To a terminal, a task's output is shown by terminal_output_into: its escape sequences
-/// would otherwise reach the user's terminal (OSC 52 writes the clipboard), colours excepted; a
+/// would otherwise reach the user's terminal (OSC 52 writes the clipboard), colours excepted, and
+/// with `ascii_only` (the host's terminal not in UTF-8) every byte past ASCII; a
 /// write to a terminal is never cut inside a kept sequence or a character (terminal_cut).
-[[noreturn]] void relay_main(std::uint64_t file_size) {
+[[noreturn]] void relay_main(std::uint64_t file_size, bool ascii_only) {
   ::prctl(PR_SET_NAME, "ferry-relay");
   ::setsid();
   ::signal(SIGHUP, SIG_IGN);
@@ -421,7 +397,7 @@ bool utf8_locale() {
   for (int i = 0; i < 2; ++i) {
     if (struct stat st {}; file_size != 0 && ::fstat(i + 1, &st) == 0 && S_ISREG(st.st_mode)) room[i] = file_size;
     terminal[i] = ::isatty(i + 1) == 1;
-    shown_as[i].ascii_only = !utf8_locale();
+    shown_as[i].ascii_only = ascii_only;
   }
   // To a terminal, what a task prints goes through terminal_output_into (its controls escaped);
   // the bytes of a character or sequence cut by a read wait in held[i] for the next one.
@@ -984,7 +960,7 @@ bool Containment::join_cgroup(std::uint64_t ceiling) {
   return true;
 }
 
-std::string Containment::start_guardian(bool relay_output, std::uint64_t file_size) {
+std::string Containment::start_guardian(bool relay_output, std::uint64_t file_size, bool ascii_only) {
   pid_t worker = ::getpid();
   // A sandboxed worker's stdout and stderr become pipes, read by a relay (relay_main). Their ends
   // are kept at 10 and above: with the host's stdout or stderr closed, pipe2 would hand out 1 or 2,
@@ -1069,7 +1045,7 @@ std::string Containment::start_guardian(bool relay_output, std::uint64_t file_si
         if (::dup2(out[0], 3) < 0 || ::dup2(err[0], 4) < 0) _exit(1);
         ::close(STDIN_FILENO);
         ::syscall(SYS_close_range, 5u, ~0u, 0u);
-        relay_main(file_size);
+        relay_main(file_size, ascii_only);
       }
       relay_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, r, 0));
       if (relay_pidfd < 0) _exit(1);
@@ -1158,7 +1134,10 @@ std::string Containment::setup(const ContainmentConfig& config, int channel_fd) 
   // worker and of every process it started (a task's children spun for as long as the pool
   // lived, its worker idle, under a cpu_time of 1 s), those that ended included.
   if (root_) cpu_cgroup_ = make_cpu_cgroup();
-  if (std::string why = start_guardian(config.sandbox, config.limits.file_size); !why.empty()) {
+  // The relay writes to the host's terminal: the host's locale, not the task's environment
+  // (ExecutorOptions::env may name another), says whether it takes UTF-8.
+  const bool ascii_only = !config.terminal_utf8.value_or(utf8_locale());
+  if (std::string why = start_guardian(config.sandbox, config.limits.file_size, ascii_only); !why.empty()) {
     // Nobody would remove them.
     if (!cpu_cgroup_.empty()) ::rmdir(cpu_cgroup_.c_str());
     if (!memory_cgroup_.empty()) ::rmdir(memory_cgroup_.c_str());

@@ -34,6 +34,9 @@ namespace ferry::detail {
 ///                      user's of mode 0700 reached through no link)
 ///   --private-tmp-id DEV:INO   (that directory's device and inode as the host made it: any other
 ///                               directory at its name is refused too)
+///   --terminal-utf8 0|1   (whether the host's terminal takes UTF-8, by the host's locale: the
+///                          relay escapes bytes past ASCII to one that does not; absent, this
+///                          process's environment says)
 struct ContainmentConfig {
   protocol::TaskLimits limits;
   bool sandbox = false;
@@ -42,6 +45,7 @@ struct ContainmentConfig {
   bool best_effort = false;
   bool private_tmp = false;
   std::optional<std::pair<std::uint64_t, std::uint64_t>> private_tmp_id;  // device, inode
+  std::optional<bool> terminal_utf8;
   std::vector<std::string> read;
   std::vector<std::string> write;
 };
@@ -99,7 +103,7 @@ class FERRY_INTERNAL_API Containment {
   std::string make_cpu_cgroup();
   /// The guardian, and with `relay_output` (a sandbox) the relay of stdout and stderr, which
   /// writes at most `file_size` bytes into a file (0: no limit), as the task would have.
-  std::string start_guardian(bool relay_output, std::uint64_t file_size);
+  std::string start_guardian(bool relay_output, std::uint64_t file_size, bool ascii_only);
   std::string enter_user_namespace();
   std::string build_sandbox(const ContainmentConfig& config);
   /// `made`: the directory as check_private_dir saw it; one found at its name now that is not it

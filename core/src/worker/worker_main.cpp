@@ -696,7 +696,7 @@ constexpr const char* usage_text =
     "                    [--max-tasks N] [--spin-us US] [--max-frame-bytes BYTES] [--rings 0|1]\n"
     "                    [--limits MEMORY,CPU_SECONDS,OPEN_FILES,PROCESSES,FILE_SIZE]\n"
     "                    [--sandbox FLAGS] [--read PATH]... [--write PATH]... [--private-tmp 0|1]\n"
-    "                    [--private-tmp-id DEV:INO]\n"
+    "                    [--private-tmp-id DEV:INO] [--terminal-utf8 0|1]\n"
     "       ferry-worker --version\n"
     "Runs ferry tasks sent by a host over the socket at descriptor N (default 3). Started by\n"
     "libferry; not meant to be run by hand. --sandbox FLAGS: 1 network allowed, 2 exec allowed,\n"
@@ -808,6 +808,7 @@ int worker_main(int argc, char** argv) {
     else if (a == "--max-frame-bytes") config.max_frame_bytes = v;
     else if (a == "--rings") rings_wanted = v != 0;
     else if (a == "--private-tmp") contain.private_tmp = v != 0;
+    else if (a == "--terminal-utf8") contain.terminal_utf8 = v != 0;
     else if (a == "--sandbox") {
       contain.sandbox = true;
       contain.network = v & 1;
