@@ -754,15 +754,8 @@ TEST_CASE("Sandbox.system_v_ipc_is_its_own") {
 /// a new pseudo-terminal, opened read-write as a shell opens its own: {sandboxed, plain} results.
 template <class Task>
 std::pair<int, int> on_a_terminal(Task task) {
-  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(master >= 0);
-  REQUIRE(::grantpt(master) == 0);
-  REQUIRE(::unlockpt(master) == 0);
-  int terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(terminal >= 0);
-  int saved = ::dup(STDERR_FILENO);
-  REQUIRE(saved >= 0);
-  ::dup2(terminal, STDERR_FILENO);
+  support::Pty pty;
+  support::StderrTo on(pty.terminal);
   std::pair<int, int> results{-1, -1};
   {
     ferry::Executor ex(sandboxed());
@@ -770,10 +763,6 @@ std::pair<int, int> on_a_terminal(Task task) {
     ferry::Executor plain(support::options(1));
     results.second = value_of(plain.submit_with(hostile(), task, STDERR_FILENO));
   }
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-  ::close(terminal);
-  ::close(master);
   return results;
 }
 
@@ -1022,36 +1011,25 @@ TEST_CASE("Sandbox.a_task_reads_the_wrap_caches_plugins_not_its_sources") {
 
 namespace {
 
-/// This process's stderr, which workers inherit, pointed at `log` (which starts with
-/// "IMPORTANT\n") until restore() or the end of the scope.
-struct StderrInto {
-  int saved = -1;
-  explicit StderrInto(const fs::path& log) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+/// `log` open for appending, made to start with "IMPORTANT\n"; closed with this.
+struct ImportantLog {
+  int fd;
+  explicit ImportantLog(const fs::path& log) : fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) {
     REQUIRE(fd >= 0);
     REQUIRE(::write(fd, "IMPORTANT\n", 10) == 10);
-    point_at(fd);
-    ::close(fd);
   }
-  /// Into descriptor `fd` (the caller's, left open).
-  explicit StderrInto(int fd) { point_at(fd); }
-  void point_at(int fd) {
-    saved = ::dup(STDERR_FILENO);
-    REQUIRE(saved >= 0);
-    ::dup2(fd, STDERR_FILENO);
-  }
-  void restore() {
-    if (saved < 0) return;
-    ::dup2(saved, STDERR_FILENO);
-    ::close(saved);
-    saved = -1;
-  }
-  ~StderrInto() { restore(); }
-  StderrInto(const StderrInto&) = delete;
-  StderrInto& operator=(const StderrInto&) = delete;
+  ~ImportantLog() { ::close(fd); }
+  ImportantLog(const ImportantLog&) = delete;
+  ImportantLog& operator=(const ImportantLog&) = delete;
 };
 
-}  // namespace
+/// This process's stderr, which workers inherit, pointed at `log` (which starts with
+/// "IMPORTANT\n"), or at descriptor `fd` (the caller's, left open), until restore() or the end
+/// of the scope.
+struct StderrInto : support::StderrTo {
+  explicit StderrInto(const fs::path& log) : StderrTo(ImportantLog(log).fd) {}
+  explicit StderrInto(int fd) : StderrTo(fd) {}
+};}  // namespace
 
 TEST_CASE("Sandbox.a_task_cannot_truncate_or_overwrite_the_hosts_output") {
   // A worker shared the host's stderr description: a task truncated the user's log file, or
@@ -1190,11 +1168,9 @@ TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {
   // The workers inherit this process's stderr: point it at a file while they run.
   support::TempDir logs;
   const fs::path log = logs.path / "stderr";
-  int saved = ::dup(STDERR_FILENO);
-  REQUIRE(saved >= 0);
   int file = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   REQUIRE(file >= 0);
-  ::dup2(file, STDERR_FILENO);
+  support::StderrTo into(file);
   ::close(file);
   {
     auto options = sandboxed();
@@ -1204,8 +1180,7 @@ TEST_CASE("Sandbox.FERRY_DEBUG_logs_the_denied_path") {
     auto e2 = failure_of<ferry::TaskError>(ex.submit_with(hostile(), read_file, hostile_name));
     ex.shutdown();
   }
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
+  into.restore();
   // A sandboxed worker's stderr reaches the file through its relay, which may still be copying.
   const std::string forged = "clear\\x1b[2J\n  [ferry 1] forged\") denied (EACCES)";
   CHECK(support::wait_until([&] { return support::read_file(log).find(forged) != std::string::npos; }));

@@ -32,24 +32,6 @@ ferry::ExecutorOptions sandboxed() {
   return o;
 }
 
-/// The host's stderr on `fd` until the scope ends (or restore()).
-struct StderrOn {
-  int saved = ::dup(STDERR_FILENO);
-  explicit StderrOn(int fd) {
-    REQUIRE(saved >= 0);
-    REQUIRE(::dup2(fd, STDERR_FILENO) == STDERR_FILENO);
-  }
-  void restore() {
-    if (saved < 0) return;
-    ::dup2(saved, STDERR_FILENO);
-    ::close(saved);
-    saved = -1;
-  }
-  ~StderrOn() { restore(); }
-  StderrOn(const StderrOn&) = delete;
-  StderrOn& operator=(const StderrOn&) = delete;
-};
-
 /// Runs write_text(2, text, cut) in a sandboxed pool of one worker (`o`), then ends the pool: the
 /// bytes the task wrote (all of them, or the test fails).
 void print_from_a_sandboxed_task(const std::string& text, std::uint64_t cut,
@@ -70,27 +52,18 @@ void print_from_a_sandboxed_task(const std::string& text, std::uint64_t cut,
 /// in "done\n"), cut in two writes at `cut`.
 std::string seen_on_a_terminal(const std::string& text, std::uint64_t cut,
                                const ferry::ExecutorOptions& o = sandboxed()) {
-  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(master >= 0);
-  REQUIRE(::grantpt(master) == 0);
-  REQUIRE(::unlockpt(master) == 0);
-  int terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
-  REQUIRE(terminal >= 0);
-  REQUIRE(::fcntl(master, F_SETFL, ::fcntl(master, F_GETFL) | O_NONBLOCK) == 0);
+  support::Pty pty;
   std::string seen;
   {
-    StderrOn on(terminal);
+    support::StderrTo on(pty.terminal);
     print_from_a_sandboxed_task(text, cut, o);
     on.restore();
     // The relay may still be writing when the pool has ended: read until the last line is in.
     CHECK(support::wait_until([&] {
-      char buffer[4096];
-      for (ssize_t n; (n = ::read(master, buffer, sizeof buffer)) > 0;) seen.append(buffer, static_cast<std::size_t>(n));
+      pty.read_into(seen);
       return seen.find("done") != std::string::npos;
     }));
   }
-  ::close(terminal);
-  ::close(master);
   return seen;
 }
 
@@ -152,7 +125,7 @@ TEST_CASE("SandboxOutput.into_a_file_the_bytes_go_as_the_task_wrote_them") {
   const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   REQUIRE(fd >= 0);
   {
-    StderrOn on(fd);
+    support::StderrTo on(fd);
     print_from_a_sandboxed_task(printed, cut_at);
   }
   ::close(fd);

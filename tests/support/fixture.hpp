@@ -292,4 +292,50 @@ struct ScopedCwd {
   ScopedCwd& operator=(const ScopedCwd&) = delete;
 };
 
+/// The process's stderr on descriptor `fd` (the caller's, left open) until restore() or the end
+/// of the scope: what workers inherit, and a sandbox's relay writes to.
+struct StderrTo {
+  int saved = ::dup(STDERR_FILENO);
+  explicit StderrTo(int fd) {
+    if (saved < 0 || ::dup2(fd, STDERR_FILENO) != STDERR_FILENO) throw std::runtime_error("StderrTo: dup failed");
+  }
+  void restore() {
+    if (saved < 0) return;
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+    saved = -1;
+  }
+  ~StderrTo() { restore(); }
+  StderrTo(const StderrTo&) = delete;
+  StderrTo& operator=(const StderrTo&) = delete;
+};
+
+/// A pseudo-terminal: programs write to `terminal`; the test reads `master` (non-blocking).
+struct Pty {
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  int terminal = -1;
+  Pty() {
+    if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0 ||
+        (terminal = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0 ||
+        ::fcntl(master, F_SETFL, ::fcntl(master, F_GETFL) | O_NONBLOCK) != 0) {
+      close_both();
+      throw std::runtime_error("Pty: no pseudo-terminal");
+    }
+  }
+  /// Appends what the terminal has shown since the last call to `seen`.
+  void read_into(std::string& seen) const {
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(master, buffer, sizeof buffer)) > 0;) seen.append(buffer, static_cast<std::size_t>(n));
+  }
+  ~Pty() { close_both(); }
+  Pty(const Pty&) = delete;
+  Pty& operator=(const Pty&) = delete;
+
+ private:
+  void close_both() {
+    if (terminal >= 0) ::close(terminal);
+    if (master >= 0) ::close(master);
+  }
+};
+
 }  // namespace support
