@@ -23,11 +23,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <typeinfo>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -546,4 +548,118 @@ TEST_CASE("SandboxTmpdir.exit_removes_the_directory_only_after_the_calls_it_wait
   ::close(told[0]);
   CHECK(c == 'y');  // the last call had its directory
   CHECK(private_dirs_in(base.path).empty());  // and it went after
+}
+
+namespace {
+
+/// Directories a writer keeps waiting in its tree: a pass of remove_tree over them takes long
+/// enough (tens of ms) that the writer always adds some before the pass ends, so the tree is
+/// never empty when remove_tree tries to remove its top; and the writer's disk use stays bounded.
+constexpr nlink_t writer_backlog = 5000;
+
+/// Makes empty directories in `dir` ("d0", "d1"...) until `stop` (never, when null), counting
+/// them in `made`, keeping about writer_backlog of them there (by `dir`'s link count; without
+/// one, as many as it can): what a task, or what it left running, does when it writes without
+/// end in its private directory. A directory costs remove_tree several calls and its maker one,
+/// so files would not do: remove_tree caught up with a writer of files and ended. Goes on
+/// (failing) once `dir` is gone.
+void keep_making_directories(fs::path dir, std::atomic<bool>* stop, std::atomic<std::uint64_t>* made) {
+  const int at = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  char name[32];
+  for (std::uint64_t i = 0; !(stop && stop->load(std::memory_order_relaxed));) {
+    struct stat st {};
+    if (::fstat(at, &st) == 0 && st.st_nlink >= 2 && st.st_nlink - 2 >= writer_backlog) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));  // pacing, not a synchronisation
+      continue;
+    }
+    std::snprintf(name, sizeof name, "d%llu", static_cast<unsigned long long>(i++));
+    if (::mkdirat(at, name, 0700) == 0) made->fetch_add(1, std::memory_order_relaxed);
+  }
+  if (at >= 0) ::close(at);
+}
+
+/// Makes sandboxed executors of one worker in `base`, each sweeping it, until `gone` is no
+/// more (false when it is still there after `deadline`); the last one stays in `ex`.
+bool swept_by_later_pools(std::optional<ferry::Executor>& ex, const fs::path& base, const fs::path& gone,
+                          std::chrono::milliseconds deadline) {
+  return support::wait_until([&] {
+    ex.reset();
+    make_with_tmpdir(ex, base, 1);
+    return !fs::exists(fs::symlink_status(gone));
+  }, deadline);
+}
+
+}  // namespace
+
+TEST_CASE("SandboxTmpdir.exit_ends_soon_while_something_still_writes_in_the_private_directory") {
+  // At exit() the workers still run (they end with the host), and a task that kept making files
+  // in its private directory kept the exit handler's remove_tree at it for 30 s: exit() took
+  // 30 s. It now gives this process's directories 1 s, and what is left is a dead host's, swept
+  // by the next sandboxed pool there. A thread of the host writes there, as a task (or what it
+  // left running) would, with no sandbox between it and the test's count.
+  support::TempDir base;
+  int told[2];
+  REQUIRE(::pipe2(told, O_CLOEXEC) == 0);
+  std::optional<std::chrono::steady_clock::time_point> exit_called;
+  std::thread watch([&] {
+    char c = 0;
+    if (readable_within(told[0], 60s) && ::read(told[0], &c, 1) == 1) exit_called = std::chrono::steady_clock::now();
+  });
+  const int code = support::exit_code_of_child([&] {
+    support::ScopedEnv env("TMPDIR", base.path.string());
+    ferry::Executor ex(sandboxed(1));  // on main's stack: exit() runs no destructor of it
+    if (!task_writes(ex, "left", "by a task")) return 3;
+    const std::vector<fs::path> dirs = private_dirs_in(base.path);
+    if (dirs.size() != 1) return 2;
+    static std::atomic<std::uint64_t> made{0};
+    std::thread(keep_making_directories, dirs.front(), nullptr, &made).detach();
+    if (!support::wait_until([&] { return made.load() >= writer_backlog; }, 30s)) return 4;
+    char c = 'x';
+    if (::write(told[1], &c, 1) != 1) return 5;
+    std::exit(0);
+  }, 60s);
+  const auto ended = std::chrono::steady_clock::now();
+  ::close(told[1]);  // the watch ends now if the child never told
+  watch.join();
+  ::close(told[0]);
+  CHECK(code == 0);
+  REQUIRE(exit_called.has_value());
+  // Not a speed test: exit() must not wait for a writer that never stops (30 s before).
+  CHECK(ended - *exit_called < 10s);
+  const std::vector<fs::path> left = private_dirs_in(base.path);
+  CHECK(left.size() <= 1);
+  if (left.empty() || !locked_for_the_sweep(left.front())) return;
+  std::optional<ferry::Executor> next;
+  CHECK(swept_by_later_pools(next, base.path, left.front(), 60s));
+}
+
+TEST_CASE("SandboxTmpdir.a_sweep_keeps_to_its_budget_over_a_dead_hosts_directory_still_being_added_to") {
+  // The sweep runs in the executor's constructor, over the whole place, and had no total budget:
+  // a dead host's tree still being added to (by what its tasks left running), or a huge one, kept
+  // remove_tree at it for 30 s, and the constructor waited. It now stops after 500 ms; later
+  // pools go on with what is left. (A huge tree that nothing adds to would need as long to make
+  // here as the old sweep took to remove it: the writer stands for both.)
+  support::TempDir base;
+  const fs::path stale = base.path / "ferry-sandbox-SSSSSS-locked";  // as a killed host leaves it
+  fs::create_directory(stale);
+  REQUIRE(::chmod(stale.c_str(), 0700) == 0);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> made{0};
+  std::thread writer(keep_making_directories, stale, &stop, &made);
+  const bool writing = support::wait_until([&] { return made.load() >= writer_backlog; }, 30s);
+  const auto started = std::chrono::steady_clock::now();
+  std::optional<ferry::Executor> ex;
+  if (writing) make_with_tmpdir(ex, base.path, 1);
+  const auto took = std::chrono::steady_clock::now() - started;
+  stop = true;
+  writer.join();
+  REQUIRE(writing);
+  // Not a speed test: the constructor must not wait for a writer that never stops (30 s before).
+  CHECK(took < 10s);
+  std::vector<fs::path> own = private_dirs_in(base.path);
+  own.erase(std::remove(own.begin(), own.end(), stale), own.end());
+  REQUIRE(own.size() == 1);
+  if (!locked_for_the_sweep(own.front())) return;
+  CHECK(swept_by_later_pools(ex, base.path, stale, 60s));
+  CHECK(value_of(ex->submit_with(hostile(), tmpfile_round_trip, std::string("kept"))) == "kept");
 }

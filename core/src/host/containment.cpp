@@ -153,6 +153,7 @@ struct PrivateTempDir::Live {
   std::uint64_t dev = 0, ino = 0;
   pid_t pid = 0;         // the process that made it: a child of fork() has a copy of this
   bool claimed = false;  // by the exit handler, which removes it (under LiveDirs::mu)
+  bool locked = false;   // named to be swept once this process is gone (what exit leaves)
   int fork_slot = -1;    // of fork_closed, for its lock
 };
 
@@ -206,9 +207,22 @@ std::string changed_dir(const fs::path& path, std::uint64_t made_dev, std::uint6
   return path.string() + " (" + (why.empty() ? std::string("another directory") : why) + ")";
 }
 
-/// Removes the directory made at `path`, if it is still the one made; says on stderr what it
-/// could not (no caller can be told: a destructor, exit).
-void remove_made_dir(const fs::path& path, std::uint64_t dev, std::uint64_t ino) {
+/// How long exit() spends on this process's private directories, all of them together: a task
+/// still writing there (the workers live until this process ends) kept remove_tree at it for its
+/// whole 30 s, and exit() with it. What is left of a locked one is the next pool's sweep's.
+constexpr auto exit_removal_budget = std::chrono::seconds(1);
+
+/// How long a pool's constructor spends sweeping what dead hosts left (sweep_stale_private_dirs),
+/// reading the place included: a dead host's tree may be huge, or still being added to by what
+/// its tasks left running, and the constructor waited for up to 30 s per tree. What is left (the
+/// rest of a tree, trees not reached) is a later pool's.
+constexpr auto sweep_budget = std::chrono::milliseconds(500);
+
+/// Removes the directory made at `path`, if it is still the one made, by `deadline`; says on
+/// stderr what it could not (no caller can be told: a destructor, exit). `swept_later`: what is
+/// left is a dead host's for the next sweep there (at exit, a locked directory).
+void remove_made_dir(const fs::path& path, std::uint64_t dev, std::uint64_t ino,
+                     std::chrono::steady_clock::time_point deadline, bool swept_later) {
   // Only the directory this object made: one put at its name since (the way is the user's and
   // root's alone, so only they could) holds someone else's files.
   if (const std::string why = changed_dir(path, dev, ino); !why.empty()) {
@@ -221,13 +235,22 @@ void remove_made_dir(const fs::path& path, std::uint64_t dev, std::uint64_t ino)
   // A task's descendant may still be running: the pool has waited for its workers, not for their
   // guardians, which may still be ending what the tasks started (at exit, the workers too). Never
   // through a link it put in place of a directory (std::filesystem::remove_all checks, then opens).
-  if (remove_tree(path, why)) return;
+  if (remove_tree(path, why, deadline)) return;
   // What is left takes the user's disk (a task could leave up to all of it), and no caller can be
   // told: printed without FERRY_DEBUG (as a directory left as it is above), once per directory.
   // The reason may name a task's file: shown as a terminal may show it, on one line.
   const std::string shown = terminal_text(path.string() + " (" + why + ")", "\\n");
-  std::fprintf(stderr, "ferry: could not remove the sandbox's private directory %s; remove it by hand\n",
-               shown.c_str());
+  if (swept_later)
+    std::fprintf(stderr, "ferry: the sandbox's private directory %s was not all removed at exit; the next "
+                 "sandboxed executor made in the same place goes on with it\n", shown.c_str());
+  else
+    std::fprintf(stderr, "ferry: could not remove the sandbox's private directory %s; remove it by hand\n",
+                 shown.c_str());
+}
+
+/// remove_made_dir with remove_tree's own 30 s, for a pool's end (its workers have ended).
+void remove_made_dir(const fs::path& path, std::uint64_t dev, std::uint64_t ino) {
+  remove_made_dir(path, dev, ino, std::chrono::steady_clock::now() + std::chrono::seconds(30), false);
 }
 
 /// The private directories this process made and has not removed, for exit() to remove: a host
@@ -269,26 +292,32 @@ void forget_private_dirs_in_child() noexcept {
 }
 const int private_dir_fork_handler = ::pthread_atfork(nullptr, nullptr, &forget_private_dirs_in_child);
 
-/// At exit() and quick_exit(): removes this process's live private directories. Each is claimed
-/// under the table's lock, then removed without it: a destructor running in another thread
-/// meanwhile either took its directory out of the table first (and removes it itself; exit does
-/// not wait for it) or finds it claimed (and leaves it). The workers may still be running (they
-/// end when this process does): a task writing meanwhile can keep remove_tree at it (30 s at
-/// most); what is left is swept by the next pool there, since the lock goes with this process.
+/// At exit() and quick_exit(): removes this process's live private directories, all of them
+/// within exit_removal_budget. Each is claimed under the table's lock, then removed without it:
+/// a destructor running in another thread meanwhile either took its directory out of the table
+/// first (and removes it itself; exit does not wait for it) or finds it claimed (and leaves it).
+/// The workers may still be running (they end when this process does: PR_SET_PDEATHSIG, EOF on
+/// their channels), and a task writing meanwhile kept remove_tree at it for its 30 s: hence the
+/// budget. The workers are not killed first: their pids are in the pools' tables, behind locks a
+/// thread stopped anywhere by exit() may hold, and the pools' manager threads still run during
+/// exit(), would see the deaths and start new workers (calls retried on them). What is left of a
+/// locked directory is swept by the next sandboxed pool there, since the lock goes with this
+/// process; one kept unlocked (a file system ferry does not lock on) is said to be removed by hand.
 void remove_private_dirs_at_exit() {
   LiveDirs* live = live_dirs.load(std::memory_order_acquire);
   if (!live) return;
-  std::vector<std::tuple<fs::path, std::uint64_t, std::uint64_t>> mine;
+  const auto deadline = std::chrono::steady_clock::now() + exit_removal_budget;
+  std::vector<std::tuple<fs::path, std::uint64_t, std::uint64_t, bool>> mine;
   {
     std::lock_guard lock(live->mu);
     const pid_t self = ::getpid();
     for (PrivateTempDir::Live* d : live->dirs) {
       if (d->claimed || d->pid != self) continue;  // a child of fork() never removes its parent's
       d->claimed = true;
-      mine.emplace_back(d->path, d->dev, d->ino);
+      mine.emplace_back(d->path, d->dev, d->ino, d->locked);
     }
   }
-  for (const auto& [path, dev, ino] : mine) remove_made_dir(path, dev, ino);
+  for (const auto& [path, dev, ino, locked] : mine) remove_made_dir(path, dev, ino, deadline, locked);
 }
 
 /// Registered when libferry is loaded, before anything of the program's: exit() runs them after
@@ -384,6 +413,7 @@ PrivateTempDir::PrivateTempDir(bool make) {
     live->dev = dev_;
     live->ino = ino_;
     live->pid = ::getpid();
+    live->locked = static_cast<bool>(lock_);
     LiveDirs* table = live_table();
     {
       std::lock_guard lock(table->mu);
@@ -399,7 +429,7 @@ PrivateTempDir::PrivateTempDir(bool make) {
   // What hosts killed before left here: with this one locked, no sweep of ours takes it.
   if (lock_) {
     try {
-      sweep_stale_private_dirs(base);
+      sweep_stale_private_dirs(base, std::chrono::steady_clock::now() + sweep_budget);
     } catch (const std::exception& e) {  // the pool starts anyway
       debug_log("sandbox: sweeping %s: %s", base.c_str(), e.what());
     }
@@ -446,10 +476,12 @@ PrivateTempDir::~PrivateTempDir() {
   lock_.reset();
 }
 
-std::size_t sweep_stale_private_dirs(const fs::path& base) {
+std::size_t sweep_stale_private_dirs(const fs::path& base, std::chrono::steady_clock::time_point deadline) {
   Fd dir(::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir || shared_between_machines(dir.get())) return 0;
+  const auto late = [&] { return std::chrono::steady_clock::now() >= deadline; };
   std::vector<std::string> names;
+  bool read_all = true;
   try {
     const int copy = ::dup(dir.get());  // closedir closes it
     DIR* d = copy < 0 ? nullptr : ::fdopendir(copy);
@@ -457,15 +489,26 @@ std::size_t sweep_stale_private_dirs(const fs::path& base) {
       if (copy >= 0) ::close(copy);
       return 0;
     }
-    while (dirent* e = ::readdir(d))
+    // The whole place is read (all of /tmp): looked at the clock every 1024 names.
+    std::size_t read = 0;
+    while (dirent* e = ::readdir(d)) {
       if (is_locked_dir_name(e->d_name)) names.emplace_back(e->d_name);
+      if (++read % 1024 == 0 && late()) {
+        read_all = false;
+        break;
+      }
+    }
     ::closedir(d);
   } catch (const std::bad_alloc&) {
     return 0;
   }
-  std::size_t removed = 0;
+  std::size_t removed = 0, left = 0;
   const uid_t self = ::geteuid();
   for (const std::string& name : names) {
+    if (late()) {
+      ++left;
+      continue;
+    }
     // Not through a link (another user's, in a shared /tmp, could point anywhere), nor a FIFO
     // (O_DIRECTORY refuses it before it could block).
     Fd fd(::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
@@ -484,13 +527,18 @@ std::size_t sweep_stale_private_dirs(const fs::path& base) {
       continue;
     std::string why;
     const fs::path path = base / name;
-    if (remove_tree(path, why)) {
+    // Within what is left of the budget: a tree removed in part is unlocked again when `fd`
+    // closes, and a later sweep goes on with it.
+    if (remove_tree(path, why, deadline)) {
       ++removed;
       debug_log("sandbox: removed %s, a private directory its host left when it died", path.c_str());
     } else {
       debug_log("sandbox: could not remove %s, a private directory its host left: %s", path.c_str(), why.c_str());
     }
   }
+  if (left || !read_all)
+    debug_log("sandbox: sweeping %s: out of time, %zu of its names%s left for a later sweep", base.c_str(), left,
+              read_all ? "" : " and the rest of the place");
   return removed;
 }
 

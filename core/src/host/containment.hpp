@@ -4,6 +4,7 @@
 // ends with, and the CPU time the manager samples. The worker's half is worker/containment.hpp.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -53,7 +54,8 @@ FERRY_INTERNAL_API PrivateDirPlace private_dir_place();
 ///
 /// A host that ends without destroying it: exit() (or quick_exit()) removes every one this
 /// process made and still has (an exit handler; never in a child of fork(), whose copies are the
-/// parent's). What nothing in the host can handle (SIGKILL, abort, a power loss) the next one
+/// parent's), within 1 s for all of them: the workers still run then, and what a task keeps
+/// writing is left, for the sweep below. What nothing in the host can handle (SIGKILL, abort, a power loss) the next one
 /// made in the same place removes: each holds a flock on its directory for its life, taken
 /// before the directory has its name (made as `.ferry-sandbox-XXXXXX`, locked, then renamed to
 /// `ferry-sandbox-XXXXXX-locked`); a directory of that name, this user's, mode 0700, not a link,
@@ -88,9 +90,11 @@ class PrivateTempDir {
 /// removing them (SIGKILL, abort...): each one named `ferry-sandbox-XXXXXX-locked` that is a
 /// directory (not a link), this user's, mode 0700, and that no process holds locked (LOCK_EX |
 /// LOCK_NB succeeds), with remove_tree. Never a live pool's, of any process or PID namespace (its
-/// lock), nor one of an older ferry (named `ferry-sandbox-XXXXXX`, which held no lock). Returns
-/// how many it removed. PrivateTempDir calls it once its own directory is made and locked.
-std::size_t sweep_stale_private_dirs(const std::filesystem::path& base);
+/// lock), nor one of an older ferry (named `ferry-sandbox-XXXXXX`, which held no lock). Stops
+/// at `deadline`, wherever it is (reading `base`, inside a tree): what is left, still named so
+/// and unlocked, is a later sweep's. Returns how many it removed. PrivateTempDir calls it once
+/// its own directory is made and locked, with a budget of 500 ms.
+std::size_t sweep_stale_private_dirs(const std::filesystem::path& base, std::chrono::steady_clock::time_point deadline);
 
 /// `p` absolute and with every link resolved (std::filesystem::weakly_canonical): the form in
 /// which a sandbox's paths reach its worker, resolved when the pool is made, before any task ran.

@@ -43,10 +43,20 @@ void first_error(std::string& error, std::string what) {
 /// One removal: the top of the tree, open; what a pass did.
 struct Removal {
   int top = -1;
+  std::chrono::steady_clock::time_point deadline;
   std::string error;        // this pass's first reason
   bool progress = false;    // something removed or moved up
   bool moved_up = false;    // a directory moved to the top: another pass is needed
+  bool out_of_time = false; // the deadline passed: everything stops where it is
   std::uint64_t names = 0;  // for the names of the directories moved up
+
+  /// Whether the deadline has passed (then remembered). Looked at before each name, and while
+  /// a directory is read: a writer as fast as the reader keeps a readdir going, and one pass
+  /// over a huge tree may take longer than any budget.
+  bool late() {
+    if (!out_of_time && std::chrono::steady_clock::now() >= deadline) out_of_time = true;
+    return out_of_time;
+  }
 };
 
 /// Opens the directory `name` in `parent` (AT_FDCWD: a path) to read and change it, never
@@ -76,19 +86,22 @@ int open_directory(int parent, const char* name) {
   return fd;
 }
 
-/// The names in the directory open as `fd` but "." and "..".
-bool list_names(int fd, std::vector<std::string>& names, std::string& error) {
+/// The names in the directory open as `fd` but "." and ".."; those read before the deadline.
+bool list_names(Removal& r, int fd, std::vector<std::string>& names) {
   names.clear();
   const int copy = ::dup(fd);  // closedir closes it, `fd` stays open
   DIR* d = copy < 0 ? nullptr : ::fdopendir(copy);
   if (!d) {
-    first_error(error, std::string("reading a directory: ") + std::strerror(errno));
+    first_error(r.error, std::string("reading a directory: ") + std::strerror(errno));
     if (copy >= 0) ::close(copy);
     return false;
   }
   ::rewinddir(d);
-  while (dirent* e = ::readdir(d))
+  std::size_t read = 0;
+  while (dirent* e = ::readdir(d)) {
     if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+    if (++read % 1024 == 0 && r.late()) break;
+  }
   ::closedir(d);
   return true;
 }
@@ -112,8 +125,9 @@ bool move_to_top(Removal& r, int parent, const char* name) {
 /// Empties the directory open as `fd` (which it closes), `depth` levels below the top.
 bool empty_directory(Removal& r, int fd, int depth) {
   std::vector<std::string> names;
-  bool ok = list_names(fd, names, r.error);
+  bool ok = list_names(r, fd, names);
   for (const std::string& name : names) {
+    if (r.late()) break;
     if (::unlinkat(fd, name.c_str(), 0) == 0) {
       r.progress = true;
       continue;
@@ -144,6 +158,7 @@ bool empty_directory(Removal& r, int fd, int depth) {
       continue;
     }
     ok = empty_directory(r, child, depth + 1) && ok;
+    if (r.out_of_time) break;  // not emptied: left as it is
     if (::unlinkat(fd, name.c_str(), AT_REMOVEDIR) == 0) {
       r.progress = true;
     } else if (errno != ENOENT) {
@@ -152,13 +167,19 @@ bool empty_directory(Removal& r, int fd, int depth) {
     }
   }
   ::close(fd);
-  return ok;
+  return ok && !r.out_of_time;
 }
 
 }  // namespace
 
 bool remove_tree(const std::filesystem::path& dir, std::string& error) {
+  return remove_tree(dir, error, std::chrono::steady_clock::now() + std::chrono::seconds(30));
+}
+
+bool remove_tree(const std::filesystem::path& dir, std::string& error,
+                 std::chrono::steady_clock::time_point deadline) {
   Removal r;
+  r.deadline = deadline;
   r.top = open_directory(AT_FDCWD, dir.c_str());
   if (r.top < 0) {
     if (errno == ENOENT) return true;
@@ -168,9 +189,8 @@ bool remove_tree(const std::filesystem::path& dir, std::string& error) {
   // Passes over the top until it is empty: each one removes what it finds, down to
   // max_open_depth, and moves deeper directories up for the next one. A pass that removed and
   // moved nothing ends it (what is left stays). A task's descendant may still be adding to the
-  // tree (until its guardian ends it); it cannot keep a pass from ending, and after a while the
-  // passes stop too.
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  // tree (until its guardian ends it), or the tree may be too large for the time given: the
+  // deadline stops a pass where it is (even inside a readdir), and the passes with it.
   bool ok = false;
   for (;;) {
     r.error.clear();
@@ -192,8 +212,12 @@ bool remove_tree(const std::filesystem::path& dir, std::string& error) {
       }
       r.progress = true;
     }
-    if (!r.progress || std::chrono::steady_clock::now() >= give_up) {
-      if (r.error.empty()) r.error = "still being added to after 30 s";
+    if (r.out_of_time || r.late()) {
+      r.error = "not emptied in the time given (too large, or something still adding to it)";
+      break;
+    }
+    if (!r.progress) {
+      if (r.error.empty()) r.error = "nothing in it could be removed";
       break;
     }
   }

@@ -3,6 +3,7 @@
 // install tree and in the build tree alike (which mirrors it); no build path is compiled in.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 
@@ -24,9 +25,12 @@ bool path_within(const std::filesystem::path& inner, const std::filesystem::path
 /// depth, with at most 16 directories open: one found 16 levels down is moved to the top of the
 /// tree (renameat2, RENAME_NOREPLACE) and emptied from there in a later pass over the top. A
 /// directory of ours without read, write or search permission for its owner (a task's mkdir can
-/// make one; it cannot chmod) is given them first. Gives up when a pass removes nothing, or after
-/// 30 s of passes (something still adding to the tree). False, with `error` set, if anything
-/// was left.
+/// make one; it cannot chmod) is given them first. Gives up when a pass removes nothing, or at
+/// `deadline` (30 s from now without one), wherever it is then, even inside a pass or a readdir:
+/// something may still be adding to the tree, or the tree may be too large for the time given.
+/// False, with `error` set, if anything was left (the rest is a tree removed the same way later).
 FERRY_INTERNAL_API bool remove_tree(const std::filesystem::path& dir, std::string& error);
+FERRY_INTERNAL_API bool remove_tree(const std::filesystem::path& dir, std::string& error,
+                                    std::chrono::steady_clock::time_point deadline);
 
 }  // namespace ferry::detail
