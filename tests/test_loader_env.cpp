@@ -343,3 +343,28 @@ TEST_CASE("LoaderEnv.a_sandboxed_workers_LD_LIBRARY_PATH_holds_no_directory_a_ta
   ferry::Executor unsandboxed(plain);
   CHECK(value_in(unsandboxed, "LD_LIBRARY_PATH") == in_tmp.path.string() + ":" + elsewhere.path.string());
 }
+
+TEST_CASE("LoaderEnv.a_sandboxed_workers_LD_LIBRARY_PATH_holds_no_directory_with_one_a_task_can_write_inside") {
+  // The loader searches an entry's capability subdirectories before the entry itself
+  // (glibc-hwcaps/x86-64-v3, and before glibc 2.37 tls, x86_64, haswell...): a Sandbox::write
+  // path there is where one call would leave a library that a later plugin's dlopen takes. Any
+  // directory inside the entry counts (the names differ by glibc and CPU).
+  if (!sandbox_runs_here()) return;
+  support::TempDir holding(FERRY_TEST_BINARY_DIR), elsewhere(FERRY_TEST_BINARY_DIR);
+  auto o = support::options(1);
+  o.sandbox.enabled = true;
+  o.env = {{"LD_LIBRARY_PATH", holding.path.string() + ":" + elsewhere.path.string()}};
+  for (const std::string inside : {"glibc-hwcaps/x86-64-v3", "tls", "x86_64", "cache"}) {
+    CAPTURE(inside);
+    const fs::path written = holding.path / inside;
+    fs::create_directories(written);
+    o.sandbox.write = {written};
+    ferry::Executor ex(o);
+    CHECK(value_in(ex, "LD_LIBRARY_PATH") == elsewhere.path.string());
+  }
+  // A write path beside the entries, in neither, leaves them.
+  support::TempDir beside(FERRY_TEST_BINARY_DIR);
+  o.sandbox.write = {beside.path};
+  ferry::Executor ex(o);
+  CHECK(value_in(ex, "LD_LIBRARY_PATH") == holding.path.string() + ":" + elsewhere.path.string());
+}

@@ -600,8 +600,16 @@ std::string search_path_outside(std::string_view search_path, const std::vector<
     const std::string entry(search_path.substr(0, end));
     if (!entry.empty()) {
       const fs::path real = resolved_path(entry);
+      // At or under a writable directory, or holding one: the loader searches an entry's
+      // capability subdirectories too (glibc-hwcaps/x86-64-v3, and before glibc 2.37 tls,
+      // x86_64, haswell... by the CPU), so a write path there would plant a library as well.
+      // Any directory inside the entry counts, not only those names: the names differ by glibc
+      // and CPU, and an entry dropped for a write path the loader never searches costs only a
+      // library found elsewhere (or not at all, said at the plugin's load).
       if (std::any_of(writable.begin(), writable.end(), [&](const fs::path& w) { return path_within(real, w); }))
         debug_log("sandbox: LD_LIBRARY_PATH leaves out '%s': a task can write there", entry.c_str());
+      else if (std::any_of(writable.begin(), writable.end(), [&](const fs::path& w) { return path_within(w, real); }))
+        debug_log("sandbox: LD_LIBRARY_PATH leaves out '%s': a task can write in a directory inside it", entry.c_str());
       else
         kept += (kept.empty() ? "" : ":") + entry;
     }

@@ -110,9 +110,11 @@ std::vector<std::string> sandbox_read_paths(const ExecutorOptions& options, cons
 
 /// `search_path` (LD_LIBRARY_PATH's value, split at ':' and ';' as the loader splits it) without
 /// the entries at or under one of `task_writable` (a sandbox's write paths, its private
-/// directory and the places it is shown at): the loader searches it at every dlopen in the
-/// worker, before a plugin's RUNPATH, so a library one call put there would be loaded by a later
-/// plugin's. Each entry left out is logged under FERRY_DEBUG.
+/// directory and the places it is shown at), nor those with one of them inside (the loader
+/// searches an entry's capability subdirectories too: glibc-hwcaps/<level>, tls, x86_64...): the
+/// loader searches it at every dlopen in the worker, before a plugin's RUNPATH, so a library one
+/// call put there would be loaded by a later plugin's. Each entry left out is logged under
+/// FERRY_DEBUG.
 std::string search_path_outside(std::string_view search_path, const std::vector<std::string>& task_writable);
 
 /// The containment part of ferry-worker's command line (worker/containment.hpp reads it): the
