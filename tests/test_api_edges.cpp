@@ -362,3 +362,21 @@ TEST_CASE("Imap.timeout_counts_from_the_call_that_makes_the_stream") {
   }
   CHECK(timed_out);
 }
+
+TEST_CASE("Executor.env_names_that_are_no_variable_names_are_refused") {
+  // A name holding '=' became a second entry beside the variable it starts with: {"LD_PRELOAD",
+  // ""} and {"LD_PRELOAD=/dir/others/write/lib.so ", ""} gave the worker two LD_PRELOAD entries,
+  // the trust check judged the first (empty) and the loader loaded the last, unjudged.
+  const std::string with_nul("a\0b", 3);
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"LD_PRELOAD=/tmp/lib.so ", ""}, {"", "x"}, {with_nul, "x"}, {"FERRY_TEST_VALUE", with_nul}}) {
+    auto o = support::options(1);
+    o.env = {{"LD_PRELOAD", ""}, {name, value}};
+    CAPTURE(name);
+    CHECK_THROWS_AS(ferry::Executor{o}, std::invalid_argument);
+  }
+  auto o = support::options(1);
+  o.env = {{"FERRY_TEST_VALUE", "a=b=c"}};  // '=' in a value is a value
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 3).get() == 9);
+}

@@ -120,6 +120,16 @@ Pool::Pool(ExecutorOptions options)
     throw std::invalid_argument("ferry: ExecutorOptions::initializer_timeout must not be negative");
   if (std::isnan(options_.initializer_timeout.count()))
     throw std::invalid_argument("ferry: ExecutorOptions::initializer_timeout must not be NaN");
+  // A name holding '=' made a second entry beside the variable it starts with ("LD_PRELOAD=/x "
+  // beside LD_PRELOAD): the trust check read the first, the loader the last.
+  for (const auto& [name, value] : options_.env) {
+    if (!environment_name(name))
+      throw std::invalid_argument("ferry: ExecutorOptions::env: \"" + message_text(name) +
+                                  "\" is no variable name (empty, or holding '=' or a NUL byte)");
+    if (value.find('\0') != std::string::npos)
+      throw std::invalid_argument("ferry: ExecutorOptions::env: the value of " + message_text(name) +
+                                  " holds a NUL byte");
+  }
   // Every FERRY_* variable, validated here: a malformed one stops the executor from starting.
   Config config = Config::read();
   config.validate();

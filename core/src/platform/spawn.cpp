@@ -124,6 +124,10 @@ SpawnedProcess spawn_process(const std::filesystem::path& exe, const std::vector
   return p;
 }
 
+bool environment_name(std::string_view name) noexcept {
+  return !name.empty() && name.find_first_of(std::string_view("=\0", 2)) == std::string_view::npos;
+}
+
 std::vector<std::string> merged_environment(
     const std::vector<std::pair<std::string, std::string>>& overrides) {
   std::map<std::string, std::string> vars;
@@ -133,7 +137,8 @@ std::vector<std::string> merged_environment(
     if (eq == std::string_view::npos) continue;
     vars[std::string(kv.substr(0, eq))] = std::string(kv.substr(eq + 1));
   }
-  for (const auto& [k, v] : overrides) vars[k] = v;
+  for (const auto& [k, v] : overrides)
+    if (environment_name(k) && v.find('\0') == std::string::npos) vars[k] = v;
   std::vector<std::string> out;
   out.reserve(vars.size());
   for (const auto& [k, v] : vars) out.push_back(k + "=" + v);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ferry/backend.hpp>
@@ -50,7 +51,13 @@ FERRY_INTERNAL_API SpawnedProcess spawn_process(const std::filesystem::path& exe
 /// not reaped yet (its pid cannot be another's). At most 4,096 processes.
 void kill_process_tree(pid_t root) noexcept;
 
-/// The environment of this process with `overrides` applied ("KEY=VALUE" strings).
+/// Whether `name` can be an environment variable's: not empty, no '=' and no NUL. "A=B" given as
+/// a name made a second entry "A=B...=value" beside A's own: a check read the first, the loader
+/// the last (an unjudged LD_PRELOAD).
+bool environment_name(std::string_view name) noexcept;
+/// The environment of this process with `overrides` applied ("KEY=VALUE" strings), one entry per
+/// name. An override whose name is not environment_name, or whose value holds a NUL, is left out
+/// (ExecutorOptions::env refuses them when the executor is made).
 FERRY_INTERNAL_API std::vector<std::string> merged_environment(
     const std::vector<std::pair<std::string, std::string>>& overrides);
 
