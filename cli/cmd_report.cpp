@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <memory>
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
@@ -164,11 +165,13 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
   }
 
   // The summary keeps what the page can draw (and counts the rest): its memory does not grow with
-  // the trace's tracks, marks or texts.
+  // the trace's tracks, marks or texts (of the texts it keeps those the page shows, with the
+  // page's max_text_bytes). The builder goes once the summary is made: what it kept while reading
+  // (its text table's places, every call's number for the queue waits) is not needed for the page.
   trace::ReportLimits limits;
   if (options.max_slices) limits.max_slices = options.max_slices;
   trace::ReadResult read;
-  trace::SummaryBuilder builder(trace::summary_limits(limits));
+  auto builder = std::make_unique<trace::SummaryBuilder>(trace::summary_limits(limits));
   // Events without a phase ("ph") are in no trace's format: a file of nothing else is some other
   // JSON array of objects (the wrong file given), not a trace with a few odd events.
   std::size_t events = 0, without_phase = 0, first_without_phase = 0;
@@ -179,7 +182,7 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
         if (!event.IsObject() || !event.HasMember("ph")) {
           if (without_phase++ == 0) first_without_phase = line;
         }
-        builder.add(event, line);
+        builder->add(event, line);
       },
       read);
   if (ok && events != 0 && without_phase == events) {
@@ -193,7 +196,8 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
                                               read.error));
     return exit_usage;
   }
-  const trace::Summary summary = builder.finish();
+  const trace::Summary summary = builder->finish();
+  builder.reset();
   const trace::Page page(summary, limits);
   std::vector<trace::Note> notes = trace::report_notes(read, page);
   // A file of FERRY_TRACE: which run it is of, and which files beside it are of other runs.
@@ -228,8 +232,9 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
               summary.tracks_total, failed, never_ran);
   if (page.other_tasks) {
     // The summary keeps the figures of the first task names only: the others are one row.
-    std::printf("%s: task names past the first %zu by name folded into one row (%zu calls, %zu never ran)\n",
-                shown.c_str(), page.tasks.size(), page.other_tasks->calls, page.other_tasks->never_ran);
+    std::printf("%s: task names past the first %zu by name folded into one row (%zu names, %zu calls, %zu never ran)\n",
+                shown.c_str(), page.tasks.size(), page.other_task_names, page.other_tasks->calls,
+                page.other_tasks->never_ran);
   }
   return finish_output("report", stdout, exit_ok);
 }

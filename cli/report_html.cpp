@@ -211,29 +211,6 @@ const char* end_name(Track::End e) {
   return "";
 }
 
-/// The bytes `text` takes in the page's JSON (HtmlSafeJsonStream after RapidJSON's writer), quotes
-/// included: what max_text_bytes counts.
-std::size_t json_bytes(std::string_view text) {
-  std::size_t n = 2;
-  for (std::size_t i = 0; i < text.size();) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c < 0x80) {
-      n += c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x7F ? 6 : c == '"' || c == '\\' ? 2 : 1;
-      ++i;
-      continue;
-    }
-    const std::size_t len = detail::utf8_length(text, i);
-    if (len == 0) {  // not in a Summary's text (clean_text), but counted as it would be written
-      ++n;
-      ++i;
-      continue;
-    }
-    n += detail::escaped_on_terminal(text, i, len) ? 7 : len;
-    i += len;
-  }
-  return n;
-}
-
 }  // namespace
 
 Page::Page(const Summary& s, const ReportLimits& l)
@@ -257,6 +234,7 @@ Page::Page(const Summary& s, const ReportLimits& l)
   for (std::size_t i = 0; i < listed; ++i) tasks.push_back(&s.tasks[i]);
   if (listed < s.tasks.size()) {
     merged_others_ = s.other_tasks;
+    other_task_names = s.other_task_names + (s.tasks.size() - listed);
     for (std::size_t i = listed; i < s.tasks.size(); ++i) {
       const TaskFigures& t = s.tasks[i];
       merged_others_.calls += t.calls;
@@ -271,25 +249,30 @@ Page::Page(const Summary& s, const ReportLimits& l)
     other_tasks = &merged_others_;
   } else if (s.tasks_folded()) {
     other_tasks = &s.other_tasks;
+    other_task_names = s.other_task_names;
   }
 
   // The texts. Those of the failures listed are all on the page (max_failures bounds them); those
   // of the marks, then of the calls drawn, in the page's order, while they fit in max_text_bytes
-  // (each text counted once, however many refer to it).
+  // (each text counted once, however many refer to it). A text the summary let go (which it does
+  // as it reads, choosing them as here) is left out; one that would have fit is counted.
   const auto& texts = s.strings.strings();
   enum Fate : std::uint8_t { unused, shown, left_out };
   std::vector<Fate> fate(texts.size(), unused);
   for (const Failure* f : failures)
     for (std::int32_t i : {f->error, f->message, f->task_name})
-      if (i >= 0) fate[static_cast<std::size_t>(i)] = shown;
+      if (i >= 0) fate[static_cast<std::size_t>(i)] = s.strings.let_go(i) ? left_out : shown;
   std::size_t spent = 0;
   auto fits = [&](std::int32_t i) {
     if (i < 0) return true;
     Fate& at = fate[static_cast<std::size_t>(i)];
     if (at == unused) {
-      const std::size_t bytes = json_bytes(texts[static_cast<std::size_t>(i)]);
-      at = bytes <= limits.max_text_bytes - std::min(spent, limits.max_text_bytes) ? shown : left_out;
+      const bool let_go = s.strings.let_go(i);
+      const std::size_t bytes = let_go ? s.strings.let_go_bytes(i) : page_text_bytes(texts[static_cast<std::size_t>(i)]);
+      const bool room = bytes <= limits.max_text_bytes - std::min(spent, limits.max_text_bytes);
+      at = room && !let_go ? shown : left_out;
       if (at == shown) spent += bytes;
+      if (room && let_go) ++texts_let_go;
     }
     return at == shown;
   };
@@ -359,13 +342,15 @@ std::int64_t Page::failure_task_name(const Failure& f) const {
 
 namespace {
 
-void write_task(Writer& w, const TaskFigures& t, bool other) {
+void write_task(Writer& w, const TaskFigures& t, bool other, std::size_t other_names = 0) {
   w.StartObject();
   key(w, "name");
   string(w, t.name);
   if (other) {
     key(w, "other");
     w.Bool(true);
+    key(w, "names");
+    w.Uint64(other_names);
   }
   key(w, "calls");
   w.Uint64(t.calls);
@@ -431,7 +416,7 @@ void write_data(Writer& w, std::string_view file, std::string_view generator, co
   key(w, "tasks");
   w.StartArray();
   for (const TaskFigures* task : page.tasks) write_task(w, *task, false);
-  if (page.other_tasks) write_task(w, *page.other_tasks, true);
+  if (page.other_tasks) write_task(w, *page.other_tasks, true, page.other_task_names);
   w.EndArray();
 
   key(w, "tracks");
@@ -668,8 +653,9 @@ std::vector<Note> report_notes(const ReadResult& read, const Page& page) {
   }
   if (page.other_tasks) {
     const TaskFigures& other = *page.other_tasks;
-    notes.push_back({"Task names past the first " + count(page.tasks.size()) +
-                         " by name are folded into one row of the tasks table, \"other task names\": " +
+    notes.push_back({"Task names past the first " + count(page.tasks.size()) + " by name, " +
+                         count(page.other_task_names) + " of them" +
+                         ", are folded into one row of the tasks table, \"other task names\": " +
                          count(other.calls) + (other.calls == 1 ? " call" : " calls") +
                          (other.never_ran ? " and " + count(other.never_ran) + " that never ran" : std::string()) +
                          " (a failure listed still names its task).",
@@ -679,9 +665,15 @@ std::vector<Note> report_notes(const ReadResult& read, const Page& page) {
     std::string what = page.texts_left_out_slices ? count(page.texts_left_out_slices) + " calls" : std::string();
     if (page.texts_left_out_marks)
       what += (what.empty() ? "" : " and ") + count(page.texts_left_out_marks) + " worker marks";
+    std::string let_go;
+    if (page.texts_let_go != 0)
+      let_go = " " + count(page.texts_let_go) +
+               (page.texts_let_go == 1 ? " text that would fit was" : " texts that would fit were") +
+               " let go as the trace was read, before calls or marks that came earlier in time were read (the "
+               "trace is not in time order): the page holds less than that.";
     notes.push_back({"The texts (errors, messages, first inputs, reasons) of " + what +
                          " drawn are left out: the page holds " + detail::format_size(limits.max_text_bytes) +
-                         " of them, the first by time (a failure listed keeps its texts).",
+                         " of them, the first by time (a failure listed keeps its texts)." + let_go,
                      false});
   }
   if (summary.slices_partial || summary.marks_partial) {

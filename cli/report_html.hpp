@@ -39,6 +39,7 @@ inline SummaryLimits summary_limits(const ReportLimits& limits, SummaryLimits ba
   base.max_marks = limits.max_marks;
   base.max_failures = limits.max_failures;
   base.max_tasks = limits.max_tasks;
+  base.max_text_bytes = limits.max_text_bytes;
   return base;
 }
 
@@ -69,8 +70,14 @@ class Page {
   /// The calls of the other task names (the Summary's other_tasks, and its rows past max_tasks),
   /// the page's last task row; null when there are none.
   const TaskFigures* other_tasks = nullptr;
+  /// How many distinct task names other_tasks counts (Summary::other_task_names, and the names of
+  /// the Summary's rows past those listed).
+  std::size_t other_task_names = 0;
   /// Calls and marks drawn with a text left out for max_text_bytes.
   std::size_t texts_left_out_slices = 0, texts_left_out_marks = 0;
+  /// Texts the summary let go (StringTable) that would have fit in max_text_bytes where the page
+  /// met them: left out all the same (a trace not in time order, or a page of other caps).
+  std::size_t texts_let_go = 0;
 
   /// The page's index of the Summary's text `i` (-1: none).
   std::int64_t text(std::int32_t i) const;

@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <random>
 
 #include "platform/format.hpp"
 
@@ -26,6 +27,44 @@ namespace ferry::cli::trace {
 std::int32_t StringTable::add(std::string&& s) {
   strings_.push_back(std::move(s));
   return static_cast<std::int32_t>(strings_.size() - 1);
+}
+
+std::int32_t StringTable::add_let_go(std::uint32_t page_bytes) {
+  strings_.emplace_back();
+  const auto i = static_cast<std::int32_t>(strings_.size() - 1);
+  let_go_.emplace_back(i, page_bytes);
+  return i;
+}
+
+bool StringTable::let_go(std::int32_t i) const {
+  auto it = std::lower_bound(let_go_.begin(), let_go_.end(), std::make_pair(i, std::uint32_t{0}));
+  return it != let_go_.end() && it->first == i;
+}
+
+std::uint32_t StringTable::let_go_bytes(std::int32_t i) const {
+  auto it = std::lower_bound(let_go_.begin(), let_go_.end(), std::make_pair(i, std::uint32_t{0}));
+  return it != let_go_.end() && it->first == i ? it->second : 0;
+}
+
+std::size_t page_text_bytes(std::string_view text) {
+  std::size_t n = 2;
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      n += c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x7F ? 6 : c == '"' || c == '\\' ? 2 : 1;
+      ++i;
+      continue;
+    }
+    const std::size_t len = ferry::detail::utf8_length(text, i);
+    if (len == 0) {  // not in a Summary's text (clean_text), but counted as it would be written
+      ++n;
+      ++i;
+      continue;
+    }
+    n += ferry::detail::escaped_on_terminal(text, i, len) ? 7 : len;
+    i += len;
+  }
+  return n;
 }
 
 double percentile(const std::vector<double>& sorted, double p) {
@@ -192,7 +231,9 @@ namespace {
 /// Strings of the records kept while reading, counted by reference: a record the caps leave out
 /// gives its strings back, so that only the strings of what may be drawn stay. Each is held once:
 /// the index's keys view the texts, which a deque never moves. Ordered, not hashed (see
-/// StringTable).
+/// StringTable). A text can be let go while records still refer to it (a text the page would not
+/// show): its place stays, with its page bytes, until the last reference goes; it leaves the
+/// index, so the same text read again is a new one.
 class RefStrings {
  public:
   std::int32_t intern(std::string s) {
@@ -201,16 +242,23 @@ class RefStrings {
       ++refs_[static_cast<std::size_t>(it->second)];
       return it->second;
     }
+    const auto bytes = static_cast<std::uint32_t>(std::min<std::size_t>(page_text_bytes(s), UINT32_MAX));
+    held_ += s.size();
     std::int32_t i;
     if (!free_.empty()) {
       i = free_.back();
       free_.pop_back();
-      text_[static_cast<std::size_t>(i)] = std::move(s);
-      refs_[static_cast<std::size_t>(i)] = 1;
+      const auto k = static_cast<std::size_t>(i);
+      text_[k] = std::move(s);
+      refs_[k] = 1;
+      page_bytes_[k] = bytes;
+      let_go_[k] = false;
     } else {
       i = static_cast<std::int32_t>(text_.size());
       text_.push_back(std::move(s));
       refs_.push_back(1);
+      page_bytes_.push_back(bytes);
+      let_go_.push_back(false);
     }
     index_.emplace_hint(it, text_[static_cast<std::size_t>(i)], i);
     return i;
@@ -223,20 +271,40 @@ class RefStrings {
     if (i < 0) return;
     const auto k = static_cast<std::size_t>(i);
     if (--refs_[k] != 0) return;
-    index_.erase(index_.find(std::string_view(text_[k])));
-    std::string().swap(text_[k]);
+    if (!let_go_[k]) forget(k);
+    let_go_[k] = false;
     free_.push_back(i);
   }
+  /// Drops the text of `i` (>= 0), which stays referred to. Not after drop_index().
+  void let_go(std::int32_t i) {
+    const auto k = static_cast<std::size_t>(i);
+    if (let_go_[k]) return;
+    forget(k);
+    let_go_[k] = true;
+  }
+  bool is_let_go(std::int32_t i) const { return let_go_[static_cast<std::size_t>(i)]; }
+  /// The bytes text `i` takes in the page (page_text_bytes).
+  std::uint32_t page_bytes(std::int32_t i) const { return page_bytes_[static_cast<std::size_t>(i)]; }
+  /// Bytes of the texts held (not let go, not released).
+  std::size_t held() const { return held_; }
   /// The text of `i`, moved out: the table is left for finish() to drop.
   std::string take(std::int32_t i) { return std::move(text_[static_cast<std::size_t>(i)]); }
   std::size_t size() const { return text_.size(); }
   void drop_index() { decltype(index_)().swap(index_); }
 
  private:
+  void forget(std::size_t k) {
+    index_.erase(index_.find(std::string_view(text_[k])));
+    held_ -= text_[k].size();
+    std::string().swap(text_[k]);
+  }
   std::deque<std::string> text_;
   std::vector<std::uint32_t> refs_;
+  std::vector<std::uint32_t> page_bytes_;
+  std::vector<bool> let_go_;
   std::vector<std::int32_t> free_;
   std::map<std::string_view, std::int32_t> index_;
+  std::size_t held_ = 0;
 };
 
 /// Where a kept record stands in the page's order: its time, then the order it was read in.
@@ -331,6 +399,54 @@ class SmallestNames {
   std::map<std::string, std::size_t, std::less<>> counts_;
 };
 
+/// Distinct names counted without keeping them: each as a 61-bit polynomial hash (its bytes + 1
+/// the coefficients, mod 2^61 - 1) at a point drawn at random for each counter, so that two names
+/// of at most L bytes take one value with a chance of at most L / 2^61, whatever names a trace
+/// holds (no name can be chosen to collide without the point, unlike std::hash's, see
+/// StringTable): 8 bytes a name, sorted, with the new ones merged in when they are as many.
+class DistinctNames {
+ public:
+  DistinctNames() {
+    std::random_device random;
+    const std::uint64_t r = (std::uint64_t{random()} << 32) ^ random();
+    point_ = 2 + r % (prime - 3);
+  }
+  void add(std::string_view name) {
+    std::uint64_t h = 0;
+    for (char c : name) h = add_mod(mul_mod(h, point_), static_cast<unsigned char>(c) + 1u);
+    if (std::binary_search(seen_.begin(), seen_.end(), h)) return;
+    fresh_.push_back(h);
+    if (fresh_.size() >= std::max<std::size_t>(seen_.size(), 4096)) merge();
+  }
+  std::size_t count() {
+    merge();
+    return seen_.size();
+  }
+
+ private:
+  static constexpr std::uint64_t prime = (std::uint64_t{1} << 61) - 1;
+  static std::uint64_t add_mod(std::uint64_t a, std::uint64_t b) {
+    const std::uint64_t x = a + b;
+    return x >= prime ? x - prime : x;
+  }
+  static std::uint64_t mul_mod(std::uint64_t a, std::uint64_t b) {
+    __extension__ using u128 = unsigned __int128;
+    const u128 x = static_cast<u128>(a) * b;
+    return add_mod(static_cast<std::uint64_t>(x) & prime, static_cast<std::uint64_t>(x >> 61));
+  }
+  void merge() {
+    std::sort(fresh_.begin(), fresh_.end());
+    std::vector<std::uint64_t> merged;
+    merged.reserve(seen_.size() + fresh_.size());
+    std::set_union(seen_.begin(), seen_.end(), fresh_.begin(), fresh_.end(), std::back_inserter(merged));
+    merged.erase(std::unique(merged.begin(), merged.end()), merged.end());
+    seen_ = std::move(merged);
+    std::vector<std::uint64_t>().swap(fresh_);
+  }
+  std::uint64_t point_;
+  std::vector<std::uint64_t> seen_, fresh_;
+};
+
 /// A task name's number while reading: each name counted on its own gets the next one when it
 /// enters the table (1, 2, ...); 0 is the names counted together (Summary::other_tasks). A name
 /// that leaves the table leaves its number with it: records that hold it are of other_tasks.
@@ -352,7 +468,11 @@ class TaskTable {
     if (it != rows_.end() && it->first == name) return {it->second.id, &it->second.figures};
     if (rows_.size() >= max_) {
       auto largest = std::prev(rows_.end());
-      if (!(name < largest->first)) return {0, &others_};
+      if (!(name < largest->first)) {
+        folded_names_.add(name);
+        return {0, &others_};
+      }
+      folded_names_.add(largest->first);
       fold(largest->second.figures);
       if (it == largest) it = rows_.end();
       rows_.erase(largest);
@@ -373,6 +493,8 @@ class TaskTable {
     return out;
   }
   TaskFigures& others() { return others_; }
+  /// How many distinct names others() counts.
+  std::size_t folded_names() { return folded_names_.count(); }
 
  private:
   struct Row {
@@ -390,6 +512,7 @@ class TaskTable {
   TaskId next_id_ = 1;
   std::map<std::string, Row, std::less<>> rows_;
   TaskFigures others_;
+  DistinctNames folded_names_;
 };
 
 std::string default_label(std::int64_t tid) {
@@ -436,8 +559,18 @@ struct SummaryBuilder::State {
   std::size_t completed = 0, failed = 0, never_ran = 0, started = 0, crashed = 0;
   SmallestNames failed_by_type, exited_by_reason;
 
+  /// When the texts held reach this many bytes, those the page would not show are let go.
+  std::size_t next_text_check;
+
   explicit State(const SummaryLimits& l)
-      : limits(l), tasks(l.max_tasks), failed_by_type(l.max_stat_rows), exited_by_reason(l.max_stat_rows) {}
+      : limits(l), tasks(l.max_tasks), failed_by_type(l.max_stat_rows), exited_by_reason(l.max_stat_rows),
+        next_text_check(text_step()) {}
+
+  /// A quarter of the page's texts between two looks: 100,000 calls of 1.9 KB messages peaked at
+  /// 94 MiB with a look each 16 MiB, 84 MiB each 4 MiB, in the same time.
+  std::size_t text_step() const {
+    return std::max({limits.max_text_bytes / 4, limits.text_check_bytes, std::size_t{1}});
+  }
 
   void skip(std::size_t line) {
     if (out.skipped++ == 0) out.first_skipped_line = line;
@@ -581,6 +714,79 @@ struct SummaryBuilder::State {
     ++out.failures_total;
     failures.push_back(std::move(f));
     if (failures.size() >= 4 * std::max<std::size_t>(limits.max_failures, 1)) cut_failures();
+  }
+
+  // ---- the texts ----
+
+  /// Lets go of the texts of kept calls and marks that the page would not show if the trace ended
+  /// here, as Page chooses them: the texts of the failures it lists, then of the marks and calls
+  /// it draws, in its order, each once, while they fit in max_text_bytes. Those of a call or mark
+  /// it would not draw go too. The texts of kept failures stay (a failure listed keeps its texts,
+  /// and which are listed is known only at the end). A trace written in time order gets the page
+  /// it got when every text was kept: a call read later comes later in the page's order, where
+  /// what fits depends only on what came before. A call read later that comes earlier can change
+  /// that; the page then shows "(left out ...)" for a text let go that it could have shown, and
+  /// counts them (Page::texts_let_go).
+  void check_texts() {
+    enum Fate : std::uint8_t { unused, shown, left_out };
+    std::vector<Fate> fate(strings.size(), unused);
+    std::vector<bool> kept_by_failure(strings.size(), false);
+    std::sort(failures.begin(), failures.end());
+    for (std::size_t k = 0; k < failures.size(); ++k) {
+      const Failure& f = failures[k].f;
+      for (std::int32_t i : {f.error, f.message, f.task_name, f.track_label}) {
+        if (i < 0) continue;
+        kept_by_failure[static_cast<std::size_t>(i)] = true;
+        if (k < limits.max_failures && i != f.track_label && !strings.is_let_go(i)) fate[static_cast<std::size_t>(i)] = shown;
+      }
+    }
+    std::size_t spent = 0;
+    auto fits = [&](std::int32_t i) {
+      if (i < 0) return;
+      Fate& at = fate[static_cast<std::size_t>(i)];
+      if (at != unused) return;
+      if (strings.is_let_go(i)) {
+        at = left_out;
+        return;
+      }
+      const std::size_t bytes = strings.page_bytes(i);
+      at = bytes <= limits.max_text_bytes - std::min(spent, limits.max_text_bytes) ? shown : left_out;
+      if (at == shown) spent += bytes;
+    };
+    auto by_order = [](const auto& a, const auto& b) { return a.order() < b.order(); };
+    std::sort(marks.begin(), marks.end(), by_order);
+    std::sort(slices.begin(), slices.end(), by_order);
+    std::size_t drawn = 0;
+    for (const KeptMark& k : marks) {
+      if (drawn == limits.max_marks) break;
+      if (!kept(k.tid)) continue;
+      ++drawn;
+      fits(k.m.reason);
+      fits(k.m.error);
+    }
+    drawn = 0;
+    for (const KeptSlice& k : slices) {
+      if (drawn == limits.max_slices) break;
+      if (!kept(k.tid)) continue;
+      ++drawn;
+      fits(k.s.error);
+      fits(k.s.message);
+      fits(k.s.first_input);
+    }
+    auto let_go = [&](std::int32_t i) {
+      if (i >= 0 && fate[static_cast<std::size_t>(i)] != shown && !kept_by_failure[static_cast<std::size_t>(i)])
+        strings.let_go(i);
+    };
+    for (const KeptMark& k : marks) {
+      let_go(k.m.reason);
+      let_go(k.m.error);
+    }
+    for (const KeptSlice& k : slices) {
+      let_go(k.s.error);
+      let_go(k.s.message);
+      let_go(k.s.first_input);
+    }
+    next_text_check = strings.held() + text_step();
   }
 
   // ---- events ----
@@ -823,6 +1029,7 @@ void SummaryBuilder::add(const rj::Value& event, std::size_t line) {
     case 'C': s.counter(name, ts, args, line); break;
     default: break;  // other phases: not written by ferry, ignored
   }
+  if (s.strings.held() >= s.next_text_check) s.check_texts();
 }
 
 // ---- finishing ---------------------------------------------------------------------------------
@@ -879,6 +1086,7 @@ Summary SummaryBuilder::finish() {
   std::map<TaskId, std::uint32_t> task_row;
   out.tasks = s.tasks.take(task_row);
   out.other_tasks = std::move(s.tasks.others());
+  out.other_task_names = s.tasks.folded_names();
   auto task_where = [&](TaskId id) {
     auto it = task_row.find(id);
     return it == task_row.end() ? other_task : it->second;
@@ -917,7 +1125,7 @@ Summary SummaryBuilder::finish() {
   auto text = [&](std::int32_t& i) {
     if (i < 0) return;
     std::int32_t& to = renumbered[static_cast<std::size_t>(i)];
-    if (to < 0) to = out.strings.add(s.strings.take(i));
+    if (to < 0) to = s.strings.is_let_go(i) ? out.strings.add_let_go(s.strings.page_bytes(i)) : out.strings.add(s.strings.take(i));
     i = to;
   };
   // Queue waits by call; of an id's `e`s, the last read wins (the sort is stable).
@@ -938,6 +1146,7 @@ Summary SummaryBuilder::finish() {
     return before < cap;
   };
   out.slices_partial = partial(s.slices, s.slices_cut, std::max<std::size_t>(s.limits.max_slices, 1));
+  out.slices.reserve(s.slices.size());
   for (KeptSlice& k : s.slices) {
     Slice& sl = k.s;
     sl.track = track_index.at(k.tid);
@@ -950,6 +1159,7 @@ Summary SummaryBuilder::finish() {
   }
   std::vector<KeptSlice>().swap(s.slices);
   out.marks_partial = partial(s.marks, s.marks_cut, std::max<std::size_t>(s.limits.max_marks, 1));
+  out.marks.reserve(s.marks.size());
   for (KeptMark& k : s.marks) {
     k.m.track = track_index.at(k.tid);
     text(k.m.reason);
@@ -958,6 +1168,7 @@ Summary SummaryBuilder::finish() {
   }
   std::vector<KeptMark>().swap(s.marks);
   std::sort(s.failures.begin(), s.failures.end());
+  out.failures.reserve(s.failures.size());
   for (KeptFailure& k : s.failures) {
     Failure& f = k.f;
     f.task = task_where(k.task);

@@ -21,14 +21,28 @@ namespace ferry::cli::trace {
 /// task names of failures whose task is folded into Summary::other_tasks), each
 /// held once: SummaryBuilder hands each distinct text over once (it keeps them distinct while
 /// reading), so the table needs no index. Index -1 means none.
+///
+/// A text of calls and marks that a page of SummaryLimits::max_text_bytes would not show was *let
+/// go* while reading (SummaryBuilder keeps no more text than the page shows): its place stays,
+/// empty, with the bytes the page would have taken for it, and the page shows "(left out ...)".
 class StringTable {
  public:
   /// Appends `s` (moved in, not copied) and returns its index.
   std::int32_t add(std::string&& s);
+  /// Appends the place of a text let go, which would take `page_bytes` in the page
+  /// (page_text_bytes()), and returns its index; its string is empty.
+  std::int32_t add_let_go(std::uint32_t page_bytes);
   const std::vector<std::string>& strings() const { return strings_; }
+  /// Whether text `i` (>= 0) was let go.
+  bool let_go(std::int32_t i) const;
+  /// The page's bytes of text `i`, let go.
+  std::uint32_t let_go_bytes(std::int32_t i) const;
+  /// How many texts were let go.
+  std::size_t let_go_count() const { return let_go_.size(); }
 
  private:
   std::vector<std::string> strings_;
+  std::vector<std::pair<std::int32_t, std::uint32_t>> let_go_;  ///< (index, page bytes), by index
 };
 
 /// A worker track (tid >= 1; tid 0 only when it holds slices).
@@ -144,6 +158,10 @@ struct Summary {
   /// most max_tasks names. A name left out is never counted on its own again: its figures so far
   /// are added here, as are its later calls.
   TaskFigures other_tasks;
+  /// How many distinct task names other_tasks counts (told apart by a 61-bit hash under a key
+  /// drawn at random for each summary: two names count as one with a chance below 10^-16 a pair,
+  /// whatever the trace; the names themselves are not kept).
+  std::size_t other_task_names = 0;
   bool tasks_folded() const { return other_tasks.calls + other_tasks.never_ran != 0; }
   StringTable strings;
   Counters counters;
@@ -193,6 +211,14 @@ struct SummaryLimits {
   /// the calls of the others are counted together (Summary::other_tasks). 300,000 distinct names
   /// of 212 bytes held 282 MB.
   std::size_t max_tasks = 2'000;
+  /// The page's bytes (page_text_bytes()) of the texts of the calls and marks it draws
+  /// (ReportLimits::max_text_bytes). Texts of kept calls and marks that a page of these caps would
+  /// not show (past this many bytes, or of a call or mark it would not draw) and that no kept
+  /// failure uses are let go (StringTable) whenever the texts held have grown by
+  /// max(max_text_bytes / 4, text_check_bytes) since the last look: 100,000 calls of distinct
+  /// 1.9 KB messages held 190 MB of them for a page that shows 16 MiB.
+  std::size_t max_text_bytes = std::size_t{16} << 20;
+  std::size_t text_check_bytes = std::size_t{1} << 20;
 };
 
 /// The slices of a track whose busy time is reckoned in start order are taken in a window of this
@@ -222,6 +248,11 @@ class SummaryBuilder {
 /// The p-th percentile (0 < p <= 1) of sorted `values` by the nearest-rank method: the smallest
 /// value with at least p of the values at or below it. 0 when empty.
 double percentile(const std::vector<double>& sorted, double p);
+
+/// The bytes `text` takes in the report page's JSON (report_html's writer: RapidJSON's escapes, then
+/// '<', '>', '&' and DEL as \uXXXX and detail::escaped_on_terminal's characters as the text
+/// \\uXXXX), quotes included: what ReportLimits::max_text_bytes counts.
+std::size_t page_text_bytes(std::string_view text);
 
 /// `text` as valid UTF-8 (each invalid byte becomes U+FFFD), cut to at most `max` bytes at a
 /// character boundary, with "…" appended when cut.

@@ -1735,8 +1735,8 @@ TEST_CASE("Report.task_names_past_the_first_are_folded_into_one_row") {
   for (const auto& f : doc["failures"].GetArray()) CHECK(f[2].GetUint() == 5);
   CHECK(str(doc["strings"][doc["failures"][0][6].GetUint()]) == "t45");
   CHECK(str(doc["strings"][doc["failures"][1][6].GetUint()]) == "t47");
-  CHECK(any_contains(notes(doc), "Task names past the first 5 by name are folded into one row of the tasks table, "
-                                 "\"other task names\": 44 calls and 1 that never ran"));
+  CHECK(any_contains(notes(doc), "Task names past the first 5 by name, 45 of them, are folded into one row of the "
+                                 "tasks table, \"other task names\": 44 calls and 1 that never ran"));
 
   // Under the default limits, all 50, and no note.
   const trace::Summary all = summarize(trace_text(events));
@@ -1788,7 +1788,8 @@ TEST_CASE("Report.the_page_of_many_task_names_is_small_and_the_summary_too") {
   Ran r = report({file.string(), "-o", page.string()}, dir.path);
   REQUIRE_MESSAGE(r.status == 0, r.err);
   CHECK(r.out == page.string() + ": 200000 calls on 8 workers (0 failed, 0 never ran)\n" + page.string() +
-                     ": task names past the first 2000 by name folded into one row (198000 calls, 0 never ran)\n");
+                     ": task names past the first 2000 by name folded into one row (198000 names, 198000 calls, 0 never "
+                     "ran)\n");
   CHECK_MESSAGE(fs::file_size(page) < 16'000'000, "a page of " << fs::file_size(page) << " bytes");
   rusage usage{};
   REQUIRE(::getrusage(RUSAGE_CHILDREN, &usage) == 0);
@@ -1873,4 +1874,153 @@ TEST_CASE("Report.a_cut_max_bytes_shows_its_ellipsis") {
   CHECK_MESSAGE(r.err.find("(max_bytes \"mmm") != std::string::npos, r.err);
   CHECK_MESSAGE(r.err.find("mmm\xE2\x80\xA6\")") != std::string::npos, r.err);
   CHECK(r.err.find("\\xe2\\x80\\xa6") == std::string::npos);
+}
+
+TEST_CASE("Report.the_other_task_names_row_counts_its_distinct_names") {
+  // The row "other task names" counted the calls of the names folded into it, not the names: a
+  // note said "task names past the first 2,000" without how many. The summary now counts the
+  // distinct names it folds (each by a hash, not kept), once however many calls each has, whether
+  // it was never counted on its own or left the table for a smaller name.
+  std::vector<std::string> events;
+  int call = 0;
+  auto slice = [&](const std::string& task) {
+    events.push_back(R"({"name":")" + task + R"(","cat":"task","ph":"X","ts":)" + std::to_string(10 * call) +
+                     R"(,"dur":1,"pid":1,"tid":1,"args":{"call":)" + std::to_string(call) + "}}");
+    ++call;
+  };
+  // Three names kept (a, b, k at the end); z leaves for a, m for b; y and q are never kept; w never
+  // ran. Folded: z, m, y, q, w.
+  for (const char* task : {"m", "k", "z", "z", "a", "z", "y", "y", "b", "m", "q", "q", "q"}) slice(task);
+  events.push_back(R"({"name":"call ended","ph":"i","ts":500,"args":{"call":99,"task":"w","error":"CancelledError"}})");
+  const trace::ReportLimits limits{.max_tasks = 3};
+  const trace::Summary s = summarize(trace_text(events), trace::summary_limits(limits));
+  REQUIRE(s.tasks.size() == 3);
+  CHECK(s.tasks[0].name == "a");
+  CHECK(s.tasks[2].name == "k");
+  CHECK(s.other_tasks.calls == 10);
+  CHECK(s.other_tasks.never_ran == 1);
+  CHECK(s.other_task_names == 5);
+  json::Document doc;
+  page_of(s, limits, doc);
+  REQUIRE(doc["tasks"].Size() == 4);
+  CHECK(doc["tasks"][3]["other"].GetBool());
+  CHECK(doc["tasks"][3]["names"].GetUint64() == 5);
+  CHECK(any_contains(notes(doc), "Task names past the first 3 by name, 5 of them, are folded into one row of the "
+                                 "tasks table, \"other task names\": 10 calls and 1 that never ran"));
+  // A summary that kept every name, drawn with 3 rows: the rows past them are counted as names.
+  const trace::Summary all = summarize(trace_text(events));
+  CHECK(all.other_task_names == 0);
+  json::Document fewer;
+  page_of(all, limits, fewer);
+  CHECK(json_text(fewer["tasks"]) == json_text(doc["tasks"]));
+
+  // Many: 10,000 names, each called twice, 10 kept (the hashes are merged in batches of 4,096).
+  std::vector<std::string> many;
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < 10'000; ++i)
+      many.push_back(R"({"name":"n)" + std::to_string((i * 7919) % 10'000) + R"(","ph":"X","ts":)" +
+                     std::to_string(i) + R"(,"dur":1,"tid":1,"args":{"call":)" + std::to_string(i) + "}}");
+  const trace::Summary m = summarize(trace_text(many), trace::summary_limits({.max_tasks = 10}));
+  CHECK(m.tasks.size() == 10);
+  CHECK(m.other_tasks.calls == 19'980);
+  CHECK(m.other_task_names == 9'990);
+}
+
+namespace {
+
+/// The bytes of the texts a Summary holds (not let go).
+std::size_t held_text_bytes(const trace::Summary& s) {
+  std::size_t n = 0;
+  for (const std::string& t : s.strings.strings()) n += t.size();
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("Report.the_summary_keeps_only_the_texts_the_page_shows") {
+  // The page holds max_text_bytes of the calls' and marks' texts (16 MiB), but the summary kept the
+  // texts of every call and mark it kept (up to twice the page's 200,000 calls): 100,000 failed
+  // calls of distinct 1.9 KB messages still peaked at 252 MB. Now, each time the texts held grow by
+  // a quarter of max_text_bytes, it lets go of those the page would not show, chosen as the page chooses them:
+  // the page is the same, byte for byte, as the one of a summary that kept every text.
+  // 100 crashes with reasons of 284 bytes, then 2,000 failed calls on two workers with distinct
+  // messages of about 490 bytes (980 KB of them) and first inputs, in time order; the page holds
+  // 48 KiB of their texts and lists 3 failures.
+  std::vector<std::string> events;
+  for (int i = 0; i < 100; ++i)
+    events.push_back(R"({"name":"worker crash","ph":"i","s":"t","ts":)" + std::to_string(i) +
+                     R"(,"pid":1,"tid":3,"args":{"reason":"r)" + std::to_string(i) + std::string(280, 'x') + "\"}}");
+  for (int i = 0; i < 2000; ++i) {
+    const std::string n = std::to_string(i);
+    events.push_back(R"({"name":"square","cat":"task","ph":"X","ts":)" + std::to_string(1000 + i) +
+                     R"(,"dur":1,"pid":1,"tid":)" + std::to_string(1 + i % 2) + R"(,"args":{"call":)" + n +
+                     R"(,"first_input":)" + n + R"(,"error":"TaskError","message":"call )" + n + " " +
+                     std::string(480, 'm') + "\"}}");
+  }
+  const std::string text = trace_text(events);
+  const trace::ReportLimits limits{.max_failures = 3, .max_text_bytes = 48 * 1024};
+  trace::SummaryLimits summary_limits = trace::summary_limits(limits);
+  CHECK(summary_limits.max_text_bytes == 48 * 1024);
+  summary_limits.text_check_bytes = 0;  // a look each 12 KiB, not each 1 MiB
+  const trace::Summary s = summarize(text, summary_limits);
+  // At most the page's texts, those of the 12 failures kept (4 x 3), and what came since the last
+  // look (12 KiB at most).
+  CHECK_MESSAGE(held_text_bytes(s) < 48 * 1024 + 12 * 1024 + 12 * 520 + 1024, held_text_bytes(s));
+  CHECK(s.strings.let_go_count() > 1500);
+  const trace::Summary all = summarize(text);
+  CHECK(held_text_bytes(all) > 980'000);
+  CHECK(all.strings.let_go_count() == 0);
+  json::Document capped, whole;
+  page_of(s, limits, capped);
+  page_of(all, limits, whole);
+  CHECK(json_text(capped) == json_text(whole));
+  CHECK(any_contains(notes(capped), "calls drawn are left out: the page holds 48 KiB of them"));
+  CHECK(!any_contains(notes(capped), "let go"));
+  // What `ferry report` sets: the page's 16 MiB.
+  CHECK(trace::summary_limits({}).max_text_bytes == trace::ReportLimits{}.max_text_bytes);
+}
+
+TEST_CASE("Report.a_text_let_go_that_a_call_read_later_makes_fit_is_counted") {
+  // The summary lets go of the texts the page would not show if the trace ended there. A call read
+  // later that comes earlier in the page's order can change which fit (the page takes each text
+  // that fits in what is left, in its order): the page then shows "(left out ...)" for such a
+  // text and says how many. Calls at 10, 20, 30 with texts of 600, 500 and 400 bytes in the page,
+  // which holds 1,000: the first and the third fit, the second is let go when it is read; then a
+  // call at 0 with 500 bytes comes. Keeping everything, the page would show it and the second. (A
+  // look each 250 bytes of texts: after every call here.)
+  auto call = [](int ts, int number, std::size_t bytes) {
+    return R"({"name":"square","cat":"task","ph":"X","ts":)" + std::to_string(ts) +
+           R"(,"dur":1,"pid":1,"tid":1,"args":{"call":)" + std::to_string(number) + R"(,"message":")" +
+           std::string(bytes - 2, static_cast<char>('a' + number)) + "\"}}";
+  };
+  const std::string text = trace_text({call(10, 0, 600), call(20, 1, 500), call(30, 2, 400), call(0, 3, 500)});
+  const trace::ReportLimits limits{.max_text_bytes = 1000};
+  trace::SummaryLimits summary_limits = trace::summary_limits(limits);
+  summary_limits.text_check_bytes = 1;
+  const trace::Summary s = summarize(text, summary_limits);
+  CHECK(s.strings.let_go_count() == 2);  // the second, then the first (past the 500 left by the call at 0)
+  json::Document doc;
+  page_of(s, limits, doc);
+  REQUIRE(doc["slices"].Size() == 4);
+  std::vector<std::string> shown;
+  for (const auto& sl : doc["slices"].GetArray()) {
+    const std::string m = str(doc["strings"][sl[10].GetUint()]);
+    shown.push_back(m.starts_with("(left out") ? "-" : m.substr(0, 1));
+  }
+  // By time: call 3 (d), 0 (a: 600 past the 500 left), 1 (let go, though its 500 would fit), 2 (c).
+  CHECK(shown == std::vector<std::string>{"d", "-", "-", "c"});
+  CHECK(any_contains(notes(doc), "The texts (errors, messages, first inputs, reasons) of 2 calls drawn are left out: "
+                                 "the page holds 1000 bytes of them, the first by time (a failure listed keeps "
+                                 "its texts). 1 text that would fit was let go as the trace was read, before "
+                                 "calls or marks that came earlier in time were read (the trace is not in time "
+                                 "order): the page holds less than that."));
+  // Keeping everything: d and b.
+  json::Document whole;
+  page_of(summarize(text), limits, whole);
+  std::vector<std::string> all;
+  for (const auto& sl : whole["slices"].GetArray()) {
+    const std::string m = str(whole["strings"][sl[10].GetUint()]);
+    all.push_back(m.starts_with("(left out") ? "-" : m.substr(0, 1));
+  }
+  CHECK(all == std::vector<std::string>{"d", "-", "b", "-"});
 }
