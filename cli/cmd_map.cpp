@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -39,6 +40,7 @@
 
 #include <CLI/CLI.hpp>
 #include <ferry/ferry.hpp>
+#include <ferry/detail/deadline.hpp>
 #include <ferry/detail/progress.hpp>
 #include <ferry/detail/state.hpp>
 
@@ -154,10 +156,11 @@ class Input {
   enum class Got { line, too_long, would_block, end };
 
   /// The next line (blank ones too: each input line has its output line), or too_long with its
-  /// number (`line` empty). With `wait`, blocks until there is one (or the end, or cancel());
-  /// without, returns would_block when no whole line is buffered and the descriptor has nothing
-  /// to read.
-  Got next(std::string& line, std::size_t& number, bool wait) {
+  /// number (`line` empty). With `wait`, blocks until there is one (or the end, or cancel(), or
+  /// `until`); without, or once `until` has passed, returns would_block when no whole line is
+  /// buffered and the descriptor has nothing to read.
+  Got next(std::string& line, std::size_t& number, bool wait,
+           detail::Clock::time_point until = detail::Clock::time_point::max()) {
     for (;;) {
       // The search resumes where the last one stopped: rescanning from the line's start after
       // every read made a line of n bytes cost n^2 / 64 KiB (100 MB: 21 s; 1 GB: hours).
@@ -198,25 +201,35 @@ class Input {
         searched_ = buffer_.size();
       }
       if (end_) return Got::end;
-      if (!readable(wait ? -1 : 0)) {
-        if (!wait) return Got::would_block;
-        end_ = true;  // cancelled
+      const Ready ready = readable(wait, until);
+      if (ready == Ready::cancelled && wait) {
+        end_ = true;
         continue;
       }
+      if (ready != Ready::yes) return Got::would_block;
       fill();
     }
   }
 
-  /// True when a read() would not block (data or end of input), waiting up to `timeout_ms`;
-  /// false at once after cancel().
-  bool readable(int timeout_ms) const {
+  enum class Ready { yes, timed_out, cancelled };
+
+  /// Whether a read() would not block (data or end of input): with `wait`, waits for it until
+  /// `until` (max: no limit); cancelled at once after cancel().
+  Ready readable(bool wait, detail::Clock::time_point until = detail::Clock::time_point::max()) const {
     pollfd p[2] = {{fd_, POLLIN, 0}, {cancel_.fd, POLLIN, 0}};
-    int n;
-    do {
-      n = ::poll(p, 2, timeout_ms);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0 && p[1].revents) return false;
-    return n != 0;  // an error counts as readable: the read reports it
+    for (;;) {
+      int timeout_ms = wait ? -1 : 0;
+      if (wait && until != detail::Clock::time_point::max()) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - detail::Clock::now()).count();
+        timeout_ms = static_cast<int>(std::clamp<decltype(left)>(left, 0, std::numeric_limits<int>::max()));
+      }
+      const int n = ::poll(p, 2, timeout_ms);
+      if (n < 0 && errno == EINTR) continue;
+      if (n > 0 && p[1].revents) return Ready::cancelled;
+      if (n != 0) return Ready::yes;  // an error counts as readable: the read reports it
+      if (timeout_ms == 0) return Ready::timed_out;
+      // poll may wake a little early on its millisecond clock: then it waits again for the rest.
+    }
   }
 
   /// Ends a wait in next() or readable(), from any thread.
@@ -542,6 +555,25 @@ Future<std::string> send_lines(Executor& executor, const TaskRef& ref, std::stri
   return detail::submit_json_chunk(executor, ref, std::move(text), items, keep_going, first - 1);
 }
 
+/// A timeout as MapRun's TimeoutError states it.
+std::chrono::nanoseconds whole_timeout(std::chrono::duration<double> timeout) {
+  return std::chrono::round<std::chrono::nanoseconds>(timeout);
+}
+
+/// The map's TimeoutError, which names the time its engine was given (`given`: what was left of
+/// --timeout once the input was read ahead), said of the whole --timeout instead; its counts stay.
+/// Any other TimeoutError as it is.
+TimeoutError said_of_whole(const TimeoutError& e, std::optional<std::chrono::nanoseconds> given,
+                           std::chrono::nanoseconds whole) {
+  const std::string said = "within its timeout of ";
+  std::string what = e.what();
+  const std::string from = given ? said + detail::format_duration(*given) : std::string();
+  const auto at = given && !e.input_index() ? what.find(from) : std::string::npos;
+  if (at == std::string::npos) return e;
+  what.replace(at, from.size(), said + detail::format_duration(whole));
+  return TimeoutError(what);
+}
+
 /// describe() of what lines sent by send_lines threw. An error that names its input (" (input N)"
 /// or " (inputs N to M)" at the end of its message, counted from 0 as Executor::map's) is said
 /// by the line it names: `where` becomes "line N+1" ("lines N+1-M+1"), and the message loses
@@ -567,6 +599,13 @@ Failure describe_lines(const std::exception_ptr& error, std::string& where) {
 }  // namespace
 
 int run_map(const MapOptions& options, const GlobalOptions& global) {
+  // --timeout bounds the whole run, counted from here: the read-ahead of a pipe below waits until
+  // then at most, and the map's engine is given what is left. (The engine's own count started
+  // after the read-ahead, which waited without a limit for a pipe's first line: a pipe silent
+  // for an hour ran an hour, and exit status 0 if it then ended.)
+  const std::chrono::duration<double> timeout(options.timeout);
+  const detail::Clock::time_point deadline =
+      options.timeout > 0 ? detail::deadline_after(timeout) : detail::Clock::time_point::max();
   if (auto refused = input_is_output(options.file)) {  // `ferry map TASK in.jsonl >> in.jsonl`
     print_error("map", *refused);
     return exit_usage;
@@ -636,7 +675,12 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       Input::Got got = Input::Got::line;
       std::size_t bytes = 0;
       while (ahead.size() < 4 * workers * 1024 && bytes < budget) {
-        got = input->next(line, number, /*wait=*/ahead.empty());
+        got = input->next(line, number, /*wait=*/ahead.empty(), deadline);
+        if (got == Input::Got::would_block && ahead.empty()) {
+          // No line came before the deadline: nothing was started, and nothing is done.
+          return report("map", describe(std::make_exception_ptr(
+                                   TimeoutError::map_timeout(whole_timeout(timeout), 0, 0, 0, 0, 0, true))));
+        }
         if (got != Input::Got::line && got != Input::Got::too_long) break;
         bytes += line.size();
         ahead.push_back({number, std::move(line), got == Input::Got::too_long});
@@ -662,6 +706,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
   const std::size_t pool_size =
       total ? std::clamp<std::size_t>((*total + chunksize - 1) / chunksize, 1, workers) : workers;
 
+  std::optional<std::chrono::nanoseconds> given;  // the engine's timeout, when it is not --timeout
   try {
     Executor executor(executor_options(global, pool_size, options.containment, std::move(initializer)));
     const TaskRef ref{.library = info.library, .name = info.name};
@@ -676,7 +721,14 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
     std::size_t base = 0;
     ferry::MapOptions map_options;
     map_options.progress = !options.no_progress;
-    map_options.timeout = std::chrono::duration<double>(options.timeout);
+    map_options.timeout = timeout;
+    if (deadline != detail::Clock::time_point::max()) {
+      // What the read-ahead and the start of the pool left of it; none left: the least there is
+      // (a timeout of 0 is none), so that the engine ends with its TimeoutError at once.
+      map_options.timeout = std::max<std::chrono::duration<double>>(deadline - detail::Clock::now(),
+                                                                    std::chrono::nanoseconds(1));
+      given = whole_timeout(map_options.timeout);
+    }
     map_options.kill_running = true;  // a timeout ends the lines running too
     detail::MapRun<std::string> run(
         map_options, max_in_flight, /*ordered=*/true, total.value_or(0),
@@ -821,6 +873,8 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
       return exit_usage;
     }
     return any_failed ? exit_task_failed : exit_ok;
+  } catch (const TimeoutError& e) {
+    return report("map", describe(std::make_exception_ptr(said_of_whole(e, given, whole_timeout(timeout)))));
   } catch (...) {
     return report("map", describe(std::current_exception()));
   }

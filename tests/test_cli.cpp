@@ -475,6 +475,33 @@ TEST_CASE("Cli.map_timeout_cancels_what_is_left") {
   CHECK(cli({"map", "--timeout", "0", "square"}, "1\n").status == 2);
 }
 
+TEST_CASE("Cli.map.timeout_bounds_the_wait_for_a_silent_pipe") {
+  // Without --chunksize the lines a pipe has are read ahead (to size the chunks) before the map
+  // starts; that wait was unbounded, and the timeout counted only after it: a pipe silent for an
+  // hour ran an hour, and one that then ended gave exit status 0. Here the write end stays open
+  // and silent (after nothing, a part of a line, or a line) until the command has ended. After a
+  // line the map runs with what is left of the timeout: its error still names the whole.
+  for (const std::string written : {"", "4", "4\n"}) {
+    CAPTURE(written);
+    support::TempDir dir;
+    Child child = spawn(Call{.args = {"map", "--timeout", "1", "square"}, .pipe = true}, dir.path);
+    if (!written.empty()) REQUIRE(write_all(child.stdin_fd, written));
+    int status = 0;
+    const bool ended = support::wait_until(
+        [&] { return ::waitpid(child.pid, &status, WNOHANG) == child.pid; }, std::chrono::seconds(30));
+    ::close(child.stdin_fd);
+    // Not ended: it still waits for its input, which ends now.
+    const int code = !ended ? wait_status(child.pid)
+                     : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    CHECK_MESSAGE(ended, "ferry map --timeout 1 still ran 30 s later, its input pipe open and silent");
+    CHECK(code == 1);
+    const std::string err = read_file(dir.path / "stderr");
+    CHECK_MESSAGE(err.find("TimeoutError") != std::string::npos, err);
+    CHECK_MESSAGE(err.find("within its timeout of 1 s") != std::string::npos, err);
+    CHECK(read_file(dir.path / "stdout") == (written == "4\n" ? "16\n" : ""));
+  }
+}
+
 TEST_CASE("Cli.map.an_infinite_timeout_is_none") {
   // `--timeout inf` was refused with a range of 300 digits (CLI11's PositiveNumber), and NaN was
   // let through to the library. A timeout too long for the clock is none, as MapOptions takes it.
