@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -724,5 +725,61 @@ TEST_CASE("MapRun.a_source_fed_from_another_thread_wakes_it") {
     if (ordered) CHECK(std::is_sorted(seen.begin(), seen.end()));
     std::sort(seen.begin(), seen.end());
     CHECK(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
+  }
+}
+
+TEST_CASE("MapOutcomes.each_chunk_ended_by_a_shutdown_names_its_own_inputs") {
+  // shutdown({.kill_workers}) ends every chunk with one CancelledError: naming the inputs on that
+  // one object gave every chunk the first chunk's ("(inputs 44 to 47)" on input 32's outcome),
+  // and an imap resumed from input_index() skipped inputs. Each chunk's error names its own.
+  ferry::Executor ex(support::options(1));
+  std::vector<ferry::Outcome<int>> out;
+  std::thread mapping([&] { out = ex.map_outcomes(spin_forever, iota_vector(24), {.chunksize = 4}); });
+  REQUIRE(support::wait_until([&] { return ex.stats().running == 1; }));
+  ex.shutdown({.wait = false, .kill_workers = true});
+  mapping.join();
+  REQUIRE(out.size() == 24);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE_FALSE(out[i].ok());
+    try {
+      std::rethrow_exception(out[i].error());
+    } catch (const ferry::CancelledError& e) {
+      CHECK(e.input_index() == i / 4 * 4);
+      CHECK(e.input_count() == 4);
+      const std::string own = " (inputs " + std::to_string(i / 4 * 4) + " to " + std::to_string(i / 4 * 4 + 3) + ")";
+      CHECK(std::string(e.what()).ends_with(own));
+    }
+  }
+}
+
+TEST_CASE("Errors.a_broken_pools_error_names_no_input_after_a_map") {
+  // The error of a pool whose initializer failed ends every queued call, and submit throws it
+  // afterwards: a map chunk's inputs written on it showed on every later plain submission.
+  auto o = support::options(1);
+  o.initializer = "init_throws";
+  ferry::Executor ex(o);
+  auto out = ex.map_outcomes(square, iota_vector(8), {.chunksize = 4});
+  REQUIRE(out.size() == 8);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE_FALSE(out[i].ok());
+    try {
+      std::rethrow_exception(out[i].error());
+    } catch (const ferry::BrokenProcessPool& e) {
+      REQUIRE(e.input_index());
+      CHECK(*e.input_index() <= i);
+      CHECK(i < *e.input_index() + e.input_count());
+      // Its cause, the initializer's own error, is still nested in the copy.
+      CHECK_THROWS_AS(std::rethrow_if_nested(e), ferry::TaskError);
+    }
+  }
+  REQUIRE(ex.is_broken());
+  try {
+    ex.submit(square, 3).get();
+    FAIL("a broken pool ran a call");
+  } catch (const ferry::BrokenProcessPool& e) {
+    CHECK_FALSE(e.input_index());
+    CHECK(std::string(e.what()).find("(input") == std::string::npos);
   }
 }

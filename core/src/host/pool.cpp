@@ -878,27 +878,14 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     trace_ran_locked(*call, w, &head.stats, result_bytes, c.error, now);
 }
 
-namespace {
-
-/// Names the inputs of a map chunk in its error (Error::input_index), unless it names one already.
-void name_inputs(const std::exception_ptr& error, std::size_t first, std::size_t count) {
-  try {
-    std::rethrow_exception(error);
-  } catch (Error& e) {
-    if (!e.input_index()) e.set_input_index(first, count);
-  } catch (...) {
-  }
-}
-
-}  // namespace
-
 Completion& Pool::finish_locked(const std::shared_ptr<Call>& call, Completions& done, std::exception_ptr error) {
   dispatcher_.forget(*call);
   return completion_locked(*call, done, std::move(error));
 }
 
 Completion& Pool::completion_locked(Call& call, Completions& done, std::exception_ptr error) {
-  if (error && call.first_input != no_input) name_inputs(error, call.first_input, call.items);
+  // A copy per call: the same error may end many (with_inputs).
+  if (error && call.first_input != no_input) error = with_inputs(error, call.first_input, call.items);
   done.push_back(Completion{call.state, Buffer(), 0, std::move(error)});
   return done.back();
 }
@@ -908,7 +895,7 @@ std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w, con
                                   call.first_input != no_input});
   // The worker says which item of the chunk failed at which stage: that input is named.
   if (call.first_input != no_input && failed_at_item(why.kind))
-    name_inputs(error, call.first_input + why.item, 1);
+    error = with_inputs(error, call.first_input + why.item, 1);
   return error;
 }
 

@@ -194,4 +194,48 @@ std::exception_ptr initializer_failed(const Failure& f, const FailureContext& c)
   }
 }
 
+namespace {
+template <class E>
+std::exception_ptr named_copy(const std::exception_ptr& error, const E& e, std::size_t first, std::size_t count) {
+  if (e.input_index()) return error;
+  E copy(e);
+  copy.set_input_index(first, count);
+  return std::make_exception_ptr(std::move(copy));
+}
+}  // namespace
+
+std::exception_ptr with_inputs(const std::exception_ptr& error, std::size_t first, std::size_t count) {
+  // Each type ferry makes, the most derived first: a type left out here would be copied as its
+  // base (a catch by the derived type would miss it).
+  try {
+    std::rethrow_exception(error);
+  } catch (const InitializerFailed& e) {
+    return named_copy(error, e, first, count);
+  } catch (const ResourceLimitError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const SandboxViolationError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const TerminatedWorkerError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const TaskError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const UnresolvableTaskError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const SerializationError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const PluginError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const BrokenProcessPool& e) {
+    return named_copy(error, e, first, count);
+  } catch (const CancelledError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const TimeoutError& e) {
+    return named_copy(error, e, first, count);
+  } catch (const Error& e) {
+    return named_copy(error, e, first, count);
+  } catch (...) {
+    return error;
+  }
+}
+
 }  // namespace ferry::detail

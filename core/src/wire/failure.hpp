@@ -106,6 +106,12 @@ constexpr bool failed_at_item(FailureKind k) noexcept {
 FERRY_INTERNAL_API std::exception_ptr to_exception(const Failure& f, const FailureContext& c);
 /// The BrokenProcessPool of a pool whose initializer (`c.task`) failed this way in a worker.
 FERRY_INTERNAL_API std::exception_ptr initializer_failed(const Failure& f, const FailureContext& c);
+/// `error` naming `count` inputs of a map from `first` (Error::input_index): a copy of it, of
+/// its own type; `error` itself as it is when it names inputs already or is no ferry::Error. One
+/// error object may end many calls (a broken pool's, a shutdown's, a killed worker's): naming the
+/// inputs on it gave every call the first one's, and wrote its text while other threads could
+/// read it.
+std::exception_ptr with_inputs(const std::exception_ptr& error, std::size_t first, std::size_t count);
 
 // ---- the stages of a call -----------------------------------------------------------------------
 
