@@ -38,6 +38,47 @@ TEST_CASE("Json.a_chunk_of_lines") {
   CHECK(ex.submit_json("square", lines, 3).get() == "{\"value0\":1}\n{\"value0\":4}\n{\"value0\":9}\n");
 }
 
+TEST_CASE("Json.submit_refuses_a_text_whose_lines_are_not_its_items") {
+  // `items` lines were read and the rest dropped unseen: two lines with the default items = 1
+  // gave the first one's result alone; too few failed in the worker with "The document is
+  // empty". Now refused at once, before anything is sent, naming both numbers.
+  ferry::Executor ex(support::options(1));
+  auto refusal = [&](std::string text, std::uint32_t items, bool by_ref = false) -> std::string {
+    try {
+      if (by_ref) {
+        ex.submit_json(ferry::TaskRef{.library = FERRY_TEST_MATH_PLUGIN, .name = "add"}, std::move(text), items);
+      } else {
+        ex.submit_json("add", std::move(text), items, /*keep_going=*/true);
+      }
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  const std::string a = R"({"value0": 40, "value1": 2})", b = R"({"value0": 1, "value1": 1})";
+  std::string said = refusal(a + "\n" + b + "\n", 1);
+  CHECK_MESSAGE(said.find("holds 2 lines") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("items is 1") != std::string::npos, said);
+  said = refusal(a + "\n" + b, 1, /*by_ref=*/true);
+  CHECK_MESSAGE(said.find("holds 2 lines") != std::string::npos, said);
+  said = refusal(a + "\n\n", 1);  // a blank line is a line (of a task without parameters)
+  CHECK_MESSAGE(said.find("holds 2 lines") != std::string::npos, said);
+  said = refusal(a + "\n", 3);
+  CHECK_MESSAGE(said.find("holds 1 line,") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("items is 3") != std::string::npos, said);
+  said = refusal(a, 0);
+  CHECK_MESSAGE(said.find("items is 0") != std::string::npos, said);
+  CHECK(ex.stats().submitted == 0);
+
+  // One final newline or none; the text of a task without parameters is its blank line.
+  CHECK(ex.submit_json("add", a).get() == "{\"value0\":42}\n");
+  CHECK(ex.submit_json("add", a + "\n").get() == "{\"value0\":42}\n");
+  CHECK(ex.submit_json("add", a + "\n" + b, 2).get() == "{\"value0\":42}\n{\"value0\":2}\n");
+  CHECK(ex.submit_json("add", a + "\n" + b + "\n", 2).get() == "{\"value0\":42}\n{\"value0\":2}\n");
+  CHECK(ex.submit_json("noop", "\n").get() == "{}\n");
+  CHECK(ex.submit_json("noop", "\n\n", 2).get() == "{}\n{}\n");
+}
+
 TEST_CASE("Json.keep_going_puts_each_error_on_its_line") {
   ferry::Executor ex(support::options(1));
   std::string lines = "{\"value0\": 4}\n{\"value0\": -1}\n{\"value0\": \"nine\"}\n{\"value0\": 16}\n";

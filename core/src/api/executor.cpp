@@ -11,6 +11,9 @@
 #include <mutex>
 #include <shared_mutex>
 #include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -172,19 +175,34 @@ namespace {
 /// submit_json, whose submit_json_to takes it (no_input otherwise). The public header gives
 /// submit_json no such parameter.
 thread_local std::size_t json_chunk_first_input = detail::no_input;
+
+/// The lines of a submit_json text: one per newline, and the text after the last one (a final
+/// newline ends the last line; an empty text is one blank line, the arguments of a task without
+/// parameters).
+std::size_t json_lines_in(std::string_view text) {
+  const auto newlines = static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+  return newlines + (text.empty() || text.back() != '\n' ? 1 : 0);
+}
 }  // namespace
 
 Future<std::string> Executor::submit_json_to(detail::Target target, std::string lines,
                                              std::uint32_t items, bool keep_going) {
   const std::size_t first_input = std::exchange(json_chunk_first_input, detail::no_input);
+  // The worker reads `items` lines and nothing past them: more were dropped unseen (the default
+  // items = 1 with two lines returned the first's result alone), fewer failed there with "The
+  // document is empty". A caller's mistake, refused before anything is sent.
+  if (const std::size_t given = json_lines_in(lines); given != items) {
+    throw std::invalid_argument("ferry: submit_json: the text holds " + std::to_string(given) +
+                                (given == 1 ? " line" : " lines") + ", but items is " + std::to_string(items) +
+                                " (one JSON object of arguments per line, one final newline allowed)");
+  }
   target.signature = "(JSON arguments)";
   target.fingerprint = 0;  // the worker's JSON decoding checks the types
   auto state = std::make_shared<detail::State<std::string>>(0, /*raw=*/true);
   detail::Buffer args;
   args.append(lines.data(), lines.size());
   std::uint8_t flags = detail::protocol::flag_json | (keep_going ? detail::protocol::flag_keep_going : 0);
-  submit_encoded(target, std::move(args), std::max<std::uint32_t>(items, 1), state, SubmitOptions{}, flags,
-                 first_input);
+  submit_encoded(target, std::move(args), items, state, SubmitOptions{}, flags, first_input);
   return Future<std::string>(std::move(state));
 }
 
