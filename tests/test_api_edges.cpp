@@ -380,3 +380,31 @@ TEST_CASE("Executor.env_names_that_are_no_variable_names_are_refused") {
   ferry::Executor ex(o);
   CHECK(ex.submit(square, 3).get() == 9);
 }
+
+TEST_CASE("Future.then.continuations_of_two_executors_waiting_for_each_other_are_told_not_hung") {
+  // Each executor's continuations wait for a call of the other: each manager thread waited for the
+  // other to send its call, queued behind its worker's, and both executors hung for good (their
+  // destructors too). The wait that closes the cycle fails with logic_error; the others complete.
+  ferry::Executor a(support::options(1)), b(support::options(1));
+  std::vector<ferry::Future<int>> out;
+  for (int i = 0; i < 4; ++i) {
+    out.push_back(a.submit(slow_identity, i, 1).then([&b](int v) { return b.submit(slow_identity, v, 1).get(); }));
+    out.push_back(b.submit(slow_identity, i, 1).then([&a](int v) { return a.submit(slow_identity, v, 1).get(); }));
+  }
+  int values = 0, told = 0;
+  for (auto& f : out) {
+    REQUIRE(f.wait_for(60s));
+    try {
+      f.get();
+      ++values;
+    } catch (const std::logic_error& e) {
+      CHECK(std::string(e.what()).find("each executor's thread waits for the other's") != std::string::npos);
+      ++told;
+    }
+  }
+  CHECK(values + told == 8);
+  CHECK(values > 0);
+  // Both go on.
+  CHECK(a.submit(square, 3).get() == 9);
+  CHECK(b.submit(square, 4).get() == 16);
+}

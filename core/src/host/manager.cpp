@@ -167,6 +167,7 @@ Manager::SlotPtr Manager::worker_by_serial(std::uint64_t serial) {
 
 bool Manager::run() {
   id_ = std::this_thread::get_id();
+  p_.managed_on_this_thread();
   // A wait in a callback here may be for a call only this thread sends or reads (wait_helping).
   StateBase::this_thread().runs_executor = true;
   bool exit_waits = false;

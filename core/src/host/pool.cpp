@@ -1010,6 +1010,65 @@ void Pool::complete(Completions& done) {
 
 // ---- waiting and cancelling ------------------------------------------------------------------
 
+namespace {
+
+/// The pool whose manager thread this is, if it is one.
+thread_local const Pool* managed_here = nullptr;
+
+/// Manager threads waiting, in a callback or continuation, for another pool's call that only that
+/// pool's manager can finish now (queued there): the waiter's pool -> the pool it waits on. Two
+/// executors whose callbacks each waited for a call of the other hung for good, each manager
+/// waiting for the other to send its call (an audit: every run with two callbacks each). The
+/// manager whose wait closes a cycle is told (std::logic_error) instead: its callback ends, its
+/// manager goes on, and the others' waits end.
+class ManagersWaiting {
+ public:
+  ManagersWaiting() = default;
+  ManagersWaiting(const ManagersWaiting&) = delete;
+  ManagersWaiting& operator=(const ManagersWaiting&) = delete;
+  ~ManagersWaiting() { leave(); }
+  /// `waiter`'s manager waits for a call of `on` that `on`'s manager must finish; throws when
+  /// `on`'s manager waits, directly or through others, for `waiter`'s.
+  void enter(const Pool* waiter, const Pool* on, const std::string& task) {
+    if (entered_) return;
+    std::lock_guard lock(mu());
+    auto& edges = waits();
+    // At most one wait per manager thread: each edge's key is a pool, each pool one manager.
+    std::size_t steps = 0;
+    for (auto it = edges.find(on); it != edges.end() && steps <= edges.size(); it = edges.find(it->second), ++steps)
+      if (it->second == waiter)
+        throw std::logic_error("ferry: a callback or then() continuation of one executor waits for call '" + task +
+                               "' of another executor, whose own callback waits, directly or through others, for "
+                               "a call of the first: each executor's thread waits for the other's. Chain the calls "
+                               "with then(), or wait outside callbacks");
+    edges[waiter] = on;
+    waiter_ = waiter;
+    entered_ = true;
+  }
+  void leave() noexcept {
+    if (!entered_) return;
+    std::lock_guard lock(mu());
+    waits().erase(waiter_);
+    entered_ = false;
+  }
+
+ private:
+  static std::mutex& mu() {
+    static std::mutex* m = new std::mutex;  // never destroyed: a manager may wait during exit
+    return *m;
+  }
+  static std::map<const Pool*, const Pool*>& waits() {
+    static auto* w = new std::map<const Pool*, const Pool*>;
+    return *w;
+  }
+  const Pool* waiter_ = nullptr;
+  bool entered_ = false;
+};
+
+}  // namespace
+
+void Pool::managed_on_this_thread() const noexcept { managed_here = this; }
+
 void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
   if (forked()) [[unlikely]] {
     // Its result would come to the parent, on the parent's channel.
@@ -1024,7 +1083,21 @@ void Pool::wait(StateBase& state, std::optional<Clock::time_point> deadline) {
   // whose worker's channel another thread reads is finished by that thread, or read here once it
   // lets go.
   const bool on_manager = manager_.on_this_thread();
-  while (!read_own_result(state, deadline, on_manager)) {
+  // Another pool's manager, in a callback, waiting for good: it waits here, where a wait that
+  // closes a cycle of managers is told (ManagersWaiting).
+  const Pool* const other_manager = !deadline && managed_here && managed_here != this ? managed_here : nullptr;
+  ManagersWaiting waiting;
+  for (;;) {
+    bool needs_manager = false;
+    const bool here_done = read_own_result(state, deadline, on_manager, &needs_manager);
+    if (here_done && !(other_manager && needs_manager && !state.ready())) return;
+    // Entered only while this pool's manager must act: a call sent meanwhile (a submit on another
+    // thread dispatched it) is read here, and this wait no longer holds anyone.
+    if (other_manager && needs_manager) {
+      waiting.enter(other_manager, this, state.task());
+    } else {
+      waiting.leave();
+    }
     auto until = Clock::now() + std::chrono::milliseconds(1);
     if (deadline) until = std::min(until, *deadline);
     if (state.block_until(until)) return;
@@ -1044,8 +1117,10 @@ Progress Pool::progress(StateBase& state) {
   return Progress::here;  // read by wait() on this thread, or by the thread reading its channel
 }
 
-bool Pool::read_own_result(StateBase& state, std::optional<Clock::time_point> deadline, bool on_manager) {
+bool Pool::read_own_result(StateBase& state, std::optional<Clock::time_point> deadline, bool on_manager,
+                           bool* needs_manager) {
   auto cannot_finish = [&] {
+    if (needs_manager) *needs_manager = true;
     if (on_manager && !deadline && !state.ready())
       throw std::logic_error("ferry: a callback or then() continuation of this executor waits for its call '" +
                              state.task() +

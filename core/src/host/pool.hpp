@@ -120,7 +120,13 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   /// False when another thread reads that channel and `on_manager` (the caller looks again);
   /// on_manager without a deadline, throws std::logic_error when nothing but the manager could
   /// finish the call (with one, returns true at once).
-  bool read_own_result(StateBase& state, std::optional<Clock::time_point> deadline, bool on_manager);
+  /// `needs_manager`: set when only this pool's manager thread can finish the call now (it is
+  /// queued, or its worker has gone).
+  bool read_own_result(StateBase& state, std::optional<Clock::time_point> deadline, bool on_manager,
+                       bool* needs_manager = nullptr);
+  /// Called by the manager thread when it starts: a wait of this thread for another pool's call
+  /// is then one of a manager (ManagersWaiting in pool.cpp).
+  void managed_on_this_thread() const noexcept;
   bool cancel(StateBase& state, bool kill_running) override;
 
  private:
