@@ -620,7 +620,7 @@ TEST_CASE("Protocol.failure.to_exception_builds_the_documented_error") {
     try {
       std::rethrow_exception(to_exception(of(FailureKind::task_threw), chunk));
     } catch (const ferry::TaskError& t) {
-      CHECK(t.task() == "math:cube (item 0 of its map chunk)");
+      CHECK(t.task() == "math:cube (item 0 of the call's 8)");
       CHECK(t.remote_type() == "std::invalid_argument");
       CHECK(t.pid() == 4242);
     }
@@ -637,7 +637,7 @@ TEST_CASE("Protocol.failure.to_exception_builds_the_documented_error") {
         CHECK(s.type() == of(kind).signature);
         CHECK(s.task() == "math:cube");
         has(s.reason(), of(kind).exception_type + ": " + of(kind).message);
-        has(s.reason(), "(item " + std::to_string(of(kind).item) + " of its map chunk)");
+        has(s.reason(), "(item " + std::to_string(of(kind).item) + " of the call's 8)");
       }
     }
   }

@@ -121,8 +121,11 @@ std::exception_ptr to_exception(const Failure& given, const FailureContext& c) {
   const std::string& name = c.ref.name;
   const std::string symbol = std::string(task_symbol_prefix) + name;
   const std::string item =
-      c.items > 1 && !c.inputs_named ? " (item " + std::to_string(f.item) + " of its map chunk)"
-                                     : std::string();
+      // Several items with no inputs to name: a submit_json of several lines (a map's chunk names
+      // its input instead). "of its map chunk" misled there: no map was made.
+      c.items > 1 && !c.inputs_named
+          ? " (item " + std::to_string(f.item) + " of the call's " + std::to_string(c.items) + ")"
+          : std::string();
   switch (f.kind) {
     case FailureKind::task_threw:
       return std::make_exception_ptr(TaskError(

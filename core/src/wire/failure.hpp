@@ -91,7 +91,7 @@ FERRY_INTERNAL_API Failure decode_failure(protocol::BodyReader& r);
 struct FailureContext {
   std::string_view task;        // the task as the user named it, for messages
   const protocol::Define& ref;  // the reference sent for it: task name, expected signature
-  std::uint32_t items = 1;      // items of its map chunk
+  std::uint32_t items = 1;      // items of the call (a map chunk's, or a submit_json's lines)
   int pid = 0;                  // the worker's
   bool inputs_named = false;    // the caller names the failed input (Error::input_index)
 };
