@@ -552,6 +552,8 @@ struct SummaryBuilder::State {
   std::vector<KeptMark> marks;
   std::vector<KeptFailure> failures;
   CutFloor slices_cut, marks_cut;
+  /// How many of the first slices and marks are in Order (check_texts sorted them; a cut undoes it).
+  std::size_t slices_sorted = 0, marks_sorted = 0;
   /// Every slice with a call, for its task's queue waits (matched in finish, as the last `e` of
   /// its id says).
   std::vector<std::pair<std::int64_t, TaskId>> slice_calls;
@@ -718,6 +720,18 @@ struct SummaryBuilder::State {
 
   // ---- the texts ----
 
+  /// Sorts `v` by Order: the records read since the last look (the first `sorted` are in order
+  /// unless a cut came since), merged in. A look each 4 MiB of texts sorted 400,000 calls each
+  /// time: 1.8 s of 12 for 833 MB of 2 KB messages.
+  template <class Kept>
+  static void sort_by_order(std::vector<Kept>& v, std::size_t& sorted) {
+    auto by_order = [](const Kept& a, const Kept& b) { return a.order() < b.order(); };
+    const auto middle = v.begin() + static_cast<std::ptrdiff_t>(std::min(sorted, v.size()));
+    std::sort(middle, v.end(), by_order);
+    std::inplace_merge(v.begin(), middle, v.end(), by_order);
+    sorted = v.size();
+  }
+
   /// Lets go of the texts of kept calls and marks that the page would not show if the trace ended
   /// here, as Page chooses them: the texts of the failures it lists, then of the marks and calls
   /// it draws, in its order, each once, while they fit in max_text_bytes. Those of a call or mark
@@ -753,9 +767,8 @@ struct SummaryBuilder::State {
       at = bytes <= limits.max_text_bytes - std::min(spent, limits.max_text_bytes) ? shown : left_out;
       if (at == shown) spent += bytes;
     };
-    auto by_order = [](const auto& a, const auto& b) { return a.order() < b.order(); };
-    std::sort(marks.begin(), marks.end(), by_order);
-    std::sort(slices.begin(), slices.end(), by_order);
+    sort_by_order(marks, marks_sorted);
+    sort_by_order(slices, slices_sorted);
     std::size_t drawn = 0;
     for (const KeptMark& k : marks) {
       if (drawn == limits.max_marks) break;
@@ -890,8 +903,10 @@ struct SummaryBuilder::State {
     marks.push_back({.m = {.kind = kind, .ts = *ts, .track = 0, .reason = keep(std::move(reason)),
                            .error = keep(std::move(error))},
                      .tid = *tid, .seq = seq});
-    if (marks.size() >= 2 * std::max<std::size_t>(limits.max_marks, 1))
+    if (marks.size() >= 2 * std::max<std::size_t>(limits.max_marks, 1)) {
       cut(marks, std::max<std::size_t>(limits.max_marks, 1), marks_cut);
+      marks_sorted = 0;
+    }
   }
 
   void slice(const rj::Value& e, std::optional<std::string_view> name, std::optional<double> ts,
@@ -958,8 +973,10 @@ struct SummaryBuilder::State {
     s.message = message;
     s.first_input = keep(text(args, "first_input", max_name));
     slices.push_back({.s = s, .tid = *tid, .task = row.id, .seq = seq});
-    if (slices.size() >= 2 * std::max<std::size_t>(limits.max_slices, 1))
+    if (slices.size() >= 2 * std::max<std::size_t>(limits.max_slices, 1)) {
       cut(slices, std::max<std::size_t>(limits.max_slices, 1), slices_cut);
+      slices_sorted = 0;
+    }
   }
 
   void queue(const rj::Value& e, char ph, std::optional<double> ts, std::size_t line) {
