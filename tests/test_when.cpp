@@ -172,6 +172,35 @@ TEST_CASE("When.all.default_constructed_future_is_refused") {
   CHECK_THROWS_AS(ferry::when_any(fs), std::future_error);
 }
 
+TEST_CASE("When.wait_and_as_completed_refuse_a_default_constructed_future_as_when_all_does") {
+  // ferry::wait and as_completed left it out unseen (2 in: done 1, not_done 0; as_completed
+  // yielded 1), where when_all and when_any throw: the same input, the same error now.
+  ferry::Executor ex(support::options(1));
+  std::vector<ferry::Future<int>> fs{ex.submit(square, 3), ferry::Future<int>{}};
+  auto no_state = [](auto&& call) {
+    try {
+      call();
+    } catch (const std::future_error& e) {
+      return e.code() == std::future_errc::no_state;
+    }
+    return false;
+  };
+  CHECK(no_state([&] { ferry::when_all(fs); }));
+  CHECK(no_state([&] { ferry::when_any(fs); }));
+  CHECK(no_state([&] { ferry::wait(fs); }));
+  CHECK(no_state([&] { ferry::wait(fs, ferry::Return::first_completed, 0s); }));
+  CHECK(no_state([&] { ferry::as_completed(fs); }));
+  CHECK(no_state([&] { ferry::as_completed(fs, 0s); }));
+  std::vector<ferry::Future<int>> only_none(1);
+  CHECK(no_state([&] { ferry::wait(only_none); }));
+  CHECK(no_state([&] { ferry::as_completed(only_none); }));
+  // The valid one is untouched: it is waited for as before.
+  CHECK(fs[0].get() == 9);
+  auto [done, not_done] = ferry::wait(std::vector<ferry::Future<int>>{fs[0], fs[0]});
+  CHECK(done.size() == 1);
+  CHECK(not_done.empty());
+}
+
 namespace {
 Eager<int> total_of(ferry::Executor& ex, int n) {
   std::vector<ferry::Future<int>> fs;

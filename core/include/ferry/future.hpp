@@ -303,12 +303,16 @@ struct FutureAccess {
   }
 };
 
+/// `fs` without duplicates, in order. A default-constructed future throws std::future_error
+/// (no_state), as when_all and when_any do: it was left out unseen (wait said nothing of it).
 template <class T>
 std::vector<Future<T>> distinct(const std::vector<Future<T>>& fs) {
   std::vector<Future<T>> out;
   std::set<const StateBase*> seen;
-  for (const auto& f : fs)
-    if (f.valid() && seen.insert(f.id()).second) out.push_back(f);
+  for (const auto& f : fs) {
+    if (!f.valid()) throw std::future_error(std::future_errc::no_state);
+    if (seen.insert(f.id()).second) out.push_back(f);
+  }
   return out;
 }
 
@@ -366,7 +370,8 @@ to poll with a short timeout: nothing it registers on the futures outlives the c
 callback on an executor's own thread it waits as Future::get does there (see Future::then):
 it reads the results of that executor's calls itself, and when `when` cannot be met but by calls
 only that thread could finish, it returns at once with a timeout, else throws std::logic_error.
-@throws std::invalid_argument for a NaN timeout.
+@throws std::invalid_argument for a NaN timeout; std::future_error (no_state) when a future is
+default-constructed (as when_all, when_any).
 @code
 auto [done, not_done] = ferry::wait(futures, ferry::Return::first_completed);
 @endcode
@@ -433,7 +438,8 @@ none), incrementing past the deadline throws TimeoutError. What it registers on 
 taken back when it is destroyed. In a callback on an executor's own thread it waits as
 Future::get does there (see Future::then); an increment that could only be met by calls that
 thread alone could finish throws std::logic_error, or, with a timeout, TimeoutError at once.
-@throws std::invalid_argument for a NaN timeout.
+@throws std::invalid_argument for a NaN timeout; std::future_error (no_state) when a future is
+default-constructed (as when_all, when_any), from as_completed() itself.
 @code
 for (ferry::Future<int> f : ferry::as_completed(futures)) use(f.get());
 @endcode
