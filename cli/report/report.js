@@ -376,7 +376,9 @@
       var sw = el("span", { "class": "swatch" });
       sw.style.background = colour(i);
       name.appendChild(sw);
-      name.appendChild(el("span", t.other ? { "class": "other" } : null, t.other ? "other task names" : t.name));
+      // The folded row says how many names it holds (the summary counts them: `names`).
+      name.appendChild(el("span", t.other ? { "class": "other" } : null,
+                          t.other ? "other task names" + (t.names ? " (" + count(t.names) + ")" : "") : t.name));
       var failed = el("td", { "class": t.failed ? "failed" : "" }, count(t.failed));
       return row([name, count(t.calls), count(t.items), duration(t.p50), duration(t.p90), duration(t.max),
                   t.wait_n ? duration(t.wait_p50) : "", t.wait_n ? duration(t.wait_max) : "", failed,
