@@ -92,9 +92,10 @@ CLI::App* setup_map(CLI::App& app, MapOptions& options) {
                      "at the end. The lines of a chunk whose worker died are run again one by one, "
                      "so that only the line that kills its worker fails"));
   sub->add_option("--timeout", options.timeout,
-                  wrap("seconds the whole map may take; then the lines not done are cancelled "
-                       "(running ones killed) and it ends with TimeoutError, exit status 1, after "
-                       "the results before them were written; inf: no limit"))
+                  wrap("seconds the whole map may take, from the start (waiting for the input "
+                       "included); then the lines not done are cancelled (running ones killed) and "
+                       "it ends with TimeoutError, exit status 1, after the results before them "
+                       "were written; inf: no limit"))
       ->type_name("SECONDS")
       ->check(seconds_check());
   sub->add_flag("--no-progress", options.no_progress,
@@ -624,9 +625,16 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
   const bool from_file = !options.file.empty() && options.file != "-";
   Fd file;
   if (from_file) {
-    file.fd = ::open(options.file.c_str(), O_RDONLY | O_CLOEXEC);
+    // Without waiting: a named pipe's open() waits for a writer, without a limit (--timeout did
+    // not bound it). Input's reads wait for it instead, as for a pipe's first line: each read is
+    // polled first, and a FIFO's poll waits until a writer has written or come and gone.
+    file.fd = ::open(options.file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (file.fd < 0) {
       print_error("map", "cannot open " + options.file + ": " + std::strerror(errno));
+      return exit_usage;
+    }
+    if (const int flags = ::fcntl(file.fd, F_GETFL); flags < 0 || ::fcntl(file.fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+      print_error("map", "cannot read " + options.file + ": " + std::strerror(errno));
       return exit_usage;
     }
   }

@@ -502,6 +502,37 @@ TEST_CASE("Cli.map.timeout_bounds_the_wait_for_a_silent_pipe") {
   }
 }
 
+TEST_CASE("Cli.map.timeout_bounds_the_wait_for_a_fifos_writer") {
+  // FILE a named pipe that no one opens for writing: opening it waited for a writer, without a
+  // limit, before the timeout was looked at.
+  support::TempDir dir;
+  const fs::path fifo = dir.path / "in.fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  Child child = spawn(Call{.args = {"map", "--timeout", "1", "square", fifo.string()}}, dir.path);
+  int status = 0;
+  const bool ended = support::wait_until(
+      [&] { return ::waitpid(child.pid, &status, WNOHANG) == child.pid; }, std::chrono::seconds(30));
+  if (!ended) {
+    ::kill(child.pid, SIGKILL);
+    wait_status(child.pid);
+  }
+  REQUIRE_MESSAGE(ended, "ferry map --timeout 1 still waited 30 s later for a writer of its FIFO");
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 1);
+  const std::string err = read_file(dir.path / "stderr");
+  CHECK_MESSAGE(err.find("within its timeout of 1 s") != std::string::npos, err);
+
+  // A writer that comes is read as before (this open waits for ferry's).
+  support::TempDir second;
+  Child reader = spawn(Call{.args = {"map", "--timeout", "30", "square", fifo.string()}}, second.path);
+  const int w = ::open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
+  REQUIRE(w >= 0);
+  CHECK(write_all(w, "3\n4\n"));
+  ::close(w);
+  CHECK(wait_status(reader.pid) == 0);
+  CHECK(read_file(second.path / "stdout") == "9\n16\n");
+}
+
 TEST_CASE("Cli.map.an_infinite_timeout_is_none") {
   // `--timeout inf` was refused with a range of 300 digits (CLI11's PositiveNumber), and NaN was
   // let through to the library. A timeout too long for the clock is none, as MapOptions takes it.
