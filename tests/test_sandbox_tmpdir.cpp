@@ -564,8 +564,8 @@ constexpr nlink_t writer_backlog = 1000;
 /// to two CPUs, remove_tree kept up with a writer as fast as it, the tree's backlog drained, and
 /// in one of the writer's stalls the tree was empty and removed: the old remove_tree ended after
 /// 1 to 11 s, as often as not (seen on tmpfs and ext4). Ahead, the writer keeps its backlog for
-/// as long as it runs (30 s each time against the old code). What happens with the worker
-/// processes: exit() removes the directory while a task of another process writes there.
+/// as long as it runs (30 s each time against the old code), as a task in a worker process
+/// with a CPU of its own can while exit() removes its directory.
 void share_first_cpu(bool behind) {
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
@@ -584,8 +584,8 @@ void share_first_cpu(bool behind) {
 /// Makes empty directories in `dir` ("d0", "d1"...) until `stop` (never, when null), counting
 /// them in `made`, keeping about writer_backlog of them there (by `dir`'s link count; without
 /// one, as many as it can): what a task, or what it left running, does when it writes without
-/// end in its private directory. A directory costs remove_tree several calls and its maker one,
-/// so files would not do: remove_tree caught up with a writer of files and ended. Goes on
+/// end in its private directory. Directories, which cost remove_tree several calls each and
+/// their maker one (remove_tree caught up with a writer of files at once, on two CPUs). Goes on
 /// (failing) once `dir` is gone.
 void keep_making_directories(fs::path dir, std::atomic<bool>* stop, std::atomic<std::uint64_t>* made) {
   share_first_cpu(false);
