@@ -423,6 +423,8 @@ class FERRY_API Executor {
   result holds one line per item, {"value0": result} ({} for void). With `keep_going`, a failing
   item's line is {"error": {"type", "message", "stage"}} and the other items still run; without,
   the first failure fails the future as usual. Argument types are checked by the decoding.
+  @throws std::invalid_argument when `lines` does not hold `items` lines (one final newline
+  allowed); BrokenProcessPool after shutdown.
   @code
   ex.submit_json("add", R"({"value0": 40, "value1": 2})").get();  // {"value0":42}
   @endcode
