@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from cli_memory import vm_hwm  # the same peak reading, beside this script
+
 
 def write_texts(path, calls):
     with open(path, "w") as out:
@@ -44,17 +46,6 @@ def write_names(path, calls):
             out.write('{"name":"task_%07d_%s","cat":"task","ph":"X","ts":%d,"dur":3,"pid":1,"tid":%d,'
                       '"args":{"call":%d}},\n' % (i, tail, 5 * i, 1 + i % 8, i))
         out.write("]\n")
-
-
-def vm_hwm(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def run(ferry, trace, page):
