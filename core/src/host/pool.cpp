@@ -672,15 +672,19 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f, bool after_answer) {
   // a result while the next call was on its way). But the host cannot see what was read, and a
   // worker that says bye over its running call again and again (a task can write the frame on
   // fd 3) made one submit start 1523 workers in 5 s (review). The third bye over the same call: that worker is
-  // taken to have run it and died, and the call settles as for a crash (retries count). Not
-  // counted: a bye read right after an answer (a recycling worker's, or a task's that answered
-  // for itself first), which crossed only calls sent behind that answer or after it. Counted,
-  // workers recycling after every call failed about 1 in 4,000 calls that never ran (a call
-  // pipelined behind an answer three times). Each such bye follows a call's answer, so they
-  // start no more workers than the calls answered.
-  if (!w.lane.idle() && !after_answer && ++w.lane.in_flight.front()->handed_back > max_handed_back) {
+  // taken to have run it and died, and the call settles as for a crash (retries count). A bye
+  // read right after an answer (a recycling worker's) is counted apart, up to
+  // max_handed_back_after_answer: it crossed calls sent behind that answer or after it, never
+  // read, and counted with the others, workers recycling after every call failed about 1 in
+  // 4,000 calls that never ran (a call pipelined behind an answer three times). Not exempt:
+  // a task sent to a worker that had answered and idled can write it as its first act, and ran
+  // the call it hands back (a review: one call ran 27 times, restarting the whole pool).
+  if (Call* running = w.lane.idle() ? nullptr : w.lane.in_flight.front().get();
+      running && (after_answer ? ++running->handed_back_after_answer > max_handed_back_after_answer
+                               : ++running->handed_back > max_handed_back)) {
     w.violation = "it said bye instead of answering its running call, which " +
-                  std::to_string(max_handed_back) + " workers before it had handed back the same way";
+                  std::to_string(running->handed_back + running->handed_back_after_answer - 1) +
+                  " workers before it had handed back the same way";
     kill_worker_locked(w, nullptr);
     w.discarding = true;
     return;
@@ -1020,7 +1024,10 @@ thread_local const Pool* managed_here = nullptr;
 /// executors whose callbacks each waited for a call of the other hung for good, each manager
 /// waiting for the other to send its call (an audit: every run with two callbacks each). The
 /// manager whose wait closes a cycle is told (std::logic_error) instead: its callback ends, its
-/// manager goes on, and the others' waits end.
+/// manager goes on, and the others' waits end. As the rule for a wait on the executor's own
+/// queued call, it reads the calls' state when the wait begins: another thread reading one of
+/// those pools' workers (a get() of a call behind) sends queued calls too, and could have ended
+/// the cycle in time: the wait then fails where it would have completed (a review's case).
 class ManagersWaiting {
  public:
   ManagersWaiting() = default;
@@ -1033,22 +1040,28 @@ class ManagersWaiting {
     if (entered_) return;
     std::lock_guard lock(mu());
     auto& edges = waits();
-    // At most one wait per manager thread: each edge's key is a pool, each pool one manager.
-    std::size_t steps = 0;
-    for (auto it = edges.find(on); it != edges.end() && steps <= edges.size(); it = edges.find(it->second), ++steps)
-      if (it->second == waiter)
+    // A manager may wait in a callback run by a wait of its own (nested): several edges from one
+    // pool, each its own entry. Every pool reachable from `on` is looked at once.
+    std::vector<const Pool*> next{on}, seen;
+    while (!next.empty()) {
+      const Pool* p = next.back();
+      next.pop_back();
+      if (p == waiter)
         throw std::logic_error("ferry: a callback or then() continuation of one executor waits for call '" + task +
                                "' of another executor, whose own callback waits, directly or through others, for "
                                "a call of the first: each executor's thread waits for the other's. Chain the calls "
                                "with then(), or wait outside callbacks");
-    edges[waiter] = on;
-    waiter_ = waiter;
+      if (std::find(seen.begin(), seen.end(), p) != seen.end()) continue;
+      seen.push_back(p);
+      for (auto [it, end] = edges.equal_range(p); it != end; ++it) next.push_back(it->second);
+    }
+    edge_ = edges.emplace(waiter, on);
     entered_ = true;
   }
   void leave() noexcept {
     if (!entered_) return;
     std::lock_guard lock(mu());
-    waits().erase(waiter_);
+    waits().erase(edge_);
     entered_ = false;
   }
 
@@ -1057,11 +1070,12 @@ class ManagersWaiting {
     static std::mutex* m = new std::mutex;  // never destroyed: a manager may wait during exit
     return *m;
   }
-  static std::map<const Pool*, const Pool*>& waits() {
-    static auto* w = new std::map<const Pool*, const Pool*>;
+  using Edges = std::multimap<const Pool*, const Pool*>;
+  static Edges& waits() {
+    static auto* w = new Edges;
     return *w;
   }
-  const Pool* waiter_ = nullptr;
+  Edges::iterator edge_;  // while entered_
   bool entered_ = false;
 };
 

@@ -72,6 +72,12 @@ inline constexpr auto bye_grace = std::chrono::seconds(1);
 /// How many times a call may be handed back by a bye while it was its worker's running call
 /// (Pool::handle_bye); once more and that worker is taken to have run it and died.
 inline constexpr unsigned max_handed_back = 2;
+/// As many again for a bye read right after an answer (a recycling worker's): such a bye may also
+/// be a task's that ran the call it hands back (it writes the frame first; its worker had just
+/// answered the call before), so it is counted apart, with room for a call that crosses many
+/// honest ones (workers recycling after every call in bursts: a handed-back call is pipelined
+/// behind another worker's answer again and again).
+inline constexpr unsigned max_handed_back_after_answer = 12;
 
 class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> {
  public:
