@@ -499,3 +499,22 @@ TEST_CASE("HostileWorker.times_a_worker_reports_cannot_overflow_the_host") {
     CHECK(ts + dur <= uptime_us + 1000);  // 1 ms for the rounding of both
   }
 }
+
+TEST_CASE("HostileWorker.a_failure_naming_an_item_past_its_chunk_names_the_chunk") {
+  // A worker's failure named item 4000000000 of a chunk of 4: the error named input 4000000000,
+  // which no input of the map has. The chunk's inputs are named instead.
+  ferry::Executor ex(fake("item_past_the_call"));
+  auto out = ex.map_outcomes(square, std::vector<int>{5, 6, 7, 1}, {.chunksize = 4});
+  REQUIRE(out.size() == 4);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE_FALSE(out[i].ok());
+    try {
+      std::rethrow_exception(out[i].error());
+    } catch (const ferry::TaskError& e) {
+      CHECK(e.input_index() == 0);
+      CHECK(e.input_count() == 4);
+      CHECK(std::string(e.what()).find("4000000000") == std::string::npos);
+    }
+  }
+}

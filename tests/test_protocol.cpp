@@ -624,6 +624,14 @@ TEST_CASE("Protocol.failure.to_exception_builds_the_documented_error") {
       CHECK(t.remote_type() == "std::invalid_argument");
       CHECK(t.pid() == 4242);
     }
+    // An item past the call's names none: the worker's word for it is no item of the call.
+    auto past = of(FailureKind::task_threw);
+    past.item = 4000000000u;
+    try {
+      std::rethrow_exception(to_exception(past, chunk));
+    } catch (const ferry::TaskError& t) {
+      CHECK(t.task() == "math:cube");
+    }
   }
   SUBCASE("serialization stages") {
     for (auto [kind, stage] : {std::pair{FailureKind::decode_arguments, ferry::SerializationStage::decode_arguments},

@@ -265,6 +265,13 @@ int main(int argc, char** argv) {
       send(proto::encode_bye(proto::ByeReason::memory_growth));
       return 0;
     }
+    if (mode == "item_past_the_call" && x == 1) {
+      // A failure naming an item its call does not have (a chunk holds a few).
+      send(ferry::detail::encode_failure(
+          call, ferry::detail::Failure::in_stage(ferry::detail::InvokeStatus::task_threw, 4000000000u,
+                                                 "std::runtime_error", "no such item", "")));
+      continue;
+    }
     if (x != 1) {
       answer_inline(call, value);
       if (held && mode == "out_of_order") held.reset();  // answered after the one behind it

@@ -897,9 +897,11 @@ Completion& Pool::completion_locked(Call& call, Completions& done, std::exceptio
 std::exception_ptr Pool::remote_error(const Call& call, const WorkerSlot& w, const Failure& why) const {
   auto error = to_exception(why, {call.ref->display, call.ref->define, call.items, w.pid,
                                   call.first_input != no_input});
-  // The worker says which item of the chunk failed at which stage: that input is named.
+  // The worker says which item of the chunk failed at which stage: that input is named (one past
+  // the chunk is not: its word names no input of this call, and the chunk's are named instead).
   if (call.first_input != no_input && failed_at_item(why.kind))
-    error = with_inputs(error, call.first_input + why.item, 1);
+    error = why.item < call.items ? with_inputs(error, call.first_input + why.item, 1)
+                                  : with_inputs(error, call.first_input, call.items);
   return error;
 }
 

@@ -123,7 +123,8 @@ std::exception_ptr to_exception(const Failure& given, const FailureContext& c) {
   const std::string item =
       // Several items with no inputs to name: a submit_json of several lines (a map's chunk names
       // its input instead). "of its map chunk" misled there: no map was made.
-      c.items > 1 && !c.inputs_named
+      // An item past the call's is the worker's nonsense: no item is named.
+      c.items > 1 && !c.inputs_named && f.item < c.items
           ? " (item " + std::to_string(f.item) + " of the call's " + std::to_string(c.items) + ")"
           : std::string();
   switch (f.kind) {
