@@ -995,10 +995,23 @@ TEST_CASE("Containment.sandbox.other_abis_io_uring_and_another_process_memory_ar
       {"process_vm_writev", SYS_process_vm_writev, [] { ::syscall(SYS_process_vm_writev, ::getppid(), nullptr, 0, nullptr, 0, 0); }},
   };
 #if defined(__x86_64__)
-  cases.push_back({"foreign architecture", 20 /* i386 getpid */, [] {
-                     long ret = 20;
-                     asm volatile("int $0x80" : "+a"(ret) : : "memory");
-                   }});
+  // A kernel without IA32 emulation (CONFIG_IA32_EMULATION off, or ia32_emulation=0) ends
+  // `int $0x80` with SIGSEGV before any filter sees it: nothing to deny there.
+  const auto i386_getpid = [] {
+    long ret = 20;
+    asm volatile("int $0x80" : "+a"(ret) : : "memory");
+    return ret;
+  };
+  const bool ia32 = support::exit_code_of_child(
+                        [&] {
+                          ::signal(SIGSEGV, SIG_DFL);  // not doctest's report of a crash
+                          return i386_getpid() == ::getpid() ? 0 : 1;
+                        },
+                        std::chrono::seconds(10)) == 0;
+  if (ia32)
+    cases.push_back({"foreign architecture", 20 /* i386 getpid */, [&] { (void)i386_getpid(); }});
+  else
+    MESSAGE("this kernel runs no i386 system call (int $0x80 ends with SIGSEGV): that case is left out");
   cases.push_back({"", 0x40000000L | SYS_getpid /* x32 */, [] { ::syscall(0x40000000L | SYS_getpid); }});
 #endif
   for (const auto& k : cases) {
