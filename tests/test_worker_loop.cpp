@@ -107,15 +107,17 @@ struct InProcessWorker {
     }
     return f;
   }
-  /// Reads a result frame: head, and the rest of the body.
+  /// Reads a result frame: head, and the rest of the body (its header's flags in result_flags).
   std::pair<proto::ResultHead, std::string> result() {
     Frame f = read_frame();
     REQUIRE(f.header.type == proto::FrameType::result);
+    result_flags = f.header.flags;
     proto::BodyReader r(f.view());
     auto head = proto::decode_result_head(r);
     return {head, std::string(r.rest())};
   }
   int finish() { return exit_code.get(); }
+  std::uint8_t result_flags = 0;  // of the last result()
 };
 
 constexpr std::uint64_t square_fp = ferry::detail::Signature<int, int>::fingerprint;
@@ -338,7 +340,27 @@ TEST_CASE("WorkerLoop.max_tasks_recycles_after_the_result") {
   ferry::detail::encode_values(four, 4);
   w.try_send(proto::encode_task_head({3, 0, 1}, four.size()), four.view());
   CHECK(w.result().first.call == 1);
+  CHECK((w.result_flags & proto::flag_last) == 0);
   CHECK(w.result().first.call == 2);
+  // Its last answer says so: the host knows call 3, sent behind it, was never read.
+  CHECK((w.result_flags & proto::flag_last) != 0);
+  Frame f = w.read_frame();
+  CHECK(f.header.type == proto::FrameType::bye);
+  CHECK(proto::decode_bye(f.view()) == proto::ByeReason::max_tasks);
+  CHECK(w.finish() == static_cast<int>(proto::WorkerExit::clean));
+}
+
+TEST_CASE("WorkerLoop.a_failed_last_call_says_it_is_the_last") {
+  // A recycling worker's last call failed: its failure carries the mark its bye relies on, as a
+  // result would (without it the host counted the bye against the call sent behind).
+  ferry::detail::WorkerConfig c;
+  c.max_tasks = 1;
+  InProcessWorker w(c);
+  w.define(0, FERRY_TEST_MATH_PLUGIN, "fail", square_fp);
+  w.task(1, 0, 1, 3);
+  auto [head, rest] = w.result();
+  CHECK(head.status == proto::ResultStatus::failed);
+  CHECK((w.result_flags & proto::flag_last) != 0);
   Frame f = w.read_frame();
   CHECK(f.header.type == proto::FrameType::bye);
   CHECK(proto::decode_bye(f.view()) == proto::ByeReason::max_tasks);

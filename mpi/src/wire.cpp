@@ -130,12 +130,15 @@ Buffer unrelayed_answer(std::string_view frame, const std::string& why) {
   // The stage whose bytes could not travel: the host reports it as that SerializationError.
   auto stage = task ? ferry::detail::InvokeStatus::decode_arguments_failed
                     : ferry::detail::InvokeStatus::encode_result_failed;
-  return ferry::detail::encode_failure(
+  Buffer answer = ferry::detail::encode_failure(
       call, ferry::detail::Failure::in_stage(
                 stage, 0, "MPI relay",
                 std::string(task ? "the arguments" : "the result") +
                     " could not travel over MPI: " + why,
                 ""));
+  // A worker's last answer stays its last: the bye behind it hands back nothing (Pool::handle_result).
+  if (!task && (h.flags & proto::flag_last)) proto::mark_last_answer(answer);
+  return answer;
 }
 
 std::string lost_reason(const std::string& where) {

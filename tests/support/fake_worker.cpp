@@ -12,6 +12,11 @@
 //   shm_five        answers in a sealed memfd sent with four more descriptors in the same message,
 //                   three memfds and, last, such a socket (one more than a 4-slot buffer holds)
 //   bye_running     says bye (max_tasks) instead of answering, then never answers nor exits
+//   bye_first       says bye (memory_growth) as soon as it reads the task, and exits (a task that
+//                   writes the frame as its first act); each such task read adds a byte to the
+//                   file FERRY_FAKE_RUNS names
+//   recycle_each    (every task) answers, marked as its last answer, says bye (memory_growth)
+//                   and exits, as ferry-worker recycling after every call
 //   idle_crossed    says bye (idle_timeout) before it answers, as ferry-worker whose idle time
 //                   ran out just as the host sent the task (every task whose argument is 1)
 //   idle_then_die   says bye (idle_timeout) over the task, then exits (code 1) without answering
@@ -127,9 +132,10 @@ Buffer hello(std::string host, std::uint32_t version = proto::version) {
                               static_cast<int>(::getpid()), FERRY_VERSION_STRING, std::move(host)});
 }
 
-void answer_inline(std::uint64_t call, std::int32_t value) {
-  send(proto::encode_result_head({call, proto::ResultStatus::ok, {}}, sizeof value),
-       std::string_view(reinterpret_cast<const char*>(&value), sizeof value));
+void answer_inline(std::uint64_t call, std::int32_t value, bool last = false) {
+  Buffer head = proto::encode_result_head({call, proto::ResultStatus::ok, {}}, sizeof value);
+  if (last) proto::mark_last_answer(head);
+  send(head, std::string_view(reinterpret_cast<const char*>(&value), sizeof value));
 }
 
 /// Answers `call` with `value` in the memfd (or file) `fd`, `size` bytes announced.
@@ -259,9 +265,9 @@ int main(int argc, char** argv) {
       for (;;) ::pause();
     }
     if (mode == "recycle_each") {
-      // As ferry-worker recycling after every call (max_memory_growth): its answer, then its
-      // bye, and it exits; what the host sent meanwhile was never read.
-      answer_inline(call, value);
+      // As ferry-worker recycling after every call (max_memory_growth): its answer, which says
+      // it is its last, then its bye, and it exits; what the host sent meanwhile was never read.
+      answer_inline(call, value, /*last=*/true);
       send(proto::encode_bye(proto::ByeReason::memory_growth));
       return 0;
     }
@@ -315,6 +321,13 @@ int main(int argc, char** argv) {
     } else if (mode == "idle_running") {
       send(proto::encode_bye(proto::ByeReason::idle_timeout));
       for (;;) ::pause();
+    } else if (mode == "bye_first") {
+      if (const char* runs = std::getenv("FERRY_FAKE_RUNS")) {
+        Fd file(::open(runs, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+        if (!file || ::write(file.get(), "r", 1) != 1) return 3;
+      }
+      send(proto::encode_bye(proto::ByeReason::memory_growth));
+      return 0;
     } else if (mode == "bye_running") {
       send(proto::encode_bye(proto::ByeReason::max_tasks));
       for (;;) ::pause();

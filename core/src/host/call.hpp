@@ -40,8 +40,7 @@ struct Call {
   std::uint8_t flags = 0;  // task frame flags (JSON)
   std::size_t first_input = no_input;  // a map chunk's first input: its errors name their input
   unsigned retries = 0;
-  unsigned handed_back = 0;  // times a bye came while it ran, no answer before it (Pool::handle_bye)
-  unsigned handed_back_after_answer = 0;  // times one came right after an answer (max_handed_back_after_answer)
+  unsigned handed_back = 0;  // times a bye came while it ran (Pool::handle_bye, max_handed_back)
   Clock::duration deadline{0};  // 0 = none
   protocol::TaskLimits limits;  // the executor's, with the submission's non-zero fields over them
   Clock::time_point started{};  // when it became the running call of its worker

@@ -549,11 +549,10 @@ void Pool::handle_frames(WorkerSlot& w, Completions& done) {
   for (;;) {
     try {
       if (!w.reader.next(f)) return;
-      const bool after_answer = std::exchange(w.answered_last, false);
       switch (f.header.type) {
         case protocol::FrameType::hello: handle_hello(w, f); break;
-        case protocol::FrameType::result: handle_result(w, f, done); break;  // sets answered_last
-        case protocol::FrameType::bye: handle_bye(w, f, after_answer); break;
+        case protocol::FrameType::result: handle_result(w, f, done); break;
+        case protocol::FrameType::bye: handle_bye(w, f); break;
         case protocol::FrameType::contained: handle_contained(w, f); break;
         case protocol::FrameType::crashed: handle_crashed(w, f); break;
         default: throw protocol::ProtocolError("unexpected frame type from worker");
@@ -643,7 +642,7 @@ std::string Pool::frame_limit_text() const {
                                   : "FERRY_MAX_FRAME_BYTES " + format_size(max_frame_);
 }
 
-void Pool::handle_bye(WorkerSlot& w, const Frame& f, bool after_answer) {
+void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
   auto reason = protocol::decode_bye(f.view());
   std::lock_guard lock(mu_);
   // Killed meanwhile (its running call cancelled): the calls it holds settle with its death; a
@@ -666,24 +665,20 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f, bool after_answer) {
     poller_.wake();  // stop_retired_locked tells it to exit if it runs nothing
     return;
   }
-  // Any other bye ends the worker: ferry-worker says it between calls, before it reads another
-  // task (after a result, or told to shut down), so what is in flight was never read and runs
-  // elsewhere. Not a protocol error: a call sent just before the bye crossed it (recycling after
-  // a result while the next call was on its way). But the host cannot see what was read, and a
-  // worker that says bye over its running call again and again (a task can write the frame on
-  // fd 3) made one submit start 1523 workers in 5 s (review). The third bye over the same call: that worker is
-  // taken to have run it and died, and the call settles as for a crash (retries count). A bye
-  // read right after an answer (a recycling worker's) is counted apart, up to
-  // max_handed_back_after_answer: it crossed calls sent behind that answer or after it, never
-  // read, and counted with the others, workers recycling after every call failed about 1 in
-  // 4,000 calls that never ran (a call pipelined behind an answer three times). Not exempt:
-  // a task sent to a worker that had answered and idled can write it as its first act, and ran
-  // the call it hands back (a review: one call ran 27 times, restarting the whole pool).
+  // Any other bye ends the worker. ferry-worker says it told to shut down (nothing in flight),
+  // or recycling, right after an answer that said it was its last (flag_last): what was sent
+  // behind that answer went back to the queue then (handle_result), so an honest bye finds
+  // nothing in flight. A call in flight now was sent to a worker that had said no such thing:
+  // it may have read it, and a task can write the frame on fd 3 (a worker that says bye over its
+  // running call again and again made one submit start 1523 workers in 5 s; review). It runs
+  // elsewhere, and the third bye over the same call: that worker is taken to have run it and
+  // died, and the call settles as for a crash (retries count). Before protocol 9 a bye read
+  // right after any answer was taken as a recycling worker's and counted apart (12 more): a
+  // task writing one as its call's first act ran that call 15 times.
   if (Call* running = w.lane.idle() ? nullptr : w.lane.in_flight.front().get();
-      running && (after_answer ? ++running->handed_back_after_answer > max_handed_back_after_answer
-                               : ++running->handed_back > max_handed_back)) {
+      running && ++running->handed_back > max_handed_back) {
     w.violation = "it said bye instead of answering its running call, which " +
-                  std::to_string(running->handed_back + running->handed_back_after_answer - 1) +
+                  std::to_string(running->handed_back - 1) +
                   " workers before it had handed back the same way";
     kill_worker_locked(w, nullptr);
     w.discarding = true;
@@ -694,7 +689,7 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f, bool after_answer) {
   // It exits now; one that does not (its task wrote the bye) is not waited for forever.
   w.kill_at = std::min(w.kill_at, Clock::now() + bye_grace);
   if (reason == protocol::ByeReason::idle_timeout) ++idle_exited_;
-  // Everything still in flight was never read by the worker: run it elsewhere.
+  // What is still in flight runs elsewhere (a running call counted above).
   dispatcher_.requeue(w.lane);
   dispatch_locked();
   poller_.wake();
@@ -838,7 +833,16 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
   if (!call) throw protocol::ProtocolError("result for a call it is not running");
-  w.answered_last = true;  // a bye next hands back only what it never read (handle_bye)
+  if (f.header.flags & protocol::flag_last) {
+    // Its last answer: it recycles, reads nothing more, and says bye next (protocol 9). What was
+    // sent behind this call was never read: it runs elsewhere, uncounted, and nothing more is
+    // sent here. Only the running call can be answered, so a task that writes such a frame
+    // settles its own call with it and sends back only calls its worker has not read either.
+    w.advance(WorkerSlot::Phase::leaving);
+    w.kill_at = std::min(w.kill_at, now + bye_grace);  // one that neither says bye nor exits
+    dispatcher_.requeue(w.lane);
+    poller_.wake();
+  }
   // What it may use until its next call, measured from the next sample: a call run between two
   // samples is not charged to its idle time.
   w.idle_cpu_limit = call->limits.cpu_seconds;

@@ -70,14 +70,10 @@ inline constexpr std::size_t max_host_names = 4096;
 /// A worker that said bye exits at once; one still there after this is killed.
 inline constexpr auto bye_grace = std::chrono::seconds(1);
 /// How many times a call may be handed back by a bye while it was its worker's running call
-/// (Pool::handle_bye); once more and that worker is taken to have run it and died.
+/// (Pool::handle_bye); once more and that worker is taken to have run it and died. A recycling
+/// worker hands back nothing by its bye: its last answer said it was the last (protocol::flag_last),
+/// and what it was sent behind that answer went back to the queue then (Pool::handle_result).
 inline constexpr unsigned max_handed_back = 2;
-/// As many again for a bye read right after an answer (a recycling worker's): such a bye may also
-/// be a task's that ran the call it hands back (it writes the frame first; its worker had just
-/// answered the call before), so it is counted apart, with room for a call that crosses many
-/// honest ones (workers recycling after every call in bursts: a handed-back call is pipelined
-/// behind another worker's answer again and again).
-inline constexpr unsigned max_handed_back_after_answer = 12;
 
 class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> {
  public:
@@ -166,7 +162,7 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void take_relayed(WorkerSlot& w, std::string& frames, Completions& done);
   void handle_hello(WorkerSlot& w, const Frame& f);
   void handle_result(WorkerSlot& w, Frame& f, Completions& done);
-  void handle_bye(WorkerSlot& w, const Frame& f, bool after_answer);
+  void handle_bye(WorkerSlot& w, const Frame& f);
   /// The running task hit a limit or its sandbox: it fails with that, the worker is replaced.
   void handle_contained(WorkerSlot& w, const Frame& f);
   /// It took a fatal signal: the stack is kept for the TerminatedWorkerError its death brings.

@@ -93,9 +93,6 @@ struct WorkerSlot {
   // Malformed or contained frame, or a start failure: it is being killed, its bytes are dropped.
   // Set under the pool's mutex by whoever finds out, read by the lease holder: atomic.
   std::atomic<bool> discarding{false};
-  // The last frame read from it answered a call: a bye read next crossed only calls it never read
-  // (ferry-worker recycles between calls, right after a result; Pool::handle_bye).
-  bool answered_last = false;
 
   // ---- under the pool's mutex ----
   Phase phase = Phase::starting;

@@ -29,7 +29,9 @@ namespace ferry::detail::protocol {
 /// 7: a define carries the layout of the signature's user types (detail/layout.hpp).
 /// 8: a bye for the idle timeout does not end the worker: it runs the tasks sent before the host
 ///    read it, and exits when told to (shutdown, answered with a bye) or at the channel's end.
-inline constexpr std::uint32_t version = 8;
+/// 9: a result may carry flag_last: its worker recycles and reads no task after it (its bye
+///    comes next), so what the host sent behind that call was never read.
+inline constexpr std::uint32_t version = 9;
 inline constexpr std::uint16_t magic = 0xFE77;
 inline constexpr std::size_t header_size = 16;
 /// Default hard limit of a frame body; FERRY_MAX_FRAME_BYTES overrides it.
@@ -60,6 +62,11 @@ inline constexpr std::uint8_t flag_shm = 4;
 // Task frames: the arguments begin with a u8 count N, then the values of the task's last N
 // parameters, shared by every item of the chunk (Executor::map's constant extra arguments).
 inline constexpr std::uint8_t flag_shared_args = 8;
+// Result frames: the worker's last answer. It recycles (max_tasks_per_child, memory, descriptors,
+// a refused fork) and decided so before it sent this: it reads no task after this call, and its
+// bye comes next. A task can write such a frame only for its own running call (the host takes a
+// result for that call alone), so it settles that call and can send no other back to the queue.
+inline constexpr std::uint8_t flag_last = 16;
 
 /// Thrown on malformed bytes; the peer sending them is treated as broken.
 class FERRY_INTERNAL_API ProtocolError : public std::runtime_error {
@@ -264,6 +271,12 @@ FERRY_INTERNAL_API ResultHead decode_result_head(BodyReader& r);
 /// Writes `stats` into a whole result frame encoded already (header, then head), e.g. one
 /// encode_failure built. @throws ProtocolError when `frame` is not a result frame.
 FERRY_INTERNAL_API void stamp_result_stats(Buffer& frame, const RunStats& stats);
+/// Marks a whole result frame encoded already as its worker's last answer (flag_last).
+inline void mark_last_answer(Buffer& frame) {
+  if (frame.size() < header_size || static_cast<FrameType>(frame.data()[2]) != FrameType::result)
+    throw ProtocolError("mark_last_answer: not a result frame");
+  frame.data()[3] = static_cast<char>(static_cast<std::uint8_t>(frame.data()[3]) | flag_last);
+}
 
 // Shared-memory frames (flag_shm): the payload is in a memfd that travels with the frame's first
 // byte (SCM_RIGHTS), and the body is the usual head followed by the payload's size, always its

@@ -3,7 +3,9 @@
 //
 // A result is written before the next task starts, so when a worker dies the host knows exactly
 // which task was running (the oldest unanswered one) and that the ones after it never started.
-// Clean exits (shutdown, idle timeout, recycling) are always announced with a bye frame.
+// Clean exits (shutdown, idle timeout, recycling) are always announced with a bye frame. A
+// recycling worker decides before it answers its last call, and that answer says so
+// (protocol::flag_last): the host knows nothing sent behind it was read.
 // An idle timeout is said, not acted on: the worker goes on reading, runs the tasks the host had
 // sent before it read the bye, and exits when the host tells it to (shutdown) or goes (EOF).
 #include "worker/worker_main.hpp"
@@ -30,6 +32,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include <ferry/ferry.hpp>
 
@@ -162,7 +165,7 @@ class WorkerLoop {
           }
           case protocol::FrameType::task:
             if (int exit = run_task(f); exit >= 0) return exit;
-            if (int exit = maybe_recycle(); exit >= 0) return exit;
+            if (leaving_) return bye(*leaving_);  // its answer said it was the last
             break;
           case protocol::FrameType::limits:
             // The limits of the tasks that follow, already merged with the executor's.
@@ -344,6 +347,8 @@ class WorkerLoop {
     if (status == protocol::ResultStatus::failed) {
       end_measure();
       protocol::stamp_result_stats(out, stats_);
+      decide_leaving();
+      if (leaving_) protocol::mark_last_answer(out);
     }
     return send(out);
   }
@@ -461,6 +466,9 @@ class WorkerLoop {
     begin_measure();
     auto it = refs_.find(head.ref);
     if (it == refs_.end()) throw protocol::ProtocolError("task uses an undefined reference");
+    ++tasks_done_;  // this one, counted when its answer decides whether it is the last
+    leaving_.reset();
+    leaving_decided_ = false;
     Failure why;
     // The task's limits before its plugin is resolved: a plugin loaded for it (and its static
     // initialisers) is the task's, and was loaded under the limits of the task before (a task
@@ -489,7 +497,6 @@ class WorkerLoop {
         ok = invoke(rec, r.rest(), head.items, f.header.flags, why, head.call);
       }
     }
-    ++tasks_done_;
     if (rec && !ok && config_.containment) {
       // A limit that explains the failure is reported instead of the failure: the host replaces
       // a worker that went past its limits.
@@ -533,13 +540,15 @@ class WorkerLoop {
     return name;
   }
 
-  /// Sends result_ as the successful result of `call`.
+  /// Sends result_ as the successful result of `call`, marked when it is the worker's last.
   bool send_result(std::uint64_t call) {
     end_measure();
+    decide_leaving();
     if (result_.fd() >= 0) {
       // A large result was encoded straight into a memfd: send the descriptor, not the bytes. The
       // memory now belongs to the host; this worker drops its mapping.
       Buffer out = protocol::encode_shared_result(call, result_.size(), stats_);
+      if (leaving_) protocol::mark_last_answer(out);
       seal_for_peer(result_.fd());  // the host maps only a block nobody can shrink
       bool ok = out_ ? ring_send({out.view()}, result_.fd()) : send_all(config_.fd, {out.view()}, result_.fd());
       result_.give_away();
@@ -554,6 +563,7 @@ class WorkerLoop {
       return true;
     }
     Buffer out = protocol::encode_result_head({call, protocol::ResultStatus::ok, stats_}, result_.size());
+    if (leaving_) protocol::mark_last_answer(out);
     return send(out, result_.view());
   }
 
@@ -579,25 +589,41 @@ class WorkerLoop {
     return false;
   }
 
-  /// After a task: exit cleanly (announced) when the worker should be replaced.
-  int maybe_recycle() {
-    if (config_.max_tasks > 0 && tasks_done_ >= config_.max_tasks)
-      return bye(protocol::ByeReason::max_tasks);
-    if (config_.containment && fork_check_due() && config_.containment->fork_refused()) {
-      // A task met its processes limit and went on (its result has gone to the host): what it
-      // left running counts against the next task's limit, so a fresh worker takes over.
-      return bye(protocol::ByeReason::process_limit);
+  /// Whether the call ending is this worker's last, and why (leaving_): decided once, before its
+  /// answer goes out, so that answer can say so (protocol::flag_last) and the host knows that
+  /// what it sent behind it was never read. Without that mark a bye right after an answer could
+  /// be a task's, written as its call's first act, and the host had to count it against that
+  /// call (a recycling worker's honest byes failed calls that never ran, Pool::handle_bye).
+  /// Measured when the call's result is ready, its arguments not yet destroyed (their memory
+  /// counts toward max_memory_growth; an argument whose destructor crashes loses no result).
+  /// Runs inside the entry point's delivery: anything thrown means no recycling.
+  void decide_leaving() noexcept {
+    if (std::exchange(leaving_decided_, true)) return;
+    try {
+      leaving_ = recycle_reason();
+    } catch (...) {
+      leaving_.reset();
     }
-    if (descriptors_leaked()) return bye(protocol::ByeReason::descriptor_growth);
+  }
+
+  /// Why the worker should be replaced after the call ending (tasks_done_ counts it), if it should.
+  std::optional<protocol::ByeReason> recycle_reason() {
+    if (config_.max_tasks > 0 && tasks_done_ >= config_.max_tasks) return protocol::ByeReason::max_tasks;
+    if (config_.containment && fork_check_due() && config_.containment->fork_refused()) {
+      // A task met its processes limit and went on: what it left running counts against the
+      // next task's limit, so a fresh worker takes over.
+      return protocol::ByeReason::process_limit;
+    }
+    if (descriptors_leaked()) return protocol::ByeReason::descriptor_growth;
     if (config_.max_memory_growth > 0) {
       std::size_t rss = resident_bytes();
       if (baseline_rss_ == 0) {
         baseline_rss_ = rss;
       } else if (rss > baseline_rss_ && rss - baseline_rss_ > config_.max_memory_growth) {
-        return bye(protocol::ByeReason::memory_growth);
+        return protocol::ByeReason::memory_growth;
       }
     }
-    return -1;
+    return std::nullopt;
   }
 
   /// Whether to look for forks refused at the processes limit after this task: reading the
@@ -641,6 +667,8 @@ class WorkerLoop {
   int send_errno_ = 0;              // errno of the send whose failure ends the loop (io_error)
   bool init_reply_failed_ = false;  // the initializer ran, its reply could not be sent
   bool said_idle_ = false;  // said bye(idle_timeout): waits without an idle limit (say_idle)
+  std::optional<protocol::ByeReason> leaving_;  // the call ending is its last (decide_leaving)
+  bool leaving_decided_ = false;
   protocol::RunStats stats_;       // of the call running or just ended
   Usage usage_;                    // taken when the last call ended
   bool usage_fresh_ = false;       // nothing but the loop's bookkeeping ran since usage_
