@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -178,6 +179,64 @@ TEST_CASE("SharedMemory.large_arguments_at_every_size_around_the_threshold") {
   std::vector<double> values(2'000'000);
   std::iota(values.begin(), values.end(), 0.0);
   CHECK(ex.submit(sum, values).get() == doctest::Approx(1999999.0 * 2000000.0 / 2));
+}
+
+TEST_CASE("SharedMemory.descriptors_the_kernel_will_not_pass_leave_the_bytes_to_go_inline") {
+  // A task can fill its user's count of descriptors in flight on UNIX sockets (sent into a socket
+  // nobody reads, held while its worker lives); past a process's soft RLIMIT_NOFILE the kernel
+  // refuses every descriptor that process passes (ETOOMANYREFS) unless it has CAP_SYS_RESOURCE.
+  // A large argument then waited for good (the host took the refusal for its worker's death and
+  // waited for an exit that never came), and a large result ended its worker (exit 67: a
+  // channel error). Both go inline now. Root is exempt: a child becomes nobody, puts 300 of
+  // nobody's descriptors in flight, and lowers its own limit (its workers' too) to 128.
+  const int code = support::exit_code_of_child(
+      [] {
+        if (!support::become_another_user()) return 90;
+        if (::access(FERRY_TEST_WORKER, X_OK) != 0) return 77;
+        rlimit lim{};
+        if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_max < 512) return 78;
+        lim.rlim_cur = lim.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 91;
+        int pair[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return 92;
+        constexpr int per_message = 100;
+        for (int m = 0; m < 3; ++m) {
+          char byte = 'x';
+          iovec iov{&byte, 1};
+          alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * per_message)] = {};
+          msghdr msg{};
+          msg.msg_iov = &iov;
+          msg.msg_iovlen = 1;
+          msg.msg_control = control;
+          msg.msg_controllen = sizeof control;
+          cmsghdr* c = CMSG_FIRSTHDR(&msg);
+          c->cmsg_level = SOL_SOCKET;
+          c->cmsg_type = SCM_RIGHTS;
+          c->cmsg_len = CMSG_LEN(sizeof(int) * per_message);
+          int* fds = reinterpret_cast<int*>(CMSG_DATA(c));
+          for (int i = 0; i < per_message; ++i) fds[i] = pair[0];
+          if (::sendmsg(pair[1], &msg, 0) != 1) return 93;
+        }
+        lim.rlim_cur = 128;
+        if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 94;
+        ferry::Executor ex(support::options(1));
+        const std::vector<char> big = pattern(3 << 20);  // past FERRY_SHM_THRESHOLD: a memfd each way
+        auto f = ex.submit(echo_bytes, big);
+        if (!f.wait_for(std::chrono::seconds(30))) return 95;  // the argument waited for good
+        try {
+          if (f.get() != big) return 96;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "%s\n", e.what());  // a worker that ended with a channel error
+          return 97;
+        }
+        return 0;
+      },
+      std::chrono::seconds(60));
+  if (code == 77 || code == 78) {
+    MESSAGE("nobody cannot run this build's worker here, or its hard RLIMIT_NOFILE is under 512: not tested here");
+    return;
+  }
+  CHECK_MESSAGE(code == 0, "child exit code " << code << " (its stderr says why)");
 }
 
 TEST_CASE("SharedMemory.bytes_view_arguments_arrive_whole_at_every_size") {

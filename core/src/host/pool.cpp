@@ -478,14 +478,41 @@ void Pool::flush_locked(WorkerSlot& w) {
     w.outbox.clear();
     return;
   }
-  if (!w.outbox.flush(w.sock.get())) {
-    // The worker's end is closed: it is dying. Its exit registration reports the death.
-    debug_log("worker %d: send failed: %s", w.pid, std::strerror(errno));
+  while (!w.outbox.flush(w.sock.get())) {
+    const int err = errno;
+    if (err == ETOOMANYREFS && send_inline_instead_locked(w)) continue;
+    debug_log("worker %d: send failed: %s", w.pid, std::strerror(err));
     w.outbox.clear();
     w.channel_open = false;
+    // The worker's end is closed: it is dying, and its exit registration reports the death.
+    if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) return;
+    // It lives on, and can be sent nothing: killed, not waited for (it waited for a call that
+    // never came, and the host for a death that never came).
+    w.violation = std::string("could not be sent a call (") + std::strerror(err) +
+                  (err == ETOOMANYREFS ? ": this user's descriptors in flight on UNIX sockets are past the host's "
+                                         "RLIMIT_NOFILE, and the call's arguments fit no frame"
+                                       : "") +
+                  ")";
+    kill_worker_locked(w, nullptr);
     return;
   }
   if (!w.outbox.empty()) arm_write_locked(w);
+}
+
+bool Pool::send_inline_instead_locked(WorkerSlot& w) {
+  // The kernel refused to pass a shared argument's memfd (ETOOMANYREFS): the user has more
+  // descriptors in flight on UNIX sockets than this process's RLIMIT_NOFILE, which a task can
+  // bring about by sending descriptors into a socket nobody reads (its worker keeps it while it
+  // lives). Nothing of that frame went, and the call it carries (the only frames sent with a
+  // descriptor) goes inline when it fits a frame: the call waited for good (an audit).
+  std::shared_ptr<const void> keep = w.outbox.unsent_passing_front();
+  const auto* call = static_cast<const Call*>(keep.get());
+  if (!call || protocol::task_head_size + call->args.size() > max_frame_) return false;
+  debug_log("worker %d: its arguments' memfd could not be passed (%s): %zu bytes sent inline", w.pid,
+            std::strerror(ETOOMANYREFS), call->args.size());
+  Buffer head = protocol::encode_task_head({call->id, call->ref->define.ref, call->items}, call->args.size(), call->flags);
+  w.outbox.replace_front(std::move(head), call->args.view(), std::move(keep));
+  return true;
 }
 
 void Pool::arm_write_locked(WorkerSlot& w) {

@@ -163,6 +163,9 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   void handle_hello(WorkerSlot& w, const Frame& f);
   void handle_result(WorkerSlot& w, Frame& f, Completions& done);
   void handle_bye(WorkerSlot& w, const Frame& f);
+  /// After a flush refused a shared argument's descriptor (ETOOMANYREFS): its call's frame goes
+  /// inline instead; false when it does not fit a frame.
+  bool send_inline_instead_locked(WorkerSlot& w);
   /// The running task hit a limit or its sandbox: it fails with that, the worker is replaced.
   void handle_contained(WorkerSlot& w, const Frame& f);
   /// It took a fatal signal: the stack is kept for the TerminatedWorkerError its death brings.

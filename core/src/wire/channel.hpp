@@ -154,6 +154,25 @@ class FERRY_INTERNAL_API Outbox {
     pieces_.clear();
     offset_ = 0;
   }
+  /// What keeps the first piece alive, when nothing of it is sent yet and it carries a
+  /// descriptor (a shared payload's frame), else null: its sender may send it another way
+  /// (replace_front) after a flush the kernel refused for that descriptor.
+  std::shared_ptr<const void> unsent_passing_front() const {
+    if (pieces_.empty() || offset_ != 0 || pieces_.front().pass < 0) return {};
+    return pieces_.front().keep;
+  }
+  /// Replaces the first piece (unsent_passing_front) with `head` followed by `bytes`, kept alive
+  /// by `keep`.
+  void replace_front(Buffer head, std::string_view bytes, std::shared_ptr<const void> keep) {
+    pieces_.pop_front();
+    offset_ = 0;
+    if (!bytes.empty()) pieces_.push_front(Piece{Buffer(), bytes, keep, -1});
+    Piece h;
+    h.owned = std::move(head);
+    h.view = h.owned.view();
+    h.keep = std::move(keep);
+    pieces_.push_front(std::move(h));
+  }
 
  private:
   struct Piece {

@@ -442,9 +442,13 @@ class WorkerLoop {
       why = Failure::in_stage(InvokeStatus::encode_result_failed, items - 1, "std::length_error",
                               "a result of " + format_size(delivery_.too_large) + " does not fit a frame (" +
                                   format_size(config_.max_frame_bytes) +
-                                  ": FERRY_MAX_FRAME_BYTES, or twice the executor's limits.memory when it is set) and no "
-                                  "shared memory could be had for it (" +
-                                  why_no_shared_block() + ")",
+                                  ": FERRY_MAX_FRAME_BYTES, or twice the executor's limits.memory when it is set) and " +
+                                  (delivery_.pass_refused
+                                       ? std::string("its shared memory could not be passed to the host (") +
+                                             std::strerror(ETOOMANYREFS) +
+                                             ": this user's descriptors in flight on UNIX sockets are past the "
+                                             "worker's RLIMIT_NOFILE)"
+                                       : "no shared memory could be had for it (" + why_no_shared_block() + ")"),
                               signature_of(rec));
       return false;
     }
@@ -551,6 +555,21 @@ class WorkerLoop {
       if (leaving_) protocol::mark_last_answer(out);
       seal_for_peer(result_.fd());  // the host maps only a block nobody can shrink
       bool ok = out_ ? ring_send({out.view()}, result_.fd()) : send_all(config_.fd, {out.view()}, result_.fd());
+      if (!ok && errno == ETOOMANYREFS) {
+        // The kernel refused to pass the memfd: this user has more descriptors in flight on UNIX
+        // sockets than this process's RLIMIT_NOFILE (a task of another worker can hold them).
+        // Nothing went (the descriptor travels with the first byte): the bytes go inline when
+        // they fit a frame, else the call fails saying why. It ended the worker (exit 67).
+        if (result_.size() <= config_.max_frame_bytes - protocol::result_head_size) {
+          Buffer head = protocol::encode_result_head({call, protocol::ResultStatus::ok, stats_}, result_.size());
+          if (leaving_) protocol::mark_last_answer(head);
+          ok = send(head, result_.view());
+        } else {
+          delivery_.too_large = result_.size();
+          delivery_.pass_refused = true;
+          ok = true;
+        }
+      }
       result_.give_away();
       result_ = Buffer();
       return ok;
@@ -642,6 +661,7 @@ class WorkerLoop {
     bool ok = false;
     int error = 0;  // errno of a failed send
     std::size_t too_large = 0;  // bytes of a result not sent because it fits no frame (send_result)
+    bool pass_refused = false;  // its memfd could not be passed either (ETOOMANYREFS)
   };
 
   /// Whether the tasks left so many descriptors open that the next task could starve (EMFILE in
