@@ -511,6 +511,18 @@ TEST_CASE("Mpi.world.results_above_the_eager_limit_from_two_ranks_at_once_over_t
   check_ok(world("many_results", {}, {{"OMPI_MCA_btl", "self,tcp"}}), "many_results");
 }
 
+TEST_CASE("Mpi.world.a_result_larger_than_the_pools_socket_takes_arrives_before_its_workers_end") {
+  // A worker recycled after each call (max_tasks_per_child = 1) answers with 900 KiB and exits:
+  // what of the result the hub's socket to the pool could not take at once waited in the hub,
+  // which reported the worker's end at once and dropped it; the pool failed the call
+  // ("terminated: it exited with code 0"), 12 of 20 here. Through the rings and the socket alone.
+  for (const char* rings : {"1", "0"}) {
+    CAPTURE(rings);
+    check_ok(side_by_side("recycled_results", 1, {}, std::chrono::seconds(90), {{"FERRY_MPI_RINGS", rings}}),
+             "recycled_results");
+  }
+}
+
 TEST_CASE("Mpi.world.the_job_survives_a_suspension_longer_than_the_heartbeat_deadline") {
   // The scenario stops every process of the job but mpirun (host, agents, workers) for 4.5 s, with
   // ranks declared dead after 3 s of silence (side_by_side): each side's clock ran on while it

@@ -156,6 +156,9 @@ class Slot final : public ferry::LaunchedWorker {
   bool ended = false;
   bool shutdown_sent = false;  // the pool's shutdown frame went to its worker (hub thread)
   bool heard = false;  // a frame of its worker came (its first is its hello; to_pool, hub thread)
+  // Its end is decided and waits for to_pool to reach the pool's channel (Hub::end_slot, hub
+  // thread): nothing more is relayed to its pool.
+  bool ending = false;
   std::mutex mu;
 
  private:
@@ -703,6 +706,43 @@ class Hub {
     unassigned_.pop_front();
   }
 
+  /// Ends `s` with `st` once what was relayed for its pool before (its outbox, to_pool) is on the
+  /// pool's channel: the pool reads the channel when it learns of the end, and only what reached
+  /// it (Manager::on_exit). A result larger than the socket takes at once was left in the outbox
+  /// by a worker that exited right after answering (recycled: max_tasks_per_child), and its call
+  /// failed ("terminated: it exited with code 0"), or ran again with retries. The frames go on
+  /// draining (drain_ended, the nap's POLLOUT) until none is left, the channel fails (the pool
+  /// closed it), or drain_limit() passes without the pool taking them all. Idempotent. The
+  /// caller frees the rank (a.slot) as it did: the worker's end is its agent's, not the pool's.
+  void end_slot(const std::shared_ptr<Slot>& s, ExitStatus st) {
+    if (s->ending || s->ended) return;
+    if (!s->to_pool.empty() && s->to_pool.flush(s->channel.get()) && !s->to_pool.empty()) {
+      s->ending = true;
+      ending_.push_back({s, std::move(st), Clock::now() + drain_limit()});
+      return;
+    }
+    s->to_pool.clear();
+    s->finish(std::move(st));
+  }
+
+  /// How long the frames of an ended worker may wait for its pool to read them: a pool reads its
+  /// channels as long as it waits for the worker's end, so this bounds only a pool that does not.
+  static std::chrono::milliseconds drain_limit() { return stop_grace(); }
+
+  /// The ended workers' frames still on their way to the pool (end_slot), moved on; those sent
+  /// (or that cannot be) have their end reported. True if one ended.
+  bool drain_ended() {
+    if (ending_.empty()) return false;
+    const auto now = Clock::now();
+    return std::erase_if(ending_, [&](Ending& e) {
+             Slot& s = *e.slot;
+             if (s.to_pool.flush(s.channel.get()) && !s.to_pool.empty() && now < e.until) return false;
+             s.to_pool.clear();
+             s.finish(std::move(e.status));
+             return true;
+           }) > 0;
+  }
+
   void handle_message(Agent& a, int tag, Buffer& bytes) {
     // A message held behind a frame that never completes is no sign of life (is_news), nor is
     // anything before the hello (an agent's first message): a rank that only heartbeats would
@@ -770,8 +810,8 @@ class Hub {
           if (!items.empty() && items[0] == "-1")
             st.detail = "no process (" + where(a) + ": " +
                         (st.detail.empty() ? std::string("its agent could not start it") : st.detail) + ")";
-          a.slot->finish(st);
           unwatch(a);
+          end_slot(a.slot, std::move(st));  // after what it sent before its end
           a.slot.reset();  // the agent can host a new worker
         }
         break;
@@ -804,7 +844,7 @@ class Hub {
   /// A frame from the agent, for its worker's pool: with its payload's memfd when it came in
   /// chunks (a shared-memory frame, as a local worker sends a large result).
   void to_pool(Agent& a, Buffer frame, std::shared_ptr<SharedBytes> payload) {
-    if (!a.slot || a.slot->ended || frame.empty()) return;
+    if (!a.slot || a.slot->ending || a.slot->ended || frame.empty()) return;
     a.slot->heard = true;
     int fd = payload ? payload->fd() : -1;
     // Relayed by the pool's thread that waits for this worker: handed to it (it reads them as the
@@ -839,8 +879,8 @@ class Hub {
     if (a.slot) {
       ExitStatus st;
       st.detail = where(a) + " " + why;
-      a.slot->finish(st);
       unwatch(a);
+      end_slot(a.slot, std::move(st));  // what it answered before it was lost reaches the pool first
       a.slot.reset();
     }
   }
@@ -895,8 +935,8 @@ class Hub {
       if (a.slot) {
         ExitStatus st;
         st.detail = "ferry's MPI backend was stopped";
-        a.slot->finish(st);
         unwatch(a);
+        end_slot(a.slot, std::move(st));
         a.slot.reset();
       }
       // In a job of N, a rank lost is a rank that never joins MPI_Finalize's fence: the agents
@@ -909,6 +949,18 @@ class Hub {
     // Looking all along: without Open MPI's progress thread, TCP moves bytes only in MPI calls.
     for (sender_.progress(); sender_.sending() > 0 && Clock::now() < deadline; sender_.progress())
       ::sched_yield();
+    // Frames of ended workers still on their way to their pools, within the same 2 s; then their
+    // ends are reported whatever is left.
+    for (drain_ended(); !ending_.empty() && Clock::now() < deadline; drain_ended()) {
+      fds_.clear();
+      for (auto& e : ending_) fds_.push_back({e.slot->channel.get(), POLLOUT, 0});
+      ::poll(fds_.data(), fds_.size(), 1);
+    }
+    for (auto& e : ending_) {
+      e.slot->to_pool.clear();
+      e.slot->finish(std::move(e.status));
+    }
+    ending_.clear();
     // Finalize is collective with every connected process: with a dead peer it can block, and
     // the process is leaving anyway.
     if (detach_) {
@@ -990,6 +1042,7 @@ class Hub {
         send_stop(a);
       if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
     }
+    busy = drain_ended() || busy;
     for (;;) {
       int n = ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), 0);
       for (int i = 0; i < n; ++i) busy = pump_pool(agents_[events_[static_cast<std::size_t>(i)].data.u64]) || busy;
@@ -1107,7 +1160,7 @@ class Hub {
   void give_up_relaying(Agent& a, const std::exception& e) {
     ExitStatus st;
     st.detail = std::string("not relayed to MPI rank ") + std::to_string(a.rank) + ": " + e.what();
-    a.slot->finish(st);
+    end_slot(a.slot, std::move(st));  // after what its agent relayed before
     stop_worker(a);
   }
 
@@ -1237,9 +1290,14 @@ class Hub {
     fds_.push_back({wake_.get(), POLLIN, 0});
     if (channels) {
       fds_.push_back({epoll_.get(), POLLIN, 0});  // readable when a channel in it is
+      // Frames the pool's channel could not take yet, also those of a worker told to stop (its
+      // channel no longer watched) or ended (end_slot). Under the relay lock (a waiting thread's
+      // pass changes the slots and ending_), which leave(), the one caller holding it, holds.
+      std::unique_lock relay(relay_mu_, std::defer_lock);
+      if (!leaving_) relay.lock();
       for (auto& a : agents_)
-        if (a.alive && a.slot && a.watched && !a.slot->to_pool.empty())
-          fds_.push_back({a.slot->channel.get(), POLLOUT, 0});
+        if (a.alive && a.slot && !a.slot->to_pool.empty()) fds_.push_back({a.slot->channel.get(), POLLOUT, 0});
+      for (auto& e : ending_) fds_.push_back({e.slot->channel.get(), POLLOUT, 0});
     }
     pace_.wait(fds_.data(), fds_.size(), longest);
     if (fds_[0].revents & POLLIN) {
@@ -1289,6 +1347,12 @@ class Hub {
   FrameBatch batch_;
   std::vector<Agent> agents_;
   std::deque<std::shared_ptr<Slot>> unassigned_;  // launched, waiting for a free rank
+  struct Ending {
+    std::shared_ptr<Slot> slot;
+    ExitStatus status;         // its end, reported once its frames reached the pool
+    Clock::time_point until;   // or at this time (drain_limit)
+  };
+  std::vector<Ending> ending_;  // ended workers whose frames are still on their way (end_slot)
   std::set<std::uint64_t> owners_leaving_;        // executors shut down (mu_; owner_leaving)
   struct Holder {
     std::weak_ptr<Slot> slot;

@@ -133,6 +133,11 @@
 //                this process unsets them all and a second agent is spawned: it starts with none
 //                of the launcher's (LD_LIBRARY_PATH and LD_ORIGIN_PATH /dev/null), and so does its
 //                worker
+//   recycled_results  (FERRY_MPI_RINGS as given) workers recycled after every call
+//                (max_tasks_per_child = 1), each answering with a result of 900 KiB, more than the
+//                hub's socket to the pool takes at once: every result arrives whole, one by one
+//                and 8 in flight (the worker's end was reported before the rest of its result had
+//                reached the pool, which failed the call as terminated with exit code 0)
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -595,6 +600,36 @@ void many_results(const std::string& plugin_dir) {
       EXPECT(std::all_of(back.begin(), back.end(), [](char c) { return c == 'x'; }));
     }
   }
+  ex.shutdown();
+}
+
+/// Workers that leave after each call, each answering with more than the hub's socket to the
+/// pool takes at once: the worker's end must reach the pool after its result, as locally.
+void recycled_results(const std::string& plugin_dir) {
+  auto o = mpi_options(plugin_dir, 1);
+  o.max_tasks_per_child = 1;
+  ferry::Executor ex(o);
+  const std::uint64_t size = 900 * 1024;
+  int failed = 0;
+  std::string first;
+  auto check = [&](ferry::Future<std::vector<char>>& f) {
+    try {
+      std::vector<char> back = f.get();
+      if (back.size() != size || !std::all_of(back.begin(), back.end(), [](char c) { return c == 'x'; }))
+        throw std::runtime_error("a wrong result");
+    } catch (const std::exception& e) {
+      if (failed++ == 0) first = e.what();
+    }
+  };
+  for (int i = 0; i < 20; ++i) {
+    auto f = ex.submit(make_bytes, size);
+    check(f);
+  }
+  std::vector<ferry::Future<std::vector<char>>> burst;
+  for (int i = 0; i < 8; ++i) burst.push_back(ex.submit(make_bytes, size));
+  for (auto& f : burst) check(f);
+  if (failed) std::cout << failed << " of 28 failed, the first: " << first << std::endl;
+  EXPECT(failed == 0);
   ex.shutdown();
 }
 
@@ -1066,6 +1101,8 @@ int main(int argc, char** argv) {
       large(plugin_dir);
     } else if (scenario == "many_results") {
       many_results(plugin_dir);
+    } else if (scenario == "recycled_results") {
+      recycled_results(plugin_dir);
     } else if (scenario == "late_executor") {
       late_executor(plugin_dir);
     } else if (scenario == "missing_agent") {
