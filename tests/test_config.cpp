@@ -39,7 +39,8 @@ TEST_CASE("Config.malformed_values_are_refused_at_executor_construction") {
                   Row{"FERRY_MAX_FRAME_BYTES", "-1"}, Row{"FERRY_SHM_THRESHOLD", "1.5M"},
                   Row{"FERRY_PIPELINE_DEPTH", "0"}, Row{"FERRY_PIPELINE_DEPTH", "lots"},
                   Row{"FERRY_WORKER_SPIN_US", "-3"}, Row{"FERRY_MAX_CPU_COUNT", "0"},
-                  Row{"FERRY_MPI_TIMEOUT_MS", "soon"}, Row{"FERRY_ALLOW_UNSAFE_PLUGINS", "maybe"},
+                  Row{"FERRY_MPI_TIMEOUT_MS", "soon"}, Row{"FERRY_MPI_TIMEOUT_MS", "200"},
+                  Row{"FERRY_MPI_TIMEOUT_MS", "999"}, Row{"FERRY_ALLOW_UNSAFE_PLUGINS", "maybe"},
                   Row{"FERRY_DEBUG", "verbose"}, Row{"FERRY_MPI_SHIP", "sometimes"},
                   Row{"FERRY_WRAP_FLAGS", "-DX='open"}, Row{"FERRY_CXX", "g++ -DX=\"open"}}) {
     CAPTURE(row.name);

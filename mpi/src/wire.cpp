@@ -30,6 +30,7 @@ namespace ferry::mpi::detail {
 
 namespace proto = ferry::detail::protocol;
 
+// FERRY_MPI_TIMEOUT_MS is at least 1000, four of these (platform/config.cpp).
 std::chrono::milliseconds heartbeat_period() { return std::chrono::milliseconds(250); }
 
 std::chrono::milliseconds peer_timeout() {

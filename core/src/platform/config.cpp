@@ -50,7 +50,8 @@ constexpr std::array<ConfigVariable, 21> table = {{
      "is stopped and the wrap fails (1 to 86400)",
      "300"},
     {"FERRY_MPI_TIMEOUT_MS",
-     "MPI backend: silence after which a rank (or the host) is declared dead, 100 to 3600000",
+     "MPI backend: silence after which a rank (or the host) is declared dead, 1000 to 3600000 "
+     "(at least 4 of the 250 ms heartbeats)",
      "3000"},
     {"FERRY_MPI_SPIN_US",
      "MPI backend: microseconds the hub and agents busy-poll after activity before napping "
@@ -224,7 +225,10 @@ Config Config::read() {
   r.number("FERRY_MAX_CPU_COUNT", c.max_cpu_count, 1, 1u << 20, false);
   r.number("FERRY_TRACE_FILES", c.trace_files, 1, 10'000, false);
   std::uint64_t timeout = static_cast<std::uint64_t>(c.mpi_timeout.count());
-  r.number("FERRY_MPI_TIMEOUT_MS", timeout, 100, 3'600'000, false);
+  // At least four heartbeats (250 ms each, mpi heartbeat_period): with 200 every idle rank took
+  // the host for gone, and the host its ranks, between two heartbeats (a pass of a loop and its
+  // nap, a receive budget of 100 ms, a busy node's scheduling come on top of the period).
+  r.number("FERRY_MPI_TIMEOUT_MS", timeout, 1000, 3'600'000, false);
   c.mpi_timeout = std::chrono::milliseconds(timeout);
   std::uint64_t wrap_timeout = static_cast<std::uint64_t>(c.wrap_timeout.count());
   r.number("FERRY_WRAP_TIMEOUT", wrap_timeout, 1, 86'400, false);
