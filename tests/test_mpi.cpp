@@ -256,6 +256,32 @@ TEST_CASE("Mpi.world.a_rank_that_breaks_the_protocol_is_refused_and_the_host_goe
   }
 }
 
+TEST_CASE("Mpi.world.what_a_rank_says_reaches_the_hosts_errors_as_text") {
+  // A rank's host name, the reason it cannot serve and its report of a worker that could not
+  // start reached BrokenProcessPool::what() as they were: escape sequences that retitle the
+  // window, clear the screen or forge a line of a terminal or log printing it. Shown as text now
+  // (\x1b, as TerminatedWorkerError shows a detail). The job's only agent is the hostile rank:
+  // the work fails (refused_spawn prints what() after "refused: ").
+  for (const std::string kind : {"escaped_hello", "escaped_exit"}) {
+    CAPTURE(kind);
+    Run r = run({FERRY_TEST_MPIEXEC, "-n", "1", FERRY_TEST_MPI_HOST, "refused_spawn", FERRY_TEST_PLUGIN_DIR, ":", "-n",
+                 "1", FERRY_TEST_MPI_HOSTILE, "agent", kind},
+                {{"FERRY_MPI_TIMEOUT_MS", "3000"}}, std::chrono::seconds(90));
+    INFO(r.out);
+    CHECK(contains(r.out, "ok refused_spawn"));
+    const auto at = r.out.find("refused: ");
+    REQUIRE(at != std::string::npos);
+    const std::string line = r.out.substr(at, r.out.find('\n', at) - at);
+    CHECK(contains(line, "MPI rank 1 on node\\x1b]0;HOST-TITLE\\x07\\x1b[2J\\x0aforged"));
+    if (kind == "escaped_hello")
+      CHECK(contains(line, "cannot serve: \\x1b[31mred\\x1b[0m\\x1b]0;SERVE-TITLE\\x07\\x9b2J"));
+    if (kind == "escaped_exit") CHECK(contains(line, "\\x1b]0;EXIT-TITLE\\x07\\x1b[2Jcannot run it"));
+    CHECK(line.find('\x1b') == std::string::npos);
+    CHECK(line.find('\x07') == std::string::npos);
+    CHECK(line.find('\x9b') == std::string::npos);
+  }
+}
+
 TEST_CASE("Mpi.world.an_agent_of_another_mpi_protocol_is_refused_naming_both_versions") {
   // The hello carried no version: an agent of another ferry was served until the first message
   // one side could not read, and the error named neither version. The only agent of the job is

@@ -697,7 +697,7 @@ class Hub {
   /// pool then gives as a start failure (and paces its next try); it waited for the next spawn,
   /// refused the same way, until the pool's handshake timeout, which named neither version.
   void refuse_at_hello(Agent& a, const std::string& why) {
-    const std::string said = where(a) + " " + why;
+    const std::string said = where(a) + " " + ferry::detail::message_text(why);
     refuse(a, why);
     if (world_mode_ || unassigned_.empty()) return;
     ExitStatus st;
@@ -762,8 +762,9 @@ class Hub {
         if (items.size() >= 2) {
           a.pid = std::atoi(items[0].c_str());
           // As the pool's own: a host name is at most 255 bytes (a rank's word repeated in
-          // every error about it).
-          a.host = items[1].substr(0, 255);
+          // every error about it), shown as text on one line (message_text: a rank's escape
+          // sequences reached what() as they were, and any terminal that printed it).
+          a.host = ferry::detail::message_text(items[1].substr(0, 255), "\\x0a");
         }
         // The host's versions, first: an agent of another MPI protocol says why it cannot serve
         // on its own stderr, and answers a start with it (a host that does not refuse it).
@@ -782,7 +783,8 @@ class Hub {
         // Why it cannot serve (its FERRY_* environment is malformed): refused with that reason,
         // which its worker's calls and the pool's errors then carry; given no worker.
         if (!items[hello_cannot_serve].empty()) {
-          refuse_at_hello(a, "cannot serve: " + items[hello_cannot_serve].substr(0, 4096));
+          refuse_at_hello(a,
+                          "cannot serve: " + ferry::detail::message_text(items[hello_cannot_serve].substr(0, 4096)));
           break;
         }
         a.ready = true;
@@ -804,7 +806,7 @@ class Hub {
             st.signal = std::atoi(items[1].c_str());
             st.exit_code = std::atoi(items[2].c_str());
           }
-          if (items.size() >= 4) st.detail = items[3];
+          if (items.size() >= 4) st.detail = ferry::detail::message_text(items[3]);  // the rank's words, as text
           // Not started at all (pid -1): said with where, since the reason (a ferry-worker
           // missing at the path it tried) is that node's.
           if (!items.empty() && items[0] == "-1")
@@ -836,8 +838,10 @@ class Hub {
     if (items.size() < hello_items)
       return "says no MPI protocol version (a ferry-mpi-worker older than MPI protocol 1), this host " + ours + advice;
     if (items[hello_protocol] != std::to_string(mpi_protocol_version))
-      return "speaks " + describe_protocol(items[hello_protocol], items[hello_ferry_version]) + ", this host " + ours +
-             advice;
+      return "speaks " +
+             describe_protocol(ferry::detail::message_text(items[hello_protocol].substr(0, 64), "\\x0a"),
+                               ferry::detail::message_text(items[hello_ferry_version].substr(0, 64), "\\x0a")) +
+             ", this host " + ours + advice;
     return {};
   }
 
@@ -874,11 +878,11 @@ class Hub {
     {
       std::lock_guard lock(mu_);
       if (world_mode_ && alive_agents_ > 0) --alive_agents_;
-      last_death_ = where(a) + " " + why;
+      last_death_ = where(a) + " " + ferry::detail::message_text(why);
     }
     if (a.slot) {
       ExitStatus st;
-      st.detail = where(a) + " " + why;
+      st.detail = where(a) + " " + ferry::detail::message_text(why);
       unwatch(a);
       end_slot(a.slot, std::move(st));  // what it answered before it was lost reaches the pool first
       a.slot.reset();
@@ -1392,8 +1396,11 @@ class Launcher final : public ferry::Launcher {
     // Only once no rank is left: an older loss named in another failure pointed at the wrong rank.
     const std::string last = Hub::instance().capacity() == 0 ? Hub::instance().last_death() : std::string();
     const bool said = last.empty() || why.find(last) != std::string::npos;
-    return std::make_exception_ptr(BrokenProcessPool("cannot start worker processes (backend \"mpi\"): " + why +
-                                                     (said ? std::string() : "; the last lost: " + last)));
+    // What ranks said (their host names, why they cannot serve, a worker's end) shown as text, as
+    // TerminatedWorkerError shows a detail: escape sequences reached what() as they were.
+    return std::make_exception_ptr(BrokenProcessPool(ferry::detail::message_text(
+        "cannot start worker processes (backend \"mpi\"): " + why +
+        (said ? std::string() : "; the last lost: " + last))));
   }
   /// A result crosses the agent, MPI and the hub before the host sees it (a round trip of about
   /// 30-60 µs on the test machine against 15-20 µs for a local worker): with 8 short calls in

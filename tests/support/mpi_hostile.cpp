@@ -49,6 +49,11 @@
 //                host has stopped heartbeating, as after an ordinary shutdown soon after a start;
 //                it creates the file $FERRY_TEST_MPI_STARTED when the start comes (the host
 //                waits for it before it shuts down)
+//       escaped_hello  a hello whose host name and reason it cannot serve carry escape sequences
+//                (a window title, a screen clear, colours): refused at its hello; the host's
+//                errors must show them as text
+//       escaped_exit  a good hello whose host name carries escape sequences, then the answer to
+//                every start a worker that could not start, its reason carrying escape sequences
 //     then waits to be told to leave, and prints "hostile <kind>: told to leave (<body>)" (and
 //     how long after its hello); exits 3 if that does not come within 60 s, 1 if the host sent
 //     it a library's bytes. Spawned by a ferry host (FERRY_MPI_WORKER naming a script that runs
@@ -87,6 +92,8 @@ using Clock = std::chrono::steady_clock;
 MPI_Comm host_comm = MPI_COMM_WORLD;  // the host is rank 0 of it: the job's, or the parent's (spawned)
 MPI_Request large_send = MPI_REQUEST_NULL;  // the huge message, moved along by next_message
 bool drip = false;                          // next_message sends a 1-byte chunk every 300 ms
+// A host name that would retitle a terminal's window and clear its screen (escaped_*).
+const std::string escaped_host = "node\x1b]0;HOST-TITLE\x07\x1b[2J\nforged";
 
 void send(const Buffer& b, int dest, int tag) {
   MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, host_comm);
@@ -279,6 +286,12 @@ int agent(const std::string& kind) {
     send(pack_strings({"12345", "hostile"}), 0, tag_ready);
   } else if (kind == "version") {
     send(pack_strings({"12345", "hostile", "", "0.0.1", "0"}), 0, tag_ready);
+  } else if (kind == "escaped_hello") {
+    send(pack_strings({"12345", escaped_host, "\x1b[31mred\x1b[0m\x1b]0;SERVE-TITLE\x07\x9b" "2J", "hostile",
+                       std::to_string(mpi_protocol_version)}),
+         0, tag_ready);
+  } else if (kind == "escaped_exit") {
+    send(pack_strings({"12345", escaped_host, "", "hostile", std::to_string(mpi_protocol_version)}), 0, tag_ready);
   } else if (kind == "nohello") {
     // Only the heartbeats of next_message.
   } else if (kind == "late_hello") {
@@ -333,6 +346,8 @@ int agent(const std::string& kind) {
   Buffer body;
   while (next_message(0, tag, body, deadline)) {
     if (tag == tag_start && kind == "exited") send(garbage(), 0, tag_exited);
+    if (tag == tag_start && kind == "escaped_exit")
+      send(pack_strings({"-1", "0", "0", "\x1b]0;EXIT-TITLE\x07\x1b[2Jcannot run it"}), 0, tag_exited);
     if (tag == tag_start && kind == "late_end") say_where("");
     if (tag == tag_stop && kind == "late_end") {
       Buffer quit;
@@ -468,6 +483,6 @@ int main(int argc, char** argv) {
   if (role == "host" && argc == 2) return host();
   if (role == "host" && argc == 3 && std::string(argv[2]) == "version") return host_of_another_version();
   std::cerr << "usage: mpi_hostile agent ready|unversioned|version|silent|nohello|library|exited|unoffered|huge|stalled|frozen|"
-               "held|vast|drip|deaf|late_hello|late_end | mpi_hostile host [version]\n";
+               "held|vast|drip|deaf|late_hello|late_end|escaped_hello|escaped_exit | mpi_hostile host [version]\n";
   return 2;
 }
