@@ -279,6 +279,31 @@ TEST_CASE("Mpi.wire.forgotten_source_drops_its_frame_and_stray_chunks") {
   CHECK(got[0].tag == tag_heartbeat);
 }
 
+TEST_CASE("Mpi.wire.a_forgotten_source_has_its_whole_messages_dropped_unread") {
+  // Nobody reads what a rank declared dead sends: each whole message was still received into a
+  // buffer of its size and handed out (the hub then ignored it), so a hostile rank the host had
+  // refused made it allocate as much as it sent (2.1 GB of RSS in an audit). Into scratch memory
+  // now, as a message of a source not heard (only_from); its heartbeats still come out.
+  MPI_Comm comm = self();
+  Receiver r;
+  Sender s;
+  r.forget(comm, 0);
+  s.send(Buffer(std::size_t{8} << 20), 0, tag_frames, comm);  // more than the 1 MiB of scratch
+  s.send(bytes_of("late"), 0, tag_exited, comm);
+  s.send(Buffer(), 0, tag_heartbeat, comm);
+  auto got = receive(r, s, comm, 1);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].tag == tag_heartbeat);
+  CHECK(r.arriving() == 0);
+  // A source not forgotten is read as before.
+  Receiver fresh;
+  s.send(bytes_of("read"), 0, tag_exited, comm);
+  got = receive(fresh, s, comm, 1);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].tag == tag_exited);
+  CHECK(got[0].bytes == "read");
+}
+
 TEST_CASE("Mpi.wire.a_message_larger_than_an_int_counts_is_dropped_unread") {
   // MPI_Get_count gives MPI_UNDEFINED (negative) for more than 2 GiB - 1 bytes; a buffer of that
   // size cast to size_t asked for 2^64 bytes and threw out of the hub's loop, ending the host.

@@ -881,6 +881,18 @@ bool Receiver::next(MPI_Comm comm, int& source, int& tag, Buffer& bytes) {
                  ", which this process does not hear");
     return true;
   }
+  if (st.MPI_TAG != tag_heartbeat &&
+      std::find(forgotten_.begin(), forgotten_.end(), std::make_pair(comm, source)) != forgotten_.end()) {
+    // A source declared dead: nobody reads what it sends, and a buffer of each message's size
+    // let a hostile rank the host had refused make it allocate gigabytes (2.1 GB of RSS in an
+    // audit). Dropped into scratch memory whatever its size (its heartbeats, of no bytes, still
+    // come out: they order nothing).
+    MPI_Count size = -1;
+    MPI_Get_elements_x(&st, MPI_BYTE, &size);
+    discard(message, size);
+    tag = tag_pending;
+    return true;
+  }
   auto stream = std::find_if(streams_.begin(), streams_.end(),
                              [&](const Stream& s) { return s.comm == comm && s.source == source; });
   int count = 0;
