@@ -15,6 +15,7 @@
 
 #include <doctest/doctest.h>
 
+#include "platform/containment.hpp"
 #include "plugins/load_dependencies.hpp"
 #include "support/fixture.hpp"
 
@@ -370,4 +371,84 @@ TEST_CASE("LoadDependencies.a_file_the_loader_may_load_but_ferry_cannot_read_is_
       if (dyn[i].d_tag == DT_STRTAB) dyn[i].d_un.d_ptr = std::uint64_t{1} << 40;
   }));
   CHECK(contains(why(p.mine / "libsearch.so"), "cannot be read as the loader reads it"));
+}
+
+namespace {
+
+/// Whether a sandbox can be made here (Sandbox.* say why not).
+bool sandbox_runs_here() {
+  return ferry::detail::containment_missing(ferry::detail::containment_support(), true, false, false).empty();
+}
+
+ferry::TaskRef hostile_task(const char* name) { return ferry::TaskRef{.library = FERRY_TEST_HOSTILE_PLUGIN, .name = name}; }
+
+}  // namespace
+
+TEST_CASE("LoadDependencies.a_sandboxed_worker_refuses_a_search_path_a_task_can_write") {
+  // The host judges a plugin's RUNPATH on its own file system, where a directory of ours under
+  // /var/tmp passes. A sandboxed worker's loader searches the worker's mount namespace, where
+  // /var/tmp (as /tmp and /dev/shm) is the sandbox's private directory, which every call writes:
+  // one call left the library the plugin needs at that element, and with max_tasks_per_child 1
+  // the next worker's plugin loaded it (an audit: code of one call ran in another worker).
+  if (!sandbox_runs_here()) return;
+  support::ScopedEnv strict("FERRY_ALLOW_UNSAFE_PLUGINS", "0");
+  support::TempDir root(FERRY_TEST_BINARY_DIR), var_tmp("/var/tmp");
+  const fs::path mine = root.path / "mine", element = var_tmp.path / "lib";
+  for (const fs::path& dir : {mine, element}) {
+    fs::create_directories(dir);
+    fs::permissions(dir, fs::perms(0755), fs::perm_options::replace);
+  }
+  Place::library(mine);
+  const fs::path plugin = Place::plugin(mine, element.string() + ":$ORIGIN");
+  const ferry::TaskRef triple{.library = plugin, .name = "triple_elsewhere"};
+  CHECK(why(plugin) == "");
+  auto o = support::options(1);
+  o.max_tasks_per_child = 1;
+  o.plugin_dirs.push_back(mine);
+  o.sandbox.enabled = true;
+  SUBCASE("an element in the private directory, where one call left the library") {
+    ferry::Executor ex(o);
+    // One call makes the element in the private directory and leaves the library there.
+    std::ifstream in(FERRY_TEST_PLAIN_LIBRARY, std::ios::binary);
+    const std::string library((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(ex.submit<int>(hostile_task("make_directory"), var_tmp.path.string()).get() == 0);
+    CHECK(ex.submit<int>(hostile_task("make_directory"), element.string()).get() == 0);
+    CHECK(ex.submit<bool>(hostile_task("write_file"), (element / plain_library_name).string(), library).get());
+    // The next worker refuses the plugin, naming the element, rather than load what was left.
+    CHECK_THROWS_WITH_AS(ex.submit<int>(triple, 7).get(),
+                         doctest::Contains(("RUNPATH element '" + element.string() + "'").c_str()), ferry::PluginError);
+    CHECK_THROWS_WITH_AS(ex.submit<int>(triple, 7).get(), doctest::Contains("where a task of this sandbox can write"),
+                         ferry::PluginError);
+    // A search path that leads nowhere a task writes loads as before.
+    const fs::path beside = Place::plugin(mine, "$ORIGIN", FERRY_TEST_RUNPATH_PLUGIN, "libbeside.so");
+    CHECK(ex.submit<int>(ferry::TaskRef{.library = beside, .name = "triple_elsewhere"}, 5).get() == 15);
+  }
+  SUBCASE("a capability subdirectory that links there is refused too") {
+    const fs::path linked = root.path / "linked";
+    fs::create_directories(linked);
+    fs::permissions(linked, fs::perms(0755), fs::perm_options::replace);
+    fs::create_directory_symlink(element, linked / "x86_64");
+    const fs::path via_link = Place::plugin(mine, linked.string() + ":$ORIGIN", FERRY_TEST_RUNPATH_PLUGIN, "liblinked.so");
+    CHECK(why(via_link) == "");
+    ferry::Executor ex(o);
+    CHECK_THROWS_WITH_AS(ex.submit<int>(ferry::TaskRef{.library = via_link, .name = "triple_elsewhere"}, 7).get(),
+                         doctest::Contains(((linked / "x86_64").string() + " lies in /var/tmp").c_str()), ferry::PluginError);
+  }
+  SUBCASE("so is a Sandbox::write path, and a directory holding one") {
+    support::TempDir written(FERRY_TEST_BINARY_DIR);
+    const fs::path holding = root.path / "holding";
+    fs::create_directories(holding / "glibc-hwcaps" / "x86-64-v3");
+    fs::permissions(holding, fs::perms(0755), fs::perm_options::replace);
+    o.sandbox.write = {written.path, holding / "glibc-hwcaps" / "x86-64-v3"};
+    ferry::Executor ex(o);
+    const fs::path into_write = Place::plugin(mine, written.path.string() + ":$ORIGIN", FERRY_TEST_RUNPATH_PLUGIN, "libwrite.so");
+    CHECK_THROWS_WITH_AS(ex.submit<int>(ferry::TaskRef{.library = into_write, .name = "triple_elsewhere"}, 7).get(),
+                         doctest::Contains(("RUNPATH element '" + written.path.string() + "'").c_str()), ferry::PluginError);
+    const fs::path into_holding = Place::plugin(mine, holding.string() + ":$ORIGIN", FERRY_TEST_RUNPATH_PLUGIN, "libholding.so");
+    CHECK_THROWS_WITH_AS(ex.submit<int>(ferry::TaskRef{.library = into_holding, .name = "triple_elsewhere"}, 7).get(),
+                         doctest::Contains((holding.string() + " holds ").c_str()), ferry::PluginError);
+  }
+  // Without a sandbox no task writes there: the plugin loads (the library beside it).
+  ferry::Executor unsandboxed(support::options(1));
+  CHECK(unsandboxed.submit<int>(triple, 7).get() == 21);
 }

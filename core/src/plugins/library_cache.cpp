@@ -18,6 +18,7 @@
 #include <system_error>
 
 #include "platform/format.hpp"
+#include "plugins/load_dependencies.hpp"
 
 namespace ferry::detail {
 
@@ -65,6 +66,14 @@ boost::dll::shared_library* LibraryCache::load(const std::string& path, Failure&
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
     why = Failure::library_missing(path);
+    return nullptr;
+  }
+  // In a sandbox, where the loader would search places a task writes (the private directory the
+  // worker shows at /tmp, /var/tmp, /dev/shm; Sandbox::write), which the host judged on its own
+  // file system: a library an earlier call left there would be this plugin's dependency.
+  // Refused before the loader reads anything, not cached (each call is refused alike).
+  if (TrustVerdict v = task_writable_verdict(path); !v) {
+    why = Failure::library_unloadable(path, "refused in the sandbox: " + v.why);
     return nullptr;
   }
   try {

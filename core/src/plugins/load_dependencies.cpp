@@ -4,12 +4,15 @@
 
 #include <sys/auxv.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -21,6 +24,7 @@
 
 #include <ferry/errors.hpp>
 
+#include "platform/paths.hpp"
 #include "plugins/elf_reader.hpp"
 
 namespace ferry::detail {
@@ -138,20 +142,132 @@ std::optional<std::vector<std::string>> expand_tokens(std::string_view text, con
 /// Adds to `places` the capability subdirectories of `dir` the loader may try (deepest first, as
 /// it tries them): whatever is there under one of their names (a link too, even one whose target
 /// is missing: it may appear) must be trusted, else the verdict names it.
-TrustVerdict capability_dirs(const fs::path& dir, const std::string& who, int depth, std::vector<fs::path>& places) {
+/// `judge` says why a place found there is refused ("" when it passes): the trust check, or in a
+/// sandboxed worker whether a task can write there.
+using PlaceJudge = std::function<std::string(const fs::path&)>;
+
+TrustVerdict capability_dirs(const fs::path& dir, const std::string& who, int depth, std::vector<fs::path>& places,
+                             const PlaceJudge& judge) {
   if (depth == max_capability_depth) return {};
   for (const auto& name : capability_names()) {
     fs::path sub = dir / name;
     struct stat st {};
     if (::lstat(sub.c_str(), &st) != 0) continue;
-    if (std::string why = untrusted_reason(sub); !why.empty())
+    if (std::string why = judge(sub); !why.empty())
       return {sub, why + "; the loader searches it for the libraries " + who + " needs"};
     if (!a_directory(sub)) continue;
-    if (TrustVerdict v = capability_dirs(sub, who, depth + 1, places); !v) return v;
+    if (TrustVerdict v = capability_dirs(sub, who, depth + 1, places, judge); !v) return v;
     places.push_back(sub);
   }
   return {};
 }
+
+/// The places a sandboxed worker's tasks can write (set_task_writable_places), by identity.
+class TaskWritable {
+ public:
+  explicit TaskWritable(const std::vector<std::string>& places) {
+    for (const auto& p : places) {
+      struct stat st {};
+      if (::stat(p.c_str(), &st) != 0) continue;  // nothing there: no task writes it either
+      std::error_code ec;
+      fs::path real = fs::canonical(p, ec);
+      places_.push_back({p, ec ? fs::path(p) : real, st.st_dev, st.st_ino});
+    }
+  }
+
+  /// "" when reaching `path` goes through no place a task can write; else why (it names that
+  /// place). Walked from `/` one component at a time, links followed by hand (at most 40, then
+  /// the loader gives up too), each component compared with the places by device and inode: a
+  /// path may reach one through a link anywhere, or through another mount of it. A component
+  /// that is missing ends the walk: a task could make it only inside a place it writes, which the
+  /// walk met before. `resolved`: where the walk ended, the missing rest appended as written.
+  std::string on_way(const fs::path& path, fs::path* resolved = nullptr) const {
+    std::vector<std::string> rest;  // the components still to walk, the next one last
+    auto push = [&rest](const std::string& text) {
+      std::vector<std::string> parts;
+      for (std::size_t at = 0; at <= text.size();) {
+        const std::size_t slash = std::min(text.find('/', at), text.size());
+        if (slash > at) parts.push_back(text.substr(at, slash - at));
+        at = slash + 1;
+      }
+      rest.insert(rest.end(), parts.rbegin(), parts.rend());
+    };
+    push(path.string());
+    std::string at = "/";
+    struct stat st {};
+    if (::stat("/", &st) == 0)
+      if (const Place* p = match(st, "/")) return said(path, *p);
+    int links = 0;
+    while (!rest.empty()) {
+      std::string name = std::move(rest.back());
+      rest.pop_back();
+      if (name == ".") continue;
+      if (name == "..") {
+        // `at` holds no link: its parent is the lexical one.
+        at = fs::path(at).parent_path().string();
+        continue;
+      }
+      const std::string next = (at == "/" ? "" : at) + "/" + name;
+      if (::lstat(next.c_str(), &st) != 0) {
+        at = next;
+        break;
+      }
+      if (S_ISLNK(st.st_mode)) {
+        char target[4096];
+        const ssize_t n = ::readlink(next.c_str(), target, sizeof target - 1);
+        if (n <= 0 || ++links > 40) {
+          at = next;
+          break;
+        }
+        const std::string to(target, static_cast<std::size_t>(n));
+        if (to.front() == '/') at = "/";
+        push(to);
+        continue;
+      }
+      at = next;
+      if (const Place* p = match(st, at)) return said(path, *p);
+    }
+    if (resolved) {
+      fs::path out = at;
+      for (auto it = rest.rbegin(); it != rest.rend(); ++it) out /= *it;
+      *resolved = out;
+    }
+    return "";
+  }
+
+  /// "" when no place a task can write lies inside the directory `resolved` (a path without
+  /// links, as on_way leaves it); else why.
+  std::string inside(const fs::path& dir, const fs::path& resolved) const {
+    for (const auto& p : places_)
+      if (path_within(p.real, resolved))
+        return dir.string() + " holds " + p.given + ", which a task of this sandbox can write, and the loader "
+               "searches the directories inside one it searches too (glibc-hwcaps/x86-64-v3, tls, x86_64...)";
+    return "";
+  }
+
+ private:
+  struct Place {
+    std::string given;  // as the worker was told, or where it shows its private directory
+    fs::path real;      // canonical, in the worker's mount namespace
+    dev_t dev;
+    ino_t ino;
+  };
+  /// The place `st` (of `at`) is, by identity; of the names of one place (the private directory
+  /// and where it is shown), `at` itself when it is one.
+  const Place* match(const struct stat& st, const std::string& at) const {
+    const Place* found = nullptr;
+    for (const auto& p : places_)
+      if (p.dev == st.st_dev && p.ino == st.st_ino && (!found || p.given == at)) found = &p;
+    return found;
+  }
+  static std::string said(const fs::path& path, const Place& p) {
+    return path.string() + (path == p.given ? " is" : " lies in " + p.given + ",") +
+           " where a task of this sandbox can write";
+  }
+  std::vector<Place> places_;
+};
+
+std::atomic<const TaskWritable*> g_task_writable{nullptr};
 
 /// What reading a file's load names gave: its names; nothing to follow (not a file the loader
 /// would load: missing, unreadable, not ELF, another machine's); or `refused`, a file the loader
@@ -220,6 +336,10 @@ NamesCache& names_cache() {
 /// library once (a deep chain of libraries recursed as deep).
 class Walk {
  public:
+  /// With `writable` (a sandboxed worker), each place is judged by whether a task can write
+  /// there instead of by the trust check (task_writable_verdict).
+  explicit Walk(const TaskWritable* writable = nullptr) : writable_(writable) {}
+
   TrustVerdict run(const fs::path& library) {
     std::error_code ec;
     fs::path abs = fs::absolute(library, ec);
@@ -228,6 +348,12 @@ class Walk {
     if (has_token(abs.string())) {
       fail(abs, abs.string() + " holds a $ORIGIN, $LIB or $PLATFORM, which the loader expands in the name of what it loads");
       return verdict_;
+    }
+    if (writable_) {
+      if (std::string why = writable_->on_way(abs); !why.empty()) {
+        fail(abs, why + ": a library an earlier call put there would be loaded");
+        return verdict_;
+      }
     }
     seen_.insert(abs.string());
     work_.push_back({abs, abs.string(), {}});
@@ -331,9 +457,18 @@ class Walk {
                          ", a relative directory, which the loader takes from the worker's current directory");
         return;
       }
-      if (std::string why = untrusted_reason_if_present(dir); !why.empty()) {
+      std::string why;
+      if (writable_) {
+        fs::path resolved;
+        why = writable_->on_way(dir, &resolved);
+        if (why.empty()) why = writable_->inside(dir, resolved);
+      } else {
+        why = untrusted_reason_if_present(dir);
+      }
+      if (!why.empty()) {
         fail(dir, why + "; the loader searches it for the libraries " + who + " needs (its " + what +
-                      " element '" + element + "')");
+                      " element '" + element + "')" +
+                      (writable_ ? ": a library an earlier call put there would be loaded" : ""));
         return;
       }
       search.emplace_back(dir);
@@ -341,16 +476,33 @@ class Walk {
   }
 
   void add_capability_dirs(const fs::path& dir, const std::string& who, std::vector<fs::path>& places) {
-    if (TrustVerdict v = capability_dirs(dir, who, 0, places); !v) fail(v.at, v.why);
+    const PlaceJudge judge = [this](const fs::path& sub) {
+      return writable_ ? writable_->on_way(sub) : untrusted_reason(sub);
+    };
+    if (TrustVerdict v = capability_dirs(dir, who, 0, places, judge); !v) fail(v.at, v.why);
   }
 
   /// `file`, where the loader may find `needed` for `parent`: if something is there, it must be
-  /// trusted, and is read in its turn.
+  /// trusted, and is read in its turn. In a sandboxed worker, it must not be reached through a
+  /// place a task writes: what is there, and a library named by its path even if missing (a task
+  /// may put it there later; one found by its soname in a search directory is missing in a
+  /// directory judged already).
   void library_found(const fs::path& file, const fs::path& parent, const std::string& needed,
                      const std::vector<fs::path>& inherited) {
     if (failed()) return;
     struct stat st {};
-    if (::lstat(file.c_str(), &st) != 0) {
+    const bool present = ::lstat(file.c_str(), &st) == 0;
+    const int lstat_errno = errno;
+    if (writable_ && (present || needed.find('/') != std::string::npos)) {
+      if (std::string why = writable_->on_way(file); !why.empty()) {
+        fail(file, why + "; the loader may load it for " + parent.string() + ", which needs " + needed +
+                       ": a library an earlier call put there would be loaded");
+        return;
+      }
+    }
+    if (!present) {
+      errno = lstat_errno;
+      if (writable_) return;
       if (errno != ENOENT && errno != ENOTDIR) {
         fail(file, file.string() + " cannot be looked at (" + std::strerror(errno) + "); " + parent.string() +
                        " needs " + needed);
@@ -362,7 +514,7 @@ class Walk {
       }
       return;
     }
-    if (std::string why = untrusted_reason(file); !why.empty()) {
+    if (std::string why = writable_ ? "" : untrusted_reason(file); !why.empty()) {
       fail(file, why + "; the loader may load it for " + parent.string() + ", which needs " + needed);
       return;
     }
@@ -376,6 +528,7 @@ class Walk {
     work_.push_back({file, file.string() + " (needed by " + parent.string() + ")", inherited});
   }
 
+  const TaskWritable* writable_;
   TrustVerdict verdict_;
   std::set<std::string> seen_;
   std::deque<Item> work_;
@@ -385,10 +538,21 @@ class Walk {
 
 TrustVerdict dependency_verdict(const fs::path& library) { return Walk().run(library); }
 
+void set_task_writable_places(const std::vector<std::string>& places) {
+  // Never freed: set once, before the worker loads anything, and read by every load after.
+  g_task_writable.store(new TaskWritable(places), std::memory_order_release);
+}
+
+TrustVerdict task_writable_verdict(const fs::path& library) {
+  const TaskWritable* writable = g_task_writable.load(std::memory_order_acquire);
+  if (!writable) return {};
+  return Walk(writable).run(library);
+}
+
 std::string untrusted_search_directory(const fs::path& dir) {
   if (std::string why = untrusted_reason(dir); !why.empty()) return why;
   std::vector<fs::path> places;
-  return capability_dirs(dir, "a worker", 0, places).why;
+  return capability_dirs(dir, "a worker", 0, places, [](const fs::path& sub) { return untrusted_reason(sub); }).why;
 }
 
 void require_trusted_dependencies(const fs::path& library) {

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include <ferry/detail/export.hpp>
 
@@ -41,6 +43,31 @@ FERRY_INTERNAL_API TrustVerdict dependency_verdict(const std::filesystem::path& 
 /// a plugin's search path. "" when trusted. The local launcher, the wrap compiler and the MPI
 /// agent (its workers' LD_LIBRARY_PATH) judge with it.
 FERRY_INTERNAL_API std::string untrusted_search_directory(const std::filesystem::path& dir);
+
+/// In a sandboxed worker, once, before it loads any plugin (Containment::build_sandbox): the
+/// files and directories its tasks can write, as the worker sees them (Sandbox::write, the
+/// private directory, and /tmp, /var/tmp, /dev/shm where the worker shows it there). Each is
+/// known by its device and inode, taken now.
+void set_task_writable_places(const std::vector<std::string>& places);
+
+/**
+In a sandboxed worker (set_task_writable_places), the first place from which loading `library`
+would take a file a task of the sandbox could have put there: trusted (an empty verdict) when
+there is none, or when no places were set (a worker without a sandbox).
+
+The host judged the plugin's search path on its own file system, where a directory of the user's
+under /var/tmp passes; the worker's loader searches the worker's mount namespace, where /var/tmp
+is the sandbox's private directory, which every call writes: a library one call left there would
+be loaded by a later worker's plugin. So the walk dependency_verdict makes (the same libraries,
+the same expansions) is made again here, with another judgment: `library` itself, each element
+of the search paths (DT_RUNPATH, or DT_RPATH and those that led to it), whatever is at the names
+of their capability subdirectories and each library found or named by path must not lie at or
+under a place a task can write (each directory on the way compared by device and inode, links
+followed by hand), and a search path element must not hold one inside it (as
+search_path_outside rules for the workers' LD_LIBRARY_PATH: the loader searches subdirectories
+whose names differ by glibc and CPU). Refused, the plugin is not loaded.
+*/
+TrustVerdict task_writable_verdict(const std::filesystem::path& library);
 
 /// `why` is a whole sentence (it names the place, and the library that makes the loader go there).
 /// Throws PluginError::unsafe (for `library`, with that sentence) unless dependency_verdict(library)

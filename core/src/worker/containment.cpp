@@ -53,6 +53,7 @@
 #include "platform/debug.hpp"
 #include "platform/fd.hpp"
 #include "platform/format.hpp"
+#include "plugins/load_dependencies.hpp"
 #include "worker/sweep.hpp"
 
 namespace ferry::detail {
@@ -1312,6 +1313,7 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
   if (::dladdr(reinterpret_cast<void*>(&libferry_anchor), &info) != 0 && info.dli_fname)
     own.push_back(directory_of(info.dli_fname));
   std::vector<std::string> write = config.write;
+  std::vector<std::string> task_writable = config.write;  // and where the private directory is shown
   Fd private_dir;  // the private directory checked, while it is its own rule's (not shown)
   if (config.private_tmp && write.size() == 1) {
     // Checked first, best effort or not: this is not a kernel feature missing.
@@ -1323,6 +1325,7 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
     std::vector<std::string> shown = show_private_tmp(write.front(), made, std::move(needed), refused);
     if (!refused.empty()) return refused;
     for (const auto& dir : shown) note("private " + dir);
+    task_writable.insert(task_writable.end(), shown.begin(), shown.end());
     // Then its rule goes through the directories it is shown at (mount points no task can
     // replace), never through its own path: under /tmp, that path now names an entry inside the
     // private directory, which a task can make a link to anywhere for the next worker's rule.
@@ -1331,6 +1334,10 @@ std::string Containment::build_sandbox(const ContainmentConfig& config) {
       private_dir = Fd();
     }
   }
+  // The loader searches this namespace: a plugin's search path the host judged on its own file
+  // system may lead here into a place a task writes (/var/tmp is the private directory now).
+  // Every plugin this worker loads is judged against these first (LibraryCache::load).
+  set_task_writable_places(task_writable);
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_text("PR_SET_NO_NEW_PRIVS");
 
   // Landlock.
