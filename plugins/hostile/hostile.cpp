@@ -508,6 +508,18 @@ int make_node(std::string path, char kind) {
   return ::mknod(path.c_str(), type | 0600, device) == 0 ? 0 : errno;
 }
 
+int rename_whiteout(std::string from, std::string to) {
+  // A file of its own at `from`, renamed to `to` leaving a whiteout (a character device 0:0) in
+  // its place; the file is removed again when the rename is refused. 0, or the rename's errno.
+  const int fd = ::open(from.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) fail("open " + from);
+  ::close(fd);
+  if (::syscall(SYS_renameat2, AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_WHITEOUT) == 0) return 0;
+  const int e = errno;
+  ::unlink(from.c_str());
+  return e;
+}
+
 std::string tmpfile_round_trip(std::string text) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::tmpfile(), &std::fclose);
   if (!f) fail("tmpfile");
@@ -1004,6 +1016,7 @@ FERRY_TASK(make_directory);
 FERRY_TASK(remove_directory);
 FERRY_TASK(make_symlink);
 FERRY_TASK(make_node);
+FERRY_TASK(rename_whiteout);
 FERRY_TASK(tmpfile_round_trip);
 FERRY_TASK(posix_shm_round_trip);
 FERRY_TASK(sum_bytes);

@@ -95,6 +95,9 @@ FERRY_EXPORT int make_symlink(std::string target, std::string path);
 /// mknod of a FIFO ('f'), a socket ('s') or a character device ('c', /dev/null's numbers) at
 /// `path`: 0, or the errno.
 FERRY_EXPORT int make_node(std::string path, char kind);
+/// Makes a file at `from` and renames it to `to` with RENAME_WHITEOUT (a device node 0:0 left at
+/// `from`); 0, or the rename's errno (the file then removed).
+FERRY_EXPORT int rename_whiteout(std::string from, std::string to);
 /// Writes `text` into a file from tmpfile() and reads it back (glibc makes it in /tmp whatever
 /// $TMPDIR says).
 FERRY_EXPORT std::string tmpfile_round_trip(std::string text);
