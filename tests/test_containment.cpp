@@ -891,6 +891,46 @@ TEST_CASE("Containment.lowered_limits.a_task_that_floods_the_guardian_cannot_kee
   if (!ended(child)) ::kill(child, SIGKILL);
 }
 
+TEST_CASE("Containment.lowered_limits.the_guardian_serves_a_worker_two_requests_at_most") {
+  // A task can reach the worker's end of the guardian's socket: it flooded requests, and the
+  // guardian opened and wrote pids.max for each, CPU time that no cpu_time limit counts (2.3 s
+  // of the guardian's in 4.6 s; an audit). A worker asks twice at most in its life (the
+  // executor's processes limit at setup, a task's own lower one before any call ran on it): the
+  // guardian answers two messages, then closes its end.
+  if (!ferry::detail::containment_support().pids_cgroup) {
+    MESSAGE("skipped: no pids cgroup can be made here");
+    return;
+  }
+  Child worker([&](int channel) {
+    Containment c;
+    ContainmentConfig config;
+    config.sandbox = true;
+    config.limits.processes = 16;  // the first request, at setup
+    if (!c.setup(config, channel).empty()) return 1;
+    int requests = -1;
+    for (int fd = 0; fd < 1024; ++fd) {
+      int type = 0;
+      socklen_t size = sizeof type;
+      if (fd != channel && ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0 && type == SOCK_SEQPACKET)
+        requests = fd;
+    }
+    if (requests < 0) return 2;
+    int answers = 0;
+    for (std::uint64_t i = 0; i < 1000; ++i) {
+      const std::uint64_t request[2] = {UINT64_MAX, 1000000 + i};
+      if (::send(requests, request, sizeof request, MSG_NOSIGNAL) != sizeof request) break;
+      pollfd p{requests, POLLIN, 0};
+      if (::poll(&p, 1, 10000) <= 0) return 3;  // neither an answer nor the guardian's end
+      char answer[16];
+      if (::recv(requests, answer, sizeof answer, 0) <= 0) break;
+      ++answers;
+    }
+    return 10 + std::min(answers, 100);
+  });
+  CHECK_MESSAGE(worker.wait() == 10 + 1, "exit 10 + the answers the flood got (1: the second request's), "
+                                         "1-3: setup, no socket, no answer nor end");
+}
+
 TEST_CASE("Containment.sandbox.files_outside_the_allowed_paths_are_eacces") {
   support::TempDir made_allowed, made_other;
   REQUIRE(std::filesystem::is_directory(made_allowed.path));

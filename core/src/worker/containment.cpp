@@ -222,12 +222,22 @@ constexpr std::int64_t sweep_limit_ms = 30000;
 /// own processes limit plus the worker's own; pids_unlimited: "max"). The answer: 0, or errno.
 constexpr std::uint64_t pids_unlimited = UINT64_MAX;
 
+/// The most requests the guardian serves a worker. The worker makes two at most in its life: the
+/// executor's processes limit at setup (none without one), and a task's own lower limit, which
+/// the host sends only to a worker no call has run on yet (Dispatcher::fits); after that the
+/// value never changes (begin_task asks only for another one). Every message counts, whoever
+/// sent it: a task that flooded requests kept the guardian, which no cpu_time limit measures,
+/// busy opening and writing pids.max for as long as it liked (an audit: 2.3 s of the guardian's
+/// CPU in 4.6 s).
+constexpr int max_pids_requests = 2;
+
 /// Writes `value` into the pids.max of the cgroup the worker is in (`cgroup`, or its "task"
 /// child under a ceiling) for the worker, if it is at most what was written before (`written`):
 /// the worker's descriptor is the task's too, so a request may come from a task, which may only
-/// lower its limit. 0, or errno.
+/// lower its limit. The value written already is not written again. 0, or errno.
 int write_pids_max_for_worker(const std::string& cgroup, std::uint64_t value, std::uint64_t& written) {
   if (value > written) return EPERM;
+  if (value == written) return 0;
   const std::string dir = ::access((cgroup + "/task").c_str(), F_OK) == 0 ? cgroup + "/task" : cgroup;
   const std::string text = value == pids_unlimited ? "max" : std::to_string(value);
   const int fd = ::open((dir + "/pids.max").c_str(), O_WRONLY | O_CLOEXEC);
@@ -266,6 +276,7 @@ struct PidsAnswer {
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
   std::uint64_t written = pids_unlimited;  // a new cgroup's pids.max
+  int served = 0;                          // messages read on `requests` (max_pids_requests)
   pollfd p[2] = {{0, POLLIN, 0}, {requests, POLLIN, 0}};
   for (;;) {
     if (::poll(p, requests >= 0 ? 2 : 1, -1) < 0) {
@@ -287,8 +298,11 @@ struct PidsAnswer {
       // guardian stops serving (the worker's next request fails, and it exits 70).
       stop = ::send(requests, &answer, sizeof answer, MSG_NOSIGNAL | MSG_DONTWAIT) != sizeof answer;
     }
+    // Past what a worker asks in its life, nothing more is served (after this one's answer): a
+    // later request of the worker's fails, and it exits 70.
+    if (n > 0 && ++served >= max_pids_requests) stop = true;
     if (stop) {
-      ::close(requests);  // the worker closed it, it broke, or its answers go unread
+      ::close(requests);  // the worker closed it, it broke, its answers go unread, or it asked enough
       requests = -1;
       p[1].fd = -1;
     }
