@@ -248,6 +248,30 @@ TEST_CASE("HostileWorker.a_task_that_says_bye_first_runs_its_call_three_times_at
   CHECK(ran == 3);
 }
 
+TEST_CASE("HostileWorker.a_forged_last_answer_runs_no_call_twice") {
+  // A task can write its own call's result marked as its worker's last (flag_last): the calls
+  // sent behind it went back to the queue at once, while its worker, which never meant to leave,
+  // read and ran them too (a review: 29 of 40 calls behind ran twice, side by side). They go back
+  // only once that worker has ended; here its next frame (its own answer again) is a lie and
+  // ends it, and the call behind settles as its running call.
+  support::TempDir dir;
+  const std::string runs = (dir.path / "runs").string();
+  support::ScopedEnv depth("FERRY_PIPELINE_DEPTH", "4");  // the second call is sent behind the first
+  ferry::ExecutorOptions o = fake("forge_last");
+  o.env["FERRY_FAKE_RUNS"] = runs;
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 2).get() == 4);  // its worker is up
+  auto forged = ex.submit(square, 1);
+  auto behind = ex.submit(square, 3);
+  REQUIRE(forged.wait_for(std::chrono::seconds(10)));
+  CHECK(forged.get() == 1);  // the task's own answer
+  REQUIRE(behind.wait_for(std::chrono::seconds(10)));
+  // Run once, by the worker that read it (which then fails it); never sent to another meanwhile.
+  std::error_code ec;
+  CHECK(std::filesystem::file_size(runs, ec) == 1);
+  CHECK_FALSE(ec);
+}
+
 TEST_CASE("HostileWorker.an_idle_bye_crossed_by_a_call_hands_nothing_back") {
   // A worker's idle time ran out just as the host sent it a call (a loaded host took longer than
   // the idle time from the worker's hello to its first call): the bye handed the call back, the

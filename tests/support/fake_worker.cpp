@@ -15,6 +15,10 @@
 //   bye_first       says bye (memory_growth) as soon as it reads the task, and exits (a task that
 //                   writes the frame as its first act); each such task read adds a byte to the
 //                   file FERRY_FAKE_RUNS names
+//   forge_last      answers as if its answer were its last (flag_last), as a task can write it,
+//                   reads the task sent behind, then answers the first call again, as its worker
+//                   would, and the second; every task of argument 3 read adds a byte to the
+//                   file FERRY_FAKE_RUNS names
 //   recycle_each    (every task) answers, marked as its last answer, says bye (memory_growth)
 //                   and exits, as ferry-worker recycling after every call
 //   idle_crossed    says bye (idle_timeout) before it answers, as ferry-worker whose idle time
@@ -138,6 +142,22 @@ void answer_inline(std::uint64_t call, std::int32_t value, bool last = false) {
   send(head, std::string_view(reinterpret_cast<const char*>(&value), sizeof value));
 }
 
+/// Adds a byte to the file FERRY_FAKE_RUNS names, if any: a run of a task the test counts.
+bool record_run() {
+  const char* runs = std::getenv("FERRY_FAKE_RUNS");
+  if (!runs) return true;
+  Fd file(::open(runs, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+  return file && ::write(file.get(), "r", 1) == 1;
+}
+
+/// The int32 argument of a square(int) task (its last 4 bytes), after its head in `r`.
+std::int32_t argument_of(proto::BodyReader& r) {
+  std::int32_t x = 0;
+  std::string_view args = r.rest();
+  if (args.size() >= sizeof x) std::memcpy(&x, args.data() + args.size() - sizeof x, sizeof x);
+  return x;
+}
+
 /// Answers `call` with `value` in the memfd (or file) `fd`, `size` bytes announced.
 void answer_shared(std::uint64_t call, std::int32_t value, int fd, std::uint64_t size) {
   if (size > 0 && ::pwrite(fd, &value, sizeof value, 0) != sizeof value) std::_Exit(3);
@@ -249,9 +269,8 @@ int main(int argc, char** argv) {
     if (f.header.type != proto::FrameType::task) continue;  // define, limits
     proto::BodyReader r(f.view());
     const std::uint64_t call = proto::decode_task_head(r).call;
-    std::int32_t x = 0;
-    std::string_view args = r.rest();
-    if (args.size() >= sizeof x) std::memcpy(&x, args.data() + args.size() - sizeof x, sizeof x);
+    const std::int32_t x = argument_of(r);
+    if (mode == "forge_last" && x == 3 && !record_run()) return 3;
     if (truncate_later && ::ftruncate(truncate_later.get(), 0) == 0) truncate_later.reset();
     const std::int32_t value = x * x;
     if (mode == "shm_sealed") {
@@ -321,11 +340,21 @@ int main(int argc, char** argv) {
     } else if (mode == "idle_running") {
       send(proto::encode_bye(proto::ByeReason::idle_timeout));
       for (;;) ::pause();
-    } else if (mode == "bye_first") {
-      if (const char* runs = std::getenv("FERRY_FAKE_RUNS")) {
-        Fd file(::open(runs, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
-        if (!file || ::write(file.get(), "r", 1) != 1) return 3;
+    } else if (mode == "forge_last") {
+      answer_inline(call, value, /*last=*/true);
+      ferry::detail::Frame next;
+      while (!reader.next(next)) {
+        if (!fill(reader)) return 0;
       }
+      if (next.header.type != proto::FrameType::task) return 3;
+      proto::BodyReader behind(next.view());
+      const std::uint64_t behind_call = proto::decode_task_head(behind).call;
+      const std::int32_t behind_x = argument_of(behind);
+      if (behind_x == 3 && !record_run()) return 3;
+      answer_inline(call, value);
+      answer_inline(behind_call, behind_x * behind_x);
+    } else if (mode == "bye_first") {
+      if (!record_run()) return 3;
       send(proto::encode_bye(proto::ByeReason::memory_growth));
       return 0;
     } else if (mode == "bye_running") {

@@ -677,6 +677,18 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
   if (w.discarding) return;
   count_received_locked(f);
   debug_log("worker %d: bye (%s)", w.pid, protocol::bye_reason_name(reason));
+  if (w.said_last) {
+    // The bye its last answer announced. What is in flight was sent behind that answer and is
+    // not to be read: it goes back to the queue, uncounted, once the worker's end is seen
+    // (Manager::on_exit, w.bye), not now: a worker whose task forged the mark reads on, and a
+    // call sent elsewhere at once ran twice, side by side (a review: 29 of 40 trials). A frame
+    // after this bye is a lie (handle_result), and the end then settles the running call as a
+    // death's.
+    if (!w.bye) w.bye = reason;
+    w.kill_at = std::min(w.kill_at, Clock::now() + bye_grace);
+    poller_.wake();
+    return;
+  }
   if (reason == protocol::ByeReason::idle_timeout && w.greeted && !w.lane.initializing) {
     // Its idle time is up, and it says so without leaving (protocol 8): it gets no more calls,
     // runs those sent before this was read (they crossed the bye: the host sent a call after
@@ -693,9 +705,9 @@ void Pool::handle_bye(WorkerSlot& w, const Frame& f) {
     return;
   }
   // Any other bye ends the worker. ferry-worker says it told to shut down (nothing in flight),
-  // or recycling, right after an answer that said it was its last (flag_last): what was sent
-  // behind that answer went back to the queue then (handle_result), so an honest bye finds
-  // nothing in flight. A call in flight now was sent to a worker that had said no such thing:
+  // recycling right after an answer that said it was its last (flag_last, above), or, its
+  // memory grown, right after an answer with nothing sent to it that it could see. A call in
+  // flight now was sent to a worker that had said no such thing:
   // it may have read it, and a task can write the frame on fd 3 (a worker that says bye over its
   // running call again and again made one submit start 1523 workers in 5 s; review). It runs
   // elsewhere, and the third bye over the same call: that worker is taken to have run it and
@@ -857,17 +869,24 @@ void Pool::handle_result(WorkerSlot& w, Frame& f, Completions& done) {
     return;
   }
   if (w.lane.initializing) throw protocol::ProtocolError("a result before its initializer ran");
+  if (w.bye) {
+    // ferry-worker sends nothing after a bye that ends it: the bye, or this, is a task's. Its
+    // running call is no longer taken as never read (see handle_bye).
+    w.bye.reset();
+    throw protocol::ProtocolError("a result after its bye");
+  }
   auto now = Clock::now();
   auto call = dispatcher_.answered(w.lane, head.call, now);
   if (!call) throw protocol::ProtocolError("result for a call it is not running");
   if (f.header.flags & protocol::flag_last) {
-    // Its last answer: it recycles, reads nothing more, and says bye next (protocol 9). What was
-    // sent behind this call was never read: it runs elsewhere, uncounted, and nothing more is
-    // sent here. Only the running call can be answered, so a task that writes such a frame
-    // settles its own call with it and sends back only calls its worker has not read either.
+    // Its last answer: it recycles, reads nothing more, and says bye next (protocol 9). Nothing
+    // more is sent here; what was sent behind this call runs elsewhere, uncounted, once the
+    // worker has ended (handle_bye). Only the running call can be answered, so a task that
+    // writes such a frame settles its own call with it, and its worker, which reads on, is
+    // killed for the frames that follow (a result after its bye) or at bye_grace.
+    w.said_last = true;
     w.advance(WorkerSlot::Phase::leaving);
     w.kill_at = std::min(w.kill_at, now + bye_grace);  // one that neither says bye nor exits
-    dispatcher_.requeue(w.lane);
     poller_.wake();
   }
   // What it may use until its next call, measured from the next sample: a call run between two

@@ -71,8 +71,8 @@ inline constexpr std::size_t max_host_names = 4096;
 inline constexpr auto bye_grace = std::chrono::seconds(1);
 /// How many times a call may be handed back by a bye while it was its worker's running call
 /// (Pool::handle_bye); once more and that worker is taken to have run it and died. A recycling
-/// worker hands back nothing by its bye: its last answer said it was the last (protocol::flag_last),
-/// and what it was sent behind that answer went back to the queue then (Pool::handle_result).
+/// worker's bye counts against nothing: its last answer said it was the last (protocol::flag_last),
+/// and what it was sent behind that answer goes back to the queue when its end is seen.
 inline constexpr unsigned max_handed_back = 2;
 
 class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> {

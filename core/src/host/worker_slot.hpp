@@ -106,6 +106,9 @@ struct WorkerSlot {
   bool killed_as_asked = false;
   // A bye that ends it: it exits now, and what it was sent and has not answered was never read.
   std::optional<protocol::ByeReason> bye;
+  // Its last answer said so (protocol::flag_last): it gets nothing more, and what it was sent
+  // behind that answer goes back to the queue, uncounted, when its end is seen (Pool::handle_bye).
+  bool said_last = false;
   // It said bye(idle_timeout): retired (Retired::idle), it runs and answers the calls sent before
   // that bye was read, and is told to exit once they are answered; its exit is recycled "idle"
   // (its bye then is the answer, "shutdown"). Its calls in flight are its own, as a running

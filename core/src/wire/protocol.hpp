@@ -65,7 +65,8 @@ inline constexpr std::uint8_t flag_shared_args = 8;
 // Result frames: the worker's last answer. It recycles (max_tasks_per_child, memory, descriptors,
 // a refused fork) and decided so before it sent this: it reads no task after this call, and its
 // bye comes next. A task can write such a frame only for its own running call (the host takes a
-// result for that call alone), so it settles that call and can send no other back to the queue.
+// result for that call alone): it settles that call, and the calls sent behind it go back to the
+// queue only once its worker has ended (Pool::handle_bye).
 inline constexpr std::uint8_t flag_last = 16;
 
 /// Thrown on malformed bytes; the peer sending them is treated as broken.

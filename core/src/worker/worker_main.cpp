@@ -166,6 +166,13 @@ class WorkerLoop {
           case protocol::FrameType::task:
             if (int exit = run_task(f); exit >= 0) return exit;
             if (leaving_) return bye(*leaving_);  // its answer said it was the last
+            if (memory_grew()) {
+              // Measured with the call's arguments gone. Nothing sent to it yet: it leaves now
+              // (a call the host sends meanwhile crosses the bye, and counts once against that
+              // call). A frame waits: the next call's answer is its last.
+              if (!frames_waiting()) return bye(protocol::ByeReason::memory_growth);
+              grown_ = true;
+            }
             break;
           case protocol::FrameType::limits:
             // The limits of the tasks that follow, already merged with the executor's.
@@ -613,9 +620,9 @@ class WorkerLoop {
   /// what it sent behind it was never read. Without that mark a bye right after an answer could
   /// be a task's, written as its call's first act, and the host had to count it against that
   /// call (a recycling worker's honest byes failed calls that never ran, Pool::handle_bye).
-  /// Measured when the call's result is ready, its arguments not yet destroyed (their memory
-  /// counts toward max_memory_growth; an argument whose destructor crashes loses no result).
-  /// Runs inside the entry point's delivery: anything thrown means no recycling.
+  /// Runs inside the entry point's delivery, the call's arguments alive: memory is measured after
+  /// the call instead (memory_grew), where they count for nothing (a review: calls of 100 MiB
+  /// arguments recycled workers that kept nothing). Anything thrown means no recycling.
   void decide_leaving() noexcept {
     if (std::exchange(leaving_decided_, true)) return;
     try {
@@ -627,6 +634,7 @@ class WorkerLoop {
 
   /// Why the worker should be replaced after the call ending (tasks_done_ counts it), if it should.
   std::optional<protocol::ByeReason> recycle_reason() {
+    if (grown_) return protocol::ByeReason::memory_growth;  // seen after the call before
     if (config_.max_tasks > 0 && tasks_done_ >= config_.max_tasks) return protocol::ByeReason::max_tasks;
     if (config_.containment && fork_check_due() && config_.containment->fork_refused()) {
       // A task met its processes limit and went on: what it left running counts against the
@@ -634,15 +642,27 @@ class WorkerLoop {
       return protocol::ByeReason::process_limit;
     }
     if (descriptors_leaked()) return protocol::ByeReason::descriptor_growth;
-    if (config_.max_memory_growth > 0) {
-      std::size_t rss = resident_bytes();
-      if (baseline_rss_ == 0) {
-        baseline_rss_ = rss;
-      } else if (rss > baseline_rss_ && rss - baseline_rss_ > config_.max_memory_growth) {
-        return protocol::ByeReason::memory_growth;
-      }
-    }
     return std::nullopt;
+  }
+
+  /// After a call, its arguments and result gone: whether the resident size grew past
+  /// max_memory_growth since the first call (the baseline, taken then).
+  bool memory_grew() {
+    if (config_.max_memory_growth == 0) return false;
+    const std::size_t rss = resident_bytes();
+    if (baseline_rss_ == 0) {
+      baseline_rss_ = rss;
+      return false;
+    }
+    return rss > baseline_rss_ && rss - baseline_rss_ > config_.max_memory_growth;
+  }
+
+  /// Whether bytes from the host wait to be read (a call pipelined behind the one that ended).
+  bool frames_waiting() {
+    if (reader_.partial()) return true;
+    if (in_) return !in_->empty();
+    pollfd p{config_.fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) != 0;  // an error too: the next read says what it is
   }
 
   /// Whether to look for forks refused at the processes limit after this task: reading the
@@ -689,6 +709,7 @@ class WorkerLoop {
   bool said_idle_ = false;  // said bye(idle_timeout): waits without an idle limit (say_idle)
   std::optional<protocol::ByeReason> leaving_;  // the call ending is its last (decide_leaving)
   bool leaving_decided_ = false;
+  bool grown_ = false;  // past max_memory_growth after a call, with a frame waiting: the next call is the last
   protocol::RunStats stats_;       // of the call running or just ended
   Usage usage_;                    // taken when the last call ended
   bool usage_fresh_ = false;       // nothing but the loop's bookkeeping ran since usage_
