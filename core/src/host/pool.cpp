@@ -506,7 +506,10 @@ bool Pool::send_inline_instead_locked(WorkerSlot& w) {
   // lives). Nothing of that frame went, and the call it carries (the only frames sent with a
   // descriptor) goes inline when it fits a frame: the call waited for good (an audit).
   std::shared_ptr<const void> keep = w.outbox.unsent_passing_front();
-  const auto* call = static_cast<const Call*>(keep.get());
+  // Its owner is one of this worker's calls in flight (dispatch_locked): found there, not cast.
+  const Call* call = nullptr;
+  for (const auto& c : w.lane.in_flight)
+    if (c.get() == keep.get()) call = c.get();
   if (!call || protocol::task_head_size + call->args.size() > max_frame_) return false;
   debug_log("worker %d: its arguments' memfd could not be passed (%s): %zu bytes sent inline", w.pid,
             std::strerror(ETOOMANYREFS), call->args.size());
