@@ -77,8 +77,10 @@ struct CacheAt {
 /// A fresh cache directory that shares the precompiled prelude of the suite's cache.
 struct FreshCache {
   support::TempDir dir;
-  fs::path path = dir.path / "cache";
-  FreshCache() {
+  fs::path path;
+  /// At `at`/`name` (in a directory of its own by default).
+  explicit FreshCache(const std::string& leaf = "cache", const fs::path& under = {})
+      : path((under.empty() ? dir.path : under) / leaf) {
     {
       CacheAt at(shared_cache());
       ferry::Executor ex(support::options(1));
@@ -795,7 +797,7 @@ TEST_CASE("Wrap.a_full_cache_file_system_is_named_as_the_reason_not_another_user
   } unmount{small.path};
   const fs::path cxx = script(bin.path, "cut-list-c++",
                               fake_compiler("for a; do case \"$prev\" in -o) out=$a;; -MF) list=$a;; esac; prev=$a\n"
-                                            "case \"$a\" in -Wl,--dependency-file=*) linked=${a#*=};; esac; done\n"
+                                            "case \"$a\" in *--dependency-file=*) linked=${a#*=};; esac; done\n"
                                             "echo plugin > \"$out\"\n: > \"$linked\"\nprintf '%s: /usr/incl\\\\' \"$out\" > \"$list\"\n"
                                             "cat /dev/zero > '" + (small.path / "filler").string() + "' 2>/dev/null\nexit 0"));
   support::ScopedEnv compiler("FERRY_CXX", cxx.string());
@@ -1313,4 +1315,251 @@ TEST_CASE("Wrap.a_relative_cache_directory_is_the_one_of_the_current_directory_a
   ferry::Executor ex(support::options(1));
   CHECK(ex.submit(hypotenuse, 6.0, 8.0).get() == 10.0);
   CHECK(fs::exists(second.path / "wrap-cache"));
+}
+
+namespace {
+
+/// The build of a wrapped function of this file with the options in effect now (built alone).
+ferry::detail::WrapBuild build_of(const void* function) {
+  const auto* site = ferry::detail::find_wrap(function);
+  REQUIRE(site);
+  return ferry::detail::wrap_build(*site).get();
+}
+
+/// The message of `error`, "" for none.
+std::string message_of(const std::exception_ptr& error) {
+  if (!error) return {};
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "?";
+}
+
+/// Functions registered by hand (FERRY_WRAP's registration, with a site a test chooses); the
+/// host's own definitions do not matter.
+std::string where_am_i() { return "host"; }
+int lined_a() { return 0; }
+int lined_b() { return 0; }
+
+ferry::detail::WrapSite site_of(const void* function, const char* name, const char* source, const char* file, int line) {
+  return {function, name, source, file, line, "int()", 1};
+}
+
+/// Writes a line into the FIFO `fifo` (waiting for its reader).
+void write_line_to(const fs::path& fifo) {
+  const int fd = ::open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)!::write(fd, "\n", 1);
+  ::close(fd);
+}
+
+}  // namespace
+
+TEST_CASE("Wrap.a_forked_child_builds_what_its_parent_was_building") {
+  // fork() while a wrap was building: the child inherited the build's future, whose thread it
+  // does not have, and the locks that thread held (the prelude's): its first submission of the
+  // wrap waited for ever. A child keeps only the builds that had ended, and its own locks.
+  support::TempDir bin, cache;
+  const fs::path hold = bin.path / "hold", started = bin.path / "started", gate = bin.path / "gate";
+  REQUIRE(::mkfifo(gate.c_str(), 0600) == 0);
+  std::ofstream(hold) << "x";
+  // Every build fails at once, but the parent's first, held in the prelude's compile until the
+  // test lets it go.
+  const fs::path cxx = script(bin.path, "held-c++",
+                              "case \"$*\" in *-Wl,--help*) echo '  --dependency-file=FILE'; exit 0;; esac\n"
+                              "if [ -e '" + hold.string() + "' ]; then : > '" + started.string() + "'; read line < '" +
+                                  gate.string() + "'; fi\nexit 1");
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  CacheAt at(cache.path / "c");
+  const void* function = reinterpret_cast<const void*>(&twice);
+  auto parents = ferry::detail::wrap_build(*ferry::detail::find_wrap(function));
+  struct Release {
+    fs::path fifo;
+    ~Release() { write_line_to(fifo); }
+  } release{gate};
+  REQUIRE(support::wait_until([&] { return fs::exists(started); }, 60000ms));
+  fs::remove(hold);
+  const int code = support::exit_code_of_child(
+      [&] {
+        // The parent's compiler let go (its build of the entry holds the entry's lock, which
+        // the child's waits for, as another process's would).
+        write_line_to(gate);
+        auto f = ferry::detail::wrap_build(*ferry::detail::find_wrap(function));
+        if (f.wait_for(30s) != std::future_status::ready) return 1;  // the parent's, never to end
+        return f.get().error ? 0 : 2;  // the fake compiler's failure: an answer
+      },
+      60000ms);
+  CHECK(code == 0);
+  release.fifo.clear();
+  CHECK(parents.wait_for(60s) == std::future_status::ready);
+}
+
+TEST_CASE("Wrap.a_missing_header_is_looked_for_again_by_the_same_process") {
+  // A compile that stops at a missing header is not remembered (README): it was, though, for the
+  // rest of the process, which failed on after the header was created.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  support::TempDir inc;
+  const fs::path later = inc.path / "later_k.hpp";
+  WrapOptionsFor o({.flags = {"-include", later.string()}});
+  const std::string first = build_error(reinterpret_cast<const void*>(&plus_k));
+  CAPTURE(first);
+  CHECK(first.find("later_k.hpp") != std::string::npos);
+  CHECK(entries(cache.path, ".err").empty());
+  std::ofstream(later) << "#define FERRY_TEST_K 7\n";
+  CHECK(build_error(reinterpret_cast<const void*>(&plus_k)) == "");
+}
+
+TEST_CASE("Wrap.a_plugin_removed_from_the_cache_is_built_again") {
+  // `ferry cache clear` under a live host: its next submission named the removed plugin, and the
+  // workers failed to load it ("plugin ... does not exist").
+  FreshCache cache;
+  CacheAt at(cache.path);
+  const auto first = build_of(reinterpret_cast<const void*>(&twice));
+  REQUIRE(message_of(first.error) == "");
+  for (const auto* part : {"wrap-"})
+    for (const auto& f : files_named(cache.path, part)) fs::remove(f);
+  REQUIRE_FALSE(fs::exists(first.library));
+  const auto second = build_of(reinterpret_cast<const void*>(&twice));
+  CHECK(message_of(second.error) == "");
+  CHECK(fs::exists(second.library));
+}
+
+TEST_CASE("Wrap.a_failure_whose_source_went_meanwhile_is_not_remembered") {
+  // `ferry cache clear` during a compile removed the build's source and scratch directory: the
+  // compiler's failure ("cannot create temporary file") was written to the entry's .err, and
+  // every later run failed at once with it.
+  support::TempDir bin, cache;
+  const fs::path cxx = script(bin.path, "cleared-c++",
+                              fake_compiler("case \"$*\" in *-fsyntax-only*) exit 1;; esac\n"
+                                            "for a; do case \"$prev\" in -MF) list=$a;; esac\n"
+                                            "case \"$a\" in *.cpp) src=$a;; esac; prev=$a; done\n"
+                                            "printf 'x.o: /usr/include/stdio.h\\n' > \"$list\"\nrm -f \"$src\"\n"
+                                            "echo 'x.cpp:1: error: cannot create temporary file' >&2\nexit 1"));
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  CacheAt at(cache.path / "c");
+  const std::string what = build_error(reinterpret_cast<const void*>(&twice));
+  CAPTURE(what);
+  CHECK(what.find("cannot create temporary file") != std::string::npos);
+  CHECK(entries(cache.path / "c", ".err").empty());
+}
+
+TEST_CASE("Wrap.the_same_body_at_another_line_is_another_entry") {
+  // The generated source's #line gives __LINE__ and __FILE__ the host's place, which the cache key
+  // left out: a body moved down its file ran with its old line, and another program's build of
+  // the same text (and its failure) was used.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  const char* source = "int lined() { return __LINE__; }";
+  const auto a = ferry::detail::wrap_build(site_of(reinterpret_cast<const void*>(&lined_a), "lined", source, "same.cpp", 10)).get();
+  const auto b = ferry::detail::wrap_build(site_of(reinterpret_cast<const void*>(&lined_b), "lined", source, "same.cpp", 20)).get();
+  REQUIRE(message_of(a.error) == "");
+  REQUIRE(message_of(b.error) == "");
+  CHECK(a.library != b.library);
+}
+
+TEST_CASE("Wrap.a_source_path_with_a_quote_a_backslash_or_a_newline_is_escaped") {
+  // The host's file name went into the generated #line as it is: a `"`, a `\` or a newline in it
+  // broke every wrap of that file. And a function registered again at its address (a library
+  // unloaded, another loaded where it was) is the new body, not the first one's plugin.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  const void* function = reinterpret_cast<const void*>(&where_am_i);
+  const char* odd = "odd\"dir\\x\ny.cpp";
+  ferry::detail::register_wrap({function, "where_am_i", "std::string where_am_i() { return __FILE__; }", odd, 5,
+                                ferry::detail::WrapSignature<&where_am_i>::text.data,
+                                ferry::detail::WrapSignature<&where_am_i>::fingerprint});
+  const auto first = build_of(function);
+  CHECK(message_of(first.error) == "");
+  std::string second_source = "std::string where_am_i() { return \"second\"; }";
+  ferry::detail::register_wrap({function, "where_am_i", second_source.c_str(), "plain.cpp", 7,
+                                ferry::detail::WrapSignature<&where_am_i>::text.data,
+                                ferry::detail::WrapSignature<&where_am_i>::fingerprint});
+  second_source.assign(second_source.size(), 'x');  // the registry keeps its own copy
+  CHECK(std::string(ferry::detail::find_wrap(function)->source).find("second") != std::string::npos);
+  const auto second = build_of(function);
+  CHECK(message_of(second.error) == "");
+  CHECK(second.library != first.library);
+}
+
+TEST_CASE("Wrap.a_flag_and_a_library_of_the_same_text_are_two_builds") {
+  // The process's map of builds named them by their flags, includes and libraries run together:
+  // {flags: x} and {libraries: x} were one build.
+  FreshCache cache;
+  CacheAt at(cache.path);
+  std::string as_flag, as_library;
+  {
+    WrapOptionsFor o({.flags = {"-Wl,-O1"}});
+    as_flag = build_of(reinterpret_cast<const void*>(&twice)).library;
+  }
+  {
+    WrapOptionsFor o({.libraries = {"-Wl,-O1"}});
+    as_library = build_of(reinterpret_cast<const void*>(&twice)).library;
+  }
+  REQUIRE_FALSE(as_flag.empty());
+  REQUIRE_FALSE(as_library.empty());
+  CHECK(as_flag != as_library);
+}
+
+TEST_CASE("Wrap.a_cache_directory_with_a_comma_in_its_name_works") {
+  // gcc splits -Wl,--dependency-file=<path> at its commas: every wrap failed ("the linker produced
+  // no dependency list"), and ld wrote a file outside the cache.
+  FreshCache cache("a,b");
+  CacheAt at(cache.path);
+  CHECK(build_error(reinterpret_cast<const void*>(&twice)) == "");
+  std::vector<std::string> outside;
+  for (const auto& e : fs::directory_iterator(cache.dir.path))
+    if (e.path() != cache.path) outside.push_back(e.path().filename().string());
+  CHECK(outside.empty());
+}
+
+TEST_CASE("Wrap.a_cache_on_a_noexec_file_system_is_refused") {
+  // No plugin can be loaded from it: every run compiled, then failed "failed to map segment".
+  if (::geteuid() != 0) {
+    MESSAGE("needs root to mount a file system: skipped");
+    return;
+  }
+  support::TempDir mount_point;
+  REQUIRE(::mount("none", mount_point.path.c_str(), "tmpfs", MS_NOEXEC, "size=400m,mode=0700") == 0);
+  struct Unmount {
+    const fs::path& at;
+    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
+  } unmount{mount_point.path};
+  std::string what;
+  {
+    FreshCache cache("cache", mount_point.path);
+    CacheAt at(cache.path);
+    what = build_error(reinterpret_cast<const void*>(&twice));
+  }
+  CAPTURE(what);
+  CHECK(what.find("noexec") != std::string::npos);
+  CHECK(what.find("FERRY_CACHE_DIR") != std::string::npos);
+}
+
+TEST_CASE("Wrap.a_build_keeps_the_timeout_of_the_thread_that_asked") {
+  // Build threads read FERRY_WRAP_TIMEOUT (getenv) while the application may change its
+  // environment: design §9 says they never read it. Changed after the build was asked for, it
+  // is not the build's.
+  support::TempDir bin, cache;
+  const fs::path started = bin.path / "started", gate = bin.path / "gate", never = bin.path / "never";
+  REQUIRE(::mkfifo(gate.c_str(), 0600) == 0);
+  REQUIRE(::mkfifo(never.c_str(), 0600) == 0);
+  // The prelude's compile waits for the test, then fails; the wrap's never ends.
+  const fs::path cxx = script(bin.path, "slow-c++",
+                              "case \"$*\" in *-Wl,--help*) echo '  --dependency-file=FILE'; exit 0;;\n"
+                              "*c++-header*) : > '" + started.string() + "'; read line < '" + gate.string() +
+                                  "'; exit 1;; esac\nread line < '" + never.string() + "'");
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  support::ScopedEnv asked("FERRY_WRAP_TIMEOUT", "4");
+  CacheAt at(cache.path / "c");
+  auto build = ferry::detail::wrap_build(*ferry::detail::find_wrap(reinterpret_cast<const void*>(&twice)));
+  REQUIRE(support::wait_until([&] { return fs::exists(started); }, 60000ms));
+  support::ScopedEnv later("FERRY_WRAP_TIMEOUT", "9");
+  write_line_to(gate);
+  REQUIRE(build.wait_for(60s) == std::future_status::ready);
+  const std::string what = message_of(build.get().error);
+  CAPTURE(what);
+  CHECK(what.find("did not finish within 4 s") != std::string::npos);
 }

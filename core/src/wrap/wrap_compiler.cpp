@@ -27,6 +27,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -40,6 +41,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -73,15 +75,53 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// ---- state of this process, anew in a fork()ed child ---------------------------------------------
+
+/// A leaked T of this process's own: made anew in a fork()ed child, whose copy of the parent's
+/// may be locked by a thread the child does not have (a build's thread hashing ferry's headers,
+/// precompiling the prelude or probing the linker: the child's first wrap waited for ever).
+/// T's default state is a fresh one.
+template <class T>
+class ForkLocal {
+ public:
+  T& get() {
+    const std::uint64_t generation = fork_generation();
+    Slot* s = slot_.load(std::memory_order_acquire);
+    while (!s || s->generation != generation) {
+      auto* fresh = new Slot{generation, {}};  // NOLINT: leaked, as the one it replaces
+      if (slot_.compare_exchange_strong(s, fresh, std::memory_order_acq_rel)) return fresh->value;
+      delete fresh;  // another thread of this process made it first: s is now its
+    }
+    return s->value;
+  }
+
+ private:
+  struct Slot {
+    std::uint64_t generation;
+    T value;
+  };
+  std::atomic<Slot*> slot_{nullptr};
+};
+
 // ---- registry ----------------------------------------------------------------------------------
+
+/// A registered site with its own copy of the strings: a library unloaded (dlclose) takes its
+/// string literals with it, and another loaded at the same address registers its own site there.
+struct OwnedSite {
+  std::string name, source, file, signature;
+  WrapSite site{};
+};
 
 struct Registry {
   std::mutex mu;
-  std::unordered_map<const void*, WrapSite> sites;
+  std::unordered_map<const void*, const WrapSite*> sites;
+  /// Never freed, nor moved: find_wrap's callers keep the pointer after the lock (a site
+  /// replaced by another library's at the same address stays valid for them).
+  std::deque<OwnedSite> owned;
 };
 Registry& registry() {
-  static Registry r;
-  return r;
+  static auto* r = new Registry;  // NOLINT: leaked, as Builds: build threads outlive static destruction
+  return *r;
 }
 
 // ---- options -----------------------------------------------------------------------------------
@@ -109,10 +149,16 @@ fs::path ferry_include_dir() {
 /// (A header edited without a new ferry version must not reuse a stale precompiled prelude.)
 std::string headers_key(const fs::path& include_dir) {
   // Leaked, as Running and Builds below: build threads call this and may outlive static
-  // destruction (a map destroyed under a running build was a use after free at exit).
-  static auto* mu = new std::mutex;        // NOLINT: leaked on purpose
-  static auto* known = new std::map<fs::path, std::string>;  // NOLINT: leaked on purpose
-  std::lock_guard lock(*mu);
+  // destruction (a map destroyed under a running build was a use after free at exit). Anew in a
+  // fork()ed child: a build's thread of the parent may have held the lock.
+  struct Known {
+    std::mutex mu;
+    std::map<fs::path, std::string> keys;
+  };
+  static ForkLocal<Known> state;
+  Known& k = state.get();
+  std::lock_guard lock(k.mu);
+  auto* known = &k.keys;
   if (auto it = known->find(include_dir); it != known->end()) return it->second;
   std::vector<fs::path> files;
   std::error_code ec;
@@ -230,10 +276,12 @@ bool in_directory(const std::string& file, const fs::path& cwd, const fs::path& 
 }
 
 /// The arguments that make the compiler list what it reads into `compile_deps`, and the linker
-/// (when `link_deps` is not empty) into `link_deps`.
+/// (when `link_deps` is not empty) into `link_deps`. The linker's option goes through -Xlinker,
+/// whole: gcc splits a -Wl, argument at every comma, and a cache directory with a comma in its
+/// name failed every wrap (ld wrote its list to a file named by the part after the comma).
 std::vector<std::string> listing_flags(const fs::path& compile_deps, const fs::path& link_deps) {
   std::vector<std::string> out = {"-MD", "-MF", compile_deps.string()};
-  if (!link_deps.empty()) out.push_back("-Wl,--dependency-file=" + link_deps.string());
+  if (!link_deps.empty()) out.insert(out.end(), {"-Xlinker", "--dependency-file=" + link_deps.string()});
   return out;
 }
 
@@ -281,8 +329,10 @@ struct Running {
   std::map<pid_t, Child> children;
 };
 Running& running() {
-  static auto* r = new Running;  // NOLINT: deliberately leaked, see above
-  return *r;
+  // Deliberately leaked, see above; anew in a fork()ed child (whose compilers are its own, and
+  // whose copy of the lock a thread of the parent may have held).
+  static ForkLocal<Running> r;
+  return r.get();
 }
 
 /// Kills the compiler `pid` and every process it started. Its pid is not reaped yet, so it
@@ -299,8 +349,7 @@ void remove_temporaries(const Running::Child& c) noexcept {
 
 void kill_running_compilers() noexcept {
   auto& r = running();
-  if (::getpid() != r.owner) return;  // (owner never changes: read before locking, a forked
-                                      // child could find the mutex held by a parent's thread)
+  if (::getpid() != r.owner) return;  // (a child made without fork(), by clone: its parent's)
   std::lock_guard lock(r.mu);
   r.exiting = true;
   for (const auto& [pid, child] : r.children) {
@@ -308,10 +357,6 @@ void kill_running_compilers() noexcept {
     remove_temporaries(child);
   }
 }
-
-/// The compile timeout (FERRY_WRAP_TIMEOUT): for each compiler run, and for the wait for another
-/// build's lock.
-std::chrono::seconds compile_timeout() { return Config::read().wrap_timeout; }
 
 /// A private directory of the cache for one compiler run's temporary files (its TMPDIR: gcc's
 /// ccXXXX.s and objects), removed with what is in it when the run is over, killed or not.
@@ -531,6 +576,10 @@ struct Setup {
   fs::path include_dir;
   fs::path cwd;  // the current directory when the build was asked for: the compiler runs there
   bool relative = false;  // a flag names a path relative to cwd: the entry is that directory's
+  /// FERRY_WRAP_TIMEOUT, read by the thread that asked: for each compiler run, and for the wait
+  /// for another build's lock (a build's thread never reads the environment, which the
+  /// application may be changing meanwhile).
+  std::chrono::seconds timeout{300};
 };
 
 std::string where_of(const WrapSite& site) {
@@ -696,6 +745,7 @@ Setup make_setup(const WrapSite& site) {
   s.compiler_identity = program_identity(compiler);
   s.compiler = s.command.back();
   s.environment = compiler_environment(merged_environment({}));
+  s.timeout = Config::read().wrap_timeout;
   s.clang = fs::canonical(compiler, ec).filename().string().find("clang") != std::string::npos;
   s.include_dir = ferry_include_dir();
   if (s.include_dir.empty() || !fs::exists(s.include_dir / "ferry" / "task.hpp", ec))
@@ -908,15 +958,20 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   };
   // A prelude that could not be built is not tried again by this process (for these compiler and
   // flags): a compiler that hangs would cost every wrap, one after the other, its timeout.
-  static std::mutex mu;
-  static std::map<std::string, Prelude> failed;
-  std::lock_guard lock(mu);
+  struct Failed {
+    std::mutex mu;  // held for a build: anew in a fork()ed child, as the map
+    std::map<std::string, Prelude> preludes;
+  };
+  static ForkLocal<Failed> state;
+  Failed& known = state.get();
+  std::lock_guard lock(known.mu);
+  auto& failed = known.preludes;
   const std::string failed_key = dir.string() + "\n" + key;
   if (auto it = failed.find(failed_key); it != failed.end()) return it->second;
   if (auto p = usable()) return *p;
   const fs::path lock_file = dir / ("prelude-" + key + ".lock");
   // Its holder compiles for at most one timeout.
-  const auto lock_timeout = 2 * compile_timeout();
+  const auto lock_timeout = 2 * s.timeout;
   FileLock file_lock(lock_file, lock_timeout);
   if (!file_lock.held() && file_lock.timed_out()) {
     Prelude none;
@@ -946,7 +1001,7 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   for (const auto& f : listing_flags(deps, {})) argv.push_back(f);
   argv.insert(argv.end(), {"-x", "c++-header", header.string(), "-o", tmp_pch});
   const Scratch scratch(dir);
-  const auto timeout = compile_timeout();
+  const auto timeout = s.timeout;
   RunResult r = run(argv, s.environment, timeout, {tmp_pch, deps}, s.cwd, scratch);
   // Every header it holds must be one only this user or root could have written: a wrap that
   // uses it lists none of them.
@@ -1002,8 +1057,13 @@ std::optional<std::string> remembered_failure(const fs::path& err) {
 /// Remembered for the process, success or failure (a probe that hung would otherwise cost each
 /// wrap its timeout, one after the other); `why` says how it failed.
 std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir, std::string& why) {
-  static std::mutex mu;
-  static std::map<std::string, std::pair<std::optional<bool>, std::string>> known;
+  struct Known {
+    std::mutex mu;  // held for the probe: anew in a fork()ed child, as the map
+    std::map<std::string, std::pair<std::optional<bool>, std::string>> answers;
+  };
+  static ForkLocal<Known> state;
+  Known& probes = state.get();
+  auto& known = probes.answers;
   std::vector<std::string> argv = s.command;
   for (const auto* v : {&s.flags, &s.options.libraries})
     for (const auto& x : *v)
@@ -1011,13 +1071,13 @@ std::optional<bool> linker_lists_inputs(const Setup& s, const fs::path& dir, std
   argv.push_back("-Wl,--help");
   std::string key = s.compiler_identity;
   for (const auto& x : argv) key += "\n" + x;
-  std::lock_guard lock(mu);
+  std::lock_guard lock(probes.mu);
   if (auto it = known.find(key); it != known.end()) {
     why = it->second.second;
     return it->second.first;
   }
   const Scratch scratch(dir);
-  const auto timeout = std::min(compile_timeout(), std::chrono::seconds(60));
+  const auto timeout = std::min(s.timeout, std::chrono::seconds(60));
   RunResult r = run(argv, s.environment, timeout, {}, s.cwd, scratch);
   if (!r.ok) {
     std::string command = "'" + s.compiler + " -Wl,--help'";
@@ -1046,7 +1106,7 @@ bool compile_fails_alone(const Setup& s, const std::string& header, const fs::pa
   for (auto& f : compile_flags(s.flags)) argv.push_back(std::move(f));
   argv.insert(argv.end(), {"-fsyntax-only", "-x", "c++", cpp.string()});
   const Scratch scratch(dir);
-  RunResult r = run(argv, s.environment, compile_timeout(), {}, s.cwd, scratch);
+  RunResult r = run(argv, s.environment, s.timeout, {}, s.cwd, scratch);
   return r.started && !r.ok && !r.interrupted;
 }
 
@@ -1084,34 +1144,69 @@ InputRecord with_prelude(InputRecord wrap, const Prelude& pre) {
   return wrap;
 }
 
-WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
+/// `text` as the inside of a C string literal (a #line's file name): a quote, a backslash or a
+/// newline in the host's source path broke every wrap of that file.
+std::string c_string_body(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+          char octal[8];
+          std::snprintf(octal, sizeof octal, "\\%03o", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          out += octal;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+/// Builds the entry `key` of `site`; `lasting` says whether its end, a success or a failure, is
+/// one the process keeps (WrapBuild::lasting): set only where it is.
+WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key, bool& lasting) {
+  lasting = false;
   fs::path dir = prepare_cache_dir(site, s.options.cache_dir);
   prepare_cache_dir(site, wrap_plugin_dir(dir));
   fs::path sum = dir / ("wrap-" + key + ".sum");
   fs::path err = dir / ("wrap-" + key + ".err");
-  if (auto so = valid_entry(dir, key, sum)) return WrapBuild{so->string(), site.name, nullptr};
-  if (auto said = remembered_failure(err))
+  if (auto so = valid_entry(dir, key, sum)) return lasting = true, WrapBuild{so->string(), site.name, nullptr};
+  if (auto said = remembered_failure(err)) {
+    lasting = true;
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
+  }
   const fs::path lock_file = dir / ("wrap-" + key + ".lock");
   // Its holder may wait for the prelude's lock and build the prelude, probe the linker, compile,
   // and compile again alone: up to five timeouts of its own before it lets go.
-  const auto lock_timeout = 5 * compile_timeout();
+  const auto lock_timeout = 5 * s.timeout;
   FileLock lock(lock_file, lock_timeout);
   if (!lock.held() && lock.timed_out()) setup_failed(site, lock.why_not(lock_file, lock_timeout));
   // One that cannot be taken at all: built without it (the entry is renamed in whole).
   if (!lock.held()) debug_log("wrap: building %s without its lock: %s", key.c_str(), lock.why_not(lock_file, lock_timeout).c_str());
   // Another process built it while we waited.
-  if (auto so = valid_entry(dir, key, sum)) return WrapBuild{so->string(), site.name, nullptr};
-  if (auto said = remembered_failure(err))
+  if (auto so = valid_entry(dir, key, sum)) return lasting = true, WrapBuild{so->string(), site.name, nullptr};
+  if (auto said = remembered_failure(err)) {
+    lasting = true;
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
+  }
 
   const Prelude pre = prelude(s, dir);
-  if (!pre.hung.empty()) setup_failed(site, pre.hung);
+  if (!pre.hung.empty()) {
+    lasting = true;  // the prelude's failure is remembered too: every wrap fails at once
+    setup_failed(site, pre.hung);
+  }
   const std::string& header = pre.header;
+  const std::string file = c_string_body(site.file);
   std::ostringstream tu;
-  tu << "// Generated by ferry for FERRY_WRAP(" << site.name << ") at " << where_of(site) << ".\n";
+  // (`ferry cache list` shows the first line's name and place.)
+  tu << "// Generated by ferry for FERRY_WRAP(" << site.name << ") at " << file << ":" << site.line << ".\n";
   for (const auto& inc : s.options.includes) tu << "#include " << inc << "\n";
-  tu << "#line " << site.line << " \"" << site.file << "\"\n"
+  tu << "#line " << site.line << " \"" << file << "\"\n"
      << site.source << "\n"
      << "FERRY_TASK_AS(" << site.name << ", \"" << site.name << "\");\n";
   fs::path cpp = dir / ("wrap-" + key + ".cpp");
@@ -1143,7 +1238,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   if (!link_deps.empty()) outputs.push_back(link_deps);
   const auto started = std::chrono::system_clock::now();
   const Scratch scratch(dir);
-  const auto timeout = compile_timeout();
+  const auto timeout = s.timeout;
   RunResult r = run(argv, s.environment, timeout, outputs, s.cwd, scratch);
   std::error_code ec;
   std::string untrusted, produced_nothing;
@@ -1156,7 +1251,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     produced_nothing = "the compiler '" + s.compiler + "' produced no dependency list (-MD -MF " +
                        compile_deps.string() + ")";
   else if (r.ok && !link_deps.empty() && !fs::exists(link_deps, ec))
-    produced_nothing = "the linker produced no dependency list (-Wl,--dependency-file=" + link_deps.string() +
+    produced_nothing = "the linker produced no dependency list (-Xlinker --dependency-file=" + link_deps.string() +
                        "), though its --help offers one";
   if (!produced_nothing.empty()) {
     for (const fs::path& f : {fs::path(tmp), compile_deps, link_deps})
@@ -1203,6 +1298,7 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
   }
   if (r.interrupted) {
     fs::remove(tmp, ec);
+    lasting = r.timed_out;  // a compiler that hangs costs the process one timeout
     setup_failed(site, r.timed_out ? did_not_finish(s, timeout, "compiling the wrap")
                                    : "the compiler was stopped before it finished: the process is exiting");
   }
@@ -1210,13 +1306,18 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     fs::remove(tmp, ec);
     std::string said = head_lines(r.output);
     // Remembered: the same key (same source, compiler, flags) fails at once next time, while
-    // every file the build read (headers, libraries) holds the same bytes.
-    if (!read.empty()) {
+    // every file the build read (headers, libraries) holds the same bytes. Not when the build's
+    // own files went meanwhile (`ferry cache clear` removed its source or its scratch directory:
+    // "cannot create temporary file" was remembered as the body's failure).
+    const bool intact = fs::exists(cpp, ec) && (scratch.owned().empty() || fs::is_directory(scratch.owned(), ec));
+    if (!read.empty() && intact) {
       std::string tmp_err = err.string() + ".tmp." + unique_suffix();
-      if (write_file(tmp_err, format_input_record(with_prelude(record_inputs(read, s.cwd, dir, started), pre)) + said))
+      if (write_file(tmp_err, format_input_record(with_prelude(record_inputs(read, s.cwd, dir, started), pre)) + said)) {
         fs::rename(tmp_err, err, ec);
-      else
+        lasting = !ec;
+      } else {
         fs::remove(tmp_err, ec);  // not remembered (a full disk): nothing half written stays
+      }
     }
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), said);
   }
@@ -1245,18 +1346,54 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key) {
     setup_failed(site, "cannot publish " + so.string() + ": " + why);
   }
   fs::remove(err, ec);  // a failure with other headers: a later one writes its own
+  lasting = true;
   return WrapBuild{so.string(), site.name, nullptr};
 }
 
+/// A build in a process's maps, with what tells it from a later one under the same name.
+struct Started {
+  std::shared_future<WrapBuild> future;
+  const void* token = nullptr;  // its promise's address, while its thread lives
+};
+
 struct Builds {
   std::mutex mu;
-  std::map<std::string, std::shared_future<WrapBuild>> by_key;      // cache entry → its build
-  std::map<std::string, std::shared_future<WrapBuild>> by_options;  // function + options → build
+  std::map<std::string, Started> by_key;      // cache entry → its build
+  std::map<std::string, Started> by_options;  // function + options → build
+  /// The fork generation the maps are of: a fork()ed child keeps only the builds that had ended
+  /// (the others' threads, which would end them, are not the child's: it waited for ever).
+  std::uint64_t generation = 0;
 };
-Builds& builds() {
+
+bool ended(const std::shared_future<WrapBuild>& f) {
+  return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+}
+
+Builds& builds_state() {
   static auto* b = new Builds;  // NOLINT: leaked, as Running: build threads outlive static destruction
   return *b;
 }
+
+/// The builds of this process, their lock then held by `lock` (a fork()ed child's first use drops
+/// those that had not ended).
+Builds& builds(std::unique_lock<std::mutex>& lock) {
+  Builds& b = builds_state();
+  lock = std::unique_lock(b.mu);
+  if (const std::uint64_t now = fork_generation(); b.generation != now) {
+    b.generation = now;
+    for (auto* map : {&b.by_key, &b.by_options})
+      std::erase_if(*map, [](const auto& entry) { return !ended(entry.second.future); });
+  }
+  return b;
+}
+
+/// Held across fork(): the builds' lock is taken only for moments, with no other lock under it,
+/// and a child must not start with it held by a thread it does not have. (The locks held for a
+/// whole build or probe are ForkLocal's instead: fork() would wait for them. The registry's is
+/// not taken here: it is taken under the loader's lock, by a library's static initialiser.)
+void lock_for_fork() noexcept { builds_state().mu.lock(); }
+void unlock_after_fork() noexcept { builds_state().mu.unlock(); }
+const int fork_handlers_registered = ::pthread_atfork(&lock_for_fork, &unlock_after_fork, &unlock_after_fork);
 
 }  // namespace
 
@@ -1326,6 +1463,12 @@ std::string cache_dir_problem(const fs::path& dir) {
   if (std::string why = untrusted_reason(dir); !why.empty())
     return "the cache directory is not private to this user: " + why +
            ". Fix it, or set FERRY_CACHE_DIR to another directory";
+  // Plugins built there could not be loaded ("failed to map segment from shared object", every
+  // run, after a compile each time).
+  if (struct statvfs fs_st {}; ::statvfs(dir.c_str(), &fs_st) == 0 && (fs_st.f_flag & ST_NOEXEC) != 0)
+    return "the cache directory " + dir.string() +
+           " is on a file system mounted noexec, from which no plugin can be loaded. Set FERRY_CACHE_DIR to a "
+           "directory on another file system";
   return {};
 }
 
@@ -1333,7 +1476,16 @@ bool register_wrap(const WrapSite& site) noexcept {
   try {
     auto& r = registry();
     std::lock_guard lock(r.mu);
-    r.sites.emplace(site.function, site);
+    auto text = [](const char* p) { return std::string(p ? p : ""); };
+    OwnedSite& owned = r.owned.emplace_back(
+        OwnedSite{text(site.name), text(site.source), text(site.file), text(site.signature), site});
+    owned.site.name = owned.name.c_str();
+    owned.site.source = owned.source.c_str();
+    owned.site.file = owned.file.c_str();
+    owned.site.signature = owned.signature.c_str();
+    // Replaced: a library loaded where an unloaded one was registers its own function at the
+    // same address (the first one's body was built for the second, as long as the process ran).
+    r.sites.insert_or_assign(site.function, &owned.site);
   } catch (...) {
     // Out of memory before main: the function then resolves as a main-program function.
   }
@@ -1344,21 +1496,64 @@ const WrapSite* find_wrap(const void* address) {
   auto& r = registry();
   std::lock_guard lock(r.mu);
   auto it = r.sites.find(address);
-  return it == r.sites.end() ? nullptr : &it->second;
+  return it == r.sites.end() ? nullptr : it->second;
 }
 
+namespace {
+
+/// The per-process name of a build: the site (its address, and what tells a body registered
+/// there by another library: fingerprint, name, place and a hash of the source) and the options,
+/// each string and list with its size (flags {"a.a"} and libraries {"a.a"} were one build).
+std::string fast_key(const WrapSite& site, const WrapOptions& options) {
+  std::string out;
+  auto field = [&out](std::string_view v) {
+    out += std::to_string(v.size());
+    out += ':';
+    out += v;
+  };
+  field(std::to_string(reinterpret_cast<std::uintptr_t>(site.function)));
+  field(std::to_string(site.fingerprint));
+  field(site.name ? site.name : "");
+  field(site.file ? site.file : "");
+  field(std::to_string(site.line));
+  field(std::to_string(std::hash<std::string_view>{}(site.source ? site.source : "")));
+  field(options.compiler.string());
+  field(options.cache_dir.string());
+  for (const auto* v : {&options.flags, &options.includes, &options.libraries}) {
+    field(std::to_string(v->size()));
+    for (const auto& x : *v) field(x);
+  }
+  return out;
+}
+
+/// Forgets the build `token` filed under `name` in `map`, if it is still the one there.
+void forget(std::map<std::string, Started>& map, const std::string& name, const void* token) {
+  if (auto it = map.find(name); it != map.end() && it->second.token == token) map.erase(it);
+}
+
+}  // namespace
+
 std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
+  (void)fork_handlers_registered;
   // Fast path, every submission of a wrapped function: the build already started in this process
   // for this function and these options (no compiler lookup, no file hashing).
   WrapOptions options = ferry::wrap_options();
-  std::string fast = std::to_string(reinterpret_cast<std::uintptr_t>(site.function)) + "\n" +
-                     options.compiler.string() + "\n" + options.cache_dir.string() + "\n";
-  for (const auto& v : {&options.flags, &options.includes, &options.libraries})
-    for (const auto& x : *v) fast += x + "\n";
-  auto& b = builds();
+  const std::string fast = fast_key(site, options);
   {
-    std::lock_guard lock(b.mu);
-    if (auto it = b.by_options.find(fast); it != b.by_options.end()) return it->second;
+    std::unique_lock<std::mutex> lock;
+    auto& b = builds(lock);
+    if (auto it = b.by_options.find(fast); it != b.by_options.end()) {
+      const std::shared_future<WrapBuild>& f = it->second.future;
+      // Its plugin removed since (`ferry cache clear`): built again, not named to workers that
+      // would fail to find it ("plugin ... does not exist").
+      std::error_code ec;
+      if (!ended(f) || f.get().error || fs::exists(f.get().library, ec)) return f;
+      const std::string library = f.get().library;
+      b.by_options.erase(it);
+      std::erase_if(b.by_key, [&library](const auto& e) {
+        return ended(e.second.future) && !e.second.future.get().error && e.second.future.get().library == library;
+      });
+    }
   }
   std::shared_future<WrapBuild> f;
   try {
@@ -1369,15 +1564,20 @@ std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
     Setup setup = make_setup(site);
     auto promise = std::make_shared<std::promise<WrapBuild>>();
     f = promise->get_future().share();
+    const void* token = promise.get();
     {
-      std::lock_guard lock(b.mu);
-      if (auto it = b.by_options.find(fast); it != b.by_options.end()) return it->second;
-      b.by_options.emplace(fast, f);
+      std::unique_lock<std::mutex> lock;
+      auto& b = builds(lock);
+      if (auto it = b.by_options.find(fast); it != b.by_options.end()) return it->second.future;
+      b.by_options.emplace(fast, Started{f, token});
     }
     // A detached thread, not std::async: the future of std::async joins its thread when the
     // last copy dies, and the registry's copies die at exit, so every process that started a
     // build (each executor starts all of them) would wait for the compiler before exiting.
-    std::thread([copy = WrapSite(site), setup = std::move(setup), promise, f] {
+    std::thread([copy = WrapSite(site), setup = std::move(setup), promise, f, fast, token] {
+      WrapBuild result;
+      std::string key;
+      bool ours = false;  // filed under `key` by this thread
       try {
         ContentHasher h;
         h.field("wrap").field(FERRY_VERSION_STRING).field(std::to_string(plugin_abi_version))
@@ -1387,22 +1587,43 @@ std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
           for (const auto& x : *v) h.field(x);
         }
         h.field(copy.name).field(copy.signature).field(copy.source);
+        // The generated source's #line: __LINE__, __FILE__ and the diagnostics' places are the
+        // host's file and line (a body moved down a file ran with the line it had before).
+        h.field("at").field(copy.file).field(std::to_string(copy.line));
         // `-Iinc`, `-include k.hpp`, `-Llib`...: each directory's own files, so its own entry.
         if (setup.relative) h.field("in directory").field(setup.cwd.string());
         const std::string entry = h.hex();
-        const std::string key = entry + "@" + setup.options.cache_dir.string();
+        key = entry + "@" + setup.options.cache_dir.string();
         std::shared_future<WrapBuild> same;  // the build of this entry that other options started
         {
-          auto& all = builds();
-          std::lock_guard lock(all.mu);
-          if (auto it = all.by_key.find(key); it != all.by_key.end()) same = it->second;
-          else all.by_key.emplace(key, f);
+          std::unique_lock<std::mutex> lock;
+          auto& all = builds(lock);
+          if (auto it = all.by_key.find(key); it != all.by_key.end()) same = it->second.future;
+          else ours = all.by_key.emplace(key, Started{f, token}).second;
         }
-        if (same.valid()) promise->set_value(same.get());
-        else promise->set_value(build(copy, setup, entry));
+        if (same.valid()) {
+          result = same.get();
+        } else {
+          bool lasting = false;
+          try {
+            result = build(copy, setup, entry, lasting);
+          } catch (...) {
+            result = WrapBuild{{}, copy.name, std::current_exception()};
+          }
+          result.lasting = lasting;
+        }
       } catch (...) {
-        promise->set_value(WrapBuild{{}, copy.name, std::current_exception()});
+        result = WrapBuild{{}, copy.name, std::current_exception()};
       }
+      if (!result.lasting) {
+        // Not kept: the next submission builds again (a header created since, a descriptor or
+        // process free again, space freed; README: "not remembered").
+        std::unique_lock<std::mutex> lock;
+        auto& all = builds(lock);
+        forget(all.by_options, fast, token);
+        if (ours) forget(all.by_key, key, token);
+      }
+      promise->set_value(std::move(result));
     }).detach();
   } catch (...) {
     std::promise<WrapBuild> failed;
@@ -1463,7 +1684,7 @@ void warm_up_wraps() {
   {
     auto& r = detail::registry();
     std::lock_guard lock(r.mu);
-    for (const auto& [_, s] : r.sites) sites.push_back(s);
+    for (const auto& [_, s] : r.sites) sites.push_back(*s);
   }
   for (const auto& s : sites) detail::wrap_build(s);
 }
@@ -1473,10 +1694,10 @@ bool wait_for_wraps(std::chrono::duration<double> timeout) {
   const auto deadline = detail::deadline_after(timeout);  // NaN: std::invalid_argument
   std::vector<std::shared_future<detail::WrapBuild>> all;
   {
-    auto& b = detail::builds();
-    std::lock_guard lock(b.mu);
+    std::unique_lock<std::mutex> lock;
+    auto& b = detail::builds(lock);
     // By options: a build's thread files it by its cache entry only once it hashed its inputs.
-    for (const auto& [_, f] : b.by_options) all.push_back(f);
+    for (const auto& [_, started] : b.by_options) all.push_back(started.future);
   }
   bool ok = true;
   for (auto& f : all) {

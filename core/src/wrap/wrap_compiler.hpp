@@ -20,6 +20,11 @@ struct WrapBuild {
   std::string library;  // absolute path of the cached plugin
   std::string task;     // task name inside it
   std::exception_ptr error;
+  /// Kept for the process: a success, or a failure remembered in the cache (a compile error with
+  /// all it read) or one that would cost a timeout again. Any other failure (a missing header, no
+  /// process or descriptor left for the compiler, a full disk, a lock waited for too long) is
+  /// forgotten, and the next submission builds again.
+  bool lasting = false;
 };
 
 /// The build of `site` with the current options: started in the background if needed (one per
