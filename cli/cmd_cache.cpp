@@ -7,13 +7,17 @@
 // prelude-<key>.hpp(.gch|.pch|.inputs|.lock). Only files named wrap-* and prelude-* are ferry's;
 // clear leaves everything else in the directory alone.
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <ctime>
 #include <initializer_list>
+#include <set>
 #include <string_view>
 
 #include <CLI/CLI.hpp>
@@ -245,6 +249,34 @@ int list_cache(const fs::path& dir) {
   return exit_ok;
 }
 
+/// "wrap-<key>" or "prelude-<key>" of one of ferry's file names (ours()).
+std::string entry_of(const std::string& name) {
+  const std::size_t dash = name.find('-');
+  std::size_t end = dash + 1;
+  while (end < name.size() && ((name[end] >= '0' && name[end] <= '9') || (name[end] >= 'a' && name[end] <= 'f'))) ++end;
+  return name.substr(0, end);
+}
+
+/// Whether a process holds the lock file `lock` (its build of the entry is under way): never
+/// waited for, nor created.
+bool lock_held(const fs::path& lock) {
+  const int fd = ::open(lock.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // (lets go of it if taken here)
+  return held;
+}
+
+/// Whether the process of a scratch directory's name (wrap-scratch.<pid>.<n>) is alive.
+bool owner_alive(const std::string& name) {
+  const std::string_view rest = std::string_view(name).substr(std::string_view("wrap-scratch.").size());
+  const std::string pid_text(rest.substr(0, rest.find('.')));
+  if (pid_text.empty() || pid_text.size() > 9 || !std::all_of(pid_text.begin(), pid_text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return false;
+  const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+  return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+}
+
 int clear_cache(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) {
@@ -266,9 +298,18 @@ int clear_cache(const fs::path& dir) {
     return exit_task_failed;
   }
   std::uintmax_t freed = 0;
-  std::size_t removed = 0;
+  std::size_t removed = 0, busy = 0;
   int status = exit_ok;
+  // The files of an entry whose build is under way (its lock held) stay: its source and its
+  // temporaries removed under the compiler failed the build, and that failure was remembered.
+  std::set<std::string> building;
+  for (const auto& f : files)
+    if (!f.plugin && ends_with(f.name, ".lock") && lock_held(f.path)) building.insert(entry_of(f.name));
   for (const auto& f : files) {
+    if (building.count(entry_of(f.name))) {
+      ++busy;
+      continue;
+    }
     if (fs::remove(f.path, ec)) {
       freed += f.size;
       ++removed;
@@ -282,9 +323,12 @@ int clear_cache(const fs::path& dir) {
   std::vector<fs::path> scratch_dirs;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     struct stat st {};
-    if (it->path().filename().string().rfind("wrap-scratch.", 0) == 0 && ::lstat(it->path().c_str(), &st) == 0 &&
-        S_ISDIR(st.st_mode))
-      scratch_dirs.push_back(it->path());
+    const std::string name = it->path().filename().string();
+    if (name.rfind("wrap-scratch.", 0) == 0 && ::lstat(it->path().c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      // One of a live process is a compiler's TMPDIR now.
+      if (owner_alive(name)) ++busy;
+      else scratch_dirs.push_back(it->path());
+    }
   }
   std::size_t scratch = 0;
   for (const auto& d : scratch_dirs) {
@@ -297,11 +341,12 @@ int clear_cache(const fs::path& dir) {
       ++scratch;
     }
   }
-  std::printf("removed %zu files%s from %s, freed %s\n", removed,
+  std::printf("removed %zu files%s from %s, freed %s%s\n", removed,
               scratch ? (" and " + std::to_string(scratch) + (scratch == 1 ? " scratch directory" : " scratch directories"))
                             .c_str()
                       : "",
-              terminal_line(dir.string()).c_str(), human_size(freed).c_str());
+              terminal_line(dir.string()).c_str(), human_size(freed).c_str(),
+              busy ? ("; left " + std::to_string(busy) + " of builds under way").c_str() : "");
   return status;
 }
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pty.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1115,8 +1116,9 @@ TEST_CASE("Cli.cache_list_and_clear_touch_only_ferry_files") {
   CHECK(by_env.out.find("wrap-0123456789abcdef-00112233aabbccdd.so") != std::string::npos);
 
   // A build whose program was killed leaves its compiler's scratch directory.
-  fs::create_directory(d / "wrap-scratch.12345.1");
-  write_file(d / "wrap-scratch.12345.1" / "ccAbCdEf.s", "asm");
+  // (Of a pid no process has: one of a live process is a build under way, left alone.)
+  fs::create_directory(d / "wrap-scratch.999999999.1");
+  write_file(d / "wrap-scratch.999999999.1" / "ccAbCdEf.s", "asm");
   Result clear = cli(Call{.args = {"cache", "clear"}, .env = {{"FERRY_CACHE_DIR", d.string()}}});
   CHECK(clear.status == 0);
   CHECK(clear.out.find("removed 7 files and 1 scratch directory") != std::string::npos);
@@ -1129,6 +1131,48 @@ TEST_CASE("Cli.cache_list_and_clear_touch_only_ferry_files") {
   Result empty = cli({"cache", "list", "--cache-dir", d.string()});
   CHECK(empty.status == 0);
   CHECK(empty.out.find("0 entries") != std::string::npos);
+}
+
+TEST_CASE("Cli.cache_clear_leaves_the_files_of_a_build_under_way") {
+  // `ferry cache clear` while a compiler ran removed its source, its temporaries and its scratch
+  // directory (TMPDIR): the build failed ("Cannot create temporary file"), and that failure was
+  // remembered in the cache. The files of an entry whose lock a process holds stay, and so does
+  // the scratch directory of a live process.
+  support::TempDir cache;
+  const fs::path& d = cache.path;
+  const std::string busy(64, 'b'), idle(64, 'c');
+  const std::vector<std::string> building = {"wrap-" + busy + ".cpp", "wrap-" + busy + ".lock",
+                                             "wrap-" + busy + ".so.tmp.1.0", "wrap-" + busy + ".so.tmp.1.0.d"};
+  for (const auto& name : building) write_file(d / name, "x");
+  for (const auto& name : {"wrap-" + idle + ".cpp", "wrap-" + idle + ".lock", "wrap-" + idle + ".sum"})
+    write_file(d / name, "x");
+  ::chmod((d / ("wrap-" + busy + ".lock")).c_str(), 0200);  // as ferry makes it
+  const int held = ::open((d / ("wrap-" + busy + ".lock")).c_str(), O_WRONLY | O_CLOEXEC);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX) == 0);
+  const fs::path live = d / ("wrap-scratch." + std::to_string(::getpid()) + ".7");
+  fs::create_directory(live);
+  write_file(live / "ccLIVE.s", "asm");
+  // A process that has ended: its scratch directory is a killed build's.
+  const pid_t gone = ::fork();
+  REQUIRE(gone >= 0);
+  if (gone == 0) _exit(0);
+  REQUIRE(::waitpid(gone, nullptr, 0) == gone);
+  const fs::path dead = d / ("wrap-scratch." + std::to_string(gone) + ".1");
+  fs::create_directory(dead);
+  Result clear = cli({"cache", "clear", "--cache-dir", d.string()});
+  ::close(held);
+  CHECK(clear.status == 0);
+  CAPTURE(clear.out);
+  CHECK(clear.out.find("removed 3 files and 1 scratch directory") != std::string::npos);
+  CHECK(clear.out.find("left 5 of builds under way") != std::string::npos);
+  for (const auto& name : building) CHECK_MESSAGE(fs::exists(d / name), name);
+  CHECK(fs::exists(live / "ccLIVE.s"));
+  CHECK_FALSE(fs::exists(dead));
+  CHECK_FALSE(fs::exists(d / ("wrap-" + idle + ".cpp")));
+  // Its build over (the lock let go), the next clear removes them.
+  Result again = cli({"cache", "clear", "--cache-dir", d.string()});
+  CHECK(again.out.find("removed 4 files") != std::string::npos);
 }
 
 TEST_CASE("Cli.cache_clear_leaves_a_users_files_named_like_ferrys") {
