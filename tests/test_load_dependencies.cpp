@@ -434,19 +434,25 @@ TEST_CASE("LoadDependencies.a_sandboxed_worker_refuses_a_search_path_a_task_can_
     CHECK_THROWS_WITH_AS(ex.submit<int>(ferry::TaskRef{.library = via_link, .name = "triple_elsewhere"}, 7).get(),
                          doctest::Contains(((linked / "x86_64").string() + " lies in /var/tmp").c_str()), ferry::PluginError);
   }
-  SUBCASE("so is a Sandbox::write path, and a directory holding one") {
+  SUBCASE("so is a Sandbox::write path, and one where the loader looks inside an element") {
     support::TempDir written(FERRY_TEST_BINARY_DIR);
-    const fs::path holding = root.path / "holding";
+    const fs::path holding = root.path / "holding", beside = root.path / "beside";
     fs::create_directories(holding / "glibc-hwcaps" / "x86-64-v3");
+    fs::create_directories(beside / "out");
     fs::permissions(holding, fs::perms(0755), fs::perm_options::replace);
-    o.sandbox.write = {written.path, holding / "glibc-hwcaps" / "x86-64-v3"};
+    fs::permissions(beside, fs::perms(0755), fs::perm_options::replace);
+    o.sandbox.write = {written.path, holding / "glibc-hwcaps" / "x86-64-v3", beside / "out"};
     ferry::Executor ex(o);
     const fs::path into_write = Place::plugin(mine, written.path.string() + ":$ORIGIN", FERRY_TEST_RUNPATH_PLUGIN, "libwrite.so");
     CHECK_THROWS_WITH_AS(ex.submit<int>(ferry::TaskRef{.library = into_write, .name = "triple_elsewhere"}, 7).get(),
                          doctest::Contains(("RUNPATH element '" + written.path.string() + "'").c_str()), ferry::PluginError);
     const fs::path into_holding = Place::plugin(mine, holding.string() + ":$ORIGIN", FERRY_TEST_RUNPATH_PLUGIN, "libholding.so");
     CHECK_THROWS_WITH_AS(ex.submit<int>(ferry::TaskRef{.library = into_holding, .name = "triple_elsewhere"}, 7).get(),
-                         doctest::Contains((holding.string() + " holds ").c_str()), ferry::PluginError);
+                         doctest::Contains((holding / "glibc-hwcaps" / "x86-64-v3").string().c_str()), ferry::PluginError);
+    // A write path inside an element where the loader never looks (`out`) refuses nothing: it
+    // refused every $ORIGIN plugin of a directory holding one (a review).
+    const fs::path into_beside = Place::plugin(mine, beside.string() + ":$ORIGIN", FERRY_TEST_RUNPATH_PLUGIN, "libbeside2.so");
+    CHECK(ex.submit<int>(ferry::TaskRef{.library = into_beside, .name = "triple_elsewhere"}, 7).get() == 21);
   }
   // Without a sandbox no task writes there: the plugin loads (the library beside it).
   ferry::Executor unsandboxed(support::options(1));

@@ -235,16 +235,6 @@ class TaskWritable {
     return "";
   }
 
-  /// "" when no place a task can write lies inside the directory `resolved` (a path without
-  /// links, as on_way leaves it); else why.
-  std::string inside(const fs::path& dir, const fs::path& resolved) const {
-    for (const auto& p : places_)
-      if (path_within(p.real, resolved))
-        return dir.string() + " holds " + p.given + ", which a task of this sandbox can write, and the loader "
-               "searches the directories inside one it searches too (glibc-hwcaps/x86-64-v3, tls, x86_64...)";
-    return "";
-  }
-
  private:
   struct Place {
     std::string given;  // as the worker was told, or where it shows its private directory
@@ -459,9 +449,10 @@ class Walk {
       }
       std::string why;
       if (writable_) {
-        fs::path resolved;
-        why = writable_->on_way(dir, &resolved);
-        if (why.empty()) why = writable_->inside(dir, resolved);
+        // A place a task writes inside the element is refused only where the loader looks:
+        // its capability subdirectories, judged apart (a write path `<element>/out` refused
+        // every $ORIGIN plugin beside it: a review).
+        why = writable_->on_way(dir, nullptr);
       } else {
         why = untrusted_reason_if_present(dir);
       }
