@@ -549,6 +549,25 @@ TEST_CASE("Mpi.world.a_result_larger_than_the_pools_socket_takes_arrives_before_
   }
 }
 
+TEST_CASE("Mpi.world.descriptors_the_kernel_will_not_pass_leave_the_bytes_to_go_inline") {
+  // A task can fill its user's count of descriptors in flight on UNIX sockets; past a process's
+  // soft RLIMIT_NOFILE the kernel then refuses every descriptor it passes (ETOOMANYREFS), unless
+  // it has CAP_SYS_RESOURCE or CAP_SYS_ADMIN. Every rank drops those and holds 100 in flight
+  // under a limit of 128 (refused_descriptors). Without rings the agent dropped the frames of a
+  // large argument (its worker waited for good, and the call), and the hub a large result and
+  // what was queued behind it: both go inline now (agents: only the agents refused, so that the
+  // argument reaches them in chunks, a memfd to pass). With rings the worker waited for its rings'
+  // memfd for good: a start failure, said.
+  const Run r = world("refused_descriptors", {"inline"}, {{"FERRY_MPI_RINGS", "0"}});
+  if (contains(r.out, "not set up")) {
+    MESSAGE("no capability to drop here, or RLIMIT_NOFILE under 512: not tested here");
+    return;
+  }
+  check_ok(r, "refused_descriptors");
+  check_ok(world("refused_descriptors", {"agents"}, {{"FERRY_MPI_RINGS", "0"}}), "refused_descriptors");
+  check_ok(world("refused_descriptors", {"rings"}, {{"FERRY_MPI_RINGS", "1"}}), "refused_descriptors");
+}
+
 TEST_CASE("Mpi.world.the_job_survives_a_suspension_longer_than_the_heartbeat_deadline") {
   // The scenario stops every process of the job but mpirun (host, agents, workers) for 4.5 s, with
   // ranks declared dead after 3 s of silence (side_by_side): each side's clock ran on while it

@@ -219,6 +219,9 @@ struct Child {
   // socket then carries descriptors, doorbells and the worker's end (wire/ring.hpp).
   ferry::detail::SharedRings rings;
   ferry::detail::Ring to_ring, from_ring;
+  // The largest frame body it reads (its --max-frame-bytes): a payload whose memfd the kernel
+  // refused to pass goes inline up to that (flush_to_worker).
+  std::uint64_t max_frame = ferry::detail::Config::read().max_frame_bytes;
 };
 
 class Agent {
@@ -558,6 +561,8 @@ class Agent {
       }
       auto p = ferry::detail::spawn_process(worker, args, worker_environment(env, allow_unsafe), theirs.get());
       child_.emplace();
+      for (std::size_t i = 0; i + 1 < args.size(); ++i)
+        if (args[i] == "--max-frame-bytes") child_->max_frame = std::strtoull(args[i + 1].c_str(), nullptr, 10);
       child_->pid = p.pid;
       child_->pidfd = std::move(p.pidfd);
       child_->sock = std::move(mine);
@@ -568,8 +573,20 @@ class Agent {
         child_->to_ring = child_->rings.to_worker();
         child_->from_ring = child_->rings.to_agent();
         child_->from_worker.set_descriptor_source(child_->sock.get());
-        if (!ferry::detail::send_all(child_->sock.get(), {std::string_view("", 1)}, child_->rings.fd()))
-          child_->why = "its MPI agent could not give it its rings";  // it ends at EOF: reported
+        if (!ferry::detail::send_all(child_->sock.get(), {std::string_view("", 1)}, child_->rings.fd())) {
+          // It waits for that byte for good (the agent's end stays open): a start failure, said.
+          // ETOOMANYREFS: this user's descriptors in flight on UNIX sockets are past the agent's
+          // RLIMIT_NOFILE, which a task of another worker can bring about.
+          const int err = errno;
+          std::string why = std::string("its MPI agent could not pass it its rings (") + std::strerror(err) +
+                            (err == ETOOMANYREFS ? ": this user's descriptors in flight on UNIX sockets are past the "
+                                                   "agent's RLIMIT_NOFILE; FERRY_MPI_RINGS=0 does without them"
+                                                 : "") +
+                            ")";
+          stop_child();
+          report_exit(-1, 0, 127, why);
+          return;
+        }
         child_->rings.drop_descriptor();  // the mapping stays; nothing can open the memfd again
       }
       ::fcntl(child_->sock.get(), F_SETFL, ::fcntl(child_->sock.get(), F_GETFL) | O_NONBLOCK);
@@ -773,8 +790,11 @@ class Agent {
         if (!settle_define(frame)) continue;
       }
       // A payload that came in chunks: the worker maps its memfd, as from a local host.
-      int fd = payload ? payload->fd() : -1;
-      child_->to_worker.push(std::move(frame), fd, std::move(payload));
+      if (payload) {
+        push_passed(child_->to_worker, std::move(frame), std::move(payload));
+      } else {
+        child_->to_worker.push(std::move(frame));
+      }
       gave_work_ = true;
     }
     if (!flush_to_worker()) child_->to_worker.clear();
@@ -813,18 +833,51 @@ class Agent {
   }
 
   /// Sends what is queued for the worker, through the rings or the channel. False on a hard
-  /// error (the worker gone, or its ring corrupt).
+  /// error (the worker gone, or its ring corrupt): what is queued is then dropped, and a worker
+  /// that may live on is killed, its end reported with the reason.
   bool flush_to_worker() {
     // A worker whose channel is closed gets nothing more: it is about to end, or be killed.
     if (child_->closed_at) return true;
-    if (!child_->rings) return child_->to_worker.flush(child_->sock.get());
-    if (child_->to_worker.flush(child_->to_ring, child_->sock.get())) return true;
-    // A worker alive behind a ring it broke would wait for frames that never come: it is
-    // stopped, and its end reported with the reason (the host fails its calls).
-    if (errno == EPROTO && child_->why.empty()) child_->why = "its MPI agent stopped it: its ring from the agent is corrupt";
-    ::kill(child_->pid, SIGKILL);
-    child_->killed = true;
-    return false;
+    for (;;) {
+      if (child_->rings ? child_->to_worker.flush(child_->to_ring, child_->sock.get())
+                        : child_->to_worker.flush(child_->sock.get()))
+        return true;
+      const int err = errno;
+      std::string why;
+      if (err == ETOOMANYREFS) {
+        // The kernel refused to pass a payload's memfd: this user's descriptors in flight on UNIX
+        // sockets are past the agent's RLIMIT_NOFILE (a task can bring that about). Nothing of
+        // that frame went: its bytes go inline when they fit the worker's frames. The worker
+        // was killed with no reason (rings) or left waiting for the frames dropped (a call that
+        // never ended).
+        Buffer refused;
+        if (send_inline_instead(child_->to_worker, child_->max_frame, refused)) continue;
+        if (!refused.empty()) {
+          // That call fails saying why; the frames behind it cannot be taken out of the queue,
+          // so the worker goes too (its running call fails with the reason below).
+          Buffer answer = unrelayed_answer(refused.view(), refused_reason("its worker", refused, child_->max_frame));
+          if (!answer.empty()) sender_.send(std::move(answer), host_, tag_frames, comm_);
+        }
+        why = "its MPI agent stopped it: it could not pass it a call's shared memory (" +
+              std::string(std::strerror(err)) +
+              ": this user's descriptors in flight on UNIX sockets are past the agent's RLIMIT_NOFILE)";
+      } else if (err == EPROTO) {
+        // A worker alive behind a ring it broke would wait for frames that never come.
+        why = "its MPI agent stopped it: its ring from the agent is corrupt";
+      } else if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
+        // Its end is closed: it is ending, and its end is seen (pump_child); with rings, killed
+        // as before (a carrier's end says nothing of the ring's).
+        if (!child_->rings) return false;
+      } else {
+        why = std::string("its MPI agent stopped it: it could not send it frames (") + std::strerror(err) + ")";
+      }
+      // A worker left alive with its frames dropped would wait for them for good, and its calls
+      // with it: it is stopped, and its end reported with the reason (the host fails its calls).
+      if (child_->why.empty()) child_->why = std::move(why);
+      kill_child();
+      child_->killed = true;
+      return false;
+    }
   }
 
   MPI_Comm comm_;

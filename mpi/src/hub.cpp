@@ -716,7 +716,7 @@ class Hub {
   /// caller frees the rank (a.slot) as it did: the worker's end is its agent's, not the pool's.
   void end_slot(const std::shared_ptr<Slot>& s, ExitStatus st) {
     if (s->ending || s->ended) return;
-    if (!s->to_pool.empty() && s->to_pool.flush(s->channel.get()) && !s->to_pool.empty()) {
+    if (!s->to_pool.empty() && flush_pool(*s) && !s->to_pool.empty()) {
       s->ending = true;
       ending_.push_back({s, std::move(st), Clock::now() + drain_limit()});
       return;
@@ -736,7 +736,7 @@ class Hub {
     const auto now = Clock::now();
     return std::erase_if(ending_, [&](Ending& e) {
              Slot& s = *e.slot;
-             if (s.to_pool.flush(s.channel.get()) && !s.to_pool.empty() && now < e.until) return false;
+             if (flush_pool(s) && !s.to_pool.empty() && now < e.until) return false;
              s.to_pool.clear();
              s.finish(std::move(e.status));
              return true;
@@ -859,8 +859,42 @@ class Hub {
       handed_->append(frame.data(), frame.size());
       return;
     }
-    a.slot->to_pool.push(std::move(frame), fd, std::move(payload));
-    if (!a.slot->to_pool.flush(a.slot->channel.get())) a.slot->to_pool.clear();
+    if (payload) {
+      push_passed(a.slot->to_pool, std::move(frame), std::move(payload));
+    } else {
+      a.slot->to_pool.push(std::move(frame));
+    }
+    if (!flush_pool(*a.slot)) a.slot->to_pool.clear();
+  }
+
+  /// Sends what waits for `s`'s pool (Outbox::flush: false on a hard error, errno set). The kernel
+  /// can refuse to pass a result's memfd into the pool's channel (ETOOMANYREFS: this user's
+  /// descriptors in flight on UNIX sockets past the host's RLIMIT_NOFILE, which a task can bring
+  /// about): the result then goes inline when it fits the pool's frames, else its call is
+  /// answered with why (before, the failed flush dropped that result and every frame behind it,
+  /// and the call waited for good).
+  static bool flush_pool(Slot& s) {
+    for (;;) {
+      if (s.to_pool.flush(s.channel.get())) return true;
+      if (errno != ETOOMANYREFS) return false;
+      const std::uint64_t max_body = pool_frame_limit(s);
+      Buffer refused;
+      if (send_inline_instead(s.to_pool, max_body, refused)) continue;
+      Buffer answer;
+      if (!refused.empty()) answer = unrelayed_answer(refused.view(), refused_reason("the host's pool", refused, max_body));
+      if (answer.empty()) {
+        errno = ETOOMANYREFS;
+        return false;
+      }
+      s.to_pool.replace_front(std::move(answer), {}, nullptr);
+    }
+  }
+
+  /// The largest frame body `s`'s pool reads: its workers' --max-frame-bytes (the pool's limit).
+  static std::uint64_t pool_frame_limit(const Slot& s) {
+    for (std::size_t i = 0; i + 1 < s.args.size(); ++i)
+      if (s.args[i] == "--max-frame-bytes") return std::strtoull(s.args[i + 1].c_str(), nullptr, 10);
+    return ferry::detail::Config::read().max_frame_bytes;
   }
 
   /// "MPI rank R on HOST (agent pid P)": an agent as errors about it name it (what it has said
@@ -1044,7 +1078,7 @@ class Hub {
       Slot& s = *a.slot;
       if (s.kill_requested.load(std::memory_order_relaxed) && s.kill_requested.exchange(false))
         send_stop(a);
-      if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
+      if (!s.to_pool.empty() && !flush_pool(s)) s.to_pool.clear();
     }
     busy = drain_ended() || busy;
     for (;;) {
@@ -1127,7 +1161,7 @@ class Hub {
       stop_worker(a);  // the pool dropped this worker (shutdown or kill)
       busy = true;
     }
-    if (!s.to_pool.empty() && !s.to_pool.flush(s.channel.get())) s.to_pool.clear();
+    if (!s.to_pool.empty() && !flush_pool(s)) s.to_pool.clear();
     return busy;
   }
 

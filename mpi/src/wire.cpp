@@ -147,6 +147,49 @@ std::string lost_reason(const std::string& where) {
          " (no memory for it there, or a chunk failed; FERRY_DEBUG=1 there says which)";
 }
 
+void push_passed(ferry::detail::Outbox& out, Buffer head, std::shared_ptr<SharedBytes> payload) {
+  const int fd = payload->fd();
+  auto passed = std::make_shared<PassedPayload>();
+  passed->head = head;  // a copy: the outbox sends its own
+  passed->bytes = std::move(payload);
+  out.push(std::move(head), fd, std::move(passed));
+}
+
+bool send_inline_instead(ferry::detail::Outbox& out, std::uint64_t max_body, Buffer& refused) {
+  refused = Buffer();
+  std::shared_ptr<const void> keep = out.unsent_passing_front();
+  if (!keep) return false;
+  // Every descriptor on such an outbox came with a PassedPayload (push_passed).
+  const auto& passed = *static_cast<const PassedPayload*>(keep.get());
+  const Buffer& shared = passed.head;
+  if (shared.size() < proto::header_size + proto::shared_size_bytes) return false;
+  const auto h = proto::parse_header(shared.data(), UINT64_MAX);
+  const std::size_t fixed = shared.size() - proto::header_size - proto::shared_size_bytes;
+  const std::uint64_t body = fixed + passed.bytes->size();
+  if (body > max_body) {
+    refused = shared;
+    return false;
+  }
+  Buffer head(proto::header_size);
+  proto::write_header(head.data(), h.type, body, static_cast<std::uint8_t>(h.flags & ~proto::flag_shm));
+  head.append(shared.data() + proto::header_size, fixed);
+  ferry::detail::debug_log("mpi: a memfd of %zu bytes could not be passed (%s): its bytes go inline",
+                           passed.bytes->size(), std::strerror(ETOOMANYREFS));
+  out.replace_front(std::move(head), passed.bytes->view(), std::move(keep));
+  return true;
+}
+
+std::string refused_reason(const std::string& whom, const Buffer& refused, std::uint64_t max_body) {
+  const std::uint64_t bytes =
+      refused.size() < proto::shared_size_bytes
+          ? 0
+          : proto::BodyReader(refused.view().substr(refused.size() - proto::shared_size_bytes)).u64();
+  return "its shared memory could not be passed to " + whom + " (" + std::strerror(ETOOMANYREFS) +
+         ": this user's descriptors in flight on UNIX sockets are past the sender's RLIMIT_NOFILE) and its " +
+         ferry::detail::format_size(bytes) + " fit no frame (" + ferry::detail::format_size(max_body) +
+         ": FERRY_MAX_FRAME_BYTES)";
+}
+
 // ---- SharedBytes ---------------------------------------------------------------------------
 
 std::shared_ptr<SharedBytes> SharedBytes::create(std::size_t n) {

@@ -329,6 +329,30 @@ Buffer unrelayed_answer(std::string_view frame, const std::string& why);
 /// Why a frame reported as tag_frame_lost did not arrive, on `where` ("the host", "node n7").
 std::string lost_reason(const std::string& where);
 
+/// A shared-memory frame queued for a local peer with its payload's memfd (push_passed): what
+/// keeps the memfd open, and what its sender needs to send the frame inline instead.
+struct PassedPayload {
+  Buffer head;  // the frame's head: flag_shm, its body ending with the payload's size
+  std::shared_ptr<SharedBytes> bytes;
+};
+
+/// Queues a shared-memory frame (`head`, flag_shm) on `out`, its payload's memfd passed with its
+/// first byte. Every descriptor an outbox given to send_inline_instead carries must come so.
+void push_passed(ferry::detail::Outbox& out, Buffer head, std::shared_ptr<SharedBytes> payload);
+
+/// After a flush of `out` the kernel refused for its first frame's memfd (ETOOMANYREFS: this
+/// user's descriptors in flight on UNIX sockets are past this process's soft RLIMIT_NOFILE, which
+/// a task can bring about by sending copies into a socket nobody reads): nothing of that frame
+/// went. When its body with the payload inline fits `max_body` (its receiver's frame limit), it is
+/// replaced by that inline frame, sent from where the payload is: true. Else false, and
+/// `refused` is that frame's head (its sender answers its call instead), or empty when the first
+/// frame carries no descriptor of push_passed's.
+bool send_inline_instead(ferry::detail::Outbox& out, std::uint64_t max_body, Buffer& refused);
+
+/// Why the payload of `refused` (send_inline_instead) did not go to `whom` ("its worker", "the
+/// host's pool"), for the error answer of its call.
+std::string refused_reason(const std::string& whom, const Buffer& refused, std::uint64_t max_body);
+
 /// How long a running transfer keeps the hub's and the agents' loops looking without any of its
 /// messages completing (Sender::moving, Receiver::receiving): a 64 MiB chunk moves well within it
 /// at 64 MB/s or more; a peer that stopped reading costs at most this much spinning.

@@ -138,8 +138,20 @@
 //                hub's socket to the pool takes at once: every result arrives whole, one by one
 //                and 8 in flight (the worker's end was reported before the rest of its result had
 //                reached the pool, which failed the call as terminated with exit code 0)
+//   refused_descriptors <inline|agents|rings>  every rank (before it serves) drops CAP_SYS_RESOURCE and
+//                CAP_SYS_ADMIN, puts 100 descriptors in flight on a UNIX socket and lowers its
+//                soft RLIMIT_NOFILE to 128: the kernel refuses every memfd the host and the
+//                agents pass (ETOOMANYREFS; the workers, root again, are exempt). inline (run with
+//                FERRY_MPI_RINGS=0): a 3 MiB argument and result travel inline instead, on the same
+//                worker; agents (FERRY_MPI_RINGS=0), as inline but the host passes its memfds
+//                (the agent is refused the argument's: the hub sends it in chunks); rings: the
+//                worker cannot be given its rings, a start failure said so
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1070,9 +1082,82 @@ void loader_environment(const std::string& plugin_dir, const std::string& scratc
   unsafe.shutdown();
 }
 
+/// refused_descriptors: makes the kernel refuse every descriptor this process passes on a UNIX
+/// socket (ETOOMANYREFS), as a task holding descriptors in flight can: the user's descriptors in
+/// flight past this process's soft RLIMIT_NOFILE, without the capabilities that exempt it. Every
+/// rank does it (100 each). False when it cannot be set up here.
+bool refuse_passed_descriptors() {
+  __user_cap_header_struct head{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct caps[2] = {};
+  if (::syscall(SYS_capget, &head, caps) != 0) return false;
+  caps[0].effective &= ~((1u << CAP_SYS_RESOURCE) | (1u << CAP_SYS_ADMIN));
+  if (::syscall(SYS_capset, &head, caps) != 0) return false;
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur < 512) return false;
+  static int pair[2];  // held to the end: the descriptors stay in flight
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
+  constexpr int count = 100;
+  char byte = 'x';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * count)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+  int* fds = reinterpret_cast<int*>(CMSG_DATA(c));
+  for (int i = 0; i < count; ++i) fds[i] = pair[0];
+  if (::sendmsg(pair[1], &msg, 0) != 1) return false;
+  lim.rlim_cur = 128;
+  return ::setrlimit(RLIMIT_NOFILE, &lim) == 0;
+}
+
+void refused_descriptors(const std::string& plugin_dir, const std::string& mode, bool set_up) {
+  if (!set_up) {
+    std::cout << "not set up: no capability to drop or RLIMIT_NOFILE under 512" << std::endl;
+    return;
+  }
+  ferry::Executor ex(mpi_options(plugin_dir, 1));
+  std::vector<char> big(std::size_t{3} << 20);  // past FERRY_SHM_THRESHOLD: a memfd each way
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = pattern_byte(i);
+  auto f = ex.submit(echo_bytes, big);
+  if (!f.wait_for(std::chrono::seconds(40))) {
+    std::cout << "FAILED: the call waited for good" << std::endl;
+    std::_Exit(1);  // its executor would wait too
+  }
+  if (mode == "rings") {
+    std::string what;
+    try {
+      f.get();
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    std::cout << "refused: " << what << std::endl;
+    EXPECT(what.find("could not pass it its rings") != std::string::npos);
+    ex.shutdown();
+    return;
+  }
+  EXPECT(f.get() == big);
+  auto pid = ex.worker_pids();
+  for (int i = 0; i < 3; ++i) EXPECT(ex.submit(echo_bytes, big).get() == big);
+  EXPECT(ex.worker_pids() == pid);  // nothing killed on the way
+  ex.shutdown();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Set up in every rank (in the agents' only for `agents`), before it serves as an agent
+  // (refused_descriptors).
+  bool refusing = false;
+  if (argc == 4 && std::string(argv[1]) == "refused_descriptors") {
+    const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+    refusing = (std::string(argv[3]) == "agents" && rank && std::string(rank) == "0") || refuse_passed_descriptors();
+  }
   ferry::mpi::serve(argc, argv);
   ferry::mpi::enable();
   if (argc < 3) return 2;
@@ -1101,6 +1186,8 @@ int main(int argc, char** argv) {
       large(plugin_dir);
     } else if (scenario == "many_results") {
       many_results(plugin_dir);
+    } else if (scenario == "refused_descriptors" && argc == 4) {
+      refused_descriptors(plugin_dir, argv[3], refusing);
     } else if (scenario == "recycled_results") {
       recycled_results(plugin_dir);
     } else if (scenario == "late_executor") {
