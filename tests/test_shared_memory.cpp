@@ -30,6 +30,7 @@
 #include "math.hpp"
 #include "support/child_process.hpp"
 #include "support/fixture.hpp"
+#include "support/in_flight.hpp"
 
 using namespace std::chrono_literals;
 
@@ -197,26 +198,7 @@ TEST_CASE("SharedMemory.descriptors_the_kernel_will_not_pass_leave_the_bytes_to_
         if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_max < 512) return 78;
         lim.rlim_cur = lim.rlim_max;
         if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 91;
-        int pair[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return 92;
-        constexpr int per_message = 100;
-        for (int m = 0; m < 3; ++m) {
-          char byte = 'x';
-          iovec iov{&byte, 1};
-          alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * per_message)] = {};
-          msghdr msg{};
-          msg.msg_iov = &iov;
-          msg.msg_iovlen = 1;
-          msg.msg_control = control;
-          msg.msg_controllen = sizeof control;
-          cmsghdr* c = CMSG_FIRSTHDR(&msg);
-          c->cmsg_level = SOL_SOCKET;
-          c->cmsg_type = SCM_RIGHTS;
-          c->cmsg_len = CMSG_LEN(sizeof(int) * per_message);
-          int* fds = reinterpret_cast<int*>(CMSG_DATA(c));
-          for (int i = 0; i < per_message; ++i) fds[i] = pair[0];
-          if (::sendmsg(pair[1], &msg, 0) != 1) return 93;
-        }
+        if (!support::hold_descriptors_in_flight(300)) return 93;
         lim.rlim_cur = 128;
         if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 94;
         ferry::Executor ex(support::options(1));

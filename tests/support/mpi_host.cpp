@@ -178,6 +178,7 @@
 
 #include "crash.hpp"
 #include "math.hpp"
+#include "in_flight.hpp"
 
 FERRY_WRAP(mpi_wrapped_triple,
 int mpi_wrapped_triple(int x) { return 3 * x; })
@@ -1094,24 +1095,7 @@ bool refuse_passed_descriptors() {
   if (::syscall(SYS_capset, &head, caps) != 0) return false;
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur < 512) return false;
-  static int pair[2];  // held to the end: the descriptors stay in flight
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
-  constexpr int count = 100;
-  char byte = 'x';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * count)] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * count);
-  int* fds = reinterpret_cast<int*>(CMSG_DATA(c));
-  for (int i = 0; i < count; ++i) fds[i] = pair[0];
-  if (::sendmsg(pair[1], &msg, 0) != 1) return false;
+  if (!support::hold_descriptors_in_flight(100)) return false;
   lim.rlim_cur = 128;
   return ::setrlimit(RLIMIT_NOFILE, &lim) == 0;
 }
