@@ -24,6 +24,7 @@
 #include <ferry/ferry.hpp>
 
 #include "commands.hpp"
+#include "platform/fd.hpp"
 #include "platform/paths.hpp"
 #include "platform/trust.hpp"
 #include "wrap/wrap_compiler.hpp"
@@ -257,14 +258,18 @@ std::string entry_of(const std::string& name) {
   return name.substr(0, end);
 }
 
-/// Whether a process holds the lock file `lock` (its build of the entry is under way): never
-/// waited for, nor created.
-bool lock_held(const fs::path& lock) {
-  const int fd = ::open(lock.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool held = ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-  ::close(fd);  // (lets go of it if taken here)
-  return held;
+/// Whether a process holds the lock file `lock`, exclusive (its build of the entry is under way)
+/// or shared (a wrap's compiler reads the prelude it locks): never waited for, nor created. Taken
+/// here when free, and kept in `taken` while the entry's files are removed: a build that starts
+/// meanwhile waits, then finds them gone (and, the lock file removed too, locks the new one).
+bool lock_held(const fs::path& lock, std::vector<ferry::detail::Fd>& taken) {
+  ferry::detail::Fd fd(::open(lock.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (fd.get() < 0) return false;
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+    taken.push_back(std::move(fd));
+    return false;
+  }
+  return errno == EWOULDBLOCK;
 }
 
 /// Whether the process of a scratch directory's name (wrap-scratch.<pid>.<n>) is alive.
@@ -302,9 +307,11 @@ int clear_cache(const fs::path& dir) {
   int status = exit_ok;
   // The files of an entry whose build is under way (its lock held) stay: its source and its
   // temporaries removed under the compiler failed the build, and that failure was remembered.
+  // A prelude's lock is held shared by every wrap compiling with it: the prelude stays too.
   std::set<std::string> building;
+  std::vector<ferry::detail::Fd> taken;  // the locks of the entries removed, until they are
   for (const auto& f : files)
-    if (!f.plugin && ends_with(f.name, ".lock") && lock_held(f.path)) building.insert(entry_of(f.name));
+    if (!f.plugin && ends_with(f.name, ".lock") && lock_held(f.path, taken)) building.insert(entry_of(f.name));
   for (const auto& f : files) {
     if (building.count(entry_of(f.name))) {
       ++busy;
@@ -318,6 +325,7 @@ int clear_cache(const fs::path& dir) {
       status = exit_task_failed;
     }
   }
+  taken.clear();  // let go: a build waiting for one finds its entry gone
   // The private scratch directories of builds whose program was killed in the middle
   // (wrap-scratch.<pid>.<n>: the compiler's TMPDIR, removed after every run otherwise).
   std::vector<fs::path> scratch_dirs;

@@ -1563,3 +1563,74 @@ TEST_CASE("Wrap.a_build_keeps_the_timeout_of_the_thread_that_asked") {
   CAPTURE(what);
   CHECK(what.find("did not finish within 4 s") != std::string::npos);
 }
+
+TEST_CASE("Wrap.a_refused_cache_directory_is_refused_once_per_process") {
+  // A refusal of the cache directory itself (not private, noexec, cannot be made) was not kept:
+  // every submission set up, started a thread and hashed again, to fail the same way.
+  support::TempDir dir;
+  const fs::path open_dir = dir.path / "cache";
+  fs::create_directories(open_dir);
+  fs::permissions(open_dir, fs::perms::all, fs::perm_options::replace);  // 0777
+  CacheAt at(open_dir);
+  const auto* site = ferry::detail::find_wrap(reinterpret_cast<const void*>(&hypotenuse));
+  REQUIRE(site);
+  const auto first = ferry::detail::wrap_build(*site).get();
+  REQUIRE(first.error);
+  CHECK(message_of(first.error).find("not private") != std::string::npos);
+  const auto second = ferry::detail::wrap_build(*site).get();
+  CHECK(second.error == first.error);  // the same build, kept: not set up again
+}
+
+TEST_CASE("Wrap.cache_clear_during_a_compile_leaves_the_prelude_it_includes") {
+  // `ferry cache clear` during a wrap's compile removed the cache's precompiled prelude, which the
+  // compile includes (its lock was let go once the prelude was built): the compile failed on a
+  // missing -include. The fake compiler "precompiles" the prelude, then stops in the wrap's
+  // compile until the test lets it go, and says whether the prelude it includes is still there.
+#ifndef FERRY_TEST_CLI
+  MESSAGE("no ferry command in this build: skipped");
+#else
+  support::TempDir bin, cache;
+  const fs::path started = bin.path / "started", go = bin.path / "go";
+  REQUIRE(::mkfifo(go.c_str(), 0600) == 0);
+  const fs::path cxx = script(
+      bin.path, "pausing-c++",
+      "case \"$*\" in *-Wl,--help*) echo '  --dependency-file=FILE'; exit 0;; esac\n"
+      "for a; do case \"$prev\" in -o) out=$a;; -MF) list=$a;; -include) inc=$a;; esac; prev=$a; done\n"
+      "case \"$*\" in *c++-header*) echo pch > \"$out\"; printf 'x.o: /usr/include/stdio.h\\n' > \"$list\"; exit 0;; esac\n"
+      "if [ ! -e '" + started.string() + "' ]; then : > '" + started.string() + "'; read line < '" + go.string() + "'; fi\n"
+      "printf 'x.o: /usr/include/stdio.h\\n' > \"$list\"\n"
+      "if [ -e \"$inc\" ] && [ -e \"$inc.gch\" ]; then echo 'x.cpp:1: error: compiled with the prelude' >&2\n"
+      "else echo \"x.cpp:1: error: $inc: No such file or directory\" >&2; fi\nexit 1");
+  support::ScopedEnv compiler("FERRY_CXX", cxx.string());
+  support::ScopedEnv timeout("FERRY_WRAP_TIMEOUT", "60");
+  const fs::path dir = cache.path / "c";
+  CacheAt at(dir);
+  auto build = ferry::detail::wrap_build(*ferry::detail::find_wrap(reinterpret_cast<const void*>(&twice)));
+  struct Release {  // the compiler, also when a REQUIRE below ends the test
+    const fs::path& go;
+    void operator()() const {
+      const int fd = ::open(go.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // ENXIO: no reader left
+      if (fd >= 0) {
+        (void)!::write(fd, "go\n", 3);
+        ::close(fd);
+      }
+    }
+    ~Release() { (*this)(); }
+  } release{go};
+  REQUIRE(support::wait_until([&] { return fs::exists(started); }, 60000ms));
+  const std::string cmd = "'" FERRY_TEST_CLI "' cache clear --cache-dir '" + dir.string() + "' 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string cleared;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) cleared += buf;
+  ::pclose(p);
+  CAPTURE(cleared);
+  CHECK(cleared.find("of builds under way") != std::string::npos);
+  release();
+  REQUIRE(build.wait_for(60s) == std::future_status::ready);
+  const std::string what = message_of(build.get().error);
+  CAPTURE(what);
+  CHECK(what.find("compiled with the prelude") != std::string::npos);
+#endif
+}

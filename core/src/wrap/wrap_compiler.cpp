@@ -498,42 +498,33 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
 /// is write-only (0200): a sandboxed task given the cache to read (Sandbox::read; by default it
 /// reads only the plugins/ directory) neither opens it for writing (Landlock) nor, without read
 /// permission, for reading, so it cannot hold the lock that every build of the entry waits for.
+///
+/// `shared`: a shared lock (LOCK_SH), which a wrap's build holds on its prelude's lock file for as
+/// long as its compiler may read the prelude: `ferry cache clear` (whose exclusive probe fails
+/// while any holder has it) then leaves the prelude, and a rebuild of the prelude (exclusive)
+/// waits for the compile. A lock taken on a file that was removed meanwhile (by `ferry cache
+/// clear`; another process may have made a new one under the name) is let go and taken again
+/// on the file that has the name now.
 class FileLock {
  public:
-  FileLock(const fs::path& file, std::chrono::seconds timeout)
-      : fd_(::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0200)) {
-    if (fd_.get() < 0) {
-      error_ = errno;
-      return;
-    }
-    struct stat st {};
-    if (::fstat(fd_.get(), &st) == 0 && (st.st_mode & 07777) != 0200) (void)::fchmod(fd_.get(), 0200);
+  FileLock(const fs::path& file, std::chrono::seconds timeout, bool shared = false) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto nap = std::chrono::milliseconds(1);
-    for (bool said = false;;) {
-      if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
-        held_ = true;
-        return;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EWOULDBLOCK) {
+    bool said = false;
+    for (int reopened = 0;; ++reopened) {
+      fd_ = Fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0200));
+      if (fd_.get() < 0) {
         error_ = errno;
         return;
       }
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) {
-        timed_out_ = true;
+      struct stat st {};
+      if (::fstat(fd_.get(), &st) == 0 && (st.st_mode & 07777) != 0200) (void)::fchmod(fd_.get(), 0200);
+      if (!wait(file, timeout, deadline, nap, said, shared)) return;
+      struct stat named {};
+      if (reopened >= 100 || (::lstat(file.c_str(), &named) == 0 && named.st_dev == st.st_dev && named.st_ino == st.st_ino))
         return;
-      }
-      if (!said) {
-        debug_log("wrap: waiting (at most %lld s) for the lock %s: another process is building the same entry",
-                  static_cast<long long>(timeout.count()), file.c_str());
-        said = true;
-      }
-      // Polled: flock has no timeout of its own (an alarm is the process's, and these waits run on
-      // background threads).
-      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(nap, deadline - now));
-      nap = std::min(nap * 2, std::chrono::milliseconds(100));
+      ::flock(fd_.get(), LOCK_UN);  // removed under us: taken again on the file of that name
+      held_ = false;
     }
   }
   ~FileLock() {
@@ -556,6 +547,36 @@ class FileLock {
   }
 
  private:
+  /// Waits for the lock on fd_ until `deadline`: whether it is held.
+  bool wait(const fs::path& file, std::chrono::seconds timeout, std::chrono::steady_clock::time_point deadline,
+            std::chrono::milliseconds& nap, bool& said, bool shared) {
+    for (;;) {
+      if (::flock(fd_.get(), (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0) {
+        held_ = true;
+        return true;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK) {
+        error_ = errno;
+        return false;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) {
+        timed_out_ = true;
+        return false;
+      }
+      if (!said) {
+        debug_log("wrap: waiting (at most %lld s) for the lock %s: another process is building the same entry",
+                  static_cast<long long>(timeout.count()), file.c_str());
+        said = true;
+      }
+      // Polled: flock has no timeout of its own (an alarm is the process's, and these waits run on
+      // background threads).
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(nap, deadline - now));
+      nap = std::min(nap * 2, std::chrono::milliseconds(100));
+    }
+  }
+
   Fd fd_;
   bool held_ = false;
   bool timed_out_ = false;
@@ -914,6 +935,8 @@ struct Prelude {
   std::string hung;    ///< why the wrap fails at once: the compiler did not finish the prelude
                        ///< within the timeout (and would hang on the wrap too), or another
                        ///< process held its lock as long
+  fs::path lock;       ///< the cache's prelude: its lock file, which a wrap's build holds shared
+                       ///< while its compiler may read the prelude (none for the shipped one)
 };
 
 /// "the compiler did not finish within N s": the message of a compiler run that timed out.
@@ -948,11 +971,12 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   // Its record of what it read, written after the precompiled header it describes (a reader
   // that sees a new record beside an old header would take it).
   const fs::path record = dir / (header_name + ".inputs");
+  const fs::path lock_file = dir / ("prelude-" + key + ".lock");
   auto usable = [&]() -> std::optional<Prelude> {
     if (!fs::exists(pch, ec) || !fs::exists(header, ec)) return std::nullopt;
     auto read = parse_input_record(read_file(record, max_record));
     std::string why = !read ? "no record of what it read" : changed_input(*read);
-    if (why.empty()) return Prelude{header.string(), std::move(*read)};
+    if (why.empty()) return Prelude{header.string(), std::move(*read), {}, lock_file};
     debug_log("wrap prelude %s: %s: built again", pch.c_str(), why.c_str());
     return std::nullopt;
   };
@@ -969,7 +993,6 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   const std::string failed_key = dir.string() + "\n" + key;
   if (auto it = failed.find(failed_key); it != failed.end()) return it->second;
   if (auto p = usable()) return *p;
-  const fs::path lock_file = dir / ("prelude-" + key + ".lock");
   // Its holder compiles for at most one timeout.
   const auto lock_timeout = 2 * s.timeout;
   FileLock file_lock(lock_file, lock_timeout);
@@ -1018,7 +1041,7 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
     if (r.timed_out) none.hung = did_not_finish(s, timeout, "precompiling ferry's prelude");
     return failed[failed_key] = none;
   }
-  Prelude out{header.string(), record_inputs(listed, s.cwd, dir, started)};
+  Prelude out{header.string(), record_inputs(listed, s.cwd, dir, started), {}, lock_file};
   const std::string tmp_record = record.string() + ".tmp." + unique_suffix();
   ::chmod(tmp_pch.c_str(), 0600);  // the compiler made it 0666 less the umask
   if (!write_file(tmp_record, format_input_record(out.read))) {
@@ -1170,9 +1193,12 @@ std::string c_string_body(std::string_view text) {
 /// Builds the entry `key` of `site`; `lasting` says whether its end, a success or a failure, is
 /// one the process keeps (WrapBuild::lasting): set only where it is.
 WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key, bool& lasting) {
-  lasting = false;
+  // A refusal of the cache directory itself (not private, noexec, cannot be made) is kept for
+  // the process: each submission set up, started a thread and hashed again to fail the same way.
+  lasting = true;
   fs::path dir = prepare_cache_dir(site, s.options.cache_dir);
   prepare_cache_dir(site, wrap_plugin_dir(dir));
+  lasting = false;
   fs::path sum = dir / ("wrap-" + key + ".sum");
   fs::path err = dir / ("wrap-" + key + ".err");
   if (auto so = valid_entry(dir, key, sum)) return lasting = true, WrapBuild{so->string(), site.name, nullptr};
@@ -1195,12 +1221,11 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key, bo
     throw UnresolvableTaskError::wrap_failed(site.name, where_of(site), *said);
   }
 
-  const Prelude pre = prelude(s, dir);
+  Prelude pre = prelude(s, dir);
   if (!pre.hung.empty()) {
     lasting = true;  // the prelude's failure is remembered too: every wrap fails at once
     setup_failed(site, pre.hung);
   }
-  const std::string& header = pre.header;
   const std::string file = c_string_body(site.file);
   std::ostringstream tu;
   // (`ferry cache list` shows the first line's name and place.)
@@ -1224,6 +1249,33 @@ WrapBuild build(const WrapSite& site, const Setup& s, const std::string& key, bo
   const std::optional<bool> lists = linker_lists_inputs(s, dir, probe_failed);
   if (!lists) setup_failed(site, probe_failed);
   const fs::path link_deps = *lists ? fs::path(tmp + ".ld.d") : fs::path();
+  // The cache's prelude, held shared while the compiler may read it (here to the end): `ferry
+  // cache clear` removed it under the compiler, and the wrap failed on a missing -include. Taken
+  // after prelude() let go of its own (exclusive) hold, and never while calling it: a thread
+  // holding it shared never waits for prelude()'s mutex or the exclusive lock, so a rebuild of
+  // the prelude (here or in another process) waits for this compile at most. Between the two,
+  // the prelude may have been cleared (or rebuilt): looked for again under the shared lock.
+  std::optional<FileLock> prelude_hold;
+  for (int attempt = 0; !pre.lock.empty(); ++attempt) {
+    const auto hold_timeout = 2 * s.timeout;  // an exclusive holder builds it within one timeout
+    prelude_hold.emplace(pre.lock, hold_timeout, true);
+    if (!prelude_hold->held()) {
+      if (prelude_hold->timed_out()) setup_failed(site, prelude_hold->why_not(pre.lock, hold_timeout));
+      debug_log("wrap: compiling without the prelude's lock: %s", prelude_hold->why_not(pre.lock, hold_timeout).c_str());
+      break;
+    }
+    std::error_code gone;
+    if (fs::exists(pre.header, gone) && fs::exists(pre.header + (s.clang ? ".pch" : ".gch"), gone)) break;
+    prelude_hold.reset();
+    if (attempt == 2) setup_failed(site, "the precompiled prelude " + pre.header + " was removed again and again while " +
+                                             "this wrap was being built (`ferry cache clear`?)");
+    pre = prelude(s, dir);
+    if (!pre.hung.empty()) {
+      lasting = true;
+      setup_failed(site, pre.hung);
+    }
+  }
+  const std::string& header = pre.header;
   // The prelude first, as for the prelude's own build.
   std::vector<std::string> argv = compiler_and_prelude(s, header);
   argv.insert(argv.end(), s.flags.begin(), s.flags.end());
