@@ -836,6 +836,19 @@ TEST_CASE("Containment.lowered_limits.code_run_before_a_tasks_own_processes_limi
   CHECK(worker.wait() == 0);
 }
 
+/// In a contained worker: its descriptor of the guardian's requests socket (the one seqpacket
+/// socket beside `channel`), or -1.
+static int guardian_requests(int channel) {
+  int requests = -1;
+  for (int fd = 0; fd < 1024; ++fd) {
+    int type = 0;
+    socklen_t size = sizeof type;
+    if (fd != channel && ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0 && type == SOCK_SEQPACKET)
+      requests = fd;
+  }
+  return requests;
+}
+
 TEST_CASE("Containment.lowered_limits.a_task_that_floods_the_guardian_cannot_keep_its_children_alive") {
   // A task's child inherited the worker's end of the guardian's socket and sent requests without
   // reading the answers: the guardian blocked in send() for good, never saw the worker end, and
@@ -853,13 +866,7 @@ TEST_CASE("Containment.lowered_limits.a_task_that_floods_the_guardian_cannot_kee
     config.sandbox = true;
     if (!c.setup(config, channel).empty()) return 1;
     c.begin_task(config.limits);
-    int requests = -1;
-    for (int fd = 0; fd < 1024; ++fd) {
-      int type = 0;
-      socklen_t size = sizeof type;
-      if (fd != channel && ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0 && type == SOCK_SEQPACKET)
-        requests = fd;
-    }
+    const int requests = guardian_requests(channel);
     if (requests < 0) return 2;
     const pid_t child = ::fork();
     if (child == 0) {
@@ -907,13 +914,7 @@ TEST_CASE("Containment.lowered_limits.the_guardian_serves_a_worker_two_requests_
     config.sandbox = true;
     config.limits.processes = 16;  // the first request, at setup
     if (!c.setup(config, channel).empty()) return 1;
-    int requests = -1;
-    for (int fd = 0; fd < 1024; ++fd) {
-      int type = 0;
-      socklen_t size = sizeof type;
-      if (fd != channel && ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0 && type == SOCK_SEQPACKET)
-        requests = fd;
-    }
+    const int requests = guardian_requests(channel);
     if (requests < 0) return 2;
     int answers = 0;
     for (std::uint64_t i = 0; i < 1000; ++i) {
