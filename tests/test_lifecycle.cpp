@@ -28,6 +28,7 @@
 #include "crash.hpp"
 #include "math.hpp"
 #include "support/fixture.hpp"
+#include "support/sanitizer.hpp"
 #include "support/worker_spawn.hpp"
 #include "support/trace_file.hpp"
 
@@ -87,6 +88,12 @@ TEST_CASE("Lifecycle.memory_growth_counts_no_argument_that_is_gone") {
   // The growth is measured after the call, its arguments freed: measured as its result was
   // ready (the arguments alive, a protocol 9 draft), calls of 100 MiB arguments recycled 9 of 10
   // workers that kept nothing (a review).
+  if (FERRY_TEST_SHADOW_MEMORY) {
+    // The sanitizer's allocator keeps freed memory in quarantine (256 MiB): a freed 100 MiB
+    // argument stays resident.
+    MESSAGE("under a sanitizer freed memory stays resident a while: not tested here");
+    return;
+  }
   auto o = support::options(1);
   o.max_memory_growth = 64 << 20;
   ferry::Executor ex(o);
