@@ -567,24 +567,22 @@ class WorkerLoop {
         // sockets than this process's RLIMIT_NOFILE (a task of another worker can hold them).
         // Nothing went (the descriptor travels with the first byte): the bytes go inline when
         // they fit a frame, else the call fails saying why. It ended the worker (exit 67).
-        if (result_.size() <= config_.max_frame_bytes - protocol::result_head_size) {
-          Buffer head = protocol::encode_result_head({call, protocol::ResultStatus::ok, stats_}, result_.size());
-          if (leaving_) protocol::mark_last_answer(head);
-          ok = send(head, result_.view());
-        } else {
-          delivery_.too_large = result_.size();
-          delivery_.pass_refused = true;
-          ok = true;
-        }
+        delivery_.pass_refused = true;
+        ok = send_inline_result(call);
       }
       result_.give_away();
       result_ = Buffer();
       return ok;
     }
+    // No shared memory was to be had for a result too large for a frame (memfd_create refused
+    // by a seccomp profile, no descriptor left): see send_inline_result.
+    return send_inline_result(call);
+  }
+
+  /// Sends result_'s bytes in the frame of `call`'s result. One that does not fit a frame is not
+  /// sent (the host killed this worker for a malformed frame): invoke() fails the call instead.
+  bool send_inline_result(std::uint64_t call) {
     if (result_.size() > config_.max_frame_bytes - protocol::result_head_size) {
-      // No shared memory was to be had for it (memfd_create refused by a seccomp profile, no
-      // descriptor left): through the socket, in one frame, it is too large. Sent all the same,
-      // the host killed this worker for a malformed frame; invoke() fails the call instead.
       delivery_.too_large = result_.size();
       return true;
     }
