@@ -634,13 +634,12 @@ TEST_CASE("SandboxTmpdir.exit_ends_soon_while_something_still_writes_in_the_priv
   // by the next sandboxed pool there. A thread of the host writes there, as a task (or what it
   // left running) would, with no sandbox between it and the test's count.
   support::TempDir base;
+  // The child writes the time it calls exit() (steady_clock is the system's monotonic clock, the
+  // same in both processes) into a pipe read once it has ended. No thread waits for it in this
+  // process: a thread still starting when the child was forked held ASan's allocator lock in the
+  // child, whose pool then never started (seen under make asan).
   int told[2];
   REQUIRE(::pipe2(told, O_CLOEXEC) == 0);
-  std::optional<std::chrono::steady_clock::time_point> exit_called;
-  std::thread watch([&] {
-    char c = 0;
-    if (readable_within(told[0], 60s) && ::read(told[0], &c, 1) == 1) exit_called = std::chrono::steady_clock::now();
-  });
   const int code = support::exit_code_of_child([&] {
     support::ScopedEnv env("TMPDIR", base.path.string());
     ferry::Executor ex(sandboxed(1));  // on main's stack: exit() runs no destructor of it
@@ -650,14 +649,17 @@ TEST_CASE("SandboxTmpdir.exit_ends_soon_while_something_still_writes_in_the_priv
     static std::atomic<std::uint64_t> made{0};
     std::thread(keep_making_directories, dirs.front(), nullptr, &made).detach();
     if (!support::wait_until([&] { return made.load() >= writer_backlog; }, 30s)) return 4;
-    char c = 'x';
-    if (::write(told[1], &c, 1) != 1) return 5;
+    const std::int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+    if (::write(told[1], &now, sizeof now) != sizeof now) return 5;
     share_first_cpu(true);  // exit() removes the directory from this thread
     std::exit(0);
   }, 60s);
   const auto ended = std::chrono::steady_clock::now();
-  ::close(told[1]);  // the watch ends now if the child never told
-  watch.join();
+  ::close(told[1]);  // the read below ends at once if the child never wrote
+  std::optional<std::chrono::steady_clock::time_point> exit_called;
+  std::int64_t at = 0;
+  if (::read(told[0], &at, sizeof at) == sizeof at)
+    exit_called = std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(at));
   ::close(told[0]);
   CHECK(code == 0);
   REQUIRE(exit_called.has_value());
