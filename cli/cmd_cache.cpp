@@ -193,7 +193,7 @@ int list_cache(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) {
     // The directory may be named by $FERRY_CACHE_DIR or $XDG_CACHE_HOME: shown as text.
-    std::printf("%s: no cache directory (nothing cached)\n", terminal_line(dir.string()).c_str());
+    std::fprintf(output(), "%s: no cache directory (nothing cached)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
   fs::path failed;
@@ -246,7 +246,7 @@ int list_cache(const fs::path& dir) {
   out += std::to_string(entries.size()) + (entries.size() == 1 ? " entry, " : " entries, ") +
          std::to_string(preludes.size()) + (preludes.size() == 1 ? " prelude; " : " preludes; ") +
          std::to_string(files.size()) + " ferry files, " + human_size(total) + "\n";
-  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fwrite(out.data(), 1, out.size(), output());
   return exit_ok;
 }
 
@@ -285,7 +285,7 @@ bool owner_alive(const std::string& name) {
 int clear_cache(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) {
-    std::printf("%s: no cache directory (nothing to clear)\n", terminal_line(dir.string()).c_str());
+    std::fprintf(output(), "%s: no cache directory (nothing to clear)\n", terminal_line(dir.string()).c_str());
     return exit_ok;
   }
   // Only a directory ferry would use (FERRY_WRAP refuses the others): in one another user owns or
@@ -349,12 +349,12 @@ int clear_cache(const fs::path& dir) {
       ++scratch;
     }
   }
-  std::printf("removed %zu files%s from %s, freed %s%s\n", removed,
-              scratch ? (" and " + std::to_string(scratch) + (scratch == 1 ? " scratch directory" : " scratch directories"))
-                            .c_str()
-                      : "",
-              terminal_line(dir.string()).c_str(), human_size(freed).c_str(),
-              busy ? ("; left " + std::to_string(busy) + " of builds under way").c_str() : "");
+  std::fprintf(output(), "removed %zu files%s from %s, freed %s%s\n", removed,
+               scratch ? (" and " + std::to_string(scratch) + (scratch == 1 ? " scratch directory" : " scratch directories"))
+                             .c_str()
+                       : "",
+               terminal_line(dir.string()).c_str(), human_size(freed).c_str(),
+               busy ? ("; left " + std::to_string(busy) + " of builds under way").c_str() : "");
   return status;
 }
 
@@ -363,7 +363,7 @@ int clear_cache(const fs::path& dir) {
 int run_cache(const CacheOptions& options, const GlobalOptions& /*global*/) {
   try {
     fs::path dir = cache_dir(options);
-    return finish_output(options.clear ? "cache clear" : "cache list", stdout,
+    return finish_output(options.clear ? "cache clear" : "cache list", output(),
                          options.clear ? clear_cache(dir) : list_cache(dir));
   } catch (...) {
     return report("cache", describe(std::current_exception()));

@@ -185,8 +185,8 @@ int run_info(const InfoOptions& options, const GlobalOptions& global) {
         dir += "  (not $TMPDIR " + std::string(tmpdir ? tmpdir : "") + ": " + place.tmpdir_refused + ")";
       fact("private directory", dir);
     }
-    std::fwrite(out.data(), 1, out.size(), stdout);
-    return finish_output("info", stdout, exit_ok);
+    std::fwrite(out.data(), 1, out.size(), output());
+    return finish_output("info", output(), exit_ok);
   } catch (...) {
     return report("info", describe(std::current_exception()));
   }

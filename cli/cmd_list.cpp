@@ -126,8 +126,8 @@ int run_list(const ListOptions& options, const GlobalOptions& global) {
     row("TASK", "SIGNATURE", "PLUGIN");
     for (const auto& t : shown) row(t.name, t.signature, t.library);
   }
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  const int status = finish_output("list", stdout, exit_ok);
+  std::fwrite(out.data(), 1, out.size(), output());
+  const int status = finish_output("list", output(), exit_ok);
   for (const auto& s : skipped) print_error("list", "skipped " + s.path.string() + ": " + s.reason);
   return status;
 }

@@ -773,7 +773,7 @@ int run_map(const MapOptions& options, const GlobalOptions& global) {
 
     ferry::detail::ProgressBar& progress = run.progress_bar();
     // Results and the bar on the same terminal: the bar steps aside while results are written.
-    const bool shared_terminal = progress.enabled() && ::isatty(::fileno(io.out)) == 1;
+    const bool shared_terminal = progress.enabled() && ::isatty(io.out_fd) == 1;
     bool any_failed = false;
     auto stop = [&](const std::string& where, const Failure& failure) {
       progress.clear();

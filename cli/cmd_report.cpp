@@ -210,7 +210,7 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
                                     page, notes);
   };
   if (output == "-") {
-    if (!write(stdout) || std::fflush(stdout) != 0) {
+    if (!write(cli::output()) || std::fflush(cli::output()) != 0) {
       print_error("report", std::string("cannot write the report to stdout: ") + std::strerror(errno));
       return exit_task_failed;
     }
@@ -228,15 +228,16 @@ int run_report(const ReportOptions& options, const GlobalOptions& /*global*/) {
   }
   // The name is the trace's (ferry report *.trace): shown as text.
   const std::string shown = terminal_line(output.string());
-  std::printf("%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n", shown.c_str(), summary.slices_total,
-              summary.tracks_total, failed, never_ran);
+  std::fprintf(cli::output(), "%s: %zu calls on %zu workers (%zu failed, %zu never ran)\n", shown.c_str(),
+               summary.slices_total, summary.tracks_total, failed, never_ran);
   if (page.other_tasks) {
     // The summary keeps the figures of the first task names only: the others are one row.
-    std::printf("%s: task names past the first %zu by name folded into one row (%zu names, %zu calls, %zu never ran)\n",
-                shown.c_str(), page.tasks.size(), page.other_task_names, page.other_tasks->calls,
-                page.other_tasks->never_ran);
+    std::fprintf(cli::output(),
+                 "%s: task names past the first %zu by name folded into one row (%zu names, %zu calls, %zu never ran)\n",
+                 shown.c_str(), page.tasks.size(), page.other_task_names, page.other_tasks->calls,
+                 page.other_tasks->never_ran);
   }
-  return finish_output("report", stdout, exit_ok);
+  return finish_output("report", cli::output(), exit_ok);
 }
 
 }  // namespace ferry::cli

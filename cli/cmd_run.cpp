@@ -72,7 +72,7 @@ CLI::App* setup_run(CLI::App& app, RunOptions& options) {
 
 int run_run(const RunOptions& options, const GlobalOptions& global) {
   // Every ARG is checked before anything starts: a bad one is a usage error, said precisely.
-  std::optional<std::string> line = json_arguments("run", "argument", options.args);
+  std::optional<std::string> line = json_arguments("run", "argument", options.args, options.args_after_dashes);
   if (!line) return exit_usage;
 
   try {

@@ -75,9 +75,11 @@ void add_trace_option(CLI::App& sub, ContainmentOptions& options);
 void add_initializer_options(CLI::App& sub, ContainmentOptions& options);
 /// `args` (one JSON text each) as the JSON line a task takes, {"value0": ..., "value1": ...}.
 /// A text that is not JSON prints "ferry <command>: <what> N is not valid JSON: ..." and gives
-/// nullopt.
+/// nullopt. The last `after_dashes` of `args` followed "--" on the command line: ARGs for sure,
+/// whose error gives no hint about options.
 std::optional<std::string> json_arguments(std::string_view command, std::string_view what,
-                                          const std::vector<std::string>& args);
+                                          const std::vector<std::string>& args,
+                                          std::size_t after_dashes = 0);
 /// The executor's initializer for --initializer and --initarg: found in the plugin path and its
 /// argument count checked against its signature. An empty Call without --initializer; nullopt,
 /// with the error printed, for a usage error. @throws PluginError when the task is not found
@@ -119,10 +121,24 @@ input lines: `out` (and `in`, if taken) move to private close-on-exec descriptor
 points at stderr and fd 0 at /dev/null. Call before the Executor starts.
 */
 struct Stdio {
-  std::FILE* out = nullptr;  ///< the original stdout
+  std::FILE* out = nullptr;  ///< the original stdout, as open_output's stream
+  int out_fd = -1;           ///< its descriptor (fileno() of `out` is -1)
   int in = -1;               ///< the original stdin's descriptor, when taken
 };
 Stdio isolate_stdio(bool take_stdin);
+
+/**
+@brief A buffered stream of the results written to `fd`, as stdio's but for a full pipe or
+terminal whose open file description is non-blocking (O_NONBLOCK, set by a process sharing it:
+Node.js, some ssh or multiplexer set-ups): a write that finds no room (EAGAIN) waits until there is
+(poll) and goes on where it stopped, no byte lost or written twice; the flag is left as it is, for
+the others rely on it. Any other error fails the write as stdio's would, with its errno (EPIPE, or
+SIGPIPE as before; ENOSPC; EBADF), which finish_output() reports. Never closes `fd`.
+*/
+std::FILE* open_output(int fd);
+/// open_output(STDOUT_FILENO), made on first use: the stream of every subcommand that starts no
+/// workers (list, info, cache, report, the help). run and map write to isolate_stdio()'s.
+std::FILE* output();
 
 /// For `ferry map` reading `file` ("" or "-": stdin): the message to refuse it with when that input
 /// is the very regular file stdout writes to (`ferry map TASK in.jsonl >> in.jsonl`: it read its
@@ -176,10 +192,11 @@ int report(std::string_view command, const Failure& failure, std::string_view wh
 std::string remote_stack(const Failure& failure);
 /// Prints the failure's remote stack on stderr, indented under "remote stack (worker):", if any.
 void print_remote_stack(const Failure& failure);
-/// The end of a subcommand's output: flushes `out` and checks that all written to it arrived (a
-/// full disk, /dev/full, a closed stdout). If not, prints "ferry <command>: cannot write the
-/// output: <reason>" on stderr and returns exit_task_failed (or `status`, when that is a failure
-/// already); else `status`.
+/// The end of a subcommand's output: flushes `out` (open_output's stream) and checks that all
+/// written to it arrived (a full disk, /dev/full, a closed stdout; a full non-blocking pipe is
+/// waited for, no failure). If not, prints "ferry <command>: cannot write the output: <reason>"
+/// on stderr and returns exit_task_failed (or `status`, when that is a failure already); else
+/// `status`.
 int finish_output(std::string_view command, std::FILE* out, int status);
 /// Prints "ferry <command>: <message>" ("ferry: <message>" for an empty command) on stderr, on
 /// one line: the message as terminal_line() shows it (a newline in a name or message it quotes is
@@ -212,6 +229,7 @@ int run_list(const ListOptions& options, const GlobalOptions& global);
 struct RunOptions {
   std::string task;
   std::vector<std::string> args;  ///< filled from the root app's extras (see main.cpp)
+  std::size_t args_after_dashes = 0;  ///< how many of the last `args` followed "--" (main.cpp)
   bool raw = false;
   ContainmentOptions containment;
   std::vector<std::string> arg_help;  ///< never filled: the ARG positional is for --help only

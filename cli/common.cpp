@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // What every subcommand shares: exit codes, the plugin path, executor options, error reports.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <cstdio>
@@ -378,7 +380,7 @@ void add_initializer_options(CLI::App& sub, ContainmentOptions& options) {
 }
 
 std::optional<std::string> json_arguments(std::string_view command, std::string_view what,
-                                          const std::vector<std::string>& args) {
+                                          const std::vector<std::string>& args, std::size_t after_dashes) {
   // Each argument written again as it is read (json::append_value): no document of it is made.
   std::string line = "{";
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -396,8 +398,9 @@ std::optional<std::string> json_arguments(std::string_view command, std::string_
               std::to_string(scan.offset) + ")";
     }
     if (!parsed) {
-      const bool arg_of_task = what == "argument";
-      std::string hint = !arg.empty() && arg[0] == '-' && arg_of_task
+      // One that followed -- is an ARG: no option, and -- was given already.
+      const bool maybe_option = what == "argument" && i + after_dashes < args.size();
+      std::string hint = !arg.empty() && arg[0] == '-' && maybe_option
                              ? " (an unknown option? options go before TASK; put -- before ARGs "
                                "starting with '-')"
                              : !arg.empty() && std::isalpha(static_cast<unsigned char>(arg[0]))
@@ -484,19 +487,64 @@ namespace {
 /// `fd` duplicated to a new close-on-exec descriptor above 2, or -1.
 int move_fd(int fd) { return ::fcntl(fd, F_DUPFD_CLOEXEC, 3); }
 
+/// The write of open_output()'s streams (fopencookie): all `size` bytes to the descriptor, else
+/// the fewer it wrote, with errno set (glibc's manual: a short count, 0 for none, is an error,
+/// never a negative value: its fwrite took -1 as a count, SIZE_MAX, and copied past the data).
+/// stdio's own write gave up at EAGAIN, the results cut short, and its buffer is dropped once a
+/// write failed: so no failure but a real one comes back to it.
+ssize_t write_waiting(void* cookie, const char* data, std::size_t size) {
+  const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(cookie));
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::write(fd, data + done, size - done);
+    if (n > 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == 0) {  // no device does this for a write of bytes; not a reason to spin
+      errno = EIO;
+      return static_cast<ssize_t>(done);
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return static_cast<ssize_t>(done);
+    // A full pipe or terminal, non-blocking: room comes as the reader catches up. A reader gone
+    // wakes this too (POLLERR), and the next write says EPIPE (or SIGPIPE ends ferry, as before).
+    pollfd room{fd, POLLOUT, 0};
+    while (::poll(&room, 1, -1) < 0)
+      if (errno != EINTR) return static_cast<ssize_t>(done);
+  }
+  return static_cast<ssize_t>(size);
+}
+
 }  // namespace
 
+std::FILE* open_output(int fd) {
+  cookie_io_functions_t io{};
+  io.write = write_waiting;  // no read, seek or close: the descriptor stays open
+  return ::fopencookie(reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)), "w", io);
+}
+
+std::FILE* output() {
+  static std::FILE* const out = [] {
+    std::FILE* f = open_output(STDOUT_FILENO);
+    return f ? f : stdout;  // out of memory: stdio's own stream
+  }();
+  return out;
+}
+
 Stdio isolate_stdio(bool take_stdin) {
-  Stdio s{stdout, take_stdin ? STDIN_FILENO : -1};
+  Stdio s{output(), STDOUT_FILENO, take_stdin ? STDIN_FILENO : -1};
   std::fflush(stdout);
+  std::fflush(s.out);
   if (int out = move_fd(STDOUT_FILENO); out >= 0) {
-    std::FILE* f = ::fdopen(out, "w");
-    // A closed stdout is /dev/null read-only (fill_closed_stdio), which "w" refuses: read mode,
-    // where a write fails with EBADF, and the results are lost as an error (finish_output).
-    if (!f && closed_stdio().out) f = ::fdopen(out, "r");
+    // A closed stdout is /dev/null read-only (fill_closed_stdio): a write fails with EBADF, and
+    // the results are lost as an error (finish_output).
+    std::FILE* f = open_output(out);
     if (f && ::dup2(STDERR_FILENO, STDOUT_FILENO) >= 0) {
       s.out = f;
-    } else if (!f) {
+      s.out_fd = out;
+    } else {
+      if (f) std::fclose(f);
       ::close(out);
     }
   }

@@ -15,9 +15,12 @@
 //      name, unsafe plugin
 //   4  the pool could not run (BrokenProcessPool): ferry-worker missing or not startable
 // No exception leaves main: every subcommand turns errors into one of these.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -127,16 +130,25 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "Run with --help for more information.\n");
       return exit_usage;
     }
-    app.exit(e);  // the help or the version, on std::cout (stdout's buffer: synced with stdio)
-    // One that cannot be written (`ferry --help > /dev/full`, a closed stdout) is lost output,
-    // exit 1, said by the subcommand whose help it is ("" for ferry's own).
-    std::cout.flush();
-    return finish_output(command_of(app), stdout, exit_ok);
+    // The help or the version, written as results are (output(): a full non-blocking pipe is
+    // waited for). One that cannot be written (`ferry --help > /dev/full`, a closed stdout) is
+    // lost output, exit 1, said by the subcommand whose help it is ("" for ferry's own).
+    std::ostringstream text;
+    app.exit(e, text, std::cerr);
+    const std::string shown = std::move(text).str();
+    std::fwrite(shown.data(), 1, shown.size(), output());
+    return finish_output(command_of(app), output(), exit_ok);
   }
 
   std::vector<std::string> extras = app.remaining();
   if (run_cmd->parsed()) {
     run.args = std::move(extras);
+    // Everything after the first -- is an ARG (TASK may be among them, the first).
+    for (int i = 1; i < argc; ++i)
+      if (std::string_view(argv[i]) == "--") {
+        run.args_after_dashes = std::min(static_cast<std::size_t>(argc - i - 1), run.args.size());
+        break;
+      }
   } else if (!extras.empty()) {
     std::string all;
     for (const auto& e : extras) all += " " + e;

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pty.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -316,6 +317,26 @@ TEST_CASE("Cli.run_bad_arguments_exit_2") {
   SUBCASE("no task") {
     CHECK(cli({"run"}).status == 2);
   }
+}
+
+TEST_CASE("Cli.run.no_hint_to_put_dashes_before_args_that_follow_them") {
+  // `ferry run square -- --help` said "put -- before ARGs starting with '-'" of an ARG that
+  // followed --: an ARG for sure, and no unknown option.
+  Result after = cli({"run", "square", "--", "--help"});
+  CHECK(after.status == 2);
+  CHECK_MESSAGE(after.err.find("argument 1 is not valid JSON") != std::string::npos, after.err);
+  CHECK_MESSAGE(after.err.find("put --") == std::string::npos, after.err);
+  CHECK_MESSAGE(after.err.find("unknown option") == std::string::npos, after.err);
+  Result second = cli({"run", "add", "1", "--", "-x"});
+  CHECK(second.status == 2);
+  CHECK_MESSAGE(second.err.find("argument 2 is not valid JSON") != std::string::npos, second.err);
+  CHECK_MESSAGE(second.err.find("put --") == std::string::npos, second.err);
+  // Without --, the hint is still given.
+  Result without = cli({"run", "square", "--help2"});
+  CHECK(without.status == 2);
+  CHECK_MESSAGE(without.err.find("(an unknown option? options go before TASK; put -- before ARGs starting with '-')") !=
+                    std::string::npos,
+                without.err);
 }
 
 TEST_CASE("Cli.run_without_a_worker_exits_4") {
@@ -1539,6 +1560,113 @@ TEST_CASE("Cli.map.stops_at_its_first_lost_output") {
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
   const std::string err = read_file(dir.path / "stderr");
   CHECK_MESSAGE(err.find("cannot write the output: No space left on device") != std::string::npos, err);
+}
+
+namespace {
+
+/// `ferry` with `call`'s arguments, its stdout a pipe whose open file description is
+/// non-blocking (O_NONBLOCK, as a process sharing the pipe or the terminal may set it: Node.js,
+/// some ssh or multiplexer set-ups), of `pipe_bytes` (0: the system's default). Nothing is read
+/// until the pipe is full (no room for a write: poll on a write end of it says so) or the command
+/// ended: a write to the full pipe fails with EAGAIN, the reader has not caught up yet. Then all
+/// is read to the end. Status -1 when neither came within a minute.
+Result cli_to_a_nonblocking_pipe(const Call& call, int pipe_bytes = 0) {
+  support::TempDir dir;
+  int fds[2] = {-1, -1};
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  if (pipe_bytes) REQUIRE(::fcntl(fds[1], F_SETPIPE_SZ, pipe_bytes) >= pipe_bytes);
+  const int flags = ::fcntl(fds[1], F_GETFL);
+  REQUIRE(flags >= 0);
+  REQUIRE(::fcntl(fds[1], F_SETFL, flags | O_NONBLOCK) == 0);
+  support::ChildOptions options = options_of(call);
+  options.stdout_fd = fds[1];
+  Child child = support::spawn(argv_of(call), dir.path, options);
+  int status = 0;
+  bool ended = false;
+  const bool full_or_ended = support::wait_until(
+      [&] {
+        if (::waitpid(child.pid, &status, WNOHANG) == child.pid) return ended = true;
+        pollfd writable{fds[1], POLLOUT, 0};
+        return ::poll(&writable, 1, 0) == 0;
+      },
+      std::chrono::seconds(60));
+  CHECK_MESSAGE(full_or_ended, "the pipe never filled and the command did not end");
+  // The flag is the description's: the command left it as it was (others may rely on it).
+  CHECK((::fcntl(fds[1], F_GETFL) & O_NONBLOCK) != 0);
+  ::close(fds[1]);
+  Result r;
+  char buffer[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fds[0], buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    r.out.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  if (ended) {
+    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  } else {
+    r.status = wait_status(child.pid);
+  }
+  r.err = read_file(dir.path / "stderr");
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("Cli.map_writes_everything_to_a_nonblocking_stdout") {
+  // A full pipe is no failed write: map stopped with "cannot write the output: Resource
+  // temporarily unavailable", its output cut after the first 64 KiB or so.
+  support::TempDir dir;
+  const int n = 30000;  // about 280 KB of results, four times what the pipe holds
+  std::string expected;
+  for (long long i = 1; i <= n; ++i) expected += std::to_string(i * i) + "\n";
+  write_file(dir.path / "in.jsonl", numbers(n));
+  Result r = cli_to_a_nonblocking_pipe(Call{.args = {"map", "square", (dir.path / "in.jsonl").string()}});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.empty());
+  CHECK(lines_of(r.out).size() == static_cast<std::size_t>(n));
+  CHECK(r.out == expected);
+}
+
+TEST_CASE("Cli.run_writes_a_large_result_to_a_nonblocking_stdout") {
+  // One result of 400 KB: run stopped after 64 KiB (the pipe's capacity), exit status 1.
+  const std::size_t n = 100000;
+  std::string expected = "[";
+  for (std::size_t i = 0; i < n; ++i) expected += i ? ",120" : "120";
+  expected += "]\n";
+  Result r = cli_to_a_nonblocking_pipe(Call{.args = {"run", "make_bytes", std::to_string(n)}});
+  CHECK_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.empty());
+  CHECK(r.out.size() == expected.size());
+  CHECK(r.out == expected);
+}
+
+TEST_CASE("Cli.listings_pages_and_help_are_written_whole_to_a_nonblocking_stdout") {
+  // Through a pipe of one page, each of these fills it: each is written as it is to a file.
+  support::TempDir data;
+  const fs::path trace = data.path / "run.trace";
+  REQUIRE(cli({"run", "--trace", trace.string(), "add", "1", "2"}).status == 0);
+  const std::vector<Call> calls = {
+      {.args = {"list"}},
+      {.args = {"list", "--json"}},
+      {.args = {"report", trace.string(), "-o", "-"}},
+      {.args = {"map", "--help"}, .defaults = false},
+      {.args = {"run", "--help"}, .defaults = false},
+  };
+  // A page's nonce is new every time: the same here.
+  const std::regex nonce("nonce(-|=\")[0-9a-f]{32}");
+  auto same_nonce = [&](const std::string& text) { return std::regex_replace(text, nonce, "nonce$1N"); };
+  for (const auto& call : calls) {
+    CAPTURE(call.args);
+    Result whole = cli(call);
+    REQUIRE(whole.status == 0);
+    REQUIRE(whole.out.size() > 4096);
+    Result r = cli_to_a_nonblocking_pipe(call, 4096);
+    CHECK_MESSAGE(r.status == 0, r.err);
+    CHECK(r.out.size() == whole.out.size());
+    CHECK(same_nonce(r.out) == same_nonce(whole.out));
+  }
 }
 
 // ---- containment -------------------------------------------------------------------------------

@@ -60,13 +60,14 @@ inline std::vector<std::string> environment(const std::map<std::string, std::str
   return out;
 }
 
-/// How a child is started (spawn). Its stdout always goes to `dir`/stdout.
+/// How a child is started (spawn). Its stdout goes to `dir`/stdout unless `stdout_fd` is given.
 struct ChildOptions {
   std::map<std::string, std::string> env;  ///< changes to this process's environment; "" unsets
   /// stdin: a file `dir`/stdin holding this (with `pipe`: written to the pipe by run()); none:
   /// /dev/null.
   std::optional<std::string> input;
   bool pipe = false;                ///< stdin: a pipe whose write end is Child::stdin_fd
+  std::optional<int> stdout_fd;     ///< stdout: this descriptor instead of `dir`/stdout
   std::optional<int> stderr_fd;     ///< stderr: this descriptor instead of `dir`/stderr
   bool stderr_to_stdout = false;    ///< stderr: the same file as stdout
   bool process_group = false;       ///< in a process group of its own (for kill(-pid, ...))
@@ -107,7 +108,11 @@ inline Child spawn(const std::vector<std::string>& argv, const std::filesystem::
   } else {
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   }
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (options.stdout_fd) {
+    posix_spawn_file_actions_adddup2(&fa, *options.stdout_fd, 1);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  }
   if (options.stderr_fd) {
     posix_spawn_file_actions_adddup2(&fa, *options.stderr_fd, 2);
   } else if (options.stderr_to_stdout) {
@@ -156,7 +161,7 @@ inline bool write_all(int fd, std::string_view text) {
 /// How a child ended, and what it wrote.
 struct ProcessResult {
   int status = -1;  ///< exit status, or 128 + signal
-  std::string out;
+  std::string out;  ///< empty when stdout went elsewhere (ChildOptions::stdout_fd)
   std::string err;  ///< empty when stderr went elsewhere (ChildOptions::stderr_fd, stderr_to_stdout)
 };
 
