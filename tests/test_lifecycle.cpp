@@ -481,6 +481,78 @@ TEST_CASE("Lifecycle.a_callback_may_destroy_its_executor_inside_cancel") {
   }
 }
 
+TEST_CASE("Lifecycle.a_callback_may_map_on_its_executor_while_it_is_destroyed") {
+  // ~Executor held its streams' link locked while it waited for the work, and a map or imap in a
+  // callback (on the manager thread, which that wait needs) sends each chunk under that lock:
+  // the destructor waited for good (an audit: every run). The map now either completes or, past
+  // the shutdown, fails with BrokenProcessPool; the destructor returns.
+  for (const bool lazy : {false, true}) {
+    CAPTURE(lazy);
+    auto ex = std::make_unique<ferry::Executor>(support::options(2));
+    ferry::Executor* e = ex.get();
+    std::atomic<bool> mapping{false};
+    auto sum = ex->submit(slow_identity, 0, 20).then([e, lazy, &mapping](int) -> long {
+      mapping = true;
+      std::vector<int> in(200, 3);
+      try {
+        long s = 0;
+        if (lazy) {
+          for (int v : e->imap(slow_identity, in, {.chunksize = 1}, 1)) s += v;
+        } else {
+          for (int v : e->map(slow_identity, in, {.chunksize = 1}, 1)) s += v;
+        }
+        return s;
+      } catch (const ferry::BrokenProcessPool&) {
+        return -1;
+      }
+    });
+    REQUIRE(support::wait_until([&] { return mapping.load(); }, 20s));
+    std::atomic<bool> destroyed{false};
+    std::thread destroyer([&] {
+      ex.reset();
+      destroyed = true;
+    });
+    const bool ok = support::wait_until([&] { return destroyed.load(); }, 30s);
+    if (!ok) std::_Exit(1);  // deadlocked: nothing here can end the destroyer thread
+    destroyer.join();
+    REQUIRE(sum.wait_for(10s));
+    const long got = sum.get();
+    CHECK((got == 600 || got == -1));
+  }
+}
+
+TEST_CASE("Lifecycle.a_callback_may_destroy_its_executor_inside_its_shutdown") {
+  // shutdown({.cancel_futures}) and shutdown({.kill_workers}) fail queued calls on the calling
+  // thread, which runs their callbacks: one that destroyed the executor left the manager thread
+  // the pool's last owner, which freed it at its end while shutdown still waited on it (an
+  // audit: std::thread::join threw 'Invalid argument', std::terminate, in 3 of 5 runs of 300).
+  // Repeated: the free and the waiting thread's last touch race.
+  for (const bool kill : {false, true}) {
+    CAPTURE(kill);
+    for (int round = 0; round < 100; ++round) {
+      auto holder = std::make_shared<std::unique_ptr<ferry::Executor>>(
+          std::make_unique<ferry::Executor>(support::options(1)));
+      ferry::Executor* ex = holder->get();
+      auto running = ex->submit(slow_identity, 1, kill ? 10000 : 50);
+      std::vector<ferry::Future<int>> behind;
+      for (int i = 0; i < 100; ++i) behind.push_back(ex->submit(square, i));  // past any pipeline
+      auto queued = behind.back();
+      REQUIRE(support::wait_until([&] { return running.running(); }, 20s));
+      auto after = queued.then([holder](const ferry::Future<int>&) { holder->reset(); });
+      ex->shutdown({.wait = true, .kill_workers = kill, .cancel_futures = !kill});
+      REQUIRE(after.wait_for(20s));
+      CHECK_FALSE(*holder);
+      CHECK_THROWS_AS(queued.get(), ferry::CancelledError);  // failed by the shutdown, on this thread
+      REQUIRE(running.wait_for(20s));
+      if (kill) {
+        CHECK_THROWS_AS(running.get(), ferry::CancelledError);
+      } else {
+        CHECK(running.get() == 1);
+      }
+    }
+  }
+}
+
 TEST_CASE("Lifecycle.many_threads_submit_map_and_resize") {
   std::atomic<int> wrong{0};
   std::vector<std::thread> threads;

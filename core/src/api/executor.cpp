@@ -91,6 +91,9 @@ Executor::~Executor() {
     if (!pool_->forked()) lock.lock();
     link_->executor = nullptr;
     if (auto r = replacement()) link_->next = r->link_;
+    // Not held while waiting: a map or imap in a callback (on the manager thread, which the wait
+    // below needs) sends its next chunk under this lock, and the destructor waited for good.
+    if (lock.owns_lock()) lock.unlock();
     pool_->shutdown({.wait = true, .kill_workers = false});
   } catch (...) {
     // Destructors are noexcept; shutdown only throws on allocation failure.

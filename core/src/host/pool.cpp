@@ -1452,6 +1452,10 @@ bool Pool::finished_locked() const {
 void Pool::shutdown(const ShutdownOptions& options) {
   // A forked child's copy: nothing of it runs here to wait for, and its workers are the parent's.
   if (forked()) return;
+  // Alive until this returns: a callback it completes (cancel_futures, kill_workers) may destroy
+  // the executor, leaving the manager thread the last owner, which freed the pool at its end
+  // while this thread still waited on it.
+  const std::shared_ptr<Pool> self = shared_from_this();
   launcher_->shutting_down();  // with no lock of the pool held: it may take the backend's own
   Completions done;
   {
