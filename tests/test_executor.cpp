@@ -5,8 +5,11 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <set>
+#include <string>
 #include <thread>
 
 #include <doctest/doctest.h>
@@ -423,4 +426,25 @@ TEST_CASE("Executor.static_executor_finishes_work_at_exit") {
   }
   const std::multiset<int> each_once{1, 2, 3, 4};
   CHECK_MESSAGE(ran == each_once, "ran: " << seen);
+}
+
+TEST_CASE("Executor.its_threads_are_named") {
+  // ps -L, top -H, gdb and /proc show a host's threads by name: ferry's had the program's, and
+  // could not be told from its own (an audit of what a long-running host holds).
+  support::TempDir dir;
+  ferry::ExecutorOptions o = support::options(1);
+  o.trace = (dir.path / "run.json").string();
+  ferry::Executor ex(o);
+  CHECK(ex.submit(square, 3).get() == 9);
+  std::multiset<std::string> names;
+  std::string all;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.insert(name);
+    all += name + " ";
+  }
+  CAPTURE(all);
+  CHECK(names.count("ferry-manager") == 1);
+  CHECK(names.count("ferry-trace") == 1);
 }

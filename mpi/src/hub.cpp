@@ -15,6 +15,7 @@
 // take_from_pool), in channel order.
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/epoll.h>
@@ -357,7 +358,10 @@ class Hub {
       return;
     }
     launched_ = true;
-    std::thread([this] { run(); }).detach();
+    std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "ferry-mpi-hub");
+      run();
+    }).detach();
     started_cv_.wait(lock, [&] { return initialised_; });
     // Executors made after this point are destroyed before this runs (atexit order).
     std::atexit([] { ferry::mpi::finalize(); });

@@ -20,6 +20,7 @@
 // The hot path (submit → worker → result → get) involves no hand-off to this thread; the
 // invariants are listed at the top of pool.hpp.
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -146,6 +147,7 @@ Manager::~Manager() {
 
 void Manager::start(std::shared_ptr<Pool> pool) {
   thread_ = std::thread([this, pool = std::move(pool)]() mutable {
+    ::pthread_setname_np(::pthread_self(), "ferry-manager");  // as ps -L, top -H and gdb show it
     const bool exit_waits = run();
     pool.reset();  // may destroy the pool, and this, here (see ~Manager)
     if (exit_waits) Pool::exit_waits_for_one_less();

@@ -841,7 +841,10 @@ Trace::Trace(const fs::path& path, std::uint64_t max_bytes, const Header& header
       live->traces.insert(this);
     }
     live_ = live;
-    writer_ = std::thread([this] { run_writer(); });
+    writer_ = std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "ferry-trace");
+      run_writer();
+    });
   } catch (...) {
     leave_live_table();
     release_for_fork(fork_slot_);

@@ -2,6 +2,7 @@
 #include "platform/fd.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -57,7 +58,10 @@ void close_in_background(int fd) noexcept {
     std::lock_guard lock(c.mu);
     try {
       if (c.started_in != ::getpid()) {
-        std::thread(close_loop, std::ref(c)).detach();
+        std::thread([&c] {
+          ::pthread_setname_np(::pthread_self(), "ferry-closer");
+          close_loop(c);
+        }).detach();
         c.started_in = ::getpid();
       }
       c.fds.push_back(fd);

@@ -1627,6 +1627,7 @@ std::shared_future<WrapBuild> wrap_build(const WrapSite& site) {
     // last copy dies, and the registry's copies die at exit, so every process that started a
     // build (each executor starts all of them) would wait for the compiler before exiting.
     std::thread([copy = WrapSite(site), setup = std::move(setup), promise, f, fast, token] {
+      ::pthread_setname_np(::pthread_self(), "ferry-wrap");
       WrapBuild result;
       std::string key;
       bool ours = false;  // filed under `key` by this thread
