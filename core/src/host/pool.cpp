@@ -253,6 +253,22 @@ Pool::Pool(ExecutorOptions options)
 
 Pool::~Pool() = default;
 
+namespace {
+/// Pools of this process not yet destroyed. In a child of fork() the parent's count goes on (its
+/// pools there are never destroyed), so the child keeps its blocks: forget_blocks_in_child
+/// dropped the parent's at the fork.
+std::atomic<std::size_t> live_pools{0};
+}  // namespace
+
+Pool::Counted::Counted() noexcept { live_pools.fetch_add(1, std::memory_order_relaxed); }
+
+Pool::Counted::~Counted() {
+  // The blocks kept for reuse held up to 512 MiB and 64 descriptors for good once a burst of
+  // large arguments had passed, with no executor left to reuse them (an audit of what a
+  // long-running host holds). A buffer still alive gives its block back later, kept then.
+  if (live_pools.fetch_sub(1, std::memory_order_acq_rel) == 1) drop_kept_blocks();
+}
+
 void Pool::start() { manager_.start(shared_from_this()); }
 
 // ---- submission ------------------------------------------------------------------------------

@@ -219,6 +219,15 @@ class Pool final : public StateOwner, public std::enable_shared_from_this<Pool> 
   bool finished_locked() const;
   std::size_t holding_places_locked() const;
 
+  /// Counts the process's pools; the last one's end drops the shared-memory blocks kept for
+  /// reuse (drop_kept_blocks). First, so destroyed last: after the calls whose blocks went back.
+  struct Counted {
+    Counted() noexcept;
+    ~Counted();
+    Counted(const Counted&) = delete;
+    Counted& operator=(const Counted&) = delete;
+  };
+  Counted counted_;
   ExecutorOptions options_;
   TaskRefs refs_;
   std::uint64_t max_frame_;

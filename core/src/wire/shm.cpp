@@ -261,6 +261,20 @@ const BlockAllocator allocator{threshold_from_env(), &allocate, &grow, &release,
 
 const BlockAllocator* large_block_allocator() noexcept { return &allocator; }
 
+void drop_kept_blocks() noexcept {
+  std::vector<Block> blocks;
+  {
+    FreeBlocks& f = free_blocks();
+    std::lock_guard lock(f.mu);
+    blocks.swap(f.blocks);
+    f.bytes = 0;
+  }
+  for (const Block& b : blocks) {  // outside the lock: unmapping a large block takes a while
+    ::munmap(b.data, b.capacity);
+    ::close(b.fd);
+  }
+}
+
 void note_frame_limit(std::uint64_t max_frame_bytes) noexcept {
   const auto half = static_cast<std::size_t>(std::min<std::uint64_t>(max_frame_bytes / 2, SIZE_MAX));
   std::size_t now = shared_only_bytes.load(std::memory_order_relaxed);

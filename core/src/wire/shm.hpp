@@ -47,6 +47,10 @@ Fd arguments_for_sandboxed_peer(int fd, char* data, std::size_t size, std::size_
 /// maps a peer's block, refuses one that is not a memfd sealed against shrinking.
 void seal_for_peer(int fd) noexcept;
 
+/// Unmaps and closes the blocks kept for reuse: the process's last executor has ended (each
+/// holds a descriptor and its memory until then).
+void drop_kept_blocks() noexcept;
+
 /// Why the last shared block this thread asked for could not be made ("memfd_create: Operation
 /// not permitted"), or "no reason known" when it was. A buffer that gets none stays on the heap and goes through
 /// the socket, which carries no more than a frame (FERRY_MAX_FRAME_BYTES): a sender checks that
