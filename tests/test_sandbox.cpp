@@ -1627,11 +1627,24 @@ TEST_CASE("Sandbox.memory_filled_in_a_system_call_ends_the_call_with_ResourceLim
   const std::uint64_t written = value_of(ex.submit_with(hostile(), write_shared, std::uint64_t{1 * GiB}, false));
   CHECK(written > 0);
   CHECK(written < 128 * MiB);
+  // A reply that still fits the full cgroup goes through (design §15): the kernel may have
+  // reclaimed a page (the worker's file pages) meanwhile, as under make test's load once in a
+  // run. Each round ends with the limit or, so, its value; the limit at least once.
+  int limits_met = 0;
   for (int round = 0; round < 3; ++round) {
     CAPTURE(round);
-    auto e = failure_of<ferry::ResourceLimitError>(ex.submit_with(hostile(), write_shared, std::uint64_t{1 * GiB}, true));
-    if (e) check_limit_error(*e, "write_shared", "memory", 128 * MiB, "128 MiB");
+    auto f = ex.submit_with(hostile(), write_shared, std::uint64_t{1 * GiB}, true);
+    REQUIRE(f.wait_for(future_wait));
+    try {
+      const std::uint64_t kept = f.get();
+      MESSAGE("round " << round << ": the reply fitted (" << kept << " bytes kept)");
+      CHECK(kept < 128 * MiB);
+    } catch (const ferry::ResourceLimitError& e) {
+      ++limits_met;
+      check_limit_error(e, "write_shared", "memory", 128 * MiB, "128 MiB");
+    }  // any other error fails the case (TerminatedWorkerError, exit 67, before)
   }
+  CHECK(limits_met >= 1);
   check_pool_is_healthy(ex);
 }
 
