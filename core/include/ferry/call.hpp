@@ -86,9 +86,9 @@ class Call {
   Call(R (*fn)(P...), A&&... args) {  // NOLINT: implicit on purpose
     static_assert(sizeof...(P) == sizeof...(A),
                   "ferry: Call(fn, args...) takes exactly one argument per parameter of fn");
-    static_assert((std::is_constructible_v<std::remove_cvref_t<P>, A&&> && ...),
-                  "ferry: an argument of Call cannot be converted to the matching parameter type "
-                  "of the task");
+    static_assert((std::is_convertible_v<A&&, std::remove_cvref_t<P>> && ...),
+                  "ferry: an argument of Call cannot be converted implicitly to the matching "
+                  "parameter type of the task, as a call of fn would refuse it: convert it yourself");
     detail::require_task_types<R (*)(P...)>();
     using Sig = detail::Signature<R, P...>;
     kind_ = Kind::function;

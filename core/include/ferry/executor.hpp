@@ -242,7 +242,7 @@ class FERRY_API Executor {
   @throws BrokenProcessPool after shutdown. Other failures are stored in the future.
   */
   template <class R, class... P, class... A>
-  Future<R> submit(R (*fn)(P...), A&&... args) {
+  Future<std::remove_cvref_t<R>> submit(R (*fn)(P...), A&&... args) {
     return submit_with(SubmitOptions{}, fn, std::forward<A>(args)...);
   }
 
@@ -271,13 +271,14 @@ class FERRY_API Executor {
 
   /** @brief submit(fn, args...) with per-task options (deadline). */
   template <class R, class... P, class... A>
-  Future<R> submit_with(const SubmitOptions& options, R (*fn)(P...), A&&... args) {
+  Future<std::remove_cvref_t<R>> submit_with(const SubmitOptions& options, R (*fn)(P...), A&&... args) {
     static_assert(sizeof...(P) == sizeof...(A),
                   "ferry: submit(fn, args...) takes exactly one argument per parameter of fn");
-    static_assert((std::is_constructible_v<std::remove_cvref_t<P>, A&&> && ...),
-                  "ferry: an argument of submit cannot be converted to the matching parameter "
-                  "type of the task");
-    return submit_values<R, std::remove_cvref_t<P>...>(options, function_target(fn), std::forward<A>(args)...);
+    static_assert((std::is_convertible_v<A&&, std::remove_cvref_t<P>> && ...),
+                  "ferry: an argument of submit cannot be converted implicitly to the matching "
+                  "parameter type of the task, as a call of fn would refuse it: convert it yourself");
+    return submit_values<std::remove_cvref_t<R>, std::remove_cvref_t<P>...>(options, function_target(fn),
+                                                                           std::forward<A>(args)...);
   }
   template <class R, class... A>
   Future<R> submit_with(const SubmitOptions& options, std::string_view task, A&&... args) {
@@ -316,11 +317,12 @@ class FERRY_API Executor {
   */
   template <class R, class... P, std::ranges::input_range Range, class... X>
   auto map(R (*fn)(P...), Range&& inputs, MapOptions options = {}, X&&... extra) {
+    using V = std::remove_cvref_t<R>;
     if constexpr (std::is_void_v<R>) {
-      map_run<R, P...>(Mode::collect, function_target<R, P...>(fn), inputs, std::move(options),
+      map_run<V, P...>(Mode::collect, function_target<R, P...>(fn), inputs, std::move(options),
                        std::forward<X>(extra)...);
     } else {
-      return map_run<R, P...>(Mode::collect, function_target<R, P...>(fn), inputs, std::move(options),
+      return map_run<V, P...>(Mode::collect, function_target<R, P...>(fn), inputs, std::move(options),
                               std::forward<X>(extra)...)
           .first;
     }
@@ -358,7 +360,7 @@ class FERRY_API Executor {
   */
   template <class R, class... P, std::ranges::input_range Range, class... X>
   auto imap(R (*fn)(P...), Range&& inputs, MapOptions options = {}, X&&... extra) {
-    return stream<R, false, P...>(function_target<R, P...>(fn), std::forward<Range>(inputs),
+    return stream<std::remove_cvref_t<R>, false, P...>(function_target<R, P...>(fn), std::forward<Range>(inputs),
                                   std::move(options), std::forward<X>(extra)...);
   }
   template <class R, std::ranges::input_range Range, class... X>
@@ -376,7 +378,7 @@ class FERRY_API Executor {
   */
   template <class R, class... P, std::ranges::input_range Range, class... X>
   auto imap_unordered(R (*fn)(P...), Range&& inputs, MapOptions options = {}, X&&... extra) {
-    return stream<R, true, P...>(function_target<R, P...>(fn), std::forward<Range>(inputs),
+    return stream<std::remove_cvref_t<R>, true, P...>(function_target<R, P...>(fn), std::forward<Range>(inputs),
                                  std::move(options), std::forward<X>(extra)...);
   }
   template <class R, std::ranges::input_range Range, class... X>
@@ -399,10 +401,10 @@ class FERRY_API Executor {
   cannot be read has no outcome), once what was sent before it is back.
   */
   template <class R, class... P, std::ranges::input_range Range, class... X>
-  std::vector<Outcome<R>> map_outcomes(R (*fn)(P...), Range&& inputs, MapOptions options = {},
-                                       X&&... extra) {
+  std::vector<Outcome<std::remove_cvref_t<R>>> map_outcomes(R (*fn)(P...), Range&& inputs,
+                                                            MapOptions options = {}, X&&... extra) {
     static_assert(!std::is_void_v<R>, "ferry: map_outcomes needs a task that returns a value");
-    return map_run<R, P...>(Mode::outcomes, function_target<R, P...>(fn), inputs, std::move(options),
+    return map_run<std::remove_cvref_t<R>, P...>(Mode::outcomes, function_target<R, P...>(fn), inputs, std::move(options),
                             std::forward<X>(extra)...)
         .second;
   }

@@ -92,8 +92,12 @@ class Future {
 
   /**
   @brief Waits and returns the result (by value, decoded from the worker's bytes on each call).
+  A value made in the host (a then() callback's) is copied out; one that cannot be copied is
+  moved out by the first get(), continuation or co_await that takes it.
   @throws TaskError, TerminatedWorkerError, SerializationError, PluginError, UnresolvableTaskError,
   CancelledError, TimeoutError (task deadline), BrokenProcessPool: whatever ended the task.
+  std::future_error (future_already_retrieved) for a move-only value made in the host that was
+  taken already.
   */
   T get() const { return state().get(); }
 

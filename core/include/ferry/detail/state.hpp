@@ -10,15 +10,18 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <unordered_set>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <ferry/detail/type_name.hpp>
@@ -626,6 +629,48 @@ StateBase::Helped StateBase::wait_helping(const std::vector<StateBase*>& roots, 
   }
 }
 
+template <class T>
+constexpr bool copyable_value();
+
+/// copyable_value of every type of a pack.
+template <class... T>
+constexpr bool copyable_values() {
+  return (copyable_value<T>() && ...);
+}
+
+/// True when a T can be copied, for a value made in the host (then()). std::is_copy_constructible
+/// says yes for a standard container of a move-only type (its copy constructor is not
+/// constrained), and so for a pair, tuple, optional or variant holding one, whose copy then fails
+/// to compile: the elements of a standard container (one with an allocator) and the members of
+/// those are looked at too. A user type holding such a container says yes too: delete its copy
+/// constructor.
+template <class T>
+constexpr bool copyable_value() {
+  if constexpr (!std::is_copy_constructible_v<T>) {
+    return false;
+  } else if constexpr (requires { typename T::allocator_type; typename T::value_type; }) {
+    using E = std::remove_cv_t<typename T::value_type>;
+    if constexpr (std::is_same_v<E, T>) {
+      return true;
+    } else {
+      return copyable_value<E>();
+    }
+  } else if constexpr (requires { typename std::tuple_size<T>::type; }) {
+    // pair, tuple, array
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return copyable_values<std::remove_cv_t<std::tuple_element_t<I, T>>...>();
+    }(std::make_index_sequence<std::tuple_size_v<T>>{});
+  } else if constexpr (requires { typename std::variant_size<T>::type; }) {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return copyable_values<std::remove_cv_t<std::variant_alternative_t<I, T>>...>();
+    }(std::make_index_sequence<std::variant_size_v<T>>{});
+  } else if constexpr (requires { typename T::value_type; requires std::is_same_v<T, std::optional<typename T::value_type>>; }) {
+    return copyable_value<std::remove_cv_t<typename T::value_type>>();
+  } else {
+    return true;
+  }
+}
+
 /// Tag of a state that only ever holds a local value (make_local_state).
 struct LocalState {};
 
@@ -643,8 +688,12 @@ class State final : public StateBase {
     // local state may hold a type that cannot travel (when_all's vector of futures).
     if constexpr (!std::is_void_v<T>) decode_ = &State::decode;
   }
-  /// A local value only (then(), when_all(), when_any()): never decodes.
-  explicit State(LocalState) : items_(0), raw_(false) {}
+  /// A local value only (then(), when_all(), when_any()): never decodes. Only this constructor
+  /// names take_local(), so only states of values made in the host copy (or move) one out: a
+  /// worker's result of a type copyable_value() cannot see through still compiles.
+  explicit State(LocalState) : items_(0), raw_(false) {
+    if constexpr (!std::is_void_v<T>) take_local_ = &State::take_local;
+  }
 
   T get() {
     wait();
@@ -652,7 +701,7 @@ class State final : public StateBase {
     if constexpr (std::is_void_v<T>) {
       return;
     } else {
-      if (local_) return *local_;
+      if (local_ && take_local_) return (this->*take_local_)();
       if (!decode_) throw std::logic_error("ferry: a local future state without a value");
       return (this->*decode_)();
     }
@@ -676,11 +725,25 @@ class State final : public StateBase {
 
   T decode() requires(!std::is_void_v<T>);
 
+  /// The value made in the host: a copy, or, for a type that cannot be copied, the value itself,
+  /// moved out by the first call (as a std::future's): later ones throw std::future_error. A
+  /// worker's result is decoded anew by every get() instead.
+  T take_local() requires(!std::is_void_v<T>) {
+    if constexpr (copyable_value<T>()) {
+      return *local_;
+    } else {
+      if (local_taken_.exchange(true)) throw std::future_error(std::future_errc::future_already_retrieved);
+      return std::move(*local_);
+    }
+  }
+
   std::uint32_t items_;
   bool raw_;
   std::size_t first_input_ = no_input;
   std::optional<Local> local_;
+  std::atomic<bool> local_taken_{false};
   T (State::*decode_)() = nullptr;
+  T (State::*take_local_)() = nullptr;
 };
 
 template <class T>
