@@ -13,6 +13,7 @@
 #include <iterator>
 #include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <sstream>
@@ -23,6 +24,8 @@
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include <cereal/types/memory.hpp>
 
 #include <ferry/detail/codec.hpp>
 #include <ferry/detail/invoke.hpp>
@@ -350,6 +353,16 @@ struct Node {
   }
 };
 
+/// A linked list's node with named members, as users write one.
+struct ListNode {
+  int value = 0;
+  std::unique_ptr<ListNode> next;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(cereal::make_nvp("value", value), cereal::make_nvp("next", next));
+  }
+};
+
 /// Every key in one bucket.
 struct OneBucket {
   std::size_t operator()(int) const noexcept { return 0; }
@@ -380,6 +393,28 @@ TEST_CASE("Serialization.decode_value.what_a_hostile_result_cannot_do") {
     };
     CHECK_NOTHROW(decode_value<Node>(chain(50).view()));
     CHECK_THROWS_WITH_AS(decode_value<Node>(chain(100'000).view()), doctest::Contains("levels deep"),
+                         cereal::Exception);
+  }
+  SUBCASE("nest deeper than the limit through a list of named nodes") {
+    // The limit counts a node once: not its members' names, its pointer and cereal's wrapper of
+    // it (six levels a node: 85 nodes were too many).
+    auto list = [](int nodes) {
+      ListNode head;
+      ListNode* at = &head;
+      for (int i = 1; i < nodes; ++i) {
+        at->next = std::make_unique<ListNode>();
+        at->next->value = i;
+        at = at->next.get();
+      }
+      Buffer b;
+      ferry::detail::encode_values(b, head);
+      return b;
+    };
+    ListNode back = decode_value<ListNode>(list(500).view());
+    int count = 0;
+    for (const ListNode* at = &back; at; at = at->next.get()) CHECK(at->value == count++);
+    CHECK(count == 500);
+    CHECK_THROWS_WITH_AS(decode_value<ListNode>(list(600).view()), doctest::Contains("levels deep"),
                          cereal::Exception);
   }
   SUBCASE("collide keys in one bucket") {

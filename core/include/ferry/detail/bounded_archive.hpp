@@ -17,6 +17,7 @@
 
 #include <cereal/archives/binary.hpp>
 #include <cereal/cereal.hpp>
+#include <cereal/types/memory.hpp>
 
 namespace ferry::detail {
 
@@ -106,7 +107,12 @@ class BoundedInputArchive
 
 /// Whether a value of type T may hold values of its own type, and so count for the depth: not
 /// numbers, enums, strings, nor cereal's wrappers of a size or of raw bytes (each value loads
-/// through several of these: counting them cost a string about 10 % of its decoding).
+/// through several of these: counting them cost a string about 10 % of its decoding). Nor what
+/// only ever wraps one value that counts itself when it may nest: a member's name (cereal's
+/// name-value pair), a smart pointer and cereal's wrapper of it. A type can hold itself only
+/// through a class, which counts, so the stack each level takes stays bounded by the type's
+/// own shape: a linked list of nodes with named members took six levels a node (85 nodes made
+/// 512), now one (about 180 bytes of stack a node optimised, 1.4 KiB in the ASan build).
 template <class T>
 inline constexpr bool may_nest = !std::is_arithmetic_v<T> && !std::is_enum_v<T>;
 template <class C, class Tr, class A>
@@ -115,6 +121,16 @@ template <class T>
 inline constexpr bool may_nest<cereal::SizeTag<T>> = false;
 template <class T>
 inline constexpr bool may_nest<cereal::BinaryData<T>> = false;
+template <class T>
+inline constexpr bool may_nest<cereal::NameValuePair<T>> = false;
+template <class T>
+inline constexpr bool may_nest<cereal::memory_detail::PtrWrapper<T>> = false;
+template <class T, class D>
+inline constexpr bool may_nest<std::unique_ptr<T, D>> = false;
+template <class T>
+inline constexpr bool may_nest<std::shared_ptr<T>> = false;
+template <class T>
+inline constexpr bool may_nest<std::weak_ptr<T>> = false;
 
 template <class T>
 void prologue(BoundedInputArchive& ar, const T&) {
