@@ -699,11 +699,14 @@ class Hub {
   /// A rank refused at its hello holds no worker (free_agent gives none before a hello). In spawn
   /// mode it was spawned for a worker waiting now: that worker fails with the reason, which its
   /// pool then gives as a start failure (and paces its next try); it waited for the next spawn,
-  /// refused the same way, until the pool's handshake timeout, which named neither version.
+  /// refused the same way, until the pool's handshake timeout, which named neither version. A
+  /// rank that had said hello before was not spawned for a waiting worker: the worker it served
+  /// ends with it (declare_dead), and one waiting for another spawn goes on waiting.
   void refuse_at_hello(Agent& a, const std::string& why) {
     const std::string said = where(a) + " " + ferry::detail::message_text(why);
+    const bool said_hello_before = a.ready;
     refuse(a, why);
-    if (world_mode_ || unassigned_.empty()) return;
+    if (world_mode_ || said_hello_before || unassigned_.empty()) return;
     ExitStatus st;
     st.detail = said;
     unassigned_.front()->finish(st);
