@@ -21,6 +21,25 @@
 #include "support/fixture.hpp"
 
 namespace layout_unit {
+/// A pimpl whose save reads through its pointer: run on a default-constructed object, it would
+/// crash the process.
+struct Pimpl {
+  std::unique_ptr<std::int32_t> impl;
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(*impl);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    impl = std::make_unique<std::int32_t>();
+    ar(*impl);
+  }
+};
+}  // namespace layout_unit
+template <>
+struct ferry::layout_by_name<layout_unit::Pimpl> : std::true_type {};
+
+namespace layout_unit {
 struct Plain {
   double a = 0;
   std::int32_t b = 0;
@@ -213,6 +232,13 @@ TEST_CASE("Layout.text.says_what_it_cannot_look_into") {
   // A class version: its load may read either side's data, so the members are not compared.
   CHECK(layout_text<layout_unit::Versioned>() == "layout_unit::Versioned{versioned}");
   CHECK(layout_text<layout_unit::Throws>() == "layout_unit::Throws{?}");
+}
+
+TEST_CASE("Layout.text.of_a_type_marked_layout_by_name_is_its_name_only") {
+  // Its save is never run on a default-constructed object (it would read through a null pointer).
+  CHECK(layout_text<layout_unit::Pimpl>() == "layout_unit::Pimpl{named}");
+  CHECK(layout_text<std::vector<layout_unit::Pimpl>, layout_unit::Plain>() ==
+        "layout_unit::Pimpl{named};layout_unit::Plain{f64,i32}");
 }
 
 TEST_CASE("Layout.text.of_more_than_4096_characters_is_its_hash") {

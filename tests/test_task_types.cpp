@@ -155,4 +155,10 @@ TEST_CASE("TaskTypes.arguments_convert_as_a_call_of_the_task_would") {
   for (std::size_t n : ex.imap(length_of, texts)) streamed.push_back(n);
   CHECK(streamed == std::vector<std::size_t>{1, 2, 3});
   CHECK(ex.submit(length_of, "four").get() == 4u);
+  // A C string is a BytesView of its bytes (as a std::string_view of it), without the NUL.
+  static_assert(std::is_convertible_v<const char*, ferry::BytesView>);
+  CHECK(byte_count("five!") == 5u);
+  CHECK(ex.submit(byte_count, "five!").get() == 5u);
+  const char* none = nullptr;
+  CHECK(ex.submit(byte_count, none).get() == 0u);
 }

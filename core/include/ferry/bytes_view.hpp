@@ -52,6 +52,8 @@ class BytesView {
   BytesView(const void* data, std::size_t size) noexcept
       : data_(static_cast<const char*>(data)), size_(size) {}
   BytesView(std::string_view s) noexcept : data_(s.data()), size_(s.size()) {}  // NOLINT: implicit
+  /// A C string's bytes, without its terminating NUL (as std::string_view's); none for nullptr.
+  BytesView(const char* s) noexcept : data_(s), size_(s ? std::strlen(s) : 0) {}  // NOLINT: implicit
   /// Any contiguous range of 1-byte elements (char, unsigned char, std::byte, ...).
   template <class R>
     requires(requires(const R& r) {

@@ -39,6 +39,18 @@ inline constexpr bool is_serializable_v =
      cereal::traits::is_input_serializable<std::remove_cvref_t<T>, InputArchive>::value &&
      std::is_default_constructible_v<std::remove_cvref_t<T>>);
 
+/**
+@brief Specialise as std::true_type for a user type whose members must not be looked into: one
+whose save cannot run on a default-constructed object (a pimpl whose save reads through its null
+pointer would crash the process where the layout is recorded). Its layout is then its name only,
+"Name{named}", not compared member by member: do it in the header the host and the plugin share.
+@code
+template <> struct ferry::layout_by_name<geo::Mesh> : std::true_type {};
+@endcode
+*/
+template <class T>
+struct layout_by_name : std::false_type {};
+
 namespace detail {
 
 /// States the fix at compile time (cereal's habit) when a type cannot travel.

@@ -25,6 +25,7 @@
 
 #include <ferry/detail/task_record.hpp>
 #include <ferry/detail/type_name.hpp>
+#include <ferry/serialization.hpp>  // layout_by_name
 
 namespace ferry::detail {
 class LayoutWriter;
@@ -242,7 +243,8 @@ using LayoutArchive = cereal::FerryLayoutArchive;
 
 /// "Name{members}": U's members as its save (serialize, save_minimal) gives them to the archive,
 /// over a default-constructed U (every type that travels is default-constructible). "{versioned}"
-/// for a type with a class version, whose load may read either side's data; "{?}" when U has no
+/// for a type with a class version, whose load may read either side's data; "{named}" for one
+/// the user marked ferry::layout_by_name (its save is never run here); "{?}" when U has no
 /// save this archive can call, or its constructor or save threw.
 template <class U>
 void describe_user_type(LayoutWriter& w) {
@@ -251,7 +253,9 @@ void describe_user_type(LayoutWriter& w) {
   std::string& text = w.text();
   text += TypeName<U>::value.view();
   text += '{';
-  if constexpr (tr::has_member_versioned_serialize<U, A>::value ||
+  if constexpr (layout_by_name<U>::value) {
+    text += "named";
+  } else if constexpr (tr::has_member_versioned_serialize<U, A>::value ||
                 tr::has_non_member_versioned_serialize<U, A>::value ||
                 tr::has_member_versioned_save<U, A>::value ||
                 tr::has_non_member_versioned_save<U, A>::value ||
