@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The signatures a task may have, taken as a call of it takes them: a result that can only be
 // moved, a result declared const, arguments converted implicitly (and never explicitly: the
-// compile_fail tests Serialization.submit_refuses_explicit_conversions and
-// Serialization.map_refuses_explicit_conversions).
+// compile_fail tests Serialization.submit_refuses_explicit_conversions,
+// Serialization.map_refuses_explicit_conversions and Initializer.call_refuses_explicit_conversions).
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <filesystem>
 #include <future>
 #include <stdexcept>
@@ -155,10 +156,16 @@ TEST_CASE("TaskTypes.arguments_convert_as_a_call_of_the_task_would") {
   for (std::size_t n : ex.imap(length_of, texts)) streamed.push_back(n);
   CHECK(streamed == std::vector<std::size_t>{1, 2, 3});
   CHECK(ex.submit(length_of, "four").get() == 4u);
-  // A C string is a BytesView of its bytes (as a std::string_view of it), without the NUL.
-  static_assert(std::is_convertible_v<const char*, ferry::BytesView>);
-  CHECK(byte_count("five!") == 5u);
-  CHECK(ex.submit(byte_count, "five!").get() == 5u);
+  // A string literal is a BytesView of its bytes without the NUL; a char array's end at its
+  // first NUL, never past the array; a pointer converts explicitly only, a null one never.
+  static_assert(std::is_convertible_v<const char (&)[6], ferry::BytesView>);
+  static_assert(!std::is_convertible_v<const char*, ferry::BytesView>);
+  static_assert(!std::is_convertible_v<std::nullptr_t, ferry::BytesView>);
+  static_assert(!std::is_constructible_v<ferry::BytesView, std::nullptr_t>);
+  CHECK(view_byte_count("five!") == 5u);
+  CHECK(ex.submit(view_byte_count, "five!").get() == 5u);
+  char unterminated[3] = {'a', 'b', 'c'};
+  CHECK(ex.submit(view_byte_count, unterminated).get() == 3u);
   const char* none = nullptr;
-  CHECK(ex.submit(byte_count, none).get() == 0u);
+  CHECK(ex.submit(view_byte_count, ferry::BytesView(none)).get() == 0u);
 }

@@ -33,7 +33,7 @@ FERRY_EXPORT const std::string const_label(int v);
 FERRY_EXPORT std::size_t count_values(std::vector<int> values);
 /// `text`'s length: a parameter taken by const reference.
 FERRY_EXPORT std::size_t length_of(const std::string& text);
-/// How many bytes `data` holds: a ferry::BytesView, which a C string converts to.
-FERRY_EXPORT std::size_t byte_count(ferry::BytesView data);
+/// How many bytes `data` holds: a ferry::BytesView, which a string literal converts to.
+FERRY_EXPORT std::size_t view_byte_count(ferry::BytesView data);
 /// `text`'s length and `x` doubled: a std::string and a double reached by implicit conversions.
 FERRY_EXPORT double length_plus_twice(std::string text, double x);

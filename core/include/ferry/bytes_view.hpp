@@ -2,6 +2,7 @@
 // BytesView: a task parameter that receives bytes without copying them.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <iterator>
@@ -35,8 +36,9 @@ argument message, which above FERRY_SHM_THRESHOLD is the shared memory the host 
 It is valid for the duration of the call; copy what must outlive it.
 
 The host passes any contiguous range of bytes (`std::vector<char>`, `std::string`,
-`std::array<unsigned char, N>`, `std::span<const std::byte>`...), which is encoded (one copy, into
-the shared memory) when submitted:
+`std::array<unsigned char, N>`, `std::span<const std::byte>`...) or a string literal (its bytes up
+to the NUL; a `const char*` converts explicitly only), which is encoded (one copy, into the shared
+memory) when submitted:
 @code
 std::uint64_t checksum(ferry::BytesView data);  // FERRY_TASK(checksum) in a plugin
 ex.submit(checksum, big_vector).get();           // by function: converted for you
@@ -52,8 +54,15 @@ class BytesView {
   BytesView(const void* data, std::size_t size) noexcept
       : data_(static_cast<const char*>(data)), size_(size) {}
   BytesView(std::string_view s) noexcept : data_(s.data()), size_(s.size()) {}  // NOLINT: implicit
-  /// A C string's bytes, without its terminating NUL (as std::string_view's); none for nullptr.
-  BytesView(const char* s) noexcept : data_(s), size_(s ? std::strlen(s) : 0) {}  // NOLINT: implicit
+  /// A string literal's bytes, without its NUL: those of a char array up to its first NUL, never
+  /// past its end (`ex.submit(checksum, "text")` sends four bytes).
+  template <std::size_t N>
+  BytesView(const char (&s)[N]) noexcept  // NOLINT: implicit, as std::string_view from a literal
+      : data_(s), size_(std::min(std::string_view(s, N).find('\0'), N)) {}
+  /// A C string's bytes, without its NUL (none for a null pointer). Explicit: the bytes end at
+  /// the first NUL, wherever that is, which a pointer to a byte buffer does not mean.
+  explicit BytesView(const char* s) noexcept : data_(s), size_(s ? std::strlen(s) : 0) {}
+  BytesView(std::nullptr_t) = delete;  // as std::string_view's (C++23)
   /// Any contiguous range of 1-byte elements (char, unsigned char, std::byte, ...).
   template <class R>
     requires(requires(const R& r) {

@@ -43,7 +43,10 @@ inline constexpr bool is_serializable_v =
 @brief Specialise as std::true_type for a user type whose members must not be looked into: one
 whose save cannot run on a default-constructed object (a pimpl whose save reads through its null
 pointer would crash the process where the layout is recorded). Its layout is then its name only,
-"Name{named}", not compared member by member: do it in the header the host and the plugin share.
+"Name{named}", not compared member by member (nor the user types reached only through it).
+Specialise it at global scope right after the type's definition, in the header the host and the
+plugin share, so that every translation unit sees it (this header declares it; <ferry/task.hpp>
+and <ferry/ferry.hpp> include it). A type with a class version is never looked into anyway.
 @code
 template <> struct ferry::layout_by_name<geo::Mesh> : std::true_type {};
 @endcode

@@ -3,7 +3,8 @@
 // names a user type by its name only, so a host and a plugin built from two versions of a header
 // agree on it; the layout is how they find out they should not. It is text made at run time, once
 // per signature and process, by running each user type's own save (or serialize) over a
-// default-constructed value with an archive that writes down what it is given instead of bytes:
+// default-constructed value (not for a type marked ferry::layout_by_name, written by name only)
+// with an archive that writes down what it is given instead of bytes:
 // "geo::Point{x:f64,y:f64}" (member names where the type gives them, cereal's NVPs). The host
 // sends its text with a task's reference; the worker compares it with the plugin's (the record's
 // `layout`) before the first call.
@@ -253,15 +254,15 @@ void describe_user_type(LayoutWriter& w) {
   std::string& text = w.text();
   text += TypeName<U>::value.view();
   text += '{';
-  if constexpr (layout_by_name<U>::value) {
-    text += "named";
-  } else if constexpr (tr::has_member_versioned_serialize<U, A>::value ||
+  if constexpr (tr::has_member_versioned_serialize<U, A>::value ||
                 tr::has_non_member_versioned_serialize<U, A>::value ||
                 tr::has_member_versioned_save<U, A>::value ||
                 tr::has_non_member_versioned_save<U, A>::value ||
                 tr::has_member_versioned_save_minimal<U, A>::value ||
                 tr::has_non_member_versioned_save_minimal<U, A>::value) {
-    text += "versioned";
+    text += "versioned";  // first: marking it layout_by_name changes nothing (its save never runs)
+  } else if constexpr (layout_by_name<U>::value) {
+    text += "named";
   } else if constexpr (std::is_default_constructible_v<U>) {
     const std::size_t mark = text.size();
     try {
