@@ -78,9 +78,8 @@ struct CacheAt {
 struct FreshCache {
   support::TempDir dir;
   fs::path path;
-  /// At `at`/`name` (in a directory of its own by default).
-  explicit FreshCache(const std::string& leaf = "cache", const fs::path& under = {})
-      : path((under.empty() ? dir.path : under) / leaf) {
+  /// At `leaf` in a directory of its own.
+  explicit FreshCache(const std::string& leaf = "cache") : path(dir.path / leaf) {
     {
       CacheAt at(shared_cache());
       ferry::Executor ex(support::options(1));
@@ -1527,10 +1526,15 @@ TEST_CASE("Wrap.a_cache_on_a_noexec_file_system_is_refused") {
     const fs::path& at;
     ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
   } unmount{mount_point.path};
+  // The directory is judged before anything is compiled into it: it needs no prelude (copies of
+  // the suite's, one of about 110 MB for each version of the headers the build directory has
+  // seen, once filled this file system).
+  const fs::path cache = mount_point.path / "cache";
+  fs::create_directories(cache);
+  fs::permissions(cache, fs::perms::owner_all, fs::perm_options::replace);
   std::string what;
   {
-    FreshCache cache("cache", mount_point.path);
-    CacheAt at(cache.path);
+    CacheAt at(cache);
     what = build_error(reinterpret_cast<const void*>(&twice));
   }
   CAPTURE(what);
