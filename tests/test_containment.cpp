@@ -130,6 +130,33 @@ void report(int fd, const T& v) {
   REQUIRE(::write(fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v));
 }
 
+/// Reads a `T` a child reported on `fd` (with report), waiting 20 s at most: a worker that never
+/// reports (its setup failed) fails the case here rather than hanging it until ctest's timeout,
+/// as a blocking read would while the test or another child still holds the pipe's write end.
+template <class T>
+T read_report(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  int ready;
+  do {
+    ready = ::poll(&p, 1, 20000);
+  } while (ready < 0 && errno == EINTR);
+  REQUIRE_MESSAGE(ready == 1, "nothing reported within 20 s");
+  T v{};
+  REQUIRE(::read(fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v));
+  return v;
+}
+
+/// Reads two pids reported on `fd`, one at a time (start_descendants writes both at once; two
+/// processes may each write one), each within 20 s.
+std::array<pid_t, 2> read_descendants(int fd) {
+  std::array<pid_t, 2> pids{};
+  for (pid_t& pid : pids) pid = read_report<pid_t>(fd);
+  return pids;
+}
+
+using support::descendants_end_within;
+using support::KillLeftovers;
+
 }  // namespace
 
 TEST_CASE("Containment.private_temp_dir.removal_follows_no_link") {
@@ -308,21 +335,23 @@ TEST_CASE("Containment.descendants.end_with_a_killed_worker") {
     for (;;) ::pause();
   });
   ::close(pids[1]);
-  pid_t descendants[2];
-  REQUIRE(::read(pids[0], &descendants[0], sizeof(pid_t)) == sizeof(pid_t));
-  REQUIRE(::read(pids[0], &descendants[1], sizeof(pid_t)) == sizeof(pid_t));
+  // In either order: the worker and its child each report one. Both killed at the end if the
+  // guardian missed them (a paused one held ctest's output open until its timeout).
+  const auto descendants = read_descendants(pids[0]);
   ::close(pids[0]);
+  KillLeftovers leftovers;
+  leftovers.add({descendants[0], descendants[1]});
   pid_t worker_pid = worker.pid;
   CHECK(!ended(descendants[0]));
   CHECK(!ended(descendants[1]));
   ::kill(worker.pid, SIGKILL);
   CHECK(worker.wait() == 128 + SIGKILL);
   CHECK(support::wait_until([&] { return ended(descendants[0]) && ended(descendants[1]); },
-                            std::chrono::seconds(2)));
+                            descendants_end_within));
   if (ferry::detail::containment_support().pids_cgroup && std::filesystem::exists("/sys/fs/cgroup/pids")) {
     // ...and the guardian removed the worker's cgroup.
     const std::string base = support::own_cgroup_v1("pids") + "/ferry";
-    CHECK(support::wait_until([&] { return support::worker_cgroups(base, worker_pid).empty(); }, std::chrono::seconds(2)));
+    CHECK(support::wait_until([&] { return support::worker_cgroups(base, worker_pid).empty(); }, descendants_end_within));
   }
 }
 
@@ -358,8 +387,7 @@ TEST_CASE("Containment.descendants.a_guardian_at_work_spares_a_later_worker_of_t
   int ready[2];
   REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
   auto first = std::make_unique<Child>(set_up_and_wait(ready[1]));
-  pid_t said = 0;
-  REQUIRE(::read(ready[0], &said, sizeof said) == sizeof said);
+  pid_t said = read_report<pid_t>(ready[0]);
   const pid_t reused = first->pid;
   pid_t guardian = 0;
   REQUIRE(support::wait_until([&] { return (guardian = guardian_of(reused)) != 0; }, std::chrono::seconds(5)));
@@ -390,7 +418,7 @@ TEST_CASE("Containment.descendants.a_guardian_at_work_spares_a_later_worker_of_t
   }
   // Its cgroup made and joined (the tries that got another pid may have said theirs first).
   do {
-    REQUIRE(::read(ready[0], &said, sizeof said) == sizeof said);
+    said = read_report<pid_t>(ready[0]);
   } while (said != reused);
   ::close(ready[0]);
   ::close(ready[1]);
@@ -888,14 +916,14 @@ TEST_CASE("Containment.lowered_limits.a_task_that_floods_the_guardian_cannot_kee
     return ::read(report[0], &reported, sizeof reported) == sizeof reported ? 0 : 3;
   });
   ::close(report[1]);
-  pid_t child = 0;
-  REQUIRE(::read(report[0], &child, sizeof child) == sizeof child);
+  const pid_t child = read_report<pid_t>(report[0]);
   ::close(report[0]);
+  KillLeftovers leftovers;  // if the guardian missed it
+  leftovers.add(child);
   CHECK(worker.wait() == 0);
   // The worker has ended: its guardian ends what the task left, the flooding child among them.
   CHECK_MESSAGE(support::wait_until([&] { return ended(child); }, std::chrono::milliseconds(10000)),
                 "the task's child " << child << " outlived its worker");
-  if (!ended(child)) ::kill(child, SIGKILL);
 }
 
 TEST_CASE("Containment.lowered_limits.the_guardian_serves_a_worker_two_requests_at_most") {
@@ -1318,22 +1346,6 @@ void start_descendants(int report_fd, const char* exec = nullptr, Hide hide = Hi
   REQUIRE(child > 0);
 }
 
-/// Reads the two pids start_descendants reported, each within 20 s (a worker that never starts
-/// them fails the case here, rather than hanging it until ctest's timeout).
-std::array<pid_t, 2> read_descendants(int fd) {
-  std::array<pid_t, 2> pids{};
-  for (pid_t& pid : pids) {
-    pollfd p{fd, POLLIN, 0};
-    int ready;
-    do {
-      ready = ::poll(&p, 1, 20000);
-    } while (ready < 0 && errno == EINTR);
-    REQUIRE_MESSAGE(ready == 1, "no descendant reported within 20 s");
-    REQUIRE(::read(fd, &pid, sizeof(pid_t)) == sizeof(pid_t));
-  }
-  return pids;
-}
-
 }  // namespace
 
 TEST_CASE("Containment.unprivileged.descendants_end_with_a_killed_worker") {
@@ -1365,13 +1377,13 @@ TEST_CASE("Containment.unprivileged.descendants_end_with_a_killed_worker") {
     CHECK(std::string(text).find("user namespace") != std::string::npos);
     auto d = read_descendants(pipe_fds[0]);
     ::close(pipe_fds[0]);
+    KillLeftovers leftovers;  // what the guardian missed, if it did
+    leftovers.add({d[0], d[1]});
     CHECK(!ended(d[0]));
     CHECK(!ended(d[1]));
     ::kill(worker.pid, SIGKILL);
     CHECK(worker.wait() == 128 + SIGKILL);
-    CHECK(support::wait_until([&] { return ended(d[0]) && ended(d[1]); }, std::chrono::seconds(2)));
-    ::kill(d[0], SIGKILL);  // what the guardian missed, if it did
-    ::kill(d[1], SIGKILL);
+    CHECK(support::wait_until([&] { return ended(d[0]) && ended(d[1]); }, descendants_end_within));
   }
 }
 
@@ -1486,6 +1498,10 @@ TEST_CASE("Containment.last_resort.tagged_descendants_end_with_a_killed_worker")
   ::close(pipe_fds[1]);
   auto d = read_descendants(pipe_fds[0]);
   ::close(pipe_fds[0]);
+  // Killed at the end: d[0] outlives the worker, and d[1] if the guardian missed it (a paused
+  // process that held ctest's output open).
+  KillLeftovers leftovers;
+  leftovers.add({d[0], d[1]});
   // The grandchild has exec'd once its environment shows the tag.
   CHECK(support::wait_until([&] {
     std::ifstream in("/proc/" + std::to_string(d[1]) + "/environ");
@@ -1494,12 +1510,10 @@ TEST_CASE("Containment.last_resort.tagged_descendants_end_with_a_killed_worker")
   }));
   ::kill(worker.pid, SIGKILL);
   CHECK(worker.wait() == 128 + SIGKILL);
-  CHECK(support::wait_until([&] { return ended(d[1]); }, std::chrono::seconds(2)));
+  CHECK(support::wait_until([&] { return ended(d[1]); }, descendants_end_within));
   // The child never exec'd: /proc shows no tag for it, it outlives a killed worker (the weakest
   // of the three ways, design §15).
   CHECK(!ended(d[0]));
-  ::kill(d[1], SIGKILL);  // what the guardian missed, if it did: held ctest's output open
-  ::kill(d[0], SIGKILL);
 }
 
 TEST_CASE("Containment.last_resort.finish_ends_every_descendant") {
@@ -1529,10 +1543,11 @@ TEST_CASE("Containment.last_resort.finish_ends_every_descendant") {
   auto a = read_descendants(pipe_fds[0]);
   auto b = read_descendants(pipe_fds[0]);
   ::close(pipe_fds[0]);
+  KillLeftovers leftovers;  // what finish() missed, if it did
+  leftovers.add({a[0], a[1], b[0], b[1]});
   CHECK(worker_process->wait() == 0);
   for (pid_t p : {a[0], a[1], b[0], b[1]}) {
     CAPTURE(p);
-    CHECK(support::wait_until([&] { return ended(p); }, std::chrono::seconds(2)));
-    ::kill(p, SIGKILL);
+    CHECK(support::wait_until([&] { return ended(p); }, descendants_end_within));
   }
 }

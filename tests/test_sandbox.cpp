@@ -79,10 +79,9 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
   return support::wait_until(pred, timeout);
 }
 
-/// The promise: a worker's descendants are gone within 2 s of its end. Sanitizer builds
-/// get 6 s: a process with ASan's terabytes of shadow mappings takes long to tear down, and
-/// hundreds of them on a loaded 2-core machine took more than 2 s.
-constexpr std::chrono::milliseconds descendants_end_within = FERRY_TEST_SHADOW_MEMORY ? 6s : 2s;
+/// The promise: a worker's descendants are gone within 2 s of its end (6 s under a
+/// sanitizer).
+using support::descendants_end_within;
 
 /// A hostile task's budget: generous, so that only a missing containment reaches it (then the
 /// future fails with TimeoutError and the case fails, instead of hanging).
@@ -161,23 +160,6 @@ bool gone(pid_t pid) {
   return state == 0 || state == 'Z' || state == 'X';
 }
 
-/// Field 22 of /proc/<pid>/stat (start time in clock ticks), or 0: tells a process from a later
-/// one that reuses its pid.
-unsigned long long start_time(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return 0;
-  auto close = line.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(line.substr(close + 2));
-  std::string field;
-  // After the comm: state is field 3, starttime field 22.
-  for (int i = 3; i < 22; ++i) rest >> field;
-  unsigned long long t = 0;
-  rest >> t;
-  return t;
-}
-
 /// Every process under `roots` (children, grandchildren, ...), not the roots themselves.
 std::vector<pid_t> descendants_of(const std::vector<int>& roots) {
   std::map<pid_t, std::vector<pid_t>> children;
@@ -205,21 +187,7 @@ std::size_t count_left(const std::vector<pid_t>& pids) {
   return static_cast<std::size_t>(std::count_if(pids.begin(), pids.end(), [](pid_t p) { return !gone(p); }));
 }
 
-/// SIGKILLs, at scope exit, what a case started and a missing containment would leave behind
-/// (only a process still the same one: same start time).
-struct KillLeftovers {
-  std::vector<std::pair<pid_t, unsigned long long>> pids;
-  void add(pid_t pid) {
-    if (pid > 0) pids.emplace_back(pid, start_time(pid));
-  }
-  void add(const std::vector<pid_t>& more) {
-    for (pid_t p : more) add(p);
-  }
-  ~KillLeftovers() {
-    for (auto [pid, start] : pids)
-      if (!gone(pid) && start != 0 && start_time(pid) == start) ::kill(pid, SIGKILL);
-  }
-};
+using support::KillLeftovers;
 
 /// A child of the test that pause()s: a ptrace target. Forked before any executor (no threads).
 struct PausedChild {

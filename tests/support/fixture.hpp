@@ -8,10 +8,12 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +31,7 @@
 #include <ferry/ferry.hpp>
 
 #include "processes.hpp"
+#include "sanitizer.hpp"
 
 namespace support {
 
@@ -36,6 +39,19 @@ namespace support {
 extern bool leak_check_off;
 
 using namespace std::chrono_literals;
+
+/// How many times longer than in the optimised build an upper limit on what processes take (to
+/// start, to be killed, to end) is under a sanitizer (FERRY_TEST_SHADOW_MEMORY): a process with
+/// ASan's terabytes of shadow mappings takes long to set up and tear down, the more so on a
+/// loaded 2-core machine.
+inline constexpr int sanitizer_slowdown = FERRY_TEST_SHADOW_MEMORY ? 3 : 1;
+
+/// `limit` in the optimised build, sanitizer_slowdown times it under a sanitizer.
+constexpr std::chrono::milliseconds scaled(std::chrono::milliseconds limit) { return limit * sanitizer_slowdown; }
+
+/// The promise: a worker's descendants are gone within 2 s of its end (6 s under a
+/// sanitizer: hundreds of them on a loaded 2-core machine took more than 2 s).
+inline constexpr std::chrono::milliseconds descendants_end_within = scaled(2s);
 
 /// Options for an executor of `workers` running the freshly built worker and plugins.
 inline ferry::ExecutorOptions options(std::size_t workers = 2) {
@@ -205,6 +221,69 @@ inline bool alive(pid_t pid) {
   char s = process_state(pid);
   return s != 0 && s != 'Z';
 }
+
+/// Field 22 of /proc/<pid>/stat (start time in clock ticks), or 0: tells a process from a later
+/// one that reuses its pid.
+inline unsigned long long start_time(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  // After the comm: state is field 3, starttime field 22.
+  for (int i = 3; i < 22; ++i) rest >> field;
+  unsigned long long t = 0;
+  rest >> t;
+  return t;
+}
+
+/// SIGKILLs, at scope exit (a failed REQUIRE's too), what a case started and a missing
+/// containment would leave behind: a paused process that outlives the test holds ctest's output
+/// open until its timeout. Only the very process added: it is held by a pidfd taken when added
+/// (by its start time where there is no pidfd), so that one that ended, was reaped, and whose pid
+/// went to another process meanwhile (forks beside the suite) is never the one killed. Add a pid
+/// while its process is known to run (just reported, not yet told to end).
+class KillLeftovers {
+ public:
+  KillLeftovers() = default;
+  KillLeftovers(const KillLeftovers&) = delete;
+  KillLeftovers& operator=(const KillLeftovers&) = delete;
+  void add(pid_t pid) {
+    if (pid <= 0) return;
+    Held h{pid, -1, 0};
+#ifdef SYS_pidfd_open
+    h.pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (h.pidfd < 0 && errno == ESRCH) return;  // already gone
+#endif
+    if (h.pidfd < 0 && (h.start = start_time(pid)) == 0) return;
+    held_.push_back(h);
+  }
+  void add(const std::vector<pid_t>& pids) {
+    for (pid_t p : pids) add(p);
+  }
+  ~KillLeftovers() {
+    for (const Held& h : held_) {
+      if (h.pidfd >= 0) {
+#ifdef SYS_pidfd_send_signal
+        ::syscall(SYS_pidfd_send_signal, h.pidfd, SIGKILL, nullptr, 0);
+#endif
+        ::close(h.pidfd);
+      } else if (start_time(h.pid) == h.start) {
+        ::kill(h.pid, SIGKILL);
+      }
+    }
+  }
+
+ private:
+  struct Held {
+    pid_t pid;
+    int pidfd;
+    unsigned long long start;
+  };
+  std::vector<Held> held_;
+};
 
 /// A fresh private directory, removed at scope exit.
 struct TempDir {
