@@ -10,6 +10,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cereal/types/base_class.hpp>
@@ -138,6 +139,17 @@ struct Blob {
   void load(Archive&) {}
 };
 enum class Colour : std::uint8_t { red, green };
+enum class OnInt { a, b };
+enum class Small : std::int16_t { a, b };
+enum Unscoped { first, second };
+struct HasModes {
+  Small small = Small::a;
+  OnInt on_int = OnInt::a;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(small, on_int);
+  }
+};
 struct Library {
   std::chrono::milliseconds wait{};
   std::vector<std::chrono::seconds> waits;
@@ -189,7 +201,24 @@ struct Shape {
     ar(CEREAL_NVP(corners));
   }
 };
+// The plugin's is on std::uint16_t.
+enum class Mode : std::int16_t { off, on };
+/// As the plugin defines it: a pimpl whose save reads through its pointer, marked layout_by_name.
+struct Handle {
+  std::unique_ptr<std::int32_t> impl;
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(*impl);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    impl = std::make_unique<std::int32_t>();
+    ar(*impl);
+  }
+};
 }  // namespace layout_test
+template <>
+struct ferry::layout_by_name<layout_test::Handle> : std::true_type {};
 
 namespace {
 
@@ -228,7 +257,24 @@ TEST_CASE("Layout.text.follows_user_types_through_containers_members_and_bases_o
 TEST_CASE("Layout.text.writes_a_library_type_named_by_the_compiler_as_not_compared") {
   // g++ and clang spell std::chrono::milliseconds differently ("long int" and "long"): a member
   // named so made a plugin built by the other compiler refused. An enum's name is its own.
-  CHECK(layout_text<layout_unit::Library>() == "layout_unit::Library{_,_,_,layout_unit::Colour}");
+  CHECK(layout_text<layout_unit::Library>() ==
+        "layout_unit::Library{_,_,_,layout_unit::Colour};layout_unit::Colour{=u8}");
+}
+
+TEST_CASE("Layout.text.describes_an_enum_by_the_type_cereal_writes_unless_int") {
+  // Not in the layout, an enum on std::uint16_t in the plugin and std::int16_t in the host ran
+  // the task with 65534 for -2 (Layout.worker.refuses_an_enum_on_another_type).
+  CHECK(layout_text<layout_unit::Small>() == "layout_unit::Small{=i16}");
+  // An unscoped enum without a fixed type: whichever type the compiler chose (unsigned here).
+  using UnscopedOn = std::underlying_type_t<layout_unit::Unscoped>;
+  CHECK(layout_text<layout_unit::Unscoped>() ==
+        "layout_unit::Unscoped{=" + std::string(std::is_signed_v<UnscopedOn> ? "i" : "u") + "32}");
+  CHECK(layout_text<std::vector<layout_unit::Small>, layout_unit::Small>() == "layout_unit::Small{=i16}");
+  CHECK(layout_text<layout_unit::HasModes>() ==
+        "layout_unit::HasModes{layout_unit::Small,layout_unit::OnInt};layout_unit::Small{=i16}");
+  // On int (an enum class's own), and the library's enums: named only, as before.
+  CHECK(layout_text<layout_unit::OnInt>().empty());
+  CHECK(layout_text<std::byte>().empty());
 }
 
 TEST_CASE("Layout.text.says_what_it_cannot_look_into") {
@@ -269,6 +315,27 @@ TEST_CASE("Layout.worker.refuses_a_struct_whose_members_the_plugin_orders_otherw
   // The worker lives on: a task whose types agree runs.
   CHECK(ex.submit<std::string>(layout_task("tagged_label"), layout_test::Tagged{.id = 7, .label = "seven"}).get() ==
         "7:seven");
+}
+
+TEST_CASE("Layout.worker.refuses_an_enum_on_another_type") {
+  ferry::Executor ex(support::options(1));
+  try {
+    int v = ex.submit<int>(layout_task("mode_value"), static_cast<layout_test::Mode>(-2)).get();
+    FAIL("the task ran and read " << v);
+  } catch (const ferry::PluginError& e) {
+    const std::string what = e.what();
+    CHECK(contains(what, "layout_test::Mode{=u16}"));  // the plugin's
+    CHECK(contains(what, "layout_test::Mode{=i16}"));  // the host's
+  }
+}
+
+TEST_CASE("Layout.worker.runs_a_type_both_sides_mark_layout_by_name") {
+  // Neither side runs its save on a default-constructed object (it would read through a null
+  // pointer); both write "layout_test::Handle{named}", so they agree, and the value travels.
+  ferry::Executor ex(support::options(1));
+  layout_test::Handle h;
+  h.impl = std::make_unique<std::int32_t>(41);
+  CHECK(ex.submit<std::int32_t>(layout_task("handle_value"), std::move(h)).get() == 42);
 }
 
 TEST_CASE("Layout.worker.compares_a_user_type_held_in_a_container") {

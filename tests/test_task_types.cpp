@@ -169,3 +169,36 @@ TEST_CASE("TaskTypes.arguments_convert_as_a_call_of_the_task_would") {
   const char* none = nullptr;
   CHECK(ex.submit(view_byte_count, ferry::BytesView(none)).get() == 0u);
 }
+
+TEST_CASE("TaskTypes.binary_only_types_travel_by_function_and_have_no_json_entry") {
+  // FERRY_TASK compiled a JSON entry point for every task: the plugin did not compile with these
+  // (no save or load for the JSON archives; cereal::binary_data in one).
+  using result_types::BinaryOnly;
+  using result_types::Raw;
+  static_assert(!ferry::detail::has_json_entry<&binary_only_twice>());
+  static_assert(!ferry::detail::has_json_entry<&sum_binary_only>());
+  static_assert(!ferry::detail::has_json_entry<&reversed_raw>());
+  static_assert(ferry::detail::has_json_entry<&length_plus_twice>());
+  ferry::Executor ex(support::options(1));
+  CHECK(ex.submit(binary_only_twice, BinaryOnly{21}).get().value == 42);
+  CHECK(ex.submit(sum_binary_only, std::vector<BinaryOnly>{{1}, {2}}, BinaryOnly{4}, std::make_unique<BinaryOnly>(8))
+            .get() == 15);
+  CHECK(ex.submit(reversed_raw, Raw{{1, 2, 3, 4}}).get().bytes == std::array<std::uint8_t, 4>{4, 3, 2, 1});
+  // As JSON: refused, saying why; a task of the same plugin with JSON types still runs so.
+  const auto ref = [](const char* name) {
+    return ferry::TaskRef{.library = FERRY_TEST_RESULT_TYPES_PLUGIN, .name = name};
+  };
+  for (const char* name : {"binary_only_twice", "reversed_raw"}) {
+    CAPTURE(name);
+    std::string what;
+    try {
+      ex.submit_json(ref(name), R"({"value0": {}})").get();
+    } catch (const ferry::PluginError& e) {
+      what = e.what();
+    }
+    CHECK(what.find("no JSON entry point") != std::string::npos);
+    CHECK(what.find("ferry::binary_only") != std::string::npos);
+  }
+  CHECK(ex.submit_json(ref("length_plus_twice"), R"({"value0": "abc", "value1": 1.0})").get() ==
+        "{\"value0\":5.0}\n");
+}

@@ -54,6 +54,22 @@ template <> struct ferry::layout_by_name<geo::Mesh> : std::true_type {};
 template <class T>
 struct layout_by_name : std::false_type {};
 
+/**
+@brief Specialise as std::true_type for a user type that only cereal's binary archive can carry:
+one whose template `serialize` writes `cereal::binary_data`, say. A FERRY_TASK whose arguments or
+result hold it gets no JSON entry point (`ferry run`, Executor::submit_json): the plugin compiles,
+the task is submitted by function, and a JSON call fails with a PluginError saying it has none.
+A type whose save and load are written for cereal::BinaryOutputArchive and
+cereal::BinaryInputArchive themselves (not templates) needs no mark: that is seen, through
+standard containers, pairs, tuples, optionals, variants, arrays and smart pointers too. Specialise
+it where layout_by_name would be (below the type, in the header the plugin includes).
+@code
+template <> struct ferry::binary_only<geo::Blob> : std::true_type {};
+@endcode
+*/
+template <class T>
+struct binary_only : std::false_type {};
+
 namespace detail {
 
 /// States the fix at compile time (cereal's habit) when a type cannot travel.

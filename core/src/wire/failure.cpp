@@ -161,7 +161,9 @@ std::exception_ptr to_exception(const Failure& given, const FailureContext& c) {
     case FailureKind::no_json_entry:
       return std::make_exception_ptr(PluginError::load_failed(
           f.library, symbol,
-          "task '" + name + "' has no JSON entry point (a FERRY_WRAP function: submit it by function)"));
+          "task '" + name +
+              "' has no JSON entry point (a FERRY_WRAP function, or a task whose types only cereal's "
+              "binary archive carries: ferry::binary_only; submit it by function)"));
   }
   // decode_failure admits no other kind; a Failure built in this process with a cast is a bug.
   return std::make_exception_ptr(Error("ferry: worker " + std::to_string(c.pid) + " answered task '" +

@@ -41,7 +41,8 @@ enum class FailureKind : std::uint8_t {
   signature_mismatch = 9,  // library; signature: the plugin's (the host knows its own); message:
                            // the plugin's layout when only the layouts differ
   main_program = 10,       // library: the host's executable; message: the loader's
-  no_json_entry = 11,      // library: a plugin built without the JSON entry point (FERRY_WRAP)
+  no_json_entry = 11,      // library: a plugin built without the JSON entry point (FERRY_WRAP, or
+                           // a task of ferry::binary_only types)
 };
 inline constexpr std::uint8_t max_failure_kind = 11;
 

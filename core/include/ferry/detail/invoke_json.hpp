@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -16,8 +17,52 @@
 
 #include <ferry/detail/invoke.hpp>
 #include <ferry/detail/json_archive.hpp>
+#include <ferry/detail/layout.hpp>  // is_layout_user_type
+#include <ferry/serialization.hpp>   // binary_only
 
 namespace ferry::detail {
+
+template <class T>
+constexpr bool has_json_form();
+
+/// Whether a smart pointer's object has a JSON form (the pointer itself has, as cereal writes it).
+template <class T>
+struct PointeeHasJsonForm : std::true_type {};
+template <class T, class D>
+struct PointeeHasJsonForm<std::unique_ptr<T, D>>
+    : std::bool_constant<has_json_form<std::remove_cv_t<T>>()> {};
+template <class T>
+struct PointeeHasJsonForm<std::shared_ptr<T>> : std::bool_constant<has_json_form<std::remove_cv_t<T>>()> {};
+
+/// False when T cannot be written and read by the JSON entry point's archives as far as can be
+/// seen without instantiating its serialization: marked ferry::binary_only, a user class with no
+/// save or load for them (written for cereal's binary archives only), or a standard type holding
+/// one. What a user type's template serialize does inside is not seen (binary_only says it).
+template <class T>
+constexpr bool has_json_form() {
+  if constexpr (binary_only<T>::value) {
+    return false;
+  } else if constexpr (requires { typename TypeName<T>::parts; }) {
+    return []<class... P>(std::type_identity<std::tuple<P...>>) {
+      return (has_json_form<std::remove_cv_t<P>>() && ...);
+    }(std::type_identity<typename TypeName<T>::parts>{});
+  } else if constexpr (is_layout_user_type<T>()) {
+    return cereal::traits::is_output_serializable<T, JsonOutputArchive>::value &&
+           cereal::traits::is_input_serializable<T, JsonTextInputArchive>::value;
+  } else {
+    return PointeeHasJsonForm<T>::value;
+  }
+}
+
+/// Whether task Fn gets a JSON entry point: every argument and its result have a JSON form.
+template <auto Fn>
+constexpr bool has_json_entry() {
+  using Traits = FunctionTraits<decltype(Fn)>;
+  using R = std::remove_cvref_t<typename Traits::result>;
+  return []<class... A>(std::type_identity<std::tuple<A...>>) {
+    return (has_json_form<A>() && ...);
+  }(std::type_identity<typename Traits::decayed_params>{}) && (std::is_void_v<R> || has_json_form<R>());
+}
 
 /// The arguments of a JSON call must be exactly {"value0": ..., "value<n-1>": ...}: the archive
 /// would read members by position and ignore extra ones. `each_name(name)` calls `name` with each

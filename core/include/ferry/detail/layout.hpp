@@ -5,7 +5,8 @@
 // per signature and process, by running each user type's own save (or serialize) over a
 // default-constructed value (not for a type marked ferry::layout_by_name, written by name only)
 // with an archive that writes down what it is given instead of bytes:
-// "geo::Point{x:f64,y:f64}" (member names where the type gives them, cereal's NVPs). The host
+// "geo::Point{x:f64,y:f64}" (member names where the type gives them, cereal's NVPs), and a user's
+// enum on another type than `int` as the type cereal writes for it: "geo::Mode{=u16}". The host
 // sends its text with a task's reference; the worker compares it with the plugin's (the record's
 // `layout`) before the first call.
 #pragma once
@@ -32,6 +33,8 @@ namespace ferry::detail {
 class LayoutWriter;
 template <class U>
 void describe_user_type(LayoutWriter& w);
+template <class E>
+void describe_enum(LayoutWriter& w);
 }  // namespace ferry::detail
 
 namespace cereal {
@@ -59,16 +62,35 @@ auto save_minimal_with(const A& ar, const T& t) {
 
 namespace ferry::detail {
 
-/// A user type: one whose name the compiler gives (TypeName's primary template), a class, and not
-/// one of std's, cereal's or ferry's own (those are named only: their serialization is the
-/// library's, the same on both sides).
+/// A type of the user's: one whose name the compiler gives (TypeName's primary template), not one
+/// of std's, cereal's or ferry's own (those are named only: their serialization is the library's,
+/// the same on both sides).
 template <class T>
-constexpr bool is_layout_user_type() {
-  if constexpr (!std::is_class_v<T> || !requires { TypeName<T>::user; }) {
+constexpr bool is_user_named() {
+  if constexpr (!requires { TypeName<T>::user; }) {
     return false;
   } else {
     constexpr std::string_view n = TypeName<T>::value.view();
     return !(n.starts_with("std::") || n.starts_with("cereal::") || n.starts_with("ferry::"));
+  }
+}
+
+/// A user type whose members a layout describes: a class of the user's.
+template <class T>
+constexpr bool is_layout_user_type() {
+  return std::is_class_v<T> && is_user_named<T>();
+}
+
+/// A user's enum a layout describes: cereal writes its underlying type, which the signature does
+/// not name. Not one on `int` (an enum class's own): the layouts of signatures holding only those
+/// are what plugins built before wrote, and a host and a plugin disagree on them only when the
+/// other side says another type, which it then describes.
+template <class T>
+constexpr bool is_layout_enum() {
+  if constexpr (std::is_enum_v<T>) {
+    return is_user_named<T>() && !std::is_same_v<std::underlying_type_t<T>, int>;
+  } else {
+    return false;
   }
 }
 
@@ -102,11 +124,16 @@ class LayoutWriter {
   /// Notes T: a user type is queued, a type ferry names is looked through (its `parts`).
   template <class T>
   void note() {
-    if constexpr (is_layout_user_type<T>()) {
+    if constexpr (is_layout_user_type<T>() || is_layout_enum<T>()) {
       const void* id = &tag<T>;
       for (const Pending& p : queue_)
         if (p.id == id) return;
-      if (queue_.size() < max_types) queue_.push_back({id, &describe_user_type<T>});
+      if (queue_.size() < max_types) {
+        if constexpr (std::is_enum_v<T>)
+          queue_.push_back({id, &describe_enum<T>});
+        else
+          queue_.push_back({id, &describe_user_type<T>});
+      }
     } else if constexpr (requires { typename TypeName<T>::parts; }) {
       note_parts(std::type_identity<typename TypeName<T>::parts>{});
     }
@@ -292,6 +319,16 @@ void describe_user_type(LayoutWriter& w) {
   } else {
     text += '?';
   }
+  text += '}';
+}
+
+/// "Name{=u16}": an enum, written as its underlying type (as a save_minimal's value is).
+template <class E>
+void describe_enum(LayoutWriter& w) {
+  std::string& text = w.text();
+  text += TypeName<E>::value.view();
+  text += "{=";
+  text += TypeName<std::underlying_type_t<E>>::value.view();
   text += '}';
 }
 

@@ -54,8 +54,11 @@ struct TaskRecordFor {
     r.header.invoke = &invoke<Fn>;
 #ifdef FERRY_DETAIL_NO_JSON_ENTRY  // FERRY_WRAP builds: submitted by function only (see wrap_compiler)
     r.header.invoke_json = nullptr;
-#else
-    r.header.invoke_json = &invoke_json<Fn>;
+#else  // none either for a task whose types only cereal's binary archive carries (binary_only)
+    if constexpr (has_json_entry<Fn>())
+      r.header.invoke_json = &invoke_json<Fn>;
+    else
+      r.header.invoke_json = nullptr;
 #endif
     r.header.address = &function_address<Fn>;
     r.header.layout = LayoutOf<decltype(Fn)>::fn;
