@@ -393,6 +393,9 @@ TEST_CASE("SandboxTmpdir.a_live_pools_private_directory_is_never_swept") {
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
+      // Only its own ends: a parent that leaves early closes go[1], and its read sees EOF.
+      ::close(ready[0]);
+      ::close(go[1]);
       int code = 100;
       try {
         support::ScopedEnv env("TMPDIR", base.path.string());
@@ -412,16 +415,35 @@ TEST_CASE("SandboxTmpdir.a_live_pools_private_directory_is_never_swept") {
     }
     ::close(ready[1]);
     ::close(go[0]);
+    // On every way out (a failed REQUIRE, a throw): go[1] closed (the child's read ends), the
+    // child killed and reaped unless it was, so that it never outlives the case.
+    struct Cleanup {
+      pid_t pid;
+      int go_write, ready_read;
+      bool reaped = false;
+      void close_go() {
+        if (go_write >= 0) ::close(go_write);
+        go_write = -1;
+      }
+      ~Cleanup() {
+        close_go();
+        ::close(ready_read);
+        if (!reaped) {
+          ::kill(pid, SIGKILL);
+          ::waitpid(pid, nullptr, 0);
+        }
+      }
+    } cleanup{pid, go[1], ready[0]};
     CHECK(readable_within(ready[0], 60s));
     std::optional<ferry::Executor> here;
     make_with_tmpdir(here, base.path, 1);
     CHECK(private_dirs_in(base.path).size() == 2);
     char c = 'g';
     CHECK(::write(go[1], &c, 1) == 1);
-    ::close(go[1]);
-    ::close(ready[0]);
+    cleanup.close_go();
     int status = 0;
     REQUIRE(support::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 60s));
+    cleanup.reaped = true;
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
   }

@@ -5,6 +5,8 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -640,6 +642,9 @@ TEST_CASE("SharedMemory.a_forked_child_does_not_take_its_parents_blocks") {
   REQUIRE(pid >= 0);
   if (pid == 0) {
     support::leak_check_off = true;
+    // Only its own ends: a parent that leaves early closes parent_wrote[1], and its read sees EOF.
+    ::close(child_wrote[0]);
+    ::close(parent_wrote[1]);
     int code = 0;
     {
       Buffer mine(size);
@@ -650,14 +655,38 @@ TEST_CASE("SharedMemory.a_forked_child_does_not_take_its_parents_blocks") {
     }
     _exit(code);
   }
+  // The child's write end closed here: a child that dies is EOF, not a read that never returns.
+  // parent_wrote[0] is kept: a write to a child that died succeeds (its status says the rest)
+  // rather than killing this process by SIGPIPE.
+  ::close(child_wrote[1]);
+  // On every way out (a failed REQUIRE): the pipes closed (the child's read ends), the child
+  // killed and reaped unless it was, so that it never outlives the case.
+  struct Cleanup {
+    pid_t pid;
+    int from_child, to_child, kept;
+    bool reaped = false;
+    ~Cleanup() {
+      for (int fd : {from_child, to_child, kept}) ::close(fd);
+      if (!reaped) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } cleanup{pid, child_wrote[0], parent_wrote[1], parent_wrote[0]};
+  pollfd wrote{child_wrote[0], POLLIN, 0};
+  int ready;
+  do {
+    ready = ::poll(&wrote, 1, 30000);
+  } while (ready < 0 && errno == EINTR);
+  REQUIRE_MESSAGE(ready == 1, "the child did not fill its buffer within 30 s");
   char go = 0;
   REQUIRE(::read(child_wrote[0], &go, 1) == 1);
   Buffer mine(size);
   std::memset(mine.data(), 'p', size);
   REQUIRE(::write(parent_wrote[1], "p", 1) == 1);
   int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  for (int fd : {child_wrote[0], child_wrote[1], parent_wrote[0], parent_wrote[1]}) ::close(fd);
+  REQUIRE(support::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 30s));
+  cleanup.reaped = true;
   CHECK_MESSAGE(WIFEXITED(status), "the child died of signal " << WTERMSIG(status));
   CHECK_MESSAGE(WEXITSTATUS(status) == 0, "1: the child's buffer held the parent's bytes");
   CHECK(mine.data()[0] == 'p');
