@@ -137,7 +137,8 @@ SIGPIPE as before; ENOSPC; EBADF), which finish_output() reports. Never closes `
 */
 std::FILE* open_output(int fd);
 /// open_output(STDOUT_FILENO), made on first use: the stream of every subcommand that starts no
-/// workers (list, info, cache, report, the help). run and map write to isolate_stdio()'s.
+/// workers (list, info, cache, report, the help). After isolate_stdio(), the stream it returned
+/// (descriptor 1 is stderr then). Not for use from several threads.
 std::FILE* output();
 
 /// For `ferry map` reading `file` ("" or "-": stdin): the message to refuse it with when that input

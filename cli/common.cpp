@@ -524,12 +524,17 @@ std::FILE* open_output(int fd) {
   return ::fopencookie(reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)), "w", io);
 }
 
+namespace {
+/// output()'s stream: on descriptor 1 until isolate_stdio moves stdout, then on its new descriptor.
+std::FILE* g_output = nullptr;
+}  // namespace
+
 std::FILE* output() {
-  static std::FILE* const out = [] {
-    std::FILE* f = open_output(STDOUT_FILENO);
-    return f ? f : stdout;  // out of memory: stdio's own stream
-  }();
-  return out;
+  if (!g_output) {
+    g_output = open_output(STDOUT_FILENO);
+    if (!g_output) g_output = stdout;  // out of memory: stdio's own stream
+  }
+  return g_output;
 }
 
 Stdio isolate_stdio(bool take_stdin) {
@@ -543,6 +548,7 @@ Stdio isolate_stdio(bool take_stdin) {
     if (f && ::dup2(STDERR_FILENO, STDOUT_FILENO) >= 0) {
       s.out = f;
       s.out_fd = out;
+      g_output = f;  // descriptor 1 is stderr now: output() must not name it
     } else {
       if (f) std::fclose(f);
       ::close(out);
