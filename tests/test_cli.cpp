@@ -1549,7 +1549,9 @@ TEST_CASE("Cli.map.stops_at_its_first_lost_output") {
   }
   support::TempDir dir;
   std::string input;
-  for (int i = 0; i < 40; ++i) input += "[" + std::to_string(i) + ", 150]\n";  // 6 s on one worker
+  // 6 s on one worker, twice the limit below; under a sanitizer both are sanitizer_slowdown
+  // times as long.
+  for (int i = 0; i < 40 * support::sanitizer_slowdown; ++i) input += "[" + std::to_string(i) + ", 150]\n";
   write_file(dir.path / "in.jsonl", input);
   fs::create_symlink("/dev/full", dir.path / "stdout");
   const auto start = std::chrono::steady_clock::now();
@@ -1557,7 +1559,7 @@ TEST_CASE("Cli.map.stops_at_its_first_lost_output") {
                                     (dir.path / "in.jsonl").string()}},
                       dir.path);
   CHECK(wait_status(child.pid) == 1);
-  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
+  CHECK(std::chrono::steady_clock::now() - start < support::scaled(std::chrono::seconds(3)));
   const std::string err = read_file(dir.path / "stderr");
   CHECK_MESSAGE(err.find("cannot write the output: No space left on device") != std::string::npos, err);
 }
