@@ -2,6 +2,7 @@
 // FERRY_WRAP: main-program functions compiled into cached plugins; the cache (private, shared by
 // threads and processes, tamper-checked); build errors; options.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1512,6 +1513,44 @@ TEST_CASE("Wrap.a_cache_directory_with_a_comma_in_its_name_works") {
   for (const auto& e : fs::directory_iterator(cache.dir.path))
     if (e.path() != cache.path) outside.push_back(e.path().filename().string());
   CHECK(outside.empty());
+}
+
+TEST_CASE("Wrap.the_cache_keeps_the_preludes_used_last") {
+  // Each prelude is about 110 MB, one per compiler, flag set and version of ferry's headers: the
+  // cache kept every one until `ferry cache clear`. Here, five made by hand (the precompiled
+  // header's bytes do not matter to the removal), each used a minute after the one before (its
+  // lock file's time), the last one just built.
+  support::TempDir cache;
+  const auto key = [](int i) { return std::string(64, static_cast<char>('a' + i)); };
+  const auto named = [&](int i, const char* suffix) { return cache.path / ("prelude-" + key(i) + suffix); };
+  const auto now = fs::file_time_type::clock::now();
+  for (int i = 0; i < 5; ++i) {
+    for (const char* suffix : {".hpp", ".hpp.gch", ".hpp.inputs", ".lock"}) std::ofstream(named(i, suffix)) << "x";
+    fs::last_write_time(named(i, ".lock"), now - std::chrono::minutes(10 - i));
+  }
+  std::ofstream(cache.path / "prelude-notes.txt") << "the user's";  // not a name the cache gives
+  // A wrap's compiler reads prelude 1 (its build holds the lock shared): it stays.
+  const int held = ::open(named(1, ".lock").c_str(), O_WRONLY | O_CLOEXEC);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_SH) == 0);
+  // Three kept: the new one (4) and the two used last (3, 2); 0 goes, 1 is in use.
+  CHECK(ferry::detail::remove_old_preludes(cache.path, key(4), 3) == 1);
+  for (const char* suffix : {".hpp", ".hpp.gch", ".hpp.inputs", ".lock"}) {
+    CAPTURE(suffix);
+    CHECK(!fs::exists(named(0, suffix)));
+    for (int i = 1; i < 5; ++i) CHECK(fs::exists(named(i, suffix)));
+  }
+  CHECK(fs::exists(cache.path / "prelude-notes.txt"));
+  // Let go, it goes at the next pass.
+  ::close(held);
+  CHECK(ferry::detail::remove_old_preludes(cache.path, key(4), 3) == 1);
+  CHECK(!fs::exists(named(1, ".hpp.gch")));
+  CHECK(fs::exists(named(2, ".hpp.gch")));
+  // One kept: only the new one.
+  CHECK(ferry::detail::remove_old_preludes(cache.path, key(4), 1) == 2);
+  CHECK(fs::exists(named(4, ".hpp.gch")));
+  CHECK(!fs::exists(named(3, ".hpp.gch")));
+  CHECK(!fs::exists(named(2, ".hpp.gch")));
 }
 
 TEST_CASE("Wrap.a_cache_on_a_noexec_file_system_is_refused") {

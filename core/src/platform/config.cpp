@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<ConfigVariable, 21> table = {{
+constexpr std::array<ConfigVariable, 22> table = {{
     {"FERRY_PLUGIN_PATH", "colon-separated plugin directories, after ExecutorOptions::plugin_dirs",
      "none"},
     {"FERRY_WORKER", "path of ferry-worker", "the one installed with libferry, then $PATH"},
@@ -49,6 +49,10 @@ constexpr std::array<ConfigVariable, 21> table = {{
      "seconds a FERRY_WRAP compiler run, or the wait for another build's lock, may take before it "
      "is stopped and the wrap fails (1 to 86400)",
      "300"},
+    {"FERRY_WRAP_PRELUDES",
+     "precompiled preludes (about 110 MB each: one per compiler, flag set and ferry version) a "
+     "FERRY_WRAP cache keeps; those used least recently go when a new one is built (1 to 1000)",
+     "4"},
     {"FERRY_MPI_TIMEOUT_MS",
      "MPI backend: silence after which a rank (or the host) is declared dead, 1000 to 3600000 "
      "(at least 4 of the 250 ms heartbeats)",
@@ -233,6 +237,7 @@ Config Config::read() {
   std::uint64_t wrap_timeout = static_cast<std::uint64_t>(c.wrap_timeout.count());
   r.number("FERRY_WRAP_TIMEOUT", wrap_timeout, 1, 86'400, false);
   c.wrap_timeout = std::chrono::seconds(wrap_timeout);
+  r.number("FERRY_WRAP_PRELUDES", c.wrap_preludes, 1, 1000, false);
   std::uint64_t mpi_spin = static_cast<std::uint64_t>(c.mpi_spin.count());
   r.number("FERRY_MPI_SPIN_US", mpi_spin, 0, 1'000'000, false);
   c.mpi_spin = std::chrono::microseconds(mpi_spin);

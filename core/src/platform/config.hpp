@@ -43,6 +43,7 @@ struct FERRY_INTERNAL_API Config {
   std::string cxx;                                          // FERRY_CXX
   std::vector<std::string> wrap_flags;                      // FERRY_WRAP_FLAGS
   std::chrono::seconds wrap_timeout{300};                   // FERRY_WRAP_TIMEOUT
+  std::size_t wrap_preludes = 4;                            // FERRY_WRAP_PRELUDES
   std::chrono::milliseconds mpi_timeout{3000};              // FERRY_MPI_TIMEOUT_MS
   std::chrono::microseconds mpi_spin{500};                  // FERRY_MPI_SPIN_US
   bool mpi_ship_always = false;                             // FERRY_MPI_SHIP=always

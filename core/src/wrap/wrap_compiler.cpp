@@ -601,6 +601,8 @@ struct Setup {
   /// for another build's lock (a build's thread never reads the environment, which the
   /// application may be changing meanwhile).
   std::chrono::seconds timeout{300};
+  /// FERRY_WRAP_PRELUDES: the cache's preludes kept once a new one is built (remove_old_preludes).
+  std::size_t kept_preludes = 4;
 };
 
 std::string where_of(const WrapSite& site) {
@@ -766,7 +768,11 @@ Setup make_setup(const WrapSite& site) {
   s.compiler_identity = program_identity(compiler);
   s.compiler = s.command.back();
   s.environment = compiler_environment(merged_environment({}));
-  s.timeout = Config::read().wrap_timeout;
+  {
+    const Config config = Config::read();
+    s.timeout = config.wrap_timeout;
+    s.kept_preludes = config.wrap_preludes;
+  }
   s.clang = fs::canonical(compiler, ec).filename().string().find("clang") != std::string::npos;
   s.include_dir = ferry_include_dir();
   if (s.include_dir.empty() || !fs::exists(s.include_dir / "ferry" / "task.hpp", ec))
@@ -927,6 +933,75 @@ std::vector<std::string> compiler_and_prelude(const Setup& s, const std::string&
   return out;
 }
 
+/// Sets the time of a cache prelude's lock file, which says when the prelude was last used
+/// (remove_old_preludes). Not the precompiled header's own: a wrap's record of what it read may
+/// name that file, and a new time would make its bytes be compared again.
+void mark_prelude_used(const fs::path& lock_file) {
+  const int fd = ::open(lock_file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0200);
+  if (fd < 0) return;
+  (void)::futimens(fd, nullptr);
+  ::close(fd);
+}
+
+/// The key of a cache prelude's precompiled header "prelude-<key>.hpp.gch" (or .pch), "" for
+/// any other name.
+std::string_view prelude_key_of(std::string_view name) {
+  constexpr std::string_view prefix = "prelude-";
+  if (!name.starts_with(prefix)) return {};
+  name.remove_prefix(prefix.size());
+  for (std::string_view suffix : {".hpp.gch", ".hpp.pch"}) {
+    if (!name.ends_with(suffix)) continue;
+    name.remove_suffix(suffix.size());
+    const bool hex = name.size() >= 32 && name.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+    return hex ? name : std::string_view();
+  }
+  return {};
+}
+
+}  // namespace
+
+std::size_t remove_old_preludes(const fs::path& dir, const std::string& key, std::size_t kept) {
+  struct Found {
+    fs::file_time_type used;
+    std::string key;
+  };
+  std::vector<Found> found;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const std::string_view k = prelude_key_of(name);
+    std::error_code entry_ec;  // an entry gone meanwhile: passed over, the walk goes on
+    if (k.empty() || k == key || !fs::is_regular_file(it->symlink_status(entry_ec))) continue;
+    // Last used: its lock file's time (mark_prelude_used), else when it was built.
+    auto used = fs::last_write_time(dir / ("prelude-" + std::string(k) + ".lock"), entry_ec);
+    if (entry_ec) used = it->last_write_time(entry_ec);
+    if (entry_ec) used = fs::file_time_type::min();
+    found.push_back({used, std::string(k)});
+  }
+  // `key`'s own is one of the `kept`.
+  const std::size_t others = kept == 0 ? 0 : kept - 1;
+  if (found.size() <= others) return 0;
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.used > b.used; });
+  std::size_t removed = 0;
+  for (std::size_t i = others; i < found.size(); ++i) {
+    const std::string base = "prelude-" + found[i].key;
+    const fs::path lock = dir / (base + ".lock");
+    // Not while a wrap's compiler may read it (its build holds the lock shared) nor while it is
+    // being built again: tried once, left for a later pass.
+    FileLock hold(lock, std::chrono::seconds(0));
+    if (!hold.held()) continue;
+    for (const char* suffix : {".hpp.gch", ".hpp.pch", ".hpp.inputs", ".hpp"}) fs::remove(dir / (base + suffix), ec);
+    // Removed held: a process that opened it meanwhile takes the lock again on a new file
+    // (FileLock), as after `ferry cache clear`.
+    fs::remove(lock, ec);
+    debug_log("wrap cache: removed the prelude %s (FERRY_WRAP_PRELUDES keeps %zu)", base.c_str(), kept);
+    ++removed;
+  }
+  return removed;
+}
+
+namespace {
+
 /// The precompiled prelude a wrap compiles with.
 struct Prelude {
   std::string header;  ///< "" when there is none (the wrap then compiles ferry's header itself)
@@ -976,7 +1051,10 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
     if (!fs::exists(pch, ec) || !fs::exists(header, ec)) return std::nullopt;
     auto read = parse_input_record(read_file(record, max_record));
     std::string why = !read ? "no record of what it read" : changed_input(*read);
-    if (why.empty()) return Prelude{header.string(), std::move(*read), {}, lock_file};
+    if (why.empty()) {
+      mark_prelude_used(lock_file);
+      return Prelude{header.string(), std::move(*read), {}, lock_file};
+    }
     debug_log("wrap prelude %s: %s: built again", pch.c_str(), why.c_str());
     return std::nullopt;
   };
@@ -1050,7 +1128,12 @@ Prelude prelude(const Setup& s, const fs::path& dir) {
   }
   fs::rename(tmp_pch, pch, ec);
   if (!ec) fs::rename(tmp_record, record, ec);
-  if (ec) fs::remove(tmp_record, ec);
+  if (ec) {
+    fs::remove(tmp_record, ec);
+    return out;
+  }
+  mark_prelude_used(lock_file);
+  remove_old_preludes(dir, key, s.kept_preludes);
   return out;
 }
 

@@ -4,6 +4,7 @@
 
 #include <exception>
 #include <future>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,14 @@ FERRY_INTERNAL_API std::filesystem::path wrap_plugin_dir(const std::filesystem::
 /// not use it: not a directory, not this user's and private, not writable, or on a way others
 /// could change ("" when it may). Builds refuse such a directory; a sandbox gives no rule on it.
 std::string cache_dir_problem(const std::filesystem::path& dir);
+
+/// After the prelude `key` was built in cache `dir`: removes the cache's other preludes (each
+/// about 110 MB: one per compiler, flag set and version of ferry's headers) past the `kept` - 1
+/// used last (the times mark_prelude_used sets on their lock files), each only when its lock can
+/// be taken at once (no wrap's compiler is reading it, no process is building it). How many it
+/// removed.
+FERRY_INTERNAL_API std::size_t remove_old_preludes(const std::filesystem::path& dir, const std::string& key,
+                                                   std::size_t kept);
 
 /// Precompiles the prelude for the default compiler and flags into `dir` (ferry's build does this
 /// once, so that no user pays for it), readable by every user (0644); returns the header to
