@@ -118,7 +118,8 @@ TaskInfo find_task(const GlobalOptions& global, std::string_view name);
 @brief The streams of a subcommand that starts workers. Workers inherit descriptors 0-2, so what a
 task prints would land in the middle of the JSON results, and a task reading stdin would eat the
 input lines: `out` (and `in`, if taken) move to private close-on-exec descriptors, fd 1 then
-points at stderr and fd 0 at /dev/null. Call before the Executor starts.
+points at stderr and fd 0 at /dev/null. Call before the Executor starts. Once per process: a later
+call returns the first one's streams.
 */
 struct Stdio {
   std::FILE* out = nullptr;  ///< the original stdout, as open_output's stream

@@ -538,6 +538,10 @@ std::FILE* output() {
 }
 
 Stdio isolate_stdio(bool take_stdin) {
+  // Once per process: called again, descriptor 1 is stderr already, and moving it would make it
+  // the results' stream.
+  static std::optional<Stdio> done;
+  if (done) return *done;
   Stdio s{output(), STDOUT_FILENO, take_stdin ? STDIN_FILENO : -1};
   std::fflush(stdout);
   std::fflush(s.out);
@@ -564,6 +568,7 @@ Stdio isolate_stdio(bool take_stdin) {
       }
     }
   }
+  done = s;
   return s;
 }
 

@@ -40,6 +40,9 @@ TEST_CASE("CliStdio.output_after_isolate_stdio_writes_the_moved_stdout") {
         ferry::cli::Stdio io = ferry::cli::isolate_stdio(/*take_stdin=*/false);
         if (io.out_fd < 0) return 3;
         if (ferry::cli::output() != io.out) return 4;
+        // Called again: the same streams (moving descriptor 1, stderr by then, made it the results').
+        ferry::cli::Stdio again = ferry::cli::isolate_stdio(/*take_stdin=*/false);
+        if (again.out != io.out || again.out_fd != io.out_fd || ferry::cli::output() != io.out) return 6;
         std::fputs("after\n", ferry::cli::output());
         return std::fflush(ferry::cli::output()) == 0 ? 0 : 5;
       },

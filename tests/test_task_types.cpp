@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <future>
 #include <stdexcept>
@@ -168,6 +169,40 @@ TEST_CASE("TaskTypes.arguments_convert_as_a_call_of_the_task_would") {
   CHECK(ex.submit(view_byte_count, unterminated).get() == 3u);
   const char* none = nullptr;
   CHECK(ex.submit(view_byte_count, ferry::BytesView(none)).get() == 0u);
+}
+
+namespace json_forms {
+/// An abstract base, written through its registered derived types: neither archive finds a
+/// serialization of its own for it.
+struct Shape {
+  virtual ~Shape() = default;
+  virtual double area() const = 0;
+};
+/// Saved by any archive, loaded by cereal's binary one only: a result can be written as JSON, an
+/// argument cannot be read from it.
+struct LoadsBinaryOnly {
+  std::int32_t v = 0;
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(v);
+  }
+  void load(cereal::BinaryInputArchive& ar) { ar(v); }
+};
+}  // namespace json_forms
+
+TEST_CASE("TaskTypes.a_json_form_is_refused_only_on_evidence_and_per_direction") {
+  // A first version refused a JSON form to every class the JSON archives found nothing for (a
+  // pointer to an abstract base lost the JSON entry point it had), and asked a result to be read
+  // and an argument to be written too.
+  using ferry::detail::has_json_form;
+  static_assert(has_json_form<std::unique_ptr<json_forms::Shape>, true>());
+  static_assert(has_json_form<std::shared_ptr<const json_forms::Shape>, false>());
+  static_assert(has_json_form<json_forms::LoadsBinaryOnly, false>());
+  static_assert(!has_json_form<json_forms::LoadsBinaryOnly, true>());
+  static_assert(!has_json_form<std::map<int, std::vector<result_types::BinaryOnly>>, true>());
+  static_assert(!has_json_form<std::unique_ptr<const result_types::BinaryOnly>, false>());
+  static_assert(has_json_form<std::vector<std::string>, true>());
+  CHECK(ferry::detail::has_json_entry<&length_plus_twice>());
 }
 
 TEST_CASE("TaskTypes.binary_only_types_travel_by_function_and_have_no_json_entry") {

@@ -276,7 +276,8 @@ PluginError PluginError::layout_mismatch(const std::string& path, const std::str
   return PluginError("task " + quoted(task) + " of " + path + " (" + signature +
                          ") defines its types otherwise than the host: the plugin's serialize " +
                          plugin_layout + ", the host's " + (host_layout.empty() ? "(no user type)" : host_layout) +
-                         "; build both from the same definitions",
+                         "; build both from the same definitions and ferry headers (a plugin built with an older "
+                         "ferry may describe them otherwise: rebuild it)",
                      path, "ferry_task:" + task, {});
 }
 PluginError PluginError::abi_mismatch(const std::string& path, const std::string& task,

@@ -934,12 +934,13 @@ std::vector<std::string> compiler_and_prelude(const Setup& s, const std::string&
 }
 
 /// Sets the time of a cache prelude's lock file, which says when the prelude was last used
-/// (remove_old_preludes). Not the precompiled header's own: a wrap's record of what it read may
-/// name that file, and a new time would make its bytes be compared again.
+/// (remove_old_preludes), a use being a wrap's build (a built wrap is loaded without it). The
+/// precompiled header keeps the time of its build, which `ferry cache list` shows.
 void mark_prelude_used(const fs::path& lock_file) {
-  const int fd = ::open(lock_file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0200);
+  // Non-blocking: a FIFO put at its name would hold the open for ever; only a regular file's time.
+  const int fd = ::open(lock_file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0200);
   if (fd < 0) return;
-  (void)::futimens(fd, nullptr);
+  if (struct stat st {}; ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) (void)::futimens(fd, nullptr);
   ::close(fd);
 }
 
@@ -978,6 +979,7 @@ std::size_t remove_old_preludes(const fs::path& dir, const std::string& key, std
     if (entry_ec) used = fs::file_time_type::min();
     found.push_back({used, std::string(k)});
   }
+  if (ec) return 0;  // a listing cut short: which were used last is not known
   // `key`'s own is one of the `kept`.
   const std::size_t others = kept == 0 ? 0 : kept - 1;
   if (found.size() <= others) return 0;

@@ -22,46 +22,56 @@
 
 namespace ferry::detail {
 
-template <class T>
+template <class T, bool Reading>
 constexpr bool has_json_form();
 
 /// Whether a smart pointer's object has a JSON form (the pointer itself has, as cereal writes it).
-template <class T>
+template <class T, bool Reading>
 struct PointeeHasJsonForm : std::true_type {};
-template <class T, class D>
-struct PointeeHasJsonForm<std::unique_ptr<T, D>>
-    : std::bool_constant<has_json_form<std::remove_cv_t<T>>()> {};
-template <class T>
-struct PointeeHasJsonForm<std::shared_ptr<T>> : std::bool_constant<has_json_form<std::remove_cv_t<T>>()> {};
+template <class T, class D, bool Reading>
+struct PointeeHasJsonForm<std::unique_ptr<T, D>, Reading>
+    : std::bool_constant<has_json_form<std::remove_cv_t<T>, Reading>()> {};
+template <class T, bool Reading>
+struct PointeeHasJsonForm<std::shared_ptr<T>, Reading>
+    : std::bool_constant<has_json_form<std::remove_cv_t<T>, Reading>()> {};
 
-/// False when T cannot be written and read by the JSON entry point's archives as far as can be
-/// seen without instantiating its serialization: marked ferry::binary_only, a user class with no
-/// save or load for them (written for cereal's binary archives only), or a standard type holding
-/// one. What a user type's template serialize does inside is not seen (binary_only says it).
-template <class T>
+/// False when T, read (an argument) or written (a result), is seen to have no JSON form without
+/// instantiating its serialization: marked ferry::binary_only, a user class whose load (save)
+/// cereal's binary archive finds and the JSON entry point's archive does not (written for the
+/// binary archive itself), or a standard type ferry names (its `parts`) or a smart pointer holding
+/// one. Only on that evidence: a class neither archive finds anything for (an abstract base
+/// written through its registered derived types, a type built by load_and_construct) keeps its
+/// JSON entry point, as before. What a template serialize does inside is not seen (binary_only).
+template <class T, bool Reading>
 constexpr bool has_json_form() {
+  namespace tr = cereal::traits;
   if constexpr (binary_only<T>::value) {
     return false;
   } else if constexpr (requires { typename TypeName<T>::parts; }) {
     return []<class... P>(std::type_identity<std::tuple<P...>>) {
-      return (has_json_form<std::remove_cv_t<P>>() && ...);
+      return (has_json_form<std::remove_cv_t<P>, Reading>() && ...);
     }(std::type_identity<typename TypeName<T>::parts>{});
   } else if constexpr (is_layout_user_type<T>()) {
-    return cereal::traits::is_output_serializable<T, JsonOutputArchive>::value &&
-           cereal::traits::is_input_serializable<T, JsonTextInputArchive>::value;
+    if constexpr (Reading)
+      return !tr::is_input_serializable<T, cereal::BinaryInputArchive>::value ||
+             tr::is_input_serializable<T, JsonTextInputArchive>::value;
+    else
+      return !tr::is_output_serializable<T, cereal::BinaryOutputArchive>::value ||
+             tr::is_output_serializable<T, JsonOutputArchive>::value;
   } else {
-    return PointeeHasJsonForm<T>::value;
+    return PointeeHasJsonForm<T, Reading>::value;
   }
 }
 
-/// Whether task Fn gets a JSON entry point: every argument and its result have a JSON form.
+/// Whether task Fn gets a JSON entry point: its arguments can be read from JSON and its result
+/// written as JSON.
 template <auto Fn>
 constexpr bool has_json_entry() {
   using Traits = FunctionTraits<decltype(Fn)>;
   using R = std::remove_cvref_t<typename Traits::result>;
   return []<class... A>(std::type_identity<std::tuple<A...>>) {
-    return (has_json_form<A>() && ...);
-  }(std::type_identity<typename Traits::decayed_params>{}) && (std::is_void_v<R> || has_json_form<R>());
+    return (has_json_form<A, true>() && ...);
+  }(std::type_identity<typename Traits::decayed_params>{}) && (std::is_void_v<R> || has_json_form<R, false>());
 }
 
 /// The arguments of a JSON call must be exactly {"value0": ..., "value<n-1>": ...}: the archive
